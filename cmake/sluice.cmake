@@ -1,0 +1,27 @@
+# Helpers in the spirit of absl_cc_library: one component folder = one library.
+#
+#   sluice_cc_library(NAME foo SRCS a.cc b.cc DEPS sluice::common PUBLIC_DEPS absl::status)
+# declares sluice_foo with alias sluice::foo. Includes are absolute from the repo root.
+function(sluice_cc_library)
+  cmake_parse_arguments(ARG "" "NAME" "SRCS;DEPS;PUBLIC_DEPS" ${ARGN})
+  add_library(sluice_${ARG_NAME} STATIC ${ARG_SRCS})
+  add_library(sluice::${ARG_NAME} ALIAS sluice_${ARG_NAME})
+  target_include_directories(sluice_${ARG_NAME} PUBLIC ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
+  target_link_libraries(sluice_${ARG_NAME} PUBLIC ${ARG_PUBLIC_DEPS} PRIVATE ${ARG_DEPS})
+endfunction()
+
+#   sluice_cc_test(NAME foo_test SRCS foo_test.cc DEPS sluice::foo LABELS unit)
+function(sluice_cc_test)
+  cmake_parse_arguments(ARG "" "NAME" "SRCS;DEPS;LABELS;TIMEOUT" ${ARGN})
+  add_executable(${ARG_NAME} ${ARG_SRCS})
+  target_include_directories(${ARG_NAME} PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
+  target_link_libraries(${ARG_NAME} PRIVATE ${ARG_DEPS} GTest::gmock GTest::gtest_main)
+  add_test(NAME ${ARG_NAME} COMMAND ${ARG_NAME})
+  if(NOT ARG_LABELS)
+    set(ARG_LABELS unit)
+  endif()
+  if(NOT ARG_TIMEOUT)
+    set(ARG_TIMEOUT 300)
+  endif()
+  set_tests_properties(${ARG_NAME} PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT})
+endfunction()

@@ -1,0 +1,46 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "common/record.h"
+
+namespace sluice {
+
+// Compact binary encoding of records, used inside data-plane buffers.
+//
+// A record is its fields in schema order with no per-record header: int64 and timestamp as
+// zig-zag varints, double as 8 little-endian bytes, bool as one byte, string as a varint
+// length and the bytes. A buffer is a plain concatenation of records.
+
+// Appends `record` to `out`. Allocates only when `out` must grow.
+void EncodeRecord(const Schema& schema, const Record& record, std::string* out);
+
+// Reads records one at a time from a buffer. Never trusts the bytes: a truncated or corrupt
+// buffer yields kDataLoss rather than reading out of bounds.
+class RecordDecoder {
+ public:
+  RecordDecoder(const Schema* schema, absl::string_view buffer)
+      : schema_(schema), pos_(buffer.data()), end_(buffer.data() + buffer.size()) {}
+
+  bool Done() const { return pos_ == end_; }
+  // Decodes the next record into `record` (which must have schema->size() values).
+  // Returns kDataLoss on corrupt input.
+  absl::Status Next(Record* record);
+
+ private:
+  const Schema* schema_;
+  const char* pos_;
+  const char* end_;
+};
+
+// Varint helpers, exposed for tests and other encoders.
+void PutVarint64(uint64_t v, std::string* out);
+// Returns nullptr when the varint runs past `end` or is longer than 10 bytes.
+const char* GetVarint64(const char* p, const char* end, uint64_t* v);
+inline uint64_t ZigZag(int64_t v) { return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63); }
+inline int64_t UnZigZag(uint64_t v) { return static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1); }
+
+}  // namespace sluice
