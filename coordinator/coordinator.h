@@ -1,0 +1,133 @@
+#pragma once
+
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "common/clock.h"
+#include "common/http_server.h"
+#include "common/metrics.h"
+#include "grpcpp/grpcpp.h"
+#include "plan/job_graph.h"
+#include "proto/control.grpc.pb.h"
+
+namespace sluice::coordinator {
+
+struct CoordinatorOptions {
+  std::string host = "127.0.0.1";
+  int port = 0;        // 0 picks a free port
+  int http_port = 0;   // 0 picks a free port, -1 disables
+  int64_t heartbeat_timeout_ms = 3000;
+  Clock* clock = Clock::Real();
+};
+
+// The cluster's brain: tracks workers by heartbeat, accepts jobs, plans and schedules them onto
+// worker slots, deploys them, follows their tasks to a final job state, and declares a worker
+// lost when its heartbeats stop (failing its jobs, naming it).
+//
+// Threads: gRPC callback threads run the Coordinator service (handlers only touch state under
+// mu_ and never make outgoing calls); one dispatcher thread makes every outgoing RPC to
+// workers (deploy, start, cancel) in order; one monitor thread checks heartbeat ages and
+// computes rates. Start() and Stop() from one thread.
+class Coordinator {
+ public:
+  explicit Coordinator(CoordinatorOptions options);
+  ~Coordinator();
+
+  absl::Status Start();
+  void Stop();
+
+  std::string address() const { return address_; }
+  int http_port() const { return http_port_; }
+
+  // The RPC handlers' logic, callable directly (tests).
+  absl::StatusOr<proto::RegisterWorkerResponse> RegisterWorker(const proto::RegisterWorkerRequest& req);
+  proto::HeartbeatResponse Heartbeat(const proto::HeartbeatRequest& req);
+  void ReportTaskState(const proto::TaskStatus& status);
+  absl::StatusOr<proto::SubmitJobResponse> SubmitJob(const proto::SubmitJobRequest& req);
+  proto::ListJobsResponse ListJobs();
+  absl::StatusOr<proto::JobInfo> GetJob(const std::string& job_id);
+  absl::Status CancelJob(const std::string& job_id);
+  proto::ListWorkersResponse ListWorkers();
+
+ private:
+  class Service;
+
+  struct WorkerEntry {
+    std::string id;
+    std::string data_address;
+    std::string http_address;
+    int slots = 0;
+    int slots_used = 0;
+    int64_t last_heartbeat_nanos = 0;
+    std::shared_ptr<proto::Worker::Stub> stub;
+  };
+  struct TaskEntry {
+    std::string worker_id;
+    std::string data_address;
+    proto::TaskState state = proto::TASK_DEPLOYING;
+    std::string error;
+    std::vector<uint64_t> records_in;   // per operator of the vertex
+    std::vector<uint64_t> records_out;
+  };
+  struct Job {
+    std::string id;
+    proto::SubmitJobRequest request;
+    std::shared_ptr<const plan::JobSpec> spec;
+    std::shared_ptr<const plan::JobGraph> graph;
+    proto::JobState state = proto::JOB_CREATED;
+    std::string error;
+    int64_t attempt = 1;
+    int64_t submit_ms = 0;
+    int64_t end_ms = 0;
+    std::vector<std::vector<TaskEntry>> tasks;  // [vertex][subtask]
+    std::map<std::string, int> slots_held;      // worker id -> slots
+    // Rates per operator index, refreshed by the monitor thread.
+    std::vector<uint64_t> prev_in, prev_out;
+    int64_t prev_nanos = 0;
+    std::vector<double> in_rate, out_rate;
+  };
+
+  void Dispatch(std::function<void()> fn);
+  void DispatchLoop();
+  void MonitorLoop();
+  void DeployJob(const std::string& job_id);
+  void HandleTaskState(Job& job, const proto::TaskStatus& st) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FailJob(Job& job, const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CancelTasksOnWorkers(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MaybeCompleteJob(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReleaseSlots(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void LoseWorker(const std::string& worker_id, int64_t age_nanos) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  proto::JobInfo JobInfoLocked(const Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static bool IsTerminal(proto::JobState s);
+
+  // Constant after construction.
+  const CoordinatorOptions options_;
+  MetricsRegistry metrics_;
+  HttpStatusServer http_;
+  std::unique_ptr<Service> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::string address_;
+  int http_port_ = -1;
+  std::thread dispatcher_;
+  std::thread monitor_;
+
+  // Guarded by mu_.
+  mutable absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t next_worker_ ABSL_GUARDED_BY(mu_) = 1;
+  std::map<std::string, WorkerEntry> workers_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Job> jobs_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> job_order_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::function<void()>> dispatch_queue_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace sluice::coordinator

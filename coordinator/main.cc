@@ -1,0 +1,51 @@
+// sluice-coordinator: accepts workers and jobs, schedules and tracks them.
+
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+
+#include "CLI/CLI.hpp"
+#include "common/logging.h"
+#include "coordinator/coordinator.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"sluice-coordinator: the Sluice cluster coordinator"};
+  sluice::coordinator::CoordinatorOptions opts;
+  std::string log_level = "info";
+  std::string address_file;
+  app.add_option("--host", opts.host, "Address to bind and advertise")->capture_default_str();
+  app.add_option("--port", opts.port, "gRPC port (0 = any free port)")->capture_default_str();
+  app.add_option("--http-port", opts.http_port, "HTTP port for /metrics and /healthz (0 = any, -1 = off)")
+      ->capture_default_str();
+  app.add_option("--heartbeat-timeout-ms", opts.heartbeat_timeout_ms,
+                 "Declare a worker lost after this long without a heartbeat")
+      ->capture_default_str()->check(CLI::Range(100, 600000));
+  app.add_option("--address-file", address_file, "Write the bound address here once serving");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn or error")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  sluice::InitLogging("coordinator", log_level);
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  sluice::coordinator::Coordinator coordinator(opts);
+  absl::Status s = coordinator.Start();
+  if (!s.ok()) {
+    spdlog::error("cannot start coordinator: {}", s);
+    return 1;
+  }
+  if (!address_file.empty()) {
+    std::string tmp = address_file + ".tmp";
+    std::ofstream(tmp) << coordinator.address() << "\n" << coordinator.http_port() << "\n";
+    std::rename(tmp.c_str(), address_file.c_str());
+  }
+  int sig = 0;
+  sigwait(&signals, &sig);
+  spdlog::info("received signal {}, shutting down", sig);
+  coordinator.Stop();
+  return 0;
+}

@@ -1,0 +1,1313 @@
+#include "plan/expr.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/key_groups.h"
+#include "common/status.h"
+
+namespace sluice::plan {
+
+// Defaults for accessors a node's type does not support; callers use only the one matching
+// type(), so these are never reached by correct code.
+int64_t Expr::EvalInt(const Record&) const { return 0; }
+double Expr::EvalDouble(const Record&) const { return 0; }
+bool Expr::EvalBool(const Record&) const { return false; }
+absl::string_view Expr::EvalString(const Record&) const { return absl::string_view(); }
+
+namespace {
+
+using ExprPtr = std::unique_ptr<Expr>;
+
+// Limits that keep hostile input from exhausting the stack, in the parser and in evaluation.
+constexpr int kMaxParseDepth = 200;
+constexpr int kMaxTreeDepth = 1000;
+
+// ---------------------------------------------------------------------------------------------
+// Value conversions shared by nodes and EvalInto. None allocates.
+
+// Saturating double -> int64 (NaN -> 0); a plain cast of an out-of-range double is undefined.
+int64_t DoubleToInt(double d) {
+  if (std::isnan(d)) return 0;
+  if (d >= 9223372036854775807.0) return std::numeric_limits<int64_t>::max();
+  if (d <= -9223372036854775808.0) return std::numeric_limits<int64_t>::min();
+  return static_cast<int64_t>(d);
+}
+
+double StringToDouble(absl::string_view s) {
+  double d = 0;
+  return absl::SimpleAtod(s, &d) ? d : 0;
+}
+
+// Integer text, else decimal text truncated, else 0.
+int64_t StringToInt(absl::string_view s) {
+  int64_t v = 0;
+  if (absl::SimpleAtoi(s, &v)) return v;
+  double d = 0;
+  return absl::SimpleAtod(s, &d) ? DoubleToInt(d) : 0;
+}
+
+constexpr size_t kNumBufSize = 32;
+
+absl::string_view FormatInt(int64_t v, char* buf) {
+  auto res = std::to_chars(buf, buf + kNumBufSize, v);
+  return absl::string_view(buf, static_cast<size_t>(res.ptr - buf));
+}
+
+// Shortest text that parses back to the same double.
+absl::string_view FormatDouble(double v, char* buf) {
+  auto res = std::to_chars(buf, buf + kNumBufSize, v);
+  if (res.ec != std::errc()) return "nan";
+  return absl::string_view(buf, static_cast<size_t>(res.ptr - buf));
+}
+
+absl::string_view BoolText(bool b) { return b ? "true" : "false"; }
+
+// Wrapping two's-complement arithmetic (signed overflow would be undefined).
+int64_t WrapAdd(int64_t a, int64_t b) {
+  return static_cast<int64_t>(static_cast<uint64_t>(a) + static_cast<uint64_t>(b));
+}
+int64_t WrapSub(int64_t a, int64_t b) {
+  return static_cast<int64_t>(static_cast<uint64_t>(a) - static_cast<uint64_t>(b));
+}
+int64_t WrapMul(int64_t a, int64_t b) {
+  return static_cast<int64_t>(static_cast<uint64_t>(a) * static_cast<uint64_t>(b));
+}
+int64_t WrapNeg(int64_t a) { return static_cast<int64_t>(0 - static_cast<uint64_t>(a)); }
+
+// ---------------------------------------------------------------------------------------------
+// Arithmetic and comparison functors.
+
+struct AddOp {
+  static int64_t Int(int64_t a, int64_t b) { return WrapAdd(a, b); }
+  static double Double(double a, double b) { return a + b; }
+};
+struct SubOp {
+  static int64_t Int(int64_t a, int64_t b) { return WrapSub(a, b); }
+  static double Double(double a, double b) { return a - b; }
+};
+struct MulOp {
+  static int64_t Int(int64_t a, int64_t b) { return WrapMul(a, b); }
+  static double Double(double a, double b) { return a * b; }
+};
+struct DivOp {
+  static int64_t Int(int64_t a, int64_t b) {
+    if (b == 0) return 0;
+    if (b == -1) return WrapNeg(a);  // INT64_MIN / -1 traps on x86.
+    return a / b;
+  }
+  static double Double(double a, double b) { return a / b; }
+};
+struct ModOp {
+  static int64_t Int(int64_t a, int64_t b) {
+    if (b == 0 || b == -1) return 0;
+    return a % b;
+  }
+  static double Double(double a, double b) { return std::fmod(a, b); }
+};
+
+// Evaluates `e` as C++ type T; T selects the accessor.
+template <typename T>
+T EvalAs(const Expr& e, const Record& r);
+template <>
+int64_t EvalAs<int64_t>(const Expr& e, const Record& r) { return e.EvalInt(r); }
+template <>
+double EvalAs<double>(const Expr& e, const Record& r) { return e.EvalDouble(r); }
+template <>
+bool EvalAs<bool>(const Expr& e, const Record& r) { return e.EvalBool(r); }
+template <>
+absl::string_view EvalAs<absl::string_view>(const Expr& e, const Record& r) {
+  return e.EvalString(r);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nodes. Each node owns its children; string results live in the node's `scratch_`.
+
+class IntLiteral final : public Expr {
+ public:
+  IntLiteral(FieldType type, int64_t v) : Expr(type), v_(v) {}
+  int64_t EvalInt(const Record&) const override { return v_; }
+
+ private:
+  const int64_t v_;
+};
+
+class DoubleLiteral final : public Expr {
+ public:
+  explicit DoubleLiteral(double v) : Expr(FieldType::kDouble), v_(v) {}
+  double EvalDouble(const Record&) const override { return v_; }
+
+ private:
+  const double v_;
+};
+
+class BoolLiteral final : public Expr {
+ public:
+  explicit BoolLiteral(bool v) : Expr(FieldType::kBool), v_(v) {}
+  bool EvalBool(const Record&) const override { return v_; }
+
+ private:
+  const bool v_;
+};
+
+class StringLiteral final : public Expr {
+ public:
+  explicit StringLiteral(std::string v) : Expr(FieldType::kString), v_(std::move(v)) {}
+  absl::string_view EvalString(const Record&) const override { return v_; }
+
+ private:
+  const std::string v_;
+};
+
+class FieldRef final : public Expr {
+ public:
+  FieldRef(FieldType type, int index) : Expr(type), index_(index) {}
+  int64_t EvalInt(const Record& r) const override { return r.GetInt(index_); }
+  double EvalDouble(const Record& r) const override { return r.GetDouble(index_); }
+  bool EvalBool(const Record& r) const override { return r.GetBool(index_); }
+  absl::string_view EvalString(const Record& r) const override { return r.GetString(index_); }
+  int FieldIndex() const override { return index_; }
+
+ private:
+  const int index_;
+};
+
+class UnaryExpr : public Expr {
+ protected:
+  UnaryExpr(FieldType type, ExprPtr child) : Expr(type), child_(std::move(child)) {}
+  const ExprPtr child_;
+};
+
+class BinaryExpr : public Expr {
+ protected:
+  BinaryExpr(FieldType type, ExprPtr l, ExprPtr r)
+      : Expr(type), l_(std::move(l)), r_(std::move(r)) {}
+  const ExprPtr l_;
+  const ExprPtr r_;
+};
+
+// An integral child seen under another integral type (int64 <-> timestamp).
+class Retype final : public UnaryExpr {
+ public:
+  Retype(FieldType type, ExprPtr child) : UnaryExpr(type, std::move(child)) {}
+  int64_t EvalInt(const Record& r) const override { return child_->EvalInt(r); }
+};
+
+class IntToDouble final : public UnaryExpr {
+ public:
+  explicit IntToDouble(ExprPtr child) : UnaryExpr(FieldType::kDouble, std::move(child)) {}
+  double EvalDouble(const Record& r) const override {
+    return static_cast<double>(child_->EvalInt(r));
+  }
+};
+
+class DoubleToIntExpr final : public UnaryExpr {
+ public:
+  DoubleToIntExpr(FieldType type, ExprPtr child) : UnaryExpr(type, std::move(child)) {}
+  int64_t EvalInt(const Record& r) const override { return DoubleToInt(child_->EvalDouble(r)); }
+};
+
+class BoolToInt final : public UnaryExpr {
+ public:
+  explicit BoolToInt(ExprPtr child) : UnaryExpr(FieldType::kInt64, std::move(child)) {}
+  int64_t EvalInt(const Record& r) const override { return child_->EvalBool(r) ? 1 : 0; }
+};
+
+class StringToIntExpr final : public UnaryExpr {
+ public:
+  explicit StringToIntExpr(ExprPtr child) : UnaryExpr(FieldType::kInt64, std::move(child)) {}
+  int64_t EvalInt(const Record& r) const override { return StringToInt(child_->EvalString(r)); }
+};
+
+class StringToDoubleExpr final : public UnaryExpr {
+ public:
+  explicit StringToDoubleExpr(ExprPtr child) : UnaryExpr(FieldType::kDouble, std::move(child)) {}
+  double EvalDouble(const Record& r) const override {
+    return StringToDouble(child_->EvalString(r));
+  }
+};
+
+// to_string() of a non-string child.
+class ToStringExpr final : public UnaryExpr {
+ public:
+  explicit ToStringExpr(ExprPtr child) : UnaryExpr(FieldType::kString, std::move(child)) {}
+  absl::string_view EvalString(const Record& r) const override {
+    char buf[kNumBufSize];
+    absl::string_view s;
+    switch (child_->type()) {
+      case FieldType::kDouble: s = FormatDouble(child_->EvalDouble(r), buf); break;
+      case FieldType::kBool: return BoolText(child_->EvalBool(r));
+      case FieldType::kString: return child_->EvalString(r);
+      default: s = FormatInt(child_->EvalInt(r), buf); break;
+    }
+    scratch_.assign(s.data(), s.size());
+    return scratch_;
+  }
+
+ private:
+  mutable std::string scratch_;
+};
+
+template <typename Op>
+class IntArith final : public BinaryExpr {
+ public:
+  IntArith(FieldType type, ExprPtr l, ExprPtr r) : BinaryExpr(type, std::move(l), std::move(r)) {}
+  int64_t EvalInt(const Record& r) const override {
+    return Op::Int(l_->EvalInt(r), r_->EvalInt(r));
+  }
+};
+
+template <typename Op>
+class DoubleArith final : public BinaryExpr {
+ public:
+  DoubleArith(ExprPtr l, ExprPtr r) : BinaryExpr(FieldType::kDouble, std::move(l), std::move(r)) {}
+  double EvalDouble(const Record& r) const override {
+    return Op::Double(l_->EvalDouble(r), r_->EvalDouble(r));
+  }
+};
+
+class IntNeg final : public UnaryExpr {
+ public:
+  explicit IntNeg(ExprPtr child) : UnaryExpr(FieldType::kInt64, std::move(child)) {}
+  int64_t EvalInt(const Record& r) const override { return WrapNeg(child_->EvalInt(r)); }
+};
+
+class DoubleNeg final : public UnaryExpr {
+ public:
+  explicit DoubleNeg(ExprPtr child) : UnaryExpr(FieldType::kDouble, std::move(child)) {}
+  double EvalDouble(const Record& r) const override { return -child_->EvalDouble(r); }
+};
+
+class IntAbs final : public UnaryExpr {
+ public:
+  explicit IntAbs(ExprPtr child) : UnaryExpr(FieldType::kInt64, std::move(child)) {}
+  int64_t EvalInt(const Record& r) const override {
+    int64_t v = child_->EvalInt(r);
+    return v < 0 ? WrapNeg(v) : v;
+  }
+};
+
+class DoubleAbs final : public UnaryExpr {
+ public:
+  explicit DoubleAbs(ExprPtr child) : UnaryExpr(FieldType::kDouble, std::move(child)) {}
+  double EvalDouble(const Record& r) const override { return std::fabs(child_->EvalDouble(r)); }
+};
+
+// Comparison of two children of the same C++ type T.
+template <typename T, typename Cmp>
+class Compare final : public BinaryExpr {
+ public:
+  Compare(ExprPtr l, ExprPtr r) : BinaryExpr(FieldType::kBool, std::move(l), std::move(r)) {}
+  bool EvalBool(const Record& r) const override {
+    T a = EvalAs<T>(*l_, r);
+    T b = EvalAs<T>(*r_, r);
+    return Cmp()(a, b);
+  }
+};
+
+class AndExpr final : public BinaryExpr {
+ public:
+  AndExpr(ExprPtr l, ExprPtr r) : BinaryExpr(FieldType::kBool, std::move(l), std::move(r)) {}
+  bool EvalBool(const Record& r) const override { return l_->EvalBool(r) && r_->EvalBool(r); }
+};
+
+class OrExpr final : public BinaryExpr {
+ public:
+  OrExpr(ExprPtr l, ExprPtr r) : BinaryExpr(FieldType::kBool, std::move(l), std::move(r)) {}
+  bool EvalBool(const Record& r) const override { return l_->EvalBool(r) || r_->EvalBool(r); }
+};
+
+class NotExpr final : public UnaryExpr {
+ public:
+  explicit NotExpr(ExprPtr child) : UnaryExpr(FieldType::kBool, std::move(child)) {}
+  bool EvalBool(const Record& r) const override { return !child_->EvalBool(r); }
+};
+
+// String concatenation (`+` on strings and concat()); all children are strings.
+class ConcatExpr final : public Expr {
+ public:
+  explicit ConcatExpr(std::vector<ExprPtr> children)
+      : Expr(FieldType::kString), children_(std::move(children)) {}
+  absl::string_view EvalString(const Record& r) const override {
+    scratch_.clear();
+    for (const ExprPtr& c : children_) {
+      absl::string_view s = c->EvalString(r);
+      scratch_.append(s.data(), s.size());
+    }
+    return scratch_;
+  }
+
+ private:
+  const std::vector<ExprPtr> children_;
+  mutable std::string scratch_;
+};
+
+class CaseExpr final : public UnaryExpr {
+ public:
+  CaseExpr(bool upper, ExprPtr child)
+      : UnaryExpr(FieldType::kString, std::move(child)), upper_(upper) {}
+  absl::string_view EvalString(const Record& r) const override {
+    absl::string_view s = child_->EvalString(r);
+    scratch_.assign(s.data(), s.size());
+    if (upper_) {
+      absl::AsciiStrToUpper(&scratch_);
+    } else {
+      absl::AsciiStrToLower(&scratch_);
+    }
+    return scratch_;
+  }
+
+ private:
+  const bool upper_;
+  mutable std::string scratch_;
+};
+
+// trim() returns a view into the child's result: no copy needed.
+class TrimExpr final : public UnaryExpr {
+ public:
+  explicit TrimExpr(ExprPtr child) : UnaryExpr(FieldType::kString, std::move(child)) {}
+  absl::string_view EvalString(const Record& r) const override {
+    return absl::StripAsciiWhitespace(child_->EvalString(r));
+  }
+};
+
+class LengthExpr final : public UnaryExpr {
+ public:
+  explicit LengthExpr(ExprPtr child) : UnaryExpr(FieldType::kInt64, std::move(child)) {}
+  int64_t EvalInt(const Record& r) const override {
+    return static_cast<int64_t>(child_->EvalString(r).size());
+  }
+};
+
+// substr(s, start[, len]): 0-based byte offsets, clamped to the string.
+class SubstrExpr final : public Expr {
+ public:
+  SubstrExpr(ExprPtr s, ExprPtr start, ExprPtr len)
+      : Expr(FieldType::kString), s_(std::move(s)), start_(std::move(start)), len_(std::move(len)) {}
+  absl::string_view EvalString(const Record& r) const override {
+    absl::string_view s = s_->EvalString(r);
+    const int64_t size = static_cast<int64_t>(s.size());
+    int64_t start = std::clamp<int64_t>(start_->EvalInt(r), 0, size);
+    int64_t len = size - start;
+    if (len_ != nullptr) len = std::clamp<int64_t>(len_->EvalInt(r), 0, len);
+    return s.substr(static_cast<size_t>(start), static_cast<size_t>(len));
+  }
+
+ private:
+  const ExprPtr s_;
+  const ExprPtr start_;
+  const ExprPtr len_;  // May be null: to the end.
+};
+
+enum class MatchKind { kContains, kStartsWith, kEndsWith };
+
+class MatchExpr final : public BinaryExpr {
+ public:
+  MatchExpr(MatchKind kind, ExprPtr l, ExprPtr r)
+      : BinaryExpr(FieldType::kBool, std::move(l), std::move(r)), kind_(kind) {}
+  bool EvalBool(const Record& r) const override {
+    absl::string_view a = l_->EvalString(r);
+    absl::string_view b = r_->EvalString(r);
+    switch (kind_) {
+      case MatchKind::kContains: return absl::StrContains(a, b);
+      case MatchKind::kStartsWith: return absl::StartsWith(a, b);
+      case MatchKind::kEndsWith: return absl::EndsWith(a, b);
+    }
+    return false;
+  }
+
+ private:
+  const MatchKind kind_;
+};
+
+// hash(x): stable across processes (common/key_groups.h), non-negative.
+class HashExpr final : public UnaryExpr {
+ public:
+  explicit HashExpr(ExprPtr child) : UnaryExpr(FieldType::kInt64, std::move(child)) {}
+  int64_t EvalInt(const Record& r) const override {
+    uint64_t h = 0;
+    switch (child_->type()) {
+      case FieldType::kString: h = HashBytes(child_->EvalString(r)); break;
+      case FieldType::kBool: h = HashInt64(child_->EvalBool(r) ? 1 : 0); break;
+      case FieldType::kDouble: {
+        double d = child_->EvalDouble(r);
+        if (d == 0) d = 0;  // -0.0 and 0.0 compare equal, so hash alike.
+        int64_t bits;
+        std::memcpy(&bits, &d, sizeof(bits));
+        h = HashInt64(bits);
+        break;
+      }
+      default: h = HashInt64(child_->EvalInt(r)); break;
+    }
+    return static_cast<int64_t>(h & static_cast<uint64_t>(std::numeric_limits<int64_t>::max()));
+  }
+};
+
+// if(cond, a, b): evaluates only the chosen branch.
+class IfExpr final : public Expr {
+ public:
+  IfExpr(FieldType type, ExprPtr cond, ExprPtr a, ExprPtr b)
+      : Expr(type), cond_(std::move(cond)), a_(std::move(a)), b_(std::move(b)) {}
+  int64_t EvalInt(const Record& r) const override { return Pick(r).EvalInt(r); }
+  double EvalDouble(const Record& r) const override { return Pick(r).EvalDouble(r); }
+  bool EvalBool(const Record& r) const override { return Pick(r).EvalBool(r); }
+  absl::string_view EvalString(const Record& r) const override { return Pick(r).EvalString(r); }
+
+ private:
+  const Expr& Pick(const Record& r) const { return cond_->EvalBool(r) ? *a_ : *b_; }
+  const ExprPtr cond_;
+  const ExprPtr a_;
+  const ExprPtr b_;
+};
+
+// min/max of two children of C++ type T. Both string results are views of distinct nodes,
+// so returning either one is safe.
+template <typename T, bool kMax>
+class MinMaxExpr final : public BinaryExpr {
+ public:
+  MinMaxExpr(FieldType type, ExprPtr l, ExprPtr r)
+      : BinaryExpr(type, std::move(l), std::move(r)) {}
+  int64_t EvalInt(const Record& r) const override { return Eval<int64_t>(r); }
+  double EvalDouble(const Record& r) const override { return Eval<double>(r); }
+  bool EvalBool(const Record& r) const override { return Eval<bool>(r); }
+  absl::string_view EvalString(const Record& r) const override {
+    return Eval<absl::string_view>(r);
+  }
+
+ private:
+  template <typename U>
+  U Eval(const Record& r) const {
+    if constexpr (!std::is_same_v<T, U>) {
+      return U();
+    } else {
+      T a = EvalAs<T>(*l_, r);
+      T b = EvalAs<T>(*r_, r);
+      if constexpr (kMax) {
+        return a < b ? b : a;
+      } else {
+        return b < a ? b : a;
+      }
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Tokenizer.
+
+enum class TokKind { kEnd, kInt, kDouble, kString, kIdent, kQuotedIdent, kOp };
+
+struct Token {
+  TokKind kind = TokKind::kEnd;
+  int column = 0;    // 1-based.
+  std::string text;  // Identifier, unescaped string, operator or number text.
+  uint64_t int_value = 0;
+  double double_value = 0;
+};
+
+absl::Status ErrorAt(int column, absl::string_view reason) {
+  return absl::InvalidArgumentError(absl::StrCat("column ", column, ": ", reason));
+}
+
+bool IsIdentStart(char c) { return absl::ascii_isalpha(c) || c == '_'; }
+bool IsIdentChar(char c) { return absl::ascii_isalnum(c) || c == '_'; }
+
+std::string DescribeChar(char c) {
+  if (absl::ascii_isprint(c)) return absl::StrCat("'", absl::string_view(&c, 1), "'");
+  static const char kHex[] = "0123456789abcdef";
+  unsigned char u = static_cast<unsigned char>(c);
+  const char esc[] = {'\\', 'x', kHex[u >> 4], kHex[u & 15]};
+  return absl::StrCat("byte '", absl::string_view(esc, 4), "'");
+}
+
+std::string DescribeToken(const Token& t) {
+  switch (t.kind) {
+    case TokKind::kEnd: return "end of expression";
+    case TokKind::kString: return absl::StrCat("string '", t.text, "'");
+    case TokKind::kQuotedIdent: return absl::StrCat("`", t.text, "`");
+    default: return absl::StrCat("'", t.text, "'");
+  }
+}
+
+class Tokenizer {
+ public:
+  explicit Tokenizer(absl::string_view text) : text_(text) {}
+
+  absl::StatusOr<std::vector<Token>> Run() {
+    std::vector<Token> out;
+    while (true) {
+      while (pos_ < text_.size() && absl::ascii_isspace(text_[pos_])) ++pos_;
+      Token t;
+      t.column = static_cast<int>(pos_) + 1;
+      if (pos_ >= text_.size()) {
+        out.push_back(std::move(t));
+        return out;
+      }
+      const char c = text_[pos_];
+      if (absl::ascii_isdigit(c) ||
+          (c == '.' && pos_ + 1 < text_.size() && absl::ascii_isdigit(text_[pos_ + 1]))) {
+        SLUICE_RETURN_IF_ERROR(Number(&t));
+      } else if (IsIdentStart(c)) {
+        size_t start = pos_;
+        while (pos_ < text_.size() && IsIdentChar(text_[pos_])) ++pos_;
+        t.kind = TokKind::kIdent;
+        t.text = std::string(text_.substr(start, pos_ - start));
+      } else if (c == '\'' || c == '"') {
+        SLUICE_RETURN_IF_ERROR(Quoted(c, "string", &t));
+        t.kind = TokKind::kString;
+      } else if (c == '`') {
+        SLUICE_RETURN_IF_ERROR(Quoted(c, "field name", &t));
+        t.kind = TokKind::kQuotedIdent;
+      } else {
+        SLUICE_RETURN_IF_ERROR(Operator(&t));
+      }
+      out.push_back(std::move(t));
+    }
+  }
+
+ private:
+  absl::Status Number(Token* t) {
+    const size_t start = pos_;
+    bool is_double = false;
+    auto digits = [&] {
+      while (pos_ < text_.size() && absl::ascii_isdigit(text_[pos_])) ++pos_;
+    };
+    digits();
+    if (pos_ + 1 < text_.size() && text_[pos_] == '.' && absl::ascii_isdigit(text_[pos_ + 1])) {
+      is_double = true;
+      ++pos_;
+      digits();
+    }
+    if (pos_ < text_.size() && (text_[pos_] == 'e' || text_[pos_] == 'E')) {
+      size_t p = pos_ + 1;
+      if (p < text_.size() && (text_[p] == '+' || text_[p] == '-')) ++p;
+      if (p < text_.size() && absl::ascii_isdigit(text_[p])) {
+        is_double = true;
+        pos_ = p;
+        digits();
+      }
+    }
+    t->text = std::string(text_.substr(start, pos_ - start));
+    if (pos_ < text_.size() && (IsIdentChar(text_[pos_]) || text_[pos_] == '.')) {
+      return ErrorAt(t->column, absl::StrCat("malformed number '", t->text,
+                                             absl::string_view(&text_[pos_], 1), "'"));
+    }
+    const char* first = t->text.data();
+    const char* last = first + t->text.size();
+    if (is_double) {
+      t->kind = TokKind::kDouble;
+      auto res = std::from_chars(first, last, t->double_value);
+      if (res.ec != std::errc() || res.ptr != last || !std::isfinite(t->double_value)) {
+        return ErrorAt(t->column, absl::StrCat("number out of range: ", t->text));
+      }
+    } else {
+      t->kind = TokKind::kInt;
+      auto res = std::from_chars(first, last, t->int_value);
+      // 2^63 is allowed here only so that a leading '-' can make INT64_MIN; the parser checks.
+      if (res.ec != std::errc() || res.ptr != last || t->int_value > (uint64_t{1} << 63)) {
+        return ErrorAt(t->column, absl::StrCat("integer out of range: ", t->text));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // A quoted run ending at an unescaped `quote`; backslash escapes \n \t \r \\ and quotes.
+  absl::Status Quoted(char quote, absl::string_view what, Token* t) {
+    ++pos_;
+    while (pos_ < text_.size()) {
+      char c = text_[pos_++];
+      if (c == quote) return absl::OkStatus();
+      if (c == '\\' && pos_ < text_.size()) {
+        char e = text_[pos_++];
+        switch (e) {
+          case 'n': c = '\n'; break;
+          case 't': c = '\t'; break;
+          case 'r': c = '\r'; break;
+          default: c = e; break;
+        }
+      }
+      t->text.push_back(c);
+    }
+    return ErrorAt(t->column, absl::StrCat("unterminated ", what));
+  }
+
+  absl::Status Operator(Token* t) {
+    static constexpr absl::string_view kTwoChar[] = {"==", "!=", "<=", ">=", "&&", "||"};
+    static constexpr absl::string_view kOneChar = "+-*/%(),<>!";
+    absl::string_view rest = text_.substr(pos_);
+    for (absl::string_view op : kTwoChar) {
+      if (absl::StartsWith(rest, op)) {
+        t->kind = TokKind::kOp;
+        t->text = std::string(op);
+        pos_ += 2;
+        return absl::OkStatus();
+      }
+    }
+    const char c = text_[pos_];
+    if (kOneChar.find(c) != absl::string_view::npos) {
+      t->kind = TokKind::kOp;
+      t->text = std::string(1, c);
+      ++pos_;
+      return absl::OkStatus();
+    }
+    if (c == '=') return ErrorAt(t->column, "unexpected '=' (use '==' to compare)");
+    if (c == '&') return ErrorAt(t->column, "unexpected '&' (use '&&' or 'and')");
+    if (c == '|') return ErrorAt(t->column, "unexpected '|' (use '||' or 'or')");
+    return ErrorAt(t->column, absl::StrCat("unexpected character ", DescribeChar(c)));
+  }
+
+  const absl::string_view text_;
+  size_t pos_ = 0;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Parser and type checker.
+//
+//   expr       := or
+//   or         := and (('or' | '||') and)*
+//   and        := not (('and' | '&&') not)*
+//   not        := ('not' | '!') not | comparison
+//   comparison := additive (('==' | '!=' | '<' | '<=' | '>' | '>=') additive)*
+//   additive   := term (('+' | '-') term)*
+//   term       := unary (('*' | '/' | '%') unary)*
+//   unary      := ('-' | '+') unary | primary
+//   primary    := INT | DOUBLE | STRING | 'true' | 'false' | IDENT '(' [expr (',' expr)*] ')'
+//               | IDENT | `QUOTED` | '(' expr ')'
+
+struct Node {
+  ExprPtr expr;
+  int column = 0;  // Where the node's text starts, for messages.
+  int depth = 1;   // Height of the tree below and including this node.
+  FieldType type() const { return expr->type(); }
+};
+
+struct FunctionInfo {
+  absl::string_view name;
+  int min_args;
+  int max_args;  // -1: unbounded.
+};
+
+constexpr FunctionInfo kFunctions[] = {
+    {"abs", 1, 1},         {"concat", 1, -1},      {"contains", 2, 2},   {"ends_with", 2, 2},
+    {"hash", 1, 1},        {"if", 3, 3},           {"length", 1, 1},     {"lower", 1, 1},
+    {"max", 2, 2},         {"min", 2, 2},          {"starts_with", 2, 2}, {"substr", 2, 3},
+    {"to_double", 1, 1},   {"to_int", 1, 1},       {"to_string", 1, 1},  {"to_timestamp", 1, 1},
+    {"trim", 1, 1},        {"upper", 1, 1},
+};
+
+const FunctionInfo* FindFunction(absl::string_view name) {
+  for (const FunctionInfo& f : kFunctions) {
+    if (f.name == name) return &f;
+  }
+  return nullptr;
+}
+
+absl::string_view TypeName(FieldType t) { return FieldTypeName(t); }
+
+template <typename Op>
+ExprPtr MakeIntArith(FieldType type, ExprPtr l, ExprPtr r) {
+  return std::make_unique<IntArith<Op>>(type, std::move(l), std::move(r));
+}
+template <typename Op>
+ExprPtr MakeDoubleArith(ExprPtr l, ExprPtr r) {
+  return std::make_unique<DoubleArith<Op>>(std::move(l), std::move(r));
+}
+
+template <typename Cmp>
+ExprPtr MakeCompare(FieldType operand_type, ExprPtr l, ExprPtr r) {
+  switch (operand_type) {
+    case FieldType::kDouble:
+      return std::make_unique<Compare<double, Cmp>>(std::move(l), std::move(r));
+    case FieldType::kString:
+      return std::make_unique<Compare<absl::string_view, Cmp>>(std::move(l), std::move(r));
+    case FieldType::kBool:
+      return std::make_unique<Compare<bool, Cmp>>(std::move(l), std::move(r));
+    default: return std::make_unique<Compare<int64_t, Cmp>>(std::move(l), std::move(r));
+  }
+}
+
+template <bool kMax>
+ExprPtr MakeMinMax(FieldType type, ExprPtr l, ExprPtr r) {
+  switch (type) {
+    case FieldType::kDouble:
+      return std::make_unique<MinMaxExpr<double, kMax>>(type, std::move(l), std::move(r));
+    case FieldType::kString:
+      return std::make_unique<MinMaxExpr<absl::string_view, kMax>>(type, std::move(l),
+                                                                   std::move(r));
+    case FieldType::kBool:
+      return std::make_unique<MinMaxExpr<bool, kMax>>(type, std::move(l), std::move(r));
+    default: return std::make_unique<MinMaxExpr<int64_t, kMax>>(type, std::move(l), std::move(r));
+  }
+}
+
+// Converts `n` to double when it is integral.
+ExprPtr ToDoubleNode(ExprPtr e) {
+  if (e->type() == FieldType::kDouble) return e;
+  return std::make_unique<IntToDouble>(std::move(e));
+}
+
+ExprPtr ToStringNode(ExprPtr e) {
+  if (e->type() == FieldType::kString) return e;
+  return std::make_unique<ToStringExpr>(std::move(e));
+}
+
+// The common type of two operands for if/min/max/comparison, or nullopt-like false.
+// Numbers promote: any double -> double; int64 with timestamp -> int64.
+bool UnifyTypes(FieldType a, FieldType b, FieldType* out) {
+  if (a == b) {
+    *out = a;
+    return true;
+  }
+  if (IsNumeric(a) && IsNumeric(b)) {
+    *out = (a == FieldType::kDouble || b == FieldType::kDouble) ? FieldType::kDouble
+                                                                 : FieldType::kInt64;
+    return true;
+  }
+  return false;
+}
+
+// Converts `e` (already unifiable with `type`) for use as `type`.
+ExprPtr Coerce(ExprPtr e, FieldType type) {
+  if (type == FieldType::kDouble) return ToDoubleNode(std::move(e));
+  return e;
+}
+
+class Parser {
+ public:
+  Parser(std::vector<Token> tokens, const Schema& schema)
+      : tokens_(std::move(tokens)), schema_(schema) {}
+
+  absl::StatusOr<ExprPtr> Run() {
+    if (Peek().kind == TokKind::kEnd) return ErrorAt(Peek().column, "empty expression");
+    SLUICE_ASSIGN_OR_RETURN(Node n, ParseOr());
+    if (Peek().kind != TokKind::kEnd) {
+      return ErrorAt(Peek().column,
+                     absl::StrCat("unexpected ", DescribeToken(Peek()), " after expression"));
+    }
+    return std::move(n.expr);
+  }
+
+ private:
+  // Bounds parser recursion so that "((((..." cannot overflow the stack.
+  class DepthGuard {
+   public:
+    explicit DepthGuard(int* depth) : depth_(depth) { ++*depth_; }
+    ~DepthGuard() { --*depth_; }
+    DepthGuard(const DepthGuard&) = delete;
+    DepthGuard& operator=(const DepthGuard&) = delete;
+    bool exceeded() const { return *depth_ > kMaxParseDepth; }
+
+   private:
+    int* depth_;
+  };
+
+  const Token& Peek(size_t ahead = 0) const {
+    size_t i = std::min(pos_ + ahead, tokens_.size() - 1);
+    return tokens_[i];
+  }
+  const Token& Next() {
+    const Token& t = tokens_[pos_];
+    if (pos_ + 1 < tokens_.size()) ++pos_;
+    return t;
+  }
+  bool IsOp(absl::string_view op, size_t ahead = 0) const {
+    const Token& t = Peek(ahead);
+    return t.kind == TokKind::kOp && t.text == op;
+  }
+  bool IsKeyword(absl::string_view word) const {
+    return Peek().kind == TokKind::kIdent && Peek().text == word;
+  }
+  absl::Status Unexpected() const {
+    return ErrorAt(Peek().column, absl::StrCat("unexpected ", DescribeToken(Peek())));
+  }
+
+  // Wraps a finished node, enforcing the tree-height limit.
+  absl::StatusOr<Node> Make(ExprPtr e, int column, int child_depth) {
+    if (child_depth + 1 > kMaxTreeDepth) {
+      return ErrorAt(column, "expression too deeply nested");
+    }
+    return Node{std::move(e), column, child_depth + 1};
+  }
+
+  absl::Status RequireBool(const Node& n, absl::string_view op, int op_column) {
+    if (n.type() == FieldType::kBool) return absl::OkStatus();
+    return ErrorAt(op_column, absl::StrCat("operator '", op, "' needs bool operands, got ",
+                                           TypeName(n.type())));
+  }
+
+  absl::StatusOr<Node> ParseOr() {
+    SLUICE_ASSIGN_OR_RETURN(Node l, ParseAnd());
+    while (IsKeyword("or") || IsOp("||")) {
+      const Token& op = Next();
+      SLUICE_ASSIGN_OR_RETURN(Node r, ParseAnd());
+      SLUICE_RETURN_IF_ERROR(RequireBool(l, op.text, op.column));
+      SLUICE_RETURN_IF_ERROR(RequireBool(r, op.text, op.column));
+      int depth = std::max(l.depth, r.depth);
+      SLUICE_ASSIGN_OR_RETURN(
+          l, Make(std::make_unique<OrExpr>(std::move(l.expr), std::move(r.expr)), l.column, depth));
+    }
+    return l;
+  }
+
+  absl::StatusOr<Node> ParseAnd() {
+    SLUICE_ASSIGN_OR_RETURN(Node l, ParseNot());
+    while (IsKeyword("and") || IsOp("&&")) {
+      const Token& op = Next();
+      SLUICE_ASSIGN_OR_RETURN(Node r, ParseNot());
+      SLUICE_RETURN_IF_ERROR(RequireBool(l, op.text, op.column));
+      SLUICE_RETURN_IF_ERROR(RequireBool(r, op.text, op.column));
+      int depth = std::max(l.depth, r.depth);
+      SLUICE_ASSIGN_OR_RETURN(
+          l,
+          Make(std::make_unique<AndExpr>(std::move(l.expr), std::move(r.expr)), l.column, depth));
+    }
+    return l;
+  }
+
+  absl::StatusOr<Node> ParseNot() {
+    if (!IsKeyword("not") && !IsOp("!")) return ParseComparison();
+    DepthGuard guard(&parse_depth_);
+    const Token& op = Next();
+    if (guard.exceeded()) return ErrorAt(op.column, "expression too deeply nested");
+    SLUICE_ASSIGN_OR_RETURN(Node n, ParseNot());
+    SLUICE_RETURN_IF_ERROR(RequireBool(n, op.text, op.column));
+    return Make(std::make_unique<NotExpr>(std::move(n.expr)), op.column, n.depth);
+  }
+
+  absl::StatusOr<Node> ParseComparison() {
+    SLUICE_ASSIGN_OR_RETURN(Node l, ParseAdditive());
+    while (Peek().kind == TokKind::kOp &&
+           (Peek().text == "==" || Peek().text == "!=" || Peek().text == "<" ||
+            Peek().text == "<=" || Peek().text == ">" || Peek().text == ">=")) {
+      const Token& op = Next();
+      SLUICE_ASSIGN_OR_RETURN(Node r, ParseAdditive());
+      FieldType t;
+      if (!UnifyTypes(l.type(), r.type(), &t)) {
+        return ErrorAt(op.column, absl::StrCat("cannot compare ", TypeName(l.type()), " with ",
+                                               TypeName(r.type())));
+      }
+      ExprPtr a = Coerce(std::move(l.expr), t);
+      ExprPtr b = Coerce(std::move(r.expr), t);
+      ExprPtr e;
+      const std::string& o = op.text;
+      if (o == "==") {
+        e = MakeCompare<std::equal_to<>>(t, std::move(a), std::move(b));
+      } else if (o == "!=") {
+        e = MakeCompare<std::not_equal_to<>>(t, std::move(a), std::move(b));
+      } else if (o == "<") {
+        e = MakeCompare<std::less<>>(t, std::move(a), std::move(b));
+      } else if (o == "<=") {
+        e = MakeCompare<std::less_equal<>>(t, std::move(a), std::move(b));
+      } else if (o == ">") {
+        e = MakeCompare<std::greater<>>(t, std::move(a), std::move(b));
+      } else {
+        e = MakeCompare<std::greater_equal<>>(t, std::move(a), std::move(b));
+      }
+      SLUICE_ASSIGN_OR_RETURN(l, Make(std::move(e), l.column, std::max(l.depth, r.depth)));
+    }
+    return l;
+  }
+
+  // Type-checks and builds `l op r` for + - * / %.
+  absl::StatusOr<Node> Arith(const Token& op, Node l, Node r) {
+    const FieldType lt = l.type();
+    const FieldType rt = r.type();
+    const int depth = std::max(l.depth, r.depth);
+    const char c = op.text[0];
+    if (c == '+' && lt == FieldType::kString && rt == FieldType::kString) {
+      std::vector<ExprPtr> parts;
+      parts.push_back(std::move(l.expr));
+      parts.push_back(std::move(r.expr));
+      return Make(std::make_unique<ConcatExpr>(std::move(parts)), l.column, depth);
+    }
+    if (!IsNumeric(lt) || !IsNumeric(rt)) {
+      std::string hint;
+      if (c == '+' && (lt == FieldType::kString || rt == FieldType::kString)) {
+        hint = " (use concat() or to_string())";
+      }
+      return ErrorAt(op.column, absl::StrCat("cannot apply '", op.text, "' to ", TypeName(lt),
+                                             " and ", TypeName(rt), hint));
+    }
+    ExprPtr e;
+    if (lt == FieldType::kDouble || rt == FieldType::kDouble) {
+      ExprPtr a = ToDoubleNode(std::move(l.expr));
+      ExprPtr b = ToDoubleNode(std::move(r.expr));
+      switch (c) {
+        case '+': e = MakeDoubleArith<AddOp>(std::move(a), std::move(b)); break;
+        case '-': e = MakeDoubleArith<SubOp>(std::move(a), std::move(b)); break;
+        case '*': e = MakeDoubleArith<MulOp>(std::move(a), std::move(b)); break;
+        case '/': e = MakeDoubleArith<DivOp>(std::move(a), std::move(b)); break;
+        default: e = MakeDoubleArith<ModOp>(std::move(a), std::move(b)); break;
+      }
+    } else {
+      // timestamp +- int64 and int64 + timestamp stay timestamps; all else is int64.
+      const bool lts = lt == FieldType::kTimestamp;
+      const bool rts = rt == FieldType::kTimestamp;
+      FieldType type = FieldType::kInt64;
+      if ((c == '+' && lts != rts) || (c == '-' && lts && !rts)) type = FieldType::kTimestamp;
+      ExprPtr a = std::move(l.expr);
+      ExprPtr b = std::move(r.expr);
+      switch (c) {
+        case '+': e = MakeIntArith<AddOp>(type, std::move(a), std::move(b)); break;
+        case '-': e = MakeIntArith<SubOp>(type, std::move(a), std::move(b)); break;
+        case '*': e = MakeIntArith<MulOp>(type, std::move(a), std::move(b)); break;
+        case '/': e = MakeIntArith<DivOp>(type, std::move(a), std::move(b)); break;
+        default: e = MakeIntArith<ModOp>(type, std::move(a), std::move(b)); break;
+      }
+    }
+    return Make(std::move(e), l.column, depth);
+  }
+
+  absl::StatusOr<Node> ParseAdditive() {
+    SLUICE_ASSIGN_OR_RETURN(Node l, ParseTerm());
+    while (IsOp("+") || IsOp("-")) {
+      const Token& op = Next();
+      SLUICE_ASSIGN_OR_RETURN(Node r, ParseTerm());
+      SLUICE_ASSIGN_OR_RETURN(l, Arith(op, std::move(l), std::move(r)));
+    }
+    return l;
+  }
+
+  absl::StatusOr<Node> ParseTerm() {
+    SLUICE_ASSIGN_OR_RETURN(Node l, ParseUnary());
+    while (IsOp("*") || IsOp("/") || IsOp("%")) {
+      const Token& op = Next();
+      SLUICE_ASSIGN_OR_RETURN(Node r, ParseUnary());
+      SLUICE_ASSIGN_OR_RETURN(l, Arith(op, std::move(l), std::move(r)));
+    }
+    return l;
+  }
+
+  absl::StatusOr<Node> ParseUnary() {
+    if (!IsOp("-") && !IsOp("+")) return ParsePrimary();
+    DepthGuard guard(&parse_depth_);
+    const Token& op = Next();
+    if (guard.exceeded()) return ErrorAt(op.column, "expression too deeply nested");
+    const bool minus = op.text == "-";
+    // A sign directly before a number literal is part of the literal; this is also the only
+    // way to write INT64_MIN.
+    if (Peek().kind == TokKind::kInt) {
+      const Token& num = Next();
+      if (num.int_value > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) && !minus) {
+        return ErrorAt(num.column, absl::StrCat("integer out of range: ", num.text));
+      }
+      int64_t v = minus ? WrapNeg(static_cast<int64_t>(num.int_value))
+                        : static_cast<int64_t>(num.int_value);
+      return Node{std::make_unique<IntLiteral>(FieldType::kInt64, v), op.column, 1};
+    }
+    if (Peek().kind == TokKind::kDouble) {
+      const Token& num = Next();
+      double v = minus ? -num.double_value : num.double_value;
+      return Node{std::make_unique<DoubleLiteral>(v), op.column, 1};
+    }
+    SLUICE_ASSIGN_OR_RETURN(Node n, ParseUnary());
+    if (!IsNumeric(n.type())) {
+      return ErrorAt(op.column, absl::StrCat("unary '", op.text, "' needs a number, got ",
+                                             TypeName(n.type())));
+    }
+    if (!minus) {
+      n.column = op.column;
+      return n;
+    }
+    if (n.type() == FieldType::kDouble) {
+      return Make(std::make_unique<DoubleNeg>(std::move(n.expr)), op.column, n.depth);
+    }
+    return Make(std::make_unique<IntNeg>(std::move(n.expr)), op.column, n.depth);
+  }
+
+  absl::StatusOr<Node> FieldNode(const Token& t) {
+    int index = schema_.IndexOf(t.text);
+    if (index < 0) {
+      std::vector<absl::string_view> names;
+      for (const Field& f : schema_.fields()) names.push_back(f.name);
+      std::string known = names.empty() ? std::string("schema has no fields")
+                                        : absl::StrCat("fields: ", absl::StrJoin(names, ", "));
+      return ErrorAt(t.column, absl::StrCat("unknown field '", t.text, "' (", known, ")"));
+    }
+    return Node{std::make_unique<FieldRef>(schema_.field(index).type, index), t.column, 1};
+  }
+
+  absl::StatusOr<Node> ParsePrimary() {
+    const Token& t = Peek();
+    switch (t.kind) {
+      case TokKind::kInt: {
+        Next();
+        if (t.int_value > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+          return ErrorAt(t.column, absl::StrCat("integer out of range: ", t.text));
+        }
+        return Node{std::make_unique<IntLiteral>(FieldType::kInt64,
+                                                 static_cast<int64_t>(t.int_value)),
+                    t.column, 1};
+      }
+      case TokKind::kDouble:
+        Next();
+        return Node{std::make_unique<DoubleLiteral>(t.double_value), t.column, 1};
+      case TokKind::kString:
+        Next();
+        return Node{std::make_unique<StringLiteral>(t.text), t.column, 1};
+      case TokKind::kQuotedIdent:
+        Next();
+        return FieldNode(t);
+      case TokKind::kIdent: {
+        if (t.text == "true" || t.text == "false") {
+          Next();
+          return Node{std::make_unique<BoolLiteral>(t.text == "true"), t.column, 1};
+        }
+        if (t.text == "and" || t.text == "or" || t.text == "not") return Unexpected();
+        if (IsOp("(", 1)) return ParseCall();
+        Next();
+        return FieldNode(t);
+      }
+      case TokKind::kOp:
+        if (t.text == "(") {
+          DepthGuard guard(&parse_depth_);
+          Next();
+          if (guard.exceeded()) return ErrorAt(t.column, "expression too deeply nested");
+          SLUICE_ASSIGN_OR_RETURN(Node n, ParseOr());
+          if (!IsOp(")")) {
+            return ErrorAt(Peek().column,
+                           absl::StrCat("expected ')' but found ", DescribeToken(Peek())));
+          }
+          Next();
+          n.column = t.column;
+          return n;
+        }
+        return Unexpected();
+      case TokKind::kEnd: return Unexpected();
+    }
+    return Unexpected();
+  }
+
+  absl::StatusOr<Node> ParseCall() {
+    const Token& name = Next();
+    const FunctionInfo* fn = FindFunction(name.text);
+    if (fn == nullptr) {
+      std::vector<absl::string_view> names;
+      for (const FunctionInfo& f : kFunctions) names.push_back(f.name);
+      return ErrorAt(name.column, absl::StrCat("unknown function '", name.text, "' (functions: ",
+                                               absl::StrJoin(names, ", "), ")"));
+    }
+    DepthGuard guard(&parse_depth_);
+    if (guard.exceeded()) return ErrorAt(name.column, "expression too deeply nested");
+    Next();  // '('
+    std::vector<Node> args;
+    if (!IsOp(")")) {
+      while (true) {
+        SLUICE_ASSIGN_OR_RETURN(Node a, ParseOr());
+        args.push_back(std::move(a));
+        if (IsOp(",")) {
+          Next();
+          continue;
+        }
+        if (IsOp(")")) break;
+        return ErrorAt(Peek().column,
+                       absl::StrCat("expected ',' or ')' but found ", DescribeToken(Peek())));
+      }
+    }
+    Next();  // ')'
+    const int n = static_cast<int>(args.size());
+    if (n < fn->min_args || (fn->max_args >= 0 && n > fn->max_args)) {
+      std::string expected;
+      if (fn->max_args < 0) {
+        expected = absl::StrCat("at least ", fn->min_args);
+      } else if (fn->min_args == fn->max_args) {
+        expected = absl::StrCat(fn->min_args);
+      } else {
+        expected = absl::StrCat(fn->min_args, " to ", fn->max_args);
+      }
+      return ErrorAt(name.column,
+                     absl::StrCat(fn->name, "() takes ", expected,
+                                  fn->max_args == 1 && fn->min_args == 1 ? " argument" : " arguments",
+                                  ", got ", n));
+    }
+    return BuildCall(fn->name, name.column, std::move(args));
+  }
+
+  absl::Status ArgError(absl::string_view fn, size_t i, const Node& arg,
+                        absl::string_view expected) {
+    return ErrorAt(arg.column, absl::StrCat("argument ", i + 1, " of ", fn, "() must be ",
+                                            expected, ", got ", TypeName(arg.type())));
+  }
+
+  absl::Status RequireArg(absl::string_view fn, const std::vector<Node>& args, size_t i,
+                          bool (*pred)(FieldType), absl::string_view expected) {
+    if (pred(args[i].type())) return absl::OkStatus();
+    return ArgError(fn, i, args[i], expected);
+  }
+
+  static bool IsString(FieldType t) { return t == FieldType::kString; }
+  static bool IsBool(FieldType t) { return t == FieldType::kBool; }
+
+  absl::StatusOr<Node> BuildCall(absl::string_view fn, int column, std::vector<Node> args) {
+    int depth = 0;
+    for (const Node& a : args) depth = std::max(depth, a.depth);
+    auto arg = [&](size_t i) { return std::move(args[i].expr); };
+    auto done = [&](ExprPtr e) { return Make(std::move(e), column, depth); };
+    constexpr absl::string_view kString = "string";
+    constexpr absl::string_view kInt = "an integer";
+    constexpr absl::string_view kNumber = "a number";
+
+    if (fn == "lower" || fn == "upper") {
+      SLUICE_RETURN_IF_ERROR(RequireArg(fn, args, 0, IsString, kString));
+      return done(std::make_unique<CaseExpr>(fn == "upper", arg(0)));
+    }
+    if (fn == "trim") {
+      SLUICE_RETURN_IF_ERROR(RequireArg(fn, args, 0, IsString, kString));
+      return done(std::make_unique<TrimExpr>(arg(0)));
+    }
+    if (fn == "length") {
+      SLUICE_RETURN_IF_ERROR(RequireArg(fn, args, 0, IsString, kString));
+      return done(std::make_unique<LengthExpr>(arg(0)));
+    }
+    if (fn == "substr") {
+      SLUICE_RETURN_IF_ERROR(RequireArg(fn, args, 0, IsString, kString));
+      for (size_t i = 1; i < args.size(); ++i) {
+        SLUICE_RETURN_IF_ERROR(RequireArg(fn, args, i, IsIntegral, kInt));
+      }
+      ExprPtr len = args.size() > 2 ? arg(2) : nullptr;
+      return done(std::make_unique<SubstrExpr>(arg(0), arg(1), std::move(len)));
+    }
+    if (fn == "concat") {
+      std::vector<ExprPtr> parts;
+      for (size_t i = 0; i < args.size(); ++i) parts.push_back(ToStringNode(arg(i)));
+      return done(std::make_unique<ConcatExpr>(std::move(parts)));
+    }
+    if (fn == "contains" || fn == "starts_with" || fn == "ends_with") {
+      SLUICE_RETURN_IF_ERROR(RequireArg(fn, args, 0, IsString, kString));
+      SLUICE_RETURN_IF_ERROR(RequireArg(fn, args, 1, IsString, kString));
+      MatchKind kind = fn == "contains"      ? MatchKind::kContains
+                       : fn == "starts_with" ? MatchKind::kStartsWith
+                                             : MatchKind::kEndsWith;
+      return done(std::make_unique<MatchExpr>(kind, arg(0), arg(1)));
+    }
+    if (fn == "to_string") return done(ToStringNode(arg(0)));
+    if (fn == "to_int") {
+      switch (args[0].type()) {
+        case FieldType::kInt64: return done(arg(0));
+        case FieldType::kTimestamp:
+          return done(std::make_unique<Retype>(FieldType::kInt64, arg(0)));
+        case FieldType::kDouble:
+          return done(std::make_unique<DoubleToIntExpr>(FieldType::kInt64, arg(0)));
+        case FieldType::kBool: return done(std::make_unique<BoolToInt>(arg(0)));
+        case FieldType::kString: return done(std::make_unique<StringToIntExpr>(arg(0)));
+      }
+    }
+    if (fn == "to_double") {
+      switch (args[0].type()) {
+        case FieldType::kString: return done(std::make_unique<StringToDoubleExpr>(arg(0)));
+        case FieldType::kBool:
+          return done(std::make_unique<IntToDouble>(std::make_unique<BoolToInt>(arg(0))));
+        default: return done(ToDoubleNode(arg(0)));
+      }
+    }
+    if (fn == "to_timestamp") {
+      SLUICE_RETURN_IF_ERROR(RequireArg(fn, args, 0, IsNumeric, kNumber));
+      if (args[0].type() == FieldType::kDouble) {
+        return done(std::make_unique<DoubleToIntExpr>(FieldType::kTimestamp, arg(0)));
+      }
+      return done(std::make_unique<Retype>(FieldType::kTimestamp, arg(0)));
+    }
+    if (fn == "abs") {
+      SLUICE_RETURN_IF_ERROR(RequireArg(fn, args, 0, IsNumeric, kNumber));
+      if (args[0].type() == FieldType::kDouble) return done(std::make_unique<DoubleAbs>(arg(0)));
+      return done(std::make_unique<IntAbs>(arg(0)));
+    }
+    if (fn == "hash") return done(std::make_unique<HashExpr>(arg(0)));
+    if (fn == "if") {
+      SLUICE_RETURN_IF_ERROR(RequireArg(fn, args, 0, IsBool, "bool"));
+      FieldType t;
+      if (!UnifyTypes(args[1].type(), args[2].type(), &t)) {
+        return ErrorAt(args[2].column,
+                       absl::StrCat("if() branches have different types: ",
+                                    TypeName(args[1].type()), " and ", TypeName(args[2].type())));
+      }
+      return done(std::make_unique<IfExpr>(t, arg(0), Coerce(arg(1), t), Coerce(arg(2), t)));
+    }
+    if (fn == "min" || fn == "max") {
+      FieldType t;
+      if (!UnifyTypes(args[0].type(), args[1].type(), &t)) {
+        return ErrorAt(args[1].column,
+                       absl::StrCat(fn, "() arguments have different types: ",
+                                    TypeName(args[0].type()), " and ", TypeName(args[1].type())));
+      }
+      ExprPtr a = Coerce(arg(0), t);
+      ExprPtr b = Coerce(arg(1), t);
+      if (fn == "max") return done(MakeMinMax<true>(t, std::move(a), std::move(b)));
+      return done(MakeMinMax<false>(t, std::move(a), std::move(b)));
+    }
+    return ErrorAt(column, absl::StrCat("unknown function '", fn, "'"));
+  }
+
+  const std::vector<Token> tokens_;
+  const Schema& schema_;
+  size_t pos_ = 0;
+  int parse_depth_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Expr>> CompileExpr(absl::string_view text, const Schema& schema) {
+  SLUICE_ASSIGN_OR_RETURN(std::vector<Token> tokens, Tokenizer(text).Run());
+  return Parser(std::move(tokens), schema).Run();
+}
+
+void EvalInto(const Expr& expr, const Record& in, FieldType out_type, Record* out, size_t index) {
+  Value& v = (*out)[index];
+  const FieldType t = expr.type();
+  switch (out_type) {
+    case FieldType::kString: {
+      if (t == FieldType::kString) {
+        absl::string_view s = expr.EvalString(in);
+        v.s.assign(s.data(), s.size());
+        return;
+      }
+      char buf[kNumBufSize];
+      absl::string_view s;
+      if (t == FieldType::kDouble) {
+        s = FormatDouble(expr.EvalDouble(in), buf);
+      } else if (t == FieldType::kBool) {
+        s = BoolText(expr.EvalBool(in));
+      } else {
+        s = FormatInt(expr.EvalInt(in), buf);
+      }
+      v.s.assign(s.data(), s.size());
+      return;
+    }
+    case FieldType::kDouble:
+      switch (t) {
+        case FieldType::kDouble: v.d = expr.EvalDouble(in); return;
+        case FieldType::kString: v.d = StringToDouble(expr.EvalString(in)); return;
+        case FieldType::kBool: v.d = expr.EvalBool(in) ? 1 : 0; return;
+        default: v.d = static_cast<double>(expr.EvalInt(in)); return;
+      }
+    case FieldType::kBool:
+      switch (t) {
+        case FieldType::kDouble: v.i = expr.EvalDouble(in) != 0 ? 1 : 0; return;
+        case FieldType::kString: v.i = expr.EvalString(in) == "true" ? 1 : 0; return;
+        case FieldType::kBool: v.i = expr.EvalBool(in) ? 1 : 0; return;
+        default: v.i = expr.EvalInt(in) != 0 ? 1 : 0; return;
+      }
+    case FieldType::kInt64:
+    case FieldType::kTimestamp:
+      switch (t) {
+        case FieldType::kDouble: v.i = DoubleToInt(expr.EvalDouble(in)); return;
+        case FieldType::kString: v.i = StringToInt(expr.EvalString(in)); return;
+        case FieldType::kBool: v.i = expr.EvalBool(in) ? 1 : 0; return;
+        default: v.i = expr.EvalInt(in); return;
+      }
+  }
+}
+
+}  // namespace sluice::plan

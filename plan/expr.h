@@ -1,0 +1,63 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/record.h"
+
+namespace sluice::plan {
+
+// A compiled, type-checked expression over the fields of one Schema.
+//
+// Language (parsed and checked once, at job submission):
+//   literals     42, -7, 3.14, 'text' or "text", true, false
+//   fields       a bare identifier names a field of the input schema (`user_id`);
+//                backquotes allow any name (`my field`)
+//   arithmetic   + - * / %   (int64 op int64 -> int64; any double -> double;
+//                integer division or modulo by zero yields 0; `+` also concatenates strings)
+//   comparison   == != < <= > >=  (numbers with numbers, strings with strings, bools with bools)
+//   boolean      and or not  (also && || !), short-circuit
+//   grouping     ( ... )
+//   functions    lower(s) upper(s) length(s) substr(s, start[, len]) concat(a, b, ...)
+//                contains(s, t) starts_with(s, t) ends_with(s, t) trim(s)
+//                to_string(x) to_int(x) to_double(x) abs(x) hash(x) (stable, non-negative)
+//                if(cond, a, b) min(a, b) max(a, b) to_timestamp(ms)
+//
+// Evaluation allocates nothing per record once string scratch buffers have grown. An Expr is
+// used by one thread at a time (string results live in per-node scratch space); compile one
+// per task.
+class Expr {
+ public:
+  virtual ~Expr() = default;
+
+  FieldType type() const { return type_; }
+
+  // Evaluate; call only the accessor matching type() (kTimestamp uses EvalInt).
+  virtual int64_t EvalInt(const Record& r) const;
+  virtual double EvalDouble(const Record& r) const;
+  virtual bool EvalBool(const Record& r) const;
+  // The result stays valid until the next evaluation of this expression.
+  virtual absl::string_view EvalString(const Record& r) const;
+
+  // If the expression is a bare field reference, its index; else -1.
+  virtual int FieldIndex() const { return -1; }
+
+ protected:
+  explicit Expr(FieldType type) : type_(type) {}
+
+ private:
+  FieldType type_;
+};
+
+// Parses and type-checks `text` against `schema`. Errors are kInvalidArgument with the
+// 1-based column and the reason, e.g. "column 7: unknown field 'pirce' (fields: id, price)".
+absl::StatusOr<std::unique_ptr<Expr>> CompileExpr(absl::string_view text, const Schema& schema);
+
+// Evaluates `expr` into value `index` of `out`, converting to `out_type` when `expr`'s type
+// is numeric and differs (int64 <-> double <-> timestamp).
+void EvalInto(const Expr& expr, const Record& in, FieldType out_type, Record* out, size_t index);
+
+}  // namespace sluice::plan

@@ -1,0 +1,71 @@
+#include "plan/job_graph.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_join.h"
+
+namespace sluice::plan {
+
+int JobGraph::SlotsNeeded() const {
+  int n = 0;
+  for (const auto& v : vertices) n = std::max(n, v.parallelism);
+  return n;
+}
+
+JobGraph BuildJobGraph(const JobSpec& job) {
+  const auto& ops = job.operators;
+  std::vector<int> num_consumers(ops.size());
+  for (const auto& op : ops) {
+    for (const auto& in : op.inputs) num_consumers[in.from_index]++;
+  }
+  JobGraph g;
+  g.vertex_of_op.assign(ops.size(), -1);
+  // Operators are in topological order, so a chain's head always comes before its members.
+  for (const auto& op : ops) {
+    bool chain = false;
+    if (op.inputs.size() == 1) {
+      const InputSpec& in = op.inputs[0];
+      const OperatorSpec& producer = ops[in.from_index];
+      chain = in.partition == Partition::kForward && producer.parallelism == op.parallelism &&
+              num_consumers[in.from_index] == 1;
+    }
+    if (chain) {
+      int v = g.vertex_of_op[op.inputs[0].from_index];
+      g.vertices[v].ops.push_back(op.index);
+      g.vertex_of_op[op.index] = v;
+    } else {
+      Vertex v;
+      v.id = static_cast<int>(g.vertices.size());
+      v.ops.push_back(op.index);
+      v.parallelism = op.parallelism;
+      g.vertex_of_op[op.index] = v.id;
+      g.vertices.push_back(std::move(v));
+    }
+  }
+  for (auto& v : g.vertices) {
+    std::vector<std::string> names;
+    for (int o : v.ops) names.push_back(ops[o].id);
+    v.name = absl::StrJoin(names, " -> ");
+  }
+  for (const auto& op : ops) {
+    int target_v = g.vertex_of_op[op.index];
+    if (g.vertices[target_v].ops.front() != op.index) continue;  // chained input
+    for (const auto& in : op.inputs) {
+      Edge e;
+      e.id = static_cast<int>(g.edges.size());
+      e.source_vertex = g.vertex_of_op[in.from_index];
+      e.target_vertex = target_v;
+      e.source_op = in.from_index;
+      e.target_op = op.index;
+      e.partition = in.partition;
+      e.key = in.key;
+      e.schema = ops[in.from_index].output_schema;
+      g.vertices[e.source_vertex].out_edges.push_back(e.id);
+      g.vertices[e.target_vertex].in_edges.push_back(e.id);
+      g.edges.push_back(std::move(e));
+    }
+  }
+  return g;
+}
+
+}  // namespace sluice::plan

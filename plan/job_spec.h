@@ -1,0 +1,78 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/record.h"
+#include "yaml-cpp/yaml.h"
+
+namespace sluice::plan {
+
+// How records of an edge are distributed over the consumer's subtasks.
+enum class Partition { kForward, kHash, kRebalance, kBroadcast };
+absl::string_view PartitionName(Partition p);
+
+// One key component: an expression over the input record and the name it gets in outputs.
+struct KeySpec {
+  std::string name;
+  std::string expr;
+};
+
+// Where an operator reads from.
+struct InputSpec {
+  std::string from;
+  int from_index = -1;  // index into JobSpec::operators
+  Partition partition = Partition::kForward;
+  bool explicit_partition = false;
+  std::vector<KeySpec> key;  // for kHash
+  int line = 0;
+  int column = 0;
+};
+
+// The kinds of built-in operator.
+enum class OperatorKind {
+  kDatagen, kFilter, kMap, kKeyBy, kAggregate, kUnion, kFileSink, kPrintSink, kBlackholeSink
+};
+
+// One operator of a job as written, validated, with its output schema inferred.
+struct OperatorSpec {
+  std::string id;
+  std::string type;
+  OperatorKind kind;
+  int index = 0;
+  int parallelism = 0;
+  YAML::Node config;  // the operator's YAML mapping (operators read their own options)
+  int line = 0;       // 1-based position of the operator in the file
+  int column = 0;
+  std::vector<InputSpec> inputs;
+  Schema input_schema;   // empty for sources
+  Schema output_schema;  // empty for sinks
+  std::vector<KeySpec> key;  // keyed operators: the key their input is partitioned by
+
+  bool is_source() const { return kind == OperatorKind::kDatagen; }
+  bool is_sink() const {
+    return kind == OperatorKind::kFileSink || kind == OperatorKind::kPrintSink ||
+           kind == OperatorKind::kBlackholeSink;
+  }
+};
+
+// A validated job: every reference resolved, every expression type-checked.
+struct JobSpec {
+  std::string name;
+  std::string source_name;  // file name used in error positions
+  int parallelism = 1;
+  int max_parallelism = 0;
+  int64_t buffer_timeout_ms = 10;
+  std::vector<OperatorSpec> operators;  // in a topological order (inputs first)
+};
+
+// Parses and validates a job. `parallelism_override` > 0 replaces the job's default
+// parallelism. Errors are kInvalidArgument, formatted "<source_name>:<line>:<column>: <reason>"
+// (for example "job.yaml:12:11: unknown operator type 'fitler' (known: ...)").
+absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view yaml_text, absl::string_view source_name,
+                                     int parallelism_override = 0);
+
+}  // namespace sluice::plan

@@ -1,0 +1,256 @@
+#include "worker/internal/data_plane.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/clock.h"
+#include "common/logging.h"
+
+namespace sluice::worker {
+namespace {
+
+std::string ChannelName(const proto::ChannelHeader& h) {
+  return absl::StrCat(h.job_id(), "/edge", h.edge(), "/", h.src_subtask(), "->", h.dst_subtask());
+}
+
+// Server side of one channel. Deletes itself in OnDone.
+class ExchangeReactor final : public grpc::ServerBidiReactor<proto::DataMessage, proto::DataMessage> {
+ public:
+  explicit ExchangeReactor(const GateResolver* resolver) : resolver_(resolver) {
+    StartRead(&in_);
+  }
+
+  // Forwards credits from the gate to this stream while the stream lives.
+  class Listener final : public CreditListener {
+   public:
+    explicit Listener(ExchangeReactor* r) : reactor_(r) {}
+    void AddCredit(int n) override {
+      absl::MutexLock lock(&mu_);
+      if (reactor_ != nullptr) reactor_->AddCredit(n);
+    }
+    void GateClosed() override {
+      absl::MutexLock lock(&mu_);
+      if (reactor_ != nullptr) reactor_->RequestFinish(grpc::Status(grpc::StatusCode::CANCELLED,
+                                                                     "consumer task has stopped"));
+    }
+    void Detach() {
+      absl::MutexLock lock(&mu_);
+      reactor_ = nullptr;
+    }
+
+   private:
+    absl::Mutex mu_;
+    ExchangeReactor* reactor_ ABSL_GUARDED_BY(mu_);
+  };
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      RequestFinish(grpc::Status::OK);  // the producer closed its side
+      return;
+    }
+    if (gate_ == nullptr) {
+      if (!in_.has_header()) {
+        RequestFinish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "first message needs a header"));
+        return;
+      }
+      name_ = ChannelName(in_.header());
+      absl::Status s = (*resolver_)(in_.header(), &gate_, &channel_);
+      if (!s.ok()) {
+        spdlog::warn("refusing data channel {}: {}", name_, s);
+        RequestFinish(grpc::Status(grpc::StatusCode::NOT_FOUND, std::string(s.message())));
+        return;
+      }
+      listener_ = std::make_shared<Listener>(this);
+      AddCredit(gate_->credits_per_channel());
+      gate_->SetListener(channel_, listener_);
+    } else {
+      BufferItem item;
+      item.channel = channel_;
+      item.data = std::move(*in_.mutable_buffer());
+      item.num_records = in_.num_records();
+      item.end_of_partition = in_.end_of_partition();
+      gate_->Push(std::move(item));
+    }
+    in_.Clear();
+    StartRead(&in_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok) {
+      finish_requested_ = true;
+    }
+    MaybeWriteOrFinishLocked();
+  }
+
+  void OnDone() override {
+    if (listener_) listener_->Detach();
+    delete this;
+  }
+
+  void AddCredit(int n) {
+    absl::MutexLock lock(&mu_);
+    pending_credit_ += n;
+    MaybeWriteOrFinishLocked();
+  }
+
+  void RequestFinish(grpc::Status status) {
+    absl::MutexLock lock(&mu_);
+    if (!finish_requested_) {
+      finish_requested_ = true;
+      finish_status_ = std::move(status);
+    }
+    MaybeWriteOrFinishLocked();
+  }
+
+ private:
+  void MaybeWriteOrFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || finished_) return;
+    if (finish_requested_) {
+      finished_ = true;
+      Finish(finish_status_);
+      return;
+    }
+    if (pending_credit_ > 0) {
+      out_.Clear();
+      out_.set_credit(pending_credit_);
+      pending_credit_ = 0;
+      writing_ = true;
+      StartWrite(&out_);
+    }
+  }
+
+  const GateResolver* resolver_;
+  proto::DataMessage in_;  // touched only by read reactions, which never overlap
+  std::shared_ptr<InputGate> gate_;
+  int channel_ = 0;
+  std::string name_;
+  std::shared_ptr<Listener> listener_;
+
+  absl::Mutex mu_;
+  proto::DataMessage out_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  int pending_credit_ ABSL_GUARDED_BY(mu_) = 0;
+  bool finish_requested_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status finish_status_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+grpc::ServerBidiReactor<proto::DataMessage, proto::DataMessage>* DataPlaneService::Exchange(
+    grpc::CallbackServerContext* context) {
+  return new ExchangeReactor(&resolver_);
+}
+
+RemoteChannelWriter::RemoteChannelWriter(proto::DataPlane::Stub* stub, proto::ChannelHeader header)
+    : name_(ChannelName(header)) {
+  stub->async()->Exchange(&context_, this);
+  proto::DataMessage first;
+  *first.mutable_header() = std::move(header);
+  {
+    absl::MutexLock lock(&mu_);
+    queue_.push_back(std::move(first));
+    StartNextWriteLocked();
+  }
+  StartRead(&read_msg_);
+  StartCall();
+}
+
+RemoteChannelWriter::~RemoteChannelWriter() {
+  Cancel();
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(&done_));
+}
+
+void RemoteChannelWriter::StartNextWriteLocked() {
+  if (writing_ || broken_) return;
+  if (!queue_.empty()) {
+    writing_ = true;
+    StartWrite(&queue_.front());
+  } else if (closing_ && !writes_done_sent_) {
+    writes_done_sent_ = true;
+    StartWritesDone();
+  }
+}
+
+absl::Status RemoteChannelWriter::Send(BufferItem item) {
+  absl::MutexLock lock(&mu_);
+  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return credits_ > 0 || cancelled_ || broken_ || done_;
+  };
+  if (!ready()) {
+    int64_t start = Clock::Real()->NowNanos();
+    mu_.Await(absl::Condition(&ready));
+    wait_nanos_ += Clock::Real()->NowNanos() - start;
+  }
+  if (cancelled_) return absl::CancelledError("task cancelled");
+  if (broken_ || done_) {
+    return absl::UnavailableError(absl::StrCat("data channel ", name_, " broke: ",
+                                               final_status_.error_message()));
+  }
+  --credits_;
+  proto::DataMessage msg;
+  msg.set_buffer(std::move(item.data));
+  msg.set_num_records(item.num_records);
+  msg.set_end_of_partition(item.end_of_partition);
+  queue_.push_back(std::move(msg));
+  StartNextWriteLocked();
+  return absl::OkStatus();
+}
+
+absl::Status RemoteChannelWriter::Close() {
+  absl::MutexLock lock(&mu_);
+  closing_ = true;
+  StartNextWriteLocked();
+  auto finished = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return done_ || cancelled_; };
+  mu_.Await(absl::Condition(&finished));
+  if (cancelled_) return absl::CancelledError("task cancelled");
+  if (!final_status_.ok()) {
+    return absl::UnavailableError(absl::StrCat("data channel ", name_, " ended with ",
+                                               final_status_.error_message()));
+  }
+  return absl::OkStatus();
+}
+
+void RemoteChannelWriter::Cancel() {
+  absl::MutexLock lock(&mu_);
+  if (!done_) context_.TryCancel();
+  cancelled_ = true;
+}
+
+int64_t RemoteChannelWriter::CreditWaitNanos() const {
+  absl::MutexLock lock(&mu_);
+  return wait_nanos_;
+}
+
+void RemoteChannelWriter::OnWriteDone(bool ok) {
+  absl::MutexLock lock(&mu_);
+  writing_ = false;
+  if (!ok) {
+    broken_ = true;  // the stream is going down; OnDone brings the status
+    return;
+  }
+  queue_.pop_front();
+  StartNextWriteLocked();
+}
+
+void RemoteChannelWriter::OnReadDone(bool ok) {
+  if (!ok) return;  // server finished; OnDone follows
+  {
+    absl::MutexLock lock(&mu_);
+    credits_ += read_msg_.credit();
+  }
+  read_msg_.Clear();
+  StartRead(&read_msg_);
+}
+
+void RemoteChannelWriter::OnDone(const grpc::Status& status) {
+  absl::MutexLock lock(&mu_);
+  final_status_ = status;
+  done_ = true;
+  if (!status.ok() && !cancelled_) {
+    spdlog::warn("data channel {} ended: {}", name_, status.error_message());
+  }
+}
+
+}  // namespace sluice::worker

@@ -1,0 +1,78 @@
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "grpcpp/grpcpp.h"
+#include "proto/data.grpc.pb.h"
+#include "worker/internal/input_gate.h"
+
+namespace sluice::worker {
+
+// Finds the input gate and channel index a remote producer addresses.
+// Returns kNotFound when the worker runs no such task.
+using GateResolver = std::function<absl::Status(const proto::ChannelHeader&,
+                                                std::shared_ptr<InputGate>* gate, int* channel)>;
+
+// The receiving side of remote channels: the DataPlane gRPC service. Each Exchange stream is
+// one channel; its reactor pushes buffers into the task's gate and sends credits back.
+class DataPlaneService final : public proto::DataPlane::CallbackService {
+ public:
+  explicit DataPlaneService(GateResolver resolver) : resolver_(std::move(resolver)) {}
+
+  grpc::ServerBidiReactor<proto::DataMessage, proto::DataMessage>* Exchange(
+      grpc::CallbackServerContext* context) override;
+
+ private:
+  GateResolver resolver_;
+};
+
+// The sending side of one remote channel: a client bidi stream. Buffers are written one at a
+// time (one write in flight); Send() blocks the task thread while the receiver has granted
+// no credit. Owned by the task; the destructor waits for the stream to end (call Cancel() or
+// Close() first).
+class RemoteChannelWriter final : public ChannelWriter,
+                                  public grpc::ClientBidiReactor<proto::DataMessage,
+                                                                 proto::DataMessage> {
+ public:
+  RemoteChannelWriter(proto::DataPlane::Stub* stub, proto::ChannelHeader header);
+  ~RemoteChannelWriter() override;
+
+  absl::Status Send(BufferItem item) override;
+  absl::Status Close() override;
+  void Cancel() override;
+  int64_t CreditWaitNanos() const override;
+
+  // gRPC reactions (never block).
+  void OnWriteDone(bool ok) override;
+  void OnReadDone(bool ok) override;
+  void OnWritesDoneDone(bool ok) override {}
+  void OnDone(const grpc::Status& status) override;
+
+ private:
+  void StartNextWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  grpc::ClientContext context_;
+  const std::string name_;
+  proto::DataMessage read_msg_;
+
+  mutable absl::Mutex mu_;
+  std::deque<proto::DataMessage> queue_ ABSL_GUARDED_BY(mu_);  // front is being written
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  bool writes_done_sent_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  int credits_ ABSL_GUARDED_BY(mu_) = 0;
+  grpc::Status final_status_ ABSL_GUARDED_BY(mu_);
+  int64_t wait_nanos_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace sluice::worker

@@ -1,0 +1,115 @@
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/optional.h"
+
+namespace sluice::worker {
+
+// Hears that the consumer freed buffers of one channel, so the producer may send more.
+// Implementations are thread-safe and never block.
+class CreditListener {
+ public:
+  virtual ~CreditListener() = default;
+  virtual void AddCredit(int n) = 0;
+  // The consuming task is gone; the channel should be torn down.
+  virtual void GateClosed() {}
+};
+
+// One unit on the wire: a buffer of encoded records, or the end-of-partition mark.
+struct BufferItem {
+  int channel = 0;
+  std::string data;
+  int num_records = 0;
+  bool end_of_partition = false;
+};
+
+// The input side of a task: buffers from all its input channels, in one bounded queue.
+//
+// Producers (local channel writers on other task threads, gRPC reactors for remote channels)
+// Push() only when they hold a credit for the channel, so the queue never exceeds
+// `credits_per_channel` buffers per channel: memory is bounded and Push() never blocks.
+// The owning task thread Poll()s and, after it has consumed a buffer, calls ReleaseCredit()
+// which tells the channel's producer. Thread-safe.
+class InputGate {
+ public:
+  InputGate(int num_channels, int credits_per_channel)
+      : credits_per_channel_(credits_per_channel), listeners_(num_channels) {}
+
+  int num_channels() const { return static_cast<int>(listeners_.size()); }
+  int credits_per_channel() const { return credits_per_channel_; }
+
+  // Sets who receives credits of `channel` (a local writer or a remote stream).
+  void SetListener(int channel, std::shared_ptr<CreditListener> listener);
+
+  // Enqueues a buffer. Dropped silently after Close() (the task is gone).
+  void Push(BufferItem item);
+
+  // Waits until a buffer is available, `deadline_nanos` (monotonic, Clock::Real()) passes, or
+  // the gate is woken. Returns nullopt on timeout or wake-up.
+  absl::optional<BufferItem> Poll(int64_t deadline_nanos);
+
+  // Returns one credit of `channel` to its producer.
+  void ReleaseCredit(int channel);
+
+  // Wakes a waiting Poll() (used for cancellation).
+  void Wake();
+  // Drops queued buffers, refuses new ones, and tells every listener.
+  void Close();
+
+  size_t QueuedForTest() const;
+
+ private:
+  const int credits_per_channel_;
+  mutable absl::Mutex mu_;
+  std::deque<BufferItem> queue_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::shared_ptr<CreditListener>> listeners_ ABSL_GUARDED_BY(mu_);
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool woken_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// Sends buffers of one channel, blocking while it has no credit.
+class ChannelWriter {
+ public:
+  virtual ~ChannelWriter() = default;
+  // Sends one buffer; blocks until a credit is available. Returns kCancelled after Cancel(),
+  // kUnavailable when the channel broke.
+  virtual absl::Status Send(BufferItem item) = 0;
+  // After the end-of-partition mark was sent: waits until the receiver has everything.
+  virtual absl::Status Close() = 0;
+  // Unblocks Send() and Close(); safe from any thread.
+  virtual void Cancel() = 0;
+  // Nanoseconds Send() spent waiting for credit (read by any thread).
+  virtual int64_t CreditWaitNanos() const = 0;
+};
+
+// A channel between two tasks of one worker: buffers go straight into the consumer's gate.
+class LocalChannel final : public ChannelWriter, public CreditListener {
+ public:
+  LocalChannel(std::shared_ptr<InputGate> gate, int channel);
+
+  absl::Status Send(BufferItem item) override;
+  absl::Status Close() override { return absl::OkStatus(); }
+  void Cancel() override;
+  int64_t CreditWaitNanos() const override;
+  void AddCredit(int n) override;
+  void GateClosed() override;
+
+ private:
+  std::shared_ptr<InputGate> gate_;
+  const int channel_;
+  mutable absl::Mutex mu_;
+  int credits_ ABSL_GUARDED_BY(mu_);
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool gate_closed_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t wait_nanos_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace sluice::worker

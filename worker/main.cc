@@ -1,0 +1,54 @@
+// sluice-worker: runs tasks for a Sluice coordinator.
+
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+
+#include "CLI/CLI.hpp"
+#include "common/logging.h"
+#include "worker/worker.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"sluice-worker: runs the tasks a Sluice coordinator assigns"};
+  sluice::worker::WorkerOptions opts;
+  std::string log_level = "info";
+  std::string address_file;
+  app.add_option("--coordinator", opts.coordinator, "Coordinator address host:port")->required();
+  app.add_option("--host", opts.host, "Address to bind and advertise")->capture_default_str();
+  app.add_option("--port", opts.port, "gRPC port (0 = any free port)")->capture_default_str();
+  app.add_option("--http-port", opts.http_port, "HTTP port for /metrics and /healthz (0 = any, -1 = off)")
+      ->capture_default_str();
+  app.add_option("--slots", opts.slots, "Task slots offered")->capture_default_str()->check(CLI::Range(1, 1024));
+  app.add_option("--name", opts.name, "Name shown in status");
+  app.add_option("--heartbeat-interval-ms", opts.heartbeat_interval_ms, "Heartbeat interval")
+      ->capture_default_str()->check(CLI::Range(10, 60000));
+  app.add_option("--address-file", address_file, "Write the bound data address here once serving");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn or error")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  sluice::InitLogging("worker" + (opts.name.empty() ? "" : ":" + opts.name), log_level);
+  // Block termination signals in every thread; main waits for them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  sluice::worker::Worker worker(opts);
+  absl::Status s = worker.Start();
+  if (!s.ok()) {
+    spdlog::error("cannot start worker: {}", s);
+    return 1;
+  }
+  if (!address_file.empty()) {
+    std::string tmp = address_file + ".tmp";
+    std::ofstream(tmp) << worker.data_address() << "\n";
+    std::rename(tmp.c_str(), address_file.c_str());
+  }
+  int sig = 0;
+  sigwait(&signals, &sig);
+  spdlog::info("received signal {}, shutting down", sig);
+  worker.Stop();
+  return 0;
+}

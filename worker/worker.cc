@@ -1,0 +1,372 @@
+#include "worker/worker.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "common/status.h"
+#include "plan/job_spec.h"
+
+namespace sluice::worker {
+
+namespace {
+grpc::Status ToGrpc(const absl::Status& s) {
+  return s.ok() ? grpc::Status::OK
+                : grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+bool IsTerminal(proto::TaskState s) {
+  return s == proto::TASK_FINISHED || s == proto::TASK_CANCELLED || s == proto::TASK_FAILED;
+}
+}  // namespace
+
+// The coordinator-facing control service. Handlers are quick and never block on tasks.
+class Worker::ControlService final : public proto::Worker::CallbackService {
+ public:
+  explicit ControlService(Worker* w) : w_(w) {}
+  grpc::ServerUnaryReactor* DeployTasks(grpc::CallbackServerContext* ctx,
+                                        const proto::DeployTasksRequest* req, proto::Ack*) override {
+    auto* r = ctx->DefaultReactor();
+    r->Finish(ToGrpc(w_->Deploy(*req)));
+    return r;
+  }
+  grpc::ServerUnaryReactor* StartTasks(grpc::CallbackServerContext* ctx, const proto::JobRef* req,
+                                       proto::Ack*) override {
+    auto* r = ctx->DefaultReactor();
+    r->Finish(ToGrpc(w_->StartJob(req->job_id())));
+    return r;
+  }
+  grpc::ServerUnaryReactor* CancelTasks(grpc::CallbackServerContext* ctx, const proto::JobRef* req,
+                                        proto::Ack*) override {
+    auto* r = ctx->DefaultReactor();
+    w_->CancelJob(req->job_id());
+    r->Finish(grpc::Status::OK);
+    return r;
+  }
+
+ private:
+  Worker* w_;
+};
+
+Worker::Worker(WorkerOptions options) : options_(std::move(options)), http_(&metrics_) {
+  ops::RegisterBuiltinOperators(&registry_);
+}
+
+Worker::~Worker() { Stop(); }
+
+absl::Status Worker::Start() {
+  control_service_ = std::make_unique<ControlService>(this);
+  data_service_ = std::make_unique<DataPlaneService>(
+      [this](const proto::ChannelHeader& h, std::shared_ptr<InputGate>* gate, int* channel) {
+        return ResolveGate(h, gate, channel);
+      });
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(absl::StrCat(options_.host, ":", options_.port),
+                           grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(control_service_.get());
+  builder.RegisterService(data_service_.get());
+  builder.SetMaxReceiveMessageSize(64 << 20);
+  server_ = builder.BuildAndStart();
+  if (server_ == nullptr || port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.host, ":", options_.port));
+  }
+  data_address_ = absl::StrCat(options_.host, ":", port);
+  if (options_.http_port >= 0) {
+    SLUICE_ASSIGN_OR_RETURN(http_port_, http_.Start(options_.host, options_.http_port));
+  }
+  heartbeat_age_ = metrics_.AddGauge("sluice_worker_heartbeat_age_seconds",
+                                     "Seconds since the last acknowledged heartbeat", {});
+  metrics_.AddCallbackGauge("sluice_worker_slots", "Task slots offered", {},
+                            [s = options_.slots] { return s; });
+  metrics_.AddCallbackGauge("sluice_worker_tasks", "Tasks deployed on this worker", {}, [this] {
+    absl::MutexLock lock(&mu_);
+    size_t n = 0;
+    for (auto& [id, j] : jobs_) n += j.tasks.size();
+    return static_cast<double>(n);
+  });
+  coordinator_ = proto::Coordinator::NewStub(
+      grpc::CreateChannel(options_.coordinator, grpc::InsecureChannelCredentials()));
+  spdlog::info("worker serving data plane on {}, http on {}:{}, {} slots; coordinator {}",
+               data_address_, options_.host, http_port_, options_.slots, options_.coordinator);
+  heartbeat_thread_ = std::thread([this] { HeartbeatLoop(); });
+  return absl::OkStatus();
+}
+
+void Worker::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  spdlog::info("worker stopping: cancelling tasks");
+  std::map<std::string, JobTasks> jobs;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [id, j] : jobs_) {
+      for (auto& t : j.tasks) t->Cancel();
+    }
+    jobs.swap(jobs_);
+  }
+  jobs.clear();  // joins task threads
+  if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
+  if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  http_.Stop();
+  spdlog::info("worker stopped");
+}
+
+absl::Status Worker::Deploy(const proto::DeployTasksRequest& req) {
+  auto spec = plan::ParseJobSpec(req.spec_yaml(), req.spec_name(), req.parallelism());
+  if (!spec.ok()) return spec.status();
+  auto job = std::make_shared<const plan::JobSpec>(std::move(*spec));
+  auto graph = std::make_shared<const plan::JobGraph>(plan::BuildJobGraph(*job));
+  std::vector<std::vector<std::string>> placement(graph->vertices.size());
+  for (const auto& p : req.placement()) {
+    if (p.vertex() < 0 || p.vertex() >= static_cast<int>(placement.size()) ||
+        p.data_addresses_size() != graph->vertices[p.vertex()].parallelism) {
+      return absl::InvalidArgumentError(absl::StrCat("bad placement for vertex ", p.vertex()));
+    }
+    placement[p.vertex()].assign(p.data_addresses().begin(), p.data_addresses().end());
+  }
+  JobTasks jt;
+  jt.attempt = req.attempt();
+  jt.spec = job;
+  jt.graph = graph;
+  for (const auto& ref : req.tasks()) {
+    if (ref.vertex() < 0 || ref.vertex() >= static_cast<int>(graph->vertices.size()) ||
+        ref.subtask() < 0 || ref.subtask() >= graph->vertices[ref.vertex()].parallelism) {
+      return absl::InvalidArgumentError(absl::StrCat("bad task ", ref.vertex(), "#", ref.subtask()));
+    }
+    TaskDescriptor d;
+    d.job_id = req.job_id();
+    d.attempt = req.attempt();
+    d.vertex = ref.vertex();
+    d.subtask = ref.subtask();
+    d.job = job;
+    d.graph = graph;
+    d.placement = placement;
+    jt.tasks.push_back(std::make_unique<Task>(
+        std::move(d), &registry_,
+        [this](const proto::ChannelHeader& h, const std::string& a) { return CreateWriter(h, a); },
+        &metrics_, options_.clock, [this](Task* t) { OnTaskDone(t); }));
+  }
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return absl::UnavailableError("worker is stopping");
+  if (jobs_.count(req.job_id())) {
+    return absl::AlreadyExistsError(absl::StrCat("job ", req.job_id(), " is already deployed here"));
+  }
+  spdlog::info("deployed {} task(s) of job {} attempt {}", jt.tasks.size(), req.job_id(), req.attempt());
+  jobs_[req.job_id()] = std::move(jt);
+  return absl::OkStatus();
+}
+
+absl::Status Worker::StartJob(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job ", job_id, " is not deployed here"));
+  if (it->second.started) return absl::OkStatus();
+  it->second.started = true;
+  for (auto& t : it->second.tasks) t->Start();
+  return absl::OkStatus();
+}
+
+void Worker::CancelJob(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return;
+  spdlog::info("cancelling job {}", job_id);
+  for (auto& t : it->second.tasks) t->Cancel();
+  if (!it->second.started) {
+    // Never started: start them so each exits at once and reports itself cancelled.
+    it->second.started = true;
+    for (auto& t : it->second.tasks) t->Start();
+  }
+}
+
+absl::Status Worker::ResolveGate(const proto::ChannelHeader& h, std::shared_ptr<InputGate>* gate,
+                                 int* channel) {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(h.job_id());
+  if (it == jobs_.end() || it->second.attempt != h.attempt()) {
+    return absl::NotFoundError(absl::StrCat("job ", h.job_id(), " attempt ", h.attempt(),
+                                            " is not deployed on this worker"));
+  }
+  const plan::JobGraph& g = *it->second.graph;
+  if (h.edge() < 0 || h.edge() >= static_cast<int>(g.edges.size())) {
+    return absl::NotFoundError(absl::StrCat("no edge ", h.edge()));
+  }
+  const plan::Edge& e = g.edges[h.edge()];
+  if (h.src_subtask() < 0 || h.src_subtask() >= g.vertices[e.source_vertex].parallelism ||
+      !e.Connects(h.src_subtask(), h.dst_subtask())) {
+    return absl::NotFoundError("no such channel");
+  }
+  for (auto& t : it->second.tasks) {
+    if (t->descriptor().vertex == e.target_vertex && t->descriptor().subtask == h.dst_subtask()) {
+      *gate = t->gate();
+      *channel = GateChannelIndex(g, h.edge(), h.src_subtask());
+      return absl::OkStatus();
+    }
+  }
+  return absl::NotFoundError(absl::StrCat("task ", e.target_vertex, "#", h.dst_subtask(),
+                                          " is not on this worker"));
+}
+
+absl::StatusOr<std::unique_ptr<ChannelWriter>> Worker::CreateWriter(const proto::ChannelHeader& h,
+                                                                    const std::string& address) {
+  if (address == data_address_) {
+    std::shared_ptr<InputGate> gate;
+    int channel;
+    SLUICE_RETURN_IF_ERROR(ResolveGate(h, &gate, &channel));
+    auto local = std::make_shared<LocalChannel>(gate, channel);
+    gate->SetListener(channel, local);
+    // The gate holds the channel as its credit listener; the task holds it as its writer.
+    struct Holder final : ChannelWriter {
+      std::shared_ptr<LocalChannel> ch;
+      absl::Status Send(BufferItem item) override { return ch->Send(std::move(item)); }
+      absl::Status Close() override { return ch->Close(); }
+      void Cancel() override { ch->Cancel(); }
+      int64_t CreditWaitNanos() const override { return ch->CreditWaitNanos(); }
+    };
+    auto holder = std::make_unique<Holder>();
+    holder->ch = std::move(local);
+    return std::unique_ptr<ChannelWriter>(std::move(holder));
+  }
+  return std::unique_ptr<ChannelWriter>(std::make_unique<RemoteChannelWriter>(StubFor(address), h));
+}
+
+proto::DataPlane::Stub* Worker::StubFor(const std::string& address) {
+  absl::MutexLock lock(&mu_);
+  auto& stub = stubs_[address];
+  if (!stub) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(64 << 20);
+    auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+    grpc_channels_[address] = channel;
+    stub = proto::DataPlane::NewStub(channel);
+  }
+  return stub.get();
+}
+
+void Worker::OnTaskDone(Task* task) {
+  proto::TaskStatus st = task->Status();
+  if (st.state() == proto::TASK_FAILED) {
+    spdlog::error("task {} failed: {}", task->name(), st.error());
+  } else {
+    spdlog::info("task {} {}", task->name(), proto::TaskState_Name(st.state()));
+  }
+  absl::MutexLock lock(&mu_);
+  reports_.push_back(std::move(st));
+}
+
+bool Worker::Register() {
+  proto::RegisterWorkerRequest req;
+  req.set_data_address(data_address_);
+  req.set_slots(options_.slots);
+  req.set_http_address(http_port_ >= 0 ? absl::StrCat(options_.host, ":", http_port_) : "");
+  req.set_name(options_.name);
+  proto::RegisterWorkerResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  grpc::Status s = coordinator_->RegisterWorker(&ctx, req, &resp);
+  if (!s.ok()) {
+    spdlog::warn("cannot register with coordinator {}: {}", options_.coordinator, s.error_message());
+    return false;
+  }
+  absl::MutexLock lock(&mu_);
+  worker_id_ = resp.worker_id();
+  last_heartbeat_ok_nanos_ = options_.clock->NowNanos();
+  spdlog::info("registered with coordinator {} as {}", options_.coordinator, worker_id_);
+  return true;
+}
+
+void Worker::ReapFinishedJobs() {
+  // A job whose tasks have all ended and been reported is removed (its task threads joined).
+  std::vector<JobTasks> done;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!reports_.empty()) return;  // wait until reports are delivered
+    for (auto it = jobs_.begin(); it != jobs_.end();) {
+      bool all_done = it->second.started;
+      for (auto& t : it->second.tasks) all_done &= IsTerminal(t->Status().state());
+      if (all_done) {
+        done.push_back(std::move(it->second));
+        it = jobs_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  // Destroying tasks joins their threads: outside the lock.
+}
+
+void Worker::HeartbeatLoop() {
+  bool registered = false;
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || !reports_.empty(); };
+      mu_.AwaitWithTimeout(absl::Condition(&wake), absl::Milliseconds(options_.heartbeat_interval_ms));
+      if (stopping_) return;
+    }
+    if (!registered) {
+      registered = Register();
+      if (!registered) continue;
+    }
+    // Deliver terminal task states first.
+    std::vector<proto::TaskStatus> reports;
+    std::string worker_id;
+    {
+      absl::MutexLock lock(&mu_);
+      reports.swap(reports_);
+      worker_id = worker_id_;
+    }
+    for (size_t i = 0; i < reports.size(); ++i) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+      proto::Ack ack;
+      grpc::Status s = coordinator_->ReportTaskState(&ctx, reports[i], &ack);
+      if (!s.ok()) {
+        spdlog::warn("cannot report task state: {}", s.error_message());
+        absl::MutexLock lock(&mu_);
+        reports_.insert(reports_.begin(), reports.begin() + i, reports.end());
+        break;
+      }
+    }
+    proto::HeartbeatRequest hb;
+    hb.set_worker_id(worker_id);
+    {
+      absl::MutexLock lock(&mu_);
+      for (auto& [id, j] : jobs_) {
+        for (auto& t : j.tasks) *hb.add_tasks() = t->Status();
+      }
+    }
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    proto::HeartbeatResponse resp;
+    grpc::Status s = coordinator_->Heartbeat(&ctx, hb, &resp);
+    int64_t now = options_.clock->NowNanos();
+    if (s.ok()) {
+      absl::MutexLock lock(&mu_);
+      last_heartbeat_ok_nanos_ = now;
+    } else {
+      spdlog::warn("heartbeat to coordinator failed: {}", s.error_message());
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      heartbeat_age_->Set((now - last_heartbeat_ok_nanos_) / 1e9);
+    }
+    if (s.ok() && resp.reregister()) {
+      spdlog::warn("coordinator does not know worker {}: cancelling all tasks and registering again",
+                   worker_id);
+      {
+        absl::MutexLock lock(&mu_);
+        for (auto& [id, j] : jobs_) {
+          for (auto& t : j.tasks) t->Cancel();
+        }
+      }
+      registered = false;
+    }
+    ReapFinishedJobs();
+  }
+}
+
+}  // namespace sluice::worker

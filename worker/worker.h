@@ -1,0 +1,101 @@
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "common/clock.h"
+#include "common/http_server.h"
+#include "common/metrics.h"
+#include "grpcpp/grpcpp.h"
+#include "operators/registry.h"
+#include "proto/control.grpc.pb.h"
+#include "proto/data.grpc.pb.h"
+#include "worker/internal/data_plane.h"
+#include "worker/internal/task.h"
+
+namespace sluice::worker {
+
+struct WorkerOptions {
+  std::string coordinator;     // host:port
+  std::string host = "127.0.0.1";
+  int port = 0;                // gRPC (Worker service + data plane); 0 picks a free port
+  int http_port = 0;           // /healthz and /metrics; 0 picks a free port, -1 disables
+  int slots = 2;
+  std::string name;
+  int64_t heartbeat_interval_ms = 500;
+  Clock* clock = Clock::Real();
+};
+
+// A worker process: registers with the coordinator, runs the tasks it is given, exchanges
+// records with other workers, heartbeats with task states and counters.
+//
+// Threads: gRPC's callback threads run the Worker and DataPlane services; one heartbeat
+// thread talks to the coordinator (registration, heartbeats, task-state reports) and reaps
+// finished tasks; each task has its own thread. Start() and Stop() from one thread.
+class Worker {
+ public:
+  explicit Worker(WorkerOptions options);
+  ~Worker();
+
+  // Starts serving and begins registering (in the background; the coordinator may be late).
+  absl::Status Start();
+  // Cancels all tasks, stops serving. Idempotent.
+  void Stop();
+
+  std::string data_address() const { return data_address_; }
+  int http_port() const { return http_port_; }
+  MetricsRegistry* metrics() { return &metrics_; }
+
+ private:
+  class ControlService;
+  struct JobTasks {
+    int64_t attempt = 0;
+    std::shared_ptr<const plan::JobSpec> spec;
+    std::shared_ptr<const plan::JobGraph> graph;
+    std::vector<std::unique_ptr<Task>> tasks;
+    bool started = false;
+  };
+
+  absl::Status Deploy(const proto::DeployTasksRequest& req);
+  absl::Status StartJob(const std::string& job_id);
+  void CancelJob(const std::string& job_id);
+  absl::Status ResolveGate(const proto::ChannelHeader& h, std::shared_ptr<InputGate>* gate,
+                           int* channel);
+  absl::StatusOr<std::unique_ptr<ChannelWriter>> CreateWriter(const proto::ChannelHeader& h,
+                                                              const std::string& address);
+  proto::DataPlane::Stub* StubFor(const std::string& address);
+  void OnTaskDone(Task* task);
+  void HeartbeatLoop();
+  bool Register();
+  void ReapFinishedJobs();
+
+  const WorkerOptions options_;
+  ops::OperatorRegistry registry_;
+  MetricsRegistry metrics_;
+  HttpStatusServer http_;
+  std::unique_ptr<ControlService> control_service_;
+  std::unique_ptr<DataPlaneService> data_service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<proto::Coordinator::Stub> coordinator_;
+  std::string data_address_;
+  int http_port_ = -1;
+  std::thread heartbeat_thread_;
+  std::shared_ptr<Gauge> heartbeat_age_;
+
+  mutable absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::string worker_id_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, JobTasks> jobs_ ABSL_GUARDED_BY(mu_);
+  std::vector<proto::TaskStatus> reports_ ABSL_GUARDED_BY(mu_);  // terminal states to send
+  std::map<std::string, std::unique_ptr<proto::DataPlane::Stub>> stubs_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::shared_ptr<grpc::Channel>> grpc_channels_ ABSL_GUARDED_BY(mu_);
+  int64_t last_heartbeat_ok_nanos_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace sluice::worker
