@@ -56,15 +56,20 @@ std::string EscapeLabel(const std::string& v) {
 }  // namespace
 
 std::string MetricsRegistry::RenderPrometheus() const {
-  // Group samples by metric name so each family has one HELP/TYPE header.
-  std::map<std::string, std::vector<const Entry*>> families;
-  absl::MutexLock lock(&mu_);
-  for (const auto& e : entries_) families[e.name].push_back(&e);
+  // Copy the entries under the lock and render without it: callback gauges take their
+  // owners' locks, and owners register metrics while holding them.
+  std::vector<Entry> entries;
+  {
+    absl::MutexLock lock(&mu_);
+    entries = entries_;
+  }
+  std::map<std::string, std::vector<const Entry*>> families;  // one HELP/TYPE per name
+  for (const auto& e : entries) families[e.name].push_back(&e);
   std::string out;
-  for (const auto& [name, entries] : families) {
-    absl::StrAppend(&out, "# HELP ", name, " ", entries[0]->help, "\n# TYPE ", name, " ",
-                    entries[0]->is_counter ? "counter" : "gauge", "\n");
-    for (const Entry* e : entries) {
+  for (const auto& [name, members] : families) {
+    absl::StrAppend(&out, "# HELP ", name, " ", members[0]->help, "\n# TYPE ", name, " ",
+                    members[0]->is_counter ? "counter" : "gauge", "\n");
+    for (const Entry* e : members) {
       out += name;
       if (!e->labels.empty()) {
         out += "{";

@@ -39,7 +39,8 @@ using Labels = std::vector<std::pair<std::string, std::string>>;
 
 // All metrics of one process, rendered in the Prometheus text format. Registration and
 // rendering take a lock; updating a registered Counter or Gauge does not. Metrics carry an
-// owner tag so a task can remove its own when it goes away. Thread-safe.
+// owner tag so a task can remove its own when it goes away. Callback gauges run without the
+// registry lock held, so they may take their owner's locks. Thread-safe.
 class MetricsRegistry {
  public:
   std::shared_ptr<Counter> AddCounter(const std::string& name, const std::string& help,

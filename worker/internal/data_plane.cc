@@ -1,5 +1,7 @@
 #include "worker/internal/data_plane.h"
 
+#include <atomic>
+
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
 #include "common/logging.h"
@@ -28,8 +30,11 @@ class ExchangeReactor final : public grpc::ServerBidiReactor<proto::DataMessage,
     }
     void GateClosed() override {
       absl::MutexLock lock(&mu_);
-      if (reactor_ != nullptr) reactor_->RequestFinish(grpc::Status(grpc::StatusCode::CANCELLED,
-                                                                     "consumer task has stopped"));
+      if (reactor_ == nullptr) return;
+      // After end of partition the channel is complete: close it cleanly.
+      reactor_->RequestFinish(reactor_->eop_received_.load()
+                                  ? grpc::Status::OK
+                                  : grpc::Status(grpc::StatusCode::CANCELLED, "consumer task has stopped"));
     }
     void Detach() {
       absl::MutexLock lock(&mu_);
@@ -67,6 +72,7 @@ class ExchangeReactor final : public grpc::ServerBidiReactor<proto::DataMessage,
       item.data = std::move(*in_.mutable_buffer());
       item.num_records = in_.num_records();
       item.end_of_partition = in_.end_of_partition();
+      if (item.end_of_partition) eop_received_.store(true);
       gate_->Push(std::move(item));
     }
     in_.Clear();
@@ -125,6 +131,7 @@ class ExchangeReactor final : public grpc::ServerBidiReactor<proto::DataMessage,
   int channel_ = 0;
   std::string name_;
   std::shared_ptr<Listener> listener_;
+  std::atomic<bool> eop_received_{false};
 
   absl::Mutex mu_;
   proto::DataMessage out_ ABSL_GUARDED_BY(mu_);

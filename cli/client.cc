@@ -1,0 +1,84 @@
+#include "cli/client.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/grpcpp.h"
+
+namespace sluice::cli {
+
+CoordinatorClient::CoordinatorClient(const std::string& address, int deadline_ms)
+    : address_(address),
+      deadline_ms_(deadline_ms),
+      stub_(proto::Coordinator::NewStub(
+          grpc::CreateChannel(address, grpc::InsecureChannelCredentials()))) {}
+
+absl::Status CoordinatorClient::Convert(const grpc::Status& s) const {
+  if (s.ok()) return absl::OkStatus();
+  if (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+      s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return absl::UnavailableError(
+        absl::StrCat("coordinator unreachable at ", address_, " (", s.error_message(), ")"));
+  }
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+}
+
+#define SLUICE_CLIENT_CALL(method, req, resp)                                              \
+  grpc::ClientContext ctx;                                                                 \
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(deadline_ms_)); \
+  grpc::Status gs = stub_->method(&ctx, req, &resp);                                       \
+  if (!gs.ok()) return Convert(gs)
+
+absl::StatusOr<proto::SubmitJobResponse> CoordinatorClient::Submit(const std::string& yaml,
+                                                                   const std::string& name,
+                                                                   int parallelism) {
+  proto::SubmitJobRequest req;
+  req.set_spec_yaml(yaml);
+  req.set_spec_name(name);
+  req.set_parallelism(parallelism);
+  proto::SubmitJobResponse resp;
+  SLUICE_CLIENT_CALL(SubmitJob, req, resp);
+  return resp;
+}
+
+absl::StatusOr<proto::JobInfo> CoordinatorClient::GetJob(const std::string& job_id) {
+  proto::JobRef req;
+  req.set_job_id(job_id);
+  proto::JobInfo resp;
+  SLUICE_CLIENT_CALL(GetJob, req, resp);
+  return resp;
+}
+
+absl::StatusOr<proto::ListJobsResponse> CoordinatorClient::ListJobs() {
+  proto::ListJobsRequest req;
+  proto::ListJobsResponse resp;
+  SLUICE_CLIENT_CALL(ListJobs, req, resp);
+  return resp;
+}
+
+absl::Status CoordinatorClient::Cancel(const std::string& job_id) {
+  proto::JobRef req;
+  req.set_job_id(job_id);
+  proto::Ack resp;
+  SLUICE_CLIENT_CALL(CancelJob, req, resp);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<proto::ListWorkersResponse> CoordinatorClient::ListWorkers() {
+  proto::ListWorkersRequest req;
+  proto::ListWorkersResponse resp;
+  SLUICE_CLIENT_CALL(ListWorkers, req, resp);
+  return resp;
+}
+
+std::string JobStateName(proto::JobState s) {
+  std::string n = proto::JobState_Name(s);
+  return n.rfind("JOB_", 0) == 0 ? n.substr(4) : n;
+}
+
+std::string TaskStateName(proto::TaskState s) {
+  std::string n = proto::TaskState_Name(s);
+  return n.rfind("TASK_", 0) == 0 ? n.substr(5) : n;
+}
+
+}  // namespace sluice::cli

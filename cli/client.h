@@ -1,0 +1,39 @@
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "proto/control.grpc.pb.h"
+
+namespace sluice::cli {
+
+// A thin client of the coordinator's gRPC API, with a deadline on every call and errors as
+// absl::Status (kUnavailable names the address when the coordinator cannot be reached).
+// Thread-compatible.
+class CoordinatorClient {
+ public:
+  explicit CoordinatorClient(const std::string& address, int deadline_ms = 10000);
+
+  absl::StatusOr<proto::SubmitJobResponse> Submit(const std::string& yaml, const std::string& name,
+                                                  int parallelism);
+  absl::StatusOr<proto::JobInfo> GetJob(const std::string& job_id);
+  absl::StatusOr<proto::ListJobsResponse> ListJobs();
+  absl::Status Cancel(const std::string& job_id);
+  absl::StatusOr<proto::ListWorkersResponse> ListWorkers();
+
+  const std::string& address() const { return address_; }
+
+ private:
+  absl::Status Convert(const class grpc::Status& s) const;
+
+  std::string address_;
+  int deadline_ms_;
+  std::unique_ptr<proto::Coordinator::Stub> stub_;
+};
+
+// "RUNNING" for proto::JOB_RUNNING, etc.
+std::string JobStateName(proto::JobState s);
+std::string TaskStateName(proto::TaskState s);
+
+}  // namespace sluice::cli

@@ -1,0 +1,251 @@
+// sluice: the command-line interface. Talks to the coordinator over gRPC; starts and stops
+// local clusters.
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "cli/client.h"
+#include "cli/local_cluster.h"
+
+namespace sluice::cli {
+namespace {
+
+// Exit codes of `sluice run --wait`: the job's final state.
+constexpr int kExitFinished = 0;
+constexpr int kExitError = 1;
+constexpr int kExitFailed = 2;
+constexpr int kExitCancelled = 3;
+
+std::string DefaultClusterDir() {
+  if (const char* d = std::getenv("SLUICE_CLUSTER_DIR"); d != nullptr && *d) return d;
+  return "/tmp/sluice-cluster";
+}
+
+int Fail(const absl::Status& s) {
+  std::cerr << "sluice: error: " << s.message() << "\n";
+  return kExitError;
+}
+
+// --coordinator, else $SLUICE_COORDINATOR, else the local cluster's address file.
+absl::StatusOr<std::string> ResolveCoordinator(const std::string& flag, const std::string& dir) {
+  if (!flag.empty()) return flag;
+  if (const char* env = std::getenv("SLUICE_COORDINATOR"); env != nullptr && *env) return std::string(env);
+  std::ifstream in(dir + "/coordinator.addr");
+  std::string addr;
+  if (in && std::getline(in, addr) && !addr.empty()) return addr;
+  return absl::FailedPreconditionError(absl::StrCat(
+      "no coordinator given: pass --coordinator host:port, set SLUICE_COORDINATOR, or start a local "
+      "cluster with `sluice cluster start` (looked in ", dir, ")"));
+}
+
+std::string FormatRate(double r) {
+  if (r >= 1e6) return absl::StrFormat("%.2fM/s", r / 1e6);
+  if (r >= 1e3) return absl::StrFormat("%.1fK/s", r / 1e3);
+  return absl::StrFormat("%.0f/s", r);
+}
+
+std::string FormatDuration(const proto::JobInfo& j) {
+  if (j.submit_time_ms() == 0) return "-";
+  int64_t end = j.end_time_ms() > 0
+                    ? j.end_time_ms()
+                    : std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch()).count();
+  return absl::StrFormat("%.1fs", (end - j.submit_time_ms()) / 1000.0);
+}
+
+void PrintStatus(const proto::JobInfo& j) {
+  std::cout << "Job " << j.job_id() << " (" << j.name() << "): " << JobStateName(j.state())
+            << ", " << FormatDuration(j) << "\n";
+  if (!j.error().empty()) std::cout << "  error: " << j.error() << "\n";
+  std::cout << absl::StrFormat("  %-20s %-10s %4s %14s %14s %10s %10s\n", "OPERATOR", "TYPE", "PAR",
+                               "RECORDS IN", "RECORDS OUT", "IN RATE", "OUT RATE");
+  for (const auto& v : j.vertices()) {
+    for (const auto& o : v.operators()) {
+      std::cout << absl::StrFormat("  %-20s %-10s %4d %14d %14d %10s %10s\n", o.id(), o.type(),
+                                   o.parallelism(), o.records_in(), o.records_out(),
+                                   FormatRate(o.records_in_per_s()), FormatRate(o.records_out_per_s()));
+    }
+  }
+  std::cout << "  placement:\n";
+  for (const auto& v : j.vertices()) {
+    std::cout << "    [" << v.name() << "]";
+    for (const auto& s : v.subtasks()) {
+      std::cout << " #" << s.subtask() << "@" << s.worker_id() << "(" << TaskStateName(s.state()) << ")";
+    }
+    std::cout << "\n";
+  }
+}
+
+bool Terminal(proto::JobState s) {
+  return s == proto::JOB_FINISHED || s == proto::JOB_FAILED || s == proto::JOB_CANCELLED;
+}
+
+int WaitForJob(CoordinatorClient& client, const std::string& job_id) {
+  auto last_print = std::chrono::steady_clock::now();
+  while (true) {
+    auto j = client.GetJob(job_id);
+    if (!j.ok()) return Fail(j.status());
+    if (Terminal(j->state())) {
+      uint64_t sink_in = 0;
+      for (const auto& v : j->vertices()) {
+        for (const auto& o : v.operators()) {
+          if (o.type() == "file" || o.type() == "print" || o.type() == "blackhole") sink_in += o.records_in();
+        }
+      }
+      std::cout << "job " << job_id << " " << JobStateName(j->state()) << " after "
+                << FormatDuration(*j) << ", " << sink_in << " records into sinks\n";
+      if (j->state() == proto::JOB_FINISHED) return kExitFinished;
+      if (j->state() == proto::JOB_FAILED) {
+        std::cerr << "sluice: job failed: " << j->error() << "\n";
+        return kExitFailed;
+      }
+      return kExitCancelled;
+    }
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_print >= std::chrono::seconds(2)) {
+      last_print = now;
+      std::cout << "job " << job_id << " " << JobStateName(j->state()) << " " << FormatDuration(*j);
+      for (const auto& v : j->vertices()) {
+        for (const auto& o : v.operators()) {
+          std::cout << "  " << o.id() << ": " << o.records_out() << " out";
+          if (o.records_out_per_s() > 0) std::cout << " (" << FormatRate(o.records_out_per_s()) << ")";
+        }
+      }
+      std::cout << std::endl;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
+}  // namespace
+
+int Main(int argc, char** argv) {
+  CLI::App app{"sluice: run and manage stream processing jobs on a Sluice cluster"};
+  app.require_subcommand(1);
+  std::string coordinator;
+  std::string dir = DefaultClusterDir();
+  app.add_option("--coordinator", coordinator, "Coordinator host:port (default: $SLUICE_COORDINATOR, "
+                                               "else the local cluster's)");
+
+  auto* cluster = app.add_subcommand("cluster", "Start or stop a local cluster");
+  cluster->require_subcommand(1);
+  LocalClusterOptions copts;
+  auto* start = cluster->add_subcommand("start", "Start a coordinator and workers in the background");
+  start->add_option("--workers", copts.workers, "Number of workers")->capture_default_str()->check(CLI::Range(1, 64));
+  start->add_option("--slots", copts.slots, "Slots per worker")->capture_default_str()->check(CLI::Range(1, 256));
+  start->add_option("--dir", dir, "Directory for logs and pid files (default $SLUICE_CLUSTER_DIR or /tmp/sluice-cluster)");
+  start->add_option("--heartbeat-timeout-ms", copts.heartbeat_timeout_ms, "Worker loss timeout")
+      ->capture_default_str();
+  auto* stop = cluster->add_subcommand("stop", "Stop the local cluster");
+  stop->add_option("--dir", dir, "Directory the cluster was started with");
+
+  std::string job_file;
+  int parallelism = 0;
+  bool wait = false;
+  auto* run = app.add_subcommand("run", "Submit a job (YAML)");
+  run->add_option("job", job_file, "Job file")->required();
+  run->add_option("-p,--parallelism", parallelism, "Override the job's default parallelism")
+      ->check(CLI::Range(1, 1024));
+  run->add_flag("--wait", wait, "Follow the job until it ends; exit 0 finished, 2 failed, 3 cancelled");
+
+  auto* list = app.add_subcommand("list", "List jobs");
+  std::string job_id;
+  auto* status = app.add_subcommand("status", "Show a job: state, operators, counters, placement");
+  status->add_option("job", job_id, "Job id")->required();
+  auto* cancel = app.add_subcommand("cancel", "Cancel a job");
+  cancel->add_option("job", job_id, "Job id")->required();
+  cancel->add_flag("--wait", wait, "Wait until the job is cancelled");
+  auto* workers = app.add_subcommand("workers", "List workers");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  if (start->parsed()) {
+    copts.dir = dir;
+    auto c = LocalCluster::Start(copts);
+    if (!c.ok()) return Fail(c.status());
+    std::cout << "Sluice cluster running: coordinator " << (*c)->coordinator_address() << ", "
+              << copts.workers << " worker(s) x " << copts.slots << " slot(s)\n"
+              << "  metrics: http://127.0.0.1:" << (*c)->coordinator_http_port() << "/metrics\n"
+              << "  logs:    " << dir << "/*.log\n"
+              << "  stop:    sluice cluster stop" << (dir == DefaultClusterDir() ? "" : " --dir " + dir)
+              << "\n";
+    c->release();  // leave the processes running
+    return 0;
+  }
+  if (stop->parsed()) {
+    absl::Status s = LocalCluster::StopDir(dir);
+    if (!s.ok()) return Fail(s);
+    std::cout << "Sluice cluster in " << dir << " stopped\n";
+    return 0;
+  }
+
+  auto address = ResolveCoordinator(coordinator, dir);
+  if (!address.ok()) return Fail(address.status());
+  CoordinatorClient client(*address);
+
+  if (run->parsed()) {
+    std::ifstream in(job_file);
+    if (!in) return Fail(absl::NotFoundError(absl::StrCat("cannot read job file ", job_file)));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    auto r = client.Submit(ss.str(), job_file, parallelism);
+    if (!r.ok()) return Fail(r.status());
+    for (const auto& w : r->warnings()) std::cerr << "sluice: warning: " << w << "\n";
+    std::cout << r->job_id() << std::endl;
+    if (wait) return WaitForJob(client, r->job_id());
+    return 0;
+  }
+  if (list->parsed()) {
+    auto r = client.ListJobs();
+    if (!r.ok()) return Fail(r.status());
+    std::cout << absl::StrFormat("%-14s %-24s %-11s %10s\n", "JOB", "NAME", "STATE", "DURATION");
+    for (const auto& j : r->jobs()) {
+      std::cout << absl::StrFormat("%-14s %-24s %-11s %10s\n", j.job_id(), j.name(),
+                                   JobStateName(j.state()), FormatDuration(j));
+    }
+    return 0;
+  }
+  if (status->parsed()) {
+    auto r = client.GetJob(job_id);
+    if (!r.ok()) return Fail(r.status());
+    PrintStatus(*r);
+    return 0;
+  }
+  if (cancel->parsed()) {
+    absl::Status s = client.Cancel(job_id);
+    if (!s.ok()) return Fail(s);
+    if (wait) return WaitForJob(client, job_id) == kExitCancelled ? 0 : kExitError;
+    std::cout << "cancelling " << job_id << "\n";
+    return 0;
+  }
+  if (workers->parsed()) {
+    auto r = client.ListWorkers();
+    if (!r.ok()) return Fail(r.status());
+    std::cout << absl::StrFormat("%-8s %-22s %-22s %6s %6s %12s\n", "WORKER", "DATA ADDRESS",
+                                 "METRICS", "SLOTS", "USED", "HEARTBEAT");
+    for (const auto& w : r->workers()) {
+      std::cout << absl::StrFormat("%-8s %-22s %-22s %6d %6d %10dms\n", w.worker_id(), w.data_address(),
+                                   w.http_address(), w.slots(), w.slots_used(), w.heartbeat_age_ms());
+    }
+    return 0;
+  }
+  return kExitError;
+}
+
+}  // namespace sluice::cli
+
+int main(int argc, char** argv) { return sluice::cli::Main(argc, argv); }

@@ -1,0 +1,317 @@
+#include "plan/job_graph.h"
+
+#include <string>
+#include <vector>
+
+#include "common/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "plan/job_spec.h"
+
+namespace sluice::plan {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::UnorderedElementsAre;
+
+JobSpec MustParse(absl::string_view yaml) {
+  auto job = ParseJobSpec(yaml, "job.yaml");
+  EXPECT_TRUE(job.ok()) << job.status();
+  return job.ok() ? *std::move(job) : JobSpec();
+}
+
+int IndexOf(const JobSpec& job, absl::string_view id) {
+  for (const auto& op : job.operators) {
+    if (op.id == id) return op.index;
+  }
+  ADD_FAILURE() << "no operator " << id;
+  return -1;
+}
+
+std::vector<std::string> VertexNames(const JobGraph& g) {
+  std::vector<std::string> names;
+  for (const auto& v : g.vertices) names.push_back(v.name);
+  return names;
+}
+
+// Checks the cross references of a graph: ids are positions, every operator is in exactly the
+// vertex vertex_of_op names, and every edge is listed by both of its ends.
+void ExpectConsistent(const JobSpec& job, const JobGraph& g) {
+  ASSERT_EQ(g.vertex_of_op.size(), job.operators.size());
+  std::vector<int> seen(job.operators.size());
+  for (size_t v = 0; v < g.vertices.size(); ++v) {
+    const Vertex& vx = g.vertices[v];
+    EXPECT_EQ(vx.id, static_cast<int>(v));
+    ASSERT_FALSE(vx.ops.empty());
+    for (int op : vx.ops) {
+      seen[op]++;
+      EXPECT_EQ(g.vertex_of_op[op], vx.id);
+      EXPECT_EQ(job.operators[op].parallelism, vx.parallelism);
+    }
+    for (int e : vx.in_edges) EXPECT_EQ(g.edges[e].target_vertex, vx.id);
+    for (int e : vx.out_edges) EXPECT_EQ(g.edges[e].source_vertex, vx.id);
+  }
+  for (int n : seen) EXPECT_EQ(n, 1);
+  for (size_t e = 0; e < g.edges.size(); ++e) {
+    const Edge& ed = g.edges[e];
+    EXPECT_EQ(ed.id, static_cast<int>(e));
+    EXPECT_EQ(g.vertices[ed.source_vertex].ops.back(), ed.source_op);
+    EXPECT_EQ(g.vertices[ed.target_vertex].ops.front(), ed.target_op);
+    EXPECT_EQ(ed.schema, job.operators[ed.source_op].output_schema);
+  }
+}
+
+TEST(JobGraphTest, ChainsForwardOperatorsAndSplitsAtHash) {
+  JobSpec job = MustParse(R"y(parallelism: 2
+operators:
+  - id: gen
+    type: datagen
+    fields:
+      - {name: user, type: string, expr: "to_string(seq % 5)"}
+      - {name: amount, type: int64, expr: seq}
+  - id: big
+    type: filter
+    where: amount > 3
+  - id: by_user
+    type: key_by
+    key: user
+  - id: totals
+    type: aggregate
+    aggregates: [{fn: sum, field: amount}]
+  - id: out
+    type: file
+    path: /tmp/out
+)y");
+  JobGraph g = BuildJobGraph(job);
+  ExpectConsistent(job, g);
+  ASSERT_EQ(g.vertices.size(), 2u);
+  EXPECT_THAT(VertexNames(g), ElementsAre("gen -> big -> by_user", "totals -> out"));
+  EXPECT_THAT(g.vertices[0].ops,
+              ElementsAre(IndexOf(job, "gen"), IndexOf(job, "big"), IndexOf(job, "by_user")));
+  EXPECT_THAT(g.vertices[1].ops, ElementsAre(IndexOf(job, "totals"), IndexOf(job, "out")));
+  EXPECT_EQ(g.vertices[0].parallelism, 2);
+  EXPECT_EQ(g.vertices[1].parallelism, 2);
+  EXPECT_THAT(g.vertex_of_op, ElementsAre(0, 0, 0, 1, 1));
+
+  ASSERT_EQ(g.edges.size(), 1u);
+  const Edge& e = g.edges[0];
+  EXPECT_EQ(e.source_vertex, 0);
+  EXPECT_EQ(e.target_vertex, 1);
+  EXPECT_EQ(e.source_op, IndexOf(job, "by_user"));
+  EXPECT_EQ(e.target_op, IndexOf(job, "totals"));
+  EXPECT_EQ(e.partition, Partition::kHash);
+  ASSERT_EQ(e.key.size(), 1u);
+  EXPECT_EQ(e.key[0].name, "user");
+  EXPECT_EQ(e.key[0].expr, "user");
+  EXPECT_EQ(e.schema, Schema({{"user", FieldType::kString}, {"amount", FieldType::kInt64}}));
+  EXPECT_THAT(g.vertices[0].out_edges, ElementsAre(0));
+  EXPECT_TRUE(g.vertices[0].in_edges.empty());
+  EXPECT_THAT(g.vertices[1].in_edges, ElementsAre(0));
+  EXPECT_TRUE(g.vertices[1].out_edges.empty());
+  EXPECT_EQ(g.SlotsNeeded(), 2);
+}
+
+TEST(JobGraphTest, NoChainingAcrossRebalance) {
+  JobSpec job = MustParse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: out
+    type: print
+    input: {from: gen, partition: rebalance}
+)y");
+  JobGraph g = BuildJobGraph(job);
+  ExpectConsistent(job, g);
+  EXPECT_THAT(VertexNames(g), ElementsAre("gen", "out"));
+  ASSERT_EQ(g.edges.size(), 1u);
+  EXPECT_EQ(g.edges[0].partition, Partition::kRebalance);
+  EXPECT_TRUE(g.edges[0].key.empty());
+}
+
+TEST(JobGraphTest, NoChainingAcrossBroadcast) {
+  JobSpec job = MustParse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: out
+    type: print
+    input: {from: gen, partition: broadcast}
+)y");
+  JobGraph g = BuildJobGraph(job);
+  ExpectConsistent(job, g);
+  EXPECT_THAT(VertexNames(g), ElementsAre("gen", "out"));
+  ASSERT_EQ(g.edges.size(), 1u);
+  EXPECT_EQ(g.edges[0].partition, Partition::kBroadcast);
+}
+
+TEST(JobGraphTest, NoChainingAcrossUnequalParallelism) {
+  JobSpec job = MustParse(R"y(parallelism: 3
+operators:
+  - id: gen
+    type: datagen
+    parallelism: 1
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: f
+    type: filter
+    where: x > 0
+  - id: m
+    type: map
+    fields: [x, {name: y, expr: x * 2}]
+  - id: out
+    type: blackhole
+    parallelism: 2
+)y");
+  JobGraph g = BuildJobGraph(job);
+  ExpectConsistent(job, g);
+  EXPECT_THAT(VertexNames(g), ElementsAre("gen", "f -> m", "out"));
+  EXPECT_EQ(g.vertices[0].parallelism, 1);
+  EXPECT_EQ(g.vertices[1].parallelism, 3);
+  EXPECT_EQ(g.vertices[2].parallelism, 2);
+  ASSERT_EQ(g.edges.size(), 2u);
+  EXPECT_EQ(g.edges[0].source_vertex, 0);
+  EXPECT_EQ(g.edges[0].target_vertex, 1);
+  EXPECT_EQ(g.edges[0].partition, Partition::kRebalance);
+  EXPECT_EQ(g.edges[1].source_vertex, 1);
+  EXPECT_EQ(g.edges[1].target_vertex, 2);
+  EXPECT_EQ(g.edges[1].source_op, IndexOf(job, "m"));
+  EXPECT_EQ(g.edges[1].partition, Partition::kRebalance);
+  EXPECT_EQ(g.edges[1].schema, Schema({{"x", FieldType::kInt64}, {"y", FieldType::kInt64}}));
+  EXPECT_EQ(g.SlotsNeeded(), 3);
+}
+
+TEST(JobGraphTest, NoChainingOnFanOut) {
+  JobSpec job = MustParse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: evens
+    type: filter
+    where: x % 2 == 0
+  - id: odds
+    type: filter
+    input: gen
+    where: x % 2 == 1
+  - id: out_evens
+    type: print
+    input: evens
+  - id: out_odds
+    type: blackhole
+    input: odds
+)y");
+  JobGraph g = BuildJobGraph(job);
+  ExpectConsistent(job, g);
+  // gen has two consumers, so neither filter joins its chain; each filter has one consumer.
+  EXPECT_THAT(VertexNames(g),
+              UnorderedElementsAre("gen", "evens -> out_evens", "odds -> out_odds"));
+  ASSERT_EQ(g.edges.size(), 2u);
+  const int gen_v = g.vertex_of_op[IndexOf(job, "gen")];
+  EXPECT_EQ(g.vertices[gen_v].out_edges.size(), 2u);
+  for (const Edge& e : g.edges) {
+    EXPECT_EQ(e.source_vertex, gen_v);
+    EXPECT_EQ(e.source_op, IndexOf(job, "gen"));
+    EXPECT_EQ(e.partition, Partition::kForward);
+  }
+  EXPECT_NE(g.edges[0].target_vertex, g.edges[1].target_vertex);
+  EXPECT_EQ(g.SlotsNeeded(), 1);
+}
+
+TEST(JobGraphTest, UnionHasTwoInEdges) {
+  JobSpec job = MustParse(R"y(parallelism: 2
+operators:
+  - id: a
+    type: datagen
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: b
+    type: datagen
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: both
+    type: union
+    inputs: [a, b]
+  - id: out
+    type: print
+)y");
+  JobGraph g = BuildJobGraph(job);
+  ExpectConsistent(job, g);
+  EXPECT_THAT(VertexNames(g), ElementsAre("a", "b", "both -> out"));
+  ASSERT_EQ(g.edges.size(), 2u);
+  const int union_v = g.vertex_of_op[IndexOf(job, "both")];
+  EXPECT_EQ(g.vertex_of_op[IndexOf(job, "out")], union_v);
+  EXPECT_THAT(g.vertices[union_v].in_edges, ElementsAre(0, 1));
+  EXPECT_EQ(g.edges[0].source_op, IndexOf(job, "a"));
+  EXPECT_EQ(g.edges[1].source_op, IndexOf(job, "b"));
+  for (const Edge& e : g.edges) {
+    EXPECT_EQ(e.target_vertex, union_v);
+    EXPECT_EQ(e.target_op, IndexOf(job, "both"));
+    EXPECT_EQ(e.partition, Partition::kForward);
+  }
+}
+
+TEST(JobGraphTest, SlotsNeededIsMaxParallelism) {
+  JobSpec job = MustParse(R"y(parallelism: 2
+operators:
+  - id: gen
+    type: datagen
+    parallelism: 1
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: k
+    type: key_by
+    key: x
+    parallelism: 5
+  - id: agg
+    type: aggregate
+    parallelism: 3
+    aggregates: [{fn: count}]
+  - id: out
+    type: print
+)y");
+  JobGraph g = BuildJobGraph(job);
+  ExpectConsistent(job, g);
+  EXPECT_THAT(VertexNames(g), ElementsAre("gen", "k", "agg", "out"));
+  EXPECT_EQ(g.SlotsNeeded(), 5);
+  EXPECT_EQ(JobGraph().SlotsNeeded(), 0);
+}
+
+TEST(JobGraphTest, IsDeterministic) {
+  constexpr char kJob[] = R"y(parallelism: 2
+operators:
+  - {id: a, type: datagen, fields: [{name: x, type: int64, expr: seq}]}
+  - {id: b, type: datagen, fields: [{name: x, type: int64, expr: seq}]}
+  - {id: u, type: union, inputs: [a, b]}
+  - {id: k, type: key_by, key: x}
+  - {id: agg, type: aggregate, aggregates: [{fn: count}]}
+  - {id: out, type: print}
+)y";
+  JobGraph g1 = BuildJobGraph(MustParse(kJob));
+  JobGraph g2 = BuildJobGraph(MustParse(kJob));
+  EXPECT_EQ(VertexNames(g1), VertexNames(g2));
+  EXPECT_EQ(g1.vertex_of_op, g2.vertex_of_op);
+  ASSERT_EQ(g1.edges.size(), g2.edges.size());
+  for (size_t i = 0; i < g1.edges.size(); ++i) {
+    EXPECT_EQ(g1.edges[i].source_op, g2.edges[i].source_op);
+    EXPECT_EQ(g1.edges[i].target_op, g2.edges[i].target_op);
+    EXPECT_EQ(g1.edges[i].partition, g2.edges[i].partition);
+  }
+}
+
+TEST(EdgeTest, Connects) {
+  Edge forward;
+  forward.partition = Partition::kForward;
+  EXPECT_TRUE(forward.Connects(1, 1));
+  EXPECT_FALSE(forward.Connects(0, 1));
+  for (Partition p : {Partition::kHash, Partition::kRebalance, Partition::kBroadcast}) {
+    Edge e;
+    e.partition = p;
+    EXPECT_TRUE(e.Connects(0, 1)) << PartitionName(p);
+    EXPECT_TRUE(e.Connects(1, 1)) << PartitionName(p);
+  }
+}
+
+TEST(PartitionTest, Names) {
+  EXPECT_EQ(PartitionName(Partition::kForward), "forward");
+  EXPECT_EQ(PartitionName(Partition::kHash), "hash");
+  EXPECT_EQ(PartitionName(Partition::kRebalance), "rebalance");
+  EXPECT_EQ(PartitionName(Partition::kBroadcast), "broadcast");
+}
+
+}  // namespace
+}  // namespace sluice::plan

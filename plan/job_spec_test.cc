@@ -1,0 +1,973 @@
+#include "plan/job_spec.h"
+
+#include <string>
+#include <vector>
+
+#include "common/key_groups.h"
+#include "common/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace sluice::plan {
+namespace {
+
+using ::sluice::testing::StatusIs;
+using ::testing::AllOf;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+// The YAML literals below start on the line of `R"y(`, so line 1 of the file is the text
+// right after the opening parenthesis.
+
+absl::StatusOr<JobSpec> Parse(absl::string_view yaml, int parallelism_override = 0) {
+  return ParseJobSpec(yaml, "job.yaml", parallelism_override);
+}
+
+// Matches a kInvalidArgument whose message starts with `prefix` (e.g. "job.yaml:3:5: ") and
+// contains `reason`.
+::testing::Matcher<absl::StatusOr<JobSpec>> IsJobError(const std::string& prefix,
+                                                       const std::string& reason) {
+  return StatusIs(absl::StatusCode::kInvalidArgument, AllOf(StartsWith(prefix), HasSubstr(reason)));
+}
+
+const OperatorSpec& Op(const JobSpec& job, absl::string_view id) {
+  for (const auto& op : job.operators) {
+    if (op.id == id) return op;
+  }
+  ADD_FAILURE() << "no operator " << id;
+  static const OperatorSpec* kNone = new OperatorSpec();
+  return *kNone;
+}
+
+std::vector<std::string> Ids(const JobSpec& job) {
+  std::vector<std::string> ids;
+  for (const auto& op : job.operators) ids.push_back(op.id);
+  return ids;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Valid jobs
+
+constexpr char kLinearJob[] = R"y(name: linear
+parallelism: 2
+operators:
+  - id: gen
+    type: datagen
+    count: 100
+    rate: 50
+    fields:
+      - {name: id, type: int64, expr: seq}
+      - {name: user, type: string, expr: "'u' + to_string(seq % 3)"}
+      - {name: amount, type: double, expr: seq * 1.5}
+  - id: big
+    type: filter
+    where: amount > 10
+  - id: by_user
+    type: key_by
+    key: user
+  - id: totals
+    type: aggregate
+    aggregates:
+      - {fn: count}
+      - {fn: sum, field: id}
+      - {fn: avg, field: amount, as: avg_amount}
+  - id: out
+    type: file
+    path: /tmp/sluice-out
+)y";
+
+TEST(JobSpecTest, LinearPipeline) {
+  auto job = Parse(kLinearJob);
+  ASSERT_OK(job);
+  EXPECT_EQ(job->name, "linear");
+  EXPECT_EQ(job->source_name, "job.yaml");
+  EXPECT_EQ(job->parallelism, 2);
+  EXPECT_EQ(job->max_parallelism, kDefaultMaxParallelism);
+  EXPECT_EQ(job->buffer_timeout_ms, 10);
+  ASSERT_THAT(Ids(*job), ElementsAre("gen", "big", "by_user", "totals", "out"));
+
+  const auto& ops = job->operators;
+  EXPECT_EQ(ops[0].kind, OperatorKind::kDatagen);
+  EXPECT_EQ(ops[1].kind, OperatorKind::kFilter);
+  EXPECT_EQ(ops[2].kind, OperatorKind::kKeyBy);
+  EXPECT_EQ(ops[3].kind, OperatorKind::kAggregate);
+  EXPECT_EQ(ops[4].kind, OperatorKind::kFileSink);
+  for (size_t i = 0; i < ops.size(); ++i) {
+    EXPECT_EQ(ops[i].index, static_cast<int>(i));
+    EXPECT_EQ(ops[i].parallelism, 2) << ops[i].id;
+  }
+  EXPECT_TRUE(ops[0].is_source());
+  EXPECT_FALSE(ops[0].is_sink());
+  EXPECT_TRUE(ops[4].is_sink());
+  EXPECT_FALSE(ops[4].is_source());
+
+  // Positions of the operators: the mapping starts at the "id" key.
+  EXPECT_EQ(ops[0].line, 4);
+  EXPECT_EQ(ops[0].column, 5);
+  EXPECT_EQ(ops[1].line, 12);
+  EXPECT_EQ(ops[4].line, 24);
+
+  // The datagen's schema comes from its fields; it has no input.
+  EXPECT_TRUE(ops[0].inputs.empty());
+  EXPECT_EQ(ops[0].input_schema.size(), 0u);
+  const Schema gen_schema({{"id", FieldType::kInt64},
+                           {"user", FieldType::kString},
+                           {"amount", FieldType::kDouble}});
+  EXPECT_EQ(ops[0].output_schema, gen_schema);
+
+  // Each operator reads from the previous one by default, forward when the parallelism is equal.
+  ASSERT_EQ(ops[1].inputs.size(), 1u);
+  EXPECT_EQ(ops[1].inputs[0].from, "gen");
+  EXPECT_EQ(ops[1].inputs[0].from_index, 0);
+  EXPECT_EQ(ops[1].inputs[0].partition, Partition::kForward);
+  EXPECT_FALSE(ops[1].inputs[0].explicit_partition);
+  EXPECT_EQ(ops[1].input_schema, gen_schema);
+  EXPECT_EQ(ops[1].output_schema, gen_schema);
+
+  ASSERT_EQ(ops[2].key.size(), 1u);
+  EXPECT_EQ(ops[2].key[0].name, "user");
+  EXPECT_EQ(ops[2].key[0].expr, "user");
+  EXPECT_EQ(ops[2].output_schema, gen_schema);
+
+  // After a key_by the edge is hash-partitioned by its key.
+  ASSERT_EQ(ops[3].inputs.size(), 1u);
+  EXPECT_EQ(ops[3].inputs[0].from, "by_user");
+  EXPECT_EQ(ops[3].inputs[0].partition, Partition::kHash);
+  ASSERT_EQ(ops[3].inputs[0].key.size(), 1u);
+  EXPECT_EQ(ops[3].inputs[0].key[0].expr, "user");
+  ASSERT_EQ(ops[3].key.size(), 1u);
+  EXPECT_EQ(ops[3].key[0].name, "user");
+  EXPECT_EQ(ops[3].output_schema, Schema({{"user", FieldType::kString},
+                                          {"count", FieldType::kInt64},
+                                          {"sum_id", FieldType::kInt64},
+                                          {"avg_amount", FieldType::kDouble}}));
+
+  EXPECT_EQ(ops[4].inputs[0].from, "totals");
+  EXPECT_EQ(ops[4].input_schema, ops[3].output_schema);
+  EXPECT_EQ(ops[4].output_schema.size(), 0u);
+  // Operators keep their YAML so they can read their own options.
+  EXPECT_EQ(ops[4].config["path"].Scalar(), "/tmp/sluice-out");
+  EXPECT_EQ(ops[0].config["count"].as<int64_t>(), 100);
+}
+
+TEST(JobSpecTest, JobLevelOptions) {
+  auto job = Parse(R"y(name: opts
+parallelism: 3
+max_parallelism: 16
+buffer_timeout_ms: 250
+operators:
+  - {id: gen, type: datagen, fields: [{name: x, type: int, expr: seq}]}
+  - {id: out, type: blackhole, max_rate: 100}
+)y");
+  ASSERT_OK(job);
+  EXPECT_EQ(job->parallelism, 3);
+  EXPECT_EQ(job->max_parallelism, 16);
+  EXPECT_EQ(job->buffer_timeout_ms, 250);
+  EXPECT_EQ(Op(*job, "out").kind, OperatorKind::kBlackholeSink);
+}
+
+TEST(JobSpecTest, NameDefaultsToUnnamed) {
+  auto job = Parse(R"y(operators:
+  - {id: gen, type: datagen, fields: [{name: x, type: int64, expr: seq}]}
+  - {id: out, type: print}
+)y");
+  ASSERT_OK(job);
+  EXPECT_EQ(job->name, "unnamed");
+  EXPECT_EQ(job->parallelism, 1);
+  EXPECT_EQ(Op(*job, "out").kind, OperatorKind::kPrintSink);
+}
+
+TEST(JobSpecTest, ExplicitInputsWithPartitions) {
+  auto job = Parse(R"y(parallelism: 2
+operators:
+  - id: gen
+    type: datagen
+    parallelism: 1
+    fields:
+      - {name: k, type: int64, expr: seq % 10}
+      - {name: v, type: double, expr: seq}
+  - id: counts
+    type: aggregate
+    input: {from: gen, partition: hash, key: k}
+    aggregates: [{fn: count}, {fn: min, field: v}, {fn: max, field: k}]
+  - id: spread
+    type: map
+    input: {from: counts, partition: rebalance}
+    fields: [k, count]
+  - id: everywhere
+    type: blackhole
+    inputs:
+      - {from: spread, partition: broadcast}
+  - id: bucketed
+    type: print
+    inputs:
+      - from: gen
+        partition: hash
+        key:
+          - {name: bucket, expr: k % 4}
+          - v
+)y");
+  ASSERT_OK(job);
+  const auto& gen = Op(*job, "gen");
+  EXPECT_EQ(gen.parallelism, 1);
+  EXPECT_EQ(gen.output_schema, Schema({{"k", FieldType::kInt64}, {"v", FieldType::kDouble}}));
+
+  const auto& counts = Op(*job, "counts");
+  EXPECT_EQ(counts.parallelism, 2);
+  ASSERT_EQ(counts.inputs.size(), 1u);
+  const InputSpec& in = counts.inputs[0];
+  EXPECT_EQ(in.from, "gen");
+  EXPECT_EQ(in.from_index, gen.index);
+  EXPECT_EQ(in.partition, Partition::kHash);
+  EXPECT_TRUE(in.explicit_partition);
+  ASSERT_EQ(in.key.size(), 1u);
+  EXPECT_EQ(in.key[0].name, "k");
+  EXPECT_EQ(in.key[0].expr, "k");
+  // Position of the flow mapping `{from: ...}`.
+  EXPECT_EQ(in.line, 11);
+  EXPECT_EQ(in.column, 12);
+  ASSERT_EQ(counts.key.size(), 1u);
+  EXPECT_EQ(counts.key[0].name, "k");
+  EXPECT_EQ(counts.output_schema, Schema({{"k", FieldType::kInt64},
+                                          {"count", FieldType::kInt64},
+                                          {"min_v", FieldType::kDouble},
+                                          {"max_k", FieldType::kInt64}}));
+
+  const auto& spread = Op(*job, "spread");
+  EXPECT_EQ(spread.inputs[0].partition, Partition::kRebalance);
+  EXPECT_TRUE(spread.inputs[0].explicit_partition);
+  EXPECT_TRUE(spread.inputs[0].key.empty());
+  EXPECT_EQ(spread.output_schema, Schema({{"k", FieldType::kInt64}, {"count", FieldType::kInt64}}));
+
+  const auto& everywhere = Op(*job, "everywhere");
+  ASSERT_EQ(everywhere.inputs.size(), 1u);
+  EXPECT_EQ(everywhere.inputs[0].from, "spread");
+  EXPECT_EQ(everywhere.inputs[0].partition, Partition::kBroadcast);
+  EXPECT_EQ(everywhere.input_schema, spread.output_schema);
+
+  // A key list mixes {name, expr} entries and plain field names.
+  const auto& bucketed = Op(*job, "bucketed");
+  ASSERT_EQ(bucketed.inputs.size(), 1u);
+  EXPECT_EQ(bucketed.inputs[0].partition, Partition::kHash);
+  ASSERT_EQ(bucketed.inputs[0].key.size(), 2u);
+  EXPECT_EQ(bucketed.inputs[0].key[0].name, "bucket");
+  EXPECT_EQ(bucketed.inputs[0].key[0].expr, "k % 4");
+  EXPECT_EQ(bucketed.inputs[0].key[1].name, "v");
+}
+
+TEST(JobSpecTest, UnionOfTwoDatagens) {
+  auto job = Parse(R"y(operators:
+  - id: a
+    type: datagen
+    count: 5
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: b
+    type: datagen
+    count: 5
+    fields: [{name: x, type: int64, expr: seq + 100}]
+  - id: both
+    type: union
+    inputs: [a, b]
+  - id: out
+    type: print
+)y");
+  ASSERT_OK(job);
+  const auto& both = Op(*job, "both");
+  EXPECT_EQ(both.kind, OperatorKind::kUnion);
+  ASSERT_EQ(both.inputs.size(), 2u);
+  EXPECT_EQ(both.inputs[0].from, "a");
+  EXPECT_EQ(both.inputs[1].from, "b");
+  EXPECT_EQ(both.inputs[0].from_index, Op(*job, "a").index);
+  EXPECT_EQ(both.inputs[1].from_index, Op(*job, "b").index);
+  EXPECT_EQ(both.inputs[0].partition, Partition::kForward);
+  EXPECT_EQ(both.inputs[1].partition, Partition::kForward);
+  EXPECT_EQ(both.output_schema, Schema({{"x", FieldType::kInt64}}));
+  EXPECT_EQ(Op(*job, "out").inputs[0].from, "both");
+}
+
+TEST(JobSpecTest, MapWithComputedFields) {
+  auto job = Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields:
+      - {name: id, type: int64, expr: seq}
+      - {name: name, type: string, expr: "'n' + to_string(seq)"}
+  - id: shaped
+    type: map
+    fields:
+      - id
+      - {name: doubled, expr: id * 2}
+      - {name: label, expr: "upper(name) + '!'"}
+      - {name: ratio, expr: id, type: double}
+      - {name: big, expr: id > 10}
+  - id: out
+    type: blackhole
+)y");
+  ASSERT_OK(job);
+  EXPECT_EQ(Op(*job, "shaped").output_schema, Schema({{"id", FieldType::kInt64},
+                                                      {"doubled", FieldType::kInt64},
+                                                      {"label", FieldType::kString},
+                                                      {"ratio", FieldType::kDouble},
+                                                      {"big", FieldType::kBool}}));
+  EXPECT_EQ(Op(*job, "out").input_schema, Op(*job, "shaped").output_schema);
+}
+
+constexpr char kTwoParallelismJob[] = R"y(parallelism: 2
+operators:
+  - id: gen
+    type: datagen
+    parallelism: 1
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: keyed
+    type: key_by
+    key: x % 7
+  - id: agg
+    type: aggregate
+    parallelism: 3
+    aggregates: [{fn: count}]
+  - id: out
+    type: print
+)y";
+
+TEST(JobSpecTest, ParallelismOverride) {
+  auto job = Parse(kTwoParallelismJob, /*parallelism_override=*/4);
+  ASSERT_OK(job);
+  EXPECT_EQ(job->parallelism, 4);
+  EXPECT_EQ(Op(*job, "gen").parallelism, 1);    // explicit: kept
+  EXPECT_EQ(Op(*job, "keyed").parallelism, 4);  // default: overridden
+  EXPECT_EQ(Op(*job, "agg").parallelism, 3);
+  EXPECT_EQ(Op(*job, "out").parallelism, 4);
+
+  auto plain = Parse(kTwoParallelismJob);
+  ASSERT_OK(plain);
+  EXPECT_EQ(plain->parallelism, 2);
+  EXPECT_EQ(Op(*plain, "keyed").parallelism, 2);
+  EXPECT_EQ(Op(*plain, "out").parallelism, 2);
+}
+
+TEST(JobSpecTest, DefaultPartitions) {
+  auto job = Parse(kTwoParallelismJob);
+  ASSERT_OK(job);
+  // gen (1) -> keyed (2): not keyed and unequal parallelism, so rebalance.
+  EXPECT_EQ(Op(*job, "keyed").inputs[0].partition, Partition::kRebalance);
+  // keyed (2) -> agg (3): after a key_by, hash by its key whatever the parallelism.
+  const auto& agg = Op(*job, "agg");
+  EXPECT_EQ(agg.inputs[0].partition, Partition::kHash);
+  ASSERT_EQ(agg.inputs[0].key.size(), 1u);
+  EXPECT_EQ(agg.inputs[0].key[0].expr, "x % 7");
+  EXPECT_EQ(agg.inputs[0].key[0].name, "key0");  // an expression, not a field name
+  EXPECT_EQ(agg.output_schema,
+            Schema({{"key0", FieldType::kInt64}, {"count", FieldType::kInt64}}));
+  // agg (3) -> out (2): rebalance.
+  EXPECT_EQ(Op(*job, "out").inputs[0].partition, Partition::kRebalance);
+}
+
+TEST(JobSpecTest, AggregateSchemaInference) {
+  auto job = Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields:
+      - {name: k, type: string, expr: "to_string(seq % 2)"}
+      - {name: i, type: int64, expr: seq}
+      - {name: d, type: double, expr: seq / 2.0}
+      - {name: ts, type: timestamp, expr: to_timestamp(seq)}
+  - id: by_k
+    type: key_by
+    key: [k, {name: parity, expr: i % 2 == 0}]
+  - id: agg
+    type: aggregate
+    emit: final
+    aggregates:
+      - {fn: count}
+      - {fn: sum, field: i}
+      - {fn: sum, field: d}
+      - {fn: avg, field: i}
+      - {fn: avg, field: d}
+      - {fn: min, field: i}
+      - {fn: max, field: d}
+      - {fn: min, field: ts}
+      - {fn: sum, field: ts}
+      - {fn: count, as: n}
+  - id: out
+    type: print
+)y");
+  ASSERT_OK(job);
+  EXPECT_EQ(Op(*job, "agg").output_schema, Schema({{"k", FieldType::kString},
+                                                    {"parity", FieldType::kBool},
+                                                    {"count", FieldType::kInt64},
+                                                    {"sum_i", FieldType::kInt64},
+                                                    {"sum_d", FieldType::kDouble},
+                                                    {"avg_i", FieldType::kDouble},
+                                                    {"avg_d", FieldType::kDouble},
+                                                    {"min_i", FieldType::kInt64},
+                                                    {"max_d", FieldType::kDouble},
+                                                    {"min_ts", FieldType::kTimestamp},
+                                                    {"sum_ts", FieldType::kInt64},
+                                                    {"n", FieldType::kInt64}}));
+}
+
+TEST(JobSpecTest, OperatorsAreSortedTopologically) {
+  // The sink is written first and the union reads a source declared after it.
+  auto job = Parse(R"y(operators:
+  - id: out
+    type: print
+    input: both
+  - id: a
+    type: datagen
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: both
+    type: union
+    inputs: [a, b]
+  - id: b
+    type: datagen
+    fields: [{name: x, type: int64, expr: seq}]
+)y");
+  ASSERT_OK(job);
+  const auto& ops = job->operators;
+  ASSERT_EQ(ops.size(), 4u);
+  for (size_t i = 0; i < ops.size(); ++i) {
+    EXPECT_EQ(ops[i].index, static_cast<int>(i));
+    for (const auto& in : ops[i].inputs) {
+      ASSERT_GE(in.from_index, 0);
+      ASSERT_LT(in.from_index, static_cast<int>(i)) << ops[i].id << " reads " << in.from;
+      EXPECT_EQ(ops[in.from_index].id, in.from);
+    }
+  }
+  EXPECT_EQ(ops.back().id, "out");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Invalid jobs
+
+TEST(JobSpecErrorTest, BadYamlSyntax) {
+  auto job = Parse(R"y(name: broken
+operators:
+  - id: gen
+    type: [datagen
+)y");
+  EXPECT_THAT(job, StatusIs(absl::StatusCode::kInvalidArgument,
+                            AllOf(StartsWith("job.yaml:"), HasSubstr(": invalid YAML: "))));
+  // The position is a real one, not "job.yaml: invalid YAML".
+  EXPECT_THAT(std::string(job.status().message()), ::testing::ContainsRegex("^job\\.yaml:[0-9]+:[0-9]+: "));
+
+  EXPECT_THAT(Parse("a: b\n  c: d\n"), IsJobError("job.yaml:2:4: ", "invalid YAML: "));
+}
+
+TEST(JobSpecErrorTest, NotAMapping) {
+  EXPECT_THAT(Parse("- id: gen\n- id: out\n"),
+              IsJobError("job.yaml:1:1: ", "a job must be a YAML mapping with 'operators'"));
+  EXPECT_THAT(Parse("just text\n"),
+              IsJobError("job.yaml:1:1: ", "a job must be a YAML mapping with 'operators'"));
+  EXPECT_THAT(Parse(""), IsJobError("job.yaml:1:1: ", "a job must be a YAML mapping"));
+}
+
+TEST(JobSpecErrorTest, UnknownJobKey) {
+  EXPECT_THAT(Parse(R"y(name: x
+paralelism: 2
+operators: []
+)y"),
+              IsJobError("job.yaml:2:1: ",
+                         "unknown job key 'paralelism' (expected name, parallelism, "
+                         "max_parallelism, buffer_timeout_ms, operators)"));
+}
+
+TEST(JobSpecErrorTest, MissingOrEmptyOperators) {
+  EXPECT_THAT(Parse("name: x\n"), IsJobError("job.yaml:1:1: ", "a job needs 'operators'"));
+  EXPECT_THAT(Parse("name: x\noperators: []\n"),
+              IsJobError("job.yaml:2:12: ", "'operators' must be a non-empty list"));
+  EXPECT_THAT(Parse("name: x\noperators: {id: gen}\n"),
+              IsJobError("job.yaml:2:12: ", "'operators' must be a non-empty list"));
+}
+
+TEST(JobSpecErrorTest, OperatorNotAMapping) {
+  EXPECT_THAT(Parse("operators:\n  - gen\n"),
+              IsJobError("job.yaml:2:5: ", "an operator must be a mapping with 'id' and 'type'"));
+}
+
+TEST(JobSpecErrorTest, MissingIdOrType) {
+  EXPECT_THAT(Parse("operators:\n  - type: print\n"),
+              IsJobError("job.yaml:2:5: ", "missing required key 'id'"));
+  EXPECT_THAT(Parse("operators:\n  - id: out\n"),
+              IsJobError("job.yaml:2:5: ", "missing required key 'type'"));
+}
+
+TEST(JobSpecErrorTest, BadOperatorId) {
+  EXPECT_THAT(Parse("operators:\n  - id: my-gen\n    type: datagen\n"),
+              IsJobError("job.yaml:2:9: ",
+                         "operator id 'my-gen' must be letters, digits and underscores"));
+}
+
+TEST(JobSpecErrorTest, UnknownOperatorType) {
+  EXPECT_THAT(Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: f
+    type: fitler
+    where: x > 1
+)y"),
+              IsJobError("job.yaml:6:11: ",
+                         "unknown operator type 'fitler' (known: datagen, filter, map, key_by, "
+                         "aggregate, union, file, print, blackhole)"));
+}
+
+TEST(JobSpecErrorTest, UnknownOption) {
+  EXPECT_THAT(Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: f
+    type: filter
+    wehre: x > 1
+)y"),
+              IsJobError("job.yaml:7:5: ",
+                         "unknown option 'wehre' for filter operator 'f' (expected where)"));
+  EXPECT_THAT(Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields: [{name: x, type: int64, expr: seq}]
+    cuont: 3
+)y"),
+              IsJobError("job.yaml:5:5: ", "unknown option 'cuont' for datagen operator 'gen' "
+                                           "(expected count, rate, fields)"));
+  EXPECT_THAT(Parse(R"y(operators:
+  - {id: a, type: datagen, fields: [{name: x, type: int64, expr: seq}]}
+  - {id: b, type: datagen, fields: [{name: x, type: int64, expr: seq}]}
+  - {id: u, type: union, inputs: [a, b], mode: all}
+)y"),
+              IsJobError("job.yaml:4:42: ",
+                         "unknown option 'mode' for union operator 'u' (it takes none)"));
+}
+
+TEST(JobSpecErrorTest, DuplicateId) {
+  EXPECT_THAT(Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: gen
+    type: print
+)y"),
+              IsJobError("job.yaml:5:9: ", "duplicate operator id 'gen'"));
+}
+
+TEST(JobSpecErrorTest, UnknownInput) {
+  EXPECT_THAT(Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: out
+    type: print
+    input: gne
+)y"),
+              IsJobError("job.yaml:7:12: ", "operator 'out' reads from unknown operator 'gne'"));
+  EXPECT_THAT(Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: out
+    type: print
+    inputs:
+      - gen
+      - {from: nope, partition: rebalance}
+)y"),
+              IsJobError("job.yaml:9:9: ", "operator 'out' reads from unknown operator 'nope'"));
+}
+
+TEST(JobSpecErrorTest, BadInputSpec) {
+  constexpr char kHead[] = R"y(operators:
+  - id: gen
+    type: datagen
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: out
+    type: print
+)y";
+  EXPECT_THAT(Parse(std::string(kHead) + "    input: {from: gen, partition: hash}\n"),
+              IsJobError("job.yaml:7:12: ", "partition: hash needs a 'key'"));
+  EXPECT_THAT(Parse(std::string(kHead) + "    input: {from: gen, key: x}\n"),
+              IsJobError("job.yaml:7:28: ", "'key' is only allowed with partition: hash"));
+  EXPECT_THAT(Parse(std::string(kHead) + "    input: {from: gen, partition: shuffle}\n"),
+              IsJobError("job.yaml:7:35: ", "unknown partition 'shuffle' (expected forward, "
+                                            "hash, rebalance or broadcast)"));
+  EXPECT_THAT(Parse(std::string(kHead) + "    input: {from: gen, partiton: hash}\n"),
+              IsJobError("job.yaml:7:24: ",
+                         "unknown key 'partiton' in input (expected from, partition, key)"));
+  EXPECT_THAT(Parse(std::string(kHead) + "    input: gen\n    inputs: [gen]\n"),
+              IsJobError("job.yaml:5:5: ", "give either 'input' or 'inputs', not both"));
+  EXPECT_THAT(Parse(std::string(kHead) + "    input: {from: gen, partition: hash, key: y}\n"),
+              IsJobError("job.yaml:7:", "unknown field 'y'"));
+}
+
+TEST(JobSpecErrorTest, WrongNumberOfInputs) {
+  EXPECT_THAT(Parse(R"y(operators:
+  - id: f
+    type: filter
+    where: true
+)y"),
+              IsJobError("job.yaml:2:5: ",
+                         "filter operator 'f' needs an 'input' (no previous operator to read from)"));
+  EXPECT_THAT(Parse(R"y(operators:
+  - {id: a, type: datagen, fields: [{name: x, type: int64, expr: seq}]}
+  - {id: u, type: union}
+)y"),
+              IsJobError("job.yaml:3:5: ", "union operator 'u' takes 2 to 64 input(s), got 1"));
+  EXPECT_THAT(Parse(R"y(operators:
+  - {id: a, type: datagen, fields: [{name: x, type: int64, expr: seq}]}
+  - {id: b, type: datagen, input: a, fields: [{name: x, type: int64, expr: seq}]}
+)y"),
+              IsJobError("job.yaml:3:5: ", "datagen is a source and takes no input"));
+}
+
+TEST(JobSpecErrorTest, Cycle) {
+  EXPECT_THAT(Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: out
+    type: print
+  - id: a
+    type: filter
+    input: b
+    where: x > 1
+  - id: b
+    type: filter
+    input: a
+    where: x < 5
+)y"),
+              IsJobError("job.yaml:7:5: ", "the job graph has a cycle through operators a, b"));
+}
+
+TEST(JobSpecErrorTest, ReadsFromItself) {
+  EXPECT_THAT(Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: f
+    type: filter
+    input: f
+    where: true
+)y"),
+              IsJobError("job.yaml:7:12: ", "operator 'f' reads from itself"));
+}
+
+TEST(JobSpecErrorTest, ReadsFromSink) {
+  EXPECT_THAT(Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: out
+    type: print
+  - id: again
+    type: blackhole
+    input: out
+)y"),
+              IsJobError("job.yaml:9:12: ",
+                         "operator 'again' reads from sink 'out', which has no output"));
+  // Without an explicit input there is nothing to read from after a sink.
+  EXPECT_THAT(Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: out
+    type: print
+  - id: again
+    type: blackhole
+)y"),
+              IsJobError("job.yaml:7:5: ", "blackhole operator 'again' needs an 'input'"));
+}
+
+TEST(JobSpecErrorTest, FilterNotBool) {
+  EXPECT_THAT(Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: f
+    type: filter
+    where: x + 1
+  - id: out
+    type: print
+)y"),
+              IsJobError("job.yaml:7:12: ", "filter condition must be bool, got int64"));
+}
+
+TEST(JobSpecErrorTest, UnknownFieldInExpression) {
+  EXPECT_THAT(Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields: [{name: price, type: double, expr: seq}]
+  - id: f
+    type: filter
+    where: pirce > 1
+  - id: out
+    type: print
+)y"),
+              IsJobError("job.yaml:7:12: ",
+                         "in expression \"pirce > 1\": column 1: unknown field 'pirce' "
+                         "(fields: price)"));
+  // In a map field.
+  EXPECT_THAT(Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields: [{name: price, type: double, expr: seq}]
+  - id: m
+    type: map
+    fields:
+      - price
+      - {name: twice, expr: 2 * prcie}
+  - id: out
+    type: print
+)y"),
+              IsJobError("job.yaml:9:9: ", "unknown field 'prcie'"));
+  // In a key.
+  EXPECT_THAT(Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields: [{name: price, type: double, expr: seq}]
+  - id: k
+    type: key_by
+    key: user
+  - id: out
+    type: print
+)y"),
+              IsJobError("job.yaml:7:10: ", "unknown field 'user'"));
+  // In an aggregate.
+  EXPECT_THAT(Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields: [{name: price, type: double, expr: seq}]
+  - id: k
+    type: key_by
+    key: price
+  - id: agg
+    type: aggregate
+    aggregates:
+      - {fn: sum, field: cost}
+  - id: out
+    type: print
+)y"),
+              IsJobError("job.yaml:11:26: ",
+                         "unknown field 'cost' (input has (price double))"));
+  // In a datagen field: its expressions see only `seq`.
+  EXPECT_THAT(Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields:
+      - name: x
+        type: int64
+        expr: sequence
+  - id: out
+    type: print
+)y"),
+              IsJobError("job.yaml:7:15: ", "unknown field 'sequence' (fields: seq)"));
+}
+
+TEST(JobSpecErrorTest, BadParallelism) {
+  constexpr char kOp[] = R"y(operators:
+  - id: gen
+    type: datagen
+    parallelism: 0
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: out
+    type: print
+)y";
+  EXPECT_THAT(Parse(kOp), IsJobError("job.yaml:4:18: ",
+                                     "'parallelism' must be between 1 and 1024, got 0"));
+  EXPECT_THAT(Parse("parallelism: 0\noperators: []\n"),
+              IsJobError("job.yaml:1:14: ", "'parallelism' must be between 1 and 1024, got 0"));
+  EXPECT_THAT(Parse("parallelism: two\noperators: []\n"),
+              IsJobError("job.yaml:1:14: ", "'parallelism' must be an integer, got 'two'"));
+  EXPECT_THAT(Parse(R"y(max_parallelism: 4
+operators:
+  - id: gen
+    type: datagen
+    parallelism: 8
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: out
+    type: print
+)y"),
+              IsJobError("job.yaml:5:18: ", "parallelism 8 exceeds max_parallelism 4"));
+}
+
+TEST(JobSpecErrorTest, DefaultParallelismExceedsMaxParallelism) {
+  // The operators inherit the job's parallelism, which is above max_parallelism: the error is
+  // reported at the first operator (it has no 'parallelism' key of its own).
+  constexpr char kJob[] = R"y(parallelism: 8
+max_parallelism: 4
+operators:
+  - id: gen
+    type: datagen
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: out
+    type: print
+)y";
+  EXPECT_THAT(Parse(kJob), IsJobError("job.yaml:4:5: ", "parallelism 8 exceeds max_parallelism 4"));
+  // The same through a command-line override.
+  EXPECT_THAT(Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: out
+    type: print
+)y", /*parallelism_override=*/200),
+              IsJobError("job.yaml:2:5: ", "parallelism 200 exceeds max_parallelism 128"));
+}
+
+TEST(JobSpecErrorTest, ForwardEdgeWithUnequalParallelism) {
+  EXPECT_THAT(Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    parallelism: 2
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: out
+    type: print
+    input: {from: gen, partition: forward}
+)y"),
+              IsJobError("job.yaml:8:12: ",
+                         "forward edge from 'gen' (parallelism 2) to 'out' (parallelism 1) needs "
+                         "equal parallelism; use rebalance or hash"));
+}
+
+TEST(JobSpecErrorTest, AggregateWithoutKeyedInput) {
+  EXPECT_THAT(Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: agg
+    type: aggregate
+    aggregates: [{fn: count}]
+  - id: out
+    type: print
+)y"),
+              IsJobError("job.yaml:5:5: ",
+                         "aggregate 'agg' needs a keyed input: put a key_by before it or read "
+                         "with partition: hash and a key"));
+}
+
+TEST(JobSpecErrorTest, BadAggregates) {
+  constexpr char kHead[] = R"y(operators:
+  - id: gen
+    type: datagen
+    fields: [{name: k, type: string, expr: to_string(seq)}, {name: x, type: int64, expr: seq}]
+  - id: by_k
+    type: key_by
+    key: k
+  - id: agg
+    type: aggregate
+)y";
+  auto with = [&](const std::string& rest) {
+    return Parse(std::string(kHead) + rest + "  - id: out\n    type: print\n");
+  };
+  EXPECT_THAT(with("    aggregates: [{fn: median, field: x}]\n"),
+              IsJobError("job.yaml:10:23: ", "unknown aggregate function 'median' (expected "
+                                             "count, sum, min, max, avg)"));
+  EXPECT_THAT(with("    aggregates: [{fn: sum, field: k}]\n"),
+              IsJobError("job.yaml:10:34: ", "sum needs a numeric field; 'k' is string"));
+  EXPECT_THAT(with("    aggregates: [{fn: sum}]\n"),
+              IsJobError("job.yaml:10:18: ", "missing required key 'field'"));
+  EXPECT_THAT(with("    aggregates: [{fn: count, as: k}]\n"),
+              IsJobError("job.yaml:10:18: ", "duplicate output field 'k'"));
+  EXPECT_THAT(with("    aggregates: [{fn: count}]\n    emit: sometimes\n"),
+              IsJobError("job.yaml:11:11: ", "'emit' must be 'updates' or 'final'"));
+  EXPECT_THAT(with("    emit: final\n"),
+              IsJobError("job.yaml:8:5: ", "aggregate needs 'aggregates'"));
+}
+
+TEST(JobSpecErrorTest, UnionWithDifferentSchemas) {
+  EXPECT_THAT(Parse(R"y(operators:
+  - id: a
+    type: datagen
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: b
+    type: datagen
+    fields: [{name: x, type: double, expr: seq}]
+  - id: both
+    type: union
+    inputs:
+      - a
+      - b
+  - id: out
+    type: print
+)y"),
+              IsJobError("job.yaml:12:9: ",
+                         "union inputs must have the same schema: 'b' has (x double), 'a' has "
+                         "(x int64)"));
+}
+
+TEST(JobSpecErrorTest, NoSink) {
+  EXPECT_THAT(Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: f
+    type: filter
+    where: x > 3
+)y"),
+              IsJobError("job.yaml:1:1: ", "the job has no sink (file, print or blackhole)"));
+}
+
+TEST(JobSpecErrorTest, DatagenFieldProblems) {
+  EXPECT_THAT(Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields:
+      - name: label
+        type: string
+        expr: seq * 2
+  - id: out
+    type: print
+)y"),
+              IsJobError("job.yaml:7:15: ",
+                         "expression has type int64 but field 'label' is string"));
+  EXPECT_THAT(Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields:
+      - name: x
+        type: integer
+        expr: seq
+  - id: out
+    type: print
+)y"),
+              IsJobError("job.yaml:6:15: ", "unknown field type 'integer'"));
+  EXPECT_THAT(Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields:
+      - {name: x, type: int64, expr: seq}
+      - {name: x, type: int64, expr: seq + 1}
+  - id: out
+    type: print
+)y"),
+              IsJobError("job.yaml:6:9: ", "duplicate field 'x'"));
+  EXPECT_THAT(Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    count: -5
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: out
+    type: print
+)y"),
+              IsJobError("job.yaml:4:12: ", "'count' must be between 0 and"));
+  EXPECT_THAT(Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    count: 5
+  - id: out
+    type: print
+)y"),
+              IsJobError("job.yaml:2:5: ", "datagen needs 'fields'"));
+}
+
+TEST(JobSpecErrorTest, FileSinkNeedsPath) {
+  EXPECT_THAT(Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields: [{name: x, type: int64, expr: seq}]
+  - id: out
+    type: file
+)y"),
+              IsJobError("job.yaml:5:5: ", "missing required key 'path'"));
+}
+
+}  // namespace
+}  // namespace sluice::plan
