@@ -247,7 +247,14 @@ void Coordinator::HandleTaskState(Job& job, const proto::TaskStatus& st) {
   t.state = st.state();
   t.error = st.error();
   if (st.state() == proto::TASK_FAILED) {
-    FailJob(job, st.error().empty() ? "a task failed" : st.error());
+    std::string error = st.error().empty() ? "a task failed" : st.error();
+    // Name the worker a broken channel led to (it may turn out to be lost).
+    for (const auto& [id, w] : workers_) {
+      if (error.find(" to worker " + w.data_address) != std::string::npos) {
+        error = absl::StrCat(error, " (", id, ")");
+      }
+    }
+    FailJob(job, error);
   } else if (st.state() == proto::TASK_CANCELLED && !IsTerminal(job.state) &&
              job.state != proto::JOB_CANCELLING) {
     FailJob(job, absl::StrCat("task ", job.graph->vertices[ref.vertex()].name, "#", ref.subtask(),
@@ -581,6 +588,7 @@ void Coordinator::LoseWorker(const std::string& worker_id, int64_t age_nanos) {
   std::string desc = absl::StrFormat("worker %s (%s) lost: no heartbeat for %.1f s", worker_id,
                                      wit->second.data_address, age_nanos / 1e9);
   spdlog::error("{}", desc);
+  const std::string data_address = wit->second.data_address;
   workers_.erase(wit);
   metrics_.RemoveOwner(worker_id);
   for (auto& [id, job] : jobs_) {
@@ -597,6 +605,13 @@ void Coordinator::LoseWorker(const std::string& worker_id, int64_t age_nanos) {
     }
     job.slots_held.erase(worker_id);
     if (affected) FailJob(job, desc);
+    // A job that already failed because its channels to this worker broke: the lost worker
+    // is the root cause; say so first.
+    if (job.state == proto::JOB_FAILED &&
+        job.error.find(" to worker " + data_address) != std::string::npos &&
+        job.error.find(desc) == std::string::npos) {
+      job.error = absl::StrCat(desc, "; first symptom: ", job.error);
+    }
     MaybeCompleteJob(job);
   }
 }

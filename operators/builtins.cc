@@ -53,7 +53,13 @@ class DatagenSource final : public SourceOperator {
       if (count_ >= 0 && next_seq_ >= count_) return State::kEnd;
       if (nanos_per_record_ > 0) {
         int64_t due = start_nanos_ + static_cast<int64_t>(emitted_ * nanos_per_record_);
-        if (due > ctx_.clock->NowNanos()) {
+        int64_t now = ctx_.clock->NowNanos();
+        if (now - due > kMaxLagNanos) {
+          // Held back (backpressure): do not burst to catch up, resume the rate from here.
+          start_nanos_ += now - due - kMaxLagNanos;
+          due = now - kMaxLagNanos;
+        }
+        if (due > now) {
           *wake_at_nanos = due;
           return State::kWait;
         }
@@ -70,6 +76,7 @@ class DatagenSource final : public SourceOperator {
   }
 
  private:
+  static constexpr int64_t kMaxLagNanos = 100'000'000;
   int64_t count_ = -1;
   double nanos_per_record_ = 0;
   int64_t start_nanos_ = 0;

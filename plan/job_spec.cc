@@ -482,8 +482,10 @@ absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view yaml_text, absl::string_v
     }
     SLUICE_ASSIGN_OR_RETURN(int64_t par, GetInt(ec, node, "parallelism", job.parallelism, 1, 1024));
     if (par > job.max_parallelism) {
-      return ec.At(node["parallelism"], absl::StrCat("parallelism ", par,
-                                                     " exceeds max_parallelism ", job.max_parallelism));
+      // The operator may inherit the job's parallelism and have no 'parallelism' key of its own.
+      return ec.At(node["parallelism"] ? node["parallelism"] : node,
+                   absl::StrCat("parallelism ", par, " exceeds max_parallelism ",
+                                job.max_parallelism));
     }
     op.parallelism = static_cast<int>(par);
     SLUICE_RETURN_IF_ERROR(ParseInputs(ec, node, &op));

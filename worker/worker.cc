@@ -230,7 +230,7 @@ absl::StatusOr<std::unique_ptr<ChannelWriter>> Worker::CreateWriter(const proto:
     holder->ch = std::move(local);
     return std::unique_ptr<ChannelWriter>(std::move(holder));
   }
-  return std::unique_ptr<ChannelWriter>(std::make_unique<RemoteChannelWriter>(StubFor(address), h));
+  return std::unique_ptr<ChannelWriter>(std::make_unique<RemoteChannelWriter>(StubFor(address), h, address));
 }
 
 proto::DataPlane::Stub* Worker::StubFor(const std::string& address) {

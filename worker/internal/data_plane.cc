@@ -13,7 +13,12 @@ std::string ChannelName(const proto::ChannelHeader& h) {
   return absl::StrCat(h.job_id(), "/edge", h.edge(), "/", h.src_subtask(), "->", h.dst_subtask());
 }
 
-// Server side of one channel. Deletes itself in OnDone.
+// Server side of one channel.
+//
+// gRPC may run a reaction inline, on the thread that starts an operation, so no lock is
+// held while calling StartWrite() or Finish(): the decision is made under mu_, the call after.
+// The reactor is reference-counted: gRPC holds one reference until OnDone(), and a credit
+// listener holds one for the duration of each call into it; the last Unref() deletes it.
 class ExchangeReactor final : public grpc::ServerBidiReactor<proto::DataMessage, proto::DataMessage> {
  public:
   explicit ExchangeReactor(const GateResolver* resolver) : resolver_(resolver) {
@@ -25,16 +30,19 @@ class ExchangeReactor final : public grpc::ServerBidiReactor<proto::DataMessage,
    public:
     explicit Listener(ExchangeReactor* r) : reactor_(r) {}
     void AddCredit(int n) override {
-      absl::MutexLock lock(&mu_);
-      if (reactor_ != nullptr) reactor_->AddCredit(n);
+      if (ExchangeReactor* r = Acquire()) {
+        r->AddCredit(n);
+        r->Unref();
+      }
     }
     void GateClosed() override {
-      absl::MutexLock lock(&mu_);
-      if (reactor_ == nullptr) return;
-      // After end of partition the channel is complete: close it cleanly.
-      reactor_->RequestFinish(reactor_->eop_received_.load()
-                                  ? grpc::Status::OK
-                                  : grpc::Status(grpc::StatusCode::CANCELLED, "consumer task has stopped"));
+      if (ExchangeReactor* r = Acquire()) {
+        // After end of partition the channel is complete: close it cleanly.
+        r->RequestFinish(r->eop_received_.load()
+                             ? grpc::Status::OK
+                             : grpc::Status(grpc::StatusCode::CANCELLED, "consumer task has stopped"));
+        r->Unref();
+      }
     }
     void Detach() {
       absl::MutexLock lock(&mu_);
@@ -42,6 +50,11 @@ class ExchangeReactor final : public grpc::ServerBidiReactor<proto::DataMessage,
     }
 
    private:
+    ExchangeReactor* Acquire() {
+      absl::MutexLock lock(&mu_);
+      if (reactor_ != nullptr) reactor_->refs_.fetch_add(1);
+      return reactor_;
+    }
     absl::Mutex mu_;
     ExchangeReactor* reactor_ ABSL_GUARDED_BY(mu_);
   };
@@ -80,49 +93,64 @@ class ExchangeReactor final : public grpc::ServerBidiReactor<proto::DataMessage,
   }
 
   void OnWriteDone(bool ok) override {
-    absl::MutexLock lock(&mu_);
-    writing_ = false;
-    if (!ok) {
-      finish_requested_ = true;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) finish_requested_ = true;
     }
-    MaybeWriteOrFinishLocked();
+    MaybeWriteOrFinish();
   }
 
   void OnDone() override {
     if (listener_) listener_->Detach();
-    delete this;
+    Unref();
   }
 
   void AddCredit(int n) {
-    absl::MutexLock lock(&mu_);
-    pending_credit_ += n;
-    MaybeWriteOrFinishLocked();
+    {
+      absl::MutexLock lock(&mu_);
+      pending_credit_ += n;
+    }
+    MaybeWriteOrFinish();
   }
 
   void RequestFinish(grpc::Status status) {
-    absl::MutexLock lock(&mu_);
-    if (!finish_requested_) {
-      finish_requested_ = true;
-      finish_status_ = std::move(status);
+    {
+      absl::MutexLock lock(&mu_);
+      if (!finish_requested_) {
+        finish_requested_ = true;
+        finish_status_ = std::move(status);
+      }
     }
-    MaybeWriteOrFinishLocked();
+    MaybeWriteOrFinish();
   }
 
  private:
-  void MaybeWriteOrFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (writing_ || finished_) return;
-    if (finish_requested_) {
-      finished_ = true;
-      Finish(finish_status_);
-      return;
+  void Unref() {
+    if (refs_.fetch_sub(1) == 1) delete this;
+  }
+
+  void MaybeWriteOrFinish() {
+    bool write = false, finish = false;
+    grpc::Status status;
+    {
+      absl::MutexLock lock(&mu_);
+      if (writing_ || finished_) return;
+      if (finish_requested_) {
+        finished_ = true;
+        finish = true;
+        status = finish_status_;
+      } else if (pending_credit_ > 0) {
+        out_.Clear();
+        out_.set_credit(pending_credit_);
+        pending_credit_ = 0;
+        writing_ = true;
+        write = true;
+      }
     }
-    if (pending_credit_ > 0) {
-      out_.Clear();
-      out_.set_credit(pending_credit_);
-      pending_credit_ = 0;
-      writing_ = true;
-      StartWrite(&out_);
-    }
+    // out_ is not touched again until OnWriteDone clears writing_.
+    if (write) StartWrite(&out_);
+    if (finish) Finish(status);
   }
 
   const GateResolver* resolver_;
@@ -132,9 +160,10 @@ class ExchangeReactor final : public grpc::ServerBidiReactor<proto::DataMessage,
   std::string name_;
   std::shared_ptr<Listener> listener_;
   std::atomic<bool> eop_received_{false};
+  std::atomic<int> refs_{1};
 
   absl::Mutex mu_;
-  proto::DataMessage out_ ABSL_GUARDED_BY(mu_);
+  proto::DataMessage out_;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   int pending_credit_ ABSL_GUARDED_BY(mu_) = 0;
   bool finish_requested_ ABSL_GUARDED_BY(mu_) = false;
@@ -149,16 +178,17 @@ grpc::ServerBidiReactor<proto::DataMessage, proto::DataMessage>* DataPlaneServic
   return new ExchangeReactor(&resolver_);
 }
 
-RemoteChannelWriter::RemoteChannelWriter(proto::DataPlane::Stub* stub, proto::ChannelHeader header)
-    : name_(ChannelName(header)) {
+RemoteChannelWriter::RemoteChannelWriter(proto::DataPlane::Stub* stub, proto::ChannelHeader header,
+                                         const std::string& target_address)
+    : name_(absl::StrCat(ChannelName(header), " to worker ", target_address)) {
   stub->async()->Exchange(&context_, this);
   proto::DataMessage first;
   *first.mutable_header() = std::move(header);
   {
     absl::MutexLock lock(&mu_);
     queue_.push_back(std::move(first));
-    StartNextWriteLocked();
   }
+  MaybeStartWrite();
   StartRead(&read_msg_);
   StartCall();
 }
@@ -169,18 +199,32 @@ RemoteChannelWriter::~RemoteChannelWriter() {
   mu_.Await(absl::Condition(&done_));
 }
 
-void RemoteChannelWriter::StartNextWriteLocked() {
-  if (writing_ || broken_) return;
-  if (!queue_.empty()) {
-    writing_ = true;
-    StartWrite(&queue_.front());
-  } else if (closing_ && !writes_done_sent_) {
-    writes_done_sent_ = true;
-    StartWritesDone();
+void RemoteChannelWriter::MaybeStartWrite() {
+  // Decide under the lock, start the operation without it (gRPC may run OnWriteDone inline).
+  proto::DataMessage* next = nullptr;
+  bool writes_done = false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (writing_ || broken_) return;
+    if (!queue_.empty()) {
+      writing_ = true;
+      next = &queue_.front();  // stays put: deque::push_back keeps references valid
+    } else if (closing_ && !writes_done_sent_) {
+      writes_done_sent_ = true;
+      writes_done = true;
+    }
   }
+  if (next != nullptr) StartWrite(next);
+  if (writes_done) StartWritesDone();
 }
 
 absl::Status RemoteChannelWriter::Send(BufferItem item) {
+  absl::Status s = Enqueue(std::move(item));
+  if (s.ok()) MaybeStartWrite();
+  return s;
+}
+
+absl::Status RemoteChannelWriter::Enqueue(BufferItem item) {
   absl::MutexLock lock(&mu_);
   auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return credits_ > 0 || cancelled_ || broken_ || done_;
@@ -201,14 +245,16 @@ absl::Status RemoteChannelWriter::Send(BufferItem item) {
   msg.set_num_records(item.num_records);
   msg.set_end_of_partition(item.end_of_partition);
   queue_.push_back(std::move(msg));
-  StartNextWriteLocked();
   return absl::OkStatus();
 }
 
 absl::Status RemoteChannelWriter::Close() {
+  {
+    absl::MutexLock lock(&mu_);
+    closing_ = true;
+  }
+  MaybeStartWrite();
   absl::MutexLock lock(&mu_);
-  closing_ = true;
-  StartNextWriteLocked();
   auto finished = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return done_ || cancelled_; };
   mu_.Await(absl::Condition(&finished));
   if (cancelled_) return absl::CancelledError("task cancelled");
@@ -220,9 +266,13 @@ absl::Status RemoteChannelWriter::Close() {
 }
 
 void RemoteChannelWriter::Cancel() {
-  absl::MutexLock lock(&mu_);
-  if (!done_) context_.TryCancel();
-  cancelled_ = true;
+  bool cancel;
+  {
+    absl::MutexLock lock(&mu_);
+    cancel = !done_ && !cancelled_;
+    cancelled_ = true;
+  }
+  if (cancel) context_.TryCancel();  // may run OnDone inline
 }
 
 int64_t RemoteChannelWriter::CreditWaitNanos() const {
@@ -231,14 +281,16 @@ int64_t RemoteChannelWriter::CreditWaitNanos() const {
 }
 
 void RemoteChannelWriter::OnWriteDone(bool ok) {
-  absl::MutexLock lock(&mu_);
-  writing_ = false;
-  if (!ok) {
-    broken_ = true;  // the stream is going down; OnDone brings the status
-    return;
+  {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok) {
+      broken_ = true;  // the stream is going down; OnDone brings the status
+      return;
+    }
+    queue_.pop_front();
   }
-  queue_.pop_front();
-  StartNextWriteLocked();
+  MaybeStartWrite();
 }
 
 void RemoteChannelWriter::OnReadDone(bool ok) {

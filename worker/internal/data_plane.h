@@ -41,7 +41,8 @@ class RemoteChannelWriter final : public ChannelWriter,
                                   public grpc::ClientBidiReactor<proto::DataMessage,
                                                                  proto::DataMessage> {
  public:
-  RemoteChannelWriter(proto::DataPlane::Stub* stub, proto::ChannelHeader header);
+  RemoteChannelWriter(proto::DataPlane::Stub* stub, proto::ChannelHeader header,
+                      const std::string& target_address);
   ~RemoteChannelWriter() override;
 
   absl::Status Send(BufferItem item) override;
@@ -56,7 +57,8 @@ class RemoteChannelWriter final : public ChannelWriter,
   void OnDone(const grpc::Status& status) override;
 
  private:
-  void StartNextWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MaybeStartWrite() ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status Enqueue(BufferItem item) ABSL_LOCKS_EXCLUDED(mu_);
 
   grpc::ClientContext context_;
   const std::string name_;

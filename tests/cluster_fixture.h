@@ -1,0 +1,135 @@
+#pragma once
+
+// Shared set-up for integration tests: a real coordinator and real workers as processes on
+// loopback (ports chosen by the OS), driven through the coordinator's gRPC API and the CLI.
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "cli/client.h"
+#include "cli/local_cluster.h"
+#include "common/status_matchers.h"
+#include "gtest/gtest.h"
+
+namespace sluice::testing {
+
+inline std::string MakeTempDir(const std::string& prefix) {
+  std::string tmpl = (std::filesystem::temp_directory_path() / (prefix + "-XXXXXX")).string();
+  char* d = mkdtemp(tmpl.data());
+  return d == nullptr ? std::string() : std::string(d);
+}
+
+// Runs a command, capturing stdout+stderr; returns the exit code.
+inline int RunCommand(const std::string& cmd, std::string* output) {
+  std::string full = cmd + " 2>&1";
+  FILE* p = popen(full.c_str(), "r");
+  if (p == nullptr) return -1;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) output->append(buf, n);
+  int status = pclose(p);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+inline std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  void StartCluster(int workers = 2, int slots = 2, int64_t heartbeat_timeout_ms = 3000) {
+    dir_ = MakeTempDir("sluice-it");
+    ASSERT_FALSE(dir_.empty());
+    cli::LocalClusterOptions o;
+    o.dir = dir_ + "/cluster";
+    o.workers = workers;
+    o.slots = slots;
+    o.bin_dir = SLUICE_TEST_BIN_DIR;
+    o.heartbeat_timeout_ms = heartbeat_timeout_ms;
+    o.die_with_parent = true;
+    auto c = cli::LocalCluster::Start(o);
+    ASSERT_OK(c);
+    cluster_ = std::move(*c);
+    client_ = std::make_unique<cli::CoordinatorClient>(cluster_->coordinator_address());
+  }
+
+  void TearDown() override {
+    if (cluster_) cluster_->Stop();
+    if (!dir_.empty() && !HasFailure()) std::filesystem::remove_all(dir_);
+    if (HasFailure() && !dir_.empty()) {
+      std::cerr << "cluster logs kept in " << dir_ << "/cluster\n";
+    }
+  }
+
+  // Submits `yaml`; fails the test on error.
+  std::string Submit(const std::string& yaml, int parallelism = 0) {
+    auto r = client_->Submit(yaml, "job.yaml", parallelism);
+    EXPECT_OK(r);
+    return r.ok() ? r->job_id() : "";
+  }
+
+  // Polls until the job reaches a final state or `timeout` passes.
+  proto::JobInfo WaitForEnd(const std::string& job_id, std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    proto::JobInfo info;
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto j = client_->GetJob(job_id);
+      if (j.ok()) {
+        info = *j;
+        if (info.state() == proto::JOB_FINISHED || info.state() == proto::JOB_FAILED ||
+            info.state() == proto::JOB_CANCELLED) {
+          return info;
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return info;
+  }
+
+  proto::JobInfo WaitForState(const std::string& job_id, proto::JobState state,
+                              std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    proto::JobInfo info;
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto j = client_->GetJob(job_id);
+      if (j.ok()) {
+        info = *j;
+        if (info.state() == state) return info;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return info;
+  }
+
+  // Sum of records in/out of operator `op` over its subtasks, as the coordinator reports it.
+  static const proto::OperatorInfo* FindOperator(const proto::JobInfo& info, const std::string& op) {
+    for (const auto& v : info.vertices()) {
+      for (const auto& o : v.operators()) {
+        if (o.id() == op) return &o;
+      }
+    }
+    return nullptr;
+  }
+
+  std::string dir_;
+  std::unique_ptr<cli::LocalCluster> cluster_;
+  std::unique_ptr<cli::CoordinatorClient> client_;
+};
+
+}  // namespace sluice::testing
