@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Sets up (packages, build) and runs the whole test suite: unit tests, then integration tests
+# that start real coordinator and worker processes on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh Release
+echo "==> unit tests"
+ctest --test-dir build -L unit --output-on-failure -j 2
+echo "==> integration tests"
+ctest --test-dir build -L integration --output-on-failure
