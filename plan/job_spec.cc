@@ -316,8 +316,23 @@ absl::Status CheckOperator(const ErrorContext& ec, std::vector<OperatorSpec>& op
       const OperatorSpec& producer = ops[in.from_index];
       if (in.partition == Partition::kHash) {
         op.key = in.key;
-      } else if (producer.kind == OperatorKind::kKeyBy) {
+      } else if (producer.kind == OperatorKind::kKeyBy &&
+                 (op.parallelism == 1 || in.partition == Partition::kForward)) {
+        // Forward from a key_by of equal parallelism keeps each key on one subtask only when
+        // the key_by's own input was hash-partitioned by the same key; require parallelism 1
+        // or an explicit hash otherwise.
+        if (op.parallelism != 1) {
+          return ec.AtPos(in.line, in.column,
+                          absl::StrCat("aggregate '", op.id, "' reads from key_by '", producer.id,
+                                       "' with partition: ", PartitionName(in.partition),
+                                       ", which splits keys across subtasks; use partition: hash"));
+        }
         op.key = producer.key;
+      } else if (producer.kind == OperatorKind::kKeyBy) {
+        return ec.AtPos(in.line, in.column,
+                        absl::StrCat("aggregate '", op.id, "' reads from key_by '", producer.id,
+                                     "' with partition: ", PartitionName(in.partition),
+                                     ", which splits keys across subtasks; use partition: hash"));
       } else {
         return ec.AtPos(op.line, op.column,
                         absl::StrCat("aggregate '", op.id,
@@ -433,6 +448,10 @@ absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view yaml_text, absl::string_v
   SLUICE_ASSIGN_OR_RETURN(job.name, GetString(ec, root, "name", false));
   if (job.name.empty()) job.name = "unnamed";
   SLUICE_ASSIGN_OR_RETURN(int64_t p, GetInt(ec, root, "parallelism", 1, 1, 1024));
+  if (parallelism_override > 1024) {
+    return ec.AtPos(0, 0, absl::StrCat("parallelism override must be between 1 and 1024, got ",
+                                       parallelism_override));
+  }
   job.parallelism = parallelism_override > 0 ? parallelism_override : static_cast<int>(p);
   SLUICE_ASSIGN_OR_RETURN(int64_t maxp, GetInt(ec, root, "max_parallelism", kDefaultMaxParallelism,
                                                1, kUpperMaxParallelism));

@@ -975,3 +975,30 @@ TEST(JobSpecErrorTest, FileSinkNeedsPath) {
 
 }  // namespace
 }  // namespace sluice::plan
+
+namespace sluice::plan {
+namespace {
+
+TEST(JobSpecKeyedInputTest, AggregateAfterKeyByWithRebalanceIsRejected) {
+  auto r = ParseJobSpec(R"(parallelism: 2
+operators:
+  - {id: a, type: datagen, fields: [{name: k, type: int64, expr: seq}]}
+  - {id: b, type: key_by, key: [k]}
+  - {id: c, type: aggregate, inputs: [{from: b, partition: rebalance}], aggregates: [{fn: count}]}
+  - {id: d, type: blackhole}
+)", "job.yaml");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(std::string(r.status().message()),
+            "job.yaml:5:39: aggregate 'c' reads from key_by 'b' with partition: rebalance, which "
+            "splits keys across subtasks; use partition: hash");
+}
+
+TEST(JobSpecKeyedInputTest, ParallelismOverrideIsRangeChecked) {
+  auto r = ParseJobSpec("operators:\n  - {id: a, type: datagen, fields: [{name: k, type: int64, expr: seq}]}\n"
+                        "  - {id: d, type: blackhole}\n", "job.yaml", 5000);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(std::string(r.status().message()), "job.yaml: parallelism override must be between 1 and 1024, got 5000");
+}
+
+}  // namespace
+}  // namespace sluice::plan

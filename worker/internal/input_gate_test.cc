@@ -1,0 +1,311 @@
+#include "worker/internal/input_gate.h"
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "common/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace sluice::worker {
+namespace {
+
+using ::sluice::testing::StatusIs;
+using ::testing::HasSubstr;
+
+// How long a "still blocked" check watches a thread that must not make progress.
+constexpr absl::Duration kStillBlocked = absl::Milliseconds(50);
+// Upper bound for anything that should happen promptly.
+constexpr absl::Duration kPrompt = absl::Seconds(10);
+
+// Polls `cond` until it holds or `timeout` passes; returns its last value.
+bool WaitUntil(const std::function<bool()>& cond, absl::Duration timeout = kPrompt) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (!cond()) {
+    if (absl::Now() >= deadline) return cond();
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  return true;
+}
+
+BufferItem Buffer(const std::string& data) {
+  BufferItem item;
+  item.data = data;
+  item.num_records = 1;
+  return item;
+}
+
+int64_t NowNanos() { return Clock::Real()->NowNanos(); }
+
+// A gate with one channel and the local writer of that channel, wired as Worker does it.
+struct Wired {
+  explicit Wired(int credits)
+      : gate(std::make_shared<InputGate>(1, credits)),
+        channel(std::make_shared<LocalChannel>(gate, 0)) {
+    gate->SetListener(0, channel);
+  }
+  std::shared_ptr<InputGate> gate;
+  std::shared_ptr<LocalChannel> channel;
+};
+
+// Sends `n` buffers "0".."n-1" on its own thread, counting attempts and completed sends.
+class Sender {
+ public:
+  Sender(ChannelWriter* writer, int n) {
+    thread_ = std::thread([this, writer, n] {
+      for (int i = 0; i < n; ++i) {
+        attempts_.fetch_add(1);
+        absl::Status s = writer->Send(Buffer(absl::StrCat(i)));
+        if (!s.ok()) {
+          last_error_ = s;
+          break;
+        }
+        sent_.fetch_add(1);
+      }
+      done_.Notify();
+    });
+  }
+  ~Sender() { Join(); }
+  void Join() {
+    if (thread_.joinable()) thread_.join();
+  }
+
+  int attempts() const { return attempts_.load(); }
+  int sent() const { return sent_.load(); }
+  bool WaitDone(absl::Duration timeout = kPrompt) {
+    return done_.WaitForNotificationWithTimeout(timeout);
+  }
+  // Valid after WaitDone() returned true.
+  const absl::Status& last_error() const { return last_error_; }
+
+ private:
+  std::atomic<int> attempts_{0};
+  std::atomic<int> sent_{0};
+  absl::Status last_error_;
+  absl::Notification done_;
+  std::thread thread_;
+};
+
+TEST(InputGateTest, LocalChannelSendsExactlyCreditsBeforeBlocking) {
+  constexpr int kCredits = 3;
+  Wired w(kCredits);
+  Sender sender(w.channel.get(), kCredits + 2);
+
+  // The first kCredits sends go through without the consumer doing anything.
+  ASSERT_TRUE(WaitUntil([&] { return w.gate->QueuedForTest() == kCredits; }));
+  // The next one is attempted but stays blocked: nothing more arrives.
+  ASSERT_TRUE(WaitUntil([&] { return sender.attempts() == kCredits + 1; }));
+  absl::SleepFor(kStillBlocked);
+  EXPECT_EQ(sender.sent(), kCredits);
+  EXPECT_EQ(w.gate->QueuedForTest(), static_cast<size_t>(kCredits));
+  EXPECT_FALSE(sender.WaitDone(absl::ZeroDuration()));
+
+  // Consuming one buffer and returning its credit lets exactly one more send through.
+  auto item = w.gate->Poll(NowNanos());
+  ASSERT_TRUE(item.has_value());
+  EXPECT_EQ(item->data, "0");
+  EXPECT_EQ(item->channel, 0);
+  w.gate->ReleaseCredit(0);
+  ASSERT_TRUE(WaitUntil([&] { return sender.sent() == kCredits + 1; }));
+  ASSERT_TRUE(WaitUntil([&] { return sender.attempts() == kCredits + 2; }));
+  absl::SleepFor(kStillBlocked);
+  EXPECT_EQ(sender.sent(), kCredits + 1);
+  EXPECT_EQ(w.gate->QueuedForTest(), static_cast<size_t>(kCredits));
+
+  // Drain: buffers come out in order.
+  for (int i = 1; i < kCredits + 2; ++i) {
+    auto next = w.gate->Poll(NowNanos() + absl::ToInt64Nanoseconds(kPrompt));
+    ASSERT_TRUE(next.has_value()) << i;
+    EXPECT_EQ(next->data, absl::StrCat(i));
+    w.gate->ReleaseCredit(0);
+  }
+  ASSERT_TRUE(sender.WaitDone());
+  EXPECT_OK(sender.last_error());
+  EXPECT_EQ(sender.sent(), kCredits + 2);
+  EXPECT_EQ(w.gate->QueuedForTest(), 0u);
+}
+
+TEST(InputGateTest, SendStampsTheChannelIndex) {
+  auto gate = std::make_shared<InputGate>(3, 2);
+  auto ch2 = std::make_shared<LocalChannel>(gate, 2);
+  gate->SetListener(2, ch2);
+  BufferItem item = Buffer("x");
+  item.channel = 0;  // overwritten by the channel
+  ASSERT_OK(ch2->Send(std::move(item)));
+  auto got = gate->Poll(NowNanos());
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->channel, 2);
+  EXPECT_EQ(got->data, "x");
+}
+
+TEST(InputGateTest, CreditsAreReturnedToTheRightChannel) {
+  auto gate = std::make_shared<InputGate>(2, 1);
+  auto ch0 = std::make_shared<LocalChannel>(gate, 0);
+  auto ch1 = std::make_shared<LocalChannel>(gate, 1);
+  gate->SetListener(0, ch0);
+  gate->SetListener(1, ch1);
+  ASSERT_OK(ch0->Send(Buffer("a")));
+  ASSERT_OK(ch1->Send(Buffer("b")));
+  // Both channels are out of credit; returning channel 1's credit frees only channel 1.
+  Sender s0(ch0.get(), 1);
+  Sender s1(ch1.get(), 1);
+  gate->ReleaseCredit(1);
+  ASSERT_TRUE(s1.WaitDone());
+  EXPECT_OK(s1.last_error());
+  absl::SleepFor(kStillBlocked);
+  EXPECT_EQ(s0.sent(), 0);
+  gate->ReleaseCredit(0);
+  ASSERT_TRUE(s0.WaitDone());
+  EXPECT_OK(s0.last_error());
+}
+
+TEST(InputGateTest, CancelUnblocksSend) {
+  Wired w(1);
+  ASSERT_OK(w.channel->Send(Buffer("0")));
+  Sender sender(w.channel.get(), 1);
+  ASSERT_TRUE(WaitUntil([&] { return sender.attempts() == 1; }));
+  absl::SleepFor(kStillBlocked);
+  EXPECT_FALSE(sender.WaitDone(absl::ZeroDuration()));
+
+  w.channel->Cancel();
+  ASSERT_TRUE(sender.WaitDone());
+  EXPECT_THAT(sender.last_error(), StatusIs(absl::StatusCode::kCancelled, HasSubstr("cancelled")));
+  EXPECT_EQ(sender.sent(), 0);
+  EXPECT_EQ(w.gate->QueuedForTest(), 1u);
+
+  // A cancelled channel refuses even when it has credit again.
+  w.gate->ReleaseCredit(0);
+  EXPECT_THAT(w.channel->Send(Buffer("1")), StatusIs(absl::StatusCode::kCancelled, ::testing::_));
+  EXPECT_EQ(w.gate->QueuedForTest(), 1u);
+}
+
+TEST(InputGateTest, CloseFailsSendAndDropsPushes) {
+  Wired w(2);
+  ASSERT_OK(w.channel->Send(Buffer("0")));
+  ASSERT_OK(w.channel->Send(Buffer("1")));
+  Sender sender(w.channel.get(), 1);  // blocked: no credit left
+  ASSERT_TRUE(WaitUntil([&] { return sender.attempts() == 1; }));
+
+  w.gate->Close();
+  // Queued buffers are dropped, the blocked sender is released with an error...
+  EXPECT_EQ(w.gate->QueuedForTest(), 0u);
+  ASSERT_TRUE(sender.WaitDone());
+  EXPECT_THAT(sender.last_error(),
+              StatusIs(absl::StatusCode::kCancelled, HasSubstr("consumer task has stopped")));
+  // ...and so is any later send, even after a credit comes back.
+  w.gate->ReleaseCredit(0);
+  EXPECT_FALSE(w.channel->Send(Buffer("2")).ok());
+  // Direct pushes are dropped silently.
+  w.gate->Push(Buffer("3"));
+  EXPECT_EQ(w.gate->QueuedForTest(), 0u);
+  EXPECT_FALSE(w.gate->Poll(NowNanos()).has_value());
+}
+
+TEST(InputGateTest, ListenerSetAfterCloseIsToldAtOnce) {
+  auto gate = std::make_shared<InputGate>(1, 4);
+  gate->Close();
+  auto ch = std::make_shared<LocalChannel>(gate, 0);
+  gate->SetListener(0, ch);
+  EXPECT_THAT(ch->Send(Buffer("x")),
+              StatusIs(absl::StatusCode::kCancelled, HasSubstr("consumer task has stopped")));
+}
+
+TEST(InputGateTest, PollTimesOutWithNullopt) {
+  InputGate gate(1, 4);
+  const int64_t start = NowNanos();
+  const int64_t timeout = absl::ToInt64Nanoseconds(absl::Milliseconds(30));
+  EXPECT_FALSE(gate.Poll(start + timeout).has_value());
+  EXPECT_GE(NowNanos() - start, timeout);
+  // A deadline in the past returns at once.
+  EXPECT_FALSE(gate.Poll(0).has_value());
+}
+
+TEST(InputGateTest, PollReturnsAQueuedBufferEvenPastTheDeadline) {
+  InputGate gate(1, 4);
+  gate.Push(Buffer("a"));
+  auto item = gate.Poll(0);
+  ASSERT_TRUE(item.has_value());
+  EXPECT_EQ(item->data, "a");
+}
+
+TEST(InputGateTest, PollWakesForABufferPushedLater) {
+  auto gate = std::make_shared<InputGate>(1, 4);
+  absl::optional<BufferItem> got;
+  absl::Notification polled;
+  std::thread consumer([&] {
+    got = gate->Poll(NowNanos() + absl::ToInt64Nanoseconds(kPrompt));
+    polled.Notify();
+  });
+  gate->Push(Buffer("late"));
+  ASSERT_TRUE(polled.WaitForNotificationWithTimeout(kPrompt));
+  consumer.join();
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->data, "late");
+}
+
+TEST(InputGateTest, WakeMakesPollReturn) {
+  auto gate = std::make_shared<InputGate>(1, 4);
+  std::atomic<bool> entered{false};
+  absl::Notification returned;
+  bool had_value = true;
+  const int64_t start = NowNanos();
+  std::thread consumer([&] {
+    entered.store(true);
+    had_value = gate->Poll(NowNanos() + absl::ToInt64Nanoseconds(absl::Seconds(60))).has_value();
+    returned.Notify();
+  });
+  ASSERT_TRUE(WaitUntil([&] { return entered.load(); }));
+  absl::SleepFor(absl::Milliseconds(10));  // let it reach the wait (a wake before also counts)
+  gate->Wake();
+  ASSERT_TRUE(returned.WaitForNotificationWithTimeout(kPrompt));
+  consumer.join();
+  EXPECT_FALSE(had_value);
+  EXPECT_LT(NowNanos() - start, absl::ToInt64Nanoseconds(absl::Seconds(30)));
+
+  // The wake-up is consumed: the next Poll waits for its deadline again.
+  const int64_t timeout = absl::ToInt64Nanoseconds(absl::Milliseconds(20));
+  const int64_t t0 = NowNanos();
+  EXPECT_FALSE(gate->Poll(t0 + timeout).has_value());
+  EXPECT_GE(NowNanos() - t0, timeout);
+}
+
+TEST(InputGateTest, WakeBeforePollIsNotLost) {
+  InputGate gate(1, 4);
+  gate.Wake();
+  const int64_t start = NowNanos();
+  EXPECT_FALSE(gate.Poll(start + absl::ToInt64Nanoseconds(absl::Seconds(60))).has_value());
+  EXPECT_LT(NowNanos() - start, absl::ToInt64Nanoseconds(absl::Seconds(30)));
+}
+
+TEST(InputGateTest, CreditWaitNanosGrowsWhileBlocked) {
+  Wired w(1);
+  ASSERT_OK(w.channel->Send(Buffer("0")));
+  EXPECT_EQ(w.channel->CreditWaitNanos(), 0);  // sends with credit do not wait
+
+  const int64_t start = NowNanos();
+  Sender sender(w.channel.get(), 1);
+  ASSERT_TRUE(WaitUntil([&] { return sender.attempts() == 1; }));
+  absl::SleepFor(kStillBlocked);
+  EXPECT_EQ(sender.sent(), 0);
+  ASSERT_TRUE(w.gate->Poll(NowNanos()).has_value());
+  w.gate->ReleaseCredit(0);
+  ASSERT_TRUE(sender.WaitDone());
+  EXPECT_OK(sender.last_error());
+  const int64_t elapsed = NowNanos() - start;
+
+  const int64_t waited = w.channel->CreditWaitNanos();
+  EXPECT_GT(waited, 0);
+  EXPECT_LE(waited, elapsed);
+}
+
+}  // namespace
+}  // namespace sluice::worker
