@@ -1,11 +1,10 @@
 // sluice-coordinator: accepts workers and jobs, schedules and tracks them.
 
-#include <csignal>
-#include <cstdio>
-#include <fstream>
+#include <string>
 
 #include "CLI/CLI.hpp"
 #include "common/logging.h"
+#include "common/process.h"
 #include "coordinator/coordinator.h"
 
 int main(int argc, char** argv) {
@@ -25,12 +24,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   sluice::InitLogging("coordinator", log_level);
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  std::signal(SIGPIPE, SIG_IGN);
+  sluice::BlockTerminationSignals();
 
   sluice::coordinator::Coordinator coordinator(opts);
   absl::Status s = coordinator.Start();
@@ -39,12 +33,10 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (!address_file.empty()) {
-    std::string tmp = address_file + ".tmp";
-    std::ofstream(tmp) << coordinator.address() << "\n" << coordinator.http_port() << "\n";
-    std::rename(tmp.c_str(), address_file.c_str());
+    absl::Status w = sluice::WriteFileAtomically(address_file, coordinator.address() + "\n" + std::to_string(coordinator.http_port()) + "\n");
+    if (!w.ok()) spdlog::error("cannot write address file: {}", w);
   }
-  int sig = 0;
-  sigwait(&signals, &sig);
+  int sig = sluice::WaitForTerminationSignal();
   spdlog::info("received signal {}, shutting down", sig);
   coordinator.Stop();
   return 0;

@@ -84,37 +84,32 @@ class ClusterTest : public ::testing::Test {
     return r.ok() ? r->job_id() : "";
   }
 
-  // Polls until the job reaches a final state or `timeout` passes.
-  proto::JobInfo WaitForEnd(const std::string& job_id, std::chrono::milliseconds timeout) {
+  // Polls the job until `done(info)` holds or `timeout` passes; returns the last info seen.
+  template <typename Pred>
+  proto::JobInfo WaitUntil(const std::string& job_id, Pred done, std::chrono::milliseconds timeout) {
     auto deadline = std::chrono::steady_clock::now() + timeout;
     proto::JobInfo info;
     while (std::chrono::steady_clock::now() < deadline) {
       auto j = client_->GetJob(job_id);
       if (j.ok()) {
         info = *j;
-        if (info.state() == proto::JOB_FINISHED || info.state() == proto::JOB_FAILED ||
-            info.state() == proto::JOB_CANCELLED) {
-          return info;
-        }
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return info;
-  }
-
-  proto::JobInfo WaitForState(const std::string& job_id, proto::JobState state,
-                              std::chrono::milliseconds timeout) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    proto::JobInfo info;
-    while (std::chrono::steady_clock::now() < deadline) {
-      auto j = client_->GetJob(job_id);
-      if (j.ok()) {
-        info = *j;
-        if (info.state() == state) return info;
+        if (done(info)) return info;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     return info;
+  }
+
+  proto::JobInfo WaitForEnd(const std::string& job_id, std::chrono::milliseconds timeout) {
+    return WaitUntil(job_id, [](const proto::JobInfo& i) {
+      return i.state() == proto::JOB_FINISHED || i.state() == proto::JOB_FAILED ||
+             i.state() == proto::JOB_CANCELLED;
+    }, timeout);
+  }
+
+  proto::JobInfo WaitForState(const std::string& job_id, proto::JobState state,
+                              std::chrono::milliseconds timeout) {
+    return WaitUntil(job_id, [state](const proto::JobInfo& i) { return i.state() == state; }, timeout);
   }
 
   // Sum of records in/out of operator `op` over its subtasks, as the coordinator reports it.

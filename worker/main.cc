@@ -1,11 +1,10 @@
 // sluice-worker: runs tasks for a Sluice coordinator.
 
-#include <csignal>
-#include <cstdio>
-#include <fstream>
+#include <string>
 
 #include "CLI/CLI.hpp"
 #include "common/logging.h"
+#include "common/process.h"
 #include "worker/worker.h"
 
 int main(int argc, char** argv) {
@@ -28,12 +27,7 @@ int main(int argc, char** argv) {
 
   sluice::InitLogging("worker" + (opts.name.empty() ? "" : ":" + opts.name), log_level);
   // Block termination signals in every thread; main waits for them.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  std::signal(SIGPIPE, SIG_IGN);
+  sluice::BlockTerminationSignals();
 
   sluice::worker::Worker worker(opts);
   absl::Status s = worker.Start();
@@ -42,12 +36,10 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (!address_file.empty()) {
-    std::string tmp = address_file + ".tmp";
-    std::ofstream(tmp) << worker.data_address() << "\n";
-    std::rename(tmp.c_str(), address_file.c_str());
+    absl::Status w = sluice::WriteFileAtomically(address_file, worker.data_address() + "\n");
+    if (!w.ok()) spdlog::error("cannot write address file: {}", w);
   }
-  int sig = 0;
-  sigwait(&signals, &sig);
+  int sig = sluice::WaitForTerminationSignal();
   spdlog::info("received signal {}, shutting down", sig);
   worker.Stop();
   return 0;

@@ -1,0 +1,20 @@
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace sluice {
+
+// Process plumbing shared by the daemons' main() functions.
+
+// Blocks SIGTERM and SIGINT in the calling thread and every thread it creates afterwards, and
+// ignores SIGPIPE. Call first in main(), before any thread starts.
+void BlockTerminationSignals();
+// Waits for SIGTERM or SIGINT (blocked by BlockTerminationSignals) and returns its number.
+int WaitForTerminationSignal();
+// Writes `content` to `path` through a temporary file and a rename, so readers never see a
+// partial file.
+absl::Status WriteFileAtomically(const std::string& path, const std::string& content);
+
+}  // namespace sluice
