@@ -46,12 +46,15 @@ struct Task::OperatorSlot {
   std::shared_ptr<Counter> out;
 };
 
-// Calls the next operator of the chain directly.
+// Calls the next operator of the chain directly. Stops the chain once the task is cancelled,
+// so a slow operator does not hold a cancelled task for the rest of a source batch.
 class Task::ChainOutput final : public ops::Output {
  public:
-  ChainOutput(OperatorSlot* from, OperatorSlot* to, std::string* failed_op)
-      : from_(from), to_(to), failed_op_(failed_op) {}
+  ChainOutput(OperatorSlot* from, OperatorSlot* to, std::string* failed_op,
+              const std::atomic<bool>* cancelled)
+      : from_(from), to_(to), failed_op_(failed_op), cancelled_(cancelled) {}
   absl::Status Emit(const Record& r) override {
+    if (cancelled_->load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
     from_->out->Add();
     to_->in->Add();
     absl::Status s = to_->op->Process(r);
@@ -65,6 +68,7 @@ class Task::ChainOutput final : public ops::Output {
   OperatorSlot* from_;
   OperatorSlot* to_;
   std::string* failed_op_;
+  const std::atomic<bool>* cancelled_;
 };
 
 // Serializes records of one output edge into per-channel buffers and sends full (or timed
@@ -335,11 +339,6 @@ absl::Status Task::Run() {
       h.set_dst_subtask(dst);
       const std::string& address = desc_.placement[edge.target_vertex][dst];
       SLUICE_ASSIGN_OR_RETURN(auto writer, channels_(h, address));
-      {
-        absl::MutexLock lock(&mu_);
-        if (cancelled_.load()) writer->Cancel();
-        live_writers_.push_back(writer.get());
-      }
       channels.push_back(std::move(writer));
       targets.push_back(absl::StrCat(graph.vertices[edge.target_vertex].name, "#", dst));
     }
@@ -353,11 +352,18 @@ absl::Status Task::Run() {
                    metrics_owner_ + "/channels", targets);
     writers.push_back(w.get());
     edge_writers_.push_back(std::move(w));
+    // Only now, owned by a member that outlives live_writers_, may Cancel() reach them.
+    absl::MutexLock lock(&mu_);
+    for (const auto& ch : edge_writers_.back()->channels()) {
+      if (cancelled_.load()) ch->Cancel();
+      live_writers_.push_back(ch.get());
+    }
   }
 
   // Wire the chain: op[i] -> op[i+1] directly; the last op -> edge writers.
   for (size_t i = 0; i + 1 < ops_.size(); ++i) {
-    chain_outputs_.push_back(std::make_unique<ChainOutput>(ops_[i].get(), ops_[i + 1].get(), &failed_op_));
+    chain_outputs_.push_back(
+        std::make_unique<ChainOutput>(ops_[i].get(), ops_[i + 1].get(), &failed_op_, &cancelled_));
   }
   tail_output_ = std::make_unique<TailOutput>(ops_.back().get(), writers);
   for (size_t i = 0; i < ops_.size(); ++i) {
@@ -473,6 +479,10 @@ absl::Status Task::RunInput() {
       } else {
         RecordDecoder dec(schema_of[ch], item->data);
         while (!dec.Done()) {
+          // A buffer may hold thousands of records: do not finish it after a cancel.
+          if (cancelled_.load(std::memory_order_relaxed)) {
+            return absl::CancelledError("task cancelled");
+          }
           SLUICE_RETURN_IF_ERROR(dec.Next(&record));
           head->in->Add();
           absl::Status s = head->op->Process(record);
