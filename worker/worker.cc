@@ -1,5 +1,6 @@
 #include "worker/worker.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
@@ -273,6 +274,11 @@ bool Worker::Register() {
   }
   absl::MutexLock lock(&mu_);
   worker_id_ = resp.worker_id();
+  // Heartbeat at least as often as the coordinator asks, so its loss timeout never fires on a
+  // healthy worker.
+  if (resp.heartbeat_interval_ms() > 0) {
+    heartbeat_interval_ms_ = std::min(options_.heartbeat_interval_ms, resp.heartbeat_interval_ms());
+  }
   last_heartbeat_ok_nanos_ = options_.clock->NowNanos();
   spdlog::info("registered with coordinator {} as {}", options_.coordinator, worker_id_);
   return true;
@@ -304,7 +310,7 @@ void Worker::HeartbeatLoop() {
     {
       absl::MutexLock lock(&mu_);
       auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || !reports_.empty(); };
-      mu_.AwaitWithTimeout(absl::Condition(&wake), absl::Milliseconds(options_.heartbeat_interval_ms));
+      mu_.AwaitWithTimeout(absl::Condition(&wake), absl::Milliseconds(heartbeat_interval_ms_));
       if (stopping_) return;
     }
     if (!registered) {

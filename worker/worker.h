@@ -96,6 +96,7 @@ class Worker {
   std::map<std::string, std::unique_ptr<proto::DataPlane::Stub>> stubs_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::shared_ptr<grpc::Channel>> grpc_channels_ ABSL_GUARDED_BY(mu_);
   int64_t last_heartbeat_ok_nanos_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t heartbeat_interval_ms_ ABSL_GUARDED_BY(mu_) = options_.heartbeat_interval_ms;
 };
 
 }  // namespace sluice::worker

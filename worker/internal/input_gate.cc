@@ -7,13 +7,14 @@
 namespace sluice::worker {
 
 void InputGate::SetListener(int channel, std::shared_ptr<CreditListener> listener) {
-  bool closed;
   {
     absl::MutexLock lock(&mu_);
-    listeners_[channel] = listener;
-    closed = closed_;
+    if (!closed_) {
+      listeners_[channel] = std::move(listener);
+      return;
+    }
   }
-  if (closed) listener->GateClosed();
+  listener->GateClosed();
 }
 
 void InputGate::Push(BufferItem item) {
@@ -42,7 +43,8 @@ void InputGate::ReleaseCredit(int channel) {
   std::shared_ptr<CreditListener> listener;
   {
     absl::MutexLock lock(&mu_);
-    listener = listeners_[channel];
+    if (closed_ || channel < 0 || channel >= static_cast<int>(listeners_.size())) return;
+    listener = listeners_[channel].lock();
   }
   if (listener) listener->AddCredit(1);
 }
@@ -53,15 +55,15 @@ void InputGate::Wake() {
 }
 
 void InputGate::Close() {
-  std::vector<std::shared_ptr<CreditListener>> listeners;
+  std::vector<std::weak_ptr<CreditListener>> listeners;
   {
     absl::MutexLock lock(&mu_);
     closed_ = true;
     queue_.clear();
-    listeners = listeners_;
+    listeners.swap(listeners_);
   }
-  for (auto& l : listeners) {
-    if (l) l->GateClosed();
+  for (auto& weak : listeners) {
+    if (auto l = weak.lock()) l->GateClosed();
   }
 }
 

@@ -41,12 +41,14 @@ struct BufferItem {
 class InputGate {
  public:
   InputGate(int num_channels, int credits_per_channel)
-      : credits_per_channel_(credits_per_channel), listeners_(num_channels) {}
+      : num_channels_(num_channels), credits_per_channel_(credits_per_channel),
+        listeners_(num_channels) {}
 
-  int num_channels() const { return static_cast<int>(listeners_.size()); }
+  int num_channels() const { return num_channels_; }
   int credits_per_channel() const { return credits_per_channel_; }
 
-  // Sets who receives credits of `channel` (a local writer or a remote stream).
+  // Sets who receives credits of `channel` (a local writer or a remote stream). The gate keeps
+  // only a weak reference; the producer side owns the listener.
   void SetListener(int channel, std::shared_ptr<CreditListener> listener);
 
   // Enqueues a buffer. Dropped silently after Close() (the task is gone).
@@ -67,10 +69,12 @@ class InputGate {
   size_t QueuedForTest() const;
 
  private:
+  const int num_channels_;
   const int credits_per_channel_;
   mutable absl::Mutex mu_;
   std::deque<BufferItem> queue_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::shared_ptr<CreditListener>> listeners_ ABSL_GUARDED_BY(mu_);
+  // Weak: producers own their listeners (a local producer also holds the gate).
+  std::vector<std::weak_ptr<CreditListener>> listeners_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   bool woken_ ABSL_GUARDED_BY(mu_) = false;
 };

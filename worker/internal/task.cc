@@ -227,6 +227,7 @@ Task::Task(TaskDescriptor desc, const ops::OperatorRegistry* registry, ChannelFa
 Task::~Task() {
   Cancel();
   Join();
+  gate_->Close();  // also when never started: releases producers' channels
   metrics_->RemoveOwner(metrics_owner_);
 }
 
