@@ -246,7 +246,11 @@ void Coordinator::HandleTaskState(Job& job, const proto::TaskStatus& st) {
   if (st.state() == proto::TASK_DEPLOYING) return;
   t.state = st.state();
   t.error = st.error();
-  if (st.state() == proto::TASK_FAILED) {
+  if (st.state() == proto::TASK_FAILED && job.state == proto::JOB_CANCELLING) {
+    // While cancelling, tasks stopped first break the channels of those stopped later: that is
+    // part of the cancellation, not a failure of the job.
+    t.state = proto::TASK_CANCELLED;
+  } else if (st.state() == proto::TASK_FAILED) {
     std::string error = st.error().empty() ? "a task failed" : st.error();
     // Name the worker a broken channel led to (it may turn out to be lost).
     for (const auto& [id, w] : workers_) {
