@@ -188,6 +188,9 @@ RemoteChannelWriter::RemoteChannelWriter(proto::DataPlane::Stub* stub, proto::Ch
     absl::MutexLock lock(&mu_);
     queue_.push_back(std::move(first));
   }
+  // Operations are started from the task thread, outside reactions; the hold keeps the call
+  // (and so OnDone) alive until we know we will start no more.
+  AddHold();
   MaybeStartWrite();
   StartRead(&read_msg_);
   StartCall();
@@ -205,7 +208,7 @@ void RemoteChannelWriter::MaybeStartWrite() {
   bool writes_done = false;
   {
     absl::MutexLock lock(&mu_);
-    if (writing_ || broken_) return;
+    if (writing_ || broken_ || cancelled_ || done_) return;
     if (!queue_.empty()) {
       writing_ = true;
       next = &queue_.front();  // stays put: deque::push_back keeps references valid
@@ -215,7 +218,19 @@ void RemoteChannelWriter::MaybeStartWrite() {
     }
   }
   if (next != nullptr) StartWrite(next);
-  if (writes_done) StartWritesDone();
+  if (writes_done) {
+    StartWritesDone();
+    ReleaseHold();  // the last operation started from outside a reaction
+  }
+}
+
+void RemoteChannelWriter::ReleaseHold() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (hold_released_) return;
+    hold_released_ = true;
+  }
+  RemoveHold();
 }
 
 absl::Status RemoteChannelWriter::Send(BufferItem item) {
@@ -272,7 +287,8 @@ void RemoteChannelWriter::Cancel() {
     cancel = !done_ && !cancelled_;
     cancelled_ = true;
   }
-  if (cancel) context_.TryCancel();  // may run OnDone inline
+  if (cancel) context_.TryCancel();
+  ReleaseHold();  // no operation is started after cancellation; let OnDone come
 }
 
 int64_t RemoteChannelWriter::CreditWaitNanos() const {
@@ -284,11 +300,12 @@ void RemoteChannelWriter::OnWriteDone(bool ok) {
   {
     absl::MutexLock lock(&mu_);
     writing_ = false;
-    if (!ok) {
-      broken_ = true;  // the stream is going down; OnDone brings the status
-      return;
-    }
-    queue_.pop_front();
+    if (!ok) broken_ = true;  // the stream is going down; OnDone brings the status
+    else queue_.pop_front();
+  }
+  if (IsBroken()) {
+    ReleaseHold();
+    return;
   }
   MaybeStartWrite();
 }

@@ -58,6 +58,11 @@ class RemoteChannelWriter final : public ChannelWriter,
 
  private:
   void MaybeStartWrite() ABSL_LOCKS_EXCLUDED(mu_);
+  void ReleaseHold() ABSL_LOCKS_EXCLUDED(mu_);
+  bool IsBroken() ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    return broken_;
+  }
   absl::Status Enqueue(BufferItem item) ABSL_LOCKS_EXCLUDED(mu_);
 
   grpc::ClientContext context_;
@@ -72,6 +77,7 @@ class RemoteChannelWriter final : public ChannelWriter,
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  bool hold_released_ ABSL_GUARDED_BY(mu_) = false;
   int credits_ ABSL_GUARDED_BY(mu_) = 0;
   grpc::Status final_status_ ABSL_GUARDED_BY(mu_);
   int64_t wait_nanos_ ABSL_GUARDED_BY(mu_) = 0;

@@ -98,10 +98,11 @@ class Task::EdgeWriter {
                                            "Bytes of records sent per output channel", l, owner));
       buffers_.push_back(metrics->AddCounter("sluice_channel_buffers_sent_total",
                                              "Buffers sent per output channel", l, owner));
-      ChannelWriter* w = channels_[i].get();
-      metrics->AddCallbackGauge("sluice_channel_credit_wait_seconds",
-                                "Seconds the sender spent blocked waiting for credit", l,
-                                [w] { return w->CreditWaitNanos() / 1e9; }, owner);
+      // A plain gauge the task thread refreshes after each send: a callback into the writer
+      // could outlive it (metrics are rendered outside the registry lock).
+      credit_wait_.push_back(metrics->AddGauge(
+          "sluice_channel_credit_wait_seconds",
+          "Seconds the sender spent blocked waiting for credit", l, owner));
     }
   }
 
@@ -168,7 +169,9 @@ class Task::EdgeWriter {
       bytes_[c]->Add(item.data.size());
       buffers_[c]->Add();
     }
-    return channels_[c]->Send(std::move(item));
+    absl::Status s = channels_[c]->Send(std::move(item));
+    if (!credit_wait_.empty()) credit_wait_[c]->Set(channels_[c]->CreditWaitNanos() / 1e9);
+    return s;
   }
 
   const plan::Edge* edge_;
@@ -182,6 +185,7 @@ class Task::EdgeWriter {
   size_t next_ = 0;
   std::vector<std::shared_ptr<Counter>> bytes_;
   std::vector<std::shared_ptr<Counter>> buffers_;
+  std::vector<std::shared_ptr<Gauge>> credit_wait_;
 };
 
 // The chain's last operator emits here: to every output edge (none for a sink).
