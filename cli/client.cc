@@ -71,6 +71,34 @@ absl::StatusOr<proto::ListWorkersResponse> CoordinatorClient::ListWorkers() {
   return resp;
 }
 
+absl::StatusOr<std::string> CoordinatorClient::Savepoint(const std::string& job_id,
+                                                         const std::string& dir, bool stop) {
+  proto::SavepointRequest req;
+  req.set_job_id(job_id);
+  req.set_dir(dir);
+  req.set_stop(stop);
+  proto::SavepointResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(5));
+  grpc::Status gs = stub_->TriggerSavepoint(&ctx, req, &resp);
+  if (!gs.ok()) return Convert(gs);
+  return resp.path();
+}
+
+absl::StatusOr<proto::SubmitJobResponse> CoordinatorClient::SubmitRestoring(
+    const std::string& yaml, const std::string& name, int parallelism, const std::string& savepoint,
+    bool allow_non_restored_state) {
+  proto::SubmitJobRequest req;
+  req.set_spec_yaml(yaml);
+  req.set_spec_name(name);
+  req.set_parallelism(parallelism);
+  req.set_from_savepoint(savepoint);
+  req.set_allow_non_restored_state(allow_non_restored_state);
+  proto::SubmitJobResponse resp;
+  SLUICE_CLIENT_CALL(SubmitJob, req, resp);
+  return resp;
+}
+
 std::string JobStateName(proto::JobState s) {
   std::string n = proto::JobState_Name(s);
   return n.rfind("JOB_", 0) == 0 ? n.substr(4) : n;

@@ -21,6 +21,12 @@ class CoordinatorClient {
   absl::StatusOr<proto::ListJobsResponse> ListJobs();
   absl::Status Cancel(const std::string& job_id);
   absl::StatusOr<proto::ListWorkersResponse> ListWorkers();
+  // Takes a savepoint (and with `stop`, stops the job); returns its path.
+  absl::StatusOr<std::string> Savepoint(const std::string& job_id, const std::string& dir, bool stop);
+  absl::StatusOr<proto::SubmitJobResponse> SubmitRestoring(const std::string& yaml,
+                                                           const std::string& name, int parallelism,
+                                                           const std::string& savepoint,
+                                                           bool allow_non_restored_state);
 
   const std::string& address() const { return address_; }
 

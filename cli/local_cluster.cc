@@ -112,34 +112,8 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOp
     }
   }
   std::unique_ptr<LocalCluster> c(new LocalCluster(options));
-  const std::string addr_file = (fs::path(options.dir) / "coordinator.addr").string();
-  fs::remove(addr_file, ec);
-  auto pid = c->Spawn("coordinator",
-                      {(fs::path(options.bin_dir) / "sluice-coordinator").string(), "--port=0",
-                       "--http-port=0", "--address-file=" + addr_file,
-                       absl::StrCat("--heartbeat-timeout-ms=", options.heartbeat_timeout_ms),
-                       "--log-level=" + options.log_level});
-  if (!pid.ok()) return pid.status();
-  c->coordinator_pid_ = *pid;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options.start_timeout_ms);
-  while (!fs::exists(addr_file)) {
-    if (!Alive(c->coordinator_pid_)) {
-      return absl::InternalError(absl::StrCat("coordinator exited at start; see ", options.dir,
-                                              "/coordinator.log"));
-    }
-    if (std::chrono::steady_clock::now() > deadline) {
-      return absl::DeadlineExceededError("coordinator did not start in time");
-    }
-    SleepMs(10);
-  }
-  std::string content = ReadFile(addr_file);
-  auto nl = content.find('\n');
-  c->coordinator_address_ = content.substr(0, nl);
-  if (nl != std::string::npos) {
-    std::string rest = content.substr(nl + 1);
-    if (!rest.empty() && rest.back() == '\n') rest.pop_back();
-    if (!absl::SimpleAtoi(rest, &c->coordinator_http_port_)) c->coordinator_http_port_ = -1;
-  }
+  absl::Status cs = c->StartCoordinatorProcess();
+  if (!cs.ok()) return cs;
   c->worker_pids_.assign(options.workers, -1);
   for (int i = 0; i < options.workers; ++i) {
     absl::Status s = c->StartWorkerProcess(i);
@@ -150,11 +124,60 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOp
   return c;
 }
 
+absl::Status LocalCluster::StartCoordinatorProcess() {
+  const std::string addr_file = (fs::path(options_.dir) / "coordinator.addr").string();
+  std::error_code ec;
+  fs::remove(addr_file, ec);
+  // Keep the port across restarts so workers find the coordinator again.
+  std::string port = "0";
+  if (!coordinator_address_.empty()) port = coordinator_address_.substr(coordinator_address_.rfind(':') + 1);
+  auto pid = Spawn("coordinator",
+                   {(fs::path(options_.bin_dir) / "sluice-coordinator").string(), "--port=" + port,
+                    "--http-port=0", "--address-file=" + addr_file,
+                    absl::StrCat("--heartbeat-timeout-ms=", options_.heartbeat_timeout_ms),
+                    "--checkpoint-dir=" + CheckpointDirOf(options_.dir),
+                    "--savepoint-dir=" + SavepointDirOf(options_.dir), "--ha-dir=" + HaDirOf(options_.dir),
+                    "--log-level=" + options_.log_level});
+  if (!pid.ok()) return pid.status();
+  coordinator_pid_ = *pid;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.start_timeout_ms);
+  while (!fs::exists(addr_file)) {
+    if (!Alive(coordinator_pid_)) {
+      return absl::InternalError(absl::StrCat("coordinator exited at start; see ", options_.dir,
+                                              "/coordinator.log"));
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      return absl::DeadlineExceededError("coordinator did not start in time");
+    }
+    SleepMs(10);
+  }
+  std::string content = ReadFile(addr_file);
+  auto nl = content.find('\n');
+  coordinator_address_ = content.substr(0, nl);
+  if (nl != std::string::npos) {
+    std::string rest = content.substr(nl + 1);
+    if (!rest.empty() && rest.back() == '\n') rest.pop_back();
+    if (!absl::SimpleAtoi(rest, &coordinator_http_port_)) coordinator_http_port_ = -1;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LocalCluster::KillCoordinator() {
+  if (coordinator_pid_ <= 0) return absl::NotFoundError("no coordinator");
+  kill(coordinator_pid_, SIGKILL);
+  waitpid(coordinator_pid_, nullptr, 0);
+  coordinator_pid_ = -1;
+  return absl::OkStatus();
+}
+
+absl::Status LocalCluster::RestartCoordinator() { return StartCoordinatorProcess(); }
+
 absl::Status LocalCluster::StartWorkerProcess(int i) {
   auto pid = Spawn(absl::StrCat("worker-", i),
                    {(fs::path(options_.bin_dir) / "sluice-worker").string(),
                     "--coordinator=" + coordinator_address_, "--port=0", "--http-port=0",
                     absl::StrCat("--slots=", options_.slots), absl::StrCat("--name=w", i),
+                    absl::StrCat("--work-dir=", options_.dir, "/worker-", i, "-state"),
                     absl::StrCat("--heartbeat-interval-ms=",
                                  std::max<int64_t>(50, options_.heartbeat_timeout_ms / 6)),
                     "--log-level=" + options_.log_level});

@@ -24,6 +24,11 @@ struct LocalClusterOptions {
   int start_timeout_ms = 20000;
 };
 
+// Paths inside a local cluster's directory.
+inline std::string CheckpointDirOf(const std::string& dir) { return dir + "/checkpoints"; }
+inline std::string SavepointDirOf(const std::string& dir) { return dir + "/savepoints"; }
+inline std::string HaDirOf(const std::string& dir) { return dir + "/ha"; }
+
 // A coordinator and workers as real background processes on loopback, for the CLI's
 // `cluster start/stop`, integration tests and benchmarks. Each process logs to
 // <dir>/<name>.log and has a pid file <dir>/<name>.pid. Not thread-safe.
@@ -51,6 +56,9 @@ class LocalCluster {
   absl::Status KillWorker(int i, int signal);
   // Starts worker i again (after KillWorker) and waits until `expected_workers` are registered.
   absl::Status RestartWorker(int i, int expected_workers);
+  // kill -9 the coordinator, then start it again with the same directories.
+  absl::Status KillCoordinator();
+  absl::Status RestartCoordinator();
   // Waits until the coordinator lists `n` workers.
   absl::Status WaitForWorkers(int n, int timeout_ms);
   // SIGTERM everything and wait (SIGKILL after the grace period).
@@ -60,6 +68,7 @@ class LocalCluster {
   explicit LocalCluster(LocalClusterOptions options) : options_(std::move(options)) {}
   absl::StatusOr<pid_t> Spawn(const std::string& name, const std::vector<std::string>& args);
   absl::Status StartWorkerProcess(int i);
+  absl::Status StartCoordinatorProcess();
 
   LocalClusterOptions options_;
   std::string coordinator_address_;

@@ -66,7 +66,9 @@ std::string FormatDuration(const proto::JobInfo& j) {
 void PrintStatus(const proto::JobInfo& j) {
   std::cout << "Job " << j.job_id() << " (" << j.name() << "): " << JobStateName(j.state())
             << ", " << FormatDuration(j) << "\n";
-  if (!j.error().empty()) std::cout << "  error: " << j.error() << "\n";
+  if (!j.error().empty()) {
+    std::cout << (j.state() == proto::JOB_FAILED ? "  error: " : "  last failure: ") << j.error() << "\n";
+  }
   std::cout << absl::StrFormat("  %-20s %-10s %4s %14s %14s %10s %10s\n", "OPERATOR", "TYPE", "PAR",
                                "RECORDS IN", "RECORDS OUT", "IN RATE", "OUT RATE");
   for (const auto& v : j.vertices()) {
@@ -74,6 +76,20 @@ void PrintStatus(const proto::JobInfo& j) {
       std::cout << absl::StrFormat("  %-20s %-10s %4d %14d %14d %10s %10s\n", o.id(), o.type(),
                                    o.parallelism(), o.records_in(), o.records_out(),
                                    FormatRate(o.records_in_per_s()), FormatRate(o.records_out_per_s()));
+    }
+  }
+  if (j.attempt() > 1 || j.restarts() > 0) {
+    std::cout << "  attempt " << j.attempt() << ", " << j.restarts() << " restart(s)\n";
+  }
+  if (!j.restored_from().empty()) std::cout << "  restored from " << j.restored_from() << "\n";
+  if (j.checkpoints_size() > 0) {
+    std::cout << absl::StrFormat("  %-6s %-11s %10s %12s %12s %10s\n", "CHKPT", "STATUS", "DURATION",
+                                 "SIZE", "UPLOADED", "ALIGNMENT");
+    for (const auto& c : j.checkpoints()) {
+      std::cout << absl::StrFormat("  %-6d %-11s %8dms %12d %12d %8dms%s\n", c.checkpoint_id(),
+                                   c.status() + (c.savepoint() ? "*" : ""), c.duration_ms(),
+                                   c.full_size(), c.incremental_size(), c.alignment_ms(),
+                                   c.reason().empty() ? "" : "  " + c.reason());
     }
   }
   std::cout << "  placement:\n";
@@ -89,6 +105,7 @@ void PrintStatus(const proto::JobInfo& j) {
 bool Terminal(proto::JobState s) {
   return s == proto::JOB_FINISHED || s == proto::JOB_FAILED || s == proto::JOB_CANCELLED;
 }
+
 
 int WaitForJob(CoordinatorClient& client, const std::string& job_id) {
   auto last_print = std::chrono::steady_clock::now();
@@ -150,6 +167,7 @@ int Main(int argc, char** argv) {
   stop->add_option("--dir", dir, "Directory the cluster was started with");
 
   std::string job_file;
+  std::string job_id;
   int parallelism = 0;
   bool wait = false;
   auto* run = app.add_subcommand("run", "Submit a job (YAML)");
@@ -157,9 +175,22 @@ int Main(int argc, char** argv) {
   run->add_option("-p,--parallelism", parallelism, "Override the job's default parallelism")
       ->check(CLI::Range(1, 1024));
   run->add_flag("--wait", wait, "Follow the job until it ends; exit 0 finished, 2 failed, 3 cancelled");
+  std::string from_savepoint;
+  bool allow_non_restored = false;
+  run->add_option("--from-savepoint", from_savepoint, "Restore from this savepoint or checkpoint directory");
+  run->add_flag("--allow-non-restored-state", allow_non_restored,
+                "Drop savepoint state of operators the job no longer has");
+  std::string savepoint_dir;
+  auto* savepoint = app.add_subcommand("savepoint", "Take a savepoint of a running job; prints its path");
+  savepoint->add_option("job", job_id, "Job id")->required();
+  savepoint->add_option("--dir", savepoint_dir, "Where to write it (default: the coordinator's savepoint dir)");
+  bool stop_with_savepoint = false;
+  auto* stop_job = app.add_subcommand("stop", "Stop a job (with --savepoint: take one first)");
+  stop_job->add_option("job", job_id, "Job id")->required();
+  stop_job->add_flag("--savepoint", stop_with_savepoint, "Take a savepoint, then stop")->required();
+  stop_job->add_option("--dir", savepoint_dir, "Where to write the savepoint");
 
   auto* list = app.add_subcommand("list", "List jobs");
-  std::string job_id;
   auto* status = app.add_subcommand("status", "Show a job: state, operators, counters, placement");
   status->add_option("job", job_id, "Job id")->required();
   auto* cancel = app.add_subcommand("cancel", "Cancel a job");
@@ -202,7 +233,9 @@ int Main(int argc, char** argv) {
     if (!in) return Fail(absl::NotFoundError(absl::StrCat("cannot read job file ", job_file)));
     std::stringstream ss;
     ss << in.rdbuf();
-    auto r = client.Submit(ss.str(), job_file, parallelism);
+    auto r = from_savepoint.empty()
+                 ? client.Submit(ss.str(), job_file, parallelism)
+                 : client.SubmitRestoring(ss.str(), job_file, parallelism, from_savepoint, allow_non_restored);
     if (!r.ok()) return Fail(r.status());
     for (const auto& w : r->warnings()) std::cerr << "sluice: warning: " << w << "\n";
     std::cout << r->job_id() << std::endl;
@@ -230,6 +263,12 @@ int Main(int argc, char** argv) {
     if (!s.ok()) return Fail(s);
     if (wait) return WaitForJob(client, job_id) == kExitCancelled ? 0 : kExitError;
     std::cout << "cancelling " << job_id << "\n";
+    return 0;
+  }
+  if (savepoint->parsed() || stop_job->parsed()) {
+    auto path = client.Savepoint(job_id, savepoint_dir, stop_job->parsed());
+    if (!path.ok()) return Fail(path.status());
+    std::cout << *path << std::endl;
     return 0;
   }
   if (workers->parsed()) {

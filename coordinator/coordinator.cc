@@ -2,12 +2,17 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <set>
 
 #include "absl/random/random.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/logging.h"
+#include "common/process.h"
 #include "common/status.h"
 
 namespace sluice::coordinator {
@@ -73,6 +78,22 @@ class Coordinator::Service final : public proto::Coordinator::CallbackService {
                                       proto::Ack*) override {
     return Done(ctx, c_->CancelJob(req->job_id()));
   }
+  grpc::ServerUnaryReactor* AcknowledgeCheckpoint(grpc::CallbackServerContext* ctx,
+                                                  const proto::CheckpointAck* req, proto::Ack*) override {
+    c_->AcknowledgeCheckpoint(*req);
+    return Done(ctx, absl::OkStatus());
+  }
+  grpc::ServerUnaryReactor* TriggerSavepoint(grpc::CallbackServerContext* ctx,
+                                             const proto::SavepointRequest* req,
+                                             proto::SavepointResponse* resp) override {
+    auto* r = ctx->DefaultReactor();
+    absl::Status s = c_->TriggerSavepoint(*req, [r, resp](absl::StatusOr<std::string> path) {
+      if (path.ok()) resp->set_path(*path);
+      r->Finish(ToGrpc(path.status()));
+    });
+    if (!s.ok()) r->Finish(ToGrpc(s));
+    return r;
+  }
   grpc::ServerUnaryReactor* ListWorkers(grpc::CallbackServerContext* ctx,
                                         const proto::ListWorkersRequest*,
                                         proto::ListWorkersResponse* resp) override {
@@ -126,6 +147,10 @@ absl::Status Coordinator::Start() {
                                 for (auto& [id, j] : jobs_) n += j.state == state;
                                 return static_cast<double>(n);
                               });
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    RecoverFromHaStore();
   }
   dispatcher_ = std::thread([this] { DispatchLoop(); });
   monitor_ = std::thread([this] { MonitorLoop(); });
@@ -243,7 +268,12 @@ void Coordinator::HandleTaskState(Job& job, const proto::TaskStatus& st) {
     t.records_out[i] = std::max(t.records_out[i], st.operators(i).records_out());
   }
   if (TaskTerminal(t.state)) return;  // final states stick
+  t.end_of_input = st.end_of_input();
   if (st.state() == proto::TASK_DEPLOYING) return;
+  if (job.state == proto::JOB_RESTARTING) {
+    t.state = st.state() == proto::TASK_RUNNING ? t.state : st.state();
+    return;  // the old attempt winding down
+  }
   t.state = st.state();
   t.error = st.error();
   if (st.state() == proto::TASK_FAILED && job.state == proto::JOB_CANCELLING) {
@@ -300,13 +330,31 @@ void Coordinator::ReleaseSlots(Job& job) {
 }
 
 void Coordinator::FailJob(Job& job, const std::string& reason) {
-  if (IsTerminal(job.state)) return;
+  if (IsTerminal(job.state) || job.state == proto::JOB_RESTARTING) return;
+  const plan::RestartConfig& rc = job.spec->restart;
+  if (CheckpointingLocked(job) && job.state != proto::JOB_CANCELLING && !stopping_ &&
+      rc.strategy != plan::RestartConfig::Strategy::kNone && job.restarts < rc.attempts) {
+    int64_t delay = rc.DelayFor(job.restarts + 1);
+    spdlog::warn("job {} ({}) failed: {}; restarting from {} in {} ms (restart {} of {})", job.id,
+                 job.spec->name, reason,
+                 job.latest_metadata.empty() ? std::string("the beginning") : job.latest_metadata,
+                 delay, job.restarts + 1, rc.attempts);
+    job.state = proto::JOB_RESTARTING;
+    job.error = reason;
+    job.restart_at_nanos = options_.clock->NowNanos() + delay * 1'000'000;
+    if (job.pending) AbortCheckpointLocked(job, "job is restarting");
+    CancelTasksOnWorkers(job);
+    PersistLocked(job);
+    return;
+  }
   spdlog::error("job {} ({}) failed: {}", job.id, job.spec->name, reason);
   job.state = proto::JOB_FAILED;
   job.error = reason;
   job.end_ms = options_.clock->WallMillis();
+  if (job.pending) AbortCheckpointLocked(job, "job failed");
   CancelTasksOnWorkers(job);
   MaybeCompleteJob(job);
+  PersistLocked(job);
 }
 
 void Coordinator::CancelTasksOnWorkers(Job& job) {
@@ -330,15 +378,8 @@ void Coordinator::CancelTasksOnWorkers(Job& job) {
   });
 }
 
-absl::StatusOr<proto::SubmitJobResponse> Coordinator::SubmitJob(const proto::SubmitJobRequest& req) {
-  std::string name = req.spec_name().empty() ? "job.yaml" : req.spec_name();
-  SLUICE_ASSIGN_OR_RETURN(plan::JobSpec parsed, plan::ParseJobSpec(req.spec_yaml(), name, req.parallelism()));
-  auto spec = std::make_shared<const plan::JobSpec>(std::move(parsed));
-  auto graph = std::make_shared<const plan::JobGraph>(plan::BuildJobGraph(*spec));
-  const int needed = graph->SlotsNeeded();
-
-  absl::MutexLock lock(&mu_);
-  if (stopping_) return absl::UnavailableError("coordinator is shutting down");
+absl::Status Coordinator::ScheduleLocked(Job& job) {
+  const int needed = job.graph->SlotsNeeded();
   // Slot sharing: subtask i of every vertex goes to slot i. Spread slots across workers,
   // round-robin over workers that have free slots.
   std::vector<WorkerEntry*> candidates;
@@ -351,7 +392,7 @@ absl::StatusOr<proto::SubmitJobResponse> Coordinator::SubmitJob(const proto::Sub
   }
   if (free_total < needed) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "job '", spec->name, "' needs ", needed, " slot(s) but the cluster has ", free_total,
+        "job '", job.spec->name, "' needs ", needed, " slot(s) but the cluster has ", free_total,
         " free (", workers_.size(), " worker(s)); lower its parallelism or add workers"));
   }
   std::vector<WorkerEntry*> slot_worker;
@@ -365,18 +406,8 @@ absl::StatusOr<proto::SubmitJobResponse> Coordinator::SubmitJob(const proto::Sub
       }
     }
   }
-  Job job;
-  absl::BitGen gen;
-  do {
-    job.id = absl::StrFormat("job-%08x", absl::Uniform<uint32_t>(gen));
-  } while (jobs_.count(job.id));
-  job.request = req;
-  job.request.set_spec_name(name);
-  job.spec = spec;
-  job.graph = graph;
-  job.submit_ms = options_.clock->WallMillis();
-  job.tasks.resize(graph->vertices.size());
-  for (const auto& v : graph->vertices) {
+  job.tasks.assign(job.graph->vertices.size(), {});
+  for (const auto& v : job.graph->vertices) {
     for (int s = 0; s < v.parallelism; ++s) {
       TaskEntry t;
       t.worker_id = slot_worker[s]->id;
@@ -386,10 +417,92 @@ absl::StatusOr<proto::SubmitJobResponse> Coordinator::SubmitJob(const proto::Sub
       job.tasks[v.id].push_back(std::move(t));
     }
   }
+  job.slots_held.clear();
   for (auto& [id, n] : taken) {
     workers_[id].slots_used += n;
     job.slots_held[id] = n;
   }
+  return absl::OkStatus();
+}
+
+namespace {
+
+// Finds the _metadata of a checkpoint or savepoint given its directory (or the file itself),
+// and the directory its state files are relative to.
+absl::Status ResolveRestorePath(const std::string& path, std::string* metadata, std::string* dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path p(path);
+  if (fs::is_directory(p, ec)) p /= "_metadata";
+  if (!fs::exists(p, ec)) {
+    return absl::NotFoundError(absl::StrCat("no checkpoint or savepoint at ", path, " (no _metadata)"));
+  }
+  *metadata = p.string();
+  fs::path parent = p.parent_path();
+  // A checkpoint's metadata sits in <job dir>/chk-<id>/; a savepoint's at its root.
+  *dir = absl::StartsWith(parent.filename().string(), "chk-") ? parent.parent_path().string()
+                                                              : parent.string();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<proto::CheckpointMetadata> ReadMetadata(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  proto::CheckpointMetadata md;
+  if (!in || !md.ParseFromIstream(&in)) {
+    return absl::DataLossError(absl::StrCat("cannot read checkpoint metadata ", path));
+  }
+  return md;
+}
+
+}  // namespace
+
+absl::StatusOr<proto::SubmitJobResponse> Coordinator::SubmitJob(const proto::SubmitJobRequest& req) {
+  std::string name = req.spec_name().empty() ? "job.yaml" : req.spec_name();
+  SLUICE_ASSIGN_OR_RETURN(plan::JobSpec parsed, plan::ParseJobSpec(req.spec_yaml(), name, req.parallelism()));
+  auto spec = std::make_shared<const plan::JobSpec>(std::move(parsed));
+  auto graph = std::make_shared<const plan::JobGraph>(plan::BuildJobGraph(*spec));
+
+  Job job;
+  if (!req.from_savepoint().empty()) {
+    SLUICE_RETURN_IF_ERROR(ResolveRestorePath(req.from_savepoint(), &job.latest_metadata, &job.latest_dir));
+    SLUICE_ASSIGN_OR_RETURN(proto::CheckpointMetadata md, ReadMetadata(job.latest_metadata));
+    if (md.max_parallelism() != spec->max_parallelism) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "savepoint ", req.from_savepoint(), " was taken with max_parallelism ", md.max_parallelism(),
+          " but the job has ", spec->max_parallelism, "; key groups cannot be remapped"));
+    }
+    std::set<std::string> ops;
+    for (const auto& op : spec->operators) ops.insert(op.id);
+    for (const auto& st : md.subtasks()) {
+      std::vector<std::string> ids;
+      for (const auto& k : st.keyed()) ids.push_back(k.operator_id());
+      for (const auto& o : st.operator_state()) ids.push_back(o.operator_id());
+      for (const auto& id : ids) {
+        if (!ops.count(id) && !req.allow_non_restored_state()) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "savepoint ", req.from_savepoint(), " has state for operator '", id,
+              "', which this job does not have; rename the operator back or pass "
+              "--allow-non-restored-state to drop that state"));
+        }
+      }
+    }
+    job.next_checkpoint_id = md.checkpoint_id() + 1;
+    job.restored_from = job.latest_metadata;
+  }
+
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return absl::UnavailableError("coordinator is shutting down");
+  absl::BitGen gen;
+  do {
+    job.id = absl::StrFormat("job-%08x", absl::Uniform<uint32_t>(gen));
+  } while (jobs_.count(job.id));
+  job.request = req;
+  job.request.set_spec_name(name);
+  job.spec = spec;
+  job.graph = graph;
+  job.submit_ms = options_.clock->WallMillis();
+  job.dir = (std::filesystem::path(options_.checkpoint_dir) / job.id).string();
+  SLUICE_RETURN_IF_ERROR(ScheduleLocked(job));
   size_t num_ops = spec->operators.size();
   job.prev_in.assign(num_ops, 0);
   job.prev_out.assign(num_ops, 0);
@@ -397,13 +510,20 @@ absl::StatusOr<proto::SubmitJobResponse> Coordinator::SubmitJob(const proto::Sub
   job.out_rate.assign(num_ops, 0);
   job.prev_nanos = options_.clock->NowNanos();
   std::string id = job.id;
-  spdlog::info("job {} ({}) submitted: {} vertices, {} slot(s)", id, spec->name,
-               graph->vertices.size(), needed);
+  spdlog::info("job {} ({}) submitted: {} vertices, {} slot(s){}", id, spec->name,
+               graph->vertices.size(), graph->SlotsNeeded(),
+               job.restored_from.empty() ? "" : absl::StrCat(", restoring ", job.restored_from));
+  PersistLocked(job);
   jobs_[id] = std::move(job);
   job_order_.push_back(id);
   dispatch_queue_.push_back([this, id] { DeployJob(id); });
   proto::SubmitJobResponse resp;
   resp.set_job_id(id);
+  const auto& cp = spec->checkpoint;
+  if (cp.enabled() && cp.timeout_ms < cp.interval_ms) {
+    resp.add_warnings(absl::StrCat("checkpoint timeout ", cp.timeout_ms, " ms is shorter than the interval ",
+                                   cp.interval_ms, " ms"));
+  }
   return resp;
 }
 
@@ -440,6 +560,9 @@ void Coordinator::DeployJob(const std::string& job_id) {
           r.set_spec_name(job.request.spec_name());
           r.set_parallelism(job.request.parallelism());
           for (const auto& p : placement) *r.add_placement() = p;
+          if (CheckpointingLocked(job)) r.set_checkpoint_dir(job.dir);
+          r.set_restore_metadata(job.latest_metadata);
+          r.set_restore_dir(job.latest_dir);
         }
         auto* ref = r.add_tasks();
         ref->set_job_id(job.id);
@@ -510,6 +633,17 @@ proto::JobInfo Coordinator::JobInfoLocked(const Job& job) const {
   info.set_error(job.error);
   info.set_submit_time_ms(job.submit_ms);
   info.set_end_time_ms(job.end_ms);
+  info.set_attempt(job.attempt);
+  info.set_restarts(job.restarts);
+  info.set_restored_from(job.restored_from);
+  for (const auto& c : job.history) *info.add_checkpoints() = c;
+  if (job.pending) {
+    auto* c = info.add_checkpoints();
+    c->set_checkpoint_id(job.pending->id);
+    c->set_status("IN_PROGRESS");
+    c->set_trigger_time_ms(job.pending->trigger_ms);
+    c->set_savepoint(job.pending->savepoint);
+  }
   for (const auto& v : job.graph->vertices) {
     auto* vi = info.add_vertices();
     vi->set_vertex(v.id);
@@ -531,7 +665,7 @@ proto::JobInfo Coordinator::JobInfoLocked(const Job& job) const {
       oi->set_records_in_per_s(job.in_rate[v.ops[k]]);
       oi->set_records_out_per_s(job.out_rate[v.ops[k]]);
     }
-    for (int s = 0; s < v.parallelism; ++s) {
+    for (int s = 0; s < v.parallelism && s < static_cast<int>(job.tasks[v.id].size()); ++s) {
       const TaskEntry& t = job.tasks[v.id][s];
       auto* si = vi->add_subtasks();
       si->set_subtask(s);
@@ -633,6 +767,10 @@ void Coordinator::MonitorLoop() {
       if (now - w.last_heartbeat_nanos > timeout) lost.push_back({id, now - w.last_heartbeat_nanos});
     }
     for (const auto& [id, age] : lost) LoseWorker(id, age);
+    for (auto& [id, job] : jobs_) {
+      RestartTick(job, now);
+      CheckpointTick(job, now);
+    }
     if (now - last_rates >= 1'000'000'000) {
       last_rates = now;
       for (auto& [id, job] : jobs_) {
@@ -659,6 +797,375 @@ void Coordinator::MonitorLoop() {
         job.prev_nanos = now;
       }
     }
+  }
+}
+
+// ---- Checkpoints -------------------------------------------------------------------------
+
+void Coordinator::SendToWorkers(Job& job, bool complete, int64_t id, bool final) {
+  std::map<std::string, std::shared_ptr<proto::Worker::Stub>> stubs;
+  for (const auto& v : job.tasks) {
+    for (const auto& t : v) {
+      auto it = workers_.find(t.worker_id);
+      if (it != workers_.end()) stubs[t.worker_id] = it->second.stub;
+    }
+  }
+  proto::CheckpointTrigger req;
+  req.set_job_id(job.id);
+  req.set_attempt(job.attempt);
+  req.set_checkpoint_id(id);
+  req.set_final(final);
+  dispatch_queue_.push_back([stubs, req, complete] {
+    for (const auto& [worker_id, stub] : stubs) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(Deadline(5));
+      proto::Ack ack;
+      grpc::Status s = complete ? stub->NotifyCheckpointComplete(&ctx, req, &ack)
+                                : stub->TriggerCheckpoint(&ctx, req, &ack);
+      if (!s.ok()) {
+        spdlog::warn("{} checkpoint {} of {} on {}: {}", complete ? "notifying" : "triggering",
+                     req.checkpoint_id(), req.job_id(), worker_id, s.error_message());
+      }
+    }
+  });
+}
+
+void Coordinator::TriggerCheckpointLocked(Job& job, bool final, std::unique_ptr<PendingCheckpoint> p) {
+  if (!p) p = std::make_unique<PendingCheckpoint>();
+  p->id = job.next_checkpoint_id++;
+  p->final = final;
+  p->trigger_nanos = options_.clock->NowNanos();
+  p->trigger_ms = options_.clock->WallMillis();
+  job.last_trigger_nanos = p->trigger_nanos;
+  spdlog::debug("job {}: triggering {}checkpoint {}", job.id, final ? "final " : "", p->id);
+  const int64_t id = p->id;
+  job.pending = std::move(p);
+  SendToWorkers(job, false, id, final);
+}
+
+void Coordinator::AbortCheckpointLocked(Job& job, const std::string& reason) {
+  if (!job.pending) return;
+  PendingCheckpoint& p = *job.pending;
+  spdlog::warn("job {}: checkpoint {} aborted: {}", job.id, p.id, reason);
+  proto::CheckpointInfo info;
+  info.set_checkpoint_id(p.id);
+  info.set_status("ABORTED");
+  info.set_trigger_time_ms(p.trigger_ms);
+  info.set_duration_ms((options_.clock->NowNanos() - p.trigger_nanos) / 1'000'000);
+  info.set_reason(reason);
+  info.set_savepoint(p.savepoint);
+  job.history.push_back(info);
+  if (job.history.size() > 10) job.history.pop_front();
+  if (p.done) {
+    auto done = std::move(p.done);
+    dispatch_queue_.push_back([done, reason] { done(absl::AbortedError(absl::StrCat("savepoint aborted: ", reason))); });
+  }
+  // Its private files are of no use; shared files it uploaded are unreferenced and left.
+  std::error_code ec;
+  std::filesystem::remove_all(std::filesystem::path(job.dir) / absl::StrCat("chk-", p.id), ec);
+  job.pending.reset();
+  job.last_checkpoint_end_nanos = options_.clock->NowNanos();
+}
+
+void Coordinator::AcknowledgeCheckpoint(const proto::CheckpointAck& ack) {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(ack.task().job_id());
+  if (it == jobs_.end()) return;
+  Job& job = it->second;
+  if (ack.task().attempt() != job.attempt || !job.pending || job.pending->id != ack.checkpoint_id()) {
+    return;  // late ack of an aborted checkpoint or an old attempt
+  }
+  if (ack.declined()) {
+    AbortCheckpointLocked(job, absl::StrCat("task ", job.graph->vertices[ack.task().vertex()].name, "#",
+                                            ack.task().subtask(), " declined: ", ack.reason()));
+    return;
+  }
+  job.pending->acks[{ack.task().vertex(), ack.task().subtask()}] = ack;
+  size_t total = 0;
+  for (const auto& v : job.tasks) total += v.size();
+  if (job.pending->acks.size() == total) CompleteCheckpointLocked(job);
+}
+
+namespace {
+
+// Every file (relative to the job dir) a checkpoint references.
+std::set<std::string> ReferencedFiles(const proto::CheckpointMetadata& md) {
+  std::set<std::string> files;
+  for (const auto& st : md.subtasks()) {
+    for (const auto& h : st.keyed()) {
+      for (const auto& f : h.files()) {
+        files.insert(f.shared() ? absl::StrCat("shared/", f.name())
+                                : absl::StrCat(h.private_dir(), "/", f.name()));
+      }
+    }
+  }
+  return files;
+}
+
+absl::Status CopyFile(const std::filesystem::path& from, const std::filesystem::path& to) {
+  std::error_code ec;
+  std::filesystem::create_directories(to.parent_path(), ec);
+  std::filesystem::copy_file(from, to, std::filesystem::copy_options::overwrite_existing, ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("cannot copy ", from.string(), ": ", ec.message()));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void Coordinator::CompleteCheckpointLocked(Job& job) {
+  std::unique_ptr<PendingCheckpoint> p = std::move(job.pending);
+  auto md = std::make_shared<proto::CheckpointMetadata>();
+  md->set_job_id(job.id);
+  md->set_checkpoint_id(p->id);
+  md->set_timestamp_ms(p->trigger_ms);
+  md->set_max_parallelism(job.spec->max_parallelism);
+  md->set_savepoint(p->savepoint);
+  md->set_final(p->final);
+  int64_t full = 0, incremental = 0, alignment = 0;
+  for (auto& [key, ack] : p->acks) {
+    for (const auto& h : ack.state().keyed()) {
+      full += h.full_size();
+      incremental += h.incremental_size();
+    }
+    alignment = std::max(alignment, ack.alignment_ms());
+    *md->add_subtasks() = ack.state();
+  }
+  for (const auto& op : job.spec->operators) md->add_operator_ids(op.id);
+  md->set_full_size(full);
+  md->set_incremental_size(incremental);
+  const std::filesystem::path chk = std::filesystem::path(job.dir) / absl::StrCat("chk-", p->id);
+  std::error_code ec;
+  std::filesystem::create_directories(chk, ec);
+  absl::Status w = WriteFileAtomically((chk / "_metadata").string(), md->SerializeAsString());
+  if (!w.ok()) {
+    job.pending = std::move(p);
+    AbortCheckpointLocked(job, absl::StrCat("cannot write metadata: ", w.message()));
+    return;
+  }
+  std::string path = chk.string();
+  if (p->savepoint) {
+    // A savepoint is self-contained: copy every file it references next to its metadata.
+    const std::filesystem::path root = std::filesystem::path(p->savepoint_dir) /
+                                       absl::StrCat("savepoint-", job.id, "-", p->id);
+    absl::Status copied = absl::OkStatus();
+    for (const auto& f : ReferencedFiles(*md)) {
+      copied.Update(CopyFile(std::filesystem::path(job.dir) / f, root / f));
+    }
+    copied.Update(WriteFileAtomically((root / "_metadata").string(), md->SerializeAsString()));
+    if (!copied.ok()) {
+      if (p->done) {
+        auto done = std::move(p->done);
+        dispatch_queue_.push_back([done, copied] { done(copied); });
+      }
+      return;
+    }
+    path = root.string();
+  }
+  const int64_t duration_ms = (options_.clock->NowNanos() - p->trigger_nanos) / 1'000'000;
+  spdlog::info("job {}: {} {} complete in {} ms ({} bytes, {} uploaded){}", job.id,
+               p->savepoint ? "savepoint" : "checkpoint", p->id, duration_ms, full, incremental,
+               p->savepoint ? absl::StrCat(" at ", path) : "");
+  proto::CheckpointInfo info;
+  info.set_checkpoint_id(p->id);
+  info.set_status("COMPLETED");
+  info.set_trigger_time_ms(p->trigger_ms);
+  info.set_duration_ms(duration_ms);
+  info.set_full_size(full);
+  info.set_incremental_size(incremental);
+  info.set_alignment_ms(alignment);
+  info.set_path(path);
+  info.set_savepoint(p->savepoint);
+  job.history.push_back(info);
+  if (job.history.size() > 10) job.history.pop_front();
+
+  // The latest completed checkpoint is where recovery starts; retain a few, and delete files
+  // only the discarded ones reference.
+  job.latest_metadata = (chk / "_metadata").string();
+  job.latest_dir = job.dir;
+  job.retained.push_back(md);
+  while (static_cast<int>(job.retained.size()) > job.spec->checkpoint.retain) {
+    std::shared_ptr<proto::CheckpointMetadata> old = job.retained.front();
+    job.retained.pop_front();
+    std::set<std::string> still;
+    for (const auto& r : job.retained) {
+      auto f = ReferencedFiles(*r);
+      still.insert(f.begin(), f.end());
+    }
+    for (const auto& f : ReferencedFiles(*old)) {
+      if (!still.count(f)) std::filesystem::remove(std::filesystem::path(job.dir) / f, ec);
+    }
+    std::filesystem::remove_all(std::filesystem::path(job.dir) / absl::StrCat("chk-", old->checkpoint_id()), ec);
+  }
+  job.last_checkpoint_end_nanos = options_.clock->NowNanos();
+  PersistLocked(job);
+  SendToWorkers(job, true, p->id, p->final);
+  if (p->done) {
+    auto done = std::move(p->done);
+    dispatch_queue_.push_back([done, path] { done(path); });
+  }
+  if (p->stop_after && job.state == proto::JOB_RUNNING) {
+    job.state = proto::JOB_CANCELLING;
+    job.error = absl::StrCat("stopped with savepoint ", path);
+    CancelTasksOnWorkers(job);
+  }
+}
+
+absl::Status Coordinator::TriggerSavepoint(const proto::SavepointRequest& req,
+                                           std::function<void(absl::StatusOr<std::string>)> done) {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(req.job_id());
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("unknown job '", req.job_id(), "'"));
+  Job& job = it->second;
+  if (job.state != proto::JOB_RUNNING) {
+    return absl::FailedPreconditionError(absl::StrCat("job ", job.id, " is ", proto::JobState_Name(job.state),
+                                                      ", not RUNNING"));
+  }
+  if (!CheckpointingLocked(job)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", job.id, " does not take checkpoints; add `checkpoint: {interval: ...}` to its spec"));
+  }
+  if (job.pending) AbortCheckpointLocked(job, "superseded by a savepoint");
+  auto p = std::make_unique<PendingCheckpoint>();
+  p->savepoint = true;
+  p->savepoint_dir = req.dir().empty() ? options_.savepoint_dir : req.dir();
+  p->stop_after = req.stop();
+  p->done = std::move(done);
+  TriggerCheckpointLocked(job, false, std::move(p));
+  return absl::OkStatus();
+}
+
+void Coordinator::CheckpointTick(Job& job, int64_t now) {
+  if (job.state != proto::JOB_RUNNING || !CheckpointingLocked(job)) return;
+  const plan::CheckpointConfig& cc = job.spec->checkpoint;
+  bool all_eoi = true;
+  for (const auto& v : job.tasks) {
+    for (const auto& t : v) all_eoi &= t.end_of_input || t.state == proto::TASK_FINISHED;
+  }
+  if (job.pending) {
+    if (now - job.pending->trigger_nanos > cc.timeout_ms * 1'000'000) {
+      AbortCheckpointLocked(job, absl::StrCat("timed out after ", cc.timeout_ms, " ms"));
+    } else if (all_eoi && !job.pending->final && !job.pending->savepoint) {
+      // Barriers cannot reach tasks whose input has ended: go straight to the final checkpoint.
+      AbortCheckpointLocked(job, "all input ended; taking the final checkpoint instead");
+    }
+    if (job.pending) return;
+  }
+  if (all_eoi) {
+    TriggerCheckpointLocked(job, true, nullptr);
+    return;
+  }
+  if (now - job.last_checkpoint_end_nanos >= cc.min_pause_ms * 1'000'000 &&
+      now - job.last_trigger_nanos >= cc.interval_ms * 1'000'000) {
+    TriggerCheckpointLocked(job, false, nullptr);
+  }
+}
+
+void Coordinator::RestartTick(Job& job, int64_t now) {
+  if (job.state != proto::JOB_RESTARTING || now < job.restart_at_nanos) return;
+  for (auto& v : job.tasks) {
+    for (auto& t : v) {
+      if (!TaskTerminal(t.state) && workers_.count(t.worker_id)) return;  // still stopping
+    }
+  }
+  ReleaseSlots(job);
+  job.restarts++;
+  absl::Status s = ScheduleLocked(job);
+  if (!s.ok()) {
+    const plan::RestartConfig& rc = job.spec->restart;
+    std::string reason = absl::StrCat("cannot restart: ", s.message());
+    if (job.restarts < rc.attempts) {
+      spdlog::warn("job {}: {} (restart {} of {})", job.id, reason, job.restarts, rc.attempts);
+      job.error = reason;
+      job.restart_at_nanos = now + rc.DelayFor(job.restarts + 1) * 1'000'000;
+      return;
+    }
+    job.state = proto::JOB_FAILED;
+    job.error = absl::StrCat(reason, " (after ", job.restarts, " restart attempts)");
+    job.end_ms = options_.clock->WallMillis();
+    spdlog::error("job {} failed: {}", job.id, job.error);
+    PersistLocked(job);
+    return;
+  }
+  job.attempt++;
+  job.state = proto::JOB_CREATED;
+  job.pending.reset();
+  job.last_trigger_nanos = now;
+  job.last_checkpoint_end_nanos = now;
+  spdlog::info("job {} restarting (attempt {}) from {}", job.id, job.attempt,
+               job.latest_metadata.empty() ? std::string("the beginning") : job.latest_metadata);
+  PersistLocked(job);
+  std::string id = job.id;
+  dispatch_queue_.push_back([this, id] { DeployJob(id); });
+}
+
+// ---- HA store ------------------------------------------------------------------------------
+
+void Coordinator::PersistLocked(const Job& job) {
+  if (options_.ha_dir.empty()) return;
+  proto::JobRecord r;
+  r.set_job_id(job.id);
+  *r.mutable_request() = job.request;
+  r.set_state(job.state);
+  r.set_attempt(job.attempt);
+  r.set_latest_metadata(job.latest_metadata);
+  r.set_latest_dir(job.latest_dir);
+  r.set_next_checkpoint_id(job.next_checkpoint_id);
+  r.set_error(job.error);
+  r.set_restarts(job.restarts);
+  r.set_submit_time_ms(job.submit_ms);
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(options_.ha_dir) / "jobs", ec);
+  absl::Status s = WriteFileAtomically(
+      (std::filesystem::path(options_.ha_dir) / "jobs" / (job.id + ".pb")).string(), r.SerializeAsString());
+  if (!s.ok()) spdlog::error("cannot persist job {}: {}", job.id, s);
+}
+
+void Coordinator::RecoverFromHaStore() {
+  if (options_.ha_dir.empty()) return;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(std::filesystem::path(options_.ha_dir) / "jobs", ec)) {
+    if (entry.path().extension() != ".pb") continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    proto::JobRecord r;
+    if (!in || !r.ParseFromIstream(&in)) {
+      spdlog::error("unreadable job record {}", entry.path().string());
+      continue;
+    }
+    auto parsed = plan::ParseJobSpec(r.request().spec_yaml(), r.request().spec_name(), r.request().parallelism());
+    if (!parsed.ok()) {
+      spdlog::error("job record {}: {}", entry.path().string(), parsed.status());
+      continue;
+    }
+    Job job;
+    job.id = r.job_id();
+    job.request = r.request();
+    job.spec = std::make_shared<const plan::JobSpec>(std::move(*parsed));
+    job.graph = std::make_shared<const plan::JobGraph>(plan::BuildJobGraph(*job.spec));
+    job.state = r.state();
+    job.attempt = r.attempt();
+    job.latest_metadata = r.latest_metadata();
+    job.latest_dir = r.latest_dir();
+    job.next_checkpoint_id = r.next_checkpoint_id();
+    job.error = r.error();
+    job.restarts = r.restarts();
+    job.submit_ms = r.submit_time_ms();
+    job.dir = (std::filesystem::path(options_.checkpoint_dir) / job.id).string();
+    size_t num_ops = job.spec->operators.size();
+    job.prev_in.assign(num_ops, 0);
+    job.prev_out.assign(num_ops, 0);
+    job.in_rate.assign(num_ops, 0);
+    job.out_rate.assign(num_ops, 0);
+    job.tasks.assign(job.graph->vertices.size(), {});
+    if (!IsTerminal(job.state)) {
+      // Resume from the latest checkpoint once workers have had time to register again.
+      spdlog::info("recovered job {} ({}) from the HA store; resuming from {}", job.id, job.spec->name,
+                   job.latest_metadata.empty() ? std::string("the beginning") : job.latest_metadata);
+      job.state = proto::JOB_RESTARTING;
+      job.restart_at_nanos = options_.clock->NowNanos() + options_.heartbeat_timeout_ms * 1'000'000;
+      job.restarts--;  // resuming after a coordinator crash is not the job's failure
+    }
+    job_order_.push_back(job.id);
+    jobs_[job.id] = std::move(job);
   }
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <deque>
+#include <utility>
 #include <functional>
 #include <map>
 #include <memory>
@@ -17,11 +18,15 @@
 #include "common/metrics.h"
 #include "grpcpp/grpcpp.h"
 #include "plan/job_graph.h"
+#include "proto/checkpoint.pb.h"
 #include "proto/control.grpc.pb.h"
 
 namespace sluice::coordinator {
 
 struct CoordinatorOptions {
+  std::string checkpoint_dir = "/tmp/sluice-checkpoints";  // <dir>/<job>/chk-<id>/...
+  std::string savepoint_dir = "/tmp/sluice-savepoints";
+  std::string ha_dir;   // durable job records; "" = none (jobs do not survive a restart)
   std::string host = "127.0.0.1";
   int port = 0;        // 0 picks a free port
   int http_port = 0;   // 0 picks a free port, -1 disables
@@ -57,6 +62,10 @@ class Coordinator {
   absl::StatusOr<proto::JobInfo> GetJob(const std::string& job_id);
   absl::Status CancelJob(const std::string& job_id);
   proto::ListWorkersResponse ListWorkers();
+  void AcknowledgeCheckpoint(const proto::CheckpointAck& ack);
+  // Starts a savepoint; `done` is called (on some thread) with its path or an error.
+  absl::Status TriggerSavepoint(const proto::SavepointRequest& req,
+                                std::function<void(absl::StatusOr<std::string>)> done);
 
  private:
   class Service;
@@ -77,6 +86,18 @@ class Coordinator {
     std::string error;
     std::vector<uint64_t> records_in;   // per operator of the vertex
     std::vector<uint64_t> records_out;
+    bool end_of_input = false;
+  };
+  struct PendingCheckpoint {
+    int64_t id = 0;
+    int64_t trigger_nanos = 0;
+    int64_t trigger_ms = 0;
+    bool final = false;
+    bool savepoint = false;
+    std::string savepoint_dir;
+    bool stop_after = false;
+    std::function<void(absl::StatusOr<std::string>)> done;
+    std::map<std::pair<int, int>, proto::CheckpointAck> acks;  // (vertex, subtask) -> ack
   };
   struct Job {
     std::string id;
@@ -90,6 +111,19 @@ class Coordinator {
     int64_t end_ms = 0;
     std::vector<std::vector<TaskEntry>> tasks;  // [vertex][subtask]
     std::map<std::string, int> slots_held;      // worker id -> slots
+    // Checkpoints and recovery.
+    std::string dir;                     // <checkpoint dir>/<job id>
+    int64_t next_checkpoint_id = 1;
+    int64_t last_checkpoint_end_nanos = 0;
+    int64_t last_trigger_nanos = 0;
+    std::unique_ptr<PendingCheckpoint> pending;
+    std::deque<std::shared_ptr<proto::CheckpointMetadata>> retained;  // completed, oldest first
+    std::string latest_metadata;         // path of the latest completed checkpoint's _metadata
+    std::string latest_dir;              // directory its files are relative to
+    std::string restored_from;
+    std::deque<proto::CheckpointInfo> history;
+    int restarts = 0;
+    int64_t restart_at_nanos = 0;
     // Rates per operator index, refreshed by the monitor thread.
     std::vector<uint64_t> prev_in, prev_out;
     int64_t prev_nanos = 0;
@@ -106,6 +140,18 @@ class Coordinator {
   void MaybeCompleteJob(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseSlots(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void LoseWorker(const std::string& worker_id, int64_t age_nanos) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Places the job's subtasks on free slots (slot sharing, spread over workers).
+  absl::Status ScheduleLocked(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void TriggerCheckpointLocked(Job& job, bool final, std::unique_ptr<PendingCheckpoint> p)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CompleteCheckpointLocked(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AbortCheckpointLocked(Job& job, const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CheckpointTick(Job& job, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RestartTick(Job& job, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SendToWorkers(Job& job, bool complete, int64_t id, bool final) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PersistLocked(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RecoverFromHaStore() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool CheckpointingLocked(const Job& job) const { return job.spec->checkpoint.enabled(); }
   proto::JobInfo JobInfoLocked(const Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static bool IsTerminal(proto::JobState s);
 

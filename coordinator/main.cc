@@ -19,6 +19,10 @@ int main(int argc, char** argv) {
   app.add_option("--heartbeat-timeout-ms", opts.heartbeat_timeout_ms,
                  "Declare a worker lost after this long without a heartbeat")
       ->capture_default_str()->check(CLI::Range(100, 600000));
+  app.add_option("--checkpoint-dir", opts.checkpoint_dir, "Checkpoint storage (shared by all workers)")
+      ->capture_default_str();
+  app.add_option("--savepoint-dir", opts.savepoint_dir, "Default directory for savepoints")->capture_default_str();
+  app.add_option("--ha-dir", opts.ha_dir, "Durable job records: jobs resume after a coordinator restart");
   app.add_option("--address-file", address_file, "Write the bound address here once serving");
   app.add_option("--log-level", log_level, "trace, debug, info, warn or error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);

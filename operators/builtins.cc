@@ -8,14 +8,20 @@
 #include <string>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
+#include <unistd.h>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/logging.h"
 #include "common/record_codec.h"
 #include "common/status.h"
 #include "operators/key_hasher.h"
 #include "operators/registry.h"
 #include "plan/expr.h"
+#include "state/keyed_state_backend.h"
 
 namespace sluice::ops {
 namespace {
@@ -24,8 +30,11 @@ using plan::CompileExpr;
 using plan::Expr;
 
 // Generates records deterministically from their sequence number: every field is an
-// expression over `seq`. Subtask i of n produces seq = i, i+n, i+2n, ... below `count`
-// (or forever when count is absent), at `rate` records/s for the whole source (0: unlimited).
+// expression over `seq`. The sequence space is cut into splits (base, stride): subtask i of n
+// starts with split (i, n), producing seq = i, i+n, i+2n, ... below `count` (or forever). A
+// split's position is the source's checkpointed state, so replay after recovery gives the
+// same records; on rescale, splits are dealt round-robin to the new subtasks. `rate` is
+// records/s for the whole source (0: unlimited).
 class DatagenSource final : public SourceOperator {
  public:
   absl::Status Open(const OperatorContext& ctx, Output* output) override {
@@ -41,16 +50,32 @@ class DatagenSource final : public SourceOperator {
     }
     seq_record_.Resize(1);
     out_.Resize(exprs_.size());
-    next_seq_ = ctx.subtask;
+    if (ctx.restored) {
+      for (const std::string& entry : ctx.restored_state) {
+        Split split;
+        if (entry.size() != sizeof(Split)) {
+          return absl::DataLossError(absl::StrCat("corrupt datagen split state of ", ctx.task_name));
+        }
+        std::memcpy(&split, entry.data(), sizeof(Split));
+        splits_.push_back(split);
+      }
+    } else {
+      splits_.push_back(Split{ctx.subtask, ctx.parallelism, ctx.subtask});
+    }
     start_nanos_ = ctx.clock->NowNanos();
     return absl::OkStatus();
   }
 
   absl::StatusOr<State> Poll(int max_records, int64_t* wake_at_nanos) override {
     const Schema& schema = ctx_.spec->output_schema;
-    const int64_t stride = ctx_.parallelism;
     for (int n = 0; n < max_records; ++n) {
-      if (count_ >= 0 && next_seq_ >= count_) return State::kEnd;
+      // Next split with records left, round-robin.
+      size_t tried = 0;
+      while (tried < splits_.size() && count_ >= 0 && splits_[current_].next >= count_) {
+        current_ = (current_ + 1) % splits_.size();
+        ++tried;
+      }
+      if (splits_.empty() || tried == splits_.size()) return State::kEnd;
       if (nanos_per_record_ > 0) {
         int64_t due = start_nanos_ + static_cast<int64_t>(emitted_ * nanos_per_record_);
         int64_t now = ctx_.clock->NowNanos();
@@ -64,24 +89,39 @@ class DatagenSource final : public SourceOperator {
           return State::kWait;
         }
       }
-      seq_record_.SetInt(0, next_seq_);
+      Split& split = splits_[current_];
+      seq_record_.SetInt(0, split.next);
       for (size_t i = 0; i < exprs_.size(); ++i) {
         plan::EvalInto(*exprs_[i], seq_record_, schema.field(i).type, &out_, i);
       }
       SLUICE_RETURN_IF_ERROR(output_->Emit(out_));
-      next_seq_ += stride;
+      split.next += split.stride;
       ++emitted_;
+      if (splits_.size() > 1) current_ = (current_ + 1) % splits_.size();
     }
     return State::kMore;
   }
 
+  absl::Status SnapshotState(int64_t, std::vector<std::string>* entries) override {
+    for (const Split& split : splits_) {
+      entries->emplace_back(reinterpret_cast<const char*>(&split), sizeof(Split));
+    }
+    return absl::OkStatus();
+  }
+
  private:
+  struct Split {
+    int64_t base;
+    int64_t stride;
+    int64_t next;
+  };
   static constexpr int64_t kMaxLagNanos = 100'000'000;
   int64_t count_ = -1;
   double nanos_per_record_ = 0;
   int64_t start_nanos_ = 0;
-  int64_t next_seq_ = 0;
   int64_t emitted_ = 0;
+  std::vector<Split> splits_;
+  size_t current_ = 0;
   std::vector<std::unique_ptr<Expr>> exprs_;
   Record seq_record_;
   Record out_;
@@ -137,16 +177,24 @@ class PassThroughOperator final : public Operator {
 
 // Rolling aggregate per key: count, sum, min, max, avg. With emit: updates (the default), every
 // input record emits the key's updated row; with emit: final, each key's row is emitted once
-// at end of input.
+// at end of input. Accumulators live in the keyed state backend (RocksDB behind a write-back
+// cache), one value per key, optionally with a TTL.
 class AggregateOperator final : public Operator {
  public:
+  bool IsKeyed() const override { return true; }
+
   absl::Status Open(const OperatorContext& ctx, Output* output) override {
     SLUICE_RETURN_IF_ERROR(Operator::Open(ctx, output));
     const auto& spec = *ctx.spec;
+    if (ctx.keyed_state == nullptr) {
+      return absl::FailedPreconditionError("aggregate needs a keyed state backend");
+    }
+    state_ = ctx.keyed_state;
     for (const auto& k : spec.key) {
       SLUICE_ASSIGN_OR_RETURN(auto e, CompileExpr(k.expr, spec.input_schema));
       key_exprs_.push_back(std::move(e));
     }
+    SLUICE_ASSIGN_OR_RETURN(hasher_, KeyHasher::Create(spec.key, spec.input_schema));
     std::vector<Field> key_fields(spec.output_schema.fields().begin(),
                                   spec.output_schema.fields().begin() + spec.key.size());
     key_schema_ = Schema(std::move(key_fields));
@@ -165,8 +213,14 @@ class AggregateOperator final : public Operator {
       aggs_.push_back(agg);
     }
     emit_final_ = spec.config["emit"] && spec.config["emit"].Scalar() == "final";
+    int64_t ttl_ms = 0;
+    if (spec.config["ttl"]) {
+      SLUICE_ASSIGN_OR_RETURN(ttl_ms, plan::ParseDurationMs(spec.config["ttl"].Scalar()));
+    }
+    state_id_ = state_->RegisterState("accumulators", state::StateKind::kValue, ttl_ms);
     key_record_.Resize(key_schema_.size());
     out_.Resize(spec.output_schema.size());
+    accs_.resize(aggs_.size());
     return absl::OkStatus();
   }
 
@@ -176,19 +230,16 @@ class AggregateOperator final : public Operator {
     }
     key_bytes_.clear();
     EncodeRecord(key_schema_, key_record_, &key_bytes_);
-    auto it = index_.find(absl::string_view(key_bytes_));
-    size_t base;
-    if (it == index_.end()) {
-      base = accs_.size();
-      accs_.resize(accs_.size() + aggs_.size());
-      index_.emplace(key_bytes_, base);
+    state_->SetCurrentKey(key_bytes_, KeyGroupForHash(hasher_.Hash(r), ctx_.max_parallelism));
+    SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(state_id_, &value_));
+    if (found && value_.size() == accs_.size() * sizeof(Acc)) {
+      std::memcpy(accs_.data(), value_.data(), value_.size());
     } else {
-      base = it->second;
+      std::fill(accs_.begin(), accs_.end(), Acc{});
     }
-    Acc* acc = &accs_[base];
     for (size_t a = 0; a < aggs_.size(); ++a) {
       const Agg& agg = aggs_[a];
-      Acc& s = acc[a];
+      Acc& s = accs_[a];
       if (agg.fn == Fn::kCount) {
         s.i++;
         continue;
@@ -209,23 +260,27 @@ class AggregateOperator final : public Operator {
       }
       s.n++;
     }
+    value_.assign(reinterpret_cast<const char*>(accs_.data()), accs_.size() * sizeof(Acc));
+    SLUICE_RETURN_IF_ERROR(state_->Put(state_id_, value_));
     if (emit_final_) return absl::OkStatus();
     for (size_t i = 0; i < key_schema_.size(); ++i) {
       CopyValue(key_schema_.field(i).type, key_record_, i, &out_, i);
     }
-    FillAggregates(acc);
+    FillAggregates();
     return output_->Emit(out_);
   }
 
   absl::Status Finish() override {
     if (!emit_final_) return absl::OkStatus();
-    for (const auto& [key, base] : index_) {
+    return state_->ForEachKey(state_id_, [this](absl::string_view key) -> absl::Status {
       RecordDecoder dec(&key_schema_, key);
       SLUICE_RETURN_IF_ERROR(dec.Next(&out_));  // key fields come first in the output
-      FillAggregates(&accs_[base]);
-      SLUICE_RETURN_IF_ERROR(output_->Emit(out_));
-    }
-    return absl::OkStatus();
+      SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(state_id_, &value_));
+      if (!found || value_.size() != accs_.size() * sizeof(Acc)) return absl::OkStatus();
+      std::memcpy(accs_.data(), value_.data(), value_.size());
+      FillAggregates();
+      return output_->Emit(out_);
+    });
   }
 
  private:
@@ -241,11 +296,11 @@ class AggregateOperator final : public Operator {
     int64_t n = 0;
   };
 
-  void FillAggregates(const Acc* acc) {
+  void FillAggregates() {
     const size_t k = key_schema_.size();
     for (size_t a = 0; a < aggs_.size(); ++a) {
       const Agg& agg = aggs_[a];
-      const Acc& s = acc[a];
+      const Acc& s = accs_[a];
       Value& out = out_[k + a];
       if (agg.fn == Fn::kAvg) {
         out.d = s.n == 0 ? 0 : (agg.is_double ? s.d : static_cast<double>(s.i)) / s.n;
@@ -259,53 +314,95 @@ class AggregateOperator final : public Operator {
     }
   }
 
+  state::KeyedStateBackend* state_ = nullptr;
+  state::StateId state_id_ = 0;
   std::vector<std::unique_ptr<Expr>> key_exprs_;
+  KeyHasher hasher_;
   Schema key_schema_;
   std::vector<Agg> aggs_;
   bool emit_final_ = false;
-  absl::flat_hash_map<std::string, size_t> index_;  // encoded key -> offset in accs_
   std::vector<Acc> accs_;
   Record key_record_;
   std::string key_bytes_;
+  std::string value_;
   Record out_;
 };
 
-// Writes JSON lines to <path>/part-<subtask>.jsonl.
+// Writes JSON lines.
+//
+// Without checkpoints: to <path>/part-<subtask>.jsonl.
+// With checkpoints, exactly once by two-phase commit: records go to an in-progress file
+// part-<subtask>-<attempt>-<seq>.inprogress; at a checkpoint barrier the file is flushed,
+// synced and renamed to .pending (pre-commit) and listed in the operator state; when the
+// checkpoint completes, pending files it covers are renamed to final .jsonl names (commit).
+// On restore, subtask 0 commits the pending files listed in the restored state (union state:
+// it sees every subtask's list) and deletes in-progress and pending files of earlier attempts
+// that no completed checkpoint covers. Renames are atomic; committing twice is harmless.
 class FileSink final : public Operator {
  public:
   ~FileSink() override { Close(); }
 
   absl::Status Open(const OperatorContext& ctx, Output* output) override {
     SLUICE_RETURN_IF_ERROR(Operator::Open(ctx, output));
-    std::filesystem::path dir(ctx.spec->config["path"].Scalar());
+    dir_ = ctx.spec->config["path"].Scalar();
     std::error_code ec;
-    std::filesystem::create_directories(dir, ec);
+    std::filesystem::create_directories(dir_, ec);
     if (ec) {
       return absl::FailedPreconditionError(
-          absl::StrCat("cannot create directory ", dir.string(), ": ", ec.message()));
-    }
-    path_ = (dir / absl::StrCat("part-", ctx.subtask, ".jsonl")).string();
-    file_ = std::fopen(path_.c_str(), "w");
-    if (file_ == nullptr) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("cannot open ", path_, ": ", std::strerror(errno)));
+          absl::StrCat("cannot create directory ", dir_.string(), ": ", ec.message()));
     }
     buffer_.reserve(kFlushBytes + 4096);
+    transactional_ = ctx.checkpointing;
+    if (!transactional_) return OpenFile((dir_ / absl::StrCat("part-", ctx.subtask, ".jsonl")).string());
+    if (ctx.restored && ctx.subtask == 0) SLUICE_RETURN_IF_ERROR(RecoverAfterRestore(ctx.restored_state));
     return absl::OkStatus();
   }
+
   absl::Status Process(const Record& r) override {
+    if (file_ == nullptr) SLUICE_RETURN_IF_ERROR(OpenInProgress());
     AppendRecordJson(ctx_.spec->input_schema, r, &buffer_);
     buffer_.push_back('\n');
     if (buffer_.size() >= kFlushBytes) return Flush();
     return absl::OkStatus();
   }
+
   absl::Status Finish() override {
+    if (file_ == nullptr) return absl::OkStatus();
     SLUICE_RETURN_IF_ERROR(Flush());
     if (std::fflush(file_) != 0) {
       return absl::UnavailableError(absl::StrCat("cannot flush ", path_, ": ", std::strerror(errno)));
     }
     return absl::OkStatus();
   }
+
+  absl::Status SnapshotState(int64_t checkpoint_id, std::vector<std::string>* entries) override {
+    if (!transactional_) return absl::OkStatus();
+    if (file_ != nullptr) {
+      // Pre-commit: make the file durable and move it out of the in-progress namespace.
+      SLUICE_RETURN_IF_ERROR(Flush());
+      if (std::fflush(file_) != 0 || fsync(fileno(file_)) != 0) {
+        return absl::UnavailableError(absl::StrCat("cannot sync ", path_, ": ", std::strerror(errno)));
+      }
+      std::fclose(file_);
+      file_ = nullptr;
+      // Absolute, so a job restored with another output path still commits it in place.
+      std::string pending = std::filesystem::absolute(dir_ / absl::StrCat(Stem(), ".pending")).string();
+      SLUICE_RETURN_IF_ERROR(Rename(path_, pending));
+      pending_.push_back({checkpoint_id, pending});
+    }
+    for (const auto& p : pending_) entries->push_back(p.second);
+    return absl::OkStatus();
+  }
+  bool UnionState() const override { return true; }
+
+  absl::Status NotifyCheckpointComplete(int64_t checkpoint_id) override {
+    while (!pending_.empty() && pending_.front().first <= checkpoint_id) {
+      SLUICE_RETURN_IF_ERROR(Commit(pending_.front().second));
+      pending_.erase(pending_.begin());
+    }
+    return absl::OkStatus();
+  }
+
   void Close() override {
     if (file_ != nullptr) {
       std::fclose(file_);
@@ -315,6 +412,62 @@ class FileSink final : public Operator {
 
  private:
   static constexpr size_t kFlushBytes = 64 * 1024;
+
+  std::string Stem() const {
+    return absl::StrCat("part-", ctx_.subtask, "-", ctx_.attempt, "-", seq_);
+  }
+
+  absl::Status OpenFile(const std::string& path) {
+    path_ = path;
+    file_ = std::fopen(path_.c_str(), "w");
+    if (file_ == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat("cannot open ", path_, ": ", std::strerror(errno)));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status OpenInProgress() {
+    ++seq_;
+    return OpenFile((dir_ / absl::StrCat(Stem(), ".inprogress")).string());
+  }
+
+  static absl::Status Rename(const std::string& from, const std::string& to) {
+    if (std::rename(from.c_str(), to.c_str()) != 0) {
+      return absl::UnavailableError(absl::StrCat("cannot rename ", from, " to ", to, ": ", std::strerror(errno)));
+    }
+    return absl::OkStatus();
+  }
+
+  // <dir>/part-S-A-N.pending -> <dir>/part-S-A-N.jsonl. Idempotent.
+  static absl::Status Commit(const std::string& pending) {
+    std::string final_name = pending.substr(0, pending.size() - std::strlen(".pending")) + ".jsonl";
+    std::error_code ec;
+    if (!std::filesystem::exists(pending, ec)) {
+      if (std::filesystem::exists(final_name, ec)) return absl::OkStatus();  // committed before
+      return absl::DataLossError(absl::StrCat("pending file ", pending,
+                                              " of a completed checkpoint is missing"));
+    }
+    return Rename(pending, final_name);
+  }
+
+  absl::Status RecoverAfterRestore(const std::vector<std::string>& committed) {
+    std::set<std::string> keep(committed.begin(), committed.end());
+    for (const std::string& p : keep) SLUICE_RETURN_IF_ERROR(Commit(p));
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
+      const std::string name = entry.path().filename().string();
+      bool garbage = absl::EndsWith(name, ".inprogress") || absl::EndsWith(name, ".pending");
+      if (!garbage || keep.count(std::filesystem::absolute(entry.path()).string())) continue;
+      // part-S-A-N.*: only files of earlier attempts (whose tasks are gone) are touched.
+      std::vector<std::string> parts = absl::StrSplit(name, absl::ByAnyChar("-."));
+      int64_t attempt = 0;
+      if (parts.size() >= 4 && absl::SimpleAtoi(parts[2], &attempt) && attempt < ctx_.attempt) {
+        std::filesystem::remove(entry.path(), ec);
+      }
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status Flush() {
     if (!buffer_.empty() && std::fwrite(buffer_.data(), 1, buffer_.size(), file_) != buffer_.size()) {
       return absl::UnavailableError(absl::StrCat("cannot write ", path_, ": ", std::strerror(errno)));
@@ -322,9 +475,14 @@ class FileSink final : public Operator {
     buffer_.clear();
     return absl::OkStatus();
   }
+
+  std::filesystem::path dir_;
+  bool transactional_ = false;
+  int64_t seq_ = 0;
   std::string path_;
   std::FILE* file_ = nullptr;
   std::string buffer_;
+  std::vector<std::pair<int64_t, std::string>> pending_;  // (checkpoint id, pending file name)
 };
 
 // Logs each record as JSON at info level.

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -10,6 +11,10 @@
 #include "common/metrics.h"
 #include "common/record.h"
 #include "plan/job_spec.h"
+
+namespace sluice::state {
+class KeyedStateBackend;
+}
 
 namespace sluice::ops {
 
@@ -32,6 +37,17 @@ struct OperatorContext {
   Clock* clock = nullptr;
   // "<job>/<operator>#<subtask>", for logs and errors.
   std::string task_name;
+  int64_t attempt = 1;
+  int max_parallelism = 128;
+  // Keyed operators: their state backend (owned by the task), covering this subtask's key groups.
+  state::KeyedStateBackend* keyed_state = nullptr;
+  // Non-keyed state restored for this subtask (see Operator::SnapshotState), and from which
+  // checkpoint; restored == false for a fresh start.
+  bool restored = false;
+  int64_t restored_checkpoint_id = 0;
+  std::vector<std::string> restored_state;
+  // Whether the job takes checkpoints (sinks are transactional only then).
+  bool checkpointing = false;
 };
 
 // The operator contract (push-based, as Arrow Acero's ExecNode):
@@ -52,6 +68,20 @@ class Operator {
   virtual absl::Status Process(const Record& record) = 0;
   virtual absl::Status Finish() { return absl::OkStatus(); }
   virtual void Close() {}
+
+  // Checkpointing (all on the task thread).
+  // Keyed operators get a KeyedStateBackend in their context.
+  virtual bool IsKeyed() const { return false; }
+  // Synchronous part of a snapshot: the operator's non-keyed state as a list of entries, which
+  // on rescale is split round-robin over the new subtasks, or given whole to every subtask
+  // when UnionState() is true. Called when barrier `checkpoint_id` has been aligned, before
+  // it is forwarded.
+  virtual absl::Status SnapshotState(int64_t checkpoint_id, std::vector<std::string>* entries) {
+    return absl::OkStatus();
+  }
+  virtual bool UnionState() const { return false; }
+  // Checkpoint `checkpoint_id` is complete (durable): commit what it covers.
+  virtual absl::Status NotifyCheckpointComplete(int64_t checkpoint_id) { return absl::OkStatus(); }
 
  protected:
   OperatorContext ctx_;

@@ -21,6 +21,7 @@
 #include "operators/key_hasher.h"
 #include "operators/operator.h"
 #include "operators/registry.h"
+#include "state/keyed_state_backend.h"
 #include "plan/job_spec.h"
 
 namespace sluice::ops {
@@ -48,6 +49,7 @@ class FailingOutput final : public Output {
 
 class OperatorsTest : public ::testing::Test {
  protected:
+  std::vector<std::unique_ptr<state::KeyedStateBackend>> backends_;
   OperatorsTest() { RegisterBuiltinOperators(&registry_); }
 
   // Parses `yaml` as the job the operators under test belong to.
@@ -79,6 +81,20 @@ class OperatorsTest : public ::testing::Test {
     ctx.parallelism = parallelism;
     ctx.clock = &clock_;
     ctx.task_name = absl::StrCat("job-1/", spec.id, "#", subtask);
+    ctx.max_parallelism = job_.max_parallelism;
+    if ((*op)->IsKeyed()) {
+      // A real RocksDB backend in a temp dir, covering this subtask's key groups.
+      state::StateBackendOptions o;
+      o.local_dir = absl::StrCat(::testing::TempDir(), "/sluice-ops-", getpid(), "-", backends_.size());
+      o.operator_id = spec.id;
+      o.max_parallelism = job_.max_parallelism;
+      o.range = KeyGroupRangeForSubtask(job_.max_parallelism, parallelism, subtask);
+      o.clock = &clock_;
+      auto backend = state::KeyedStateBackend::Open(o);
+      if (!backend.ok()) return backend.status();
+      ctx.keyed_state = backend->get();
+      backends_.push_back(std::move(*backend));
+    }
     absl::Status s = (*op)->Open(ctx, output != nullptr ? output : &out_);
     if (!s.ok()) return s;
     return op;

@@ -6,6 +6,8 @@
 #include <set>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/key_groups.h"
@@ -40,7 +42,7 @@ const std::vector<OperatorType>& OperatorTypes() {
       {"filter", OperatorKind::kFilter, 1, 1, {"where"}},
       {"map", OperatorKind::kMap, 1, 1, {"fields"}},
       {"key_by", OperatorKind::kKeyBy, 1, 1, {"key"}},
-      {"aggregate", OperatorKind::kAggregate, 1, 1, {"aggregates", "emit"}},
+      {"aggregate", OperatorKind::kAggregate, 1, 1, {"aggregates", "emit", "ttl"}},
       {"union", OperatorKind::kUnion, 2, 64, {}},
       {"file", OperatorKind::kFileSink, 1, 64, {"path"}},
       {"print", OperatorKind::kPrintSink, 1, 64, {}},
@@ -221,6 +223,9 @@ absl::Status ParseInputs(const ErrorContext& ec, const YAML::Node& op, OperatorS
   return absl::OkStatus();
 }
 
+absl::StatusOr<int64_t> GetDuration(const ErrorContext& ec, const YAML::Node& parent,
+                                    const char* key, int64_t default_value);
+
 // Type-checks one operator's own options and infers its output schema.
 absl::Status CheckOperator(const ErrorContext& ec, std::vector<OperatorSpec>& ops,
                            OperatorSpec& op) {
@@ -384,6 +389,10 @@ absl::Status CheckOperator(const ErrorContext& ec, std::vector<OperatorSpec>& op
         if (!seen.insert(as).second) return ec.At(a, absl::StrCat("duplicate output field '", as, "'"));
         out.push_back({as, out_type});
       }
+      if (c["ttl"]) {
+        SLUICE_ASSIGN_OR_RETURN(int64_t ttl, GetDuration(ec, c, "ttl", 0));
+        (void)ttl;
+      }
       if (c["emit"]) {
         const std::string emit = c["emit"].Scalar();
         if (emit != "updates" && emit != "final") {
@@ -421,7 +430,84 @@ absl::Status CheckOperator(const ErrorContext& ec, std::vector<OperatorSpec>& op
   return absl::OkStatus();
 }
 
+absl::StatusOr<int64_t> GetDuration(const ErrorContext& ec, const YAML::Node& parent,
+                                    const char* key, int64_t default_value) {
+  YAML::Node n = parent[key];
+  if (!n) return default_value;
+  if (!n.IsScalar()) return ec.At(n, absl::StrCat("'", key, "' must be a duration like 500ms or 1s"));
+  auto d = ParseDurationMs(n.Scalar());
+  if (!d.ok()) return ec.At(n, absl::StrCat("'", key, "': ", d.status().message()));
+  return *d;
+}
+
+absl::Status CheckKeys(const ErrorContext& ec, const YAML::Node& node, const char* what,
+                       const std::set<std::string>& allowed) {
+  if (!node.IsMap()) return ec.At(node, absl::StrCat("'", what, "' must be a mapping"));
+  for (const auto& kv : node) {
+    if (!allowed.count(kv.first.Scalar())) {
+      std::vector<std::string> names(allowed.begin(), allowed.end());
+      return ec.At(kv.first, absl::StrCat("unknown key '", kv.first.Scalar(), "' in ", what,
+                                          " (expected ", absl::StrJoin(names, ", "), ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseCheckpointAndRestart(const ErrorContext& ec, const YAML::Node& root, JobSpec* job) {
+  if (YAML::Node c = root["checkpoint"]) {
+    SLUICE_RETURN_IF_ERROR(CheckKeys(ec, c, "checkpoint", {"interval", "timeout", "min_pause", "retain"}));
+    SLUICE_ASSIGN_OR_RETURN(job->checkpoint.interval_ms, GetDuration(ec, c, "interval", 0));
+    SLUICE_ASSIGN_OR_RETURN(job->checkpoint.timeout_ms, GetDuration(ec, c, "timeout", 60000));
+    SLUICE_ASSIGN_OR_RETURN(job->checkpoint.min_pause_ms, GetDuration(ec, c, "min_pause", 0));
+    SLUICE_ASSIGN_OR_RETURN(int64_t retain, GetInt(ec, c, "retain", 3, 1, 1000));
+    job->checkpoint.retain = static_cast<int>(retain);
+    if (job->checkpoint.interval_ms > 0 && job->checkpoint.interval_ms < 10) {
+      return ec.At(c["interval"], "checkpoint interval must be at least 10ms");
+    }
+    if (job->checkpoint.timeout_ms <= 0) return ec.At(c["timeout"], "checkpoint timeout must be positive");
+  }
+  if (YAML::Node r = root["restart"]) {
+    SLUICE_RETURN_IF_ERROR(CheckKeys(ec, r, "restart",
+                                     {"strategy", "attempts", "delay", "initial_delay", "max_delay"}));
+    SLUICE_ASSIGN_OR_RETURN(std::string strategy, GetString(ec, r, "strategy", false));
+    if (strategy.empty() || strategy == "fixed_delay") {
+      job->restart.strategy = RestartConfig::Strategy::kFixedDelay;
+    } else if (strategy == "exponential_backoff") {
+      job->restart.strategy = RestartConfig::Strategy::kExponentialBackoff;
+    } else if (strategy == "none") {
+      job->restart.strategy = RestartConfig::Strategy::kNone;
+    } else {
+      return ec.At(r["strategy"], absl::StrCat("unknown restart strategy '", strategy,
+                                               "' (expected fixed_delay, exponential_backoff or none)"));
+    }
+    SLUICE_ASSIGN_OR_RETURN(int64_t attempts, GetInt(ec, r, "attempts", 3, 0, 1000000));
+    job->restart.attempts = static_cast<int>(attempts);
+    SLUICE_ASSIGN_OR_RETURN(job->restart.delay_ms,
+                            GetDuration(ec, r, r["initial_delay"] ? "initial_delay" : "delay", 1000));
+    SLUICE_ASSIGN_OR_RETURN(job->restart.max_delay_ms, GetDuration(ec, r, "max_delay", 60000));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::StatusOr<int64_t> ParseDurationMs(absl::string_view text) {
+  std::string t(absl::StripAsciiWhitespace(text));
+  size_t i = 0;
+  while (i < t.size() && (absl::ascii_isdigit(t[i]) || t[i] == '.')) ++i;
+  double v;
+  if (i == 0 || !absl::SimpleAtod(t.substr(0, i), &v) || v < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("bad duration '", text, "' (use e.g. 500ms, 1s, 2m)"));
+  }
+  std::string unit = t.substr(i);
+  double ms;
+  if (unit.empty() || unit == "ms") ms = v;
+  else if (unit == "s") ms = v * 1000;
+  else if (unit == "m" || unit == "min") ms = v * 60000;
+  else if (unit == "h") ms = v * 3600000;
+  else return absl::InvalidArgumentError(absl::StrCat("bad duration unit '", unit, "' (ms, s, m or h)"));
+  return static_cast<int64_t>(ms);
+}
 
 absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view yaml_text, absl::string_view source_name,
                                      int parallelism_override) {
@@ -437,12 +523,13 @@ absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view yaml_text, absl::string_v
   JobSpec job;
   job.source_name = std::string(source_name);
   static const std::set<std::string> kJobKeys = {"name", "parallelism", "max_parallelism",
-                                                 "buffer_timeout_ms", "operators"};
+                                                 "buffer_timeout_ms", "operators", "checkpoint",
+                                                 "restart"};
   for (const auto& kv : root) {
     if (!kJobKeys.count(kv.first.Scalar())) {
       return ec.At(kv.first, absl::StrCat("unknown job key '", kv.first.Scalar(),
                                           "' (expected name, parallelism, max_parallelism, "
-                                          "buffer_timeout_ms, operators)"));
+                                          "buffer_timeout_ms, checkpoint, restart, operators)"));
     }
   }
   SLUICE_ASSIGN_OR_RETURN(job.name, GetString(ec, root, "name", false));
@@ -457,6 +544,8 @@ absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view yaml_text, absl::string_v
                                                1, kUpperMaxParallelism));
   job.max_parallelism = static_cast<int>(maxp);
   SLUICE_ASSIGN_OR_RETURN(job.buffer_timeout_ms, GetInt(ec, root, "buffer_timeout_ms", 10, 0, 60000));
+
+  SLUICE_RETURN_IF_ERROR(ParseCheckpointAndRestart(ec, root, &job));
 
   YAML::Node ops = root["operators"];
   if (!ops) return ec.AtPos(1, 1, "a job needs 'operators'");

@@ -59,6 +59,32 @@ struct OperatorSpec {
   }
 };
 
+// `checkpoint: {interval: 1s, timeout: 60s, min_pause: 0s, retain: 3}`; interval 0 = off.
+struct CheckpointConfig {
+  int64_t interval_ms = 0;
+  int64_t timeout_ms = 60000;
+  int64_t min_pause_ms = 0;
+  int retain = 3;
+  bool enabled() const { return interval_ms > 0; }
+};
+
+// `restart: {strategy: fixed_delay, attempts: 3, delay: 1s}` or
+// `{strategy: exponential_backoff, attempts: 10, initial_delay: 100ms, max_delay: 10s}`.
+struct RestartConfig {
+  enum class Strategy { kNone, kFixedDelay, kExponentialBackoff };
+  Strategy strategy = Strategy::kFixedDelay;
+  int attempts = 3;
+  int64_t delay_ms = 1000;      // fixed delay, or the initial delay of the backoff
+  int64_t max_delay_ms = 60000;
+  // Delay before restart number `restart` (1-based).
+  int64_t DelayFor(int restart) const {
+    if (strategy != Strategy::kExponentialBackoff) return delay_ms;
+    int64_t d = delay_ms;
+    for (int i = 1; i < restart && d < max_delay_ms; ++i) d *= 2;
+    return d < max_delay_ms ? d : max_delay_ms;
+  }
+};
+
 // A validated job: every reference resolved, every expression type-checked.
 struct JobSpec {
   std::string name;
@@ -66,12 +92,17 @@ struct JobSpec {
   int parallelism = 1;
   int max_parallelism = 0;
   int64_t buffer_timeout_ms = 10;
+  CheckpointConfig checkpoint;
+  RestartConfig restart;
   std::vector<OperatorSpec> operators;  // in a topological order (inputs first)
 };
 
 // Parses and validates a job. `parallelism_override` > 0 replaces the job's default
 // parallelism. Errors are kInvalidArgument, formatted "<source_name>:<line>:<column>: <reason>"
 // (for example "job.yaml:12:11: unknown operator type 'fitler' (known: ...)").
+// Parses a duration: "250ms", "1s", "2m", "1h", or a bare number of milliseconds.
+absl::StatusOr<int64_t> ParseDurationMs(absl::string_view text);
+
 absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view yaml_text, absl::string_view source_name,
                                      int parallelism_override = 0);
 

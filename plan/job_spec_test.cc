@@ -473,7 +473,7 @@ operators: []
 )y"),
               IsJobError("job.yaml:2:1: ",
                          "unknown job key 'paralelism' (expected name, parallelism, "
-                         "max_parallelism, buffer_timeout_ms, operators)"));
+                         "max_parallelism, buffer_timeout_ms, checkpoint, restart, operators)"));
 }
 
 TEST(JobSpecErrorTest, MissingOrEmptyOperators) {

@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   app.add_option("--name", opts.name, "Name shown in status");
   app.add_option("--heartbeat-interval-ms", opts.heartbeat_interval_ms, "Heartbeat interval")
       ->capture_default_str()->check(CLI::Range(10, 60000));
+  app.add_option("--work-dir", opts.work_dir, "Directory for local state (default /tmp/sluice-worker-<pid>)");
   app.add_option("--address-file", address_file, "Write the bound data address here once serving");
   app.add_option("--log-level", log_level, "trace, debug, info, warn or error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);

@@ -2,6 +2,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
+
+#include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
@@ -34,6 +38,19 @@ class Worker::ControlService final : public proto::Worker::CallbackService {
                                        proto::Ack*) override {
     auto* r = ctx->DefaultReactor();
     r->Finish(ToGrpc(w_->StartJob(req->job_id())));
+    return r;
+  }
+  grpc::ServerUnaryReactor* TriggerCheckpoint(grpc::CallbackServerContext* ctx,
+                                              const proto::CheckpointTrigger* req, proto::Ack*) override {
+    auto* r = ctx->DefaultReactor();
+    r->Finish(ToGrpc(w_->Checkpoint(*req, false)));
+    return r;
+  }
+  grpc::ServerUnaryReactor* NotifyCheckpointComplete(grpc::CallbackServerContext* ctx,
+                                                     const proto::CheckpointTrigger* req,
+                                                     proto::Ack*) override {
+    auto* r = ctx->DefaultReactor();
+    r->Finish(ToGrpc(w_->Checkpoint(*req, true)));
     return r;
   }
   grpc::ServerUnaryReactor* CancelTasks(grpc::CallbackServerContext* ctx, const proto::JobRef* req,
@@ -72,6 +89,11 @@ absl::Status Worker::Start() {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.host, ":", options_.port));
   }
   data_address_ = absl::StrCat(options_.host, ":", port);
+  work_dir_ = options_.work_dir.empty() ? absl::StrCat("/tmp/sluice-worker-", getpid()) : options_.work_dir;
+  std::error_code ec;
+  std::filesystem::remove_all(work_dir_, ec);  // local state of an earlier run is never reused
+  std::filesystem::create_directories(work_dir_, ec);
+  if (ec) return absl::FailedPreconditionError(absl::StrCat("cannot create work dir ", work_dir_, ": ", ec.message()));
   if (options_.http_port >= 0) {
     SLUICE_ASSIGN_OR_RETURN(http_port_, http_.Start(options_.host, options_.http_port));
   }
@@ -128,6 +150,15 @@ absl::Status Worker::Deploy(const proto::DeployTasksRequest& req) {
     }
     placement[p.vertex()].assign(p.data_addresses().begin(), p.data_addresses().end());
   }
+  std::shared_ptr<const proto::CheckpointMetadata> restore;
+  if (!req.restore_metadata().empty()) {
+    std::ifstream in(req.restore_metadata(), std::ios::binary);
+    auto md = std::make_shared<proto::CheckpointMetadata>();
+    if (!in || !md->ParseFromIstream(&in)) {
+      return absl::DataLossError(absl::StrCat("cannot read checkpoint metadata ", req.restore_metadata()));
+    }
+    restore = std::move(md);
+  }
   JobTasks jt;
   jt.attempt = req.attempt();
   jt.spec = job;
@@ -145,6 +176,16 @@ absl::Status Worker::Deploy(const proto::DeployTasksRequest& req) {
     d.job = job;
     d.graph = graph;
     d.placement = placement;
+    d.work_dir = work_dir_;
+    d.checkpoint_dir = req.checkpoint_dir();
+    d.restore = restore;
+    d.restore_dir = req.restore_dir();
+    d.ack = [this](proto::CheckpointAck ack) { SendAck(std::move(ack)); };
+    std::string job_id = req.job_id();
+    d.on_end_of_input = [this] {
+      absl::MutexLock lock(&mu_);
+      end_of_input_pending_ = true;  // wakes the heartbeat thread to tell the coordinator now
+    };
     jt.tasks.push_back(std::make_unique<Task>(
         std::move(d), &registry_,
         [this](const proto::ChannelHeader& h, const std::string& a) { return CreateWriter(h, a); },
@@ -168,6 +209,40 @@ absl::Status Worker::StartJob(const std::string& job_id) {
   it->second.started = true;
   for (auto& t : it->second.tasks) t->Start();
   return absl::OkStatus();
+}
+
+absl::Status Worker::Checkpoint(const proto::CheckpointTrigger& req, bool complete) {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(req.job_id());
+  if (it == jobs_.end() || it->second.attempt != req.attempt()) {
+    return absl::NotFoundError(absl::StrCat("job ", req.job_id(), " attempt ", req.attempt(),
+                                            " is not running here"));
+  }
+  for (auto& t : it->second.tasks) {
+    if (complete) {
+      t->NotifyCheckpointComplete(req.checkpoint_id());
+    } else {
+      // Regular checkpoints start at the sources (barriers do the rest) and at tasks past
+      // their end of input; a final one at every task.
+      bool source = it->second.spec->operators[it->second.graph->vertices[t->descriptor().vertex].ops[0]].is_source();
+      if (req.final() || source || t->Status().end_of_input()) {
+        t->TriggerCheckpoint(req.checkpoint_id(), req.final());
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+void Worker::SendAck(proto::CheckpointAck ack) {
+  // Called on a task's upload thread.
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  proto::Ack resp;
+  grpc::Status s = coordinator_->AcknowledgeCheckpoint(&ctx, ack, &resp);
+  if (!s.ok()) {
+    spdlog::warn("cannot acknowledge checkpoint {} of {}: {}", ack.checkpoint_id(),
+                 ack.task().job_id(), s.error_message());
+  }
 }
 
 void Worker::CancelJob(const std::string& job_id) {
@@ -309,9 +384,12 @@ void Worker::HeartbeatLoop() {
   while (true) {
     {
       absl::MutexLock lock(&mu_);
-      auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || !reports_.empty(); };
+      auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || !reports_.empty() || end_of_input_pending_;
+      };
       mu_.AwaitWithTimeout(absl::Condition(&wake), absl::Milliseconds(heartbeat_interval_ms_));
       if (stopping_) return;
+      end_of_input_pending_ = false;
     }
     if (!registered) {
       registered = Register();

@@ -29,6 +29,7 @@ struct WorkerOptions {
   int slots = 2;
   std::string name;
   int64_t heartbeat_interval_ms = 500;
+  std::string work_dir;        // local state; default: a fresh directory under /tmp
   Clock* clock = Clock::Real();
 };
 
@@ -63,6 +64,8 @@ class Worker {
   };
 
   absl::Status Deploy(const proto::DeployTasksRequest& req);
+  absl::Status Checkpoint(const proto::CheckpointTrigger& req, bool complete);
+  void SendAck(proto::CheckpointAck ack);
   absl::Status StartJob(const std::string& job_id);
   void CancelJob(const std::string& job_id);
   absl::Status ResolveGate(const proto::ChannelHeader& h, std::shared_ptr<InputGate>* gate,
@@ -84,6 +87,7 @@ class Worker {
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<proto::Coordinator::Stub> coordinator_;
   std::string data_address_;
+  std::string work_dir_;
   int http_port_ = -1;
   std::thread heartbeat_thread_;
   std::shared_ptr<Gauge> heartbeat_age_;
@@ -97,6 +101,7 @@ class Worker {
   std::map<std::string, std::shared_ptr<grpc::Channel>> grpc_channels_ ABSL_GUARDED_BY(mu_);
   int64_t last_heartbeat_ok_nanos_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t heartbeat_interval_ms_ ABSL_GUARDED_BY(mu_) = options_.heartbeat_interval_ms;
+  bool end_of_input_pending_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace sluice::worker

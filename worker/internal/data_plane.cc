@@ -85,6 +85,7 @@ class ExchangeReactor final : public grpc::ServerBidiReactor<proto::DataMessage,
       item.data = std::move(*in_.mutable_buffer());
       item.num_records = in_.num_records();
       item.end_of_partition = in_.end_of_partition();
+      item.barrier = in_.barrier();
       if (item.end_of_partition) eop_received_.store(true);
       gate_->Push(std::move(item));
     }
@@ -259,6 +260,7 @@ absl::Status RemoteChannelWriter::Enqueue(BufferItem item) {
   msg.set_buffer(std::move(item.data));
   msg.set_num_records(item.num_records);
   msg.set_end_of_partition(item.end_of_partition);
+  msg.set_barrier(item.barrier);
   queue_.push_back(std::move(msg));
   return absl::OkStatus();
 }

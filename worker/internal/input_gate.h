@@ -29,6 +29,7 @@ struct BufferItem {
   std::string data;
   int num_records = 0;
   bool end_of_partition = false;
+  int64_t barrier = 0;  // > 0: a checkpoint barrier with this id (no records)
 };
 
 // The input side of a task: buffers from all its input channels, in one bounded queue.

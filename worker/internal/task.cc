@@ -9,6 +9,7 @@
 #include "common/record_codec.h"
 #include "common/status.h"
 #include "operators/key_hasher.h"
+#include "state/keyed_state_backend.h"
 
 namespace sluice::worker {
 
@@ -146,6 +147,17 @@ class Task::EdgeWriter {
     return absl::OkStatus();
   }
 
+  // Sends checkpoint barrier `id` on every channel, after everything emitted before it.
+  absl::Status EmitBarrier(int64_t id) {
+    SLUICE_RETURN_IF_ERROR(FlushAll());
+    for (auto& ch : channels_) {
+      BufferItem b;
+      b.barrier = id;
+      SLUICE_RETURN_IF_ERROR(ch->Send(std::move(b)));
+    }
+    return absl::OkStatus();
+  }
+
   const std::vector<std::unique_ptr<ChannelWriter>>& channels() const { return channels_; }
 
  private:
@@ -243,6 +255,14 @@ void Task::Start() {
   SetState(proto::TASK_RUNNING, "");
   thread_ = std::thread([this] {
     absl::Status s = Run();
+    if (uploader_.joinable()) {
+      {
+        absl::MutexLock lock(&upload_mu_);
+        upload_stop_ = true;
+      }
+      uploader_.join();  // pending uploads finish first: their acks may complete a checkpoint
+    }
+    backends_.clear();
     // Tear down channels before reporting, so a finished task has delivered everything.
     {
       absl::MutexLock lock(&mu_);
@@ -278,6 +298,24 @@ void Task::Cancel() {
   for (ChannelWriter* w : live_writers_) w->Cancel();
 }
 
+void Task::TriggerCheckpoint(int64_t id, bool final) {
+  {
+    absl::MutexLock lock(&mail_mu_);
+    mail_.push_back(Mail{Mail::kTrigger, id, final});
+  }
+  has_mail_.store(true);
+  gate_->Wake();
+}
+
+void Task::NotifyCheckpointComplete(int64_t id) {
+  {
+    absl::MutexLock lock(&mail_mu_);
+    mail_.push_back(Mail{Mail::kNotify, id, false});
+  }
+  has_mail_.store(true);
+  gate_->Wake();
+}
+
 void Task::Join() {
   if (thread_.joinable()) thread_.join();
 }
@@ -295,6 +333,7 @@ proto::TaskStatus Task::Status() const {
   ref->set_attempt(desc_.attempt);
   ref->set_vertex(desc_.vertex);
   ref->set_subtask(desc_.subtask);
+  st.set_end_of_input(end_of_input_.load());
   absl::MutexLock lock(&mu_);
   st.set_state(state_);
   st.set_error(error_);
@@ -326,6 +365,7 @@ absl::Status Task::Run() {
   for (auto& slot : ops_) {
     SLUICE_ASSIGN_OR_RETURN(slot->op, registry_->Create(*slot->spec));
   }
+  SLUICE_RETURN_IF_ERROR(SetUpState());
 
   // Output channels, one writer per (edge, target subtask).
   std::vector<EdgeWriter*> writers;
@@ -380,6 +420,30 @@ absl::Status Task::Run() {
     ctx.parallelism = vertex.parallelism;
     ctx.clock = clock_;
     ctx.task_name = absl::StrCat(desc_.job_id, "/", ops_[i]->spec->id, "#", desc_.subtask);
+    ctx.attempt = desc_.attempt;
+    ctx.max_parallelism = job.max_parallelism;
+    ctx.keyed_state = backends_[i].get();
+    ctx.checkpointing = !desc_.checkpoint_dir.empty();
+    if (desc_.restore != nullptr) {
+      ctx.restored = true;
+      ctx.restored_checkpoint_id = desc_.restore->checkpoint_id();
+      // Operator state of this operator from every old subtask, in subtask order; split
+      // round-robin over the new subtasks, or whole to each (union).
+      std::vector<std::string> all;
+      bool is_union = false;
+      for (const auto& st : desc_.restore->subtasks()) {
+        for (const auto& h : st.operator_state()) {
+          if (h.operator_id() != ops_[i]->spec->id) continue;
+          is_union |= h.redistribution() == proto::OperatorStateHandle::UNION;
+          all.insert(all.end(), h.entries().begin(), h.entries().end());
+        }
+      }
+      for (size_t k = 0; k < all.size(); ++k) {
+        if (is_union || static_cast<int>(k % vertex.parallelism) == desc_.subtask) {
+          ctx.restored_state.push_back(all[k]);
+        }
+      }
+    }
     ops::Output* out = i + 1 < ops_.size() ? static_cast<ops::Output*>(chain_outputs_[i].get())
                                            : tail_output_.get();
     absl::Status s = ops_[i]->op->Open(ctx, out);
@@ -392,7 +456,9 @@ absl::Status Task::Run() {
   SLUICE_RETURN_IF_ERROR(ops_[0]->spec->is_source() ? RunSource() : RunInput());
 
   // End of input: finish operators head to tail (a Finish may emit into the next operator).
+  // A task restored from a final checkpoint already did.
   for (auto& slot : ops_) {
+    if (skip_finish_) break;
     absl::Status s = slot->op->Finish();
     if (!s.ok()) {
       if (failed_op_.empty()) failed_op_ = slot->spec->id;
@@ -400,7 +466,11 @@ absl::Status Task::Run() {
     }
   }
   for (auto& w : edge_writers_) SLUICE_RETURN_IF_ERROR(w->EndOfPartition());
-  return absl::OkStatus();
+  if (desc_.checkpoint_dir.empty()) return absl::OkStatus();
+  // With checkpoints, output is committed by the final checkpoint: wait for it.
+  end_of_input_.store(true);
+  if (desc_.on_end_of_input) desc_.on_end_of_input();
+  return AwaitFinalCheckpoint();
 }
 
 absl::Status Task::FlushIfDue(bool force) {
@@ -420,6 +490,7 @@ absl::Status Task::FlushIfDue(bool force) {
 absl::Status Task::RunSource() {
   auto* source = static_cast<ops::SourceOperator*>(ops_[0]->op.get());
   while (!cancelled_.load(std::memory_order_relaxed)) {
+    if (has_mail_.load(std::memory_order_relaxed)) SLUICE_RETURN_IF_ERROR(HandleMail(true));
     int64_t wake_at = 0;
     absl::StatusOr<ops::SourceOperator::State> st = source->Poll(kSourceBatch, &wake_at);
     if (!st.ok()) {
@@ -446,62 +517,272 @@ absl::Status Task::RunSource() {
 absl::Status Task::RunInput() {
   const plan::JobGraph& graph = *desc_.graph;
   const plan::Vertex& vertex = graph.vertices[desc_.vertex];
-  // Decoding schema per channel (all edges into a vertex carry the head's input schema, but
-  // keep it per channel for clarity).
   const int num_channels = gate_->num_channels();
-  std::vector<const Schema*> schema_of(num_channels);
+  schema_of_.assign(num_channels, nullptr);
   for (int e : vertex.in_edges) {
     const plan::Edge& edge = graph.edges[e];
     for (int src = 0; src < graph.vertices[edge.source_vertex].parallelism; ++src) {
-      if (edge.Connects(src, desc_.subtask)) schema_of[GateChannelIndex(graph, e, src)] = &edge.schema;
+      if (edge.Connects(src, desc_.subtask)) schema_of_[GateChannelIndex(graph, e, src)] = &edge.schema;
     }
   }
-  std::vector<bool> ended(num_channels, false);
-  int remaining = num_channels;
-  OperatorSlot* head = ops_[0].get();
-  Record record(head->spec->input_schema.size());
+  ended_.assign(num_channels, false);
+  blocked_.assign(num_channels, false);
+  remaining_ = num_channels;
+  Record record(ops_[0]->spec->input_schema.size());
 
-  while (remaining > 0) {
+  while (remaining_ > 0 || !replay_.empty()) {
     if (cancelled_.load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
-    int64_t deadline = std::numeric_limits<int64_t>::max();
-    int64_t real_now = Clock::Real()->NowNanos();
-    for (auto& w : edge_writers_) {
-      if (w->pending_since() != 0) {
-        deadline = std::min(deadline, real_now + std::max<int64_t>(
-            0, w->pending_since() + buffer_timeout_nanos_ - clock_->NowNanos()));
-      }
-    }
-    if (deadline == std::numeric_limits<int64_t>::max()) deadline = real_now + 200'000'000;
-    absl::optional<BufferItem> item = gate_->Poll(deadline);
-    if (item.has_value()) {
-      const int ch = item->channel;
-      if (ch < 0 || ch >= num_channels || ended[ch]) {
-        return absl::DataLossError(absl::StrCat("buffer for unexpected channel ", ch));
-      }
-      if (item->end_of_partition) {
-        ended[ch] = true;
-        --remaining;
-      } else {
-        RecordDecoder dec(schema_of[ch], item->data);
-        while (!dec.Done()) {
-          // A buffer may hold thousands of records: do not finish it after a cancel.
-          if (cancelled_.load(std::memory_order_relaxed)) {
-            return absl::CancelledError("task cancelled");
-          }
-          SLUICE_RETURN_IF_ERROR(dec.Next(&record));
-          head->in->Add();
-          absl::Status s = head->op->Process(record);
-          if (!s.ok()) {
-            if (failed_op_.empty() && s.code() != absl::StatusCode::kCancelled) {
-              failed_op_ = head->spec->id;
-            }
-            return s;
-          }
+    if (has_mail_.load(std::memory_order_relaxed)) SLUICE_RETURN_IF_ERROR(HandleMail(false));
+    absl::optional<BufferItem> item;
+    if (!replay_.empty()) {
+      item = std::move(replay_.front());
+      replay_.pop_front();
+    } else {
+      int64_t deadline = std::numeric_limits<int64_t>::max();
+      int64_t real_now = Clock::Real()->NowNanos();
+      for (auto& w : edge_writers_) {
+        if (w->pending_since() != 0) {
+          deadline = std::min(deadline, real_now + std::max<int64_t>(
+              0, w->pending_since() + buffer_timeout_nanos_ - clock_->NowNanos()));
         }
       }
+      if (deadline == std::numeric_limits<int64_t>::max()) deadline = real_now + 200'000'000;
+      item = gate_->Poll(deadline);
+    }
+    if (item.has_value()) {
+      const int ch = item->channel;
+      if (ch < 0 || ch >= num_channels || ended_[ch]) {
+        return absl::DataLossError(absl::StrCat("buffer for unexpected channel ", ch));
+      }
+      if (blocked_[ch]) {
+        stash_.push_back(std::move(*item));  // its credit is returned when it is processed
+        continue;
+      }
+      SLUICE_RETURN_IF_ERROR(ProcessItem(*item, record));
       gate_->ReleaseCredit(ch);
+      // Aligned: every channel has delivered the barrier or ended.
+      if (aligning_ > 0) {
+        bool aligned = true;
+        for (int c = 0; c < num_channels; ++c) aligned &= blocked_[c] || ended_[c];
+        if (aligned) {
+          int64_t id = aligning_;
+          int64_t alignment_ms = (clock_->NowNanos() - align_start_nanos_) / 1'000'000;
+          aligning_ = 0;
+          blocked_.assign(num_channels, false);
+          while (!stash_.empty()) {
+            replay_.push_back(std::move(stash_.front()));
+            stash_.pop_front();
+          }
+          SLUICE_RETURN_IF_ERROR(PerformCheckpoint(id, true, alignment_ms));
+        }
+      }
     }
     SLUICE_RETURN_IF_ERROR(FlushIfDue(false));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Task::ProcessItem(BufferItem& item, Record& record) {
+  const int ch = item.channel;
+  if (item.barrier > 0) {
+    if (aligning_ > 0 && item.barrier > aligning_) {
+      // A newer barrier overtook an unfinished alignment (that checkpoint was abandoned):
+      // release the held channels and align on the new one.
+      blocked_.assign(blocked_.size(), false);
+      while (!stash_.empty()) {
+        replay_.push_back(std::move(stash_.front()));
+        stash_.pop_front();
+      }
+      aligning_ = 0;
+    }
+    if (aligning_ == 0) {
+      aligning_ = item.barrier;
+      align_start_nanos_ = clock_->NowNanos();
+    }
+    if (item.barrier == aligning_) blocked_[ch] = true;
+    return absl::OkStatus();
+  }
+  if (item.end_of_partition) {
+    ended_[ch] = true;
+    --remaining_;
+    return absl::OkStatus();
+  }
+  OperatorSlot* head = ops_[0].get();
+  RecordDecoder dec(schema_of_[ch], item.data);
+  while (!dec.Done()) {
+    if (cancelled_.load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
+    SLUICE_RETURN_IF_ERROR(dec.Next(&record));
+    head->in->Add();
+    absl::Status s = head->op->Process(record);
+    if (!s.ok()) {
+      if (failed_op_.empty() && s.code() != absl::StatusCode::kCancelled) failed_op_ = head->spec->id;
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Task::HandleMail(bool source) {
+  std::deque<Mail> mail;
+  {
+    absl::MutexLock lock(&mail_mu_);
+    mail.swap(mail_);
+    has_mail_.store(false);
+  }
+  for (const Mail& m : mail) {
+    if (m.kind == Mail::kNotify) {
+      for (auto& slot : ops_) {
+        absl::Status s = slot->op->NotifyCheckpointComplete(m.id);
+        if (!s.ok()) {
+          failed_op_ = slot->spec->id;
+          return s;
+        }
+      }
+      if (final_checkpoint_ > 0 && m.id >= final_checkpoint_) final_done_ = true;
+    } else if (source || end_of_input_.load()) {
+      // Sources start a checkpoint by injecting its barrier; a task past its end of input
+      // (no barrier can reach it any more) snapshots directly.
+      SLUICE_RETURN_IF_ERROR(PerformCheckpoint(m.id, !end_of_input_.load() && !m.final, 0));
+      if (end_of_input_.load() && m.final) final_checkpoint_ = m.id;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Task::AwaitFinalCheckpoint() {
+  while (!final_done_) {
+    if (cancelled_.load()) return absl::CancelledError("task cancelled");
+    if (has_mail_.load()) {
+      SLUICE_RETURN_IF_ERROR(HandleMail(false));
+      continue;
+    }
+    gate_->Poll(Clock::Real()->NowNanos() + 200'000'000);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Task::PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alignment_ms) {
+  const int64_t start = clock_->NowNanos();
+  // Everything emitted before the barrier goes out before it.
+  for (auto& w : edge_writers_) SLUICE_RETURN_IF_ERROR(w->FlushAll());
+  auto ack = std::make_shared<proto::CheckpointAck>();
+  auto* ref = ack->mutable_task();
+  ref->set_job_id(desc_.job_id);
+  ref->set_attempt(desc_.attempt);
+  ref->set_vertex(desc_.vertex);
+  ref->set_subtask(desc_.subtask);
+  ack->set_checkpoint_id(id);
+  ack->set_alignment_ms(alignment_ms);
+  auto* st = ack->mutable_state();
+  st->set_vertex(desc_.vertex);
+  st->set_subtask(desc_.subtask);
+  st->set_finished(end_of_input_.load());
+  std::vector<std::pair<std::string, state::PendingSnapshot>> pending;
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    std::vector<std::string> entries;
+    absl::Status s = ops_[i]->op->SnapshotState(id, &entries);
+    if (!s.ok()) {
+      failed_op_ = ops_[i]->spec->id;
+      return s;
+    }
+    if (!entries.empty()) {
+      auto* h = st->add_operator_state();
+      h->set_operator_id(ops_[i]->spec->id);
+      h->set_redistribution(ops_[i]->op->UnionState() ? proto::OperatorStateHandle::UNION
+                                                      : proto::OperatorStateHandle::SPLIT);
+      for (auto& e : entries) h->add_entries(std::move(e));
+    }
+    if (backends_[i] != nullptr) {
+      SLUICE_ASSIGN_OR_RETURN(state::PendingSnapshot snap, backends_[i]->SnapshotSync(id));
+      pending.push_back({ops_[i]->spec->id, std::move(snap)});
+    }
+  }
+  ack->set_sync_ms((clock_->NowNanos() - start) / 1'000'000);
+  if (emit_barrier) {
+    for (auto& w : edge_writers_) SLUICE_RETURN_IF_ERROR(w->EmitBarrier(id));
+  }
+  // The asynchronous part: upload keyed state, then acknowledge.
+  std::vector<state::KeyedStateBackend*> backends;
+  for (auto& b : backends_) {
+    if (b != nullptr) backends.push_back(b.get());
+  }
+  auto job = desc_.job;
+  std::string dir = desc_.checkpoint_dir;
+  std::string private_prefix = absl::StrCat("chk-", id, "/", desc_.vertex, "-", desc_.subtask);
+  auto deliver = desc_.ack;
+  Clock* clock = clock_;
+  auto upload = [ack, pending, backends, dir, private_prefix, deliver, clock, start]() mutable {
+    const int64_t async_start = clock->NowNanos();
+    for (size_t k = 0; k < pending.size(); ++k) {
+      auto handle = backends[k]->UploadSnapshot(pending[k].second, dir,
+                                                absl::StrCat(private_prefix, "-", pending[k].first));
+      if (!handle.ok()) {
+        ack->set_declined(true);
+        ack->set_reason(std::string(handle.status().message()));
+        break;
+      }
+      handle->set_operator_id(pending[k].first);
+      *ack->mutable_state()->add_keyed() = std::move(*handle);
+    }
+    ack->set_async_ms((clock->NowNanos() - async_start) / 1'000'000);
+    (void)start;
+    if (deliver) deliver(std::move(*ack));
+  };
+  {
+    absl::MutexLock lock(&upload_mu_);
+    uploads_.push_back(std::move(upload));
+  }
+  if (!uploader_.joinable()) uploader_ = std::thread([this] { UploadLoop(); });
+  return absl::OkStatus();
+}
+
+void Task::UploadLoop() {
+  while (true) {
+    std::function<void()> job;
+    {
+      absl::MutexLock lock(&upload_mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(upload_mu_) {
+        return upload_stop_ || !uploads_.empty();
+      };
+      upload_mu_.Await(absl::Condition(&ready));
+      if (uploads_.empty()) return;
+      job = std::move(uploads_.front());
+      uploads_.pop_front();
+    }
+    job();
+  }
+}
+
+absl::Status Task::SetUpState() {
+  const plan::JobSpec& job = *desc_.job;
+  const plan::Vertex& vertex = desc_.graph->vertices[desc_.vertex];
+  backends_.resize(ops_.size());
+  if (desc_.restore != nullptr && desc_.restore->final()) skip_finish_ = true;
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    if (!ops_[i]->op->IsKeyed()) continue;
+    state::StateBackendOptions o;
+    o.local_dir = absl::StrCat(desc_.work_dir, "/", desc_.job_id, "/", desc_.attempt, "/",
+                               desc_.vertex, "-", desc_.subtask, "-", ops_[i]->spec->id);
+    o.operator_id = ops_[i]->spec->id;
+    o.max_parallelism = job.max_parallelism;
+    o.range = KeyGroupRangeForSubtask(job.max_parallelism, vertex.parallelism, desc_.subtask);
+    o.clock = clock_;
+    std::vector<proto::KeyedStateHandle> handles;
+    if (desc_.restore != nullptr) {
+      for (const auto& st : desc_.restore->subtasks()) {
+        for (const auto& h : st.keyed()) {
+          if (h.operator_id() == ops_[i]->spec->id) handles.push_back(h);
+        }
+      }
+    }
+    absl::StatusOr<std::unique_ptr<state::KeyedStateBackend>> b =
+        handles.empty() ? state::KeyedStateBackend::Open(o)
+                        : state::KeyedStateBackend::Restore(o, handles, desc_.restore_dir);
+    if (!b.ok()) {
+      failed_op_ = ops_[i]->spec->id;
+      return b.status();
+    }
+    backends_[i] = std::move(*b);
   }
   return absl::OkStatus();
 }

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <atomic>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -14,7 +15,9 @@
 #include "common/metrics.h"
 #include "operators/registry.h"
 #include "plan/job_graph.h"
+#include "proto/checkpoint.pb.h"
 #include "proto/control.pb.h"
+#include "state/keyed_state_backend.h"
 #include "proto/data.pb.h"
 #include "worker/internal/input_gate.h"
 
@@ -34,6 +37,14 @@ struct TaskDescriptor {
   std::shared_ptr<const plan::JobGraph> graph;
   // vertex -> subtask -> data address of the worker running it
   std::vector<std::vector<std::string>> placement;
+  std::string work_dir;        // local directory for this task's state backends
+  std::string checkpoint_dir;  // the job's directory in checkpoint storage; "" = no checkpoints
+  std::shared_ptr<const proto::CheckpointMetadata> restore;  // null: fresh start
+  std::string restore_dir;     // directory the restored state's files are relative to
+  // Delivers a checkpoint acknowledgement to the coordinator. Thread-safe.
+  std::function<void(proto::CheckpointAck)> ack;
+  // Told when the task has processed all input and waits for the final checkpoint.
+  std::function<void()> on_end_of_input;
 };
 
 // Index of the channel (edge, src subtask) within the input gate of the edge's consumer.
@@ -60,6 +71,11 @@ class Task {
   void Cancel();
   void Join();
 
+  // From any thread: take checkpoint `id` (sources inject its barrier; with `final`, or for a
+  // task past its end of input, snapshot directly), or learn that it completed.
+  void TriggerCheckpoint(int64_t id, bool final);
+  void NotifyCheckpointComplete(int64_t id);
+
   const TaskDescriptor& descriptor() const { return desc_; }
   const std::shared_ptr<InputGate>& gate() const { return gate_; }
   std::string name() const;  // "<job>/<vertex name>#<subtask>"
@@ -73,9 +89,21 @@ class Task {
   class EdgeWriter;
   class TailOutput;
 
+  struct Mail {
+    enum Kind { kTrigger, kNotify } kind;
+    int64_t id;
+    bool final;
+  };
+
   absl::Status Run();
+  absl::Status SetUpState();
   absl::Status RunSource();
   absl::Status RunInput();
+  absl::Status AwaitFinalCheckpoint();
+  absl::Status HandleMail(bool source);
+  absl::Status PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alignment_ms);
+  absl::Status ProcessItem(BufferItem& item, Record& record);
+  void UploadLoop();
   absl::Status FlushIfDue(bool force);
   void SetState(proto::TaskState state, const std::string& error);
 
@@ -97,6 +125,31 @@ class Task {
   std::unique_ptr<TailOutput> tail_output_;
   std::string failed_op_;
   int64_t buffer_timeout_nanos_ = 0;
+  std::vector<std::unique_ptr<state::KeyedStateBackend>> backends_;  // per chained op (or null)
+  bool skip_finish_ = false;
+  // Barrier alignment (input tasks).
+  std::vector<bool> ended_;
+  std::vector<bool> blocked_;
+  int remaining_ = 0;
+  int64_t aligning_ = 0;
+  int64_t align_start_nanos_ = 0;
+  std::deque<BufferItem> stash_;   // buffers of blocked channels, in arrival order
+  std::deque<BufferItem> replay_;  // stashed buffers to process before polling the gate
+  std::vector<const Schema*> schema_of_;
+
+  // Mailbox: triggers and completions from RPC threads.
+  absl::Mutex mail_mu_;
+  std::deque<Mail> mail_ ABSL_GUARDED_BY(mail_mu_);
+  std::atomic<bool> has_mail_{false};
+  std::atomic<bool> end_of_input_{false};
+  int64_t final_checkpoint_ = 0;  // id of the final checkpoint this task acknowledged
+  bool final_done_ = false;       // ... and that checkpoint completed
+
+  // Background uploads (the asynchronous part of snapshots).
+  absl::Mutex upload_mu_;
+  std::deque<std::function<void()>> uploads_ ABSL_GUARDED_BY(upload_mu_);
+  bool upload_stop_ ABSL_GUARDED_BY(upload_mu_) = false;
+  std::thread uploader_;
 
   mutable absl::Mutex mu_;
   proto::TaskState state_ ABSL_GUARDED_BY(mu_) = proto::TASK_DEPLOYING;

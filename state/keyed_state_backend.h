@@ -1,0 +1,117 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/clock.h"
+#include "common/key_groups.h"
+#include "proto/checkpoint.pb.h"
+
+namespace sluice::state {
+
+// Identifies a registered state within one backend.
+using StateId = int;
+
+enum class StateKind { kValue, kList, kMap };
+enum class TimerDomain { kEventTime = 0, kProcessingTime = 1 };
+
+struct StateBackendOptions {
+  std::string local_dir;         // the backend's private working directory (created; wiped first)
+  std::string operator_id;       // for handles and errors
+  int max_parallelism = kDefaultMaxParallelism;
+  KeyGroupRange range{0, kDefaultMaxParallelism - 1};  // key groups this subtask owns
+  size_t cache_bytes = 32 << 20;  // budget of the in-memory write-back cache
+  Clock* clock = Clock::Real();   // for TTL (processing time)
+};
+
+// A snapshot whose synchronous part is done: a RocksDB checkpoint (hard links) in a local
+// directory, ready to be copied to checkpoint storage in the background.
+struct PendingSnapshot {
+  int64_t checkpoint_id = 0;
+  std::string local_checkpoint_dir;
+};
+
+// Keyed state of one operator subtask, in RocksDB, organised by key groups as in Flink.
+//
+// Every RocksDB key is [key group: 2 bytes big-endian][state id: 1 byte][key length varint]
+// [key bytes][user key (map state) / timer fields]. A bounded write-back cache sits in front of
+// RocksDB so hot keys cost no RocksDB round trip; dirty entries go to RocksDB in write batches
+// when evicted and always before the synchronous part of a snapshot.
+//
+// Threading: owned and used by one task thread, except UploadSnapshot(), which may run on a
+// background thread concurrently with further processing (it only reads the local checkpoint
+// directory made by SnapshotSync()). Not otherwise thread-safe.
+class KeyedStateBackend {
+ public:
+  // Opens an empty backend.
+  static absl::StatusOr<std::unique_ptr<KeyedStateBackend>> Open(const StateBackendOptions& options);
+  // Opens a backend holding the key groups of options.range found in `handles` (snapshots of
+  // one or more previous subtasks, possibly with other ranges: rescaling). `job_checkpoint_dir`
+  // is the job's directory in checkpoint storage (holding shared/ and the private dirs).
+  static absl::StatusOr<std::unique_ptr<KeyedStateBackend>> Restore(
+      const StateBackendOptions& options, const std::vector<proto::KeyedStateHandle>& handles,
+      const std::string& job_checkpoint_dir);
+
+  virtual ~KeyedStateBackend() = default;
+
+  // Registers (or finds) state `name`. ttl_ms > 0: entries expire that long after their last
+  // write (processing time) and read as absent.
+  virtual StateId RegisterState(const std::string& name, StateKind kind, int64_t ttl_ms = 0) = 0;
+
+  // Sets the key the state calls below refer to. `key` is the serialized key; its key group
+  // must be in the backend's range (kInvalidArgument otherwise, from the calls below).
+  virtual void SetCurrentKey(absl::string_view key, int key_group) = 0;
+
+  // Value state. Get returns false (and leaves *value alone) when absent or expired.
+  virtual absl::StatusOr<bool> Get(StateId id, std::string* value) = 0;
+  virtual absl::Status Put(StateId id, absl::string_view value) = 0;
+  virtual absl::Status Delete(StateId id) = 0;
+
+  // List state.
+  virtual absl::Status Append(StateId id, absl::string_view element) = 0;
+  virtual absl::Status GetList(StateId id, std::vector<std::string>* out) = 0;
+  virtual absl::Status ClearList(StateId id) = 0;
+
+  // Map state.
+  virtual absl::StatusOr<bool> MapGet(StateId id, absl::string_view user_key, std::string* value) = 0;
+  virtual absl::Status MapPut(StateId id, absl::string_view user_key, absl::string_view value) = 0;
+  virtual absl::Status MapRemove(StateId id, absl::string_view user_key) = 0;
+  virtual absl::Status MapEntries(StateId id,
+                                  std::vector<std::pair<std::string, std::string>>* out) = 0;
+
+  // Visits every key (and its key group) that has value state `id` (for emitting final
+  // results). Calls SetCurrentKey as it goes.
+  virtual absl::Status ForEachKey(StateId id,
+                                  const std::function<absl::Status(absl::string_view key)>& fn) = 0;
+
+  // Timers per key, stored with the state (so they survive restore). Registering the same
+  // (key, timestamp, domain) twice keeps one timer.
+  virtual absl::Status RegisterTimer(TimerDomain domain, int64_t timestamp) = 0;
+  virtual absl::Status DeleteTimer(TimerDomain domain, int64_t timestamp) = 0;
+  // Removes and fires, in timestamp order, every timer of `domain` with timestamp <= `up_to`.
+  // The callback runs with the timer's key set as current key.
+  virtual absl::Status FireTimers(TimerDomain domain, int64_t up_to,
+                                  const std::function<absl::Status(int64_t timestamp)>& fn) = 0;
+
+  // Synchronous part of a snapshot: flushes the cache and memtables and makes a RocksDB
+  // checkpoint (hard links) under the local directory. Short; runs on the task thread.
+  virtual absl::StatusOr<PendingSnapshot> SnapshotSync(int64_t checkpoint_id) = 0;
+  // Asynchronous part: copies the snapshot to checkpoint storage. SST files go to
+  // <job_checkpoint_dir>/shared/ unless this backend already uploaded them for an earlier
+  // checkpoint (incremental); the rest (MANIFEST, CURRENT, OPTIONS) to
+  // <job_checkpoint_dir>/<private_dir>/. Removes the local checkpoint directory afterwards.
+  virtual absl::StatusOr<proto::KeyedStateHandle> UploadSnapshot(
+      const PendingSnapshot& snapshot, const std::string& job_checkpoint_dir,
+      const std::string& private_dir) = 0;
+
+  // Bytes the cache holds now (for metrics and the memory budget test).
+  virtual size_t CacheBytesForTest() const = 0;
+};
+
+}  // namespace sluice::state

@@ -1,0 +1,695 @@
+#include "state/keyed_state_backend.h"
+
+#include <stdlib.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/clock.h"
+#include "common/key_groups.h"
+#include "common/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace sluice::state {
+namespace {
+
+namespace fs = std::filesystem;
+using ::sluice::testing::StatusIs;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Pair;
+using ::testing::UnorderedElementsAreArray;
+
+constexpr int kMaxParallelism = 128;
+
+int KeyGroupOf(const std::string& key) { return KeyGroupForHash(HashBytes(key), kMaxParallelism); }
+
+class KeyedStateBackendTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/sluice_state_test_XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    root_ = tmpl;
+    job_dir_ = (root_ / "job").string();
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(root_, ec);
+  }
+
+  StateBackendOptions Options(const std::string& name, KeyGroupRange range = {0, 127}) {
+    StateBackendOptions o;
+    o.local_dir = (root_ / "local" / name).string();
+    o.operator_id = "op";
+    o.max_parallelism = kMaxParallelism;
+    o.range = range;
+    o.clock = &clock_;
+    return o;
+  }
+
+  std::unique_ptr<KeyedStateBackend> OpenOrDie(const StateBackendOptions& o) {
+    auto b = KeyedStateBackend::Open(o);
+    EXPECT_TRUE(b.ok()) << b.status();
+    return b.ok() ? std::move(b).value() : nullptr;
+  }
+
+  // SnapshotSync + UploadSnapshot into job_dir_.
+  absl::StatusOr<proto::KeyedStateHandle> Checkpoint(KeyedStateBackend* b, int64_t id,
+                                                     const std::string& private_dir) {
+    auto pending = b->SnapshotSync(id);
+    if (!pending.ok()) return pending.status();
+    return b->UploadSnapshot(*pending, job_dir_, private_dir);
+  }
+
+  static void SetKey(KeyedStateBackend* b, const std::string& key) {
+    b->SetCurrentKey(key, KeyGroupOf(key));
+  }
+
+  static std::string GetOr(KeyedStateBackend* b, StateId id, const std::string& key,
+                           const std::string& absent = "<absent>") {
+    SetKey(b, key);
+    std::string v;
+    auto found = b->Get(id, &v);
+    EXPECT_TRUE(found.ok()) << found.status();
+    return found.ok() && *found ? v : absent;
+  }
+
+  fs::path root_;
+  std::string job_dir_;
+  FakeClock clock_;
+};
+
+TEST_F(KeyedStateBackendTest, ValueListMapBasics) {
+  auto b = OpenOrDie(Options("a"));
+  ASSERT_NE(b, nullptr);
+  StateId value = b->RegisterState("count", StateKind::kValue);
+  StateId list = b->RegisterState("events", StateKind::kList);
+  StateId map = b->RegisterState("by_user", StateKind::kMap);
+  EXPECT_EQ(b->RegisterState("count", StateKind::kValue), value);
+
+  b->SetCurrentKey("k1", 5);
+  std::string v;
+  ASSERT_OK(b->Get(value, &v));
+  EXPECT_FALSE(*b->Get(value, &v));
+  ASSERT_OK(b->Put(value, "one"));
+  ASSERT_TRUE(*b->Get(value, &v));
+  EXPECT_EQ(v, "one");
+  ASSERT_OK(b->Put(value, "uno"));
+  ASSERT_TRUE(*b->Get(value, &v));
+  EXPECT_EQ(v, "uno");
+
+  ASSERT_OK(b->Append(list, "a"));
+  ASSERT_OK(b->Append(list, ""));
+  ASSERT_OK(b->Append(list, "ccc"));
+  std::vector<std::string> elements;
+  ASSERT_OK(b->GetList(list, &elements));
+  EXPECT_THAT(elements, ElementsAre("a", "", "ccc"));
+
+  ASSERT_OK(b->MapPut(map, "alice", "1"));
+  ASSERT_OK(b->MapPut(map, "bob", "2"));
+  ASSERT_OK(b->MapPut(map, "alice", "3"));
+  ASSERT_TRUE(*b->MapGet(map, "alice", &v));
+  EXPECT_EQ(v, "3");
+  EXPECT_FALSE(*b->MapGet(map, "carol", &v));
+  std::vector<std::pair<std::string, std::string>> entries;
+  ASSERT_OK(b->MapEntries(map, &entries));
+  EXPECT_THAT(entries, ElementsAre(Pair("alice", "3"), Pair("bob", "2")));
+
+  // Same key bytes, another key group: separate state. A key that is a prefix of another
+  // does not see the other's map entries.
+  b->SetCurrentKey("k1", 6);
+  EXPECT_FALSE(*b->Get(value, &v));
+  ASSERT_OK(b->GetList(list, &elements));
+  EXPECT_TRUE(elements.empty());
+  ASSERT_OK(b->MapEntries(map, &entries));
+  EXPECT_TRUE(entries.empty());
+  ASSERT_OK(b->Put(value, "other"));
+  b->SetCurrentKey("k", 5);
+  ASSERT_OK(b->MapEntries(map, &entries));
+  EXPECT_TRUE(entries.empty());
+  b->SetCurrentKey("k1", 5);
+  ASSERT_TRUE(*b->Get(value, &v));
+  EXPECT_EQ(v, "uno");
+
+  // Deletes.
+  ASSERT_OK(b->Delete(value));
+  EXPECT_FALSE(*b->Get(value, &v));
+  ASSERT_OK(b->ClearList(list));
+  ASSERT_OK(b->GetList(list, &elements));
+  EXPECT_TRUE(elements.empty());
+  ASSERT_OK(b->Append(list, "again"));
+  ASSERT_OK(b->GetList(list, &elements));
+  EXPECT_THAT(elements, ElementsAre("again"));
+  ASSERT_OK(b->MapRemove(map, "alice"));
+  ASSERT_OK(b->MapEntries(map, &entries));
+  EXPECT_THAT(entries, ElementsAre(Pair("bob", "2")));
+  b->SetCurrentKey("k1", 6);
+  ASSERT_TRUE(*b->Get(value, &v));
+  EXPECT_EQ(v, "other");
+}
+
+TEST_F(KeyedStateBackendTest, RejectsBadIdsKindsAndKeyGroups) {
+  auto b = OpenOrDie(Options("a", {10, 20}));
+  ASSERT_NE(b, nullptr);
+  StateId value = b->RegisterState("v", StateKind::kValue);
+  EXPECT_EQ(b->RegisterState("v", StateKind::kMap), -1);
+  std::string v;
+  b->SetCurrentKey("k", 21);
+  EXPECT_THAT(b->Put(value, "x"), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("21")));
+  EXPECT_THAT(b->RegisterTimer(TimerDomain::kEventTime, 1),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("21")));
+  b->SetCurrentKey("k", 10);
+  EXPECT_THAT(b->Get(-1, &v), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown")));
+  EXPECT_THAT(b->Get(77, &v), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown")));
+  EXPECT_THAT(b->Append(value, "x"), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("kind")));
+  ASSERT_OK(b->Put(value, "x"));
+
+  StateBackendOptions bad = Options("bad", {0, 128});
+  EXPECT_THAT(KeyedStateBackend::Open(bad), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("range")));
+}
+
+TEST_F(KeyedStateBackendTest, CacheEvictionUnderTinyBudgetKeepsValues) {
+  StateBackendOptions o = Options("a");
+  o.cache_bytes = 64 << 10;
+  auto b = OpenOrDie(o);
+  ASSERT_NE(b, nullptr);
+  StateId value = b->RegisterState("v", StateKind::kValue);
+  StateId list = b->RegisterState("l", StateKind::kList);
+  constexpr int kKeys = 100000;
+  constexpr size_t kSlack = 4 << 10;
+  size_t max_bytes = 0;
+  for (int i = 0; i < kKeys; ++i) {
+    std::string key = absl::StrCat("key-", i);
+    SetKey(b.get(), key);
+    ASSERT_OK(b->Put(value, absl::StrCat("value-", i)));
+    if (i % 10 == 0) {
+      ASSERT_OK(b->Append(list, absl::StrCat("e", i)));
+    }
+    max_bytes = std::max(max_bytes, b->CacheBytesForTest());
+  }
+  EXPECT_LE(max_bytes, o.cache_bytes + kSlack);
+  EXPECT_GT(max_bytes, 0u);
+  // Overwrite and delete some, then read everything back (mostly from RocksDB).
+  for (int i = 0; i < kKeys; i += 7) {
+    SetKey(b.get(), absl::StrCat("key-", i));
+    if (i % 2 == 0) {
+      ASSERT_OK(b->Put(value, absl::StrCat("new-", i)));
+    } else {
+      ASSERT_OK(b->Delete(value));
+    }
+  }
+  std::vector<std::string> elements;
+  for (int i = 0; i < kKeys; ++i) {
+    std::string key = absl::StrCat("key-", i);
+    std::string want = i % 7 != 0 ? absl::StrCat("value-", i)
+                       : i % 2 == 0 ? absl::StrCat("new-", i)
+                                    : "<absent>";
+    ASSERT_EQ(GetOr(b.get(), value, key), want) << key;
+    ASSERT_OK(b->GetList(list, &elements));
+    if (i % 10 == 0) {
+      ASSERT_THAT(elements, ElementsAre(absl::StrCat("e", i)));
+    } else {
+      ASSERT_TRUE(elements.empty());
+    }
+    max_bytes = std::max(max_bytes, b->CacheBytesForTest());
+  }
+  EXPECT_LE(max_bytes, o.cache_bytes + kSlack);
+
+  int visited = 0;
+  ASSERT_OK(b->ForEachKey(value, [&](absl::string_view) {
+    ++visited;
+    return absl::OkStatus();
+  }));
+  EXPECT_EQ(visited, kKeys - (kKeys / 7 + 1) / 2);
+}
+
+TEST_F(KeyedStateBackendTest, TtlExpiresEntries) {
+  for (size_t cache_bytes : {size_t{32} << 20, size_t{0}}) {  // from the cache / from RocksDB
+    SCOPED_TRACE(cache_bytes);
+    StateBackendOptions o = Options(absl::StrCat("ttl", cache_bytes));
+    o.cache_bytes = cache_bytes;
+    auto b = OpenOrDie(o);
+    ASSERT_NE(b, nullptr);
+    StateId value = b->RegisterState("v", StateKind::kValue, /*ttl_ms=*/1000);
+    StateId forever = b->RegisterState("f", StateKind::kValue);
+    StateId list = b->RegisterState("l", StateKind::kList, 1000);
+    StateId map = b->RegisterState("m", StateKind::kMap, 1000);
+    SetKey(b.get(), "a");
+    ASSERT_OK(b->Put(value, "x"));
+    ASSERT_OK(b->Put(forever, "y"));
+    ASSERT_OK(b->Append(list, "e1"));
+    ASSERT_OK(b->MapPut(map, "u1", "1"));
+    clock_.AdvanceNanos(600'000'000);
+    ASSERT_OK(b->MapPut(map, "u2", "2"));  // written later: expires later
+    ASSERT_OK(b->Append(list, "e2"));      // refreshes the whole list
+    EXPECT_EQ(GetOr(b.get(), value, "a"), "x");
+    clock_.AdvanceNanos(500'000'000);  // 1100 ms after the first writes
+    EXPECT_EQ(GetOr(b.get(), value, "a"), "<absent>");
+    EXPECT_EQ(GetOr(b.get(), forever, "a"), "y");
+    std::string v;
+    EXPECT_FALSE(*b->MapGet(map, "u1", &v));
+    ASSERT_TRUE(*b->MapGet(map, "u2", &v));
+    std::vector<std::pair<std::string, std::string>> entries;
+    ASSERT_OK(b->MapEntries(map, &entries));
+    EXPECT_THAT(entries, ElementsAre(Pair("u2", "2")));
+    std::vector<std::string> elements;
+    ASSERT_OK(b->GetList(list, &elements));
+    EXPECT_THAT(elements, ElementsAre("e1", "e2"));
+    int visited = 0;
+    ASSERT_OK(b->ForEachKey(value, [&](absl::string_view) {
+      ++visited;
+      return absl::OkStatus();
+    }));
+    EXPECT_EQ(visited, 0);
+    clock_.AdvanceNanos(1'000'000'000);
+    ASSERT_OK(b->GetList(list, &elements));
+    EXPECT_TRUE(elements.empty());
+    ASSERT_OK(b->MapEntries(map, &entries));
+    EXPECT_TRUE(entries.empty());
+  }
+}
+
+TEST_F(KeyedStateBackendTest, TimersFireInOrderAndDedupe) {
+  auto b = OpenOrDie(Options("a"));
+  ASSERT_NE(b, nullptr);
+  std::vector<std::pair<std::string, int64_t>> timers = {
+      {"a", 30}, {"b", 10}, {"c", -5}, {"d", 20}, {"a", 10}, {"e", 100}, {"b", 10}, {"f", 25}};
+  for (const auto& [key, ts] : timers) {
+    SetKey(b.get(), key);
+    ASSERT_OK(b->RegisterTimer(TimerDomain::kEventTime, ts));
+  }
+  SetKey(b.get(), "g");
+  ASSERT_OK(b->RegisterTimer(TimerDomain::kProcessingTime, 15));
+  SetKey(b.get(), "f");
+  ASSERT_OK(b->DeleteTimer(TimerDomain::kEventTime, 25));
+
+  std::vector<std::pair<std::string, int64_t>> fired;
+  std::string current;
+  auto record = [&](int64_t ts) {
+    // The timer's key is the current key: read it back through state.
+    fired.emplace_back(current, ts);
+    return absl::OkStatus();
+  };
+  // Use value state to learn the current key inside the callback.
+  StateId name = b->RegisterState("name", StateKind::kValue);
+  for (const char* key : {"a", "b", "c", "d", "e", "f", "g"}) {
+    SetKey(b.get(), key);
+    ASSERT_OK(b->Put(name, key));
+  }
+  auto fire = [&](TimerDomain domain, int64_t up_to) {
+    fired.clear();
+    return b->FireTimers(domain, up_to, [&](int64_t ts) {
+      std::string v;
+      auto found = b->Get(name, &v);
+      if (!found.ok()) return found.status();
+      current = v;
+      return record(ts);
+    });
+  };
+  ASSERT_OK(fire(TimerDomain::kEventTime, 20));
+  ASSERT_EQ(fired.size(), 4u);
+  EXPECT_EQ(fired[0], std::make_pair(std::string("c"), int64_t{-5}));
+  EXPECT_EQ(fired[1].second, 10);
+  EXPECT_EQ(fired[2].second, 10);
+  EXPECT_EQ((std::set<std::string>{fired[1].first, fired[2].first}),
+            (std::set<std::string>{"a", "b"}));
+  EXPECT_EQ(fired[3], std::make_pair(std::string("d"), int64_t{20}));
+  ASSERT_OK(fire(TimerDomain::kEventTime, 20));
+  EXPECT_TRUE(fired.empty());
+  ASSERT_OK(fire(TimerDomain::kEventTime, 1000));
+  EXPECT_THAT(fired, ElementsAre(Pair("a", 30), Pair("e", 100)));
+  ASSERT_OK(fire(TimerDomain::kProcessingTime, 1000));
+  EXPECT_THAT(fired, ElementsAre(Pair("g", 15)));
+
+  // Callbacks may register due timers (they fire in the same call) and delete pending ones.
+  SetKey(b.get(), "a");
+  ASSERT_OK(b->RegisterTimer(TimerDomain::kEventTime, 2000));
+  SetKey(b.get(), "b");
+  ASSERT_OK(b->RegisterTimer(TimerDomain::kEventTime, 2001));
+  std::vector<int64_t> seen;
+  ASSERT_OK(b->FireTimers(TimerDomain::kEventTime, 3000, [&](int64_t ts) {
+    seen.push_back(ts);
+    if (ts == 2000) {
+      SetKey(b.get(), "b");
+      EXPECT_OK(b->DeleteTimer(TimerDomain::kEventTime, 2001));
+      SetKey(b.get(), "c");
+      EXPECT_OK(b->RegisterTimer(TimerDomain::kEventTime, 2500));
+    }
+    return absl::OkStatus();
+  }));
+  EXPECT_THAT(seen, ElementsAre(2000, 2500));
+}
+
+TEST_F(KeyedStateBackendTest, SnapshotRestoreSameRangeKeepsEverything) {
+  StateBackendOptions o = Options("a", {0, 127});
+  auto b = OpenOrDie(o);
+  ASSERT_NE(b, nullptr);
+  StateId value = b->RegisterState("v", StateKind::kValue);
+  StateId list = b->RegisterState("l", StateKind::kList);
+  StateId map = b->RegisterState("m", StateKind::kMap);
+  StateId ttl = b->RegisterState("t", StateKind::kValue, 5000);
+  for (int i = 0; i < 200; ++i) {
+    std::string key = absl::StrCat("k", i);
+    SetKey(b.get(), key);
+    ASSERT_OK(b->Put(value, absl::StrCat("v", i)));
+    ASSERT_OK(b->Append(list, "x"));
+    ASSERT_OK(b->Append(list, absl::StrCat("y", i)));
+    ASSERT_OK(b->MapPut(map, "m1", absl::StrCat(i)));
+    ASSERT_OK(b->MapPut(map, "m2", "z"));
+    ASSERT_OK(b->Put(ttl, "soon"));
+    ASSERT_OK(b->RegisterTimer(TimerDomain::kEventTime, 1000 - i));
+  }
+  auto handle = Checkpoint(b.get(), 1, "chk-1/op-0");
+  ASSERT_OK(handle);
+  EXPECT_FALSE(fs::exists(fs::path(o.local_dir) / "chk-1"));
+  EXPECT_EQ(handle->operator_id(), "op");
+  EXPECT_EQ(handle->range().first(), 0);
+  EXPECT_EQ(handle->range().last(), 127);
+  EXPECT_FALSE(handle->backend_id().empty());
+  EXPECT_GT(handle->full_size(), 0);
+  EXPECT_EQ(handle->full_size(), handle->incremental_size());
+  bool has_sst = false;
+  for (const auto& f : handle->files()) {
+    if (f.shared()) {
+      has_sst = true;
+      EXPECT_EQ(f.name(), absl::StrCat(handle->backend_id(), "-", f.local_name()));
+      EXPECT_TRUE(fs::exists(fs::path(job_dir_) / "shared" / f.name()));
+    } else {
+      EXPECT_TRUE(fs::exists(fs::path(job_dir_) / "chk-1/op-0" / f.name()));
+    }
+  }
+  EXPECT_TRUE(has_sst);
+  // Changes after the snapshot are not in it.
+  SetKey(b.get(), "k0");
+  ASSERT_OK(b->Put(value, "changed"));
+  b.reset();
+
+  clock_.AdvanceNanos(6'000'000'000);  // the TTL state expires
+  auto restored = KeyedStateBackend::Restore(Options("b", {0, 127}), {*handle}, job_dir_);
+  ASSERT_OK(restored);
+  auto& r = *restored;
+  // Register in another order: ids come from the snapshot's metadata.
+  StateId map2 = r->RegisterState("m", StateKind::kMap);
+  StateId ttl2 = r->RegisterState("t", StateKind::kValue, 5000);
+  StateId value2 = r->RegisterState("v", StateKind::kValue);
+  StateId list2 = r->RegisterState("l", StateKind::kList);
+  std::vector<std::string> elements;
+  std::vector<std::pair<std::string, std::string>> entries;
+  for (int i = 0; i < 200; ++i) {
+    std::string key = absl::StrCat("k", i);
+    EXPECT_EQ(GetOr(r.get(), value2, key), absl::StrCat("v", i));
+    EXPECT_EQ(GetOr(r.get(), ttl2, key), "<absent>");
+    ASSERT_OK(r->GetList(list2, &elements));
+    EXPECT_THAT(elements, ElementsAre("x", absl::StrCat("y", i)));
+    ASSERT_OK(r->MapEntries(map2, &entries));
+    EXPECT_THAT(entries, ElementsAre(Pair("m1", absl::StrCat(i)), Pair("m2", "z")));
+  }
+  std::vector<int64_t> fired;
+  ASSERT_OK(r->FireTimers(TimerDomain::kEventTime, 1000, [&](int64_t ts) {
+    EXPECT_EQ(GetOr(r.get(), value2, ""), "<absent>");  // any state call works here
+    fired.push_back(ts);
+    return absl::OkStatus();
+  }));
+  ASSERT_EQ(fired.size(), 200u);
+  EXPECT_TRUE(std::is_sorted(fired.begin(), fired.end()));
+  EXPECT_EQ(fired.front(), 801);
+}
+
+TEST_F(KeyedStateBackendTest, TimerCallbackSeesItsKey) {
+  auto b = OpenOrDie(Options("a"));
+  ASSERT_NE(b, nullptr);
+  StateId value = b->RegisterState("v", StateKind::kValue);
+  for (int i = 0; i < 50; ++i) {
+    std::string key = absl::StrCat("key", i);
+    SetKey(b.get(), key);
+    ASSERT_OK(b->Put(value, key));
+    ASSERT_OK(b->RegisterTimer(TimerDomain::kProcessingTime, i % 5));
+  }
+  auto pending = b->SnapshotSync(1);
+  ASSERT_OK(pending);
+  auto handle = b->UploadSnapshot(*pending, job_dir_, "p1");
+  ASSERT_OK(handle);
+  auto r = KeyedStateBackend::Restore(Options("b"), {*handle}, job_dir_);
+  ASSERT_OK(r);
+  StateId value2 = (*r)->RegisterState("v", StateKind::kValue);
+  int count = 0;
+  int64_t last = -1;
+  ASSERT_OK((*r)->FireTimers(TimerDomain::kProcessingTime, 100, [&](int64_t ts) {
+    std::string v;
+    auto found = (*r)->Get(value2, &v);
+    EXPECT_TRUE(found.ok() && *found);
+    int i = std::stoi(v.substr(3));
+    EXPECT_EQ(i % 5, ts);
+    EXPECT_GE(ts, last);
+    last = ts;
+    ++count;
+    return absl::OkStatus();
+  }));
+  EXPECT_EQ(count, 50);
+}
+
+std::set<std::string> SharedNames(const proto::KeyedStateHandle& h) {
+  std::set<std::string> out;
+  for (const auto& f : h.files()) {
+    if (f.shared()) out.insert(f.name());
+  }
+  return out;
+}
+
+TEST_F(KeyedStateBackendTest, IncrementalCheckpointsReuseSharedFiles) {
+  auto b = OpenOrDie(Options("a"));
+  ASSERT_NE(b, nullptr);
+  StateId value = b->RegisterState("v", StateKind::kValue);
+  constexpr int kKeys = 100000;
+  for (int i = 0; i < kKeys; ++i) {
+    SetKey(b.get(), absl::StrCat("key-", i));
+    ASSERT_OK(b->Put(value, absl::StrCat("value-", i, "-", i * 7919)));
+  }
+  auto h1 = Checkpoint(b.get(), 1, "chk-1/op");
+  ASSERT_OK(h1);
+  EXPECT_EQ(h1->incremental_size(), h1->full_size());
+  RecordProperty("full_size_1", static_cast<int>(h1->full_size()));
+  for (int i = 0; i < 10; ++i) {
+    SetKey(b.get(), absl::StrCat("key-", i * 1000));
+    ASSERT_OK(b->Put(value, "updated"));
+  }
+  auto h2 = Checkpoint(b.get(), 2, "chk-2/op");
+  ASSERT_OK(h2);
+  RecordProperty("incremental_size_2", static_cast<int>(h2->incremental_size()));
+  EXPECT_LT(h2->incremental_size(), h2->full_size() / 5)
+      << h2->incremental_size() << " of " << h2->full_size();
+  std::set<std::string> shared1 = SharedNames(*h1);
+  std::set<std::string> shared2 = SharedNames(*h2);
+  ASSERT_FALSE(shared1.empty());
+  for (const std::string& name : shared1) EXPECT_TRUE(shared2.count(name)) << name;
+  EXPECT_GT(shared2.size(), shared1.size());
+  b.reset();
+
+  // Fast-path restore, then the next checkpoint is incremental too.
+  auto r = KeyedStateBackend::Restore(Options("b"), {*h2}, job_dir_);
+  ASSERT_OK(r);
+  StateId value2 = (*r)->RegisterState("v", StateKind::kValue);
+  EXPECT_EQ(GetOr(r->get(), value2, "key-1000"), "updated");
+  EXPECT_EQ(GetOr(r->get(), value2, "key-1001"), "value-1001-7926919");
+  for (int i = 0; i < 10; ++i) {
+    SetKey(r->get(), absl::StrCat("key-", i * 1000 + 1));
+    ASSERT_OK((*r)->Put(value2, "updated again"));
+  }
+  auto h3 = Checkpoint(r->get(), 3, "chk-3/op");
+  ASSERT_OK(h3);
+  RecordProperty("incremental_size_3", static_cast<int>(h3->incremental_size()));
+  EXPECT_LT(h3->incremental_size(), h3->full_size() / 5)
+      << h3->incremental_size() << " of " << h3->full_size();
+  std::set<std::string> shared3 = SharedNames(*h3);
+  for (const std::string& name : shared2) EXPECT_TRUE(shared3.count(name)) << name;
+  EXPECT_NE(h3->backend_id(), h2->backend_id());
+  r->reset();
+
+  auto r2 = KeyedStateBackend::Restore(Options("c"), {*h3}, job_dir_);
+  ASSERT_OK(r2);
+  StateId value3 = (*r2)->RegisterState("v", StateKind::kValue);
+  EXPECT_EQ(GetOr(r2->get(), value3, "key-1001"), "updated again");
+  EXPECT_EQ(GetOr(r2->get(), value3, "key-1000"), "updated");
+  EXPECT_EQ(GetOr(r2->get(), value3, "key-99999"), absl::StrCat("value-99999-", 99999 * 7919));
+}
+
+TEST_F(KeyedStateBackendTest, RescaleTwoToThree) {
+  const KeyGroupRange old_ranges[2] = {{0, 63}, {64, 127}};
+  std::vector<std::unique_ptr<KeyedStateBackend>> old;
+  std::vector<StateId> value_ids, map_ids;
+  for (int i = 0; i < 2; ++i) {
+    old.push_back(OpenOrDie(Options(absl::StrCat("old", i), old_ranges[i])));
+    ASSERT_NE(old.back(), nullptr);
+    // Different registration order per subtask: ids differ, names match.
+    if (i == 0) {
+      value_ids.push_back(old[i]->RegisterState("v", StateKind::kValue));
+      map_ids.push_back(old[i]->RegisterState("m", StateKind::kMap));
+    } else {
+      map_ids.push_back(old[i]->RegisterState("m", StateKind::kMap));
+      value_ids.push_back(old[i]->RegisterState("v", StateKind::kValue));
+    }
+  }
+  constexpr int kKeys = 3000;
+  std::map<std::string, int> key_group;
+  for (int k = 0; k < kKeys; ++k) {
+    std::string key = absl::StrCat("user-", k);
+    int kg = KeyGroupOf(key);
+    key_group[key] = kg;
+    int owner = kg < 64 ? 0 : 1;
+    old[owner]->SetCurrentKey(key, kg);
+    ASSERT_OK(old[owner]->Put(value_ids[owner], absl::StrCat("val-", key)));
+    ASSERT_OK(old[owner]->MapPut(map_ids[owner], "mk", key));
+    ASSERT_OK(old[owner]->RegisterTimer(TimerDomain::kEventTime, k));
+  }
+  std::vector<proto::KeyedStateHandle> handles;
+  for (int i = 0; i < 2; ++i) {
+    auto h = Checkpoint(old[i].get(), 7, absl::StrCat("chk-7/op-", i));
+    ASSERT_OK(h);
+    handles.push_back(*h);
+  }
+  old.clear();
+
+  std::set<std::string> all_seen;
+  for (int i = 0; i < 3; ++i) {
+    KeyGroupRange range = KeyGroupRangeForSubtask(kMaxParallelism, 3, i);
+    auto r = KeyedStateBackend::Restore(Options(absl::StrCat("new", i), range), handles, job_dir_);
+    ASSERT_OK(r);
+    KeyedStateBackend* b = r->get();
+    StateId map = b->RegisterState("m", StateKind::kMap);
+    StateId value = b->RegisterState("v", StateKind::kValue);
+    std::vector<std::string> expected;
+    for (const auto& [key, kg] : key_group) {
+      if (range.Contains(kg)) expected.push_back(key);
+    }
+    std::vector<std::string> seen;
+    ASSERT_OK(b->ForEachKey(value, [&](absl::string_view key) {
+      std::string k(key);
+      seen.push_back(k);
+      std::string v;
+      auto found = b->Get(value, &v);
+      EXPECT_TRUE(found.ok() && *found) << k;
+      EXPECT_EQ(v, absl::StrCat("val-", k));
+      found = b->MapGet(map, "mk", &v);
+      EXPECT_TRUE(found.ok() && *found) << k;
+      EXPECT_EQ(v, k);
+      return absl::OkStatus();
+    }));
+    EXPECT_THAT(seen, UnorderedElementsAreArray(expected)) << "subtask " << i;
+    all_seen.insert(seen.begin(), seen.end());
+    int timers = 0;
+    ASSERT_OK(b->FireTimers(TimerDomain::kEventTime, kKeys, [&](int64_t ts) {
+      std::string v;
+      auto found = b->Get(value, &v);
+      EXPECT_TRUE(found.ok() && *found);
+      EXPECT_EQ(v, absl::StrCat("val-user-", ts));
+      ++timers;
+      return absl::OkStatus();
+    }));
+    EXPECT_EQ(timers, static_cast<int>(expected.size()));
+    // The restored backend checkpoints and restores again (fast path).
+    auto h = Checkpoint(b, 8, absl::StrCat("chk-8/op-", i));
+    ASSERT_OK(h);
+    r->reset();
+    auto again = KeyedStateBackend::Restore(Options(absl::StrCat("again", i), range), {*h}, job_dir_);
+    ASSERT_OK(again);
+    StateId value_again = (*again)->RegisterState("v", StateKind::kValue);
+    int count = 0;
+    ASSERT_OK((*again)->ForEachKey(value_again, [&](absl::string_view) {
+      ++count;
+      return absl::OkStatus();
+    }));
+    EXPECT_EQ(count, static_cast<int>(expected.size()));
+  }
+  EXPECT_EQ(all_seen.size(), static_cast<size_t>(kKeys));
+}
+
+TEST_F(KeyedStateBackendTest, RestoreWithMissingOrCorruptFilesFails) {
+  auto b = OpenOrDie(Options("a"));
+  ASSERT_NE(b, nullptr);
+  StateId value = b->RegisterState("v", StateKind::kValue);
+  for (int i = 0; i < 1000; ++i) {
+    SetKey(b.get(), absl::StrCat("k", i));
+    ASSERT_OK(b->Put(value, "x"));
+  }
+  auto h = Checkpoint(b.get(), 1, "p");
+  ASSERT_OK(h);
+  const proto::StateFile* sst = nullptr;
+  for (const auto& f : h->files()) {
+    if (f.shared()) sst = &f;
+  }
+  ASSERT_NE(sst, nullptr);
+  fs::path sst_path = fs::path(job_dir_) / "shared" / sst->name();
+
+  // Corrupt (same size, garbage bytes): an error, not a crash.
+  fs::path saved = sst_path;
+  saved += ".saved";
+  fs::copy_file(sst_path, saved);
+  {
+    std::ofstream out(sst_path, std::ios::binary | std::ios::trunc);
+    out << std::string(sst->size(), 'z');
+  }
+  EXPECT_THAT(KeyedStateBackend::Restore(Options("b"), {*h}, job_dir_),
+              StatusIs(absl::StatusCode::kDataLoss, ::testing::_));
+  EXPECT_THAT(KeyedStateBackend::Restore(Options("b", {0, 63}), {*h}, job_dir_),
+              StatusIs(absl::StatusCode::kDataLoss, ::testing::_));
+
+  // Missing.
+  fs::remove(sst_path);
+  EXPECT_THAT(KeyedStateBackend::Restore(Options("b"), {*h}, job_dir_),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr(sst->name())));
+  EXPECT_THAT(KeyedStateBackend::Restore(Options("b", {0, 63}), {*h}, job_dir_),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr(sst->name())));
+
+  // Wrong size in the handle.
+  fs::rename(saved, sst_path);
+  proto::KeyedStateHandle wrong = *h;
+  for (auto& f : *wrong.mutable_files()) {
+    if (f.shared()) f.set_size(f.size() + 1);
+  }
+  EXPECT_THAT(KeyedStateBackend::Restore(Options("b"), {wrong}, job_dir_),
+              StatusIs(absl::StatusCode::kDataLoss, ::testing::_));
+  // A hostile file name.
+  proto::KeyedStateHandle hostile = *h;
+  hostile.mutable_files(0)->set_local_name("../../etc/passwd");
+  EXPECT_THAT(KeyedStateBackend::Restore(Options("b"), {hostile}, job_dir_),
+              StatusIs(absl::StatusCode::kDataLoss, ::testing::_));
+
+  // The intact handle still restores.
+  auto ok = KeyedStateBackend::Restore(Options("b"), {*h}, job_dir_);
+  ASSERT_OK(ok);
+  StateId value2 = (*ok)->RegisterState("v", StateKind::kValue);
+  EXPECT_EQ(GetOr(ok->get(), value2, "k999"), "x");
+}
+
+TEST_F(KeyedStateBackendTest, RestoreSkipsHandlesOutsideTheRange) {
+  auto b = OpenOrDie(Options("a", {0, 63}));
+  ASSERT_NE(b, nullptr);
+  StateId value = b->RegisterState("v", StateKind::kValue);
+  b->SetCurrentKey("x", 3);
+  ASSERT_OK(b->Put(value, "1"));
+  auto h = Checkpoint(b.get(), 1, "p");
+  ASSERT_OK(h);
+  // Delete its files: a handle that does not intersect must not even be read.
+  fs::remove_all(fs::path(job_dir_) / "shared");
+  auto r = KeyedStateBackend::Restore(Options("b", {64, 127}), {*h}, job_dir_);
+  ASSERT_OK(r);
+  StateId value2 = (*r)->RegisterState("v", StateKind::kValue);
+  int count = 0;
+  ASSERT_OK((*r)->ForEachKey(value2, [&](absl::string_view) {
+    ++count;
+    return absl::OkStatus();
+  }));
+  EXPECT_EQ(count, 0);
+}
+
+}  // namespace
+}  // namespace sluice::state

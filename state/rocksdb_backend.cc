@@ -1,0 +1,1059 @@
+// The RocksDB implementation of KeyedStateBackend (see keyed_state_backend.h for the contract
+// and state/internal/key_codec.h for the byte layouts).
+
+#include <algorithm>
+#include <cstdint>
+#include <filesystem>
+#include <limits>
+#include <memory>
+#include <random>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "common/status.h"
+#include "rocksdb/db.h"
+#include "rocksdb/iterator.h"
+#include "rocksdb/options.h"
+#include "rocksdb/utilities/checkpoint.h"
+#include "rocksdb/write_batch.h"
+#include "state/internal/key_codec.h"
+#include "state/keyed_state_backend.h"
+
+namespace sluice::state {
+namespace {
+
+namespace fs = std::filesystem;
+using internal::kTimerStateId;
+
+// Approximate per-entry cost of the cache beyond key and value bytes (slot, entry struct,
+// string headers); keeps the budget honest for small entries.
+constexpr size_t kCacheEntryOverhead = 96;
+// Rescale restore writes into the new DB in batches of about this size.
+constexpr size_t kRestoreBatchBytes = 4 << 20;
+
+absl::string_view ToView(const rocksdb::Slice& s) { return absl::string_view(s.data(), s.size()); }
+rocksdb::Slice ToSlice(absl::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
+
+// Converts a RocksDB status. Not-found and corruption keep their meaning; anything else gets
+// `other` (callers pick it by what their caller should do).
+absl::Status FromRocks(const rocksdb::Status& s, absl::string_view context,
+                       absl::StatusCode other = absl::StatusCode::kInternal) {
+  if (s.ok()) return absl::OkStatus();
+  absl::StatusCode code = other;
+  if (s.IsNotFound() || s.IsPathNotFound()) {
+    code = absl::StatusCode::kNotFound;
+  } else if (s.IsCorruption()) {
+    code = absl::StatusCode::kDataLoss;
+  }
+  return absl::Status(code, absl::StrCat(context, ": ", s.ToString()));
+}
+
+absl::Status FromFs(const std::error_code& ec, absl::string_view what, const fs::path& path,
+                    absl::StatusCode other = absl::StatusCode::kUnavailable) {
+  absl::StatusCode code =
+      ec == std::errc::no_such_file_or_directory ? absl::StatusCode::kNotFound : other;
+  return absl::Status(code, absl::StrCat(what, " ", path.string(), ": ", ec.message()));
+}
+
+// Copies `from` to `to` through a temporary name, so a partial `to` is never visible.
+absl::Status CopyAtomically(const fs::path& from, const fs::path& to) {
+  fs::path tmp = to;
+  tmp += ".tmp";
+  std::error_code ec;
+  fs::copy_file(from, tmp, fs::copy_options::overwrite_existing, ec);
+  if (ec) {
+    std::error_code ignored;
+    fs::remove(tmp, ignored);
+    return FromFs(ec, absl::StrCat("cannot copy to ", tmp.string(), " from"), from);
+  }
+  fs::rename(tmp, to, ec);
+  if (ec) return FromFs(ec, "cannot rename into place", to);
+  return absl::OkStatus();
+}
+
+// Wipes and (re)creates a directory.
+absl::Status ResetDir(const fs::path& dir) {
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+  if (ec) return FromFs(ec, "cannot remove", dir);
+  fs::create_directories(dir, ec);
+  if (ec) return FromFs(ec, "cannot create", dir);
+  return absl::OkStatus();
+}
+
+// A file name from a handle must be a plain name: it is joined to directories we write to.
+bool IsPlainFileName(const std::string& name) {
+  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
+         name.find('\0') == std::string::npos;
+}
+
+std::string RandomHexId() {
+  std::random_device rd;
+  std::string out;
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (int i = 0; i < 4; ++i) {
+    uint32_t v = rd();
+    for (int j = 0; j < 8; ++j) {
+      out.push_back(kHex[v & 0xf]);
+      v >>= 4;
+    }
+  }
+  return out;
+}
+
+bool Intersects(const proto::KeyGroupRangeProto& r, const KeyGroupRange& range) {
+  return r.first() <= range.last && range.first <= r.last();
+}
+
+absl::Status ValidateOptions(const StateBackendOptions& o) {
+  if (o.local_dir.empty()) return absl::InvalidArgumentError("state backend: empty local_dir");
+  if (o.clock == nullptr) return absl::InvalidArgumentError("state backend: null clock");
+  if (o.max_parallelism <= 0 || o.max_parallelism > kUpperMaxParallelism) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("state backend: max_parallelism ", o.max_parallelism, " out of range"));
+  }
+  if (o.range.first < 0 || o.range.first > o.range.last || o.range.last >= o.max_parallelism) {
+    return absl::InvalidArgumentError(absl::StrCat("state backend: bad key-group range [",
+                                                   o.range.first, ", ", o.range.last, "]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateHandle(const proto::KeyedStateHandle& h, int max_parallelism) {
+  if (h.range().first() < 0 || h.range().first() > h.range().last() ||
+      h.range().last() >= max_parallelism) {
+    return absl::DataLossError(absl::StrCat("keyed state handle of ", h.operator_id(),
+                                            " has a bad key-group range [", h.range().first(),
+                                            ", ", h.range().last(), "]"));
+  }
+  if (!h.private_dir().empty() &&
+      (h.private_dir().find("..") != std::string::npos || h.private_dir()[0] == '/')) {
+    return absl::DataLossError(
+        absl::StrCat("keyed state handle has a bad private_dir '", h.private_dir(), "'"));
+  }
+  for (const proto::StateFile& f : h.files()) {
+    if (!IsPlainFileName(f.name()) || !IsPlainFileName(f.local_name()) || f.size() < 0) {
+      return absl::DataLossError(absl::StrCat("keyed state handle has a bad file entry '",
+                                              f.name(), "' -> '", f.local_name(), "'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Copies the files of `h` from checkpoint storage into `dir` (created; wiped first), checking
+// their sizes. kNotFound: a file is missing; kDataLoss: a file has the wrong size.
+absl::Status MaterializeHandle(const proto::KeyedStateHandle& h, const fs::path& job_dir,
+                               const fs::path& dir) {
+  SLUICE_RETURN_IF_ERROR(ResetDir(dir));
+  for (const proto::StateFile& f : h.files()) {
+    fs::path from = f.shared() ? job_dir / "shared" / f.name() : job_dir / h.private_dir() / f.name();
+    fs::path to = dir / f.local_name();
+    SLUICE_RETURN_IF_ERROR(CopyAtomically(from, to));
+    std::error_code ec;
+    uintmax_t size = fs::file_size(to, ec);
+    if (ec) return FromFs(ec, "cannot stat", to);
+    if (size != static_cast<uintmax_t>(f.size())) {
+      return absl::DataLossError(absl::StrCat("state file ", from.string(), " has ", size,
+                                              " bytes, the handle says ", f.size()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+rocksdb::Options MakeDbOptions() {
+  rocksdb::Options options;
+  options.create_if_missing = true;
+  // Closing discards the working copy (state is recovered from checkpoints), so no flush.
+  options.avoid_flush_during_shutdown = true;
+  options.keep_log_file_num = 2;
+  options.max_background_jobs = 2;
+  return options;
+}
+
+// Reads the state names stored under kMetaPrefix: (id, name, kind).
+struct StoredStateMeta {
+  int id;
+  std::string name;
+  StateKind kind;
+};
+
+absl::Status ReadMeta(rocksdb::DB* db, const std::string& where,
+                      std::vector<StoredStateMeta>* out) {
+  out->clear();
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek(ToSlice(internal::kMetaPrefix));
+       it->Valid() && absl::StartsWith(ToView(it->key()), internal::kMetaPrefix); it->Next()) {
+    absl::string_view name = ToView(it->key()).substr(internal::kMetaPrefix.size());
+    absl::string_view value = ToView(it->value());
+    if (value.size() != 2 || static_cast<uint8_t>(value[0]) >= internal::kMaxStates ||
+        static_cast<uint8_t>(value[1]) > static_cast<uint8_t>(StateKind::kMap)) {
+      return absl::DataLossError(absl::StrCat("bad state metadata in ", where));
+    }
+    out->push_back({static_cast<uint8_t>(value[0]), std::string(name),
+                    static_cast<StateKind>(static_cast<uint8_t>(value[1]))});
+  }
+  return FromRocks(it->status(), absl::StrCat("reading state metadata in ", where),
+                   absl::StatusCode::kDataLoss);
+}
+
+// The RocksDB keyed state backend.
+//
+// Lifecycle: made by Open()/Restore() (which wipe options.local_dir and open
+// <local_dir>/db); closed and its local directory removed on destruction.
+// REQUIRES: no UploadSnapshot() is running when it is destroyed.
+//
+// Threading: one task thread, except UploadSnapshot() (see the interface).
+class RocksDbBackend final : public KeyedStateBackend {
+ public:
+  explicit RocksDbBackend(const StateBackendOptions& options)
+      : options_(options), db_dir_((fs::path(options.local_dir) / "db").string()),
+        backend_id_(RandomHexId()) {
+    write_options_.disableWAL = true;  // memtables are flushed for every snapshot
+  }
+
+  ~RocksDbBackend() override {
+    if (db_ != nullptr) {
+      rocksdb::Status s = db_->Close();
+      (void)s;
+      db_.reset();
+    }
+    std::error_code ec;
+    fs::remove_all(options_.local_dir, ec);
+  }
+
+  absl::Status OpenEmpty() {
+    SLUICE_RETURN_IF_ERROR(ResetDir(options_.local_dir));
+    return OpenDb(/*create=*/true);
+  }
+
+  absl::Status RestoreFrom(const std::vector<proto::KeyedStateHandle>& handles,
+                           const std::string& job_checkpoint_dir);
+
+  StateId RegisterState(const std::string& name, StateKind kind, int64_t ttl_ms) override;
+  void SetCurrentKey(absl::string_view key, int key_group) override {
+    current_key_.assign(key.data(), key.size());
+    current_kg_ = key_group;
+    key_valid_ = options_.range.Contains(key_group);
+  }
+
+  absl::StatusOr<bool> Get(StateId id, std::string* value) override;
+  absl::Status Put(StateId id, absl::string_view value) override;
+  absl::Status Delete(StateId id) override;
+
+  absl::Status Append(StateId id, absl::string_view element) override;
+  absl::Status GetList(StateId id, std::vector<std::string>* out) override;
+  absl::Status ClearList(StateId id) override;
+
+  absl::StatusOr<bool> MapGet(StateId id, absl::string_view user_key, std::string* value) override;
+  absl::Status MapPut(StateId id, absl::string_view user_key, absl::string_view value) override;
+  absl::Status MapRemove(StateId id, absl::string_view user_key) override;
+  absl::Status MapEntries(StateId id,
+                          std::vector<std::pair<std::string, std::string>>* out) override;
+
+  absl::Status ForEachKey(StateId id,
+                          const std::function<absl::Status(absl::string_view key)>& fn) override;
+
+  absl::Status RegisterTimer(TimerDomain domain, int64_t timestamp) override;
+  absl::Status DeleteTimer(TimerDomain domain, int64_t timestamp) override;
+  absl::Status FireTimers(TimerDomain domain, int64_t up_to,
+                          const std::function<absl::Status(int64_t timestamp)>& fn) override;
+
+  absl::StatusOr<PendingSnapshot> SnapshotSync(int64_t checkpoint_id) override;
+  absl::StatusOr<proto::KeyedStateHandle> UploadSnapshot(
+      const PendingSnapshot& snapshot, const std::string& job_checkpoint_dir,
+      const std::string& private_dir) override;
+
+  size_t CacheBytesForTest() const override { return cache_bytes_; }
+
+ private:
+  struct StateInfo {
+    std::string name;
+    StateKind kind = StateKind::kValue;
+    int64_t ttl_ms = 0;
+    bool in_use = false;      // a name is bound to this id (registered or restored)
+    bool registered = false;  // RegisterState() handed this id out
+  };
+
+  struct CacheEntry {
+    std::string value;  // payload without the expiry prefix
+    int64_t expiry = 0;  // wall millis; 0 = never
+    bool dirty = false;
+    bool deleted = false;    // absent (tombstone or negative lookup)
+    bool referenced = true;  // second-chance bit for eviction
+  };
+
+  // A shared file this backend uploaded (or restored from): its name in shared/.
+  struct UploadedFile {
+    std::string name;
+    int64_t size;
+  };
+
+  struct DueTimer {
+    int64_t timestamp;
+    std::string db_key;
+  };
+
+  absl::Status OpenDb(bool create);
+  // Binds `name` to an id without handing it out (restore); kDataLoss on a kind conflict.
+  absl::StatusOr<int> BindState(const std::string& name, StateKind kind, int wanted_id);
+  absl::Status CopyKeyGroups(const proto::KeyedStateHandle& handle, const fs::path& dir);
+  absl::Status WriteMeta();
+
+  // OK if `id` is a registered state of `kind` and the current key is in range.
+  absl::Status CheckState(StateId id, StateKind kind) const;
+  absl::Status CheckAccess(StateId id, StateKind kind) const {
+    SLUICE_RETURN_IF_ERROR(CheckState(id, kind));
+    if (!key_valid_) return KeyError();
+    return absl::OkStatus();
+  }
+  absl::Status KeyError() const;
+  absl::Status CheckDomain(TimerDomain domain) const;
+
+  // key_buf_ = the RocksDB key of the current key's state `id` (+ user key).
+  void BuildKey(StateId id, absl::string_view user_key = absl::string_view()) {
+    key_buf_.clear();
+    internal::AppendStateKey(&key_buf_, current_kg_, static_cast<uint8_t>(id), current_key_);
+    key_buf_.append(user_key.data(), user_key.size());
+  }
+  int64_t ExpiryFor(StateId id) const {
+    int64_t ttl = states_[id].ttl_ms;
+    return ttl > 0 ? options_.clock->WallMillis() + ttl : 0;
+  }
+
+  // The cache entry of key_buf_, loaded from RocksDB on a miss; expired entries come back
+  // deleted (and dirty, so RocksDB drops them too). The pointer is valid until the next cache
+  // insertion or eviction.
+  absl::StatusOr<CacheEntry*> Lookup();
+  // The cache entry of key_buf_ for a blind write (no RocksDB read).
+  CacheEntry* Upsert();
+  void SetValue(CacheEntry* e, absl::string_view v) {
+    cache_bytes_ -= e->value.size();
+    e->value.assign(v.data(), v.size());
+    cache_bytes_ += e->value.size();
+  }
+  void MarkDirty(const std::string& key, CacheEntry* e);
+  absl::Status WriteTombstone();
+  // Writes every dirty entry to RocksDB in one batch; entries stay cached, clean.
+  absl::Status FlushDirty();
+  // Keeps the cache within options_.cache_bytes: flushes, then drops entries (second chance).
+  absl::Status MaybeEvict() {
+    if (cache_bytes_ <= options_.cache_bytes) return absl::OkStatus();
+    return Evict();
+  }
+  absl::Status Evict();
+
+  // Constant after construction.
+  const StateBackendOptions options_;
+  const std::string db_dir_;
+  const std::string backend_id_;
+  rocksdb::WriteOptions write_options_;
+  rocksdb::ReadOptions read_options_;
+
+  // Task thread only.
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<StateInfo> states_;  // by id
+  absl::flat_hash_map<std::string, int> state_ids_;
+  bool meta_dirty_ = false;
+  std::string current_key_;
+  int current_kg_ = -1;
+  bool key_valid_ = false;
+  absl::flat_hash_map<std::string, CacheEntry> cache_;
+  size_t cache_bytes_ = 0;
+  std::vector<std::string> dirty_keys_;  // first num_dirty_ are live; capacity is reused
+  size_t num_dirty_ = 0;
+  std::vector<CacheEntry*> flushed_;
+  rocksdb::WriteBatch batch_;
+  // A lower bound of the pending timers' timestamps per domain (FireTimers skips the scan
+  // when up_to is below it).
+  int64_t timer_lower_bound_[2] = {std::numeric_limits<int64_t>::min(),
+                                   std::numeric_limits<int64_t>::min()};
+  std::vector<DueTimer> due_;
+  std::string key_buf_;
+  std::string value_buf_;
+  std::string read_buf_;
+  std::string prefix_buf_;
+
+  // Shared between the task thread (Restore) and the uploader.
+  absl::Mutex upload_mu_;
+  absl::flat_hash_map<std::string, UploadedFile> uploaded_ ABSL_GUARDED_BY(upload_mu_);
+};
+
+absl::Status RocksDbBackend::OpenDb(bool create) {
+  rocksdb::Options options = MakeDbOptions();
+  options.create_if_missing = create;
+  rocksdb::DB* db = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(options, db_dir_, &db);
+  if (!s.ok()) {
+    return FromRocks(s, absl::StrCat("cannot open RocksDB in ", db_dir_),
+                     create ? absl::StatusCode::kUnavailable : absl::StatusCode::kDataLoss);
+  }
+  db_.reset(db);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> RocksDbBackend::BindState(const std::string& name, StateKind kind,
+                                              int wanted_id) {
+  auto it = state_ids_.find(name);
+  if (it != state_ids_.end()) {
+    if (states_[it->second].kind != kind) {
+      return absl::DataLossError(absl::StrCat("state '", name, "' restored with two kinds"));
+    }
+    return it->second;
+  }
+  int id = wanted_id;
+  if (id < 0 || (id < static_cast<int>(states_.size()) && states_[id].in_use)) {
+    id = static_cast<int>(states_.size());
+  }
+  if (id >= internal::kMaxStates) {
+    return absl::DataLossError(absl::StrCat("too many states restoring '", name, "'"));
+  }
+  if (id >= static_cast<int>(states_.size())) states_.resize(id + 1);
+  states_[id].name = name;
+  states_[id].kind = kind;
+  states_[id].in_use = true;
+  state_ids_[name] = id;
+  meta_dirty_ = true;
+  return id;
+}
+
+StateId RocksDbBackend::RegisterState(const std::string& name, StateKind kind, int64_t ttl_ms) {
+  auto it = state_ids_.find(name);
+  int id;
+  if (it != state_ids_.end()) {
+    id = it->second;
+    if (states_[id].kind != kind) return -1;  // every call with -1 fails kInvalidArgument
+  } else {
+    if (states_.size() >= static_cast<size_t>(internal::kMaxStates)) return -1;
+    id = static_cast<int>(states_.size());
+    states_.emplace_back();
+    states_[id].name = name;
+    states_[id].kind = kind;
+    states_[id].in_use = true;
+    state_ids_[name] = id;
+    meta_dirty_ = true;
+  }
+  states_[id].registered = true;
+  states_[id].ttl_ms = std::max<int64_t>(ttl_ms, 0);
+  return id;
+}
+
+absl::Status RocksDbBackend::CheckState(StateId id, StateKind kind) const {
+  if (id < 0 || id >= static_cast<int>(states_.size()) || !states_[id].registered) {
+    return absl::InvalidArgumentError(absl::StrCat(options_.operator_id, ": unknown state id ", id));
+  }
+  if (states_[id].kind != kind) {
+    return absl::InvalidArgumentError(absl::StrCat(options_.operator_id, ": state '",
+                                                   states_[id].name, "' has another kind"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RocksDbBackend::KeyError() const {
+  return absl::InvalidArgumentError(absl::StrCat(
+      options_.operator_id, ": current key group ", current_kg_, " is not in [",
+      options_.range.first, ", ", options_.range.last, "]"));
+}
+
+absl::Status RocksDbBackend::CheckDomain(TimerDomain domain) const {
+  int d = static_cast<int>(domain);
+  if (d != 0 && d != 1) return absl::InvalidArgumentError("bad timer domain");
+  if (!key_valid_) return KeyError();
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cache
+
+absl::StatusOr<RocksDbBackend::CacheEntry*> RocksDbBackend::Lookup() {
+  auto it = cache_.find(key_buf_);
+  if (it != cache_.end()) {
+    CacheEntry* e = &it->second;
+    e->referenced = true;
+    if (!e->deleted && e->expiry != 0 && e->expiry <= options_.clock->WallMillis()) {
+      SetValue(e, absl::string_view());
+      e->deleted = true;
+      e->expiry = 0;
+      MarkDirty(it->first, e);
+    }
+    return e;
+  }
+  rocksdb::Status s = db_->Get(read_options_, ToSlice(key_buf_), &read_buf_);
+  if (!s.ok() && !s.IsNotFound()) {
+    return FromRocks(s, absl::StrCat(options_.operator_id, ": state read"),
+                     absl::StatusCode::kUnavailable);
+  }
+  auto [ins, inserted] = cache_.try_emplace(key_buf_);
+  (void)inserted;
+  CacheEntry* e = &ins->second;
+  cache_bytes_ += ins->first.size() + kCacheEntryOverhead;
+  e->deleted = true;
+  if (s.ok()) {
+    int64_t expiry;
+    absl::string_view payload;
+    if (!internal::DecodeStoredValue(read_buf_, &expiry, &payload)) {
+      cache_bytes_ -= ins->first.size() + kCacheEntryOverhead;
+      cache_.erase(ins);
+      return absl::DataLossError(absl::StrCat(options_.operator_id, ": malformed state value"));
+    }
+    if (expiry != 0 && expiry <= options_.clock->WallMillis()) {
+      MarkDirty(ins->first, e);  // lazily deletes it from RocksDB
+    } else {
+      SetValue(e, payload);
+      e->expiry = expiry;
+      e->deleted = false;
+    }
+  }
+  return e;
+}
+
+RocksDbBackend::CacheEntry* RocksDbBackend::Upsert() {
+  auto [it, inserted] = cache_.try_emplace(key_buf_);
+  if (inserted) cache_bytes_ += it->first.size() + kCacheEntryOverhead;
+  it->second.referenced = true;
+  return &it->second;
+}
+
+void RocksDbBackend::MarkDirty(const std::string& key, CacheEntry* e) {
+  if (e->dirty) return;
+  e->dirty = true;
+  if (num_dirty_ < dirty_keys_.size()) {
+    dirty_keys_[num_dirty_].assign(key);
+  } else {
+    dirty_keys_.push_back(key);
+  }
+  ++num_dirty_;
+}
+
+absl::Status RocksDbBackend::WriteTombstone() {
+  CacheEntry* e = Upsert();
+  SetValue(e, absl::string_view());
+  e->deleted = true;
+  e->expiry = 0;
+  MarkDirty(key_buf_, e);
+  return MaybeEvict();
+}
+
+absl::Status RocksDbBackend::FlushDirty() {
+  if (num_dirty_ == 0) return absl::OkStatus();
+  batch_.Clear();
+  flushed_.clear();
+  for (size_t i = 0; i < num_dirty_; ++i) {
+    const std::string& key = dirty_keys_[i];
+    auto it = cache_.find(key);
+    if (it == cache_.end() || !it->second.dirty) continue;
+    CacheEntry& e = it->second;
+    rocksdb::Status s;
+    if (e.deleted) {
+      s = batch_.Delete(ToSlice(key));
+    } else {
+      value_buf_.clear();
+      internal::AppendStoredValue(&value_buf_, e.expiry, e.value);
+      s = batch_.Put(ToSlice(key), ToSlice(value_buf_));
+    }
+    if (!s.ok()) return FromRocks(s, "state write batch");
+    flushed_.push_back(&e);
+  }
+  rocksdb::Status s = db_->Write(write_options_, &batch_);
+  if (!s.ok()) {
+    return FromRocks(s, absl::StrCat(options_.operator_id, ": writing state to ", db_dir_),
+                     absl::StatusCode::kUnavailable);
+  }
+  for (CacheEntry* e : flushed_) e->dirty = false;
+  num_dirty_ = 0;
+  return absl::OkStatus();
+}
+
+absl::Status RocksDbBackend::Evict() {
+  SLUICE_RETURN_IF_ERROR(FlushDirty());
+  const size_t target = options_.cache_bytes / 2;
+  for (int pass = 0; pass < 2 && cache_bytes_ > target; ++pass) {
+    for (auto it = cache_.begin(); it != cache_.end() && cache_bytes_ > target;) {
+      if (pass == 0 && it->second.referenced) {
+        it->second.referenced = false;
+        ++it;
+        continue;
+      }
+      cache_bytes_ -= it->first.size() + it->second.value.size() + kCacheEntryOverhead;
+      cache_.erase(it++);
+    }
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Value, list and map state
+
+absl::StatusOr<bool> RocksDbBackend::Get(StateId id, std::string* value) {
+  SLUICE_RETURN_IF_ERROR(CheckAccess(id, StateKind::kValue));
+  BuildKey(id);
+  SLUICE_ASSIGN_OR_RETURN(CacheEntry * e, Lookup());
+  bool found = !e->deleted;
+  if (found) value->assign(e->value);
+  SLUICE_RETURN_IF_ERROR(MaybeEvict());
+  return found;
+}
+
+absl::Status RocksDbBackend::Put(StateId id, absl::string_view value) {
+  SLUICE_RETURN_IF_ERROR(CheckAccess(id, StateKind::kValue));
+  BuildKey(id);
+  CacheEntry* e = Upsert();
+  SetValue(e, value);
+  e->deleted = false;
+  e->expiry = ExpiryFor(id);
+  MarkDirty(key_buf_, e);
+  return MaybeEvict();
+}
+
+absl::Status RocksDbBackend::Delete(StateId id) {
+  SLUICE_RETURN_IF_ERROR(CheckAccess(id, StateKind::kValue));
+  BuildKey(id);
+  return WriteTombstone();
+}
+
+absl::Status RocksDbBackend::Append(StateId id, absl::string_view element) {
+  SLUICE_RETURN_IF_ERROR(CheckAccess(id, StateKind::kList));
+  BuildKey(id);
+  SLUICE_ASSIGN_OR_RETURN(CacheEntry * e, Lookup());
+  if (e->deleted) {
+    SetValue(e, absl::string_view());
+    e->deleted = false;
+  }
+  cache_bytes_ -= e->value.size();
+  internal::AppendListElement(&e->value, element);
+  cache_bytes_ += e->value.size();
+  e->expiry = ExpiryFor(id);
+  MarkDirty(key_buf_, e);
+  return MaybeEvict();
+}
+
+absl::Status RocksDbBackend::GetList(StateId id, std::vector<std::string>* out) {
+  SLUICE_RETURN_IF_ERROR(CheckAccess(id, StateKind::kList));
+  BuildKey(id);
+  SLUICE_ASSIGN_OR_RETURN(CacheEntry * e, Lookup());
+  if (e->deleted) {
+    out->clear();
+  } else if (!internal::DecodeList(e->value, out)) {
+    out->clear();
+    return absl::DataLossError(absl::StrCat(options_.operator_id, ": malformed list state '",
+                                            states_[id].name, "'"));
+  }
+  return MaybeEvict();
+}
+
+absl::Status RocksDbBackend::ClearList(StateId id) {
+  SLUICE_RETURN_IF_ERROR(CheckAccess(id, StateKind::kList));
+  BuildKey(id);
+  return WriteTombstone();
+}
+
+absl::StatusOr<bool> RocksDbBackend::MapGet(StateId id, absl::string_view user_key,
+                                            std::string* value) {
+  SLUICE_RETURN_IF_ERROR(CheckAccess(id, StateKind::kMap));
+  BuildKey(id, user_key);
+  SLUICE_ASSIGN_OR_RETURN(CacheEntry * e, Lookup());
+  bool found = !e->deleted;
+  if (found) value->assign(e->value);
+  SLUICE_RETURN_IF_ERROR(MaybeEvict());
+  return found;
+}
+
+absl::Status RocksDbBackend::MapPut(StateId id, absl::string_view user_key,
+                                    absl::string_view value) {
+  SLUICE_RETURN_IF_ERROR(CheckAccess(id, StateKind::kMap));
+  BuildKey(id, user_key);
+  CacheEntry* e = Upsert();
+  SetValue(e, value);
+  e->deleted = false;
+  e->expiry = ExpiryFor(id);
+  MarkDirty(key_buf_, e);
+  return MaybeEvict();
+}
+
+absl::Status RocksDbBackend::MapRemove(StateId id, absl::string_view user_key) {
+  SLUICE_RETURN_IF_ERROR(CheckAccess(id, StateKind::kMap));
+  BuildKey(id, user_key);
+  return WriteTombstone();
+}
+
+absl::Status RocksDbBackend::MapEntries(StateId id,
+                                        std::vector<std::pair<std::string, std::string>>* out) {
+  out->clear();
+  SLUICE_RETURN_IF_ERROR(CheckAccess(id, StateKind::kMap));
+  SLUICE_RETURN_IF_ERROR(FlushDirty());  // RocksDB now agrees with the cache
+  BuildKey(id);
+  const int64_t now = options_.clock->WallMillis();
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options_));
+  for (it->Seek(ToSlice(key_buf_)); it->Valid() && absl::StartsWith(ToView(it->key()), key_buf_);
+       it->Next()) {
+    int64_t expiry;
+    absl::string_view payload;
+    if (!internal::DecodeStoredValue(ToView(it->value()), &expiry, &payload)) {
+      return absl::DataLossError(absl::StrCat(options_.operator_id, ": malformed map state '",
+                                              states_[id].name, "'"));
+    }
+    if (expiry != 0 && expiry <= now) continue;
+    absl::string_view user_key = ToView(it->key()).substr(key_buf_.size());
+    out->emplace_back(std::string(user_key), std::string(payload));
+  }
+  return FromRocks(it->status(), absl::StrCat(options_.operator_id, ": reading map state"),
+                   absl::StatusCode::kUnavailable);
+}
+
+absl::Status RocksDbBackend::ForEachKey(
+    StateId id, const std::function<absl::Status(absl::string_view key)>& fn) {
+  SLUICE_RETURN_IF_ERROR(CheckState(id, StateKind::kValue));
+  SLUICE_RETURN_IF_ERROR(FlushDirty());
+  const int64_t now = options_.clock->WallMillis();
+  // The iterator reads an implicit snapshot, so `fn` may change state as it goes; keys it
+  // deletes before we reach them are skipped through the cache.
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options_));
+  internal::DecodedStateKey decoded;
+  for (int kg = options_.range.first; kg <= options_.range.last; ++kg) {
+    prefix_buf_.clear();
+    internal::AppendStatePrefix(&prefix_buf_, kg, static_cast<uint8_t>(id));
+    for (it->Seek(ToSlice(prefix_buf_));
+         it->Valid() && absl::StartsWith(ToView(it->key()), prefix_buf_); it->Next()) {
+      int64_t expiry;
+      absl::string_view payload;
+      if (!internal::DecodeStateKey(ToView(it->key()), &decoded) ||
+          !internal::DecodeStoredValue(ToView(it->value()), &expiry, &payload)) {
+        return absl::DataLossError(absl::StrCat(options_.operator_id, ": malformed value state '",
+                                                states_[id].name, "'"));
+      }
+      if (expiry != 0 && expiry <= now) continue;
+      auto cached = cache_.find(ToView(it->key()));
+      if (cached != cache_.end() && cached->second.deleted) continue;
+      SetCurrentKey(decoded.key, kg);
+      SLUICE_RETURN_IF_ERROR(fn(current_key_));
+    }
+  }
+  return FromRocks(it->status(), absl::StrCat(options_.operator_id, ": iterating keys"),
+                   absl::StatusCode::kUnavailable);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timers
+
+absl::Status RocksDbBackend::RegisterTimer(TimerDomain domain, int64_t timestamp) {
+  SLUICE_RETURN_IF_ERROR(CheckDomain(domain));
+  int d = static_cast<int>(domain);
+  key_buf_.clear();
+  internal::AppendTimerKey(&key_buf_, current_kg_, d, timestamp, current_key_);
+  rocksdb::Status s = db_->Put(write_options_, ToSlice(key_buf_), rocksdb::Slice());
+  if (!s.ok()) return FromRocks(s, "registering a timer", absl::StatusCode::kUnavailable);
+  timer_lower_bound_[d] = std::min(timer_lower_bound_[d], timestamp);
+  return absl::OkStatus();
+}
+
+absl::Status RocksDbBackend::DeleteTimer(TimerDomain domain, int64_t timestamp) {
+  SLUICE_RETURN_IF_ERROR(CheckDomain(domain));
+  key_buf_.clear();
+  internal::AppendTimerKey(&key_buf_, current_kg_, static_cast<int>(domain), timestamp,
+                           current_key_);
+  rocksdb::Status s = db_->Delete(write_options_, ToSlice(key_buf_));
+  return FromRocks(s, "deleting a timer", absl::StatusCode::kUnavailable);
+}
+
+absl::Status RocksDbBackend::FireTimers(TimerDomain domain, int64_t up_to,
+                                        const std::function<absl::Status(int64_t)>& fn) {
+  int d = static_cast<int>(domain);
+  if (d != 0 && d != 1) return absl::InvalidArgumentError("bad timer domain");
+  // Each round collects the due timers of every key group, fires them in timestamp order and
+  // repeats, so timers that callbacks register at or before `up_to` fire too.
+  while (up_to >= timer_lower_bound_[d]) {
+    size_t num_due = 0;
+    int64_t next = std::numeric_limits<int64_t>::max();
+    {
+      std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options_));
+      internal::DecodedTimerKey decoded;
+      for (int kg = options_.range.first; kg <= options_.range.last; ++kg) {
+        prefix_buf_.clear();
+        internal::AppendTimerPrefix(&prefix_buf_, kg, d);
+        for (it->Seek(ToSlice(prefix_buf_));
+             it->Valid() && absl::StartsWith(ToView(it->key()), prefix_buf_); it->Next()) {
+          if (!internal::DecodeTimerKey(ToView(it->key()), &decoded)) {
+            return absl::DataLossError(absl::StrCat(options_.operator_id, ": malformed timer"));
+          }
+          if (decoded.timestamp > up_to) {
+            next = std::min(next, decoded.timestamp);
+            break;
+          }
+          if (num_due == due_.size()) due_.emplace_back();
+          due_[num_due].timestamp = decoded.timestamp;
+          due_[num_due].db_key.assign(it->key().data(), it->key().size());
+          ++num_due;
+        }
+      }
+      SLUICE_RETURN_IF_ERROR(FromRocks(it->status(),
+                                       absl::StrCat(options_.operator_id, ": scanning timers"),
+                                       absl::StatusCode::kUnavailable));
+    }
+    // Timers registered by the callbacks below lower this again.
+    timer_lower_bound_[d] = next;
+    if (num_due == 0) break;
+    std::sort(due_.begin(), due_.begin() + num_due, [](const DueTimer& a, const DueTimer& b) {
+      if (a.timestamp != b.timestamp) return a.timestamp < b.timestamp;
+      return a.db_key < b.db_key;  // then key group, then key
+    });
+    internal::DecodedTimerKey decoded;
+    for (size_t i = 0; i < num_due; ++i) {
+      const std::string& db_key = due_[i].db_key;
+      // A callback may have deleted it (or re-registered it: it still fires once).
+      rocksdb::Status s = db_->Get(read_options_, ToSlice(db_key), &read_buf_);
+      if (s.IsNotFound()) continue;
+      if (!s.ok()) return FromRocks(s, "reading a timer", absl::StatusCode::kUnavailable);
+      s = db_->Delete(write_options_, ToSlice(db_key));
+      if (!s.ok()) return FromRocks(s, "deleting a timer", absl::StatusCode::kUnavailable);
+      if (!internal::DecodeTimerKey(db_key, &decoded)) {
+        return absl::DataLossError(absl::StrCat(options_.operator_id, ": malformed timer"));
+      }
+      SetCurrentKey(decoded.key, decoded.key_group);
+      SLUICE_RETURN_IF_ERROR(fn(decoded.timestamp));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Snapshots
+
+absl::Status RocksDbBackend::WriteMeta() {
+  if (!meta_dirty_) return absl::OkStatus();
+  rocksdb::WriteBatch batch;
+  for (size_t id = 0; id < states_.size(); ++id) {
+    if (!states_[id].in_use) continue;
+    std::string key(internal::kMetaPrefix);
+    key += states_[id].name;
+    char value[2] = {static_cast<char>(id), static_cast<char>(states_[id].kind)};
+    rocksdb::Status s = batch.Put(key, rocksdb::Slice(value, 2));
+    if (!s.ok()) return FromRocks(s, "state metadata batch");
+  }
+  rocksdb::Status s = db_->Write(write_options_, &batch);
+  if (!s.ok()) return FromRocks(s, "writing state metadata", absl::StatusCode::kUnavailable);
+  meta_dirty_ = false;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<PendingSnapshot> RocksDbBackend::SnapshotSync(int64_t checkpoint_id) {
+  SLUICE_RETURN_IF_ERROR(WriteMeta());
+  SLUICE_RETURN_IF_ERROR(FlushDirty());
+  rocksdb::FlushOptions flush_options;
+  flush_options.wait = true;
+  rocksdb::Status s = db_->Flush(flush_options);
+  if (!s.ok()) {
+    return FromRocks(s, absl::StrCat("flushing ", db_dir_), absl::StatusCode::kAborted);
+  }
+  PendingSnapshot snapshot;
+  snapshot.checkpoint_id = checkpoint_id;
+  fs::path dir = fs::path(options_.local_dir) / absl::StrCat("chk-", checkpoint_id);
+  snapshot.local_checkpoint_dir = dir.string();
+  std::error_code ec;
+  fs::remove_all(dir, ec);  // left over from a failed attempt
+  if (ec) return FromFs(ec, "cannot remove", dir, absl::StatusCode::kAborted);
+  rocksdb::Checkpoint* raw = nullptr;
+  s = rocksdb::Checkpoint::Create(db_.get(), &raw);
+  std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw);
+  if (s.ok()) s = checkpoint->CreateCheckpoint(snapshot.local_checkpoint_dir);
+  if (!s.ok()) {
+    return FromRocks(s, absl::StrCat("creating RocksDB checkpoint ", dir.string()),
+                     absl::StatusCode::kAborted);
+  }
+  return snapshot;
+}
+
+absl::StatusOr<proto::KeyedStateHandle> RocksDbBackend::UploadSnapshot(
+    const PendingSnapshot& snapshot, const std::string& job_checkpoint_dir,
+    const std::string& private_dir) {
+  if (private_dir.empty() || private_dir == "shared" || private_dir.find("..") != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("bad private_dir '", private_dir, "'"));
+  }
+  const fs::path local(snapshot.local_checkpoint_dir);
+  const fs::path shared_dir = fs::path(job_checkpoint_dir) / "shared";
+  const fs::path private_path = fs::path(job_checkpoint_dir) / private_dir;
+  std::error_code ec;
+  for (const fs::path& dir : {shared_dir, private_path}) {
+    fs::create_directories(dir, ec);
+    if (ec) return FromFs(ec, "cannot create", dir, absl::StatusCode::kAborted);
+  }
+  std::vector<std::pair<std::string, int64_t>> files;  // (name, size)
+  for (fs::directory_iterator it(local, ec), end; !ec && it != end; it.increment(ec)) {
+    if (!it->is_regular_file()) continue;
+    uintmax_t size = it->file_size(ec);
+    if (ec) break;
+    files.emplace_back(it->path().filename().string(), static_cast<int64_t>(size));
+  }
+  if (ec) return FromFs(ec, "cannot list snapshot", local, absl::StatusCode::kAborted);
+  std::sort(files.begin(), files.end());
+
+  proto::KeyedStateHandle handle;
+  handle.set_operator_id(options_.operator_id);
+  handle.mutable_range()->set_first(options_.range.first);
+  handle.mutable_range()->set_last(options_.range.last);
+  handle.set_backend_id(backend_id_);
+  handle.set_private_dir(private_dir);
+  int64_t full_size = 0;
+  int64_t incremental_size = 0;
+  absl::MutexLock lock(&upload_mu_);
+  for (const auto& [name, size] : files) {
+    proto::StateFile* f = handle.add_files();
+    f->set_local_name(name);
+    f->set_size(size);
+    full_size += size;
+    if (absl::EndsWith(name, ".sst")) {
+      f->set_shared(true);
+      auto it = uploaded_.find(name);
+      if (it != uploaded_.end() && it->second.size == size) {
+        f->set_name(it->second.name);
+        continue;
+      }
+      std::string shared_name = absl::StrCat(backend_id_, "-", name);
+      absl::Status s = CopyAtomically(local / name, shared_dir / shared_name);
+      if (!s.ok()) return absl::AbortedError(s.ToString());
+      uploaded_[name] = UploadedFile{shared_name, size};
+      f->set_name(shared_name);
+    } else {
+      f->set_shared(false);
+      f->set_name(name);
+      absl::Status s = CopyAtomically(local / name, private_path / name);
+      if (!s.ok()) return absl::AbortedError(s.ToString());
+    }
+    incremental_size += size;
+  }
+  handle.set_full_size(full_size);
+  handle.set_incremental_size(incremental_size);
+  fs::remove_all(local, ec);
+  if (ec) return FromFs(ec, "cannot remove snapshot", local, absl::StatusCode::kAborted);
+  return handle;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restore
+
+absl::Status RocksDbBackend::RestoreFrom(const std::vector<proto::KeyedStateHandle>& handles,
+                                         const std::string& job_checkpoint_dir) {
+  std::vector<const proto::KeyedStateHandle*> relevant;
+  for (const proto::KeyedStateHandle& h : handles) {
+    SLUICE_RETURN_IF_ERROR(ValidateHandle(h, options_.max_parallelism));
+    if (Intersects(h.range(), options_.range)) relevant.push_back(&h);
+  }
+  const fs::path job_dir(job_checkpoint_dir);
+  if (relevant.size() == 1 && relevant[0]->range().first() == options_.range.first &&
+      relevant[0]->range().last() == options_.range.last) {
+    // Same key groups: the snapshot becomes our DB as it is.
+    const proto::KeyedStateHandle& h = *relevant[0];
+    SLUICE_RETURN_IF_ERROR(ResetDir(options_.local_dir));
+    SLUICE_RETURN_IF_ERROR(MaterializeHandle(h, job_dir, db_dir_));
+    SLUICE_RETURN_IF_ERROR(OpenDb(/*create=*/false));
+    std::vector<StoredStateMeta> meta;
+    SLUICE_RETURN_IF_ERROR(ReadMeta(db_.get(), db_dir_, &meta));
+    for (const StoredStateMeta& m : meta) {
+      SLUICE_ASSIGN_OR_RETURN(int id, BindState(m.name, m.kind, m.id));
+      if (id != m.id) return absl::DataLossError(absl::StrCat("duplicate state id in ", db_dir_));
+    }
+    meta_dirty_ = false;
+    // Unchanged SSTs keep their shared names, so the next checkpoint is incremental.
+    absl::MutexLock lock(&upload_mu_);
+    for (const proto::StateFile& f : h.files()) {
+      if (f.shared()) uploaded_[f.local_name()] = UploadedFile{f.name(), f.size()};
+    }
+    return absl::OkStatus();
+  }
+  // Rescaling: copy our key groups out of every overlapping snapshot.
+  SLUICE_RETURN_IF_ERROR(OpenEmpty());
+  for (size_t i = 0; i < relevant.size(); ++i) {
+    fs::path dir = fs::path(options_.local_dir) / absl::StrCat("restore-", i);
+    absl::Status s = MaterializeHandle(*relevant[i], job_dir, dir);
+    if (s.ok()) s = CopyKeyGroups(*relevant[i], dir);
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+    SLUICE_RETURN_IF_ERROR(s);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RocksDbBackend::CopyKeyGroups(const proto::KeyedStateHandle& handle,
+                                           const fs::path& dir) {
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s = rocksdb::DB::OpenForReadOnly(MakeDbOptions(), dir.string(), &raw);
+  if (!s.ok()) {
+    return FromRocks(s, absl::StrCat("cannot open snapshot of ", handle.operator_id(), " in ",
+                                     dir.string()),
+                     absl::StatusCode::kDataLoss);
+  }
+  std::unique_ptr<rocksdb::DB> src(raw);
+  std::vector<StoredStateMeta> meta;
+  SLUICE_RETURN_IF_ERROR(ReadMeta(src.get(), dir.string(), &meta));
+  int remap[256];
+  std::fill(std::begin(remap), std::end(remap), -1);
+  remap[kTimerStateId] = kTimerStateId;
+  for (const StoredStateMeta& m : meta) {
+    SLUICE_ASSIGN_OR_RETURN(remap[m.id], BindState(m.name, m.kind, m.id));
+  }
+
+  const int first = std::max(options_.range.first, handle.range().first());
+  const int last = std::min(options_.range.last, handle.range().last());
+  std::string start;
+  internal::PutFixed16BE(&start, static_cast<uint16_t>(first));
+  std::unique_ptr<rocksdb::Iterator> it(src->NewIterator(rocksdb::ReadOptions()));
+  rocksdb::WriteBatch batch;
+  std::string key;
+  for (it->Seek(ToSlice(start)); it->Valid(); it->Next()) {
+    absl::string_view k = ToView(it->key());
+    if (k.size() < 3) {
+      return absl::DataLossError(absl::StrCat("malformed state key in ", dir.string()));
+    }
+    if (internal::DecodeFixed16BE(k.data()) > last) break;
+    int id = remap[static_cast<uint8_t>(k[2])];
+    if (id < 0) {
+      return absl::DataLossError(absl::StrCat("state id ", static_cast<int>(static_cast<uint8_t>(k[2])),
+                                              " without metadata in ", dir.string()));
+    }
+    key.assign(k.data(), k.size());
+    key[2] = static_cast<char>(id);
+    s = batch.Put(key, it->value());
+    if (s.ok() && batch.GetDataSize() >= kRestoreBatchBytes) {
+      s = db_->Write(write_options_, &batch);
+      batch.Clear();
+    }
+    if (!s.ok()) return FromRocks(s, "writing restored state", absl::StatusCode::kUnavailable);
+  }
+  SLUICE_RETURN_IF_ERROR(FromRocks(it->status(), absl::StrCat("reading snapshot in ", dir.string()),
+                                   absl::StatusCode::kDataLoss));
+  s = db_->Write(write_options_, &batch);
+  if (!s.ok()) return FromRocks(s, "writing restored state", absl::StatusCode::kUnavailable);
+  it.reset();
+  s = src->Close();
+  (void)s;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<KeyedStateBackend>> KeyedStateBackend::Open(
+    const StateBackendOptions& options) {
+  SLUICE_RETURN_IF_ERROR(ValidateOptions(options));
+  auto backend = std::make_unique<RocksDbBackend>(options);
+  SLUICE_RETURN_IF_ERROR(backend->OpenEmpty());
+  return std::unique_ptr<KeyedStateBackend>(std::move(backend));
+}
+
+absl::StatusOr<std::unique_ptr<KeyedStateBackend>> KeyedStateBackend::Restore(
+    const StateBackendOptions& options, const std::vector<proto::KeyedStateHandle>& handles,
+    const std::string& job_checkpoint_dir) {
+  SLUICE_RETURN_IF_ERROR(ValidateOptions(options));
+  auto backend = std::make_unique<RocksDbBackend>(options);
+  SLUICE_RETURN_IF_ERROR(backend->RestoreFrom(handles, job_checkpoint_dir));
+  return std::unique_ptr<KeyedStateBackend>(std::move(backend));
+}
+
+}  // namespace sluice::state
