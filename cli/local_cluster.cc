@@ -227,7 +227,7 @@ absl::Status LocalCluster::KillWorker(int i, int signal) {
 
 absl::Status LocalCluster::RestartWorker(int i, int expected_workers) {
   absl::Status s = StartWorkerProcess(i);
-  if (!s.ok()) return s;
+  if (!s.ok() || expected_workers < 0) return s;
   return WaitForWorkers(expected_workers, options_.start_timeout_ms);
 }
 

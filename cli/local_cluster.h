@@ -54,7 +54,8 @@ class LocalCluster {
 
   // Sends `signal` to worker i and, for a fatal signal, reaps it.
   absl::Status KillWorker(int i, int signal);
-  // Starts worker i again (after KillWorker) and waits until `expected_workers` are registered.
+  // Starts worker i again (after KillWorker) and waits until `expected_workers` are registered
+  // (< 0: does not wait).
   absl::Status RestartWorker(int i, int expected_workers);
   // kill -9 the coordinator, then start it again with the same directories.
   absl::Status KillCoordinator();

@@ -1062,9 +1062,15 @@ void Coordinator::CheckpointTick(Job& job, int64_t now) {
 
 void Coordinator::RestartTick(Job& job, int64_t now) {
   if (job.state != proto::JOB_RESTARTING || now < job.restart_at_nanos) return;
+  // Wait for the old attempt's tasks to stop (tasks never deployed and tasks on lost workers
+  // will not report; after a grace period, proceed anyway: workers retire old attempts).
+  bool grace_over = now - job.restart_at_nanos > 5'000'000'000LL;
   for (auto& v : job.tasks) {
     for (auto& t : v) {
-      if (!TaskTerminal(t.state) && workers_.count(t.worker_id)) return;  // still stopping
+      if (!TaskTerminal(t.state) && t.state != proto::TASK_DEPLOYING && workers_.count(t.worker_id) &&
+          !grace_over) {
+        return;  // still stopping
+      }
     }
   }
   ReleaseSlots(job);

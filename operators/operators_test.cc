@@ -2,6 +2,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -82,6 +83,10 @@ class OperatorsTest : public ::testing::Test {
     ctx.clock = &clock_;
     ctx.task_name = absl::StrCat("job-1/", spec.id, "#", subtask);
     ctx.max_parallelism = job_.max_parallelism;
+    ctx.attempt = attempt_;
+    ctx.checkpointing = checkpointing_;
+    ctx.restored = restored_;
+    ctx.restored_state = restored_state_;
     if ((*op)->IsKeyed()) {
       // A real RocksDB backend in a temp dir, covering this subtask's key groups.
       state::StateBackendOptions o;
@@ -121,6 +126,11 @@ class OperatorsTest : public ::testing::Test {
   FakeClock clock_;
   plan::JobSpec job_;
   CollectingOutput out_;
+  // What Open() tells the operators about checkpointing and restore.
+  int64_t attempt_ = 1;
+  bool checkpointing_ = false;
+  bool restored_ = false;
+  std::vector<std::string> restored_state_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -343,6 +353,172 @@ TEST_F(OperatorsTest, DatagenPropagatesEmitErrors) {
   // A source takes no input records.
   EXPECT_THAT(gen->Process(Record(6)), StatusIs(absl::StatusCode::kFailedPrecondition,
                                                 HasSubstr("a source has no input")));
+}
+
+// The state of one datagen split as SnapshotState encodes it: three native int64.
+struct SplitState {
+  int64_t base;
+  int64_t stride;
+  int64_t next;
+};
+
+SplitState DecodeSplit(const std::string& entry) {
+  SplitState split{-1, -1, -1};
+  EXPECT_EQ(entry.size(), sizeof(SplitState));
+  if (entry.size() == sizeof(SplitState)) std::memcpy(&split, entry.data(), sizeof(SplitState));
+  return split;
+}
+
+// Polls an unthrottled source until it ends.
+absl::Status Drain(SourceOperator* source) {
+  int64_t wake = 0;
+  for (int i = 0; i < 1000; ++i) {
+    absl::StatusOr<SourceOperator::State> state = source->Poll(7, &wake);
+    if (!state.ok()) return state.status();
+    if (*state == SourceOperator::State::kEnd) return absl::OkStatus();
+    if (*state == SourceOperator::State::kWait) return absl::InternalError("unexpected wait");
+  }
+  return absl::InternalError("source did not end");
+}
+
+std::vector<int64_t> Sorted(std::vector<int64_t> v) {
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+std::vector<int64_t> Range(int64_t from, int64_t to, int64_t step = 1) {
+  std::vector<int64_t> v;
+  for (int64_t x = from; x < to; x += step) v.push_back(x);
+  return v;
+}
+
+constexpr char kCountingJob[] = R"y(operators:
+  - {id: gen, type: datagen, count: 20, fields: [{name: x, type: int64, expr: seq}]}
+  - {id: out, type: print}
+)y";
+
+TEST_F(OperatorsTest, DatagenRestoredFromSnapshotContinuesWhereItStopped) {
+  Load(kCountingJob);
+  {
+    auto gen = OpenSource("gen", /*subtask=*/1, /*parallelism=*/2);
+    ASSERT_OK(gen);
+    ASSERT_OK(Drain(gen->get()));
+  }
+  const std::vector<int64_t> uninterrupted = Ints(0);
+  ASSERT_EQ(uninterrupted, Range(1, 20, 2));
+  out_.records.clear();
+
+  std::vector<std::string> entries;
+  {
+    auto gen = OpenSource("gen", 1, 2);
+    ASSERT_OK(gen);
+    int64_t wake = 0;
+    auto state = (*gen)->Poll(4, &wake);
+    ASSERT_OK(state);
+    EXPECT_EQ(*state, SourceOperator::State::kMore);
+    ASSERT_OK((*gen)->SnapshotState(1, &entries));
+    EXPECT_FALSE((*gen)->UnionState());
+    // A snapshot does not move the source.
+    std::vector<std::string> again;
+    ASSERT_OK((*gen)->SnapshotState(2, &again));
+    EXPECT_EQ(again, entries);
+  }  // the failure: everything emitted after the snapshot would be lost (here: nothing)
+  ASSERT_EQ(entries.size(), 1u);
+  ASSERT_EQ(entries[0].size(), 24u);
+  SplitState split = DecodeSplit(entries[0]);
+  EXPECT_EQ(split.base, 1);
+  EXPECT_EQ(split.stride, 2);
+  EXPECT_EQ(split.next, 9);  // 1, 3, 5, 7 were emitted
+  EXPECT_EQ((split.next - split.base) / split.stride, static_cast<int64_t>(out_.records.size()));
+
+  restored_ = true;
+  restored_state_ = entries;
+  auto gen = OpenSource("gen", 1, 2);
+  ASSERT_OK(gen);
+  ASSERT_OK(Drain(gen->get()));
+  EXPECT_EQ(Ints(0), uninterrupted);  // before + after the restore, in order, once each
+
+  entries.clear();
+  ASSERT_OK((*gen)->SnapshotState(3, &entries));
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_GE(DecodeSplit(entries[0]).next, 20);  // exhausted
+}
+
+TEST_F(OperatorsTest, DatagenRescaledFromTwoSubtasksToOneProducesTheRestOfBoth) {
+  Load(kCountingJob);
+  std::vector<std::string> entries;
+  for (int s = 0; s < 2; ++s) {
+    auto gen = OpenSource("gen", s, 2);
+    ASSERT_OK(gen);
+    int64_t wake = 0;
+    ASSERT_OK((*gen)->Poll(s == 0 ? 3 : 5, &wake));
+    ASSERT_OK((*gen)->SnapshotState(1, &entries));
+  }
+  const std::vector<int64_t> before = Sorted(Ints(0));
+  ASSERT_THAT(before, ElementsAre(0, 1, 2, 3, 4, 5, 7, 9));
+  ASSERT_EQ(entries.size(), 2u);
+  out_.records.clear();
+
+  restored_ = true;
+  restored_state_ = entries;  // one new subtask gets every split
+  auto gen = OpenSource("gen", 0, 1);
+  ASSERT_OK(gen);
+  ASSERT_OK(Drain(gen->get()));
+  const std::vector<int64_t> after = Sorted(Ints(0));
+  EXPECT_THAT(after, ElementsAre(6, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19));
+  std::vector<int64_t> all = before;
+  all.insert(all.end(), after.begin(), after.end());
+  EXPECT_EQ(Sorted(all), Range(0, 20)) << "every seq exactly once";
+
+  // It now carries both splits on.
+  std::vector<std::string> now;
+  ASSERT_OK((*gen)->SnapshotState(2, &now));
+  ASSERT_EQ(now.size(), 2u);
+  EXPECT_EQ(DecodeSplit(now[0]).base, 0);
+  EXPECT_EQ(DecodeSplit(now[1]).base, 1);
+}
+
+TEST_F(OperatorsTest, DatagenRescaledFromTwoSubtasksToThreeProducesTheRestOnce) {
+  Load(kCountingJob);
+  std::vector<std::string> entries;
+  for (int s = 0; s < 2; ++s) {
+    auto gen = OpenSource("gen", s, 2);
+    ASSERT_OK(gen);
+    int64_t wake = 0;
+    ASSERT_OK((*gen)->Poll(s == 0 ? 3 : 5, &wake));
+    ASSERT_OK((*gen)->SnapshotState(1, &entries));
+  }
+  const std::vector<int64_t> before = Ints(0);
+  out_.records.clear();
+
+  // Split redistribution as the task does it: entry k goes to new subtask k % 3, so the third
+  // subtask gets nothing and ends at once.
+  restored_ = true;
+  std::vector<size_t> emitted_by;
+  for (int s = 0; s < 3; ++s) {
+    SCOPED_TRACE(s);
+    restored_state_.clear();
+    for (size_t k = 0; k < entries.size(); ++k) {
+      if (static_cast<int>(k % 3) == s) restored_state_.push_back(entries[k]);
+    }
+    const size_t start = out_.records.size();
+    auto gen = OpenSource("gen", s, 3);
+    ASSERT_OK(gen);
+    ASSERT_OK(Drain(gen->get()));
+    emitted_by.push_back(out_.records.size() - start);
+  }
+  EXPECT_THAT(emitted_by, ElementsAre(7, 5, 0));  // 6..18 even; 11..19 odd
+  std::vector<int64_t> all = before;
+  for (int64_t x : Ints(0)) all.push_back(x);
+  EXPECT_EQ(Sorted(all), Range(0, 20)) << "every seq exactly once";
+}
+
+TEST_F(OperatorsTest, DatagenRejectsCorruptSplitState) {
+  Load(kCountingJob);
+  restored_ = true;
+  restored_state_ = {"not 24 bytes"};
+  EXPECT_THAT(OpenSource("gen"), StatusIs(absl::StatusCode::kDataLoss,
+                                          HasSubstr("corrupt datagen split state of job-1/gen#0")));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -716,6 +892,213 @@ TEST_F(OperatorsTest, FileSinkReportsUnwritableDirectory) {
                     blocker, "/sub\n"));
   EXPECT_THAT(Open("out"), StatusIs(absl::StatusCode::kFailedPrecondition,
                                     HasSubstr("cannot create directory")));
+}
+
+// Sorted names of the files in `dir`.
+std::vector<std::string> FileNames(const std::string& dir) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    names.push_back(e.path().filename().string());
+  }
+  EXPECT_FALSE(ec) << ec.message();
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::string AbsolutePath(const std::string& path) {
+  return std::filesystem::absolute(path).string();
+}
+
+std::string FileSinkJob(const std::string& dir) {
+  return absl::StrCat(R"y(operators:
+  - {id: gen, type: datagen, fields: [{name: x, type: int64, expr: seq}]}
+  - id: out
+    type: file
+    path: )y",
+                      dir, "\n");
+}
+
+Record X(int64_t x) {
+  Record r(1);
+  r.SetInt(0, x);
+  return r;
+}
+
+TEST_F(OperatorsTest, FileSinkWithoutCheckpointsHasNoState) {
+  TempDir tmp;
+  const std::string dir = tmp.path() + "/out";
+  Load(FileSinkJob(dir));
+  auto sink = Open("out");
+  ASSERT_OK(sink);
+  ASSERT_OK((*sink)->Process(X(1)));
+  std::vector<std::string> entries;
+  ASSERT_OK((*sink)->SnapshotState(1, &entries));
+  EXPECT_TRUE(entries.empty());
+  ASSERT_OK((*sink)->NotifyCheckpointComplete(1));
+  ASSERT_OK((*sink)->Finish());
+  (*sink)->Close();
+  EXPECT_THAT(FileNames(dir), ElementsAre("part-0.jsonl"));
+  EXPECT_EQ(ReadFile(dir + "/part-0.jsonl"), "{\"x\":1}\n");
+}
+
+TEST_F(OperatorsTest, FileSinkPreCommitsOnSnapshotAndCommitsOnNotify) {
+  TempDir tmp;
+  const std::string dir = tmp.path() + "/out";
+  Load(FileSinkJob(dir));
+  checkpointing_ = true;
+  auto sink = Open("out", /*subtask=*/1, /*parallelism=*/2);
+  ASSERT_OK(sink);
+  EXPECT_TRUE((*sink)->UnionState());
+  EXPECT_THAT(FileNames(dir), ElementsAre());  // nothing before the first record
+  for (int i = 0; i < 3; ++i) ASSERT_OK((*sink)->Process(X(i)));
+  EXPECT_THAT(FileNames(dir), ElementsAre("part-1-1-1.inprogress"));
+
+  // Pre-commit: the in-progress file becomes pending, durable and complete, listed by its
+  // absolute path. Nothing is visible as output yet.
+  std::vector<std::string> entries;
+  ASSERT_OK((*sink)->SnapshotState(5, &entries));
+  const std::string pending = AbsolutePath(dir + "/part-1-1-1.pending");
+  ASSERT_THAT(entries, ElementsAre(pending));
+  EXPECT_TRUE(std::filesystem::path(entries[0]).is_absolute());
+  EXPECT_THAT(FileNames(dir), ElementsAre("part-1-1-1.pending"));
+  const std::string content = "{\"x\":0}\n{\"x\":1}\n{\"x\":2}\n";
+  EXPECT_EQ(ReadFile(pending), content);
+
+  // Records after the barrier go to a new in-progress file.
+  ASSERT_OK((*sink)->Process(X(3)));
+  EXPECT_THAT(FileNames(dir), ElementsAre("part-1-1-1.pending", "part-1-1-2.inprogress"));
+
+  // An older checkpoint does not cover it.
+  ASSERT_OK((*sink)->NotifyCheckpointComplete(4));
+  EXPECT_THAT(FileNames(dir), ElementsAre("part-1-1-1.pending", "part-1-1-2.inprogress"));
+
+  // Commit: renamed to its final name, same content.
+  ASSERT_OK((*sink)->NotifyCheckpointComplete(5));
+  EXPECT_THAT(FileNames(dir), ElementsAre("part-1-1-1.jsonl", "part-1-1-2.inprogress"));
+  EXPECT_EQ(ReadFile(dir + "/part-1-1-1.jsonl"), content);
+  ASSERT_OK((*sink)->NotifyCheckpointComplete(5));  // repeated: harmless
+  EXPECT_THAT(FileNames(dir), ElementsAre("part-1-1-1.jsonl", "part-1-1-2.inprogress"));
+
+  // End of input flushes but does not commit: the final checkpoint does.
+  ASSERT_OK((*sink)->Finish());
+  EXPECT_THAT(FileNames(dir), ElementsAre("part-1-1-1.jsonl", "part-1-1-2.inprogress"));
+  EXPECT_EQ(ReadFile(dir + "/part-1-1-2.inprogress"), "{\"x\":3}\n");
+
+  // A checkpoint that does not complete (6) leaves its file pending; the next one (7) lists it
+  // again, and completing 7 commits it. Committed files are no longer listed.
+  const std::string pending2 = AbsolutePath(dir + "/part-1-1-2.pending");
+  entries.clear();
+  ASSERT_OK((*sink)->SnapshotState(6, &entries));
+  EXPECT_THAT(entries, ElementsAre(pending2));
+  entries.clear();
+  ASSERT_OK((*sink)->SnapshotState(7, &entries));
+  EXPECT_THAT(entries, ElementsAre(pending2));
+  ASSERT_OK((*sink)->NotifyCheckpointComplete(7));
+  EXPECT_THAT(FileNames(dir), ElementsAre("part-1-1-1.jsonl", "part-1-1-2.jsonl"));
+  EXPECT_EQ(ReadFile(dir + "/part-1-1-2.jsonl"), "{\"x\":3}\n");
+  entries.clear();
+  ASSERT_OK((*sink)->SnapshotState(8, &entries));
+  EXPECT_THAT(entries, ElementsAre());
+  (*sink)->Close();
+  EXPECT_THAT(FileNames(dir), ElementsAre("part-1-1-1.jsonl", "part-1-1-2.jsonl"));
+  EXPECT_TRUE(out_.records.empty());
+}
+
+TEST_F(OperatorsTest, FileSinkRestoreCommitsListedFilesAndRemovesOldAttemptsLeftovers) {
+  TempDir tmp;
+  const std::string dir = tmp.path() + "/out";
+  Load(FileSinkJob(dir));
+  checkpointing_ = true;
+
+  // Attempt 1, two subtasks. Both pre-commit for checkpoint 5, which completes, but the job
+  // fails before they hear of it. Subtask 0 also pre-commits for checkpoint 6, which never
+  // completes, and both have records in progress.
+  std::vector<std::string> chk5;
+  {
+    auto s0 = Open("out", 0, 2);
+    auto s1 = Open("out", 1, 2);
+    ASSERT_OK(s0);
+    ASSERT_OK(s1);
+    ASSERT_OK((*s0)->Process(X(0)));
+    ASSERT_OK((*s0)->Process(X(1)));
+    ASSERT_OK((*s1)->Process(X(10)));
+    ASSERT_OK((*s0)->SnapshotState(5, &chk5));
+    ASSERT_OK((*s1)->SnapshotState(5, &chk5));
+    ASSERT_OK((*s0)->Process(X(2)));
+    std::vector<std::string> chk6;
+    ASSERT_OK((*s0)->SnapshotState(6, &chk6));
+    ASSERT_OK((*s0)->Process(X(3)));
+    ASSERT_OK((*s1)->Process(X(11)));
+    ASSERT_OK((*s0)->Finish());
+    ASSERT_OK((*s1)->Finish());
+  }
+  ASSERT_THAT(chk5, ElementsAre(AbsolutePath(dir + "/part-0-1-1.pending"),
+                                AbsolutePath(dir + "/part-1-1-1.pending")));
+  std::ofstream(dir + "/part-0-1-0.jsonl") << "{\"x\":-1}\n";  // committed long ago
+  std::ofstream(dir + "/notes.txt") << "not ours\n";
+  ASSERT_THAT(FileNames(dir),
+              ElementsAre("notes.txt", "part-0-1-0.jsonl", "part-0-1-1.pending",
+                          "part-0-1-2.pending", "part-0-1-3.inprogress", "part-1-1-1.pending",
+                          "part-1-1-2.inprogress"));
+
+  // Attempt 2, restored from checkpoint 5 (union state: each subtask sees every entry).
+  attempt_ = 2;
+  restored_ = true;
+  restored_state_ = chk5;
+  // Subtask 1 opens first: it leaves the restored files alone (subtask 0 recovers), and its
+  // own new files survive subtask 0's cleanup.
+  auto n1 = Open("out", 1, 2);
+  ASSERT_OK(n1);
+  ASSERT_OK((*n1)->Process(X(20)));
+  std::vector<std::string> chk7;
+  ASSERT_OK((*n1)->SnapshotState(7, &chk7));
+  ASSERT_OK((*n1)->Process(X(21)));
+  ASSERT_THAT(FileNames(dir),
+              ElementsAre("notes.txt", "part-0-1-0.jsonl", "part-0-1-1.pending",
+                          "part-0-1-2.pending", "part-0-1-3.inprogress", "part-1-1-1.pending",
+                          "part-1-1-2.inprogress", "part-1-2-1.pending", "part-1-2-2.inprogress"));
+
+  auto n0 = Open("out", 0, 2);
+  ASSERT_OK(n0);
+  EXPECT_THAT(FileNames(dir),
+              ElementsAre("notes.txt", "part-0-1-0.jsonl", "part-0-1-1.jsonl", "part-1-1-1.jsonl",
+                          "part-1-2-1.pending", "part-1-2-2.inprogress"));
+  EXPECT_EQ(ReadFile(dir + "/part-0-1-1.jsonl"), "{\"x\":0}\n{\"x\":1}\n");
+  EXPECT_EQ(ReadFile(dir + "/part-1-1-1.jsonl"), "{\"x\":10}\n");
+  EXPECT_EQ(ReadFile(dir + "/part-0-1-0.jsonl"), "{\"x\":-1}\n");
+  EXPECT_EQ(ReadFile(dir + "/part-1-2-1.pending"), "{\"x\":20}\n");
+
+  // Recovering again (say the restored subtask 0 failed and was redeployed in the same
+  // attempt) commits nothing twice and loses nothing.
+  auto again = Open("out", 0, 2);
+  ASSERT_OK(again);
+  EXPECT_THAT(FileNames(dir),
+              ElementsAre("notes.txt", "part-0-1-0.jsonl", "part-0-1-1.jsonl", "part-1-1-1.jsonl",
+                          "part-1-2-1.pending", "part-1-2-2.inprogress"));
+  EXPECT_EQ(ReadFile(dir + "/part-0-1-1.jsonl"), "{\"x\":0}\n{\"x\":1}\n");
+
+  // The restored subtask writes under its own attempt and commits as usual.
+  ASSERT_OK((*n0)->Process(X(30)));
+  std::vector<std::string> entries;
+  ASSERT_OK((*n0)->SnapshotState(7, &entries));
+  EXPECT_THAT(entries, ElementsAre(AbsolutePath(dir + "/part-0-2-1.pending")));
+  ASSERT_OK((*n0)->NotifyCheckpointComplete(7));
+  ASSERT_OK((*n1)->NotifyCheckpointComplete(7));
+  EXPECT_EQ(ReadFile(dir + "/part-0-2-1.jsonl"), "{\"x\":30}\n");
+  EXPECT_EQ(ReadFile(dir + "/part-1-2-1.jsonl"), "{\"x\":20}\n");
+}
+
+TEST_F(OperatorsTest, FileSinkRestoreWithAMissingPendingFileIsDataLoss) {
+  TempDir tmp;
+  const std::string dir = tmp.path() + "/out";
+  Load(FileSinkJob(dir));
+  checkpointing_ = true;
+  restored_ = true;
+  attempt_ = 2;
+  restored_state_ = {AbsolutePath(dir + "/part-0-1-9.pending")};
+  EXPECT_THAT(Open("out", 0, 1),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("part-0-1-9.pending")));
 }
 
 TEST_F(OperatorsTest, BlackholeSinkThrottlesOnTheClock) {

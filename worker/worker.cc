@@ -122,16 +122,23 @@ void Worker::Stop() {
     stopping_ = true;
   }
   spdlog::info("worker stopping: cancelling tasks");
+  // The heartbeat thread reads tasks: stop it before tasks go away.
+  if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
   std::map<std::string, JobTasks> jobs;
+  std::vector<JobTasks> retired;
   {
     absl::MutexLock lock(&mu_);
     for (auto& [id, j] : jobs_) {
       for (auto& t : j.tasks) t->Cancel();
     }
+    for (auto& j : retired_) {
+      for (auto& t : j.tasks) t->Cancel();
+    }
     jobs.swap(jobs_);
+    retired.swap(retired_);
   }
   jobs.clear();  // joins task threads
-  if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
+  retired.clear();
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   http_.Stop();
   spdlog::info("worker stopped");
@@ -193,8 +200,20 @@ absl::Status Worker::Deploy(const proto::DeployTasksRequest& req) {
   }
   absl::MutexLock lock(&mu_);
   if (stopping_) return absl::UnavailableError("worker is stopping");
-  if (jobs_.count(req.job_id())) {
-    return absl::AlreadyExistsError(absl::StrCat("job ", req.job_id(), " is already deployed here"));
+  auto existing = jobs_.find(req.job_id());
+  if (existing != jobs_.end()) {
+    if (existing->second.attempt >= req.attempt()) {
+      return absl::AlreadyExistsError(absl::StrCat("job ", req.job_id(), " attempt ",
+                                                   existing->second.attempt, " is already deployed here"));
+    }
+    // A restart: the old attempt's tasks are cancelled and reaped once they have stopped.
+    for (auto& t : existing->second.tasks) t->Cancel();
+    if (!existing->second.started) {
+      existing->second.started = true;
+      for (auto& t : existing->second.tasks) t->Start();
+    }
+    retired_.push_back(std::move(existing->second));
+    jobs_.erase(existing);
   }
   spdlog::info("deployed {} task(s) of job {} attempt {}", jt.tasks.size(), req.job_id(), req.attempt());
   jobs_[req.job_id()] = std::move(jt);
@@ -371,6 +390,19 @@ void Worker::ReapFinishedJobs() {
       if (all_done) {
         done.push_back(std::move(it->second));
         it = jobs_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = retired_.begin(); it != retired_.end();) {
+      bool all_done = true;
+      for (auto& t : it->tasks) all_done &= IsTerminal(t->Status().state());
+      if (all_done) {
+        done.push_back(std::move(*it));
+        it = retired_.erase(it);
       } else {
         ++it;
       }

@@ -96,6 +96,7 @@ class Worker {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::string worker_id_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, JobTasks> jobs_ ABSL_GUARDED_BY(mu_);
+  std::vector<JobTasks> retired_ ABSL_GUARDED_BY(mu_);  // earlier attempts, stopping
   std::vector<proto::TaskStatus> reports_ ABSL_GUARDED_BY(mu_);  // terminal states to send
   std::map<std::string, std::unique_ptr<proto::DataPlane::Stub>> stubs_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::shared_ptr<grpc::Channel>> grpc_channels_ ABSL_GUARDED_BY(mu_);

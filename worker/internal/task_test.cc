@@ -2,10 +2,13 @@
 
 #include <stdlib.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -14,8 +17,11 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
@@ -36,9 +42,13 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::Not;
 
 constexpr char kLocal[] = "local";
 constexpr absl::Duration kDone = absl::Seconds(30);
+
+// Checkpoint acknowledgements by task (vertex, subtask).
+using Acks = std::map<std::pair<int, int>, proto::CheckpointAck>;
 
 // The task's writer for a local channel; the gate holds the channel as its credit listener
 // (as Worker::CreateWriter does it).
@@ -101,6 +111,7 @@ class TaskTest : public ::testing::Test {
     graph_ = std::make_shared<const plan::JobGraph>(plan::BuildJobGraph(*job_));
     std::vector<std::vector<std::string>> placement;
     for (const auto& v : graph_->vertices) placement.emplace_back(v.parallelism, kLocal);
+    Clock* clock = fake_time_ ? static_cast<Clock*>(&fake_clock_) : Clock::Real();
     for (const auto& v : graph_->vertices) {
       for (int s = 0; s < v.parallelism; ++s) {
         TaskDescriptor d;
@@ -111,12 +122,24 @@ class TaskTest : public ::testing::Test {
         d.job = job_;
         d.graph = graph_;
         d.placement = placement;
+        d.work_dir = (dir_ / "work").string();
+        if (checkpointing_) {
+          d.checkpoint_dir = CheckpointDir();
+          d.ack = [this](proto::CheckpointAck ack) {
+            absl::MutexLock lock(&mu_);
+            acks_.push_back(std::move(ack));
+          };
+          d.on_end_of_input = [this] {
+            absl::MutexLock lock(&mu_);
+            ++end_of_input_;
+          };
+        }
         tasks_.push_back(std::make_unique<Task>(
             std::move(d), &registry_,
             [this](const proto::ChannelHeader& h, const std::string& address) {
               return CreateWriter(h, address);
             },
-            &metrics_, Clock::Real(), [this](Task* t) { OnDone(t); }));
+            &metrics_, clock, [this](Task* t) { OnDone(t); }));
       }
     }
   }
@@ -232,14 +255,156 @@ class TaskTest : public ::testing::Test {
     return ReadLines(dir_ / sub / absl::StrCat("part-", subtask, ".jsonl"));
   }
 
+  // ---- Checkpointing ----
+
+  std::string CheckpointDir() const { return (dir_ / "checkpoints").string(); }
+
+  // Waits until each of `from` (every task when empty) has acknowledged checkpoint `id`, and
+  // returns the acknowledgements by task. Each task acknowledges a checkpoint once.
+  Acks AwaitAcks(int64_t id, std::vector<Task*> from = {}) {
+    if (from.empty()) {
+      for (auto& t : tasks_) from.push_back(t.get());
+    }
+    Acks got;
+    absl::MutexLock lock(&mu_);
+    auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      got.clear();
+      for (const auto& a : acks_) {
+        if (a.checkpoint_id() != id) continue;
+        EXPECT_TRUE(got.emplace(std::make_pair(a.task().vertex(), a.task().subtask()), a).second)
+            << "task " << a.task().vertex() << "#" << a.task().subtask()
+            << " acknowledged checkpoint " << id << " twice";
+      }
+      for (Task* t : from) {
+        if (!got.count({t->descriptor().vertex, t->descriptor().subtask})) return false;
+      }
+      return true;
+    };
+    EXPECT_TRUE(mu_.AwaitWithTimeout(absl::Condition(&ready), kDone))
+        << "only " << got.size() << " of " << from.size() << " tasks acknowledged checkpoint "
+        << id;
+    return got;
+  }
+
+  // Waits until every task has reached its end of input (it then waits for the final checkpoint).
+  bool AwaitEndOfInput() {
+    absl::MutexLock lock(&mu_);
+    auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return end_of_input_ >= static_cast<int>(tasks_.size());
+    };
+    return mu_.AwaitWithTimeout(absl::Condition(&ready), kDone);
+  }
+
+  // Triggers checkpoint `id` on every subtask of `op_id`'s vertex (sources: inject barriers).
+  void TriggerOn(const std::string& op_id, int64_t id) {
+    for (int s = 0; s < graph_->vertices[VertexOf(op_id)].parallelism; ++s) {
+      TaskFor(VertexOf(op_id), s)->TriggerCheckpoint(id, /*final=*/false);
+    }
+  }
+  void TriggerAll(int64_t id, bool final) {
+    for (auto& t : tasks_) t->TriggerCheckpoint(id, final);
+  }
+  void NotifyAll(int64_t id) {
+    for (auto& t : tasks_) t->NotifyCheckpointComplete(id);
+  }
+
+  // Polls `done` until it holds or kDone passes.
+  static bool WaitUntil(const std::function<bool()>& done) {
+    const absl::Time deadline = absl::Now() + kDone;
+    while (!done()) {
+      if (absl::Now() >= deadline) return false;
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+    return true;
+  }
+
+  // Records out of subtask `subtask` of `op_id`.
+  uint64_t OutOf(const std::string& op_id, int subtask) const {
+    std::vector<Counts> per;
+    CountsOf(op_id, &per);
+    return static_cast<size_t>(subtask) < per.size() ? per[subtask].out : 0;
+  }
+  uint64_t InOf(const std::string& op_id, int subtask) const {
+    std::vector<Counts> per;
+    CountsOf(op_id, &per);
+    return static_cast<size_t>(subtask) < per.size() ? per[subtask].in : 0;
+  }
+
+  // Buffers of records that subtask `src` has sent on `edge` (from the channel metrics).
+  int64_t BuffersSent(const plan::Edge& edge, int src) const {
+    const std::string prefix = absl::StrCat("sluice_channel_buffers_sent_total{job=\"job-1\",subtask=\"",
+                                            src, "\",edge=\"", edge.id, "\",");
+    int64_t total = 0;
+    for (absl::string_view line : absl::StrSplit(metrics_.RenderPrometheus(), '\n')) {
+      if (!absl::StartsWith(line, prefix)) continue;
+      double v = 0;
+      if (absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &v)) total += static_cast<int64_t>(v);
+    }
+    return total;
+  }
+
+  // With fake_time_, rate-limited datagen sources are driven by the fake clock. The sources of
+  // the checkpoint tests emit one record per subtask per fake millisecond (rate = 1000 x
+  // parallelism), the first when opened.
+
+  // Starts every task and waits until each source subtask has opened (and emitted its first
+  // record) at the current fake time.
+  void StartOnFakeClock(const std::vector<std::string>& sources) {
+    ASSERT_TRUE(fake_time_);
+    StartAll();
+    for (const auto& op : sources) {
+      for (int s = 0; s < graph_->vertices[VertexOf(op)].parallelism; ++s) {
+        ASSERT_TRUE(WaitUntil([&] { return OutOf(op, s) >= 1; })) << op << "#" << s;
+        ASSERT_EQ(OutOf(op, s), 1u) << op << "#" << s;
+      }
+    }
+  }
+
+  // Records subtask `subtask` of datagen `op_id` emits by fake time `elapsed_ms` after opening.
+  int64_t DueBy(const std::string& op_id, int subtask, int64_t elapsed_ms) const {
+    const plan::OperatorSpec& spec = job_->operators[IndexOf(op_id)];
+    int64_t due = elapsed_ms + 1;
+    if (spec.config["count"]) {
+      const int64_t count = spec.config["count"].as<int64_t>();
+      due = std::min(due, (count - subtask + spec.parallelism - 1) / spec.parallelism);
+    }
+    return due;
+  }
+
+  // Moves the fake clock on by `ms` in steps of at most 50 ms (datagen does not catch up on
+  // more than 100 ms of lag), waiting after each step until every subtask of `sources` has
+  // emitted exactly what is due.
+  void AdvanceSources(const std::vector<std::string>& sources, int64_t ms) {
+    for (int64_t done = 0; done < ms;) {
+      const int64_t step = std::min<int64_t>(50, ms - done);
+      fake_clock_.AdvanceNanos(step * 1'000'000);
+      done += step;
+      elapsed_ms_ += step;
+      for (const auto& op : sources) {
+        for (int s = 0; s < graph_->vertices[VertexOf(op)].parallelism; ++s) {
+          const uint64_t due = DueBy(op, s, elapsed_ms_);
+          ASSERT_TRUE(WaitUntil([&] { return OutOf(op, s) >= due; })) << op << "#" << s;
+          ASSERT_EQ(OutOf(op, s), due) << op << "#" << s;
+        }
+      }
+    }
+  }
+
   std::filesystem::path dir_;
   ops::OperatorRegistry registry_;
   MetricsRegistry metrics_;
   std::shared_ptr<const plan::JobSpec> job_;
   std::shared_ptr<const plan::JobGraph> graph_;
+  // Set before Deploy(): tasks take checkpoints into CheckpointDir(); tasks run on fake_clock_.
+  bool checkpointing_ = false;
+  bool fake_time_ = false;
+  FakeClock fake_clock_;
+  int64_t elapsed_ms_ = 0;  // fake time since the sources opened
   absl::Mutex mu_;
   int done_ ABSL_GUARDED_BY(mu_) = 0;
   std::set<Task*> done_tasks_ ABSL_GUARDED_BY(mu_);
+  std::vector<proto::CheckpointAck> acks_ ABSL_GUARDED_BY(mu_);
+  int end_of_input_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::unique_ptr<Task>> tasks_;  // last: destroyed (joined) first
 };
 
@@ -680,6 +845,647 @@ operators:
   proto::TaskStatus st = tasks_[0]->Status();
   EXPECT_EQ(st.state(), proto::TASK_FAILED);
   EXPECT_THAT(st.error(), HasSubstr("operator 'sink_1'"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints
+
+// A datagen split as the source snapshots it: three native int64 per entry.
+struct Split {
+  int64_t base;
+  int64_t stride;
+  int64_t next;
+};
+
+// The datagen splits in a source task's acknowledgement.
+std::vector<Split> SplitsIn(const proto::CheckpointAck& ack, const std::string& op_id) {
+  std::vector<Split> splits;
+  for (const auto& h : ack.state().operator_state()) {
+    if (h.operator_id() != op_id) continue;
+    EXPECT_EQ(h.redistribution(), proto::OperatorStateHandle::SPLIT);
+    for (const std::string& e : h.entries()) {
+      EXPECT_EQ(e.size(), 24u);
+      Split split{-1, -1, -1};
+      if (e.size() == sizeof(Split)) std::memcpy(&split, e.data(), sizeof(Split));
+      splits.push_back(split);
+    }
+  }
+  return splits;
+}
+
+// Number of records a source emitted before its snapshot, by its splits.
+int64_t EmittedBefore(const std::vector<Split>& splits) {
+  int64_t n = 0;
+  for (const Split& s : splits) n += (s.next - s.base) / s.stride;
+  return n;
+}
+
+// Appends (key, seq) of every record the splits emitted before the snapshot.
+void AddRecordsBefore(const std::vector<Split>& splits, const std::function<int64_t(int64_t)>& key_of,
+                      std::vector<std::pair<int64_t, int64_t>>* records) {
+  for (const Split& s : splits) {
+    for (int64_t seq = s.base; seq < s.next; seq += s.stride) records->push_back({key_of(seq), seq});
+  }
+}
+
+// The pending files a file sink task's acknowledgement lists.
+std::vector<std::string> PendingIn(const proto::CheckpointAck& ack, const std::string& op_id) {
+  std::vector<std::string> files;
+  for (const auto& h : ack.state().operator_state()) {
+    if (h.operator_id() != op_id) continue;
+    EXPECT_EQ(h.redistribution(), proto::OperatorStateHandle::UNION);
+    files.insert(files.end(), h.entries().begin(), h.entries().end());
+  }
+  return files;
+}
+
+std::string CommittedName(const std::string& pending) {
+  EXPECT_TRUE(absl::EndsWith(pending, ".pending")) << pending;
+  return absl::StrCat(pending.substr(0, pending.size() - std::strlen(".pending")), ".jsonl");
+}
+
+// Files in `dir` whose names end with `suffix`, sorted.
+std::vector<std::string> FilesEndingWith(const std::filesystem::path& dir, const std::string& suffix) {
+  std::vector<std::string> files;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    if (absl::EndsWith(e.path().filename().string(), suffix)) files.push_back(e.path().string());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+// Lines of every committed file in `dir`.
+std::vector<std::string> CommittedLines(const std::filesystem::path& dir) {
+  std::vector<std::string> lines;
+  for (const auto& f : FilesEndingWith(dir, ".jsonl")) {
+    for (auto& line : ReadLines(f)) lines.push_back(std::move(line));
+  }
+  return lines;
+}
+
+// Checks that `lines`, the updates of an aggregate {k, n: count, total: sum(v)}, are exactly
+// those of `records` (key, v): for each key the updates n = 1..count once each, the last with
+// the key's total.
+void ExpectUpdatesOf(const std::vector<std::string>& lines,
+                     const std::vector<std::pair<int64_t, int64_t>>& records) {
+  std::map<int64_t, std::pair<int64_t, int64_t>> want;  // key -> (count, sum)
+  for (const auto& [k, v] : records) {
+    want[k].first++;
+    want[k].second += v;
+  }
+  std::map<int64_t, std::map<int64_t, int64_t>> got;  // key -> n -> total
+  for (const auto& line : lines) {
+    EXPECT_TRUE(got[IntField(line, "k")].emplace(IntField(line, "n"), IntField(line, "total")).second)
+        << "duplicate update " << line;
+  }
+  EXPECT_EQ(lines.size(), records.size());
+  EXPECT_EQ(got.size(), want.size());
+  for (const auto& [k, w] : want) {
+    SCOPED_TRACE(absl::StrCat("key ", k));
+    auto it = got.find(k);
+    if (it == got.end()) {
+      ADD_FAILURE() << "no updates";
+      continue;
+    }
+    const std::map<int64_t, int64_t>& updates = it->second;
+    // Unique n, as many as records, from 1 to count: contiguous.
+    EXPECT_EQ(static_cast<int64_t>(updates.size()), w.first);
+    EXPECT_EQ(updates.begin()->first, 1);
+    EXPECT_EQ(updates.rbegin()->first, w.first);
+    EXPECT_EQ(updates.rbegin()->second, w.second);
+    int64_t last = -1;
+    for (const auto& [n, total] : updates) {
+      EXPECT_GE(total, last) << "n=" << n;  // v >= 0: totals never shrink
+      last = total;
+    }
+  }
+}
+
+// Checks what every acknowledgement of checkpoint `id` says about its task.
+void ExpectAckBasics(const Acks& acks, int64_t id, bool finished) {
+  for (const auto& [key, ack] : acks) {
+    SCOPED_TRACE(absl::StrCat("task ", key.first, "#", key.second));
+    EXPECT_EQ(ack.checkpoint_id(), id);
+    EXPECT_FALSE(ack.declined()) << ack.reason();
+    EXPECT_EQ(ack.task().job_id(), "job-1");
+    EXPECT_EQ(ack.task().attempt(), 1);
+    EXPECT_EQ(ack.state().vertex(), key.first);
+    EXPECT_EQ(ack.state().subtask(), key.second);
+    EXPECT_EQ(ack.state().finished(), finished);
+    EXPECT_GE(ack.alignment_ms(), 0);
+    EXPECT_GE(ack.sync_ms(), 0);
+    EXPECT_GE(ack.async_ms(), 0);
+  }
+}
+
+// Checks the keyed state handle of `op_id` in `ack`: the subtask's key groups, and every file
+// uploaded to the job's checkpoint directory with its size.
+void ExpectKeyedHandle(const proto::CheckpointAck& ack, const std::string& op_id,
+                       const std::filesystem::path& checkpoint_dir, KeyGroupRange range) {
+  ASSERT_EQ(ack.state().keyed_size(), 1);
+  const proto::KeyedStateHandle& h = ack.state().keyed(0);
+  EXPECT_EQ(h.operator_id(), op_id);
+  EXPECT_EQ(h.range().first(), range.first);
+  EXPECT_EQ(h.range().last(), range.last);
+  EXPECT_EQ(h.private_dir(), absl::StrCat("chk-", ack.checkpoint_id(), "/", ack.task().vertex(),
+                                          "-", ack.task().subtask(), "-", op_id));
+  ASSERT_GT(h.files_size(), 0);
+  bool has_current = false;
+  int64_t total = 0;
+  for (const auto& f : h.files()) {
+    const std::filesystem::path path =
+        f.shared() ? checkpoint_dir / "shared" / f.name() : checkpoint_dir / h.private_dir() / f.name();
+    std::error_code ec;
+    EXPECT_TRUE(std::filesystem::exists(path, ec)) << path;
+    EXPECT_EQ(static_cast<int64_t>(std::filesystem::file_size(path, ec)), f.size()) << path;
+    has_current |= f.local_name() == "CURRENT";
+    total += f.size();
+  }
+  EXPECT_TRUE(has_current) << "a RocksDB checkpoint has a CURRENT file";
+  EXPECT_EQ(h.full_size(), total);
+}
+
+// Two rate-limited sources into a union (one forward channel from each) into a keyed
+// aggregate. Checkpoint 1 reaches source a first: until b's barrier arrives, each union subtask
+// must hold back a's channel (records after a's barrier) and keep processing b's. The snapshot
+// then holds exactly the records before each source's barrier.
+TEST_F(TaskTest, CheckpointAlignsBarriersOfSeveralInputs) {
+  fake_time_ = true;
+  checkpointing_ = true;
+  Deploy(R"(
+name: align
+parallelism: 2
+buffer_timeout_ms: 0
+operators:
+  - id: a
+    type: datagen
+    rate: 2000
+    fields: [{name: k, type: int64, expr: "10 + seq % 4"}, {name: v, type: int64, expr: "seq"}]
+  - id: b
+    type: datagen
+    rate: 2000
+    fields: [{name: k, type: int64, expr: "20 + seq % 4"}, {name: v, type: int64, expr: "seq"}]
+  - id: both
+    type: union
+    inputs: [a, b]
+  - id: by_k
+    type: key_by
+    key: [k]
+  - id: agg
+    type: aggregate
+    aggregates: [{fn: count, as: n}, {fn: sum, field: v, as: total}]
+  - id: out
+    type: file
+    path: $DIR/out
+)");
+  ASSERT_FALSE(HasFailure());
+  ASSERT_EQ(graph_->vertices.size(), 4u);
+  const int union_v = VertexOf("both");
+  const int agg_v = VertexOf("agg");
+  ASSERT_EQ(VertexOf("by_k"), union_v);
+  ASSERT_EQ(VertexOf("out"), agg_v);
+  const plan::Edge& from_a = EdgeInto("both", "a");
+  ASSERT_EQ(from_a.partition, plan::Partition::kForward);
+  ASSERT_EQ(EdgeInto("both", "b").partition, plan::Partition::kForward);
+  ASSERT_EQ(TaskFor(union_v, 0)->gate()->num_channels(), 2);
+  ASSERT_EQ(TaskFor(agg_v, 0)->gate()->num_channels(), 2);
+
+  StartOnFakeClock({"a", "b"});
+  ASSERT_FALSE(HasFailure());
+  AdvanceSources({"a", "b"}, 100);  // 101 records per source subtask
+  ASSERT_FALSE(HasFailure());
+
+  TriggerOn("a", 1);
+  AwaitAcks(1, {TaskFor(VertexOf("a"), 0), TaskFor(VertexOf("a"), 1)});
+  ASSERT_FALSE(HasFailure());
+  std::vector<int64_t> sent_before(2);
+  for (int s = 0; s < 2; ++s) sent_before[s] = BuffersSent(from_a, s);
+
+  AdvanceSources({"a", "b"}, 50);  // 151 per source subtask: 50 of a's after its barrier
+  ASSERT_FALSE(HasFailure());
+  for (int s = 0; s < 2; ++s) {
+    SCOPED_TRACE(absl::StrCat("union subtask ", s));
+    Task* u = TaskFor(union_v, s);
+    // a's records after its barrier have been sent to the union, and everything in the union's
+    // gate has been taken: b's records processed, a's held back.
+    ASSERT_TRUE(WaitUntil([&] { return BuffersSent(from_a, s) > sent_before[s]; }));
+    ASSERT_TRUE(WaitUntil([&] { return InOf("both", s) >= 101 + 151 && u->gate()->QueuedForTest() == 0; }))
+        << InOf("both", s);
+    EXPECT_EQ(InOf("both", s), 101u + 151u) << "records after a's barrier were processed";
+  }
+  ASSERT_FALSE(HasFailure());
+
+  TriggerOn("b", 1);
+  Acks acks = AwaitAcks(1);
+  ASSERT_FALSE(HasFailure());
+  ASSERT_EQ(acks.size(), tasks_.size());
+  ExpectAckBasics(acks, 1, /*finished=*/false);
+
+  std::vector<std::pair<int64_t, int64_t>> records;  // (key, v) before the barriers
+  for (const std::string op : {"a", "b"}) {
+    const int64_t emitted = op == "a" ? 101 : 151;
+    for (int s = 0; s < 2; ++s) {
+      SCOPED_TRACE(absl::StrCat(op, "#", s));
+      const proto::CheckpointAck& ack = acks.at({VertexOf(op), s});
+      EXPECT_EQ(ack.alignment_ms(), 0);
+      EXPECT_EQ(ack.state().keyed_size(), 0);
+      ASSERT_EQ(ack.state().operator_state_size(), 1);
+      EXPECT_EQ(ack.state().operator_state(0).operator_id(), op);
+      std::vector<Split> splits = SplitsIn(ack, op);
+      ASSERT_EQ(splits.size(), 1u);
+      EXPECT_EQ(splits[0].base, s);
+      EXPECT_EQ(splits[0].stride, 2);
+      EXPECT_EQ(splits[0].next, s + 2 * emitted);
+      EXPECT_EQ(EmittedBefore(splits), emitted);
+      const int64_t offset = op == "a" ? 10 : 20;
+      AddRecordsBefore(splits, [offset](int64_t seq) { return offset + seq % 4; }, &records);
+    }
+  }
+  std::vector<std::string> pending;
+  for (int s = 0; s < 2; ++s) {
+    SCOPED_TRACE(s);
+    const proto::CheckpointAck& u = acks.at({union_v, s});
+    EXPECT_EQ(u.state().operator_state_size(), 0);
+    EXPECT_EQ(u.state().keyed_size(), 0);
+    EXPECT_LE(u.alignment_ms(), 50);  // fake time
+    const proto::CheckpointAck& agg = acks.at({agg_v, s});
+    ExpectKeyedHandle(agg, "agg", CheckpointDir(),
+                      KeyGroupRangeForSubtask(job_->max_parallelism, 2, s));
+    for (const auto& p : PendingIn(agg, "out")) {
+      EXPECT_TRUE(std::filesystem::path(p).is_absolute()) << p;
+      EXPECT_TRUE(std::filesystem::exists(p)) << p;
+      pending.push_back(p);
+    }
+  }
+  EXPECT_FALSE(pending.empty());
+
+  // After the checkpoint, the held-back records are processed.
+  for (int s = 0; s < 2; ++s) {
+    EXPECT_TRUE(WaitUntil([&] { return InOf("both", s) == 151u + 151u; })) << InOf("both", s);
+  }
+
+  // Completing the checkpoint commits exactly the updates of the records before the barriers.
+  EXPECT_THAT(FilesEndingWith(dir_ / "out", ".jsonl"), IsEmpty());
+  NotifyAll(1);
+  for (const auto& p : pending) {
+    ASSERT_TRUE(WaitUntil([&] { return std::filesystem::exists(CommittedName(p)); })) << p;
+  }
+  std::vector<std::string> lines = CommittedLines(dir_ / "out");
+  EXPECT_EQ(lines.size(), 2u * (101 + 151));
+  ExpectUpdatesOf(lines, records);
+
+  CancelAll();
+  ASSERT_TRUE(WaitAllDone());
+  ExpectAllIn(proto::TASK_CANCELLED);
+}
+
+// Checkpoint 1 reaches only source a (say b's trigger was lost); checkpoint 2 reaches both.
+// b's barrier 2 overtakes the union's unfinished alignment on 1: the union gives up
+// checkpoint 1, releases a's held-back records (they precede a's barrier 2) and aligns on 2.
+TEST_F(TaskTest, NewerBarrierAbandonsAnUnfinishedAlignment) {
+  fake_time_ = true;
+  checkpointing_ = true;
+  Deploy(R"(
+name: overtake
+parallelism: 2
+buffer_timeout_ms: 0
+operators:
+  - id: a
+    type: datagen
+    rate: 2000
+    fields: [{name: k, type: int64, expr: "10 + seq % 4"}, {name: v, type: int64, expr: "seq"}]
+  - id: b
+    type: datagen
+    rate: 2000
+    fields: [{name: k, type: int64, expr: "20 + seq % 4"}, {name: v, type: int64, expr: "seq"}]
+  - id: both
+    type: union
+    inputs: [a, b]
+  - id: by_k
+    type: key_by
+    key: [k]
+  - id: agg
+    type: aggregate
+    aggregates: [{fn: count, as: n}, {fn: sum, field: v, as: total}]
+  - id: out
+    type: file
+    path: $DIR/out
+)");
+  ASSERT_FALSE(HasFailure());
+  const int union_v = VertexOf("both");
+  const int agg_v = VertexOf("agg");
+  const plan::Edge& from_a = EdgeInto("both", "a");
+  StartOnFakeClock({"a", "b"});
+  ASSERT_FALSE(HasFailure());
+  AdvanceSources({"a", "b"}, 100);  // 101 per source subtask
+  ASSERT_FALSE(HasFailure());
+
+  TriggerOn("a", 1);
+  AwaitAcks(1, {TaskFor(VertexOf("a"), 0), TaskFor(VertexOf("a"), 1)});
+  ASSERT_FALSE(HasFailure());
+  std::vector<int64_t> sent_before(2);
+  for (int s = 0; s < 2; ++s) sent_before[s] = BuffersSent(from_a, s);
+  AdvanceSources({"a", "b"}, 50);  // 151 per source subtask
+  ASSERT_FALSE(HasFailure());
+  for (int s = 0; s < 2; ++s) {
+    Task* u = TaskFor(union_v, s);
+    ASSERT_TRUE(WaitUntil([&] { return BuffersSent(from_a, s) > sent_before[s]; }));
+    ASSERT_TRUE(WaitUntil([&] { return InOf("both", s) >= 101 + 151 && u->gate()->QueuedForTest() == 0; }));
+    ASSERT_EQ(InOf("both", s), 101u + 151u) << "a is held back while aligning on checkpoint 1";
+  }
+
+  TriggerOn("a", 2);
+  TriggerOn("b", 2);
+  Acks acks = AwaitAcks(2);
+  ASSERT_FALSE(HasFailure());
+  ExpectAckBasics(acks, 2, /*finished=*/false);
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& ack : acks_) {
+      if (ack.checkpoint_id() != 1) continue;
+      EXPECT_EQ(ack.task().vertex(), VertexOf("a")) << "only a's subtasks took checkpoint 1";
+    }
+  }
+  std::vector<std::pair<int64_t, int64_t>> records;
+  for (const std::string op : {"a", "b"}) {
+    for (int s = 0; s < 2; ++s) {
+      std::vector<Split> splits = SplitsIn(acks.at({VertexOf(op), s}), op);
+      ASSERT_EQ(splits.size(), 1u);
+      EXPECT_EQ(EmittedBefore(splits), 151) << op << "#" << s;
+      const int64_t offset = op == "a" ? 10 : 20;
+      AddRecordsBefore(splits, [offset](int64_t seq) { return offset + seq % 4; }, &records);
+    }
+  }
+  for (int s = 0; s < 2; ++s) EXPECT_EQ(InOf("both", s), 151u + 151u);  // nothing after the barriers
+
+  std::vector<std::string> pending;
+  for (int s = 0; s < 2; ++s) {
+    for (const auto& p : PendingIn(acks.at({agg_v, s}), "out")) pending.push_back(p);
+  }
+  ASSERT_FALSE(pending.empty());
+  NotifyAll(2);
+  for (const auto& p : pending) {
+    ASSERT_TRUE(WaitUntil([&] { return std::filesystem::exists(CommittedName(p)); })) << p;
+  }
+  ExpectUpdatesOf(CommittedLines(dir_ / "out"), records);
+
+  CancelAll();
+  ASSERT_TRUE(WaitAllDone());
+  ExpectAllIn(proto::TASK_CANCELLED);
+}
+
+// A bounded, rate-limited source stopped mid-stream by checkpoint 1: the source's split
+// positions, the committed output and the keyed state agree on the records before the barrier.
+// The rest is committed by the final checkpoint, each update exactly once.
+TEST_F(TaskTest, CheckpointSnapshotMatchesTheRecordsBeforeTheBarrier) {
+  fake_time_ = true;
+  checkpointing_ = true;
+  Deploy(R"(
+name: consistent
+parallelism: 2
+buffer_timeout_ms: 0
+operators:
+  - id: gen
+    type: datagen
+    count: 1000
+    rate: 2000
+    fields: [{name: k, type: int64, expr: "seq % 7"}, {name: v, type: int64, expr: "seq"}]
+  - id: by_k
+    type: key_by
+    key: [k]
+  - id: agg
+    type: aggregate
+    parallelism: 3
+    aggregates: [{fn: count, as: n}, {fn: sum, field: v, as: total}]
+  - id: out
+    type: file
+    parallelism: 3
+    path: $DIR/out
+)");
+  ASSERT_FALSE(HasFailure());
+  ASSERT_EQ(graph_->vertices.size(), 2u);
+  ASSERT_EQ(tasks_.size(), 5u);
+  const int gen_v = VertexOf("gen");
+  const int agg_v = VertexOf("agg");
+  const std::filesystem::path out = dir_ / "out";
+  auto key_of = [](int64_t seq) { return seq % 7; };
+
+  StartOnFakeClock({"gen"});
+  ASSERT_FALSE(HasFailure());
+  AdvanceSources({"gen"}, 100);  // 101 of 500 records per subtask
+  ASSERT_FALSE(HasFailure());
+  TriggerOn("gen", 1);
+  Acks acks = AwaitAcks(1);
+  ASSERT_FALSE(HasFailure());
+  ExpectAckBasics(acks, 1, /*finished=*/false);
+
+  int64_t emitted = 0;
+  std::vector<std::pair<int64_t, int64_t>> records;
+  for (int s = 0; s < 2; ++s) {
+    SCOPED_TRACE(s);
+    std::vector<Split> splits = SplitsIn(acks.at({gen_v, s}), "gen");
+    ASSERT_EQ(splits.size(), 1u);
+    EXPECT_EQ(splits[0].base, s);
+    EXPECT_EQ(splits[0].stride, 2);
+    EXPECT_EQ(splits[0].next, s + 2 * 101);
+    emitted += EmittedBefore(splits);
+    AddRecordsBefore(splits, key_of, &records);
+  }
+  EXPECT_EQ(emitted, 202);
+  std::vector<std::string> pending;
+  for (int s = 0; s < 3; ++s) {
+    SCOPED_TRACE(s);
+    ExpectKeyedHandle(acks.at({agg_v, s}), "agg", CheckpointDir(),
+                      KeyGroupRangeForSubtask(job_->max_parallelism, 3, s));
+    for (const auto& p : PendingIn(acks.at({agg_v, s}), "out")) pending.push_back(p);
+  }
+  ASSERT_FALSE(pending.empty());
+  std::sort(pending.begin(), pending.end());
+  EXPECT_EQ(FilesEndingWith(out, ".pending"), pending);
+  EXPECT_THAT(FilesEndingWith(out, ".jsonl"), IsEmpty());
+
+  NotifyAll(1);
+  std::map<std::string, std::vector<std::string>> chk1;  // committed file -> lines
+  for (const auto& p : pending) {
+    ASSERT_TRUE(WaitUntil([&] { return std::filesystem::exists(CommittedName(p)); })) << p;
+    chk1[CommittedName(p)] = ReadLines(CommittedName(p));
+  }
+  std::vector<std::string> lines = CommittedLines(out);
+  EXPECT_EQ(static_cast<int64_t>(lines.size()), emitted)
+      << "committed updates = records the source emitted before the barrier";
+  ExpectUpdatesOf(lines, records);
+
+  // The rest of the input. Nothing more is committed until the final checkpoint completes.
+  AdvanceSources({"gen"}, 450);  // all 500 per subtask
+  ASSERT_FALSE(HasFailure());
+  ASSERT_TRUE(AwaitEndOfInput());
+  for (const auto& t : tasks_) {
+    proto::TaskStatus st = t->Status();
+    EXPECT_TRUE(st.end_of_input()) << t->name();
+    EXPECT_EQ(st.state(), proto::TASK_RUNNING) << t->name();
+  }
+  EXPECT_EQ(CommittedLines(out).size(), lines.size());
+
+  TriggerAll(2, /*final=*/true);
+  Acks final_acks = AwaitAcks(2);
+  ASSERT_FALSE(HasFailure());
+  ExpectAckBasics(final_acks, 2, /*finished=*/true);
+  records.clear();
+  for (int s = 0; s < 2; ++s) {
+    std::vector<Split> splits = SplitsIn(final_acks.at({gen_v, s}), "gen");
+    ASSERT_EQ(splits.size(), 1u);
+    EXPECT_EQ(splits[0].next, s + 1000);
+    EXPECT_EQ(EmittedBefore(splits), 500);
+    AddRecordsBefore(splits, key_of, &records);
+  }
+  for (int s = 0; s < 3; ++s) {
+    ExpectKeyedHandle(final_acks.at({agg_v, s}), "agg", CheckpointDir(),
+                      KeyGroupRangeForSubtask(job_->max_parallelism, 3, s));
+  }
+  NotifyAll(2);
+  ASSERT_TRUE(WaitAllDone());
+  ExpectAllIn(proto::TASK_FINISHED);
+
+  EXPECT_THAT(FilesEndingWith(out, ".pending"), IsEmpty());
+  EXPECT_THAT(FilesEndingWith(out, ".inprogress"), IsEmpty());
+  ExpectUpdatesOf(CommittedLines(out), records);
+  for (const auto& [file, content] : chk1) EXPECT_EQ(ReadLines(file), content) << file;
+}
+
+// Without checkpoints in between, a bounded job's output is committed by its final checkpoint
+// alone; until it completes the tasks wait, and nothing is visible.
+TEST_F(TaskTest, FinalCheckpointCommitsABoundedJob) {
+  constexpr int kCount = 5000;
+  checkpointing_ = true;
+  Deploy(R"(
+name: bounded
+parallelism: 2
+operators:
+  - id: gen
+    type: datagen
+    count: 5000
+    fields: [{name: k, type: int64, expr: "seq % 11"}, {name: v, type: int64, expr: "seq"}]
+  - id: by_k
+    type: key_by
+    key: [k]
+  - id: agg
+    type: aggregate
+    aggregates: [{fn: count, as: n}, {fn: sum, field: v, as: total}]
+  - id: out
+    type: file
+    path: $DIR/out
+)");
+  ASSERT_FALSE(HasFailure());
+  ASSERT_EQ(tasks_.size(), 4u);
+  const std::filesystem::path out = dir_ / "out";
+  StartAll();
+  ASSERT_TRUE(AwaitEndOfInput());
+  for (const auto& t : tasks_) {
+    proto::TaskStatus st = t->Status();
+    EXPECT_TRUE(st.end_of_input()) << t->name();
+    EXPECT_EQ(st.state(), proto::TASK_RUNNING) << t->name();
+  }
+  EXPECT_EQ(CountsOf("out").in, static_cast<uint64_t>(kCount));
+  EXPECT_THAT(FilesEndingWith(out, ".jsonl"), IsEmpty());
+  EXPECT_THAT(FilesEndingWith(out, ".inprogress"), Not(IsEmpty()));
+
+  TriggerAll(7, /*final=*/true);
+  Acks acks = AwaitAcks(7);
+  ASSERT_FALSE(HasFailure());
+  ExpectAckBasics(acks, 7, /*finished=*/true);
+  std::vector<std::pair<int64_t, int64_t>> records;
+  std::vector<std::string> pending;
+  for (int s = 0; s < 2; ++s) {
+    SCOPED_TRACE(s);
+    std::vector<Split> splits = SplitsIn(acks.at({VertexOf("gen"), s}), "gen");
+    ASSERT_EQ(splits.size(), 1u);
+    EXPECT_GE(splits[0].next, kCount);
+    EXPECT_EQ(EmittedBefore(splits), kCount / 2);
+    AddRecordsBefore(splits, [](int64_t seq) { return seq % 11; }, &records);
+    const proto::CheckpointAck& agg = acks.at({VertexOf("agg"), s});
+    ExpectKeyedHandle(agg, "agg", CheckpointDir(),
+                      KeyGroupRangeForSubtask(job_->max_parallelism, 2, s));
+    for (const auto& p : PendingIn(agg, "out")) pending.push_back(p);
+  }
+  std::sort(pending.begin(), pending.end());
+  EXPECT_EQ(FilesEndingWith(out, ".pending"), pending);
+  EXPECT_THAT(FilesEndingWith(out, ".inprogress"), IsEmpty());
+  EXPECT_THAT(FilesEndingWith(out, ".jsonl"), IsEmpty());
+  // Acknowledged, the tasks wait for the checkpoint to complete.
+  for (const auto& t : tasks_) EXPECT_EQ(t->Status().state(), proto::TASK_RUNNING) << t->name();
+
+  NotifyAll(7);
+  ASSERT_TRUE(WaitAllDone());
+  ExpectAllIn(proto::TASK_FINISHED);
+  EXPECT_THAT(FilesEndingWith(out, ".pending"), IsEmpty());
+  EXPECT_THAT(FilesEndingWith(out, ".inprogress"), IsEmpty());
+  ExpectUpdatesOf(CommittedLines(out), records);
+}
+
+// A task past its end of input snapshots any checkpoint directly; completing one that is not
+// final commits its output but does not end the task.
+TEST_F(TaskTest, CheckpointAfterEndOfInputIsNotFinal) {
+  checkpointing_ = true;
+  Deploy(R"(
+name: late
+operators:
+  - id: gen
+    type: datagen
+    count: 300
+    fields: [{name: k, type: int64, expr: "seq % 5"}, {name: v, type: int64, expr: "seq"}]
+  - id: by_k
+    type: key_by
+    key: [k]
+  - id: agg
+    type: aggregate
+    parallelism: 2
+    aggregates: [{fn: count, as: n}, {fn: sum, field: v, as: total}]
+  - id: out
+    type: file
+    parallelism: 2
+    path: $DIR/out
+)");
+  ASSERT_FALSE(HasFailure());
+  const std::filesystem::path out = dir_ / "out";
+  StartAll();
+  ASSERT_TRUE(AwaitEndOfInput());
+
+  TriggerAll(3, /*final=*/false);
+  Acks acks = AwaitAcks(3);
+  ASSERT_FALSE(HasFailure());
+  ExpectAckBasics(acks, 3, /*finished=*/true);
+  std::vector<std::pair<int64_t, int64_t>> records;
+  AddRecordsBefore(SplitsIn(acks.at({VertexOf("gen"), 0}), "gen"),
+                   [](int64_t seq) { return seq % 5; }, &records);
+  EXPECT_EQ(records.size(), 300u);
+  std::vector<std::string> pending;
+  for (int s = 0; s < 2; ++s) {
+    for (const auto& p : PendingIn(acks.at({VertexOf("agg"), s}), "out")) pending.push_back(p);
+  }
+  ASSERT_FALSE(pending.empty());
+  NotifyAll(3);
+  for (const auto& p : pending) {
+    ASSERT_TRUE(WaitUntil([&] { return std::filesystem::exists(CommittedName(p)); })) << p;
+  }
+  ExpectUpdatesOf(CommittedLines(out), records);
+
+  // Still there: the final checkpoint reaches every task (after checkpoint 3's completion, in
+  // mailbox order), has nothing left to commit, and ends them.
+  TriggerAll(4, /*final=*/true);
+  Acks final_acks = AwaitAcks(4);
+  ASSERT_FALSE(HasFailure());
+  ExpectAckBasics(final_acks, 4, /*finished=*/true);
+  for (const auto& [key, ack] : final_acks) {
+    EXPECT_THAT(PendingIn(ack, "out"), IsEmpty()) << "checkpoint 3 committed everything";
+  }
+  for (const auto& t : tasks_) EXPECT_EQ(t->Status().state(), proto::TASK_RUNNING) << t->name();
+  NotifyAll(4);
+  ASSERT_TRUE(WaitAllDone());
+  ExpectAllIn(proto::TASK_FINISHED);
+  EXPECT_THAT(FilesEndingWith(out, ".pending"), IsEmpty());
+  EXPECT_THAT(FilesEndingWith(out, ".inprogress"), IsEmpty());
+  ExpectUpdatesOf(CommittedLines(out), records);
 }
 
 }  // namespace

@@ -1,0 +1,253 @@
+// Exactly-once state through failures: kill -9 of workers (and of the coordinator) while a
+// checkpointed job runs; the committed output must be exactly what a failure-free run gives.
+// Also savepoints with rescaling, and incremental checkpoints.
+
+#include <filesystem>
+#include <map>
+#include <random>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "nlohmann/json.hpp"
+#include "proto/checkpoint.pb.h"
+#include "tests/cluster_fixture.h"
+
+namespace sluice::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+constexpr int64_t kKeys = 1000;
+
+std::string CountingJob(const std::string& out, int64_t count, int64_t rate, int parallelism = 2) {
+  return absl::StrCat(R"(
+name: exactly-once
+parallelism: )", parallelism, R"(
+checkpoint: {interval: 200ms, timeout: 20s, retain: 3}
+restart: {strategy: fixed_delay, attempts: 1000, delay: 100ms}
+operators:
+  - id: gen
+    type: datagen
+    count: )", count, R"(
+    rate: )", rate, R"(
+    fields:
+      - {name: key, type: int64, expr: "(seq * 7919) % )", kKeys, R"("}
+      - {name: value, type: int64, expr: "seq % 1000"}
+  - {id: by_key, type: key_by, key: [key]}
+  - id: totals
+    type: aggregate
+    aggregates: [{fn: count, as: n}, {fn: sum, field: value, as: total}]
+  - {id: out, type: file, path: )", out, "}\n");
+}
+
+// What the output must show: per key, updates numbered 1..n exactly once, and the last update
+// (n) carrying the failure-free total.
+struct Expected {
+  std::map<int64_t, int64_t> count;
+  std::map<int64_t, int64_t> sum;
+};
+
+Expected ExpectedFor(int64_t records) {
+  Expected e;
+  for (int64_t s = 0; s < records; ++s) {
+    int64_t k = (s * 7919) % kKeys;
+    e.count[k]++;
+    e.sum[k] += s % 1000;
+  }
+  return e;
+}
+
+// Reads committed output (*.jsonl) of every directory in `dirs` and checks exactly-once.
+void CheckExactlyOnce(const std::vector<std::string>& dirs, const Expected& expected) {
+  std::map<int64_t, std::set<int64_t>> seen;
+  std::map<int64_t, int64_t> final_sum;
+  int64_t duplicates = 0, lines = 0;
+  for (const auto& dir : dirs) {
+    for (const auto& entry : fs::directory_iterator(dir)) {
+      if (entry.path().extension() != ".jsonl") continue;
+      std::ifstream in(entry.path());
+      std::string line;
+      while (std::getline(in, line)) {
+        auto j = nlohmann::json::parse(line);
+        int64_t key = j["key"].get<int64_t>();
+        int64_t n = j["n"].get<int64_t>();
+        ++lines;
+        if (!seen[key].insert(n).second) ++duplicates;
+        auto it = expected.count.find(key);
+        if (it != expected.count.end() && n == it->second) final_sum[key] = j["total"].get<int64_t>();
+      }
+    }
+  }
+  int64_t expected_lines = 0;
+  for (const auto& [k, n] : expected.count) expected_lines += n;
+  EXPECT_EQ(duplicates, 0) << "updates repeated";
+  EXPECT_EQ(lines, expected_lines);
+  int64_t bad_keys = 0;
+  for (const auto& [k, n] : expected.count) {
+    const auto& s = seen[k];
+    bool exact = static_cast<int64_t>(s.size()) == n && *s.begin() == 1 && *s.rbegin() == n;
+    if (!exact) ++bad_keys;
+  }
+  EXPECT_EQ(bad_keys, 0) << "keys whose updates are not exactly 1..n";
+  EXPECT_EQ(final_sum, expected.sum);
+}
+
+class ExactlyOnceTest : public ClusterTest {
+ protected:
+  // kill -9 a random worker at random moments (some during checkpoints, which run every
+  // 200 ms and take tens of ms), start a replacement each time, until the job ends.
+  void KillWorkersUntilDone(const std::string& job, int kills) {
+    std::mt19937 rng(12345);
+    for (int k = 0; k < kills; ++k) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(700 + rng() % 900));
+      auto info = client_->GetJob(job);
+      ASSERT_OK(info);
+      if (info->state() == proto::JOB_FINISHED) break;
+      int victim = rng() % 2;
+      ASSERT_OK(cluster_->KillWorker(victim, SIGKILL));
+      ASSERT_OK(cluster_->RestartWorker(victim, -1));
+    }
+  }
+};
+
+TEST_F(ExactlyOnceTest, KillingWorkersRepeatedlyKeepsOutputExactlyOnce) {
+  StartCluster(2, 2, 1500);
+  constexpr int64_t kRecords = 3'000'000;
+  const std::string out = dir_ + "/out";
+  std::string job = Submit(CountingJob(out, kRecords, 300'000));
+  WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
+  KillWorkersUntilDone(job, 4);
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(240));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  EXPECT_GE(info.restarts(), 1) << "the kills did not hit the job";
+  CheckExactlyOnce({out}, ExpectedFor(kRecords));
+  for (const auto& entry : fs::directory_iterator(out)) {
+    EXPECT_EQ(entry.path().extension(), ".jsonl") << "left over: " << entry.path();
+  }
+}
+
+TEST_F(ExactlyOnceTest, CoordinatorCrashResumesFromLatestCheckpoint) {
+  StartCluster(2, 2, 1500);
+  constexpr int64_t kRecords = 1'500'000;
+  const std::string out = dir_ + "/out";
+  std::string job = Submit(CountingJob(out, kRecords, 300'000));
+  WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  ASSERT_OK(cluster_->KillCoordinator());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_OK(cluster_->RestartCoordinator());
+  ASSERT_OK(cluster_->WaitForWorkers(2, 20000));
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(120));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  EXPECT_GE(info.attempt(), 2);
+  CheckExactlyOnce({out}, ExpectedFor(kRecords));
+}
+
+TEST_F(ExactlyOnceTest, SavepointRestoresWithOtherParallelism) {
+  StartCluster(2, 3, 3000);
+  constexpr int64_t kRecords = 600'000;
+  const std::string out = dir_ + "/before";
+  std::string job = Submit(CountingJob(out, kRecords, 150'000));
+  WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  auto savepoint = client_->Savepoint(job, dir_ + "/savepoints", /*stop=*/true);
+  ASSERT_OK(savepoint);
+  proto::JobInfo stopped = WaitForEnd(job, std::chrono::seconds(20));
+  EXPECT_EQ(stopped.state(), proto::JOB_CANCELLED);
+  EXPECT_THAT(stopped.error(), HasSubstr("stopped with savepoint"));
+  ASSERT_TRUE(fs::exists(*savepoint + "/_metadata"));
+
+  for (int p : {1, 3}) {
+    const std::string after = absl::StrCat(dir_, "/after-", p);
+    auto r = client_->SubmitRestoring(CountingJob(after, kRecords, 0, 2), "job.yaml", p, *savepoint, false);
+    ASSERT_OK(r);
+    proto::JobInfo info = WaitForEnd(r->job_id(), std::chrono::seconds(60));
+    ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+    EXPECT_EQ(info.vertices(1).parallelism(), p);
+    // The output before the savepoint plus the output after it: exactly once.
+    CheckExactlyOnce({out, after}, ExpectedFor(kRecords));
+  }
+
+  // A savepoint whose operators do not match the job is refused.
+  std::string renamed = CountingJob(dir_ + "/x", kRecords, 0);
+  renamed.replace(renamed.find("id: totals"), 10, "id: sums__");
+  auto refused = client_->SubmitRestoring(renamed, "job.yaml", 0, *savepoint, false);
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kFailedPrecondition,
+                                HasSubstr("has state for operator 'totals'")));
+  auto allowed = client_->SubmitRestoring(renamed, "job.yaml", 0, *savepoint, true);
+  EXPECT_OK(allowed);
+}
+
+TEST_F(ExactlyOnceTest, IncrementalCheckpointsUploadOnlyWhatChanged) {
+  StartCluster(1, 2, 3000);
+  // 1M keys quickly, then a trickle of updates to 10 keys.
+  std::string job = Submit(R"(
+name: incremental
+parallelism: 1
+checkpoint: {interval: 300ms, retain: 2}
+operators:
+  - id: bulk
+    type: datagen
+    count: 1000000
+    fields: [{name: key, type: int64, expr: "seq"}]
+  - id: trickle
+    type: datagen
+    rate: 200
+    fields: [{name: key, type: int64, expr: "seq % 10"}]
+  - {id: both, type: union, inputs: [bulk, trickle]}
+  - {id: by_key, type: key_by, key: [key]}
+  - {id: counts, type: aggregate, aggregates: [{fn: count, as: n}]}
+  - {id: sink, type: blackhole}
+)");
+  WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
+  // Wait until the bulk load is in and a few checkpoints have completed after it.
+  proto::CheckpointInfo last;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  int completed_after_bulk = 0;
+  int64_t seen_id = 0;
+  while (std::chrono::steady_clock::now() < deadline && completed_after_bulk < 4) {
+    auto info = client_->GetJob(job);
+    ASSERT_OK(info);
+    bool bulk_done = FindOperator(*info, "bulk")->records_out() == 1000000;
+    for (const auto& c : info->checkpoints()) {
+      if (c.status() == "COMPLETED" && c.checkpoint_id() > seen_id) {
+        seen_id = c.checkpoint_id();
+        if (bulk_done) {
+          ++completed_after_bulk;
+          last = c;
+        }
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_GE(completed_after_bulk, 4);
+  EXPECT_GT(last.full_size(), 1'000'000) << "1M keys of state";
+  EXPECT_LT(last.incremental_size() * 10, last.full_size())
+      << "uploaded " << last.incremental_size() << " of " << last.full_size();
+
+  // Every file the retained checkpoints reference exists.
+  const fs::path job_dir = fs::path(cli::CheckpointDirOf(dir_ + "/cluster")) / job;
+  int checked = 0;
+  for (const auto& entry : fs::directory_iterator(job_dir)) {
+    if (!absl::StartsWith(entry.path().filename().string(), "chk-")) continue;
+    std::ifstream in(entry.path() / "_metadata", std::ios::binary);
+    proto::CheckpointMetadata md;
+    if (!in || !md.ParseFromIstream(&in)) continue;  // being written or discarded
+    for (const auto& st : md.subtasks()) {
+      for (const auto& h : st.keyed()) {
+        for (const auto& f : h.files()) {
+          fs::path p = f.shared() ? job_dir / "shared" / f.name() : job_dir / h.private_dir() / f.name();
+          EXPECT_TRUE(fs::exists(p)) << p;
+          ++checked;
+        }
+      }
+    }
+  }
+  EXPECT_GT(checked, 0);
+  ASSERT_OK(client_->Cancel(job));
+  EXPECT_EQ(WaitForEnd(job, std::chrono::seconds(10)).state(), proto::JOB_CANCELLED);
+}
+
+}  // namespace
+}  // namespace sluice::testing
