@@ -24,6 +24,12 @@ grpc::Status ToGrpc(const absl::Status& s) {
                 : grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 
+// The peer's port is closed: its process is gone (not merely slow).
+bool IsConnectionRefused(const grpc::Status& s) {
+  return s.error_code() == grpc::StatusCode::UNAVAILABLE &&
+         s.error_message().find("Connection refused") != std::string::npos;
+}
+
 bool TaskTerminal(proto::TaskState s) {
   return s == proto::TASK_FINISHED || s == proto::TASK_CANCELLED || s == proto::TASK_FAILED;
 }
@@ -365,7 +371,7 @@ void Coordinator::CancelTasksOnWorkers(Job& job) {
       if (it != workers_.end() && !TaskTerminal(t.state)) stubs[t.worker_id] = it->second.stub;
     }
   }
-  dispatch_queue_.push_back([stubs, job_id = job.id] {
+  dispatch_queue_.push_back([this, stubs, job_id = job.id] {
     for (const auto& [worker_id, stub] : stubs) {
       grpc::ClientContext ctx;
       ctx.set_deadline(Deadline(5));
@@ -373,7 +379,15 @@ void Coordinator::CancelTasksOnWorkers(Job& job) {
       ref.set_job_id(job_id);
       proto::Ack ack;
       grpc::Status s = stub->CancelTasks(&ctx, ref, &ack);
-      if (!s.ok()) spdlog::warn("cancel of job {} on {} failed: {}", job_id, worker_id, s.error_message());
+      if (!s.ok()) {
+        spdlog::warn("cancel of job {} on {} failed: {}", job_id, worker_id, s.error_message());
+        if (IsConnectionRefused(s)) {
+          // The worker process is gone: declare it lost now rather than after the heartbeat
+          // timeout, so a restart need not wait for it.
+          absl::MutexLock lock(&mu_);
+          LoseWorker(worker_id, "unreachable (connection refused)");
+        }
+      }
     }
   });
 }
@@ -583,6 +597,12 @@ void Coordinator::DeployJob(const std::string& job_id) {
     proto::Ack ack;
     grpc::Status s = stubs[worker_id]->DeployTasks(&ctx, req, &ack);
     if (!s.ok()) {
+      if (IsConnectionRefused(s)) {
+        // Nobody listens there any more: do not wait for the heartbeat timeout to say so.
+        absl::MutexLock lock(&mu_);
+        auto w = workers_.find(worker_id);
+        if (w != workers_.end()) LoseWorker(worker_id, "unreachable (connection refused)");
+      }
       return fail(absl::StrCat("deploying to worker ", worker_id, " failed: ", s.error_message()));
     }
   }
@@ -720,11 +740,10 @@ proto::ListWorkersResponse Coordinator::ListWorkers() {
   return resp;
 }
 
-void Coordinator::LoseWorker(const std::string& worker_id, int64_t age_nanos) {
+void Coordinator::LoseWorker(const std::string& worker_id, const std::string& why) {
   auto wit = workers_.find(worker_id);
   if (wit == workers_.end()) return;
-  std::string desc = absl::StrFormat("worker %s (%s) lost: no heartbeat for %.1f s", worker_id,
-                                     wit->second.data_address, age_nanos / 1e9);
+  std::string desc = absl::StrFormat("worker %s (%s) lost: %s", worker_id, wit->second.data_address, why);
   spdlog::error("{}", desc);
   const std::string data_address = wit->second.data_address;
   workers_.erase(wit);
@@ -766,7 +785,9 @@ void Coordinator::MonitorLoop() {
     for (const auto& [id, w] : workers_) {
       if (now - w.last_heartbeat_nanos > timeout) lost.push_back({id, now - w.last_heartbeat_nanos});
     }
-    for (const auto& [id, age] : lost) LoseWorker(id, age);
+    for (const auto& [id, age] : lost) {
+      LoseWorker(id, absl::StrFormat("no heartbeat for %.1f s", age / 1e9));
+    }
     for (auto& [id, job] : jobs_) {
       RestartTick(job, now);
       CheckpointTick(job, now);

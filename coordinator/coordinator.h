@@ -139,7 +139,7 @@ class Coordinator {
   void CancelTasksOnWorkers(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeCompleteJob(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseSlots(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void LoseWorker(const std::string& worker_id, int64_t age_nanos) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void LoseWorker(const std::string& worker_id, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Places the job's subtasks on free slots (slot sharing, spread over workers).
   absl::Status ScheduleLocked(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void TriggerCheckpointLocked(Job& job, bool final, std::unique_ptr<PendingCheckpoint> p)

@@ -177,6 +177,9 @@ rocksdb::Options MakeDbOptions() {
   options.avoid_flush_during_shutdown = true;
   options.keep_log_file_num = 2;
   options.max_background_jobs = 2;
+  // Checkpoints flush the memtable every interval, making many small L0 files: compact them
+  // less eagerly.
+  options.level0_file_num_compaction_trigger = 8;
   return options;
 }
 

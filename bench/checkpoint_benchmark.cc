@@ -1,0 +1,215 @@
+// The cost of exactly-once: the shuffle benchmark's keyed count with state in RocksDB, run with
+// checkpoints every second and without, in the same run; checkpoint duration and size; the
+// duration of checkpoints under backpressure (a slow sink); and the time from kill -9 of a
+// worker to the job running again.
+//
+//   build/bin/checkpoint_benchmark [--records N] [--keys K] [--reps R]
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "cli/client.h"
+#include "cli/local_cluster.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+double CpuSeconds(pid_t pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t p = s.rfind(')');
+  if (p == std::string::npos) return 0;
+  std::vector<std::string> f;
+  std::string cur;
+  for (size_t i = p + 2; i < s.size(); ++i) {
+    if (s[i] == ' ') {
+      f.push_back(cur);
+      cur.clear();
+    } else {
+      cur += s[i];
+    }
+  }
+  if (f.size() < 13) return 0;
+  return (std::stod(f[11]) + std::stod(f[12])) / sysconf(_SC_CLK_TCK);
+}
+
+std::string Job(int64_t records, int64_t keys, const std::string& checkpoint, const std::string& sink,
+                int64_t rate = 0) {
+  return absl::StrCat("name: bench\nparallelism: 2\n", checkpoint, R"(
+operators:
+  - id: gen
+    type: datagen
+)", records > 0 ? absl::StrCat("    count: ", records, "\n") : "", "    rate: ", rate, R"(
+    fields:
+      - {name: key, type: int64, expr: "(seq * 7919) % )", keys, R"("}
+  - {id: by_key, type: key_by, key: [key]}
+  - {id: counts, type: aggregate, aggregates: [{fn: count, as: n}]}
+  - )", sink, "\n");
+}
+
+sluice::proto::JobInfo WaitEnd(sluice::cli::CoordinatorClient& c, const std::string& id) {
+  while (true) {
+    auto j = c.GetJob(id);
+    if (j.ok() && (j->state() == sluice::proto::JOB_FINISHED || j->state() == sluice::proto::JOB_FAILED ||
+                   j->state() == sluice::proto::JOB_CANCELLED)) {
+      return *j;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+uint64_t SinkIn(const sluice::proto::JobInfo& j) {
+  for (const auto& v : j.vertices()) {
+    for (const auto& o : v.operators()) {
+      if (o.id() == "sink") return o.records_in();
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Throughput with and without checkpoints, checkpoint cost, recovery time"};
+  int64_t records = 20'000'000;
+  int64_t keys = 10'000;  // as the foundation's shuffle benchmark
+  int reps = 3;
+  app.add_option("--records", records, "Records per run")->capture_default_str();
+  app.add_option("--keys", keys, "Distinct keys (state size)")->capture_default_str();
+  app.add_option("--reps", reps, "Repetitions (medians are reported)")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  std::string dir = (std::filesystem::temp_directory_path() / "sluice-cpbench-XXXXXX").string();
+  if (mkdtemp(dir.data()) == nullptr) return 1;
+  sluice::cli::LocalClusterOptions o;
+  o.dir = dir;
+  o.workers = 2;
+  o.slots = 1;
+  o.log_level = "warn";
+  o.die_with_parent = true;
+  auto cluster = sluice::cli::LocalCluster::Start(o);
+  if (!cluster.ok()) {
+    std::cerr << "cannot start cluster: " << cluster.status() << "\n";
+    return 1;
+  }
+  sluice::cli::CoordinatorClient client((*cluster)->coordinator_address());
+  const std::string sink = "{id: sink, type: blackhole}";
+  const std::string with_cp = "checkpoint: {interval: 1s, retain: 2}\n";
+
+  // 1. Throughput, alternating without / with checkpoints.
+  std::vector<double> rate_off, rate_on, cpu_off, cpu_on, cp_ms, cp_size, cp_uploaded;
+  for (int r = 0; r < reps; ++r) {
+    for (bool on : {false, true}) {
+      double cpu0 = 0;
+      for (pid_t p : (*cluster)->AllPids()) cpu0 += CpuSeconds(p);
+      auto t0 = Clock::now();
+      auto s = client.Submit(Job(records, keys, on ? with_cp : "", sink), "bench.yaml", 0);
+      if (!s.ok()) {
+        std::cerr << s.status() << "\n";
+        return 1;
+      }
+      auto info = WaitEnd(client, s->job_id());
+      double wall = std::chrono::duration<double>(Clock::now() - t0).count();
+      double cpu = -cpu0;
+      for (pid_t p : (*cluster)->AllPids()) cpu += CpuSeconds(p);
+      if (info.state() != sluice::proto::JOB_FINISHED) {
+        std::cerr << "job failed: " << info.error() << "\n";
+        return 1;
+      }
+      (on ? rate_on : rate_off).push_back(records / wall);
+      (on ? cpu_on : cpu_off).push_back(cpu);
+      int completed = 0;
+      for (const auto& c : info.checkpoints()) {
+        if (c.status() != "COMPLETED") continue;
+        ++completed;
+        cp_ms.push_back(c.duration_ms());
+        cp_size.push_back(c.full_size());
+        cp_uploaded.push_back(c.incremental_size());
+      }
+      std::printf("run %d %s: %.2f s, %.0f records/s, %.2f CPU s%s\n", r + 1,
+                  on ? "checkpoints 1s" : "no checkpoints", wall, records / wall, cpu,
+                  on ? absl::StrCat(", ", completed, " checkpoints").c_str() : "");
+    }
+  }
+
+  // 2. Checkpoints under backpressure: the sink takes 20K records/s per subtask.
+  auto slow = client.Submit(Job(0, keys, "checkpoint: {interval: 1s, timeout: 60s}\n",
+                                "{id: sink, type: blackhole, max_rate: 20000}"),
+                            "slow.yaml", 0);
+  std::vector<double> bp_ms;
+  if (slow.ok()) {
+    std::this_thread::sleep_for(std::chrono::seconds(25));
+    auto info = client.GetJob(slow->job_id());
+    if (info.ok()) {
+      for (const auto& c : info->checkpoints()) {
+        if (c.status() == "COMPLETED") bp_ms.push_back(c.duration_ms());
+      }
+    }
+    (void)client.Cancel(slow->job_id());
+    WaitEnd(client, slow->job_id());
+  }
+
+  // 3. Recovery: kill -9 a worker under a running checkpointed job, start a replacement, and
+  // time until the job's new attempt is running and its sink receives records again.
+  std::vector<double> recovery_s;
+  for (int r = 0; r < reps; ++r) {
+    auto job = client.Submit(Job(0, keys, "checkpoint: {interval: 500ms}\nrestart: {attempts: 10, delay: 100ms}\n",
+                                 sink, 200000),
+                             "recover.yaml", 0);
+    if (!job.ok()) break;
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    auto before = client.GetJob(job->job_id());
+    int64_t attempt = before.ok() ? before->attempt() : 1;
+    auto t0 = Clock::now();
+    if (!(*cluster)->KillWorker(r % 2, SIGKILL).ok() || !(*cluster)->RestartWorker(r % 2, -1).ok()) break;
+    double seconds = -1;
+    while (Clock::now() - t0 < std::chrono::seconds(60)) {
+      auto j = client.GetJob(job->job_id());
+      if (j.ok() && j->state() == sluice::proto::JOB_RUNNING && j->attempt() > attempt && SinkIn(*j) > 0) {
+        seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::printf("recovery %d: %.2f s\n", r + 1, seconds);
+    if (seconds > 0) recovery_s.push_back(seconds);
+    (void)client.Cancel(job->job_id());
+    WaitEnd(client, job->job_id());
+    (*cluster)->WaitForWorkers(2, 20000).IgnoreError();
+  }
+  (*cluster)->Stop();
+  std::filesystem::remove_all(dir);
+
+  double off = Median(rate_off), on = Median(rate_on);
+  std::printf("reproduce: build/bin/checkpoint_benchmark --records %lld --keys %lld --reps %d\n",
+              static_cast<long long>(records), static_cast<long long>(keys), reps);
+  std::printf("BENCH checkpoint_overhead records=%lld records_per_s_no_checkpoints=%.0f "
+              "records_per_s_checkpoints_1s=%.0f throughput_ratio=%.3f slowdown_pct=%.1f "
+              "records_per_cpu_s_no_checkpoints=%.0f records_per_cpu_s_checkpoints=%.0f\n",
+              static_cast<long long>(records), off, on, on / off, 100.0 * (1 - on / off),
+              records / Median(cpu_off), records / Median(cpu_on));
+  std::printf("BENCH checkpoint_cost duration_ms_median=%.0f full_size_bytes_median=%.0f "
+              "uploaded_bytes_median=%.0f backpressure_duration_ms_median=%.0f backpressure_checkpoints=%zu\n",
+              Median(cp_ms), Median(cp_size), Median(cp_uploaded), Median(bp_ms), bp_ms.size());
+  std::printf("BENCH recovery kill_to_running_s_median=%.2f runs=%zu\n", Median(recovery_s),
+              recovery_s.size());
+  return 0;
+}
