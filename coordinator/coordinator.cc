@@ -241,7 +241,8 @@ proto::HeartbeatResponse Coordinator::Heartbeat(const proto::HeartbeatRequest& r
   proto::HeartbeatResponse resp;
   absl::MutexLock lock(&mu_);
   auto it = workers_.find(req.worker_id());
-  if (it == workers_.end()) {
+  if (it == workers_.end() || it->second.data_address != req.data_address()) {
+    // Unknown, or an id from an earlier coordinator that now names another worker.
     resp.set_reregister(true);
     return resp;
   }

@@ -449,6 +449,7 @@ void Worker::HeartbeatLoop() {
     }
     proto::HeartbeatRequest hb;
     hb.set_worker_id(worker_id);
+    hb.set_data_address(data_address_);
     {
       absl::MutexLock lock(&mu_);
       for (auto& [id, j] : jobs_) {
