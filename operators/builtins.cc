@@ -20,6 +20,7 @@
 #include "common/status.h"
 #include "operators/key_hasher.h"
 #include "operators/registry.h"
+#include "operators/two_phase_commit_sink.h"
 #include "plan/expr.h"
 #include "state/keyed_state_backend.h"
 
@@ -328,80 +329,16 @@ class AggregateOperator final : public Operator {
   Record out_;
 };
 
-// Writes JSON lines.
+// Writes JSON lines, exactly once under checkpoints (a TwoPhaseCommitSink over files).
 //
 // Without checkpoints: to <path>/part-<subtask>.jsonl.
-// With checkpoints, exactly once by two-phase commit: records go to an in-progress file
-// part-<subtask>-<attempt>-<seq>.inprogress; at a checkpoint barrier the file is flushed,
-// synced and renamed to .pending (pre-commit) and listed in the operator state; when the
-// checkpoint completes, pending files it covers are renamed to final .jsonl names (commit).
-// On restore, subtask 0 commits the pending files listed in the restored state (union state:
-// it sees every subtask's list) and deletes in-progress and pending files of earlier attempts
-// that no completed checkpoint covers. Renames are atomic; committing twice is harmless.
-class FileSink final : public Operator {
+// With checkpoints: a transaction is a file part-<subtask>-<attempt>-<n>.inprogress;
+// pre-commit flushes, syncs and renames it to .pending (its absolute path is the handle, so a
+// job restored with another output path still commits it in place); commit renames it to
+// .jsonl. Leftovers are .inprogress/.pending files of earlier attempts. Renames are atomic.
+class FileSink final : public TwoPhaseCommitSink {
  public:
   ~FileSink() override { Close(); }
-
-  absl::Status Open(const OperatorContext& ctx, Output* output) override {
-    SLUICE_RETURN_IF_ERROR(Operator::Open(ctx, output));
-    dir_ = ctx.spec->config["path"].Scalar();
-    std::error_code ec;
-    std::filesystem::create_directories(dir_, ec);
-    if (ec) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("cannot create directory ", dir_.string(), ": ", ec.message()));
-    }
-    buffer_.reserve(kFlushBytes + 4096);
-    transactional_ = ctx.checkpointing;
-    if (!transactional_) return OpenFile((dir_ / absl::StrCat("part-", ctx.subtask, ".jsonl")).string());
-    if (ctx.restored && ctx.subtask == 0) SLUICE_RETURN_IF_ERROR(RecoverAfterRestore(ctx.restored_state));
-    return absl::OkStatus();
-  }
-
-  absl::Status Process(const Record& r) override {
-    if (file_ == nullptr) SLUICE_RETURN_IF_ERROR(OpenInProgress());
-    AppendRecordJson(ctx_.spec->input_schema, r, &buffer_);
-    buffer_.push_back('\n');
-    if (buffer_.size() >= kFlushBytes) return Flush();
-    return absl::OkStatus();
-  }
-
-  absl::Status Finish() override {
-    if (file_ == nullptr) return absl::OkStatus();
-    SLUICE_RETURN_IF_ERROR(Flush());
-    if (std::fflush(file_) != 0) {
-      return absl::UnavailableError(absl::StrCat("cannot flush ", path_, ": ", std::strerror(errno)));
-    }
-    return absl::OkStatus();
-  }
-
-  absl::Status SnapshotState(int64_t checkpoint_id, std::vector<std::string>* entries) override {
-    if (!transactional_) return absl::OkStatus();
-    if (file_ != nullptr) {
-      // Pre-commit: make the file durable and move it out of the in-progress namespace.
-      SLUICE_RETURN_IF_ERROR(Flush());
-      if (std::fflush(file_) != 0 || fsync(fileno(file_)) != 0) {
-        return absl::UnavailableError(absl::StrCat("cannot sync ", path_, ": ", std::strerror(errno)));
-      }
-      std::fclose(file_);
-      file_ = nullptr;
-      // Absolute, so a job restored with another output path still commits it in place.
-      std::string pending = std::filesystem::absolute(dir_ / absl::StrCat(Stem(), ".pending")).string();
-      SLUICE_RETURN_IF_ERROR(Rename(path_, pending));
-      pending_.push_back({checkpoint_id, pending});
-    }
-    for (const auto& p : pending_) entries->push_back(p.second);
-    return absl::OkStatus();
-  }
-  bool UnionState() const override { return true; }
-
-  absl::Status NotifyCheckpointComplete(int64_t checkpoint_id) override {
-    while (!pending_.empty() && pending_.front().first <= checkpoint_id) {
-      SLUICE_RETURN_IF_ERROR(Commit(pending_.front().second));
-      pending_.erase(pending_.begin());
-    }
-    return absl::OkStatus();
-  }
 
   void Close() override {
     if (file_ != nullptr) {
@@ -410,36 +347,63 @@ class FileSink final : public Operator {
     }
   }
 
- private:
-  static constexpr size_t kFlushBytes = 64 * 1024;
-
-  std::string Stem() const {
-    return absl::StrCat("part-", ctx_.subtask, "-", ctx_.attempt, "-", seq_);
+ protected:
+  absl::Status Initialize() override {
+    dir_ = ctx_.spec->config["path"].Scalar();
+    std::error_code ec;
+    std::filesystem::create_directories(dir_, ec);
+    if (ec) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot create directory ", dir_.string(), ": ", ec.message()));
+    }
+    buffer_.reserve(kFlushBytes + 4096);
+    return absl::OkStatus();
   }
 
-  absl::Status OpenFile(const std::string& path) {
-    path_ = path;
+  absl::StatusOr<std::string> BeginTransaction(bool transactional) override {
+    std::string name = transactional
+                           ? absl::StrCat("part-", ctx_.subtask, "-", ctx_.attempt, "-", ++seq_, ".inprogress")
+                           : absl::StrCat("part-", ctx_.subtask, ".jsonl");
+    path_ = std::filesystem::absolute(dir_ / name).string();
     file_ = std::fopen(path_.c_str(), "w");
     if (file_ == nullptr) {
       return absl::FailedPreconditionError(absl::StrCat("cannot open ", path_, ": ", std::strerror(errno)));
     }
+    return path_;
+  }
+
+  absl::Status Write(const Record& r) override {
+    AppendRecordJson(ctx_.spec->input_schema, r, &buffer_);
+    buffer_.push_back('\n');
+    if (buffer_.size() >= kFlushBytes) return Flush();
     return absl::OkStatus();
   }
 
-  absl::Status OpenInProgress() {
-    ++seq_;
-    return OpenFile((dir_ / absl::StrCat(Stem(), ".inprogress")).string());
-  }
-
-  static absl::Status Rename(const std::string& from, const std::string& to) {
-    if (std::rename(from.c_str(), to.c_str()) != 0) {
-      return absl::UnavailableError(absl::StrCat("cannot rename ", from, " to ", to, ": ", std::strerror(errno)));
+  absl::Status Flush() override {
+    if ((!buffer_.empty() && std::fwrite(buffer_.data(), 1, buffer_.size(), file_) != buffer_.size()) ||
+        std::fflush(file_) != 0) {
+      return absl::UnavailableError(absl::StrCat("cannot write ", path_, ": ", std::strerror(errno)));
     }
+    buffer_.clear();
     return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::string> PreCommit(const std::string& txn) override {
+    SLUICE_RETURN_IF_ERROR(Flush());
+    if (std::fflush(file_) != 0 || fsync(fileno(file_)) != 0) {
+      return absl::UnavailableError(absl::StrCat("cannot sync ", txn, ": ", std::strerror(errno)));
+    }
+    std::fclose(file_);
+    file_ = nullptr;
+    if (!absl::EndsWith(txn, ".inprogress")) return txn;  // non-transactional: final already
+    std::string pending = txn.substr(0, txn.size() - std::strlen(".inprogress")) + ".pending";
+    SLUICE_RETURN_IF_ERROR(Rename(txn, pending));
+    return pending;
   }
 
   // <dir>/part-S-A-N.pending -> <dir>/part-S-A-N.jsonl. Idempotent.
-  static absl::Status Commit(const std::string& pending) {
+  absl::Status Commit(const std::string& pending) override {
+    if (!absl::EndsWith(pending, ".pending")) return absl::OkStatus();
     std::string final_name = pending.substr(0, pending.size() - std::strlen(".pending")) + ".jsonl";
     std::error_code ec;
     if (!std::filesystem::exists(pending, ec)) {
@@ -450,9 +414,7 @@ class FileSink final : public Operator {
     return Rename(pending, final_name);
   }
 
-  absl::Status RecoverAfterRestore(const std::vector<std::string>& committed) {
-    std::set<std::string> keep(committed.begin(), committed.end());
-    for (const std::string& p : keep) SLUICE_RETURN_IF_ERROR(Commit(p));
+  absl::Status AbortLeftovers(const std::set<std::string>& keep) override {
     std::error_code ec;
     for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
       const std::string name = entry.path().filename().string();
@@ -468,21 +430,21 @@ class FileSink final : public Operator {
     return absl::OkStatus();
   }
 
-  absl::Status Flush() {
-    if (!buffer_.empty() && std::fwrite(buffer_.data(), 1, buffer_.size(), file_) != buffer_.size()) {
-      return absl::UnavailableError(absl::StrCat("cannot write ", path_, ": ", std::strerror(errno)));
+ private:
+  static constexpr size_t kFlushBytes = 64 * 1024;
+
+  static absl::Status Rename(const std::string& from, const std::string& to) {
+    if (std::rename(from.c_str(), to.c_str()) != 0) {
+      return absl::UnavailableError(absl::StrCat("cannot rename ", from, " to ", to, ": ", std::strerror(errno)));
     }
-    buffer_.clear();
     return absl::OkStatus();
   }
 
   std::filesystem::path dir_;
-  bool transactional_ = false;
   int64_t seq_ = 0;
   std::string path_;
   std::FILE* file_ = nullptr;
   std::string buffer_;
-  std::vector<std::pair<int64_t, std::string>> pending_;  // (checkpoint id, pending file name)
 };
 
 // Logs each record as JSON at info level.
