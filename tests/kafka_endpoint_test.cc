@@ -1,0 +1,100 @@
+// The embedded Kafka endpoint (sluice-kafka) seen by an independent, standard client: kcat
+// produces to it and consumes from it over TCP; brokers go down and come back with their data.
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "httplib.h"
+#include "tests/cluster_fixture.h"
+
+namespace sluice::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+class KafkaEndpointTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = MakeTempDir("sluice-kafka");
+    const std::string file = dir_ + "/bootstrap";
+    pid_ = fork();
+    if (pid_ == 0) {
+      std::string log = dir_ + "/kafka.log";
+      freopen(log.c_str(), "w", stdout);
+      freopen(log.c_str(), "a", stderr);
+      std::string bin = std::string(SLUICE_TEST_BIN_DIR) + "/sluice-kafka";
+      execl(bin.c_str(), bin.c_str(), "--topic", "events:3", "--bootstrap-file", file.c_str(),
+            "--control-port", "0", static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    for (int i = 0; i < 500 && !std::filesystem::exists(file); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::string content = ReadAll(file);
+    ASSERT_FALSE(content.empty()) << ReadAll(dir_ + "/kafka.log");
+    bootstrap_ = content.substr(0, content.find('\n'));
+    control_port_ = std::stoi(content.substr(content.find('\n') + 1));
+  }
+  void TearDown() override {
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      int status = 0;
+      waitpid(pid_, &status, 0);
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "sluice-kafka did not stop cleanly";
+    }
+    std::filesystem::remove_all(dir_);
+  }
+
+  std::string Kcat(const std::string& args, int* rc, const std::string& input = "", int timeout_s = 20) {
+    std::string cmd = "kcat -b " + bootstrap_ + " " + args;
+    if (!input.empty()) {
+      std::ofstream(dir_ + "/input") << input;
+      cmd += " < " + dir_ + "/input";
+    }
+    std::string out;
+    *rc = RunCommand("timeout " + std::to_string(timeout_s) + " " + cmd, &out);
+    return out;
+  }
+
+  std::string dir_;
+  pid_t pid_ = -1;
+  std::string bootstrap_;
+  int control_port_ = -1;
+};
+
+TEST_F(KafkaEndpointTest, KcatProducesAndConsumes) {
+  std::string input;
+  for (int i = 0; i < 100; ++i) input += "event-" + std::to_string(i) + "\n";
+  int rc = 0;
+  std::string out = Kcat("-P -t events -p 1", &rc, input);
+  ASSERT_EQ(rc, 0) << out;
+  out = Kcat("-C -t events -p 1 -o beginning -e -q", &rc);
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_EQ(out, input);
+  // Metadata lists the topic with its three partitions.
+  out = Kcat("-L -t events", &rc);
+  EXPECT_THAT(out, HasSubstr("topic \"events\" with 3 partitions"));
+}
+
+TEST_F(KafkaEndpointTest, BrokerOutageKeepsData) {
+  int rc = 0;
+  ASSERT_EQ((Kcat("-P -t events -p 0", &rc, "before\n"), rc), 0);
+  httplib::Client control("127.0.0.1", control_port_);
+  auto down = control.Post("/brokers/1/down");
+  ASSERT_TRUE(down);
+  EXPECT_EQ(down->status, 200);
+  std::string out = Kcat("-C -t events -p 0 -o beginning -e -q", &rc, "", 4);
+  EXPECT_NE(rc, 0) << "consumed from a broker that is down: " << out;
+  auto up = control.Post("/brokers/1/up");
+  ASSERT_TRUE(up);
+  out = Kcat("-C -t events -p 0 -o beginning -e -q", &rc);
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_EQ(out, "before\n");
+  auto bad = control.Post("/brokers/7/down");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+}
+
+}  // namespace
+}  // namespace sluice::testing
