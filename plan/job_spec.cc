@@ -39,6 +39,8 @@ struct OperatorType {
 const std::vector<OperatorType>& OperatorTypes() {
   static const auto* types = new std::vector<OperatorType>{
       {"datagen", OperatorKind::kDatagen, 0, 0, {"count", "rate", "fields"}},
+      {"kafka", OperatorKind::kKafkaSource, 0, 0,
+       {"bootstrap", "topic", "format", "fields", "start", "group", "bounded", "on_error"}},
       {"filter", OperatorKind::kFilter, 1, 1, {"where"}},
       {"map", OperatorKind::kMap, 1, 1, {"fields"}},
       {"key_by", OperatorKind::kKeyBy, 1, 1, {"key"}},
@@ -261,6 +263,53 @@ absl::Status CheckOperator(const ErrorContext& ec, std::vector<OperatorSpec>& op
         out.push_back({name, *type});
       }
       op.output_schema = Schema(std::move(out));
+      return absl::OkStatus();
+    }
+    case OperatorKind::kKafkaSource: {
+      SLUICE_ASSIGN_OR_RETURN(std::string bootstrap, GetString(ec, c, "bootstrap", true));
+      SLUICE_ASSIGN_OR_RETURN(std::string topic, GetString(ec, c, "topic", true));
+      SLUICE_ASSIGN_OR_RETURN(std::string format, GetString(ec, c, "format", false));
+      if (format.empty()) format = "json";
+      if (format != "json" && format != "csv" && format != "raw") {
+        return ec.At(c["format"], absl::StrCat("unknown format '", format, "' (expected json, csv or raw)"));
+      }
+      SLUICE_ASSIGN_OR_RETURN(std::string start, GetString(ec, c, "start", false));
+      if (!start.empty() && start != "earliest" && start != "latest" && start != "committed") {
+        return ec.At(c["start"], absl::StrCat("unknown start '", start,
+                                              "' (expected earliest, latest or committed; the embedded "
+                                              "endpoint cannot look up offsets by timestamp)"));
+      }
+      SLUICE_ASSIGN_OR_RETURN(std::string on_error, GetString(ec, c, "on_error", false));
+      if (!on_error.empty() && on_error != "fail" && on_error != "skip") {
+        return ec.At(c["on_error"], absl::StrCat("unknown on_error '", on_error, "' (expected fail or skip)"));
+      }
+      if (c["bounded"]) {
+        bool b;
+        if (!YAML::convert<bool>::decode(c["bounded"], b)) return ec.At(c["bounded"], "'bounded' must be true or false");
+      }
+      if (format == "raw") {
+        if (c["fields"]) return ec.At(c["fields"], "format raw has fixed fields (key, value)");
+        op.output_schema = Schema({{"key", FieldType::kString}, {"value", FieldType::kString}});
+        return absl::OkStatus();
+      }
+      YAML::Node fields = c["fields"];
+      if (!fields || !fields.IsSequence() || fields.size() == 0) {
+        return ec.At(fields ? fields : c, "kafka with format json or csv needs 'fields': a list of {name, type}");
+      }
+      std::vector<Field> out;
+      std::set<std::string> seen;
+      for (const auto& f : fields) {
+        if (!f.IsMap()) return ec.At(f, "a field must be {name, type}");
+        SLUICE_ASSIGN_OR_RETURN(std::string name, GetString(ec, f, "name", true));
+        SLUICE_ASSIGN_OR_RETURN(std::string type_name, GetString(ec, f, "type", true));
+        auto type = ParseFieldType(type_name);
+        if (!type.ok()) return ec.At(f["type"], type.status().message());
+        if (!seen.insert(name).second) return ec.At(f, absl::StrCat("duplicate field '", name, "'"));
+        out.push_back({name, *type});
+      }
+      op.output_schema = Schema(std::move(out));
+      (void)bootstrap;
+      (void)topic;
       return absl::OkStatus();
     }
     case OperatorKind::kFilter: {

@@ -34,7 +34,7 @@ struct InputSpec {
 
 // The kinds of built-in operator.
 enum class OperatorKind {
-  kDatagen, kFilter, kMap, kKeyBy, kAggregate, kUnion, kFileSink, kPrintSink, kBlackholeSink
+  kDatagen, kKafkaSource, kFilter, kMap, kKeyBy, kAggregate, kUnion, kFileSink, kPrintSink, kBlackholeSink
 };
 
 // One operator of a job as written, validated, with its output schema inferred.
@@ -52,7 +52,7 @@ struct OperatorSpec {
   Schema output_schema;  // empty for sinks
   std::vector<KeySpec> key;  // keyed operators: the key their input is partitioned by
 
-  bool is_source() const { return kind == OperatorKind::kDatagen; }
+  bool is_source() const { return kind == OperatorKind::kDatagen || kind == OperatorKind::kKafkaSource; }
   bool is_sink() const {
     return kind == OperatorKind::kFileSink || kind == OperatorKind::kPrintSink ||
            kind == OperatorKind::kBlackholeSink;

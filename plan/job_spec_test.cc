@@ -512,7 +512,7 @@ TEST(JobSpecErrorTest, UnknownOperatorType) {
     where: x > 1
 )y"),
               IsJobError("job.yaml:6:11: ",
-                         "unknown operator type 'fitler' (known: datagen, filter, map, key_by, "
+                         "unknown operator type 'fitler' (known: datagen, kafka, filter, map, key_by, "
                          "aggregate, union, file, print, blackhole)"));
 }
 

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/status.h"
+#include "connectors/kafka_source.h"
 #include "plan/job_spec.h"
 
 namespace sluice::worker {
@@ -67,6 +68,7 @@ class Worker::ControlService final : public proto::Worker::CallbackService {
 
 Worker::Worker(WorkerOptions options) : options_(std::move(options)), http_(&metrics_) {
   ops::RegisterBuiltinOperators(&registry_);
+  connectors::RegisterConnectorOperators(&registry_);
 }
 
 Worker::~Worker() { Stop(); }

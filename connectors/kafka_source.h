@@ -1,0 +1,24 @@
+#pragma once
+
+#include <memory>
+
+#include "operators/operator.h"
+#include "operators/registry.h"
+
+namespace sluice::connectors {
+
+// The `kafka` source: reads one topic; partitions are assigned to subtasks deterministically
+// (partition p to subtask p % parallelism, no consumer-group rebalancing); the next offset of
+// every partition is the source's checkpointed state (union state: each subtask takes the
+// partitions it owns, also after rescaling), and reading resumes exactly there on restore.
+// Offsets are committed to the consumer group after each completed checkpoint, for monitoring.
+//
+// Options: bootstrap, topic, format (json | csv | raw), fields (the schema; raw gives key and
+// value strings), start (earliest | latest | committed), group, bounded (stop at the end offsets
+// seen at start), on_error (fail | skip) for records that do not parse.
+std::unique_ptr<ops::Operator> MakeKafkaSource();
+
+// Adds the connectors' operators (kafka) to `registry`.
+void RegisterConnectorOperators(ops::OperatorRegistry* registry);
+
+}  // namespace sluice::connectors
