@@ -105,7 +105,8 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOp
   std::error_code ec;
   fs::create_directories(options.dir, ec);
   if (ec) return absl::FailedPreconditionError(absl::StrCat("cannot create ", options.dir, ": ", ec.message()));
-  for (const char* bin : {"sluice-coordinator", "sluice-worker"}) {
+  for (const char* bin : {"sluice-coordinator", "sluice-worker", "sluice-kafka"}) {
+    if (std::string(bin) == "sluice-kafka" && !options.kafka) continue;
     if (!fs::exists(fs::path(options.bin_dir) / bin)) {
       return absl::NotFoundError(absl::StrCat(bin, " not found in ", options.bin_dir,
                                               " (set SLUICE_BIN_DIR)"));
@@ -114,6 +115,10 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOp
   std::unique_ptr<LocalCluster> c(new LocalCluster(options));
   absl::Status cs = c->StartCoordinatorProcess();
   if (!cs.ok()) return cs;
+  if (options.kafka) {
+    absl::Status ks = c->StartKafkaProcess();
+    if (!ks.ok()) return ks;
+  }
   c->worker_pids_.assign(options.workers, -1);
   for (int i = 0; i < options.workers; ++i) {
     absl::Status s = c->StartWorkerProcess(i);
@@ -159,6 +164,29 @@ absl::Status LocalCluster::StartCoordinatorProcess() {
     if (!rest.empty() && rest.back() == '\n') rest.pop_back();
     if (!absl::SimpleAtoi(rest, &coordinator_http_port_)) coordinator_http_port_ = -1;
   }
+  return absl::OkStatus();
+}
+
+absl::Status LocalCluster::StartKafkaProcess() {
+  const std::string file = (fs::path(options_.dir) / "kafka.addr").string();
+  std::error_code ec;
+  fs::remove(file, ec);
+  std::vector<std::string> args = {(fs::path(options_.bin_dir) / "sluice-kafka").string(),
+                                   "--bootstrap-file=" + file, "--control-port=0"};
+  for (const auto& t : options_.kafka_topics) args.push_back("--topic=" + t);
+  auto pid = Spawn("kafka", args);
+  if (!pid.ok()) return pid.status();
+  kafka_pid_ = *pid;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.start_timeout_ms);
+  while (!fs::exists(file)) {
+    if (!Alive(kafka_pid_)) {
+      return absl::InternalError(absl::StrCat("sluice-kafka exited at start; see ", options_.dir, "/kafka.log"));
+    }
+    if (std::chrono::steady_clock::now() > deadline) return absl::DeadlineExceededError("sluice-kafka did not start");
+    SleepMs(10);
+  }
+  std::string content = ReadFile(file);
+  kafka_bootstrap_ = content.substr(0, content.find('\n'));
   return absl::OkStatus();
 }
 
@@ -240,6 +268,7 @@ void LocalCluster::Stop() {
   }
   Terminate(workers, 10000);
   Terminate({coordinator_pid_}, 10000);
+  if (kafka_pid_ > 0) Terminate({kafka_pid_}, 10000);
 }
 
 LocalCluster::~LocalCluster() { Stop(); }
@@ -265,6 +294,7 @@ absl::Status LocalCluster::StopDir(const std::string& dir, int grace_ms) {
     fs::remove(entry.path(), ec);
   }
   fs::remove(fs::path(dir) / "coordinator.addr", ec);
+  fs::remove(fs::path(dir) / "kafka.addr", ec);
   if (workers.empty() && coordinator < 0) return absl::NotFoundError(absl::StrCat("no running cluster in ", dir));
   Terminate(workers, grace_ms);
   if (coordinator > 0) Terminate({coordinator}, grace_ms);

@@ -22,6 +22,9 @@ struct LocalClusterOptions {
   // leaves this off so the cluster outlives `sluice cluster start`.
   bool die_with_parent = false;
   int start_timeout_ms = 20000;
+  // Also start the embedded Kafka endpoint (sluice-kafka) with these topics (NAME:PARTITIONS).
+  bool kafka = false;
+  std::vector<std::string> kafka_topics;
 };
 
 // Paths inside a local cluster's directory.
@@ -46,6 +49,8 @@ class LocalCluster {
   ~LocalCluster();
 
   const std::string& coordinator_address() const { return coordinator_address_; }
+  // The embedded Kafka endpoint's bootstrap address ("" when not started).
+  const std::string& kafka_bootstrap() const { return kafka_bootstrap_; }
   int coordinator_http_port() const { return coordinator_http_port_; }
   const LocalClusterOptions& options() const { return options_; }
   pid_t coordinator_pid() const { return coordinator_pid_; }
@@ -70,12 +75,15 @@ class LocalCluster {
   absl::StatusOr<pid_t> Spawn(const std::string& name, const std::vector<std::string>& args);
   absl::Status StartWorkerProcess(int i);
   absl::Status StartCoordinatorProcess();
+  absl::Status StartKafkaProcess();
 
   LocalClusterOptions options_;
   std::string coordinator_address_;
   int coordinator_http_port_ = -1;
   pid_t coordinator_pid_ = -1;
   std::vector<pid_t> worker_pids_;
+  pid_t kafka_pid_ = -1;
+  std::string kafka_bootstrap_;
   bool stopped_ = false;
 };
 

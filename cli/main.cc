@@ -163,6 +163,8 @@ int Main(int argc, char** argv) {
   start->add_option("--dir", dir, "Directory for logs and pid files (default $SLUICE_CLUSTER_DIR or /tmp/sluice-cluster)");
   start->add_option("--heartbeat-timeout-ms", copts.heartbeat_timeout_ms, "Worker loss timeout")
       ->capture_default_str();
+  start->add_flag("--kafka", copts.kafka, "Also start the embedded Kafka endpoint (sluice-kafka)");
+  start->add_option("--kafka-topic", copts.kafka_topics, "Topic for it, NAME:PARTITIONS (repeatable)");
   auto* stop = cluster->add_subcommand("stop", "Stop the local cluster");
   stop->add_option("--dir", dir, "Directory the cluster was started with");
 
@@ -211,6 +213,9 @@ int Main(int argc, char** argv) {
     std::cout << "Sluice cluster running: coordinator " << (*c)->coordinator_address() << ", "
               << copts.workers << " worker(s) x " << copts.slots << " slot(s)\n"
               << "  metrics: http://127.0.0.1:" << (*c)->coordinator_http_port() << "/metrics\n"
+              << ((*c)->kafka_bootstrap().empty()
+                      ? std::string()
+                      : "  kafka:   " + (*c)->kafka_bootstrap() + " (embedded, librdkafka mock: for demos and tests)\n")
               << "  logs:    " << dir << "/*.log\n"
               << "  stop:    sluice cluster stop" << (dir == DefaultClusterDir() ? "" : " --dir " + dir)
               << "\n";

@@ -96,5 +96,24 @@ TEST_F(KafkaEndpointTest, BrokerOutageKeepsData) {
   EXPECT_EQ(bad->status, 400);
 }
 
+TEST(ClusterWithKafkaTest, ClusterStartKafkaStartsTheEndpoint) {
+  const std::string dir = MakeTempDir("sluice-cluster-kafka");
+  const std::string sluice = std::string(SLUICE_TEST_BIN_DIR) + "/sluice";
+  std::string out;
+  ASSERT_EQ(RunCommand(sluice + " cluster start --workers 1 --slots 1 --kafka --kafka-topic orders:2 --dir " + dir, &out), 0)
+      << out;
+  EXPECT_THAT(out, HasSubstr("kafka:   127.0.0.1:"));
+  std::string addr = ReadAll(dir + "/kafka.addr");
+  addr = addr.substr(0, addr.find('\n'));
+  std::string meta;
+  EXPECT_EQ(RunCommand("timeout 20 kcat -b " + addr + " -L -t orders", &meta), 0) << meta;
+  EXPECT_THAT(meta, HasSubstr("topic \"orders\" with 2 partitions"));
+  out.clear();
+  EXPECT_EQ(RunCommand(sluice + " cluster stop --dir " + dir, &out), 0) << out;
+  meta.clear();
+  EXPECT_NE(RunCommand("timeout 5 kcat -b " + addr + " -L -m 2", &meta), 0) << "endpoint still up";
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace sluice::testing
