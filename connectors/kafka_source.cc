@@ -27,7 +27,9 @@ class KafkaSource final : public ops::SourceOperator {
     topic_ = c["topic"].Scalar();
     format_ = c["format"] ? c["format"].Scalar() : "json";
     bounded_ = c["bounded"] && c["bounded"].as<bool>();
-    skip_bad_ = c["on_error"] && c["on_error"].Scalar() == "skip";
+    std::string on_error = c["on_error"] ? c["on_error"].Scalar() : "fail";
+    skip_bad_ = on_error == "skip" || on_error == "dead_letter";
+    if (on_error == "dead_letter") dead_letter_topic_ = c["dead_letter_topic"].Scalar();
     std::string start = c["start"] ? c["start"].Scalar() : "earliest";
     std::string group = c["group"] ? c["group"].Scalar() : absl::StrCat("sluice-", ctx.job_id);
     out_.Resize(ctx.spec->output_schema.size());
@@ -52,6 +54,16 @@ class KafkaSource final : public ops::SourceOperator {
     }
     rk_ = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
     if (rk_ == nullptr) return absl::UnavailableError(absl::StrCat("kafka consumer: ", errstr));
+    if (!dead_letter_topic_.empty()) {
+      rd_kafka_conf_t* pconf = rd_kafka_conf_new();
+      if (rd_kafka_conf_set(pconf, "bootstrap.servers", c["bootstrap"].Scalar().c_str(), errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK ||
+          rd_kafka_conf_set(pconf, "log_level", "3", errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
+        rd_kafka_conf_destroy(pconf);
+        return absl::InvalidArgumentError(absl::StrCat("dead-letter producer: ", errstr));
+      }
+      dlq_ = rd_kafka_new(RD_KAFKA_PRODUCER, pconf, errstr, sizeof(errstr));
+      if (dlq_ == nullptr) return absl::UnavailableError(absl::StrCat("dead-letter producer: ", errstr));
+    }
 
     // Which partitions exist, and which are ours.
     const rd_kafka_metadata_t* md = nullptr;
@@ -126,6 +138,22 @@ class KafkaSource final : public ops::SourceOperator {
       it->second.next = offset + 1;
       if (!s.ok()) {
         std::string where = absl::StrCat("topic ", topic_, " partition ", m->partition, " offset ", offset);
+        if (dlq_ != nullptr) {
+          // The original bytes, with the error and origin in headers.
+          std::string error(s.message());
+          rd_kafka_resp_err_t perr = rd_kafka_producev(
+              dlq_, RD_KAFKA_V_TOPIC(dead_letter_topic_.c_str()),
+              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(m->key, m->key_len),
+              RD_KAFKA_V_VALUE(m->payload, m->len),
+              RD_KAFKA_V_HEADER("sluice.error", error.data(), static_cast<ssize_t>(error.size())),
+              RD_KAFKA_V_HEADER("sluice.origin", where.data(), static_cast<ssize_t>(where.size())),
+              RD_KAFKA_V_END);
+          if (perr) {
+            rd_kafka_message_destroy(m);
+            return absl::UnavailableError(absl::StrCat("dead-letter topic ", dead_letter_topic_, ": ", rd_kafka_err2str(perr)));
+          }
+          rd_kafka_poll(dlq_, 0);
+        }
         rd_kafka_message_destroy(m);
         if (!skip_bad_) return absl::InvalidArgumentError(absl::StrCat("bad record at ", where, ": ", s.message()));
         ++skipped_;
@@ -141,6 +169,11 @@ class KafkaSource final : public ops::SourceOperator {
   }
 
   absl::Status SnapshotState(int64_t, std::vector<std::string>* entries) override {
+    if (dlq_ != nullptr) {
+      // Dead letters of records before the barrier are in Kafka before the checkpoint counts.
+      rd_kafka_resp_err_t err = rd_kafka_flush(dlq_, 30000);
+      if (err) return absl::UnavailableError(absl::StrCat("dead-letter topic ", dead_letter_topic_, ": ", rd_kafka_err2str(err)));
+    }
     for (const auto& [p, part] : partitions_) {
       if (part.next >= 0) entries->push_back(absl::StrCat(p, ":", part.next));
     }
@@ -161,6 +194,11 @@ class KafkaSource final : public ops::SourceOperator {
   }
 
   void Close() override {
+    if (dlq_ != nullptr) {
+      rd_kafka_flush(dlq_, 10000);
+      rd_kafka_destroy(dlq_);
+      dlq_ = nullptr;
+    }
     if (rk_ != nullptr) {
       rd_kafka_consumer_close(rk_);
       rd_kafka_destroy(rk_);
@@ -254,6 +292,8 @@ class KafkaSource final : public ops::SourceOperator {
   }
 
   rd_kafka_t* rk_ = nullptr;
+  rd_kafka_t* dlq_ = nullptr;  // dead-letter producer (on_error: dead_letter)
+  std::string dead_letter_topic_;
   std::string topic_;
   std::string format_;
   bool bounded_ = false;

@@ -15,7 +15,9 @@ namespace sluice::connectors {
 //
 // Options: bootstrap, topic, format (json | csv | raw), fields (the schema; raw gives key and
 // value strings), start (earliest | latest | committed), group, bounded (stop at the end offsets
-// seen at start), on_error (fail | skip) for records that do not parse.
+// seen at start), on_error (fail | skip | dead_letter with dead_letter_topic) for records that do
+// not parse: fail names topic, partition and offset; skip counts; dead_letter also writes the
+// original bytes, with the error in a header, to the dead-letter topic.
 std::unique_ptr<ops::Operator> MakeKafkaSource();
 
 // Adds the connectors' operators (kafka) to `registry`.

@@ -40,7 +40,8 @@ const std::vector<OperatorType>& OperatorTypes() {
   static const auto* types = new std::vector<OperatorType>{
       {"datagen", OperatorKind::kDatagen, 0, 0, {"count", "rate", "fields"}},
       {"kafka", OperatorKind::kKafkaSource, 0, 0,
-       {"bootstrap", "topic", "format", "fields", "start", "group", "bounded", "on_error"}},
+       {"bootstrap", "topic", "format", "fields", "start", "group", "bounded", "on_error",
+        "dead_letter_topic"}},
       {"filter", OperatorKind::kFilter, 1, 1, {"where"}},
       {"map", OperatorKind::kMap, 1, 1, {"fields"}},
       {"key_by", OperatorKind::kKeyBy, 1, 1, {"key"}},
@@ -280,8 +281,12 @@ absl::Status CheckOperator(const ErrorContext& ec, std::vector<OperatorSpec>& op
                                               "endpoint cannot look up offsets by timestamp)"));
       }
       SLUICE_ASSIGN_OR_RETURN(std::string on_error, GetString(ec, c, "on_error", false));
-      if (!on_error.empty() && on_error != "fail" && on_error != "skip") {
-        return ec.At(c["on_error"], absl::StrCat("unknown on_error '", on_error, "' (expected fail or skip)"));
+      if (!on_error.empty() && on_error != "fail" && on_error != "skip" && on_error != "dead_letter") {
+        return ec.At(c["on_error"], absl::StrCat("unknown on_error '", on_error,
+                                                 "' (expected fail, skip or dead_letter)"));
+      }
+      if (on_error == "dead_letter" && !c["dead_letter_topic"]) {
+        return ec.At(c["on_error"], "on_error: dead_letter needs a 'dead_letter_topic'");
       }
       if (c["bounded"]) {
         bool b;

@@ -16,16 +16,23 @@ using ::testing::HasSubstr;
 
 class KafkaSourceTest : public ClusterTest {
  protected:
-  void StartKafka(const std::string& topics) {
+  void StartKafka(const std::string& topic) { StartKafkaTopics({topic}); }
+  void StartKafkaTopics(const std::vector<std::string>& topics) {
     const std::string file = dir_ + "/kafka.addr";
+    std::vector<std::string> args = {std::string(SLUICE_TEST_BIN_DIR) + "/sluice-kafka", "--bootstrap-file", file};
+    for (const auto& t : topics) {
+      args.push_back("--topic");
+      args.push_back(t);
+    }
     kafka_pid_ = fork();
     if (kafka_pid_ == 0) {
       std::string log = dir_ + "/kafka.log";
       freopen(log.c_str(), "w", stdout);
       freopen(log.c_str(), "a", stderr);
-      std::string bin = std::string(SLUICE_TEST_BIN_DIR) + "/sluice-kafka";
-      execl(bin.c_str(), bin.c_str(), "--topic", topics.c_str(), "--bootstrap-file", file.c_str(),
-            static_cast<char*>(nullptr));
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
       _exit(127);
     }
     for (int i = 0; i < 500 && !std::filesystem::exists(file); ++i) {
@@ -48,7 +55,8 @@ class KafkaSourceTest : public ClusterTest {
     ASSERT_EQ(RunCommand(absl::StrCat("timeout 30 kcat -b ", bootstrap_, " -P -t events -p ", partition,
                                       " < ", dir_, "/input"), &out), 0) << out;
   }
-  std::string Job(const std::string& out, const std::string& on_error, bool checkpoints) {
+  std::string Job(const std::string& out, const std::string& on_error, bool checkpoints,
+                  const std::string& extra = "") {
     return absl::StrCat("name: from-kafka\nparallelism: 2\n",
                         checkpoints ? "checkpoint: {interval: 200ms}\n" : "", R"(
 operators:
@@ -58,7 +66,7 @@ operators:
     topic: events
     format: json
     bounded: true
-    on_error: )", on_error, R"(
+    on_error: )", on_error, extra, R"(
     fields: [{name: user, type: int64}, {name: amount, type: int64}]
   - {id: by_user, type: key_by, key: [user]}
   - {id: totals, type: aggregate, aggregates: [{fn: count, as: n}, {fn: sum, field: amount, as: total}]}
@@ -120,6 +128,23 @@ TEST_F(KafkaSourceTest, FailPolicyNamesTopicPartitionAndOffset) {
   ASSERT_EQ(info.state(), proto::JOB_FAILED);
   EXPECT_THAT(info.error(), HasSubstr("bad record at topic events partition 1 offset 2: not a JSON object"));
   EXPECT_THAT(info.error(), HasSubstr("operator 'events'"));
+}
+
+TEST_F(KafkaSourceTest, DeadLetterPolicyKeepsOriginalBytesAndError) {
+  StartCluster(1, 2);
+  std::string out;
+  StartKafkaTopics({"events:2", "dlq:1"});
+  Produce(0, "{\"user\": 1, \"amount\": 2}\nnot json at all\n{\"user\": 3, \"amount\": 4}\n");
+  Produce(1, "{\"user\": 5}\n");
+  std::string job = Submit(Job(dir_ + "/out", "dead_letter", true, "\n    dead_letter_topic: dlq"));
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(30));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  EXPECT_EQ(FindOperator(info, "events")->records_out(), 2u);
+  out.clear();
+  ASSERT_EQ(RunCommand(absl::StrCat("timeout 20 kcat -b ", bootstrap_,
+                                    " -C -t dlq -o beginning -e -q -f '%s|%h\\n'"), &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("not json at all|sluice.error=not a JSON object,sluice.origin=topic events partition 0 offset 1"));
+  EXPECT_THAT(out, HasSubstr("{\"user\": 5}|sluice.error=missing field 'amount'"));
 }
 
 }  // namespace
