@@ -76,6 +76,9 @@ void PrintStatus(const proto::JobInfo& j) {
       std::cout << absl::StrFormat("  %-20s %-10s %4d %14d %14d %10s %10s\n", o.id(), o.type(),
                                    o.parallelism(), o.records_in(), o.records_out(),
                                    FormatRate(o.records_in_per_s()), FormatRate(o.records_out_per_s()));
+      if (o.records_skipped() > 0) {
+        std::cout << absl::StrFormat("  %-20s %d bad records skipped\n", "", o.records_skipped());
+      }
     }
   }
   if (j.attempt() > 1 || j.restarts() > 0) {

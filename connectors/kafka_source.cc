@@ -157,6 +157,7 @@ class KafkaSource final : public ops::SourceOperator {
         rd_kafka_message_destroy(m);
         if (!skip_bad_) return absl::InvalidArgumentError(absl::StrCat("bad record at ", where, ": ", s.message()));
         ++skipped_;
+        if (ctx_.records_skipped != nullptr) ctx_.records_skipped->Add();
         if (skipped_ <= 10 || skipped_ % 1000 == 0) {
           spdlog::warn("{}: skipped bad record at {} ({} skipped so far): {}", ctx_.task_name, where, skipped_, s.message());
         }

@@ -273,6 +273,9 @@ void Coordinator::HandleTaskState(Job& job, const proto::TaskStatus& st) {
   for (int i = 0; i < st.operators_size() && i < static_cast<int>(t.records_in.size()); ++i) {
     t.records_in[i] = std::max(t.records_in[i], st.operators(i).records_in());
     t.records_out[i] = std::max(t.records_out[i], st.operators(i).records_out());
+    if (i < static_cast<int>(t.records_skipped.size())) {
+      t.records_skipped[i] = std::max(t.records_skipped[i], st.operators(i).records_skipped());
+    }
   }
   if (TaskTerminal(t.state)) return;  // final states stick
   t.end_of_input = st.end_of_input();
@@ -429,6 +432,7 @@ absl::Status Coordinator::ScheduleLocked(Job& job) {
       t.data_address = slot_worker[s]->data_address;
       t.records_in.assign(v.ops.size(), 0);
       t.records_out.assign(v.ops.size(), 0);
+      t.records_skipped.assign(v.ops.size(), 0);
       job.tasks[v.id].push_back(std::move(t));
     }
   }
@@ -676,13 +680,15 @@ proto::JobInfo Coordinator::JobInfoLocked(const Job& job) const {
       oi->set_id(spec.id);
       oi->set_type(spec.type);
       oi->set_parallelism(v.parallelism);
-      uint64_t in = 0, out = 0;
+      uint64_t in = 0, out = 0, skipped = 0;
       for (const auto& t : job.tasks[v.id]) {
         in += t.records_in[k];
         out += t.records_out[k];
+        if (k < t.records_skipped.size()) skipped += t.records_skipped[k];
       }
       oi->set_records_in(in);
       oi->set_records_out(out);
+      oi->set_records_skipped(skipped);
       oi->set_records_in_per_s(job.in_rate[v.ops[k]]);
       oi->set_records_out_per_s(job.out_rate[v.ops[k]]);
     }

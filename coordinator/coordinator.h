@@ -86,6 +86,7 @@ class Coordinator {
     std::string error;
     std::vector<uint64_t> records_in;   // per operator of the vertex
     std::vector<uint64_t> records_out;
+    std::vector<uint64_t> records_skipped;
     bool end_of_input = false;
   };
   struct PendingCheckpoint {

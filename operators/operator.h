@@ -46,6 +46,8 @@ struct OperatorContext {
   bool restored = false;
   int64_t restored_checkpoint_id = 0;
   std::vector<std::string> restored_state;
+  // Counts input records the operator skipped by policy (bad records); owned by the task.
+  Counter* records_skipped = nullptr;
   // Whether the job takes checkpoints (sinks are transactional only then).
   bool checkpointing = false;
 };

@@ -97,6 +97,7 @@ TEST_F(KafkaSourceTest, CountsEveryRecordOnceAndSkipsGarbage) {
   proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(60));
   ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
   EXPECT_EQ(FindOperator(info, "events")->records_out(), 20000u);
+  EXPECT_EQ(FindOperator(info, "events")->records_skipped(), 40u) << "2 bad lines x 5 x 4 partitions";
 
   std::map<int64_t, int64_t> last_n, last_total, updates;
   for (const auto& entry : std::filesystem::directory_iterator(out)) {

@@ -237,6 +237,9 @@ Task::Task(TaskDescriptor desc, const ops::OperatorRegistry* registry, ChannelFa
                                                           metrics_owner_)});
     out_counters_.push_back(metrics_->AddCounter(
         "sluice_operator_records_out_total", "Records out of an operator subtask", l, metrics_owner_));
+    skipped_counters_.push_back(metrics_->AddCounter("sluice_operator_records_skipped_total",
+                                                     "Bad input records skipped by policy", l,
+                                                     metrics_owner_));
   }
 }
 
@@ -342,6 +345,7 @@ proto::TaskStatus Task::Status() const {
     c->set_operator_id(in_counters_[i].first);
     c->set_records_in(in_counters_[i].second->Value());
     c->set_records_out(out_counters_[i]->Value());
+    c->set_records_skipped(skipped_counters_[i]->Value());
   }
   return st;
 }
@@ -423,6 +427,10 @@ absl::Status Task::Run() {
     ctx.attempt = desc_.attempt;
     ctx.max_parallelism = job.max_parallelism;
     ctx.keyed_state = backends_[i].get();
+    {
+      absl::MutexLock lock(&mu_);
+      ctx.records_skipped = skipped_counters_[i].get();
+    }
     ctx.checkpointing = !desc_.checkpoint_dir.empty();
     if (desc_.restore != nullptr) {
       ctx.restored = true;

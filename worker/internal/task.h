@@ -158,6 +158,7 @@ class Task {
   std::vector<ChannelWriter*> live_writers_ ABSL_GUARDED_BY(mu_);
   std::vector<std::pair<std::string, std::shared_ptr<Counter>>> in_counters_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<Counter>> out_counters_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::shared_ptr<Counter>> skipped_counters_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace sluice::worker
