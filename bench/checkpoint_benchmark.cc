@@ -20,36 +20,16 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "bench/bench_util.h"
 #include "cli/client.h"
 #include "cli/local_cluster.h"
 
 namespace {
 
+using sluice::bench::CpuSeconds;
+using sluice::bench::Median;
+
 using Clock = std::chrono::steady_clock;
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
-
-double CpuSeconds(pid_t pid) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
-  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  size_t p = s.rfind(')');
-  if (p == std::string::npos) return 0;
-  std::vector<std::string> f;
-  std::string cur;
-  for (size_t i = p + 2; i < s.size(); ++i) {
-    if (s[i] == ' ') {
-      f.push_back(cur);
-      cur.clear();
-    } else {
-      cur += s[i];
-    }
-  }
-  if (f.size() < 13) return 0;
-  return (std::stod(f[11]) + std::stod(f[12])) / sysconf(_SC_CLK_TCK);
-}
 
 std::string Job(int64_t records, int64_t keys, const std::string& checkpoint, const std::string& sink,
                 int64_t rate = 0) {

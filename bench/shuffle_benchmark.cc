@@ -21,36 +21,15 @@
 #include "CLI/CLI.hpp"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "bench/bench_util.h"
 #include "cli/client.h"
 #include "cli/local_cluster.h"
 
 namespace {
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
+using sluice::bench::CpuSeconds;
+using sluice::bench::Median;
 
-// utime + stime of a process, in seconds.
-double CpuSeconds(pid_t pid) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
-  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  size_t p = s.rfind(')');
-  if (p == std::string::npos) return 0;
-  std::vector<std::string> f;
-  std::string cur;
-  for (size_t i = p + 2; i < s.size(); ++i) {
-    if (s[i] == ' ') {
-      f.push_back(cur);
-      cur.clear();
-    } else {
-      cur += s[i];
-    }
-  }
-  // Fields after ")": state(0) ... utime(11) stime(12).
-  if (f.size() < 13) return 0;
-  return (std::stod(f[11]) + std::stod(f[12])) / sysconf(_SC_CLK_TCK);
-}
 
 double ThreadCpuSeconds() {
   timespec ts;

@@ -51,6 +51,41 @@ inline std::string ReadAll(const std::string& path) {
   return ss.str();
 }
 
+// Starts sluice-kafka with `topics` (NAME:PARTITIONS) in `dir`; returns its pid and sets
+// *bootstrap and, if asked for, *control_port (an HTTP control port is opened then).
+inline pid_t SpawnKafka(const std::string& dir, const std::vector<std::string>& topics,
+                        std::string* bootstrap, int* control_port = nullptr) {
+  const std::string file = dir + "/kafka.addr";
+  std::vector<std::string> args = {std::string(SLUICE_TEST_BIN_DIR) + "/sluice-kafka", "--bootstrap-file", file};
+  if (control_port != nullptr) {
+    args.push_back("--control-port");
+    args.push_back("0");
+  }
+  for (const auto& t : topics) {
+    args.push_back("--topic");
+    args.push_back(t);
+  }
+  pid_t pid = fork();
+  if (pid == 0) {
+    std::string log = dir + "/kafka.log";
+    if (freopen(log.c_str(), "w", stdout) == nullptr || freopen(log.c_str(), "a", stderr) == nullptr) _exit(126);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  for (int i = 0; i < 500 && !std::filesystem::exists(file); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::string content = ReadAll(file);
+  *bootstrap = content.substr(0, content.find('\n'));
+  if (control_port != nullptr && content.find('\n') != std::string::npos) {
+    *control_port = std::atoi(content.substr(content.find('\n') + 1).c_str());
+  }
+  return pid;
+}
+
 class ClusterTest : public ::testing::Test {
  protected:
   void StartCluster(int workers = 2, int slots = 2, int64_t heartbeat_timeout_ms = 3000) {

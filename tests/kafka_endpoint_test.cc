@@ -17,24 +17,8 @@ class KafkaEndpointTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = MakeTempDir("sluice-kafka");
-    const std::string file = dir_ + "/bootstrap";
-    pid_ = fork();
-    if (pid_ == 0) {
-      std::string log = dir_ + "/kafka.log";
-      freopen(log.c_str(), "w", stdout);
-      freopen(log.c_str(), "a", stderr);
-      std::string bin = std::string(SLUICE_TEST_BIN_DIR) + "/sluice-kafka";
-      execl(bin.c_str(), bin.c_str(), "--topic", "events:3", "--bootstrap-file", file.c_str(),
-            "--control-port", "0", static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    for (int i = 0; i < 500 && !std::filesystem::exists(file); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    std::string content = ReadAll(file);
-    ASSERT_FALSE(content.empty()) << ReadAll(dir_ + "/kafka.log");
-    bootstrap_ = content.substr(0, content.find('\n'));
-    control_port_ = std::stoi(content.substr(content.find('\n') + 1));
+    pid_ = SpawnKafka(dir_, {"events:3"}, &bootstrap_, &control_port_);
+    ASSERT_FALSE(bootstrap_.empty()) << ReadAll(dir_ + "/kafka.log");
   }
   void TearDown() override {
     if (pid_ > 0) {

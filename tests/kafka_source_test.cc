@@ -18,29 +18,8 @@ class KafkaSourceTest : public ClusterTest {
  protected:
   void StartKafka(const std::string& topic) { StartKafkaTopics({topic}); }
   void StartKafkaTopics(const std::vector<std::string>& topics) {
-    const std::string file = dir_ + "/kafka.addr";
-    std::vector<std::string> args = {std::string(SLUICE_TEST_BIN_DIR) + "/sluice-kafka", "--bootstrap-file", file};
-    for (const auto& t : topics) {
-      args.push_back("--topic");
-      args.push_back(t);
-    }
-    kafka_pid_ = fork();
-    if (kafka_pid_ == 0) {
-      std::string log = dir_ + "/kafka.log";
-      freopen(log.c_str(), "w", stdout);
-      freopen(log.c_str(), "a", stderr);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    for (int i = 0; i < 500 && !std::filesystem::exists(file); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    std::string content = ReadAll(file);
-    ASSERT_FALSE(content.empty());
-    bootstrap_ = content.substr(0, content.find('\n'));
+    kafka_pid_ = SpawnKafka(dir_, topics, &bootstrap_);
+    ASSERT_FALSE(bootstrap_.empty()) << ReadAll(dir_ + "/kafka.log");
   }
   void TearDown() override {
     if (kafka_pid_ > 0) {
