@@ -10,7 +10,13 @@
 #include <string>
 #include <vector>
 
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+
 #include "absl/strings/str_cat.h"
+#include "cli/local_cluster.h"
 
 namespace sluice::bench {
 
@@ -38,6 +44,25 @@ inline double CpuSeconds(pid_t pid) {
   // Fields after ")": state(0) ... utime(11) stime(12).
   if (f.size() < 13) return 0;
   return (std::stod(f[11]) + std::stod(f[12])) / sysconf(_SC_CLK_TCK);
+}
+
+// Starts a local cluster of 2 workers with 1 slot each (so parallelism 2 spans both) in a fresh
+// temp directory; prints the error and returns null on failure.
+inline std::unique_ptr<cli::LocalCluster> StartBenchCluster(const std::string& prefix) {
+  std::string dir = (std::filesystem::temp_directory_path() / (prefix + "-XXXXXX")).string();
+  if (mkdtemp(dir.data()) == nullptr) return nullptr;
+  cli::LocalClusterOptions o;
+  o.dir = dir;
+  o.workers = 2;
+  o.slots = 1;
+  o.log_level = "warn";
+  o.die_with_parent = true;
+  auto cluster = cli::LocalCluster::Start(o);
+  if (!cluster.ok()) {
+    std::cerr << "cannot start cluster: " << cluster.status() << "\n";
+    return nullptr;
+  }
+  return std::move(*cluster);
 }
 
 }  // namespace sluice::bench

@@ -77,20 +77,10 @@ int main(int argc, char** argv) {
   app.add_option("--reps", reps, "Repetitions (medians are reported)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
-  std::string dir = (std::filesystem::temp_directory_path() / "sluice-cpbench-XXXXXX").string();
-  if (mkdtemp(dir.data()) == nullptr) return 1;
-  sluice::cli::LocalClusterOptions o;
-  o.dir = dir;
-  o.workers = 2;
-  o.slots = 1;
-  o.log_level = "warn";
-  o.die_with_parent = true;
-  auto cluster = sluice::cli::LocalCluster::Start(o);
-  if (!cluster.ok()) {
-    std::cerr << "cannot start cluster: " << cluster.status() << "\n";
-    return 1;
-  }
-  sluice::cli::CoordinatorClient client((*cluster)->coordinator_address());
+  std::unique_ptr<sluice::cli::LocalCluster> cluster = sluice::bench::StartBenchCluster("sluice-cpbench");
+  if (cluster == nullptr) return 1;
+  const std::string dir = cluster->options().dir;
+  sluice::cli::CoordinatorClient client(cluster->coordinator_address());
   const std::string sink = "{id: sink, type: blackhole}";
   const std::string with_cp = "checkpoint: {interval: 1s, retain: 2}\n";
 
@@ -99,7 +89,7 @@ int main(int argc, char** argv) {
   for (int r = 0; r < reps; ++r) {
     for (bool on : {false, true}) {
       double cpu0 = 0;
-      for (pid_t p : (*cluster)->AllPids()) cpu0 += CpuSeconds(p);
+      for (pid_t p : cluster->AllPids()) cpu0 += CpuSeconds(p);
       auto t0 = Clock::now();
       auto s = client.Submit(Job(records, keys, on ? with_cp : "", sink), "bench.yaml", 0);
       if (!s.ok()) {
@@ -109,7 +99,7 @@ int main(int argc, char** argv) {
       auto info = WaitEnd(client, s->job_id());
       double wall = std::chrono::duration<double>(Clock::now() - t0).count();
       double cpu = -cpu0;
-      for (pid_t p : (*cluster)->AllPids()) cpu += CpuSeconds(p);
+      for (pid_t p : cluster->AllPids()) cpu += CpuSeconds(p);
       if (info.state() != sluice::proto::JOB_FINISHED) {
         std::cerr << "job failed: " << info.error() << "\n";
         return 1;
@@ -159,7 +149,7 @@ int main(int argc, char** argv) {
     auto before = client.GetJob(job->job_id());
     int64_t attempt = before.ok() ? before->attempt() : 1;
     auto t0 = Clock::now();
-    if (!(*cluster)->KillWorker(r % 2, SIGKILL).ok() || !(*cluster)->RestartWorker(r % 2, -1).ok()) break;
+    if (!cluster->KillWorker(r % 2, SIGKILL).ok() || !cluster->RestartWorker(r % 2, -1).ok()) break;
     double seconds = -1;
     while (Clock::now() - t0 < std::chrono::seconds(60)) {
       auto j = client.GetJob(job->job_id());
@@ -173,9 +163,9 @@ int main(int argc, char** argv) {
     if (seconds > 0) recovery_s.push_back(seconds);
     (void)client.Cancel(job->job_id());
     WaitEnd(client, job->job_id());
-    (*cluster)->WaitForWorkers(2, 20000).IgnoreError();
+    cluster->WaitForWorkers(2, 20000).IgnoreError();
   }
-  (*cluster)->Stop();
+  cluster->Stop();
   std::filesystem::remove_all(dir);
 
   double off = Median(rate_off), on = Median(rate_on);

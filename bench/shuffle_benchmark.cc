@@ -63,20 +63,10 @@ int main(int argc, char** argv) {
   app.add_option("--reps", reps, "Repetitions (medians are reported)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
-  std::string dir = (std::filesystem::temp_directory_path() / "sluice-bench-XXXXXX").string();
-  if (mkdtemp(dir.data()) == nullptr) return 1;
-  sluice::cli::LocalClusterOptions o;
-  o.dir = dir;
-  o.workers = 2;
-  o.slots = 1;
-  o.log_level = "warn";
-  o.die_with_parent = true;
-  auto cluster = sluice::cli::LocalCluster::Start(o);
-  if (!cluster.ok()) {
-    std::cerr << "cannot start cluster: " << cluster.status() << "\n";
-    return 1;
-  }
-  sluice::cli::CoordinatorClient client((*cluster)->coordinator_address());
+  std::unique_ptr<sluice::cli::LocalCluster> cluster = sluice::bench::StartBenchCluster("sluice-bench");
+  if (cluster == nullptr) return 1;
+  const std::string dir = cluster->options().dir;
+  sluice::cli::CoordinatorClient client(cluster->coordinator_address());
   const std::string job = absl::StrCat(R"(
 name: shuffle-keyed-count
 parallelism: 2
@@ -94,7 +84,7 @@ operators:
 
   std::vector<double> rates, cpus, per_cpu, loop_per_cpu, walls;
   for (int r = 0; r < reps; ++r) {
-    std::vector<pid_t> pids = (*cluster)->AllPids();
+    std::vector<pid_t> pids = cluster->AllPids();
     double cpu0 = 0;
     for (pid_t p : pids) cpu0 += CpuSeconds(p);
     auto t0 = std::chrono::steady_clock::now();
@@ -130,7 +120,7 @@ operators:
                 r + 1, wall, records / wall, cpu, records / cpu, records / loop_cpu,
                 static_cast<unsigned long long>(checksum));
   }
-  (*cluster)->Stop();
+  cluster->Stop();
   std::filesystem::remove_all(dir);
   double ratio = Median(loop_per_cpu) / Median(per_cpu);
   std::printf("reproduce: build/bin/shuffle_benchmark --records %lld --keys %lld --reps %d\n",

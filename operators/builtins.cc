@@ -195,7 +195,6 @@ class AggregateOperator final : public Operator {
       SLUICE_ASSIGN_OR_RETURN(auto e, CompileExpr(k.expr, spec.input_schema));
       key_exprs_.push_back(std::move(e));
     }
-    SLUICE_ASSIGN_OR_RETURN(hasher_, KeyHasher::Create(spec.key, spec.input_schema));
     std::vector<Field> key_fields(spec.output_schema.fields().begin(),
                                   spec.output_schema.fields().begin() + spec.key.size());
     key_schema_ = Schema(std::move(key_fields));
@@ -231,7 +230,8 @@ class AggregateOperator final : public Operator {
     }
     key_bytes_.clear();
     EncodeRecord(key_schema_, key_record_, &key_bytes_);
-    state_->SetCurrentKey(key_bytes_, KeyGroupForHash(hasher_.Hash(r), ctx_.max_parallelism));
+    state_->SetCurrentKey(key_bytes_, KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema_, key_record_),
+                                                       ctx_.max_parallelism));
     SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(state_id_, &value_));
     if (found && value_.size() == accs_.size() * sizeof(Acc)) {
       std::memcpy(accs_.data(), value_.data(), value_.size());
@@ -318,7 +318,6 @@ class AggregateOperator final : public Operator {
   state::KeyedStateBackend* state_ = nullptr;
   state::StateId state_id_ = 0;
   std::vector<std::unique_ptr<Expr>> key_exprs_;
-  KeyHasher hasher_;
   Schema key_schema_;
   std::vector<Agg> aggs_;
   bool emit_final_ = false;

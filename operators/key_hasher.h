@@ -18,29 +18,43 @@ class KeyHasher {
                                           const Schema& schema);
 
   uint64_t Hash(const Record& r) const {
-    uint64_t h = 0x1234567;
+    uint64_t h = kSeed;
     for (const auto& e : exprs_) {
-      uint64_t v;
       switch (e->type()) {
-        case FieldType::kString: v = HashBytes(e->EvalString(r)); break;
-        case FieldType::kDouble: {
-          double d = e->EvalDouble(r);
-          if (d == 0) d = 0;  // -0.0 and 0.0 are one key
-          int64_t bits;
-          std::memcpy(&bits, &d, 8);
-          v = HashInt64(bits);
-          break;
-        }
-        case FieldType::kBool: v = HashInt64(e->EvalBool(r) ? 1 : 0); break;
-        default: v = HashInt64(e->EvalInt(r)); break;
+        case FieldType::kString: h = HashCombine(h, HashBytes(e->EvalString(r))); break;
+        case FieldType::kDouble: h = HashCombine(h, HashDouble(e->EvalDouble(r))); break;
+        case FieldType::kBool: h = HashCombine(h, HashInt64(e->EvalBool(r) ? 1 : 0)); break;
+        default: h = HashCombine(h, HashInt64(e->EvalInt(r))); break;
       }
-      h = HashCombine(h, v);
     }
     return h;
   }
+
+  // The same hash from key values already evaluated into `key` (laid out by `schema`, whose
+  // types are the key expressions' types): no second evaluation of the expressions.
+  static uint64_t HashKeyRecord(const Schema& schema, const Record& key) {
+    uint64_t h = kSeed;
+    for (size_t i = 0; i < schema.size(); ++i) {
+      switch (schema.field(i).type) {
+        case FieldType::kString: h = HashCombine(h, HashBytes(key.GetString(i))); break;
+        case FieldType::kDouble: h = HashCombine(h, HashDouble(key.GetDouble(i))); break;
+        case FieldType::kBool: h = HashCombine(h, HashInt64(key.GetBool(i) ? 1 : 0)); break;
+        default: h = HashCombine(h, HashInt64(key.GetInt(i))); break;
+      }
+    }
+    return h;
+  }
+
   const std::vector<std::unique_ptr<plan::Expr>>& exprs() const { return exprs_; }
 
  private:
+  static constexpr uint64_t kSeed = 0x1234567;
+  static uint64_t HashDouble(double d) {
+    if (d == 0) d = 0;  // -0.0 and 0.0 are one key
+    int64_t bits;
+    std::memcpy(&bits, &d, 8);
+    return HashInt64(bits);
+  }
   std::vector<std::unique_ptr<plan::Expr>> exprs_;
 };
 
