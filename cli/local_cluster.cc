@@ -129,6 +129,21 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOp
   return c;
 }
 
+absl::StatusOr<std::string> LocalCluster::AwaitAddressFile(const std::string& name, pid_t pid,
+                                                            const std::string& file) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.start_timeout_ms);
+  while (!fs::exists(file)) {
+    if (!Alive(pid)) {
+      return absl::InternalError(absl::StrCat(name, " exited at start; see ", options_.dir, "/", name, ".log"));
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(name, " did not start in time"));
+    }
+    SleepMs(10);
+  }
+  return ReadFile(file);
+}
+
 absl::Status LocalCluster::StartCoordinatorProcess() {
   const std::string addr_file = (fs::path(options_.dir) / "coordinator.addr").string();
   std::error_code ec;
@@ -145,18 +160,9 @@ absl::Status LocalCluster::StartCoordinatorProcess() {
                     "--log-level=" + options_.log_level});
   if (!pid.ok()) return pid.status();
   coordinator_pid_ = *pid;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.start_timeout_ms);
-  while (!fs::exists(addr_file)) {
-    if (!Alive(coordinator_pid_)) {
-      return absl::InternalError(absl::StrCat("coordinator exited at start; see ", options_.dir,
-                                              "/coordinator.log"));
-    }
-    if (std::chrono::steady_clock::now() > deadline) {
-      return absl::DeadlineExceededError("coordinator did not start in time");
-    }
-    SleepMs(10);
-  }
-  std::string content = ReadFile(addr_file);
+  absl::StatusOr<std::string> ready = AwaitAddressFile("coordinator", coordinator_pid_, addr_file);
+  if (!ready.ok()) return ready.status();
+  const std::string& content = *ready;
   auto nl = content.find('\n');
   coordinator_address_ = content.substr(0, nl);
   if (nl != std::string::npos) {
@@ -177,16 +183,9 @@ absl::Status LocalCluster::StartKafkaProcess() {
   auto pid = Spawn("kafka", args);
   if (!pid.ok()) return pid.status();
   kafka_pid_ = *pid;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.start_timeout_ms);
-  while (!fs::exists(file)) {
-    if (!Alive(kafka_pid_)) {
-      return absl::InternalError(absl::StrCat("sluice-kafka exited at start; see ", options_.dir, "/kafka.log"));
-    }
-    if (std::chrono::steady_clock::now() > deadline) return absl::DeadlineExceededError("sluice-kafka did not start");
-    SleepMs(10);
-  }
-  std::string content = ReadFile(file);
-  kafka_bootstrap_ = content.substr(0, content.find('\n'));
+  absl::StatusOr<std::string> ready = AwaitAddressFile("kafka", kafka_pid_, file);
+  if (!ready.ok()) return ready.status();
+  kafka_bootstrap_ = ready->substr(0, ready->find('\n'));
   return absl::OkStatus();
 }
 

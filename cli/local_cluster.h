@@ -76,6 +76,8 @@ class LocalCluster {
   absl::Status StartWorkerProcess(int i);
   absl::Status StartCoordinatorProcess();
   absl::Status StartKafkaProcess();
+  // Waits until process `name` (`pid`) has written its address file; returns the contents.
+  absl::StatusOr<std::string> AwaitAddressFile(const std::string& name, pid_t pid, const std::string& file);
 
   LocalClusterOptions options_;
   std::string coordinator_address_;

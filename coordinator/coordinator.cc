@@ -522,12 +522,7 @@ absl::StatusOr<proto::SubmitJobResponse> Coordinator::SubmitJob(const proto::Sub
   job.submit_ms = options_.clock->WallMillis();
   job.dir = (std::filesystem::path(options_.checkpoint_dir) / job.id).string();
   SLUICE_RETURN_IF_ERROR(ScheduleLocked(job));
-  size_t num_ops = spec->operators.size();
-  job.prev_in.assign(num_ops, 0);
-  job.prev_out.assign(num_ops, 0);
-  job.in_rate.assign(num_ops, 0);
-  job.out_rate.assign(num_ops, 0);
-  job.prev_nanos = options_.clock->NowNanos();
+  job.ResetRates(options_.clock->NowNanos());
   std::string id = job.id;
   spdlog::info("job {} ({}) submitted: {} vertices, {} slot(s){}", id, spec->name,
                graph->vertices.size(), graph->SlotsNeeded(),
@@ -1184,11 +1179,7 @@ void Coordinator::RecoverFromHaStore() {
     job.restarts = r.restarts();
     job.submit_ms = r.submit_time_ms();
     job.dir = (std::filesystem::path(options_.checkpoint_dir) / job.id).string();
-    size_t num_ops = job.spec->operators.size();
-    job.prev_in.assign(num_ops, 0);
-    job.prev_out.assign(num_ops, 0);
-    job.in_rate.assign(num_ops, 0);
-    job.out_rate.assign(num_ops, 0);
+    job.ResetRates(options_.clock->NowNanos());
     job.tasks.assign(job.graph->vertices.size(), {});
     if (!IsTerminal(job.state)) {
       // Resume from the latest checkpoint once workers have had time to register again.

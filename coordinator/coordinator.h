@@ -129,6 +129,14 @@ class Coordinator {
     std::vector<uint64_t> prev_in, prev_out;
     int64_t prev_nanos = 0;
     std::vector<double> in_rate, out_rate;
+    void ResetRates(int64_t now_nanos) {
+      const size_t n = spec->operators.size();
+      prev_in.assign(n, 0);
+      prev_out.assign(n, 0);
+      in_rate.assign(n, 0);
+      out_rate.assign(n, 0);
+      prev_nanos = now_nanos;
+    }
   };
 
   void Dispatch(std::function<void()> fn);
