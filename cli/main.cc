@@ -119,7 +119,7 @@ int WaitForJob(CoordinatorClient& client, const std::string& job_id) {
       uint64_t sink_in = 0;
       for (const auto& v : j->vertices()) {
         for (const auto& o : v.operators()) {
-          if (o.type() == "file" || o.type() == "print" || o.type() == "blackhole") sink_in += o.records_in();
+          if (o.type() == "file" || o.type() == "kafka_sink" || o.type() == "print" || o.type() == "blackhole") sink_in += o.records_in();
         }
       }
       std::cout << "job " << job_id << " " << JobStateName(j->state()) << " after "

@@ -100,4 +100,23 @@ void AppendRecordJson(const Schema& schema, const Record& record, std::string* o
   out->push_back('}');
 }
 
+void AppendValueText(FieldType type, const Record& record, size_t i, std::string* out) {
+  char buf[32];
+  switch (type) {
+    case FieldType::kInt64:
+    case FieldType::kTimestamp: {
+      auto r = std::to_chars(buf, buf + sizeof(buf), record[i].i);
+      out->append(buf, r.ptr - buf);
+      break;
+    }
+    case FieldType::kDouble: {
+      auto r = std::to_chars(buf, buf + sizeof(buf), record[i].d);
+      out->append(buf, r.ptr - buf);
+      break;
+    }
+    case FieldType::kBool: out->append(record[i].i ? "true" : "false"); break;
+    case FieldType::kString: out->append(record[i].s); break;
+  }
+}
+
 }  // namespace sluice

@@ -82,6 +82,10 @@ class Record {
 // Allocates only when `out` must grow.
 void AppendRecordJson(const Schema& schema, const Record& record, std::string* out);
 
+// Appends value `i` of `record` as plain text (integers and doubles as numbers, bools as
+// true/false, strings as they are). Allocates only when `out` must grow.
+void AppendValueText(FieldType type, const Record& record, size_t i, std::string* out);
+
 // Copies value `i` of `from` (typed by `type`) into value `j` of `to`.
 inline void CopyValue(FieldType type, const Record& from, size_t i, Record* to, size_t j) {
   switch (type) {

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/logging.h"
+#include "connectors/kafka_sink.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 
@@ -311,6 +312,7 @@ std::unique_ptr<ops::Operator> MakeKafkaSource() { return std::make_unique<Kafka
 
 void RegisterConnectorOperators(ops::OperatorRegistry* registry) {
   absl::Status s = registry->Register("kafka", [](const plan::OperatorSpec&) { return MakeKafkaSource(); });
+  s.Update(registry->Register("kafka_sink", [](const plan::OperatorSpec& spec) { return MakeKafkaSink(spec); }));
   if (!s.ok()) spdlog::error("registering connectors: {}", s);
 }
 

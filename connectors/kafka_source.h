@@ -20,7 +20,7 @@ namespace sluice::connectors {
 // original bytes, with the error in a header, to the dead-letter topic.
 std::unique_ptr<ops::Operator> MakeKafkaSource();
 
-// Adds the connectors' operators (kafka) to `registry`.
+// Adds the connectors' operators (kafka, kafka_sink) to `registry`.
 void RegisterConnectorOperators(ops::OperatorRegistry* registry);
 
 }  // namespace sluice::connectors

@@ -533,6 +533,7 @@ absl::StatusOr<proto::SubmitJobResponse> Coordinator::SubmitJob(const proto::Sub
   dispatch_queue_.push_back([this, id] { DeployJob(id); });
   proto::SubmitJobResponse resp;
   resp.set_job_id(id);
+  for (const std::string& w : spec->warnings) resp.add_warnings(w);
   const auto& cp = spec->checkpoint;
   if (cp.enabled() && cp.timeout_ms < cp.interval_ms) {
     resp.add_warnings(absl::StrCat("checkpoint timeout ", cp.timeout_ms, " ms is shorter than the interval ",

@@ -30,11 +30,7 @@ class TwoPhaseCommitSink : public Operator {
     SLUICE_RETURN_IF_ERROR(Operator::Open(ctx, output));
     SLUICE_RETURN_IF_ERROR(Initialize());
     transactional_ = ctx.checkpointing;
-    if (transactional_ && ctx.restored && ctx.subtask == 0) {
-      std::set<std::string> keep(ctx.restored_state.begin(), ctx.restored_state.end());
-      for (const std::string& txn : keep) SLUICE_RETURN_IF_ERROR(Commit(txn));
-      SLUICE_RETURN_IF_ERROR(AbortLeftovers(keep));
-    }
+    if (transactional_ && ctx.restored) SLUICE_RETURN_IF_ERROR(RecoverRestored(ctx.restored_state));
     return absl::OkStatus();
   }
 
@@ -91,6 +87,15 @@ class TwoPhaseCommitSink : public Operator {
   virtual absl::Status Commit(const std::string& pending) = 0;
   // After a restore (subtask 0): aborts transactions of earlier attempts not in `keep`.
   virtual absl::Status AbortLeftovers(const std::set<std::string>& keep) = 0;
+  // After a restore, with the restored pending list (of every subtask: union state): by
+  // default subtask 0 commits them all and aborts the leftovers. Sinks whose transactions
+  // belong to one subtask (Kafka's transactional ids) split the work instead.
+  virtual absl::Status RecoverRestored(const std::vector<std::string>& restored) {
+    if (ctx_.subtask != 0) return absl::OkStatus();
+    std::set<std::string> keep(restored.begin(), restored.end());
+    for (const std::string& txn : keep) SLUICE_RETURN_IF_ERROR(Commit(txn));
+    return AbortLeftovers(keep);
+  }
 
   const std::string& current_transaction() const { return current_; }
 

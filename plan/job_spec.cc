@@ -48,6 +48,9 @@ const std::vector<OperatorType>& OperatorTypes() {
       {"aggregate", OperatorKind::kAggregate, 1, 1, {"aggregates", "emit", "ttl"}},
       {"union", OperatorKind::kUnion, 2, 64, {}},
       {"file", OperatorKind::kFileSink, 1, 64, {"path"}},
+      {"kafka_sink", OperatorKind::kKafkaSink, 1, 64,
+       {"bootstrap", "topic", "format", "key", "guarantee", "transactional_id_prefix",
+        "transaction_timeout", "producer_pool_size", "flush_timeout", "properties", "transaction_log"}},
       {"print", OperatorKind::kPrintSink, 1, 64, {}},
       {"blackhole", OperatorKind::kBlackholeSink, 1, 64, {"max_rate"}},
   };
@@ -474,6 +477,50 @@ absl::Status CheckOperator(const ErrorContext& ec, std::vector<OperatorSpec>& op
       if (path.empty()) return ec.At(c["path"], "'path' must not be empty");
       return absl::OkStatus();
     }
+    case OperatorKind::kKafkaSink: {
+      SLUICE_ASSIGN_OR_RETURN(std::string bootstrap, GetString(ec, c, "bootstrap", true));
+      SLUICE_ASSIGN_OR_RETURN(std::string topic, GetString(ec, c, "topic", true));
+      SLUICE_ASSIGN_OR_RETURN(std::string format, GetString(ec, c, "format", false));
+      if (!format.empty() && format != "json" && format != "csv" && format != "raw") {
+        return ec.At(c["format"], absl::StrCat("unknown format '", format, "' (expected json, csv or raw)"));
+      }
+      if (format == "raw") {
+        int v = op.input_schema.IndexOf("value");
+        if (v < 0 || op.input_schema.field(v).type != FieldType::kString) {
+          return ec.At(c["format"], absl::StrCat("format raw writes the string field 'value', which input ",
+                                                  op.input_schema.ToString(), " does not have"));
+        }
+      }
+      if (YAML::Node k = c["key"]) {
+        if (!k.IsSequence()) return ec.At(k, "'key' must be a list of field names");
+        for (const auto& f : k) {
+          if (!f.IsScalar() || op.input_schema.IndexOf(f.Scalar()) < 0) {
+            return ec.At(f, absl::StrCat("key field '", f.IsScalar() ? f.Scalar() : "?",
+                                         "' is not in the input ", op.input_schema.ToString()));
+          }
+        }
+      }
+      SLUICE_ASSIGN_OR_RETURN(std::string guarantee, GetString(ec, c, "guarantee", false));
+      if (!guarantee.empty() && guarantee != "none" && guarantee != "at_least_once" && guarantee != "exactly_once") {
+        return ec.At(c["guarantee"], absl::StrCat("unknown guarantee '", guarantee,
+                                                  "' (expected none, at_least_once or exactly_once)"));
+      }
+      SLUICE_ASSIGN_OR_RETURN(int64_t tt, GetDuration(ec, c, "transaction_timeout", 900000));
+      SLUICE_ASSIGN_OR_RETURN(int64_t ft, GetDuration(ec, c, "flush_timeout", 60000));
+      if (tt <= 0) return ec.At(c["transaction_timeout"], "'transaction_timeout' must be positive");
+      if (ft <= 0) return ec.At(c["flush_timeout"], "'flush_timeout' must be positive");
+      SLUICE_ASSIGN_OR_RETURN(int64_t pool, GetInt(ec, c, "producer_pool_size", 5, 2, 64));
+      if (YAML::Node props = c["properties"]) {
+        if (!props.IsMap()) return ec.At(props, "'properties' must be a mapping of librdkafka settings");
+        for (const auto& kv : props) {
+          if (!kv.second.IsScalar()) return ec.At(kv.second, "a property value must be a scalar");
+        }
+      }
+      (void)bootstrap;
+      (void)topic;
+      (void)pool;
+      return absl::OkStatus();
+    }
     case OperatorKind::kPrintSink: return absl::OkStatus();
     case OperatorKind::kBlackholeSink: {
       SLUICE_ASSIGN_OR_RETURN(double r, GetDouble(ec, c, "max_rate", 0, 0));
@@ -774,7 +821,31 @@ absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view yaml_text, absl::string_v
   }
   bool has_sink = false;
   for (const auto& op : job.operators) has_sink |= op.is_sink();
-  if (!has_sink) return ec.AtPos(1, 1, "the job has no sink (file, print or blackhole)");
+  if (!has_sink) return ec.AtPos(1, 1, "the job has no sink (file, kafka_sink, print or blackhole)");
+  for (const auto& op : job.operators) {
+    if (op.kind != OperatorKind::kKafkaSink || !op.config["guarantee"] ||
+        op.config["guarantee"].Scalar() != "exactly_once") {
+      continue;
+    }
+    if (!job.checkpoint.enabled()) {
+      return ec.At(op.config["guarantee"],
+                   "guarantee exactly_once commits a Kafka transaction per checkpoint: enable checkpoints "
+                   "(checkpoint: {interval: ...})");
+    }
+    // Flink's known trap: a transaction that outlives transaction.timeout.ms is aborted by the
+    // broker, and its records are silently lost.
+    int64_t budget = 0;
+    if (job.restart.strategy != RestartConfig::Strategy::kNone) {
+      for (int i = 1; i <= job.restart.attempts && i <= 10000; ++i) budget += job.restart.DelayFor(i);
+    }
+    int64_t timeout = op.config["transaction_timeout"] ? *ParseDurationMs(op.config["transaction_timeout"].Scalar()) : 900000;
+    if (timeout < job.checkpoint.interval_ms + budget) {
+      job.warnings.push_back(absl::StrCat(
+          "operator '", op.id, "': transaction_timeout ", timeout, " ms is shorter than the checkpoint interval (",
+          job.checkpoint.interval_ms, " ms) plus the restart budget (", budget,
+          " ms): a transaction still open when the broker's timeout hits is aborted and its records are lost"));
+    }
+  }
   return job;
 }
 

@@ -34,7 +34,8 @@ struct InputSpec {
 
 // The kinds of built-in operator.
 enum class OperatorKind {
-  kDatagen, kKafkaSource, kFilter, kMap, kKeyBy, kAggregate, kUnion, kFileSink, kPrintSink, kBlackholeSink
+  kDatagen, kKafkaSource, kFilter, kMap, kKeyBy, kAggregate, kUnion, kFileSink, kKafkaSink, kPrintSink,
+  kBlackholeSink
 };
 
 // One operator of a job as written, validated, with its output schema inferred.
@@ -54,7 +55,7 @@ struct OperatorSpec {
 
   bool is_source() const { return kind == OperatorKind::kDatagen || kind == OperatorKind::kKafkaSource; }
   bool is_sink() const {
-    return kind == OperatorKind::kFileSink || kind == OperatorKind::kPrintSink ||
+    return kind == OperatorKind::kFileSink || kind == OperatorKind::kKafkaSink || kind == OperatorKind::kPrintSink ||
            kind == OperatorKind::kBlackholeSink;
   }
 };
@@ -95,6 +96,8 @@ struct JobSpec {
   CheckpointConfig checkpoint;
   RestartConfig restart;
   std::vector<OperatorSpec> operators;  // in a topological order (inputs first)
+  // Valid but risky settings, shown to the user at submission.
+  std::vector<std::string> warnings;
 };
 
 // Parses and validates a job. `parallelism_override` > 0 replaces the job's default

@@ -1,0 +1,526 @@
+#include "connectors/kafka_sink.h"
+
+#include <librdkafka/rdkafka.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/logging.h"
+#include "common/record_codec.h"
+#include "common/status.h"
+#include "operators/two_phase_commit_sink.h"
+#include "plan/job_spec.h"
+
+namespace sluice::connectors {
+namespace {
+
+struct SinkConfig {
+  std::string bootstrap;
+  std::string topic;
+  std::string format = "json";
+  std::vector<int> key_fields;
+  std::string guarantee = "at_least_once";
+  std::string prefix;
+  int64_t transaction_timeout_ms = 15 * 60 * 1000;
+  int pool_size = 5;
+  int64_t flush_timeout_ms = 60000;
+  std::map<std::string, std::string> properties;
+  std::string transaction_log;
+  int value_field = -1;  // raw
+};
+
+SinkConfig ReadConfig(const ops::OperatorContext& ctx) {
+  const YAML::Node& c = ctx.spec->config;
+  SinkConfig cfg;
+  cfg.bootstrap = c["bootstrap"].Scalar();
+  cfg.topic = c["topic"].Scalar();
+  if (c["format"]) cfg.format = c["format"].Scalar();
+  const Schema& schema = ctx.spec->input_schema;
+  if (c["key"]) {
+    for (const auto& k : c["key"]) cfg.key_fields.push_back(schema.IndexOf(k.Scalar()));
+  }
+  if (c["guarantee"]) cfg.guarantee = c["guarantee"].Scalar();
+  cfg.prefix = c["transactional_id_prefix"] ? c["transactional_id_prefix"].Scalar()
+                                            : absl::StrCat(ctx.job->name, "-", ctx.spec->id);
+  if (c["transaction_timeout"]) cfg.transaction_timeout_ms = *plan::ParseDurationMs(c["transaction_timeout"].Scalar());
+  if (c["producer_pool_size"]) cfg.pool_size = c["producer_pool_size"].as<int>();
+  if (c["flush_timeout"]) cfg.flush_timeout_ms = *plan::ParseDurationMs(c["flush_timeout"].Scalar());
+  if (c["properties"]) {
+    for (const auto& kv : c["properties"]) cfg.properties[kv.first.Scalar()] = kv.second.Scalar();
+  }
+  if (c["transaction_log"]) cfg.transaction_log = c["transaction_log"].Scalar();
+  cfg.value_field = schema.IndexOf("value");
+  return cfg;
+}
+
+absl::Status ErrorStatus(rd_kafka_error_t* error, absl::string_view what) {
+  if (error == nullptr) return absl::OkStatus();
+  absl::Status s = absl::UnavailableError(absl::StrCat(what, ": ", rd_kafka_error_string(error)));
+  rd_kafka_error_destroy(error);
+  return s;
+}
+
+// One librdkafka producer on the sink's topic. Delivery failures are remembered and reported
+// by Flush(); everything runs on the task thread (delivery callbacks come from poll/flush).
+class Producer {
+ public:
+  static absl::StatusOr<std::unique_ptr<Producer>> Create(const SinkConfig& cfg, const std::string& transactional_id) {
+    auto p = std::unique_ptr<Producer>(new Producer());
+    p->topic_ = cfg.topic;
+    p->id_ = transactional_id;
+    char errstr[512];
+    rd_kafka_conf_t* conf = rd_kafka_conf_new();
+    std::map<std::string, std::string> settings = {
+        {"bootstrap.servers", cfg.bootstrap}, {"log_level", "3"}, {"partitioner", "murmur2_random"},
+        {"linger.ms", "5"}};
+    if (!transactional_id.empty()) {
+      settings["transactional.id"] = transactional_id;
+      settings["transaction.timeout.ms"] = std::to_string(cfg.transaction_timeout_ms);
+    }
+    for (const auto& [k, v] : cfg.properties) settings[k] = v;
+    for (const auto& [k, v] : settings) {
+      if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
+        rd_kafka_conf_destroy(conf);
+        return absl::InvalidArgumentError(absl::StrCat("kafka_sink property ", k, ": ", errstr));
+      }
+    }
+    rd_kafka_conf_set_opaque(conf, p.get());
+    rd_kafka_conf_set_dr_msg_cb(conf, &Producer::OnDelivery);
+    p->rk_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (p->rk_ == nullptr) return absl::UnavailableError(absl::StrCat("kafka producer: ", errstr));
+    p->rkt_ = rd_kafka_topic_new(p->rk_, cfg.topic.c_str(), nullptr);
+    if (!transactional_id.empty()) {
+      SLUICE_RETURN_IF_ERROR(ErrorStatus(rd_kafka_init_transactions(p->rk_, static_cast<int>(cfg.flush_timeout_ms)),
+                                         absl::StrCat("initialising transactional id ", transactional_id)));
+    }
+    return p;
+  }
+
+  ~Producer() {
+    if (rkt_ != nullptr) rd_kafka_topic_destroy(rkt_);
+    if (rk_ != nullptr) rd_kafka_destroy(rk_);
+  }
+
+  // Hands one message to librdkafka, waiting (serving delivery reports) while its queue is full.
+  absl::Status Produce(absl::string_view key, absl::string_view value, absl::string_view txn_header,
+                       int64_t timeout_ms) {
+    int waited = 0;
+    for (;;) {
+      int rc;
+      if (txn_header.empty()) {
+        rc = rd_kafka_produce(rkt_, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY, const_cast<char*>(value.data()),
+                              value.size(), key.empty() ? nullptr : key.data(), key.size(), nullptr);
+        if (rc == 0) break;
+        rc = rd_kafka_last_error();
+      } else {
+        rc = rd_kafka_producev(rk_, RD_KAFKA_V_RKT(rkt_), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                               RD_KAFKA_V_KEY(key.empty() ? nullptr : key.data(), key.size()),
+                               RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
+                               RD_KAFKA_V_HEADER("sluice.txn", txn_header.data(), static_cast<ssize_t>(txn_header.size())),
+                               RD_KAFKA_V_END);
+        if (rc == 0) break;
+      }
+      if (rc != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+        return absl::UnavailableError(absl::StrCat("kafka topic ", topic_, ": ", rd_kafka_err2str(static_cast<rd_kafka_resp_err_t>(rc))));
+      }
+      if (waited >= timeout_ms) {
+        return absl::DeadlineExceededError(absl::StrCat("kafka topic ", topic_, ": producer queue stayed full for ",
+                                                        timeout_ms, " ms (broker unreachable?)"));
+      }
+      rd_kafka_poll(rk_, 10);
+      waited += 10;
+    }
+    if (++since_poll_ >= 1024) {
+      since_poll_ = 0;
+      rd_kafka_poll(rk_, 0);
+    }
+    return DeliveryStatus();
+  }
+
+  // Waits until every produced message is acknowledged (or failed).
+  absl::Status Flush(int64_t timeout_ms) {
+    rd_kafka_resp_err_t err = rd_kafka_flush(rk_, static_cast<int>(timeout_ms));
+    SLUICE_RETURN_IF_ERROR(DeliveryStatus());
+    if (err == RD_KAFKA_RESP_ERR__TIMED_OUT) {
+      return absl::DeadlineExceededError(absl::StrCat("kafka topic ", topic_, ": ", rd_kafka_outq_len(rk_),
+                                                      " message(s) not acknowledged after ", timeout_ms,
+                                                      " ms (broker unreachable?)"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status DeliveryStatus() const {
+    if (error_.empty()) return absl::OkStatus();
+    return absl::UnavailableError(absl::StrCat("kafka topic ", topic_, ": delivery failed: ", error_));
+  }
+
+  rd_kafka_t* handle() const { return rk_; }
+  const std::string& id() const { return id_; }
+
+ private:
+  Producer() = default;
+  static void OnDelivery(rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
+    auto* self = static_cast<Producer*>(opaque);
+    if (m->err && self->error_.empty()) self->error_ = rd_kafka_err2str(m->err);
+  }
+
+  rd_kafka_t* rk_ = nullptr;
+  rd_kafka_topic_t* rkt_ = nullptr;
+  std::string topic_;
+  std::string id_;
+  std::string error_;  // first delivery failure
+  int since_poll_ = 0;
+};
+
+// Builds a record's message key and value in reusable buffers.
+class Serializer {
+ public:
+  void Init(const Schema* schema, const SinkConfig* cfg) {
+    schema_ = schema;
+    cfg_ = cfg;
+  }
+  void Serialize(const Record& r) {
+    key_.clear();
+    value_.clear();
+    for (size_t k = 0; k < cfg_->key_fields.size(); ++k) {
+      if (k > 0) key_.push_back('|');
+      int i = cfg_->key_fields[k];
+      AppendValueText(schema_->field(i).type, r, i, &key_);
+    }
+    if (cfg_->format == "raw") {
+      value_.append(r[cfg_->value_field].s);
+    } else if (cfg_->format == "csv") {
+      for (size_t i = 0; i < schema_->size(); ++i) {
+        if (i > 0) value_.push_back(',');
+        AppendValueText(schema_->field(i).type, r, i, &value_);
+      }
+    } else {
+      AppendRecordJson(*schema_, r, &value_);
+    }
+  }
+  const std::string& key() const { return key_; }
+  const std::string& value() const { return value_; }
+
+ private:
+  const Schema* schema_ = nullptr;
+  const SinkConfig* cfg_ = nullptr;
+  std::string key_;
+  std::string value_;
+};
+
+// guarantee none / at_least_once.
+class KafkaSink final : public ops::Operator {
+ public:
+  absl::Status Open(const ops::OperatorContext& ctx, ops::Output* output) override {
+    SLUICE_RETURN_IF_ERROR(Operator::Open(ctx, output));
+    cfg_ = ReadConfig(ctx);
+    serializer_.Init(&ctx.spec->input_schema, &cfg_);
+    SLUICE_ASSIGN_OR_RETURN(producer_, Producer::Create(cfg_, ""));
+    return absl::OkStatus();
+  }
+  absl::Status Process(const Record& r) override {
+    serializer_.Serialize(r);
+    return producer_->Produce(serializer_.key(), serializer_.value(), {}, cfg_.flush_timeout_ms);
+  }
+  absl::Status SnapshotState(int64_t, std::vector<std::string>*) override {
+    if (cfg_.guarantee != "at_least_once") return producer_->DeliveryStatus();
+    return producer_->Flush(cfg_.flush_timeout_ms);
+  }
+  absl::Status Finish() override { return producer_->Flush(cfg_.flush_timeout_ms); }
+  void Close() override { producer_.reset(); }
+
+ private:
+  SinkConfig cfg_;
+  Serializer serializer_;
+  std::unique_ptr<Producer> producer_;
+};
+
+// guarantee exactly_once. A transaction handle while open is the pool index; once
+// pre-committed it is "txn <subtask> <index> <checkpoint> <instance>\n" followed by the
+// transaction's messages (varint-framed key and value), so any later process can redo it.
+class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
+ public:
+  ~TransactionalKafkaSink() override { Close(); }
+
+  void Close() override {
+    pool_.clear();
+    if (log_ != nullptr) {
+      std::fclose(log_);
+      log_ = nullptr;
+    }
+  }
+
+  absl::Status SnapshotState(int64_t checkpoint_id, std::vector<std::string>* entries) override {
+    checkpoint_id_ = checkpoint_id;
+    SLUICE_RETURN_IF_ERROR(TwoPhaseCommitSink::SnapshotState(checkpoint_id, entries));
+    entries->push_back(absl::StrCat("meta ", ctx_.subtask, " ", ctx_.parallelism, " ", cfg_.pool_size));
+    return absl::OkStatus();
+  }
+
+ protected:
+  absl::Status Initialize() override {
+    cfg_ = ReadConfig(ctx_);
+    serializer_.Init(&ctx_.spec->input_schema, &cfg_);
+    if (!cfg_.transaction_log.empty()) {
+      log_ = std::fopen(cfg_.transaction_log.c_str(), "a");
+      if (log_ == nullptr) return absl::FailedPreconditionError(absl::StrCat("cannot open ", cfg_.transaction_log));
+    }
+    // Initialising every id of the pool fences producers of earlier attempts with the same ids
+    // and aborts their open transactions (on a real broker).
+    for (int n = 0; n < cfg_.pool_size; ++n) {
+      SLUICE_ASSIGN_OR_RETURN(auto p, Producer::Create(cfg_, Id(ctx_.subtask, n)));
+      Log("init", p->id(), 0, "");
+      Slot slot;
+      slot.producer = std::move(p);
+      pool_.push_back(std::move(slot));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::string> BeginTransaction(bool) override {
+    for (size_t n = 0; n < pool_.size(); ++n) {
+      Slot& slot = pool_[n];
+      if (slot.busy) continue;
+      SLUICE_RETURN_IF_ERROR(ErrorStatus(rd_kafka_begin_transaction(slot.producer->handle()),
+                                         absl::StrCat("beginning a transaction on ", slot.producer->id())));
+      slot.busy = true;
+      slot.checkpoint = 0;
+      slot.staged.clear();
+      slot.instance = absl::StrCat(ctx_.attempt, ".", ++begun_);
+      header_ = absl::StrCat(slot.producer->id(), "#", slot.instance);
+      open_ = static_cast<int>(n);
+      Log("begin", slot.producer->id(), 0, slot.instance);
+      return std::to_string(n);
+    }
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "all ", pool_.size(), " transactional producers of ", ctx_.task_name,
+        " hold transactions waiting for their checkpoint to complete (checkpoints keep failing?); "
+        "raise producer_pool_size to tolerate more"));
+  }
+
+  absl::Status Write(const Record& r) override {
+    Slot& slot = pool_[open_];
+    serializer_.Serialize(r);
+    SLUICE_RETURN_IF_ERROR(slot.producer->Produce(serializer_.key(), serializer_.value(),
+                                                  log_ != nullptr ? absl::string_view(header_) : absl::string_view(),
+                                                  cfg_.flush_timeout_ms));
+    PutVarint64(serializer_.key().size(), &slot.staged);
+    slot.staged.append(serializer_.key());
+    PutVarint64(serializer_.value().size(), &slot.staged);
+    slot.staged.append(serializer_.value());
+    return absl::OkStatus();
+  }
+
+  absl::Status Flush() override { return pool_[open_].producer->Flush(cfg_.flush_timeout_ms); }
+
+  absl::StatusOr<std::string> PreCommit(const std::string&) override {
+    Slot& slot = pool_[open_];
+    SLUICE_RETURN_IF_ERROR(slot.producer->Flush(cfg_.flush_timeout_ms));
+    SLUICE_RETURN_IF_ERROR(SendMarker(slot.producer.get(), checkpoint_id_));
+    slot.checkpoint = checkpoint_id_;
+    Log("precommit", slot.producer->id(), checkpoint_id_, slot.instance);
+    std::string handle = absl::StrCat("txn ", ctx_.subtask, " ", open_, " ", checkpoint_id_, " ", slot.instance, "\n");
+    handle.append(slot.staged);
+    slot.staged.clear();
+    open_ = -1;
+    return handle;
+  }
+
+  absl::Status Commit(const std::string& handle) override {
+    SLUICE_ASSIGN_OR_RETURN(Pending p, Parse(handle));
+    if (p.subtask == ctx_.subtask && p.index < static_cast<int>(pool_.size()) && pool_[p.index].busy &&
+        pool_[p.index].checkpoint == p.checkpoint && pool_[p.index].instance == p.instance) {
+      Slot& slot = pool_[p.index];
+      SLUICE_RETURN_IF_ERROR(ErrorStatus(rd_kafka_commit_transaction(slot.producer->handle(), static_cast<int>(cfg_.flush_timeout_ms)),
+                                         absl::StrCat("committing transaction of checkpoint ", p.checkpoint, " on ",
+                                                      slot.producer->id())));
+      slot.busy = false;
+      Log("commit", slot.producer->id(), p.checkpoint, slot.instance);
+      return absl::OkStatus();
+    }
+    return Redo(p, handle);
+  }
+
+  absl::Status AbortLeftovers(const std::set<std::string>&) override { return absl::OkStatus(); }
+
+  // Each subtask redoes the restored transactions of the ids it now owns (old subtask s goes
+  // to s % parallelism), then fences the ids of old subtasks that no longer exist.
+  absl::Status RecoverRestored(const std::vector<std::string>& restored) override {
+    int old_parallelism = 0, old_pool = 0;
+    std::vector<std::pair<Pending, const std::string*>> mine;
+    for (const std::string& e : restored) {
+      if (e.rfind("meta ", 0) == 0) {
+        std::vector<std::string> f = absl::StrSplit(e, ' ');
+        int p = 0, pool = 0;
+        if (f.size() == 4 && absl::SimpleAtoi(f[2], &p) && absl::SimpleAtoi(f[3], &pool)) {
+          old_parallelism = std::max(old_parallelism, p);
+          old_pool = std::max(old_pool, pool);
+        }
+        continue;
+      }
+      SLUICE_ASSIGN_OR_RETURN(Pending p, Parse(e));
+      if (p.subtask % ctx_.parallelism == ctx_.subtask) mine.push_back({p, &e});
+    }
+    std::stable_sort(mine.begin(), mine.end(), [](const auto& a, const auto& b) { return a.first.checkpoint < b.first.checkpoint; });
+    for (const auto& [p, handle] : mine) SLUICE_RETURN_IF_ERROR(Redo(p, *handle));
+    for (int s = 0; s < old_parallelism; ++s) {
+      if (s % ctx_.parallelism != ctx_.subtask) continue;
+      for (int n = (s == ctx_.subtask ? cfg_.pool_size : 0); n < old_pool; ++n) {
+        SLUICE_ASSIGN_OR_RETURN(auto fence, Producer::Create(cfg_, Id(s, n)));
+        Log("fence", fence->id(), 0, "");
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  struct Slot {
+    std::unique_ptr<Producer> producer;
+    bool busy = false;        // a transaction is open or waits for its commit
+    int64_t checkpoint = 0;   // pre-committed for this checkpoint; 0 = still open
+    std::string instance;     // "<attempt>.<n>": which transaction on this id
+    std::string staged;       // the open transaction's messages, for the pending list
+  };
+  struct Pending {
+    int subtask = 0;
+    int index = 0;
+    int64_t checkpoint = 0;
+    std::string instance;
+    absl::string_view messages;
+  };
+
+  std::string Id(int subtask, int n) const { return absl::StrCat(cfg_.prefix, "-", subtask, "-", n); }
+
+  static absl::StatusOr<Pending> Parse(const std::string& handle) {
+    size_t nl = handle.find('\n');
+    Pending p;
+    std::vector<std::string> f = absl::StrSplit(absl::string_view(handle).substr(0, nl), ' ');
+    if (nl == std::string::npos || f.size() != 5 || f[0] != "txn" || !absl::SimpleAtoi(f[1], &p.subtask) ||
+        !absl::SimpleAtoi(f[2], &p.index) || !absl::SimpleAtoi(f[3], &p.checkpoint)) {
+      return absl::DataLossError("corrupt kafka_sink transaction state");
+    }
+    p.instance = f[4];
+    p.messages = absl::string_view(handle).substr(nl + 1);
+    return p;
+  }
+
+  // The marker of a transaction: its checkpoint id, committed (atomically with the
+  // transaction) as group "<transactional id>"'s offset of partition 0 of the topic.
+  absl::Status SendMarker(Producer* producer, int64_t checkpoint_id) {
+    rd_kafka_topic_partition_list_t* offsets = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(offsets, cfg_.topic.c_str(), 0)->offset = checkpoint_id;
+    rd_kafka_consumer_group_metadata_t* group = rd_kafka_consumer_group_metadata_new(producer->id().c_str());
+    rd_kafka_error_t* error = rd_kafka_send_offsets_to_transaction(producer->handle(), offsets, group,
+                                                                   static_cast<int>(cfg_.flush_timeout_ms));
+    rd_kafka_consumer_group_metadata_destroy(group);
+    rd_kafka_topic_partition_list_destroy(offsets);
+    return ErrorStatus(error, absl::StrCat("committing the marker of checkpoint ", checkpoint_id, " on ", producer->id()));
+  }
+
+  // Whether the transaction of `checkpoint_id` on `id` committed: its marker (or a later one).
+  absl::StatusOr<bool> MarkerCommitted(const std::string& id, int64_t checkpoint_id) {
+    char errstr[512];
+    rd_kafka_conf_t* conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", cfg_.bootstrap.c_str(), errstr, sizeof(errstr));
+    rd_kafka_conf_set(conf, "group.id", id.c_str(), errstr, sizeof(errstr));
+    rd_kafka_conf_set(conf, "log_level", "3", errstr, sizeof(errstr));
+    rd_kafka_t* consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (consumer == nullptr) return absl::UnavailableError(absl::StrCat("kafka consumer: ", errstr));
+    rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, cfg_.topic.c_str(), 0);
+    rd_kafka_resp_err_t err = rd_kafka_committed(consumer, list, static_cast<int>(cfg_.flush_timeout_ms));
+    int64_t committed = list->elems[0].offset;
+    rd_kafka_topic_partition_list_destroy(list);
+    rd_kafka_destroy(consumer);
+    if (err) return absl::UnavailableError(absl::StrCat("reading the commit marker of ", id, ": ", rd_kafka_err2str(err)));
+    return committed >= checkpoint_id;
+  }
+
+  // Completes a restored pre-committed transaction: its id has been initialised (which waits
+  // for a commit in flight and aborts an open transaction); if its marker is not committed,
+  // its messages are produced again in a new transaction with the marker, and committed.
+  absl::Status Redo(const Pending& p, const std::string& handle) {
+    const std::string id = Id(p.subtask, p.index);
+    std::unique_ptr<Producer> temp;
+    Producer* producer;
+    if (p.subtask == ctx_.subtask && p.index < static_cast<int>(pool_.size()) && !pool_[p.index].busy) {
+      producer = pool_[p.index].producer.get();
+    } else {
+      SLUICE_ASSIGN_OR_RETURN(temp, Producer::Create(cfg_, id));
+      producer = temp.get();
+    }
+    SLUICE_ASSIGN_OR_RETURN(bool committed, MarkerCommitted(id, p.checkpoint));
+    if (committed) {
+      Log("recover_committed", id, p.checkpoint, p.instance);
+      return absl::OkStatus();
+    }
+    SLUICE_RETURN_IF_ERROR(ErrorStatus(rd_kafka_begin_transaction(producer->handle()), absl::StrCat("beginning a transaction on ", id)));
+    const std::string instance = absl::StrCat(ctx_.attempt, ".r", ++begun_);
+    const std::string header = absl::StrCat(id, "#", instance);
+    const char* pos = p.messages.data();
+    const char* end = pos + p.messages.size();
+    int64_t count = 0;
+    while (pos < end) {
+      uint64_t klen = 0, vlen = 0;
+      pos = GetVarint64(pos, end, &klen);
+      if (pos == nullptr || static_cast<uint64_t>(end - pos) < klen) return absl::DataLossError("corrupt kafka_sink transaction state");
+      absl::string_view key(pos, klen);
+      pos = GetVarint64(pos + klen, end, &vlen);
+      if (pos == nullptr || static_cast<uint64_t>(end - pos) < vlen) return absl::DataLossError("corrupt kafka_sink transaction state");
+      absl::string_view value(pos, vlen);
+      pos += vlen;
+      SLUICE_RETURN_IF_ERROR(producer->Produce(key, value, log_ != nullptr ? absl::string_view(header) : absl::string_view(),
+                                               cfg_.flush_timeout_ms));
+      ++count;
+    }
+    SLUICE_RETURN_IF_ERROR(producer->Flush(cfg_.flush_timeout_ms));
+    SLUICE_RETURN_IF_ERROR(SendMarker(producer, p.checkpoint));
+    SLUICE_RETURN_IF_ERROR(ErrorStatus(rd_kafka_commit_transaction(producer->handle(), static_cast<int>(cfg_.flush_timeout_ms)),
+                                       absl::StrCat("committing the redone transaction of checkpoint ", p.checkpoint, " on ", id)));
+    spdlog::info("{}: redid transaction {} of checkpoint {} ({} records): its commit marker was missing",
+                 ctx_.task_name, id, p.checkpoint, count);
+    Log("recover_redo", id, p.checkpoint, instance, p.instance);
+    (void)handle;
+    return absl::OkStatus();
+  }
+
+  // One JSON line per transaction event (transaction_log).
+  void Log(const char* event, const std::string& id, int64_t checkpoint, const std::string& instance,
+           const std::string& redoes = "") {
+    if (log_ == nullptr) return;
+    std::string line = absl::StrCat("{\"ms\":", ctx_.clock->WallMillis(), ",\"task\":\"", ctx_.task_name,
+                                    "\",\"attempt\":", ctx_.attempt, ",\"event\":\"", event, "\",\"txn\":\"", id,
+                                    "\",\"checkpoint\":", checkpoint, ",\"instance\":\"", instance, "\"");
+    if (!redoes.empty()) absl::StrAppend(&line, ",\"redoes\":\"", redoes, "\"");
+    line += "}\n";
+    std::fwrite(line.data(), 1, line.size(), log_);  // one write per line: O_APPEND keeps lines whole
+    std::fflush(log_);
+  }
+
+  SinkConfig cfg_;
+  Serializer serializer_;
+  std::vector<Slot> pool_;
+  int open_ = -1;
+  int64_t checkpoint_id_ = 0;
+  int64_t begun_ = 0;
+  std::string header_;
+  std::FILE* log_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<ops::Operator> MakeKafkaSink(const plan::OperatorSpec& spec) {
+  const YAML::Node& g = spec.config["guarantee"];
+  if (g && g.Scalar() == "exactly_once") return std::make_unique<TransactionalKafkaSink>();
+  return std::make_unique<KafkaSink>();
+}
+
+}  // namespace sluice::connectors
