@@ -71,30 +71,20 @@ void AppendJsonString(absl::string_view s, std::string* out) {
 
 void AppendRecordJson(const Schema& schema, const Record& record, std::string* out) {
   out->push_back('{');
-  char buf[32];
   for (size_t i = 0; i < schema.size(); ++i) {
     if (i > 0) out->push_back(',');
     AppendJsonString(schema.field(i).name, out);
     out->push_back(':');
     switch (schema.field(i).type) {
-      case FieldType::kInt64:
-      case FieldType::kTimestamp: {
-        auto r = std::to_chars(buf, buf + sizeof(buf), record[i].i);
-        out->append(buf, r.ptr - buf);
-        break;
-      }
-      case FieldType::kDouble: {
-        double d = record[i].d;
-        if (std::isfinite(d)) {
-          auto r = std::to_chars(buf, buf + sizeof(buf), d);  // shortest round-trip form
-          out->append(buf, r.ptr - buf);
+      case FieldType::kDouble:
+        if (std::isfinite(record[i].d)) {
+          AppendValueText(FieldType::kDouble, record, i, out);  // shortest round-trip form
         } else {
           out->append("null");
         }
         break;
-      }
-      case FieldType::kBool: out->append(record[i].i ? "true" : "false"); break;
       case FieldType::kString: AppendJsonString(record[i].s, out); break;
+      default: AppendValueText(schema.field(i).type, record, i, out); break;
     }
   }
   out->push_back('}');

@@ -12,6 +12,7 @@
 #include "nlohmann/json.hpp"
 #include "proto/checkpoint.pb.h"
 #include "tests/cluster_fixture.h"
+#include "tests/exactly_once_check.h"
 
 namespace sluice::testing {
 namespace {
@@ -40,58 +41,6 @@ operators:
     type: aggregate
     aggregates: [{fn: count, as: n}, {fn: sum, field: value, as: total}]
   - {id: out, type: file, path: )", out, "}\n");
-}
-
-// What the output must show: per key, updates numbered 1..n exactly once, and the last update
-// (n) carrying the failure-free total.
-struct Expected {
-  std::map<int64_t, int64_t> count;
-  std::map<int64_t, int64_t> sum;
-};
-
-Expected ExpectedFor(int64_t records) {
-  Expected e;
-  for (int64_t s = 0; s < records; ++s) {
-    int64_t k = (s * 7919) % kKeys;
-    e.count[k]++;
-    e.sum[k] += s % 1000;
-  }
-  return e;
-}
-
-// Reads committed output (*.jsonl) of every directory in `dirs` and checks exactly-once.
-void CheckExactlyOnce(const std::vector<std::string>& dirs, const Expected& expected) {
-  std::map<int64_t, std::set<int64_t>> seen;
-  std::map<int64_t, int64_t> final_sum;
-  int64_t duplicates = 0, lines = 0;
-  for (const auto& dir : dirs) {
-    for (const auto& entry : fs::directory_iterator(dir)) {
-      if (entry.path().extension() != ".jsonl") continue;
-      std::ifstream in(entry.path());
-      std::string line;
-      while (std::getline(in, line)) {
-        auto j = nlohmann::json::parse(line);
-        int64_t key = j["key"].get<int64_t>();
-        int64_t n = j["n"].get<int64_t>();
-        ++lines;
-        if (!seen[key].insert(n).second) ++duplicates;
-        auto it = expected.count.find(key);
-        if (it != expected.count.end() && n == it->second) final_sum[key] = j["total"].get<int64_t>();
-      }
-    }
-  }
-  int64_t expected_lines = 0;
-  for (const auto& [k, n] : expected.count) expected_lines += n;
-  EXPECT_EQ(duplicates, 0) << "updates repeated";
-  EXPECT_EQ(lines, expected_lines);
-  int64_t bad_keys = 0;
-  for (const auto& [k, n] : expected.count) {
-    const auto& s = seen[k];
-    bool exact = static_cast<int64_t>(s.size()) == n && *s.begin() == 1 && *s.rbegin() == n;
-    if (!exact) ++bad_keys;
-  }
-  EXPECT_EQ(bad_keys, 0) << "keys whose updates are not exactly 1..n";
-  EXPECT_EQ(final_sum, expected.sum);
 }
 
 class ExactlyOnceTest : public ClusterTest {
