@@ -6,8 +6,10 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -16,6 +18,7 @@
 #include "absl/strings/str_format.h"
 #include "cli/client.h"
 #include "cli/local_cluster.h"
+#include "plan/variables.h"
 
 namespace sluice::cli {
 namespace {
@@ -241,9 +244,21 @@ int Main(int argc, char** argv) {
     if (!in) return Fail(absl::NotFoundError(absl::StrCat("cannot read job file ", job_file)));
     std::stringstream ss;
     ss << in.rdbuf();
+    // ${NAME} from the environment; SLUICE_KAFKA_BOOTSTRAP defaults to the local cluster's
+    // embedded Kafka endpoint when it runs one.
+    auto spec = plan::ExpandVariables(ss.str(), job_file, [&](const std::string& name) -> std::optional<std::string> {
+      if (const char* v = std::getenv(name.c_str())) return std::string(v);
+      if (name == "SLUICE_KAFKA_BOOTSTRAP") {
+        std::ifstream addr(std::filesystem::path(dir) / "kafka.addr");
+        std::string line;
+        if (addr && std::getline(addr, line) && !line.empty()) return line;
+      }
+      return std::nullopt;
+    });
+    if (!spec.ok()) return Fail(spec.status());
     auto r = from_savepoint.empty()
-                 ? client.Submit(ss.str(), job_file, parallelism)
-                 : client.SubmitRestoring(ss.str(), job_file, parallelism, from_savepoint, allow_non_restored);
+                 ? client.Submit(*spec, job_file, parallelism)
+                 : client.SubmitRestoring(*spec, job_file, parallelism, from_savepoint, allow_non_restored);
     if (!r.ok()) return Fail(r.status());
     for (const auto& w : r->warnings()) std::cerr << "sluice: warning: " << w << "\n";
     std::cout << r->job_id() << std::endl;

@@ -251,6 +251,16 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
   ~TransactionalKafkaSink() override { Close(); }
 
   void Close() override {
+    // Abort the open transaction: it has not been pre-committed, so no checkpoint covers it,
+    // and librdkafka asserts if a producer is destroyed while the transaction still adds
+    // partitions. Pre-committed transactions are left alone: the restore redoes or keeps them.
+    if (open_ >= 0 && open_ < static_cast<int>(pool_.size())) {
+      Slot& slot = pool_[open_];
+      absl::Status s = ErrorStatus(rd_kafka_abort_transaction(slot.producer->handle(), 10000), "abort");
+      if (!s.ok()) spdlog::warn("{}: aborting the open transaction on {}: {}", ctx_.task_name, slot.producer->id(), s);
+      Log("abort", slot.producer->id(), 0, slot.instance);
+      open_ = -1;
+    }
     pool_.clear();
     if (log_ != nullptr) {
       std::fclose(log_);

@@ -220,8 +220,9 @@ TEST_F(KafkaSinkTest, RestoreRedoesCoveredTransactionsAndReusesTransactionalIds)
     ASSERT_OK(Write(op, 1, 2));
     ASSERT_OK(Write(op, 2, 1));
     ASSERT_OK(op->SnapshotState(2, &checkpoint2));
-    // Checkpoint 2 completes, but the process dies before the notification arrives, with a
-    // third transaction open.
+    // Checkpoint 2 completes, but the task goes down (here: closed, as on a cancel; a killed
+    // process leaves the cleanup to fencing) before the notification arrives, with a third
+    // transaction open.
     ASSERT_OK(Write(op, 3, 1));
   }
   const size_t before = Events().size();
@@ -234,6 +235,7 @@ TEST_F(KafkaSinkTest, RestoreRedoesCoveredTransactionsAndReusesTransactionalIds)
   // TxnOffsetCommit, so its marker is never found here (a real broker keeps it).
   EXPECT_THAT(events, ElementsAre("init t-out-0-0 0", "init t-out-0-1 0", "init t-out-0-2 0",
                                   "recover_redo t-out-0-0 2"));
+  EXPECT_EQ(EventNames()[before - 1], "abort t-out-0-1 0") << "closing aborts the open transaction";
   EXPECT_EQ(Events().back()["redoes"], "1.2");
   EXPECT_THAT(CommittedValues(), ElementsAre(Value(1, 1), Value(1, 2), Value(2, 1)))
       << "checkpoint 2's records once; the open transaction's record (user 3) never";
