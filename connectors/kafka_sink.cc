@@ -34,6 +34,7 @@ struct SinkConfig {
   int64_t flush_timeout_ms = 60000;
   std::map<std::string, std::string> properties;
   std::string transaction_log;
+  int64_t max_transaction_bytes = 64 << 20;
   int value_field = -1;  // raw
 };
 
@@ -57,6 +58,7 @@ SinkConfig ReadConfig(const ops::OperatorContext& ctx) {
     for (const auto& kv : c["properties"]) cfg.properties[kv.first.Scalar()] = kv.second.Scalar();
   }
   if (c["transaction_log"]) cfg.transaction_log = c["transaction_log"].Scalar();
+  if (c["max_transaction_bytes"]) cfg.max_transaction_bytes = c["max_transaction_bytes"].as<int64_t>();
   cfg.value_field = schema.IndexOf("value");
   return cfg;
 }
@@ -322,6 +324,12 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
     SLUICE_RETURN_IF_ERROR(slot.producer->Produce(serializer_.key(), serializer_.value(),
                                                   log_ != nullptr ? absl::string_view(header_) : absl::string_view(),
                                                   cfg_.flush_timeout_ms));
+    if (static_cast<int64_t>(slot.staged.size()) > cfg_.max_transaction_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the transaction of ", slot.producer->id(), " holds more than ", cfg_.max_transaction_bytes,
+          " bytes of records (max_transaction_bytes), which the checkpoint keeps to redo it after a failure; "
+          "take checkpoints more often (checkpoint.interval) or use guarantee at_least_once"));
+    }
     PutVarint64(serializer_.key().size(), &slot.staged);
     slot.staged.append(serializer_.key());
     PutVarint64(serializer_.value().size(), &slot.staged);

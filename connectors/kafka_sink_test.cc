@@ -290,6 +290,18 @@ TEST_F(KafkaSinkTest, FullPoolFailsWithAClearMessage) {
   (*sink)->Close();
 }
 
+TEST_F(KafkaSinkTest, OversizedTransactionFailsWithAClearMessage) {
+  Load("    guarantee: exactly_once\n    max_transaction_bytes: 100\n");
+  auto sink = Open(1, nullptr);
+  ASSERT_OK(sink);
+  absl::Status s;
+  for (int i = 0; i < 20 && s.ok(); ++i) s = Write(sink->get(), i, i);
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kResourceExhausted,
+                          HasSubstr("the transaction of t-out-0-0 holds more than 100 bytes of records "
+                                    "(max_transaction_bytes)")));
+  (*sink)->Close();
+}
+
 TEST_F(KafkaSinkTest, AtLeastOnceFlushesBeforeTheCheckpointAndFailsWhenTheBrokerIsGone) {
   Load("    guarantee: at_least_once\n    flush_timeout: 1s\n    properties: {linger.ms: 1000}\n");
   auto sink = Open(1, nullptr);

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/grpc_limits.h"
 #include "common/logging.h"
 #include "common/process.h"
 #include "common/status.h"
@@ -132,6 +133,7 @@ absl::Status Coordinator::Start() {
   builder.AddListeningPort(absl::StrCat(options_.host, ":", options_.port),
                            grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(service_.get());
+  builder.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.host, ":", options_.port));
@@ -950,6 +952,14 @@ void Coordinator::CompleteCheckpointLocked(Job& job) {
     for (const auto& h : ack.state().keyed()) {
       full += h.full_size();
       incremental += h.incremental_size();
+    }
+    // Operator state (source positions, a sink's pending transactions) is written with the
+    // metadata of every checkpoint: it counts as both full and uploaded size.
+    for (const auto& o : ack.state().operator_state()) {
+      for (const auto& e : o.entries()) {
+        full += static_cast<int64_t>(e.size());
+        incremental += static_cast<int64_t>(e.size());
+      }
     }
     alignment = std::max(alignment, ack.alignment_ms());
     *md->add_subtasks() = ack.state();

@@ -50,7 +50,8 @@ const std::vector<OperatorType>& OperatorTypes() {
       {"file", OperatorKind::kFileSink, 1, 64, {"path"}},
       {"kafka_sink", OperatorKind::kKafkaSink, 1, 64,
        {"bootstrap", "topic", "format", "key", "guarantee", "transactional_id_prefix",
-        "transaction_timeout", "producer_pool_size", "flush_timeout", "properties", "transaction_log"}},
+        "transaction_timeout", "producer_pool_size", "flush_timeout", "properties", "transaction_log",
+        "max_transaction_bytes"}},
       {"print", OperatorKind::kPrintSink, 1, 64, {}},
       {"blackhole", OperatorKind::kBlackholeSink, 1, 64, {"max_rate"}},
   };
@@ -510,6 +511,8 @@ absl::Status CheckOperator(const ErrorContext& ec, std::vector<OperatorSpec>& op
       if (tt <= 0) return ec.At(c["transaction_timeout"], "'transaction_timeout' must be positive");
       if (ft <= 0) return ec.At(c["flush_timeout"], "'flush_timeout' must be positive");
       SLUICE_ASSIGN_OR_RETURN(int64_t pool, GetInt(ec, c, "producer_pool_size", 5, 2, 64));
+      SLUICE_ASSIGN_OR_RETURN(int64_t max_bytes, GetInt(ec, c, "max_transaction_bytes", 64 << 20, 1, 1 << 30));
+      (void)max_bytes;
       if (YAML::Node props = c["properties"]) {
         if (!props.IsMap()) return ec.At(props, "'properties' must be a mapping of librdkafka settings");
         for (const auto& kv : props) {

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/grpc_limits.h"
 #include "common/logging.h"
 #include "common/status.h"
 #include "connectors/kafka_source.h"
@@ -85,7 +86,7 @@ absl::Status Worker::Start() {
                            grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(control_service_.get());
   builder.RegisterService(data_service_.get());
-  builder.SetMaxReceiveMessageSize(64 << 20);
+  builder.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.host, ":", options_.port));
@@ -335,7 +336,7 @@ proto::DataPlane::Stub* Worker::StubFor(const std::string& address) {
   auto& stub = stubs_[address];
   if (!stub) {
     grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(64 << 20);
+    args.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
     auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
     grpc_channels_[address] = channel;
     stub = proto::DataPlane::NewStub(channel);
