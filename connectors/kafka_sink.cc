@@ -188,6 +188,7 @@ class Serializer {
   void Init(const Schema* schema, const SinkConfig* cfg) {
     schema_ = schema;
     cfg_ = cfg;
+    format_ = cfg->format == "raw" ? Format::kRaw : cfg->format == "csv" ? Format::kCsv : Format::kJson;
   }
   void Serialize(const Record& r) {
     key_.clear();
@@ -197,9 +198,9 @@ class Serializer {
       int i = cfg_->key_fields[k];
       AppendValueText(schema_->field(i).type, r, i, &key_);
     }
-    if (cfg_->format == "raw") {
+    if (format_ == Format::kRaw) {
       value_.append(r[cfg_->value_field].s);
-    } else if (cfg_->format == "csv") {
+    } else if (format_ == Format::kCsv) {
       for (size_t i = 0; i < schema_->size(); ++i) {
         if (i > 0) value_.push_back(',');
         AppendValueText(schema_->field(i).type, r, i, &value_);
@@ -212,8 +213,10 @@ class Serializer {
   const std::string& value() const { return value_; }
 
  private:
+  enum class Format { kJson, kCsv, kRaw };
   const Schema* schema_ = nullptr;
   const SinkConfig* cfg_ = nullptr;
+  Format format_ = Format::kJson;
   std::string key_;
   std::string value_;
 };

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/logging.h"
+#include "connectors/json_record_reader.h"
 #include "connectors/kafka_sink.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
@@ -238,32 +239,7 @@ class KafkaSource final : public ops::SourceOperator {
       for (size_t i = 0; i < schema.size(); ++i) SLUICE_RETURN_IF_ERROR(SetFromText(i, cols[i]));
       return absl::OkStatus();
     }
-    nlohmann::json j = nlohmann::json::parse(value.begin(), value.end(), nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError("not a JSON object");
-    for (size_t i = 0; i < schema.size(); ++i) {
-      auto it = j.find(schema.field(i).name);
-      if (it == j.end()) return absl::InvalidArgumentError(absl::StrCat("missing field '", schema.field(i).name, "'"));
-      switch (schema.field(i).type) {
-        case FieldType::kInt64:
-        case FieldType::kTimestamp:
-          if (!it->is_number_integer()) return absl::InvalidArgumentError(absl::StrCat("field '", schema.field(i).name, "' is not an integer"));
-          out_.SetInt(i, it->get<int64_t>());
-          break;
-        case FieldType::kDouble:
-          if (!it->is_number()) return absl::InvalidArgumentError(absl::StrCat("field '", schema.field(i).name, "' is not a number"));
-          out_.SetDouble(i, it->get<double>());
-          break;
-        case FieldType::kBool:
-          if (!it->is_boolean()) return absl::InvalidArgumentError(absl::StrCat("field '", schema.field(i).name, "' is not a boolean"));
-          out_.SetBool(i, it->get<bool>());
-          break;
-        case FieldType::kString:
-          if (!it->is_string()) return absl::InvalidArgumentError(absl::StrCat("field '", schema.field(i).name, "' is not a string"));
-          out_.SetString(i, it->get_ref<const std::string&>());
-          break;
-      }
-    }
-    return absl::OkStatus();
+    return ReadJsonRecord(value, schema, &out_, &json_);
   }
 
   absl::Status SetFromText(size_t i, absl::string_view text) {
@@ -304,6 +280,7 @@ class KafkaSource final : public ops::SourceOperator {
   std::map<int32_t, Partition> partitions_;
   std::map<int32_t, Partition> snapshot_;
   Record out_;
+  JsonRecordReader json_;
 };
 
 }  // namespace
