@@ -250,25 +250,33 @@ absl::StatusOr<RawRun> RawConsume(const std::string& bootstrap, const std::strin
   return run;
 }
 
+// Waits until job `id` ends; past `timeout` it cancels the job, and a minute later gives up
+// (returns the last state seen). Sets *running_at when the job is first seen past CREATED.
 sluice::proto::JobInfo WaitEnd(sluice::cli::CoordinatorClient& c, const std::string& id, Clock::time_point* running_at,
                                std::chrono::seconds timeout) {
   const auto deadline = Clock::now() + timeout;
   bool cancelled = false;
+  sluice::proto::JobInfo last;
   while (true) {
     auto j = c.GetJob(id);
     if (j.ok()) {
       if (running_at != nullptr && *running_at == Clock::time_point() && j->state() != sluice::proto::JOB_CREATED) {
         *running_at = Clock::now();
       }
+      last = *j;
       if (j->state() == sluice::proto::JOB_FINISHED || j->state() == sluice::proto::JOB_FAILED ||
           j->state() == sluice::proto::JOB_CANCELLED) {
-        return *j;
+        return last;
       }
     }
     if (!cancelled && Clock::now() > deadline) {
-      std::cerr << "job " << id << " did not end in " << timeout.count() << " s; cancelling\n";
+      std::printf("job %s did not end in %lld s; cancelling\n", id.c_str(), static_cast<long long>(timeout.count()));
       (void)c.Cancel(id);
       cancelled = true;
+    }
+    if (cancelled && Clock::now() > deadline + std::chrono::seconds(60)) {
+      std::printf("job %s did not end after cancel; giving up on it\n", id.c_str());
+      return last;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
@@ -340,7 +348,7 @@ struct JobRun {
 };
 
 JobRun RunJob(sluice::cli::CoordinatorClient& client, const std::vector<pid_t>& sluice_pids, pid_t broker,
-              const std::string& yaml) {
+              const std::string& yaml, std::chrono::seconds timeout) {
   JobRun run;
   const double cpu0 = SumCpu(sluice_pids), broker0 = CpuSeconds(broker);
   const auto t0 = Clock::now();
@@ -350,7 +358,7 @@ JobRun RunJob(sluice::cli::CoordinatorClient& client, const std::vector<pid_t>& 
     return run;
   }
   Clock::time_point running_at;
-  sluice::proto::JobInfo info = WaitEnd(client, submitted->job_id(), &running_at, std::chrono::seconds(300));
+  sluice::proto::JobInfo info = WaitEnd(client, submitted->job_id(), &running_at, timeout);
   const auto t1 = Clock::now();
   run.sluice_cpu = SumCpu(sluice_pids) - cpu0;
   run.broker_cpu = CpuSeconds(broker) - broker0;
@@ -578,6 +586,10 @@ int main(int argc, char** argv) {
   app.add_flag("--exactly-once,!--no-exactly-once", exactly_once, "Also run the job with guarantee exactly_once")->capture_default_str();
   app.add_flag("--latency,!--no-latency", latency, "Run the latency part")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress lines show up as they happen, also in a file
+  // A throughput job should take seconds; one that hangs (e.g. checkpoints that never complete)
+  // is cancelled after this.
+  const std::chrono::seconds job_timeout(std::max<int64_t>(60, records / 10'000));
 
   // ~10 bytes of record overhead in a v2 batch; the job's output records are a little larger.
   const double per_partition = records * 50.0 / partitions;
@@ -668,7 +680,8 @@ int main(int argc, char** argv) {
       JobSeries& series = exact ? eo : alo;
       JobRun run = RunJob(client, sluice_pids, broker,
                           ThroughputJob(absl::StrCat("kafka-bench-", exact ? "eo-" : "alo-", r), bootstrap, in, out,
-                                        guarantee));
+                                        guarantee),
+                          job_timeout);
       if (!run.ok) {
         ++series.failures;
         std::printf("run %d %s: job failed: %s\n", r + 1, guarantee.c_str(), run.error.c_str());

@@ -221,6 +221,29 @@ class Serializer {
   std::string value_;
 };
 
+// The sink's own metrics (when the task gives it a registry).
+struct SinkMetrics {
+  std::shared_ptr<Counter> committed, redone;
+  std::shared_ptr<Gauge> pending, last_flush_ms;
+  void Init(const ops::OperatorContext& ctx) {
+    if (ctx.metrics == nullptr) return;
+    committed = ctx.metrics->AddCounter("sluice_kafka_sink_transactions_committed_total",
+                                        "Kafka transactions committed by a sink subtask", ctx.metric_labels, ctx.metrics_owner);
+    redone = ctx.metrics->AddCounter("sluice_kafka_sink_transactions_redone_total",
+                                     "Restored Kafka transactions produced again because their commit marker was missing",
+                                     ctx.metric_labels, ctx.metrics_owner);
+    pending = ctx.metrics->AddGauge("sluice_kafka_sink_transactions_pending",
+                                    "Pre-committed Kafka transactions waiting for their checkpoint to complete",
+                                    ctx.metric_labels, ctx.metrics_owner);
+    last_flush_ms = ctx.metrics->AddGauge("sluice_kafka_sink_last_flush_ms",
+                                          "Duration of the sink's last flush (at a checkpoint barrier)", ctx.metric_labels,
+                                          ctx.metrics_owner);
+  }
+  void Flushed(int64_t start_nanos, const Clock* clock) {
+    if (last_flush_ms) last_flush_ms->Set(static_cast<double>(clock->NowNanos() - start_nanos) / 1e6);
+  }
+};
+
 // guarantee none / at_least_once.
 class KafkaSink final : public ops::Operator {
  public:
@@ -229,6 +252,7 @@ class KafkaSink final : public ops::Operator {
     cfg_ = ReadConfig(ctx);
     serializer_.Init(&ctx.spec->input_schema, &cfg_);
     SLUICE_ASSIGN_OR_RETURN(producer_, Producer::Create(cfg_, ""));
+    metrics_.Init(ctx);
     return absl::OkStatus();
   }
   absl::Status Process(const Record& r) override {
@@ -237,7 +261,10 @@ class KafkaSink final : public ops::Operator {
   }
   absl::Status SnapshotState(int64_t, std::vector<std::string>*) override {
     if (cfg_.guarantee != "at_least_once") return producer_->DeliveryStatus();
-    return producer_->Flush(cfg_.flush_timeout_ms);
+    const int64_t start = ctx_.clock->NowNanos();
+    SLUICE_RETURN_IF_ERROR(producer_->Flush(cfg_.flush_timeout_ms));
+    metrics_.Flushed(start, ctx_.clock);
+    return absl::OkStatus();
   }
   absl::Status Finish() override { return producer_->Flush(cfg_.flush_timeout_ms); }
   void Close() override { producer_.reset(); }
@@ -246,6 +273,7 @@ class KafkaSink final : public ops::Operator {
   SinkConfig cfg_;
   Serializer serializer_;
   std::unique_ptr<Producer> producer_;
+  SinkMetrics metrics_;
 };
 
 // guarantee exactly_once. A transaction handle while open is the pool index; once
@@ -284,6 +312,7 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
   absl::Status Initialize() override {
     cfg_ = ReadConfig(ctx_);
     serializer_.Init(&ctx_.spec->input_schema, &cfg_);
+    metrics_.Init(ctx_);
     if (!cfg_.transaction_log.empty()) {
       log_ = std::fopen(cfg_.transaction_log.c_str(), "a");
       if (log_ == nullptr) return absl::FailedPreconditionError(absl::StrCat("cannot open ", cfg_.transaction_log));
@@ -344,7 +373,9 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
 
   absl::StatusOr<std::string> PreCommit(const std::string&) override {
     Slot& slot = pool_[open_];
+    const int64_t start = ctx_.clock->NowNanos();
     SLUICE_RETURN_IF_ERROR(slot.producer->Flush(cfg_.flush_timeout_ms));
+    metrics_.Flushed(start, ctx_.clock);
     SLUICE_RETURN_IF_ERROR(SendMarker(slot.producer.get(), checkpoint_id_));
     slot.checkpoint = checkpoint_id_;
     Log("precommit", slot.producer->id(), checkpoint_id_, slot.instance);
@@ -352,6 +383,7 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
     handle.append(slot.staged);
     slot.staged.clear();
     open_ = -1;
+    if (metrics_.pending) metrics_.pending->Set(metrics_.pending->Value() + 1);
     return handle;
   }
 
@@ -365,6 +397,10 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
                                                       slot.producer->id())));
       slot.busy = false;
       Log("commit", slot.producer->id(), p.checkpoint, slot.instance);
+      if (metrics_.committed) {
+        metrics_.committed->Add();
+        metrics_.pending->Set(metrics_.pending->Value() - 1);
+      }
       return absl::OkStatus();
     }
     return Redo(p, handle);
@@ -509,6 +545,7 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
     spdlog::info("{}: redid transaction {} of checkpoint {} ({} records): its commit marker was missing",
                  ctx_.task_name, id, p.checkpoint, count);
     Log("recover_redo", id, p.checkpoint, instance, p.instance);
+    if (metrics_.redone) metrics_.redone->Add();
     (void)handle;
     return absl::OkStatus();
   }
@@ -528,6 +565,7 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
 
   SinkConfig cfg_;
   Serializer serializer_;
+  SinkMetrics metrics_;
   std::vector<Slot> pool_;
   int open_ = -1;
   int64_t checkpoint_id_ = 0;

@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/clock.h"
+#include "common/metrics.h"
 #include "common/status.h"
 #include "common/status_matchers.h"
 #include "connectors/embedded_kafka.h"
@@ -95,6 +96,9 @@ operators:
     ctx.task_name = absl::StrCat("job-1/out#", subtask);
     ctx.attempt = attempt;
     ctx.checkpointing = job_.checkpoint.enabled();
+    ctx.metrics = &metrics_;
+    ctx.metric_labels = {{"operator", "out"}, {"subtask", absl::StrCat(subtask)}};
+    ctx.metrics_owner = absl::StrCat("attempt-", attempt);
     if (restored != nullptr) {
       ctx.restored = true;
       ctx.restored_state = *restored;
@@ -169,7 +173,17 @@ operators:
 
   static std::string Value(int64_t user, int64_t n) { return absl::StrCat("{\"user\":", user, ",\"n\":", n, "}"); }
 
+  // The metric `name{operator="out",subtask="0"}` as rendered.
+  std::string Metric(const std::string& name) {
+    std::string text = metrics_.RenderPrometheus();
+    std::string prefix = name + "{operator=\"out\",subtask=\"0\"} ";
+    size_t at = text.rfind(prefix);  // the latest attempt's
+    if (at == std::string::npos) return "absent";
+    return text.substr(at + prefix.size(), text.find('\n', at) - at - prefix.size());
+  }
+
   ops::OperatorRegistry registry_;
+  MetricsRegistry metrics_;
   FakeClock clock_;
   NullOutput null_;
   plan::JobSpec job_;
@@ -192,8 +206,11 @@ TEST_F(KafkaSinkTest, TransactionsCommitOnlyWhenTheirCheckpointCompletes) {
       << "nothing commits before checkpoint 1 completes";
   EXPECT_TRUE(CommittedValues().empty());
 
+  EXPECT_EQ(Metric("sluice_kafka_sink_transactions_pending"), "1");
   ASSERT_OK(op->NotifyCheckpointComplete(1));
   EXPECT_EQ(EventNames().back(), "commit t-out-0-0 1");
+  EXPECT_EQ(Metric("sluice_kafka_sink_transactions_pending"), "0");
+  EXPECT_EQ(Metric("sluice_kafka_sink_transactions_committed_total"), "1");
   EXPECT_THAT(CommittedValues(), ElementsAre(Value(1, 1), Value(2, 1)));
 
   entries.clear();
@@ -237,6 +254,7 @@ TEST_F(KafkaSinkTest, RestoreRedoesCoveredTransactionsAndReusesTransactionalIds)
                                   "recover_redo t-out-0-0 2"));
   EXPECT_EQ(EventNames()[before - 1], "abort t-out-0-1 0") << "closing aborts the open transaction";
   EXPECT_EQ(Events().back()["redoes"], "1.2");
+  EXPECT_EQ(Metric("sluice_kafka_sink_transactions_redone_total"), "1");
   EXPECT_THAT(CommittedValues(), ElementsAre(Value(1, 1), Value(1, 2), Value(2, 1)))
       << "checkpoint 2's records once; the open transaction's record (user 3) never";
 

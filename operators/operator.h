@@ -50,6 +50,12 @@ struct OperatorContext {
   Counter* records_skipped = nullptr;
   // Whether the job takes checkpoints (sinks are transactional only then).
   bool checkpointing = false;
+  // Where operators register metrics of their own (connectors: transactions, lag), labelled
+  // with `metric_labels` (job, operator, subtask) and removed with the task (`metrics_owner`).
+  // Null in tests that do not care.
+  MetricsRegistry* metrics = nullptr;
+  Labels metric_labels;
+  std::string metrics_owner;
 };
 
 // The operator contract (push-based, as Arrow Acero's ExecNode):

@@ -431,6 +431,9 @@ absl::Status Task::Run() {
       absl::MutexLock lock(&mu_);
       ctx.records_skipped = skipped_counters_[i].get();
     }
+    ctx.metrics = metrics_;
+    ctx.metric_labels = {{"job", desc_.job_id}, {"operator", ops_[i]->spec->id}, {"subtask", absl::StrCat(desc_.subtask)}};
+    ctx.metrics_owner = metrics_owner_;
     ctx.checkpointing = !desc_.checkpoint_dir.empty();
     if (desc_.restore != nullptr) {
       ctx.restored = true;
