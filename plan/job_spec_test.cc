@@ -513,7 +513,7 @@ TEST(JobSpecErrorTest, UnknownOperatorType) {
 )y"),
               IsJobError("job.yaml:6:11: ",
                          "unknown operator type 'fitler' (known: datagen, kafka, filter, map, key_by, "
-                         "aggregate, union, file, print, blackhole)"));
+                         "aggregate, union, file, kafka_sink, print, blackhole)"));
 }
 
 TEST(JobSpecErrorTest, UnknownOption) {
@@ -906,7 +906,7 @@ TEST(JobSpecErrorTest, NoSink) {
     type: filter
     where: x > 3
 )y"),
-              IsJobError("job.yaml:1:1: ", "the job has no sink (file, print or blackhole)"));
+              IsJobError("job.yaml:1:1: ", "the job has no sink (file, kafka_sink, print or blackhole)"));
 }
 
 TEST(JobSpecErrorTest, DatagenFieldProblems) {
