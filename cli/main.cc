@@ -18,6 +18,7 @@
 #include "absl/strings/str_format.h"
 #include "cli/client.h"
 #include "cli/local_cluster.h"
+#include "common/watermark.h"
 #include "plan/variables.h"
 
 namespace sluice::cli {
@@ -81,6 +82,15 @@ void PrintStatus(const proto::JobInfo& j) {
                                    FormatRate(o.records_in_per_s()), FormatRate(o.records_out_per_s()));
       if (o.records_skipped() > 0) {
         std::cout << absl::StrFormat("  %-20s %d bad records skipped\n", "", o.records_skipped());
+      }
+      if (o.has_input_watermark_ms() || o.idle_subtasks() > 0) {
+        std::string idle = o.idle_subtasks() == 0 ? ""
+                           : o.idle_subtasks() == o.parallelism()
+                               ? ", idle"
+                               : absl::StrFormat(", %d of %d subtasks idle", o.idle_subtasks(), o.parallelism());
+        std::cout << absl::StrFormat(
+            "  %-20s watermark %s%s\n", "",
+            FormatWatermark(o.has_input_watermark_ms() ? o.input_watermark_ms() : kNoWatermark), idle);
       }
     }
   }

@@ -1,5 +1,6 @@
 #include "common/metrics.h"
 
+#include <cmath>
 #include <map>
 
 #include "absl/strings/str_cat.h"
@@ -82,7 +83,12 @@ std::string MetricsRegistry::RenderPrometheus() const {
       double v = e->counter ? static_cast<double>(e->counter->Value())
                  : e->gauge ? e->gauge->Value()
                             : e->fn();
-      absl::StrAppend(&out, " ", v, "\n");
+      // Integral values in full (counters, millisecond timestamps); others as %g.
+      if (std::isfinite(v) && v == std::trunc(v) && std::fabs(v) < 9e15) {
+        absl::StrAppend(&out, " ", static_cast<int64_t>(v), "\n");
+      } else {
+        absl::StrAppend(&out, " ", v, "\n");
+      }
     }
   }
   return out;

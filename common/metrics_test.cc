@@ -19,6 +19,13 @@ TEST(MetricsTest, RendersPrometheusText) {
   EXPECT_THAT(text, HasSubstr("# TYPE sluice_records_in_total counter\n"));
   EXPECT_THAT(text, HasSubstr("sluice_records_in_total{task=\"a\\\"b\"} 6\n"));
   EXPECT_THAT(text, HasSubstr("sluice_up 1\n"));
+  auto g = reg.AddGauge("sluice_watermark_ms", "Watermark", {}, "t1");
+  g->Set(1714557600123.0);
+  auto h = reg.AddGauge("sluice_ratio", "Ratio", {}, "t1");
+  h->Set(0.25);
+  text = reg.RenderPrometheus();
+  EXPECT_THAT(text, HasSubstr("sluice_watermark_ms 1714557600123\n")) << "milliseconds in full";
+  EXPECT_THAT(text, HasSubstr("sluice_ratio 0.25\n"));
   reg.RemoveOwner("t1");
   EXPECT_THAT(reg.RenderPrometheus(), Not(HasSubstr("sluice_records_in_total")));
 }

@@ -45,6 +45,11 @@ absl::Status EmbeddedKafka::CreateTopic(const std::string& name, int partitions)
     return absl::InvalidArgumentError(absl::StrCat("bad topic '", name, "' with ", partitions, " partitions"));
   }
   rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(cluster_, name.c_str(), partitions, 1);
+  if (err == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "topic ", name, " already exists, and the embedded endpoint cannot add partitions to a topic "
+        "(librdkafka 2.0.2's mock cluster has no CreatePartitions): create it with its final count"));
+  }
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
     return absl::InternalError(absl::StrCat("cannot create topic ", name, ": ", rd_kafka_err2str(err)));
   }

@@ -24,8 +24,8 @@ struct EmbeddedKafkaOptions {
 // Limits of librdkafka 2.0.2's mock, which callers must not paper over: no transaction markers
 // (read_committed consumers also see aborted records), no fencing of an old transactional
 // producer, TxnOffsetCommit ignored, at most 5 MiB or 100,000 batches kept per partition, no
-// CreateTopics from clients, random ports, data lost when the process stops. Point production
-// jobs at a real broker.
+// CreateTopics from clients, no adding partitions to a topic, random ports, data lost when the
+// process stops. Point production jobs at a real broker.
 //
 // Thread-safe: the mock cluster runs its own thread; the control calls lock inside librdkafka.
 class EmbeddedKafka {
@@ -35,6 +35,7 @@ class EmbeddedKafka {
 
   // "127.0.0.1:port[,127.0.0.1:port...]".
   const std::string& bootstrap() const { return bootstrap_; }
+  // Creates topic `name`. kAlreadyExists if it exists: the mock cannot add partitions to a topic.
   absl::Status CreateTopic(const std::string& name, int partitions);
   // Takes broker `id` (1-based) down or up; the mock keeps its data meanwhile.
   absl::Status SetBrokerDown(int id);

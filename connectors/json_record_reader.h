@@ -18,10 +18,11 @@ namespace sluice::connectors {
 class JsonRecordReader {
  public:
   using json = nlohmann::json;
-  void Reset(const Schema* schema, Record* out) {
+  // Reads the first `fields` fields of `schema` (the rest are filled otherwise).
+  void Reset(const Schema* schema, size_t fields, Record* out) {
     schema_ = schema;
     out_ = out;
-    seen_.assign(schema->size(), false);
+    seen_.assign(fields, false);
     depth_ = 0;
     field_ = -1;
     started_ = false;
@@ -55,7 +56,7 @@ class JsonRecordReader {
   bool key(json::string_t& k) {
     if (depth_ != 1) return true;
     field_ = -1;
-    for (size_t i = 0; i < schema_->size(); ++i) {
+    for (size_t i = 0; i < seen_.size(); ++i) {
       if (schema_->field(i).name == k) {
         field_ = static_cast<int>(i);
         break;
@@ -131,10 +132,11 @@ class JsonRecordReader {
   int bad_field_ = -1;
 };
 
-// Parses `text` (one JSON object) into `out` (schema->size() values) with `reader`.
-inline absl::Status ReadJsonRecord(absl::string_view text, const Schema& schema, Record* out,
+// Parses `text` (one JSON object) into the first `fields` values of `out` (laid out by
+// `schema`) with `reader`.
+inline absl::Status ReadJsonRecord(absl::string_view text, const Schema& schema, size_t fields, Record* out,
                                    JsonRecordReader* reader) {
-  reader->Reset(&schema, out);
+  reader->Reset(&schema, fields, out);
   const bool parsed = nlohmann::json::sax_parse(text.begin(), text.end(), reader);
   return reader->Finish(parsed);
 }

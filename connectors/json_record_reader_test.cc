@@ -11,7 +11,9 @@ using ::sluice::testing::StatusIs;
 
 class JsonRecordReaderTest : public ::testing::Test {
  protected:
-  absl::Status Read(absl::string_view text) { return ReadJsonRecord(text, schema_, &out_, &reader_); }
+  absl::Status Read(absl::string_view text, size_t fields = 5) {
+    return ReadJsonRecord(text, schema_, fields, &out_, &reader_);
+  }
   Schema schema_{{{"user", FieldType::kString}, {"n", FieldType::kInt64}, {"x", FieldType::kDouble},
                   {"ok", FieldType::kBool}, {"ts", FieldType::kTimestamp}}};
   Record out_{5};
@@ -31,6 +33,13 @@ TEST_F(JsonRecordReaderTest, ReadsFieldsInAnyOrderAndIgnoresOthers) {
   EXPECT_EQ(out_.GetString(0), "b");
   EXPECT_EQ(out_.GetDouble(2), 0.5);
   EXPECT_FALSE(out_.GetBool(3));
+}
+
+TEST_F(JsonRecordReaderTest, ReadsOnlyTheLeadingFieldsItIsAskedFor) {
+  // As for a source that fills its last field from the Kafka timestamp.
+  ASSERT_OK(Read(R"({"user": "a", "n": 1, "x": 2, "ok": true})", 4));
+  EXPECT_EQ(out_.GetInt(1), 1);
+  EXPECT_OK(Read(R"({"user": "a", "n": 1, "x": 2, "ok": true, "ts": "ignored"})", 4));
 }
 
 TEST_F(JsonRecordReaderTest, ErrorsNameTheField) {

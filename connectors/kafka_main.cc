@@ -23,7 +23,8 @@ int main(int argc, char** argv) {
   app.add_option("--topic", topics, "Topic to create, NAME:PARTITIONS (repeatable)");
   app.add_option("--bootstrap-file", bootstrap_file, "Write the bootstrap address here once serving");
   app.add_option("--control-port", control_port,
-                 "HTTP control port (0 = any): POST /brokers/ID/down|up, POST /topics/NAME/PARTITIONS");
+                 "HTTP control port (0 = any): POST /brokers/ID/down|up, POST /topics/NAME/PARTITIONS "
+                 "(new topics only: the mock cannot add partitions)");
   CLI11_PARSE(app, argc, argv);
   for (const std::string& t : topics) {
     std::vector<std::string> parts = absl::StrSplit(t, ':');
@@ -54,7 +55,7 @@ int main(int argc, char** argv) {
     });
     control.Post(R"(/topics/([^/]+)/(\d+))", [k](const httplib::Request& req, httplib::Response& res) {
       absl::Status s = k->CreateTopic(req.matches[1], std::stoi(req.matches[2]));
-      res.status = s.ok() ? 200 : 400;
+      res.status = s.ok() ? 200 : s.code() == absl::StatusCode::kAlreadyExists ? 409 : 400;
       res.set_content(s.ok() ? "ok\n" : std::string(s.message()) + "\n", "text/plain");
     });
     control.Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });

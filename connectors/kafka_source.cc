@@ -3,24 +3,117 @@
 #include <librdkafka/rdkafka.h>
 
 #include <algorithm>
+#include <atomic>
+#include <functional>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/logging.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/optional.h"
+#include "common/status.h"
+#include "common/watermark.h"
 #include "connectors/json_record_reader.h"
 #include "connectors/kafka_sink.h"
-#include "common/status.h"
 #include "nlohmann/json.hpp"
+#include "operators/watermark_generator.h"
+#include "plan/job_spec.h"
 
 namespace sluice::connectors {
 namespace {
 
+using PartitionCountFn = std::function<absl::StatusOr<int>()>;
+
+constexpr int64_t kDefaultDiscoveryMs = 30000;
+constexpr int kMetadataTimeoutMs = 10000;
+
+// The number of partitions of `topic` from the brokers' metadata. kNotFound when the topic
+// does not exist, kUnavailable when the brokers do not answer.
+absl::StatusOr<int> FetchPartitionCount(rd_kafka_t* rk, const std::string& topic) {
+  const rd_kafka_metadata_t* md = nullptr;
+  rd_kafka_topic_t* t = rd_kafka_topic_new(rk, topic.c_str(), nullptr);
+  rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, t, &md, kMetadataTimeoutMs);
+  rd_kafka_topic_destroy(t);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return absl::UnavailableError(absl::StrCat("kafka metadata for topic ", topic, ": ", rd_kafka_err2str(err)));
+  }
+  int partitions = md->topic_cnt == 1 && md->topics[0].err == 0 ? md->topics[0].partition_cnt : 0;
+  rd_kafka_metadata_destroy(md);
+  if (partitions == 0) return absl::NotFoundError(absl::StrCat("kafka topic ", topic, " does not exist"));
+  return partitions;
+}
+
+// Counts the topic's partitions off the task thread: a metadata request can take its whole
+// timeout when the brokers are away, and the task thread must keep serving checkpoints.
+// The task thread calls Request() when discovery is due and TakeResult() on later polls
+// (an atomic load while nothing has come). The thread starts in the constructor and is joined
+// in the destructor. Thread-safe.
+class PartitionCounter {
+ public:
+  explicit PartitionCounter(PartitionCountFn count) : count_(std::move(count)) {
+    thread_ = std::thread([this] { Loop(); });
+  }
+  ~PartitionCounter() {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    thread_.join();
+  }
+
+  // Asks for a count, unless one is being fetched already.
+  void Request() {
+    absl::MutexLock lock(&mu_);
+    requested_ = true;
+  }
+
+  // The answer to a request, once it has come.
+  absl::optional<absl::StatusOr<int>> TakeResult() {
+    if (!has_result_.load(std::memory_order_acquire)) return absl::nullopt;
+    absl::MutexLock lock(&mu_);
+    has_result_.store(false);
+    absl::optional<absl::StatusOr<int>> r = std::move(result_);
+    result_.reset();
+    return r;
+  }
+
+ private:
+  void Loop() {
+    while (true) {
+      {
+        absl::MutexLock lock(&mu_);
+        auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return requested_ || stop_; };
+        mu_.Await(absl::Condition(&ready));
+        if (stop_) return;
+        requested_ = false;
+      }
+      absl::StatusOr<int> r = count_();
+      absl::MutexLock lock(&mu_);
+      result_ = std::move(r);
+      has_result_.store(true, std::memory_order_release);
+    }
+  }
+
+  const PartitionCountFn count_;
+  absl::Mutex mu_;
+  bool requested_ ABSL_GUARDED_BY(mu_) = false;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  absl::optional<absl::StatusOr<int>> result_ ABSL_GUARDED_BY(mu_);
+  std::atomic<bool> has_result_{false};
+  std::thread thread_;
+};
+
 class KafkaSource final : public ops::SourceOperator {
  public:
+  // `count_for_test`: null for the brokers' metadata.
+  explicit KafkaSource(PartitionCountFn count_for_test = nullptr)
+      : count_for_test_(std::move(count_for_test)) {}
   ~KafkaSource() override { Close(); }
 
   absl::Status Open(const ops::OperatorContext& ctx, ops::Output* output) override {
@@ -56,6 +149,7 @@ class KafkaSource final : public ops::SourceOperator {
     }
     rk_ = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
     if (rk_ == nullptr) return absl::UnavailableError(absl::StrCat("kafka consumer: ", errstr));
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
     if (!dead_letter_topic_.empty()) {
       rd_kafka_conf_t* pconf = rd_kafka_conf_new();
       if (rd_kafka_conf_set(pconf, "bootstrap.servers", c["bootstrap"].Scalar().c_str(), errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK ||
@@ -67,17 +161,34 @@ class KafkaSource final : public ops::SourceOperator {
       if (dlq_ == nullptr) return absl::UnavailableError(absl::StrCat("dead-letter producer: ", errstr));
     }
 
-    // Which partitions exist, and which are ours.
-    const rd_kafka_metadata_t* md = nullptr;
-    rd_kafka_topic_t* t = rd_kafka_topic_new(rk_, topic_.c_str(), nullptr);
-    rd_kafka_resp_err_t err = rd_kafka_metadata(rk_, 0, t, &md, 10000);
-    rd_kafka_topic_destroy(t);
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      return absl::UnavailableError(absl::StrCat("kafka metadata for topic ", topic_, ": ", rd_kafka_err2str(err)));
+    // Event time and discovery.
+    const int64_t now = ctx.clock->NowNanos();
+    if (ctx.spec->has_event_time) {
+      const plan::EventTimeSpec& et = ctx.spec->event_time;
+      watermarks_ = std::make_unique<ops::SplitWatermarks>(et.max_out_of_orderness_ms, et.idle_timeout_ms);
+      ts_field_ = et.field_index;
+      kafka_timestamp_ = et.from_kafka_timestamp;
+      watermark_interval_nanos_ = (ctx.job != nullptr ? ctx.job->watermark_interval_ms : 200) * 1'000'000;
+      next_watermark_nanos_ = now;  // the first poll says whether the subtask is idle
     }
-    int partitions = md->topic_cnt == 1 && md->topics[0].err == 0 ? md->topics[0].partition_cnt : 0;
-    rd_kafka_metadata_destroy(md);
-    if (partitions == 0) return absl::NotFoundError(absl::StrCat("kafka topic ", topic_, " does not exist"));
+    decoded_fields_ = ctx.spec->output_schema.size() - (kafka_timestamp_ ? 1 : 0);
+    if (!bounded_) {
+      int64_t discovery_ms = kDefaultDiscoveryMs;
+      if (c["partition_discovery"]) {
+        SLUICE_ASSIGN_OR_RETURN(discovery_ms, plan::ParseDurationMs(c["partition_discovery"].Scalar()));
+      }
+      discovery_interval_nanos_ = discovery_ms * 1'000'000;
+      next_discovery_nanos_ = now + discovery_interval_nanos_;
+    }
+
+    // Which partitions exist, and which are ours.
+    PartitionCountFn count = count_for_test_;
+    if (!count) {
+      rd_kafka_t* rk = rk_;
+      std::string topic = topic_;
+      count = [rk, topic] { return FetchPartitionCount(rk, topic); };
+    }
+    SLUICE_ASSIGN_OR_RETURN(known_partitions_, count());
 
     std::map<int32_t, int64_t> restored;
     for (const std::string& e : ctx.restored_state) {
@@ -86,14 +197,18 @@ class KafkaSource final : public ops::SourceOperator {
       int64_t off;
       if (parts.size() == 2 && absl::SimpleAtoi(parts[0], &p) && absl::SimpleAtoi(parts[1], &off)) restored[p] = off;
     }
-    rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(partitions);
-    for (int32_t p = 0; p < partitions; ++p) {
+    rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(known_partitions_);
+    for (int32_t p = 0; p < known_partitions_; ++p) {
       if (p % ctx.parallelism != ctx.subtask) continue;
       int64_t offset = start == "latest" ? RD_KAFKA_OFFSET_END
                        : start == "committed" ? RD_KAFKA_OFFSET_STORED
                                               : RD_KAFKA_OFFSET_BEGINNING;
       auto it = restored.find(p);
-      if (it != restored.end()) offset = it->second;
+      if (it != restored.end()) {
+        offset = it->second;
+      } else if (ctx.restored && discovery_interval_nanos_ > 0) {
+        offset = RD_KAFKA_OFFSET_BEGINNING;  // appeared after the checkpoint: a new partition
+      }
       rd_kafka_topic_partition_list_add(list, topic_.c_str(), p)->offset = offset;
       int64_t low = 0, high = 0;
       if (bounded_) {
@@ -105,13 +220,16 @@ class KafkaSource final : public ops::SourceOperator {
       }
       Partition part;
       part.id = p;
-      part.next = it != restored.end() ? it->second : (offset == RD_KAFKA_OFFSET_BEGINNING ? low : -1);
+      // Bounded sources compare positions with end offsets, so "earliest" is the low offset.
+      part.next = bounded_ && offset == RD_KAFKA_OFFSET_BEGINNING ? low : offset;
       part.end = high;
+      if (watermarks_ != nullptr) part.split = watermarks_->AddSplit(now);
       partitions_[p] = part;
     }
     err = rd_kafka_assign(rk_, list);
     rd_kafka_topic_partition_list_destroy(list);
     if (err) return absl::UnavailableError(absl::StrCat("kafka assign: ", rd_kafka_err2str(err)));
+    if (discovery_interval_nanos_ > 0) counter_ = std::make_unique<PartitionCounter>(std::move(count));
     spdlog::info("{}: reading {} partition(s) of {}{}", ctx.task_name, partitions_.size(), topic_,
                  ctx.restored ? " from checkpointed offsets" : "");
     return absl::OkStatus();
@@ -119,6 +237,7 @@ class KafkaSource final : public ops::SourceOperator {
 
   absl::StatusOr<State> Poll(int max_records, int64_t* wake_at_nanos) override {
     if (bounded_ && Done()) return State::kEnd;
+    if (watermarks_ != nullptr || counter_ != nullptr) SLUICE_RETURN_IF_ERROR(Periodic());
     for (int n = 0; n < max_records; ++n) {
       rd_kafka_message_t* m = rd_kafka_consumer_poll(rk_, 0);
       if (m == nullptr) {
@@ -138,6 +257,13 @@ class KafkaSource final : public ops::SourceOperator {
       absl::Status s = Decode(m);
       const int64_t offset = m->offset;
       it->second.next = offset + 1;
+      if (s.ok() && watermarks_ != nullptr && watermarks_->OnEvent(it->second.split, out_.GetInt(ts_field_))) {
+        s = output_->EmitWatermarkStatus(false);  // idle until this record
+        if (!s.ok()) {
+          rd_kafka_message_destroy(m);
+          return s;
+        }
+      }
       if (!s.ok()) {
         std::string where = absl::StrCat("topic ", topic_, " partition ", m->partition, " offset ", offset);
         if (dlq_ != nullptr) {
@@ -177,13 +303,20 @@ class KafkaSource final : public ops::SourceOperator {
       rd_kafka_resp_err_t err = rd_kafka_flush(dlq_, 30000);
       if (err) return absl::UnavailableError(absl::StrCat("dead-letter topic ", dead_letter_topic_, ": ", rd_kafka_err2str(err)));
     }
-    for (const auto& [p, part] : partitions_) {
-      if (part.next >= 0) entries->push_back(absl::StrCat(p, ":", part.next));
-    }
+    // Every partition, also those not read yet: their logical start offset (earliest, latest,
+    // committed) is resolved again on restore, and a restored source can tell partitions it
+    // knew from those that appeared since.
+    for (const auto& [p, part] : partitions_) entries->push_back(absl::StrCat(p, ":", part.next));
     snapshot_ = partitions_;
     return absl::OkStatus();
   }
   bool UnionState() const override { return true; }
+
+  // Bounded: event time ends with the input.
+  absl::Status Finish() override {
+    if (watermarks_ == nullptr) return absl::OkStatus();
+    return output_->EmitWatermark(kMaxWatermark);
+  }
 
   absl::Status NotifyCheckpointComplete(int64_t) override {
     // For monitoring tools only: our checkpoints hold the offsets we resume from.
@@ -197,6 +330,7 @@ class KafkaSource final : public ops::SourceOperator {
   }
 
   void Close() override {
+    counter_.reset();  // joins the discovery thread, which uses rk_
     if (dlq_ != nullptr) {
       rd_kafka_flush(dlq_, 10000);
       rd_kafka_destroy(dlq_);
@@ -212,9 +346,62 @@ class KafkaSource final : public ops::SourceOperator {
  private:
   struct Partition {
     int32_t id = 0;
-    int64_t next = -1;  // next offset to read; -1 unknown (latest/committed before first record)
-    int64_t end = 0;    // bounded: stop here
+    // Next offset to read, or before the first record a logical offset (RD_KAFKA_OFFSET_
+    // BEGINNING, _END or _STORED) as assigned.
+    int64_t next = RD_KAFKA_OFFSET_END;
+    int64_t end = 0;  // bounded: stop here
+    int split = -1;   // index in watermarks_
   };
+
+  // Once per poll: periodic watermarks and partition discovery, when due.
+  absl::Status Periodic() {
+    const int64_t now = ctx_.clock->NowNanos();
+    if (counter_ != nullptr) {
+      if (now >= next_discovery_nanos_) {
+        counter_->Request();
+        next_discovery_nanos_ = now + discovery_interval_nanos_;
+      }
+      if (absl::optional<absl::StatusOr<int>> count = counter_->TakeResult()) {
+        SLUICE_RETURN_IF_ERROR(AddPartitions(*count, now));
+      }
+    }
+    if (watermarks_ != nullptr && now >= next_watermark_nanos_) {
+      SLUICE_RETURN_IF_ERROR(watermarks_->OnPeriodic(now, output_));
+      next_watermark_nanos_ = now + watermark_interval_nanos_;
+    }
+    return absl::OkStatus();
+  }
+
+  // Discovery found `count` partitions: reads ours among the new ones from the earliest offset.
+  absl::Status AddPartitions(const absl::StatusOr<int>& count, int64_t now) {
+    if (!count.ok()) {
+      // The next discovery tries again; reading the known partitions goes on meanwhile.
+      spdlog::warn("{}: partition discovery: {}", ctx_.task_name, count.status());
+      return absl::OkStatus();
+    }
+    if (*count <= known_partitions_) return absl::OkStatus();  // Kafka never removes partitions
+    rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(*count - known_partitions_);
+    for (int32_t p = known_partitions_; p < *count; ++p) {
+      if (p % ctx_.parallelism != ctx_.subtask || partitions_.count(p)) continue;
+      rd_kafka_topic_partition_list_add(list, topic_.c_str(), p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+      Partition part;
+      part.id = p;
+      part.next = RD_KAFKA_OFFSET_BEGINNING;
+      if (watermarks_ != nullptr) part.split = watermarks_->AddSplit(now);
+      partitions_[p] = part;
+    }
+    spdlog::info("{}: topic {} has {} partitions (was {}); reading {} new one(s) from the earliest offset",
+                 ctx_.task_name, topic_, *count, known_partitions_, list->cnt);
+    known_partitions_ = *count;
+    rd_kafka_error_t* error = list->cnt > 0 ? rd_kafka_incremental_assign(rk_, list) : nullptr;
+    rd_kafka_topic_partition_list_destroy(list);
+    if (error != nullptr) {
+      std::string msg = rd_kafka_error_string(error);
+      rd_kafka_error_destroy(error);
+      return absl::UnavailableError(absl::StrCat("kafka assign of new partitions of ", topic_, ": ", msg));
+    }
+    return absl::OkStatus();
+  }
 
   bool Done() const {
     for (const auto& [p, part] : partitions_) {
@@ -224,6 +411,11 @@ class KafkaSource final : public ops::SourceOperator {
   }
 
   absl::Status Decode(const rd_kafka_message_t* m) {
+    if (kafka_timestamp_) {
+      const int64_t ts = rd_kafka_message_timestamp(m, nullptr);
+      if (ts < 0) return absl::InvalidArgumentError("the message has no timestamp");
+      out_.SetInt(ts_field_, ts);
+    }
     const Schema& schema = ctx_.spec->output_schema;
     absl::string_view value(static_cast<const char*>(m->payload), m->len);
     if (format_ == "raw") {
@@ -233,13 +425,13 @@ class KafkaSource final : public ops::SourceOperator {
     }
     if (format_ == "csv") {
       std::vector<absl::string_view> cols = absl::StrSplit(value, ',');
-      if (cols.size() != schema.size()) {
-        return absl::InvalidArgumentError(absl::StrCat("expected ", schema.size(), " columns, got ", cols.size()));
+      if (cols.size() != decoded_fields_) {
+        return absl::InvalidArgumentError(absl::StrCat("expected ", decoded_fields_, " columns, got ", cols.size()));
       }
-      for (size_t i = 0; i < schema.size(); ++i) SLUICE_RETURN_IF_ERROR(SetFromText(i, cols[i]));
+      for (size_t i = 0; i < decoded_fields_; ++i) SLUICE_RETURN_IF_ERROR(SetFromText(i, cols[i]));
       return absl::OkStatus();
     }
-    return ReadJsonRecord(value, schema, &out_, &json_);
+    return ReadJsonRecord(value, schema, decoded_fields_, &out_, &json_);
   }
 
   absl::Status SetFromText(size_t i, absl::string_view text) {
@@ -281,11 +473,28 @@ class KafkaSource final : public ops::SourceOperator {
   std::map<int32_t, Partition> snapshot_;
   Record out_;
   JsonRecordReader json_;
+  size_t decoded_fields_ = 0;  // fields read from the message (all but a kafka_timestamp one)
+  // Event time (watermarks_ null without `event_time`).
+  std::unique_ptr<ops::SplitWatermarks> watermarks_;
+  int ts_field_ = -1;
+  bool kafka_timestamp_ = false;
+  int64_t watermark_interval_nanos_ = 0;
+  int64_t next_watermark_nanos_ = 0;
+  // Partition discovery (counter_ null when off).
+  const PartitionCountFn count_for_test_;
+  int known_partitions_ = 0;
+  int64_t discovery_interval_nanos_ = 0;
+  int64_t next_discovery_nanos_ = 0;
+  std::unique_ptr<PartitionCounter> counter_;
 };
 
 }  // namespace
 
 std::unique_ptr<ops::Operator> MakeKafkaSource() { return std::make_unique<KafkaSource>(); }
+
+std::unique_ptr<ops::Operator> MakeKafkaSourceForTest(std::function<absl::StatusOr<int>()> partition_count) {
+  return std::make_unique<KafkaSource>(std::move(partition_count));
+}
 
 void RegisterConnectorOperators(ops::OperatorRegistry* registry) {
   absl::Status s = registry->Register("kafka", [](const plan::OperatorSpec&) { return MakeKafkaSource(); });

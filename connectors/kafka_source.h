@@ -1,7 +1,9 @@
 #pragma once
 
+#include <functional>
 #include <memory>
 
+#include "absl/status/statusor.h"
 #include "operators/operator.h"
 #include "operators/registry.h"
 
@@ -18,7 +20,28 @@ namespace sluice::connectors {
 // seen at start), on_error (fail | skip | dead_letter with dead_letter_topic) for records that do
 // not parse: fail names topic, partition and offset; skip counts; dead_letter also writes the
 // original bytes, with the error in a header, to the dead-letter topic.
+//
+// Event time (`event_time: {field | kafka_timestamp, max_out_of_orderness, idle_timeout}`):
+// each partition has its own bounded-out-of-orderness watermark (largest timestamp seen -
+// max_out_of_orderness - 1); the subtask emits the minimum over its non-idle partitions every
+// watermark interval when it advanced. A partition without records for idle_timeout
+// (processing time) is idle and does not hold the watermark back; when all of a subtask's
+// partitions are idle (or it has none), its output is marked idle until its next record. A
+// bounded source ends event time (kMaxWatermark) when it ends.
+//
+// Partition discovery (`partition_discovery`, default 30s, 0 = off; never for bounded
+// sources): every interval a background thread re-reads the topic's partition count; partition
+// p that appeared is read by subtask p % parallelism from the earliest offset, and is part of
+// the checkpointed offsets from then on. A partition missing from the state of a restored
+// source appeared after that checkpoint, so it is read from the earliest offset too.
 std::unique_ptr<ops::Operator> MakeKafkaSource();
+
+// For tests: a kafka source that takes the topic's partition count from `partition_count`
+// (at Open and at each discovery, on the discovery thread) instead of the brokers' metadata.
+// The embedded endpoint (librdkafka's mock cluster) cannot add partitions to a topic, so a test
+// creates the topic with its final count and lets the source see fewer at first.
+std::unique_ptr<ops::Operator> MakeKafkaSourceForTest(
+    std::function<absl::StatusOr<int>()> partition_count);
 
 // Adds the connectors' operators (kafka, kafka_sink) to `registry`.
 void RegisterConnectorOperators(ops::OperatorRegistry* registry);

@@ -15,6 +15,7 @@
 #include "common/logging.h"
 #include "common/process.h"
 #include "common/status.h"
+#include "common/watermark.h"
 
 namespace sluice::coordinator {
 
@@ -281,6 +282,9 @@ void Coordinator::HandleTaskState(Job& job, const proto::TaskStatus& st) {
   }
   if (TaskTerminal(t.state)) return;  // final states stick
   t.end_of_input = st.end_of_input();
+  t.has_watermark = st.has_watermark_ms();
+  t.watermark_ms = st.watermark_ms();
+  t.watermark_idle = st.watermark_idle();
   if (st.state() == proto::TASK_DEPLOYING) return;
   if (job.state == proto::JOB_RESTARTING) {
     t.state = st.state() == proto::TASK_RUNNING ? t.state : st.state();
@@ -689,6 +693,33 @@ proto::JobInfo Coordinator::JobInfoLocked(const Job& job) const {
       oi->set_records_skipped(skipped);
       oi->set_records_in_per_s(job.in_rate[v.ops[k]]);
       oi->set_records_out_per_s(job.out_rate[v.ops[k]]);
+    }
+    // Event time: the vertex's watermark is the minimum over its non-idle subtasks (a non-idle
+    // subtask without one leaves it unset), or over all subtasks when every one is idle. All
+    // operators of a chain share their task's input watermark.
+    bool any_active = false, active_missing = false, any_idle_with = false;
+    int64_t active_min = kMaxWatermark, idle_min = kMaxWatermark;
+    int idle = 0;
+    for (const auto& t : job.tasks[v.id]) {
+      if (t.watermark_idle) {
+        ++idle;
+        if (t.has_watermark) {
+          any_idle_with = true;
+          idle_min = std::min(idle_min, t.watermark_ms);
+        }
+      } else {
+        any_active = true;
+        if (t.has_watermark) {
+          active_min = std::min(active_min, t.watermark_ms);
+        } else {
+          active_missing = true;
+        }
+      }
+    }
+    const bool has_watermark = any_active ? !active_missing : any_idle_with;
+    for (auto& oi : *vi->mutable_operators()) {
+      if (has_watermark) oi.set_input_watermark_ms(any_active ? active_min : idle_min);
+      oi.set_idle_subtasks(idle);
     }
     for (int s = 0; s < v.parallelism && s < static_cast<int>(job.tasks[v.id].size()); ++s) {
       const TaskEntry& t = job.tasks[v.id][s];

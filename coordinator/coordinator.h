@@ -88,6 +88,11 @@ class Coordinator {
     std::vector<uint64_t> records_out;
     std::vector<uint64_t> records_skipped;
     bool end_of_input = false;
+    // Event time, as last reported (a gauge, not a maximum): watermark_ms is meaningful with
+    // has_watermark.
+    bool has_watermark = false;
+    int64_t watermark_ms = 0;
+    bool watermark_idle = false;
   };
   struct PendingCheckpoint {
     int64_t id = 0;

@@ -1,5 +1,6 @@
 // The built-in operators. Each is small; they share this file so the registry sees them all.
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -21,6 +22,7 @@
 #include "operators/key_hasher.h"
 #include "operators/registry.h"
 #include "operators/two_phase_commit_sink.h"
+#include "operators/watermark_generator.h"
 #include "plan/expr.h"
 #include "state/keyed_state_backend.h"
 
@@ -35,7 +37,9 @@ using plan::Expr;
 // starts with split (i, n), producing seq = i, i+n, i+2n, ... below `count` (or forever). A
 // split's position is the source's checkpointed state, so replay after recovery gives the
 // same records; on rescale, splits are dealt round-robin to the new subtasks. `rate` is
-// records/s for the whole source (0: unlimited).
+// records/s for the whole source (0: unlimited). With `event_time`, the subtask emits
+// bounded-out-of-orderness watermarks over its records every watermark interval (all its
+// sequences as one split) and the end of event time when its count is reached.
 class DatagenSource final : public SourceOperator {
  public:
   absl::Status Open(const OperatorContext& ctx, Output* output) override {
@@ -64,11 +68,26 @@ class DatagenSource final : public SourceOperator {
       splits_.push_back(Split{ctx.subtask, ctx.parallelism, ctx.subtask});
     }
     start_nanos_ = ctx.clock->NowNanos();
+    if (ctx.spec->has_event_time) {
+      const plan::EventTimeSpec& et = ctx.spec->event_time;
+      watermarks_ = std::make_unique<SplitWatermarks>(et.max_out_of_orderness_ms, et.idle_timeout_ms);
+      watermarks_->AddSplit(start_nanos_);
+      watermark_interval_nanos_ = (ctx.job != nullptr ? ctx.job->watermark_interval_ms : 200) * 1'000'000;
+      next_watermark_nanos_ = start_nanos_ + watermark_interval_nanos_;
+      ts_field_ = et.field_index;
+    }
     return absl::OkStatus();
   }
 
   absl::StatusOr<State> Poll(int max_records, int64_t* wake_at_nanos) override {
     const Schema& schema = ctx_.spec->output_schema;
+    if (watermarks_ != nullptr) {
+      const int64_t now = ctx_.clock->NowNanos();
+      if (now >= next_watermark_nanos_) {
+        SLUICE_RETURN_IF_ERROR(watermarks_->OnPeriodic(now, output_));
+        next_watermark_nanos_ = now + watermark_interval_nanos_;
+      }
+    }
     for (int n = 0; n < max_records; ++n) {
       // Next split with records left, round-robin.
       size_t tried = 0;
@@ -86,7 +105,8 @@ class DatagenSource final : public SourceOperator {
           due = now - kMaxLagNanos;
         }
         if (due > now) {
-          *wake_at_nanos = due;
+          // Wake for the next record or the next watermark, whichever is first.
+          *wake_at_nanos = watermarks_ != nullptr ? std::min(due, next_watermark_nanos_) : due;
           return State::kWait;
         }
       }
@@ -95,12 +115,21 @@ class DatagenSource final : public SourceOperator {
       for (size_t i = 0; i < exprs_.size(); ++i) {
         plan::EvalInto(*exprs_[i], seq_record_, schema.field(i).type, &out_, i);
       }
+      if (watermarks_ != nullptr && watermarks_->OnEvent(0, out_.GetInt(ts_field_))) {
+        SLUICE_RETURN_IF_ERROR(output_->EmitWatermarkStatus(false));
+      }
       SLUICE_RETURN_IF_ERROR(output_->Emit(out_));
       split.next += split.stride;
       ++emitted_;
       if (splits_.size() > 1) current_ = (current_ + 1) % splits_.size();
     }
     return State::kMore;
+  }
+
+  // Bounded: event time ends with the input.
+  absl::Status Finish() override {
+    if (watermarks_ == nullptr) return absl::OkStatus();
+    return output_->EmitWatermark(kMaxWatermark);
   }
 
   absl::Status SnapshotState(int64_t, std::vector<std::string>* entries) override {
@@ -126,6 +155,11 @@ class DatagenSource final : public SourceOperator {
   std::vector<std::unique_ptr<Expr>> exprs_;
   Record seq_record_;
   Record out_;
+  // Event time (null without `event_time`).
+  std::unique_ptr<SplitWatermarks> watermarks_;
+  int ts_field_ = -1;
+  int64_t watermark_interval_nanos_ = 0;
+  int64_t next_watermark_nanos_ = 0;
 };
 
 class FilterOperator final : public Operator {

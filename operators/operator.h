@@ -21,10 +21,18 @@ namespace sluice::ops {
 // Where an operator sends its output records. Emit() may block (backpressure: the next
 // channel has no credit) and returns an error when the task is being cancelled or a
 // downstream operator failed.
+//
+// Event time travels the same way, in order with the records: EmitWatermark() says no record
+// emitted afterwards has a timestamp <= `watermark_ms` (or it is late); EmitWatermarkStatus()
+// marks this output idle (downstream stops waiting for its watermarks) or active again.
+// Watermarks must not move backwards. Outputs that do not carry event time drop them (the
+// default).
 class Output {
  public:
   virtual ~Output() = default;
   virtual absl::Status Emit(const Record& record) = 0;
+  virtual absl::Status EmitWatermark(int64_t watermark_ms) { return absl::OkStatus(); }
+  virtual absl::Status EmitWatermarkStatus(bool idle) { return absl::OkStatus(); }
 };
 
 // What an operator is told when it is opened.
@@ -59,7 +67,8 @@ struct OperatorContext {
 };
 
 // The operator contract (push-based, as Arrow Acero's ExecNode):
-//   Open() once, then Process() per input record in arrival order, then Finish() once when
+//   Open() once, then Process() per input record in arrival order (with ProcessWatermark() and
+//   ProcessWatermarkStatus() in between, where they fall in the input), then Finish() once when
 //   every input has ended (flush anything buffered), then Close(). All calls come from the
 //   one thread of the task that owns the operator: operators need no locks.
 // Process() may call Output::Emit() any number of times. A non-OK status fails the task with
@@ -76,6 +85,19 @@ class Operator {
   virtual absl::Status Process(const Record& record) = 0;
   virtual absl::Status Finish() { return absl::OkStatus(); }
   virtual void Close() {}
+
+  // Event time (on the task thread, in order with Process()): the task's input watermark
+  // advanced to `watermark_ms` (it never moves backwards; kMaxWatermark: event time ended).
+  // The default forwards it; an operator that holds records back by event time emits what the
+  // watermark releases first.
+  virtual absl::Status ProcessWatermark(int64_t watermark_ms) {
+    return output_->EmitWatermark(watermark_ms);
+  }
+  // Every input of the task turned idle (true), or one is active again (false). Forwarded by
+  // default.
+  virtual absl::Status ProcessWatermarkStatus(bool idle) {
+    return output_->EmitWatermarkStatus(idle);
+  }
 
   // Checkpointing (all on the task thread).
   // Keyed operators get a KeyedStateBackend in their context.

@@ -38,10 +38,10 @@ struct OperatorType {
 
 const std::vector<OperatorType>& OperatorTypes() {
   static const auto* types = new std::vector<OperatorType>{
-      {"datagen", OperatorKind::kDatagen, 0, 0, {"count", "rate", "fields"}},
+      {"datagen", OperatorKind::kDatagen, 0, 0, {"count", "rate", "fields", "event_time"}},
       {"kafka", OperatorKind::kKafkaSource, 0, 0,
        {"bootstrap", "topic", "format", "fields", "start", "group", "bounded", "on_error",
-        "dead_letter_topic"}},
+        "dead_letter_topic", "event_time", "partition_discovery"}},
       {"filter", OperatorKind::kFilter, 1, 1, {"where"}},
       {"map", OperatorKind::kMap, 1, 1, {"fields"}},
       {"key_by", OperatorKind::kKeyBy, 1, 1, {"key"}},
@@ -232,6 +232,66 @@ absl::Status ParseInputs(const ErrorContext& ec, const YAML::Node& op, OperatorS
 
 absl::StatusOr<int64_t> GetDuration(const ErrorContext& ec, const YAML::Node& parent,
                                     const char* key, int64_t default_value);
+absl::Status CheckKeys(const ErrorContext& ec, const YAML::Node& node, const char* what,
+                       const std::set<std::string>& allowed);
+
+// Parses a source's `event_time` option against its output schema. For a kafka source
+// (`kafka`), `kafka_timestamp: NAME` appends a timestamp field NAME to the output schema.
+absl::Status ParseEventTime(const ErrorContext& ec, OperatorSpec& op, bool kafka) {
+  const YAML::Node e = op.config["event_time"];
+  if (!e) return absl::OkStatus();
+  const char* shape = kafka ? "{field | kafka_timestamp, max_out_of_orderness, idle_timeout}"
+                            : "{field, max_out_of_orderness, idle_timeout}";
+  if (!e.IsMap()) return ec.At(e, absl::StrCat("'event_time' must be a mapping ", shape));
+  std::set<std::string> keys = {"field", "max_out_of_orderness", "idle_timeout"};
+  if (kafka) keys.insert("kafka_timestamp");
+  SLUICE_RETURN_IF_ERROR(CheckKeys(ec, e, "event_time", keys));
+  EventTimeSpec et;
+  if (e["field"] && e["kafka_timestamp"]) {
+    return ec.At(e["kafka_timestamp"], "give either 'field' or 'kafka_timestamp' in event_time, not both");
+  }
+  if (e["kafka_timestamp"]) {
+    SLUICE_ASSIGN_OR_RETURN(et.field, GetString(ec, e, "kafka_timestamp", true));
+    if (!IsIdentifier(et.field)) {
+      return ec.At(e["kafka_timestamp"], absl::StrCat("'", et.field, "' is not a valid field name"));
+    }
+    if (op.output_schema.IndexOf(et.field) >= 0) {
+      return ec.At(e["kafka_timestamp"],
+                   absl::StrCat("field '", et.field, "' already exists in ", op.output_schema.ToString(),
+                                "; kafka_timestamp names a new field for the message timestamp"));
+    }
+    std::vector<Field> fields = op.output_schema.fields();
+    fields.push_back({et.field, FieldType::kTimestamp});
+    op.output_schema = Schema(std::move(fields));
+    et.from_kafka_timestamp = true;
+  } else if (e["field"]) {
+    SLUICE_ASSIGN_OR_RETURN(et.field, GetString(ec, e, "field", true));
+    int idx = op.output_schema.IndexOf(et.field);
+    if (idx < 0) {
+      return ec.At(e["field"], absl::StrCat("unknown event-time field '", et.field, "' (the source has ",
+                                            op.output_schema.ToString(), ")"));
+    }
+    if (!IsIntegral(op.output_schema.field(idx).type)) {
+      return ec.At(e["field"], absl::StrCat("event-time field '", et.field, "' is ",
+                                            FieldTypeName(op.output_schema.field(idx).type),
+                                            "; it must be a timestamp or int64 (milliseconds since the epoch)"));
+    }
+  } else {
+    return ec.At(e, kafka ? "event_time needs 'field' (a timestamp or int64 field of the record) or "
+                            "'kafka_timestamp' (a new timestamp field filled from each message's Kafka timestamp)"
+                          : "event_time needs 'field' (a timestamp or int64 field of the record)");
+  }
+  et.field_index = op.output_schema.IndexOf(et.field);
+  SLUICE_ASSIGN_OR_RETURN(et.max_out_of_orderness_ms, GetDuration(ec, e, "max_out_of_orderness", 0));
+  SLUICE_ASSIGN_OR_RETURN(et.idle_timeout_ms, GetDuration(ec, e, "idle_timeout", 0));
+  constexpr int64_t kYearMs = 366LL * 24 * 3600 * 1000;
+  if (et.max_out_of_orderness_ms > kYearMs) {
+    return ec.At(e["max_out_of_orderness"], "'max_out_of_orderness' must be at most a year");
+  }
+  op.has_event_time = true;
+  op.event_time = std::move(et);
+  return absl::OkStatus();
+}
 
 // Type-checks one operator's own options and infers its output schema.
 absl::Status CheckOperator(const ErrorContext& ec, std::vector<OperatorSpec>& ops,
@@ -268,7 +328,7 @@ absl::Status CheckOperator(const ErrorContext& ec, std::vector<OperatorSpec>& op
         out.push_back({name, *type});
       }
       op.output_schema = Schema(std::move(out));
-      return absl::OkStatus();
+      return ParseEventTime(ec, op, /*kafka=*/false);
     }
     case OperatorKind::kKafkaSource: {
       SLUICE_ASSIGN_OR_RETURN(std::string bootstrap, GetString(ec, c, "bootstrap", true));
@@ -292,14 +352,20 @@ absl::Status CheckOperator(const ErrorContext& ec, std::vector<OperatorSpec>& op
       if (on_error == "dead_letter" && !c["dead_letter_topic"]) {
         return ec.At(c["on_error"], "on_error: dead_letter needs a 'dead_letter_topic'");
       }
+      bool bounded = false;
       if (c["bounded"]) {
-        bool b;
-        if (!YAML::convert<bool>::decode(c["bounded"], b)) return ec.At(c["bounded"], "'bounded' must be true or false");
+        if (!YAML::convert<bool>::decode(c["bounded"], bounded)) return ec.At(c["bounded"], "'bounded' must be true or false");
+      }
+      SLUICE_ASSIGN_OR_RETURN(int64_t discovery, GetDuration(ec, c, "partition_discovery", 0));
+      if (bounded && discovery > 0) {
+        return ec.At(c["partition_discovery"],
+                     "a bounded kafka source reads the partitions that exist at start; remove "
+                     "partition_discovery (or set it to 0)");
       }
       if (format == "raw") {
         if (c["fields"]) return ec.At(c["fields"], "format raw has fixed fields (key, value)");
         op.output_schema = Schema({{"key", FieldType::kString}, {"value", FieldType::kString}});
-        return absl::OkStatus();
+        return ParseEventTime(ec, op, /*kafka=*/true);
       }
       YAML::Node fields = c["fields"];
       if (!fields || !fields.IsSequence() || fields.size() == 0) {
@@ -319,7 +385,7 @@ absl::Status CheckOperator(const ErrorContext& ec, std::vector<OperatorSpec>& op
       op.output_schema = Schema(std::move(out));
       (void)bootstrap;
       (void)topic;
-      return absl::OkStatus();
+      return ParseEventTime(ec, op, /*kafka=*/true);
     }
     case OperatorKind::kFilter: {
       SLUICE_ASSIGN_OR_RETURN(std::string where, GetString(ec, c, "where", true));
@@ -628,12 +694,13 @@ absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view yaml_text, absl::string_v
   job.source_name = std::string(source_name);
   static const std::set<std::string> kJobKeys = {"name", "parallelism", "max_parallelism",
                                                  "buffer_timeout_ms", "operators", "checkpoint",
-                                                 "restart"};
+                                                 "restart", "watermark_interval"};
   for (const auto& kv : root) {
     if (!kJobKeys.count(kv.first.Scalar())) {
       return ec.At(kv.first, absl::StrCat("unknown job key '", kv.first.Scalar(),
                                           "' (expected name, parallelism, max_parallelism, "
-                                          "buffer_timeout_ms, checkpoint, restart, operators)"));
+                                          "buffer_timeout_ms, watermark_interval, checkpoint, restart, "
+                                          "operators)"));
     }
   }
   SLUICE_ASSIGN_OR_RETURN(job.name, GetString(ec, root, "name", false));
@@ -648,6 +715,10 @@ absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view yaml_text, absl::string_v
                                                1, kUpperMaxParallelism));
   job.max_parallelism = static_cast<int>(maxp);
   SLUICE_ASSIGN_OR_RETURN(job.buffer_timeout_ms, GetInt(ec, root, "buffer_timeout_ms", 10, 0, 60000));
+  SLUICE_ASSIGN_OR_RETURN(job.watermark_interval_ms, GetDuration(ec, root, "watermark_interval", 200));
+  if (job.watermark_interval_ms < 1 || job.watermark_interval_ms > 3600000) {
+    return ec.At(root["watermark_interval"], "'watermark_interval' must be between 1ms and 1h");
+  }
 
   SLUICE_RETURN_IF_ERROR(ParseCheckpointAndRestart(ec, root, &job));
 

@@ -38,6 +38,18 @@ enum class OperatorKind {
   kBlackholeSink
 };
 
+// A source's `event_time` option: where records' event time comes from and how watermarks
+// are generated (bounded out-of-orderness per split, with idleness).
+//   event_time: {field: ts, max_out_of_orderness: 2s, idle_timeout: 30s}
+//   event_time: {kafka_timestamp: ts, ...}   # kafka only: adds timestamp field `ts`
+struct EventTimeSpec {
+  std::string field;                  // the timestamp (or int64) field, in ms since the epoch
+  int field_index = -1;               // its index in the source's output schema
+  bool from_kafka_timestamp = false;  // `field` is added and filled from the message timestamp
+  int64_t max_out_of_orderness_ms = 0;
+  int64_t idle_timeout_ms = 0;        // 0: a split without records never turns idle
+};
+
 // One operator of a job as written, validated, with its output schema inferred.
 struct OperatorSpec {
   std::string id;
@@ -52,6 +64,8 @@ struct OperatorSpec {
   Schema input_schema;   // empty for sources
   Schema output_schema;  // empty for sinks
   std::vector<KeySpec> key;  // keyed operators: the key their input is partitioned by
+  bool has_event_time = false;  // sources: `event_time` given
+  EventTimeSpec event_time;
 
   bool is_source() const { return kind == OperatorKind::kDatagen || kind == OperatorKind::kKafkaSource; }
   bool is_sink() const {
@@ -93,6 +107,8 @@ struct JobSpec {
   int parallelism = 1;
   int max_parallelism = 0;
   int64_t buffer_timeout_ms = 10;
+  // How often event-time sources emit watermarks (Flink's auto-watermark interval).
+  int64_t watermark_interval_ms = 200;
   CheckpointConfig checkpoint;
   RestartConfig restart;
   std::vector<OperatorSpec> operators;  // in a topological order (inputs first)

@@ -473,7 +473,8 @@ operators: []
 )y"),
               IsJobError("job.yaml:2:1: ",
                          "unknown job key 'paralelism' (expected name, parallelism, "
-                         "max_parallelism, buffer_timeout_ms, checkpoint, restart, operators)"));
+                         "max_parallelism, buffer_timeout_ms, watermark_interval, checkpoint, "
+                         "restart, operators)"));
 }
 
 TEST(JobSpecErrorTest, MissingOrEmptyOperators) {
@@ -534,7 +535,7 @@ TEST(JobSpecErrorTest, UnknownOption) {
     cuont: 3
 )y"),
               IsJobError("job.yaml:5:5: ", "unknown option 'cuont' for datagen operator 'gen' "
-                                           "(expected count, rate, fields)"));
+                                           "(expected count, rate, fields, event_time)"));
   EXPECT_THAT(ParseStatus(R"y(operators:
   - {id: a, type: datagen, fields: [{name: x, type: int64, expr: seq}]}
   - {id: b, type: datagen, fields: [{name: x, type: int64, expr: seq}]}
@@ -998,6 +999,123 @@ TEST(JobSpecKeyedInputTest, ParallelismOverrideIsRangeChecked) {
                         "  - {id: d, type: blackhole}\n", "job.yaml", 5000);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(std::string(r.status().message()), "job.yaml: parallelism override must be between 1 and 1024, got 5000");
+}
+
+}  // namespace
+}  // namespace sluice::plan
+
+namespace sluice::plan {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Event time
+
+std::string KafkaJob(const std::string& extra, const std::string& format = "json") {
+  return "watermark_interval: 100ms\noperators:\n"
+         "  - id: events\n"
+         "    type: kafka\n"
+         "    bootstrap: localhost:9092\n"
+         "    topic: events\n"
+         "    format: " + format + "\n" +
+         (format == "raw" ? "" : "    fields: [{name: user, type: int64}, {name: ts, type: timestamp}, {name: name, type: string}]\n") +
+         extra +
+         "  - {id: out, type: print}\n";
+}
+
+TEST(JobSpecEventTimeTest, FieldOfTheRecord) {
+  auto job = Parse(KafkaJob("    event_time: {field: ts, max_out_of_orderness: 2s, idle_timeout: 30s}\n"
+                            "    partition_discovery: 10s\n"));
+  ASSERT_OK(job);
+  EXPECT_EQ(job->watermark_interval_ms, 100);
+  const OperatorSpec& events = Op(*job, "events");
+  ASSERT_TRUE(events.has_event_time);
+  EXPECT_EQ(events.event_time.field, "ts");
+  EXPECT_EQ(events.event_time.field_index, 1);
+  EXPECT_FALSE(events.event_time.from_kafka_timestamp);
+  EXPECT_EQ(events.event_time.max_out_of_orderness_ms, 2000);
+  EXPECT_EQ(events.event_time.idle_timeout_ms, 30000);
+  EXPECT_EQ(events.output_schema.size(), 3u);
+  EXPECT_FALSE(Op(*job, "out").has_event_time);
+}
+
+TEST(JobSpecEventTimeTest, KafkaTimestampAddsAField) {
+  auto job = Parse(KafkaJob("    event_time: {kafka_timestamp: kts}\n", "raw"));
+  ASSERT_OK(job);
+  const OperatorSpec& events = Op(*job, "events");
+  ASSERT_TRUE(events.has_event_time);
+  EXPECT_TRUE(events.event_time.from_kafka_timestamp);
+  EXPECT_EQ(events.event_time.field_index, 2);
+  EXPECT_EQ(events.event_time.max_out_of_orderness_ms, 0);
+  EXPECT_EQ(events.event_time.idle_timeout_ms, 0);
+  EXPECT_EQ(events.output_schema.ToString(), "(key string, value string, kts timestamp)");
+  EXPECT_EQ(Op(*job, "out").input_schema, events.output_schema);
+}
+
+TEST(JobSpecEventTimeTest, DefaultsWithoutEventTime) {
+  auto job = Parse(KafkaJob(""));
+  ASSERT_OK(job);
+  EXPECT_FALSE(Op(*job, "events").has_event_time);
+  auto plain = Parse("operators:\n  - {id: a, type: datagen, fields: [{name: k, type: int64, expr: seq}]}\n"
+                     "  - {id: d, type: blackhole}\n");
+  ASSERT_OK(plain);
+  EXPECT_EQ(plain->watermark_interval_ms, 200);
+}
+
+TEST(JobSpecEventTimeTest, DatagenTakesAField) {
+  auto job = Parse(R"y(operators:
+  - id: gen
+    type: datagen
+    fields: [{name: k, type: int64, expr: seq}, {name: ts, type: timestamp, expr: "to_timestamp(seq * 10)"}]
+    event_time: {field: ts, max_out_of_orderness: 50ms}
+  - {id: d, type: blackhole}
+)y");
+  ASSERT_OK(job);
+  EXPECT_TRUE(Op(*job, "gen").has_event_time);
+  EXPECT_EQ(Op(*job, "gen").event_time.field_index, 1);
+  EXPECT_EQ(Op(*job, "gen").event_time.max_out_of_orderness_ms, 50);
+}
+
+TEST(JobSpecEventTimeTest, ErrorsArePositioned) {
+  // Line 9 holds the option under test.
+  EXPECT_THAT(ParseStatus(KafkaJob("    event_time: ts\n")),
+              IsJobError("job.yaml:9:17: ", "'event_time' must be a mapping {field | kafka_timestamp, "
+                                            "max_out_of_orderness, idle_timeout}"));
+  EXPECT_THAT(ParseStatus(KafkaJob("    event_time: {max_out_of_orderness: 1s}\n")),
+              IsJobError("job.yaml:9:17: ", "event_time needs 'field'"));
+  EXPECT_THAT(ParseStatus(KafkaJob("    event_time: {field: ts, kafka_timestamp: kts}\n")),
+              IsJobError("job.yaml:9:46: ", "give either 'field' or 'kafka_timestamp' in event_time, not both"));
+  EXPECT_THAT(ParseStatus(KafkaJob("    event_time: {field: tss}\n")),
+              IsJobError("job.yaml:9:25: ", "unknown event-time field 'tss' (the source has (user int64, "
+                                            "ts timestamp, name string))"));
+  EXPECT_THAT(ParseStatus(KafkaJob("    event_time: {field: name}\n")),
+              IsJobError("job.yaml:9:25: ", "event-time field 'name' is string; it must be a timestamp or "
+                                            "int64 (milliseconds since the epoch)"));
+  EXPECT_THAT(ParseStatus(KafkaJob("    event_time: {kafka_timestamp: ts}\n")),
+              IsJobError("job.yaml:9:35: ", "field 'ts' already exists in"));
+  EXPECT_THAT(ParseStatus(KafkaJob("    event_time: {field: ts, max_out_of_orderness: soon}\n")),
+              IsJobError("job.yaml:9:51: ", "'max_out_of_orderness': bad duration 'soon'"));
+  EXPECT_THAT(ParseStatus(KafkaJob("    event_time: {field: ts, idle_timeout: -1s}\n")),
+              IsJobError("job.yaml:9:43: ", "'idle_timeout': bad duration '-1s'"));
+  EXPECT_THAT(ParseStatus(KafkaJob("    event_time: {field: ts, max_lateness: 1s}\n")),
+              IsJobError("job.yaml:9:29: ", "unknown key 'max_lateness' in event_time (expected field, "
+                                            "idle_timeout, kafka_timestamp, max_out_of_orderness)"));
+  EXPECT_THAT(ParseStatus(KafkaJob("    partition_discovery: often\n")),
+              IsJobError("job.yaml:9:26: ", "'partition_discovery': bad duration 'often'"));
+  EXPECT_THAT(ParseStatus(KafkaJob("    bounded: true\n    partition_discovery: 5s\n")),
+              IsJobError("job.yaml:10:26: ", "a bounded kafka source reads the partitions that exist at start"));
+  EXPECT_THAT(ParseStatus("watermark_interval: 0ms\noperators:\n"
+                          "  - {id: a, type: datagen, fields: [{name: k, type: int64, expr: seq}]}\n"
+                          "  - {id: d, type: blackhole}\n"),
+              IsJobError("job.yaml:1:21: ", "'watermark_interval' must be between 1ms and 1h"));
+  EXPECT_THAT(ParseStatus(R"y(operators:
+  - id: gen
+    type: datagen
+    fields: [{name: k, type: int64, expr: seq}]
+    event_time: {kafka_timestamp: ts}
+  - {id: d, type: blackhole}
+)y"),
+              IsJobError("job.yaml:5:18: ", "unknown key 'kafka_timestamp' in event_time (expected field, "
+                                            "idle_timeout, max_out_of_orderness)"));
 }
 
 }  // namespace

@@ -80,6 +80,25 @@ TEST_F(KafkaEndpointTest, BrokerOutageKeepsData) {
   EXPECT_EQ(bad->status, 400);
 }
 
+// Topics can be added at run time; partitions cannot (librdkafka 2.0.2's mock has no
+// CreatePartitions), which is why partition discovery is tested in
+// connectors/kafka_source_unit_test.cc with a topic that the source first sees smaller.
+TEST_F(KafkaEndpointTest, ControlPortCreatesTopicsButCannotGrowThem) {
+  httplib::Client control("127.0.0.1", control_port_);
+  auto created = control.Post("/topics/late/2");
+  ASSERT_TRUE(created);
+  EXPECT_EQ(created->status, 200);
+  int rc = 0;
+  std::string out = Kcat("-L -t late", &rc);
+  EXPECT_THAT(out, HasSubstr("topic \"late\" with 2 partitions"));
+  auto grow = control.Post("/topics/events/5");
+  ASSERT_TRUE(grow);
+  EXPECT_EQ(grow->status, 409);
+  EXPECT_THAT(grow->body, HasSubstr("cannot add partitions to a topic"));
+  out = Kcat("-L -t events", &rc);
+  EXPECT_THAT(out, HasSubstr("topic \"events\" with 3 partitions"));
+}
+
 TEST(ClusterWithKafkaTest, ClusterStartKafkaStartsTheEndpoint) {
   const std::string dir = MakeTempDir("sluice-cluster-kafka");
   const std::string sluice = std::string(SLUICE_TEST_BIN_DIR) + "/sluice";

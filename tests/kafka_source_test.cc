@@ -1,11 +1,13 @@
 // The kafka source against the embedded endpoint, fed by kcat (an independent client): exact
-// per-key results through checkpoints and the exactly-once file sink, and bad-record policies.
+// per-key results through checkpoints and the exactly-once file sink, bad-record policies, and
+// event time (watermarks seen in the job status, /metrics and `sluice status`).
 
 #include <signal.h>
 #include <sys/wait.h>
 
 #include <map>
 
+#include "httplib.h"
 #include "nlohmann/json.hpp"
 #include "tests/cluster_fixture.h"
 
@@ -50,6 +52,51 @@ operators:
   - {id: by_user, type: key_by, key: [user]}
   - {id: totals, type: aggregate, aggregates: [{fn: count, as: n}, {fn: sum, field: amount, as: total}]}
   - {id: out, type: file, path: )", out, "}\n");
+  }
+
+  // A job reading `events` (2 subtasks, one partition each) with event time from field ts,
+  // bounded out-of-orderness 2 s, and `idle` as idle_timeout ("" for none); per-user counts.
+  std::string EventTimeJob(const std::string& out, const std::string& idle) {
+    return absl::StrCat(R"(name: event-time
+parallelism: 2
+operators:
+  - id: events
+    type: kafka
+    bootstrap: ")", bootstrap_, R"("
+    topic: events
+    fields: [{name: user, type: int64}, {name: amount, type: int64}, {name: ts, type: timestamp}]
+    event_time: {field: ts, max_out_of_orderness: 2s)", idle.empty() ? "" : ", idle_timeout: " + idle, R"(}
+  - {id: by_user, type: key_by, key: [user]}
+  - {id: totals, type: aggregate, aggregates: [{fn: count, as: n}]}
+  - {id: out, type: file, path: )", out, "}\n");
+  }
+
+  // `n` out-of-order records (within 1 s) for partition 0; returns their largest timestamp.
+  int64_t EventLines(int n, int64_t base, std::string* lines) {
+    int64_t max_ts = 0;
+    for (int i = 0; i < n; ++i) {
+      const int64_t ts = base + i * 100 - (i % 3) * 350;
+      max_ts = std::max(max_ts, ts);
+      *lines += absl::StrCat("{\"user\": ", i % 7, ", \"amount\": 1, \"ts\": ", ts, "}\n");
+    }
+    return max_ts;
+  }
+
+  // Every worker's /metrics, concatenated.
+  std::string AllMetrics() {
+    std::string all;
+    auto workers = client_->ListWorkers();
+    if (!workers.ok()) return all;
+    for (const auto& w : workers->workers()) {
+      size_t colon = w.http_address().find(':');
+      httplib::Client http(w.http_address().substr(0, colon), std::stoi(w.http_address().substr(colon + 1)));
+      if (auto res = http.Get("/metrics")) all += res->body;
+    }
+    return all;
+  }
+  static std::string WatermarkMetric(const std::string& job, const std::string& op, int subtask, int64_t value) {
+    return absl::StrCat("sluice_operator_input_watermark_ms{job=\"", job, "\",operator=\"", op,
+                        "\",subtask=\"", subtask, "\"} ", value, "\n");
   }
 
   pid_t kafka_pid_ = -1;
@@ -125,6 +172,97 @@ TEST_F(KafkaSourceTest, DeadLetterPolicyKeepsOriginalBytesAndError) {
                                     " -C -t dlq -o beginning -e -q -f '%s|%h\\n'"), &out), 0) << out;
   EXPECT_THAT(out, HasSubstr("not json at all|sluice.error=not a JSON object,sluice.origin=topic events partition 0 offset 1"));
   EXPECT_THAT(out, HasSubstr("{\"user\": 5}|sluice.error=missing field 'amount'"));
+}
+
+// Records arrive only in partition 0. Partition 1 (subtask 1) turns idle after idle_timeout, so
+// it does not hold event time back: downstream, the watermark reaches max_ts - 2 s - 1 ms.
+TEST_F(KafkaSourceTest, IdlePartitionDoesNotHoldTheWatermarkBack) {
+  StartCluster(2, 2);
+  StartKafka("events:2");
+  std::string lines;
+  const int64_t max_ts = EventLines(200, 1'700'000'000'000, &lines);
+  Produce(0, lines);
+  const int64_t expected = max_ts - 2000 - 1;
+  std::string job = Submit(EventTimeJob(dir_ + "/out", "1s"));
+  proto::JobInfo info = WaitUntil(job, [&](const proto::JobInfo& i) {
+    const proto::OperatorInfo* t = FindOperator(i, "totals");
+    const proto::OperatorInfo* e = FindOperator(i, "events");
+    return t != nullptr && t->idle_subtasks() == 2 && t->input_watermark_ms() == expected &&
+           e->idle_subtasks() == 2;
+  }, std::chrono::seconds(30));
+  ASSERT_EQ(info.state(), proto::JOB_RUNNING) << info.error();
+  const proto::OperatorInfo* events = FindOperator(info, "events");
+  const proto::OperatorInfo* totals = FindOperator(info, "totals");
+  ASSERT_NE(totals, nullptr);
+  EXPECT_EQ(events->records_out(), 200u);
+  EXPECT_EQ(totals->records_in(), 200u);
+  ASSERT_TRUE(totals->has_input_watermark_ms());
+  EXPECT_EQ(totals->input_watermark_ms(), expected);
+  EXPECT_EQ(FindOperator(info, "out")->input_watermark_ms(), expected) << "chained with totals";
+  // Both source subtasks are idle by now (no record for 1 s); subtask 0's watermark stands.
+  EXPECT_EQ(events->idle_subtasks(), 2);
+  EXPECT_EQ(events->input_watermark_ms(), expected);
+
+  // The same in each worker's /metrics and in `sluice status`.
+  const std::string metrics = AllMetrics();
+  for (int s = 0; s < 2; ++s) {
+    EXPECT_THAT(metrics, HasSubstr(WatermarkMetric(job, "totals", s, expected))) << metrics;
+  }
+  EXPECT_THAT(metrics, HasSubstr(absl::StrCat("sluice_operator_input_idle{job=\"", job,
+                                              "\",operator=\"totals\",subtask=\"0\"} 1\n")));
+  std::string status;
+  ASSERT_EQ(RunCommand(absl::StrCat(SLUICE_TEST_BIN_DIR, "/sluice --coordinator ", cluster_->coordinator_address(),
+                                    " status ", job), &status), 0) << status;
+  EXPECT_THAT(status, HasSubstr(absl::StrCat("watermark ", expected, " (2023-11-14T")));
+  EXPECT_THAT(status, HasSubstr(", idle\n"));
+  ASSERT_OK(client_->Cancel(job));
+  EXPECT_EQ(WaitForEnd(job, std::chrono::seconds(30)).state(), proto::JOB_CANCELLED);
+}
+
+// Without idle_timeout the empty partition 1 holds the watermark: subtask 0 has one, but
+// downstream has none, until partition 1's first record.
+TEST_F(KafkaSourceTest, WithoutIdleTimeoutAnEmptyPartitionHoldsTheWatermark) {
+  StartCluster(2, 2);
+  StartKafka("events:2");
+  std::string lines;
+  const int64_t max_ts = EventLines(200, 1'700'000'000'000, &lines);
+  Produce(0, lines);
+  std::string job = Submit(EventTimeJob(dir_ + "/out", ""));
+  proto::JobInfo info = WaitUntil(job, [&](const proto::JobInfo& i) {
+    const proto::OperatorInfo* t = FindOperator(i, "totals");
+    return t != nullptr && t->records_in() == 200;
+  }, std::chrono::seconds(30));
+  ASSERT_EQ(FindOperator(info, "totals")->records_in(), 200u) << info.error();
+  // Source subtask 0 has its watermark...
+  const std::string upstream = WatermarkMetric(job, "events", 0, max_ts - 2001);
+  std::string metrics;
+  for (int i = 0; i < 300 && metrics.find(upstream) == std::string::npos; ++i) {
+    metrics = AllMetrics();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_THAT(metrics, HasSubstr(upstream));
+  // ... but downstream waits for partition 1: after several watermark intervals and
+  // heartbeats, still none.
+  info = WaitUntil(job, [&](const proto::JobInfo& i) {
+    return FindOperator(i, "totals")->has_input_watermark_ms();
+  }, std::chrono::seconds(3));
+  EXPECT_FALSE(FindOperator(info, "totals")->has_input_watermark_ms());
+  EXPECT_FALSE(FindOperator(info, "events")->has_input_watermark_ms()) << "subtask 1 has none";
+  EXPECT_EQ(FindOperator(info, "totals")->idle_subtasks(), 0);
+  // -2^63, Flink's "no watermark", which Prometheus text shows as a rounded double.
+  EXPECT_THAT(AllMetrics(), HasSubstr(absl::StrCat("sluice_operator_input_watermark_ms{job=\"", job,
+                                                   "\",operator=\"totals\",subtask=\"0\"} -9.22337e+18\n")));
+
+  // Partition 1's first record releases it: the minimum over both partitions.
+  const int64_t p1_ts = max_ts - 5000;
+  Produce(1, absl::StrCat("{\"user\": 1, \"amount\": 1, \"ts\": ", p1_ts, "}\n"));
+  info = WaitUntil(job, [&](const proto::JobInfo& i) {
+    return FindOperator(i, "totals")->has_input_watermark_ms();
+  }, std::chrono::seconds(30));
+  ASSERT_TRUE(FindOperator(info, "totals")->has_input_watermark_ms());
+  EXPECT_EQ(FindOperator(info, "totals")->input_watermark_ms(), p1_ts - 2001);
+  ASSERT_OK(client_->Cancel(job));
+  EXPECT_EQ(WaitForEnd(job, std::chrono::seconds(30)).state(), proto::JOB_CANCELLED);
 }
 
 }  // namespace

@@ -86,6 +86,15 @@ class ExchangeReactor final : public grpc::ServerBidiReactor<proto::DataMessage,
       item.num_records = in_.num_records();
       item.end_of_partition = in_.end_of_partition();
       item.barrier = in_.barrier();
+      if (in_.has_watermark()) {
+        item.has_watermark = true;
+        item.watermark = in_.watermark();
+      }
+      if (in_.watermark_status() == proto::WATERMARK_IDLE) {
+        item.watermark_status = WatermarkStatus::kIdle;
+      } else if (in_.watermark_status() == proto::WATERMARK_ACTIVE) {
+        item.watermark_status = WatermarkStatus::kActive;
+      }
       if (item.end_of_partition) eop_received_.store(true);
       gate_->Push(std::move(item));
     }
@@ -261,6 +270,12 @@ absl::Status RemoteChannelWriter::Enqueue(BufferItem item) {
   msg.set_num_records(item.num_records);
   msg.set_end_of_partition(item.end_of_partition);
   msg.set_barrier(item.barrier);
+  if (item.has_watermark) msg.set_watermark(item.watermark);
+  if (item.watermark_status == WatermarkStatus::kIdle) {
+    msg.set_watermark_status(proto::WATERMARK_IDLE);
+  } else if (item.watermark_status == WatermarkStatus::kActive) {
+    msg.set_watermark_status(proto::WATERMARK_ACTIVE);
+  }
   queue_.push_back(std::move(msg));
   return absl::OkStatus();
 }

@@ -23,13 +23,20 @@ class CreditListener {
   virtual void GateClosed() {}
 };
 
-// One unit on the wire: a buffer of encoded records, or the end-of-partition mark.
+// A change of a channel's watermark status (see proto/data.proto).
+enum class WatermarkStatus : uint8_t { kUnchanged, kIdle, kActive };
+
+// One unit on the wire: a buffer of encoded records, or one control element (the
+// end-of-partition mark, a barrier, a watermark, a watermark status), in channel order.
 struct BufferItem {
   int channel = 0;
   std::string data;
   int num_records = 0;
   bool end_of_partition = false;
   int64_t barrier = 0;  // > 0: a checkpoint barrier with this id (no records)
+  bool has_watermark = false;  // an event-time watermark `watermark` (ms; no records)
+  int64_t watermark = 0;
+  WatermarkStatus watermark_status = WatermarkStatus::kUnchanged;  // no records unless kUnchanged
 };
 
 // The input side of a task: buffers from all its input channels, in one bounded queue.

@@ -51,25 +51,38 @@ struct Task::OperatorSlot {
 // so a slow operator does not hold a cancelled task for the rest of a source batch.
 class Task::ChainOutput final : public ops::Output {
  public:
+  // `source_task`: set when `from` is the task's source, whose watermarks are the task's.
   ChainOutput(OperatorSlot* from, OperatorSlot* to, std::string* failed_op,
-              const std::atomic<bool>* cancelled)
-      : from_(from), to_(to), failed_op_(failed_op), cancelled_(cancelled) {}
+              const std::atomic<bool>* cancelled, Task* source_task)
+      : from_(from), to_(to), failed_op_(failed_op), cancelled_(cancelled), source_task_(source_task) {}
   absl::Status Emit(const Record& r) override {
     if (cancelled_->load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
     from_->out->Add();
     to_->in->Add();
-    absl::Status s = to_->op->Process(r);
+    return Named(to_->op->Process(r));
+  }
+  absl::Status EmitWatermark(int64_t watermark_ms) override {
+    if (source_task_ != nullptr) source_task_->PublishWatermark(watermark_ms, false);
+    return Named(to_->op->ProcessWatermark(watermark_ms));
+  }
+  absl::Status EmitWatermarkStatus(bool idle) override {
+    if (source_task_ != nullptr) source_task_->PublishWatermark(source_task_->watermark_.load(), idle);
+    return Named(to_->op->ProcessWatermarkStatus(idle));
+  }
+
+ private:
+  absl::Status Named(absl::Status s) {
     if (!s.ok() && failed_op_->empty() && s.code() != absl::StatusCode::kCancelled) {
       *failed_op_ = to_->spec->id;
     }
     return s;
   }
 
- private:
   OperatorSlot* from_;
   OperatorSlot* to_;
   std::string* failed_op_;
   const std::atomic<bool>* cancelled_;
+  Task* source_task_;
 };
 
 // Serializes records of one output edge into per-channel buffers and sends full (or timed
@@ -158,6 +171,29 @@ class Task::EdgeWriter {
     return absl::OkStatus();
   }
 
+  // Sends watermark `watermark_ms` on every channel, after everything emitted before it.
+  absl::Status EmitWatermark(int64_t watermark_ms) {
+    SLUICE_RETURN_IF_ERROR(FlushAll());
+    for (auto& ch : channels_) {
+      BufferItem w;
+      w.has_watermark = true;
+      w.watermark = watermark_ms;
+      SLUICE_RETURN_IF_ERROR(ch->Send(std::move(w)));
+    }
+    return absl::OkStatus();
+  }
+
+  // Marks every channel idle or active again, in order with the records.
+  absl::Status EmitWatermarkStatus(bool idle) {
+    SLUICE_RETURN_IF_ERROR(FlushAll());
+    for (auto& ch : channels_) {
+      BufferItem w;
+      w.watermark_status = idle ? WatermarkStatus::kIdle : WatermarkStatus::kActive;
+      SLUICE_RETURN_IF_ERROR(ch->Send(std::move(w)));
+    }
+    return absl::OkStatus();
+  }
+
   const std::vector<std::unique_ptr<ChannelWriter>>& channels() const { return channels_; }
 
  private:
@@ -203,17 +239,29 @@ class Task::EdgeWriter {
 // The chain's last operator emits here: to every output edge (none for a sink).
 class Task::TailOutput final : public ops::Output {
  public:
-  TailOutput(OperatorSlot* from, std::vector<EdgeWriter*> writers)
-      : from_(from), writers_(std::move(writers)) {}
+  // `source_task`: set when `from` is the task's source, whose watermarks are the task's.
+  TailOutput(OperatorSlot* from, std::vector<EdgeWriter*> writers, Task* source_task)
+      : from_(from), writers_(std::move(writers)), source_task_(source_task) {}
   absl::Status Emit(const Record& r) override {
     from_->out->Add();
     for (EdgeWriter* w : writers_) SLUICE_RETURN_IF_ERROR(w->Emit(r));
+    return absl::OkStatus();
+  }
+  absl::Status EmitWatermark(int64_t watermark_ms) override {
+    if (source_task_ != nullptr) source_task_->PublishWatermark(watermark_ms, false);
+    for (EdgeWriter* w : writers_) SLUICE_RETURN_IF_ERROR(w->EmitWatermark(watermark_ms));
+    return absl::OkStatus();
+  }
+  absl::Status EmitWatermarkStatus(bool idle) override {
+    if (source_task_ != nullptr) source_task_->PublishWatermark(source_task_->watermark_.load(), idle);
+    for (EdgeWriter* w : writers_) SLUICE_RETURN_IF_ERROR(w->EmitWatermarkStatus(idle));
     return absl::OkStatus();
   }
 
  private:
   OperatorSlot* from_;
   std::vector<EdgeWriter*> writers_;
+  Task* source_task_;
 };
 
 Task::Task(TaskDescriptor desc, const ops::OperatorRegistry* registry, ChannelFactory channels,
@@ -240,6 +288,16 @@ Task::Task(TaskDescriptor desc, const ops::OperatorRegistry* registry, ChannelFa
     skipped_counters_.push_back(metrics_->AddCounter("sluice_operator_records_skipped_total",
                                                      "Bad input records skipped by policy", l,
                                                      metrics_owner_));
+    // Flink's currentInputWatermark: the same for every operator of a chain (none of ours
+    // changes event time); kNoWatermark (-2^63) until there is one.
+    watermark_gauges_.push_back(metrics_->AddGauge(
+        "sluice_operator_input_watermark_ms",
+        "Event-time watermark into an operator subtask, ms since the epoch (-2^63: none yet)", l,
+        metrics_owner_));
+    watermark_gauges_.back()->Set(static_cast<double>(kNoWatermark));
+    idle_gauges_.push_back(metrics_->AddGauge(
+        "sluice_operator_input_idle", "1 while every input of the operator subtask is idle", l,
+        metrics_owner_));
   }
 }
 
@@ -337,6 +395,9 @@ proto::TaskStatus Task::Status() const {
   ref->set_vertex(desc_.vertex);
   ref->set_subtask(desc_.subtask);
   st.set_end_of_input(end_of_input_.load());
+  const int64_t watermark = watermark_.load();
+  if (watermark != kNoWatermark) st.set_watermark_ms(watermark);
+  st.set_watermark_idle(watermark_idle_.load());
   absl::MutexLock lock(&mu_);
   st.set_state(state_);
   st.set_error(error_);
@@ -411,10 +472,12 @@ absl::Status Task::Run() {
 
   // Wire the chain: op[i] -> op[i+1] directly; the last op -> edge writers.
   for (size_t i = 0; i + 1 < ops_.size(); ++i) {
-    chain_outputs_.push_back(
-        std::make_unique<ChainOutput>(ops_[i].get(), ops_[i + 1].get(), &failed_op_, &cancelled_));
+    chain_outputs_.push_back(std::make_unique<ChainOutput>(
+        ops_[i].get(), ops_[i + 1].get(), &failed_op_, &cancelled_,
+        i == 0 && ops_[0]->spec->is_source() ? this : nullptr));
   }
-  tail_output_ = std::make_unique<TailOutput>(ops_.back().get(), writers);
+  tail_output_ = std::make_unique<TailOutput>(
+      ops_.back().get(), writers, ops_.size() == 1 && ops_[0]->spec->is_source() ? this : nullptr);
   for (size_t i = 0; i < ops_.size(); ++i) {
     ops::OperatorContext ctx;
     ctx.job = &job;
@@ -539,6 +602,7 @@ absl::Status Task::RunInput() {
   ended_.assign(num_channels, false);
   blocked_.assign(num_channels, false);
   remaining_ = num_channels;
+  valve_ = std::make_unique<WatermarkValve>(num_channels);
   Record record(ops_[0]->spec->input_schema.size());
 
   while (remaining_ > 0 || !replay_.empty()) {
@@ -616,7 +680,11 @@ absl::Status Task::ProcessItem(BufferItem& item, Record& record) {
   if (item.end_of_partition) {
     ended_[ch] = true;
     --remaining_;
-    return absl::OkStatus();
+    return ForwardWatermark(valve_->OnEnd(ch));
+  }
+  if (item.has_watermark) return ForwardWatermark(valve_->OnWatermark(ch, item.watermark));
+  if (item.watermark_status != WatermarkStatus::kUnchanged) {
+    return ForwardWatermark(valve_->OnStatus(ch, item.watermark_status == WatermarkStatus::kIdle));
   }
   OperatorSlot* head = ops_[0].get();
   RecordDecoder dec(schema_of_[ch], item.data);
@@ -631,6 +699,31 @@ absl::Status Task::ProcessItem(BufferItem& item, Record& record) {
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status Task::ForwardWatermark(const WatermarkValve::Changes& changes) {
+  if (!changes.active && !changes.advanced && !changes.idle) return absl::OkStatus();
+  PublishWatermark(valve_->watermark(), valve_->idle());
+  OperatorSlot* head = ops_[0].get();
+  absl::Status s;
+  if (changes.active) s = head->op->ProcessWatermarkStatus(false);
+  if (s.ok() && changes.advanced) s = head->op->ProcessWatermark(valve_->watermark());
+  if (s.ok() && changes.idle) s = head->op->ProcessWatermarkStatus(true);
+  if (!s.ok() && failed_op_.empty() && s.code() != absl::StatusCode::kCancelled) {
+    failed_op_ = head->spec->id;
+  }
+  return s;
+}
+
+void Task::PublishWatermark(int64_t watermark_ms, bool idle) {
+  if (watermark_ms != watermark_.load(std::memory_order_relaxed)) {
+    watermark_.store(watermark_ms);
+    for (auto& g : watermark_gauges_) g->Set(static_cast<double>(watermark_ms));
+  }
+  if (idle != watermark_idle_.load(std::memory_order_relaxed)) {
+    watermark_idle_.store(idle);
+    for (auto& g : idle_gauges_) g->Set(idle ? 1 : 0);
+  }
 }
 
 absl::Status Task::HandleMail(bool source) {

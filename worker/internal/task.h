@@ -20,6 +20,7 @@
 #include "state/keyed_state_backend.h"
 #include "proto/data.pb.h"
 #include "worker/internal/input_gate.h"
+#include "worker/internal/watermark_valve.h"
 
 namespace sluice::worker {
 
@@ -103,6 +104,11 @@ class Task {
   absl::Status HandleMail(bool source);
   absl::Status PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alignment_ms);
   absl::Status ProcessItem(BufferItem& item, Record& record);
+  // Passes what the input valve changed to the head operator, in order.
+  absl::Status ForwardWatermark(const WatermarkValve::Changes& changes);
+  // The task's watermark (input tasks: the valve's; source tasks: what the source emitted)
+  // and idleness changed: publish them to Status() and the metrics. Task thread.
+  void PublishWatermark(int64_t watermark_ms, bool idle);
   void UploadLoop();
   absl::Status FlushIfDue(bool force);
   void SetState(proto::TaskState state, const std::string& error);
@@ -136,6 +142,14 @@ class Task {
   std::deque<BufferItem> stash_;   // buffers of blocked channels, in arrival order
   std::deque<BufferItem> replay_;  // stashed buffers to process before polling the gate
   std::vector<const Schema*> schema_of_;
+  std::unique_ptr<WatermarkValve> valve_;  // input tasks: combines the channels' event time
+
+  // The task's current watermark and idleness: written by the task thread, read by Status().
+  std::atomic<int64_t> watermark_{kNoWatermark};
+  std::atomic<bool> watermark_idle_{false};
+  // Per chained operator, constant after construction (the gauges are thread-safe).
+  std::vector<std::shared_ptr<Gauge>> watermark_gauges_;
+  std::vector<std::shared_ptr<Gauge>> idle_gauges_;
 
   // Mailbox: triggers and completions from RPC threads.
   absl::Mutex mail_mu_;

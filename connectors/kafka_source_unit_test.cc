@@ -1,0 +1,306 @@
+// The kafka source in-process against the embedded Kafka endpoint (librdkafka's mock cluster,
+// over TCP), fed by kcat, on a fake clock: per-partition watermarks with idleness, and
+// partition discovery. The mock cannot add partitions to a topic, so the discovery tests create
+// the topic with its final partition count and let the source see fewer partitions at first
+// (MakeKafkaSourceForTest); assignment, reading and offsets are the real thing.
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "common/status.h"
+#include "common/status_matchers.h"
+#include "common/watermark.h"
+#include "connectors/embedded_kafka.h"
+#include "connectors/kafka_source.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "plan/job_spec.h"
+
+namespace sluice::connectors {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::UnorderedElementsAre;
+
+constexpr int64_t kMs = 1'000'000;
+
+// Records what the source emits, in order: "r:<user>" per record, "wm:<ms>", "idle", "active".
+class LogOutput final : public ops::Output {
+ public:
+  absl::Status Emit(const Record& r) override {
+    events.push_back(absl::StrCat("r:", r.GetInt(0)));
+    ++records;
+    return absl::OkStatus();
+  }
+  absl::Status EmitWatermark(int64_t watermark_ms) override {
+    events.push_back(absl::StrCat("wm:", watermark_ms));
+    return absl::OkStatus();
+  }
+  absl::Status EmitWatermarkStatus(bool idle) override {
+    events.push_back(idle ? "idle" : "active");
+    return absl::OkStatus();
+  }
+  std::vector<std::string> Take() {
+    records = 0;
+    return std::move(events);
+  }
+  std::vector<std::string> events;
+  int records = 0;
+};
+
+class KafkaSourceUnitTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = absl::StrCat(::testing::TempDir(), "/kafka-source-", getpid(), "-",
+                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    EmbeddedKafkaOptions o;
+    o.topics = {{"events", 3}};
+    auto k = EmbeddedKafka::Start(o);
+    ASSERT_OK(k);
+    kafka_ = *std::move(k);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  void Produce(int partition, const std::string& lines) {
+    std::ofstream(dir_ + "/input") << lines;
+    std::string cmd = absl::StrCat("timeout 30 kcat -b ", kafka_->bootstrap(), " -P -t events -p ",
+                                   partition, " < ", dir_, "/input 2>&1");
+    FILE* p = popen(cmd.c_str(), "r");
+    ASSERT_NE(p, nullptr);
+    char buf[512];
+    std::string out;
+    while (std::fgets(buf, sizeof(buf), p) != nullptr) out += buf;
+    ASSERT_EQ(pclose(p), 0) << out;
+  }
+
+  void Load(const std::string& options) {
+    auto job = plan::ParseJobSpec(absl::StrCat(R"(name: t
+watermark_interval: 200ms
+operators:
+  - id: events
+    type: kafka
+    bootstrap: ")", kafka_->bootstrap(), R"("
+    topic: events
+    fields: [{name: user, type: int64}, {name: ts, type: timestamp}]
+)", options, "  - {id: out, type: print}\n"), "job.yaml");
+    ASSERT_OK(job);
+    job_ = *std::move(job);
+  }
+
+  // Opens subtask `subtask` of `parallelism`, which sees `visible_` partitions.
+  absl::Status Open(int subtask, int parallelism, const std::vector<std::string>* restored = nullptr) {
+    source_ = MakeKafkaSourceForTest([this]() -> absl::StatusOr<int> { return visible_.load(); });
+    ops::OperatorContext ctx;
+    ctx.job = &job_;
+    ctx.spec = &job_.operators[0];
+    ctx.job_id = "job-1";
+    ctx.subtask = subtask;
+    ctx.parallelism = parallelism;
+    ctx.clock = &clock_;
+    ctx.task_name = absl::StrCat("job-1/events#", subtask);
+    if (restored != nullptr) {
+      ctx.restored = true;
+      ctx.restored_checkpoint_id = 1;
+      ctx.restored_state = *restored;
+    }
+    return source_->Open(ctx, &out_);
+  }
+
+  // Polls (at the current fake time) until `done()` or 20 s of real time pass.
+  template <typename Pred>
+  bool PollUntil(Pred done) {
+    auto* source = static_cast<ops::SourceOperator*>(source_.get());
+    const absl::Time deadline = absl::Now() + absl::Seconds(20);
+    while (absl::Now() < deadline) {
+      int64_t wake = 0;
+      auto st = source->Poll(256, &wake);
+      EXPECT_OK(st);
+      if (!st.ok()) return false;
+      if (done()) return true;
+      absl::SleepFor(absl::Milliseconds(2));
+    }
+    return false;
+  }
+  // Moves the fake clock on by `ms` and polls once.
+  void Advance(int64_t ms) {
+    clock_.AdvanceNanos(ms * kMs);
+    int64_t wake = 0;
+    EXPECT_OK(static_cast<ops::SourceOperator*>(source_.get())->Poll(256, &wake));
+  }
+  std::vector<std::string> Snapshot() {
+    std::vector<std::string> entries;
+    EXPECT_OK(source_->SnapshotState(1, &entries));
+    return entries;
+  }
+
+  std::string dir_;
+  std::unique_ptr<EmbeddedKafka> kafka_;
+  plan::JobSpec job_;
+  FakeClock clock_;
+  std::atomic<int> visible_{3};
+  std::unique_ptr<ops::Operator> source_;
+  LogOutput out_;
+};
+
+std::string Line(int64_t user, int64_t ts) {
+  return absl::StrCat("{\"user\": ", user, ", \"ts\": ", ts, "}\n");
+}
+
+TEST_F(KafkaSourceUnitTest, WatermarkIsTheMinimumOverNonIdlePartitions) {
+  Load("    event_time: {field: ts, max_out_of_orderness: 2s, idle_timeout: 1s}\n"
+       "    partition_discovery: 0\n");
+  visible_ = 2;
+  Produce(0, Line(1, 10'000) + Line(2, 12'000) + Line(3, 11'000));
+  ASSERT_OK(Open(0, 1));
+  ASSERT_TRUE(PollUntil([&] { return out_.records == 3; }));
+  EXPECT_THAT(out_.Take(), ElementsAre("r:1", "r:2", "r:3")) << "partition 1 has no watermark yet";
+  Advance(200);
+  EXPECT_THAT(out_.Take(), ElementsAre()) << "partition 1 holds the watermark back until idle";
+  Advance(800);  // 1 s without records on partition 1: idle
+  EXPECT_THAT(out_.Take(), ElementsAre("wm:9999")) << "12000 - 2000 - 1";
+  Advance(200);  // partition 0 quiet for 1 s too
+  EXPECT_THAT(out_.Take(), ElementsAre("idle"));
+  Advance(5000);
+  EXPECT_THAT(out_.Take(), ElementsAre()) << "idle is said once";
+
+  // A record on partition 1 turns the subtask active before it is emitted; partition 0 stays
+  // idle and does not hold the watermark back.
+  Produce(1, Line(4, 20'000));
+  ASSERT_TRUE(PollUntil([&] { return out_.records == 1; }));
+  EXPECT_THAT(out_.Take(), ElementsAre("active", "r:4"));
+  Advance(200);
+  EXPECT_THAT(out_.Take(), ElementsAre("wm:17999"));
+  source_->Close();
+}
+
+TEST_F(KafkaSourceUnitTest, WithoutIdleTimeoutAnEmptyPartitionHoldsTheWatermark) {
+  Load("    event_time: {field: ts, max_out_of_orderness: 2s}\n    partition_discovery: 0\n");
+  visible_ = 2;
+  Produce(0, Line(1, 10'000) + Line(2, 12'000));
+  ASSERT_OK(Open(0, 1));
+  ASSERT_TRUE(PollUntil([&] { return out_.records == 2; }));
+  out_.Take();
+  for (int i = 0; i < 50; ++i) Advance(200);
+  EXPECT_THAT(out_.Take(), ElementsAre());
+  Produce(1, Line(3, 11'000));
+  ASSERT_TRUE(PollUntil([&] { return out_.records == 1; }));
+  Advance(200);
+  EXPECT_THAT(out_.Take(), ElementsAre("r:3", "wm:8999")) << "min(12000, 11000) - 2000 - 1";
+  source_->Close();
+}
+
+TEST_F(KafkaSourceUnitTest, KafkaTimestampFillsANewField) {
+  auto job = plan::ParseJobSpec(absl::StrCat(R"(name: t
+operators:
+  - id: events
+    type: kafka
+    bootstrap: ")", kafka_->bootstrap(), R"("
+    topic: events
+    format: raw
+    event_time: {kafka_timestamp: kts}
+  - {id: out, type: print}
+)"), "job.yaml");
+  ASSERT_OK(job);
+  job_ = *std::move(job);
+  visible_ = 1;
+  const int64_t before = Clock::Real()->WallMillis();
+  Produce(0, "hello\n");
+  const int64_t after = Clock::Real()->WallMillis();
+
+  class TsOutput final : public ops::Output {
+   public:
+    absl::Status Emit(const Record& r) override {
+      value = std::string(r.GetString(1));
+      ts = r.GetInt(2);
+      return absl::OkStatus();
+    }
+    std::string value;
+    int64_t ts = -1;
+  } ts_out;
+  source_ = MakeKafkaSourceForTest([this]() -> absl::StatusOr<int> { return visible_.load(); });
+  ops::OperatorContext ctx;
+  ctx.job = &job_;
+  ctx.spec = &job_.operators[0];
+  ctx.clock = &clock_;
+  ctx.task_name = "job-1/events#0";
+  ASSERT_OK(source_->Open(ctx, &ts_out));
+  ASSERT_TRUE(PollUntil([&] { return !ts_out.value.empty(); }));
+  EXPECT_EQ(ts_out.value, "hello");
+  EXPECT_GE(ts_out.ts, before);
+  EXPECT_LE(ts_out.ts, after);
+  source_->Close();
+}
+
+TEST_F(KafkaSourceUnitTest, DiscoveryReadsNewPartitionsFromTheEarliestOffset) {
+  Load("    partition_discovery: 1s\n");
+  visible_ = 1;
+  Produce(0, Line(1, 0) + Line(2, 0) + Line(3, 0));
+  Produce(1, Line(11, 0) + Line(12, 0));
+  // Subtask 0 of 2: partitions 0 and 2 are its (p % 2 == 0), 1 is subtask 1's.
+  ASSERT_OK(Open(0, 2));
+  ASSERT_TRUE(PollUntil([&] { return out_.records == 3; }));
+  EXPECT_THAT(out_.Take(), ElementsAre("r:1", "r:2", "r:3"));
+  EXPECT_THAT(Snapshot(), ElementsAre("0:3"));
+
+  // The topic "grows" to 3 partitions; partition 2 is found at the next discovery.
+  visible_ = 3;
+  Advance(999);
+  EXPECT_THAT(Snapshot(), ElementsAre("0:3")) << "not due yet";
+  Advance(1);
+  ASSERT_TRUE(PollUntil([&] { return Snapshot().size() == 2; }));
+  EXPECT_THAT(Snapshot(), ElementsAre("0:3", "2:-2")) << "checkpointed as 'earliest' before its first record";
+
+  // Records written to it before and after discovery are all read, from offset 0.
+  Produce(2, Line(21, 0) + Line(22, 0));
+  ASSERT_TRUE(PollUntil([&] { return out_.records == 2; }));
+  Produce(2, Line(23, 0));
+  ASSERT_TRUE(PollUntil([&] { return out_.records == 3; }));
+  EXPECT_THAT(out_.Take(), ElementsAre("r:21", "r:22", "r:23")) << "nothing of partition 1";
+  EXPECT_THAT(Snapshot(), ElementsAre("0:3", "2:3"));
+  source_->Close();
+
+  // Restored from a checkpoint taken before the discovery: partition 2 is not in its state, so
+  // it appeared since, and is read from the earliest offset; partition 0 resumes at offset 3.
+  std::vector<std::string> restored = {"0:3", "1:1"};
+  out_.Take();
+  ASSERT_OK(Open(0, 2, &restored));
+  ASSERT_TRUE(PollUntil([&] { return out_.records == 3; }));
+  Advance(200);
+  EXPECT_THAT(out_.Take(), ElementsAre("r:21", "r:22", "r:23"));
+  EXPECT_THAT(Snapshot(), ElementsAre("0:3", "2:3"));
+  source_->Close();
+}
+
+TEST_F(KafkaSourceUnitTest, DiscoveryMakesAnIdleSubtaskReadNewPartitions) {
+  Load("    event_time: {field: ts, idle_timeout: 1s}\n    partition_discovery: 1s\n");
+  visible_ = 1;
+  // Subtask 1 of 2 owns no partition yet: it is idle from the first poll.
+  ASSERT_OK(Open(1, 2));
+  Advance(0);
+  EXPECT_THAT(out_.Take(), ElementsAre("idle"));
+  EXPECT_THAT(Snapshot(), ElementsAre());
+  visible_ = 3;
+  Produce(1, Line(7, 5000));
+  Advance(1000);
+  ASSERT_TRUE(PollUntil([&] { return out_.records == 1; }));
+  Advance(200);
+  EXPECT_THAT(out_.Take(), ElementsAre("active", "r:7", "wm:4999"));
+  EXPECT_THAT(Snapshot(), UnorderedElementsAre("1:1"));
+  source_->Close();
+}
+
+}  // namespace
+}  // namespace sluice::connectors

@@ -1,0 +1,75 @@
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "common/watermark.h"
+#include "operators/operator.h"
+
+namespace sluice::ops {
+
+// Event-time watermarks of one source subtask that reads several splits (Kafka partitions,
+// datagen sequences): bounded out-of-orderness per split, with idleness, combined over the
+// splits (Flink's BoundedOutOfOrdernessWatermarks and WatermarksWithIdleness per split under
+// a WatermarkOutputMultiplexer).
+//
+// - A split's watermark is (largest timestamp seen) - max_out_of_orderness - 1: records up to
+//   max_out_of_orderness older than the newest one are not late. None before its first record.
+// - A split without records for `idle_timeout` of processing time (0: never) is idle until its
+//   next record. Idleness is judged at each OnPeriodic(), so its resolution is the interval.
+// - The subtask's watermark is the minimum over its non-idle splits; it is emitted from
+//   OnPeriodic() when it advanced. When every split is idle, or the subtask has none, the
+//   subtask's output is marked idle; the next record makes it active again (OnEvent returns
+//   true). A new split without records does not.
+//
+// Owned by the source's task thread; not thread-safe. OnEvent() is the per-record part: two
+// compares and two stores, no allocation, no lock, no clock.
+class SplitWatermarks {
+ public:
+  SplitWatermarks(int64_t max_out_of_orderness_ms, int64_t idle_timeout_ms);
+
+  // Adds a split at processing time `now_nanos` (its idle timer starts then); returns its index.
+  int AddSplit(int64_t now_nanos);
+  int num_splits() const { return static_cast<int>(splits_.size()); }
+
+  // A record with event time `timestamp_ms` came from split `split`. Returns true when the
+  // subtask's output was idle and must be marked active before the record is emitted.
+  bool OnEvent(int split, int64_t timestamp_ms) {
+    Split& s = splits_[split];
+    if (timestamp_ms > s.max_timestamp) s.max_timestamp = timestamp_ms;
+    s.had_events = true;
+    s.idle = false;
+    if (!idle_) return false;
+    idle_ = false;
+    return true;
+  }
+
+  // The periodic step (every watermark interval, and when the source ends): updates idleness
+  // at processing time `now_nanos` and emits to `output`, in order, the subtask turning active,
+  // its advanced watermark, or its turning idle. Returns the output's status.
+  absl::Status OnPeriodic(int64_t now_nanos, Output* output);
+
+  // The subtask's last emitted watermark (kNoWatermark before the first) and idleness.
+  int64_t watermark() const { return watermark_; }
+  bool idle() const { return idle_; }
+  // A split's own current watermark and idleness (for tests and logs).
+  int64_t SplitWatermark(int split) const;
+  bool SplitIdle(int split) const { return splits_[split].idle; }
+
+ private:
+  struct Split {
+    int64_t max_timestamp = kNoWatermark;
+    int64_t last_active_nanos = 0;  // when it last had records (or was added)
+    bool had_events = false;        // records since the last OnPeriodic()
+    bool idle = false;
+  };
+
+  const int64_t max_out_of_orderness_ms_;
+  const int64_t idle_timeout_nanos_;
+  std::vector<Split> splits_;
+  int64_t watermark_ = kNoWatermark;
+  bool idle_ = false;
+};
+
+}  // namespace sluice::ops
