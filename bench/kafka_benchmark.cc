@@ -8,12 +8,13 @@
 // 3. Latency: an unbounded job kafka -> filter -> kafka_sink (at_least_once, small linger)
 //    while this process produces records carrying their send time at a fixed rate and reads
 //    the output topic; beside it, plain consumers read the input topic directly (the same hop
-//    without Sluice), one with the source's librdkafka settings and one with a 1 ms fetch wait.
+//    without Sluice), one with librdkafka's default fetch wait and one with 1 ms, as the job's
+//    source is configured here (`properties: {fetch.wait.max.ms: "1"}`).
 // Every topic's record count is checked against what was written (the mock keeps at most
 // 5 MiB or 100,000 batches per partition and silently drops older data).
 //
 // The mock shapes the figures: a fetch that finds no data is answered only after the
-// consumer's fetch.wait.max.ms (500 by default, which the source cannot change) even if data
+// consumer's fetch.wait.max.ms (500 by default; the latency job sets 1 ms) even if data
 // arrives meanwhile; a fetch returns at most one batch per partition; and finding a batch scans
 // the partition's batches from the oldest. Small batches (a small linger over many partitions)
 // make it the bottleneck; see bench/README.md.
@@ -323,7 +324,7 @@ const sluice::proto::OperatorInfo* FindOperator(const sluice::proto::JobInfo& j,
 }
 
 std::string SourceSpec(const std::string& bootstrap, const std::string& topic, bool bounded,
-                       const std::string& fields) {
+                       const std::string& fields, const std::string& properties = "") {
   return absl::StrCat(R"(
   - id: events
     type: kafka
@@ -336,7 +337,7 @@ std::string SourceSpec(const std::string& bootstrap, const std::string& topic, b
     bounded: )",
                       bounded ? "true" : "false", R"(
     fields: )",
-                      fields);
+                      fields, properties.empty() ? "" : "\n    properties: ", properties);
 }
 
 std::string ThroughputJob(const std::string& name, const std::string& bootstrap,
@@ -366,7 +367,9 @@ std::string LatencyJob(const std::string& name, const std::string& bootstrap, co
       "name: ", name, "\nparallelism: 2\ncheckpoint: {interval: 1s}\noperators:",
       SourceSpec(
           bootstrap, in, false,
-          "[{name: user, type: int64}, {name: amount, type: int64}, {name: ts, type: int64}]"),
+          "[{name: user, type: int64}, {name: amount, type: int64}, {name: ts, type: int64}]",
+          // The mock answers an empty fetch only after fetch.wait.max.ms (500 by default).
+          "{fetch.wait.max.ms: \"1\"}"),
       R"(
   - {id: valid, type: filter, where: "amount >= 0"}
   - id: out
@@ -510,9 +513,9 @@ LatencyRun RunLatency(sluice::cli::CoordinatorClient& client, const std::vector<
   std::atomic<int64_t> failures{0};
   auto producer = NewProducer(bootstrap, &failures, {{"linger.ms", std::to_string(linger_ms)}});
   // The mock answers a fetch that finds no data only after fetch.wait.max.ms (default 500),
-  // even if data arrives meanwhile. Our end-to-end reader must not add that delay, so it uses
-  // 1 ms. Two plain readers of the input show the hop without Sluice: one with the source's
-  // settings (the default wait, which the source cannot change), one with 1 ms.
+  // even if data arrives meanwhile. Our end-to-end reader and the job's source (its
+  // `properties`) use 1 ms. Two plain readers of the input show the hop without Sluice: one
+  // with librdkafka's default wait, one with 1 ms like the source.
   auto e2e = NewAssignedConsumer(bootstrap, out, partitions, {{"fetch.wait.max.ms", "1"}});
   auto raw = NewAssignedConsumer(bootstrap, in, partitions, {});
   auto fast = NewAssignedConsumer(bootstrap, in, partitions, {{"fetch.wait.max.ms", "1"}});

@@ -143,6 +143,10 @@ class KafkaSource final : public ops::SourceOperator {
     s.Update(set("enable.auto.commit", "false"));
     s.Update(set("enable.partition.eof", "false"));
     s.Update(set("log_level", "3"));
+    if (c["properties"]) {  // the user's librdkafka consumer settings
+      for (const auto& kv : c["properties"]) s.Update(set(kv.first.Scalar().c_str(), kv.second.Scalar()));
+    }
+    s.Update(set("enable.auto.commit", "false"));  // offsets live in our checkpoints
     if (!s.ok()) {
       rd_kafka_conf_destroy(conf);
       return s;

@@ -41,7 +41,7 @@ const std::vector<OperatorType>& OperatorTypes() {
       {"datagen", OperatorKind::kDatagen, 0, 0, {"count", "rate", "fields", "event_time"}},
       {"kafka", OperatorKind::kKafkaSource, 0, 0,
        {"bootstrap", "topic", "format", "fields", "start", "group", "bounded", "on_error",
-        "dead_letter_topic", "event_time", "partition_discovery"}},
+        "dead_letter_topic", "event_time", "partition_discovery", "properties"}},
       {"filter", OperatorKind::kFilter, 1, 1, {"where"}},
       {"map", OperatorKind::kMap, 1, 1, {"fields"}},
       {"key_by", OperatorKind::kKeyBy, 1, 1, {"key"}},
@@ -293,6 +293,17 @@ absl::Status ParseEventTime(const ErrorContext& ec, OperatorSpec& op, bool kafka
   return absl::OkStatus();
 }
 
+// `properties`: a mapping of librdkafka settings (checked by librdkafka when the client starts).
+absl::Status CheckKafkaProperties(const ErrorContext& ec, const YAML::Node& c) {
+  if (YAML::Node props = c["properties"]) {
+    if (!props.IsMap()) return ec.At(props, "'properties' must be a mapping of librdkafka settings");
+    for (const auto& kv : props) {
+      if (!kv.second.IsScalar()) return ec.At(kv.second, "a property value must be a scalar");
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Type-checks one operator's own options and infers its output schema.
 absl::Status CheckOperator(const ErrorContext& ec, std::vector<OperatorSpec>& ops,
                            OperatorSpec& op) {
@@ -332,6 +343,7 @@ absl::Status CheckOperator(const ErrorContext& ec, std::vector<OperatorSpec>& op
     }
     case OperatorKind::kKafkaSource: {
       SLUICE_ASSIGN_OR_RETURN(std::string bootstrap, GetString(ec, c, "bootstrap", true));
+      SLUICE_RETURN_IF_ERROR(CheckKafkaProperties(ec, c));
       SLUICE_ASSIGN_OR_RETURN(std::string topic, GetString(ec, c, "topic", true));
       SLUICE_ASSIGN_OR_RETURN(std::string format, GetString(ec, c, "format", false));
       if (format.empty()) format = "json";
@@ -579,12 +591,7 @@ absl::Status CheckOperator(const ErrorContext& ec, std::vector<OperatorSpec>& op
       SLUICE_ASSIGN_OR_RETURN(int64_t pool, GetInt(ec, c, "producer_pool_size", 5, 2, 64));
       SLUICE_ASSIGN_OR_RETURN(int64_t max_bytes, GetInt(ec, c, "max_transaction_bytes", 64 << 20, 1, 1 << 30));
       (void)max_bytes;
-      if (YAML::Node props = c["properties"]) {
-        if (!props.IsMap()) return ec.At(props, "'properties' must be a mapping of librdkafka settings");
-        for (const auto& kv : props) {
-          if (!kv.second.IsScalar()) return ec.At(kv.second, "a property value must be a scalar");
-        }
-      }
+      SLUICE_RETURN_IF_ERROR(CheckKafkaProperties(ec, c));
       (void)bootstrap;
       (void)topic;
       (void)pool;
