@@ -900,9 +900,11 @@ void Coordinator::TriggerCheckpointLocked(Job& job, bool final, std::unique_ptr<
   SendToWorkers(job, false, id, final);
 }
 
-void Coordinator::AbortCheckpointLocked(Job& job, const std::string& reason) {
+void Coordinator::AbortCheckpointLocked(Job& job, const std::string& reason, bool counts) {
   if (!job.pending) return;
   PendingCheckpoint& p = *job.pending;
+  const int64_t id = p.id;
+  counts &= !p.savepoint;
   spdlog::warn("job {}: checkpoint {} aborted: {}", job.id, p.id, reason);
   proto::CheckpointInfo info;
   info.set_checkpoint_id(p.id);
@@ -922,6 +924,15 @@ void Coordinator::AbortCheckpointLocked(Job& job, const std::string& reason) {
   std::filesystem::remove_all(std::filesystem::path(job.dir) / absl::StrCat("chk-", p.id), ec);
   job.pending.reset();
   job.last_checkpoint_end_nanos = options_.clock->NowNanos();
+  if (counts && ++job.consecutive_checkpoint_failures > job.spec->checkpoint.tolerable_failures) {
+    // As Flink's tolerable-failed-checkpoints: a job whose checkpoints keep failing is failed
+    // over (restarted from its latest checkpoint) rather than left running without them.
+    const int failures = job.consecutive_checkpoint_failures;
+    job.consecutive_checkpoint_failures = 0;
+    FailJob(job, absl::StrCat("checkpoint ", id, " ", reason, "; ", failures,
+                              " consecutive checkpoint failure(s) exceed checkpoint.tolerable_failures (",
+                              job.spec->checkpoint.tolerable_failures, ")"));
+  }
 }
 
 void Coordinator::AcknowledgeCheckpoint(const proto::CheckpointAck& ack) {
@@ -934,7 +945,7 @@ void Coordinator::AcknowledgeCheckpoint(const proto::CheckpointAck& ack) {
   }
   if (ack.declined()) {
     AbortCheckpointLocked(job, absl::StrCat("task ", job.graph->vertices[ack.task().vertex()].name, "#",
-                                            ack.task().subtask(), " declined: ", ack.reason()));
+                                            ack.task().subtask(), " declined: ", ack.reason()), true);
     return;
   }
   job.pending->acks[{ack.task().vertex(), ack.task().subtask()}] = ack;
@@ -1004,7 +1015,7 @@ void Coordinator::CompleteCheckpointLocked(Job& job) {
   absl::Status w = WriteFileAtomically((chk / "_metadata").string(), md->SerializeAsString());
   if (!w.ok()) {
     job.pending = std::move(p);
-    AbortCheckpointLocked(job, absl::StrCat("cannot write metadata: ", w.message()));
+    AbortCheckpointLocked(job, absl::StrCat("cannot write metadata: ", w.message()), true);
     return;
   }
   std::string path = chk.string();
@@ -1047,6 +1058,7 @@ void Coordinator::CompleteCheckpointLocked(Job& job) {
   // only the discarded ones reference.
   job.latest_metadata = (chk / "_metadata").string();
   job.latest_dir = job.dir;
+  job.consecutive_checkpoint_failures = 0;
   job.retained.push_back(md);
   while (static_cast<int>(job.retained.size()) > job.spec->checkpoint.retain) {
     std::shared_ptr<proto::CheckpointMetadata> old = job.retained.front();
@@ -1108,7 +1120,7 @@ void Coordinator::CheckpointTick(Job& job, int64_t now) {
   }
   if (job.pending) {
     if (now - job.pending->trigger_nanos > cc.timeout_ms * 1'000'000) {
-      AbortCheckpointLocked(job, absl::StrCat("timed out after ", cc.timeout_ms, " ms"));
+      AbortCheckpointLocked(job, absl::StrCat("timed out after ", cc.timeout_ms, " ms"), true);
     } else if (all_eoi && !job.pending->final && !job.pending->savepoint) {
       // Barriers cannot reach tasks whose input has ended: go straight to the final checkpoint.
       AbortCheckpointLocked(job, "all input ended; taking the final checkpoint instead");
@@ -1140,6 +1152,7 @@ void Coordinator::RestartTick(Job& job, int64_t now) {
   }
   ReleaseSlots(job);
   job.restarts++;
+  job.consecutive_checkpoint_failures = 0;
   absl::Status s = ScheduleLocked(job);
   if (!s.ok()) {
     const plan::RestartConfig& rc = job.spec->restart;

@@ -129,6 +129,7 @@ class Coordinator {
     std::string restored_from;
     std::deque<proto::CheckpointInfo> history;
     int restarts = 0;
+    int consecutive_checkpoint_failures = 0;
     int64_t restart_at_nanos = 0;
     // Rates per operator index, refreshed by the monitor thread.
     std::vector<uint64_t> prev_in, prev_out;
@@ -159,7 +160,11 @@ class Coordinator {
   void TriggerCheckpointLocked(Job& job, bool final, std::unique_ptr<PendingCheckpoint> p)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CompleteCheckpointLocked(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void AbortCheckpointLocked(Job& job, const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `counts`: the failure counts towards checkpoint.tolerable_failures (a timeout, a declined
+  // snapshot, unwritable metadata); aborts caused by a restart, a savepoint or the end of input
+  // do not.
+  void AbortCheckpointLocked(Job& job, const std::string& reason, bool counts = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CheckpointTick(Job& job, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RestartTick(Job& job, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendToWorkers(Job& job, bool complete, int64_t id, bool final) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

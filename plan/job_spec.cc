@@ -632,12 +632,15 @@ absl::Status CheckKeys(const ErrorContext& ec, const YAML::Node& node, const cha
 
 absl::Status ParseCheckpointAndRestart(const ErrorContext& ec, const YAML::Node& root, JobSpec* job) {
   if (YAML::Node c = root["checkpoint"]) {
-    SLUICE_RETURN_IF_ERROR(CheckKeys(ec, c, "checkpoint", {"interval", "timeout", "min_pause", "retain"}));
+    SLUICE_RETURN_IF_ERROR(
+        CheckKeys(ec, c, "checkpoint", {"interval", "timeout", "min_pause", "retain", "tolerable_failures"}));
     SLUICE_ASSIGN_OR_RETURN(job->checkpoint.interval_ms, GetDuration(ec, c, "interval", 0));
     SLUICE_ASSIGN_OR_RETURN(job->checkpoint.timeout_ms, GetDuration(ec, c, "timeout", 60000));
     SLUICE_ASSIGN_OR_RETURN(job->checkpoint.min_pause_ms, GetDuration(ec, c, "min_pause", 0));
     SLUICE_ASSIGN_OR_RETURN(int64_t retain, GetInt(ec, c, "retain", 3, 1, 1000));
     job->checkpoint.retain = static_cast<int>(retain);
+    SLUICE_ASSIGN_OR_RETURN(int64_t tolerable, GetInt(ec, c, "tolerable_failures", 0, 0, 1000000));
+    job->checkpoint.tolerable_failures = static_cast<int>(tolerable);
     if (job->checkpoint.interval_ms > 0 && job->checkpoint.interval_ms < 10) {
       return ec.At(c["interval"], "checkpoint interval must be at least 10ms");
     }

@@ -74,12 +74,16 @@ struct OperatorSpec {
   }
 };
 
-// `checkpoint: {interval: 1s, timeout: 60s, min_pause: 0s, retain: 3}`; interval 0 = off.
+// `checkpoint: {interval: 1s, timeout: 60s, min_pause: 0s, retain: 3, tolerable_failures: 0}`;
+// interval 0 = off.
 struct CheckpointConfig {
   int64_t interval_ms = 0;
   int64_t timeout_ms = 60000;
   int64_t min_pause_ms = 0;
   int retain = 3;
+  // Consecutive failed checkpoints (timed out, declined, unwritable) a job tolerates before it
+  // is failed over; Flink's execution.checkpointing.tolerable-failed-checkpoints (default 0).
+  int tolerable_failures = 0;
   bool enabled() const { return interval_ms > 0; }
 };
 

@@ -90,5 +90,24 @@ operators:
   EXPECT_THAT(r, StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("needs 2 slot(s)")));
 }
 
+TEST_F(FailureTest, CheckpointsThatKeepTimingOutFailTheJobOver) {
+  StartCluster(1, 2);
+  // A slow sink behind a shuffle: the buffers fill up and barriers wait behind them, so every
+  // checkpoint times out. With restart strategy none, exceeding the tolerance fails the job.
+  std::string job = Submit(R"(
+name: stuck-checkpoints
+checkpoint: {interval: 100ms, timeout: 300ms, tolerable_failures: 1}
+restart: {strategy: none}
+operators:
+  - {id: gen, type: datagen, fields: [{name: k, type: int64, expr: "seq % 7"}]}
+  - {id: by_k, type: key_by, key: [k]}
+  - {id: sink, type: blackhole, max_rate: 20}
+)");
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(30));
+  ASSERT_EQ(info.state(), proto::JOB_FAILED) << info.error();
+  EXPECT_THAT(info.error(), HasSubstr("timed out after 300 ms; 2 consecutive checkpoint failure(s) exceed "
+                                      "checkpoint.tolerable_failures (1)"));
+}
+
 }  // namespace
 }  // namespace sluice::testing
