@@ -13,6 +13,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/logging.h"
 #include "absl/synchronization/mutex.h"
@@ -29,6 +30,8 @@ namespace sluice::connectors {
 namespace {
 
 using PartitionCountFn = std::function<absl::StatusOr<int>()>;
+// Partition counts of every topic the source reads, in its order.
+using PartitionCountsFn = std::function<absl::StatusOr<std::vector<int>>()>;
 
 constexpr int64_t kDefaultDiscoveryMs = 30000;
 constexpr int kMetadataTimeoutMs = 10000;
@@ -49,14 +52,14 @@ absl::StatusOr<int> FetchPartitionCount(rd_kafka_t* rk, const std::string& topic
   return partitions;
 }
 
-// Counts the topic's partitions off the task thread: a metadata request can take its whole
+// Counts the topics' partitions off the task thread: a metadata request can take its whole
 // timeout when the brokers are away, and the task thread must keep serving checkpoints.
 // The task thread calls Request() when discovery is due and TakeResult() on later polls
 // (an atomic load while nothing has come). The thread starts in the constructor and is joined
 // in the destructor. Thread-safe.
 class PartitionCounter {
  public:
-  explicit PartitionCounter(PartitionCountFn count) : count_(std::move(count)) {
+  explicit PartitionCounter(PartitionCountsFn count) : count_(std::move(count)) {
     thread_ = std::thread([this] { Loop(); });
   }
   ~PartitionCounter() {
@@ -74,11 +77,11 @@ class PartitionCounter {
   }
 
   // The answer to a request, once it has come.
-  absl::optional<absl::StatusOr<int>> TakeResult() {
+  absl::optional<absl::StatusOr<std::vector<int>>> TakeResult() {
     if (!has_result_.load(std::memory_order_acquire)) return absl::nullopt;
     absl::MutexLock lock(&mu_);
     has_result_.store(false);
-    absl::optional<absl::StatusOr<int>> r = std::move(result_);
+    absl::optional<absl::StatusOr<std::vector<int>>> r = std::move(result_);
     result_.reset();
     return r;
   }
@@ -93,18 +96,18 @@ class PartitionCounter {
         if (stop_) return;
         requested_ = false;
       }
-      absl::StatusOr<int> r = count_();
+      absl::StatusOr<std::vector<int>> r = count_();
       absl::MutexLock lock(&mu_);
       result_ = std::move(r);
       has_result_.store(true, std::memory_order_release);
     }
   }
 
-  const PartitionCountFn count_;
+  const PartitionCountsFn count_;
   absl::Mutex mu_;
   bool requested_ ABSL_GUARDED_BY(mu_) = false;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  absl::optional<absl::StatusOr<int>> result_ ABSL_GUARDED_BY(mu_);
+  absl::optional<absl::StatusOr<std::vector<int>>> result_ ABSL_GUARDED_BY(mu_);
   std::atomic<bool> has_result_{false};
   std::thread thread_;
 };
@@ -119,7 +122,12 @@ class KafkaSource final : public ops::SourceOperator {
   absl::Status Open(const ops::OperatorContext& ctx, ops::Output* output) override {
     SLUICE_RETURN_IF_ERROR(SourceOperator::Open(ctx, output));
     const YAML::Node& c = ctx.spec->config;
-    topic_ = c["topic"].Scalar();
+    topics_.clear();
+    if (c["topics"]) {
+      for (const auto& t : c["topics"]) topics_.push_back(t.Scalar());
+    } else {
+      topics_.push_back(c["topic"].Scalar());
+    }
     format_ = c["format"] ? c["format"].Scalar() : "json";
     bounded_ = c["bounded"] && c["bounded"].as<bool>();
     std::string on_error = c["on_error"] ? c["on_error"].Scalar() : "fail";
@@ -186,55 +194,76 @@ class KafkaSource final : public ops::SourceOperator {
     }
 
     // Which partitions exist, and which are ours.
-    PartitionCountFn count = count_for_test_;
-    if (!count) {
+    PartitionCountsFn count;
+    if (count_for_test_) {
+      PartitionCountFn one = count_for_test_;
+      count = [one]() -> absl::StatusOr<std::vector<int>> {
+        SLUICE_ASSIGN_OR_RETURN(int n, one());
+        return std::vector<int>{n};
+      };
+    } else {
       rd_kafka_t* rk = rk_;
-      std::string topic = topic_;
-      count = [rk, topic] { return FetchPartitionCount(rk, topic); };
+      std::vector<std::string> topics = topics_;
+      count = [rk, topics]() -> absl::StatusOr<std::vector<int>> {
+        std::vector<int> counts;
+        for (const std::string& t : topics) {
+          SLUICE_ASSIGN_OR_RETURN(int n, FetchPartitionCount(rk, t));
+          counts.push_back(n);
+        }
+        return counts;
+      };
     }
     SLUICE_ASSIGN_OR_RETURN(known_partitions_, count());
 
-    std::map<int32_t, int64_t> restored;
+    // Entries are "<topic>:<partition>:<offset>" ("<partition>:<offset>" before sources read
+    // several topics: the first topic). Topics the job no longer reads are dropped.
+    std::map<TopicPartition, int64_t> restored;
     for (const std::string& e : ctx.restored_state) {
       std::vector<std::string> parts = absl::StrSplit(e, ':');
       int32_t p;
       int64_t off;
-      if (parts.size() == 2 && absl::SimpleAtoi(parts[0], &p) && absl::SimpleAtoi(parts[1], &off)) restored[p] = off;
+      if (parts.size() == 2) parts.insert(parts.begin(), topics_[0]);
+      auto t = std::find(topics_.begin(), topics_.end(), parts.size() == 3 ? parts[0] : std::string());
+      if (parts.size() == 3 && t != topics_.end() && absl::SimpleAtoi(parts[1], &p) && absl::SimpleAtoi(parts[2], &off)) {
+        restored[{static_cast<int>(t - topics_.begin()), p}] = off;
+      }
     }
-    rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(known_partitions_);
-    for (int32_t p = 0; p < known_partitions_; ++p) {
-      if (p % ctx.parallelism != ctx.subtask) continue;
-      int64_t offset = start == "latest" ? RD_KAFKA_OFFSET_END
-                       : start == "committed" ? RD_KAFKA_OFFSET_STORED
-                                              : RD_KAFKA_OFFSET_BEGINNING;
-      auto it = restored.find(p);
-      if (it != restored.end()) {
-        offset = it->second;
-      } else if (ctx.restored && discovery_interval_nanos_ > 0) {
-        offset = RD_KAFKA_OFFSET_BEGINNING;  // appeared after the checkpoint: a new partition
-      }
-      rd_kafka_topic_partition_list_add(list, topic_.c_str(), p)->offset = offset;
-      int64_t low = 0, high = 0;
-      if (bounded_) {
-        err = rd_kafka_query_watermark_offsets(rk_, topic_.c_str(), p, &low, &high, 10000);
-        if (err) {
-          rd_kafka_topic_partition_list_destroy(list);
-          return absl::UnavailableError(absl::StrCat("kafka watermarks of ", topic_, "/", p, ": ", rd_kafka_err2str(err)));
+    rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(8);
+    for (int t = 0; t < static_cast<int>(topics_.size()); ++t) {
+      for (int32_t p = 0; p < known_partitions_[t]; ++p) {
+        if (!Owns(t, p)) continue;
+        int64_t offset = start == "latest" ? RD_KAFKA_OFFSET_END
+                         : start == "committed" ? RD_KAFKA_OFFSET_STORED
+                                                : RD_KAFKA_OFFSET_BEGINNING;
+        auto it = restored.find({t, p});
+        if (it != restored.end()) {
+          offset = it->second;
+        } else if (ctx.restored && discovery_interval_nanos_ > 0) {
+          offset = RD_KAFKA_OFFSET_BEGINNING;  // appeared after the checkpoint: a new partition
         }
+        rd_kafka_topic_partition_list_add(list, topics_[t].c_str(), p)->offset = offset;
+        int64_t low = 0, high = 0;
+        if (bounded_) {
+          err = rd_kafka_query_watermark_offsets(rk_, topics_[t].c_str(), p, &low, &high, 10000);
+          if (err) {
+            rd_kafka_topic_partition_list_destroy(list);
+            return absl::UnavailableError(absl::StrCat("kafka watermarks of ", topics_[t], "/", p, ": ", rd_kafka_err2str(err)));
+          }
+        }
+        Partition part;
+        part.id = p;
+        // Bounded sources compare positions with end offsets, so "earliest" is the low offset.
+        part.next = bounded_ && offset == RD_KAFKA_OFFSET_BEGINNING ? low : offset;
+        part.end = high;
+        if (watermarks_ != nullptr) part.split = watermarks_->AddSplit(now);
+        partitions_[{t, p}] = part;
       }
-      Partition part;
-      part.id = p;
-      // Bounded sources compare positions with end offsets, so "earliest" is the low offset.
-      part.next = bounded_ && offset == RD_KAFKA_OFFSET_BEGINNING ? low : offset;
-      part.end = high;
-      if (watermarks_ != nullptr) part.split = watermarks_->AddSplit(now);
-      partitions_[p] = part;
     }
     err = rd_kafka_assign(rk_, list);
     rd_kafka_topic_partition_list_destroy(list);
     if (err) return absl::UnavailableError(absl::StrCat("kafka assign: ", rd_kafka_err2str(err)));
     if (discovery_interval_nanos_ > 0) counter_ = std::make_unique<PartitionCounter>(std::move(count));
-    spdlog::info("{}: reading {} partition(s) of {}{}", ctx.task_name, partitions_.size(), topic_,
+    spdlog::info("{}: reading {} partition(s) of {}{}", ctx.task_name, partitions_.size(), absl::StrJoin(topics_, ", "),
                  ctx.restored ? " from checkpointed offsets" : "");
     return absl::OkStatus();
   }
@@ -251,9 +280,10 @@ class KafkaSource final : public ops::SourceOperator {
       if (m->err) {
         std::string e = rd_kafka_message_errstr(m);
         rd_kafka_message_destroy(m);
-        return absl::UnavailableError(absl::StrCat("kafka topic ", topic_, ": ", e));
+        return absl::UnavailableError(absl::StrCat("kafka topic ", topics_.size() == 1 ? topics_[0] : rd_kafka_topic_name(m->rkt), ": ", e));
       }
-      auto it = partitions_.find(m->partition);
+      const int t = TopicIndex(m->rkt);
+      auto it = partitions_.find({t, m->partition});
       if (it == partitions_.end()) {
         rd_kafka_message_destroy(m);
         continue;
@@ -269,7 +299,7 @@ class KafkaSource final : public ops::SourceOperator {
         }
       }
       if (!s.ok()) {
-        std::string where = absl::StrCat("topic ", topic_, " partition ", m->partition, " offset ", offset);
+        std::string where = absl::StrCat("topic ", topics_[t], " partition ", m->partition, " offset ", offset);
         if (dlq_ != nullptr) {
           // The original bytes, with the error and origin in headers.
           std::string error(s.message());
@@ -310,7 +340,9 @@ class KafkaSource final : public ops::SourceOperator {
     // Every partition, also those not read yet: their logical start offset (earliest, latest,
     // committed) is resolved again on restore, and a restored source can tell partitions it
     // knew from those that appeared since.
-    for (const auto& [p, part] : partitions_) entries->push_back(absl::StrCat(p, ":", part.next));
+    for (const auto& [tp, part] : partitions_) {
+      entries->push_back(absl::StrCat(topics_[tp.first], ":", tp.second, ":", part.next));
+    }
     snapshot_ = partitions_;
     return absl::OkStatus();
   }
@@ -325,8 +357,8 @@ class KafkaSource final : public ops::SourceOperator {
   absl::Status NotifyCheckpointComplete(int64_t) override {
     // For monitoring tools only: our checkpoints hold the offsets we resume from.
     rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(snapshot_.size());
-    for (const auto& [p, part] : snapshot_) {
-      if (part.next >= 0) rd_kafka_topic_partition_list_add(list, topic_.c_str(), p)->offset = part.next;
+    for (const auto& [tp, part] : snapshot_) {
+      if (part.next >= 0) rd_kafka_topic_partition_list_add(list, topics_[tp.first].c_str(), tp.second)->offset = part.next;
     }
     if (list->cnt > 0) rd_kafka_commit(rk_, list, 1);
     rd_kafka_topic_partition_list_destroy(list);
@@ -365,7 +397,7 @@ class KafkaSource final : public ops::SourceOperator {
         counter_->Request();
         next_discovery_nanos_ = now + discovery_interval_nanos_;
       }
-      if (absl::optional<absl::StatusOr<int>> count = counter_->TakeResult()) {
+      if (absl::optional<absl::StatusOr<std::vector<int>>> count = counter_->TakeResult()) {
         SLUICE_RETURN_IF_ERROR(AddPartitions(*count, now));
       }
     }
@@ -376,35 +408,57 @@ class KafkaSource final : public ops::SourceOperator {
     return absl::OkStatus();
   }
 
-  // Discovery found `count` partitions: reads ours among the new ones from the earliest offset.
-  absl::Status AddPartitions(const absl::StatusOr<int>& count, int64_t now) {
-    if (!count.ok()) {
+  // Discovery found `counts` partitions per topic: reads ours among the new ones from the
+  // earliest offset.
+  absl::Status AddPartitions(const absl::StatusOr<std::vector<int>>& counts, int64_t now) {
+    if (!counts.ok()) {
       // The next discovery tries again; reading the known partitions goes on meanwhile.
-      spdlog::warn("{}: partition discovery: {}", ctx_.task_name, count.status());
+      spdlog::warn("{}: partition discovery: {}", ctx_.task_name, counts.status());
       return absl::OkStatus();
     }
-    if (*count <= known_partitions_) return absl::OkStatus();  // Kafka never removes partitions
-    rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(*count - known_partitions_);
-    for (int32_t p = known_partitions_; p < *count; ++p) {
-      if (p % ctx_.parallelism != ctx_.subtask || partitions_.count(p)) continue;
-      rd_kafka_topic_partition_list_add(list, topic_.c_str(), p)->offset = RD_KAFKA_OFFSET_BEGINNING;
-      Partition part;
-      part.id = p;
-      part.next = RD_KAFKA_OFFSET_BEGINNING;
-      if (watermarks_ != nullptr) part.split = watermarks_->AddSplit(now);
-      partitions_[p] = part;
+    rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(8);
+    for (int t = 0; t < static_cast<int>(topics_.size()) && t < static_cast<int>(counts->size()); ++t) {
+      const int count = (*counts)[t];
+      if (count <= known_partitions_[t]) continue;  // Kafka never removes partitions
+      const int before = list->cnt;
+      for (int32_t p = known_partitions_[t]; p < count; ++p) {
+        if (!Owns(t, p) || partitions_.count({t, p})) continue;
+        rd_kafka_topic_partition_list_add(list, topics_[t].c_str(), p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+        Partition part;
+        part.id = p;
+        part.next = RD_KAFKA_OFFSET_BEGINNING;
+        if (watermarks_ != nullptr) part.split = watermarks_->AddSplit(now);
+        partitions_[{t, p}] = part;
+      }
+      spdlog::info("{}: topic {} has {} partitions (was {}); reading {} new one(s) from the earliest offset",
+                   ctx_.task_name, topics_[t], count, known_partitions_[t], list->cnt - before);
+      known_partitions_[t] = count;
     }
-    spdlog::info("{}: topic {} has {} partitions (was {}); reading {} new one(s) from the earliest offset",
-                 ctx_.task_name, topic_, *count, known_partitions_, list->cnt);
-    known_partitions_ = *count;
     rd_kafka_error_t* error = list->cnt > 0 ? rd_kafka_incremental_assign(rk_, list) : nullptr;
     rd_kafka_topic_partition_list_destroy(list);
     if (error != nullptr) {
       std::string msg = rd_kafka_error_string(error);
       rd_kafka_error_destroy(error);
-      return absl::UnavailableError(absl::StrCat("kafka assign of new partitions of ", topic_, ": ", msg));
+      return absl::UnavailableError(absl::StrCat("kafka assign of new partitions: ", msg));
     }
     return absl::OkStatus();
+  }
+
+  // Partition p of topic t goes to subtask (t + p) % parallelism: with one topic, p % parallelism;
+  // several topics start at different subtasks, so small topics do not all land on subtask 0.
+  bool Owns(int t, int32_t p) const { return (t + p) % ctx_.parallelism == ctx_.subtask; }
+
+  // The index of a message's topic (a pointer compare once the handle has been seen).
+  int TopicIndex(rd_kafka_topic_t* rkt) {
+    if (topics_.size() == 1) return 0;
+    for (const auto& [handle, index] : topic_handles_) {
+      if (handle == rkt) return index;
+    }
+    const char* name = rd_kafka_topic_name(rkt);
+    int index = static_cast<int>(std::find(topics_.begin(), topics_.end(), name) - topics_.begin());
+    if (index == static_cast<int>(topics_.size())) index = -1;
+    topic_handles_.push_back({rkt, index});
+    return index;
   }
 
   bool Done() const {
@@ -468,13 +522,15 @@ class KafkaSource final : public ops::SourceOperator {
   rd_kafka_t* rk_ = nullptr;
   rd_kafka_t* dlq_ = nullptr;  // dead-letter producer (on_error: dead_letter)
   std::string dead_letter_topic_;
-  std::string topic_;
+  std::vector<std::string> topics_;
+  std::vector<std::pair<rd_kafka_topic_t*, int>> topic_handles_;  // message topic -> index
   std::string format_;
   bool bounded_ = false;
   bool skip_bad_ = false;
   int64_t skipped_ = 0;
-  std::map<int32_t, Partition> partitions_;
-  std::map<int32_t, Partition> snapshot_;
+  using TopicPartition = std::pair<int, int32_t>;  // (index in topics_, partition)
+  std::map<TopicPartition, Partition> partitions_;
+  std::map<TopicPartition, Partition> snapshot_;
   Record out_;
   JsonRecordReader json_;
   size_t decoded_fields_ = 0;  // fields read from the message (all but a kafka_timestamp one)
@@ -486,7 +542,7 @@ class KafkaSource final : public ops::SourceOperator {
   int64_t next_watermark_nanos_ = 0;
   // Partition discovery (counter_ null when off).
   const PartitionCountFn count_for_test_;
-  int known_partitions_ = 0;
+  std::vector<int> known_partitions_;  // per topic
   int64_t discovery_interval_nanos_ = 0;
   int64_t next_discovery_nanos_ = 0;
   std::unique_ptr<PartitionCounter> counter_;

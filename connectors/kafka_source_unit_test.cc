@@ -74,9 +74,9 @@ class KafkaSourceUnitTest : public ::testing::Test {
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
-  void Produce(int partition, const std::string& lines) {
+  void Produce(int partition, const std::string& lines, const std::string& topic = "events") {
     std::ofstream(dir_ + "/input") << lines;
-    std::string cmd = absl::StrCat("timeout 30 kcat -b ", kafka_->bootstrap(), " -P -t events -p ",
+    std::string cmd = absl::StrCat("timeout 30 kcat -b ", kafka_->bootstrap(), " -P -t ", topic, " -p ",
                                    partition, " < ", dir_, "/input 2>&1");
     FILE* p = popen(cmd.c_str(), "r");
     ASSERT_NE(p, nullptr);
@@ -253,15 +253,15 @@ TEST_F(KafkaSourceUnitTest, DiscoveryReadsNewPartitionsFromTheEarliestOffset) {
   ASSERT_OK(Open(0, 2));
   ASSERT_TRUE(PollUntil([&] { return out_.records == 3; }));
   EXPECT_THAT(out_.Take(), ElementsAre("r:1", "r:2", "r:3"));
-  EXPECT_THAT(Snapshot(), ElementsAre("0:3"));
+  EXPECT_THAT(Snapshot(), ElementsAre("events:0:3"));
 
   // The topic "grows" to 3 partitions; partition 2 is found at the next discovery.
   visible_ = 3;
   Advance(999);
-  EXPECT_THAT(Snapshot(), ElementsAre("0:3")) << "not due yet";
+  EXPECT_THAT(Snapshot(), ElementsAre("events:0:3")) << "not due yet";
   Advance(1);
   ASSERT_TRUE(PollUntil([&] { return Snapshot().size() == 2; }));
-  EXPECT_THAT(Snapshot(), ElementsAre("0:3", "2:-2")) << "checkpointed as 'earliest' before its first record";
+  EXPECT_THAT(Snapshot(), ElementsAre("events:0:3", "events:2:-2")) << "checkpointed as 'earliest' before its first record";
 
   // Records written to it before and after discovery are all read, from offset 0.
   Produce(2, Line(21, 0) + Line(22, 0));
@@ -269,18 +269,20 @@ TEST_F(KafkaSourceUnitTest, DiscoveryReadsNewPartitionsFromTheEarliestOffset) {
   Produce(2, Line(23, 0));
   ASSERT_TRUE(PollUntil([&] { return out_.records == 3; }));
   EXPECT_THAT(out_.Take(), ElementsAre("r:21", "r:22", "r:23")) << "nothing of partition 1";
-  EXPECT_THAT(Snapshot(), ElementsAre("0:3", "2:3"));
+  EXPECT_THAT(Snapshot(), ElementsAre("events:0:3", "events:2:3"));
   source_->Close();
 
   // Restored from a checkpoint taken before the discovery: partition 2 is not in its state, so
   // it appeared since, and is read from the earliest offset; partition 0 resumes at offset 3.
+  // (Entries in the format of checkpoints from before sources read several topics:
+  // "<partition>:<offset>" of the first topic.)
   std::vector<std::string> restored = {"0:3", "1:1"};
   out_.Take();
   ASSERT_OK(Open(0, 2, &restored));
   ASSERT_TRUE(PollUntil([&] { return out_.records == 3; }));
   Advance(200);
   EXPECT_THAT(out_.Take(), ElementsAre("r:21", "r:22", "r:23"));
-  EXPECT_THAT(Snapshot(), ElementsAre("0:3", "2:3"));
+  EXPECT_THAT(Snapshot(), ElementsAre("events:0:3", "events:2:3"));
   source_->Close();
 }
 
@@ -298,7 +300,62 @@ TEST_F(KafkaSourceUnitTest, DiscoveryMakesAnIdleSubtaskReadNewPartitions) {
   ASSERT_TRUE(PollUntil([&] { return out_.records == 1; }));
   Advance(200);
   EXPECT_THAT(out_.Take(), ElementsAre("active", "r:7", "wm:4999"));
-  EXPECT_THAT(Snapshot(), UnorderedElementsAre("1:1"));
+  EXPECT_THAT(Snapshot(), UnorderedElementsAre("events:1:1"));
+  source_->Close();
+}
+
+TEST_F(KafkaSourceUnitTest, ReadsSeveralTopicsAndResumesEachPartition) {
+  ASSERT_OK(kafka_->CreateTopic("more", 2));
+  auto job = plan::ParseJobSpec(absl::StrCat(R"(name: t
+operators:
+  - id: events
+    type: kafka
+    bootstrap: ")", kafka_->bootstrap(), R"("
+    topics: [events, more]
+    partition_discovery: 0
+    fields: [{name: user, type: int64}, {name: ts, type: timestamp}]
+  - {id: out, type: print}
+)"), "job.yaml");
+  ASSERT_OK(job);
+  job_ = *std::move(job);
+  Produce(0, Line(1, 0) + Line(2, 0));
+  Produce(1, Line(3, 0));
+  Produce(2, Line(4, 0));
+  Produce(0, Line(10, 0), "more");
+  Produce(1, Line(11, 0) + Line(12, 0), "more");
+  auto open = [&](int subtask, int parallelism, const std::vector<std::string>* restored) {
+    source_ = MakeKafkaSource();
+    ops::OperatorContext ctx;
+    ctx.job = &job_;
+    ctx.spec = &job_.operators[0];
+    ctx.subtask = subtask;
+    ctx.parallelism = parallelism;
+    ctx.clock = &clock_;
+    ctx.task_name = absl::StrCat("job-1/events#", subtask);
+    if (restored != nullptr) {
+      ctx.restored = true;
+      ctx.restored_state = *restored;
+    }
+    return source_->Open(ctx, &out_);
+  };
+  // Subtask 0 of 2 owns partition p of topic t when (t + p) % 2 == 0: events 0 and 2, more 1.
+  ASSERT_OK(open(0, 2, nullptr));
+  ASSERT_TRUE(PollUntil([&] { return out_.records == 5; }));
+  EXPECT_THAT(out_.Take(), UnorderedElementsAre("r:1", "r:2", "r:4", "r:11", "r:12"));
+  std::vector<std::string> state = Snapshot();
+  EXPECT_THAT(state, UnorderedElementsAre("events:0:2", "events:2:1", "more:1:2"));
+  source_->Close();
+
+  // Restored (with an entry of a topic the job no longer reads), it resumes exactly there.
+  Produce(0, Line(5, 0));
+  Produce(1, Line(13, 0), "more");
+  state.push_back("gone:0:7");
+  ASSERT_OK(open(0, 2, &state));
+  ASSERT_TRUE(PollUntil([&] { return out_.records == 2; }));
+  absl::SleepFor(absl::Milliseconds(200));
+  Advance(0);
+  EXPECT_THAT(out_.Take(), UnorderedElementsAre("r:5", "r:13"));
+  EXPECT_THAT(Snapshot(), UnorderedElementsAre("events:0:3", "events:2:1", "more:1:3"));
   source_->Close();
 }
 

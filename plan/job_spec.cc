@@ -40,7 +40,7 @@ const std::vector<OperatorType>& OperatorTypes() {
   static const auto* types = new std::vector<OperatorType>{
       {"datagen", OperatorKind::kDatagen, 0, 0, {"count", "rate", "fields", "event_time"}},
       {"kafka", OperatorKind::kKafkaSource, 0, 0,
-       {"bootstrap", "topic", "format", "fields", "start", "group", "bounded", "on_error",
+       {"bootstrap", "topic", "topics", "format", "fields", "start", "group", "bounded", "on_error",
         "dead_letter_topic", "event_time", "partition_discovery", "properties"}},
       {"filter", OperatorKind::kFilter, 1, 1, {"where"}},
       {"map", OperatorKind::kMap, 1, 1, {"fields"}},
@@ -344,7 +344,20 @@ absl::Status CheckOperator(const ErrorContext& ec, std::vector<OperatorSpec>& op
     case OperatorKind::kKafkaSource: {
       SLUICE_ASSIGN_OR_RETURN(std::string bootstrap, GetString(ec, c, "bootstrap", true));
       SLUICE_RETURN_IF_ERROR(CheckKafkaProperties(ec, c));
-      SLUICE_ASSIGN_OR_RETURN(std::string topic, GetString(ec, c, "topic", true));
+      if (c["topic"] && c["topics"]) return ec.At(c["topics"], "give either 'topic' or 'topics', not both");
+      std::string topic;
+      if (YAML::Node ts = c["topics"]) {
+        if (!ts.IsSequence() || ts.size() == 0) return ec.At(ts, "'topics' must be a non-empty list of topic names");
+        std::set<std::string> seen;
+        for (const auto& t : ts) {
+          if (!t.IsScalar() || t.Scalar().empty() || t.Scalar().find(':') != std::string::npos) {
+            return ec.At(t, "a topic name must be a non-empty string without ':'");
+          }
+          if (!seen.insert(t.Scalar()).second) return ec.At(t, absl::StrCat("topic '", t.Scalar(), "' is listed twice"));
+        }
+      } else {
+        SLUICE_ASSIGN_OR_RETURN(topic, GetString(ec, c, "topic", true));
+      }
       SLUICE_ASSIGN_OR_RETURN(std::string format, GetString(ec, c, "format", false));
       if (format.empty()) format = "json";
       if (format != "json" && format != "csv" && format != "raw") {

@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_replace.h"
 #include "common/key_groups.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
@@ -1116,6 +1117,30 @@ TEST(JobSpecEventTimeTest, ErrorsArePositioned) {
 )y"),
               IsJobError("job.yaml:5:18: ", "unknown key 'kafka_timestamp' in event_time (expected field, "
                                             "idle_timeout, max_out_of_orderness)"));
+}
+
+}  // namespace
+}  // namespace sluice::plan
+
+namespace sluice::plan {
+namespace {
+
+TEST(JobSpecKafkaTest, TopicsListIsCheckedWithPositions) {
+  // Line 9 holds the option under test (KafkaJob puts `topic: events` on line 6).
+  std::string with_topics = KafkaJob("    topics: [a, b]\n");
+  EXPECT_THAT(ParseStatus(with_topics),
+              IsJobError("job.yaml:9:13: ", "give either 'topic' or 'topics', not both"));
+  auto only_topics = [](const std::string& topics) {
+    std::string job = KafkaJob("");
+    return absl::StrReplaceAll(job, {{"    topic: events\n", "    topics: " + topics + "\n"}});
+  };
+  ASSERT_OK(Parse(only_topics("[a, b]")));
+  EXPECT_THAT(ParseStatus(only_topics("[]")),
+              IsJobError("job.yaml:6:13: ", "'topics' must be a non-empty list of topic names"));
+  EXPECT_THAT(ParseStatus(only_topics("[a, a]")),
+              IsJobError("job.yaml:6:17: ", "topic 'a' is listed twice"));
+  EXPECT_THAT(ParseStatus(only_topics("[\"a:b\"]")),
+              IsJobError("job.yaml:6:14: ", "a topic name must be a non-empty string without ':'"));
 }
 
 }  // namespace
