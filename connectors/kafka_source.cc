@@ -263,6 +263,11 @@ class KafkaSource final : public ops::SourceOperator {
     rd_kafka_topic_partition_list_destroy(list);
     if (err) return absl::UnavailableError(absl::StrCat("kafka assign: ", rd_kafka_err2str(err)));
     if (discovery_interval_nanos_ > 0) counter_ = std::make_unique<PartitionCounter>(std::move(count));
+    if (ctx.metrics != nullptr) {
+      lag_ = ctx.metrics->AddGauge("sluice_kafka_source_lag_records",
+                                   "Records between a source subtask's positions and the ends of its partitions",
+                                   ctx.metric_labels, ctx.metrics_owner);
+    }
     spdlog::info("{}: reading {} partition(s) of {}{}", ctx.task_name, partitions_.size(), absl::StrJoin(topics_, ", "),
                  ctx.restored ? " from checkpointed offsets" : "");
     return absl::OkStatus();
@@ -270,7 +275,7 @@ class KafkaSource final : public ops::SourceOperator {
 
   absl::StatusOr<State> Poll(int max_records, int64_t* wake_at_nanos) override {
     if (bounded_ && Done()) return State::kEnd;
-    if (watermarks_ != nullptr || counter_ != nullptr) SLUICE_RETURN_IF_ERROR(Periodic());
+    SLUICE_RETURN_IF_ERROR(Periodic());
     for (int n = 0; n < max_records; ++n) {
       rd_kafka_message_t* m = rd_kafka_consumer_poll(rk_, 0);
       if (m == nullptr) {
@@ -389,9 +394,23 @@ class KafkaSource final : public ops::SourceOperator {
     int split = -1;   // index in watermarks_
   };
 
-  // Once per poll: periodic watermarks and partition discovery, when due.
+  // Once per poll: periodic watermarks, partition discovery and the lag gauge, when due.
   absl::Status Periodic() {
     const int64_t now = ctx_.clock->NowNanos();
+    if (lag_ != nullptr && now >= next_lag_nanos_) {
+      // Records behind the partitions' ends, from the high watermarks librdkafka caches from
+      // its fetches (no request): Kafka's consumer lag.
+      int64_t lag = 0;
+      for (const auto& [tp, part] : partitions_) {
+        int64_t low = 0, high = 0;
+        if (part.next >= 0 &&
+            rd_kafka_get_watermark_offsets(rk_, topics_[tp.first].c_str(), tp.second, &low, &high) == 0 && high > part.next) {
+          lag += high - part.next;
+        }
+      }
+      lag_->Set(static_cast<double>(lag));
+      next_lag_nanos_ = now + 1'000'000'000;
+    }
     if (counter_ != nullptr) {
       if (now >= next_discovery_nanos_) {
         counter_->Request();
@@ -546,6 +565,8 @@ class KafkaSource final : public ops::SourceOperator {
   int64_t discovery_interval_nanos_ = 0;
   int64_t next_discovery_nanos_ = 0;
   std::unique_ptr<PartitionCounter> counter_;
+  std::shared_ptr<Gauge> lag_;  // null without a metrics registry
+  int64_t next_lag_nanos_ = 0;
 };
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "common/metrics.h"
 #include "common/status.h"
 #include "common/status_matchers.h"
 #include "common/watermark.h"
@@ -111,6 +112,9 @@ operators:
     ctx.parallelism = parallelism;
     ctx.clock = &clock_;
     ctx.task_name = absl::StrCat("job-1/events#", subtask);
+    ctx.metrics = &metrics_;
+    ctx.metric_labels = {{"subtask", absl::StrCat(subtask)}};
+    ctx.metrics_owner = absl::StrCat("source-", ++opened_);
     if (restored != nullptr) {
       ctx.restored = true;
       ctx.restored_checkpoint_id = 1;
@@ -151,6 +155,8 @@ operators:
   plan::JobSpec job_;
   FakeClock clock_;
   std::atomic<int> visible_{3};
+  MetricsRegistry metrics_;
+  int opened_ = 0;
   std::unique_ptr<ops::Operator> source_;
   LogOutput out_;
 };
@@ -301,6 +307,32 @@ TEST_F(KafkaSourceUnitTest, DiscoveryMakesAnIdleSubtaskReadNewPartitions) {
   Advance(200);
   EXPECT_THAT(out_.Take(), ElementsAre("active", "r:7", "wm:4999"));
   EXPECT_THAT(Snapshot(), UnorderedElementsAre("events:1:1"));
+  source_->Close();
+}
+
+TEST_F(KafkaSourceUnitTest, LagGaugeCountsRecordsBehindThePartitionEnds) {
+  Load("    partition_discovery: 0\n    properties: {fetch.wait.max.ms: \"10\"}\n");
+  visible_ = 1;
+  Produce(0, Line(1, 0) + Line(2, 0));
+  ASSERT_OK(Open(0, 1));
+  ASSERT_TRUE(PollUntil([&] { return out_.records == 2; }));
+  auto lag = [&] {
+    std::string text = metrics_.RenderPrometheus();
+    const std::string name = "sluice_kafka_source_lag_records{subtask=\"0\"} ";
+    size_t at = text.find(name);
+    return at == std::string::npos ? std::string("absent") : text.substr(at + name.size(), text.find('\n', at) - at - name.size());
+  };
+  Advance(1000);
+  EXPECT_EQ(lag(), "0");
+  // Four more records; the consumer fetches them in the background (the mock answers an empty
+  // fetch after fetch.wait.max.ms, 10 ms here), and the gauge is computed before they are read.
+  Produce(0, Line(3, 0) + Line(4, 0) + Line(5, 0) + Line(6, 0));
+  absl::SleepFor(absl::Milliseconds(1500));
+  Advance(1000);
+  EXPECT_EQ(lag(), "4");
+  ASSERT_TRUE(PollUntil([&] { return out_.records == 6; }));
+  Advance(1000);
+  EXPECT_EQ(lag(), "0");
   source_->Close();
 }
 
