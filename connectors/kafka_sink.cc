@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -34,7 +35,7 @@ struct SinkConfig {
   int64_t flush_timeout_ms = 60000;
   std::map<std::string, std::string> properties;
   std::string transaction_log;
-  int64_t max_transaction_bytes = 64 << 20;
+  int64_t max_transaction_bytes = 32 << 20;
   int value_field = -1;  // raw
 };
 
@@ -51,6 +52,9 @@ SinkConfig ReadConfig(const ops::OperatorContext& ctx) {
   if (c["guarantee"]) cfg.guarantee = c["guarantee"].Scalar();
   cfg.prefix = c["transactional_id_prefix"] ? c["transactional_id_prefix"].Scalar()
                                             : absl::StrCat(ctx.job->name, "-", ctx.spec->id);
+  for (char& ch : cfg.prefix) {  // the default from names: keep it to [A-Za-z0-9._-]
+    if (!absl::ascii_isalnum(ch) && ch != '.' && ch != '_' && ch != '-') ch = '_';
+  }
   if (c["transaction_timeout"]) cfg.transaction_timeout_ms = *plan::ParseDurationMs(c["transaction_timeout"].Scalar());
   if (c["producer_pool_size"]) cfg.pool_size = c["producer_pool_size"].as<int>();
   if (c["flush_timeout"]) cfg.flush_timeout_ms = *plan::ParseDurationMs(c["flush_timeout"].Scalar());
@@ -65,7 +69,11 @@ SinkConfig ReadConfig(const ops::OperatorContext& ctx) {
 
 absl::Status ErrorStatus(rd_kafka_error_t* error, absl::string_view what) {
   if (error == nullptr) return absl::OkStatus();
-  absl::Status s = absl::UnavailableError(absl::StrCat(what, ": ", rd_kafka_error_string(error)));
+  // Fatal errors (fenced by a newer producer with the same id, not authorised) will not go away
+  // by retrying; the rest may (the job restarts and redoes from its checkpoint).
+  absl::Status s = rd_kafka_error_is_fatal(error)
+                       ? absl::FailedPreconditionError(absl::StrCat(what, ": ", rd_kafka_error_string(error), " (fatal)"))
+                       : absl::UnavailableError(absl::StrCat(what, ": ", rd_kafka_error_string(error)));
   rd_kafka_error_destroy(error);
   return s;
 }
@@ -97,7 +105,10 @@ class Producer {
     rd_kafka_conf_set_opaque(conf, p.get());
     rd_kafka_conf_set_dr_msg_cb(conf, &Producer::OnDelivery);
     p->rk_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    if (p->rk_ == nullptr) return absl::UnavailableError(absl::StrCat("kafka producer: ", errstr));
+    if (p->rk_ == nullptr) {
+      rd_kafka_conf_destroy(conf);  // rd_kafka_new owns it only on success
+      return absl::UnavailableError(absl::StrCat("kafka producer: ", errstr));
+    }
     p->rkt_ = rd_kafka_topic_new(p->rk_, cfg.topic.c_str(), nullptr);
     if (!transactional_id.empty()) {
       SLUICE_RETURN_IF_ERROR(ErrorStatus(rd_kafka_init_transactions(p->rk_, static_cast<int>(cfg.flush_timeout_ms)),
@@ -277,23 +288,29 @@ class KafkaSink final : public ops::Operator {
 };
 
 // guarantee exactly_once. A transaction handle while open is the pool index; once
-// pre-committed it is "txn <subtask> <index> <checkpoint> <instance>\n" followed by the
-// transaction's messages (varint-framed key and value), so any later process can redo it.
+// pre-committed it is "txn <transactional id> <subtask> <index> <checkpoint> <instance> <run>\n"
+// followed by the transaction's messages (varint-framed key and value), so any later process
+// can redo it. <run> is the job id of the run that wrote it: its marker lives in consumer
+// group "<transactional id>.<run>", so markers of other runs of the same job (whose checkpoint
+// ids start again at 1) are never mistaken for it.
 class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
  public:
   ~TransactionalKafkaSink() override { Close(); }
 
   void Close() override {
-    // Abort the open transaction: it has not been pre-committed, so no checkpoint covers it,
-    // and librdkafka asserts if a producer is destroyed while the transaction still adds
-    // partitions. Pre-committed transactions are left alone: the restore redoes or keeps them.
-    if (open_ >= 0 && open_ < static_cast<int>(pool_.size())) {
-      Slot& slot = pool_[open_];
+    // Abort every transaction still open on the broker: the open one (no checkpoint covers it)
+    // and pre-committed ones whose commit has not come (a restore redoes them from the
+    // checkpoint, whose marker check sees they did not commit). Left open, they would hold back
+    // read_committed consumers until transaction_timeout; and librdkafka asserts when a producer
+    // is destroyed while its transaction still adds partitions.
+    for (Slot& slot : pool_) {
+      if (!slot.busy) continue;
       absl::Status s = ErrorStatus(rd_kafka_abort_transaction(slot.producer->handle(), 10000), "abort");
-      if (!s.ok()) spdlog::warn("{}: aborting the open transaction on {}: {}", ctx_.task_name, slot.producer->id(), s);
-      Log("abort", slot.producer->id(), 0, slot.instance);
-      open_ = -1;
+      if (!s.ok()) spdlog::warn("{}: aborting the transaction on {}: {}", ctx_.task_name, slot.producer->id(), s);
+      Log("abort", slot.producer->id(), slot.checkpoint, slot.instance);
+      slot.busy = false;
     }
+    open_ = -1;
     pool_.clear();
     if (log_ != nullptr) {
       std::fclose(log_);
@@ -304,7 +321,7 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
   absl::Status SnapshotState(int64_t checkpoint_id, std::vector<std::string>* entries) override {
     checkpoint_id_ = checkpoint_id;
     SLUICE_RETURN_IF_ERROR(TwoPhaseCommitSink::SnapshotState(checkpoint_id, entries));
-    entries->push_back(absl::StrCat("meta ", ctx_.subtask, " ", ctx_.parallelism, " ", cfg_.pool_size));
+    entries->push_back(absl::StrCat("meta ", ctx_.subtask, " ", ctx_.parallelism, " ", cfg_.pool_size, " ", cfg_.prefix));
     return absl::OkStatus();
   }
 
@@ -313,6 +330,7 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
     cfg_ = ReadConfig(ctx_);
     serializer_.Init(&ctx_.spec->input_schema, &cfg_);
     metrics_.Init(ctx_);
+    run_ = ctx_.job_id.empty() ? "run" : ctx_.job_id;
     if (!cfg_.transaction_log.empty()) {
       log_ = std::fopen(cfg_.transaction_log.c_str(), "a");
       if (log_ == nullptr) return absl::FailedPreconditionError(absl::StrCat("cannot open ", cfg_.transaction_log));
@@ -376,10 +394,11 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
     const int64_t start = ctx_.clock->NowNanos();
     SLUICE_RETURN_IF_ERROR(slot.producer->Flush(cfg_.flush_timeout_ms));
     metrics_.Flushed(start, ctx_.clock);
-    SLUICE_RETURN_IF_ERROR(SendMarker(slot.producer.get(), checkpoint_id_));
+    SLUICE_RETURN_IF_ERROR(SendMarker(slot.producer.get(), checkpoint_id_, run_));
     slot.checkpoint = checkpoint_id_;
     Log("precommit", slot.producer->id(), checkpoint_id_, slot.instance);
-    std::string handle = absl::StrCat("txn ", ctx_.subtask, " ", open_, " ", checkpoint_id_, " ", slot.instance, "\n");
+    std::string handle = absl::StrCat("txn ", slot.producer->id(), " ", ctx_.subtask, " ", open_, " ", checkpoint_id_, " ",
+                                      slot.instance, " ", run_, "\n");
     handle.append(slot.staged);
     slot.staged.clear();
     open_ = -1;
@@ -389,8 +408,8 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
 
   absl::Status Commit(const std::string& handle) override {
     SLUICE_ASSIGN_OR_RETURN(Pending p, Parse(handle));
-    if (p.subtask == ctx_.subtask && p.index < static_cast<int>(pool_.size()) && pool_[p.index].busy &&
-        pool_[p.index].checkpoint == p.checkpoint && pool_[p.index].instance == p.instance) {
+    if (p.id == Id(ctx_.subtask, p.index) && p.run == run_ && p.index < static_cast<int>(pool_.size()) &&
+        pool_[p.index].busy && pool_[p.index].checkpoint == p.checkpoint && pool_[p.index].instance == p.instance) {
       Slot& slot = pool_[p.index];
       SLUICE_RETURN_IF_ERROR(ErrorStatus(rd_kafka_commit_transaction(slot.producer->handle(), static_cast<int>(cfg_.flush_timeout_ms)),
                                          absl::StrCat("committing transaction of checkpoint ", p.checkpoint, " on ",
@@ -412,14 +431,16 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
   // to s % parallelism), then fences the ids of old subtasks that no longer exist.
   absl::Status RecoverRestored(const std::vector<std::string>& restored) override {
     int old_parallelism = 0, old_pool = 0;
+    std::string old_prefix = cfg_.prefix;
     std::vector<std::pair<Pending, const std::string*>> mine;
     for (const std::string& e : restored) {
       if (e.rfind("meta ", 0) == 0) {
         std::vector<std::string> f = absl::StrSplit(e, ' ');
         int p = 0, pool = 0;
-        if (f.size() == 4 && absl::SimpleAtoi(f[2], &p) && absl::SimpleAtoi(f[3], &pool)) {
+        if (f.size() == 5 && absl::SimpleAtoi(f[2], &p) && absl::SimpleAtoi(f[3], &pool)) {
           old_parallelism = std::max(old_parallelism, p);
           old_pool = std::max(old_pool, pool);
+          old_prefix = f[4];
         }
         continue;
       }
@@ -428,10 +449,14 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
     }
     std::stable_sort(mine.begin(), mine.end(), [](const auto& a, const auto& b) { return a.first.checkpoint < b.first.checkpoint; });
     for (const auto& [p, handle] : mine) SLUICE_RETURN_IF_ERROR(Redo(p, *handle));
+    // Ids of the old run this subtask's pool did not initialise: removed subtasks, a smaller
+    // pool, or another prefix.
     for (int s = 0; s < old_parallelism; ++s) {
       if (s % ctx_.parallelism != ctx_.subtask) continue;
-      for (int n = (s == ctx_.subtask ? cfg_.pool_size : 0); n < old_pool; ++n) {
-        SLUICE_ASSIGN_OR_RETURN(auto fence, Producer::Create(cfg_, Id(s, n)));
+      for (int n = 0; n < old_pool; ++n) {
+        const std::string id = absl::StrCat(old_prefix, "-", s, "-", n);
+        if (s == ctx_.subtask && n < cfg_.pool_size && id == Id(s, n)) continue;
+        SLUICE_ASSIGN_OR_RETURN(auto fence, Producer::Create(cfg_, id));
         Log("fence", fence->id(), 0, "");
       }
     }
@@ -447,10 +472,12 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
     std::string staged;       // the open transaction's messages, for the pending list
   };
   struct Pending {
+    std::string id;  // transactional id
     int subtask = 0;
     int index = 0;
     int64_t checkpoint = 0;
     std::string instance;
+    std::string run;  // job id of the run that wrote it
     absl::string_view messages;
   };
 
@@ -460,21 +487,26 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
     size_t nl = handle.find('\n');
     Pending p;
     std::vector<std::string> f = absl::StrSplit(absl::string_view(handle).substr(0, nl), ' ');
-    if (nl == std::string::npos || f.size() != 5 || f[0] != "txn" || !absl::SimpleAtoi(f[1], &p.subtask) ||
-        !absl::SimpleAtoi(f[2], &p.index) || !absl::SimpleAtoi(f[3], &p.checkpoint)) {
+    if (nl == std::string::npos || f.size() != 7 || f[0] != "txn" || !absl::SimpleAtoi(f[2], &p.subtask) ||
+        !absl::SimpleAtoi(f[3], &p.index) || !absl::SimpleAtoi(f[4], &p.checkpoint)) {
       return absl::DataLossError("corrupt kafka_sink transaction state");
     }
-    p.instance = f[4];
+    p.id = f[1];
+    p.instance = f[5];
+    p.run = f[6];
     p.messages = absl::string_view(handle).substr(nl + 1);
     return p;
   }
 
   // The marker of a transaction: its checkpoint id, committed (atomically with the
-  // transaction) as group "<transactional id>"'s offset of partition 0 of the topic.
-  absl::Status SendMarker(Producer* producer, int64_t checkpoint_id) {
+  // transaction) as group "<transactional id>.<run>"'s offset of partition 0 of the topic.
+  // Transactions on one id commit in order within a run, so a marker at or past a checkpoint
+  // means that checkpoint's transaction committed.
+  absl::Status SendMarker(Producer* producer, int64_t checkpoint_id, const std::string& run) {
     rd_kafka_topic_partition_list_t* offsets = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(offsets, cfg_.topic.c_str(), 0)->offset = checkpoint_id;
-    rd_kafka_consumer_group_metadata_t* group = rd_kafka_consumer_group_metadata_new(producer->id().c_str());
+    const std::string group_id = absl::StrCat(producer->id(), ".", run);
+    rd_kafka_consumer_group_metadata_t* group = rd_kafka_consumer_group_metadata_new(group_id.c_str());
     rd_kafka_error_t* error = rd_kafka_send_offsets_to_transaction(producer->handle(), offsets, group,
                                                                    static_cast<int>(cfg_.flush_timeout_ms));
     rd_kafka_consumer_group_metadata_destroy(group);
@@ -482,22 +514,35 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
     return ErrorStatus(error, absl::StrCat("committing the marker of checkpoint ", checkpoint_id, " on ", producer->id()));
   }
 
-  // Whether the transaction of `checkpoint_id` on `id` committed: its marker (or a later one).
-  absl::StatusOr<bool> MarkerCommitted(const std::string& id, int64_t checkpoint_id) {
+  // Whether the transaction of `checkpoint_id` on `id` in `run` committed: its marker (or a
+  // later one of the same run).
+  absl::StatusOr<bool> MarkerCommitted(const std::string& id, int64_t checkpoint_id, const std::string& run) {
+    const std::string group_id = absl::StrCat(id, ".", run);
     char errstr[512];
     rd_kafka_conf_t* conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", cfg_.bootstrap.c_str(), errstr, sizeof(errstr));
-    rd_kafka_conf_set(conf, "group.id", id.c_str(), errstr, sizeof(errstr));
-    rd_kafka_conf_set(conf, "log_level", "3", errstr, sizeof(errstr));
+    std::map<std::string, std::string> settings = {{"bootstrap.servers", cfg_.bootstrap}, {"log_level", "3"}};
+    for (const auto& [k, v] : cfg_.properties) settings[k] = v;  // security settings, mostly
+    settings["group.id"] = group_id;
+    for (const auto& [k, v] : settings) {
+      // Producer-only properties are accepted by the consumer's configuration (and ignored).
+      if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
+        rd_kafka_conf_destroy(conf);
+        return absl::InvalidArgumentError(absl::StrCat("kafka_sink property ", k, ": ", errstr));
+      }
+    }
     rd_kafka_t* consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-    if (consumer == nullptr) return absl::UnavailableError(absl::StrCat("kafka consumer: ", errstr));
+    if (consumer == nullptr) {
+      rd_kafka_conf_destroy(conf);
+      return absl::UnavailableError(absl::StrCat("kafka consumer: ", errstr));
+    }
     rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(list, cfg_.topic.c_str(), 0);
     rd_kafka_resp_err_t err = rd_kafka_committed(consumer, list, static_cast<int>(cfg_.flush_timeout_ms));
-    int64_t committed = list->elems[0].offset;
+    if (!err) err = list->elems[0].err;
+    const int64_t committed = list->elems[0].offset;
     rd_kafka_topic_partition_list_destroy(list);
     rd_kafka_destroy(consumer);
-    if (err) return absl::UnavailableError(absl::StrCat("reading the commit marker of ", id, ": ", rd_kafka_err2str(err)));
+    if (err) return absl::UnavailableError(absl::StrCat("reading the commit marker ", group_id, ": ", rd_kafka_err2str(err)));
     return committed >= checkpoint_id;
   }
 
@@ -505,21 +550,35 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
   // for a commit in flight and aborts an open transaction); if its marker is not committed,
   // its messages are produced again in a new transaction with the marker, and committed.
   absl::Status Redo(const Pending& p, const std::string& handle) {
-    const std::string id = Id(p.subtask, p.index);
+    const std::string& id = p.id;
     std::unique_ptr<Producer> temp;
     Producer* producer;
-    if (p.subtask == ctx_.subtask && p.index < static_cast<int>(pool_.size()) && !pool_[p.index].busy) {
+    if (id == Id(ctx_.subtask, p.index) && p.index < static_cast<int>(pool_.size()) && !pool_[p.index].busy) {
       producer = pool_[p.index].producer.get();
     } else {
       SLUICE_ASSIGN_OR_RETURN(temp, Producer::Create(cfg_, id));
       producer = temp.get();
     }
-    SLUICE_ASSIGN_OR_RETURN(bool committed, MarkerCommitted(id, p.checkpoint));
+    SLUICE_ASSIGN_OR_RETURN(bool committed, MarkerCommitted(id, p.checkpoint, p.run));
     if (committed) {
       Log("recover_committed", id, p.checkpoint, p.instance);
       return absl::OkStatus();
     }
     SLUICE_RETURN_IF_ERROR(ErrorStatus(rd_kafka_begin_transaction(producer->handle()), absl::StrCat("beginning a transaction on ", id)));
+    absl::Status s = RedoInTransaction(p, producer);
+    if (!s.ok()) {
+      // Never leave the transaction open: it would hold back read_committed consumers, and
+      // librdkafka asserts when a producer is destroyed mid-transaction.
+      rd_kafka_error_t* abort = rd_kafka_abort_transaction(producer->handle(), 10000);
+      if (abort != nullptr) rd_kafka_error_destroy(abort);
+    }
+    (void)handle;
+    return s;
+  }
+
+  // Produces a restored transaction's messages again, with its marker, and commits.
+  absl::Status RedoInTransaction(const Pending& p, Producer* producer) {
+    const std::string& id = p.id;
     const std::string instance = absl::StrCat(ctx_.attempt, ".r", ++begun_);
     const std::string header = absl::StrCat(id, "#", instance);
     const char* pos = p.messages.data();
@@ -539,14 +598,13 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
       ++count;
     }
     SLUICE_RETURN_IF_ERROR(producer->Flush(cfg_.flush_timeout_ms));
-    SLUICE_RETURN_IF_ERROR(SendMarker(producer, p.checkpoint));
+    SLUICE_RETURN_IF_ERROR(SendMarker(producer, p.checkpoint, p.run));
     SLUICE_RETURN_IF_ERROR(ErrorStatus(rd_kafka_commit_transaction(producer->handle(), static_cast<int>(cfg_.flush_timeout_ms)),
                                        absl::StrCat("committing the redone transaction of checkpoint ", p.checkpoint, " on ", id)));
     spdlog::info("{}: redid transaction {} of checkpoint {} ({} records): its commit marker was missing",
                  ctx_.task_name, id, p.checkpoint, count);
     Log("recover_redo", id, p.checkpoint, instance, p.instance);
     if (metrics_.redone) metrics_.redone->Add();
-    (void)handle;
     return absl::OkStatus();
   }
 
@@ -570,6 +628,7 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
   int open_ = -1;
   int64_t checkpoint_id_ = 0;
   int64_t begun_ = 0;
+  std::string run_;  // this run's job id: names its markers
   std::string header_;
   std::FILE* log_ = nullptr;
 };

@@ -33,7 +33,7 @@ namespace sluice::connectors {
 // transactional_id_prefix (default "<job name>-<operator id>"), transaction_timeout (default
 // 15m, librdkafka's transaction.timeout.ms), producer_pool_size (default 5), flush_timeout
 // (default 60s: a flush that takes longer fails the task, which recovers), properties (extra
-// librdkafka settings), max_transaction_bytes (default 64 MiB: a checkpoint's transaction may
+// librdkafka settings), max_transaction_bytes (default 32 MiB: a checkpoint's transaction may
 // hold this many bytes of records, which travel in the checkpoint), transaction_log (a file that gets one JSON line per transaction event,
 // and a "sluice.txn" header on every record naming its transaction: for audits and tests).
 std::unique_ptr<ops::Operator> MakeKafkaSink(const plan::OperatorSpec& spec);

@@ -252,7 +252,8 @@ TEST_F(KafkaSinkTest, RestoreRedoesCoveredTransactionsAndReusesTransactionalIds)
   // TxnOffsetCommit, so its marker is never found here (a real broker keeps it).
   EXPECT_THAT(events, ElementsAre("init t-out-0-0 0", "init t-out-0-1 0", "init t-out-0-2 0",
                                   "recover_redo t-out-0-0 2"));
-  EXPECT_EQ(EventNames()[before - 1], "abort t-out-0-1 0") << "closing aborts the open transaction";
+  EXPECT_EQ(EventNames()[before - 2], "abort t-out-0-0 2") << "closing aborts the uncommitted transaction";
+  EXPECT_EQ(EventNames()[before - 1], "abort t-out-0-1 0") << "and the open one";
   EXPECT_EQ(Events().back()["redoes"], "1.2");
   EXPECT_EQ(Metric("sluice_kafka_sink_transactions_redone_total"), "1");
   EXPECT_THAT(CommittedValues(), ElementsAre(Value(1, 1), Value(1, 2), Value(2, 1)))
@@ -364,6 +365,13 @@ operators:
   auto fine = parse("checkpoint: {interval: 10s}\n", "");
   ASSERT_OK(fine);
   EXPECT_TRUE(fine->warnings.empty());
+  EXPECT_THAT(parse("checkpoint: {interval: 10s}\n", "    producer_pool_size: 8\n    max_transaction_bytes: 33554432\n"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("job.yaml:12:28: max_transaction_bytes x producer_pool_size (33554432 x 8) must stay "
+                                 "within 192 MiB")));
+  EXPECT_THAT(parse("checkpoint: {interval: 10s}\n", "    transactional_id_prefix: \"my sink\"\n"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("'transactional_id_prefix' may only hold letters, digits, '.', '_' and '-'")));
   EXPECT_THAT(parse("checkpoint: {interval: 10s}\n", "    key: [nope]\n"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("key field 'nope' is not in the input")));
 }

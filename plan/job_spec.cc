@@ -602,8 +602,20 @@ absl::Status CheckOperator(const ErrorContext& ec, std::vector<OperatorSpec>& op
       if (tt <= 0) return ec.At(c["transaction_timeout"], "'transaction_timeout' must be positive");
       if (ft <= 0) return ec.At(c["flush_timeout"], "'flush_timeout' must be positive");
       SLUICE_ASSIGN_OR_RETURN(int64_t pool, GetInt(ec, c, "producer_pool_size", 5, 2, 64));
-      SLUICE_ASSIGN_OR_RETURN(int64_t max_bytes, GetInt(ec, c, "max_transaction_bytes", 64 << 20, 1, 1 << 30));
-      (void)max_bytes;
+      SLUICE_ASSIGN_OR_RETURN(int64_t max_bytes, GetInt(ec, c, "max_transaction_bytes", 32 << 20, 1, 1 << 30));
+      // Pending transactions travel in checkpoint acknowledgements (gRPC messages of at most
+      // 256 MiB, with room left for the rest of the state).
+      if (max_bytes * pool > (192 << 20)) {
+        return ec.At(c["max_transaction_bytes"] ? c["max_transaction_bytes"] : c["producer_pool_size"],
+                     absl::StrCat("max_transaction_bytes x producer_pool_size (", max_bytes, " x ", pool,
+                                  ") must stay within 192 MiB: pending transactions travel in the checkpoint"));
+      }
+      if (YAML::Node prefix = c["transactional_id_prefix"]) {
+        const std::string& v = prefix.Scalar();
+        bool ok = !v.empty();
+        for (char ch : v) ok &= absl::ascii_isalnum(ch) || ch == '.' || ch == '_' || ch == '-';
+        if (!ok) return ec.At(prefix, "'transactional_id_prefix' may only hold letters, digits, '.', '_' and '-'");
+      }
       SLUICE_RETURN_IF_ERROR(CheckKafkaProperties(ec, c));
       (void)bootstrap;
       (void)topic;
