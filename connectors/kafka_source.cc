@@ -149,8 +149,13 @@ class KafkaSource final : public ops::SourceOperator {
     absl::Status s = set("bootstrap.servers", c["bootstrap"].Scalar());
     s.Update(set("group.id", group));
     s.Update(set("enable.auto.commit", "false"));
-    s.Update(set("enable.partition.eof", "false"));
+    // Bounded sources learn from end-of-partition events that a partition is read to its end
+    // (a transactional topic ends with a control record, which is never delivered).
+    s.Update(set("enable.partition.eof", bounded_ ? "true" : "false"));
     s.Update(set("log_level", "3"));
+    // A checkpointed offset that retention has deleted restarts at the earliest kept record
+    // rather than silently skipping to the end (librdkafka's default).
+    s.Update(set("auto.offset.reset", "earliest"));
     if (c["properties"]) {  // the user's librdkafka consumer settings
       for (const auto& kv : c["properties"]) s.Update(set(kv.first.Scalar().c_str(), kv.second.Scalar()));
     }
@@ -160,7 +165,10 @@ class KafkaSource final : public ops::SourceOperator {
       return s;
     }
     rk_ = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-    if (rk_ == nullptr) return absl::UnavailableError(absl::StrCat("kafka consumer: ", errstr));
+    if (rk_ == nullptr) {
+      rd_kafka_conf_destroy(conf);  // rd_kafka_new owns it only on success
+      return absl::UnavailableError(absl::StrCat("kafka consumer: ", errstr));
+    }
     rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
     if (!dead_letter_topic_.empty()) {
       rd_kafka_conf_t* pconf = rd_kafka_conf_new();
@@ -169,8 +177,16 @@ class KafkaSource final : public ops::SourceOperator {
         rd_kafka_conf_destroy(pconf);
         return absl::InvalidArgumentError(absl::StrCat("dead-letter producer: ", errstr));
       }
+      if (c["properties"]) {  // security settings apply to this producer too
+        for (const auto& kv : c["properties"]) {
+          rd_kafka_conf_set(pconf, kv.first.Scalar().c_str(), kv.second.Scalar().c_str(), errstr, sizeof(errstr));
+        }
+      }
       dlq_ = rd_kafka_new(RD_KAFKA_PRODUCER, pconf, errstr, sizeof(errstr));
-      if (dlq_ == nullptr) return absl::UnavailableError(absl::StrCat("dead-letter producer: ", errstr));
+      if (dlq_ == nullptr) {
+        rd_kafka_conf_destroy(pconf);
+        return absl::UnavailableError(absl::StrCat("dead-letter producer: ", errstr));
+      }
     }
 
     // Event time and discovery.
@@ -217,15 +233,18 @@ class KafkaSource final : public ops::SourceOperator {
 
     // Entries are "<topic>:<partition>:<offset>" ("<partition>:<offset>" before sources read
     // several topics: the first topic). Topics the job no longer reads are dropped.
-    std::map<TopicPartition, int64_t> restored;
+    // (Bounded sources add ":<end offset>", so a restored job stops where the first run would.)
+    std::map<TopicPartition, std::pair<int64_t, int64_t>> restored;  // -> (next, end or -1)
     for (const std::string& e : ctx.restored_state) {
       std::vector<std::string> parts = absl::StrSplit(e, ':');
       int32_t p;
-      int64_t off;
+      int64_t off, end = -1;
       if (parts.size() == 2) parts.insert(parts.begin(), topics_[0]);
-      auto t = std::find(topics_.begin(), topics_.end(), parts.size() == 3 ? parts[0] : std::string());
-      if (parts.size() == 3 && t != topics_.end() && absl::SimpleAtoi(parts[1], &p) && absl::SimpleAtoi(parts[2], &off)) {
-        restored[{static_cast<int>(t - topics_.begin()), p}] = off;
+      if (parts.size() == 4 && !absl::SimpleAtoi(parts[3], &end)) continue;
+      auto t = std::find(topics_.begin(), topics_.end(), parts.size() >= 3 ? parts[0] : std::string());
+      if ((parts.size() == 3 || parts.size() == 4) && t != topics_.end() && absl::SimpleAtoi(parts[1], &p) &&
+          absl::SimpleAtoi(parts[2], &off)) {
+        restored[{static_cast<int>(t - topics_.begin()), p}] = {off, end};
       }
     }
     rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(8);
@@ -237,24 +256,31 @@ class KafkaSource final : public ops::SourceOperator {
                                                 : RD_KAFKA_OFFSET_BEGINNING;
         auto it = restored.find({t, p});
         if (it != restored.end()) {
-          offset = it->second;
+          offset = it->second.first;
         } else if (ctx.restored && discovery_interval_nanos_ > 0) {
           offset = RD_KAFKA_OFFSET_BEGINNING;  // appeared after the checkpoint: a new partition
         }
-        rd_kafka_topic_partition_list_add(list, topics_[t].c_str(), p)->offset = offset;
         int64_t low = 0, high = 0;
-        if (bounded_) {
-          err = rd_kafka_query_watermark_offsets(rk_, topics_[t].c_str(), p, &low, &high, 10000);
+        if (bounded_ || offset == RD_KAFKA_OFFSET_END) {
+          err = rd_kafka_query_watermark_offsets(rk_, topics_[t].c_str(), p, &low, &high, kMetadataTimeoutMs);
           if (err) {
             rd_kafka_topic_partition_list_destroy(list);
             return absl::UnavailableError(absl::StrCat("kafka watermarks of ", topics_[t], "/", p, ": ", rd_kafka_err2str(err)));
           }
         }
+        // "latest" and "committed" are resolved now: checkpointed as placeholders, they would
+        // mean another offset when restored (records in between would be skipped).
+        if (offset == RD_KAFKA_OFFSET_END) offset = high;
+        if (offset == RD_KAFKA_OFFSET_STORED) {
+          SLUICE_ASSIGN_OR_RETURN(offset, CommittedOffset(topics_[t], p));
+          if (offset < 0) offset = RD_KAFKA_OFFSET_BEGINNING;  // nothing committed yet: earliest
+        }
+        rd_kafka_topic_partition_list_add(list, topics_[t].c_str(), p)->offset = offset;
         Partition part;
         part.id = p;
         // Bounded sources compare positions with end offsets, so "earliest" is the low offset.
         part.next = bounded_ && offset == RD_KAFKA_OFFSET_BEGINNING ? low : offset;
-        part.end = high;
+        part.end = it != restored.end() && it->second.second >= 0 ? it->second.second : high;
         if (watermarks_ != nullptr) part.split = watermarks_->AddSplit(now);
         partitions_[{t, p}] = part;
       }
@@ -283,9 +309,10 @@ class KafkaSource final : public ops::SourceOperator {
         return bounded_ && Done() ? State::kEnd : State::kWait;
       }
       if (m->err) {
-        std::string e = rd_kafka_message_errstr(m);
+        absl::Status s = ConsumerError(m);
         rd_kafka_message_destroy(m);
-        return absl::UnavailableError(absl::StrCat("kafka topic ", topics_.size() == 1 ? topics_[0] : rd_kafka_topic_name(m->rkt), ": ", e));
+        SLUICE_RETURN_IF_ERROR(s);
+        continue;
       }
       const int t = TopicIndex(m->rkt);
       auto it = partitions_.find({t, m->partition});
@@ -336,7 +363,7 @@ class KafkaSource final : public ops::SourceOperator {
     return State::kMore;
   }
 
-  absl::Status SnapshotState(int64_t, std::vector<std::string>* entries) override {
+  absl::Status SnapshotState(int64_t checkpoint_id, std::vector<std::string>* entries) override {
     if (dlq_ != nullptr) {
       // Dead letters of records before the barrier are in Kafka before the checkpoint counts.
       rd_kafka_resp_err_t err = rd_kafka_flush(dlq_, 30000);
@@ -345,10 +372,12 @@ class KafkaSource final : public ops::SourceOperator {
     // Every partition, also those not read yet: their logical start offset (earliest, latest,
     // committed) is resolved again on restore, and a restored source can tell partitions it
     // knew from those that appeared since.
+    std::map<TopicPartition, int64_t>& offsets = snapshots_[checkpoint_id];
     for (const auto& [tp, part] : partitions_) {
-      entries->push_back(absl::StrCat(topics_[tp.first], ":", tp.second, ":", part.next));
+      entries->push_back(bounded_ ? absl::StrCat(topics_[tp.first], ":", tp.second, ":", part.next, ":", part.end)
+                                  : absl::StrCat(topics_[tp.first], ":", tp.second, ":", part.next));
+      offsets[tp] = part.next;
     }
-    snapshot_ = partitions_;
     return absl::OkStatus();
   }
   bool UnionState() const override { return true; }
@@ -359,14 +388,19 @@ class KafkaSource final : public ops::SourceOperator {
     return output_->EmitWatermark(kMaxWatermark);
   }
 
-  absl::Status NotifyCheckpointComplete(int64_t) override {
-    // For monitoring tools only: our checkpoints hold the offsets we resume from.
-    rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(snapshot_.size());
-    for (const auto& [tp, part] : snapshot_) {
-      if (part.next >= 0) rd_kafka_topic_partition_list_add(list, topics_[tp.first].c_str(), tp.second)->offset = part.next;
+  absl::Status NotifyCheckpointComplete(int64_t checkpoint_id) override {
+    // For monitoring tools (and start: committed) only: our checkpoints hold the offsets we
+    // resume from. The offsets of that checkpoint, not of a later one still in flight.
+    auto it = snapshots_.find(checkpoint_id);
+    if (it != snapshots_.end()) {
+      rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(static_cast<int>(it->second.size()));
+      for (const auto& [tp, next] : it->second) {
+        if (next >= 0) rd_kafka_topic_partition_list_add(list, topics_[tp.first].c_str(), tp.second)->offset = next;
+      }
+      if (list->cnt > 0) rd_kafka_commit(rk_, list, 1);
+      rd_kafka_topic_partition_list_destroy(list);
     }
-    if (list->cnt > 0) rd_kafka_commit(rk_, list, 1);
-    rd_kafka_topic_partition_list_destroy(list);
+    snapshots_.erase(snapshots_.begin(), snapshots_.upper_bound(checkpoint_id));
     return absl::OkStatus();
   }
 
@@ -463,6 +497,52 @@ class KafkaSource final : public ops::SourceOperator {
     return absl::OkStatus();
   }
 
+  // An error event from the consumer. End of a partition (bounded sources): that partition is
+  // read to its end. Transient broker trouble: librdkafka retries, so it is logged (rate
+  // limited) and reading goes on. Anything else fails the task.
+  absl::Status ConsumerError(const rd_kafka_message_t* m) {
+    const std::string topic = m->rkt != nullptr ? rd_kafka_topic_name(m->rkt) : "(all topics)";
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      const int t = m->rkt != nullptr ? TopicIndex(m->rkt) : -1;
+      auto it = partitions_.find({t, m->partition});
+      if (it != partitions_.end() && m->offset > it->second.next) it->second.next = m->offset;
+      return absl::OkStatus();
+    }
+    char fatal[256];
+    if (rd_kafka_fatal_error(rk_, fatal, sizeof(fatal)) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      return absl::FailedPreconditionError(absl::StrCat("kafka consumer: ", fatal, " (fatal)"));
+    }
+    switch (m->err) {
+      case RD_KAFKA_RESP_ERR__TRANSPORT:
+      case RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
+      case RD_KAFKA_RESP_ERR__TIMED_OUT:
+      case RD_KAFKA_RESP_ERR__RESOLVE:
+      case RD_KAFKA_RESP_ERR__MAX_POLL_EXCEEDED:
+      case RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE:
+      case RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION:
+      case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+        if (++transient_errors_ <= 10 || transient_errors_ % 100 == 0) {
+          spdlog::warn("{}: kafka topic {}: {} (retrying; {} such errors so far)", ctx_.task_name, topic,
+                       rd_kafka_message_errstr(m), transient_errors_);
+        }
+        return absl::OkStatus();
+      default:
+        return absl::UnavailableError(absl::StrCat("kafka topic ", topic, ": ", rd_kafka_message_errstr(m)));
+    }
+  }
+
+  // The consumer group's committed offset of a partition (start: committed), or < 0 if none.
+  absl::StatusOr<int64_t> CommittedOffset(const std::string& topic, int32_t p) {
+    rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, topic.c_str(), p);
+    rd_kafka_resp_err_t err = rd_kafka_committed(rk_, list, kMetadataTimeoutMs);
+    if (!err) err = list->elems[0].err;
+    const int64_t offset = list->elems[0].offset;
+    rd_kafka_topic_partition_list_destroy(list);
+    if (err) return absl::UnavailableError(absl::StrCat("committed offset of ", topic, "/", p, ": ", rd_kafka_err2str(err)));
+    return offset;
+  }
+
   // Partition p of topic t goes to subtask (t + p) % parallelism: with one topic, p % parallelism;
   // several topics start at different subtasks, so small topics do not all land on subtask 0.
   bool Owns(int t, int32_t p) const { return (t + p) % ctx_.parallelism == ctx_.subtask; }
@@ -501,11 +581,12 @@ class KafkaSource final : public ops::SourceOperator {
       return absl::OkStatus();
     }
     if (format_ == "csv") {
-      std::vector<absl::string_view> cols = absl::StrSplit(value, ',');
-      if (cols.size() != decoded_fields_) {
-        return absl::InvalidArgumentError(absl::StrCat("expected ", decoded_fields_, " columns, got ", cols.size()));
+      columns_.clear();
+      for (absl::string_view col : absl::StrSplit(value, ',')) columns_.push_back(col);
+      if (columns_.size() != decoded_fields_) {
+        return absl::InvalidArgumentError(absl::StrCat("expected ", decoded_fields_, " columns, got ", columns_.size()));
       }
-      for (size_t i = 0; i < decoded_fields_; ++i) SLUICE_RETURN_IF_ERROR(SetFromText(i, cols[i]));
+      for (size_t i = 0; i < decoded_fields_; ++i) SLUICE_RETURN_IF_ERROR(SetFromText(i, columns_[i]));
       return absl::OkStatus();
     }
     return ReadJsonRecord(value, schema, decoded_fields_, &out_, &json_);
@@ -549,7 +630,7 @@ class KafkaSource final : public ops::SourceOperator {
   int64_t skipped_ = 0;
   using TopicPartition = std::pair<int, int32_t>;  // (index in topics_, partition)
   std::map<TopicPartition, Partition> partitions_;
-  std::map<TopicPartition, Partition> snapshot_;
+  std::map<int64_t, std::map<TopicPartition, int64_t>> snapshots_;  // checkpoint -> offsets
   Record out_;
   JsonRecordReader json_;
   size_t decoded_fields_ = 0;  // fields read from the message (all but a kafka_timestamp one)
@@ -566,6 +647,8 @@ class KafkaSource final : public ops::SourceOperator {
   int64_t next_discovery_nanos_ = 0;
   std::unique_ptr<PartitionCounter> counter_;
   std::shared_ptr<Gauge> lag_;  // null without a metrics registry
+  int64_t transient_errors_ = 0;
+  std::vector<absl::string_view> columns_;  // csv: reused per record
   int64_t next_lag_nanos_ = 0;
 };
 

@@ -336,6 +336,43 @@ TEST_F(KafkaSourceUnitTest, LagGaugeCountsRecordsBehindThePartitionEnds) {
   source_->Close();
 }
 
+TEST_F(KafkaSourceUnitTest, LatestIsResolvedToAnOffsetBeforeItIsCheckpointed) {
+  Load("    start: latest\n    partition_discovery: 0\n");
+  visible_ = 2;
+  Produce(0, Line(1, 0) + Line(2, 0));
+  ASSERT_OK(Open(0, 1));
+  // Not the placeholder "latest" (-1), which a restore would resolve to a later end and skip
+  // whatever arrived in between.
+  EXPECT_THAT(Snapshot(), ElementsAre("events:0:2", "events:1:0"));
+  Produce(0, Line(3, 0));
+  ASSERT_TRUE(PollUntil([&] { return out_.records == 1; }));
+  EXPECT_THAT(out_.Take(), ElementsAre("r:3"));
+  source_->Close();
+}
+
+TEST_F(KafkaSourceUnitTest, BoundedSourceRestoredStopsAtItsOriginalEnd) {
+  Load("    bounded: true\n");
+  visible_ = 1;
+  Produce(0, Line(1, 0) + Line(2, 0));
+  ASSERT_OK(Open(0, 1));
+  auto* source = static_cast<ops::SourceOperator*>(source_.get());
+  ASSERT_TRUE(PollUntil([&] { return out_.records == 2; }));
+  std::vector<std::string> state = Snapshot();
+  EXPECT_THAT(state, ElementsAre("events:0:2:2")) << "next offset and end offset";
+  source_->Close();
+  // Records produced after the first run began are past its end: the restored run ends too.
+  Produce(0, Line(3, 0));
+  out_.Take();
+  ASSERT_OK(Open(0, 1, &state));
+  source = static_cast<ops::SourceOperator*>(source_.get());
+  int64_t wake = 0;
+  auto st = source->Poll(256, &wake);
+  ASSERT_OK(st);
+  EXPECT_EQ(*st, ops::SourceOperator::State::kEnd);
+  EXPECT_THAT(out_.Take(), ElementsAre());
+  source_->Close();
+}
+
 TEST_F(KafkaSourceUnitTest, ReadsSeveralTopicsAndResumesEachPartition) {
   ASSERT_OK(kafka_->CreateTopic("more", 2));
   auto job = plan::ParseJobSpec(absl::StrCat(R"(name: t
