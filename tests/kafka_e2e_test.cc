@@ -267,6 +267,55 @@ TEST_F(KafkaEndToEndTest, ExactlyOnceKafkaSinkProtocolThroughWorkerKills) {
   ASSERT_OK(client_->Cancel(job));
 }
 
+TEST_F(KafkaEndToEndTest, StopWithSavepointCommitsTheLastTransactionAndResumes) {
+  StartCluster(2, 2, 1500);
+  StartKafka();
+  const std::string log = dir_ + "/transactions.log";
+  const std::string sink = absl::StrCat(
+      "  - {id: out, type: kafka_sink, bootstrap: \"", bootstrap_, "\", topic: totals, key: [key], "
+      "guarantee: exactly_once, transactional_id_prefix: stop, transaction_log: ", log, "}\n");
+  std::string job = Submit(Job(sink));
+  WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
+  Produce(0, 20'000);
+  WaitUntil(job, [](const proto::JobInfo& i) { return FindOperator(i, "out")->records_in() == 20'000; },
+            std::chrono::seconds(30));
+  auto savepoint = client_->Savepoint(job, dir_ + "/savepoints", /*stop=*/true);
+  ASSERT_OK(savepoint);
+  proto::JobInfo stopped = WaitForEnd(job, std::chrono::seconds(30));
+  ASSERT_EQ(stopped.state(), proto::JOB_CANCELLED) << stopped.error();
+  // The savepoint's transactions were committed before the sink closed: a stopped job leaves
+  // nothing open on the broker, and a resumed one has nothing to redo.
+  ProtocolView view = ReplayTransactionLog(log);
+  EXPECT_GE(view.commits, 2) << "one per subtask at least";
+  std::ifstream in(log);
+  std::string line;
+  int aborts_of_precommitted = 0;
+  while (std::getline(in, line)) {
+    auto e = nlohmann::json::parse(line);
+    if (e["event"] == "abort" && e["checkpoint"].get<int64_t>() > 0) ++aborts_of_precommitted;
+  }
+  EXPECT_EQ(aborts_of_precommitted, 0);
+
+  // Resumed from the savepoint with more input, the output stays exactly-once.
+  auto resumed = client_->SubmitRestoring(Job(sink), "job.yaml", 0, *savepoint, false);
+  ASSERT_OK(resumed);
+  WaitForState(resumed->job_id(), proto::JOB_RUNNING, std::chrono::seconds(10));
+  Produce(20'000, 30'000);
+  const Expected expected = ExpectedFor(30'000, kKeys);
+  std::vector<std::string> lines = AwaitAllUpdates(
+      [&] {
+        view = ReplayTransactionLog(log);
+        std::vector<std::string> out;
+        for (const auto& [txn, value] : ReadTopic("totals")) {
+          if (view.visible.count(txn)) out.push_back(value);
+        }
+        return out;
+      },
+      expected, std::chrono::seconds(60));
+  ExpectExactlyOnce(lines, expected);
+  ASSERT_OK(client_->Cancel(resumed->job_id()));
+}
+
 TEST_F(KafkaEndToEndTest, BrokerOutageDuringTheJobLosesNothing) {
   StartCluster(2, 2, 1500);
   int control_port = 0;

@@ -336,6 +336,7 @@ void Task::Start() {
     }
     metrics_->RemoveOwner(metrics_owner_ + "/channels");
     edge_writers_.clear();
+    if (cancelled_.load() && opened_) DeliverNotificationsBeforeClose();
     for (auto& slot : ops_) slot->op->Close();
     gate_->Close();
     if (s.ok()) {
@@ -527,6 +528,7 @@ absl::Status Task::Run() {
     }
   }
 
+  opened_ = true;
   SLUICE_RETURN_IF_ERROR(ops_[0]->spec->is_source() ? RunSource() : RunInput());
 
   // End of input: finish operators head to tail (a Finish may emit into the next operator).
@@ -723,6 +725,27 @@ void Task::PublishWatermark(int64_t watermark_ms, bool idle) {
   if (idle != watermark_idle_.load(std::memory_order_relaxed)) {
     watermark_idle_.store(idle);
     for (auto& g : idle_gauges_) g->Set(idle ? 1 : 0);
+  }
+}
+
+void Task::DeliverNotificationsBeforeClose() {
+  // A stop with savepoint notifies the savepoint's completion and cancels right after: a
+  // notification still queued must reach the operators (sinks commit on it) before they close.
+  std::deque<Mail> mail;
+  {
+    absl::MutexLock lock(&mail_mu_);
+    mail.swap(mail_);
+    has_mail_.store(false);
+  }
+  for (const Mail& m : mail) {
+    if (m.kind != Mail::kNotify) continue;
+    for (auto& slot : ops_) {
+      absl::Status s = slot->op->NotifyCheckpointComplete(m.id);
+      if (!s.ok()) {
+        spdlog::warn("{}/{}#{}: checkpoint {} completion on cancel: {}", desc_.job_id, slot->spec->id, desc_.subtask,
+                     m.id, s);
+      }
+    }
   }
 }
 

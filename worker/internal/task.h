@@ -158,6 +158,9 @@ class Task {
   std::atomic<bool> end_of_input_{false};
   int64_t final_checkpoint_ = 0;  // id of the final checkpoint this task acknowledged
   bool final_done_ = false;       // ... and that checkpoint completed
+  bool opened_ = false;           // every operator was opened
+  // On cancel: passes checkpoint-complete notifications still queued to the operators.
+  void DeliverNotificationsBeforeClose();
 
   // Background uploads (the asynchronous part of snapshots).
   absl::Mutex upload_mu_;
