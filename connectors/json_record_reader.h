@@ -26,12 +26,16 @@ class JsonRecordReader {
     depth_ = 0;
     field_ = -1;
     started_ = false;
+    syntax_error_at_ = 0;
     bad_field_ = -1;
   }
   absl::Status Finish(bool parsed) {
     if (bad_field_ >= 0) {
       return absl::InvalidArgumentError(absl::StrCat("field '", schema_->field(bad_field_).name, "' is not ",
                                                      Article(schema_->field(bad_field_).type)));
+    }
+    if (syntax_error_at_ > 0) {
+      return absl::InvalidArgumentError(absl::StrCat("not valid JSON (syntax error at byte ", syntax_error_at_, ")"));
     }
     if (!parsed || !object_) return absl::InvalidArgumentError("not a JSON object");
     for (size_t i = 0; i < seen_.size(); ++i) {
@@ -64,7 +68,10 @@ class JsonRecordReader {
     }
     return true;
   }
-  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) { return false; }
+  bool parse_error(std::size_t position, const std::string&, const nlohmann::detail::exception&) {
+    if (bad_field_ < 0) syntax_error_at_ = position;  // 1-based byte of the offending token
+    return false;
+  }
 
  private:
   enum Kind { kNull, kBool, kInt, kFloat, kString };
@@ -128,6 +135,7 @@ class JsonRecordReader {
   int depth_ = 0;
   int field_ = -1;
   bool started_ = false;
+  size_t syntax_error_at_ = 0;
   bool object_ = false;
   int bad_field_ = -1;
 };

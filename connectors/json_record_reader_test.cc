@@ -43,10 +43,12 @@ TEST_F(JsonRecordReaderTest, ReadsOnlyTheLeadingFieldsItIsAskedFor) {
 }
 
 TEST_F(JsonRecordReaderTest, ErrorsNameTheField) {
-  EXPECT_THAT(Read("this is not json"), StatusIs(absl::StatusCode::kInvalidArgument, "not a JSON object"));
+  EXPECT_THAT(Read("this is not json"),
+              StatusIs(absl::StatusCode::kInvalidArgument, "not valid JSON (syntax error at byte 2)"));
   EXPECT_THAT(Read("[1, 2]"), StatusIs(absl::StatusCode::kInvalidArgument, "not a JSON object"));
   EXPECT_THAT(Read("42"), StatusIs(absl::StatusCode::kInvalidArgument, "not a JSON object"));
-  EXPECT_THAT(Read(R"({"user": "a", "n": 1, "x": 1)"), StatusIs(absl::StatusCode::kInvalidArgument, "not a JSON object"));
+  EXPECT_THAT(Read(R"({"user": "a", "n": 1, "x": 1)"),
+              StatusIs(absl::StatusCode::kInvalidArgument, "not valid JSON (syntax error at byte 29)"));
   EXPECT_THAT(Read(R"({"user": "a", "x": 1, "ok": true, "ts": 1})"),
               StatusIs(absl::StatusCode::kInvalidArgument, "missing field 'n'"));
   EXPECT_THAT(Read(R"({"user": "a", "n": 1.5, "x": 1, "ok": true, "ts": 1})"),
