@@ -17,6 +17,7 @@
 #include "common/logging.h"
 #include "common/record_codec.h"
 #include "common/status.h"
+#include "connectors/kafka_client.h"
 #include "operators/two_phase_commit_sink.h"
 #include "plan/job_spec.h"
 
@@ -33,7 +34,7 @@ struct SinkConfig {
   int64_t transaction_timeout_ms = 15 * 60 * 1000;
   int pool_size = 5;
   int64_t flush_timeout_ms = 60000;
-  std::map<std::string, std::string> properties;
+  KafkaSettings properties;  // the user's, applied last
   std::string transaction_log;
   int64_t max_transaction_bytes = 32 << 20;
   int value_field = -1;  // raw
@@ -58,25 +59,13 @@ SinkConfig ReadConfig(const ops::OperatorContext& ctx) {
   if (c["transaction_timeout"]) cfg.transaction_timeout_ms = *plan::ParseDurationMs(c["transaction_timeout"].Scalar());
   if (c["producer_pool_size"]) cfg.pool_size = c["producer_pool_size"].as<int>();
   if (c["flush_timeout"]) cfg.flush_timeout_ms = *plan::ParseDurationMs(c["flush_timeout"].Scalar());
-  if (c["properties"]) {
-    for (const auto& kv : c["properties"]) cfg.properties[kv.first.Scalar()] = kv.second.Scalar();
-  }
+  AppendProperties(c["properties"], &cfg.properties);
   if (c["transaction_log"]) cfg.transaction_log = c["transaction_log"].Scalar();
   if (c["max_transaction_bytes"]) cfg.max_transaction_bytes = c["max_transaction_bytes"].as<int64_t>();
   cfg.value_field = schema.IndexOf("value");
   return cfg;
 }
 
-absl::Status ErrorStatus(rd_kafka_error_t* error, absl::string_view what) {
-  if (error == nullptr) return absl::OkStatus();
-  // Fatal errors (fenced by a newer producer with the same id, not authorised) will not go away
-  // by retrying; the rest may (the job restarts and redoes from its checkpoint).
-  absl::Status s = rd_kafka_error_is_fatal(error)
-                       ? absl::FailedPreconditionError(absl::StrCat(what, ": ", rd_kafka_error_string(error), " (fatal)"))
-                       : absl::UnavailableError(absl::StrCat(what, ": ", rd_kafka_error_string(error)));
-  rd_kafka_error_destroy(error);
-  return s;
-}
 
 // One librdkafka producer on the sink's topic. Delivery failures are remembered and reported
 // by Flush(); everything runs on the task thread (delivery callbacks come from poll/flush).
@@ -86,32 +75,18 @@ class Producer {
     auto p = std::unique_ptr<Producer>(new Producer());
     p->topic_ = cfg.topic;
     p->id_ = transactional_id;
-    char errstr[512];
-    rd_kafka_conf_t* conf = rd_kafka_conf_new();
-    std::map<std::string, std::string> settings = {
+    KafkaSettings settings = {
         {"bootstrap.servers", cfg.bootstrap}, {"log_level", "3"}, {"partitioner", "murmur2_random"},
         {"linger.ms", "5"}};
     if (!transactional_id.empty()) {
-      settings["transactional.id"] = transactional_id;
-      settings["transaction.timeout.ms"] = std::to_string(cfg.transaction_timeout_ms);
+      settings.push_back({"transactional.id", transactional_id});
+      settings.push_back({"transaction.timeout.ms", std::to_string(cfg.transaction_timeout_ms)});
     }
-    for (const auto& [k, v] : cfg.properties) settings[k] = v;
-    for (const auto& [k, v] : settings) {
-      if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
-        rd_kafka_conf_destroy(conf);
-        return absl::InvalidArgumentError(absl::StrCat("kafka_sink property ", k, ": ", errstr));
-      }
-    }
-    rd_kafka_conf_set_opaque(conf, p.get());
-    rd_kafka_conf_set_dr_msg_cb(conf, &Producer::OnDelivery);
-    p->rk_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    if (p->rk_ == nullptr) {
-      rd_kafka_conf_destroy(conf);  // rd_kafka_new owns it only on success
-      return absl::UnavailableError(absl::StrCat("kafka producer: ", errstr));
-    }
+    settings.insert(settings.end(), cfg.properties.begin(), cfg.properties.end());
+    SLUICE_ASSIGN_OR_RETURN(p->rk_, NewKafkaClient(RD_KAFKA_PRODUCER, settings, "kafka_sink", &Producer::Configure, p.get()));
     p->rkt_ = rd_kafka_topic_new(p->rk_, cfg.topic.c_str(), nullptr);
     if (!transactional_id.empty()) {
-      SLUICE_RETURN_IF_ERROR(ErrorStatus(rd_kafka_init_transactions(p->rk_, static_cast<int>(cfg.flush_timeout_ms)),
+      SLUICE_RETURN_IF_ERROR(KafkaErrorStatus(rd_kafka_init_transactions(p->rk_, static_cast<int>(cfg.flush_timeout_ms)),
                                          absl::StrCat("initialising transactional id ", transactional_id)));
     }
     return p;
@@ -180,6 +155,10 @@ class Producer {
 
  private:
   Producer() = default;
+  static void Configure(rd_kafka_conf_t* conf, void* self) {
+    rd_kafka_conf_set_opaque(conf, self);
+    rd_kafka_conf_set_dr_msg_cb(conf, &Producer::OnDelivery);
+  }
   static void OnDelivery(rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
     auto* self = static_cast<Producer*>(opaque);
     if (m->err && self->error_.empty()) self->error_ = rd_kafka_err2str(m->err);
@@ -305,7 +284,7 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
     // is destroyed while its transaction still adds partitions.
     for (Slot& slot : pool_) {
       if (!slot.busy) continue;
-      absl::Status s = ErrorStatus(rd_kafka_abort_transaction(slot.producer->handle(), 10000), "abort");
+      absl::Status s = KafkaErrorStatus(rd_kafka_abort_transaction(slot.producer->handle(), 10000), "abort");
       if (!s.ok()) spdlog::warn("{}: aborting the transaction on {}: {}", ctx_.task_name, slot.producer->id(), s);
       Log("abort", slot.producer->id(), slot.checkpoint, slot.instance);
       slot.busy = false;
@@ -351,7 +330,7 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
     for (size_t n = 0; n < pool_.size(); ++n) {
       Slot& slot = pool_[n];
       if (slot.busy) continue;
-      SLUICE_RETURN_IF_ERROR(ErrorStatus(rd_kafka_begin_transaction(slot.producer->handle()),
+      SLUICE_RETURN_IF_ERROR(KafkaErrorStatus(rd_kafka_begin_transaction(slot.producer->handle()),
                                          absl::StrCat("beginning a transaction on ", slot.producer->id())));
       slot.busy = true;
       slot.checkpoint = 0;
@@ -411,7 +390,7 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
     if (p.id == Id(ctx_.subtask, p.index) && p.run == run_ && p.index < static_cast<int>(pool_.size()) &&
         pool_[p.index].busy && pool_[p.index].checkpoint == p.checkpoint && pool_[p.index].instance == p.instance) {
       Slot& slot = pool_[p.index];
-      SLUICE_RETURN_IF_ERROR(ErrorStatus(rd_kafka_commit_transaction(slot.producer->handle(), static_cast<int>(cfg_.flush_timeout_ms)),
+      SLUICE_RETURN_IF_ERROR(KafkaErrorStatus(rd_kafka_commit_transaction(slot.producer->handle(), static_cast<int>(cfg_.flush_timeout_ms)),
                                          absl::StrCat("committing transaction of checkpoint ", p.checkpoint, " on ",
                                                       slot.producer->id())));
       slot.busy = false;
@@ -511,30 +490,19 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
                                                                    static_cast<int>(cfg_.flush_timeout_ms));
     rd_kafka_consumer_group_metadata_destroy(group);
     rd_kafka_topic_partition_list_destroy(offsets);
-    return ErrorStatus(error, absl::StrCat("committing the marker of checkpoint ", checkpoint_id, " on ", producer->id()));
+    return KafkaErrorStatus(error, absl::StrCat("committing the marker of checkpoint ", checkpoint_id, " on ", producer->id()));
   }
 
   // Whether the transaction of `checkpoint_id` on `id` in `run` committed: its marker (or a
   // later one of the same run).
   absl::StatusOr<bool> MarkerCommitted(const std::string& id, int64_t checkpoint_id, const std::string& run) {
     const std::string group_id = absl::StrCat(id, ".", run);
-    char errstr[512];
-    rd_kafka_conf_t* conf = rd_kafka_conf_new();
-    std::map<std::string, std::string> settings = {{"bootstrap.servers", cfg_.bootstrap}, {"log_level", "3"}};
-    for (const auto& [k, v] : cfg_.properties) settings[k] = v;  // security settings, mostly
-    settings["group.id"] = group_id;
-    for (const auto& [k, v] : settings) {
-      // Producer-only properties are accepted by the consumer's configuration (and ignored).
-      if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
-        rd_kafka_conf_destroy(conf);
-        return absl::InvalidArgumentError(absl::StrCat("kafka_sink property ", k, ": ", errstr));
-      }
-    }
-    rd_kafka_t* consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-    if (consumer == nullptr) {
-      rd_kafka_conf_destroy(conf);
-      return absl::UnavailableError(absl::StrCat("kafka consumer: ", errstr));
-    }
+    // The user's properties too (security settings, mostly; producer-only ones are accepted by
+    // a consumer's configuration and ignored).
+    KafkaSettings settings = {{"bootstrap.servers", cfg_.bootstrap}, {"log_level", "3"}};
+    settings.insert(settings.end(), cfg_.properties.begin(), cfg_.properties.end());
+    settings.push_back({"group.id", group_id});
+    SLUICE_ASSIGN_OR_RETURN(rd_kafka_t * consumer, NewKafkaClient(RD_KAFKA_CONSUMER, settings, "kafka_sink marker check"));
     rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(list, cfg_.topic.c_str(), 0);
     rd_kafka_resp_err_t err = rd_kafka_committed(consumer, list, static_cast<int>(cfg_.flush_timeout_ms));
@@ -564,7 +532,7 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
       Log("recover_committed", id, p.checkpoint, p.instance);
       return absl::OkStatus();
     }
-    SLUICE_RETURN_IF_ERROR(ErrorStatus(rd_kafka_begin_transaction(producer->handle()), absl::StrCat("beginning a transaction on ", id)));
+    SLUICE_RETURN_IF_ERROR(KafkaErrorStatus(rd_kafka_begin_transaction(producer->handle()), absl::StrCat("beginning a transaction on ", id)));
     absl::Status s = RedoInTransaction(p, producer);
     if (!s.ok()) {
       // Never leave the transaction open: it would hold back read_committed consumers, and
@@ -599,7 +567,7 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
     }
     SLUICE_RETURN_IF_ERROR(producer->Flush(cfg_.flush_timeout_ms));
     SLUICE_RETURN_IF_ERROR(SendMarker(producer, p.checkpoint, p.run));
-    SLUICE_RETURN_IF_ERROR(ErrorStatus(rd_kafka_commit_transaction(producer->handle(), static_cast<int>(cfg_.flush_timeout_ms)),
+    SLUICE_RETURN_IF_ERROR(KafkaErrorStatus(rd_kafka_commit_transaction(producer->handle(), static_cast<int>(cfg_.flush_timeout_ms)),
                                        absl::StrCat("committing the redone transaction of checkpoint ", p.checkpoint, " on ", id)));
     spdlog::info("{}: redid transaction {} of checkpoint {} ({} records): its commit marker was missing",
                  ctx_.task_name, id, p.checkpoint, count);

@@ -21,6 +21,7 @@
 #include "common/status.h"
 #include "common/watermark.h"
 #include "connectors/json_record_reader.h"
+#include "connectors/kafka_client.h"
 #include "connectors/kafka_sink.h"
 #include "nlohmann/json.hpp"
 #include "operators/watermark_generator.h"
@@ -128,7 +129,8 @@ class KafkaSource final : public ops::SourceOperator {
     } else {
       topics_.push_back(c["topic"].Scalar());
     }
-    format_ = c["format"] ? c["format"].Scalar() : "json";
+    const std::string format = c["format"] ? c["format"].Scalar() : "json";
+    format_ = format == "raw" ? Format::kRaw : format == "csv" ? Format::kCsv : Format::kJson;
     bounded_ = c["bounded"] && c["bounded"].as<bool>();
     std::string on_error = c["on_error"] ? c["on_error"].Scalar() : "fail";
     skip_bad_ = on_error == "skip" || on_error == "dead_letter";
@@ -138,55 +140,26 @@ class KafkaSource final : public ops::SourceOperator {
     out_.Resize(ctx.spec->output_schema.size());
     skipped_ = 0;
 
-    char errstr[512];
-    rd_kafka_conf_t* conf = rd_kafka_conf_new();
-    auto set = [&](const char* k, const std::string& v) -> absl::Status {
-      if (rd_kafka_conf_set(conf, k, v.c_str(), errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
-        return absl::InvalidArgumentError(absl::StrCat("kafka option ", k, ": ", errstr));
-      }
-      return absl::OkStatus();
-    };
-    absl::Status s = set("bootstrap.servers", c["bootstrap"].Scalar());
-    s.Update(set("group.id", group));
-    s.Update(set("enable.auto.commit", "false"));
-    // Bounded sources learn from end-of-partition events that a partition is read to its end
-    // (a transactional topic ends with a control record, which is never delivered).
-    s.Update(set("enable.partition.eof", bounded_ ? "true" : "false"));
-    s.Update(set("log_level", "3"));
-    // A checkpointed offset that retention has deleted restarts at the earliest kept record
-    // rather than silently skipping to the end (librdkafka's default).
-    s.Update(set("auto.offset.reset", "earliest"));
-    if (c["properties"]) {  // the user's librdkafka consumer settings
-      for (const auto& kv : c["properties"]) s.Update(set(kv.first.Scalar().c_str(), kv.second.Scalar()));
-    }
-    s.Update(set("enable.auto.commit", "false"));  // offsets live in our checkpoints
-    if (!s.ok()) {
-      rd_kafka_conf_destroy(conf);
-      return s;
-    }
-    rk_ = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-    if (rk_ == nullptr) {
-      rd_kafka_conf_destroy(conf);  // rd_kafka_new owns it only on success
-      return absl::UnavailableError(absl::StrCat("kafka consumer: ", errstr));
-    }
+    KafkaSettings settings = {
+        {"bootstrap.servers", c["bootstrap"].Scalar()},
+        {"group.id", group},
+        // Bounded sources learn from end-of-partition events that a partition is read to its
+        // end (a transactional topic ends with a control record, which is never delivered).
+        {"enable.partition.eof", bounded_ ? "true" : "false"},
+        {"log_level", "3"},
+        // A checkpointed offset that retention has deleted restarts at the earliest kept
+        // record rather than silently skipping to the end (librdkafka's default).
+        {"auto.offset.reset", "earliest"}};
+    AppendProperties(c["properties"], &settings);  // the user's librdkafka consumer settings
+    settings.push_back({"enable.auto.commit", "false"});  // offsets live in our checkpoints
+    SLUICE_ASSIGN_OR_RETURN(rk_, NewKafkaClient(RD_KAFKA_CONSUMER, settings, "kafka source"));
     rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
     if (!dead_letter_topic_.empty()) {
-      rd_kafka_conf_t* pconf = rd_kafka_conf_new();
-      if (rd_kafka_conf_set(pconf, "bootstrap.servers", c["bootstrap"].Scalar().c_str(), errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK ||
-          rd_kafka_conf_set(pconf, "log_level", "3", errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
-        rd_kafka_conf_destroy(pconf);
-        return absl::InvalidArgumentError(absl::StrCat("dead-letter producer: ", errstr));
-      }
-      if (c["properties"]) {  // security settings apply to this producer too
-        for (const auto& kv : c["properties"]) {
-          rd_kafka_conf_set(pconf, kv.first.Scalar().c_str(), kv.second.Scalar().c_str(), errstr, sizeof(errstr));
-        }
-      }
-      dlq_ = rd_kafka_new(RD_KAFKA_PRODUCER, pconf, errstr, sizeof(errstr));
-      if (dlq_ == nullptr) {
-        rd_kafka_conf_destroy(pconf);
-        return absl::UnavailableError(absl::StrCat("dead-letter producer: ", errstr));
-      }
+      // The user's properties apply to this producer too (security settings; consumer-only
+      // ones are accepted by a producer's configuration and ignored).
+      KafkaSettings dlq = {{"bootstrap.servers", c["bootstrap"].Scalar()}, {"log_level", "3"}};
+      AppendProperties(c["properties"], &dlq);
+      SLUICE_ASSIGN_OR_RETURN(dlq_, NewKafkaClient(RD_KAFKA_PRODUCER, dlq, "dead-letter producer"));
     }
 
     // Event time and discovery.
@@ -489,12 +462,7 @@ class KafkaSource final : public ops::SourceOperator {
     }
     rd_kafka_error_t* error = list->cnt > 0 ? rd_kafka_incremental_assign(rk_, list) : nullptr;
     rd_kafka_topic_partition_list_destroy(list);
-    if (error != nullptr) {
-      std::string msg = rd_kafka_error_string(error);
-      rd_kafka_error_destroy(error);
-      return absl::UnavailableError(absl::StrCat("kafka assign of new partitions: ", msg));
-    }
-    return absl::OkStatus();
+    return KafkaErrorStatus(error, "kafka assign of new partitions");
   }
 
   // An error event from the consumer. End of a partition (bounded sources): that partition is
@@ -575,12 +543,12 @@ class KafkaSource final : public ops::SourceOperator {
     }
     const Schema& schema = ctx_.spec->output_schema;
     absl::string_view value(static_cast<const char*>(m->payload), m->len);
-    if (format_ == "raw") {
+    if (format_ == Format::kRaw) {
       out_.SetString(0, absl::string_view(static_cast<const char*>(m->key), m->key_len));
       out_.SetString(1, value);
       return absl::OkStatus();
     }
-    if (format_ == "csv") {
+    if (format_ == Format::kCsv) {
       columns_.clear();
       for (absl::string_view col : absl::StrSplit(value, ',')) columns_.push_back(col);
       if (columns_.size() != decoded_fields_) {
@@ -624,7 +592,8 @@ class KafkaSource final : public ops::SourceOperator {
   std::string dead_letter_topic_;
   std::vector<std::string> topics_;
   std::vector<std::pair<rd_kafka_topic_t*, int>> topic_handles_;  // message topic -> index
-  std::string format_;
+  enum class Format { kJson, kCsv, kRaw };
+  Format format_ = Format::kJson;  // decided once, compared per record
   bool bounded_ = false;
   bool skip_bad_ = false;
   int64_t skipped_ = 0;

@@ -33,6 +33,43 @@ namespace {
 
 constexpr int64_t kKeys = 500;
 
+// What a read_committed consumer of a real broker sees, from the transaction log: a commit
+// makes its transaction visible; a redo after recovery (the same records again, in a new
+// transaction) is what a broker with working TxnOffsetCommit does only when the original's
+// marker is missing, i.e. when neither the original nor an earlier redo committed.
+struct ProtocolView {
+  std::set<std::string> visible;  // "<txn id>#<instance>"
+  int64_t commits = 0, redos = 0, mock_only_redos = 0;
+  std::map<std::string, std::set<int64_t>> init_attempts;  // txn id -> attempts that initialised it
+  std::set<std::string> ids;
+};
+
+ProtocolView ReplayTransactionLog(const std::string& path) {
+  ProtocolView v;
+  std::set<std::string> committed_originals;  // "<txn id>#<original instance>"
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto e = nlohmann::json::parse(line);
+    const std::string ev = e["event"], txn = e["txn"], instance = e["instance"];
+    v.ids.insert(txn);
+    if (ev == "init") v.init_attempts[txn].insert(e["attempt"].get<int64_t>());
+    if (ev == "commit") {
+      ++v.commits;
+      committed_originals.insert(txn + "#" + instance);
+      v.visible.insert(txn + "#" + instance);
+    } else if (ev == "recover_redo") {
+      ++v.redos;
+      if (committed_originals.insert(txn + "#" + e["redoes"].get<std::string>()).second) {
+        v.visible.insert(txn + "#" + instance);
+      } else {
+        ++v.mock_only_redos;
+      }
+    }
+  }
+  return v;
+}
+
 class KafkaEndToEndTest : public ClusterTest {
  protected:
   void TearDown() override {
@@ -142,6 +179,17 @@ operators:
     return got;
   }
 
+  // The output topic as a read_committed consumer of a real broker would see it (from the
+  // sink's transaction log `log`, replayed into *view).
+  std::vector<std::string> CommittedLines(const std::string& log, ProtocolView* view) {
+    *view = ReplayTransactionLog(log);
+    std::vector<std::string> lines;
+    for (const auto& [txn, value] : ReadTopic("totals")) {
+      if (view->visible.count(txn)) lines.push_back(value);
+    }
+    return lines;
+  }
+
   pid_t kafka_pid_ = -1;
   std::string bootstrap_;
 };
@@ -190,43 +238,6 @@ TEST_F(KafkaEndToEndTest, AtLeastOnceKafkaSinkLosesNothingThroughWorkerKills) {
   ASSERT_OK(client_->Cancel(job));
 }
 
-// What a read_committed consumer of a real broker sees, from the transaction log: a commit
-// makes its transaction visible; a redo after recovery (the same records again, in a new
-// transaction) is what a broker with working TxnOffsetCommit does only when the original's
-// marker is missing, i.e. when neither the original nor an earlier redo committed.
-struct ProtocolView {
-  std::set<std::string> visible;  // "<txn id>#<instance>"
-  int64_t commits = 0, redos = 0, mock_only_redos = 0;
-  std::map<std::string, std::set<int64_t>> init_attempts;  // txn id -> attempts that initialised it
-  std::set<std::string> ids;
-};
-
-ProtocolView ReplayTransactionLog(const std::string& path) {
-  ProtocolView v;
-  std::set<std::string> committed_originals;  // "<txn id>#<original instance>"
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    auto e = nlohmann::json::parse(line);
-    const std::string ev = e["event"], txn = e["txn"], instance = e["instance"];
-    v.ids.insert(txn);
-    if (ev == "init") v.init_attempts[txn].insert(e["attempt"].get<int64_t>());
-    if (ev == "commit") {
-      ++v.commits;
-      committed_originals.insert(txn + "#" + instance);
-      v.visible.insert(txn + "#" + instance);
-    } else if (ev == "recover_redo") {
-      ++v.redos;
-      if (committed_originals.insert(txn + "#" + e["redoes"].get<std::string>()).second) {
-        v.visible.insert(txn + "#" + instance);
-      } else {
-        ++v.mock_only_redos;
-      }
-    }
-  }
-  return v;
-}
-
 TEST_F(KafkaEndToEndTest, ExactlyOnceKafkaSinkProtocolThroughWorkerKills) {
   StartCluster(2, 2, 1500);
   StartKafka();
@@ -240,15 +251,8 @@ TEST_F(KafkaEndToEndTest, ExactlyOnceKafkaSinkProtocolThroughWorkerKills) {
   ProduceWithKills(kRecords, 60);
   const Expected expected = ExpectedFor(kRecords, kKeys);
   ProtocolView view;
-  auto committed_lines = [&] {
-    view = ReplayTransactionLog(log);
-    std::vector<std::string> lines;
-    for (const auto& [txn, value] : ReadTopic("totals")) {
-      if (view.visible.count(txn)) lines.push_back(value);
-    }
-    return lines;
-  };
-  std::vector<std::string> lines = AwaitAllUpdates(committed_lines, expected, std::chrono::seconds(120));
+  std::vector<std::string> lines =
+      AwaitAllUpdates([&] { return CommittedLines(log, &view); }, expected, std::chrono::seconds(120));
   auto info = client_->GetJob(job);
   ASSERT_OK(info);
   EXPECT_GE(info->restarts(), 1) << "the kills did not hit the job";
@@ -302,16 +306,8 @@ TEST_F(KafkaEndToEndTest, StopWithSavepointCommitsTheLastTransactionAndResumes) 
   WaitForState(resumed->job_id(), proto::JOB_RUNNING, std::chrono::seconds(10));
   Produce(20'000, 30'000);
   const Expected expected = ExpectedFor(30'000, kKeys);
-  std::vector<std::string> lines = AwaitAllUpdates(
-      [&] {
-        view = ReplayTransactionLog(log);
-        std::vector<std::string> out;
-        for (const auto& [txn, value] : ReadTopic("totals")) {
-          if (view.visible.count(txn)) out.push_back(value);
-        }
-        return out;
-      },
-      expected, std::chrono::seconds(60));
+  std::vector<std::string> lines =
+      AwaitAllUpdates([&] { return CommittedLines(log, &view); }, expected, std::chrono::seconds(60));
   ExpectExactlyOnce(lines, expected);
   ASSERT_OK(client_->Cancel(resumed->job_id()));
 }
