@@ -77,7 +77,7 @@ class OperatorsTest : public ::testing::Test {
     OperatorContext ctx;
     ctx.job = &job_;
     ctx.spec = &spec;
-    ctx.job_id = "job-1";
+    ctx.job_id = job_id_;
     ctx.subtask = subtask;
     ctx.parallelism = parallelism;
     ctx.clock = &clock_;
@@ -127,6 +127,7 @@ class OperatorsTest : public ::testing::Test {
   plan::JobSpec job_;
   CollectingOutput out_;
   // What Open() tells the operators about checkpointing and restore.
+  std::string job_id_ = "job-1";
   int64_t attempt_ = 1;
   bool checkpointing_ = false;
   bool restored_ = false;
@@ -841,9 +842,9 @@ TEST_F(OperatorsTest, FileSinkWritesJsonLinesPerSubtask) {
   (*sink)->Close();
   EXPECT_TRUE(out_.records.empty());  // a sink emits nothing
 
-  const std::string file = dir + "/part-1.jsonl";
+  const std::string file = dir + "/part-job-1-1.jsonl";
   ASSERT_TRUE(std::filesystem::exists(file));
-  EXPECT_FALSE(std::filesystem::exists(dir + "/part-0.jsonl"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/part-job-1-0.jsonl"));
   EXPECT_EQ(ReadFile(file),
             "{\"id\":1,\"name\":\"plain\",\"price\":1.5,\"ok\":true}\n"
             "{\"id\":-20,\"name\":\"say \\\"hi\\\"\\n\",\"price\":0.25,\"ok\":false}\n");
@@ -859,15 +860,16 @@ TEST_F(OperatorsTest, FileSinkFlushesOnFinishAndLargeBuffers) {
                     tmp.path(), "\n"));
   auto sink = Open("out");
   ASSERT_OK(sink);
-  const std::string file = tmp.path() + "/part-0.jsonl";
+  const std::string file = tmp.path() + "/part-job-1-0.jsonl";
   Record r(1);
   constexpr int kRecords = 20000;  // more than the 64 KiB buffer
   for (int i = 0; i < kRecords; ++i) {
     r.SetInt(0, i);
     ASSERT_OK((*sink)->Process(r));
   }
-  // Part has been written already, without Finish.
-  EXPECT_GT(std::filesystem::file_size(file), 0u);
+  // Part has been written already, without Finish, but is not visible as output yet.
+  EXPECT_GT(std::filesystem::file_size(tmp.path() + "/part-job-1-0.inprogress"), 0u);
+  EXPECT_FALSE(std::filesystem::exists(file));
   ASSERT_OK((*sink)->Finish());
   (*sink)->Close();
   std::ifstream in(file);
@@ -938,8 +940,8 @@ TEST_F(OperatorsTest, FileSinkWithoutCheckpointsHasNoState) {
   ASSERT_OK((*sink)->NotifyCheckpointComplete(1));
   ASSERT_OK((*sink)->Finish());
   (*sink)->Close();
-  EXPECT_THAT(FileNames(dir), ElementsAre("part-0.jsonl"));
-  EXPECT_EQ(ReadFile(dir + "/part-0.jsonl"), "{\"x\":1}\n");
+  EXPECT_THAT(FileNames(dir), ElementsAre("part-job-1-0.jsonl"));
+  EXPECT_EQ(ReadFile(dir + "/part-job-1-0.jsonl"), "{\"x\":1}\n");
 }
 
 TEST_F(OperatorsTest, FileSinkPreCommitsOnSnapshotAndCommitsOnNotify) {
@@ -952,42 +954,42 @@ TEST_F(OperatorsTest, FileSinkPreCommitsOnSnapshotAndCommitsOnNotify) {
   EXPECT_TRUE((*sink)->UnionState());
   EXPECT_THAT(FileNames(dir), ElementsAre());  // nothing before the first record
   for (int i = 0; i < 3; ++i) ASSERT_OK((*sink)->Process(X(i)));
-  EXPECT_THAT(FileNames(dir), ElementsAre("part-1-1-1.inprogress"));
+  EXPECT_THAT(FileNames(dir), ElementsAre("part-job-1-1-1-1.inprogress"));
 
   // Pre-commit: the in-progress file becomes pending, durable and complete, listed by its
   // absolute path. Nothing is visible as output yet.
   std::vector<std::string> entries;
   ASSERT_OK((*sink)->SnapshotState(5, &entries));
-  const std::string pending = AbsolutePath(dir + "/part-1-1-1.pending");
+  const std::string pending = AbsolutePath(dir + "/part-job-1-1-1-1.pending");
   ASSERT_THAT(entries, ElementsAre(pending));
   EXPECT_TRUE(std::filesystem::path(entries[0]).is_absolute());
-  EXPECT_THAT(FileNames(dir), ElementsAre("part-1-1-1.pending"));
+  EXPECT_THAT(FileNames(dir), ElementsAre("part-job-1-1-1-1.pending"));
   const std::string content = "{\"x\":0}\n{\"x\":1}\n{\"x\":2}\n";
   EXPECT_EQ(ReadFile(pending), content);
 
   // Records after the barrier go to a new in-progress file.
   ASSERT_OK((*sink)->Process(X(3)));
-  EXPECT_THAT(FileNames(dir), ElementsAre("part-1-1-1.pending", "part-1-1-2.inprogress"));
+  EXPECT_THAT(FileNames(dir), ElementsAre("part-job-1-1-1-1.pending", "part-job-1-1-1-2.inprogress"));
 
   // An older checkpoint does not cover it.
   ASSERT_OK((*sink)->NotifyCheckpointComplete(4));
-  EXPECT_THAT(FileNames(dir), ElementsAre("part-1-1-1.pending", "part-1-1-2.inprogress"));
+  EXPECT_THAT(FileNames(dir), ElementsAre("part-job-1-1-1-1.pending", "part-job-1-1-1-2.inprogress"));
 
   // Commit: renamed to its final name, same content.
   ASSERT_OK((*sink)->NotifyCheckpointComplete(5));
-  EXPECT_THAT(FileNames(dir), ElementsAre("part-1-1-1.jsonl", "part-1-1-2.inprogress"));
-  EXPECT_EQ(ReadFile(dir + "/part-1-1-1.jsonl"), content);
+  EXPECT_THAT(FileNames(dir), ElementsAre("part-job-1-1-1-1.jsonl", "part-job-1-1-1-2.inprogress"));
+  EXPECT_EQ(ReadFile(dir + "/part-job-1-1-1-1.jsonl"), content);
   ASSERT_OK((*sink)->NotifyCheckpointComplete(5));  // repeated: harmless
-  EXPECT_THAT(FileNames(dir), ElementsAre("part-1-1-1.jsonl", "part-1-1-2.inprogress"));
+  EXPECT_THAT(FileNames(dir), ElementsAre("part-job-1-1-1-1.jsonl", "part-job-1-1-1-2.inprogress"));
 
   // End of input flushes but does not commit: the final checkpoint does.
   ASSERT_OK((*sink)->Finish());
-  EXPECT_THAT(FileNames(dir), ElementsAre("part-1-1-1.jsonl", "part-1-1-2.inprogress"));
-  EXPECT_EQ(ReadFile(dir + "/part-1-1-2.inprogress"), "{\"x\":3}\n");
+  EXPECT_THAT(FileNames(dir), ElementsAre("part-job-1-1-1-1.jsonl", "part-job-1-1-1-2.inprogress"));
+  EXPECT_EQ(ReadFile(dir + "/part-job-1-1-1-2.inprogress"), "{\"x\":3}\n");
 
   // A checkpoint that does not complete (6) leaves its file pending; the next one (7) lists it
   // again, and completing 7 commits it. Committed files are no longer listed.
-  const std::string pending2 = AbsolutePath(dir + "/part-1-1-2.pending");
+  const std::string pending2 = AbsolutePath(dir + "/part-job-1-1-1-2.pending");
   entries.clear();
   ASSERT_OK((*sink)->SnapshotState(6, &entries));
   EXPECT_THAT(entries, ElementsAre(pending2));
@@ -995,13 +997,13 @@ TEST_F(OperatorsTest, FileSinkPreCommitsOnSnapshotAndCommitsOnNotify) {
   ASSERT_OK((*sink)->SnapshotState(7, &entries));
   EXPECT_THAT(entries, ElementsAre(pending2));
   ASSERT_OK((*sink)->NotifyCheckpointComplete(7));
-  EXPECT_THAT(FileNames(dir), ElementsAre("part-1-1-1.jsonl", "part-1-1-2.jsonl"));
-  EXPECT_EQ(ReadFile(dir + "/part-1-1-2.jsonl"), "{\"x\":3}\n");
+  EXPECT_THAT(FileNames(dir), ElementsAre("part-job-1-1-1-1.jsonl", "part-job-1-1-1-2.jsonl"));
+  EXPECT_EQ(ReadFile(dir + "/part-job-1-1-1-2.jsonl"), "{\"x\":3}\n");
   entries.clear();
   ASSERT_OK((*sink)->SnapshotState(8, &entries));
   EXPECT_THAT(entries, ElementsAre());
   (*sink)->Close();
-  EXPECT_THAT(FileNames(dir), ElementsAre("part-1-1-1.jsonl", "part-1-1-2.jsonl"));
+  EXPECT_THAT(FileNames(dir), ElementsAre("part-job-1-1-1-1.jsonl", "part-job-1-1-1-2.jsonl"));
   EXPECT_TRUE(out_.records.empty());
 }
 
@@ -1033,14 +1035,25 @@ TEST_F(OperatorsTest, FileSinkRestoreCommitsListedFilesAndRemovesOldAttemptsLeft
     ASSERT_OK((*s0)->Finish());
     ASSERT_OK((*s1)->Finish());
   }
-  ASSERT_THAT(chk5, ElementsAre(AbsolutePath(dir + "/part-0-1-1.pending"),
-                                AbsolutePath(dir + "/part-1-1-1.pending")));
-  std::ofstream(dir + "/part-0-1-0.jsonl") << "{\"x\":-1}\n";  // committed long ago
+  ASSERT_THAT(chk5, ElementsAre(AbsolutePath(dir + "/part-job-1-0-1-1.pending"),
+                                AbsolutePath(dir + "/part-job-1-1-1-1.pending")));
+  // Closing a sink removes its file in progress (no checkpoint refers to it) ...
+  ASSERT_THAT(FileNames(dir), ElementsAre("part-job-1-0-1-1.pending", "part-job-1-0-1-2.pending",
+                                          "part-job-1-1-1-1.pending"));
+  // ... but a kill -9 leaves them behind.
+  std::ofstream(dir + "/part-job-1-0-1-3.inprogress") << "{\"x\":3}\n";
+  std::ofstream(dir + "/part-job-1-1-1-2.inprogress") << "{\"x\":11}\n";
+  std::ofstream(dir + "/part-job-1-0-1-0.jsonl") << "{\"x\":-1}\n";  // committed long ago
   std::ofstream(dir + "/notes.txt") << "not ours\n";
+  // Another job's files (say the job whose savepoint this one was started from, still running)
+  // are never touched.
+  std::ofstream(dir + "/part-job-0-0-1-4.pending") << "{\"x\":100}\n";
+  std::ofstream(dir + "/part-job-0-0-1-5.inprogress") << "{\"x\":101}\n";
   ASSERT_THAT(FileNames(dir),
-              ElementsAre("notes.txt", "part-0-1-0.jsonl", "part-0-1-1.pending",
-                          "part-0-1-2.pending", "part-0-1-3.inprogress", "part-1-1-1.pending",
-                          "part-1-1-2.inprogress"));
+              ElementsAre("notes.txt", "part-job-0-0-1-4.pending", "part-job-0-0-1-5.inprogress",
+                          "part-job-1-0-1-0.jsonl", "part-job-1-0-1-1.pending",
+                          "part-job-1-0-1-2.pending", "part-job-1-0-1-3.inprogress", "part-job-1-1-1-1.pending",
+                          "part-job-1-1-1-2.inprogress"));
 
   // Attempt 2, restored from checkpoint 5 (union state: each subtask sees every entry).
   attempt_ = 2;
@@ -1055,38 +1068,41 @@ TEST_F(OperatorsTest, FileSinkRestoreCommitsListedFilesAndRemovesOldAttemptsLeft
   ASSERT_OK((*n1)->SnapshotState(7, &chk7));
   ASSERT_OK((*n1)->Process(X(21)));
   ASSERT_THAT(FileNames(dir),
-              ElementsAre("notes.txt", "part-0-1-0.jsonl", "part-0-1-1.pending",
-                          "part-0-1-2.pending", "part-0-1-3.inprogress", "part-1-1-1.pending",
-                          "part-1-1-2.inprogress", "part-1-2-1.pending", "part-1-2-2.inprogress"));
+              ElementsAre("notes.txt", "part-job-0-0-1-4.pending", "part-job-0-0-1-5.inprogress",
+                          "part-job-1-0-1-0.jsonl", "part-job-1-0-1-1.pending",
+                          "part-job-1-0-1-2.pending", "part-job-1-0-1-3.inprogress", "part-job-1-1-1-1.pending",
+                          "part-job-1-1-1-2.inprogress", "part-job-1-1-2-1.pending", "part-job-1-1-2-2.inprogress"));
 
   auto n0 = Open("out", 0, 2);
   ASSERT_OK(n0);
   EXPECT_THAT(FileNames(dir),
-              ElementsAre("notes.txt", "part-0-1-0.jsonl", "part-0-1-1.jsonl", "part-1-1-1.jsonl",
-                          "part-1-2-1.pending", "part-1-2-2.inprogress"));
-  EXPECT_EQ(ReadFile(dir + "/part-0-1-1.jsonl"), "{\"x\":0}\n{\"x\":1}\n");
-  EXPECT_EQ(ReadFile(dir + "/part-1-1-1.jsonl"), "{\"x\":10}\n");
-  EXPECT_EQ(ReadFile(dir + "/part-0-1-0.jsonl"), "{\"x\":-1}\n");
-  EXPECT_EQ(ReadFile(dir + "/part-1-2-1.pending"), "{\"x\":20}\n");
+              ElementsAre("notes.txt", "part-job-0-0-1-4.pending", "part-job-0-0-1-5.inprogress",
+                          "part-job-1-0-1-0.jsonl", "part-job-1-0-1-1.jsonl", "part-job-1-1-1-1.jsonl",
+                          "part-job-1-1-2-1.pending", "part-job-1-1-2-2.inprogress"));
+  EXPECT_EQ(ReadFile(dir + "/part-job-1-0-1-1.jsonl"), "{\"x\":0}\n{\"x\":1}\n");
+  EXPECT_EQ(ReadFile(dir + "/part-job-1-1-1-1.jsonl"), "{\"x\":10}\n");
+  EXPECT_EQ(ReadFile(dir + "/part-job-1-0-1-0.jsonl"), "{\"x\":-1}\n");
+  EXPECT_EQ(ReadFile(dir + "/part-job-1-1-2-1.pending"), "{\"x\":20}\n");
 
   // Recovering again (say the restored subtask 0 failed and was redeployed in the same
   // attempt) commits nothing twice and loses nothing.
   auto again = Open("out", 0, 2);
   ASSERT_OK(again);
   EXPECT_THAT(FileNames(dir),
-              ElementsAre("notes.txt", "part-0-1-0.jsonl", "part-0-1-1.jsonl", "part-1-1-1.jsonl",
-                          "part-1-2-1.pending", "part-1-2-2.inprogress"));
-  EXPECT_EQ(ReadFile(dir + "/part-0-1-1.jsonl"), "{\"x\":0}\n{\"x\":1}\n");
+              ElementsAre("notes.txt", "part-job-0-0-1-4.pending", "part-job-0-0-1-5.inprogress",
+                          "part-job-1-0-1-0.jsonl", "part-job-1-0-1-1.jsonl", "part-job-1-1-1-1.jsonl",
+                          "part-job-1-1-2-1.pending", "part-job-1-1-2-2.inprogress"));
+  EXPECT_EQ(ReadFile(dir + "/part-job-1-0-1-1.jsonl"), "{\"x\":0}\n{\"x\":1}\n");
 
   // The restored subtask writes under its own attempt and commits as usual.
   ASSERT_OK((*n0)->Process(X(30)));
   std::vector<std::string> entries;
   ASSERT_OK((*n0)->SnapshotState(7, &entries));
-  EXPECT_THAT(entries, ElementsAre(AbsolutePath(dir + "/part-0-2-1.pending")));
+  EXPECT_THAT(entries, ElementsAre(AbsolutePath(dir + "/part-job-1-0-2-1.pending")));
   ASSERT_OK((*n0)->NotifyCheckpointComplete(7));
   ASSERT_OK((*n1)->NotifyCheckpointComplete(7));
-  EXPECT_EQ(ReadFile(dir + "/part-0-2-1.jsonl"), "{\"x\":30}\n");
-  EXPECT_EQ(ReadFile(dir + "/part-1-2-1.jsonl"), "{\"x\":20}\n");
+  EXPECT_EQ(ReadFile(dir + "/part-job-1-0-2-1.jsonl"), "{\"x\":30}\n");
+  EXPECT_EQ(ReadFile(dir + "/part-job-1-1-2-1.jsonl"), "{\"x\":20}\n");
 }
 
 TEST_F(OperatorsTest, FileSinkRestoreWithAMissingPendingFileIsDataLoss) {
@@ -1096,9 +1112,98 @@ TEST_F(OperatorsTest, FileSinkRestoreWithAMissingPendingFileIsDataLoss) {
   checkpointing_ = true;
   restored_ = true;
   attempt_ = 2;
-  restored_state_ = {AbsolutePath(dir + "/part-0-1-9.pending")};
+  restored_state_ = {AbsolutePath(dir + "/part-job-1-0-1-9.pending")};
   EXPECT_THAT(Open("out", 0, 1),
-              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("part-0-1-9.pending")));
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("part-job-1-0-1-9.pending")));
+}
+
+// A job restored from another job's savepoint (or an unrelated job) writing into the same
+// directory: its file names differ, and a commit never replaces a file that exists.
+TEST_F(OperatorsTest, FileSinkOfAnotherJobInTheSameDirectoryKeepsBothOutputs) {
+  TempDir tmp;
+  const std::string dir = tmp.path() + "/out";
+  Load(FileSinkJob(dir));
+  checkpointing_ = true;
+  job_id_ = "job-a";
+  auto a = Open("out", 0, 1);
+  ASSERT_OK(a);
+  ASSERT_OK((*a)->Process(X(1)));
+  std::vector<std::string> sp;
+  ASSERT_OK((*a)->SnapshotState(3, &sp));
+  ASSERT_OK((*a)->NotifyCheckpointComplete(3));
+  (*a)->Close();
+
+  // Job b restores a's savepoint (checkpoint 3, already committed by a): same subtask, same
+  // attempt and sequence numbers as a had, other names.
+  job_id_ = "job-b";
+  restored_ = true;
+  restored_state_ = sp;
+  auto b = Open("out", 0, 1);
+  ASSERT_OK(b);
+  ASSERT_OK((*b)->Process(X(2)));
+  std::vector<std::string> entries;
+  ASSERT_OK((*b)->SnapshotState(4, &entries));
+  ASSERT_OK((*b)->NotifyCheckpointComplete(4));
+  (*b)->Close();
+  EXPECT_THAT(FileNames(dir), ElementsAre("part-job-a-0-1-1.jsonl", "part-job-b-0-1-1.jsonl"));
+  EXPECT_EQ(ReadFile(dir + "/part-job-a-0-1-1.jsonl"), "{\"x\":1}\n");
+  EXPECT_EQ(ReadFile(dir + "/part-job-b-0-1-1.jsonl"), "{\"x\":2}\n");
+}
+
+TEST_F(OperatorsTest, FileSinkCommitNeverReplacesAnExistingFile) {
+  TempDir tmp;
+  const std::string dir = tmp.path() + "/out";
+  Load(FileSinkJob(dir));
+  checkpointing_ = true;
+  auto sink = Open("out", 0, 1);
+  ASSERT_OK(sink);
+  ASSERT_OK((*sink)->Process(X(1)));
+  std::vector<std::string> entries;
+  ASSERT_OK((*sink)->SnapshotState(1, &entries));
+  // Somebody else's output under the very name the commit would take.
+  std::ofstream(dir + "/part-job-1-0-1-1.jsonl") << "{\"other\":true}\n";
+  EXPECT_THAT((*sink)->NotifyCheckpointComplete(1),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       AllOf(HasSubstr("part-job-1-0-1-1.jsonl already exists"),
+                             HasSubstr("the pending file is kept"))));
+  EXPECT_EQ(ReadFile(dir + "/part-job-1-0-1-1.jsonl"), "{\"other\":true}\n");
+  EXPECT_EQ(ReadFile(dir + "/part-job-1-0-1-1.pending"), "{\"x\":1}\n");
+}
+
+TEST_F(OperatorsTest, FileSinkCommitInterruptedBetweenLinkAndUnlinkIsCompletedOnRedo) {
+  TempDir tmp;
+  const std::string dir = tmp.path() + "/out";
+  Load(FileSinkJob(dir));
+  checkpointing_ = true;
+  {
+    auto sink = Open("out", 0, 1);
+    ASSERT_OK(sink);
+    ASSERT_OK((*sink)->Process(X(1)));
+    std::vector<std::string> entries;
+    ASSERT_OK((*sink)->SnapshotState(1, &entries));
+    restored_state_ = entries;
+  }
+  // What link + unlink leaves when the process dies in between (filesystems without renameat2).
+  ASSERT_EQ(::link((dir + "/part-job-1-0-1-1.pending").c_str(), (dir + "/part-job-1-0-1-1.jsonl").c_str()), 0);
+  attempt_ = 2;
+  restored_ = true;
+  auto again = Open("out", 0, 1);
+  ASSERT_OK(again);
+  EXPECT_THAT(FileNames(dir), ElementsAre("part-job-1-0-1-1.jsonl"));
+  EXPECT_EQ(ReadFile(dir + "/part-job-1-0-1-1.jsonl"), "{\"x\":1}\n");
+}
+
+TEST_F(OperatorsTest, FileSinkWithoutCheckpointsNeverOverwritesAnEarlierRun) {
+  TempDir tmp;
+  const std::string dir = tmp.path() + "/out";
+  Load(FileSinkJob(dir));
+  std::ofstream((std::filesystem::create_directories(dir), dir + "/part-job-1-0.jsonl")) << "{\"x\":0}\n";
+  auto sink = Open("out", 0, 1);
+  ASSERT_OK(sink);
+  ASSERT_OK((*sink)->Process(X(1)));
+  EXPECT_THAT((*sink)->Finish(), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                          HasSubstr("part-job-1-0.jsonl already exists")));
+  EXPECT_EQ(ReadFile(dir + "/part-job-1-0.jsonl"), "{\"x\":0}\n");
 }
 
 TEST_F(OperatorsTest, BlackholeSinkThrottlesOnTheClock) {

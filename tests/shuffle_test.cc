@@ -77,8 +77,8 @@ TEST_F(ShuffleTest, CountsAcrossWorkersAreExact) {
   std::map<int64_t, int64_t> seen;
   int64_t lines = 0;
   for (int part = 0; part < 2; ++part) {
-    std::ifstream in(absl::StrCat(out, "/part-", part, ".jsonl"));
-    ASSERT_TRUE(in) << "missing part-" << part;
+    std::ifstream in(absl::StrCat(out, "/part-", job, "-", part, ".jsonl"));
+    ASSERT_TRUE(in) << "missing part-" << job << "-" << part;
     std::string line;
     int64_t part_lines = 0;
     while (std::getline(in, line)) {
@@ -107,6 +107,9 @@ TEST_F(ShuffleTest, FinalCountsWithCliRun) {
                       &output);
   ASSERT_EQ(rc, 0) << output;
   EXPECT_NE(output.find("FINISHED"), std::string::npos) << output;
+  const size_t at = output.find("job-");
+  ASSERT_NE(at, std::string::npos) << output;
+  const std::string job = output.substr(at, 12);  // job-xxxxxxxx
 
   std::map<int64_t, int64_t> expected;
   std::map<int64_t, int64_t> expected_last;
@@ -117,7 +120,8 @@ TEST_F(ShuffleTest, FinalCountsWithCliRun) {
   }
   std::map<int64_t, int64_t> got, got_last;
   for (int part = 0; part < 2; ++part) {
-    std::ifstream in(absl::StrCat(out, "/part-", part, ".jsonl"));
+    std::ifstream in(absl::StrCat(out, "/part-", job, "-", part, ".jsonl"));
+    ASSERT_TRUE(in) << "missing part-" << job << "-" << part << " in " << output;
     std::string line;
     while (std::getline(in, line)) {
       auto j = nlohmann::json::parse(line);

@@ -252,9 +252,9 @@ class TaskTest : public ::testing::Test {
     }
   }
 
-  // Lines of part-<subtask>.jsonl under $DIR/<sub>.
+  // Lines of part-job-1-<subtask>.jsonl under $DIR/<sub>.
   std::vector<std::string> Part(const std::string& sub, int subtask) const {
-    return ReadLines(dir_ / sub / absl::StrCat("part-", subtask, ".jsonl"));
+    return ReadLines(dir_ / sub / absl::StrCat("part-job-1-", subtask, ".jsonl"));
   }
 
   // ---- Checkpointing ----
