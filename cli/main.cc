@@ -98,6 +98,15 @@ void PrintStatus(const proto::JobInfo& j) {
     std::cout << "  attempt " << j.attempt() << ", " << j.restarts() << " restart(s)\n";
   }
   if (!j.restored_from().empty()) std::cout << "  restored from " << j.restored_from() << "\n";
+  if (j.restored_checkpoint_id() > 0) {
+    std::cout << "  this attempt restored checkpoint " << j.restored_checkpoint_id() << "\n";
+  }
+  if (j.waiting_for_slots() > 0) {
+    const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch()).count();
+    std::cout << absl::StrFormat("  waiting for %d slots (for %.1fs; restart.slot_wait_timeout bounds it)\n",
+                                 j.waiting_for_slots(), (now_ms - j.waiting_since_ms()) / 1000.0);
+  }
   if (j.checkpoints_size() > 0) {
     std::cout << absl::StrFormat("  %-6s %-11s %10s %12s %12s %10s\n", "CHKPT", "STATUS", "DURATION",
                                  "SIZE", "UPLOADED", "ALIGNMENT");

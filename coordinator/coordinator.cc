@@ -8,6 +8,7 @@
 
 #include "absl/random/random.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -26,10 +27,15 @@ grpc::Status ToGrpc(const absl::Status& s) {
                 : grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 
-// The peer's port is closed: its process is gone (not merely slow).
-bool IsConnectionRefused(const grpc::Status& s) {
-  return s.error_code() == grpc::StatusCode::UNAVAILABLE &&
-         s.error_message().find("Connection refused") != std::string::npos;
+// Channels to workers retry a lost connection quickly (gRPC's default backoff grows to 120 s).
+grpc::ChannelArguments WorkerChannelArgs() {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  args.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
+  args.SetMaxSendMessageSize(kMaxGrpcMessageBytes);
+  return args;
 }
 
 bool TaskTerminal(proto::TaskState s) {
@@ -123,6 +129,13 @@ Coordinator::Coordinator(CoordinatorOptions options)
 
 Coordinator::~Coordinator() { Stop(); }
 
+bool Coordinator::PeerGone(const grpc::Status& s, grpc::Channel* channel) {
+  // A refused (or otherwise failed) connect puts the channel in TRANSIENT_FAILURE; an RPC that
+  // merely timed out on a connected peer leaves it READY.
+  return s.error_code() == grpc::StatusCode::UNAVAILABLE && channel != nullptr &&
+         channel->GetState(false) == GRPC_CHANNEL_TRANSIENT_FAILURE;
+}
+
 bool Coordinator::IsTerminal(proto::JobState s) {
   return s == proto::JOB_FINISHED || s == proto::JOB_CANCELLED || s == proto::JOB_FAILED;
 }
@@ -214,7 +227,8 @@ absl::StatusOr<proto::RegisterWorkerResponse> Coordinator::RegisterWorker(
     const proto::RegisterWorkerRequest& req) {
   if (req.slots() <= 0) return absl::InvalidArgumentError("a worker must offer at least one slot");
   if (req.data_address().empty()) return absl::InvalidArgumentError("data_address is required");
-  auto channel = grpc::CreateChannel(req.data_address(), grpc::InsecureChannelCredentials());
+  auto channel = grpc::CreateCustomChannel(req.data_address(), grpc::InsecureChannelCredentials(),
+                                          WorkerChannelArgs());
   absl::MutexLock lock(&mu_);
   WorkerEntry w;
   w.id = absl::StrCat("w-", next_worker_++);
@@ -222,6 +236,7 @@ absl::StatusOr<proto::RegisterWorkerResponse> Coordinator::RegisterWorker(
   w.http_address = req.http_address();
   w.slots = req.slots();
   w.last_heartbeat_nanos = options_.clock->NowNanos();
+  w.channel = channel;
   w.stub = proto::Worker::NewStub(channel);
   spdlog::info("worker {} registered: {} with {} slots", w.id, w.data_address, w.slots);
   metrics_.AddCallbackGauge("sluice_coordinator_worker_heartbeat_age_seconds",
@@ -327,11 +342,13 @@ void Coordinator::MaybeCompleteJob(Job& job) {
     job.end_ms = options_.clock->WallMillis();
     spdlog::info("job {} ({}) finished", job.id, job.spec->name);
     ReleaseSlots(job);
+    PersistLocked(job);  // before anyone can see it: a restarted coordinator must not resume it
   } else if (job.state == proto::JOB_CANCELLING && all_terminal) {
     job.state = proto::JOB_CANCELLED;
     job.end_ms = options_.clock->WallMillis();
     spdlog::info("job {} ({}) cancelled", job.id, job.spec->name);
     ReleaseSlots(job);
+    PersistLocked(job);
   } else if (job.state == proto::JOB_FAILED && all_terminal) {
     ReleaseSlots(job);
   }
@@ -357,7 +374,8 @@ void Coordinator::FailJob(Job& job, const std::string& reason) {
                  delay, job.restarts + 1, rc.attempts);
     job.state = proto::JOB_RESTARTING;
     job.error = reason;
-    job.restart_at_nanos = options_.clock->NowNanos() + delay * 1'000'000;
+    job.restarting_since_nanos = options_.clock->NowNanos();
+    job.restart_at_nanos = job.restarting_since_nanos + delay * 1'000'000;
     if (job.pending) AbortCheckpointLocked(job, "job is restarting");
     CancelTasksOnWorkers(job);
     PersistLocked(job);
@@ -374,15 +392,18 @@ void Coordinator::FailJob(Job& job, const std::string& reason) {
 }
 
 void Coordinator::CancelTasksOnWorkers(Job& job) {
-  std::map<std::string, std::shared_ptr<proto::Worker::Stub>> stubs;
+  std::map<std::string, std::pair<std::shared_ptr<proto::Worker::Stub>, std::shared_ptr<grpc::Channel>>> stubs;
   for (const auto& v : job.tasks) {
     for (const auto& t : v) {
       auto it = workers_.find(t.worker_id);
-      if (it != workers_.end() && !TaskTerminal(t.state)) stubs[t.worker_id] = it->second.stub;
+      if (it != workers_.end() && !TaskTerminal(t.state)) {
+        stubs[t.worker_id] = {it->second.stub, it->second.channel};
+      }
     }
   }
   dispatch_queue_.push_back([this, stubs, job_id = job.id] {
-    for (const auto& [worker_id, stub] : stubs) {
+    for (const auto& [worker_id, conn] : stubs) {
+      const auto& [stub, channel] = conn;
       grpc::ClientContext ctx;
       ctx.set_deadline(Deadline(5));
       proto::JobRef ref;
@@ -391,7 +412,7 @@ void Coordinator::CancelTasksOnWorkers(Job& job) {
       grpc::Status s = stub->CancelTasks(&ctx, ref, &ack);
       if (!s.ok()) {
         spdlog::warn("cancel of job {} on {} failed: {}", job_id, worker_id, s.error_message());
-        if (IsConnectionRefused(s)) {
+        if (PeerGone(s, channel.get())) {
           // The worker process is gone: declare it lost now rather than after the heartbeat
           // timeout, so a restart need not wait for it.
           absl::MutexLock lock(&mu_);
@@ -447,6 +468,7 @@ absl::Status Coordinator::ScheduleLocked(Job& job) {
     workers_[id].slots_used += n;
     job.slots_held[id] = n;
   }
+  job.placement_workers = static_cast<int>(taken.size());
   return absl::OkStatus();
 }
 
@@ -513,6 +535,7 @@ absl::StatusOr<proto::SubmitJobResponse> Coordinator::SubmitJob(const proto::Sub
     }
     job.next_checkpoint_id = md.checkpoint_id() + 1;
     job.restored_from = job.latest_metadata;
+    job.restored_checkpoint_id = md.checkpoint_id();
   }
 
   absl::MutexLock lock(&mu_);
@@ -552,6 +575,7 @@ void Coordinator::DeployJob(const std::string& job_id) {
   // Build per-worker requests under the lock; make the calls without it.
   std::map<std::string, proto::DeployTasksRequest> requests;
   std::map<std::string, std::shared_ptr<proto::Worker::Stub>> stubs;
+  std::map<std::string, std::shared_ptr<grpc::Channel>> channels;
   {
     absl::MutexLock lock(&mu_);
     auto it = jobs_.find(job_id);
@@ -573,6 +597,7 @@ void Coordinator::DeployJob(const std::string& job_id) {
           return;
         }
         stubs[t.worker_id] = wit->second.stub;
+        channels[t.worker_id] = wit->second.channel;
         proto::DeployTasksRequest& r = requests[t.worker_id];
         if (r.job_id().empty()) {
           r.set_job_id(job.id);
@@ -604,7 +629,7 @@ void Coordinator::DeployJob(const std::string& job_id) {
     proto::Ack ack;
     grpc::Status s = stubs[worker_id]->DeployTasks(&ctx, req, &ack);
     if (!s.ok()) {
-      if (IsConnectionRefused(s)) {
+      if (PeerGone(s, channels[worker_id].get())) {
         // Nobody listens there any more: do not wait for the heartbeat timeout to say so.
         absl::MutexLock lock(&mu_);
         auto w = workers_.find(worker_id);
@@ -663,6 +688,11 @@ proto::JobInfo Coordinator::JobInfoLocked(const Job& job) const {
   info.set_attempt(job.attempt);
   info.set_restarts(job.restarts);
   info.set_restored_from(job.restored_from);
+  info.set_restored_checkpoint_id(job.restored_checkpoint_id);
+  if (job.state == proto::JOB_RESTARTING && job.waiting_for_slots > 0) {
+    info.set_waiting_for_slots(job.waiting_for_slots);
+    info.set_waiting_since_ms(job.waiting_since_ms);
+  }
   for (const auto& c : job.history) *info.add_checkpoints() = c;
   if (job.pending) {
     auto* c = info.add_checkpoints();
@@ -756,6 +786,8 @@ absl::Status Coordinator::CancelJob(const std::string& job_id) {
     }
   }
   CancelTasksOnWorkers(job);
+  // Persisted before the caller hears of it: a coordinator restarted now must not resume it.
+  PersistLocked(job);
   MaybeCompleteJob(job);
   return absl::OkStatus();
 }
@@ -811,25 +843,40 @@ void Coordinator::LoseWorker(const std::string& worker_id, const std::string& wh
 
 void Coordinator::MonitorLoop() {
   const int64_t timeout = options_.heartbeat_timeout_ms * 1'000'000;
+  const int64_t heartbeat_interval = std::max<int64_t>(100, options_.heartbeat_timeout_ms / 6) * 1'000'000;
   int64_t last_rates = options_.clock->NowNanos();
+  std::vector<std::string> expired_records;
   while (true) {
+    for (const auto& f : expired_records) {  // file I/O outside mu_
+      std::error_code ec;
+      std::filesystem::remove(f, ec);
+    }
+    expired_records.clear();
     absl::MutexLock lock(&mu_);
     mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Milliseconds(100));
     if (stopping_) return;
     int64_t now = options_.clock->NowNanos();
-    std::vector<std::pair<std::string, int64_t>> lost;
+    std::vector<std::pair<std::string, std::string>> lost;
     for (const auto& [id, w] : workers_) {
-      if (now - w.last_heartbeat_nanos > timeout) lost.push_back({id, now - w.last_heartbeat_nanos});
+      const int64_t age = now - w.last_heartbeat_nanos;
+      if (age > timeout) {
+        lost.push_back({id, absl::StrFormat("no heartbeat for %.1f s", age / 1e9)});
+      } else if (age > heartbeat_interval + 100'000'000 && w.channel != nullptr &&
+                 w.channel->GetState(/*try_to_connect=*/true) == GRPC_CHANNEL_TRANSIENT_FAILURE) {
+        // A heartbeat is late and the worker's port refuses connections: the process is gone
+        // (kill -9 of an idle worker), no need to wait for the heartbeat timeout.
+        lost.push_back({id, absl::StrFormat("unreachable (its address refuses connections; last heartbeat "
+                                            "%.1f s ago)", age / 1e9)});
+      }
     }
-    for (const auto& [id, age] : lost) {
-      LoseWorker(id, absl::StrFormat("no heartbeat for %.1f s", age / 1e9));
-    }
+    for (const auto& [id, why] : lost) LoseWorker(id, why);
     for (auto& [id, job] : jobs_) {
       RestartTick(job, now);
       CheckpointTick(job, now);
     }
     if (now - last_rates >= 1'000'000'000) {
       last_rates = now;
+      expired_records = ExpireEndedJobsLocked(options_.clock->WallMillis());
       for (auto& [id, job] : jobs_) {
         if (job.state != proto::JOB_RUNNING) {
           std::fill(job.in_rate.begin(), job.in_rate.end(), 0);
@@ -1074,17 +1121,20 @@ void Coordinator::CompleteCheckpointLocked(Job& job) {
     std::filesystem::remove_all(std::filesystem::path(job.dir) / absl::StrCat("chk-", old->checkpoint_id()), ec);
   }
   job.last_checkpoint_end_nanos = options_.clock->NowNanos();
+  const bool stop = p->stop_after && job.state == proto::JOB_RUNNING;
+  if (stop) {
+    // Recorded with the checkpoint in one write: a coordinator restarted from here on never
+    // resumes a job whose user was told it stopped (and may restore the savepoint elsewhere).
+    job.state = proto::JOB_CANCELLING;
+    job.error = absl::StrCat("stopped with savepoint ", path);
+  }
   PersistLocked(job);
-  SendToWorkers(job, true, p->id, p->final);
+  SendToWorkers(job, true, p->id, p->final);  // queued first: tasks commit, then are cancelled
   if (p->done) {
     auto done = std::move(p->done);
     dispatch_queue_.push_back([done, path] { done(path); });
   }
-  if (p->stop_after && job.state == proto::JOB_RUNNING) {
-    job.state = proto::JOB_CANCELLING;
-    job.error = absl::StrCat("stopped with savepoint ", path);
-    CancelTasksOnWorkers(job);
-  }
+  if (stop) CancelTasksOnWorkers(job);
 }
 
 absl::Status Coordinator::TriggerSavepoint(const proto::SavepointRequest& req,
@@ -1151,30 +1201,74 @@ void Coordinator::RestartTick(Job& job, int64_t now) {
     }
   }
   ReleaseSlots(job);
-  job.restarts++;
-  job.consecutive_checkpoint_failures = 0;
-  absl::Status s = ScheduleLocked(job);
-  if (!s.ok()) {
-    const plan::RestartConfig& rc = job.spec->restart;
-    std::string reason = absl::StrCat("cannot restart: ", s.message());
-    if (job.restarts < rc.attempts) {
-      spdlog::warn("job {}: {} (restart {} of {})", job.id, reason, job.restarts, rc.attempts);
-      job.error = reason;
-      job.restart_at_nanos = now + rc.DelayFor(job.restarts + 1) * 1'000'000;
-      return;
+  // Waiting for slots is not a failed attempt (Flink counts failures, not waits for
+  // resources): a job whose workers are re-registering or being replaced waits for them, up to
+  // restart.slot_wait_timeout.
+  const int needed = job.graph->SlotsNeeded();
+  int free_slots = 0, free_workers = 0;
+  for (const auto& [id, w] : workers_) {
+    if (w.slots > w.slots_used) {
+      free_slots += w.slots - w.slots_used;
+      ++free_workers;
     }
-    job.state = proto::JOB_FAILED;
-    job.error = absl::StrCat(reason, " (after ", job.restarts, " restart attempts)");
-    job.end_ms = options_.clock->WallMillis();
-    spdlog::error("job {} failed: {}", job.id, job.error);
-    PersistLocked(job);
+  }
+  const bool enough = free_slots >= needed;
+  // With enough slots but fewer workers than the last placement used, give a replacement that
+  // is registering a moment, so that the restarted job is spread as before.
+  const bool spread_pending = enough && free_workers < std::min(job.placement_workers, needed) &&
+                              now - job.restarting_since_nanos < options_.spread_wait_ms * 1'000'000;
+  if (!enough || spread_pending) {
+    if (!enough) {
+      if (job.waiting_for_slots == 0) {
+        job.waiting_since_nanos = now;
+        job.waiting_since_ms = options_.clock->WallMillis();
+        spdlog::warn("job {} ({}): waiting for {} slot(s) to restart ({} free on {} worker(s))", job.id,
+                     job.spec->name, needed, free_slots, workers_.size());
+      }
+      job.waiting_for_slots = needed;
+      const int64_t timeout_ms = job.spec->restart.slot_wait_timeout_ms;
+      if (now - job.waiting_since_nanos > timeout_ms * 1'000'000) {
+        job.state = proto::JOB_FAILED;
+        job.error = absl::StrFormat(
+            "cannot restart: job '%s' waited %.1f s (restart.slot_wait_timeout) for %d slot(s); the "
+            "cluster has %d free (%d worker(s))",
+            job.spec->name, (now - job.waiting_since_nanos) / 1e9, needed, free_slots, workers_.size());
+        job.end_ms = options_.clock->WallMillis();
+        job.waiting_for_slots = 0;
+        spdlog::error("job {} failed: {}", job.id, job.error);
+        PersistLocked(job);
+      }
+    }
     return;
   }
+  absl::Status s = ScheduleLocked(job);
+  if (!s.ok()) {
+    // Unreachable with `enough` free slots; keep waiting rather than lose the job.
+    spdlog::error("job {}: cannot schedule: {}", job.id, s);
+    return;
+  }
+  if (job.waiting_for_slots > 0) {
+    spdlog::info("job {}: {} slot(s) available after waiting {:.1f} s", job.id, needed,
+                 (now - job.waiting_since_nanos) / 1e9);
+  }
+  job.waiting_for_slots = 0;
+  job.waiting_since_nanos = 0;
+  if (!job.resuming) job.restarts++;
+  job.resuming = false;
+  job.consecutive_checkpoint_failures = 0;
   job.attempt++;
   job.state = proto::JOB_CREATED;
   job.pending.reset();
   job.last_trigger_nanos = now;
   job.last_checkpoint_end_nanos = now;
+  job.restored_checkpoint_id = 0;
+  if (!job.latest_metadata.empty()) {
+    // <dir>/chk-<id>/_metadata, or a savepoint's (whose id the job's next ids continue from).
+    job.restored_checkpoint_id = job.next_checkpoint_id - 1;
+    const std::string chk = std::filesystem::path(job.latest_metadata).parent_path().filename().string();
+    int64_t id = 0;
+    if (absl::StartsWith(chk, "chk-") && absl::SimpleAtoi(chk.substr(4), &id)) job.restored_checkpoint_id = id;
+  }
   spdlog::info("job {} restarting (attempt {}) from {}", job.id, job.attempt,
                job.latest_metadata.empty() ? std::string("the beginning") : job.latest_metadata);
   PersistLocked(job);
@@ -1184,8 +1278,15 @@ void Coordinator::RestartTick(Job& job, int64_t now) {
 
 // ---- HA store ------------------------------------------------------------------------------
 
+std::string Coordinator::RecordPath(const std::string& job_id) const {
+  return (std::filesystem::path(options_.ha_dir) / "jobs" / (job_id + ".pb")).string();
+}
+
 void Coordinator::PersistLocked(const Job& job) {
-  if (options_.ha_dir.empty()) return;
+  // A coordinator that is shutting down cancels its jobs' tasks to free the workers; those
+  // cancellations are not the user's, and the records keep saying the jobs run, so that the
+  // next coordinator resumes them.
+  if (options_.ha_dir.empty() || stopping_) return;
   proto::JobRecord r;
   r.set_job_id(job.id);
   *r.mutable_request() = job.request;
@@ -1197,16 +1298,19 @@ void Coordinator::PersistLocked(const Job& job) {
   r.set_error(job.error);
   r.set_restarts(job.restarts);
   r.set_submit_time_ms(job.submit_ms);
+  r.set_end_time_ms(job.end_ms);
+  r.set_restored_checkpoint_id(job.restored_checkpoint_id);
+  r.set_placement_workers(job.placement_workers);
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(options_.ha_dir) / "jobs", ec);
-  absl::Status s = WriteFileAtomically(
-      (std::filesystem::path(options_.ha_dir) / "jobs" / (job.id + ".pb")).string(), r.SerializeAsString());
+  absl::Status s = WriteFileAtomically(RecordPath(job.id), r.SerializeAsString());
   if (!s.ok()) spdlog::error("cannot persist job {}: {}", job.id, s);
 }
 
 void Coordinator::RecoverFromHaStore() {
   if (options_.ha_dir.empty()) return;
   std::error_code ec;
+  std::vector<Job> recovered;
   for (const auto& entry : std::filesystem::directory_iterator(std::filesystem::path(options_.ha_dir) / "jobs", ec)) {
     if (entry.path().extension() != ".pb") continue;
     std::ifstream in(entry.path(), std::ios::binary);
@@ -1233,20 +1337,71 @@ void Coordinator::RecoverFromHaStore() {
     job.error = r.error();
     job.restarts = r.restarts();
     job.submit_ms = r.submit_time_ms();
+    job.end_ms = r.end_time_ms();
+    job.restored_checkpoint_id = r.restored_checkpoint_id();
+    job.placement_workers = r.placement_workers();
     job.dir = (std::filesystem::path(options_.checkpoint_dir) / job.id).string();
     job.ResetRates(options_.clock->NowNanos());
     job.tasks.assign(job.graph->vertices.size(), {});
-    if (!IsTerminal(job.state)) {
-      // Resume from the latest checkpoint once workers have had time to register again.
+    if (job.state == proto::JOB_CANCELLING) {
+      // Cancelled (or stopped with a savepoint) before the crash: it ends here. Its tasks were
+      // cancelled by their workers when they re-registered.
+      job.state = proto::JOB_CANCELLED;
+      if (job.end_ms == 0) job.end_ms = options_.clock->WallMillis();
+      spdlog::info("job {} ({}) was being cancelled: cancelled", job.id, job.spec->name);
+      PersistLocked(job);
+    } else if (IsTerminal(job.state)) {
+      if (job.end_ms == 0) job.end_ms = options_.clock->WallMillis();  // records before end times
+      spdlog::info("job {} ({}) ended {}: kept for status, not resumed", job.id, job.spec->name,
+                   proto::JobState_Name(job.state));
+    } else {
+      // Resume from the latest checkpoint once enough workers have registered again (waiting
+      // for them uses no restart attempt).
       spdlog::info("recovered job {} ({}) from the HA store; resuming from {}", job.id, job.spec->name,
                    job.latest_metadata.empty() ? std::string("the beginning") : job.latest_metadata);
       job.state = proto::JOB_RESTARTING;
-      job.restart_at_nanos = options_.clock->NowNanos() + options_.heartbeat_timeout_ms * 1'000'000;
-      job.restarts--;  // resuming after a coordinator crash is not the job's failure
+      job.resuming = true;
+      job.restarting_since_nanos = options_.clock->NowNanos();
+      job.restart_at_nanos = job.restarting_since_nanos;
     }
-    job_order_.push_back(job.id);
-    jobs_[job.id] = std::move(job);
+    recovered.push_back(std::move(job));
   }
+  // In submission order, as `sluice list` showed them before.
+  std::sort(recovered.begin(), recovered.end(), [](const Job& a, const Job& b) {
+    return a.submit_ms != b.submit_ms ? a.submit_ms < b.submit_ms : a.id < b.id;
+  });
+  for (Job& job : recovered) {
+    job_order_.push_back(job.id);
+    std::string id = job.id;
+    jobs_[id] = std::move(job);
+  }
+}
+
+std::vector<std::string> Coordinator::ExpireEndedJobsLocked(int64_t now_ms) {
+  std::vector<const Job*> ended;
+  for (const auto& id : job_order_) {
+    const Job& job = jobs_.at(id);
+    if (IsTerminal(job.state) && job.slots_held.empty()) ended.push_back(&job);
+  }
+  std::sort(ended.begin(), ended.end(), [](const Job* a, const Job* b) { return a->end_ms < b->end_ms; });
+  std::set<std::string> expire;
+  const size_t over = ended.size() > static_cast<size_t>(options_.max_ended_jobs)
+                          ? ended.size() - static_cast<size_t>(options_.max_ended_jobs)
+                          : 0;
+  for (size_t i = 0; i < ended.size(); ++i) {
+    if (i < over || now_ms - ended[i]->end_ms > options_.ended_job_retention_ms) expire.insert(ended[i]->id);
+  }
+  std::vector<std::string> files;
+  if (expire.empty()) return files;
+  for (const auto& id : expire) {
+    spdlog::info("job {} ended more than the retention ago (or too many ended jobs): record dropped", id);
+    jobs_.erase(id);
+    if (!options_.ha_dir.empty()) files.push_back(RecordPath(id));
+  }
+  job_order_.erase(std::remove_if(job_order_.begin(), job_order_.end(),
+                                  [&](const std::string& id) { return expire.count(id) > 0; }),
+                   job_order_.end());
+  return files;
 }
 
 }  // namespace sluice::coordinator

@@ -31,6 +31,14 @@ struct CoordinatorOptions {
   int port = 0;        // 0 picks a free port
   int http_port = 0;   // 0 picks a free port, -1 disables
   int64_t heartbeat_timeout_ms = 3000;
+  // Ended jobs (finished, cancelled, failed) are kept, also in the HA store, for `sluice list`
+  // and `status` after a restart; a record is dropped when it ended longer ago than this, or
+  // when more than max_ended_jobs have ended (oldest first), as Flink's jobstore.
+  int64_t ended_job_retention_ms = 3'600'000;
+  int max_ended_jobs = 1000;
+  // A restarting job waits up to this long (from its failure) for as many workers as its last
+  // placement used, so that a replacement that is starting gets its share of the subtasks.
+  int64_t spread_wait_ms = 2000;
   Clock* clock = Clock::Real();
 };
 
@@ -77,6 +85,7 @@ class Coordinator {
     int slots = 0;
     int slots_used = 0;
     int64_t last_heartbeat_nanos = 0;
+    std::shared_ptr<grpc::Channel> channel;  // watched: a refused connection means it is gone
     std::shared_ptr<proto::Worker::Stub> stub;
   };
   struct TaskEntry {
@@ -131,6 +140,16 @@ class Coordinator {
     int restarts = 0;
     int consecutive_checkpoint_failures = 0;
     int64_t restart_at_nanos = 0;
+    int64_t restarting_since_nanos = 0;  // when the current RESTARTING began
+    // Recovered from the HA store after a coordinator restart: resuming is not a restart of
+    // the job's own making and uses no attempt.
+    bool resuming = false;
+    // While RESTARTING without enough free slots: how many it needs and since when.
+    int waiting_for_slots = 0;
+    int64_t waiting_since_nanos = 0;
+    int64_t waiting_since_ms = 0;
+    int placement_workers = 0;            // distinct workers of the last placement
+    int64_t restored_checkpoint_id = 0;   // what the current attempt restored from
     // Rates per operator index, refreshed by the monitor thread.
     std::vector<uint64_t> prev_in, prev_out;
     int64_t prev_nanos = 0;
@@ -170,6 +189,13 @@ class Coordinator {
   void SendToWorkers(Job& job, bool complete, int64_t id, bool final) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PersistLocked(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RecoverFromHaStore() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops ended jobs past the retention rule (options_.ended_job_retention_ms,
+  // max_ended_jobs) from memory; returns the HA record files to delete (outside mu_).
+  std::vector<std::string> ExpireEndedJobsLocked(int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::string RecordPath(const std::string& job_id) const;
+  // Whether an RPC to `worker` failed because nobody listens at its address any more (its
+  // channel could not connect), as opposed to a slow or overloaded peer.
+  static bool PeerGone(const grpc::Status& s, grpc::Channel* channel);
   bool CheckpointingLocked(const Job& job) const { return job.spec->checkpoint.enabled(); }
   proto::JobInfo JobInfoLocked(const Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static bool IsTerminal(proto::JobState s);

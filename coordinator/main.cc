@@ -23,6 +23,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--savepoint-dir", opts.savepoint_dir, "Default directory for savepoints")->capture_default_str();
   app.add_option("--ha-dir", opts.ha_dir, "Durable job records: jobs resume after a coordinator restart");
+  app.add_option("--ended-job-retention-ms", opts.ended_job_retention_ms,
+                 "Keep records of ended jobs (list, status, HA store) this long")
+      ->capture_default_str()->check(CLI::Range(int64_t{0}, int64_t{365} * 24 * 3600 * 1000));
+  app.add_option("--max-ended-jobs", opts.max_ended_jobs, "Keep at most this many ended jobs (oldest dropped first)")
+      ->capture_default_str()->check(CLI::Range(0, 1000000));
   app.add_option("--address-file", address_file, "Write the bound address here once serving");
   app.add_option("--log-level", log_level, "trace, debug, info, warn or error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);

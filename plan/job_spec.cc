@@ -673,7 +673,8 @@ absl::Status ParseCheckpointAndRestart(const ErrorContext& ec, const YAML::Node&
   }
   if (YAML::Node r = root["restart"]) {
     SLUICE_RETURN_IF_ERROR(CheckKeys(ec, r, "restart",
-                                     {"strategy", "attempts", "delay", "initial_delay", "max_delay"}));
+                                     {"strategy", "attempts", "delay", "initial_delay", "max_delay",
+                                      "slot_wait_timeout"}));
     SLUICE_ASSIGN_OR_RETURN(std::string strategy, GetString(ec, r, "strategy", false));
     if (strategy.empty() || strategy == "fixed_delay") {
       job->restart.strategy = RestartConfig::Strategy::kFixedDelay;
@@ -690,6 +691,11 @@ absl::Status ParseCheckpointAndRestart(const ErrorContext& ec, const YAML::Node&
     SLUICE_ASSIGN_OR_RETURN(job->restart.delay_ms,
                             GetDuration(ec, r, r["initial_delay"] ? "initial_delay" : "delay", 1000));
     SLUICE_ASSIGN_OR_RETURN(job->restart.max_delay_ms, GetDuration(ec, r, "max_delay", 60000));
+    SLUICE_ASSIGN_OR_RETURN(job->restart.slot_wait_timeout_ms,
+                            GetDuration(ec, r, "slot_wait_timeout", job->restart.slot_wait_timeout_ms));
+    if (job->restart.slot_wait_timeout_ms <= 0) {
+      return ec.At(r["slot_wait_timeout"], "restart slot_wait_timeout must be positive");
+    }
   }
   return absl::OkStatus();
 }

@@ -95,6 +95,10 @@ struct RestartConfig {
   int attempts = 3;
   int64_t delay_ms = 1000;      // fixed delay, or the initial delay of the backoff
   int64_t max_delay_ms = 60000;
+  // How long a restarting job waits for enough free slots (workers re-registering after a
+  // coordinator restart, a replacement worker starting) before it fails. Waiting is not a
+  // restart attempt (Flink's slot.request.timeout, 5 min by default).
+  int64_t slot_wait_timeout_ms = 300000;
   // Delay before restart number `restart` (1-based).
   int64_t DelayFor(int restart) const {
     if (strategy != Strategy::kExponentialBackoff) return delay_ms;

@@ -110,8 +110,15 @@ absl::Status Worker::Start() {
     for (auto& [id, j] : jobs_) n += j.tasks.size();
     return static_cast<double>(n);
   });
+  // Reconnect to a restarted coordinator within about a second: gRPC's default reconnect
+  // backoff grows to 120 s, and jobs wait for workers to re-register.
+  grpc::ChannelArguments coordinator_args;
+  coordinator_args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  coordinator_args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  coordinator_args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  coordinator_args.SetMaxSendMessageSize(kMaxGrpcMessageBytes);
   coordinator_ = proto::Coordinator::NewStub(
-      grpc::CreateChannel(options_.coordinator, grpc::InsecureChannelCredentials()));
+      grpc::CreateCustomChannel(options_.coordinator, grpc::InsecureChannelCredentials(), coordinator_args));
   spdlog::info("worker serving data plane on {}, http on {}:{}, {} slots; coordinator {}",
                data_address_, options_.host, http_port_, options_.slots, options_.coordinator);
   heartbeat_thread_ = std::thread([this] { HeartbeatLoop(); });

@@ -1,0 +1,296 @@
+// What a user sees around a coordinator crash and around savepoints, driven through the CLI
+// and the coordinator's API with real processes: ended jobs stay ended after a kill -9 of the
+// coordinator, an outage of the coordinator uses no restart attempt and resumes from the latest
+// checkpoint, restarting jobs wait for slots, a killed idle worker is noticed at once, and jobs
+// restored from each other's savepoints into one output path lose nothing.
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "nlohmann/json.hpp"
+#include "proto/control.pb.h"
+#include "tests/cluster_fixture.h"
+#include "tests/exactly_once_check.h"
+
+namespace sluice::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+constexpr int64_t kKeys = 1000;
+
+// The keyed count/sum job of tests/exactly_once_check.h. `count` 0 = unbounded.
+std::string CountingJob(const std::string& name, const std::string& out, int64_t count, int64_t rate,
+                        const std::string& restart = "{strategy: fixed_delay, attempts: 1000, delay: 100ms}") {
+  return absl::StrCat("name: ", name, R"(
+parallelism: 2
+checkpoint: {interval: 200ms, timeout: 20s, retain: 3}
+restart: )", restart, R"(
+operators:
+  - id: gen
+    type: datagen
+)", count > 0 ? absl::StrCat("    count: ", count, "\n") : "", "    rate: ", rate, R"(
+    fields:
+      - {name: key, type: int64, expr: "(seq * 7919) % )", kKeys, R"("}
+      - {name: value, type: int64, expr: "seq % 1000"}
+  - {id: by_key, type: key_by, key: [key]}
+  - id: totals
+    type: aggregate
+    aggregates: [{fn: count, as: n}, {fn: sum, field: value, as: total}]
+  - {id: out, type: file, path: )", out, "}\n");
+}
+
+class CoordinatorRestartTest : public ClusterTest {
+ protected:
+  // Runs the CLI against the cluster; returns its exit code, output in *out.
+  int Cli(const std::string& args, std::string* out) {
+    out->clear();
+    return RunCommand(absl::StrCat(SLUICE_TEST_BIN_DIR, "/sluice --coordinator ",
+                                   cluster_->coordinator_address(), " ", args),
+                      out);
+  }
+  std::string WriteJobFile(const std::string& name, const std::string& yaml) {
+    const std::string path = dir_ + "/" + name;
+    std::ofstream(path) << yaml;
+    return path;
+  }
+  // `sluice run FILE ARGS`: the job id it prints.
+  std::string Run(const std::string& file, const std::string& args = "") {
+    std::string out;
+    EXPECT_EQ(Cli(absl::StrCat("run ", file, " ", args), &out), 0) << out;
+    std::smatch m;
+    EXPECT_TRUE(std::regex_search(out, m, std::regex("job-[0-9a-f]{8}"))) << out;
+    return m.empty() ? "" : m.str(0);
+  }
+  // `sluice stop JOB --savepoint --dir D`: the savepoint path it prints.
+  std::string StopWithSavepoint(const std::string& job) {
+    std::string out;
+    EXPECT_EQ(Cli(absl::StrCat("stop ", job, " --savepoint --dir ", dir_, "/savepoints"), &out), 0) << out;
+    std::string path(absl::StripAsciiWhitespace(out));
+    EXPECT_TRUE(fs::exists(path + "/_metadata")) << out;
+    return path;
+  }
+  // Waits until the job has completed a checkpoint after `after`; returns its id (0 on timeout).
+  int64_t WaitForCheckpoint(const std::string& job, int64_t after = 0) {
+    int64_t id = 0;
+    WaitUntil(job, [&](const proto::JobInfo& i) {
+      for (const auto& c : i.checkpoints()) {
+        if (c.status() == "COMPLETED" && !c.savepoint() && c.checkpoint_id() > after) id = c.checkpoint_id();
+      }
+      return id > 0;
+    }, std::chrono::seconds(20));
+    return id;
+  }
+  static int64_t CommittedLines(const std::string& dir) {
+    return static_cast<int64_t>(ReadCommittedLines({dir}).size());
+  }
+  // Files of `dir` that are not committed output.
+  static std::vector<std::string> Uncommitted(const std::string& dir) {
+    std::vector<std::string> names;
+    for (const auto& e : fs::directory_iterator(dir)) {
+      if (e.path().extension() != ".jsonl") names.push_back(e.path().filename().string());
+    }
+    return names;
+  }
+  proto::JobRecord ReadRecord(const std::string& job) {
+    std::ifstream in(cli::HaDirOf(dir_ + "/cluster") + "/jobs/" + job + ".pb", std::ios::binary);
+    proto::JobRecord r;
+    EXPECT_TRUE(in && r.ParseFromIstream(&in)) << "no HA record for " << job;
+    return r;
+  }
+  // The id of checkpoint directory .../chk-<id>/_metadata.
+  static int64_t CheckpointIdOf(const std::string& metadata) {
+    const std::string chk = fs::path(metadata).parent_path().filename().string();
+    int64_t id = 0;
+    if (!absl::StartsWith(chk, "chk-") || !absl::SimpleAtoi(chk.substr(4), &id)) return 0;
+    return id;
+  }
+};
+
+// Issue 8.1: finished, cancelled and stopped-with-savepoint jobs are not resumed by a
+// coordinator restarted after kill -9, write nothing more, and are listed with their states.
+TEST_F(CoordinatorRestartTest, EndedJobsStayEndedAfterCoordinatorCrash) {
+  StartCluster(2, 3, 1500);
+  const std::string finished_out = dir_ + "/finished", cancelled_out = dir_ + "/cancelled",
+                    stopped_out = dir_ + "/stopped";
+  std::string finished = Run(WriteJobFile("finished.yaml", CountingJob("finished", finished_out, 20'000, 0)), "--wait");
+  std::string cancelled = Run(WriteJobFile("cancelled.yaml", CountingJob("cancelled", cancelled_out, 0, 20'000)));
+  std::string stopped = Run(WriteJobFile("stopped.yaml", CountingJob("stopped", stopped_out, 0, 20'000)));
+  ASSERT_EQ(client_->GetJob(finished)->state(), proto::JOB_FINISHED);
+  ASSERT_GT(WaitForCheckpoint(cancelled), 0);
+  ASSERT_GT(WaitForCheckpoint(stopped), 0);
+  std::string out;
+  ASSERT_EQ(Cli("cancel " + cancelled, &out), 0) << out;
+  StopWithSavepoint(stopped);
+  ASSERT_EQ(WaitForEnd(cancelled, std::chrono::seconds(10)).state(), proto::JOB_CANCELLED);
+  ASSERT_EQ(WaitForEnd(stopped, std::chrono::seconds(10)).state(), proto::JOB_CANCELLED);
+  const int64_t lines[3] = {CommittedLines(finished_out), CommittedLines(cancelled_out),
+                            CommittedLines(stopped_out)};
+  EXPECT_EQ(lines[0], 20'000);
+  EXPECT_GT(lines[1], 0);
+  EXPECT_GT(lines[2], 0);
+
+  ASSERT_OK(cluster_->KillCoordinator());
+  ASSERT_OK(cluster_->RestartCoordinator());
+  ASSERT_OK(cluster_->WaitForWorkers(2, 20000));
+  // The bug redeployed them as soon as slots were free; watch for three heartbeat timeouts.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(4500);
+  while (std::chrono::steady_clock::now() < deadline) {
+    for (const std::string& job : {finished, cancelled, stopped}) {
+      auto info = client_->GetJob(job);
+      ASSERT_OK(info);
+      ASSERT_TRUE(info->state() == proto::JOB_FINISHED || info->state() == proto::JOB_CANCELLED)
+          << job << " came back as " << proto::JobState_Name(info->state());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(CommittedLines(finished_out), lines[0]);
+  EXPECT_EQ(CommittedLines(cancelled_out), lines[1]);
+  EXPECT_EQ(CommittedLines(stopped_out), lines[2]);
+  EXPECT_THAT(Uncommitted(stopped_out), ::testing::IsEmpty());
+
+  ASSERT_EQ(Cli("list", &out), 0) << out;
+  EXPECT_TRUE(std::regex_search(out, std::regex(finished + " +finished +FINISHED"))) << out;
+  EXPECT_TRUE(std::regex_search(out, std::regex(cancelled + " +cancelled +CANCELLED"))) << out;
+  EXPECT_TRUE(std::regex_search(out, std::regex(stopped + " +stopped +CANCELLED"))) << out;
+  ASSERT_EQ(Cli("status " + stopped, &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("stopped with savepoint"));
+  // No slot is held by an ended job.
+  auto workers = client_->ListWorkers();
+  ASSERT_OK(workers);
+  for (const auto& w : workers->workers()) EXPECT_EQ(w.slots_used(), 0) << w.worker_id();
+}
+
+// Issue 8.3: a 20 s coordinator outage; the job resumes from the latest completed checkpoint
+// (the one its HA record names) without using any of its 3 restart attempts, exactly once.
+TEST_F(CoordinatorRestartTest, CoordinatorOutageResumesFromLatestCheckpointWithoutUsingAnAttempt) {
+  StartCluster(2, 2, 1500);
+  constexpr int64_t kRecords = 600'000;
+  const std::string out = dir_ + "/out";
+  std::string job = Submit(CountingJob("outage", out, kRecords, 100'000,
+                                       "{strategy: fixed_delay, attempts: 3, delay: 200ms}"));
+  ASSERT_GT(WaitForCheckpoint(job, 2), 0);
+  const int64_t attempt_before = client_->GetJob(job)->attempt();
+  ASSERT_OK(cluster_->KillCoordinator());
+  const proto::JobRecord record = ReadRecord(job);
+  const int64_t latest = CheckpointIdOf(record.latest_metadata());
+  ASSERT_GT(latest, 2) << record.latest_metadata();
+  std::this_thread::sleep_for(std::chrono::seconds(20));  // the outage under test
+  ASSERT_OK(cluster_->RestartCoordinator());
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(120));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  EXPECT_EQ(info.restarts(), 0) << "waiting for workers used restart attempts";
+  EXPECT_EQ(info.attempt(), attempt_before + 1);
+  EXPECT_EQ(info.restored_checkpoint_id(), latest);
+  CheckExactlyOnce({out}, ExpectedFor(kRecords, kKeys));
+}
+
+// Issue 8.3: a job that lost a worker waits for slots (shown in status), is not failed for
+// lack of them while it waits, and resumes when a replacement registers; a job whose wait
+// exceeds restart.slot_wait_timeout fails saying so.
+TEST_F(CoordinatorRestartTest, RestartWaitsForSlotsWithoutUsingAttempts) {
+  StartCluster(2, 2, 1500);
+  constexpr int64_t kRecords = 400'000;
+  const std::string out = dir_ + "/out";
+  // Needs all 4 slots: 2 workers x 2.
+  std::string yaml = CountingJob("needs-four", out, kRecords, 50'000,
+                                 "{strategy: fixed_delay, attempts: 1, delay: 100ms}");
+  yaml.replace(yaml.find("parallelism: 2"), 14, "parallelism: 4");
+  std::string job = Submit(yaml);
+  ASSERT_GT(WaitForCheckpoint(job), 0);
+  ASSERT_OK(cluster_->KillWorker(1, SIGKILL));
+  proto::JobInfo waiting = WaitUntil(job, [](const proto::JobInfo& i) { return i.waiting_for_slots() > 0; },
+                                     std::chrono::seconds(20));
+  ASSERT_EQ(waiting.state(), proto::JOB_RESTARTING);
+  EXPECT_EQ(waiting.waiting_for_slots(), 4);
+  std::string status;
+  ASSERT_EQ(Cli("status " + job, &status), 0) << status;
+  EXPECT_THAT(status, HasSubstr("waiting for 4 slots"));
+  // Longer than the restart delay times the one attempt: it still waits, not FAILED.
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  EXPECT_EQ(client_->GetJob(job)->state(), proto::JOB_RESTARTING);
+  ASSERT_OK(cluster_->RestartWorker(1, 2));
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(120));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  EXPECT_EQ(info.restarts(), 1);
+  CheckExactlyOnce({out}, ExpectedFor(kRecords, kKeys));
+
+  // Now nobody comes back.
+  const std::string out2 = dir_ + "/out2";
+  std::string yaml2 = CountingJob("gives-up", out2, 0, 10'000,
+                                  "{strategy: fixed_delay, attempts: 5, delay: 100ms, slot_wait_timeout: 1s}");
+  yaml2.replace(yaml2.find("parallelism: 2"), 14, "parallelism: 4");
+  std::string job2 = Submit(yaml2);
+  ASSERT_GT(WaitForCheckpoint(job2), 0);
+  ASSERT_OK(cluster_->KillWorker(0, SIGKILL));
+  proto::JobInfo failed = WaitForEnd(job2, std::chrono::seconds(30));
+  ASSERT_EQ(failed.state(), proto::JOB_FAILED);
+  EXPECT_THAT(failed.error(), HasSubstr("(restart.slot_wait_timeout) for 4 slot(s); the cluster has 2 free"));
+}
+
+// Issue 8.4: an idle worker killed with kill -9 is declared lost as soon as its port refuses
+// connections, long before the (here 30 s) heartbeat timeout.
+TEST_F(CoordinatorRestartTest, KilledIdleWorkerIsLostBeforeTheHeartbeatTimeout) {
+  StartCluster(2, 1, 30000);
+  ASSERT_OK(cluster_->KillWorker(1, SIGKILL));
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  int workers = 2;
+  while (std::chrono::steady_clock::now() < deadline && workers != 1) {
+    auto w = client_->ListWorkers();
+    ASSERT_OK(w);
+    workers = w->workers_size();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(workers, 1);
+  EXPECT_THAT(ReadAll(dir_ + "/cluster/coordinator.log"), HasSubstr("its address refuses connections"));
+}
+
+// Issue 8.2: a chain of jobs restored from each other's savepoints at p=2, 3 and 1 into one
+// output path, and the same job file run twice over one path: nothing committed is replaced.
+TEST_F(CoordinatorRestartTest, SavepointChainIntoOnePathIsExactlyOnce) {
+  StartCluster(2, 3, 3000);
+  constexpr int64_t kRecords = 300'000;
+  const std::string out = dir_ + "/out";
+  const std::string file = WriteJobFile("job.yaml", CountingJob("chain", out, kRecords, 60'000));
+  std::string first = Run(file);
+  ASSERT_GT(WaitForCheckpoint(first), 0);
+  std::string sp1 = StopWithSavepoint(first);
+  ASSERT_EQ(WaitForEnd(first, std::chrono::seconds(10)).state(), proto::JOB_CANCELLED);
+
+  std::string second = Run(file, "--from-savepoint " + sp1 + " -p 3");
+  ASSERT_GT(WaitForCheckpoint(second), 0);
+  std::string sp2 = StopWithSavepoint(second);
+  ASSERT_EQ(WaitForEnd(second, std::chrono::seconds(10)).state(), proto::JOB_CANCELLED);
+
+  std::string third = Run(file, "--from-savepoint " + sp2 + " -p 1 --wait");
+  ASSERT_EQ(client_->GetJob(third)->state(), proto::JOB_FINISHED);
+  std::vector<std::string> all = ReadCommittedLines({out});
+  ExpectExactlyOnce(all, ExpectedFor(kRecords, kKeys));
+  EXPECT_THAT(Uncommitted(out), ::testing::IsEmpty());
+
+  // The same file again over the same path, from scratch: a second full copy next to the
+  // first, every update exactly twice.
+  std::string again = Run(file, "--wait");
+  ASSERT_EQ(client_->GetJob(again)->state(), proto::JOB_FINISHED);
+  std::vector<std::string> mine, others;
+  for (const auto& e : fs::directory_iterator(out)) {
+    if (e.path().extension() != ".jsonl") continue;
+    std::ifstream in(e.path());
+    std::string line;
+    auto& into = absl::StartsWith(e.path().filename().string(), "part-" + again + "-") ? mine : others;
+    while (std::getline(in, line)) into.push_back(line);
+  }
+  ExpectExactlyOnce(mine, ExpectedFor(kRecords, kKeys));
+  ExpectExactlyOnce(others, ExpectedFor(kRecords, kKeys));
+}
+
+}  // namespace
+}  // namespace sluice::testing
