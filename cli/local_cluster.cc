@@ -13,11 +13,11 @@
 #include <map>
 #include <thread>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "absl/strings/str_cat.h"
 #include "cli/client.h"
 #include "common/status.h"
 
@@ -50,7 +50,8 @@ bool Alive(pid_t pid) {
 
 // Whether two command lines start the same process. The values of --port and --http-port may
 // differ: the coordinator's record carries the ports its first start (with port 0) bound.
-bool SameCommand(const std::vector<std::string>& recorded, const std::vector<std::string>& running) {
+bool SameCommand(const std::vector<std::string>& recorded,
+                 const std::vector<std::string>& running) {
   if (recorded.size() != running.size()) return false;
   for (size_t i = 0; i < recorded.size(); ++i) {
     if (recorded[i] == running[i]) continue;
@@ -101,6 +102,14 @@ absl::Status WriteRecord(const std::string& path, const std::string& content) {
   return absl::OkStatus();
 }
 
+// The command line recorded in `path` (one argument a line); empty if there is none.
+std::vector<std::string> ReadCommand(const std::string& path) {
+  std::string cmd = ReadFile(path);
+  if (!cmd.empty() && cmd.back() == '\n') cmd.pop_back();
+  if (cmd.empty()) return {};
+  return absl::StrSplit(cmd, '\n');
+}
+
 pid_t ReadPid(const std::string& path) {
   std::string content = ReadFile(path);
   while (!content.empty() && (content.back() == '\n' || content.back() == ' ')) content.pop_back();
@@ -126,8 +135,8 @@ void SetFlag(std::vector<std::string>* args, const std::string& flag, const std:
 // The index of a record named "worker-<i>", or -1.
 int WorkerIndex(const std::string& name) {
   int i = -1;
-  if (!absl::StartsWith(name, "worker-") || !absl::SimpleAtoi(name.substr(7), &i) || i < 0) return -1;
-  return i;
+  if (!absl::StartsWith(name, "worker-") || !absl::SimpleAtoi(name.substr(7), &i)) return -1;
+  return i < 0 ? -1 : i;
 }
 
 // Terminates `pids` with SIGTERM, waits up to `grace_ms`, then SIGKILLs survivors.
@@ -193,9 +202,7 @@ absl::StatusOr<std::vector<RecordedProcess>> ReadRecordedProcesses(const std::st
   std::vector<RecordedProcess> procs;
   for (auto& [name, p] : by_name) {
     const std::string base = (fs::path(dir) / name).string();
-    std::string cmd = ReadFile(base + ".cmd");
-    if (!cmd.empty() && cmd.back() == '\n') cmd.pop_back();
-    if (!cmd.empty()) p.args = absl::StrSplit(cmd, '\n');
+    p.args = ReadCommand(base + ".cmd");
     p.pid = ReadPid(base + ".pid");
     // A pid file without a command line comes from an older sluice: its liveness is all we
     // can check.
@@ -224,7 +231,8 @@ absl::StatusOr<pid_t> LocalCluster::Spawn(const std::string& name,
                                           const std::vector<std::string>& args) {
   for (const auto& a : args) {
     if (a.find('\n') != std::string::npos || a.find('\0') != std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat("argument of ", name, " holds a line break: ", a));
+      return absl::InvalidArgumentError(
+          absl::StrCat("argument of ", name, " holds a line break: ", a));
     }
   }
   const std::string base = (fs::path(options_.dir) / name).string();
@@ -280,8 +288,8 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOp
   if (recorded.ok()) {
     std::string running = Describe(*recorded, true);
     if (!running.empty()) {
-      return absl::AlreadyExistsError(absl::StrCat("a cluster is already running in ", options.dir, ": ",
-                                                   running));
+      return absl::AlreadyExistsError(
+          absl::StrCat("a cluster is already running in ", options.dir, ": ", running));
     }
     RemoveRecords(options.dir);  // an earlier cluster's, all gone
   }
@@ -290,8 +298,9 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOp
       {(fs::path(options.bin_dir) / "sluice-coordinator").string(), "--port=0", "--http-port=0",
        "--address-file=" + (fs::path(options.dir) / "coordinator.addr").string(),
        absl::StrCat("--heartbeat-timeout-ms=", options.heartbeat_timeout_ms),
-       "--checkpoint-dir=" + CheckpointDirOf(options.dir), "--savepoint-dir=" + SavepointDirOf(options.dir),
-       "--ha-dir=" + HaDirOf(options.dir), "--log-level=" + options.log_level}));
+       "--checkpoint-dir=" + CheckpointDirOf(options.dir),
+       "--savepoint-dir=" + SavepointDirOf(options.dir), "--ha-dir=" + HaDirOf(options.dir),
+       "--log-level=" + options.log_level}));
   if (options.kafka) SLUICE_RETURN_IF_ERROR(c->StartKafkaProcess());
   c->worker_pids_.assign(options.workers, -1);
   std::vector<int> workers;
@@ -315,9 +324,10 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Attach(LocalClusterO
     if (int i = WorkerIndex(p.name); i >= 0) workers = std::max(workers, i + 1);
   }
   if (coordinator == nullptr || !coordinator->running) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the coordinator of the cluster in ", options.dir,
-        " is not running; start what is missing with `sluice cluster start --dir ", options.dir, "`"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the coordinator of the cluster in ", options.dir,
+                     " is not running; start what is missing with `sluice cluster start --dir ",
+                     options.dir, "`"));
   }
   // Workers added later get the coordinator's settings.
   int64_t timeout = 0;
@@ -342,8 +352,8 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Attach(LocalClusterO
   return c;
 }
 
-absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Resume(LocalClusterOptions options,
-                                                                   std::vector<std::string>* started) {
+absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Resume(
+    LocalClusterOptions options, std::vector<std::string>* started) {
   if (options.bin_dir.empty()) options.bin_dir = DefaultBinDir();
   SLUICE_ASSIGN_OR_RETURN(std::vector<RecordedProcess> procs, ReadRecordedProcesses(options.dir));
   std::vector<const RecordedProcess*> missing;
@@ -361,14 +371,14 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Resume(LocalClusterO
   if (kafka != nullptr && !kafka->running) {
     kafka_note = absl::StrCat(
         "; its embedded Kafka endpoint is not running and is not restarted (its topics are gone): "
-        "`sluice cluster stop --dir ", options.dir, "`, then start the cluster again with --kafka");
+        "`sluice cluster stop --dir ",
+        options.dir, "`, then start the cluster again with --kafka");
   }
   if (missing.empty()) {
     return absl::AlreadyExistsError(absl::StrCat(
         "a cluster is already running in ", options.dir, ": ", Describe(procs, true),
-        kafka_note.empty() ? "" : kafka_note,
-        "; stop it with `sluice cluster stop --dir ", options.dir,
-        "`, add a worker with `sluice cluster add-worker --dir ", options.dir, "`"));
+        kafka_note.empty() ? "" : kafka_note, "; stop it with `sluice cluster stop --dir ",
+        options.dir, "`, add a worker with `sluice cluster add-worker --dir ", options.dir, "`"));
   }
   if (coordinator == nullptr) {
     return absl::FailedPreconditionError(absl::StrCat("no coordinator recorded in ", options.dir,
@@ -376,9 +386,9 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Resume(LocalClusterO
   }
   for (const auto& p : procs) {
     if (p.args.empty()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "no command line recorded for ", p.name, " in ", options.dir,
-          " (started by an older sluice); stop the cluster and start it again"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("no command line recorded for ", p.name, " in ", options.dir,
+                       " (started by an older sluice); stop the cluster and start it again"));
     }
   }
   if (!coordinator->running) {
@@ -426,7 +436,9 @@ absl::Status LocalCluster::ReadCoordinatorAddress() {
   std::string content = ReadFile(file);
   auto nl = content.find('\n');
   coordinator_address_ = content.substr(0, nl);
-  if (coordinator_address_.empty()) return absl::FailedPreconditionError(absl::StrCat("cannot read ", file));
+  if (coordinator_address_.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot read ", file));
+  }
   coordinator_http_port_ = -1;
   if (nl != std::string::npos) {
     std::string rest = content.substr(nl + 1);
@@ -447,9 +459,11 @@ absl::Status LocalCluster::StartCoordinatorProcess(std::vector<std::string> args
   // address) and clients find it.
   if (FlagValue(args, "--port") == "0" || FlagValue(args, "--http-port") == "0") {
     SetFlag(&args, "--port", coordinator_address_.substr(coordinator_address_.rfind(':') + 1));
-    if (coordinator_http_port_ > 0) SetFlag(&args, "--http-port", absl::StrCat(coordinator_http_port_));
-    SLUICE_RETURN_IF_ERROR(
-        WriteRecord((fs::path(options_.dir) / "coordinator.cmd").string(), absl::StrJoin(args, "\n") + "\n"));
+    if (coordinator_http_port_ > 0) {
+      SetFlag(&args, "--http-port", absl::StrCat(coordinator_http_port_));
+    }
+    SLUICE_RETURN_IF_ERROR(WriteRecord((fs::path(options_.dir) / "coordinator.cmd").string(),
+                                       absl::StrJoin(args, "\n") + "\n"));
   }
   return absl::OkStatus();
 }
@@ -475,10 +489,11 @@ absl::Status LocalCluster::KillCoordinator() {
 }
 
 absl::Status LocalCluster::RestartCoordinator() {
-  std::string cmd = ReadFile((fs::path(options_.dir) / "coordinator.cmd").string());
-  if (!cmd.empty() && cmd.back() == '\n') cmd.pop_back();
-  if (cmd.empty()) return absl::NotFoundError(absl::StrCat("no coordinator recorded in ", options_.dir));
-  return StartCoordinatorProcess(absl::StrSplit(cmd, '\n'));
+  std::vector<std::string> args = ReadCommand((fs::path(options_.dir) / "coordinator.cmd").string());
+  if (args.empty()) {
+    return absl::NotFoundError(absl::StrCat("no coordinator recorded in ", options_.dir));
+  }
+  return StartCoordinatorProcess(std::move(args));
 }
 
 std::vector<std::string> LocalCluster::WorkerArgs(int i, int slots) const {
@@ -491,7 +506,8 @@ std::vector<std::string> LocalCluster::WorkerArgs(int i, int slots) const {
           absl::StrCat("--name=w", i),
           "--work-dir=" + base + "-state",
           "--address-file=" + base + ".addr",
-          absl::StrCat("--heartbeat-interval-ms=", std::max<int64_t>(50, options_.heartbeat_timeout_ms / 6)),
+          absl::StrCat("--heartbeat-interval-ms=",
+                       std::max<int64_t>(50, options_.heartbeat_timeout_ms / 6)),
           "--log-level=" + options_.log_level};
 }
 
@@ -516,8 +532,8 @@ absl::StatusOr<int> LocalCluster::AddWorker(int slots) {
   if (slots <= 0) {
     slots = options_.slots;
     for (int w = 0; w < worker_count(); ++w) {
-      std::string cmd = ReadFile((fs::path(options_.dir) / absl::StrCat("worker-", w, ".cmd")).string());
-      std::vector<std::string> args = absl::StrSplit(cmd, '\n');
+      std::vector<std::string> args =
+          ReadCommand((fs::path(options_.dir) / absl::StrCat("worker-", w, ".cmd")).string());
       if (absl::SimpleAtoi(FlagValue(args, "--slots"), &slots)) break;
       slots = options_.slots;
     }
@@ -533,7 +549,8 @@ absl::StatusOr<int> LocalCluster::AddWorker(int slots) {
 
 absl::Status LocalCluster::WaitForRegistered(const std::vector<int>& workers) {
   CoordinatorClient client(coordinator_address_, 2000);
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.start_timeout_ms);
+  auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.start_timeout_ms);
   absl::Status last = absl::DeadlineExceededError("not listed yet");
   while (std::chrono::steady_clock::now() < deadline) {
     std::vector<std::string> addresses;
@@ -559,7 +576,8 @@ absl::Status LocalCluster::WaitForRegistered(const std::vector<int>& workers) {
     }
     SleepMs(20);
   }
-  return absl::DeadlineExceededError(absl::StrCat("workers did not register in time: ", last.message()));
+  return absl::DeadlineExceededError(
+      absl::StrCat("workers did not register in time: ", last.message()));
 }
 
 absl::Status LocalCluster::WaitForWorkers(int n, int timeout_ms) {
@@ -602,10 +620,12 @@ absl::Status LocalCluster::KillWorker(int i, int signal) {
 }
 
 absl::Status LocalCluster::RestartWorker(int i, int expected_workers) {
-  std::string cmd = ReadFile((fs::path(options_.dir) / absl::StrCat("worker-", i, ".cmd")).string());
-  if (!cmd.empty() && cmd.back() == '\n') cmd.pop_back();
-  if (cmd.empty()) return absl::NotFoundError(absl::StrCat("no worker ", i, " recorded in ", options_.dir));
-  SLUICE_RETURN_IF_ERROR(StartWorkerProcess(i, absl::StrSplit(cmd, '\n')));
+  std::vector<std::string> args =
+      ReadCommand((fs::path(options_.dir) / absl::StrCat("worker-", i, ".cmd")).string());
+  if (args.empty()) {
+    return absl::NotFoundError(absl::StrCat("no worker ", i, " recorded in ", options_.dir));
+  }
+  SLUICE_RETURN_IF_ERROR(StartWorkerProcess(i, args));
   if (expected_workers < 0) return absl::OkStatus();
   return WaitForWorkers(expected_workers, options_.start_timeout_ms);
 }

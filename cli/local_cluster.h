@@ -71,7 +71,7 @@ class LocalCluster {
   // A recorded embedded Kafka endpoint that no longer runs is not restarted (its data is gone).
   // The object it returns is released (see Release()).
   static absl::StatusOr<std::unique_ptr<LocalCluster>> Resume(LocalClusterOptions options,
-                                                            std::vector<std::string>* started);
+                                                              std::vector<std::string>* started);
   // Takes over the running cluster recorded in `options.dir` without starting anything. The
   // object it returns is released (see Release()).
   // Returns kNotFound if nothing is recorded there, kFailedPrecondition if its coordinator

@@ -171,7 +171,8 @@ absl::Status LockClusterDir(const std::string& dir) {
   int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) return absl::FailedPreconditionError(absl::StrCat("cannot open ", path));
   if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    return absl::UnavailableError(absl::StrCat("another `sluice cluster` command is changing the cluster in ", dir));
+    return absl::UnavailableError(
+        absl::StrCat("another `sluice cluster` command is changing the cluster in ", dir));
   }
   return absl::OkStatus();  // fd stays open: the lock lasts until this process exits
 }
@@ -186,7 +187,8 @@ void PrintRunning(const LocalCluster& c, const std::string& dir) {
             << "  metrics: http://127.0.0.1:" << c.coordinator_http_port() << "/metrics\n"
             << (c.kafka_bootstrap().empty()
                     ? std::string()
-                    : "  kafka:   " + c.kafka_bootstrap() + " (embedded, librdkafka mock: for demos and tests)\n")
+                    : "  kafka:   " + c.kafka_bootstrap() +
+                          " (embedded, librdkafka mock: for demos and tests)\n")
             << "  logs:    " << dir << "/*.log\n"
             << "  stop:    sluice cluster stop" << DirFlag(dir) << "\n";
 }
@@ -204,7 +206,10 @@ int Main(int argc, char** argv) {
   auto* cluster = app.add_subcommand("cluster", "Start, stop or grow a local cluster");
   cluster->require_subcommand(1);
   LocalClusterOptions copts;
-  auto* start = cluster->add_subcommand("start", "Start a coordinator and workers in the background; on a cluster recorded in --dir, start what of it is not running");
+  auto* start =
+      cluster->add_subcommand("start",
+                              "Start a coordinator and workers in the background; on a cluster "
+                              "recorded in --dir, start what of it is not running");
   start->add_option("--workers", copts.workers, "Number of workers")->capture_default_str()->check(CLI::Range(1, 64));
   start->add_option("--slots", copts.slots, "Slots per worker")->capture_default_str()->check(CLI::Range(1, 256));
   start->add_option("--dir", dir, "Directory for logs and pid files (default $SLUICE_CLUSTER_DIR or /tmp/sluice-cluster)");
@@ -216,8 +221,10 @@ int Main(int argc, char** argv) {
   stop->add_option("--dir", dir, "Directory the cluster was started with");
   int add_slots = 0;
   auto* add_worker = cluster->add_subcommand(
-      "add-worker", "Start one more worker for the running local cluster; waits until it registered");
-  add_worker->add_option("--slots", add_slots, "Slots it offers (default: as many as the first worker)")
+      "add-worker",
+      "Start one more worker for the running local cluster; waits until it registered");
+  add_worker
+      ->add_option("--slots", add_slots, "Slots it offers (default: as many as the first worker)")
       ->check(CLI::Range(1, 256));
   add_worker->add_option("--dir", dir, "Directory the cluster was started with");
 
@@ -267,11 +274,13 @@ int Main(int argc, char** argv) {
     copts.dir = dir;
     if (ReadRecordedProcesses(dir).ok()) {
       // A cluster is recorded here: start only what of it is missing, as it was recorded.
-      for (const char* flag : {"--workers", "--slots", "--heartbeat-timeout-ms", "--kafka", "--kafka-topic"}) {
+      for (const char* flag :
+           {"--workers", "--slots", "--heartbeat-timeout-ms", "--kafka", "--kafka-topic"}) {
         if (start->count(flag) > 0) {
-          std::cerr << "sluice: warning: " << flag << " ignored: the cluster recorded in " << dir
-                    << " is restarted as it was started (add workers with `sluice cluster add-worker"
-                    << DirFlag(dir) << "`, or stop it first)\n";
+          std::cerr
+              << "sluice: warning: " << flag << " ignored: the cluster recorded in " << dir
+              << " is restarted as it was started (add workers with `sluice cluster add-worker"
+              << DirFlag(dir) << "`, or stop it first)\n";
         }
       }
       std::vector<std::string> started;
@@ -282,8 +291,8 @@ int Main(int argc, char** argv) {
       }
       for (const auto& name : started) {
         if (name == "coordinator") {
-          std::cout << "started coordinator (pid " << (*c)->coordinator_pid() << ") on its recorded address "
-                    << (*c)->coordinator_address() << "\n";
+          std::cout << "started coordinator (pid " << (*c)->coordinator_pid()
+                    << ") on its recorded address " << (*c)->coordinator_address() << "\n";
         } else {
           int i = std::stoi(name.substr(name.find('-') + 1));
           std::cout << "started " << name << " (pid " << (*c)->worker_pid(i) << ")";
@@ -314,10 +323,10 @@ int Main(int argc, char** argv) {
     if (!workers.ok()) return Fail(workers.status());
     for (const auto& w : workers->workers()) {
       if (w.data_address() != *address) continue;
-      std::cout << "worker " << w.worker_id() << " registered: data " << w.data_address() << ", metrics "
-                << w.http_address() << ", " << w.slots() << " slot(s), pid " << (*c)->worker_pid(*i)
-                << "\n  log " << dir << "/worker-" << *i << ".log, work dir " << dir << "/worker-" << *i
-                << "-state\n";
+      std::cout << "worker " << w.worker_id() << " registered: data " << w.data_address()
+                << ", metrics " << w.http_address() << ", " << w.slots() << " slot(s), pid "
+                << (*c)->worker_pid(*i) << "\n  log " << dir << "/worker-" << *i
+                << ".log, work dir " << dir << "/worker-" << *i << "-state\n";
     }
     return 0;
   }
