@@ -274,17 +274,18 @@ int Main(int argc, char** argv) {
     copts.dir = dir;
     if (ReadRecordedProcesses(dir).ok()) {
       // A cluster is recorded here: start only what of it is missing, as it was recorded.
-      for (const char* flag :
-           {"--workers", "--slots", "--heartbeat-timeout-ms", "--kafka", "--kafka-topic"}) {
-        if (start->count(flag) > 0) {
-          std::cerr
-              << "sluice: warning: " << flag << " ignored: the cluster recorded in " << dir
-              << " is restarted as it was started (add workers with `sluice cluster add-worker"
-              << DirFlag(dir) << "`, or stop it first)\n";
-        }
-      }
       std::vector<std::string> started;
       auto c = LocalCluster::Resume(copts, &started);
+      if (c.ok() || !started.empty()) {
+        for (const char* flag :
+             {"--workers", "--slots", "--heartbeat-timeout-ms", "--kafka", "--kafka-topic"}) {
+          if (start->count(flag) > 0) {
+            std::cerr << "sluice: warning: " << flag << " ignored: the cluster in " << dir
+                      << " is restarted as recorded (to grow it: sluice cluster add-worker"
+                      << DirFlag(dir) << ")\n";
+          }
+        }
+      }
       if (!c.ok()) {
         for (const auto& name : started) std::cout << "started " << name << "\n";
         return Fail(c.status());
