@@ -301,6 +301,15 @@ int Main(int argc, char** argv) {
           std::cout << ", registered\n";
         }
       }
+      if (auto procs = ReadRecordedProcesses(dir); procs.ok()) {
+        for (const auto& p : *procs) {
+          if (p.name == "kafka" && !p.running) {
+            std::cerr << "sluice: warning: the embedded Kafka endpoint is not running and was not "
+                         "restarted (its topics are gone); to get a fresh one: sluice cluster stop"
+                      << DirFlag(dir) << ", then start the cluster again with --kafka\n";
+          }
+        }
+      }
       PrintRunning(**c, dir);
       return 0;
     }
