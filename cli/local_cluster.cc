@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -375,10 +376,10 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Resume(
         options.dir, "`, then start the cluster again with --kafka");
   }
   if (missing.empty()) {
-    return absl::AlreadyExistsError(absl::StrCat(
-        "a cluster is already running in ", options.dir, ": ", Describe(procs, true),
-        kafka_note.empty() ? "" : kafka_note, "; stop it with `sluice cluster stop --dir ",
-        options.dir, "`, add a worker with `sluice cluster add-worker --dir ", options.dir, "`"));
+    return absl::AlreadyExistsError(
+        absl::StrCat("a cluster is already running in ", options.dir, ": ", Describe(procs, true),
+                     kafka_note, "; stop it with `sluice cluster stop --dir ", options.dir,
+                     "`, add a worker with `sluice cluster add-worker --dir ", options.dir, "`"));
   }
   if (coordinator == nullptr) {
     return absl::FailedPreconditionError(absl::StrCat("no coordinator recorded in ", options.dir,
@@ -392,10 +393,15 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Resume(
     }
   }
   if (!coordinator->running) {
-    // Its own record first, so that what runs below is told the address the record gives.
-    std::unique_ptr<LocalCluster> c(new LocalCluster(options));
-    c->Release();
-    SLUICE_RETURN_IF_ERROR(c->StartCoordinatorProcess(coordinator->args));
+    // First, on its recorded address: the workers below are given the address it serves.
+    std::unique_ptr<LocalCluster> starter(new LocalCluster(options));
+    starter->Release();
+    absl::Status s = starter->StartCoordinatorProcess(coordinator->args);
+    if (!s.ok()) {
+      return absl::Status(s.code(),
+                          absl::StrCat("cannot start the coordinator on its recorded port ",
+                                       FlagValue(coordinator->args, "--port"), ": ", s.message()));
+    }
     started->push_back("coordinator");
   }
   SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<LocalCluster> c, Attach(options));
