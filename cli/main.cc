@@ -1,6 +1,8 @@
 // sluice: the command-line interface. Talks to the coordinator over gRPC; starts and stops
 // local clusters.
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -169,6 +171,37 @@ int WaitForJob(CoordinatorClient& client, const std::string& job_id) {
   }
 }
 
+// Holds an exclusive lock on <dir>/cluster.lock while a `sluice cluster` command changes the
+// cluster in `dir`, so that two of them never start the same pieces. Released at exit.
+absl::Status LockClusterDir(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  const std::string path = dir + "/cluster.lock";
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return absl::FailedPreconditionError(absl::StrCat("cannot open ", path));
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("another `sluice cluster` command is changing the cluster in ", dir));
+  }
+  return absl::OkStatus();  // fd stays open: the lock lasts until this process exits
+}
+
+std::string DirFlag(const std::string& dir) {
+  return dir == DefaultClusterDir() ? "" : " --dir " + dir;
+}
+
+void PrintRunning(const LocalCluster& c, const std::string& dir) {
+  std::cout << "Sluice cluster running: coordinator " << c.coordinator_address() << ", "
+            << c.options().workers << " worker(s)\n"
+            << "  metrics: http://127.0.0.1:" << c.coordinator_http_port() << "/metrics\n"
+            << (c.kafka_bootstrap().empty()
+                    ? std::string()
+                    : "  kafka:   " + c.kafka_bootstrap() +
+                          " (embedded, librdkafka mock: for demos and tests)\n")
+            << "  logs:    " << dir << "/*.log\n"
+            << "  stop:    sluice cluster stop" << DirFlag(dir) << "\n";
+}
+
 }  // namespace
 
 int Main(int argc, char** argv) {
@@ -179,10 +212,13 @@ int Main(int argc, char** argv) {
   app.add_option("--coordinator", coordinator, "Coordinator host:port (default: $SLUICE_COORDINATOR, "
                                                "else the local cluster's)");
 
-  auto* cluster = app.add_subcommand("cluster", "Start or stop a local cluster");
+  auto* cluster = app.add_subcommand("cluster", "Start, stop or grow a local cluster");
   cluster->require_subcommand(1);
   LocalClusterOptions copts;
-  auto* start = cluster->add_subcommand("start", "Start a coordinator and workers in the background");
+  auto* start =
+      cluster->add_subcommand("start",
+                              "Start a coordinator and workers in the background; on a cluster "
+                              "recorded in --dir, start what of it is not running");
   start->add_option("--workers", copts.workers, "Number of workers")->capture_default_str()->check(CLI::Range(1, 64));
   start->add_option("--slots", copts.slots, "Slots per worker")->capture_default_str()->check(CLI::Range(1, 256));
   start->add_option("--dir", dir, "Directory for logs and pid files (default $SLUICE_CLUSTER_DIR or /tmp/sluice-cluster)");
@@ -192,6 +228,14 @@ int Main(int argc, char** argv) {
   start->add_option("--kafka-topic", copts.kafka_topics, "Topic for it, NAME:PARTITIONS (repeatable)");
   auto* stop = cluster->add_subcommand("stop", "Stop the local cluster");
   stop->add_option("--dir", dir, "Directory the cluster was started with");
+  int add_slots = 0;
+  auto* add_worker = cluster->add_subcommand(
+      "add-worker",
+      "Start one more worker for the running local cluster; waits until it registered");
+  add_worker
+      ->add_option("--slots", add_slots, "Slots it offers (default: as many as the first worker)")
+      ->check(CLI::Range(1, 256));
+  add_worker->add_option("--dir", dir, "Directory the cluster was started with");
 
   std::string job_file;
   std::string job_id;
@@ -231,20 +275,78 @@ int Main(int argc, char** argv) {
     return app.exit(e);
   }
 
+  if (start->parsed() || stop->parsed() || add_worker->parsed()) {
+    absl::Status locked = LockClusterDir(dir);
+    if (!locked.ok()) return Fail(locked);
+  }
   if (start->parsed()) {
     copts.dir = dir;
+    if (ReadRecordedProcesses(dir).ok()) {
+      // A cluster is recorded here: start only what of it is missing, as it was recorded.
+      std::vector<std::string> started;
+      auto c = LocalCluster::Resume(copts, &started);
+      if (c.ok() || !started.empty()) {
+        for (const char* flag :
+             {"--workers", "--slots", "--heartbeat-timeout-ms", "--kafka", "--kafka-topic"}) {
+          if (start->count(flag) > 0) {
+            std::cerr << "sluice: warning: " << flag << " ignored: the cluster in " << dir
+                      << " is restarted as recorded (to grow it: sluice cluster add-worker"
+                      << DirFlag(dir) << ")\n";
+          }
+        }
+      }
+      if (!c.ok()) {
+        for (const auto& name : started) std::cout << "started " << name << "\n";
+        return Fail(c.status());
+      }
+      for (const auto& name : started) {
+        if (name == "coordinator") {
+          std::cout << "started coordinator (pid " << (*c)->coordinator_pid()
+                    << ") on its recorded address " << (*c)->coordinator_address() << "\n";
+        } else {
+          int i = std::stoi(name.substr(name.find('-') + 1));
+          std::cout << "started " << name << " (pid " << (*c)->worker_pid(i) << ")";
+          if (auto a = (*c)->WorkerDataAddress(i); a.ok()) std::cout << " at " << *a;
+          std::cout << ", registered\n";
+        }
+      }
+      if (auto procs = ReadRecordedProcesses(dir); procs.ok()) {
+        for (const auto& p : *procs) {
+          if (p.name == "kafka" && !p.running) {
+            std::cerr << "sluice: warning: the embedded Kafka endpoint is not running and was not "
+                         "restarted (its topics are gone); to get a fresh one: sluice cluster stop"
+                      << DirFlag(dir) << ", then start the cluster again with --kafka\n";
+          }
+        }
+      }
+      PrintRunning(**c, dir);
+      return 0;
+    }
     auto c = LocalCluster::Start(copts);
     if (!c.ok()) return Fail(c.status());
-    std::cout << "Sluice cluster running: coordinator " << (*c)->coordinator_address() << ", "
-              << copts.workers << " worker(s) x " << copts.slots << " slot(s)\n"
-              << "  metrics: http://127.0.0.1:" << (*c)->coordinator_http_port() << "/metrics\n"
-              << ((*c)->kafka_bootstrap().empty()
-                      ? std::string()
-                      : "  kafka:   " + (*c)->kafka_bootstrap() + " (embedded, librdkafka mock: for demos and tests)\n")
-              << "  logs:    " << dir << "/*.log\n"
-              << "  stop:    sluice cluster stop" << (dir == DefaultClusterDir() ? "" : " --dir " + dir)
-              << "\n";
-    c->release();  // leave the processes running
+    (*c)->Release();  // leave the processes running
+    PrintRunning(**c, dir);
+    return 0;
+  }
+  if (add_worker->parsed()) {
+    LocalClusterOptions o;
+    o.dir = dir;
+    auto c = LocalCluster::Attach(o);
+    if (!c.ok()) return Fail(c.status());
+    auto i = (*c)->AddWorker(add_slots);
+    if (!i.ok()) return Fail(i.status());
+    auto address = (*c)->WorkerDataAddress(*i);
+    if (!address.ok()) return Fail(address.status());
+    CoordinatorClient client((*c)->coordinator_address());
+    auto workers = client.ListWorkers();
+    if (!workers.ok()) return Fail(workers.status());
+    for (const auto& w : workers->workers()) {
+      if (w.data_address() != *address) continue;
+      std::cout << "worker " << w.worker_id() << " registered: data " << w.data_address()
+                << ", metrics " << w.http_address() << ", " << w.slots() << " slot(s), pid "
+                << (*c)->worker_pid(*i) << "\n  log " << dir << "/worker-" << *i
+                << ".log, work dir " << dir << "/worker-" << *i << "-state\n";
+    }
     return 0;
   }
   if (stop->parsed()) {
