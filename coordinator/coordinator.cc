@@ -136,6 +136,14 @@ bool Coordinator::PeerGone(const grpc::Status& s, grpc::Channel* channel) {
          channel->GetState(false) == GRPC_CHANNEL_TRANSIENT_FAILURE;
 }
 
+int64_t Coordinator::HeartbeatIntervalNanos() const {
+  return std::max<int64_t>(100, options_.heartbeat_timeout_ms / 6) * 1'000'000;
+}
+
+bool Coordinator::SuspectLocked(const WorkerEntry& w, int64_t now_nanos) const {
+  return now_nanos - w.last_heartbeat_nanos > 2 * HeartbeatIntervalNanos();
+}
+
 bool Coordinator::IsTerminal(proto::JobState s) {
   return s == proto::JOB_FINISHED || s == proto::JOB_CANCELLED || s == proto::JOB_FAILED;
 }
@@ -250,7 +258,7 @@ absl::StatusOr<proto::RegisterWorkerResponse> Coordinator::RegisterWorker(
                             w.id);
   proto::RegisterWorkerResponse resp;
   resp.set_worker_id(w.id);
-  resp.set_heartbeat_interval_ms(std::max<int64_t>(100, options_.heartbeat_timeout_ms / 6));
+  resp.set_heartbeat_interval_ms(HeartbeatIntervalNanos() / 1'000'000);
   workers_[w.id] = std::move(w);
   return resp;
 }
@@ -429,8 +437,9 @@ absl::Status Coordinator::ScheduleLocked(Job& job) {
   // round-robin over workers that have free slots.
   std::vector<WorkerEntry*> candidates;
   int free_total = 0;
+  const int64_t now = options_.clock->NowNanos();
   for (auto& [id, w] : workers_) {
-    if (w.slots > w.slots_used) {
+    if (w.slots > w.slots_used && !SuspectLocked(w, now)) {
       candidates.push_back(&w);
       free_total += w.slots - w.slots_used;
     }
@@ -843,7 +852,7 @@ void Coordinator::LoseWorker(const std::string& worker_id, const std::string& wh
 
 void Coordinator::MonitorLoop() {
   const int64_t timeout = options_.heartbeat_timeout_ms * 1'000'000;
-  const int64_t heartbeat_interval = std::max<int64_t>(100, options_.heartbeat_timeout_ms / 6) * 1'000'000;
+  const int64_t heartbeat_interval = HeartbeatIntervalNanos();
   int64_t last_rates = options_.clock->NowNanos();
   std::vector<std::string> expired_records;
   while (true) {
@@ -1207,7 +1216,7 @@ void Coordinator::RestartTick(Job& job, int64_t now) {
   const int needed = job.graph->SlotsNeeded();
   int free_slots = 0, free_workers = 0;
   for (const auto& [id, w] : workers_) {
-    if (w.slots > w.slots_used) {
+    if (w.slots > w.slots_used && !SuspectLocked(w, now)) {
       free_slots += w.slots - w.slots_used;
       ++free_workers;
     }

@@ -199,6 +199,11 @@ class Coordinator {
   bool CheckpointingLocked(const Job& job) const { return job.spec->checkpoint.enabled(); }
   proto::JobInfo JobInfoLocked(const Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static bool IsTerminal(proto::JobState s);
+  // The interval workers are asked to heartbeat at.
+  int64_t HeartbeatIntervalNanos() const;
+  // Missed two heartbeats: maybe dead, not yet declared lost. Nothing is scheduled on it (a
+  // deployment to a dead worker would fail the restart and use an attempt).
+  bool SuspectLocked(const WorkerEntry& w, int64_t now_nanos) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Constant after construction.
   const CoordinatorOptions options_;
