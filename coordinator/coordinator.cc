@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/error_text.h"
 #include "common/grpc_limits.h"
 #include "common/logging.h"
 #include "common/process.h"
@@ -21,9 +22,10 @@ namespace sluice::coordinator {
 
 namespace {
 
+// The message is capped: it travels in metadata, which gRPC limits to a few KiB.
 grpc::Status ToGrpc(const absl::Status& s) {
   return s.ok() ? grpc::Status::OK
-                : grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+                : grpc::Status(static_cast<grpc::StatusCode>(s.code()), CapText(s.message()));
 }
 
 // The peer's port is closed: its process is gone (not merely slow).
