@@ -1,0 +1,51 @@
+#include "cli/job_status.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace sluice::cli {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+proto::JobInfo JobWithFailure(proto::JobState state) {
+  proto::JobInfo j;
+  j.set_job_id("job-1");
+  j.set_name("clicks");
+  j.set_state(state);
+  j.set_submit_time_ms(1000);
+  j.set_error("cannot restart: job 'clicks' needs 2 slot(s) but the cluster has 0 free (0 worker(s))");
+  return j;
+}
+
+TEST(JobStatusTest, AFailureAJobRecoveredFromIsShownAsHistory) {
+  proto::JobInfo finished = JobWithFailure(proto::JOB_FINISHED);
+  finished.set_end_time_ms(3500);
+  std::string text = FormatJobStatus(finished, /*now_ms=*/10000);
+  EXPECT_THAT(text, HasSubstr("Job job-1 (clicks): FINISHED, 2.5s\n"
+                              "  earlier failure (recovered): cannot restart: job 'clicks' needs 2 "
+                              "slot(s) but the cluster has 0 free (0 worker(s))\n"));
+  EXPECT_THAT(text, Not(HasSubstr("last failure")));
+
+  EXPECT_THAT(FormatJobStatus(JobWithFailure(proto::JOB_RUNNING), 10000),
+              HasSubstr("\n  earlier failure (recovered): cannot restart: "));
+  EXPECT_THAT(FormatJobStatus(JobWithFailure(proto::JOB_CANCELLED), 10000),
+              HasSubstr("\n  earlier failure: cannot restart: "));
+}
+
+TEST(JobStatusTest, AFailureThatIsCurrentIsShownAsSuch) {
+  EXPECT_THAT(FormatJobStatus(JobWithFailure(proto::JOB_FAILED), 10000),
+              HasSubstr("Job job-1 (clicks): FAILED, 9.0s\n  error: cannot restart: "));
+  EXPECT_THAT(FormatJobStatus(JobWithFailure(proto::JOB_RESTARTING), 10000),
+              HasSubstr("\n  last failure: cannot restart: "));
+}
+
+TEST(JobStatusTest, NoFailureNoLine) {
+  proto::JobInfo j = JobWithFailure(proto::JOB_RUNNING);
+  j.clear_error();
+  EXPECT_THAT(FormatJobStatus(j, 10000), Not(HasSubstr("failure")));
+}
+
+}  // namespace
+}  // namespace sluice::cli
