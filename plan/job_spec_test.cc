@@ -1212,7 +1212,7 @@ TEST(JobSpecInputTest, NonUtf8AndNulBytesAreRefusedWithTheirPosition) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("f:1:1: invalid UTF-8 (byte 0xf4)")));
   EXPECT_OK(CheckJobText("\xef\xbb\xbfname: \"\xe2\x82\xac \xf0\x9f\x98\x80\"\n", "f"));
 
-  EXPECT_THAT(ParseStatus(FilterJob(std::string("k > 1 and '\0' == 'a'", 21))),
+  EXPECT_THAT(ParseStatus(FilterJob(std::string("k > 1 and '\0' == 'a'", 20))),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        "job.yaml:3:46: NUL byte: a job file must be text"));
 }
