@@ -1,5 +1,6 @@
 #include "cli/job_status.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/client.h"
@@ -37,7 +38,14 @@ absl::string_view FailureLabel(proto::JobState state) {
 std::string FormatJobStatus(const proto::JobInfo& j, int64_t now_ms) {
   std::string out = absl::StrCat("Job ", j.job_id(), " (", j.name(), "): ", JobStateName(j.state()),
                                  ", ", FormatDuration(j, now_ms), "\n");
-  if (!j.error().empty()) absl::StrAppend(&out, "  ", FailureLabel(j.state()), ": ", j.error(), "\n");
+  // The coordinator also records how a job was stopped in `error` ("stopped with savepoint
+  // PATH"): that is no failure. (Until JobInfo carries it in a field of its own, the text is
+  // the only sign.)
+  if (j.state() == proto::JOB_CANCELLED && absl::StartsWith(j.error(), "stopped with savepoint ")) {
+    absl::StrAppend(&out, "  ", j.error(), "\n");
+  } else if (!j.error().empty()) {
+    absl::StrAppend(&out, "  ", FailureLabel(j.state()), ": ", j.error(), "\n");
+  }
   absl::StrAppend(&out, absl::StrFormat("  %-20s %-10s %4s %14s %14s %10s %10s\n", "OPERATOR", "TYPE",
                                         "PAR", "RECORDS IN", "RECORDS OUT", "IN RATE", "OUT RATE"));
   for (const auto& v : j.vertices()) {

@@ -41,6 +41,14 @@ TEST(JobStatusTest, AFailureThatIsCurrentIsShownAsSuch) {
               HasSubstr("\n  last failure: cannot restart: "));
 }
 
+TEST(JobStatusTest, AStopWithSavepointIsNoFailure) {
+  proto::JobInfo j = JobWithFailure(proto::JOB_CANCELLED);
+  j.set_error("stopped with savepoint /tmp/sp/savepoint-job-1-11");
+  std::string text = FormatJobStatus(j, 10000);
+  EXPECT_THAT(text, HasSubstr("\n  stopped with savepoint /tmp/sp/savepoint-job-1-11\n"));
+  EXPECT_THAT(text, Not(HasSubstr("failure")));
+}
+
 TEST(JobStatusTest, NoFailureNoLine) {
   proto::JobInfo j = JobWithFailure(proto::JOB_RUNNING);
   j.clear_error();
