@@ -12,15 +12,17 @@
 #include <fstream>
 #include <iostream>
 #include <optional>
-#include <sstream>
 #include <thread>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/client.h"
+#include "cli/job_status.h"
 #include "cli/local_cluster.h"
-#include "common/watermark.h"
+#include "common/error_text.h"
+#include "common/status.h"
+#include "plan/job_spec.h"
 #include "plan/variables.h"
 
 namespace sluice::cli {
@@ -38,7 +40,7 @@ std::string DefaultClusterDir() {
 }
 
 int Fail(const absl::Status& s) {
-  std::cerr << "sluice: error: " << s.message() << "\n";
+  std::cerr << "sluice: error: " << CapText(s.message()) << "\n";
   return kExitError;
 }
 
@@ -54,79 +56,55 @@ absl::StatusOr<std::string> ResolveCoordinator(const std::string& flag, const st
       "cluster with `sluice cluster start` (looked in ", dir, ")"));
 }
 
-std::string FormatRate(double r) {
-  if (r >= 1e6) return absl::StrFormat("%.2fM/s", r / 1e6);
-  if (r >= 1e3) return absl::StrFormat("%.1fK/s", r / 1e3);
-  return absl::StrFormat("%.0f/s", r);
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
-std::string FormatDuration(const proto::JobInfo& j) {
-  if (j.submit_time_ms() == 0) return "-";
-  int64_t end = j.end_time_ms() > 0
-                    ? j.end_time_ms()
-                    : std::chrono::duration_cast<std::chrono::milliseconds>(
-                          std::chrono::system_clock::now().time_since_epoch()).count();
-  return absl::StrFormat("%.1fs", (end - j.submit_time_ms()) / 1000.0);
+// Reads a job file of at most plan::kMaxJobFileBytes and expands its ${NAME} variables
+// ($SLUICE_KAFKA_BOOTSTRAP defaults to the local cluster's embedded Kafka endpoint when it runs
+// one). The text is checked (size, UTF-8, NUL) before and after expansion, so that what is
+// sent is a valid protobuf string and errors point into the file.
+absl::StatusOr<std::string> ReadJobFile(const std::string& job_file, const std::string& dir) {
+  std::ifstream in(job_file, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read job file ", job_file));
+  std::string text(plan::kMaxJobFileBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (in.bad()) return absl::NotFoundError(absl::StrCat("cannot read job file ", job_file));
+  SLUICE_RETURN_IF_ERROR(plan::CheckJobText(text, job_file));
+  SLUICE_ASSIGN_OR_RETURN(
+      std::string expanded,
+      plan::ExpandVariables(text, job_file, [&](const std::string& name) -> std::optional<std::string> {
+        if (const char* v = std::getenv(name.c_str())) return std::string(v);
+        if (name == "SLUICE_KAFKA_BOOTSTRAP") {
+          std::ifstream addr(std::filesystem::path(dir) / "kafka.addr");
+          std::string line;
+          if (addr && std::getline(addr, line) && !line.empty()) return line;
+        }
+        return std::nullopt;
+      }));
+  absl::Status s = plan::CheckJobText(expanded, job_file);
+  if (!s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(s.message(), " (after ${NAME} expansion)"));
+  }
+  return expanded;
 }
 
-void PrintStatus(const proto::JobInfo& j) {
-  std::cout << "Job " << j.job_id() << " (" << j.name() << "): " << JobStateName(j.state())
-            << ", " << FormatDuration(j) << "\n";
-  if (!j.error().empty()) {
-    std::cout << (j.state() == proto::JOB_FAILED ? "  error: " : "  last failure: ") << j.error() << "\n";
-  }
-  std::cout << absl::StrFormat("  %-20s %-10s %4s %14s %14s %10s %10s\n", "OPERATOR", "TYPE", "PAR",
-                               "RECORDS IN", "RECORDS OUT", "IN RATE", "OUT RATE");
-  for (const auto& v : j.vertices()) {
-    for (const auto& o : v.operators()) {
-      std::cout << absl::StrFormat("  %-20s %-10s %4d %14d %14d %10s %10s\n", o.id(), o.type(),
-                                   o.parallelism(), o.records_in(), o.records_out(),
-                                   FormatRate(o.records_in_per_s()), FormatRate(o.records_out_per_s()));
-      if (o.records_skipped() > 0) {
-        std::cout << absl::StrFormat("  %-20s %d bad records skipped\n", "", o.records_skipped());
-      }
-      if (o.has_input_watermark_ms() || o.idle_subtasks() > 0) {
-        std::string idle = o.idle_subtasks() == 0 ? ""
-                           : o.idle_subtasks() == o.parallelism()
-                               ? ", idle"
-                               : absl::StrFormat(", %d of %d subtasks idle", o.idle_subtasks(), o.parallelism());
-        std::cout << absl::StrFormat(
-            "  %-20s watermark %s%s\n", "",
-            FormatWatermark(o.has_input_watermark_ms() ? o.input_watermark_ms() : kNoWatermark), idle);
-      }
+// "run " for `sluice run ...`, "cluster start " for `sluice cluster start ...`, "" before a
+// subcommand was recognised.
+std::string UsedSubcommands(const CLI::App& app) {
+  std::string path;
+  for (const CLI::App* a = &app; a != nullptr;) {
+    const CLI::App* next = nullptr;
+    for (const CLI::App* sub : a->get_subcommands()) {
+      if (sub->parsed()) next = sub;
     }
+    if (next != nullptr) absl::StrAppend(&path, next->get_name(), " ");
+    a = next;
   }
-  if (j.attempt() > 1 || j.restarts() > 0) {
-    std::cout << "  attempt " << j.attempt() << ", " << j.restarts() << " restart(s)\n";
-  }
-  if (!j.restored_from().empty()) std::cout << "  restored from " << j.restored_from() << "\n";
-  if (j.restored_checkpoint_id() > 0) {
-    std::cout << "  this attempt restored checkpoint " << j.restored_checkpoint_id() << "\n";
-  }
-  if (j.waiting_for_slots() > 0) {
-    const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                               std::chrono::system_clock::now().time_since_epoch()).count();
-    std::cout << absl::StrFormat("  waiting for %d slots (for %.1fs; restart.slot_wait_timeout bounds it)\n",
-                                 j.waiting_for_slots(), (now_ms - j.waiting_since_ms()) / 1000.0);
-  }
-  if (j.checkpoints_size() > 0) {
-    std::cout << absl::StrFormat("  %-6s %-11s %10s %12s %12s %10s\n", "CHKPT", "STATUS", "DURATION",
-                                 "SIZE", "UPLOADED", "ALIGNMENT");
-    for (const auto& c : j.checkpoints()) {
-      std::cout << absl::StrFormat("  %-6d %-11s %8dms %12d %12d %8dms%s\n", c.checkpoint_id(),
-                                   c.status() + (c.savepoint() ? "*" : ""), c.duration_ms(),
-                                   c.full_size(), c.incremental_size(), c.alignment_ms(),
-                                   c.reason().empty() ? "" : "  " + c.reason());
-    }
-  }
-  std::cout << "  placement:\n";
-  for (const auto& v : j.vertices()) {
-    std::cout << "    [" << v.name() << "]";
-    for (const auto& s : v.subtasks()) {
-      std::cout << " #" << s.subtask() << "@" << s.worker_id() << "(" << TaskStateName(s.state()) << ")";
-    }
-    std::cout << "\n";
-  }
+  return path;
 }
 
 bool Terminal(proto::JobState s) {
@@ -147,7 +125,7 @@ int WaitForJob(CoordinatorClient& client, const std::string& job_id) {
         }
       }
       std::cout << "job " << job_id << " " << JobStateName(j->state()) << " after "
-                << FormatDuration(*j) << ", " << sink_in << " records into sinks\n";
+                << FormatDuration(*j, NowMs()) << ", " << sink_in << " records into sinks\n";
       if (j->state() == proto::JOB_FINISHED) return kExitFinished;
       if (j->state() == proto::JOB_FAILED) {
         std::cerr << "sluice: job failed: " << j->error() << "\n";
@@ -158,7 +136,7 @@ int WaitForJob(CoordinatorClient& client, const std::string& job_id) {
     auto now = std::chrono::steady_clock::now();
     if (now - last_print >= std::chrono::seconds(2)) {
       last_print = now;
-      std::cout << "job " << job_id << " " << JobStateName(j->state()) << " " << FormatDuration(*j);
+      std::cout << "job " << job_id << " " << JobStateName(j->state()) << " " << FormatDuration(*j, NowMs());
       for (const auto& v : j->vertices()) {
         for (const auto& o : v.operators()) {
           std::cout << "  " << o.id() << ": " << o.records_out() << " out";
@@ -258,7 +236,7 @@ int Main(int argc, char** argv) {
   bool stop_with_savepoint = false;
   auto* stop_job = app.add_subcommand("stop", "Stop a job (with --savepoint: take one first)");
   stop_job->add_option("job", job_id, "Job id")->required();
-  stop_job->add_flag("--savepoint", stop_with_savepoint, "Take a savepoint, then stop")->required();
+  stop_job->add_flag("--savepoint", stop_with_savepoint, "Take a savepoint, then stop (required)");
   stop_job->add_option("--dir", savepoint_dir, "Where to write the savepoint");
 
   auto* list = app.add_subcommand("list", "List jobs");
@@ -271,8 +249,23 @@ int Main(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
+  } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // Every usage error exits 1 (not CLI11's own codes), with one line that names the command.
+    std::string what = e.what();
+    if (app.get_subcommands().empty() && !app.remaining().empty()) {
+      what = absl::StrCat("unknown command '", app.remaining().front(), "'");
+    }
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat(what, " (see sluice ", UsedSubcommands(app), "--help)")));
+  }
+  if (stop_job->parsed() && !stop_with_savepoint) {
+    return Fail(absl::InvalidArgumentError(
+        "stop needs --savepoint (sluice stop JOB --savepoint); to end a job without one, use "
+        "sluice cancel JOB"));
   }
 
   if (start->parsed() || stop->parsed() || add_worker->parsed()) {
@@ -361,21 +354,7 @@ int Main(int argc, char** argv) {
   CoordinatorClient client(*address);
 
   if (run->parsed()) {
-    std::ifstream in(job_file);
-    if (!in) return Fail(absl::NotFoundError(absl::StrCat("cannot read job file ", job_file)));
-    std::stringstream ss;
-    ss << in.rdbuf();
-    // ${NAME} from the environment; SLUICE_KAFKA_BOOTSTRAP defaults to the local cluster's
-    // embedded Kafka endpoint when it runs one.
-    auto spec = plan::ExpandVariables(ss.str(), job_file, [&](const std::string& name) -> std::optional<std::string> {
-      if (const char* v = std::getenv(name.c_str())) return std::string(v);
-      if (name == "SLUICE_KAFKA_BOOTSTRAP") {
-        std::ifstream addr(std::filesystem::path(dir) / "kafka.addr");
-        std::string line;
-        if (addr && std::getline(addr, line) && !line.empty()) return line;
-      }
-      return std::nullopt;
-    });
+    auto spec = ReadJobFile(job_file, dir);
     if (!spec.ok()) return Fail(spec.status());
     auto r = from_savepoint.empty()
                  ? client.Submit(*spec, job_file, parallelism)
@@ -392,14 +371,14 @@ int Main(int argc, char** argv) {
     std::cout << absl::StrFormat("%-14s %-24s %-11s %10s\n", "JOB", "NAME", "STATE", "DURATION");
     for (const auto& j : r->jobs()) {
       std::cout << absl::StrFormat("%-14s %-24s %-11s %10s\n", j.job_id(), j.name(),
-                                   JobStateName(j.state()), FormatDuration(j));
+                                   JobStateName(j.state()), FormatDuration(j, NowMs()));
     }
     return 0;
   }
   if (status->parsed()) {
     auto r = client.GetJob(job_id);
     if (!r.ok()) return Fail(r.status());
-    PrintStatus(*r);
+    std::cout << FormatJobStatus(*r, NowMs());
     return 0;
   }
   if (cancel->parsed()) {

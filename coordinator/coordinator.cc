@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/error_text.h"
 #include "common/grpc_limits.h"
 #include "common/logging.h"
 #include "common/process.h"
@@ -22,9 +23,10 @@ namespace sluice::coordinator {
 
 namespace {
 
+// The message is capped: it travels in metadata, which gRPC limits to a few KiB.
 grpc::Status ToGrpc(const absl::Status& s) {
   return s.ok() ? grpc::Status::OK
-                : grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+                : grpc::Status(static_cast<grpc::StatusCode>(s.code()), CapText(s.message()));
 }
 
 // Channels to workers retry a lost connection quickly (gRPC's default backoff grows to 120 s).
@@ -698,6 +700,7 @@ proto::JobInfo Coordinator::JobInfoLocked(const Job& job) const {
   info.set_restarts(job.restarts);
   info.set_restored_from(job.restored_from);
   info.set_restored_checkpoint_id(job.restored_checkpoint_id);
+  info.set_stopped_with_savepoint(job.stopped_with_savepoint);
   if (job.state == proto::JOB_RESTARTING && job.waiting_for_slots > 0) {
     info.set_waiting_for_slots(job.waiting_for_slots);
     info.set_waiting_since_ms(job.waiting_since_ms);
@@ -1135,7 +1138,7 @@ void Coordinator::CompleteCheckpointLocked(Job& job) {
     // Recorded with the checkpoint in one write: a coordinator restarted from here on never
     // resumes a job whose user was told it stopped (and may restore the savepoint elsewhere).
     job.state = proto::JOB_CANCELLING;
-    job.error = absl::StrCat("stopped with savepoint ", path);
+    job.stopped_with_savepoint = path;
   }
   PersistLocked(job);
   SendToWorkers(job, true, p->id, p->final);  // queued first: tasks commit, then are cancelled
@@ -1310,6 +1313,7 @@ void Coordinator::PersistLocked(const Job& job) {
   r.set_end_time_ms(job.end_ms);
   r.set_restored_checkpoint_id(job.restored_checkpoint_id);
   r.set_placement_workers(job.placement_workers);
+  r.set_stopped_with_savepoint(job.stopped_with_savepoint);
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(options_.ha_dir) / "jobs", ec);
   absl::Status s = WriteFileAtomically(RecordPath(job.id), r.SerializeAsString());
@@ -1349,6 +1353,7 @@ void Coordinator::RecoverFromHaStore() {
     job.end_ms = r.end_time_ms();
     job.restored_checkpoint_id = r.restored_checkpoint_id();
     job.placement_workers = r.placement_workers();
+    job.stopped_with_savepoint = r.stopped_with_savepoint();
     job.dir = (std::filesystem::path(options_.checkpoint_dir) / job.id).string();
     job.ResetRates(options_.clock->NowNanos());
     job.tasks.assign(job.graph->vertices.size(), {});

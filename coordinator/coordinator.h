@@ -150,6 +150,7 @@ class Coordinator {
     int64_t waiting_since_ms = 0;
     int placement_workers = 0;            // distinct workers of the last placement
     int64_t restored_checkpoint_id = 0;   // what the current attempt restored from
+    std::string stopped_with_savepoint;   // `stop --savepoint`: the savepoint's path
     // Rates per operator index, refreshed by the monitor thread.
     std::vector<uint64_t> prev_in, prev_out;
     int64_t prev_nanos = 0;

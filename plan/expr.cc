@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -32,9 +33,13 @@ namespace {
 
 using ExprPtr = std::unique_ptr<Expr>;
 
-// Limits that keep hostile input from exhausting the stack, in the parser and in evaluation.
-constexpr int kMaxParseDepth = 200;
+// Limits that keep hostile input from exhausting the stack, in the parser and in evaluation:
+// nesting (parentheses, function calls, unary operators) and the height of the compiled tree
+// (a chain of binary operators adds a level per operator without nesting).
+constexpr int kMaxParseDepth = 256;
 constexpr int kMaxTreeDepth = 1000;
+
+constexpr char kColumnPayloadUrl[] = "type.sluice.dev/plan.ExprErrorColumn";
 
 // ---------------------------------------------------------------------------------------------
 // Value conversions shared by nodes and EvalInto. None allocates.
@@ -518,7 +523,13 @@ struct Token {
 };
 
 absl::Status ErrorAt(int column, absl::string_view reason) {
-  return absl::InvalidArgumentError(absl::StrCat("column ", column, ": ", reason));
+  absl::Status s = absl::InvalidArgumentError(absl::StrCat("column ", column, ": ", reason));
+  s.SetPayload(kColumnPayloadUrl, absl::Cord(absl::StrCat(column)));
+  return s;
+}
+
+absl::Status TooDeep(int column) {
+  return ErrorAt(column, absl::StrCat("expression nested deeper than ", kMaxParseDepth, " levels"));
 }
 
 bool IsIdentStart(char c) { return absl::ascii_isalpha(c) || c == '_'; }
@@ -836,7 +847,8 @@ class Parser {
   // Wraps a finished node, enforcing the tree-height limit.
   absl::StatusOr<Node> Make(ExprPtr e, int column, int child_depth) {
     if (child_depth + 1 > kMaxTreeDepth) {
-      return ErrorAt(column, "expression too deeply nested");
+      return ErrorAt(column, absl::StrCat("expression has more than ", kMaxTreeDepth,
+                                          " levels of operators (split it up)"));
     }
     return Node{std::move(e), column, child_depth + 1};
   }
@@ -880,7 +892,7 @@ class Parser {
     if (!IsKeyword("not") && !IsOp("!")) return ParseComparison();
     DepthGuard guard(&parse_depth_);
     const Token& op = Next();
-    if (guard.exceeded()) return ErrorAt(op.column, "expression too deeply nested");
+    if (guard.exceeded()) return TooDeep(op.column);
     SLUICE_ASSIGN_OR_RETURN(Node n, ParseNot());
     SLUICE_RETURN_IF_ERROR(RequireBool(n, op.text, op.column));
     return Make(std::make_unique<NotExpr>(std::move(n.expr)), op.column, n.depth);
@@ -994,7 +1006,7 @@ class Parser {
     if (!IsOp("-") && !IsOp("+")) return ParsePrimary();
     DepthGuard guard(&parse_depth_);
     const Token& op = Next();
-    if (guard.exceeded()) return ErrorAt(op.column, "expression too deeply nested");
+    if (guard.exceeded()) return TooDeep(op.column);
     const bool minus = op.text == "-";
     // A sign directly before a number literal is part of the literal; this is also the only
     // way to write INT64_MIN.
@@ -1074,7 +1086,7 @@ class Parser {
         if (t.text == "(") {
           DepthGuard guard(&parse_depth_);
           Next();
-          if (guard.exceeded()) return ErrorAt(t.column, "expression too deeply nested");
+          if (guard.exceeded()) return TooDeep(t.column);
           SLUICE_ASSIGN_OR_RETURN(Node n, ParseOr());
           if (!IsOp(")")) {
             return ErrorAt(Peek().column,
@@ -1100,7 +1112,7 @@ class Parser {
                                                absl::StrJoin(names, ", "), ")"));
     }
     DepthGuard guard(&parse_depth_);
-    if (guard.exceeded()) return ErrorAt(name.column, "expression too deeply nested");
+    if (guard.exceeded()) return TooDeep(name.column);
     Next();  // '('
     std::vector<Node> args;
     if (!IsOp(")")) {
@@ -1261,6 +1273,13 @@ class Parser {
 absl::StatusOr<std::unique_ptr<Expr>> CompileExpr(absl::string_view text, const Schema& schema) {
   SLUICE_ASSIGN_OR_RETURN(std::vector<Token> tokens, Tokenizer(text).Run());
   return Parser(std::move(tokens), schema).Run();
+}
+
+int ExprErrorColumn(const absl::Status& status) {
+  auto payload = status.GetPayload(kColumnPayloadUrl);
+  int column = 0;
+  if (!payload.has_value() || !absl::SimpleAtoi(std::string(*payload), &column)) return 0;
+  return column;
 }
 
 void EvalInto(const Expr& expr, const Record& in, FieldType out_type, Record* out, size_t index) {

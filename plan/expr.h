@@ -16,8 +16,12 @@ namespace sluice::plan {
 //   literals     42, -7, 3.14, 'text' or "text", true, false
 //   fields       a bare identifier names a field of the input schema (`user_id`);
 //                backquotes allow any name (`my field`)
-//   arithmetic   + - * / %   (int64 op int64 -> int64; any double -> double;
-//                integer division or modulo by zero yields 0; `+` also concatenates strings)
+//   arithmetic   + - * / %   (int64 op int64 -> int64; any double -> double; `+` also
+//                concatenates strings). Integer arithmetic never fails and never traps:
+//                + - * wrap around (two's complement); / truncates toward zero and % takes
+//                the sign of the dividend (-7 / 2 == -3, -7 % 2 == -1); x / 0 and x % 0
+//                yield 0; INT64_MIN / -1 wraps to INT64_MIN and INT64_MIN % -1 is 0. Double
+//                arithmetic is IEEE 754 (1.0 / 0 is inf, 0.0 / 0 is nan).
 //   comparison   == != < <= > >=  (numbers with numbers, strings with strings, bools with bools)
 //   boolean      and or not  (also && || !), short-circuit
 //   grouping     ( ... )
@@ -54,7 +58,12 @@ class Expr {
 
 // Parses and type-checks `text` against `schema`. Errors are kInvalidArgument with the
 // 1-based column and the reason, e.g. "column 7: unknown field 'pirce' (fields: id, price)".
+// Nesting (parentheses, function calls, unary operators) deeper than 256 levels is refused:
+// "column 257: expression nested deeper than 256 levels".
 absl::StatusOr<std::unique_ptr<Expr>> CompileExpr(absl::string_view text, const Schema& schema);
+
+// The 1-based column an error of CompileExpr points at (carried in a status payload), or 0.
+int ExprErrorColumn(const absl::Status& status);
 
 // Evaluates `expr` into value `index` of `out`, converting to `out_type` when `expr`'s type
 // is numeric and differs (int64 <-> double <-> timestamp).

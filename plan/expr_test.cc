@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
+#include <cmath>
 #include <limits>
 #include <new>
 #include <random>
@@ -127,6 +128,22 @@ TEST_F(ExprTest, IntegerEdgeCasesWrapInsteadOfCrashing) {
                        StartsWith("column 1: integer out of range")));
   EXPECT_THAT(Error("1e999"), StatusIs(absl::StatusCode::kInvalidArgument,
                                        StartsWith("column 1: number out of range")));
+}
+
+// The rule README.md and expr.h document: integer arithmetic never fails and never traps.
+TEST_F(ExprTest, DivisionFollowsTheDocumentedRule) {
+  constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+  EXPECT_EQ(Int("-7 / 2"), -3);  // truncates toward zero
+  EXPECT_EQ(Int("-7 % 2"), -1);  // the sign of the dividend
+  EXPECT_EQ(Int("7 % -2"), 1);
+  EXPECT_EQ(Int("7 / 0"), 0);
+  EXPECT_EQ(Int("7 % 0"), 0);
+  EXPECT_EQ(Int("id / 0"), 0);
+  EXPECT_EQ(Int("-9223372036854775808 / -1"), kMin);
+  EXPECT_EQ(Int("-9223372036854775808 % -1"), 0);
+  EXPECT_EQ(Int("9223372036854775807 * 2"), -2);  // wraps
+  EXPECT_EQ(Double("1.0 / 0"), std::numeric_limits<double>::infinity());
+  EXPECT_TRUE(std::isnan(Double("0.0 / 0")));
 }
 
 TEST_F(ExprTest, ResultTypes) {
@@ -394,21 +411,41 @@ TEST_F(ExprTest, SyntaxErrors) {
 }
 
 TEST_F(ExprTest, DeepNestingIsAnErrorNotACrash) {
-  EXPECT_EQ(Int(std::string(50, '(') + "1" + std::string(50, ')')), 1);
+  EXPECT_EQ(Int(std::string(256, '(') + "1" + std::string(256, ')')), 1);
+  EXPECT_THAT(Error(std::string(257, '(') + "1" + std::string(257, ')')),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "column 257: expression nested deeper than 256 levels"));
   EXPECT_THAT(Error(std::string(100000, '(') + "1" + std::string(100000, ')')),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("too deeply nested")));
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "column 257: expression nested deeper than 256 levels"));
   EXPECT_THAT(Error(std::string(100000, '-') + "1"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("too deeply nested")));
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "column 257: expression nested deeper than 256 levels"));
   EXPECT_THAT(Error(std::string(100000, '!') + "true"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("too deeply nested")));
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "column 257: expression nested deeper than 256 levels"));
+  std::string nots;
+  for (int i = 0; i < 100000; ++i) nots += "not ";
+  EXPECT_THAT(Error(nots + "true"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "column 1025: expression nested deeper than 256 levels"));
   std::string sum = "1";
   for (int i = 0; i < 100000; ++i) sum += "+1";
-  EXPECT_THAT(Error(sum),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("too deeply nested")));
+  EXPECT_THAT(Error(sum), StatusIs(absl::StatusCode::kInvalidArgument,
+                                   "column 1: expression has more than 1000 levels of operators "
+                                   "(split it up)"));
   std::string calls;
   for (int i = 0; i < 100000; ++i) calls += "abs(";
   EXPECT_THAT(Error(calls),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("too deeply nested")));
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "column 1025: expression nested deeper than 256 levels"));
+}
+
+TEST_F(ExprTest, ErrorsCarryTheirColumn) {
+  auto bad = CompileExpr("id + pirce", schema_);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(ExprErrorColumn(bad.status()), 6);
+  EXPECT_EQ(ExprErrorColumn(absl::InvalidArgumentError("no column")), 0);
 }
 
 TEST_F(ExprTest, DeepButLegalTreesEvaluate) {

@@ -9,7 +9,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/error_text.h"
 #include "common/key_groups.h"
 #include "common/status.h"
 #include "plan/expr.h"
@@ -72,9 +74,11 @@ class ErrorContext {
     YAML::Mark m = node.Mark();
     return AtPos(m.line + 1, m.column + 1, reason);
   }
+  // The message is capped (CapText): a reason may quote the job's text.
   absl::Status AtPos(int line, int column, absl::string_view reason) const {
-    if (line <= 0) return absl::InvalidArgumentError(absl::StrCat(source_, ": ", reason));
-    return absl::InvalidArgumentError(absl::StrCat(source_, ":", line, ":", column, ": ", reason));
+    if (line <= 0) return absl::InvalidArgumentError(CapText(absl::StrCat(source_, ": ", reason)));
+    return absl::InvalidArgumentError(
+        CapText(absl::StrCat(source_, ":", line, ":", column, ": ", reason)));
   }
 
  private:
@@ -127,12 +131,19 @@ absl::StatusOr<double> GetDouble(const ErrorContext& ec, const YAML::Node& paren
   return v;
 }
 
+// Most bytes of an expression quoted in an error: longer ones are shown as an excerpt around
+// the error's column.
+constexpr size_t kMaxQuotedExprBytes = 60;
+
 // Compiles `text` against `schema`, re-positioning expression errors at the YAML node.
 absl::StatusOr<std::unique_ptr<Expr>> CompileAt(const ErrorContext& ec, const YAML::Node& node,
                                                 const std::string& text, const Schema& schema) {
   auto e = CompileExpr(text, schema);
   if (!e.ok()) {
-    return ec.At(node, absl::StrCat("in expression \"", text, "\": ", e.status().message()));
+    const int column = ExprErrorColumn(e.status());
+    const size_t pos = column > 0 ? static_cast<size_t>(column - 1) : 0;
+    return ec.At(node, absl::StrCat("in expression \"", Excerpt(text, pos, kMaxQuotedExprBytes),
+                                    "\": ", e.status().message()));
   }
   return e;
 }
@@ -659,6 +670,10 @@ absl::Status ParseCheckpointAndRestart(const ErrorContext& ec, const YAML::Node&
   if (YAML::Node c = root["checkpoint"]) {
     SLUICE_RETURN_IF_ERROR(
         CheckKeys(ec, c, "checkpoint", {"interval", "timeout", "min_pause", "retain", "tolerable_failures"}));
+    if (!c["interval"]) {
+      return ec.At(c, "checkpoint needs an 'interval' (at least 10ms; leave out the checkpoint "
+                      "section to take no checkpoints)");
+    }
     SLUICE_ASSIGN_OR_RETURN(job->checkpoint.interval_ms, GetDuration(ec, c, "interval", 0));
     SLUICE_ASSIGN_OR_RETURN(job->checkpoint.timeout_ms, GetDuration(ec, c, "timeout", 60000));
     SLUICE_ASSIGN_OR_RETURN(job->checkpoint.min_pause_ms, GetDuration(ec, c, "min_pause", 0));
@@ -666,8 +681,11 @@ absl::Status ParseCheckpointAndRestart(const ErrorContext& ec, const YAML::Node&
     job->checkpoint.retain = static_cast<int>(retain);
     SLUICE_ASSIGN_OR_RETURN(int64_t tolerable, GetInt(ec, c, "tolerable_failures", 0, 0, 1000000));
     job->checkpoint.tolerable_failures = static_cast<int>(tolerable);
-    if (job->checkpoint.interval_ms > 0 && job->checkpoint.interval_ms < 10) {
-      return ec.At(c["interval"], "checkpoint interval must be at least 10ms");
+    if (job->checkpoint.interval_ms < kMinCheckpointIntervalMs) {
+      return ec.At(c["interval"],
+                   absl::StrCat("checkpoint interval must be at least ", kMinCheckpointIntervalMs,
+                                "ms, got ", job->checkpoint.interval_ms,
+                                "ms (leave out the checkpoint section to take no checkpoints)"));
     }
     if (job->checkpoint.timeout_ms <= 0) return ec.At(c["timeout"], "checkpoint timeout must be positive");
   }
@@ -700,7 +718,62 @@ absl::Status ParseCheckpointAndRestart(const ErrorContext& ec, const YAML::Node&
   return absl::OkStatus();
 }
 
+// Length of the well-formed UTF-8 sequence that starts at text[i] (Unicode's table 3-7: no
+// overlong forms, no surrogates, nothing above U+10FFFF), or 0 if there is none.
+size_t Utf8SequenceLength(absl::string_view text, size_t i) {
+  const auto byte = [&](size_t k) { return static_cast<unsigned char>(text[k]); };
+  const unsigned char c = byte(i);
+  if (c < 0x80) return 1;
+  size_t n = 0;
+  unsigned char lo = 0x80, hi = 0xBF;  // range of the second byte
+  if (c >= 0xC2 && c <= 0xDF) {
+    n = 2;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    n = 3;
+    if (c == 0xE0) lo = 0xA0;
+    if (c == 0xED) hi = 0x9F;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    n = 4;
+    if (c == 0xF0) lo = 0x90;
+    if (c == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
+  }
+  if (i + n > text.size() || byte(i + 1) < lo || byte(i + 1) > hi) return 0;
+  for (size_t k = 2; k < n; ++k) {
+    if ((byte(i + k) & 0xC0) != 0x80) return 0;
+  }
+  return n;
+}
+
 }  // namespace
+
+absl::Status CheckJobText(absl::string_view text, absl::string_view source_name) {
+  ErrorContext ec(source_name);
+  if (text.size() > kMaxJobFileBytes) {
+    return ec.AtPos(0, 0, absl::StrCat("job file exceeds the limit of 1 MiB (", kMaxJobFileBytes,
+                                       " bytes)"));
+  }
+  int line = 1;
+  int column = 1;
+  for (size_t i = 0; i < text.size();) {
+    if (text[i] == '\0') return ec.AtPos(line, column, "NUL byte: a job file must be text");
+    const size_t n = Utf8SequenceLength(text, i);
+    if (n == 0) {
+      return ec.AtPos(line, column,
+                      absl::StrFormat("invalid UTF-8 (byte 0x%02x): a job file must be UTF-8 text",
+                                      static_cast<unsigned char>(text[i])));
+    }
+    if (text[i] == '\n') {
+      ++line;
+      column = 1;
+    } else {
+      ++column;
+    }
+    i += n;
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<int64_t> ParseDurationMs(absl::string_view text) {
   std::string t(absl::StripAsciiWhitespace(text));
@@ -722,6 +795,7 @@ absl::StatusOr<int64_t> ParseDurationMs(absl::string_view text) {
 
 absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view yaml_text, absl::string_view source_name,
                                      int parallelism_override) {
+  SLUICE_RETURN_IF_ERROR(CheckJobText(yaml_text, source_name));
   ErrorContext ec(source_name);
   YAML::Node root;
   try {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -74,8 +75,10 @@ struct OperatorSpec {
   }
 };
 
-// `checkpoint: {interval: 1s, timeout: 60s, min_pause: 0s, retain: 3, tolerable_failures: 0}`;
-// interval 0 = off.
+// `checkpoint: {interval: 1s, timeout: 60s, min_pause: 0s, retain: 3, tolerable_failures: 0}`.
+// A job without a `checkpoint` section takes no checkpoints (interval_ms 0); a section needs an
+// interval of at least kMinCheckpointIntervalMs.
+inline constexpr int64_t kMinCheckpointIntervalMs = 10;  // Flink's minimum too
 struct CheckpointConfig {
   int64_t interval_ms = 0;
   int64_t timeout_ms = 60000;
@@ -124,12 +127,24 @@ struct JobSpec {
   std::vector<std::string> warnings;
 };
 
-// Parses and validates a job. `parallelism_override` > 0 replaces the job's default
-// parallelism. Errors are kInvalidArgument, formatted "<source_name>:<line>:<column>: <reason>"
-// (for example "job.yaml:12:11: unknown operator type 'fitler' (known: ...)").
 // Parses a duration: "250ms", "1s", "2m", "1h", or a bare number of milliseconds.
 absl::StatusOr<int64_t> ParseDurationMs(absl::string_view text);
 
+// Largest job file accepted (the text submitted, after ${NAME} expansion): 1 MiB.
+inline constexpr size_t kMaxJobFileBytes = 1 << 20;
+
+// Refuses what cannot be a job file, before any parsing: more than kMaxJobFileBytes ("<source>:
+// job file exceeds the limit of 1 MiB (1048576 bytes)"), bytes that are not UTF-8
+// ("<source>:<line>:<column>: invalid UTF-8 (byte 0xff): a job file must be UTF-8 text") and NUL
+// bytes ("<source>:<line>:<column>: NUL byte: a job file must be text"). Columns count
+// characters, 1-based. Errors are kInvalidArgument. ParseJobSpec calls it; the CLI calls it
+// before sending a file.
+absl::Status CheckJobText(absl::string_view text, absl::string_view source_name);
+
+// Parses and validates a job (CheckJobText first). `parallelism_override` > 0 replaces the
+// job's default parallelism. Errors are kInvalidArgument, formatted
+// "<source_name>:<line>:<column>: <reason>" (for example "job.yaml:12:11: unknown operator
+// type 'fitler' (known: ...)"), at most kMaxErrorMessageBytes long (common/error_text.h).
 absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view yaml_text, absl::string_view source_name,
                                      int parallelism_override = 0);
 

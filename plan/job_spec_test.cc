@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_replace.h"
+#include "common/error_text.h"
 #include "common/key_groups.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
@@ -1141,6 +1142,111 @@ TEST(JobSpecKafkaTest, TopicsListIsCheckedWithPositions) {
               IsJobError("job.yaml:6:17: ", "topic 'a' is listed twice"));
   EXPECT_THAT(ParseStatus(only_topics("[\"a:b\"]")),
               IsJobError("job.yaml:6:14: ", "a topic name must be a non-empty string without ':'"));
+}
+
+}  // namespace
+}  // namespace sluice::plan
+
+namespace sluice::plan {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Inputs that must not get the wrong answer (hostile sizes, bytes and values)
+
+// A job whose filter (line 3, column 34) is `where`.
+std::string FilterJob(const std::string& where) {
+  return "operators:\n  - {id: a, type: datagen, fields: [{name: k, type: int64, expr: seq}]}\n"
+         "  - {id: b, type: filter, where: \"" +
+         where + "\"}\n  - {id: c, type: blackhole}\n";
+}
+
+TEST(JobSpecInputTest, DeeplyNestedFilterGivesAShortErrorWithAnExcerpt) {
+  const std::string parens(100000, '(');
+  EXPECT_THAT(ParseStatus(FilterJob(parens + "k > 1" + std::string(100000, ')'))),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "job.yaml:3:34: in expression \"..." + std::string(60, '(') +
+                           "...\": column 257: expression nested deeper than 256 levels"));
+  std::string nots;
+  for (int i = 0; i < 100000; ++i) nots += "not ";
+  EXPECT_THAT(ParseStatus(FilterJob(nots + "k > 1")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "job.yaml:3:34: in expression \"...t not not not not not not not not not not "
+                       "not not not not no...\": column 1025: expression nested deeper than 256 "
+                       "levels"));
+}
+
+TEST(JobSpecInputTest, ShortExpressionsAreQuotedWhole) {
+  EXPECT_THAT(ParseStatus(FilterJob("kk > 1")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "job.yaml:3:34: in expression \"kk > 1\": column 1: unknown field 'kk' "
+                       "(fields: k)"));
+  // Long, with the error at the end: the excerpt ends there.
+  std::string sum = "k";
+  for (int i = 0; i < 100; ++i) sum += " + k";
+  EXPECT_THAT(ParseStatus(FilterJob(sum + " > kk")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "job.yaml:3:34: in expression \"...+ k + k + k + k + k + k + k + k + k + k + k "
+                       "+ k + k + k > kk\": column 405: unknown field 'kk' (fields: k)"));
+}
+
+TEST(JobSpecInputTest, EveryErrorMessageIsCapped) {
+  const std::string type(100000, 'x');
+  absl::Status s = ParseStatus("operators:\n  - {id: a, type: " + type + "}\n");
+  EXPECT_THAT(s, IsJobError("job.yaml:2:19: unknown operator type 'xxxxxxxx", "... (98"));
+  EXPECT_LE(s.message().size(), kMaxErrorMessageBytes + 32);
+}
+
+TEST(JobSpecInputTest, NonUtf8AndNulBytesAreRefusedWithTheirPosition) {
+  EXPECT_THAT(ParseStatus(FilterJob("k > 1 and '\xff' == 'a'")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "job.yaml:3:46: invalid UTF-8 (byte 0xff): a job file must be UTF-8 text"));
+  // Multi-byte characters count as one column each.
+  EXPECT_THAT(ParseStatus("name: \"h\xc3\xa9h\xc3\xa9\xc0\xaf\"\n"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "job.yaml:1:12: invalid UTF-8 (byte 0xc0): a job file must be UTF-8 text"));
+  EXPECT_THAT(CheckJobText("a\n\xed\xa0\x80", "f"),  // a UTF-16 surrogate
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("f:2:1: invalid UTF-8 (byte 0xed)")));
+  EXPECT_THAT(CheckJobText("\xe2\x82", "f"),  // truncated
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("f:1:1: invalid UTF-8 (byte 0xe2)")));
+  EXPECT_THAT(CheckJobText("\xf4\x90\x80\x80", "f"),  // above U+10FFFF
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("f:1:1: invalid UTF-8 (byte 0xf4)")));
+  EXPECT_OK(CheckJobText("\xef\xbb\xbfname: \"\xe2\x82\xac \xf0\x9f\x98\x80\"\n", "f"));
+
+  EXPECT_THAT(ParseStatus(FilterJob(std::string("k > 1 and '\0' == 'a'", 20))),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "job.yaml:3:46: NUL byte: a job file must be text"));
+}
+
+TEST(JobSpecInputTest, JobFilesAreAtMostOneMiB) {
+  std::string comment = "# " + std::string(kMaxJobFileBytes, 'x') + "\n";
+  std::string job = FilterJob("k > 1");
+  EXPECT_THAT(ParseStatus(comment + job),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "job.yaml: job file exceeds the limit of 1 MiB (1048576 bytes)"));
+  comment = "# " + std::string(kMaxJobFileBytes - job.size() - 3, 'x') + "\n";
+  ASSERT_EQ(comment.size() + job.size(), kMaxJobFileBytes);
+  EXPECT_OK(Parse(comment + job));
+}
+
+TEST(JobSpecInputTest, CheckpointIntervalBelowTenMillisecondsIsRefused) {
+  const std::string job = FilterJob("k > 1");
+  EXPECT_THAT(ParseStatus("checkpoint: {interval: 0ms}\n" + job),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "job.yaml:1:24: checkpoint interval must be at least 10ms, got 0ms (leave out "
+                       "the checkpoint section to take no checkpoints)"));
+  EXPECT_THAT(ParseStatus("checkpoint: {interval: 9ms}\n" + job),
+              IsJobError("job.yaml:1:24: ", "checkpoint interval must be at least 10ms, got 9ms"));
+  EXPECT_THAT(ParseStatus("checkpoint: {timeout: 1s}\n" + job),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "job.yaml:1:13: checkpoint needs an 'interval' (at least 10ms; leave out the "
+                       "checkpoint section to take no checkpoints)"));
+  auto ok = Parse("checkpoint: {interval: 10ms}\n" + job);
+  ASSERT_OK(ok);
+  EXPECT_TRUE(ok->checkpoint.enabled());
+  EXPECT_EQ(ok->checkpoint.interval_ms, 10);
+  auto off = Parse(job);
+  ASSERT_OK(off);
+  EXPECT_FALSE(off->checkpoint.enabled());
 }
 
 }  // namespace

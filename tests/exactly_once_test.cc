@@ -105,7 +105,8 @@ TEST_F(ExactlyOnceTest, SavepointRestoresWithOtherParallelism) {
   ASSERT_OK(savepoint);
   proto::JobInfo stopped = WaitForEnd(job, std::chrono::seconds(20));
   EXPECT_EQ(stopped.state(), proto::JOB_CANCELLED);
-  EXPECT_THAT(stopped.error(), HasSubstr("stopped with savepoint"));
+  EXPECT_EQ(stopped.stopped_with_savepoint(), *savepoint);
+  EXPECT_EQ(stopped.error(), "");
   ASSERT_TRUE(fs::exists(*savepoint + "/_metadata"));
 
   for (int p : {1, 3}) {

@@ -1,0 +1,31 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/strings/string_view.h"
+#include "proto/control.pb.h"
+
+namespace sluice::cli {
+
+// Text of `sluice status`, `sluice list` and `sluice run --wait`. Pure functions of the job
+// info and the current time (ms since the epoch), so they are tested without a cluster.
+
+// "12.34K/s" and the like.
+std::string FormatRate(double records_per_s);
+
+// Seconds since submission: until the end for an ended job, else until `now_ms`; "-" if the
+// job has no submission time.
+std::string FormatDuration(const proto::JobInfo& j, int64_t now_ms);
+
+// How `sluice status` labels the job's recorded failure (JobInfo.error), by the job's state:
+// "error" when it failed the job, "last failure" while the job is restarting from it, and
+// "earlier failure (recovered)" once the job runs again or finished; a cancelled job's is an
+// "earlier failure".
+absl::string_view FailureLabel(proto::JobState state);
+
+// The whole `sluice status JOB` text: state, failure, operators, restarts, checkpoints,
+// placement; lines end with '\n'.
+std::string FormatJobStatus(const proto::JobInfo& j, int64_t now_ms);
+
+}  // namespace sluice::cli

@@ -1,0 +1,70 @@
+#include "cli/job_status.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace sluice::cli {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+proto::JobInfo JobWithFailure(proto::JobState state) {
+  proto::JobInfo j;
+  j.set_job_id("job-1");
+  j.set_name("clicks");
+  j.set_state(state);
+  j.set_submit_time_ms(1000);
+  j.set_error("cannot restart: job 'clicks' needs 2 slot(s) but the cluster has 0 free (0 worker(s))");
+  return j;
+}
+
+TEST(JobStatusTest, AFailureAJobRecoveredFromIsShownAsHistory) {
+  proto::JobInfo finished = JobWithFailure(proto::JOB_FINISHED);
+  finished.set_end_time_ms(3500);
+  std::string text = FormatJobStatus(finished, /*now_ms=*/10000);
+  EXPECT_THAT(text, HasSubstr("Job job-1 (clicks): FINISHED, 2.5s\n"
+                              "  earlier failure (recovered): cannot restart: job 'clicks' needs 2 "
+                              "slot(s) but the cluster has 0 free (0 worker(s))\n"));
+  EXPECT_THAT(text, Not(HasSubstr("last failure")));
+
+  EXPECT_THAT(FormatJobStatus(JobWithFailure(proto::JOB_RUNNING), 10000),
+              HasSubstr("\n  earlier failure (recovered): cannot restart: "));
+  EXPECT_THAT(FormatJobStatus(JobWithFailure(proto::JOB_CANCELLED), 10000),
+              HasSubstr("\n  earlier failure: cannot restart: "));
+}
+
+TEST(JobStatusTest, AFailureThatIsCurrentIsShownAsSuch) {
+  EXPECT_THAT(FormatJobStatus(JobWithFailure(proto::JOB_FAILED), 10000),
+              HasSubstr("Job job-1 (clicks): FAILED, 9.0s\n  error: cannot restart: "));
+  EXPECT_THAT(FormatJobStatus(JobWithFailure(proto::JOB_RESTARTING), 10000),
+              HasSubstr("\n  last failure: cannot restart: "));
+}
+
+TEST(JobStatusTest, AStopWithSavepointIsNoFailure) {
+  proto::JobInfo j = JobWithFailure(proto::JOB_CANCELLED);
+  j.clear_error();
+  j.set_stopped_with_savepoint("/tmp/sp/savepoint-job-1-11");
+  std::string text = FormatJobStatus(j, 10000);
+  EXPECT_THAT(text, HasSubstr("\n  stopped with savepoint /tmp/sp/savepoint-job-1-11\n"));
+  EXPECT_THAT(text, Not(HasSubstr("failure")));
+}
+
+TEST(JobStatusTest, WaitingForSlotsAndTheRestoredCheckpointAreShown) {
+  proto::JobInfo j = JobWithFailure(proto::JOB_RESTARTING);
+  j.set_waiting_for_slots(4);
+  j.set_waiting_since_ms(7500);
+  j.set_restored_checkpoint_id(17);
+  std::string text = FormatJobStatus(j, 10000);
+  EXPECT_THAT(text, HasSubstr("\n  waiting for 4 slots (for 2.5s; restart.slot_wait_timeout bounds it)\n"));
+  EXPECT_THAT(text, HasSubstr("\n  this attempt restored checkpoint 17\n"));
+}
+
+TEST(JobStatusTest, NoFailureNoLine) {
+  proto::JobInfo j = JobWithFailure(proto::JOB_RUNNING);
+  j.clear_error();
+  EXPECT_THAT(FormatJobStatus(j, 10000), Not(HasSubstr("failure")));
+}
+
+}  // namespace
+}  // namespace sluice::cli
