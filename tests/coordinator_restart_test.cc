@@ -27,25 +27,11 @@ using ::testing::HasSubstr;
 
 constexpr int64_t kKeys = 1000;
 
-// The keyed count/sum job of tests/exactly_once_check.h. `count` 0 = unbounded.
-std::string CountingJob(const std::string& name, const std::string& out, int64_t count, int64_t rate,
-                        const std::string& restart = "{strategy: fixed_delay, attempts: 1000, delay: 100ms}") {
-  return absl::StrCat("name: ", name, R"(
-parallelism: 2
-checkpoint: {interval: 200ms, timeout: 20s, retain: 3}
-restart: )", restart, R"(
-operators:
-  - id: gen
-    type: datagen
-)", count > 0 ? absl::StrCat("    count: ", count, "\n") : "", "    rate: ", rate, R"(
-    fields:
-      - {name: key, type: int64, expr: "(seq * 7919) % )", kKeys, R"("}
-      - {name: value, type: int64, expr: "seq % 1000"}
-  - {id: by_key, type: key_by, key: [key]}
-  - id: totals
-    type: aggregate
-    aggregates: [{fn: count, as: n}, {fn: sum, field: value, as: total}]
-  - {id: out, type: file, path: )", out, "}\n");
+CountingJobOptions Named(const std::string& name, const std::string& restart = "") {
+  CountingJobOptions o;
+  o.name = name;
+  if (!restart.empty()) o.restart = restart;
+  return o;
 }
 
 class CoordinatorRestartTest : public ClusterTest {
@@ -121,9 +107,9 @@ TEST_F(CoordinatorRestartTest, EndedJobsStayEndedAfterCoordinatorCrash) {
   StartCluster(2, 3, 1500);
   const std::string finished_out = dir_ + "/finished", cancelled_out = dir_ + "/cancelled",
                     stopped_out = dir_ + "/stopped";
-  std::string finished = Run(WriteJobFile("finished.yaml", CountingJob("finished", finished_out, 20'000, 0)), "--wait");
-  std::string cancelled = Run(WriteJobFile("cancelled.yaml", CountingJob("cancelled", cancelled_out, 0, 20'000)));
-  std::string stopped = Run(WriteJobFile("stopped.yaml", CountingJob("stopped", stopped_out, 0, 20'000)));
+  std::string finished = Run(WriteJobFile("finished.yaml", CountingJob(finished_out, 20'000, 0, Named("finished"))), "--wait");
+  std::string cancelled = Run(WriteJobFile("cancelled.yaml", CountingJob(cancelled_out, 0, 20'000, Named("cancelled"))));
+  std::string stopped = Run(WriteJobFile("stopped.yaml", CountingJob(stopped_out, 0, 20'000, Named("stopped"))));
   ASSERT_EQ(client_->GetJob(finished)->state(), proto::JOB_FINISHED);
   ASSERT_GT(WaitForCheckpoint(cancelled), 0);
   ASSERT_GT(WaitForCheckpoint(stopped), 0);
@@ -175,8 +161,8 @@ TEST_F(CoordinatorRestartTest, CoordinatorOutageResumesFromLatestCheckpointWitho
   StartCluster(2, 2, 1500);
   constexpr int64_t kRecords = 600'000;
   const std::string out = dir_ + "/out";
-  std::string job = Submit(CountingJob("outage", out, kRecords, 100'000,
-                                       "{strategy: fixed_delay, attempts: 3, delay: 200ms}"));
+  std::string job = Submit(CountingJob(out, kRecords, 100'000,
+                                       Named("outage", "{strategy: fixed_delay, attempts: 3, delay: 200ms}")));
   ASSERT_GT(WaitForCheckpoint(job, 2), 0);
   const int64_t attempt_before = client_->GetJob(job)->attempt();
   ASSERT_OK(cluster_->KillCoordinator());
@@ -201,8 +187,8 @@ TEST_F(CoordinatorRestartTest, RestartWaitsForSlotsWithoutUsingAttempts) {
   constexpr int64_t kRecords = 400'000;
   const std::string out = dir_ + "/out";
   // Needs all 4 slots: 2 workers x 2.
-  std::string yaml = CountingJob("needs-four", out, kRecords, 50'000,
-                                 "{strategy: fixed_delay, attempts: 1, delay: 100ms}");
+  std::string yaml = CountingJob(out, kRecords, 50'000,
+                                 Named("needs-four", "{strategy: fixed_delay, attempts: 1, delay: 100ms}"));
   yaml.replace(yaml.find("parallelism: 2"), 14, "parallelism: 4");
   std::string job = Submit(yaml);
   ASSERT_GT(WaitForCheckpoint(job), 0);
@@ -225,8 +211,8 @@ TEST_F(CoordinatorRestartTest, RestartWaitsForSlotsWithoutUsingAttempts) {
 
   // Now nobody comes back.
   const std::string out2 = dir_ + "/out2";
-  std::string yaml2 = CountingJob("gives-up", out2, 0, 10'000,
-                                  "{strategy: fixed_delay, attempts: 5, delay: 100ms, slot_wait_timeout: 1s}");
+  std::string yaml2 = CountingJob(out2, 0, 10'000,
+                                  Named("gives-up", "{strategy: fixed_delay, attempts: 5, delay: 100ms, slot_wait_timeout: 1s}"));
   yaml2.replace(yaml2.find("parallelism: 2"), 14, "parallelism: 4");
   std::string job2 = Submit(yaml2);
   ASSERT_GT(WaitForCheckpoint(job2), 0);
@@ -259,7 +245,7 @@ TEST_F(CoordinatorRestartTest, SavepointChainIntoOnePathIsExactlyOnce) {
   StartCluster(2, 3, 3000);
   constexpr int64_t kRecords = 300'000;
   const std::string out = dir_ + "/out";
-  const std::string file = WriteJobFile("job.yaml", CountingJob("chain", out, kRecords, 60'000));
+  const std::string file = WriteJobFile("job.yaml", CountingJob(out, kRecords, 60'000, Named("chain")));
   std::string first = Run(file);
   ASSERT_GT(WaitForCheckpoint(first), 0);
   std::string sp1 = StopWithSavepoint(first);

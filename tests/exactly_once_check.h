@@ -12,10 +12,38 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
 namespace sluice::testing {
+
+// The job the check is made for, with checkpoints every 200 ms: datagen (`count` records, 0 =
+// unbounded, at `rate`/s, 0 = as fast as possible) -> key_by key -> count/sum -> file sink.
+struct CountingJobOptions {
+  std::string name = "exactly-once";
+  int parallelism = 2;
+  int64_t keys = 1000;
+  std::string restart = "{strategy: fixed_delay, attempts: 1000, delay: 100ms}";
+};
+inline std::string CountingJob(const std::string& out, int64_t count, int64_t rate,
+                               const CountingJobOptions& o = {}) {
+  return absl::StrCat("name: ", o.name, "\nparallelism: ", o.parallelism, R"(
+checkpoint: {interval: 200ms, timeout: 20s, retain: 3}
+restart: )", o.restart, R"(
+operators:
+  - id: gen
+    type: datagen
+)", count > 0 ? absl::StrCat("    count: ", count, "\n") : "", "    rate: ", rate, R"(
+    fields:
+      - {name: key, type: int64, expr: "(seq * 7919) % )", o.keys, R"("}
+      - {name: value, type: int64, expr: "seq % 1000"}
+  - {id: by_key, type: key_by, key: [key]}
+  - id: totals
+    type: aggregate
+    aggregates: [{fn: count, as: n}, {fn: sum, field: value, as: total}]
+  - {id: out, type: file, path: )", out, "}\n");
+}
 
 struct Expected {
   std::map<int64_t, int64_t> count;

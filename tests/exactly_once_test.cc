@@ -20,28 +20,6 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-constexpr int64_t kKeys = 1000;
-
-std::string CountingJob(const std::string& out, int64_t count, int64_t rate, int parallelism = 2) {
-  return absl::StrCat(R"(
-name: exactly-once
-parallelism: )", parallelism, R"(
-checkpoint: {interval: 200ms, timeout: 20s, retain: 3}
-restart: {strategy: fixed_delay, attempts: 1000, delay: 100ms}
-operators:
-  - id: gen
-    type: datagen
-    count: )", count, R"(
-    rate: )", rate, R"(
-    fields:
-      - {name: key, type: int64, expr: "(seq * 7919) % )", kKeys, R"("}
-      - {name: value, type: int64, expr: "seq % 1000"}
-  - {id: by_key, type: key_by, key: [key]}
-  - id: totals
-    type: aggregate
-    aggregates: [{fn: count, as: n}, {fn: sum, field: value, as: total}]
-  - {id: out, type: file, path: )", out, "}\n");
-}
 
 class ExactlyOnceTest : public ClusterTest {
  protected:
@@ -111,7 +89,7 @@ TEST_F(ExactlyOnceTest, SavepointRestoresWithOtherParallelism) {
 
   for (int p : {1, 3}) {
     const std::string after = absl::StrCat(dir_, "/after-", p);
-    auto r = client_->SubmitRestoring(CountingJob(after, kRecords, 0, 2), "job.yaml", p, *savepoint, false);
+    auto r = client_->SubmitRestoring(CountingJob(after, kRecords, 0), "job.yaml", p, *savepoint, false);
     ASSERT_OK(r);
     proto::JobInfo info = WaitForEnd(r->job_id(), std::chrono::seconds(60));
     ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
