@@ -95,6 +95,15 @@ absl::StatusOr<int> HttpStatusServer::Start(const std::string& host, int port) {
   server_->Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
     res.set_content("ok\n", "text/plain");
   });
+  server_->Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
+    absl::Status ready = readiness_ ? readiness_() : absl::OkStatus();
+    if (ready.ok()) {
+      res.set_content("ready\n", "text/plain");
+    } else {
+      res.status = 503;
+      res.set_content(absl::StrCat("not ready: ", ready.message(), "\n"), "text/plain");
+    }
+  });
   server_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(registry_->RenderPrometheus(), "text/plain; version=0.0.4");
   });

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -13,13 +14,18 @@ class Server;
 
 namespace sluice {
 
-// Serves /healthz ("ok") and /metrics (Prometheus text from a registry) over HTTP on its own
-// thread. Start() binds (port 0 picks a free port); Stop() shuts down and joins. Not
-// copyable; Start/Stop from one thread.
+// Serves /healthz ("ok": the process is alive), /readyz (200 "ready" when the readiness probe
+// returns OK, else 503 with its message: Kubernetes' readiness) and /metrics (Prometheus text
+// from a registry) over HTTP on its own threads. Start() binds (port 0 picks a free port);
+// Stop() shuts down and joins. Not copyable; Start/Stop from one thread. The probe is called
+// on an HTTP thread and must be thread-safe and quick.
 class HttpStatusServer {
  public:
   explicit HttpStatusServer(MetricsRegistry* registry);
   ~HttpStatusServer();
+
+  // REQUIRES: before Start(). Without a probe, /readyz answers like /healthz.
+  void SetReadinessProbe(std::function<absl::Status()> probe) { readiness_ = std::move(probe); }
 
   // Binds `host:port` and starts serving. Returns the bound port.
   absl::StatusOr<int> Start(const std::string& host, int port);
@@ -27,6 +33,7 @@ class HttpStatusServer {
 
  private:
   MetricsRegistry* registry_;
+  std::function<absl::Status()> readiness_;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
 };

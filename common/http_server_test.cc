@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <vector>
 
@@ -67,6 +68,38 @@ TEST(HttpStatusServerTest, HealthzAnswersWhileTwoHundredIdleConnectionsAreHeld) 
   ASSERT_TRUE(health) << "no answer: " << httplib::to_string(health.error());
   EXPECT_EQ(health->status, 200);
   EXPECT_EQ(health->body, "ok\n");
+  server.Stop();
+}
+
+}  // namespace
+}  // namespace sluice
+
+namespace sluice {
+namespace {
+
+TEST(HttpStatusServerTest, ReadyzFollowsTheReadinessProbe) {
+  MetricsRegistry registry;
+  HttpStatusServer server(&registry);
+  std::atomic<bool> ready{false};
+  server.SetReadinessProbe([&ready]() -> absl::Status {
+    if (ready.load()) return absl::OkStatus();
+    return absl::UnavailableError("not registered with coordinator sluice-coordinator:6123 yet");
+  });
+  auto port = server.Start("127.0.0.1", 0);
+  ASSERT_OK(port);
+  httplib::Client client("127.0.0.1", *port);
+  auto res = client.Get("/readyz");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 503);
+  EXPECT_EQ(res->body, "not ready: not registered with coordinator sluice-coordinator:6123 yet\n");
+  res = client.Get("/healthz");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);  // alive all the same
+  ready = true;
+  res = client.Get("/readyz");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(res->body, "ready\n");
   server.Stop();
 }
 

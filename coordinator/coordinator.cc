@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/error_text.h"
+#include "common/address.h"
 #include "common/grpc_limits.h"
 #include "common/logging.h"
 #include "common/process.h"
@@ -66,6 +67,10 @@ class Coordinator::Service final : public proto::Coordinator::CallbackService {
                                       proto::HeartbeatResponse* resp) override {
     *resp = c_->Heartbeat(*req);
     return Done(ctx, absl::OkStatus());
+  }
+  grpc::ServerUnaryReactor* DeregisterWorker(grpc::CallbackServerContext* ctx,
+                                             const proto::DeregisterWorkerRequest* req, proto::Ack*) override {
+    return Done(ctx, c_->DeregisterWorker(*req));
   }
   grpc::ServerUnaryReactor* ReportTaskState(grpc::CallbackServerContext* ctx,
                                             const proto::TaskStatus* req, proto::Ack*) override {
@@ -162,7 +167,10 @@ absl::Status Coordinator::Start() {
   if (server_ == nullptr || port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.host, ":", options_.port));
   }
-  address_ = absl::StrCat(options_.host, ":", port);
+  const std::string advertised =
+      options_.advertise_address.empty() ? DefaultAdvertiseHost(options_.host) : options_.advertise_address;
+  address_ = absl::StrCat(advertised, ":", port);
+  http_.SetReadinessProbe([this] { return Ready(); });
   if (options_.http_port >= 0) {
     SLUICE_ASSIGN_OR_RETURN(http_port_, http_.Start(options_.host, options_.http_port));
   }
@@ -183,11 +191,12 @@ absl::Status Coordinator::Start() {
   {
     absl::MutexLock lock(&mu_);
     RecoverFromHaStore();
+    ready_ = true;
   }
   dispatcher_ = std::thread([this] { DispatchLoop(); });
   monitor_ = std::thread([this] { MonitorLoop(); });
-  spdlog::info("coordinator serving on {}, http on {}:{}, heartbeat timeout {} ms", address_,
-               options_.host, http_port_, options_.heartbeat_timeout_ms);
+  spdlog::info("coordinator serving on {}:{} (advertised as {}), http on {}:{}, heartbeat timeout {} ms",
+               options_.host, port, address_, options_.host, http_port_, options_.heartbeat_timeout_ms);
   return absl::OkStatus();
 }
 
@@ -283,6 +292,24 @@ proto::HeartbeatResponse Coordinator::Heartbeat(const proto::HeartbeatRequest& r
   return resp;
 }
 
+absl::Status Coordinator::DeregisterWorker(const proto::DeregisterWorkerRequest& req) {
+  absl::MutexLock lock(&mu_);
+  auto it = workers_.find(req.worker_id());
+  if (it == workers_.end() || it->second.data_address != req.data_address()) {
+    return absl::NotFoundError(absl::StrCat("unknown worker ", req.worker_id(), " at ", req.data_address()));
+  }
+  LoseWorker(req.worker_id(), absl::StrCat("left the cluster (", req.reason().empty() ? "no reason given" : req.reason(), ")"),
+             /*planned=*/true);
+  return absl::OkStatus();
+}
+
+absl::Status Coordinator::Ready() const {
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return absl::UnavailableError("shutting down");
+  if (!ready_) return absl::UnavailableError("loading the HA store");
+  return absl::OkStatus();
+}
+
 void Coordinator::ReportTaskState(const proto::TaskStatus& st) {
   absl::MutexLock lock(&mu_);
   auto jit = jobs_.find(st.task().job_id());
@@ -372,11 +399,12 @@ void Coordinator::ReleaseSlots(Job& job) {
   job.slots_held.clear();
 }
 
-void Coordinator::FailJob(Job& job, const std::string& reason) {
+void Coordinator::FailJob(Job& job, const std::string& reason, bool planned) {
   if (IsTerminal(job.state) || job.state == proto::JOB_RESTARTING) return;
   const plan::RestartConfig& rc = job.spec->restart;
   if (CheckpointingLocked(job) && job.state != proto::JOB_CANCELLING && !stopping_ &&
-      rc.strategy != plan::RestartConfig::Strategy::kNone && job.restarts < rc.attempts) {
+      rc.strategy != plan::RestartConfig::Strategy::kNone && (planned || job.restarts < rc.attempts)) {
+    if (planned) job.resuming = true;  // uses no attempt
     int64_t delay = rc.DelayFor(job.restarts + 1);
     spdlog::warn("job {} ({}) failed: {}; restarting from {} in {} ms (restart {} of {})", job.id,
                  job.spec->name, reason,
@@ -820,7 +848,7 @@ proto::ListWorkersResponse Coordinator::ListWorkers() {
   return resp;
 }
 
-void Coordinator::LoseWorker(const std::string& worker_id, const std::string& why) {
+void Coordinator::LoseWorker(const std::string& worker_id, const std::string& why, bool planned) {
   auto wit = workers_.find(worker_id);
   if (wit == workers_.end()) return;
   std::string desc = absl::StrFormat("worker %s (%s) lost: %s", worker_id, wit->second.data_address, why);
@@ -841,7 +869,7 @@ void Coordinator::LoseWorker(const std::string& worker_id, const std::string& wh
       }
     }
     job.slots_held.erase(worker_id);
-    if (affected) FailJob(job, desc);
+    if (affected) FailJob(job, desc, planned);
     // A job that already failed because its channels to this worker broke: the lost worker
     // is the root cause; say so first.
     if (job.state == proto::JOB_FAILED &&

@@ -27,7 +27,8 @@ struct CoordinatorOptions {
   std::string checkpoint_dir = "/tmp/sluice-checkpoints";  // <dir>/<job>/chk-<id>/...
   std::string savepoint_dir = "/tmp/sluice-savepoints";
   std::string ha_dir;   // durable job records; "" = none (jobs do not survive a restart)
-  std::string host = "127.0.0.1";
+  std::string host = "127.0.0.1";   // bind address (0.0.0.0: every interface)
+  std::string advertise_address;    // host workers and the CLI reach it at; "": DefaultAdvertiseHost
   int port = 0;        // 0 picks a free port
   int http_port = 0;   // 0 picks a free port, -1 disables
   int64_t heartbeat_timeout_ms = 3000;
@@ -64,6 +65,11 @@ class Coordinator {
   // The RPC handlers' logic, callable directly (tests).
   absl::StatusOr<proto::RegisterWorkerResponse> RegisterWorker(const proto::RegisterWorkerRequest& req);
   proto::HeartbeatResponse Heartbeat(const proto::HeartbeatRequest& req);
+  // A worker leaving on purpose: it is lost now (its jobs restart from their latest checkpoint
+  // on the remaining slots, or wait for a replacement) and the restart uses no attempt.
+  absl::Status DeregisterWorker(const proto::DeregisterWorkerRequest& req);
+  // /readyz: OK once the HA store is loaded and jobs are accepted.
+  absl::Status Ready() const;
   void ReportTaskState(const proto::TaskStatus& status);
   absl::StatusOr<proto::SubmitJobResponse> SubmitJob(const proto::SubmitJobRequest& req);
   proto::ListJobsResponse ListJobs();
@@ -170,11 +176,14 @@ class Coordinator {
   void MonitorLoop();
   void DeployJob(const std::string& job_id);
   void HandleTaskState(Job& job, const proto::TaskStatus& st) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void FailJob(Job& job, const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `planned`: not the job's failure (a worker left on purpose): the restart uses no attempt.
+  void FailJob(Job& job, const std::string& reason, bool planned = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CancelTasksOnWorkers(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeCompleteJob(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseSlots(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void LoseWorker(const std::string& worker_id, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `planned`: the worker left on purpose; restarting its jobs uses no attempt.
+  void LoseWorker(const std::string& worker_id, const std::string& why, bool planned = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Places the job's subtasks on free slots (slot sharing, spread over workers).
   absl::Status ScheduleLocked(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void TriggerCheckpointLocked(Job& job, bool final, std::unique_ptr<PendingCheckpoint> p)
@@ -220,6 +229,7 @@ class Coordinator {
   // Guarded by mu_.
   mutable absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool ready_ ABSL_GUARDED_BY(mu_) = false;
   int64_t next_worker_ ABSL_GUARDED_BY(mu_) = 1;
   std::map<std::string, WorkerEntry> workers_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Job> jobs_ ABSL_GUARDED_BY(mu_);

@@ -1,8 +1,10 @@
 // sluice-coordinator: accepts workers and jobs, schedules and tracks them.
 
+#include <iostream>
 #include <string>
 
 #include "CLI/CLI.hpp"
+#include "common/flags.h"
 #include "common/logging.h"
 #include "common/process.h"
 #include "coordinator/coordinator.h"
@@ -12,7 +14,10 @@ int main(int argc, char** argv) {
   sluice::coordinator::CoordinatorOptions opts;
   std::string log_level = "info";
   std::string address_file;
-  app.add_option("--host", opts.host, "Address to bind and advertise")->capture_default_str();
+  app.add_option("--host", opts.host, "Address to bind (0.0.0.0: every interface)")->capture_default_str();
+  app.add_option("--advertise-address", opts.advertise_address,
+                 "Host peers reach this process at (default: --host, or for 0.0.0.0 $POD_IP, else the "
+                 "first non-loopback IPv4 address)");
   app.add_option("--port", opts.port, "gRPC port (0 = any free port)")->capture_default_str();
   app.add_option("--http-port", opts.http_port, "HTTP port for /metrics and /healthz (0 = any, -1 = off)")
       ->capture_default_str();
@@ -30,6 +35,12 @@ int main(int argc, char** argv) {
       ->capture_default_str()->check(CLI::Range(0, 1000000));
   app.add_option("--address-file", address_file, "Write the bound address here once serving");
   app.add_option("--log-level", log_level, "trace, debug, info, warn or error")->capture_default_str();
+  // Precedence: flags, then SLUICE_* environment variables, then --config FILE (YAML).
+  if (absl::Status c = sluice::ApplyConfigFile(&app, argc, argv); !c.ok()) {
+    std::cerr << "sluice-coordinator: " << c.message() << "\n";
+    return 1;
+  }
+  sluice::BindEnvironment(&app);
   CLI11_PARSE(app, argc, argv);
 
   sluice::InitLogging("coordinator", log_level);

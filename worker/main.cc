@@ -1,8 +1,11 @@
 // sluice-worker: runs tasks for a Sluice coordinator.
 
+#include <csignal>
+#include <iostream>
 #include <string>
 
 #include "CLI/CLI.hpp"
+#include "common/flags.h"
 #include "common/logging.h"
 #include "common/process.h"
 #include "worker/worker.h"
@@ -13,7 +16,10 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   std::string address_file;
   app.add_option("--coordinator", opts.coordinator, "Coordinator address host:port")->required();
-  app.add_option("--host", opts.host, "Address to bind and advertise")->capture_default_str();
+  app.add_option("--host", opts.host, "Address to bind (0.0.0.0: every interface)")->capture_default_str();
+  app.add_option("--advertise-address", opts.advertise_address,
+                 "Host peers reach this process at (default: --host, or for 0.0.0.0 $POD_IP, else the "
+                 "first non-loopback IPv4 address)");
   app.add_option("--port", opts.port, "gRPC port (0 = any free port)")->capture_default_str();
   app.add_option("--http-port", opts.http_port, "HTTP port for /metrics and /healthz (0 = any, -1 = off)")
       ->capture_default_str();
@@ -24,6 +30,12 @@ int main(int argc, char** argv) {
   app.add_option("--work-dir", opts.work_dir, "Directory for local state (default /tmp/sluice-worker-<pid>)");
   app.add_option("--address-file", address_file, "Write the bound data address here once serving");
   app.add_option("--log-level", log_level, "trace, debug, info, warn or error")->capture_default_str();
+  // Precedence: flags, then SLUICE_* environment variables, then --config FILE (YAML).
+  if (absl::Status c = sluice::ApplyConfigFile(&app, argc, argv); !c.ok()) {
+    std::cerr << "sluice-worker: " << c.message() << "\n";
+    return 1;
+  }
+  sluice::BindEnvironment(&app);
   CLI11_PARSE(app, argc, argv);
 
   sluice::InitLogging("worker" + (opts.name.empty() ? "" : ":" + opts.name), log_level);
@@ -41,7 +53,10 @@ int main(int argc, char** argv) {
     if (!w.ok()) spdlog::error("cannot write address file: {}", w);
   }
   int sig = sluice::WaitForTerminationSignal();
-  spdlog::info("received signal {}, shutting down", sig);
-  worker.Stop();
+  spdlog::info("received signal {}: leaving the cluster", sig);
+  // Tell the coordinator first, so that it restarts our jobs elsewhere at once instead of
+  // after the heartbeat timeout (a Kubernetes pod deletion, a node drain).
+  absl::Status left = worker.Leave(sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  if (!left.ok()) spdlog::warn("{}", left.message());
   return 0;
 }

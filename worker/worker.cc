@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/address.h"
 #include "common/grpc_limits.h"
 #include "common/logging.h"
 #include "common/status.h"
@@ -91,7 +92,10 @@ absl::Status Worker::Start() {
   if (server_ == nullptr || port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.host, ":", options_.port));
   }
-  data_address_ = absl::StrCat(options_.host, ":", port);
+  advertised_host_ =
+      options_.advertise_address.empty() ? DefaultAdvertiseHost(options_.host) : options_.advertise_address;
+  data_address_ = absl::StrCat(advertised_host_, ":", port);
+  http_.SetReadinessProbe([this] { return Ready(); });
   work_dir_ = options_.work_dir.empty() ? absl::StrCat("/tmp/sluice-worker-", getpid()) : options_.work_dir;
   std::error_code ec;
   std::filesystem::remove_all(work_dir_, ec);  // local state of an earlier run is never reused
@@ -117,6 +121,8 @@ absl::Status Worker::Start() {
   coordinator_args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   coordinator_args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   coordinator_args.SetMaxSendMessageSize(kMaxGrpcMessageBytes);
+  // A DNS name (a Kubernetes Service) that does not resolve yet is tried again within a second.
+  coordinator_args.SetInt(GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS, 1000);
   coordinator_ = proto::Coordinator::NewStub(
       grpc::CreateCustomChannel(options_.coordinator, grpc::InsecureChannelCredentials(), coordinator_args));
   spdlog::info("worker serving data plane on {}, http on {}:{}, {} slots; coordinator {}",
@@ -152,6 +158,49 @@ void Worker::Stop() {
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   http_.Stop();
   spdlog::info("worker stopped");
+}
+
+absl::Status Worker::Ready() const {
+  absl::MutexLock lock(&mu_);
+  if (stopping_ || leaving_) return absl::UnavailableError("leaving the cluster");
+  if (!registered_) {
+    return absl::UnavailableError(absl::StrCat("not registered with coordinator ", options_.coordinator, " yet"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Worker::Leave(const std::string& reason) {
+  std::string worker_id;
+  bool registered;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_ || leaving_) return absl::OkStatus();
+    leaving_ = true;
+    worker_id = worker_id_;
+    registered = registered_;
+  }
+  // No heartbeat may follow the deregistration: it would be told to register again.
+  if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
+  absl::Status result = absl::OkStatus();
+  if (registered && coordinator_ != nullptr) {
+    proto::DeregisterWorkerRequest req;
+    req.set_worker_id(worker_id);
+    req.set_data_address(data_address_);
+    req.set_reason(reason);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
+    proto::Ack ack;
+    grpc::Status s = coordinator_->DeregisterWorker(&ctx, req, &ack);
+    if (s.ok()) {
+      spdlog::info("left the cluster: coordinator {} restarts our jobs elsewhere", options_.coordinator);
+    } else {
+      result = absl::UnavailableError(absl::StrCat("cannot deregister from coordinator ", options_.coordinator,
+                                                   ": ", s.error_message()));
+      spdlog::warn("{}; it will notice when heartbeats stop", result.message());
+    }
+  }
+  Stop();
+  return result;
 }
 
 absl::Status Worker::Deploy(const proto::DeployTasksRequest& req) {
@@ -366,16 +415,22 @@ bool Worker::Register() {
   proto::RegisterWorkerRequest req;
   req.set_data_address(data_address_);
   req.set_slots(options_.slots);
-  req.set_http_address(http_port_ >= 0 ? absl::StrCat(options_.host, ":", http_port_) : "");
+  req.set_http_address(http_port_ >= 0 ? absl::StrCat(advertised_host_, ":", http_port_) : "");
   req.set_name(options_.name);
   proto::RegisterWorkerResponse resp;
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
   grpc::Status s = coordinator_->RegisterWorker(&ctx, req, &resp);
   if (!s.ok()) {
-    spdlog::warn("cannot register with coordinator {}: {}", options_.coordinator, s.error_message());
+    // Every 20th try after the first: a coordinator that is not up (or whose DNS name does not
+    // resolve yet) is retried twice a second without flooding the log.
+    if (register_failures_++ % 20 == 0) {
+      spdlog::warn("cannot register with coordinator {} (try {}; retrying): {}", options_.coordinator,
+                   register_failures_, s.error_message());
+    }
     return false;
   }
+  register_failures_ = 0;
   absl::MutexLock lock(&mu_);
   worker_id_ = resp.worker_id();
   // Heartbeat at least as often as the coordinator asks, so its loss timeout never fires on a
@@ -427,15 +482,17 @@ void Worker::HeartbeatLoop() {
     {
       absl::MutexLock lock(&mu_);
       auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stopping_ || !reports_.empty() || end_of_input_pending_;
+        return stopping_ || leaving_ || !reports_.empty() || end_of_input_pending_;
       };
       mu_.AwaitWithTimeout(absl::Condition(&wake), absl::Milliseconds(heartbeat_interval_ms_));
-      if (stopping_) return;
+      if (stopping_ || leaving_) return;
       end_of_input_pending_ = false;
     }
     if (!registered) {
       registered = Register();
       if (!registered) continue;
+      absl::MutexLock lock(&mu_);
+      registered_ = true;
     }
     // Deliver terminal task states first.
     std::vector<proto::TaskStatus> reports;
@@ -491,6 +548,8 @@ void Worker::HeartbeatLoop() {
         }
       }
       registered = false;
+      absl::MutexLock lock(&mu_);
+      registered_ = false;
     }
     ReapFinishedJobs();
   }

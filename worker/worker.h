@@ -23,7 +23,8 @@ namespace sluice::worker {
 
 struct WorkerOptions {
   std::string coordinator;     // host:port
-  std::string host = "127.0.0.1";
+  std::string host = "127.0.0.1";      // bind address (0.0.0.0: every interface)
+  std::string advertise_address;       // host peers reach it at; "": DefaultAdvertiseHost(host)
   int port = 0;                // gRPC (Worker service + data plane); 0 picks a free port
   int http_port = 0;           // /healthz and /metrics; 0 picks a free port, -1 disables
   int slots = 2;
@@ -48,6 +49,12 @@ class Worker {
   absl::Status Start();
   // Cancels all tasks, stops serving. Idempotent.
   void Stop();
+  // Leaves the cluster on purpose (SIGTERM): stops heartbeating, tells the coordinator (which
+  // restarts the affected jobs elsewhere from their latest checkpoints, using no restart
+  // attempt), then Stop(). Returns the deregistration's status (the worker stops either way).
+  absl::Status Leave(const std::string& reason);
+  // /readyz: OK once registered with the coordinator.
+  absl::Status Ready() const;
 
   std::string data_address() const { return data_address_; }
   int http_port() const { return http_port_; }
@@ -87,13 +94,17 @@ class Worker {
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<proto::Coordinator::Stub> coordinator_;
   std::string data_address_;
+  std::string advertised_host_;
   std::string work_dir_;
   int http_port_ = -1;
   std::thread heartbeat_thread_;
+  int64_t register_failures_ = 0;  // heartbeat thread only
   std::shared_ptr<Gauge> heartbeat_age_;
 
   mutable absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool leaving_ ABSL_GUARDED_BY(mu_) = false;     // Leave(): no more heartbeats or registrations
+  bool registered_ ABSL_GUARDED_BY(mu_) = false;
   std::string worker_id_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, JobTasks> jobs_ ABSL_GUARDED_BY(mu_);
   std::vector<JobTasks> retired_ ABSL_GUARDED_BY(mu_);  // earlier attempts, stopping
