@@ -1,0 +1,258 @@
+#include "sdk/host/plugin_loader.h"
+
+#include <dlfcn.h>
+#include <sys/stat.h>
+
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace sluice::plugin {
+namespace {
+
+std::string Version(AbiVersion v) { return absl::StrCat(v.major, ".", v.minor); }
+
+std::string Str(sluice_string s) {
+  return s.data == nullptr ? std::string() : std::string(s.data, s.size);
+}
+
+absl::Status CannotLoad(const std::string& path, absl::string_view why) {
+  return absl::FailedPreconditionError(absl::StrCat("cannot load plugin ", path, ": ", why));
+}
+
+// What every version refusal says after "built for plugin ABI X.Y, but ...".
+std::string Supported(AbiVersion host) {
+  return absl::StrCat("this Sluice build supports ABI ", Version(host), " (it loads plugins built for ABI ",
+                      host.major, ".0 to ", Version(host), ")");
+}
+
+std::string Prefix(absl::string_view where) {
+  return where.empty() ? std::string() : absl::StrCat(where, ": ");
+}
+
+class SchemaCollector {
+ public:
+  SchemaCollector() {
+    abi_.struct_size = sizeof(abi_);
+    abi_.host_data = this;
+    abi_.add_field = &AddField;
+  }
+  sluice_schema_builder* get() { return &abi_; }
+  std::vector<std::pair<std::string, sluice_field_type>> fields;
+
+ private:
+  static void AddField(sluice_schema_builder* self, const char* name, size_t size,
+                       sluice_field_type type) {
+    static_cast<SchemaCollector*>(self->host_data)
+        ->fields.emplace_back(std::string(name == nullptr ? "" : name, name == nullptr ? 0 : size), type);
+  }
+  sluice_schema_builder abi_;
+};
+
+}  // namespace
+
+const PluginOperatorType* LoadedPlugin::FindType(absl::string_view name) const {
+  for (const auto& t : types) {
+    if (t.name == name) return &t;
+  }
+  return nullptr;
+}
+
+std::string Describe(const LoadedPlugin& p) {
+  return absl::StrCat("plugin '", p.name, "' ", p.version, " (", p.path, ")");
+}
+
+PluginLoader* PluginLoader::Default() {
+  static PluginLoader* loader = new PluginLoader();
+  return loader;
+}
+
+ErrorSink::ErrorSink() {
+  abi_.struct_size = sizeof(abi_);
+  abi_.host_data = this;
+  abi_.set_message = &SetMessage;
+}
+
+void ErrorSink::SetMessage(sluice_error* self, const char* data, size_t size) {
+  auto* sink = static_cast<ErrorSink*>(self->host_data);
+  if (data == nullptr) size = 0;
+  sink->message_.assign(data == nullptr ? "" : data, size);
+}
+
+sluice_field_type ToAbi(FieldType t) { return static_cast<sluice_field_type>(t); }
+
+absl::StatusOr<FieldType> FromAbi(sluice_field_type t) {
+  static_assert(SLUICE_TYPE_INT64 == static_cast<int>(FieldType::kInt64), "type numbering");
+  static_assert(SLUICE_TYPE_DOUBLE == static_cast<int>(FieldType::kDouble), "type numbering");
+  static_assert(SLUICE_TYPE_STRING == static_cast<int>(FieldType::kString), "type numbering");
+  static_assert(SLUICE_TYPE_BOOL == static_cast<int>(FieldType::kBool), "type numbering");
+  static_assert(SLUICE_TYPE_TIMESTAMP == static_cast<int>(FieldType::kTimestamp), "type numbering");
+  if (t < SLUICE_TYPE_INT64 || t > SLUICE_TYPE_TIMESTAMP) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown field type ", t));
+  }
+  return static_cast<FieldType>(t);
+}
+
+AbiSchema::AbiSchema(const Schema& schema) {
+  fields_.reserve(schema.size());
+  for (const Field& f : schema.fields()) {
+    fields_.push_back(sluice_field{{f.name.data(), f.name.size()}, ToAbi(f.type)});
+  }
+  abi_ = sluice_schema{fields_.data(), fields_.size()};
+}
+
+absl::Status CheckDescriptor(const sluice_plugin* d, AbiVersion host, LoadedPlugin* out) {
+  const std::string& path = out->path;
+  constexpr size_t kVersionEnd = offsetof(sluice_plugin, abi_minor) + sizeof(uint32_t);
+  if (d->struct_size < kVersionEnd) {
+    return CannotLoad(path, absl::StrCat("its descriptor is ", d->struct_size,
+                                         " bytes, too small to hold an ABI version: the file is "
+                                         "damaged or was not built with the Sluice SDK"));
+  }
+  AbiVersion abi{d->abi_major, d->abi_minor};
+  if (abi.major != host.major || abi.minor > host.minor) {
+    std::string remedy =
+        abi.major != host.major
+            ? absl::StrCat("rebuild the plugin against Sluice SDK ", host.major, " (find_package(Sluice ",
+                           host.major, "))")
+            : absl::StrCat("rebuild the plugin against the Sluice SDK of this build (ABI ", Version(host),
+                           "), or upgrade Sluice to a release with ABI ", Version(abi), " or later");
+    return CannotLoad(path, absl::StrCat("it was built for plugin ABI ", Version(abi), ", but ",
+                                         Supported(host), ": ", remedy));
+  }
+  // Minor 0 of this major defined every field below: a smaller descriptor is damaged.
+  if (d->struct_size < sizeof(sluice_plugin)) {
+    return CannotLoad(path, absl::StrCat("its descriptor is ", d->struct_size, " bytes, smaller than ABI ",
+                                         host.major, ".0's ", sizeof(sluice_plugin),
+                                         ": the file is damaged or was not built with the Sluice SDK"));
+  }
+  out->abi = abi;
+  out->descriptor = d;
+  out->name = Str(d->name);
+  out->version = Str(d->version);
+  if (out->name.empty()) return CannotLoad(path, "its descriptor has no name");
+  if (d->num_operator_types > 0 && d->operator_types == nullptr) {
+    return CannotLoad(path, "its descriptor lists operator types but gives no array");
+  }
+  std::set<std::string> names;
+  for (size_t i = 0; i < d->num_operator_types; ++i) {
+    const sluice_operator_type* t = d->operator_types[i];
+    if (t == nullptr) return CannotLoad(path, absl::StrCat("operator type #", i, " is null"));
+    if (t->struct_size < sizeof(sluice_operator_type)) {
+      return CannotLoad(path, absl::StrCat("operator type #", i, " is ", t->struct_size,
+                                           " bytes, smaller than ABI ", host.major, ".0's ",
+                                           sizeof(sluice_operator_type)));
+    }
+    PluginOperatorType type;
+    type.name = Str(t->name);
+    type.description = Str(t->description);
+    type.keyed = t->keyed != 0;
+    type.num_inputs = t->num_inputs;
+    type.abi = t;
+    if (type.name.empty()) return CannotLoad(path, absl::StrCat("operator type #", i, " has no name"));
+    if (!names.insert(type.name).second) {
+      return CannotLoad(path, absl::StrCat("operator type '", type.name, "' is defined twice"));
+    }
+    if (t->create == nullptr) {
+      return CannotLoad(path, absl::StrCat("operator type '", type.name, "' has no create hook"));
+    }
+    if (type.num_inputs != 1) {
+      return CannotLoad(path, absl::StrCat("operator type '", type.name, "' has ", type.num_inputs,
+                                           " inputs; this Sluice build runs one-input plugin operators"));
+    }
+    out->types.push_back(std::move(type));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<const LoadedPlugin*> PluginLoader::Load(const std::string& path) {
+  absl::MutexLock lock(&mu_);
+  auto it = loaded_.find(path);
+  if (it != loaded_.end()) return it->second.get();
+
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat("cannot load plugin ", path, ": no such file"));
+  }
+  // Never closed: code and static data of a plugin live as long as the process.
+  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (handle == nullptr) {
+    const char* e = dlerror();
+    return CannotLoad(path, e == nullptr ? "dlopen failed" : e);
+  }
+  void* entry = dlsym(handle, SLUICE_PLUGIN_ENTRY_POINT);
+  if (entry == nullptr) {
+    for (uint32_t major = 0; major < 10; ++major) {
+      if (major == host_.major) continue;
+      std::string other = absl::StrCat("sluice_plugin_init_v", major);
+      if (dlsym(handle, other.c_str()) != nullptr) {
+        return CannotLoad(path, absl::StrCat("it exports ", other, " (plugin ABI ", major, ".x), but ",
+                                             Supported(host_), ": rebuild the plugin against Sluice SDK ",
+                                             host_.major, " (find_package(Sluice ", host_.major, "))"));
+      }
+    }
+    return CannotLoad(path, absl::StrCat("it exports no ", SLUICE_PLUGIN_ENTRY_POINT,
+                                         " (the entry point of plugin ABI ", host_.major,
+                                         "): build it with sluice_add_plugin() and define the entry point "
+                                         "with SLUICE_PLUGIN(...) from sluice/sdk.h"));
+  }
+  auto init = reinterpret_cast<sluice_plugin_init_v1_fn>(entry);
+  ErrorSink error;
+  const sluice_plugin* d = init(error.get());
+  if (d == nullptr) {
+    return CannotLoad(path, absl::StrCat(SLUICE_PLUGIN_ENTRY_POINT, " failed: ",
+                                         error.message().empty() ? "(no message)" : error.message()));
+  }
+  auto plugin = std::make_unique<LoadedPlugin>();
+  plugin->path = path;
+  absl::Status s = CheckDescriptor(d, host_, plugin.get());
+  if (!s.ok()) return s;
+  const LoadedPlugin* result = plugin.get();
+  loaded_.emplace(path, std::move(plugin));
+  return result;
+}
+
+absl::Status ValidateOptions(const LoadedPlugin& plugin, const PluginOperatorType& type,
+                             absl::string_view options_json, absl::string_view where) {
+  if (type.abi->validate == nullptr) return absl::OkStatus();
+  ErrorSink error;
+  sluice_status s = type.abi->validate(type.abi->type_data,
+                                       sluice_string{options_json.data(), options_json.size()}, error.get());
+  if (s == SLUICE_OK) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(Prefix(where), "operator type '", type.name, "' of ", Describe(plugin),
+                   " refused its options: ", error.message().empty() ? "(no message)" : error.message()));
+}
+
+absl::StatusOr<Schema> OutputSchema(const LoadedPlugin& plugin, const PluginOperatorType& type,
+                                    const Schema& input, absl::string_view options_json,
+                                    absl::string_view where) {
+  if (type.abi->output_schema == nullptr) return input;
+  AbiSchema in(input);
+  SchemaCollector out;
+  ErrorSink error;
+  auto fail = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat(Prefix(where), "operator type '", type.name, "' of ",
+                                                   Describe(plugin), ": ", why));
+  };
+  sluice_status s = type.abi->output_schema(type.abi->type_data, in.get(),
+                                            sluice_string{options_json.data(), options_json.size()},
+                                            out.get(), error.get());
+  if (s != SLUICE_OK) {
+    return fail(absl::StrCat("no output schema: ",
+                             error.message().empty() ? "(no message)" : error.message()));
+  }
+  std::vector<Field> fields;
+  std::set<std::string> names;
+  for (auto& [name, abi_type] : out.fields) {
+    auto t = FromAbi(abi_type);
+    if (!t.ok()) return fail(absl::StrCat("output field '", name, "' has ", t.status().message()));
+    if (name.empty()) return fail("an output field has no name");
+    if (!names.insert(name).second) return fail(absl::StrCat("output field '", name, "' is given twice"));
+    fields.push_back(Field{name, *t});
+  }
+  return Schema(std::move(fields));
+}
+
+}  // namespace sluice::plugin

@@ -1,0 +1,160 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/metrics.h"
+#include "common/record.h"
+#include "operators/operator.h"
+#include "plan/expr.h"
+#include "plan/job_spec.h"
+#include "sdk/host/plugin_loader.h"
+#include "sluice/plugin.h"
+#include "state/keyed_state_backend.h"
+
+namespace sluice::plugin {
+
+// Runs one instance of a plugin operator type as an engine operator (ops::Operator).
+//
+// Lifecycle: the constructor creates the plugin instance (its `create` hook); Open() passes it
+// the schemas, the key and the host callbacks (`open`); Process()/ProcessBatch() hand it
+// records as sluice_record views (no copy of strings, no allocation once the batch buffers
+// have grown); ProcessWatermark() fires due event-time timers, then calls
+// `process_watermark` (or forwards); Finish(), SnapshotState(), NotifyCheckpointComplete()
+// and Close() map to the hooks of the same names. The destructor calls `close` (if open was
+// called and Close() was not) and then `release`.
+//
+// Keyed types: the key is the spec's `key`, evaluated by the host per record when the plugin
+// enters it; state and timers live in the task's KeyedStateBackend (checkpointed, restored
+// and rescaled with no help from the plugin). Processing-time timers fire when their time
+// has come and the task next calls the operator (a batch or a watermark).
+//
+// Errors: a non-OK hook fails the task with the plugin's message and code; when the plugin
+// only passes on a failed host callback (e.g. Emit() cancelled), the host's own status is
+// returned.
+//
+// Threading: one task thread, like every operator; not thread-safe.
+class PluginOperator final : public ops::Operator {
+ public:
+  // Creates the plugin instance for `options_json` (as given to the type's validate hook).
+  // `plugin` and `type` live for the process.
+  static absl::StatusOr<std::unique_ptr<PluginOperator>> Create(const LoadedPlugin* plugin,
+                                                                const PluginOperatorType* type,
+                                                                std::string options_json);
+  ~PluginOperator() override;
+
+  absl::Status Open(const ops::OperatorContext& ctx, ops::Output* output) override;
+  // A batch of one.
+  absl::Status Process(const Record& record) override;
+  // Hands `count` records (in arrival order) to the plugin in one call.
+  absl::Status ProcessBatch(const Record* records, size_t count);
+  absl::Status ProcessWatermark(int64_t watermark_ms) override;
+  absl::Status Finish() override;
+  void Close() override;
+  bool IsKeyed() const override { return type_->keyed; }
+  absl::Status SnapshotState(int64_t checkpoint_id, std::vector<std::string>* entries) override;
+  absl::Status NotifyCheckpointComplete(int64_t checkpoint_id) override;
+
+ private:
+  struct CounterSlot;
+  PluginOperator(const LoadedPlugin* plugin, const PluginOperatorType* type, std::string options_json);
+
+  // The status of a hook that returned `code`.
+  absl::Status Result(sluice_status code, const char* hook);
+  // Remembers a failed host callback's status and returns its code.
+  sluice_status HostFail(absl::Status s);
+  sluice_status NeedKeyed(const char* what);
+  absl::Status FireProcessingTimers();
+  absl::Status FireTimers(state::TimerDomain domain, int64_t up_to);
+  absl::Status LoadTimerKey();
+  void FillValues(const Record& r, sluice_value* out) const;
+
+  // The host callbacks (static table; `host` is this operator).
+  static const sluice_host_api kApi;
+  static PluginOperator* Self(sluice_host* host) { return reinterpret_cast<PluginOperator*>(host); }
+  static sluice_status Emit(sluice_host* host);
+  static sluice_status EmitInput(sluice_host* host, const sluice_record* record);
+  static sluice_status EmitWatermarkCb(sluice_host* host, int64_t watermark_ms);
+  static int64_t CurrentWatermark(sluice_host* host);
+  static int64_t ProcessingTimeMs(sluice_host* host);
+  static sluice_status EnterKey(sluice_host* host, const sluice_record* record);
+  static sluice_status CurrentKey(sluice_host* host, const sluice_value** values, size_t* count);
+  static sluice_status RegisterState(sluice_host* host, const char* name, size_t size,
+                                     sluice_state_kind kind, int64_t ttl_ms, int32_t* id);
+  static sluice_status ValueGet(sluice_host* host, int32_t id, sluice_string* value, int32_t* found);
+  static sluice_status ValuePut(sluice_host* host, int32_t id, const char* data, size_t size);
+  static sluice_status ValueClear(sluice_host* host, int32_t id);
+  static sluice_status ListAppend(sluice_host* host, int32_t id, const char* data, size_t size);
+  static sluice_status ListGet(sluice_host* host, int32_t id, const sluice_string** items, size_t* count);
+  static sluice_status ListClear(sluice_host* host, int32_t id);
+  static sluice_status MapGet(sluice_host* host, int32_t id, const char* key, size_t key_size,
+                              sluice_string* value, int32_t* found);
+  static sluice_status MapPut(sluice_host* host, int32_t id, const char* key, size_t key_size,
+                              const char* value, size_t value_size);
+  static sluice_status MapRemove(sluice_host* host, int32_t id, const char* key, size_t key_size);
+  static sluice_status MapEntries(sluice_host* host, int32_t id, const sluice_string** entries,
+                                  size_t* count);
+  static sluice_status RegisterTimer(sluice_host* host, sluice_timer_domain domain, int64_t ts);
+  static sluice_status DeleteTimer(sluice_host* host, sluice_timer_domain domain, int64_t ts);
+  static sluice_status RegisterCounter(sluice_host* host, const char* name, size_t size,
+                                       sluice_counter** counter);
+  static void CounterAdd(sluice_host* host, sluice_counter* counter, uint64_t n);
+  static void Log(sluice_host* host, sluice_log_level level, const char* message, size_t size);
+
+  // Constant after construction.
+  const LoadedPlugin* const plugin_;
+  const PluginOperatorType* const type_;
+  const std::string options_json_;
+  sluice_operator op_{};
+
+  // Set at open.
+  bool opened_ = false;
+  bool closed_ = false;
+  bool in_open_ = false;
+  Schema input_schema_;
+  Schema output_schema_;
+  Schema key_schema_;
+  std::unique_ptr<AbiSchema> abi_input_;
+  std::unique_ptr<AbiSchema> abi_output_;
+  std::unique_ptr<AbiSchema> abi_key_;
+  bool same_schema_ = false;
+  std::vector<FieldType> input_types_;
+  std::vector<FieldType> output_types_;
+  std::vector<std::unique_ptr<plan::Expr>> key_exprs_;
+  state::KeyedStateBackend* backend_ = nullptr;
+  state::StateId timer_key_state_ = -1;
+  std::vector<std::string> restored_copy_;
+  std::vector<sluice_string> restored_views_;
+  sluice_open_info info_{};
+  std::vector<std::unique_ptr<CounterSlot>> counters_;
+
+  // Per call (reused buffers: no allocation once grown).
+  std::vector<sluice_value> output_values_;
+  Record out_record_;
+  std::vector<sluice_value> input_values_;
+  std::vector<sluice_record> batch_;
+  size_t batch_count_ = 0;  // records of the process call under way (0 outside one)
+  Record key_record_;
+  std::vector<sluice_value> key_values_;
+  std::string key_bytes_;
+  std::string value_buf_;
+  std::vector<std::string> list_buf_;
+  std::vector<std::pair<std::string, std::string>> map_buf_;
+  std::vector<sluice_string> views_buf_;
+  int64_t watermark_ = INT64_MIN;
+  bool has_processing_timers_ = false;
+  ErrorSink error_;
+  absl::Status host_error_;
+};
+
+// Creates the operator for `spec` (a plugin operator type): its options are spec.config
+// without the engine's keys, as JSON (OptionsJson).
+absl::StatusOr<std::unique_ptr<ops::Operator>> CreatePluginOperator(const LoadedPlugin& plugin,
+                                                                   const PluginOperatorType& type,
+                                                                   const plan::OperatorSpec& spec);
+
+}  // namespace sluice::plugin

@@ -1,0 +1,43 @@
+/* A minimal plugin in plain C whose ABI version and entry point are set by the build
+ * (TEST_ABI_MAJOR, TEST_ABI_MINOR, TEST_ENTRY), for the loader's version checks. Without
+ * TEST_ENTRY it exports no entry point at all. */
+#include <stddef.h>
+
+#include "sluice/plugin.h"
+
+static sluice_status Create(void* type_data, sluice_string options, sluice_operator* op,
+                            sluice_error* error) {
+  (void)type_data;
+  (void)options;
+  (void)op;
+  static const char kMsg[] = "this test plugin creates nothing";
+  error->set_message(error, kMsg, sizeof(kMsg) - 1);
+  return SLUICE_ERR_FAILED_PRECONDITION;
+}
+
+static const sluice_operator_type kType = {
+    sizeof(sluice_operator_type),
+    {"noop", 4},
+    {"", 0},
+    1,
+    0,
+    NULL,
+    NULL,
+    NULL,
+    &Create,
+};
+static const sluice_operator_type* const kTypes[] = {&kType};
+
+static const sluice_plugin kPlugin = {
+    sizeof(sluice_plugin), TEST_ABI_MAJOR, TEST_ABI_MINOR, {"abi-test", 8}, {"1.0.0", 5}, kTypes, 1,
+};
+
+#ifdef TEST_ENTRY
+SLUICE_PLUGIN_EXPORT const sluice_plugin* TEST_ENTRY(sluice_error* error) {
+  (void)error;
+  return &kPlugin;
+}
+#else
+/* Keeps the descriptor referenced. */
+SLUICE_PLUGIN_EXPORT const sluice_plugin* not_an_entry_point(void) { return &kPlugin; }
+#endif

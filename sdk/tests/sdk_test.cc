@@ -1,0 +1,538 @@
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/clock.h"
+#include "common/key_groups.h"
+#include "common/record.h"
+#include "common/record_codec.h"
+#include "common/status.h"
+#include "common/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "operators/key_hasher.h"
+#include "operators/operator.h"
+#include "plan/job_spec.h"
+#include "sdk/host/options_json.h"
+#include "sdk/host/plugin_loader.h"
+#include "sdk/host/plugin_operator.h"
+#include "sluice/plugin.h"
+#include "sluice/sdk.h"
+#include "sluice/testing.h"
+#include "state/keyed_state_backend.h"
+#include "yaml-cpp/yaml.h"
+
+// The entry point of the test operators compiled into this binary (test_operators.cc).
+extern "C" const sluice_plugin* sluice_plugin_init_v1(sluice_error* error);
+
+namespace sluice::plugin {
+namespace {
+
+using ::sluice::testing::StatusIs;
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+using Harness = ::sluice::sdk::testing::Harness;
+using HarnessOptions = ::sluice::sdk::testing::HarnessOptions;
+using SdkType = ::sluice::sdk::FieldType;
+using SdkCode = ::sluice::sdk::StatusCode;
+
+std::string PluginPath(const std::string& name) {
+  return absl::StrCat(SLUICE_TEST_PLUGIN_DIR, "/lib", name, ".so");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading and ABI versions
+
+TEST(PluginLoaderTest, MissingFileIsNotFound) {
+  PluginLoader loader;
+  EXPECT_THAT(loader.Load("/nonexistent/libnothing.so"),
+              StatusIs(absl::StatusCode::kNotFound, "cannot load plugin /nonexistent/libnothing.so: no such file"));
+}
+
+TEST(PluginLoaderTest, NotASharedLibraryIsRefused) {
+  std::string path = absl::StrCat(::testing::TempDir(), "/sluice-sdk-not-a-plugin-", getpid(), ".so");
+  FILE* f = fopen(path.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  fputs("hello", f);
+  fclose(f);
+  PluginLoader loader;
+  EXPECT_THAT(loader.Load(path), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                          ::testing::StartsWith(absl::StrCat("cannot load plugin ", path, ": "))));
+}
+
+TEST(PluginLoaderTest, MissingEntryPointIsNamed) {
+  PluginLoader loader;
+  std::string path = PluginPath("test_plugin_abi_no_entry");
+  EXPECT_THAT(loader.Load(path),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       absl::StrCat("cannot load plugin ", path,
+                                    ": it exports no sluice_plugin_init_v1 (the entry point of plugin ABI 1): "
+                                    "build it with sluice_add_plugin() and define the entry point with "
+                                    "SLUICE_PLUGIN(...) from sluice/sdk.h")));
+}
+
+TEST(PluginLoaderTest, SameMajorOlderOrEqualMinorLoads) {
+  PluginLoader loader(AbiVersion{1, 2});
+  auto old_minor = loader.Load(PluginPath("test_plugin_abi_1_0"));
+  ASSERT_OK(old_minor);
+  EXPECT_EQ((*old_minor)->abi.major, 1u);
+  EXPECT_EQ((*old_minor)->abi.minor, 0u);
+  EXPECT_EQ((*old_minor)->name, "abi-test");
+  EXPECT_EQ((*old_minor)->version, "1.0.0");
+  ASSERT_EQ((*old_minor)->types.size(), 1u);
+  EXPECT_EQ((*old_minor)->types[0].name, "noop");
+  EXPECT_FALSE((*old_minor)->types[0].keyed);
+  auto same_minor = loader.Load(PluginPath("test_plugin_abi_1_2"));
+  ASSERT_OK(same_minor);
+  EXPECT_EQ((*same_minor)->abi.minor, 2u);
+  // Loading a path again gives the same plugin.
+  auto again = loader.Load(PluginPath("test_plugin_abi_1_0"));
+  ASSERT_OK(again);
+  EXPECT_EQ(*again, *old_minor);
+}
+
+TEST(PluginLoaderTest, NewerMinorIsRefusedWithBothVersionsAndRemedy) {
+  PluginLoader loader;  // this build's ABI, 1.0
+  std::string path = PluginPath("test_plugin_abi_1_1");
+  EXPECT_THAT(loader.Load(path),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       absl::StrCat("cannot load plugin ", path,
+                                    ": it was built for plugin ABI 1.1, but this Sluice build supports ABI 1.0 "
+                                    "(it loads plugins built for ABI 1.0 to 1.0): rebuild the plugin against the "
+                                    "Sluice SDK of this build (ABI 1.0), or upgrade Sluice to a release with ABI "
+                                    "1.1 or later")));
+}
+
+TEST(PluginLoaderTest, OtherMajorIsRefusedWithBothVersionsAndRemedy) {
+  PluginLoader loader(AbiVersion{1, 3});
+  std::string v2 = PluginPath("test_plugin_abi_2_0");
+  EXPECT_THAT(loader.Load(v2),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       absl::StrCat("cannot load plugin ", v2,
+                                    ": it exports sluice_plugin_init_v2 (plugin ABI 2.x), but this Sluice build "
+                                    "supports ABI 1.3 (it loads plugins built for ABI 1.0 to 1.3): rebuild the "
+                                    "plugin against Sluice SDK 1 (find_package(Sluice 1))")));
+  // An entry point of major 1 whose descriptor says 2 is refused the same way.
+  std::string lying = PluginPath("test_plugin_abi_v1_says_2");
+  EXPECT_THAT(loader.Load(lying),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       absl::StrCat("cannot load plugin ", lying,
+                                    ": it was built for plugin ABI 2.0, but this Sluice build supports ABI 1.3 "
+                                    "(it loads plugins built for ABI 1.0 to 1.3): rebuild the plugin against "
+                                    "Sluice SDK 1 (find_package(Sluice 1))")));
+}
+
+TEST(PluginLoaderTest, TooSmallDescriptorIsRefused) {
+  sluice_plugin d{};
+  d.struct_size = 4;
+  LoadedPlugin p;
+  p.path = "/x/liby.so";
+  EXPECT_THAT(CheckDescriptor(&d, kHostAbi, &p),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "cannot load plugin /x/liby.so: its descriptor is 4 bytes, too small to hold an ABI "
+                       "version: the file is damaged or was not built with the Sluice SDK"));
+}
+
+TEST(PluginLoaderTest, FailedCreateReturnsThePluginsMessage) {
+  PluginLoader loader;
+  auto plugin = loader.Load(PluginPath("test_plugin_abi_1_0"));
+  ASSERT_OK(plugin);
+  EXPECT_THAT(PluginOperator::Create(*plugin, &(*plugin)->types[0], "{}"),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       absl::StrCat("operator type 'noop' of plugin 'abi-test' 1.0.0 (", PluginPath("test_plugin_abi_1_0"),
+                                    ") could not create an instance: this test plugin creates nothing")));
+}
+
+class SdkPluginTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto p = PluginLoader::Default()->Load(PluginPath("sdk_test_plugin"));
+    ASSERT_OK(p);
+    plugin_ = *p;
+  }
+  const PluginOperatorType& Type(const std::string& name) {
+    const PluginOperatorType* t = plugin_->FindType(name);
+    EXPECT_NE(t, nullptr) << name;
+    return *t;
+  }
+  const LoadedPlugin* plugin_ = nullptr;
+};
+
+TEST_F(SdkPluginTest, DescribesItsTypes) {
+  EXPECT_EQ(plugin_->name, "sdk-test");
+  EXPECT_EQ(plugin_->version, "0.1.0");
+  std::vector<std::string> names;
+  for (const auto& t : plugin_->types) names.push_back(absl::StrCat(t.name, t.keyed ? " (keyed)" : ""));
+  EXPECT_THAT(names, ElementsAre("positive_filter", "keyed_count (keyed)", "distinct (keyed)", "thrower", "refuser"));
+  EXPECT_EQ(Type("positive_filter").description, "keeps records whose field is above min");
+}
+
+TEST_F(SdkPluginTest, ValidateRefusalCarriesThePluginsMessageAndPosition) {
+  std::string who = absl::StrCat("operator type 'positive_filter' of plugin 'sdk-test' 0.1.0 (",
+                                 PluginPath("sdk_test_plugin"), ") refused its options: ");
+  EXPECT_OK(ValidateOptions(*plugin_, Type("positive_filter"), R"({"field":"amount","min":3})", "job.yaml:7:5"));
+  EXPECT_THAT(ValidateOptions(*plugin_, Type("positive_filter"), R"({"field":3})", "job.yaml:7:5"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       absl::StrCat("job.yaml:7:5: ", who, "option 'field' must be a string")));
+  EXPECT_THAT(ValidateOptions(*plugin_, Type("positive_filter"), R"({"field":"a","mni":1})", "job.yaml:7:5"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       absl::StrCat("job.yaml:7:5: ", who, "unknown option 'mni' (known: field, min)")));
+  EXPECT_THAT(ValidateOptions(*plugin_, Type("positive_filter"), R"({"min":1})", ""),
+              StatusIs(absl::StatusCode::kInvalidArgument, absl::StrCat(who, "missing required option 'field'")));
+  EXPECT_THAT(ValidateOptions(*plugin_, Type("positive_filter"), R"({"field":)", ""),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       absl::StrCat(who, "options are not valid JSON: expected a value at offset 9")));
+}
+
+TEST_F(SdkPluginTest, OutputSchemaFromInputAndOptions) {
+  Schema input({{"user", FieldType::kString}, {"amount", FieldType::kInt64}});
+  auto out = OutputSchema(*plugin_, Type("keyed_count"), input, R"({"key_field":"user"})", "job.yaml:9:5");
+  ASSERT_OK(out);
+  EXPECT_EQ(out->ToString(), "(user string, count int64)");
+  EXPECT_THAT(OutputSchema(*plugin_, Type("keyed_count"), input, R"({"key_field":"nope"})", "job.yaml:9:5"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       absl::StrCat("job.yaml:9:5: operator type 'keyed_count' of plugin 'sdk-test' 0.1.0 (",
+                                    PluginPath("sdk_test_plugin"),
+                                    "): no output schema: key_field 'nope' is not an input field")));
+  // A type without an OutputSchema function keeps its input schema.
+  auto same = OutputSchema(*plugin_, Type("positive_filter"), input, R"({"field":"amount"})", "");
+  ASSERT_OK(same);
+  EXPECT_EQ(*same, input);
+}
+
+TEST(OptionsJsonTest, YamlOptionsBecomeJsonWithoutEngineKeys) {
+  YAML::Node n = YAML::Load(R"(
+id: f
+type: positive_filter
+parallelism: 2
+input: src
+key: [user]
+field: amount
+min: 10
+ratio: 0.5
+quoted: "10"
+on: true
+nothing: null
+pattern: 'a"b\c'
+list: [1, x]
+nested: {a: 1}
+)");
+  EXPECT_EQ(OptionsJson(n),
+            R"({"field":"amount","min":10,"ratio":0.5,"quoted":"10","on":true,"nothing":null,)"
+            R"("pattern":"a\"b\\c","list":[1,"x"],"nested":{"a":1}})");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The C++ layer through the fake host (sluice/testing.h)
+
+HarnessOptions FilterOptions() {
+  HarnessOptions o;
+  o.type = "positive_filter";
+  o.options_json = R"({"field":"amount","min":0})";
+  o.input = {{"user", SdkType::kString}, {"amount", SdkType::kInt64}, {"ok", SdkType::kBool}};
+  return o;
+}
+
+TEST(FakeHostTest, FilterReadsFieldsByIndexAndForwards) {
+  Harness h(&sluice_plugin_init_v1, FilterOptions());
+  ASSERT_TRUE(h.Open().ok());
+  ASSERT_TRUE(h.ProcessBatch({{"a", 5, true}, {"b", -1, false}, {"c", 0, true}, {"d", 7, false}}).ok());
+  ASSERT_TRUE(h.Process({"e", 1, true}).ok());
+  ASSERT_TRUE(h.AdvanceWatermark(100).ok());
+  EXPECT_THAT(h.output(), ElementsAre(R"({"user":"a","amount":5,"ok":true})", R"({"user":"d","amount":7,"ok":false})",
+                                      R"({"user":"e","amount":1,"ok":true})"));
+  EXPECT_THAT(h.watermarks(), ElementsAre(100));
+  EXPECT_EQ(h.CounterValue("kept"), 3u);
+}
+
+TEST(FakeHostTest, ValidateAndOpenErrorsComeBack) {
+  HarnessOptions o = FilterOptions();
+  o.options_json = R"({"field":"amount","min":"x"})";
+  Harness bad_option(&sluice_plugin_init_v1, o);
+  sdk::Status s = bad_option.Validate();
+  EXPECT_EQ(s.code(), SdkCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "option 'min' must be an integer");
+
+  o = FilterOptions();
+  o.options_json = R"({"field":"user"})";
+  Harness wrong_type(&sluice_plugin_init_v1, o);
+  s = wrong_type.Open();
+  EXPECT_EQ(s.code(), SdkCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "input field 'user' is string, not int64");
+
+  o.options_json = R"({"field":"missing"})";
+  Harness missing(&sluice_plugin_init_v1, o);
+  s = missing.Open();
+  EXPECT_EQ(s.code(), SdkCode::kNotFound);
+  EXPECT_EQ(s.message(), "input has no field 'missing'");
+}
+
+TEST(FakeHostTest, ExceptionBecomesStatusNamingTheOperator) {
+  HarnessOptions o;
+  o.type = "thrower";
+  o.operator_id = "explode";
+  o.input = {{"x", SdkType::kInt64}};
+  Harness h(&sluice_plugin_init_v1, o);
+  ASSERT_TRUE(h.Open().ok());
+  sdk::Status s = h.Process({1});
+  EXPECT_EQ(s.code(), SdkCode::kInternal);
+  EXPECT_EQ(s.message(), "operator 'explode' (type 'thrower') threw an exception in Process: boom");
+}
+
+TEST(FakeHostTest, ErrorStatusFromProcessComesBack) {
+  HarnessOptions o;
+  o.type = "refuser";
+  o.input = {{"x", SdkType::kInt64}};
+  Harness h(&sluice_plugin_init_v1, o);
+  ASSERT_TRUE(h.Open().ok());
+  sdk::Status s = h.Process({1});
+  EXPECT_EQ(s.code(), SdkCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "record refused by policy");
+}
+
+HarnessOptions CountOptions(const std::string& options_json) {
+  HarnessOptions o;
+  o.type = "keyed_count";
+  o.options_json = options_json;
+  o.input = {{"user", SdkType::kString}, {"amount", SdkType::kInt64}};
+  o.key = {"user"};
+  o.processing_time_ms = 1000;
+  return o;
+}
+
+TEST(FakeHostTest, KeyedValueStatePerKey) {
+  Harness h(&sluice_plugin_init_v1, CountOptions(R"({"key_field":"user"})"));
+  ASSERT_TRUE(h.Open().ok());
+  EXPECT_EQ(h.output_schema().size(), 2u);
+  ASSERT_TRUE(h.ProcessBatch({{"a", 1}, {"b", 1}, {"a", 1}}).ok());
+  ASSERT_TRUE(h.Process({"a", 1}).ok());
+  EXPECT_THAT(h.output(), ElementsAre(R"({"user":"a","count":1})", R"({"user":"b","count":1})",
+                                      R"({"user":"a","count":2})", R"({"user":"a","count":3})"));
+}
+
+TEST(FakeHostTest, EventTimeTimersFireInOrderWithTheirKey) {
+  Harness h(&sluice_plugin_init_v1, CountOptions(R"({"key_field":"user","timer":"event","at":500})"));
+  ASSERT_TRUE(h.Open().ok());
+  ASSERT_TRUE(h.ProcessBatch({{"b", 1}, {"a", 1}, {"b", 1}}).ok());
+  EXPECT_THAT(h.output(), IsEmpty());
+  EXPECT_THAT(h.PendingTimers(), ElementsAre(R"(event@500 {"user":"a"})", R"(event@500 {"user":"b"})"));
+  ASSERT_TRUE(h.AdvanceWatermark(499).ok());
+  EXPECT_THAT(h.output(), IsEmpty());
+  ASSERT_TRUE(h.AdvanceWatermark(500).ok());
+  EXPECT_THAT(h.output(), ElementsAre(R"({"user":"a","count":1})", R"({"user":"b","count":2})"));
+  EXPECT_THAT(h.PendingTimers(), IsEmpty());
+  EXPECT_THAT(h.watermarks(), ElementsAre(499, 500));
+}
+
+TEST(FakeHostTest, ProcessingTimeTimersFireWhenTheClockMoves) {
+  Harness h(&sluice_plugin_init_v1, CountOptions(R"({"key_field":"user","timer":"processing","at":100})"));
+  ASSERT_TRUE(h.Open().ok());
+  ASSERT_TRUE(h.Process({"a", 1}).ok());
+  EXPECT_THAT(h.PendingTimers(), ElementsAre(R"(processing@1100 {"user":"a"})"));
+  ASSERT_TRUE(h.AdvanceProcessingTime(1099).ok());
+  EXPECT_THAT(h.output(), IsEmpty());
+  ASSERT_TRUE(h.AdvanceProcessingTime(1100).ok());
+  EXPECT_THAT(h.output(), ElementsAre(R"({"user":"a","count":1})"));
+}
+
+TEST(FakeHostTest, MapAndListStateWithTtl) {
+  HarnessOptions o;
+  o.type = "distinct";
+  o.options_json = R"({"ttl_ms":50})";
+  o.input = {{"user", SdkType::kString}, {"value", SdkType::kString}};
+  o.key = {"user"};
+  o.processing_time_ms = 0;
+  Harness h(&sluice_plugin_init_v1, o);
+  ASSERT_TRUE(h.Open().ok());
+  ASSERT_TRUE(h.ProcessBatch({{"a", "x"}, {"a", "x"}, {"b", "x"}, {"a", "y"}}).ok());
+  ASSERT_TRUE(h.AdvanceProcessingTime(50).ok());  // the map entries expire, the list stays
+  ASSERT_TRUE(h.Process({"a", "x"}).ok());
+  EXPECT_THAT(h.output(), ElementsAre(R"({"user":"a","value":"x","seen":1})", R"({"user":"b","value":"x","seen":1})",
+                                      R"({"user":"a","value":"y","seen":3})", R"({"user":"a","value":"x","seen":4})"));
+}
+
+TEST(SdkOptionsTest, ParsesScalarsEscapesAndNesting) {
+  sdk::Options o;
+  ASSERT_TRUE(sdk::Options::Parse(R"( {"s":"a\"\u00e9\n","i":-12,"d":2.5e1,"b":false,"n":null,"l":[1,{"x":"]"}]} )", &o).ok());
+  std::string s;
+  int64_t i = 0;
+  double d = 0;
+  bool b = true;
+  ASSERT_TRUE(o.GetString("s", &s).ok());
+  EXPECT_EQ(s, "a\"\xc3\xa9\n");
+  ASSERT_TRUE(o.GetInt("i", &i).ok());
+  EXPECT_EQ(i, -12);
+  ASSERT_TRUE(o.GetDouble("d", &d).ok());
+  EXPECT_EQ(d, 25.0);
+  ASSERT_TRUE(o.GetBool("b", &b).ok());
+  EXPECT_FALSE(b);
+  ASSERT_TRUE(o.GetRaw("l", &s).ok());
+  EXPECT_EQ(s, R"([1,{"x":"]"}])");
+  EXPECT_EQ(o.GetInt("d", &i).message(), "option 'd' must be an integer");
+  EXPECT_EQ(sdk::Options::Parse(R"({"a":1} x)", &o).message(), "options are not valid JSON: trailing text at offset 8");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The host adapter (PluginOperator) with the real RocksDB backend
+
+class CollectingOutput final : public ops::Output {
+ public:
+  absl::Status Emit(const Record& r) override {
+    std::string s;
+    AppendRecordJson(*schema, r, &s);
+    records.push_back(s);
+    return fail_with;
+  }
+  absl::Status EmitWatermark(int64_t wm) override {
+    watermarks.push_back(wm);
+    return absl::OkStatus();
+  }
+  const Schema* schema = nullptr;
+  std::vector<std::string> records;
+  std::vector<int64_t> watermarks;
+  absl::Status fail_with;
+};
+
+class AdapterTest : public SdkPluginTest {
+ protected:
+  // Creates and opens `type` with `options_json` over `input` (keyed by `key` when keyed).
+  absl::StatusOr<std::unique_ptr<PluginOperator>> Open(const std::string& type, const std::string& options_json,
+                                                       const Schema& input, const std::string& key = "") {
+    const PluginOperatorType& t = Type(type);
+    spec_.id = "op1";
+    spec_.type = type;
+    spec_.input_schema = input;
+    SLUICE_ASSIGN_OR_RETURN(spec_.output_schema, OutputSchema(*plugin_, t, input, options_json, ""));
+    if (!key.empty()) spec_.key = {plan::KeySpec{key, key}};
+    out_.schema = &spec_.output_schema;
+    SLUICE_ASSIGN_OR_RETURN(auto op, PluginOperator::Create(plugin_, &t, options_json));
+    ops::OperatorContext ctx;
+    ctx.spec = &spec_;
+    ctx.job_id = "job-1";
+    ctx.clock = &clock_;
+    ctx.task_name = "job-1/op1#0";
+    ctx.max_parallelism = kDefaultMaxParallelism;
+    if (op->IsKeyed()) {
+      state::StateBackendOptions o;
+      o.local_dir = absl::StrCat(::testing::TempDir(), "/sluice-sdk-", getpid(), "-", counter_++);
+      o.operator_id = spec_.id;
+      o.max_parallelism = kDefaultMaxParallelism;
+      o.range = KeyGroupRangeForSubtask(kDefaultMaxParallelism, 1, 0);
+      o.clock = &clock_;
+      SLUICE_ASSIGN_OR_RETURN(backend_, state::KeyedStateBackend::Open(o));
+      ctx.keyed_state = backend_.get();
+    }
+    SLUICE_RETURN_IF_ERROR(op->Open(ctx, &out_));
+    return op;
+  }
+
+  static Record Rec(const std::string& user, int64_t amount) {
+    Record r(2);
+    r.SetString(0, user);
+    r.SetInt(1, amount);
+    return r;
+  }
+
+  Schema input_{{{"user", FieldType::kString}, {"amount", FieldType::kInt64}}};
+  plan::OperatorSpec spec_;
+  FakeClock clock_;
+  CollectingOutput out_;
+  std::unique_ptr<state::KeyedStateBackend> backend_;
+  static inline int counter_ = 0;
+};
+
+TEST_F(AdapterTest, PluginFilterOverRecords) {
+  auto op = Open("positive_filter", R"({"field":"amount","min":1})", input_);
+  ASSERT_OK(op);
+  std::vector<Record> batch = {Rec("a", 1), Rec("b", 2), Rec("c", 0), Rec("d", 9)};
+  ASSERT_OK((*op)->ProcessBatch(batch.data(), batch.size()));
+  ASSERT_OK((*op)->Process(Rec("e", 5)));
+  ASSERT_OK((*op)->Process(Rec("f", -5)));
+  ASSERT_OK((*op)->ProcessWatermark(42));
+  ASSERT_OK((*op)->Finish());
+  (*op)->Close();
+  EXPECT_THAT(out_.records, ElementsAre(R"({"user":"b","amount":2})", R"({"user":"d","amount":9})",
+                                        R"({"user":"e","amount":5})"));
+  EXPECT_THAT(out_.watermarks, ElementsAre(42));
+}
+
+TEST_F(AdapterTest, PluginKeyedCountInRocksDb) {
+  auto op = Open("keyed_count", R"({"key_field":"user"})", input_, "user");
+  ASSERT_OK(op);
+  EXPECT_TRUE((*op)->IsKeyed());
+  std::vector<Record> batch = {Rec("a", 1), Rec("b", 1), Rec("a", 1)};
+  ASSERT_OK((*op)->ProcessBatch(batch.data(), batch.size()));
+  ASSERT_OK((*op)->Process(Rec("a", 1)));
+  ASSERT_OK((*op)->Process(Rec("b", 1)));
+  EXPECT_THAT(out_.records, ElementsAre(R"({"user":"a","count":1})", R"({"user":"b","count":1})",
+                                        R"({"user":"a","count":2})", R"({"user":"a","count":3})",
+                                        R"({"user":"b","count":2})"));
+  // The counts are in the backend, under the key the engine routes by.
+  std::string key;
+  Schema key_schema({{"user", FieldType::kString}});
+  Record k(1);
+  k.SetString(0, "a");
+  EncodeRecord(key_schema, k, &key);
+  backend_->SetCurrentKey(key, KeyGroupForHash(ops::KeyHasher::HashKeyRecord(key_schema, k), kDefaultMaxParallelism));
+  state::StateId id = backend_->RegisterState("count", state::StateKind::kValue);
+  std::string value;
+  auto found = backend_->Get(id, &value);
+  ASSERT_OK(found);
+  ASSERT_TRUE(*found);
+  EXPECT_EQ(value, std::string("\x03\0\0\0\0\0\0\0", 8));
+}
+
+TEST_F(AdapterTest, PluginEventTimersFireFromRocksDbWithTheirKey) {
+  auto op = Open("keyed_count", R"({"key_field":"user","timer":"event","at":100})", input_, "user");
+  ASSERT_OK(op);
+  std::vector<Record> batch = {Rec("b", 1), Rec("a", 1), Rec("b", 1)};
+  ASSERT_OK((*op)->ProcessBatch(batch.data(), batch.size()));
+  ASSERT_OK((*op)->ProcessWatermark(99));
+  EXPECT_THAT(out_.records, IsEmpty());
+  ASSERT_OK((*op)->ProcessWatermark(100));
+  EXPECT_THAT(out_.records, ::testing::UnorderedElementsAre(R"({"user":"a","count":1})", R"({"user":"b","count":2})"));
+  EXPECT_THAT(out_.watermarks, ElementsAre(99, 100));
+}
+
+TEST_F(AdapterTest, PluginProcessingTimersFireWhenTheClockHasPassed) {
+  auto op = Open("keyed_count", R"({"key_field":"user","timer":"processing","at":10})", input_, "user");
+  ASSERT_OK(op);
+  ASSERT_OK((*op)->Process(Rec("a", 1)));
+  ASSERT_OK((*op)->Process(Rec("a", 1)));
+  EXPECT_THAT(out_.records, IsEmpty());
+  clock_.AdvanceNanos(10'000'000);
+  ASSERT_OK((*op)->Process(Rec("b", 1)));  // the next call fires a's timer first
+  EXPECT_THAT(out_.records, ElementsAre(R"({"user":"a","count":2})"));
+}
+
+TEST_F(AdapterTest, ExceptionInProcessFailsWithTheOperatorsName) {
+  auto op = Open("thrower", "{}", input_);
+  ASSERT_OK(op);
+  EXPECT_THAT((*op)->Process(Rec("a", 1)),
+              StatusIs(absl::StatusCode::kInternal, "operator 'op1' (type 'thrower') threw an exception in Process: boom"));
+}
+
+TEST_F(AdapterTest, HostErrorsReachTheTaskUnchanged) {
+  auto op = Open("positive_filter", R"({"field":"amount"})", input_);
+  ASSERT_OK(op);
+  out_.fail_with = absl::CancelledError("task cancelled");
+  EXPECT_THAT((*op)->Process(Rec("a", 1)), StatusIs(absl::StatusCode::kCancelled, "task cancelled"));
+}
+
+TEST_F(AdapterTest, KeyedTypeWithoutBackendIsRefused) {
+  const PluginOperatorType& t = Type("keyed_count");
+  auto op = PluginOperator::Create(plugin_, &t, R"({"key_field":"user"})");
+  ASSERT_OK(op);
+  spec_.input_schema = input_;
+  ops::OperatorContext ctx;
+  ctx.spec = &spec_;
+  ctx.clock = &clock_;
+  EXPECT_THAT((*op)->Open(ctx, &out_), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                                "keyed plugin operator type 'keyed_count' needs a keyed state backend"));
+}
+
+}  // namespace
+}  // namespace sluice::plugin

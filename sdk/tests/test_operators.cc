@@ -1,0 +1,188 @@
+// Operators of the in-tree test plugin (libsdk_test_plugin.so), also compiled into sdk_test
+// so the fake host (sluice/testing.h) can run them directly.
+#include <stdexcept>
+#include <string>
+
+#include "sluice/sdk.h"
+
+namespace {
+
+using sluice::sdk::Context;
+using sluice::sdk::Field;
+using sluice::sdk::FieldType;
+using sluice::sdk::Options;
+using sluice::sdk::Record;
+using sluice::sdk::Schema;
+using sluice::sdk::SchemaBuilder;
+using sluice::sdk::Status;
+using sluice::sdk::TimerDomain;
+
+// Keeps records whose int64 `field` is greater than `min` (default 0).
+class PositiveFilter : public sluice::sdk::Operator {
+ public:
+  explicit PositiveFilter(const Options& o) {
+    (void)o.GetString("field", &field_name_);
+    (void)o.GetInt("min", &min_, 0);
+  }
+  static Status Validate(const Options& o) {
+    SLUICE_SDK_RETURN_IF_ERROR(o.CheckKnownKeys({"field", "min"}));
+    std::string field;
+    SLUICE_SDK_RETURN_IF_ERROR(o.GetString("field", &field));
+    int64_t min = 0;
+    return o.GetInt("min", &min, 0);
+  }
+  Status Open(Context& ctx) override {
+    SLUICE_SDK_RETURN_IF_ERROR(ctx.InputField(field_name_, FieldType::kInt64, &field_));
+    return ctx.RegisterCounter("kept", &kept_);
+  }
+  Status Process(const Record& in, Context& ctx) override {
+    if (in.Int(field_) <= min_) return Status::Ok();
+    kept_.Add();
+    return ctx.Forward(in);
+  }
+
+ private:
+  std::string field_name_;
+  int64_t min_ = 0;
+  Field field_;
+  sluice::sdk::Counter kept_;
+};
+
+// Counts records per key. Output: the key field `key_field` and `count`. Without `timer`, emits
+// the running count per record; with `timer: event|processing` and `at`, registers a timer at
+// `at` (event time) or now + `at` (processing time) and emits the count when it fires.
+class KeyedCount : public sluice::sdk::Operator {
+ public:
+  explicit KeyedCount(const Options& o) {
+    (void)o.GetString("key_field", &key_name_);
+    (void)o.GetString("timer", &timer_, "");
+    (void)o.GetInt("at", &at_, 0);
+  }
+  static Status Validate(const Options& o) {
+    SLUICE_SDK_RETURN_IF_ERROR(o.CheckKnownKeys({"key_field", "timer", "at"}));
+    std::string s;
+    SLUICE_SDK_RETURN_IF_ERROR(o.GetString("key_field", &s));
+    SLUICE_SDK_RETURN_IF_ERROR(o.GetString("timer", &s, ""));
+    if (!s.empty() && s != "event" && s != "processing") {
+      return Status::InvalidArgument("option 'timer' must be event or processing, got '" + s + "'");
+    }
+    int64_t at = 0;
+    return o.GetInt("at", &at, 0);
+  }
+  static Status OutputSchema(const Schema& in, const Options& o, SchemaBuilder& out) {
+    std::string key;
+    SLUICE_SDK_RETURN_IF_ERROR(o.GetString("key_field", &key));
+    int32_t i = in.IndexOf(key);
+    if (i < 0) return Status::InvalidArgument("key_field '" + key + "' is not an input field");
+    out.Add(key, in.type(i));
+    out.Add("count", FieldType::kInt64);
+    return Status::Ok();
+  }
+  Status Open(Context& ctx) override {
+    SLUICE_SDK_RETURN_IF_ERROR(ctx.KeyField(key_name_, FieldType::kString, &key_));
+    SLUICE_SDK_RETURN_IF_ERROR(ctx.OutputField(key_name_, FieldType::kString, &out_key_));
+    SLUICE_SDK_RETURN_IF_ERROR(ctx.OutputField("count", FieldType::kInt64, &out_count_));
+    return ctx.RegisterValueState("count", &count_);
+  }
+  Status Process(const Record& in, Context& ctx) override {
+    int64_t n = 0;
+    bool found = false;
+    SLUICE_SDK_RETURN_IF_ERROR(count_.GetInt64(&n, &found));
+    SLUICE_SDK_RETURN_IF_ERROR(count_.PutInt64(n + 1));
+    if (timer_ == "event") return ctx.RegisterTimer(TimerDomain::kEventTime, at_);
+    if (timer_ == "processing") {
+      return ctx.RegisterTimer(TimerDomain::kProcessingTime, ctx.ProcessingTimeMs() + at_);
+    }
+    return EmitCount(n + 1, ctx);
+  }
+  Status OnTimer(TimerDomain domain, int64_t ts, Context& ctx) override {
+    int64_t n = 0;
+    bool found = false;
+    SLUICE_SDK_RETURN_IF_ERROR(count_.GetInt64(&n, &found));
+    SLUICE_SDK_RETURN_IF_ERROR(count_.Clear());
+    return EmitCount(n, ctx);
+  }
+
+ private:
+  Status EmitCount(int64_t n, Context& ctx) {
+    ctx.Out().SetString(out_key_, ctx.CurrentKey().String(key_));
+    ctx.Out().SetInt(out_count_, n);
+    return ctx.Emit();
+  }
+  std::string key_name_;
+  std::string timer_;
+  int64_t at_ = 0;
+  Field key_;
+  Field out_key_;
+  Field out_count_;
+  sluice::sdk::ValueState count_;
+};
+
+// Keyed: emits a record the first time its `value` is seen for its key (map state with an
+// optional `ttl_ms`), with `seen` = how many records the key had so far (list state).
+class Distinct : public sluice::sdk::Operator {
+ public:
+  explicit Distinct(const Options& o) { (void)o.GetInt("ttl_ms", &ttl_ms_, 0); }
+  static Status OutputSchema(const Schema& in, const Options&, SchemaBuilder& out) {
+    out.AddAll(in);
+    out.Add("seen", FieldType::kInt64);
+    return Status::Ok();
+  }
+  Status Open(Context& ctx) override {
+    SLUICE_SDK_RETURN_IF_ERROR(ctx.InputField("value", FieldType::kString, &value_));
+    SLUICE_SDK_RETURN_IF_ERROR(ctx.OutputField("seen", FieldType::kInt64, &seen_));
+    inputs_ = ctx.InputSchema().size();
+    SLUICE_SDK_RETURN_IF_ERROR(ctx.RegisterMapState("values", &values_, ttl_ms_));
+    return ctx.RegisterListState("all", &all_);
+  }
+  Status Process(const Record& in, Context& ctx) override {
+    SLUICE_SDK_RETURN_IF_ERROR(all_.Append(in.String(value_)));
+    std::string_view v;
+    bool found = false;
+    SLUICE_SDK_RETURN_IF_ERROR(values_.Get(in.String(value_), &v, &found));
+    if (found) return Status::Ok();
+    SLUICE_SDK_RETURN_IF_ERROR(values_.Put(in.String(value_), "1"));
+    std::vector<std::string_view> all;
+    SLUICE_SDK_RETURN_IF_ERROR(all_.Get(&all));
+    ctx.Out().CopyPrefix(in, inputs_);
+    ctx.Out().SetInt(seen_, static_cast<int64_t>(all.size()));
+    return ctx.Emit();
+  }
+
+ private:
+  int64_t ttl_ms_ = 0;
+  size_t inputs_ = 0;
+  Field value_;
+  Field seen_;
+  sluice::sdk::MapState values_;
+  sluice::sdk::ListState all_;
+};
+
+// Throws from Process.
+class Thrower : public sluice::sdk::Operator {
+ public:
+  Status Process(const Record&, Context&) override { throw std::runtime_error("boom"); }
+};
+
+// Returns an error status from Process.
+class Refuser : public sluice::sdk::Operator {
+ public:
+  Status Process(const Record&, Context&) override {
+    return Status::InvalidArgument("record refused by policy");
+  }
+};
+
+}  // namespace
+
+SLUICE_PLUGIN("sdk-test", "0.1.0", plugin) {
+  plugin.AddOperator<PositiveFilter>("positive_filter")
+      .Description("keeps records whose field is above min")
+      .Validate(&PositiveFilter::Validate);
+  plugin.AddOperator<KeyedCount>("keyed_count")
+      .Keyed()
+      .Validate(&KeyedCount::Validate)
+      .OutputSchema(&KeyedCount::OutputSchema);
+  plugin.AddOperator<Distinct>("distinct").Keyed().OutputSchema(&Distinct::OutputSchema);
+  plugin.AddOperator<Thrower>("thrower");
+  plugin.AddOperator<Refuser>("refuser");
+}
