@@ -246,6 +246,13 @@ int Main(int argc, char** argv) {
   cancel->add_option("job", job_id, "Job id")->required();
   cancel->add_flag("--wait", wait, "Wait until the job is cancelled");
   auto* workers = app.add_subcommand("workers", "List workers");
+  int rescale_parallelism = 0;
+  auto* rescale = app.add_subcommand(
+      "rescale", "Stop a job with a savepoint and run it again from there at another parallelism");
+  rescale->add_option("job", job_id, "Job id")->required();
+  rescale->add_option("-p,--parallelism", rescale_parallelism, "The new default parallelism")
+      ->required()->check(CLI::Range(1, 1024));
+  rescale->add_option("--dir", savepoint_dir, "Where to write the savepoint");
 
   try {
     app.parse(argc, argv);
@@ -392,6 +399,29 @@ int Main(int argc, char** argv) {
     auto path = client.Savepoint(job_id, savepoint_dir, stop_job->parsed());
     if (!path.ok()) return Fail(path.status());
     std::cout << *path << std::endl;
+    return 0;
+  }
+  if (rescale->parsed()) {
+    // Flink's recipe, in one command: stop with a savepoint, resubmit the same job file from it
+    // with the new parallelism (key groups are redistributed on restore).
+    auto job = client.GetJob(job_id);
+    if (!job.ok()) return Fail(job.status());
+    if (job->spec_yaml().empty()) {
+      return Fail(absl::FailedPreconditionError(absl::StrCat("the coordinator did not return job ", job_id,
+                                                             "'s file; stop it with a savepoint and run it again")));
+    }
+    auto path = client.Savepoint(job_id, savepoint_dir, /*stop=*/true);
+    if (!path.ok()) return Fail(path.status());
+    std::cout << "job " << job_id << " stopped with savepoint " << *path << "\n";
+    auto r = client.SubmitRestoring(job->spec_yaml(), job->spec_name(), rescale_parallelism, *path, false);
+    if (!r.ok()) {
+      std::cerr << "sluice: error: the job is stopped; its state is safe in " << *path
+                << "; run it again with: sluice run " << job->spec_name() << " --from-savepoint " << *path
+                << " -p " << rescale_parallelism << "\n";
+      return Fail(r.status());
+    }
+    for (const auto& w : r->warnings()) std::cerr << "sluice: warning: " << w << "\n";
+    std::cout << "restored as " << r->job_id() << " at parallelism " << rescale_parallelism << "\n";
     return 0;
   }
   if (workers->parsed()) {

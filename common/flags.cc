@@ -41,8 +41,8 @@ void BindEnvironment(CLI::App* app) {
 }
 
 absl::Status ApplyConfigFile(CLI::App* app, int argc, const char* const* argv) {
-  std::string unused;
-  app->add_option("--config", unused, "YAML file of defaults: long flag names to values ($SLUICE_CONFIG)");
+  // Not bound to a variable: the path is read from argv above, before parsing.
+  app->add_option("--config", "YAML file of defaults: long flag names to values ($SLUICE_CONFIG)");
   const std::string path = ConfigPath(argc, argv);
   if (path.empty()) return absl::OkStatus();
   std::ifstream in(path);

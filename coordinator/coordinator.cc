@@ -713,7 +713,11 @@ absl::StatusOr<proto::JobInfo> Coordinator::GetJob(const std::string& job_id) {
   absl::MutexLock lock(&mu_);
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("unknown job '", job_id, "'"));
-  return JobInfoLocked(it->second);
+  proto::JobInfo info = JobInfoLocked(it->second);
+  info.set_spec_yaml(it->second.request.spec_yaml());
+  info.set_spec_name(it->second.request.spec_name());
+  info.set_parallelism_override(it->second.request.parallelism());
+  return info;
 }
 
 proto::JobInfo Coordinator::JobInfoLocked(const Job& job) const {

@@ -9,6 +9,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   librocksdb-dev librdkafka-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev
   libcpp-httplib-dev libspdlog-dev libgtest-dev libgmock-dev libbenchmark-dev kcat curl
+  iproute2 iptables
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

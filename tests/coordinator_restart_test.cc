@@ -278,5 +278,29 @@ TEST_F(CoordinatorRestartTest, SavepointChainIntoOnePathIsExactlyOnce) {
   ExpectExactlyOnce(others, ExpectedFor(kRecords, kKeys));
 }
 
+// `sluice rescale`: stop with a savepoint and run the same job from it at another parallelism,
+// in one command; the output (one path for both runs) is exactly once.
+TEST_F(CoordinatorRestartTest, RescaleCommandRestoresAtTheNewParallelism) {
+  StartCluster(2, 3, 3000);
+  constexpr int64_t kRecords = 300'000;
+  const std::string out = dir_ + "/out";
+  std::string job = Run(WriteJobFile("job.yaml", CountingJob(out, kRecords, 60'000, Named("rescaled"))));
+  ASSERT_GT(WaitForCheckpoint(job), 0);
+  std::string text;
+  ASSERT_EQ(Cli(absl::StrCat("rescale ", job, " -p 3 --dir ", dir_, "/savepoints"), &text), 0) << text;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(text, m, std::regex("restored as (job-[0-9a-f]{8}) at parallelism 3"))) << text;
+  const std::string rescaled = m.str(1);
+  EXPECT_THAT(text, HasSubstr("job " + job + " stopped with savepoint " + dir_ + "/savepoints/"));
+  EXPECT_EQ(client_->GetJob(job)->state(), proto::JOB_CANCELLED);
+  proto::JobInfo info = WaitForEnd(rescaled, std::chrono::seconds(60));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  for (const auto& v : info.vertices()) EXPECT_EQ(v.parallelism(), 3) << v.name();
+  CheckExactlyOnce({out}, ExpectedFor(kRecords, kKeys));
+  // A rescale of a job that is not running says so and changes nothing.
+  EXPECT_EQ(Cli(absl::StrCat("rescale ", job, " -p 2"), &text), 1);
+  EXPECT_THAT(text, HasSubstr("is CANCELLED, not RUNNING"));
+}
+
 }  // namespace
 }  // namespace sluice::testing

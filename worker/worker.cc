@@ -68,6 +68,12 @@ class Worker::ControlService final : public proto::Worker::CallbackService {
   Worker* w_;
 };
 
+namespace {
+// Data-plane keepalive: a silent peer is declared broken after about 3 s.
+constexpr int kKeepaliveTimeMs = 2000;
+constexpr int kKeepaliveTimeoutMs = 1000;
+}  // namespace
+
 Worker::Worker(WorkerOptions options) : options_(std::move(options)), http_(&metrics_) {
   ops::RegisterBuiltinOperators(&registry_);
   connectors::RegisterConnectorOperators(&registry_);
@@ -82,6 +88,13 @@ absl::Status Worker::Start() {
         return ResolveGate(h, gate, channel);
       });
   grpc::ServerBuilder builder;
+  // Accept the data plane's keepalive pings (gRPC servers refuse pings more often than every
+  // 5 minutes by default) and ping idle clients too.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, kKeepaliveTimeMs / 2);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveTimeMs);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveTimeoutMs);
   int port = 0;
   builder.AddListeningPort(absl::StrCat(options_.host, ":", options_.port),
                            grpc::InsecureServerCredentials(), &port);
@@ -98,8 +111,12 @@ absl::Status Worker::Start() {
   http_.SetReadinessProbe([this] { return Ready(); });
   work_dir_ = options_.work_dir.empty() ? absl::StrCat("/tmp/sluice-worker-", getpid()) : options_.work_dir;
   std::error_code ec;
-  std::filesystem::remove_all(work_dir_, ec);  // local state of an earlier run is never reused
+  // Local state of an earlier run is never reused. The directory itself stays (it may be a
+  // mount point, e.g. a Kubernetes emptyDir): only what is in it is removed.
   std::filesystem::create_directories(work_dir_, ec);
+  for (const auto& entry : std::filesystem::directory_iterator(work_dir_, ec)) {
+    std::filesystem::remove_all(entry.path(), ec);
+  }
   if (ec) return absl::FailedPreconditionError(absl::StrCat("cannot create work dir ", work_dir_, ": ", ec.message()));
   if (options_.http_port >= 0) {
     SLUICE_ASSIGN_OR_RETURN(http_port_, http_.Start(options_.host, options_.http_port));
@@ -393,6 +410,16 @@ proto::DataPlane::Stub* Worker::StubFor(const std::string& address) {
   if (!stub) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
+    // A peer that vanishes without closing its connections (a host whose link went down, a
+    // network partition) is noticed within seconds, not after TCP's retransmission timeout of
+    // many minutes: the stream fails, the task fails, the job fails over.
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveTimeMs);
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveTimeoutMs);
+    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    // Connecting to an unreachable peer (SYNs dropped) gives up after 5 s instead of 20.
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 5000);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
     auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
     grpc_channels_[address] = channel;
     stub = proto::DataPlane::NewStub(channel);
