@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "common/error_text.h"
 #include "common/address.h"
 #include "common/grpc_limits.h"
@@ -39,6 +40,11 @@ grpc::ChannelArguments WorkerChannelArgs() {
   args.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
   args.SetMaxSendMessageSize(kMaxGrpcMessageBytes);
   return args;
+}
+
+// "CANCELLED", as users see states in the CLI.
+std::string StateName(proto::JobState s) {
+  return std::string(absl::StripPrefix(proto::JobState_Name(s), "JOB_"));
 }
 
 bool TaskTerminal(proto::TaskState s) {
@@ -814,7 +820,7 @@ absl::Status Coordinator::CancelJob(const std::string& job_id) {
   Job& job = it->second;
   if (IsTerminal(job.state)) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "job ", job_id, " already ended (", proto::JobState_Name(job.state), ")"));
+        "job ", job_id, " already ended (", StateName(job.state), ")"));
   }
   if (job.state == proto::JOB_CANCELLING) return absl::OkStatus();
   spdlog::info("cancelling job {} ({})", job.id, job.spec->name);
@@ -1188,7 +1194,7 @@ absl::Status Coordinator::TriggerSavepoint(const proto::SavepointRequest& req,
   if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("unknown job '", req.job_id(), "'"));
   Job& job = it->second;
   if (job.state != proto::JOB_RUNNING) {
-    return absl::FailedPreconditionError(absl::StrCat("job ", job.id, " is ", proto::JobState_Name(job.state),
+    return absl::FailedPreconditionError(absl::StrCat("job ", job.id, " is ", StateName(job.state),
                                                       ", not RUNNING"));
   }
   if (!CheckpointingLocked(job)) {

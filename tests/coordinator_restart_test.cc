@@ -292,7 +292,7 @@ TEST_F(CoordinatorRestartTest, RescaleCommandRestoresAtTheNewParallelism) {
   ASSERT_TRUE(std::regex_search(text, m, std::regex("restored as (job-[0-9a-f]{8}) at parallelism 3"))) << text;
   const std::string rescaled = m.str(1);
   EXPECT_THAT(text, HasSubstr("job " + job + " stopped with savepoint " + dir_ + "/savepoints/"));
-  EXPECT_EQ(client_->GetJob(job)->state(), proto::JOB_CANCELLED);
+  EXPECT_EQ(WaitForEnd(job, std::chrono::seconds(10)).state(), proto::JOB_CANCELLED);
   proto::JobInfo info = WaitForEnd(rescaled, std::chrono::seconds(60));
   ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
   for (const auto& v : info.vertices()) EXPECT_EQ(v.parallelism(), 3) << v.name();
