@@ -11,7 +11,8 @@
 #    ccache mounted into the build step.
 # 3. Tags localhost/sluice:<git short sha> and localhost/sluice:dev; prints the image size.
 #
-# --reuse: if localhost/sluice:<sha> exists already, only re-tag it :dev.
+# --reuse: if localhost/sluice:<sha> or :dev exists and was built from a commit whose tree
+#          differs from HEAD only in docs (*.md), deploy/k8s/ or deploy/*.sh, tag it instead.
 # Runs as root (podman rootful); installs podman, buildah, mmdebstrap and runc if missing and
 # writes /etc/containers/containers.conf (runtime runc, ulimits) if there is none. Never uses
 # podman's default bridge network (it rewrites the host's iptables): builds use the host network.
@@ -25,7 +26,7 @@ for a in "$@"; do
   case "$a" in
     --reuse) REUSE=1 ;;
     --rebuild-base) REBUILD_BASE=1 ;;
-    -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build-image.sh: unknown argument '$a'" >&2; exit 1 ;;
   esac
 done
@@ -70,11 +71,23 @@ fi
 if [[ -n "$(git status --porcelain --untracked-files=no)" ]]; then
   echo "warning: uncommitted changes are not in the image (it is built from HEAD = $SHA)" >&2
 fi
-if ((REUSE)) && podman image exists "$IMAGE:$SHA"; then
-  podman tag "$IMAGE:$SHA" "$IMAGE:dev"
-  log "reusing $IMAGE:$SHA (tagged $IMAGE:dev)"
-  podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' "$IMAGE:$SHA"
-  exit 0
+# An image built from an earlier commit has the same content when nothing that goes into it
+# changed since: documentation, manifests and these scripts do not.
+same_content() {
+  local rev
+  rev=$(podman image inspect --format '{{index .Labels "org.opencontainers.image.revision"}}' "$1" 2>/dev/null) || return 1
+  [[ -n "$rev" ]] && git cat-file -e "$rev^{commit}" 2>/dev/null &&
+    git diff --quiet "$rev" HEAD -- . ':(exclude)*.md' ':(exclude)deploy/k8s' ':(exclude)deploy/*.sh' ':(exclude).gitignore'
+}
+if ((REUSE)); then
+  for candidate in "$IMAGE:$SHA" "$IMAGE:dev"; do
+    if podman image exists "$candidate" && same_content "$candidate"; then
+      podman tag "$candidate" "$IMAGE:$SHA" "$IMAGE:dev"
+      log "reusing $candidate (built from $(podman image inspect --format '{{index .Labels "org.opencontainers.image.revision"}}' "$candidate" | cut -c1-12)), tagged $IMAGE:$SHA and :dev"
+      podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' "$IMAGE:$SHA"
+      exit 0
+    fi
+  done
 fi
 
 WORK=$(mktemp -d /tmp/sluice-image.XXXXXX)
