@@ -29,7 +29,7 @@ while (($#)); do
   case "$1" in
     --rebuild) REBUILD=1 ;;
     --keep-logs) LOG_DIR=$2; shift ;;
-    -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "test-containers.sh: unknown argument '$1'" >&2; exit 1 ;;
   esac
   shift
