@@ -37,6 +37,8 @@ done
 
 IMAGE=localhost/sluice:dev
 VOLUME=sluice-data
+# The shared volume and the volumes podman makes of the pods' emptyDirs (named as in the overlay).
+VOLUMES=(sluice-data sluice-coordinator-tmp sluice-worker-work sluice-worker-tmp)
 COORD=127.0.0.1:26123
 COORD_HTTP=28081
 WORKER_HTTP=29249
@@ -53,6 +55,13 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 command -v kubectl >/dev/null || fail "kubectl is needed (for kubectl kustomize)"
 command -v python3 >/dev/null || fail "python3 is needed (for the output check)"
 
+# kube play's infra container needs catatonit (a Recommends of podman).
+if ! command -v catatonit >/dev/null && [[ ! -x /usr/libexec/podman/catatonit ]]; then
+  log "installing catatonit"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends catatonit >/dev/null ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends catatonit >/dev/null; }
+fi
+
 # --- image -----------------------------------------------------------------------------------
 if ((REBUILD)); then
   deploy/build-image.sh
@@ -63,10 +72,10 @@ fi
 for p in "${PORTS[@]}"; do
   if ss -Hltn "sport = :$p" | grep -q .; then fail "port $p is in use on this host (the podman overlay uses ${PORTS[*]})"; fi
 done
-if podman volume exists "$VOLUME"; then
-  fail "podman volume $VOLUME exists (left by an earlier run?): podman volume rm $VOLUME"
-fi
-for pod in sluice-coordinator-pod sluice-worker-pod; do
+for v in "${VOLUMES[@]}"; do
+  if podman volume exists "$v"; then fail "podman volume $v exists (left by an earlier run?): podman volume rm $v"; fi
+done
+for pod in sluice-coordinator-pod-0 sluice-worker-pod-0; do
   if podman pod exists "$pod"; then fail "podman pod $pod exists (left by an earlier run?): podman pod rm -f $pod"; fi
 done
 
@@ -77,7 +86,7 @@ cleanup() {
   local rc=$?
   set +e
   mkdir -p "$LOG_DIR"
-  for c in sluice-coordinator-pod-coordinator sluice-worker-pod-worker; do
+  for c in sluice-coordinator-pod-0-coordinator sluice-worker-pod-0-worker; do
     podman container exists "$c" && podman logs "$c" >"$LOG_DIR/$c.log" 2>&1
   done
   if ((rc != 0)); then
@@ -87,9 +96,11 @@ cleanup() {
   if ((PLAYED)); then
     log "tearing down: podman kube down"
     podman kube down "$WORK/play.yaml" >/dev/null 2>&1
-    podman pod rm -f sluice-coordinator-pod sluice-worker-pod >/dev/null 2>&1
+    podman pod rm -f sluice-coordinator-pod-0 sluice-worker-pod-0 >/dev/null 2>&1
   fi
-  ((VOLUME_CREATED)) && podman volume rm -f "$VOLUME" >/dev/null 2>&1
+  if ((VOLUME_CREATED)); then
+    for v in "${VOLUMES[@]}"; do podman volume rm -f "$v" >/dev/null 2>&1; done
+  fi
   rm -rf "$WORK"
   if ((rc == 0)); then echo "container test passed"; else echo "container test FAILED" >&2; fi
   exit $rc
@@ -138,22 +149,23 @@ PLAYED=1
 podman kube play --network host "$WORK/play.yaml" >"$WORK/play.out"
 
 sluice() {  # the CLI inside the coordinator's container
-  podman exec sluice-coordinator-pod-coordinator sluice --coordinator "$COORD" "$@"
+  podman exec sluice-coordinator-pod-0-coordinator sluice --coordinator "$COORD" "$@"
 }
 http_status() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$1$2" || true; }
 
 wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
-  local deadline=$((SECONDS + $1)) what=$2
+  local limit=$1 what=$2 deadline=$((SECONDS + $1))
   shift 2
   until "$@" >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || fail "timed out after $((SECONDS - deadline + ${#what} * 0))s waiting for $what"
+    ((SECONDS < deadline)) || fail "timed out after ${limit}s waiting for $what"
     sleep 0.5
   done
 }
+healthy() { [[ $(http_status "$1" /healthz) == 200 ]]; }
 worker_registered() { sluice workers | grep -q 'podman-worker\|127.0.0.1:26121'; }
 
-wait_for 60 "the coordinator's /healthz" test "$(http_status $COORD_HTTP /healthz)" = 200
-wait_for 60 "the worker's /healthz" bash -c "[[ \$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 http://127.0.0.1:$WORKER_HTTP/healthz) == 200 ]]"
+wait_for 60 "the coordinator's /healthz" healthy $COORD_HTTP
+wait_for 60 "the worker's /healthz" healthy $WORKER_HTTP
 wait_for 60 "the worker to register" worker_registered
 log "coordinator /healthz $(http_status $COORD_HTTP /healthz), /readyz $(http_status $COORD_HTTP /readyz); worker /healthz $(http_status $WORKER_HTTP /healthz), /readyz $(http_status $WORKER_HTTP /readyz)"
 sluice workers
@@ -188,26 +200,26 @@ log "job $JOB submitted"
 
 job_state() { sluice status "$JOB" | sed -n '1s/^Job [^ ]* ([^)]*): \([A-Z_]*\).*/\1/p'; }
 gen_out() { sluice status "$JOB" | awk '$1 == "gen" {print $5; exit}'; }
-checkpointed() { ls "$DATA/$OUT"/part-* >/dev/null 2>&1; }  # some output committed by a checkpoint
+checkpointed() { compgen -G "$DATA/$OUT/part-*.jsonl" >/dev/null; }  # some output committed by a checkpoint
 halfway() { local n; n=$(gen_out); [[ -n "$n" && "$n" -ge $((RECORDS / 4)) ]] && checkpointed; }
 
 wait_for 120 "the job to produce a quarter of its input and commit output" halfway
 log "job at $(gen_out) records generated, output committed; killing the worker container (SIGKILL)"
-restarts_before=$(podman inspect --format '{{.RestartCount}}' sluice-worker-pod-worker)
-podman kill --signal KILL sluice-worker-pod-worker >/dev/null
+restarts_before=$(podman inspect --format '{{.RestartCount}}' sluice-worker-pod-0-worker)
+podman kill --signal KILL sluice-worker-pod-0-worker >/dev/null
 
 # Podman's restart policy (the pod's restartPolicy: Always) may bring it back; if it does not
 # within 10 s, start it as the kubelet would.
 deadline=$((SECONDS + 10))
 while ((SECONDS < deadline)); do
-  [[ $(podman inspect --format '{{.RestartCount}}' sluice-worker-pod-worker) -gt $restarts_before ]] && break
+  [[ $(podman inspect --format '{{.RestartCount}}' sluice-worker-pod-0-worker) -gt $restarts_before ]] && break
   sleep 0.5
 done
-if [[ $(podman inspect --format '{{.RestartCount}}' sluice-worker-pod-worker) -gt $restarts_before ]]; then
+if [[ $(podman inspect --format '{{.RestartCount}}' sluice-worker-pod-0-worker) -gt $restarts_before ]]; then
   log "podman restarted the worker container (restart policy)"
 else
   log "podman did not restart the killed container; podman start (as a kubelet would)"
-  podman start sluice-worker-pod-worker >/dev/null
+  podman start sluice-worker-pod-0-worker >/dev/null
 fi
 wait_for 60 "the worker to register again" worker_registered
 
