@@ -1,5 +1,6 @@
 // Validates Kubernetes objects offline against the Kubernetes OpenAPI schemas, as compiled into
-// the kubernetes-models package (Kubernetes 1.32 API; no API server needed).
+// the kubernetes-models package (5.1.0 in package-lock.json: a recent Kubernetes API, with
+// resource.k8s.io/v1; no API server needed).
 //
 //   kubectl kustomize deploy/k8s/overlays/dev | node deploy/k8s/validate/validate.mjs -
 //   node deploy/k8s/validate/validate.mjs rendered.yaml ...
