@@ -28,7 +28,7 @@ struct PluginOperatorType {
   std::string name;
   std::string description;
   bool keyed = false;
-  int num_inputs = 1;
+  int num_inputs = 1;  // 1, or 2 (plugins of ABI 1.1 and later)
   const sluice_operator_type* abi = nullptr;  // static in the plugin
 };
 
@@ -96,6 +96,12 @@ absl::Status ValidateOptions(const LoadedPlugin& plugin, const PluginOperatorTyp
 // when it refuses, or when it names a field twice or gives an unknown type.
 absl::StatusOr<Schema> OutputSchema(const LoadedPlugin& plugin, const PluginOperatorType& type,
                                     const Schema& input, absl::string_view options_json,
+                                    absl::string_view where);
+// The same for a type with several inputs (one schema per input, in input order): the type's
+// output_schema_inputs hook (ABI 1.1) when it has one, else output_schema on inputs[0], else
+// inputs[0]. kInvalidArgument also when inputs.size() is not the type's number of inputs.
+absl::StatusOr<Schema> OutputSchema(const LoadedPlugin& plugin, const PluginOperatorType& type,
+                                    const std::vector<Schema>& inputs, absl::string_view options_json,
                                     absl::string_view where);
 
 // A host-owned sluice_error that copies the message set on it.

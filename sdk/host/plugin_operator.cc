@@ -102,14 +102,17 @@ absl::StatusOr<std::unique_ptr<PluginOperator>> PluginOperator::Create(const Loa
   }
   const sluice_operator& o = op->op_;
   absl::string_view missing;
-  if (o.struct_size < sizeof(sluice_operator)) {
+  if (o.struct_size < SLUICE_OPERATOR_SIZE_1_0) {
     missing = "a complete sluice_operator (struct_size too small)";
   } else if (o.release == nullptr) {
     missing = "a release hook";
   } else if (o.open == nullptr) {
     missing = "an open hook";
-  } else if (o.process == nullptr) {
+  } else if (type->num_inputs == 1 && o.process == nullptr) {
     missing = "a process hook";
+  } else if (type->num_inputs == 2 &&
+             (!SLUICE_HAS_FIELD(&o, sluice_operator, process_input) || o.process_input == nullptr)) {
+    missing = "a process_input hook (required for two-input types)";
   }
   if (!missing.empty()) {
     if (o.struct_size >= offsetof(sluice_operator, release) + sizeof(o.release) && o.release != nullptr) {
@@ -131,6 +134,12 @@ absl::Status PluginOperator::Open(const ops::OperatorContext& ctx, ops::Output* 
   SLUICE_RETURN_IF_ERROR(ops::Operator::Open(ctx, output));
   if (ctx.spec == nullptr) return absl::FailedPreconditionError("a plugin operator needs its spec");
   const plan::OperatorSpec& spec = *ctx.spec;
+  if (type_->num_inputs != 1) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "plugin operator type '", type_->name, "' has ", type_->num_inputs,
+        " inputs; jobs run two-input plugin operators once the engine has two-input operators "
+        "(the operator registry, issue 9 section 1); until then, test them with sluice/testing.h"));
+  }
   input_schema_ = spec.input_schema;
   output_schema_ = spec.output_schema;
   same_schema_ = input_schema_ == output_schema_;
@@ -181,6 +190,8 @@ absl::Status PluginOperator::Open(const ops::OperatorContext& ctx, ops::Output* 
   info_.restored = ctx.restored ? 1 : 0;
   info_.restored_entries = restored_views_.data();
   info_.num_restored_entries = restored_views_.size();
+  info_.num_inputs = 1;
+  info_.input_schemas = abi_input_->get();
 
   opened_ = true;  // close is due from here on, even if open fails
   in_open_ = true;
