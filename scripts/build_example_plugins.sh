@@ -16,9 +16,11 @@ cmake -S examples/plugins -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -
 cmake --build "$work/build" -j 2
 (cd "$work/build" && ctest --output-on-failure)
 # Only the entry point may be exported.
-exported=$(nm -D --defined-only "$work/build/libregex_extract.so" | awk '$2 != "A" {print $3}')
-if [[ "$exported" != "sluice_plugin_init_v1" ]]; then
-  echo "libregex_extract.so exports more than its entry point: $exported" >&2
-  exit 1
-fi
+for lib in "$work"/build/lib*.so; do
+  exported=$(nm -D --defined-only "$lib" | awk '$2 != "A" {print $3}')
+  if [[ "$exported" != "sluice_plugin_init_v1" ]]; then
+    echo "$(basename "$lib") exports more than its entry point: $exported" >&2
+    exit 1
+  fi
+done
 echo "example plugins built against the installed SDK in $work/prefix"
