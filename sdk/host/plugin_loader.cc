@@ -150,6 +150,17 @@ absl::Status CheckDescriptor(const sluice_plugin* d, AbiVersion host, LoadedPlug
     type.keyed = t->keyed != 0;
     type.num_inputs = t->num_inputs;
     type.abi = t;
+    if (abi.minor >= 1 && SLUICE_HAS_FIELD(t, sluice_operator_type, num_options) && t->num_options > 0) {
+      if (t->options == nullptr) {
+        return CannotLoad(path, absl::StrCat("operator type '", type.name, "' lists options but gives no array"));
+      }
+      type.options_described = true;
+      for (size_t k = 0; k < t->num_options; ++k) {
+        const sluice_option_info& o = t->options[k];
+        type.options.push_back(PluginOptionInfo{Str(o.name), Str(o.type), o.required != 0, Str(o.default_value),
+                                                Str(o.description)});
+      }
+    }
     if (type.name.empty()) return CannotLoad(path, absl::StrCat("operator type #", i, " has no name"));
     if (!names.insert(type.name).second) {
       return CannotLoad(path, absl::StrCat("operator type '", type.name, "' is defined twice"));

@@ -23,12 +23,23 @@ struct AbiVersion {
 };
 inline constexpr AbiVersion kHostAbi{SLUICE_ABI_MAJOR, SLUICE_ABI_MINOR};
 
+// One option of a plugin operator type, as the plugin describes it (ABI 1.1 and later).
+struct PluginOptionInfo {
+  std::string name;
+  std::string type;
+  bool required = false;
+  std::string default_value;
+  std::string description;
+};
+
 // One operator type of a loaded plugin, checked at load (name, create, release present).
 struct PluginOperatorType {
   std::string name;
   std::string description;
   bool keyed = false;
   int num_inputs = 1;  // 1, or 2 (plugins of ABI 1.1 and later)
+  bool options_described = false;        // the plugin describes its options (ABI 1.1)
+  std::vector<PluginOptionInfo> options;  // in the plugin's order
   const sluice_operator_type* abi = nullptr;  // static in the plugin
 };
 

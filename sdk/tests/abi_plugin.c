@@ -30,6 +30,8 @@ static const sluice_operator_type kType = {
     NULL,
     &Create,
     NULL,
+    NULL,
+    0,
 };
 static const sluice_operator_type* const kTypes[] = {&kType};
 

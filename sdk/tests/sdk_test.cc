@@ -212,6 +212,18 @@ TEST_F(SdkPluginTest, DescribesItsTypes) {
   EXPECT_EQ(Type("positive_filter").num_inputs, 1);
   EXPECT_EQ(Type("tier_join").num_inputs, 2);
   EXPECT_EQ(Type("forward_both").num_inputs, 2);
+  // Options described through ABI 1.1.
+  const PluginOperatorType& f = Type("positive_filter");
+  EXPECT_TRUE(f.options_described);
+  ASSERT_EQ(f.options.size(), 2u);
+  EXPECT_EQ(f.options[0].name, "field");
+  EXPECT_EQ(f.options[0].type, "string");
+  EXPECT_TRUE(f.options[0].required);
+  EXPECT_EQ(f.options[0].description, "the int64 field to test");
+  EXPECT_EQ(f.options[1].name, "min");
+  EXPECT_FALSE(f.options[1].required);
+  EXPECT_EQ(f.options[1].default_value, "0");
+  EXPECT_FALSE(Type("keyed_count").options_described);
 }
 
 TEST_F(SdkPluginTest, TwoInputOutputSchemaFromBothInputs) {
@@ -239,6 +251,7 @@ TEST(Abi10PluginTest, LoadsAndRunsInTheFakeHostOfThisSdk) {
   EXPECT_EQ((*p)->abi.major, 1u);
   EXPECT_EQ((*p)->abi.minor, 0u);
   EXPECT_EQ((*p)->types.size(), 5u);  // no two-input types in 1.0
+  EXPECT_FALSE((*p)->types[0].options_described);  // 1.0 cannot describe options
   EXPECT_EQ((*p)->descriptor->operator_types[0]->struct_size, SLUICE_OPERATOR_TYPE_SIZE_1_0);
   // The 1.1 fake host drives the 1.0 plugin through its own entry point.
   void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);

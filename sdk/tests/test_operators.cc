@@ -228,9 +228,15 @@ class ForwardBoth : public sluice::sdk::TwoInputOperator {
 }  // namespace
 
 SLUICE_PLUGIN("sdk-test", "0.1.0", plugin) {
-  plugin.AddOperator<PositiveFilter>("positive_filter")
-      .Description("keeps records whose field is above min")
-      .Validate(&PositiveFilter::Validate);
+  auto filter = plugin.AddOperator<PositiveFilter>("positive_filter")
+                    .Description("keeps records whose field is above min")
+                    .Validate(&PositiveFilter::Validate);
+#if SLUICE_ABI_MINOR >= 1
+  filter.RequiredOption("field", "string", "the int64 field to test")
+      .Option("min", "int64", "0", "records pass when the field is above it");
+#else
+  (void)filter;  // SDK 1.0 cannot describe options
+#endif
   plugin.AddOperator<KeyedCount>("keyed_count")
       .Keyed()
       .Validate(&KeyedCount::Validate)

@@ -41,7 +41,9 @@ class Dedup : public sluice::sdk::Operator {
     SLUICE_SDK_RETURN_IF_ERROR(o.GetString("time_field", &s));
     int64_t within = 0;
     SLUICE_SDK_RETURN_IF_ERROR(o.GetInt("within_ms", &within));
-    if (within <= 0) return Status::InvalidArgument("option 'within_ms' must be positive, got " + std::to_string(within));
+    if (within <= 0)
+      return Status::InvalidArgument("option 'within_ms' must be positive, got " +
+                                     std::to_string(within));
     int64_t ttl = 0;
     SLUICE_SDK_RETURN_IF_ERROR(o.GetInt("ttl_ms", &ttl, 0));
     if (ttl < 0) return Status::InvalidArgument("option 'ttl_ms' must be 0 (no TTL) or positive");
@@ -53,8 +55,8 @@ class Dedup : public sluice::sdk::Operator {
     if (!ctx.InputField(time_field_, FieldType::kTimestamp, &time_).ok()) {
       Status s = ctx.InputField(time_field_, FieldType::kInt64, &time_);
       if (!s.ok()) {
-        return Status::InvalidArgument("option 'time_field': the input has no timestamp or int64 field '" +
-                                       time_field_ + "'");
+        return Status::InvalidArgument(
+            "option 'time_field': the input has no timestamp or int64 field '" + time_field_ + "'");
       }
     }
     SLUICE_SDK_RETURN_IF_ERROR(ctx.RegisterValueState("window_start", &window_start_, ttl_ms_));
@@ -72,7 +74,8 @@ class Dedup : public sluice::sdk::Operator {
       return Status::Ok();
     }
     // A new window for this key; the old one's timer (if its watermark has not come) goes.
-    if (found) SLUICE_SDK_RETURN_IF_ERROR(ctx.DeleteTimer(TimerDomain::kEventTime, start + within_ms_));
+    if (found)
+      SLUICE_SDK_RETURN_IF_ERROR(ctx.DeleteTimer(TimerDomain::kEventTime, start + within_ms_));
     SLUICE_SDK_RETURN_IF_ERROR(window_start_.PutInt64(ts));
     SLUICE_SDK_RETURN_IF_ERROR(ctx.RegisterTimer(TimerDomain::kEventTime, ts + within_ms_));
     passed_.Add();
@@ -104,6 +107,11 @@ class Dedup : public sluice::sdk::Operator {
 SLUICE_PLUGIN("dedup", "1.0.0", plugin) {
   plugin.AddOperator<Dedup>("dedup")
       .Keyed()
-      .Description("drops repeats of a key within within_ms of event time (keyed state + event-time timer)")
-      .Validate(&Dedup::Validate);
+      .Description(
+          "drops repeats of a key within within_ms of event time (keyed state + event-time timer)")
+      .Validate(&Dedup::Validate)
+      .RequiredOption("time_field", "string", "timestamp or int64 field with the event time (ms)")
+      .RequiredOption("within_ms", "int64", "repeats of a key this close in event time are dropped")
+      .Option("ttl_ms", "int64", "0",
+              "state also expires this long after it was written (processing time); 0: never");
 }

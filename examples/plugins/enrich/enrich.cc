@@ -45,14 +45,16 @@ class Enrich : public sluice::sdk::TwoInputOperator {
   }
 
   static Status Validate(const Options& o) {
-    SLUICE_SDK_RETURN_IF_ERROR(o.CheckKnownKeys({"field", "as", "on_missing", "default", "ttl_ms"}));
+    SLUICE_SDK_RETURN_IF_ERROR(
+        o.CheckKnownKeys({"field", "as", "on_missing", "default", "ttl_ms"}));
     std::string s;
     SLUICE_SDK_RETURN_IF_ERROR(o.GetString("field", &s));
     SLUICE_SDK_RETURN_IF_ERROR(o.GetString("as", &s, ""));
     SLUICE_SDK_RETURN_IF_ERROR(o.GetString("default", &s, ""));
     SLUICE_SDK_RETURN_IF_ERROR(o.GetString("on_missing", &s, "default"));
     if (s != "default" && s != "drop") {
-      return Status::InvalidArgument("option 'on_missing' must be default or drop, got '" + s + "'");
+      return Status::InvalidArgument("option 'on_missing' must be default or drop, got '" + s +
+                                     "'");
     }
     int64_t ttl = 0;
     SLUICE_SDK_RETURN_IF_ERROR(o.GetInt("ttl_ms", &ttl, 0));
@@ -60,14 +62,16 @@ class Enrich : public sluice::sdk::TwoInputOperator {
     return Status::Ok();
   }
 
-  static Status OutputSchema(const Schema& events, const Schema& reference, const Options& o, SchemaBuilder& out) {
+  static Status OutputSchema(const Schema& events, const Schema& reference, const Options& o,
+                             SchemaBuilder& out) {
     std::string field, as;
     SLUICE_SDK_RETURN_IF_ERROR(o.GetString("field", &field));
     SLUICE_SDK_RETURN_IF_ERROR(o.GetString("as", &as, field));
     int32_t i = reference.IndexOf(field);
     if (i < 0) return Status::InvalidArgument("input 1 has no field '" + field + "'");
     if (events.IndexOf(as) >= 0) {
-      return Status::InvalidArgument("input 0 already has a field '" + as + "' (choose another name with 'as')");
+      return Status::InvalidArgument("input 0 already has a field '" + as +
+                                     "' (choose another name with 'as')");
     }
     if (o.Has("default") && reference.type(i) != FieldType::kString) {
       return Status::InvalidArgument("option 'default' is for a string field; '" + field + "' is " +
@@ -105,9 +109,15 @@ class Enrich : public sluice::sdk::TwoInputOperator {
     sluice::sdk::OutputRecord& out = ctx.Out();
     out.CopyPrefix(in, width_);
     switch (type_) {
-      case FieldType::kString: out.SetString(out_, found ? stored : std::string_view(default_)); break;
-      case FieldType::kDouble: out.SetDouble(out_, found ? Decode<double>(stored) : 0.0); break;
-      default: out.SetInt(out_, found ? Decode<int64_t>(stored) : 0); break;  // int64, bool, timestamp
+      case FieldType::kString:
+        out.SetString(out_, found ? stored : std::string_view(default_));
+        break;
+      case FieldType::kDouble:
+        out.SetDouble(out_, found ? Decode<double>(stored) : 0.0);
+        break;
+      default:
+        out.SetInt(out_, found ? Decode<int64_t>(stored) : 0);
+        break;  // int64, bool, timestamp
     }
     return ctx.Emit();
   }
@@ -116,9 +126,12 @@ class Enrich : public sluice::sdk::TwoInputOperator {
   // Keeps input 1's value of `field` as the key's latest (strings as bytes, numbers as 8 bytes).
   Status Store(const Record& in) {
     switch (type_) {
-      case FieldType::kString: return latest_.Put(in.String(field_));
-      case FieldType::kDouble: return latest_.Put(Encode(in.Double(field_)));
-      default: return latest_.Put(Encode(in.Int(field_)));
+      case FieldType::kString:
+        return latest_.Put(in.String(field_));
+      case FieldType::kDouble:
+        return latest_.Put(Encode(in.Double(field_)));
+      default:
+        return latest_.Put(Encode(in.Int(field_)));
     }
   }
   template <typename T>
@@ -155,5 +168,14 @@ SLUICE_PLUGIN("enrich", "1.0.0", plugin) {
       .Keyed()
       .Description("appends the latest value per key from input 1 to the events of input 0")
       .Validate(&Enrich::Validate)
-      .OutputSchema(&Enrich::OutputSchema);
+      .OutputSchema(&Enrich::OutputSchema)
+      .RequiredOption("field", "string", "the field of input 1 to attach")
+      .Option("as", "string", "the value of field", "its name in the output")
+      .Option("on_missing", "string", "default",
+              "events of a key input 1 has not given: `default` keeps them (with `default` or 0), "
+              "`drop` drops them")
+      .Option("default", "string", "",
+              "the value attached to events of a key input 1 has not given (strings)")
+      .Option("ttl_ms", "int64", "0",
+              "the stored value expires this long after it was written; 0: never");
 }

@@ -23,7 +23,8 @@
  *   1.0  the first release.
  *   1.1  two-input operator types: sluice_operator.process_input (the input index of each
  *        batch), sluice_open_info.num_inputs / input_schemas, and
- *        sluice_operator_type.output_schema_inputs (the output schema from every input's).
+ *        sluice_operator_type.output_schema_inputs (the output schema from every input's);
+ *        sluice_operator_type.options (what each option is, for `sluice plugin check`).
  *
  * Ownership, in one line per kind:
  *   - Strings passed to a call are borrowed for the duration of that call unless stated.
@@ -289,6 +290,19 @@ typedef struct sluice_open_info {
 /* ------------------------------------------------------------------------------------------ */
 /* What a plugin provides */
 
+/** ABI 1.1: one option of an operator type, described for people and tools (`sluice plugin
+ *  check` prints them). Plugin-owned, static. A value type: fixed for the major version. */
+typedef struct sluice_option_info {
+  sluice_string name;
+  /** Free text for people: "string", "int64", "bool", "double", "[string]", ... */
+  sluice_string type;
+  /** Nonzero: the option must be given. */
+  int32_t required;
+  /** The value used when it is not given, as text (empty: none). */
+  sluice_string default_value;
+  sluice_string description;
+} sluice_option_info;
+
 /**
  * One operator instance. The host zeroes this struct and passes it to `create`, which fills
  * it (struct_size = the plugin's sizeof). Hooks marked optional may stay NULL.
@@ -381,6 +395,9 @@ typedef struct sluice_operator_type {
   sluice_status (*output_schema_inputs)(void* type_data, const sluice_schema* inputs,
                                         size_t num_inputs, sluice_string options_json,
                                         sluice_schema_builder* out, sluice_error* error);
+  /** Optional: the options the type takes (NULL / 0: not described; validate still decides). */
+  const sluice_option_info* options;
+  size_t num_options;
 } sluice_operator_type;
 
 /** sizeof(sluice_operator_type) in ABI 1.0. */

@@ -835,6 +835,12 @@ struct TypeInfo {
   OutputSchemaFn output_schema = nullptr;
   OutputSchema2Fn output_schema2 = nullptr;
   int32_t num_inputs = 1;
+  struct OptionText {
+    std::string name, type, default_value, description;
+    bool required = false;
+  };
+  std::deque<OptionText> option_text;        // owns the strings option_abi points into
+  std::vector<sluice_option_info> option_abi;
   std::unique_ptr<Operator> (*factory)(const Options&) = nullptr;
   sluice_operator_type abi{};
 };
@@ -1099,6 +1105,19 @@ class OperatorTypeBuilder {
     t_->output_schema2 = fn;
     return *this;
   }
+  /// Describes an option that must be given (for `sluice plugin check` and docs; Validate
+  /// still decides what is accepted). `type` is free text: "string", "int64", "[string]"...
+  OperatorTypeBuilder& RequiredOption(std::string name, std::string type, std::string description) {
+    t_->option_text.push_back({std::move(name), std::move(type), std::string(), std::move(description), true});
+    return *this;
+  }
+  /// Describes an optional option and its default (as text; empty for none).
+  OperatorTypeBuilder& Option(std::string name, std::string type, std::string default_value,
+                              std::string description) {
+    t_->option_text.push_back(
+        {std::move(name), std::move(type), std::move(default_value), std::move(description), false});
+    return *this;
+  }
 
  private:
   internal::TypeInfo* t_;
@@ -1136,6 +1155,13 @@ class Plugin {
       t.abi.output_schema = &internal::OutputSchemaHook;
       t.abi.create = &internal::CreateHook;
       t.abi.output_schema_inputs = t.num_inputs == 2 ? &internal::OutputSchemaInputsHook : nullptr;
+      for (const auto& o : t.option_text) {
+        auto str = [](const std::string& s) { return sluice_string{s.data(), s.size()}; };
+        t.option_abi.push_back(
+            sluice_option_info{str(o.name), str(o.type), o.required ? 1 : 0, str(o.default_value), str(o.description)});
+      }
+      t.abi.options = t.option_abi.empty() ? nullptr : t.option_abi.data();
+      t.abi.num_options = t.option_abi.size();
       pointers_.push_back(&t.abi);
     }
     desc_.struct_size = sizeof(sluice_plugin);
