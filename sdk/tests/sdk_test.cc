@@ -555,16 +555,26 @@ class CollectingOutput final : public ops::Output {
 class AdapterTest : public SdkPluginTest {
  protected:
   // Creates and opens `type` with `options_json` over `input` (keyed by `key` when keyed).
+  // Two-input types: `second` is input 1's schema, `second_key` its key field.
   absl::StatusOr<std::unique_ptr<PluginOperator>> Open(const std::string& type, const std::string& options_json,
-                                                       const Schema& input, const std::string& key = "") {
+                                                       const Schema& input, const std::string& key = "",
+                                                       const Schema* second = nullptr,
+                                                       const std::string& second_key = "") {
     const PluginOperatorType& t = Type(type);
     spec_.id = "op1";
     spec_.type = type;
     spec_.input_schema = input;
-    SLUICE_ASSIGN_OR_RETURN(spec_.output_schema, OutputSchema(*plugin_, t, input, options_json, ""));
+    std::vector<Schema> inputs = {input};
+    if (second != nullptr) inputs.push_back(*second);
+    SLUICE_ASSIGN_OR_RETURN(spec_.output_schema, OutputSchema(*plugin_, t, inputs, options_json, ""));
     if (!key.empty()) spec_.key = {plan::KeySpec{key, key}};
     out_.schema = &spec_.output_schema;
     SLUICE_ASSIGN_OR_RETURN(auto op, PluginOperator::Create(plugin_, &t, options_json));
+    if (second != nullptr) {
+      std::vector<plan::KeySpec> k;
+      if (!second_key.empty()) k.push_back(plan::KeySpec{second_key, second_key});
+      op->SetSecondInput(*second, std::move(k));
+    }
     ops::OperatorContext ctx;
     ctx.spec = &spec_;
     ctx.job_id = "job-1";
@@ -690,7 +700,35 @@ TEST_F(AdapterTest, Abi10PluginRunsKeyedStateAndTimersInRocksDb) {
   EXPECT_THAT(out_.records, ::testing::UnorderedElementsAre(R"({"user":"a","count":1})", R"({"user":"b","count":2})"));
 }
 
-TEST_F(AdapterTest, TwoInputTypesAreRefusedUntilTheEngineRunsThem) {
+TEST_F(AdapterTest, TwoInputKeyedStateInRocksDbWrittenByInput1ReadByInput0) {
+  Schema tiers({{"tier", FieldType::kString}, {"name", FieldType::kString}});
+  auto op = Open("tier_join", "{}", input_, "user", &tiers, "name");
+  ASSERT_OK(op);
+  auto tier = [](const std::string& t, const std::string& name) {
+    Record r(2);
+    r.SetString(0, t);
+    r.SetString(1, name);
+    return r;
+  };
+  ASSERT_OK((*op)->Process(Rec("a", 1)));
+  std::vector<Record> t1 = {tier("gold", "a"), tier("silver", "b")};
+  ASSERT_OK((*op)->ProcessInputBatch(1, t1.data(), t1.size()));
+  std::vector<Record> events = {Rec("a", 2), Rec("b", 3), Rec("c", 4)};
+  ASSERT_OK((*op)->ProcessInputBatch(0, events.data(), events.size()));
+  Record t2 = tier("bronze", "a");
+  ASSERT_OK((*op)->ProcessInputBatch(1, &t2, 1));
+  ASSERT_OK((*op)->ProcessBatch(events.data(), 1));
+  EXPECT_THAT(out_.records, ElementsAre(R"({"user":"a","amount":1,"tier":"","input":0})",
+                                        R"({"user":"a","amount":2,"tier":"gold","input":0})",
+                                        R"({"user":"b","amount":3,"tier":"silver","input":0})",
+                                        R"({"user":"c","amount":4,"tier":"","input":0})",
+                                        R"({"user":"a","amount":2,"tier":"bronze","input":0})"));
+  EXPECT_THAT((*op)->ProcessInputBatch(2, events.data(), 1),
+              StatusIs(absl::StatusCode::kInvalidArgument, "plugin operator type 'tier_join' has no input 2"));
+}
+
+TEST_F(AdapterTest, TwoInputTypesNeedTheSecondInputAndMatchingKeys) {
+  Schema tiers({{"tier", FieldType::kString}, {"name", FieldType::kString}});
   const PluginOperatorType& t = Type("forward_both");
   auto op = PluginOperator::Create(plugin_, &t, "{}");
   ASSERT_OK(op);
@@ -701,8 +739,29 @@ TEST_F(AdapterTest, TwoInputTypesAreRefusedUntilTheEngineRunsThem) {
   ctx.clock = &clock_;
   EXPECT_THAT((*op)->Open(ctx, &out_),
               StatusIs(absl::StatusCode::kFailedPrecondition,
-                       ::testing::StartsWith("plugin operator type 'forward_both' has 2 inputs; jobs run two-input "
-                                             "plugin operators once the engine has two-input operators")));
+                       "plugin operator type 'forward_both' has 2 inputs, but was opened without its second "
+                       "input's schema (SetSecondInput)"));
+  EXPECT_THAT(Open("tier_join", "{}", input_, "user", &tiers, ""),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "keyed plugin operator type 'tier_join': input 1 is keyed by 0 field(s), input 0 by 1"));
+  Schema int_names({{"tier", FieldType::kString}, {"name", FieldType::kInt64}});
+  EXPECT_THAT(Open("tier_join", "{}", input_, "user", &int_names, "name"),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "keyed plugin operator type 'tier_join': key field 0 is int64 in input 1 but string in input 0"));
+}
+
+TEST_F(AdapterTest, TwoInputForwardChecksTheRecordsInput) {
+  Schema other({{"y", FieldType::kString}});
+  auto op = Open("forward_both", "{}", input_, "", &other);
+  ASSERT_OK(op);
+  ASSERT_OK((*op)->ProcessInputBatch(0, std::vector<Record>{Rec("a", 1)}.data(), 1));
+  Record y(1);
+  y.SetString(0, "no");
+  EXPECT_THAT((*op)->ProcessInputBatch(1, &y, 1),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "plugin operator type 'forward_both' emitted an input record unchanged, but its output schema "
+                       "(user string, amount int64) is not the schema (y string) of input 1"));
+  EXPECT_THAT(out_.records, ElementsAre(R"({"user":"a","amount":1})"));
 }
 
 TEST_F(AdapterTest, KeyedTypeWithoutBackendIsRefused) {
