@@ -75,7 +75,8 @@ class PluginLoader {
   //   kNotFound            the file does not exist;
   //   kFailedPrecondition  dlopen failed (not a shared library, undefined symbols), no entry
   //                        point sluice_plugin_init_v1, an ABI version this host cannot load,
-  //                        a malformed descriptor or operator type, or the entry point failed.
+  //                        a malformed descriptor or operator type (one with other than 1 or 2
+  //                        inputs, or 2 inputs in an ABI 1.0 plugin), or the entry point failed.
   // Every message names the file; version errors name both versions and the remedy.
   absl::StatusOr<const LoadedPlugin*> Load(const std::string& path) ABSL_LOCKS_EXCLUDED(mu_);
 
