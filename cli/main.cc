@@ -20,6 +20,7 @@
 #include "cli/client.h"
 #include "cli/job_status.h"
 #include "cli/local_cluster.h"
+#include "cli/plugin_tools.h"
 #include "common/error_text.h"
 #include "common/status.h"
 #include "plan/job_spec.h"
@@ -254,6 +255,19 @@ int Main(int argc, char** argv) {
       ->required()->check(CLI::Range(1, 1024));
   rescale->add_option("--dir", savepoint_dir, "Where to write the savepoint");
 
+  auto* plugin_cmd = app.add_subcommand("plugin", "Tools for operator plugin authors (no cluster needed)");
+  plugin_cmd->require_subcommand(1);
+  std::string plugin_file;
+  auto* plugin_check = plugin_cmd->add_subcommand(
+      "check", "Load a plugin as a worker would; print its name, version, ABI and operator types");
+  plugin_check->add_option("file", plugin_file, "The plugin's shared library (lib<name>.so)")->required();
+  std::string plugin_name;
+  std::string plugin_dir;
+  auto* plugin_new = plugin_cmd->add_subcommand(
+      "new", "Write a ready plugin project: CMakeLists.txt, one operator, a fake-host test");
+  plugin_new->add_option("name", plugin_name, "Plugin and operator type name (lower-case identifier)")->required();
+  plugin_new->add_option("--dir", plugin_dir, "Directory to create (default: ./NAME)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -273,6 +287,24 @@ int Main(int argc, char** argv) {
     return Fail(absl::InvalidArgumentError(
         "stop needs --savepoint (sluice stop JOB --savepoint); to end a job without one, use "
         "sluice cancel JOB"));
+  }
+
+  if (plugin_check->parsed()) {
+    auto text = CheckPlugin(*plugin::PluginLoader::Default(), plugin_file);
+    if (!text.ok()) return Fail(text.status());
+    std::cout << *text;
+    return 0;
+  }
+  if (plugin_new->parsed()) {
+    if (plugin_dir.empty()) plugin_dir = plugin_name;
+    auto written = NewPluginProject(plugin_name, plugin_dir);
+    if (!written.ok()) return Fail(written.status());
+    std::cout << *written << "Next, against an installed Sluice SDK (cmake --install <sluice build> --prefix "
+              << "<prefix> --component sdk):\n"
+              << "  cmake -S " << plugin_dir << " -B " << plugin_dir << "/build -DCMAKE_PREFIX_PATH=<prefix>\n"
+              << "  cmake --build " << plugin_dir << "/build && ctest --test-dir " << plugin_dir << "/build\n"
+              << "  sluice plugin check " << plugin_dir << "/build/lib" << plugin_name << ".so\n";
+    return 0;
   }
 
   if (start->parsed() || stop->parsed() || add_worker->parsed()) {

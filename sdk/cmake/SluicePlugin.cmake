@@ -4,10 +4,11 @@
 # hidden visibility, linked with -Wl,--no-undefined (a missing symbol fails the build, not the
 # load on a worker), exporting nothing but its entry point (sluice_plugin_init_v<major>).
 # Link further dependencies with target_link_libraries(<NAME> PRIVATE ...) as usual.
-set(_SLUICE_PLUGIN_CMAKE_DIR "${CMAKE_CURRENT_LIST_DIR}")
 
 function(sluice_add_plugin NAME)
   cmake_parse_arguments(ARG "" "" "SOURCES" ${ARGN})
+  # This file's folder (also from other directories of the including project).
+  set(_SLUICE_PLUGIN_CMAKE_DIR "${CMAKE_CURRENT_FUNCTION_LIST_DIR}")
   if(NOT ARG_SOURCES)
     message(FATAL_ERROR "sluice_add_plugin(${NAME}): SOURCES is required")
   endif()

@@ -139,10 +139,10 @@ absl::Status CheckDescriptor(const sluice_plugin* d, AbiVersion host, LoadedPlug
   for (size_t i = 0; i < d->num_operator_types; ++i) {
     const sluice_operator_type* t = d->operator_types[i];
     if (t == nullptr) return CannotLoad(path, absl::StrCat("operator type #", i, " is null"));
-    if (t->struct_size < sizeof(sluice_operator_type)) {
+    if (t->struct_size < SLUICE_OPERATOR_TYPE_SIZE_1_0) {
       return CannotLoad(path, absl::StrCat("operator type #", i, " is ", t->struct_size,
                                            " bytes, smaller than ABI ", host.major, ".0's ",
-                                           sizeof(sluice_operator_type)));
+                                           SLUICE_OPERATOR_TYPE_SIZE_1_0));
     }
     PluginOperatorType type;
     type.name = Str(t->name);
@@ -150,6 +150,17 @@ absl::Status CheckDescriptor(const sluice_plugin* d, AbiVersion host, LoadedPlug
     type.keyed = t->keyed != 0;
     type.num_inputs = t->num_inputs;
     type.abi = t;
+    if (abi.minor >= 1 && SLUICE_HAS_FIELD(t, sluice_operator_type, num_options) && t->num_options > 0) {
+      if (t->options == nullptr) {
+        return CannotLoad(path, absl::StrCat("operator type '", type.name, "' lists options but gives no array"));
+      }
+      type.options_described = true;
+      for (size_t k = 0; k < t->num_options; ++k) {
+        const sluice_option_info& o = t->options[k];
+        type.options.push_back(PluginOptionInfo{Str(o.name), Str(o.type), o.required != 0, Str(o.default_value),
+                                                Str(o.description)});
+      }
+    }
     if (type.name.empty()) return CannotLoad(path, absl::StrCat("operator type #", i, " has no name"));
     if (!names.insert(type.name).second) {
       return CannotLoad(path, absl::StrCat("operator type '", type.name, "' is defined twice"));
@@ -157,9 +168,17 @@ absl::Status CheckDescriptor(const sluice_plugin* d, AbiVersion host, LoadedPlug
     if (t->create == nullptr) {
       return CannotLoad(path, absl::StrCat("operator type '", type.name, "' has no create hook"));
     }
-    if (type.num_inputs != 1) {
+    // Two inputs need process_input, which ABI 1.1 added: a 1.0 plugin cannot say which input a
+    // batch came from.
+    if (type.num_inputs == 2 && abi.minor < 1) {
+      return CannotLoad(path, absl::StrCat("operator type '", type.name,
+                                           "' has 2 inputs, but the plugin was built for plugin ABI ",
+                                           Version(abi), ", which runs one-input operators only: rebuild it "
+                                           "against Sluice SDK 1.1 or later"));
+    }
+    if (type.num_inputs != 1 && type.num_inputs != 2) {
       return CannotLoad(path, absl::StrCat("operator type '", type.name, "' has ", type.num_inputs,
-                                           " inputs; this Sluice build runs one-input plugin operators"));
+                                           " inputs; this Sluice build runs plugin operators with 1 or 2 inputs"));
     }
     out->types.push_back(std::move(type));
   }
@@ -228,17 +247,35 @@ absl::Status ValidateOptions(const LoadedPlugin& plugin, const PluginOperatorTyp
 absl::StatusOr<Schema> OutputSchema(const LoadedPlugin& plugin, const PluginOperatorType& type,
                                     const Schema& input, absl::string_view options_json,
                                     absl::string_view where) {
-  if (type.abi->output_schema == nullptr) return input;
-  AbiSchema in(input);
-  SchemaCollector out;
-  ErrorSink error;
+  return OutputSchema(plugin, type, std::vector<Schema>{input}, options_json, where);
+}
+
+absl::StatusOr<Schema> OutputSchema(const LoadedPlugin& plugin, const PluginOperatorType& type,
+                                    const std::vector<Schema>& inputs, absl::string_view options_json,
+                                    absl::string_view where) {
   auto fail = [&](absl::string_view why) {
     return absl::InvalidArgumentError(absl::StrCat(Prefix(where), "operator type '", type.name, "' of ",
                                                    Describe(plugin), ": ", why));
   };
-  sluice_status s = type.abi->output_schema(type.abi->type_data, in.get(),
-                                            sluice_string{options_json.data(), options_json.size()},
-                                            out.get(), error.get());
+  if (inputs.size() != static_cast<size_t>(type.num_inputs)) {
+    return fail(absl::StrCat("it has ", type.num_inputs, " input(s), but ", inputs.size(), " were given"));
+  }
+  const bool multi = inputs.size() > 1 && SLUICE_HAS_FIELD(type.abi, sluice_operator_type, output_schema_inputs) &&
+                     type.abi->output_schema_inputs != nullptr;
+  if (!multi && type.abi->output_schema == nullptr) return inputs[0];
+  std::vector<std::unique_ptr<AbiSchema>> in;
+  std::vector<sluice_schema> in_array;
+  for (const Schema& schema : inputs) {
+    in.push_back(std::make_unique<AbiSchema>(schema));
+    in_array.push_back(*in.back()->get());
+  }
+  SchemaCollector out;
+  ErrorSink error;
+  const sluice_string options{options_json.data(), options_json.size()};
+  sluice_status s = multi ? type.abi->output_schema_inputs(type.abi->type_data, in_array.data(), in_array.size(),
+                                                           options, out.get(), error.get())
+                          : type.abi->output_schema(type.abi->type_data, in[0]->get(), options, out.get(),
+                                                    error.get());
   if (s != SLUICE_OK) {
     return fail(absl::StrCat("no output schema: ",
                              error.message().empty() ? "(no message)" : error.message()));

@@ -23,12 +23,23 @@ struct AbiVersion {
 };
 inline constexpr AbiVersion kHostAbi{SLUICE_ABI_MAJOR, SLUICE_ABI_MINOR};
 
+// One option of a plugin operator type, as the plugin describes it (ABI 1.1 and later).
+struct PluginOptionInfo {
+  std::string name;
+  std::string type;
+  bool required = false;
+  std::string default_value;
+  std::string description;
+};
+
 // One operator type of a loaded plugin, checked at load (name, create, release present).
 struct PluginOperatorType {
   std::string name;
   std::string description;
   bool keyed = false;
-  int num_inputs = 1;
+  int num_inputs = 1;  // 1, or 2 (plugins of ABI 1.1 and later)
+  bool options_described = false;        // the plugin describes its options (ABI 1.1)
+  std::vector<PluginOptionInfo> options;  // in the plugin's order
   const sluice_operator_type* abi = nullptr;  // static in the plugin
 };
 
@@ -64,7 +75,8 @@ class PluginLoader {
   //   kNotFound            the file does not exist;
   //   kFailedPrecondition  dlopen failed (not a shared library, undefined symbols), no entry
   //                        point sluice_plugin_init_v1, an ABI version this host cannot load,
-  //                        a malformed descriptor or operator type, or the entry point failed.
+  //                        a malformed descriptor or operator type (one with other than 1 or 2
+  //                        inputs, or 2 inputs in an ABI 1.0 plugin), or the entry point failed.
   // Every message names the file; version errors name both versions and the remedy.
   absl::StatusOr<const LoadedPlugin*> Load(const std::string& path) ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -96,6 +108,12 @@ absl::Status ValidateOptions(const LoadedPlugin& plugin, const PluginOperatorTyp
 // when it refuses, or when it names a field twice or gives an unknown type.
 absl::StatusOr<Schema> OutputSchema(const LoadedPlugin& plugin, const PluginOperatorType& type,
                                     const Schema& input, absl::string_view options_json,
+                                    absl::string_view where);
+// The same for a type with several inputs (one schema per input, in input order): the type's
+// output_schema_inputs hook (ABI 1.1) when it has one, else output_schema on inputs[0], else
+// inputs[0]. kInvalidArgument also when inputs.size() is not the type's number of inputs.
+absl::StatusOr<Schema> OutputSchema(const LoadedPlugin& plugin, const PluginOperatorType& type,
+                                    const std::vector<Schema>& inputs, absl::string_view options_json,
                                     absl::string_view where);
 
 // A host-owned sluice_error that copies the message set on it.

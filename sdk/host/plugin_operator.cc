@@ -102,14 +102,17 @@ absl::StatusOr<std::unique_ptr<PluginOperator>> PluginOperator::Create(const Loa
   }
   const sluice_operator& o = op->op_;
   absl::string_view missing;
-  if (o.struct_size < sizeof(sluice_operator)) {
+  if (o.struct_size < SLUICE_OPERATOR_SIZE_1_0) {
     missing = "a complete sluice_operator (struct_size too small)";
   } else if (o.release == nullptr) {
     missing = "a release hook";
   } else if (o.open == nullptr) {
     missing = "an open hook";
-  } else if (o.process == nullptr) {
+  } else if (type->num_inputs == 1 && o.process == nullptr) {
     missing = "a process hook";
+  } else if (type->num_inputs == 2 &&
+             (!SLUICE_HAS_FIELD(&o, sluice_operator, process_input) || o.process_input == nullptr)) {
+    missing = "a process_input hook (required for two-input types)";
   }
   if (!missing.empty()) {
     if (o.struct_size >= offsetof(sluice_operator, release) + sizeof(o.release) && o.release != nullptr) {
@@ -131,10 +134,18 @@ absl::Status PluginOperator::Open(const ops::OperatorContext& ctx, ops::Output* 
   SLUICE_RETURN_IF_ERROR(ops::Operator::Open(ctx, output));
   if (ctx.spec == nullptr) return absl::FailedPreconditionError("a plugin operator needs its spec");
   const plan::OperatorSpec& spec = *ctx.spec;
+  const bool two = type_->num_inputs == 2;
+  if (two && !has_second_input_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "plugin operator type '", type_->name, "' has 2 inputs, but was opened without its second input's "
+        "schema (SetSecondInput)"));
+  }
   input_schema_ = spec.input_schema;
   output_schema_ = spec.output_schema;
-  same_schema_ = input_schema_ == output_schema_;
-  for (const Field& f : input_schema_.fields()) input_types_.push_back(f.type);
+  same_schema_[0] = input_schema_ == output_schema_;
+  same_schema_[1] = two && second_schema_ == output_schema_;
+  for (const Field& f : input_schema_.fields()) input_types_[0].push_back(f.type);
+  for (const Field& f : second_schema_.fields()) input_types_[1].push_back(f.type);
   for (const Field& f : output_schema_.fields()) output_types_.push_back(f.type);
   if (type_->keyed) {
     if (ctx.keyed_state == nullptr) {
@@ -150,7 +161,23 @@ absl::Status PluginOperator::Open(const ops::OperatorContext& ctx, ops::Output* 
     for (const auto& k : spec.key) {
       SLUICE_ASSIGN_OR_RETURN(auto e, plan::CompileExpr(k.expr, input_schema_));
       key_fields.push_back(Field{k.name, e->type()});
-      key_exprs_.push_back(std::move(e));
+      key_exprs_[0].push_back(std::move(e));
+    }
+    if (two) {
+      if (second_key_.size() != spec.key.size()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "keyed plugin operator type '", type_->name, "': input 1 is keyed by ", second_key_.size(),
+            " field(s), input 0 by ", spec.key.size()));
+      }
+      for (size_t i = 0; i < second_key_.size(); ++i) {
+        SLUICE_ASSIGN_OR_RETURN(auto e, plan::CompileExpr(second_key_[i].expr, second_schema_));
+        if (e->type() != key_fields[i].type) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "keyed plugin operator type '", type_->name, "': key field ", i, " is ",
+              FieldTypeName(e->type()), " in input 1 but ", FieldTypeName(key_fields[i].type), " in input 0"));
+        }
+        key_exprs_[1].push_back(std::move(e));
+      }
     }
     key_schema_ = Schema(std::move(key_fields));
     key_record_.Resize(key_schema_.size());
@@ -160,6 +187,9 @@ absl::Status PluginOperator::Open(const ops::OperatorContext& ctx, ops::Output* 
     has_processing_timers_ = true;
   }
   abi_input_ = std::make_unique<AbiSchema>(input_schema_);
+  abi_second_ = std::make_unique<AbiSchema>(second_schema_);
+  abi_inputs_[0] = *abi_input_->get();
+  abi_inputs_[1] = *abi_second_->get();
   abi_output_ = std::make_unique<AbiSchema>(output_schema_);
   abi_key_ = std::make_unique<AbiSchema>(key_schema_);
   output_values_.assign(output_schema_.size(), sluice_value{0, 0, {nullptr, 0}});
@@ -181,6 +211,8 @@ absl::Status PluginOperator::Open(const ops::OperatorContext& ctx, ops::Output* 
   info_.restored = ctx.restored ? 1 : 0;
   info_.restored_entries = restored_views_.data();
   info_.num_restored_entries = restored_views_.size();
+  info_.num_inputs = type_->num_inputs;
+  info_.input_schemas = abi_inputs_;
 
   opened_ = true;  // close is due from here on, even if open fails
   in_open_ = true;
@@ -217,10 +249,17 @@ sluice_status PluginOperator::NeedKeyed(const char* what) {
                    ", which needs a keyed operator type (declare it keyed)")));
 }
 
+void PluginOperator::SetSecondInput(Schema schema, std::vector<plan::KeySpec> key) {
+  has_second_input_ = true;
+  second_schema_ = std::move(schema);
+  second_key_ = std::move(key);
+}
+
 void PluginOperator::FillValues(const Record& r, sluice_value* out) const {
-  for (size_t i = 0; i < input_types_.size(); ++i) {
+  const std::vector<FieldType>& types = input_types_[batch_input_];
+  for (size_t i = 0; i < types.size(); ++i) {
     const Value& v = r[i];
-    switch (input_types_[i]) {
+    switch (types[i]) {
       case FieldType::kDouble: out[i].d = v.d; break;
       case FieldType::kString: out[i].s = sluice_string{v.s.data(), v.s.size()}; break;
       default: out[i].i = v.i; break;
@@ -228,12 +267,21 @@ void PluginOperator::FillValues(const Record& r, sluice_value* out) const {
   }
 }
 
-absl::Status PluginOperator::Process(const Record& record) { return ProcessBatch(&record, 1); }
+absl::Status PluginOperator::Process(const Record& record) { return ProcessInputBatch(0, &record, 1); }
 
 absl::Status PluginOperator::ProcessBatch(const Record* records, size_t count) {
+  return ProcessInputBatch(0, records, count);
+}
+
+absl::Status PluginOperator::ProcessInputBatch(int input, const Record* records, size_t count) {
+  if (input < 0 || input >= type_->num_inputs) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("plugin operator type '", type_->name, "' has no input ", input));
+  }
   if (count == 0) return absl::OkStatus();
   if (has_processing_timers_) SLUICE_RETURN_IF_ERROR(FireProcessingTimers());
-  const size_t nf = input_types_.size();
+  batch_input_ = input;
+  const size_t nf = input_types_[input].size();
   if (input_values_.size() < count * nf) input_values_.resize(count * nf);
   if (batch_.size() < count) batch_.resize(count);
   for (size_t i = 0; i < count; ++i) {
@@ -244,9 +292,11 @@ absl::Status PluginOperator::ProcessBatch(const Record* records, size_t count) {
   host_error_ = absl::OkStatus();
   error_.Clear();
   batch_count_ = count;
-  sluice_status code = op_.process(op_.instance, batch_.data(), count, error_.get());
+  sluice_status code = type_->num_inputs == 2
+                           ? op_.process_input(op_.instance, input, batch_.data(), count, error_.get())
+                           : op_.process(op_.instance, batch_.data(), count, error_.get());
   batch_count_ = 0;
-  return Result(code, "process");
+  return Result(code, type_->num_inputs == 2 ? "process_input" : "process");
 }
 
 absl::Status PluginOperator::ProcessWatermark(int64_t watermark_ms) {
@@ -332,10 +382,11 @@ sluice_status PluginOperator::Emit(sluice_host* host) {
 
 sluice_status PluginOperator::EmitInput(sluice_host* host, const sluice_record* record) {
   PluginOperator* self = Self(host);
-  if (!self->same_schema_) {
+  if (!self->same_schema_[self->batch_input_]) {
+    const Schema& in = self->batch_input_ == 0 ? self->input_schema_ : self->second_schema_;
     return self->HostFail(absl::FailedPreconditionError(absl::StrCat(
         "plugin operator type '", self->type_->name, "' emitted an input record unchanged, but its output schema ",
-        self->output_schema_.ToString(), " is not its input schema ", self->input_schema_.ToString())));
+        self->output_schema_.ToString(), " is not the schema ", in.ToString(), " of input ", self->batch_input_)));
   }
   if (record < self->batch_.data() || record >= self->batch_.data() + self->batch_count_) {
     return self->HostFail(absl::FailedPreconditionError(absl::StrCat(
@@ -362,8 +413,9 @@ sluice_status PluginOperator::EnterKey(sluice_host* host, const sluice_record* r
         "plugin operator type '", self->type_->name, "' entered the key of a record that is not one of the current process call")));
   }
   const Record& r = *static_cast<const Record*>(record->host_record);
-  for (size_t i = 0; i < self->key_exprs_.size(); ++i) {
-    plan::EvalInto(*self->key_exprs_[i], r, self->key_schema_.field(i).type, &self->key_record_, i);
+  const auto& exprs = self->key_exprs_[self->batch_input_];
+  for (size_t i = 0; i < exprs.size(); ++i) {
+    plan::EvalInto(*exprs[i], r, self->key_schema_.field(i).type, &self->key_record_, i);
   }
   self->key_bytes_.clear();
   EncodeRecord(self->key_schema_, self->key_record_, &self->key_bytes_);

@@ -37,6 +37,11 @@ namespace sluice::plugin {
 // only passes on a failed host callback (e.g. Emit() cancelled), the host's own status is
 // returned.
 //
+// Two-input types (ABI 1.1): SetSecondInput() before Open() gives input 1's schema and key;
+// ProcessInputBatch(input, ...) hands a batch of either input to `process_input`. The engine's
+// ops::Operator has one input, so until the operator registry adds two-input operators only
+// tests call it.
+//
 // Threading: one task thread, like every operator; not thread-safe.
 class PluginOperator final : public ops::Operator {
  public:
@@ -47,11 +52,22 @@ class PluginOperator final : public ops::Operator {
                                                                 std::string options_json);
   ~PluginOperator() override;
 
+  // Two-input types: the second input's schema and, for keyed types, its key (the same number
+  // and types of fields as the spec's `key`, which is input 0's). REQUIRES: before Open().
+  // (The spec has one input schema until the engine has two-input operators.)
+  void SetSecondInput(Schema schema, std::vector<plan::KeySpec> key);
+
+  // kFailedPrecondition for a two-input type without SetSecondInput(), or whose inputs' keys
+  // differ in number or types.
   absl::Status Open(const ops::OperatorContext& ctx, ops::Output* output) override;
-  // A batch of one.
+  // A batch of one (of input 0).
   absl::Status Process(const Record& record) override;
-  // Hands `count` records (in arrival order) to the plugin in one call.
+  // Hands `count` records of input 0 (in arrival order) to the plugin in one call.
   absl::Status ProcessBatch(const Record* records, size_t count);
+  // Hands `count` records of input `input` (0, or 1 for two-input types) to the plugin in one
+  // call: `process_input` for two-input types, `process` otherwise. kInvalidArgument for an
+  // input the type does not have.
+  absl::Status ProcessInputBatch(int input, const Record* records, size_t count);
   absl::Status ProcessWatermark(int64_t watermark_ms) override;
   absl::Status Finish() override;
   void Close() override;
@@ -121,10 +137,15 @@ class PluginOperator final : public ops::Operator {
   std::unique_ptr<AbiSchema> abi_input_;
   std::unique_ptr<AbiSchema> abi_output_;
   std::unique_ptr<AbiSchema> abi_key_;
-  bool same_schema_ = false;
-  std::vector<FieldType> input_types_;
+  bool same_schema_[2] = {false, false};  // output schema == input i's schema
+  std::vector<FieldType> input_types_[2];
   std::vector<FieldType> output_types_;
-  std::vector<std::unique_ptr<plan::Expr>> key_exprs_;
+  std::vector<std::unique_ptr<plan::Expr>> key_exprs_[2];  // per input
+  bool has_second_input_ = false;
+  Schema second_schema_;
+  std::vector<plan::KeySpec> second_key_;
+  std::unique_ptr<AbiSchema> abi_second_;
+  sluice_schema abi_inputs_[2] = {{nullptr, 0}, {nullptr, 0}};
   state::KeyedStateBackend* backend_ = nullptr;
   state::StateId timer_key_state_ = -1;
   std::vector<std::string> restored_copy_;
@@ -138,6 +159,7 @@ class PluginOperator final : public ops::Operator {
   std::vector<sluice_value> input_values_;
   std::vector<sluice_record> batch_;
   size_t batch_count_ = 0;  // records of the process call under way (0 outside one)
+  int batch_input_ = 0;     // and their input
   Record key_record_;
   std::vector<sluice_value> key_values_;
   std::string key_bytes_;

@@ -1,9 +1,13 @@
-/* A minimal plugin in plain C whose ABI version and entry point are set by the build
- * (TEST_ABI_MAJOR, TEST_ABI_MINOR, TEST_ENTRY), for the loader's version checks. Without
- * TEST_ENTRY it exports no entry point at all. */
+/* A minimal plugin in plain C whose ABI version, entry point and inputs are set by the build
+ * (TEST_ABI_MAJOR, TEST_ABI_MINOR, TEST_ENTRY, TEST_NUM_INPUTS), for the loader's checks.
+ * Without TEST_ENTRY it exports no entry point at all. */
 #include <stddef.h>
 
 #include "sluice/plugin.h"
+
+#ifndef TEST_NUM_INPUTS
+#define TEST_NUM_INPUTS 1
+#endif
 
 static sluice_status Create(void* type_data, sluice_string options, sluice_operator* op,
                             sluice_error* error) {
@@ -19,12 +23,15 @@ static const sluice_operator_type kType = {
     sizeof(sluice_operator_type),
     {"noop", 4},
     {"", 0},
-    1,
+    TEST_NUM_INPUTS,
     0,
     NULL,
     NULL,
     NULL,
     &Create,
+    NULL,
+    NULL,
+    0,
 };
 static const sluice_operator_type* const kTypes[] = {&kType};
 

@@ -1,3 +1,4 @@
+#include <dlfcn.h>
 #include <unistd.h>
 
 #include <memory>
@@ -95,15 +96,53 @@ TEST(PluginLoaderTest, SameMajorOlderOrEqualMinorLoads) {
 }
 
 TEST(PluginLoaderTest, NewerMinorIsRefusedWithBothVersionsAndRemedy) {
-  PluginLoader loader;  // this build's ABI, 1.0
-  std::string path = PluginPath("test_plugin_abi_1_1");
+  PluginLoader loader;  // this build's ABI, 1.1
+  std::string path = PluginPath("test_plugin_abi_1_2");
   EXPECT_THAT(loader.Load(path),
               StatusIs(absl::StatusCode::kFailedPrecondition,
                        absl::StrCat("cannot load plugin ", path,
-                                    ": it was built for plugin ABI 1.1, but this Sluice build supports ABI 1.0 "
-                                    "(it loads plugins built for ABI 1.0 to 1.0): rebuild the plugin against the "
-                                    "Sluice SDK of this build (ABI 1.0), or upgrade Sluice to a release with ABI "
-                                    "1.1 or later")));
+                                    ": it was built for plugin ABI 1.2, but this Sluice build supports ABI 1.1 "
+                                    "(it loads plugins built for ABI 1.0 to 1.1): rebuild the plugin against the "
+                                    "Sluice SDK of this build (ABI 1.1), or upgrade Sluice to a release with ABI "
+                                    "1.2 or later")));
+  // A 1.0 host refuses a 1.1 plugin the same way.
+  PluginLoader old_host(AbiVersion{1, 0});
+  EXPECT_THAT(old_host.Load(PluginPath("test_plugin_abi_1_1")),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       ::testing::HasSubstr("it was built for plugin ABI 1.1, but this Sluice build supports ABI "
+                                            "1.0 (it loads plugins built for ABI 1.0 to 1.0)")));
+}
+
+TEST(PluginLoaderTest, ThisHostIsAbi11AndLoads10Plugins) {
+  EXPECT_EQ(kHostAbi.major, 1u);
+  EXPECT_EQ(kHostAbi.minor, 1u);
+  PluginLoader loader;
+  auto p = loader.Load(PluginPath("test_plugin_abi_1_0"));
+  ASSERT_OK(p);
+  EXPECT_EQ((*p)->abi.minor, 0u);
+  auto q = loader.Load(PluginPath("test_plugin_abi_1_1"));
+  ASSERT_OK(q);
+  EXPECT_EQ((*q)->abi.minor, 1u);
+}
+
+TEST(PluginLoaderTest, TwoInputTypesNeedAbi11AndAtMostTwoInputs) {
+  PluginLoader loader;
+  std::string v10 = PluginPath("test_plugin_abi_1_0_two_inputs");
+  EXPECT_THAT(loader.Load(v10),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       absl::StrCat("cannot load plugin ", v10,
+                                    ": operator type 'noop' has 2 inputs, but the plugin was built for plugin ABI "
+                                    "1.0, which runs one-input operators only: rebuild it against Sluice SDK 1.1 "
+                                    "or later")));
+  auto v11 = loader.Load(PluginPath("test_plugin_abi_1_1_two_inputs"));
+  ASSERT_OK(v11);
+  EXPECT_EQ((*v11)->types[0].num_inputs, 2);
+  std::string three = PluginPath("test_plugin_abi_1_1_three_inputs");
+  EXPECT_THAT(loader.Load(three),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       absl::StrCat("cannot load plugin ", three,
+                                    ": operator type 'noop' has 3 inputs; this Sluice build runs plugin operators "
+                                    "with 1 or 2 inputs")));
 }
 
 TEST(PluginLoaderTest, OtherMajorIsRefusedWithBothVersionsAndRemedy) {
@@ -166,8 +205,70 @@ TEST_F(SdkPluginTest, DescribesItsTypes) {
   EXPECT_EQ(plugin_->version, "0.1.0");
   std::vector<std::string> names;
   for (const auto& t : plugin_->types) names.push_back(absl::StrCat(t.name, t.keyed ? " (keyed)" : ""));
-  EXPECT_THAT(names, ElementsAre("positive_filter", "keyed_count (keyed)", "distinct (keyed)", "thrower", "refuser"));
+  EXPECT_THAT(names, ElementsAre("positive_filter", "keyed_count (keyed)", "distinct (keyed)", "thrower", "refuser",
+                                 "tier_join (keyed)", "forward_both"));
   EXPECT_EQ(Type("positive_filter").description, "keeps records whose field is above min");
+  EXPECT_EQ(plugin_->abi.minor, 1u);
+  EXPECT_EQ(Type("positive_filter").num_inputs, 1);
+  EXPECT_EQ(Type("tier_join").num_inputs, 2);
+  EXPECT_EQ(Type("forward_both").num_inputs, 2);
+  // Options described through ABI 1.1.
+  const PluginOperatorType& f = Type("positive_filter");
+  EXPECT_TRUE(f.options_described);
+  ASSERT_EQ(f.options.size(), 2u);
+  EXPECT_EQ(f.options[0].name, "field");
+  EXPECT_EQ(f.options[0].type, "string");
+  EXPECT_TRUE(f.options[0].required);
+  EXPECT_EQ(f.options[0].description, "the int64 field to test");
+  EXPECT_EQ(f.options[1].name, "min");
+  EXPECT_FALSE(f.options[1].required);
+  EXPECT_EQ(f.options[1].default_value, "0");
+  EXPECT_FALSE(Type("keyed_count").options_described);
+}
+
+TEST_F(SdkPluginTest, TwoInputOutputSchemaFromBothInputs) {
+  Schema events({{"user", FieldType::kString}, {"amount", FieldType::kInt64}});
+  Schema tiers({{"user", FieldType::kString}, {"tier", FieldType::kString}});
+  auto out = OutputSchema(*plugin_, Type("tier_join"), std::vector<Schema>{events, tiers}, "{}", "");
+  ASSERT_OK(out);
+  EXPECT_EQ(out->ToString(), "(user string, amount int64, tier string, input int64)");
+  EXPECT_THAT(OutputSchema(*plugin_, Type("tier_join"), std::vector<Schema>{events, events}, "{}", "job.yaml:3:5"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       ::testing::EndsWith("): no output schema: input 1 needs a string field 'tier'")));
+  EXPECT_THAT(OutputSchema(*plugin_, Type("tier_join"), events, "{}", ""),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::EndsWith("): it has 2 input(s), but 1 were given")));
+  // Without a two-input schema function: input 0's schema.
+  auto same = OutputSchema(*plugin_, Type("forward_both"), std::vector<Schema>{events, tiers}, "{}", "");
+  ASSERT_OK(same);
+  EXPECT_EQ(*same, events);
+}
+
+// The same test operators, built against the frozen SDK 1.0 headers (sdk_1_0/).
+TEST(Abi10PluginTest, LoadsAndRunsInTheFakeHostOfThisSdk) {
+  std::string path = PluginPath("sdk_test_plugin_1_0");
+  auto p = PluginLoader::Default()->Load(path);
+  ASSERT_OK(p);
+  EXPECT_EQ((*p)->abi.major, 1u);
+  EXPECT_EQ((*p)->abi.minor, 0u);
+  EXPECT_EQ((*p)->types.size(), 5u);  // no two-input types in 1.0
+  EXPECT_FALSE((*p)->types[0].options_described);  // 1.0 cannot describe options
+  EXPECT_EQ((*p)->descriptor->operator_types[0]->struct_size, SLUICE_OPERATOR_TYPE_SIZE_1_0);
+  // The 1.1 fake host drives the 1.0 plugin through its own entry point.
+  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+  ASSERT_NE(handle, nullptr);
+  auto init = reinterpret_cast<sluice_plugin_init_v1_fn>(dlsym(handle, SLUICE_PLUGIN_ENTRY_POINT));
+  ASSERT_NE(init, nullptr);
+  HarnessOptions o;
+  o.type = "keyed_count";
+  o.options_json = R"({"key_field":"user","timer":"event","at":500})";
+  o.input = {{"user", SdkType::kString}, {"amount", SdkType::kInt64}};
+  o.key = {"user"};
+  Harness h(init, o);
+  ASSERT_TRUE(h.Open().ok());
+  ASSERT_TRUE(h.ProcessBatch({{"b", 1}, {"a", 1}, {"b", 1}}).ok());
+  ASSERT_TRUE(h.AdvanceWatermark(500).ok());
+  EXPECT_THAT(h.output(), ElementsAre(R"({"user":"a","count":1})", R"({"user":"b","count":2})"));
+  EXPECT_EQ(h.Process(1, {"a", 1}).message(), "operator type 'keyed_count' has no input 1");
 }
 
 TEST_F(SdkPluginTest, ValidateRefusalCarriesThePluginsMessageAndPosition) {
@@ -354,6 +455,61 @@ TEST(FakeHostTest, MapAndListStateWithTtl) {
                                       R"({"user":"a","value":"y","seen":3})", R"({"user":"a","value":"x","seen":4})"));
 }
 
+HarnessOptions TierJoinOptions() {
+  HarnessOptions o;
+  o.type = "tier_join";
+  o.input = {{"user", SdkType::kString}, {"amount", SdkType::kInt64}};
+  o.key = {"user"};
+  o.input2 = {{"tier", SdkType::kString}, {"name", SdkType::kString}};
+  o.key2 = {"name"};
+  return o;
+}
+
+TEST(FakeHostTest, TwoInputKeyedStateWrittenByOneInputReadByTheOther) {
+  Harness h(&sluice_plugin_init_v1, TierJoinOptions());
+  ASSERT_TRUE(h.Open().ok());
+  ASSERT_TRUE(h.Process(0, {"a", 1}).ok());
+  ASSERT_TRUE(h.ProcessBatch(1, {{"gold", "a"}, {"silver", "b"}}).ok());
+  ASSERT_TRUE(h.ProcessBatch(0, {{"a", 2}, {"b", 3}, {"c", 4}}).ok());
+  ASSERT_TRUE(h.Process(1, {"bronze", "a"}).ok());
+  ASSERT_TRUE(h.Process({"a", 5}).ok());
+  EXPECT_THAT(h.output(), ElementsAre(R"({"user":"a","amount":1,"tier":"","input":0})",
+                                      R"({"user":"a","amount":2,"tier":"gold","input":0})",
+                                      R"({"user":"b","amount":3,"tier":"silver","input":0})",
+                                      R"({"user":"c","amount":4,"tier":"","input":0})",
+                                      R"({"user":"a","amount":5,"tier":"bronze","input":0})"));
+  EXPECT_EQ(h.Process(2, {"a", 1}).message(), "operator type 'tier_join' has no input 2");
+}
+
+TEST(FakeHostTest, TwoInputKeysMustMatchInTypeAndCount) {
+  HarnessOptions o = TierJoinOptions();
+  o.key2 = {};
+  EXPECT_EQ(Harness(&sluice_plugin_init_v1, o).Open().message(),
+            "a keyed two-input type needs key2 with as many fields as key");
+  o = TierJoinOptions();
+  o.input2 = {{"tier", SdkType::kString}, {"name", SdkType::kInt64}};
+  EXPECT_EQ(Harness(&sluice_plugin_init_v1, o).Open().message(),
+            "key2 field 'name' is int64, but key field 'user' is string");
+  HarnessOptions one = FilterOptions();
+  one.input2 = {{"x", SdkType::kInt64}};
+  EXPECT_EQ(Harness(&sluice_plugin_init_v1, one).Open().message(),
+            "input2 and key2 are for two-input types; 'positive_filter' has one input");
+}
+
+TEST(FakeHostTest, TwoInputForwardNeedsTheRecordsInputToHaveTheOutputSchema) {
+  HarnessOptions o;
+  o.type = "forward_both";
+  o.input = {{"x", SdkType::kInt64}};
+  o.input2 = {{"y", SdkType::kString}};
+  Harness h(&sluice_plugin_init_v1, o);
+  ASSERT_TRUE(h.Open().ok());
+  ASSERT_TRUE(h.Process(0, {7}).ok());
+  EXPECT_THAT(h.output(), ElementsAre(R"({"x":7})"));
+  sdk::Status s = h.Process(1, {"no"});
+  EXPECT_EQ(s.code(), SdkCode::kFailedPrecondition);
+  EXPECT_EQ(s.message(), "emit_input: the output schema is not the schema of input 1");
+}
+
 TEST(SdkOptionsTest, ParsesScalarsEscapesAndNesting) {
   sdk::Options o;
   ASSERT_TRUE(sdk::Options::Parse(R"( {"s":"a\"\u00e9\n","i":-12,"d":2.5e1,"b":false,"n":null,"l":[1,{"x":"]"}]} )", &o).ok());
@@ -399,16 +555,26 @@ class CollectingOutput final : public ops::Output {
 class AdapterTest : public SdkPluginTest {
  protected:
   // Creates and opens `type` with `options_json` over `input` (keyed by `key` when keyed).
+  // Two-input types: `second` is input 1's schema, `second_key` its key field.
   absl::StatusOr<std::unique_ptr<PluginOperator>> Open(const std::string& type, const std::string& options_json,
-                                                       const Schema& input, const std::string& key = "") {
+                                                       const Schema& input, const std::string& key = "",
+                                                       const Schema* second = nullptr,
+                                                       const std::string& second_key = "") {
     const PluginOperatorType& t = Type(type);
     spec_.id = "op1";
     spec_.type = type;
     spec_.input_schema = input;
-    SLUICE_ASSIGN_OR_RETURN(spec_.output_schema, OutputSchema(*plugin_, t, input, options_json, ""));
+    std::vector<Schema> inputs = {input};
+    if (second != nullptr) inputs.push_back(*second);
+    SLUICE_ASSIGN_OR_RETURN(spec_.output_schema, OutputSchema(*plugin_, t, inputs, options_json, ""));
     if (!key.empty()) spec_.key = {plan::KeySpec{key, key}};
     out_.schema = &spec_.output_schema;
     SLUICE_ASSIGN_OR_RETURN(auto op, PluginOperator::Create(plugin_, &t, options_json));
+    if (second != nullptr) {
+      std::vector<plan::KeySpec> k;
+      if (!second_key.empty()) k.push_back(plan::KeySpec{second_key, second_key});
+      op->SetSecondInput(*second, std::move(k));
+    }
     ops::OperatorContext ctx;
     ctx.spec = &spec_;
     ctx.job_id = "job-1";
@@ -520,6 +686,82 @@ TEST_F(AdapterTest, HostErrorsReachTheTaskUnchanged) {
   ASSERT_OK(op);
   out_.fail_with = absl::CancelledError("task cancelled");
   EXPECT_THAT((*op)->Process(Rec("a", 1)), StatusIs(absl::StatusCode::kCancelled, "task cancelled"));
+}
+
+TEST_F(AdapterTest, Abi10PluginRunsKeyedStateAndTimersInRocksDb) {
+  auto p = PluginLoader::Default()->Load(PluginPath("sdk_test_plugin_1_0"));
+  ASSERT_OK(p);
+  plugin_ = *p;
+  auto op = Open("keyed_count", R"({"key_field":"user","timer":"event","at":100})", input_, "user");
+  ASSERT_OK(op);
+  std::vector<Record> batch = {Rec("b", 1), Rec("a", 1), Rec("b", 1)};
+  ASSERT_OK((*op)->ProcessBatch(batch.data(), batch.size()));
+  ASSERT_OK((*op)->ProcessWatermark(100));
+  EXPECT_THAT(out_.records, ::testing::UnorderedElementsAre(R"({"user":"a","count":1})", R"({"user":"b","count":2})"));
+}
+
+TEST_F(AdapterTest, TwoInputKeyedStateInRocksDbWrittenByInput1ReadByInput0) {
+  Schema tiers({{"tier", FieldType::kString}, {"name", FieldType::kString}});
+  auto op = Open("tier_join", "{}", input_, "user", &tiers, "name");
+  ASSERT_OK(op);
+  auto tier = [](const std::string& t, const std::string& name) {
+    Record r(2);
+    r.SetString(0, t);
+    r.SetString(1, name);
+    return r;
+  };
+  ASSERT_OK((*op)->Process(Rec("a", 1)));
+  std::vector<Record> t1 = {tier("gold", "a"), tier("silver", "b")};
+  ASSERT_OK((*op)->ProcessInputBatch(1, t1.data(), t1.size()));
+  std::vector<Record> events = {Rec("a", 2), Rec("b", 3), Rec("c", 4)};
+  ASSERT_OK((*op)->ProcessInputBatch(0, events.data(), events.size()));
+  Record t2 = tier("bronze", "a");
+  ASSERT_OK((*op)->ProcessInputBatch(1, &t2, 1));
+  ASSERT_OK((*op)->ProcessBatch(events.data(), 1));
+  EXPECT_THAT(out_.records, ElementsAre(R"({"user":"a","amount":1,"tier":"","input":0})",
+                                        R"({"user":"a","amount":2,"tier":"gold","input":0})",
+                                        R"({"user":"b","amount":3,"tier":"silver","input":0})",
+                                        R"({"user":"c","amount":4,"tier":"","input":0})",
+                                        R"({"user":"a","amount":2,"tier":"bronze","input":0})"));
+  EXPECT_THAT((*op)->ProcessInputBatch(2, events.data(), 1),
+              StatusIs(absl::StatusCode::kInvalidArgument, "plugin operator type 'tier_join' has no input 2"));
+}
+
+TEST_F(AdapterTest, TwoInputTypesNeedTheSecondInputAndMatchingKeys) {
+  Schema tiers({{"tier", FieldType::kString}, {"name", FieldType::kString}});
+  const PluginOperatorType& t = Type("forward_both");
+  auto op = PluginOperator::Create(plugin_, &t, "{}");
+  ASSERT_OK(op);
+  spec_.input_schema = input_;
+  spec_.output_schema = input_;
+  ops::OperatorContext ctx;
+  ctx.spec = &spec_;
+  ctx.clock = &clock_;
+  EXPECT_THAT((*op)->Open(ctx, &out_),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "plugin operator type 'forward_both' has 2 inputs, but was opened without its second "
+                       "input's schema (SetSecondInput)"));
+  EXPECT_THAT(Open("tier_join", "{}", input_, "user", &tiers, ""),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "keyed plugin operator type 'tier_join': input 1 is keyed by 0 field(s), input 0 by 1"));
+  Schema int_names({{"tier", FieldType::kString}, {"name", FieldType::kInt64}});
+  EXPECT_THAT(Open("tier_join", "{}", input_, "user", &int_names, "name"),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "keyed plugin operator type 'tier_join': key field 0 is int64 in input 1 but string in input 0"));
+}
+
+TEST_F(AdapterTest, TwoInputForwardChecksTheRecordsInput) {
+  Schema other({{"y", FieldType::kString}});
+  auto op = Open("forward_both", "{}", input_, "", &other);
+  ASSERT_OK(op);
+  ASSERT_OK((*op)->ProcessInputBatch(0, std::vector<Record>{Rec("a", 1)}.data(), 1));
+  Record y(1);
+  y.SetString(0, "no");
+  EXPECT_THAT((*op)->ProcessInputBatch(1, &y, 1),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "plugin operator type 'forward_both' emitted an input record unchanged, but its output schema "
+                       "(user string, amount int64) is not the schema (y string) of input 1"));
+  EXPECT_THAT(out_.records, ElementsAre(R"({"user":"a","amount":1})"));
 }
 
 TEST_F(AdapterTest, KeyedTypeWithoutBackendIsRefused) {

@@ -1,5 +1,7 @@
 // Operators of the in-tree test plugin (libsdk_test_plugin.so), also compiled into sdk_test
-// so the fake host (sluice/testing.h) can run them directly.
+// so the fake host (sluice/testing.h) can run them directly. Also compiled against the frozen
+// SDK 1.0 headers (sdk/tests/sdk_1_0/) as libsdk_test_plugin_1_0.so, without the operators
+// that need a later ABI, to check that 1.0 plugins keep working.
 #include <stdexcept>
 #include <string>
 
@@ -172,12 +174,69 @@ class Refuser : public sluice::sdk::Operator {
   }
 };
 
+#if SLUICE_ABI_MINOR >= 1
+// Keyed, two inputs: input 1 (key, `tier` string) sets the key's tier; input 0 records come
+// out with `tier` appended (the key's latest tier, or "" when none came yet) and `input` = the
+// index the record arrived on (always 0: checks the index reaches the operator).
+class TierJoin : public sluice::sdk::TwoInputOperator {
+ public:
+  static Status OutputSchema(const Schema& in0, const Schema& in1, const Options&, SchemaBuilder& out) {
+    int32_t tier = in1.IndexOf("tier");
+    if (tier < 0 || in1.type(tier) != FieldType::kString) {
+      return Status::InvalidArgument("input 1 needs a string field 'tier'");
+    }
+    out.AddAll(in0);
+    out.Add("tier", FieldType::kString);
+    out.Add("input", FieldType::kInt64);
+    return Status::Ok();
+  }
+  Status Open(Context& ctx) override {
+    if (ctx.NumInputs() != 2) return Status::FailedPrecondition("expected 2 inputs");
+    SLUICE_SDK_RETURN_IF_ERROR(ctx.InputField(1, "tier", FieldType::kString, &tier_in_));
+    SLUICE_SDK_RETURN_IF_ERROR(ctx.OutputField("tier", FieldType::kString, &tier_out_));
+    SLUICE_SDK_RETURN_IF_ERROR(ctx.OutputField("input", FieldType::kInt64, &input_out_));
+    width_ = ctx.InputSchema(0).size();
+    return ctx.RegisterValueState("tier", &tier_);
+  }
+  Status Process(int input, const Record& in, Context& ctx) override {
+    if (input == 1) return tier_.Put(in.String(tier_in_));
+    std::string_view tier;
+    bool found = false;
+    SLUICE_SDK_RETURN_IF_ERROR(tier_.Get(&tier, &found));
+    ctx.Out().CopyPrefix(in, width_);
+    ctx.Out().SetString(tier_out_, found ? tier : std::string_view());
+    ctx.Out().SetInt(input_out_, input);
+    return ctx.Emit();
+  }
+
+ private:
+  Field tier_in_;
+  Field tier_out_;
+  Field input_out_;
+  size_t width_ = 0;
+  sluice::sdk::ValueState tier_;
+};
+
+// Not keyed, two inputs: forwards every record unchanged (Forward checks that the record's
+// input has the output schema).
+class ForwardBoth : public sluice::sdk::TwoInputOperator {
+ public:
+  Status Process(int input, const Record& in, Context& ctx) override { return ctx.Forward(in); }
+};
+#endif  // SLUICE_ABI_MINOR >= 1
+
 }  // namespace
 
 SLUICE_PLUGIN("sdk-test", "0.1.0", plugin) {
-  plugin.AddOperator<PositiveFilter>("positive_filter")
-      .Description("keeps records whose field is above min")
-      .Validate(&PositiveFilter::Validate);
+  auto filter = plugin.AddOperator<PositiveFilter>("positive_filter")
+                    .Description("keeps records whose field is above min")
+                    .Validate(&PositiveFilter::Validate);
+#if SLUICE_ABI_MINOR >= 1
+  filter.RequiredOption("field", "string", "the int64 field to test")
+      .Option("min", "int64", "0", "records pass when the field is above it");
+#else
+  (void)filter;  // SDK 1.0 cannot describe options
+#endif
   plugin.AddOperator<KeyedCount>("keyed_count")
       .Keyed()
       .Validate(&KeyedCount::Validate)
@@ -185,4 +244,8 @@ SLUICE_PLUGIN("sdk-test", "0.1.0", plugin) {
   plugin.AddOperator<Distinct>("distinct").Keyed().OutputSchema(&Distinct::OutputSchema);
   plugin.AddOperator<Thrower>("thrower");
   plugin.AddOperator<Refuser>("refuser");
+#if SLUICE_ABI_MINOR >= 1
+  plugin.AddOperator<TierJoin>("tier_join").Keyed().OutputSchema(&TierJoin::OutputSchema);
+  plugin.AddOperator<ForwardBoth>("forward_both");
+#endif
 }

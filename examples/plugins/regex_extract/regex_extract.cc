@@ -116,5 +116,11 @@ SLUICE_PLUGIN("regex-extract", "1.0.0", plugin) {
   plugin.AddOperator<RegexExtract>("regex_extract")
       .Description("appends a regular-expression capture of a string field")
       .Validate(&RegexExtract::Validate)
-      .OutputSchema(&RegexExtract::OutputSchema);
+      .OutputSchema(&RegexExtract::OutputSchema)
+      .RequiredOption("field", "string", "the string field to match")
+      .RequiredOption("pattern", "string", "an ECMAScript regular expression")
+      .RequiredOption("as", "string", "the name of the appended string field")
+      .Option("group", "int64", "1", "the capture group to append")
+      .Option("default", "string", "", "appended when the pattern does not match")
+      .Option("drop_unmatched", "bool", "false", "drop records that do not match instead");
 }

@@ -19,6 +19,13 @@
  *   - Plain value types (sluice_string, sluice_value, sluice_field, sluice_schema,
  *     sluice_record) carry no struct_size: they are fixed for the whole major version.
  *
+ * What each minor version added (fields marked "ABI 1.x" below):
+ *   1.0  the first release.
+ *   1.1  two-input operator types: sluice_operator.process_input (the input index of each
+ *        batch), sluice_open_info.num_inputs / input_schemas, and
+ *        sluice_operator_type.output_schema_inputs (the output schema from every input's);
+ *        sluice_operator_type.options (what each option is, for `sluice plugin check`).
+ *
  * Ownership, in one line per kind:
  *   - Strings passed to a call are borrowed for the duration of that call unless stated.
  *   - What the plugin returns (descriptor, operator types, their names) is static: it lives
@@ -37,7 +44,7 @@
 
 /** ABI version this header describes. */
 #define SLUICE_ABI_MAJOR 1
-#define SLUICE_ABI_MINOR 0
+#define SLUICE_ABI_MINOR 1
 
 /** Name of this major version's entry point, as a string (for dlsym and messages). */
 #define SLUICE_PLUGIN_ENTRY_POINT "sluice_plugin_init_v1"
@@ -271,10 +278,30 @@ typedef struct sluice_open_info {
   int32_t restored;
   const sluice_string* restored_entries;
   size_t num_restored_entries;
+
+  /* --- ABI 1.1 (read only when SLUICE_HAS_FIELD(info, sluice_open_info, input_schemas)) --- */
+  /** The number of inputs (1 or 2) and each input's schema; input_schemas[0] is input_schema.
+   *  For a keyed two-input type, key_schema is the key of both inputs (same types; names as
+   *  in input 0's key). */
+  int32_t num_inputs;
+  const sluice_schema* input_schemas;
 } sluice_open_info;
 
 /* ------------------------------------------------------------------------------------------ */
 /* What a plugin provides */
+
+/** ABI 1.1: one option of an operator type, described for people and tools (`sluice plugin
+ *  check` prints them). Plugin-owned, static. A value type: fixed for the major version. */
+typedef struct sluice_option_info {
+  sluice_string name;
+  /** Free text for people: "string", "int64", "bool", "double", "[string]", ... */
+  sluice_string type;
+  /** Nonzero: the option must be given. */
+  int32_t required;
+  /** The value used when it is not given, as text (empty: none). */
+  sluice_string default_value;
+  sluice_string description;
+} sluice_option_info;
 
 /**
  * One operator instance. The host zeroes this struct and passes it to `create`, which fills
@@ -292,7 +319,8 @@ typedef struct sluice_operator {
   void* instance;
   /** Required. Resolve field indices, register state and counters here. */
   sluice_status (*open)(void* instance, const sluice_open_info* info, sluice_error* error);
-  /** Required. `count` records in arrival order; may emit any number of records. */
+  /** Required. `count` records in arrival order; may emit any number of records. The host
+   *  calls it for one-input types; two-input types get `process_input` instead. */
   sluice_status (*process)(void* instance, const sluice_record* records, size_t count,
                            sluice_error* error);
   /** Optional. The input watermark advanced (after due event-time timers fired). NULL:
@@ -315,7 +343,22 @@ typedef struct sluice_operator {
   void (*close)(void* instance);
   /** Required. Frees the instance and everything it owns. */
   void (*release)(void* instance);
+
+  /* --- ABI 1.1 --- */
+  /** Required for two-input types (num_inputs == 2), ignored for others: `count` records of
+   *  input `input_index` (0 or 1), in arrival order; the records follow that input's schema
+   *  (sluice_open_info.input_schemas[input_index]). Batches of the two inputs interleave in
+   *  arrival order; within one call, all records come from one input. For keyed types,
+   *  enter_key evaluates that input's key. */
+  sluice_status (*process_input)(void* instance, int32_t input_index,
+                                 const sluice_record* records, size_t count,
+                                 sluice_error* error);
 } sluice_operator;
+
+/** sizeof(sluice_operator) in ABI 1.0: a host accepts an instance this large or larger. */
+#define SLUICE_OPERATOR_SIZE_1_0 offsetof(sluice_operator, process_input)
+/** sizeof(sluice_open_info) in ABI 1.0. */
+#define SLUICE_OPEN_INFO_SIZE_1_0 offsetof(sluice_open_info, num_inputs)
 
 /**
  * One operator type. Static (plugin-owned for the life of the process). The type hooks
@@ -328,7 +371,7 @@ typedef struct sluice_operator_type {
   /** The `type:` a job names it by. */
   sluice_string name;
   sluice_string description;
-  /** Number of inputs. ABI 1.0 hosts run one-input operators. */
+  /** Number of inputs: 1, or 2 (ABI 1.1 and later; the instance sets process_input). */
   int32_t num_inputs;
   /** Nonzero: the operator is keyed (the job gives `key`); state and timers work. */
   int32_t keyed;
@@ -344,7 +387,21 @@ typedef struct sluice_operator_type {
   /** Required. Creates an instance into the host-zeroed `*op`. */
   sluice_status (*create)(void* type_data, sluice_string options_json, sluice_operator* op,
                           sluice_error* error);
+
+  /* --- ABI 1.1 --- */
+  /** Optional; for two-input types. The output schema from all `num_inputs` input schemas
+   *  and the options. When NULL, a two-input type's output schema is output_schema(inputs[0])
+   *  (or input 0's schema when that is NULL too). */
+  sluice_status (*output_schema_inputs)(void* type_data, const sluice_schema* inputs,
+                                        size_t num_inputs, sluice_string options_json,
+                                        sluice_schema_builder* out, sluice_error* error);
+  /** Optional: the options the type takes (NULL / 0: not described; validate still decides). */
+  const sluice_option_info* options;
+  size_t num_options;
 } sluice_operator_type;
+
+/** sizeof(sluice_operator_type) in ABI 1.0. */
+#define SLUICE_OPERATOR_TYPE_SIZE_1_0 offsetof(sluice_operator_type, output_schema_inputs)
 
 /** A plugin's descriptor, returned by the entry point. Static. */
 typedef struct sluice_plugin {

@@ -20,6 +20,9 @@
 //     plugin.AddOperator<Positive>("positive").Description("keeps positive amounts");
 //   }
 //
+// A two-input operator (e.g. enrichment from a second stream) derives from TwoInputOperator
+// and implements Process(int input, const Record&, Context&); see examples/plugins/enrich.
+//
 // Everything here is compiled into the plugin: no C++ type crosses into the host. Every
 // exception thrown by operator code is caught at the C boundary and becomes an error status
 // naming the operator. See sdk/README.md for the lifecycle and threading rules.
@@ -644,20 +647,37 @@ class Context {
         input_(info->input_schema),
         output_(info->output_schema),
         key_(info->key_schema),
-        out_(info->output_values) {}
+        out_(info->output_values) {
+    inputs_[0] = input_;
+    if (SLUICE_HAS_FIELD(info, sluice_open_info, input_schemas) && info->input_schemas != nullptr) {
+      num_inputs_ = info->num_inputs < 1 ? 1 : (info->num_inputs > 2 ? 2 : info->num_inputs);
+      for (int i = 0; i < num_inputs_; ++i) inputs_[i] = Schema(&info->input_schemas[i]);
+    }
+  }
 
   // --- Identity and schemas ---
   std::string_view OperatorId() const { return View(info_->operator_id); }
   std::string_view TaskName() const { return View(info_->task_name); }
   int Subtask() const { return info_->subtask; }
   int Parallelism() const { return info_->parallelism; }
+  /// Input 0's schema (the only input of a one-input operator).
   const Schema& InputSchema() const { return input_; }
+  /// The number of inputs (1 or 2) and input `input`'s schema (REQUIRES: 0 <= input < NumInputs()).
+  int NumInputs() const { return num_inputs_; }
+  const Schema& InputSchema(int input) const { return inputs_[input]; }
   const Schema& OutputSchema() const { return output_; }
   const Schema& KeySchema() const { return key_; }
 
   /// Resolves fields by name, once (in Open). kNotFound / kInvalidArgument (wrong type).
   Status InputField(std::string_view name, FieldType type, Field* out) const {
     return input_.Resolve(name, type, "input", out);
+  }
+  /// A field of input `input` (two-input operators); kNotFound also for a bad input index.
+  Status InputField(int input, std::string_view name, FieldType type, Field* out) const {
+    if (input < 0 || input >= num_inputs_) {
+      return Status::NotFound("the operator has no input " + std::to_string(input));
+    }
+    return inputs_[input].Resolve(name, type, input == 0 ? "input 0" : "input 1", out);
   }
   Status OutputField(std::string_view name, FieldType type, Field* out) const {
     return output_.Resolve(name, type, "output", out);
@@ -752,6 +772,8 @@ class Context {
   Schema output_;
   Schema key_;
   OutputRecord out_;
+  int num_inputs_ = 1;
+  Schema inputs_[2];
 };
 
 /// The class plugin authors subclass. One instance per parallel subtask; all calls come from
@@ -780,8 +802,28 @@ class Operator {
   virtual void Close() {}
 };
 
+/// The class to subclass for an operator with two inputs (needs a host of ABI 1.1 or later).
+/// Records of both inputs arrive on the same thread, in arrival order, through
+/// Process(input, ...): input 0 or 1, each with its own schema (Context::InputSchema(input),
+/// Context::InputField(input, ...)). For keyed types, both inputs are keyed by the job's key for
+/// that input (same key types), and the record's key is the current key, as for one input; state
+/// written while processing one input is read while processing the other (Flink's
+/// KeyedCoProcessFunction). Forward(in) needs an output schema equal to `in`'s input schema.
+class TwoInputOperator : public Operator {
+ public:
+  /// One record of input `input` (0 or 1).
+  virtual Status Process(int input, const Record& in, Context& ctx) = 0;
+
+ private:
+  // One-input calls do not happen for a two-input type; if a host made one, it is input 0.
+  Status Process(const Record& in, Context& ctx) final { return Process(0, in, ctx); }
+};
+
 using ValidateFn = Status (*)(const Options& options);
 using OutputSchemaFn = Status (*)(const Schema& input, const Options& options, SchemaBuilder& out);
+/// The output schema of a two-input type, from both input schemas.
+using OutputSchema2Fn = Status (*)(const Schema& input0, const Schema& input1, const Options& options,
+                                   SchemaBuilder& out);
 
 namespace internal {
 
@@ -791,6 +833,14 @@ struct TypeInfo {
   std::string description;
   ValidateFn validate = nullptr;
   OutputSchemaFn output_schema = nullptr;
+  OutputSchema2Fn output_schema2 = nullptr;
+  int32_t num_inputs = 1;
+  struct OptionText {
+    std::string name, type, default_value, description;
+    bool required = false;
+  };
+  std::deque<OptionText> option_text;        // owns the strings option_abi points into
+  std::vector<sluice_option_info> option_abi;
   std::unique_ptr<Operator> (*factory)(const Options&) = nullptr;
   sluice_operator_type abi{};
 };
@@ -799,6 +849,7 @@ struct TypeInfo {
 struct Instance {
   const TypeInfo* type = nullptr;
   std::unique_ptr<Operator> op;
+  TwoInputOperator* two = nullptr;  // op, when the type has two inputs
   std::unique_ptr<Context> ctx;
   bool keyed = false;
   std::string operator_id;
@@ -859,6 +910,34 @@ inline sluice_status ProcessHook(void* p, const sluice_record* records, size_t c
         if (ks != SLUICE_OK) return ks;
       }
       Status s = inst->op->Process(Record(&records[i]), ctx);
+      if (!s.ok()) return Fail(s, error);
+    }
+    return SLUICE_OK;
+  } catch (const std::exception& e) {
+    SetError(error, Who(inst->type, inst) + " threw an exception in Process: " + e.what());
+  } catch (...) {
+    SetError(error, Who(inst->type, inst) + " threw a non-standard exception in Process");
+  }
+  return SLUICE_ERR_INTERNAL;
+}
+
+inline sluice_status ProcessInputHook(void* p, int32_t input, const sluice_record* records, size_t count,
+                                      sluice_error* error) {
+  auto* inst = static_cast<Instance*>(p);
+  try {
+    if (inst->two == nullptr || input < 0 || input > 1) {
+      return Fail(Status::FailedPrecondition(Who(inst->type, inst) + " got records of input " +
+                                             std::to_string(input) + ", but it has " +
+                                             (inst->two == nullptr ? "one input" : "inputs 0 and 1")),
+                  error);
+    }
+    Context& ctx = *inst->ctx;
+    for (size_t i = 0; i < count; ++i) {
+      if (inst->keyed) {
+        sluice_status ks = ctx.api()->enter_key(ctx.host(), &records[i]);
+        if (ks != SLUICE_OK) return ks;
+      }
+      Status s = inst->two->Process(static_cast<int>(input), Record(&records[i]), ctx);
       if (!s.ok()) return Fail(s, error);
     }
     return SLUICE_OK;
@@ -938,6 +1017,26 @@ inline sluice_status OutputSchemaHook(void* type_data, const sluice_schema* inpu
   });
 }
 
+inline sluice_status OutputSchemaInputsHook(void* type_data, const sluice_schema* inputs, size_t num_inputs,
+                                            sluice_string json, sluice_schema_builder* out, sluice_error* error) {
+  const auto* type = static_cast<const TypeInfo*>(type_data);
+  return Guard(type, nullptr, "OutputSchema", error, [&] {
+    if (num_inputs != 2) {
+      return Status::InvalidArgument("operator type '" + type->name + "' has 2 inputs, not " +
+                                     std::to_string(num_inputs));
+    }
+    Options options;
+    SLUICE_SDK_RETURN_IF_ERROR(ParseOptions(json, &options));
+    SchemaBuilder builder(out);
+    Schema in0(&inputs[0]);
+    Schema in1(&inputs[1]);
+    if (type->output_schema2 != nullptr) return type->output_schema2(in0, in1, options, builder);
+    if (type->output_schema != nullptr) return type->output_schema(in0, options, builder);
+    builder.AddAll(in0);
+    return Status::Ok();
+  });
+}
+
 inline sluice_status CreateHook(void* type_data, sluice_string json, sluice_operator* op,
                                 sluice_error* error) {
   const auto* type = static_cast<const TypeInfo*>(type_data);
@@ -949,7 +1048,9 @@ inline sluice_status CreateHook(void* type_data, sluice_string json, sluice_oper
     inst->type = type;
     inst->keyed = type->abi.keyed != 0;
     inst->op = type->factory(options);
+    if (type->num_inputs == 2) inst->two = static_cast<TwoInputOperator*>(inst->op.get());
     op->struct_size = sizeof(sluice_operator);
+    op->process_input = type->num_inputs == 2 ? &ProcessInputHook : nullptr;
     op->open = &OpenHook;
     op->process = &ProcessHook;
     op->process_watermark = &WatermarkHook;
@@ -993,9 +1094,28 @@ class OperatorTypeBuilder {
     t_->validate = fn;
     return *this;
   }
-  /// The output schema; without it, the output schema is the input schema.
+  /// The output schema; without it, the output schema is the input schema (input 0's for a
+  /// two-input type).
   OperatorTypeBuilder& OutputSchema(OutputSchemaFn fn) {
     t_->output_schema = fn;
+    return *this;
+  }
+  /// The output schema of a two-input type, from both inputs' schemas.
+  OperatorTypeBuilder& OutputSchema(OutputSchema2Fn fn) {
+    t_->output_schema2 = fn;
+    return *this;
+  }
+  /// Describes an option that must be given (for `sluice plugin check` and docs; Validate
+  /// still decides what is accepted). `type` is free text: "string", "int64", "[string]"...
+  OperatorTypeBuilder& RequiredOption(std::string name, std::string type, std::string description) {
+    t_->option_text.push_back({std::move(name), std::move(type), std::string(), std::move(description), true});
+    return *this;
+  }
+  /// Describes an optional option and its default (as text; empty for none).
+  OperatorTypeBuilder& Option(std::string name, std::string type, std::string default_value,
+                              std::string description) {
+    t_->option_text.push_back(
+        {std::move(name), std::move(type), std::move(default_value), std::move(description), false});
     return *this;
   }
 
@@ -1010,8 +1130,8 @@ class Plugin {
   Plugin(const Plugin&) = delete;
   Plugin& operator=(const Plugin&) = delete;
 
-  /// Adds operator type `name`, implemented by `Op` (a subclass of Operator constructible
-  /// from `const Options&` or by default).
+  /// Adds operator type `name`, implemented by `Op` (a subclass of Operator, or of
+  /// TwoInputOperator for two inputs, constructible from `const Options&` or by default).
   template <typename Op>
   OperatorTypeBuilder AddOperator(std::string name) {
     static_assert(std::is_base_of_v<Operator, Op>, "Op must derive from sluice::sdk::Operator");
@@ -1019,6 +1139,7 @@ class Plugin {
     internal::TypeInfo& t = types_.back();
     t.name = std::move(name);
     t.factory = &internal::Make<Op>;
+    t.num_inputs = std::is_base_of_v<TwoInputOperator, Op> ? 2 : 1;
     return OperatorTypeBuilder(&t);
   }
 
@@ -1028,11 +1149,19 @@ class Plugin {
       t.abi.struct_size = sizeof(sluice_operator_type);
       t.abi.name = sluice_string{t.name.data(), t.name.size()};
       t.abi.description = sluice_string{t.description.data(), t.description.size()};
-      t.abi.num_inputs = 1;
+      t.abi.num_inputs = t.num_inputs;
       t.abi.type_data = &t;
       t.abi.validate = &internal::ValidateHook;
       t.abi.output_schema = &internal::OutputSchemaHook;
       t.abi.create = &internal::CreateHook;
+      t.abi.output_schema_inputs = t.num_inputs == 2 ? &internal::OutputSchemaInputsHook : nullptr;
+      for (const auto& o : t.option_text) {
+        auto str = [](const std::string& s) { return sluice_string{s.data(), s.size()}; };
+        t.option_abi.push_back(
+            sluice_option_info{str(o.name), str(o.type), o.required ? 1 : 0, str(o.default_value), str(o.description)});
+      }
+      t.abi.options = t.option_abi.empty() ? nullptr : t.option_abi.data();
+      t.abi.num_options = t.option_abi.size();
       pointers_.push_back(&t.abi);
     }
     desc_.struct_size = sizeof(sluice_plugin);

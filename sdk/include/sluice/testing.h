@@ -5,7 +5,8 @@
 //   sluice::sdk::testing::Harness h(sluice_plugin_init_v1, {
 //       .type = "dedup", ...});                        // (C++20; or set the fields one by one)
 //   ASSERT_TRUE(h.Open().ok());
-//   h.Process({"alice", 3});                           // records in
+//   h.Process({"alice", 3});                           // records in (input 0)
+//   h.Process(1, {"alice", "gold"});                   // two-input types: input 1
 //   h.AdvanceWatermark(1000);                          // fires due event-time timers
 //   EXPECT_EQ(h.output(), (std::vector<std::string>{R"({"user":"alice","n":3})"}));
 //
@@ -63,6 +64,8 @@ struct HarnessOptions {
   std::string options_json = "{}";   ///< its options
   std::vector<TestField> input;      ///< input schema
   std::vector<std::string> key;      ///< keyed types: input fields forming the key
+  std::vector<TestField> input2;     ///< two-input types: input 1's schema
+  std::vector<std::string> key2;     ///< keyed two-input types: input 1's key fields (same types)
   std::string operator_id = "op";
   int64_t processing_time_ms = 0;    ///< the fake clock's start
   std::vector<std::string> restored_entries;  ///< non-keyed state to restore
@@ -102,22 +105,51 @@ class Harness {
       key_fields_.push_back(input_fields_[idx]);
     }
     key_schema_ = sluice_schema{key_fields_.data(), key_fields_.size()};
+    for (int32_t idx : key_index_) key_test_fields_.push_back(o_.input[idx]);
     if (type_->keyed != 0 && o_.key.empty()) return Status::InvalidArgument("a keyed type needs a key");
+    const bool two = type_->num_inputs == 2;
+    if (!two && (!o_.input2.empty() || !o_.key2.empty())) {
+      return Status::InvalidArgument("input2 and key2 are for two-input types; '" + o_.type + "' has one input");
+    }
+    if (two) {
+      for (const auto& f : o_.input2) input2_fields_.push_back(sluice_field{Str(f.name), static_cast<sluice_field_type>(f.type)});
+      if (type_->keyed != 0 && o_.key2.size() != o_.key.size()) {
+        return Status::InvalidArgument("a keyed two-input type needs key2 with as many fields as key");
+      }
+      for (size_t k = 0; k < o_.key2.size(); ++k) {
+        int32_t idx = -1;
+        for (size_t i = 0; i < o_.input2.size(); ++i) {
+          if (o_.input2[i].name == o_.key2[k]) idx = static_cast<int32_t>(i);
+        }
+        if (idx < 0) return Status::InvalidArgument("key2 field '" + o_.key2[k] + "' is not an input2 field");
+        if (o_.input2[idx].type != key_test_fields_[k].type) {
+          return Status::InvalidArgument("key2 field '" + o_.key2[k] + "' is " + FieldTypeName(o_.input2[idx].type) +
+                                         ", but key field '" + o_.key[k] + "' is " +
+                                         FieldTypeName(key_test_fields_[k].type));
+        }
+        key_index2_.push_back(idx);
+      }
+    }
+    input_schemas_[0] = input_schema_;
+    input_schemas_[1] = sluice_schema{input2_fields_.data(), input2_fields_.size()};
     // Output schema.
-    if (type_->output_schema == nullptr) {
+    const bool multi = two && SLUICE_HAS_FIELD(type_, sluice_operator_type, output_schema_inputs) &&
+                       type_->output_schema_inputs != nullptr;
+    if (!multi && type_->output_schema == nullptr) {
       output_names_ = o_.input;
     } else {
       Sink err;
       sluice_schema_builder b{sizeof(sluice_schema_builder), this, &AddOutputField};
-      sluice_status s = type_->output_schema(type_->type_data, &input_schema_, Str(o_.options_json), &b, &err.abi);
+      sluice_status s = multi ? type_->output_schema_inputs(type_->type_data, input_schemas_, 2, Str(o_.options_json),
+                                                            &b, &err.abi)
+                              : type_->output_schema(type_->type_data, &input_schema_, Str(o_.options_json), &b,
+                                                     &err.abi);
       if (s != SLUICE_OK) return Status(static_cast<StatusCode>(s), err.message);
     }
     for (const auto& f : output_names_) output_fields_.push_back(sluice_field{Str(f.name), static_cast<sluice_field_type>(f.type)});
     output_schema_ = sluice_schema{output_fields_.data(), output_fields_.size()};
-    same_schema_ = output_names_.size() == o_.input.size();
-    for (size_t i = 0; same_schema_ && i < o_.input.size(); ++i) {
-      same_schema_ = output_names_[i].name == o_.input[i].name && output_names_[i].type == o_.input[i].type;
-    }
+    same_schema_[0] = SameFields(output_names_, o_.input);
+    same_schema_[1] = two && SameFields(output_names_, o_.input2);
     output_values_.assign(output_fields_.size(), sluice_value{0, 0, {nullptr, 0}});
     // Create.
     Sink err;
@@ -126,8 +158,12 @@ class Harness {
       op_ = sluice_operator{};
       return Status(static_cast<StatusCode>(s), err.message);
     }
-    if (op_.open == nullptr || op_.process == nullptr || op_.release == nullptr) {
+    if (op_.struct_size < SLUICE_OPERATOR_SIZE_1_0 || op_.open == nullptr || op_.release == nullptr ||
+        (!two && op_.process == nullptr)) {
       return Status::FailedPrecondition("create left open, process or release unset");
+    }
+    if (two && (!SLUICE_HAS_FIELD(&op_, sluice_operator, process_input) || op_.process_input == nullptr)) {
+      return Status::FailedPrecondition("create left process_input unset (required for two-input types)");
     }
     for (const auto& e : o_.restored_entries) restored_.push_back(Str(e));
     api_ = MakeApi();
@@ -145,6 +181,8 @@ class Harness {
     info_.restored = o_.restored_entries.empty() ? 0 : 1;
     info_.restored_entries = restored_.data();
     info_.num_restored_entries = restored_.size();
+    info_.num_inputs = two ? 2 : 1;
+    info_.input_schemas = input_schemas_;
     opened_ = true;
     in_open_ = true;
     Status st = Call([&](sluice_error* e) { return op_.open(op_.instance, &info_, e); });
@@ -152,19 +190,29 @@ class Harness {
     return st;
   }
 
-  /// One record (a batch of one).
-  Status Process(const Row& row) { return ProcessBatch({row}); }
-  /// Records in one process call.
-  Status ProcessBatch(const std::vector<Row>& rows) {
+  /// One record (a batch of one) of input 0.
+  Status Process(const Row& row) { return ProcessBatch(0, {row}); }
+  /// One record of input `input` (0, or 1 for two-input types).
+  Status Process(int input, const Row& row) { return ProcessBatch(input, {row}); }
+  /// Records of input 0 in one process call.
+  Status ProcessBatch(const std::vector<Row>& rows) { return ProcessBatch(0, rows); }
+  /// Records of input `input` in one call (process, or process_input for two-input types).
+  Status ProcessBatch(int input, const std::vector<Row>& rows) {
+    if (type_ == nullptr || op_.release == nullptr) return Status::FailedPrecondition("Open() first");
+    const bool two = type_->num_inputs == 2;
+    if (input < 0 || input > (two ? 1 : 0)) {
+      return Status::InvalidArgument("operator type '" + o_.type + "' has no input " + std::to_string(input));
+    }
+    const std::vector<TestField>& fields = input == 0 ? o_.input : o_.input2;
     batch_rows_.clear();
     for (const Row& row : rows) {
-      if (row.size() != o_.input.size()) {
-        return Status::InvalidArgument("a row has " + std::to_string(row.size()) + " values; the input has " +
-                                       std::to_string(o_.input.size()) + " fields");
+      if (row.size() != fields.size()) {
+        return Status::InvalidArgument("a row has " + std::to_string(row.size()) + " values; input " +
+                                       std::to_string(input) + " has " + std::to_string(fields.size()) + " fields");
       }
       std::vector<sluice_value> values(row.size());
       for (size_t i = 0; i < row.size(); ++i) {
-        switch (o_.input[i].type) {
+        switch (fields[i].type) {
           case FieldType::kDouble: values[i].d = row[i].d(); break;
           case FieldType::kString: values[i].s = Str(row[i].s()); break;
           default: values[i].i = row[i].i(); break;
@@ -177,7 +225,11 @@ class Harness {
       batch_.push_back(sluice_record{batch_rows_[i].data(), reinterpret_cast<const void*>(i)});
     }
     in_process_ = true;
-    Status s = Call([&](sluice_error* e) { return op_.process(op_.instance, batch_.data(), batch_.size(), e); });
+    batch_input_ = input;
+    Status s = Call([&](sluice_error* e) {
+      return two ? op_.process_input(op_.instance, input, batch_.data(), batch_.size(), e)
+                 : op_.process(op_.instance, batch_.data(), batch_.size(), e);
+    });
     in_process_ = false;
     return s;
   }
@@ -270,6 +322,13 @@ class Harness {
   };
 
   static sluice_string Str(const std::string& s) { return sluice_string{s.data(), s.size()}; }
+  static bool SameFields(const std::vector<TestField>& a, const std::vector<TestField>& b) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i) {
+      if (a[i].name != b[i].name || a[i].type != b[i].type) return false;
+    }
+    return true;
+  }
   static Harness* Self(sluice_host* h) { return reinterpret_cast<Harness*>(h); }
 
   Status FindType() {
@@ -401,13 +460,14 @@ class Harness {
     };
     a.emit_input = [](sluice_host* h, const sluice_record* r) -> sluice_status {
       Harness* self = Self(h);
-      if (!self->same_schema_) {
-        return self->Fail(Status::FailedPrecondition("emit_input: the output schema is not the input schema"));
-      }
       if (!self->in_process_ || r < self->batch_.data() || r >= self->batch_.data() + self->batch_.size()) {
         return self->Fail(Status::FailedPrecondition("emit_input: not a record of the current process call"));
       }
-      self->output_.push_back(self->Render(self->o_.input, r->values));
+      if (!self->same_schema_[self->batch_input_]) {
+        return self->Fail(Status::FailedPrecondition("emit_input: the output schema is not the schema of input " +
+                                                     std::to_string(self->batch_input_)));
+      }
+      self->output_.push_back(self->Render(self->batch_input_ == 0 ? self->o_.input : self->o_.input2, r->values));
       return SLUICE_OK;
     };
     a.emit_watermark = [](sluice_host* h, int64_t wm) -> sluice_status {
@@ -425,9 +485,10 @@ class Harness {
       std::vector<TestField> fields;
       std::vector<sluice_value> values;
       Row key_row;
-      for (size_t k = 0; k < self->key_index_.size(); ++k) {
-        const sluice_value& v = r->values[self->key_index_[k]];
-        fields.push_back(self->o_.input[self->key_index_[k]]);
+      const std::vector<int32_t>& index = self->batch_input_ == 0 ? self->key_index_ : self->key_index2_;
+      for (size_t k = 0; k < index.size(); ++k) {
+        const sluice_value& v = r->values[index[k]];
+        fields.push_back(self->key_test_fields_[k]);  // input 0's key names: equal keys meet
         values.push_back(v);
         switch (fields.back().type) {
           case FieldType::kDouble: key_row.emplace_back(v.d); break;
@@ -580,7 +641,8 @@ class Harness {
   bool closed_ = false;
   bool in_open_ = false;
   bool in_process_ = false;
-  bool same_schema_ = false;
+  int batch_input_ = 0;
+  bool same_schema_[2] = {false, false};
   Status host_error_;
 
   std::vector<sluice_field> input_fields_;
@@ -588,6 +650,10 @@ class Harness {
   std::vector<sluice_field> output_fields_;
   std::vector<TestField> output_names_;
   std::vector<int32_t> key_index_;
+  std::vector<int32_t> key_index2_;
+  std::vector<TestField> key_test_fields_;
+  std::vector<sluice_field> input2_fields_;
+  sluice_schema input_schemas_[2] = {{nullptr, 0}, {nullptr, 0}};
   sluice_schema input_schema_{nullptr, 0};
   sluice_schema key_schema_{nullptr, 0};
   sluice_schema output_schema_{nullptr, 0};
