@@ -223,5 +223,73 @@ TEST_F(DeploymentTest, SigtermOnAWorkerRestartsItsJobsElsewhereWithoutUsingAnAtt
   CheckExactlyOnce({out}, ExpectedFor(kRecords));
 }
 
+TEST_F(DeploymentTest, WorkerWhoseCoordinatorNameDoesNotResolveKeepsRetrying) {
+  const int http = FreePort();
+  workers_.push_back(std::make_unique<Daemon>(
+      "sluice-worker", std::vector<std::string>{absl::StrCat("--http-port=", http), "--host=127.0.0.1"},
+      std::vector<std::string>{"SLUICE_COORDINATOR=sluice-coordinator.invalid:6123",
+                               absl::StrCat("SLUICE_WORK_DIR=", dir_, "/w")},
+      dir_ + "/worker.log"));
+  auto readyz = WaitForHttp(http, "/readyz", 503, std::chrono::seconds(20));
+  ASSERT_EQ(readyz.first, 503);
+  EXPECT_EQ(readyz.second, "not ready: not registered with coordinator sluice-coordinator.invalid:6123 yet\n");
+  // Still alive after many tries (no crash loop), and it said why, without a line per try.
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  EXPECT_EQ(WaitForHttp(http, "/healthz", 200, std::chrono::seconds(5)).first, 200);
+  const std::string log = ReadAll(dir_ + "/worker.log");
+  EXPECT_THAT(log, HasSubstr("cannot register with coordinator sluice-coordinator.invalid:6123 (try 1; retrying)"));
+  size_t lines = 0;
+  for (size_t at = log.find("cannot register"); at != std::string::npos; at = log.find("cannot register", at + 1)) ++lines;
+  EXPECT_LE(lines, 2u) << log;
+}
+
+// SIGTERM on the coordinator (a pod replaced): the job records stay, and the next coordinator
+// on the same HA directory resumes the job from its latest checkpoint, using no attempt.
+TEST_F(DeploymentTest, JobsResumeUnderANewCoordinatorAfterSigterm) {
+  StartCoordinator();
+  ASSERT_EQ(WaitForHttp(http_port_, "/readyz", 200, std::chrono::seconds(20)).first, 200);
+  const int w0 = StartWorker(0, 2);
+  ASSERT_EQ(WaitForHttp(w0, "/readyz", 200, std::chrono::seconds(20)).first, 200);
+  constexpr int64_t kRecords = 300'000;
+  const std::string out = dir_ + "/out";
+  std::string job;
+  {
+    cli::CoordinatorClient client(CoordinatorAddress());
+    CountingJobOptions o;
+    o.restart = "{strategy: fixed_delay, attempts: 1, delay: 100ms}";
+    auto submitted = client.Submit(CountingJob(out, kRecords, 30'000, o), "job.yaml", 0);
+    ASSERT_OK(submitted);
+    job = submitted->job_id();
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    bool checkpointed = false;
+    while (!checkpointed && std::chrono::steady_clock::now() < deadline) {
+      auto info = client.GetJob(job);
+      ASSERT_OK(info);
+      for (const auto& c : info->checkpoints()) checkpointed |= c.status() == "COMPLETED";
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ASSERT_TRUE(checkpointed);
+  }
+  EXPECT_EQ(coordinator_->Terminate(std::chrono::seconds(10)), 0);
+  coordinator_.reset();
+  StartCoordinator();  // same port, same HA directory
+  ASSERT_EQ(WaitForHttp(http_port_, "/readyz", 200, std::chrono::seconds(20)).first, 200);
+  cli::CoordinatorClient client(CoordinatorAddress());
+  proto::JobInfo info;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto j = client.GetJob(job);
+    if (j.ok()) {
+      info = *j;
+      if (info.state() == proto::JOB_FINISHED || info.state() == proto::JOB_FAILED) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  EXPECT_EQ(info.restarts(), 0);
+  EXPECT_GT(info.restored_checkpoint_id(), 0);
+  CheckExactlyOnce({out}, ExpectedFor(kRecords));
+}
+
 }  // namespace
 }  // namespace sluice::testing
