@@ -20,7 +20,16 @@
 #include "common/logging.h"
 #include "common/record_codec.h"
 #include "common/status.h"
+#include "operators/aggregate_options.h"
+#include "operators/blackhole_sink_options.h"
+#include "operators/datagen_options.h"
+#include "operators/file_sink_options.h"
+#include "operators/filter_options.h"
+#include "operators/key_by_options.h"
 #include "operators/key_hasher.h"
+#include "operators/map_options.h"
+#include "operators/print_sink_options.h"
+#include "operators/union_options.h"
 #include "operators/registry.h"
 #include "operators/two_phase_commit_sink.h"
 #include "operators/watermark_generator.h"
@@ -45,13 +54,11 @@ class DatagenSource final : public SourceOperator {
  public:
   absl::Status Open(const OperatorContext& ctx, Output* output) override {
     SLUICE_RETURN_IF_ERROR(SourceOperator::Open(ctx, output));
-    const YAML::Node& c = ctx.spec->config;
-    count_ = c["count"] ? c["count"].as<int64_t>() : -1;
-    double rate = c["rate"] ? c["rate"].as<double>() : 0;
-    nanos_per_record_ = rate > 0 ? 1e9 * ctx.parallelism / rate : 0;
-    static const Schema kSeq({{"seq", FieldType::kInt64}});
-    for (const auto& f : c["fields"]) {
-      SLUICE_ASSIGN_OR_RETURN(auto e, CompileExpr(f["expr"].Scalar(), kSeq));
+    SLUICE_ASSIGN_OR_RETURN(const DatagenOptions* o, TypedOptions<DatagenOptions>(ctx));
+    count_ = o->count;
+    nanos_per_record_ = o->rate > 0 ? 1e9 * ctx.parallelism / o->rate : 0;
+    for (const auto& f : o->fields) {
+      SLUICE_ASSIGN_OR_RETURN(auto e, CompileExpr(f.expr, DatagenSeqSchema()));
       exprs_.push_back(std::move(e));
     }
     seq_record_.Resize(1);
@@ -69,8 +76,8 @@ class DatagenSource final : public SourceOperator {
       splits_.push_back(Split{ctx.subtask, ctx.parallelism, ctx.subtask});
     }
     start_nanos_ = ctx.clock->NowNanos();
-    if (ctx.spec->has_event_time) {
-      const plan::EventTimeSpec& et = ctx.spec->event_time;
+    if (o->event_time.has_value()) {
+      const plan::EventTimeSpec& et = *o->event_time;
       watermarks_ = std::make_unique<SplitWatermarks>(et.max_out_of_orderness_ms, et.idle_timeout_ms);
       watermarks_->AddSplit(start_nanos_);
       watermark_interval_nanos_ = (ctx.job != nullptr ? ctx.job->watermark_interval_ms : 200) * 1'000'000;
@@ -167,8 +174,8 @@ class FilterOperator final : public Operator {
  public:
   absl::Status Open(const OperatorContext& ctx, Output* output) override {
     SLUICE_RETURN_IF_ERROR(Operator::Open(ctx, output));
-    SLUICE_ASSIGN_OR_RETURN(where_, CompileExpr(ctx.spec->config["where"].Scalar(),
-                                                ctx.spec->input_schema));
+    SLUICE_ASSIGN_OR_RETURN(const FilterOptions* o, TypedOptions<FilterOptions>(ctx));
+    SLUICE_ASSIGN_OR_RETURN(where_, CompileExpr(o->where, ctx.spec->input_schema));
     return absl::OkStatus();
   }
   absl::Status Process(const Record& r) override {
@@ -184,9 +191,9 @@ class MapOperator final : public Operator {
  public:
   absl::Status Open(const OperatorContext& ctx, Output* output) override {
     SLUICE_RETURN_IF_ERROR(Operator::Open(ctx, output));
-    for (const auto& f : ctx.spec->config["fields"]) {
-      std::string expr = f.IsScalar() ? f.Scalar() : f["expr"].Scalar();
-      SLUICE_ASSIGN_OR_RETURN(auto e, CompileExpr(expr, ctx.spec->input_schema));
+    SLUICE_ASSIGN_OR_RETURN(const MapOptions* o, TypedOptions<MapOptions>(ctx));
+    for (const auto& f : o->fields) {
+      SLUICE_ASSIGN_OR_RETURN(auto e, CompileExpr(f.expr, ctx.spec->input_schema));
       exprs_.push_back(std::move(e));
     }
     out_.Resize(exprs_.size());
@@ -233,26 +240,16 @@ class AggregateOperator final : public Operator {
     std::vector<Field> key_fields(spec.output_schema.fields().begin(),
                                   spec.output_schema.fields().begin() + spec.key.size());
     key_schema_ = Schema(std::move(key_fields));
-    for (const auto& a : spec.config["aggregates"]) {
+    SLUICE_ASSIGN_OR_RETURN(const AggregateOptions* o, TypedOptions<AggregateOptions>(ctx));
+    for (const AggregateOptions::Aggregate& a : o->aggregates) {
       Agg agg;
-      std::string fn = a["fn"].Scalar();
-      agg.fn = fn == "count" ? Fn::kCount
-               : fn == "sum" ? Fn::kSum
-               : fn == "min" ? Fn::kMin
-               : fn == "max" ? Fn::kMax
-                             : Fn::kAvg;
-      if (a["field"]) {
-        agg.field = spec.input_schema.IndexOf(a["field"].Scalar());
-        agg.is_double = spec.input_schema.field(agg.field).type == FieldType::kDouble;
-      }
+      agg.fn = a.fn;
+      agg.field = a.field;
+      if (a.field >= 0) agg.is_double = spec.input_schema.field(a.field).type == FieldType::kDouble;
       aggs_.push_back(agg);
     }
-    emit_final_ = spec.config["emit"] && spec.config["emit"].Scalar() == "final";
-    int64_t ttl_ms = 0;
-    if (spec.config["ttl"]) {
-      SLUICE_ASSIGN_OR_RETURN(ttl_ms, plan::ParseDurationMs(spec.config["ttl"].Scalar()));
-    }
-    state_id_ = state_->RegisterState("accumulators", state::StateKind::kValue, ttl_ms);
+    emit_final_ = o->emit_final;
+    state_id_ = state_->RegisterState("accumulators", state::StateKind::kValue, o->ttl_ms);
     key_record_.Resize(key_schema_.size());
     out_.Resize(spec.output_schema.size());
     accs_.resize(aggs_.size());
@@ -320,7 +317,7 @@ class AggregateOperator final : public Operator {
   }
 
  private:
-  enum class Fn { kCount, kSum, kMin, kMax, kAvg };
+  using Fn = AggregateOptions::Fn;
   struct Agg {
     Fn fn = Fn::kCount;
     int field = -1;
@@ -391,7 +388,8 @@ class FileSink final : public TwoPhaseCommitSink {
 
  protected:
   absl::Status Initialize() override {
-    dir_ = ctx_.spec->config["path"].Scalar();
+    SLUICE_ASSIGN_OR_RETURN(const FileSinkOptions* o, TypedOptions<FileSinkOptions>(ctx_));
+    dir_ = o->path;
     std::error_code ec;
     std::filesystem::create_directories(dir_, ec);
     if (ec) {
@@ -524,8 +522,8 @@ class BlackholeSink final : public Operator {
  public:
   absl::Status Open(const OperatorContext& ctx, Output* output) override {
     SLUICE_RETURN_IF_ERROR(Operator::Open(ctx, output));
-    double rate = ctx.spec->config["max_rate"] ? ctx.spec->config["max_rate"].as<double>() : 0;
-    nanos_per_record_ = rate > 0 ? 1e9 / rate : 0;
+    SLUICE_ASSIGN_OR_RETURN(const BlackholeSinkOptions* o, TypedOptions<BlackholeSinkOptions>(ctx));
+    nanos_per_record_ = o->max_rate > 0 ? 1e9 / o->max_rate : 0;
     start_ = ctx.clock->NowNanos();
     return absl::OkStatus();
   }
@@ -552,34 +550,16 @@ OperatorRegistry::Factory Make() {
 
 }  // namespace
 
-absl::Status OperatorRegistry::Register(const std::string& type, Factory factory) {
-  if (!factories_.emplace(type, std::move(factory)).second) {
-    return absl::AlreadyExistsError(absl::StrCat("operator type '", type, "' already registered"));
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<std::unique_ptr<Operator>> OperatorRegistry::Create(
-    const plan::OperatorSpec& spec) const {
-  auto it = factories_.find(spec.type);
-  if (it == factories_.end()) {
-    return absl::NotFoundError(absl::StrCat("no operator type '", spec.type, "' on this worker"));
-  }
-  return it->second(spec);
-}
-
-void RegisterBuiltinOperators(OperatorRegistry* registry) {
-  absl::Status s;
-  s.Update(registry->Register("datagen", Make<DatagenSource>()));
-  s.Update(registry->Register("filter", Make<FilterOperator>()));
-  s.Update(registry->Register("map", Make<MapOperator>()));
-  s.Update(registry->Register("key_by", Make<PassThroughOperator>()));
-  s.Update(registry->Register("union", Make<PassThroughOperator>()));
-  s.Update(registry->Register("aggregate", Make<AggregateOperator>()));
-  s.Update(registry->Register("file", Make<FileSink>()));
-  s.Update(registry->Register("print", Make<PrintSink>()));
-  s.Update(registry->Register("blackhole", Make<BlackholeSink>()));
-  if (!s.ok()) spdlog::error("registering built-in operators: {}", s);
+absl::Status RegisterBuiltinOperators(OperatorRegistry* registry) {
+  SLUICE_RETURN_IF_ERROR(registry->Register(MakeDatagenType(), Make<DatagenSource>()));
+  SLUICE_RETURN_IF_ERROR(registry->Register(MakeFilterType(), Make<FilterOperator>()));
+  SLUICE_RETURN_IF_ERROR(registry->Register(MakeMapType(), Make<MapOperator>()));
+  SLUICE_RETURN_IF_ERROR(registry->Register(MakeKeyByType(), Make<PassThroughOperator>()));
+  SLUICE_RETURN_IF_ERROR(registry->Register(MakeAggregateType(), Make<AggregateOperator>()));
+  SLUICE_RETURN_IF_ERROR(registry->Register(MakeUnionType(), Make<PassThroughOperator>()));
+  SLUICE_RETURN_IF_ERROR(registry->Register(MakeFileSinkType(), Make<FileSink>()));
+  SLUICE_RETURN_IF_ERROR(registry->Register(MakePrintSinkType(), Make<PrintSink>()));
+  return registry->Register(MakeBlackholeSinkType(), Make<BlackholeSink>());
 }
 
 }  // namespace sluice::ops

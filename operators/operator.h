@@ -66,6 +66,20 @@ struct OperatorContext {
   std::string metrics_owner;
 };
 
+// The operator's options, parsed and validated at submission (plan/operator_type.h), as its
+// type's options struct `T`. kFailedPrecondition if the spec holds options of another type
+// (a factory registered for the wrong type). Call it once, in Open(), and keep the pointer:
+// the spec owns the options and outlives the operator.
+template <typename T>
+absl::StatusOr<const T*> TypedOptions(const OperatorContext& ctx) {
+  const T* options = ctx.spec == nullptr ? nullptr : ctx.spec->options_as<T>();
+  if (options == nullptr) {
+    return absl::FailedPreconditionError(
+        "operator " + ctx.task_name + " was given options of another operator type");
+  }
+  return options;
+}
+
 // The operator contract (push-based, as Arrow Acero's ExecNode):
 //   Open() once, then Process() per input record in arrival order (with ProcessWatermark() and
 //   ProcessWatermarkStatus() in between, where they fall in the input), then Finish() once when

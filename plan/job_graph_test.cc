@@ -7,6 +7,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "plan/job_spec.h"
+#include "plan/test_catalog.h"
 
 namespace sluice::plan {
 namespace {
@@ -15,7 +16,7 @@ using ::testing::ElementsAre;
 using ::testing::UnorderedElementsAre;
 
 JobSpec MustParse(absl::string_view yaml) {
-  auto job = ParseJobSpec(yaml, "job.yaml");
+  auto job = ParseJobSpec(yaml, "job.yaml", TestCatalog());
   EXPECT_TRUE(job.ok()) << job.status();
   return job.ok() ? *std::move(job) : JobSpec();
 }

@@ -34,6 +34,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "operators/key_hasher.h"
+#include "operators/datagen_options.h"
 #include "operators/registry.h"
 #include "plan/job_graph.h"
 #include "plan/job_spec.h"
@@ -89,7 +90,7 @@ int64_t IntField(const std::string& json, const std::string& name) {
 // connected by LocalChannels.
 class TaskTest : public ::testing::Test {
  protected:
-  TaskTest() { ops::RegisterBuiltinOperators(&registry_); }
+  TaskTest() { EXPECT_OK(ops::RegisterBuiltinOperators(&registry_)); }
 
   void SetUp() override {
     std::string tmpl =
@@ -107,7 +108,7 @@ class TaskTest : public ::testing::Test {
   // Parses `yaml` (with $DIR replaced by the test's temp dir) and creates its tasks.
   void Deploy(const std::string& yaml) {
     std::string text = absl::StrReplaceAll(yaml, {{"$DIR", dir_.string()}});
-    auto spec = plan::ParseJobSpec(text, "job.yaml");
+    auto spec = plan::ParseJobSpec(text, "job.yaml", registry_in_use_->catalog());
     ASSERT_OK(spec);
     job_ = std::make_shared<const plan::JobSpec>(*std::move(spec));
     graph_ = std::make_shared<const plan::JobGraph>(plan::BuildJobGraph(*job_));
@@ -366,8 +367,8 @@ class TaskTest : public ::testing::Test {
   int64_t DueBy(const std::string& op_id, int subtask, int64_t elapsed_ms) const {
     const plan::OperatorSpec& spec = job_->operators[IndexOf(op_id)];
     int64_t due = elapsed_ms + 1;
-    if (spec.config["count"]) {
-      const int64_t count = spec.config["count"].as<int64_t>();
+    const int64_t count = spec.options_as<ops::DatagenOptions>()->count;
+    if (count >= 0) {
       due = std::min(due, (count - subtask + spec.parallelism - 1) / spec.parallelism);
     }
     return due;
@@ -1546,12 +1547,11 @@ class EventTimeChecker final : public ops::Operator {
 class EventTimeTaskTest : public TaskTest {
  protected:
   EventTimeTaskTest() {
-    // The checker first: registering the built-ins then skips (and logs) their blackhole.
-    absl::Status s = checking_.Register("blackhole", [this](const plan::OperatorSpec&) {
+    // The built-ins, with the checker in place of the blackhole.
+    EXPECT_OK(ops::RegisterBuiltinOperators(&checking_));
+    EXPECT_OK(checking_.ReplaceFactoryForTest("blackhole", [this](const plan::OperatorSpec&) {
       return std::unique_ptr<ops::Operator>(std::make_unique<EventTimeChecker>(&log_));
-    });
-    EXPECT_OK(s);
-    ops::RegisterBuiltinOperators(&checking_);
+    }));
     registry_in_use_ = &checking_;
   }
 
