@@ -97,6 +97,10 @@ class Operator {
     return absl::OkStatus();
   }
   virtual absl::Status Process(const Record& record) = 0;
+  // A record from input `input_index` (its position in OperatorSpec::inputs): the task calls
+  // this instead of Process() when the operator has several inputs. The default ignores the
+  // index (union, sinks: inputs of one schema); two-input operators derive TwoInputOperator.
+  virtual absl::Status ProcessInput(int input_index, const Record& record) { return Process(record); }
   virtual absl::Status Finish() { return absl::OkStatus(); }
   virtual void Close() {}
 
@@ -130,6 +134,17 @@ class Operator {
  protected:
   OperatorContext ctx_;
   Output* output_ = nullptr;
+};
+
+// An operator of two inputs (InputArity::kTwo) whose schemas may differ, as joins: every record
+// arrives through ProcessInput() with its input's index, 0 or 1 (the order of `inputs` in the
+// job), decoded with that input's schema (OperatorSpec::inputs[i] names the producer; the
+// task's Process() of a lone record is input 0). Watermarks arrive combined over both inputs
+// (the minimum), as for any task with several input channels.
+class TwoInputOperator : public Operator {
+ public:
+  absl::Status Process(const Record& record) final { return ProcessInput(0, record); }
+  absl::Status ProcessInput(int input_index, const Record& record) override = 0;
 };
 
 // A source produces records on its own: the task calls Poll() repeatedly instead of Process().

@@ -247,6 +247,24 @@ operators:
   }
 }
 
+// Each edge says which input of its consumer it feeds: the position in the consumer's
+// `inputs`, whatever the operators' order in the file.
+TEST(JobGraphTest, EdgesKnowTheirTargetInput) {
+  JobSpec job = MustParse(R"y(operators:
+  - {id: a, type: datagen, fields: [{name: x, type: int64, expr: seq}]}
+  - {id: b, type: datagen, fields: [{name: x, type: int64, expr: seq}]}
+  - {id: both, type: union, inputs: [b, {from: a, partition: rebalance}]}
+  - {id: out, type: print}
+)y");
+  JobGraph g = BuildJobGraph(job);
+  ASSERT_EQ(g.edges.size(), 2u);
+  EXPECT_EQ(g.edges[0].source_op, IndexOf(job, "b"));
+  EXPECT_EQ(g.edges[0].target_input, 0);
+  EXPECT_EQ(g.edges[1].source_op, IndexOf(job, "a"));
+  EXPECT_EQ(g.edges[1].target_input, 1);
+  EXPECT_EQ(g.edges[1].partition, Partition::kRebalance);
+}
+
 TEST(JobGraphTest, SlotsNeededIsMaxParallelism) {
   JobSpec job = MustParse(R"y(parallelism: 2
 operators:

@@ -595,18 +595,28 @@ absl::Status Task::RunInput() {
   const plan::Vertex& vertex = graph.vertices[desc_.vertex];
   const int num_channels = gate_->num_channels();
   schema_of_.assign(num_channels, nullptr);
+  input_of_.assign(num_channels, 0);
+  const plan::OperatorSpec& head = *ops_[0]->spec;
+  input_records_.assign(std::max<size_t>(head.inputs.size(), 1), Record());
+  head_has_inputs_ = head.inputs.size() > 1;
   for (int e : vertex.in_edges) {
     const plan::Edge& edge = graph.edges[e];
+    if (edge.target_input < 0 || edge.target_input >= static_cast<int>(input_records_.size())) {
+      return absl::InternalError(absl::StrCat("edge ", e, " feeds input ", edge.target_input, " of '",
+                                              head.id, "', which has ", head.inputs.size()));
+    }
+    input_records_[edge.target_input].Resize(edge.schema.size());
     for (int src = 0; src < graph.vertices[edge.source_vertex].parallelism; ++src) {
-      if (edge.Connects(src, desc_.subtask)) schema_of_[GateChannelIndex(graph, e, src)] = &edge.schema;
+      if (!edge.Connects(src, desc_.subtask)) continue;
+      const int ch = GateChannelIndex(graph, e, src);
+      schema_of_[ch] = &edge.schema;
+      input_of_[ch] = edge.target_input;
     }
   }
   ended_.assign(num_channels, false);
   blocked_.assign(num_channels, false);
   remaining_ = num_channels;
   valve_ = std::make_unique<WatermarkValve>(num_channels);
-  Record record(ops_[0]->spec->input_schema.size());
-
   while (remaining_ > 0 || !replay_.empty()) {
     if (cancelled_.load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
     if (has_mail_.load(std::memory_order_relaxed)) SLUICE_RETURN_IF_ERROR(HandleMail(false));
@@ -635,7 +645,7 @@ absl::Status Task::RunInput() {
         stash_.push_back(std::move(*item));  // its credit is returned when it is processed
         continue;
       }
-      SLUICE_RETURN_IF_ERROR(ProcessItem(*item, record));
+      SLUICE_RETURN_IF_ERROR(ProcessItem(*item));
       gate_->ReleaseCredit(ch);
       // Aligned: every channel has delivered the barrier or ended.
       if (aligning_ > 0) {
@@ -659,7 +669,7 @@ absl::Status Task::RunInput() {
   return absl::OkStatus();
 }
 
-absl::Status Task::ProcessItem(BufferItem& item, Record& record) {
+absl::Status Task::ProcessItem(BufferItem& item) {
   const int ch = item.channel;
   if (item.barrier > 0) {
     if (aligning_ > 0 && item.barrier > aligning_) {
@@ -689,12 +699,14 @@ absl::Status Task::ProcessItem(BufferItem& item, Record& record) {
     return ForwardWatermark(valve_->OnStatus(ch, item.watermark_status == WatermarkStatus::kIdle));
   }
   OperatorSlot* head = ops_[0].get();
+  const int input = input_of_[ch];
+  Record& record = input_records_[input];
   RecordDecoder dec(schema_of_[ch], item.data);
   while (!dec.Done()) {
     if (cancelled_.load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
     SLUICE_RETURN_IF_ERROR(dec.Next(&record));
     head->in->Add();
-    absl::Status s = head->op->Process(record);
+    absl::Status s = head_has_inputs_ ? head->op->ProcessInput(input, record) : head->op->Process(record);
     if (!s.ok()) {
       if (failed_op_.empty() && s.code() != absl::StatusCode::kCancelled) failed_op_ = head->spec->id;
       return s;
