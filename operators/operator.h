@@ -10,6 +10,7 @@
 #include "common/clock.h"
 #include "common/metrics.h"
 #include "common/record.h"
+#include "operators/timer_service.h"
 #include "plan/job_spec.h"
 
 namespace sluice::state {
@@ -47,8 +48,10 @@ struct OperatorContext {
   std::string task_name;
   int64_t attempt = 1;
   int max_parallelism = 128;
-  // Keyed operators: their state backend (owned by the task), covering this subtask's key groups.
+  // Keyed operators: their state backend (owned by the task), covering this subtask's key groups,
+  // and their timers (kept in that backend; owned by the task).
   state::KeyedStateBackend* keyed_state = nullptr;
+  TimerService* timers = nullptr;
   // Non-keyed state restored for this subtask (see Operator::SnapshotState), and from which
   // checkpoint; restored == false for a fresh start.
   bool restored = false;
@@ -115,6 +118,14 @@ class Operator {
   // default.
   virtual absl::Status ProcessWatermarkStatus(bool idle) {
     return output_->EmitWatermarkStatus(idle);
+  }
+
+  // Keyed operators: a timer registered through OperatorContext::timers is due (event time:
+  // the watermark reached `timestamp_ms`, called before ProcessWatermark(); processing time:
+  // the clock did). `key` (also the backend's current key) is the timer's serialized key.
+  // May emit, use keyed state and register or delete timers.
+  virtual absl::Status OnTimer(int64_t timestamp_ms, TimeDomain domain, absl::string_view key) {
+    return absl::OkStatus();
   }
 
   // Checkpointing (all on the task thread).

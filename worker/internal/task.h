@@ -104,6 +104,11 @@ class Task {
   absl::Status HandleMail(bool source);
   absl::Status PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alignment_ms);
   absl::Status ProcessItem(BufferItem& item);
+  // Fires the processing-time timers that are due, of every keyed operator of the chain.
+  absl::Status FireProcessingTimers();
+  // When (in clock_ nanoseconds, given it is `now_nanos`) the next processing-time timer of
+  // the chain may be due; INT64_MAX: none.
+  int64_t ProcessingTimerDeadline(int64_t now_nanos) const;
   // Passes what the input valve changed to the head operator, in order.
   absl::Status ForwardWatermark(const WatermarkValve::Changes& changes);
   // The task's watermark (input tasks: the valve's; source tasks: what the source emitted)

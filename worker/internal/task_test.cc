@@ -1761,3 +1761,112 @@ operators:
 
 }  // namespace
 }  // namespace sluice::worker
+
+namespace sluice::worker {
+namespace {
+
+// What the keyed timer probe saw, in order (its one task thread writes, the test reads after Join).
+struct ProbeLog {
+  absl::Mutex mu;
+  std::vector<std::string> events ABSL_GUARDED_BY(mu);
+};
+
+// A keyed operator: per record (k, ts) it sets key "k<k>" and registers an event-time timer at
+// ts + 5; it logs "timer k<k>@<t>" from OnTimer and "wm <w>" from ProcessWatermark.
+class TimerProbe final : public ops::Operator {
+ public:
+  explicit TimerProbe(ProbeLog* log) : log_(log) {}
+  bool IsKeyed() const override { return true; }
+  absl::Status Open(const ops::OperatorContext& ctx, ops::Output* output) override {
+    SLUICE_RETURN_IF_ERROR(Operator::Open(ctx, output));
+    if (ctx.timers == nullptr) return absl::FailedPreconditionError("no timer service");
+    return absl::OkStatus();
+  }
+  absl::Status Process(const Record& r) override {
+    const int64_t k = r.GetInt(0);
+    ctx_.keyed_state->SetCurrentKey(absl::StrCat("k", k), static_cast<int>(k % ctx_.max_parallelism));
+    return ctx_.timers->RegisterEventTimeTimer(r.GetInt(1) + 5);
+  }
+  absl::Status OnTimer(int64_t timestamp, ops::TimeDomain domain, absl::string_view key) override {
+    absl::MutexLock lock(&log_->mu);
+    log_->events.push_back(absl::StrCat(domain == ops::TimeDomain::kEventTime ? "timer " : "ptimer ", key, "@",
+                                        timestamp));
+    return absl::OkStatus();
+  }
+  absl::Status ProcessWatermark(int64_t watermark_ms) override {
+    {
+      absl::MutexLock lock(&log_->mu);
+      log_->events.push_back(absl::StrCat("wm ", watermark_ms));
+    }
+    return Operator::ProcessWatermark(watermark_ms);
+  }
+
+ private:
+  ProbeLog* log_;
+};
+
+class TimerTaskTest : public TaskTest {
+ protected:
+  TimerTaskTest() {
+    EXPECT_OK(ops::RegisterBuiltinOperators(&with_probe_));
+    plan::OperatorTraits traits;
+    traits.name = "timer_probe";
+    traits.keyed = true;
+    EXPECT_OK(with_probe_.Register(
+        std::make_unique<plan::TypedOperatorType<plan::NoOptions>>(
+            traits,
+            [](const YAML::Node&, const plan::ParseContext&) -> absl::StatusOr<plan::NoOptions> {
+              return plan::NoOptions();
+            },
+            [](const plan::NoOptions&, const plan::ParseContext& ctx) { return ctx.op().input_schema; }),
+        [this](const plan::OperatorSpec&) {
+          return std::unique_ptr<ops::Operator>(std::make_unique<TimerProbe>(&log_));
+        }));
+    registry_in_use_ = &with_probe_;
+  }
+
+  ops::OperatorRegistry with_probe_;
+  ProbeLog log_;
+};
+
+// Event-time timers fire when the watermark reaches them, before the operator (and everything
+// downstream) sees that watermark; the end of event time fires the rest.
+TEST_F(TimerTaskTest, EventTimeTimersFireBeforeTheWatermarkThatPassesThem) {
+  Deploy(R"y(
+name: timers
+operators:
+  - id: gen
+    type: datagen
+    count: 6
+    fields: [{name: k, type: int64, expr: "seq % 2"}, {name: ts, type: timestamp, expr: "to_timestamp(seq * 10)"}]
+    event_time: {field: ts}
+  - {id: by_k, type: key_by, key: [k]}
+  - {id: probe, type: timer_probe}
+  - {id: out, type: blackhole}
+)y");
+  ASSERT_FALSE(HasFailure());
+  StartAll();
+  ASSERT_TRUE(WaitAllDone());
+  ExpectAllIn(proto::TASK_FINISHED);
+
+  absl::MutexLock lock(&log_.mu);
+  std::vector<std::string> timers;
+  int64_t last_watermark = kNoWatermark;
+  for (const std::string& e : log_.events) {
+    if (absl::StartsWith(e, "wm ")) {
+      ASSERT_TRUE(absl::SimpleAtoi(e.substr(3), &last_watermark)) << e;
+      continue;
+    }
+    timers.push_back(e);
+    const int64_t ts = std::stoll(e.substr(e.find('@') + 1));
+    // Fired by a watermark the probe had not seen yet: every earlier one was below it.
+    EXPECT_LT(last_watermark, ts) << e << " fired after the watermark that passed it";
+  }
+  EXPECT_EQ(log_.events.back(), absl::StrCat("wm ", kMaxWatermark));
+  // Timestamps 5, 15, ..., 55, keys alternating, in timestamp order.
+  EXPECT_THAT(timers, ::testing::ElementsAre("timer k0@5", "timer k1@15", "timer k0@25", "timer k1@35",
+                                             "timer k0@45", "timer k1@55"));
+}
+
+}  // namespace
+}  // namespace sluice::worker
