@@ -1772,10 +1772,11 @@ struct ProbeLog {
 };
 
 // A keyed operator: per record (k, ts) it sets key "k<k>" and registers an event-time timer at
-// ts + 5; it logs "timer k<k>@<t>" from OnTimer and "wm <w>" from ProcessWatermark.
+// ts + 5 (with `processing`: for ts < 2 only, a processing-time timer at 1100 + ts); it logs
+// "timer k<k>@<t>" / "ptimer k<k>@<t>" from OnTimer and "wm <w>" from ProcessWatermark.
 class TimerProbe final : public ops::Operator {
  public:
-  explicit TimerProbe(ProbeLog* log) : log_(log) {}
+  TimerProbe(ProbeLog* log, bool processing) : log_(log), processing_(processing) {}
   bool IsKeyed() const override { return true; }
   absl::Status Open(const ops::OperatorContext& ctx, ops::Output* output) override {
     SLUICE_RETURN_IF_ERROR(Operator::Open(ctx, output));
@@ -1785,7 +1786,9 @@ class TimerProbe final : public ops::Operator {
   absl::Status Process(const Record& r) override {
     const int64_t k = r.GetInt(0);
     ctx_.keyed_state->SetCurrentKey(absl::StrCat("k", k), static_cast<int>(k % ctx_.max_parallelism));
-    return ctx_.timers->RegisterEventTimeTimer(r.GetInt(1) + 5);
+    const int64_t ts = r.GetInt(1);
+    if (!processing_) return ctx_.timers->RegisterEventTimeTimer(ts + 5);
+    return ts < 2 ? ctx_.timers->RegisterProcessingTimeTimer(1100 + ts) : absl::OkStatus();
   }
   absl::Status OnTimer(int64_t timestamp, ops::TimeDomain domain, absl::string_view key) override {
     absl::MutexLock lock(&log_->mu);
@@ -1803,6 +1806,7 @@ class TimerProbe final : public ops::Operator {
 
  private:
   ProbeLog* log_;
+  const bool processing_;
 };
 
 class TimerTaskTest : public TaskTest {
@@ -1820,13 +1824,23 @@ class TimerTaskTest : public TaskTest {
             },
             [](const plan::NoOptions&, const plan::ParseContext& ctx) { return ctx.op().input_schema; }),
         [this](const plan::OperatorSpec&) {
-          return std::unique_ptr<ops::Operator>(std::make_unique<TimerProbe>(&log_));
+          return std::unique_ptr<ops::Operator>(std::make_unique<TimerProbe>(&log_, processing_));
         }));
     registry_in_use_ = &with_probe_;
   }
 
   ops::OperatorRegistry with_probe_;
   ProbeLog log_;
+  bool processing_ = false;  // set before Deploy()
+
+  std::vector<std::string> ProcessingTimers() {
+    absl::MutexLock lock(&log_.mu);
+    std::vector<std::string> out;
+    for (const std::string& e : log_.events) {
+      if (absl::StartsWith(e, "ptimer ")) out.push_back(e);
+    }
+    return out;
+  }
 };
 
 // Event-time timers fire when the watermark reaches them, before the operator (and everything
@@ -1866,6 +1880,36 @@ operators:
   // Timestamps 5, 15, ..., 55, keys alternating, in timestamp order.
   EXPECT_THAT(timers, ::testing::ElementsAre("timer k0@5", "timer k1@15", "timer k0@25", "timer k1@35",
                                              "timer k0@45", "timer k1@55"));
+}
+
+// Processing-time timers fire from the task's loop when its clock (here a fake one, at 1000 ms
+// when the source opens, one record per ms) reaches them, in timestamp order.
+TEST_F(TimerTaskTest, ProcessingTimeTimersFireWhenTheClockReachesThem) {
+  fake_time_ = true;
+  processing_ = true;
+  Deploy(R"y(
+name: ptimers
+buffer_timeout_ms: 0
+operators:
+  - id: gen
+    type: datagen
+    rate: 1000
+    fields: [{name: k, type: int64, expr: "seq % 2"}, {name: ts, type: timestamp, expr: "to_timestamp(seq)"}]
+  - {id: by_k, type: key_by, key: [k]}
+  - {id: probe, type: timer_probe}
+  - {id: out, type: blackhole}
+)y");
+  ASSERT_FALSE(HasFailure());
+  ASSERT_EQ(fake_clock_.WallMillis(), 1000);
+  StartOnFakeClock({"gen"});
+  AdvanceSources({"gen"}, 99);  // 1099 ms: 100 records, timers k0@1100 and k1@1101 registered
+  ASSERT_TRUE(WaitUntil([&] { return CountsOf("probe").in >= 100; }));
+  EXPECT_THAT(ProcessingTimers(), IsEmpty());
+  AdvanceSources({"gen"}, 2);  // 1101 ms: both due
+  ASSERT_TRUE(WaitUntil([&] { return ProcessingTimers().size() >= 2; }));
+  EXPECT_THAT(ProcessingTimers(), ::testing::ElementsAre("ptimer k0@1100", "ptimer k1@1101"));
+  CancelAll();
+  ASSERT_TRUE(WaitAllDone());
 }
 
 }  // namespace
