@@ -129,7 +129,8 @@ class Operator {
   }
 
   // Checkpointing (all on the task thread).
-  // Keyed operators get a KeyedStateBackend in their context.
+  // Keyed operators get a KeyedStateBackend and a TimerService in their context: those whose
+  // type is keyed (OperatorTraits::keyed), or that say so here.
   virtual bool IsKeyed() const { return false; }
   // Synchronous part of a snapshot: the operator's non-keyed state as a list of entries, which
   // on rescale is split round-robin over the new subtasks, or given whole to every subtask

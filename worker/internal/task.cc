@@ -943,7 +943,8 @@ absl::Status Task::SetUpState() {
   backends_.resize(ops_.size());
   if (desc_.restore != nullptr && desc_.restore->final()) skip_finish_ = true;
   for (size_t i = 0; i < ops_.size(); ++i) {
-    if (!ops_[i]->op->IsKeyed()) continue;
+    // Keyed by its type's traits (or, for operators made outside a registry entry, by itself).
+    if (!ops_[i]->spec->keyed && !ops_[i]->op->IsKeyed()) continue;
     state::StateBackendOptions o;
     o.local_dir = absl::StrCat(desc_.work_dir, "/", desc_.job_id, "/", desc_.attempt, "/",
                                desc_.vertex, "-", desc_.subtask, "-", ops_[i]->spec->id);

@@ -1776,8 +1776,8 @@ struct ProbeLog {
 // "timer k<k>@<t>" / "ptimer k<k>@<t>" from OnTimer and "wm <w>" from ProcessWatermark.
 class TimerProbe final : public ops::Operator {
  public:
+  // Keyed by its type's traits (`keyed: true` below): no IsKeyed() override needed.
   TimerProbe(ProbeLog* log, bool processing) : log_(log), processing_(processing) {}
-  bool IsKeyed() const override { return true; }
   absl::Status Open(const ops::OperatorContext& ctx, ops::Output* output) override {
     SLUICE_RETURN_IF_ERROR(Operator::Open(ctx, output));
     if (ctx.timers == nullptr) return absl::FailedPreconditionError("no timer service");
