@@ -4,11 +4,6 @@
 
 namespace sluice::connectors {
 
-void AppendProperties(const YAML::Node& properties, KafkaSettings* settings) {
-  if (!properties) return;
-  for (const auto& kv : properties) settings->push_back({kv.first.Scalar(), kv.second.Scalar()});
-}
-
 absl::StatusOr<rd_kafka_t*> NewKafkaClient(rd_kafka_type_t type, const KafkaSettings& settings,
                                            absl::string_view what, void (*configure)(rd_kafka_conf_t*, void*),
                                            void* arg) {

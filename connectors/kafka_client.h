@@ -9,15 +9,11 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "yaml-cpp/yaml.h"
 
 namespace sluice::connectors {
 
 // librdkafka settings, applied in order (a later one overrides an earlier one).
 using KafkaSettings = std::vector<std::pair<std::string, std::string>>;
-
-// Appends an operator's `properties` mapping (the user's librdkafka settings) to `settings`.
-void AppendProperties(const YAML::Node& properties, KafkaSettings* settings);
 
 // Creates a librdkafka client of `type` with `settings`; `configure` (optional) adds callbacks
 // or an opaque to the configuration. A rejected setting is kInvalidArgument naming it and `what`

@@ -18,51 +18,51 @@
 #include "common/record_codec.h"
 #include "common/status.h"
 #include "connectors/kafka_client.h"
+#include "connectors/kafka_sink_options.h"
 #include "operators/two_phase_commit_sink.h"
 #include "plan/job_spec.h"
 
 namespace sluice::connectors {
 namespace {
 
+// The options as the sink uses them: the validated options plus what depends on the job
+// (the transactional id prefix defaults to "<job name>-<operator id>").
 struct SinkConfig {
   std::string bootstrap;
   std::string topic;
-  std::string format = "json";
+  KafkaSinkOptions::Format format = KafkaSinkOptions::Format::kJson;
   std::vector<int> key_fields;
-  std::string guarantee = "at_least_once";
+  KafkaSinkOptions::Guarantee guarantee = KafkaSinkOptions::Guarantee::kAtLeastOnce;
   std::string prefix;
-  int64_t transaction_timeout_ms = 15 * 60 * 1000;
-  int pool_size = 5;
-  int64_t flush_timeout_ms = 60000;
+  int64_t transaction_timeout_ms = 0;
+  int pool_size = 0;
+  int64_t flush_timeout_ms = 0;
   KafkaSettings properties;  // the user's, applied last
   std::string transaction_log;
-  int64_t max_transaction_bytes = 32 << 20;
+  int64_t max_transaction_bytes = 0;
   int value_field = -1;  // raw
 };
 
-SinkConfig ReadConfig(const ops::OperatorContext& ctx) {
-  const YAML::Node& c = ctx.spec->config;
+absl::StatusOr<SinkConfig> ReadConfig(const ops::OperatorContext& ctx) {
+  SLUICE_ASSIGN_OR_RETURN(const KafkaSinkOptions* o, ops::TypedOptions<KafkaSinkOptions>(ctx));
   SinkConfig cfg;
-  cfg.bootstrap = c["bootstrap"].Scalar();
-  cfg.topic = c["topic"].Scalar();
-  if (c["format"]) cfg.format = c["format"].Scalar();
-  const Schema& schema = ctx.spec->input_schema;
-  if (c["key"]) {
-    for (const auto& k : c["key"]) cfg.key_fields.push_back(schema.IndexOf(k.Scalar()));
-  }
-  if (c["guarantee"]) cfg.guarantee = c["guarantee"].Scalar();
-  cfg.prefix = c["transactional_id_prefix"] ? c["transactional_id_prefix"].Scalar()
-                                            : absl::StrCat(ctx.job->name, "-", ctx.spec->id);
+  cfg.bootstrap = o->bootstrap;
+  cfg.topic = o->topic;
+  cfg.format = o->format;
+  cfg.key_fields = o->key_fields;
+  cfg.guarantee = o->guarantee;
+  cfg.prefix = o->transactional_id_prefix.empty() ? absl::StrCat(ctx.job->name, "-", ctx.spec->id)
+                                                  : o->transactional_id_prefix;
   for (char& ch : cfg.prefix) {  // the default from names: keep it to [A-Za-z0-9._-]
     if (!absl::ascii_isalnum(ch) && ch != '.' && ch != '_' && ch != '-') ch = '_';
   }
-  if (c["transaction_timeout"]) cfg.transaction_timeout_ms = *plan::ParseDurationMs(c["transaction_timeout"].Scalar());
-  if (c["producer_pool_size"]) cfg.pool_size = c["producer_pool_size"].as<int>();
-  if (c["flush_timeout"]) cfg.flush_timeout_ms = *plan::ParseDurationMs(c["flush_timeout"].Scalar());
-  AppendProperties(c["properties"], &cfg.properties);
-  if (c["transaction_log"]) cfg.transaction_log = c["transaction_log"].Scalar();
-  if (c["max_transaction_bytes"]) cfg.max_transaction_bytes = c["max_transaction_bytes"].as<int64_t>();
-  cfg.value_field = schema.IndexOf("value");
+  cfg.transaction_timeout_ms = o->transaction_timeout_ms;
+  cfg.pool_size = o->producer_pool_size;
+  cfg.flush_timeout_ms = o->flush_timeout_ms;
+  cfg.properties = o->properties;
+  cfg.transaction_log = o->transaction_log;
+  cfg.max_transaction_bytes = o->max_transaction_bytes;
+  cfg.value_field = o->value_field;
   return cfg;
 }
 
@@ -178,7 +178,7 @@ class Serializer {
   void Init(const Schema* schema, const SinkConfig* cfg) {
     schema_ = schema;
     cfg_ = cfg;
-    format_ = cfg->format == "raw" ? Format::kRaw : cfg->format == "csv" ? Format::kCsv : Format::kJson;
+    format_ = cfg->format;
   }
   void Serialize(const Record& r) {
     key_.clear();
@@ -203,7 +203,7 @@ class Serializer {
   const std::string& value() const { return value_; }
 
  private:
-  enum class Format { kJson, kCsv, kRaw };
+  using Format = KafkaSinkOptions::Format;
   const Schema* schema_ = nullptr;
   const SinkConfig* cfg_ = nullptr;
   Format format_ = Format::kJson;
@@ -239,7 +239,7 @@ class KafkaSink final : public ops::Operator {
  public:
   absl::Status Open(const ops::OperatorContext& ctx, ops::Output* output) override {
     SLUICE_RETURN_IF_ERROR(Operator::Open(ctx, output));
-    cfg_ = ReadConfig(ctx);
+    SLUICE_ASSIGN_OR_RETURN(cfg_, ReadConfig(ctx));
     serializer_.Init(&ctx.spec->input_schema, &cfg_);
     SLUICE_ASSIGN_OR_RETURN(producer_, Producer::Create(cfg_, ""));
     metrics_.Init(ctx);
@@ -250,7 +250,7 @@ class KafkaSink final : public ops::Operator {
     return producer_->Produce(serializer_.key(), serializer_.value(), {}, cfg_.flush_timeout_ms);
   }
   absl::Status SnapshotState(int64_t, std::vector<std::string>*) override {
-    if (cfg_.guarantee != "at_least_once") return producer_->DeliveryStatus();
+    if (cfg_.guarantee != KafkaSinkOptions::Guarantee::kAtLeastOnce) return producer_->DeliveryStatus();
     const int64_t start = ctx_.clock->NowNanos();
     SLUICE_RETURN_IF_ERROR(producer_->Flush(cfg_.flush_timeout_ms));
     metrics_.Flushed(start, ctx_.clock);
@@ -306,7 +306,7 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
 
  protected:
   absl::Status Initialize() override {
-    cfg_ = ReadConfig(ctx_);
+    SLUICE_ASSIGN_OR_RETURN(cfg_, ReadConfig(ctx_));
     serializer_.Init(&ctx_.spec->input_schema, &cfg_);
     metrics_.Init(ctx_);
     run_ = ctx_.job_id.empty() ? "run" : ctx_.job_id;
@@ -604,8 +604,10 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
 }  // namespace
 
 std::unique_ptr<ops::Operator> MakeKafkaSink(const plan::OperatorSpec& spec) {
-  const YAML::Node& g = spec.config["guarantee"];
-  if (g && g.Scalar() == "exactly_once") return std::make_unique<TransactionalKafkaSink>();
+  const KafkaSinkOptions* o = spec.options_as<KafkaSinkOptions>();
+  if (o != nullptr && o->guarantee == KafkaSinkOptions::Guarantee::kExactlyOnce) {
+    return std::make_unique<TransactionalKafkaSink>();
+  }
   return std::make_unique<KafkaSink>();
 }
 

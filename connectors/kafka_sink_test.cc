@@ -51,8 +51,8 @@ struct Message {
 class KafkaSinkTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ops::RegisterBuiltinOperators(&registry_);
-    RegisterConnectorOperators(&registry_);
+    ASSERT_OK(ops::RegisterBuiltinOperators(&registry_));
+    ASSERT_OK(RegisterConnectorOperators(&registry_));
     dir_ = absl::StrCat(::testing::TempDir(), "/kafka-sink-", getpid(), "-",
                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
     std::filesystem::remove_all(dir_);
@@ -77,7 +77,7 @@ operators:
     topic: out
     key: [user]
     transaction_log: )", dir_, "/txn.log\n", sink_options);
-    auto job = plan::ParseJobSpec(yaml, "job.yaml");
+    auto job = plan::ParseJobSpec(yaml, "job.yaml", registry_.catalog());
     ASSERT_OK(job);
     job_ = *std::move(job);
   }
@@ -350,7 +350,7 @@ operators:
     bootstrap: "127.0.0.1:1"
     topic: out
     guarantee: exactly_once
-)", sink_options), "job.yaml");
+)", sink_options), "job.yaml", registry_.catalog());
   };
   EXPECT_THAT(parse("", ""), StatusIs(absl::StatusCode::kInvalidArgument,
                                       HasSubstr("job.yaml:9:16: guarantee exactly_once commits a Kafka transaction "

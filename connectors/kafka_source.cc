@@ -23,6 +23,8 @@
 #include "connectors/json_record_reader.h"
 #include "connectors/kafka_client.h"
 #include "connectors/kafka_sink.h"
+#include "connectors/kafka_sink_options.h"
+#include "connectors/kafka_source_options.h"
 #include "nlohmann/json.hpp"
 #include "operators/watermark_generator.h"
 #include "plan/job_spec.h"
@@ -34,7 +36,6 @@ using PartitionCountFn = std::function<absl::StatusOr<int>()>;
 // Partition counts of every topic the source reads, in its order.
 using PartitionCountsFn = std::function<absl::StatusOr<std::vector<int>>()>;
 
-constexpr int64_t kDefaultDiscoveryMs = 30000;
 constexpr int kMetadataTimeoutMs = 10000;
 
 // The number of partitions of `topic` from the brokers' metadata. kNotFound when the topic
@@ -122,26 +123,19 @@ class KafkaSource final : public ops::SourceOperator {
 
   absl::Status Open(const ops::OperatorContext& ctx, ops::Output* output) override {
     SLUICE_RETURN_IF_ERROR(SourceOperator::Open(ctx, output));
-    const YAML::Node& c = ctx.spec->config;
-    topics_.clear();
-    if (c["topics"]) {
-      for (const auto& t : c["topics"]) topics_.push_back(t.Scalar());
-    } else {
-      topics_.push_back(c["topic"].Scalar());
-    }
-    const std::string format = c["format"] ? c["format"].Scalar() : "json";
-    format_ = format == "raw" ? Format::kRaw : format == "csv" ? Format::kCsv : Format::kJson;
-    bounded_ = c["bounded"] && c["bounded"].as<bool>();
-    std::string on_error = c["on_error"] ? c["on_error"].Scalar() : "fail";
-    skip_bad_ = on_error == "skip" || on_error == "dead_letter";
-    if (on_error == "dead_letter") dead_letter_topic_ = c["dead_letter_topic"].Scalar();
-    std::string start = c["start"] ? c["start"].Scalar() : "earliest";
-    std::string group = c["group"] ? c["group"].Scalar() : absl::StrCat("sluice-", ctx.job_id);
+    SLUICE_ASSIGN_OR_RETURN(const KafkaSourceOptions* o, ops::TypedOptions<KafkaSourceOptions>(ctx));
+    topics_ = o->topics;
+    format_ = o->format;
+    bounded_ = o->bounded;
+    skip_bad_ = o->on_error != KafkaSourceOptions::OnError::kFail;
+    if (o->on_error == KafkaSourceOptions::OnError::kDeadLetter) dead_letter_topic_ = o->dead_letter_topic;
+    const KafkaSourceOptions::Start start = o->start;
+    const std::string group = o->group.empty() ? absl::StrCat("sluice-", ctx.job_id) : o->group;
     out_.Resize(ctx.spec->output_schema.size());
     skipped_ = 0;
 
     KafkaSettings settings = {
-        {"bootstrap.servers", c["bootstrap"].Scalar()},
+        {"bootstrap.servers", o->bootstrap},
         {"group.id", group},
         // Bounded sources learn from end-of-partition events that a partition is read to its
         // end (a transactional topic ends with a control record, which is never delivered).
@@ -150,22 +144,22 @@ class KafkaSource final : public ops::SourceOperator {
         // A checkpointed offset that retention has deleted restarts at the earliest kept
         // record rather than silently skipping to the end (librdkafka's default).
         {"auto.offset.reset", "earliest"}};
-    AppendProperties(c["properties"], &settings);  // the user's librdkafka consumer settings
+    settings.insert(settings.end(), o->properties.begin(), o->properties.end());  // the user's librdkafka consumer settings
     settings.push_back({"enable.auto.commit", "false"});  // offsets live in our checkpoints
     SLUICE_ASSIGN_OR_RETURN(rk_, NewKafkaClient(RD_KAFKA_CONSUMER, settings, "kafka source"));
     rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
     if (!dead_letter_topic_.empty()) {
       // The user's properties apply to this producer too (security settings; consumer-only
       // ones are accepted by a producer's configuration and ignored).
-      KafkaSettings dlq = {{"bootstrap.servers", c["bootstrap"].Scalar()}, {"log_level", "3"}};
-      AppendProperties(c["properties"], &dlq);
+      KafkaSettings dlq = {{"bootstrap.servers", o->bootstrap}, {"log_level", "3"}};
+      dlq.insert(dlq.end(), o->properties.begin(), o->properties.end());
       SLUICE_ASSIGN_OR_RETURN(dlq_, NewKafkaClient(RD_KAFKA_PRODUCER, dlq, "dead-letter producer"));
     }
 
     // Event time and discovery.
     const int64_t now = ctx.clock->NowNanos();
-    if (ctx.spec->has_event_time) {
-      const plan::EventTimeSpec& et = ctx.spec->event_time;
+    if (o->event_time.has_value()) {
+      const plan::EventTimeSpec& et = *o->event_time;
       watermarks_ = std::make_unique<ops::SplitWatermarks>(et.max_out_of_orderness_ms, et.idle_timeout_ms);
       ts_field_ = et.field_index;
       kafka_timestamp_ = et.from_kafka_timestamp;
@@ -174,11 +168,7 @@ class KafkaSource final : public ops::SourceOperator {
     }
     decoded_fields_ = ctx.spec->output_schema.size() - (kafka_timestamp_ ? 1 : 0);
     if (!bounded_) {
-      int64_t discovery_ms = kDefaultDiscoveryMs;
-      if (c["partition_discovery"]) {
-        SLUICE_ASSIGN_OR_RETURN(discovery_ms, plan::ParseDurationMs(c["partition_discovery"].Scalar()));
-      }
-      discovery_interval_nanos_ = discovery_ms * 1'000'000;
+      discovery_interval_nanos_ = o->partition_discovery_ms * 1'000'000;
       next_discovery_nanos_ = now + discovery_interval_nanos_;
     }
 
@@ -224,8 +214,8 @@ class KafkaSource final : public ops::SourceOperator {
     for (int t = 0; t < static_cast<int>(topics_.size()); ++t) {
       for (int32_t p = 0; p < known_partitions_[t]; ++p) {
         if (!Owns(t, p)) continue;
-        int64_t offset = start == "latest" ? RD_KAFKA_OFFSET_END
-                         : start == "committed" ? RD_KAFKA_OFFSET_STORED
+        int64_t offset = start == KafkaSourceOptions::Start::kLatest ? RD_KAFKA_OFFSET_END
+                         : start == KafkaSourceOptions::Start::kCommitted ? RD_KAFKA_OFFSET_STORED
                                                 : RD_KAFKA_OFFSET_BEGINNING;
         auto it = restored.find({t, p});
         if (it != restored.end()) {
@@ -592,7 +582,7 @@ class KafkaSource final : public ops::SourceOperator {
   std::string dead_letter_topic_;
   std::vector<std::string> topics_;
   std::vector<std::pair<rd_kafka_topic_t*, int>> topic_handles_;  // message topic -> index
-  enum class Format { kJson, kCsv, kRaw };
+  using Format = KafkaSourceOptions::Format;
   Format format_ = Format::kJson;  // decided once, compared per record
   bool bounded_ = false;
   bool skip_bad_ = false;
@@ -629,10 +619,12 @@ std::unique_ptr<ops::Operator> MakeKafkaSourceForTest(std::function<absl::Status
   return std::make_unique<KafkaSource>(std::move(partition_count));
 }
 
-void RegisterConnectorOperators(ops::OperatorRegistry* registry) {
-  absl::Status s = registry->Register("kafka", [](const plan::OperatorSpec&) { return MakeKafkaSource(); });
-  s.Update(registry->Register("kafka_sink", [](const plan::OperatorSpec& spec) { return MakeKafkaSink(spec); }));
-  if (!s.ok()) spdlog::error("registering connectors: {}", s);
+absl::Status RegisterConnectorOperators(ops::OperatorRegistry* registry) {
+  SLUICE_RETURN_IF_ERROR(registry->Register(MakeKafkaSourceType(), [](const plan::OperatorSpec&) {
+    return MakeKafkaSource();
+  }));
+  return registry->Register(MakeKafkaSinkType(),
+                            [](const plan::OperatorSpec& spec) { return MakeKafkaSink(spec); });
 }
 
 }  // namespace sluice::connectors

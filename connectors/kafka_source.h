@@ -44,7 +44,8 @@ std::unique_ptr<ops::Operator> MakeKafkaSource();
 std::unique_ptr<ops::Operator> MakeKafkaSourceForTest(
     std::function<absl::StatusOr<int>()> partition_count);
 
-// Adds the connectors' operators (kafka, kafka_sink) to `registry`.
-void RegisterConnectorOperators(ops::OperatorRegistry* registry);
+// Adds the connectors' operators (kafka, kafka_sink: types and factories) to `registry`.
+// kAlreadyExists if one is registered already.
+absl::Status RegisterConnectorOperators(ops::OperatorRegistry* registry);
 
 }  // namespace sluice::connectors

@@ -34,6 +34,17 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::UnorderedElementsAre;
 
+// The types these tests plan with: the built-ins and the connectors.
+const plan::OperatorTypeCatalog& Catalog() {
+  static const ops::OperatorRegistry* registry = [] {
+    auto* r = new ops::OperatorRegistry();
+    EXPECT_OK(ops::RegisterBuiltinOperators(r));
+    EXPECT_OK(RegisterConnectorOperators(r));
+    return r;
+  }();
+  return registry->catalog();
+}
+
 constexpr int64_t kMs = 1'000'000;
 
 // Records what the source emits, in order: "r:<user>" per record, "wm:<ms>", "idle", "active".
@@ -96,7 +107,7 @@ operators:
     bootstrap: ")", kafka_->bootstrap(), R"("
     topic: events
     fields: [{name: user, type: int64}, {name: ts, type: timestamp}]
-)", options, "  - {id: out, type: print}\n"), "job.yaml");
+)", options, "  - {id: out, type: print}\n"), "job.yaml", Catalog());
     ASSERT_OK(job);
     job_ = *std::move(job);
   }
@@ -220,7 +231,7 @@ operators:
     format: raw
     event_time: {kafka_timestamp: kts}
   - {id: out, type: print}
-)"), "job.yaml");
+)"), "job.yaml", Catalog());
   ASSERT_OK(job);
   job_ = *std::move(job);
   visible_ = 1;
@@ -394,7 +405,7 @@ operators:
     partition_discovery: 0
     fields: [{name: user, type: int64}, {name: ts, type: timestamp}]
   - {id: out, type: print}
-)"), "job.yaml");
+)"), "job.yaml", Catalog());
   ASSERT_OK(job);
   job_ = *std::move(job);
   Produce(0, Line(1, 0) + Line(2, 0));

@@ -20,6 +20,8 @@
 #include "common/process.h"
 #include "common/status.h"
 #include "common/watermark.h"
+#include "connectors/connector_types.h"
+#include "operators/operator_types.h"
 
 namespace sluice::coordinator {
 
@@ -137,8 +139,24 @@ class Coordinator::Service final : public proto::Coordinator::CallbackService {
   Coordinator* c_;
 };
 
+namespace {
+
+// Built-in and connector types have distinct names: registering them cannot fail.
+plan::OperatorTypeCatalog MakeCatalog() {
+  plan::OperatorTypeCatalog catalog;
+  absl::Status s = ops::RegisterBuiltinOperatorTypes(&catalog);
+  s.Update(connectors::RegisterConnectorOperatorTypes(&catalog));
+  if (!s.ok()) {
+    spdlog::critical("registering operator types: {}", s);
+    std::abort();
+  }
+  return catalog;
+}
+
+}  // namespace
+
 Coordinator::Coordinator(CoordinatorOptions options)
-    : options_(std::move(options)), http_(&metrics_) {}
+    : options_(std::move(options)), catalog_(MakeCatalog()), http_(&metrics_) {}
 
 Coordinator::~Coordinator() { Stop(); }
 
@@ -550,7 +568,7 @@ absl::StatusOr<proto::CheckpointMetadata> ReadMetadata(const std::string& path) 
 
 absl::StatusOr<proto::SubmitJobResponse> Coordinator::SubmitJob(const proto::SubmitJobRequest& req) {
   std::string name = req.spec_name().empty() ? "job.yaml" : req.spec_name();
-  SLUICE_ASSIGN_OR_RETURN(plan::JobSpec parsed, plan::ParseJobSpec(req.spec_yaml(), name, req.parallelism()));
+  SLUICE_ASSIGN_OR_RETURN(plan::JobSpec parsed, plan::ParseJobSpec(req.spec_yaml(), name, catalog_, req.parallelism()));
   auto spec = std::make_shared<const plan::JobSpec>(std::move(parsed));
   auto graph = std::make_shared<const plan::JobGraph>(plan::BuildJobGraph(*spec));
 
@@ -1370,7 +1388,8 @@ void Coordinator::RecoverFromHaStore() {
       spdlog::error("unreadable job record {}", entry.path().string());
       continue;
     }
-    auto parsed = plan::ParseJobSpec(r.request().spec_yaml(), r.request().spec_name(), r.request().parallelism());
+    auto parsed = plan::ParseJobSpec(r.request().spec_yaml(), r.request().spec_name(), catalog_,
+                                       r.request().parallelism());
     if (!parsed.ok()) {
       spdlog::error("job record {}: {}", entry.path().string(), parsed.status());
       continue;

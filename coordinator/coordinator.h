@@ -18,6 +18,7 @@
 #include "common/metrics.h"
 #include "grpcpp/grpcpp.h"
 #include "plan/job_graph.h"
+#include "plan/operator_type.h"
 #include "proto/checkpoint.pb.h"
 #include "proto/control.grpc.pb.h"
 
@@ -217,6 +218,9 @@ class Coordinator {
 
   // Constant after construction.
   const CoordinatorOptions options_;
+  // The operator types jobs are validated against: built-ins and connectors (their options
+  // halves; the coordinator runs no operator).
+  const plan::OperatorTypeCatalog catalog_;
   MetricsRegistry metrics_;
   HttpStatusServer http_;
   std::unique_ptr<Service> service_;

@@ -10,6 +10,7 @@
 #include "common/clock.h"
 #include "common/metrics.h"
 #include "common/record.h"
+#include "operators/timer_service.h"
 #include "plan/job_spec.h"
 
 namespace sluice::state {
@@ -47,8 +48,10 @@ struct OperatorContext {
   std::string task_name;
   int64_t attempt = 1;
   int max_parallelism = 128;
-  // Keyed operators: their state backend (owned by the task), covering this subtask's key groups.
+  // Keyed operators: their state backend (owned by the task), covering this subtask's key groups,
+  // and their timers (kept in that backend; owned by the task).
   state::KeyedStateBackend* keyed_state = nullptr;
+  TimerService* timers = nullptr;
   // Non-keyed state restored for this subtask (see Operator::SnapshotState), and from which
   // checkpoint; restored == false for a fresh start.
   bool restored = false;
@@ -65,6 +68,20 @@ struct OperatorContext {
   Labels metric_labels;
   std::string metrics_owner;
 };
+
+// The operator's options, parsed and validated at submission (plan/operator_type.h), as its
+// type's options struct `T`. kFailedPrecondition if the spec holds options of another type
+// (a factory registered for the wrong type). Call it once, in Open(), and keep the pointer:
+// the spec owns the options and outlives the operator.
+template <typename T>
+absl::StatusOr<const T*> TypedOptions(const OperatorContext& ctx) {
+  const T* options = ctx.spec == nullptr ? nullptr : ctx.spec->options_as<T>();
+  if (options == nullptr) {
+    return absl::FailedPreconditionError(
+        "operator " + ctx.task_name + " was given options of another operator type");
+  }
+  return options;
+}
 
 // The operator contract (push-based, as Arrow Acero's ExecNode):
 //   Open() once, then Process() per input record in arrival order (with ProcessWatermark() and
@@ -83,6 +100,10 @@ class Operator {
     return absl::OkStatus();
   }
   virtual absl::Status Process(const Record& record) = 0;
+  // A record from input `input_index` (its position in OperatorSpec::inputs): the task calls
+  // this instead of Process() when the operator has several inputs. The default ignores the
+  // index (union, sinks: inputs of one schema); two-input operators derive TwoInputOperator.
+  virtual absl::Status ProcessInput(int input_index, const Record& record) { return Process(record); }
   virtual absl::Status Finish() { return absl::OkStatus(); }
   virtual void Close() {}
 
@@ -99,8 +120,17 @@ class Operator {
     return output_->EmitWatermarkStatus(idle);
   }
 
+  // Keyed operators: a timer registered through OperatorContext::timers is due (event time:
+  // the watermark reached `timestamp_ms`, called before ProcessWatermark(); processing time:
+  // the clock did). `key` (also the backend's current key) is the timer's serialized key.
+  // May emit, use keyed state and register or delete timers.
+  virtual absl::Status OnTimer(int64_t timestamp_ms, TimeDomain domain, absl::string_view key) {
+    return absl::OkStatus();
+  }
+
   // Checkpointing (all on the task thread).
-  // Keyed operators get a KeyedStateBackend in their context.
+  // Keyed operators get a KeyedStateBackend and a TimerService in their context: those whose
+  // type is keyed (OperatorTraits::keyed), or that say so here.
   virtual bool IsKeyed() const { return false; }
   // Synchronous part of a snapshot: the operator's non-keyed state as a list of entries, which
   // on rescale is split round-robin over the new subtasks, or given whole to every subtask
@@ -116,6 +146,17 @@ class Operator {
  protected:
   OperatorContext ctx_;
   Output* output_ = nullptr;
+};
+
+// An operator of two inputs (InputArity::kTwo) whose schemas may differ, as joins: every record
+// arrives through ProcessInput() with its input's index, 0 or 1 (the order of `inputs` in the
+// job), decoded with that input's schema (OperatorSpec::inputs[i] names the producer; the
+// task's Process() of a lone record is input 0). Watermarks arrive combined over both inputs
+// (the minimum), as for any task with several input channels.
+class TwoInputOperator : public Operator {
+ public:
+  absl::Status Process(const Record& record) final { return ProcessInput(0, record); }
+  absl::Status ProcessInput(int input_index, const Record& record) override = 0;
 };
 
 // A source produces records on its own: the task calls Poll() repeatedly instead of Process().

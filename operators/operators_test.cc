@@ -21,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "operators/key_hasher.h"
 #include "operators/operator.h"
+#include "operators/filter_options.h"
 #include "operators/registry.h"
 #include "state/keyed_state_backend.h"
 #include "plan/job_spec.h"
@@ -51,11 +52,11 @@ class FailingOutput final : public Output {
 class OperatorsTest : public ::testing::Test {
  protected:
   std::vector<std::unique_ptr<state::KeyedStateBackend>> backends_;
-  OperatorsTest() { RegisterBuiltinOperators(&registry_); }
+  OperatorsTest() { EXPECT_OK(RegisterBuiltinOperators(&registry_)); }
 
   // Parses `yaml` as the job the operators under test belong to.
   void Load(const std::string& yaml) {
-    auto job = plan::ParseJobSpec(yaml, "job.yaml");
+    auto job = plan::ParseJobSpec(yaml, "job.yaml", registry_.catalog());
     ASSERT_OK(job);
     job_ = *std::move(job);
   }
@@ -162,14 +163,26 @@ TEST_F(OperatorsTest, RegistryRejectsUnknownAndDuplicateTypes) {
   spec.type = "sort";
   EXPECT_THAT(registry_.Create(spec),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("no operator type 'sort'")));
-  EXPECT_THAT(registry_.Register("filter", [](const plan::OperatorSpec&) {
+  EXPECT_THAT(registry_.Register(MakeFilterType(), [](const plan::OperatorSpec&) {
     return std::unique_ptr<Operator>();
   }),
               StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("'filter' already registered")));
-  EXPECT_OK(registry_.Register("sort", [](const plan::OperatorSpec&) {
-    return std::unique_ptr<Operator>();
-  }));
+  plan::OperatorTraits traits;
+  traits.name = "sort";
+  EXPECT_OK(registry_.Register(
+      std::make_unique<plan::TypedOperatorType<plan::NoOptions>>(
+          traits,
+          [](const YAML::Node&, const plan::ParseContext&) -> absl::StatusOr<plan::NoOptions> {
+            return plan::NoOptions();
+          },
+          [](const plan::NoOptions&, const plan::ParseContext& ctx) { return ctx.op().input_schema; }),
+      [](const plan::OperatorSpec&) { return std::unique_ptr<Operator>(); }));
   EXPECT_OK(registry_.Create(spec));
+  EXPECT_NE(registry_.catalog().Find("sort"), nullptr);
+  EXPECT_EQ(registry_.catalog().KnownTypes(),
+            "datagen, filter, map, key_by, aggregate, union, sort, file, print, blackhole");
+  EXPECT_THAT(registry_.ReplaceFactoryForTest("nope", nullptr),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("no operator type 'nope'")));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -576,6 +589,25 @@ TEST_F(OperatorsTest, FilterKeepsMatchingRecords) {
   EXPECT_EQ(out_.records[2].GetString(1), "special");
   EXPECT_DOUBLE_EQ(out_.records[2].GetDouble(2), 2.5);
   EXPECT_DOUBLE_EQ(out_.records[3].GetDouble(2), 3.0);
+}
+
+// Operators read their typed options; a spec holding another type's options is refused at Open.
+TEST_F(OperatorsTest, OperatorRefusesOptionsOfAnotherType) {
+  Load(kRowsJob);
+  ASSERT_NE(Spec("f").options_as<FilterOptions>(), nullptr);
+  EXPECT_EQ(Spec("f").options_as<FilterOptions>()->where, "id % 3 == 0 or name == 'special'");
+  plan::OperatorSpec wrong = Spec("f");
+  wrong.options = Spec("m").options;  // map options
+  auto op = registry_.Create(wrong);
+  ASSERT_OK(op);
+  OperatorContext ctx;
+  ctx.job = &job_;
+  ctx.spec = &wrong;
+  ctx.clock = &clock_;
+  ctx.task_name = "job-1/f#0";
+  EXPECT_THAT((*op)->Open(ctx, &out_),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "operator job-1/f#0 was given options of another operator type"));
 }
 
 TEST_F(OperatorsTest, MapComputesFields) {

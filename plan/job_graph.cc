@@ -50,13 +50,15 @@ JobGraph BuildJobGraph(const JobSpec& job) {
   for (const auto& op : ops) {
     int target_v = g.vertex_of_op[op.index];
     if (g.vertices[target_v].ops.front() != op.index) continue;  // chained input
-    for (const auto& in : op.inputs) {
+    for (size_t i = 0; i < op.inputs.size(); ++i) {
+      const InputSpec& in = op.inputs[i];
       Edge e;
       e.id = static_cast<int>(g.edges.size());
       e.source_vertex = g.vertex_of_op[in.from_index];
       e.target_vertex = target_v;
       e.source_op = in.from_index;
       e.target_op = op.index;
+      e.target_input = static_cast<int>(i);
       e.partition = in.partition;
       e.key = in.key;
       e.schema = ops[in.from_index].output_schema;

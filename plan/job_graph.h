@@ -28,6 +28,7 @@ struct Edge {
   int target_vertex = 0;
   int source_op = 0;  // the producing operator (tail of its chain)
   int target_op = 0;  // the consuming operator (head of its chain)
+  int target_input = 0;  // which input of target_op this edge feeds (index in its `inputs`)
   Partition partition = Partition::kForward;
   std::vector<KeySpec> key;
   Schema schema;  // of the records on this edge

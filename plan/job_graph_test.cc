@@ -7,6 +7,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "plan/job_spec.h"
+#include "plan/test_catalog.h"
 
 namespace sluice::plan {
 namespace {
@@ -15,7 +16,7 @@ using ::testing::ElementsAre;
 using ::testing::UnorderedElementsAre;
 
 JobSpec MustParse(absl::string_view yaml) {
-  auto job = ParseJobSpec(yaml, "job.yaml");
+  auto job = ParseJobSpec(yaml, "job.yaml", TestCatalog());
   EXPECT_TRUE(job.ok()) << job.status();
   return job.ok() ? *std::move(job) : JobSpec();
 }
@@ -244,6 +245,24 @@ operators:
     EXPECT_EQ(e.target_op, IndexOf(job, "both"));
     EXPECT_EQ(e.partition, Partition::kForward);
   }
+}
+
+// Each edge says which input of its consumer it feeds: the position in the consumer's
+// `inputs`, whatever the operators' order in the file.
+TEST(JobGraphTest, EdgesKnowTheirTargetInput) {
+  JobSpec job = MustParse(R"y(operators:
+  - {id: a, type: datagen, fields: [{name: x, type: int64, expr: seq}]}
+  - {id: b, type: datagen, fields: [{name: x, type: int64, expr: seq}]}
+  - {id: both, type: union, inputs: [b, {from: a, partition: rebalance}]}
+  - {id: out, type: print}
+)y");
+  JobGraph g = BuildJobGraph(job);
+  ASSERT_EQ(g.edges.size(), 2u);
+  EXPECT_EQ(g.edges[0].source_op, IndexOf(job, "b"));
+  EXPECT_EQ(g.edges[0].target_input, 0);
+  EXPECT_EQ(g.edges[1].source_op, IndexOf(job, "a"));
+  EXPECT_EQ(g.edges[1].target_input, 1);
+  EXPECT_EQ(g.edges[1].partition, Partition::kRebalance);
 }
 
 TEST(JobGraphTest, SlotsNeededIsMaxParallelism) {

@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "common/record.h"
+#include "plan/operator_type.h"
 #include "yaml-cpp/yaml.h"
 
 namespace sluice::plan {
@@ -15,12 +16,6 @@ namespace sluice::plan {
 // How records of an edge are distributed over the consumer's subtasks.
 enum class Partition { kForward, kHash, kRebalance, kBroadcast };
 absl::string_view PartitionName(Partition p);
-
-// One key component: an expression over the input record and the name it gets in outputs.
-struct KeySpec {
-  std::string name;
-  std::string expr;
-};
 
 // Where an operator reads from.
 struct InputSpec {
@@ -33,46 +28,33 @@ struct InputSpec {
   int column = 0;
 };
 
-// The kinds of built-in operator.
-enum class OperatorKind {
-  kDatagen, kKafkaSource, kFilter, kMap, kKeyBy, kAggregate, kUnion, kFileSink, kKafkaSink, kPrintSink,
-  kBlackholeSink
-};
-
-// A source's `event_time` option: where records' event time comes from and how watermarks
-// are generated (bounded out-of-orderness per split, with idleness).
-//   event_time: {field: ts, max_out_of_orderness: 2s, idle_timeout: 30s}
-//   event_time: {kafka_timestamp: ts, ...}   # kafka only: adds timestamp field `ts`
-struct EventTimeSpec {
-  std::string field;                  // the timestamp (or int64) field, in ms since the epoch
-  int field_index = -1;               // its index in the source's output schema
-  bool from_kafka_timestamp = false;  // `field` is added and filled from the message timestamp
-  int64_t max_out_of_orderness_ms = 0;
-  int64_t idle_timeout_ms = 0;        // 0: a split without records never turns idle
-};
-
 // One operator of a job as written, validated, with its output schema inferred.
 struct OperatorSpec {
   std::string id;
   std::string type;
-  OperatorKind kind;
+  // From the type's traits (plan/operator_type.h).
+  InputArity arity = InputArity::kOne;
+  bool has_output = true;   // false: a sink
+  bool keyed = false;       // gets a keyed state backend; `key` is its input's key
+  bool keys_output = false; // key_by: its output is hash-partitioned by `key`
   int index = 0;
   int parallelism = 0;
-  YAML::Node config;  // the operator's YAML mapping (operators read their own options)
   int line = 0;       // 1-based position of the operator in the file
   int column = 0;
   std::vector<InputSpec> inputs;
-  Schema input_schema;   // empty for sources
+  Schema input_schema;   // empty for sources; input 0's for two-input operators
   Schema output_schema;  // empty for sinks
   std::vector<KeySpec> key;  // keyed operators: the key their input is partitioned by
-  bool has_event_time = false;  // sources: `event_time` given
-  EventTimeSpec event_time;
+  // The options its type parsed and validated at submission; operators read them with
+  // options_as<T>() (null if they are not a T) and never see the YAML.
+  std::shared_ptr<const OperatorOptions> options;
 
-  bool is_source() const { return kind == OperatorKind::kDatagen || kind == OperatorKind::kKafkaSource; }
-  bool is_sink() const {
-    return kind == OperatorKind::kFileSink || kind == OperatorKind::kKafkaSink || kind == OperatorKind::kPrintSink ||
-           kind == OperatorKind::kBlackholeSink;
+  template <typename T>
+  const T* options_as() const {
+    return options == nullptr ? nullptr : options->As<T>();
   }
+  bool is_source() const { return arity == InputArity::kSource; }
+  bool is_sink() const { return !has_output; }
 };
 
 // `checkpoint: {interval: 1s, timeout: 60s, min_pause: 0s, retain: 3, tolerable_failures: 0}`.
@@ -145,7 +127,10 @@ absl::Status CheckJobText(absl::string_view text, absl::string_view source_name)
 // job's default parallelism. Errors are kInvalidArgument, formatted
 // "<source_name>:<line>:<column>: <reason>" (for example "job.yaml:12:11: unknown operator
 // type 'fitler' (known: ...)"), at most kMaxErrorMessageBytes long (common/error_text.h).
+// Operator types come from `catalog`: their options are parsed once, here, into each
+// OperatorSpec::options.
 absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view yaml_text, absl::string_view source_name,
+                                     const OperatorTypeCatalog& catalog,
                                      int parallelism_override = 0);
 
 }  // namespace sluice::plan

@@ -9,6 +9,10 @@
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "connectors/kafka_source_options.h"
+#include "operators/file_sink_options.h"
+#include "operators/datagen_options.h"
+#include "plan/test_catalog.h"
 
 namespace sluice::plan {
 namespace {
@@ -23,11 +27,11 @@ using ::testing::StartsWith;
 // right after the opening parenthesis.
 
 absl::StatusOr<JobSpec> Parse(absl::string_view yaml, int parallelism_override = 0) {
-  return ParseJobSpec(yaml, "job.yaml", parallelism_override);
+  return ParseJobSpec(yaml, "job.yaml", TestCatalog(), parallelism_override);
 }
 
 absl::Status ParseStatus(absl::string_view yaml, int parallelism_override = 0) {
-  return ParseJobSpec(yaml, "job.yaml", parallelism_override).status();
+  return ParseJobSpec(yaml, "job.yaml", TestCatalog(), parallelism_override).status();
 }
 
 // Matches a kInvalidArgument whose message starts with `prefix` (e.g. "job.yaml:3:5: ") and
@@ -94,11 +98,16 @@ TEST(JobSpecTest, LinearPipeline) {
   ASSERT_THAT(Ids(*job), ElementsAre("gen", "big", "by_user", "totals", "out"));
 
   const auto& ops = job->operators;
-  EXPECT_EQ(ops[0].kind, OperatorKind::kDatagen);
-  EXPECT_EQ(ops[1].kind, OperatorKind::kFilter);
-  EXPECT_EQ(ops[2].kind, OperatorKind::kKeyBy);
-  EXPECT_EQ(ops[3].kind, OperatorKind::kAggregate);
-  EXPECT_EQ(ops[4].kind, OperatorKind::kFileSink);
+  EXPECT_EQ(ops[0].type, "datagen");
+  EXPECT_TRUE(ops[0].is_source());
+  EXPECT_EQ(ops[1].type, "filter");
+  EXPECT_EQ(ops[2].type, "key_by");
+  EXPECT_TRUE(ops[2].keys_output);
+  EXPECT_EQ(ops[3].type, "aggregate");
+  EXPECT_TRUE(ops[3].keyed);
+  EXPECT_EQ(ops[4].type, "file");
+  EXPECT_TRUE(ops[4].is_sink());
+  EXPECT_FALSE(ops[1].is_source() || ops[1].is_sink() || ops[1].keyed || ops[1].keys_output);
   for (size_t i = 0; i < ops.size(); ++i) {
     EXPECT_EQ(ops[i].index, static_cast<int>(i));
     EXPECT_EQ(ops[i].parallelism, 2) << ops[i].id;
@@ -152,9 +161,13 @@ TEST(JobSpecTest, LinearPipeline) {
   EXPECT_EQ(ops[4].inputs[0].from, "totals");
   EXPECT_EQ(ops[4].input_schema, ops[3].output_schema);
   EXPECT_EQ(ops[4].output_schema.size(), 0u);
-  // Operators keep their YAML so they can read their own options.
-  EXPECT_EQ(ops[4].config["path"].Scalar(), "/tmp/sluice-out");
-  EXPECT_EQ(ops[0].config["count"].as<int64_t>(), 100);
+  // Options are parsed once, here, into each type's options struct.
+  ASSERT_NE(ops[4].options_as<ops::FileSinkOptions>(), nullptr);
+  EXPECT_EQ(ops[4].options_as<ops::FileSinkOptions>()->path, "/tmp/sluice-out");
+  EXPECT_EQ(ops[4].options_as<ops::DatagenOptions>(), nullptr);  // checked by type
+  ASSERT_NE(ops[0].options_as<ops::DatagenOptions>(), nullptr);
+  EXPECT_EQ(ops[0].options_as<ops::DatagenOptions>()->count, 100);
+  EXPECT_EQ(ops[0].options_as<ops::DatagenOptions>()->rate, 50);
 }
 
 TEST(JobSpecTest, JobLevelOptions) {
@@ -170,7 +183,7 @@ operators:
   EXPECT_EQ(job->parallelism, 3);
   EXPECT_EQ(job->max_parallelism, 16);
   EXPECT_EQ(job->buffer_timeout_ms, 250);
-  EXPECT_EQ(Op(*job, "out").kind, OperatorKind::kBlackholeSink);
+  EXPECT_EQ(Op(*job, "out").type, "blackhole");
 }
 
 TEST(JobSpecTest, NameDefaultsToUnnamed) {
@@ -181,7 +194,7 @@ TEST(JobSpecTest, NameDefaultsToUnnamed) {
   ASSERT_OK(job);
   EXPECT_EQ(job->name, "unnamed");
   EXPECT_EQ(job->parallelism, 1);
-  EXPECT_EQ(Op(*job, "out").kind, OperatorKind::kPrintSink);
+  EXPECT_EQ(Op(*job, "out").type, "print");
 }
 
 TEST(JobSpecTest, ExplicitInputsWithPartitions) {
@@ -280,7 +293,8 @@ TEST(JobSpecTest, UnionOfTwoDatagens) {
 )y");
   ASSERT_OK(job);
   const auto& both = Op(*job, "both");
-  EXPECT_EQ(both.kind, OperatorKind::kUnion);
+  EXPECT_EQ(both.type, "union");
+  EXPECT_EQ(both.arity, InputArity::kMany);
   ASSERT_EQ(both.inputs.size(), 2u);
   EXPECT_EQ(both.inputs[0].from, "a");
   EXPECT_EQ(both.inputs[1].from, "b");
@@ -516,7 +530,7 @@ TEST(JobSpecErrorTest, UnknownOperatorType) {
 )y"),
               IsJobError("job.yaml:6:11: ",
                          "unknown operator type 'fitler' (known: datagen, kafka, filter, map, key_by, "
-                         "aggregate, union, file, kafka_sink, print, blackhole)"));
+                         "aggregate, union, file, print, blackhole, kafka_sink)"));
 }
 
 TEST(JobSpecErrorTest, UnknownOption) {
@@ -989,7 +1003,7 @@ operators:
   - {id: b, type: key_by, key: [k]}
   - {id: c, type: aggregate, inputs: [{from: b, partition: rebalance}], aggregates: [{fn: count}]}
   - {id: d, type: blackhole}
-)", "job.yaml");
+)", "job.yaml", TestCatalog());
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(std::string(r.status().message()),
             "job.yaml:5:39: aggregate 'c' reads from key_by 'b' with partition: rebalance, which "
@@ -998,7 +1012,7 @@ operators:
 
 TEST(JobSpecKeyedInputTest, ParallelismOverrideIsRangeChecked) {
   auto r = ParseJobSpec("operators:\n  - {id: a, type: datagen, fields: [{name: k, type: int64, expr: seq}]}\n"
-                        "  - {id: d, type: blackhole}\n", "job.yaml", 5000);
+                        "  - {id: d, type: blackhole}\n", "job.yaml", TestCatalog(), 5000);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(std::string(r.status().message()), "job.yaml: parallelism override must be between 1 and 1024, got 5000");
 }
@@ -1030,25 +1044,29 @@ TEST(JobSpecEventTimeTest, FieldOfTheRecord) {
   ASSERT_OK(job);
   EXPECT_EQ(job->watermark_interval_ms, 100);
   const OperatorSpec& events = Op(*job, "events");
-  ASSERT_TRUE(events.has_event_time);
-  EXPECT_EQ(events.event_time.field, "ts");
-  EXPECT_EQ(events.event_time.field_index, 1);
-  EXPECT_FALSE(events.event_time.from_kafka_timestamp);
-  EXPECT_EQ(events.event_time.max_out_of_orderness_ms, 2000);
-  EXPECT_EQ(events.event_time.idle_timeout_ms, 30000);
+  const auto* options = events.options_as<connectors::KafkaSourceOptions>();
+  ASSERT_NE(options, nullptr);
+  ASSERT_TRUE(options->event_time.has_value());
+  const EventTimeSpec& et = *options->event_time;
+  EXPECT_EQ(et.field, "ts");
+  EXPECT_EQ(et.field_index, 1);
+  EXPECT_FALSE(et.from_kafka_timestamp);
+  EXPECT_EQ(et.max_out_of_orderness_ms, 2000);
+  EXPECT_EQ(et.idle_timeout_ms, 30000);
+  EXPECT_EQ(options->partition_discovery_ms, 10000);
   EXPECT_EQ(events.output_schema.size(), 3u);
-  EXPECT_FALSE(Op(*job, "out").has_event_time);
 }
 
 TEST(JobSpecEventTimeTest, KafkaTimestampAddsAField) {
   auto job = Parse(KafkaJob("    event_time: {kafka_timestamp: kts}\n", "raw"));
   ASSERT_OK(job);
   const OperatorSpec& events = Op(*job, "events");
-  ASSERT_TRUE(events.has_event_time);
-  EXPECT_TRUE(events.event_time.from_kafka_timestamp);
-  EXPECT_EQ(events.event_time.field_index, 2);
-  EXPECT_EQ(events.event_time.max_out_of_orderness_ms, 0);
-  EXPECT_EQ(events.event_time.idle_timeout_ms, 0);
+  const auto& et = events.options_as<connectors::KafkaSourceOptions>()->event_time;
+  ASSERT_TRUE(et.has_value());
+  EXPECT_TRUE(et->from_kafka_timestamp);
+  EXPECT_EQ(et->field_index, 2);
+  EXPECT_EQ(et->max_out_of_orderness_ms, 0);
+  EXPECT_EQ(et->idle_timeout_ms, 0);
   EXPECT_EQ(events.output_schema.ToString(), "(key string, value string, kts timestamp)");
   EXPECT_EQ(Op(*job, "out").input_schema, events.output_schema);
 }
@@ -1056,7 +1074,17 @@ TEST(JobSpecEventTimeTest, KafkaTimestampAddsAField) {
 TEST(JobSpecEventTimeTest, DefaultsWithoutEventTime) {
   auto job = Parse(KafkaJob(""));
   ASSERT_OK(job);
-  EXPECT_FALSE(Op(*job, "events").has_event_time);
+  const auto* options = Op(*job, "events").options_as<connectors::KafkaSourceOptions>();
+  ASSERT_NE(options, nullptr);
+  EXPECT_FALSE(options->event_time.has_value());
+  // The defaults of the options struct.
+  EXPECT_EQ(options->topics, std::vector<std::string>{"events"});
+  EXPECT_EQ(options->format, connectors::KafkaSourceOptions::Format::kJson);
+  EXPECT_EQ(options->start, connectors::KafkaSourceOptions::Start::kEarliest);
+  EXPECT_EQ(options->on_error, connectors::KafkaSourceOptions::OnError::kFail);
+  EXPECT_EQ(options->group, "");
+  EXPECT_FALSE(options->bounded);
+  EXPECT_EQ(options->partition_discovery_ms, 30000);
   auto plain = Parse("operators:\n  - {id: a, type: datagen, fields: [{name: k, type: int64, expr: seq}]}\n"
                      "  - {id: d, type: blackhole}\n");
   ASSERT_OK(plain);
@@ -1072,9 +1100,10 @@ TEST(JobSpecEventTimeTest, DatagenTakesAField) {
   - {id: d, type: blackhole}
 )y");
   ASSERT_OK(job);
-  EXPECT_TRUE(Op(*job, "gen").has_event_time);
-  EXPECT_EQ(Op(*job, "gen").event_time.field_index, 1);
-  EXPECT_EQ(Op(*job, "gen").event_time.max_out_of_orderness_ms, 50);
+  const auto& et = Op(*job, "gen").options_as<ops::DatagenOptions>()->event_time;
+  ASSERT_TRUE(et.has_value());
+  EXPECT_EQ(et->field_index, 1);
+  EXPECT_EQ(et->max_out_of_orderness_ms, 50);
 }
 
 TEST(JobSpecEventTimeTest, ErrorsArePositioned) {

@@ -67,6 +67,8 @@ class KeyedStateBackend {
   // Sets the key the state calls below refer to. `key` is the serialized key; its key group
   // must be in the backend's range (kInvalidArgument otherwise, from the calls below).
   virtual void SetCurrentKey(absl::string_view key, int key_group) = 0;
+  // The current key (valid until the next SetCurrentKey or FireTimers).
+  virtual absl::string_view CurrentKey() const = 0;
 
   // Value state. Get returns false (and leaves *value alone) when absent or expired.
   virtual absl::StatusOr<bool> Get(StateId id, std::string* value) = 0;
@@ -94,10 +96,15 @@ class KeyedStateBackend {
   // (key, timestamp, domain) twice keeps one timer.
   virtual absl::Status RegisterTimer(TimerDomain domain, int64_t timestamp) = 0;
   virtual absl::Status DeleteTimer(TimerDomain domain, int64_t timestamp) = 0;
-  // Removes and fires, in timestamp order, every timer of `domain` with timestamp <= `up_to`.
-  // The callback runs with the timer's key set as current key.
+  // Removes and fires, in timestamp order, every timer of `domain` with timestamp <= `up_to`,
+  // also those the callbacks register (a timer registered earlier than the next pending one
+  // fires before it). The callback runs with the timer's key set as current key.
   virtual absl::Status FireTimers(TimerDomain domain, int64_t up_to,
                                   const std::function<absl::Status(int64_t timestamp)>& fn) = 0;
+  // A lower bound of the timestamps of the timers of `domain` (INT64_MIN when unknown, e.g.
+  // after a restore until the first FireTimers; INT64_MAX when there is none): FireTimers()
+  // with an earlier `up_to` fires nothing. Cheap (no I/O).
+  virtual int64_t NextTimerLowerBound(TimerDomain domain) const = 0;
 
   // Synchronous part of a snapshot: flushes the cache and memtables and makes a RocksDB
   // checkpoint (hard links) under the local directory. Short; runs on the task thread.

@@ -277,6 +277,11 @@ class RocksDbBackend final : public KeyedStateBackend {
       const std::string& private_dir) override;
 
   size_t CacheBytesForTest() const override { return cache_bytes_; }
+  absl::string_view CurrentKey() const override { return current_key_; }
+  int64_t NextTimerLowerBound(TimerDomain domain) const override {
+    const int d = static_cast<int>(domain);
+    return d == 0 || d == 1 ? timer_lower_bound_[d] : std::numeric_limits<int64_t>::min();
+  }
 
  private:
   struct StateInfo {
@@ -822,6 +827,9 @@ absl::Status RocksDbBackend::FireTimers(TimerDomain domain, int64_t up_to,
       }
       SetCurrentKey(decoded.key, decoded.key_group);
       SLUICE_RETURN_IF_ERROR(fn(decoded.timestamp));
+      // The callback registered a timer due before the next collected one: scan again, so
+      // timers fire in timestamp order (the rest of this round stays stored until then).
+      if (i + 1 < num_due && timer_lower_bound_[d] < due_[i + 1].timestamp) break;
     }
   }
   return absl::OkStatus();

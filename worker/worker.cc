@@ -75,8 +75,13 @@ constexpr int kKeepaliveTimeoutMs = 1000;
 }  // namespace
 
 Worker::Worker(WorkerOptions options) : options_(std::move(options)), http_(&metrics_) {
-  ops::RegisterBuiltinOperators(&registry_);
-  connectors::RegisterConnectorOperators(&registry_);
+  // Built-in and connector types have distinct names: registering them cannot fail.
+  absl::Status s = ops::RegisterBuiltinOperators(&registry_);
+  s.Update(connectors::RegisterConnectorOperators(&registry_));
+  if (!s.ok()) {
+    spdlog::critical("registering operators: {}", s);
+    std::abort();
+  }
 }
 
 Worker::~Worker() { Stop(); }
@@ -221,7 +226,7 @@ absl::Status Worker::Leave(const std::string& reason) {
 }
 
 absl::Status Worker::Deploy(const proto::DeployTasksRequest& req) {
-  auto spec = plan::ParseJobSpec(req.spec_yaml(), req.spec_name(), req.parallelism());
+  auto spec = plan::ParseJobSpec(req.spec_yaml(), req.spec_name(), registry_.catalog(), req.parallelism());
   if (!spec.ok()) return spec.status();
   auto job = std::make_shared<const plan::JobSpec>(std::move(*spec));
   auto graph = std::make_shared<const plan::JobGraph>(plan::BuildJobGraph(*job));

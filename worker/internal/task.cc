@@ -45,6 +45,13 @@ struct Task::OperatorSlot {
   std::unique_ptr<ops::Operator> op;
   std::shared_ptr<Counter> in;
   std::shared_ptr<Counter> out;
+  std::unique_ptr<ops::TimerService> timers;  // keyed operators
+
+  // The operator's input watermark advanced: its event-time timers due by then fire first.
+  absl::Status Watermark(int64_t watermark_ms) {
+    if (timers != nullptr) SLUICE_RETURN_IF_ERROR(timers->AdvanceWatermark(watermark_ms, op.get()));
+    return op->ProcessWatermark(watermark_ms);
+  }
 };
 
 // Calls the next operator of the chain directly. Stops the chain once the task is cancelled,
@@ -63,7 +70,7 @@ class Task::ChainOutput final : public ops::Output {
   }
   absl::Status EmitWatermark(int64_t watermark_ms) override {
     if (source_task_ != nullptr) source_task_->PublishWatermark(watermark_ms, false);
-    return Named(to_->op->ProcessWatermark(watermark_ms));
+    return Named(to_->Watermark(watermark_ms));
   }
   absl::Status EmitWatermarkStatus(bool idle) override {
     if (source_task_ != nullptr) source_task_->PublishWatermark(source_task_->watermark_.load(), idle);
@@ -432,6 +439,9 @@ absl::Status Task::Run() {
     SLUICE_ASSIGN_OR_RETURN(slot->op, registry_->Create(*slot->spec));
   }
   SLUICE_RETURN_IF_ERROR(SetUpState());
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    if (backends_[i] != nullptr) ops_[i]->timers = std::make_unique<ops::TimerService>(backends_[i].get(), clock_);
+  }
 
   // Output channels, one writer per (edge, target subtask).
   std::vector<EdgeWriter*> writers;
@@ -491,6 +501,7 @@ absl::Status Task::Run() {
     ctx.attempt = desc_.attempt;
     ctx.max_parallelism = job.max_parallelism;
     ctx.keyed_state = backends_[i].get();
+    ctx.timers = ops_[i]->timers.get();
     {
       absl::MutexLock lock(&mu_);
       ctx.records_skipped = skipped_counters_[i].get();
@@ -567,6 +578,7 @@ absl::Status Task::RunSource() {
   auto* source = static_cast<ops::SourceOperator*>(ops_[0]->op.get());
   while (!cancelled_.load(std::memory_order_relaxed)) {
     if (has_mail_.load(std::memory_order_relaxed)) SLUICE_RETURN_IF_ERROR(HandleMail(true));
+    SLUICE_RETURN_IF_ERROR(FireProcessingTimers());
     int64_t wake_at = 0;
     absl::StatusOr<ops::SourceOperator::State> st = source->Poll(kSourceBatch, &wake_at);
     if (!st.ok()) {
@@ -578,8 +590,9 @@ absl::Status Task::RunSource() {
     if (*st == ops::SourceOperator::State::kEnd) return absl::OkStatus();
     SLUICE_RETURN_IF_ERROR(FlushIfDue(false));
     if (*st == ops::SourceOperator::State::kWait) {
-      // Sleep until the next record is due or a pending buffer times out, whichever is first.
-      int64_t deadline = wake_at;
+      // Sleep until the next record is due, a pending buffer times out or a processing-time
+      // timer is due, whichever is first.
+      int64_t deadline = std::min(wake_at, ProcessingTimerDeadline(clock_->NowNanos()));
       for (auto& w : edge_writers_) {
         if (w->pending_since() != 0) deadline = std::min(deadline, w->pending_since() + buffer_timeout_nanos_);
       }
@@ -595,21 +608,32 @@ absl::Status Task::RunInput() {
   const plan::Vertex& vertex = graph.vertices[desc_.vertex];
   const int num_channels = gate_->num_channels();
   schema_of_.assign(num_channels, nullptr);
+  input_of_.assign(num_channels, 0);
+  const plan::OperatorSpec& head = *ops_[0]->spec;
+  input_records_.assign(std::max<size_t>(head.inputs.size(), 1), Record());
+  head_has_inputs_ = head.inputs.size() > 1;
   for (int e : vertex.in_edges) {
     const plan::Edge& edge = graph.edges[e];
+    if (edge.target_input < 0 || edge.target_input >= static_cast<int>(input_records_.size())) {
+      return absl::InternalError(absl::StrCat("edge ", e, " feeds input ", edge.target_input, " of '",
+                                              head.id, "', which has ", head.inputs.size()));
+    }
+    input_records_[edge.target_input].Resize(edge.schema.size());
     for (int src = 0; src < graph.vertices[edge.source_vertex].parallelism; ++src) {
-      if (edge.Connects(src, desc_.subtask)) schema_of_[GateChannelIndex(graph, e, src)] = &edge.schema;
+      if (!edge.Connects(src, desc_.subtask)) continue;
+      const int ch = GateChannelIndex(graph, e, src);
+      schema_of_[ch] = &edge.schema;
+      input_of_[ch] = edge.target_input;
     }
   }
   ended_.assign(num_channels, false);
   blocked_.assign(num_channels, false);
   remaining_ = num_channels;
   valve_ = std::make_unique<WatermarkValve>(num_channels);
-  Record record(ops_[0]->spec->input_schema.size());
-
   while (remaining_ > 0 || !replay_.empty()) {
     if (cancelled_.load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
     if (has_mail_.load(std::memory_order_relaxed)) SLUICE_RETURN_IF_ERROR(HandleMail(false));
+    SLUICE_RETURN_IF_ERROR(FireProcessingTimers());
     absl::optional<BufferItem> item;
     if (!replay_.empty()) {
       item = std::move(replay_.front());
@@ -623,6 +647,10 @@ absl::Status Task::RunInput() {
               0, w->pending_since() + buffer_timeout_nanos_ - clock_->NowNanos()));
         }
       }
+      const int64_t timer_deadline = ProcessingTimerDeadline(clock_->NowNanos());
+      if (timer_deadline != std::numeric_limits<int64_t>::max()) {
+        deadline = std::min(deadline, real_now + (timer_deadline - clock_->NowNanos()));
+      }
       if (deadline == std::numeric_limits<int64_t>::max()) deadline = real_now + 200'000'000;
       item = gate_->Poll(deadline);
     }
@@ -635,7 +663,7 @@ absl::Status Task::RunInput() {
         stash_.push_back(std::move(*item));  // its credit is returned when it is processed
         continue;
       }
-      SLUICE_RETURN_IF_ERROR(ProcessItem(*item, record));
+      SLUICE_RETURN_IF_ERROR(ProcessItem(*item));
       gate_->ReleaseCredit(ch);
       // Aligned: every channel has delivered the barrier or ended.
       if (aligning_ > 0) {
@@ -659,7 +687,7 @@ absl::Status Task::RunInput() {
   return absl::OkStatus();
 }
 
-absl::Status Task::ProcessItem(BufferItem& item, Record& record) {
+absl::Status Task::ProcessItem(BufferItem& item) {
   const int ch = item.channel;
   if (item.barrier > 0) {
     if (aligning_ > 0 && item.barrier > aligning_) {
@@ -689,12 +717,14 @@ absl::Status Task::ProcessItem(BufferItem& item, Record& record) {
     return ForwardWatermark(valve_->OnStatus(ch, item.watermark_status == WatermarkStatus::kIdle));
   }
   OperatorSlot* head = ops_[0].get();
+  const int input = input_of_[ch];
+  Record& record = input_records_[input];
   RecordDecoder dec(schema_of_[ch], item.data);
   while (!dec.Done()) {
     if (cancelled_.load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
     SLUICE_RETURN_IF_ERROR(dec.Next(&record));
     head->in->Add();
-    absl::Status s = head->op->Process(record);
+    absl::Status s = head_has_inputs_ ? head->op->ProcessInput(input, record) : head->op->Process(record);
     if (!s.ok()) {
       if (failed_op_.empty() && s.code() != absl::StatusCode::kCancelled) failed_op_ = head->spec->id;
       return s;
@@ -709,12 +739,39 @@ absl::Status Task::ForwardWatermark(const WatermarkValve::Changes& changes) {
   OperatorSlot* head = ops_[0].get();
   absl::Status s;
   if (changes.active) s = head->op->ProcessWatermarkStatus(false);
-  if (s.ok() && changes.advanced) s = head->op->ProcessWatermark(valve_->watermark());
+  if (s.ok() && changes.advanced) s = head->Watermark(valve_->watermark());
   if (s.ok() && changes.idle) s = head->op->ProcessWatermarkStatus(true);
   if (!s.ok() && failed_op_.empty() && s.code() != absl::StatusCode::kCancelled) {
     failed_op_ = head->spec->id;
   }
   return s;
+}
+
+absl::Status Task::FireProcessingTimers() {
+  for (auto& slot : ops_) {
+    ops::TimerService* timers = slot->timers.get();
+    if (timers == nullptr || timers->CurrentProcessingTime() < timers->NextProcessingTime()) continue;
+    absl::Status s = timers->FireProcessingTimers(slot->op.get());
+    if (!s.ok()) {
+      if (failed_op_.empty() && s.code() != absl::StatusCode::kCancelled) failed_op_ = slot->spec->id;
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+int64_t Task::ProcessingTimerDeadline(int64_t now_nanos) const {
+  int64_t deadline = std::numeric_limits<int64_t>::max();
+  for (const auto& slot : ops_) {
+    if (slot->timers == nullptr) continue;
+    const int64_t next_ms = slot->timers->NextProcessingTime();
+    if (next_ms == std::numeric_limits<int64_t>::max()) continue;
+    const int64_t now_ms = slot->timers->CurrentProcessingTime();
+    // Due (or unknown: INT64_MIN after a restore): now. Far ones: check again within an hour.
+    const int64_t wait_ms = next_ms <= now_ms ? 0 : std::min<int64_t>(next_ms - now_ms, 3'600'000);
+    deadline = std::min(deadline, now_nanos + wait_ms * 1'000'000);
+  }
+  return deadline;
 }
 
 void Task::PublishWatermark(int64_t watermark_ms, bool idle) {
@@ -886,7 +943,8 @@ absl::Status Task::SetUpState() {
   backends_.resize(ops_.size());
   if (desc_.restore != nullptr && desc_.restore->final()) skip_finish_ = true;
   for (size_t i = 0; i < ops_.size(); ++i) {
-    if (!ops_[i]->op->IsKeyed()) continue;
+    // Keyed by its type's traits (or, for operators made outside a registry entry, by itself).
+    if (!ops_[i]->spec->keyed && !ops_[i]->op->IsKeyed()) continue;
     state::StateBackendOptions o;
     o.local_dir = absl::StrCat(desc_.work_dir, "/", desc_.job_id, "/", desc_.attempt, "/",
                                desc_.vertex, "-", desc_.subtask, "-", ops_[i]->spec->id);

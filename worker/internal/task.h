@@ -103,7 +103,12 @@ class Task {
   absl::Status AwaitFinalCheckpoint();
   absl::Status HandleMail(bool source);
   absl::Status PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alignment_ms);
-  absl::Status ProcessItem(BufferItem& item, Record& record);
+  absl::Status ProcessItem(BufferItem& item);
+  // Fires the processing-time timers that are due, of every keyed operator of the chain.
+  absl::Status FireProcessingTimers();
+  // When (in clock_ nanoseconds, given it is `now_nanos`) the next processing-time timer of
+  // the chain may be due; INT64_MAX: none.
+  int64_t ProcessingTimerDeadline(int64_t now_nanos) const;
   // Passes what the input valve changed to the head operator, in order.
   absl::Status ForwardWatermark(const WatermarkValve::Changes& changes);
   // The task's watermark (input tasks: the valve's; source tasks: what the source emitted)
@@ -141,7 +146,10 @@ class Task {
   int64_t align_start_nanos_ = 0;
   std::deque<BufferItem> stash_;   // buffers of blocked channels, in arrival order
   std::deque<BufferItem> replay_;  // stashed buffers to process before polling the gate
-  std::vector<const Schema*> schema_of_;
+  std::vector<const Schema*> schema_of_;  // per input channel: its edge's schema
+  std::vector<int> input_of_;             // per input channel: the head operator's input index
+  std::vector<Record> input_records_;     // per input of the head: reused for decoding
+  bool head_has_inputs_ = false;          // the head has several inputs: call ProcessInput()
   std::unique_ptr<WatermarkValve> valve_;  // input tasks: combines the channels' event time
 
   // The task's current watermark and idleness: written by the task thread, read by Status().

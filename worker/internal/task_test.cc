@@ -34,6 +34,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "operators/key_hasher.h"
+#include "operators/datagen_options.h"
 #include "operators/registry.h"
 #include "plan/job_graph.h"
 #include "plan/job_spec.h"
@@ -89,7 +90,7 @@ int64_t IntField(const std::string& json, const std::string& name) {
 // connected by LocalChannels.
 class TaskTest : public ::testing::Test {
  protected:
-  TaskTest() { ops::RegisterBuiltinOperators(&registry_); }
+  TaskTest() { EXPECT_OK(ops::RegisterBuiltinOperators(&registry_)); }
 
   void SetUp() override {
     std::string tmpl =
@@ -107,7 +108,7 @@ class TaskTest : public ::testing::Test {
   // Parses `yaml` (with $DIR replaced by the test's temp dir) and creates its tasks.
   void Deploy(const std::string& yaml) {
     std::string text = absl::StrReplaceAll(yaml, {{"$DIR", dir_.string()}});
-    auto spec = plan::ParseJobSpec(text, "job.yaml");
+    auto spec = plan::ParseJobSpec(text, "job.yaml", registry_in_use_->catalog());
     ASSERT_OK(spec);
     job_ = std::make_shared<const plan::JobSpec>(*std::move(spec));
     graph_ = std::make_shared<const plan::JobGraph>(plan::BuildJobGraph(*job_));
@@ -366,8 +367,8 @@ class TaskTest : public ::testing::Test {
   int64_t DueBy(const std::string& op_id, int subtask, int64_t elapsed_ms) const {
     const plan::OperatorSpec& spec = job_->operators[IndexOf(op_id)];
     int64_t due = elapsed_ms + 1;
-    if (spec.config["count"]) {
-      const int64_t count = spec.config["count"].as<int64_t>();
+    const int64_t count = spec.options_as<ops::DatagenOptions>()->count;
+    if (count >= 0) {
       due = std::min(due, (count - subtask + spec.parallelism - 1) / spec.parallelism);
     }
     return due;
@@ -1546,12 +1547,11 @@ class EventTimeChecker final : public ops::Operator {
 class EventTimeTaskTest : public TaskTest {
  protected:
   EventTimeTaskTest() {
-    // The checker first: registering the built-ins then skips (and logs) their blackhole.
-    absl::Status s = checking_.Register("blackhole", [this](const plan::OperatorSpec&) {
+    // The built-ins, with the checker in place of the blackhole.
+    EXPECT_OK(ops::RegisterBuiltinOperators(&checking_));
+    EXPECT_OK(checking_.ReplaceFactoryForTest("blackhole", [this](const plan::OperatorSpec&) {
       return std::unique_ptr<ops::Operator>(std::make_unique<EventTimeChecker>(&log_));
-    });
-    EXPECT_OK(s);
-    ops::RegisterBuiltinOperators(&checking_);
+    }));
     registry_in_use_ = &checking_;
   }
 
@@ -1658,6 +1658,258 @@ operators:
   EXPECT_EQ(log_.late, 0) << "a record arrived behind its watermark";
   EXPECT_EQ(log_.backwards, 0);
   EXPECT_GT(log_.watermarks, 0);
+}
+
+}  // namespace
+}  // namespace sluice::worker
+
+namespace sluice::worker {
+namespace {
+
+// What the two-input test operator saw (written on its task threads, read after Join).
+struct PairLog {
+  absl::Mutex mu;
+  std::vector<std::pair<int, int64_t>> nums ABSL_GUARDED_BY(mu);  // (subtask, n) from input 0
+  std::vector<std::string> words ABSL_GUARDED_BY(mu);             // "w/d" from input 1
+  std::vector<int> bad_inputs ABSL_GUARDED_BY(mu);
+};
+
+// A two-input sink: input 0 is (n int64), input 1 is (w string, d double); each record is
+// decoded with its own input's schema and logged under the index it came with.
+class PairLogOperator final : public ops::TwoInputOperator {
+ public:
+  explicit PairLogOperator(PairLog* log) : log_(log) {}
+  absl::Status ProcessInput(int input_index, const Record& r) override {
+    absl::MutexLock lock(&log_->mu);
+    if (input_index == 0) {
+      log_->nums.emplace_back(ctx_.subtask, r.GetInt(0));
+    } else if (input_index == 1) {
+      log_->words.push_back(absl::StrCat(r.GetString(0), "/", r.GetDouble(1)));
+    } else {
+      log_->bad_inputs.push_back(input_index);
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  PairLog* log_;
+};
+
+class TwoInputTaskTest : public TaskTest {
+ protected:
+  TwoInputTaskTest() {
+    EXPECT_OK(ops::RegisterBuiltinOperators(&two_input_));
+    plan::OperatorTraits traits;
+    traits.name = "pair_log";
+    traits.inputs = plan::InputArity::kTwo;
+    traits.has_output = false;
+    EXPECT_OK(two_input_.Register(
+        std::make_unique<plan::TypedOperatorType<plan::NoOptions>>(
+            traits,
+            [](const YAML::Node&, const plan::ParseContext&) -> absl::StatusOr<plan::NoOptions> {
+              return plan::NoOptions();
+            },
+            [](const plan::NoOptions&, const plan::ParseContext&) { return Schema(); }),
+        [this](const plan::OperatorSpec&) {
+          return std::unique_ptr<ops::Operator>(std::make_unique<PairLogOperator>(&log_));
+        }));
+    registry_in_use_ = &two_input_;
+  }
+
+  ops::OperatorRegistry two_input_;
+  PairLog log_;
+};
+
+TEST_F(TwoInputTaskTest, RecordsArriveWithTheirInputIndexAndSchema) {
+  Deploy(R"y(
+name: two-inputs
+operators:
+  - id: nums
+    type: datagen
+    parallelism: 2
+    count: 10
+    fields: [{name: n, type: int64, expr: "seq"}]
+  - id: words
+    type: datagen
+    parallelism: 3
+    count: 7
+    fields: [{name: w, type: string, expr: "'w' + to_string(seq)"}, {name: d, type: double, expr: "to_double(seq) / 2"}]
+  - id: pair
+    type: pair_log
+    parallelism: 2
+    inputs: [nums, words]
+)y");
+  ASSERT_FALSE(HasFailure());
+  // nums -> pair is forward (1 channel per subtask), words -> pair rebalance (3 channels).
+  ASSERT_EQ(GateChannelCount(*graph_, VertexOf("pair")), 4);
+  StartAll();
+  ASSERT_TRUE(WaitAllDone());
+  ExpectAllIn(proto::TASK_FINISHED);
+
+  absl::MutexLock lock(&log_.mu);
+  EXPECT_THAT(log_.bad_inputs, IsEmpty());
+  std::vector<std::pair<int, int64_t>> nums = log_.nums;
+  std::sort(nums.begin(), nums.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
+  std::vector<std::pair<int, int64_t>> expected_nums;
+  for (int64_t n = 0; n < 10; ++n) expected_nums.emplace_back(static_cast<int>(n % 2), n);  // forward
+  EXPECT_EQ(nums, expected_nums);
+  std::vector<std::string> words = log_.words;
+  std::sort(words.begin(), words.end());
+  EXPECT_EQ(words, (std::vector<std::string>{"w0/0", "w1/0.5", "w2/1", "w3/1.5", "w4/2", "w5/2.5", "w6/3"}));
+  EXPECT_EQ(CountsOf("pair").in, 17u);
+}
+
+}  // namespace
+}  // namespace sluice::worker
+
+namespace sluice::worker {
+namespace {
+
+// What the keyed timer probe saw, in order (its one task thread writes, the test reads after Join).
+struct ProbeLog {
+  absl::Mutex mu;
+  std::vector<std::string> events ABSL_GUARDED_BY(mu);
+};
+
+// A keyed operator: per record (k, ts) it sets key "k<k>" and registers an event-time timer at
+// ts + 5 (with `processing`: for ts < 2 only, a processing-time timer at 1100 + ts); it logs
+// "timer k<k>@<t>" / "ptimer k<k>@<t>" from OnTimer and "wm <w>" from ProcessWatermark.
+class TimerProbe final : public ops::Operator {
+ public:
+  // Keyed by its type's traits (`keyed: true` below): no IsKeyed() override needed.
+  TimerProbe(ProbeLog* log, bool processing) : log_(log), processing_(processing) {}
+  absl::Status Open(const ops::OperatorContext& ctx, ops::Output* output) override {
+    SLUICE_RETURN_IF_ERROR(Operator::Open(ctx, output));
+    if (ctx.timers == nullptr) return absl::FailedPreconditionError("no timer service");
+    return absl::OkStatus();
+  }
+  absl::Status Process(const Record& r) override {
+    const int64_t k = r.GetInt(0);
+    ctx_.keyed_state->SetCurrentKey(absl::StrCat("k", k), static_cast<int>(k % ctx_.max_parallelism));
+    const int64_t ts = r.GetInt(1);
+    if (!processing_) return ctx_.timers->RegisterEventTimeTimer(ts + 5);
+    return ts < 2 ? ctx_.timers->RegisterProcessingTimeTimer(1100 + ts) : absl::OkStatus();
+  }
+  absl::Status OnTimer(int64_t timestamp, ops::TimeDomain domain, absl::string_view key) override {
+    absl::MutexLock lock(&log_->mu);
+    log_->events.push_back(absl::StrCat(domain == ops::TimeDomain::kEventTime ? "timer " : "ptimer ", key, "@",
+                                        timestamp));
+    return absl::OkStatus();
+  }
+  absl::Status ProcessWatermark(int64_t watermark_ms) override {
+    {
+      absl::MutexLock lock(&log_->mu);
+      log_->events.push_back(absl::StrCat("wm ", watermark_ms));
+    }
+    return Operator::ProcessWatermark(watermark_ms);
+  }
+
+ private:
+  ProbeLog* log_;
+  const bool processing_;
+};
+
+class TimerTaskTest : public TaskTest {
+ protected:
+  TimerTaskTest() {
+    EXPECT_OK(ops::RegisterBuiltinOperators(&with_probe_));
+    plan::OperatorTraits traits;
+    traits.name = "timer_probe";
+    traits.keyed = true;
+    EXPECT_OK(with_probe_.Register(
+        std::make_unique<plan::TypedOperatorType<plan::NoOptions>>(
+            traits,
+            [](const YAML::Node&, const plan::ParseContext&) -> absl::StatusOr<plan::NoOptions> {
+              return plan::NoOptions();
+            },
+            [](const plan::NoOptions&, const plan::ParseContext& ctx) { return ctx.op().input_schema; }),
+        [this](const plan::OperatorSpec&) {
+          return std::unique_ptr<ops::Operator>(std::make_unique<TimerProbe>(&log_, processing_));
+        }));
+    registry_in_use_ = &with_probe_;
+  }
+
+  ops::OperatorRegistry with_probe_;
+  ProbeLog log_;
+  bool processing_ = false;  // set before Deploy()
+
+  std::vector<std::string> ProcessingTimers() {
+    absl::MutexLock lock(&log_.mu);
+    std::vector<std::string> out;
+    for (const std::string& e : log_.events) {
+      if (absl::StartsWith(e, "ptimer ")) out.push_back(e);
+    }
+    return out;
+  }
+};
+
+// Event-time timers fire when the watermark reaches them, before the operator (and everything
+// downstream) sees that watermark; the end of event time fires the rest.
+TEST_F(TimerTaskTest, EventTimeTimersFireBeforeTheWatermarkThatPassesThem) {
+  Deploy(R"y(
+name: timers
+operators:
+  - id: gen
+    type: datagen
+    count: 6
+    fields: [{name: k, type: int64, expr: "seq % 2"}, {name: ts, type: timestamp, expr: "to_timestamp(seq * 10)"}]
+    event_time: {field: ts}
+  - {id: by_k, type: key_by, key: [k]}
+  - {id: probe, type: timer_probe}
+  - {id: out, type: blackhole}
+)y");
+  ASSERT_FALSE(HasFailure());
+  StartAll();
+  ASSERT_TRUE(WaitAllDone());
+  ExpectAllIn(proto::TASK_FINISHED);
+
+  absl::MutexLock lock(&log_.mu);
+  std::vector<std::string> timers;
+  int64_t last_watermark = kNoWatermark;
+  for (const std::string& e : log_.events) {
+    if (absl::StartsWith(e, "wm ")) {
+      ASSERT_TRUE(absl::SimpleAtoi(e.substr(3), &last_watermark)) << e;
+      continue;
+    }
+    timers.push_back(e);
+    const int64_t ts = std::stoll(e.substr(e.find('@') + 1));
+    // Fired by a watermark the probe had not seen yet: every earlier one was below it.
+    EXPECT_LT(last_watermark, ts) << e << " fired after the watermark that passed it";
+  }
+  EXPECT_EQ(log_.events.back(), absl::StrCat("wm ", kMaxWatermark));
+  // Timestamps 5, 15, ..., 55, keys alternating, in timestamp order.
+  EXPECT_THAT(timers, ::testing::ElementsAre("timer k0@5", "timer k1@15", "timer k0@25", "timer k1@35",
+                                             "timer k0@45", "timer k1@55"));
+}
+
+// Processing-time timers fire from the task's loop when its clock (here a fake one, at 1000 ms
+// when the source opens, one record per ms) reaches them, in timestamp order.
+TEST_F(TimerTaskTest, ProcessingTimeTimersFireWhenTheClockReachesThem) {
+  fake_time_ = true;
+  processing_ = true;
+  Deploy(R"y(
+name: ptimers
+buffer_timeout_ms: 0
+operators:
+  - id: gen
+    type: datagen
+    rate: 1000
+    fields: [{name: k, type: int64, expr: "seq % 2"}, {name: ts, type: timestamp, expr: "to_timestamp(seq)"}]
+  - {id: by_k, type: key_by, key: [k]}
+  - {id: probe, type: timer_probe}
+  - {id: out, type: blackhole}
+)y");
+  ASSERT_FALSE(HasFailure());
+  ASSERT_EQ(fake_clock_.WallMillis(), 1000);
+  StartOnFakeClock({"gen"});
+  AdvanceSources({"gen"}, 99);  // 1099 ms: 100 records, timers k0@1100 and k1@1101 registered
+  ASSERT_TRUE(WaitUntil([&] { return CountsOf("probe").in >= 100; }));
+  EXPECT_THAT(ProcessingTimers(), IsEmpty());
+  AdvanceSources({"gen"}, 2);  // 1101 ms: both due
+  ASSERT_TRUE(WaitUntil([&] { return ProcessingTimers().size() >= 2; }));
+  EXPECT_THAT(ProcessingTimers(), ::testing::ElementsAre("ptimer k0@1100", "ptimer k1@1101"));
+  CancelAll();
+  ASSERT_TRUE(WaitAllDone());
 }
 
 }  // namespace

@@ -1,0 +1,169 @@
+#include "operators/internal/builtins.h"
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/key_groups.h"
+#include "common/record_codec.h"
+#include "common/status.h"
+#include "operators/aggregate_options.h"
+#include "operators/key_hasher.h"
+#include "plan/expr.h"
+#include "state/keyed_state_backend.h"
+
+namespace sluice::ops {
+namespace {
+
+using plan::CompileExpr;
+using plan::Expr;
+
+// Rolling aggregate per key: count, sum, min, max, avg. With emit: updates (the default), every
+// input record emits the key's updated row; with emit: final, each key's row is emitted once
+// at end of input. Accumulators live in the keyed state backend (RocksDB behind a write-back
+// cache), one value per key, optionally with a TTL.
+class AggregateOperator final : public Operator {
+ public:
+  bool IsKeyed() const override { return true; }
+
+  absl::Status Open(const OperatorContext& ctx, Output* output) override {
+    SLUICE_RETURN_IF_ERROR(Operator::Open(ctx, output));
+    const auto& spec = *ctx.spec;
+    if (ctx.keyed_state == nullptr) {
+      return absl::FailedPreconditionError("aggregate needs a keyed state backend");
+    }
+    state_ = ctx.keyed_state;
+    for (const auto& k : spec.key) {
+      SLUICE_ASSIGN_OR_RETURN(auto e, CompileExpr(k.expr, spec.input_schema));
+      key_exprs_.push_back(std::move(e));
+    }
+    std::vector<Field> key_fields(spec.output_schema.fields().begin(),
+                                  spec.output_schema.fields().begin() + spec.key.size());
+    key_schema_ = Schema(std::move(key_fields));
+    SLUICE_ASSIGN_OR_RETURN(const AggregateOptions* o, TypedOptions<AggregateOptions>(ctx));
+    for (const AggregateOptions::Aggregate& a : o->aggregates) {
+      Agg agg;
+      agg.fn = a.fn;
+      agg.field = a.field;
+      if (a.field >= 0) agg.is_double = spec.input_schema.field(a.field).type == FieldType::kDouble;
+      aggs_.push_back(agg);
+    }
+    emit_final_ = o->emit_final;
+    state_id_ = state_->RegisterState("accumulators", state::StateKind::kValue, o->ttl_ms);
+    key_record_.Resize(key_schema_.size());
+    out_.Resize(spec.output_schema.size());
+    accs_.resize(aggs_.size());
+    return absl::OkStatus();
+  }
+
+  absl::Status Process(const Record& r) override {
+    for (size_t i = 0; i < key_exprs_.size(); ++i) {
+      plan::EvalInto(*key_exprs_[i], r, key_schema_.field(i).type, &key_record_, i);
+    }
+    key_bytes_.clear();
+    EncodeRecord(key_schema_, key_record_, &key_bytes_);
+    state_->SetCurrentKey(key_bytes_, KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema_, key_record_),
+                                                       ctx_.max_parallelism));
+    SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(state_id_, &value_));
+    if (found && value_.size() == accs_.size() * sizeof(Acc)) {
+      std::memcpy(accs_.data(), value_.data(), value_.size());
+    } else {
+      std::fill(accs_.begin(), accs_.end(), Acc{});
+    }
+    for (size_t a = 0; a < aggs_.size(); ++a) {
+      const Agg& agg = aggs_[a];
+      Acc& s = accs_[a];
+      if (agg.fn == Fn::kCount) {
+        s.i++;
+        continue;
+      }
+      const Value& v = r[agg.field];
+      switch (agg.fn) {
+        case Fn::kSum:
+        case Fn::kAvg:
+          if (agg.is_double) s.d += v.d; else s.i += v.i;
+          break;
+        case Fn::kMin:
+          if (s.n == 0 || (agg.is_double ? v.d < s.d : v.i < s.i)) { s.d = v.d; s.i = v.i; }
+          break;
+        case Fn::kMax:
+          if (s.n == 0 || (agg.is_double ? v.d > s.d : v.i > s.i)) { s.d = v.d; s.i = v.i; }
+          break;
+        default: break;
+      }
+      s.n++;
+    }
+    value_.assign(reinterpret_cast<const char*>(accs_.data()), accs_.size() * sizeof(Acc));
+    SLUICE_RETURN_IF_ERROR(state_->Put(state_id_, value_));
+    if (emit_final_) return absl::OkStatus();
+    for (size_t i = 0; i < key_schema_.size(); ++i) {
+      CopyValue(key_schema_.field(i).type, key_record_, i, &out_, i);
+    }
+    FillAggregates();
+    return output_->Emit(out_);
+  }
+
+  absl::Status Finish() override {
+    if (!emit_final_) return absl::OkStatus();
+    return state_->ForEachKey(state_id_, [this](absl::string_view key) -> absl::Status {
+      RecordDecoder dec(&key_schema_, key);
+      SLUICE_RETURN_IF_ERROR(dec.Next(&out_));  // key fields come first in the output
+      SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(state_id_, &value_));
+      if (!found || value_.size() != accs_.size() * sizeof(Acc)) return absl::OkStatus();
+      std::memcpy(accs_.data(), value_.data(), value_.size());
+      FillAggregates();
+      return output_->Emit(out_);
+    });
+  }
+
+ private:
+  using Fn = AggregateOptions::Fn;
+  struct Agg {
+    Fn fn = Fn::kCount;
+    int field = -1;
+    bool is_double = false;
+  };
+  struct Acc {
+    int64_t i = 0;
+    double d = 0;
+    int64_t n = 0;
+  };
+
+  void FillAggregates() {
+    const size_t k = key_schema_.size();
+    for (size_t a = 0; a < aggs_.size(); ++a) {
+      const Agg& agg = aggs_[a];
+      const Acc& s = accs_[a];
+      Value& out = out_[k + a];
+      if (agg.fn == Fn::kAvg) {
+        out.d = s.n == 0 ? 0 : (agg.is_double ? s.d : static_cast<double>(s.i)) / s.n;
+      } else if (agg.fn == Fn::kCount) {
+        out.i = s.i;
+      } else if (agg.is_double) {
+        out.d = s.d;
+      } else {
+        out.i = s.i;
+      }
+    }
+  }
+
+  state::KeyedStateBackend* state_ = nullptr;
+  state::StateId state_id_ = 0;
+  std::vector<std::unique_ptr<Expr>> key_exprs_;
+  Schema key_schema_;
+  std::vector<Agg> aggs_;
+  bool emit_final_ = false;
+  std::vector<Acc> accs_;
+  Record key_record_;
+  std::string key_bytes_;
+  std::string value_;
+  Record out_;
+};
+
+}  // namespace
+
+std::unique_ptr<Operator> MakeAggregate() { return std::make_unique<AggregateOperator>(); }
+
+}  // namespace sluice::ops

@@ -1,0 +1,93 @@
+#include "operators/aggregate_options.h"
+
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "plan/expr.h"
+#include "plan/job_spec.h"
+#include "plan/option_parsing.h"
+
+namespace sluice::ops {
+namespace {
+
+using Fn = AggregateOptions::Fn;
+
+absl::StatusOr<AggregateOptions> Parse(const YAML::Node& c, const plan::ParseContext& ctx) {
+  const plan::ErrorContext& ec = ctx.errors();
+  const plan::OperatorSpec& op = ctx.op();
+  AggregateOptions o;
+  std::vector<Field> out;
+  std::set<std::string> seen;
+  for (const plan::KeySpec& k : op.key) {
+    auto e = plan::CompileExpr(k.expr, op.input_schema);
+    if (!e.ok()) return ctx.AtPos(op.line, op.column, e.status().message());
+    out.push_back({k.name, (*e)->type()});
+    seen.insert(k.name);
+  }
+  YAML::Node aggs = c["aggregates"];
+  if (!aggs || !aggs.IsSequence() || aggs.size() == 0) {
+    return ctx.At(aggs ? aggs : c, "aggregate needs 'aggregates': a list of {fn, field, as}");
+  }
+  for (const auto& a : aggs) {
+    if (!a.IsMap()) return ctx.At(a, "an aggregate must be {fn, field, as}");
+    SLUICE_ASSIGN_OR_RETURN(std::string fn, plan::GetString(ec, a, "fn", true));
+    SLUICE_ASSIGN_OR_RETURN(std::string field, plan::GetString(ec, a, "field", fn != "count"));
+    SLUICE_ASSIGN_OR_RETURN(std::string as, plan::GetString(ec, a, "as", false));
+    if (as.empty()) as = field.empty() ? fn : absl::StrCat(fn, "_", field);
+    AggregateOptions::Aggregate agg;
+    FieldType in_type = FieldType::kInt64;
+    if (!field.empty()) {
+      agg.field = op.input_schema.IndexOf(field);
+      if (agg.field < 0) {
+        return ctx.At(a["field"], absl::StrCat("unknown field '", field, "' (input has ",
+                                               op.input_schema.ToString(), ")"));
+      }
+      in_type = op.input_schema.field(agg.field).type;
+    }
+    FieldType out_type;
+    if (fn == "count") {
+      agg.fn = Fn::kCount;
+      agg.field = -1;
+      out_type = FieldType::kInt64;
+    } else if (fn == "sum" || fn == "min" || fn == "max" || fn == "avg") {
+      if (!IsNumeric(in_type)) {
+        return ctx.At(a["field"], absl::StrCat(fn, " needs a numeric field; '", field, "' is ",
+                                               FieldTypeName(in_type)));
+      }
+      agg.fn = fn == "sum" ? Fn::kSum : fn == "min" ? Fn::kMin : fn == "max" ? Fn::kMax : Fn::kAvg;
+      out_type = fn == "avg" ? FieldType::kDouble
+                 : fn == "sum" && in_type == FieldType::kTimestamp ? FieldType::kInt64
+                                                                   : in_type;
+    } else {
+      return ctx.At(a["fn"], absl::StrCat("unknown aggregate function '", fn,
+                                          "' (expected count, sum, min, max, avg)"));
+    }
+    if (!seen.insert(as).second) return ctx.At(a, absl::StrCat("duplicate output field '", as, "'"));
+    agg.as = as;
+    out.push_back({as, out_type});
+    o.aggregates.push_back(agg);
+  }
+  SLUICE_ASSIGN_OR_RETURN(o.ttl_ms, plan::GetDuration(ec, c, "ttl", 0));
+  if (c["emit"]) {
+    const std::string emit = c["emit"].Scalar();
+    if (emit != "updates" && emit != "final") return ctx.At(c["emit"], "'emit' must be 'updates' or 'final'");
+    o.emit_final = emit == "final";
+  }
+  o.schema = Schema(std::move(out));
+  return o;
+}
+
+Schema Infer(const AggregateOptions& o, const plan::ParseContext&) { return o.schema; }
+
+}  // namespace
+
+std::unique_ptr<plan::OperatorType> MakeAggregateType() {
+  plan::OperatorTraits t;
+  t.name = "aggregate";
+  t.keyed = true;
+  t.option_keys = {"aggregates", "emit", "ttl"};
+  return std::make_unique<plan::TypedOperatorType<AggregateOptions>>(std::move(t), &Parse, &Infer);
+}
+
+}  // namespace sluice::ops

@@ -1,0 +1,28 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "plan/operator_type.h"
+
+namespace sluice::ops {
+
+// `aggregate`: rolling count/sum/min/max/avg per key (the key of its keyed input).
+struct AggregateOptions final : plan::OptionsOf<AggregateOptions> {
+  enum class Fn { kCount, kSum, kMin, kMax, kAvg };
+  struct Aggregate {
+    Fn fn = Fn::kCount;
+    int field = -1;  // index in the input schema; -1 for count
+    std::string as;  // output field name
+  };
+  std::vector<Aggregate> aggregates;
+  bool emit_final = false;  // `emit: final`; default `updates`
+  int64_t ttl_ms = 0;       // 0: state kept forever
+  Schema schema;            // the output: key fields, then one field per aggregate
+};
+
+std::unique_ptr<plan::OperatorType> MakeAggregateType();
+
+}  // namespace sluice::ops

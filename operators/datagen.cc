@@ -1,0 +1,153 @@
+#include "operators/internal/builtins.h"
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "operators/datagen_options.h"
+#include "operators/watermark_generator.h"
+#include "plan/expr.h"
+
+namespace sluice::ops {
+namespace {
+
+using plan::CompileExpr;
+using plan::Expr;
+
+// Generates records deterministically from their sequence number: every field is an
+// expression over `seq`. The sequence space is cut into splits (base, stride): subtask i of n
+// starts with split (i, n), producing seq = i, i+n, i+2n, ... below `count` (or forever). A
+// split's position is the source's checkpointed state, so replay after recovery gives the
+// same records; on rescale, splits are dealt round-robin to the new subtasks. `rate` is
+// records/s for the whole source (0: unlimited). With `event_time`, the subtask emits
+// bounded-out-of-orderness watermarks over its records every watermark interval (all its
+// sequences as one split) and the end of event time when its count is reached.
+class DatagenSource final : public SourceOperator {
+ public:
+  absl::Status Open(const OperatorContext& ctx, Output* output) override {
+    SLUICE_RETURN_IF_ERROR(SourceOperator::Open(ctx, output));
+    SLUICE_ASSIGN_OR_RETURN(const DatagenOptions* o, TypedOptions<DatagenOptions>(ctx));
+    count_ = o->count;
+    nanos_per_record_ = o->rate > 0 ? 1e9 * ctx.parallelism / o->rate : 0;
+    for (const auto& f : o->fields) {
+      SLUICE_ASSIGN_OR_RETURN(auto e, CompileExpr(f.expr, DatagenSeqSchema()));
+      exprs_.push_back(std::move(e));
+    }
+    seq_record_.Resize(1);
+    out_.Resize(exprs_.size());
+    if (ctx.restored) {
+      for (const std::string& entry : ctx.restored_state) {
+        Split split;
+        if (entry.size() != sizeof(Split)) {
+          return absl::DataLossError(absl::StrCat("corrupt datagen split state of ", ctx.task_name));
+        }
+        std::memcpy(&split, entry.data(), sizeof(Split));
+        splits_.push_back(split);
+      }
+    } else {
+      splits_.push_back(Split{ctx.subtask, ctx.parallelism, ctx.subtask});
+    }
+    start_nanos_ = ctx.clock->NowNanos();
+    if (o->event_time.has_value()) {
+      const plan::EventTimeSpec& et = *o->event_time;
+      watermarks_ = std::make_unique<SplitWatermarks>(et.max_out_of_orderness_ms, et.idle_timeout_ms);
+      watermarks_->AddSplit(start_nanos_);
+      watermark_interval_nanos_ = (ctx.job != nullptr ? ctx.job->watermark_interval_ms : 200) * 1'000'000;
+      next_watermark_nanos_ = start_nanos_ + watermark_interval_nanos_;
+      ts_field_ = et.field_index;
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<State> Poll(int max_records, int64_t* wake_at_nanos) override {
+    const Schema& schema = ctx_.spec->output_schema;
+    if (watermarks_ != nullptr) {
+      const int64_t now = ctx_.clock->NowNanos();
+      if (now >= next_watermark_nanos_) {
+        SLUICE_RETURN_IF_ERROR(watermarks_->OnPeriodic(now, output_));
+        next_watermark_nanos_ = now + watermark_interval_nanos_;
+      }
+    }
+    for (int n = 0; n < max_records; ++n) {
+      // Next split with records left, round-robin.
+      size_t tried = 0;
+      while (tried < splits_.size() && count_ >= 0 && splits_[current_].next >= count_) {
+        current_ = (current_ + 1) % splits_.size();
+        ++tried;
+      }
+      if (splits_.empty() || tried == splits_.size()) return State::kEnd;
+      if (nanos_per_record_ > 0) {
+        int64_t due = start_nanos_ + static_cast<int64_t>(emitted_ * nanos_per_record_);
+        int64_t now = ctx_.clock->NowNanos();
+        if (now - due > kMaxLagNanos) {
+          // Held back (backpressure): do not burst to catch up, resume the rate from here.
+          start_nanos_ += now - due - kMaxLagNanos;
+          due = now - kMaxLagNanos;
+        }
+        if (due > now) {
+          // Wake for the next record or the next watermark, whichever is first.
+          *wake_at_nanos = watermarks_ != nullptr ? std::min(due, next_watermark_nanos_) : due;
+          return State::kWait;
+        }
+      }
+      Split& split = splits_[current_];
+      seq_record_.SetInt(0, split.next);
+      for (size_t i = 0; i < exprs_.size(); ++i) {
+        plan::EvalInto(*exprs_[i], seq_record_, schema.field(i).type, &out_, i);
+      }
+      if (watermarks_ != nullptr && watermarks_->OnEvent(0, out_.GetInt(ts_field_))) {
+        SLUICE_RETURN_IF_ERROR(output_->EmitWatermarkStatus(false));
+      }
+      SLUICE_RETURN_IF_ERROR(output_->Emit(out_));
+      split.next += split.stride;
+      ++emitted_;
+      if (splits_.size() > 1) current_ = (current_ + 1) % splits_.size();
+    }
+    return State::kMore;
+  }
+
+  // Bounded: event time ends with the input.
+  absl::Status Finish() override {
+    if (watermarks_ == nullptr) return absl::OkStatus();
+    return output_->EmitWatermark(kMaxWatermark);
+  }
+
+  absl::Status SnapshotState(int64_t, std::vector<std::string>* entries) override {
+    for (const Split& split : splits_) {
+      entries->emplace_back(reinterpret_cast<const char*>(&split), sizeof(Split));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  struct Split {
+    int64_t base;
+    int64_t stride;
+    int64_t next;
+  };
+  static constexpr int64_t kMaxLagNanos = 100'000'000;
+  int64_t count_ = -1;
+  double nanos_per_record_ = 0;
+  int64_t start_nanos_ = 0;
+  int64_t emitted_ = 0;
+  std::vector<Split> splits_;
+  size_t current_ = 0;
+  std::vector<std::unique_ptr<Expr>> exprs_;
+  Record seq_record_;
+  Record out_;
+  // Event time (null without `event_time`).
+  std::unique_ptr<SplitWatermarks> watermarks_;
+  int ts_field_ = -1;
+  int64_t watermark_interval_nanos_ = 0;
+  int64_t next_watermark_nanos_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Operator> MakeDatagen() { return std::make_unique<DatagenSource>(); }
+
+}  // namespace sluice::ops

@@ -1,0 +1,69 @@
+#include "plan/operator_type.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "plan/job_spec.h"
+#include "plan/option_parsing.h"
+
+namespace sluice::plan {
+
+absl::Status ParseContext::At(const YAML::Node& node, absl::string_view reason) const {
+  return errors_->At(node, reason);
+}
+
+absl::Status ParseContext::AtPos(int line, int column, absl::string_view reason) const {
+  return errors_->AtPos(line, column, reason);
+}
+
+int OperatorType::min_inputs() const {
+  switch (traits_.inputs) {
+    case InputArity::kSource: return 0;
+    case InputArity::kOne: return 1;
+    case InputArity::kTwo: return 2;
+    case InputArity::kMany: return traits_.min_inputs;
+  }
+  return 1;
+}
+
+int OperatorType::max_inputs() const {
+  switch (traits_.inputs) {
+    case InputArity::kSource: return 0;
+    case InputArity::kOne: return 1;
+    case InputArity::kTwo: return 2;
+    case InputArity::kMany: return kMaxInputs;
+  }
+  return 1;
+}
+
+std::vector<KeySpec> OperatorType::OutputKey(const OperatorOptions&) const { return {}; }
+
+absl::Status OperatorTypeCatalog::Add(std::unique_ptr<OperatorType> type) {
+  if (Find(type->name()) != nullptr) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("operator type '", type->name(), "' already registered"));
+  }
+  types_.push_back(std::move(type));
+  return absl::OkStatus();
+}
+
+const OperatorType* OperatorTypeCatalog::Find(absl::string_view name) const {
+  for (const auto& t : types_) {
+    if (t->name() == name) return t.get();
+  }
+  return nullptr;
+}
+
+std::string OperatorTypeCatalog::KnownTypes() const {
+  std::vector<std::string> names;
+  const auto role = [](const OperatorType& t) {
+    return t.traits().inputs == InputArity::kSource ? 0 : t.traits().has_output ? 1 : 2;
+  };
+  for (int r = 0; r < 3; ++r) {
+    for (const auto& t : types_) {
+      if (role(*t) == r) names.push_back(t->name());
+    }
+  }
+  return absl::StrJoin(names, ", ");
+}
+
+}  // namespace sluice::plan
