@@ -622,7 +622,12 @@ void PluginOperator::Log(sluice_host* host, sluice_log_level level, const char* 
 absl::StatusOr<std::unique_ptr<ops::Operator>> CreatePluginOperator(const LoadedPlugin& plugin,
                                                                    const PluginOperatorType& type,
                                                                    const plan::OperatorSpec& spec) {
-  SLUICE_ASSIGN_OR_RETURN(auto op, PluginOperator::Create(&plugin, &type, OptionsJson(spec.config)));
+  const PluginOptions* options = spec.options_as<PluginOptions>();
+  if (options == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("operator '", spec.id, "' has no plugin options (its type is not a plugin type)"));
+  }
+  SLUICE_ASSIGN_OR_RETURN(auto op, PluginOperator::Create(&plugin, &type, options->json));
   return std::unique_ptr<ops::Operator>(std::move(op));
 }
 

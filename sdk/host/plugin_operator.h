@@ -11,6 +11,7 @@
 #include "common/record.h"
 #include "operators/operator.h"
 #include "plan/expr.h"
+#include "plan/operator_type.h"
 #include "plan/job_spec.h"
 #include "sdk/host/plugin_loader.h"
 #include "sluice/plugin.h"
@@ -173,8 +174,14 @@ class PluginOperator final : public ops::Operator {
   absl::Status host_error_;
 };
 
-// Creates the operator for `spec` (a plugin operator type): its options are spec.config
-// without the engine's keys, as JSON (OptionsJson).
+// The options of a plugin operator as the catalog keeps them: the operator's YAML mapping
+// without the engine's keys, as JSON (OptionsJson), made and validated once at submission.
+struct PluginOptions final : plan::OptionsOf<PluginOptions> {
+  std::string json;
+};
+
+// Creates the operator for `spec` (a plugin operator type) from its PluginOptions.
+// Returns kFailedPrecondition if spec carries options of another type.
 absl::StatusOr<std::unique_ptr<ops::Operator>> CreatePluginOperator(const LoadedPlugin& plugin,
                                                                    const PluginOperatorType& type,
                                                                    const plan::OperatorSpec& spec);
