@@ -9,5 +9,11 @@ echo "==> unit tests"
 ctest --test-dir build -L unit --output-on-failure -j 2
 echo "==> example plugins, out of tree against the installed SDK"
 scripts/build_example_plugins.sh build
+echo "==> Kubernetes manifests: render every overlay and validate it offline"
+if command -v kubectl >/dev/null && command -v npm >/dev/null; then
+  deploy/k8s/validate/run.sh
+else
+  echo "skipped: needs kubectl and npm (deploy/k8s/validate/run.sh)"
+fi
 echo "==> integration tests"
 ctest --test-dir build -L integration --output-on-failure
