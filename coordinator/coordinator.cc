@@ -1,5 +1,7 @@
 #include "coordinator/coordinator.h"
 
+#include "sdk/host/plugin_types.h"
+
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
@@ -154,6 +156,25 @@ plan::OperatorTypeCatalog MakeCatalog() {
 }
 
 }  // namespace
+
+// Plugin operators are validated in this process: the job's plugins (and --plugin-dir's) are
+// dlopen'ed here, and their validate and output_schema hooks run on the submitting thread.
+// That runs user code in the coordinator (a plugin that crashes takes it down; the HA store
+// brings its jobs back on restart); a helper process for these hooks is left for later.
+absl::StatusOr<plan::JobSpec> Coordinator::PlanJob(const std::string& yaml, const std::string& name,
+                                                   int parallelism) const {
+  SLUICE_ASSIGN_OR_RETURN(std::vector<plan::PluginRef> refs, plan::ReadJobPlugins(yaml, name));
+  if (refs.empty() && options_.plugin_dir.empty()) return plan::ParseJobSpec(yaml, name, catalog_, parallelism);
+  plugin::PluginLoader* loader = plugin::PluginLoader::Default();
+  SLUICE_ASSIGN_OR_RETURN(std::vector<const plugin::LoadedPlugin*> plugins,
+                          plugin::LoadPluginDir(loader, options_.plugin_dir));
+  SLUICE_ASSIGN_OR_RETURN(std::vector<const plugin::LoadedPlugin*> job_plugins,
+                          plugin::LoadJobPlugins(loader, refs, name));
+  plugins.insert(plugins.end(), job_plugins.begin(), job_plugins.end());
+  plan::OperatorTypeCatalog catalog = MakeCatalog();
+  SLUICE_RETURN_IF_ERROR(plugin::AddPluginTypesToCatalog(plugins, &catalog));
+  return plan::ParseJobSpec(yaml, name, catalog, parallelism);
+}
 
 Coordinator::Coordinator(CoordinatorOptions options)
     : options_(std::move(options)), catalog_(MakeCatalog()), http_(&metrics_) {}
@@ -568,7 +589,7 @@ absl::StatusOr<proto::CheckpointMetadata> ReadMetadata(const std::string& path) 
 
 absl::StatusOr<proto::SubmitJobResponse> Coordinator::SubmitJob(const proto::SubmitJobRequest& req) {
   std::string name = req.spec_name().empty() ? "job.yaml" : req.spec_name();
-  SLUICE_ASSIGN_OR_RETURN(plan::JobSpec parsed, plan::ParseJobSpec(req.spec_yaml(), name, catalog_, req.parallelism()));
+  SLUICE_ASSIGN_OR_RETURN(plan::JobSpec parsed, PlanJob(req.spec_yaml(), name, req.parallelism()));
   auto spec = std::make_shared<const plan::JobSpec>(std::move(parsed));
   auto graph = std::make_shared<const plan::JobGraph>(plan::BuildJobGraph(*spec));
 
@@ -1388,8 +1409,7 @@ void Coordinator::RecoverFromHaStore() {
       spdlog::error("unreadable job record {}", entry.path().string());
       continue;
     }
-    auto parsed = plan::ParseJobSpec(r.request().spec_yaml(), r.request().spec_name(), catalog_,
-                                       r.request().parallelism());
+    auto parsed = PlanJob(r.request().spec_yaml(), r.request().spec_name(), r.request().parallelism());
     if (!parsed.ok()) {
       spdlog::error("job record {}: {}", entry.path().string(), parsed.status());
       continue;

@@ -14,6 +14,7 @@
 #include "plan/operator_type.h"
 #include "plan/job_spec.h"
 #include "sdk/host/plugin_loader.h"
+#include "sdk/host/plugin_types.h"
 #include "sluice/plugin.h"
 #include "state/keyed_state_backend.h"
 
@@ -172,12 +173,6 @@ class PluginOperator final : public ops::Operator {
   bool has_processing_timers_ = false;
   ErrorSink error_;
   absl::Status host_error_;
-};
-
-// The options of a plugin operator as the catalog keeps them: the operator's YAML mapping
-// without the engine's keys, as JSON (OptionsJson), made and validated once at submission.
-struct PluginOptions final : plan::OptionsOf<PluginOptions> {
-  std::string json;
 };
 
 // Creates the operator for `spec` (a plugin operator type) from its PluginOptions.
