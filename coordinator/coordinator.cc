@@ -444,10 +444,10 @@ void Coordinator::ReleaseSlots(Job& job) {
   job.slots_held.clear();
 }
 
-void Coordinator::FailJob(Job& job, const std::string& reason, bool planned) {
+void Coordinator::FailJob(Job& job, const std::string& reason, bool planned, bool permanent) {
   if (IsTerminal(job.state) || job.state == proto::JOB_RESTARTING) return;
   const plan::RestartConfig& rc = job.spec->restart;
-  if (CheckpointingLocked(job) && job.state != proto::JOB_CANCELLING && !stopping_ &&
+  if (!permanent && CheckpointingLocked(job) && job.state != proto::JOB_CANCELLING && !stopping_ &&
       rc.strategy != plan::RestartConfig::Strategy::kNone && (planned || job.restarts < rc.attempts)) {
     if (planned) job.resuming = true;  // uses no attempt
     int64_t delay = rc.DelayFor(job.restarts + 1);
@@ -702,10 +702,10 @@ void Coordinator::DeployJob(const std::string& job_id) {
       }
     }
   }
-  auto fail = [&](const std::string& reason) {
+  auto fail = [&](const std::string& reason, bool permanent = false) {
     absl::MutexLock lock(&mu_);
     auto it = jobs_.find(job_id);
-    if (it != jobs_.end()) FailJob(it->second, reason);
+    if (it != jobs_.end()) FailJob(it->second, reason, /*planned=*/false, permanent);
   };
   for (auto& [worker_id, req] : requests) {
     grpc::ClientContext ctx;
@@ -719,7 +719,10 @@ void Coordinator::DeployJob(const std::string& job_id) {
         auto w = workers_.find(worker_id);
         if (w != workers_.end()) LoseWorker(worker_id, "unreachable (connection refused)");
       }
-      return fail(absl::StrCat("deploying to worker ", worker_id, " failed: ", s.error_message()));
+      // kFailedPrecondition: the worker can never run this deployment (a plugin of the job it
+      // cannot load); restarting would fail the same way.
+      return fail(absl::StrCat("deploying to worker ", worker_id, " failed: ", s.error_message()),
+                  s.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
     }
   }
   {

@@ -186,7 +186,10 @@ class Coordinator {
   void DeployJob(const std::string& job_id);
   void HandleTaskState(Job& job, const proto::TaskStatus& st) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `planned`: not the job's failure (a worker left on purpose): the restart uses no attempt.
-  void FailJob(Job& job, const std::string& reason, bool planned = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `permanent`: no restart can help (a worker refused the deployment with kFailedPrecondition,
+  // e.g. it cannot load a plugin of the job): the job fails whatever its restart strategy.
+  void FailJob(Job& job, const std::string& reason, bool planned = false, bool permanent = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CancelTasksOnWorkers(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeCompleteJob(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseSlots(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

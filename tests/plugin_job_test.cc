@@ -4,6 +4,9 @@
 // its options, and a plugin of an ABI this build cannot load, are refused at submission
 // (through `sluice run`) with the reason and the job file position, and nothing is deployed.
 
+#include <stdlib.h>
+
+#include <random>
 #include <set>
 
 #include "absl/strings/match.h"
@@ -17,32 +20,40 @@ namespace {
 using ::testing::HasSubstr;
 
 const std::string kPluginDir = SLUICE_TEST_EXAMPLE_PLUGIN_DIR;
-constexpr int64_t kIds = 5000;
 
-// datagen (each id `repeats` times, in several copies of the same record) -> regex_extract
-// (the domain of the email) -> dedup by id (hash-partitioned across 2 subtasks) -> file.
-// Every copy of an id is the same record, so the output is one line per id whatever the
-// arrival order: {"id": i, "ts": i, "email": "user<i>@d<i % 7>.example", "domain": "d<i % 7>.example"}.
-std::string DedupJob(const std::string& out, int64_t repeats, int64_t rate,
-                     const std::string& regex_options = "pattern: \"@(.+)$\"") {
-  return absl::StrCat(R"y(name: plugin-job
-parallelism: 2
-plugins: [)y", kPluginDir, "/libregex_extract.so, ", kPluginDir, R"y(/libdedup.so]
+struct DedupJobOptions {
+  int64_t ids = 5000;
+  int64_t repeats = 20;  // copies of each id's record
+  int64_t rate = 100'000;
+  std::string regex_options = "pattern: \"@(.+)$\"";
+  // The job's plugins line ("" for none: the types come from --plugin-dir).
+  std::string plugins = absl::StrCat("plugins: [", kPluginDir, "/libregex_extract.so, ", kPluginDir,
+                                     "/libdedup.so]");
+};
+
+// datagen (record s has id s / repeats: each id `repeats` times in a row, as copies of one
+// record) -> regex_extract (the domain of the email) -> dedup by id (hash-partitioned across 2
+// subtasks) -> file. Every copy of an id is the same record, so the output is one line per id
+// whatever the arrival order and the failures:
+// {"id": i, "ts": i, "email": "user<i>@d<i % 7>.example", "domain": "d<i % 7>.example"}.
+std::string DedupJob(const std::string& out, const DedupJobOptions& o = {}) {
+  const std::string id = absl::StrCat("(seq / ", o.repeats, ")");
+  return absl::StrCat("name: plugin-job\nparallelism: 2\n", o.plugins, R"y(
 checkpoint: {interval: 200ms, timeout: 20s}
 restart: {strategy: fixed_delay, attempts: 1000, delay: 100ms}
 operators:
   - id: gen
     type: datagen
-    count: )y", kIds * repeats, "\n    rate: ", rate, R"y(
+    count: )y", o.ids * o.repeats, "\n    rate: ", o.rate, R"y(
     fields:
-      - {name: id, type: int64, expr: "seq % )y", kIds, R"y("}
-      - {name: ts, type: int64, expr: "seq % )y", kIds, R"y("}
-      - {name: email, type: string, expr: "concat('user', to_string(seq % )y", kIds,
-                      R"y(), '@d', to_string((seq % )y", kIds, R"y() % 7), '.example')"}
+      - {name: id, type: int64, expr: ")y", id, R"y("}
+      - {name: ts, type: int64, expr: ")y", id, R"y("}
+      - {name: email, type: string, expr: "concat('user', to_string()y", id, R"y(), '@d', to_string()y", id,
+                      R"y( % 7), '.example')"}
   - id: domain
     type: regex_extract
     field: email
-    )y", regex_options, R"y(
+    )y", o.regex_options, R"y(
     as: domain
   - id: unique
     type: dedup
@@ -53,23 +64,25 @@ operators:
 }
 
 // Checks the committed output: exactly one line per id, each the expected record.
-void CheckDedupOutput(const std::string& out) {
+void CheckDedupOutput(const std::string& out, int64_t ids) {
   std::vector<std::string> lines = ReadCommittedLines({out});
-  ASSERT_EQ(static_cast<int64_t>(lines.size()), kIds);
-  std::set<int64_t> ids;
+  EXPECT_EQ(static_cast<int64_t>(lines.size()), ids);
+  std::set<int64_t> seen;
+  int64_t bad = 0;
   for (const std::string& line : lines) {
     auto j = nlohmann::json::parse(line);
     const int64_t id = j["id"].get<int64_t>();
     const std::string domain = absl::StrCat("d", id % 7, ".example");
-    EXPECT_TRUE(ids.insert(id).second) << "duplicate: " << line;
-    EXPECT_EQ(j["ts"].get<int64_t>(), id) << line;
-    EXPECT_EQ(j["email"].get<std::string>(), absl::StrCat("user", id, "@", domain)) << line;
-    EXPECT_EQ(j["domain"].get<std::string>(), domain) << line;
+    if (!seen.insert(id).second) ADD_FAILURE() << "duplicate: " << line;
+    bad += j["ts"].get<int64_t>() != id || j["email"].get<std::string>() != absl::StrCat("user", id, "@", domain) ||
+           j["domain"].get<std::string>() != domain;
+    if (bad == 1) ADD_FAILURE() << "unexpected record: " << line;
   }
-  EXPECT_EQ(ids.size(), static_cast<size_t>(kIds));
-  if (!ids.empty()) {
-    EXPECT_EQ(*ids.begin(), 0);
-    EXPECT_EQ(*ids.rbegin(), kIds - 1);
+  EXPECT_EQ(bad, 0);
+  EXPECT_EQ(static_cast<int64_t>(seen.size()), ids);
+  if (!seen.empty()) {
+    EXPECT_EQ(*seen.begin(), 0);
+    EXPECT_EQ(*seen.rbegin(), ids - 1);
   }
 }
 
@@ -98,13 +111,13 @@ class PluginJobTest : public ClusterTest {
 TEST_F(PluginJobTest, ExamplePluginsAcrossTwoWorkersWithCheckpoints) {
   StartCluster(2, 2);
   const std::string out = dir_ + "/out";
-  std::string job = Submit(DedupJob(out, 20, 100'000));
+  std::string job = Submit(DedupJob(out));
   proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(60));
   ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
   int completed = 0;
   for (const auto& c : info.checkpoints()) completed += c.status() == "COMPLETED" && !c.savepoint();
   EXPECT_GE(completed, 1) << "no checkpoint completed";
-  CheckDedupOutput(out);
+  CheckDedupOutput(out, DedupJobOptions().ids);
   // Both workers ran plugin subtasks.
   std::set<std::string> workers;
   for (const auto& v : info.vertices()) {
@@ -116,7 +129,9 @@ TEST_F(PluginJobTest, ExamplePluginsAcrossTwoWorkersWithCheckpoints) {
 TEST_F(PluginJobTest, OptionsRefusedByThePluginAreRefusedAtSubmission) {
   StartCluster(1, 2);
   std::string out;
-  EXPECT_EQ(SluiceRun(DedupJob(dir_ + "/out", 1, 0, "pattern: \"@(.+$\""), &out), 1) << out;
+  DedupJobOptions o;
+  o.regex_options = "pattern: \"@(.+$\"";
+  EXPECT_EQ(SluiceRun(DedupJob(dir_ + "/out", o), &out), 1) << out;
   // The plugin's message, with the position of the operator in the job file.
   EXPECT_THAT(out, HasSubstr("job.yaml:15:5: operator type 'regex_extract' of plugin 'regex-extract'"));
   EXPECT_THAT(out, HasSubstr("refused its options: option 'pattern' is not a valid regular expression"));
@@ -125,16 +140,81 @@ TEST_F(PluginJobTest, OptionsRefusedByThePluginAreRefusedAtSubmission) {
 
 TEST_F(PluginJobTest, PluginOfAnIncompatibleAbiIsRefusedAtSubmission) {
   StartCluster(1, 2);
-  std::string yaml = DedupJob(dir_ + "/out", 1, 0);
-  const std::string plugins_line = yaml.substr(yaml.find("plugins:"), yaml.find('\n', yaml.find("plugins:")) - yaml.find("plugins:"));
-  yaml.replace(yaml.find(plugins_line), plugins_line.size(),
-               absl::StrCat("plugins:\n  - ", SLUICE_TEST_ABI_1_2_PLUGIN));
+  DedupJobOptions o;
+  o.plugins = absl::StrCat("plugins:\n  - ", SLUICE_TEST_ABI_1_2_PLUGIN);
+  std::string yaml = DedupJob(dir_ + "/out", o);
   std::string out;
   EXPECT_EQ(SluiceRun(yaml, &out), 1) << out;
   EXPECT_THAT(out, HasSubstr("job.yaml:4:5: cannot load plugin "));
   EXPECT_THAT(out, HasSubstr("built for plugin ABI 1.2"));
   EXPECT_THAT(out, HasSubstr("supports ABI 1.1"));
   ExpectNoJobs();
+}
+
+TEST_F(PluginJobTest, KillingWorkersKeepsPluginOutputExactlyOnce) {
+  StartCluster(2, 2, 1500);
+  const std::string out = dir_ + "/out";
+  // 6 s of input, new ids all along; the dedup state (RocksDB, checkpointed) decides what is
+  // a repeat after each restore.
+  DedupJobOptions o;
+  o.ids = 60'000;
+  o.repeats = 20;
+  o.rate = 200'000;
+  std::string job = Submit(DedupJob(out, o));
+  WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
+  std::mt19937 rng(4242);
+  for (int k = 0; k < 3; ++k) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(700 + rng() % 900));
+    auto info = client_->GetJob(job);
+    ASSERT_OK(info);
+    if (info->state() == proto::JOB_FINISHED) break;
+    const int victim = rng() % 2;
+    ASSERT_OK(cluster_->KillWorker(victim, SIGKILL));
+    ASSERT_OK(cluster_->RestartWorker(victim, -1));
+  }
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(180));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  EXPECT_GE(info.restarts(), 1) << "the kills did not hit the job";
+  CheckDedupOutput(out, o.ids);
+}
+
+TEST_F(PluginJobTest, WorkerThatCannotLoadThePluginRefusesTheDeploymentAndTheJobFails) {
+  StartCluster(1, 2);
+  // The coordinator loads a copy of the plugins (for a job its validate hook refuses, so
+  // nothing is deployed) and keeps them loaded; then the copy of dedup goes away, so the
+  // worker, which has never loaded it, cannot.
+  const std::string copies = dir_ + "/plugins";
+  std::filesystem::create_directories(copies);
+  for (const char* f : {"/libregex_extract.so", "/libdedup.so"}) {
+    std::filesystem::copy_file(kPluginDir + f, copies + f);
+  }
+  DedupJobOptions o;
+  o.plugins = absl::StrCat("plugins: [", copies, "/libregex_extract.so, ", copies, "/libdedup.so]");
+  o.regex_options = "pattern: \"@(.+$\"";
+  EXPECT_FALSE(client_->Submit(DedupJob(dir_ + "/x", o), "job.yaml", 0).ok());
+  std::filesystem::remove(copies + "/libdedup.so");
+
+  o.regex_options = DedupJobOptions().regex_options;
+  std::string job = Submit(DedupJob(dir_ + "/out", o));
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(30));
+  EXPECT_EQ(info.state(), proto::JOB_FAILED) << info.error();
+  std::cout << "job error: " << info.error() << "\n";
+  EXPECT_THAT(info.error(), HasSubstr("cannot load a plugin of the job: job.yaml:3:"));
+  EXPECT_THAT(info.error(), HasSubstr(copies + "/libdedup.so"));
+}
+
+TEST_F(PluginJobTest, PluginDirMakesTypesAvailableWithoutPluginsInTheJob) {
+  // SLUICE_PLUGIN_DIR reaches the coordinator's and the workers' --plugin-dir.
+  ASSERT_EQ(setenv("SLUICE_PLUGIN_DIR", kPluginDir.c_str(), 1), 0);
+  StartCluster(2, 2);
+  unsetenv("SLUICE_PLUGIN_DIR");
+  const std::string out = dir_ + "/out";
+  DedupJobOptions o;
+  o.plugins = "";
+  std::string job = Submit(DedupJob(out, o));
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(60));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  CheckDedupOutput(out, o.ids);
 }
 
 }  // namespace
