@@ -217,5 +217,54 @@ TEST_F(PluginJobTest, PluginDirMakesTypesAvailableWithoutPluginsInTheJob) {
   CheckDedupOutput(out, o.ids);
 }
 
+TEST_F(PluginJobTest, TwoInputKeyedPluginGetsBothInputs) {
+  StartCluster(2, 2);
+  const std::string out = dir_ + "/out";
+  // Input 1 (tiers, 100 users, fast) and input 0 (payments, 2000 over 2 s), both hash-keyed by
+  // user: every payment comes out once, with its user's tier once the tier has arrived (the
+  // inputs race, so early payments may get the default).
+  std::string job = Submit(absl::StrCat("name: enrich-job\nparallelism: 2\nplugins: [", kPluginDir,
+                                        R"y(/libenrich.so]
+checkpoint: {interval: 200ms}
+operators:
+  - id: tiers
+    type: datagen
+    count: 100
+    fields:
+      - {name: user, type: int64, expr: "seq"}
+      - {name: tier, type: string, expr: "concat('t', to_string(seq % 3))"}
+  - id: payments
+    type: datagen
+    count: 2000
+    rate: 1000
+    fields:
+      - {name: user, type: int64, expr: "seq % 100"}
+      - {name: amount, type: int64, expr: "seq"}
+  - id: with_tier
+    type: enrich
+    inputs: [{from: payments, partition: hash, key: [user]}, {from: tiers, partition: hash, key: [user]}]
+    field: tier
+    default: none
+  - {id: out, type: file, path: )y", out, "}\n"));
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(60));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  std::vector<std::string> lines = ReadCommittedLines({out});
+  EXPECT_EQ(lines.size(), 2000u);
+  std::set<int64_t> amounts;
+  int64_t enriched = 0;
+  for (const std::string& line : lines) {
+    auto j = nlohmann::json::parse(line);
+    const int64_t amount = j["amount"].get<int64_t>();
+    EXPECT_TRUE(amounts.insert(amount).second) << "duplicate: " << line;
+    EXPECT_EQ(j["user"].get<int64_t>(), amount % 100) << line;
+    const std::string tier = j["tier"].get<std::string>();
+    if (tier != "none") {
+      EXPECT_EQ(tier, absl::StrCat("t", (amount % 100) % 3)) << line;
+      ++enriched;
+    }
+  }
+  EXPECT_GT(enriched, 1000) << "tiers did not reach the operator";
+}
+
 }  // namespace
 }  // namespace sluice::testing

@@ -38,6 +38,16 @@ absl::StatusOr<std::shared_ptr<const plan::OperatorOptions>> PluginOperatorTypeE
   std::vector<Schema> inputs;
   for (size_t i = 0; i < op.inputs.size(); ++i) inputs.push_back(ctx.producer(static_cast<int>(i)).output_schema);
   SLUICE_ASSIGN_OR_RETURN(options->output_schema, OutputSchema(*plugin_, *type_, inputs, options->json, where));
+  if (type_->num_inputs == 2 && op.inputs.size() == 2) {
+    options->second_input_schema = inputs[1];
+    const plan::InputSpec& in = op.inputs[1];
+    if (type_->keyed && (in.partition != plan::Partition::kHash || in.key.size() != op.key.size())) {
+      return ctx.AtPos(in.line, in.column,
+                       absl::StrCat(op.type, " '", op.id, "' is keyed: read its input 1 ('", in.from,
+                                    "') with partition: hash and a key of ", op.key.size(),
+                                    " component(s), like input 0's"));
+    }
+  }
   return std::shared_ptr<const plan::OperatorOptions>(std::move(options));
 }
 

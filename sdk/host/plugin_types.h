@@ -21,12 +21,14 @@ namespace sluice::plugin {
 struct PluginOptions final : plan::OptionsOf<PluginOptions> {
   std::string json;
   Schema output_schema;
+  Schema second_input_schema;  // two-input types: input 1's (OperatorSpec has input 0's)
 };
 
 // One operator type of a loaded plugin as a catalog entry (plan/operator_type.h): its traits
 // come from the plugin (inputs, keyed; any option key, since the plugin's validate hook
 // refuses unknown ones), ParseOptions() runs the plugin's validate and output_schema hooks
-// with the operator's file position. `plugin` and `type` live for the process (plugins are
+// with the operator's file position. A keyed two-input type needs both inputs keyed by keys of
+// as many components (input 1 read with partition: hash and a key). `plugin` and `type` live for the process (plugins are
 // never unloaded). Immutable; thread-safe.
 class PluginOperatorTypeEntry final : public plan::OperatorType {
  public:

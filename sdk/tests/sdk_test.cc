@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "common/clock.h"
 #include "common/key_groups.h"
 #include "common/record.h"
@@ -853,6 +854,34 @@ TEST_F(PluginTypesTest, AJobPluginThatDoesNotLoadIsRefusedWithItsPosition) {
   EXPECT_THAT(plugins.status().message(), HasSubstr("/nonexistent/libx.so"));
   EXPECT_THAT(LoadPluginDir(PluginLoader::Default(), "/nonexistent-dir").status(),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("/nonexistent-dir")));
+}
+
+TEST_F(PluginTypesTest, AKeyedTwoInputTypeNeedsItsSecondInputKeyed) {
+  const std::string job = R"y(name: p
+operators:
+  - id: events
+    type: datagen
+    count: 10
+    fields: [{name: user, type: int64, expr: "seq"}]
+  - id: tiers
+    type: datagen
+    count: 10
+    fields: [{name: user, type: int64, expr: "seq"}, {name: tier, type: string, expr: "'gold'"}]
+  - id: joined
+    type: tier_join
+    inputs: [{from: events, partition: hash, key: [user]}, INPUT1]
+  - {id: out, type: print}
+)y";
+  auto keyed = plan::ParseJobSpec(
+      absl::StrReplaceAll(job, {{"INPUT1", "{from: tiers, partition: hash, key: [user]}"}}), "job.yaml", catalog_);
+  ASSERT_OK(keyed);
+  const PluginOptions* options = keyed->operators[2].options_as<PluginOptions>();
+  ASSERT_NE(options, nullptr);
+  EXPECT_EQ(options->second_input_schema.size(), 2u);
+  EXPECT_THAT(plan::ParseJobSpec(absl::StrReplaceAll(job, {{"INPUT1", "tiers"}}), "job.yaml", catalog_).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("job.yaml:13:60: tier_join 'joined' is keyed: read its input 1 ('tiers') "
+                                 "with partition: hash")));
 }
 
 }  // namespace
