@@ -113,9 +113,8 @@ absl::StatusOr<std::shared_ptr<const ops::OperatorRegistry>> Worker::JobRegistry
   absl::StatusOr<std::vector<const plugin::LoadedPlugin*>> job_plugins =
       plugin::LoadJobPlugins(plugin::PluginLoader::Default(), refs, req.spec_name());
   if (!job_plugins.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat("worker ", options_.name.empty() ? data_address_ : options_.name,
-                                                      " cannot load a plugin of the job: ",
-                                                      job_plugins.status().message()));
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot load a plugin of the job: ", job_plugins.status().message()));
   }
   auto registry = std::make_shared<ops::OperatorRegistry>();
   SLUICE_RETURN_IF_ERROR(ops::RegisterBuiltinOperators(registry.get()));
