@@ -1,8 +1,12 @@
-// Jobs using operator plugins on a real cluster (coordinator and 2 workers as processes): the
-// example plugins regex_extract (stateless) and dedup (keyed state, event-time timers) named by
-// the job's `plugins:`, across 2 workers with checkpoints; a plugin whose validate hook refuses
-// its options, and a plugin of an ABI this build cannot load, are refused at submission
-// (through `sluice run`) with the reason and the job file position, and nothing is deployed.
+// Jobs using operator plugins on a real cluster (coordinator and workers as processes): the
+// example plugins regex_extract (stateless), dedup (keyed state, event-time timers) and enrich
+// (keyed, two inputs), named by the job's `plugins:` or found in --plugin-dir
+// (SLUICE_PLUGIN_DIR), across 2 workers with checkpoints; kill -9 of workers and a savepoint
+// restored at another parallelism keep the output exactly once; a plugin whose validate hook
+// refuses its options, and a plugin of an ABI this build cannot load, are refused at submission
+// (through `sluice run`) with the reason and the job file position, and nothing is deployed; a
+// worker that cannot load a plugin refuses the deployment and the job fails with the reason; a
+// plugin returning an error fails its task and the job restarts per its strategy.
 
 #include <stdlib.h>
 
@@ -264,6 +268,52 @@ operators:
     }
   }
   EXPECT_GT(enriched, 1000) << "tiers did not reach the operator";
+}
+
+TEST_F(PluginJobTest, SavepointWithPluginStateRestoresAtOtherParallelism) {
+  StartCluster(2, 3);
+  DedupJobOptions o;
+  o.ids = 20'000;
+  o.repeats = 20;
+  o.rate = 100'000;  // 4 s of input
+  const std::string before = dir_ + "/before";
+  std::string job = Submit(DedupJob(before, o));
+  WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  auto savepoint = client_->Savepoint(job, dir_ + "/savepoints", /*stop=*/true);
+  ASSERT_OK(savepoint);
+  EXPECT_EQ(WaitForEnd(job, std::chrono::seconds(20)).state(), proto::JOB_CANCELLED);
+  ASSERT_GT(ReadCommittedLines({before}).size(), 0u) << "the savepoint came before any output";
+  for (int p : {1, 3}) {
+    const std::string after = absl::StrCat(dir_, "/after-", p);
+    auto r = client_->SubmitRestoring(DedupJob(after, o), "job.yaml", p, *savepoint, false);
+    ASSERT_OK(r);
+    proto::JobInfo info = WaitForEnd(r->job_id(), std::chrono::seconds(60));
+    ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+    // The output before the savepoint plus the output after it: one line per id. The restored
+    // dedup state (rescaled by key group) drops the repeats of ids that passed before.
+    std::vector<std::string> lines = ReadCommittedLines({before, after});
+    std::set<int64_t> ids;
+    for (const std::string& line : lines) ids.insert(nlohmann::json::parse(line)["id"].get<int64_t>());
+    EXPECT_EQ(static_cast<int64_t>(lines.size()), o.ids) << "parallelism " << p;
+    EXPECT_EQ(static_cast<int64_t>(ids.size()), o.ids) << "parallelism " << p;
+  }
+}
+
+TEST_F(PluginJobTest, PluginErrorFailsTheTaskAndRestartsPerStrategy) {
+  StartCluster(1, 2);
+  std::string job = Submit(absl::StrCat("name: refusing\nplugins: [", SLUICE_TEST_SDK_PLUGIN, R"y(]
+checkpoint: {interval: 200ms}
+restart: {strategy: fixed_delay, attempts: 2, delay: 50ms}
+operators:
+  - {id: gen, type: datagen, count: 10, fields: [{name: a, type: int64, expr: "seq"}]}
+  - {id: refuse, type: refuser}
+  - {id: out, type: blackhole}
+)y"));
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(30));
+  EXPECT_EQ(info.state(), proto::JOB_FAILED);
+  EXPECT_EQ(info.restarts(), 2);
+  EXPECT_THAT(info.error(), HasSubstr("record refused by policy"));
 }
 
 }  // namespace
