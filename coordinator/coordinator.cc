@@ -1,7 +1,5 @@
 #include "coordinator/coordinator.h"
 
-#include "sdk/host/plugin_types.h"
-
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
@@ -24,6 +22,7 @@
 #include "common/watermark.h"
 #include "connectors/connector_types.h"
 #include "operators/operator_types.h"
+#include "sdk/host/plugin_types.h"
 
 namespace sluice::coordinator {
 

@@ -90,8 +90,8 @@ Worker::~Worker() { Stop(); }
 
 namespace {
 
-// Built-ins, connectors, and the operator types of `plugins` with CreatePluginOperator as
-// their factory.
+// Adds the operator types of `plugins` to `registry`, each with CreatePluginOperator as its
+// factory.
 absl::Status RegisterPluginOperators(const std::vector<const plugin::LoadedPlugin*>& plugins,
                                      ops::OperatorRegistry* registry) {
   return plugin::AddPluginTypes(plugins, [registry](const plugin::LoadedPlugin& p,
