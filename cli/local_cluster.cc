@@ -295,13 +295,15 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOp
     RemoveRecords(options.dir);  // an earlier cluster's, all gone
   }
   std::unique_ptr<LocalCluster> c(new LocalCluster(options));
-  SLUICE_RETURN_IF_ERROR(c->StartCoordinatorProcess(
-      {(fs::path(options.bin_dir) / "sluice-coordinator").string(), "--port=0", "--http-port=0",
-       "--address-file=" + (fs::path(options.dir) / "coordinator.addr").string(),
-       absl::StrCat("--heartbeat-timeout-ms=", options.heartbeat_timeout_ms),
-       "--checkpoint-dir=" + CheckpointDirOf(options.dir),
-       "--savepoint-dir=" + SavepointDirOf(options.dir), "--ha-dir=" + HaDirOf(options.dir),
-       "--log-level=" + options.log_level}));
+  std::vector<std::string> coordinator_args = {
+      (fs::path(options.bin_dir) / "sluice-coordinator").string(), "--port=0", "--http-port=0",
+      "--address-file=" + (fs::path(options.dir) / "coordinator.addr").string(),
+      absl::StrCat("--heartbeat-timeout-ms=", options.heartbeat_timeout_ms),
+      "--checkpoint-dir=" + CheckpointDirOf(options.dir),
+      "--savepoint-dir=" + SavepointDirOf(options.dir), "--ha-dir=" + HaDirOf(options.dir),
+      "--log-level=" + options.log_level};
+  if (!options.plugin_dir.empty()) coordinator_args.push_back("--plugin-dir=" + options.plugin_dir);
+  SLUICE_RETURN_IF_ERROR(c->StartCoordinatorProcess(std::move(coordinator_args)));
   if (options.kafka) SLUICE_RETURN_IF_ERROR(c->StartKafkaProcess());
   c->worker_pids_.assign(options.workers, -1);
   std::vector<int> workers;
@@ -338,6 +340,7 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Attach(LocalClusterO
   if (std::string level = FlagValue(coordinator->args, "--log-level"); !level.empty()) {
     c->options_.log_level = level;
   }
+  c->options_.plugin_dir = FlagValue(coordinator->args, "--plugin-dir");
   c->options_.workers = workers;
   c->coordinator_pid_ = coordinator->pid;
   SLUICE_RETURN_IF_ERROR(c->ReadCoordinatorAddress());
@@ -504,7 +507,7 @@ absl::Status LocalCluster::RestartCoordinator() {
 
 std::vector<std::string> LocalCluster::WorkerArgs(int i, int slots) const {
   const std::string base = (fs::path(options_.dir) / absl::StrCat("worker-", i)).string();
-  return {(fs::path(options_.bin_dir) / "sluice-worker").string(),
+  std::vector<std::string> args = {(fs::path(options_.bin_dir) / "sluice-worker").string(),
           "--coordinator=" + coordinator_address_,
           "--port=0",
           "--http-port=0",
@@ -515,6 +518,8 @@ std::vector<std::string> LocalCluster::WorkerArgs(int i, int slots) const {
           absl::StrCat("--heartbeat-interval-ms=",
                        std::max<int64_t>(50, options_.heartbeat_timeout_ms / 6)),
           "--log-level=" + options_.log_level};
+  if (!options_.plugin_dir.empty()) args.push_back("--plugin-dir=" + options_.plugin_dir);
+  return args;
 }
 
 absl::Status LocalCluster::StartWorkerProcess(int i, const std::vector<std::string>& args) {

@@ -22,6 +22,8 @@ struct LocalClusterOptions {
   // leaves this off so the cluster outlives `sluice cluster start`.
   bool die_with_parent = false;
   int start_timeout_ms = 20000;
+  // Cluster-wide plugins: the coordinator's and every worker's --plugin-dir ("" = none).
+  std::string plugin_dir;
   // Also start the embedded Kafka endpoint (sluice-kafka) with these topics (NAME:PARTITIONS).
   bool kafka = false;
   std::vector<std::string> kafka_topics;

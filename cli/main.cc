@@ -203,6 +203,8 @@ int Main(int argc, char** argv) {
   start->add_option("--dir", dir, "Directory for logs and pid files (default $SLUICE_CLUSTER_DIR or /tmp/sluice-cluster)");
   start->add_option("--heartbeat-timeout-ms", copts.heartbeat_timeout_ms, "Worker loss timeout")
       ->capture_default_str();
+  start->add_option("--plugin-dir", copts.plugin_dir,
+                    "Cluster-wide operator plugins: every *.so here, for the coordinator and the workers");
   start->add_flag("--kafka", copts.kafka, "Also start the embedded Kafka endpoint (sluice-kafka)");
   start->add_option("--kafka-topic", copts.kafka_topics, "Topic for it, NAME:PARTITIONS (repeatable)");
   auto* stop = cluster->add_subcommand("stop", "Stop the local cluster");

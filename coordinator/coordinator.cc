@@ -22,6 +22,7 @@
 #include "common/watermark.h"
 #include "connectors/connector_types.h"
 #include "operators/operator_types.h"
+#include "sdk/host/plugin_types.h"
 
 namespace sluice::coordinator {
 
@@ -154,6 +155,25 @@ plan::OperatorTypeCatalog MakeCatalog() {
 }
 
 }  // namespace
+
+// Plugin operators are validated in this process: the job's plugins (and --plugin-dir's) are
+// dlopen'ed here, and their validate and output_schema hooks run on the submitting thread.
+// That runs user code in the coordinator (a plugin that crashes takes it down; the HA store
+// brings its jobs back on restart); a helper process for these hooks is left for later.
+absl::StatusOr<plan::JobSpec> Coordinator::PlanJob(const std::string& yaml, const std::string& name,
+                                                   int parallelism) const {
+  SLUICE_ASSIGN_OR_RETURN(std::vector<plan::PluginRef> refs, plan::ReadJobPlugins(yaml, name));
+  if (refs.empty() && options_.plugin_dir.empty()) return plan::ParseJobSpec(yaml, name, catalog_, parallelism);
+  plugin::PluginLoader* loader = plugin::PluginLoader::Default();
+  SLUICE_ASSIGN_OR_RETURN(std::vector<const plugin::LoadedPlugin*> plugins,
+                          plugin::LoadPluginDir(loader, options_.plugin_dir));
+  SLUICE_ASSIGN_OR_RETURN(std::vector<const plugin::LoadedPlugin*> job_plugins,
+                          plugin::LoadJobPlugins(loader, refs, name));
+  plugins.insert(plugins.end(), job_plugins.begin(), job_plugins.end());
+  plan::OperatorTypeCatalog catalog = MakeCatalog();
+  SLUICE_RETURN_IF_ERROR(plugin::AddPluginTypesToCatalog(plugins, &catalog));
+  return plan::ParseJobSpec(yaml, name, catalog, parallelism);
+}
 
 Coordinator::Coordinator(CoordinatorOptions options)
     : options_(std::move(options)), catalog_(MakeCatalog()), http_(&metrics_) {}
@@ -423,10 +443,10 @@ void Coordinator::ReleaseSlots(Job& job) {
   job.slots_held.clear();
 }
 
-void Coordinator::FailJob(Job& job, const std::string& reason, bool planned) {
+void Coordinator::FailJob(Job& job, const std::string& reason, bool planned, bool permanent) {
   if (IsTerminal(job.state) || job.state == proto::JOB_RESTARTING) return;
   const plan::RestartConfig& rc = job.spec->restart;
-  if (CheckpointingLocked(job) && job.state != proto::JOB_CANCELLING && !stopping_ &&
+  if (!permanent && CheckpointingLocked(job) && job.state != proto::JOB_CANCELLING && !stopping_ &&
       rc.strategy != plan::RestartConfig::Strategy::kNone && (planned || job.restarts < rc.attempts)) {
     if (planned) job.resuming = true;  // uses no attempt
     int64_t delay = rc.DelayFor(job.restarts + 1);
@@ -568,7 +588,7 @@ absl::StatusOr<proto::CheckpointMetadata> ReadMetadata(const std::string& path) 
 
 absl::StatusOr<proto::SubmitJobResponse> Coordinator::SubmitJob(const proto::SubmitJobRequest& req) {
   std::string name = req.spec_name().empty() ? "job.yaml" : req.spec_name();
-  SLUICE_ASSIGN_OR_RETURN(plan::JobSpec parsed, plan::ParseJobSpec(req.spec_yaml(), name, catalog_, req.parallelism()));
+  SLUICE_ASSIGN_OR_RETURN(plan::JobSpec parsed, PlanJob(req.spec_yaml(), name, req.parallelism()));
   auto spec = std::make_shared<const plan::JobSpec>(std::move(parsed));
   auto graph = std::make_shared<const plan::JobGraph>(plan::BuildJobGraph(*spec));
 
@@ -681,10 +701,10 @@ void Coordinator::DeployJob(const std::string& job_id) {
       }
     }
   }
-  auto fail = [&](const std::string& reason) {
+  auto fail = [&](const std::string& reason, bool permanent = false) {
     absl::MutexLock lock(&mu_);
     auto it = jobs_.find(job_id);
-    if (it != jobs_.end()) FailJob(it->second, reason);
+    if (it != jobs_.end()) FailJob(it->second, reason, /*planned=*/false, permanent);
   };
   for (auto& [worker_id, req] : requests) {
     grpc::ClientContext ctx;
@@ -698,7 +718,10 @@ void Coordinator::DeployJob(const std::string& job_id) {
         auto w = workers_.find(worker_id);
         if (w != workers_.end()) LoseWorker(worker_id, "unreachable (connection refused)");
       }
-      return fail(absl::StrCat("deploying to worker ", worker_id, " failed: ", s.error_message()));
+      // kFailedPrecondition: the worker can never run this deployment (a plugin of the job it
+      // cannot load); restarting would fail the same way.
+      return fail(absl::StrCat("deploying to worker ", worker_id, " failed: ", s.error_message()),
+                  s.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
     }
   }
   {
@@ -1388,8 +1411,7 @@ void Coordinator::RecoverFromHaStore() {
       spdlog::error("unreadable job record {}", entry.path().string());
       continue;
     }
-    auto parsed = plan::ParseJobSpec(r.request().spec_yaml(), r.request().spec_name(), catalog_,
-                                       r.request().parallelism());
+    auto parsed = PlanJob(r.request().spec_yaml(), r.request().spec_name(), r.request().parallelism());
     if (!parsed.ok()) {
       spdlog::error("job record {}: {}", entry.path().string(), parsed.status());
       continue;

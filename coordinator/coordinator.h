@@ -41,6 +41,9 @@ struct CoordinatorOptions {
   // A restarting job waits up to this long (from its failure) for as many workers as its last
   // placement used, so that a replacement that is starting gets its share of the subtasks.
   int64_t spread_wait_ms = 2000;
+  // Cluster-wide plugins: every *.so here is loaded (in this process) to validate jobs using
+  // their operator types; give the workers the same --plugin-dir. "" = none.
+  std::string plugin_dir;
   Clock* clock = Clock::Real();
 };
 
@@ -83,6 +86,11 @@ class Coordinator {
                                 std::function<void(absl::StatusOr<std::string>)> done);
 
  private:
+  // Plans a job: loads the plugins it names and --plugin-dir's, adds their operator types to
+  // a copy of the catalog, and parses the job with it (plugin options validated by the
+  // plugin's own hook, with the operator's position).
+  absl::StatusOr<plan::JobSpec> PlanJob(const std::string& yaml, const std::string& name,
+                                        int parallelism) const;
   class Service;
 
   struct WorkerEntry {
@@ -178,7 +186,10 @@ class Coordinator {
   void DeployJob(const std::string& job_id);
   void HandleTaskState(Job& job, const proto::TaskStatus& st) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `planned`: not the job's failure (a worker left on purpose): the restart uses no attempt.
-  void FailJob(Job& job, const std::string& reason, bool planned = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `permanent`: no restart can help (a worker refused the deployment with kFailedPrecondition,
+  // e.g. it cannot load a plugin of the job): the job fails whatever its restart strategy.
+  void FailJob(Job& job, const std::string& reason, bool planned = false, bool permanent = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CancelTasksOnWorkers(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeCompleteJob(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseSlots(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

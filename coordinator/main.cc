@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
   app.add_option("--advertise-address", opts.advertise_address,
                  "Host peers reach this process at (default: --host, or for 0.0.0.0 $POD_IP, else the "
                  "first non-loopback IPv4 address)");
+  app.add_option("--plugin-dir", opts.plugin_dir,
+                 "Load every *.so here to validate jobs using their operator types (give workers the same)");
   app.add_option("--port", opts.port, "gRPC port (0 = any free port)")->capture_default_str();
   app.add_option("--http-port", opts.http_port, "HTTP port for /metrics and /healthz (0 = any, -1 = off)")
       ->capture_default_str();

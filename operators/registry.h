@@ -18,7 +18,8 @@ namespace sluice::ops {
 // Register before use; lookups afterwards are thread-safe (read-only).
 class OperatorRegistry {
  public:
-  using Factory = std::function<std::unique_ptr<Operator>(const plan::OperatorSpec&)>;
+  // A factory may fail (a plugin's create hook refusing): the task fails with its status.
+  using Factory = std::function<absl::StatusOr<std::unique_ptr<Operator>>(const plan::OperatorSpec&)>;
 
   // Returns kAlreadyExists ("operator type 'x' already registered") if the name is taken.
   absl::Status Register(std::unique_ptr<plan::OperatorType> type, Factory factory);

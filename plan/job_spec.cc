@@ -259,6 +259,42 @@ absl::StatusOr<int64_t> ParseDurationMs(absl::string_view text) {
   return static_cast<int64_t>(ms);
 }
 
+namespace {
+
+absl::StatusOr<std::vector<PluginRef>> PluginsOf(const ErrorContext& ec, const YAML::Node& root) {
+  std::vector<PluginRef> refs;
+  YAML::Node list = root["plugins"];
+  if (!list) return refs;
+  if (!list.IsSequence()) return ec.At(list, "'plugins' must be a list of plugin file paths");
+  for (const auto& item : list) {
+    if (!item.IsScalar() || item.Scalar().empty()) {
+      return ec.At(item, "a plugin must be the path of a shared library (e.g. /opt/plugins/libfoo.so)");
+    }
+    PluginRef ref;
+    ref.path = item.Scalar();
+    ref.line = item.Mark().line + 1;
+    ref.column = item.Mark().column + 1;
+    refs.push_back(std::move(ref));
+  }
+  return refs;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<PluginRef>> ReadJobPlugins(absl::string_view yaml_text,
+                                                      absl::string_view source_name) {
+  SLUICE_RETURN_IF_ERROR(CheckJobText(yaml_text, source_name));
+  ErrorContext ec(source_name);
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(yaml_text));
+  } catch (const YAML::Exception& e) {
+    return ec.AtPos(e.mark.line + 1, e.mark.column + 1, absl::StrCat("invalid YAML: ", e.msg));
+  }
+  if (!root.IsMap()) return std::vector<PluginRef>();  // ParseJobSpec reports it
+  return PluginsOf(ec, root);
+}
+
 absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view yaml_text, absl::string_view source_name,
                                      const OperatorTypeCatalog& catalog,
                                      int parallelism_override) {
@@ -276,13 +312,13 @@ absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view yaml_text, absl::string_v
   job.source_name = std::string(source_name);
   static const std::set<std::string> kJobKeys = {"name", "parallelism", "max_parallelism",
                                                  "buffer_timeout_ms", "operators", "checkpoint",
-                                                 "restart", "watermark_interval"};
+                                                 "restart", "watermark_interval", "plugins"};
   for (const auto& kv : root) {
     if (!kJobKeys.count(kv.first.Scalar())) {
       return ec.At(kv.first, absl::StrCat("unknown job key '", kv.first.Scalar(),
                                           "' (expected name, parallelism, max_parallelism, "
                                           "buffer_timeout_ms, watermark_interval, checkpoint, restart, "
-                                          "operators)"));
+                                          "plugins, operators)"));
     }
   }
   SLUICE_ASSIGN_OR_RETURN(job.name, GetString(ec, root, "name", false));
@@ -303,6 +339,7 @@ absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view yaml_text, absl::string_v
   }
 
   SLUICE_RETURN_IF_ERROR(ParseCheckpointAndRestart(ec, root, &job));
+  SLUICE_ASSIGN_OR_RETURN(job.plugins, PluginsOf(ec, root));
 
   YAML::Node ops = root["operators"];
   if (!ops) return ec.AtPos(1, 1, "a job needs 'operators'");
@@ -340,6 +377,7 @@ absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view yaml_text, absl::string_v
       const std::string k = kv.first.Scalar();
       if (k == "id" || k == "type" || k == "parallelism" || k == "input" || k == "inputs") continue;
       const std::vector<std::string>& keys = traits.option_keys;
+      if (traits.any_option_keys) continue;
       if (std::find(keys.begin(), keys.end(), k) == keys.end()) {
         std::string expected = absl::StrJoin(keys, ", ");
         return ec.At(kv.first, absl::StrCat("unknown option '", k, "' for ", op.type, " operator '",

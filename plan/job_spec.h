@@ -93,6 +93,14 @@ struct RestartConfig {
   }
 };
 
+// One entry of a job's `plugins: [path/to/libfoo.so, ...]`: a plugin file as the workers see
+// it, and where the job file names it.
+struct PluginRef {
+  std::string path;
+  int line = 0;
+  int column = 0;
+};
+
 // A validated job: every reference resolved, every expression type-checked.
 struct JobSpec {
   std::string name;
@@ -105,6 +113,8 @@ struct JobSpec {
   CheckpointConfig checkpoint;
   RestartConfig restart;
   std::vector<OperatorSpec> operators;  // in a topological order (inputs first)
+  // The plugins the job names (loaded, and their types added to the catalog, before parsing).
+  std::vector<PluginRef> plugins;
   // Valid but risky settings, shown to the user at submission.
   std::vector<std::string> warnings;
 };
@@ -122,6 +132,12 @@ inline constexpr size_t kMaxJobFileBytes = 1 << 20;
 // characters, 1-based. Errors are kInvalidArgument. ParseJobSpec calls it; the CLI calls it
 // before sending a file.
 absl::Status CheckJobText(absl::string_view text, absl::string_view source_name);
+
+// The job's `plugins` list (empty without one), read before planning so that their operator
+// types can be added to the catalog ParseJobSpec() plans with. Errors are kInvalidArgument
+// with positions ("job.yaml:2:12: 'plugins' must be a list of plugin file paths").
+absl::StatusOr<std::vector<PluginRef>> ReadJobPlugins(absl::string_view yaml_text,
+                                                      absl::string_view source_name);
 
 // Parses and validates a job (CheckJobText first). `parallelism_override` > 0 replaces the
 // job's default parallelism. Errors are kInvalidArgument, formatted

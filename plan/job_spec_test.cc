@@ -490,7 +490,40 @@ operators: []
               IsJobError("job.yaml:2:1: ",
                          "unknown job key 'paralelism' (expected name, parallelism, "
                          "max_parallelism, buffer_timeout_ms, watermark_interval, checkpoint, "
-                         "restart, operators)"));
+                         "restart, plugins, operators)"));
+}
+
+TEST(JobSpecTest, PluginsAreReadWithPositions) {
+  const std::string text = R"y(name: x
+plugins:
+  - /opt/plugins/libdedup.so
+  - plugins/libgeo.so
+operators:
+  - {id: gen, type: datagen, count: 1, fields: [{name: a, type: int64, expr: "seq"}]}
+  - {id: out, type: print}
+)y";
+  auto refs = ReadJobPlugins(text, "job.yaml");
+  ASSERT_OK(refs);
+  ASSERT_EQ(refs->size(), 2u);
+  EXPECT_EQ((*refs)[0].path, "/opt/plugins/libdedup.so");
+  EXPECT_EQ((*refs)[0].line, 3);
+  EXPECT_EQ((*refs)[0].column, 5);
+  EXPECT_EQ((*refs)[1].path, "plugins/libgeo.so");
+  EXPECT_EQ((*refs)[1].line, 4);
+  auto job = ParseJobSpec(text, "job.yaml", TestCatalog());
+  ASSERT_OK(job);
+  ASSERT_EQ(job->plugins.size(), 2u);
+  EXPECT_EQ(job->plugins[1].path, "plugins/libgeo.so");
+  auto none = ReadJobPlugins("name: x\noperators: []\n", "job.yaml");
+  ASSERT_OK(none);
+  EXPECT_TRUE(none->empty());
+}
+
+TEST(JobSpecErrorTest, PluginsMustBeAListOfPaths) {
+  EXPECT_THAT(ReadJobPlugins("plugins: libx.so\noperators: []\n", "job.yaml").status(),
+              IsJobError("job.yaml:1:10: ", "'plugins' must be a list of plugin file paths"));
+  EXPECT_THAT(ReadJobPlugins("plugins: [{a: 1}]\noperators: []\n", "job.yaml").status(),
+              IsJobError("job.yaml:1:11: ", "a plugin must be the path of a shared library"));
 }
 
 TEST(JobSpecErrorTest, MissingOrEmptyOperators) {

@@ -104,6 +104,8 @@ struct OperatorTraits {
   bool keys_output = false;
   // Option keys it accepts besides id, type, parallelism and input/inputs.
   std::vector<std::string> option_keys;
+  // Accepts any option key (plugin types: their own validate hook refuses unknown ones).
+  bool any_option_keys = false;
 };
 
 // One operator type of the catalog: its traits, its options parser and its schema inference.

@@ -28,6 +28,8 @@ int main(int argc, char** argv) {
   app.add_option("--heartbeat-interval-ms", opts.heartbeat_interval_ms, "Heartbeat interval")
       ->capture_default_str()->check(CLI::Range(10, 60000));
   app.add_option("--work-dir", opts.work_dir, "Directory for local state (default /tmp/sluice-worker-<pid>)");
+  app.add_option("--plugin-dir", opts.plugin_dir,
+                 "Load every *.so here at start; their operator types are available to every job");
   app.add_option("--address-file", address_file, "Write the bound data address here once serving");
   app.add_option("--log-level", log_level, "trace, debug, info, warn or error")->capture_default_str();
   // Precedence: flags, then SLUICE_* environment variables, then --config FILE (YAML).

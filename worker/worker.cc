@@ -14,6 +14,8 @@
 #include "common/status.h"
 #include "connectors/kafka_source.h"
 #include "plan/job_spec.h"
+#include "sdk/host/plugin_operator.h"
+#include "sdk/host/plugin_types.h"
 
 namespace sluice::worker {
 
@@ -86,7 +88,49 @@ Worker::Worker(WorkerOptions options) : options_(std::move(options)), http_(&met
 
 Worker::~Worker() { Stop(); }
 
+namespace {
+
+// Adds the operator types of `plugins` to `registry`, each with CreatePluginOperator as its
+// factory.
+absl::Status RegisterPluginOperators(const std::vector<const plugin::LoadedPlugin*>& plugins,
+                                     ops::OperatorRegistry* registry) {
+  return plugin::AddPluginTypes(plugins, [registry](const plugin::LoadedPlugin& p,
+                                                    const plugin::PluginOperatorType& t) {
+    return registry->Register(std::make_unique<plugin::PluginOperatorTypeEntry>(&p, &t),
+                              [&p, &t](const plan::OperatorSpec& spec) {
+                                return plugin::CreatePluginOperator(p, t, spec);
+                              });
+  });
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const ops::OperatorRegistry>> Worker::JobRegistry(
+    const proto::DeployTasksRequest& req) const {
+  SLUICE_ASSIGN_OR_RETURN(std::vector<plan::PluginRef> refs,
+                          plan::ReadJobPlugins(req.spec_yaml(), req.spec_name()));
+  if (refs.empty()) return std::shared_ptr<const ops::OperatorRegistry>();
+  absl::StatusOr<std::vector<const plugin::LoadedPlugin*>> job_plugins =
+      plugin::LoadJobPlugins(plugin::PluginLoader::Default(), refs, req.spec_name());
+  if (!job_plugins.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot load a plugin of the job: ", job_plugins.status().message()));
+  }
+  auto registry = std::make_shared<ops::OperatorRegistry>();
+  SLUICE_RETURN_IF_ERROR(ops::RegisterBuiltinOperators(registry.get()));
+  SLUICE_RETURN_IF_ERROR(connectors::RegisterConnectorOperators(registry.get()));
+  std::vector<const plugin::LoadedPlugin*> plugins = dir_plugins_;
+  plugins.insert(plugins.end(), job_plugins->begin(), job_plugins->end());
+  SLUICE_RETURN_IF_ERROR(RegisterPluginOperators(plugins, registry.get()));
+  return std::shared_ptr<const ops::OperatorRegistry>(std::move(registry));
+}
+
 absl::Status Worker::Start() {
+  if (!options_.plugin_dir.empty()) {
+    SLUICE_ASSIGN_OR_RETURN(dir_plugins_, plugin::LoadPluginDir(plugin::PluginLoader::Default(), options_.plugin_dir));
+    SLUICE_RETURN_IF_ERROR(RegisterPluginOperators(dir_plugins_, &registry_));
+    spdlog::info("loaded {} plugin(s) from {}", dir_plugins_.size(), options_.plugin_dir);
+  }
   control_service_ = std::make_unique<ControlService>(this);
   data_service_ = std::make_unique<DataPlaneService>(
       [this](const proto::ChannelHeader& h, std::shared_ptr<InputGate>* gate, int* channel) {
@@ -226,7 +270,9 @@ absl::Status Worker::Leave(const std::string& reason) {
 }
 
 absl::Status Worker::Deploy(const proto::DeployTasksRequest& req) {
-  auto spec = plan::ParseJobSpec(req.spec_yaml(), req.spec_name(), registry_.catalog(), req.parallelism());
+  SLUICE_ASSIGN_OR_RETURN(std::shared_ptr<const ops::OperatorRegistry> job_registry, JobRegistry(req));
+  const ops::OperatorRegistry* registry = job_registry != nullptr ? job_registry.get() : &registry_;
+  auto spec = plan::ParseJobSpec(req.spec_yaml(), req.spec_name(), registry->catalog(), req.parallelism());
   if (!spec.ok()) return spec.status();
   auto job = std::make_shared<const plan::JobSpec>(std::move(*spec));
   auto graph = std::make_shared<const plan::JobGraph>(plan::BuildJobGraph(*job));
@@ -251,6 +297,7 @@ absl::Status Worker::Deploy(const proto::DeployTasksRequest& req) {
   jt.attempt = req.attempt();
   jt.spec = job;
   jt.graph = graph;
+  jt.registry = job_registry;
   for (const auto& ref : req.tasks()) {
     if (ref.vertex() < 0 || ref.vertex() >= static_cast<int>(graph->vertices.size()) ||
         ref.subtask() < 0 || ref.subtask() >= graph->vertices[ref.vertex()].parallelism) {
@@ -275,7 +322,7 @@ absl::Status Worker::Deploy(const proto::DeployTasksRequest& req) {
       end_of_input_pending_ = true;  // wakes the heartbeat thread to tell the coordinator now
     };
     jt.tasks.push_back(std::make_unique<Task>(
-        std::move(d), &registry_,
+        std::move(d), registry,
         [this](const proto::ChannelHeader& h, const std::string& a) { return CreateWriter(h, a); },
         &metrics_, options_.clock, [this](Task* t) { OnTaskDone(t); }));
   }

@@ -17,6 +17,7 @@
 #include "proto/control.grpc.pb.h"
 #include "proto/data.grpc.pb.h"
 #include "worker/internal/data_plane.h"
+#include "sdk/host/plugin_loader.h"
 #include "worker/internal/task.h"
 
 namespace sluice::worker {
@@ -31,6 +32,9 @@ struct WorkerOptions {
   std::string name;
   int64_t heartbeat_interval_ms = 500;
   std::string work_dir;        // local state; default: a fresh directory under /tmp
+  // Cluster-wide plugins: every *.so here is loaded at Start() and its operator types
+  // registered for every job. "" = none.
+  std::string plugin_dir;
   Clock* clock = Clock::Real();
 };
 
@@ -66,11 +70,19 @@ class Worker {
     int64_t attempt = 0;
     std::shared_ptr<const plan::JobSpec> spec;
     std::shared_ptr<const plan::JobGraph> graph;
+    // The registry of a job that names plugins (built-ins, --plugin-dir's and the job's
+    // plugins); null for other jobs, which use registry_. Outlives `tasks` (declared first).
+    std::shared_ptr<const ops::OperatorRegistry> registry;
     std::vector<std::unique_ptr<Task>> tasks;
     bool started = false;
   };
 
   absl::Status Deploy(const proto::DeployTasksRequest& req);
+  // For a job naming plugins: loads them and returns a registry with its types added to the
+  // built-ins and --plugin-dir's; null when the job names none. A plugin that cannot be loaded
+  // is kFailedPrecondition with the loader's reason and the job file position.
+  absl::StatusOr<std::shared_ptr<const ops::OperatorRegistry>> JobRegistry(
+      const proto::DeployTasksRequest& req) const;
   absl::Status Checkpoint(const proto::CheckpointTrigger& req, bool complete);
   void SendAck(proto::CheckpointAck ack);
   absl::Status StartJob(const std::string& job_id);
@@ -86,7 +98,8 @@ class Worker {
   void ReapFinishedJobs();
 
   const WorkerOptions options_;
-  ops::OperatorRegistry registry_;
+  ops::OperatorRegistry registry_;  // built-ins, connectors, --plugin-dir's (added in Start())
+  std::vector<const plugin::LoadedPlugin*> dir_plugins_;  // set in Start(), constant after
   MetricsRegistry metrics_;
   HttpStatusServer http_;
   std::unique_ptr<ControlService> control_service_;

@@ -628,6 +628,9 @@ absl::StatusOr<std::unique_ptr<ops::Operator>> CreatePluginOperator(const Loaded
         absl::StrCat("operator '", spec.id, "' has no plugin options (its type is not a plugin type)"));
   }
   SLUICE_ASSIGN_OR_RETURN(auto op, PluginOperator::Create(&plugin, &type, options->json));
+  if (type.num_inputs == 2 && spec.inputs.size() == 2) {
+    op->SetSecondInput(options->second_input_schema, spec.inputs[1].key);
+  }
   return std::unique_ptr<ops::Operator>(std::move(op));
 }
 

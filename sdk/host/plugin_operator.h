@@ -14,6 +14,7 @@
 #include "plan/operator_type.h"
 #include "plan/job_spec.h"
 #include "sdk/host/plugin_loader.h"
+#include "sdk/host/plugin_types.h"
 #include "sluice/plugin.h"
 #include "state/keyed_state_backend.h"
 
@@ -39,9 +40,9 @@ namespace sluice::plugin {
 // returned.
 //
 // Two-input types (ABI 1.1): SetSecondInput() before Open() gives input 1's schema and key;
-// ProcessInputBatch(input, ...) hands a batch of either input to `process_input`. The engine's
-// ops::Operator has one input, so until the operator registry adds two-input operators only
-// tests call it.
+// ProcessInputBatch(input, ...) hands a batch of either input to `process_input`; the task's
+// ProcessInput(input, record) calls it. CreatePluginOperator() calls SetSecondInput() from the
+// spec.
 //
 // Threading: one task thread, like every operator; not thread-safe.
 class PluginOperator final : public ops::Operator {
@@ -63,6 +64,10 @@ class PluginOperator final : public ops::Operator {
   absl::Status Open(const ops::OperatorContext& ctx, ops::Output* output) override;
   // A batch of one (of input 0).
   absl::Status Process(const Record& record) override;
+  // A batch of one of input `input_index` (the task calls this for two-input operators).
+  absl::Status ProcessInput(int input_index, const Record& record) override {
+    return ProcessInputBatch(input_index, &record, 1);
+  }
   // Hands `count` records of input 0 (in arrival order) to the plugin in one call.
   absl::Status ProcessBatch(const Record* records, size_t count);
   // Hands `count` records of input `input` (0, or 1 for two-input types) to the plugin in one
@@ -174,13 +179,8 @@ class PluginOperator final : public ops::Operator {
   absl::Status host_error_;
 };
 
-// The options of a plugin operator as the catalog keeps them: the operator's YAML mapping
-// without the engine's keys, as JSON (OptionsJson), made and validated once at submission.
-struct PluginOptions final : plan::OptionsOf<PluginOptions> {
-  std::string json;
-};
-
-// Creates the operator for `spec` (a plugin operator type) from its PluginOptions.
+// Creates the operator for `spec` (a plugin operator type) from its PluginOptions (for a
+// two-input type also giving it input 1's schema and key).
 // Returns kFailedPrecondition if spec carries options of another type.
 absl::StatusOr<std::unique_ptr<ops::Operator>> CreatePluginOperator(const LoadedPlugin& plugin,
                                                                    const PluginOperatorType& type,

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "common/clock.h"
 #include "common/key_groups.h"
 #include "common/record.h"
@@ -19,7 +20,9 @@
 #include "plan/job_spec.h"
 #include "sdk/host/options_json.h"
 #include "sdk/host/plugin_loader.h"
+#include "operators/operator_types.h"
 #include "sdk/host/plugin_operator.h"
+#include "sdk/host/plugin_types.h"
 #include "sluice/plugin.h"
 #include "sluice/sdk.h"
 #include "sluice/testing.h"
@@ -774,6 +777,111 @@ TEST_F(AdapterTest, KeyedTypeWithoutBackendIsRefused) {
   ctx.clock = &clock_;
   EXPECT_THAT((*op)->Open(ctx, &out_), StatusIs(absl::StatusCode::kFailedPrecondition,
                                                 "keyed plugin operator type 'keyed_count' needs a keyed state backend"));
+}
+
+}  // namespace
+}  // namespace sluice::plugin
+
+// ---------------------------------------------------------------------------------------------
+// Plugin operator types as catalog entries (what the coordinator and workers plan jobs with)
+
+namespace sluice::plugin {
+namespace {
+
+using ::testing::HasSubstr;
+
+class PluginTypesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_OK(ops::RegisterBuiltinOperatorTypes(&catalog_));
+    auto plugins = LoadJobPlugins(PluginLoader::Default(), {{PluginPath("sdk_test_plugin"), 2, 12}}, "job.yaml");
+    ASSERT_OK(plugins);
+    plugins_ = *plugins;
+    // The same plugin twice (--plugin-dir and the job) adds its types once.
+    plugins_.push_back(plugins_[0]);
+    ASSERT_OK(AddPluginTypesToCatalog(plugins_, &catalog_));
+  }
+
+  static std::string Job(const std::string& filter_options) {
+    return absl::StrCat(R"y(name: p
+operators:
+  - id: gen
+    type: datagen
+    count: 10
+    fields: [{name: v, type: int64, expr: "seq"}]
+  - id: keep
+    type: positive_filter
+    )y", filter_options, R"y(
+  - {id: out, type: print}
+)y");
+  }
+
+  plan::OperatorTypeCatalog catalog_;
+  std::vector<const LoadedPlugin*> plugins_;
+};
+
+TEST_F(PluginTypesTest, OptionsValidatedOnceAsJsonWithTheOutputSchema) {
+  auto job = plan::ParseJobSpec(Job("field: v\n    min: 3"), "job.yaml", catalog_);
+  ASSERT_OK(job);
+  const plan::OperatorSpec& keep = job->operators[1];
+  ASSERT_EQ(keep.type, "positive_filter");
+  const PluginOptions* options = keep.options_as<PluginOptions>();
+  ASSERT_NE(options, nullptr);
+  EXPECT_EQ(options->json, R"({"field":"v","min":3})");
+  EXPECT_EQ(keep.output_schema, keep.input_schema);
+}
+
+TEST_F(PluginTypesTest, RefusedOptionsCarryThePluginsMessageAndThePosition) {
+  auto job = plan::ParseJobSpec(Job("field: v\n    mni: 3"), "job.yaml", catalog_);
+  EXPECT_THAT(job.status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       ::testing::AllOf(::testing::StartsWith("job.yaml:7:5: operator type 'positive_filter' of plugin 'sdk-test'"),
+                                        HasSubstr("unknown option 'mni'"))));
+}
+
+TEST_F(PluginTypesTest, ATakenTypeNameIsRefused) {
+  plan::OperatorTypeCatalog other;
+  ASSERT_OK(AddPluginTypesToCatalog(plugins_, &other));
+  EXPECT_THAT(AddPluginTypesToCatalog(plugins_, &other),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("operator type 'positive_filter' of plugin 'sdk-test' 0.1.0")));
+}
+
+TEST_F(PluginTypesTest, AJobPluginThatDoesNotLoadIsRefusedWithItsPosition) {
+  auto plugins = LoadJobPlugins(PluginLoader::Default(), {{"/nonexistent/libx.so", 3, 5}}, "job.yaml");
+  EXPECT_THAT(plugins.status(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                         ::testing::StartsWith("job.yaml:3:5: ")));
+  EXPECT_THAT(plugins.status().message(), HasSubstr("/nonexistent/libx.so"));
+  EXPECT_THAT(LoadPluginDir(PluginLoader::Default(), "/nonexistent-dir").status(),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("/nonexistent-dir")));
+}
+
+TEST_F(PluginTypesTest, AKeyedTwoInputTypeNeedsItsSecondInputKeyed) {
+  const std::string job = R"y(name: p
+operators:
+  - id: events
+    type: datagen
+    count: 10
+    fields: [{name: user, type: int64, expr: "seq"}]
+  - id: tiers
+    type: datagen
+    count: 10
+    fields: [{name: user, type: int64, expr: "seq"}, {name: tier, type: string, expr: "'gold'"}]
+  - id: joined
+    type: tier_join
+    inputs: [{from: events, partition: hash, key: [user]}, INPUT1]
+  - {id: out, type: print}
+)y";
+  auto keyed = plan::ParseJobSpec(
+      absl::StrReplaceAll(job, {{"INPUT1", "{from: tiers, partition: hash, key: [user]}"}}), "job.yaml", catalog_);
+  ASSERT_OK(keyed);
+  const PluginOptions* options = keyed->operators[2].options_as<PluginOptions>();
+  ASSERT_NE(options, nullptr);
+  EXPECT_EQ(options->second_input_schema.size(), 2u);
+  EXPECT_THAT(plan::ParseJobSpec(absl::StrReplaceAll(job, {{"INPUT1", "tiers"}}), "job.yaml", catalog_).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("job.yaml:13:60: tier_join 'joined' is keyed: read its input 1 ('tiers') "
+                                 "with partition: hash")));
 }
 
 }  // namespace

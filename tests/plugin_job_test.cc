@@ -1,0 +1,320 @@
+// Jobs using operator plugins on a real cluster (coordinator and workers as processes): the
+// example plugins regex_extract (stateless), dedup (keyed state, event-time timers) and enrich
+// (keyed, two inputs), named by the job's `plugins:` or found in --plugin-dir
+// (SLUICE_PLUGIN_DIR), across 2 workers with checkpoints; kill -9 of workers and a savepoint
+// restored at another parallelism keep the output exactly once; a plugin whose validate hook
+// refuses its options, and a plugin of an ABI this build cannot load, are refused at submission
+// (through `sluice run`) with the reason and the job file position, and nothing is deployed; a
+// worker that cannot load a plugin refuses the deployment and the job fails with the reason; a
+// plugin returning an error fails its task and the job restarts per its strategy.
+
+#include <stdlib.h>
+
+#include <random>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "nlohmann/json.hpp"
+#include "tests/cluster_fixture.h"
+#include "tests/exactly_once_check.h"
+
+namespace sluice::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+const std::string kPluginDir = SLUICE_TEST_EXAMPLE_PLUGIN_DIR;
+
+struct DedupJobOptions {
+  int64_t ids = 5000;
+  int64_t repeats = 20;  // copies of each id's record
+  int64_t rate = 100'000;
+  std::string regex_options = "pattern: \"@(.+)$\"";
+  // The job's plugins line ("" for none: the types come from --plugin-dir).
+  std::string plugins = absl::StrCat("plugins: [", kPluginDir, "/libregex_extract.so, ", kPluginDir,
+                                     "/libdedup.so]");
+};
+
+// datagen (record s has id s / repeats: each id `repeats` times in a row, as copies of one
+// record) -> regex_extract (the domain of the email) -> dedup by id (hash-partitioned across 2
+// subtasks) -> file. Every copy of an id is the same record, so the output is one line per id
+// whatever the arrival order and the failures:
+// {"id": i, "ts": i, "email": "user<i>@d<i % 7>.example", "domain": "d<i % 7>.example"}.
+std::string DedupJob(const std::string& out, const DedupJobOptions& o = {}) {
+  const std::string id = absl::StrCat("(seq / ", o.repeats, ")");
+  return absl::StrCat("name: plugin-job\nparallelism: 2\n", o.plugins, R"y(
+checkpoint: {interval: 200ms, timeout: 20s}
+restart: {strategy: fixed_delay, attempts: 1000, delay: 100ms}
+operators:
+  - id: gen
+    type: datagen
+    count: )y", o.ids * o.repeats, "\n    rate: ", o.rate, R"y(
+    fields:
+      - {name: id, type: int64, expr: ")y", id, R"y("}
+      - {name: ts, type: int64, expr: ")y", id, R"y("}
+      - {name: email, type: string, expr: "concat('user', to_string()y", id, R"y(), '@d', to_string()y", id,
+                      R"y( % 7), '.example')"}
+  - id: domain
+    type: regex_extract
+    field: email
+    )y", o.regex_options, R"y(
+    as: domain
+  - id: unique
+    type: dedup
+    input: {from: domain, partition: hash, key: [id]}
+    time_field: ts
+    within_ms: 1000000000
+  - {id: out, type: file, path: )y", out, "}\n");
+}
+
+// Checks the committed output: exactly one line per id, each the expected record.
+void CheckDedupOutput(const std::string& out, int64_t ids) {
+  std::vector<std::string> lines = ReadCommittedLines({out});
+  EXPECT_EQ(static_cast<int64_t>(lines.size()), ids);
+  std::set<int64_t> seen;
+  int64_t bad = 0;
+  for (const std::string& line : lines) {
+    auto j = nlohmann::json::parse(line);
+    const int64_t id = j["id"].get<int64_t>();
+    const std::string domain = absl::StrCat("d", id % 7, ".example");
+    if (!seen.insert(id).second) ADD_FAILURE() << "duplicate: " << line;
+    bad += j["ts"].get<int64_t>() != id || j["email"].get<std::string>() != absl::StrCat("user", id, "@", domain) ||
+           j["domain"].get<std::string>() != domain;
+    if (bad == 1) ADD_FAILURE() << "unexpected record: " << line;
+  }
+  EXPECT_EQ(bad, 0);
+  EXPECT_EQ(static_cast<int64_t>(seen.size()), ids);
+  if (!seen.empty()) {
+    EXPECT_EQ(*seen.begin(), 0);
+    EXPECT_EQ(*seen.rbegin(), ids - 1);
+  }
+}
+
+class PluginJobTest : public ClusterTest {
+ protected:
+  // `sluice run FILE` against the cluster; returns the exit code, output in *out.
+  int SluiceRun(const std::string& yaml, std::string* out) {
+    const std::string file = dir_ + "/job.yaml";
+    std::ofstream(file) << yaml;
+    return RunCommand(absl::StrCat(SLUICE_TEST_BIN_DIR, "/sluice --coordinator ",
+                                   cluster_->coordinator_address(), " run ", file),
+                      out);
+  }
+
+  // No job was accepted: `sluice list` shows none.
+  void ExpectNoJobs() {
+    std::string out;
+    EXPECT_EQ(RunCommand(absl::StrCat(SLUICE_TEST_BIN_DIR, "/sluice --coordinator ",
+                                      cluster_->coordinator_address(), " list"),
+                         &out),
+              0) << out;
+    EXPECT_FALSE(absl::StrContains(out, "plugin-job")) << out;
+  }
+};
+
+TEST_F(PluginJobTest, ExamplePluginsAcrossTwoWorkersWithCheckpoints) {
+  StartCluster(2, 2);
+  const std::string out = dir_ + "/out";
+  std::string job = Submit(DedupJob(out));
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(60));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  int completed = 0;
+  for (const auto& c : info.checkpoints()) completed += c.status() == "COMPLETED" && !c.savepoint();
+  EXPECT_GE(completed, 1) << "no checkpoint completed";
+  CheckDedupOutput(out, DedupJobOptions().ids);
+  // Both workers ran plugin subtasks.
+  std::set<std::string> workers;
+  for (const auto& v : info.vertices()) {
+    for (const auto& t : v.subtasks()) workers.insert(t.worker_id());
+  }
+  EXPECT_EQ(workers.size(), 2u);
+}
+
+TEST_F(PluginJobTest, OptionsRefusedByThePluginAreRefusedAtSubmission) {
+  StartCluster(1, 2);
+  std::string out;
+  DedupJobOptions o;
+  o.regex_options = "pattern: \"@(.+$\"";
+  EXPECT_EQ(SluiceRun(DedupJob(dir_ + "/out", o), &out), 1) << out;
+  // The plugin's message, with the position of the operator in the job file.
+  EXPECT_THAT(out, HasSubstr("job.yaml:15:5: operator type 'regex_extract' of plugin 'regex-extract'"));
+  EXPECT_THAT(out, HasSubstr("refused its options: option 'pattern' is not a valid regular expression"));
+  ExpectNoJobs();
+}
+
+TEST_F(PluginJobTest, PluginOfAnIncompatibleAbiIsRefusedAtSubmission) {
+  StartCluster(1, 2);
+  DedupJobOptions o;
+  o.plugins = absl::StrCat("plugins:\n  - ", SLUICE_TEST_ABI_1_2_PLUGIN);
+  std::string yaml = DedupJob(dir_ + "/out", o);
+  std::string out;
+  EXPECT_EQ(SluiceRun(yaml, &out), 1) << out;
+  EXPECT_THAT(out, HasSubstr("job.yaml:4:5: cannot load plugin "));
+  EXPECT_THAT(out, HasSubstr("built for plugin ABI 1.2"));
+  EXPECT_THAT(out, HasSubstr("supports ABI 1.1"));
+  ExpectNoJobs();
+}
+
+TEST_F(PluginJobTest, KillingWorkersKeepsPluginOutputExactlyOnce) {
+  StartCluster(2, 2, 1500);
+  const std::string out = dir_ + "/out";
+  // 6 s of input, new ids all along; the dedup state (RocksDB, checkpointed) decides what is
+  // a repeat after each restore.
+  DedupJobOptions o;
+  o.ids = 60'000;
+  o.repeats = 20;
+  o.rate = 200'000;
+  std::string job = Submit(DedupJob(out, o));
+  WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
+  std::mt19937 rng(4242);
+  for (int k = 0; k < 3; ++k) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(700 + rng() % 900));
+    auto info = client_->GetJob(job);
+    ASSERT_OK(info);
+    if (info->state() == proto::JOB_FINISHED) break;
+    const int victim = rng() % 2;
+    ASSERT_OK(cluster_->KillWorker(victim, SIGKILL));
+    ASSERT_OK(cluster_->RestartWorker(victim, -1));
+  }
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(180));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  EXPECT_GE(info.restarts(), 1) << "the kills did not hit the job";
+  CheckDedupOutput(out, o.ids);
+}
+
+TEST_F(PluginJobTest, WorkerThatCannotLoadThePluginRefusesTheDeploymentAndTheJobFails) {
+  StartCluster(1, 2);
+  // The coordinator loads a copy of the plugins (for a job its validate hook refuses, so
+  // nothing is deployed) and keeps them loaded; then the copy of dedup goes away, so the
+  // worker, which has never loaded it, cannot.
+  const std::string copies = dir_ + "/plugins";
+  std::filesystem::create_directories(copies);
+  for (const char* f : {"/libregex_extract.so", "/libdedup.so"}) {
+    std::filesystem::copy_file(kPluginDir + f, copies + f);
+  }
+  DedupJobOptions o;
+  o.plugins = absl::StrCat("plugins: [", copies, "/libregex_extract.so, ", copies, "/libdedup.so]");
+  o.regex_options = "pattern: \"@(.+$\"";
+  EXPECT_FALSE(client_->Submit(DedupJob(dir_ + "/x", o), "job.yaml", 0).ok());
+  std::filesystem::remove(copies + "/libdedup.so");
+
+  o.regex_options = DedupJobOptions().regex_options;
+  std::string job = Submit(DedupJob(dir_ + "/out", o));
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(30));
+  EXPECT_EQ(info.state(), proto::JOB_FAILED) << info.error();
+  std::cout << "job error: " << info.error() << "\n";
+  EXPECT_THAT(info.error(), HasSubstr("cannot load a plugin of the job: job.yaml:3:"));
+  EXPECT_THAT(info.error(), HasSubstr(copies + "/libdedup.so"));
+}
+
+TEST_F(PluginJobTest, PluginDirMakesTypesAvailableWithoutPluginsInTheJob) {
+  // SLUICE_PLUGIN_DIR reaches the coordinator's and the workers' --plugin-dir.
+  ASSERT_EQ(setenv("SLUICE_PLUGIN_DIR", kPluginDir.c_str(), 1), 0);
+  StartCluster(2, 2);
+  unsetenv("SLUICE_PLUGIN_DIR");
+  const std::string out = dir_ + "/out";
+  DedupJobOptions o;
+  o.plugins = "";
+  std::string job = Submit(DedupJob(out, o));
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(60));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  CheckDedupOutput(out, o.ids);
+}
+
+TEST_F(PluginJobTest, TwoInputKeyedPluginGetsBothInputs) {
+  StartCluster(2, 2);
+  const std::string out = dir_ + "/out";
+  // Input 1 (tiers, 100 users, fast) and input 0 (payments, 2000 over 2 s), both hash-keyed by
+  // user: every payment comes out once, with its user's tier once the tier has arrived (the
+  // inputs race, so early payments may get the default).
+  std::string job = Submit(absl::StrCat("name: enrich-job\nparallelism: 2\nplugins: [", kPluginDir,
+                                        R"y(/libenrich.so]
+checkpoint: {interval: 200ms}
+operators:
+  - id: tiers
+    type: datagen
+    count: 100
+    fields:
+      - {name: user, type: int64, expr: "seq"}
+      - {name: tier, type: string, expr: "concat('t', to_string(seq % 3))"}
+  - id: payments
+    type: datagen
+    count: 2000
+    rate: 1000
+    fields:
+      - {name: user, type: int64, expr: "seq % 100"}
+      - {name: amount, type: int64, expr: "seq"}
+  - id: with_tier
+    type: enrich
+    inputs: [{from: payments, partition: hash, key: [user]}, {from: tiers, partition: hash, key: [user]}]
+    field: tier
+    default: none
+  - {id: out, type: file, path: )y", out, "}\n"));
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(60));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  std::vector<std::string> lines = ReadCommittedLines({out});
+  EXPECT_EQ(lines.size(), 2000u);
+  std::set<int64_t> amounts;
+  int64_t enriched = 0;
+  for (const std::string& line : lines) {
+    auto j = nlohmann::json::parse(line);
+    const int64_t amount = j["amount"].get<int64_t>();
+    EXPECT_TRUE(amounts.insert(amount).second) << "duplicate: " << line;
+    EXPECT_EQ(j["user"].get<int64_t>(), amount % 100) << line;
+    const std::string tier = j["tier"].get<std::string>();
+    if (tier != "none") {
+      EXPECT_EQ(tier, absl::StrCat("t", (amount % 100) % 3)) << line;
+      ++enriched;
+    }
+  }
+  EXPECT_GT(enriched, 1000) << "tiers did not reach the operator";
+}
+
+TEST_F(PluginJobTest, SavepointWithPluginStateRestoresAtOtherParallelism) {
+  StartCluster(2, 3);
+  DedupJobOptions o;
+  o.ids = 20'000;
+  o.repeats = 20;
+  o.rate = 100'000;  // 4 s of input
+  const std::string before = dir_ + "/before";
+  std::string job = Submit(DedupJob(before, o));
+  WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  auto savepoint = client_->Savepoint(job, dir_ + "/savepoints", /*stop=*/true);
+  ASSERT_OK(savepoint);
+  EXPECT_EQ(WaitForEnd(job, std::chrono::seconds(20)).state(), proto::JOB_CANCELLED);
+  ASSERT_GT(ReadCommittedLines({before}).size(), 0u) << "the savepoint came before any output";
+  for (int p : {1, 3}) {
+    const std::string after = absl::StrCat(dir_, "/after-", p);
+    auto r = client_->SubmitRestoring(DedupJob(after, o), "job.yaml", p, *savepoint, false);
+    ASSERT_OK(r);
+    proto::JobInfo info = WaitForEnd(r->job_id(), std::chrono::seconds(60));
+    ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+    // The output before the savepoint plus the output after it: one line per id. The restored
+    // dedup state (rescaled by key group) drops the repeats of ids that passed before.
+    std::vector<std::string> lines = ReadCommittedLines({before, after});
+    std::set<int64_t> ids;
+    for (const std::string& line : lines) ids.insert(nlohmann::json::parse(line)["id"].get<int64_t>());
+    EXPECT_EQ(static_cast<int64_t>(lines.size()), o.ids) << "parallelism " << p;
+    EXPECT_EQ(static_cast<int64_t>(ids.size()), o.ids) << "parallelism " << p;
+  }
+}
+
+TEST_F(PluginJobTest, PluginErrorFailsTheTaskAndRestartsPerStrategy) {
+  StartCluster(1, 2);
+  std::string job = Submit(absl::StrCat("name: refusing\nplugins: [", SLUICE_TEST_SDK_PLUGIN, R"y(]
+checkpoint: {interval: 200ms}
+restart: {strategy: fixed_delay, attempts: 2, delay: 50ms}
+operators:
+  - {id: gen, type: datagen, count: 10, fields: [{name: a, type: int64, expr: "seq"}]}
+  - {id: refuse, type: refuser}
+  - {id: out, type: blackhole}
+)y"));
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(30));
+  EXPECT_EQ(info.state(), proto::JOB_FAILED);
+  EXPECT_EQ(info.restarts(), 2);
+  EXPECT_THAT(info.error(), HasSubstr("record refused by policy"));
+}
+
+}  // namespace
+}  // namespace sluice::testing
