@@ -105,6 +105,16 @@ std::pair<int, std::string> WaitForHttp(int port, const std::string& path, int w
   return last;
 }
 
+// Waits until file `path` contains `text`.
+bool WaitForLog(const std::string& path, const std::string& text, std::chrono::seconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (ReadAll(path).find(text) != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
 class DeploymentTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -160,7 +170,8 @@ TEST_F(DeploymentTest, WorkerStartedBeforeItsCoordinatorWaitsAndBecomesReady) {
   auto readyz = WaitForHttp(worker_http, "/readyz", 503, std::chrono::seconds(5));
   EXPECT_EQ(readyz.first, 503);
   EXPECT_EQ(readyz.second, absl::StrCat("not ready: not registered with coordinator localhost:", port_, " yet\n"));
-  std::this_thread::sleep_for(std::chrono::seconds(2));  // several failed registrations
+  // It has tried (and failed) to register before the coordinator exists.
+  ASSERT_TRUE(WaitForLog(dir_ + "/worker-0.log", "cannot register with coordinator", std::chrono::seconds(20)));
   StartCoordinator();
   EXPECT_EQ(WaitForHttp(http_port_, "/readyz", 200, std::chrono::seconds(20)).first, 200);
   auto ready = WaitForHttp(worker_http, "/readyz", 200, std::chrono::seconds(10));
@@ -226,15 +237,16 @@ TEST_F(DeploymentTest, SigtermOnAWorkerRestartsItsJobsElsewhereWithoutUsingAnAtt
 TEST_F(DeploymentTest, WorkerWhoseCoordinatorNameDoesNotResolveKeepsRetrying) {
   const int http = FreePort();
   workers_.push_back(std::make_unique<Daemon>(
-      "sluice-worker", std::vector<std::string>{absl::StrCat("--http-port=", http), "--host=127.0.0.1"},
+      "sluice-worker",
+      std::vector<std::string>{absl::StrCat("--http-port=", http), "--host=127.0.0.1", "--heartbeat-interval-ms=100"},
       std::vector<std::string>{"SLUICE_COORDINATOR=sluice-coordinator.invalid:6123",
                                absl::StrCat("SLUICE_WORK_DIR=", dir_, "/w")},
       dir_ + "/worker.log"));
   auto readyz = WaitForHttp(http, "/readyz", 503, std::chrono::seconds(20));
   ASSERT_EQ(readyz.first, 503);
   EXPECT_EQ(readyz.second, "not ready: not registered with coordinator sluice-coordinator.invalid:6123 yet\n");
-  // Still alive after many tries (no crash loop), and it said why, without a line per try.
-  std::this_thread::sleep_for(std::chrono::seconds(3));
+  // Still alive after 21 tries (no crash loop), and it said why once per 20 tries, not per try.
+  ASSERT_TRUE(WaitForLog(dir_ + "/worker.log", "(try 21; retrying)", std::chrono::seconds(30)));
   EXPECT_EQ(WaitForHttp(http, "/healthz", 200, std::chrono::seconds(5)).first, 200);
   const std::string log = ReadAll(dir_ + "/worker.log");
   EXPECT_THAT(log, HasSubstr("cannot register with coordinator sluice-coordinator.invalid:6123 (try 1; retrying)"));

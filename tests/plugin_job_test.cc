@@ -279,7 +279,14 @@ TEST_F(PluginJobTest, SavepointWithPluginStateRestoresAtOtherParallelism) {
   const std::string before = dir_ + "/before";
   std::string job = Submit(DedupJob(before, o));
   WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  // Some output committed before the savepoint: a checkpoint has completed.
+  proto::JobInfo checkpointed = WaitUntil(job, [](const proto::JobInfo& i) {
+    for (const auto& c : i.checkpoints()) {
+      if (c.status() == "COMPLETED") return true;
+    }
+    return false;
+  }, std::chrono::seconds(20));
+  ASSERT_GT(checkpointed.checkpoints_size(), 0);
   auto savepoint = client_->Savepoint(job, dir_ + "/savepoints", /*stop=*/true);
   ASSERT_OK(savepoint);
   EXPECT_EQ(WaitForEnd(job, std::chrono::seconds(20)).state(), proto::JOB_CANCELLED);
