@@ -39,6 +39,16 @@ absl::Status SyncDir(const std::string& dir) {
   return absl::OkStatus();
 }
 
+absl::Status SyncFile(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Errno(absl::StrCat("cannot open ", path), errno);
+  int rc = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) return Errno(absl::StrCat("cannot sync ", path), err);
+  return absl::OkStatus();
+}
+
 absl::Status RenameNoReplace(const std::string& from, const std::string& to) {
   if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) != 0) {
     const int err = errno;

@@ -13,6 +13,11 @@ namespace sluice {
 // Returns kUnavailable with the path and errno text on failure.
 absl::Status SyncDir(const std::string& dir);
 
+// fsyncs regular file `path` (its data and size), so that its contents survive a machine crash
+// once a rename or link makes them reachable. Returns kNotFound if it does not exist, else
+// kUnavailable, with the path and errno text.
+absl::Status SyncFile(const std::string& path);
+
 // Moves `from` to `to` unless `to` exists, atomically (renameat2 RENAME_NOREPLACE, or
 // link + unlink where the filesystem lacks it), then fsyncs the directory of `to`.
 // Returns kAlreadyExists naming `to` if it exists (nothing is replaced, `from` stays),

@@ -57,6 +57,17 @@ TEST_F(FileUtilTest, RenameNoReplaceOfAMissingFileIsNotFound) {
   EXPECT_THAT(RenameNoReplace(dir_ + "/gone", dir_ + "/x"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("gone")));
 }
 
+TEST_F(FileUtilTest, SyncFileAndSyncDirNameWhatTheyCannotOpen) {
+  Write("a", "data");
+  ASSERT_OK(SyncFile(dir_ + "/a"));
+  ASSERT_OK(SyncDir(dir_));
+  EXPECT_THAT(SyncFile(dir_ + "/missing"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("cannot open " + dir_ + "/missing")));
+  EXPECT_THAT(SyncDir(dir_ + "/missing"),
+              StatusIs(absl::StatusCode::kNotFound,
+                       HasSubstr("cannot open directory " + dir_ + "/missing")));
+}
+
 TEST_F(FileUtilTest, SameFileRecognisesHardLinks) {
   Write("a", "x");
   Write("b", "x");

@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "common/error_text.h"
+#include "common/file_util.h"
 #include "common/address.h"
 #include "common/grpc_limits.h"
 #include "common/logging.h"
@@ -1113,7 +1114,7 @@ absl::Status CopyFile(const std::filesystem::path& from, const std::filesystem::
   std::filesystem::create_directories(to.parent_path(), ec);
   std::filesystem::copy_file(from, to, std::filesystem::copy_options::overwrite_existing, ec);
   if (ec) return absl::UnavailableError(absl::StrCat("cannot copy ", from.string(), ": ", ec.message()));
-  return absl::OkStatus();
+  return SyncFile(to.string());
 }
 
 }  // namespace
@@ -1162,8 +1163,14 @@ void Coordinator::CompleteCheckpointLocked(Job& job) {
     const std::filesystem::path root = std::filesystem::path(p->savepoint_dir) /
                                        absl::StrCat("savepoint-", job.id, "-", p->id);
     absl::Status copied = absl::OkStatus();
+    std::set<std::string> dirs = {root.string(), root.parent_path().string()};
     for (const auto& f : ReferencedFiles(*md)) {
       copied.Update(CopyFile(std::filesystem::path(job.dir) / f, root / f));
+      dirs.insert((root / f).parent_path().string());
+    }
+    // The copies' directory entries must be durable before the savepoint is reported.
+    for (const std::string& dir : dirs) {
+      if (copied.ok()) copied.Update(SyncDir(dir));
     }
     copied.Update(WriteFileAtomically((root / "_metadata").string(), md->SerializeAsString()));
     if (!copied.ok()) {

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/key_groups.h"
 #include "common/record_codec.h"
 #include "common/status.h"
@@ -67,8 +68,8 @@ class AggregateOperator final : public Operator {
     state_->SetCurrentKey(key_bytes_, KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema_, key_record_),
                                                        ctx_.max_parallelism));
     SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(state_id_, &value_));
-    if (found && value_.size() == accs_.size() * sizeof(Acc)) {
-      std::memcpy(accs_.data(), value_.data(), value_.size());
+    if (found) {
+      SLUICE_RETURN_IF_ERROR(LoadAccumulators());
     } else {
       std::fill(accs_.begin(), accs_.end(), Acc{});
     }
@@ -95,7 +96,8 @@ class AggregateOperator final : public Operator {
       }
       s.n++;
     }
-    value_.assign(reinterpret_cast<const char*>(accs_.data()), accs_.size() * sizeof(Acc));
+    value_.assign(1, static_cast<char>(kAccumulatorFormat));
+    value_.append(reinterpret_cast<const char*>(accs_.data()), accs_.size() * sizeof(Acc));
     SLUICE_RETURN_IF_ERROR(state_->Put(state_id_, value_));
     if (emit_final_) return absl::OkStatus();
     for (size_t i = 0; i < key_schema_.size(); ++i) {
@@ -111,8 +113,8 @@ class AggregateOperator final : public Operator {
       RecordDecoder dec(&key_schema_, key);
       SLUICE_RETURN_IF_ERROR(dec.Next(&out_));  // key fields come first in the output
       SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(state_id_, &value_));
-      if (!found || value_.size() != accs_.size() * sizeof(Acc)) return absl::OkStatus();
-      std::memcpy(accs_.data(), value_.data(), value_.size());
+      if (!found) return absl::OkStatus();
+      SLUICE_RETURN_IF_ERROR(LoadAccumulators());
       FillAggregates();
       return output_->Emit(out_);
     });
@@ -130,6 +132,29 @@ class AggregateOperator final : public Operator {
     double d = 0;
     int64_t n = 0;
   };
+
+  // The stored accumulators of the current key (in value_): [format version: 1 byte][Acc per
+  // aggregate]. Values written before the version byte existed (exactly one Acc per aggregate)
+  // are read as version 0. Anything else is kDataLoss naming the task and what was found, never
+  // a silent restart from zero.
+  static constexpr uint8_t kAccumulatorFormat = 1;
+  absl::Status LoadAccumulators() {
+    const size_t body = accs_.size() * sizeof(Acc);
+    size_t offset;
+    if (value_.size() == body + 1 && static_cast<uint8_t>(value_[0]) == kAccumulatorFormat) {
+      offset = 1;
+    } else if (value_.size() == body) {
+      offset = 0;  // format 0
+    } else {
+      return absl::DataLossError(absl::StrCat(
+          "aggregate ", ctx_.task_name, ": stored accumulators of a key have ", value_.size(),
+          " bytes (format ", value_.empty() ? -1 : static_cast<uint8_t>(value_[0]), "), expected ",
+          body + 1, " (format ", kAccumulatorFormat, ", ", accs_.size(),
+          " aggregates): the state was written by another aggregate or is corrupt"));
+    }
+    std::memcpy(accs_.data(), value_.data() + offset, body);
+    return absl::OkStatus();
+  }
 
   void FillAggregates() {
     const size_t k = key_schema_.size();

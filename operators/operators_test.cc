@@ -770,6 +770,48 @@ TEST_F(OperatorsTest, AggregateFinalWithoutInputEmitsNothing) {
   EXPECT_TRUE(out_.records.empty());
 }
 
+TEST_F(OperatorsTest, AggregateRefusesMalformedAccumulatorsAsDataLoss) {
+  Load(absl::StrReplaceAll(kAggregateJob, {{"EMIT", "updates"}}));
+  auto agg = Open("agg");
+  ASSERT_OK(agg);
+  ASSERT_OK((*agg)->Process(KVD("a", 5, 0.5)));
+  // The backend's current key is still "a": overwrite its accumulators with bytes of another
+  // shape (what a job with other aggregates, or a torn value, would leave).
+  state::KeyedStateBackend* backend = backends_.back().get();
+  const state::StateId id = backend->RegisterState("accumulators", state::StateKind::kValue);
+  ASSERT_OK(backend->Put(id, std::string(17, '\x07')));
+  absl::Status s = (*agg)->Process(KVD("a", 1, 1.0));
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kDataLoss,
+                          HasSubstr("stored accumulators of a key have 17 bytes (format 7), "
+                                    "expected 217 (format 1, 9 aggregates)")));
+  EXPECT_EQ(out_.records.size(), 1u);  // nothing emitted from a reset accumulator
+}
+
+TEST_F(OperatorsTest, AggregateReadsAccumulatorsWrittenWithoutFormatVersion) {
+  Load(absl::StrReplaceAll(kAggregateJob, {{"EMIT", "updates"}}));
+  auto agg = Open("agg");
+  ASSERT_OK(agg);
+  ASSERT_OK((*agg)->Process(KVD("a", 5, 0.5)));
+  // Format 0: nine {int64 i, double d, int64 n} accumulators, no version byte; count = 4,
+  // every other accumulator holding i = 100, d = 10.0 over n = 4 values.
+  struct Acc {
+    int64_t i;
+    double d;
+    int64_t n;
+  };
+  std::vector<Acc> old(9, Acc{100, 10.0, 4});
+  old[0] = Acc{4, 0, 4};
+  state::KeyedStateBackend* backend = backends_.back().get();
+  const state::StateId id = backend->RegisterState("accumulators", state::StateKind::kValue);
+  ASSERT_OK(backend->Put(id, std::string(reinterpret_cast<const char*>(old.data()),
+                                         old.size() * sizeof(Acc))));
+  ASSERT_OK((*agg)->Process(KVD("a", 7, 2.0)));
+  ASSERT_EQ(out_.records.size(), 2u);
+  // count 5; sum_v 107; min_v 100 (7 < 100 -> 7); max_v 100; avg_v 107 / 5; sum_d 12;
+  // min_d 2; max_d 10; avg_d 12 / 5.
+  ExpectRow(out_.records[1], {"a", 5, 107, 7, 100, 107.0 / 5, 12.0, 2.0, 10.0, 12.0 / 5});
+}
+
 TEST_F(OperatorsTest, AggregateByComputedCompositeKey) {
   // Keyed by a hash partition with an expression key and a field: (bucket int64, tag string).
   Load(R"y(operators:

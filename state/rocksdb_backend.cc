@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "common/file_util.h"
 #include "common/status.h"
 #include "rocksdb/db.h"
 #include "rocksdb/iterator.h"
@@ -65,8 +66,9 @@ absl::Status FromFs(const std::error_code& ec, absl::string_view what, const fs:
   return absl::Status(code, absl::StrCat(what, " ", path.string(), ": ", ec.message()));
 }
 
-// Copies `from` to `to` through a temporary name, so a partial `to` is never visible.
-absl::Status CopyAtomically(const fs::path& from, const fs::path& to) {
+// Copies `from` to `to` through a temporary name, so a partial `to` is never visible. With
+// `durable`, the copy is fsynced before the rename (its directory is the caller's to sync).
+absl::Status CopyAtomically(const fs::path& from, const fs::path& to, bool durable = false) {
   fs::path tmp = to;
   tmp += ".tmp";
   std::error_code ec;
@@ -75,6 +77,14 @@ absl::Status CopyAtomically(const fs::path& from, const fs::path& to) {
     std::error_code ignored;
     fs::remove(tmp, ignored);
     return FromFs(ec, absl::StrCat("cannot copy to ", tmp.string(), " from"), from);
+  }
+  if (durable) {
+    absl::Status s = SyncFile(tmp.string());
+    if (!s.ok()) {
+      std::error_code ignored;
+      fs::remove(tmp, ignored);
+      return s;
+    }
   }
   fs::rename(tmp, to, ec);
   if (ec) return FromFs(ec, "cannot rename into place", to);
@@ -928,17 +938,23 @@ absl::StatusOr<proto::KeyedStateHandle> RocksDbBackend::UploadSnapshot(
         continue;
       }
       std::string shared_name = absl::StrCat(backend_id_, "-", name);
-      absl::Status s = CopyAtomically(local / name, shared_dir / shared_name);
+      absl::Status s = CopyAtomically(local / name, shared_dir / shared_name, /*durable=*/true);
       if (!s.ok()) return absl::AbortedError(s.ToString());
       uploaded_[name] = UploadedFile{shared_name, size};
       f->set_name(shared_name);
     } else {
       f->set_shared(false);
       f->set_name(name);
-      absl::Status s = CopyAtomically(local / name, private_path / name);
+      absl::Status s = CopyAtomically(local / name, private_path / name, /*durable=*/true);
       if (!s.ok()) return absl::AbortedError(s.ToString());
     }
     incremental_size += size;
+  }
+  // The renames above and the directories themselves must survive a machine crash before the
+  // handle is acknowledged (the coordinator then counts the checkpoint complete).
+  for (const fs::path& dir : {shared_dir, private_path, fs::path(job_checkpoint_dir)}) {
+    absl::Status s = SyncDir(dir.string());
+    if (!s.ok()) return absl::AbortedError(s.ToString());
   }
   handle.set_full_size(full_size);
   handle.set_incremental_size(incremental_size);
