@@ -2,7 +2,8 @@
 // and the coordinator's API with real processes: ended jobs stay ended after a kill -9 of the
 // coordinator, an outage of the coordinator uses no restart attempt and resumes from the latest
 // checkpoint, restarting jobs wait for slots, a killed idle worker is noticed at once, and jobs
-// restored from each other's savepoints into one output path lose nothing.
+// restored from each other's savepoints into one output path lose nothing. A restarted
+// coordinator deploys the plan stored with the job, and plans records without one again.
 
 #include <algorithm>
 #include <filesystem>
@@ -169,6 +170,9 @@ TEST_F(CoordinatorRestartTest, CoordinatorOutageResumesFromLatestCheckpointWitho
   const proto::JobRecord record = ReadRecord(job);
   const int64_t latest = CheckpointIdOf(record.latest_metadata());
   ASSERT_GT(latest, 2) << record.latest_metadata();
+  // The record holds the job as planned at submission (what every deployment carries).
+  ASSERT_GT(record.plan().format_version(), 0u);
+  ASSERT_EQ(record.plan().operators_size(), 4);  // gen, by_key, totals, out
   std::this_thread::sleep_for(std::chrono::seconds(20));  // the outage under test
   ASSERT_OK(cluster_->RestartCoordinator());
   proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(120));
@@ -177,6 +181,36 @@ TEST_F(CoordinatorRestartTest, CoordinatorOutageResumesFromLatestCheckpointWitho
   EXPECT_EQ(info.attempt(), attempt_before + 1);
   EXPECT_EQ(info.restored_checkpoint_id(), latest);
   CheckExactlyOnce({out}, ExpectedFor(kRecords, kKeys));
+  // The restarted coordinator ran the stored plan, not a new one.
+  EXPECT_EQ(ReadRecord(job).plan().SerializeAsString(), record.plan().SerializeAsString());
+}
+
+// A record written before plans were stored has the job's YAML only: the restarted
+// coordinator plans it again, resumes it from its latest checkpoint exactly once, and stores
+// the plan.
+TEST_F(CoordinatorRestartTest, RecordWithoutPlanIsPlannedAgainAndResumes) {
+  StartCluster(2, 2, 1500);
+  constexpr int64_t kRecords = 300'000;
+  const std::string out = dir_ + "/out";
+  std::string job = Submit(CountingJob(out, kRecords, 100'000, Named("old_record")));
+  ASSERT_GT(WaitForCheckpoint(job, 1), 0);
+  ASSERT_OK(cluster_->KillCoordinator());
+  proto::JobRecord record = ReadRecord(job);
+  const int64_t latest = CheckpointIdOf(record.latest_metadata());
+  ASSERT_GT(latest, 0) << record.latest_metadata();
+  ASSERT_TRUE(record.has_plan());
+  record.clear_plan();
+  {
+    std::ofstream f(cli::HaDirOf(dir_ + "/cluster") + "/jobs/" + job + ".pb",
+                    std::ios::binary | std::ios::trunc);
+    ASSERT_TRUE(record.SerializeToOstream(&f));
+  }
+  ASSERT_OK(cluster_->RestartCoordinator());
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(120));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  EXPECT_EQ(info.restored_checkpoint_id(), latest);
+  CheckExactlyOnce({out}, ExpectedFor(kRecords, kKeys));
+  EXPECT_EQ(ReadRecord(job).plan().operators_size(), 4);
 }
 
 // Issue 8.3: a job that lost a worker waits for slots (shown in status), is not failed for
