@@ -219,6 +219,35 @@ TEST(PlanCodecTest, RoundTripEqualsThePlan) {
   EXPECT_EQ(Op(planned.spec, "both").options_yaml, "{}");
 }
 
+TEST(PlanCodecTest, ScalarsThatNeedQuotingSurviveTheOptionsText) {
+  const PlannedJob planned = Plan(R"y(operators:
+  - id: gen
+    type: datagen
+    count: 3
+    fields:
+      - {name: s, type: string, expr: "'héllo # ' + to_string(seq)"}
+      - {name: t, type: string, expr: "'yes'"}
+      - {name: u, type: string, expr: "'a: b, [c] {d} & *e'"}
+  - id: f
+    type: filter
+    where: |
+      s != 'a: b'
+        && t == 'yes'
+  - {id: out, type: print}
+)y");
+  absl::StatusOr<PlannedJob> deployed = Deploy(EncodeJobPlan(planned.spec, planned.graph));
+  ASSERT_OK(deployed);
+  const auto* want = Op(planned.spec, "gen").options_as<ops::DatagenOptions>();
+  const auto* got = Op(deployed->spec, "gen").options_as<ops::DatagenOptions>();
+  ASSERT_NE(want, nullptr);
+  ASSERT_NE(got, nullptr);
+  ASSERT_EQ(got->fields.size(), 3u);
+  EXPECT_EQ(want->fields[0].expr, "'h\xc3\xa9llo # ' + to_string(seq)");
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(got->fields[i].expr, want->fields[i].expr);
+  EXPECT_EQ(Op(deployed->spec, "f").options_as<ops::FilterOptions>()->where,
+            "s != 'a: b'\n  && t == 'yes'\n");
+}
+
 TEST(PlanCodecTest, DecodedPlanWithoutCatalogHasStructureButNoOptions) {
   const PlannedJob planned = Plan(kJob);
   absl::StatusOr<PlannedJob> decoded = DecodeJobPlan(EncodeJobPlan(planned.spec, planned.graph));
