@@ -18,8 +18,8 @@
 #include "common/metrics.h"
 #include "grpcpp/grpcpp.h"
 #include "plan/job_graph.h"
-#include "plan/plan_codec.h"
 #include "plan/operator_type.h"
+#include "plan/plan_codec.h"
 #include "proto/checkpoint.pb.h"
 #include "proto/control.grpc.pb.h"
 

@@ -93,6 +93,12 @@ class CoordinatorRestartTest : public ClusterTest {
     EXPECT_TRUE(in && r.ParseFromIstream(&in)) << "no HA record for " << job;
     return r;
   }
+  // Replaces the job's HA record (the coordinator is down).
+  void WriteRecord(const std::string& job, const proto::JobRecord& r) {
+    std::ofstream out(cli::HaDirOf(dir_ + "/cluster") + "/jobs/" + job + ".pb",
+                      std::ios::binary | std::ios::trunc);
+    ASSERT_TRUE(r.SerializeToOstream(&out) && out.flush()) << "cannot write the HA record of " << job;
+  }
   // The id of checkpoint directory .../chk-<id>/_metadata.
   static int64_t CheckpointIdOf(const std::string& metadata) {
     const std::string chk = fs::path(metadata).parent_path().filename().string();
@@ -167,12 +173,16 @@ TEST_F(CoordinatorRestartTest, CoordinatorOutageResumesFromLatestCheckpointWitho
   ASSERT_GT(WaitForCheckpoint(job, 2), 0);
   const int64_t attempt_before = client_->GetJob(job)->attempt();
   ASSERT_OK(cluster_->KillCoordinator());
-  const proto::JobRecord record = ReadRecord(job);
+  proto::JobRecord record = ReadRecord(job);
   const int64_t latest = CheckpointIdOf(record.latest_metadata());
   ASSERT_GT(latest, 2) << record.latest_metadata();
-  // The record holds the job as planned at submission (what every deployment carries).
+  // The record holds the job as planned at submission (what every deployment carries). Renamed
+  // in the stored plan only, the job shows that name after the restart: the plan is what runs.
   ASSERT_GT(record.plan().format_version(), 0u);
   ASSERT_EQ(record.plan().operators_size(), 4);  // gen, by_key, totals, out
+  ASSERT_EQ(record.plan().name(), "outage");
+  record.mutable_plan()->set_name("outage_as_planned");
+  WriteRecord(job, record);
   std::this_thread::sleep_for(std::chrono::seconds(20));  // the outage under test
   ASSERT_OK(cluster_->RestartCoordinator());
   proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(120));
@@ -180,8 +190,8 @@ TEST_F(CoordinatorRestartTest, CoordinatorOutageResumesFromLatestCheckpointWitho
   EXPECT_EQ(info.restarts(), 0) << "waiting for workers used restart attempts";
   EXPECT_EQ(info.attempt(), attempt_before + 1);
   EXPECT_EQ(info.restored_checkpoint_id(), latest);
+  EXPECT_EQ(info.name(), "outage_as_planned");
   CheckExactlyOnce({out}, ExpectedFor(kRecords, kKeys));
-  // The restarted coordinator ran the stored plan, not a new one.
   EXPECT_EQ(ReadRecord(job).plan().SerializeAsString(), record.plan().SerializeAsString());
 }
 
@@ -200,11 +210,7 @@ TEST_F(CoordinatorRestartTest, RecordWithoutPlanIsPlannedAgainAndResumes) {
   ASSERT_GT(latest, 0) << record.latest_metadata();
   ASSERT_TRUE(record.has_plan());
   record.clear_plan();
-  {
-    std::ofstream f(cli::HaDirOf(dir_ + "/cluster") + "/jobs/" + job + ".pb",
-                    std::ios::binary | std::ios::trunc);
-    ASSERT_TRUE(record.SerializeToOstream(&f));
-  }
+  WriteRecord(job, record);
   ASSERT_OK(cluster_->RestartCoordinator());
   proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(120));
   ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
