@@ -195,28 +195,45 @@ TEST_F(CoordinatorRestartTest, CoordinatorOutageResumesFromLatestCheckpointWitho
   EXPECT_EQ(ReadRecord(job).plan().SerializeAsString(), record.plan().SerializeAsString());
 }
 
-// A record written before plans were stored has the job's YAML only: the restarted
-// coordinator plans it again, resumes it from its latest checkpoint exactly once, and stores
-// the plan.
-TEST_F(CoordinatorRestartTest, RecordWithoutPlanIsPlannedAgainAndResumes) {
+// A record written before plans were stored has the job's YAML only, and a record written by a
+// newer coordinator may hold a plan of a newer format: the restarted coordinator plans both
+// again from their YAML, resumes them from their latest checkpoints exactly once, and stores
+// its plans.
+TEST_F(CoordinatorRestartTest, RecordsWithoutAKnownPlanArePlannedAgainAndResume) {
   StartCluster(2, 2, 1500);
   constexpr int64_t kRecords = 300'000;
-  const std::string out = dir_ + "/out";
-  std::string job = Submit(CountingJob(out, kRecords, 100'000, Named("old_record")));
-  ASSERT_GT(WaitForCheckpoint(job, 1), 0);
+  const std::string outs[2] = {dir_ + "/no_plan", dir_ + "/newer_plan"};
+  const std::string jobs[2] = {Submit(CountingJob(outs[0], kRecords, 100'000, Named("no_plan"))),
+                               Submit(CountingJob(outs[1], kRecords, 100'000, Named("newer_plan")))};
+  for (const std::string& job : jobs) ASSERT_GT(WaitForCheckpoint(job, 1), 0);
   ASSERT_OK(cluster_->KillCoordinator());
-  proto::JobRecord record = ReadRecord(job);
-  const int64_t latest = CheckpointIdOf(record.latest_metadata());
-  ASSERT_GT(latest, 0) << record.latest_metadata();
-  ASSERT_TRUE(record.has_plan());
-  record.clear_plan();
-  WriteRecord(job, record);
+  int64_t latest[2];
+  for (int i = 0; i < 2; ++i) {
+    proto::JobRecord record = ReadRecord(jobs[i]);
+    latest[i] = CheckpointIdOf(record.latest_metadata());
+    ASSERT_GT(latest[i], 0) << record.latest_metadata();
+    ASSERT_TRUE(record.has_plan());
+    if (i == 0) {
+      record.clear_plan();
+    } else {
+      // Renamed too: the name the job shows tells which plan ran.
+      record.mutable_plan()->set_format_version(record.plan().format_version() + 1);
+      record.mutable_plan()->set_name("from_the_newer_plan");
+    }
+    WriteRecord(jobs[i], record);
+  }
   ASSERT_OK(cluster_->RestartCoordinator());
-  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(120));
-  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
-  EXPECT_EQ(info.restored_checkpoint_id(), latest);
-  CheckExactlyOnce({out}, ExpectedFor(kRecords, kKeys));
-  EXPECT_EQ(ReadRecord(job).plan().operators_size(), 4);
+  for (int i = 0; i < 2; ++i) {
+    SCOPED_TRACE(jobs[i]);
+    proto::JobInfo info = WaitForEnd(jobs[i], std::chrono::seconds(120));
+    ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+    EXPECT_EQ(info.name(), i == 0 ? "no_plan" : "newer_plan");
+    EXPECT_EQ(info.restored_checkpoint_id(), latest[i]);
+    CheckExactlyOnce({outs[i]}, ExpectedFor(kRecords, kKeys));
+    const proto::JobRecord after = ReadRecord(jobs[i]);
+    EXPECT_EQ(after.plan().operators_size(), 4);
+    EXPECT_EQ(after.plan().name(), info.name());
+  }
 }
 
 // Issue 8.3: a job that lost a worker waits for slots (shown in status), is not failed for
