@@ -594,6 +594,7 @@ absl::StatusOr<proto::SubmitJobResponse> Coordinator::SubmitJob(const proto::Sub
   auto graph = std::make_shared<const plan::JobGraph>(plan::BuildJobGraph(*spec));
 
   Job job;
+  job.plan = std::make_shared<const proto::JobPlan>(plan::EncodeJobPlan(*spec, *graph));
   if (!req.from_savepoint().empty()) {
     SLUICE_RETURN_IF_ERROR(ResolveRestorePath(req.from_savepoint(), &job.latest_metadata, &job.latest_dir));
     SLUICE_ASSIGN_OR_RETURN(proto::CheckpointMetadata md, ReadMetadata(job.latest_metadata));
@@ -686,9 +687,7 @@ void Coordinator::DeployJob(const std::string& job_id) {
         if (r.job_id().empty()) {
           r.set_job_id(job.id);
           r.set_attempt(job.attempt);
-          r.set_spec_yaml(job.request.spec_yaml());
-          r.set_spec_name(job.request.spec_name());
-          r.set_parallelism(job.request.parallelism());
+          *r.mutable_plan() = *job.plan;
           for (const auto& p : placement) *r.add_placement() = p;
           if (CheckpointingLocked(job)) r.set_checkpoint_dir(job.dir);
           r.set_restore_metadata(job.latest_metadata);
@@ -1388,6 +1387,7 @@ void Coordinator::PersistLocked(const Job& job) {
   proto::JobRecord r;
   r.set_job_id(job.id);
   *r.mutable_request() = job.request;
+  *r.mutable_plan() = *job.plan;
   r.set_state(job.state);
   r.set_attempt(job.attempt);
   r.set_latest_metadata(job.latest_metadata);
@@ -1406,6 +1406,23 @@ void Coordinator::PersistLocked(const Job& job) {
   if (!s.ok()) spdlog::error("cannot persist job {}: {}", job.id, s);
 }
 
+// The plan stored with the job. Records written before plans were stored (and records whose
+// plan is of a newer format than this coordinator's, written by a newer one) have the job's
+// YAML only: it is planned again, as at submission; the next persist stores the plan.
+absl::StatusOr<plan::PlannedJob> Coordinator::RecoveredPlan(const proto::JobRecord& r) const {
+  if (r.has_plan()) {
+    absl::StatusOr<plan::PlannedJob> planned = plan::DecodeJobPlan(r.plan());
+    if (planned.ok() || r.plan().format_version() <= plan::kJobPlanFormatVersion) return planned;
+    spdlog::warn("job {}: {}; planning it again from its job file", r.job_id(), planned.status().message());
+  }
+  SLUICE_ASSIGN_OR_RETURN(plan::JobSpec spec, PlanJob(r.request().spec_yaml(), r.request().spec_name(),
+                                                      r.request().parallelism()));
+  plan::PlannedJob planned;
+  planned.graph = plan::BuildJobGraph(spec);
+  planned.spec = std::move(spec);
+  return planned;
+}
+
 void Coordinator::RecoverFromHaStore() {
   if (options_.ha_dir.empty()) return;
   std::error_code ec;
@@ -1418,16 +1435,17 @@ void Coordinator::RecoverFromHaStore() {
       spdlog::error("unreadable job record {}", entry.path().string());
       continue;
     }
-    auto parsed = PlanJob(r.request().spec_yaml(), r.request().spec_name(), r.request().parallelism());
-    if (!parsed.ok()) {
-      spdlog::error("job record {}: {}", entry.path().string(), parsed.status());
+    absl::StatusOr<plan::PlannedJob> planned = RecoveredPlan(r);
+    if (!planned.ok()) {
+      spdlog::error("job record {}: {}", entry.path().string(), planned.status());
       continue;
     }
     Job job;
     job.id = r.job_id();
     job.request = r.request();
-    job.spec = std::make_shared<const plan::JobSpec>(std::move(*parsed));
-    job.graph = std::make_shared<const plan::JobGraph>(plan::BuildJobGraph(*job.spec));
+    job.spec = std::make_shared<const plan::JobSpec>(std::move(planned->spec));
+    job.graph = std::make_shared<const plan::JobGraph>(std::move(planned->graph));
+    job.plan = std::make_shared<const proto::JobPlan>(plan::EncodeJobPlan(*job.spec, *job.graph));
     job.state = r.state();
     job.attempt = r.attempt();
     job.latest_metadata = r.latest_metadata();

@@ -19,6 +19,7 @@
 #include "grpcpp/grpcpp.h"
 #include "plan/job_graph.h"
 #include "plan/operator_type.h"
+#include "plan/plan_codec.h"
 #include "proto/checkpoint.pb.h"
 #include "proto/control.grpc.pb.h"
 
@@ -91,6 +92,9 @@ class Coordinator {
   // plugin's own hook, with the operator's position).
   absl::StatusOr<plan::JobSpec> PlanJob(const std::string& yaml, const std::string& name,
                                         int parallelism) const;
+  // The plan of a job read back from its HA record (the stored plan, or for records without
+  // one, the job planned again from its YAML with PlanJob()).
+  absl::StatusOr<plan::PlannedJob> RecoveredPlan(const proto::JobRecord& r) const;
   class Service;
 
   struct WorkerEntry {
@@ -131,9 +135,12 @@ class Coordinator {
   };
   struct Job {
     std::string id;
-    proto::SubmitJobRequest request;
+    proto::SubmitJobRequest request;  // kept for GetJob (`sluice rescale` resubmits its YAML)
     std::shared_ptr<const plan::JobSpec> spec;
     std::shared_ptr<const plan::JobGraph> graph;
+    // spec and graph as made at submission (plan/plan_codec.h): stored in the HA record and
+    // sent in every deployment, so every attempt, also after a coordinator restart, runs it.
+    std::shared_ptr<const proto::JobPlan> plan;
     proto::JobState state = proto::JOB_CREATED;
     std::string error;
     int64_t attempt = 1;

@@ -241,6 +241,36 @@ absl::Status CheckJobText(absl::string_view text, absl::string_view source_name)
   return absl::OkStatus();
 }
 
+absl::Status CheckOptionKeys(const ErrorContext& ec, const YAML::Node& config,
+                             const OperatorTraits& traits, const OperatorSpec& op) {
+  if (traits.any_option_keys) return absl::OkStatus();
+  const std::vector<std::string>& keys = traits.option_keys;
+  for (const auto& kv : config) {
+    const std::string k = kv.first.Scalar();
+    if (k == "id" || k == "type" || k == "parallelism" || k == "input" || k == "inputs") continue;
+    if (std::find(keys.begin(), keys.end(), k) == keys.end()) {
+      std::string expected = absl::StrJoin(keys, ", ");
+      return ec.At(kv.first, absl::StrCat("unknown option '", k, "' for ", op.type, " operator '",
+                                          op.id, "'",
+                                          expected.empty() ? std::string(" (it takes none)")
+                                                           : absl::StrCat(" (expected ", expected, ")")));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string OptionsYaml(const YAML::Node& config) {
+  YAML::Node options(YAML::NodeType::Map);
+  for (const auto& kv : config) {
+    const std::string& k = kv.first.Scalar();
+    if (k == "id" || k == "type" || k == "parallelism" || k == "input" || k == "inputs") continue;
+    options.force_insert(kv.first, kv.second);
+  }
+  YAML::Emitter out;
+  out << options;
+  return out.c_str();
+}
+
 absl::StatusOr<int64_t> ParseDurationMs(absl::string_view text) {
   std::string t(absl::StripAsciiWhitespace(text));
   size_t i = 0;
@@ -373,19 +403,7 @@ absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view yaml_text, absl::string_v
     op.has_output = traits.has_output;
     op.keyed = traits.keyed;
     op.keys_output = traits.keys_output;
-    for (const auto& kv : node) {
-      const std::string k = kv.first.Scalar();
-      if (k == "id" || k == "type" || k == "parallelism" || k == "input" || k == "inputs") continue;
-      const std::vector<std::string>& keys = traits.option_keys;
-      if (traits.any_option_keys) continue;
-      if (std::find(keys.begin(), keys.end(), k) == keys.end()) {
-        std::string expected = absl::StrJoin(keys, ", ");
-        return ec.At(kv.first, absl::StrCat("unknown option '", k, "' for ", op.type, " operator '",
-                                            op.id, "'",
-                                            expected.empty() ? std::string(" (it takes none)")
-                                                             : absl::StrCat(" (expected ", expected, ")")));
-      }
-    }
+    SLUICE_RETURN_IF_ERROR(CheckOptionKeys(ec, node, traits, op));
     SLUICE_ASSIGN_OR_RETURN(int64_t par, GetInt(ec, node, "parallelism", job.parallelism, 1, 1024));
     if (par > job.max_parallelism) {
       // The operator may inherit the job's parallelism and have no 'parallelism' key of its own.
@@ -417,6 +435,7 @@ absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view yaml_text, absl::string_v
                                                 : absl::StrCat(type->min_inputs(), " to ", type->max_inputs()),
                                             " input(s), got ", op.inputs.size()));
     }
+    op.options_yaml = OptionsYaml(node);
     by_id[op.id] = op.index;
     specs.push_back(std::move(op));
     configs.push_back(static_cast<const YAML::Node&>(node));

@@ -48,6 +48,10 @@ struct OperatorSpec {
   // The options its type parsed and validated at submission; operators read them with
   // options_as<T>() (null if they are not a T) and never see the YAML.
   std::shared_ptr<const OperatorOptions> options;
+  // The same options as text: the operator's YAML mapping without id, type, parallelism and
+  // input/inputs, normalized (OptionsYaml()). This is what a planned job carries to the workers
+  // (plan/plan_codec.h), whose copy of the type parses it into `options` again.
+  std::string options_yaml;
 
   template <typename T>
   const T* options_as() const {
@@ -118,6 +122,17 @@ struct JobSpec {
   // Valid but risky settings, shown to the user at submission.
   std::vector<std::string> warnings;
 };
+
+// Refuses a key of the operator's mapping `config` that is not an option of its type (id,
+// type, parallelism, input and inputs are the planner's own): kInvalidArgument "unknown option
+// 'k' for <type> operator '<id>' (expected ...)" at the key.
+absl::Status CheckOptionKeys(const ErrorContext& ec, const YAML::Node& config,
+                             const OperatorTraits& traits, const OperatorSpec& op);
+
+// The normalized YAML text of an operator's options: its mapping `config` without the keys the
+// planner itself reads (id, type, parallelism, input, inputs), in their order. Loading it gives
+// a mapping that the type's ParseOptions() accepts as it accepted `config`.
+std::string OptionsYaml(const YAML::Node& config);
 
 // Parses a duration: "250ms", "1s", "2m", "1h", or a bare number of milliseconds.
 absl::StatusOr<int64_t> ParseDurationMs(absl::string_view text);

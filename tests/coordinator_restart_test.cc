@@ -2,7 +2,8 @@
 // and the coordinator's API with real processes: ended jobs stay ended after a kill -9 of the
 // coordinator, an outage of the coordinator uses no restart attempt and resumes from the latest
 // checkpoint, restarting jobs wait for slots, a killed idle worker is noticed at once, and jobs
-// restored from each other's savepoints into one output path lose nothing.
+// restored from each other's savepoints into one output path lose nothing. A restarted
+// coordinator deploys the plan stored with the job, and plans records without one again.
 
 #include <algorithm>
 #include <filesystem>
@@ -92,6 +93,12 @@ class CoordinatorRestartTest : public ClusterTest {
     EXPECT_TRUE(in && r.ParseFromIstream(&in)) << "no HA record for " << job;
     return r;
   }
+  // Replaces the job's HA record (the coordinator is down).
+  void WriteRecord(const std::string& job, const proto::JobRecord& r) {
+    std::ofstream out(cli::HaDirOf(dir_ + "/cluster") + "/jobs/" + job + ".pb",
+                      std::ios::binary | std::ios::trunc);
+    ASSERT_TRUE(r.SerializeToOstream(&out) && out.flush()) << "cannot write the HA record of " << job;
+  }
   // The id of checkpoint directory .../chk-<id>/_metadata.
   static int64_t CheckpointIdOf(const std::string& metadata) {
     const std::string chk = fs::path(metadata).parent_path().filename().string();
@@ -166,9 +173,16 @@ TEST_F(CoordinatorRestartTest, CoordinatorOutageResumesFromLatestCheckpointWitho
   ASSERT_GT(WaitForCheckpoint(job, 2), 0);
   const int64_t attempt_before = client_->GetJob(job)->attempt();
   ASSERT_OK(cluster_->KillCoordinator());
-  const proto::JobRecord record = ReadRecord(job);
+  proto::JobRecord record = ReadRecord(job);
   const int64_t latest = CheckpointIdOf(record.latest_metadata());
   ASSERT_GT(latest, 2) << record.latest_metadata();
+  // The record holds the job as planned at submission (what every deployment carries). Renamed
+  // in the stored plan only, the job shows that name after the restart: the plan is what runs.
+  ASSERT_GT(record.plan().format_version(), 0u);
+  ASSERT_EQ(record.plan().operators_size(), 4);  // gen, by_key, totals, out
+  ASSERT_EQ(record.plan().name(), "outage");
+  record.mutable_plan()->set_name("outage_as_planned");
+  WriteRecord(job, record);
   std::this_thread::sleep_for(std::chrono::seconds(20));  // the outage under test
   ASSERT_OK(cluster_->RestartCoordinator());
   proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(120));
@@ -176,7 +190,50 @@ TEST_F(CoordinatorRestartTest, CoordinatorOutageResumesFromLatestCheckpointWitho
   EXPECT_EQ(info.restarts(), 0) << "waiting for workers used restart attempts";
   EXPECT_EQ(info.attempt(), attempt_before + 1);
   EXPECT_EQ(info.restored_checkpoint_id(), latest);
+  EXPECT_EQ(info.name(), "outage_as_planned");
   CheckExactlyOnce({out}, ExpectedFor(kRecords, kKeys));
+  EXPECT_EQ(ReadRecord(job).plan().SerializeAsString(), record.plan().SerializeAsString());
+}
+
+// A record written before plans were stored has the job's YAML only, and a record written by a
+// newer coordinator may hold a plan of a newer format: the restarted coordinator plans both
+// again from their YAML, resumes them from their latest checkpoints exactly once, and stores
+// its plans.
+TEST_F(CoordinatorRestartTest, RecordsWithoutAKnownPlanArePlannedAgainAndResume) {
+  StartCluster(2, 2, 1500);
+  constexpr int64_t kRecords = 300'000;
+  const std::string outs[2] = {dir_ + "/no_plan", dir_ + "/newer_plan"};
+  const std::string jobs[2] = {Submit(CountingJob(outs[0], kRecords, 100'000, Named("no_plan"))),
+                               Submit(CountingJob(outs[1], kRecords, 100'000, Named("newer_plan")))};
+  for (const std::string& job : jobs) ASSERT_GT(WaitForCheckpoint(job, 1), 0);
+  ASSERT_OK(cluster_->KillCoordinator());
+  int64_t latest[2];
+  for (int i = 0; i < 2; ++i) {
+    proto::JobRecord record = ReadRecord(jobs[i]);
+    latest[i] = CheckpointIdOf(record.latest_metadata());
+    ASSERT_GT(latest[i], 0) << record.latest_metadata();
+    ASSERT_TRUE(record.has_plan());
+    if (i == 0) {
+      record.clear_plan();
+    } else {
+      // Renamed too: the name the job shows tells which plan ran.
+      record.mutable_plan()->set_format_version(record.plan().format_version() + 1);
+      record.mutable_plan()->set_name("from_the_newer_plan");
+    }
+    WriteRecord(jobs[i], record);
+  }
+  ASSERT_OK(cluster_->RestartCoordinator());
+  for (int i = 0; i < 2; ++i) {
+    SCOPED_TRACE(jobs[i]);
+    proto::JobInfo info = WaitForEnd(jobs[i], std::chrono::seconds(120));
+    ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+    EXPECT_EQ(info.name(), i == 0 ? "no_plan" : "newer_plan");
+    EXPECT_EQ(info.restored_checkpoint_id(), latest[i]);
+    CheckExactlyOnce({outs[i]}, ExpectedFor(kRecords, kKeys));
+    const proto::JobRecord after = ReadRecord(jobs[i]);
+    EXPECT_EQ(after.plan().operators_size(), 4);
+    EXPECT_EQ(after.plan().name(), info.name());
+  }
 }
 
 // Issue 8.3: a job that lost a worker waits for slots (shown in status), is not failed for

@@ -14,6 +14,7 @@
 #include "common/status.h"
 #include "connectors/kafka_source.h"
 #include "plan/job_spec.h"
+#include "plan/plan_codec.h"
 #include "sdk/host/plugin_operator.h"
 #include "sdk/host/plugin_types.h"
 
@@ -106,12 +107,10 @@ absl::Status RegisterPluginOperators(const std::vector<const plugin::LoadedPlugi
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const ops::OperatorRegistry>> Worker::JobRegistry(
-    const proto::DeployTasksRequest& req) const {
-  SLUICE_ASSIGN_OR_RETURN(std::vector<plan::PluginRef> refs,
-                          plan::ReadJobPlugins(req.spec_yaml(), req.spec_name()));
-  if (refs.empty()) return std::shared_ptr<const ops::OperatorRegistry>();
+    const plan::JobSpec& job) const {
+  if (job.plugins.empty()) return std::shared_ptr<const ops::OperatorRegistry>();
   absl::StatusOr<std::vector<const plugin::LoadedPlugin*>> job_plugins =
-      plugin::LoadJobPlugins(plugin::PluginLoader::Default(), refs, req.spec_name());
+      plugin::LoadJobPlugins(plugin::PluginLoader::Default(), job.plugins, job.source_name);
   if (!job_plugins.ok()) {
     return absl::FailedPreconditionError(
         absl::StrCat("cannot load a plugin of the job: ", job_plugins.status().message()));
@@ -270,12 +269,24 @@ absl::Status Worker::Leave(const std::string& reason) {
 }
 
 absl::Status Worker::Deploy(const proto::DeployTasksRequest& req) {
-  SLUICE_ASSIGN_OR_RETURN(std::shared_ptr<const ops::OperatorRegistry> job_registry, JobRegistry(req));
+  // The job as the coordinator planned it; only the options are parsed here, by this worker's
+  // operator types, before any task exists. Every refusal is kFailedPrecondition (the job fails
+  // with the reason, no restart can help).
+  absl::StatusOr<plan::PlannedJob> planned = plan::DecodeJobPlan(req.plan());
+  if (!planned.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot deploy job ", req.job_id(), ": ", planned.status().message()));
+  }
+  SLUICE_ASSIGN_OR_RETURN(std::shared_ptr<const ops::OperatorRegistry> job_registry,
+                          JobRegistry(planned->spec));
   const ops::OperatorRegistry* registry = job_registry != nullptr ? job_registry.get() : &registry_;
-  auto spec = plan::ParseJobSpec(req.spec_yaml(), req.spec_name(), registry->catalog(), req.parallelism());
-  if (!spec.ok()) return spec.status();
-  auto job = std::make_shared<const plan::JobSpec>(std::move(*spec));
-  auto graph = std::make_shared<const plan::JobGraph>(plan::BuildJobGraph(*job));
+  absl::Status options = plan::ParsePlannedOptions(registry->catalog(), &planned->spec);
+  if (!options.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot deploy job ", req.job_id(), ": ", options.message()));
+  }
+  auto job = std::make_shared<const plan::JobSpec>(std::move(planned->spec));
+  auto graph = std::make_shared<const plan::JobGraph>(std::move(planned->graph));
   std::vector<std::vector<std::string>> placement(graph->vertices.size());
   for (const auto& p : req.placement()) {
     if (p.vertex() < 0 || p.vertex() >= static_cast<int>(placement.size()) ||

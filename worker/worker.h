@@ -77,12 +77,16 @@ class Worker {
     bool started = false;
   };
 
+  // Builds the tasks of req.plan() (plan/plan_codec.h) that req.tasks names; nothing runs
+  // yet. A plan this worker cannot run (newer format, inconsistent, an unknown operator type,
+  // options its type refuses, a plugin that does not load) is kFailedPrecondition with the
+  // operator and the reason.
   absl::Status Deploy(const proto::DeployTasksRequest& req);
   // For a job naming plugins: loads them and returns a registry with its types added to the
   // built-ins and --plugin-dir's; null when the job names none. A plugin that cannot be loaded
   // is kFailedPrecondition with the loader's reason and the job file position.
   absl::StatusOr<std::shared_ptr<const ops::OperatorRegistry>> JobRegistry(
-      const proto::DeployTasksRequest& req) const;
+      const plan::JobSpec& job) const;
   absl::Status Checkpoint(const proto::CheckpointTrigger& req, bool complete);
   void SendAck(proto::CheckpointAck ack);
   absl::Status StartJob(const std::string& job_id);
