@@ -1,0 +1,269 @@
+#include "operators/nexmark/generator.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+
+namespace sluice::nexmark {
+namespace {
+
+constexpr int kMinStringLength = 3;
+constexpr int64_t kPersonIdLead = 10;
+constexpr int64_t kAuctionIdLead = 10;
+constexpr int64_t kHotAuctionRatio = 100;
+constexpr int64_t kHotBidderRatio = 100;
+constexpr int64_t kHotSellerRatio = 100;
+constexpr int kNumCategories = 5;
+
+constexpr absl::string_view kUsStates[] = {"AZ", "CA", "ID", "OR", "WA", "WY"};
+constexpr absl::string_view kUsCities[] = {"Phoenix", "Los Angeles", "San Francisco", "Boise",
+                                           "Portland", "Bend", "Redmond", "Seattle", "Kent",
+                                           "Cheyenne"};
+constexpr absl::string_view kFirstNames[] = {"Peter", "Paul",  "Luke",  "John",   "Saul",  "Vicky",
+                                             "Kate",  "Julie", "Sarah", "Deiter", "Walter"};
+constexpr absl::string_view kLastNames[] = {"Shultz", "Abrams", "Spencer", "White", "Bartels",
+                                            "Walton", "Smith",  "Jones",   "Noris"};
+constexpr absl::string_view kHotChannelNames[] = {"Google", "Facebook", "Baidu", "Apple"};
+
+template <typename T, size_t N>
+constexpr int Size(const T (&)[N]) {
+  return static_cast<int>(N);
+}
+
+// Beam's LongGenerator.nextLong: uniform in [0, n) for n below 2^31 - 1.
+int64_t NextLong(JavaRandom& r, int64_t n) {
+  if (n < 0x7fffffff) return r.NextInt(static_cast<int32_t>(n));
+  return std::llabs(r.NextLong() % n);
+}
+
+// Beam's PriceGenerator.nextPrice: cents, log-uniform over $1..$1M. The draw is always made;
+// pow only when the value is wanted.
+int64_t NextPrice(JavaRandom& r, bool wanted) {
+  const double d = r.NextDouble();
+  if (!wanted) return 0;
+  return static_cast<int64_t>(std::floor(std::pow(10.0, d * 6.0) * 100.0 + 0.5));
+}
+
+// Beam's StringsGenerator.nextString: 3 + nextInt(max - 3) characters, each `special` with
+// probability 1/13 else a lowercase letter, then trimmed of spaces (Java's trim()). Writes it
+// to `*out` when not null; returns its trimmed length either way.
+int NextString(JavaRandom& r, int max_length, char special, std::string* out) {
+  int len = kMinStringLength + r.NextInt(max_length - kMinStringLength);
+  char buf[128];
+  for (int i = 0; i < len; ++i) {
+    buf[i] = r.NextInt(13) == 0 ? special : static_cast<char>('a' + r.NextInt(26));
+  }
+  int begin = 0, end = len;
+  while (begin < end && buf[begin] <= ' ') ++begin;
+  while (end > begin && buf[end - 1] <= ' ') --end;
+  if (out != nullptr) out->assign(buf + begin, end - begin);
+  return end - begin;
+}
+
+// Beam's nextExactString: 6 characters per nextInt(), 'a' + rnd % 26 with Java's signed
+// remainder (so characters 'H'..'z').
+void NextExactString(JavaRandom& r, int length, std::string* out) {
+  out->resize(length);
+  char* p = out->data();
+  while (length > 0) {
+    int32_t rnd = r.NextInt();
+    const int n = std::min(length, 6);
+    for (int i = 0; i < n; ++i) {
+      p[i] = static_cast<char>('a' + rnd % 26);
+      rnd /= 26;
+    }
+    p += n;
+    length -= n;
+  }
+}
+
+// Beam's nextExtra: padding so that current_size + its length averages `average_size`.
+void NextExtra(JavaRandom& r, int current_size, int average_size, std::string* out) {
+  if (current_size > average_size) {
+    out->clear();
+    return;
+  }
+  average_size -= current_size;
+  const int delta = static_cast<int>(std::floor(average_size * 0.2 + 0.5));
+  const int min_size = average_size - delta;
+  const int size = min_size + (delta == 0 ? 0 : r.NextInt(2 * delta));
+  NextExactString(r, size, out);
+}
+
+int64_t NextBase0PersonId(int64_t event_id, JavaRandom& r, const GeneratorConfig& c) {
+  const int64_t num_people = LastBase0PersonId(event_id) + 1;
+  const int64_t active = std::min<int64_t>(num_people, c.num_active_people);
+  const int64_t n = NextLong(r, active + kPersonIdLead);
+  return num_people - active + n;
+}
+
+int64_t NextBase0AuctionId(int64_t event_id, JavaRandom& r, const GeneratorConfig& c) {
+  const int64_t max_auction = LastBase0AuctionId(event_id);
+  const int64_t min_auction = std::max<int64_t>(max_auction - c.num_in_flight_auctions, 0);
+  return min_auction + NextLong(r, max_auction - min_auction + 1 + kAuctionIdLead);
+}
+
+// "https://www.nexmark.com/xxx/xxx/xxx/item.htm?query=1" (nexmark-flink's getBaseUrl), from `r`.
+std::string BaseUrl(JavaRandom& r) {
+  std::string a, b, c;
+  NextString(r, 5, '_', &a);
+  NextString(r, 5, '_', &b);
+  NextString(r, 5, '_', &c);
+  return absl::StrCat("https://www.nexmark.com/", a, "/", b, "/", c, "/item.htm?query=1");
+}
+
+int32_t ReverseBits(int32_t v) {
+  uint32_t x = static_cast<uint32_t>(v), y = 0;
+  for (int i = 0; i < 32; ++i) {
+    y = (y << 1) | (x & 1);
+    x >>= 1;
+  }
+  return static_cast<int32_t>(y);
+}
+
+}  // namespace
+
+int64_t LastBase0PersonId(int64_t event_id) {
+  const int64_t epoch = event_id / kTotalProportion;
+  int64_t offset = event_id % kTotalProportion;
+  if (offset >= kPersonProportion) offset = kPersonProportion - 1;
+  return epoch * kPersonProportion + offset;
+}
+
+int64_t LastBase0AuctionId(int64_t event_id) {
+  int64_t epoch = event_id / kTotalProportion;
+  int64_t offset = event_id % kTotalProportion;
+  if (offset < kPersonProportion) {
+    --epoch;
+    offset = kAuctionProportion - 1;
+  } else if (offset >= kPersonProportion + kAuctionProportion) {
+    offset = kAuctionProportion - 1;
+  } else {
+    offset -= kPersonProportion;
+  }
+  return epoch * kAuctionProportion + offset;
+}
+
+Generator::Generator(GeneratorConfig config)
+    : config_(config), inter_event_delay_us_(1e6 / config.event_rate) {
+  channel_names_.reserve(kHotChannels + kChannels);
+  channel_urls_.reserve(kHotChannels + kChannels);
+  // nexmark-flink draws these URLs from unseeded Randoms; ours are seeded by the channel's
+  // index (hot channels by -1 - i), so every process has the same table.
+  for (int i = 0; i < kHotChannels; ++i) {
+    JavaRandom r(-1 - i);
+    channel_names_.emplace_back(kHotChannelNames[i]);
+    channel_urls_.push_back(BaseUrl(r));
+  }
+  for (int c = 0; c < kChannels; ++c) {
+    JavaRandom r(c);
+    channel_names_.push_back(absl::StrCat("channel-", c));
+    std::string url = BaseUrl(r);
+    if (r.NextInt(10) > 0) absl::StrAppend(&url, "&channel_id=", std::abs(ReverseBits(c)));
+    channel_urls_.push_back(std::move(url));
+  }
+}
+
+void Generator::MakePerson(int64_t event_id, uint32_t fields, Person* out) const {
+  JavaRandom r(event_id);
+  out->id = LastBase0PersonId(event_id) + kFirstPersonId;
+  out->date_time = TimestampOf(event_id);
+  const bool extra = (fields & kPersonExtra) != 0;
+  const absl::string_view first = kFirstNames[r.NextInt(Size(kFirstNames))];
+  const absl::string_view last = kLastNames[r.NextInt(Size(kLastNames))];
+  if (fields & kPersonName) {
+    out->name.clear();
+    absl::StrAppend(&out->name, first, " ", last);
+  }
+  // Email: nextString(7) "@" nextString(5) ".com".
+  std::string* email = (fields & kPersonEmail) ? &out->email_address : nullptr;
+  std::string host;
+  const int user_len = NextString(r, 7, ' ', email);
+  const int host_len = NextString(r, 5, ' ', email != nullptr ? &host : nullptr);
+  if (email != nullptr) absl::StrAppend(email, "@", host, ".com");
+  if (fields & kPersonCreditCard) out->credit_card.clear();
+  for (int i = 0; i < 4; ++i) {
+    const int32_t group = r.NextInt(10000);
+    if (fields & kPersonCreditCard) {
+      char buf[6];
+      int n = 0;
+      if (i > 0) buf[n++] = ' ';
+      buf[n++] = static_cast<char>('0' + group / 1000);
+      buf[n++] = static_cast<char>('0' + group / 100 % 10);
+      buf[n++] = static_cast<char>('0' + group / 10 % 10);
+      buf[n++] = static_cast<char>('0' + group % 10);
+      out->credit_card.append(buf, n);
+    }
+  }
+  out->city = kUsCities[r.NextInt(Size(kUsCities))];
+  out->state = kUsStates[r.NextInt(Size(kUsStates))];
+  if (!extra) return;
+  const int name_len = static_cast<int>(first.size() + 1 + last.size());
+  const int email_len = user_len + 1 + host_len + 4;
+  const int current = 8 + name_len + email_len + 19 + static_cast<int>(out->city.size()) +
+                      static_cast<int>(out->state.size());
+  NextExtra(r, current, config_.avg_person_byte_size, &out->extra);
+}
+
+void Generator::MakeAuction(int64_t event_id, uint32_t fields, Auction* out) const {
+  JavaRandom r(event_id);
+  out->id = LastBase0AuctionId(event_id) + kFirstAuctionId;
+  const int64_t ts = TimestampOf(event_id);
+  out->date_time = ts;
+  int64_t seller;
+  if (r.NextInt(config_.hot_sellers_ratio) > 0) {
+    seller = (LastBase0PersonId(event_id) / kHotSellerRatio) * kHotSellerRatio;
+  } else {
+    seller = NextBase0PersonId(event_id, r, config_);
+  }
+  out->seller = seller + kFirstPersonId;
+  out->category = kFirstCategoryId + r.NextInt(kNumCategories);
+  const bool reserve = (fields & kAuctionReserve) != 0;
+  out->initial_bid = NextPrice(r, (fields & kAuctionInitialBid) != 0 || reserve);
+  // Auction length: on average the time until num_in_flight_auctions more auctions exist.
+  const int64_t events_for_auctions =
+      (static_cast<int64_t>(config_.num_in_flight_auctions) * kTotalProportion) / kAuctionProportion;
+  const int64_t horizon_ms = TimestampOf(event_id + events_for_auctions) - ts;
+  out->expires = ts + 1 + NextLong(r, std::max<int64_t>(horizon_ms * 2, 1));
+  const bool extra = (fields & kAuctionExtra) != 0;
+  const int name_len = NextString(r, 20, ' ', (fields & kAuctionItemName) ? &out->item_name : nullptr);
+  const int desc_len = NextString(r, 100, ' ', (fields & kAuctionDescription) ? &out->description : nullptr);
+  const int64_t second_price = NextPrice(r, reserve);
+  if (reserve) out->reserve = out->initial_bid + second_price;
+  if (!extra) return;
+  NextExtra(r, 8 + name_len + desc_len + 8 + 8 + 8 + 8 + 8, config_.avg_auction_byte_size, &out->extra);
+}
+
+void Generator::MakeBid(int64_t event_id, uint32_t fields, Bid* out) const {
+  JavaRandom r(event_id);
+  if (r.NextInt(config_.hot_auction_ratio) > 0) {
+    out->auction = (LastBase0AuctionId(event_id) / kHotAuctionRatio) * kHotAuctionRatio;
+  } else {
+    out->auction = NextBase0AuctionId(event_id, r, config_);
+  }
+  out->auction += kFirstAuctionId;
+  if (r.NextInt(config_.hot_bidders_ratio) > 0) {
+    out->bidder = (LastBase0PersonId(event_id) / kHotBidderRatio) * kHotBidderRatio + 1;
+  } else {
+    out->bidder = NextBase0PersonId(event_id, r, config_);
+  }
+  out->bidder += kFirstPersonId;
+  out->date_time = TimestampOf(event_id);
+  const uint32_t after_price = kBidChannel | kBidUrl | kBidExtra;
+  if ((fields & (kBidPrice | after_price)) == 0) return;
+  out->price = NextPrice(r, (fields & kBidPrice) != 0);
+  if ((fields & after_price) == 0) return;
+  int channel;
+  if (r.NextInt(2) > 0) {
+    channel = r.NextInt(kHotChannels);
+  } else {
+    channel = kHotChannels + r.NextInt(kChannels);
+  }
+  out->channel = channel_names_[channel];
+  out->url = channel_urls_[channel];
+  if (fields & kBidExtra) NextExtra(r, 8 + 8 + 8 + 8, config_.avg_bid_byte_size, &out->extra);
+}
+
+}  // namespace sluice::nexmark
