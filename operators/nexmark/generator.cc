@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 
@@ -62,21 +63,72 @@ int NextString(JavaRandom& r, int max_length, char special, std::string* out) {
   return end - begin;
 }
 
-// Beam's nextExactString: 6 characters per nextInt(), 'a' + rnd % 26 with Java's signed
-// remainder (so characters 'H'..'z').
+// Jumping ahead k steps of the LCG: state_k = (a[k] * state + c[k]) mod 2^48, so the draws of
+// a padding string are computed independently of each other instead of in one serial chain.
+struct LcgJumps {
+  static constexpr int kMax = 128;
+  uint64_t a[kMax + 1];
+  uint64_t c[kMax + 1];
+  LcgJumps() {
+    a[0] = 1;
+    c[0] = 0;
+    for (int k = 0; k < kMax; ++k) {
+      a[k + 1] = (a[k] * JavaRandom::kMultiplier) & JavaRandom::kMask;
+      c[k + 1] = (c[k] * JavaRandom::kMultiplier + JavaRandom::kAddend) & JavaRandom::kMask;
+    }
+  }
+};
+const LcgJumps kJumps;
+
+// Two characters of Beam's padding per value v in (-676, 676): 'a' + v % 26 and
+// 'a' + v / 26 % 26 (Java's truncating division, so characters 'H'..'z').
+struct CharPairs {
+  char pair[2 * 676 - 1][2];
+  CharPairs() {
+    for (int v = -675; v <= 675; ++v) {
+      pair[v + 675][0] = static_cast<char>('a' + v % 26);
+      pair[v + 675][1] = static_cast<char>('a' + v / 26 % 26);
+    }
+  }
+};
+const CharPairs kCharPairs;
+
+// Beam's nextExactString: 6 characters per nextInt(), 'a' + rnd % 26 then rnd /= 26. Truncating
+// divisions compose and keep the sign, so the 6 characters are the pairs of rnd % 676,
+// rnd / 676 % 676 and rnd / 676^2 % 676: three independent lookups instead of a chain of six
+// divisions. The draws themselves come from jumps ahead of one state, not a serial chain.
 void NextExactString(JavaRandom& r, int length, std::string* out) {
   out->resize(length);
   char* p = out->data();
+  const uint64_t s0 = r.state();
+  uint64_t s = s0;
+  int group = 0;
   while (length > 0) {
-    int32_t rnd = r.NextInt();
-    const int n = std::min(length, 6);
-    for (int i = 0; i < n; ++i) {
-      p[i] = static_cast<char>('a' + rnd % 26);
-      rnd /= 26;
+    ++group;
+    if (group <= LcgJumps::kMax) {
+      s = (kJumps.a[group] * s0 + kJumps.c[group]) & JavaRandom::kMask;
+    } else {
+      s = (s * JavaRandom::kMultiplier + JavaRandom::kAddend) & JavaRandom::kMask;
     }
-    p += n;
-    length -= n;
+    const int32_t rnd = static_cast<int32_t>(static_cast<int64_t>(s) >> 16);
+    const int32_t q1 = rnd / 676;
+    const int32_t q2 = q1 / 676;
+    if (length >= 6) {
+      std::memcpy(p, kCharPairs.pair[rnd % 676 + 675], 2);
+      std::memcpy(p + 2, kCharPairs.pair[q1 % 676 + 675], 2);
+      std::memcpy(p + 4, kCharPairs.pair[q2 % 676 + 675], 2);
+      p += 6;
+      length -= 6;
+      continue;
+    }
+    char six[6];
+    std::memcpy(six, kCharPairs.pair[rnd % 676 + 675], 2);
+    std::memcpy(six + 2, kCharPairs.pair[q1 % 676 + 675], 2);
+    std::memcpy(six + 4, kCharPairs.pair[q2 % 676 + 675], 2);
+    std::memcpy(p, six, length);
+    length = 0;
   }
+  r.set_state(s);
 }
 
 // Beam's nextExtra: padding so that current_size + its length averages `average_size`.

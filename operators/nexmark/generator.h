@@ -33,7 +33,7 @@ class JavaRandom {
   explicit JavaRandom(int64_t seed) : seed_((static_cast<uint64_t>(seed) ^ kMultiplier) & kMask) {}
 
   int32_t Next(int bits) {
-    seed_ = (seed_ * kMultiplier + 0xB) & kMask;
+    seed_ = (seed_ * kMultiplier + kAddend) & kMask;
     return static_cast<int32_t>(static_cast<int64_t>(seed_) >> (48 - bits));
   }
   int32_t NextInt() { return Next(32); }
@@ -56,6 +56,13 @@ class JavaRandom {
     const int64_t lo = Next(32);
     return static_cast<int64_t>(static_cast<uint64_t>(hi) << 32) + lo;
   }
+  // The raw 48-bit state, to jump ahead several steps at once (see generator.cc).
+  uint64_t state() const { return seed_; }
+  void set_state(uint64_t state) { seed_ = state; }
+  static constexpr uint64_t kMultiplier = 0x5DEECE66DULL;
+  static constexpr uint64_t kAddend = 0xB;
+  static constexpr uint64_t kMask = (1ULL << 48) - 1;
+
   double NextDouble() {
     const int64_t hi = Next(26);
     const int64_t lo = Next(27);
@@ -63,8 +70,6 @@ class JavaRandom {
   }
 
  private:
-  static constexpr uint64_t kMultiplier = 0x5DEECE66DULL;
-  static constexpr uint64_t kMask = (1ULL << 48) - 1;
   uint64_t seed_;
 };
 
