@@ -16,8 +16,10 @@ constexpr int64_t kTenSeconds = 10'000;
 
 Schema MakeSchema(std::vector<Field> fields) { return Schema(std::move(fields)); }
 
-// q0: every bid as (auction, bidder, price, dateTime, extra).
-void Q0(const Generator& g, int64_t events, Emit emit) {
+// q0: every bid as (auction, bidder, price, dateTime, extra). q1 (kEuros): the same with the
+// price in euros, price * 0.908 (a double).
+template <bool kEuros>
+void BidsWithPadding(const Generator& g, int64_t events, Emit emit) {
   Bid b;
   Record row(5);
   for (int64_t id = 0; id < events; ++id) {
@@ -27,24 +29,11 @@ void Q0(const Generator& g, int64_t events, Emit emit) {
     b.extra.swap(row[4].s);
     row.SetInt(0, b.auction);
     row.SetInt(1, b.bidder);
-    row.SetInt(2, b.price);
-    row.SetInt(3, b.date_time);
-    emit(row);
-  }
-}
-
-// q1: q0 with the price in euros: price * 0.908 (a double).
-void Q1(const Generator& g, int64_t events, Emit emit) {
-  Bid b;
-  Record row(5);
-  for (int64_t id = 0; id < events; ++id) {
-    if (KindOf(id) != EventKind::kBid) continue;
-    b.extra.swap(row[4].s);
-    g.MakeBid(id, kBidAuction | kBidBidder | kBidPrice | kBidDateTime | kBidExtra, &b);
-    b.extra.swap(row[4].s);
-    row.SetInt(0, b.auction);
-    row.SetInt(1, b.bidder);
-    row.SetDouble(2, static_cast<double>(b.price) * 0.908);
+    if (kEuros) {
+      row.SetDouble(2, static_cast<double>(b.price) * 0.908);
+    } else {
+      row.SetInt(2, b.price);
+    }
     row.SetInt(3, b.date_time);
     emit(row);
   }
@@ -349,8 +338,8 @@ const std::vector<Entry>& Entries() {
     const FieldType i = FieldType::kInt64, d = FieldType::kDouble, s = FieldType::kString,
                     t = FieldType::kTimestamp;
     return new std::vector<Entry>{
-        {{"q0", MakeSchema({{"auction", i}, {"bidder", i}, {"price", i}, {"dateTime", t}, {"extra", s}})}, &Q0},
-        {{"q1", MakeSchema({{"auction", i}, {"bidder", i}, {"price", d}, {"dateTime", t}, {"extra", s}})}, &Q1},
+        {{"q0", MakeSchema({{"auction", i}, {"bidder", i}, {"price", i}, {"dateTime", t}, {"extra", s}})}, &BidsWithPadding<false>},
+        {{"q1", MakeSchema({{"auction", i}, {"bidder", i}, {"price", d}, {"dateTime", t}, {"extra", s}})}, &BidsWithPadding<true>},
         {{"q2", MakeSchema({{"auction", i}, {"price", i}})}, &Q2},
         {{"q3", MakeSchema({{"name", s}, {"city", s}, {"state", s}, {"id", i}})}, &Q3},
         {{"q4", MakeSchema({{"category", i}, {"avg", d}})}, &Q4},

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "operators/internal/builtins.h"
+#include "operators/internal/source_pacing.h"
 #include "operators/nexmark/generator.h"
 #include "operators/nexmark/nexmark_options.h"
 #include "operators/watermark_generator.h"
@@ -53,7 +54,6 @@ class NexmarkSource final : public SourceOperator {
     generator_ = std::make_unique<nexmark::Generator>(config);
     range_ = RangeOf(options_->emit);
     events_ = options_->events;
-    nanos_per_record_ = options_->rate > 0 ? 1e9 * ctx.parallelism / options_->rate : 0;
     out_.Resize(options_->fields.size());
     extra_slot_ = -1;
     const int extra_index = static_cast<int>(NexmarkFields(options_->emit).size()) - 1;
@@ -73,6 +73,7 @@ class NexmarkSource final : public SourceOperator {
       splits_.push_back(Split{ctx.subtask, ctx.parallelism, ctx.subtask * nexmark::kTotalProportion + range_.lo});
     }
     start_nanos_ = ctx.clock->NowNanos();
+    pacer_ = SourcePacer(options_->rate, ctx.parallelism, start_nanos_);
     watermarks_ = std::make_unique<SplitWatermarks>(options_->max_out_of_orderness_ms, 0);
     watermarks_->AddSplit(start_nanos_);
     watermark_interval_nanos_ = (ctx.job != nullptr ? ctx.job->watermark_interval_ms : 200) * 1'000'000;
@@ -89,22 +90,11 @@ class NexmarkSource final : public SourceOperator {
       }
     }
     for (int n = 0; n < max_records; ++n) {
-      // Next split with events left, round-robin.
-      size_t tried = 0;
-      while (tried < splits_.size() && events_ >= 0 && splits_[current_].next >= events_) {
-        current_ = (current_ + 1) % splits_.size();
-        ++tried;
-      }
-      if (splits_.empty() || tried == splits_.size()) return State::kEnd;
-      if (nanos_per_record_ > 0) {
-        int64_t due = start_nanos_ + static_cast<int64_t>(emitted_ * nanos_per_record_);
-        const int64_t now = ctx_.clock->NowNanos();
-        if (now - due > kMaxLagNanos) {
-          // Held back (backpressure): do not burst to catch up, resume the rate from here.
-          start_nanos_ += now - due - kMaxLagNanos;
-          due = now - kMaxLagNanos;
-        }
-        if (due > now) {
+      if (!NextSplitWithRecords(splits_, events_, &current_)) return State::kEnd;
+      if (pacer_.limited()) {
+        int64_t due = 0;
+        if (!pacer_.Ready(emitted_, ctx_.clock->NowNanos(), &due)) {
+          // Wake for the next record or the next watermark, whichever is first.
           *wake_at_nanos = std::min(due, next_watermark_nanos_);
           return State::kWait;
         }
@@ -143,7 +133,6 @@ class NexmarkSource final : public SourceOperator {
     int64_t next;    // the next event id to emit
   };
   static constexpr char kStateVersion = 1;
-  static constexpr int64_t kMaxLagNanos = 100'000'000;
 
   // Generates event `id` into out_ (the projected fields); returns its dateTime.
   int64_t Generate(int64_t id) {
@@ -212,7 +201,7 @@ class NexmarkSource final : public SourceOperator {
   std::unique_ptr<nexmark::Generator> generator_;
   KindRange range_{0, 0};
   int64_t events_ = -1;
-  double nanos_per_record_ = 0;
+  SourcePacer pacer_;
   int64_t start_nanos_ = 0;
   int64_t emitted_ = 0;
   std::vector<Split> splits_;

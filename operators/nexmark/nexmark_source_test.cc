@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
+#include "common/status.h"
 #include "common/status_matchers.h"
 #include "common/watermark.h"
 #include "gmock/gmock.h"
@@ -49,11 +50,10 @@ class NexmarkSourceTest : public ::testing::Test {
   }
 
   // Opens the source as subtask `subtask` of `parallelism`, restored from `state` if given.
-  std::unique_ptr<SourceOperator> Open(int subtask, int parallelism, Collector* out,
-                                       const std::vector<std::string>* state = nullptr) {
+  absl::StatusOr<std::unique_ptr<SourceOperator>> TryOpen(int subtask, int parallelism, Collector* out,
+                                                          const std::vector<std::string>* state) {
     const plan::OperatorSpec& spec = job_.operators.front();
-    auto op = registry_.Create(spec);
-    EXPECT_OK(op);
+    SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<Operator> op, registry_.Create(spec));
     OperatorContext ctx;
     ctx.job = &job_;
     ctx.spec = &spec;
@@ -65,8 +65,14 @@ class NexmarkSourceTest : public ::testing::Test {
       ctx.restored = true;
       ctx.restored_state = *state;
     }
-    EXPECT_OK((*op)->Open(ctx, out));
-    return std::unique_ptr<SourceOperator>(dynamic_cast<SourceOperator*>(op->release()));
+    SLUICE_RETURN_IF_ERROR(op->Open(ctx, out));
+    return std::unique_ptr<SourceOperator>(dynamic_cast<SourceOperator*>(op.release()));
+  }
+  std::unique_ptr<SourceOperator> Open(int subtask, int parallelism, Collector* out,
+                                       const std::vector<std::string>* state = nullptr) {
+    auto source = TryOpen(subtask, parallelism, out, state);
+    EXPECT_OK(source);
+    return source.ok() ? std::move(*source) : nullptr;
   }
 
   // Polls until the source ends or `limit` records came out.
@@ -202,18 +208,9 @@ TEST_F(NexmarkSourceTest, RestoresAndRescalesFromSplitPositions) {
 
 TEST_F(NexmarkSourceTest, CorruptStateIsRefused) {
   ASSERT_OK(Load(kBids));
-  const plan::OperatorSpec& spec = job_.operators.front();
-  auto op = registry_.Create(spec);
-  ASSERT_OK(op);
-  OperatorContext ctx;
-  ctx.job = &job_;
-  ctx.spec = &spec;
-  ctx.clock = &clock_;
-  ctx.task_name = "job-1/src#0";
-  ctx.restored = true;
-  ctx.restored_state = {"short"};
+  const std::vector<std::string> state = {"short"};
   Collector out;
-  EXPECT_THAT((*op)->Open(ctx, &out),
+  EXPECT_THAT(TryOpen(0, 1, &out, &state),
               StatusIs(absl::StatusCode::kDataLoss, HasSubstr("corrupt nexmark split state of job-1/src#0")));
 }
 
