@@ -230,6 +230,24 @@ TEST_F(NexmarkSourceTest, WatermarksTrailDateTimeByFourSeconds) {
   EXPECT_EQ(out.records.size(), 18400u);
 }
 
+TEST_F(NexmarkSourceTest, RateIsSharedBySubtasksAndUnboundedNeverEnds) {
+  // 100 bids/s for the source, 2 subtasks: one bid every 20 ms each.
+  ASSERT_OK(Load("{id: src, type: nexmark, emit: bid, rate: 100, fields: [auction]}"));
+  Collector out;
+  auto src = Open(1, 2, &out);
+  int64_t wake = 0;
+  auto state = src->Poll(10, &wake);
+  ASSERT_OK(state);
+  EXPECT_EQ(*state, SourceOperator::State::kWait);
+  EXPECT_EQ(out.records.size(), 1u);
+  EXPECT_EQ(wake, clock_.NowNanos() + 20'000'000);
+  clock_.AdvanceNanos(60'000'000);  // 60 ms later: the bids due at 20, 40 and 60 ms
+  state = src->Poll(100, &wake);
+  ASSERT_OK(state);
+  EXPECT_EQ(*state, SourceOperator::State::kWait);
+  EXPECT_EQ(out.records.size(), 4u);
+}
+
 TEST_F(NexmarkSourceTest, BadOptionsAreRefusedWithPositions) {
   EXPECT_THAT(Load("{id: src, type: nexmark, emit: bids}"),
               StatusIs(absl::StatusCode::kInvalidArgument,
