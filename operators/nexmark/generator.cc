@@ -39,12 +39,16 @@ int64_t NextLong(JavaRandom& r, int64_t n) {
   return std::llabs(r.NextLong() % n);
 }
 
-// Beam's PriceGenerator.nextPrice: cents, log-uniform over $1..$1M. The draw is always made;
-// pow only when the value is wanted.
+// Beam's PriceGenerator.nextPrice: round(10^(6 d) * 100) cents, log-uniform over $1..$1M. The
+// draw is always made; the value only when it is wanted. 10^x is computed as exp(x ln 10): a
+// third of pow()'s cost here (9 against 26 ns), and after rounding to cents it agreed with
+// pow(10, x) on all of 20M draws tried (their difference, a few ulps, decides a cent only when
+// the price falls within ~1e-7 of a half cent).
 int64_t NextPrice(JavaRandom& r, bool wanted) {
   const double d = r.NextDouble();
   if (!wanted) return 0;
-  return static_cast<int64_t>(std::floor(std::pow(10.0, d * 6.0) * 100.0 + 0.5));
+  constexpr double kLn10 = 2.302585092994046;
+  return static_cast<int64_t>(std::floor(std::exp(d * 6.0 * kLn10) * 100.0 + 0.5));
 }
 
 // Beam's StringsGenerator.nextString: 3 + nextInt(max - 3) characters, each `special` with

@@ -19,7 +19,7 @@ namespace sluice::nexmark {
 // table made once per Generator (deterministic, unlike nexmark-flink's unseeded ones); the
 // bidder gets FIRST_PERSON_ID added once (nexmark-flink adds it twice).
 //
-// Cost: a bid is ~10 LCG steps, one pow() (for the price) and, when asked for, its padding
+// Cost: a bid is ~10 LCG steps, one exp() (for the price) and, when asked for, its padding
 // `extra` (~68 characters). Callers ask only for the fields they read (a field mask): the
 // random draws are always made in the same order, but values nobody reads are not computed
 // and strings nobody reads are not written.

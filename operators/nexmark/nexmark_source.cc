@@ -53,11 +53,14 @@ class NexmarkSource final : public SourceOperator {
     config.event_rate = options_->event_rate;
     generator_ = std::make_unique<nexmark::Generator>(config);
     range_ = RangeOf(options_->emit);
+    emit_ = options_->emit;
+    mask_ = options_->field_mask;
+    fields_ = options_->fields;
     events_ = options_->events;
     out_.Resize(options_->fields.size());
     extra_slot_ = -1;
     const int extra_index = static_cast<int>(NexmarkFields(options_->emit).size()) - 1;
-    for (size_t j = 0; j < options_->fields.size(); ++j) {
+    for (size_t j = 0; j < fields_.size(); ++j) {
       if (options_->fields[j] == extra_index) extra_slot_ = static_cast<int>(j);
     }
     if (ctx.restored) {
@@ -136,16 +139,16 @@ class NexmarkSource final : public SourceOperator {
 
   // Generates event `id` into out_ (the projected fields); returns its dateTime.
   int64_t Generate(int64_t id) {
-    const uint32_t mask = options_->field_mask;
+    const uint32_t mask = mask_;
     // The padding is generated straight into the output record's string.
     std::string* extra_out = extra_slot_ >= 0 ? &out_[extra_slot_].s : nullptr;
-    switch (options_->emit) {
+    switch (emit_) {
       case EventKind::kBid: {
         if (extra_out != nullptr) bid_.extra.swap(*extra_out);
         generator_->MakeBid(id, mask, &bid_);
         if (extra_out != nullptr) bid_.extra.swap(*extra_out);
-        for (size_t j = 0; j < options_->fields.size(); ++j) {
-          switch (options_->fields[j]) {
+        for (size_t j = 0; j < fields_.size(); ++j) {
+          switch (fields_[j]) {
             case 0: out_.SetInt(j, bid_.auction); break;
             case 1: out_.SetInt(j, bid_.bidder); break;
             case 2: out_.SetInt(j, bid_.price); break;
@@ -161,8 +164,8 @@ class NexmarkSource final : public SourceOperator {
         if (extra_out != nullptr) auction_.extra.swap(*extra_out);
         generator_->MakeAuction(id, mask, &auction_);
         if (extra_out != nullptr) auction_.extra.swap(*extra_out);
-        for (size_t j = 0; j < options_->fields.size(); ++j) {
-          switch (options_->fields[j]) {
+        for (size_t j = 0; j < fields_.size(); ++j) {
+          switch (fields_[j]) {
             case 0: out_.SetInt(j, auction_.id); break;
             case 1: out_.SetString(j, auction_.item_name); break;
             case 2: out_.SetString(j, auction_.description); break;
@@ -182,8 +185,8 @@ class NexmarkSource final : public SourceOperator {
     if (extra_out != nullptr) person_.extra.swap(*extra_out);
     generator_->MakePerson(id, mask, &person_);
     if (extra_out != nullptr) person_.extra.swap(*extra_out);
-    for (size_t j = 0; j < options_->fields.size(); ++j) {
-      switch (options_->fields[j]) {
+    for (size_t j = 0; j < fields_.size(); ++j) {
+      switch (fields_[j]) {
         case 0: out_.SetInt(j, person_.id); break;
         case 1: out_.SetString(j, person_.name); break;
         case 2: out_.SetString(j, person_.email_address); break;
@@ -198,6 +201,10 @@ class NexmarkSource final : public SourceOperator {
   }
 
   const NexmarkOptions* options_ = nullptr;
+  // Copies of the options read per event, kept beside the rest of the hot state.
+  EventKind emit_ = EventKind::kBid;
+  uint32_t mask_ = 0;
+  std::vector<int> fields_;
   std::unique_ptr<nexmark::Generator> generator_;
   KindRange range_{0, 0};
   int64_t events_ = -1;
