@@ -181,6 +181,12 @@ int32_t ReverseBits(int32_t v) {
 
 }  // namespace
 
+std::string ExactStringForTest(JavaRandom& r, int length) {
+  std::string s;
+  NextExactString(r, length, &s);
+  return s;
+}
+
 int64_t LastBase0PersonId(int64_t event_id) {
   const int64_t epoch = event_id / kTotalProportion;
   int64_t offset = event_id % kTotalProportion;

@@ -187,4 +187,7 @@ class Generator {
   std::vector<std::string> channel_urls_;
 };
 
+// Beam's nextExactString(r, length) as the generator makes it (its padding), for tests.
+std::string ExactStringForTest(JavaRandom& r, int length);
+
 }  // namespace sluice::nexmark

@@ -23,6 +23,34 @@ TEST(JavaRandomTest, MatchesJavaUtilRandom) {
   EXPECT_DOUBLE_EQ(d.NextDouble(), 0.7275636800328681);
 }
 
+// Beam's nextExactString as written in Java, for the padding's fast path to be checked
+// against: one nextInt() per 6 characters, 'a' + rnd % 26, rnd /= 26.
+std::string ReferenceExactString(JavaRandom& r, int length) {
+  std::string s;
+  int32_t rnd = 0;
+  int n = 0;
+  while (length-- > 0) {
+    if (n == 0) {
+      rnd = r.NextInt();
+      n = 6;
+    }
+    s.push_back(static_cast<char>('a' + rnd % 26));
+    rnd /= 26;
+    --n;
+  }
+  return s;
+}
+
+TEST(GeneratorTest, PaddingEqualsBeamsCharacterByCharacterLoop) {
+  for (int64_t seed : {0LL, 1LL, 42LL, -7LL, 123456789LL, 0x7fffffffffffLL}) {
+    for (int length : {0, 1, 5, 6, 7, 68, 480, 1000}) {
+      JavaRandom fast(seed), slow(seed);
+      EXPECT_EQ(ExactStringForTest(fast, length), ReferenceExactString(slow, length)) << seed << " " << length;
+      EXPECT_EQ(fast.NextInt(), slow.NextInt()) << "the state after " << seed << " " << length;
+    }
+  }
+}
+
 TEST(GeneratorTest, KindsByIdModulo50) {
   EXPECT_EQ(KindOf(0), EventKind::kPerson);
   EXPECT_EQ(KindOf(50), EventKind::kPerson);
