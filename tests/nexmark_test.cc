@@ -1,7 +1,9 @@
 // Nexmark queries (bench/nexmark/q*.yaml) on a real cluster, checked against the hand-written
 // single-threaded loops (bench/nexmark/loops.h): each query over 100,000 events at parallelism
 // 2 across 2 workers (1 slot each), checkpoints every second, written by the exactly-once
-// file sink; the committed rows must equal the loop's rows as a multiset.
+// file sink; the committed rows must equal the loop's rows as a multiset. And q0 with a worker
+// killed after a checkpoint: the source resumes from its checkpointed positions and
+// regenerates the same events, so the output is still exactly the loop's.
 
 #include <algorithm>
 #include <chrono>
@@ -23,20 +25,33 @@ constexpr int64_t kEvents = 100'000;
 
 class NexmarkTest : public ClusterTest, public ::testing::WithParamInterface<std::string> {};
 
-// The loop's rows of `query` as the file sink writes them (JSON lines), sorted.
-std::vector<std::string> ExpectedRows(const std::string& query) {
+// The loop's rows of `query` over `events` events as the file sink writes them, sorted.
+std::vector<std::string> ExpectedRows(const std::string& query, int64_t events = kEvents) {
   const nexmark::LoopQuery* q = nexmark::FindLoopQuery(query);
   EXPECT_NE(q, nullptr) << query;
   std::vector<std::string> rows;
   if (q == nullptr) return rows;
   nexmark::Generator generator;
-  EXPECT_OK(nexmark::RunLoop(query, generator, kEvents, [&](const Record& row) {
+  EXPECT_OK(nexmark::RunLoop(query, generator, events, [&](const Record& row) {
     std::string line;
     AppendRecordJson(q->schema, row, &line);
     rows.push_back(std::move(line));
   }));
   std::sort(rows.begin(), rows.end());
   return rows;
+}
+
+// The committed rows in `dir` equal `expected` (sorted); reports the first difference.
+void ExpectRows(const std::string& dir, const std::vector<std::string>& expected) {
+  std::vector<std::string> got = ReadCommittedLines({dir});
+  std::sort(got.begin(), got.end());
+  ASSERT_FALSE(expected.empty());
+  EXPECT_EQ(got.size(), expected.size());
+  auto [g, e] = std::mismatch(got.begin(), got.end(), expected.begin(), expected.end());
+  if (g != got.end() || e != expected.end()) {
+    ADD_FAILURE() << "first difference: got " << (g == got.end() ? "(end)" : *g) << ", expected "
+                  << (e == expected.end() ? "(end)" : *e);
+  }
 }
 
 TEST_P(NexmarkTest, CommittedOutputEqualsTheLoop) {
@@ -60,17 +75,35 @@ TEST_P(NexmarkTest, CommittedOutputEqualsTheLoop) {
   }
   EXPECT_EQ(workers.size(), 2u);
 
-  std::vector<std::string> got = ReadCommittedLines({out});
-  std::sort(got.begin(), got.end());
-  const std::vector<std::string> expected = ExpectedRows(query);
-  ASSERT_FALSE(expected.empty());
-  EXPECT_EQ(got.size(), expected.size());
-  // The first difference, rather than 100,000 lines.
-  auto [g, e] = std::mismatch(got.begin(), got.end(), expected.begin(), expected.end());
-  if (g != got.end() || e != expected.end()) {
-    ADD_FAILURE() << query << ": first difference: got " << (g == got.end() ? "(end)" : *g)
-                  << ", expected " << (e == expected.end() ? "(end)" : *e);
-  }
+  ExpectRows(out, ExpectedRows(query));
+}
+
+using NexmarkRecoveryTest = ClusterTest;
+
+TEST_F(NexmarkRecoveryTest, Q0KilledWorkerReplaysTheSameEvents) {
+  StartCluster(/*workers=*/2, /*slots=*/1, /*heartbeat_timeout_ms=*/1500);
+  constexpr int64_t kKillEvents = 300'000;
+  const std::string out = dir_ + "/out";
+  auto job = nexmark::LoadJob(nexmark::DefaultJobDir(), "q0",
+                              {{"EVENTS", std::to_string(kKillEvents)},
+                               {"RATE", "100000"},  // ~3 s of bids
+                               {"SINK", absl::StrCat("type: file, path: ", out)}});
+  ASSERT_OK(job);
+  const std::string id = Submit(*job, /*parallelism=*/2);
+  ASSERT_FALSE(id.empty());
+  proto::JobInfo info = WaitUntil(id, [](const proto::JobInfo& i) {
+    for (const auto& c : i.checkpoints()) {
+      if (c.status() == "COMPLETED") return true;
+    }
+    return i.state() == proto::JOB_FINISHED || i.state() == proto::JOB_FAILED;
+  }, std::chrono::seconds(30));
+  ASSERT_EQ(info.state(), proto::JOB_RUNNING) << "no checkpoint completed while the job ran";
+  ASSERT_OK(cluster_->KillWorker(1, SIGKILL));
+  ASSERT_OK(cluster_->RestartWorker(1, -1));
+  info = WaitForEnd(id, std::chrono::seconds(120));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  EXPECT_GE(info.restarts(), 1) << "the kill did not hit the job";
+  ExpectRows(out, ExpectedRows("q0", kKillEvents));
 }
 
 INSTANTIATE_TEST_SUITE_P(Queries, NexmarkTest, ::testing::Values("q0", "q1", "q2"),
