@@ -24,9 +24,7 @@ void BidsWithPadding(const Generator& g, int64_t events, Emit emit) {
   Record row(5);
   for (int64_t id = 0; id < events; ++id) {
     if (KindOf(id) != EventKind::kBid) continue;
-    b.extra.swap(row[4].s);
-    g.MakeBid(id, kBidAuction | kBidBidder | kBidPrice | kBidDateTime | kBidExtra, &b);
-    b.extra.swap(row[4].s);
+    g.MakeBid(id, kBidAuction | kBidBidder | kBidPrice | kBidDateTime | kBidExtra, &b, &row[4].s);
     row.SetInt(0, b.auction);
     row.SetInt(1, b.bidder);
     if (kEuros) {

@@ -228,7 +228,7 @@ Generator::Generator(GeneratorConfig config)
   }
 }
 
-void Generator::MakePerson(int64_t event_id, uint32_t fields, Person* out) const {
+void Generator::MakePerson(int64_t event_id, uint32_t fields, Person* out, std::string* extra_out) const {
   JavaRandom r(event_id);
   out->id = LastBase0PersonId(event_id) + kFirstPersonId;
   out->date_time = TimestampOf(event_id);
@@ -266,10 +266,10 @@ void Generator::MakePerson(int64_t event_id, uint32_t fields, Person* out) const
   const int email_len = user_len + 1 + host_len + 4;
   const int current = 8 + name_len + email_len + 19 + static_cast<int>(out->city.size()) +
                       static_cast<int>(out->state.size());
-  NextExtra(r, current, config_.avg_person_byte_size, &out->extra);
+  NextExtra(r, current, config_.avg_person_byte_size, extra_out != nullptr ? extra_out : &out->extra);
 }
 
-void Generator::MakeAuction(int64_t event_id, uint32_t fields, Auction* out) const {
+void Generator::MakeAuction(int64_t event_id, uint32_t fields, Auction* out, std::string* extra_out) const {
   JavaRandom r(event_id);
   out->id = LastBase0AuctionId(event_id) + kFirstAuctionId;
   const int64_t ts = TimestampOf(event_id);
@@ -295,10 +295,11 @@ void Generator::MakeAuction(int64_t event_id, uint32_t fields, Auction* out) con
   const int64_t second_price = NextPrice(r, reserve);
   if (reserve) out->reserve = out->initial_bid + second_price;
   if (!extra) return;
-  NextExtra(r, 8 + name_len + desc_len + 8 + 8 + 8 + 8 + 8, config_.avg_auction_byte_size, &out->extra);
+  NextExtra(r, 8 + name_len + desc_len + 8 + 8 + 8 + 8 + 8, config_.avg_auction_byte_size,
+            extra_out != nullptr ? extra_out : &out->extra);
 }
 
-void Generator::MakeBid(int64_t event_id, uint32_t fields, Bid* out) const {
+void Generator::MakeBid(int64_t event_id, uint32_t fields, Bid* out, std::string* extra_out) const {
   JavaRandom r(event_id);
   if (r.NextInt(config_.hot_auction_ratio) > 0) {
     out->auction = (LastBase0AuctionId(event_id) / kHotAuctionRatio) * kHotAuctionRatio;
@@ -325,7 +326,9 @@ void Generator::MakeBid(int64_t event_id, uint32_t fields, Bid* out) const {
   }
   out->channel = channel_names_[channel];
   out->url = channel_urls_[channel];
-  if (fields & kBidExtra) NextExtra(r, 8 + 8 + 8 + 8, config_.avg_bid_byte_size, &out->extra);
+  if (fields & kBidExtra) {
+    NextExtra(r, 8 + 8 + 8 + 8, config_.avg_bid_byte_size, extra_out != nullptr ? extra_out : &out->extra);
+  }
 }
 
 }  // namespace sluice::nexmark

@@ -171,10 +171,12 @@ class Generator {
     return config_.base_time_ms + static_cast<int64_t>(static_cast<double>(n) * inter_event_delay_us_) / 1000;
   }
 
-  // Event `event_id` (of the kind KindOf(event_id), REQUIRED), fields in `fields` filled.
-  void MakePerson(int64_t event_id, uint32_t fields, Person* out) const;
-  void MakeAuction(int64_t event_id, uint32_t fields, Auction* out) const;
-  void MakeBid(int64_t event_id, uint32_t fields, Bid* out) const;
+  // Event `event_id` (of the kind KindOf(event_id), REQUIRED), fields in `fields` filled. The
+  // padding goes to `*extra` when given (e.g. straight into an output record), else to
+  // out->extra.
+  void MakePerson(int64_t event_id, uint32_t fields, Person* out, std::string* extra = nullptr) const;
+  void MakeAuction(int64_t event_id, uint32_t fields, Auction* out, std::string* extra = nullptr) const;
+  void MakeBid(int64_t event_id, uint32_t fields, Bid* out, std::string* extra = nullptr) const;
 
   // The channel table: 4 hot channels, then channel-0 .. channel-9999.
   static constexpr int kHotChannels = 4;

@@ -144,9 +144,7 @@ class NexmarkSource final : public SourceOperator {
     std::string* extra_out = extra_slot_ >= 0 ? &out_[extra_slot_].s : nullptr;
     switch (emit_) {
       case EventKind::kBid: {
-        if (extra_out != nullptr) bid_.extra.swap(*extra_out);
-        generator_->MakeBid(id, mask, &bid_);
-        if (extra_out != nullptr) bid_.extra.swap(*extra_out);
+        generator_->MakeBid(id, mask, &bid_, extra_out);
         for (size_t j = 0; j < fields_.size(); ++j) {
           switch (fields_[j]) {
             case 0: out_.SetInt(j, bid_.auction); break;
@@ -161,9 +159,7 @@ class NexmarkSource final : public SourceOperator {
         return bid_.date_time;
       }
       case EventKind::kAuction: {
-        if (extra_out != nullptr) auction_.extra.swap(*extra_out);
-        generator_->MakeAuction(id, mask, &auction_);
-        if (extra_out != nullptr) auction_.extra.swap(*extra_out);
+        generator_->MakeAuction(id, mask, &auction_, extra_out);
         for (size_t j = 0; j < fields_.size(); ++j) {
           switch (fields_[j]) {
             case 0: out_.SetInt(j, auction_.id); break;
@@ -182,9 +178,7 @@ class NexmarkSource final : public SourceOperator {
       }
       case EventKind::kPerson: break;
     }
-    if (extra_out != nullptr) person_.extra.swap(*extra_out);
-    generator_->MakePerson(id, mask, &person_);
-    if (extra_out != nullptr) person_.extra.swap(*extra_out);
+    generator_->MakePerson(id, mask, &person_, extra_out);
     for (size_t j = 0; j < fields_.size(); ++j) {
       switch (fields_[j]) {
         case 0: out_.SetInt(j, person_.id); break;
