@@ -1,5 +1,4 @@
 #include <algorithm>
-#include <cstring>
 #include <memory>
 #include <string>
 #include <utility>
@@ -65,11 +64,10 @@ class NexmarkSource final : public SourceOperator {
     }
     if (ctx.restored) {
       for (const std::string& entry : ctx.restored_state) {
-        if (entry.size() != 1 + sizeof(Split) || entry[0] != kStateVersion) {
+        Split split;
+        if (!DecodeSplit(entry, &split)) {
           return absl::DataLossError(absl::StrCat("corrupt nexmark split state of ", ctx.task_name));
         }
-        Split split;
-        std::memcpy(&split, entry.data() + 1, sizeof(Split));
         splits_.push_back(split);
       }
     } else {
@@ -121,11 +119,7 @@ class NexmarkSource final : public SourceOperator {
   absl::Status Finish() override { return output_->EmitWatermark(kMaxWatermark); }
 
   absl::Status SnapshotState(int64_t, std::vector<std::string>* entries) override {
-    for (const Split& split : splits_) {
-      std::string entry(1, kStateVersion);
-      entry.append(reinterpret_cast<const char*>(&split), sizeof(Split));
-      entries->push_back(std::move(entry));
-    }
+    for (const Split& split : splits_) entries->push_back(EncodeSplit(split));
     return absl::OkStatus();
   }
 
@@ -135,7 +129,33 @@ class NexmarkSource final : public SourceOperator {
     int64_t stride;  // in epochs
     int64_t next;    // the next event id to emit
   };
+  // A split's state entry: a version byte (1), then first_epoch, stride and next as 8-byte
+  // little-endian integers.
   static constexpr char kStateVersion = 1;
+  static constexpr size_t kStateSize = 1 + 3 * 8;
+  static std::string EncodeSplit(const Split& split) {
+    std::string entry(kStateSize, '\0');
+    entry[0] = kStateVersion;
+    const int64_t values[3] = {split.first_epoch, split.stride, split.next};
+    for (int v = 0; v < 3; ++v) {
+      for (int b = 0; b < 8; ++b) {
+        entry[1 + 8 * v + b] = static_cast<char>(static_cast<uint64_t>(values[v]) >> (8 * b));
+      }
+    }
+    return entry;
+  }
+  // False if `entry` is not a valid split of this version.
+  static bool DecodeSplit(const std::string& entry, Split* split) {
+    if (entry.size() != kStateSize || entry[0] != kStateVersion) return false;
+    int64_t values[3];
+    for (int v = 0; v < 3; ++v) {
+      uint64_t x = 0;
+      for (int b = 0; b < 8; ++b) x |= static_cast<uint64_t>(static_cast<uint8_t>(entry[1 + 8 * v + b])) << (8 * b);
+      values[v] = static_cast<int64_t>(x);
+    }
+    *split = Split{values[0], values[1], values[2]};
+    return split->first_epoch >= 0 && split->stride > 0 && split->next >= 0;
+  }
 
   // Generates event `id` into out_ (the projected fields); returns its dateTime.
   int64_t Generate(int64_t id) {

@@ -208,10 +208,14 @@ TEST_F(NexmarkSourceTest, RestoresAndRescalesFromSplitPositions) {
 
 TEST_F(NexmarkSourceTest, CorruptStateIsRefused) {
   ASSERT_OK(Load(kBids));
-  const std::vector<std::string> state = {"short"};
   Collector out;
-  EXPECT_THAT(TryOpen(0, 1, &out, &state),
-              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("corrupt nexmark split state of job-1/src#0")));
+  for (const std::string& entry : {std::string("short"), std::string(1, '\1') + std::string(24, '\0'),
+                                   std::string(1, '\2') + std::string(24, '\1')}) {
+    // Too short; a stride of 0; another version.
+    const std::vector<std::string> state = {entry};
+    EXPECT_THAT(TryOpen(0, 1, &out, &state),
+                StatusIs(absl::StatusCode::kDataLoss, HasSubstr("corrupt nexmark split state of job-1/src#0")));
+  }
 }
 
 TEST_F(NexmarkSourceTest, WatermarksTrailDateTimeByFourSeconds) {
