@@ -35,13 +35,13 @@ void BM_BidQ2Fields(benchmark::State& s) { BidBenchmark(s, kBidAuction | kBidPri
 void BM_BidIdsOnly(benchmark::State& s) { BidBenchmark(s, kBidAuction | kBidBidder); }
 
 // Persons (every 50th id from 0) or auctions (every 50th from 1), every field.
-template <typename Event, void (Generator::*kMake)(int64_t, uint32_t, Event*) const>
+template <typename Event, void (Generator::*kMake)(int64_t, uint32_t, Event*, std::string*) const>
 void EventBenchmark(benchmark::State& state, int64_t first_id) {
   Generator g;
   Event e;
   int64_t id = first_id;
   for (auto _ : state) {
-    (g.*kMake)(id, kAllFields, &e);
+    (g.*kMake)(id, kAllFields, &e, nullptr);
     id += kTotalProportion;
     benchmark::DoNotOptimize(e.extra.data());
   }

@@ -84,30 +84,36 @@ struct LcgJumps {
 };
 const LcgJumps kJumps;
 
-// Two characters of Beam's padding per value v in (-676, 676): 'a' + v % 26 and
-// 'a' + v / 26 % 26 (Java's truncating division, so characters 'H'..'z').
-struct CharPairs {
-  char pair[2 * 676 - 1][2];
-  CharPairs() {
-    for (int v = -675; v <= 675; ++v) {
-      pair[v + 675][0] = static_cast<char>('a' + v % 26);
-      pair[v + 675][1] = static_cast<char>('a' + v / 26 % 26);
+// Three characters of Beam's padding per value v in (-26^3, 26^3): 'a' + v % 26,
+// 'a' + v / 26 % 26 and 'a' + v / 676 % 26 (Java's truncating division, so characters
+// 'H'..'z'), padded to 4 bytes for one load and one store.
+constexpr int32_t k26Pow3 = 26 * 26 * 26;
+struct CharTriples {
+  char triple[2 * k26Pow3 - 1][4];
+  CharTriples() {
+    for (int32_t v = -(k26Pow3 - 1); v < k26Pow3; ++v) {
+      char* t = triple[v + k26Pow3 - 1];
+      t[0] = static_cast<char>('a' + v % 26);
+      t[1] = static_cast<char>('a' + v / 26 % 26);
+      t[2] = static_cast<char>('a' + v / 676 % 26);
+      t[3] = 0;
     }
   }
 };
-const CharPairs kCharPairs;
+const CharTriples* const kCharTriples = new CharTriples;
 
 // Beam's nextExactString: 6 characters per nextInt(), 'a' + rnd % 26 then rnd /= 26. Truncating
-// divisions compose and keep the sign, so the 6 characters are the pairs of rnd % 676,
-// rnd / 676 % 676 and rnd / 676^2 % 676: three independent lookups instead of a chain of six
-// divisions. The draws themselves come from jumps ahead of one state, not a serial chain.
+// divisions compose and keep the sign, so the 6 characters are the triples of rnd % 26^3 and
+// rnd / 26^3 % 26^3: two independent lookups instead of a chain of six divisions. The draws
+// themselves come from jumps ahead of one state, not a serial chain. The last group may write
+// up to 7 bytes past `length`: the string is that much longer until the end.
 void NextExactString(JavaRandom& r, int length, std::string* out) {
-  out->resize(length);
+  out->resize(length + 8);
   char* p = out->data();
   const uint64_t s0 = r.state();
   uint64_t s = s0;
   int group = 0;
-  while (length > 0) {
+  for (int left = length; left > 0; left -= 6, p += 6) {
     ++group;
     if (group <= LcgJumps::kMax) {
       s = (kJumps.a[group] * s0 + kJumps.c[group]) & JavaRandom::kMask;
@@ -115,23 +121,11 @@ void NextExactString(JavaRandom& r, int length, std::string* out) {
       s = (s * JavaRandom::kMultiplier + JavaRandom::kAddend) & JavaRandom::kMask;
     }
     const int32_t rnd = static_cast<int32_t>(static_cast<int64_t>(s) >> 16);
-    const int32_t q1 = rnd / 676;
-    const int32_t q2 = q1 / 676;
-    if (length >= 6) {
-      std::memcpy(p, kCharPairs.pair[rnd % 676 + 675], 2);
-      std::memcpy(p + 2, kCharPairs.pair[q1 % 676 + 675], 2);
-      std::memcpy(p + 4, kCharPairs.pair[q2 % 676 + 675], 2);
-      p += 6;
-      length -= 6;
-      continue;
-    }
-    char six[6];
-    std::memcpy(six, kCharPairs.pair[rnd % 676 + 675], 2);
-    std::memcpy(six + 2, kCharPairs.pair[q1 % 676 + 675], 2);
-    std::memcpy(six + 4, kCharPairs.pair[q2 % 676 + 675], 2);
-    std::memcpy(p, six, length);
-    length = 0;
+    const int32_t high = rnd / k26Pow3;
+    std::memcpy(p, kCharTriples->triple[rnd - high * k26Pow3 + k26Pow3 - 1], 4);
+    std::memcpy(p + 3, kCharTriples->triple[high % k26Pow3 + k26Pow3 - 1], 4);
   }
+  out->resize(length);
   r.set_state(s);
 }
 
