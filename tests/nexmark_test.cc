@@ -106,6 +106,49 @@ TEST_F(NexmarkRecoveryTest, Q0KilledWorkerReplaysTheSameEvents) {
   ExpectRows(out, ExpectedRows("q0", kKillEvents));
 }
 
+// A savepoint at parallelism 2 restored at 3 and at 1: the sources' split positions are dealt
+// to the new subtasks, and the output before the savepoint plus after it is exactly the
+// loop's (q2: the filter keeps it small; the restored job has no rate limit).
+TEST_F(NexmarkRecoveryTest, Q2SavepointRestoresAtOtherParallelism) {
+  StartCluster(/*workers=*/2, /*slots=*/2);
+  constexpr int64_t kSavepointEvents = 400'000;
+  const std::string before = dir_ + "/before";
+  auto job = nexmark::LoadJob(nexmark::DefaultJobDir(), "q2",
+                              {{"EVENTS", std::to_string(kSavepointEvents)},
+                               {"RATE", "100000"},
+                               {"SINK", absl::StrCat("type: file, path: ", before)}});
+  ASSERT_OK(job);
+  const std::string id = Submit(*job, /*parallelism=*/2);
+  ASSERT_FALSE(id.empty());
+  proto::JobInfo running = WaitUntil(id, [](const proto::JobInfo& i) {
+    const proto::OperatorInfo* bids = FindOperator(i, "bids");
+    return (bids != nullptr && bids->records_out() > 50'000) || i.state() == proto::JOB_FINISHED;
+  }, std::chrono::seconds(30));
+  ASSERT_EQ(running.state(), proto::JOB_RUNNING);
+  std::filesystem::create_directories(dir_ + "/savepoints");
+  auto savepoint = client_->Savepoint(id, dir_ + "/savepoints", /*stop=*/true);
+  ASSERT_OK(savepoint);
+  EXPECT_EQ(WaitForEnd(id, std::chrono::seconds(20)).state(), proto::JOB_CANCELLED);
+  const std::vector<std::string> expected = ExpectedRows("q2", kSavepointEvents);
+  const size_t committed_before = ReadCommittedLines({before}).size();
+  EXPECT_GT(committed_before, 0u);
+  EXPECT_LT(committed_before, expected.size()) << "the savepoint came after the end";
+  for (int p : {3, 1}) {
+    const std::string after = absl::StrCat(dir_, "/after-", p);
+    auto restored_job = nexmark::LoadJob(nexmark::DefaultJobDir(), "q2",
+                                         {{"EVENTS", std::to_string(kSavepointEvents)},
+                                          {"SINK", absl::StrCat("type: file, path: ", after)}});
+    ASSERT_OK(restored_job);
+    auto r = client_->SubmitRestoring(*restored_job, "q2.yaml", p, *savepoint, false);
+    ASSERT_OK(r);
+    proto::JobInfo info = WaitForEnd(r->job_id(), std::chrono::seconds(60));
+    ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+    std::vector<std::string> got = ReadCommittedLines({before, after});
+    std::sort(got.begin(), got.end());
+    EXPECT_EQ(got, expected) << "restored at parallelism " << p;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Queries, NexmarkTest, ::testing::Values("q0", "q1", "q2"),
                          [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
 
