@@ -40,9 +40,10 @@ KindRange RangeOf(EventKind kind) {
 // (first epoch, epoch stride, next id); the next id jumps over the ids of other kinds without
 // generating them. On rescale the splits are dealt round-robin to the new subtasks (as datagen's).
 //
-// Event time: watermarks of bounded out-of-orderness over the emitted dateTimes, every
-// watermark interval (all the subtask's splits as one), and the end of event time when a
-// bounded source is exhausted. `rate` is events of this kind per second for the whole source.
+// Event time: watermarks of bounded out-of-orderness over the emitted dateTimes per split, the
+// minimum over the subtask's splits (after a rescale one subtask may hold splits far apart in
+// event time), every watermark interval, and the end of event time when a bounded source is
+// exhausted. `rate` is events of this kind per second for the whole source.
 class NexmarkSource final : public SourceOperator {
  public:
   absl::Status Open(const OperatorContext& ctx, Output* output) override {
@@ -76,7 +77,7 @@ class NexmarkSource final : public SourceOperator {
     start_nanos_ = ctx.clock->NowNanos();
     pacer_ = SourcePacer(options_->rate, ctx.parallelism, start_nanos_);
     watermarks_ = std::make_unique<SplitWatermarks>(options_->max_out_of_orderness_ms, 0);
-    watermarks_->AddSplit(start_nanos_);
+    for (size_t i = 0; i < splits_.size(); ++i) watermarks_->AddSplit(start_nanos_);
     watermark_interval_nanos_ = (ctx.job != nullptr ? ctx.job->watermark_interval_ms : 200) * 1'000'000;
     next_watermark_nanos_ = start_nanos_ + watermark_interval_nanos_;
     return absl::OkStatus();
@@ -103,7 +104,9 @@ class NexmarkSource final : public SourceOperator {
       Split& split = splits_[current_];
       const int64_t id = split.next;
       const int64_t ts = Generate(id);
-      if (watermarks_->OnEvent(0, ts)) SLUICE_RETURN_IF_ERROR(output_->EmitWatermarkStatus(false));
+      if (watermarks_->OnEvent(static_cast<int>(current_), ts)) {
+        SLUICE_RETURN_IF_ERROR(output_->EmitWatermarkStatus(false));
+      }
       SLUICE_RETURN_IF_ERROR(output_->Emit(out_));
       // The next id of this kind: the next in this epoch, else the first of the next epoch.
       split.next = id % nexmark::kTotalProportion < range_.hi

@@ -252,6 +252,27 @@ TEST_F(NexmarkSourceTest, RateIsSharedBySubtasksAndUnboundedNeverEnds) {
   EXPECT_EQ(out.records.size(), 4u);
 }
 
+TEST_F(NexmarkSourceTest, WatermarkIsTheMinimumOverSplitsAfterARescale) {
+  // Subtask 0 of 2 runs far ahead of subtask 1; restored into one subtask, the watermark
+  // follows the split that is behind, so none of its records is late.
+  ASSERT_OK(Load("{id: src, type: nexmark, emit: bid, events: 100000, event_rate: 1000, fields: [dateTime]}"));
+  std::vector<std::string> state;
+  for (int i = 0; i < 2; ++i) {
+    Collector out;
+    auto src = Open(i, 2, &out);
+    Run(src.get(), &out, i == 0 ? 20000 : 100);
+    ASSERT_OK(src->SnapshotState(1, &state));
+  }
+  Collector out;
+  auto src = Open(0, 1, &out, &state);
+  Run(src.get(), &out, 10);  // round-robin: even records from the split ahead, odd from the one behind
+  clock_.AdvanceNanos(1'000'000'000);
+  Run(src.get(), &out, 11);
+  ASSERT_EQ(out.watermarks.size(), 1u);
+  EXPECT_GT(out.records[8].GetInt(0), out.records[9].GetInt(0) + 10'000);
+  EXPECT_EQ(out.watermarks[0], out.records[9].GetInt(0) - 4000 - 1);
+}
+
 TEST_F(NexmarkSourceTest, BadOptionsAreRefusedWithPositions) {
   EXPECT_THAT(Load("{id: src, type: nexmark, emit: bids}"),
               StatusIs(absl::StatusCode::kInvalidArgument,
