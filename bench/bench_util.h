@@ -2,6 +2,7 @@
 
 // Small helpers shared by the benchmarks.
 
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -46,15 +47,24 @@ inline double CpuSeconds(pid_t pid) {
   return (std::stod(f[11]) + std::stod(f[12])) / sysconf(_SC_CLK_TCK);
 }
 
-// Starts a local cluster of 2 workers with 1 slot each (so parallelism 2 spans both) in a fresh
-// temp directory; prints the error and returns null on failure.
-inline std::unique_ptr<cli::LocalCluster> StartBenchCluster(const std::string& prefix) {
+// CPU seconds the calling thread has used.
+inline double ThreadCpuSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+// Starts a local cluster of `workers` workers with `slots` slots each (by default 2 with 1 slot,
+// so parallelism 2 spans both) in a fresh temp directory; prints the error and returns null on
+// failure.
+inline std::unique_ptr<cli::LocalCluster> StartBenchCluster(const std::string& prefix, int workers = 2,
+                                                            int slots = 1) {
   std::string dir = (std::filesystem::temp_directory_path() / (prefix + "-XXXXXX")).string();
   if (mkdtemp(dir.data()) == nullptr) return nullptr;
   cli::LocalClusterOptions o;
   o.dir = dir;
-  o.workers = 2;
-  o.slots = 1;
+  o.workers = workers;
+  o.slots = slots;
   o.log_level = "warn";
   o.die_with_parent = true;
   auto cluster = cli::LocalCluster::Start(o);

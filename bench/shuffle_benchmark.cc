@@ -29,13 +29,7 @@ namespace {
 
 using sluice::bench::CpuSeconds;
 using sluice::bench::Median;
-
-
-double ThreadCpuSeconds() {
-  timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
+using sluice::bench::ThreadCpuSeconds;
 
 // The same work as the job, by hand: generate (key, value) from seq, count per key, and hand
 // each updated count to a sink (here: a checksum, so the compiler cannot drop the work).

@@ -17,6 +17,8 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "cli/bench_nexmark.h"
 #include "cli/client.h"
 #include "cli/job_status.h"
 #include "cli/local_cluster.h"
@@ -270,6 +272,25 @@ int Main(int argc, char** argv) {
   plugin_new->add_option("name", plugin_name, "Plugin and operator type name (lower-case identifier)")->required();
   plugin_new->add_option("--dir", plugin_dir, "Directory to create (default: ./NAME)");
 
+  auto* bench_cmd = app.add_subcommand("bench", "Benchmarks on a local cluster of their own");
+  bench_cmd->require_subcommand(1);
+  NexmarkBenchOptions nexmark;
+  std::string nexmark_queries;
+  auto* bench_nexmark = bench_cmd->add_subcommand(
+      "nexmark", "Nexmark queries: events per CPU-second versus a hand-written loop and Flink's figures");
+  bench_nexmark->add_option("--queries", nexmark_queries,
+                            "Comma-separated, e.g. q0,q1,q2 (default: every query with a job file)");
+  bench_nexmark->add_option("--events", nexmark.events, "Events per query")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  bench_nexmark->add_option("--workers", nexmark.workers, "Workers to start")
+      ->capture_default_str()->check(CLI::Range(1, 64));
+  bench_nexmark->add_option("--parallelism", nexmark.parallelism, "Parallelism of every query")
+      ->capture_default_str()->check(CLI::Range(1, 1024));
+  bench_nexmark->add_option("--reps", nexmark.reps, "Runs per query (the median is reported)")
+      ->capture_default_str()->check(CLI::Range(1, 100));
+  bench_nexmark->add_option("--job-dir", nexmark.job_dir,
+                            "Where the job files q*.yaml are (default: the source tree's bench/nexmark)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -291,6 +312,14 @@ int Main(int argc, char** argv) {
         "sluice cancel JOB"));
   }
 
+  if (bench_nexmark->parsed()) {
+    if (!nexmark_queries.empty()) {
+      nexmark.queries = absl::StrSplit(nexmark_queries, ',', absl::SkipEmpty());
+    }
+    absl::Status s = RunNexmarkBench(nexmark, std::cout);
+    if (!s.ok()) return Fail(s);
+    return 0;
+  }
   if (plugin_check->parsed()) {
     auto text = CheckPlugin(*plugin::PluginLoader::Default(), plugin_file);
     if (!text.ok()) return Fail(text.status());

@@ -1161,6 +1161,9 @@ void Coordinator::CompleteCheckpointLocked(Job& job) {
     // A savepoint is self-contained: copy every file it references next to its metadata.
     const std::filesystem::path root = std::filesystem::path(p->savepoint_dir) /
                                        absl::StrCat("savepoint-", job.id, "-", p->id);
+    // Created here too: a job whose state is all in the metadata (no keyed state) has no file
+    // to copy that would create it.
+    std::filesystem::create_directories(root, ec);
     absl::Status copied = absl::OkStatus();
     std::set<std::string> dirs = {root.string(), root.parent_path().string()};
     for (const auto& f : ReferencedFiles(*md)) {

@@ -1,4 +1,5 @@
 #include "operators/internal/builtins.h"
+#include "operators/internal/source_pacing.h"
 
 #include <algorithm>
 #include <cstring>
@@ -32,7 +33,6 @@ class DatagenSource final : public SourceOperator {
     SLUICE_RETURN_IF_ERROR(SourceOperator::Open(ctx, output));
     SLUICE_ASSIGN_OR_RETURN(const DatagenOptions* o, TypedOptions<DatagenOptions>(ctx));
     count_ = o->count;
-    nanos_per_record_ = o->rate > 0 ? 1e9 * ctx.parallelism / o->rate : 0;
     for (const auto& f : o->fields) {
       SLUICE_ASSIGN_OR_RETURN(auto e, CompileExpr(f.expr, DatagenSeqSchema()));
       exprs_.push_back(std::move(e));
@@ -52,6 +52,7 @@ class DatagenSource final : public SourceOperator {
       splits_.push_back(Split{ctx.subtask, ctx.parallelism, ctx.subtask});
     }
     start_nanos_ = ctx.clock->NowNanos();
+    pacer_ = SourcePacer(o->rate, ctx.parallelism, start_nanos_);
     if (o->event_time.has_value()) {
       const plan::EventTimeSpec& et = *o->event_time;
       watermarks_ = std::make_unique<SplitWatermarks>(et.max_out_of_orderness_ms, et.idle_timeout_ms);
@@ -73,22 +74,10 @@ class DatagenSource final : public SourceOperator {
       }
     }
     for (int n = 0; n < max_records; ++n) {
-      // Next split with records left, round-robin.
-      size_t tried = 0;
-      while (tried < splits_.size() && count_ >= 0 && splits_[current_].next >= count_) {
-        current_ = (current_ + 1) % splits_.size();
-        ++tried;
-      }
-      if (splits_.empty() || tried == splits_.size()) return State::kEnd;
-      if (nanos_per_record_ > 0) {
-        int64_t due = start_nanos_ + static_cast<int64_t>(emitted_ * nanos_per_record_);
-        int64_t now = ctx_.clock->NowNanos();
-        if (now - due > kMaxLagNanos) {
-          // Held back (backpressure): do not burst to catch up, resume the rate from here.
-          start_nanos_ += now - due - kMaxLagNanos;
-          due = now - kMaxLagNanos;
-        }
-        if (due > now) {
+      if (!NextSplitWithRecords(splits_, count_, &current_)) return State::kEnd;
+      if (pacer_.limited()) {
+        int64_t due = 0;
+        if (!pacer_.Ready(emitted_, ctx_.clock->NowNanos(), &due)) {
           // Wake for the next record or the next watermark, whichever is first.
           *wake_at_nanos = watermarks_ != nullptr ? std::min(due, next_watermark_nanos_) : due;
           return State::kWait;
@@ -129,9 +118,8 @@ class DatagenSource final : public SourceOperator {
     int64_t stride;
     int64_t next;
   };
-  static constexpr int64_t kMaxLagNanos = 100'000'000;
   int64_t count_ = -1;
-  double nanos_per_record_ = 0;
+  SourcePacer pacer_;
   int64_t start_nanos_ = 0;
   int64_t emitted_ = 0;
   std::vector<Split> splits_;

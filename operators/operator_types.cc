@@ -8,6 +8,7 @@
 #include "operators/filter_options.h"
 #include "operators/key_by_options.h"
 #include "operators/map_options.h"
+#include "operators/nexmark/nexmark_options.h"
 #include "operators/print_sink_options.h"
 #include "operators/union_options.h"
 
@@ -22,6 +23,7 @@ absl::Status RegisterBuiltinOperatorTypes(plan::OperatorTypeCatalog* catalog) {
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakeUnionType()));
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakeFileSinkType()));
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakePrintSinkType()));
+  SLUICE_RETURN_IF_ERROR(catalog->Add(MakeNexmarkType()));
   return catalog->Add(MakeBlackholeSinkType());
 }
 

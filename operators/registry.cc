@@ -10,6 +10,7 @@
 #include "operators/internal/builtins.h"
 #include "operators/key_by_options.h"
 #include "operators/map_options.h"
+#include "operators/nexmark/nexmark_options.h"
 #include "operators/print_sink_options.h"
 #include "operators/union_options.h"
 
@@ -57,6 +58,7 @@ absl::Status RegisterBuiltinOperators(OperatorRegistry* registry) {
   SLUICE_RETURN_IF_ERROR(registry->Register(MakeUnionType(), Wrap(&MakeUnion)));
   SLUICE_RETURN_IF_ERROR(registry->Register(MakeFileSinkType(), Wrap(&MakeFileSink)));
   SLUICE_RETURN_IF_ERROR(registry->Register(MakePrintSinkType(), Wrap(&MakePrintSink)));
+  SLUICE_RETURN_IF_ERROR(registry->Register(MakeNexmarkType(), Wrap(&MakeNexmarkSource)));
   return registry->Register(MakeBlackholeSinkType(), Wrap(&MakeBlackholeSink));
 }
 

@@ -562,7 +562,7 @@ TEST(JobSpecErrorTest, UnknownOperatorType) {
     where: x > 1
 )y"),
               IsJobError("job.yaml:6:11: ",
-                         "unknown operator type 'fitler' (known: datagen, kafka, filter, map, key_by, "
+                         "unknown operator type 'fitler' (known: datagen, nexmark, kafka, filter, map, key_by, "
                          "aggregate, union, file, print, blackhole, kafka_sink)"));
 }
 

@@ -17,5 +17,6 @@ std::unique_ptr<Operator> MakeAggregate();      // aggregate.cc
 std::unique_ptr<Operator> MakeFileSink();       // file_sink.cc
 std::unique_ptr<Operator> MakePrintSink();      // print_sink.cc
 std::unique_ptr<Operator> MakeBlackholeSink();  // blackhole_sink.cc
+std::unique_ptr<Operator> MakeNexmarkSource();  // nexmark/nexmark_source.cc
 
 }  // namespace sluice::ops

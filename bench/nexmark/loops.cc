@@ -1,0 +1,381 @@
+#include "bench/nexmark/loops.h"
+
+#include <map>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+
+namespace sluice::nexmark {
+namespace {
+
+using Emit = absl::FunctionRef<void(const Record&)>;
+
+constexpr int64_t kTenSeconds = 10'000;
+
+Schema MakeSchema(std::vector<Field> fields) { return Schema(std::move(fields)); }
+
+// q0: every bid as (auction, bidder, price, dateTime, extra). q1 (kEuros): the same with the
+// price in euros, price * 0.908 (a double).
+template <bool kEuros>
+void BidsWithPadding(const Generator& g, int64_t events, Emit emit) {
+  Bid b;
+  Record row(5);
+  for (int64_t id = 0; id < events; ++id) {
+    if (KindOf(id) != EventKind::kBid) continue;
+    g.MakeBid(id, kBidAuction | kBidBidder | kBidPrice | kBidDateTime | kBidExtra, &b, &row[4].s);
+    row.SetInt(0, b.auction);
+    row.SetInt(1, b.bidder);
+    if (kEuros) {
+      row.SetDouble(2, static_cast<double>(b.price) * 0.908);
+    } else {
+      row.SetInt(2, b.price);
+    }
+    row.SetInt(3, b.date_time);
+    emit(row);
+  }
+}
+
+// q2: (auction, price) of the bids with auction % 123 == 0.
+void Q2(const Generator& g, int64_t events, Emit emit) {
+  Bid b;
+  Record row(2);
+  for (int64_t id = 0; id < events; ++id) {
+    if (KindOf(id) != EventKind::kBid) continue;
+    g.MakeBid(id, kBidAuction | kBidPrice, &b);
+    if (b.auction % 123 != 0) continue;
+    row.SetInt(0, b.auction);
+    row.SetInt(1, b.price);
+    emit(row);
+  }
+}
+
+// q3: (name, city, state, auction id) for auctions of category 10 and their sellers in OR,
+// ID or CA: an unbounded inner join on seller = person id (every matching pair, whichever
+// came first).
+void Q3(const Generator& g, int64_t events, Emit emit) {
+  struct Seller {
+    std::string name;
+    absl::string_view city, state;
+  };
+  absl::flat_hash_map<int64_t, Seller> sellers;
+  absl::flat_hash_map<int64_t, std::vector<int64_t>> auctions_by_seller;
+  Person p;
+  Auction a;
+  Record row(4);
+  auto out = [&](const Seller& s, int64_t auction) {
+    row.SetString(0, s.name);
+    row.SetString(1, s.city);
+    row.SetString(2, s.state);
+    row.SetInt(3, auction);
+    emit(row);
+  };
+  for (int64_t id = 0; id < events; ++id) {
+    switch (KindOf(id)) {
+      case EventKind::kPerson: {
+        g.MakePerson(id, kPersonId | kPersonName | kPersonCity | kPersonState, &p);
+        if (p.state != "OR" && p.state != "ID" && p.state != "CA") break;
+        Seller& s = sellers[p.id];
+        s = Seller{p.name, p.city, p.state};
+        auto it = auctions_by_seller.find(p.id);
+        if (it != auctions_by_seller.end()) {
+          for (int64_t auction : it->second) out(s, auction);
+        }
+        break;
+      }
+      case EventKind::kAuction: {
+        g.MakeAuction(id, kAuctionId | kAuctionSeller | kAuctionCategory, &a);
+        if (a.category != 10) break;
+        auctions_by_seller[a.seller].push_back(a.id);
+        auto it = sellers.find(a.seller);
+        if (it != sellers.end()) out(it->second, a.id);
+        break;
+      }
+      case EventKind::kBid: break;
+    }
+  }
+}
+
+// q4: per auction, the highest price among its bids whose dateTime is within [auction
+// dateTime, expires]; then per category the average of those (a double). The final rows
+// (category, avg) at the end of input.
+void Q4(const Generator& g, int64_t events, Emit emit) {
+  struct AuctionInfo {
+    int64_t category, start, expires;
+  };
+  absl::flat_hash_map<int64_t, AuctionInfo> auctions;
+  absl::flat_hash_map<int64_t, int64_t> max_price;  // auctions with a matching bid
+  // Bids for auctions not generated yet (ids run up to 10 ahead): (price, dateTime).
+  absl::flat_hash_map<int64_t, std::vector<std::pair<int64_t, int64_t>>> early;
+  Auction a;
+  Bid b;
+  auto add = [&](int64_t auction, const AuctionInfo& info, int64_t price, int64_t ts) {
+    if (ts < info.start || ts > info.expires) return;
+    auto [it, inserted] = max_price.try_emplace(auction, price);
+    if (!inserted && price > it->second) it->second = price;
+  };
+  for (int64_t id = 0; id < events; ++id) {
+    switch (KindOf(id)) {
+      case EventKind::kPerson: break;
+      case EventKind::kAuction: {
+        g.MakeAuction(id, kAuctionId | kAuctionCategory | kAuctionDateTime | kAuctionExpires, &a);
+        AuctionInfo info{a.category, a.date_time, a.expires};
+        auctions[a.id] = info;
+        auto it = early.find(a.id);
+        if (it != early.end()) {
+          for (auto [price, ts] : it->second) add(a.id, info, price, ts);
+          early.erase(it);
+        }
+        break;
+      }
+      case EventKind::kBid: {
+        g.MakeBid(id, kBidAuction | kBidPrice | kBidDateTime, &b);
+        auto it = auctions.find(b.auction);
+        if (it == auctions.end()) {
+          early[b.auction].emplace_back(b.price, b.date_time);
+        } else {
+          add(b.auction, it->second, b.price, b.date_time);
+        }
+        break;
+      }
+    }
+  }
+  std::map<int64_t, std::pair<double, int64_t>> per_category;  // sum, count
+  for (const auto& [auction, price] : max_price) {
+    auto& [sum, count] = per_category[auctions[auction].category];
+    sum += static_cast<double>(price);
+    ++count;
+  }
+  Record row(2);
+  for (const auto& [category, sc] : per_category) {
+    row.SetInt(0, category);
+    row.SetDouble(1, sc.first / static_cast<double>(sc.second));
+    emit(row);
+  }
+}
+
+// q5: hot items. Sliding windows of 10 s every 2 s on bid dateTime ([start, start + 10 s));
+// bids counted per auction per window; per window the auctions whose count is the window's
+// maximum: (auction, num).
+void Q5(const Generator& g, int64_t events, Emit emit) {
+  constexpr int64_t kSlide = 2'000;
+  std::map<int64_t, absl::flat_hash_map<int64_t, int64_t>> windows;  // start -> auction -> count
+  Record row(2);
+  auto close = [&](const absl::flat_hash_map<int64_t, int64_t>& counts) {
+    int64_t max = 0;
+    for (const auto& [auction, n] : counts) max = std::max(max, n);
+    for (const auto& [auction, n] : counts) {
+      if (n != max) continue;
+      row.SetInt(0, auction);
+      row.SetInt(1, n);
+      emit(row);
+    }
+  };
+  Bid b;
+  for (int64_t id = 0; id < events; ++id) {
+    if (KindOf(id) != EventKind::kBid) continue;
+    g.MakeBid(id, kBidAuction | kBidDateTime, &b);
+    const int64_t ts = b.date_time;
+    // Windows that ended before this bid are complete (bids come in dateTime order).
+    while (!windows.empty() && windows.begin()->first + kTenSeconds <= ts) {
+      close(windows.begin()->second);
+      windows.erase(windows.begin());
+    }
+    const int64_t last_start = ts - ts % kSlide;
+    for (int64_t start = last_start; start > ts - kTenSeconds; start -= kSlide) {
+      ++windows[start][b.auction];
+    }
+  }
+  for (const auto& [start, counts] : windows) close(counts);
+}
+
+// q7: highest bid. Tumbling windows of 10 s; the maximum price per window; the bids whose
+// price equals a window's maximum and whose dateTime is within [end - 10 s, end] (SQL BETWEEN,
+// both ends included, so a bid at exactly `end` counts too): (auction, price, bidder, dateTime,
+// extra).
+void Q7(const Generator& g, int64_t events, Emit emit) {
+  struct Row {
+    int64_t auction, price, bidder, date_time;
+    std::string extra;
+  };
+  struct Window {
+    int64_t max = -1;
+    std::vector<Row> at_max;    // this window's bids at its maximum so far
+    std::vector<Row> at_start;  // bids at exactly its start (= the previous window's end)
+  };
+  std::map<int64_t, Window> windows;  // by start
+  Record row(5);
+  auto out = [&](const Row& r) {
+    row.SetInt(0, r.auction);
+    row.SetInt(1, r.price);
+    row.SetInt(2, r.bidder);
+    row.SetInt(3, r.date_time);
+    row.SetString(4, r.extra);
+    emit(row);
+  };
+  auto close = [&](int64_t start, const Window& w) {
+    for (const Row& r : w.at_max) out(r);
+    auto next = windows.find(start + kTenSeconds);
+    if (next == windows.end()) return;
+    for (const Row& r : next->second.at_start) {
+      if (r.price == w.max) out(r);
+    }
+  };
+  Bid b;
+  for (int64_t id = 0; id < events; ++id) {
+    if (KindOf(id) != EventKind::kBid) continue;
+    g.MakeBid(id, kBidAuction | kBidPrice | kBidBidder | kBidDateTime | kBidExtra, &b);
+    const int64_t ts = b.date_time;
+    while (!windows.empty() && windows.begin()->first + kTenSeconds < ts) {
+      close(windows.begin()->first, windows.begin()->second);
+      windows.erase(windows.begin());
+    }
+    Window& w = windows[ts - ts % kTenSeconds];
+    if (b.price > w.max) {
+      w.max = b.price;
+      w.at_max.clear();
+    }
+    if (b.price == w.max) w.at_max.push_back(Row{b.auction, b.price, b.bidder, ts, b.extra});
+    if (ts % kTenSeconds == 0) w.at_start.push_back(Row{b.auction, b.price, b.bidder, ts, b.extra});
+  }
+  while (!windows.empty()) {
+    close(windows.begin()->first, windows.begin()->second);
+    windows.erase(windows.begin());
+  }
+}
+
+// q8: monitor new users. Tumbling windows of 10 s; the people who registered and opened an
+// auction (as seller) in the same window: (id, name, window start).
+void Q8(const Generator& g, int64_t events, Emit emit) {
+  struct Window {
+    absl::flat_hash_map<int64_t, std::string> people;
+    absl::flat_hash_set<int64_t> sellers;
+  };
+  std::map<int64_t, Window> windows;
+  Record row(3);
+  auto close = [&](int64_t start, const Window& w) {
+    for (const auto& [id, name] : w.people) {
+      if (!w.sellers.contains(id)) continue;
+      row.SetInt(0, id);
+      row.SetString(1, name);
+      row.SetInt(2, start);
+      emit(row);
+    }
+  };
+  Person p;
+  Auction a;
+  for (int64_t id = 0; id < events; ++id) {
+    const EventKind kind = KindOf(id);
+    if (kind == EventKind::kBid) continue;
+    int64_t ts;
+    if (kind == EventKind::kPerson) {
+      g.MakePerson(id, kPersonId | kPersonName | kPersonDateTime, &p);
+      ts = p.date_time;
+    } else {
+      g.MakeAuction(id, kAuctionSeller | kAuctionDateTime, &a);
+      ts = a.date_time;
+    }
+    while (!windows.empty() && windows.begin()->first + kTenSeconds <= ts) {
+      close(windows.begin()->first, windows.begin()->second);
+      windows.erase(windows.begin());
+    }
+    Window& w = windows[ts - ts % kTenSeconds];
+    if (kind == EventKind::kPerson) {
+      w.people.emplace(p.id, p.name);
+    } else {
+      w.sellers.insert(a.seller);
+    }
+  }
+  for (const auto& [start, w] : windows) close(start, w);
+}
+
+// q11: user sessions. Session windows per bidder with a 10 s gap (a bid joins the session if
+// its dateTime <= the session's last + 10 s, as Flink merges windows [ts, ts + gap) that touch):
+// (bidder, bid_count, starttime, endtime = last bid + 10 s).
+void Q11(const Generator& g, int64_t events, Emit emit) {
+  struct Session {
+    int64_t start, last, count;
+  };
+  absl::flat_hash_map<int64_t, Session> sessions;
+  Record row(4);
+  auto out = [&](int64_t bidder, const Session& s) {
+    row.SetInt(0, bidder);
+    row.SetInt(1, s.count);
+    row.SetInt(2, s.start);
+    row.SetInt(3, s.last + kTenSeconds);
+    emit(row);
+  };
+  Bid b;
+  for (int64_t id = 0; id < events; ++id) {
+    if (KindOf(id) != EventKind::kBid) continue;
+    g.MakeBid(id, kBidBidder | kBidDateTime, &b);
+    auto [it, inserted] = sessions.try_emplace(b.bidder, Session{b.date_time, b.date_time, 1});
+    if (inserted) continue;
+    Session& s = it->second;
+    if (b.date_time <= s.last + kTenSeconds) {
+      s.last = b.date_time;
+      ++s.count;
+    } else {
+      out(b.bidder, s);
+      s = Session{b.date_time, b.date_time, 1};
+    }
+  }
+  for (const auto& [bidder, s] : sessions) out(bidder, s);
+}
+
+using LoopFn = void (*)(const Generator&, int64_t, Emit);
+
+struct Entry {
+  LoopQuery query;
+  LoopFn fn;
+};
+
+const std::vector<Entry>& Entries() {
+  static const auto* entries = [] {
+    const FieldType i = FieldType::kInt64, d = FieldType::kDouble, s = FieldType::kString,
+                    t = FieldType::kTimestamp;
+    return new std::vector<Entry>{
+        {{"q0", MakeSchema({{"auction", i}, {"bidder", i}, {"price", i}, {"dateTime", t}, {"extra", s}})}, &BidsWithPadding<false>},
+        {{"q1", MakeSchema({{"auction", i}, {"bidder", i}, {"price", d}, {"dateTime", t}, {"extra", s}})}, &BidsWithPadding<true>},
+        {{"q2", MakeSchema({{"auction", i}, {"price", i}})}, &Q2},
+        {{"q3", MakeSchema({{"name", s}, {"city", s}, {"state", s}, {"id", i}})}, &Q3},
+        {{"q4", MakeSchema({{"category", i}, {"avg", d}})}, &Q4},
+        {{"q5", MakeSchema({{"auction", i}, {"num", i}})}, &Q5},
+        {{"q7", MakeSchema({{"auction", i}, {"price", i}, {"bidder", i}, {"dateTime", t}, {"extra", s}})}, &Q7},
+        {{"q8", MakeSchema({{"id", i}, {"name", s}, {"starttime", t}})}, &Q8},
+        {{"q11", MakeSchema({{"bidder", i}, {"bid_count", i}, {"starttime", t}, {"endtime", t}})}, &Q11},
+    };
+  }();
+  return *entries;
+}
+
+}  // namespace
+
+const std::vector<LoopQuery>& LoopQueries() {
+  static const auto* queries = [] {
+    auto* v = new std::vector<LoopQuery>;
+    for (const Entry& e : Entries()) v->push_back(e.query);
+    return v;
+  }();
+  return *queries;
+}
+
+const LoopQuery* FindLoopQuery(absl::string_view name) {
+  for (const LoopQuery& q : LoopQueries()) {
+    if (q.name == name) return &q;
+  }
+  return nullptr;
+}
+
+absl::Status RunLoop(absl::string_view name, const Generator& generator, int64_t events, Emit emit) {
+  for (const Entry& e : Entries()) {
+    if (e.query.name == name) {
+      e.fn(generator, events, emit);
+      return absl::OkStatus();
+    }
+  }
+  return absl::NotFoundError(absl::StrCat("no Nexmark loop for query '", name, "'"));
+}
+
+}  // namespace sluice::nexmark

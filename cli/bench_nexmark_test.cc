@@ -1,0 +1,33 @@
+#include "cli/bench_nexmark.h"
+
+#include <sstream>
+
+#include "common/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace sluice::cli {
+namespace {
+
+using ::sluice::testing::StatusIs;
+using ::testing::HasSubstr;
+
+// Refusals come before any cluster is started.
+TEST(BenchNexmarkTest, RefusesUnknownQueriesAndMissingJobFiles) {
+  std::ostringstream out;
+  NexmarkBenchOptions o;
+  o.queries = {"q0", "q6"};
+  EXPECT_THAT(RunNexmarkBench(o, out),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("unknown Nexmark query 'q6' (known: q0, q1, q2, q3, q4, q5, q7, q8, q11)")));
+  o.queries = {"q0"};
+  o.job_dir = ::testing::TempDir() + "/no-such-dir";
+  EXPECT_THAT(RunNexmarkBench(o, out), StatusIs(absl::StatusCode::kNotFound, HasSubstr("no-such-dir/q0.yaml")));
+  o.job_dir.clear();
+  o.events = 0;
+  EXPECT_THAT(RunNexmarkBench(o, out), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--events")));
+  EXPECT_TRUE(out.str().empty());
+}
+
+}  // namespace
+}  // namespace sluice::cli
