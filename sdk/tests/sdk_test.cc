@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "operators/key_hasher.h"
 #include "operators/operator.h"
+#include "operators/timer_service.h"
 #include "plan/job_spec.h"
 #include "sdk/host/options_json.h"
 #include "sdk/host/plugin_loader.h"
@@ -593,9 +594,17 @@ class AdapterTest : public SdkPluginTest {
       o.clock = &clock_;
       SLUICE_ASSIGN_OR_RETURN(backend_, state::KeyedStateBackend::Open(o));
       ctx.keyed_state = backend_.get();
+      timers_ = std::make_unique<ops::TimerService>(backend_.get(), &clock_);
+      ctx.timers = timers_.get();
     }
     SLUICE_RETURN_IF_ERROR(op->Open(ctx, &out_));
     return op;
+  }
+
+  // The watermark reaches `op` as the task passes it: due event-time timers first.
+  absl::Status Watermark(ops::Operator* op, int64_t watermark_ms) {
+    if (timers_ != nullptr) SLUICE_RETURN_IF_ERROR(timers_->AdvanceWatermark(watermark_ms, op));
+    return op->ProcessWatermark(watermark_ms);
   }
 
   static Record Rec(const std::string& user, int64_t amount) {
@@ -610,6 +619,7 @@ class AdapterTest : public SdkPluginTest {
   FakeClock clock_;
   CollectingOutput out_;
   std::unique_ptr<state::KeyedStateBackend> backend_;
+  std::unique_ptr<ops::TimerService> timers_;
   static inline int counter_ = 0;
 };
 
@@ -617,7 +627,7 @@ TEST_F(AdapterTest, PluginFilterOverRecords) {
   auto op = Open("positive_filter", R"({"field":"amount","min":1})", input_);
   ASSERT_OK(op);
   std::vector<Record> batch = {Rec("a", 1), Rec("b", 2), Rec("c", 0), Rec("d", 9)};
-  ASSERT_OK((*op)->ProcessBatch(batch.data(), batch.size()));
+  ASSERT_OK((*op)->ProcessBatch(0, batch.data(), batch.size()));
   ASSERT_OK((*op)->Process(Rec("e", 5)));
   ASSERT_OK((*op)->Process(Rec("f", -5)));
   ASSERT_OK((*op)->ProcessWatermark(42));
@@ -633,7 +643,7 @@ TEST_F(AdapterTest, PluginKeyedCountInRocksDb) {
   ASSERT_OK(op);
   EXPECT_TRUE((*op)->IsKeyed());
   std::vector<Record> batch = {Rec("a", 1), Rec("b", 1), Rec("a", 1)};
-  ASSERT_OK((*op)->ProcessBatch(batch.data(), batch.size()));
+  ASSERT_OK((*op)->ProcessBatch(0, batch.data(), batch.size()));
   ASSERT_OK((*op)->Process(Rec("a", 1)));
   ASSERT_OK((*op)->Process(Rec("b", 1)));
   EXPECT_THAT(out_.records, ElementsAre(R"({"user":"a","count":1})", R"({"user":"b","count":1})",
@@ -658,10 +668,10 @@ TEST_F(AdapterTest, PluginEventTimersFireFromRocksDbWithTheirKey) {
   auto op = Open("keyed_count", R"({"key_field":"user","timer":"event","at":100})", input_, "user");
   ASSERT_OK(op);
   std::vector<Record> batch = {Rec("b", 1), Rec("a", 1), Rec("b", 1)};
-  ASSERT_OK((*op)->ProcessBatch(batch.data(), batch.size()));
-  ASSERT_OK((*op)->ProcessWatermark(99));
+  ASSERT_OK((*op)->ProcessBatch(0, batch.data(), batch.size()));
+  ASSERT_OK(Watermark(op->get(), 99));
   EXPECT_THAT(out_.records, IsEmpty());
-  ASSERT_OK((*op)->ProcessWatermark(100));
+  ASSERT_OK(Watermark(op->get(), 100));
   EXPECT_THAT(out_.records, ::testing::UnorderedElementsAre(R"({"user":"a","count":1})", R"({"user":"b","count":2})"));
   EXPECT_THAT(out_.watermarks, ElementsAre(99, 100));
 }
@@ -672,8 +682,10 @@ TEST_F(AdapterTest, PluginProcessingTimersFireWhenTheClockHasPassed) {
   ASSERT_OK((*op)->Process(Rec("a", 1)));
   ASSERT_OK((*op)->Process(Rec("a", 1)));
   EXPECT_THAT(out_.records, IsEmpty());
+  ASSERT_OK(timers_->FireProcessingTimers(op->get()));
+  EXPECT_THAT(out_.records, IsEmpty());
   clock_.AdvanceNanos(10'000'000);
-  ASSERT_OK((*op)->Process(Rec("b", 1)));  // the next call fires a's timer first
+  ASSERT_OK(timers_->FireProcessingTimers(op->get()));  // as the task's loop does
   EXPECT_THAT(out_.records, ElementsAre(R"({"user":"a","count":2})"));
 }
 
@@ -698,8 +710,8 @@ TEST_F(AdapterTest, Abi10PluginRunsKeyedStateAndTimersInRocksDb) {
   auto op = Open("keyed_count", R"({"key_field":"user","timer":"event","at":100})", input_, "user");
   ASSERT_OK(op);
   std::vector<Record> batch = {Rec("b", 1), Rec("a", 1), Rec("b", 1)};
-  ASSERT_OK((*op)->ProcessBatch(batch.data(), batch.size()));
-  ASSERT_OK((*op)->ProcessWatermark(100));
+  ASSERT_OK((*op)->ProcessBatch(0, batch.data(), batch.size()));
+  ASSERT_OK(Watermark(op->get(), 100));
   EXPECT_THAT(out_.records, ::testing::UnorderedElementsAre(R"({"user":"a","count":1})", R"({"user":"b","count":2})"));
 }
 
@@ -715,18 +727,18 @@ TEST_F(AdapterTest, TwoInputKeyedStateInRocksDbWrittenByInput1ReadByInput0) {
   };
   ASSERT_OK((*op)->Process(Rec("a", 1)));
   std::vector<Record> t1 = {tier("gold", "a"), tier("silver", "b")};
-  ASSERT_OK((*op)->ProcessInputBatch(1, t1.data(), t1.size()));
+  ASSERT_OK((*op)->ProcessBatch(1, t1.data(), t1.size()));
   std::vector<Record> events = {Rec("a", 2), Rec("b", 3), Rec("c", 4)};
-  ASSERT_OK((*op)->ProcessInputBatch(0, events.data(), events.size()));
+  ASSERT_OK((*op)->ProcessBatch(0, events.data(), events.size()));
   Record t2 = tier("bronze", "a");
-  ASSERT_OK((*op)->ProcessInputBatch(1, &t2, 1));
-  ASSERT_OK((*op)->ProcessBatch(events.data(), 1));
+  ASSERT_OK((*op)->ProcessBatch(1, &t2, 1));
+  ASSERT_OK((*op)->ProcessBatch(0, events.data(), 1));
   EXPECT_THAT(out_.records, ElementsAre(R"({"user":"a","amount":1,"tier":"","input":0})",
                                         R"({"user":"a","amount":2,"tier":"gold","input":0})",
                                         R"({"user":"b","amount":3,"tier":"silver","input":0})",
                                         R"({"user":"c","amount":4,"tier":"","input":0})",
                                         R"({"user":"a","amount":2,"tier":"bronze","input":0})"));
-  EXPECT_THAT((*op)->ProcessInputBatch(2, events.data(), 1),
+  EXPECT_THAT((*op)->ProcessBatch(2, events.data(), 1),
               StatusIs(absl::StatusCode::kInvalidArgument, "plugin operator type 'tier_join' has no input 2"));
 }
 
@@ -757,10 +769,10 @@ TEST_F(AdapterTest, TwoInputForwardChecksTheRecordsInput) {
   Schema other({{"y", FieldType::kString}});
   auto op = Open("forward_both", "{}", input_, "", &other);
   ASSERT_OK(op);
-  ASSERT_OK((*op)->ProcessInputBatch(0, std::vector<Record>{Rec("a", 1)}.data(), 1));
+  ASSERT_OK((*op)->ProcessBatch(0, std::vector<Record>{Rec("a", 1)}.data(), 1));
   Record y(1);
   y.SetString(0, "no");
-  EXPECT_THAT((*op)->ProcessInputBatch(1, &y, 1),
+  EXPECT_THAT((*op)->ProcessBatch(1, &y, 1),
               StatusIs(absl::StatusCode::kFailedPrecondition,
                        "plugin operator type 'forward_both' emitted an input record unchanged, but its output schema "
                        "(user string, amount int64) is not the schema (y string) of input 1"));
