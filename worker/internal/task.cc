@@ -75,13 +75,17 @@ class Task::ChainOutput final : public ops::Output {
         cancelled_(cancelled),
         source_task_(source_task),
         batching_(to->op->PrefersBatches()) {
-    if (batching_) batch_.assign(kChainBatch, Record(from->spec->output_schema.size()));
+    if (batching_) {
+      batch_.assign(kChainBatch, Record(from->spec->output_schema.size()));
+      for (const Field& f : from->spec->output_schema.fields()) types_.push_back(f.type);
+    }
   }
   absl::Status Emit(const Record& r) override {
     if (cancelled_->load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
     from_->out->Add();
     if (batching_) {
-      batch_[gathered_++] = r;
+      Record& copy = batch_[gathered_++];
+      for (size_t i = 0; i < types_.size(); ++i) CopyValue(types_[i], r, i, &copy, i);
       return gathered_ == batch_.size() ? Flush() : absl::OkStatus();
     }
     to_->in->Add();
@@ -121,6 +125,7 @@ class Task::ChainOutput final : public ops::Output {
   Task* source_task_;
   const bool batching_;
   std::vector<Record> batch_;  // batching_: kChainBatch reused records
+  std::vector<FieldType> types_;  // ... of the records' schema
   size_t gathered_ = 0;        // ... of which the first are gathered
 };
 
