@@ -592,7 +592,12 @@ class AdapterTest : public SdkPluginTest {
       o.max_parallelism = kDefaultMaxParallelism;
       o.range = KeyGroupRangeForSubtask(kDefaultMaxParallelism, 1, 0);
       o.clock = &clock_;
-      SLUICE_ASSIGN_OR_RETURN(backend_, state::KeyedStateBackend::Open(o));
+      if (restore_ != nullptr) {
+        SLUICE_ASSIGN_OR_RETURN(backend_, state::KeyedStateBackend::Restore(o, {*restore_}, checkpoint_dir_));
+        ctx.restored = true;
+      } else {
+        SLUICE_ASSIGN_OR_RETURN(backend_, state::KeyedStateBackend::Open(o));
+      }
       ctx.keyed_state = backend_.get();
       timers_ = std::make_unique<ops::TimerService>(backend_.get(), &clock_);
       ctx.timers = timers_.get();
@@ -620,6 +625,9 @@ class AdapterTest : public SdkPluginTest {
   CollectingOutput out_;
   std::unique_ptr<state::KeyedStateBackend> backend_;
   std::unique_ptr<ops::TimerService> timers_;
+  // Set: Open() restores the keyed state from this snapshot (in checkpoint_dir_).
+  const proto::KeyedStateHandle* restore_ = nullptr;
+  const std::string checkpoint_dir_ = absl::StrCat(::testing::TempDir(), "/sluice-sdk-checkpoints-", getpid());
   static inline int counter_ = 0;
 };
 
@@ -701,6 +709,40 @@ TEST_F(AdapterTest, HostErrorsReachTheTaskUnchanged) {
   ASSERT_OK(op);
   out_.fail_with = absl::CancelledError("task cancelled");
   EXPECT_THAT((*op)->Process(Rec("a", 1)), StatusIs(absl::StatusCode::kCancelled, "task cancelled"));
+}
+
+// Checkpoints of earlier builds hold a per-key value state `__sluice_timer_key` beside the
+// timers (the adapter kept each timer's key there). Restored, that state is unused (the backend
+// gives the timer's key) and does not stop the restore; the timers fire with their keys.
+TEST_F(AdapterTest, TimersRestoredFromACheckpointWithTheOldTimerKeyStateFire) {
+  auto op = Open("keyed_count", R"({"key_field":"user","timer":"event","at":100})", input_, "user");
+  ASSERT_OK(op);
+  std::vector<Record> batch = {Rec("b", 1), Rec("a", 1), Rec("b", 1)};
+  ASSERT_OK((*op)->ProcessBatch(0, batch.data(), batch.size()));
+  // What the old adapter wrote per timer registration: the key, under the current key.
+  state::StateId old_state = backend_->RegisterState("__sluice_timer_key", state::StateKind::kValue);
+  Schema key_schema({{"user", FieldType::kString}});
+  for (const char* user : {"a", "b"}) {
+    Record k(1);
+    k.SetString(0, user);
+    std::string key;
+    EncodeRecord(key_schema, k, &key);
+    backend_->SetCurrentKey(key, KeyGroupForHash(ops::KeyHasher::HashKeyRecord(key_schema, k), kDefaultMaxParallelism));
+    ASSERT_OK(backend_->Put(old_state, key));
+  }
+  auto snap = backend_->SnapshotSync(1);
+  ASSERT_OK(snap);
+  auto handle = backend_->UploadSnapshot(*snap, checkpoint_dir_, "chk-1/op1");
+  ASSERT_OK(handle);
+  (*op)->Close();
+  op->reset();
+  backend_.reset();
+
+  restore_ = &*handle;
+  auto restored = Open("keyed_count", R"({"key_field":"user","timer":"event","at":100})", input_, "user");
+  ASSERT_OK(restored);
+  ASSERT_OK(Watermark(restored->get(), 100));
+  EXPECT_THAT(out_.records, ::testing::UnorderedElementsAre(R"({"user":"a","count":1})", R"({"user":"b","count":2})"));
 }
 
 TEST_F(AdapterTest, Abi10PluginRunsKeyedStateAndTimersInRocksDb) {
