@@ -14,6 +14,7 @@
 #include <set>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_replace.h"
 #include "nlohmann/json.hpp"
 #include "tests/cluster_fixture.h"
 #include "tests/exactly_once_check.h"
@@ -100,6 +101,9 @@ class PluginJobTest : public ClusterTest {
                                    cluster_->coordinator_address(), " run ", file),
                       out);
   }
+
+  // Runs FailingCountingJob on 2 workers and checks the restart, its reason and the output.
+  void RunFailingPluginJob(const std::string& how, const std::string& expected_text);
 
   // No job was accepted: `sluice list` shows none.
   void ExpectNoJobs() {
@@ -321,6 +325,55 @@ operators:
   EXPECT_EQ(info.state(), proto::JOB_FAILED);
   EXPECT_EQ(info.restarts(), 2);
   EXPECT_THAT(info.error(), HasSubstr("record refused by policy"));
+}
+
+
+// CountingJob (tests/exactly_once_check.h) with the test plugin's `fail_at` chained after the
+// source: on the 60000th record of a subtask it throws or returns an error (`how`), in the
+// first attempt only (the file `marker` counts the failures).
+std::string FailingCountingJob(const std::string& out, const std::string& marker, const std::string& how) {
+  CountingJobOptions o;
+  o.restart = "{strategy: fixed_delay, attempts: 3, delay: 100ms}";
+  std::string job = CountingJob(out, 200'000, 100'000, o);
+  const std::string by_key = "  - {id: by_key, type: key_by, key: [key]}\n";
+  EXPECT_TRUE(absl::StrContains(job, by_key));
+  absl::StrReplaceAll({{by_key, absl::StrCat("  - {id: fail, type: fail_at, at: 60000, times: 1, marker: ", marker,
+                                             ", how: ", how, "}\n", by_key)}},
+                      &job);
+  return absl::StrCat("plugins: [", SLUICE_TEST_SDK_PLUGIN, "]\n", job);
+}
+
+// A plugin operator that throws (or returns an error) on a record fails its task with the job,
+// the operator and the plugin's text; the job restarts from its last checkpoint per its
+// strategy and its output is exactly once.
+void PluginJobTest::RunFailingPluginJob(const std::string& how, const std::string& expected_text) {
+  StartCluster(2, 2);
+  const std::string out = dir_ + "/out";
+  const std::string marker = dir_ + "/failures";
+  std::string job = Submit(FailingCountingJob(out, marker, how));
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(120));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  EXPECT_EQ(info.restarts(), 1);
+  EXPECT_GT(info.restored_checkpoint_id(), 0) << "restarted from the beginning, not a checkpoint";
+  std::cout << "restarted because: " << info.error() << "\n";
+  // The reason of the restart stays in the job's error.
+  EXPECT_THAT(info.error(), HasSubstr(absl::StrCat("task ", job, "/")));
+  EXPECT_THAT(info.error(), HasSubstr("operator 'fail'"));
+  EXPECT_THAT(info.error(), HasSubstr(expected_text));
+  std::ifstream in(marker);
+  int64_t failures = 0;
+  in >> failures;
+  EXPECT_EQ(failures, 1);
+  CheckExactlyOnce({out}, ExpectedFor(200'000));
+}
+
+TEST_F(PluginJobTest, PluginThatThrowsFailsItsTaskAndTheJobRestartsExactlyOnce) {
+  RunFailingPluginJob("throw",
+                      "operator 'fail' (type 'fail_at') threw an exception in Process: injected failure at record 60000");
+}
+
+TEST_F(PluginJobTest, PluginReturningAnErrorFailsItsTaskAndTheJobRestartsExactlyOnce) {
+  RunFailingPluginJob("error", "injected failure at record 60000");
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // so the fake host (sluice/testing.h) can run them directly. Also compiled against the frozen
 // SDK 1.0 headers (sdk/tests/sdk_1_0/) as libsdk_test_plugin_1_0.so, without the operators
 // that need a later ABI, to check that 1.0 plugins keep working.
+#include <fstream>
 #include <stdexcept>
 #include <string>
 
@@ -174,6 +175,52 @@ class Refuser : public sluice::sdk::Operator {
   }
 };
 
+// Passes records on unchanged, and fails on its `at`-th record (counted per instance) while the
+// file `marker` holds a number below `times` (absent: 0), adding one to it first: the first
+// `times` attempts of a job fail, the next ones run through. `how`: "throw" (a
+// std::runtime_error) or "error" (an unavailable status); the message is
+// "injected failure at record <at>".
+class FailAt : public sluice::sdk::Operator {
+ public:
+  explicit FailAt(const Options& o) {
+    (void)o.GetInt("at", &at_);
+    (void)o.GetInt("times", &times_, 1);
+    (void)o.GetString("marker", &marker_);
+    (void)o.GetString("how", &how_, "throw");
+  }
+  static Status Validate(const Options& o) {
+    SLUICE_SDK_RETURN_IF_ERROR(o.CheckKnownKeys({"at", "times", "marker", "how"}));
+    int64_t n = 0;
+    SLUICE_SDK_RETURN_IF_ERROR(o.GetInt("at", &n));
+    SLUICE_SDK_RETURN_IF_ERROR(o.GetInt("times", &n, 1));
+    std::string s;
+    SLUICE_SDK_RETURN_IF_ERROR(o.GetString("marker", &s));
+    SLUICE_SDK_RETURN_IF_ERROR(o.GetString("how", &s, "throw"));
+    if (s != "throw" && s != "error") return Status::InvalidArgument("how must be throw or error, not " + s);
+    return Status::Ok();
+  }
+  Status Process(const Record& in, Context& ctx) override {
+    if (++seen_ == at_) {
+      int64_t failures = 0;
+      std::ifstream(marker_) >> failures;
+      if (failures < times_) {
+        std::ofstream(marker_, std::ios::trunc) << failures + 1;
+        const std::string what = "injected failure at record " + std::to_string(at_);
+        if (how_ == "throw") throw std::runtime_error(what);
+        return Status::Unavailable(what);
+      }
+    }
+    return ctx.Forward(in);
+  }
+
+ private:
+  int64_t at_ = 0;
+  int64_t times_ = 1;
+  std::string marker_;
+  std::string how_;
+  int64_t seen_ = 0;
+};
+
 #if SLUICE_ABI_MINOR >= 1
 // Keyed, two inputs: input 1 (key, `tier` string) sets the key's tier; input 0 records come
 // out with `tier` appended (the key's latest tier, or "" when none came yet) and `input` = the
@@ -244,6 +291,7 @@ SLUICE_PLUGIN("sdk-test", "0.1.0", plugin) {
   plugin.AddOperator<Distinct>("distinct").Keyed().OutputSchema(&Distinct::OutputSchema);
   plugin.AddOperator<Thrower>("thrower");
   plugin.AddOperator<Refuser>("refuser");
+  plugin.AddOperator<FailAt>("fail_at").Validate(&FailAt::Validate);
 #if SLUICE_ABI_MINOR >= 1
   plugin.AddOperator<TierJoin>("tier_join").Keyed().OutputSchema(&TierJoin::OutputSchema);
   plugin.AddOperator<ForwardBoth>("forward_both");
