@@ -24,6 +24,7 @@
 #include "operators/operator_types.h"
 #include "sdk/host/plugin_operator.h"
 #include "sdk/host/plugin_types.h"
+#include "sdk/host/plugin_validation.h"
 #include "sluice/plugin.h"
 #include "sluice/sdk.h"
 #include "sluice/testing.h"
@@ -936,6 +937,89 @@ operators:
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("job.yaml:13:60: tier_join 'joined' is keyed: read its input 1 ('tiers') "
                                  "with partition: hash")));
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// Validation in the helper process (sluice-plugin-host), as the coordinator does it
+
+class HelperValidationTest : public ::testing::Test {
+ protected:
+  static std::string Job(const std::string& plugin, const std::string& op) {
+    return absl::StrCat("name: p\nplugins: [", PluginPath(plugin), R"y(]
+operators:
+  - id: gen
+    type: datagen
+    count: 10
+    fields: [{name: v, type: int64, expr: "seq"}]
+  - id: op
+    )y", op, R"y(
+  - {id: out, type: print}
+)y");
+  }
+  static HelperOptions Options(int64_t timeout_ms = 10'000) {
+    HelperOptions o;
+    o.path = SLUICE_TEST_PLUGIN_HOST;
+    o.timeout_ms = timeout_ms;
+    return o;
+  }
+};
+
+// What the helper reports plans the same job as the plugin loaded in this process does.
+TEST_F(HelperValidationTest, ReportedOptionsPlanTheSameJobAsThePluginItself) {
+  const std::string yaml = Job("sdk_test_plugin", "type: positive_filter\n    field: v\n    min: 3");
+  auto validated = ValidateInHelper(yaml, "job.yaml", 0, Options());
+  ASSERT_OK(validated);
+  plan::OperatorTypeCatalog catalog;
+  ASSERT_OK(ops::RegisterBuiltinOperatorTypes(&catalog));
+  ASSERT_OK(AddValidatedPluginTypes(*validated, &catalog));
+  auto job = plan::ParseJobSpec(yaml, "job.yaml", catalog);
+  ASSERT_OK(job);
+  const PluginOptions* options = job->operators[1].options_as<PluginOptions>();
+  ASSERT_NE(options, nullptr);
+  EXPECT_EQ(options->json, R"({"field":"v","min":3})");
+  EXPECT_EQ(job->operators[1].output_schema, Schema({{"v", FieldType::kInt64}}));
+  EXPECT_EQ(job->operators[2].input_schema, Schema({{"v", FieldType::kInt64}}));
+  // Every type of the plugin is known, with its traits.
+  const plan::OperatorType* keyed = catalog.Find("keyed_count");
+  ASSERT_NE(keyed, nullptr);
+  EXPECT_TRUE(keyed->traits().keyed);
+}
+
+TEST_F(HelperValidationTest, RefusedOptionsKeepThePluginsMessageAndThePosition) {
+  auto validated = ValidateInHelper(Job("sdk_test_plugin", "type: positive_filter\n    field: v\n    mni: 3"),
+                                    "job.yaml", 0, Options());
+  EXPECT_THAT(validated.status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       ::testing::AllOf(::testing::StartsWith("job.yaml:8:5: operator type 'positive_filter' of plugin 'sdk-test'"),
+                                        HasSubstr("unknown option 'mni'"))));
+}
+
+TEST_F(HelperValidationTest, APluginThatAbortsInValidateIsNamed) {
+  auto validated = ValidateInHelper(Job("sdk_test_crash_plugin", "type: abort_in_validate"), "job.yaml", 0, Options());
+  EXPECT_THAT(validated.status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       absl::StrCat("cannot validate the plugin operators of job.yaml: the plugin helper was killed "
+                                    "by signal 6 (Aborted) while running validate and output_schema of operator "
+                                    "'op' (type 'abort_in_validate') in ",
+                                    PluginPath("sdk_test_crash_plugin"))));
+}
+
+TEST_F(HelperValidationTest, APluginThatHangsInValidateIsKilledAfterTheTimeout) {
+  auto validated = ValidateInHelper(Job("sdk_test_crash_plugin", "type: hang_in_validate"), "job.yaml", 0, Options(300));
+  EXPECT_THAT(validated.status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       absl::StrCat("cannot validate the plugin operators of job.yaml: the plugin helper did not "
+                                    "finish within 300 ms (it was killed) while running validate and output_schema "
+                                    "of operator 'op' (type 'hang_in_validate') in ",
+                                    PluginPath("sdk_test_crash_plugin"))));
+}
+
+TEST_F(HelperValidationTest, AMissingHelperIsUnavailable) {
+  HelperOptions o = Options();
+  o.path = "/nonexistent/sluice-plugin-host";
+  EXPECT_THAT(ValidateInHelper(Job("sdk_test_plugin", "type: positive_filter\n    field: v"), "job.yaml", 0, o).status(),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("/nonexistent/sluice-plugin-host")));
 }
 
 }  // namespace

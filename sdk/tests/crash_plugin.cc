@@ -1,0 +1,36 @@
+// A plugin whose validate hook never returns normally (libsdk_test_crash_plugin.so), for the
+// helper process that validates plugin operators (host/plugin_validation.h): `abort_in_validate`
+// calls abort(), `hang_in_validate` waits forever.
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "sluice/sdk.h"
+
+namespace {
+
+using sluice::sdk::Context;
+using sluice::sdk::Options;
+using sluice::sdk::Record;
+using sluice::sdk::Status;
+
+class AbortInValidate : public sluice::sdk::Operator {
+ public:
+  static Status Validate(const Options&) { std::abort(); }
+  Status Process(const Record& in, Context& ctx) override { return ctx.Forward(in); }
+};
+
+class HangInValidate : public sluice::sdk::Operator {
+ public:
+  static Status Validate(const Options&) {
+    for (;;) pause();
+  }
+  Status Process(const Record& in, Context& ctx) override { return ctx.Forward(in); }
+};
+
+}  // namespace
+
+SLUICE_PLUGIN("sdk-test-crash", "0.1.0", plugin) {
+  plugin.AddOperator<AbortInValidate>("abort_in_validate").Validate(&AbortInValidate::Validate);
+  plugin.AddOperator<HangInValidate>("hang_in_validate").Validate(&HangInValidate::Validate);
+}
