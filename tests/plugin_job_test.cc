@@ -159,6 +159,32 @@ TEST_F(PluginJobTest, PluginOfAnIncompatibleAbiIsRefusedAtSubmission) {
   ExpectNoJobs();
 }
 
+// Validation runs plugin code in a helper process: a plugin that aborts in validate refuses the
+// job with the plugin file named, deploys nothing, and the coordinator serves the next job.
+TEST_F(PluginJobTest, PluginThatAbortsInValidateIsRefusedAndTheCoordinatorStaysUp) {
+  StartCluster(1, 2);
+  const std::string yaml = absl::StrCat("name: plugin-job\nplugins: [", SLUICE_TEST_CRASH_PLUGIN, R"y(]
+operators:
+  - {id: gen, type: datagen, count: 10, fields: [{name: a, type: int64, expr: "seq"}]}
+  - {id: crash, type: abort_in_validate}
+  - {id: out, type: blackhole}
+)y");
+  std::string out;
+  EXPECT_EQ(SluiceRun(yaml, &out), 1) << out;
+  EXPECT_THAT(out, HasSubstr("cannot validate the plugin operators of"));
+  EXPECT_THAT(out, HasSubstr("was killed by signal 6 (Aborted) while running validate and output_schema of "
+                             "operator 'crash' (type 'abort_in_validate') in " SLUICE_TEST_CRASH_PLUGIN));
+  ExpectNoJobs();
+
+  DedupJobOptions o;
+  o.ids = 500;
+  o.repeats = 2;
+  std::string job = Submit(DedupJob(dir_ + "/out", o));
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(60));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  CheckDedupOutput(dir_ + "/out", o.ids);
+}
+
 TEST_F(PluginJobTest, KillingWorkersKeepsPluginOutputExactlyOnce) {
   StartCluster(2, 2, 1500);
   const std::string out = dir_ + "/out";
@@ -188,27 +214,20 @@ TEST_F(PluginJobTest, KillingWorkersKeepsPluginOutputExactlyOnce) {
 
 TEST_F(PluginJobTest, WorkerThatCannotLoadThePluginRefusesTheDeploymentAndTheJobFails) {
   StartCluster(1, 2);
-  // The coordinator loads a copy of the plugins (for a job its validate hook refuses, so
-  // nothing is deployed) and keeps them loaded; then the copy of dedup goes away, so the
-  // worker, which has never loaded it, cannot.
-  const std::string copies = dir_ + "/plugins";
-  std::filesystem::create_directories(copies);
-  for (const char* f : {"/libregex_extract.so", "/libdedup.so"}) {
-    std::filesystem::copy_file(kPluginDir + f, copies + f);
-  }
-  DedupJobOptions o;
-  o.plugins = absl::StrCat("plugins: [", copies, "/libregex_extract.so, ", copies, "/libdedup.so]");
-  o.regex_options = "pattern: \"@(.+$\"";
-  EXPECT_FALSE(client_->Submit(DedupJob(dir_ + "/x", o), "job.yaml", 0).ok());
-  std::filesystem::remove(copies + "/libdedup.so");
-
-  o.regex_options = DedupJobOptions().regex_options;
-  std::string job = Submit(DedupJob(dir_ + "/out", o));
+  // The plugin loads in the validation helper, so the job is accepted, but not in workers.
+  std::string job = Submit(absl::StrCat("name: plugin-job\nparallelism: 2\nplugins: [", SLUICE_TEST_REFUSED_BY_WORKERS_PLUGIN,
+                                        R"y(]
+operators:
+  - {id: gen, type: datagen, count: 10, fields: [{name: a, type: int64, expr: "seq"}]}
+  - {id: op, type: noop}
+  - {id: out, type: blackhole}
+)y"));
   proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(30));
   EXPECT_EQ(info.state(), proto::JOB_FAILED) << info.error();
   std::cout << "job error: " << info.error() << "\n";
   EXPECT_THAT(info.error(), HasSubstr("cannot load a plugin of the job: job.yaml:3:"));
-  EXPECT_THAT(info.error(), HasSubstr(copies + "/libdedup.so"));
+  EXPECT_THAT(info.error(), HasSubstr(SLUICE_TEST_REFUSED_BY_WORKERS_PLUGIN));
+  EXPECT_THAT(info.error(), HasSubstr("this test plugin does not load in sluice-worker"));
 }
 
 TEST_F(PluginJobTest, PluginDirMakesTypesAvailableWithoutPluginsInTheJob) {

@@ -210,7 +210,7 @@ TEST_F(SdkPluginTest, DescribesItsTypes) {
   EXPECT_EQ(plugin_->version, "0.1.0");
   std::vector<std::string> names;
   for (const auto& t : plugin_->types) names.push_back(absl::StrCat(t.name, t.keyed ? " (keyed)" : ""));
-  EXPECT_THAT(names, ElementsAre("positive_filter", "keyed_count (keyed)", "distinct (keyed)", "thrower", "refuser",
+  EXPECT_THAT(names, ElementsAre("positive_filter", "keyed_count (keyed)", "distinct (keyed)", "thrower", "refuser", "fail_at",
                                  "tier_join (keyed)", "forward_both"));
   EXPECT_EQ(Type("positive_filter").description, "keeps records whose field is above min");
   EXPECT_EQ(plugin_->abi.minor, 1u);
@@ -255,7 +255,7 @@ TEST(Abi10PluginTest, LoadsAndRunsInTheFakeHostOfThisSdk) {
   ASSERT_OK(p);
   EXPECT_EQ((*p)->abi.major, 1u);
   EXPECT_EQ((*p)->abi.minor, 0u);
-  EXPECT_EQ((*p)->types.size(), 5u);  // no two-input types in 1.0
+  EXPECT_EQ((*p)->types.size(), 6u);  // no two-input types in 1.0
   EXPECT_FALSE((*p)->types[0].options_described);  // 1.0 cannot describe options
   EXPECT_EQ((*p)->descriptor->operator_types[0]->struct_size, SLUICE_OPERATOR_TYPE_SIZE_1_0);
   // The 1.1 fake host drives the 1.0 plugin through its own entry point.
