@@ -995,24 +995,25 @@ TEST_F(HelperValidationTest, RefusedOptionsKeepThePluginsMessageAndThePosition) 
                                         HasSubstr("unknown option 'mni'"))));
 }
 
-TEST_F(HelperValidationTest, APluginThatAbortsInValidateIsNamed) {
-  auto validated = ValidateInHelper(Job("sdk_test_crash_plugin", "type: abort_in_validate"), "job.yaml", 0, Options());
+// The helper's failure while in operator 'op' of `type` (of the crash plugin) is kInvalidArgument
+// "cannot validate ... the plugin helper <how> while running validate ... in <the plugin file>".
+void ExpectHelperFailure(absl::StatusOr<ValidatedPlugins> validated, const std::string& how, const std::string& type) {
   EXPECT_THAT(validated.status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       absl::StrCat("cannot validate the plugin operators of job.yaml: the plugin helper was killed "
-                                    "by signal 6 (Aborted) while running validate and output_schema of operator "
-                                    "'op' (type 'abort_in_validate') in ",
-                                    PluginPath("sdk_test_crash_plugin"))));
+                       absl::StrCat("cannot validate the plugin operators of job.yaml: the plugin helper ", how,
+                                    " while running validate and output_schema of operator 'op' (type '", type,
+                                    "') in ", PluginPath("sdk_test_crash_plugin"))));
+}
+
+TEST_F(HelperValidationTest, APluginThatAbortsInValidateIsNamed) {
+  ExpectHelperFailure(ValidateInHelper(Job("sdk_test_crash_plugin", "type: abort_in_validate"), "job.yaml", 0, Options()),
+                      "was killed by signal 6 (Aborted)", "abort_in_validate");
 }
 
 TEST_F(HelperValidationTest, APluginThatHangsInValidateIsKilledAfterTheTimeout) {
-  auto validated = ValidateInHelper(Job("sdk_test_crash_plugin", "type: hang_in_validate"), "job.yaml", 0, Options(300));
-  EXPECT_THAT(validated.status(),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       absl::StrCat("cannot validate the plugin operators of job.yaml: the plugin helper did not "
-                                    "finish within 300 ms (it was killed) while running validate and output_schema "
-                                    "of operator 'op' (type 'hang_in_validate') in ",
-                                    PluginPath("sdk_test_crash_plugin"))));
+  ExpectHelperFailure(
+      ValidateInHelper(Job("sdk_test_crash_plugin", "type: hang_in_validate"), "job.yaml", 0, Options(300)),
+      "did not finish within 300 ms (it was killed)", "hang_in_validate");
 }
 
 TEST_F(HelperValidationTest, AMissingHelperIsUnavailable) {

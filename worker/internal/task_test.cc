@@ -1809,23 +1809,30 @@ class TimerProbe final : public ops::Operator {
   const bool processing_;
 };
 
+// Registers the built-ins and a test operator type `name` without options whose output schema
+// is its input's, made by `factory`.
+absl::Status RegisterWithProbe(ops::OperatorRegistry* registry, const std::string& name, bool keyed,
+                               ops::OperatorRegistry::Factory factory) {
+  SLUICE_RETURN_IF_ERROR(ops::RegisterBuiltinOperators(registry));
+  plan::OperatorTraits traits;
+  traits.name = name;
+  traits.keyed = keyed;
+  return registry->Register(
+      std::make_unique<plan::TypedOperatorType<plan::NoOptions>>(
+          traits,
+          [](const YAML::Node&, const plan::ParseContext&) -> absl::StatusOr<plan::NoOptions> {
+            return plan::NoOptions();
+          },
+          [](const plan::NoOptions&, const plan::ParseContext& ctx) { return ctx.op().input_schema; }),
+      std::move(factory));
+}
+
 class TimerTaskTest : public TaskTest {
  protected:
   TimerTaskTest() {
-    EXPECT_OK(ops::RegisterBuiltinOperators(&with_probe_));
-    plan::OperatorTraits traits;
-    traits.name = "timer_probe";
-    traits.keyed = true;
-    EXPECT_OK(with_probe_.Register(
-        std::make_unique<plan::TypedOperatorType<plan::NoOptions>>(
-            traits,
-            [](const YAML::Node&, const plan::ParseContext&) -> absl::StatusOr<plan::NoOptions> {
-              return plan::NoOptions();
-            },
-            [](const plan::NoOptions&, const plan::ParseContext& ctx) { return ctx.op().input_schema; }),
-        [this](const plan::OperatorSpec&) {
-          return std::unique_ptr<ops::Operator>(std::make_unique<TimerProbe>(&log_, processing_));
-        }));
+    EXPECT_OK(RegisterWithProbe(&with_probe_, "timer_probe", /*keyed=*/true, [this](const plan::OperatorSpec&) {
+      return std::unique_ptr<ops::Operator>(std::make_unique<TimerProbe>(&log_, processing_));
+    }));
     registry_in_use_ = &with_probe_;
   }
 
@@ -1985,19 +1992,9 @@ class BatchProbe final : public ops::Operator {
 class BatchTaskTest : public TaskTest {
  protected:
   BatchTaskTest() {
-    EXPECT_OK(ops::RegisterBuiltinOperators(&with_probe_));
-    plan::OperatorTraits traits;
-    traits.name = "batch_probe";
-    EXPECT_OK(with_probe_.Register(
-        std::make_unique<plan::TypedOperatorType<plan::NoOptions>>(
-            traits,
-            [](const YAML::Node&, const plan::ParseContext&) -> absl::StatusOr<plan::NoOptions> {
-              return plan::NoOptions();
-            },
-            [](const plan::NoOptions&, const plan::ParseContext& ctx) { return ctx.op().input_schema; }),
-        [this](const plan::OperatorSpec& spec) {
-          return std::unique_ptr<ops::Operator>(std::make_unique<BatchProbe>(&mu_, &logs_, spec.id == "hold"));
-        }));
+    EXPECT_OK(RegisterWithProbe(&with_probe_, "batch_probe", /*keyed=*/false, [this](const plan::OperatorSpec& spec) {
+      return std::unique_ptr<ops::Operator>(std::make_unique<BatchProbe>(&mu_, &logs_, spec.id == "hold"));
+    }));
     registry_in_use_ = &with_probe_;
   }
 
