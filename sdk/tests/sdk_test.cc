@@ -409,6 +409,16 @@ HarnessOptions CountOptions(const std::string& options_json) {
   return o;
 }
 
+TEST(FakeHostTest, KeyedCountOfAnInt64Key) {
+  HarnessOptions o = CountOptions(R"({"key_field":"amount"})");
+  o.key = {"amount"};
+  Harness h(&sluice_plugin_init_v1, o);
+  ASSERT_TRUE(h.Open().ok());
+  ASSERT_TRUE(h.ProcessBatch({{"a", 7}, {"b", 8}, {"c", 7}}).ok());
+  EXPECT_THAT(h.output(), ElementsAre(R"({"amount":7,"count":1})", R"({"amount":8,"count":1})",
+                                      R"({"amount":7,"count":2})"));
+}
+
 TEST(FakeHostTest, KeyedValueStatePerKey) {
   Harness h(&sluice_plugin_init_v1, CountOptions(R"({"key_field":"user"})"));
   ASSERT_TRUE(h.Open().ok());

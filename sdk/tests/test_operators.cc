@@ -1,5 +1,7 @@
 // Operators of the in-tree test plugin (libsdk_test_plugin.so), also compiled into sdk_test
-// so the fake host (sluice/testing.h) can run them directly. Also compiled against the frozen
+// so the fake host (sluice/testing.h) can run them directly, and the plugin side of
+// bench/plugin_benchmark (positive_filter and keyed_count against the built-in filter and
+// aggregate count). Also compiled against the frozen
 // SDK 1.0 headers (sdk/tests/sdk_1_0/) as libsdk_test_plugin_1_0.so, without the operators
 // that need a later ABI, to check that 1.0 plugins keep working.
 #include <fstream>
@@ -51,7 +53,8 @@ class PositiveFilter : public sluice::sdk::Operator {
   sluice::sdk::Counter kept_;
 };
 
-// Counts records per key. Output: the key field `key_field` and `count`. Without `timer`, emits
+// Counts records per key (a string or int64 field `key_field`). Output: the key field and
+// `count`. Without `timer`, emits
 // the running count per record; with `timer: event|processing` and `at`, registers a timer at
 // `at` (event time) or now + `at` (processing time) and emits the count when it fires.
 class KeyedCount : public sluice::sdk::Operator {
@@ -82,8 +85,12 @@ class KeyedCount : public sluice::sdk::Operator {
     return Status::Ok();
   }
   Status Open(Context& ctx) override {
-    SLUICE_SDK_RETURN_IF_ERROR(ctx.KeyField(key_name_, FieldType::kString, &key_));
-    SLUICE_SDK_RETURN_IF_ERROR(ctx.OutputField(key_name_, FieldType::kString, &out_key_));
+    const int32_t i = ctx.InputSchema().IndexOf(key_name_);
+    if (i < 0) return Status::InvalidArgument("key_field '" + key_name_ + "' is not an input field");
+    string_key_ = ctx.InputSchema().type(i) == FieldType::kString;
+    const FieldType type = string_key_ ? FieldType::kString : FieldType::kInt64;
+    SLUICE_SDK_RETURN_IF_ERROR(ctx.KeyField(key_name_, type, &key_));
+    SLUICE_SDK_RETURN_IF_ERROR(ctx.OutputField(key_name_, type, &out_key_));
     SLUICE_SDK_RETURN_IF_ERROR(ctx.OutputField("count", FieldType::kInt64, &out_count_));
     return ctx.RegisterValueState("count", &count_);
   }
@@ -108,13 +115,18 @@ class KeyedCount : public sluice::sdk::Operator {
 
  private:
   Status EmitCount(int64_t n, Context& ctx) {
-    ctx.Out().SetString(out_key_, ctx.CurrentKey().String(key_));
+    if (string_key_) {
+      ctx.Out().SetString(out_key_, ctx.CurrentKey().String(key_));
+    } else {
+      ctx.Out().SetInt(out_key_, ctx.CurrentKey().Int(key_));
+    }
     ctx.Out().SetInt(out_count_, n);
     return ctx.Emit();
   }
   std::string key_name_;
   std::string timer_;
   int64_t at_ = 0;
+  bool string_key_ = true;
   Field key_;
   Field out_key_;
   Field out_count_;
