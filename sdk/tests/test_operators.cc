@@ -61,7 +61,10 @@ class KeyedCount : public sluice::sdk::Operator {
  public:
   explicit KeyedCount(const Options& o) {
     (void)o.GetString("key_field", &key_name_);
-    (void)o.GetString("timer", &timer_, "");
+    std::string timer;
+    (void)o.GetString("timer", &timer, "");
+    event_timer_ = timer == "event";
+    processing_timer_ = timer == "processing";
     (void)o.GetInt("at", &at_, 0);
   }
   static Status Validate(const Options& o) {
@@ -99,8 +102,8 @@ class KeyedCount : public sluice::sdk::Operator {
     bool found = false;
     SLUICE_SDK_RETURN_IF_ERROR(count_.GetInt64(&n, &found));
     SLUICE_SDK_RETURN_IF_ERROR(count_.PutInt64(n + 1));
-    if (timer_ == "event") return ctx.RegisterTimer(TimerDomain::kEventTime, at_);
-    if (timer_ == "processing") {
+    if (event_timer_) return ctx.RegisterTimer(TimerDomain::kEventTime, at_);
+    if (processing_timer_) {
       return ctx.RegisterTimer(TimerDomain::kProcessingTime, ctx.ProcessingTimeMs() + at_);
     }
     return EmitCount(n + 1, ctx);
@@ -124,7 +127,8 @@ class KeyedCount : public sluice::sdk::Operator {
     return ctx.Emit();
   }
   std::string key_name_;
-  std::string timer_;
+  bool event_timer_ = false;
+  bool processing_timer_ = false;
   int64_t at_ = 0;
   bool string_key_ = true;
   Field key_;
