@@ -6,7 +6,10 @@
 // refuses its options, and a plugin of an ABI this build cannot load, are refused at submission
 // (through `sluice run`) with the reason and the job file position, and nothing is deployed; a
 // worker that cannot load a plugin refuses the deployment and the job fails with the reason; a
-// plugin returning an error fails its task and the job restarts per its strategy.
+// plugin returning an error fails its task and the job restarts per its strategy; a plugin that
+// throws or returns an error on a record restarts the job from a checkpoint, exactly once; a
+// plugin that aborts in validate is refused at submission (validation runs in a helper process);
+// a keyed plugin's event-time timers fire with their keys.
 
 #include <stdlib.h>
 
@@ -183,6 +186,40 @@ operators:
   proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(60));
   ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
   CheckDedupOutput(dir_ + "/out", o.ids);
+}
+
+// A keyed plugin's event-time timers fire in a job, with their keys: the test plugin's
+// keyed_count registers one timer per key beyond every event time and emits (key, count) when it
+// fires, which the end of event time does: one line per key with that key's count.
+TEST_F(PluginJobTest, PluginEventTimersFireWithTheirKeys) {
+  StartCluster(2, 2);
+  const std::string out = dir_ + "/out";
+  std::string job = Submit(absl::StrCat("name: plugin-timers\nparallelism: 2\nplugins: [", SLUICE_TEST_SDK_PLUGIN, R"y(]
+checkpoint: {interval: 200ms}
+operators:
+  - id: gen
+    type: datagen
+    count: 7000
+    fields: [{name: k, type: int64, expr: "seq % 70"}, {name: ts, type: timestamp, expr: "to_timestamp(seq)"}]
+    event_time: {field: ts}
+  - id: counts
+    type: keyed_count
+    input: {from: gen, partition: hash, key: [k]}
+    key_field: k
+    timer: event
+    at: 1000000000
+  - {id: out, type: file, path: )y", out, "}\n"));
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(60));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  std::vector<std::string> lines = ReadCommittedLines({out});
+  std::set<int64_t> keys;
+  for (const std::string& line : lines) {
+    auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["count"].get<int64_t>(), 100) << line;
+    EXPECT_TRUE(keys.insert(j["k"].get<int64_t>()).second) << "twice: " << line;
+  }
+  EXPECT_EQ(lines.size(), 70u);
+  EXPECT_EQ(keys.size(), 70u);
 }
 
 TEST_F(PluginJobTest, KillingWorkersKeepsPluginOutputExactlyOnce) {
