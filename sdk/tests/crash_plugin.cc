@@ -9,23 +9,20 @@
 
 namespace {
 
-using sluice::sdk::Context;
-using sluice::sdk::Options;
-using sluice::sdk::Record;
-using sluice::sdk::Status;
+namespace sdk = sluice::sdk;
 
-class AbortInValidate : public sluice::sdk::Operator {
+class AbortInValidate : public sdk::Operator {
  public:
-  static Status Validate(const Options&) { std::abort(); }
-  Status Process(const Record& in, Context& ctx) override { return ctx.Forward(in); }
+  static sdk::Status Validate(const sdk::Options&) { std::abort(); }
+  sdk::Status Process(const sdk::Record& in, sdk::Context& ctx) override { return ctx.Forward(in); }
 };
 
-class HangInValidate : public sluice::sdk::Operator {
+class HangInValidate : public sdk::Operator {
  public:
-  static Status Validate(const Options&) {
+  static sdk::Status Validate(const sdk::Options&) {
     for (;;) pause();
   }
-  Status Process(const Record& in, Context& ctx) override { return ctx.Forward(in); }
+  sdk::Status Process(const sdk::Record& in, sdk::Context& ctx) override { return ctx.Forward(in); }
 };
 
 }  // namespace
