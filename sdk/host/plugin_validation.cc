@@ -273,16 +273,35 @@ absl::StatusOr<ValidatedPlugins> ValidateInHelper(const std::string& yaml, const
     }
     pollfd fds[2] = {{out_open ? out_pipe[0] : -1, POLLIN, 0}, {err_open ? err_pipe[0] : -1, POLLIN, 0}};
     int ready = poll(fds, 2, static_cast<int>(std::min<int64_t>(left_ms, 1000)));
-    if (ready < 0 && errno != EINTR) break;
+    if (ready < 0 && errno != EINTR) {
+      timed_out = true;  // cannot wait for it: end it as if its time were up
+      break;
+    }
     if (ready <= 0) continue;
     if (out_open && (fds[0].revents & (POLLIN | POLLHUP | POLLERR))) out_open = ReadSome(out_pipe[0], &out);
     if (err_open && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) err_open = ReadSome(err_pipe[0], &err);
   }
   close(out_pipe[0]);
   close(err_pipe[0]);
-  if (timed_out) kill(pid, SIGKILL);
+  // It closed its output; it still has until the deadline to exit.
   int wstatus = 0;
-  while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
+  bool reaped = false;
+  while (!timed_out) {
+    pid_t done = waitpid(pid, &wstatus, WNOHANG);
+    if (done == pid || (done < 0 && errno != EINTR)) {
+      reaped = true;
+      break;
+    }
+    if (clock->NowNanos() >= deadline) {
+      timed_out = true;
+      break;
+    }
+    clock->SleepNanos(1'000'000);
+  }
+  if (!reaped) {
+    kill(pid, SIGKILL);
+    while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
+    }
   }
 
   const std::string progress = LastProgress(err);
