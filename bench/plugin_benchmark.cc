@@ -1,13 +1,15 @@
 // Cost of an operator plugin in the data path: a local cluster of 2 workers runs
 // datagen -> op -> blackhole with parallelism 2, where op is in turn
-//   - the built-in `filter` and the plugin `bench_filter` (same predicate, half the records pass),
-//   - the built-in `aggregate` (count) and the plugin `bench_keyed_count` (a rolling count per key
-//     in keyed value state), both behind the same hash edge on the same key.
+//   - the built-in `filter` and the plugin `positive_filter` (same predicate, half the records
+//     pass; the plugin also counts them in its `kept` counter),
+//   - the built-in `aggregate` (count) and the plugin `keyed_count` (a rolling count per key in
+//     keyed value state), both behind the same hash edge on the same key.
+// The plugin is the SDK's test plugin (sdk/tests/test_operators.cc).
 // The four jobs run alternately within each repetition. Each run reports records per CPU-second
 // of the engine processes (coordinator + workers); one BENCH line per pair with the medians and
 // ratio = plugin / built-in (target >= 0.67, issue 9).
 //
-//   build/bin/plugin_benchmark [--records N] [--keys K] [--reps R] [--plugin libbench_plugin.so]
+//   build/bin/plugin_benchmark [--records N] [--keys K] [--reps R] [--plugin libsdk_test_plugin.so]
 
 #include <algorithm>
 #include <chrono>
@@ -92,11 +94,11 @@ int main(int argc, char** argv) {
   app.add_option("--records", records, "Records per run")->capture_default_str();
   app.add_option("--keys", keys, "Distinct keys of the keyed count")->capture_default_str();
   app.add_option("--reps", reps, "Repetitions (medians are reported)")->capture_default_str();
-  app.add_option("--plugin", plugin, "The benchmark plugin (libbench_plugin.so)")->capture_default_str();
+  app.add_option("--plugin", plugin, "The test plugin (libsdk_test_plugin.so)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   plugin = std::filesystem::absolute(plugin).string();
   if (!std::filesystem::exists(plugin)) {
-    std::cerr << "no plugin at " << plugin << " (build the bench_plugin target)\n";
+    std::cerr << "no plugin at " << plugin << " (build the sdk_test_plugin target)\n";
     return 1;
   }
 
@@ -109,11 +111,11 @@ int main(int argc, char** argv) {
   const std::string keyed_input = "    input: {from: gen, partition: hash, key: [key]}\n";
   std::vector<Variant> variants = {
       {"filter/builtin", "  - {id: op, type: filter, where: \"v >= 500\"}\n", {}},
-      {"filter/plugin", "  - {id: op, type: bench_filter, field: v, min: 500}\n", {}},
+      {"filter/plugin", "  - {id: op, type: positive_filter, field: v, min: 499}\n", {}},
       {"count/builtin",
        absl::StrCat("  - id: op\n    type: aggregate\n", keyed_input, "    aggregates: [{fn: count, as: count}]\n"),
        {}},
-      {"count/plugin", absl::StrCat("  - id: op\n    type: bench_keyed_count\n", keyed_input, "    key_field: key\n"),
+      {"count/plugin", absl::StrCat("  - id: op\n    type: keyed_count\n", keyed_input, "    key_field: key\n"),
        {}},
   };
   int failed = 0;

@@ -23,7 +23,7 @@
 #include "common/watermark.h"
 #include "connectors/connector_types.h"
 #include "operators/operator_types.h"
-#include "sdk/host/plugin_types.h"
+#include "sdk/host/plugin_validation.h"
 
 namespace sluice::coordinator {
 
@@ -157,22 +157,20 @@ plan::OperatorTypeCatalog MakeCatalog() {
 
 }  // namespace
 
-// Plugin operators are validated in this process: the job's plugins (and --plugin-dir's) are
-// dlopen'ed here, and their validate and output_schema hooks run on the submitting thread.
-// That runs user code in the coordinator (a plugin that crashes takes it down; the HA store
-// brings its jobs back on restart); a helper process for these hooks is left for later.
+// Plugin operators are validated in a helper process (sluice-plugin-host, beside this
+// executable): it loads the job's plugins (and --plugin-dir's) and runs their validate and
+// output_schema hooks; this process plans with what it reports and never loads a plugin. A
+// plugin that crashes or hangs there refuses the job with the plugin file named.
 absl::StatusOr<plan::JobSpec> Coordinator::PlanJob(const std::string& yaml, const std::string& name,
                                                    int parallelism) const {
   SLUICE_ASSIGN_OR_RETURN(std::vector<plan::PluginRef> refs, plan::ReadJobPlugins(yaml, name));
   if (refs.empty() && options_.plugin_dir.empty()) return plan::ParseJobSpec(yaml, name, catalog_, parallelism);
-  plugin::PluginLoader* loader = plugin::PluginLoader::Default();
-  SLUICE_ASSIGN_OR_RETURN(std::vector<const plugin::LoadedPlugin*> plugins,
-                          plugin::LoadPluginDir(loader, options_.plugin_dir));
-  SLUICE_ASSIGN_OR_RETURN(std::vector<const plugin::LoadedPlugin*> job_plugins,
-                          plugin::LoadJobPlugins(loader, refs, name));
-  plugins.insert(plugins.end(), job_plugins.begin(), job_plugins.end());
+  plugin::HelperOptions helper;
+  helper.plugin_dir = options_.plugin_dir;
+  SLUICE_ASSIGN_OR_RETURN(plugin::ValidatedPlugins validated,
+                          plugin::ValidateInHelper(yaml, name, parallelism, helper));
   plan::OperatorTypeCatalog catalog = MakeCatalog();
-  SLUICE_RETURN_IF_ERROR(plugin::AddPluginTypesToCatalog(plugins, &catalog));
+  SLUICE_RETURN_IF_ERROR(plugin::AddValidatedPluginTypes(validated, &catalog));
   return plan::ParseJobSpec(yaml, name, catalog, parallelism);
 }
 

@@ -42,8 +42,9 @@ struct CoordinatorOptions {
   // A restarting job waits up to this long (from its failure) for as many workers as its last
   // placement used, so that a replacement that is starting gets its share of the subtasks.
   int64_t spread_wait_ms = 2000;
-  // Cluster-wide plugins: every *.so here is loaded (in this process) to validate jobs using
-  // their operator types; give the workers the same --plugin-dir. "" = none.
+  // Cluster-wide plugins: every *.so here is loaded (in the sluice-plugin-host helper, not in
+  // this process) to validate jobs using their operator types; give the workers the same
+  // --plugin-dir. "" = none.
   std::string plugin_dir;
   Clock* clock = Clock::Real();
 };
@@ -87,9 +88,10 @@ class Coordinator {
                                 std::function<void(absl::StatusOr<std::string>)> done);
 
  private:
-  // Plans a job: loads the plugins it names and --plugin-dir's, adds their operator types to
-  // a copy of the catalog, and parses the job with it (plugin options validated by the
-  // plugin's own hook, with the operator's position).
+  // Plans a job: a helper process loads the plugins it names and --plugin-dir's and validates
+  // their operators (options by the plugin's own hook, with the operator's position); their
+  // types, with what the helper accepted, go into a copy of the catalog the job is parsed with.
+  // A plugin that crashes or hangs in the helper refuses the job (kInvalidArgument naming it).
   absl::StatusOr<plan::JobSpec> PlanJob(const std::string& yaml, const std::string& name,
                                         int parallelism) const;
   // The plan of a job read back from its HA record (the stored plan, or for records without

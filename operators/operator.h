@@ -84,12 +84,14 @@ absl::StatusOr<const T*> TypedOptions(const OperatorContext& ctx) {
 }
 
 // The operator contract (push-based, as Arrow Acero's ExecNode):
-//   Open() once, then Process() per input record in arrival order (with ProcessWatermark() and
-//   ProcessWatermarkStatus() in between, where they fall in the input), then Finish() once when
-//   every input has ended (flush anything buffered), then Close(). All calls come from the
-//   one thread of the task that owns the operator: operators need no locks.
-// Process() may call Output::Emit() any number of times. A non-OK status fails the task with
-// that status (the task adds the job, task and operator names).
+//   Open() once, then the input records in arrival order, either one per Process() call or
+//   several per ProcessBatch() call (with ProcessWatermark(), ProcessWatermarkStatus(), timers
+//   and checkpoint snapshots only between calls, where they fall in the input: a batch never
+//   spans a watermark or a barrier), then Finish() once when every input has ended (flush
+//   anything buffered), then Close(). All calls come from the one thread of the task that owns
+//   the operator: operators need no locks.
+// Process() and ProcessBatch() may call Output::Emit() any number of times. A non-OK status
+// fails the task with that status (the task adds the job, task and operator names).
 class Operator {
  public:
   virtual ~Operator() = default;
@@ -104,6 +106,21 @@ class Operator {
   // this instead of Process() when the operator has several inputs. The default ignores the
   // index (union, sinks: inputs of one schema); two-input operators derive TwoInputOperator.
   virtual absl::Status ProcessInput(int input_index, const Record& record) { return Process(record); }
+  // `count` records of input `input_index`, in arrival order: the same as ProcessInput() for
+  // each (what the default does), but in one call. The records are valid during the call only.
+  virtual absl::Status ProcessBatch(int input_index, const Record* records, size_t count) {
+    for (size_t i = 0; i < count; ++i) {
+      absl::Status s = ProcessInput(input_index, records[i]);
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+  // True when ProcessBatch() is so much cheaper than a call per record that it pays to gather
+  // records (plugins: one call across the plugin boundary per batch). The task then calls
+  // ProcessBatch() instead of Process()/ProcessInput(): with each decoded input buffer when the
+  // operator heads a chain, with copies of the records a chained predecessor emitted otherwise
+  // (at most 256, never across a watermark, a barrier or a step of the task's loop).
+  virtual bool PrefersBatches() const { return false; }
   virtual absl::Status Finish() { return absl::OkStatus(); }
   virtual void Close() {}
 

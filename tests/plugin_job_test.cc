@@ -6,7 +6,10 @@
 // refuses its options, and a plugin of an ABI this build cannot load, are refused at submission
 // (through `sluice run`) with the reason and the job file position, and nothing is deployed; a
 // worker that cannot load a plugin refuses the deployment and the job fails with the reason; a
-// plugin returning an error fails its task and the job restarts per its strategy.
+// plugin returning an error fails its task and the job restarts per its strategy; a plugin that
+// throws or returns an error on a record restarts the job from a checkpoint, exactly once; a
+// plugin that aborts in validate is refused at submission (validation runs in a helper process);
+// a keyed plugin's event-time timers fire with their keys.
 
 #include <stdlib.h>
 
@@ -14,6 +17,7 @@
 #include <set>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_replace.h"
 #include "nlohmann/json.hpp"
 #include "tests/cluster_fixture.h"
 #include "tests/exactly_once_check.h"
@@ -101,6 +105,9 @@ class PluginJobTest : public ClusterTest {
                       out);
   }
 
+  // Runs FailingCountingJob on 2 workers and checks the restart, its reason and the output.
+  void RunFailingPluginJob(const std::string& how, const std::string& expected_text);
+
   // No job was accepted: `sluice list` shows none.
   void ExpectNoJobs() {
     std::string out;
@@ -155,6 +162,66 @@ TEST_F(PluginJobTest, PluginOfAnIncompatibleAbiIsRefusedAtSubmission) {
   ExpectNoJobs();
 }
 
+// Validation runs plugin code in a helper process: a plugin that aborts in validate refuses the
+// job with the plugin file named, deploys nothing, and the coordinator serves the next job.
+TEST_F(PluginJobTest, PluginThatAbortsInValidateIsRefusedAndTheCoordinatorStaysUp) {
+  StartCluster(1, 2);
+  const std::string yaml = absl::StrCat("name: plugin-job\nplugins: [", SLUICE_TEST_CRASH_PLUGIN, R"y(]
+operators:
+  - {id: gen, type: datagen, count: 10, fields: [{name: a, type: int64, expr: "seq"}]}
+  - {id: crash, type: abort_in_validate}
+  - {id: out, type: blackhole}
+)y");
+  std::string out;
+  EXPECT_EQ(SluiceRun(yaml, &out), 1) << out;
+  EXPECT_THAT(out, HasSubstr("cannot validate the plugin operators of"));
+  EXPECT_THAT(out, HasSubstr("was killed by signal 6 (Aborted) while running validate and output_schema of "
+                             "operator 'crash' (type 'abort_in_validate') in " SLUICE_TEST_CRASH_PLUGIN));
+  ExpectNoJobs();
+
+  DedupJobOptions o;
+  o.ids = 500;
+  o.repeats = 2;
+  std::string job = Submit(DedupJob(dir_ + "/out", o));
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(60));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  CheckDedupOutput(dir_ + "/out", o.ids);
+}
+
+// A keyed plugin's event-time timers fire in a job, with their keys: the test plugin's
+// keyed_count registers one timer per key beyond every event time and emits (key, count) when it
+// fires, which the end of event time does: one line per key with that key's count.
+TEST_F(PluginJobTest, PluginEventTimersFireWithTheirKeys) {
+  StartCluster(2, 2);
+  const std::string out = dir_ + "/out";
+  std::string job = Submit(absl::StrCat("name: plugin-timers\nparallelism: 2\nplugins: [", SLUICE_TEST_SDK_PLUGIN, R"y(]
+checkpoint: {interval: 200ms}
+operators:
+  - id: gen
+    type: datagen
+    count: 7000
+    fields: [{name: k, type: int64, expr: "seq % 70"}, {name: ts, type: timestamp, expr: "to_timestamp(seq)"}]
+    event_time: {field: ts}
+  - id: counts
+    type: keyed_count
+    input: {from: gen, partition: hash, key: [k]}
+    key_field: k
+    timer: event
+    at: 1000000000
+  - {id: out, type: file, path: )y", out, "}\n"));
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(60));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  std::vector<std::string> lines = ReadCommittedLines({out});
+  std::set<int64_t> keys;
+  for (const std::string& line : lines) {
+    auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["count"].get<int64_t>(), 100) << line;
+    EXPECT_TRUE(keys.insert(j["k"].get<int64_t>()).second) << "twice: " << line;
+  }
+  EXPECT_EQ(lines.size(), 70u);
+  EXPECT_EQ(keys.size(), 70u);
+}
+
 TEST_F(PluginJobTest, KillingWorkersKeepsPluginOutputExactlyOnce) {
   StartCluster(2, 2, 1500);
   const std::string out = dir_ + "/out";
@@ -184,27 +251,20 @@ TEST_F(PluginJobTest, KillingWorkersKeepsPluginOutputExactlyOnce) {
 
 TEST_F(PluginJobTest, WorkerThatCannotLoadThePluginRefusesTheDeploymentAndTheJobFails) {
   StartCluster(1, 2);
-  // The coordinator loads a copy of the plugins (for a job its validate hook refuses, so
-  // nothing is deployed) and keeps them loaded; then the copy of dedup goes away, so the
-  // worker, which has never loaded it, cannot.
-  const std::string copies = dir_ + "/plugins";
-  std::filesystem::create_directories(copies);
-  for (const char* f : {"/libregex_extract.so", "/libdedup.so"}) {
-    std::filesystem::copy_file(kPluginDir + f, copies + f);
-  }
-  DedupJobOptions o;
-  o.plugins = absl::StrCat("plugins: [", copies, "/libregex_extract.so, ", copies, "/libdedup.so]");
-  o.regex_options = "pattern: \"@(.+$\"";
-  EXPECT_FALSE(client_->Submit(DedupJob(dir_ + "/x", o), "job.yaml", 0).ok());
-  std::filesystem::remove(copies + "/libdedup.so");
-
-  o.regex_options = DedupJobOptions().regex_options;
-  std::string job = Submit(DedupJob(dir_ + "/out", o));
+  // The plugin loads in the validation helper, so the job is accepted, but not in workers.
+  std::string job = Submit(absl::StrCat("name: plugin-job\nparallelism: 2\nplugins: [", SLUICE_TEST_REFUSED_BY_WORKERS_PLUGIN,
+                                        R"y(]
+operators:
+  - {id: gen, type: datagen, count: 10, fields: [{name: a, type: int64, expr: "seq"}]}
+  - {id: op, type: noop}
+  - {id: out, type: blackhole}
+)y"));
   proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(30));
   EXPECT_EQ(info.state(), proto::JOB_FAILED) << info.error();
   std::cout << "job error: " << info.error() << "\n";
   EXPECT_THAT(info.error(), HasSubstr("cannot load a plugin of the job: job.yaml:3:"));
-  EXPECT_THAT(info.error(), HasSubstr(copies + "/libdedup.so"));
+  EXPECT_THAT(info.error(), HasSubstr(SLUICE_TEST_REFUSED_BY_WORKERS_PLUGIN));
+  EXPECT_THAT(info.error(), HasSubstr("this test plugin does not load in sluice-worker"));
 }
 
 TEST_F(PluginJobTest, PluginDirMakesTypesAvailableWithoutPluginsInTheJob) {
@@ -321,6 +381,55 @@ operators:
   EXPECT_EQ(info.state(), proto::JOB_FAILED);
   EXPECT_EQ(info.restarts(), 2);
   EXPECT_THAT(info.error(), HasSubstr("record refused by policy"));
+}
+
+
+// CountingJob (tests/exactly_once_check.h) with the test plugin's `fail_at` chained after the
+// source: on the 60000th record of a subtask it throws or returns an error (`how`), in the
+// first attempt only (the file `marker` counts the failures).
+std::string FailingCountingJob(const std::string& out, const std::string& marker, const std::string& how) {
+  CountingJobOptions o;
+  o.restart = "{strategy: fixed_delay, attempts: 3, delay: 100ms}";
+  std::string job = CountingJob(out, 200'000, 100'000, o);
+  const std::string by_key = "  - {id: by_key, type: key_by, key: [key]}\n";
+  EXPECT_TRUE(absl::StrContains(job, by_key));
+  absl::StrReplaceAll({{by_key, absl::StrCat("  - {id: fail, type: fail_at, at: 60000, times: 1, marker: ", marker,
+                                             ", how: ", how, "}\n", by_key)}},
+                      &job);
+  return absl::StrCat("plugins: [", SLUICE_TEST_SDK_PLUGIN, "]\n", job);
+}
+
+// A plugin operator that throws (or returns an error) on a record fails its task with the job,
+// the operator and the plugin's text; the job restarts from its last checkpoint per its
+// strategy and its output is exactly once.
+void PluginJobTest::RunFailingPluginJob(const std::string& how, const std::string& expected_text) {
+  StartCluster(2, 2);
+  const std::string out = dir_ + "/out";
+  const std::string marker = dir_ + "/failures";
+  std::string job = Submit(FailingCountingJob(out, marker, how));
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(120));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  EXPECT_EQ(info.restarts(), 1);
+  EXPECT_GT(info.restored_checkpoint_id(), 0) << "restarted from the beginning, not a checkpoint";
+  std::cout << "restarted because: " << info.error() << "\n";
+  // The reason of the restart stays in the job's error.
+  EXPECT_THAT(info.error(), HasSubstr(absl::StrCat("task ", job, "/")));
+  EXPECT_THAT(info.error(), HasSubstr("operator 'fail'"));
+  EXPECT_THAT(info.error(), HasSubstr(expected_text));
+  std::ifstream in(marker);
+  int64_t failures = 0;
+  in >> failures;
+  EXPECT_EQ(failures, 1);
+  CheckExactlyOnce({out}, ExpectedFor(200'000));
+}
+
+TEST_F(PluginJobTest, PluginThatThrowsFailsItsTaskAndTheJobRestartsExactlyOnce) {
+  RunFailingPluginJob("throw",
+                      "operator 'fail' (type 'fail_at') threw an exception in Process: injected failure at record 60000");
+}
+
+TEST_F(PluginJobTest, PluginReturningAnErrorFailsItsTaskAndTheJobRestartsExactlyOnce) {
+  RunFailingPluginJob("error", "injected failure at record 60000");
 }
 
 }  // namespace

@@ -13,7 +13,6 @@
 namespace sluice::plugin {
 namespace {
 
-constexpr const char kTimerKeyState[] = "__sluice_timer_key";
 constexpr absl::string_view kReservedPrefix = "__sluice";
 
 absl::StatusCode ToAbslCode(sluice_status code) {
@@ -182,9 +181,6 @@ absl::Status PluginOperator::Open(const ops::OperatorContext& ctx, ops::Output* 
     key_schema_ = Schema(std::move(key_fields));
     key_record_.Resize(key_schema_.size());
     key_values_.resize(key_schema_.size());
-    timer_key_state_ = backend_->RegisterState(kTimerKeyState, state::StateKind::kValue);
-    // Restored timers may be due: check the clock from the first call on.
-    has_processing_timers_ = true;
   }
   abi_input_ = std::make_unique<AbiSchema>(input_schema_);
   abi_second_ = std::make_unique<AbiSchema>(second_schema_);
@@ -267,19 +263,14 @@ void PluginOperator::FillValues(const Record& r, sluice_value* out) const {
   }
 }
 
-absl::Status PluginOperator::Process(const Record& record) { return ProcessInputBatch(0, &record, 1); }
+absl::Status PluginOperator::Process(const Record& record) { return ProcessBatch(0, &record, 1); }
 
-absl::Status PluginOperator::ProcessBatch(const Record* records, size_t count) {
-  return ProcessInputBatch(0, records, count);
-}
-
-absl::Status PluginOperator::ProcessInputBatch(int input, const Record* records, size_t count) {
+absl::Status PluginOperator::ProcessBatch(int input, const Record* records, size_t count) {
   if (input < 0 || input >= type_->num_inputs) {
     return absl::InvalidArgumentError(
         absl::StrCat("plugin operator type '", type_->name, "' has no input ", input));
   }
   if (count == 0) return absl::OkStatus();
-  if (has_processing_timers_) SLUICE_RETURN_IF_ERROR(FireProcessingTimers());
   batch_input_ = input;
   const size_t nf = input_types_[input].size();
   if (input_values_.size() < count * nf) input_values_.resize(count * nf);
@@ -301,37 +292,27 @@ absl::Status PluginOperator::ProcessInputBatch(int input, const Record* records,
 
 absl::Status PluginOperator::ProcessWatermark(int64_t watermark_ms) {
   watermark_ = watermark_ms;
-  if (backend_ != nullptr) SLUICE_RETURN_IF_ERROR(FireTimers(state::TimerDomain::kEventTime, watermark_ms));
-  if (has_processing_timers_) SLUICE_RETURN_IF_ERROR(FireProcessingTimers());
   if (op_.process_watermark == nullptr) return output_->EmitWatermark(watermark_ms);
   host_error_ = absl::OkStatus();
   error_.Clear();
   return Result(op_.process_watermark(op_.instance, watermark_ms, error_.get()), "process_watermark");
 }
 
-absl::Status PluginOperator::FireProcessingTimers() {
-  return FireTimers(state::TimerDomain::kProcessingTime, ctx_.clock->WallMillis());
-}
-
-absl::Status PluginOperator::FireTimers(state::TimerDomain domain, int64_t up_to) {
-  return backend_->FireTimers(domain, up_to, [&](int64_t timestamp) -> absl::Status {
-    SLUICE_RETURN_IF_ERROR(LoadTimerKey());
-    if (op_.on_timer == nullptr) return absl::OkStatus();
-    host_error_ = absl::OkStatus();
-    error_.Clear();
-    return Result(op_.on_timer(op_.instance, static_cast<sluice_timer_domain>(domain), timestamp, error_.get()),
-                  "on_timer");
-  });
-}
-
-absl::Status PluginOperator::LoadTimerKey() {
-  SLUICE_ASSIGN_OR_RETURN(bool found, backend_->Get(timer_key_state_, &key_bytes_));
-  if (!found) {
-    return absl::DataLossError(
-        absl::StrCat("plugin operator type '", type_->name, "': a timer fired for a key with no stored key"));
-  }
+absl::Status PluginOperator::OnTimer(int64_t timestamp_ms, ops::TimeDomain domain, absl::string_view key) {
+  if (backend_ == nullptr || op_.on_timer == nullptr) return absl::OkStatus();
+  // The key as current_key() gives it to the plugin; the backend already has it current.
+  key_bytes_.assign(key.data(), key.size());
   RecordDecoder decoder(&key_schema_, key_bytes_);
-  return decoder.Next(&key_record_);
+  absl::Status decoded = decoder.Next(&key_record_);
+  if (!decoded.ok()) {
+    return absl::DataLossError(absl::StrCat("plugin operator type '", type_->name, "': a timer at ", timestamp_ms,
+                                            " fired for a key that does not decode: ", decoded.message()));
+  }
+  if (domain == ops::TimeDomain::kEventTime && ctx_.timers != nullptr) watermark_ = ctx_.timers->CurrentWatermark();
+  host_error_ = absl::OkStatus();
+  error_.Clear();
+  return Result(op_.on_timer(op_.instance, static_cast<sluice_timer_domain>(domain), timestamp_ms, error_.get()),
+                "on_timer");
 }
 
 absl::Status PluginOperator::Finish() {
@@ -564,11 +545,7 @@ sluice_status PluginOperator::RegisterTimer(sluice_host* host, sluice_timer_doma
   if (domain != SLUICE_EVENT_TIME && domain != SLUICE_PROCESSING_TIME) {
     return self->HostFail(absl::InvalidArgumentError(absl::StrCat("unknown timer domain ", domain)));
   }
-  // The backend fires timers with their key current but does not say which key: keep it.
-  absl::Status s = self->backend_->Put(self->timer_key_state_, self->key_bytes_);
-  if (s.ok()) {
-    s = self->backend_->RegisterTimer(static_cast<state::TimerDomain>(domain), ts);
-  }
+  absl::Status s = self->backend_->RegisterTimer(static_cast<state::TimerDomain>(domain), ts);
   return s.ok() ? SLUICE_OK : self->HostFail(std::move(s));
 }
 

@@ -23,26 +23,28 @@ namespace sluice::plugin {
 // Runs one instance of a plugin operator type as an engine operator (ops::Operator).
 //
 // Lifecycle: the constructor creates the plugin instance (its `create` hook); Open() passes it
-// the schemas, the key and the host callbacks (`open`); Process()/ProcessBatch() hand it
-// records as sluice_record views (no copy of strings, no allocation once the batch buffers
-// have grown); ProcessWatermark() fires due event-time timers, then calls
-// `process_watermark` (or forwards); Finish(), SnapshotState(), NotifyCheckpointComplete()
-// and Close() map to the hooks of the same names. The destructor calls `close` (if open was
-// called and Close() was not) and then `release`.
+// the schemas, the key and the host callbacks (`open`); ProcessBatch() hands it a batch of
+// records in one `process` call, as sluice_record views (no copy of strings, no allocation once
+// the batch buffers have grown; PrefersBatches() is true, so the task batches chained input
+// too); Process() is a batch of one; ProcessWatermark() calls `process_watermark` (or
+// forwards); OnTimer() calls `on_timer` with the timer's key current; Finish(),
+// SnapshotState(), NotifyCheckpointComplete() and Close() map to the hooks of the same names.
+// The destructor calls `close` (if open was called and Close() was not) and then `release`.
 //
 // Keyed types: the key is the spec's `key`, evaluated by the host per record when the plugin
 // enters it; state and timers live in the task's KeyedStateBackend (checkpointed, restored
-// and rescaled with no help from the plugin). Processing-time timers fire when their time
-// has come and the task next calls the operator (a batch or a watermark).
+// and rescaled with no help from the plugin). Timers are registered in the backend and fired
+// by the task's TimerService (OperatorContext::timers) on OnTimer(), like any keyed operator's:
+// event-time ones before the watermark that makes them due, processing-time ones from the
+// task's loop.
 //
 // Errors: a non-OK hook fails the task with the plugin's message and code; when the plugin
 // only passes on a failed host callback (e.g. Emit() cancelled), the host's own status is
 // returned.
 //
 // Two-input types (ABI 1.1): SetSecondInput() before Open() gives input 1's schema and key;
-// ProcessInputBatch(input, ...) hands a batch of either input to `process_input`; the task's
-// ProcessInput(input, record) calls it. CreatePluginOperator() calls SetSecondInput() from the
-// spec.
+// ProcessBatch(input, ...) hands a batch of either input to `process_input`.
+// CreatePluginOperator() calls SetSecondInput() from the spec.
 //
 // Threading: one task thread, like every operator; not thread-safe.
 class PluginOperator final : public ops::Operator {
@@ -64,17 +66,19 @@ class PluginOperator final : public ops::Operator {
   absl::Status Open(const ops::OperatorContext& ctx, ops::Output* output) override;
   // A batch of one (of input 0).
   absl::Status Process(const Record& record) override;
-  // A batch of one of input `input_index` (the task calls this for two-input operators).
+  // A batch of one of input `input_index`.
   absl::Status ProcessInput(int input_index, const Record& record) override {
-    return ProcessInputBatch(input_index, &record, 1);
+    return ProcessBatch(input_index, &record, 1);
   }
-  // Hands `count` records of input 0 (in arrival order) to the plugin in one call.
-  absl::Status ProcessBatch(const Record* records, size_t count);
   // Hands `count` records of input `input` (0, or 1 for two-input types) to the plugin in one
   // call: `process_input` for two-input types, `process` otherwise. kInvalidArgument for an
   // input the type does not have.
-  absl::Status ProcessInputBatch(int input, const Record* records, size_t count);
+  absl::Status ProcessBatch(int input, const Record* records, size_t count) override;
+  bool PrefersBatches() const override { return true; }
   absl::Status ProcessWatermark(int64_t watermark_ms) override;
+  // A timer of the plugin is due; `key` is the backend's current key (encoded with the key
+  // schema). kDataLoss if it does not decode.
+  absl::Status OnTimer(int64_t timestamp_ms, ops::TimeDomain domain, absl::string_view key) override;
   absl::Status Finish() override;
   void Close() override;
   bool IsKeyed() const override { return type_->keyed; }
@@ -90,9 +94,6 @@ class PluginOperator final : public ops::Operator {
   // Remembers a failed host callback's status and returns its code.
   sluice_status HostFail(absl::Status s);
   sluice_status NeedKeyed(const char* what);
-  absl::Status FireProcessingTimers();
-  absl::Status FireTimers(state::TimerDomain domain, int64_t up_to);
-  absl::Status LoadTimerKey();
   void FillValues(const Record& r, sluice_value* out) const;
 
   // The host callbacks (static table; `host` is this operator).
@@ -153,7 +154,6 @@ class PluginOperator final : public ops::Operator {
   std::unique_ptr<AbiSchema> abi_second_;
   sluice_schema abi_inputs_[2] = {{nullptr, 0}, {nullptr, 0}};
   state::KeyedStateBackend* backend_ = nullptr;
-  state::StateId timer_key_state_ = -1;
   std::vector<std::string> restored_copy_;
   std::vector<sluice_string> restored_views_;
   sluice_open_info info_{};
@@ -174,7 +174,6 @@ class PluginOperator final : public ops::Operator {
   std::vector<std::pair<std::string, std::string>> map_buf_;
   std::vector<sluice_string> views_buf_;
   int64_t watermark_ = INT64_MIN;
-  bool has_processing_timers_ = false;
   ErrorSink error_;
   absl::Status host_error_;
 };

@@ -1,7 +1,10 @@
 /* A minimal plugin in plain C whose ABI version, entry point and inputs are set by the build
  * (TEST_ABI_MAJOR, TEST_ABI_MINOR, TEST_ENTRY, TEST_NUM_INPUTS), for the loader's checks.
- * Without TEST_ENTRY it exports no entry point at all. */
+ * Without TEST_ENTRY it exports no entry point at all. With TEST_REFUSE_IN (an executable's
+ * name) its entry point fails in that executable's processes. */
 #include <stddef.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "sluice/plugin.h"
 
@@ -41,7 +44,22 @@ static const sluice_plugin kPlugin = {
 
 #ifdef TEST_ENTRY
 SLUICE_PLUGIN_EXPORT const sluice_plugin* TEST_ENTRY(sluice_error* error) {
+#ifdef TEST_REFUSE_IN
+  /* Refuses to load in the process whose executable is called TEST_REFUSE_IN. */
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n > 0) {
+    self[n] = '\0';
+    const char* base = strrchr(self, '/');
+    if (strcmp(base == NULL ? self : base + 1, TEST_REFUSE_IN) == 0) {
+      static const char kMsg[] = "this test plugin does not load in " TEST_REFUSE_IN;
+      error->set_message(error, kMsg, sizeof(kMsg) - 1);
+      return NULL;
+    }
+  }
+#else
   (void)error;
+#endif
   return &kPlugin;
 }
 #else

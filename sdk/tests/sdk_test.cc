@@ -17,12 +17,14 @@
 #include "gtest/gtest.h"
 #include "operators/key_hasher.h"
 #include "operators/operator.h"
+#include "operators/timer_service.h"
 #include "plan/job_spec.h"
 #include "sdk/host/options_json.h"
 #include "sdk/host/plugin_loader.h"
 #include "operators/operator_types.h"
 #include "sdk/host/plugin_operator.h"
 #include "sdk/host/plugin_types.h"
+#include "sdk/host/plugin_validation.h"
 #include "sluice/plugin.h"
 #include "sluice/sdk.h"
 #include "sluice/testing.h"
@@ -208,7 +210,7 @@ TEST_F(SdkPluginTest, DescribesItsTypes) {
   EXPECT_EQ(plugin_->version, "0.1.0");
   std::vector<std::string> names;
   for (const auto& t : plugin_->types) names.push_back(absl::StrCat(t.name, t.keyed ? " (keyed)" : ""));
-  EXPECT_THAT(names, ElementsAre("positive_filter", "keyed_count (keyed)", "distinct (keyed)", "thrower", "refuser",
+  EXPECT_THAT(names, ElementsAre("positive_filter", "keyed_count (keyed)", "distinct (keyed)", "thrower", "refuser", "fail_at",
                                  "tier_join (keyed)", "forward_both"));
   EXPECT_EQ(Type("positive_filter").description, "keeps records whose field is above min");
   EXPECT_EQ(plugin_->abi.minor, 1u);
@@ -253,7 +255,7 @@ TEST(Abi10PluginTest, LoadsAndRunsInTheFakeHostOfThisSdk) {
   ASSERT_OK(p);
   EXPECT_EQ((*p)->abi.major, 1u);
   EXPECT_EQ((*p)->abi.minor, 0u);
-  EXPECT_EQ((*p)->types.size(), 5u);  // no two-input types in 1.0
+  EXPECT_EQ((*p)->types.size(), 6u);  // no two-input types in 1.0
   EXPECT_FALSE((*p)->types[0].options_described);  // 1.0 cannot describe options
   EXPECT_EQ((*p)->descriptor->operator_types[0]->struct_size, SLUICE_OPERATOR_TYPE_SIZE_1_0);
   // The 1.1 fake host drives the 1.0 plugin through its own entry point.
@@ -405,6 +407,16 @@ HarnessOptions CountOptions(const std::string& options_json) {
   o.key = {"user"};
   o.processing_time_ms = 1000;
   return o;
+}
+
+TEST(FakeHostTest, KeyedCountOfAnInt64Key) {
+  HarnessOptions o = CountOptions(R"({"key_field":"amount"})");
+  o.key = {"amount"};
+  Harness h(&sluice_plugin_init_v1, o);
+  ASSERT_TRUE(h.Open().ok());
+  ASSERT_TRUE(h.ProcessBatch({{"a", 7}, {"b", 8}, {"c", 7}}).ok());
+  EXPECT_THAT(h.output(), ElementsAre(R"({"amount":7,"count":1})", R"({"amount":8,"count":1})",
+                                      R"({"amount":7,"count":2})"));
 }
 
 TEST(FakeHostTest, KeyedValueStatePerKey) {
@@ -591,11 +603,24 @@ class AdapterTest : public SdkPluginTest {
       o.max_parallelism = kDefaultMaxParallelism;
       o.range = KeyGroupRangeForSubtask(kDefaultMaxParallelism, 1, 0);
       o.clock = &clock_;
-      SLUICE_ASSIGN_OR_RETURN(backend_, state::KeyedStateBackend::Open(o));
+      if (restore_ != nullptr) {
+        SLUICE_ASSIGN_OR_RETURN(backend_, state::KeyedStateBackend::Restore(o, {*restore_}, checkpoint_dir_));
+        ctx.restored = true;
+      } else {
+        SLUICE_ASSIGN_OR_RETURN(backend_, state::KeyedStateBackend::Open(o));
+      }
       ctx.keyed_state = backend_.get();
+      timers_ = std::make_unique<ops::TimerService>(backend_.get(), &clock_);
+      ctx.timers = timers_.get();
     }
     SLUICE_RETURN_IF_ERROR(op->Open(ctx, &out_));
     return op;
+  }
+
+  // The watermark reaches `op` as the task passes it: due event-time timers first.
+  absl::Status Watermark(ops::Operator* op, int64_t watermark_ms) {
+    if (timers_ != nullptr) SLUICE_RETURN_IF_ERROR(timers_->AdvanceWatermark(watermark_ms, op));
+    return op->ProcessWatermark(watermark_ms);
   }
 
   static Record Rec(const std::string& user, int64_t amount) {
@@ -610,6 +635,10 @@ class AdapterTest : public SdkPluginTest {
   FakeClock clock_;
   CollectingOutput out_;
   std::unique_ptr<state::KeyedStateBackend> backend_;
+  std::unique_ptr<ops::TimerService> timers_;
+  // Set: Open() restores the keyed state from this snapshot (in checkpoint_dir_).
+  const proto::KeyedStateHandle* restore_ = nullptr;
+  const std::string checkpoint_dir_ = absl::StrCat(::testing::TempDir(), "/sluice-sdk-checkpoints-", getpid());
   static inline int counter_ = 0;
 };
 
@@ -617,7 +646,7 @@ TEST_F(AdapterTest, PluginFilterOverRecords) {
   auto op = Open("positive_filter", R"({"field":"amount","min":1})", input_);
   ASSERT_OK(op);
   std::vector<Record> batch = {Rec("a", 1), Rec("b", 2), Rec("c", 0), Rec("d", 9)};
-  ASSERT_OK((*op)->ProcessBatch(batch.data(), batch.size()));
+  ASSERT_OK((*op)->ProcessBatch(0, batch.data(), batch.size()));
   ASSERT_OK((*op)->Process(Rec("e", 5)));
   ASSERT_OK((*op)->Process(Rec("f", -5)));
   ASSERT_OK((*op)->ProcessWatermark(42));
@@ -633,7 +662,7 @@ TEST_F(AdapterTest, PluginKeyedCountInRocksDb) {
   ASSERT_OK(op);
   EXPECT_TRUE((*op)->IsKeyed());
   std::vector<Record> batch = {Rec("a", 1), Rec("b", 1), Rec("a", 1)};
-  ASSERT_OK((*op)->ProcessBatch(batch.data(), batch.size()));
+  ASSERT_OK((*op)->ProcessBatch(0, batch.data(), batch.size()));
   ASSERT_OK((*op)->Process(Rec("a", 1)));
   ASSERT_OK((*op)->Process(Rec("b", 1)));
   EXPECT_THAT(out_.records, ElementsAre(R"({"user":"a","count":1})", R"({"user":"b","count":1})",
@@ -658,10 +687,10 @@ TEST_F(AdapterTest, PluginEventTimersFireFromRocksDbWithTheirKey) {
   auto op = Open("keyed_count", R"({"key_field":"user","timer":"event","at":100})", input_, "user");
   ASSERT_OK(op);
   std::vector<Record> batch = {Rec("b", 1), Rec("a", 1), Rec("b", 1)};
-  ASSERT_OK((*op)->ProcessBatch(batch.data(), batch.size()));
-  ASSERT_OK((*op)->ProcessWatermark(99));
+  ASSERT_OK((*op)->ProcessBatch(0, batch.data(), batch.size()));
+  ASSERT_OK(Watermark(op->get(), 99));
   EXPECT_THAT(out_.records, IsEmpty());
-  ASSERT_OK((*op)->ProcessWatermark(100));
+  ASSERT_OK(Watermark(op->get(), 100));
   EXPECT_THAT(out_.records, ::testing::UnorderedElementsAre(R"({"user":"a","count":1})", R"({"user":"b","count":2})"));
   EXPECT_THAT(out_.watermarks, ElementsAre(99, 100));
 }
@@ -672,8 +701,10 @@ TEST_F(AdapterTest, PluginProcessingTimersFireWhenTheClockHasPassed) {
   ASSERT_OK((*op)->Process(Rec("a", 1)));
   ASSERT_OK((*op)->Process(Rec("a", 1)));
   EXPECT_THAT(out_.records, IsEmpty());
+  ASSERT_OK(timers_->FireProcessingTimers(op->get()));
+  EXPECT_THAT(out_.records, IsEmpty());
   clock_.AdvanceNanos(10'000'000);
-  ASSERT_OK((*op)->Process(Rec("b", 1)));  // the next call fires a's timer first
+  ASSERT_OK(timers_->FireProcessingTimers(op->get()));  // as the task's loop does
   EXPECT_THAT(out_.records, ElementsAre(R"({"user":"a","count":2})"));
 }
 
@@ -691,6 +722,40 @@ TEST_F(AdapterTest, HostErrorsReachTheTaskUnchanged) {
   EXPECT_THAT((*op)->Process(Rec("a", 1)), StatusIs(absl::StatusCode::kCancelled, "task cancelled"));
 }
 
+// Checkpoints of earlier builds hold a per-key value state `__sluice_timer_key` beside the
+// timers (the adapter kept each timer's key there). Restored, that state is unused (the backend
+// gives the timer's key) and does not stop the restore; the timers fire with their keys.
+TEST_F(AdapterTest, TimersRestoredFromACheckpointWithTheOldTimerKeyStateFire) {
+  auto op = Open("keyed_count", R"({"key_field":"user","timer":"event","at":100})", input_, "user");
+  ASSERT_OK(op);
+  std::vector<Record> batch = {Rec("b", 1), Rec("a", 1), Rec("b", 1)};
+  ASSERT_OK((*op)->ProcessBatch(0, batch.data(), batch.size()));
+  // What the old adapter wrote per timer registration: the key, under the current key.
+  state::StateId old_state = backend_->RegisterState("__sluice_timer_key", state::StateKind::kValue);
+  Schema key_schema({{"user", FieldType::kString}});
+  for (const char* user : {"a", "b"}) {
+    Record k(1);
+    k.SetString(0, user);
+    std::string key;
+    EncodeRecord(key_schema, k, &key);
+    backend_->SetCurrentKey(key, KeyGroupForHash(ops::KeyHasher::HashKeyRecord(key_schema, k), kDefaultMaxParallelism));
+    ASSERT_OK(backend_->Put(old_state, key));
+  }
+  auto snap = backend_->SnapshotSync(1);
+  ASSERT_OK(snap);
+  auto handle = backend_->UploadSnapshot(*snap, checkpoint_dir_, "chk-1/op1");
+  ASSERT_OK(handle);
+  (*op)->Close();
+  op->reset();
+  backend_.reset();
+
+  restore_ = &*handle;
+  auto restored = Open("keyed_count", R"({"key_field":"user","timer":"event","at":100})", input_, "user");
+  ASSERT_OK(restored);
+  ASSERT_OK(Watermark(restored->get(), 100));
+  EXPECT_THAT(out_.records, ::testing::UnorderedElementsAre(R"({"user":"a","count":1})", R"({"user":"b","count":2})"));
+}
+
 TEST_F(AdapterTest, Abi10PluginRunsKeyedStateAndTimersInRocksDb) {
   auto p = PluginLoader::Default()->Load(PluginPath("sdk_test_plugin_1_0"));
   ASSERT_OK(p);
@@ -698,8 +763,8 @@ TEST_F(AdapterTest, Abi10PluginRunsKeyedStateAndTimersInRocksDb) {
   auto op = Open("keyed_count", R"({"key_field":"user","timer":"event","at":100})", input_, "user");
   ASSERT_OK(op);
   std::vector<Record> batch = {Rec("b", 1), Rec("a", 1), Rec("b", 1)};
-  ASSERT_OK((*op)->ProcessBatch(batch.data(), batch.size()));
-  ASSERT_OK((*op)->ProcessWatermark(100));
+  ASSERT_OK((*op)->ProcessBatch(0, batch.data(), batch.size()));
+  ASSERT_OK(Watermark(op->get(), 100));
   EXPECT_THAT(out_.records, ::testing::UnorderedElementsAre(R"({"user":"a","count":1})", R"({"user":"b","count":2})"));
 }
 
@@ -715,18 +780,18 @@ TEST_F(AdapterTest, TwoInputKeyedStateInRocksDbWrittenByInput1ReadByInput0) {
   };
   ASSERT_OK((*op)->Process(Rec("a", 1)));
   std::vector<Record> t1 = {tier("gold", "a"), tier("silver", "b")};
-  ASSERT_OK((*op)->ProcessInputBatch(1, t1.data(), t1.size()));
+  ASSERT_OK((*op)->ProcessBatch(1, t1.data(), t1.size()));
   std::vector<Record> events = {Rec("a", 2), Rec("b", 3), Rec("c", 4)};
-  ASSERT_OK((*op)->ProcessInputBatch(0, events.data(), events.size()));
+  ASSERT_OK((*op)->ProcessBatch(0, events.data(), events.size()));
   Record t2 = tier("bronze", "a");
-  ASSERT_OK((*op)->ProcessInputBatch(1, &t2, 1));
-  ASSERT_OK((*op)->ProcessBatch(events.data(), 1));
+  ASSERT_OK((*op)->ProcessBatch(1, &t2, 1));
+  ASSERT_OK((*op)->ProcessBatch(0, events.data(), 1));
   EXPECT_THAT(out_.records, ElementsAre(R"({"user":"a","amount":1,"tier":"","input":0})",
                                         R"({"user":"a","amount":2,"tier":"gold","input":0})",
                                         R"({"user":"b","amount":3,"tier":"silver","input":0})",
                                         R"({"user":"c","amount":4,"tier":"","input":0})",
                                         R"({"user":"a","amount":2,"tier":"bronze","input":0})"));
-  EXPECT_THAT((*op)->ProcessInputBatch(2, events.data(), 1),
+  EXPECT_THAT((*op)->ProcessBatch(2, events.data(), 1),
               StatusIs(absl::StatusCode::kInvalidArgument, "plugin operator type 'tier_join' has no input 2"));
 }
 
@@ -757,10 +822,10 @@ TEST_F(AdapterTest, TwoInputForwardChecksTheRecordsInput) {
   Schema other({{"y", FieldType::kString}});
   auto op = Open("forward_both", "{}", input_, "", &other);
   ASSERT_OK(op);
-  ASSERT_OK((*op)->ProcessInputBatch(0, std::vector<Record>{Rec("a", 1)}.data(), 1));
+  ASSERT_OK((*op)->ProcessBatch(0, std::vector<Record>{Rec("a", 1)}.data(), 1));
   Record y(1);
   y.SetString(0, "no");
-  EXPECT_THAT((*op)->ProcessInputBatch(1, &y, 1),
+  EXPECT_THAT((*op)->ProcessBatch(1, &y, 1),
               StatusIs(absl::StatusCode::kFailedPrecondition,
                        "plugin operator type 'forward_both' emitted an input record unchanged, but its output schema "
                        "(user string, amount int64) is not the schema (y string) of input 1"));
@@ -882,6 +947,90 @@ operators:
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("job.yaml:13:60: tier_join 'joined' is keyed: read its input 1 ('tiers') "
                                  "with partition: hash")));
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// Validation in the helper process (sluice-plugin-host), as the coordinator does it
+
+class HelperValidationTest : public ::testing::Test {
+ protected:
+  static std::string Job(const std::string& plugin, const std::string& op) {
+    return absl::StrCat("name: p\nplugins: [", PluginPath(plugin), R"y(]
+operators:
+  - id: gen
+    type: datagen
+    count: 10
+    fields: [{name: v, type: int64, expr: "seq"}]
+  - id: op
+    )y", op, R"y(
+  - {id: out, type: print}
+)y");
+  }
+  static HelperOptions Options(int64_t timeout_ms = 10'000) {
+    HelperOptions o;
+    o.path = SLUICE_TEST_PLUGIN_HOST;
+    o.timeout_ms = timeout_ms;
+    return o;
+  }
+};
+
+// What the helper reports plans the same job as the plugin loaded in this process does.
+TEST_F(HelperValidationTest, ReportedOptionsPlanTheSameJobAsThePluginItself) {
+  const std::string yaml = Job("sdk_test_plugin", "type: positive_filter\n    field: v\n    min: 3");
+  auto validated = ValidateInHelper(yaml, "job.yaml", 0, Options());
+  ASSERT_OK(validated);
+  plan::OperatorTypeCatalog catalog;
+  ASSERT_OK(ops::RegisterBuiltinOperatorTypes(&catalog));
+  ASSERT_OK(AddValidatedPluginTypes(*validated, &catalog));
+  auto job = plan::ParseJobSpec(yaml, "job.yaml", catalog);
+  ASSERT_OK(job);
+  const PluginOptions* options = job->operators[1].options_as<PluginOptions>();
+  ASSERT_NE(options, nullptr);
+  EXPECT_EQ(options->json, R"({"field":"v","min":3})");
+  EXPECT_EQ(job->operators[1].output_schema, Schema({{"v", FieldType::kInt64}}));
+  EXPECT_EQ(job->operators[2].input_schema, Schema({{"v", FieldType::kInt64}}));
+  // Every type of the plugin is known, with its traits.
+  const plan::OperatorType* keyed = catalog.Find("keyed_count");
+  ASSERT_NE(keyed, nullptr);
+  EXPECT_TRUE(keyed->traits().keyed);
+}
+
+TEST_F(HelperValidationTest, RefusedOptionsKeepThePluginsMessageAndThePosition) {
+  auto validated = ValidateInHelper(Job("sdk_test_plugin", "type: positive_filter\n    field: v\n    mni: 3"),
+                                    "job.yaml", 0, Options());
+  EXPECT_THAT(validated.status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       ::testing::AllOf(::testing::StartsWith("job.yaml:8:5: operator type 'positive_filter' of plugin 'sdk-test'"),
+                                        HasSubstr("unknown option 'mni'"))));
+}
+
+// The helper's failure while in operator 'op' of `type` (of the crash plugin) is kInvalidArgument
+// "cannot validate ... the plugin helper <how> while running validate ... in <the plugin file>".
+void ExpectHelperFailure(absl::StatusOr<ValidatedPlugins> validated, const std::string& how, const std::string& type) {
+  EXPECT_THAT(validated.status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       absl::StrCat("cannot validate the plugin operators of job.yaml: the plugin helper ", how,
+                                    " while running validate and output_schema of operator 'op' (type '", type,
+                                    "') in ", PluginPath("sdk_test_crash_plugin"))));
+}
+
+TEST_F(HelperValidationTest, APluginThatAbortsInValidateIsNamed) {
+  ExpectHelperFailure(ValidateInHelper(Job("sdk_test_crash_plugin", "type: abort_in_validate"), "job.yaml", 0, Options()),
+                      "was killed by signal 6 (Aborted)", "abort_in_validate");
+}
+
+TEST_F(HelperValidationTest, APluginThatHangsInValidateIsKilledAfterTheTimeout) {
+  ExpectHelperFailure(
+      ValidateInHelper(Job("sdk_test_crash_plugin", "type: hang_in_validate"), "job.yaml", 0, Options(300)),
+      "did not finish within 300 ms (it was killed)", "hang_in_validate");
+}
+
+TEST_F(HelperValidationTest, AMissingHelperIsUnavailable) {
+  HelperOptions o = Options();
+  o.path = "/nonexistent/sluice-plugin-host";
+  EXPECT_THAT(ValidateInHelper(Job("sdk_test_plugin", "type: positive_filter\n    field: v"), "job.yaml", 0, o).status(),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("/nonexistent/sluice-plugin-host")));
 }
 
 }  // namespace

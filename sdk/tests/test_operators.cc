@@ -1,7 +1,10 @@
 // Operators of the in-tree test plugin (libsdk_test_plugin.so), also compiled into sdk_test
-// so the fake host (sluice/testing.h) can run them directly. Also compiled against the frozen
+// so the fake host (sluice/testing.h) can run them directly, and the plugin side of
+// bench/plugin_benchmark (positive_filter and keyed_count against the built-in filter and
+// aggregate count). Also compiled against the frozen
 // SDK 1.0 headers (sdk/tests/sdk_1_0/) as libsdk_test_plugin_1_0.so, without the operators
 // that need a later ABI, to check that 1.0 plugins keep working.
+#include <fstream>
 #include <stdexcept>
 #include <string>
 
@@ -50,14 +53,18 @@ class PositiveFilter : public sluice::sdk::Operator {
   sluice::sdk::Counter kept_;
 };
 
-// Counts records per key. Output: the key field `key_field` and `count`. Without `timer`, emits
+// Counts records per key (a string or int64 field `key_field`). Output: the key field and
+// `count`. Without `timer`, emits
 // the running count per record; with `timer: event|processing` and `at`, registers a timer at
 // `at` (event time) or now + `at` (processing time) and emits the count when it fires.
 class KeyedCount : public sluice::sdk::Operator {
  public:
   explicit KeyedCount(const Options& o) {
     (void)o.GetString("key_field", &key_name_);
-    (void)o.GetString("timer", &timer_, "");
+    std::string timer;
+    (void)o.GetString("timer", &timer, "");
+    event_timer_ = timer == "event";
+    processing_timer_ = timer == "processing";
     (void)o.GetInt("at", &at_, 0);
   }
   static Status Validate(const Options& o) {
@@ -81,8 +88,12 @@ class KeyedCount : public sluice::sdk::Operator {
     return Status::Ok();
   }
   Status Open(Context& ctx) override {
-    SLUICE_SDK_RETURN_IF_ERROR(ctx.KeyField(key_name_, FieldType::kString, &key_));
-    SLUICE_SDK_RETURN_IF_ERROR(ctx.OutputField(key_name_, FieldType::kString, &out_key_));
+    const int32_t i = ctx.InputSchema().IndexOf(key_name_);
+    if (i < 0) return Status::InvalidArgument("key_field '" + key_name_ + "' is not an input field");
+    string_key_ = ctx.InputSchema().type(i) == FieldType::kString;
+    const FieldType type = string_key_ ? FieldType::kString : FieldType::kInt64;
+    SLUICE_SDK_RETURN_IF_ERROR(ctx.KeyField(key_name_, type, &key_));
+    SLUICE_SDK_RETURN_IF_ERROR(ctx.OutputField(key_name_, type, &out_key_));
     SLUICE_SDK_RETURN_IF_ERROR(ctx.OutputField("count", FieldType::kInt64, &out_count_));
     return ctx.RegisterValueState("count", &count_);
   }
@@ -91,8 +102,8 @@ class KeyedCount : public sluice::sdk::Operator {
     bool found = false;
     SLUICE_SDK_RETURN_IF_ERROR(count_.GetInt64(&n, &found));
     SLUICE_SDK_RETURN_IF_ERROR(count_.PutInt64(n + 1));
-    if (timer_ == "event") return ctx.RegisterTimer(TimerDomain::kEventTime, at_);
-    if (timer_ == "processing") {
+    if (event_timer_) return ctx.RegisterTimer(TimerDomain::kEventTime, at_);
+    if (processing_timer_) {
       return ctx.RegisterTimer(TimerDomain::kProcessingTime, ctx.ProcessingTimeMs() + at_);
     }
     return EmitCount(n + 1, ctx);
@@ -107,13 +118,19 @@ class KeyedCount : public sluice::sdk::Operator {
 
  private:
   Status EmitCount(int64_t n, Context& ctx) {
-    ctx.Out().SetString(out_key_, ctx.CurrentKey().String(key_));
+    if (string_key_) {
+      ctx.Out().SetString(out_key_, ctx.CurrentKey().String(key_));
+    } else {
+      ctx.Out().SetInt(out_key_, ctx.CurrentKey().Int(key_));
+    }
     ctx.Out().SetInt(out_count_, n);
     return ctx.Emit();
   }
   std::string key_name_;
-  std::string timer_;
+  bool event_timer_ = false;
+  bool processing_timer_ = false;
   int64_t at_ = 0;
+  bool string_key_ = true;
   Field key_;
   Field out_key_;
   Field out_count_;
@@ -172,6 +189,52 @@ class Refuser : public sluice::sdk::Operator {
   Status Process(const Record&, Context&) override {
     return Status::InvalidArgument("record refused by policy");
   }
+};
+
+// Passes records on unchanged, and fails on its `at`-th record (counted per instance) while the
+// file `marker` holds a number below `times` (absent: 0), adding one to it first: the first
+// `times` attempts of a job fail, the next ones run through. `how`: "throw" (a
+// std::runtime_error) or "error" (an unavailable status); the message is
+// "injected failure at record <at>".
+class FailAt : public sluice::sdk::Operator {
+ public:
+  explicit FailAt(const Options& o) {
+    (void)o.GetInt("at", &at_);
+    (void)o.GetInt("times", &times_, 1);
+    (void)o.GetString("marker", &marker_);
+    (void)o.GetString("how", &how_, "throw");
+  }
+  static Status Validate(const Options& o) {
+    SLUICE_SDK_RETURN_IF_ERROR(o.CheckKnownKeys({"at", "times", "marker", "how"}));
+    int64_t n = 0;
+    SLUICE_SDK_RETURN_IF_ERROR(o.GetInt("at", &n));
+    SLUICE_SDK_RETURN_IF_ERROR(o.GetInt("times", &n, 1));
+    std::string s;
+    SLUICE_SDK_RETURN_IF_ERROR(o.GetString("marker", &s));
+    SLUICE_SDK_RETURN_IF_ERROR(o.GetString("how", &s, "throw"));
+    if (s != "throw" && s != "error") return Status::InvalidArgument("how must be throw or error, not " + s);
+    return Status::Ok();
+  }
+  Status Process(const Record& in, Context& ctx) override {
+    if (++seen_ == at_) {
+      int64_t failures = 0;
+      std::ifstream(marker_) >> failures;
+      if (failures < times_) {
+        std::ofstream(marker_, std::ios::trunc) << failures + 1;
+        const std::string what = "injected failure at record " + std::to_string(at_);
+        if (how_ == "throw") throw std::runtime_error(what);
+        return Status::Unavailable(what);
+      }
+    }
+    return ctx.Forward(in);
+  }
+
+ private:
+  int64_t at_ = 0;
+  int64_t times_ = 1;
+  std::string marker_;
+  std::string how_;
+  int64_t seen_ = 0;
 };
 
 #if SLUICE_ABI_MINOR >= 1
@@ -244,6 +307,7 @@ SLUICE_PLUGIN("sdk-test", "0.1.0", plugin) {
   plugin.AddOperator<Distinct>("distinct").Keyed().OutputSchema(&Distinct::OutputSchema);
   plugin.AddOperator<Thrower>("thrower");
   plugin.AddOperator<Refuser>("refuser");
+  plugin.AddOperator<FailAt>("fail_at").Validate(&FailAt::Validate);
 #if SLUICE_ABI_MINOR >= 1
   plugin.AddOperator<TierJoin>("tier_join").Keyed().OutputSchema(&TierJoin::OutputSchema);
   plugin.AddOperator<ForwardBoth>("forward_both");

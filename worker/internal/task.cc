@@ -16,6 +16,8 @@ namespace sluice::worker {
 namespace {
 constexpr size_t kBufferBytes = 32 * 1024;
 constexpr int kSourceBatch = 256;
+// Most records a chain output gathers for an operator that prefers batches.
+constexpr size_t kChainBatch = 256;
 }  // namespace
 
 int GateChannelIndex(const plan::JobGraph& graph, int edge, int src_subtask) {
@@ -54,27 +56,58 @@ struct Task::OperatorSlot {
   }
 };
 
-// Calls the next operator of the chain directly. Stops the chain once the task is cancelled,
-// so a slow operator does not hold a cancelled task for the rest of a source batch.
+// Calls the next operator of the chain directly, record by record, or, when that operator
+// PrefersBatches(), gathers copies of the records (into reused Records: no allocation once
+// grown) and hands them over with ProcessBatch() when kChainBatch are gathered, before a
+// watermark or watermark status passes, and when the task calls Flush() (after every step of
+// its loop: a source poll, an input buffer, timers, each Finish(), and before a snapshot), so
+// the next operator sees nothing else while records wait here. Stops the chain once the task
+// is cancelled, so a slow operator does not hold a cancelled task for the rest of a source
+// batch.
 class Task::ChainOutput final : public ops::Output {
  public:
   // `source_task`: set when `from` is the task's source, whose watermarks are the task's.
   ChainOutput(OperatorSlot* from, OperatorSlot* to, std::string* failed_op,
               const std::atomic<bool>* cancelled, Task* source_task)
-      : from_(from), to_(to), failed_op_(failed_op), cancelled_(cancelled), source_task_(source_task) {}
+      : from_(from),
+        to_(to),
+        failed_op_(failed_op),
+        cancelled_(cancelled),
+        source_task_(source_task),
+        batching_(to->op->PrefersBatches()) {
+    if (batching_) {
+      batch_.assign(kChainBatch, Record(from->spec->output_schema.size()));
+      for (const Field& f : from->spec->output_schema.fields()) types_.push_back(f.type);
+    }
+  }
   absl::Status Emit(const Record& r) override {
     if (cancelled_->load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
     from_->out->Add();
+    if (batching_) {
+      Record& copy = batch_[gathered_++];
+      for (size_t i = 0; i < types_.size(); ++i) CopyValue(types_[i], r, i, &copy, i);
+      return gathered_ == batch_.size() ? Flush() : absl::OkStatus();
+    }
     to_->in->Add();
     return Named(to_->op->Process(r));
   }
   absl::Status EmitWatermark(int64_t watermark_ms) override {
+    SLUICE_RETURN_IF_ERROR(Flush());
     if (source_task_ != nullptr) source_task_->PublishWatermark(watermark_ms, false);
     return Named(to_->Watermark(watermark_ms));
   }
   absl::Status EmitWatermarkStatus(bool idle) override {
+    SLUICE_RETURN_IF_ERROR(Flush());
     if (source_task_ != nullptr) source_task_->PublishWatermark(source_task_->watermark_.load(), idle);
     return Named(to_->op->ProcessWatermarkStatus(idle));
+  }
+  // Hands the gathered records to the next operator.
+  absl::Status Flush() {
+    if (gathered_ == 0) return absl::OkStatus();
+    const size_t n = gathered_;
+    gathered_ = 0;
+    to_->in->Add(n);
+    return Named(to_->op->ProcessBatch(0, batch_.data(), n));
   }
 
  private:
@@ -90,6 +123,10 @@ class Task::ChainOutput final : public ops::Output {
   std::string* failed_op_;
   const std::atomic<bool>* cancelled_;
   Task* source_task_;
+  const bool batching_;
+  std::vector<Record> batch_;  // batching_: kChainBatch reused records
+  std::vector<FieldType> types_;  // ... of the records' schema
+  size_t gathered_ = 0;        // ... of which the first are gathered
 };
 
 // Serializes records of one output edge into per-channel buffers and sends full (or timed
@@ -551,6 +588,7 @@ absl::Status Task::Run() {
       if (failed_op_.empty()) failed_op_ = slot->spec->id;
       return s;
     }
+    SLUICE_RETURN_IF_ERROR(FlushChain());
   }
   for (auto& w : edge_writers_) SLUICE_RETURN_IF_ERROR(w->EndOfPartition());
   if (desc_.checkpoint_dir.empty()) return absl::OkStatus();
@@ -587,6 +625,7 @@ absl::Status Task::RunSource() {
       }
       return st.status();
     }
+    SLUICE_RETURN_IF_ERROR(FlushChain());
     if (*st == ops::SourceOperator::State::kEnd) return absl::OkStatus();
     SLUICE_RETURN_IF_ERROR(FlushIfDue(false));
     if (*st == ops::SourceOperator::State::kWait) {
@@ -610,15 +649,16 @@ absl::Status Task::RunInput() {
   schema_of_.assign(num_channels, nullptr);
   input_of_.assign(num_channels, 0);
   const plan::OperatorSpec& head = *ops_[0]->spec;
-  input_records_.assign(std::max<size_t>(head.inputs.size(), 1), Record());
-  head_has_inputs_ = head.inputs.size() > 1;
+  input_batches_.assign(std::max<size_t>(head.inputs.size(), 1), {});
+  input_widths_.assign(input_batches_.size(), 0);
+  head_batches_ = ops_[0]->op->PrefersBatches();
   for (int e : vertex.in_edges) {
     const plan::Edge& edge = graph.edges[e];
-    if (edge.target_input < 0 || edge.target_input >= static_cast<int>(input_records_.size())) {
+    if (edge.target_input < 0 || edge.target_input >= static_cast<int>(input_batches_.size())) {
       return absl::InternalError(absl::StrCat("edge ", e, " feeds input ", edge.target_input, " of '",
                                               head.id, "', which has ", head.inputs.size()));
     }
-    input_records_[edge.target_input].Resize(edge.schema.size());
+    input_widths_[edge.target_input] = edge.schema.size();
     for (int src = 0; src < graph.vertices[edge.source_vertex].parallelism; ++src) {
       if (!edge.Connects(src, desc_.subtask)) continue;
       const int ch = GateChannelIndex(graph, e, src);
@@ -664,6 +704,7 @@ absl::Status Task::RunInput() {
         continue;
       }
       SLUICE_RETURN_IF_ERROR(ProcessItem(*item));
+      SLUICE_RETURN_IF_ERROR(FlushChain());
       gate_->ReleaseCredit(ch);
       // Aligned: every channel has delivered the barrier or ended.
       if (aligning_ > 0) {
@@ -718,19 +759,32 @@ absl::Status Task::ProcessItem(BufferItem& item) {
   }
   OperatorSlot* head = ops_[0].get();
   const int input = input_of_[ch];
-  Record& record = input_records_[input];
+  std::vector<Record>& batch = input_batches_[input];
   RecordDecoder dec(schema_of_[ch], item.data);
-  while (!dec.Done()) {
+  absl::Status s;
+  if (head_batches_) {
+    // The whole buffer is one batch: watermarks and barriers travel in buffers of their own.
     if (cancelled_.load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
-    SLUICE_RETURN_IF_ERROR(dec.Next(&record));
-    head->in->Add();
-    absl::Status s = head_has_inputs_ ? head->op->ProcessInput(input, record) : head->op->Process(record);
-    if (!s.ok()) {
-      if (failed_op_.empty() && s.code() != absl::StatusCode::kCancelled) failed_op_ = head->spec->id;
-      return s;
+    size_t n = 0;
+    while (!dec.Done()) {
+      if (n == batch.size()) batch.emplace_back(input_widths_[input]);
+      SLUICE_RETURN_IF_ERROR(dec.Next(&batch[n]));
+      ++n;
+    }
+    head->in->Add(n);
+    s = head->op->ProcessBatch(input, batch.data(), n);
+  } else {
+    // Record by record, so a cancel is seen between records of a slow operator.
+    if (batch.empty()) batch.emplace_back(input_widths_[input]);
+    while (s.ok() && !dec.Done()) {
+      if (cancelled_.load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
+      SLUICE_RETURN_IF_ERROR(dec.Next(&batch[0]));
+      head->in->Add();
+      s = head->op->ProcessInput(input, batch[0]);
     }
   }
-  return absl::OkStatus();
+  if (!s.ok() && failed_op_.empty() && s.code() != absl::StatusCode::kCancelled) failed_op_ = head->spec->id;
+  return s;
 }
 
 absl::Status Task::ForwardWatermark(const WatermarkValve::Changes& changes) {
@@ -756,7 +810,13 @@ absl::Status Task::FireProcessingTimers() {
       if (failed_op_.empty() && s.code() != absl::StatusCode::kCancelled) failed_op_ = slot->spec->id;
       return s;
     }
+    SLUICE_RETURN_IF_ERROR(FlushChain());
   }
+  return absl::OkStatus();
+}
+
+absl::Status Task::FlushChain() {
+  for (auto& out : chain_outputs_) SLUICE_RETURN_IF_ERROR(out->Flush());
   return absl::OkStatus();
 }
 
@@ -848,6 +908,7 @@ absl::Status Task::AwaitFinalCheckpoint() {
 absl::Status Task::PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alignment_ms) {
   const int64_t start = clock_->NowNanos();
   // Everything emitted before the barrier goes out before it.
+  SLUICE_RETURN_IF_ERROR(FlushChain());
   for (auto& w : edge_writers_) SLUICE_RETURN_IF_ERROR(w->FlushAll());
   auto ack = std::make_shared<proto::CheckpointAck>();
   auto* ref = ack->mutable_task();

@@ -104,6 +104,9 @@ class Task {
   absl::Status HandleMail(bool source);
   absl::Status PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alignment_ms);
   absl::Status ProcessItem(BufferItem& item);
+  // Hands the records chain outputs gathered for operators that prefer batches to them, head
+  // to tail (see ChainOutput).
+  absl::Status FlushChain();
   // Fires the processing-time timers that are due, of every keyed operator of the chain.
   absl::Status FireProcessingTimers();
   // When (in clock_ nanoseconds, given it is `now_nanos`) the next processing-time timer of
@@ -148,8 +151,10 @@ class Task {
   std::deque<BufferItem> replay_;  // stashed buffers to process before polling the gate
   std::vector<const Schema*> schema_of_;  // per input channel: its edge's schema
   std::vector<int> input_of_;             // per input channel: the head operator's input index
-  std::vector<Record> input_records_;     // per input of the head: reused for decoding
-  bool head_has_inputs_ = false;          // the head has several inputs: call ProcessInput()
+  // Per input of the head: records reused for decoding a buffer into one batch, and their width.
+  std::vector<std::vector<Record>> input_batches_;
+  std::vector<size_t> input_widths_;
+  bool head_batches_ = false;  // the head PrefersBatches(): a decoded buffer is one batch
   std::unique_ptr<WatermarkValve> valve_;  // input tasks: combines the channels' event time
 
   // The task's current watermark and idleness: written by the task thread, read by Status().

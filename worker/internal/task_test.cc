@@ -1809,23 +1809,30 @@ class TimerProbe final : public ops::Operator {
   const bool processing_;
 };
 
+// Registers the built-ins and a test operator type `name` without options whose output schema
+// is its input's, made by `factory`.
+absl::Status RegisterWithProbe(ops::OperatorRegistry* registry, const std::string& name, bool keyed,
+                               ops::OperatorRegistry::Factory factory) {
+  SLUICE_RETURN_IF_ERROR(ops::RegisterBuiltinOperators(registry));
+  plan::OperatorTraits traits;
+  traits.name = name;
+  traits.keyed = keyed;
+  return registry->Register(
+      std::make_unique<plan::TypedOperatorType<plan::NoOptions>>(
+          traits,
+          [](const YAML::Node&, const plan::ParseContext&) -> absl::StatusOr<plan::NoOptions> {
+            return plan::NoOptions();
+          },
+          [](const plan::NoOptions&, const plan::ParseContext& ctx) { return ctx.op().input_schema; }),
+      std::move(factory));
+}
+
 class TimerTaskTest : public TaskTest {
  protected:
   TimerTaskTest() {
-    EXPECT_OK(ops::RegisterBuiltinOperators(&with_probe_));
-    plan::OperatorTraits traits;
-    traits.name = "timer_probe";
-    traits.keyed = true;
-    EXPECT_OK(with_probe_.Register(
-        std::make_unique<plan::TypedOperatorType<plan::NoOptions>>(
-            traits,
-            [](const YAML::Node&, const plan::ParseContext&) -> absl::StatusOr<plan::NoOptions> {
-              return plan::NoOptions();
-            },
-            [](const plan::NoOptions&, const plan::ParseContext& ctx) { return ctx.op().input_schema; }),
-        [this](const plan::OperatorSpec&) {
-          return std::unique_ptr<ops::Operator>(std::make_unique<TimerProbe>(&log_, processing_));
-        }));
+    EXPECT_OK(RegisterWithProbe(&with_probe_, "timer_probe", /*keyed=*/true, [this](const plan::OperatorSpec&) {
+      return std::unique_ptr<ops::Operator>(std::make_unique<TimerProbe>(&log_, processing_));
+    }));
     registry_in_use_ = &with_probe_;
   }
 
@@ -1910,6 +1917,128 @@ operators:
   EXPECT_THAT(ProcessingTimers(), ::testing::ElementsAre("ptimer k0@1100", "ptimer k1@1101"));
   CancelAll();
   ASSERT_TRUE(WaitAllDone());
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// Batches
+
+// What the batch probes of one operator id saw, over all their subtasks.
+struct BatchLog {
+  int64_t records = 0;
+  int64_t batches = 0;
+  int64_t single_calls = 0;  // Process()/ProcessInput(): none expected
+  int64_t late = 0;          // records at or below the probe's input watermark
+  size_t max_batch = 0;
+};
+
+// Passes records on unchanged; PrefersBatches(), and logs how they came and whether any was
+// behind the watermark it had already seen (a batch spanning a watermark). With `hold`, it
+// holds records back until the next watermark (or the end), then emits them just before
+// forwarding that watermark, as operators buffering by event time do.
+class BatchProbe final : public ops::Operator {
+ public:
+  BatchProbe(absl::Mutex* mu, std::map<std::string, BatchLog>* logs, bool hold)
+      : mu_(mu), logs_(logs), hold_(hold) {}
+  absl::Status Open(const ops::OperatorContext& ctx, ops::Output* output) override {
+    SLUICE_RETURN_IF_ERROR(Operator::Open(ctx, output));
+    ts_ = ctx.spec->input_schema.IndexOf("ts");
+    return ts_ < 0 ? absl::InvalidArgumentError("no ts field") : absl::OkStatus();
+  }
+  bool PrefersBatches() const override { return true; }
+  absl::Status Process(const Record& r) override {
+    absl::MutexLock lock(mu_);
+    ++(*logs_)[ctx_.spec->id].single_calls;
+    return output_->Emit(r);
+  }
+  absl::Status ProcessBatch(int input_index, const Record* records, size_t count) override {
+    {
+      absl::MutexLock lock(mu_);
+      BatchLog& log = (*logs_)[ctx_.spec->id];
+      ++log.batches;
+      log.records += static_cast<int64_t>(count);
+      log.max_batch = std::max(log.max_batch, count);
+      for (size_t i = 0; i < count; ++i) log.late += records[i].GetInt(ts_) <= watermark_;
+    }
+    if (hold_) {
+      held_.insert(held_.end(), records, records + count);
+      return absl::OkStatus();
+    }
+    for (size_t i = 0; i < count; ++i) SLUICE_RETURN_IF_ERROR(output_->Emit(records[i]));
+    return absl::OkStatus();
+  }
+  absl::Status ProcessWatermark(int64_t watermark_ms) override {
+    watermark_ = watermark_ms;
+    SLUICE_RETURN_IF_ERROR(Release());
+    return Operator::ProcessWatermark(watermark_ms);
+  }
+  absl::Status Finish() override { return Release(); }
+
+ private:
+  absl::Status Release() {
+    for (const Record& r : held_) SLUICE_RETURN_IF_ERROR(output_->Emit(r));
+    held_.clear();
+    return absl::OkStatus();
+  }
+
+  absl::Mutex* mu_;
+  std::map<std::string, BatchLog>* logs_;
+  const bool hold_;
+  std::vector<Record> held_;
+  int ts_ = -1;
+  int64_t watermark_ = kNoWatermark;
+};
+
+class BatchTaskTest : public TaskTest {
+ protected:
+  BatchTaskTest() {
+    EXPECT_OK(RegisterWithProbe(&with_probe_, "batch_probe", /*keyed=*/false, [this](const plan::OperatorSpec& spec) {
+      return std::unique_ptr<ops::Operator>(std::make_unique<BatchProbe>(&mu_, &logs_, spec.id == "hold"));
+    }));
+    registry_in_use_ = &with_probe_;
+  }
+
+  ops::OperatorRegistry with_probe_;
+  absl::Mutex mu_;
+  std::map<std::string, BatchLog> logs_ ABSL_GUARDED_BY(mu_);
+};
+
+// Operators that prefer batches get them chained (gathered, at most 256) and at the head of a
+// task (a decoded buffer each); no batch spans a watermark, also when the operator before emits
+// records and then the watermark in one call (`hold`); every record arrives once.
+TEST_F(BatchTaskTest, BatchesNeverSpanAWatermark) {
+  Deploy(R"y(
+name: batches
+parallelism: 2
+watermark_interval: 1ms
+operators:
+  - id: gen
+    type: datagen
+    count: 20000
+    fields: [{name: k, type: int64, expr: "seq % 5"}, {name: ts, type: timestamp, expr: "to_timestamp(1000 + seq)"}]
+    event_time: {field: ts}
+  - {id: hold, type: batch_probe}
+  - {id: chained, type: batch_probe}
+  - {id: head, type: batch_probe, input: {from: chained, partition: hash, key: [k]}}
+  - {id: out, type: blackhole}
+)y");
+  ASSERT_FALSE(HasFailure());
+  ASSERT_EQ(tasks_.size(), 4u) << "gen+hold+chained, head+out, 2 subtasks each";
+  StartAll();
+  ASSERT_TRUE(WaitAllDone());
+  ExpectAllIn(proto::TASK_FINISHED);
+  EXPECT_EQ(CountsOf("chained").in, 20000u);
+  EXPECT_EQ(CountsOf("head").in, 20000u);
+  EXPECT_EQ(CountsOf("out").in, 20000u);
+  absl::MutexLock lock(&mu_);
+  for (const char* id : {"hold", "chained", "head"}) {
+    const BatchLog& log = logs_[id];
+    EXPECT_EQ(log.records, 20000) << id;
+    EXPECT_EQ(log.single_calls, 0) << id;
+    EXPECT_EQ(log.late, 0) << id << ": a batch spanned a watermark";
+    EXPECT_LT(log.batches * 2, log.records) << id << ": records came (nearly) one at a time";
+  }
+  EXPECT_LE(logs_["chained"].max_batch, 256u);
 }
 
 }  // namespace
