@@ -132,8 +132,27 @@ class WindowOperator final : public Operator {
       sessions_id_ = state_->RegisterState("window_sessions", state::StateKind::kValue);
     }
     out_.Resize(spec.output_schema.size());
+    // The watermark this operator had seen at the checkpoint restored (the smallest over the
+    // old subtasks): records are judged late against at least that, so that a record the
+    // failed attempt dropped is dropped again, and a window cleaned up before the checkpoint
+    // is not started again by records replayed before the first new watermark.
+    for (const std::string& entry : ctx.restored_state) {
+      int64_t wm;
+      if (entry.size() != sizeof(wm)) {
+        return absl::DataLossError(absl::StrCat(ctx.task_name, ": malformed window watermark state"));
+      }
+      std::memcpy(&wm, entry.data(), sizeof(wm));
+      restored_watermark_ = restored_watermark_ == kNoWatermark ? wm : std::min(restored_watermark_, wm);
+    }
     return absl::OkStatus();
   }
+
+  absl::Status SnapshotState(int64_t checkpoint_id, std::vector<std::string>* entries) override {
+    const int64_t wm = Watermark();
+    entries->emplace_back(reinterpret_cast<const char*>(&wm), sizeof(wm));
+    return absl::OkStatus();
+  }
+  bool UnionState() const override { return true; }
 
   absl::Status Process(const Record& r) override {
     for (size_t i = 0; i < key_exprs_.size(); ++i) {
@@ -191,13 +210,16 @@ class WindowOperator final : public Operator {
   // Header fields of the accumulator row.
   enum : int { kRecords = 0, kEmitted = 1, kFinalFired = 2, kDirty = 3, kNextEarly = 4 };
 
+  // The event time records are judged by: the input watermark, or the one restored if higher.
+  int64_t Watermark() const { return std::max(timers_->CurrentWatermark(), restored_watermark_); }
+
   int64_t CleanupTime(const TimeWindow& w) const {
     return SaturatingAdd(w.max_timestamp(), o_->allowed_lateness_ms);
   }
   // Whether the window's state is gone (or would be) by the current watermark: a record for it
   // is dropped (Flink's WindowOperator.isWindowLate).
   bool IsLate(const TimeWindow& w) const {
-    return o_->event_time && CleanupTime(w) <= timers_->CurrentWatermark();
+    return o_->event_time && CleanupTime(w) <= Watermark();
   }
 
   // Makes (key, w) the backend's current key; the key is key_bytes_ / kg_.
@@ -256,7 +278,7 @@ class WindowOperator final : public Operator {
   absl::Status RegisterTimers(const TimeWindow& w) {
     if (o_->event_time) {
       // A window the watermark has passed (a late record within the lateness) fires at once.
-      if (w.max_timestamp() > timers_->CurrentWatermark()) {
+      if (w.max_timestamp() > Watermark()) {
         SLUICE_RETURN_IF_ERROR(timers_->RegisterEventTimeTimer(w.max_timestamp()));
       }
       if (CleanupTime(w) != w.max_timestamp()) {
@@ -339,7 +361,7 @@ class WindowOperator final : public Operator {
         case Fn::kCount: break;
       }
     }
-    if (o_->event_time && w.max_timestamp() <= timers_->CurrentWatermark()) {
+    if (o_->event_time && w.max_timestamp() <= Watermark()) {
       SLUICE_RETURN_IF_ERROR(EmitRow(w));  // late but within the lateness: fire again
     } else {
       acc_[kDirty].i = 1;
@@ -548,6 +570,7 @@ class WindowOperator final : public Operator {
   state::StateId distinct_id_ = 0;
   state::StateId sessions_id_ = 0;
   bool has_distinct_ = false;
+  int64_t restored_watermark_ = kNoWatermark;
   std::vector<std::unique_ptr<Expr>> key_exprs_;
   Schema key_schema_;
   Schema acc_schema_;

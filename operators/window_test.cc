@@ -86,7 +86,7 @@ class Subtask {
  public:
   Subtask(const OperatorRegistry& registry, const plan::JobSpec& job, const plan::OperatorSpec& spec,
           std::unique_ptr<state::KeyedStateBackend> backend, FakeClock* clock, int subtask,
-          int parallelism)
+          int parallelism, std::vector<std::string> restored_state = {})
       : backend_(std::move(backend)),
         timers_(backend_.get(), clock),
         out_(&spec.output_schema, &spec.input_schema),
@@ -106,6 +106,8 @@ class Subtask {
     ctx.timers = &timers_;
     ctx.records_skipped = &skipped_;
     ctx.late_records_dropped = &late_;
+    ctx.restored = !restored_state.empty();
+    ctx.restored_state = std::move(restored_state);
     EXPECT_OK(op_->Open(ctx, &out_));
   }
 
@@ -473,13 +475,17 @@ TEST_F(WindowTest, OpenWindowsSurviveSnapshotAndRestoreAtAnotherParallelism) {
   ASSERT_OK(pending);
   auto handle = first.backend()->UploadSnapshot(*pending, job_dir, "chk-1/w-0");
   ASSERT_OK(handle);
+  std::vector<std::string> operator_state;
+  ASSERT_OK(first.op()->SnapshotState(1, &operator_state));
+  ASSERT_TRUE(first.op()->UnionState());
 
   std::vector<Subtask*> restored;
   for (int subtask = 0; subtask < 2; ++subtask) {
     auto b = state::KeyedStateBackend::Restore(
         BackendOptions(KeyGroupRangeForSubtask(kMaxParallelism, 2, subtask)), {*handle}, job_dir);
     ASSERT_OK(b);
-    subtasks_.push_back(std::make_unique<Subtask>(registry_, job_, *spec_, *std::move(b), &clock_, subtask, 2));
+    subtasks_.push_back(std::make_unique<Subtask>(registry_, job_, *spec_, *std::move(b), &clock_,
+                                                  subtask, 2, operator_state));
     restored.push_back(subtasks_.back().get());
   }
   for (size_t i = half; i < steps.size(); ++i) {
@@ -502,6 +508,37 @@ TEST_F(WindowTest, OpenWindowsSurviveSnapshotAndRestoreAtAnotherParallelism) {
   }
   EXPECT_THAT(got, UnorderedElementsAreArray(expected));
   EXPECT_EQ(late, expected_late);
+}
+
+// The watermark is not replayed after a restore, but the operator keeps the one it had seen:
+// a record late before the checkpoint is late after it, instead of starting its window again.
+TEST_F(WindowTest, RestoredOperatorJudgesLatenessByTheCheckpointedWatermark) {
+  const std::string options = R"y(    tumble: 10ms
+    time_field: ts
+    aggregates: [{fn: count, as: n}])y";
+  Subtask& first = Start(options);
+  ASSERT_OK(Add(first, 1, 5));
+  ASSERT_OK(Add(first, 1, 25));
+  ASSERT_OK(first.Watermark(19));
+  EXPECT_THAT(first.out().rows, ElementsAre(R"({"user":1,"window_start":0,"window_end":10,"n":1,"update":false})"));
+  const std::string job_dir = (root_ / "job").string();
+  auto pending = first.backend()->SnapshotSync(1);
+  ASSERT_OK(pending);
+  auto handle = first.backend()->UploadSnapshot(*pending, job_dir, "chk-1/w-0");
+  ASSERT_OK(handle);
+  std::vector<std::string> operator_state;
+  ASSERT_OK(first.op()->SnapshotState(1, &operator_state));
+
+  auto b = state::KeyedStateBackend::Restore(BackendOptions({0, kMaxParallelism - 1}), {*handle}, job_dir);
+  ASSERT_OK(b);
+  subtasks_.push_back(std::make_unique<Subtask>(registry_, job_, *spec_, *std::move(b), &clock_, 0, 1,
+                                                operator_state));
+  Subtask& restored = *subtasks_.back();
+  ASSERT_OK(Add(restored, 1, 7));   // late: [0,10) fired before the checkpoint
+  ASSERT_OK(Add(restored, 1, 21));  // [20,30), open at the checkpoint
+  ASSERT_OK(restored.Watermark(kMaxWatermark));
+  EXPECT_EQ(restored.late_dropped(), 1);
+  EXPECT_THAT(restored.out().rows, ElementsAre(R"({"user":1,"window_start":20,"window_end":30,"n":2,"update":false})"));
 }
 
 // ---------------------------------------------------------------------------------------------
