@@ -1,0 +1,183 @@
+// Event-time windows on a real cluster: out-of-order input with bounded out-of-orderness plus
+// records an hour late, tumbling windows with a late output, checkpoints, kill -9 of workers
+// and a savepoint restored at other parallelisms. The committed output must hold every
+// (key, window) exactly once with the exact count and sum of its records, and every late
+// record exactly once in the late output, against a table computed here from the generator's
+// formulas.
+
+#include <filesystem>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "tests/cluster_fixture.h"
+#include "tests/exactly_once_check.h"
+
+namespace sluice::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int64_t kKeys = 50;
+constexpr int64_t kWindowMs = 100;
+
+// Input record `seq`: key (seq * 7919) % 50, value seq % 1000, event time seq / 4 ms minus up to
+// 96 ms (within the 100 ms of out-of-orderness the watermarks allow), except every 100th record,
+// which is an hour late.
+int64_t KeyOf(int64_t seq) { return (seq * 7919) % kKeys; }
+int64_t ValueOf(int64_t seq) { return seq % 1000; }
+bool HourLate(int64_t seq) { return seq % 100 == 99; }
+int64_t TsOf(int64_t seq) { return HourLate(seq) ? seq / 4 - 3600000 : seq / 4 - (seq * 7919) % 97; }
+
+std::string WindowJob(const std::string& out, const std::string& late, int64_t count, int64_t rate) {
+  return absl::StrCat(R"y(name: windows
+parallelism: 2
+watermark_interval: 20ms
+checkpoint: {interval: 200ms, timeout: 20s, retain: 3}
+restart: {strategy: fixed_delay, attempts: 1000, delay: 100ms}
+operators:
+  - id: gen
+    type: datagen
+    count: )y", count, "\n    rate: ", rate, R"y(
+    fields:
+      - {name: id, type: int64, expr: seq}
+      - {name: key, type: int64, expr: "(seq * 7919) % 50"}
+      - {name: value, type: int64, expr: "seq % 1000"}
+      - {name: ts, type: timestamp, expr: "if(seq % 100 == 99, seq / 4 - 3600000, seq / 4 - (seq * 7919) % 97)"}
+    event_time: {field: ts, max_out_of_orderness: 100ms}
+  - {id: by_key, type: key_by, key: key}
+  - id: windows
+    type: window
+    tumble: 100ms
+    time_field: ts
+    late_output: late
+    aggregates: [{fn: count, as: n}, {fn: sum, field: value, as: total}]
+  - {id: out, type: file, path: )y", out, R"y(, input: windows}
+  - {id: late_out, type: file, path: )y", late, R"y(, input: windows.late}
+)y");
+}
+
+int64_t FloorDiv(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
+
+// Checks the committed rows of `out_dirs` and late records of `late_dirs` for `records` inputs.
+void CheckWindows(const std::vector<std::string>& out_dirs, const std::vector<std::string>& late_dirs,
+                  int64_t records) {
+  std::set<int64_t> late;
+  for (const std::string& line : ReadCommittedLines(late_dirs)) {
+    auto j = nlohmann::json::parse(line);
+    const int64_t id = j["id"].get<int64_t>();
+    EXPECT_TRUE(HourLate(id)) << "an in-order record was late: " << line;
+    EXPECT_EQ(j["ts"].get<int64_t>(), TsOf(id)) << line;
+    EXPECT_EQ(j["key"].get<int64_t>(), KeyOf(id)) << line;
+    EXPECT_TRUE(late.insert(id).second) << "late record twice: " << line;
+  }
+  // Watermarks come every 20 ms: all but the hour-late records of the first moments are late.
+  EXPECT_GE(static_cast<int64_t>(late.size()), records / 100 / 2);
+
+  struct Agg {
+    int64_t n = 0;
+    int64_t total = 0;
+    bool operator==(const Agg& o) const { return n == o.n && total == o.total; }
+  };
+  std::map<std::pair<int64_t, int64_t>, Agg> expected, got;
+  for (int64_t seq = 0; seq < records; ++seq) {
+    if (late.count(seq)) continue;
+    Agg& a = expected[{KeyOf(seq), FloorDiv(TsOf(seq), kWindowMs) * kWindowMs}];
+    a.n++;
+    a.total += ValueOf(seq);
+  }
+  int64_t duplicates = 0, updates = 0;
+  for (const std::string& line : ReadCommittedLines(out_dirs)) {
+    auto j = nlohmann::json::parse(line);
+    const int64_t start = j["window_start"].get<int64_t>();
+    EXPECT_EQ(j["window_end"].get<int64_t>(), start + kWindowMs) << line;
+    updates += j["update"].get<bool>() ? 1 : 0;
+    auto [it, inserted] = got.insert({{j["key"].get<int64_t>(), start}, Agg()});
+    if (!inserted) ++duplicates;
+    it->second = {j["n"].get<int64_t>(), j["total"].get<int64_t>()};
+  }
+  EXPECT_EQ(duplicates, 0) << "windows emitted twice";
+  EXPECT_EQ(updates, 0) << "no lateness: no window fires twice";
+  EXPECT_EQ(got.size(), expected.size());
+  int64_t wrong = 0;
+  for (const auto& [k, a] : expected) {
+    auto it = got.find(k);
+    if (it == got.end() || !(it->second == a)) {
+      if (++wrong <= 5) {
+        ADD_FAILURE() << "key " << k.first << " window " << k.second << ": expected n=" << a.n
+                      << " total=" << a.total << ", got "
+                      << (it == got.end() ? std::string("nothing")
+                                          : absl::StrCat("n=", it->second.n, " total=", it->second.total));
+      }
+    }
+  }
+  EXPECT_EQ(wrong, 0);
+}
+
+class WindowClusterTest : public ClusterTest {};
+
+TEST_F(WindowClusterTest, KillingWorkersKeepsEveryWindowExactlyOnce) {
+  StartCluster(2, 2, 1500);
+  constexpr int64_t kRecords = 400'000;
+  const std::string out = dir_ + "/out";
+  const std::string late = dir_ + "/late";
+  std::string job = Submit(WindowJob(out, late, kRecords, 50'000));
+  WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
+  std::mt19937 rng(4242);
+  for (int k = 0; k < 2; ++k) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1200 + rng() % 900));
+    auto info = client_->GetJob(job);
+    ASSERT_OK(info);
+    if (info->state() == proto::JOB_FINISHED) break;
+    const int victim = static_cast<int>(rng() % 2);
+    ASSERT_OK(cluster_->KillWorker(victim, SIGKILL));
+    ASSERT_OK(cluster_->RestartWorker(victim, -1));
+  }
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(240));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  EXPECT_GE(info.restarts(), 1) << "the kills did not hit the job";
+  CheckWindows({out}, {late}, kRecords);
+  const proto::OperatorInfo* w = FindOperator(info, "windows");
+  ASSERT_NE(w, nullptr);
+  EXPECT_EQ(w->late_records_dropped(), 0u) << "late records go to the late output";
+}
+
+TEST_F(WindowClusterTest, SavepointKeepsOpenWindowsAtOtherParallelism) {
+  StartCluster(2, 3, 3000);
+  constexpr int64_t kRecords = 200'000;
+  const std::string out = dir_ + "/before";
+  const std::string late = dir_ + "/before-late";
+  std::string job = Submit(WindowJob(out, late, kRecords, 50'000));
+  WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  auto savepoint = client_->Savepoint(job, dir_ + "/savepoints", /*stop=*/true);
+  ASSERT_OK(savepoint);
+  proto::JobInfo stopped = WaitForEnd(job, std::chrono::seconds(20));
+  ASSERT_EQ(stopped.state(), proto::JOB_CANCELLED);
+  // Some windows were open at the savepoint (the run was stopped midway).
+  const int64_t emitted_before = FindOperator(stopped, "gen")->records_out();
+  ASSERT_GT(emitted_before, 0);
+  ASSERT_LT(emitted_before, kRecords);
+
+  for (int p : {1, 3}) {
+    SCOPED_TRACE(absl::StrCat("restored at parallelism ", p));
+    const std::string after = absl::StrCat(dir_, "/after-", p);
+    const std::string after_late = absl::StrCat(dir_, "/after-late-", p);
+    std::string yaml = WindowJob(after, after_late, kRecords, 0);
+    auto r = client_->SubmitRestoring(yaml, "job.yaml", p, *savepoint, false);
+    ASSERT_OK(r);
+    proto::JobInfo info = WaitForEnd(r->job_id(), std::chrono::seconds(60));
+    ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+    EXPECT_EQ(FindOperator(info, "windows")->parallelism(), p);
+    // What was committed before the savepoint plus what came after: every window once.
+    CheckWindows({out, after}, {late, after_late}, kRecords);
+  }
+}
+
+}  // namespace
+}  // namespace sluice::testing
