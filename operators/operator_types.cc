@@ -9,6 +9,7 @@
 #include "operators/key_by_options.h"
 #include "operators/map_options.h"
 #include "operators/print_sink_options.h"
+#include "operators/top_n_options.h"
 #include "operators/union_options.h"
 #include "operators/window_options.h"
 
@@ -21,6 +22,7 @@ absl::Status RegisterBuiltinOperatorTypes(plan::OperatorTypeCatalog* catalog) {
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakeKeyByType()));
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakeAggregateType()));
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakeWindowType()));
+  SLUICE_RETURN_IF_ERROR(catalog->Add(MakeTopNType()));
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakeUnionType()));
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakeFileSinkType()));
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakePrintSinkType()));

@@ -13,6 +13,7 @@
 #include "common/status.h"
 #include "common/watermark.h"
 #include "operators/internal/builtins.h"
+#include "operators/internal/window_keys.h"
 #include "operators/key_hasher.h"
 #include "operators/window_assigner.h"
 #include "operators/window_options.h"
@@ -23,8 +24,6 @@ namespace sluice::ops {
 namespace {
 
 using Fn = WindowOptions::Fn;
-using plan::CompileExpr;
-using plan::Expr;
 
 constexpr int64_t kMaxTs = std::numeric_limits<int64_t>::max();
 constexpr char kAccVersion = 1;
@@ -35,18 +34,6 @@ int64_t SaturatingAdd(int64_t a, int64_t b) { return a > kMaxTs - b ? kMaxTs : a
 // a + b wrapping on overflow, as the expression language's integers do.
 int64_t WrappingAdd(int64_t a, int64_t b) {
   return static_cast<int64_t>(static_cast<uint64_t>(a) + static_cast<uint64_t>(b));
-}
-
-void PutBigEndian(int64_t v, std::string* out) {
-  // Sign bit flipped, so that byte order is numeric order.
-  uint64_t u = static_cast<uint64_t>(v) ^ (uint64_t{1} << 63);
-  for (int i = 7; i >= 0; --i) out->push_back(static_cast<char>((u >> (8 * i)) & 0xff));
-}
-
-int64_t GetBigEndian(const char* p) {
-  uint64_t u = 0;
-  for (int i = 0; i < 8; ++i) u = (u << 8) | static_cast<unsigned char>(p[i]);
-  return static_cast<int64_t>(u ^ (uint64_t{1} << 63));
 }
 
 bool LessThan(FieldType type, const Value& a, const Value& b) {
@@ -89,14 +76,7 @@ class WindowOperator final : public Operator {
     timers_ = ctx.timers;
     SLUICE_ASSIGN_OR_RETURN(o_, TypedOptions<WindowOptions>(ctx));
     const plan::OperatorSpec& spec = *ctx.spec;
-    for (const auto& k : spec.key) {
-      SLUICE_ASSIGN_OR_RETURN(auto e, CompileExpr(k.expr, spec.input_schema));
-      key_exprs_.push_back(std::move(e));
-    }
-    std::vector<Field> key_fields(spec.output_schema.fields().begin(),
-                                  spec.output_schema.fields().begin() + spec.key.size());
-    key_schema_ = Schema(std::move(key_fields));
-    key_record_.Resize(key_schema_.size());
+    SLUICE_RETURN_IF_ERROR(key_.Init(spec, ctx.max_parallelism));
 
     std::vector<Field> acc = {{"records", FieldType::kInt64},
                               {"emitted", FieldType::kBool},
@@ -155,13 +135,7 @@ class WindowOperator final : public Operator {
   bool UnionState() const override { return true; }
 
   absl::Status Process(const Record& r) override {
-    for (size_t i = 0; i < key_exprs_.size(); ++i) {
-      plan::EvalInto(*key_exprs_[i], r, key_schema_.field(i).type, &key_record_, i);
-    }
-    key_bytes_.clear();
-    EncodeRecord(key_schema_, key_record_, &key_bytes_);
-    kg_ = KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema_, key_record_),
-                          ctx_.max_parallelism);
+    key_.Set(r);
     const int64_t ts = o_->event_time ? r[o_->time_field].i : timers_->CurrentProcessingTime();
     AssignWindows(o_->windows, ts, &windows_);
     if (windows_.empty()) {  // a timestamp within a window length of the int64 limits
@@ -182,8 +156,8 @@ class WindowOperator final : public Operator {
 
   absl::Status OnTimer(int64_t timestamp, TimeDomain domain, absl::string_view key) override {
     if (key.size() < 16) return absl::DataLossError("window timer with a malformed key");
-    const TimeWindow w{GetBigEndian(key.data() + key.size() - 16),
-                       GetBigEndian(key.data() + key.size() - 8)};
+    const TimeWindow w{internal::GetOrderedInt64(key.data() + key.size() - 16),
+                       internal::GetOrderedInt64(key.data() + key.size() - 8)};
     composite_.assign(key.data(), key.size());  // the current key; `key` may not outlive calls
     SLUICE_ASSIGN_OR_RETURN(bool found, LoadAcc());
     if (!found) return absl::OkStatus();  // cleaned up already (a stale early-firing timer)
@@ -222,22 +196,17 @@ class WindowOperator final : public Operator {
     return o_->event_time && CleanupTime(w) <= Watermark();
   }
 
-  // Makes (key, w) the backend's current key; the key is key_bytes_ / kg_.
+  // Makes (key, w) the backend's current key, for the key in key_.
   void SetWindowKey(const TimeWindow& w) {
-    composite_.assign(key_bytes_);
-    PutBigEndian(w.start, &composite_);
-    PutBigEndian(w.end, &composite_);
-    state_->SetCurrentKey(composite_, kg_);
+    composite_.assign(key_.bytes());
+    internal::PutOrderedInt64(w.start, &composite_);
+    internal::PutOrderedInt64(w.end, &composite_);
+    state_->SetCurrentKey(composite_, key_.key_group());
   }
 
-  // From OnTimer: key_bytes_ and kg_ of the current composite key (for the session list).
+  // From OnTimer: key_ from the current composite key (for the session list).
   absl::Status KeyFromComposite() {
-    key_bytes_.assign(composite_, 0, composite_.size() - 16);
-    RecordDecoder dec(&key_schema_, key_bytes_);
-    SLUICE_RETURN_IF_ERROR(dec.Next(&key_record_));
-    kg_ = KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema_, key_record_),
-                          ctx_.max_parallelism);
-    return absl::OkStatus();
+    return key_.SetBytes(absl::string_view(composite_).substr(0, composite_.size() - 16));
   }
 
   // Reads the current key's accumulator into acc_; false when it has none.
@@ -385,19 +354,19 @@ class WindowOperator final : public Operator {
         int64_t bits;
         double d = v.d == 0 ? 0.0 : v.d;  // -0.0 and 0.0 are one value
         std::memcpy(&bits, &d, sizeof(bits));
-        PutBigEndian(bits, &user_key_);
+        internal::PutOrderedInt64(bits, &user_key_);
         break;
       }
       case FieldType::kString: user_key_.append(v.s); break;
-      default: PutBigEndian(v.i, &user_key_); break;
+      default: internal::PutOrderedInt64(v.i, &user_key_); break;
     }
   }
 
   // Emits the row of window w from acc_ (update: whether a row was emitted for it before).
   absl::Status EmitRow(const TimeWindow& w) {
-    RecordDecoder dec(&key_schema_, absl::string_view(composite_).substr(0, composite_.size() - 16));
+    RecordDecoder dec(&key_.schema(), absl::string_view(composite_).substr(0, composite_.size() - 16));
     SLUICE_RETURN_IF_ERROR(dec.Next(&out_));  // key fields come first in the output
-    size_t f = key_schema_.size();
+    size_t f = key_.schema().size();
     out_[f++].i = w.start;
     out_[f++].i = w.end;
     const int64_t records = acc_[kRecords].i;
@@ -427,7 +396,7 @@ class WindowOperator final : public Operator {
     SLUICE_RETURN_IF_ERROR(DropWindowState());
     if (!o_->windows.merging()) return absl::OkStatus();
     SLUICE_RETURN_IF_ERROR(KeyFromComposite());
-    state_->SetCurrentKey(key_bytes_, kg_);
+    state_->SetCurrentKey(key_.bytes(), key_.key_group());
     SLUICE_RETURN_IF_ERROR(LoadSessions());
     sessions_.erase(std::remove(sessions_.begin(), sessions_.end(), w), sessions_.end());
     return StoreSessions();
@@ -450,7 +419,7 @@ class WindowOperator final : public Operator {
       return absl::DataLossError(absl::StrCat(ctx_.task_name, ": malformed session list"));
     }
     for (size_t p = 0; p < value_.size(); p += 16) {
-      sessions_.push_back({GetBigEndian(value_.data() + p), GetBigEndian(value_.data() + p + 8)});
+      sessions_.push_back({internal::GetOrderedInt64(value_.data() + p), internal::GetOrderedInt64(value_.data() + p + 8)});
     }
     return absl::OkStatus();
   }
@@ -458,8 +427,8 @@ class WindowOperator final : public Operator {
     if (sessions_.empty()) return state_->Delete(sessions_id_);
     value_.clear();
     for (const TimeWindow& s : sessions_) {
-      PutBigEndian(s.start, &value_);
-      PutBigEndian(s.end, &value_);
+      internal::PutOrderedInt64(s.start, &value_);
+      internal::PutOrderedInt64(s.end, &value_);
     }
     return state_->Put(sessions_id_, value_);
   }
@@ -468,7 +437,7 @@ class WindowOperator final : public Operator {
   // every open session of its key that it overlaps or touches; their accumulators are merged
   // into the new window's and their state and timers dropped.
   absl::Status ProcessSession(const Record& r, int64_t ts, const TimeWindow& w) {
-    state_->SetCurrentKey(key_bytes_, kg_);
+    state_->SetCurrentKey(key_.bytes(), key_.key_group());
     SLUICE_RETURN_IF_ERROR(LoadSessions());
     const TimeWindow merged = MergeSession(sessions_, w, &absorbed_);
     if (absorbed_.empty() && IsLate(merged)) return Late(r);
@@ -571,15 +540,11 @@ class WindowOperator final : public Operator {
   state::StateId sessions_id_ = 0;
   bool has_distinct_ = false;
   int64_t restored_watermark_ = kNoWatermark;
-  std::vector<std::unique_ptr<Expr>> key_exprs_;
-  Schema key_schema_;
+  internal::RecordKey key_;
   Schema acc_schema_;
   std::vector<int> acc_index_;  // per aggregate: its first field in acc_schema_
 
   // Scratch, reused per record.
-  Record key_record_;
-  std::string key_bytes_;
-  int kg_ = 0;
   std::string composite_;
   std::vector<TimeWindow> windows_;
   std::vector<TimeWindow> sessions_;

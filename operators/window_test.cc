@@ -22,6 +22,7 @@
 #include "gtest/gtest.h"
 #include "operators/key_hasher.h"
 #include "operators/operator.h"
+#include "operators/internal/keyed_test_harness.h"
 #include "operators/registry.h"
 #include "operators/timer_service.h"
 #include "plan/job_spec.h"
@@ -35,30 +36,9 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::UnorderedElementsAreArray;
+using internal::KeyedSubtask;
 
-constexpr int kMaxParallelism = 16;
-
-// Records main and side output as JSON lines.
-class JsonOutput final : public Output {
- public:
-  JsonOutput(const Schema* main, const Schema* side) : main_(main), side_(side) {}
-  absl::Status Emit(const Record& r) override {
-    rows.emplace_back();
-    AppendRecordJson(*main_, r, &rows.back());
-    return absl::OkStatus();
-  }
-  absl::Status EmitSide(int side_output, const Record& r) override {
-    side.emplace_back(absl::StrCat(side_output, ":"));
-    AppendRecordJson(*side_, r, &side.back());
-    return absl::OkStatus();
-  }
-  std::vector<std::string> rows;
-  std::vector<std::string> side;
-
- private:
-  const Schema* main_;
-  const Schema* side_;
-};
+constexpr int kMaxParallelism = internal::kHarnessMaxParallelism;
 
 // The input: user (key), ts, amount, name; windows are keyed by user.
 std::string Job(const std::string& window_options) {
@@ -81,97 +61,15 @@ operators:
 )y");
 }
 
-// One window operator subtask with its own backend and timers.
-class Subtask {
- public:
-  Subtask(const OperatorRegistry& registry, const plan::JobSpec& job, const plan::OperatorSpec& spec,
-          std::unique_ptr<state::KeyedStateBackend> backend, FakeClock* clock, int subtask,
-          int parallelism, std::vector<std::string> restored_state = {})
-      : backend_(std::move(backend)),
-        timers_(backend_.get(), clock),
-        out_(&spec.output_schema, &spec.input_schema),
-        late_() {
-    auto op = registry.Create(spec);
-    EXPECT_OK(op);
-    op_ = *std::move(op);
-    OperatorContext ctx;
-    ctx.job = &job;
-    ctx.spec = &spec;
-    ctx.subtask = subtask;
-    ctx.parallelism = parallelism;
-    ctx.clock = clock;
-    ctx.task_name = "job/w#0";
-    ctx.max_parallelism = kMaxParallelism;
-    ctx.keyed_state = backend_.get();
-    ctx.timers = &timers_;
-    ctx.records_skipped = &skipped_;
-    ctx.late_records_dropped = &late_;
-    ctx.restored = !restored_state.empty();
-    ctx.restored_state = std::move(restored_state);
-    EXPECT_OK(op_->Open(ctx, &out_));
-  }
-
-  absl::Status Watermark(int64_t wm) {
-    SLUICE_RETURN_IF_ERROR(timers_.AdvanceWatermark(wm, op_.get()));
-    return op_->ProcessWatermark(wm);
-  }
-  absl::Status ProcessingTime() { return timers_.FireProcessingTimers(op_.get()); }
-
-  Operator* op() { return op_.get(); }
-  state::KeyedStateBackend* backend() { return backend_.get(); }
-  JsonOutput& out() { return out_; }
-  uint64_t late_dropped() const { return late_.Value(); }
-  uint64_t skipped() const { return skipped_.Value(); }
-
- private:
-  std::unique_ptr<state::KeyedStateBackend> backend_;
-  TimerService timers_;
-  std::unique_ptr<Operator> op_;
-  JsonOutput out_;
-  Counter late_;
-  Counter skipped_;
-};
-
-class WindowTest : public ::testing::Test {
+class WindowTest : public internal::KeyedOperatorTest {
  protected:
-  WindowTest() { EXPECT_OK(RegisterBuiltinOperators(&registry_)); }
-
-  void SetUp() override {
-    char tmpl[] = "/tmp/sluice_window_test_XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    root_ = tmpl;
-  }
-  void TearDown() override {
-    subtasks_.clear();
-    std::error_code ec;
-    std::filesystem::remove_all(root_, ec);
-  }
-
   absl::Status Load(const std::string& window_options) {
-    SLUICE_ASSIGN_OR_RETURN(job_, plan::ParseJobSpec(Job(window_options), "job.yaml", registry_.catalog()));
-    for (const auto& op : job_.operators) {
-      if (op.id == "w") spec_ = &op;
-    }
-    return absl::OkStatus();
+    return LoadJob(Job(window_options), "w");
   }
-
-  state::StateBackendOptions BackendOptions(KeyGroupRange range) {
-    state::StateBackendOptions o;
-    o.local_dir = (root_ / absl::StrCat("b", next_dir_++)).string();
-    o.operator_id = "w";
-    o.max_parallelism = kMaxParallelism;
-    o.range = range;
-    o.clock = &clock_;
-    return o;
-  }
-
   // Loads the job and opens one subtask of parallelism 1.
-  Subtask& Start(const std::string& window_options) {
+  KeyedSubtask& Start(const std::string& window_options) {
     EXPECT_OK(Load(window_options));
-    auto b = state::KeyedStateBackend::Open(BackendOptions({0, kMaxParallelism - 1}));
-    EXPECT_OK(b);
-    subtasks_.push_back(std::make_unique<Subtask>(registry_, job_, *spec_, *std::move(b), &clock_, 0, 1));
-    return *subtasks_.back();
+    return StartSubtask();
   }
 
   Record Input(int64_t user, int64_t ts, int64_t amount = 0, const std::string& name = "x") {
@@ -183,25 +81,17 @@ class WindowTest : public ::testing::Test {
     r[4].s = name;
     return r;
   }
-  absl::Status Add(Subtask& s, int64_t user, int64_t ts, int64_t amount = 0,
+  absl::Status Add(KeyedSubtask& s, int64_t user, int64_t ts, int64_t amount = 0,
                    const std::string& name = "x") {
     return s.op()->Process(Input(user, ts, amount, name));
   }
-
-  OperatorRegistry registry_;
-  FakeClock clock_{1'000'000'000'000};  // 1e6 ms
-  plan::JobSpec job_;
-  const plan::OperatorSpec* spec_ = nullptr;
-  std::filesystem::path root_;
-  int next_dir_ = 0;
-  std::vector<std::unique_ptr<Subtask>> subtasks_;
 };
 
 // ---------------------------------------------------------------------------------------------
 // Tumbling windows, assignment edges, firing at end - 1
 
 TEST_F(WindowTest, TumblingFiresWhenTheWatermarkPassesEndMinusOne) {
-  Subtask& s = Start(R"y(    tumble: {size: 10ms}
+  KeyedSubtask& s = Start(R"y(    tumble: {size: 10ms}
     time_field: ts
     aggregates: [{fn: count, as: n}, {fn: sum, field: amount}])y");
   EXPECT_EQ(spec_->output_schema.ToString(),
@@ -225,7 +115,7 @@ TEST_F(WindowTest, TumblingFiresWhenTheWatermarkPassesEndMinusOne) {
 }
 
 TEST_F(WindowTest, NegativeTimestampsAndOffsets) {
-  Subtask& s = Start(R"y(    tumble: {size: 10ms}
+  KeyedSubtask& s = Start(R"y(    tumble: {size: 10ms}
     offset: 3ms
     time_field: ts
     aggregates: [{fn: count, as: n}])y");
@@ -241,7 +131,7 @@ TEST_F(WindowTest, NegativeTimestampsAndOffsets) {
 }
 
 TEST_F(WindowTest, EveryAggregateFunction) {
-  Subtask& s = Start(R"y(    tumble: 100ms
+  KeyedSubtask& s = Start(R"y(    tumble: 100ms
     time_field: ts
     aggregates:
       - {fn: count}
@@ -266,7 +156,7 @@ TEST_F(WindowTest, EveryAggregateFunction) {
 }
 
 TEST_F(WindowTest, HoppingWindows) {
-  Subtask& s = Start(R"y(    hop: {size: 10ms, slide: 5ms}
+  KeyedSubtask& s = Start(R"y(    hop: {size: 10ms, slide: 5ms}
     time_field: ts
     aggregates: [{fn: count, as: n}])y");
   ASSERT_OK(Add(s, 1, 4));   // [-5,5) [0,10)
@@ -288,7 +178,7 @@ TEST_F(WindowTest, HoppingWindows) {
 // Lateness
 
 TEST_F(WindowTest, LateRecordsWithoutLatenessAreDroppedAndCounted) {
-  Subtask& s = Start(R"y(    tumble: 10ms
+  KeyedSubtask& s = Start(R"y(    tumble: 10ms
     time_field: ts
     aggregates: [{fn: count, as: n}])y");
   ASSERT_OK(Add(s, 1, 3));
@@ -304,7 +194,7 @@ TEST_F(WindowTest, LateRecordsWithoutLatenessAreDroppedAndCounted) {
 }
 
 TEST_F(WindowTest, AllowedLatenessRefiresWithTheFullRowThenDrops) {
-  Subtask& s = Start(R"y(    tumble: 10ms
+  KeyedSubtask& s = Start(R"y(    tumble: 10ms
     time_field: ts
     allowed_lateness: 5ms
     aggregates: [{fn: count, as: n}, {fn: sum, field: amount}])y");
@@ -327,7 +217,7 @@ TEST_F(WindowTest, AllowedLatenessRefiresWithTheFullRowThenDrops) {
 }
 
 TEST_F(WindowTest, LateOutputGetsTheDroppedRecords) {
-  Subtask& s = Start(R"y(    tumble: 10ms
+  KeyedSubtask& s = Start(R"y(    tumble: 10ms
     time_field: ts
     late_output: late
     aggregates: [{fn: count, as: n}])y");
@@ -346,7 +236,7 @@ TEST_F(WindowTest, LateOutputGetsTheDroppedRecords) {
 // Session windows
 
 TEST_F(WindowTest, SessionsMergeWhenTheyTouchAndWhenALateRecordBridgesThem) {
-  Subtask& s = Start(R"y(    session: {gap: 10ms}
+  KeyedSubtask& s = Start(R"y(    session: {gap: 10ms}
     time_field: ts
     allowed_lateness: 100ms
     aggregates: [{fn: count, as: n}, {fn: count_distinct, field: amount, as: d}, {fn: first, field: amount}, {fn: last, field: amount}])y");
@@ -379,7 +269,7 @@ TEST_F(WindowTest, SessionsMergeWhenTheyTouchAndWhenALateRecordBridgesThem) {
 // Early firing and processing time
 
 TEST_F(WindowTest, EmitEveryFiresEarlyInProcessingTimeOnlyWhenChanged) {
-  Subtask& s = Start(R"y(    tumble: 1h
+  KeyedSubtask& s = Start(R"y(    tumble: 1h
     time_field: ts
     emit_every: 1s
     aggregates: [{fn: count, as: n}])y");
@@ -408,7 +298,7 @@ TEST_F(WindowTest, EmitEveryFiresEarlyInProcessingTimeOnlyWhenChanged) {
 }
 
 TEST_F(WindowTest, ProcessingTimeWindows) {
-  Subtask& s = Start(R"y(    tumble: 1s
+  KeyedSubtask& s = Start(R"y(    tumble: 1s
     time: processing
     aggregates: [{fn: count, as: n}, {fn: max, field: ts}])y");
   ASSERT_OK(Add(s, 1, 123));  // at 1,000,000 ms: window [1000000, 1001000)
@@ -454,7 +344,7 @@ TEST_F(WindowTest, OpenWindowsSurviveSnapshotAndRestoreAtAnotherParallelism) {
   steps.push_back({true, 0, kMaxWatermark, 0});
   const size_t half = steps.size() / 2;
 
-  Subtask& whole = Start(options);
+  KeyedSubtask& whole = Start(options);
   for (const Step& st : steps) {
     ASSERT_OK(st.watermark ? whole.Watermark(st.ts) : Add(whole, st.user, st.ts, st.amount));
   }
@@ -463,7 +353,7 @@ TEST_F(WindowTest, OpenWindowsSurviveSnapshotAndRestoreAtAnotherParallelism) {
   ASSERT_GT(expected.size(), 40);
   ASSERT_GT(expected_late, 0);
 
-  Subtask& first = Start(options);
+  KeyedSubtask& first = Start(options);
   for (size_t i = 0; i < half; ++i) {
     const Step& st = steps[i];
     ASSERT_OK(st.watermark ? first.Watermark(st.ts) : Add(first, st.user, st.ts, st.amount));
@@ -479,19 +369,19 @@ TEST_F(WindowTest, OpenWindowsSurviveSnapshotAndRestoreAtAnotherParallelism) {
   ASSERT_OK(first.op()->SnapshotState(1, &operator_state));
   ASSERT_TRUE(first.op()->UnionState());
 
-  std::vector<Subtask*> restored;
+  std::vector<KeyedSubtask*> restored;
   for (int subtask = 0; subtask < 2; ++subtask) {
     auto b = state::KeyedStateBackend::Restore(
         BackendOptions(KeyGroupRangeForSubtask(kMaxParallelism, 2, subtask)), {*handle}, job_dir);
     ASSERT_OK(b);
-    subtasks_.push_back(std::make_unique<Subtask>(registry_, job_, *spec_, *std::move(b), &clock_,
+    subtasks_.push_back(std::make_unique<KeyedSubtask>(registry_, job_, *spec_, *std::move(b), &clock_,
                                                   subtask, 2, operator_state));
     restored.push_back(subtasks_.back().get());
   }
   for (size_t i = half; i < steps.size(); ++i) {
     const Step& st = steps[i];
     if (st.watermark) {
-      for (Subtask* s : restored) ASSERT_OK(s->Watermark(st.ts));
+      for (KeyedSubtask* s : restored) ASSERT_OK(s->Watermark(st.ts));
       continue;
     }
     // Route by key group, as the hash edge would.
@@ -501,7 +391,7 @@ TEST_F(WindowTest, OpenWindowsSurviveSnapshotAndRestoreAtAnotherParallelism) {
                                    kMaxParallelism);
     ASSERT_OK(Add(*restored[SubtaskForKeyGroup(kg, kMaxParallelism, 2)], st.user, st.ts, st.amount));
   }
-  for (Subtask* s : restored) {
+  for (KeyedSubtask* s : restored) {
     EXPECT_FALSE(s->out().rows.empty());
     got.insert(got.end(), s->out().rows.begin(), s->out().rows.end());
     late += s->late_dropped();
@@ -516,7 +406,7 @@ TEST_F(WindowTest, RestoredOperatorJudgesLatenessByTheCheckpointedWatermark) {
   const std::string options = R"y(    tumble: 10ms
     time_field: ts
     aggregates: [{fn: count, as: n}])y";
-  Subtask& first = Start(options);
+  KeyedSubtask& first = Start(options);
   ASSERT_OK(Add(first, 1, 5));
   ASSERT_OK(Add(first, 1, 25));
   ASSERT_OK(first.Watermark(19));
@@ -531,9 +421,9 @@ TEST_F(WindowTest, RestoredOperatorJudgesLatenessByTheCheckpointedWatermark) {
 
   auto b = state::KeyedStateBackend::Restore(BackendOptions({0, kMaxParallelism - 1}), {*handle}, job_dir);
   ASSERT_OK(b);
-  subtasks_.push_back(std::make_unique<Subtask>(registry_, job_, *spec_, *std::move(b), &clock_, 0, 1,
+  subtasks_.push_back(std::make_unique<KeyedSubtask>(registry_, job_, *spec_, *std::move(b), &clock_, 0, 1,
                                                 operator_state));
-  Subtask& restored = *subtasks_.back();
+  KeyedSubtask& restored = *subtasks_.back();
   ASSERT_OK(Add(restored, 1, 7));   // late: [0,10) fired before the checkpoint
   ASSERT_OK(Add(restored, 1, 21));  // [20,30), open at the checkpoint
   ASSERT_OK(restored.Watermark(kMaxWatermark));

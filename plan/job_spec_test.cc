@@ -563,7 +563,7 @@ TEST(JobSpecErrorTest, UnknownOperatorType) {
 )y"),
               IsJobError("job.yaml:6:11: ",
                          "unknown operator type 'fitler' (known: datagen, kafka, filter, map, key_by, "
-                         "aggregate, window, union, file, print, blackhole, kafka_sink)"));
+                         "aggregate, window, top_n, union, file, print, blackhole, kafka_sink)"));
 }
 
 TEST(JobSpecErrorTest, UnknownOption) {
