@@ -92,6 +92,23 @@ TEST_F(TopNTest, TopOneKeepsEveryRowTiedForFirst) {
                           R"({"auction":3,"window_start":0,"window_end":10,"bids":7,"rank":1})"));
 }
 
+TEST_F(TopNTest, RankedRowsSurviveCheckpointAndRestore) {
+  ASSERT_OK(Load("    n: 2\n    order_by: bids"));
+  KeyedSubtask& first = StartSubtask();
+  ASSERT_OK(Bid(first, 1, 0, 4));
+  ASSERT_OK(Bid(first, 2, 0, 9));
+  ASSERT_OK(first.Watermark(5));
+  auto checkpoint = TakeCheckpoint(first, 1);
+  ASSERT_OK(checkpoint);
+  auto restored = Restore(*checkpoint, 0, 1);
+  ASSERT_OK(restored);
+  ASSERT_OK(Bid(**restored, 3, 0, 6));  // pushes auction 1 out
+  ASSERT_OK((*restored)->Watermark(kMaxWatermark));
+  EXPECT_THAT((*restored)->out().rows,
+              ElementsAre(R"({"auction":2,"window_start":0,"window_end":10,"bids":9,"rank":1})",
+                          R"({"auction":3,"window_start":0,"window_end":10,"bids":6,"rank":2})"));
+}
+
 // Without windows: per key, the ranked list again whenever a row enters it; ascending here.
 TEST_F(TopNTest, PerKeyEmitsTheListWhenItChanges) {
   ASSERT_OK(Load("    n: 2\n    order_by: bids * 10\n    order: asc", "auction % 2", false));

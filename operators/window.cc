@@ -289,45 +289,15 @@ class WindowOperator final : public Operator {
       const WindowOptions::Aggregate& agg = o_->aggregates[a];
       if (agg.fn == Fn::kCount) continue;
       const Value& v = r[agg.field];
-      const FieldType type = Stored(agg.in_type);
-      Value& acc = acc_[acc_index_[a]];
-      switch (agg.fn) {
-        case Fn::kSum:
-        case Fn::kAvg:
-          if (type == FieldType::kDouble) acc.d += v.d; else acc.i = WrappingAdd(acc.i, v.i);
-          break;
-        case Fn::kMin:
-          if (first || LessThan(type, v, acc)) CopyInto(type, v, &acc);
-          break;
-        case Fn::kMax:
-          if (first || LessThan(type, acc, v)) CopyInto(type, v, &acc);
-          break;
-        case Fn::kFirst: {
-          Value& at = acc_[acc_index_[a] + 1];
-          if (first || ts < at.i) {
-            CopyInto(type, v, &acc);
-            at.i = ts;
-          }
-          break;
-        }
-        case Fn::kLast: {
-          Value& at = acc_[acc_index_[a] + 1];
-          if (first || ts >= at.i) {
-            CopyInto(type, v, &acc);
-            at.i = ts;
-          }
-          break;
-        }
-        case Fn::kCountDistinct: {
-          DistinctKey(static_cast<int>(a), type, v);
-          SLUICE_ASSIGN_OR_RETURN(bool seen, state_->MapGet(distinct_id_, user_key_, &scratch_));
-          if (!seen) {
-            SLUICE_RETURN_IF_ERROR(state_->MapPut(distinct_id_, user_key_, ""));
-            acc.i++;
-          }
-          break;
-        }
-        case Fn::kCount: break;
+      if (agg.fn != Fn::kCountDistinct) {
+        Fold(a, v, ts, first);
+        continue;
+      }
+      DistinctKey(static_cast<int>(a), Stored(agg.in_type), v);
+      SLUICE_ASSIGN_OR_RETURN(bool seen, state_->MapGet(distinct_id_, user_key_, &scratch_));
+      if (!seen) {
+        SLUICE_RETURN_IF_ERROR(state_->MapPut(distinct_id_, user_key_, ""));
+        acc_[acc_index_[a]].i++;
       }
     }
     if (o_->event_time && w.max_timestamp() <= Watermark()) {
@@ -485,43 +455,49 @@ class WindowOperator final : public Operator {
     return AddRecord(merged, r, ts);
   }
 
+  // Folds value `v` (of a record with event time `ts`, or an accumulator's partial result
+  // with its `ts`) into aggregate `a` of acc_; `first`: acc_ holds nothing yet. Not for count
+  // and count_distinct.
+  void Fold(size_t a, const Value& v, int64_t ts, bool first) {
+    const FieldType type = Stored(o_->aggregates[a].in_type);
+    Value& acc = acc_[acc_index_[a]];
+    switch (o_->aggregates[a].fn) {
+      case Fn::kSum:
+      case Fn::kAvg:
+        if (type == FieldType::kDouble) acc.d += v.d; else acc.i = WrappingAdd(acc.i, v.i);
+        break;
+      case Fn::kMin:
+        if (first || LessThan(type, v, acc)) CopyInto(type, v, &acc);
+        break;
+      case Fn::kMax:
+        if (first || LessThan(type, acc, v)) CopyInto(type, v, &acc);
+        break;
+      case Fn::kFirst:
+      case Fn::kLast: {
+        Value& at = acc_[acc_index_[a] + 1];
+        const bool take = o_->aggregates[a].fn == Fn::kFirst ? ts < at.i : ts >= at.i;
+        if (first || take) {
+          CopyInto(type, v, &acc);
+          at.i = ts;
+        }
+        break;
+      }
+      case Fn::kCount:
+      case Fn::kCountDistinct: break;
+    }
+  }
+
   // Folds accumulator `from` into acc_ (which starts reset): the state of a merged session.
   // Distinct counts are rebuilt from the moved values instead.
   void MergeAcc(const Record& from) {
     const bool first = acc_[kRecords].i == 0;
     acc_[kRecords].i += from[kRecords].i;
     for (size_t a = 0; a < o_->aggregates.size(); ++a) {
-      const WindowOptions::Aggregate& agg = o_->aggregates[a];
-      const FieldType type = Stored(agg.in_type);
+      const Fn fn = o_->aggregates[a].fn;
+      if (fn == Fn::kCount || fn == Fn::kCountDistinct) continue;
       const int i = acc_index_[a];
-      Value& acc = acc_[i];
-      const Value& v = from[i];
-      switch (agg.fn) {
-        case Fn::kSum:
-        case Fn::kAvg:
-          if (type == FieldType::kDouble) acc.d += v.d; else acc.i = WrappingAdd(acc.i, v.i);
-          break;
-        case Fn::kMin:
-          if (first || LessThan(type, v, acc)) CopyInto(type, v, &acc);
-          break;
-        case Fn::kMax:
-          if (first || LessThan(type, acc, v)) CopyInto(type, v, &acc);
-          break;
-        case Fn::kFirst:
-          if (first || from[i + 1].i < acc_[i + 1].i) {
-            CopyInto(type, v, &acc);
-            acc_[i + 1].i = from[i + 1].i;
-          }
-          break;
-        case Fn::kLast:
-          if (first || from[i + 1].i >= acc_[i + 1].i) {
-            CopyInto(type, v, &acc);
-            acc_[i + 1].i = from[i + 1].i;
-          }
-          break;
-        case Fn::kCount:
-        case Fn::kCountDistinct: break;
-      }
+      const bool timed = fn == Fn::kFirst || fn == Fn::kLast;
+      Fold(a, from[i], timed ? from[i + 1].i : 0, first);
     }
   }
 

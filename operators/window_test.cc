@@ -360,23 +360,14 @@ TEST_F(WindowTest, OpenWindowsSurviveSnapshotAndRestoreAtAnotherParallelism) {
   }
   std::vector<std::string> got = first.out().rows;
   uint64_t late = first.late_dropped();
-  const std::string job_dir = (root_ / "job").string();
-  auto pending = first.backend()->SnapshotSync(1);
-  ASSERT_OK(pending);
-  auto handle = first.backend()->UploadSnapshot(*pending, job_dir, "chk-1/w-0");
-  ASSERT_OK(handle);
-  std::vector<std::string> operator_state;
-  ASSERT_OK(first.op()->SnapshotState(1, &operator_state));
+  auto checkpoint = TakeCheckpoint(first, 1);
+  ASSERT_OK(checkpoint);
   ASSERT_TRUE(first.op()->UnionState());
-
   std::vector<KeyedSubtask*> restored;
   for (int subtask = 0; subtask < 2; ++subtask) {
-    auto b = state::KeyedStateBackend::Restore(
-        BackendOptions(KeyGroupRangeForSubtask(kMaxParallelism, 2, subtask)), {*handle}, job_dir);
-    ASSERT_OK(b);
-    subtasks_.push_back(std::make_unique<KeyedSubtask>(registry_, job_, *spec_, *std::move(b), &clock_,
-                                                  subtask, 2, operator_state));
-    restored.push_back(subtasks_.back().get());
+    auto r = Restore(*checkpoint, subtask, 2);
+    ASSERT_OK(r);
+    restored.push_back(*r);
   }
   for (size_t i = half; i < steps.size(); ++i) {
     const Step& st = steps[i];
@@ -411,19 +402,11 @@ TEST_F(WindowTest, RestoredOperatorJudgesLatenessByTheCheckpointedWatermark) {
   ASSERT_OK(Add(first, 1, 25));
   ASSERT_OK(first.Watermark(19));
   EXPECT_THAT(first.out().rows, ElementsAre(R"({"user":1,"window_start":0,"window_end":10,"n":1,"update":false})"));
-  const std::string job_dir = (root_ / "job").string();
-  auto pending = first.backend()->SnapshotSync(1);
-  ASSERT_OK(pending);
-  auto handle = first.backend()->UploadSnapshot(*pending, job_dir, "chk-1/w-0");
-  ASSERT_OK(handle);
-  std::vector<std::string> operator_state;
-  ASSERT_OK(first.op()->SnapshotState(1, &operator_state));
-
-  auto b = state::KeyedStateBackend::Restore(BackendOptions({0, kMaxParallelism - 1}), {*handle}, job_dir);
-  ASSERT_OK(b);
-  subtasks_.push_back(std::make_unique<KeyedSubtask>(registry_, job_, *spec_, *std::move(b), &clock_, 0, 1,
-                                                operator_state));
-  KeyedSubtask& restored = *subtasks_.back();
+  auto checkpoint = TakeCheckpoint(first, 1);
+  ASSERT_OK(checkpoint);
+  auto r = Restore(*checkpoint, 0, 1);
+  ASSERT_OK(r);
+  KeyedSubtask& restored = **r;
   ASSERT_OK(Add(restored, 1, 7));   // late: [0,10) fired before the checkpoint
   ASSERT_OK(Add(restored, 1, 21));  // [20,30), open at the checkpoint
   ASSERT_OK(restored.Watermark(kMaxWatermark));
