@@ -34,6 +34,7 @@ int64_t ValueOf(int64_t seq) { return seq % 1000; }
 bool HourLate(int64_t seq) { return seq % 100 == 99; }
 int64_t TsOf(int64_t seq) { return HourLate(seq) ? seq / 4 - 3600000 : seq / 4 - (seq * 7919) % 97; }
 
+// `late` empty: no late output (late records are dropped and counted).
 std::string WindowJob(const std::string& out, const std::string& late, int64_t count, int64_t rate) {
   return absl::StrCat(R"y(name: windows
 parallelism: 2
@@ -55,11 +56,10 @@ operators:
     type: window
     tumble: 100ms
     time_field: ts
-    late_output: late
-    aggregates: [{fn: count, as: n}, {fn: sum, field: value, as: total}]
+)y", late.empty() ? "" : "    late_output: late\n", R"y(    aggregates: [{fn: count, as: n}, {fn: sum, field: value, as: total}]
   - {id: out, type: file, path: )y", out, R"y(, input: windows}
-  - {id: late_out, type: file, path: )y", late, R"y(, input: windows.late}
-)y");
+)y", late.empty() ? "" : absl::StrCat("  - {id: late_out, type: file, path: ", late,
+                                      ", input: windows.late}\n"));
 }
 
 int64_t FloorDiv(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
@@ -120,6 +120,34 @@ void CheckWindows(const std::vector<std::string>& out_dirs, const std::vector<st
 }
 
 class WindowClusterTest : public ClusterTest {};
+
+// Without a late output, late records are dropped and counted: the count the coordinator
+// reports is exactly the records that are in no window row.
+TEST_F(WindowClusterTest, DroppedLateRecordsAreCountedExactly) {
+  StartCluster(2, 2, 3000);
+  constexpr int64_t kRecords = 100'000;
+  const std::string out = dir_ + "/out";
+  std::string job = Submit(WindowJob(out, "", kRecords, 50'000));
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(60));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  int64_t counted = 0;
+  for (const std::string& line : ReadCommittedLines({out})) {
+    counted += nlohmann::json::parse(line)["n"].get<int64_t>();
+  }
+  const proto::OperatorInfo* w = FindOperator(info, "windows");
+  ASSERT_NE(w, nullptr);
+  EXPECT_GT(w->late_records_dropped(), static_cast<uint64_t>(kRecords / 100 / 2));
+  EXPECT_EQ(static_cast<int64_t>(w->late_records_dropped()), kRecords - counted);
+  std::string status;
+  EXPECT_EQ(RunCommand(absl::StrCat(SLUICE_TEST_BIN_DIR, "/sluice --coordinator ",
+                                    cluster_->coordinator_address(), " status ", job),
+                       &status),
+            0)
+      << status;
+  EXPECT_NE(status.find(absl::StrCat(" ", w->late_records_dropped(), " late records dropped\n")),
+            std::string::npos)
+      << status;
+}
 
 TEST_F(WindowClusterTest, KillingWorkersKeepsEveryWindowExactlyOnce) {
   StartCluster(2, 2, 1500);
