@@ -74,7 +74,8 @@ int main(int argc, char** argv) {
   app.add_option("--reps", reps, "Repetitions (medians are reported)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
-  std::unique_ptr<sluice::cli::LocalCluster> cluster = sluice::bench::StartBenchCluster("sluice-bench");
+  std::unique_ptr<sluice::cli::LocalCluster> cluster =
+      sluice::bench::StartBenchCluster("sluice-bench");
   if (cluster == nullptr) return 1;
   const std::string dir = cluster->options().dir;
   sluice::cli::CoordinatorClient client(cluster->coordinator_address());
@@ -85,9 +86,11 @@ checkpoint: {interval: 1s}
 operators:
   - id: gen
     type: datagen
-    count: )", records, R"(
+    count: )",
+                                       records, R"(
     fields:
-      - {name: key, type: int64, expr: "(seq * 7919) % )", keys, R"("}
+      - {name: key, type: int64, expr: "(seq * 7919) % )",
+                                       keys, R"("}
       - {name: ts, type: timestamp, expr: "seq / 100 - (seq * 7919) % 500"}
     event_time: {field: ts, max_out_of_orderness: 500ms}
   - {id: by_key, type: key_by, key: [key]}
@@ -109,19 +112,21 @@ operators:
     cpus.push_back(run.cpu_s);
     per_cpu.push_back(records / run.cpu_s);
     loop_per_cpu.push_back(records / loop_cpu);
-    std::printf("run %d: %.2f s wall, %.0f records/s, %.2f CPU s, %.0f records/CPU-s; loop %.0f "
-                "records/CPU-s (checksum %llu)\n",
-                r + 1, run.wall_s, records / run.wall_s, run.cpu_s, records / run.cpu_s,
-                records / loop_cpu, static_cast<unsigned long long>(checksum));
+    std::printf(
+        "run %d: %.2f s wall, %.0f records/s, %.2f CPU s, %.0f records/CPU-s; loop %.0f "
+        "records/CPU-s (checksum %llu)\n",
+        r + 1, run.wall_s, records / run.wall_s, run.cpu_s, records / run.cpu_s, records / loop_cpu,
+        static_cast<unsigned long long>(checksum));
   }
   cluster->Stop();
   std::filesystem::remove_all(dir);
   std::printf("reproduce: build/bin/window_benchmark --records %lld --keys %lld --reps %d\n",
               static_cast<long long>(records), static_cast<long long>(keys), reps);
-  std::printf("BENCH window_count records=%lld wall_s=%.3f records_per_s=%.0f cpu_s=%.3f "
-              "records_per_cpu_s=%.0f loop_records_per_cpu_s=%.0f loop_ratio=%.2f of_loop=%.3f\n",
-              static_cast<long long>(records), Median(walls), Median(rates), Median(cpus),
-              Median(per_cpu), Median(loop_per_cpu), Median(loop_per_cpu) / Median(per_cpu),
-              Median(per_cpu) / Median(loop_per_cpu));
+  std::printf(
+      "BENCH window_count records=%lld wall_s=%.3f records_per_s=%.0f cpu_s=%.3f "
+      "records_per_cpu_s=%.0f loop_records_per_cpu_s=%.0f loop_ratio=%.2f of_loop=%.3f\n",
+      static_cast<long long>(records), Median(walls), Median(rates), Median(cpus), Median(per_cpu),
+      Median(loop_per_cpu), Median(loop_per_cpu) / Median(per_cpu),
+      Median(per_cpu) / Median(loop_per_cpu));
   return 0;
 }

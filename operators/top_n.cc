@@ -189,7 +189,7 @@ class TopNOperator final : public Operator {
   std::vector<Record> rows_;    // the group's rows (the first num_rows_), best first
   std::vector<Record> values_;  // their order values (one field)
   size_t num_rows_ = 0;
-  Record value_;                // the incoming row's order value
+  Record value_;  // the incoming row's order value
   Record out_;
 };
 

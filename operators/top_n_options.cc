@@ -34,8 +34,9 @@ absl::StatusOr<TopNOptions> Parse(const YAML::Node& c, const plan::ParseContext&
   if (o.window_end >= 0 && in.field(o.window_end).type != FieldType::kTimestamp) o.window_end = -1;
   std::vector<Field> out = in.fields();
   if (in.IndexOf("rank") >= 0) {
-    return ctx.AtPos(ctx.op().line, ctx.op().column,
-                     "top_n adds a 'rank' field, but its input has one already (rename it with a map)");
+    return ctx.AtPos(
+        ctx.op().line, ctx.op().column,
+        "top_n adds a 'rank' field, but its input has one already (rename it with a map)");
   }
   out.push_back({"rank", FieldType::kInt64});
   o.schema = Schema(std::move(out));

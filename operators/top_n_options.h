@@ -26,11 +26,11 @@ namespace sluice::ops {
 // emitted again each time a row enters it.
 struct TopNOptions final : plan::OptionsOf<TopNOptions> {
   int64_t n = 1;
-  std::string order_by;    // the expression, compiled against the input schema at Open()
+  std::string order_by;  // the expression, compiled against the input schema at Open()
   FieldType order_type = FieldType::kInt64;
   bool descending = true;
-  int window_end = -1;     // index of the input's window_end field; -1: not windowed
-  Schema schema;           // the output: the input fields, then rank
+  int window_end = -1;  // index of the input's window_end field; -1: not windowed
+  Schema schema;        // the output: the input fields, then rank
 };
 
 std::unique_ptr<plan::OperatorType> MakeTopNType();

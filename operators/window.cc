@@ -38,9 +38,12 @@ int64_t WrappingAdd(int64_t a, int64_t b) {
 
 bool LessThan(FieldType type, const Value& a, const Value& b) {
   switch (type) {
-    case FieldType::kDouble: return a.d < b.d;
-    case FieldType::kString: return a.s < b.s;
-    default: return a.i < b.i;
+    case FieldType::kDouble:
+      return a.d < b.d;
+    case FieldType::kString:
+      return a.s < b.s;
+    default:
+      return a.i < b.i;
   }
 }
 
@@ -87,11 +90,14 @@ class WindowOperator final : public Operator {
       acc_index_.push_back(static_cast<int>(acc.size()));
       const FieldType in = Stored(a.in_type);
       switch (a.fn) {
-        case Fn::kCount: break;  // the header's record count
+        case Fn::kCount:
+          break;  // the header's record count
         case Fn::kSum:
         case Fn::kAvg:
         case Fn::kMin:
-        case Fn::kMax: acc.push_back({"v", in}); break;
+        case Fn::kMax:
+          acc.push_back({"v", in});
+          break;
         case Fn::kFirst:
         case Fn::kLast:
           acc.push_back({"v", in});
@@ -107,7 +113,9 @@ class WindowOperator final : public Operator {
     acc_.Resize(acc_schema_.size());
     other_acc_.Resize(acc_schema_.size());
     acc_id_ = state_->RegisterState("window_acc", state::StateKind::kValue);
-    if (has_distinct_) distinct_id_ = state_->RegisterState("window_distinct", state::StateKind::kMap);
+    if (has_distinct_) {
+      distinct_id_ = state_->RegisterState("window_distinct", state::StateKind::kMap);
+    }
     if (o_->windows.merging()) {
       sessions_id_ = state_->RegisterState("window_sessions", state::StateKind::kValue);
     }
@@ -119,10 +127,12 @@ class WindowOperator final : public Operator {
     for (const std::string& entry : ctx.restored_state) {
       int64_t wm;
       if (entry.size() != sizeof(wm)) {
-        return absl::DataLossError(absl::StrCat(ctx.task_name, ": malformed window watermark state"));
+        return absl::DataLossError(
+            absl::StrCat(ctx.task_name, ": malformed window watermark state"));
       }
       std::memcpy(&wm, entry.data(), sizeof(wm));
-      restored_watermark_ = restored_watermark_ == kNoWatermark ? wm : std::min(restored_watermark_, wm);
+      restored_watermark_ =
+          restored_watermark_ == kNoWatermark ? wm : std::min(restored_watermark_, wm);
     }
     return absl::OkStatus();
   }
@@ -161,8 +171,8 @@ class WindowOperator final : public Operator {
     composite_.assign(key.data(), key.size());  // the current key; `key` may not outlive calls
     SLUICE_ASSIGN_OR_RETURN(bool found, LoadAcc());
     if (!found) return absl::OkStatus();  // cleaned up already (a stale early-firing timer)
-    const bool final_time = o_->event_time ? domain == TimeDomain::kEventTime
-                                           : timestamp >= w.max_timestamp();
+    const bool final_time =
+        o_->event_time ? domain == TimeDomain::kEventTime : timestamp >= w.max_timestamp();
     if (final_time) {
       if (timestamp == w.max_timestamp()) {
         SLUICE_RETURN_IF_ERROR(EmitRow(w));
@@ -192,9 +202,7 @@ class WindowOperator final : public Operator {
   }
   // Whether the window's state is gone (or would be) by the current watermark: a record for it
   // is dropped (Flink's WindowOperator.isWindowLate).
-  bool IsLate(const TimeWindow& w) const {
-    return o_->event_time && CleanupTime(w) <= Watermark();
-  }
+  bool IsLate(const TimeWindow& w) const { return o_->event_time && CleanupTime(w) <= Watermark(); }
 
   // Makes (key, w) the backend's current key, for the key in key_.
   void SetWindowKey(const TimeWindow& w) {
@@ -215,7 +223,8 @@ class WindowOperator final : public Operator {
     SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(acc_id_, &value_));
     if (!found) return false;
     if (value_.empty() || value_[0] != kAccVersion) {
-      return absl::DataLossError(absl::StrCat(ctx_.task_name, ": window accumulator of an unknown format"));
+      return absl::DataLossError(
+          absl::StrCat(ctx_.task_name, ": window accumulator of an unknown format"));
     }
     RecordDecoder dec(&acc_schema_, absl::string_view(value_).substr(1));
     SLUICE_RETURN_IF_ERROR(dec.Next(acc));
@@ -310,9 +319,15 @@ class WindowOperator final : public Operator {
 
   static void CopyInto(FieldType type, const Value& from, Value* to) {
     switch (type) {
-      case FieldType::kDouble: to->d = from.d; break;
-      case FieldType::kString: to->s.assign(from.s); break;
-      default: to->i = from.i; break;
+      case FieldType::kDouble:
+        to->d = from.d;
+        break;
+      case FieldType::kString:
+        to->s.assign(from.s);
+        break;
+      default:
+        to->i = from.i;
+        break;
     }
   }
 
@@ -327,14 +342,19 @@ class WindowOperator final : public Operator {
         internal::PutOrderedInt64(bits, &user_key_);
         break;
       }
-      case FieldType::kString: user_key_.append(v.s); break;
-      default: internal::PutOrderedInt64(v.i, &user_key_); break;
+      case FieldType::kString:
+        user_key_.append(v.s);
+        break;
+      default:
+        internal::PutOrderedInt64(v.i, &user_key_);
+        break;
     }
   }
 
   // Emits the row of window w from acc_ (update: whether a row was emitted for it before).
   absl::Status EmitRow(const TimeWindow& w) {
-    RecordDecoder dec(&key_.schema(), absl::string_view(composite_).substr(0, composite_.size() - 16));
+    RecordDecoder dec(&key_.schema(),
+                      absl::string_view(composite_).substr(0, composite_.size() - 16));
     SLUICE_RETURN_IF_ERROR(dec.Next(&out_));  // key fields come first in the output
     size_t f = key_.schema().size();
     out_[f++].i = w.start;
@@ -344,13 +364,20 @@ class WindowOperator final : public Operator {
       const WindowOptions::Aggregate& agg = o_->aggregates[a];
       const Value& acc = acc_[acc_index_[a]];
       switch (agg.fn) {
-        case Fn::kCount: out_[f].i = records; break;
-        case Fn::kAvg:
-          out_[f].d = (Stored(agg.in_type) == FieldType::kDouble ? acc.d : static_cast<double>(acc.i)) /
-                      static_cast<double>(records);
+        case Fn::kCount:
+          out_[f].i = records;
           break;
-        case Fn::kCountDistinct: out_[f].i = acc.i; break;
-        default: CopyInto(Stored(agg.out_type), acc, &out_[f]); break;
+        case Fn::kAvg:
+          out_[f].d =
+              (Stored(agg.in_type) == FieldType::kDouble ? acc.d : static_cast<double>(acc.i)) /
+              static_cast<double>(records);
+          break;
+        case Fn::kCountDistinct:
+          out_[f].i = acc.i;
+          break;
+        default:
+          CopyInto(Stored(agg.out_type), acc, &out_[f]);
+          break;
       }
     }
     out_[f].i = acc_[kEmitted].i;
@@ -389,7 +416,8 @@ class WindowOperator final : public Operator {
       return absl::DataLossError(absl::StrCat(ctx_.task_name, ": malformed session list"));
     }
     for (size_t p = 0; p < value_.size(); p += 16) {
-      sessions_.push_back({internal::GetOrderedInt64(value_.data() + p), internal::GetOrderedInt64(value_.data() + p + 8)});
+      sessions_.push_back({internal::GetOrderedInt64(value_.data() + p),
+                           internal::GetOrderedInt64(value_.data() + p + 8)});
     }
     return absl::OkStatus();
   }
@@ -417,9 +445,10 @@ class WindowOperator final : public Operator {
       return AddRecord(merged, r, ts);
     }
     // A new session, possibly absorbing open ones.
-    sessions_.erase(std::remove_if(sessions_.begin(), sessions_.end(),
-                                   [&](const TimeWindow& s) { return merged.OverlapsOrTouches(s); }),
-                    sessions_.end());
+    sessions_.erase(
+        std::remove_if(sessions_.begin(), sessions_.end(),
+                       [&](const TimeWindow& s) { return merged.OverlapsOrTouches(s); }),
+        sessions_.end());
     sessions_.insert(std::upper_bound(sessions_.begin(), sessions_.end(), merged), merged);
     SLUICE_RETURN_IF_ERROR(StoreSessions());
     ResetAcc();
@@ -464,7 +493,11 @@ class WindowOperator final : public Operator {
     switch (o_->aggregates[a].fn) {
       case Fn::kSum:
       case Fn::kAvg:
-        if (type == FieldType::kDouble) acc.d += v.d; else acc.i = WrappingAdd(acc.i, v.i);
+        if (type == FieldType::kDouble) {
+          acc.d += v.d;
+        } else {
+          acc.i = WrappingAdd(acc.i, v.i);
+        }
         break;
       case Fn::kMin:
         if (first || LessThan(type, v, acc)) CopyInto(type, v, &acc);
@@ -483,7 +516,8 @@ class WindowOperator final : public Operator {
         break;
       }
       case Fn::kCount:
-      case Fn::kCountDistinct: break;
+      case Fn::kCountDistinct:
+        break;
     }
   }
 

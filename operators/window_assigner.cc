@@ -21,7 +21,9 @@ bool Fits(__int128 start, __int128 end) { return start >= kMin && end <= kMax; }
 // `node` as a duration > 0 ("1m"); `what` names it in errors.
 absl::StatusOr<int64_t> PositiveDuration(const plan::ErrorContext& ec, const YAML::Node& node,
                                          const std::string& what) {
-  if (!node.IsScalar()) return ec.At(node, absl::StrCat("'", what, "' must be a duration like 1s or 5m"));
+  if (!node.IsScalar()) {
+    return ec.At(node, absl::StrCat("'", what, "' must be a duration like 1s or 5m"));
+  }
   auto d = plan::ParseDurationMs(node.Scalar());
   if (!d.ok()) return ec.At(node, absl::StrCat("'", what, "': ", d.status().message()));
   if (*d <= 0) return ec.At(node, absl::StrCat("'", what, "' must be positive"));
@@ -35,8 +37,7 @@ int64_t WindowSpec::MaxWindowsPerRecord() const {
   return (size_ms + slide_ms - 1) / slide_ms;
 }
 
-absl::StatusOr<WindowSpec> ParseWindowSpec(const plan::ErrorContext& ec,
-                                           const YAML::Node& config) {
+absl::StatusOr<WindowSpec> ParseWindowSpec(const plan::ErrorContext& ec, const YAML::Node& config) {
   WindowSpec s;
   int kinds = 0;
   for (const char* k : {"tumble", "hop", "session"}) kinds += config[k] ? 1 : 0;
@@ -62,8 +63,9 @@ absl::StatusOr<WindowSpec> ParseWindowSpec(const plan::ErrorContext& ec,
     SLUICE_ASSIGN_OR_RETURN(s.size_ms, PositiveDuration(ec, h["size"], "size"));
     SLUICE_ASSIGN_OR_RETURN(s.slide_ms, PositiveDuration(ec, h["slide"], "slide"));
     if (s.slide_ms > s.size_ms) {
-      return ec.At(h["slide"], "'slide' must not exceed 'size' (records between windows would "
-                               "belong to none)");
+      return ec.At(h["slide"],
+                   "'slide' must not exceed 'size' (records between windows would "
+                   "belong to none)");
     }
     if (s.MaxWindowsPerRecord() > kMaxWindowsPerRecord) {
       return ec.At(h, absl::StrCat("size / slide = ", s.MaxWindowsPerRecord(),
@@ -112,13 +114,16 @@ void AssignWindows(const WindowSpec& spec, int64_t ts, std::vector<TimeWindow>* 
     case WindowSpec::Kind::kTumble: {
       __int128 start = WindowStart(ts, spec.offset_ms, spec.size_ms);
       __int128 end = start + spec.size_ms;
-      if (Fits(start, end)) out->push_back({static_cast<int64_t>(start), static_cast<int64_t>(end)});
+      if (Fits(start, end)) {
+        out->push_back({static_cast<int64_t>(start), static_cast<int64_t>(end)});
+      }
       return;
     }
     case WindowSpec::Kind::kHop: {
       __int128 last = WindowStart(ts, spec.offset_ms, spec.slide_ms);
       __int128 first = last;
-      while (first - spec.slide_ms > static_cast<__int128>(ts) - spec.size_ms) first -= spec.slide_ms;
+      while (first - spec.slide_ms > static_cast<__int128>(ts) - spec.size_ms)
+        first -= spec.slide_ms;
       for (__int128 start = first; start <= last; start += spec.slide_ms) {
         __int128 end = start + spec.size_ms;
         if (Fits(start, end)) {

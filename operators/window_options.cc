@@ -24,10 +24,10 @@ struct FnInfo {
 };
 
 constexpr FnInfo kFns[] = {
-    {Fn::kCount, "count", false, false},   {Fn::kSum, "sum", true, true},
-    {Fn::kMin, "min", true, false},        {Fn::kMax, "max", true, false},
-    {Fn::kAvg, "avg", true, true},         {Fn::kFirst, "first", true, false},
-    {Fn::kLast, "last", true, false},      {Fn::kCountDistinct, "count_distinct", true, false},
+    {Fn::kCount, "count", false, false}, {Fn::kSum, "sum", true, true},
+    {Fn::kMin, "min", true, false},      {Fn::kMax, "max", true, false},
+    {Fn::kAvg, "avg", true, true},       {Fn::kFirst, "first", true, false},
+    {Fn::kLast, "last", true, false},    {Fn::kCountDistinct, "count_distinct", true, false},
 };
 
 std::string FnNames() {
@@ -39,10 +39,14 @@ std::string FnNames() {
 FieldType OutputType(Fn fn, FieldType in) {
   switch (fn) {
     case Fn::kCount:
-    case Fn::kCountDistinct: return FieldType::kInt64;
-    case Fn::kAvg: return FieldType::kDouble;
-    case Fn::kSum: return in == FieldType::kTimestamp ? FieldType::kInt64 : in;
-    default: return in;
+    case Fn::kCountDistinct:
+      return FieldType::kInt64;
+    case Fn::kAvg:
+      return FieldType::kDouble;
+    case Fn::kSum:
+      return in == FieldType::kTimestamp ? FieldType::kInt64 : in;
+    default:
+      return in;
   }
 }
 
@@ -62,9 +66,10 @@ absl::StatusOr<WindowOptions> Parse(const YAML::Node& c, const plan::ParseContex
   if (o.event_time) {
     if (time_field.empty()) {
       return ctx.AtPos(op.line, op.column,
-                       absl::StrCat("window '", op.id, "' on event time needs 'time_field': the "
-                                    "timestamp field of its input ", in.ToString(),
-                                    " (or time: processing)"));
+                       absl::StrCat("window '", op.id,
+                                    "' on event time needs 'time_field': the "
+                                    "timestamp field of its input ",
+                                    in.ToString(), " (or time: processing)"));
     }
     o.time_field = in.IndexOf(time_field);
     if (o.time_field < 0) {
@@ -72,18 +77,20 @@ absl::StatusOr<WindowOptions> Parse(const YAML::Node& c, const plan::ParseContex
                                                   in.ToString(), ")"));
     }
     if (!IsIntegral(in.field(o.time_field).type)) {
-      return ctx.At(c["time_field"], absl::StrCat("'time_field' must be a timestamp or int64 field; '",
-                                                  time_field, "' is ",
-                                                  FieldTypeName(in.field(o.time_field).type)));
+      return ctx.At(c["time_field"],
+                    absl::StrCat("'time_field' must be a timestamp or int64 field; '", time_field,
+                                 "' is ", FieldTypeName(in.field(o.time_field).type)));
     }
   } else {
     if (!time_field.empty()) {
-      return ctx.At(c["time_field"], "'time_field' is for time: event (processing time windows "
-                                     "use the arrival time)");
+      return ctx.At(c["time_field"],
+                    "'time_field' is for time: event (processing time windows "
+                    "use the arrival time)");
     }
     for (const char* k : {"allowed_lateness", "late_output"}) {
       if (c[k]) {
-        return ctx.At(c[k], absl::StrCat("'", k, "' applies to event time only (no record is "
+        return ctx.At(c[k], absl::StrCat("'", k,
+                                         "' applies to event time only (no record is "
                                          "late in processing time)"));
       }
     }
@@ -91,8 +98,9 @@ absl::StatusOr<WindowOptions> Parse(const YAML::Node& c, const plan::ParseContex
   SLUICE_ASSIGN_OR_RETURN(o.allowed_lateness_ms, plan::GetDuration(ec, c, "allowed_lateness", 0));
   SLUICE_ASSIGN_OR_RETURN(o.late_output, plan::GetString(ec, c, "late_output", false));
   if (c["late_output"] && !plan::IsIdentifier(o.late_output)) {
-    return ctx.At(c["late_output"], "'late_output' must be a name of letters, digits and "
-                                    "underscores (read it as input '<window id>.<name>')");
+    return ctx.At(c["late_output"],
+                  "'late_output' must be a name of letters, digits and "
+                  "underscores (read it as input '<window id>.<name>')");
   }
   SLUICE_ASSIGN_OR_RETURN(o.emit_every_ms, plan::GetDuration(ec, c, "emit_every", 0));
   if (c["emit_every"] && o.emit_every_ms <= 0) {
@@ -103,8 +111,8 @@ absl::StatusOr<WindowOptions> Parse(const YAML::Node& c, const plan::ParseContex
   std::set<std::string> seen;
   auto add = [&](const YAML::Node& at, const std::string& name, FieldType type) -> absl::Status {
     if (!seen.insert(name).second) {
-      return ctx.At(at, absl::StrCat("duplicate output field '", name,
-                                     "' (rename the aggregate with 'as')"));
+      return ctx.At(
+          at, absl::StrCat("duplicate output field '", name, "' (rename the aggregate with 'as')"));
     }
     out.push_back({name, type});
     return absl::OkStatus();
@@ -142,8 +150,8 @@ absl::StatusOr<WindowOptions> Parse(const YAML::Node& c, const plan::ParseContex
     if (!field.empty()) {
       agg.field = in.IndexOf(field);
       if (agg.field < 0) {
-        return ctx.At(a["field"], absl::StrCat("unknown field '", field, "' (input has ",
-                                               in.ToString(), ")"));
+        return ctx.At(a["field"],
+                      absl::StrCat("unknown field '", field, "' (input has ", in.ToString(), ")"));
       }
       agg.in_type = in.field(agg.field).type;
       if (info->numeric_only && !IsNumeric(agg.in_type)) {
@@ -183,11 +191,11 @@ std::unique_ptr<plan::OperatorType> MakeWindowType() {
   plan::OperatorTraits t;
   t.name = "window";
   t.keyed = true;
-  t.option_keys = {"tumble",           "hop",         "session",    "offset",    "time",
-                   "time_field",       "allowed_lateness", "late_output", "emit_every",
-                   "aggregates"};
+  t.option_keys = {"tumble",     "hop",        "session",          "offset",
+                   "time",       "time_field", "allowed_lateness", "late_output",
+                   "emit_every", "aggregates"};
   return std::make_unique<plan::TypedOperatorType<WindowOptions>>(std::move(t), &Parse, &Infer,
-                                                                   nullptr, &SideOutputs);
+                                                                  nullptr, &SideOutputs);
 }
 
 }  // namespace sluice::ops

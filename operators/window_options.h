@@ -44,7 +44,7 @@ struct WindowOptions final : plan::OptionsOf<WindowOptions> {
   bool event_time = true;  // `time: event` (default) or `processing`
   int time_field = -1;     // event time: index of the timestamp field in the input schema
   int64_t allowed_lateness_ms = 0;
-  std::string late_output;  // side output name for records later than the lateness; "" = none
+  std::string late_output;    // side output name for records later than the lateness; "" = none
   int64_t emit_every_ms = 0;  // 0: no early firing
   std::vector<Aggregate> aggregates;
   Schema schema;  // the output

@@ -162,19 +162,23 @@ class KeyedOperatorTest : public ::testing::Test {
   absl::StatusOr<Checkpoint> TakeCheckpoint(KeyedSubtask& s, int64_t id) {
     Checkpoint c;
     SLUICE_ASSIGN_OR_RETURN(state::PendingSnapshot pending, s.backend()->SnapshotSync(id));
-    SLUICE_ASSIGN_OR_RETURN(c.keyed, s.backend()->UploadSnapshot(
-                                         pending, JobDir(), absl::StrCat("chk-", id, "/", spec_->id)));
+    SLUICE_ASSIGN_OR_RETURN(
+        c.keyed,
+        s.backend()->UploadSnapshot(pending, JobDir(), absl::StrCat("chk-", id, "/", spec_->id)));
     SLUICE_RETURN_IF_ERROR(s.op()->SnapshotState(id, &c.operator_state));
     return c;
   }
   // Opens spec_ as subtask `subtask` of `parallelism`, restored from `checkpoint`.
-  absl::StatusOr<KeyedSubtask*> Restore(const Checkpoint& checkpoint, int subtask, int parallelism) {
+  absl::StatusOr<KeyedSubtask*> Restore(const Checkpoint& checkpoint, int subtask,
+                                        int parallelism) {
     SLUICE_ASSIGN_OR_RETURN(
-        auto b, state::KeyedStateBackend::Restore(
-                    BackendOptions(KeyGroupRangeForSubtask(kHarnessMaxParallelism, parallelism, subtask)),
-                    {checkpoint.keyed}, JobDir()));
-    subtasks_.push_back(std::make_unique<KeyedSubtask>(registry_, job_, *spec_, std::move(b), &clock_,
-                                                       subtask, parallelism, checkpoint.operator_state));
+        auto b,
+        state::KeyedStateBackend::Restore(
+            BackendOptions(KeyGroupRangeForSubtask(kHarnessMaxParallelism, parallelism, subtask)),
+            {checkpoint.keyed}, JobDir()));
+    subtasks_.push_back(std::make_unique<KeyedSubtask>(registry_, job_, *spec_, std::move(b),
+                                                       &clock_, subtask, parallelism,
+                                                       checkpoint.operator_state));
     return subtasks_.back().get();
   }
   std::string JobDir() const { return (root_ / "job").string(); }
