@@ -13,11 +13,15 @@
 namespace sluice::ops {
 namespace {
 
-using ::sluice::testing::StatusIs;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using internal::KeyedSubtask;
+
+// A kInvalidArgument status whose message contains `text`.
+auto Invalid(const std::string& text) {
+  return ::sluice::testing::StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(text));
+}
 
 class TopNTest : public internal::KeyedOperatorTest {
  protected:
@@ -154,13 +158,13 @@ operators:
 
 TEST_F(TopNTest, OptionErrors) {
   EXPECT_THAT(Load("    order_by: bids"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("needs 'n'")));
+              Invalid("needs 'n'"));
   EXPECT_THAT(Load("    n: 0\n    order_by: bids"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'n'")));
+              Invalid("'n'"));
   EXPECT_THAT(Load("    n: 1\n    order_by: bidz"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bidz")));
+              Invalid("bidz"));
   EXPECT_THAT(Load("    n: 1\n    order_by: bids\n    order: up"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'desc'")));
+              Invalid("'desc'"));
 }
 
 }  // namespace

@@ -12,10 +12,14 @@
 namespace sluice::ops {
 namespace {
 
-using ::sluice::testing::StatusIs;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+
+// A kInvalidArgument status whose message contains `text`.
+auto Invalid(const std::string& text) {
+  return ::sluice::testing::StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(text));
+}
 
 std::vector<TimeWindow> Assign(const WindowSpec& spec, int64_t ts) {
   std::vector<TimeWindow> out;
@@ -173,27 +177,26 @@ TEST(WindowAssignerTest, ParseWindowSpec) {
 }
 
 TEST(WindowAssignerTest, ParseWindowSpecErrors) {
-  EXPECT_THAT(Parse("{offset: 1s}"), StatusIs(absl::StatusCode::kInvalidArgument,
-                                              HasSubstr("need one of 'tumble")));
+  EXPECT_THAT(Parse("{offset: 1s}"), Invalid("need one of 'tumble"));
   EXPECT_THAT(Parse("{tumble: 1s, session: 1s}"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("only one")));
+              Invalid("only one"));
   EXPECT_THAT(Parse("{tumble: {sise: 1s}}"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown key 'sise'")));
+              Invalid("unknown key 'sise'"));
   EXPECT_THAT(Parse("{tumble: 0s}"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("must be positive")));
+              Invalid("must be positive"));
   EXPECT_THAT(Parse("{hop: {size: 1s, slide: 2s}}"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("must not exceed")));
+              Invalid("must not exceed"));
   EXPECT_THAT(Parse("{hop: {size: 1h, slide: 1ms}}"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("windows per record")));
+              Invalid("windows per record"));
   EXPECT_THAT(Parse("{tumble: 10s, offset: 10s}"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("smaller than the size")));
+              Invalid("smaller than the size"));
   EXPECT_THAT(Parse("{hop: {size: 10s, slide: 2s}, offset: -2s}"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("smaller than the slide")));
+              Invalid("smaller than the slide"));
   EXPECT_THAT(Parse("{session: 1s, offset: 1ms}"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not session")));
+              Invalid("not session"));
   // Positioned: line 1, column of the value.
   EXPECT_THAT(Parse("{tumble: {size: soon}}"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("job.yaml:1:")));
+              Invalid("job.yaml:1:"));
 }
 
 }  // namespace

@@ -31,12 +31,16 @@
 namespace sluice::ops {
 namespace {
 
-using ::sluice::testing::StatusIs;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::UnorderedElementsAreArray;
 using internal::KeyedSubtask;
+
+// A kInvalidArgument status whose message contains `text`.
+auto Invalid(const std::string& text) {
+  return ::sluice::testing::StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(text));
+}
 
 constexpr int kMaxParallelism = internal::kHarnessMaxParallelism;
 
@@ -419,21 +423,20 @@ TEST_F(WindowTest, RestoredOperatorJudgesLatenessByTheCheckpointedWatermark) {
 
 TEST_F(WindowTest, OptionErrors) {
   EXPECT_THAT(Load("    tumble: 1s\n    aggregates: [{fn: count}]"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("needs 'time_field'")));
+              Invalid("needs 'time_field'"));
   EXPECT_THAT(Load("    tumble: 1s\n    time_field: name\n    aggregates: [{fn: count}]"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("timestamp or int64")));
+              Invalid("timestamp or int64"));
   EXPECT_THAT(Load("    tumble: 1s\n    time: processing\n    allowed_lateness: 1s\n    aggregates: [{fn: count}]"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("event time only")));
+              Invalid("event time only"));
   EXPECT_THAT(Load("    tumble: 1s\n    time_field: ts\n    aggregates: [{fn: median, field: ts}]"),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("unknown aggregate function 'median' (expected count, sum, min, "
-                                 "max, avg, first, last, count_distinct)")));
+              Invalid("unknown aggregate function 'median' (expected count, sum, min, "
+                                 "max, avg, first, last, count_distinct)"));
   EXPECT_THAT(Load("    tumble: 1s\n    time_field: ts\n    aggregates: [{fn: sum, field: name}]"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("needs a numeric field")));
+              Invalid("needs a numeric field"));
   EXPECT_THAT(Load("    tumble: 1s\n    time_field: ts\n    aggregates: [{fn: count, as: user}]"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("duplicate output field 'user'")));
+              Invalid("duplicate output field 'user'"));
   EXPECT_THAT(Load("    time_field: ts\n    aggregates: [{fn: count}]"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("job.yaml:12:5: windows need one of")));
+              Invalid("job.yaml:12:5: windows need one of"));
 }
 
 }  // namespace
