@@ -5,6 +5,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <thread>
+
 #include <algorithm>
 #include <fstream>
 #include <iterator>
@@ -17,6 +20,7 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "cli/client.h"
 #include "cli/local_cluster.h"
 
 namespace sluice::bench {
@@ -73,6 +77,49 @@ inline std::unique_ptr<cli::LocalCluster> StartBenchCluster(const std::string& p
     return nullptr;
   }
   return std::move(*cluster);
+}
+
+// One run of a bounded job on `cluster`: submitted, polled until it ends.
+struct JobRun {
+  bool finished = false;  // false: failed (error) or could not be submitted
+  std::string error;
+  double wall_s = 0;
+  double cpu_s = 0;  // utime + stime of every cluster process during the run
+};
+inline JobRun RunJobToEnd(cli::LocalCluster& cluster, cli::CoordinatorClient& client,
+                          const std::string& yaml) {
+  JobRun run;
+  std::vector<pid_t> pids = cluster.AllPids();
+  double cpu0 = 0;
+  for (pid_t p : pids) cpu0 += CpuSeconds(p);
+  auto t0 = std::chrono::steady_clock::now();
+  auto submitted = client.Submit(yaml, "bench.yaml", 0);
+  if (!submitted.ok()) {
+    run.error = submitted.status().ToString();
+    return run;
+  }
+  proto::JobInfo info;
+  while (true) {
+    auto j = client.GetJob(submitted->job_id());
+    if (j.ok() && (j->state() == proto::JOB_FINISHED || j->state() == proto::JOB_FAILED)) {
+      info = *j;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  run.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  run.cpu_s = -cpu0;
+  for (pid_t p : pids) run.cpu_s += CpuSeconds(p);
+  run.finished = info.state() == proto::JOB_FINISHED;
+  run.error = info.error();
+  return run;
+}
+
+// CPU seconds of the calling thread.
+inline double ThreadCpuSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 }  // namespace sluice::bench

@@ -66,5 +66,18 @@ TEST(JobStatusTest, NoFailureNoLine) {
   EXPECT_THAT(FormatJobStatus(j, 10000), Not(HasSubstr("failure")));
 }
 
+TEST(JobStatusTest, LateRecordsDroppedAreShownUnderTheirOperator) {
+  proto::JobInfo j = JobWithFailure(proto::JOB_RUNNING);
+  j.clear_error();
+  auto* op = j.add_vertices()->add_operators();
+  op->set_id("per_minute");
+  op->set_type("window");
+  op->set_parallelism(2);
+  EXPECT_THAT(FormatJobStatus(j, 10000), Not(HasSubstr("late records")));
+  op->set_late_records_dropped(17);
+  EXPECT_THAT(FormatJobStatus(j, 10000), HasSubstr("\n  per_minute "));
+  EXPECT_THAT(FormatJobStatus(j, 10000), HasSubstr(" 17 late records dropped\n"));
+}
+
 }  // namespace
 }  // namespace sluice::cli

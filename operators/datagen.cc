@@ -56,7 +56,9 @@ class DatagenSource final : public SourceOperator {
     if (o->event_time.has_value()) {
       const plan::EventTimeSpec& et = *o->event_time;
       watermarks_ = std::make_unique<SplitWatermarks>(et.max_out_of_orderness_ms, et.idle_timeout_ms);
-      watermarks_->AddSplit(start_nanos_);
+      // One watermark split per sequence split: after a rescale a subtask may interleave
+      // splits that stopped at different points, each in order on its own.
+      for (size_t i = 0; i < splits_.size(); ++i) watermarks_->AddSplit(start_nanos_);
       watermark_interval_nanos_ = (ctx.job != nullptr ? ctx.job->watermark_interval_ms : 200) * 1'000'000;
       next_watermark_nanos_ = start_nanos_ + watermark_interval_nanos_;
       ts_field_ = et.field_index;
@@ -88,7 +90,8 @@ class DatagenSource final : public SourceOperator {
       for (size_t i = 0; i < exprs_.size(); ++i) {
         plan::EvalInto(*exprs_[i], seq_record_, schema.field(i).type, &out_, i);
       }
-      if (watermarks_ != nullptr && watermarks_->OnEvent(0, out_.GetInt(ts_field_))) {
+      if (watermarks_ != nullptr &&
+          watermarks_->OnEvent(static_cast<int>(current_), out_.GetInt(ts_field_))) {
         SLUICE_RETURN_IF_ERROR(output_->EmitWatermarkStatus(false));
       }
       SLUICE_RETURN_IF_ERROR(output_->Emit(out_));

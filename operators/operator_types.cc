@@ -10,7 +10,9 @@
 #include "operators/map_options.h"
 #include "operators/nexmark/nexmark_options.h"
 #include "operators/print_sink_options.h"
+#include "operators/top_n_options.h"
 #include "operators/union_options.h"
+#include "operators/window_options.h"
 
 namespace sluice::ops {
 
@@ -20,6 +22,8 @@ absl::Status RegisterBuiltinOperatorTypes(plan::OperatorTypeCatalog* catalog) {
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakeMapType()));
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakeKeyByType()));
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakeAggregateType()));
+  SLUICE_RETURN_IF_ERROR(catalog->Add(MakeWindowType()));
+  SLUICE_RETURN_IF_ERROR(catalog->Add(MakeTopNType()));
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakeUnionType()));
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakeFileSinkType()));
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakePrintSinkType()));

@@ -180,7 +180,7 @@ TEST_F(OperatorsTest, RegistryRejectsUnknownAndDuplicateTypes) {
   EXPECT_OK(registry_.Create(spec));
   EXPECT_NE(registry_.catalog().Find("sort"), nullptr);
   EXPECT_EQ(registry_.catalog().KnownTypes(),
-            "datagen, nexmark, filter, map, key_by, aggregate, union, sort, file, print, blackhole");
+            "datagen, nexmark, filter, map, key_by, aggregate, window, top_n, union, sort, file, print, blackhole");
   EXPECT_THAT(registry_.ReplaceFactoryForTest("nope", nullptr),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("no operator type 'nope'")));
 }
@@ -490,6 +490,44 @@ TEST_F(OperatorsTest, DatagenRescaledFromTwoSubtasksToOneProducesTheRestOfBoth) 
   ASSERT_EQ(now.size(), 2u);
   EXPECT_EQ(DecodeSplit(now[0]).base, 0);
   EXPECT_EQ(DecodeSplit(now[1]).base, 1);
+}
+
+// Rescaled, a subtask may carry on splits that stopped at different points; each has its own
+// watermark, and the subtask emits the smallest, so the lagging split's records are not late.
+TEST_F(OperatorsTest, DatagenWatermarksArePerSplit) {
+  Load(R"y(watermark_interval: 10ms
+operators:
+  - {id: gen, type: datagen, fields: [{name: ts, type: int64, expr: seq}], event_time: {field: ts}}
+  - {id: out, type: print}
+)y");
+  class WatermarkLog final : public Output {
+   public:
+    absl::Status Emit(const Record& r) override {
+      ts.push_back(r.GetInt(0));
+      return absl::OkStatus();
+    }
+    absl::Status EmitWatermark(int64_t w) override {
+      watermarks.push_back(w);
+      return absl::OkStatus();
+    }
+    std::vector<int64_t> ts, watermarks;
+  } log;
+  restored_ = true;
+  // Old subtask 0 stopped at seq 10, old subtask 1 at seq 3.
+  const SplitState splits[] = {{0, 2, 10}, {1, 2, 3}};
+  for (const SplitState& split : splits) {
+    restored_state_.emplace_back(reinterpret_cast<const char*>(&split), sizeof(split));
+  }
+  auto gen = Open("gen", 0, 1, &log);
+  ASSERT_OK(gen);
+  auto* source = static_cast<SourceOperator*>(gen->get());
+  int64_t wake = 0;
+  ASSERT_OK(source->Poll(6, &wake));
+  EXPECT_THAT(log.ts, ElementsAre(10, 3, 12, 5, 14, 7));
+  clock_.AdvanceNanos(10'000'000);
+  ASSERT_OK(source->Poll(1, &wake));
+  // The lagging split's largest timestamp is 7: the watermark is 6, not 13.
+  EXPECT_THAT(log.watermarks, ElementsAre(6));
 }
 
 TEST_F(OperatorsTest, DatagenRescaledFromTwoSubtasksToThreeProducesTheRestOnce) {

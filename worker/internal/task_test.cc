@@ -588,6 +588,79 @@ operators:
   EXPECT_EQ(parts_used.size(), static_cast<size_t>(kSinks)) << "101 keys should cover every part";
 }
 
+// A window's late records leave through the edge of its side output `w.late`, to the operator
+// reading it, and nowhere else; its main output carries the window rows. Every record is
+// either counted in exactly one row or written to the late output.
+TEST_F(TaskTest, SideOutputRecordsTakeTheirOwnEdge) {
+  constexpr int kCount = 3000;
+  Deploy(R"y(
+name: late
+parallelism: 2
+watermark_interval: 5ms
+operators:
+  - id: gen
+    type: datagen
+    parallelism: 1
+    count: 3000
+    rate: 3000
+    fields:
+      - {name: id, type: int64, expr: seq}
+      - {name: user, type: int64, expr: "seq % 7"}
+      - {name: ts, type: timestamp, expr: "if(seq % 10 == 9, seq * 10 - 3600000, seq * 10)"}
+    event_time: {field: ts}
+  - {id: k, type: key_by, key: user}
+  - id: w
+    type: window
+    tumble: 100ms
+    time_field: ts
+    late_output: late
+    aggregates: [{fn: count, as: n}]
+  - {id: main_out, type: file, path: $DIR/main, input: w}
+  - {id: late_out, type: file, path: $DIR/late, input: w.late}
+)y");
+  ASSERT_FALSE(HasFailure());
+  StartAll();
+  ASSERT_TRUE(WaitAllDone());
+  ExpectAllIn(proto::TASK_FINISHED);
+
+  // The late records: only the hour-late ones (every 10th), unchanged, each once.
+  std::set<int64_t> late;
+  for (int s = 0; s < 2; ++s) {
+    for (const auto& line : Part("late", s)) {
+      const int64_t id = IntField(line, "id");
+      EXPECT_EQ(id % 10, 9) << line;
+      EXPECT_EQ(IntField(line, "user"), id % 7) << line;
+      EXPECT_EQ(IntField(line, "ts"), id * 10 - 3600000) << line;
+      EXPECT_TRUE(late.insert(id).second) << "twice: " << line;
+    }
+  }
+  // Watermarks come every 5 ms of a 1 s run: all but the first few hour-late records are late.
+  EXPECT_GE(late.size(), static_cast<size_t>(kCount / 10 / 2));
+  // The rows: every (user, window) of the other records once, with its exact count.
+  std::map<std::pair<int64_t, int64_t>, int64_t> expected, got;
+  for (int64_t seq = 0; seq < kCount; ++seq) {
+    if (late.count(seq)) continue;
+    const int64_t ts = seq % 10 == 9 ? seq * 10 - 3600000 : seq * 10;
+    const int64_t start = ts - ((ts % 100) + 100) % 100;
+    expected[{seq % 7, start}]++;
+  }
+  for (int s = 0; s < 2; ++s) {
+    for (const auto& line : Part("main", s)) {
+      EXPECT_NE(line.find("\"update\":false"), std::string::npos) << line;
+      EXPECT_EQ(IntField(line, "window_end") - IntField(line, "window_start"), 100) << line;
+      auto key = std::make_pair(IntField(line, "user"), IntField(line, "window_start"));
+      EXPECT_EQ(got.count(key), 0u) << "twice: " << line;
+      got[key] = IntField(line, "n");
+    }
+  }
+  EXPECT_EQ(got, expected);
+  EXPECT_EQ(CountsOf("late_out").in, late.size());
+  for (const auto& t : tasks_) {
+    const proto::TaskStatus st = t->Status();
+    for (const auto& c : st.operators()) EXPECT_EQ(c.late_records_dropped(), 0u) << c.operator_id();
+  }
+}
+
 TEST_F(TaskTest, RebalanceSpreadsEvenly) {
   constexpr int kCount = 10001;
   Deploy(R"(

@@ -1,0 +1,132 @@
+// Throughput of an event-time tumbling-window count per key (issue 10): a local cluster of 2
+// workers runs datagen (out of order within 500 ms, bounded-out-of-orderness watermarks) ->
+// key_by -> window (1 s tumbling, count) -> blackhole with parallelism 2 and checkpoints every
+// second. Beside it, in the same run, a single-threaded hand-written loop does the same
+// generation and windowing (counts per key and window in hash maps, windows fired as the
+// watermark passes them). Prints one BENCH line with medians over the repetitions.
+//
+//   build/bin/window_benchmark [--records N] [--keys K] [--reps R]
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "bench/bench_util.h"
+#include "cli/client.h"
+#include "cli/local_cluster.h"
+
+namespace {
+
+using sluice::bench::Median;
+using sluice::bench::ThreadCpuSeconds;
+
+constexpr int64_t kWindowMs = 1000;
+constexpr int64_t kOutOfOrderMs = 500;
+
+// Record seq's event time: 100 records per ms, up to 499 ms early.
+int64_t TsOf(int64_t seq) { return seq / 100 - (seq * 7919) % kOutOfOrderMs; }
+
+// The job's work by hand: per record, its key and window; counts per window and key; every
+// 2000 records a watermark (largest timestamp - out-of-orderness - 1) fires the windows it
+// passed, each (key, count) into a checksum.
+double HandLoop(int64_t records, int64_t keys, uint64_t* checksum) {
+  const double start = ThreadCpuSeconds();
+  std::map<int64_t, absl::flat_hash_map<int64_t, int64_t>> windows;
+  int64_t max_ts = INT64_MIN;
+  uint64_t sum = 0;
+  int64_t watermark = INT64_MIN;
+  auto fire_until = [&](int64_t wm) {
+    watermark = wm;
+    while (!windows.empty() && windows.begin()->first + kWindowMs - 1 <= watermark) {
+      for (const auto& [key, n] : windows.begin()->second) sum += key * 31 + n;
+      windows.erase(windows.begin());
+    }
+  };
+  for (int64_t seq = 0; seq < records; ++seq) {
+    const int64_t key = (seq * 7919) % keys;
+    const int64_t ts = TsOf(seq);
+    max_ts = std::max(max_ts, ts);
+    const int64_t window = ts - ((ts % kWindowMs) + kWindowMs) % kWindowMs;
+    if (window + kWindowMs - 1 > watermark) ++windows[window][key];  // else late: dropped
+    if (seq % 2000 == 1999) fire_until(max_ts - kOutOfOrderMs - 1);
+  }
+  fire_until(INT64_MAX);
+  *checksum = sum;
+  return ThreadCpuSeconds() - start;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Event-time window count throughput versus a hand-written loop"};
+  int64_t records = 10'000'000;
+  int64_t keys = 10'000;
+  int reps = 3;
+  app.add_option("--records", records, "Records per run")->capture_default_str();
+  app.add_option("--keys", keys, "Distinct keys")->capture_default_str();
+  app.add_option("--reps", reps, "Repetitions (medians are reported)")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  std::unique_ptr<sluice::cli::LocalCluster> cluster =
+      sluice::bench::StartBenchCluster("sluice-bench");
+  if (cluster == nullptr) return 1;
+  const std::string dir = cluster->options().dir;
+  sluice::cli::CoordinatorClient client(cluster->coordinator_address());
+  const std::string job = absl::StrCat(R"(
+name: window-count
+parallelism: 2
+checkpoint: {interval: 1s}
+operators:
+  - id: gen
+    type: datagen
+    count: )",
+                                       records, R"(
+    fields:
+      - {name: key, type: int64, expr: "(seq * 7919) % )",
+                                       keys, R"("}
+      - {name: ts, type: timestamp, expr: "seq / 100 - (seq * 7919) % 500"}
+    event_time: {field: ts, max_out_of_orderness: 500ms}
+  - {id: by_key, type: key_by, key: [key]}
+  - {id: windows, type: window, tumble: 1s, time_field: ts, aggregates: [{fn: count, as: n}]}
+  - {id: sink, type: blackhole}
+)");
+
+  std::vector<double> rates, cpus, per_cpu, loop_per_cpu, walls;
+  for (int r = 0; r < reps; ++r) {
+    sluice::bench::JobRun run = sluice::bench::RunJobToEnd(*cluster, client, job);
+    if (!run.finished) {
+      std::cerr << "job failed: " << run.error << "\n";
+      return 1;
+    }
+    uint64_t checksum = 0;
+    const double loop_cpu = HandLoop(records, keys, &checksum);
+    walls.push_back(run.wall_s);
+    rates.push_back(records / run.wall_s);
+    cpus.push_back(run.cpu_s);
+    per_cpu.push_back(records / run.cpu_s);
+    loop_per_cpu.push_back(records / loop_cpu);
+    std::printf(
+        "run %d: %.2f s wall, %.0f records/s, %.2f CPU s, %.0f records/CPU-s; loop %.0f "
+        "records/CPU-s (checksum %llu)\n",
+        r + 1, run.wall_s, records / run.wall_s, run.cpu_s, records / run.cpu_s, records / loop_cpu,
+        static_cast<unsigned long long>(checksum));
+  }
+  cluster->Stop();
+  std::filesystem::remove_all(dir);
+  std::printf("reproduce: build/bin/window_benchmark --records %lld --keys %lld --reps %d\n",
+              static_cast<long long>(records), static_cast<long long>(keys), reps);
+  std::printf(
+      "BENCH window_count records=%lld wall_s=%.3f records_per_s=%.0f cpu_s=%.3f "
+      "records_per_cpu_s=%.0f loop_records_per_cpu_s=%.0f loop_ratio=%.2f of_loop=%.3f\n",
+      static_cast<long long>(records), Median(walls), Median(rates), Median(cpus), Median(per_cpu),
+      Median(loop_per_cpu), Median(loop_per_cpu) / Median(per_cpu),
+      Median(per_cpu) / Median(loop_per_cpu));
+  return 0;
+}

@@ -1,0 +1,89 @@
+#pragma once
+
+// Helpers shared by the event-time operators (window, top_n): the current key of a record and
+// composite state keys [key record][big-endian int64s] that put a window (or its end) beside
+// the key, in the key's key group.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "common/key_groups.h"
+#include "common/record.h"
+#include "common/record_codec.h"
+#include "common/status.h"
+#include "operators/key_hasher.h"
+#include "plan/expr.h"
+#include "plan/job_spec.h"
+
+namespace sluice::ops::internal {
+
+// Appends `v` as 8 bytes whose byte order is numeric order (big-endian, sign bit flipped).
+inline void PutOrderedInt64(int64_t v, std::string* out) {
+  const uint64_t u = static_cast<uint64_t>(v) ^ (uint64_t{1} << 63);
+  for (int i = 7; i >= 0; --i) out->push_back(static_cast<char>((u >> (8 * i)) & 0xff));
+}
+
+// Reads what PutOrderedInt64 wrote at `p` (8 bytes).
+inline int64_t GetOrderedInt64(const char* p) {
+  uint64_t u = 0;
+  for (int i = 0; i < 8; ++i) u = (u << 8) | static_cast<unsigned char>(p[i]);
+  return static_cast<int64_t>(u ^ (uint64_t{1} << 63));
+}
+
+// The key of a keyed operator's input records: evaluated from OperatorSpec::key, encoded, and
+// its key group. Reused per record (no allocation once warm). Task thread only.
+class RecordKey {
+ public:
+  // kInvalidArgument if a key expression does not compile (it did at submission).
+  absl::Status Init(const plan::OperatorSpec& spec, int max_parallelism) {
+    max_parallelism_ = max_parallelism;
+    std::vector<Field> fields;
+    for (const auto& k : spec.key) {
+      SLUICE_ASSIGN_OR_RETURN(auto e, plan::CompileExpr(k.expr, spec.input_schema));
+      fields.push_back({k.name, e->type()});
+      exprs_.push_back(std::move(e));
+    }
+    schema_ = Schema(std::move(fields));
+    record_.Resize(schema_.size());
+    return absl::OkStatus();
+  }
+
+  // Evaluates the key of `r`: bytes() and key_group() describe it until the next call.
+  void Set(const Record& r) {
+    for (size_t i = 0; i < exprs_.size(); ++i) {
+      plan::EvalInto(*exprs_[i], r, schema_.field(i).type, &record_, i);
+    }
+    Encode();
+  }
+  // Sets the key from its encoded bytes (a timer's key without its suffix). kDataLoss if they
+  // do not decode.
+  absl::Status SetBytes(absl::string_view bytes) {
+    RecordDecoder dec(&schema_, bytes);
+    SLUICE_RETURN_IF_ERROR(dec.Next(&record_));
+    Encode();
+    return absl::OkStatus();
+  }
+
+  const Schema& schema() const { return schema_; }
+  const std::string& bytes() const { return bytes_; }
+  int key_group() const { return key_group_; }
+
+ private:
+  void Encode() {
+    bytes_.clear();
+    EncodeRecord(schema_, record_, &bytes_);
+    key_group_ = KeyGroupForHash(KeyHasher::HashKeyRecord(schema_, record_), max_parallelism_);
+  }
+
+  int max_parallelism_ = 128;
+  std::vector<std::unique_ptr<plan::Expr>> exprs_;
+  Schema schema_;
+  Record record_;
+  std::string bytes_;
+  int key_group_ = 0;
+};
+
+}  // namespace sluice::ops::internal

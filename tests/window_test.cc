@@ -1,0 +1,315 @@
+// Event-time windows on a real cluster: out-of-order input with bounded out-of-orderness plus
+// records an hour late, tumbling windows with a late output, checkpoints, kill -9 of workers
+// and a savepoint restored at other parallelisms. The committed output must hold every
+// (key, window) exactly once with the exact count and sum of its records, and every late
+// record exactly once in the late output, against a table computed here from the generator's
+// formulas.
+
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "tests/cluster_fixture.h"
+#include "tests/exactly_once_check.h"
+
+namespace sluice::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int64_t kKeys = 50;
+constexpr int64_t kWindowMs = 100;
+
+// Input record `seq`: key (seq * 7919) % 50, value seq % 1000, event time seq / 4 ms minus up to
+// 96 ms (within the 100 ms of out-of-orderness the watermarks allow), except every 100th record,
+// which is an hour late.
+int64_t KeyOf(int64_t seq) { return (seq * 7919) % kKeys; }
+int64_t ValueOf(int64_t seq) { return seq % 1000; }
+bool HourLate(int64_t seq) { return seq % 100 == 99; }
+int64_t TsOf(int64_t seq) { return HourLate(seq) ? seq / 4 - 3600000 : seq / 4 - (seq * 7919) % 97; }
+
+// `late` empty: no late output (late records are dropped and counted).
+std::string WindowJob(const std::string& out, const std::string& late, int64_t count, int64_t rate) {
+  return absl::StrCat(R"y(name: windows
+parallelism: 2
+watermark_interval: 20ms
+checkpoint: {interval: 200ms, timeout: 20s, retain: 3}
+restart: {strategy: fixed_delay, attempts: 1000, delay: 100ms}
+operators:
+  - id: gen
+    type: datagen
+    count: )y", count, "\n    rate: ", rate, R"y(
+    fields:
+      - {name: id, type: int64, expr: seq}
+      - {name: key, type: int64, expr: "(seq * 7919) % 50"}
+      - {name: value, type: int64, expr: "seq % 1000"}
+      - {name: ts, type: timestamp, expr: "if(seq % 100 == 99, seq / 4 - 3600000, seq / 4 - (seq * 7919) % 97)"}
+    event_time: {field: ts, max_out_of_orderness: 100ms}
+  - {id: by_key, type: key_by, key: key}
+  - id: windows
+    type: window
+    tumble: 100ms
+    time_field: ts
+)y", late.empty() ? "" : "    late_output: late\n", R"y(    aggregates: [{fn: count, as: n}, {fn: sum, field: value, as: total}]
+  - {id: out, type: file, path: )y", out, R"y(, input: windows}
+)y", late.empty() ? "" : absl::StrCat("  - {id: late_out, type: file, path: ", late,
+                                      ", input: windows.late}\n"));
+}
+
+int64_t FloorDiv(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
+
+// Checks the committed rows of `out_dirs` and late records of `late_dirs` for `records` inputs.
+void CheckWindows(const std::vector<std::string>& out_dirs, const std::vector<std::string>& late_dirs,
+                  int64_t records) {
+  std::set<int64_t> late;
+  for (const std::string& line : ReadCommittedLines(late_dirs)) {
+    auto j = nlohmann::json::parse(line);
+    const int64_t id = j["id"].get<int64_t>();
+    EXPECT_TRUE(HourLate(id)) << "an in-order record was late: " << line;
+    EXPECT_EQ(j["ts"].get<int64_t>(), TsOf(id)) << line;
+    EXPECT_EQ(j["key"].get<int64_t>(), KeyOf(id)) << line;
+    EXPECT_TRUE(late.insert(id).second) << "late record twice: " << line;
+  }
+  // Watermarks come every 20 ms: all but the hour-late records of the first moments are late.
+  EXPECT_GE(static_cast<int64_t>(late.size()), records / 100 / 2);
+
+  struct Agg {
+    int64_t n = 0;
+    int64_t total = 0;
+    bool operator==(const Agg& o) const { return n == o.n && total == o.total; }
+  };
+  std::map<std::pair<int64_t, int64_t>, Agg> expected, got;
+  for (int64_t seq = 0; seq < records; ++seq) {
+    if (late.count(seq)) continue;
+    Agg& a = expected[{KeyOf(seq), FloorDiv(TsOf(seq), kWindowMs) * kWindowMs}];
+    a.n++;
+    a.total += ValueOf(seq);
+  }
+  int64_t duplicates = 0, updates = 0;
+  for (const std::string& line : ReadCommittedLines(out_dirs)) {
+    auto j = nlohmann::json::parse(line);
+    const int64_t start = j["window_start"].get<int64_t>();
+    EXPECT_EQ(j["window_end"].get<int64_t>(), start + kWindowMs) << line;
+    updates += j["update"].get<bool>() ? 1 : 0;
+    auto [it, inserted] = got.insert({{j["key"].get<int64_t>(), start}, Agg()});
+    if (!inserted) ++duplicates;
+    it->second = {j["n"].get<int64_t>(), j["total"].get<int64_t>()};
+  }
+  EXPECT_EQ(duplicates, 0) << "windows emitted twice";
+  EXPECT_EQ(updates, 0) << "no lateness: no window fires twice";
+  EXPECT_EQ(got.size(), expected.size());
+  int64_t wrong = 0;
+  for (const auto& [k, a] : expected) {
+    auto it = got.find(k);
+    if (it == got.end() || !(it->second == a)) {
+      if (++wrong <= 5) {
+        ADD_FAILURE() << "key " << k.first << " window " << k.second << ": expected n=" << a.n
+                      << " total=" << a.total << ", got "
+                      << (it == got.end() ? std::string("nothing")
+                                          : absl::StrCat("n=", it->second.n, " total=", it->second.total));
+      }
+    }
+  }
+  EXPECT_EQ(wrong, 0);
+}
+
+class WindowClusterTest : public ClusterTest {};
+
+// Without a late output, late records are dropped and counted: the count the coordinator
+// reports is exactly the records that are in no window row.
+TEST_F(WindowClusterTest, DroppedLateRecordsAreCountedExactly) {
+  StartCluster(2, 2, 3000);
+  constexpr int64_t kRecords = 100'000;
+  const std::string out = dir_ + "/out";
+  std::string job = Submit(WindowJob(out, "", kRecords, 50'000));
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(60));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  int64_t counted = 0;
+  for (const std::string& line : ReadCommittedLines({out})) {
+    counted += nlohmann::json::parse(line)["n"].get<int64_t>();
+  }
+  const proto::OperatorInfo* w = FindOperator(info, "windows");
+  ASSERT_NE(w, nullptr);
+  EXPECT_GT(w->late_records_dropped(), static_cast<uint64_t>(kRecords / 100 / 2));
+  EXPECT_EQ(static_cast<int64_t>(w->late_records_dropped()), kRecords - counted);
+  std::string status;
+  EXPECT_EQ(RunCommand(absl::StrCat(SLUICE_TEST_BIN_DIR, "/sluice --coordinator ",
+                                    cluster_->coordinator_address(), " status ", job),
+                       &status),
+            0)
+      << status;
+  EXPECT_NE(status.find(absl::StrCat(" ", w->late_records_dropped(), " late records dropped\n")),
+            std::string::npos)
+      << status;
+}
+
+TEST_F(WindowClusterTest, KillingWorkersKeepsEveryWindowExactlyOnce) {
+  StartCluster(2, 2, 1500);
+  constexpr int64_t kRecords = 400'000;
+  const std::string out = dir_ + "/out";
+  const std::string late = dir_ + "/late";
+  std::string job = Submit(WindowJob(out, late, kRecords, 50'000));
+  WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
+  std::mt19937 rng(4242);
+  for (int k = 0; k < 2; ++k) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1200 + rng() % 900));
+    auto info = client_->GetJob(job);
+    ASSERT_OK(info);
+    if (info->state() == proto::JOB_FINISHED) break;
+    const int victim = static_cast<int>(rng() % 2);
+    ASSERT_OK(cluster_->KillWorker(victim, SIGKILL));
+    ASSERT_OK(cluster_->RestartWorker(victim, -1));
+  }
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(240));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  EXPECT_GE(info.restarts(), 1) << "the kills did not hit the job";
+  CheckWindows({out}, {late}, kRecords);
+  const proto::OperatorInfo* w = FindOperator(info, "windows");
+  ASSERT_NE(w, nullptr);
+  EXPECT_EQ(w->late_records_dropped(), 0u) << "late records go to the late output";
+}
+
+TEST_F(WindowClusterTest, SavepointKeepsOpenWindowsAtOtherParallelism) {
+  StartCluster(2, 3, 3000);
+  constexpr int64_t kRecords = 200'000;
+  const std::string out = dir_ + "/before";
+  const std::string late = dir_ + "/before-late";
+  std::string job = Submit(WindowJob(out, late, kRecords, 50'000));
+  WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  auto savepoint = client_->Savepoint(job, dir_ + "/savepoints", /*stop=*/true);
+  ASSERT_OK(savepoint);
+  proto::JobInfo stopped = WaitForEnd(job, std::chrono::seconds(20));
+  ASSERT_EQ(stopped.state(), proto::JOB_CANCELLED);
+  // Some windows were open at the savepoint (the run was stopped midway).
+  const int64_t emitted_before = FindOperator(stopped, "gen")->records_out();
+  ASSERT_GT(emitted_before, 0);
+  ASSERT_LT(emitted_before, kRecords);
+
+  for (int p : {1, 3}) {
+    SCOPED_TRACE(absl::StrCat("restored at parallelism ", p));
+    const std::string after = absl::StrCat(dir_, "/after-", p);
+    const std::string after_late = absl::StrCat(dir_, "/after-late-", p);
+    std::string yaml = WindowJob(after, after_late, kRecords, 0);
+    auto r = client_->SubmitRestoring(yaml, "job.yaml", p, *savepoint, false);
+    ASSERT_OK(r);
+    proto::JobInfo info = WaitForEnd(r->job_id(), std::chrono::seconds(60));
+    ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+    EXPECT_EQ(FindOperator(info, "windows")->parallelism(), p);
+    // What was committed before the savepoint plus what came after: every window once.
+    CheckWindows({out, after}, {late, after_late}, kRecords);
+  }
+}
+
+// An event-time window job reading Kafka, where one of the topic's 4 partitions never gets a
+// record: with idle_timeout that partition stops holding the watermark back, so the windows
+// fire, each committed once with its exact count. (A partition whose first fetch comes more
+// than idle_timeout after its siblings' is idle until then, and its records may be late: they
+// go to the late output, and the counts are checked against the records not in it.)
+TEST_F(WindowClusterTest, KafkaTopicWithAnIdlePartitionStillFiresItsWindows) {
+  StartCluster(2, 2, 3000);
+  std::string bootstrap;
+  const pid_t kafka = SpawnKafka(dir_, {"events:4"}, &bootstrap);
+  ASSERT_FALSE(bootstrap.empty()) << ReadAll(dir_ + "/kafka.log");
+  struct KafkaGuard {
+    pid_t pid;
+    ~KafkaGuard() {
+      kill(pid, SIGTERM);
+      waitpid(pid, nullptr, 0);
+    }
+  } guard{kafka};
+  // Partitions 0-2 get, in event-time order, 1000 records each over [0, 10 s) and then one at
+  // 20 s that moves their watermarks past every window of [0, 10 s). Partition 3 gets nothing.
+  constexpr int64_t kRecords = 3000;
+  std::map<std::pair<int64_t, int64_t>, int64_t> expected;  // (key, window start) -> count
+  for (int p = 0; p < 3; ++p) {
+    std::string lines;
+    for (int64_t i = 0; i < kRecords / 3; ++i) {
+      const int64_t key = (i * 7 + p) % 10;
+      absl::StrAppend(&lines, "{\"key\": ", key, ", \"ts\": ", i * 10, "}\n");
+      expected[{key, (i * 10) / 1000 * 1000}]++;
+    }
+    absl::StrAppend(&lines, "{\"key\": 0, \"ts\": 20000}\n");
+    std::ofstream(dir_ + "/part") << lines;
+    std::string out;
+    ASSERT_EQ(RunCommand(absl::StrCat("timeout 60 kcat -b ", bootstrap, " -P -p ", p,
+                                      " -t events < ", dir_, "/part"),
+                         &out),
+              0)
+        << out;
+  }
+  const std::string out = dir_ + "/out";
+  const std::string late = dir_ + "/late";
+  std::string job = Submit(absl::StrCat(R"y(name: kafka-windows
+parallelism: 2
+watermark_interval: 50ms
+checkpoint: {interval: 200ms, timeout: 20s}
+operators:
+  - id: events
+    type: kafka
+    bootstrap: ")y", bootstrap, R"y("
+    topic: events
+    format: json
+    fields: [{name: key, type: int64}, {name: ts, type: timestamp}]
+    event_time: {field: ts, max_out_of_orderness: 100ms, idle_timeout: 1s}
+  - {id: by_key, type: key_by, key: [key]}
+  - id: windows
+    type: window
+    tumble: 1s
+    time_field: ts
+    late_output: late
+    aggregates: [{fn: count, as: n}]
+  - {id: out, type: file, path: )y", out, R"y(}
+  - {id: late_out, type: file, path: )y", late, R"y(, input: windows.late}
+)y"));
+  // The source is unbounded: wait until every record of [0, 10 s) is in a committed row or in
+  // the late output.
+  auto committed = [&](const std::string& dir) {
+    return fs::exists(dir) ? ReadCommittedLines({dir}) : std::vector<std::string>();
+  };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int64_t covered = static_cast<int64_t>(committed(late).size());
+    for (const std::string& line : committed(out)) {
+      covered += nlohmann::json::parse(line)["n"].get<int64_t>();
+    }
+    if (covered >= kRecords) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_OK(client_->Cancel(job));
+  EXPECT_EQ(WaitForEnd(job, std::chrono::seconds(20)).state(), proto::JOB_CANCELLED);
+  int64_t late_records = 0;
+  for (const std::string& line : committed(late)) {
+    auto j = nlohmann::json::parse(line);
+    const int64_t ts = j["ts"].get<int64_t>();
+    ASSERT_LT(ts, 10000) << line;
+    auto it = expected.find({j["key"].get<int64_t>(), ts / 1000 * 1000});
+    ASSERT_NE(it, expected.end()) << line;
+    if (--it->second == 0) expected.erase(it);
+    ++late_records;
+  }
+  // Usually none; never all: the first partition read fires its windows.
+  EXPECT_LT(late_records, kRecords);
+  std::map<std::pair<int64_t, int64_t>, int64_t> got;
+  for (const std::string& line : committed(out)) {
+    auto j = nlohmann::json::parse(line);
+    auto key = std::make_pair(j["key"].get<int64_t>(), j["window_start"].get<int64_t>());
+    EXPECT_EQ(got.count(key), 0u) << "twice: " << line;
+    got[key] = j["n"].get<int64_t>();
+  }
+  EXPECT_GE(got.size(), 10u) << "the windows fired";
+  EXPECT_EQ(got, expected) << "the window of the records at 20 s never fires; all others once";
+}
+
+}  // namespace
+}  // namespace sluice::testing
