@@ -155,12 +155,33 @@ absl::StatusOr<OperatorSpec> DecodeOperator(const proto::PlanOperator& p, int in
     }
     in.line = pin.line();
     in.column = pin.column();
+    if (!pin.side_output().empty()) {
+      const OperatorSpec& producer = before[pin.from()];
+      for (size_t k = 0; k < producer.side_outputs.size(); ++k) {
+        if (producer.side_outputs[k].name == pin.side_output()) in.side_output_index = static_cast<int>(k);
+      }
+      if (in.side_output_index < 0) {
+        return Invalid(absl::StrCat(in_where, ": '", producer.id, "' has no side output '",
+                                    pin.side_output(), "'"));
+      }
+      in.side_output = pin.side_output();
+    }
     op.inputs.push_back(std::move(in));
   }
   SLUICE_ASSIGN_OR_RETURN(op.input_schema, DecodeSchema(p.input_schema(), where));
   SLUICE_ASSIGN_OR_RETURN(op.output_schema, DecodeSchema(p.output_schema(), where));
-  if (!op.inputs.empty() && op.input_schema != before[op.inputs[0].from_index].output_schema) {
-    return Invalid(absl::StrCat(where, ": its input schema is not its input 0's output schema"));
+  if (!op.inputs.empty() &&
+      op.input_schema != InputSchema(before[op.inputs[0].from_index], op.inputs[0])) {
+    return Invalid(absl::StrCat(where, ": its input schema is not the schema its input 0 carries"));
+  }
+  for (const proto::PlanSideOutput& ps : p.side_outputs()) {
+    SideOutputSpec so;
+    so.name = ps.name();
+    SLUICE_ASSIGN_OR_RETURN(so.schema, DecodeSchema(ps.schema(), where));
+    for (const SideOutputSpec& other : op.side_outputs) {
+      if (other.name == so.name) return Invalid(absl::StrCat(where, ": side output '", so.name, "' twice"));
+    }
+    op.side_outputs.push_back(std::move(so));
   }
   if (op.is_sink() != op.output_schema.fields().empty()) {
     return Invalid(absl::StrCat(where, op.is_sink() ? ": a sink with an output schema" : ": no output schema"));
@@ -243,7 +264,8 @@ absl::StatusOr<JobGraph> DecodeGraph(const proto::JobPlan& plan, const std::vect
     ed.target_input = pe.target_input();
     ed.partition = in.partition;
     ed.key = in.key;
-    ed.schema = ops[pe.source_op()].output_schema;
+    ed.side_output = in.side_output_index;
+    ed.schema = InputSchema(ops[pe.source_op()], in);
     src.out_edges.push_back(e);
     dst.in_edges.push_back(e);
     g.edges.push_back(std::move(ed));
@@ -305,6 +327,12 @@ proto::JobPlan EncodeJobPlan(const JobSpec& job, const JobGraph& graph) {
       EncodeKey(in.key, pi->mutable_key());
       pi->set_line(in.line);
       pi->set_column(in.column);
+      pi->set_side_output(in.side_output);
+    }
+    for (const SideOutputSpec& so : op.side_outputs) {
+      proto::PlanSideOutput* ps = po->add_side_outputs();
+      ps->set_name(so.name);
+      EncodeSchema(so.schema, ps->mutable_schema());
     }
     EncodeSchema(op.input_schema, po->mutable_input_schema());
     EncodeSchema(op.output_schema, po->mutable_output_schema());
@@ -424,6 +452,13 @@ absl::Status ParsePlannedOptions(const OperatorTypeCatalog& catalog, JobSpec* jo
       return refuse(absl::StrCat("its type infers the output schema ", schema.ToString(),
                                  " on this worker, the plan says ", op.output_schema.ToString()));
     }
+    const std::vector<SideOutputSpec> side_outputs = type->SideOutputs(**options, ctx);
+    bool same_side = side_outputs.size() == op.side_outputs.size();
+    for (size_t i = 0; same_side && i < side_outputs.size(); ++i) {
+      same_side = side_outputs[i].name == op.side_outputs[i].name &&
+                  side_outputs[i].schema == op.side_outputs[i].schema;
+    }
+    if (!same_side) return refuse("its type declares other side outputs on this worker than the plan's");
     if (op.keys_output) {
       const std::vector<KeySpec> key = type->OutputKey(**options);
       bool same = key.size() == op.key.size();

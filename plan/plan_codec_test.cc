@@ -133,6 +133,11 @@ void ExpectSameJob(const PlannedJob& want, const PlannedJob& got) {
     EXPECT_EQ(x.input_schema, y.input_schema);
     EXPECT_EQ(x.output_schema, y.output_schema);
     ExpectSameKey(x.key, y.key);
+    ASSERT_EQ(x.side_outputs.size(), y.side_outputs.size());
+    for (size_t k = 0; k < x.side_outputs.size(); ++k) {
+      EXPECT_EQ(x.side_outputs[k].name, y.side_outputs[k].name);
+      EXPECT_EQ(x.side_outputs[k].schema, y.side_outputs[k].schema);
+    }
     EXPECT_EQ(x.options_yaml, y.options_yaml);
     ASSERT_NE(y.options, nullptr);
     ASSERT_EQ(x.inputs.size(), y.inputs.size());
@@ -143,6 +148,8 @@ void ExpectSameJob(const PlannedJob& want, const PlannedJob& got) {
       EXPECT_EQ(x.inputs[k].explicit_partition, y.inputs[k].explicit_partition);
       EXPECT_EQ(x.inputs[k].line, y.inputs[k].line);
       EXPECT_EQ(x.inputs[k].column, y.inputs[k].column);
+      EXPECT_EQ(x.inputs[k].side_output, y.inputs[k].side_output);
+      EXPECT_EQ(x.inputs[k].side_output_index, y.inputs[k].side_output_index);
       ExpectSameKey(x.inputs[k].key, y.inputs[k].key);
     }
   }
@@ -168,6 +175,7 @@ void ExpectSameJob(const PlannedJob& want, const PlannedJob& got) {
     EXPECT_EQ(g.edges[e].target_input, h.edges[e].target_input);
     EXPECT_EQ(g.edges[e].partition, h.edges[e].partition);
     EXPECT_EQ(g.edges[e].schema, h.edges[e].schema);
+    EXPECT_EQ(g.edges[e].side_output, h.edges[e].side_output);
     ExpectSameKey(g.edges[e].key, h.edges[e].key);
   }
 }
@@ -217,6 +225,48 @@ TEST(PlanCodecTest, RoundTripEqualsThePlan) {
   // The options text is the operator's own mapping, nothing the planner reads itself.
   EXPECT_EQ(Op(planned.spec, "f").options_yaml, "where: amount > 10 && k != 3");
   EXPECT_EQ(Op(planned.spec, "both").options_yaml, "{}");
+}
+
+// A window whose late records two operators read: the side output, its schema and the edges that
+// carry it survive the trip, and a plan naming a side output its producer lacks is refused.
+TEST(PlanCodecTest, SideOutputsTravelWithThePlan) {
+  const PlannedJob planned = Plan(R"y(operators:
+  - id: gen
+    type: datagen
+    fields: [{name: user, type: int64, expr: seq % 3}, {name: ts, type: timestamp, expr: seq}]
+  - {id: k, type: key_by, key: user}
+  - {id: w, type: window, tumble: 1s, time_field: ts, late_output: late, aggregates: [{fn: count, as: n}]}
+  - {id: out, type: print, input: w}
+  - {id: late_out, type: blackhole, input: w.late}
+  - {id: late_filter, type: filter, where: user > 0, input: {from: w.late, partition: rebalance}}
+  - {id: hole, type: blackhole}
+)y");
+  const proto::JobPlan plan = EncodeJobPlan(planned.spec, planned.graph);
+  absl::StatusOr<PlannedJob> deployed = Deploy(plan);
+  ASSERT_OK(deployed);
+  ExpectSameJob(planned, *deployed);
+  const OperatorSpec& late = Op(deployed->spec, "late_out");
+  EXPECT_EQ(late.input_schema.ToString(), "(user int64, ts timestamp)");
+  int side_edges = 0;
+  for (const Edge& e : deployed->graph.edges) {
+    if (e.side_output != 0) continue;
+    ++side_edges;
+    EXPECT_EQ(e.schema.ToString(), "(user int64, ts timestamp)");
+  }
+  EXPECT_EQ(side_edges, 2);
+
+  proto::JobPlan bad = plan;
+  bad.mutable_operators(OpIndex(bad, "late_out"))->mutable_inputs(0)->set_side_output("early");
+  EXPECT_THAT(DecodeJobPlan(bad).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("'w' has no side output 'early'")));
+  // A worker whose window type would declare no side output for these options refuses.
+  bad = plan;
+  bad.mutable_operators(OpIndex(bad, "w"))->mutable_side_outputs(0)->set_name("later");
+  bad.mutable_operators(OpIndex(bad, "late_out"))->mutable_inputs(0)->set_side_output("later");
+  bad.mutable_operators(OpIndex(bad, "late_filter"))->mutable_inputs(0)->set_side_output("later");
+  EXPECT_THAT(Deploy(bad).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("declares other side outputs on this worker than the plan's")));
 }
 
 TEST(PlanCodecTest, ScalarsThatNeedQuotingSurviveTheOptionsText) {
