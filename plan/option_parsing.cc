@@ -2,6 +2,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_join.h"
 #include "common/error_text.h"
 #include "common/status.h"
@@ -48,6 +49,13 @@ bool IsIdentifier(absl::string_view s) {
   if (s.empty() || !(absl::ascii_isalpha(s[0]) || s[0] == '_')) return false;
   for (char c : s) {
     if (!(absl::ascii_isalnum(c) || c == '_')) return false;
+  }
+  return true;
+}
+
+bool IsDottedIdentifier(absl::string_view s) {
+  for (absl::string_view part : absl::StrSplit(s, '.')) {
+    if (!IsIdentifier(part)) return false;
   }
   return true;
 }
