@@ -32,6 +32,8 @@ class RecordDecoder {
       : schema_(schema), pos_(buffer.data()), end_(buffer.data() + buffer.size()) {}
 
   bool Done() const { return pos_ == end_; }
+  // Bytes not decoded yet.
+  size_t Remaining() const { return static_cast<size_t>(end_ - pos_); }
   // Decodes the next record into `record` (which must have schema->size() values).
   // Returns kDataLoss on corrupt input.
   absl::Status Next(Record* record);

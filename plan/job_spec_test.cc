@@ -563,7 +563,8 @@ TEST(JobSpecErrorTest, UnknownOperatorType) {
 )y"),
               IsJobError("job.yaml:6:11: ",
                          "unknown operator type 'fitler' (known: datagen, kafka, filter, map, key_by, "
-                         "aggregate, union, file, print, blackhole, kafka_sink)"));
+                         "aggregate, union, interval_join, join, window_join, file, print, blackhole, "
+                         "kafka_sink)"));
 }
 
 TEST(JobSpecErrorTest, UnknownOption) {

@@ -1,0 +1,103 @@
+#include "operators/join_base.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/key_groups.h"
+#include "common/record_codec.h"
+#include "common/status.h"
+#include "operators/key_hasher.h"
+
+namespace sluice::ops {
+
+absl::Status JoinOperatorBase::OpenJoin(const OperatorContext& ctx, Output* output,
+                                        const JoinSides& sides) {
+  SLUICE_RETURN_IF_ERROR(Operator::Open(ctx, output));
+  if (ctx.keyed_state == nullptr || ctx.timers == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(ctx.spec->type, " needs a keyed state backend and timers"));
+  }
+  sides_ = &sides;
+  state_ = ctx.keyed_state;
+  timers_ = ctx.timers;
+  std::vector<Field> key_fields;
+  for (int side = 0; side < 2; ++side) {
+    for (const plan::KeySpec& k : sides.key[side]) {
+      SLUICE_ASSIGN_OR_RETURN(auto e, plan::CompileExpr(k.expr, sides.input[side]));
+      if (side == 0) key_fields.push_back({k.name, e->type()});
+      key_exprs_[side].push_back(std::move(e));
+    }
+  }
+  key_schema_ = Schema(std::move(key_fields));
+  key_record_.Resize(key_schema_.size());
+  offset_[0] = 0;
+  offset_[1] = sides.input[0].size();
+  out_.Resize(sides.output.size());
+  if (ctx.metrics != nullptr) {
+    late_metric_ = ctx.metrics->AddCounter(
+        kLateRecordsDroppedMetric,
+        "Records dropped because the watermark had passed their window or join bound",
+        ctx.metric_labels, ctx.metrics_owner);
+  }
+  return absl::OkStatus();
+}
+
+void JoinOperatorBase::SetKeyFrom(int side, const Record& r) {
+  const auto& exprs = key_exprs_[side];
+  for (size_t i = 0; i < exprs.size(); ++i) {
+    plan::EvalInto(*exprs[i], r, key_schema_.field(i).type, &key_record_, i);
+  }
+  key_bytes_.clear();
+  EncodeRecord(key_schema_, key_record_, &key_bytes_);
+  state_->SetCurrentKey(key_bytes_, KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema_, key_record_),
+                                                    ctx_.max_parallelism));
+}
+
+void JoinOperatorBase::FillSide(int side, const Record* r) {
+  const Schema& schema = sides_->input[side];
+  const size_t base = offset_[side];
+  if (r == nullptr) {
+    for (size_t i = 0; i < schema.size(); ++i) out_.SetNull(base + i);
+    return;
+  }
+  for (size_t i = 0; i < schema.size(); ++i) CopyValue(schema.field(i).type, *r, i, &out_, base + i);
+}
+
+void JoinOperatorBase::AppendTo(int side, const Record& r, std::string* bucket) const {
+  EncodeRecord(sides_->input[side], r, bucket);
+}
+
+absl::Status JoinOperatorBase::DecodeOne(int side, const char** pos, const char* end,
+                                         Record* record) const {
+  const Schema& schema = sides_->input[side];
+  if (record->size() != schema.size()) record->Resize(schema.size());
+  RecordDecoder dec(&schema, absl::string_view(*pos, end - *pos));
+  SLUICE_RETURN_IF_ERROR(dec.Next(record));
+  *pos = end - dec.Remaining();
+  return absl::OkStatus();
+}
+
+absl::Status JoinOperatorBase::DecodeBucket(int side, absl::string_view bucket,
+                                            std::vector<Record>* records, size_t* count) const {
+  *count = 0;
+  const char* pos = bucket.data();
+  const char* end = pos + bucket.size();
+  while (pos < end) {
+    if (records->size() <= *count) records->emplace_back();
+    SLUICE_RETURN_IF_ERROR(DecodeOne(side, &pos, end, &(*records)[*count]));
+    ++*count;
+  }
+  return absl::OkStatus();
+}
+
+absl::string_view TimeUserKey(int64_t ts, char (&buf)[8]) {
+  const uint64_t u = static_cast<uint64_t>(ts) ^ (uint64_t{1} << 63);
+  for (int i = 0; i < 8; ++i) buf[i] = static_cast<char>(u >> (56 - 8 * i));
+  return absl::string_view(buf, 8);
+}
+
+int64_t TimeFromUserKey(absl::string_view key) {
+  uint64_t u = 0;
+  for (size_t i = 0; i < 8 && i < key.size(); ++i) u = (u << 8) | static_cast<unsigned char>(key[i]);
+  return static_cast<int64_t>(u ^ (uint64_t{1} << 63));
+}
+
+}  // namespace sluice::ops

@@ -1,0 +1,98 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "common/metrics.h"
+#include "common/record.h"
+#include "operators/join_options.h"
+#include "operators/operator.h"
+#include "plan/expr.h"
+#include "state/keyed_state_backend.h"
+
+namespace sluice::ops {
+
+// The name of the counter of records an event-time operator drops because they came after the
+// watermark had passed what they belong to (a join bound, a window), shared with the window
+// operators; labels job, operator, subtask.
+inline constexpr char kLateRecordsDroppedMetric[] = "sluice_operator_late_records_dropped_total";
+
+// What the join operators (interval_join.cc, regular_join.cc, window_join.cc) share: keys,
+// the output row, records kept in keyed state as encoded bytes, and the late-record counter.
+//
+// Records a join keeps live in the keyed state backend as "buckets": map-state entries whose
+// value is a concatenation of records in the record codec's format (common/record_codec.h),
+// under an 8-byte user key (a timestamp, order-preserving). Nothing is kept in memory between
+// calls, so checkpoints, restores and rescaling cover the whole join state.
+//
+// Lifecycle and threading as every operator: the task thread calls everything.
+class JoinOperatorBase : public TwoInputOperator {
+ public:
+  bool IsKeyed() const override { return true; }
+
+  // Records dropped as late by this subtask (also in the metric, when the task has metrics).
+  uint64_t late_records_dropped() const { return late_dropped_; }
+
+ protected:
+  // Call from Open() with the options' sides. kFailedPrecondition without keyed state.
+  absl::Status OpenJoin(const OperatorContext& ctx, Output* output, const JoinSides& sides);
+
+  // Evaluates input `side`'s key over `r` and makes it the backend's current key.
+  void SetKeyFrom(int side, const Record& r);
+  int64_t TimeOf(int side, const Record& r) const { return r.GetInt(sides_->time_field[side]); }
+
+  // Copies `r` (a record of input `side`) into the output row's part of that side, or nulls
+  // when `r` is null.
+  void FillSide(int side, const Record* r);
+  absl::Status EmitJoined(const Record* left, const Record* right) {
+    FillSide(0, left);
+    FillSide(1, right);
+    return output_->Emit(out_);
+  }
+
+  // Appends `r` (of input `side`) to a bucket.
+  void AppendTo(int side, const Record& r, std::string* bucket) const;
+  // Decodes every record of a bucket of input `side` into (*records)[0..*count), reusing the
+  // records' storage. kDataLoss on corrupt bytes.
+  absl::Status DecodeBucket(int side, absl::string_view bucket, std::vector<Record>* records,
+                            size_t* count) const;
+  // Decodes one record from `*pos` (advanced); kDataLoss on corrupt bytes.
+  absl::Status DecodeOne(int side, const char** pos, const char* end, Record* record) const;
+
+  void CountLate() {
+    ++late_dropped_;
+    if (late_metric_ != nullptr) late_metric_->Add();
+  }
+
+  const JoinSides* sides_ = nullptr;
+  state::KeyedStateBackend* state_ = nullptr;
+  TimerService* timers_ = nullptr;
+  Record out_;  // the output row; extra fields after both sides are the derived class's
+
+ private:
+  std::vector<std::unique_ptr<plan::Expr>> key_exprs_[2];
+  Schema key_schema_;
+  Record key_record_;
+  std::string key_bytes_;
+  size_t offset_[2] = {0, 0};  // where each side's fields start in the output
+  uint64_t late_dropped_ = 0;
+  std::shared_ptr<Counter> late_metric_;
+};
+
+// An order-preserving 8-byte user key for a timestamp (big-endian, sign bit flipped), written
+// into `buf`, and back.
+absl::string_view TimeUserKey(int64_t ts, char (&buf)[8]);
+int64_t TimeFromUserKey(absl::string_view key);
+
+// a + b, saturated to the int64 range.
+inline int64_t SaturatingAdd(int64_t a, int64_t b) {
+  int64_t r;
+  if (!__builtin_add_overflow(a, b, &r)) return r;
+  return b > 0 ? INT64_MAX : INT64_MIN;
+}
+
+}  // namespace sluice::ops
