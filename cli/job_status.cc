@@ -53,6 +53,10 @@ std::string FormatJobStatus(const proto::JobInfo& j, int64_t now_ms) {
       if (o.records_skipped() > 0) {
         absl::StrAppend(&out, absl::StrFormat("  %-20s %d bad records skipped\n", "", o.records_skipped()));
       }
+      if (o.late_records_dropped() > 0) {
+        absl::StrAppend(&out, absl::StrFormat("  %-20s %d late records dropped\n", "",
+                                              o.late_records_dropped()));
+      }
       if (o.has_input_watermark_ms() || o.idle_subtasks() > 0) {
         std::string idle = o.idle_subtasks() == 0 ? ""
                            : o.idle_subtasks() == o.parallelism()

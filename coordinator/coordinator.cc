@@ -375,6 +375,10 @@ void Coordinator::HandleTaskState(Job& job, const proto::TaskStatus& st) {
     if (i < static_cast<int>(t.records_skipped.size())) {
       t.records_skipped[i] = std::max(t.records_skipped[i], st.operators(i).records_skipped());
     }
+    if (i < static_cast<int>(t.late_records_dropped.size())) {
+      t.late_records_dropped[i] =
+          std::max(t.late_records_dropped[i], st.operators(i).late_records_dropped());
+    }
   }
   if (TaskTerminal(t.state)) return;  // final states stick
   t.end_of_input = st.end_of_input();
@@ -543,6 +547,7 @@ absl::Status Coordinator::ScheduleLocked(Job& job) {
       t.records_in.assign(v.ops.size(), 0);
       t.records_out.assign(v.ops.size(), 0);
       t.records_skipped.assign(v.ops.size(), 0);
+      t.late_records_dropped.assign(v.ops.size(), 0);
       job.tasks[v.id].push_back(std::move(t));
     }
   }
@@ -803,12 +808,14 @@ proto::JobInfo Coordinator::JobInfoLocked(const Job& job) const {
       oi->set_id(spec.id);
       oi->set_type(spec.type);
       oi->set_parallelism(v.parallelism);
-      uint64_t in = 0, out = 0, skipped = 0;
+      uint64_t in = 0, out = 0, skipped = 0, late = 0;
       for (const auto& t : job.tasks[v.id]) {
         in += t.records_in[k];
         out += t.records_out[k];
         if (k < t.records_skipped.size()) skipped += t.records_skipped[k];
+        if (k < t.late_records_dropped.size()) late += t.late_records_dropped[k];
       }
+      oi->set_late_records_dropped(late);
       oi->set_records_in(in);
       oi->set_records_out(out);
       oi->set_records_skipped(skipped);

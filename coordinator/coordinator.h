@@ -111,6 +111,7 @@ class Coordinator {
     std::vector<uint64_t> records_in;   // per operator of the vertex
     std::vector<uint64_t> records_out;
     std::vector<uint64_t> records_skipped;
+    std::vector<uint64_t> late_records_dropped;
     bool end_of_input = false;
     // Event time, as last reported (a gauge, not a maximum): watermark_ms is meaningful with
     // has_watermark.

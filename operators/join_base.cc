@@ -31,12 +31,6 @@ absl::Status JoinOperatorBase::OpenJoin(const OperatorContext& ctx, Output* outp
   offset_[0] = 0;
   offset_[1] = sides.input[0].size();
   out_.Resize(sides.output.size());
-  if (ctx.metrics != nullptr) {
-    late_metric_ = ctx.metrics->AddCounter(
-        kLateRecordsDroppedMetric,
-        "Records dropped because the watermark had passed their window or join bound",
-        ctx.metric_labels, ctx.metrics_owner);
-  }
   return absl::OkStatus();
 }
 

@@ -7,7 +7,6 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
-#include "common/metrics.h"
 #include "common/record.h"
 #include "operators/join_options.h"
 #include "operators/operator.h"
@@ -15,11 +14,6 @@
 #include "state/keyed_state_backend.h"
 
 namespace sluice::ops {
-
-// The name of the counter of records an event-time operator drops because they came after the
-// watermark had passed what they belong to (a join bound, a window), shared with the window
-// operators; labels job, operator, subtask.
-inline constexpr char kLateRecordsDroppedMetric[] = "sluice_operator_late_records_dropped_total";
 
 // What the join operators (interval_join.cc, regular_join.cc, window_join.cc) share: keys,
 // the output row, records kept in keyed state as encoded bytes, and the late-record counter.
@@ -34,7 +28,8 @@ class JoinOperatorBase : public TwoInputOperator {
  public:
   bool IsKeyed() const override { return true; }
 
-  // Records dropped as late by this subtask (also in the metric, when the task has metrics).
+  // Records dropped as late by this subtask (also counted in the task's
+  // OperatorContext::late_records_dropped, the metric sluice_operator_late_records_dropped_total).
   uint64_t late_records_dropped() const { return late_dropped_; }
 
  protected:
@@ -65,7 +60,7 @@ class JoinOperatorBase : public TwoInputOperator {
 
   void CountLate() {
     ++late_dropped_;
-    if (late_metric_ != nullptr) late_metric_->Add();
+    if (ctx_.late_records_dropped != nullptr) ctx_.late_records_dropped->Add();
   }
 
   const JoinSides* sides_ = nullptr;
@@ -80,7 +75,6 @@ class JoinOperatorBase : public TwoInputOperator {
   std::string key_bytes_;
   size_t offset_[2] = {0, 0};  // where each side's fields start in the output
   uint64_t late_dropped_ = 0;
-  std::shared_ptr<Counter> late_metric_;
 };
 
 // An order-preserving 8-byte user key for a timestamp (big-endian, sign bit flipped), written

@@ -32,6 +32,10 @@ class Output {
  public:
   virtual ~Output() = default;
   virtual absl::Status Emit(const Record& record) = 0;
+  // Emits `record` to the operator's side output `side_output` (its index in
+  // OperatorSpec::side_outputs; the record has that side output's schema), which the task routes
+  // to the operators reading `<id>.<name>`. Dropped when nothing reads it (the default).
+  virtual absl::Status EmitSide(int side_output, const Record& record) { return absl::OkStatus(); }
   virtual absl::Status EmitWatermark(int64_t watermark_ms) { return absl::OkStatus(); }
   virtual absl::Status EmitWatermarkStatus(bool idle) { return absl::OkStatus(); }
 };
@@ -59,6 +63,10 @@ struct OperatorContext {
   std::vector<std::string> restored_state;
   // Counts input records the operator skipped by policy (bad records); owned by the task.
   Counter* records_skipped = nullptr;
+  // Keyed operators: counts records dropped for arriving after their event-time state was
+  // cleaned up (windows past their allowed lateness, joins past their bounds); owned by the
+  // task (`sluice_operator_late_records_dropped_total`, in `sluice status`). Null otherwise.
+  Counter* late_records_dropped = nullptr;
   // Whether the job takes checkpoints (sinks are transactional only then).
   bool checkpointing = false;
   // Where operators register metrics of their own (connectors: transactions, lag), labelled

@@ -11,6 +11,7 @@
 #include "operators/map_options.h"
 #include "operators/print_sink_options.h"
 #include "operators/union_options.h"
+#include "operators/window_options.h"
 
 namespace sluice::ops {
 
@@ -20,6 +21,7 @@ absl::Status RegisterBuiltinOperatorTypes(plan::OperatorTypeCatalog* catalog) {
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakeMapType()));
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakeKeyByType()));
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakeAggregateType()));
+  SLUICE_RETURN_IF_ERROR(catalog->Add(MakeWindowType()));
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakeUnionType()));
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakeFileSinkType()));
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakePrintSinkType()));

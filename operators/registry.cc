@@ -13,6 +13,7 @@
 #include "operators/map_options.h"
 #include "operators/print_sink_options.h"
 #include "operators/union_options.h"
+#include "operators/window_options.h"
 
 namespace sluice::ops {
 
@@ -55,6 +56,7 @@ absl::Status RegisterBuiltinOperators(OperatorRegistry* registry) {
   SLUICE_RETURN_IF_ERROR(registry->Register(MakeMapType(), Wrap(&MakeMap)));
   SLUICE_RETURN_IF_ERROR(registry->Register(MakeKeyByType(), Wrap(&MakeKeyBy)));
   SLUICE_RETURN_IF_ERROR(registry->Register(MakeAggregateType(), Wrap(&MakeAggregate)));
+  SLUICE_RETURN_IF_ERROR(registry->Register(MakeWindowType(), Wrap(&MakeWindow)));
   SLUICE_RETURN_IF_ERROR(registry->Register(MakeUnionType(), Wrap(&MakeUnion)));
   SLUICE_RETURN_IF_ERROR(registry->Register(MakeFileSinkType(), Wrap(&MakeFileSink)));
   SLUICE_RETURN_IF_ERROR(registry->Register(MakePrintSinkType(), Wrap(&MakePrintSink)));

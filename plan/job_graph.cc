@@ -27,7 +27,7 @@ JobGraph BuildJobGraph(const JobSpec& job) {
       const InputSpec& in = op.inputs[0];
       const OperatorSpec& producer = ops[in.from_index];
       chain = in.partition == Partition::kForward && producer.parallelism == op.parallelism &&
-              num_consumers[in.from_index] == 1;
+              num_consumers[in.from_index] == 1 && in.side_output_index < 0;
     }
     if (chain) {
       int v = g.vertex_of_op[op.inputs[0].from_index];
@@ -61,7 +61,8 @@ JobGraph BuildJobGraph(const JobSpec& job) {
       e.target_input = static_cast<int>(i);
       e.partition = in.partition;
       e.key = in.key;
-      e.schema = ops[in.from_index].output_schema;
+      e.side_output = in.side_output_index;
+      e.schema = InputSchema(ops[in.from_index], in);
       g.vertices[e.source_vertex].out_edges.push_back(e.id);
       g.vertices[e.target_vertex].in_edges.push_back(e.id);
       g.edges.push_back(std::move(e));

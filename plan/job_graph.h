@@ -11,7 +11,8 @@ namespace sluice::plan {
 // vertices that records cross (in memory on one worker, over gRPC between workers).
 //
 // Chaining rule (as Flink's): operator B joins the chain of its input A when the edge is
-// forward, both have the same parallelism, A has no other consumer and B no other input.
+// forward, both have the same parallelism, A has no other consumer and B no other input, and B
+// reads A's main output (an operator whose side output is read therefore ends its chain).
 
 struct Vertex {
   int id = 0;
@@ -29,6 +30,9 @@ struct Edge {
   int source_op = 0;  // the producing operator (tail of its chain)
   int target_op = 0;  // the consuming operator (head of its chain)
   int target_input = 0;  // which input of target_op this edge feeds (index in its `inputs`)
+  // Which output of source_op the edge carries: -1 its main output, else the index of a side
+  // output (OperatorSpec::side_outputs).
+  int side_output = -1;
   Partition partition = Partition::kForward;
   std::vector<KeySpec> key;
   Schema schema;  // of the records on this edge

@@ -58,7 +58,9 @@ void ExpectConsistent(const JobSpec& job, const JobGraph& g) {
     EXPECT_EQ(ed.id, static_cast<int>(e));
     EXPECT_EQ(g.vertices[ed.source_vertex].ops.back(), ed.source_op);
     EXPECT_EQ(g.vertices[ed.target_vertex].ops.front(), ed.target_op);
-    EXPECT_EQ(ed.schema, job.operators[ed.source_op].output_schema);
+    const OperatorSpec& source = job.operators[ed.source_op];
+    EXPECT_EQ(ed.schema, ed.side_output < 0 ? source.output_schema
+                                            : source.side_outputs[ed.side_output].schema);
   }
 }
 
@@ -330,6 +332,48 @@ TEST(PartitionTest, Names) {
   EXPECT_EQ(PartitionName(Partition::kHash), "hash");
   EXPECT_EQ(PartitionName(Partition::kRebalance), "rebalance");
   EXPECT_EQ(PartitionName(Partition::kBroadcast), "broadcast");
+}
+
+}  // namespace
+}  // namespace sluice::plan
+
+namespace sluice::plan {
+namespace {
+
+// A side output gets its own edge, with the side output's schema; its reader never chains to
+// the producer, and the producer (having two consumers) ends its chain.
+TEST(JobGraphTest, SideOutputEdges) {
+  JobSpec job = MustParse(R"y(operators:
+  - {id: gen, type: datagen, fields: [{name: user, type: int64, expr: seq}]}
+  - {id: k, type: key_by, key: user}
+  - {id: w, type: window, tumble: 1s, time_field: user, late_output: late, aggregates: [{fn: count}]}
+  - {id: f, type: filter, where: count > 1}
+  - {id: out, type: print}
+  - {id: late_out, type: print, input: w.late}
+)y");
+  JobGraph g = BuildJobGraph(job);
+  ExpectConsistent(job, g);
+  EXPECT_THAT(VertexNames(g), UnorderedElementsAre("gen -> k", "w", "f -> out", "late_out"));
+  const int w = IndexOf(job, "w");
+  std::vector<std::pair<int, std::string>> from_w;
+  for (const Edge& e : g.edges) {
+    if (e.source_op != w) continue;
+    from_w.push_back({e.side_output, e.schema.ToString()});
+    EXPECT_EQ(e.partition, Partition::kForward);
+  }
+  EXPECT_THAT(from_w, UnorderedElementsAre(
+                          std::pair<int, std::string>{-1, "(user int64, window_start timestamp, "
+                                                          "window_end timestamp, count int64, "
+                                                          "update bool)"},
+                          std::pair<int, std::string>{0, "(user int64)"}));
+  // Only the side output read: still no chaining.
+  JobSpec only_side = MustParse(R"y(operators:
+  - {id: gen, type: datagen, fields: [{name: user, type: int64, expr: seq}]}
+  - {id: k, type: key_by, key: user}
+  - {id: w, type: window, tumble: 1s, time_field: user, late_output: late, aggregates: [{fn: count}]}
+  - {id: late_out, type: print, input: w.late}
+)y");
+  EXPECT_THAT(VertexNames(BuildJobGraph(only_side)), UnorderedElementsAre("gen -> k", "w", "late_out"));
 }
 
 }  // namespace

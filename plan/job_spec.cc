@@ -42,6 +42,11 @@ absl::StatusOr<Partition> ParsePartition(const ErrorContext& ec, const YAML::Nod
                                "' (expected forward, hash, rebalance or broadcast)"));
 }
 
+// The input as written: "op" or "op.side".
+std::string InputText(const InputSpec& in) {
+  return in.side_output.empty() ? in.from : absl::StrCat(in.from, ".", in.side_output);
+}
+
 absl::Status ParseInputs(const ErrorContext& ec, const YAML::Node& op, OperatorSpec* spec) {
   YAML::Node in = op["input"] ? op["input"] : op["inputs"];
   if (op["input"] && op["inputs"]) return ec.At(op, "give either 'input' or 'inputs', not both");
@@ -82,6 +87,16 @@ absl::Status ParseInputs(const ErrorContext& ec, const YAML::Node& op, OperatorS
     } else {
       return ec.At(item, "an input must be an operator id or {from, partition, key}");
     }
+    // `op.name`: side output `name` of operator `op` (ids never contain dots).
+    if (size_t dot = is.from.find('.'); dot != std::string::npos) {
+      is.side_output = is.from.substr(dot + 1);
+      is.from.resize(dot);
+      if (!IsIdentifier(is.from) || !IsIdentifier(is.side_output)) {
+        return ec.At(item.IsMap() ? item["from"] : item,
+                     absl::StrCat("input '", is.from, ".", is.side_output,
+                                  "' must be an operator id or '<operator id>.<side output>'"));
+      }
+    }
     spec->inputs.push_back(std::move(is));
   }
   return absl::OkStatus();
@@ -93,7 +108,7 @@ absl::Status CheckInputs(const ErrorContext& ec, const std::vector<OperatorSpec>
                          OperatorSpec& op) {
   if (op.arity == InputArity::kMany) {
     for (const InputSpec& in : op.inputs) {
-      const Schema& s = ops[in.from_index].output_schema;
+      const Schema& s = InputSchema(ops[in.from_index], in);
       if (s != op.input_schema) {
         return ec.AtPos(in.line, in.column,
                         absl::StrCat(op.type, " inputs must have the same schema: '", in.from,
@@ -435,7 +450,7 @@ absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view yaml_text, absl::string_v
       if (in.from_index == op.index) {
         return ec.AtPos(in.line, in.column, absl::StrCat("operator '", op.id, "' reads from itself"));
       }
-      if (specs[in.from_index].is_sink()) {
+      if (specs[in.from_index].is_sink() && in.side_output.empty()) {
         return ec.AtPos(in.line, in.column, absl::StrCat("operator '", op.id, "' reads from sink '",
                                                          in.from, "', which has no output"));
       }
@@ -477,11 +492,27 @@ absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view yaml_text, absl::string_v
   // Pass 4: schemas and options, in topological order.
   for (int idx : order) {
     OperatorSpec& op = specs[idx];
-    if (!op.inputs.empty()) op.input_schema = specs[op.inputs[0].from_index].output_schema;
+    for (auto& in : op.inputs) {
+      if (in.side_output.empty()) continue;
+      const OperatorSpec& producer = specs[in.from_index];
+      for (size_t k = 0; k < producer.side_outputs.size(); ++k) {
+        if (producer.side_outputs[k].name == in.side_output) in.side_output_index = static_cast<int>(k);
+      }
+      if (in.side_output_index < 0) {
+        std::vector<std::string> names;
+        for (const auto& so : producer.side_outputs) names.push_back(so.name);
+        return ec.AtPos(in.line, in.column,
+                        absl::StrCat("operator '", op.id, "' reads side output '", in.side_output,
+                                     "' of '", producer.id, "', which has ",
+                                     names.empty() ? std::string("no side outputs")
+                                                   : absl::StrCat("only ", absl::StrJoin(names, ", "))));
+      }
+    }
+    if (!op.inputs.empty()) op.input_schema = InputSchema(specs[op.inputs[0].from_index], op.inputs[0]);
     for (auto& in : op.inputs) {
       const OperatorSpec& producer = specs[in.from_index];
       if (!in.explicit_partition) {
-        if (producer.keys_output) {
+        if (producer.keys_output && in.side_output_index < 0) {
           in.partition = Partition::kHash;
           in.key = producer.key;
         } else {
@@ -495,10 +526,12 @@ absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view yaml_text, absl::string_v
         YAML::Node item = inputs.IsSequence() ? YAML::Node() : inputs;
         if (inputs.IsSequence()) {
           for (const auto& i : inputs) {
-            if (i.IsMap() && i["from"] && i["from"].Scalar() == in.from) item = static_cast<const YAML::Node&>(i);
+            if (i.IsMap() && i["from"] && i["from"].Scalar() == InputText(in)) {
+              item = static_cast<const YAML::Node&>(i);
+            }
           }
         }
-        SLUICE_ASSIGN_OR_RETURN(in.key, ParseKey(ec, item["key"], producer.output_schema));
+        SLUICE_ASSIGN_OR_RETURN(in.key, ParseKey(ec, item["key"], InputSchema(producer, in)));
       }
       if (in.partition == Partition::kForward && producer.parallelism != op.parallelism) {
         return ec.AtPos(in.line, in.column,
@@ -513,6 +546,7 @@ absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view yaml_text, absl::string_v
     ParseContext ctx(&ec, &job, &op, std::move(producers), &job.warnings);
     SLUICE_ASSIGN_OR_RETURN(op.options, types[idx]->ParseOptions(configs[idx], ctx));
     op.output_schema = types[idx]->InferSchema(*op.options, ctx);
+    op.side_outputs = types[idx]->SideOutputs(*op.options, ctx);
     if (op.keys_output) op.key = types[idx]->OutputKey(*op.options);
   }
 
@@ -527,6 +561,21 @@ absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view yaml_text, absl::string_v
   }
   bool has_sink = false;
   for (const auto& op : job.operators) has_sink |= op.is_sink();
+  for (const auto& producer : job.operators) {
+    for (size_t k = 0; k < producer.side_outputs.size(); ++k) {
+      bool read = false;
+      for (const auto& op : job.operators) {
+        for (const auto& in : op.inputs) {
+          read |= in.from_index == producer.index && in.side_output_index == static_cast<int>(k);
+        }
+      }
+      if (!read) {
+        job.warnings.push_back(absl::StrCat("side output '", producer.id, ".",
+                                            producer.side_outputs[k].name,
+                                            "' is read by no operator: its records are dropped"));
+      }
+    }
+  }
   if (!has_sink) return ec.AtPos(1, 1, "the job has no sink (file, kafka_sink, print or blackhole)");
   return job;
 }

@@ -17,10 +17,13 @@ namespace sluice::plan {
 enum class Partition { kForward, kHash, kRebalance, kBroadcast };
 absl::string_view PartitionName(Partition p);
 
-// Where an operator reads from.
+// Where an operator reads from: `from: op` (its main output) or `from: op.name` (its side
+// output `name`, see SideOutputSpec).
 struct InputSpec {
-  std::string from;
+  std::string from;          // the producer's id (without the side output)
+  std::string side_output;   // "" for the main output
   int from_index = -1;  // index into JobSpec::operators
+  int side_output_index = -1;  // index into the producer's side_outputs; -1: main output
   Partition partition = Partition::kForward;
   bool explicit_partition = false;
   std::vector<KeySpec> key;  // for kHash
@@ -44,6 +47,7 @@ struct OperatorSpec {
   std::vector<InputSpec> inputs;
   Schema input_schema;   // empty for sources; input 0's for two-input operators
   Schema output_schema;  // empty for sinks
+  std::vector<SideOutputSpec> side_outputs;  // declared by its type for its options
   std::vector<KeySpec> key;  // keyed operators: the key their input is partitioned by
   // The options its type parsed and validated at submission; operators read them with
   // options_as<T>() (null if they are not a T) and never see the YAML.
@@ -56,6 +60,13 @@ struct OperatorSpec {
   bool is_source() const { return arity == InputArity::kSource; }
   bool is_sink() const { return !has_output; }
 };
+
+// The schema of the records `in` carries from `producer`: its output schema or that of the side
+// output it reads.
+inline const Schema& InputSchema(const OperatorSpec& producer, const InputSpec& in) {
+  return in.side_output_index >= 0 ? producer.side_outputs[in.side_output_index].schema
+                                   : producer.output_schema;
+}
 
 // `checkpoint: {interval: 1s, timeout: 60s, min_pause: 0s, retain: 3, tolerable_failures: 0}`.
 // A job without a `checkpoint` section takes no checkpoints (interval_ms 0); a section needs an

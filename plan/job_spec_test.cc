@@ -563,8 +563,8 @@ TEST(JobSpecErrorTest, UnknownOperatorType) {
 )y"),
               IsJobError("job.yaml:6:11: ",
                          "unknown operator type 'fitler' (known: datagen, kafka, filter, map, key_by, "
-                         "aggregate, union, interval_join, join, window_join, file, print, blackhole, "
-                         "kafka_sink)"));
+                         "aggregate, window, union, interval_join, join, window_join, file, print, "
+                         "blackhole, kafka_sink)"));
 }
 
 TEST(JobSpecErrorTest, UnknownOption) {
@@ -1310,6 +1310,91 @@ TEST(JobSpecInputTest, CheckpointIntervalBelowTenMillisecondsIsRefused) {
   auto off = Parse(job);
   ASSERT_OK(off);
   EXPECT_FALSE(off->checkpoint.enabled());
+}
+
+}  // namespace
+}  // namespace sluice::plan
+
+namespace sluice::plan {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Side outputs
+
+constexpr char kLateOutputJob[] = R"y(operators:
+  - id: gen
+    type: datagen
+    fields: [{name: user, type: int64, expr: seq % 3}, {name: ts, type: timestamp, expr: seq}]
+  - {id: k, type: key_by, key: user}
+  - id: w
+    type: window
+    tumble: 1s
+    time_field: ts
+    late_output: late
+    aggregates: [{fn: count, as: n}]
+  - {id: out, type: print, input: w}
+  - {id: late_out, type: file, path: /tmp/late, input: w.late}
+  - {id: late_filter, type: filter, where: user > 0, input: {from: w.late, partition: rebalance}}
+  - {id: hole, type: blackhole}
+)y";
+
+TEST(JobSpecSideOutputTest, ReadByIdDotName) {
+  auto job = Parse(kLateOutputJob);
+  ASSERT_OK(job);
+  const OperatorSpec& w = Op(*job, "w");
+  ASSERT_EQ(w.side_outputs.size(), 1u);
+  EXPECT_EQ(w.side_outputs[0].name, "late");
+  EXPECT_EQ(w.side_outputs[0].schema.ToString(), "(user int64, ts timestamp)");
+  const OperatorSpec& late = Op(*job, "late_out");
+  ASSERT_EQ(late.inputs.size(), 1u);
+  EXPECT_EQ(late.inputs[0].from, "w");
+  EXPECT_EQ(late.inputs[0].side_output, "late");
+  EXPECT_EQ(late.inputs[0].side_output_index, 0);
+  EXPECT_EQ(late.input_schema.ToString(), "(user int64, ts timestamp)");
+  EXPECT_EQ(Op(*job, "late_filter").inputs[0].partition, Partition::kRebalance);
+  EXPECT_EQ(Op(*job, "late_filter").output_schema.ToString(), "(user int64, ts timestamp)");
+  // The main output is unchanged.
+  EXPECT_EQ(Op(*job, "out").inputs[0].side_output_index, -1);
+  EXPECT_EQ(Op(*job, "out").input_schema.ToString(),
+            "(user int64, window_start timestamp, window_end timestamp, n int64, update bool)");
+  EXPECT_TRUE(job->warnings.empty());
+}
+
+TEST(JobSpecSideOutputTest, UnreadSideOutputIsAWarning) {
+  auto job = Parse(R"y(operators:
+  - {id: gen, type: datagen, fields: [{name: user, type: int64, expr: seq}]}
+  - {id: k, type: key_by, key: user}
+  - {id: w, type: window, tumble: 1s, time_field: user, late_output: late, aggregates: [{fn: count}]}
+  - {id: out, type: print}
+)y");
+  ASSERT_OK(job);
+  EXPECT_THAT(job->warnings,
+              ElementsAre("side output 'w.late' is read by no operator: its records are dropped"));
+}
+
+TEST(JobSpecSideOutputTest, Errors) {
+  const std::string base = R"y(operators:
+  - {id: gen, type: datagen, fields: [{name: user, type: int64, expr: seq}]}
+  - {id: k, type: key_by, key: user}
+  - {id: w, type: window, tumble: 1s, time_field: user, late_output: late, aggregates: [{fn: count}]}
+)y";
+  EXPECT_THAT(ParseStatus(base + "  - {id: out, type: print, input: w.early}\n"),
+              IsJobError("job.yaml:5:35: ",
+                         "operator 'out' reads side output 'early' of 'w', which has only late"));
+  EXPECT_THAT(ParseStatus(base + "  - {id: out, type: print, input: k.late}\n"),
+              IsJobError("job.yaml:5:35: ",
+                         "operator 'out' reads side output 'late' of 'k', which has no side outputs"));
+  EXPECT_THAT(ParseStatus(base + "  - {id: out, type: print, input: w.late.x}\n"),
+              IsJobError("job.yaml:5:35: ", "must be an operator id or '<operator id>.<side output>'"));
+  EXPECT_THAT(ParseStatus(base + "  - {id: out, type: print, input: nope.late}\n"),
+              IsJobError("job.yaml:5:35: ", "reads from unknown operator 'nope'"));
+  EXPECT_THAT(ParseStatus(R"y(operators:
+  - {id: gen, type: datagen, fields: [{name: user, type: int64, expr: seq}]}
+  - {id: k, type: key_by, key: user}
+  - {id: w, type: window, tumble: 1s, time_field: user, late_output: "late one", aggregates: [{fn: count}]}
+  - {id: out, type: print}
+)y"),
+              IsJobError("job.yaml:4:70: ", "'late_output' must be a name"));
 }
 
 }  // namespace

@@ -15,6 +15,10 @@ absl::Status ParseContext::AtPos(int line, int column, absl::string_view reason)
   return errors_->AtPos(line, column, reason);
 }
 
+const Schema& ParseContext::input_schema(int i) const {
+  return InputSchema(*producers_[i], op_->inputs[i]);
+}
+
 int OperatorType::min_inputs() const {
   switch (traits_.inputs) {
     case InputArity::kSource: return 0;
@@ -36,6 +40,11 @@ int OperatorType::max_inputs() const {
 }
 
 std::vector<KeySpec> OperatorType::OutputKey(const OperatorOptions&) const { return {}; }
+
+std::vector<SideOutputSpec> OperatorType::SideOutputs(const OperatorOptions&,
+                                                      const ParseContext&) const {
+  return {};
+}
 
 absl::Status OperatorTypeCatalog::Add(std::unique_ptr<OperatorType> type) {
   if (Find(type->name()) != nullptr) {

@@ -22,6 +22,14 @@ struct KeySpec {
   std::string expr;
 };
 
+// A named side output an operator declares besides its main output (e.g. a window's
+// `late_output`): a consumer reads it as input `<operator id>.<name>`; its records have
+// `schema`. The operator emits to it with Output::EmitSide(index in the declared list, record).
+struct SideOutputSpec {
+  std::string name;
+  Schema schema;
+};
+
 // How many inputs an operator type reads.
 enum class InputArity {
   kSource,  // none: it produces records itself
@@ -80,6 +88,9 @@ class ParseContext {
   const JobSpec& job() const { return *job_; }
   // The operator that input `i` reads from.
   const OperatorSpec& producer(int i) const { return *producers_[i]; }
+  // The schema of the records input `i` carries: its producer's output schema, or the schema
+  // of the side output it reads.
+  const Schema& input_schema(int i) const;
   // A valid but risky setting, shown to the user at submission.
   void Warn(std::string warning) const { warnings_->push_back(std::move(warning)); }
 
@@ -128,6 +139,10 @@ class OperatorType {
   virtual Schema InferSchema(const OperatorOptions& options, const ParseContext& ctx) const = 0;
   // keys_output types: the key their output is partitioned by.
   virtual std::vector<KeySpec> OutputKey(const OperatorOptions& options) const;
+  // The side outputs an operator with these options declares (none by default), in the order
+  // of their indices for Output::EmitSide(). Names are unique identifiers.
+  virtual std::vector<SideOutputSpec> SideOutputs(const OperatorOptions& options,
+                                                  const ParseContext& ctx) const;
 
  private:
   const OperatorTraits traits_;
@@ -140,9 +155,11 @@ class TypedOperatorType final : public OperatorType {
   using ParseFn = absl::StatusOr<Options> (*)(const YAML::Node&, const ParseContext&);
   using InferFn = Schema (*)(const Options&, const ParseContext&);
   using KeyFn = std::vector<KeySpec> (*)(const Options&);
+  using SideFn = std::vector<SideOutputSpec> (*)(const Options&, const ParseContext&);
 
-  TypedOperatorType(OperatorTraits traits, ParseFn parse, InferFn infer, KeyFn key = nullptr)
-      : OperatorType(std::move(traits)), parse_(parse), infer_(infer), key_(key) {}
+  TypedOperatorType(OperatorTraits traits, ParseFn parse, InferFn infer, KeyFn key = nullptr,
+                    SideFn side = nullptr)
+      : OperatorType(std::move(traits)), parse_(parse), infer_(infer), key_(key), side_(side) {}
 
   absl::StatusOr<std::shared_ptr<const OperatorOptions>> ParseOptions(
       const YAML::Node& config, const ParseContext& ctx) const override {
@@ -156,11 +173,16 @@ class TypedOperatorType final : public OperatorType {
   std::vector<KeySpec> OutputKey(const OperatorOptions& options) const override {
     return key_ == nullptr ? std::vector<KeySpec>() : key_(*options.As<Options>());
   }
+  std::vector<SideOutputSpec> SideOutputs(const OperatorOptions& options,
+                                          const ParseContext& ctx) const override {
+    return side_ == nullptr ? std::vector<SideOutputSpec>() : side_(*options.As<Options>(), ctx);
+  }
 
  private:
   const ParseFn parse_;
   const InferFn infer_;
   const KeyFn key_;
+  const SideFn side_;
 };
 
 // The operator types a planner knows, by name. Filled before use (RegisterBuiltinOperatorTypes,

@@ -73,8 +73,8 @@ TEST_F(InvalidJobTest, CliErrorsAreOneClearLine) {
   EXPECT_EQ(RunCommand(sluice + " run " + bad_file, &out), 1);
   EXPECT_EQ(out, absl::StrCat("sluice: error: ", bad_file,
                               ":3:19: unknown operator type 'fitler' (known: datagen, kafka, filter, map, "
-                              "key_by, aggregate, union, interval_join, join, window_join, file, print, "
-                              "blackhole, kafka_sink)\n"));
+                              "key_by, aggregate, window, union, interval_join, join, window_join, file, "
+                              "print, blackhole, kafka_sink)\n"));
 
   out.clear();
   EXPECT_EQ(RunCommand(sluice + " status job-nope", &out), 1);

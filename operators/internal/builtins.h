@@ -14,6 +14,7 @@ std::unique_ptr<Operator> MakeMap();            // map.cc
 std::unique_ptr<Operator> MakeKeyBy();          // pass_through.cc
 std::unique_ptr<Operator> MakeUnion();          // pass_through.cc
 std::unique_ptr<Operator> MakeAggregate();      // aggregate.cc
+std::unique_ptr<Operator> MakeWindow();         // window.cc
 std::unique_ptr<Operator> MakeFileSink();       // file_sink.cc
 std::unique_ptr<Operator> MakePrintSink();      // print_sink.cc
 std::unique_ptr<Operator> MakeBlackholeSink();  // blackhole_sink.cc

@@ -36,7 +36,7 @@ absl::StatusOr<std::shared_ptr<const plan::OperatorOptions>> PluginOperatorTypeE
   options->json = OptionsJson(config);
   SLUICE_RETURN_IF_ERROR(ValidateOptions(*plugin_, *type_, options->json, where));
   std::vector<Schema> inputs;
-  for (size_t i = 0; i < op.inputs.size(); ++i) inputs.push_back(ctx.producer(static_cast<int>(i)).output_schema);
+  for (size_t i = 0; i < op.inputs.size(); ++i) inputs.push_back(ctx.input_schema(static_cast<int>(i)));
   SLUICE_ASSIGN_OR_RETURN(options->output_schema, OutputSchema(*plugin_, *type_, inputs, options->json, where));
   if (type_->num_inputs == 2 && op.inputs.size() == 2) {
     options->second_input_schema = inputs[1];

@@ -247,11 +247,23 @@ class Task::EdgeWriter {
 class Task::TailOutput final : public ops::Output {
  public:
   // `source_task`: set when `from` is the task's source, whose watermarks are the task's.
-  TailOutput(OperatorSlot* from, std::vector<EdgeWriter*> writers, Task* source_task)
-      : from_(from), writers_(std::move(writers)), source_task_(source_task) {}
+  // `writers`: every output edge; `main`: those of the main output; `side[k]`: those of side
+  // output k.
+  TailOutput(OperatorSlot* from, std::vector<EdgeWriter*> writers, std::vector<EdgeWriter*> main,
+             std::vector<std::vector<EdgeWriter*>> side, Task* source_task)
+      : from_(from),
+        writers_(std::move(writers)),
+        main_(std::move(main)),
+        side_(std::move(side)),
+        source_task_(source_task) {}
   absl::Status Emit(const Record& r) override {
     from_->out->Add();
-    for (EdgeWriter* w : writers_) SLUICE_RETURN_IF_ERROR(w->Emit(r));
+    for (EdgeWriter* w : main_) SLUICE_RETURN_IF_ERROR(w->Emit(r));
+    return absl::OkStatus();
+  }
+  absl::Status EmitSide(int side_output, const Record& r) override {
+    if (side_output < 0 || side_output >= static_cast<int>(side_.size())) return absl::OkStatus();
+    for (EdgeWriter* w : side_[side_output]) SLUICE_RETURN_IF_ERROR(w->Emit(r));
     return absl::OkStatus();
   }
   absl::Status EmitWatermark(int64_t watermark_ms) override {
@@ -268,6 +280,8 @@ class Task::TailOutput final : public ops::Output {
  private:
   OperatorSlot* from_;
   std::vector<EdgeWriter*> writers_;
+  std::vector<EdgeWriter*> main_;
+  std::vector<std::vector<EdgeWriter*>> side_;
   Task* source_task_;
 };
 
@@ -295,6 +309,13 @@ Task::Task(TaskDescriptor desc, const ops::OperatorRegistry* registry, ChannelFa
     skipped_counters_.push_back(metrics_->AddCounter("sluice_operator_records_skipped_total",
                                                      "Bad input records skipped by policy", l,
                                                      metrics_owner_));
+    // Only keyed operators keep event-time state that records can arrive too late for.
+    late_counters_.push_back(
+        spec.keyed ? metrics_->AddCounter("sluice_operator_late_records_dropped_total",
+                                          "Records dropped for arriving after their event-time "
+                                          "state was cleaned up (allowed lateness passed)",
+                                          l, metrics_owner_)
+                   : nullptr);
     // Flink's currentInputWatermark: the same for every operator of a chain (none of ours
     // changes event time); kNoWatermark (-2^63) until there is one.
     watermark_gauges_.push_back(metrics_->AddGauge(
@@ -415,6 +436,7 @@ proto::TaskStatus Task::Status() const {
     c->set_records_in(in_counters_[i].second->Value());
     c->set_records_out(out_counters_[i]->Value());
     c->set_records_skipped(skipped_counters_[i]->Value());
+    if (late_counters_[i] != nullptr) c->set_late_records_dropped(late_counters_[i]->Value());
   }
   return st;
 }
@@ -443,8 +465,11 @@ absl::Status Task::Run() {
     if (backends_[i] != nullptr) ops_[i]->timers = std::make_unique<ops::TimerService>(backends_[i].get(), clock_);
   }
 
-  // Output channels, one writer per (edge, target subtask).
+  // Output channels, one writer per (edge, target subtask); edges of the tail's main output
+  // and of each of its side outputs.
   std::vector<EdgeWriter*> writers;
+  std::vector<EdgeWriter*> main_writers;
+  std::vector<std::vector<EdgeWriter*>> side_writers(ops_.back()->spec->side_outputs.size());
   for (int e : vertex.out_edges) {
     const plan::Edge& edge = graph.edges[e];
     const int target_par = graph.vertices[edge.target_vertex].parallelism;
@@ -472,6 +497,11 @@ absl::Status Task::Run() {
     w->AddCounters(metrics_, {{"job", desc_.job_id}, {"subtask", absl::StrCat(desc_.subtask)}},
                    metrics_owner_ + "/channels", targets);
     writers.push_back(w.get());
+    if (edge.side_output < 0) {
+      main_writers.push_back(w.get());
+    } else if (edge.side_output < static_cast<int>(side_writers.size())) {
+      side_writers[edge.side_output].push_back(w.get());
+    }
     edge_writers_.push_back(std::move(w));
     // Only now, owned by a member that outlives live_writers_, may Cancel() reach them.
     absl::MutexLock lock(&mu_);
@@ -488,7 +518,7 @@ absl::Status Task::Run() {
         i == 0 && ops_[0]->spec->is_source() ? this : nullptr));
   }
   tail_output_ = std::make_unique<TailOutput>(
-      ops_.back().get(), writers, ops_.size() == 1 && ops_[0]->spec->is_source() ? this : nullptr);
+      ops_.back().get(), writers, std::move(main_writers), std::move(side_writers), ops_.size() == 1 && ops_[0]->spec->is_source() ? this : nullptr);
   for (size_t i = 0; i < ops_.size(); ++i) {
     ops::OperatorContext ctx;
     ctx.job = &job;
@@ -505,6 +535,7 @@ absl::Status Task::Run() {
     {
       absl::MutexLock lock(&mu_);
       ctx.records_skipped = skipped_counters_[i].get();
+      ctx.late_records_dropped = late_counters_[i].get();
     }
     ctx.metrics = metrics_;
     ctx.metric_labels = {{"job", desc_.job_id}, {"operator", ops_[i]->spec->id}, {"subtask", absl::StrCat(desc_.subtask)}};

@@ -184,6 +184,7 @@ class Task {
   std::vector<std::pair<std::string, std::shared_ptr<Counter>>> in_counters_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<Counter>> out_counters_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<Counter>> skipped_counters_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::shared_ptr<Counter>> late_counters_ ABSL_GUARDED_BY(mu_);  // null: not keyed
 };
 
 }  // namespace sluice::worker

@@ -1,0 +1,578 @@
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/key_groups.h"
+#include "common/record_codec.h"
+#include "common/status.h"
+#include "common/watermark.h"
+#include "operators/internal/builtins.h"
+#include "operators/key_hasher.h"
+#include "operators/window_assigner.h"
+#include "operators/window_options.h"
+#include "plan/expr.h"
+#include "state/keyed_state_backend.h"
+
+namespace sluice::ops {
+namespace {
+
+using Fn = WindowOptions::Fn;
+using plan::CompileExpr;
+using plan::Expr;
+
+constexpr int64_t kMaxTs = std::numeric_limits<int64_t>::max();
+constexpr char kAccVersion = 1;
+constexpr int64_t kNoEarly = std::numeric_limits<int64_t>::min();  // no early firing pending
+
+// a + b without overflow: saturates at INT64_MAX (cleanup times, early firing times).
+int64_t SaturatingAdd(int64_t a, int64_t b) { return a > kMaxTs - b ? kMaxTs : a + b; }
+// a + b wrapping on overflow, as the expression language's integers do.
+int64_t WrappingAdd(int64_t a, int64_t b) {
+  return static_cast<int64_t>(static_cast<uint64_t>(a) + static_cast<uint64_t>(b));
+}
+
+void PutBigEndian(int64_t v, std::string* out) {
+  // Sign bit flipped, so that byte order is numeric order.
+  uint64_t u = static_cast<uint64_t>(v) ^ (uint64_t{1} << 63);
+  for (int i = 7; i >= 0; --i) out->push_back(static_cast<char>((u >> (8 * i)) & 0xff));
+}
+
+int64_t GetBigEndian(const char* p) {
+  uint64_t u = 0;
+  for (int i = 0; i < 8; ++i) u = (u << 8) | static_cast<unsigned char>(p[i]);
+  return static_cast<int64_t>(u ^ (uint64_t{1} << 63));
+}
+
+bool LessThan(FieldType type, const Value& a, const Value& b) {
+  switch (type) {
+    case FieldType::kDouble: return a.d < b.d;
+    case FieldType::kString: return a.s < b.s;
+    default: return a.i < b.i;
+  }
+}
+
+// FieldType of a value as an accumulator stores it (timestamps as int64).
+FieldType Stored(FieldType t) { return t == FieldType::kTimestamp ? FieldType::kInt64 : t; }
+
+// Keyed windows with incremental aggregates (see window_options.h and operators/README.md).
+//
+// State, in the keyed backend (so checkpointed, restored and rescaled with the key groups):
+// - "window_acc" (value) under the composite key [key record][window start][window end] (the
+//   key group is the key's): the window's accumulator row, a Record of acc_schema_ (a header
+//   - records, emitted, final_fired, dirty, next_early - then each aggregate's fields).
+// - "window_distinct" (map) under the same composite key: count_distinct's values, user key
+//   [aggregate index][value bytes].
+// - "window_sessions" (value) under the key alone: session windows only, the key's open
+//   sessions, sorted, 16 bytes each.
+// - Timers under the composite key: event time at end - 1 (fire) and end - 1 + lateness
+//   (cleanup; the same timer when lateness is 0); processing time at end - 1 (time:
+//   processing) and at the next early firing (emit_every).
+// No window's records are kept: each record updates its windows' accumulators and is gone.
+//
+// Threading: the task thread only.
+class WindowOperator final : public Operator {
+ public:
+  bool IsKeyed() const override { return true; }
+
+  absl::Status Open(const OperatorContext& ctx, Output* output) override {
+    SLUICE_RETURN_IF_ERROR(Operator::Open(ctx, output));
+    if (ctx.keyed_state == nullptr || ctx.timers == nullptr) {
+      return absl::FailedPreconditionError("window needs a keyed state backend and timers");
+    }
+    state_ = ctx.keyed_state;
+    timers_ = ctx.timers;
+    SLUICE_ASSIGN_OR_RETURN(o_, TypedOptions<WindowOptions>(ctx));
+    const plan::OperatorSpec& spec = *ctx.spec;
+    for (const auto& k : spec.key) {
+      SLUICE_ASSIGN_OR_RETURN(auto e, CompileExpr(k.expr, spec.input_schema));
+      key_exprs_.push_back(std::move(e));
+    }
+    std::vector<Field> key_fields(spec.output_schema.fields().begin(),
+                                  spec.output_schema.fields().begin() + spec.key.size());
+    key_schema_ = Schema(std::move(key_fields));
+    key_record_.Resize(key_schema_.size());
+
+    std::vector<Field> acc = {{"records", FieldType::kInt64},
+                              {"emitted", FieldType::kBool},
+                              {"final_fired", FieldType::kBool},
+                              {"dirty", FieldType::kBool},
+                              {"next_early", FieldType::kInt64}};
+    for (const WindowOptions::Aggregate& a : o_->aggregates) {
+      acc_index_.push_back(static_cast<int>(acc.size()));
+      const FieldType in = Stored(a.in_type);
+      switch (a.fn) {
+        case Fn::kCount: break;  // the header's record count
+        case Fn::kSum:
+        case Fn::kAvg:
+        case Fn::kMin:
+        case Fn::kMax: acc.push_back({"v", in}); break;
+        case Fn::kFirst:
+        case Fn::kLast:
+          acc.push_back({"v", in});
+          acc.push_back({"ts", FieldType::kInt64});
+          break;
+        case Fn::kCountDistinct:
+          acc.push_back({"n", FieldType::kInt64});
+          has_distinct_ = true;
+          break;
+      }
+    }
+    acc_schema_ = Schema(std::move(acc));
+    acc_.Resize(acc_schema_.size());
+    other_acc_.Resize(acc_schema_.size());
+    acc_id_ = state_->RegisterState("window_acc", state::StateKind::kValue);
+    if (has_distinct_) distinct_id_ = state_->RegisterState("window_distinct", state::StateKind::kMap);
+    if (o_->windows.merging()) {
+      sessions_id_ = state_->RegisterState("window_sessions", state::StateKind::kValue);
+    }
+    out_.Resize(spec.output_schema.size());
+    return absl::OkStatus();
+  }
+
+  absl::Status Process(const Record& r) override {
+    for (size_t i = 0; i < key_exprs_.size(); ++i) {
+      plan::EvalInto(*key_exprs_[i], r, key_schema_.field(i).type, &key_record_, i);
+    }
+    key_bytes_.clear();
+    EncodeRecord(key_schema_, key_record_, &key_bytes_);
+    kg_ = KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema_, key_record_),
+                          ctx_.max_parallelism);
+    const int64_t ts = o_->event_time ? r[o_->time_field].i : timers_->CurrentProcessingTime();
+    AssignWindows(o_->windows, ts, &windows_);
+    if (windows_.empty()) {  // a timestamp within a window length of the int64 limits
+      if (ctx_.records_skipped != nullptr) ctx_.records_skipped->Add();
+      return absl::OkStatus();
+    }
+    if (o_->windows.merging()) return ProcessSession(r, ts, windows_[0]);
+    bool accepted = false;
+    for (const TimeWindow& w : windows_) {
+      if (IsLate(w)) continue;
+      accepted = true;
+      SetWindowKey(w);
+      SLUICE_RETURN_IF_ERROR(LoadOrCreate(w));
+      SLUICE_RETURN_IF_ERROR(AddRecord(w, r, ts));
+    }
+    return accepted ? absl::OkStatus() : Late(r);
+  }
+
+  absl::Status OnTimer(int64_t timestamp, TimeDomain domain, absl::string_view key) override {
+    if (key.size() < 16) return absl::DataLossError("window timer with a malformed key");
+    const TimeWindow w{GetBigEndian(key.data() + key.size() - 16),
+                       GetBigEndian(key.data() + key.size() - 8)};
+    composite_.assign(key.data(), key.size());  // the current key; `key` may not outlive calls
+    SLUICE_ASSIGN_OR_RETURN(bool found, LoadAcc());
+    if (!found) return absl::OkStatus();  // cleaned up already (a stale early-firing timer)
+    const bool final_time = o_->event_time ? domain == TimeDomain::kEventTime
+                                           : timestamp >= w.max_timestamp();
+    if (final_time) {
+      if (timestamp == w.max_timestamp()) {
+        SLUICE_RETURN_IF_ERROR(EmitRow(w));
+        acc_[kFinalFired].i = 1;
+        SLUICE_RETURN_IF_ERROR(CancelEarlyTimer());
+      }
+      if (!o_->event_time || timestamp == CleanupTime(w)) return Cleanup(w);
+      return StoreAcc();
+    }
+    // An early firing (emit_every): emit what changed, then schedule the next one.
+    if (acc_[kFinalFired].i != 0 || acc_[kNextEarly].i != timestamp) return absl::OkStatus();
+    if (acc_[kDirty].i != 0) SLUICE_RETURN_IF_ERROR(EmitRow(w));
+    acc_[kNextEarly].i = kNoEarly;
+    SLUICE_RETURN_IF_ERROR(ScheduleEarly(w, timestamp));
+    return StoreAcc();
+  }
+
+ private:
+  // Header fields of the accumulator row.
+  enum : int { kRecords = 0, kEmitted = 1, kFinalFired = 2, kDirty = 3, kNextEarly = 4 };
+
+  int64_t CleanupTime(const TimeWindow& w) const {
+    return SaturatingAdd(w.max_timestamp(), o_->allowed_lateness_ms);
+  }
+  // Whether the window's state is gone (or would be) by the current watermark: a record for it
+  // is dropped (Flink's WindowOperator.isWindowLate).
+  bool IsLate(const TimeWindow& w) const {
+    return o_->event_time && CleanupTime(w) <= timers_->CurrentWatermark();
+  }
+
+  // Makes (key, w) the backend's current key; the key is key_bytes_ / kg_.
+  void SetWindowKey(const TimeWindow& w) {
+    composite_.assign(key_bytes_);
+    PutBigEndian(w.start, &composite_);
+    PutBigEndian(w.end, &composite_);
+    state_->SetCurrentKey(composite_, kg_);
+  }
+
+  // From OnTimer: key_bytes_ and kg_ of the current composite key (for the session list).
+  absl::Status KeyFromComposite() {
+    key_bytes_.assign(composite_, 0, composite_.size() - 16);
+    RecordDecoder dec(&key_schema_, key_bytes_);
+    SLUICE_RETURN_IF_ERROR(dec.Next(&key_record_));
+    kg_ = KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema_, key_record_),
+                          ctx_.max_parallelism);
+    return absl::OkStatus();
+  }
+
+  // Reads the current key's accumulator into acc_; false when it has none.
+  absl::StatusOr<bool> LoadAcc() { return LoadAccInto(&acc_); }
+  absl::StatusOr<bool> LoadAccInto(Record* acc) {
+    SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(acc_id_, &value_));
+    if (!found) return false;
+    if (value_.empty() || value_[0] != kAccVersion) {
+      return absl::DataLossError(absl::StrCat(ctx_.task_name, ": window accumulator of an unknown format"));
+    }
+    RecordDecoder dec(&acc_schema_, absl::string_view(value_).substr(1));
+    SLUICE_RETURN_IF_ERROR(dec.Next(acc));
+    return true;
+  }
+  absl::Status StoreAcc() {
+    value_.assign(1, kAccVersion);
+    EncodeRecord(acc_schema_, acc_, &value_);
+    return state_->Put(acc_id_, value_);
+  }
+  void ResetAcc() {
+    for (size_t i = 0; i < acc_schema_.size(); ++i) {
+      acc_[i].i = 0;
+      acc_[i].d = 0;
+      acc_[i].s.clear();
+    }
+    acc_[kNextEarly].i = kNoEarly;
+  }
+
+  // Loads the accumulator of window w (the current key), or starts one and registers its
+  // timers.
+  absl::Status LoadOrCreate(const TimeWindow& w) {
+    SLUICE_ASSIGN_OR_RETURN(bool found, LoadAcc());
+    if (found) return absl::OkStatus();
+    ResetAcc();
+    return RegisterTimers(w);
+  }
+
+  absl::Status RegisterTimers(const TimeWindow& w) {
+    if (o_->event_time) {
+      // A window the watermark has passed (a late record within the lateness) fires at once.
+      if (w.max_timestamp() > timers_->CurrentWatermark()) {
+        SLUICE_RETURN_IF_ERROR(timers_->RegisterEventTimeTimer(w.max_timestamp()));
+      }
+      if (CleanupTime(w) != w.max_timestamp()) {
+        SLUICE_RETURN_IF_ERROR(timers_->RegisterEventTimeTimer(CleanupTime(w)));
+      }
+    } else {
+      SLUICE_RETURN_IF_ERROR(timers_->RegisterProcessingTimeTimer(w.max_timestamp()));
+    }
+    return ScheduleEarly(w, timers_->CurrentProcessingTime());
+  }
+
+  // Registers the next early firing after processing time `now` (aligned on emit_every, as
+  // Flink's ContinuousProcessingTimeTrigger), unless the window's own firing comes first.
+  absl::Status ScheduleEarly(const TimeWindow& w, int64_t now) {
+    if (o_->emit_every_ms <= 0) return absl::OkStatus();
+    const int64_t every = o_->emit_every_ms;
+    int64_t rem = now % every;
+    if (rem < 0) rem += every;
+    const int64_t next = SaturatingAdd(now - rem, every);
+    if (!o_->event_time && next >= w.max_timestamp()) return absl::OkStatus();
+    acc_[kNextEarly].i = next;
+    return timers_->RegisterProcessingTimeTimer(next);
+  }
+
+  absl::Status CancelEarlyTimer() {
+    if (acc_[kNextEarly].i == kNoEarly) return absl::OkStatus();
+    SLUICE_RETURN_IF_ERROR(timers_->DeleteProcessingTimeTimer(acc_[kNextEarly].i));
+    acc_[kNextEarly].i = kNoEarly;
+    return absl::OkStatus();
+  }
+
+  // Adds record r (event time ts) to acc_, the accumulator of window w (the current key),
+  // emits the row at once when the window has fired already (a late record within the
+  // lateness), and stores it.
+  absl::Status AddRecord(const TimeWindow& w, const Record& r, int64_t ts) {
+    const bool first = acc_[kRecords].i == 0;
+    acc_[kRecords].i++;
+    for (size_t a = 0; a < o_->aggregates.size(); ++a) {
+      const WindowOptions::Aggregate& agg = o_->aggregates[a];
+      if (agg.fn == Fn::kCount) continue;
+      const Value& v = r[agg.field];
+      const FieldType type = Stored(agg.in_type);
+      Value& acc = acc_[acc_index_[a]];
+      switch (agg.fn) {
+        case Fn::kSum:
+        case Fn::kAvg:
+          if (type == FieldType::kDouble) acc.d += v.d; else acc.i = WrappingAdd(acc.i, v.i);
+          break;
+        case Fn::kMin:
+          if (first || LessThan(type, v, acc)) CopyInto(type, v, &acc);
+          break;
+        case Fn::kMax:
+          if (first || LessThan(type, acc, v)) CopyInto(type, v, &acc);
+          break;
+        case Fn::kFirst: {
+          Value& at = acc_[acc_index_[a] + 1];
+          if (first || ts < at.i) {
+            CopyInto(type, v, &acc);
+            at.i = ts;
+          }
+          break;
+        }
+        case Fn::kLast: {
+          Value& at = acc_[acc_index_[a] + 1];
+          if (first || ts >= at.i) {
+            CopyInto(type, v, &acc);
+            at.i = ts;
+          }
+          break;
+        }
+        case Fn::kCountDistinct: {
+          DistinctKey(static_cast<int>(a), type, v);
+          SLUICE_ASSIGN_OR_RETURN(bool seen, state_->MapGet(distinct_id_, user_key_, &scratch_));
+          if (!seen) {
+            SLUICE_RETURN_IF_ERROR(state_->MapPut(distinct_id_, user_key_, ""));
+            acc.i++;
+          }
+          break;
+        }
+        case Fn::kCount: break;
+      }
+    }
+    if (o_->event_time && w.max_timestamp() <= timers_->CurrentWatermark()) {
+      SLUICE_RETURN_IF_ERROR(EmitRow(w));  // late but within the lateness: fire again
+    } else {
+      acc_[kDirty].i = 1;
+    }
+    return StoreAcc();
+  }
+
+  static void CopyInto(FieldType type, const Value& from, Value* to) {
+    switch (type) {
+      case FieldType::kDouble: to->d = from.d; break;
+      case FieldType::kString: to->s.assign(from.s); break;
+      default: to->i = from.i; break;
+    }
+  }
+
+  // user_key_ = [aggregate index][the value's bytes].
+  void DistinctKey(int agg, FieldType type, const Value& v) {
+    user_key_.assign(1, static_cast<char>(agg));
+    switch (type) {
+      case FieldType::kDouble: {
+        int64_t bits;
+        double d = v.d == 0 ? 0.0 : v.d;  // -0.0 and 0.0 are one value
+        std::memcpy(&bits, &d, sizeof(bits));
+        PutBigEndian(bits, &user_key_);
+        break;
+      }
+      case FieldType::kString: user_key_.append(v.s); break;
+      default: PutBigEndian(v.i, &user_key_); break;
+    }
+  }
+
+  // Emits the row of window w from acc_ (update: whether a row was emitted for it before).
+  absl::Status EmitRow(const TimeWindow& w) {
+    RecordDecoder dec(&key_schema_, absl::string_view(composite_).substr(0, composite_.size() - 16));
+    SLUICE_RETURN_IF_ERROR(dec.Next(&out_));  // key fields come first in the output
+    size_t f = key_schema_.size();
+    out_[f++].i = w.start;
+    out_[f++].i = w.end;
+    const int64_t records = acc_[kRecords].i;
+    for (size_t a = 0; a < o_->aggregates.size(); ++a, ++f) {
+      const WindowOptions::Aggregate& agg = o_->aggregates[a];
+      const Value& acc = acc_[acc_index_[a]];
+      switch (agg.fn) {
+        case Fn::kCount: out_[f].i = records; break;
+        case Fn::kAvg:
+          out_[f].d = (Stored(agg.in_type) == FieldType::kDouble ? acc.d : static_cast<double>(acc.i)) /
+                      static_cast<double>(records);
+          break;
+        case Fn::kCountDistinct: out_[f].i = acc.i; break;
+        default: CopyInto(Stored(agg.out_type), acc, &out_[f]); break;
+      }
+    }
+    out_[f].i = acc_[kEmitted].i;
+    acc_[kEmitted].i = 1;
+    acc_[kDirty].i = 0;
+    return output_->Emit(out_);
+  }
+
+  // Drops window w's state (the current key): accumulator, distinct values, pending early
+  // timer, and its entry in the key's session list.
+  absl::Status Cleanup(const TimeWindow& w) {
+    SLUICE_RETURN_IF_ERROR(CancelEarlyTimer());
+    SLUICE_RETURN_IF_ERROR(DropWindowState());
+    if (!o_->windows.merging()) return absl::OkStatus();
+    SLUICE_RETURN_IF_ERROR(KeyFromComposite());
+    state_->SetCurrentKey(key_bytes_, kg_);
+    SLUICE_RETURN_IF_ERROR(LoadSessions());
+    sessions_.erase(std::remove(sessions_.begin(), sessions_.end(), w), sessions_.end());
+    return StoreSessions();
+  }
+
+  absl::Status DropWindowState() {
+    SLUICE_RETURN_IF_ERROR(state_->Delete(acc_id_));
+    if (!has_distinct_) return absl::OkStatus();
+    SLUICE_RETURN_IF_ERROR(state_->MapEntries(distinct_id_, &entries_));
+    for (const auto& e : entries_) SLUICE_RETURN_IF_ERROR(state_->MapRemove(distinct_id_, e.first));
+    return absl::OkStatus();
+  }
+
+  // The current key's (key alone) open sessions, into sessions_.
+  absl::Status LoadSessions() {
+    sessions_.clear();
+    SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(sessions_id_, &value_));
+    if (!found) return absl::OkStatus();
+    if (value_.size() % 16 != 0) {
+      return absl::DataLossError(absl::StrCat(ctx_.task_name, ": malformed session list"));
+    }
+    for (size_t p = 0; p < value_.size(); p += 16) {
+      sessions_.push_back({GetBigEndian(value_.data() + p), GetBigEndian(value_.data() + p + 8)});
+    }
+    return absl::OkStatus();
+  }
+  absl::Status StoreSessions() {
+    if (sessions_.empty()) return state_->Delete(sessions_id_);
+    value_.clear();
+    for (const TimeWindow& s : sessions_) {
+      PutBigEndian(s.start, &value_);
+      PutBigEndian(s.end, &value_);
+    }
+    return state_->Put(sessions_id_, value_);
+  }
+
+  // Session windows (Flink's MergingWindowSet): the record's window [ts, ts + gap) merges with
+  // every open session of its key that it overlaps or touches; their accumulators are merged
+  // into the new window's and their state and timers dropped.
+  absl::Status ProcessSession(const Record& r, int64_t ts, const TimeWindow& w) {
+    state_->SetCurrentKey(key_bytes_, kg_);
+    SLUICE_RETURN_IF_ERROR(LoadSessions());
+    const TimeWindow merged = MergeSession(sessions_, w, &absorbed_);
+    if (absorbed_.empty() && IsLate(merged)) return Late(r);
+    if (absorbed_.size() == 1 && absorbed_[0] == merged) {
+      SetWindowKey(merged);
+      SLUICE_RETURN_IF_ERROR(LoadOrCreate(merged));
+      return AddRecord(merged, r, ts);
+    }
+    // A new session, possibly absorbing open ones.
+    sessions_.erase(std::remove_if(sessions_.begin(), sessions_.end(),
+                                   [&](const TimeWindow& s) { return merged.OverlapsOrTouches(s); }),
+                    sessions_.end());
+    sessions_.insert(std::upper_bound(sessions_.begin(), sessions_.end(), merged), merged);
+    SLUICE_RETURN_IF_ERROR(StoreSessions());
+    ResetAcc();
+    moved_distinct_.clear();
+    for (const TimeWindow& a : absorbed_) {
+      SetWindowKey(a);
+      SLUICE_ASSIGN_OR_RETURN(bool found, LoadAccInto(&other_acc_));
+      if (!found) continue;
+      MergeAcc(other_acc_);
+      if (o_->event_time) {
+        SLUICE_RETURN_IF_ERROR(timers_->DeleteEventTimeTimer(a.max_timestamp()));
+        SLUICE_RETURN_IF_ERROR(timers_->DeleteEventTimeTimer(CleanupTime(a)));
+      } else {
+        SLUICE_RETURN_IF_ERROR(timers_->DeleteProcessingTimeTimer(a.max_timestamp()));
+      }
+      if (other_acc_[kNextEarly].i != kNoEarly) {
+        SLUICE_RETURN_IF_ERROR(timers_->DeleteProcessingTimeTimer(other_acc_[kNextEarly].i));
+      }
+      if (has_distinct_) {
+        SLUICE_RETURN_IF_ERROR(state_->MapEntries(distinct_id_, &entries_));
+        for (auto& e : entries_) moved_distinct_.push_back(std::move(e.first));
+      }
+      SLUICE_RETURN_IF_ERROR(DropWindowState());
+    }
+    SetWindowKey(merged);
+    SLUICE_RETURN_IF_ERROR(RegisterTimers(merged));
+    for (const std::string& k : moved_distinct_) {
+      SLUICE_ASSIGN_OR_RETURN(bool seen, state_->MapGet(distinct_id_, k, &scratch_));
+      if (seen) continue;
+      SLUICE_RETURN_IF_ERROR(state_->MapPut(distinct_id_, k, ""));
+      acc_[acc_index_[static_cast<unsigned char>(k[0])]].i++;
+    }
+    return AddRecord(merged, r, ts);
+  }
+
+  // Folds accumulator `from` into acc_ (which starts reset): the state of a merged session.
+  // Distinct counts are rebuilt from the moved values instead.
+  void MergeAcc(const Record& from) {
+    const bool first = acc_[kRecords].i == 0;
+    acc_[kRecords].i += from[kRecords].i;
+    for (size_t a = 0; a < o_->aggregates.size(); ++a) {
+      const WindowOptions::Aggregate& agg = o_->aggregates[a];
+      const FieldType type = Stored(agg.in_type);
+      const int i = acc_index_[a];
+      Value& acc = acc_[i];
+      const Value& v = from[i];
+      switch (agg.fn) {
+        case Fn::kSum:
+        case Fn::kAvg:
+          if (type == FieldType::kDouble) acc.d += v.d; else acc.i = WrappingAdd(acc.i, v.i);
+          break;
+        case Fn::kMin:
+          if (first || LessThan(type, v, acc)) CopyInto(type, v, &acc);
+          break;
+        case Fn::kMax:
+          if (first || LessThan(type, acc, v)) CopyInto(type, v, &acc);
+          break;
+        case Fn::kFirst:
+          if (first || from[i + 1].i < acc_[i + 1].i) {
+            CopyInto(type, v, &acc);
+            acc_[i + 1].i = from[i + 1].i;
+          }
+          break;
+        case Fn::kLast:
+          if (first || from[i + 1].i >= acc_[i + 1].i) {
+            CopyInto(type, v, &acc);
+            acc_[i + 1].i = from[i + 1].i;
+          }
+          break;
+        case Fn::kCount:
+        case Fn::kCountDistinct: break;
+      }
+    }
+  }
+
+  // A record for windows whose state is gone: to the late side output, or dropped and counted.
+  absl::Status Late(const Record& r) {
+    if (!o_->late_output.empty()) return output_->EmitSide(0, r);
+    if (ctx_.late_records_dropped != nullptr) ctx_.late_records_dropped->Add();
+    return absl::OkStatus();
+  }
+
+  const WindowOptions* o_ = nullptr;
+  state::KeyedStateBackend* state_ = nullptr;
+  TimerService* timers_ = nullptr;
+  state::StateId acc_id_ = 0;
+  state::StateId distinct_id_ = 0;
+  state::StateId sessions_id_ = 0;
+  bool has_distinct_ = false;
+  std::vector<std::unique_ptr<Expr>> key_exprs_;
+  Schema key_schema_;
+  Schema acc_schema_;
+  std::vector<int> acc_index_;  // per aggregate: its first field in acc_schema_
+
+  // Scratch, reused per record.
+  Record key_record_;
+  std::string key_bytes_;
+  int kg_ = 0;
+  std::string composite_;
+  std::vector<TimeWindow> windows_;
+  std::vector<TimeWindow> sessions_;
+  std::vector<TimeWindow> absorbed_;
+  Record acc_;
+  Record other_acc_;
+  std::string value_;
+  std::string user_key_;
+  std::string scratch_;
+  std::vector<std::pair<std::string, std::string>> entries_;
+  std::vector<std::string> moved_distinct_;
+  Record out_;
+};
+
+}  // namespace
+
+std::unique_ptr<Operator> MakeWindow() { return std::make_unique<WindowOperator>(); }
+
+}  // namespace sluice::ops

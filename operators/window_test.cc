@@ -1,0 +1,530 @@
+// The window operator with a real RocksDB backend, a fake clock and watermarks driven by hand.
+// Expected rows are written out by hand (or, for the restore test, computed by an
+// uninterrupted run).
+
+#include <stdlib.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/clock.h"
+#include "common/key_groups.h"
+#include "common/metrics.h"
+#include "common/status.h"
+#include "common/status_matchers.h"
+#include "common/watermark.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "operators/key_hasher.h"
+#include "operators/operator.h"
+#include "operators/registry.h"
+#include "operators/timer_service.h"
+#include "plan/job_spec.h"
+#include "state/keyed_state_backend.h"
+
+namespace sluice::ops {
+namespace {
+
+using ::sluice::testing::StatusIs;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::UnorderedElementsAreArray;
+
+constexpr int kMaxParallelism = 16;
+
+// Records main and side output as JSON lines.
+class JsonOutput final : public Output {
+ public:
+  JsonOutput(const Schema* main, const Schema* side) : main_(main), side_(side) {}
+  absl::Status Emit(const Record& r) override {
+    rows.emplace_back();
+    AppendRecordJson(*main_, r, &rows.back());
+    return absl::OkStatus();
+  }
+  absl::Status EmitSide(int side_output, const Record& r) override {
+    side.emplace_back(absl::StrCat(side_output, ":"));
+    AppendRecordJson(*side_, r, &side.back());
+    return absl::OkStatus();
+  }
+  std::vector<std::string> rows;
+  std::vector<std::string> side;
+
+ private:
+  const Schema* main_;
+  const Schema* side_;
+};
+
+// The input: user (key), ts, amount, name; windows are keyed by user.
+std::string Job(const std::string& window_options) {
+  return absl::StrCat(R"y(max_parallelism: 16
+operators:
+  - id: src
+    type: datagen
+    fields:
+      - {name: user, type: int64, expr: seq}
+      - {name: ts, type: timestamp, expr: seq}
+      - {name: amount, type: int64, expr: seq}
+      - {name: price, type: double, expr: seq * 1.0}
+      - {name: name, type: string, expr: "'x'"}
+  - {id: k, type: key_by, key: user}
+  - id: w
+    type: window
+)y",
+                      window_options, R"y(
+  - {id: out, type: print, input: w}
+)y");
+}
+
+// One window operator subtask with its own backend and timers.
+class Subtask {
+ public:
+  Subtask(const OperatorRegistry& registry, const plan::JobSpec& job, const plan::OperatorSpec& spec,
+          std::unique_ptr<state::KeyedStateBackend> backend, FakeClock* clock, int subtask,
+          int parallelism)
+      : backend_(std::move(backend)),
+        timers_(backend_.get(), clock),
+        out_(&spec.output_schema, &spec.input_schema),
+        late_() {
+    auto op = registry.Create(spec);
+    EXPECT_OK(op);
+    op_ = *std::move(op);
+    OperatorContext ctx;
+    ctx.job = &job;
+    ctx.spec = &spec;
+    ctx.subtask = subtask;
+    ctx.parallelism = parallelism;
+    ctx.clock = clock;
+    ctx.task_name = "job/w#0";
+    ctx.max_parallelism = kMaxParallelism;
+    ctx.keyed_state = backend_.get();
+    ctx.timers = &timers_;
+    ctx.records_skipped = &skipped_;
+    ctx.late_records_dropped = &late_;
+    EXPECT_OK(op_->Open(ctx, &out_));
+  }
+
+  absl::Status Watermark(int64_t wm) {
+    SLUICE_RETURN_IF_ERROR(timers_.AdvanceWatermark(wm, op_.get()));
+    return op_->ProcessWatermark(wm);
+  }
+  absl::Status ProcessingTime() { return timers_.FireProcessingTimers(op_.get()); }
+
+  Operator* op() { return op_.get(); }
+  state::KeyedStateBackend* backend() { return backend_.get(); }
+  JsonOutput& out() { return out_; }
+  uint64_t late_dropped() const { return late_.Value(); }
+  uint64_t skipped() const { return skipped_.Value(); }
+
+ private:
+  std::unique_ptr<state::KeyedStateBackend> backend_;
+  TimerService timers_;
+  std::unique_ptr<Operator> op_;
+  JsonOutput out_;
+  Counter late_;
+  Counter skipped_;
+};
+
+class WindowTest : public ::testing::Test {
+ protected:
+  WindowTest() { EXPECT_OK(RegisterBuiltinOperators(&registry_)); }
+
+  void SetUp() override {
+    char tmpl[] = "/tmp/sluice_window_test_XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    root_ = tmpl;
+  }
+  void TearDown() override {
+    subtasks_.clear();
+    std::error_code ec;
+    std::filesystem::remove_all(root_, ec);
+  }
+
+  absl::Status Load(const std::string& window_options) {
+    SLUICE_ASSIGN_OR_RETURN(job_, plan::ParseJobSpec(Job(window_options), "job.yaml", registry_.catalog()));
+    for (const auto& op : job_.operators) {
+      if (op.id == "w") spec_ = &op;
+    }
+    return absl::OkStatus();
+  }
+
+  state::StateBackendOptions BackendOptions(KeyGroupRange range) {
+    state::StateBackendOptions o;
+    o.local_dir = (root_ / absl::StrCat("b", next_dir_++)).string();
+    o.operator_id = "w";
+    o.max_parallelism = kMaxParallelism;
+    o.range = range;
+    o.clock = &clock_;
+    return o;
+  }
+
+  // Loads the job and opens one subtask of parallelism 1.
+  Subtask& Start(const std::string& window_options) {
+    EXPECT_OK(Load(window_options));
+    auto b = state::KeyedStateBackend::Open(BackendOptions({0, kMaxParallelism - 1}));
+    EXPECT_OK(b);
+    subtasks_.push_back(std::make_unique<Subtask>(registry_, job_, *spec_, *std::move(b), &clock_, 0, 1));
+    return *subtasks_.back();
+  }
+
+  Record Input(int64_t user, int64_t ts, int64_t amount = 0, const std::string& name = "x") {
+    Record r(spec_->input_schema.size());
+    r[0].i = user;
+    r[1].i = ts;
+    r[2].i = amount;
+    r[3].d = static_cast<double>(amount) / 2;
+    r[4].s = name;
+    return r;
+  }
+  absl::Status Add(Subtask& s, int64_t user, int64_t ts, int64_t amount = 0,
+                   const std::string& name = "x") {
+    return s.op()->Process(Input(user, ts, amount, name));
+  }
+
+  OperatorRegistry registry_;
+  FakeClock clock_{1'000'000'000'000};  // 1e6 ms
+  plan::JobSpec job_;
+  const plan::OperatorSpec* spec_ = nullptr;
+  std::filesystem::path root_;
+  int next_dir_ = 0;
+  std::vector<std::unique_ptr<Subtask>> subtasks_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Tumbling windows, assignment edges, firing at end - 1
+
+TEST_F(WindowTest, TumblingFiresWhenTheWatermarkPassesEndMinusOne) {
+  Subtask& s = Start(R"y(    tumble: {size: 10ms}
+    time_field: ts
+    aggregates: [{fn: count, as: n}, {fn: sum, field: amount}])y");
+  EXPECT_EQ(spec_->output_schema.ToString(),
+            "(user int64, window_start timestamp, window_end timestamp, n int64, sum_amount int64, "
+            "update bool)");
+  ASSERT_OK(Add(s, 1, 0, 1));
+  ASSERT_OK(Add(s, 1, 9, 2));   // end - 1: still [0,10)
+  ASSERT_OK(Add(s, 1, 10, 4));  // end: [10,20)
+  ASSERT_OK(Add(s, 2, 5, 8));
+  ASSERT_OK(s.Watermark(8));
+  EXPECT_THAT(s.out().rows, IsEmpty());
+  ASSERT_OK(s.Watermark(9));
+  EXPECT_THAT(s.out().rows,
+              UnorderedElementsAreArray(
+                  {R"({"user":1,"window_start":0,"window_end":10,"n":2,"sum_amount":3,"update":false})",
+                   R"({"user":2,"window_start":0,"window_end":10,"n":1,"sum_amount":8,"update":false})"}));
+  s.out().rows.clear();
+  ASSERT_OK(s.Watermark(kMaxWatermark));
+  EXPECT_THAT(s.out().rows, ElementsAre(R"({"user":1,"window_start":10,"window_end":20,"n":1,"sum_amount":4,"update":false})"));
+  EXPECT_EQ(s.late_dropped(), 0);
+}
+
+TEST_F(WindowTest, NegativeTimestampsAndOffsets) {
+  Subtask& s = Start(R"y(    tumble: {size: 10ms}
+    offset: 3ms
+    time_field: ts
+    aggregates: [{fn: count, as: n}])y");
+  ASSERT_OK(Add(s, 1, -1));   // [-7,3)
+  ASSERT_OK(Add(s, 1, -7));   // [-7,3)
+  ASSERT_OK(Add(s, 1, -8));   // [-17,-7)
+  ASSERT_OK(Add(s, 1, 3));    // [3,13)
+  ASSERT_OK(s.Watermark(kMaxWatermark));
+  EXPECT_THAT(s.out().rows,
+              ElementsAre(R"({"user":1,"window_start":-17,"window_end":-7,"n":1,"update":false})",
+                          R"({"user":1,"window_start":-7,"window_end":3,"n":2,"update":false})",
+                          R"({"user":1,"window_start":3,"window_end":13,"n":1,"update":false})"));
+}
+
+TEST_F(WindowTest, EveryAggregateFunction) {
+  Subtask& s = Start(R"y(    tumble: 100ms
+    time_field: ts
+    aggregates:
+      - {fn: count}
+      - {fn: sum, field: price}
+      - {fn: min, field: amount}
+      - {fn: max, field: name}
+      - {fn: avg, field: amount}
+      - {fn: first, field: name}
+      - {fn: last, field: amount}
+      - {fn: count_distinct, field: name, as: names}
+      - {fn: count_distinct, field: amount, as: amounts})y");
+  // Out of order: first/last go by event time, not arrival.
+  ASSERT_OK(Add(s, 7, 50, 4, "c"));
+  ASSERT_OK(Add(s, 7, 10, 2, "a"));
+  ASSERT_OK(Add(s, 7, 90, 4, "b"));
+  ASSERT_OK(Add(s, 7, 30, 9, "a"));
+  ASSERT_OK(s.Watermark(99));
+  EXPECT_THAT(s.out().rows,
+              ElementsAre(R"({"user":7,"window_start":0,"window_end":100,"count":4,"sum_price":9.5,)"
+                          R"("min_amount":2,"max_name":"c","avg_amount":4.75,"first_name":"a",)"
+                          R"("last_amount":4,"names":3,"amounts":3,"update":false})"));
+}
+
+TEST_F(WindowTest, HoppingWindows) {
+  Subtask& s = Start(R"y(    hop: {size: 10ms, slide: 5ms}
+    time_field: ts
+    aggregates: [{fn: count, as: n}])y");
+  ASSERT_OK(Add(s, 1, 4));   // [-5,5) [0,10)
+  ASSERT_OK(Add(s, 1, 5));   // [0,10) [5,15)
+  ASSERT_OK(Add(s, 1, 12));  // [5,15) [10,20)
+  ASSERT_OK(s.Watermark(9));
+  EXPECT_THAT(s.out().rows,
+              ElementsAre(R"({"user":1,"window_start":-5,"window_end":5,"n":1,"update":false})",
+                          R"({"user":1,"window_start":0,"window_end":10,"n":2,"update":false})"));
+  ASSERT_OK(s.Watermark(kMaxWatermark));
+  EXPECT_THAT(s.out().rows,
+              ElementsAre(R"({"user":1,"window_start":-5,"window_end":5,"n":1,"update":false})",
+                          R"({"user":1,"window_start":0,"window_end":10,"n":2,"update":false})",
+                          R"({"user":1,"window_start":5,"window_end":15,"n":2,"update":false})",
+                          R"({"user":1,"window_start":10,"window_end":20,"n":1,"update":false})"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lateness
+
+TEST_F(WindowTest, LateRecordsWithoutLatenessAreDroppedAndCounted) {
+  Subtask& s = Start(R"y(    tumble: 10ms
+    time_field: ts
+    aggregates: [{fn: count, as: n}])y");
+  ASSERT_OK(Add(s, 1, 3));
+  ASSERT_OK(s.Watermark(9));
+  ASSERT_OK(Add(s, 1, 9));   // [0,10) fired and is gone: late
+  ASSERT_OK(Add(s, 2, 0));   // a window never seen, but past the watermark: late too
+  ASSERT_OK(Add(s, 1, 10));  // on time
+  ASSERT_OK(s.Watermark(kMaxWatermark));
+  EXPECT_THAT(s.out().rows,
+              ElementsAre(R"({"user":1,"window_start":0,"window_end":10,"n":1,"update":false})",
+                          R"({"user":1,"window_start":10,"window_end":20,"n":1,"update":false})"));
+  EXPECT_EQ(s.late_dropped(), 2);
+}
+
+TEST_F(WindowTest, AllowedLatenessRefiresWithTheFullRowThenDrops) {
+  Subtask& s = Start(R"y(    tumble: 10ms
+    time_field: ts
+    allowed_lateness: 5ms
+    aggregates: [{fn: count, as: n}, {fn: sum, field: amount}])y");
+  ASSERT_OK(Add(s, 1, 1, 10));
+  ASSERT_OK(s.Watermark(9));
+  ASSERT_OK(Add(s, 1, 2, 5));  // late, within lateness: fires again at once
+  ASSERT_OK(Add(s, 2, 3, 1));  // late for a window the key never had: fires at once, first row
+  ASSERT_OK(s.Watermark(13));
+  ASSERT_OK(Add(s, 1, 9, 1));  // 9 + 5 > 13: still in
+  ASSERT_OK(s.Watermark(14));  // cleanup: end - 1 + lateness = 14
+  ASSERT_OK(Add(s, 1, 9, 1));  // dropped
+  ASSERT_OK(Add(s, 2, 0, 1));  // dropped
+  ASSERT_OK(s.Watermark(kMaxWatermark));
+  EXPECT_THAT(s.out().rows,
+              ElementsAre(R"({"user":1,"window_start":0,"window_end":10,"n":1,"sum_amount":10,"update":false})",
+                          R"({"user":1,"window_start":0,"window_end":10,"n":2,"sum_amount":15,"update":true})",
+                          R"({"user":2,"window_start":0,"window_end":10,"n":1,"sum_amount":1,"update":false})",
+                          R"({"user":1,"window_start":0,"window_end":10,"n":3,"sum_amount":16,"update":true})"));
+  EXPECT_EQ(s.late_dropped(), 2);
+}
+
+TEST_F(WindowTest, LateOutputGetsTheDroppedRecords) {
+  Subtask& s = Start(R"y(    tumble: 10ms
+    time_field: ts
+    late_output: late
+    aggregates: [{fn: count, as: n}])y");
+  ASSERT_EQ(spec_->side_outputs.size(), 1);
+  EXPECT_EQ(spec_->side_outputs[0].name, "late");
+  EXPECT_EQ(spec_->side_outputs[0].schema, spec_->input_schema);
+  ASSERT_OK(Add(s, 1, 3, 7));
+  ASSERT_OK(s.Watermark(10));
+  ASSERT_OK(Add(s, 1, 4, 8, "late one"));
+  EXPECT_THAT(s.out().side, ElementsAre(R"(0:{"user":1,"ts":4,"amount":8,"price":4,"name":"late one"})"));
+  EXPECT_EQ(s.late_dropped(), 0);  // sent, not dropped
+  EXPECT_THAT(s.out().rows, ElementsAre(R"({"user":1,"window_start":0,"window_end":10,"n":1,"update":false})"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session windows
+
+TEST_F(WindowTest, SessionsMergeWhenTheyTouchAndWhenALateRecordBridgesThem) {
+  Subtask& s = Start(R"y(    session: {gap: 10ms}
+    time_field: ts
+    allowed_lateness: 100ms
+    aggregates: [{fn: count, as: n}, {fn: count_distinct, field: amount, as: d}, {fn: first, field: amount}, {fn: last, field: amount}])y");
+  ASSERT_OK(Add(s, 1, 0, 1));    // [0,10)
+  ASSERT_OK(Add(s, 1, 10, 2));   // [10,20) touches: [0,20)
+  ASSERT_OK(Add(s, 1, 30, 1));   // [30,40): apart (20 < 30)
+  ASSERT_OK(Add(s, 2, 5, 9));    // another key
+  ASSERT_OK(s.Watermark(40));    // fires (in end order) [5,15) of 2, [0,20) and [30,40) of 1
+  EXPECT_THAT(s.out().rows,
+              ElementsAre(R"({"user":2,"window_start":5,"window_end":15,"n":1,"d":1,"first_amount":9,"last_amount":9,"update":false})",
+                          R"({"user":1,"window_start":0,"window_end":20,"n":2,"d":2,"first_amount":1,"last_amount":2,"update":false})",
+                          R"({"user":1,"window_start":30,"window_end":40,"n":1,"d":1,"first_amount":1,"last_amount":1,"update":false})"));
+  s.out().rows.clear();
+  // A late record at 20 ([20,30)) touches both [0,20) and [30,40): they merge into [0,40),
+  // which the watermark has passed: it fires at once (a new window, so not an update).
+  ASSERT_OK(Add(s, 1, 20, 3));
+  EXPECT_THAT(s.out().rows,
+              ElementsAre(R"({"user":1,"window_start":0,"window_end":40,"n":4,"d":3,"first_amount":1,"last_amount":1,"update":false})"));
+  s.out().rows.clear();
+  ASSERT_OK(Add(s, 1, 45, 5));   // [45,55): apart from [0,40)
+  ASSERT_OK(s.Watermark(154));   // cleans [0,40) (39 + 100 <= 154), fires [45,55)
+  ASSERT_OK(Add(s, 1, 30, 1));   // [30,40): its session is gone and it touches no open one
+  EXPECT_EQ(s.late_dropped(), 1);
+  ASSERT_OK(s.Watermark(kMaxWatermark));
+  EXPECT_THAT(s.out().rows,
+              ElementsAre(R"({"user":1,"window_start":45,"window_end":55,"n":1,"d":1,"first_amount":5,"last_amount":5,"update":false})"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Early firing and processing time
+
+TEST_F(WindowTest, EmitEveryFiresEarlyInProcessingTimeOnlyWhenChanged) {
+  Subtask& s = Start(R"y(    tumble: 1h
+    time_field: ts
+    emit_every: 1s
+    aggregates: [{fn: count, as: n}])y");
+  // Processing time is 1,000,000 ms: the first early firing is due at 1,001,000.
+  ASSERT_OK(Add(s, 1, 5));
+  ASSERT_OK(Add(s, 1, 6));
+  clock_.AdvanceNanos(999'000'000);
+  ASSERT_OK(s.ProcessingTime());
+  EXPECT_THAT(s.out().rows, IsEmpty());
+  clock_.AdvanceNanos(1'000'000);
+  ASSERT_OK(s.ProcessingTime());
+  EXPECT_THAT(s.out().rows, ElementsAre(R"({"user":1,"window_start":0,"window_end":3600000,"n":2,"update":false})"));
+  clock_.AdvanceNanos(1'000'000'000);  // nothing changed: no row
+  ASSERT_OK(s.ProcessingTime());
+  EXPECT_EQ(s.out().rows.size(), 1);
+  ASSERT_OK(Add(s, 1, 7));
+  clock_.AdvanceNanos(1'000'000'000);
+  ASSERT_OK(s.ProcessingTime());
+  ASSERT_OK(s.Watermark(kMaxWatermark));  // the final firing, always
+  clock_.AdvanceNanos(5'000'000'000);     // no early firing after it
+  ASSERT_OK(s.ProcessingTime());
+  EXPECT_THAT(s.out().rows,
+              ElementsAre(R"({"user":1,"window_start":0,"window_end":3600000,"n":2,"update":false})",
+                          R"({"user":1,"window_start":0,"window_end":3600000,"n":3,"update":true})",
+                          R"({"user":1,"window_start":0,"window_end":3600000,"n":3,"update":true})"));
+}
+
+TEST_F(WindowTest, ProcessingTimeWindows) {
+  Subtask& s = Start(R"y(    tumble: 1s
+    time: processing
+    aggregates: [{fn: count, as: n}, {fn: max, field: ts}])y");
+  ASSERT_OK(Add(s, 1, 123));  // at 1,000,000 ms: window [1000000, 1001000)
+  clock_.AdvanceNanos(998'000'000);
+  ASSERT_OK(Add(s, 1, 456));
+  ASSERT_OK(s.ProcessingTime());
+  EXPECT_THAT(s.out().rows, IsEmpty());
+  ASSERT_OK(s.Watermark(kMaxWatermark));  // event time does not matter
+  EXPECT_THAT(s.out().rows, IsEmpty());
+  clock_.AdvanceNanos(1'000'000);  // 1,000,999 = end - 1
+  ASSERT_OK(s.ProcessingTime());
+  clock_.AdvanceNanos(1'000'000);
+  ASSERT_OK(Add(s, 1, 789));  // at 1,001,000: the next window
+  clock_.AdvanceNanos(1'000'000'000);
+  ASSERT_OK(s.ProcessingTime());
+  EXPECT_THAT(s.out().rows,
+              ElementsAre(R"({"user":1,"window_start":1000000,"window_end":1001000,"n":2,"max_ts":456,"update":false})",
+                          R"({"user":1,"window_start":1001000,"window_end":1002000,"n":1,"max_ts":789,"update":false})"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoint and restore (with rescaling)
+
+// The same input, run uninterrupted and run with a snapshot in the middle restored into two
+// new subtasks (parallelism 1 -> 2), gives the same rows; each key's windows fire on the new
+// subtask that owns its key group.
+TEST_F(WindowTest, OpenWindowsSurviveSnapshotAndRestoreAtAnotherParallelism) {
+  const std::string options = R"y(    session: 10ms
+    time_field: ts
+    allowed_lateness: 20ms
+    aggregates: [{fn: count, as: n}, {fn: count_distinct, field: amount, as: d}, {fn: sum, field: amount}])y";
+  // Input: 40 keys, event times spread out of order; watermark steps in between.
+  struct Step {
+    bool watermark;
+    int64_t user, ts, amount;
+  };
+  std::vector<Step> steps;
+  for (int i = 0; i < 400; ++i) {
+    const int64_t ts = (i * 7) % 150 + (i / 40) * 15;
+    steps.push_back({false, i % 40, ts, i % 3});
+    if (i % 50 == 49) steps.push_back({true, 0, (i / 50) * 40, 0});
+  }
+  steps.push_back({true, 0, kMaxWatermark, 0});
+  const size_t half = steps.size() / 2;
+
+  Subtask& whole = Start(options);
+  for (const Step& st : steps) {
+    ASSERT_OK(st.watermark ? whole.Watermark(st.ts) : Add(whole, st.user, st.ts, st.amount));
+  }
+  std::vector<std::string> expected = whole.out().rows;
+  uint64_t expected_late = whole.late_dropped();
+  ASSERT_GT(expected.size(), 40);
+  ASSERT_GT(expected_late, 0);
+
+  Subtask& first = Start(options);
+  for (size_t i = 0; i < half; ++i) {
+    const Step& st = steps[i];
+    ASSERT_OK(st.watermark ? first.Watermark(st.ts) : Add(first, st.user, st.ts, st.amount));
+  }
+  std::vector<std::string> got = first.out().rows;
+  uint64_t late = first.late_dropped();
+  const std::string job_dir = (root_ / "job").string();
+  auto pending = first.backend()->SnapshotSync(1);
+  ASSERT_OK(pending);
+  auto handle = first.backend()->UploadSnapshot(*pending, job_dir, "chk-1/w-0");
+  ASSERT_OK(handle);
+
+  std::vector<Subtask*> restored;
+  for (int subtask = 0; subtask < 2; ++subtask) {
+    auto b = state::KeyedStateBackend::Restore(
+        BackendOptions(KeyGroupRangeForSubtask(kMaxParallelism, 2, subtask)), {*handle}, job_dir);
+    ASSERT_OK(b);
+    subtasks_.push_back(std::make_unique<Subtask>(registry_, job_, *spec_, *std::move(b), &clock_, subtask, 2));
+    restored.push_back(subtasks_.back().get());
+  }
+  for (size_t i = half; i < steps.size(); ++i) {
+    const Step& st = steps[i];
+    if (st.watermark) {
+      for (Subtask* s : restored) ASSERT_OK(s->Watermark(st.ts));
+      continue;
+    }
+    // Route by key group, as the hash edge would.
+    Record key(1);
+    key[0].i = st.user;
+    const int kg = KeyGroupForHash(KeyHasher::HashKeyRecord(Schema({{"user", FieldType::kInt64}}), key),
+                                   kMaxParallelism);
+    ASSERT_OK(Add(*restored[SubtaskForKeyGroup(kg, kMaxParallelism, 2)], st.user, st.ts, st.amount));
+  }
+  for (Subtask* s : restored) {
+    EXPECT_FALSE(s->out().rows.empty());
+    got.insert(got.end(), s->out().rows.begin(), s->out().rows.end());
+    late += s->late_dropped();
+  }
+  EXPECT_THAT(got, UnorderedElementsAreArray(expected));
+  EXPECT_EQ(late, expected_late);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+TEST_F(WindowTest, OptionErrors) {
+  EXPECT_THAT(Load("    tumble: 1s\n    aggregates: [{fn: count}]"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("needs 'time_field'")));
+  EXPECT_THAT(Load("    tumble: 1s\n    time_field: name\n    aggregates: [{fn: count}]"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("timestamp or int64")));
+  EXPECT_THAT(Load("    tumble: 1s\n    time: processing\n    allowed_lateness: 1s\n    aggregates: [{fn: count}]"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("event time only")));
+  EXPECT_THAT(Load("    tumble: 1s\n    time_field: ts\n    aggregates: [{fn: median, field: ts}]"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("unknown aggregate function 'median' (expected count, sum, min, "
+                                 "max, avg, first, last, count_distinct)")));
+  EXPECT_THAT(Load("    tumble: 1s\n    time_field: ts\n    aggregates: [{fn: sum, field: name}]"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("needs a numeric field")));
+  EXPECT_THAT(Load("    tumble: 1s\n    time_field: ts\n    aggregates: [{fn: count, as: user}]"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("duplicate output field 'user'")));
+  EXPECT_THAT(Load("    time_field: ts\n    aggregates: [{fn: count}]"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("job.yaml:12:5: windows need one of")));
+}
+
+}  // namespace
+}  // namespace sluice::ops
