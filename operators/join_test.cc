@@ -436,5 +436,49 @@ TEST_F(JoinTest, HoppingWindowJoinJoinsInEveryWindowOfBothRecords) {
   EXPECT_EQ(Late(), 0u);
 }
 
+
+// Nulls downstream: an aggregate after an outer join skips null values (count counts rows).
+TEST_F(JoinTest, AggregateAfterAnOuterJoinSkipsNulls) {
+  auto job = plan::ParseJobSpec(
+      absl::StrCat(JoinJob("window_join", "    time: ts\n    tumble: 10ms\n    kind: left\n"),
+                   "  - {id: by, type: key_by, input: j, key: [left.k]}\n",
+                   "  - id: agg\n    type: aggregate\n",
+                   "    aggregates: [{fn: count, as: n}, {fn: sum, field: right.k, as: s}, "
+                   "{fn: max, field: right.ts, as: m}, {fn: avg, field: right.k, as: a}]\n",
+                   "  - {id: out2, type: blackhole}\n"),
+      "job.yaml", registry_.catalog());
+  ASSERT_OK(job.status());
+  job_ = *std::move(job);
+  const plan::OperatorSpec* agg = nullptr;
+  for (const auto& op : job_.operators) {
+    if (op.id == "agg") agg = &op;
+  }
+  ASSERT_NE(agg, nullptr);
+  backend_ = NewBackend();
+  auto op = registry_.Create(*agg);
+  ASSERT_OK(op.status());
+  OperatorContext ctx;
+  ctx.job = &job_;
+  ctx.spec = agg;
+  ctx.clock = &clock_;
+  ctx.max_parallelism = job_.max_parallelism;
+  ctx.keyed_state = backend_.get();
+  out_.schema = &agg->output_schema;
+  ASSERT_OK((*op)->Open(ctx, &out_));
+  // (left.k, left.ts, left.v, right.k, right.ts, right.v, window_start, window_end)
+  Record r(8);
+  r.SetInt(0, 1);
+  r.SetInt(3, 5);
+  r.SetInt(4, 7);
+  ASSERT_OK((*op)->Process(r));
+  r.SetNull(3);
+  r.SetNull(4);
+  r.SetNull(5);
+  r.SetInt(3, 1000);  // a stale value under the null: must not count
+  r.SetInt(4, 1000);
+  ASSERT_OK((*op)->Process(r));
+  EXPECT_EQ(out_.lines.back(), R"({"left.k":1,"n":2,"s":5,"m":7,"a":5})");
+}
+
 }  // namespace
 }  // namespace sluice::ops

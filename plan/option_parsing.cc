@@ -138,7 +138,7 @@ absl::StatusOr<std::vector<KeySpec>> ParseKey(const ErrorContext& ec, const YAML
     KeySpec k;
     if (item.IsScalar()) {
       k.expr = item.Scalar();
-      k.name = IsIdentifier(k.expr) ? k.expr : absl::StrCat("key", i);
+      k.name = IsDottedIdentifier(k.expr) ? k.expr : absl::StrCat("key", i);
     } else if (item.IsMap()) {
       SLUICE_ASSIGN_OR_RETURN(k.name, GetString(ec, item, "name", true));
       SLUICE_ASSIGN_OR_RETURN(k.expr, GetString(ec, item, "expr", true));

@@ -59,10 +59,10 @@ operators:)y", Sources(), join, "  - {id: out, type: file, path: ", out, "}\n");
 
 class JoinTest : public ClusterTest {
  protected:
-  // Runs `yaml`, kills worker 1 with SIGKILL once a checkpoint has completed, restarts it, and
-  // returns the committed output lines once the job has finished.
+  // Runs `yaml` on the cluster StartCluster() made, kills worker 1 with SIGKILL once a
+  // checkpoint has completed, restarts it, and returns the committed output lines once the job
+  // has finished.
   std::vector<std::string> RunWithKill(const std::string& yaml, const std::string& out) {
-    StartCluster(2, 2, 1500);
     const std::string job = Submit(yaml);
     const proto::JobInfo running = WaitUntil(
         job,
@@ -92,6 +92,7 @@ std::vector<std::string> Sorted(std::vector<std::string> v) {
 std::string Id(const nlohmann::json& v) { return v.is_null() ? "-" : std::to_string(v.get<int64_t>()); }
 
 TEST_F(JoinTest, IntervalJoinSurvivesAWorkerKillExactlyOnce) {
+  StartCluster(2, 2, 1500);
   const std::string out = dir_ + "/out";
   const std::vector<std::string> lines = RunWithKill(Job("interval-join", R"y(
   - id: j
@@ -121,6 +122,7 @@ TEST_F(JoinTest, IntervalJoinSurvivesAWorkerKillExactlyOnce) {
 }
 
 TEST_F(JoinTest, FullOuterWindowJoinSurvivesAWorkerKillExactlyOnce) {
+  StartCluster(2, 2, 1500);
   const std::string out = dir_ + "/out";
   const std::vector<std::string> lines = RunWithKill(Job("window-join", R"y(
   - id: j
