@@ -1,3 +1,5 @@
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "common/status.h"
@@ -10,7 +12,7 @@ namespace sluice::ops {
 namespace {
 
 // interval_join (Flink's IntervalJoinOperator): per key, each input's records are kept in a map
-// state, bucketed by event time; a record joins the other side's records whose time lies in its
+// state, bucketed by event time (with a BucketIndex of the buckets); a record joins the other side's records whose time lies in its
 // interval (left.ts + lower <= right.ts <= left.ts + upper), and is then kept until the
 // watermark passes the last time a record of the other side could still match it:
 //   a left record at t:  until the watermark exceeds t + upper  (timer at t + upper + 1);
@@ -23,8 +25,11 @@ class IntervalJoinOperator final : public JoinOperatorBase {
   absl::Status Open(const OperatorContext& ctx, Output* output) override {
     SLUICE_ASSIGN_OR_RETURN(options_, TypedOptions<IntervalJoinOptions>(ctx));
     SLUICE_RETURN_IF_ERROR(OpenJoin(ctx, output, options_->sides));
-    buffer_[0] = state_->RegisterState("interval_join.left", state::StateKind::kMap);
-    buffer_[1] = state_->RegisterState("interval_join.right", state::StateKind::kMap);
+    for (int side = 0; side < 2; ++side) {
+      const std::string name = side == 0 ? "interval_join.left" : "interval_join.right";
+      buffer_[side] = state_->RegisterState(name, state::StateKind::kMap);
+      index_[side].emplace(state_, state_->RegisterState(name + ".index", state::StateKind::kValue));
+    }
     return absl::OkStatus();
   }
 
@@ -42,20 +47,28 @@ class IntervalJoinOperator final : public JoinOperatorBase {
     const int other = 1 - side;
     const int64_t lo = side == 0 ? SaturatingAdd(ts, options_->lower_ms) : SaturatingAdd(ts, -options_->upper_ms);
     const int64_t hi = side == 0 ? SaturatingAdd(ts, options_->upper_ms) : SaturatingAdd(ts, -options_->lower_ms);
-    SLUICE_RETURN_IF_ERROR(state_->MapEntries(buffer_[other], &entries_));
-    for (const auto& [user_key, bucket] : entries_) {
-      const int64_t other_ts = TimeFromUserKey(user_key);
-      if (other_ts < lo || other_ts > hi) continue;
+    BucketIndex& other_index = *index_[other];
+    SLUICE_RETURN_IF_ERROR(other_index.Load());
+    for (size_t b = other_index.LowerBound(lo); b < other_index.size() && other_index.time(b) <= hi; ++b) {
+      SLUICE_ASSIGN_OR_RETURN(bool found, state_->MapGet(buffer_[other], other_index.user_key(b), &bucket_));
+      if (!found) continue;
       size_t n = 0;
-      SLUICE_RETURN_IF_ERROR(DecodeBucket(other, bucket, &records_, &n));
+      SLUICE_RETURN_IF_ERROR(DecodeBucket(other, bucket_, &records_, &n));
       for (size_t i = 0; i < n; ++i) {
         SLUICE_RETURN_IF_ERROR(side == 0 ? EmitJoined(&r, &records_[i]) : EmitJoined(&records_[i], &r));
       }
     }
+    BucketIndex& index = *index_[side];
+    SLUICE_RETURN_IF_ERROR(index.Load());
     char buf[8];
     const absl::string_view user_key = TimeUserKey(ts, buf);
-    SLUICE_ASSIGN_OR_RETURN(bool found, state_->MapGet(buffer_[side], user_key, &bucket_));
-    if (!found) bucket_.clear();
+    bucket_.clear();
+    if (index.Insert(ts)) {
+      SLUICE_RETURN_IF_ERROR(index.Store());
+    } else {
+      SLUICE_ASSIGN_OR_RETURN(bool found, state_->MapGet(buffer_[side], user_key, &bucket_));
+      if (!found) bucket_.clear();
+    }
     AppendTo(side, r, &bucket_);
     SLUICE_RETURN_IF_ERROR(state_->MapPut(buffer_[side], user_key, bucket_));
     return timers_->RegisterEventTimeTimer(CleanupTime(side, ts));
@@ -65,11 +78,17 @@ class IntervalJoinOperator final : public JoinOperatorBase {
   absl::Status OnTimer(int64_t timestamp, TimeDomain domain, absl::string_view) override {
     if (domain != TimeDomain::kEventTime) return absl::OkStatus();
     for (int side = 0; side < 2; ++side) {
-      SLUICE_RETURN_IF_ERROR(state_->MapEntries(buffer_[side], &entries_));
-      for (const auto& entry : entries_) {
-        if (CleanupTime(side, TimeFromUserKey(entry.first)) <= timestamp) {
-          SLUICE_RETURN_IF_ERROR(state_->MapRemove(buffer_[side], entry.first));
-        }
+      BucketIndex& index = *index_[side];
+      SLUICE_RETURN_IF_ERROR(index.Load());
+      // Cleanup times grow with bucket times: the buckets due are the oldest ones.
+      size_t due = 0;
+      while (due < index.size() && CleanupTime(side, index.time(due)) <= timestamp) {
+        SLUICE_RETURN_IF_ERROR(state_->MapRemove(buffer_[side], index.user_key(due)));
+        ++due;
+      }
+      if (due > 0) {
+        index.EraseFront(due);
+        SLUICE_RETURN_IF_ERROR(index.Store());
       }
     }
     return absl::OkStatus();
@@ -84,7 +103,7 @@ class IntervalJoinOperator final : public JoinOperatorBase {
 
   const IntervalJoinOptions* options_ = nullptr;
   state::StateId buffer_[2] = {0, 0};
-  std::vector<std::pair<std::string, std::string>> entries_;
+  std::optional<BucketIndex> index_[2];
   std::vector<Record> records_;
   std::string bucket_;
 };

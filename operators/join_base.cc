@@ -82,6 +82,43 @@ absl::Status JoinOperatorBase::DecodeBucket(int side, absl::string_view bucket,
   return absl::OkStatus();
 }
 
+absl::Status BucketIndex::Load() {
+  SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(id_, &data_));
+  if (!found || data_.size() % 8 != 0) data_.clear();
+  return absl::OkStatus();
+}
+
+absl::Status BucketIndex::Store() {
+  return data_.empty() ? state_->Delete(id_) : state_->Put(id_, data_);
+}
+
+int64_t BucketIndex::time(size_t i) const { return TimeFromUserKey(user_key(i)); }
+
+size_t BucketIndex::LowerBound(int64_t ts) const {
+  char buf[8];
+  const absl::string_view key = TimeUserKey(ts, buf);
+  size_t lo = 0;
+  size_t hi = size();
+  while (lo < hi) {  // big-endian keys: byte order is time order
+    const size_t mid = (lo + hi) / 2;
+    if (user_key(mid) < key) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+bool BucketIndex::Insert(int64_t ts) {
+  const size_t i = LowerBound(ts);
+  if (i < size() && time(i) == ts) return false;
+  char buf[8];
+  const absl::string_view key = TimeUserKey(ts, buf);
+  data_.insert(8 * i, key.data(), key.size());
+  return true;
+}
+
 absl::string_view TimeUserKey(int64_t ts, char (&buf)[8]) {
   const uint64_t u = static_cast<uint64_t>(ts) ^ (uint64_t{1} << 63);
   for (int i = 0; i < 8; ++i) buf[i] = static_cast<char>(u >> (56 - 8 * i));

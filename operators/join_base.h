@@ -77,6 +77,35 @@ class JoinOperatorBase : public TwoInputOperator {
   uint64_t late_dropped_ = 0;
 };
 
+// Which buckets of one map state the current key has: their 8-byte time user keys, sorted, in
+// one value-state entry per key. Joins find the buckets they need through it and read them by
+// point lookups: iterating a map state per record would crawl over the RocksDB tombstones of
+// every bucket dropped before (quadratic in the records of a key).
+class BucketIndex {
+ public:
+  BucketIndex(state::KeyedStateBackend* state, state::StateId id) : state_(state), id_(id) {}
+
+  // Reads the current key's index (empty when absent).
+  absl::Status Load();
+  // Writes it back (deletes the entry when empty).
+  absl::Status Store();
+
+  size_t size() const { return data_.size() / 8; }
+  absl::string_view user_key(size_t i) const { return absl::string_view(data_).substr(8 * i, 8); }
+  int64_t time(size_t i) const;
+  // The first position whose time is >= `ts` (size() if none).
+  size_t LowerBound(int64_t ts) const;
+  // Adds `ts`; false if it is there already.
+  bool Insert(int64_t ts);
+  // Drops the first `n` entries (the oldest).
+  void EraseFront(size_t n) { data_.erase(0, 8 * n); }
+
+ private:
+  state::KeyedStateBackend* const state_;
+  const state::StateId id_;
+  std::string data_;
+};
+
 // An order-preserving 8-byte user key for a timestamp (big-endian, sign bit flipped), written
 // into `buf`, and back.
 absl::string_view TimeUserKey(int64_t ts, char (&buf)[8]);

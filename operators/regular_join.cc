@@ -1,3 +1,5 @@
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "common/status.h"
@@ -19,17 +21,21 @@ namespace {
 // the left rows still unmatched are emitted padded. A left row matched once is never padded.
 //
 // State per key and input: a map state bucketed by arrival time (ms), each bucket a sequence
-// of [matched flag byte][record]; a value state marks keys that hold left rows (for the end of
-// input). Processing-time timers at arrival + ttl drop expired buckets.
+// of [matched flag byte][record], with a BucketIndex of the buckets (which also lists the keys
+// holding left rows, for the end of input). Processing-time timers at arrival + ttl drop
+// expired buckets.
 class RegularJoinOperator final : public JoinOperatorBase {
  public:
   absl::Status Open(const OperatorContext& ctx, Output* output) override {
     SLUICE_ASSIGN_OR_RETURN(options_, TypedOptions<RegularJoinOptions>(ctx));
     SLUICE_RETURN_IF_ERROR(OpenJoin(ctx, output, options_->sides));
-    rows_[0] = state_->RegisterState("join.left", state::StateKind::kMap);
-    rows_[1] = state_->RegisterState("join.right", state::StateKind::kMap);
+    for (int side = 0; side < 2; ++side) {
+      const std::string name = side == 0 ? "join.left" : "join.right";
+      rows_[side] = state_->RegisterState(name, state::StateKind::kMap);
+      index_id_[side] = state_->RegisterState(name + ".index", state::StateKind::kValue);
+      index_[side].emplace(state_, index_id_[side]);
+    }
     left_outer_ = options_->sides.kind == JoinSides::Kind::kLeft;
-    if (left_outer_) has_left_ = state_->RegisterState("join.has_left", state::StateKind::kValue);
     return absl::OkStatus();
   }
 
@@ -39,14 +45,17 @@ class RegularJoinOperator final : public JoinOperatorBase {
     const int64_t now = timers_->CurrentProcessingTime();
     const int other = 1 - side;
     bool matched = false;
-    SLUICE_RETURN_IF_ERROR(state_->MapEntries(rows_[other], &entries_));
-    for (auto& [user_key, bucket] : entries_) {
-      if (Expired(TimeFromUserKey(user_key), now)) continue;  // its timer is about to drop it
+    BucketIndex& other_index = *index_[other];
+    SLUICE_RETURN_IF_ERROR(other_index.Load());
+    for (size_t b = 0; b < other_index.size(); ++b) {
+      if (Expired(other_index.time(b), now)) continue;  // its timer is about to drop it
+      SLUICE_ASSIGN_OR_RETURN(bool found, state_->MapGet(rows_[other], other_index.user_key(b), &bucket_));
+      if (!found) continue;
       bool marked = false;
-      const char* pos = bucket.data();
-      const char* end = pos + bucket.size();
+      const char* pos = bucket_.data();
+      const char* end = pos + bucket_.size();
       while (pos < end) {
-        char* flag = bucket.data() + (pos - bucket.data());
+        char* flag = bucket_.data() + (pos - bucket_.data());
         ++pos;
         SLUICE_RETURN_IF_ERROR(DecodeOne(other, &pos, end, &other_));
         SLUICE_RETURN_IF_ERROR(side == 0 ? EmitJoined(&r, &other_) : EmitJoined(&other_, &r));
@@ -56,16 +65,22 @@ class RegularJoinOperator final : public JoinOperatorBase {
           marked = true;
         }
       }
-      if (marked) SLUICE_RETURN_IF_ERROR(state_->MapPut(rows_[other], user_key, bucket));
+      if (marked) SLUICE_RETURN_IF_ERROR(state_->MapPut(rows_[other], other_index.user_key(b), bucket_));
     }
+    BucketIndex& index = *index_[side];
+    SLUICE_RETURN_IF_ERROR(index.Load());
     char buf[8];
     const absl::string_view user_key = TimeUserKey(now, buf);
-    SLUICE_ASSIGN_OR_RETURN(bool found, state_->MapGet(rows_[side], user_key, &bucket_));
-    if (!found) bucket_.clear();
+    bucket_.clear();
+    if (index.Insert(now)) {
+      SLUICE_RETURN_IF_ERROR(index.Store());
+    } else {
+      SLUICE_ASSIGN_OR_RETURN(bool found, state_->MapGet(rows_[side], user_key, &bucket_));
+      if (!found) bucket_.clear();
+    }
     bucket_.push_back(matched ? 1 : 0);
     AppendTo(side, r, &bucket_);
     SLUICE_RETURN_IF_ERROR(state_->MapPut(rows_[side], user_key, bucket_));
-    if (side == 0 && left_outer_ && !found) SLUICE_RETURN_IF_ERROR(state_->Put(has_left_, ""));
     if (options_->ttl_ms > 0) {
       SLUICE_RETURN_IF_ERROR(timers_->RegisterProcessingTimeTimer(now + options_->ttl_ms));
     }
@@ -76,17 +91,18 @@ class RegularJoinOperator final : public JoinOperatorBase {
   absl::Status OnTimer(int64_t timestamp, TimeDomain domain, absl::string_view) override {
     if (domain != TimeDomain::kProcessingTime) return absl::OkStatus();
     for (int side = 0; side < 2; ++side) {
-      SLUICE_RETURN_IF_ERROR(state_->MapEntries(rows_[side], &entries_));
-      size_t kept = 0;
-      for (const auto& [user_key, bucket] : entries_) {
-        if (!Expired(TimeFromUserKey(user_key), timestamp)) {
-          ++kept;
-          continue;
-        }
-        if (side == 0 && left_outer_) SLUICE_RETURN_IF_ERROR(EmitUnmatched(bucket));
-        SLUICE_RETURN_IF_ERROR(state_->MapRemove(rows_[side], user_key));
+      BucketIndex& index = *index_[side];
+      SLUICE_RETURN_IF_ERROR(index.Load());
+      size_t due = 0;  // arrival order: the expired buckets are the oldest
+      while (due < index.size() && Expired(index.time(due), timestamp)) {
+        if (side == 0 && left_outer_) SLUICE_RETURN_IF_ERROR(EmitUnmatched(index.user_key(due)));
+        SLUICE_RETURN_IF_ERROR(state_->MapRemove(rows_[side], index.user_key(due)));
+        ++due;
       }
-      if (side == 0 && left_outer_ && kept == 0) SLUICE_RETURN_IF_ERROR(state_->Delete(has_left_));
+      if (due > 0) {
+        index.EraseFront(due);
+        SLUICE_RETURN_IF_ERROR(index.Store());
+      }
     }
     return absl::OkStatus();
   }
@@ -94,13 +110,15 @@ class RegularJoinOperator final : public JoinOperatorBase {
   // End of input: no right row can match any more, so unmatched left rows are final.
   absl::Status Finish() override {
     if (!left_outer_) return absl::OkStatus();
-    return state_->ForEachKey(has_left_, [this](absl::string_view) -> absl::Status {
-      SLUICE_RETURN_IF_ERROR(state_->MapEntries(rows_[0], &entries_));
-      for (const auto& [user_key, bucket] : entries_) {
-        SLUICE_RETURN_IF_ERROR(EmitUnmatched(bucket));
-        SLUICE_RETURN_IF_ERROR(state_->MapRemove(rows_[0], user_key));
+    return state_->ForEachKey(index_id_[0], [this](absl::string_view) -> absl::Status {
+      BucketIndex& index = *index_[0];
+      SLUICE_RETURN_IF_ERROR(index.Load());
+      for (size_t b = 0; b < index.size(); ++b) {
+        SLUICE_RETURN_IF_ERROR(EmitUnmatched(index.user_key(b)));
+        SLUICE_RETURN_IF_ERROR(state_->MapRemove(rows_[0], index.user_key(b)));
       }
-      return state_->Delete(has_left_);
+      index.EraseFront(index.size());
+      return index.Store();
     });
   }
 
@@ -109,9 +127,12 @@ class RegularJoinOperator final : public JoinOperatorBase {
     return options_->ttl_ms > 0 && arrived + options_->ttl_ms <= now;
   }
 
-  absl::Status EmitUnmatched(const std::string& bucket) {
-    const char* pos = bucket.data();
-    const char* end = pos + bucket.size();
+  // Emits the unmatched left rows of bucket `user_key`, padded with nulls.
+  absl::Status EmitUnmatched(absl::string_view user_key) {
+    SLUICE_ASSIGN_OR_RETURN(bool found, state_->MapGet(rows_[0], user_key, &bucket_));
+    if (!found) return absl::OkStatus();
+    const char* pos = bucket_.data();
+    const char* end = pos + bucket_.size();
     while (pos < end) {
       const bool matched = *pos++ != 0;
       SLUICE_RETURN_IF_ERROR(DecodeOne(0, &pos, end, &other_));
@@ -123,8 +144,8 @@ class RegularJoinOperator final : public JoinOperatorBase {
   const RegularJoinOptions* options_ = nullptr;
   bool left_outer_ = false;
   state::StateId rows_[2] = {0, 0};
-  state::StateId has_left_ = 0;
-  std::vector<std::pair<std::string, std::string>> entries_;
+  state::StateId index_id_[2] = {0, 0};
+  std::optional<BucketIndex> index_[2];
   Record other_;
   std::string bucket_;
 };
