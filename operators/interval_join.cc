@@ -58,19 +58,8 @@ class IntervalJoinOperator final : public JoinOperatorBase {
         SLUICE_RETURN_IF_ERROR(side == 0 ? EmitJoined(&r, &records_[i]) : EmitJoined(&records_[i], &r));
       }
     }
-    BucketIndex& index = *index_[side];
-    SLUICE_RETURN_IF_ERROR(index.Load());
-    char buf[8];
-    const absl::string_view user_key = TimeUserKey(ts, buf);
-    bucket_.clear();
-    if (index.Insert(ts)) {
-      SLUICE_RETURN_IF_ERROR(index.Store());
-    } else {
-      SLUICE_ASSIGN_OR_RETURN(bool found, state_->MapGet(buffer_[side], user_key, &bucket_));
-      if (!found) bucket_.clear();
-    }
-    AppendTo(side, r, &bucket_);
-    SLUICE_RETURN_IF_ERROR(state_->MapPut(buffer_[side], user_key, bucket_));
+    SLUICE_RETURN_IF_ERROR(index_[side]->Load());
+    SLUICE_RETURN_IF_ERROR(AppendToBucket(side, buffer_[side], &*index_[side], ts, "", r));
     return timers_->RegisterEventTimeTimer(CleanupTime(side, ts));
   }
 

@@ -55,8 +55,21 @@ void JoinOperatorBase::FillSide(int side, const Record* r) {
   for (size_t i = 0; i < schema.size(); ++i) CopyValue(schema.field(i).type, *r, i, &out_, base + i);
 }
 
-void JoinOperatorBase::AppendTo(int side, const Record& r, std::string* bucket) const {
-  EncodeRecord(sides_->input[side], r, bucket);
+absl::Status JoinOperatorBase::AppendToBucket(int side, state::StateId map, BucketIndex* index,
+                                              int64_t time, absl::string_view prefix,
+                                              const Record& r) {
+  char buf[8];
+  const absl::string_view user_key = TimeUserKey(time, buf);
+  append_scratch_.clear();
+  if (index != nullptr && index->Insert(time)) {
+    SLUICE_RETURN_IF_ERROR(index->Store());  // a new bucket: nothing to read
+  } else {
+    SLUICE_ASSIGN_OR_RETURN(bool found, state_->MapGet(map, user_key, &append_scratch_));
+    if (!found) append_scratch_.clear();
+  }
+  append_scratch_.append(prefix.data(), prefix.size());
+  EncodeRecord(sides_->input[side], r, &append_scratch_);
+  return state_->MapPut(map, user_key, append_scratch_);
 }
 
 absl::Status JoinOperatorBase::DecodeOne(int side, const char** pos, const char* end,

@@ -15,6 +15,8 @@
 
 namespace sluice::ops {
 
+class BucketIndex;
+
 // What the join operators (interval_join.cc, regular_join.cc, window_join.cc) share: keys,
 // the output row, records kept in keyed state as encoded bytes, and the late-record counter.
 //
@@ -49,8 +51,11 @@ class JoinOperatorBase : public TwoInputOperator {
     return output_->Emit(out_);
   }
 
-  // Appends `r` (of input `side`) to a bucket.
-  void AppendTo(int side, const Record& r, std::string* bucket) const;
+  // Appends `prefix` (a flag byte, or nothing) and `r` (a record of input `side`) to the current
+  // key's bucket `time` of map state `map`; a new bucket is added to `index` when there is one
+  // (the current key's, loaded). Errors come from the backend.
+  absl::Status AppendToBucket(int side, state::StateId map, BucketIndex* index, int64_t time,
+                              absl::string_view prefix, const Record& r);
   // Decodes every record of a bucket of input `side` into (*records)[0..*count), reusing the
   // records' storage. kDataLoss on corrupt bytes.
   absl::Status DecodeBucket(int side, absl::string_view bucket, std::vector<Record>* records,
@@ -74,6 +79,7 @@ class JoinOperatorBase : public TwoInputOperator {
   Record key_record_;
   std::string key_bytes_;
   size_t offset_[2] = {0, 0};  // where each side's fields start in the output
+  std::string append_scratch_;
   uint64_t late_dropped_ = 0;
 };
 

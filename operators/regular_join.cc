@@ -67,20 +67,10 @@ class RegularJoinOperator final : public JoinOperatorBase {
       }
       if (marked) SLUICE_RETURN_IF_ERROR(state_->MapPut(rows_[other], other_index.user_key(b), bucket_));
     }
-    BucketIndex& index = *index_[side];
-    SLUICE_RETURN_IF_ERROR(index.Load());
-    char buf[8];
-    const absl::string_view user_key = TimeUserKey(now, buf);
-    bucket_.clear();
-    if (index.Insert(now)) {
-      SLUICE_RETURN_IF_ERROR(index.Store());
-    } else {
-      SLUICE_ASSIGN_OR_RETURN(bool found, state_->MapGet(rows_[side], user_key, &bucket_));
-      if (!found) bucket_.clear();
-    }
-    bucket_.push_back(matched ? 1 : 0);
-    AppendTo(side, r, &bucket_);
-    SLUICE_RETURN_IF_ERROR(state_->MapPut(rows_[side], user_key, bucket_));
+    SLUICE_RETURN_IF_ERROR(index_[side]->Load());
+    const char flag = matched ? 1 : 0;
+    SLUICE_RETURN_IF_ERROR(
+        AppendToBucket(side, rows_[side], &*index_[side], now, absl::string_view(&flag, 1), r));
     if (options_->ttl_ms > 0) {
       SLUICE_RETURN_IF_ERROR(timers_->RegisterProcessingTimeTimer(now + options_->ttl_ms));
     }

@@ -44,12 +44,7 @@ class WindowJoinOperator final : public JoinOperatorBase {
         SetKeyFrom(side, r);
         keyed = true;
       }
-      char buf[8];
-      const absl::string_view user_key = TimeUserKey(fire_at, buf);
-      SLUICE_ASSIGN_OR_RETURN(bool found, state_->MapGet(buffer_[side], user_key, &bucket_));
-      if (!found) bucket_.clear();
-      AppendTo(side, r, &bucket_);
-      SLUICE_RETURN_IF_ERROR(state_->MapPut(buffer_[side], user_key, bucket_));
+      SLUICE_RETURN_IF_ERROR(AppendToBucket(side, buffer_[side], nullptr, fire_at, "", r));
       SLUICE_RETURN_IF_ERROR(timers_->RegisterEventTimeTimer(fire_at));
       kept = true;
     }
