@@ -26,27 +26,19 @@ constexpr int64_t kUsers = 10;
 int64_t OrderTs(int64_t seq) { return seq * 10 - (seq % 5) * 15; }
 int64_t PaymentTs(int64_t seq) { return seq * 10 + 3 - (seq % 4) * 12; }
 
+// A datagen source `id` of (<id_field>, user, ts) with event time from `ts`.
+std::string Source(const std::string& id, const std::string& id_field, const std::string& ts) {
+  return absl::StrCat("  - id: ", id, "\n    type: datagen\n    count: ", kRecords,
+                      "\n    rate: 4000\n    fields:\n", "      - {name: ", id_field,
+                      ", type: int64, expr: \"seq\"}\n",
+                      "      - {name: user, type: int64, expr: \"seq % ", kUsers, "\"}\n",
+                      "      - {name: ts, type: timestamp, expr: \"to_timestamp(", ts, ")\"}\n",
+                      "    event_time: {field: ts, max_out_of_orderness: 100ms}\n");
+}
+
 std::string Sources() {
-  return absl::StrCat(R"y(
-  - id: orders
-    type: datagen
-    count: )y", kRecords, R"y(
-    rate: 4000
-    fields:
-      - {name: order_id, type: int64, expr: "seq"}
-      - {name: user, type: int64, expr: "seq % )y", kUsers, R"y("}
-      - {name: ts, type: timestamp, expr: "to_timestamp(seq * 10 - (seq % 5) * 15)"}
-    event_time: {field: ts, max_out_of_orderness: 100ms}
-  - id: payments
-    type: datagen
-    count: )y", kRecords, R"y(
-    rate: 4000
-    fields:
-      - {name: pay_id, type: int64, expr: "seq"}
-      - {name: user, type: int64, expr: "seq % )y", kUsers, R"y("}
-      - {name: ts, type: timestamp, expr: "to_timestamp(seq * 10 + 3 - (seq % 4) * 12)"}
-    event_time: {field: ts, max_out_of_orderness: 100ms}
-)y");
+  return absl::StrCat("\n", Source("orders", "order_id", "seq * 10 - (seq % 5) * 15"),
+                      Source("payments", "pay_id", "seq * 10 + 3 - (seq % 4) * 12"));
 }
 
 std::string Job(const std::string& name, const std::string& join, const std::string& out) {
