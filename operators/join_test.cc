@@ -3,6 +3,8 @@
 // TimerService over a real RocksDB backend; expectations are written out per test.
 
 #include <algorithm>
+#include <map>
+#include <utility>
 #include <memory>
 #include <string>
 #include <vector>
@@ -148,6 +150,37 @@ class JoinTest : public ::testing::Test {
     return *handle;
   }
 
+  // Pushes records i = 0..39 (input i % 2, key i % 3, ts 100 + 3 i, v "x<i>") with watermark
+  // 120 after the first 20 and 1000 at the end: once straight through, and once with a
+  // checkpoint after the first 20 restored into a new backend and operator (whose watermark
+  // restarts at 120). Returns both outputs.
+  std::pair<std::vector<std::string>, std::vector<std::string>> RunStraightAndRestored() {
+    const auto push = [&](int64_t from, int64_t to) {
+      for (int64_t i = from; i < to; ++i) {
+        Push(static_cast<int>(i % 2), i % 3, 100 + i * 3, absl::StrCat("x", i));
+      }
+    };
+    Open();
+    push(0, 20);
+    Watermark(120);
+    push(20, 40);
+    Watermark(1000);
+    std::vector<std::string> straight = std::move(out_.lines);
+    out_.lines.clear();
+    backend_ = NewBackend();
+    Open();
+    push(0, 20);
+    Watermark(120);
+    proto::KeyedStateHandle handle = Snapshot(1);
+    op_->Close();
+    backend_ = NewBackend({handle});  // a new backend, as a restarted task gets
+    Open();
+    EXPECT_OK(timers_->AdvanceWatermark(120, op_.get()));
+    push(20, 40);
+    Watermark(1000);
+    return {std::move(straight), std::move(out_.lines)};
+  }
+
   OperatorRegistry registry_;
   FakeClock clock_;
   Counter late_counter_;
@@ -284,32 +317,18 @@ TEST_F(JoinTest, IntervalJoinDropsStateAsTheWatermarkPassesAndCountsLateRecords)
 
 TEST_F(JoinTest, IntervalJoinStateSurvivesCheckpointAndRestoreIntoANewBackend) {
   Load("interval_join", "    time: ts\n    lower: -10ms\n    upper: 10ms\n");
-  // The same input, once straight through and once with a restore in the middle.
-  const auto first_half = [&] {
-    for (int64_t i = 0; i < 20; ++i) Push(static_cast<int>(i % 2), i % 3, 100 + i * 3, absl::StrCat("x", i));
-    Watermark(120);
-  };
-  const auto second_half = [&] {
-    for (int64_t i = 20; i < 40; ++i) Push(static_cast<int>(i % 2), i % 3, 100 + i * 3, absl::StrCat("x", i));
-    Watermark(1000);
-  };
-  Open();
-  first_half();
-  second_half();
-  const std::vector<std::string> expected = out_.lines;
-  ASSERT_GT(expected.size(), 10u);
-
-  out_.lines.clear();
-  backend_.reset();
-  Open();
-  first_half();
-  proto::KeyedStateHandle handle = Snapshot(1);
-  op_->Close();
-  backend_ = NewBackend({handle});  // a new backend, as a restarted task gets
-  Open();
-  ASSERT_OK(timers_->AdvanceWatermark(120, op_.get()));  // the restored task's watermark
-  second_half();
-  EXPECT_THAT(out_.lines, UnorderedElementsAreArray(expected));
+  const auto [straight, restored] = RunStraightAndRestored();
+  // Left records are the even i, right the odd; a pair matches with one key (i % 3) and
+  // |3 (i - j)| <= 10: j = i +- 3.
+  std::vector<std::string> expected;
+  for (int64_t i = 0; i < 40; i += 2) {
+    for (int64_t j : {i - 3, i + 3}) {
+      if (j < 0 || j >= 40) continue;
+      expected.push_back(Row(i % 3, 100 + 3 * i, absl::StrCat("x", i), j % 3, 100 + 3 * j, absl::StrCat("x", j)));
+    }
+  }
+  EXPECT_THAT(straight, UnorderedElementsAreArray(expected));
+  EXPECT_THAT(restored, UnorderedElementsAreArray(expected));
   for (int64_t k = 0; k < 3; ++k) {
     EXPECT_EQ(StateEntries("interval_join.left", k), 0u);
     EXPECT_EQ(StateEntries("interval_join.right", k), 0u);
@@ -420,6 +439,35 @@ TEST_P(WindowJoinKindTest, FiresPerKeyAndWindowAtTheWatermark) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Kinds, WindowJoinKindTest, ::testing::Values("inner", "left", "right", "full"));
+
+TEST_F(JoinTest, WindowJoinStateSurvivesCheckpointAndRestoreIntoANewBackend) {
+  Load("window_join", "    time: ts\n    tumble: 10ms\n    kind: full\n");
+  const auto [straight, restored] = RunStraightAndRestored();
+  // Full outer per key (i % 3) and 10 ms window: left the even i, right the odd.
+  std::map<std::pair<int64_t, int64_t>, std::vector<int64_t>> side[2];
+  for (int64_t i = 0; i < 40; ++i) {
+    const int64_t ts = 100 + 3 * i;
+    side[i % 2][{i % 3, ts - ts % 10}].push_back(i);
+  }
+  const auto left = [](int64_t i) { return L(i % 3, 100 + 3 * i, absl::StrCat("x", i)); };
+  const auto right = [](int64_t i) { return R(i % 3, 100 + 3 * i, absl::StrCat("x", i)); };
+  std::vector<std::string> expected;
+  for (const auto& [w, ls] : side[0]) {
+    auto it = side[1].find(w);
+    for (int64_t l : ls) {
+      if (it == side[1].end()) expected.push_back(WRow(left(l), kNullRight, w.second));
+      if (it == side[1].end()) continue;
+      for (int64_t r : it->second) expected.push_back(WRow(left(l), right(r), w.second));
+    }
+  }
+  for (const auto& [w, rs] : side[1]) {
+    if (side[0].count(w) == 0) {
+      for (int64_t r : rs) expected.push_back(WRow(kNullLeft, right(r), w.second));
+    }
+  }
+  EXPECT_THAT(straight, UnorderedElementsAreArray(expected));
+  EXPECT_THAT(restored, UnorderedElementsAreArray(expected));
+}
 
 TEST_F(JoinTest, HoppingWindowJoinJoinsInEveryWindowOfBothRecords) {
   Load("window_join", "    time: ts\n    hop: {size: 10ms, slide: 5ms}\n");
