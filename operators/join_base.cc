@@ -67,6 +67,7 @@ absl::Status JoinOperatorBase::AppendToBucket(int side, state::StateId map, Buck
     SLUICE_ASSIGN_OR_RETURN(bool found, state_->MapGet(map, user_key, &append_scratch_));
     if (!found) append_scratch_.clear();
   }
+  if (append_scratch_.empty()) append_scratch_.push_back(kJoinStateFormat);
   append_scratch_.append(prefix.data(), prefix.size());
   EncodeRecord(sides_->input[side], r, &append_scratch_);
   return state_->MapPut(map, user_key, append_scratch_);
@@ -85,8 +86,9 @@ absl::Status JoinOperatorBase::DecodeOne(int side, const char** pos, const char*
 absl::Status JoinOperatorBase::DecodeBucket(int side, absl::string_view bucket,
                                             std::vector<Record>* records, size_t* count) const {
   *count = 0;
-  const char* pos = bucket.data();
-  const char* end = pos + bucket.size();
+  SLUICE_ASSIGN_OR_RETURN(absl::string_view body, BucketBody(bucket));
+  const char* pos = body.data();
+  const char* end = pos + body.size();
   while (pos < end) {
     if (records->size() <= *count) records->emplace_back();
     SLUICE_RETURN_IF_ERROR(DecodeOne(side, &pos, end, &(*records)[*count]));
@@ -95,14 +97,29 @@ absl::Status JoinOperatorBase::DecodeBucket(int side, absl::string_view bucket,
   return absl::OkStatus();
 }
 
+absl::StatusOr<absl::string_view> BucketBody(absl::string_view bucket) {
+  if (bucket.empty() || bucket[0] != kJoinStateFormat) {
+    return absl::DataLossError(absl::StrCat("join state of unknown format ",
+                                            bucket.empty() ? -1 : static_cast<int>(bucket[0])));
+  }
+  return bucket.substr(1);
+}
+
 absl::Status BucketIndex::Load() {
-  SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(id_, &data_));
-  if (!found || data_.size() % 8 != 0) data_.clear();
+  SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(id_, &stored_));
+  data_.clear();
+  if (!found) return absl::OkStatus();
+  SLUICE_ASSIGN_OR_RETURN(absl::string_view body, BucketBody(stored_));
+  if (body.size() % 8 != 0) return absl::DataLossError("join bucket index of a bad size");
+  data_.assign(body.data(), body.size());
   return absl::OkStatus();
 }
 
 absl::Status BucketIndex::Store() {
-  return data_.empty() ? state_->Delete(id_) : state_->Put(id_, data_);
+  if (data_.empty()) return state_->Delete(id_);
+  stored_.assign(1, kJoinStateFormat);
+  stored_.append(data_);
+  return state_->Put(id_, stored_);
 }
 
 int64_t BucketIndex::time(size_t i) const { return TimeFromUserKey(user_key(i)); }

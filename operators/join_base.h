@@ -17,12 +17,20 @@ namespace sluice::ops {
 
 class BucketIndex;
 
+// The first byte of every bucket and index the joins write: the layout of what follows, so
+// that a later layout can still read state written by this one.
+inline constexpr char kJoinStateFormat = 1;
+
+// The bytes of `bucket` after its format byte; kDataLoss for another format.
+absl::StatusOr<absl::string_view> BucketBody(absl::string_view bucket);
+
 // What the join operators (interval_join.cc, regular_join.cc, window_join.cc) share: keys,
 // the output row, records kept in keyed state as encoded bytes, and the late-record counter.
 //
 // Records a join keeps live in the keyed state backend as "buckets": map-state entries whose
-// value is a concatenation of records in the record codec's format (common/record_codec.h),
-// under an 8-byte user key (a timestamp, order-preserving). Nothing is kept in memory between
+// value is a format byte (kJoinStateFormat) and a concatenation of records in the record
+// codec's format (common/record_codec.h), under an 8-byte user key (a timestamp,
+// order-preserving). Nothing is kept in memory between
 // calls, so checkpoints, restores and rescaling cover the whole join state.
 //
 // Lifecycle and threading as every operator: the task thread calls everything.
@@ -56,8 +64,8 @@ class JoinOperatorBase : public TwoInputOperator {
   // (the current key's, loaded). Errors come from the backend.
   absl::Status AppendToBucket(int side, state::StateId map, BucketIndex* index, int64_t time,
                               absl::string_view prefix, const Record& r);
-  // Decodes every record of a bucket of input `side` into (*records)[0..*count), reusing the
-  // records' storage. kDataLoss on corrupt bytes.
+  // Decodes every record of a bucket of input `side` (without flag bytes) into
+  // (*records)[0..*count), reusing the records' storage. kDataLoss on corrupt bytes.
   absl::Status DecodeBucket(int side, absl::string_view bucket, std::vector<Record>* records,
                             size_t* count) const;
   // Decodes one record from `*pos` (advanced); kDataLoss on corrupt bytes.
@@ -109,7 +117,8 @@ class BucketIndex {
  private:
   state::KeyedStateBackend* const state_;
   const state::StateId id_;
-  std::string data_;
+  std::string data_;  // the entries, without the format byte
+  std::string stored_;
 };
 
 // An order-preserving 8-byte user key for a timestamp (big-endian, sign bit flipped), written

@@ -335,6 +335,22 @@ TEST_F(JoinTest, IntervalJoinStateSurvivesCheckpointAndRestoreIntoANewBackend) {
   }
 }
 
+TEST_F(JoinTest, JoinStateOfAnUnknownFormatIsDataLossNotGarbage) {
+  Load("interval_join", "    time: ts\n    lower: -10ms\n    upper: 10ms\n");
+  Open();
+  Push(0, 1, 100, "a");
+  ASSERT_EQ(StateEntries("interval_join.left", 1), 1u);  // makes key 1 current
+  const state::StateId map = backend_->RegisterState("interval_join.left", state::StateKind::kMap);
+  char buf[8];
+  ASSERT_OK(backend_->MapPut(map, TimeUserKey(100, buf), std::string("\x09junk", 5)));
+  Record r(3);
+  r.SetInt(0, 1);
+  r.SetInt(1, 105);
+  r.SetString(2, "b");
+  EXPECT_THAT(op_->ProcessInput(1, r),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("join state of unknown format 9")));
+}
+
 // ---------------------------------------------------------------------------------------------
 // join (regular)
 

@@ -21,7 +21,7 @@ namespace {
 // the left rows still unmatched are emitted padded. A left row matched once is never padded.
 //
 // State per key and input: a map state bucketed by arrival time (ms), each bucket a sequence
-// of [matched flag byte][record], with a BucketIndex of the buckets (which also lists the keys
+// of [matched flag byte][record] after the format byte, with a BucketIndex of the buckets (which also lists the keys
 // holding left rows, for the end of input). Processing-time timers at arrival + ttl drop
 // expired buckets.
 class RegularJoinOperator final : public JoinOperatorBase {
@@ -52,8 +52,9 @@ class RegularJoinOperator final : public JoinOperatorBase {
       SLUICE_ASSIGN_OR_RETURN(bool found, state_->MapGet(rows_[other], other_index.user_key(b), &bucket_));
       if (!found) continue;
       bool marked = false;
-      const char* pos = bucket_.data();
-      const char* end = pos + bucket_.size();
+      SLUICE_ASSIGN_OR_RETURN(absl::string_view body, BucketBody(bucket_));
+      const char* pos = body.data();
+      const char* end = pos + body.size();
       while (pos < end) {
         char* flag = bucket_.data() + (pos - bucket_.data());
         ++pos;
@@ -121,8 +122,9 @@ class RegularJoinOperator final : public JoinOperatorBase {
   absl::Status EmitUnmatched(absl::string_view user_key) {
     SLUICE_ASSIGN_OR_RETURN(bool found, state_->MapGet(rows_[0], user_key, &bucket_));
     if (!found) return absl::OkStatus();
-    const char* pos = bucket_.data();
-    const char* end = pos + bucket_.size();
+    SLUICE_ASSIGN_OR_RETURN(absl::string_view body, BucketBody(bucket_));
+    const char* pos = body.data();
+    const char* end = pos + body.size();
     while (pos < end) {
       const bool matched = *pos++ != 0;
       SLUICE_RETURN_IF_ERROR(DecodeOne(0, &pos, end, &other_));
