@@ -37,13 +37,6 @@ int Schema::IndexOf(absl::string_view name) const {
   return -1;
 }
 
-bool Schema::HasNullable() const {
-  for (const Field& f : fields_) {
-    if (f.nullable) return true;
-  }
-  return false;
-}
-
 std::string Schema::ToString() const {
   return absl::StrCat("(", absl::StrJoin(fields_, ", ", [](std::string* out, const Field& f) {
                         absl::StrAppend(out, f.name, " ", FieldTypeName(f.type),

@@ -43,8 +43,6 @@ class Schema {
   int IndexOf(absl::string_view name) const;
   bool operator==(const Schema& o) const { return fields_ == o.fields_; }
   bool operator!=(const Schema& o) const { return !(*this == o); }
-  // Whether any field is nullable.
-  bool HasNullable() const;
   // "(name type, ...)" for messages; nullable fields read "name type null".
   std::string ToString() const;
 
