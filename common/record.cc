@@ -39,7 +39,8 @@ int Schema::IndexOf(absl::string_view name) const {
 
 std::string Schema::ToString() const {
   return absl::StrCat("(", absl::StrJoin(fields_, ", ", [](std::string* out, const Field& f) {
-                        absl::StrAppend(out, f.name, " ", FieldTypeName(f.type));
+                        absl::StrAppend(out, f.name, " ", FieldTypeName(f.type),
+                                        f.nullable ? " null" : "");
                       }), ")");
 }
 
@@ -75,6 +76,10 @@ void AppendRecordJson(const Schema& schema, const Record& record, std::string* o
     if (i > 0) out->push_back(',');
     AppendJsonString(schema.field(i).name, out);
     out->push_back(':');
+    if (record.IsNull(i)) {
+      out->append("null");
+      continue;
+    }
     switch (schema.field(i).type) {
       case FieldType::kDouble:
         if (std::isfinite(record[i].d)) {
@@ -91,6 +96,7 @@ void AppendRecordJson(const Schema& schema, const Record& record, std::string* o
 }
 
 void AppendValueText(FieldType type, const Record& record, size_t i, std::string* out) {
+  if (record.IsNull(i)) return;
   char buf[32];
   switch (type) {
     case FieldType::kInt64:

@@ -18,10 +18,16 @@ absl::StatusOr<FieldType> ParseFieldType(absl::string_view name);
 inline bool IsIntegral(FieldType t) { return t == FieldType::kInt64 || t == FieldType::kTimestamp; }
 inline bool IsNumeric(FieldType t) { return IsIntegral(t) || t == FieldType::kDouble; }
 
+// A named, typed field. A `nullable` field may hold null (the missing side of an outer join,
+// an expression over nullable fields); fields are NOT NULL by default, and the record codec
+// encodes NOT NULL fields exactly as before nullable fields existed.
 struct Field {
   std::string name;
   FieldType type;
-  bool operator==(const Field& o) const { return name == o.name && type == o.type; }
+  bool nullable = false;
+  bool operator==(const Field& o) const {
+    return name == o.name && type == o.type && nullable == o.nullable;
+  }
 };
 
 // An ordered list of typed, named fields. Immutable once built; cheap to copy.
@@ -37,7 +43,7 @@ class Schema {
   int IndexOf(absl::string_view name) const;
   bool operator==(const Schema& o) const { return fields_ == o.fields_; }
   bool operator!=(const Schema& o) const { return !(*this == o); }
-  // "(name type, ...)" for messages.
+  // "(name type, ...)" for messages; nullable fields read "name type null".
   std::string ToString() const;
 
  private:
@@ -55,13 +61,36 @@ struct Value {
 
 // A row of values laid out by a Schema the record does not own. Records are reused on hot
 // paths: operators overwrite values in place rather than building new records.
+//
+// Nulls: one bit per value, in words sized by Resize() (nothing allocated per record). Only
+// values of nullable fields are ever null; whoever writes a nullable field sets or clears its
+// bit (SetNullTo), and the setters below leave the bits alone. A null value's Value members
+// are unspecified.
 class Record {
  public:
   Record() = default;
-  explicit Record(size_t num_fields) : values_(num_fields) {}
+  explicit Record(size_t num_fields) : values_(num_fields), nulls_((num_fields + 63) / 64) {}
 
-  void Resize(size_t num_fields) { values_.resize(num_fields); }
+  void Resize(size_t num_fields) {
+    values_.resize(num_fields);
+    nulls_.resize((num_fields + 63) / 64);
+  }
   size_t size() const { return values_.size(); }
+
+  bool IsNull(size_t i) const { return (nulls_[i >> 6] >> (i & 63)) & 1; }
+  void SetNull(size_t i) { nulls_[i >> 6] |= uint64_t{1} << (i & 63); }
+  void ClearNull(size_t i) { nulls_[i >> 6] &= ~(uint64_t{1} << (i & 63)); }
+  void SetNullTo(size_t i, bool null) { null ? SetNull(i) : ClearNull(i); }
+  // Marks every value non-null.
+  void ClearNulls() {
+    for (uint64_t& w : nulls_) w = 0;
+  }
+  bool HasNulls() const {
+    for (uint64_t w : nulls_) {
+      if (w != 0) return true;
+    }
+    return false;
+  }
   Value& operator[](size_t i) { return values_[i]; }
   const Value& operator[](size_t i) const { return values_[i]; }
 
@@ -76,18 +105,21 @@ class Record {
 
  private:
   std::vector<Value> values_;
+  std::vector<uint64_t> nulls_;  // bit i % 64 of word i / 64: value i is null
 };
 
-// Appends `record` as one JSON object ({"field": value, ...}) to `out`, without a newline.
-// Allocates only when `out` must grow.
+// Appends `record` as one JSON object ({"field": value, ...}) to `out`, without a newline; a null
+// value is written `null`. Allocates only when `out` must grow.
 void AppendRecordJson(const Schema& schema, const Record& record, std::string* out);
 
 // Appends value `i` of `record` as plain text (integers and doubles as numbers, bools as
-// true/false, strings as they are). Allocates only when `out` must grow.
+// true/false, strings as they are; a null value as nothing, as CSV writes it). Allocates only
+// when `out` must grow.
 void AppendValueText(FieldType type, const Record& record, size_t i, std::string* out);
 
-// Copies value `i` of `from` (typed by `type`) into value `j` of `to`.
+// Copies value `i` of `from` (typed by `type`) into value `j` of `to`, with its null bit.
 inline void CopyValue(FieldType type, const Record& from, size_t i, Record* to, size_t j) {
+  to->SetNullTo(j, from.IsNull(i));
   switch (type) {
     case FieldType::kDouble: (*to)[j].d = from[i].d; break;
     case FieldType::kString: (*to)[j].s.assign(from[i].s); break;

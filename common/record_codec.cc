@@ -34,7 +34,13 @@ void EncodeRecord(const Schema& schema, const Record& record, std::string* out) 
   const size_t n = schema.size();
   for (size_t i = 0; i < n; ++i) {
     const Value& v = record[i];
-    switch (schema.field(i).type) {
+    const Field& f = schema.field(i);
+    if (f.nullable) {
+      const bool null = record.IsNull(i);
+      out->push_back(null ? 1 : 0);
+      if (null) continue;
+    }
+    switch (f.type) {
       case FieldType::kInt64:
       case FieldType::kTimestamp: PutVarint64(ZigZag(v.i), out); break;
       case FieldType::kDouble: {
@@ -56,7 +62,17 @@ absl::Status RecordDecoder::Next(Record* record) {
   const size_t n = schema_->size();
   for (size_t i = 0; i < n; ++i) {
     Value& v = (*record)[i];
-    switch (schema_->field(i).type) {
+    const Field& f = schema_->field(i);
+    if (f.nullable) {
+      if (pos_ >= end_) return absl::DataLossError(absl::StrCat("truncated null flag in field ", i));
+      const char flag = *pos_++;
+      if (flag != 0 && flag != 1) {
+        return absl::DataLossError(absl::StrCat("corrupt null flag in field ", i));
+      }
+      record->SetNullTo(i, flag == 1);
+      if (flag == 1) continue;
+    }
+    switch (f.type) {
       case FieldType::kInt64:
       case FieldType::kTimestamp: {
         uint64_t u;

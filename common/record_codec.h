@@ -13,7 +13,13 @@ namespace sluice {
 //
 // A record is its fields in schema order with no per-record header: int64 and timestamp as
 // zig-zag varints, double as 8 little-endian bytes, bool as one byte, string as a varint
-// length and the bytes. A buffer is a plain concatenation of records.
+// length and the bytes. A nullable field (Field::nullable) is preceded by one byte: 1 for null
+// (no value follows), 0 for a value. A buffer is a plain concatenation of records.
+//
+// Compatibility: NOT NULL fields encode exactly as in the format before nullable fields, so
+// records, keys and state written by earlier versions (whose schemas had no nullable fields)
+// decode unchanged; the schema, re-derived from the job on restore, says which fields carry
+// the null byte.
 
 // Appends `record` to `out`. Allocates only when `out` must grow.
 void EncodeRecord(const Schema& schema, const Record& record, std::string* out);
@@ -26,6 +32,8 @@ class RecordDecoder {
       : schema_(schema), pos_(buffer.data()), end_(buffer.data() + buffer.size()) {}
 
   bool Done() const { return pos_ == end_; }
+  // Bytes not decoded yet.
+  size_t Remaining() const { return static_cast<size_t>(end_ - pos_); }
   // Decodes the next record into `record` (which must have schema->size() values).
   // Returns kDataLoss on corrupt input.
   absl::Status Next(Record* record);

@@ -93,5 +93,99 @@ TEST(RecordJsonTest, EscapesAndFormats) {
   EXPECT_EQ(out, R"({"id":-7,"price":0.1,"name":"a\"b\\c\n","ok":true,"ts":1000})");
 }
 
+// Bytes an earlier version (no nullable fields) wrote for a NOT NULL schema: the same bytes
+// decode to the same values, so keyed state and checkpointed records stay readable.
+TEST(RecordCodecTest, NotNullFieldsKeepTheEarlierFormat) {
+  Schema schema({{"a", FieldType::kInt64}, {"s", FieldType::kString}, {"b", FieldType::kBool}});
+  const std::string earlier("\x0a\x02hi\x01", 5);  // a = 5 (zig-zag 10), s = "hi", b = true
+  Record r(3);
+  r.SetInt(0, 5);
+  r.SetString(1, "hi");
+  r.SetBool(2, true);
+  std::string buf;
+  EncodeRecord(schema, r, &buf);
+  EXPECT_EQ(buf, earlier);
+  RecordDecoder dec(&schema, earlier);
+  Record out(3);
+  ASSERT_OK(dec.Next(&out));
+  EXPECT_EQ(out.GetInt(0), 5);
+  EXPECT_EQ(out.GetString(1), "hi");
+  EXPECT_TRUE(out.GetBool(2));
+  EXPECT_FALSE(out.HasNulls());
+}
+
+TEST(RecordCodecTest, NullableFieldsRoundTripNullsAndValues) {
+  Schema schema({{"id", FieldType::kInt64},
+                 {"n", FieldType::kInt64, true},
+                 {"s", FieldType::kString, true},
+                 {"d", FieldType::kDouble, true}});
+  Record r(4);
+  r.SetInt(0, 1);
+  r.SetNull(1);
+  r.SetString(2, "x");
+  r.SetNull(3);
+  std::string buf;
+  EncodeRecord(schema, r, &buf);
+  EXPECT_EQ(buf, std::string("\x02\x01\x00\x01x\x01", 6));
+  r.ClearNulls();
+  r.SetInt(1, -2);
+  r.SetNull(2);
+  r.SetDouble(3, 2.5);
+  EncodeRecord(schema, r, &buf);
+  RecordDecoder dec(&schema, buf);
+  Record out(4);
+  ASSERT_OK(dec.Next(&out));
+  EXPECT_FALSE(out.IsNull(0));
+  EXPECT_TRUE(out.IsNull(1));
+  EXPECT_FALSE(out.IsNull(2));
+  EXPECT_EQ(out.GetString(2), "x");
+  EXPECT_TRUE(out.IsNull(3));
+  ASSERT_OK(dec.Next(&out));  // the reused record's null bits follow the second record
+  EXPECT_FALSE(out.IsNull(1));
+  EXPECT_EQ(out.GetInt(1), -2);
+  EXPECT_TRUE(out.IsNull(2));
+  EXPECT_FALSE(out.IsNull(3));
+  EXPECT_EQ(out.GetDouble(3), 2.5);
+  EXPECT_TRUE(dec.Done());
+}
+
+TEST(RecordCodecTest, CorruptNullFlagIsDataLoss) {
+  Schema schema({{"n", FieldType::kInt64, true}});
+  RecordDecoder dec(&schema, std::string("\x07\x02", 2));
+  Record out(1);
+  EXPECT_THAT(dec.Next(&out), StatusIs(absl::StatusCode::kDataLoss, ::testing::HasSubstr("null flag")));
+  RecordDecoder empty(&schema, "");
+  EXPECT_THAT(empty.Next(&out), StatusIs(absl::StatusCode::kDataLoss, ::testing::HasSubstr("null flag")));
+}
+
+TEST(RecordTest, NullBitsBeyondOneWordAndJson) {
+  Record r(130);
+  r.SetNull(0);
+  r.SetNull(64);
+  r.SetNull(129);
+  EXPECT_TRUE(r.IsNull(0) && r.IsNull(64) && r.IsNull(129));
+  EXPECT_FALSE(r.IsNull(1) || r.IsNull(63) || r.IsNull(65) || r.IsNull(128));
+  r.ClearNull(64);
+  EXPECT_FALSE(r.IsNull(64));
+  r.ClearNulls();
+  EXPECT_FALSE(r.HasNulls());
+
+  Schema schema({{"a", FieldType::kInt64, true}, {"s", FieldType::kString, true}, {"b", FieldType::kBool}});
+  Record j(3);
+  j.SetNull(0);
+  j.SetString(1, "q");
+  j.SetBool(2, false);
+  std::string out;
+  AppendRecordJson(schema, j, &out);
+  EXPECT_EQ(out, R"({"a":null,"s":"q","b":false})");
+  out.clear();
+  AppendValueText(FieldType::kInt64, j, 0, &out);
+  EXPECT_EQ(out, "");
+  EXPECT_EQ(schema.ToString(), "(a int64 null, s string null, b bool)");
+  Record copy(1);
+  CopyValue(FieldType::kInt64, j, 0, &copy, 0);
+  EXPECT_TRUE(copy.IsNull(0));
+}
+
 }  // namespace
 }  // namespace sluice

@@ -21,7 +21,8 @@ namespace {
 using plan::CompileExpr;
 using plan::Expr;
 
-// Rolling aggregate per key: count, sum, min, max, avg. With emit: updates (the default), every
+// Rolling aggregate per key: count, sum, min, max, avg (sum/min/max/avg skip null values, as
+// SQL; count counts rows). With emit: updates (the default), every
 // input record emits the key's updated row; with emit: final, each key's row is emitted once
 // at end of input. Accumulators live in the keyed state backend (RocksDB behind a write-back
 // cache), one value per key, optionally with a TTL.
@@ -48,7 +49,10 @@ class AggregateOperator final : public Operator {
       Agg agg;
       agg.fn = a.fn;
       agg.field = a.field;
-      if (a.field >= 0) agg.is_double = spec.input_schema.field(a.field).type == FieldType::kDouble;
+      if (a.field >= 0) {
+        agg.is_double = spec.input_schema.field(a.field).type == FieldType::kDouble;
+        agg.nullable = spec.input_schema.field(a.field).nullable;
+      }
       aggs_.push_back(agg);
     }
     emit_final_ = o->emit_final;
@@ -80,6 +84,7 @@ class AggregateOperator final : public Operator {
         s.i++;
         continue;
       }
+      if (agg.nullable && r.IsNull(agg.field)) continue;  // as SQL: aggregates skip nulls
       const Value& v = r[agg.field];
       switch (agg.fn) {
         case Fn::kSum:
@@ -126,6 +131,7 @@ class AggregateOperator final : public Operator {
     Fn fn = Fn::kCount;
     int field = -1;
     bool is_double = false;
+    bool nullable = false;
   };
   struct Acc {
     int64_t i = 0;

@@ -21,6 +21,7 @@ class FilterOperator final : public Operator {
     return absl::OkStatus();
   }
   absl::Status Process(const Record& r) override {
+    if (where_->nullable() && where_->IsNull(r)) return absl::OkStatus();  // as SQL's WHERE
     if (where_->EvalBool(r)) return output_->Emit(r);
     return absl::OkStatus();
   }

@@ -28,12 +28,13 @@ absl::StatusOr<MapOptions> Parse(const YAML::Node& c, const plan::ParseContext& 
     } else {
       return ctx.At(f, "a map field must be a field name or {name, expr}");
     }
-    if (!plan::IsIdentifier(field.name)) {
+    if (!plan::IsDottedIdentifier(field.name)) {
       return ctx.At(f, absl::StrCat("'", field.name, "' is not a valid field name; use {name, expr}"));
     }
     if (!seen.insert(field.name).second) return ctx.At(f, absl::StrCat("duplicate field '", field.name, "'"));
     SLUICE_ASSIGN_OR_RETURN(auto e, plan::CompileAt(ec, f, field.expr, ctx.op().input_schema));
     field.type = e->type();
+    field.nullable = e->nullable();
     if (f.IsMap() && f["type"]) {
       auto t = ParseFieldType(f["type"].Scalar());
       if (!t.ok()) return ctx.At(f["type"], t.status().message());
@@ -50,7 +51,7 @@ absl::StatusOr<MapOptions> Parse(const YAML::Node& c, const plan::ParseContext& 
 
 Schema Infer(const MapOptions& o, const plan::ParseContext&) {
   std::vector<Field> out;
-  for (const auto& f : o.fields) out.push_back({f.name, f.type});
+  for (const auto& f : o.fields) out.push_back({f.name, f.type, f.nullable});
   return Schema(std::move(out));
 }
 

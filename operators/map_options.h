@@ -14,6 +14,7 @@ struct MapOptions final : plan::OptionsOf<MapOptions> {
     std::string name;
     std::string expr;  // over the input schema, type-checked
     FieldType type = FieldType::kInt64;  // the expression's, or the `type` given
+    bool nullable = false;               // the expression's
   };
   std::vector<Field> fields;
 };

@@ -6,6 +6,7 @@
 #include "operators/datagen_options.h"
 #include "operators/file_sink_options.h"
 #include "operators/filter_options.h"
+#include "operators/join_options.h"
 #include "operators/key_by_options.h"
 #include "operators/map_options.h"
 #include "operators/nexmark/nexmark_options.h"
@@ -28,6 +29,9 @@ absl::Status RegisterBuiltinOperatorTypes(plan::OperatorTypeCatalog* catalog) {
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakeFileSinkType()));
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakePrintSinkType()));
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakeNexmarkType()));
+  SLUICE_RETURN_IF_ERROR(catalog->Add(MakeIntervalJoinType()));
+  SLUICE_RETURN_IF_ERROR(catalog->Add(MakeRegularJoinType()));
+  SLUICE_RETURN_IF_ERROR(catalog->Add(MakeWindowJoinType()));
   return catalog->Add(MakeBlackholeSinkType());
 }
 

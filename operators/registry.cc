@@ -8,6 +8,7 @@
 #include "operators/file_sink_options.h"
 #include "operators/filter_options.h"
 #include "operators/internal/builtins.h"
+#include "operators/join_options.h"
 #include "operators/key_by_options.h"
 #include "operators/map_options.h"
 #include "operators/nexmark/nexmark_options.h"
@@ -63,6 +64,9 @@ absl::Status RegisterBuiltinOperators(OperatorRegistry* registry) {
   SLUICE_RETURN_IF_ERROR(registry->Register(MakeFileSinkType(), Wrap(&MakeFileSink)));
   SLUICE_RETURN_IF_ERROR(registry->Register(MakePrintSinkType(), Wrap(&MakePrintSink)));
   SLUICE_RETURN_IF_ERROR(registry->Register(MakeNexmarkType(), Wrap(&MakeNexmarkSource)));
+  SLUICE_RETURN_IF_ERROR(registry->Register(MakeIntervalJoinType(), Wrap(&MakeIntervalJoin)));
+  SLUICE_RETURN_IF_ERROR(registry->Register(MakeRegularJoinType(), Wrap(&MakeRegularJoin)));
+  SLUICE_RETURN_IF_ERROR(registry->Register(MakeWindowJoinType(), Wrap(&MakeWindowJoin)));
   return registry->Register(MakeBlackholeSinkType(), Wrap(&MakeBlackholeSink));
 }
 

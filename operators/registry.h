@@ -37,8 +37,8 @@ class OperatorRegistry {
   std::map<std::string, Factory> factories_;
 };
 
-// Adds datagen, filter, map, key_by, aggregate, union, file, print and blackhole (types and
-// factories). kAlreadyExists if one of them is registered already.
+// Adds datagen, filter, map, key_by, aggregate, union, interval_join, join, window_join, file,
+// print and blackhole (types and factories). kAlreadyExists if one of them is registered already.
 absl::Status RegisterBuiltinOperators(OperatorRegistry* registry);
 
 }  // namespace sluice::ops

@@ -33,6 +33,15 @@ namespace {
 
 using ExprPtr = std::unique_ptr<Expr>;
 
+// A nullable child is null for `r`; false without a look at `r` for a NOT NULL one.
+inline bool Null(const Expr& e, const Record& r) { return e.nullable() && e.IsNull(r); }
+
+// A bool expression in three-valued logic: -1 null, 0 false, 1 true.
+inline int Truth(const Expr& e, const Record& r) {
+  if (Null(e, r)) return -1;
+  return e.EvalBool(r) ? 1 : 0;
+}
+
 // Limits that keep hostile input from exhausting the stack, in the parser and in evaluation:
 // nesting (parentheses, function calls, unary operators) and the height of the compiled tree
 // (a chain of binary operators adds a level per operator without nesting).
@@ -179,7 +188,8 @@ class StringLiteral final : public Expr {
 
 class FieldRef final : public Expr {
  public:
-  FieldRef(FieldType type, int index) : Expr(type), index_(index) {}
+  FieldRef(FieldType type, bool nullable, int index) : Expr(type, nullable), index_(index) {}
+  bool IsNull(const Record& r) const override { return r.IsNull(index_); }
   int64_t EvalInt(const Record& r) const override { return r.GetInt(index_); }
   double EvalDouble(const Record& r) const override { return r.GetDouble(index_); }
   bool EvalBool(const Record& r) const override { return r.GetBool(index_); }
@@ -190,19 +200,42 @@ class FieldRef final : public Expr {
   const int index_;
 };
 
+// Null when its child is (strict), as every unary operator and one-argument function.
 class UnaryExpr : public Expr {
+ public:
+  bool IsNull(const Record& r) const override { return Null(*child_, r); }
+
  protected:
-  UnaryExpr(FieldType type, ExprPtr child) : Expr(type), child_(std::move(child)) {}
+  UnaryExpr(FieldType type, ExprPtr child)
+      : Expr(type, child->nullable()), child_(std::move(child)) {}
   const ExprPtr child_;
 };
 
+// Null when either operand is (strict), as arithmetic, comparisons, min/max, contains().
 class BinaryExpr : public Expr {
+ public:
+  bool IsNull(const Record& r) const override { return Null(*l_, r) || Null(*r_, r); }
+
  protected:
   BinaryExpr(FieldType type, ExprPtr l, ExprPtr r)
-      : Expr(type), l_(std::move(l)), r_(std::move(r)) {}
+      : Expr(type, l->nullable() || r->nullable()), l_(std::move(l)), r_(std::move(r)) {}
   const ExprPtr l_;
   const ExprPtr r_;
 };
+
+bool AnyNullable(const std::vector<ExprPtr>& v) {
+  for (const ExprPtr& e : v) {
+    if (e != nullptr && e->nullable()) return true;
+  }
+  return false;
+}
+
+bool AnyNull(const std::vector<const Expr*>& v, const Record& r) {
+  for (const Expr* e : v) {
+    if (e != nullptr && Null(*e, r)) return true;
+  }
+  return false;
+}
 
 // An integral child seen under another integral type (int64 <-> timestamp).
 class Retype final : public UnaryExpr {
@@ -326,13 +359,33 @@ class Compare final : public BinaryExpr {
 class AndExpr final : public BinaryExpr {
  public:
   AndExpr(ExprPtr l, ExprPtr r) : BinaryExpr(FieldType::kBool, std::move(l), std::move(r)) {}
-  bool EvalBool(const Record& r) const override { return l_->EvalBool(r) && r_->EvalBool(r); }
+  // Three-valued: false if either side is false, else null if either is null.
+  bool EvalBool(const Record& r) const override {
+    if (!nullable()) return l_->EvalBool(r) && r_->EvalBool(r);
+    return Truth(*l_, r) == 1 && Truth(*r_, r) == 1;
+  }
+  bool IsNull(const Record& r) const override {
+    const int a = Truth(*l_, r);
+    if (a == 0) return false;
+    const int b = Truth(*r_, r);
+    return b != 0 && (a < 0 || b < 0);
+  }
 };
 
 class OrExpr final : public BinaryExpr {
  public:
   OrExpr(ExprPtr l, ExprPtr r) : BinaryExpr(FieldType::kBool, std::move(l), std::move(r)) {}
-  bool EvalBool(const Record& r) const override { return l_->EvalBool(r) || r_->EvalBool(r); }
+  // Three-valued: true if either side is true, else null if either is null.
+  bool EvalBool(const Record& r) const override {
+    if (!nullable()) return l_->EvalBool(r) || r_->EvalBool(r);
+    return Truth(*l_, r) == 1 || Truth(*r_, r) == 1;
+  }
+  bool IsNull(const Record& r) const override {
+    const int a = Truth(*l_, r);
+    if (a == 1) return false;
+    const int b = Truth(*r_, r);
+    return b != 1 && (a < 0 || b < 0);
+  }
 };
 
 class NotExpr final : public UnaryExpr {
@@ -345,7 +398,13 @@ class NotExpr final : public UnaryExpr {
 class ConcatExpr final : public Expr {
  public:
   explicit ConcatExpr(std::vector<ExprPtr> children)
-      : Expr(FieldType::kString), children_(std::move(children)) {}
+      : Expr(FieldType::kString, AnyNullable(children)), children_(std::move(children)) {}
+  bool IsNull(const Record& r) const override {
+    for (const ExprPtr& c : children_) {
+      if (Null(*c, r)) return true;
+    }
+    return false;
+  }
   absl::string_view EvalString(const Record& r) const override {
     scratch_.clear();
     for (const ExprPtr& c : children_) {
@@ -401,7 +460,14 @@ class LengthExpr final : public UnaryExpr {
 class SubstrExpr final : public Expr {
  public:
   SubstrExpr(ExprPtr s, ExprPtr start, ExprPtr len)
-      : Expr(FieldType::kString), s_(std::move(s)), start_(std::move(start)), len_(std::move(len)) {}
+      : Expr(FieldType::kString,
+             s->nullable() || start->nullable() || (len != nullptr && len->nullable())),
+        s_(std::move(s)),
+        start_(std::move(start)),
+        len_(std::move(len)) {}
+  bool IsNull(const Record& r) const override {
+    return AnyNull({s_.get(), start_.get(), len_.get()}, r);
+  }
   absl::string_view EvalString(const Record& r) const override {
     absl::string_view s = s_->EvalString(r);
     const int64_t size = static_cast<int64_t>(s.size());
@@ -461,21 +527,63 @@ class HashExpr final : public UnaryExpr {
   }
 };
 
-// if(cond, a, b): evaluates only the chosen branch.
+// if(cond, a, b): evaluates only the chosen branch; a null condition picks `b`.
 class IfExpr final : public Expr {
  public:
   IfExpr(FieldType type, ExprPtr cond, ExprPtr a, ExprPtr b)
-      : Expr(type), cond_(std::move(cond)), a_(std::move(a)), b_(std::move(b)) {}
+      : Expr(type, a->nullable() || b->nullable()),
+        cond_(std::move(cond)),
+        a_(std::move(a)),
+        b_(std::move(b)) {}
+  bool IsNull(const Record& r) const override { return Null(Pick(r), r); }
   int64_t EvalInt(const Record& r) const override { return Pick(r).EvalInt(r); }
   double EvalDouble(const Record& r) const override { return Pick(r).EvalDouble(r); }
   bool EvalBool(const Record& r) const override { return Pick(r).EvalBool(r); }
   absl::string_view EvalString(const Record& r) const override { return Pick(r).EvalString(r); }
 
  private:
-  const Expr& Pick(const Record& r) const { return cond_->EvalBool(r) ? *a_ : *b_; }
+  const Expr& Pick(const Record& r) const { return Truth(*cond_, r) == 1 ? *a_ : *b_; }
   const ExprPtr cond_;
   const ExprPtr a_;
   const ExprPtr b_;
+};
+
+// is_null(x): never null.
+class IsNullExpr final : public Expr {
+ public:
+  explicit IsNullExpr(ExprPtr child) : Expr(FieldType::kBool), child_(std::move(child)) {}
+  bool EvalBool(const Record& r) const override { return Null(*child_, r); }
+
+ private:
+  const ExprPtr child_;
+};
+
+// coalesce(a, b, ...): the first non-null argument (the last one when all are null); all
+// arguments have the expression's type. Nullable only if every argument is.
+class CoalesceExpr final : public Expr {
+ public:
+  CoalesceExpr(FieldType type, std::vector<ExprPtr> args)
+      : Expr(type, AllNullable(args)), args_(std::move(args)) {}
+  int64_t EvalInt(const Record& r) const override { return Pick(r).EvalInt(r); }
+  double EvalDouble(const Record& r) const override { return Pick(r).EvalDouble(r); }
+  bool EvalBool(const Record& r) const override { return Pick(r).EvalBool(r); }
+  absl::string_view EvalString(const Record& r) const override { return Pick(r).EvalString(r); }
+  bool IsNull(const Record& r) const override { return Null(Pick(r), r); }
+
+ private:
+  static bool AllNullable(const std::vector<ExprPtr>& v) {
+    for (const ExprPtr& e : v) {
+      if (!e->nullable()) return false;
+    }
+    return true;
+  }
+  const Expr& Pick(const Record& r) const {
+    for (size_t i = 0; i + 1 < args_.size(); ++i) {
+      if (!Null(*args_[i], r)) return *args_[i];
+    }
+    return *args_.back();
+  }
+  const std::vector<ExprPtr> args_;
 };
 
 // min/max of two children of C++ type T. Both string results are views of distinct nodes,
@@ -572,7 +680,12 @@ class Tokenizer {
         SLUICE_RETURN_IF_ERROR(Number(&t));
       } else if (IsIdentStart(c)) {
         size_t start = pos_;
-        while (pos_ < text_.size() && IsIdentChar(text_[pos_])) ++pos_;
+        // A dot between identifier parts belongs to the name (`left.amount`, join outputs).
+        while (pos_ < text_.size() &&
+               (IsIdentChar(text_[pos_]) ||
+                (text_[pos_] == '.' && pos_ + 1 < text_.size() && IsIdentStart(text_[pos_ + 1])))) {
+          ++pos_;
+        }
         t.kind = TokKind::kIdent;
         t.text = std::string(text_.substr(start, pos_ - start));
       } else if (c == '\'' || c == '"') {
@@ -715,7 +828,7 @@ constexpr FunctionInfo kFunctions[] = {
     {"hash", 1, 1},        {"if", 3, 3},           {"length", 1, 1},     {"lower", 1, 1},
     {"max", 2, 2},         {"min", 2, 2},          {"starts_with", 2, 2}, {"substr", 2, 3},
     {"to_double", 1, 1},   {"to_int", 1, 1},       {"to_string", 1, 1},  {"to_timestamp", 1, 1},
-    {"trim", 1, 1},        {"upper", 1, 1},
+    {"trim", 1, 1},        {"upper", 1, 1},        {"is_null", 1, 1},    {"coalesce", 1, -1},
 };
 
 const FunctionInfo* FindFunction(absl::string_view name) {
@@ -1048,7 +1161,8 @@ class Parser {
                                         : absl::StrCat("fields: ", absl::StrJoin(names, ", "));
       return ErrorAt(t.column, absl::StrCat("unknown field '", t.text, "' (", known, ")"));
     }
-    return Node{std::make_unique<FieldRef>(schema_.field(index).type, index), t.column, 1};
+    const Field& f = schema_.field(index);
+    return Node{std::make_unique<FieldRef>(f.type, f.nullable, index), t.column, 1};
   }
 
   absl::StatusOr<Node> ParsePrimary() {
@@ -1237,6 +1351,20 @@ class Parser {
       return done(std::make_unique<IntAbs>(arg(0)));
     }
     if (fn == "hash") return done(std::make_unique<HashExpr>(arg(0)));
+    if (fn == "is_null") return done(std::make_unique<IsNullExpr>(arg(0)));
+    if (fn == "coalesce") {
+      FieldType t = args[0].type();
+      for (size_t i = 1; i < args.size(); ++i) {
+        if (!UnifyTypes(t, args[i].type(), &t)) {
+          return ErrorAt(args[i].column,
+                         absl::StrCat("coalesce() arguments have different types: ",
+                                      TypeName(args[0].type()), " and ", TypeName(args[i].type())));
+        }
+      }
+      std::vector<ExprPtr> parts;
+      for (size_t i = 0; i < args.size(); ++i) parts.push_back(Coerce(arg(i), t));
+      return done(std::make_unique<CoalesceExpr>(t, std::move(parts)));
+    }
     if (fn == "if") {
       SLUICE_RETURN_IF_ERROR(RequireArg(fn, args, 0, IsBool, "bool"));
       FieldType t;
@@ -1283,6 +1411,11 @@ int ExprErrorColumn(const absl::Status& status) {
 }
 
 void EvalInto(const Expr& expr, const Record& in, FieldType out_type, Record* out, size_t index) {
+  if (expr.nullable()) {
+    const bool null = expr.IsNull(in);
+    out->SetNullTo(index, null);
+    if (null) return;
+  }
   Value& v = (*out)[index];
   const FieldType t = expr.type();
   switch (out_type) {

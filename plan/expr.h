@@ -14,7 +14,8 @@ namespace sluice::plan {
 //
 // Language (parsed and checked once, at job submission):
 //   literals     42, -7, 3.14, 'text' or "text", true, false
-//   fields       a bare identifier names a field of the input schema (`user_id`);
+//   fields       a bare identifier names a field of the input schema (`user_id`, and
+//                dotted names such as `left.amount`, as joins name clashing fields);
 //                backquotes allow any name (`my field`)
 //   arithmetic   + - * / %   (int64 op int64 -> int64; any double -> double; `+` also
 //                concatenates strings). Integer arithmetic never fails and never traps:
@@ -29,6 +30,14 @@ namespace sluice::plan {
 //                contains(s, t) starts_with(s, t) ends_with(s, t) trim(s)
 //                to_string(x) to_int(x) to_double(x) abs(x) hash(x) (stable, non-negative)
 //                if(cond, a, b) min(a, b) max(a, b) to_timestamp(ms)
+//                is_null(x) coalesce(a, b, ...)
+//   nulls        (SQL-like) a nullable field (Field::nullable) may be null; an operator or
+//                function with a null operand yields null, except: `and` is false when one
+//                side is false and `or` true when one side is true (three-valued logic);
+//                if() takes its else branch when the condition is null; is_null(x) is true or
+//                false, never null; coalesce(a, b, ...) is its first non-null argument (all of
+//                one type; null only if all are). A filter keeps a record only when its
+//                condition is true (null counts as false).
 //
 // Evaluation allocates nothing per record once string scratch buffers have grown. An Expr is
 // used by one thread at a time (string results live in per-node scratch space); compile one
@@ -38,6 +47,14 @@ class Expr {
   virtual ~Expr() = default;
 
   FieldType type() const { return type_; }
+  // Whether the expression can be null: it reads a nullable field (outside is_null() and a
+  // coalesce() with a NOT NULL argument). Fixed at compilation; NOT NULL expressions never
+  // look at null bits, so they cost what they did before nulls existed.
+  bool nullable() const { return nullable_; }
+
+  // Whether the value for `r` is null (then the Eval accessors return unspecified values).
+  // Always false when !nullable().
+  virtual bool IsNull(const Record& r) const { return false; }
 
   // Evaluate; call only the accessor matching type() (kTimestamp uses EvalInt).
   virtual int64_t EvalInt(const Record& r) const;
@@ -50,10 +67,11 @@ class Expr {
   virtual int FieldIndex() const { return -1; }
 
  protected:
-  explicit Expr(FieldType type) : type_(type) {}
+  explicit Expr(FieldType type, bool nullable = false) : type_(type), nullable_(nullable) {}
 
  private:
   FieldType type_;
+  bool nullable_;
 };
 
 // Parses and type-checks `text` against `schema`. Errors are kInvalidArgument with the
@@ -66,7 +84,8 @@ absl::StatusOr<std::unique_ptr<Expr>> CompileExpr(absl::string_view text, const 
 int ExprErrorColumn(const absl::Status& status);
 
 // Evaluates `expr` into value `index` of `out`, converting to `out_type` when `expr`'s type
-// is numeric and differs (int64 <-> double <-> timestamp).
+// is numeric and differs (int64 <-> double <-> timestamp). A nullable `expr` also sets or
+// clears the value's null bit; a NOT NULL one leaves it alone (REQUIRES: it is clear).
 void EvalInto(const Expr& expr, const Record& in, FieldType out_type, Record* out, size_t index);
 
 }  // namespace sluice::plan

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/key_groups.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
@@ -567,6 +568,122 @@ TEST_F(ExprTest, EvalIntoConverts) {
   EXPECT_FALSE(out.GetBool(3));
   EvalInto(*Compile("id"), record_, FieldType::kString, &out, 4);
   EXPECT_EQ(out.GetString(4), "42");
+}
+
+// Nulls: a record with nullable fields `n` (int64), `s` (string), `b` (bool), `d` (double)
+// and a NOT NULL `k`; `Tri` evaluates in three-valued terms: "null", "true", "false" / value.
+class NullExprTest : public ::testing::Test {
+ protected:
+  NullExprTest()
+      : schema_({{"k", FieldType::kInt64},
+                 {"n", FieldType::kInt64, true},
+                 {"s", FieldType::kString, true},
+                 {"b", FieldType::kBool, true},
+                 {"left.d", FieldType::kDouble, true}}),
+        r_(5) {
+    r_.SetInt(0, 7);
+    r_.SetInt(1, 3);
+    r_.SetString(2, "x");
+    r_.SetBool(3, true);
+    r_.SetDouble(4, 1.5);
+  }
+  std::string Eval(const std::string& text) {
+    auto e = CompileExpr(text, schema_);
+    EXPECT_OK(e.status());
+    if (!e.ok()) return "<error>";
+    const Expr& x = **e;
+    if (x.nullable() && x.IsNull(r_)) return "null";
+    switch (x.type()) {
+      case FieldType::kBool: return x.EvalBool(r_) ? "true" : "false";
+      case FieldType::kString: return std::string(x.EvalString(r_));
+      case FieldType::kDouble: return absl::StrCat(x.EvalDouble(r_));
+      default: return absl::StrCat(x.EvalInt(r_));
+    }
+  }
+  bool Nullable(const std::string& text) { return (*CompileExpr(text, schema_))->nullable(); }
+
+  Schema schema_;
+  Record r_;
+};
+
+TEST_F(NullExprTest, NotNullValuesEvaluateAsBefore) {
+  EXPECT_EQ(Eval("n + k"), "10");
+  EXPECT_EQ(Eval("concat(s, 'y')"), "xy");
+  EXPECT_EQ(Eval("left.d * 2"), "3");
+  EXPECT_EQ(Eval("is_null(n)"), "false");
+  EXPECT_EQ(Eval("coalesce(n, k)"), "3");
+  EXPECT_FALSE(Nullable("k + 1"));
+  EXPECT_TRUE(Nullable("n + 1"));
+  EXPECT_FALSE(Nullable("is_null(n)"));
+  EXPECT_FALSE(Nullable("coalesce(n, 0)"));
+  EXPECT_TRUE(Nullable("coalesce(n, n)"));
+  EXPECT_FALSE(Nullable("if(b, 1, 2)"));  // a null condition takes the else branch
+}
+
+TEST_F(NullExprTest, NullPropagatesThroughOperatorsAndFunctions) {
+  r_.SetNull(1);
+  r_.SetNull(2);
+  r_.SetNull(4);
+  EXPECT_EQ(Eval("n + 1"), "null");
+  EXPECT_EQ(Eval("-n"), "null");
+  EXPECT_EQ(Eval("n == n"), "null");
+  EXPECT_EQ(Eval("n > 1"), "null");
+  EXPECT_EQ(Eval("max(n, k)"), "null");
+  EXPECT_EQ(Eval("to_string(n)"), "null");
+  EXPECT_EQ(Eval("concat(s, 'y')"), "null");
+  EXPECT_EQ(Eval("s + 'y'"), "null");
+  EXPECT_EQ(Eval("substr('abc', n)"), "null");
+  EXPECT_EQ(Eval("length(s)"), "null");
+  EXPECT_EQ(Eval("left.d / 2"), "null");
+  EXPECT_EQ(Eval("if(k > 1, n, 5)"), "null");
+  EXPECT_EQ(Eval("if(n > 1, 4, 5)"), "5");
+  EXPECT_EQ(Eval("is_null(n)"), "true");
+  EXPECT_EQ(Eval("is_null(n + 1)"), "true");
+  EXPECT_EQ(Eval("is_null(k)"), "false");
+  EXPECT_EQ(Eval("coalesce(n, k)"), "7");
+  EXPECT_EQ(Eval("coalesce(n, n + 1, 9)"), "9");
+  EXPECT_EQ(Eval("coalesce(s, 'none')"), "none");
+  EXPECT_EQ(Eval("coalesce(left.d, 0)"), "0");
+  EXPECT_EQ(Eval("coalesce(n, n)"), "null");
+}
+
+TEST_F(NullExprTest, AndOrFollowThreeValuedLogic) {
+  r_.SetNull(3);  // b is null
+  EXPECT_EQ(Eval("b and false"), "false");
+  EXPECT_EQ(Eval("false and b"), "false");
+  EXPECT_EQ(Eval("b and true"), "null");
+  EXPECT_EQ(Eval("b or true"), "true");
+  EXPECT_EQ(Eval("true or b"), "true");
+  EXPECT_EQ(Eval("b or false"), "null");
+  EXPECT_EQ(Eval("not b"), "null");
+  EXPECT_EQ(Eval("b and b"), "null");
+  r_.ClearNull(3);
+  r_.SetBool(3, false);
+  EXPECT_EQ(Eval("b or false"), "false");
+  EXPECT_EQ(Eval("b and true"), "false");
+}
+
+TEST_F(NullExprTest, EvalIntoSetsAndClearsTheNullBit) {
+  auto e = CompileExpr("n * 2", schema_);
+  ASSERT_OK(e.status());
+  Record out(1);
+  r_.SetNull(1);
+  EvalInto(**e, r_, FieldType::kInt64, &out, 0);
+  EXPECT_TRUE(out.IsNull(0));
+  r_.ClearNull(1);
+  EvalInto(**e, r_, FieldType::kDouble, &out, 0);
+  EXPECT_FALSE(out.IsNull(0));
+  EXPECT_EQ(out.GetDouble(0), 6.0);
+}
+
+TEST_F(NullExprTest, CoalesceNeedsOneTypeAndDottedNamesAreFields) {
+  EXPECT_THAT(CompileExpr("coalesce(n, 'a')", schema_).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("coalesce() arguments have different types: int64 and string")));
+  EXPECT_THAT(CompileExpr("left.e", schema_).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown field 'left.e'")));
+  EXPECT_EQ(Eval("`left.d` + 1"), "2.5");
+  EXPECT_EQ(Eval("1.5 + .5"), "2");
 }
 
 }  // namespace

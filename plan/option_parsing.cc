@@ -2,6 +2,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_join.h"
 #include "common/error_text.h"
 #include "common/status.h"
@@ -48,6 +49,13 @@ bool IsIdentifier(absl::string_view s) {
   if (s.empty() || !(absl::ascii_isalpha(s[0]) || s[0] == '_')) return false;
   for (char c : s) {
     if (!(absl::ascii_isalnum(c) || c == '_')) return false;
+  }
+  return true;
+}
+
+bool IsDottedIdentifier(absl::string_view s) {
+  for (absl::string_view part : absl::StrSplit(s, '.')) {
+    if (!IsIdentifier(part)) return false;
   }
   return true;
 }
@@ -130,7 +138,7 @@ absl::StatusOr<std::vector<KeySpec>> ParseKey(const ErrorContext& ec, const YAML
     KeySpec k;
     if (item.IsScalar()) {
       k.expr = item.Scalar();
-      k.name = IsIdentifier(k.expr) ? k.expr : absl::StrCat("key", i);
+      k.name = IsDottedIdentifier(k.expr) ? k.expr : absl::StrCat("key", i);
     } else if (item.IsMap()) {
       SLUICE_ASSIGN_OR_RETURN(k.name, GetString(ec, item, "name", true));
       SLUICE_ASSIGN_OR_RETURN(k.expr, GetString(ec, item, "expr", true));

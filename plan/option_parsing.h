@@ -48,6 +48,8 @@ struct EventTimeSpec {
 };
 
 bool IsIdentifier(absl::string_view s);
+// Identifiers joined by dots (`left.amount`): names an expression reads as one field name.
+bool IsDottedIdentifier(absl::string_view s);
 // Whether a value of type `from` may be stored in a field of type `to`.
 bool Assignable(FieldType from, FieldType to);
 

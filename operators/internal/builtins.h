@@ -20,5 +20,8 @@ std::unique_ptr<Operator> MakeFileSink();       // file_sink.cc
 std::unique_ptr<Operator> MakePrintSink();      // print_sink.cc
 std::unique_ptr<Operator> MakeBlackholeSink();  // blackhole_sink.cc
 std::unique_ptr<Operator> MakeNexmarkSource();  // nexmark/nexmark_source.cc
+std::unique_ptr<Operator> MakeIntervalJoin();   // interval_join.cc
+std::unique_ptr<Operator> MakeRegularJoin();    // regular_join.cc
+std::unique_ptr<Operator> MakeWindowJoin();     // window_join.cc
 
 }  // namespace sluice::ops

@@ -1,0 +1,164 @@
+#include "operators/join_base.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/key_groups.h"
+#include "common/record_codec.h"
+#include "common/status.h"
+#include "operators/key_hasher.h"
+
+namespace sluice::ops {
+
+absl::Status JoinOperatorBase::OpenJoin(const OperatorContext& ctx, Output* output,
+                                        const JoinSides& sides) {
+  SLUICE_RETURN_IF_ERROR(Operator::Open(ctx, output));
+  if (ctx.keyed_state == nullptr || ctx.timers == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(ctx.spec->type, " needs a keyed state backend and timers"));
+  }
+  sides_ = &sides;
+  state_ = ctx.keyed_state;
+  timers_ = ctx.timers;
+  std::vector<Field> key_fields;
+  for (int side = 0; side < 2; ++side) {
+    for (const plan::KeySpec& k : sides.key[side]) {
+      SLUICE_ASSIGN_OR_RETURN(auto e, plan::CompileExpr(k.expr, sides.input[side]));
+      if (side == 0) key_fields.push_back({k.name, e->type()});
+      key_exprs_[side].push_back(std::move(e));
+    }
+  }
+  key_schema_ = Schema(std::move(key_fields));
+  key_record_.Resize(key_schema_.size());
+  offset_[0] = 0;
+  offset_[1] = sides.input[0].size();
+  out_.Resize(sides.output.size());
+  return absl::OkStatus();
+}
+
+void JoinOperatorBase::SetKeyFrom(int side, const Record& r) {
+  const auto& exprs = key_exprs_[side];
+  for (size_t i = 0; i < exprs.size(); ++i) {
+    plan::EvalInto(*exprs[i], r, key_schema_.field(i).type, &key_record_, i);
+  }
+  key_bytes_.clear();
+  EncodeRecord(key_schema_, key_record_, &key_bytes_);
+  state_->SetCurrentKey(key_bytes_, KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema_, key_record_),
+                                                    ctx_.max_parallelism));
+}
+
+void JoinOperatorBase::FillSide(int side, const Record* r) {
+  const Schema& schema = sides_->input[side];
+  const size_t base = offset_[side];
+  if (r == nullptr) {
+    for (size_t i = 0; i < schema.size(); ++i) out_.SetNull(base + i);
+    return;
+  }
+  for (size_t i = 0; i < schema.size(); ++i) CopyValue(schema.field(i).type, *r, i, &out_, base + i);
+}
+
+absl::Status JoinOperatorBase::AppendToBucket(int side, state::StateId map, BucketIndex* index,
+                                              int64_t time, absl::string_view prefix,
+                                              const Record& r) {
+  char buf[8];
+  const absl::string_view user_key = TimeUserKey(time, buf);
+  append_scratch_.clear();
+  if (index != nullptr && index->Insert(time)) {
+    SLUICE_RETURN_IF_ERROR(index->Store());  // a new bucket: nothing to read
+  } else {
+    SLUICE_ASSIGN_OR_RETURN(bool found, state_->MapGet(map, user_key, &append_scratch_));
+    if (!found) append_scratch_.clear();
+  }
+  if (append_scratch_.empty()) append_scratch_.push_back(kJoinStateFormat);
+  append_scratch_.append(prefix.data(), prefix.size());
+  EncodeRecord(sides_->input[side], r, &append_scratch_);
+  return state_->MapPut(map, user_key, append_scratch_);
+}
+
+absl::Status JoinOperatorBase::DecodeOne(int side, const char** pos, const char* end,
+                                         Record* record) const {
+  const Schema& schema = sides_->input[side];
+  if (record->size() != schema.size()) record->Resize(schema.size());
+  RecordDecoder dec(&schema, absl::string_view(*pos, end - *pos));
+  SLUICE_RETURN_IF_ERROR(dec.Next(record));
+  *pos = end - dec.Remaining();
+  return absl::OkStatus();
+}
+
+absl::Status JoinOperatorBase::DecodeBucket(int side, absl::string_view bucket,
+                                            std::vector<Record>* records, size_t* count) const {
+  *count = 0;
+  SLUICE_ASSIGN_OR_RETURN(absl::string_view body, BucketBody(bucket));
+  const char* pos = body.data();
+  const char* end = pos + body.size();
+  while (pos < end) {
+    if (records->size() <= *count) records->emplace_back();
+    SLUICE_RETURN_IF_ERROR(DecodeOne(side, &pos, end, &(*records)[*count]));
+    ++*count;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<absl::string_view> BucketBody(absl::string_view bucket) {
+  if (bucket.empty() || bucket[0] != kJoinStateFormat) {
+    return absl::DataLossError(absl::StrCat("join state of unknown format ",
+                                            bucket.empty() ? -1 : static_cast<int>(bucket[0])));
+  }
+  return bucket.substr(1);
+}
+
+absl::Status BucketIndex::Load() {
+  SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(id_, &stored_));
+  data_.clear();
+  if (!found) return absl::OkStatus();
+  SLUICE_ASSIGN_OR_RETURN(absl::string_view body, BucketBody(stored_));
+  if (body.size() % 8 != 0) return absl::DataLossError("join bucket index of a bad size");
+  data_.assign(body.data(), body.size());
+  return absl::OkStatus();
+}
+
+absl::Status BucketIndex::Store() {
+  if (data_.empty()) return state_->Delete(id_);
+  stored_.assign(1, kJoinStateFormat);
+  stored_.append(data_);
+  return state_->Put(id_, stored_);
+}
+
+int64_t BucketIndex::time(size_t i) const { return TimeFromUserKey(user_key(i)); }
+
+size_t BucketIndex::LowerBound(int64_t ts) const {
+  char buf[8];
+  const absl::string_view key = TimeUserKey(ts, buf);
+  size_t lo = 0;
+  size_t hi = size();
+  while (lo < hi) {  // big-endian keys: byte order is time order
+    const size_t mid = (lo + hi) / 2;
+    if (user_key(mid) < key) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+bool BucketIndex::Insert(int64_t ts) {
+  const size_t i = LowerBound(ts);
+  if (i < size() && time(i) == ts) return false;
+  char buf[8];
+  const absl::string_view key = TimeUserKey(ts, buf);
+  data_.insert(8 * i, key.data(), key.size());
+  return true;
+}
+
+absl::string_view TimeUserKey(int64_t ts, char (&buf)[8]) {
+  const uint64_t u = static_cast<uint64_t>(ts) ^ (uint64_t{1} << 63);
+  for (int i = 0; i < 8; ++i) buf[i] = static_cast<char>(u >> (56 - 8 * i));
+  return absl::string_view(buf, 8);
+}
+
+int64_t TimeFromUserKey(absl::string_view key) {
+  uint64_t u = 0;
+  for (size_t i = 0; i < 8 && i < key.size(); ++i) u = (u << 8) | static_cast<unsigned char>(key[i]);
+  return static_cast<int64_t>(u ^ (uint64_t{1} << 63));
+}
+
+}  // namespace sluice::ops

@@ -1,0 +1,136 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "common/record.h"
+#include "operators/join_options.h"
+#include "operators/operator.h"
+#include "plan/expr.h"
+#include "state/keyed_state_backend.h"
+
+namespace sluice::ops {
+
+class BucketIndex;
+
+// The first byte of every bucket and index the joins write: the layout of what follows, so
+// that a later layout can still read state written by this one.
+inline constexpr char kJoinStateFormat = 1;
+
+// The bytes of `bucket` after its format byte; kDataLoss for another format.
+absl::StatusOr<absl::string_view> BucketBody(absl::string_view bucket);
+
+// What the join operators (interval_join.cc, regular_join.cc, window_join.cc) share: keys,
+// the output row, records kept in keyed state as encoded bytes, and the late-record counter.
+//
+// Records a join keeps live in the keyed state backend as "buckets": map-state entries whose
+// value is a format byte (kJoinStateFormat) and a concatenation of records in the record
+// codec's format (common/record_codec.h), under an 8-byte user key (a timestamp,
+// order-preserving). Nothing is kept in memory between
+// calls, so checkpoints, restores and rescaling cover the whole join state.
+//
+// Lifecycle and threading as every operator: the task thread calls everything.
+class JoinOperatorBase : public TwoInputOperator {
+ public:
+  bool IsKeyed() const override { return true; }
+
+  // Records dropped as late by this subtask (also counted in the task's
+  // OperatorContext::late_records_dropped, the metric sluice_operator_late_records_dropped_total).
+  uint64_t late_records_dropped() const { return late_dropped_; }
+
+ protected:
+  // Call from Open() with the options' sides. kFailedPrecondition without keyed state.
+  absl::Status OpenJoin(const OperatorContext& ctx, Output* output, const JoinSides& sides);
+
+  // Evaluates input `side`'s key over `r` and makes it the backend's current key.
+  void SetKeyFrom(int side, const Record& r);
+  int64_t TimeOf(int side, const Record& r) const { return r.GetInt(sides_->time_field[side]); }
+
+  // Copies `r` (a record of input `side`) into the output row's part of that side, or nulls
+  // when `r` is null.
+  void FillSide(int side, const Record* r);
+  absl::Status EmitJoined(const Record* left, const Record* right) {
+    FillSide(0, left);
+    FillSide(1, right);
+    return output_->Emit(out_);
+  }
+
+  // Appends `prefix` (a flag byte, or nothing) and `r` (a record of input `side`) to the current
+  // key's bucket `time` of map state `map`; a new bucket is added to `index` when there is one
+  // (the current key's, loaded). Errors come from the backend.
+  absl::Status AppendToBucket(int side, state::StateId map, BucketIndex* index, int64_t time,
+                              absl::string_view prefix, const Record& r);
+  // Decodes every record of a bucket of input `side` (without flag bytes) into
+  // (*records)[0..*count), reusing the records' storage. kDataLoss on corrupt bytes.
+  absl::Status DecodeBucket(int side, absl::string_view bucket, std::vector<Record>* records,
+                            size_t* count) const;
+  // Decodes one record from `*pos` (advanced); kDataLoss on corrupt bytes.
+  absl::Status DecodeOne(int side, const char** pos, const char* end, Record* record) const;
+
+  void CountLate() {
+    ++late_dropped_;
+    if (ctx_.late_records_dropped != nullptr) ctx_.late_records_dropped->Add();
+  }
+
+  const JoinSides* sides_ = nullptr;
+  state::KeyedStateBackend* state_ = nullptr;
+  TimerService* timers_ = nullptr;
+  Record out_;  // the output row; extra fields after both sides are the derived class's
+
+ private:
+  std::vector<std::unique_ptr<plan::Expr>> key_exprs_[2];
+  Schema key_schema_;
+  Record key_record_;
+  std::string key_bytes_;
+  size_t offset_[2] = {0, 0};  // where each side's fields start in the output
+  std::string append_scratch_;
+  uint64_t late_dropped_ = 0;
+};
+
+// Which buckets of one map state the current key has: their 8-byte time user keys, sorted, in
+// one value-state entry per key. Joins find the buckets they need through it and read them by
+// point lookups: iterating a map state per record would crawl over the RocksDB tombstones of
+// every bucket dropped before (quadratic in the records of a key).
+class BucketIndex {
+ public:
+  BucketIndex(state::KeyedStateBackend* state, state::StateId id) : state_(state), id_(id) {}
+
+  // Reads the current key's index (empty when absent).
+  absl::Status Load();
+  // Writes it back (deletes the entry when empty).
+  absl::Status Store();
+
+  size_t size() const { return data_.size() / 8; }
+  absl::string_view user_key(size_t i) const { return absl::string_view(data_).substr(8 * i, 8); }
+  int64_t time(size_t i) const;
+  // The first position whose time is >= `ts` (size() if none).
+  size_t LowerBound(int64_t ts) const;
+  // Adds `ts`; false if it is there already.
+  bool Insert(int64_t ts);
+  // Drops the first `n` entries (the oldest).
+  void EraseFront(size_t n) { data_.erase(0, 8 * n); }
+
+ private:
+  state::KeyedStateBackend* const state_;
+  const state::StateId id_;
+  std::string data_;  // the entries, without the format byte
+  std::string stored_;
+};
+
+// An order-preserving 8-byte user key for a timestamp (big-endian, sign bit flipped), written
+// into `buf`, and back.
+absl::string_view TimeUserKey(int64_t ts, char (&buf)[8]);
+int64_t TimeFromUserKey(absl::string_view key);
+
+// a + b, saturated to the int64 range.
+inline int64_t SaturatingAdd(int64_t a, int64_t b) {
+  int64_t r;
+  if (!__builtin_add_overflow(a, b, &r)) return r;
+  return b > 0 ? INT64_MAX : INT64_MIN;
+}
+
+}  // namespace sluice::ops
