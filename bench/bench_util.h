@@ -115,11 +115,4 @@ inline JobRun RunJobToEnd(cli::LocalCluster& cluster, cli::CoordinatorClient& cl
   return run;
 }
 
-// CPU seconds of the calling thread.
-inline double ThreadCpuSeconds() {
-  timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 }  // namespace sluice::bench
