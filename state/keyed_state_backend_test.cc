@@ -522,6 +522,39 @@ TEST_F(KeyedStateBackendTest, IncrementalCheckpointsReuseSharedFiles) {
   EXPECT_EQ(GetOr(r2->get(), value3, "key-99999"), absl::StrCat("value-99999-", 99999 * 7919));
 }
 
+// A job restored from a savepoint (another directory) checkpoints into its own directory: the
+// savepoint's shared files are not there, so its first checkpoint must upload them instead of
+// naming them, or restoring from that checkpoint finds them missing.
+TEST_F(KeyedStateBackendTest, CheckpointAfterRestoreFromAnotherDirectoryIsSelfContained) {
+  auto a = OpenOrDie(Options("a"));
+  ASSERT_NE(a, nullptr);
+  StateId id = a->RegisterState("count", StateKind::kValue);
+  for (int i = 0; i < 50; ++i) {
+    SetKey(a.get(), absl::StrCat("k", i));
+    ASSERT_OK(a->Put(id, absl::StrCat("v", i)));
+  }
+  const std::string savepoint_dir = (root_ / "savepoint").string();
+  auto pending = a->SnapshotSync(1);
+  ASSERT_OK(pending);
+  auto sp = a->UploadSnapshot(*pending, savepoint_dir, "chk-1/sp");
+  ASSERT_OK(sp);
+
+  // The new job: same key groups, restored from the savepoint, checkpointing into job_dir_.
+  auto b = KeyedStateBackend::Restore(Options("b"), {*sp}, savepoint_dir);
+  ASSERT_OK(b);
+  id = (*b)->RegisterState("count", StateKind::kValue);
+  SetKey(b->get(), "k50");
+  ASSERT_OK((*b)->Put(id, "v50"));
+  auto h = Checkpoint(b->get(), 2, "chk-2/b");
+  ASSERT_OK(h);
+  // The savepoint goes away (a user deletes it after the job moved on); the checkpoint stands.
+  fs::remove_all(savepoint_dir);
+  auto c = KeyedStateBackend::Restore(Options("c"), {*h}, job_dir_);
+  ASSERT_OK(c);
+  id = (*c)->RegisterState("count", StateKind::kValue);
+  for (int i = 0; i <= 50; ++i) EXPECT_EQ(GetOr(c->get(), id, absl::StrCat("k", i)), absl::StrCat("v", i));
+}
+
 TEST_F(KeyedStateBackendTest, RescaleTwoToThree) {
   const KeyGroupRange old_ranges[2] = {{0, 63}, {64, 127}};
   std::vector<std::unique_ptr<KeyedStateBackend>> old;

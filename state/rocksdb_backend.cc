@@ -310,10 +310,13 @@ class RocksDbBackend final : public KeyedStateBackend {
     bool referenced = true;  // second-chance bit for eviction
   };
 
-  // A shared file this backend uploaded (or restored from): its name in shared/.
+  // A shared file this backend uploaded (or restored from): its name in <dir>/shared/. A
+  // checkpoint names it instead of uploading it again only when it goes to the same `dir` (a job
+  // restored from a savepoint checkpoints elsewhere: there the file must be uploaded).
   struct UploadedFile {
     std::string name;
     int64_t size;
+    std::string dir;
   };
 
   struct DueTimer {
@@ -933,14 +936,14 @@ absl::StatusOr<proto::KeyedStateHandle> RocksDbBackend::UploadSnapshot(
     if (absl::EndsWith(name, ".sst")) {
       f->set_shared(true);
       auto it = uploaded_.find(name);
-      if (it != uploaded_.end() && it->second.size == size) {
+      if (it != uploaded_.end() && it->second.size == size && it->second.dir == job_checkpoint_dir) {
         f->set_name(it->second.name);
         continue;
       }
       std::string shared_name = absl::StrCat(backend_id_, "-", name);
       absl::Status s = CopyAtomically(local / name, shared_dir / shared_name, /*durable=*/true);
       if (!s.ok()) return absl::AbortedError(s.ToString());
-      uploaded_[name] = UploadedFile{shared_name, size};
+      uploaded_[name] = UploadedFile{shared_name, size, job_checkpoint_dir};
       f->set_name(shared_name);
     } else {
       f->set_shared(false);
@@ -991,7 +994,7 @@ absl::Status RocksDbBackend::RestoreFrom(const std::vector<proto::KeyedStateHand
     // Unchanged SSTs keep their shared names, so the next checkpoint is incremental.
     absl::MutexLock lock(&upload_mu_);
     for (const proto::StateFile& f : h.files()) {
-      if (f.shared()) uploaded_[f.local_name()] = UploadedFile{f.name(), f.size()};
+      if (f.shared()) uploaded_[f.local_name()] = UploadedFile{f.name(), f.size(), job_checkpoint_dir};
     }
     return absl::OkStatus();
   }
