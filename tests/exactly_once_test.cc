@@ -108,6 +108,50 @@ TEST_F(ExactlyOnceTest, SavepointRestoresWithOtherParallelism) {
   EXPECT_OK(allowed);
 }
 
+// Restoring a savepoint at the same parallelism, then losing a worker: the restored job's own
+// checkpoints must hold every file they name in the job's directory (they used to name the
+// savepoint's shared files there, so recovering from them failed with NOT_FOUND).
+TEST_F(ExactlyOnceTest, SavepointRestoredAtTheSameParallelismSurvivesAWorkerCrash) {
+  StartCluster(2, 2, 1500);
+  constexpr int64_t kRecords = 900'000;
+  const std::string before = dir_ + "/before";
+  std::string job = Submit(CountingJob(before, kRecords, 150'000));
+  WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
+  WaitUntil(job, [](const proto::JobInfo& i) {
+    for (const auto& c : i.checkpoints()) {
+      if (c.status() == "COMPLETED") return true;
+    }
+    return false;
+  }, std::chrono::seconds(20));
+  auto savepoint = client_->Savepoint(job, dir_ + "/savepoints", /*stop=*/true);
+  ASSERT_OK(savepoint);
+  ASSERT_EQ(WaitForEnd(job, std::chrono::seconds(20)).state(), proto::JOB_CANCELLED);
+
+  const std::string after = dir_ + "/after";
+  auto r = client_->SubmitRestoring(CountingJob(after, kRecords, 150'000), "job.yaml", 2, *savepoint, false);
+  ASSERT_OK(r);
+  const std::string restored = r->job_id();
+  // Two completed checkpoints of the restored job (the second one is incremental over the
+  // first), then kill -9 a worker: the job recovers from its own latest checkpoint.
+  proto::JobInfo running = WaitUntil(restored, [](const proto::JobInfo& i) {
+    int completed = 0;
+    for (const auto& c : i.checkpoints()) completed += c.status() == "COMPLETED";
+    return completed >= 2 || i.state() == proto::JOB_FINISHED;
+  }, std::chrono::seconds(30));
+  ASSERT_EQ(running.state(), proto::JOB_RUNNING) << "the job ended before the kill; slow it down";
+  int64_t own_checkpoint = 0;
+  for (const auto& c : running.checkpoints()) {
+    if (c.status() == "COMPLETED") own_checkpoint = std::max(own_checkpoint, c.checkpoint_id());
+  }
+  ASSERT_OK(cluster_->KillWorker(0, SIGKILL));
+  ASSERT_OK(cluster_->RestartWorker(0, -1));
+  proto::JobInfo info = WaitForEnd(restored, std::chrono::seconds(120));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  EXPECT_GE(info.restarts(), 1) << "the kill did not hit the job";
+  EXPECT_GE(info.restored_checkpoint_id(), own_checkpoint) << "not recovered from its own checkpoint";
+  CheckExactlyOnce({before, after}, ExpectedFor(kRecords));
+}
+
 TEST_F(ExactlyOnceTest, IncrementalCheckpointsUploadOnlyWhatChanged) {
   StartCluster(1, 2, 3000);
   // 1M keys quickly, then a trickle of updates to 10 keys.
