@@ -15,7 +15,9 @@
 #include <vector>
 
 #include <cstdlib>
+#include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <memory>
 
@@ -113,6 +115,50 @@ inline JobRun RunJobToEnd(cli::LocalCluster& cluster, cli::CoordinatorClient& cl
   run.finished = info.state() == proto::JOB_FINISHED;
   run.error = info.error();
   return run;
+}
+
+// Runs `yaml` (a bounded job processing `records` records) `reps` times on a fresh 2-worker
+// cluster, each run followed by `loop`, a single-threaded hand-written loop doing the same work
+// (it returns its thread CPU seconds and a checksum of its output). Prints a line per run, how
+// to reproduce (`reproduce`) and one line `BENCH <name> ... records_per_cpu_s=...
+// loop_records_per_cpu_s=... loop_ratio=...` of medians. Returns the process exit code.
+inline int CompareWithLoop(const std::string& name, const std::string& reproduce,
+                           const std::string& yaml, int64_t records, int reps,
+                           const std::function<double(uint64_t* checksum)>& loop) {
+  std::unique_ptr<cli::LocalCluster> cluster = StartBenchCluster("sluice-bench");
+  if (cluster == nullptr) return 1;
+  const std::string dir = cluster->options().dir;
+  cli::CoordinatorClient client(cluster->coordinator_address());
+  std::vector<double> rates, cpus, per_cpu, loop_per_cpu, walls;
+  for (int r = 0; r < reps; ++r) {
+    JobRun run = RunJobToEnd(*cluster, client, yaml);
+    if (!run.finished) {
+      std::cerr << "job failed: " << run.error << "\n";
+      return 1;
+    }
+    uint64_t checksum = 0;
+    const double loop_cpu = loop(&checksum);
+    walls.push_back(run.wall_s);
+    rates.push_back(records / run.wall_s);
+    cpus.push_back(run.cpu_s);
+    per_cpu.push_back(records / run.cpu_s);
+    loop_per_cpu.push_back(records / loop_cpu);
+    std::printf(
+        "run %d: %.2f s wall, %.0f records/s, %.2f CPU s, %.0f records/CPU-s; loop %.0f "
+        "records/CPU-s (checksum %llu)\n",
+        r + 1, run.wall_s, records / run.wall_s, run.cpu_s, records / run.cpu_s, records / loop_cpu,
+        static_cast<unsigned long long>(checksum));
+  }
+  cluster->Stop();
+  std::filesystem::remove_all(dir);
+  std::printf("reproduce: %s\n", reproduce.c_str());
+  std::printf(
+      "BENCH %s records=%lld wall_s=%.3f records_per_s=%.0f cpu_s=%.3f "
+      "records_per_cpu_s=%.0f loop_records_per_cpu_s=%.0f loop_ratio=%.2f of_loop=%.3f\n",
+      name.c_str(), static_cast<long long>(records), Median(walls), Median(rates), Median(cpus),
+      Median(per_cpu), Median(loop_per_cpu), Median(loop_per_cpu) / Median(per_cpu),
+      Median(per_cpu) / Median(loop_per_cpu));
+  return 0;
 }
 
 }  // namespace sluice::bench

@@ -7,24 +7,16 @@
 //
 //   build/bin/window_benchmark [--records N] [--keys K] [--reps R]
 
-#include <chrono>
-#include <cstdio>
-#include <filesystem>
-#include <iostream>
 #include <map>
 #include <string>
-#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "bench/bench_util.h"
-#include "cli/client.h"
-#include "cli/local_cluster.h"
 
 namespace {
 
-using sluice::bench::Median;
 using sluice::bench::ThreadCpuSeconds;
 
 constexpr int64_t kWindowMs = 1000;
@@ -74,11 +66,6 @@ int main(int argc, char** argv) {
   app.add_option("--reps", reps, "Repetitions (medians are reported)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
-  std::unique_ptr<sluice::cli::LocalCluster> cluster =
-      sluice::bench::StartBenchCluster("sluice-bench");
-  if (cluster == nullptr) return 1;
-  const std::string dir = cluster->options().dir;
-  sluice::cli::CoordinatorClient client(cluster->coordinator_address());
   const std::string job = absl::StrCat(R"(
 name: window-count
 parallelism: 2
@@ -98,35 +85,8 @@ operators:
   - {id: sink, type: blackhole}
 )");
 
-  std::vector<double> rates, cpus, per_cpu, loop_per_cpu, walls;
-  for (int r = 0; r < reps; ++r) {
-    sluice::bench::JobRun run = sluice::bench::RunJobToEnd(*cluster, client, job);
-    if (!run.finished) {
-      std::cerr << "job failed: " << run.error << "\n";
-      return 1;
-    }
-    uint64_t checksum = 0;
-    const double loop_cpu = HandLoop(records, keys, &checksum);
-    walls.push_back(run.wall_s);
-    rates.push_back(records / run.wall_s);
-    cpus.push_back(run.cpu_s);
-    per_cpu.push_back(records / run.cpu_s);
-    loop_per_cpu.push_back(records / loop_cpu);
-    std::printf(
-        "run %d: %.2f s wall, %.0f records/s, %.2f CPU s, %.0f records/CPU-s; loop %.0f "
-        "records/CPU-s (checksum %llu)\n",
-        r + 1, run.wall_s, records / run.wall_s, run.cpu_s, records / run.cpu_s, records / loop_cpu,
-        static_cast<unsigned long long>(checksum));
-  }
-  cluster->Stop();
-  std::filesystem::remove_all(dir);
-  std::printf("reproduce: build/bin/window_benchmark --records %lld --keys %lld --reps %d\n",
-              static_cast<long long>(records), static_cast<long long>(keys), reps);
-  std::printf(
-      "BENCH window_count records=%lld wall_s=%.3f records_per_s=%.0f cpu_s=%.3f "
-      "records_per_cpu_s=%.0f loop_records_per_cpu_s=%.0f loop_ratio=%.2f of_loop=%.3f\n",
-      static_cast<long long>(records), Median(walls), Median(rates), Median(cpus), Median(per_cpu),
-      Median(loop_per_cpu), Median(loop_per_cpu) / Median(per_cpu),
-      Median(per_cpu) / Median(loop_per_cpu));
-  return 0;
+  return sluice::bench::CompareWithLoop(
+      "window_count",
+      absl::StrCat("build/bin/window_benchmark --records ", records, " --keys ", keys, " --reps ", reps),
+      job, records, reps, [&](uint64_t* checksum) { return HandLoop(records, keys, checksum); });
 }

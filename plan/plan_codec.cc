@@ -21,6 +21,7 @@ void EncodeSchema(const Schema& schema, proto::PlanSchema* out) {
     proto::PlanField* pf = out->add_fields();
     pf->set_name(f.name);
     pf->set_type(std::string(FieldTypeName(f.type)));
+    pf->set_nullable(f.nullable);
   }
 }
 
@@ -31,7 +32,7 @@ absl::StatusOr<Schema> DecodeSchema(const proto::PlanSchema& in, absl::string_vi
     if (!type.ok()) {
       return Invalid(absl::StrCat(where, ": field '", pf.name(), "' has unknown type '", pf.type(), "'"));
     }
-    fields.push_back(Field{pf.name(), *type});
+    fields.push_back(Field{pf.name(), *type, pf.nullable()});
   }
   return Schema(std::move(fields));
 }

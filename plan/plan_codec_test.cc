@@ -269,6 +269,31 @@ TEST(PlanCodecTest, SideOutputsTravelWithThePlan) {
                        HasSubstr("declares other side outputs on this worker than the plan's")));
 }
 
+// An outer join pads one side with nulls: its nullable fields keep their nullability in the
+// plan, so the worker's own schema inference agrees with it.
+TEST(PlanCodecTest, NullableFieldsTravelWithThePlan) {
+  const PlannedJob planned = Plan(R"y(operators:
+  - id: a
+    type: datagen
+    fields: [{name: user, type: int64, expr: seq % 3}]
+  - id: b
+    type: datagen
+    fields: [{name: id, type: int64, expr: seq % 3}, {name: name, type: string, expr: "'x'"}]
+  - id: j
+    type: join
+    inputs: [{from: a, partition: hash, key: [user]}, {from: b, partition: hash, key: [id]}]
+    kind: left
+    ttl: 1s
+  - {id: out, type: print}
+)y");
+  EXPECT_EQ(Op(planned.spec, "j").output_schema.ToString(), "(user int64, id int64 null, name string null)");
+  absl::StatusOr<PlannedJob> deployed = Deploy(EncodeJobPlan(planned.spec, planned.graph));
+  ASSERT_OK(deployed);
+  ExpectSameJob(planned, *deployed);
+  EXPECT_EQ(Op(deployed->spec, "j").output_schema, Op(planned.spec, "j").output_schema);
+  EXPECT_EQ(Op(deployed->spec, "out").input_schema, Op(planned.spec, "j").output_schema);
+}
+
 TEST(PlanCodecTest, ScalarsThatNeedQuotingSurviveTheOptionsText) {
   const PlannedJob planned = Plan(R"y(operators:
   - id: gen

@@ -1,6 +1,7 @@
 // Joins across processes: an interval join and a full outer window join of two event-time
 // datagen streams (bounded out-of-orderness) on 2 workers at parallelism 2, with checkpoints,
-// and a worker killed with SIGKILL mid-run (a replacement started at once). The committed
+// and a worker killed with SIGKILL mid-run (a replacement started at once); and an interval
+// join stopped with a savepoint midway and restored at parallelism 1 and 3. The committed
 // output must be exactly the set of rows computed independently below, each row once.
 
 #include <signal.h>
@@ -27,26 +28,29 @@ int64_t OrderTs(int64_t seq) { return seq * 10 - (seq % 5) * 15; }
 int64_t PaymentTs(int64_t seq) { return seq * 10 + 3 - (seq % 4) * 12; }
 
 // A datagen source `id` of (<id_field>, user, ts) with event time from `ts`.
-std::string Source(const std::string& id, const std::string& id_field, const std::string& ts) {
+// `rate` 0: as fast as it goes.
+std::string Source(const std::string& id, const std::string& id_field, const std::string& ts,
+                   int64_t rate) {
   return absl::StrCat("  - id: ", id, "\n    type: datagen\n    count: ", kRecords,
-                      "\n    rate: 4000\n    fields:\n", "      - {name: ", id_field,
+                      rate > 0 ? absl::StrCat("\n    rate: ", rate) : "", "\n    fields:\n", "      - {name: ", id_field,
                       ", type: int64, expr: \"seq\"}\n",
                       "      - {name: user, type: int64, expr: \"seq % ", kUsers, "\"}\n",
                       "      - {name: ts, type: timestamp, expr: \"to_timestamp(", ts, ")\"}\n",
                       "    event_time: {field: ts, max_out_of_orderness: 100ms}\n");
 }
 
-std::string Sources() {
-  return absl::StrCat("\n", Source("orders", "order_id", "seq * 10 - (seq % 5) * 15"),
-                      Source("payments", "pay_id", "seq * 10 + 3 - (seq % 4) * 12"));
+std::string Sources(int64_t rate) {
+  return absl::StrCat("\n", Source("orders", "order_id", "seq * 10 - (seq % 5) * 15", rate),
+                      Source("payments", "pay_id", "seq * 10 + 3 - (seq % 4) * 12", rate));
 }
 
-std::string Job(const std::string& name, const std::string& join, const std::string& out) {
+std::string Job(const std::string& name, const std::string& join, const std::string& out,
+                int64_t rate = 4000) {
   return absl::StrCat("name: ", name, R"y(
 parallelism: 2
 checkpoint: {interval: 200ms, timeout: 20s}
 restart: {strategy: fixed_delay, attempts: 1000, delay: 100ms}
-operators:)y", Sources(), join, "  - {id: out, type: file, path: ", out, "}\n");
+operators:)y", Sources(rate), join, "  - {id: out, type: file, path: ", out, "}\n");
 }
 
 class JoinTest : public ClusterTest {
@@ -83,17 +87,17 @@ std::vector<std::string> Sorted(std::vector<std::string> v) {
 
 std::string Id(const nlohmann::json& v) { return v.is_null() ? "-" : std::to_string(v.get<int64_t>()); }
 
-TEST_F(JoinTest, IntervalJoinSurvivesAWorkerKillExactlyOnce) {
-  StartCluster(2, 2, 1500);
-  const std::string out = dir_ + "/out";
-  const std::vector<std::string> lines = RunWithKill(Job("interval-join", R"y(
+constexpr const char* kIntervalJoin = R"y(
   - id: j
     type: interval_join
     inputs: [{from: orders, partition: hash, key: [user]}, {from: payments, partition: hash, key: [user]}]
     time: ts
     lower: -150ms
     upper: 250ms
-)y", out), out);
+)y";
+
+// Checks that `lines` are exactly the interval join's rows, each once.
+void CheckIntervalJoin(const std::vector<std::string>& lines) {
   std::vector<std::string> got;
   for (const std::string& line : lines) {
     auto j = nlohmann::json::parse(line);
@@ -111,6 +115,53 @@ TEST_F(JoinTest, IntervalJoinSurvivesAWorkerKillExactlyOnce) {
   ASSERT_GT(expected.size(), static_cast<size_t>(3 * kRecords));
   EXPECT_EQ(got.size(), expected.size());
   EXPECT_TRUE(Sorted(got) == Sorted(expected)) << "the output differs from the expected rows";
+}
+
+TEST_F(JoinTest, IntervalJoinSurvivesAWorkerKillExactlyOnce) {
+  StartCluster(2, 2, 1500);
+  const std::string out = dir_ + "/out";
+  CheckIntervalJoin(RunWithKill(Job("interval-join", kIntervalJoin, out), out));
+}
+
+// Stopped with a savepoint once it has joined rows and completed a checkpoint, the job restored
+// from it at parallelism 1 and at 3 (each from the same savepoint) continues: the rows committed
+// before the savepoint plus those of the restored run are every row exactly once, so the records
+// kept in join state (and the sources' positions) were redistributed to the new subtasks.
+TEST_F(JoinTest, IntervalJoinSavepointRestoresAtOtherParallelism) {
+  StartCluster(2, 3, 3000);
+  const std::string before = dir_ + "/before";
+  const std::string job = Submit(Job("interval-join", kIntervalJoin, before, 2000));
+  const proto::JobInfo running = WaitUntil(
+      job,
+      [](const proto::JobInfo& i) {
+        bool checkpointed = false;
+        for (const auto& c : i.checkpoints()) checkpointed |= c.status() == "COMPLETED";
+        const proto::OperatorInfo* j = FindOperator(i, "j");
+        return (checkpointed && j != nullptr && j->records_out() > 0) ||
+               i.state() == proto::JOB_FINISHED || i.state() == proto::JOB_FAILED;
+      },
+      std::chrono::seconds(30));
+  ASSERT_EQ(running.state(), proto::JOB_RUNNING) << running.error();
+  auto savepoint = client_->Savepoint(job, dir_ + "/savepoints", /*stop=*/true);
+  ASSERT_OK(savepoint);
+  const proto::JobInfo stopped = WaitForEnd(job, std::chrono::seconds(20));
+  ASSERT_EQ(stopped.state(), proto::JOB_CANCELLED);
+  const int64_t emitted_before = FindOperator(stopped, "orders")->records_out();
+  ASSERT_GT(emitted_before, 0);
+  ASSERT_LT(emitted_before, kRecords) << "the savepoint came after the end of the input";
+  ASSERT_FALSE(ReadCommittedLines({before}).empty());
+
+  for (int p : {1, 3}) {
+    SCOPED_TRACE(absl::StrCat("restored at parallelism ", p));
+    const std::string after = absl::StrCat(dir_, "/after-", p);
+    auto r = client_->SubmitRestoring(Job("interval-join", kIntervalJoin, after, 0), "job.yaml", p,
+                                      *savepoint, false);
+    ASSERT_OK(r);
+    const proto::JobInfo info = WaitForEnd(r->job_id(), std::chrono::seconds(120));
+    ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+    EXPECT_EQ(FindOperator(info, "j")->parallelism(), p);
+    CheckIntervalJoin(ReadCommittedLines({before, after}));
+  }
 }
 
 TEST_F(JoinTest, FullOuterWindowJoinSurvivesAWorkerKillExactlyOnce) {

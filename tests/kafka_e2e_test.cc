@@ -27,48 +27,12 @@
 #include "nlohmann/json.hpp"
 #include "tests/cluster_fixture.h"
 #include "tests/exactly_once_check.h"
+#include "tests/kafka_check.h"
 
 namespace sluice::testing {
 namespace {
 
 constexpr int64_t kKeys = 500;
-
-// What a read_committed consumer of a real broker sees, from the transaction log: a commit
-// makes its transaction visible; a redo after recovery (the same records again, in a new
-// transaction) is what a broker with working TxnOffsetCommit does only when the original's
-// marker is missing, i.e. when neither the original nor an earlier redo committed.
-struct ProtocolView {
-  std::set<std::string> visible;  // "<txn id>#<instance>"
-  int64_t commits = 0, redos = 0, mock_only_redos = 0;
-  std::map<std::string, std::set<int64_t>> init_attempts;  // txn id -> attempts that initialised it
-  std::set<std::string> ids;
-};
-
-ProtocolView ReplayTransactionLog(const std::string& path) {
-  ProtocolView v;
-  std::set<std::string> committed_originals;  // "<txn id>#<original instance>"
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    auto e = nlohmann::json::parse(line);
-    const std::string ev = e["event"], txn = e["txn"], instance = e["instance"];
-    v.ids.insert(txn);
-    if (ev == "init") v.init_attempts[txn].insert(e["attempt"].get<int64_t>());
-    if (ev == "commit") {
-      ++v.commits;
-      committed_originals.insert(txn + "#" + instance);
-      v.visible.insert(txn + "#" + instance);
-    } else if (ev == "recover_redo") {
-      ++v.redos;
-      if (committed_originals.insert(txn + "#" + e["redoes"].get<std::string>()).second) {
-        v.visible.insert(txn + "#" + instance);
-      } else {
-        ++v.mock_only_redos;
-      }
-    }
-  }
-  return v;
-}
 
 class KafkaEndToEndTest : public ClusterTest {
  protected:
@@ -144,20 +108,9 @@ operators:
     std::cout << kills << " workers killed while producing\n";
   }
 
-  // Every message of `topic` as "<header>|<value>" lines (header "sluice.txn=..." or empty).
+  // Every message of `topic` as (transaction id or empty, value).
   std::vector<std::pair<std::string, std::string>> ReadTopic(const std::string& topic, const std::string& extra = "") {
-    std::string out;
-    EXPECT_EQ(RunCommand(absl::StrCat("timeout 60 kcat -b ", bootstrap_, " ", extra, " -C -t ", topic,
-                                      " -o beginning -e -q -f '%h|%s\\n'"), &out), 0) << out;
-    std::vector<std::pair<std::string, std::string>> messages;
-    for (absl::string_view line : absl::StrSplit(out, '\n', absl::SkipEmpty())) {
-      size_t bar = line.find('|');
-      if (bar == absl::string_view::npos) continue;
-      std::string header(line.substr(0, bar));
-      if (absl::StartsWith(header, "sluice.txn=")) header = header.substr(11);
-      messages.push_back({header, std::string(line.substr(bar + 1))});
-    }
-    return messages;
+    return ReadKafkaTopic(bootstrap_, topic, extra);
   }
 
   static std::vector<std::string> Values(const std::vector<std::pair<std::string, std::string>>& messages) {
@@ -182,12 +135,7 @@ operators:
   // The output topic as a read_committed consumer of a real broker would see it (from the
   // sink's transaction log `log`, replayed into *view).
   std::vector<std::string> CommittedLines(const std::string& log, ProtocolView* view) {
-    *view = ReplayTransactionLog(log);
-    std::vector<std::string> lines;
-    for (const auto& [txn, value] : ReadTopic("totals")) {
-      if (view->visible.count(txn)) lines.push_back(value);
-    }
-    return lines;
+    return CommittedKafkaValues(bootstrap_, "totals", log, view);
   }
 
   pid_t kafka_pid_ = -1;

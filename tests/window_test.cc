@@ -21,6 +21,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/cluster_fixture.h"
 #include "tests/exactly_once_check.h"
+#include "tests/kafka_check.h"
 
 namespace sluice::testing {
 namespace {
@@ -123,7 +124,10 @@ void CheckWindows(const std::vector<std::string>& out_dirs, const std::vector<st
   EXPECT_EQ(wrong, 0);
 }
 
-class WindowClusterTest : public ClusterTest {};
+class WindowClusterTest : public ClusterTest {
+ protected:
+  void IdlePartitionStillFiresWindows(bool kafka_out);
+};
 
 // Without a late output, late records are dropped and counted: the count the coordinator
 // reports is exactly the records that are in no window row.
@@ -216,10 +220,12 @@ TEST_F(WindowClusterTest, SavepointKeepsOpenWindowsAtOtherParallelism) {
 // fire, each committed once with its exact count. (A partition whose first fetch comes more
 // than idle_timeout after its siblings' is idle until then, and its records may be late: they
 // go to the late output, and the counts are checked against the records not in it.)
-TEST_F(WindowClusterTest, KafkaTopicWithAnIdlePartitionStillFiresItsWindows) {
+// With `kafka_out`, the windows go to topic `windows` through the exactly_once kafka_sink and
+// are read back as a read_committed consumer would see them; otherwise to a file sink.
+void WindowClusterTest::IdlePartitionStillFiresWindows(bool kafka_out) {
   StartCluster(2, 2, 3000);
   std::string bootstrap;
-  const pid_t kafka = SpawnKafka(dir_, {"events:4"}, &bootstrap);
+  const pid_t kafka = SpawnKafka(dir_, {"events:4", "windows:2"}, &bootstrap);
   ASSERT_FALSE(bootstrap.empty()) << ReadAll(dir_ + "/kafka.log");
   struct KafkaGuard {
     pid_t pid;
@@ -250,6 +256,7 @@ TEST_F(WindowClusterTest, KafkaTopicWithAnIdlePartitionStillFiresItsWindows) {
   }
   const std::string out = dir_ + "/out";
   const std::string late = dir_ + "/late";
+  const std::string log = dir_ + "/transactions.log";
   std::string job = Submit(absl::StrCat(R"y(name: kafka-windows
 parallelism: 2
 watermark_interval: 50ms
@@ -269,12 +276,20 @@ operators:
     time_field: ts
     late_output: late
     aggregates: [{fn: count, as: n}]
-  - {id: out, type: file, path: )y", out, R"y(}
+  - )y", kafka_out ? absl::StrCat("{id: out, type: kafka_sink, bootstrap: \"", bootstrap,
+                                    "\", topic: windows, key: [key], guarantee: exactly_once, "
+                                    "transactional_id_prefix: windows, transaction_log: ", log, "}")
+                     : absl::StrCat("{id: out, type: file, path: ", out, "}"), R"y(
   - {id: late_out, type: file, path: )y", late, R"y(, input: windows.late}
 )y"));
   // The source is unbounded: wait until every record of [0, 10 s) is in a committed row or in
   // the late output.
   auto committed = [&](const std::string& dir) {
+    if (kafka_out && dir == out) {
+      ProtocolView view;
+      return fs::exists(log) ? CommittedKafkaValues(bootstrap, "windows", log, &view)
+                             : std::vector<std::string>();
+    }
     return fs::exists(dir) ? ReadCommittedLines({dir}) : std::vector<std::string>();
   };
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
@@ -309,6 +324,14 @@ operators:
   }
   EXPECT_GE(got.size(), 10u) << "the windows fired";
   EXPECT_EQ(got, expected) << "the window of the records at 20 s never fires; all others once";
+}
+
+TEST_F(WindowClusterTest, KafkaTopicWithAnIdlePartitionStillFiresItsWindows) {
+  IdlePartitionStillFiresWindows(/*kafka_out=*/false);
+}
+
+TEST_F(WindowClusterTest, KafkaIdlePartitionWindowsExactlyOnceToKafka) {
+  IdlePartitionStillFiresWindows(/*kafka_out=*/true);
 }
 
 }  // namespace
