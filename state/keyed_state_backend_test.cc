@@ -500,6 +500,48 @@ TEST_F(KeyedStateBackendTest, TimersInSnapshotsAreExactlyThePendingOnes) {
   EXPECT_EQ(both.size(), want.size());
 }
 
+// A key deleted before it reached RocksDB needs no tombstone; one that reached RocksDB does.
+TEST_F(KeyedStateBackendTest, DeletesBeforeAndAfterAFlushBothStick) {
+  auto b = OpenOrDie(Options("a"));
+  ASSERT_NE(b, nullptr);
+  StateId value = b->RegisterState("v", StateKind::kValue);
+  for (const char* key : {"old1", "old2", "new1"}) {
+    SetKey(b.get(), key);
+    ASSERT_OK(b->Put(value, key));
+  }
+  ASSERT_OK(Checkpoint(b.get(), 1, "chk-1"));  // old1, old2, new1 in RocksDB
+  SetKey(b.get(), "new2");
+  std::string v;
+  ASSERT_OK(b->Get(value, &v));  // a miss: known absent from RocksDB
+  ASSERT_OK(b->Put(value, "x"));
+  ASSERT_OK(b->Delete(value));
+  SetKey(b.get(), "new3");
+  ASSERT_OK(b->Put(value, "y"));  // blind write
+  ASSERT_OK(b->Delete(value));
+  SetKey(b.get(), "old1");
+  ASSERT_OK(b->Delete(value));
+  SetKey(b.get(), "new1");
+  ASSERT_OK(b->Delete(value));
+  ASSERT_OK(b->Put(value, "again"));
+  auto handle = Checkpoint(b.get(), 2, "chk-2");
+  ASSERT_OK(handle);
+  EXPECT_EQ(GetOr(b.get(), value, "old1"), "<absent>");
+  EXPECT_EQ(GetOr(b.get(), value, "old2"), "old2");
+  EXPECT_EQ(GetOr(b.get(), value, "new1"), "again");
+  EXPECT_EQ(GetOr(b.get(), value, "new2"), "<absent>");
+  EXPECT_EQ(GetOr(b.get(), value, "new3"), "<absent>");
+  auto r = KeyedStateBackend::Restore(Options("b"), {*handle}, job_dir_);
+  ASSERT_OK(r);
+  StateId value2 = (*r)->RegisterState("v", StateKind::kValue);
+  std::vector<std::string> keys;
+  ASSERT_OK((*r)->ForEachKey(value2, [&](absl::string_view key) {
+    keys.emplace_back(key);
+    return absl::OkStatus();
+  }));
+  EXPECT_THAT(keys, UnorderedElementsAreArray(std::vector<std::string>{"old2", "new1"}));
+  EXPECT_EQ(GetOr(r->get(), value2, "new1"), "again");
+}
+
 TEST_F(KeyedStateBackendTest, TimerCallbackSeesItsKey) {
   auto b = OpenOrDie(Options("a"));
   ASSERT_NE(b, nullptr);

@@ -329,6 +329,7 @@ class RocksDbBackend final : public KeyedStateBackend {
     bool dirty = false;
     bool deleted = false;    // absent (tombstone or negative lookup)
     bool referenced = true;  // second-chance bit for eviction
+    bool in_db = true;       // RocksDB may hold the key (false: a delete needs no tombstone)
   };
 
   // A shared file this backend uploaded (or restored from): its name in shared/.
@@ -558,6 +559,7 @@ absl::StatusOr<RocksDbBackend::CacheEntry*> RocksDbBackend::Lookup() {
   CacheEntry* e = &ins->second;
   cache_bytes_ += ins->first.size() + kCacheEntryOverhead;
   e->deleted = true;
+  e->in_db = s.ok();
   if (s.ok()) {
     int64_t expiry;
     absl::string_view payload;
@@ -600,7 +602,11 @@ absl::Status RocksDbBackend::WriteTombstone() {
   SetValue(e, absl::string_view());
   e->deleted = true;
   e->expiry = 0;
-  MarkDirty(key_buf_, e);
+  if (e->in_db) {
+    MarkDirty(key_buf_, e);
+  } else {
+    e->dirty = false;  // never reached RocksDB (FlushDirty skips its slot in dirty_keys_)
+  }
   return MaybeEvict();
 }
 
@@ -629,7 +635,10 @@ absl::Status RocksDbBackend::FlushDirty() {
     return FromRocks(s, absl::StrCat(options_.operator_id, ": writing state to ", db_dir_),
                      absl::StatusCode::kUnavailable);
   }
-  for (CacheEntry* e : flushed_) e->dirty = false;
+  for (CacheEntry* e : flushed_) {
+    e->dirty = false;
+    e->in_db = !e->deleted;
+  }
   num_dirty_ = 0;
   return absl::OkStatus();
 }
