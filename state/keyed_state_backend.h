@@ -27,8 +27,8 @@ struct StateBackendOptions {
   int max_parallelism = kDefaultMaxParallelism;
   KeyGroupRange range{0, kDefaultMaxParallelism - 1};  // key groups this subtask owns
   size_t cache_bytes = 32 << 20;         // budget of the in-memory write-back cache
-  size_t block_cache_bytes = 16 << 20;   // RocksDB block cache (data, index and filter blocks)
-  size_t write_buffer_bytes = 16 << 20;  // one RocksDB memtable (at most two exist)
+  size_t block_cache_bytes = 32 << 20;   // RocksDB block cache (data blocks)
+  size_t write_buffer_bytes = 64 << 20;  // one RocksDB memtable (at most two exist)
   Clock* clock = Clock::Real();   // for TTL (processing time)
 };
 

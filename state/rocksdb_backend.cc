@@ -193,8 +193,7 @@ rocksdb::Options MakeDbOptions(const StateBackendOptions& o) {
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   table.whole_key_filtering = true;
   table.block_cache = rocksdb::NewLRUCache(o.block_cache_bytes);
-  table.cache_index_and_filter_blocks = true;
-  table.pin_l0_filter_and_index_blocks_in_cache = true;
+  // Index and filter blocks stay in the table readers (not evicted by data blocks).
   options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   options.memtable_whole_key_filtering = true;
   options.memtable_prefix_bloom_size_ratio = 0.05;
