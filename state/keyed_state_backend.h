@@ -26,7 +26,9 @@ struct StateBackendOptions {
   std::string operator_id;       // for handles and errors
   int max_parallelism = kDefaultMaxParallelism;
   KeyGroupRange range{0, kDefaultMaxParallelism - 1};  // key groups this subtask owns
-  size_t cache_bytes = 32 << 20;  // budget of the in-memory write-back cache
+  size_t cache_bytes = 32 << 20;         // budget of the in-memory write-back cache
+  size_t block_cache_bytes = 32 << 20;   // RocksDB block cache (data blocks)
+  size_t write_buffer_bytes = 64 << 20;  // one RocksDB memtable (at most two exist)
   Clock* clock = Clock::Real();   // for TTL (processing time)
 };
 
@@ -42,7 +44,8 @@ struct PendingSnapshot {
 // Every RocksDB key is [key group: 2 bytes big-endian][state id: 1 byte][key length varint]
 // [key bytes][user key (map state) / timer fields]. A bounded write-back cache sits in front of
 // RocksDB so hot keys cost no RocksDB round trip; dirty entries go to RocksDB in write batches
-// when evicted and always before the synchronous part of a snapshot.
+// when evicted and always before the synchronous part of a snapshot. Timers live in memory
+// and reach RocksDB only in snapshots.
 //
 // Threading: owned and used by one task thread, except UploadSnapshot(), which may run on a
 // background thread concurrently with further processing (it only reads the local checkpoint
@@ -92,8 +95,10 @@ class KeyedStateBackend {
   virtual absl::Status ForEachKey(StateId id,
                                   const std::function<absl::Status(absl::string_view key)>& fn) = 0;
 
-  // Timers per key, stored with the state (so they survive restore). Registering the same
-  // (key, timestamp, domain) twice keeps one timer.
+  // Timers per key. Pending timers are held in memory (ordered by timestamp; they are not
+  // counted in cache_bytes) and written into RocksDB under their key groups by SnapshotSync(),
+  // so they survive restore and rescaling; Restore() loads those of its key groups. Registering
+  // the same (key, timestamp, domain) twice keeps one timer; deleting an absent one is a no-op.
   virtual absl::Status RegisterTimer(TimerDomain domain, int64_t timestamp) = 0;
   virtual absl::Status DeleteTimer(TimerDomain domain, int64_t timestamp) = 0;
   // Removes and fires, in timestamp order, every timer of `domain` with timestamp <= `up_to`,
@@ -101,9 +106,9 @@ class KeyedStateBackend {
   // fires before it). The callback runs with the timer's key set as current key.
   virtual absl::Status FireTimers(TimerDomain domain, int64_t up_to,
                                   const std::function<absl::Status(int64_t timestamp)>& fn) = 0;
-  // A lower bound of the timestamps of the timers of `domain` (INT64_MIN when unknown, e.g.
-  // after a restore until the first FireTimers; INT64_MAX when there is none): FireTimers()
-  // with an earlier `up_to` fires nothing. Cheap (no I/O).
+  // A lower bound of the timestamps of the timers of `domain` (the earliest pending one;
+  // INT64_MAX when there is none): FireTimers() with an earlier `up_to` fires nothing. Cheap
+  // (no I/O).
   virtual int64_t NextTimerLowerBound(TimerDomain domain) const = 0;
 
   // Synchronous part of a snapshot: flushes the cache and memtables and makes a RocksDB

@@ -424,6 +424,124 @@ TEST_F(KeyedStateBackendTest, SnapshotRestoreSameRangeKeepsEverything) {
   EXPECT_EQ(fired.front(), 801);
 }
 
+// Timers live in memory and are rewritten into RocksDB at each snapshot: what fired or was
+// deleted before a snapshot must not come back from it, at the same range or rescaled.
+TEST_F(KeyedStateBackendTest, TimersInSnapshotsAreExactlyThePendingOnes) {
+  auto b = OpenOrDie(Options("a"));
+  ASSERT_NE(b, nullptr);
+  std::map<std::pair<int64_t, std::string>, int> expected;  // (ts, key) -> key group
+  for (int i = 0; i < 400; ++i) {
+    std::string key = absl::StrCat("t", i);
+    SetKey(b.get(), key);
+    ASSERT_OK(b->RegisterTimer(TimerDomain::kEventTime, i));
+    ASSERT_OK(b->RegisterTimer(TimerDomain::kEventTime, i));  // twice: fires once
+    expected[{i, key}] = KeyGroupOf(key);
+  }
+  ASSERT_OK(Checkpoint(b.get(), 1, "chk-1"));  // timers 0..399 stored
+  // Fire 0..99, delete every odd timer from 100 on, register 1000 for key t0.
+  ASSERT_OK(b->FireTimers(TimerDomain::kEventTime, 99, [](int64_t) { return absl::OkStatus(); }));
+  for (int i = 0; i < 100; ++i) expected.erase({i, absl::StrCat("t", i)});
+  for (int i = 101; i < 400; i += 2) {
+    std::string key = absl::StrCat("t", i);
+    SetKey(b.get(), key);
+    ASSERT_OK(b->DeleteTimer(TimerDomain::kEventTime, i));
+    expected.erase({i, key});
+  }
+  SetKey(b.get(), "t0");
+  ASSERT_OK(b->RegisterTimer(TimerDomain::kEventTime, 1000));
+  ASSERT_OK(b->DeleteTimer(TimerDomain::kEventTime, 5000));  // absent: no-op
+  expected[{1000, "t0"}] = KeyGroupOf("t0");
+  EXPECT_EQ(b->NextTimerLowerBound(TimerDomain::kEventTime), 100);
+  EXPECT_EQ(b->NextTimerLowerBound(TimerDomain::kProcessingTime), INT64_MAX);
+  auto handle = Checkpoint(b.get(), 2, "chk-2");
+  ASSERT_OK(handle);
+  b.reset();
+
+  auto fire_all = [&](KeyedStateBackend* r) {
+    std::vector<std::pair<int64_t, std::string>> fired;
+    EXPECT_OK(r->FireTimers(TimerDomain::kEventTime, INT64_MAX, [&](int64_t ts) {
+      fired.emplace_back(ts, std::string(r->CurrentKey()));
+      return absl::OkStatus();
+    }));
+    return fired;
+  };
+  // Same range, then a snapshot of the restored backend (its stored timers are rewritten).
+  auto r = KeyedStateBackend::Restore(Options("b"), {*handle}, job_dir_);
+  ASSERT_OK(r);
+  EXPECT_EQ((*r)->NextTimerLowerBound(TimerDomain::kEventTime), 100);
+  SetKey(r->get(), "t100");
+  ASSERT_OK((*r)->DeleteTimer(TimerDomain::kEventTime, 100));
+  auto handle3 = Checkpoint(r->get(), 3, "chk-3");
+  ASSERT_OK(handle3);
+  std::vector<std::pair<int64_t, std::string>> want;
+  for (const auto& [timer, kg] : expected) want.push_back(timer);
+  ASSERT_EQ(want.front(), std::make_pair(int64_t{100}, std::string("t100")));
+  want.erase(want.begin());  // deleted before checkpoint 3
+  EXPECT_EQ(fire_all(r->get()), want);  // in timestamp order
+  r->reset();
+  auto r3 = KeyedStateBackend::Restore(Options("c"), {*handle3}, job_dir_);
+  ASSERT_OK(r3);
+  EXPECT_EQ(fire_all(r3->get()), want);
+
+  // Rescaled: two subtasks split the key groups of checkpoint 3.
+  std::vector<std::pair<int64_t, std::string>> both;
+  for (int i = 0; i < 2; ++i) {
+    KeyGroupRange range = KeyGroupRangeForSubtask(kMaxParallelism, 2, i);
+    auto part =
+        KeyedStateBackend::Restore(Options(absl::StrCat("p", i), range), {*handle3}, job_dir_);
+    ASSERT_OK(part);
+    std::vector<std::pair<int64_t, std::string>> want_part;
+    for (const auto& timer : want) {
+      if (range.Contains(KeyGroupOf(timer.second))) want_part.push_back(timer);
+    }
+    EXPECT_EQ(fire_all(part->get()), want_part) << "subtask " << i;
+    both.insert(both.end(), want_part.begin(), want_part.end());
+  }
+  EXPECT_EQ(both.size(), want.size());
+}
+
+// A key deleted before it reached RocksDB needs no tombstone; one that reached RocksDB does.
+TEST_F(KeyedStateBackendTest, DeletesBeforeAndAfterAFlushBothStick) {
+  auto b = OpenOrDie(Options("a"));
+  ASSERT_NE(b, nullptr);
+  StateId value = b->RegisterState("v", StateKind::kValue);
+  for (const char* key : {"old1", "old2", "new1"}) {
+    SetKey(b.get(), key);
+    ASSERT_OK(b->Put(value, key));
+  }
+  ASSERT_OK(Checkpoint(b.get(), 1, "chk-1"));  // old1, old2, new1 in RocksDB
+  SetKey(b.get(), "new2");
+  std::string v;
+  ASSERT_OK(b->Get(value, &v));  // a miss: known absent from RocksDB
+  ASSERT_OK(b->Put(value, "x"));
+  ASSERT_OK(b->Delete(value));
+  SetKey(b.get(), "new3");
+  ASSERT_OK(b->Put(value, "y"));  // blind write
+  ASSERT_OK(b->Delete(value));
+  SetKey(b.get(), "old1");
+  ASSERT_OK(b->Delete(value));
+  SetKey(b.get(), "new1");
+  ASSERT_OK(b->Delete(value));
+  ASSERT_OK(b->Put(value, "again"));
+  auto handle = Checkpoint(b.get(), 2, "chk-2");
+  ASSERT_OK(handle);
+  EXPECT_EQ(GetOr(b.get(), value, "old1"), "<absent>");
+  EXPECT_EQ(GetOr(b.get(), value, "old2"), "old2");
+  EXPECT_EQ(GetOr(b.get(), value, "new1"), "again");
+  EXPECT_EQ(GetOr(b.get(), value, "new2"), "<absent>");
+  EXPECT_EQ(GetOr(b.get(), value, "new3"), "<absent>");
+  auto r = KeyedStateBackend::Restore(Options("b"), {*handle}, job_dir_);
+  ASSERT_OK(r);
+  StateId value2 = (*r)->RegisterState("v", StateKind::kValue);
+  std::vector<std::string> keys;
+  ASSERT_OK((*r)->ForEachKey(value2, [&](absl::string_view key) {
+    keys.emplace_back(key);
+    return absl::OkStatus();
+  }));
+  EXPECT_THAT(keys, UnorderedElementsAreArray(std::vector<std::string>{"old2", "new1"}));
+  EXPECT_EQ(GetOr(r->get(), value2, "new1"), "again");
+}
+
 TEST_F(KeyedStateBackendTest, TimerCallbackSeesItsKey) {
   auto b = OpenOrDie(Options("a"));
   ASSERT_NE(b, nullptr);

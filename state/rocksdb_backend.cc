@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -22,9 +23,12 @@
 #include "absl/synchronization/mutex.h"
 #include "common/file_util.h"
 #include "common/status.h"
+#include "rocksdb/cache.h"
 #include "rocksdb/db.h"
 #include "rocksdb/iterator.h"
+#include "rocksdb/filter_policy.h"
 #include "rocksdb/options.h"
+#include "rocksdb/table.h"
 #include "rocksdb/utilities/checkpoint.h"
 #include "rocksdb/write_batch.h"
 #include "state/internal/key_codec.h"
@@ -180,8 +184,21 @@ absl::Status MaterializeHandle(const proto::KeyedStateHandle& h, const fs::path&
   return absl::OkStatus();
 }
 
-rocksdb::Options MakeDbOptions() {
+// Options tuned for point lookups of state keys: whole-key bloom filters in the SSTs and the
+// memtable (a Get of a key that never existed, e.g. a new window, touches no data block), a
+// block cache, and write buffers sized from the backend's options.
+rocksdb::Options MakeDbOptions(const StateBackendOptions& o) {
   rocksdb::Options options;
+  rocksdb::BlockBasedTableOptions table;
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  table.whole_key_filtering = true;
+  table.block_cache = rocksdb::NewLRUCache(o.block_cache_bytes);
+  // Index and filter blocks stay in the table readers (not evicted by data blocks).
+  options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  options.memtable_whole_key_filtering = true;
+  options.memtable_prefix_bloom_size_ratio = 0.05;
+  options.write_buffer_size = o.write_buffer_bytes;
+  options.max_write_buffer_number = 2;
   options.create_if_missing = true;
   // Closing discards the working copy (state is recovered from checkpoints), so no flush.
   options.avoid_flush_during_shutdown = true;
@@ -230,7 +247,8 @@ class RocksDbBackend final : public KeyedStateBackend {
  public:
   explicit RocksDbBackend(const StateBackendOptions& options)
       : options_(options), db_dir_((fs::path(options.local_dir) / "db").string()),
-        backend_id_(RandomHexId()) {
+        backend_id_(RandomHexId()),
+        timers_stored_(options.range.last - options.range.first + 1, false) {
     write_options_.disableWAL = true;  // memtables are flushed for every snapshot
   }
 
@@ -290,7 +308,9 @@ class RocksDbBackend final : public KeyedStateBackend {
   absl::string_view CurrentKey() const override { return current_key_; }
   int64_t NextTimerLowerBound(TimerDomain domain) const override {
     const int d = static_cast<int>(domain);
-    return d == 0 || d == 1 ? timer_lower_bound_[d] : std::numeric_limits<int64_t>::min();
+    if (d != 0 && d != 1) return std::numeric_limits<int64_t>::min();
+    return timers_[d].empty() ? std::numeric_limits<int64_t>::max()
+                              : timers_[d].begin()->timestamp;
   }
 
  private:
@@ -308,6 +328,7 @@ class RocksDbBackend final : public KeyedStateBackend {
     bool dirty = false;
     bool deleted = false;    // absent (tombstone or negative lookup)
     bool referenced = true;  // second-chance bit for eviction
+    bool in_db = true;       // RocksDB may hold the key (false: a delete needs no tombstone)
   };
 
   // A shared file this backend uploaded (or restored from): its name in <dir>/shared/. A
@@ -319,9 +340,27 @@ class RocksDbBackend final : public KeyedStateBackend {
     std::string dir;
   };
 
-  struct DueTimer {
+  // A pending timer, held in memory (ordered by timestamp, then key group and key) and written
+  // to RocksDB only by SnapshotSync(), as Flink keeps heap timers beside RocksDB state.
+  struct Timer {
     int64_t timestamp;
-    std::string db_key;
+    int key_group;
+    std::string key;
+  };
+  // (timestamp, key group, key) of a timer, for lookups without building a Timer.
+  struct TimerRef {
+    int64_t timestamp;
+    int key_group;
+    absl::string_view key;
+  };
+  struct TimerLess {
+    using is_transparent = void;
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const {
+      if (a.timestamp != b.timestamp) return a.timestamp < b.timestamp;
+      if (a.key_group != b.key_group) return a.key_group < b.key_group;
+      return absl::string_view(a.key) < absl::string_view(b.key);
+    }
   };
 
   absl::Status OpenDb(bool create);
@@ -329,6 +368,10 @@ class RocksDbBackend final : public KeyedStateBackend {
   absl::StatusOr<int> BindState(const std::string& name, StateKind kind, int wanted_id);
   absl::Status CopyKeyGroups(const proto::KeyedStateHandle& handle, const fs::path& dir);
   absl::Status WriteMeta();
+  // Replaces the timers stored in RocksDB with the ones in memory (when they changed).
+  absl::Status WriteTimers();
+  // Loads the timers of options_.range stored in RocksDB into memory (after a restore).
+  absl::Status LoadTimers();
 
   // OK if `id` is a registered state of `kind` and the current key is in range.
   absl::Status CheckState(StateId id, StateKind kind) const;
@@ -394,11 +437,11 @@ class RocksDbBackend final : public KeyedStateBackend {
   size_t num_dirty_ = 0;
   std::vector<CacheEntry*> flushed_;
   rocksdb::WriteBatch batch_;
-  // A lower bound of the pending timers' timestamps per domain (FireTimers skips the scan
-  // when up_to is below it).
-  int64_t timer_lower_bound_[2] = {std::numeric_limits<int64_t>::min(),
-                                   std::numeric_limits<int64_t>::min()};
-  std::vector<DueTimer> due_;
+  // Pending timers per domain. RocksDB holds the timers of the last snapshot (or restore) in
+  // the key groups marked in timers_stored_ (index: key group - options_.range.first).
+  absl::btree_set<Timer, TimerLess> timers_[2];
+  bool timers_changed_ = false;  // since the last WriteTimers()/LoadTimers()
+  std::vector<bool> timers_stored_;
   std::string key_buf_;
   std::string value_buf_;
   std::string read_buf_;
@@ -410,7 +453,7 @@ class RocksDbBackend final : public KeyedStateBackend {
 };
 
 absl::Status RocksDbBackend::OpenDb(bool create) {
-  rocksdb::Options options = MakeDbOptions();
+  rocksdb::Options options = MakeDbOptions(options_);
   options.create_if_missing = create;
   rocksdb::DB* db = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(options, db_dir_, &db);
@@ -518,6 +561,7 @@ absl::StatusOr<RocksDbBackend::CacheEntry*> RocksDbBackend::Lookup() {
   CacheEntry* e = &ins->second;
   cache_bytes_ += ins->first.size() + kCacheEntryOverhead;
   e->deleted = true;
+  e->in_db = s.ok();
   if (s.ok()) {
     int64_t expiry;
     absl::string_view payload;
@@ -560,7 +604,11 @@ absl::Status RocksDbBackend::WriteTombstone() {
   SetValue(e, absl::string_view());
   e->deleted = true;
   e->expiry = 0;
-  MarkDirty(key_buf_, e);
+  if (e->in_db) {
+    MarkDirty(key_buf_, e);
+  } else {
+    e->dirty = false;  // never reached RocksDB (FlushDirty skips its slot in dirty_keys_)
+  }
   return MaybeEvict();
 }
 
@@ -589,7 +637,10 @@ absl::Status RocksDbBackend::FlushDirty() {
     return FromRocks(s, absl::StrCat(options_.operator_id, ": writing state to ", db_dir_),
                      absl::StatusCode::kUnavailable);
   }
-  for (CacheEntry* e : flushed_) e->dirty = false;
+  for (CacheEntry* e : flushed_) {
+    e->dirty = false;
+    e->in_db = !e->deleted;
+  }
   num_dirty_ = 0;
   return absl::OkStatus();
 }
@@ -767,85 +818,105 @@ absl::Status RocksDbBackend::ForEachKey(
 
 absl::Status RocksDbBackend::RegisterTimer(TimerDomain domain, int64_t timestamp) {
   SLUICE_RETURN_IF_ERROR(CheckDomain(domain));
-  int d = static_cast<int>(domain);
-  key_buf_.clear();
-  internal::AppendTimerKey(&key_buf_, current_kg_, d, timestamp, current_key_);
-  rocksdb::Status s = db_->Put(write_options_, ToSlice(key_buf_), rocksdb::Slice());
-  if (!s.ok()) return FromRocks(s, "registering a timer", absl::StatusCode::kUnavailable);
-  timer_lower_bound_[d] = std::min(timer_lower_bound_[d], timestamp);
+  auto& timers = timers_[static_cast<int>(domain)];
+  const TimerRef ref{timestamp, current_kg_, current_key_};
+  if (timers.find(ref) == timers.end()) {
+    timers.insert(Timer{timestamp, current_kg_, current_key_});
+    timers_changed_ = true;
+  }
   return absl::OkStatus();
 }
 
 absl::Status RocksDbBackend::DeleteTimer(TimerDomain domain, int64_t timestamp) {
   SLUICE_RETURN_IF_ERROR(CheckDomain(domain));
-  key_buf_.clear();
-  internal::AppendTimerKey(&key_buf_, current_kg_, static_cast<int>(domain), timestamp,
-                           current_key_);
-  rocksdb::Status s = db_->Delete(write_options_, ToSlice(key_buf_));
-  return FromRocks(s, "deleting a timer", absl::StatusCode::kUnavailable);
+  auto& timers = timers_[static_cast<int>(domain)];
+  auto it = timers.find(TimerRef{timestamp, current_kg_, current_key_});
+  if (it != timers.end()) {
+    timers.erase(it);
+    timers_changed_ = true;
+  }
+  return absl::OkStatus();
 }
 
 absl::Status RocksDbBackend::FireTimers(TimerDomain domain, int64_t up_to,
                                         const std::function<absl::Status(int64_t)>& fn) {
   int d = static_cast<int>(domain);
   if (d != 0 && d != 1) return absl::InvalidArgumentError("bad timer domain");
-  // Each round collects the due timers of every key group, fires them in timestamp order and
-  // repeats, so timers that callbacks register at or before `up_to` fire too.
-  while (up_to >= timer_lower_bound_[d]) {
-    size_t num_due = 0;
-    int64_t next = std::numeric_limits<int64_t>::max();
-    {
-      std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options_));
-      internal::DecodedTimerKey decoded;
-      for (int kg = options_.range.first; kg <= options_.range.last; ++kg) {
-        prefix_buf_.clear();
-        internal::AppendTimerPrefix(&prefix_buf_, kg, d);
-        for (it->Seek(ToSlice(prefix_buf_));
-             it->Valid() && absl::StartsWith(ToView(it->key()), prefix_buf_); it->Next()) {
-          if (!internal::DecodeTimerKey(ToView(it->key()), &decoded)) {
-            return absl::DataLossError(absl::StrCat(options_.operator_id, ": malformed timer"));
-          }
-          if (decoded.timestamp > up_to) {
-            next = std::min(next, decoded.timestamp);
-            break;
-          }
-          if (num_due == due_.size()) due_.emplace_back();
-          due_[num_due].timestamp = decoded.timestamp;
-          due_[num_due].db_key.assign(it->key().data(), it->key().size());
-          ++num_due;
-        }
-      }
-      SLUICE_RETURN_IF_ERROR(FromRocks(it->status(),
-                                       absl::StrCat(options_.operator_id, ": scanning timers"),
-                                       absl::StatusCode::kUnavailable));
-    }
-    // Timers registered by the callbacks below lower this again.
-    timer_lower_bound_[d] = next;
-    if (num_due == 0) break;
-    std::sort(due_.begin(), due_.begin() + num_due, [](const DueTimer& a, const DueTimer& b) {
-      if (a.timestamp != b.timestamp) return a.timestamp < b.timestamp;
-      return a.db_key < b.db_key;  // then key group, then key
-    });
-    internal::DecodedTimerKey decoded;
-    for (size_t i = 0; i < num_due; ++i) {
-      const std::string& db_key = due_[i].db_key;
-      // A callback may have deleted it (or re-registered it: it still fires once).
-      rocksdb::Status s = db_->Get(read_options_, ToSlice(db_key), &read_buf_);
-      if (s.IsNotFound()) continue;
-      if (!s.ok()) return FromRocks(s, "reading a timer", absl::StatusCode::kUnavailable);
-      s = db_->Delete(write_options_, ToSlice(db_key));
-      if (!s.ok()) return FromRocks(s, "deleting a timer", absl::StatusCode::kUnavailable);
-      if (!internal::DecodeTimerKey(db_key, &decoded)) {
-        return absl::DataLossError(absl::StrCat(options_.operator_id, ": malformed timer"));
-      }
-      SetCurrentKey(decoded.key, decoded.key_group);
-      SLUICE_RETURN_IF_ERROR(fn(decoded.timestamp));
-      // The callback registered a timer due before the next collected one: scan again, so
-      // timers fire in timestamp order (the rest of this round stays stored until then).
-      if (i + 1 < num_due && timer_lower_bound_[d] < due_[i + 1].timestamp) break;
-    }
+  auto& timers = timers_[d];
+  // Timers the callbacks register (or delete) take effect in the set at once, so they fire in
+  // timestamp order with the rest.
+  while (!timers.empty() && timers.begin()->timestamp <= up_to) {
+    auto it = timers.begin();
+    const int64_t timestamp = it->timestamp;
+    SetCurrentKey(it->key, it->key_group);
+    timers.erase(it);
+    timers_changed_ = true;
+    SLUICE_RETURN_IF_ERROR(fn(timestamp));
   }
   return absl::OkStatus();
+}
+
+absl::Status RocksDbBackend::WriteTimers() {
+  if (!timers_changed_) return absl::OkStatus();
+  rocksdb::WriteBatch batch;
+  std::string begin;
+  std::string end;
+  rocksdb::Status s;
+  auto write = [&]() {
+    if (s.ok()) s = db_->Write(write_options_, &batch);
+    batch.Clear();
+  };
+  for (size_t i = 0; i < timers_stored_.size() && s.ok(); ++i) {
+    if (!timers_stored_[i]) continue;
+    const int kg = options_.range.first + static_cast<int>(i);
+    begin.clear();
+    end.clear();
+    internal::AppendTimerPrefix(&begin, kg, 0);
+    internal::AppendTimerPrefix(&end, kg, 2);  // after both domains
+    s = batch.DeleteRange(ToSlice(begin), ToSlice(end));
+    timers_stored_[i] = false;
+  }
+  std::string key;
+  for (int d = 0; d < 2 && s.ok(); ++d) {
+    for (const Timer& t : timers_[d]) {
+      key.clear();
+      internal::AppendTimerKey(&key, t.key_group, d, t.timestamp, t.key);
+      s = batch.Put(ToSlice(key), rocksdb::Slice());
+      if (!s.ok()) break;
+      timers_stored_[t.key_group - options_.range.first] = true;
+      if (batch.GetDataSize() >= kRestoreBatchBytes) write();
+    }
+  }
+  write();
+  if (!s.ok()) {
+    // What RocksDB holds is unknown now: rewrite every key group next time.
+    timers_stored_.assign(timers_stored_.size(), true);
+    return FromRocks(s, absl::StrCat(options_.operator_id, ": writing timers"),
+                     absl::StatusCode::kAborted);
+  }
+  timers_changed_ = false;
+  return absl::OkStatus();
+}
+
+absl::Status RocksDbBackend::LoadTimers() {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options_));
+  internal::DecodedTimerKey decoded;
+  for (int kg = options_.range.first; kg <= options_.range.last; ++kg) {
+    prefix_buf_.clear();
+    internal::AppendStatePrefix(&prefix_buf_, kg, kTimerStateId);
+    for (it->Seek(ToSlice(prefix_buf_));
+         it->Valid() && absl::StartsWith(ToView(it->key()), prefix_buf_); it->Next()) {
+      if (!internal::DecodeTimerKey(ToView(it->key()), &decoded) || decoded.domain > 1) {
+        return absl::DataLossError(absl::StrCat(options_.operator_id, ": malformed timer"));
+      }
+      timers_[decoded.domain].insert(
+          Timer{decoded.timestamp, kg, std::string(decoded.key)});
+      timers_stored_[kg - options_.range.first] = true;
+    }
+  }
+  timers_changed_ = false;
+  return FromRocks(it->status(), absl::StrCat(options_.operator_id, ": loading timers"),
+                   absl::StatusCode::kDataLoss);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -871,6 +942,7 @@ absl::Status RocksDbBackend::WriteMeta() {
 absl::StatusOr<PendingSnapshot> RocksDbBackend::SnapshotSync(int64_t checkpoint_id) {
   SLUICE_RETURN_IF_ERROR(WriteMeta());
   SLUICE_RETURN_IF_ERROR(FlushDirty());
+  SLUICE_RETURN_IF_ERROR(WriteTimers());
   rocksdb::FlushOptions flush_options;
   flush_options.wait = true;
   rocksdb::Status s = db_->Flush(flush_options);
@@ -996,7 +1068,7 @@ absl::Status RocksDbBackend::RestoreFrom(const std::vector<proto::KeyedStateHand
     for (const proto::StateFile& f : h.files()) {
       if (f.shared()) uploaded_[f.local_name()] = UploadedFile{f.name(), f.size(), job_checkpoint_dir};
     }
-    return absl::OkStatus();
+    return LoadTimers();
   }
   // Rescaling: copy our key groups out of every overlapping snapshot.
   SLUICE_RETURN_IF_ERROR(OpenEmpty());
@@ -1008,13 +1080,13 @@ absl::Status RocksDbBackend::RestoreFrom(const std::vector<proto::KeyedStateHand
     fs::remove_all(dir, ec);
     SLUICE_RETURN_IF_ERROR(s);
   }
-  return absl::OkStatus();
+  return LoadTimers();
 }
 
 absl::Status RocksDbBackend::CopyKeyGroups(const proto::KeyedStateHandle& handle,
                                            const fs::path& dir) {
   rocksdb::DB* raw = nullptr;
-  rocksdb::Status s = rocksdb::DB::OpenForReadOnly(MakeDbOptions(), dir.string(), &raw);
+  rocksdb::Status s = rocksdb::DB::OpenForReadOnly(MakeDbOptions(options_), dir.string(), &raw);
   if (!s.ok()) {
     return FromRocks(s, absl::StrCat("cannot open snapshot of ", handle.operator_id(), " in ",
                                      dir.string()),
