@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -140,6 +141,25 @@ class ClusterTest : public ::testing::Test {
       return i.state() == proto::JOB_FINISHED || i.state() == proto::JOB_FAILED ||
              i.state() == proto::JOB_CANCELLED;
     }, timeout);
+  }
+
+  // Waits until a checkpoint with an id above `after_id` has completed, or the job ended.
+  // Returns the last info seen; LatestCompletedCheckpoint() of it says which.
+  proto::JobInfo WaitForCheckpoint(const std::string& job_id, int64_t after_id,
+                                   std::chrono::milliseconds timeout) {
+    return WaitUntil(job_id, [after_id](const proto::JobInfo& i) {
+      return LatestCompletedCheckpoint(i) > after_id || i.state() == proto::JOB_FINISHED ||
+             i.state() == proto::JOB_FAILED || i.state() == proto::JOB_CANCELLED;
+    }, timeout);
+  }
+
+  // The id of the job's latest completed checkpoint in `info` (0: none).
+  static int64_t LatestCompletedCheckpoint(const proto::JobInfo& info) {
+    int64_t latest = 0;
+    for (const auto& c : info.checkpoints()) {
+      if (c.status() == "COMPLETED") latest = std::max(latest, c.checkpoint_id());
+    }
+    return latest;
   }
 
   proto::JobInfo WaitForState(const std::string& job_id, proto::JobState state,

@@ -117,12 +117,7 @@ TEST_F(ExactlyOnceTest, SavepointRestoredAtTheSameParallelismSurvivesAWorkerCras
   const std::string before = dir_ + "/before";
   std::string job = Submit(CountingJob(before, kRecords, 150'000));
   WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
-  WaitUntil(job, [](const proto::JobInfo& i) {
-    for (const auto& c : i.checkpoints()) {
-      if (c.status() == "COMPLETED") return true;
-    }
-    return false;
-  }, std::chrono::seconds(20));
+  ASSERT_GT(LatestCompletedCheckpoint(WaitForCheckpoint(job, 0, std::chrono::seconds(20))), 0);
   auto savepoint = client_->Savepoint(job, dir_ + "/savepoints", /*stop=*/true);
   ASSERT_OK(savepoint);
   ASSERT_EQ(WaitForEnd(job, std::chrono::seconds(20)).state(), proto::JOB_CANCELLED);
@@ -139,10 +134,7 @@ TEST_F(ExactlyOnceTest, SavepointRestoredAtTheSameParallelismSurvivesAWorkerCras
     return completed >= 2 || i.state() == proto::JOB_FINISHED;
   }, std::chrono::seconds(30));
   ASSERT_EQ(running.state(), proto::JOB_RUNNING) << "the job ended before the kill; slow it down";
-  int64_t own_checkpoint = 0;
-  for (const auto& c : running.checkpoints()) {
-    if (c.status() == "COMPLETED") own_checkpoint = std::max(own_checkpoint, c.checkpoint_id());
-  }
+  const int64_t own_checkpoint = LatestCompletedCheckpoint(running);
   ASSERT_OK(cluster_->KillWorker(0, SIGKILL));
   ASSERT_OK(cluster_->RestartWorker(0, -1));
   proto::JobInfo info = WaitForEnd(restored, std::chrono::seconds(120));

@@ -60,15 +60,7 @@ class JoinTest : public ClusterTest {
   // has finished.
   std::vector<std::string> RunWithKill(const std::string& yaml, const std::string& out) {
     const std::string job = Submit(yaml);
-    const proto::JobInfo running = WaitUntil(
-        job,
-        [](const proto::JobInfo& i) {
-          for (const auto& c : i.checkpoints()) {
-            if (c.status() == "COMPLETED") return true;
-          }
-          return i.state() == proto::JOB_FINISHED || i.state() == proto::JOB_FAILED;
-        },
-        std::chrono::seconds(30));
+    const proto::JobInfo running = WaitForCheckpoint(job, 0, std::chrono::seconds(30));
     EXPECT_EQ(running.state(), proto::JOB_RUNNING) << "no checkpoint completed while it ran";
     EXPECT_OK(cluster_->KillWorker(1, SIGKILL));
     EXPECT_OK(cluster_->RestartWorker(1, -1));
@@ -134,8 +126,7 @@ TEST_F(JoinTest, IntervalJoinSavepointRestoresAtOtherParallelism) {
   const proto::JobInfo running = WaitUntil(
       job,
       [](const proto::JobInfo& i) {
-        bool checkpointed = false;
-        for (const auto& c : i.checkpoints()) checkpointed |= c.status() == "COMPLETED";
+        const bool checkpointed = LatestCompletedCheckpoint(i) > 0;
         const proto::OperatorInfo* j = FindOperator(i, "j");
         return (checkpointed && j != nullptr && j->records_out() > 0) ||
                i.state() == proto::JOB_FINISHED || i.state() == proto::JOB_FAILED;

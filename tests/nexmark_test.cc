@@ -121,12 +121,7 @@ TEST_P(NexmarkKillTest, KilledWorkerReplaysTheSameEvents) {
   ASSERT_OK(job);
   const std::string id = Submit(*job, /*parallelism=*/2);
   ASSERT_FALSE(id.empty());
-  proto::JobInfo info = WaitUntil(id, [](const proto::JobInfo& i) {
-    for (const auto& c : i.checkpoints()) {
-      if (c.status() == "COMPLETED") return true;
-    }
-    return i.state() == proto::JOB_FINISHED || i.state() == proto::JOB_FAILED;
-  }, std::chrono::seconds(30));
+  proto::JobInfo info = WaitForCheckpoint(id, 0, std::chrono::seconds(30));
   ASSERT_EQ(info.state(), proto::JOB_RUNNING) << "no checkpoint completed while the job ran";
   ASSERT_OK(cluster_->KillWorker(1, SIGKILL));
   ASSERT_OK(cluster_->RestartWorker(1, -1));

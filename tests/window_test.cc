@@ -165,11 +165,13 @@ TEST_F(WindowClusterTest, KillingWorkersKeepsEveryWindowExactlyOnce) {
   std::string job = Submit(WindowJob(out, late, kRecords, 50'000));
   WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
   std::mt19937 rng(4242);
+  int64_t checkpoint = 0;
   for (int k = 0; k < 2; ++k) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1200 + rng() % 900));
-    auto info = client_->GetJob(job);
-    ASSERT_OK(info);
-    if (info->state() == proto::JOB_FINISHED) break;
+    // Each kill lands after a checkpoint newer than the last kill's, so it undoes real progress.
+    proto::JobInfo info = WaitForCheckpoint(job, checkpoint, std::chrono::seconds(60));
+    if (info.state() == proto::JOB_FINISHED) break;
+    checkpoint = LatestCompletedCheckpoint(info);
+    ASSERT_GT(checkpoint, 0) << "no checkpoint completed";
     const int victim = static_cast<int>(rng() % 2);
     ASSERT_OK(cluster_->KillWorker(victim, SIGKILL));
     ASSERT_OK(cluster_->RestartWorker(victim, -1));
@@ -190,7 +192,7 @@ TEST_F(WindowClusterTest, SavepointKeepsOpenWindowsAtOtherParallelism) {
   const std::string late = dir_ + "/before-late";
   std::string job = Submit(WindowJob(out, late, kRecords, 50'000));
   WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  ASSERT_GT(LatestCompletedCheckpoint(WaitForCheckpoint(job, 0, std::chrono::seconds(20))), 0);
   auto savepoint = client_->Savepoint(job, dir_ + "/savepoints", /*stop=*/true);
   ASSERT_OK(savepoint);
   proto::JobInfo stopped = WaitForEnd(job, std::chrono::seconds(20));
