@@ -61,7 +61,7 @@ TEST_F(ExactlyOnceTest, CoordinatorCrashResumesFromLatestCheckpoint) {
   const std::string out = dir_ + "/out";
   std::string job = Submit(CountingJob(out, kRecords, 300'000));
   WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  ASSERT_GT(LatestCompletedCheckpoint(WaitForCheckpoint(job, 0, std::chrono::seconds(20))), 0);
   ASSERT_OK(cluster_->KillCoordinator());
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   ASSERT_OK(cluster_->RestartCoordinator());
@@ -78,7 +78,7 @@ TEST_F(ExactlyOnceTest, SavepointRestoresWithOtherParallelism) {
   const std::string out = dir_ + "/before";
   std::string job = Submit(CountingJob(out, kRecords, 150'000));
   WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  ASSERT_GT(LatestCompletedCheckpoint(WaitForCheckpoint(job, 0, std::chrono::seconds(20))), 0);
   auto savepoint = client_->Savepoint(job, dir_ + "/savepoints", /*stop=*/true);
   ASSERT_OK(savepoint);
   proto::JobInfo stopped = WaitForEnd(job, std::chrono::seconds(20));
