@@ -27,9 +27,13 @@
 
 namespace sluice::bench {
 
+// The median of `v`: its middle value, or the mean of the two middle values of an even count
+// (0 when empty).
 inline double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
+  const size_t mid = v.size() / 2;
+  return v.size() % 2 == 1 ? v[mid] : v[mid - 1] + (v[mid] - v[mid - 1]) / 2;
 }
 
 // utime + stime of a process, in seconds (from /proc/<pid>/stat).

@@ -148,6 +148,8 @@ absl::Status RunNexmarkBench(const NexmarkBenchOptions& options, std::ostream& o
     if (!status.ok()) break;
     std::sort(runs.begin(), runs.end(),
               [](const Result& a, const Result& b) { return a.per_cpu() < b.per_cpu(); });
+    // A whole run represents the query, so an even count takes the upper of its two middle
+    // runs (not a mean, which no run measured).
     results.push_back(runs[runs.size() / 2]);
   }
   cluster->Stop();

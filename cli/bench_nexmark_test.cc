@@ -1,4 +1,5 @@
 #include "cli/bench_nexmark.h"
+#include "bench/bench_util.h"
 
 #include <sstream>
 
@@ -13,6 +14,16 @@ using ::sluice::testing::StatusIs;
 using ::testing::HasSubstr;
 
 // Refusals come before any cluster is started.
+// The benchmarks' medians (bench/bench_util.h): the middle value, the mean of the two middle
+// values of an even count.
+TEST(BenchUtilTest, MedianOfAnEvenCountIsTheMeanOfTheMiddles) {
+  EXPECT_EQ(bench::Median({}), 0);
+  EXPECT_EQ(bench::Median({3}), 3);
+  EXPECT_EQ(bench::Median({9, 1, 5}), 5);
+  EXPECT_EQ(bench::Median({4, 1, 10, 2}), 3);
+  EXPECT_EQ(bench::Median({2, 1}), 1.5);
+}
+
 TEST(BenchNexmarkTest, RefusesUnknownQueriesAndMissingJobFiles) {
   std::ostringstream out;
   NexmarkBenchOptions o;

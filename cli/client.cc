@@ -10,17 +10,26 @@ namespace sluice::cli {
 CoordinatorClient::CoordinatorClient(const std::string& address, int deadline_ms)
     : address_(address),
       deadline_ms_(deadline_ms),
-      stub_(proto::Coordinator::NewStub(
-          grpc::CreateChannel(address, grpc::InsecureChannelCredentials()))) {}
+      channel_(grpc::CreateChannel(address, grpc::InsecureChannelCredentials())),
+      stub_(proto::Coordinator::NewStub(channel_)) {}
 
 absl::Status CoordinatorClient::Convert(const grpc::Status& s) const {
   if (s.ok()) return absl::OkStatus();
-  if (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
-      s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+  if (s.error_code() != grpc::StatusCode::UNAVAILABLE &&
+      s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+  }
+  // A connected channel means the coordinator itself answered (or was too slow); otherwise no
+  // connection could be made. The channel's state says which, not the error text.
+  if (channel_->GetState(/*try_to_connect=*/false) != GRPC_CHANNEL_READY) {
     return absl::UnavailableError(
         absl::StrCat("coordinator unreachable at ", address_, " (", s.error_message(), ")"));
   }
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+  if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return absl::UnavailableError(absl::StrCat("the coordinator at ", address_, " did not answer within ",
+                                               deadline_ms_, " ms"));
+  }
+  return absl::UnavailableError(absl::StrCat("the coordinator at ", address_, " is unavailable: ", s.error_message()));
 }
 
 #define SLUICE_CLIENT_CALL(method, req, resp)                                              \

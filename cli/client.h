@@ -9,7 +9,9 @@
 namespace sluice::cli {
 
 // A thin client of the coordinator's gRPC API, with a deadline on every call and errors as
-// absl::Status (kUnavailable names the address when the coordinator cannot be reached).
+// absl::Status. kUnavailable either names the address as unreachable (no connection), or
+// carries the coordinator's own message when it answered UNAVAILABLE (e.g. not ready yet) or
+// says it did not answer in time.
 // Thread-compatible.
 class CoordinatorClient {
  public:
@@ -35,6 +37,7 @@ class CoordinatorClient {
 
   std::string address_;
   int deadline_ms_;
+  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<proto::Coordinator::Stub> stub_;
 };
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -300,7 +301,7 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
   absl::Status SnapshotState(int64_t checkpoint_id, std::vector<std::string>* entries) override {
     checkpoint_id_ = checkpoint_id;
     SLUICE_RETURN_IF_ERROR(TwoPhaseCommitSink::SnapshotState(checkpoint_id, entries));
-    entries->push_back(absl::StrCat("meta ", ctx_.subtask, " ", ctx_.parallelism, " ", cfg_.pool_size, " ", cfg_.prefix));
+    entries->push_back(VersionedEntry(absl::StrCat("meta ", ctx_.subtask, " ", ctx_.parallelism, " ", cfg_.pool_size, " ", cfg_.prefix)));
     return absl::OkStatus();
   }
 
@@ -416,11 +417,13 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
       if (e.rfind("meta ", 0) == 0) {
         std::vector<std::string> f = absl::StrSplit(e, ' ');
         int p = 0, pool = 0;
-        if (f.size() == 5 && absl::SimpleAtoi(f[2], &p) && absl::SimpleAtoi(f[3], &pool)) {
-          old_parallelism = std::max(old_parallelism, p);
-          old_pool = std::max(old_pool, pool);
-          old_prefix = f[4];
+        if (f.size() != 5 || !absl::SimpleAtoi(f[2], &p) || !absl::SimpleAtoi(f[3], &pool)) {
+          return ctx_.state_origin.DataLoss(absl::StrCat("kafka_sink entry '", absl::CHexEscape(e),
+                                                         "' is not 'meta <subtask> <parallelism> <pool size> <prefix>'"));
         }
+        old_parallelism = std::max(old_parallelism, p);
+        old_pool = std::max(old_pool, pool);
+        old_prefix = f[4];
         continue;
       }
       SLUICE_ASSIGN_OR_RETURN(Pending p, Parse(e));
@@ -462,13 +465,15 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
 
   std::string Id(int subtask, int n) const { return absl::StrCat(cfg_.prefix, "-", subtask, "-", n); }
 
-  static absl::StatusOr<Pending> Parse(const std::string& handle) {
+  absl::StatusOr<Pending> Parse(const std::string& handle) const {
     size_t nl = handle.find('\n');
     Pending p;
     std::vector<std::string> f = absl::StrSplit(absl::string_view(handle).substr(0, nl), ' ');
     if (nl == std::string::npos || f.size() != 7 || f[0] != "txn" || !absl::SimpleAtoi(f[2], &p.subtask) ||
         !absl::SimpleAtoi(f[3], &p.index) || !absl::SimpleAtoi(f[4], &p.checkpoint)) {
-      return absl::DataLossError("corrupt kafka_sink transaction state");
+      return ctx_.state_origin.DataLoss(absl::StrCat("kafka_sink transaction '",
+                                                     absl::CHexEscape(absl::string_view(handle).substr(0, std::min<size_t>(nl, 200))),
+                                                     "' is not 'txn <id> <subtask> <index> <checkpoint> <instance> <run>'"));
     }
     p.id = f[1];
     p.instance = f[5];
@@ -555,10 +560,10 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
     while (pos < end) {
       uint64_t klen = 0, vlen = 0;
       pos = GetVarint64(pos, end, &klen);
-      if (pos == nullptr || static_cast<uint64_t>(end - pos) < klen) return absl::DataLossError("corrupt kafka_sink transaction state");
+      if (pos == nullptr || static_cast<uint64_t>(end - pos) < klen) return Truncated(p, count);
       absl::string_view key(pos, klen);
       pos = GetVarint64(pos + klen, end, &vlen);
-      if (pos == nullptr || static_cast<uint64_t>(end - pos) < vlen) return absl::DataLossError("corrupt kafka_sink transaction state");
+      if (pos == nullptr || static_cast<uint64_t>(end - pos) < vlen) return Truncated(p, count);
       absl::string_view value(pos, vlen);
       pos += vlen;
       SLUICE_RETURN_IF_ERROR(producer->Produce(key, value, log_ != nullptr ? absl::string_view(header) : absl::string_view(),
@@ -574,6 +579,11 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
     Log("recover_redo", id, p.checkpoint, instance, p.instance);
     if (metrics_.redone) metrics_.redone->Add();
     return absl::OkStatus();
+  }
+
+  absl::Status Truncated(const Pending& p, int64_t count) const {
+    return ctx_.state_origin.DataLoss(absl::StrCat("the messages of kafka_sink transaction ", p.id, " of checkpoint ",
+                                                   p.checkpoint, " are truncated after ", count, " records"));
   }
 
   // One JSON line per transaction event (transaction_log).

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -37,6 +38,8 @@ using PartitionCountFn = std::function<absl::StatusOr<int>()>;
 using PartitionCountsFn = std::function<absl::StatusOr<std::vector<int>>()>;
 
 constexpr int kMetadataTimeoutMs = 10000;
+// Checkpointed offsets: [version] "<topic>:<partition>:<next offset>[:<end offset>]".
+constexpr int kOffsetsVersion = 1;
 
 // The number of partitions of `topic` from the brokers' metadata. kNotFound when the topic
 // does not exist, kUnavailable when the brokers do not answer.
@@ -194,21 +197,27 @@ class KafkaSource final : public ops::SourceOperator {
     }
     SLUICE_ASSIGN_OR_RETURN(known_partitions_, count());
 
-    // Entries are "<topic>:<partition>:<offset>" ("<partition>:<offset>" before sources read
-    // several topics: the first topic). Topics the job no longer reads are dropped.
-    // (Bounded sources add ":<end offset>", so a restored job stops where the first run would.)
+    // Entries are [kOffsetsVersion] "<topic>:<partition>:<offset>" (format 0: without the
+    // version byte; before sources read several topics "<partition>:<offset>", the first
+    // topic). Topics the job no longer reads are dropped. (Bounded sources add ":<end offset>",
+    // so a restored job stops where the first run would.) An entry that does not parse fails
+    // the restore: resuming from the start position would read records twice or skip them.
     std::map<TopicPartition, std::pair<int64_t, int64_t>> restored;  // -> (next, end or -1)
     for (const std::string& e : ctx.restored_state) {
-      std::vector<std::string> parts = absl::StrSplit(e, ':');
+      absl::string_view body;
+      SLUICE_ASSIGN_OR_RETURN(int version, ReadTextStateVersion(ctx.state_origin, "kafka source offsets", e,
+                                                                kOffsetsVersion, &body));
+      std::vector<std::string> parts = absl::StrSplit(body, ':');
       int32_t p;
       int64_t off, end = -1;
-      if (parts.size() == 2) parts.insert(parts.begin(), topics_[0]);
-      if (parts.size() == 4 && !absl::SimpleAtoi(parts[3], &end)) continue;
-      auto t = std::find(topics_.begin(), topics_.end(), parts.size() >= 3 ? parts[0] : std::string());
-      if ((parts.size() == 3 || parts.size() == 4) && t != topics_.end() && absl::SimpleAtoi(parts[1], &p) &&
-          absl::SimpleAtoi(parts[2], &off)) {
-        restored[{static_cast<int>(t - topics_.begin()), p}] = {off, end};
+      if (parts.size() == 2 && version == 0) parts.insert(parts.begin(), topics_[0]);
+      if ((parts.size() != 3 && parts.size() != 4) || parts[0].empty() || !absl::SimpleAtoi(parts[1], &p) ||
+          p < 0 || !absl::SimpleAtoi(parts[2], &off) || (parts.size() == 4 && !absl::SimpleAtoi(parts[3], &end))) {
+        return ctx.state_origin.DataLoss(absl::StrCat("kafka source offsets entry '", absl::CHexEscape(e),
+                                                      "' is not <topic>:<partition>:<offset>[:<end offset>]"));
       }
+      auto t = std::find(topics_.begin(), topics_.end(), parts[0]);
+      if (t != topics_.end()) restored[{static_cast<int>(t - topics_.begin()), p}] = {off, end};
     }
     rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(8);
     for (int t = 0; t < static_cast<int>(topics_.size()); ++t) {
@@ -337,8 +346,10 @@ class KafkaSource final : public ops::SourceOperator {
     // knew from those that appeared since.
     std::map<TopicPartition, int64_t>& offsets = snapshots_[checkpoint_id];
     for (const auto& [tp, part] : partitions_) {
-      entries->push_back(bounded_ ? absl::StrCat(topics_[tp.first], ":", tp.second, ":", part.next, ":", part.end)
-                                  : absl::StrCat(topics_[tp.first], ":", tp.second, ":", part.next));
+      std::string entry(1, static_cast<char>(kOffsetsVersion));
+      absl::StrAppend(&entry, topics_[tp.first], ":", tp.second, ":", part.next);
+      if (bounded_) absl::StrAppend(&entry, ":", part.end);
+      entries->push_back(std::move(entry));
       offsets[tp] = part.next;
     }
     return absl::OkStatus();

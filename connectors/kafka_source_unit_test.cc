@@ -31,7 +31,10 @@
 namespace sluice::connectors {
 namespace {
 
+using ::sluice::testing::StatusIs;
+using ::testing::AllOf;
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 using ::testing::UnorderedElementsAre;
 
 // The types these tests plan with: the built-ins and the connectors.
@@ -130,6 +133,7 @@ operators:
     if (restored != nullptr) {
       ctx.restored = true;
       ctx.restored_checkpoint_id = 1;
+      ctx.state_origin = StateOrigin("job-1", "events", "kafka", subtask, 1);
       ctx.restored_state = *restored;
     }
     return source_->Open(ctx, &out_);
@@ -156,7 +160,17 @@ operators:
     int64_t wake = 0;
     EXPECT_OK(static_cast<ops::SourceOperator*>(source_.get())->Poll(256, &wake));
   }
+  // The entries without their format version byte (which must be 1): restored like that, they
+  // are entries of format 0, so every restore below also checks that format 0 still reads.
   std::vector<std::string> Snapshot() {
+    std::vector<std::string> entries = RawSnapshot();
+    for (std::string& e : entries) {
+      EXPECT_EQ(e.substr(0, 1), "\x01") << e;
+      e.erase(0, 1);
+    }
+    return entries;
+  }
+  std::vector<std::string> RawSnapshot() {
     std::vector<std::string> entries;
     EXPECT_OK(source_->SnapshotState(1, &entries));
     return entries;
@@ -392,6 +406,37 @@ TEST_F(KafkaSourceUnitTest, BoundedSourceRestoredStopsAtItsOriginalEnd) {
   EXPECT_EQ(*st, ops::SourceOperator::State::kEnd);
   EXPECT_THAT(out_.Take(), ElementsAre());
   source_->Close();
+}
+
+// Offsets entries carry a format version: those of this build restore; a newer version or an
+// entry that does not parse fails the restore with kDataLoss naming the operator subtask and
+// checkpoint, instead of silently starting the partition from its start position.
+TEST_F(KafkaSourceUnitTest, OffsetsOfAnotherFormatOrTruncatedFailTheRestore) {
+  Load("");
+  visible_ = 1;
+  Produce(0, Line(1, 0) + Line(2, 0));
+  ASSERT_OK(Open(0, 1));
+  ASSERT_TRUE(PollUntil([&] { return out_.records == 2; }));
+  std::vector<std::string> state = RawSnapshot();
+  ASSERT_THAT(state, ElementsAre("\x01" "events:0:2"));
+  source_->Close();
+  out_.Take();
+  Produce(0, Line(3, 0));
+  ASSERT_OK(Open(0, 1, &state));
+  ASSERT_TRUE(PollUntil([&] { return out_.records == 1; }));
+  EXPECT_THAT(out_.Take(), ElementsAre("r:3"));
+  source_->Close();
+
+  const std::string named = "(job job-1, operator 'events' (type kafka), subtask 0, restored from checkpoint 1)";
+  for (const auto& [entry, reason] : std::vector<std::pair<std::string, std::string>>{
+           {"\x02" "events:0:2", "kafka source offsets has format version 2, newer than this build reads (up to 1)"},
+           {"\x01" "events:0", "kafka source offsets entry '\\001events:0' is not <topic>:<partition>:<offset>"},
+           {"events:0:x", "kafka source offsets entry 'events:0:x' is not"},
+           {"", "kafka source offsets is empty (truncated)"}}) {
+    std::vector<std::string> bad = {entry};
+    EXPECT_THAT(Open(0, 1, &bad), StatusIs(absl::StatusCode::kDataLoss, AllOf(HasSubstr(named), HasSubstr(reason))));
+    source_->Close();
+  }
 }
 
 TEST_F(KafkaSourceUnitTest, ReadsSeveralTopicsAndResumesEachPartition) {

@@ -21,8 +21,9 @@ namespace {
 using plan::CompileExpr;
 using plan::Expr;
 
-// Rolling aggregate per key: count, sum, min, max, avg (sum/min/max/avg skip null values, as
-// SQL; count counts rows). With emit: updates (the default), every
+// Rolling aggregate per key: count, sum, min, max, avg (as SQL: sum/min/max/avg skip null
+// values and are null while every value of the key was null; count counts rows, count of a
+// field its non-null values). With emit: updates (the default), every
 // input record emits the key's updated row; with emit: final, each key's row is emitted once
 // at end of input. Accumulators live in the keyed state backend (RocksDB behind a write-back
 // cache), one value per key, optionally with a TTL.
@@ -80,11 +81,11 @@ class AggregateOperator final : public Operator {
     for (size_t a = 0; a < aggs_.size(); ++a) {
       const Agg& agg = aggs_[a];
       Acc& s = accs_[a];
+      if (agg.nullable && r.IsNull(agg.field)) continue;  // as SQL: aggregates skip nulls
       if (agg.fn == Fn::kCount) {
         s.i++;
         continue;
       }
-      if (agg.nullable && r.IsNull(agg.field)) continue;  // as SQL: aggregates skip nulls
       const Value& v = r[agg.field];
       switch (agg.fn) {
         case Fn::kSum:
@@ -152,8 +153,8 @@ class AggregateOperator final : public Operator {
     } else if (value_.size() == body) {
       offset = 0;  // format 0
     } else {
-      return absl::DataLossError(absl::StrCat(
-          "aggregate ", ctx_.task_name, ": stored accumulators of a key have ", value_.size(),
+      return ctx_.state_origin.DataLoss(absl::StrCat(
+          "stored accumulators of a key have ", value_.size(),
           " bytes (format ", value_.empty() ? -1 : static_cast<uint8_t>(value_[0]), "), expected ",
           body + 1, " (format ", kAccumulatorFormat, ", ", accs_.size(),
           " aggregates): the state was written by another aggregate or is corrupt"));
@@ -168,6 +169,7 @@ class AggregateOperator final : public Operator {
       const Agg& agg = aggs_[a];
       const Acc& s = accs_[a];
       Value& out = out_[k + a];
+      if (agg.fn != Fn::kCount) out_.SetNullTo(k + a, s.n == 0);  // every value was null
       if (agg.fn == Fn::kAvg) {
         out.d = s.n == 0 ? 0 : (agg.is_double ? s.d : static_cast<double>(s.i)) / s.n;
       } else if (agg.fn == Fn::kCount) {

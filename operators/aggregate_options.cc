@@ -46,9 +46,11 @@ absl::StatusOr<AggregateOptions> Parse(const YAML::Node& c, const plan::ParseCon
       in_type = op.input_schema.field(agg.field).type;
     }
     FieldType out_type;
+    // As SQL: count(field) counts the rows whose field is not null; the other functions skip
+    // nulls and are null when every value of the key was (so nullable when the field is).
+    bool nullable = false;
     if (fn == "count") {
       agg.fn = Fn::kCount;
-      agg.field = -1;
       out_type = FieldType::kInt64;
     } else if (fn == "sum" || fn == "min" || fn == "max" || fn == "avg") {
       if (!IsNumeric(in_type)) {
@@ -59,13 +61,14 @@ absl::StatusOr<AggregateOptions> Parse(const YAML::Node& c, const plan::ParseCon
       out_type = fn == "avg" ? FieldType::kDouble
                  : fn == "sum" && in_type == FieldType::kTimestamp ? FieldType::kInt64
                                                                    : in_type;
+      nullable = op.input_schema.field(agg.field).nullable;
     } else {
       return ctx.At(a["fn"], absl::StrCat("unknown aggregate function '", fn,
                                           "' (expected count, sum, min, max, avg)"));
     }
     if (!seen.insert(as).second) return ctx.At(a, absl::StrCat("duplicate output field '", as, "'"));
     agg.as = as;
-    out.push_back({as, out_type});
+    out.push_back({as, out_type, nullable});
     o.aggregates.push_back(agg);
   }
   SLUICE_ASSIGN_OR_RETURN(o.ttl_ms, plan::GetDuration(ec, c, "ttl", 0));

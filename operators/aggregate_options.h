@@ -14,7 +14,7 @@ struct AggregateOptions final : plan::OptionsOf<AggregateOptions> {
   enum class Fn { kCount, kSum, kMin, kMax, kAvg };
   struct Aggregate {
     Fn fn = Fn::kCount;
-    int field = -1;  // index in the input schema; -1 for count
+    int field = -1;  // index in the input schema; -1 for count of rows (no field)
     std::string as;  // output field name
   };
   std::vector<Aggregate> aggregates;

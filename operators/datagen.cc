@@ -41,12 +41,12 @@ class DatagenSource final : public SourceOperator {
     out_.Resize(exprs_.size());
     if (ctx.restored) {
       for (const std::string& entry : ctx.restored_state) {
-        Split split;
-        if (entry.size() != sizeof(Split)) {
-          return absl::DataLossError(absl::StrCat("corrupt datagen split state of ", ctx.task_name));
+        int64_t v[3];
+        SLUICE_RETURN_IF_ERROR(DecodeSplitState(ctx.state_origin, "datagen split", entry, /*format0=*/true, v));
+        if (v[1] <= 0 || v[0] < 0 || v[2] < v[0]) {
+          return ctx.state_origin.DataLoss(absl::StrCat("datagen split (", v[0], ", ", v[1], ", ", v[2], ") is not a split"));
         }
-        std::memcpy(&split, entry.data(), sizeof(Split));
-        splits_.push_back(split);
+        splits_.push_back(Split{v[0], v[1], v[2]});
       }
     } else {
       splits_.push_back(Split{ctx.subtask, ctx.parallelism, ctx.subtask});
@@ -109,9 +109,7 @@ class DatagenSource final : public SourceOperator {
   }
 
   absl::Status SnapshotState(int64_t, std::vector<std::string>* entries) override {
-    for (const Split& split : splits_) {
-      entries->emplace_back(reinterpret_cast<const char*>(&split), sizeof(Split));
-    }
+    for (const Split& split : splits_) entries->push_back(EncodeSplitState({split.base, split.stride, split.next}));
     return absl::OkStatus();
   }
 

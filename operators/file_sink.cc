@@ -10,6 +10,7 @@
 
 #include <unistd.h>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -105,7 +106,10 @@ class FileSink final : public TwoPhaseCommitSink {
   // <dir>/part-J-S-A-N.pending -> <dir>/part-J-S-A-N.jsonl. Idempotent: a redo after a restore
   // finds the pending file gone and the committed one there.
   absl::Status Commit(const std::string& pending) override {
-    if (!absl::EndsWith(pending, ".pending")) return absl::OkStatus();
+    if (!absl::EndsWith(pending, ".pending") || !absl::StartsWith(pending, "/")) {
+      return ctx_.state_origin.DataLoss(absl::StrCat("file sink pending file '", absl::CHexEscape(pending),
+                                                     "' is not an absolute path of a .pending file"));
+    }
     const std::string final_name = ReplaceSuffix(pending, ".pending", ".jsonl");
     absl::Status s = RenameNoReplace(pending, final_name);
     if (s.ok()) return s;

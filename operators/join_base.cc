@@ -78,7 +78,8 @@ absl::Status JoinOperatorBase::DecodeOne(int side, const char** pos, const char*
   const Schema& schema = sides_->input[side];
   if (record->size() != schema.size()) record->Resize(schema.size());
   RecordDecoder dec(&schema, absl::string_view(*pos, end - *pos));
-  SLUICE_RETURN_IF_ERROR(dec.Next(record));
+  absl::Status s = dec.Next(record);
+  if (!s.ok()) return ctx_.state_origin.DataLoss(absl::StrCat("a join record does not decode: ", s.message()));
   *pos = end - dec.Remaining();
   return absl::OkStatus();
 }
@@ -86,7 +87,7 @@ absl::Status JoinOperatorBase::DecodeOne(int side, const char** pos, const char*
 absl::Status JoinOperatorBase::DecodeBucket(int side, absl::string_view bucket,
                                             std::vector<Record>* records, size_t* count) const {
   *count = 0;
-  SLUICE_ASSIGN_OR_RETURN(absl::string_view body, BucketBody(bucket));
+  SLUICE_ASSIGN_OR_RETURN(absl::string_view body, BucketBody(ctx_.state_origin, bucket));
   const char* pos = body.data();
   const char* end = pos + body.size();
   while (pos < end) {
@@ -97,20 +98,21 @@ absl::Status JoinOperatorBase::DecodeBucket(int side, absl::string_view bucket,
   return absl::OkStatus();
 }
 
-absl::StatusOr<absl::string_view> BucketBody(absl::string_view bucket) {
-  if (bucket.empty() || bucket[0] != kJoinStateFormat) {
-    return absl::DataLossError(absl::StrCat("join state of unknown format ",
-                                            bucket.empty() ? -1 : static_cast<int>(bucket[0])));
-  }
-  return bucket.substr(1);
+absl::StatusOr<absl::string_view> BucketBody(const StateOrigin& origin, absl::string_view bucket) {
+  absl::string_view body;
+  SLUICE_ASSIGN_OR_RETURN(int version, ReadStateVersion(origin, "join state", bucket, kJoinStateFormat, &body));
+  (void)version;
+  return body;
 }
 
 absl::Status BucketIndex::Load() {
   SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(id_, &stored_));
   data_.clear();
   if (!found) return absl::OkStatus();
-  SLUICE_ASSIGN_OR_RETURN(absl::string_view body, BucketBody(stored_));
-  if (body.size() % 8 != 0) return absl::DataLossError("join bucket index of a bad size");
+  SLUICE_ASSIGN_OR_RETURN(absl::string_view body, BucketBody(state_->origin(), stored_));
+  if (body.size() % 8 != 0) {
+    return state_->origin().DataLoss(absl::StrCat("join bucket index has ", stored_.size(), " bytes, not 1 + 8 per bucket"));
+  }
   data_.assign(body.data(), body.size());
   return absl::OkStatus();
 }

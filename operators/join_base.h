@@ -21,8 +21,8 @@ class BucketIndex;
 // that a later layout can still read state written by this one.
 inline constexpr char kJoinStateFormat = 1;
 
-// The bytes of `bucket` after its format byte; kDataLoss for another format.
-absl::StatusOr<absl::string_view> BucketBody(absl::string_view bucket);
+// The bytes of `bucket` after its format byte; kDataLoss naming `origin` for another format.
+absl::StatusOr<absl::string_view> BucketBody(const StateOrigin& origin, absl::string_view bucket);
 
 // What the join operators (interval_join.cc, regular_join.cc, window_join.cc) share: keys,
 // the output row, records kept in keyed state as encoded bytes, and the late-record counter.

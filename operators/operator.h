@@ -10,6 +10,7 @@
 #include "common/clock.h"
 #include "common/metrics.h"
 #include "common/record.h"
+#include "common/state_format.h"
 #include "operators/timer_service.h"
 #include "plan/job_spec.h"
 
@@ -61,6 +62,9 @@ struct OperatorContext {
   bool restored = false;
   int64_t restored_checkpoint_id = 0;
   std::vector<std::string> restored_state;
+  // Job, operator, subtask and restored checkpoint: what every kDataLoss error about this
+  // operator's state names (StateOrigin::DataLoss), at restore and when read later.
+  StateOrigin state_origin;
   // Counts input records the operator skipped by policy (bad records); owned by the task.
   Counter* records_skipped = nullptr;
   // Keyed operators: counts records dropped for arriving after their event-time state was

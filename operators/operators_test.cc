@@ -6,12 +6,14 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "common/clock.h"
 #include "common/key_groups.h"
@@ -30,6 +32,7 @@ namespace sluice::ops {
 namespace {
 
 using ::sluice::testing::StatusIs;
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
@@ -88,6 +91,8 @@ class OperatorsTest : public ::testing::Test {
     ctx.checkpointing = checkpointing_;
     ctx.restored = restored_;
     ctx.restored_state = restored_state_;
+    ctx.restored_checkpoint_id = restored_ ? 5 : 0;
+    ctx.state_origin = StateOrigin(job_id_, spec.id, spec.type, subtask, ctx.restored_checkpoint_id);
     if ((*op)->IsKeyed()) {
       // A real RocksDB backend in a temp dir, covering this subtask's key groups.
       state::StateBackendOptions o;
@@ -96,6 +101,7 @@ class OperatorsTest : public ::testing::Test {
       o.max_parallelism = job_.max_parallelism;
       o.range = KeyGroupRangeForSubtask(job_.max_parallelism, parallelism, subtask);
       o.clock = &clock_;
+      o.origin = ctx.state_origin;
       auto backend = state::KeyedStateBackend::Open(o);
       if (!backend.ok()) return backend.status();
       ctx.keyed_state = backend->get();
@@ -377,11 +383,18 @@ struct SplitState {
   int64_t next;
 };
 
+// A datagen split entry: [version 1][base, stride, next: 8 bytes little-endian each].
 SplitState DecodeSplit(const std::string& entry) {
   SplitState split{-1, -1, -1};
-  EXPECT_EQ(entry.size(), sizeof(SplitState));
-  if (entry.size() == sizeof(SplitState)) std::memcpy(&split, entry.data(), sizeof(SplitState));
-  return split;
+  EXPECT_EQ(entry.size(), 1 + sizeof(SplitState));
+  if (entry.size() != 1 + sizeof(SplitState) || entry[0] != 1) return split;
+  int64_t v[3];
+  for (int i = 0; i < 3; ++i) {
+    uint64_t x = 0;
+    for (int b = 7; b >= 0; --b) x = (x << 8) | static_cast<uint8_t>(entry[1 + 8 * i + b]);
+    v[i] = static_cast<int64_t>(x);
+  }
+  return SplitState{v[0], v[1], v[2]};
 }
 
 // Polls an unthrottled source until it ends.
@@ -439,7 +452,7 @@ TEST_F(OperatorsTest, DatagenRestoredFromSnapshotContinuesWhereItStopped) {
     EXPECT_EQ(again, entries);
   }  // the failure: everything emitted after the snapshot would be lost (here: nothing)
   ASSERT_EQ(entries.size(), 1u);
-  ASSERT_EQ(entries[0].size(), 24u);
+  ASSERT_EQ(entries[0].size(), 25u);
   SplitState split = DecodeSplit(entries[0]);
   EXPECT_EQ(split.base, 1);
   EXPECT_EQ(split.stride, 2);
@@ -566,12 +579,31 @@ TEST_F(OperatorsTest, DatagenRescaledFromTwoSubtasksToThreeProducesTheRestOnce) 
   EXPECT_EQ(Sorted(all), Range(0, 20)) << "every seq exactly once";
 }
 
-TEST_F(OperatorsTest, DatagenRejectsCorruptSplitState) {
+// Split entries carry a format version; the unversioned layout of earlier releases (three
+// native int64s) still restores; a newer version, a truncated entry or one that is no split
+// fails with kDataLoss naming the job, operator, subtask and checkpoint.
+TEST_F(OperatorsTest, DatagenSplitStateFormats) {
   Load(kCountingJob);
   restored_ = true;
-  restored_state_ = {"not 24 bytes"};
-  EXPECT_THAT(OpenSource("gen"), StatusIs(absl::StatusCode::kDataLoss,
-                                          HasSubstr("corrupt datagen split state of job-1/gen#0")));
+  const SplitState old{1, 2, 15};  // format 0
+  restored_state_ = {std::string(reinterpret_cast<const char*>(&old), sizeof(old))};
+  {
+    auto gen = OpenSource("gen", 0, 1);
+    ASSERT_OK(gen);
+    ASSERT_OK(Drain(gen->get()));
+    EXPECT_THAT(Ints(0), ElementsAre(15, 17, 19));
+  }
+  std::string v1 = restored_state_[0];
+  v1.insert(0, 1, '\x01');
+  const std::string named = "(job job-1, operator 'gen' (type datagen), subtask 0, restored from checkpoint 5)";
+  for (const auto& [entry, reason] : std::vector<std::pair<std::string, std::string>>{
+           {std::string(1, '\x02') + v1.substr(1), "datagen split has format version 2, newer than this build reads (up to 1)"},
+           {v1.substr(0, 20), "datagen split has 20 bytes, expected 25"},
+           {"", "datagen split is empty (truncated)"},
+           {std::string(1, '\x01') + std::string(24, '\0'), "datagen split (0, 0, 0) is not a split"}}) {
+    restored_state_ = {entry};
+    EXPECT_THAT(OpenSource("gen"), StatusIs(absl::StatusCode::kDataLoss, AllOf(HasSubstr(named), HasSubstr(reason))));
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -821,9 +853,59 @@ TEST_F(OperatorsTest, AggregateRefusesMalformedAccumulatorsAsDataLoss) {
   ASSERT_OK(backend->Put(id, std::string(17, '\x07')));
   absl::Status s = (*agg)->Process(KVD("a", 1, 1.0));
   EXPECT_THAT(s, StatusIs(absl::StatusCode::kDataLoss,
-                          HasSubstr("stored accumulators of a key have 17 bytes (format 7), "
+                          HasSubstr("(job job-1, operator 'agg' (type aggregate), subtask 0, not restored from "
+                                    "a checkpoint): stored accumulators of a key have 17 bytes (format 7), "
                                     "expected 217 (format 1, 9 aggregates)")));
   EXPECT_EQ(out_.records.size(), 1u);  // nothing emitted from a reset accumulator
+}
+
+// As SQL: sum/min/max/avg skip nulls and are null while every value of the key was null
+// (their output fields are nullable); count counts rows, count of a field its non-null values.
+TEST_F(OperatorsTest, AggregatesOverOnlyNullsAreNull) {
+  Load(R"y(operators:
+  - {id: l, type: datagen, count: 1, fields: [{name: k, type: int64, expr: seq}]}
+  - {id: r, type: datagen, count: 1, fields: [{name: k, type: int64, expr: seq}, {name: v, type: int64, expr: seq}]}
+  - id: j
+    type: join
+    kind: left
+    ttl: 1s
+    inputs: [{from: l, partition: hash, key: [k]}, {from: r, partition: hash, key: [k]}]
+  - {id: by_k, type: key_by, key: left.k}
+  - id: agg
+    type: aggregate
+    aggregates: [{fn: count}, {fn: count, field: v, as: n}, {fn: sum, field: v, as: sum},
+                 {fn: min, field: v, as: min}, {fn: max, field: v, as: max}, {fn: avg, field: v, as: avg},
+                 {fn: sum, field: left.k, as: sum_k}]
+  - {id: out, type: blackhole}
+)y");
+  EXPECT_EQ(Spec("agg").output_schema.ToString(),
+            "(left.k int64, count int64, n int64, sum int64 null, min int64 null, max int64 null, avg double null, "
+            "sum_k int64)");
+  auto agg = Open("agg");
+  ASSERT_OK(agg);
+  auto row = [](int64_t k, std::optional<int64_t> v) {
+    Record r(3);  // left.k, right.k, v (both nullable: the left join's right side)
+    r.SetInt(0, k);
+    r.SetInt(1, k);
+    r.SetNullTo(1, !v.has_value());
+    r.SetInt(2, v.value_or(99));  // a null's value is never read
+    r.SetNullTo(2, !v.has_value());
+    return r;
+  };
+  ASSERT_EQ(Spec("agg").input_schema.ToString(), "(left.k int64, right.k int64 null, v int64 null)");
+  for (const auto& [v, want] : std::vector<std::pair<std::optional<int64_t>, std::string>>{
+           {std::nullopt, "1 0 null null null null 7"},
+           {4, "2 1 4 4 4 4 14"},
+           {std::nullopt, "3 1 4 4 4 4 21"},
+           {-2, "4 2 2 -2 4 1 28"}}) {
+    ASSERT_OK((*agg)->Process(row(7, v)));
+    const Record& out = out_.records.back();
+    std::vector<std::string> got;
+    for (size_t f = 1; f < 8; ++f) {
+      got.push_back(out.IsNull(f) ? "null" : f == 6 ? absl::StrCat(out.GetDouble(f)) : absl::StrCat(out.GetInt(f)));
+    }
+    EXPECT_EQ(absl::StrJoin(got, " "), want);
+  }
 }
 
 TEST_F(OperatorsTest, AggregateReadsAccumulatorsWrittenWithoutFormatVersion) {

@@ -52,7 +52,7 @@ class RegularJoinOperator final : public JoinOperatorBase {
       SLUICE_ASSIGN_OR_RETURN(bool found, state_->MapGet(rows_[other], other_index.user_key(b), &bucket_));
       if (!found) continue;
       bool marked = false;
-      SLUICE_ASSIGN_OR_RETURN(absl::string_view body, BucketBody(bucket_));
+      SLUICE_ASSIGN_OR_RETURN(absl::string_view body, BucketBody(ctx_.state_origin, bucket_));
       const char* pos = body.data();
       const char* end = pos + body.size();
       while (pos < end) {
@@ -122,7 +122,7 @@ class RegularJoinOperator final : public JoinOperatorBase {
   absl::Status EmitUnmatched(absl::string_view user_key) {
     SLUICE_ASSIGN_OR_RETURN(bool found, state_->MapGet(rows_[0], user_key, &bucket_));
     if (!found) return absl::OkStatus();
-    SLUICE_ASSIGN_OR_RETURN(absl::string_view body, BucketBody(bucket_));
+    SLUICE_ASSIGN_OR_RETURN(absl::string_view body, BucketBody(ctx_.state_origin, bucket_));
     const char* pos = body.data();
     const char* end = pos + body.size();
     while (pos < end) {

@@ -16,7 +16,7 @@
 namespace sluice::ops {
 namespace {
 
-constexpr char kRowsVersion = 1;
+constexpr int kRowsVersion = 1;
 
 // The n best rows per group (see top_n_options.h for the semantics).
 //
@@ -144,13 +144,14 @@ class TopNOperator final : public Operator {
     num_rows_ = 0;
     SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(rows_id_, &buf_));
     if (!found) return false;
-    if (buf_.empty() || buf_[0] != kRowsVersion) {
-      return absl::DataLossError(absl::StrCat(ctx_.task_name, ": top_n rows of an unknown format"));
-    }
-    RecordDecoder dec(in_, absl::string_view(buf_).substr(1));
+    absl::string_view body;
+    SLUICE_ASSIGN_OR_RETURN(int version, ReadStateVersion(ctx_.state_origin, "top_n rows", buf_, kRowsVersion, &body));
+    (void)version;
+    RecordDecoder dec(in_, body);
     while (!dec.Done()) {
       EnsureRows(num_rows_ + 1);
-      SLUICE_RETURN_IF_ERROR(dec.Next(&rows_[num_rows_]));
+      absl::Status s = dec.Next(&rows_[num_rows_]);
+      if (!s.ok()) return ctx_.state_origin.DataLoss(absl::StrCat("top_n rows do not decode: ", s.message()));
       Evaluate(rows_[num_rows_], &values_[num_rows_]);
       ++num_rows_;
     }
@@ -158,7 +159,7 @@ class TopNOperator final : public Operator {
   }
 
   absl::Status StoreRows() {
-    buf_.assign(1, kRowsVersion);
+    buf_.assign(1, static_cast<char>(kRowsVersion));
     for (size_t i = 0; i < num_rows_; ++i) EncodeRecord(*in_, rows_[i], &buf_);
     return state_->Put(rows_id_, buf_);
   }

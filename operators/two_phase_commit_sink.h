@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/state_format.h"
 #include "common/status.h"
 #include "operators/operator.h"
 
@@ -23,6 +24,9 @@ namespace sluice::ops {
 // transaction is named by a string handle. The list is union state, and only subtask 0 commits
 // restored transactions and aborts leftovers, so rescaling needs nothing special. Without
 // checkpoints the sink runs one transaction that Finish() flushes and commits.
+// Each state entry is [kEntryVersion][handle] (VersionedEntry()); entries of format 0 are the
+// handle alone, which is text (never starts with a byte below 0x20). Open() strips the
+// versions before RecoverRestored(); a newer version fails the restore with kDataLoss.
 // All calls come from the owning task thread.
 class TwoPhaseCommitSink : public Operator {
  public:
@@ -30,7 +34,17 @@ class TwoPhaseCommitSink : public Operator {
     SLUICE_RETURN_IF_ERROR(Operator::Open(ctx, output));
     SLUICE_RETURN_IF_ERROR(Initialize());
     transactional_ = ctx.checkpointing;
-    if (transactional_ && ctx.restored) SLUICE_RETURN_IF_ERROR(RecoverRestored(ctx.restored_state));
+    if (transactional_ && ctx.restored) {
+      std::vector<std::string> restored;
+      for (const std::string& entry : ctx.restored_state) {
+        absl::string_view body;
+        SLUICE_ASSIGN_OR_RETURN(int version, ReadTextStateVersion(ctx.state_origin, "sink transaction state",
+                                                                  entry, kEntryVersion, &body));
+        (void)version;
+        restored.emplace_back(body);
+      }
+      SLUICE_RETURN_IF_ERROR(RecoverRestored(restored));
+    }
     return absl::OkStatus();
   }
 
@@ -57,7 +71,7 @@ class TwoPhaseCommitSink : public Operator {
       current_.clear();
       pending_.push_back({checkpoint_id, std::move(pending)});
     }
-    for (const auto& p : pending_) entries->push_back(p.second);
+    for (const auto& p : pending_) entries->push_back(VersionedEntry(p.second));
     return absl::OkStatus();
   }
   bool UnionState() const final { return true; }
@@ -98,6 +112,14 @@ class TwoPhaseCommitSink : public Operator {
   }
 
   const std::string& current_transaction() const { return current_; }
+
+  // A state entry of `body` (a handle, or a subclass's own text entry) in this format.
+  static std::string VersionedEntry(absl::string_view body) {
+    std::string entry(1, static_cast<char>(kEntryVersion));
+    entry.append(body.data(), body.size());
+    return entry;
+  }
+  static constexpr int kEntryVersion = 1;
 
  private:
   bool transactional_ = false;

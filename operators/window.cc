@@ -26,7 +26,12 @@ namespace {
 using Fn = WindowOptions::Fn;
 
 constexpr int64_t kMaxTs = std::numeric_limits<int64_t>::max();
-constexpr char kAccVersion = 1;
+// Accumulator formats: 1, every field NOT NULL; 2 (written now), the value of an aggregate over
+// a nullable field is null until a non-null value arrives, and avg over a nullable field keeps
+// its count of values. Without nullable inputs both encode the same bytes.
+constexpr int kAccVersion = 2;
+constexpr int kSessionsVersion = 1;   // [1][start, end: 8 bytes each]*; 0: without the byte
+constexpr int kWatermarkVersion = 1;  // [1][watermark: 8 bytes LE]; 0: 8 native bytes
 constexpr int64_t kNoEarly = std::numeric_limits<int64_t>::min();  // no early firing pending
 
 // a + b without overflow: saturates at INT64_MAX (cleanup times, early firing times).
@@ -54,12 +59,15 @@ FieldType Stored(FieldType t) { return t == FieldType::kTimestamp ? FieldType::k
 //
 // State, in the keyed backend (so checkpointed, restored and rescaled with the key groups):
 // - "window_acc" (value) under the composite key [key record][window start][window end] (the
-//   key group is the key's): the window's accumulator row, a Record of acc_schema_ (a header
-//   - records, emitted, final_fired, dirty, next_early - then each aggregate's fields).
+//   key group is the key's): [format version][the window's accumulator row], a Record of
+//   acc_schema_ (a header - records, emitted, final_fired, dirty, next_early - then each
+//   aggregate's fields; see kAccVersion).
 // - "window_distinct" (map) under the same composite key: count_distinct's values, user key
 //   [aggregate index][value bytes].
 // - "window_sessions" (value) under the key alone: session windows only, the key's open
-//   sessions, sorted, 16 bytes each.
+//   sessions, sorted, 16 bytes each, after a format version byte (kSessionsVersion).
+// Aggregates skip null values, as SQL: an aggregate over a nullable field whose window saw
+// only nulls is null (count counts records).
 // - Timers under the composite key: event time at end - 1 (fire) and end - 1 + lateness
 //   (cleanup; the same timer when lateness is 0); processing time at end - 1 (time:
 //   processing) and at the next early firing (emit_every).
@@ -86,21 +94,27 @@ class WindowOperator final : public Operator {
                               {"final_fired", FieldType::kBool},
                               {"dirty", FieldType::kBool},
                               {"next_early", FieldType::kInt64}};
+    std::vector<Field> acc_v1 = acc;
     for (const WindowOptions::Aggregate& a : o_->aggregates) {
       acc_index_.push_back(static_cast<int>(acc.size()));
       const FieldType in = Stored(a.in_type);
+      const bool nullable = a.field >= 0 && spec.input_schema.field(a.field).nullable;
+      nullable_.push_back(nullable);
       switch (a.fn) {
         case Fn::kCount:
           break;  // the header's record count
         case Fn::kSum:
-        case Fn::kAvg:
         case Fn::kMin:
         case Fn::kMax:
-          acc.push_back({"v", in});
+          acc.push_back({"v", in, nullable});
+          break;
+        case Fn::kAvg:
+          acc.push_back({"v", in, nullable});
+          if (nullable) acc.push_back({"n", FieldType::kInt64});  // values, not records
           break;
         case Fn::kFirst:
         case Fn::kLast:
-          acc.push_back({"v", in});
+          acc.push_back({"v", in, nullable});
           acc.push_back({"ts", FieldType::kInt64});
           break;
         case Fn::kCountDistinct:
@@ -108,10 +122,18 @@ class WindowOperator final : public Operator {
           has_distinct_ = true;
           break;
       }
+      // Format 1: the same fields NOT NULL and no count of avg's values.
+      for (size_t f = acc_index_.back(); f < acc.size(); ++f) {
+        if (a.fn == Fn::kAvg && nullable && f == acc.size() - 1) break;
+        acc_v1_index_.push_back(static_cast<int>(f));
+        acc_v1.push_back({acc[f].name, acc[f].type});
+      }
     }
     acc_schema_ = Schema(std::move(acc));
+    acc_schema_v1_ = Schema(std::move(acc_v1));
     acc_.Resize(acc_schema_.size());
     other_acc_.Resize(acc_schema_.size());
+    v1_acc_.Resize(acc_schema_v1_.size());
     acc_id_ = state_->RegisterState("window_acc", state::StateKind::kValue);
     if (has_distinct_) {
       distinct_id_ = state_->RegisterState("window_distinct", state::StateKind::kMap);
@@ -126,11 +148,19 @@ class WindowOperator final : public Operator {
     // is not started again by records replayed before the first new watermark.
     for (const std::string& entry : ctx.restored_state) {
       int64_t wm;
+      absl::string_view body = entry;  // format 0: 8 native bytes
       if (entry.size() != sizeof(wm)) {
-        return absl::DataLossError(
-            absl::StrCat(ctx.task_name, ": malformed window watermark state"));
+        SLUICE_ASSIGN_OR_RETURN(int version, ReadStateVersion(ctx.state_origin, "window watermark state",
+                                                              entry, kWatermarkVersion, &body));
+        (void)version;
+        if (body.size() != sizeof(wm)) {
+          return ctx.state_origin.DataLoss(absl::StrCat("window watermark state has ", entry.size(),
+                                                        " bytes, expected ", 1 + sizeof(wm)));
+        }
+        wm = static_cast<int64_t>(GetFixed64LE(body.data()));
+      } else {
+        std::memcpy(&wm, entry.data(), sizeof(wm));
       }
-      std::memcpy(&wm, entry.data(), sizeof(wm));
       restored_watermark_ =
           restored_watermark_ == kNoWatermark ? wm : std::min(restored_watermark_, wm);
     }
@@ -138,8 +168,9 @@ class WindowOperator final : public Operator {
   }
 
   absl::Status SnapshotState(int64_t checkpoint_id, std::vector<std::string>* entries) override {
-    const int64_t wm = Watermark();
-    entries->emplace_back(reinterpret_cast<const char*>(&wm), sizeof(wm));
+    std::string entry(1, static_cast<char>(kWatermarkVersion));
+    PutFixed64LE(static_cast<uint64_t>(Watermark()), &entry);
+    entries->push_back(std::move(entry));
     return absl::OkStatus();
   }
   bool UnionState() const override { return true; }
@@ -165,7 +196,7 @@ class WindowOperator final : public Operator {
   }
 
   absl::Status OnTimer(int64_t timestamp, TimeDomain domain, absl::string_view key) override {
-    if (key.size() < 16) return absl::DataLossError("window timer with a malformed key");
+    if (key.size() < 16) return ctx_.state_origin.DataLoss("window timer with a malformed key");
     const TimeWindow w{internal::GetOrderedInt64(key.data() + key.size() - 16),
                        internal::GetOrderedInt64(key.data() + key.size() - 8)};
     composite_.assign(key.data(), key.size());  // the current key; `key` may not outlive calls
@@ -192,7 +223,7 @@ class WindowOperator final : public Operator {
 
  private:
   // Header fields of the accumulator row.
-  enum : int { kRecords = 0, kEmitted = 1, kFinalFired = 2, kDirty = 3, kNextEarly = 4 };
+  enum : int { kRecords = 0, kEmitted = 1, kFinalFired = 2, kDirty = 3, kNextEarly = 4, kHeaderFields = 5 };
 
   // The event time records are judged by: the input watermark, or the one restored if higher.
   int64_t Watermark() const { return std::max(timers_->CurrentWatermark(), restored_watermark_); }
@@ -222,16 +253,37 @@ class WindowOperator final : public Operator {
   absl::StatusOr<bool> LoadAccInto(Record* acc) {
     SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(acc_id_, &value_));
     if (!found) return false;
-    if (value_.empty() || value_[0] != kAccVersion) {
-      return absl::DataLossError(
-          absl::StrCat(ctx_.task_name, ": window accumulator of an unknown format"));
+    absl::string_view body;
+    SLUICE_ASSIGN_OR_RETURN(int version, ReadStateVersion(ctx_.state_origin, "window accumulator",
+                                                          value_, kAccVersion, &body));
+    RecordDecoder dec(version == 1 ? &acc_schema_v1_ : &acc_schema_, body);
+    absl::Status s = dec.Next(version == 1 ? &v1_acc_ : acc);
+    if (!s.ok() || !dec.Done()) {
+      return ctx_.state_origin.DataLoss(absl::StrCat(
+          "window accumulator of format ", version, " does not decode (", value_.size(),
+          " bytes): ", s.ok() ? "bytes left over" : s.message()));
     }
-    RecordDecoder dec(&acc_schema_, absl::string_view(value_).substr(1));
-    SLUICE_RETURN_IF_ERROR(dec.Next(acc));
+    if (version == 1) FromFormat1(acc);
     return true;
   }
+  // acc = v1_acc_, an accumulator of format 1: a value is there once the window has records.
+  void FromFormat1(Record* acc) {
+    for (int f = 0; f < kHeaderFields; ++f) CopyValue(acc_schema_.field(f).type, v1_acc_, f, acc, f);
+    for (size_t f = kHeaderFields; f < acc_schema_v1_.size(); ++f) {
+      const int to = acc_v1_index_[f - kHeaderFields];
+      CopyValue(acc_schema_.field(to).type, v1_acc_, f, acc, to);
+      acc->ClearNull(to);
+    }
+    const int64_t records = (*acc)[kRecords].i;
+    for (size_t a = 0; a < o_->aggregates.size(); ++a) {
+      if (!nullable_[a]) continue;
+      const int v = acc_index_[a];
+      if (o_->aggregates[a].fn == Fn::kAvg) (*acc)[v + 1].i = records;
+      acc->SetNullTo(v, o_->aggregates[a].fn != Fn::kCountDistinct && records == 0);
+    }
+  }
   absl::Status StoreAcc() {
-    value_.assign(1, kAccVersion);
+    value_.assign(1, static_cast<char>(kAccVersion));
     EncodeRecord(acc_schema_, acc_, &value_);
     return state_->Put(acc_id_, value_);
   }
@@ -240,6 +292,7 @@ class WindowOperator final : public Operator {
       acc_[i].i = 0;
       acc_[i].d = 0;
       acc_[i].s.clear();
+      acc_.SetNullTo(i, acc_schema_.field(i).nullable);  // no value yet
     }
     acc_[kNextEarly].i = kNoEarly;
   }
@@ -297,9 +350,10 @@ class WindowOperator final : public Operator {
     for (size_t a = 0; a < o_->aggregates.size(); ++a) {
       const WindowOptions::Aggregate& agg = o_->aggregates[a];
       if (agg.fn == Fn::kCount) continue;
+      if (nullable_[a] && r.IsNull(agg.field)) continue;  // as SQL: aggregates skip nulls
       const Value& v = r[agg.field];
       if (agg.fn != Fn::kCountDistinct) {
-        Fold(a, v, ts, first);
+        Fold(a, v, ts, first, 1);
         continue;
       }
       DistinctKey(static_cast<int>(a), Stored(agg.in_type), v);
@@ -363,6 +417,10 @@ class WindowOperator final : public Operator {
     for (size_t a = 0; a < o_->aggregates.size(); ++a, ++f) {
       const WindowOptions::Aggregate& agg = o_->aggregates[a];
       const Value& acc = acc_[acc_index_[a]];
+      if (nullable_[a] && agg.fn != Fn::kCountDistinct) {
+        out_.SetNullTo(f, acc_.IsNull(acc_index_[a]));  // only nulls so far
+        if (acc_.IsNull(acc_index_[a])) continue;
+      }
       switch (agg.fn) {
         case Fn::kCount:
           out_[f].i = records;
@@ -370,7 +428,7 @@ class WindowOperator final : public Operator {
         case Fn::kAvg:
           out_[f].d =
               (Stored(agg.in_type) == FieldType::kDouble ? acc.d : static_cast<double>(acc.i)) /
-              static_cast<double>(records);
+              static_cast<double>(nullable_[a] ? acc_[acc_index_[a] + 1].i : records);
           break;
         case Fn::kCountDistinct:
           out_[f].i = acc.i;
@@ -412,18 +470,25 @@ class WindowOperator final : public Operator {
     sessions_.clear();
     SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(sessions_id_, &value_));
     if (!found) return absl::OkStatus();
+    absl::string_view body = value_;  // format 0: no version byte, a multiple of 16 bytes
     if (value_.size() % 16 != 0) {
-      return absl::DataLossError(absl::StrCat(ctx_.task_name, ": malformed session list"));
+      SLUICE_ASSIGN_OR_RETURN(int version, ReadStateVersion(ctx_.state_origin, "window session list",
+                                                            value_, kSessionsVersion, &body));
+      (void)version;
+      if (body.size() % 16 != 0) {
+        return ctx_.state_origin.DataLoss(
+            absl::StrCat("window session list has ", value_.size(), " bytes, not 1 + 16 per session"));
+      }
     }
-    for (size_t p = 0; p < value_.size(); p += 16) {
-      sessions_.push_back({internal::GetOrderedInt64(value_.data() + p),
-                           internal::GetOrderedInt64(value_.data() + p + 8)});
+    for (size_t p = 0; p < body.size(); p += 16) {
+      sessions_.push_back({internal::GetOrderedInt64(body.data() + p),
+                           internal::GetOrderedInt64(body.data() + p + 8)});
     }
     return absl::OkStatus();
   }
   absl::Status StoreSessions() {
     if (sessions_.empty()) return state_->Delete(sessions_id_);
-    value_.clear();
+    value_.assign(1, static_cast<char>(kSessionsVersion));
     for (const TimeWindow& s : sessions_) {
       internal::PutOrderedInt64(s.start, &value_);
       internal::PutOrderedInt64(s.end, &value_);
@@ -485,11 +550,17 @@ class WindowOperator final : public Operator {
   }
 
   // Folds value `v` (of a record with event time `ts`, or an accumulator's partial result
-  // with its `ts`) into aggregate `a` of acc_; `first`: acc_ holds nothing yet. Not for count
+  // with its `ts` and its count `n` of values) into aggregate `a` of acc_; `first`: acc_ holds
+  // no record yet (aggregates over nullable fields: no value, their null bit). Not for count
   // and count_distinct.
-  void Fold(size_t a, const Value& v, int64_t ts, bool first) {
+  void Fold(size_t a, const Value& v, int64_t ts, bool first, int64_t n) {
     const FieldType type = Stored(o_->aggregates[a].in_type);
     Value& acc = acc_[acc_index_[a]];
+    if (nullable_[a]) {
+      first = acc_.IsNull(acc_index_[a]);
+      acc_.ClearNull(acc_index_[a]);
+      if (o_->aggregates[a].fn == Fn::kAvg) acc_[acc_index_[a] + 1].i += n;
+    }
     switch (o_->aggregates[a].fn) {
       case Fn::kSum:
       case Fn::kAvg:
@@ -530,8 +601,9 @@ class WindowOperator final : public Operator {
       const Fn fn = o_->aggregates[a].fn;
       if (fn == Fn::kCount || fn == Fn::kCountDistinct) continue;
       const int i = acc_index_[a];
+      if (nullable_[a] && from.IsNull(i)) continue;  // only nulls in that session
       const bool timed = fn == Fn::kFirst || fn == Fn::kLast;
-      Fold(a, from[i], timed ? from[i + 1].i : 0, first);
+      Fold(a, from[i], timed ? from[i + 1].i : 0, first, fn == Fn::kAvg && nullable_[a] ? from[i + 1].i : 0);
     }
   }
 
@@ -553,6 +625,9 @@ class WindowOperator final : public Operator {
   internal::RecordKey key_;
   Schema acc_schema_;
   std::vector<int> acc_index_;  // per aggregate: its first field in acc_schema_
+  std::vector<bool> nullable_;  // per aggregate: over a nullable field
+  Schema acc_schema_v1_;        // accumulators of format 1
+  std::vector<int> acc_v1_index_;  // per aggregate field of format 1: its field in acc_schema_
 
   // Scratch, reused per record.
   std::string composite_;
@@ -561,6 +636,7 @@ class WindowOperator final : public Operator {
   std::vector<TimeWindow> absorbed_;
   Record acc_;
   Record other_acc_;
+  Record v1_acc_;
   std::string value_;
   std::string user_key_;
   std::string scratch_;

@@ -109,12 +109,13 @@ absl::StatusOr<WindowOptions> Parse(const YAML::Node& c, const plan::ParseContex
 
   std::vector<Field> out;
   std::set<std::string> seen;
-  auto add = [&](const YAML::Node& at, const std::string& name, FieldType type) -> absl::Status {
+  auto add = [&](const YAML::Node& at, const std::string& name, FieldType type,
+                 bool nullable = false) -> absl::Status {
     if (!seen.insert(name).second) {
       return ctx.At(
           at, absl::StrCat("duplicate output field '", name, "' (rename the aggregate with 'as')"));
     }
-    out.push_back({name, type});
+    out.push_back({name, type, nullable});
     return absl::OkStatus();
   };
   for (const plan::KeySpec& k : op.key) {
@@ -162,7 +163,9 @@ absl::StatusOr<WindowOptions> Parse(const YAML::Node& c, const plan::ParseContex
     agg.out_type = OutputType(agg.fn, agg.in_type);
     SLUICE_ASSIGN_OR_RETURN(agg.as, plan::GetString(ec, a, "as", false));
     if (agg.as.empty()) agg.as = field.empty() ? fn : absl::StrCat(fn, "_", field);
-    SLUICE_RETURN_IF_ERROR(add(a, agg.as, agg.out_type));
+    // As SQL: null when every value in the window was null (counts never are).
+    const bool nullable = agg.field >= 0 && in.field(agg.field).nullable && agg.fn != WindowOptions::Fn::kCountDistinct;
+    SLUICE_RETURN_IF_ERROR(add(a, agg.as, agg.out_type, nullable));
     o.aggregates.push_back(std::move(agg));
   }
   SLUICE_RETURN_IF_ERROR(add(c, "update", FieldType::kBool));

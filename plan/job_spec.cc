@@ -1,5 +1,6 @@
 #include "plan/job_spec.h"
 
+#include <limits>
 #include <algorithm>
 #include <functional>
 #include <map>
@@ -301,6 +302,12 @@ absl::StatusOr<int64_t> ParseDurationMs(absl::string_view text) {
   else if (unit == "m" || unit == "min") ms = v * 60000;
   else if (unit == "h") ms = v * 3600000;
   else return absl::InvalidArgumentError(absl::StrCat("bad duration unit '", unit, "' (ms, s, m or h)"));
+  // 2^63 ms and more do not fit in int64 (converting them would be undefined behaviour).
+  if (!(ms < 9223372036854775808.0)) {
+    return absl::InvalidArgumentError(absl::StrCat("duration '", text, "' is too large: at most ",
+                                                   std::numeric_limits<int64_t>::max(),
+                                                   "ms (about 292 million years)"));
+  }
   return static_cast<int64_t>(ms);
 }
 

@@ -1399,3 +1399,41 @@ TEST(JobSpecSideOutputTest, Errors) {
 
 }  // namespace
 }  // namespace sluice::plan
+
+// A duration of 2^63 ms or more does not fit: an error at the option's position, not an
+// unchecked conversion.
+TEST(JobSpecErrorTest, DurationTooLargeIsAnError) {
+  EXPECT_THAT(ParseStatus(KafkaJob("    partition_discovery: 9223372036854775807s\n")),
+              IsJobError("job.yaml:9:26: ", "'partition_discovery': duration '9223372036854775807s' is too large: at "
+                                            "most 9223372036854775807ms"));
+  EXPECT_THAT(ParseStatus(KafkaJob("    partition_discovery: 99999999999999999999999999ms\n")),
+              IsJobError("job.yaml:9:26: ", "is too large"));
+  EXPECT_THAT(ParseDurationMs("9223372036854775808"), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("too large")));
+  auto ok = ParseDurationMs("106751991167h");  // 3.8e17 ms: fits
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(*ok, int64_t{106751991167} * 3600000);
+}
+
+// As Flink's keyBy: a key that may be null is refused at plan time, at the key's position.
+TEST(JobSpecErrorTest, NullableKeyIsRefused) {
+  const std::string job = R"y(operators:
+  - {id: l, type: datagen, fields: [{name: k, type: int64, expr: seq}]}
+  - {id: r, type: datagen, fields: [{name: k, type: int64, expr: seq}, {name: v, type: int64, expr: seq}]}
+  - id: j
+    type: join
+    kind: left
+    ttl: 1s
+    inputs: [{from: l, partition: hash, key: [k]}, {from: r, partition: hash, key: [k]}]
+  - {id: by_v, type: key_by, key: KEY}
+  - {id: agg, type: aggregate, aggregates: [{fn: count}]}
+  - {id: out, type: print}
+)y";
+  EXPECT_THAT(ParseStatus(absl::StrReplaceAll(job, {{"KEY", "v"}})),
+              IsJobError("job.yaml:9:37: ", "key 'v' may be null (it reads a nullable field of (left.k int64, "
+                                            "right.k int64 null, v int64 null)); keys must not be null: use "
+                                            "coalesce(v, <default>) or filter out is_null(v) first"));
+  EXPECT_THAT(ParseStatus(absl::StrReplaceAll(job, {{"KEY", "[left.k, \"v + 1\"]"}})),
+              IsJobError("job.yaml:9:46: ", "key 'v + 1' may be null"));
+  EXPECT_OK(ParseStatus(absl::StrReplaceAll(job, {{"KEY", "\"coalesce(v, -1)\""}})));
+  EXPECT_OK(ParseStatus(absl::StrReplaceAll(job, {{"KEY", "left.k"}})));
+}

@@ -146,7 +146,12 @@ absl::StatusOr<std::vector<KeySpec>> ParseKey(const ErrorContext& ec, const YAML
       return ec.At(item, "a key entry must be an expression or {name, expr}");
     }
     SLUICE_ASSIGN_OR_RETURN(auto e, CompileAt(ec, item, k.expr, input));
-    (void)e;
+    if (e->nullable()) {
+      // As Flink's keyBy, which refuses null keys: a null key has no key group.
+      return ec.At(item, absl::StrCat("key '", k.expr, "' may be null (it reads a nullable field of ",
+                                      input.ToString(), "); keys must not be null: use coalesce(",
+                                      k.expr, ", <default>) or filter out is_null(", k.expr, ") first"));
+    }
     out.push_back(std::move(k));
   }
   return out;

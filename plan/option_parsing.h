@@ -75,7 +75,8 @@ absl::StatusOr<std::unique_ptr<Expr>> CompileAt(const ErrorContext& ec, const YA
                                                 const std::string& text, const Schema& schema);
 
 // A `key` option: a field name, an expression or a list of them ({name, expr} entries too),
-// each compiled against `input`.
+// each compiled against `input`. A key that may be null is refused (as Flink's keyBy refuses
+// null keys), at its position.
 absl::StatusOr<std::vector<KeySpec>> ParseKey(const ErrorContext& ec, const YAML::Node& node,
                                               const Schema& input);
 

@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "state/keyed_state_backend.h"
 
@@ -15,7 +16,9 @@ namespace sluice::state {
 
 // Aggregating state (Flink's AggregatingState) on a backend's value state: Add() folds an input
 // into the current key's accumulator; Get() returns the result, or nullopt for a key with none.
-// The accumulator is stored as its bytes, so it must be trivially copyable. The backend's
+// The accumulator is stored as [format version 1: 1 byte][its bytes], so it must be trivially
+// copyable; values of exactly sizeof(Acc) bytes (written before the version byte) read as
+// format 0, anything else is kDataLoss naming the backend's origin. The backend's
 // write-back cache makes Add() on a hot key cost no RocksDB round trip. Used on the owning
 // task's thread, like the backend.
 template <typename In, typename Acc, typename Out>
@@ -41,7 +44,9 @@ class AggregatingState {
     SLUICE_ASSIGN_OR_RETURN(bool found, Load(&acc));
     if (!found) acc = fns_.create();
     fns_.add(acc, value);
-    return backend_->Put(id_, absl::string_view(reinterpret_cast<const char*>(&acc), sizeof(Acc)));
+    scratch_.assign(1, static_cast<char>(kFormatVersion));
+    scratch_.append(reinterpret_cast<const char*>(&acc), sizeof(Acc));
+    return backend_->Put(id_, scratch_);
   }
 
   absl::StatusOr<std::optional<Out>> Get() {
@@ -57,12 +62,21 @@ class AggregatingState {
   absl::StatusOr<bool> Load(Acc* acc) {
     SLUICE_ASSIGN_OR_RETURN(bool found, backend_->Get(id_, &scratch_));
     if (!found) return false;
+    absl::string_view body = scratch_;  // format 0: the bytes alone
     if (scratch_.size() != sizeof(Acc)) {
-      return absl::DataLossError("aggregating state holds a value of the wrong size");
+      SLUICE_ASSIGN_OR_RETURN(int version, ReadStateVersion(backend_->origin(), "aggregating state",
+                                                            scratch_, kFormatVersion, &body));
+      (void)version;
+      if (body.size() != sizeof(Acc)) {
+        return backend_->origin().DataLoss(absl::StrCat("aggregating state holds ", scratch_.size(),
+                                                        " bytes, expected ", sizeof(Acc) + 1));
+      }
     }
-    std::memcpy(acc, scratch_.data(), sizeof(Acc));
+    std::memcpy(acc, body.data(), sizeof(Acc));
     return true;
   }
+
+  static constexpr int kFormatVersion = 1;
 
   KeyedStateBackend* backend_;
   StateId id_;

@@ -93,5 +93,38 @@ TEST_F(AggregatingStateTest, ReducesAndSurvivesSnapshotRestore) {
   }
 }
 
+// Format 1 is [1][Acc bytes]; Acc bytes alone (format 0) still read; a future version or a
+// truncated value is kDataLoss naming the backend's origin.
+TEST_F(AggregatingStateTest, ReadsFormatZeroAndRefusesFutureAndTruncatedValues) {
+  AggregatingState<double, AvgAcc, double> avg(
+      backend_.get(), "avg",
+      {[] { return AvgAcc{0, 0}; }, [](AvgAcc& a, const double& v) { a.sum += v; a.count++; },
+       [](const AvgAcc& a) { return a.sum / a.count; }});
+  const StateId id = backend_->RegisterState("avg", StateKind::kValue);
+  Key("new");
+  ASSERT_OK(avg.Add(4));
+  std::string stored;
+  ASSERT_TRUE(*backend_->Get(id, &stored));
+  ASSERT_EQ(stored.size(), 1 + sizeof(AvgAcc));
+  EXPECT_EQ(stored[0], 1);
+
+  Key("old");
+  const AvgAcc old{9, 3};
+  ASSERT_OK(backend_->Put(id, absl::string_view(reinterpret_cast<const char*>(&old), sizeof(old))));
+  EXPECT_DOUBLE_EQ(**avg.Get(), 3.0);
+  ASSERT_OK(avg.Add(7));  // rewritten as format 1
+  EXPECT_DOUBLE_EQ(**avg.Get(), 4.0);
+
+  Key("future");
+  ASSERT_OK(backend_->Put(id, std::string(1, '\x02') + stored.substr(1)));
+  EXPECT_THAT(avg.Get(), sluice::testing::StatusIs(absl::StatusCode::kDataLoss,
+                                                   ::testing::HasSubstr("aggregating state has format version 2")));
+  Key("truncated");
+  // (Cut to exactly sizeof(Acc) bytes, a value cannot be told from one of format 0.)
+  ASSERT_OK(backend_->Put(id, stored.substr(0, 10)));
+  EXPECT_THAT(avg.Add(1), sluice::testing::StatusIs(absl::StatusCode::kDataLoss,
+                                                    ::testing::HasSubstr("holds 10 bytes, expected 17")));
+}
+
 }  // namespace
 }  // namespace sluice::state

@@ -11,6 +11,7 @@
 #include "absl/strings/string_view.h"
 #include "common/clock.h"
 #include "common/key_groups.h"
+#include "common/state_format.h"
 #include "proto/checkpoint.pb.h"
 
 namespace sluice::state {
@@ -30,6 +31,8 @@ struct StateBackendOptions {
   size_t block_cache_bytes = 32 << 20;   // RocksDB block cache (data blocks)
   size_t write_buffer_bytes = 64 << 20;  // one RocksDB memtable (at most two exist)
   Clock* clock = Clock::Real();   // for TTL (processing time)
+  // Named in every kDataLoss error about this backend's state (restore and reads).
+  StateOrigin origin;
 };
 
 // A snapshot whose synchronous part is done: a RocksDB checkpoint (hard links) in a local
@@ -124,6 +127,10 @@ class KeyedStateBackend {
 
   // Bytes the cache holds now (for metrics and the memory budget test).
   virtual size_t CacheBytesForTest() const = 0;
+
+  // Names this backend's operator subtask and restored checkpoint in kDataLoss errors
+  // (StateBackendOptions::origin); for state formats layered on top (aggregating state).
+  virtual const StateOrigin& origin() const = 0;
 };
 
 }  // namespace sluice::state

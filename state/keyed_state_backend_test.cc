@@ -18,6 +18,8 @@
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "rocksdb/db.h"
+#include "state/internal/key_codec.h"
 
 namespace sluice::state {
 namespace {
@@ -819,6 +821,121 @@ TEST_F(KeyedStateBackendTest, RestoreWithMissingOrCorruptFilesFails) {
   ASSERT_OK(ok);
   StateId value2 = (*ok)->RegisterState("v", StateKind::kValue);
   EXPECT_EQ(GetOr(ok->get(), value2, "k999"), "x");
+}
+
+// A copy of snapshot `h` (as private files under `private_dir`) after `edit` changed its DB:
+// what a snapshot written by another release, or damaged, looks like.
+absl::StatusOr<proto::KeyedStateHandle> RewriteSnapshot(const proto::KeyedStateHandle& h,
+                                                        const std::string& job_dir,
+                                                        const std::string& private_dir,
+                                                        const std::function<void(rocksdb::DB*)>& edit) {
+  const fs::path work = fs::path(job_dir) / (private_dir + ".work");
+  fs::create_directories(work);
+  for (const auto& f : h.files()) {
+    fs::copy_file(f.shared() ? fs::path(job_dir) / "shared" / f.name() : fs::path(job_dir) / h.private_dir() / f.name(),
+                  work / f.local_name());
+  }
+  rocksdb::Options options;
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(options, work.string(), &raw);
+  if (!s.ok()) return absl::InternalError(s.ToString());
+  std::unique_ptr<rocksdb::DB> db(raw);
+  edit(db.get());
+  s = db->Flush(rocksdb::FlushOptions());
+  if (s.ok()) s = db->Close();
+  if (!s.ok()) return absl::InternalError(s.ToString());
+  db.reset();
+  proto::KeyedStateHandle out = h;
+  out.clear_files();
+  out.set_private_dir(private_dir);
+  fs::create_directories(fs::path(job_dir) / private_dir);
+  for (const auto& entry : fs::directory_iterator(work)) {
+    const std::string name = entry.path().filename().string();
+    if (name == "LOCK" || name.rfind("LOG", 0) == 0) continue;
+    fs::copy_file(entry.path(), fs::path(job_dir) / private_dir / name);
+    proto::StateFile* f = out.add_files();
+    f->set_name(name);
+    f->set_local_name(name);
+    f->set_size(static_cast<int64_t>(fs::file_size(entry.path())));
+  }
+  return out;
+}
+
+// The DB of a snapshot carries the backend's format version (internal/key_codec.h): one
+// without it (format 0) restores as before; a newer one, or a malformed one, fails the restore
+// with kDataLoss naming the operator subtask and checkpoint (StateBackendOptions::origin).
+TEST_F(KeyedStateBackendTest, FormatVersionOfSnapshots) {
+  auto b = OpenOrDie(Options("a"));
+  ASSERT_NE(b, nullptr);
+  StateId value = b->RegisterState("v", StateKind::kValue);
+  SetKey(b.get(), "k");
+  ASSERT_OK(b->Put(value, "x"));
+  ASSERT_OK(b->RegisterTimer(TimerDomain::kEventTime, 5));
+  auto h = Checkpoint(b.get(), 1, "p");
+  ASSERT_OK(h);
+  StateBackendOptions restore = Options("b");
+  restore.origin = StateOrigin("job-1", "op", "window", 0, 7);
+  const std::string named = "(job job-1, operator 'op' (type window), subtask 0, restored from checkpoint 7)";
+
+  auto old = RewriteSnapshot(*h, job_dir_, "old", [](rocksdb::DB* db) {
+    ASSERT_TRUE(db->Delete(rocksdb::WriteOptions(), rocksdb::Slice(internal::kFormatKey.data(), 2)).ok());
+  });
+  ASSERT_OK(old);
+  for (KeyGroupRange range : {KeyGroupRange{0, 127}, KeyGroupRange{0, 63}, KeyGroupRange{64, 127}}) {
+    StateBackendOptions o = Options(absl::StrCat("old", range.first), range);
+    auto r = KeyedStateBackend::Restore(o, {*old}, job_dir_);
+    ASSERT_OK(r);
+    StateId v2 = (*r)->RegisterState("v", StateKind::kValue);
+    if (range.Contains(KeyGroupOf("k"))) {
+      EXPECT_EQ(GetOr(r->get(), v2, "k"), "x");
+    }
+  }
+
+  for (const char* bad : {"\x02", "", "\x01\x01"}) {
+    const std::string version(bad);
+    auto future = RewriteSnapshot(*h, job_dir_, absl::StrCat("bad", version.size(), bad[0] == 2), [&](rocksdb::DB* db) {
+      ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), rocksdb::Slice(internal::kFormatKey.data(), 2), version).ok());
+    });
+    ASSERT_OK(future);
+    const auto expected = version == "\x02" ? HasSubstr("has format version 2, newer than this build reads (up to 1)")
+                                            : HasSubstr("malformed format entry");
+    EXPECT_THAT(KeyedStateBackend::Restore(restore, {*future}, job_dir_),
+                StatusIs(absl::StatusCode::kDataLoss, ::testing::AllOf(HasSubstr(named), expected)));
+    restore.range = {0, 63};  // rescaling reads it too
+    EXPECT_THAT(KeyedStateBackend::Restore(restore, {*future}, job_dir_),
+                StatusIs(absl::StatusCode::kDataLoss, ::testing::AllOf(HasSubstr(named), expected)));
+    restore.range = {0, 127};
+  }
+}
+
+// A value that does not decode, read later, fails with kDataLoss naming the origin.
+TEST_F(KeyedStateBackendTest, MalformedValueReadLaterNamesTheOrigin) {
+  auto b = OpenOrDie(Options("a"));
+  ASSERT_NE(b, nullptr);
+  StateId list = b->RegisterState("l", StateKind::kList);
+  SetKey(b.get(), "k");
+  ASSERT_OK(b->Append(list, "x"));
+  auto h = Checkpoint(b.get(), 1, "p");
+  ASSERT_OK(h);
+  auto broken = RewriteSnapshot(*h, job_dir_, "broken", [&](rocksdb::DB* db) {
+    std::string key;
+    internal::AppendStateKey(&key, KeyGroupOf("k"), 0, "k");
+    std::string value;
+    internal::AppendStoredValue(&value, 0, "\x05" "ab");  // an element longer than the list
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), key, value).ok());
+  });
+  ASSERT_OK(broken);
+  StateBackendOptions o = Options("b");
+  o.origin = StateOrigin("job-1", "op", "top_n", 3, 2);
+  auto r = KeyedStateBackend::Restore(o, {*broken}, job_dir_);
+  ASSERT_OK(r);
+  StateId l2 = (*r)->RegisterState("l", StateKind::kList);
+  SetKey(r->get(), "k");
+  std::vector<std::string> got;
+  EXPECT_THAT((*r)->GetList(l2, &got),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       HasSubstr("(job job-1, operator 'op' (type top_n), subtask 3, restored from checkpoint 2): "
+                                 "malformed list state 'l'")));
 }
 
 TEST_F(KeyedStateBackendTest, RestoreSkipsHandlesOutsideTheRange) {

@@ -236,6 +236,22 @@ absl::Status ReadMeta(rocksdb::DB* db, const std::string& where,
                    absl::StatusCode::kDataLoss);
 }
 
+// Checks the format version of a snapshot's DB (internal/key_codec.h): kDataLoss when it is
+// newer than this build reads or malformed.
+absl::Status CheckFormat(rocksdb::DB* db, const std::string& where) {
+  std::string v;
+  rocksdb::Status s = db->Get(rocksdb::ReadOptions(), ToSlice(internal::kFormatKey), &v);
+  if (s.IsNotFound()) return absl::OkStatus();  // format 0
+  SLUICE_RETURN_IF_ERROR(FromRocks(s, absl::StrCat("reading the state format in ", where),
+                                   absl::StatusCode::kDataLoss));
+  const std::string what = absl::StrCat("keyed state in ", where);
+  if (v.size() != 1 || v[0] == 0) return absl::DataLossError(absl::StrCat(what, " has a malformed format entry"));
+  if (static_cast<uint8_t>(v[0]) > internal::kFormatVersion) {
+    return absl::DataLossError(NewerStateVersionText(what, static_cast<uint8_t>(v[0]), internal::kFormatVersion));
+  }
+  return absl::OkStatus();
+}
+
 // The RocksDB keyed state backend.
 //
 // Lifecycle: made by Open()/Restore() (which wipe options.local_dir and open
@@ -264,11 +280,21 @@ class RocksDbBackend final : public KeyedStateBackend {
 
   absl::Status OpenEmpty() {
     SLUICE_RETURN_IF_ERROR(ResetDir(options_.local_dir));
-    return OpenDb(/*create=*/true);
+    SLUICE_RETURN_IF_ERROR(OpenDb(/*create=*/true));
+    return WriteFormat();
+  }
+
+  // Records this build's format version in the DB (snapshots carry it).
+  absl::Status WriteFormat() {
+    const char v = static_cast<char>(internal::kFormatVersion);
+    return FromRocks(db_->Put(write_options_, ToSlice(internal::kFormatKey), rocksdb::Slice(&v, 1)),
+                     absl::StrCat(options_.operator_id, ": writing the state format version"),
+                     absl::StatusCode::kUnavailable);
   }
 
   absl::Status RestoreFrom(const std::vector<proto::KeyedStateHandle>& handles,
                            const std::string& job_checkpoint_dir);
+  const StateOrigin& origin() const override { return options_.origin; }
 
   StateId RegisterState(const std::string& name, StateKind kind, int64_t ttl_ms) override;
   void SetCurrentKey(absl::string_view key, int key_group) override {
@@ -568,7 +594,7 @@ absl::StatusOr<RocksDbBackend::CacheEntry*> RocksDbBackend::Lookup() {
     if (!internal::DecodeStoredValue(read_buf_, &expiry, &payload)) {
       cache_bytes_ -= ins->first.size() + kCacheEntryOverhead;
       cache_.erase(ins);
-      return absl::DataLossError(absl::StrCat(options_.operator_id, ": malformed state value"));
+      return options_.origin.DataLoss("malformed state value");
     }
     if (expiry != 0 && expiry <= options_.clock->WallMillis()) {
       MarkDirty(ins->first, e);  // lazily deletes it from RocksDB
@@ -716,7 +742,7 @@ absl::Status RocksDbBackend::GetList(StateId id, std::vector<std::string>* out) 
     out->clear();
   } else if (!internal::DecodeList(e->value, out)) {
     out->clear();
-    return absl::DataLossError(absl::StrCat(options_.operator_id, ": malformed list state '",
+    return options_.origin.DataLoss(absl::StrCat("malformed list state '",
                                             states_[id].name, "'"));
   }
   return MaybeEvict();
@@ -770,7 +796,7 @@ absl::Status RocksDbBackend::MapEntries(StateId id,
     int64_t expiry;
     absl::string_view payload;
     if (!internal::DecodeStoredValue(ToView(it->value()), &expiry, &payload)) {
-      return absl::DataLossError(absl::StrCat(options_.operator_id, ": malformed map state '",
+      return options_.origin.DataLoss(absl::StrCat("malformed map state '",
                                               states_[id].name, "'"));
     }
     if (expiry != 0 && expiry <= now) continue;
@@ -799,7 +825,7 @@ absl::Status RocksDbBackend::ForEachKey(
       absl::string_view payload;
       if (!internal::DecodeStateKey(ToView(it->key()), &decoded) ||
           !internal::DecodeStoredValue(ToView(it->value()), &expiry, &payload)) {
-        return absl::DataLossError(absl::StrCat(options_.operator_id, ": malformed value state '",
+        return options_.origin.DataLoss(absl::StrCat("malformed value state '",
                                                 states_[id].name, "'"));
       }
       if (expiry != 0 && expiry <= now) continue;
@@ -907,7 +933,7 @@ absl::Status RocksDbBackend::LoadTimers() {
     for (it->Seek(ToSlice(prefix_buf_));
          it->Valid() && absl::StartsWith(ToView(it->key()), prefix_buf_); it->Next()) {
       if (!internal::DecodeTimerKey(ToView(it->key()), &decoded) || decoded.domain > 1) {
-        return absl::DataLossError(absl::StrCat(options_.operator_id, ": malformed timer"));
+        return absl::DataLossError("malformed timer");  // named by Restore()
       }
       timers_[decoded.domain].insert(
           Timer{decoded.timestamp, kg, std::string(decoded.key)});
@@ -1056,6 +1082,8 @@ absl::Status RocksDbBackend::RestoreFrom(const std::vector<proto::KeyedStateHand
     SLUICE_RETURN_IF_ERROR(ResetDir(options_.local_dir));
     SLUICE_RETURN_IF_ERROR(MaterializeHandle(h, job_dir, db_dir_));
     SLUICE_RETURN_IF_ERROR(OpenDb(/*create=*/false));
+    SLUICE_RETURN_IF_ERROR(CheckFormat(db_.get(), db_dir_));
+    SLUICE_RETURN_IF_ERROR(WriteFormat());
     std::vector<StoredStateMeta> meta;
     SLUICE_RETURN_IF_ERROR(ReadMeta(db_.get(), db_dir_, &meta));
     for (const StoredStateMeta& m : meta) {
@@ -1093,6 +1121,7 @@ absl::Status RocksDbBackend::CopyKeyGroups(const proto::KeyedStateHandle& handle
                      absl::StatusCode::kDataLoss);
   }
   std::unique_ptr<rocksdb::DB> src(raw);
+  SLUICE_RETURN_IF_ERROR(CheckFormat(src.get(), dir.string()));
   std::vector<StoredStateMeta> meta;
   SLUICE_RETURN_IF_ERROR(ReadMeta(src.get(), dir.string(), &meta));
   int remap[256];
@@ -1111,10 +1140,11 @@ absl::Status RocksDbBackend::CopyKeyGroups(const proto::KeyedStateHandle& handle
   std::string key;
   for (it->Seek(ToSlice(start)); it->Valid(); it->Next()) {
     absl::string_view k = ToView(it->key());
+    // Past our key groups: also kFormatKey and the state meta, which sort after all of them.
+    if (k.size() >= 2 && internal::DecodeFixed16BE(k.data()) > last) break;
     if (k.size() < 3) {
       return absl::DataLossError(absl::StrCat("malformed state key in ", dir.string()));
     }
-    if (internal::DecodeFixed16BE(k.data()) > last) break;
     int id = remap[static_cast<uint8_t>(k[2])];
     if (id < 0) {
       return absl::DataLossError(absl::StrCat("state id ", static_cast<int>(static_cast<uint8_t>(k[2])),
@@ -1154,7 +1184,10 @@ absl::StatusOr<std::unique_ptr<KeyedStateBackend>> KeyedStateBackend::Restore(
     const std::string& job_checkpoint_dir) {
   SLUICE_RETURN_IF_ERROR(ValidateOptions(options));
   auto backend = std::make_unique<RocksDbBackend>(options);
-  SLUICE_RETURN_IF_ERROR(backend->RestoreFrom(handles, job_checkpoint_dir));
+  absl::Status s = backend->RestoreFrom(handles, job_checkpoint_dir);
+  // Every corrupt snapshot is named with its operator subtask and checkpoint, here only.
+  if (absl::IsDataLoss(s)) return options.origin.DataLoss(s.message());
+  SLUICE_RETURN_IF_ERROR(s);
   return std::unique_ptr<KeyedStateBackend>(std::move(backend));
 }
 

@@ -1,7 +1,13 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
+#include <string>
 #include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "common/state_format.h"
 
 namespace sluice::ops {
 
@@ -50,6 +56,36 @@ bool NextSplitWithRecords(const std::vector<Split>& splits, int64_t limit, size_
     *current = (*current + 1) % splits.size();
   }
   return false;
+}
+
+// A generating source's split as a state entry: [version 1][three int64: 8 bytes LE each]
+// (datagen: base, stride, next; nexmark: first epoch, stride, next).
+inline constexpr int kSplitStateVersion = 1;
+inline constexpr size_t kSplitStateBytes = 3 * 8;
+
+inline std::string EncodeSplitState(const int64_t (&v)[3]) {
+  std::string entry(1, static_cast<char>(kSplitStateVersion));
+  for (int64_t x : v) PutFixed64LE(static_cast<uint64_t>(x), &entry);
+  return entry;
+}
+
+// Decodes a split entry of `what` into v. With `format0`, an entry of exactly 24 bytes is the
+// unversioned layout written before versions existed (three native int64s). kDataLoss naming
+// `origin` for a newer version or an entry of the wrong size.
+inline absl::Status DecodeSplitState(const StateOrigin& origin, absl::string_view what,
+                                     absl::string_view entry, bool format0, int64_t (&v)[3]) {
+  if (format0 && entry.size() == kSplitStateBytes) {
+    std::memcpy(v, entry.data(), kSplitStateBytes);
+    return absl::OkStatus();
+  }
+  absl::string_view body;
+  absl::StatusOr<int> version = ReadStateVersion(origin, what, entry, kSplitStateVersion, &body);
+  if (!version.ok()) return version.status();
+  if (body.size() != kSplitStateBytes) {
+    return origin.DataLoss(absl::StrCat(what, " has ", entry.size(), " bytes, expected ", 1 + kSplitStateBytes));
+  }
+  for (int i = 0; i < 3; ++i) v[i] = static_cast<int64_t>(GetFixed64LE(body.data() + 8 * i));
+  return absl::OkStatus();
 }
 
 }  // namespace sluice::ops

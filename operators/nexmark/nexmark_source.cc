@@ -65,11 +65,12 @@ class NexmarkSource final : public SourceOperator {
     }
     if (ctx.restored) {
       for (const std::string& entry : ctx.restored_state) {
-        Split split;
-        if (!DecodeSplit(entry, &split)) {
-          return absl::DataLossError(absl::StrCat("corrupt nexmark split state of ", ctx.task_name));
+        int64_t v[3];
+        SLUICE_RETURN_IF_ERROR(DecodeSplitState(ctx.state_origin, "nexmark split", entry, /*format0=*/false, v));
+        if (v[0] < 0 || v[1] <= 0 || v[2] < 0) {
+          return ctx.state_origin.DataLoss(absl::StrCat("nexmark split (", v[0], ", ", v[1], ", ", v[2], ") is not a split"));
         }
-        splits_.push_back(split);
+        splits_.push_back(Split{v[0], v[1], v[2]});
       }
     } else {
       splits_.push_back(Split{ctx.subtask, ctx.parallelism, ctx.subtask * nexmark::kTotalProportion + range_.lo});
@@ -122,7 +123,7 @@ class NexmarkSource final : public SourceOperator {
   absl::Status Finish() override { return output_->EmitWatermark(kMaxWatermark); }
 
   absl::Status SnapshotState(int64_t, std::vector<std::string>* entries) override {
-    for (const Split& split : splits_) entries->push_back(EncodeSplit(split));
+    for (const Split& split : splits_) entries->push_back(EncodeSplitState({split.first_epoch, split.stride, split.next}));
     return absl::OkStatus();
   }
 
@@ -132,33 +133,8 @@ class NexmarkSource final : public SourceOperator {
     int64_t stride;  // in epochs
     int64_t next;    // the next event id to emit
   };
-  // A split's state entry: a version byte (1), then first_epoch, stride and next as 8-byte
-  // little-endian integers.
-  static constexpr char kStateVersion = 1;
-  static constexpr size_t kStateSize = 1 + 3 * 8;
-  static std::string EncodeSplit(const Split& split) {
-    std::string entry(kStateSize, '\0');
-    entry[0] = kStateVersion;
-    const int64_t values[3] = {split.first_epoch, split.stride, split.next};
-    for (int v = 0; v < 3; ++v) {
-      for (int b = 0; b < 8; ++b) {
-        entry[1 + 8 * v + b] = static_cast<char>(static_cast<uint64_t>(values[v]) >> (8 * b));
-      }
-    }
-    return entry;
-  }
-  // False if `entry` is not a valid split of this version.
-  static bool DecodeSplit(const std::string& entry, Split* split) {
-    if (entry.size() != kStateSize || entry[0] != kStateVersion) return false;
-    int64_t values[3];
-    for (int v = 0; v < 3; ++v) {
-      uint64_t x = 0;
-      for (int b = 0; b < 8; ++b) x |= static_cast<uint64_t>(static_cast<uint8_t>(entry[1 + 8 * v + b])) << (8 * b);
-      values[v] = static_cast<int64_t>(x);
-    }
-    *split = Split{values[0], values[1], values[2]};
-    return split->first_epoch >= 0 && split->stride > 0 && split->next >= 0;
-  }
+  // A split's state entry: EncodeSplitState (internal/source_pacing.h), the layout version 1
+  // always had here.
 
   // Generates event `id` into out_ (the projected fields); returns its dateTime.
   int64_t Generate(int64_t id) {

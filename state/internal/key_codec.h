@@ -8,6 +8,11 @@
 //   state meta    kMetaPrefix [state name]  ->  [state id: 1][kind: 1]
 //   stored value  [expiry millis: 8 BE, 0 = never][payload]
 //   list payload  ([varint32 element length][element])*
+//   format        kFormatKey  ->  [format version: 1]
+//
+// Format versions of a backend's DB: 0 (no kFormatKey: written before versions existed) and 1
+// (this layout, with kFormatKey); the layout above is the same in both. A DB of a newer
+// version is refused on restore (kDataLoss).
 //
 // Key groups are < 32768, so every key-group prefix sorts before kMetaPrefix ("\xff\xff"), and
 // timers (state id 0xff) sort after the state entries of their key group. Big-endian timestamps
@@ -27,6 +32,9 @@ inline constexpr uint8_t kTimerStateId = 0xff;
 inline constexpr int kMaxStates = 255;  // state ids 0..254
 inline constexpr absl::string_view kMetaPrefix("\xff\xff", 2);
 inline constexpr size_t kExpiryBytes = 8;
+// Sorts after every key group's entries (as kMetaPrefix) and before the state meta.
+inline constexpr absl::string_view kFormatKey("\xff\xfe", 2);
+inline constexpr int kFormatVersion = 1;
 
 inline void PutFixed16BE(std::string* dst, uint16_t v) {
   dst->push_back(static_cast<char>(v >> 8));

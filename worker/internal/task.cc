@@ -18,6 +18,12 @@ constexpr size_t kBufferBytes = 32 * 1024;
 constexpr int kSourceBatch = 256;
 // Most records a chain output gathers for an operator that prefers batches.
 constexpr size_t kChainBatch = 256;
+
+// Names an operator subtask's state in kDataLoss errors (its context and its backend).
+StateOrigin OriginOf(const TaskDescriptor& desc, const plan::OperatorSpec& spec) {
+  return StateOrigin(desc.job_id, spec.id, spec.type, desc.subtask,
+                     desc.restore != nullptr ? desc.restore->checkpoint_id() : 0);
+}
 }  // namespace
 
 int GateChannelIndex(const plan::JobGraph& graph, int edge, int src_subtask) {
@@ -578,6 +584,7 @@ absl::Status Task::Run() {
     ctx.metric_labels = {{"job", desc_.job_id}, {"operator", ops_[i]->spec->id}, {"subtask", absl::StrCat(desc_.subtask)}};
     ctx.metrics_owner = metrics_owner_;
     ctx.checkpointing = !desc_.checkpoint_dir.empty();
+    ctx.state_origin = OriginOf(desc_, *ops_[i]->spec);
     if (desc_.restore != nullptr) {
       ctx.restored = true;
       ctx.restored_checkpoint_id = desc_.restore->checkpoint_id();
@@ -1044,6 +1051,7 @@ absl::Status Task::SetUpState() {
     o.max_parallelism = job.max_parallelism;
     o.range = KeyGroupRangeForSubtask(job.max_parallelism, vertex.parallelism, desc_.subtask);
     o.clock = clock_;
+    o.origin = OriginOf(desc_, *ops_[i]->spec);
     std::vector<proto::KeyedStateHandle> handles;
     if (desc_.restore != nullptr) {
       for (const auto& st : desc_.restore->subtasks()) {

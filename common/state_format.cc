@@ -1,0 +1,49 @@
+#include "common/state_format.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace sluice {
+
+StateOrigin::StateOrigin() : text_("unnamed state") {}
+
+StateOrigin::StateOrigin(absl::string_view job_id, absl::string_view operator_id,
+                         absl::string_view operator_type, int subtask,
+                         int64_t restored_checkpoint_id)
+    : text_(absl::StrCat("job ", job_id, ", operator '", operator_id, "' (type ", operator_type,
+                         "), subtask ", subtask,
+                         restored_checkpoint_id > 0
+                             ? absl::StrCat(", restored from checkpoint ", restored_checkpoint_id)
+                             : std::string(", not restored from a checkpoint"))) {}
+
+absl::Status StateOrigin::DataLoss(absl::string_view what) const {
+  return absl::DataLossError(absl::StrCat("cannot decode operator state (", text_, "): ", what));
+}
+
+std::string NewerStateVersionText(absl::string_view what, int found, int current) {
+  return absl::StrCat(what, " has format version ", found,
+                      ", newer than this build reads (up to ", current,
+                      "): restore it with the release that wrote it, or a later one");
+}
+
+absl::StatusOr<int> ReadStateVersion(const StateOrigin& origin, absl::string_view what,
+                                     absl::string_view entry, int current,
+                                     absl::string_view* body) {
+  if (entry.empty()) return origin.DataLoss(absl::StrCat(what, " is empty (truncated)"));
+  const int version = static_cast<uint8_t>(entry[0]);
+  if (version == 0) return origin.DataLoss(absl::StrCat(what, " has format version 0, which is not a version"));
+  if (version > current) return origin.DataLoss(NewerStateVersionText(what, version, current));
+  *body = entry.substr(1);
+  return version;
+}
+
+absl::StatusOr<int> ReadTextStateVersion(const StateOrigin& origin, absl::string_view what,
+                                         absl::string_view entry, int current,
+                                         absl::string_view* body) {
+  if (!entry.empty() && static_cast<uint8_t>(entry[0]) >= 0x20) {
+    *body = entry;
+    return 0;
+  }
+  return ReadStateVersion(origin, what, entry, current, body);
+}
+
+}  // namespace sluice
