@@ -116,8 +116,8 @@ class FileSink final : public TwoPhaseCommitSink {
     std::error_code ec;
     if (absl::IsNotFound(s)) {
       if (std::filesystem::exists(final_name, ec)) return absl::OkStatus();  // committed before
-      return absl::DataLossError(absl::StrCat("pending file ", pending,
-                                              " of a completed checkpoint is missing"));
+      return ctx_.state_origin.DataLoss(absl::StrCat("pending file ", pending,
+                                                     " of a completed checkpoint is missing"));
     }
     if (absl::IsAlreadyExists(s)) {
       if (SameFile(pending, final_name)) {

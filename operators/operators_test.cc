@@ -24,6 +24,7 @@
 #include "operators/key_hasher.h"
 #include "operators/operator.h"
 #include "operators/filter_options.h"
+#include "operators/internal/keyed_test_harness.h"
 #include "operators/registry.h"
 #include "state/keyed_state_backend.h"
 #include "plan/job_spec.h"
@@ -862,43 +863,24 @@ TEST_F(OperatorsTest, AggregateRefusesMalformedAccumulatorsAsDataLoss) {
 // As SQL: sum/min/max/avg skip nulls and are null while every value of the key was null
 // (their output fields are nullable); count counts rows, count of a field its non-null values.
 TEST_F(OperatorsTest, AggregatesOverOnlyNullsAreNull) {
-  Load(R"y(operators:
-  - {id: l, type: datagen, count: 1, fields: [{name: k, type: int64, expr: seq}]}
-  - {id: r, type: datagen, count: 1, fields: [{name: k, type: int64, expr: seq}, {name: v, type: int64, expr: seq}]}
-  - id: j
-    type: join
-    kind: left
-    ttl: 1s
-    inputs: [{from: l, partition: hash, key: [k]}, {from: r, partition: hash, key: [k]}]
-  - {id: by_k, type: key_by, key: left.k}
-  - id: agg
+  Load(internal::NullableAmountJob(R"y(  - id: agg
     type: aggregate
-    aggregates: [{fn: count}, {fn: count, field: v, as: n}, {fn: sum, field: v, as: sum},
-                 {fn: min, field: v, as: min}, {fn: max, field: v, as: max}, {fn: avg, field: v, as: avg},
-                 {fn: sum, field: left.k, as: sum_k}]
+    aggregates: [{fn: count}, {fn: count, field: amount, as: n}, {fn: sum, field: amount, as: sum},
+                 {fn: min, field: amount, as: min}, {fn: max, field: amount, as: max}, {fn: avg, field: amount, as: avg},
+                 {fn: sum, field: left.user, as: sum_k}]
   - {id: out, type: blackhole}
-)y");
+)y"));
   EXPECT_EQ(Spec("agg").output_schema.ToString(),
-            "(left.k int64, count int64, n int64, sum int64 null, min int64 null, max int64 null, avg double null, "
+            "(left.user int64, count int64, n int64, sum int64 null, min int64 null, max int64 null, avg double null, "
             "sum_k int64)");
   auto agg = Open("agg");
   ASSERT_OK(agg);
-  auto row = [](int64_t k, std::optional<int64_t> v) {
-    Record r(3);  // left.k, right.k, v (both nullable: the left join's right side)
-    r.SetInt(0, k);
-    r.SetInt(1, k);
-    r.SetNullTo(1, !v.has_value());
-    r.SetInt(2, v.value_or(99));  // a null's value is never read
-    r.SetNullTo(2, !v.has_value());
-    return r;
-  };
-  ASSERT_EQ(Spec("agg").input_schema.ToString(), "(left.k int64, right.k int64 null, v int64 null)");
   for (const auto& [v, want] : std::vector<std::pair<std::optional<int64_t>, std::string>>{
            {std::nullopt, "1 0 null null null null 7"},
            {4, "2 1 4 4 4 4 14"},
            {std::nullopt, "3 1 4 4 4 4 21"},
            {-2, "4 2 2 -2 4 1 28"}}) {
-    ASSERT_OK((*agg)->Process(row(7, v)));
+    ASSERT_OK((*agg)->Process(internal::NullableAmountInput(7, 0, v)));
     const Record& out = out_.records.back();
     std::vector<std::string> got;
     for (size_t f = 1; f < 8; ++f) {
@@ -1103,6 +1085,9 @@ std::vector<std::string> FileNames(const std::string& dir) {
   return names;
 }
 
+// A two-phase-commit sink's state entry of `handle` (format version 1).
+std::string Entry(const std::string& handle) { return "\x01" + handle; }
+
 std::string AbsolutePath(const std::string& path) {
   return std::filesystem::absolute(path).string();
 }
@@ -1156,8 +1141,8 @@ TEST_F(OperatorsTest, FileSinkPreCommitsOnSnapshotAndCommitsOnNotify) {
   std::vector<std::string> entries;
   ASSERT_OK((*sink)->SnapshotState(5, &entries));
   const std::string pending = AbsolutePath(dir + "/part-job-1-1-1-1.pending");
-  ASSERT_THAT(entries, ElementsAre(pending));
-  EXPECT_TRUE(std::filesystem::path(entries[0]).is_absolute());
+  ASSERT_THAT(entries, ElementsAre(Entry(pending)));
+  EXPECT_TRUE(std::filesystem::path(entries[0].substr(1)).is_absolute());
   EXPECT_THAT(FileNames(dir), ElementsAre("part-job-1-1-1-1.pending"));
   const std::string content = "{\"x\":0}\n{\"x\":1}\n{\"x\":2}\n";
   EXPECT_EQ(ReadFile(pending), content);
@@ -1187,10 +1172,10 @@ TEST_F(OperatorsTest, FileSinkPreCommitsOnSnapshotAndCommitsOnNotify) {
   const std::string pending2 = AbsolutePath(dir + "/part-job-1-1-1-2.pending");
   entries.clear();
   ASSERT_OK((*sink)->SnapshotState(6, &entries));
-  EXPECT_THAT(entries, ElementsAre(pending2));
+  EXPECT_THAT(entries, ElementsAre(Entry(pending2)));
   entries.clear();
   ASSERT_OK((*sink)->SnapshotState(7, &entries));
-  EXPECT_THAT(entries, ElementsAre(pending2));
+  EXPECT_THAT(entries, ElementsAre(Entry(pending2)));
   ASSERT_OK((*sink)->NotifyCheckpointComplete(7));
   EXPECT_THAT(FileNames(dir), ElementsAre("part-job-1-1-1-1.jsonl", "part-job-1-1-1-2.jsonl"));
   EXPECT_EQ(ReadFile(dir + "/part-job-1-1-1-2.jsonl"), "{\"x\":3}\n");
@@ -1230,8 +1215,8 @@ TEST_F(OperatorsTest, FileSinkRestoreCommitsListedFilesAndRemovesOldAttemptsLeft
     ASSERT_OK((*s0)->Finish());
     ASSERT_OK((*s1)->Finish());
   }
-  ASSERT_THAT(chk5, ElementsAre(AbsolutePath(dir + "/part-job-1-0-1-1.pending"),
-                                AbsolutePath(dir + "/part-job-1-1-1-1.pending")));
+  ASSERT_THAT(chk5, ElementsAre(Entry(AbsolutePath(dir + "/part-job-1-0-1-1.pending")),
+                                Entry(AbsolutePath(dir + "/part-job-1-1-1-1.pending"))));
   // Closing a sink removes its file in progress (no checkpoint refers to it) ...
   ASSERT_THAT(FileNames(dir), ElementsAre("part-job-1-0-1-1.pending", "part-job-1-0-1-2.pending",
                                           "part-job-1-1-1-1.pending"));
@@ -1293,23 +1278,35 @@ TEST_F(OperatorsTest, FileSinkRestoreCommitsListedFilesAndRemovesOldAttemptsLeft
   ASSERT_OK((*n0)->Process(X(30)));
   std::vector<std::string> entries;
   ASSERT_OK((*n0)->SnapshotState(7, &entries));
-  EXPECT_THAT(entries, ElementsAre(AbsolutePath(dir + "/part-job-1-0-2-1.pending")));
+  EXPECT_THAT(entries, ElementsAre(Entry(AbsolutePath(dir + "/part-job-1-0-2-1.pending"))));
   ASSERT_OK((*n0)->NotifyCheckpointComplete(7));
   ASSERT_OK((*n1)->NotifyCheckpointComplete(7));
   EXPECT_EQ(ReadFile(dir + "/part-job-1-0-2-1.jsonl"), "{\"x\":30}\n");
   EXPECT_EQ(ReadFile(dir + "/part-job-1-1-2-1.jsonl"), "{\"x\":20}\n");
 }
 
-TEST_F(OperatorsTest, FileSinkRestoreWithAMissingPendingFileIsDataLoss) {
+// The file sink's state entries are [version 1][pending file path]; a path alone (format 0)
+// still restores. A newer version, an empty entry, a handle that is no pending file or a pending
+// file that is missing fail the restore with kDataLoss naming the job, operator, subtask and
+// checkpoint.
+TEST_F(OperatorsTest, FileSinkStateFormats) {
   TempDir tmp;
   const std::string dir = tmp.path() + "/out";
   Load(FileSinkJob(dir));
   checkpointing_ = true;
   restored_ = true;
   attempt_ = 2;
-  restored_state_ = {AbsolutePath(dir + "/part-job-1-0-1-9.pending")};
-  EXPECT_THAT(Open("out", 0, 1),
-              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("part-job-1-0-1-9.pending")));
+  const std::string named = "(job job-1, operator 'out' (type file), subtask 0, restored from checkpoint 5)";
+  for (const auto& [entry, reason] : std::vector<std::pair<std::string, std::string>>{
+           {"\x02" + AbsolutePath(dir + "/part-job-1-0-1-1.pending"), "sink transaction state has format version 2"},
+           {"", "sink transaction state is empty (truncated)"},
+           {"\x01part-job-1-0-1-1.pending", "file sink pending file 'part-job-1-0-1-1.pending' is not an absolute path"},
+           {"\x01" + AbsolutePath(dir + "/part-job-1-0-1-1.inprog"), "is not an absolute path of a .pending file"},
+           // Format 0, the path alone, of a pending file that is gone.
+           {AbsolutePath(dir + "/part-job-1-0-1-9.pending"), "part-job-1-0-1-9.pending of a completed checkpoint is missing"}}) {
+    restored_state_ = {entry};
+    EXPECT_THAT(Open("out", 0, 1), StatusIs(absl::StatusCode::kDataLoss, AllOf(HasSubstr(named), HasSubstr(reason))));
+  }
 }
 
 // A job restored from another job's savepoint (or an unrelated job) writing into the same

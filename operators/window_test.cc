@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -15,6 +17,7 @@
 #include "common/clock.h"
 #include "common/key_groups.h"
 #include "common/metrics.h"
+#include "common/record_codec.h"
 #include "common/status.h"
 #include "common/status_matchers.h"
 #include "common/watermark.h"
@@ -31,6 +34,7 @@
 namespace sluice::ops {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
@@ -416,6 +420,147 @@ TEST_F(WindowTest, RestoredOperatorJudgesLatenessByTheCheckpointedWatermark) {
   ASSERT_OK(restored.Watermark(kMaxWatermark));
   EXPECT_EQ(restored.late_dropped(), 1);
   EXPECT_THAT(restored.out().rows, ElementsAre(R"({"user":1,"window_start":20,"window_end":30,"n":2,"update":false})"));
+}
+
+// The watermark state entry of format 0 (8 native bytes, no version byte) still restores; a
+// newer version or a truncated entry fails the restore with kDataLoss naming the origin.
+TEST_F(WindowTest, WatermarkStateFormats) {
+  const std::string options = R"y(    tumble: 10ms
+    time_field: ts
+    aggregates: [{fn: count, as: n}])y";
+  KeyedSubtask& first = Start(options);
+  ASSERT_OK(Add(first, 1, 25));
+  ASSERT_OK(first.Watermark(19));
+  auto checkpoint = TakeCheckpoint(first, 1);
+  ASSERT_OK(checkpoint);
+  ASSERT_EQ(checkpoint->operator_state.size(), 1u);
+  ASSERT_EQ(checkpoint->operator_state[0].size(), 9u);
+  EXPECT_EQ(checkpoint->operator_state[0][0], 1) << "format version 1";
+
+  Checkpoint old = *checkpoint;
+  const int64_t wm = 19;
+  old.operator_state = {std::string(reinterpret_cast<const char*>(&wm), sizeof(wm))};
+  auto r = Restore(old, 0, 1);
+  ASSERT_OK(r);
+  ASSERT_OK(Add(**r, 1, 7));  // late by the restored watermark 19
+  EXPECT_EQ((*r)->late_dropped(), 1);
+
+  const std::string named = "(job job, operator 'w' (type window), subtask 0, restored from checkpoint 1)";
+  for (const auto& [entry, reason] : std::vector<std::pair<std::string, std::string>>{
+           {"\x02" + checkpoint->operator_state[0].substr(1), "window watermark state has format version 2"},
+           {checkpoint->operator_state[0].substr(0, 5), "window watermark state has 5 bytes, expected 9"}}) {
+    Checkpoint bad = *checkpoint;
+    bad.operator_state = {entry};
+    EXPECT_THAT(Restore(bad, 0, 1), ::sluice::testing::StatusIs(absl::StatusCode::kDataLoss,
+                                                                AllOf(HasSubstr(named), HasSubstr(reason))));
+  }
+}
+
+// Accumulators of format 1 (written before nullable inputs) still restore and go on; a newer
+// format or a truncated accumulator is kDataLoss naming the origin, never a window restarted
+// from zero.
+TEST_F(WindowTest, AccumulatorFormats) {
+  KeyedSubtask& s = Start(R"y(    tumble: 10ms
+    time_field: ts
+    aggregates: [{fn: count, as: n}, {fn: sum, field: amount}, {fn: min, field: price}])y");
+  ASSERT_OK(Add(s, 1, 1, 4));
+  // The backend's current key is still (user 1, [0, 10)).
+  const state::StateId acc = s.backend()->RegisterState("window_acc", state::StateKind::kValue);
+  std::string v2;
+  ASSERT_TRUE(*s.backend()->Get(acc, &v2));
+  ASSERT_EQ(v2[0], 2) << "format version 2";
+  // Without nullable inputs format 1 has the same bytes after its version byte.
+  std::string v1 = v2;
+  v1[0] = 1;
+  ASSERT_OK(s.backend()->Put(acc, v1));
+  ASSERT_OK(Add(s, 1, 2, 6));
+  ASSERT_OK(s.Watermark(9));
+  EXPECT_THAT(s.out().rows,
+              ElementsAre(R"({"user":1,"window_start":0,"window_end":10,"n":2,"sum_amount":10,"min_price":2.0,"update":false})"));
+
+  ASSERT_OK(Add(s, 2, 11, 1));
+  ASSERT_TRUE(*s.backend()->Get(acc, &v2));
+  const std::string named = "(job job, operator 'w' (type window), subtask 0, not restored from a checkpoint)";
+  ASSERT_OK(s.backend()->Put(acc, "\x03" + v2.substr(1)));
+  EXPECT_THAT(Add(s, 2, 12, 1),
+              ::sluice::testing::StatusIs(absl::StatusCode::kDataLoss,
+                                          AllOf(HasSubstr(named), HasSubstr("window accumulator has format version 3, "
+                                                                            "newer than this build reads (up to 2)"))));
+  ASSERT_OK(s.backend()->Put(acc, v2.substr(0, v2.size() - 3)));
+  EXPECT_THAT(Add(s, 2, 12, 1), ::sluice::testing::StatusIs(absl::StatusCode::kDataLoss,
+                                                            AllOf(HasSubstr(named), HasSubstr("window accumulator of format 2 does not decode"))));
+  ASSERT_OK(s.backend()->Put(acc, v2 + "x"));
+  EXPECT_THAT(Add(s, 2, 12, 1), ::sluice::testing::StatusIs(absl::StatusCode::kDataLoss, HasSubstr("bytes left over")));
+}
+
+// Windows over a nullable field (the right side of a left join): aggregates skip nulls, as SQL,
+// and are null when the window saw only nulls; count counts records. Format 1 accumulators of
+// such a window (whose values were never null) still read.
+std::string NullableJob(const std::string& window) {
+  return internal::NullableAmountJob(absl::StrCat(R"y(  - id: w
+    type: window
+    time_field: ts
+)y", window, R"y(
+    aggregates: [{fn: count, as: n}, {fn: sum, field: amount, as: sum}, {fn: min, field: amount, as: min},
+                 {fn: max, field: amount, as: max}, {fn: avg, field: amount, as: avg},
+                 {fn: first, field: amount, as: first}, {fn: last, field: amount, as: last},
+                 {fn: count_distinct, field: amount, as: distinct}]
+  - {id: out, type: print, input: w}
+)y"));
+}
+
+Record NullableInput(int64_t ts, std::optional<int64_t> amount) { return internal::NullableAmountInput(1, ts, amount); }
+
+// Processes (ts, amount) inputs of user 1 (nullopt: a null amount), then ends event time;
+// returns the rows emitted.
+std::vector<std::string> RunNullable(KeyedSubtask& s,
+                                     const std::vector<std::pair<int64_t, std::optional<int64_t>>>& inputs) {
+  for (const auto& [ts, amount] : inputs) EXPECT_OK(s.op()->Process(NullableInput(ts, amount)));
+  EXPECT_OK(s.Watermark(kMaxWatermark));
+  return s.out().rows;
+}
+
+TEST_F(WindowTest, AggregatesOverOnlyNullsAreNull) {
+  ASSERT_OK(LoadJob(NullableJob("    tumble: 10ms"), "w"));
+  EXPECT_EQ(spec_->output_schema.ToString(),
+            "(left.user int64, window_start timestamp, window_end timestamp, n int64, sum int64 null, min int64 null, "
+            "max int64 null, avg double null, first int64 null, last int64 null, distinct int64, update bool)");
+  EXPECT_THAT(RunNullable(StartSubtask(),
+                          {{1, std::nullopt}, {2, 4}, {3, std::nullopt}, {4, -2}, {5, 4}, {11, std::nullopt}}),
+              ElementsAre(R"({"left.user":1,"window_start":0,"window_end":10,"n":5,"sum":6,"min":-2,"max":4,"avg":2.0,"first":4,"last":4,"distinct":2,"update":false})",
+                          R"({"left.user":1,"window_start":10,"window_end":20,"n":1,"sum":null,"min":null,"max":null,"avg":null,"first":null,"last":null,"distinct":0,"update":false})"));
+}
+
+TEST_F(WindowTest, SessionsOverNullsMergeAsSql) {
+  ASSERT_OK(LoadJob(NullableJob("    session: {gap: 5ms}"), "w"));
+  // [30, 35) of a null and [37, 42) of 6; then 33 (null) bridges them into [30, 42); [60, 65)
+  // holds only a null.
+  EXPECT_THAT(RunNullable(StartSubtask(), {{30, std::nullopt}, {37, 6}, {33, std::nullopt}, {60, std::nullopt}}),
+              ElementsAre(R"({"left.user":1,"window_start":30,"window_end":42,"n":3,"sum":6,"min":6,"max":6,"avg":6.0,"first":6,"last":6,"distinct":1,"update":false})",
+                          R"({"left.user":1,"window_start":60,"window_end":65,"n":1,"sum":null,"min":null,"max":null,"avg":null,"first":null,"last":null,"distinct":0,"update":false})"));
+}
+
+TEST_F(WindowTest, NullableAccumulatorOfFormatOneStillReads) {
+  ASSERT_OK(LoadJob(NullableJob("    tumble: 10ms"), "w"));
+  KeyedSubtask& s = StartSubtask();
+  ASSERT_OK(s.op()->Process(NullableInput(1, 4)));
+  const state::StateId acc = s.backend()->RegisterState("window_acc", state::StateKind::kValue);
+  // Format 1: every field NOT NULL, avg without its count of values: 2 records so far, sum 10,
+  // min 3, max 7, avg sum 10, first 3 at 1, last 7 at 2, 2 distinct.
+  Schema v1({{"records", FieldType::kInt64}, {"emitted", FieldType::kBool}, {"final_fired", FieldType::kBool},
+             {"dirty", FieldType::kBool}, {"next_early", FieldType::kInt64}, {"v", FieldType::kInt64},
+             {"v", FieldType::kInt64}, {"v", FieldType::kInt64}, {"v", FieldType::kInt64}, {"v", FieldType::kInt64},
+             {"ts", FieldType::kInt64}, {"v", FieldType::kInt64}, {"ts", FieldType::kInt64}, {"n", FieldType::kInt64}});
+  Record old(v1.size());
+  const int64_t values[] = {2, 0, 0, 1, std::numeric_limits<int64_t>::min(), 10, 3, 7, 10, 3, 1, 7, 2, 2};
+  for (size_t i = 0; i < v1.size(); ++i) old[i].i = values[i];
+  std::string bytes(1, '\x01');
+  EncodeRecord(v1, old, &bytes);
+  ASSERT_OK(s.backend()->Put(acc, bytes));
+  ASSERT_OK(s.op()->Process(NullableInput(3, 5)));
+  ASSERT_OK(s.Watermark(kMaxWatermark));
+  EXPECT_THAT(s.out().rows,
+              ElementsAre(R"({"left.user":1,"window_start":0,"window_end":10,"n":3,"sum":15,"min":3,"max":7,"avg":5.0,"first":3,"last":5,"distinct":3,"update":false})"));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -81,9 +82,14 @@ class KeyedSubtask {
     ctx.records_skipped = &skipped_;
     ctx.late_records_dropped = &late_;
     ctx.restored = !restored_state.empty();
+    ctx.restored_checkpoint_id = ctx.restored ? 1 : 0;
+    ctx.state_origin = StateOrigin("job", spec.id, spec.type, subtask, ctx.restored_checkpoint_id);
     ctx.restored_state = std::move(restored_state);
-    EXPECT_OK(op_->Open(ctx, &out_));
+    open_status_ = op_->Open(ctx, &out_);
   }
+
+  // What the operator's Open() returned (Start/Restore of KeyedOperatorTest check it).
+  const absl::Status& open_status() const { return open_status_; }
 
   absl::Status Watermark(int64_t wm) {
     SLUICE_RETURN_IF_ERROR(timers_.AdvanceWatermark(wm, op_.get()));
@@ -104,7 +110,36 @@ class KeyedSubtask {
   JsonOutput out_;
   Counter late_;
   Counter skipped_;
+  absl::Status open_status_;
 };
+
+// A job whose operator after `tail` (YAML list items) reads (left.user int64, ts timestamp,
+// right.user int64 null, amount int64 null), keyed by left.user: the rows of a left join, whose
+// right side may be null. Test-only.
+inline std::string NullableAmountJob(const std::string& tail) {
+  return R"y(max_parallelism: 16
+operators:
+  - {id: l, type: datagen, count: 1, fields: [{name: user, type: int64, expr: seq}, {name: ts, type: timestamp, expr: seq}]}
+  - {id: r, type: datagen, count: 1, fields: [{name: user, type: int64, expr: seq}, {name: amount, type: int64, expr: seq}]}
+  - id: j
+    type: join
+    kind: left
+    ttl: 1s
+    inputs: [{from: l, partition: hash, key: [user]}, {from: r, partition: hash, key: [user]}]
+  - {id: k, type: key_by, key: left.user}
+)y" + tail;
+}
+// A record of that schema; nullopt: no right side (null right.user and amount).
+inline Record NullableAmountInput(int64_t user, int64_t ts, std::optional<int64_t> amount) {
+  Record r(4);
+  r[0].i = user;
+  r[1].i = ts;
+  r[2].i = user;
+  r[3].i = amount.value_or(0);  // a null's value is never read
+  r.SetNullTo(2, !amount.has_value());
+  r.SetNullTo(3, !amount.has_value());
+  return r;
+}
 
 // A fixture with the built-in operators, a fake clock (at 1,000,000 ms) and a temp dir for
 // backends: LoadJob() plans a job, StartSubtask() opens its operator under test.
@@ -141,6 +176,7 @@ class KeyedOperatorTest : public ::testing::Test {
     o.max_parallelism = kHarnessMaxParallelism;
     o.range = range;
     o.clock = &clock_;
+    o.origin = StateOrigin("job", spec_->id, spec_->type, 0, 0);
     return o;
   }
 
@@ -150,6 +186,7 @@ class KeyedOperatorTest : public ::testing::Test {
     EXPECT_OK(b);
     subtasks_.push_back(
         std::make_unique<KeyedSubtask>(registry_, job_, *spec_, *std::move(b), &clock_, 0, 1));
+    EXPECT_OK(subtasks_.back()->open_status());
     return *subtasks_.back();
   }
 
@@ -168,17 +205,18 @@ class KeyedOperatorTest : public ::testing::Test {
     SLUICE_RETURN_IF_ERROR(s.op()->SnapshotState(id, &c.operator_state));
     return c;
   }
-  // Opens spec_ as subtask `subtask` of `parallelism`, restored from `checkpoint`.
+  // Opens spec_ as subtask `subtask` of `parallelism`, restored from `checkpoint` (checkpoint
+  // 1 in its StateOrigin); the backend's or the operator's error if either fails.
   absl::StatusOr<KeyedSubtask*> Restore(const Checkpoint& checkpoint, int subtask,
                                         int parallelism) {
-    SLUICE_ASSIGN_OR_RETURN(
-        auto b,
-        state::KeyedStateBackend::Restore(
-            BackendOptions(KeyGroupRangeForSubtask(kHarnessMaxParallelism, parallelism, subtask)),
-            {checkpoint.keyed}, JobDir()));
+    state::StateBackendOptions o =
+        BackendOptions(KeyGroupRangeForSubtask(kHarnessMaxParallelism, parallelism, subtask));
+    o.origin = StateOrigin("job", spec_->id, spec_->type, subtask, 1);
+    SLUICE_ASSIGN_OR_RETURN(auto b, state::KeyedStateBackend::Restore(o, {checkpoint.keyed}, JobDir()));
     subtasks_.push_back(std::make_unique<KeyedSubtask>(registry_, job_, *spec_, std::move(b),
                                                        &clock_, subtask, parallelism,
                                                        checkpoint.operator_state));
+    SLUICE_RETURN_IF_ERROR(subtasks_.back()->open_status());
     return subtasks_.back().get();
   }
   std::string JobDir() const { return (root_ / "job").string(); }

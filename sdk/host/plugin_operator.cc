@@ -305,8 +305,8 @@ absl::Status PluginOperator::OnTimer(int64_t timestamp_ms, ops::TimeDomain domai
   RecordDecoder decoder(&key_schema_, key_bytes_);
   absl::Status decoded = decoder.Next(&key_record_);
   if (!decoded.ok()) {
-    return absl::DataLossError(absl::StrCat("plugin operator type '", type_->name, "': a timer at ", timestamp_ms,
-                                            " fired for a key that does not decode: ", decoded.message()));
+    return ctx_.state_origin.DataLoss(absl::StrCat("plugin operator type '", type_->name, "': a timer at ", timestamp_ms,
+                                                   " fired for a key that does not decode: ", decoded.message()));
   }
   if (domain == ops::TimeDomain::kEventTime && ctx_.timers != nullptr) watermark_ = ctx_.timers->CurrentWatermark();
   host_error_ = absl::OkStatus();
