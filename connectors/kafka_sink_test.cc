@@ -101,6 +101,8 @@ operators:
     ctx.metrics_owner = absl::StrCat("attempt-", attempt);
     if (restored != nullptr) {
       ctx.restored = true;
+      ctx.restored_checkpoint_id = 2;
+      ctx.state_origin = StateOrigin("job-1", spec.id, spec.type, subtask, 2);
       ctx.restored_state = *restored;
     }
     SLUICE_RETURN_IF_ERROR(op->Open(ctx, &null_));
@@ -267,6 +269,40 @@ TEST_F(KafkaSinkTest, RestoreRedoesCoveredTransactionsAndReusesTransactionalIds)
   ASSERT_OK(op->NotifyCheckpointComplete(3));
   EXPECT_THAT(CommittedValues(), ElementsAre(Value(1, 1), Value(1, 2), Value(2, 1), Value(4, 1)));
   (*sink)->Close();
+}
+
+// The sink's entries are [version 1][transaction or meta text]; without the version byte
+// (format 0) they restore as before. A transaction or meta entry that does not parse, or whose
+// messages are cut short, fails the restore with kDataLoss naming the origin: redoing part of
+// a transaction, or none, would lose output.
+TEST_F(KafkaSinkTest, RestoredEntriesOfOtherFormatsOrCorruptAreDataLoss) {
+  Load("    guarantee: exactly_once\n    producer_pool_size: 1\n");
+  std::vector<std::string> checkpoint1;
+  {
+    auto sink = Open(1, nullptr);
+    ASSERT_OK(sink);
+    ASSERT_OK(Write(sink->get(), 1, 1));
+    ASSERT_OK(Write(sink->get(), 2, 1));
+    ASSERT_OK((*sink)->SnapshotState(1, &checkpoint1));
+  }
+  ASSERT_EQ(checkpoint1.size(), 2u);
+  ASSERT_EQ(checkpoint1[0].substr(0, 5), "\x01txn ");
+  ASSERT_EQ(checkpoint1[1].substr(0, 6), "\x01meta ");
+  std::vector<std::string> format0 = {checkpoint1[0].substr(1), checkpoint1[1].substr(1)};
+  {
+    auto sink = Open(2, &format0);
+    ASSERT_OK(sink);
+    EXPECT_THAT(CommittedValues(), ElementsAre(Value(1, 1), Value(2, 1)));
+  }
+  const std::string named = "(job job-1, operator 'out' (type kafka_sink), subtask 0, restored from checkpoint 2): ";
+  for (const auto& [entries, reason] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"\x01txn t-out-0-0 0 0\n"}, "kafka_sink transaction 'txn t-out-0-0 0 0' is not 'txn <id>"},
+           {{checkpoint1[0].substr(0, checkpoint1[0].size() - 2)}, "are truncated after 1 records"},
+           {{"\x01meta 0 x"}, "kafka_sink entry '\\001meta 0 x' is not 'meta <subtask>"},
+           {{"\x05txn"}, "sink transaction state has format version 5"}}) {
+    EXPECT_THAT(Open(3, &entries), StatusIs(absl::StatusCode::kDataLoss, HasSubstr(named + reason)));
+  }
+  EXPECT_THAT(CommittedValues(), ElementsAre(Value(1, 1), Value(2, 1))) << "nothing redone twice";
 }
 
 TEST_F(KafkaSinkTest, RescaleDownRedoesAndFencesTheRemovedSubtasksIds) {

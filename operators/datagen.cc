@@ -41,7 +41,7 @@ class DatagenSource final : public SourceOperator {
     out_.Resize(exprs_.size());
     if (ctx.restored) {
       for (const std::string& entry : ctx.restored_state) {
-        int64_t v[3];
+        int64_t v[3] = {0, 0, 0};
         SLUICE_RETURN_IF_ERROR(DecodeSplitState(ctx.state_origin, "datagen split", entry, /*format0=*/true, v));
         if (v[1] <= 0 || v[0] < 0 || v[2] < v[0]) {
           return ctx.state_origin.DataLoss(absl::StrCat("datagen split (", v[0], ", ", v[1], ", ", v[2], ") is not a split"));

@@ -80,6 +80,7 @@ class JoinTest : public ::testing::Test {
     o.max_parallelism = job_.max_parallelism;
     o.range = KeyGroupRangeForSubtask(job_.max_parallelism, 1, 0);
     o.clock = &clock_;
+    o.origin = StateOrigin("job-1", "j", spec_ != nullptr ? spec_->type : "join", 0, restore_from.empty() ? 0 : 1);
     auto b = restore_from.empty()
                  ? state::KeyedStateBackend::Open(o)
                  : state::KeyedStateBackend::Restore(o, restore_from, checkpoint_dir());
@@ -100,6 +101,7 @@ class JoinTest : public ::testing::Test {
     ctx.job_id = "job-1";
     ctx.clock = &clock_;
     ctx.task_name = "job-1/j#0";
+    ctx.state_origin = backend_->origin();
     ctx.max_parallelism = job_.max_parallelism;
     ctx.keyed_state = backend_.get();
     ctx.timers = timers_.get();
@@ -348,7 +350,9 @@ TEST_F(JoinTest, JoinStateOfAnUnknownFormatIsDataLossNotGarbage) {
   r.SetInt(1, 105);
   r.SetString(2, "b");
   EXPECT_THAT(op_->ProcessInput(1, r),
-              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("join state of unknown format 9")));
+              StatusIs(absl::StatusCode::kDataLoss,
+                       HasSubstr("(job job-1, operator 'j' (type interval_join), subtask 0, not restored from a "
+                                 "checkpoint): join state has format version 9, newer than this build reads (up to 1)")));
 }
 
 // ---------------------------------------------------------------------------------------------

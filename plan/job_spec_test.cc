@@ -1397,9 +1397,6 @@ TEST(JobSpecSideOutputTest, Errors) {
               IsJobError("job.yaml:4:70: ", "'late_output' must be a name"));
 }
 
-}  // namespace
-}  // namespace sluice::plan
-
 // A duration of 2^63 ms or more does not fit: an error at the option's position, not an
 // unchecked conversion.
 TEST(JobSpecErrorTest, DurationTooLargeIsAnError) {
@@ -1429,11 +1426,14 @@ TEST(JobSpecErrorTest, NullableKeyIsRefused) {
   - {id: out, type: print}
 )y";
   EXPECT_THAT(ParseStatus(absl::StrReplaceAll(job, {{"KEY", "v"}})),
-              IsJobError("job.yaml:9:37: ", "key 'v' may be null (it reads a nullable field of (left.k int64, "
+              IsJobError("job.yaml:9:35: ", "key 'v' may be null (it reads a nullable field of (left.k int64, "
                                             "right.k int64 null, v int64 null)); keys must not be null: use "
                                             "coalesce(v, <default>) or filter out is_null(v) first"));
   EXPECT_THAT(ParseStatus(absl::StrReplaceAll(job, {{"KEY", "[left.k, \"v + 1\"]"}})),
-              IsJobError("job.yaml:9:46: ", "key 'v + 1' may be null"));
+              IsJobError("job.yaml:9:44: ", "key 'v + 1' may be null"));
   EXPECT_OK(ParseStatus(absl::StrReplaceAll(job, {{"KEY", "\"coalesce(v, -1)\""}})));
   EXPECT_OK(ParseStatus(absl::StrReplaceAll(job, {{"KEY", "left.k"}})));
 }
+
+}  // namespace
+}  // namespace sluice::plan

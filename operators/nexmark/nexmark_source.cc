@@ -65,7 +65,7 @@ class NexmarkSource final : public SourceOperator {
     }
     if (ctx.restored) {
       for (const std::string& entry : ctx.restored_state) {
-        int64_t v[3];
+        int64_t v[3] = {0, 0, 0};
         SLUICE_RETURN_IF_ERROR(DecodeSplitState(ctx.state_origin, "nexmark split", entry, /*format0=*/false, v));
         if (v[0] < 0 || v[1] <= 0 || v[2] < 0) {
           return ctx.state_origin.DataLoss(absl::StrCat("nexmark split (", v[0], ", ", v[1], ", ", v[2], ") is not a split"));

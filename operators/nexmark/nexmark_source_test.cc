@@ -63,6 +63,8 @@ class NexmarkSourceTest : public ::testing::Test {
     ctx.task_name = absl::StrCat("job-1/src#", subtask);
     if (state != nullptr) {
       ctx.restored = true;
+      ctx.restored_checkpoint_id = 3;
+      ctx.state_origin = StateOrigin("job-1", spec.id, spec.type, subtask, 3);
       ctx.restored_state = *state;
     }
     SLUICE_RETURN_IF_ERROR(op->Open(ctx, out));
@@ -209,12 +211,14 @@ TEST_F(NexmarkSourceTest, RestoresAndRescalesFromSplitPositions) {
 TEST_F(NexmarkSourceTest, CorruptStateIsRefused) {
   ASSERT_OK(Load(kBids));
   Collector out;
-  for (const std::string& entry : {std::string("short"), std::string(1, '\1') + std::string(24, '\0'),
-                                   std::string(1, '\2') + std::string(24, '\1')}) {
-    // Too short; a stride of 0; another version.
+  const std::string named = "(job job-1, operator 'src' (type nexmark), subtask 0, restored from checkpoint 3): ";
+  for (const auto& [entry, reason] : std::vector<std::pair<std::string, std::string>>{
+           {std::string(1, '\1') + std::string(10, '\0'), "nexmark split has 11 bytes, expected 25"},
+           {std::string(1, '\1') + std::string(24, '\0'), "nexmark split (0, 0, 0) is not a split"},
+           {std::string(1, '\2') + std::string(24, '\1'), "nexmark split has format version 2, newer than this build"},
+           {"", "nexmark split is empty (truncated)"}}) {
     const std::vector<std::string> state = {entry};
-    EXPECT_THAT(TryOpen(0, 1, &out, &state),
-                StatusIs(absl::StatusCode::kDataLoss, HasSubstr("corrupt nexmark split state of job-1/src#0")));
+    EXPECT_THAT(TryOpen(0, 1, &out, &state), StatusIs(absl::StatusCode::kDataLoss, HasSubstr(named + reason)));
   }
 }
 
