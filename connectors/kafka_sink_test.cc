@@ -276,7 +276,7 @@ TEST_F(KafkaSinkTest, RestoreRedoesCoveredTransactionsAndReusesTransactionalIds)
 // messages are cut short, fails the restore with kDataLoss naming the origin: redoing part of
 // a transaction, or none, would lose output.
 TEST_F(KafkaSinkTest, RestoredEntriesOfOtherFormatsOrCorruptAreDataLoss) {
-  Load("    guarantee: exactly_once\n    producer_pool_size: 1\n");
+  Load("    guarantee: exactly_once\n    producer_pool_size: 2\n");
   std::vector<std::string> checkpoint1;
   {
     auto sink = Open(1, nullptr);

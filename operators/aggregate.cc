@@ -117,7 +117,8 @@ class AggregateOperator final : public Operator {
     if (!emit_final_) return absl::OkStatus();
     return state_->ForEachKey(state_id_, [this](absl::string_view key) -> absl::Status {
       RecordDecoder dec(&key_schema_, key);
-      SLUICE_RETURN_IF_ERROR(dec.Next(&out_));  // key fields come first in the output
+      absl::Status s = dec.Next(&out_);  // key fields come first in the output
+      if (!s.ok()) return ctx_.state_origin.DataLoss(absl::StrCat("a stored key does not decode: ", s.message()));
       SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(state_id_, &value_));
       if (!found) return absl::OkStatus();
       SLUICE_RETURN_IF_ERROR(LoadAccumulators());

@@ -245,7 +245,9 @@ class WindowOperator final : public Operator {
 
   // From OnTimer: key_ from the current composite key (for the session list).
   absl::Status KeyFromComposite() {
-    return key_.SetBytes(absl::string_view(composite_).substr(0, composite_.size() - 16));
+    absl::Status s = key_.SetBytes(absl::string_view(composite_).substr(0, composite_.size() - 16));
+    if (!s.ok()) return ctx_.state_origin.DataLoss(absl::StrCat("a window state key does not decode: ", s.message()));
+    return s;
   }
 
   // Reads the current key's accumulator into acc_; false when it has none.
@@ -409,7 +411,8 @@ class WindowOperator final : public Operator {
   absl::Status EmitRow(const TimeWindow& w) {
     RecordDecoder dec(&key_.schema(),
                       absl::string_view(composite_).substr(0, composite_.size() - 16));
-    SLUICE_RETURN_IF_ERROR(dec.Next(&out_));  // key fields come first in the output
+    absl::Status s = dec.Next(&out_);  // key fields come first in the output
+    if (!s.ok()) return ctx_.state_origin.DataLoss(absl::StrCat("a window state key does not decode: ", s.message()));
     size_t f = key_.schema().size();
     out_[f++].i = w.start;
     out_[f++].i = w.end;

@@ -401,11 +401,13 @@ TEST_F(WindowTest, OpenWindowsSurviveSnapshotAndRestoreAtAnotherParallelism) {
 
 // The watermark is not replayed after a restore, but the operator keeps the one it had seen:
 // a record late before the checkpoint is late after it, instead of starting its window again.
-TEST_F(WindowTest, RestoredOperatorJudgesLatenessByTheCheckpointedWatermark) {
-  const std::string options = R"y(    tumble: 10ms
+// Tumbling 10 ms event-time windows counting records.
+constexpr char kCountPer10ms[] = R"y(    tumble: 10ms
     time_field: ts
     aggregates: [{fn: count, as: n}])y";
-  KeyedSubtask& first = Start(options);
+
+TEST_F(WindowTest, RestoredOperatorJudgesLatenessByTheCheckpointedWatermark) {
+  KeyedSubtask& first = Start(kCountPer10ms);
   ASSERT_OK(Add(first, 1, 5));
   ASSERT_OK(Add(first, 1, 25));
   ASSERT_OK(first.Watermark(19));
@@ -425,10 +427,7 @@ TEST_F(WindowTest, RestoredOperatorJudgesLatenessByTheCheckpointedWatermark) {
 // The watermark state entry of format 0 (8 native bytes, no version byte) still restores; a
 // newer version or a truncated entry fails the restore with kDataLoss naming the origin.
 TEST_F(WindowTest, WatermarkStateFormats) {
-  const std::string options = R"y(    tumble: 10ms
-    time_field: ts
-    aggregates: [{fn: count, as: n}])y";
-  KeyedSubtask& first = Start(options);
+  KeyedSubtask& first = Start(kCountPer10ms);
   ASSERT_OK(Add(first, 1, 25));
   ASSERT_OK(first.Watermark(19));
   auto checkpoint = TakeCheckpoint(first, 1);
