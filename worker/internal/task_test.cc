@@ -28,6 +28,7 @@
 #include "common/key_groups.h"
 #include "common/metrics.h"
 #include "common/record.h"
+#include "common/state_format.h"
 #include "common/status.h"
 #include "common/status_matchers.h"
 #include "common/watermark.h"
@@ -927,7 +928,8 @@ operators:
 // ---------------------------------------------------------------------------------------------
 // Checkpoints
 
-// A datagen split as the source snapshots it: three native int64 per entry.
+// A datagen split as the source snapshots it: a format version byte (1), then base, stride and
+// next as 8-byte little-endian integers.
 struct Split {
   int64_t base;
   int64_t stride;
@@ -941,9 +943,13 @@ std::vector<Split> SplitsIn(const proto::CheckpointAck& ack, const std::string& 
     if (h.operator_id() != op_id) continue;
     EXPECT_EQ(h.redistribution(), proto::OperatorStateHandle::SPLIT);
     for (const std::string& e : h.entries()) {
-      EXPECT_EQ(e.size(), 24u);
+      EXPECT_EQ(e.size(), 25u);
+      EXPECT_EQ(e[0], 1) << "format version";
       Split split{-1, -1, -1};
-      if (e.size() == sizeof(Split)) std::memcpy(&split, e.data(), sizeof(Split));
+      if (e.size() == 1 + sizeof(Split)) {
+        int64_t* fields[3] = {&split.base, &split.stride, &split.next};
+        for (int f = 0; f < 3; ++f) *fields[f] = static_cast<int64_t>(GetFixed64LE(e.data() + 1 + 8 * f));
+      }
       splits.push_back(split);
     }
   }
@@ -971,7 +977,10 @@ std::vector<std::string> PendingIn(const proto::CheckpointAck& ack, const std::s
   for (const auto& h : ack.state().operator_state()) {
     if (h.operator_id() != op_id) continue;
     EXPECT_EQ(h.redistribution(), proto::OperatorStateHandle::UNION);
-    files.insert(files.end(), h.entries().begin(), h.entries().end());
+    for (const std::string& e : h.entries()) {
+      EXPECT_EQ(e.substr(0, 1), "\x01") << "format version";
+      files.push_back(e.substr(1));
+    }
   }
   return files;
 }
