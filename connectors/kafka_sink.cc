@@ -418,7 +418,7 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
         std::vector<std::string> f = absl::StrSplit(e, ' ');
         int p = 0, pool = 0;
         if (f.size() != 5 || !absl::SimpleAtoi(f[2], &p) || !absl::SimpleAtoi(f[3], &pool)) {
-          return ctx_.state_origin.DataLoss(absl::StrCat("kafka_sink entry '", absl::CHexEscape(e),
+          return ctx_.state_origin.DataLoss(absl::StrCat("kafka_sink entry '", absl::CEscape(e),
                                                          "' is not 'meta <subtask> <parallelism> <pool size> <prefix>'"));
         }
         old_parallelism = std::max(old_parallelism, p);
@@ -472,7 +472,7 @@ class TransactionalKafkaSink final : public ops::TwoPhaseCommitSink {
     if (nl == std::string::npos || f.size() != 7 || f[0] != "txn" || !absl::SimpleAtoi(f[2], &p.subtask) ||
         !absl::SimpleAtoi(f[3], &p.index) || !absl::SimpleAtoi(f[4], &p.checkpoint)) {
       return ctx_.state_origin.DataLoss(absl::StrCat("kafka_sink transaction '",
-                                                     absl::CHexEscape(absl::string_view(handle).substr(0, std::min<size_t>(nl, 200))),
+                                                     absl::CEscape(absl::string_view(handle).substr(0, std::min<size_t>(nl, 200))),
                                                      "' is not 'txn <id> <subtask> <index> <checkpoint> <instance> <run>'"));
     }
     p.id = f[1];

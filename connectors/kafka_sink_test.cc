@@ -298,9 +298,9 @@ TEST_F(KafkaSinkTest, RestoredEntriesOfOtherFormatsOrCorruptAreDataLoss) {
   for (const auto& [entries, reason] : std::vector<std::pair<std::vector<std::string>, std::string>>{
            {{"\x01txn t-out-0-0 0 0\n"}, "kafka_sink transaction 'txn t-out-0-0 0 0' is not 'txn <id>"},
            {{checkpoint1[0].substr(0, checkpoint1[0].size() - 2)}, "are truncated after 1 records"},
-           {{"\x01meta 0 x"}, "kafka_sink entry '\\001meta 0 x' is not 'meta <subtask>"},
+           {{"\x01meta 0 x"}, "kafka_sink entry 'meta 0 x' is not 'meta <subtask>"},
            {{"\x05txn"}, "sink transaction state has format version 5"}}) {
-    EXPECT_THAT(Open(3, &entries), StatusIs(absl::StatusCode::kDataLoss, HasSubstr(named + reason)));
+    EXPECT_THAT(Open(3, &entries).status(), StatusIs(absl::StatusCode::kDataLoss, HasSubstr(named + reason)));
   }
   EXPECT_THAT(CommittedValues(), ElementsAre(Value(1, 1), Value(2, 1))) << "nothing redone twice";
 }

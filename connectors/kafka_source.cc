@@ -213,7 +213,7 @@ class KafkaSource final : public ops::SourceOperator {
       if (parts.size() == 2 && version == 0) parts.insert(parts.begin(), topics_[0]);
       if ((parts.size() != 3 && parts.size() != 4) || parts[0].empty() || !absl::SimpleAtoi(parts[1], &p) ||
           p < 0 || !absl::SimpleAtoi(parts[2], &off) || (parts.size() == 4 && !absl::SimpleAtoi(parts[3], &end))) {
-        return ctx.state_origin.DataLoss(absl::StrCat("kafka source offsets entry '", absl::CHexEscape(e),
+        return ctx.state_origin.DataLoss(absl::StrCat("kafka source offsets entry '", absl::CEscape(e),
                                                       "' is not <topic>:<partition>:<offset>[:<end offset>]"));
       }
       auto t = std::find(topics_.begin(), topics_.end(), parts[0]);

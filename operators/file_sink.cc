@@ -107,7 +107,7 @@ class FileSink final : public TwoPhaseCommitSink {
   // finds the pending file gone and the committed one there.
   absl::Status Commit(const std::string& pending) override {
     if (!absl::EndsWith(pending, ".pending") || !absl::StartsWith(pending, "/")) {
-      return ctx_.state_origin.DataLoss(absl::StrCat("file sink pending file '", absl::CHexEscape(pending),
+      return ctx_.state_origin.DataLoss(absl::StrCat("file sink pending file '", absl::CEscape(pending),
                                                      "' is not an absolute path of a .pending file"));
     }
     const std::string final_name = ReplaceSuffix(pending, ".pending", ".jsonl");
