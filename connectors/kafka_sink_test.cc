@@ -297,7 +297,7 @@ TEST_F(KafkaSinkTest, RestoredEntriesOfOtherFormatsOrCorruptAreDataLoss) {
   const std::string named = "(job job-1, operator 'out' (type kafka_sink), subtask 0, restored from checkpoint 2): ";
   for (const auto& [entries, reason] : std::vector<std::pair<std::vector<std::string>, std::string>>{
            {{"\x01txn t-out-0-0 0 0\n"}, "kafka_sink transaction 'txn t-out-0-0 0 0' is not 'txn <id>"},
-           {{checkpoint1[0].substr(0, checkpoint1[0].size() - 2)}, "are truncated after 1 records"},
+           {{checkpoint1[0].substr(0, checkpoint1[0].size() - 2)}, "the messages of kafka_sink transaction t-out-0-0 of checkpoint 1 are truncated after 1 records"},
            {{"\x01meta 0 x"}, "kafka_sink entry 'meta 0 x' is not 'meta <subtask>"},
            {{"\x05txn"}, "sink transaction state has format version 5"}}) {
     EXPECT_THAT(Open(3, &entries).status(), StatusIs(absl::StatusCode::kDataLoss, HasSubstr(named + reason)));
