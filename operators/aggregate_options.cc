@@ -59,13 +59,15 @@ absl::StatusOr<AggregateOptions> Parse(const YAML::Node& c, const plan::ParseCon
       out_type = fn == "avg" ? FieldType::kDouble
                  : fn == "sum" && in_type == FieldType::kTimestamp ? FieldType::kInt64
                                                                    : in_type;
-    } else {
-      return ctx.At(a["fn"], absl::StrCat("unknown aggregate function '", fn,
-                                          "' (expected count, sum, min, max, avg)"));
+    } else {  // a plugin's function; its result may be null
+      agg.fn = Fn::kPlugin;
+      SLUICE_ASSIGN_OR_RETURN(agg.plugin,
+                              plan::ResolveAggregateFunction(ctx, a, fn, field, agg.field,
+                                                             "count, sum, min, max, avg", &out_type));
     }
     if (!seen.insert(as).second) return ctx.At(a, absl::StrCat("duplicate output field '", as, "'"));
     agg.as = as;
-    out.push_back({as, out_type});
+    out.push_back({as, out_type, agg.fn == Fn::kPlugin});
     o.aggregates.push_back(agg);
   }
   SLUICE_ASSIGN_OR_RETURN(o.ttl_ms, plan::GetDuration(ec, c, "ttl", 0));

@@ -55,7 +55,8 @@ FieldType Stored(FieldType t) { return t == FieldType::kTimestamp ? FieldType::k
 // State, in the keyed backend (so checkpointed, restored and rescaled with the key groups):
 // - "window_acc" (value) under the composite key [key record][window start][window end] (the
 //   key group is the key's): the window's accumulator row, a Record of acc_schema_ (a header
-//   - records, emitted, final_fired, dirty, next_early - then each aggregate's fields).
+//   - records, emitted, final_fired, dirty, next_early - then each aggregate's fields; a
+//   plugin's function has two: its accumulator version and its accumulator's bytes).
 // - "window_distinct" (map) under the same composite key: count_distinct's values, user key
 //   [aggregate index][value bytes].
 // - "window_sessions" (value) under the key alone: session windows only, the key's open
@@ -106,6 +107,14 @@ class WindowOperator final : public Operator {
         case Fn::kCountDistinct:
           acc.push_back({"n", FieldType::kInt64});
           has_distinct_ = true;
+          break;
+        case Fn::kPlugin:
+          if (a.plugin == nullptr || !a.plugin->Runnable()) {
+            return absl::FailedPreconditionError(absl::StrCat(
+                ctx.task_name, ": aggregate function of '", a.as, "' cannot run in this process"));
+          }
+          acc.push_back({"version", FieldType::kInt64});
+          acc.push_back({"acc", FieldType::kString});
           break;
       }
     }
@@ -228,6 +237,18 @@ class WindowOperator final : public Operator {
     }
     RecordDecoder dec(&acc_schema_, absl::string_view(value_).substr(1));
     SLUICE_RETURN_IF_ERROR(dec.Next(acc));
+    for (size_t a = 0; a < o_->aggregates.size(); ++a) {
+      const WindowOptions::Aggregate& agg = o_->aggregates[a];
+      if (agg.fn != Fn::kPlugin) continue;
+      const int64_t version = (*acc)[acc_index_[a]].i;
+      if (version != agg.plugin->AccumulatorVersion()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            ctx_.task_name, ": the state holds accumulators of aggregate function '",
+            agg.plugin->name(), "' (", agg.as, ") in format version ", version, ", but ",
+            agg.plugin->origin(), " reads version ", agg.plugin->AccumulatorVersion(),
+            ": restore with the plugin version that wrote the state"));
+      }
+    }
     return true;
   }
   absl::Status StoreAcc() {
@@ -235,13 +256,21 @@ class WindowOperator final : public Operator {
     EncodeRecord(acc_schema_, acc_, &value_);
     return state_->Put(acc_id_, value_);
   }
-  void ResetAcc() {
+  // An empty accumulator row into acc_ (plugins' functions create theirs).
+  absl::Status ResetAcc() {
     for (size_t i = 0; i < acc_schema_.size(); ++i) {
       acc_[i].i = 0;
       acc_[i].d = 0;
       acc_[i].s.clear();
     }
     acc_[kNextEarly].i = kNoEarly;
+    for (size_t a = 0; a < o_->aggregates.size(); ++a) {
+      const WindowOptions::Aggregate& agg = o_->aggregates[a];
+      if (agg.fn != Fn::kPlugin) continue;
+      acc_[acc_index_[a]].i = agg.plugin->AccumulatorVersion();
+      SLUICE_RETURN_IF_ERROR(agg.plugin->Create(agg.in_type, &acc_[acc_index_[a] + 1].s));
+    }
+    return absl::OkStatus();
   }
 
   // Loads the accumulator of window w (the current key), or starts one and registers its
@@ -249,7 +278,7 @@ class WindowOperator final : public Operator {
   absl::Status LoadOrCreate(const TimeWindow& w) {
     SLUICE_ASSIGN_OR_RETURN(bool found, LoadAcc());
     if (found) return absl::OkStatus();
-    ResetAcc();
+    SLUICE_RETURN_IF_ERROR(ResetAcc());
     return RegisterTimers(w);
   }
 
@@ -298,6 +327,11 @@ class WindowOperator final : public Operator {
       const WindowOptions::Aggregate& agg = o_->aggregates[a];
       if (agg.fn == Fn::kCount) continue;
       const Value& v = r[agg.field];
+      if (agg.fn == Fn::kPlugin) {
+        if (r.IsNull(agg.field)) continue;  // as SQL: skipped (only nullable fields are null)
+        SLUICE_RETURN_IF_ERROR(agg.plugin->Add(agg.in_type, v, &acc_[acc_index_[a] + 1].s));
+        continue;
+      }
       if (agg.fn != Fn::kCountDistinct) {
         Fold(a, v, ts, first);
         continue;
@@ -375,6 +409,13 @@ class WindowOperator final : public Operator {
         case Fn::kCountDistinct:
           out_[f].i = acc.i;
           break;
+        case Fn::kPlugin: {
+          bool is_null = false;
+          SLUICE_RETURN_IF_ERROR(
+              agg.plugin->Result(agg.in_type, acc_[acc_index_[a] + 1].s, &out_[f], &is_null));
+          out_.SetNullTo(f, is_null);
+          break;
+        }
         default:
           CopyInto(Stored(agg.out_type), acc, &out_[f]);
           break;
@@ -451,13 +492,13 @@ class WindowOperator final : public Operator {
         sessions_.end());
     sessions_.insert(std::upper_bound(sessions_.begin(), sessions_.end(), merged), merged);
     SLUICE_RETURN_IF_ERROR(StoreSessions());
-    ResetAcc();
+    SLUICE_RETURN_IF_ERROR(ResetAcc());
     moved_distinct_.clear();
     for (const TimeWindow& a : absorbed_) {
       SetWindowKey(a);
       SLUICE_ASSIGN_OR_RETURN(bool found, LoadAccInto(&other_acc_));
       if (!found) continue;
-      MergeAcc(other_acc_);
+      SLUICE_RETURN_IF_ERROR(MergeAcc(other_acc_));
       if (o_->event_time) {
         SLUICE_RETURN_IF_ERROR(timers_->DeleteEventTimeTimer(a.max_timestamp()));
         SLUICE_RETURN_IF_ERROR(timers_->DeleteEventTimeTimer(CleanupTime(a)));
@@ -517,22 +558,29 @@ class WindowOperator final : public Operator {
       }
       case Fn::kCount:
       case Fn::kCountDistinct:
+      case Fn::kPlugin:
         break;
     }
   }
 
   // Folds accumulator `from` into acc_ (which starts reset): the state of a merged session.
-  // Distinct counts are rebuilt from the moved values instead.
-  void MergeAcc(const Record& from) {
+  // Distinct counts are rebuilt from the moved values instead; plugins' functions merge.
+  absl::Status MergeAcc(const Record& from) {
     const bool first = acc_[kRecords].i == 0;
     acc_[kRecords].i += from[kRecords].i;
     for (size_t a = 0; a < o_->aggregates.size(); ++a) {
       const Fn fn = o_->aggregates[a].fn;
       if (fn == Fn::kCount || fn == Fn::kCountDistinct) continue;
       const int i = acc_index_[a];
+      if (fn == Fn::kPlugin) {
+        const WindowOptions::Aggregate& agg = o_->aggregates[a];
+        SLUICE_RETURN_IF_ERROR(agg.plugin->Merge(agg.in_type, from[i + 1].s, &acc_[i + 1].s));
+        continue;
+      }
       const bool timed = fn == Fn::kFirst || fn == Fn::kLast;
       Fold(a, from[i], timed ? from[i + 1].i : 0, first);
     }
+    return absl::OkStatus();
   }
 
   // A record for windows whose state is gone: to the late side output, or dropped and counted.

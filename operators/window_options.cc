@@ -109,12 +109,13 @@ absl::StatusOr<WindowOptions> Parse(const YAML::Node& c, const plan::ParseContex
 
   std::vector<Field> out;
   std::set<std::string> seen;
-  auto add = [&](const YAML::Node& at, const std::string& name, FieldType type) -> absl::Status {
+  auto add = [&](const YAML::Node& at, const std::string& name, FieldType type,
+                 bool nullable = false) -> absl::Status {
     if (!seen.insert(name).second) {
       return ctx.At(
           at, absl::StrCat("duplicate output field '", name, "' (rename the aggregate with 'as')"));
     }
-    out.push_back({name, type});
+    out.push_back({name, type, nullable});
     return absl::OkStatus();
   };
   for (const plan::KeySpec& k : op.key) {
@@ -137,16 +138,13 @@ absl::StatusOr<WindowOptions> Parse(const YAML::Node& c, const plan::ParseContex
     for (const FnInfo& f : kFns) {
       if (fn == f.name) info = &f;
     }
-    if (info == nullptr) {
-      return ctx.At(a["fn"], absl::StrCat("unknown aggregate function '", fn, "' (expected ",
-                                          FnNames(), ")"));
-    }
-    SLUICE_ASSIGN_OR_RETURN(std::string field, plan::GetString(ec, a, "field", info->needs_field));
-    if (!info->needs_field && !field.empty()) {
+    SLUICE_ASSIGN_OR_RETURN(std::string field,
+                            plan::GetString(ec, a, "field", info != nullptr && info->needs_field));
+    if (info != nullptr && !info->needs_field && !field.empty()) {
       return ctx.At(a["field"], absl::StrCat(fn, " takes no 'field'"));
     }
     WindowOptions::Aggregate agg;
-    agg.fn = info->fn;
+    agg.fn = info == nullptr ? Fn::kPlugin : info->fn;
     if (!field.empty()) {
       agg.field = in.IndexOf(field);
       if (agg.field < 0) {
@@ -154,15 +152,21 @@ absl::StatusOr<WindowOptions> Parse(const YAML::Node& c, const plan::ParseContex
                       absl::StrCat("unknown field '", field, "' (input has ", in.ToString(), ")"));
       }
       agg.in_type = in.field(agg.field).type;
-      if (info->numeric_only && !IsNumeric(agg.in_type)) {
+      if (info != nullptr && info->numeric_only && !IsNumeric(agg.in_type)) {
         return ctx.At(a["field"], absl::StrCat(fn, " needs a numeric field; '", field, "' is ",
                                                FieldTypeName(agg.in_type)));
       }
     }
-    agg.out_type = OutputType(agg.fn, agg.in_type);
+    if (info == nullptr) {  // not a built-in: a plugin's function
+      SLUICE_ASSIGN_OR_RETURN(agg.plugin, plan::ResolveAggregateFunction(ctx, a, fn, field, agg.field,
+                                                                         FnNames(), &agg.out_type));
+    } else {
+      agg.out_type = OutputType(agg.fn, agg.in_type);
+    }
     SLUICE_ASSIGN_OR_RETURN(agg.as, plan::GetString(ec, a, "as", false));
     if (agg.as.empty()) agg.as = field.empty() ? fn : absl::StrCat(fn, "_", field);
-    SLUICE_RETURN_IF_ERROR(add(a, agg.as, agg.out_type));
+    // A plugin's result may be null.
+    SLUICE_RETURN_IF_ERROR(add(a, agg.as, agg.out_type, agg.fn == Fn::kPlugin));
     o.aggregates.push_back(std::move(agg));
   }
   SLUICE_RETURN_IF_ERROR(add(c, "update", FieldType::kBool));
@@ -184,7 +188,7 @@ absl::string_view WindowAggregateName(WindowOptions::Fn fn) {
   for (const FnInfo& f : kFns) {
     if (f.fn == fn) return f.name;
   }
-  return "?";
+  return fn == Fn::kPlugin ? "plugin" : "?";
 }
 
 std::unique_ptr<plan::OperatorType> MakeWindowType() {
