@@ -526,7 +526,7 @@ TEST_F(WindowPluginAggregateTest, AccumulatorsAreRestoredAndTheirVersionChecked)
 
 TEST_F(WindowPluginAggregateTest, TheFunctionsInputTypeIsCheckedAtPlanTime) {
   EXPECT_THAT(Load("    tumble: 1s\n    time_field: ts\n    aggregates: [{fn: spread, field: name}]"),
-              Invalid("job.yaml:15:43: aggregate function 'spread' of the test does not take 'name' (string): "
+              Invalid("job.yaml:16:38: aggregate function 'spread' of the test does not take 'name' (string): "
                       "spread takes int64"));
   EXPECT_THAT(Load("    tumble: 1s\n    time_field: ts\n    aggregates: [{fn: spread}]"),
               Invalid("aggregate function 'spread' of the test needs a 'field'"));

@@ -342,7 +342,20 @@ absl::StatusOr<Schema> OutputSchema(const LoadedPlugin& plugin, const PluginOper
     if (!names.insert(f.name).second) return fail(absl::StrCat("output field '", f.name, "' is given twice"));
     fields.push_back(Field{f.name, *t, f.nullable});
   }
-  return Schema(std::move(fields));
+  Schema schema(std::move(fields));
+  // A plugin built before ABI 1.2 cannot declare a nullable field: an output with an input's
+  // names and types is that input's schema, nullability included (so records it forwards keep
+  // their nulls).
+  if (plugin.abi.minor < 2) {
+    for (const Schema& in : inputs) {
+      bool same = in.size() == schema.size();
+      for (size_t i = 0; same && i < in.size(); ++i) {
+        same = in.field(i).name == schema.field(i).name && in.field(i).type == schema.field(i).type;
+      }
+      if (same) return in;
+    }
+  }
+  return schema;
 }
 
 }  // namespace sluice::plugin

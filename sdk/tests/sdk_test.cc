@@ -214,7 +214,8 @@ TEST_F(SdkPluginTest, DescribesItsTypes) {
   std::vector<std::string> names;
   for (const auto& t : plugin_->types) names.push_back(absl::StrCat(t.name, t.keyed ? " (keyed)" : ""));
   EXPECT_THAT(names, ElementsAre("positive_filter", "keyed_count (keyed)", "distinct (keyed)", "thrower", "refuser", "fail_at",
-                                 "tier_join (keyed)", "forward_both"));
+                                 "tier_join (keyed)", "forward_both", "null_if_negative",
+                                 "null_everything"));
   EXPECT_EQ(Type("positive_filter").description, "keeps records whose field is above min");
   EXPECT_EQ(plugin_->abi.minor, 2u);
   EXPECT_EQ(Type("positive_filter").num_inputs, 1);
@@ -1226,7 +1227,7 @@ operators:
             "(k int64, window_start timestamp, window_end timestamp, sq int64 null, update bool)");
   EXPECT_THAT(plan::ParseJobSpec(job_with("{fn: sum_sqq, field: v}"), "job.yaml", catalog_).status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       "job.yaml:13:13: unknown aggregate function 'sum_sqq' (expected count, sum, min, max, avg, "
+                       "job.yaml:13:14: unknown aggregate function 'sum_sqq' (expected count, sum, min, max, avg, "
                        "first, last, count_distinct; from plugins: sum_sq, throwing_agg)"));
   EXPECT_THAT(plan::ParseJobSpec(job_with("{fn: sum_sq, field: s}"), "job.yaml", catalog_).status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
@@ -1272,7 +1273,7 @@ operators:
 )y");
   EXPECT_THAT(ValidateInHelper(strings, "job.yaml", 0, Options()).status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       ::testing::AllOf(::testing::StartsWith("job.yaml:8:33: aggregate function 'sum_sq' of plugin "
+                       ::testing::AllOf(::testing::StartsWith("job.yaml:8:38: aggregate function 'sum_sq' of plugin "
                                                               "'sdk-test' 0.1.0 ("),
                                         ::testing::EndsWith("does not take 's' (string): sum_sq needs int64 or "
                                                             "double, not string"))));
