@@ -5,7 +5,6 @@
 #include <stdlib.h>
 
 #include <algorithm>
-#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -422,61 +421,10 @@ TEST_F(WindowTest, RestoredOperatorJudgesLatenessByTheCheckpointedWatermark) {
 // ---------------------------------------------------------------------------------------------
 // Aggregate functions from the catalog (plugins' in a cluster; a C++ one here)
 
-// "spread": max - min of an int64 field; accumulator [min][max] (16 bytes, 0 bytes: no value
-// yet, a null result); refuses other types.
-class Spread final : public plan::AggregateFunction {
- public:
-  const std::string& name() const override { return name_; }
-  const std::string& origin() const override { return origin_; }
-  absl::StatusOr<FieldType> ResultType(FieldType in) const override {
-    if (in != FieldType::kInt64) return absl::InvalidArgumentError("spread takes int64");
-    return FieldType::kInt64;
-  }
-  bool Runnable() const override { return true; }
-  uint32_t AccumulatorVersion() const override { return version; }
-  absl::Status Create(FieldType, std::string* acc) const override {
-    acc->clear();
-    return absl::OkStatus();
-  }
-  absl::Status Add(FieldType, const Value& v, std::string* acc) const override {
-    int64_t mm[2] = {v.i, v.i};
-    return Combine(mm, acc);
-  }
-  absl::Status Merge(FieldType, absl::string_view other, std::string* acc) const override {
-    if (other.empty()) return absl::OkStatus();
-    int64_t mm[2];
-    std::memcpy(mm, other.data(), sizeof(mm));
-    return Combine(mm, acc);
-  }
-  absl::Status Result(FieldType, absl::string_view acc, Value* out, bool* is_null) const override {
-    *is_null = acc.empty();
-    if (acc.empty()) return absl::OkStatus();
-    int64_t mm[2];
-    std::memcpy(mm, acc.data(), sizeof(mm));
-    out->i = mm[1] - mm[0];
-    return absl::OkStatus();
-  }
-  uint32_t version = 1;
-
- private:
-  static absl::Status Combine(const int64_t* mm, std::string* acc) {
-    int64_t cur[2] = {mm[0], mm[1]};
-    if (!acc->empty()) {
-      std::memcpy(cur, acc->data(), sizeof(cur));
-      cur[0] = std::min(cur[0], mm[0]);
-      cur[1] = std::max(cur[1], mm[1]);
-    }
-    acc->assign(reinterpret_cast<const char*>(cur), sizeof(cur));
-    return absl::OkStatus();
-  }
-  const std::string name_ = "spread";
-  const std::string origin_ = "the test";
-};
-
 class WindowPluginAggregateTest : public WindowTest {
  protected:
   WindowPluginAggregateTest() { EXPECT_OK(registry_.AddAggregateFunction(spread_)); }
-  std::shared_ptr<Spread> spread_ = std::make_shared<Spread>();
+  std::shared_ptr<internal::SpreadFunction> spread_ = std::make_shared<internal::SpreadFunction>();
 };
 
 TEST_F(WindowPluginAggregateTest, SessionsMergeTheFunctionsAccumulators) {
