@@ -81,6 +81,8 @@ class Percentile final : public sluice::sdk::AggregateFunction {
 }  // namespace
 
 SLUICE_PLUGIN("percentile", "1.0.0", plugin) {
-  plugin.AddAggregateFunction<Percentile<50>>("median").Description("exact median (nearest rank, the lower one for an even count)");
-  plugin.AddAggregateFunction<Percentile<90>>("p90").Description("exact 90th percentile (nearest rank)");
+  plugin.AddAggregateFunction<Percentile<50>>("median").Description(
+      "exact median (nearest rank, the lower one for an even count)");
+  plugin.AddAggregateFunction<Percentile<90>>("p90").Description(
+      "exact 90th percentile (nearest rank)");
 }

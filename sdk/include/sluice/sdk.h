@@ -681,7 +681,8 @@ class Context {
         input_(info->input_schema),
         output_(info->output_schema),
         key_(info->key_schema),
-        out_(info->output_values, SLUICE_HAS_FIELD(info, sluice_open_info, output_nulls) ? info->output_nulls : nullptr) {
+        out_(info->output_values,
+             SLUICE_HAS_FIELD(info, sluice_open_info, output_nulls) ? info->output_nulls : nullptr) {
     inputs_[0] = input_;
     if (SLUICE_HAS_FIELD(info, sluice_open_info, input_schemas) && info->input_schemas != nullptr) {
       num_inputs_ = info->num_inputs < 1 ? 1 : (info->num_inputs > 2 ? 2 : info->num_inputs);

@@ -487,7 +487,8 @@ class Harness {
     a.emit = [](sluice_host* h) -> sluice_status {
       Harness* self = Self(h);
       if (self->in_open_) return self->Fail(Status::FailedPrecondition("emit called during open"));
-      self->output_.push_back(self->Render(self->output_names_, self->output_values_.data(), self->output_nulls_.data()));
+      self->output_.push_back(
+          self->Render(self->output_names_, self->output_values_.data(), self->output_nulls_.data()));
       return SLUICE_OK;
     };
     a.emit_input = [](sluice_host* h, const sluice_record* r) -> sluice_status {
