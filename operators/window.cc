@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "common/key_groups.h"
 #include "common/record_codec.h"
@@ -65,6 +66,14 @@ FieldType Stored(FieldType t) { return t == FieldType::kTimestamp ? FieldType::k
 //   (cleanup; the same timer when lateness is 0); processing time at end - 1 (time:
 //   processing) and at the next early firing (emit_every).
 // No window's records are kept: each record updates its windows' accumulators and is gone.
+//
+// Open windows' accumulators are kept in memory too (panes_, as Flink's heap state keeps
+// window contents), in front of the backend: a window that opens and fires between two
+// checkpoints never reaches the backend (no read for a new window, no write, no tombstone).
+// SnapshotState() writes the changed ones to "window_acc" before the task snapshots the
+// backend, so checkpoints hold every open window as before; more than kMaxPanes open windows
+// are written out and dropped from memory (memory stays bounded). After a restore or such a
+// spill, a window missing from memory is looked for in the backend.
 //
 // Threading: the task thread only.
 class WindowOperator final : public Operator {
@@ -128,6 +137,7 @@ class WindowOperator final : public Operator {
     if (o_->windows.merging()) {
       sessions_id_ = state_->RegisterState("window_sessions", state::StateKind::kValue);
     }
+    backend_has_more_ = ctx.restored;
     out_.Resize(spec.output_schema.size());
     // The watermark this operator had seen at the checkpoint restored (the smallest over the
     // old subtasks): records are judged late against at least that, so that a record the
@@ -147,6 +157,7 @@ class WindowOperator final : public Operator {
   }
 
   absl::Status SnapshotState(int64_t checkpoint_id, std::vector<std::string>* entries) override {
+    SLUICE_RETURN_IF_ERROR(WritePanes());
     const int64_t wm = Watermark();
     entries->emplace_back(reinterpret_cast<const char*>(&wm), sizeof(wm));
     return absl::OkStatus();
@@ -178,6 +189,7 @@ class WindowOperator final : public Operator {
     const TimeWindow w{internal::GetOrderedInt64(key.data() + key.size() - 16),
                        internal::GetOrderedInt64(key.data() + key.size() - 8)};
     composite_.assign(key.data(), key.size());  // the current key; `key` may not outlive calls
+    composite_kg_ = -1;                          // computed when needed
     SLUICE_ASSIGN_OR_RETURN(bool found, LoadAcc());
     if (!found) return absl::OkStatus();  // cleaned up already (a stale early-firing timer)
     const bool final_time =
@@ -200,6 +212,15 @@ class WindowOperator final : public Operator {
   }
 
  private:
+  // An open window's accumulator in memory.
+  struct Pane {
+    std::string acc;          // as stored in "window_acc": [kAccVersion][acc_schema_ record]
+    int key_group = 0;        // the window's key's
+    bool dirty = false;       // changed since it was last written to the backend
+    bool in_backend = false;  // the backend holds a copy (maybe an older one)
+  };
+  static constexpr size_t kMaxPanes = 1 << 16;
+
   // Header fields of the accumulator row.
   enum : int { kRecords = 0, kEmitted = 1, kFinalFired = 2, kDirty = 3, kNextEarly = 4 };
 
@@ -218,7 +239,8 @@ class WindowOperator final : public Operator {
     composite_.assign(key_.bytes());
     internal::PutOrderedInt64(w.start, &composite_);
     internal::PutOrderedInt64(w.end, &composite_);
-    state_->SetCurrentKey(composite_, key_.key_group());
+    composite_kg_ = key_.key_group();
+    state_->SetCurrentKey(composite_, composite_kg_);
   }
 
   // From OnTimer: key_ from the current composite key (for the session list).
@@ -226,16 +248,51 @@ class WindowOperator final : public Operator {
     return key_.SetBytes(absl::string_view(composite_).substr(0, composite_.size() - 16));
   }
 
+  // The pane of the current composite key, from memory or (after a restore or a spill) from
+  // the backend; null when the window has none.
+  absl::StatusOr<Pane*> FindPane() {
+    auto it = panes_.find(composite_);
+    if (it != panes_.end()) return &it->second;
+    if (!backend_has_more_) return nullptr;
+    SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(acc_id_, &value_));
+    if (!found) return nullptr;
+    SLUICE_ASSIGN_OR_RETURN(int key_group, CompositeKeyGroup());
+    Pane& p = panes_[composite_];
+    p.acc.swap(value_);
+    p.key_group = key_group;
+    p.in_backend = true;
+    return &p;
+  }
+  // The key group of the current composite key (its key's).
+  absl::StatusOr<int> CompositeKeyGroup() {
+    if (composite_kg_ >= 0) return composite_kg_;
+    SLUICE_RETURN_IF_ERROR(KeyFromComposite());
+    composite_kg_ = key_.key_group();
+    return composite_kg_;
+  }
+  // Writes the changed panes to the backend ("window_acc" under their composite keys).
+  absl::Status WritePanes() {
+    for (auto& [key, p] : panes_) {
+      if (!p.dirty) continue;
+      state_->SetCurrentKey(key, p.key_group);
+      SLUICE_RETURN_IF_ERROR(state_->Put(acc_id_, p.acc));
+      p.dirty = false;
+      p.in_backend = true;
+    }
+    return absl::OkStatus();
+  }
+
   // Reads the current key's accumulator into acc_; false when it has none.
   absl::StatusOr<bool> LoadAcc() { return LoadAccInto(&acc_); }
   absl::StatusOr<bool> LoadAccInto(Record* acc) {
-    SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(acc_id_, &value_));
-    if (!found) return false;
-    if (value_.empty() || value_[0] != kAccVersion) {
+    SLUICE_ASSIGN_OR_RETURN(Pane* pane, FindPane());
+    if (pane == nullptr) return false;
+    const std::string& stored = pane->acc;
+    if (stored.empty() || stored[0] != kAccVersion) {
       return absl::DataLossError(
           absl::StrCat(ctx_.task_name, ": window accumulator of an unknown format"));
     }
-    RecordDecoder dec(&acc_schema_, absl::string_view(value_).substr(1));
+    RecordDecoder dec(&acc_schema_, absl::string_view(stored).substr(1));
     SLUICE_RETURN_IF_ERROR(dec.Next(acc));
     for (size_t a = 0; a < o_->aggregates.size(); ++a) {
       const WindowOptions::Aggregate& agg = o_->aggregates[a];
@@ -252,9 +309,20 @@ class WindowOperator final : public Operator {
     return true;
   }
   absl::Status StoreAcc() {
-    value_.assign(1, kAccVersion);
-    EncodeRecord(acc_schema_, acc_, &value_);
-    return state_->Put(acc_id_, value_);
+    SLUICE_ASSIGN_OR_RETURN(int key_group, CompositeKeyGroup());
+    auto [it, inserted] = panes_.try_emplace(composite_);
+    Pane& p = it->second;
+    p.acc.assign(1, kAccVersion);
+    EncodeRecord(acc_schema_, acc_, &p.acc);
+    p.key_group = key_group;
+    p.dirty = true;
+    if (panes_.size() <= kMaxPanes) return absl::OkStatus();
+    // Too many open windows: write them out and keep none in memory.
+    SLUICE_RETURN_IF_ERROR(WritePanes());
+    panes_.clear();
+    backend_has_more_ = true;
+    state_->SetCurrentKey(composite_, key_group);  // WritePanes moved it
+    return absl::OkStatus();
   }
   // An empty accumulator row into acc_ (plugins' functions create theirs).
   absl::Status ResetAcc() {
@@ -441,7 +509,14 @@ class WindowOperator final : public Operator {
   }
 
   absl::Status DropWindowState() {
-    SLUICE_RETURN_IF_ERROR(state_->Delete(acc_id_));
+    auto it = panes_.find(composite_);
+    // A window missing from memory may be in the backend only after a restore or a spill.
+    bool in_backend = backend_has_more_;
+    if (it != panes_.end()) {
+      in_backend = it->second.in_backend;
+      panes_.erase(it);
+    }
+    if (in_backend) SLUICE_RETURN_IF_ERROR(state_->Delete(acc_id_));
     if (!has_distinct_) return absl::OkStatus();
     SLUICE_RETURN_IF_ERROR(state_->MapEntries(distinct_id_, &entries_));
     for (const auto& e : entries_) SLUICE_RETURN_IF_ERROR(state_->MapRemove(distinct_id_, e.first));
@@ -598,6 +673,9 @@ class WindowOperator final : public Operator {
   state::StateId sessions_id_ = 0;
   bool has_distinct_ = false;
   int64_t restored_watermark_ = kNoWatermark;
+  absl::flat_hash_map<std::string, Pane> panes_;  // open windows by composite key
+  bool backend_has_more_ = false;  // restored or spilled: the backend may hold other windows
+  int composite_kg_ = -1;          // composite_'s key group; -1: not computed yet
   internal::RecordKey key_;
   Schema acc_schema_;
   std::vector<int> acc_index_;  // per aggregate: its first field in acc_schema_

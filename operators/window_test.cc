@@ -418,6 +418,30 @@ TEST_F(WindowTest, RestoredOperatorJudgesLatenessByTheCheckpointedWatermark) {
   EXPECT_THAT(restored.out().rows, ElementsAre(R"({"user":1,"window_start":20,"window_end":30,"n":2,"update":false})"));
 }
 
+// More open windows than the operator keeps in memory (65536): it writes them to the backend
+// and reads them back there when they fire.
+TEST_F(WindowTest, ManyOpenWindowsSpillToTheBackend) {
+  KeyedSubtask& s = Start(R"y(    tumble: {size: 10ms}
+    time_field: ts
+    aggregates: [{fn: count, as: n}, {fn: sum, field: amount}])y");
+  constexpr int64_t kUsers = 70'000;
+  for (int64_t user = 0; user < kUsers; ++user) ASSERT_OK(Add(s, user, 1, user));
+  for (int64_t user = 0; user < kUsers; user += 7) ASSERT_OK(Add(s, user, 2, 1));
+  ASSERT_OK(s.Watermark(kMaxWatermark));
+  ASSERT_EQ(s.out().rows.size(), static_cast<size_t>(kUsers));
+  std::vector<std::string> expected;
+  for (int64_t user = 0; user < kUsers; ++user) {
+    const bool twice = user % 7 == 0;
+    expected.push_back(absl::StrCat(R"({"user":)", user, R"(,"window_start":0,"window_end":10,"n":)",
+                                    twice ? 2 : 1, R"(,"sum_amount":)", user + (twice ? 1 : 0),
+                                    R"(,"update":false})"));
+  }
+  std::vector<std::string> got = s.out().rows;
+  std::sort(got.begin(), got.end());
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(got, expected);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Aggregate functions from the catalog (plugins' in a cluster; a C++ one here)
 

@@ -217,11 +217,13 @@ class KeyedOperatorTest : public ::testing::Test {
   };
   absl::StatusOr<Checkpoint> TakeCheckpoint(KeyedSubtask& s, int64_t id) {
     Checkpoint c;
+    // As the task does it: the operator's SnapshotState first (it may write keyed state), then
+    // the backend's snapshot.
+    SLUICE_RETURN_IF_ERROR(s.op()->SnapshotState(id, &c.operator_state));
     SLUICE_ASSIGN_OR_RETURN(state::PendingSnapshot pending, s.backend()->SnapshotSync(id));
     SLUICE_ASSIGN_OR_RETURN(
         c.keyed,
         s.backend()->UploadSnapshot(pending, JobDir(), absl::StrCat("chk-", id, "/", spec_->id)));
-    SLUICE_RETURN_IF_ERROR(s.op()->SnapshotState(id, &c.operator_state));
     return c;
   }
   // Opens spec_ as subtask `subtask` of `parallelism`, restored from `checkpoint`.
