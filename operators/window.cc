@@ -190,6 +190,7 @@ class WindowOperator final : public Operator {
                        internal::GetOrderedInt64(key.data() + key.size() - 8)};
     composite_.assign(key.data(), key.size());  // the current key; `key` may not outlive calls
     composite_kg_ = -1;                          // computed when needed
+    current_pane_ = nullptr;
     SLUICE_ASSIGN_OR_RETURN(bool found, LoadAcc());
     if (!found) return absl::OkStatus();  // cleaned up already (a stale early-firing timer)
     const bool final_time =
@@ -240,6 +241,7 @@ class WindowOperator final : public Operator {
     internal::PutOrderedInt64(w.start, &composite_);
     internal::PutOrderedInt64(w.end, &composite_);
     composite_kg_ = key_.key_group();
+    current_pane_ = nullptr;
     state_->SetCurrentKey(composite_, composite_kg_);
   }
 
@@ -252,7 +254,7 @@ class WindowOperator final : public Operator {
   // the backend; null when the window has none.
   absl::StatusOr<Pane*> FindPane() {
     auto it = panes_.find(composite_);
-    if (it != panes_.end()) return &it->second;
+    if (it != panes_.end()) return current_pane_ = &it->second;
     if (!backend_has_more_) return nullptr;
     SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(acc_id_, &value_));
     if (!found) return nullptr;
@@ -261,7 +263,7 @@ class WindowOperator final : public Operator {
     p.acc.swap(value_);
     p.key_group = key_group;
     p.in_backend = true;
-    return &p;
+    return current_pane_ = &p;
   }
   // The key group of the current composite key (its key's).
   absl::StatusOr<int> CompositeKeyGroup() {
@@ -310,8 +312,8 @@ class WindowOperator final : public Operator {
   }
   absl::Status StoreAcc() {
     SLUICE_ASSIGN_OR_RETURN(int key_group, CompositeKeyGroup());
-    auto [it, inserted] = panes_.try_emplace(composite_);
-    Pane& p = it->second;
+    if (current_pane_ == nullptr) current_pane_ = &panes_.try_emplace(composite_).first->second;
+    Pane& p = *current_pane_;
     p.acc.assign(1, kAccVersion);
     EncodeRecord(acc_schema_, acc_, &p.acc);
     p.key_group = key_group;
@@ -320,6 +322,7 @@ class WindowOperator final : public Operator {
     // Too many open windows: write them out and keep none in memory.
     SLUICE_RETURN_IF_ERROR(WritePanes());
     panes_.clear();
+    current_pane_ = nullptr;
     backend_has_more_ = true;
     state_->SetCurrentKey(composite_, key_group);  // WritePanes moved it
     return absl::OkStatus();
@@ -515,6 +518,7 @@ class WindowOperator final : public Operator {
     if (it != panes_.end()) {
       in_backend = it->second.in_backend;
       panes_.erase(it);
+      current_pane_ = nullptr;
     }
     if (in_backend) SLUICE_RETURN_IF_ERROR(state_->Delete(acc_id_));
     if (!has_distinct_) return absl::OkStatus();
@@ -676,6 +680,8 @@ class WindowOperator final : public Operator {
   absl::flat_hash_map<std::string, Pane> panes_;  // open windows by composite key
   bool backend_has_more_ = false;  // restored or spilled: the backend may hold other windows
   int composite_kg_ = -1;          // composite_'s key group; -1: not computed yet
+  // composite_'s pane, once found or stored (null when not yet, or after panes_ changed shape).
+  Pane* current_pane_ = nullptr;
   internal::RecordKey key_;
   Schema acc_schema_;
   std::vector<int> acc_index_;  // per aggregate: its first field in acc_schema_
