@@ -233,6 +233,13 @@ std::string DescribePlugin(const plugin::LoadedPlugin& p) {
       absl::StrAppend(&out, line, "\n");
     }
   }
+  if (!p.aggregate_functions.empty()) {
+    absl::StrAppend(&out, "  aggregate functions (", p.aggregate_functions.size(), "):\n");
+    for (const auto& f : p.aggregate_functions) {
+      absl::StrAppend(&out, "    ", f.name, ": accumulator version ", f.abi->accumulator_version, "\n");
+      if (!f.description.empty()) absl::StrAppend(&out, "      ", f.description, "\n");
+    }
+  }
   return out;
 }
 

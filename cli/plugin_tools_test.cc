@@ -28,7 +28,7 @@ TEST(PluginCheckTest, DescribesTheKeyedExampleWithItsOptions) {
                 "  file: ",
                 CLI_TEST_DEDUP,
                 "\n"
-                "  ABI:  1.1 (this Sluice loads 1.0 to 1.1)\n"
+                "  ABI:  1.2 (this Sluice loads 1.0 to 1.2)\n"
                 "  operator types (1):\n"
                 "    dedup: 1 input, keyed\n"
                 "      drops repeats of a key within within_ms of event time (keyed state + "
@@ -61,7 +61,7 @@ TEST(PluginCheckTest, AnAbi10PluginLoadsAndSaysItCannotDescribeOptions) {
   plugin::PluginLoader loader;
   auto text = CheckPlugin(loader, CLI_TEST_SDK_1_0);
   ASSERT_OK(text);
-  EXPECT_THAT(*text, HasSubstr("  ABI:  1.0 (this Sluice loads 1.0 to 1.1)\n"));
+  EXPECT_THAT(*text, HasSubstr("  ABI:  1.0 (this Sluice loads 1.0 to 1.2)\n"));
   EXPECT_THAT(
       *text,
       HasSubstr("    keyed_count: 1 input, keyed\n"
@@ -76,7 +76,7 @@ TEST(PluginCheckTest, OtherMajorFailsWithTheLoadersMessage) {
           absl::StatusCode::kFailedPrecondition,
           absl::StrCat("cannot load plugin ", CLI_TEST_ABI_2_0,
                        ": it exports sluice_plugin_init_v2 (plugin ABI 2.x), but this Sluice build "
-                       "supports ABI 1.1 (it loads plugins built for ABI 1.0 to 1.1): rebuild the "
+                       "supports ABI 1.2 (it loads plugins built for ABI 1.0 to 1.2): rebuild the "
                        "plugin against Sluice SDK 1 (find_package(Sluice 1))")));
   EXPECT_THAT(CheckPlugin(loader, "/nonexistent/libx.so"),
               StatusIs(absl::StatusCode::kNotFound,

@@ -21,12 +21,14 @@ namespace {
 using plan::CompileExpr;
 using plan::Expr;
 
-// Rolling aggregate per key: count, sum, min, max, avg (as SQL: sum/min/max/avg skip null
-// values and are null while every value of the key was null; count counts rows, count of a
-// field its non-null values). With emit: updates (the default), every
+// Rolling aggregate per key: count, sum, min, max, avg and plugins' aggregate functions (as
+// SQL: all but count skip null values, and sum/min/max/avg are null while every value of the
+// key was null; count counts rows, count of a field its non-null values). With emit: updates
+// (the default), every
 // input record emits the key's updated row; with emit: final, each key's row is emitted once
 // at end of input. Accumulators live in the keyed state backend (RocksDB behind a write-back
-// cache), one value per key, optionally with a TTL.
+// cache), one value per key, optionally with a TTL; plugins' accumulators in a second value
+// ("plugin_accumulators", see LoadPluginAccumulators) with the same TTL.
 class AggregateOperator final : public Operator {
  public:
   bool IsKeyed() const override { return true; }
@@ -51,13 +53,27 @@ class AggregateOperator final : public Operator {
       agg.fn = a.fn;
       agg.field = a.field;
       if (a.field >= 0) {
-        agg.is_double = spec.input_schema.field(a.field).type == FieldType::kDouble;
+        agg.in_type = spec.input_schema.field(a.field).type;
+        agg.is_double = agg.in_type == FieldType::kDouble;
         agg.nullable = spec.input_schema.field(a.field).nullable;
+      }
+      if (a.fn == Fn::kPlugin) {
+        if (a.plugin == nullptr || !a.plugin->Runnable()) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              ctx.task_name, ": aggregate function of '", a.as, "' cannot run in this process"));
+        }
+        agg.plugin = a.plugin.get();
+        has_plugin_ = true;
       }
       aggs_.push_back(agg);
     }
     emit_final_ = o->emit_final;
     state_id_ = state_->RegisterState("accumulators", state::StateKind::kValue, o->ttl_ms);
+    if (has_plugin_) {
+      plugin_state_id_ =
+          state_->RegisterState("plugin_accumulators", state::StateKind::kValue, o->ttl_ms);
+      plugin_accs_.resize(aggs_.size());
+    }
     key_record_.Resize(key_schema_.size());
     out_.Resize(spec.output_schema.size());
     accs_.resize(aggs_.size());
@@ -78,6 +94,7 @@ class AggregateOperator final : public Operator {
     } else {
       std::fill(accs_.begin(), accs_.end(), Acc{});
     }
+    if (has_plugin_) SLUICE_RETURN_IF_ERROR(LoadPluginAccumulators());
     for (size_t a = 0; a < aggs_.size(); ++a) {
       const Agg& agg = aggs_[a];
       Acc& s = accs_[a];
@@ -98,6 +115,9 @@ class AggregateOperator final : public Operator {
         case Fn::kMax:
           if (s.n == 0 || (agg.is_double ? v.d > s.d : v.i > s.i)) { s.d = v.d; s.i = v.i; }
           break;
+        case Fn::kPlugin:
+          SLUICE_RETURN_IF_ERROR(agg.plugin->Add(agg.in_type, v, &plugin_accs_[a]));
+          break;
         default: break;
       }
       s.n++;
@@ -105,11 +125,12 @@ class AggregateOperator final : public Operator {
     value_.assign(1, static_cast<char>(kAccumulatorFormat));
     value_.append(reinterpret_cast<const char*>(accs_.data()), accs_.size() * sizeof(Acc));
     SLUICE_RETURN_IF_ERROR(state_->Put(state_id_, value_));
+    if (has_plugin_) SLUICE_RETURN_IF_ERROR(StorePluginAccumulators());
     if (emit_final_) return absl::OkStatus();
     for (size_t i = 0; i < key_schema_.size(); ++i) {
       CopyValue(key_schema_.field(i).type, key_record_, i, &out_, i);
     }
-    FillAggregates();
+    SLUICE_RETURN_IF_ERROR(FillAggregates());
     return output_->Emit(out_);
   }
 
@@ -122,7 +143,8 @@ class AggregateOperator final : public Operator {
       SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(state_id_, &value_));
       if (!found) return absl::OkStatus();
       SLUICE_RETURN_IF_ERROR(LoadAccumulators());
-      FillAggregates();
+      if (has_plugin_) SLUICE_RETURN_IF_ERROR(LoadPluginAccumulators());
+      SLUICE_RETURN_IF_ERROR(FillAggregates());
       return output_->Emit(out_);
     });
   }
@@ -132,8 +154,10 @@ class AggregateOperator final : public Operator {
   struct Agg {
     Fn fn = Fn::kCount;
     int field = -1;
+    FieldType in_type = FieldType::kInt64;
     bool is_double = false;
     bool nullable = false;
+    const plan::AggregateFunction* plugin = nullptr;  // kPlugin; owned by the options
   };
   struct Acc {
     int64_t i = 0;
@@ -164,12 +188,73 @@ class AggregateOperator final : public Operator {
     return absl::OkStatus();
   }
 
-  void FillAggregates() {
+  // The plugins' accumulators of the current key into plugin_accs_ (new ones when it has
+  // none): [format 1: 1 byte] then per plugin aggregate, in order, [accumulator version:
+  // 4 bytes LE][size: 4 bytes LE][the plugin's bytes]. kDataLoss for a malformed value;
+  // kFailedPrecondition for an accumulator version the plugin does not read.
+  static constexpr uint8_t kPluginFormat = 1;
+  absl::Status LoadPluginAccumulators() {
+    SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(plugin_state_id_, &plugin_value_));
+    absl::string_view in(plugin_value_);
+    if (found && (in.empty() || static_cast<uint8_t>(in[0]) != kPluginFormat)) {
+      return absl::DataLossError(absl::StrCat("aggregate ", ctx_.task_name,
+                                              ": plugin accumulators of an unknown format"));
+    }
+    if (found) in.remove_prefix(1);
+    for (size_t a = 0; a < aggs_.size(); ++a) {
+      const Agg& agg = aggs_[a];
+      if (agg.fn != Fn::kPlugin) continue;
+      if (!found) {
+        SLUICE_RETURN_IF_ERROR(agg.plugin->Create(agg.in_type, &plugin_accs_[a]));
+        continue;
+      }
+      uint32_t header[2];
+      if (in.size() < sizeof(header)) {
+        return absl::DataLossError(absl::StrCat("aggregate ", ctx_.task_name,
+                                                ": plugin accumulators cut short"));
+      }
+      std::memcpy(header, in.data(), sizeof(header));
+      in.remove_prefix(sizeof(header));
+      if (header[0] != agg.plugin->AccumulatorVersion()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "aggregate ", ctx_.task_name, ": the state holds accumulators of aggregate function '",
+            agg.plugin->name(), "' in format version ", header[0], ", but ", agg.plugin->origin(),
+            " reads version ", agg.plugin->AccumulatorVersion(),
+            ": restore with the plugin version that wrote the state"));
+      }
+      if (in.size() < header[1]) {
+        return absl::DataLossError(absl::StrCat("aggregate ", ctx_.task_name,
+                                                ": plugin accumulators cut short"));
+      }
+      plugin_accs_[a].assign(in.data(), header[1]);
+      in.remove_prefix(header[1]);
+    }
+    return absl::OkStatus();
+  }
+  absl::Status StorePluginAccumulators() {
+    plugin_value_.assign(1, static_cast<char>(kPluginFormat));
+    for (size_t a = 0; a < aggs_.size(); ++a) {
+      if (aggs_[a].fn != Fn::kPlugin) continue;
+      const uint32_t header[2] = {aggs_[a].plugin->AccumulatorVersion(),
+                                  static_cast<uint32_t>(plugin_accs_[a].size())};
+      plugin_value_.append(reinterpret_cast<const char*>(header), sizeof(header));
+      plugin_value_.append(plugin_accs_[a]);
+    }
+    return state_->Put(plugin_state_id_, plugin_value_);
+  }
+
+  absl::Status FillAggregates() {
     const size_t k = key_schema_.size();
     for (size_t a = 0; a < aggs_.size(); ++a) {
       const Agg& agg = aggs_[a];
       const Acc& s = accs_[a];
       Value& out = out_[k + a];
+      if (agg.fn == Fn::kPlugin) {
+        bool is_null = false;
+        SLUICE_RETURN_IF_ERROR(agg.plugin->Result(agg.in_type, plugin_accs_[a], &out, &is_null));
+        out_.SetNullTo(k + a, is_null);
+        continue;
+      }
       if (agg.fn != Fn::kCount) out_.SetNullTo(k + a, s.n == 0);  // every value was null
       if (agg.fn == Fn::kAvg) {
         out.d = s.n == 0 ? 0 : (agg.is_double ? s.d : static_cast<double>(s.i)) / s.n;
@@ -181,10 +266,15 @@ class AggregateOperator final : public Operator {
         out.i = s.i;
       }
     }
+    return absl::OkStatus();
   }
 
   state::KeyedStateBackend* state_ = nullptr;
   state::StateId state_id_ = 0;
+  state::StateId plugin_state_id_ = 0;
+  bool has_plugin_ = false;
+  std::vector<std::string> plugin_accs_;  // per aggregate (kPlugin ones used)
+  std::string plugin_value_;
   std::vector<std::unique_ptr<Expr>> key_exprs_;
   Schema key_schema_;
   std::vector<Agg> aggs_;

@@ -62,9 +62,12 @@ absl::StatusOr<AggregateOptions> Parse(const YAML::Node& c, const plan::ParseCon
                  : fn == "sum" && in_type == FieldType::kTimestamp ? FieldType::kInt64
                                                                    : in_type;
       nullable = op.input_schema.field(agg.field).nullable;
-    } else {
-      return ctx.At(a["fn"], absl::StrCat("unknown aggregate function '", fn,
-                                          "' (expected count, sum, min, max, avg)"));
+    } else {  // a plugin's function; its result may be null
+      agg.fn = Fn::kPlugin;
+      SLUICE_ASSIGN_OR_RETURN(agg.plugin,
+                              plan::ResolveAggregateFunction(ctx, a, fn, field, agg.field,
+                                                             "count, sum, min, max, avg", &out_type));
+      nullable = true;
     }
     if (!seen.insert(as).second) return ctx.At(a, absl::StrCat("duplicate output field '", as, "'"));
     agg.as = as;

@@ -22,6 +22,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "operators/key_hasher.h"
+#include "operators/internal/keyed_test_harness.h"
 #include "operators/operator.h"
 #include "operators/filter_options.h"
 #include "operators/internal/keyed_test_harness.h"
@@ -913,6 +914,38 @@ TEST_F(OperatorsTest, AggregateReadsAccumulatorsWrittenWithoutFormatVersion) {
   // count 5; sum_v 107; min_v 100 (7 < 100 -> 7); max_v 100; avg_v 107 / 5; sum_d 12;
   // min_d 2; max_d 10; avg_d 12 / 5.
   ExpectRow(out_.records[1], {"a", 5, 107, 7, 100, 107.0 / 5, 12.0, 2.0, 10.0, 12.0 / 5});
+}
+
+// A function of the catalog (a plugin's in a cluster): rolling results per key, at the end with
+// emit: final; its accumulators in their own value per key.
+TEST_F(OperatorsTest, AggregateRunsTheCatalogsFunctions) {
+  ASSERT_OK(registry_.AddAggregateFunction(std::make_shared<internal::SpreadFunction>()));
+  // kAggregateJob with other aggregates.
+  const std::string base = kAggregateJob;
+  const std::string job = base.substr(0, base.find("    aggregates:")) +
+                          "    aggregates: [{fn: count}, {fn: spread, field: v, as: sp}]\n"
+                          "  - {id: out, type: print}\n";
+  Load(absl::StrReplaceAll(job, {{"EMIT", "updates"}}));
+  EXPECT_EQ(Spec("agg").output_schema.ToString(), "(k string, count int64, sp int64 null)");
+  auto agg = Open("agg");
+  ASSERT_OK(agg);
+  for (const Record& r : AggregateInput()) ASSERT_OK((*agg)->Process(r));
+  std::vector<std::string> rows;
+  for (const Record& r : out_.records) {
+    rows.push_back(absl::StrCat(r.GetString(0), " ", r.GetInt(1), " ", r.GetInt(2)));
+  }
+  EXPECT_THAT(rows, ::testing::ElementsAre("a 1 0", "b 1 0", "a 2 8", "a 3 10", "b 2 6"));
+  out_.records.clear();
+  Load(absl::StrReplaceAll(job, {{"EMIT", "final"}}));
+  auto final_agg = Open("agg");
+  ASSERT_OK(final_agg);
+  for (const Record& r : AggregateInput()) ASSERT_OK((*final_agg)->Process(r));
+  ASSERT_OK((*final_agg)->Finish());
+  rows.clear();
+  for (const Record& r : out_.records) {
+    rows.push_back(absl::StrCat(r.GetString(0), " ", r.GetInt(1), " ", r.GetInt(2)));
+  }
+  EXPECT_THAT(rows, ::testing::UnorderedElementsAre("a 3 10", "b 2 6"));
 }
 
 TEST_F(OperatorsTest, AggregateByComputedCompositeKey) {

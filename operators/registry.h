@@ -25,6 +25,11 @@ class OperatorRegistry {
   absl::Status Register(std::unique_ptr<plan::OperatorType> type, Factory factory);
   // Makes an operator of `spec.type`; kNotFound for a type without a factory.
   absl::StatusOr<std::unique_ptr<Operator>> Create(const plan::OperatorSpec& spec) const;
+  // An aggregate function besides the built-ins (a plugin's), for the window and aggregate
+  // operators' options. kAlreadyExists if the name is taken.
+  absl::Status AddAggregateFunction(std::shared_ptr<const plan::AggregateFunction> fn) {
+    return catalog_.AddAggregateFunction(std::move(fn));
+  }
   // The types, for ParseJobSpec().
   const plan::OperatorTypeCatalog& catalog() const { return catalog_; }
 

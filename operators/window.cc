@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "common/key_groups.h"
 #include "common/record_codec.h"
@@ -61,7 +62,8 @@ FieldType Stored(FieldType t) { return t == FieldType::kTimestamp ? FieldType::k
 // - "window_acc" (value) under the composite key [key record][window start][window end] (the
 //   key group is the key's): [format version][the window's accumulator row], a Record of
 //   acc_schema_ (a header - records, emitted, final_fired, dirty, next_early - then each
-//   aggregate's fields; see kAccVersion).
+//   aggregate's fields; a plugin's function has two: its accumulator version and its
+//   accumulator's bytes; see kAccVersion).
 // - "window_distinct" (map) under the same composite key: count_distinct's values, user key
 //   [aggregate index][value bytes].
 // - "window_sessions" (value) under the key alone: session windows only, the key's open
@@ -72,6 +74,14 @@ FieldType Stored(FieldType t) { return t == FieldType::kTimestamp ? FieldType::k
 //   (cleanup; the same timer when lateness is 0); processing time at end - 1 (time:
 //   processing) and at the next early firing (emit_every).
 // No window's records are kept: each record updates its windows' accumulators and is gone.
+//
+// Open windows' accumulators are kept in memory too (panes_, as Flink's heap state keeps
+// window contents), in front of the backend: a window that opens and fires between two
+// checkpoints never reaches the backend (no read for a new window, no write, no tombstone).
+// SnapshotState() writes the changed ones to "window_acc" before the task snapshots the
+// backend, so checkpoints hold every open window as before; more than kMaxPanes open windows
+// are written out and dropped from memory (memory stays bounded). After a restore or such a
+// spill, a window missing from memory is looked for in the backend.
 //
 // Threading: the task thread only.
 class WindowOperator final : public Operator {
@@ -98,7 +108,9 @@ class WindowOperator final : public Operator {
     for (const WindowOptions::Aggregate& a : o_->aggregates) {
       acc_index_.push_back(static_cast<int>(acc.size()));
       const FieldType in = Stored(a.in_type);
-      const bool nullable = a.field >= 0 && spec.input_schema.field(a.field).nullable;
+      // A plugin's function sees no nulls (skipped) and says itself when its result is null.
+      const bool nullable =
+          a.fn != Fn::kPlugin && a.field >= 0 && spec.input_schema.field(a.field).nullable;
       nullable_.push_back(nullable);
       switch (a.fn) {
         case Fn::kCount:
@@ -121,6 +133,14 @@ class WindowOperator final : public Operator {
           acc.push_back({"n", FieldType::kInt64});
           has_distinct_ = true;
           break;
+        case Fn::kPlugin:
+          if (a.plugin == nullptr || !a.plugin->Runnable()) {
+            return absl::FailedPreconditionError(absl::StrCat(
+                ctx.task_name, ": aggregate function of '", a.as, "' cannot run in this process"));
+          }
+          acc.push_back({"version", FieldType::kInt64});
+          acc.push_back({"acc", FieldType::kString});
+          break;
       }
       // Format 1: the same fields NOT NULL and no count of avg's values.
       for (size_t f = acc_index_.back(); f < acc.size(); ++f) {
@@ -141,6 +161,7 @@ class WindowOperator final : public Operator {
     if (o_->windows.merging()) {
       sessions_id_ = state_->RegisterState("window_sessions", state::StateKind::kValue);
     }
+    backend_has_more_ = ctx.restored;
     out_.Resize(spec.output_schema.size());
     // The watermark this operator had seen at the checkpoint restored (the smallest over the
     // old subtasks): records are judged late against at least that, so that a record the
@@ -168,6 +189,7 @@ class WindowOperator final : public Operator {
   }
 
   absl::Status SnapshotState(int64_t checkpoint_id, std::vector<std::string>* entries) override {
+    SLUICE_RETURN_IF_ERROR(WritePanes());
     std::string entry(1, static_cast<char>(kWatermarkVersion));
     PutFixed64LE(static_cast<uint64_t>(Watermark()), &entry);
     entries->push_back(std::move(entry));
@@ -200,6 +222,8 @@ class WindowOperator final : public Operator {
     const TimeWindow w{internal::GetOrderedInt64(key.data() + key.size() - 16),
                        internal::GetOrderedInt64(key.data() + key.size() - 8)};
     composite_.assign(key.data(), key.size());  // the current key; `key` may not outlive calls
+    composite_kg_ = -1;                          // computed when needed
+    current_pane_ = nullptr;
     SLUICE_ASSIGN_OR_RETURN(bool found, LoadAcc());
     if (!found) return absl::OkStatus();  // cleaned up already (a stale early-firing timer)
     const bool final_time =
@@ -222,6 +246,15 @@ class WindowOperator final : public Operator {
   }
 
  private:
+  // An open window's accumulator in memory.
+  struct Pane {
+    std::string acc;          // as stored in "window_acc": [kAccVersion][acc_schema_ record]
+    int key_group = 0;        // the window's key's
+    bool dirty = false;       // changed since it was last written to the backend
+    bool in_backend = false;  // the backend holds a copy (maybe an older one)
+  };
+  static constexpr size_t kMaxPanes = 1 << 16;
+
   // Header fields of the accumulator row.
   enum : int { kRecords = 0, kEmitted = 1, kFinalFired = 2, kDirty = 3, kNextEarly = 4, kHeaderFields = 5 };
 
@@ -240,7 +273,9 @@ class WindowOperator final : public Operator {
     composite_.assign(key_.bytes());
     internal::PutOrderedInt64(w.start, &composite_);
     internal::PutOrderedInt64(w.end, &composite_);
-    state_->SetCurrentKey(composite_, key_.key_group());
+    composite_kg_ = key_.key_group();
+    current_pane_ = nullptr;
+    state_->SetCurrentKey(composite_, composite_kg_);
   }
 
   // From OnTimer: key_ from the current composite key (for the session list).
@@ -250,22 +285,69 @@ class WindowOperator final : public Operator {
     return s;
   }
 
+  // The pane of the current composite key, from memory or (after a restore or a spill) from
+  // the backend; null when the window has none.
+  absl::StatusOr<Pane*> FindPane() {
+    auto it = panes_.find(composite_);
+    if (it != panes_.end()) return current_pane_ = &it->second;
+    if (!backend_has_more_) return nullptr;
+    SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(acc_id_, &value_));
+    if (!found) return nullptr;
+    SLUICE_ASSIGN_OR_RETURN(int key_group, CompositeKeyGroup());
+    Pane& p = panes_[composite_];
+    p.acc.swap(value_);
+    p.key_group = key_group;
+    p.in_backend = true;
+    return current_pane_ = &p;
+  }
+  // The key group of the current composite key (its key's).
+  absl::StatusOr<int> CompositeKeyGroup() {
+    if (composite_kg_ >= 0) return composite_kg_;
+    SLUICE_RETURN_IF_ERROR(KeyFromComposite());
+    composite_kg_ = key_.key_group();
+    return composite_kg_;
+  }
+  // Writes the changed panes to the backend ("window_acc" under their composite keys).
+  absl::Status WritePanes() {
+    for (auto& [key, p] : panes_) {
+      if (!p.dirty) continue;
+      state_->SetCurrentKey(key, p.key_group);
+      SLUICE_RETURN_IF_ERROR(state_->Put(acc_id_, p.acc));
+      p.dirty = false;
+      p.in_backend = true;
+    }
+    return absl::OkStatus();
+  }
+
   // Reads the current key's accumulator into acc_; false when it has none.
   absl::StatusOr<bool> LoadAcc() { return LoadAccInto(&acc_); }
   absl::StatusOr<bool> LoadAccInto(Record* acc) {
-    SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(acc_id_, &value_));
-    if (!found) return false;
+    SLUICE_ASSIGN_OR_RETURN(Pane* pane, FindPane());
+    if (pane == nullptr) return false;
+    const std::string& stored = pane->acc;
     absl::string_view body;
     SLUICE_ASSIGN_OR_RETURN(int version, ReadStateVersion(ctx_.state_origin, "window accumulator",
-                                                          value_, kAccVersion, &body));
+                                                          stored, kAccVersion, &body));
     RecordDecoder dec(version == 1 ? &acc_schema_v1_ : &acc_schema_, body);
     absl::Status s = dec.Next(version == 1 ? &v1_acc_ : acc);
     if (!s.ok() || !dec.Done()) {
       return ctx_.state_origin.DataLoss(absl::StrCat(
-          "window accumulator of format ", version, " does not decode (", value_.size(),
+          "window accumulator of format ", version, " does not decode (", stored.size(),
           " bytes): ", s.ok() ? "bytes left over" : s.message()));
     }
     if (version == 1) FromFormat1(acc);
+    for (size_t a = 0; a < o_->aggregates.size(); ++a) {
+      const WindowOptions::Aggregate& agg = o_->aggregates[a];
+      if (agg.fn != Fn::kPlugin) continue;
+      const int64_t acc_version = (*acc)[acc_index_[a]].i;
+      if (acc_version != agg.plugin->AccumulatorVersion()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            ctx_.task_name, ": the state holds accumulators of aggregate function '",
+            agg.plugin->name(), "' (", agg.as, ") in format version ", acc_version, ", but ",
+            agg.plugin->origin(), " reads version ", agg.plugin->AccumulatorVersion(),
+            ": restore with the plugin version that wrote the state"));
+      }
+    }
     return true;
   }
   // acc = v1_acc_, an accumulator of format 1: a value is there once the window has records.
@@ -285,11 +367,24 @@ class WindowOperator final : public Operator {
     }
   }
   absl::Status StoreAcc() {
-    value_.assign(1, static_cast<char>(kAccVersion));
-    EncodeRecord(acc_schema_, acc_, &value_);
-    return state_->Put(acc_id_, value_);
+    SLUICE_ASSIGN_OR_RETURN(int key_group, CompositeKeyGroup());
+    if (current_pane_ == nullptr) current_pane_ = &panes_.try_emplace(composite_).first->second;
+    Pane& p = *current_pane_;
+    p.acc.assign(1, static_cast<char>(kAccVersion));
+    EncodeRecord(acc_schema_, acc_, &p.acc);
+    p.key_group = key_group;
+    p.dirty = true;
+    if (panes_.size() <= kMaxPanes) return absl::OkStatus();
+    // Too many open windows: write them out and keep none in memory.
+    SLUICE_RETURN_IF_ERROR(WritePanes());
+    panes_.clear();
+    current_pane_ = nullptr;
+    backend_has_more_ = true;
+    state_->SetCurrentKey(composite_, key_group);  // WritePanes moved it
+    return absl::OkStatus();
   }
-  void ResetAcc() {
+  // An empty accumulator row into acc_ (plugins' functions create theirs).
+  absl::Status ResetAcc() {
     for (size_t i = 0; i < acc_schema_.size(); ++i) {
       acc_[i].i = 0;
       acc_[i].d = 0;
@@ -297,6 +392,13 @@ class WindowOperator final : public Operator {
       acc_.SetNullTo(i, acc_schema_.field(i).nullable);  // no value yet
     }
     acc_[kNextEarly].i = kNoEarly;
+    for (size_t a = 0; a < o_->aggregates.size(); ++a) {
+      const WindowOptions::Aggregate& agg = o_->aggregates[a];
+      if (agg.fn != Fn::kPlugin) continue;
+      acc_[acc_index_[a]].i = agg.plugin->AccumulatorVersion();
+      SLUICE_RETURN_IF_ERROR(agg.plugin->Create(agg.in_type, &acc_[acc_index_[a] + 1].s));
+    }
+    return absl::OkStatus();
   }
 
   // Loads the accumulator of window w (the current key), or starts one and registers its
@@ -304,7 +406,7 @@ class WindowOperator final : public Operator {
   absl::Status LoadOrCreate(const TimeWindow& w) {
     SLUICE_ASSIGN_OR_RETURN(bool found, LoadAcc());
     if (found) return absl::OkStatus();
-    ResetAcc();
+    SLUICE_RETURN_IF_ERROR(ResetAcc());
     return RegisterTimers(w);
   }
 
@@ -354,6 +456,11 @@ class WindowOperator final : public Operator {
       if (agg.fn == Fn::kCount) continue;
       if (nullable_[a] && r.IsNull(agg.field)) continue;  // as SQL: aggregates skip nulls
       const Value& v = r[agg.field];
+      if (agg.fn == Fn::kPlugin) {
+        if (r.IsNull(agg.field)) continue;  // as SQL: skipped (only nullable fields are null)
+        SLUICE_RETURN_IF_ERROR(agg.plugin->Add(agg.in_type, v, &acc_[acc_index_[a] + 1].s));
+        continue;
+      }
       if (agg.fn != Fn::kCountDistinct) {
         Fold(a, v, ts, first, 1);
         continue;
@@ -436,6 +543,13 @@ class WindowOperator final : public Operator {
         case Fn::kCountDistinct:
           out_[f].i = acc.i;
           break;
+        case Fn::kPlugin: {
+          bool is_null = false;
+          SLUICE_RETURN_IF_ERROR(
+              agg.plugin->Result(agg.in_type, acc_[acc_index_[a] + 1].s, &out_[f], &is_null));
+          out_.SetNullTo(f, is_null);
+          break;
+        }
         default:
           CopyInto(Stored(agg.out_type), acc, &out_[f]);
           break;
@@ -461,7 +575,15 @@ class WindowOperator final : public Operator {
   }
 
   absl::Status DropWindowState() {
-    SLUICE_RETURN_IF_ERROR(state_->Delete(acc_id_));
+    auto it = panes_.find(composite_);
+    // A window missing from memory may be in the backend only after a restore or a spill.
+    bool in_backend = backend_has_more_;
+    if (it != panes_.end()) {
+      in_backend = it->second.in_backend;
+      panes_.erase(it);
+      current_pane_ = nullptr;
+    }
+    if (in_backend) SLUICE_RETURN_IF_ERROR(state_->Delete(acc_id_));
     if (!has_distinct_) return absl::OkStatus();
     SLUICE_RETURN_IF_ERROR(state_->MapEntries(distinct_id_, &entries_));
     for (const auto& e : entries_) SLUICE_RETURN_IF_ERROR(state_->MapRemove(distinct_id_, e.first));
@@ -519,13 +641,13 @@ class WindowOperator final : public Operator {
         sessions_.end());
     sessions_.insert(std::upper_bound(sessions_.begin(), sessions_.end(), merged), merged);
     SLUICE_RETURN_IF_ERROR(StoreSessions());
-    ResetAcc();
+    SLUICE_RETURN_IF_ERROR(ResetAcc());
     moved_distinct_.clear();
     for (const TimeWindow& a : absorbed_) {
       SetWindowKey(a);
       SLUICE_ASSIGN_OR_RETURN(bool found, LoadAccInto(&other_acc_));
       if (!found) continue;
-      MergeAcc(other_acc_);
+      SLUICE_RETURN_IF_ERROR(MergeAcc(other_acc_));
       if (o_->event_time) {
         SLUICE_RETURN_IF_ERROR(timers_->DeleteEventTimeTimer(a.max_timestamp()));
         SLUICE_RETURN_IF_ERROR(timers_->DeleteEventTimeTimer(CleanupTime(a)));
@@ -591,23 +713,30 @@ class WindowOperator final : public Operator {
       }
       case Fn::kCount:
       case Fn::kCountDistinct:
+      case Fn::kPlugin:
         break;
     }
   }
 
   // Folds accumulator `from` into acc_ (which starts reset): the state of a merged session.
-  // Distinct counts are rebuilt from the moved values instead.
-  void MergeAcc(const Record& from) {
+  // Distinct counts are rebuilt from the moved values instead; plugins' functions merge.
+  absl::Status MergeAcc(const Record& from) {
     const bool first = acc_[kRecords].i == 0;
     acc_[kRecords].i += from[kRecords].i;
     for (size_t a = 0; a < o_->aggregates.size(); ++a) {
       const Fn fn = o_->aggregates[a].fn;
       if (fn == Fn::kCount || fn == Fn::kCountDistinct) continue;
       const int i = acc_index_[a];
+      if (fn == Fn::kPlugin) {
+        const WindowOptions::Aggregate& agg = o_->aggregates[a];
+        SLUICE_RETURN_IF_ERROR(agg.plugin->Merge(agg.in_type, from[i + 1].s, &acc_[i + 1].s));
+        continue;
+      }
       if (nullable_[a] && from.IsNull(i)) continue;  // only nulls in that session
       const bool timed = fn == Fn::kFirst || fn == Fn::kLast;
       Fold(a, from[i], timed ? from[i + 1].i : 0, first, fn == Fn::kAvg && nullable_[a] ? from[i + 1].i : 0);
     }
+    return absl::OkStatus();
   }
 
   // A record for windows whose state is gone: to the late side output, or dropped and counted.
@@ -625,6 +754,11 @@ class WindowOperator final : public Operator {
   state::StateId sessions_id_ = 0;
   bool has_distinct_ = false;
   int64_t restored_watermark_ = kNoWatermark;
+  absl::flat_hash_map<std::string, Pane> panes_;  // open windows by composite key
+  bool backend_has_more_ = false;  // restored or spilled: the backend may hold other windows
+  int composite_kg_ = -1;          // composite_'s key group; -1: not computed yet
+  // composite_'s pane, once found or stored (null when not yet, or after panes_ changed shape).
+  Pane* current_pane_ = nullptr;
   internal::RecordKey key_;
   Schema acc_schema_;
   std::vector<int> acc_index_;  // per aggregate: its first field in acc_schema_

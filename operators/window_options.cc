@@ -138,16 +138,13 @@ absl::StatusOr<WindowOptions> Parse(const YAML::Node& c, const plan::ParseContex
     for (const FnInfo& f : kFns) {
       if (fn == f.name) info = &f;
     }
-    if (info == nullptr) {
-      return ctx.At(a["fn"], absl::StrCat("unknown aggregate function '", fn, "' (expected ",
-                                          FnNames(), ")"));
-    }
-    SLUICE_ASSIGN_OR_RETURN(std::string field, plan::GetString(ec, a, "field", info->needs_field));
-    if (!info->needs_field && !field.empty()) {
+    SLUICE_ASSIGN_OR_RETURN(std::string field,
+                            plan::GetString(ec, a, "field", info != nullptr && info->needs_field));
+    if (info != nullptr && !info->needs_field && !field.empty()) {
       return ctx.At(a["field"], absl::StrCat(fn, " takes no 'field'"));
     }
     WindowOptions::Aggregate agg;
-    agg.fn = info->fn;
+    agg.fn = info == nullptr ? Fn::kPlugin : info->fn;
     if (!field.empty()) {
       agg.field = in.IndexOf(field);
       if (agg.field < 0) {
@@ -155,16 +152,24 @@ absl::StatusOr<WindowOptions> Parse(const YAML::Node& c, const plan::ParseContex
                       absl::StrCat("unknown field '", field, "' (input has ", in.ToString(), ")"));
       }
       agg.in_type = in.field(agg.field).type;
-      if (info->numeric_only && !IsNumeric(agg.in_type)) {
+      if (info != nullptr && info->numeric_only && !IsNumeric(agg.in_type)) {
         return ctx.At(a["field"], absl::StrCat(fn, " needs a numeric field; '", field, "' is ",
                                                FieldTypeName(agg.in_type)));
       }
     }
-    agg.out_type = OutputType(agg.fn, agg.in_type);
+    if (info == nullptr) {  // not a built-in: a plugin's function
+      SLUICE_ASSIGN_OR_RETURN(agg.plugin, plan::ResolveAggregateFunction(ctx, a, fn, field, agg.field,
+                                                                         FnNames(), &agg.out_type));
+    } else {
+      agg.out_type = OutputType(agg.fn, agg.in_type);
+    }
     SLUICE_ASSIGN_OR_RETURN(agg.as, plan::GetString(ec, a, "as", false));
     if (agg.as.empty()) agg.as = field.empty() ? fn : absl::StrCat(fn, "_", field);
-    // As SQL: null when every value in the window was null (counts never are).
-    const bool nullable = agg.field >= 0 && in.field(agg.field).nullable && agg.fn != WindowOptions::Fn::kCountDistinct;
+    // As SQL: null when every value in the window was null (counts never are); a plugin's
+    // result may be null.
+    const bool nullable = agg.fn == Fn::kPlugin ||
+                          (agg.field >= 0 && in.field(agg.field).nullable &&
+                           agg.fn != WindowOptions::Fn::kCountDistinct);
     SLUICE_RETURN_IF_ERROR(add(a, agg.as, agg.out_type, nullable));
     o.aggregates.push_back(std::move(agg));
   }
@@ -187,7 +192,7 @@ absl::string_view WindowAggregateName(WindowOptions::Fn fn) {
   for (const FnInfo& f : kFns) {
     if (f.fn == fn) return f.name;
   }
-  return "?";
+  return fn == Fn::kPlugin ? "plugin" : "?";
 }
 
 std::unique_ptr<plan::OperatorType> MakeWindowType() {

@@ -25,19 +25,22 @@ namespace sluice::ops {
 //     aggregates:
 //       - {fn: count, as: n}
 //       - {fn: sum, field: amount, as: total}
+//       - {fn: p90, field: amount, as: p90_amount}   # a plugin's aggregate function (ABI 1.2)
 //
 // Output: the key fields, window_start and window_end (timestamps), one field per aggregate,
 // and `update` (bool: false on a window's first emitted row, true on every later one).
 struct WindowOptions final : plan::OptionsOf<WindowOptions> {
   // The aggregate functions. Adding one: a value here, its name in kWindowAggregateNames
   // order, its input and output types in window_options.cc, its accumulator in window.cc.
-  enum class Fn { kCount, kSum, kMin, kMax, kAvg, kFirst, kLast, kCountDistinct };
+  // kPlugin: a function of the catalog (a plugin's), in `plugin`.
+  enum class Fn { kCount, kSum, kMin, kMax, kAvg, kFirst, kLast, kCountDistinct, kPlugin };
   struct Aggregate {
     Fn fn = Fn::kCount;
     int field = -1;  // index in the input schema; -1 for count
     FieldType in_type = FieldType::kInt64;
     FieldType out_type = FieldType::kInt64;
     std::string as;  // output field name
+    std::shared_ptr<const plan::AggregateFunction> plugin;  // kPlugin only
   };
 
   WindowSpec windows;

@@ -462,34 +462,50 @@ TEST_F(WindowTest, AccumulatorFormats) {
   KeyedSubtask& s = Start(R"y(    tumble: 10ms
     time_field: ts
     aggregates: [{fn: count, as: n}, {fn: sum, field: amount}, {fn: min, field: price}])y");
+  // Open windows live in the operator's memory until a checkpoint writes them to the backend
+  // (leaving the window written last as the backend's current key); a subtask restored from a
+  // checkpoint reads them from there. `read_stored`: that window's stored accumulator;
+  // `restore_with`: a subtask restored from a checkpoint in which it is `value`.
+  int64_t checkpoint_id = 0;
+  auto read_stored = [&](KeyedSubtask& from, std::string* value) -> absl::Status {
+    SLUICE_RETURN_IF_ERROR(TakeCheckpoint(from, ++checkpoint_id).status());
+    const state::StateId acc = from.backend()->RegisterState("window_acc", state::StateKind::kValue);
+    SLUICE_ASSIGN_OR_RETURN(bool found, from.backend()->Get(acc, value));
+    return found ? absl::OkStatus() : absl::NotFoundError("no stored accumulator");
+  };
+  auto restore_with = [&](KeyedSubtask& from, const std::string& value) -> absl::StatusOr<KeyedSubtask*> {
+    const state::StateId acc = from.backend()->RegisterState("window_acc", state::StateKind::kValue);
+    SLUICE_RETURN_IF_ERROR(from.backend()->Put(acc, value));
+    SLUICE_ASSIGN_OR_RETURN(Checkpoint c, TakeCheckpoint(from, ++checkpoint_id));
+    return Restore(c, 0, 1);
+  };
+
   ASSERT_OK(Add(s, 1, 1, 4));
-  // The backend's current key is still (user 1, [0, 10)).
-  const state::StateId acc = s.backend()->RegisterState("window_acc", state::StateKind::kValue);
   std::string v2;
-  ASSERT_TRUE(*s.backend()->Get(acc, &v2));
+  ASSERT_OK(read_stored(s, &v2));
   ASSERT_EQ(v2[0], 2) << "format version 2";
   // Without nullable inputs format 1 has the same bytes after its version byte.
   std::string v1 = v2;
   v1[0] = 1;
-  ASSERT_OK(s.backend()->Put(acc, v1));
-  ASSERT_OK(Add(s, 1, 2, 6));
-  ASSERT_OK(s.Watermark(9));
-  EXPECT_THAT(s.out().rows,
+  auto r = restore_with(s, v1);
+  ASSERT_OK(r);
+  ASSERT_OK(Add(**r, 1, 2, 6));
+  ASSERT_OK((*r)->Watermark(9));
+  EXPECT_THAT((*r)->out().rows,
               ElementsAre(R"({"user":1,"window_start":0,"window_end":10,"n":2,"sum_amount":10,"min_price":2,"update":false})"));
 
   ASSERT_OK(Add(s, 2, 11, 1));
-  ASSERT_TRUE(*s.backend()->Get(acc, &v2));
-  const std::string named = "(job job, operator 'w' (type window), subtask 0, not restored from a checkpoint)";
-  ASSERT_OK(s.backend()->Put(acc, "\x03" + v2.substr(1)));
-  EXPECT_THAT(Add(s, 2, 12, 1),
-              ::sluice::testing::StatusIs(absl::StatusCode::kDataLoss,
-                                          AllOf(HasSubstr(named), HasSubstr("window accumulator has format version 3, "
-                                                                            "newer than this build reads (up to 2)"))));
-  ASSERT_OK(s.backend()->Put(acc, v2.substr(0, v2.size() - 3)));
-  EXPECT_THAT(Add(s, 2, 12, 1), ::sluice::testing::StatusIs(absl::StatusCode::kDataLoss,
-                                                            AllOf(HasSubstr(named), HasSubstr("window accumulator of format 2 does not decode"))));
-  ASSERT_OK(s.backend()->Put(acc, v2 + "x"));
-  EXPECT_THAT(Add(s, 2, 12, 1), ::sluice::testing::StatusIs(absl::StatusCode::kDataLoss, HasSubstr("bytes left over")));
+  ASSERT_OK(read_stored(s, &v2));
+  const std::string named = "(job job, operator 'w' (type window), subtask 0, restored from checkpoint ";
+  for (const auto& [value, reason] : std::vector<std::pair<std::string, std::string>>{
+           {"\x03" + v2.substr(1), "window accumulator has format version 3, newer than this build reads (up to 2)"},
+           {v2.substr(0, v2.size() - 3), "window accumulator of format 2 does not decode"},
+           {v2 + "x", "bytes left over"}}) {
+    auto bad = restore_with(s, value);
+    ASSERT_OK(bad);
+    EXPECT_THAT(Add(**bad, 2, 12, 1), ::sluice::testing::StatusIs(absl::StatusCode::kDataLoss,
+                                                                  AllOf(HasSubstr(named), HasSubstr(reason))));
+  }
 }
 
 // Windows over a nullable field (the right side of a left join): aggregates skip nulls, as SQL,
@@ -543,6 +559,9 @@ TEST_F(WindowTest, NullableAccumulatorOfFormatOneStillReads) {
   ASSERT_OK(LoadJob(NullableJob("    tumble: 10ms"), "w"));
   KeyedSubtask& s = StartSubtask();
   ASSERT_OK(s.op()->Process(NullableInput(1, 4)));
+  // A checkpoint writes the open window to the backend (its current key); the subtask restored
+  // from the next checkpoint, after the accumulator was replaced there, reads it.
+  ASSERT_OK(TakeCheckpoint(s, 1));
   const state::StateId acc = s.backend()->RegisterState("window_acc", state::StateKind::kValue);
   // Format 1: every field NOT NULL, avg without its count of values: 2 records so far, sum 10,
   // min 3, max 7, avg sum 10, first 3 at 1, last 7 at 2, 2 distinct.
@@ -556,10 +575,103 @@ TEST_F(WindowTest, NullableAccumulatorOfFormatOneStillReads) {
   std::string bytes(1, '\x01');
   EncodeRecord(v1, old, &bytes);
   ASSERT_OK(s.backend()->Put(acc, bytes));
-  ASSERT_OK(s.op()->Process(NullableInput(3, 5)));
-  ASSERT_OK(s.Watermark(kMaxWatermark));
-  EXPECT_THAT(s.out().rows,
+  auto checkpoint = TakeCheckpoint(s, 2);
+  ASSERT_OK(checkpoint);
+  auto r = Restore(*checkpoint, 0, 1);
+  ASSERT_OK(r);
+  ASSERT_OK((*r)->op()->Process(NullableInput(3, 5)));
+  ASSERT_OK((*r)->Watermark(kMaxWatermark));
+  EXPECT_THAT((*r)->out().rows,
               ElementsAre(R"({"left.user":1,"window_start":0,"window_end":10,"n":3,"sum":15,"min":3,"max":7,"avg":5,"first":3,"last":5,"distinct":3,"update":false})"));
+}
+
+// More open windows than the operator keeps in memory (65536): it writes them to the backend
+// and reads them back there when they fire.
+TEST_F(WindowTest, ManyOpenWindowsSpillToTheBackend) {
+  KeyedSubtask& s = Start(R"y(    tumble: {size: 10ms}
+    time_field: ts
+    aggregates: [{fn: count, as: n}, {fn: sum, field: amount}])y");
+  constexpr int64_t kUsers = 70'000;
+  for (int64_t user = 0; user < kUsers; ++user) ASSERT_OK(Add(s, user, 1, user));
+  for (int64_t user = 0; user < kUsers; user += 7) ASSERT_OK(Add(s, user, 2, 1));
+  ASSERT_OK(s.Watermark(kMaxWatermark));
+  ASSERT_EQ(s.out().rows.size(), static_cast<size_t>(kUsers));
+  std::vector<std::string> expected;
+  for (int64_t user = 0; user < kUsers; ++user) {
+    const bool twice = user % 7 == 0;
+    expected.push_back(absl::StrCat(R"({"user":)", user, R"(,"window_start":0,"window_end":10,"n":)",
+                                    twice ? 2 : 1, R"(,"sum_amount":)", user + (twice ? 1 : 0),
+                                    R"(,"update":false})"));
+  }
+  std::vector<std::string> got = s.out().rows;
+  std::sort(got.begin(), got.end());
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(got, expected);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Aggregate functions from the catalog (plugins' in a cluster; a C++ one here)
+
+class WindowPluginAggregateTest : public WindowTest {
+ protected:
+  WindowPluginAggregateTest() { EXPECT_OK(registry_.AddAggregateFunction(spread_)); }
+  std::shared_ptr<internal::SpreadFunction> spread_ = std::make_shared<internal::SpreadFunction>();
+};
+
+TEST_F(WindowPluginAggregateTest, SessionsMergeTheFunctionsAccumulators) {
+  KeyedSubtask& s = Start(R"y(    session: {gap: 10ms}
+    time_field: ts
+    allowed_lateness: 100ms
+    aggregates: [{fn: count, as: n}, {fn: spread, field: amount, as: sp}])y");
+  EXPECT_EQ(spec_->output_schema.ToString(),
+            "(user int64, window_start timestamp, window_end timestamp, n int64, sp int64 null, update bool)");
+  ASSERT_OK(Add(s, 1, 0, 5));    // [0,10)
+  ASSERT_OK(Add(s, 1, 10, 2));   // [0,20)
+  ASSERT_OK(Add(s, 1, 30, 9));   // [30,40)
+  ASSERT_OK(s.Watermark(40));
+  EXPECT_THAT(s.out().rows,
+              ElementsAre(R"({"user":1,"window_start":0,"window_end":20,"n":2,"sp":3,"update":false})",
+                          R"({"user":1,"window_start":30,"window_end":40,"n":1,"sp":0,"update":false})"));
+  s.out().rows.clear();
+  ASSERT_OK(Add(s, 1, 20, 100));  // bridges both: [0,40), values 5 2 9 100
+  EXPECT_THAT(s.out().rows,
+              ElementsAre(R"({"user":1,"window_start":0,"window_end":40,"n":4,"sp":98,"update":false})"));
+}
+
+TEST_F(WindowPluginAggregateTest, AccumulatorsAreRestoredAndTheirVersionChecked) {
+  const std::string options = R"y(    tumble: 10ms
+    time_field: ts
+    aggregates: [{fn: spread, field: amount, as: sp}])y";
+  KeyedSubtask& first = Start(options);
+  ASSERT_OK(Add(first, 1, 1, 4));
+  ASSERT_OK(Add(first, 1, 2, 10));
+  auto checkpoint = TakeCheckpoint(first, 1);
+  ASSERT_OK(checkpoint);
+  auto r = Restore(*checkpoint, 0, 1);
+  ASSERT_OK(r);
+  ASSERT_OK(Add(**r, 1, 3, 1));
+  ASSERT_OK((*r)->Watermark(kMaxWatermark));
+  EXPECT_THAT((*r)->out().rows, ElementsAre(R"({"user":1,"window_start":0,"window_end":10,"sp":9,"update":false})"));
+  // The plugin now writes version 2: its version-1 accumulators are refused, not misread.
+  spread_->version = 2;
+  auto again = Restore(*checkpoint, 0, 1);
+  ASSERT_OK(again);
+  EXPECT_THAT((*again)->op()->Process(Input(1, 3, 1)),
+              ::sluice::testing::StatusIs(
+                  absl::StatusCode::kFailedPrecondition,
+                  "job/w#0: the state holds accumulators of aggregate function 'spread' (sp) in format "
+                  "version 1, but the test reads version 2: restore with the plugin version that wrote the state"));
+}
+
+TEST_F(WindowPluginAggregateTest, TheFunctionsInputTypeIsCheckedAtPlanTime) {
+  EXPECT_THAT(Load("    tumble: 1s\n    time_field: ts\n    aggregates: [{fn: spread, field: name}]"),
+              Invalid("job.yaml:16:38: aggregate function 'spread' of the test does not take 'name' (string): "
+                      "spread takes int64"));
+  EXPECT_THAT(Load("    tumble: 1s\n    time_field: ts\n    aggregates: [{fn: spread}]"),
+              Invalid("aggregate function 'spread' of the test needs a 'field'"));
+  EXPECT_THAT(Load("    tumble: 1s\n    time_field: ts\n    aggregates: [{fn: spreed, field: amount}]"),
+              Invalid("unknown aggregate function 'spreed' (expected count, sum, min, max, avg, first, last, "
+                      "count_distinct; from plugins: spread)"));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -569,7 +569,7 @@ absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view yaml_text, absl::string_v
     SLUICE_RETURN_IF_ERROR(CheckInputs(ec, specs, op));
     std::vector<const OperatorSpec*> producers;
     for (const auto& in : op.inputs) producers.push_back(&specs[in.from_index]);
-    ParseContext ctx(&ec, &job, &op, std::move(producers), &job.warnings);
+    ParseContext ctx(&ec, &job, &op, std::move(producers), &job.warnings, &catalog);
     SLUICE_ASSIGN_OR_RETURN(op.options, types[idx]->ParseOptions(configs[idx], ctx));
     op.output_schema = types[idx]->InferSchema(*op.options, ctx);
     op.side_outputs = types[idx]->SideOutputs(*op.options, ctx);

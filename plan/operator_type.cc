@@ -62,6 +62,38 @@ const OperatorType* OperatorTypeCatalog::Find(absl::string_view name) const {
   return nullptr;
 }
 
+absl::Status OperatorTypeCatalog::AddAggregateFunction(std::shared_ptr<const AggregateFunction> fn) {
+  if (FindAggregateFunction(fn->name()) != nullptr) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("aggregate function '", fn->name(), "' already registered"));
+  }
+  aggregate_functions_.push_back(std::move(fn));
+  return absl::OkStatus();
+}
+
+std::shared_ptr<const AggregateFunction> OperatorTypeCatalog::FindAggregateFunction(
+    absl::string_view name) const {
+  for (const auto& f : aggregate_functions_) {
+    if (f->name() == name) return f;
+  }
+  return nullptr;
+}
+
+std::string OperatorTypeCatalog::AggregateFunctionNames() const {
+  std::vector<std::string> names;
+  for (const auto& f : aggregate_functions_) names.push_back(f->name());
+  return absl::StrJoin(names, ", ");
+}
+
+std::shared_ptr<const AggregateFunction> ParseContext::FindAggregateFunction(
+    absl::string_view name) const {
+  return catalog_ == nullptr ? nullptr : catalog_->FindAggregateFunction(name);
+}
+
+std::string ParseContext::AggregateFunctionNames() const {
+  return catalog_ == nullptr ? std::string() : catalog_->AggregateFunctionNames();
+}
+
 std::string OperatorTypeCatalog::KnownTypes() const {
   std::vector<std::string> names;
   const auto role = [](const OperatorType& t) {

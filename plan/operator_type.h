@@ -8,11 +8,13 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "common/record.h"
+#include "plan/aggregate_function.h"
 #include "yaml-cpp/yaml.h"
 
 namespace sluice::plan {
 
 class ErrorContext;
+class OperatorTypeCatalog;
 struct JobSpec;
 struct OperatorSpec;
 
@@ -75,9 +77,17 @@ struct NoOptions final : OptionsOf<NoOptions> {};
 // watermark interval), and where to report errors and warnings.
 class ParseContext {
  public:
+  // `catalog` (may be null: no aggregate functions but the built-ins) is what the job is planned
+  // against.
   ParseContext(const ErrorContext* errors, const JobSpec* job, const OperatorSpec* op,
-               std::vector<const OperatorSpec*> producers, std::vector<std::string>* warnings)
-      : errors_(errors), job_(job), op_(op), producers_(std::move(producers)), warnings_(warnings) {}
+               std::vector<const OperatorSpec*> producers, std::vector<std::string>* warnings,
+               const OperatorTypeCatalog* catalog = nullptr)
+      : errors_(errors),
+        job_(job),
+        op_(op),
+        producers_(std::move(producers)),
+        warnings_(warnings),
+        catalog_(catalog) {}
 
   // A kInvalidArgument status "<file>:<line>:<column>: <reason>" at `node` (or a position).
   absl::Status At(const YAML::Node& node, absl::string_view reason) const;
@@ -93,6 +103,10 @@ class ParseContext {
   const Schema& input_schema(int i) const;
   // A valid but risky setting, shown to the user at submission.
   void Warn(std::string warning) const { warnings_->push_back(std::move(warning)); }
+  // The catalog's aggregate function `name` (a plugin's), or null.
+  std::shared_ptr<const AggregateFunction> FindAggregateFunction(absl::string_view name) const;
+  // Their names, comma-separated ("" when there are none), for "unknown function" errors.
+  std::string AggregateFunctionNames() const;
 
  private:
   const ErrorContext* errors_;
@@ -100,6 +114,7 @@ class ParseContext {
   const OperatorSpec* op_;
   std::vector<const OperatorSpec*> producers_;
   std::vector<std::string>* warnings_;
+  const OperatorTypeCatalog* catalog_;
 };
 
 // What the planner needs to know about an operator type besides its options.
@@ -185,15 +200,22 @@ class TypedOperatorType final : public OperatorType {
   const SideFn side_;
 };
 
-// The operator types a planner knows, by name. Filled before use (RegisterBuiltinOperatorTypes,
-// connectors::RegisterConnectorOperatorTypes, an OperatorRegistry); read-only and thread-safe
-// afterwards.
+// The operator types a planner knows, by name, and the aggregate functions besides the
+// built-ins (plugins'). Filled before use (RegisterBuiltinOperatorTypes,
+// connectors::RegisterConnectorOperatorTypes, an OperatorRegistry, plugins); read-only and
+// thread-safe afterwards.
 class OperatorTypeCatalog {
  public:
   // kAlreadyExists: "operator type '<name>' already registered".
   absl::Status Add(std::unique_ptr<OperatorType> type);
   // Null for an unknown type.
   const OperatorType* Find(absl::string_view name) const;
+  // kAlreadyExists: "aggregate function '<name>' already registered". Built-in names (count,
+  // sum, ...) are the operators' to refuse.
+  absl::Status AddAggregateFunction(std::shared_ptr<const AggregateFunction> fn);
+  // Null for an unknown name.
+  std::shared_ptr<const AggregateFunction> FindAggregateFunction(absl::string_view name) const;
+  std::string AggregateFunctionNames() const;
   // The names, as listed in "unknown operator type" errors: sources, then transformations,
   // then sinks, each in registration order.
   std::string KnownTypes() const;
@@ -201,6 +223,7 @@ class OperatorTypeCatalog {
 
  private:
   std::vector<std::unique_ptr<OperatorType>> types_;
+  std::vector<std::shared_ptr<const AggregateFunction>> aggregate_functions_;
 };
 
 }  // namespace sluice::plan

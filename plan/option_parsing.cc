@@ -236,5 +236,29 @@ absl::StatusOr<std::optional<EventTimeSpec>> ParseEventTime(const ErrorContext& 
   return std::optional<EventTimeSpec>(std::move(et));
 }
 
+absl::StatusOr<std::shared_ptr<const AggregateFunction>> ResolveAggregateFunction(
+    const ParseContext& ctx, const YAML::Node& aggregate, const std::string& fn,
+    const std::string& field, int field_index, absl::string_view builtins, FieldType* result_type) {
+  std::shared_ptr<const AggregateFunction> f = ctx.FindAggregateFunction(fn);
+  if (f == nullptr) {
+    const std::string plugins = ctx.AggregateFunctionNames();
+    return ctx.At(aggregate["fn"] ? aggregate["fn"] : aggregate,
+                  absl::StrCat("unknown aggregate function '", fn, "' (expected ", builtins,
+                               plugins.empty() ? "" : "; from plugins: ", plugins, ")"));
+  }
+  if (field_index < 0) {
+    return ctx.At(aggregate, absl::StrCat("aggregate function '", fn, "' of ", f->origin(),
+                                          " needs a 'field'"));
+  }
+  const FieldType in = ctx.op().input_schema.field(field_index).type;
+  absl::StatusOr<FieldType> out = f->ResultType(in);
+  if (!out.ok()) {
+    return ctx.At(aggregate["field"],
+                  absl::StrCat("aggregate function '", fn, "' of ", f->origin(), " does not take '",
+                               field, "' (", FieldTypeName(in), "): ", out.status().message()));
+  }
+  *result_type = *out;
+  return f;
+}
 
 }  // namespace sluice::plan

@@ -91,4 +91,13 @@ absl::StatusOr<std::optional<EventTimeSpec>> ParseEventTime(const ErrorContext& 
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseProperties(
     const ErrorContext& ec, const YAML::Node& config);
 
+// An aggregate `{fn, field, as}` whose `fn` is no built-in: the catalog's function of that name
+// (a plugin's) applied to input field `field` (index `field_index`, -1 when not given), and its
+// result type in *result_type. Errors at `aggregate`'s position: an unknown function (naming
+// `builtins` and the catalog's functions), a missing field, or an input type the function
+// refuses (with its reason).
+absl::StatusOr<std::shared_ptr<const AggregateFunction>> ResolveAggregateFunction(
+    const ParseContext& ctx, const YAML::Node& aggregate, const std::string& fn,
+    const std::string& field, int field_index, absl::string_view builtins, FieldType* result_type);
+
 }  // namespace sluice::plan

@@ -443,7 +443,7 @@ absl::Status ParsePlannedOptions(const OperatorTypeCatalog& catalog, JobSpec* jo
     std::vector<const OperatorSpec*> producers;
     for (const InputSpec& in : op.inputs) producers.push_back(&job->operators[in.from_index]);
     std::vector<std::string> warnings;  // shown at submission already
-    ParseContext ctx(&ec, job, &op, std::move(producers), &warnings);
+    ParseContext ctx(&ec, job, &op, std::move(producers), &warnings, &catalog);
     absl::StatusOr<std::shared_ptr<const OperatorOptions>> options = type->ParseOptions(config, ctx);
     if (!options.ok()) {
       return refuse(absl::StrCat("options refused by this worker: ", options.status().message()));

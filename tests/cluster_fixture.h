@@ -14,6 +14,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -160,6 +161,23 @@ class ClusterTest : public ::testing::Test {
       if (c.status() == "COMPLETED") latest = std::max(latest, c.checkpoint_id());
     }
     return latest;
+  }
+
+  // Kills a worker of `workers` (picked by a generator seeded with `seed`) with SIGKILL and
+  // restarts it, `kills` times, each after a checkpoint newer than the last kill's (so it undoes
+  // real progress); stops early when the job finished.
+  void KillWorkersAfterCheckpoints(const std::string& job_id, int kills, int workers, uint32_t seed) {
+    std::mt19937 rng(seed);
+    int64_t checkpoint = 0;
+    for (int k = 0; k < kills; ++k) {
+      proto::JobInfo info = WaitForCheckpoint(job_id, checkpoint, std::chrono::seconds(60));
+      if (info.state() == proto::JOB_FINISHED) return;
+      checkpoint = LatestCompletedCheckpoint(info);
+      ASSERT_GT(checkpoint, 0) << "no checkpoint completed";
+      const int victim = static_cast<int>(rng() % workers);
+      ASSERT_OK(cluster_->KillWorker(victim, SIGKILL));
+      ASSERT_OK(cluster_->RestartWorker(victim, -1));
+    }
   }
 
   proto::JobInfo WaitForState(const std::string& job_id, proto::JobState state,

@@ -9,12 +9,17 @@
 // plugin returning an error fails its task and the job restarts per its strategy; a plugin that
 // throws or returns an error on a record restarts the job from a checkpoint, exactly once; a
 // plugin that aborts in validate is refused at submission (validation runs in a helper process);
-// a keyed plugin's event-time timers fire with their keys.
+// a keyed plugin's event-time timers fire with their keys; a plugin's aggregate functions
+// (percentile's p90 and median, ABI 1.2) in a tumbling window keep every window's exact
+// percentiles exactly once through kill -9 of workers.
 
 #include <stdlib.h>
 
+#include <algorithm>
+#include <map>
 #include <random>
 #include <set>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_replace.h"
@@ -152,13 +157,13 @@ TEST_F(PluginJobTest, OptionsRefusedByThePluginAreRefusedAtSubmission) {
 TEST_F(PluginJobTest, PluginOfAnIncompatibleAbiIsRefusedAtSubmission) {
   StartCluster(1, 2);
   DedupJobOptions o;
-  o.plugins = absl::StrCat("plugins:\n  - ", SLUICE_TEST_ABI_1_2_PLUGIN);
+  o.plugins = absl::StrCat("plugins:\n  - ", SLUICE_TEST_ABI_1_3_PLUGIN);
   std::string yaml = DedupJob(dir_ + "/out", o);
   std::string out;
   EXPECT_EQ(SluiceRun(yaml, &out), 1) << out;
   EXPECT_THAT(out, HasSubstr("job.yaml:4:5: cannot load plugin "));
-  EXPECT_THAT(out, HasSubstr("built for plugin ABI 1.2"));
-  EXPECT_THAT(out, HasSubstr("supports ABI 1.1"));
+  EXPECT_THAT(out, HasSubstr("built for plugin ABI 1.3"));
+  EXPECT_THAT(out, HasSubstr("supports ABI 1.2"));
   ExpectNoJobs();
 }
 
@@ -247,6 +252,88 @@ TEST_F(PluginJobTest, KillingWorkersKeepsPluginOutputExactlyOnce) {
   ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
   EXPECT_GE(info.restarts(), 1) << "the kills did not hit the job";
   CheckDedupOutput(out, o.ids);
+}
+
+// Record `seq` of the percentile job: key (seq * 7919) % 40, value (seq * 31) % 1009, event time
+// seq / 4 ms minus up to 96 ms (within the watermarks' 100 ms of out-of-orderness).
+int64_t PercentileKey(int64_t seq) { return (seq * 7919) % 40; }
+int64_t PercentileValue(int64_t seq) { return (seq * 31) % 1009; }
+int64_t PercentileTs(int64_t seq) { return seq / 4 - (seq * 7919) % 97; }
+
+// The value at rank ceil(pct * n / 100) of `values` in ascending order (nearest rank).
+int64_t NearestRank(std::vector<int64_t> values, int64_t pct) {
+  std::sort(values.begin(), values.end());
+  const size_t n = values.size();
+  return values[std::max<size_t>(1, (pct * n + 99) / 100) - 1];
+}
+
+TEST_F(PluginJobTest, PluginAggregateFunctionsInAWindowAreExactlyOnceThroughKills) {
+  StartCluster(2, 2, 1500);
+  constexpr int64_t kRecords = 300'000;
+  constexpr int64_t kWindowMs = 100;
+  const std::string out = dir_ + "/out";
+  const std::string yaml = absl::StrCat("name: plugin-window\nparallelism: 2\nplugins: [", kPluginDir, R"y(/libpercentile.so]
+watermark_interval: 20ms
+checkpoint: {interval: 200ms, timeout: 20s, retain: 3}
+restart: {strategy: fixed_delay, attempts: 1000, delay: 100ms}
+operators:
+  - id: gen
+    type: datagen
+    count: )y", kRecords, R"y(
+    rate: 50000
+    fields:
+      - {name: key, type: int64, expr: "(seq * 7919) % 40"}
+      - {name: value, type: int64, expr: "(seq * 31) % 1009"}
+      - {name: ts, type: timestamp, expr: "seq / 4 - (seq * 7919) % 97"}
+    event_time: {field: ts, max_out_of_orderness: 100ms}
+  - {id: by_key, type: key_by, key: key}
+  - id: windows
+    type: window
+    tumble: 100ms
+    time_field: ts
+    aggregates: [{fn: count, as: n}, {fn: p90, field: value, as: p90_value}, {fn: median, field: value}]
+  - {id: out, type: file, path: )y", out, R"y(, input: windows}
+)y");
+  std::string job = Submit(yaml);
+  WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
+  KillWorkersAfterCheckpoints(job, 2, 2, 1234);
+  if (HasFatalFailure()) return;
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(240));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  EXPECT_GE(info.restarts(), 1) << "the kills did not hit the job";
+  const proto::OperatorInfo* w = FindOperator(info, "windows");
+  ASSERT_NE(w, nullptr);
+  ASSERT_EQ(w->late_records_dropped(), 0u) << "no record is later than the out-of-orderness";
+
+  // The expected table, from the generator's formulas: every value of each (key, window).
+  std::map<std::pair<int64_t, int64_t>, std::vector<int64_t>> values;
+  for (int64_t seq = 0; seq < kRecords; ++seq) {
+    const int64_t ts = PercentileTs(seq);
+    const int64_t start = ts / kWindowMs * kWindowMs - (ts % kWindowMs < 0 ? kWindowMs : 0);
+    values[{PercentileKey(seq), start}].push_back(PercentileValue(seq));
+  }
+  std::map<std::pair<int64_t, int64_t>, std::string> got;
+  int64_t duplicates = 0;
+  for (const std::string& line : ReadCommittedLines({out})) {
+    auto j = nlohmann::json::parse(line);
+    const std::pair<int64_t, int64_t> k{j["key"].get<int64_t>(), j["window_start"].get<int64_t>()};
+    EXPECT_FALSE(j["update"].get<bool>()) << line;
+    if (!got.emplace(k, line).second) ++duplicates;
+  }
+  EXPECT_EQ(duplicates, 0) << "windows emitted twice";
+  EXPECT_EQ(got.size(), values.size());
+  int64_t wrong = 0;
+  for (const auto& [k, v] : values) {
+    const std::string want = absl::StrCat(R"({"key":)", k.first, R"(,"window_start":)", k.second,
+                                          R"(,"window_end":)", k.second + kWindowMs, R"(,"n":)", v.size(),
+                                          R"(,"p90_value":)", NearestRank(v, 90), R"(,"median_value":)",
+                                          NearestRank(v, 50), R"(,"update":false})");
+    auto it = got.find(k);
+    if (it == got.end() || it->second != want) {
+      if (++wrong <= 5) ADD_FAILURE() << "want " << want << "\n got " << (it == got.end() ? "nothing" : it->second);
+    }
+  }
+  EXPECT_EQ(wrong, 0);
 }
 
 TEST_F(PluginJobTest, WorkerThatCannotLoadThePluginRefusesTheDeploymentAndTheJobFails) {

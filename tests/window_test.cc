@@ -164,18 +164,8 @@ TEST_F(WindowClusterTest, KillingWorkersKeepsEveryWindowExactlyOnce) {
   const std::string late = dir_ + "/late";
   std::string job = Submit(WindowJob(out, late, kRecords, 50'000));
   WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
-  std::mt19937 rng(4242);
-  int64_t checkpoint = 0;
-  for (int k = 0; k < 2; ++k) {
-    // Each kill lands after a checkpoint newer than the last kill's, so it undoes real progress.
-    proto::JobInfo info = WaitForCheckpoint(job, checkpoint, std::chrono::seconds(60));
-    if (info.state() == proto::JOB_FINISHED) break;
-    checkpoint = LatestCompletedCheckpoint(info);
-    ASSERT_GT(checkpoint, 0) << "no checkpoint completed";
-    const int victim = static_cast<int>(rng() % 2);
-    ASSERT_OK(cluster_->KillWorker(victim, SIGKILL));
-    ASSERT_OK(cluster_->RestartWorker(victim, -1));
-  }
+  KillWorkersAfterCheckpoints(job, 2, 2, 4242);
+  if (HasFatalFailure()) return;
   proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(240));
   ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
   EXPECT_GE(info.restarts(), 1) << "the kills did not hit the job";

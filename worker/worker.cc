@@ -92,16 +92,20 @@ Worker::~Worker() { Stop(); }
 namespace {
 
 // Adds the operator types of `plugins` to `registry`, each with CreatePluginOperator as its
-// factory.
+// factory, and their aggregate functions.
 absl::Status RegisterPluginOperators(const std::vector<const plugin::LoadedPlugin*>& plugins,
                                      ops::OperatorRegistry* registry) {
-  return plugin::AddPluginTypes(plugins, [registry](const plugin::LoadedPlugin& p,
-                                                    const plugin::PluginOperatorType& t) {
+  SLUICE_RETURN_IF_ERROR(plugin::AddPluginTypes(plugins, [registry](const plugin::LoadedPlugin& p,
+                                                                    const plugin::PluginOperatorType& t) {
     return registry->Register(std::make_unique<plugin::PluginOperatorTypeEntry>(&p, &t),
                               [&p, &t](const plan::OperatorSpec& spec) {
                                 return plugin::CreatePluginOperator(p, t, spec);
                               });
-  });
+  }));
+  return plugin::AddPluginAggregateFunctions(
+      plugins, [registry](std::shared_ptr<const plan::AggregateFunction> fn) {
+        return registry->AddAggregateFunction(std::move(fn));
+      });
 }
 
 }  // namespace

@@ -1,11 +1,14 @@
 #pragma once
 
-// Test-only helpers for the keyed event-time operators' unit tests (window_test, top_n_test):
-// an output recording rows as JSON, and one operator subtask over a real RocksDB backend with
-// its timers, driven by hand (records, watermarks, a fake clock).
+// Test-only helpers for the keyed operators' unit tests (window_test, top_n_test,
+// operators_test): an output recording rows as JSON, one operator subtask over a real RocksDB
+// backend with its timers, driven by hand (records, watermarks, a fake clock), and an aggregate
+// function standing in for a plugin's.
 
 #include <stdlib.h>
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -24,6 +27,7 @@
 #include "operators/operator.h"
 #include "operators/registry.h"
 #include "operators/timer_service.h"
+#include "plan/aggregate_function.h"
 #include "plan/job_spec.h"
 #include "state/keyed_state_backend.h"
 
@@ -31,6 +35,58 @@ namespace sluice::ops::internal {
 
 // The max_parallelism the harnessed jobs declare.
 inline constexpr int kHarnessMaxParallelism = 16;
+
+// A test aggregate function, as a plugin's would be: "spread", max - min of an int64 field;
+// accumulator [min][max] (16 bytes; 0 bytes: no value yet, a null result); refuses other
+// types. `version` is its accumulator version (a test changes it to see restores refused).
+class SpreadFunction final : public plan::AggregateFunction {
+ public:
+  const std::string& name() const override { return name_; }
+  const std::string& origin() const override { return origin_; }
+  absl::StatusOr<FieldType> ResultType(FieldType in) const override {
+    if (in != FieldType::kInt64) return absl::InvalidArgumentError("spread takes int64");
+    return FieldType::kInt64;
+  }
+  bool Runnable() const override { return true; }
+  uint32_t AccumulatorVersion() const override { return version; }
+  absl::Status Create(FieldType, std::string* acc) const override {
+    acc->clear();
+    return absl::OkStatus();
+  }
+  absl::Status Add(FieldType, const Value& v, std::string* acc) const override {
+    int64_t mm[2] = {v.i, v.i};
+    return Combine(mm, acc);
+  }
+  absl::Status Merge(FieldType, absl::string_view other, std::string* acc) const override {
+    if (other.empty()) return absl::OkStatus();
+    int64_t mm[2];
+    std::memcpy(mm, other.data(), sizeof(mm));
+    return Combine(mm, acc);
+  }
+  absl::Status Result(FieldType, absl::string_view acc, Value* out, bool* is_null) const override {
+    *is_null = acc.empty();
+    if (acc.empty()) return absl::OkStatus();
+    int64_t mm[2];
+    std::memcpy(mm, acc.data(), sizeof(mm));
+    out->i = mm[1] - mm[0];
+    return absl::OkStatus();
+  }
+  uint32_t version = 1;
+
+ private:
+  static absl::Status Combine(const int64_t* mm, std::string* acc) {
+    int64_t cur[2] = {mm[0], mm[1]};
+    if (!acc->empty()) {
+      std::memcpy(cur, acc->data(), sizeof(cur));
+      cur[0] = std::min(cur[0], mm[0]);
+      cur[1] = std::max(cur[1], mm[1]);
+    }
+    acc->assign(reinterpret_cast<const char*>(cur), sizeof(cur));
+    return absl::OkStatus();
+  }
+  const std::string name_ = "spread";
+  const std::string origin_ = "the test";
+};
 
 // Records main and side output as JSON lines.
 class JsonOutput final : public Output {
@@ -198,11 +254,13 @@ class KeyedOperatorTest : public ::testing::Test {
   };
   absl::StatusOr<Checkpoint> TakeCheckpoint(KeyedSubtask& s, int64_t id) {
     Checkpoint c;
+    // As the task does it: the operator's SnapshotState first (it may write keyed state), then
+    // the backend's snapshot.
+    SLUICE_RETURN_IF_ERROR(s.op()->SnapshotState(id, &c.operator_state));
     SLUICE_ASSIGN_OR_RETURN(state::PendingSnapshot pending, s.backend()->SnapshotSync(id));
     SLUICE_ASSIGN_OR_RETURN(
         c.keyed,
         s.backend()->UploadSnapshot(pending, JobDir(), absl::StrCat("chk-", id, "/", spec_->id)));
-    SLUICE_RETURN_IF_ERROR(s.op()->SnapshotState(id, &c.operator_state));
     return c;
   }
   // Opens spec_ as subtask `subtask` of `parallelism`, restored from `checkpoint` (checkpoint

@@ -37,18 +37,70 @@ class SchemaCollector {
     abi_.struct_size = sizeof(abi_);
     abi_.host_data = this;
     abi_.add_field = &AddField;
+    abi_.add_nullable_field = &AddNullableField;
   }
   sluice_schema_builder* get() { return &abi_; }
-  std::vector<std::pair<std::string, sluice_field_type>> fields;
+  struct Added {
+    std::string name;
+    sluice_field_type type;
+    bool nullable;
+  };
+  std::vector<Added> fields;
 
  private:
-  static void AddField(sluice_schema_builder* self, const char* name, size_t size,
-                       sluice_field_type type) {
+  static void Add(sluice_schema_builder* self, const char* name, size_t size, sluice_field_type type,
+                  bool nullable) {
     static_cast<SchemaCollector*>(self->host_data)
-        ->fields.emplace_back(std::string(name == nullptr ? "" : name, name == nullptr ? 0 : size), type);
+        ->fields.push_back(Added{std::string(name == nullptr ? "" : name, name == nullptr ? 0 : size), type, nullable});
+  }
+  static void AddField(sluice_schema_builder* self, const char* name, size_t size, sluice_field_type type) {
+    Add(self, name, size, type, false);
+  }
+  static void AddNullableField(sluice_schema_builder* self, const char* name, size_t size,
+                               sluice_field_type type) {
+    Add(self, name, size, type, true);
   }
   sluice_schema_builder abi_;
 };
+
+// ABI 1.2: the descriptor's aggregate functions into out->aggregate_functions.
+absl::Status CheckAggregateFunctions(const sluice_plugin* d, AbiVersion abi, LoadedPlugin* out) {
+  const std::string& path = out->path;
+  if (abi.minor < 2 || !SLUICE_HAS_FIELD(d, sluice_plugin, num_aggregate_functions) ||
+      d->num_aggregate_functions == 0) {
+    return absl::OkStatus();
+  }
+  if (d->aggregate_functions == nullptr) {
+    return CannotLoad(path, "its descriptor lists aggregate functions but gives no array");
+  }
+  std::set<std::string> names;
+  for (size_t i = 0; i < d->num_aggregate_functions; ++i) {
+    const sluice_aggregate_function* f = d->aggregate_functions[i];
+    if (f == nullptr) return CannotLoad(path, absl::StrCat("aggregate function #", i, " is null"));
+    // Added in 1.2 whole: every field up to get_result is there.
+    constexpr size_t kSize12 = offsetof(sluice_aggregate_function, get_result) + sizeof(f->get_result);
+    if (f->struct_size < kSize12) {
+      return CannotLoad(path, absl::StrCat("aggregate function #", i, " is ", f->struct_size,
+                                           " bytes, smaller than ABI 1.2's ", kSize12));
+    }
+    PluginAggregateFunctionInfo info{Str(f->name), Str(f->description), f};
+    if (info.name.empty()) return CannotLoad(path, absl::StrCat("aggregate function #", i, " has no name"));
+    if (!names.insert(info.name).second) {
+      return CannotLoad(path, absl::StrCat("aggregate function '", info.name, "' is defined twice"));
+    }
+    const char* missing = f->result_type == nullptr ? "result_type"
+                          : f->create == nullptr    ? "create"
+                          : f->add == nullptr       ? "add"
+                          : f->merge == nullptr     ? "merge"
+                          : f->get_result == nullptr ? "get_result"
+                                                     : nullptr;
+    if (missing != nullptr) {
+      return CannotLoad(path, absl::StrCat("aggregate function '", info.name, "' has no ", missing, " hook"));
+    }
+    out->aggregate_functions.push_back(std::move(info));
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -121,10 +173,11 @@ absl::Status CheckDescriptor(const sluice_plugin* d, AbiVersion host, LoadedPlug
     return CannotLoad(path, absl::StrCat("it was built for plugin ABI ", Version(abi), ", but ",
                                          Supported(host), ": ", remedy));
   }
-  // Minor 0 of this major defined every field below: a smaller descriptor is damaged.
-  if (d->struct_size < sizeof(sluice_plugin)) {
+  // Minor 0 of this major defined the fields up to the operator types: a smaller descriptor is
+  // damaged.
+  if (d->struct_size < SLUICE_PLUGIN_SIZE_1_0) {
     return CannotLoad(path, absl::StrCat("its descriptor is ", d->struct_size, " bytes, smaller than ABI ",
-                                         host.major, ".0's ", sizeof(sluice_plugin),
+                                         host.major, ".0's ", SLUICE_PLUGIN_SIZE_1_0,
                                          ": the file is damaged or was not built with the Sluice SDK"));
   }
   out->abi = abi;
@@ -182,7 +235,7 @@ absl::Status CheckDescriptor(const sluice_plugin* d, AbiVersion host, LoadedPlug
     }
     out->types.push_back(std::move(type));
   }
-  return absl::OkStatus();
+  return CheckAggregateFunctions(d, abi, out);
 }
 
 absl::StatusOr<const LoadedPlugin*> PluginLoader::Load(const std::string& path) {
@@ -282,14 +335,27 @@ absl::StatusOr<Schema> OutputSchema(const LoadedPlugin& plugin, const PluginOper
   }
   std::vector<Field> fields;
   std::set<std::string> names;
-  for (auto& [name, abi_type] : out.fields) {
-    auto t = FromAbi(abi_type);
-    if (!t.ok()) return fail(absl::StrCat("output field '", name, "' has ", t.status().message()));
-    if (name.empty()) return fail("an output field has no name");
-    if (!names.insert(name).second) return fail(absl::StrCat("output field '", name, "' is given twice"));
-    fields.push_back(Field{name, *t});
+  for (const SchemaCollector::Added& f : out.fields) {
+    auto t = FromAbi(f.type);
+    if (!t.ok()) return fail(absl::StrCat("output field '", f.name, "' has ", t.status().message()));
+    if (f.name.empty()) return fail("an output field has no name");
+    if (!names.insert(f.name).second) return fail(absl::StrCat("output field '", f.name, "' is given twice"));
+    fields.push_back(Field{f.name, *t, f.nullable});
   }
-  return Schema(std::move(fields));
+  Schema schema(std::move(fields));
+  // A plugin built before ABI 1.2 cannot declare a nullable field: an output with an input's
+  // names and types is that input's schema, nullability included (so records it forwards keep
+  // their nulls).
+  if (plugin.abi.minor < 2) {
+    for (const Schema& in : inputs) {
+      bool same = in.size() == schema.size();
+      for (size_t i = 0; same && i < in.size(); ++i) {
+        same = in.field(i).name == schema.field(i).name && in.field(i).type == schema.field(i).type;
+      }
+      if (same) return in;
+    }
+  }
+  return schema;
 }
 
 }  // namespace sluice::plugin

@@ -43,6 +43,13 @@ struct PluginOperatorType {
   const sluice_operator_type* abi = nullptr;  // static in the plugin
 };
 
+// One aggregate function of a loaded plugin (ABI 1.2), checked at load (name, every hook).
+struct PluginAggregateFunctionInfo {
+  std::string name;
+  std::string description;
+  const sluice_aggregate_function* abi = nullptr;  // static in the plugin
+};
+
 // A plugin loaded into this process. Never unloaded: it lives as long as the process, and so
 // do the pointers into it. Immutable after load; thread-safe to read.
 struct LoadedPlugin {
@@ -52,6 +59,7 @@ struct LoadedPlugin {
   AbiVersion abi;
   const sluice_plugin* descriptor = nullptr;
   std::vector<PluginOperatorType> types;
+  std::vector<PluginAggregateFunctionInfo> aggregate_functions;  // ABI 1.2
 
   // The type called `name`, or null.
   const PluginOperatorType* FindType(absl::string_view name) const;
@@ -76,7 +84,9 @@ class PluginLoader {
   //   kFailedPrecondition  dlopen failed (not a shared library, undefined symbols), no entry
   //                        point sluice_plugin_init_v1, an ABI version this host cannot load,
   //                        a malformed descriptor or operator type (one with other than 1 or 2
-  //                        inputs, or 2 inputs in an ABI 1.0 plugin), or the entry point failed.
+  //                        inputs, or 2 inputs in an ABI 1.0 plugin), a malformed aggregate
+  //                        function (no name, a name twice, a hook missing), or the entry
+  //                        point failed.
   // Every message names the file; version errors name both versions and the remedy.
   absl::StatusOr<const LoadedPlugin*> Load(const std::string& path) ABSL_LOCKS_EXCLUDED(mu_);
 

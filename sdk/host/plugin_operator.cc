@@ -79,6 +79,7 @@ const sluice_host_api PluginOperator::kApi = {
     &PluginOperator::RegisterCounter,
     &PluginOperator::CounterAdd,
     &PluginOperator::Log,
+    &PluginOperator::InputNulls,
 };
 
 PluginOperator::PluginOperator(const LoadedPlugin* plugin, const PluginOperatorType* type,
@@ -146,6 +147,16 @@ absl::Status PluginOperator::Open(const ops::OperatorContext& ctx, ops::Output* 
   for (const Field& f : input_schema_.fields()) input_types_[0].push_back(f.type);
   for (const Field& f : second_schema_.fields()) input_types_[1].push_back(f.type);
   for (const Field& f : output_schema_.fields()) output_types_.push_back(f.type);
+  for (int i = 0; i < 2; ++i) {
+    for (const Field& f : (i == 0 ? input_schema_ : second_schema_).fields()) {
+      input_nullable_[i].push_back(f.nullable ? 1 : 0);
+      input_has_nullable_[i] = input_has_nullable_[i] || f.nullable;
+    }
+    input_nullable_ptrs_[i] = input_nullable_[i].data();
+  }
+  for (const Field& f : output_schema_.fields()) output_nullable_.push_back(f.nullable ? 1 : 0);
+  output_nulls_.assign(output_schema_.size(), 0);
+  plugin_sees_nulls_ = plugin_->abi.minor >= 2;
   if (type_->keyed) {
     if (ctx.keyed_state == nullptr) {
       return absl::FailedPreconditionError(
@@ -209,6 +220,9 @@ absl::Status PluginOperator::Open(const ops::OperatorContext& ctx, ops::Output* 
   info_.num_restored_entries = restored_views_.size();
   info_.num_inputs = type_->num_inputs;
   info_.input_schemas = abi_inputs_;
+  info_.input_nullable = input_nullable_ptrs_;
+  info_.output_nullable = output_nullable_.data();
+  info_.output_nulls = output_nulls_.data();
 
   opened_ = true;  // close is due from here on, even if open fails
   in_open_ = true;
@@ -251,9 +265,17 @@ void PluginOperator::SetSecondInput(Schema schema, std::vector<plan::KeySpec> ke
   second_key_ = std::move(key);
 }
 
-void PluginOperator::FillValues(const Record& r, sluice_value* out) const {
+void PluginOperator::FillValues(const Record& r, sluice_value* out, uint8_t* nulls) const {
   const std::vector<FieldType>& types = input_types_[batch_input_];
+  const std::vector<uint8_t>& nullable = input_nullable_[batch_input_];
   for (size_t i = 0; i < types.size(); ++i) {
+    if (nulls != nullptr) {
+      nulls[i] = nullable[i] != 0 && r.IsNull(i) ? 1 : 0;
+      if (nulls[i] != 0) {  // a null reads as the type's default
+        out[i] = sluice_value{0, 0, {"", 0}};
+        continue;
+      }
+    }
     const Value& v = r[i];
     switch (types[i]) {
       case FieldType::kDouble: out[i].d = v.d; break;
@@ -275,9 +297,11 @@ absl::Status PluginOperator::ProcessBatch(int input, const Record* records, size
   const size_t nf = input_types_[input].size();
   if (input_values_.size() < count * nf) input_values_.resize(count * nf);
   if (batch_.size() < count) batch_.resize(count);
+  const bool nulls = input_has_nullable_[input];
+  if (nulls && input_nulls_.size() < count * nf) input_nulls_.resize(count * nf);
   for (size_t i = 0; i < count; ++i) {
     sluice_value* values = input_values_.data() + i * nf;
-    FillValues(records[i], values);
+    FillValues(records[i], values, nulls ? input_nulls_.data() + i * nf : nullptr);
     batch_[i] = sluice_record{values, &records[i]};
   }
   host_error_ = absl::OkStatus();
@@ -355,6 +379,17 @@ sluice_status PluginOperator::Emit(sluice_host* host) {
       case FieldType::kDouble: out.d = v.d; break;
       case FieldType::kString: out.s.assign(v.s.data == nullptr ? "" : v.s.data, v.s.data == nullptr ? 0 : v.s.size); break;
       default: out.i = v.i; break;
+    }
+  }
+  if (self->plugin_sees_nulls_) {
+    for (size_t i = 0; i < self->output_nulls_.size(); ++i) {
+      const bool null = self->output_nulls_[i] != 0;
+      if (null && self->output_nullable_[i] == 0) {
+        return self->HostFail(absl::FailedPreconditionError(absl::StrCat(
+            "plugin operator type '", self->type_->name, "' emitted null into output field '",
+            self->output_schema_.field(i).name, "', which is not nullable (declare it with add_nullable_field)")));
+      }
+      self->out_record_.SetNullTo(i, null);
     }
   }
   absl::Status s = self->output_->Emit(self->out_record_);
@@ -594,6 +629,16 @@ void PluginOperator::Log(sluice_host* host, sluice_log_level level, const char* 
     case SLUICE_LOG_ERROR: spdlog::error("{}: {}", self->ctx_.task_name, m); break;
     default: spdlog::info("{}: {}", self->ctx_.task_name, m); break;
   }
+}
+
+sluice_status PluginOperator::InputNulls(sluice_host* host, const uint8_t** nulls) {
+  PluginOperator* self = Self(host);
+  if (self->batch_count_ == 0) {
+    return self->HostFail(absl::FailedPreconditionError(absl::StrCat(
+        "plugin operator type '", self->type_->name, "' asked for input_nulls outside a process call")));
+  }
+  *nulls = self->input_has_nullable_[self->batch_input_] ? self->input_nulls_.data() : nullptr;
+  return SLUICE_OK;
 }
 
 absl::StatusOr<std::unique_ptr<ops::Operator>> CreatePluginOperator(const LoadedPlugin& plugin,

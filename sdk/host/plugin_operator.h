@@ -42,6 +42,10 @@ namespace sluice::plugin {
 // only passes on a failed host callback (e.g. Emit() cancelled), the host's own status is
 // returned.
 //
+// Nulls: a null input value reaches every plugin as its type's default (0, 0.0, false, ""); a
+// plugin of ABI 1.2 or later also learns which values are null (`input_nulls`) and may emit
+// null into a nullable output field (`output_nulls`); older plugins emit no null.
+//
 // Two-input types (ABI 1.1): SetSecondInput() before Open() gives input 1's schema and key;
 // ProcessBatch(input, ...) hands a batch of either input to `process_input`.
 // CreatePluginOperator() calls SetSecondInput() from the spec.
@@ -94,7 +98,9 @@ class PluginOperator final : public ops::Operator {
   // Remembers a failed host callback's status and returns its code.
   sluice_status HostFail(absl::Status s);
   sluice_status NeedKeyed(const char* what);
-  void FillValues(const Record& r, sluice_value* out) const;
+  // Record r's values into out (nulls as defaults) and, when `nulls` is not null, one byte per
+  // field into it (1: null).
+  void FillValues(const Record& r, sluice_value* out, uint8_t* nulls) const;
 
   // The host callbacks (static table; `host` is this operator).
   static const sluice_host_api kApi;
@@ -127,6 +133,7 @@ class PluginOperator final : public ops::Operator {
                                        sluice_counter** counter);
   static void CounterAdd(sluice_host* host, sluice_counter* counter, uint64_t n);
   static void Log(sluice_host* host, sluice_log_level level, const char* message, size_t size);
+  static sluice_status InputNulls(sluice_host* host, const uint8_t** nulls);
 
   // Constant after construction.
   const LoadedPlugin* const plugin_;
@@ -147,6 +154,11 @@ class PluginOperator final : public ops::Operator {
   bool same_schema_[2] = {false, false};  // output schema == input i's schema
   std::vector<FieldType> input_types_[2];
   std::vector<FieldType> output_types_;
+  std::vector<uint8_t> input_nullable_[2];  // per input field: 1 when nullable
+  bool input_has_nullable_[2] = {false, false};
+  const uint8_t* input_nullable_ptrs_[2] = {nullptr, nullptr};
+  std::vector<uint8_t> output_nullable_;
+  bool plugin_sees_nulls_ = false;  // the plugin is of ABI 1.2 or later
   std::vector<std::unique_ptr<plan::Expr>> key_exprs_[2];  // per input
   bool has_second_input_ = false;
   Schema second_schema_;
@@ -161,6 +173,8 @@ class PluginOperator final : public ops::Operator {
 
   // Per call (reused buffers: no allocation once grown).
   std::vector<sluice_value> output_values_;
+  std::vector<uint8_t> output_nulls_;  // written by the plugin (ABI 1.2)
+  std::vector<uint8_t> input_nulls_;   // the batch's, when its input has nullable fields
   Record out_record_;
   std::vector<sluice_value> input_values_;
   std::vector<sluice_record> batch_;

@@ -56,6 +56,145 @@ Schema PluginOperatorTypeEntry::InferSchema(const plan::OperatorOptions& options
   return options.As<PluginOptions>()->output_schema;  // options come from ParseOptions() above
 }
 
+namespace {
+
+// A std::string as a sluice_accumulator: resize() resizes the string.
+struct StringAccumulator {
+  explicit StringAccumulator(std::string* s) : str(s) {
+    abi.struct_size = sizeof(abi);
+    abi.host_data = this;
+    abi.data = s->data();
+    abi.size = s->size();
+    abi.resize = &Resize;
+  }
+  static sluice_status Resize(sluice_accumulator* self, size_t size) {
+    auto* a = static_cast<StringAccumulator*>(self->host_data);
+    a->str->resize(size);
+    self->data = a->str->data();
+    self->size = size;
+    return SLUICE_OK;
+  }
+  sluice_accumulator abi;
+  std::string* str;
+};
+
+sluice_value ToAbiValue(FieldType type, const Value& v) {
+  sluice_value out{0, 0, {nullptr, 0}};
+  switch (type) {
+    case FieldType::kDouble: out.d = v.d; break;
+    case FieldType::kString: out.s = sluice_string{v.s.data(), v.s.size()}; break;
+    default: out.i = v.i; break;
+  }
+  return out;
+}
+
+}  // namespace
+
+PluginAggregateFunction::PluginAggregateFunction(const LoadedPlugin* plugin,
+                                                 const PluginAggregateFunctionInfo* fn)
+    : fn_(fn), origin_(Describe(*plugin)) {
+  for (int t = 0; t < kFieldTypes; ++t) {
+    absl::StatusOr<FieldType> r = ResultType(static_cast<FieldType>(t));
+    result_types_[t] = r.ok() ? static_cast<int>(*r) : -1;
+  }
+}
+
+absl::Status PluginAggregateFunction::Failed(sluice_status code, const char* hook,
+                                             const std::string& message) const {
+  const absl::StatusCode c = code == SLUICE_ERR_INVALID_ARGUMENT    ? absl::StatusCode::kInvalidArgument
+                             : code == SLUICE_ERR_FAILED_PRECONDITION ? absl::StatusCode::kFailedPrecondition
+                             : code == SLUICE_ERR_UNAVAILABLE         ? absl::StatusCode::kUnavailable
+                             : code == SLUICE_ERR_CANCELLED           ? absl::StatusCode::kCancelled
+                                                                      : absl::StatusCode::kInternal;
+  return absl::Status(c, absl::StrCat("aggregate function '", fn_->name, "' of ", origin_, " failed in ",
+                                      hook, ": ", message.empty() ? "(no message)" : message));
+}
+
+absl::StatusOr<FieldType> PluginAggregateFunction::ResultType(FieldType in) const {
+  ErrorSink error;
+  sluice_field_type out = -1;
+  sluice_status s = fn_->abi->result_type(fn_->abi->type_data, ToAbi(in), &out, error.get());
+  if (s != SLUICE_OK) {
+    return absl::InvalidArgumentError(error.message().empty() ? "(no message)" : error.message());
+  }
+  absl::StatusOr<FieldType> t = FromAbi(out);
+  if (!t.ok()) return Failed(SLUICE_ERR_INTERNAL, "result_type", std::string(t.status().message()));
+  return *t;
+}
+
+absl::Status PluginAggregateFunction::Create(FieldType in, std::string* acc) const {
+  acc->clear();
+  StringAccumulator a(acc);
+  ErrorSink error;
+  sluice_status s = fn_->abi->create(fn_->abi->type_data, ToAbi(in), &a.abi, error.get());
+  return s == SLUICE_OK ? absl::OkStatus() : Failed(s, "create", error.message());
+}
+
+absl::Status PluginAggregateFunction::Add(FieldType in, const Value& v, std::string* acc) const {
+  StringAccumulator a(acc);
+  const sluice_value value = ToAbiValue(in, v);
+  ErrorSink error;
+  sluice_status s = fn_->abi->add(fn_->abi->type_data, ToAbi(in), &a.abi, &value, error.get());
+  return s == SLUICE_OK ? absl::OkStatus() : Failed(s, "add", error.message());
+}
+
+absl::Status PluginAggregateFunction::Merge(FieldType in, absl::string_view other, std::string* acc) const {
+  StringAccumulator a(acc);
+  ErrorSink error;
+  sluice_status s = fn_->abi->merge(fn_->abi->type_data, ToAbi(in), &a.abi,
+                                    sluice_string{other.data(), other.size()}, error.get());
+  return s == SLUICE_OK ? absl::OkStatus() : Failed(s, "merge", error.message());
+}
+
+absl::Status PluginAggregateFunction::Result(FieldType in, absl::string_view acc, Value* out,
+                                             bool* is_null) const {
+  const int t = static_cast<int>(in);
+  if (t < 0 || t >= kFieldTypes || result_types_[t] < 0) {
+    return Failed(SLUICE_ERR_FAILED_PRECONDITION, "get_result",
+                  absl::StrCat("it takes no ", FieldTypeName(in), " input"));
+  }
+  const FieldType type = static_cast<FieldType>(result_types_[t]);
+  sluice_value result{0, 0, {nullptr, 0}};
+  int32_t null = 0;
+  ErrorSink error;
+  sluice_status s = fn_->abi->get_result(fn_->abi->type_data, ToAbi(in), sluice_string{acc.data(), acc.size()},
+                                         &result, &null, error.get());
+  if (s != SLUICE_OK) return Failed(s, "get_result", error.message());
+  *is_null = null != 0;
+  switch (type) {
+    case FieldType::kDouble: out->d = *is_null ? 0 : result.d; break;
+    case FieldType::kString:
+      if (*is_null || result.s.data == nullptr) {
+        out->s.clear();
+      } else {
+        out->s.assign(result.s.data, result.s.size);
+      }
+      break;
+    default: out->i = *is_null ? 0 : result.i; break;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AddPluginAggregateFunctions(const std::vector<const LoadedPlugin*>& plugins,
+                                         const AddAggregateFn& add) {
+  static constexpr absl::string_view kBuiltins[] = {"count", "sum",  "min",  "max",
+                                                    "avg",   "first", "last", "count_distinct"};
+  std::set<const LoadedPlugin*> seen;
+  for (const LoadedPlugin* p : plugins) {
+    if (!seen.insert(p).second) continue;
+    for (const PluginAggregateFunctionInfo& f : p->aggregate_functions) {
+      const std::string who = absl::StrCat("aggregate function '", f.name, "' of ", Describe(*p));
+      if (std::find(std::begin(kBuiltins), std::end(kBuiltins), f.name) != std::end(kBuiltins)) {
+        return absl::InvalidArgumentError(absl::StrCat(who, " has the name of a built-in function"));
+      }
+      absl::Status s = add(std::make_shared<PluginAggregateFunction>(p, &f));
+      if (absl::IsAlreadyExists(s)) return absl::InvalidArgumentError(absl::StrCat(who, " is already registered"));
+      SLUICE_RETURN_IF_ERROR(s);
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<const LoadedPlugin*>> LoadPluginDir(PluginLoader* loader, const std::string& dir) {
   std::vector<const LoadedPlugin*> plugins;
   if (dir.empty()) return plugins;
@@ -108,8 +247,11 @@ absl::Status AddPluginTypes(const std::vector<const LoadedPlugin*>& plugins, con
 
 absl::Status AddPluginTypesToCatalog(const std::vector<const LoadedPlugin*>& plugins,
                                      plan::OperatorTypeCatalog* catalog) {
-  return AddPluginTypes(plugins, [catalog](const LoadedPlugin& p, const PluginOperatorType& t) {
+  SLUICE_RETURN_IF_ERROR(AddPluginTypes(plugins, [catalog](const LoadedPlugin& p, const PluginOperatorType& t) {
     return catalog->Add(std::make_unique<PluginOperatorTypeEntry>(&p, &t));
+  }));
+  return AddPluginAggregateFunctions(plugins, [catalog](std::shared_ptr<const plan::AggregateFunction> fn) {
+    return catalog->AddAggregateFunction(std::move(fn));
   });
 }
 

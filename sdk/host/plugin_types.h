@@ -46,6 +46,42 @@ class PluginOperatorTypeEntry final : public plan::OperatorType {
   const PluginOperatorType* const type_;
 };
 
+// A plugin's aggregate function (ABI 1.2) as the catalog keeps it: runs the plugin's hooks, an
+// accumulator being a std::string the hooks read and resize in place (no allocation once it
+// has grown). Any thread, concurrently (the hooks keep no state). A failing hook is
+// kInvalidArgument (result_type: the input type is refused) or the hook's code, with
+// "aggregate function 'f' of plugin ...: <the plugin's message>".
+class PluginAggregateFunction final : public plan::AggregateFunction {
+ public:
+  PluginAggregateFunction(const LoadedPlugin* plugin, const PluginAggregateFunctionInfo* fn);
+
+  const std::string& name() const override { return fn_->name; }
+  const std::string& origin() const override { return origin_; }
+  absl::StatusOr<FieldType> ResultType(FieldType in) const override;
+  bool Runnable() const override { return true; }
+  uint32_t AccumulatorVersion() const override { return fn_->abi->accumulator_version; }
+  absl::Status Create(FieldType in, std::string* acc) const override;
+  absl::Status Add(FieldType in, const Value& v, std::string* acc) const override;
+  absl::Status Merge(FieldType in, absl::string_view other, std::string* acc) const override;
+  absl::Status Result(FieldType in, absl::string_view acc, Value* out, bool* is_null) const override;
+
+ private:
+  absl::Status Failed(sluice_status code, const char* hook, const std::string& message) const;
+
+  static constexpr int kFieldTypes = 5;  // int64, double, string, bool, timestamp
+  const PluginAggregateFunctionInfo* const fn_;
+  const std::string origin_;  // Describe(plugin)
+  int result_types_[kFieldTypes];  // by input type: the result type, or -1 (refused)
+};
+
+// Adds the aggregate functions of `plugins` through `add` (OperatorTypeCatalog::
+// AddAggregateFunction, or a registry's), each plugin once. kInvalidArgument for a name that is
+// taken ("aggregate function 'x' of plugin 'p' 1.0.0 (/path) is already registered") or that
+// is a built-in's (count, sum, min, max, avg, first, last, count_distinct).
+using AddAggregateFn = std::function<absl::Status(std::shared_ptr<const plan::AggregateFunction> fn)>;
+absl::Status AddPluginAggregateFunctions(const std::vector<const LoadedPlugin*>& plugins,
+                                         const AddAggregateFn& add);
+
 // Loads every regular file ending in ".so" in `dir` (in name order). An empty `dir` loads
 // nothing. kNotFound when `dir` is not a readable directory; a file that does not load fails
 // the whole call with the loader's reason (which names the file).
@@ -65,7 +101,8 @@ absl::StatusOr<std::vector<const LoadedPlugin*>> LoadJobPlugins(PluginLoader* lo
 using AddTypeFn = std::function<absl::Status(const LoadedPlugin& plugin, const PluginOperatorType& type)>;
 absl::Status AddPluginTypes(const std::vector<const LoadedPlugin*>& plugins, const AddTypeFn& add);
 
-// The catalog entry of every type of `plugins` added to `catalog` (AddPluginTypes).
+// The catalog entry of every type and aggregate function of `plugins` added to `catalog`
+// (AddPluginTypes, AddPluginAggregateFunctions).
 absl::Status AddPluginTypesToCatalog(const std::vector<const LoadedPlugin*>& plugins,
                                      plan::OperatorTypeCatalog* catalog);
 

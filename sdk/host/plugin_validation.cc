@@ -32,7 +32,9 @@ using nlohmann::json;
 
 json SchemaJson(const Schema& schema) {
   json fields = json::array();
-  for (const Field& f : schema.fields()) fields.push_back({f.name, std::string(FieldTypeName(f.type))});
+  for (const Field& f : schema.fields()) {
+    fields.push_back({f.name, std::string(FieldTypeName(f.type)), f.nullable});
+  }
   return fields;
 }
 
@@ -40,10 +42,40 @@ absl::StatusOr<Schema> SchemaFromJson(const json& fields) {
   std::vector<Field> out;
   for (const json& f : fields) {
     SLUICE_ASSIGN_OR_RETURN(FieldType type, ParseFieldType(f.at(1).get<std::string>()));
-    out.push_back(Field{f.at(0).get<std::string>(), type});
+    out.push_back(Field{f.at(0).get<std::string>(), type, f.size() > 2 && f.at(2).get<bool>()});
   }
   return Schema(std::move(out));
 }
+
+constexpr int kFieldTypes = 5;  // int64, double, string, bool, timestamp
+
+// A reported aggregate function: plans (its result type per input type, as the helper's plugin
+// said), never runs.
+class ValidatedAggregateFunction final : public plan::AggregateFunction {
+ public:
+  explicit ValidatedAggregateFunction(ValidatedPlugins::AggregateFunction f) : f_(std::move(f)) {}
+  const std::string& name() const override { return f_.name; }
+  const std::string& origin() const override { return f_.origin; }
+  absl::StatusOr<FieldType> ResultType(FieldType in) const override {
+    const int t = static_cast<int>(in);
+    if (t < 0 || t >= kFieldTypes) return absl::InvalidArgumentError("unknown field type");
+    if (f_.result_types[t] < 0) return absl::InvalidArgumentError(f_.refusals[t]);
+    return static_cast<FieldType>(f_.result_types[t]);
+  }
+  bool Runnable() const override { return false; }
+  uint32_t AccumulatorVersion() const override { return f_.accumulator_version; }
+  absl::Status Create(FieldType, std::string*) const override { return NotHere(); }
+  absl::Status Add(FieldType, const Value&, std::string*) const override { return NotHere(); }
+  absl::Status Merge(FieldType, absl::string_view, std::string*) const override { return NotHere(); }
+  absl::Status Result(FieldType, absl::string_view, Value*, bool*) const override { return NotHere(); }
+
+ private:
+  absl::Status NotHere() const {
+    return absl::FailedPreconditionError(
+        absl::StrCat("aggregate function '", f_.name, "' was only validated in this process"));
+  }
+  const ValidatedPlugins::AggregateFunction f_;
+};
 
 // A plugin type's entry, saying "at: ..." on `progress` before each call into the plugin.
 class ReportingEntry final : public plan::OperatorType {
@@ -126,6 +158,27 @@ absl::StatusOr<ValidatedPlugins> ParseReport(const std::string& text) {
     SLUICE_ASSIGN_OR_RETURN(options->second_input_schema, SchemaFromJson(o.at("second_input_schema")));
     v.options[o.at("id").get<std::string>()] = std::move(options);
   }
+  for (const json& f : report.value("aggregate_functions", json::array())) {
+    ValidatedPlugins::AggregateFunction fn;
+    fn.name = f.at("name").get<std::string>();
+    fn.origin = f.at("origin").get<std::string>();
+    fn.accumulator_version = f.at("accumulator_version").get<uint32_t>();
+    const json& results = f.at("results");
+    if (!results.is_array() || results.size() != kFieldTypes) {
+      return absl::InternalError(absl::StrCat("the plugin helper reported aggregate function '", fn.name,
+                                              "' without a result per field type"));
+    }
+    for (int t = 0; t < kFieldTypes; ++t) {
+      const json& r = results[t];
+      if (r.is_string()) {
+        SLUICE_ASSIGN_OR_RETURN(FieldType type, ParseFieldType(r.get<std::string>()));
+        fn.result_types[t] = static_cast<int>(type);
+      } else {
+        fn.refusals[t] = r.at("refused").get<std::string>();
+      }
+    }
+    v.aggregate_functions.push_back(std::move(fn));
+  }
   return v;
 }
 
@@ -182,6 +235,28 @@ std::string ValidationReport(const std::string& yaml, const std::string& source_
     return catalog.Add(std::move(entry));
   });
   if (!added.ok()) return ErrorReport(added);
+  // Aggregate functions: the result type the plugin gives for each input type (result_type is
+  // a pure type hook), so that the caller plans with them without loading the plugin.
+  json functions = json::array();
+  std::fprintf(progress, "at: running result_type of the plugins' aggregate functions\n");
+  std::fflush(progress);
+  added = AddPluginAggregateFunctions(*plugins, [&](std::shared_ptr<const plan::AggregateFunction> fn) {
+    json results = json::array();
+    for (int t = 0; t < kFieldTypes; ++t) {
+      absl::StatusOr<FieldType> r = fn->ResultType(static_cast<FieldType>(t));
+      if (r.ok()) {
+        results.push_back(std::string(FieldTypeName(*r)));
+      } else {
+        results.push_back({{"refused", std::string(r.status().message())}});
+      }
+    }
+    functions.push_back({{"name", fn->name()},
+                         {"origin", fn->origin()},
+                         {"accumulator_version", fn->AccumulatorVersion()},
+                         {"results", std::move(results)}});
+    return catalog.AddAggregateFunction(std::move(fn));
+  });
+  if (!added.ok()) return ErrorReport(added);
   absl::StatusOr<plan::JobSpec> job = plan::ParseJobSpec(yaml, source_name, catalog, parallelism);
   if (!job.ok()) return ErrorReport(job.status());
   json operators = json::array();
@@ -193,7 +268,7 @@ std::string ValidationReport(const std::string& yaml, const std::string& source_
                          {"output_schema", SchemaJson(o->output_schema)},
                          {"second_input_schema", SchemaJson(o->second_input_schema)}});
   }
-  return json{{"types", types}, {"operators", operators}}.dump();
+  return json{{"types", types}, {"operators", operators}, {"aggregate_functions", functions}}.dump();
 }
 
 absl::StatusOr<ValidatedPlugins> ValidateInHelper(const std::string& yaml, const std::string& source_name,
@@ -329,6 +404,13 @@ absl::Status AddValidatedPluginTypes(const ValidatedPlugins& validated, plan::Op
     if (!s.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("operator type '", t.traits.name, "' of plugin ", t.plugin, " is already registered"));
+    }
+  }
+  for (const ValidatedPlugins::AggregateFunction& f : validated.aggregate_functions) {
+    absl::Status s = catalog->AddAggregateFunction(std::make_shared<ValidatedAggregateFunction>(f));
+    if (!s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("aggregate function '", f.name, "' of ", f.origin, " is already registered"));
     }
   }
   return absl::OkStatus();

@@ -20,8 +20,10 @@ namespace sluice::plugin {
 // The helper plans the whole job (the producers' schemas are the inputs of output_schema
 // hooks) with the built-in types and the plugins loaded in its own process, then prints a
 // report (one JSON object on stdout): the plugin types the job may use and, per plugin
-// operator, the options its hooks accepted (PluginOptions), or the planner's error (code and
-// message, with the job file position). The caller turns the report into catalog entries that
+// operator, the options its hooks accepted (PluginOptions), the plugins' aggregate functions
+// with their result type per input type, or the planner's error (code and message, with the
+// job file position: an unknown aggregate function or one refusing its field's type is
+// reported at the aggregate's line). The caller turns the report into catalog entries that
 // hand back those options, and plans the job again with them: the same JobSpec as planning with
 // the plugins loaded, without loading them.
 
@@ -33,6 +35,16 @@ struct ValidatedPlugins {
   };
   std::vector<Type> types;
   std::map<std::string, std::shared_ptr<const PluginOptions>> options;  // by operator id
+  // The plugins' aggregate functions (ABI 1.2) and, per input field type (FieldType order), the
+  // result type they give or the reason they refuse it.
+  struct AggregateFunction {
+    std::string name;
+    std::string origin;  // "plugin 'p' 1.0.0 (/path/libp.so)"
+    uint32_t accumulator_version = 0;
+    int result_types[5] = {-1, -1, -1, -1, -1};  // a FieldType, or -1: refused
+    std::string refusals[5];
+  };
+  std::vector<AggregateFunction> aggregate_functions;
 };
 
 // Helper side: plans `yaml` (its file name `source_name`, for positions) at `parallelism` with
@@ -62,7 +74,8 @@ absl::StatusOr<ValidatedPlugins> ValidateInHelper(const std::string& yaml, const
 
 // Adds an entry per reported type to `catalog`: its ParseOptions() returns the reported options
 // of the operator (by id; kInternal for one the helper did not report), InferSchema() their
-// output schema. kInvalidArgument for a type name that is taken.
+// output schema; and per reported aggregate function an entry that plans (result types) but
+// does not run. kInvalidArgument for a type or function name that is taken.
 absl::Status AddValidatedPluginTypes(const ValidatedPlugins& validated, plan::OperatorTypeCatalog* catalog);
 
 }  // namespace sluice::plugin

@@ -40,6 +40,7 @@ static const sluice_operator_type* const kTypes[] = {&kType};
 
 static const sluice_plugin kPlugin = {
     sizeof(sluice_plugin), TEST_ABI_MAJOR, TEST_ABI_MINOR, {"abi-test", 8}, {"1.0.0", 5}, kTypes, 1,
+    NULL, 0,
 };
 
 #ifdef TEST_ENTRY

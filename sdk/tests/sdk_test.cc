@@ -101,15 +101,15 @@ TEST(PluginLoaderTest, SameMajorOlderOrEqualMinorLoads) {
 }
 
 TEST(PluginLoaderTest, NewerMinorIsRefusedWithBothVersionsAndRemedy) {
-  PluginLoader loader;  // this build's ABI, 1.1
-  std::string path = PluginPath("test_plugin_abi_1_2");
+  PluginLoader loader;  // this build's ABI, 1.2
+  std::string path = PluginPath("test_plugin_abi_1_3");
   EXPECT_THAT(loader.Load(path),
               StatusIs(absl::StatusCode::kFailedPrecondition,
                        absl::StrCat("cannot load plugin ", path,
-                                    ": it was built for plugin ABI 1.2, but this Sluice build supports ABI 1.1 "
-                                    "(it loads plugins built for ABI 1.0 to 1.1): rebuild the plugin against the "
-                                    "Sluice SDK of this build (ABI 1.1), or upgrade Sluice to a release with ABI "
-                                    "1.2 or later")));
+                                    ": it was built for plugin ABI 1.3, but this Sluice build supports ABI 1.2 "
+                                    "(it loads plugins built for ABI 1.0 to 1.2): rebuild the plugin against the "
+                                    "Sluice SDK of this build (ABI 1.2), or upgrade Sluice to a release with ABI "
+                                    "1.3 or later")));
   // A 1.0 host refuses a 1.1 plugin the same way.
   PluginLoader old_host(AbiVersion{1, 0});
   EXPECT_THAT(old_host.Load(PluginPath("test_plugin_abi_1_1")),
@@ -118,9 +118,9 @@ TEST(PluginLoaderTest, NewerMinorIsRefusedWithBothVersionsAndRemedy) {
                                             "1.0 (it loads plugins built for ABI 1.0 to 1.0)")));
 }
 
-TEST(PluginLoaderTest, ThisHostIsAbi11AndLoads10Plugins) {
+TEST(PluginLoaderTest, ThisHostIsAbi12AndLoads10And11Plugins) {
   EXPECT_EQ(kHostAbi.major, 1u);
-  EXPECT_EQ(kHostAbi.minor, 1u);
+  EXPECT_EQ(kHostAbi.minor, 2u);
   PluginLoader loader;
   auto p = loader.Load(PluginPath("test_plugin_abi_1_0"));
   ASSERT_OK(p);
@@ -128,6 +128,9 @@ TEST(PluginLoaderTest, ThisHostIsAbi11AndLoads10Plugins) {
   auto q = loader.Load(PluginPath("test_plugin_abi_1_1"));
   ASSERT_OK(q);
   EXPECT_EQ((*q)->abi.minor, 1u);
+  auto r = loader.Load(PluginPath("test_plugin_abi_1_2"));
+  ASSERT_OK(r);
+  EXPECT_EQ((*r)->abi.minor, 2u);
 }
 
 TEST(PluginLoaderTest, TwoInputTypesNeedAbi11AndAtMostTwoInputs) {
@@ -211,9 +214,10 @@ TEST_F(SdkPluginTest, DescribesItsTypes) {
   std::vector<std::string> names;
   for (const auto& t : plugin_->types) names.push_back(absl::StrCat(t.name, t.keyed ? " (keyed)" : ""));
   EXPECT_THAT(names, ElementsAre("positive_filter", "keyed_count (keyed)", "distinct (keyed)", "thrower", "refuser", "fail_at",
-                                 "tier_join (keyed)", "forward_both"));
+                                 "tier_join (keyed)", "forward_both", "null_if_negative",
+                                 "null_everything"));
   EXPECT_EQ(Type("positive_filter").description, "keeps records whose field is above min");
-  EXPECT_EQ(plugin_->abi.minor, 1u);
+  EXPECT_EQ(plugin_->abi.minor, 2u);
   EXPECT_EQ(Type("positive_filter").num_inputs, 1);
   EXPECT_EQ(Type("tier_join").num_inputs, 2);
   EXPECT_EQ(Type("forward_both").num_inputs, 2);
@@ -1031,6 +1035,248 @@ TEST_F(HelperValidationTest, AMissingHelperIsUnavailable) {
   o.path = "/nonexistent/sluice-plugin-host";
   EXPECT_THAT(ValidateInHelper(Job("sdk_test_plugin", "type: positive_filter\n    field: v"), "job.yaml", 0, o).status(),
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr("/nonexistent/sluice-plugin-host")));
+}
+
+}  // namespace
+}  // namespace sluice::plugin
+
+// ---------------------------------------------------------------------------------------------
+// ABI 1.2: nulls in both directions, aggregate functions; plugins of 1.0 and 1.1 keep working
+
+namespace sluice::plugin {
+namespace {
+
+using ::testing::HasSubstr;
+
+// A record (user, amount) whose amount is null; its stale value is 7.
+Record NullAmount(const std::string& user) {
+  Record r(2);
+  r.SetString(0, user);
+  r.SetInt(1, 7);
+  r.SetNull(1);
+  return r;
+}
+
+const Schema kNullableAmount({{"user", FieldType::kString}, {"amount", FieldType::kInt64, true}});
+
+TEST_F(AdapterTest, Abi12PluginsReadNullBitsAndEmitNulls) {
+  auto op = Open("null_if_negative", "{}", kNullableAmount);
+  ASSERT_OK(op);
+  EXPECT_EQ(spec_.output_schema.ToString(), "(value int64 null, was_null bool)");
+  std::vector<Record> batch = {Rec("a", 5), NullAmount("b"), Rec("c", -3), Rec("d", 4)};
+  ASSERT_OK((*op)->ProcessBatch(0, batch.data(), batch.size()));
+  EXPECT_THAT(out_.records,
+              ElementsAre(R"({"value":5,"was_null":false})", R"({"value":null,"was_null":true})",
+                          R"({"value":null,"was_null":false})", R"({"value":4,"was_null":false})"));
+}
+
+TEST_F(AdapterTest, ANullIntoANotNullFieldIsRefused) {
+  auto op = Open("null_everything", "{}", input_);
+  ASSERT_OK(op);
+  EXPECT_THAT((*op)->Process(Rec("a", 1)),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "plugin operator type 'null_everything' emitted null into output field 'user', which is "
+                       "not nullable (declare it with add_nullable_field)"));
+  EXPECT_THAT(out_.records, IsEmpty());
+}
+
+// Plugins built before 1.2 see a null as the type's default (0 here), not the stale value 7.
+TEST_F(AdapterTest, Abi11And10PluginsSeeNullsAsDefaultValues) {
+  for (const char* name : {"sdk_test_plugin_1_1", "sdk_test_plugin_1_0", "sdk_test_plugin"}) {
+    auto p = PluginLoader::Default()->Load(PluginPath(name));
+    ASSERT_OK(p);
+    plugin_ = *p;
+    out_.records.clear();
+    auto op = Open("positive_filter", R"({"field":"amount","min":0})", kNullableAmount);
+    ASSERT_OK(op) << name;
+    std::vector<Record> batch = {NullAmount("a"), Rec("b", 2)};
+    ASSERT_OK((*op)->ProcessBatch(0, batch.data(), batch.size()));
+    EXPECT_THAT(out_.records, ElementsAre(R"({"user":"b","amount":2})")) << name;
+  }
+}
+
+TEST(Abi11PluginTest, LoadsWithTheDescriptorOf11AndRunsInTheFakeHostOfThisSdk) {
+  std::string path = PluginPath("sdk_test_plugin_1_1");
+  auto p = PluginLoader::Default()->Load(path);
+  ASSERT_OK(p);
+  EXPECT_EQ((*p)->abi.minor, 1u);
+  EXPECT_EQ((*p)->descriptor->struct_size, SLUICE_PLUGIN_SIZE_1_0);  // no aggregate functions field
+  EXPECT_EQ((*p)->types.size(), 8u);
+  EXPECT_TRUE((*p)->aggregate_functions.empty());
+  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+  ASSERT_NE(handle, nullptr);
+  auto init = reinterpret_cast<sluice_plugin_init_v1_fn>(dlsym(handle, SLUICE_PLUGIN_ENTRY_POINT));
+  ASSERT_NE(init, nullptr);
+  HarnessOptions o;
+  o.type = "tier_join";
+  o.input = {{"user", SdkType::kString}, {"amount", SdkType::kInt64}};
+  o.input2 = {{"user", SdkType::kString}, {"tier", SdkType::kString}};
+  o.key = {"user"};
+  o.key2 = {"user"};
+  Harness h(init, o);
+  ASSERT_TRUE(h.Open().ok());
+  ASSERT_TRUE(h.Process(1, {"a", "gold"}).ok());
+  ASSERT_TRUE(h.Process(0, {"a", 3}).ok());
+  EXPECT_THAT(h.output(), ElementsAre(R"({"user":"a","amount":3,"tier":"gold","input":0})"));
+}
+
+TEST(SdkNullsTest, TheFakeHostCarriesNullsBothWays) {
+  HarnessOptions o;
+  o.type = "null_if_negative";
+  o.input = {{"user", SdkType::kString}, {"amount", SdkType::kInt64}};
+  Harness h(&sluice_plugin_init_v1, o);
+  ASSERT_TRUE(h.Open().ok());
+  ASSERT_TRUE(h.ProcessBatch({{"a", 1}, {"b", sdk::testing::TestValue::Null()}, {"c", -1}}).ok());
+  EXPECT_THAT(h.output(), ElementsAre(R"({"value":1,"was_null":false})", R"({"value":null,"was_null":true})",
+                                      R"({"value":null,"was_null":false})"));
+}
+
+class AggregateFunctionTest : public SdkPluginTest {
+ protected:
+  PluginAggregateFunction Fn(const std::string& name) {
+    for (const auto& f : plugin_->aggregate_functions) {
+      if (f.name == name) return PluginAggregateFunction(plugin_, &f);
+    }
+    ADD_FAILURE() << "no aggregate function " << name;
+    return PluginAggregateFunction(plugin_, &plugin_->aggregate_functions[0]);
+  }
+};
+
+TEST_F(AggregateFunctionTest, LoadedWithTheirHooks) {
+  ASSERT_EQ(plugin_->aggregate_functions.size(), 2u);
+  EXPECT_EQ(plugin_->aggregate_functions[0].name, "sum_sq");
+  EXPECT_EQ(plugin_->aggregate_functions[0].description, "sum of squares");
+  EXPECT_EQ(plugin_->aggregate_functions[1].name, "throwing_agg");
+}
+
+TEST_F(AggregateFunctionTest, AccumulatorsRoundTripThroughTheAbi) {
+  PluginAggregateFunction f = Fn("sum_sq");
+  EXPECT_EQ(f.name(), "sum_sq");
+  EXPECT_EQ(f.origin(), absl::StrCat("plugin 'sdk-test' 0.1.0 (", PluginPath("sdk_test_plugin"), ")"));
+  EXPECT_TRUE(f.Runnable());
+  EXPECT_EQ(f.AccumulatorVersion(), 3u);
+  auto int_result = f.ResultType(FieldType::kInt64);
+  ASSERT_OK(int_result);
+  EXPECT_EQ(*int_result, FieldType::kInt64);
+  EXPECT_THAT(f.ResultType(FieldType::kString),
+              StatusIs(absl::StatusCode::kInvalidArgument, "sum_sq needs int64 or double, not string"));
+  std::string a, b;
+  ASSERT_OK(f.Create(FieldType::kInt64, &a));
+  EXPECT_EQ(a.size(), 8u);  // the plugin resized the host's accumulator
+  Value v;
+  for (int64_t x : {3, 4}) {
+    v.i = x;
+    ASSERT_OK(f.Add(FieldType::kInt64, v, &a));
+  }
+  ASSERT_OK(f.Create(FieldType::kInt64, &b));
+  v.i = -2;
+  ASSERT_OK(f.Add(FieldType::kInt64, v, &b));
+  Value out;
+  bool is_null = true;
+  ASSERT_OK(f.Result(FieldType::kInt64, a, &out, &is_null));
+  EXPECT_EQ(out.i, 25);
+  EXPECT_FALSE(is_null);
+  ASSERT_OK(f.Merge(FieldType::kInt64, b, &a));
+  ASSERT_OK(f.Result(FieldType::kInt64, a, &out, &is_null));
+  EXPECT_EQ(out.i, 29);
+  // Doubles go through .d.
+  std::string d;
+  ASSERT_OK(f.Create(FieldType::kDouble, &d));
+  v.d = 1.5;
+  ASSERT_OK(f.Add(FieldType::kDouble, v, &d));
+  ASSERT_OK(f.Result(FieldType::kDouble, d, &out, &is_null));
+  EXPECT_EQ(out.d, 2.25);
+  // A malformed accumulator is the plugin's error, named.
+  EXPECT_THAT(f.Merge(FieldType::kInt64, "xyz", &a),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       absl::StrCat("aggregate function 'sum_sq' of ", f.origin(), " failed in merge: bad accumulator")));
+}
+
+TEST_F(AggregateFunctionTest, AnExceptionBecomesAnErrorNamingTheFunction) {
+  PluginAggregateFunction f = Fn("throwing_agg");
+  std::string a;
+  ASSERT_OK(f.Create(FieldType::kInt64, &a));
+  EXPECT_THAT(f.Add(FieldType::kInt64, Value(), &a),
+              StatusIs(absl::StatusCode::kInternal,
+                       HasSubstr("aggregate function 'throwing_agg' threw an exception in Add: add exploded")));
+}
+
+// A window job using the plugin's function, planned against the catalog: an unknown function
+// and a field type the function refuses are refused with the aggregate's position.
+TEST_F(PluginTypesTest, WindowAggregatesNameThePluginsFunctionsAndAreCheckedAtPlanTime) {
+  auto job_with = [](const std::string& aggregate) {
+    return absl::StrCat(R"y(name: p
+operators:
+  - id: gen
+    type: datagen
+    count: 10
+    fields: [{name: k, type: int64, expr: "seq % 3"}, {name: v, type: int64, expr: "seq"}, {name: s, type: string, expr: "'x'"}]
+  - {id: by_k, type: key_by, key: [k]}
+  - id: win
+    type: window
+    tumble: {size: 10ms}
+    time_field: v
+    aggregates:
+      - )y", aggregate, R"y(
+  - {id: out, type: print}
+)y");
+  };
+  auto ok = plan::ParseJobSpec(job_with("{fn: sum_sq, field: v, as: sq}"), "job.yaml", catalog_);
+  ASSERT_OK(ok);
+  EXPECT_EQ(ok->operators[2].output_schema.ToString(),
+            "(k int64, window_start timestamp, window_end timestamp, sq int64 null, update bool)");
+  EXPECT_THAT(plan::ParseJobSpec(job_with("{fn: sum_sqq, field: v}"), "job.yaml", catalog_).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "job.yaml:13:14: unknown aggregate function 'sum_sqq' (expected count, sum, min, max, avg, "
+                       "first, last, count_distinct; from plugins: sum_sq, throwing_agg)"));
+  EXPECT_THAT(plan::ParseJobSpec(job_with("{fn: sum_sq, field: s}"), "job.yaml", catalog_).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       absl::StrCat("job.yaml:13:29: aggregate function 'sum_sq' of plugin 'sdk-test' 0.1.0 (",
+                                    PluginPath("sdk_test_plugin"),
+                                    ") does not take 's' (string): sum_sq needs int64 or double, not string")));
+}
+
+// The helper reports the plugin's aggregate functions: the coordinator plans with them (and
+// refuses wrong input types at the aggregate's line) without loading the plugin.
+TEST_F(HelperValidationTest, AggregateFunctionsArePlannedFromTheReport) {
+  const std::string op = R"y(type: key_by
+    key: [v]
+  - id: win
+    type: aggregate
+    aggregates: [{fn: sum_sq, field: v, as: sq}])y";
+  const std::string yaml = Job("sdk_test_plugin", op);
+  auto validated = ValidateInHelper(yaml, "job.yaml", 0, Options());
+  ASSERT_OK(validated);
+  ASSERT_EQ(validated->aggregate_functions.size(), 2u);
+  EXPECT_EQ(validated->aggregate_functions[0].name, "sum_sq");
+  EXPECT_EQ(validated->aggregate_functions[0].accumulator_version, 3u);
+  plan::OperatorTypeCatalog catalog;
+  ASSERT_OK(ops::RegisterBuiltinOperatorTypes(&catalog));
+  ASSERT_OK(AddValidatedPluginTypes(*validated, &catalog));
+  auto job = plan::ParseJobSpec(yaml, "job.yaml", catalog);
+  ASSERT_OK(job);
+  EXPECT_EQ(job->operators[2].output_schema.ToString(), "(v int64, sq int64 null)");
+  std::shared_ptr<const plan::AggregateFunction> f = catalog.FindAggregateFunction("sum_sq");
+  ASSERT_NE(f, nullptr);
+  EXPECT_FALSE(f->Runnable());
+  EXPECT_THAT(f->ResultType(FieldType::kString),
+              StatusIs(absl::StatusCode::kInvalidArgument, "sum_sq needs int64 or double, not string"));
+  // The helper refuses a field the function does not take, at the aggregate's position.
+  const std::string strings = absl::StrCat("name: p\nplugins: [", PluginPath("sdk_test_plugin"), R"y(]
+operators:
+  - {id: gen, type: datagen, count: 10, fields: [{name: s, type: string, expr: "'x'"}]}
+  - {id: by_s, type: key_by, key: [s]}
+  - id: agg
+    type: aggregate
+    aggregates: [{fn: sum_sq, field: s}]
+  - {id: out, type: print}
+)y");
+  EXPECT_THAT(ValidateInHelper(strings, "job.yaml", 0, Options()).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       ::testing::AllOf(::testing::StartsWith("job.yaml:8:38: aggregate function 'sum_sq' of plugin "
+                                                              "'sdk-test' 0.1.0 ("),
+                                        ::testing::EndsWith("does not take 's' (string): sum_sq needs int64 or "
+                                                            "double, not string"))));
 }
 
 }  // namespace

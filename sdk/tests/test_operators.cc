@@ -1,9 +1,10 @@
 // Operators of the in-tree test plugin (libsdk_test_plugin.so), also compiled into sdk_test
 // so the fake host (sluice/testing.h) can run them directly, and the plugin side of
 // bench/plugin_benchmark (positive_filter and keyed_count against the built-in filter and
-// aggregate count). Also compiled against the frozen
-// SDK 1.0 headers (sdk/tests/sdk_1_0/) as libsdk_test_plugin_1_0.so, without the operators
-// that need a later ABI, to check that 1.0 plugins keep working.
+// aggregate count). Also compiled against the frozen SDK 1.0 and 1.1 headers
+// (sdk/tests/sdk_1_0/, sdk_1_1/) as libsdk_test_plugin_1_0.so and libsdk_test_plugin_1_1.so,
+// without what needs a later ABI, to check that 1.0 and 1.1 plugins keep working.
+#include <cstring>
 #include <fstream>
 #include <stdexcept>
 #include <string>
@@ -288,6 +289,116 @@ class ForwardBoth : public sluice::sdk::TwoInputOperator {
 };
 #endif  // SLUICE_ABI_MINOR >= 1
 
+#if SLUICE_ABI_MINOR >= 2
+// Nulls (ABI 1.2): reads int64 `amount` and emits `value` (nullable: null when amount is null
+// or negative, else amount) and `was_null` (whether amount was null).
+class NullIfNegative : public sluice::sdk::Operator {
+ public:
+  static Status OutputSchema(const Schema&, const Options&, SchemaBuilder& out) {
+    out.AddNullable("value", FieldType::kInt64);
+    out.Add("was_null", FieldType::kBool);
+    return Status::Ok();
+  }
+  Status Open(Context& ctx) override {
+    SLUICE_SDK_RETURN_IF_ERROR(ctx.InputField("amount", FieldType::kInt64, &amount_));
+    SLUICE_SDK_RETURN_IF_ERROR(ctx.OutputField("value", FieldType::kInt64, &value_));
+    return ctx.OutputField("was_null", FieldType::kBool, &was_null_);
+  }
+  Status Process(const Record& in, Context& ctx) override {
+    if (in.IsNull(amount_) || in.Int(amount_) < 0) {
+      SLUICE_SDK_RETURN_IF_ERROR(ctx.Out().SetNull(value_));
+    } else {
+      ctx.Out().SetInt(value_, in.Int(amount_));
+    }
+    ctx.Out().SetBool(was_null_, in.IsNull(amount_));
+    return ctx.Emit();
+  }
+
+ private:
+  Field amount_;
+  Field value_;
+  Field was_null_;
+};
+
+// Emits null into every field of its input schema: refused by the host for NOT NULL fields.
+class NullEverything : public sluice::sdk::Operator {
+ public:
+  Status Process(const Record&, Context& ctx) override {
+    for (size_t i = 0; i < ctx.OutputSchema().size(); ++i) {
+      SLUICE_SDK_RETURN_IF_ERROR(ctx.Out().SetNull(Field{static_cast<int32_t>(i), ctx.OutputSchema().type(i)}));
+    }
+    return ctx.Emit();
+  }
+};
+
+// An aggregate function: the sum of squares of an int64 or double field (same type out),
+// accumulator version 3: [8 bytes: the sum]; refuses other types.
+class SumOfSquares : public sluice::sdk::AggregateFunction {
+ public:
+  Status ResultType(FieldType in, FieldType* out) const override {
+    if (in != FieldType::kInt64 && in != FieldType::kDouble) {
+      return Status::InvalidArgument(std::string("sum_sq needs int64 or double, not ") + sluice::sdk::FieldTypeName(in));
+    }
+    *out = in;
+    return Status::Ok();
+  }
+  Status Create(FieldType, sluice::sdk::Accumulator& acc) const override { return acc.Resize(8); }
+  Status Add(FieldType in, sluice::sdk::Accumulator& acc, const sluice::sdk::AggregateValue& v) const override {
+    if (acc.size() != 8) return Status::InvalidArgument("bad accumulator");
+    if (in == FieldType::kDouble) {
+      double sum;
+      std::memcpy(&sum, acc.data(), 8);
+      sum += v.Double() * v.Double();
+      std::memcpy(acc.data(), &sum, 8);
+    } else {
+      int64_t sum;
+      std::memcpy(&sum, acc.data(), 8);
+      sum += v.Int() * v.Int();
+      std::memcpy(acc.data(), &sum, 8);
+    }
+    return Status::Ok();
+  }
+  Status Merge(FieldType in, sluice::sdk::Accumulator& acc, std::string_view other) const override {
+    if (acc.size() != 8 || other.size() != 8) return Status::InvalidArgument("bad accumulator");
+    if (in == FieldType::kDouble) {
+      double a, b;
+      std::memcpy(&a, acc.data(), 8);
+      std::memcpy(&b, other.data(), 8);
+      a += b;
+      std::memcpy(acc.data(), &a, 8);
+    } else {
+      int64_t a, b;
+      std::memcpy(&a, acc.data(), 8);
+      std::memcpy(&b, other.data(), 8);
+      a += b;
+      std::memcpy(acc.data(), &a, 8);
+    }
+    return Status::Ok();
+  }
+  Status GetResult(FieldType in, std::string_view acc, sluice::sdk::AggregateResult& out) const override {
+    if (acc.size() != 8) return Status::InvalidArgument("bad accumulator");
+    if (in == FieldType::kDouble) {
+      double d;
+      std::memcpy(&d, acc.data(), 8);
+      out.SetDouble(d);
+    } else {
+      int64_t i;
+      std::memcpy(&i, acc.data(), 8);
+      out.SetInt(i);
+    }
+    return Status::Ok();
+  }
+};
+
+// An aggregate function that throws in Add (the exception becomes an error naming it).
+class ThrowingAggregate : public SumOfSquares {
+ public:
+  Status Add(FieldType, sluice::sdk::Accumulator&, const sluice::sdk::AggregateValue&) const override {
+    throw std::runtime_error("add exploded");
+  }
+};
+#endif  // SLUICE_ABI_MINOR >= 2
+
 }  // namespace
 
 SLUICE_PLUGIN("sdk-test", "0.1.0", plugin) {
@@ -311,5 +422,11 @@ SLUICE_PLUGIN("sdk-test", "0.1.0", plugin) {
 #if SLUICE_ABI_MINOR >= 1
   plugin.AddOperator<TierJoin>("tier_join").Keyed().OutputSchema(&TierJoin::OutputSchema);
   plugin.AddOperator<ForwardBoth>("forward_both");
+#endif
+#if SLUICE_ABI_MINOR >= 2
+  plugin.AddOperator<NullIfNegative>("null_if_negative").OutputSchema(&NullIfNegative::OutputSchema);
+  plugin.AddOperator<NullEverything>("null_everything");
+  plugin.AddAggregateFunction<SumOfSquares>("sum_sq").Description("sum of squares").AccumulatorVersion(3);
+  plugin.AddAggregateFunction<ThrowingAggregate>("throwing_agg");
 #endif
 }

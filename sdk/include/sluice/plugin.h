@@ -25,6 +25,12 @@
  *        batch), sluice_open_info.num_inputs / input_schemas, and
  *        sluice_operator_type.output_schema_inputs (the output schema from every input's);
  *        sluice_operator_type.options (what each option is, for `sluice plugin check`).
+ *   1.2  aggregate functions (sluice_aggregate_function, sluice_plugin.aggregate_functions) that
+ *        the `window` and `aggregate` operators use by name; nulls: sluice_host_api.input_nulls
+ *        (which input values are null), sluice_open_info.input_nullable / output_nullable /
+ *        output_nulls (emitting a null), sluice_schema_builder.add_nullable_field.
+ *        Plugins of 1.0 and 1.1 never see a null bit: a null input value reads as 0, 0.0, false
+ *        or "" (the field type's default), and everything they emit is non-null.
  *
  * Ownership, in one line per kind:
  *   - Strings passed to a call are borrowed for the duration of that call unless stated.
@@ -44,7 +50,7 @@
 
 /** ABI version this header describes. */
 #define SLUICE_ABI_MAJOR 1
-#define SLUICE_ABI_MINOR 1
+#define SLUICE_ABI_MINOR 2
 
 /** Name of this major version's entry point, as a string (for dlsym and messages). */
 #define SLUICE_PLUGIN_ENTRY_POINT "sluice_plugin_init_v1"
@@ -157,6 +163,10 @@ typedef struct sluice_schema_builder {
   void* host_data;
   void (*add_field)(struct sluice_schema_builder* self, const char* name, size_t name_size,
                     sluice_field_type type);
+  /* --- ABI 1.2 (use only when SLUICE_HAS_FIELD(b, sluice_schema_builder, add_nullable_field)) --- */
+  /** Adds a field that may hold null (the plugin emits null into it through output_nulls). */
+  void (*add_nullable_field)(struct sluice_schema_builder* self, const char* name,
+                             size_t name_size, sluice_field_type type);
 } sluice_schema_builder;
 
 /** Receives the entries of a snapshot of non-keyed state. Host-owned; valid during the call.
@@ -254,6 +264,14 @@ typedef struct sluice_host_api {
   void (*counter_add)(sluice_host* host, sluice_counter* counter, uint64_t n);
   /** Writes one line to the worker's log, prefixed with the task name. */
   void (*log)(sluice_host* host, sluice_log_level level, const char* message, size_t size);
+
+  /* --- ABI 1.2 (use only when SLUICE_HAS_FIELD(api, sluice_host_api, input_nulls)) --- */
+  /** During `process` / `process_input`: which values of the call's records are null, one byte
+   *  per field per record (nonzero: null), record i's field j at (*nulls)[i * num_fields + j]
+   *  (num_fields of that input's schema). *nulls = NULL when no field of the input is nullable
+   *  (no value can be null). A null value reads as its type's default (0, 0.0, false, ""). Valid
+   *  until the call returns. FAILED_PRECONDITION outside a process call. */
+  sluice_status (*input_nulls)(sluice_host* host, const uint8_t** nulls);
 } sluice_host_api;
 
 /** What `open` is told. Host-owned; the pointers in it stay valid until `close` returns. */
@@ -285,6 +303,16 @@ typedef struct sluice_open_info {
    *  in input 0's key). */
   int32_t num_inputs;
   const sluice_schema* input_schemas;
+
+  /* --- ABI 1.2 (read only when SLUICE_HAS_FIELD(info, sluice_open_info, output_nulls)) --- */
+  /** Per input (num_inputs arrays), one byte per field: nonzero when the field is nullable. */
+  const uint8_t* const* input_nullable;
+  /** One byte per output field: nonzero when the field is nullable. */
+  const uint8_t* output_nullable;
+  /** One byte per output field, written by the plugin beside output_values: nonzero emits the
+   *  field as null (only a nullable field may be null: emit fails with FAILED_PRECONDITION
+   *  otherwise). Host-owned, all zero at open; values persist between emits. */
+  uint8_t* output_nulls;
 } sluice_open_info;
 
 /* ------------------------------------------------------------------------------------------ */
@@ -403,6 +431,67 @@ typedef struct sluice_operator_type {
 /** sizeof(sluice_operator_type) in ABI 1.0. */
 #define SLUICE_OPERATOR_TYPE_SIZE_1_0 offsetof(sluice_operator_type, output_schema_inputs)
 
+/**
+ * ABI 1.2: an accumulator's bytes, host-owned, handed to an aggregate function's hooks. The
+ * function reads and writes data[0..size) in place and grows or shrinks it with resize (which
+ * may move data). Valid during the hook call that received it.
+ */
+typedef struct sluice_accumulator {
+  size_t struct_size;
+  void* host_data;
+  char* data;
+  size_t size;
+  /** Makes the accumulator `size` bytes long, keeping the first min(old, new) bytes (new bytes
+   *  are zero); updates data and size. */
+  sluice_status (*resize)(struct sluice_accumulator* self, size_t size);
+} sluice_accumulator;
+
+/**
+ * ABI 1.2: an aggregate function that the `window` and `aggregate` operators use by name in
+ * their `aggregates:` list (`{fn: NAME, field: F, as: OUT}`), like the built-in count or sum.
+ * Static (plugin-owned for the life of the process).
+ *
+ * The host keeps one accumulator (opaque bytes) per key and window in its keyed state, so
+ * accumulators are checkpointed, restored and rescaled with no help from the plugin. It stores
+ * `accumulator_version` with each one and refuses to restore an accumulator written under
+ * another version (change the version whenever the byte format changes).
+ *
+ * Hooks are type hooks: called from any thread, possibly concurrently, they keep no state
+ * between calls (everything lives in the accumulator). `input_type` is the type of the field
+ * the job aggregates (one result_type accepted). Null input values are skipped (as SQL's
+ * aggregates skip them): add never sees one.
+ */
+typedef struct sluice_aggregate_function {
+  size_t struct_size;
+  /** The `fn:` a job names it by. */
+  sluice_string name;
+  sluice_string description;
+  void* type_data;
+  /** The format version of the accumulator bytes. */
+  uint32_t accumulator_version;
+  /** Required. The result type for an input field of `input_type`, or INVALID_ARGUMENT with a
+   *  message for an input type the function does not take. Called at submission (in the
+   *  helper process, for every field type) and when an operator opens. */
+  sluice_status (*result_type)(void* type_data, sluice_field_type input_type,
+                               sluice_field_type* result_type, sluice_error* error);
+  /** Required. Writes the empty accumulator into `acc` (0 bytes on entry). */
+  sluice_status (*create)(void* type_data, sluice_field_type input_type, sluice_accumulator* acc,
+                          sluice_error* error);
+  /** Required. Adds one (non-null) input value to `acc`. */
+  sluice_status (*add)(void* type_data, sluice_field_type input_type, sluice_accumulator* acc,
+                       const sluice_value* value, sluice_error* error);
+  /** Required. Merges accumulator `other` (of the same function and input type) into `acc`:
+   *  session windows merge when a record bridges them. The result must not depend on the
+   *  order in which values were added or accumulators merged. */
+  sluice_status (*merge)(void* type_data, sluice_field_type input_type, sluice_accumulator* acc,
+                         sluice_string other, sluice_error* error);
+  /** Required. The result of `acc` into *result (the member of the result type); *is_null = 1
+   *  for a null result. A string result points into `acc` or static memory (the host copies
+   *  it at once). */
+  sluice_status (*get_result)(void* type_data, sluice_field_type input_type, sluice_string acc,
+                              sluice_value* result, int32_t* is_null, sluice_error* error);
+} sluice_aggregate_function;
+
 /** A plugin's descriptor, returned by the entry point. Static. */
 typedef struct sluice_plugin {
   size_t struct_size;
@@ -414,7 +503,15 @@ typedef struct sluice_plugin {
   /** Pointers (not an array of structs, so that the struct may grow). */
   const sluice_operator_type* const* operator_types;
   size_t num_operator_types;
+
+  /* --- ABI 1.2 --- */
+  /** Aggregate functions (pointers, so that the struct may grow). */
+  const sluice_aggregate_function* const* aggregate_functions;
+  size_t num_aggregate_functions;
 } sluice_plugin;
+
+/** sizeof(sluice_plugin) in ABI 1.0 (and 1.1). */
+#define SLUICE_PLUGIN_SIZE_1_0 offsetof(sluice_plugin, aggregate_functions)
 
 /**
  * The entry point of ABI major 1. Called once per process, before anything else, with the

@@ -158,11 +158,15 @@ class Schema {
 
 /// An input record (or a key): values by field index. Valid during the call that received
 /// it; strings point into host memory. Accessors read memory only (no call per field).
+/// A null value (of a nullable field) reads as its type's default; IsNull() tells (ABI 1.2).
 class Record {
  public:
   Record(const sluice_value* values, const sluice_record* raw) : v_(values), raw_(raw) {}
-  explicit Record(const sluice_record* raw) : v_(raw->values), raw_(raw) {}
+  explicit Record(const sluice_record* raw, const uint8_t* nulls = nullptr)
+      : v_(raw->values), raw_(raw), nulls_(nulls) {}
 
+  /// Whether field `f` is null (only nullable fields ever are; false on hosts before ABI 1.2).
+  bool IsNull(Field f) const { return nulls_ != nullptr && nulls_[f.index] != 0; }
   int64_t Int(Field f) const { return v_[f.index].i; }
   int64_t Timestamp(Field f) const { return v_[f.index].i; }
   double Double(Field f) const { return v_[f.index].d; }
@@ -171,33 +175,55 @@ class Record {
   const sluice_value& value(size_t index) const { return v_[index]; }
   /// The ABI record (null for a key).
   const sluice_record* raw() const { return raw_; }
+  /// One byte per field (nonzero: null), or null when no field can be null.
+  const uint8_t* nulls() const { return nulls_; }
 
  private:
   const sluice_value* v_;
   const sluice_record* raw_;
+  const uint8_t* nulls_ = nullptr;
 };
 
 /// The host-owned record builder: set output fields by index, then Context::Emit(). Values
 /// persist between emits. Strings are borrowed: they must stay valid until Emit() returns.
+/// SetNull() makes a nullable output field null until a setter gives it a value (ABI 1.2; the
+/// host refuses a null in a field that is not nullable).
 class OutputRecord {
  public:
   OutputRecord() = default;
-  explicit OutputRecord(sluice_value* v) : v_(v) {}
-  void SetInt(Field f, int64_t v) { v_[f.index].i = v; }
-  void SetTimestamp(Field f, int64_t v) { v_[f.index].i = v; }
-  void SetDouble(Field f, double v) { v_[f.index].d = v; }
-  void SetBool(Field f, bool v) { v_[f.index].i = v ? 1 : 0; }
-  void SetString(Field f, std::string_view v) { v_[f.index].s = sluice_string{v.data(), v.size()}; }
-  /// Copies input field `from` of `in` into output field `to` (same type).
-  void Copy(const Record& in, Field from, Field to) { v_[to.index] = in.value(from.index); }
+  explicit OutputRecord(sluice_value* v, uint8_t* nulls = nullptr) : v_(v), nulls_(nulls) {}
+  void SetInt(Field f, int64_t v) { Set(f).i = v; }
+  void SetTimestamp(Field f, int64_t v) { Set(f).i = v; }
+  void SetDouble(Field f, double v) { Set(f).d = v; }
+  void SetBool(Field f, bool v) { Set(f).i = v ? 1 : 0; }
+  void SetString(Field f, std::string_view v) { Set(f).s = sluice_string{v.data(), v.size()}; }
+  /// Makes field `f` null. kFailedPrecondition on a host before ABI 1.2 (it has no nulls).
+  Status SetNull(Field f) {
+    if (nulls_ == nullptr) return Status::FailedPrecondition("this host has no nulls (ABI 1.2 added them)");
+    nulls_[f.index] = 1;
+    return Status::Ok();
+  }
+  /// Copies input field `from` of `in` into output field `to` (same type), null or not.
+  void Copy(const Record& in, Field from, Field to) {
+    v_[to.index] = in.value(from.index);
+    if (nulls_ != nullptr) nulls_[to.index] = in.IsNull(from) ? 1 : 0;
+  }
   /// Copies the first `count` fields of `in` to the first `count` output fields (for outputs
   /// that extend their input).
   void CopyPrefix(const Record& in, size_t count) {
-    for (size_t i = 0; i < count; ++i) v_[i] = in.value(i);
+    for (size_t i = 0; i < count; ++i) {
+      v_[i] = in.value(i);
+      if (nulls_ != nullptr) nulls_[i] = in.nulls() != nullptr ? in.nulls()[i] : 0;
+    }
   }
 
  private:
+  sluice_value& Set(Field f) {
+    if (nulls_ != nullptr) nulls_[f.index] = 0;
+    return v_[f.index];
+  }
   sluice_value* v_ = nullptr;
+  uint8_t* nulls_ = nullptr;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -487,6 +513,14 @@ class SchemaBuilder {
   void Add(std::string_view name, FieldType type) {
     b_->add_field(b_, name.data(), name.size(), static_cast<sluice_field_type>(type));
   }
+  /// A field that may hold null (ABI 1.2; a host before that adds it NOT NULL).
+  void AddNullable(std::string_view name, FieldType type) {
+    if (SLUICE_HAS_FIELD(b_, sluice_schema_builder, add_nullable_field) && b_->add_nullable_field != nullptr) {
+      b_->add_nullable_field(b_, name.data(), name.size(), static_cast<sluice_field_type>(type));
+    } else {
+      Add(name, type);
+    }
+  }
   /// Appends every field of `schema`.
   void AddAll(const Schema& schema) {
     for (size_t i = 0; i < schema.size(); ++i) Add(schema.name(i), schema.type(i));
@@ -647,11 +681,16 @@ class Context {
         input_(info->input_schema),
         output_(info->output_schema),
         key_(info->key_schema),
-        out_(info->output_values) {
+        out_(info->output_values,
+             SLUICE_HAS_FIELD(info, sluice_open_info, output_nulls) ? info->output_nulls : nullptr) {
     inputs_[0] = input_;
     if (SLUICE_HAS_FIELD(info, sluice_open_info, input_schemas) && info->input_schemas != nullptr) {
       num_inputs_ = info->num_inputs < 1 ? 1 : (info->num_inputs > 2 ? 2 : info->num_inputs);
       for (int i = 0; i < num_inputs_; ++i) inputs_[i] = Schema(&info->input_schemas[i]);
+    }
+    if (SLUICE_HAS_FIELD(info, sluice_open_info, output_nulls)) {
+      input_nullable_ = info->input_nullable;
+      output_nullable_ = info->output_nullable;
     }
   }
 
@@ -684,6 +723,23 @@ class Context {
   }
   Status KeyField(std::string_view name, FieldType type, Field* out) const {
     return key_.Resolve(name, type, "key", out);
+  }
+  /// Whether field `f` of input `input` / of the output may be null (false before ABI 1.2).
+  bool InputNullable(Field f, int input = 0) const {
+    return input_nullable_ != nullptr && input >= 0 && input < num_inputs_ && input_nullable_[input] != nullptr &&
+           input_nullable_[input][f.index] != 0;
+  }
+  bool OutputNullable(Field f) const { return output_nullable_ != nullptr && output_nullable_[f.index] != 0; }
+
+  /// During a process call: one byte per field per record of the call (see
+  /// sluice_host_api.input_nulls), or null when no value can be null.
+  const uint8_t* InputNulls() const {
+    const uint8_t* nulls = nullptr;
+    if (SLUICE_HAS_FIELD(api_, sluice_host_api, input_nulls) && api_->input_nulls != nullptr &&
+        api_->input_nulls(host_, &nulls) == SLUICE_OK) {
+      return nulls;
+    }
+    return nullptr;
   }
 
   // --- Output ---
@@ -774,6 +830,8 @@ class Context {
   OutputRecord out_;
   int num_inputs_ = 1;
   Schema inputs_[2];
+  const uint8_t* const* input_nullable_ = nullptr;
+  const uint8_t* output_nullable_ = nullptr;
 };
 
 /// The class plugin authors subclass. One instance per parallel subtask; all calls come from
@@ -817,6 +875,88 @@ class TwoInputOperator : public Operator {
  private:
   // One-input calls do not happen for a two-input type; if a host made one, it is input 0.
   Status Process(const Record& in, Context& ctx) final { return Process(0, in, ctx); }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Aggregate functions (ABI 1.2)
+
+/// An accumulator's bytes, host-owned: read and write them in place, grow or shrink them with
+/// Resize() (which may move them). Valid during the call that received it.
+class Accumulator {
+ public:
+  explicit Accumulator(sluice_accumulator* a) : a_(a) {}
+  char* data() { return a_->data; }
+  size_t size() const { return a_->size; }
+  std::string_view view() const { return std::string_view(a_->data, a_->size); }
+  /// Resizes to `size` bytes (new bytes are zero).
+  Status Resize(size_t size) { return Status::FromHost(a_->resize(a_, size)); }
+  /// Appends `n` bytes.
+  Status Append(const void* bytes, size_t n) {
+    const size_t old = size();
+    SLUICE_SDK_RETURN_IF_ERROR(Resize(old + n));
+    if (n > 0) std::memcpy(data() + old, bytes, n);
+    return Status::Ok();
+  }
+  /// Replaces the bytes.
+  Status Assign(std::string_view bytes) {
+    SLUICE_SDK_RETURN_IF_ERROR(Resize(bytes.size()));
+    if (!bytes.empty()) std::memcpy(data(), bytes.data(), bytes.size());
+    return Status::Ok();
+  }
+
+ private:
+  sluice_accumulator* a_;
+};
+
+/// One input value of an aggregate function (of the input type it was called with).
+class AggregateValue {
+ public:
+  explicit AggregateValue(const sluice_value* v) : v_(v) {}
+  int64_t Int() const { return v_->i; }
+  int64_t Timestamp() const { return v_->i; }
+  double Double() const { return v_->d; }
+  bool Bool() const { return v_->i != 0; }
+  std::string_view String() const { return View(v_->s); }
+
+ private:
+  const sluice_value* v_;
+};
+
+/// Where GetResult writes: set the member of the result type, or SetNull().
+class AggregateResult {
+ public:
+  AggregateResult(sluice_value* v, int32_t* is_null) : v_(v), null_(is_null) {}
+  void SetInt(int64_t v) { v_->i = v; }
+  void SetTimestamp(int64_t v) { v_->i = v; }
+  void SetDouble(double v) { v_->d = v; }
+  void SetBool(bool v) { v_->i = v ? 1 : 0; }
+  /// `v` must point into the accumulator or static memory (the host copies it at once).
+  void SetString(std::string_view v) { v_->s = sluice_string{v.data(), v.size()}; }
+  void SetNull() { *null_ = 1; }
+
+ private:
+  sluice_value* v_;
+  int32_t* null_;
+};
+
+/// An aggregate function for the `window` and `aggregate` operators (`{fn: NAME, field: F}`),
+/// registered with Plugin::AddAggregateFunction<Fn>("NAME"). One instance serves every call,
+/// from any thread at once: keep no state in it (everything lives in the accumulator, which
+/// the host keeps per key and window in its checkpointed keyed state). Null input values never
+/// reach Add. Merge is needed by session windows; results must not depend on the order of
+/// Add and Merge calls. Change AccumulatorVersion() whenever the accumulator's bytes change
+/// meaning: the host refuses to restore accumulators of another version.
+class AggregateFunction {
+ public:
+  virtual ~AggregateFunction() = default;
+  /// The result type for an input field of type `in`; InvalidArgument (with the reason) for
+  /// an input type the function does not take: the job is refused at submission.
+  virtual Status ResultType(FieldType in, FieldType* out) const = 0;
+  /// Writes the empty accumulator (0 bytes on entry).
+  virtual Status Create(FieldType in, Accumulator& acc) const = 0;
+  virtual Status Add(FieldType in, Accumulator& acc, const AggregateValue& value) const = 0;
+  virtual Status Merge(FieldType in, Accumulator& acc, std::string_view other) const = 0;
+  virtual Status GetResult(FieldType in, std::string_view acc, AggregateResult& out) const = 0;
 };
 
 using ValidateFn = Status (*)(const Options& options);
@@ -904,12 +1044,14 @@ inline sluice_status ProcessHook(void* p, const sluice_record* records, size_t c
   auto* inst = static_cast<Instance*>(p);
   try {
     Context& ctx = *inst->ctx;
+    const uint8_t* nulls = ctx.InputNulls();  // one call per batch
+    const size_t nf = ctx.InputSchema().size();
     for (size_t i = 0; i < count; ++i) {
       if (inst->keyed) {
         sluice_status ks = ctx.api()->enter_key(ctx.host(), &records[i]);
         if (ks != SLUICE_OK) return ks;
       }
-      Status s = inst->op->Process(Record(&records[i]), ctx);
+      Status s = inst->op->Process(Record(&records[i], nulls == nullptr ? nullptr : nulls + i * nf), ctx);
       if (!s.ok()) return Fail(s, error);
     }
     return SLUICE_OK;
@@ -932,12 +1074,15 @@ inline sluice_status ProcessInputHook(void* p, int32_t input, const sluice_recor
                   error);
     }
     Context& ctx = *inst->ctx;
+    const uint8_t* nulls = ctx.InputNulls();  // one call per batch
+    const size_t nf = ctx.InputSchema(static_cast<int>(input)).size();
     for (size_t i = 0; i < count; ++i) {
       if (inst->keyed) {
         sluice_status ks = ctx.api()->enter_key(ctx.host(), &records[i]);
         if (ks != SLUICE_OK) return ks;
       }
-      Status s = inst->two->Process(static_cast<int>(input), Record(&records[i]), ctx);
+      Status s = inst->two->Process(static_cast<int>(input),
+                                    Record(&records[i], nulls == nullptr ? nullptr : nulls + i * nf), ctx);
       if (!s.ok()) return Fail(s, error);
     }
     return SLUICE_OK;
@@ -1065,6 +1210,65 @@ inline sluice_status CreateHook(void* type_data, sluice_string json, sluice_oper
   });
 }
 
+// Everything the SDK keeps for one aggregate function (static for the life of the process).
+struct AggregateInfo {
+  std::string name;
+  std::string description;
+  std::unique_ptr<AggregateFunction> fn;
+  sluice_aggregate_function abi{};
+};
+
+template <typename Fn>
+sluice_status AggregateGuard(void* type_data, const char* hook, sluice_error* error, Fn&& fn) {
+  const auto* info = static_cast<const AggregateInfo*>(type_data);
+  try {
+    Status s = fn(*info->fn);
+    return s.ok() ? SLUICE_OK : Fail(s, error);
+  } catch (const std::exception& e) {
+    SetError(error, "aggregate function '" + info->name + "' threw an exception in " + hook + ": " + e.what());
+  } catch (...) {
+    SetError(error, "aggregate function '" + info->name + "' threw a non-standard exception in " + hook);
+  }
+  return SLUICE_ERR_INTERNAL;
+}
+
+inline sluice_status AggResultTypeHook(void* d, sluice_field_type in, sluice_field_type* out, sluice_error* error) {
+  return AggregateGuard(d, "ResultType", error, [&](const AggregateFunction& f) {
+    FieldType t = FieldType::kInt64;
+    SLUICE_SDK_RETURN_IF_ERROR(f.ResultType(static_cast<FieldType>(in), &t));
+    *out = static_cast<sluice_field_type>(t);
+    return Status::Ok();
+  });
+}
+inline sluice_status AggCreateHook(void* d, sluice_field_type in, sluice_accumulator* acc, sluice_error* error) {
+  return AggregateGuard(d, "Create", error, [&](const AggregateFunction& f) {
+    Accumulator a(acc);
+    return f.Create(static_cast<FieldType>(in), a);
+  });
+}
+inline sluice_status AggAddHook(void* d, sluice_field_type in, sluice_accumulator* acc, const sluice_value* v,
+                                sluice_error* error) {
+  return AggregateGuard(d, "Add", error, [&](const AggregateFunction& f) {
+    Accumulator a(acc);
+    return f.Add(static_cast<FieldType>(in), a, AggregateValue(v));
+  });
+}
+inline sluice_status AggMergeHook(void* d, sluice_field_type in, sluice_accumulator* acc, sluice_string other,
+                                  sluice_error* error) {
+  return AggregateGuard(d, "Merge", error, [&](const AggregateFunction& f) {
+    Accumulator a(acc);
+    return f.Merge(static_cast<FieldType>(in), a, View(other));
+  });
+}
+inline sluice_status AggResultHook(void* d, sluice_field_type in, sluice_string acc, sluice_value* out,
+                                   int32_t* is_null, sluice_error* error) {
+  return AggregateGuard(d, "GetResult", error, [&](const AggregateFunction& f) {
+    *is_null = 0;
+    AggregateResult r(out, is_null);
+    return f.GetResult(static_cast<FieldType>(in), View(acc), r);
+  });
+}
+
 template <typename Op>
 std::unique_ptr<Operator> Make(const Options& options) {
   if constexpr (std::is_constructible_v<Op, const Options&>) {
@@ -1123,6 +1327,24 @@ class OperatorTypeBuilder {
   internal::TypeInfo* t_;
 };
 
+/// Describes one aggregate function while the plugin registers (chainable setters).
+class AggregateFunctionBuilder {
+ public:
+  explicit AggregateFunctionBuilder(internal::AggregateInfo* f) : f_(f) {}
+  AggregateFunctionBuilder& Description(std::string text) {
+    f_->description = std::move(text);
+    return *this;
+  }
+  /// The format version of the accumulator bytes (default 1).
+  AggregateFunctionBuilder& AccumulatorVersion(uint32_t version) {
+    f_->abi.accumulator_version = version;
+    return *this;
+  }
+
+ private:
+  internal::AggregateInfo* f_;
+};
+
 /// The plugin being registered (the argument of the SLUICE_PLUGIN body).
 class Plugin {
  public:
@@ -1143,6 +1365,20 @@ class Plugin {
     return OperatorTypeBuilder(&t);
   }
 
+  /// Adds aggregate function `name` (ABI 1.2), implemented by `Fn` (a subclass of
+  /// AggregateFunction, default-constructible), for `{fn: name, field: ...}` in the `window`
+  /// and `aggregate` operators.
+  template <typename Fn>
+  AggregateFunctionBuilder AddAggregateFunction(std::string name) {
+    static_assert(std::is_base_of_v<AggregateFunction, Fn>, "Fn must derive from sluice::sdk::AggregateFunction");
+    aggregates_.emplace_back();
+    internal::AggregateInfo& f = aggregates_.back();
+    f.name = std::move(name);
+    f.fn = std::make_unique<Fn>();
+    f.abi.accumulator_version = 1;
+    return AggregateFunctionBuilder(&f);
+  }
+
   /// Fills the ABI descriptor (after registration; addresses are stable from here on).
   const sluice_plugin* Finalize() {
     for (auto& t : types_) {
@@ -1152,7 +1388,9 @@ class Plugin {
       t.abi.num_inputs = t.num_inputs;
       t.abi.type_data = &t;
       t.abi.validate = &internal::ValidateHook;
-      t.abi.output_schema = &internal::OutputSchemaHook;
+      // Without an output schema function, the host passes the input schema through (with its
+      // nullable fields, which a sluice_schema cannot describe).
+      t.abi.output_schema = t.output_schema == nullptr && t.num_inputs == 1 ? nullptr : &internal::OutputSchemaHook;
       t.abi.create = &internal::CreateHook;
       t.abi.output_schema_inputs = t.num_inputs == 2 ? &internal::OutputSchemaInputsHook : nullptr;
       for (const auto& o : t.option_text) {
@@ -1171,6 +1409,20 @@ class Plugin {
     desc_.version = sluice_string{version_.data(), version_.size()};
     desc_.operator_types = pointers_.data();
     desc_.num_operator_types = pointers_.size();
+    for (auto& f : aggregates_) {
+      f.abi.struct_size = sizeof(sluice_aggregate_function);
+      f.abi.name = sluice_string{f.name.data(), f.name.size()};
+      f.abi.description = sluice_string{f.description.data(), f.description.size()};
+      f.abi.type_data = &f;
+      f.abi.result_type = &internal::AggResultTypeHook;
+      f.abi.create = &internal::AggCreateHook;
+      f.abi.add = &internal::AggAddHook;
+      f.abi.merge = &internal::AggMergeHook;
+      f.abi.get_result = &internal::AggResultHook;
+      aggregate_pointers_.push_back(&f.abi);
+    }
+    desc_.aggregate_functions = aggregate_pointers_.empty() ? nullptr : aggregate_pointers_.data();
+    desc_.num_aggregate_functions = aggregate_pointers_.size();
     return &desc_;
   }
 
@@ -1179,6 +1431,8 @@ class Plugin {
   std::string version_;
   std::deque<internal::TypeInfo> types_;  // deque: stable addresses
   std::vector<const sluice_operator_type*> pointers_;
+  std::deque<internal::AggregateInfo> aggregates_;  // deque: stable addresses
+  std::vector<const sluice_aggregate_function*> aggregate_pointers_;
   sluice_plugin desc_{};
 };
 

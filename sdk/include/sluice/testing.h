@@ -41,7 +41,14 @@ class TestValue {
   TestValue(bool v) : i_(v ? 1 : 0), d_(v ? 1 : 0) {}           // NOLINT
   TestValue(const char* v) : s_(v) {}                            // NOLINT
   TestValue(std::string v) : s_(std::move(v)) {}                 // NOLINT
+  /// A null value (plugins of ABI 1.2 see Record::IsNull; older ones the type's default).
+  static TestValue Null() {
+    TestValue v(int64_t{0});
+    v.null_ = true;
+    return v;
+  }
 
+  bool is_null() const { return null_; }
   int64_t i() const { return i_; }
   double d() const { return d_; }
   const std::string& s() const { return s_; }
@@ -50,6 +57,7 @@ class TestValue {
   int64_t i_ = 0;
   double d_ = 0;
   std::string s_;
+  bool null_ = false;
 };
 using Row = std::vector<TestValue>;
 
@@ -139,7 +147,8 @@ class Harness {
       output_names_ = o_.input;
     } else {
       Sink err;
-      sluice_schema_builder b{sizeof(sluice_schema_builder), this, &AddOutputField};
+      // Every field of the harness may be null: nullable ones are added like the others.
+      sluice_schema_builder b{sizeof(sluice_schema_builder), this, &AddOutputField, &AddOutputField};
       sluice_status s = multi ? type_->output_schema_inputs(type_->type_data, input_schemas_, 2, Str(o_.options_json),
                                                             &b, &err.abi)
                               : type_->output_schema(type_->type_data, &input_schema_, Str(o_.options_json), &b,
@@ -151,6 +160,10 @@ class Harness {
     same_schema_[0] = SameFields(output_names_, o_.input);
     same_schema_[1] = two && SameFields(output_names_, o_.input2);
     output_values_.assign(output_fields_.size(), sluice_value{0, 0, {nullptr, 0}});
+    // Every field of the harness may be null.
+    output_nulls_.assign(output_fields_.size(), 0);
+    all_nullable_.assign(output_fields_.size() + o_.input.size() + o_.input2.size() + 1, 1);
+    nullable_ptrs_[0] = nullable_ptrs_[1] = all_nullable_.data();
     // Create.
     Sink err;
     sluice_status s = type_->create(type_->type_data, Str(o_.options_json), &op_, &err.abi);
@@ -183,6 +196,9 @@ class Harness {
     info_.num_restored_entries = restored_.size();
     info_.num_inputs = two ? 2 : 1;
     info_.input_schemas = input_schemas_;
+    info_.input_nullable = nullable_ptrs_;
+    info_.output_nullable = all_nullable_.data();
+    info_.output_nulls = output_nulls_.data();
     opened_ = true;
     in_open_ = true;
     Status st = Call([&](sluice_error* e) { return op_.open(op_.instance, &info_, e); });
@@ -205,6 +221,11 @@ class Harness {
     }
     const std::vector<TestField>& fields = input == 0 ? o_.input : o_.input2;
     batch_rows_.clear();
+    batch_nulls_.clear();
+    bool any_null = false;
+    for (const Row& row : rows) {
+      for (const TestValue& v : row) any_null = any_null || v.is_null();
+    }
     for (const Row& row : rows) {
       if (row.size() != fields.size()) {
         return Status::InvalidArgument("a row has " + std::to_string(row.size()) + " values; input " +
@@ -212,6 +233,11 @@ class Harness {
       }
       std::vector<sluice_value> values(row.size());
       for (size_t i = 0; i < row.size(); ++i) {
+        if (any_null) batch_nulls_.push_back(row[i].is_null() ? 1 : 0);
+        if (row[i].is_null()) {
+          values[i] = sluice_value{0, 0, {"", 0}};
+          continue;
+        }
         switch (fields[i].type) {
           case FieldType::kDouble: values[i].d = row[i].d(); break;
           case FieldType::kString: values[i].s = Str(row[i].s()); break;
@@ -303,6 +329,7 @@ class Harness {
   const std::vector<TestField>& output_schema() const { return output_names_; }
 
  private:
+  friend class AggregateTester;
   using Key = std::string;  // key values rendered as JSON
   struct Sink {
     Sink() : abi{sizeof(sluice_error), this, &Set} {}
@@ -391,13 +418,18 @@ class Harness {
       default: out->append(std::to_string(v.i)); break;
     }
   }
-  std::string Render(const std::vector<TestField>& fields, const sluice_value* values) const {
+  std::string Render(const std::vector<TestField>& fields, const sluice_value* values,
+                     const uint8_t* nulls = nullptr) const {
     std::string out = "{";
     for (size_t i = 0; i < fields.size(); ++i) {
       if (i > 0) out.push_back(',');
       AppendJsonString(fields[i].name, &out);
       out.push_back(':');
-      AppendValue(fields[i].type, values[i], &out);
+      if (nulls != nullptr && nulls[i] != 0) {
+        out.append("null");
+      } else {
+        AppendValue(fields[i].type, values[i], &out);
+      }
     }
     out.push_back('}');
     return out;
@@ -455,7 +487,8 @@ class Harness {
     a.emit = [](sluice_host* h) -> sluice_status {
       Harness* self = Self(h);
       if (self->in_open_) return self->Fail(Status::FailedPrecondition("emit called during open"));
-      self->output_.push_back(self->Render(self->output_names_, self->output_values_.data()));
+      self->output_.push_back(
+          self->Render(self->output_names_, self->output_values_.data(), self->output_nulls_.data()));
       return SLUICE_OK;
     };
     a.emit_input = [](sluice_host* h, const sluice_record* r) -> sluice_status {
@@ -467,7 +500,10 @@ class Harness {
         return self->Fail(Status::FailedPrecondition("emit_input: the output schema is not the schema of input " +
                                                      std::to_string(self->batch_input_)));
       }
-      self->output_.push_back(self->Render(self->batch_input_ == 0 ? self->o_.input : self->o_.input2, r->values));
+      const std::vector<TestField>& in = self->batch_input_ == 0 ? self->o_.input : self->o_.input2;
+      const uint8_t* nulls =
+          self->batch_nulls_.empty() ? nullptr : self->batch_nulls_.data() + (r - self->batch_.data()) * in.size();
+      self->output_.push_back(self->Render(in, r->values, nulls));
       return SLUICE_OK;
     };
     a.emit_watermark = [](sluice_host* h, int64_t wm) -> sluice_status {
@@ -622,6 +658,12 @@ class Harness {
       return SLUICE_OK;
     };
     a.counter_add = [](sluice_host*, sluice_counter* c, uint64_t n) { *reinterpret_cast<uint64_t*>(c) += n; };
+    a.input_nulls = [](sluice_host* h, const uint8_t** nulls) -> sluice_status {
+      Harness* self = Self(h);
+      if (!self->in_process_) return self->Fail(Status::FailedPrecondition("input_nulls outside a process call"));
+      *nulls = self->batch_nulls_.empty() ? nullptr : self->batch_nulls_.data();
+      return SLUICE_OK;
+    };
     a.log = [](sluice_host* h, sluice_log_level level, const char* m, size_t n) {
       static const char* kLevels[] = {"DEBUG", "INFO", "WARN", "ERROR"};
       const char* l = level >= 0 && level <= 3 ? kLevels[level] : "INFO";
@@ -658,10 +700,14 @@ class Harness {
   sluice_schema key_schema_{nullptr, 0};
   sluice_schema output_schema_{nullptr, 0};
   std::vector<sluice_value> output_values_;
+  std::vector<uint8_t> output_nulls_;
+  std::vector<uint8_t> all_nullable_;
+  const uint8_t* nullable_ptrs_[2] = {nullptr, nullptr};
   std::vector<sluice_string> restored_;
 
   std::vector<std::vector<sluice_value>> batch_rows_;
   std::vector<sluice_record> batch_;
+  std::vector<uint8_t> batch_nulls_;  // one byte per field per row, when a row has a null
 
   int64_t watermark_ = INT64_MIN;
   int64_t clock_ms_;
@@ -682,6 +728,116 @@ class Harness {
   std::vector<std::string> output_;
   std::vector<int64_t> watermarks_;
   std::vector<std::string> logs_;
+};
+
+/// Drives one aggregate function of a plugin (ABI 1.2) through the C ABI, as the `window` and
+/// `aggregate` operators do: accumulators are byte strings the test holds (one per window,
+/// say), so merging and "restoring" are the test's to arrange.
+///
+///   AggregateTester p90(sluice_plugin_init_v1, "p90", FieldType::kInt64);
+///   std::string acc;
+///   p90.Create(&acc); p90.Add(&acc, 7); ...
+///   std::string json; p90.Result(acc, &json);   // "7", or "null"
+class AggregateTester {
+ public:
+  AggregateTester(sluice_plugin_init_v1_fn init, const std::string& name, FieldType input) : input_(input) {
+    Harness::Sink err;
+    const sluice_plugin* p = init(&err.abi);
+    if (p == nullptr) {
+      error_ = "the entry point failed: " + err.message;
+      return;
+    }
+    if (!SLUICE_HAS_FIELD(p, sluice_plugin, num_aggregate_functions)) {
+      error_ = "the plugin has no aggregate functions (built before ABI 1.2)";
+      return;
+    }
+    for (size_t i = 0; i < p->num_aggregate_functions; ++i) {
+      if (View(p->aggregate_functions[i]->name) == name) fn_ = p->aggregate_functions[i];
+    }
+    if (fn_ == nullptr) error_ = "the plugin has no aggregate function '" + name + "'";
+  }
+
+  /// The result type for this input type (the function's refusal as kInvalidArgument).
+  Status ResultType(FieldType* out) {
+    if (fn_ == nullptr) return Status::NotFound(error_);
+    sluice_field_type t = -1;
+    SLUICE_SDK_RETURN_IF_ERROR(Call([&](sluice_error* e) {
+      return fn_->result_type(fn_->type_data, static_cast<sluice_field_type>(input_), &t, e);
+    }));
+    *out = static_cast<FieldType>(t);
+    return Status::Ok();
+  }
+  Status Create(std::string* acc) {
+    acc->clear();
+    return WithAcc(acc, [&](sluice_accumulator* a, sluice_error* e) {
+      return fn_->create(fn_->type_data, static_cast<sluice_field_type>(input_), a, e);
+    });
+  }
+  /// Adds `v` (converted to the input type).
+  Status Add(std::string* acc, const TestValue& v) {
+    sluice_value value{0, 0, {nullptr, 0}};
+    switch (input_) {
+      case FieldType::kDouble: value.d = v.d(); break;
+      case FieldType::kString: value.s = sluice_string{v.s().data(), v.s().size()}; break;
+      default: value.i = v.i(); break;
+    }
+    return WithAcc(acc, [&](sluice_accumulator* a, sluice_error* e) {
+      return fn_->add(fn_->type_data, static_cast<sluice_field_type>(input_), a, &value, e);
+    });
+  }
+  Status Merge(std::string* acc, const std::string& other) {
+    return WithAcc(acc, [&](sluice_accumulator* a, sluice_error* e) {
+      return fn_->merge(fn_->type_data, static_cast<sluice_field_type>(input_), a,
+                        sluice_string{other.data(), other.size()}, e);
+    });
+  }
+  /// The result as JSON ("null" for a null result).
+  Status Result(const std::string& acc, std::string* json) {
+    FieldType type = FieldType::kInt64;
+    SLUICE_SDK_RETURN_IF_ERROR(ResultType(&type));
+    sluice_value v{0, 0, {nullptr, 0}};
+    int32_t is_null = 0;
+    SLUICE_SDK_RETURN_IF_ERROR(Call([&](sluice_error* e) {
+      return fn_->get_result(fn_->type_data, static_cast<sluice_field_type>(input_),
+                             sluice_string{acc.data(), acc.size()}, &v, &is_null, e);
+    }));
+    json->clear();
+    if (is_null != 0) {
+      json->assign("null");
+    } else {
+      Harness::AppendValue(type, v, json);
+    }
+    return Status::Ok();
+  }
+
+ private:
+  template <typename Fn>
+  Status Call(Fn&& fn) {
+    Harness::Sink err;
+    sluice_status s = fn(&err.abi);
+    return s == SLUICE_OK ? Status::Ok() : Status(static_cast<StatusCode>(s), err.message);
+  }
+  template <typename Fn>
+  Status WithAcc(std::string* acc, Fn&& fn) {
+    if (fn_ == nullptr) return Status::NotFound(error_);
+    struct Acc {
+      sluice_accumulator abi;
+      std::string* str;
+    } a{{sizeof(sluice_accumulator), nullptr, acc->data(), acc->size(), nullptr}, acc};
+    a.abi.host_data = &a;
+    a.abi.resize = [](sluice_accumulator* self, size_t n) -> sluice_status {
+      auto* me = static_cast<Acc*>(self->host_data);
+      me->str->resize(n);
+      self->data = me->str->data();
+      self->size = n;
+      return SLUICE_OK;
+    };
+    return Call([&](sluice_error* e) { return fn(&a.abi, e); });
+  }
+
+  FieldType input_;
+  const sluice_aggregate_function* fn_ = nullptr;
+  std::string error_;
 };
 
 }  // namespace sluice::sdk::testing
