@@ -697,19 +697,14 @@ absl::Status Task::RunInput() {
       input_of_[ch] = edge.target_input;
     }
   }
-  ended_.assign(num_channels, false);
-  blocked_.assign(num_channels, false);
-  remaining_ = num_channels;
+  barriers_ = std::make_unique<BarrierHandler>(num_channels, clock_);
   valve_ = std::make_unique<WatermarkValve>(num_channels);
-  while (remaining_ > 0 || !replay_.empty()) {
+  while (barriers_->remaining() > 0 || barriers_->HasReplay()) {
     if (cancelled_.load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
     if (has_mail_.load(std::memory_order_relaxed)) SLUICE_RETURN_IF_ERROR(HandleMail(false));
     SLUICE_RETURN_IF_ERROR(FireProcessingTimers());
-    absl::optional<BufferItem> item;
-    if (!replay_.empty()) {
-      item = std::move(replay_.front());
-      replay_.pop_front();
-    } else {
+    absl::optional<BufferItem> item = barriers_->NextReplay();
+    if (!item.has_value()) {
       int64_t deadline = std::numeric_limits<int64_t>::max();
       int64_t real_now = Clock::Real()->NowNanos();
       for (auto& w : edge_writers_) {
@@ -727,31 +722,15 @@ absl::Status Task::RunInput() {
     }
     if (item.has_value()) {
       const int ch = item->channel;
-      if (ch < 0 || ch >= num_channels || ended_[ch]) {
-        return absl::DataLossError(absl::StrCat("buffer for unexpected channel ", ch));
+      SLUICE_ASSIGN_OR_RETURN(BarrierHandler::Action action, barriers_->OnItem(*item));
+      if (action.held) continue;  // its credit is returned when it is replayed
+      if (action.process) {
+        SLUICE_RETURN_IF_ERROR(ProcessItem(*item));
+        SLUICE_RETURN_IF_ERROR(FlushChain());
       }
-      if (blocked_[ch]) {
-        stash_.push_back(std::move(*item));  // its credit is returned when it is processed
-        continue;
-      }
-      SLUICE_RETURN_IF_ERROR(ProcessItem(*item));
-      SLUICE_RETURN_IF_ERROR(FlushChain());
       gate_->ReleaseCredit(ch);
-      // Aligned: every channel has delivered the barrier or ended.
-      if (aligning_ > 0) {
-        bool aligned = true;
-        for (int c = 0; c < num_channels; ++c) aligned &= blocked_[c] || ended_[c];
-        if (aligned) {
-          int64_t id = aligning_;
-          int64_t alignment_ms = (clock_->NowNanos() - align_start_nanos_) / 1'000'000;
-          aligning_ = 0;
-          blocked_.assign(num_channels, false);
-          while (!stash_.empty()) {
-            replay_.push_back(std::move(stash_.front()));
-            stash_.pop_front();
-          }
-          SLUICE_RETURN_IF_ERROR(PerformCheckpoint(id, true, alignment_ms));
-        }
+      if (action.snapshot > 0) {
+        SLUICE_RETURN_IF_ERROR(PerformCheckpoint(action.snapshot, true, action.alignment_ms));
       }
     }
     SLUICE_RETURN_IF_ERROR(FlushIfDue(false));
@@ -761,29 +740,7 @@ absl::Status Task::RunInput() {
 
 absl::Status Task::ProcessItem(BufferItem& item) {
   const int ch = item.channel;
-  if (item.barrier > 0) {
-    if (aligning_ > 0 && item.barrier > aligning_) {
-      // A newer barrier overtook an unfinished alignment (that checkpoint was abandoned):
-      // release the held channels and align on the new one.
-      blocked_.assign(blocked_.size(), false);
-      while (!stash_.empty()) {
-        replay_.push_back(std::move(stash_.front()));
-        stash_.pop_front();
-      }
-      aligning_ = 0;
-    }
-    if (aligning_ == 0) {
-      aligning_ = item.barrier;
-      align_start_nanos_ = clock_->NowNanos();
-    }
-    if (item.barrier == aligning_) blocked_[ch] = true;
-    return absl::OkStatus();
-  }
-  if (item.end_of_partition) {
-    ended_[ch] = true;
-    --remaining_;
-    return ForwardWatermark(valve_->OnEnd(ch));
-  }
+  if (item.end_of_partition) return ForwardWatermark(valve_->OnEnd(ch));
   if (item.has_watermark) return ForwardWatermark(valve_->OnWatermark(ch, item.watermark));
   if (item.watermark_status != WatermarkStatus::kUnchanged) {
     return ForwardWatermark(valve_->OnStatus(ch, item.watermark_status == WatermarkStatus::kIdle));

@@ -19,6 +19,7 @@
 #include "proto/control.pb.h"
 #include "state/keyed_state_backend.h"
 #include "proto/data.pb.h"
+#include "worker/internal/barrier_handler.h"
 #include "worker/internal/input_gate.h"
 #include "worker/internal/watermark_valve.h"
 
@@ -141,14 +142,7 @@ class Task {
   int64_t buffer_timeout_nanos_ = 0;
   std::vector<std::unique_ptr<state::KeyedStateBackend>> backends_;  // per chained op (or null)
   bool skip_finish_ = false;
-  // Barrier alignment (input tasks).
-  std::vector<bool> ended_;
-  std::vector<bool> blocked_;
-  int remaining_ = 0;
-  int64_t aligning_ = 0;
-  int64_t align_start_nanos_ = 0;
-  std::deque<BufferItem> stash_;   // buffers of blocked channels, in arrival order
-  std::deque<BufferItem> replay_;  // stashed buffers to process before polling the gate
+  std::unique_ptr<BarrierHandler> barriers_;  // input tasks
   std::vector<const Schema*> schema_of_;  // per input channel: its edge's schema
   std::vector<int> input_of_;             // per input channel: the head operator's input index
   // Per input of the head: records reused for decoding a buffer into one batch, and their width.
