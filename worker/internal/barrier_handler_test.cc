@@ -79,7 +79,7 @@ TEST(BarrierHandlerTest, OneChannelSnapshotsAtTheBarrier) {
   d.Feed(Data(0, "y"));
   EXPECT_EQ(d.log, (Log{"p:x", "s:1", "p:y"}));
   EXPECT_EQ(d.last_alignment_ms, 0);
-  EXPECT_EQ(d.handler.aligning(), 0);
+  EXPECT_EQ(d.handler.current(), 0);
 }
 
 TEST(BarrierHandlerTest, TwoChannelsHoldBackTheAlignedChannelUntilTheOtherBarrier) {

@@ -53,20 +53,6 @@ constexpr absl::Duration kDone = absl::Seconds(30);
 // Checkpoint acknowledgements by task (vertex, subtask).
 using Acks = std::map<std::pair<int, int>, proto::CheckpointAck>;
 
-// The task's writer for a local channel; the gate holds the channel as its credit listener
-// (as Worker::CreateWriter does it).
-class LocalWriter final : public ChannelWriter {
- public:
-  explicit LocalWriter(std::shared_ptr<LocalChannel> ch) : ch_(std::move(ch)) {}
-  absl::Status Send(BufferItem item) override { return ch_->Send(std::move(item)); }
-  absl::Status Close() override { return ch_->Close(); }
-  void Cancel() override { ch_->Cancel(); }
-  int64_t CreditWaitNanos() const override { return ch_->CreditWaitNanos(); }
-
- private:
-  std::shared_ptr<LocalChannel> ch_;
-};
-
 std::vector<std::string> ReadLines(const std::filesystem::path& path) {
   std::vector<std::string> lines;
   std::ifstream in(path);
@@ -158,9 +144,7 @@ class TaskTest : public ::testing::Test {
     const int channel = GateChannelIndex(*graph_, h.edge(), h.src_subtask());
     EXPECT_GE(channel, 0);
     EXPECT_LT(channel, target->gate()->num_channels());
-    auto local = std::make_shared<LocalChannel>(target->gate(), channel);
-    target->gate()->SetListener(channel, local);
-    return std::unique_ptr<ChannelWriter>(std::make_unique<LocalWriter>(std::move(local)));
+    return LocalChannel::Connect(target->gate(), channel);
   }
 
   void OnDone(Task* t) {
