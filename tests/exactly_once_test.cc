@@ -39,11 +39,21 @@ class ExactlyOnceTest : public ClusterTest {
   }
 };
 
-TEST_F(ExactlyOnceTest, KillingWorkersRepeatedlyKeepsOutputExactlyOnce) {
+// The same in every checkpoint mode.
+class ExactlyOnceModeTest : public ExactlyOnceTest,
+                            public ::testing::WithParamInterface<std::string> {};
+
+INSTANTIATE_TEST_SUITE_P(Modes, ExactlyOnceModeTest,
+                         ::testing::Values("aligned", "unaligned", "auto"),
+                         [](const auto& info) { return info.param; });
+
+TEST_P(ExactlyOnceModeTest, KillingWorkersRepeatedlyKeepsOutputExactlyOnce) {
   StartCluster(2, 2, 1500);
   constexpr int64_t kRecords = 3'000'000;
   const std::string out = dir_ + "/out";
-  std::string job = Submit(CountingJob(out, kRecords, 300'000));
+  CountingJobOptions o;
+  o.checkpoint_mode = GetParam();
+  std::string job = Submit(CountingJob(out, kRecords, 300'000, o));
   WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
   KillWorkersUntilDone(job, 4);
   proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(240));
@@ -53,6 +63,47 @@ TEST_F(ExactlyOnceTest, KillingWorkersRepeatedlyKeepsOutputExactlyOnce) {
   for (const auto& entry : fs::directory_iterator(out)) {
     EXPECT_EQ(entry.path().extension(), ".jsonl") << "left over: " << entry.path();
   }
+}
+
+// A slow sink holds the job back. Unaligned (and auto) checkpoints still complete, storing the
+// in-flight buffers; a kill -9 during the backpressure restores them: output exactly once.
+class BackpressureTest : public ExactlyOnceTest,
+                         public ::testing::WithParamInterface<std::string> {};
+
+INSTANTIATE_TEST_SUITE_P(Modes, BackpressureTest, ::testing::Values("unaligned", "auto"),
+                         [](const auto& info) { return info.param; });
+
+TEST_P(BackpressureTest, CheckpointsCompleteAndKillKeepsOutputExactlyOnce) {
+  StartCluster(2, 2, 1500);
+  constexpr int64_t kRecords = 200'000;
+  const std::string out = dir_ + "/out";
+  CountingJobOptions o;
+  o.checkpoint_mode = GetParam();
+  o.slow_sink_rate = 10'000;  // 10 s for the whole input, while the source could do it in 0.1 s
+  std::string job = Submit(CountingJob(out, kRecords, 0, o));
+  WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
+  // Checkpoints keep completing while the sink holds everything back.
+  int64_t latest = 0;
+  for (int k = 0; k < 3; ++k) {
+    proto::JobInfo info = WaitForCheckpoint(job, latest, std::chrono::seconds(5));
+    ASSERT_EQ(info.state(), proto::JOB_RUNNING) << "the job ended before checkpoint " << k + 1;
+    ASSERT_GT(LatestCompletedCheckpoint(info), latest) << "no checkpoint completed within 5 s";
+    latest = LatestCompletedCheckpoint(info);
+  }
+  proto::JobInfo info = WaitUntil(job, [](const proto::JobInfo& i) {
+    for (const auto& c : i.checkpoints()) {
+      if (c.status() == "COMPLETED" && c.unaligned() && c.persisted_bytes() > 0) return true;
+    }
+    return i.state() != proto::JOB_RUNNING;
+  }, std::chrono::seconds(10));
+  ASSERT_EQ(info.state(), proto::JOB_RUNNING);
+  // kill -9 while in-flight data is part of the latest checkpoint.
+  ASSERT_OK(cluster_->KillWorker(1, SIGKILL));
+  ASSERT_OK(cluster_->RestartWorker(1, -1));
+  info = WaitForEnd(job, std::chrono::seconds(120));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  EXPECT_GE(info.restarts(), 1) << "the kill did not hit the job";
+  CheckExactlyOnce({out}, ExpectedFor(kRecords));
 }
 
 TEST_F(ExactlyOnceTest, CoordinatorCrashResumesFromLatestCheckpoint) {

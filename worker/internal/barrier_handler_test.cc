@@ -1,5 +1,6 @@
 #include "worker/internal/barrier_handler.h"
 
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,21 @@ BufferItem Barrier(int channel, int64_t id) {
   return item;
 }
 
+// The announcement the gate makes for a priority barrier, with copies of the items it overtook.
+BufferItem Announce(int channel, int64_t id, std::vector<std::string> overtaken) {
+  BufferItem item = Barrier(channel, id);
+  item.priority = true;
+  item.announcement = true;
+  for (const auto& d : overtaken) item.overtaken.push_back(Data(channel, d));
+  return item;
+}
+
+BufferItem PriorityBarrier(int channel, int64_t id) {
+  BufferItem item = Barrier(channel, id);
+  item.priority = true;
+  return item;
+}
+
 BufferItem End(int channel) {
   BufferItem item;
   item.channel = channel;
@@ -37,13 +53,21 @@ BufferItem End(int channel) {
 }
 
 // Drives a handler as the task does: feeds items (replayed ones first) and logs what the task
-// would do: "p:<data>" processed, "h:<data>" held back, "s:<id>" snapshot, "a:<id>" abandoned.
+// would do: "p:<data>" processed, "h:<data>" held back, "s:<id>" snapshot ("u:<id>" unaligned),
+// "a:<id>" abandoned, "c:<id>[<channel>:<data>,...]" in-flight input complete.
 class Driver {
  public:
-  Driver(int channels, Clock* clock) : handler(channels, clock) {}
+  Driver(int channels, Clock* clock, BarrierHandler::Mode mode = BarrierHandler::Mode::kAligned,
+         int64_t timeout_ms = 0)
+      : handler(channels, clock, mode, timeout_ms) {}
 
   void Feed(BufferItem item) {
     Step(item);
+    while (auto replayed = handler.NextReplay()) Step(*replayed);
+  }
+
+  void Timer() {
+    Log(handler.OnTimer(), "");
     while (auto replayed = handler.NextReplay()) Step(*replayed);
   }
 
@@ -56,15 +80,26 @@ class Driver {
     const std::string data = item.data;
     absl::StatusOr<BarrierHandler::Action> a = handler.OnItem(item);
     ASSERT_TRUE(a.ok()) << a.status();
-    if (a->abandoned > 0) log.push_back("a:" + std::to_string(a->abandoned));
     if (a->held) {
       log.push_back("h:" + data);
       return;
     }
-    if (a->process) log.push_back(item.end_of_partition ? "p:end" : "p:" + data);
-    if (a->snapshot > 0) {
-      log.push_back("s:" + std::to_string(a->snapshot));
-      last_alignment_ms = a->alignment_ms;
+    Log(*a, item.end_of_partition ? "end" : data);
+  }
+
+  void Log(const BarrierHandler::Action& a, const std::string& data) {
+    if (a.abandoned > 0) log.push_back("a:" + std::to_string(a.abandoned));
+    if (a.process) log.push_back("p:" + data);
+    if (a.snapshot > 0) {
+      log.push_back((a.unaligned ? "u:" : "s:") + std::to_string(a.snapshot));
+      last_alignment_ms = a.alignment_ms;
+    }
+    if (a.complete > 0) {
+      std::string c = "c:" + std::to_string(a.complete) + "[";
+      for (const BufferItem& item : handler.TakeInputState()) {
+        c += std::to_string(item.channel) + ":" + item.data + ",";
+      }
+      log.push_back(c + "]");
     }
   }
 };
@@ -182,6 +217,124 @@ TEST(BarrierHandlerTest, ItemOfAnEndedOrUnknownChannelIsDataLoss) {
   EXPECT_THAT(h.OnItem(late).status(), StatusIs(absl::StatusCode::kDataLoss, ::testing::HasSubstr("unexpected channel")));
   BufferItem unknown = Data(5, "x");
   EXPECT_THAT(h.OnItem(unknown).status(), StatusIs(absl::StatusCode::kDataLoss, ::testing::HasSubstr("unexpected channel")));
+}
+
+using Mode = BarrierHandler::Mode;
+
+TEST(BarrierHandlerUnalignedTest, FirstAnnouncementSnapshotsAndRecordsWhatEachChannelOwes) {
+  FakeClock clock;
+  Driver d(3, &clock, Mode::kUnaligned);
+  d.Feed(Data(1, "b0"));  // before any barrier: processed, not recorded
+  d.Feed(Announce(0, 1, {"a1", "a2"}));  // a1, a2 were queued ahead of channel 0's barrier
+  d.Feed(Data(0, "a1"));  // processed after the snapshot; recorded through the announcement
+  d.Feed(Data(1, "b1"));  // channel 1 has not delivered barrier 1: recorded
+  d.Feed(Data(0, "a2"));
+  d.Feed(PriorityBarrier(0, 1));  // in place behind a1, a2: consumed
+  d.Feed(Data(0, "a3"));  // after channel 0's barrier: not recorded
+  d.Feed(Announce(1, 1, {"b2"}));
+  d.Feed(Data(1, "b2"));
+  d.Feed(Data(2, "c1"));
+  EXPECT_EQ(d.handler.current(), 1);
+  d.Feed(Announce(2, 1, {}));
+  EXPECT_EQ(d.log, (Log{"p:b0", "u:1", "p:a1", "p:b1", "p:a2", "p:a3", "p:b2", "p:c1",
+                        "c:1[0:a1,0:a2,1:b1,1:b2,2:c1,]"}));
+  EXPECT_EQ(d.last_alignment_ms, 0);
+  EXPECT_EQ(d.handler.current(), 0);
+  // The in-place barriers that follow are late: nothing happens.
+  d.log.clear();
+  d.Feed(PriorityBarrier(1, 1));
+  d.Feed(PriorityBarrier(2, 1));
+  d.Feed(Data(2, "c2"));
+  EXPECT_EQ(d.log, (Log{"p:c2"}));
+}
+
+TEST(BarrierHandlerUnalignedTest, OneChannelCompletesAtTheSnapshot) {
+  FakeClock clock;
+  Driver d(1, &clock, Mode::kUnaligned);
+  d.Feed(Announce(0, 3, {"x", "y"}));
+  EXPECT_EQ(d.log, (Log{"u:3", "c:3[0:x,0:y,]"}));
+}
+
+TEST(BarrierHandlerUnalignedTest, EndOfPartitionCompletesTheInFlightInput) {
+  FakeClock clock;
+  Driver d(2, &clock, Mode::kUnaligned);
+  d.Feed(Announce(0, 1, {}));
+  d.Feed(Data(1, "b1"));
+  d.Feed(End(1));
+  EXPECT_EQ(d.log, (Log{"u:1", "p:b1", "p:end", "c:1[1:b1,]"}));
+}
+
+TEST(BarrierHandlerUnalignedTest, NewerAnnouncementAbandonsTheRecording) {
+  FakeClock clock;
+  Driver d(2, &clock, Mode::kUnaligned);
+  d.Feed(Announce(0, 1, {"a1"}));
+  d.Feed(Data(1, "b1"));
+  d.Feed(Announce(1, 2, {"b2"}));  // checkpoint 1 was given up
+  d.Feed(Announce(0, 2, {}));
+  EXPECT_EQ(d.log, (Log{"u:1", "p:b1", "a:1", "u:2", "c:2[1:b2,]"}));
+}
+
+TEST(BarrierHandlerUnalignedTest, BarrierWithoutPriorityIsAligned) {
+  // Savepoints: their barriers wait for credit and are aligned in every mode.
+  FakeClock clock;
+  Driver d(2, &clock, Mode::kUnaligned);
+  d.Feed(Barrier(0, 5));
+  d.Feed(Data(0, "a1"));
+  d.Feed(Barrier(1, 5));
+  EXPECT_EQ(d.log, (Log{"h:a1", "s:5", "p:a1"}));
+}
+
+TEST(BarrierHandlerAutoTest, AlignsWithinTheTimeout) {
+  FakeClock clock;
+  Driver d(2, &clock, Mode::kAuto, 100);
+  d.Feed(Announce(0, 1, {"a0"}));
+  const int64_t deadline = d.handler.TimerDeadlineNanos();
+  EXPECT_EQ(deadline, clock.NowNanos() + 100'000'000);
+  d.Feed(Data(0, "a0"));
+  d.Feed(PriorityBarrier(0, 1));
+  d.Feed(Data(0, "a1"));  // held: aligned
+  clock.AdvanceNanos(60'000'000);
+  d.Timer();  // not yet
+  d.Feed(Announce(1, 1, {}));
+  d.Feed(PriorityBarrier(1, 1));
+  EXPECT_EQ(d.log, (Log{"p:a0", "h:a1", "s:1", "p:a1"}));
+  EXPECT_EQ(d.last_alignment_ms, 60);
+  EXPECT_EQ(d.handler.TimerDeadlineNanos(), std::numeric_limits<int64_t>::max());
+}
+
+TEST(BarrierHandlerAutoTest, SwitchesToUnalignedWhenAlignmentTakesTooLong) {
+  FakeClock clock;
+  Driver d(3, &clock, Mode::kAuto, 100);
+  d.Feed(Announce(0, 1, {}));
+  d.Feed(PriorityBarrier(0, 1));
+  d.Feed(Data(0, "a1"));  // after channel 0's barrier: held while aligning
+  d.Feed(Announce(1, 1, {"b1", "b2", "b3"}));
+  d.Feed(Data(1, "b1"));  // processed while aligning: part of the snapshot, not in flight
+  d.Feed(Data(2, "c1"));
+  clock.AdvanceNanos(99'000'000);
+  d.Timer();
+  EXPECT_EQ(d.handler.current(), 1);
+  clock.AdvanceNanos(1'000'000);
+  d.Timer();  // switches: a1 follows channel 0's barrier, b2 b3 are in flight, channel 2 owes
+  d.Feed(Data(1, "b2"));
+  d.Feed(Data(2, "c2"));
+  d.Feed(Data(1, "b3"));
+  d.Feed(PriorityBarrier(1, 1));
+  d.Feed(Announce(2, 1, {"c3"}));
+  EXPECT_EQ(d.log, (Log{"h:a1", "p:b1", "p:c1", "u:1", "p:a1", "p:b2", "p:c2", "p:b3",
+                        "c:1[1:b2,1:b3,2:c2,2:c3,]"}));
+  EXPECT_EQ(d.last_alignment_ms, 100);
+}
+
+TEST(BarrierHandlerAutoTest, SavepointNeverSwitches) {
+  FakeClock clock;
+  Driver d(2, &clock, Mode::kAuto, 0);
+  d.Feed(Barrier(0, 4));
+  EXPECT_EQ(d.handler.TimerDeadlineNanos(), std::numeric_limits<int64_t>::max());
+  clock.AdvanceNanos(5'000'000'000);
+  d.Timer();
+  d.Feed(Barrier(1, 4));
+  EXPECT_EQ(d.log, (Log{"s:4"}));
 }
 
 }  // namespace
