@@ -23,6 +23,16 @@ using ::testing::HasSubstr;
 
 class ExactlyOnceTest : public ClusterTest {
  protected:
+  static std::string CheckpointsText(const proto::JobInfo& info) {
+    std::string text;
+    for (const auto& c : info.checkpoints()) {
+      absl::StrAppend(&text, c.checkpoint_id(), " ", c.status(), " ", c.duration_ms(), "ms ",
+                      c.unaligned() ? "unaligned " : "aligned ", c.persisted_bytes(), "B ",
+                      c.reason(), "; ");
+    }
+    return text;
+  }
+
   // kill -9 a random worker at random moments (some during checkpoints, which run every
   // 200 ms and take tens of ms), start a replacement each time, until the job ends.
   void KillWorkersUntilDone(const std::string& job, int kills) {
@@ -75,11 +85,13 @@ INSTANTIATE_TEST_SUITE_P(Modes, BackpressureTest, ::testing::Values("unaligned",
 
 TEST_P(BackpressureTest, CheckpointsCompleteAndKillKeepsOutputExactlyOnce) {
   StartCluster(2, 2, 1500);
-  constexpr int64_t kRecords = 200'000;
+  // More than the channels hold (~10K records a buffer), so the sources stay held back for
+  // seconds: 12.5 s for the whole input, which the sources alone produce in a fraction of one.
+  constexpr int64_t kRecords = 1'000'000;
   const std::string out = dir_ + "/out";
   CountingJobOptions o;
   o.checkpoint_mode = GetParam();
-  o.slow_sink_rate = 10'000;  // 10 s for the whole input, while the source could do it in 0.1 s
+  o.slow_sink_rate = 40'000;
   std::string job = Submit(CountingJob(out, kRecords, 0, o));
   WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
   // Checkpoints keep completing while the sink holds everything back.
@@ -87,7 +99,8 @@ TEST_P(BackpressureTest, CheckpointsCompleteAndKillKeepsOutputExactlyOnce) {
   for (int k = 0; k < 3; ++k) {
     proto::JobInfo info = WaitForCheckpoint(job, latest, std::chrono::seconds(5));
     ASSERT_EQ(info.state(), proto::JOB_RUNNING) << "the job ended before checkpoint " << k + 1;
-    ASSERT_GT(LatestCompletedCheckpoint(info), latest) << "no checkpoint completed within 5 s";
+    ASSERT_GT(LatestCompletedCheckpoint(info), latest) << "no checkpoint completed within 5 s: "
+                                                       << CheckpointsText(info);
     latest = LatestCompletedCheckpoint(info);
   }
   proto::JobInfo info = WaitUntil(job, [](const proto::JobInfo& i) {
@@ -100,6 +113,18 @@ TEST_P(BackpressureTest, CheckpointsCompleteAndKillKeepsOutputExactlyOnce) {
   // kill -9 while in-flight data is part of the latest checkpoint.
   ASSERT_OK(cluster_->KillWorker(1, SIGKILL));
   ASSERT_OK(cluster_->RestartWorker(1, -1));
+  // The new attempt restored an unaligned checkpoint: its in-flight data was replayed.
+  info = WaitUntil(job, [](const proto::JobInfo& i) {
+    return i.restored_checkpoint_id() > 0 || i.state() == proto::JOB_FINISHED ||
+           i.state() == proto::JOB_FAILED;
+  }, std::chrono::seconds(30));
+  bool restored_in_flight = false;
+  for (const auto& c : info.checkpoints()) {
+    restored_in_flight |= c.checkpoint_id() == info.restored_checkpoint_id() && c.unaligned() &&
+                          c.persisted_bytes() > 0;
+  }
+  EXPECT_TRUE(restored_in_flight) << "restored checkpoint " << info.restored_checkpoint_id()
+                                  << " of " << CheckpointsText(info);
   info = WaitForEnd(job, std::chrono::seconds(120));
   ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
   EXPECT_GE(info.restarts(), 1) << "the kill did not hit the job";
