@@ -4,7 +4,7 @@
 // worker to the job running again.
 //
 //   build/bin/checkpoint_benchmark [--records N] [--keys K] [--reps R] [--mode M]
-//                                  [--backpressure-only]
+//                                  [--aligned-timeout T] [--backpressure-only]
 
 #include <signal.h>
 #include <unistd.h>
@@ -80,17 +80,24 @@ int main(int argc, char** argv) {
   app.add_option("--mode", mode, "Checkpoint mode of every checkpointed job")
       ->check(CLI::IsMember({"aligned", "unaligned", "auto"}))
       ->capture_default_str();
+  std::string aligned_timeout;
+  app.add_option("--aligned-timeout", aligned_timeout,
+                 "With --mode auto: alignment time before switching to unaligned (e.g. 200ms; "
+                 "default: the job default)");
   bool backpressure_only = false;
   app.add_flag("--backpressure-only", backpressure_only,
                "Measure only checkpoints under backpressure (section 2)");
   CLI11_PARSE(app, argc, argv);
+  // The checkpoint options every checkpointed job gets besides its interval.
+  const std::string mode_options = absl::StrCat(
+      ", mode: ", mode, aligned_timeout.empty() ? "" : absl::StrCat(", aligned_timeout: ", aligned_timeout));
 
   std::unique_ptr<sluice::cli::LocalCluster> cluster = sluice::bench::StartBenchCluster("sluice-cpbench");
   if (cluster == nullptr) return 1;
   const std::string dir = cluster->options().dir;
   sluice::cli::CoordinatorClient client(cluster->coordinator_address());
   const std::string sink = "{id: sink, type: blackhole}";
-  const std::string with_cp = absl::StrCat("checkpoint: {interval: 1s, retain: 2, mode: ", mode, "}\n");
+  const std::string with_cp = absl::StrCat("checkpoint: {interval: 1s, retain: 2", mode_options, "}\n");
 
   // 1. Throughput, alternating without / with checkpoints.
   std::vector<double> rate_off, rate_on, cpu_off, cpu_on, cp_ms, cp_size, cp_uploaded;
@@ -129,7 +136,7 @@ int main(int argc, char** argv) {
   }
 
   // 2. Checkpoints under backpressure: the sink takes 20K records/s per subtask.
-  auto slow = client.Submit(Job(0, keys, absl::StrCat("checkpoint: {interval: 1s, timeout: 60s, mode: ", mode, "}\n"),
+  auto slow = client.Submit(Job(0, keys, absl::StrCat("checkpoint: {interval: 1s, timeout: 60s", mode_options, "}\n"),
                                 "{id: sink, type: blackhole, max_rate: 20000}"),
                             "slow.yaml", 0);
   std::vector<double> bp_ms;
@@ -154,7 +161,7 @@ int main(int argc, char** argv) {
   // time until the job's new attempt is running and its sink receives records again.
   std::vector<double> recovery_s;
   for (int r = 0; r < reps && !backpressure_only; ++r) {
-    auto job = client.Submit(Job(0, keys, absl::StrCat("checkpoint: {interval: 500ms, mode: ", mode,
+    auto job = client.Submit(Job(0, keys, absl::StrCat("checkpoint: {interval: 500ms", mode_options,
                                                        "}\nrestart: {attempts: 10, delay: 100ms}\n"),
                                  sink, 200000),
                              "recover.yaml", 0);
@@ -183,8 +190,9 @@ int main(int argc, char** argv) {
   std::filesystem::remove_all(dir);
 
   double off = Median(rate_off), on = Median(rate_on);
-  std::printf("reproduce: build/bin/checkpoint_benchmark --records %lld --keys %lld --reps %d --mode %s%s\n",
+  std::printf("reproduce: build/bin/checkpoint_benchmark --records %lld --keys %lld --reps %d --mode %s%s%s\n",
               static_cast<long long>(records), static_cast<long long>(keys), reps, mode.c_str(),
+              aligned_timeout.empty() ? "" : absl::StrCat(" --aligned-timeout ", aligned_timeout).c_str(),
               backpressure_only ? " --backpressure-only" : "");
   std::printf("BENCH checkpoint_overhead records=%lld records_per_s_no_checkpoints=%.0f "
               "records_per_s_checkpoints_1s=%.0f throughput_ratio=%.3f slowdown_pct=%.1f "
