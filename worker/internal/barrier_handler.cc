@@ -65,7 +65,7 @@ absl::StatusOr<BarrierHandler::Action> BarrierHandler::OnItem(BufferItem& item) 
   }
   if (current_ > 0) {
     if (unaligned_) {
-      if (!announced_[ch]) Record(item);
+      if (!announced_[ch]) recorded_.push_back(item.CopyContent());
     } else if (announced_[ch]) {
       ++processed_since_announced_[ch];
     }
@@ -140,17 +140,6 @@ void BarrierHandler::MaybeFinish(Action* action) {
   last_done_ = current_;
   ReleaseBlocked();
   Reset();
-}
-
-void BarrierHandler::Record(const BufferItem& item) {
-  BufferItem copy;
-  copy.channel = item.channel;
-  copy.data = item.data;
-  copy.num_records = item.num_records;
-  copy.has_watermark = item.has_watermark;
-  copy.watermark = item.watermark;
-  copy.watermark_status = item.watermark_status;
-  recorded_.push_back(std::move(copy));
 }
 
 void BarrierHandler::ReleaseBlocked() {

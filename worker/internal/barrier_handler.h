@@ -99,7 +99,6 @@ class BarrierHandler {
   // Aligned phase: snapshot if every channel delivered the barrier or ended. Unaligned: report
   // completion if every channel announced it or ended.
   void MaybeFinish(Action* action);
-  void Record(const BufferItem& item);
   // Releases blocked channels; their held-back items are replayed in arrival order.
   void ReleaseBlocked();
   void Reset();

@@ -29,14 +29,7 @@ void InputGate::Push(BufferItem item) {
     for (size_t i = announcements_; i < queue_.size(); ++i) {
       const BufferItem& queued = queue_[i];
       if (queued.channel != item.channel || queued.barrier > 0) continue;
-      BufferItem copy;
-      copy.channel = queued.channel;
-      copy.data = queued.data;
-      copy.num_records = queued.num_records;
-      copy.has_watermark = queued.has_watermark;
-      copy.watermark = queued.watermark;
-      copy.watermark_status = queued.watermark_status;
-      announcement.overtaken.push_back(std::move(copy));
+      announcement.overtaken.push_back(queued.CopyContent());
     }
     queue_.insert(queue_.begin() + announcements_, std::move(announcement));
     ++announcements_;

@@ -52,6 +52,18 @@ struct BufferItem {
 
   // Whether the consumer returns a credit once it has processed the item.
   bool TakesCredit() const { return !priority && !restored; }
+  // A copy of what a records, watermark or watermark status item carries (with its channel),
+  // for in-flight data.
+  BufferItem CopyContent() const {
+    BufferItem copy;
+    copy.channel = channel;
+    copy.data = data;
+    copy.num_records = num_records;
+    copy.has_watermark = has_watermark;
+    copy.watermark = watermark;
+    copy.watermark_status = watermark_status;
+    return copy;
+  }
 };
 
 // The input side of a task: buffers from all its input channels, in one bounded queue.
