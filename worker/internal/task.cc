@@ -1,6 +1,7 @@
 #include "worker/internal/task.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -847,7 +848,12 @@ absl::Status Task::HandleInputItem(BufferItem& item) {
 absl::Status Task::Act(const BarrierHandler::Action& action) {
   if (action.abandoned > 0 && unaligned_ack_ != nullptr &&
       unaligned_ack_->ack->checkpoint_id() == action.abandoned) {
-    unaligned_ack_.reset();  // the coordinator gave it up
+    // The coordinator gave it up: drop its local RocksDB checkpoints too.
+    for (const auto& [op, snap] : unaligned_ack_->keyed) {
+      std::error_code ec;
+      std::filesystem::remove_all(snap.local_checkpoint_dir, ec);
+    }
+    unaligned_ack_.reset();
   }
   if (action.snapshot > 0) {
     SLUICE_RETURN_IF_ERROR(PerformCheckpoint(action.snapshot, true, action.alignment_ms,
