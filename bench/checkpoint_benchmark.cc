@@ -3,7 +3,8 @@
 // duration of checkpoints under backpressure (a slow sink); and the time from kill -9 of a
 // worker to the job running again.
 //
-//   build/bin/checkpoint_benchmark [--records N] [--keys K] [--reps R]
+//   build/bin/checkpoint_benchmark [--records N] [--keys K] [--reps R] [--mode M]
+//                                  [--aligned-timeout T] [--backpressure-only]
 
 #include <signal.h>
 #include <unistd.h>
@@ -75,18 +76,32 @@ int main(int argc, char** argv) {
   app.add_option("--records", records, "Records per run")->capture_default_str();
   app.add_option("--keys", keys, "Distinct keys (state size)")->capture_default_str();
   app.add_option("--reps", reps, "Repetitions (medians are reported)")->capture_default_str();
+  std::string mode = "auto";
+  app.add_option("--mode", mode, "Checkpoint mode of every checkpointed job")
+      ->check(CLI::IsMember({"aligned", "unaligned", "auto"}))
+      ->capture_default_str();
+  std::string aligned_timeout;
+  app.add_option("--aligned-timeout", aligned_timeout,
+                 "With --mode auto: alignment time before switching to unaligned (e.g. 200ms; "
+                 "default: the job default)");
+  bool backpressure_only = false;
+  app.add_flag("--backpressure-only", backpressure_only,
+               "Measure only checkpoints under backpressure (section 2)");
   CLI11_PARSE(app, argc, argv);
+  // The checkpoint options every checkpointed job gets besides its interval.
+  const std::string mode_options = absl::StrCat(
+      ", mode: ", mode, aligned_timeout.empty() ? "" : absl::StrCat(", aligned_timeout: ", aligned_timeout));
 
   std::unique_ptr<sluice::cli::LocalCluster> cluster = sluice::bench::StartBenchCluster("sluice-cpbench");
   if (cluster == nullptr) return 1;
   const std::string dir = cluster->options().dir;
   sluice::cli::CoordinatorClient client(cluster->coordinator_address());
   const std::string sink = "{id: sink, type: blackhole}";
-  const std::string with_cp = "checkpoint: {interval: 1s, retain: 2}\n";
+  const std::string with_cp = absl::StrCat("checkpoint: {interval: 1s, retain: 2", mode_options, "}\n");
 
   // 1. Throughput, alternating without / with checkpoints.
   std::vector<double> rate_off, rate_on, cpu_off, cpu_on, cp_ms, cp_size, cp_uploaded;
-  for (int r = 0; r < reps; ++r) {
+  for (int r = 0; r < reps && !backpressure_only; ++r) {
     for (bool on : {false, true}) {
       double cpu0 = 0;
       for (pid_t p : cluster->AllPids()) cpu0 += CpuSeconds(p);
@@ -121,7 +136,7 @@ int main(int argc, char** argv) {
   }
 
   // 2. Checkpoints under backpressure: the sink takes 20K records/s per subtask.
-  auto slow = client.Submit(Job(0, keys, "checkpoint: {interval: 1s, timeout: 60s}\n",
+  auto slow = client.Submit(Job(0, keys, absl::StrCat("checkpoint: {interval: 1s, timeout: 60s", mode_options, "}\n"),
                                 "{id: sink, type: blackhole, max_rate: 20000}"),
                             "slow.yaml", 0);
   std::vector<double> bp_ms;
@@ -130,7 +145,12 @@ int main(int argc, char** argv) {
     auto info = client.GetJob(slow->job_id());
     if (info.ok()) {
       for (const auto& c : info->checkpoints()) {
-        if (c.status() == "COMPLETED") bp_ms.push_back(c.duration_ms());
+        if (c.status() != "COMPLETED") continue;
+        bp_ms.push_back(c.duration_ms());
+        std::printf("backpressure checkpoint %lld: %lld ms, %s, alignment %lld ms, in-flight %lld bytes\n",
+                    static_cast<long long>(c.checkpoint_id()), static_cast<long long>(c.duration_ms()),
+                    c.unaligned() ? "unaligned" : "aligned", static_cast<long long>(c.alignment_ms()),
+                    static_cast<long long>(c.persisted_bytes()));
       }
     }
     (void)client.Cancel(slow->job_id());
@@ -140,8 +160,9 @@ int main(int argc, char** argv) {
   // 3. Recovery: kill -9 a worker under a running checkpointed job, start a replacement, and
   // time until the job's new attempt is running and its sink receives records again.
   std::vector<double> recovery_s;
-  for (int r = 0; r < reps; ++r) {
-    auto job = client.Submit(Job(0, keys, "checkpoint: {interval: 500ms}\nrestart: {attempts: 10, delay: 100ms}\n",
+  for (int r = 0; r < reps && !backpressure_only; ++r) {
+    auto job = client.Submit(Job(0, keys, absl::StrCat("checkpoint: {interval: 500ms", mode_options,
+                                                       "}\nrestart: {attempts: 10, delay: 100ms}\n"),
                                  sink, 200000),
                              "recover.yaml", 0);
     if (!job.ok()) break;
@@ -169,8 +190,10 @@ int main(int argc, char** argv) {
   std::filesystem::remove_all(dir);
 
   double off = Median(rate_off), on = Median(rate_on);
-  std::printf("reproduce: build/bin/checkpoint_benchmark --records %lld --keys %lld --reps %d\n",
-              static_cast<long long>(records), static_cast<long long>(keys), reps);
+  std::printf("reproduce: build/bin/checkpoint_benchmark --records %lld --keys %lld --reps %d --mode %s%s%s\n",
+              static_cast<long long>(records), static_cast<long long>(keys), reps, mode.c_str(),
+              aligned_timeout.empty() ? "" : absl::StrCat(" --aligned-timeout ", aligned_timeout).c_str(),
+              backpressure_only ? " --backpressure-only" : "");
   std::printf("BENCH checkpoint_overhead records=%lld records_per_s_no_checkpoints=%.0f "
               "records_per_s_checkpoints_1s=%.0f throughput_ratio=%.3f slowdown_pct=%.1f "
               "records_per_cpu_s_no_checkpoints=%.0f records_per_cpu_s_checkpoints=%.0f\n",

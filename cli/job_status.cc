@@ -82,12 +82,15 @@ std::string FormatJobStatus(const proto::JobInfo& j, int64_t now_ms) {
                                           j.waiting_for_slots(), (now_ms - j.waiting_since_ms()) / 1000.0));
   }
   if (j.checkpoints_size() > 0) {
-    absl::StrAppend(&out, absl::StrFormat("  %-6s %-11s %10s %12s %12s %10s\n", "CHKPT", "STATUS",
-                                          "DURATION", "SIZE", "UPLOADED", "ALIGNMENT"));
+    absl::StrAppend(&out, absl::StrFormat("  %-6s %-11s %10s %12s %12s %-9s %10s %10s\n", "CHKPT", "STATUS",
+                                          "DURATION", "SIZE", "UPLOADED", "KIND", "ALIGNMENT",
+                                          "IN-FLIGHT"));
     for (const auto& c : j.checkpoints()) {
-      absl::StrAppend(&out, absl::StrFormat("  %-6d %-11s %8dms %12d %12d %8dms%s\n", c.checkpoint_id(),
+      absl::StrAppend(&out, absl::StrFormat("  %-6d %-11s %8dms %12d %12d %-9s %8dms %10d%s\n", c.checkpoint_id(),
                                             c.status() + (c.savepoint() ? "*" : ""), c.duration_ms(),
-                                            c.full_size(), c.incremental_size(), c.alignment_ms(),
+                                            c.full_size(), c.incremental_size(),
+                                            c.unaligned() ? "unaligned" : "aligned", c.alignment_ms(),
+                                            c.persisted_bytes(),
                                             c.reason().empty() ? "" : "  " + c.reason()));
     }
   }

@@ -60,6 +60,30 @@ TEST(JobStatusTest, WaitingForSlotsAndTheRestoredCheckpointAreShown) {
   EXPECT_THAT(text, HasSubstr("\n  this attempt restored checkpoint 17\n"));
 }
 
+TEST(JobStatusTest, CheckpointsShowKindAlignmentAndInFlightBytes) {
+  proto::JobInfo j = JobWithFailure(proto::JOB_RUNNING);
+  j.clear_error();
+  proto::CheckpointInfo* a = j.add_checkpoints();
+  a->set_checkpoint_id(3);
+  a->set_status("COMPLETED");
+  a->set_duration_ms(2100);
+  a->set_alignment_ms(1460);
+  a->set_unaligned(true);
+  a->set_persisted_bytes(448695);
+  proto::CheckpointInfo* b = j.add_checkpoints();
+  b->set_checkpoint_id(4);
+  b->set_status("COMPLETED");
+  b->set_duration_ms(40);
+  b->set_alignment_ms(2);
+  std::string text = FormatJobStatus(j, 10000);
+  EXPECT_THAT(text, HasSubstr("  CHKPT  STATUS        DURATION         SIZE     UPLOADED KIND       "
+                              "ALIGNMENT  IN-FLIGHT\n"));
+  EXPECT_THAT(text, HasSubstr("  3      COMPLETED       2100ms            0            0 unaligned     "
+                              "1460ms     448695\n"));
+  EXPECT_THAT(text, HasSubstr("  4      COMPLETED         40ms            0            0 aligned          "
+                              "2ms          0\n"));
+}
+
 TEST(JobStatusTest, NoFailureNoLine) {
   proto::JobInfo j = JobWithFailure(proto::JOB_RUNNING);
   j.clear_error();

@@ -1015,6 +1015,8 @@ void Coordinator::SendToWorkers(Job& job, bool complete, int64_t id, bool final)
   req.set_attempt(job.attempt);
   req.set_checkpoint_id(id);
   req.set_final(final);
+  // Savepoints are always aligned (Flink's too): they hold no in-flight data.
+  req.set_aligned(!complete && job.pending != nullptr && job.pending->savepoint);
   dispatch_queue_.push_back([stubs, req, complete] {
     for (const auto& [worker_id, stub] : stubs) {
       grpc::ClientContext ctx;
@@ -1132,7 +1134,8 @@ void Coordinator::CompleteCheckpointLocked(Job& job) {
   md->set_max_parallelism(job.spec->max_parallelism);
   md->set_savepoint(p->savepoint);
   md->set_final(p->final);
-  int64_t full = 0, incremental = 0, alignment = 0;
+  int64_t full = 0, incremental = 0, alignment = 0, persisted = 0;
+  bool unaligned = false;
   for (auto& [key, ack] : p->acks) {
     for (const auto& h : ack.state().keyed()) {
       full += h.full_size();
@@ -1147,6 +1150,8 @@ void Coordinator::CompleteCheckpointLocked(Job& job) {
       }
     }
     alignment = std::max(alignment, ack.alignment_ms());
+    unaligned |= ack.unaligned();
+    persisted += ack.state().channel_state_bytes();
     *md->add_subtasks() = ack.state();
   }
   for (const auto& op : job.spec->operators) md->add_operator_ids(op.id);
@@ -1201,6 +1206,8 @@ void Coordinator::CompleteCheckpointLocked(Job& job) {
   info.set_full_size(full);
   info.set_incremental_size(incremental);
   info.set_alignment_ms(alignment);
+  info.set_unaligned(unaligned);
+  info.set_persisted_bytes(persisted);
   info.set_path(path);
   info.set_savepoint(p->savepoint);
   job.history.push_back(info);

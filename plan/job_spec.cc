@@ -151,7 +151,8 @@ absl::Status CheckInputs(const ErrorContext& ec, const std::vector<OperatorSpec>
 absl::Status ParseCheckpointAndRestart(const ErrorContext& ec, const YAML::Node& root, JobSpec* job) {
   if (YAML::Node c = root["checkpoint"]) {
     SLUICE_RETURN_IF_ERROR(
-        CheckKeys(ec, c, "checkpoint", {"interval", "timeout", "min_pause", "retain", "tolerable_failures"}));
+        CheckKeys(ec, c, "checkpoint", {"interval", "timeout", "min_pause", "retain", "tolerable_failures",
+                                     "mode", "aligned_timeout"}));
     if (!c["interval"]) {
       return ec.At(c, "checkpoint needs an 'interval' (at least 10ms; leave out the checkpoint "
                       "section to take no checkpoints)");
@@ -163,6 +164,25 @@ absl::Status ParseCheckpointAndRestart(const ErrorContext& ec, const YAML::Node&
     job->checkpoint.retain = static_cast<int>(retain);
     SLUICE_ASSIGN_OR_RETURN(int64_t tolerable, GetInt(ec, c, "tolerable_failures", 0, 0, 1000000));
     job->checkpoint.tolerable_failures = static_cast<int>(tolerable);
+    if (c["mode"]) {
+      SLUICE_ASSIGN_OR_RETURN(std::string mode, GetString(ec, c, "mode", false));
+      if (mode == "aligned") {
+        job->checkpoint.mode = CheckpointConfig::Mode::kAligned;
+      } else if (mode == "unaligned") {
+        job->checkpoint.mode = CheckpointConfig::Mode::kUnaligned;
+      } else if (mode == "auto") {
+        job->checkpoint.mode = CheckpointConfig::Mode::kAuto;
+      } else {
+        return ec.At(c["mode"], absl::StrCat("checkpoint mode must be aligned, unaligned or auto, got '",
+                                             mode, "'"));
+      }
+    }
+    SLUICE_ASSIGN_OR_RETURN(job->checkpoint.aligned_timeout_ms, GetDuration(ec, c, "aligned_timeout", 1000));
+    if (c["aligned_timeout"] && job->checkpoint.mode != CheckpointConfig::Mode::kAuto) {
+      return ec.At(c["aligned_timeout"],
+                   "checkpoint aligned_timeout applies to mode: auto only (aligned never switches, "
+                   "unaligned never aligns)");
+    }
     if (job->checkpoint.interval_ms < kMinCheckpointIntervalMs) {
       return ec.At(c["interval"],
                    absl::StrCat("checkpoint interval must be at least ", kMinCheckpointIntervalMs,

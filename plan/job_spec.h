@@ -72,7 +72,8 @@ inline const Schema& InputSchema(const OperatorSpec& producer, const InputSpec& 
                                    : producer.output_schema;
 }
 
-// `checkpoint: {interval: 1s, timeout: 60s, min_pause: 0s, retain: 3, tolerable_failures: 0}`.
+// `checkpoint: {interval: 1s, timeout: 60s, min_pause: 0s, retain: 3, tolerable_failures: 0,
+//               mode: auto, aligned_timeout: 1s}`.
 // A job without a `checkpoint` section takes no checkpoints (interval_ms 0); a section needs an
 // interval of at least kMinCheckpointIntervalMs.
 inline constexpr int64_t kMinCheckpointIntervalMs = 10;  // Flink's minimum too
@@ -84,6 +85,13 @@ struct CheckpointConfig {
   // Consecutive failed checkpoints (timed out, declined, unwritable) a job tolerates before it
   // is failed over; Flink's execution.checkpointing.tolerable-failed-checkpoints (default 0).
   int tolerable_failures = 0;
+  // How barriers cross backpressure (Flink's execution.checkpointing.unaligned and
+  // aligned-checkpoint-timeout): kAligned waits behind in-flight buffers; kUnaligned lets
+  // barriers overtake them and stores them with the checkpoint; kAuto aligns first and switches
+  // to unaligned when alignment takes longer than aligned_timeout_ms. Savepoints are aligned.
+  enum class Mode { kAuto, kAligned, kUnaligned };
+  Mode mode = Mode::kAuto;
+  int64_t aligned_timeout_ms = 1000;
   bool enabled() const { return interval_ms > 0; }
 };
 

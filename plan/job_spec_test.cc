@@ -1312,6 +1312,31 @@ TEST(JobSpecInputTest, CheckpointIntervalBelowTenMillisecondsIsRefused) {
   EXPECT_FALSE(off->checkpoint.enabled());
 }
 
+TEST(JobSpecInputTest, CheckpointModeAndAlignedTimeout) {
+  const std::string job = FilterJob("k > 1");
+  auto dflt = Parse("checkpoint: {interval: 1s}\n" + job);
+  ASSERT_OK(dflt);
+  EXPECT_EQ(dflt->checkpoint.mode, CheckpointConfig::Mode::kAuto);
+  EXPECT_EQ(dflt->checkpoint.aligned_timeout_ms, 1000);
+  auto aligned = Parse("checkpoint: {interval: 1s, mode: aligned}\n" + job);
+  ASSERT_OK(aligned);
+  EXPECT_EQ(aligned->checkpoint.mode, CheckpointConfig::Mode::kAligned);
+  auto unaligned = Parse("checkpoint: {interval: 1s, mode: unaligned}\n" + job);
+  ASSERT_OK(unaligned);
+  EXPECT_EQ(unaligned->checkpoint.mode, CheckpointConfig::Mode::kUnaligned);
+  auto timeout = Parse("checkpoint: {interval: 1s, mode: auto, aligned_timeout: 200ms}\n" + job);
+  ASSERT_OK(timeout);
+  EXPECT_EQ(timeout->checkpoint.aligned_timeout_ms, 200);
+  EXPECT_THAT(ParseStatus("checkpoint: {interval: 1s, mode: sometimes}\n" + job),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "job.yaml:1:34: checkpoint mode must be aligned, unaligned or auto, got "
+                       "'sometimes'"));
+  EXPECT_THAT(ParseStatus("checkpoint: {interval: 1s, mode: aligned, aligned_timeout: 1s}\n" + job),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "job.yaml:1:60: checkpoint aligned_timeout applies to mode: auto only "
+                       "(aligned never switches, unaligned never aligns)"));
+}
+
 }  // namespace
 }  // namespace sluice::plan
 

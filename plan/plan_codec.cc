@@ -299,6 +299,10 @@ proto::JobPlan EncodeJobPlan(const JobSpec& job, const JobGraph& graph) {
   cp->set_min_pause_ms(job.checkpoint.min_pause_ms);
   cp->set_retain(job.checkpoint.retain);
   cp->set_tolerable_failures(job.checkpoint.tolerable_failures);
+  cp->set_mode(job.checkpoint.mode == CheckpointConfig::Mode::kAligned     ? proto::PLAN_CHECKPOINT_ALIGNED
+               : job.checkpoint.mode == CheckpointConfig::Mode::kUnaligned ? proto::PLAN_CHECKPOINT_UNALIGNED
+                                                                           : proto::PLAN_CHECKPOINT_AUTO);
+  cp->set_aligned_timeout_ms(job.checkpoint.aligned_timeout_ms);
   proto::PlanRestart* rs = p.mutable_restart();
   rs->set_strategy(EncodeStrategy(job.restart.strategy));
   rs->set_attempts(job.restart.attempts);
@@ -388,6 +392,15 @@ absl::StatusOr<PlannedJob> DecodeJobPlan(const proto::JobPlan& plan) {
   job.checkpoint.min_pause_ms = plan.checkpoint().min_pause_ms();
   job.checkpoint.retain = plan.checkpoint().retain();
   job.checkpoint.tolerable_failures = plan.checkpoint().tolerable_failures();
+  switch (plan.checkpoint().mode()) {
+    case proto::PLAN_CHECKPOINT_AUTO: job.checkpoint.mode = CheckpointConfig::Mode::kAuto; break;
+    case proto::PLAN_CHECKPOINT_ALIGNED: job.checkpoint.mode = CheckpointConfig::Mode::kAligned; break;
+    case proto::PLAN_CHECKPOINT_UNALIGNED: job.checkpoint.mode = CheckpointConfig::Mode::kUnaligned; break;
+    default: return Invalid(absl::StrCat("unknown checkpoint mode ", plan.checkpoint().mode()));
+  }
+  job.checkpoint.aligned_timeout_ms =
+      plan.checkpoint().has_aligned_timeout_ms() ? plan.checkpoint().aligned_timeout_ms() : 1000;
+  if (job.checkpoint.aligned_timeout_ms < 0) return Invalid("negative aligned checkpoint timeout");
   SLUICE_ASSIGN_OR_RETURN(job.restart.strategy, DecodeStrategy(plan.restart().strategy()));
   job.restart.attempts = plan.restart().attempts();
   job.restart.delay_ms = plan.restart().delay_ms();

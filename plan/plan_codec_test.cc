@@ -27,7 +27,7 @@ parallelism: 2
 max_parallelism: 64
 buffer_timeout_ms: 25
 watermark_interval: 150ms
-checkpoint: {interval: 1s, timeout: 30s, min_pause: 100ms, retain: 2, tolerable_failures: 1}
+checkpoint: {interval: 1s, timeout: 30s, min_pause: 100ms, retain: 2, tolerable_failures: 1, mode: auto, aligned_timeout: 250ms}
 restart: {strategy: exponential_backoff, attempts: 5, initial_delay: 50ms, max_delay: 2s, slot_wait_timeout: 9s}
 plugins: [/opt/plugins/libnone.so]
 operators:
@@ -104,6 +104,8 @@ void ExpectSameJob(const PlannedJob& want, const PlannedJob& got) {
   EXPECT_EQ(a.checkpoint.min_pause_ms, b.checkpoint.min_pause_ms);
   EXPECT_EQ(a.checkpoint.retain, b.checkpoint.retain);
   EXPECT_EQ(a.checkpoint.tolerable_failures, b.checkpoint.tolerable_failures);
+  EXPECT_EQ(a.checkpoint.mode, b.checkpoint.mode);
+  EXPECT_EQ(a.checkpoint.aligned_timeout_ms, b.checkpoint.aligned_timeout_ms);
   EXPECT_EQ(a.restart.strategy, b.restart.strategy);
   EXPECT_EQ(a.restart.attempts, b.restart.attempts);
   EXPECT_EQ(a.restart.delay_ms, b.restart.delay_ms);
@@ -207,6 +209,7 @@ TEST(PlanCodecTest, RoundTripEqualsThePlan) {
   absl::StatusOr<PlannedJob> deployed = Deploy(received);
   ASSERT_OK(deployed);
   ExpectSameJob(planned, *deployed);
+  EXPECT_EQ(deployed->spec.checkpoint.aligned_timeout_ms, 250);
   // Encoding the decoded plan again gives the same message.
   EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(
       plan, EncodeJobPlan(deployed->spec, deployed->graph)));

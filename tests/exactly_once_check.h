@@ -25,11 +25,16 @@ struct CountingJobOptions {
   int parallelism = 2;
   int64_t keys = 1000;
   std::string restart = "{strategy: fixed_delay, attempts: 1000, delay: 100ms}";
+  std::string checkpoint_mode;  // "": the default (auto)
+  // > 0: totals also feed a blackhole taking this many records/s per subtask, which holds the
+  // whole job back (backpressure).
+  int64_t slow_sink_rate = 0;
 };
 inline std::string CountingJob(const std::string& out, int64_t count, int64_t rate,
                                const CountingJobOptions& o = {}) {
   return absl::StrCat("name: ", o.name, "\nparallelism: ", o.parallelism, R"(
-checkpoint: {interval: 200ms, timeout: 20s, retain: 3}
+checkpoint: {interval: 200ms, timeout: 20s, retain: 3)",
+                      o.checkpoint_mode.empty() ? "" : absl::StrCat(", mode: ", o.checkpoint_mode), R"(}
 restart: )", o.restart, R"(
 operators:
   - id: gen
@@ -42,7 +47,11 @@ operators:
   - id: totals
     type: aggregate
     aggregates: [{fn: count, as: n}, {fn: sum, field: value, as: total}]
-  - {id: out, type: file, path: )", out, "}\n");
+  - {id: out, type: file, path: )", out, "}\n",
+                      o.slow_sink_rate > 0
+                          ? absl::StrCat("  - {id: slow, type: blackhole, max_rate: ", o.slow_sink_rate,
+                                         ", input: {from: totals}}\n")
+                          : "");
 }
 
 struct Expected {

@@ -23,6 +23,16 @@ using ::testing::HasSubstr;
 
 class ExactlyOnceTest : public ClusterTest {
  protected:
+  static std::string CheckpointsText(const proto::JobInfo& info) {
+    std::string text;
+    for (const auto& c : info.checkpoints()) {
+      absl::StrAppend(&text, c.checkpoint_id(), " ", c.status(), " ", c.duration_ms(), "ms ",
+                      c.unaligned() ? "unaligned " : "aligned ", c.persisted_bytes(), "B ",
+                      c.reason(), "; ");
+    }
+    return text;
+  }
+
   // kill -9 a random worker at random moments (some during checkpoints, which run every
   // 200 ms and take tens of ms), start a replacement each time, until the job ends.
   void KillWorkersUntilDone(const std::string& job, int kills) {
@@ -39,11 +49,21 @@ class ExactlyOnceTest : public ClusterTest {
   }
 };
 
-TEST_F(ExactlyOnceTest, KillingWorkersRepeatedlyKeepsOutputExactlyOnce) {
+// The same in every checkpoint mode.
+class ExactlyOnceModeTest : public ExactlyOnceTest,
+                            public ::testing::WithParamInterface<std::string> {};
+
+INSTANTIATE_TEST_SUITE_P(Modes, ExactlyOnceModeTest,
+                         ::testing::Values("aligned", "unaligned", "auto"),
+                         [](const auto& info) { return info.param; });
+
+TEST_P(ExactlyOnceModeTest, KillingWorkersRepeatedlyKeepsOutputExactlyOnce) {
   StartCluster(2, 2, 1500);
   constexpr int64_t kRecords = 3'000'000;
   const std::string out = dir_ + "/out";
-  std::string job = Submit(CountingJob(out, kRecords, 300'000));
+  CountingJobOptions o;
+  o.checkpoint_mode = GetParam();
+  std::string job = Submit(CountingJob(out, kRecords, 300'000, o));
   WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
   KillWorkersUntilDone(job, 4);
   proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(240));
@@ -53,6 +73,62 @@ TEST_F(ExactlyOnceTest, KillingWorkersRepeatedlyKeepsOutputExactlyOnce) {
   for (const auto& entry : fs::directory_iterator(out)) {
     EXPECT_EQ(entry.path().extension(), ".jsonl") << "left over: " << entry.path();
   }
+}
+
+// A slow sink holds the job back. Unaligned (and auto) checkpoints still complete, storing the
+// in-flight buffers; a kill -9 during the backpressure restores them: output exactly once.
+class BackpressureTest : public ExactlyOnceTest,
+                         public ::testing::WithParamInterface<std::string> {};
+
+INSTANTIATE_TEST_SUITE_P(Modes, BackpressureTest, ::testing::Values("unaligned", "auto"),
+                         [](const auto& info) { return info.param; });
+
+TEST_P(BackpressureTest, CheckpointsCompleteAndKillKeepsOutputExactlyOnce) {
+  StartCluster(2, 2, 1500);
+  // More than the channels hold (~10K records a buffer), so the sources stay held back for
+  // seconds: 12.5 s for the whole input, which the sources alone produce in a fraction of one.
+  constexpr int64_t kRecords = 1'000'000;
+  const std::string out = dir_ + "/out";
+  CountingJobOptions o;
+  o.checkpoint_mode = GetParam();
+  o.slow_sink_rate = 40'000;
+  std::string job = Submit(CountingJob(out, kRecords, 0, o));
+  WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
+  // Checkpoints keep completing while the sink holds everything back.
+  int64_t latest = 0;
+  for (int k = 0; k < 3; ++k) {
+    proto::JobInfo info = WaitForCheckpoint(job, latest, std::chrono::seconds(5));
+    ASSERT_EQ(info.state(), proto::JOB_RUNNING) << "the job ended before checkpoint " << k + 1;
+    ASSERT_GT(LatestCompletedCheckpoint(info), latest) << "no checkpoint completed within 5 s: "
+                                                       << CheckpointsText(info);
+    latest = LatestCompletedCheckpoint(info);
+  }
+  proto::JobInfo info = WaitUntil(job, [](const proto::JobInfo& i) {
+    for (const auto& c : i.checkpoints()) {
+      if (c.status() == "COMPLETED" && c.unaligned() && c.persisted_bytes() > 0) return true;
+    }
+    return i.state() != proto::JOB_RUNNING;
+  }, std::chrono::seconds(10));
+  ASSERT_EQ(info.state(), proto::JOB_RUNNING);
+  // kill -9 while in-flight data is part of the latest checkpoint.
+  ASSERT_OK(cluster_->KillWorker(1, SIGKILL));
+  ASSERT_OK(cluster_->RestartWorker(1, -1));
+  // The new attempt restored an unaligned checkpoint: its in-flight data was replayed.
+  info = WaitUntil(job, [](const proto::JobInfo& i) {
+    return i.restored_checkpoint_id() > 0 || i.state() == proto::JOB_FINISHED ||
+           i.state() == proto::JOB_FAILED;
+  }, std::chrono::seconds(30));
+  bool restored_in_flight = false;
+  for (const auto& c : info.checkpoints()) {
+    restored_in_flight |= c.checkpoint_id() == info.restored_checkpoint_id() && c.unaligned() &&
+                          c.persisted_bytes() > 0;
+  }
+  EXPECT_TRUE(restored_in_flight) << "restored checkpoint " << info.restored_checkpoint_id()
+                                  << " of " << CheckpointsText(info);
+  info = WaitForEnd(job, std::chrono::seconds(120));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  EXPECT_GE(info.restarts(), 1) << "the kill did not hit the job";
+  CheckExactlyOnce({out}, ExpectedFor(kRecords));
 }
 
 TEST_F(ExactlyOnceTest, CoordinatorCrashResumesFromLatestCheckpoint) {

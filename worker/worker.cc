@@ -388,7 +388,7 @@ absl::Status Worker::Checkpoint(const proto::CheckpointTrigger& req, bool comple
       // their end of input; a final one at every task.
       bool source = it->second.spec->operators[it->second.graph->vertices[t->descriptor().vertex].ops[0]].is_source();
       if (req.final() || source || t->Status().end_of_input()) {
-        t->TriggerCheckpoint(req.checkpoint_id(), req.final());
+        t->TriggerCheckpoint(req.checkpoint_id(), req.final(), req.aligned());
       }
     }
   }
@@ -454,19 +454,7 @@ absl::StatusOr<std::unique_ptr<ChannelWriter>> Worker::CreateWriter(const proto:
     std::shared_ptr<InputGate> gate;
     int channel;
     SLUICE_RETURN_IF_ERROR(ResolveGate(h, &gate, &channel));
-    auto local = std::make_shared<LocalChannel>(gate, channel);
-    gate->SetListener(channel, local);
-    // The gate holds the channel as its credit listener; the task holds it as its writer.
-    struct Holder final : ChannelWriter {
-      std::shared_ptr<LocalChannel> ch;
-      absl::Status Send(BufferItem item) override { return ch->Send(std::move(item)); }
-      absl::Status Close() override { return ch->Close(); }
-      void Cancel() override { ch->Cancel(); }
-      int64_t CreditWaitNanos() const override { return ch->CreditWaitNanos(); }
-    };
-    auto holder = std::make_unique<Holder>();
-    holder->ch = std::move(local);
-    return std::unique_ptr<ChannelWriter>(std::move(holder));
+    return LocalChannel::Connect(std::move(gate), channel);
   }
   return std::unique_ptr<ChannelWriter>(std::make_unique<RemoteChannelWriter>(StubFor(address), h, address));
 }

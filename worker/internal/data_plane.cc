@@ -1,10 +1,12 @@
 #include "worker/internal/data_plane.h"
 
 #include <atomic>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
 #include "common/logging.h"
+#include "common/status.h"
 
 namespace sluice::worker {
 namespace {
@@ -86,6 +88,7 @@ class ExchangeReactor final : public grpc::ServerBidiReactor<proto::DataMessage,
       item.num_records = in_.num_records();
       item.end_of_partition = in_.end_of_partition();
       item.barrier = in_.barrier();
+      item.priority = in_.priority() && item.barrier > 0;
       if (in_.has_watermark()) {
         item.has_watermark = true;
         item.watermark = in_.watermark();
@@ -243,41 +246,87 @@ void RemoteChannelWriter::ReleaseHold() {
   RemoveHold();
 }
 
-absl::Status RemoteChannelWriter::Send(BufferItem item) {
-  absl::Status s = Enqueue(std::move(item));
-  if (s.ok()) MaybeStartWrite();
-  return s;
-}
+namespace {
 
-absl::Status RemoteChannelWriter::Enqueue(BufferItem item) {
-  absl::MutexLock lock(&mu_);
-  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return credits_ > 0 || cancelled_ || broken_ || done_;
-  };
-  if (!ready()) {
-    int64_t start = Clock::Real()->NowNanos();
-    mu_.Await(absl::Condition(&ready));
-    wait_nanos_ += Clock::Real()->NowNanos() - start;
-  }
-  if (cancelled_) return absl::CancelledError("task cancelled");
-  if (broken_ || done_) {
-    return absl::UnavailableError(absl::StrCat("data channel ", name_, " broke: ",
-                                               final_status_.error_message()));
-  }
-  --credits_;
+proto::DataMessage ToMessage(BufferItem item) {
   proto::DataMessage msg;
   msg.set_buffer(std::move(item.data));
   msg.set_num_records(item.num_records);
   msg.set_end_of_partition(item.end_of_partition);
   msg.set_barrier(item.barrier);
+  msg.set_priority(item.priority);
   if (item.has_watermark) msg.set_watermark(item.watermark);
   if (item.watermark_status == WatermarkStatus::kIdle) {
     msg.set_watermark_status(proto::WATERMARK_IDLE);
   } else if (item.watermark_status == WatermarkStatus::kActive) {
     msg.set_watermark_status(proto::WATERMARK_ACTIVE);
   }
-  queue_.push_back(std::move(msg));
+  return msg;
+}
+
+}  // namespace
+
+absl::Status RemoteChannelWriter::Send(BufferItem item) {
+  absl::StatusOr<bool> sent = Enqueue(item, std::numeric_limits<int64_t>::max());
+  if (!sent.ok()) return sent.status();
+  MaybeStartWrite();
   return absl::OkStatus();
+}
+
+absl::StatusOr<bool> RemoteChannelWriter::Offer(BufferItem& item, int64_t deadline_nanos) {
+  absl::StatusOr<bool> sent = Enqueue(item, deadline_nanos);
+  if (sent.ok() && *sent) MaybeStartWrite();
+  return sent;
+}
+
+absl::Status RemoteChannelWriter::SendPriority(BufferItem item) {
+  item.priority = true;
+  {
+    absl::MutexLock lock(&mu_);
+    SLUICE_RETURN_IF_ERROR(UsableLocked());
+    queue_.push_back(ToMessage(std::move(item)));  // no credit
+  }
+  MaybeStartWrite();
+  return absl::OkStatus();
+}
+
+void RemoteChannelWriter::Interrupt() {
+  absl::MutexLock lock(&mu_);
+  interrupted_ = true;
+}
+
+absl::Status RemoteChannelWriter::UsableLocked() const {
+  if (cancelled_) return absl::CancelledError("task cancelled");
+  if (broken_ || done_) {
+    return absl::UnavailableError(absl::StrCat("data channel ", name_, " broke: ",
+                                               final_status_.error_message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> RemoteChannelWriter::Enqueue(BufferItem& item, int64_t deadline_nanos) {
+  absl::MutexLock lock(&mu_);
+  const bool forever = deadline_nanos == std::numeric_limits<int64_t>::max();
+  auto ready = [this, forever]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return credits_ > 0 || cancelled_ || broken_ || done_ || (!forever && interrupted_);
+  };
+  if (!ready()) {
+    const int64_t start = Clock::Real()->NowNanos();
+    if (forever) {
+      mu_.Await(absl::Condition(&ready));
+    } else if (deadline_nanos > start) {
+      mu_.AwaitWithTimeout(absl::Condition(&ready), absl::Nanoseconds(deadline_nanos - start));
+    }
+    wait_nanos_ += Clock::Real()->NowNanos() - start;
+  }
+  SLUICE_RETURN_IF_ERROR(UsableLocked());
+  if (credits_ == 0) {
+    interrupted_ = false;
+    return false;
+  }
+  --credits_;
+  queue_.push_back(ToMessage(std::move(item)));
+  return true;
 }
 
 absl::Status RemoteChannelWriter::Close() {

@@ -46,6 +46,9 @@ class RemoteChannelWriter final : public ChannelWriter,
   ~RemoteChannelWriter() override;
 
   absl::Status Send(BufferItem item) override;
+  absl::StatusOr<bool> Offer(BufferItem& item, int64_t deadline_nanos) override;
+  absl::Status SendPriority(BufferItem item) override;
+  void Interrupt() override;
   absl::Status Close() override;
   void Cancel() override;
   int64_t CreditWaitNanos() const override;
@@ -63,14 +66,20 @@ class RemoteChannelWriter final : public ChannelWriter,
     absl::MutexLock lock(&mu_);
     return broken_;
   }
-  absl::Status Enqueue(BufferItem item) ABSL_LOCKS_EXCLUDED(mu_);
+  // Waits for a credit until `deadline_nanos` (INT64_MAX: for ever; interruptible unless so),
+  // takes it and queues `item`. Returns false (item untouched) if none came or interrupted.
+  absl::StatusOr<bool> Enqueue(BufferItem& item, int64_t deadline_nanos) ABSL_LOCKS_EXCLUDED(mu_);
+  // The channel's error after cancellation or a broken stream; OK while usable.
+  absl::Status UsableLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   grpc::ClientContext context_;
   const std::string name_;
   proto::DataMessage read_msg_;
 
   mutable absl::Mutex mu_;
-  std::deque<proto::DataMessage> queue_ ABSL_GUARDED_BY(mu_);  // front is being written
+  // Front is being written. Holds at most the credits granted plus one priority barrier per
+  // checkpoint (those take no credit).
+  std::deque<proto::DataMessage> queue_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   bool writes_done_sent_ ABSL_GUARDED_BY(mu_) = false;
@@ -78,6 +87,7 @@ class RemoteChannelWriter final : public ChannelWriter,
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
   bool hold_released_ ABSL_GUARDED_BY(mu_) = false;
+  bool interrupted_ ABSL_GUARDED_BY(mu_) = false;
   int credits_ ABSL_GUARDED_BY(mu_) = 0;
   grpc::Status final_status_ ABSL_GUARDED_BY(mu_);
   int64_t wait_nanos_ ABSL_GUARDED_BY(mu_) = 0;

@@ -20,7 +20,38 @@ void InputGate::SetListener(int channel, std::shared_ptr<CreditListener> listene
 void InputGate::Push(BufferItem item) {
   absl::MutexLock lock(&mu_);
   if (closed_) return;
+  if (item.priority && item.barrier > 0) {
+    BufferItem announcement;
+    announcement.channel = item.channel;
+    announcement.barrier = item.barrier;
+    announcement.priority = true;
+    announcement.announcement = true;
+    for (size_t i = announcements_; i < queue_.size(); ++i) {
+      const BufferItem& queued = queue_[i];
+      if (queued.channel != item.channel || queued.barrier > 0) continue;
+      announcement.overtaken.push_back(queued.CopyContent());
+    }
+    queue_.insert(queue_.begin() + announcements_, std::move(announcement));
+    ++announcements_;
+    queue_.push_back(std::move(item));
+    if (priority_listener_) priority_listener_();
+    return;
+  }
   queue_.push_back(std::move(item));
+}
+
+void InputGate::SetPriorityListener(std::function<void()> listener) {
+  absl::MutexLock lock(&mu_);
+  if (!closed_) priority_listener_ = std::move(listener);
+}
+
+absl::optional<BufferItem> InputGate::PollPriority() {
+  absl::MutexLock lock(&mu_);
+  if (announcements_ == 0) return absl::nullopt;
+  BufferItem item = std::move(queue_.front());
+  queue_.pop_front();
+  --announcements_;
+  return item;
 }
 
 absl::optional<BufferItem> InputGate::Poll(int64_t deadline_nanos) {
@@ -36,6 +67,7 @@ absl::optional<BufferItem> InputGate::Poll(int64_t deadline_nanos) {
   if (queue_.empty()) return absl::nullopt;
   BufferItem item = std::move(queue_.front());
   queue_.pop_front();
+  if (announcements_ > 0) --announcements_;
   return item;
 }
 
@@ -60,6 +92,8 @@ void InputGate::Close() {
     absl::MutexLock lock(&mu_);
     closed_ = true;
     queue_.clear();
+    announcements_ = 0;
+    priority_listener_ = nullptr;
     listeners.swap(listeners_);
   }
   for (auto& weak : listeners) {
@@ -74,6 +108,71 @@ size_t InputGate::QueuedForTest() const {
 
 LocalChannel::LocalChannel(std::shared_ptr<InputGate> gate, int channel)
     : gate_(std::move(gate)), channel_(channel), credits_(gate_->credits_per_channel()) {}
+
+std::unique_ptr<ChannelWriter> LocalChannel::Connect(std::shared_ptr<InputGate> gate, int channel) {
+  auto local = std::make_shared<LocalChannel>(gate, channel);
+  gate->SetListener(channel, local);
+  // The gate holds the channel as its credit listener; the task holds it as its writer.
+  struct Holder final : ChannelWriter {
+    std::shared_ptr<LocalChannel> ch;
+    absl::Status Send(BufferItem item) override { return ch->Send(std::move(item)); }
+    absl::StatusOr<bool> Offer(BufferItem& item, int64_t deadline_nanos) override {
+      return ch->Offer(item, deadline_nanos);
+    }
+    absl::Status SendPriority(BufferItem item) override { return ch->SendPriority(std::move(item)); }
+    void Interrupt() override { ch->Interrupt(); }
+    absl::Status Close() override { return ch->Close(); }
+    void Cancel() override { ch->Cancel(); }
+    int64_t CreditWaitNanos() const override { return ch->CreditWaitNanos(); }
+  };
+  auto holder = std::make_unique<Holder>();
+  holder->ch = std::move(local);
+  return holder;
+}
+
+absl::StatusOr<bool> LocalChannel::Offer(BufferItem& item, int64_t deadline_nanos) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return credits_ > 0 || cancelled_ || gate_closed_ || interrupted_;
+    };
+    if (!ready()) {
+      const int64_t start = Clock::Real()->NowNanos();
+      if (deadline_nanos > start) {
+        mu_.AwaitWithTimeout(absl::Condition(&ready), absl::Nanoseconds(deadline_nanos - start));
+        wait_nanos_ += Clock::Real()->NowNanos() - start;
+      }
+    }
+    if (cancelled_) return absl::CancelledError("task cancelled");
+    if (gate_closed_) return absl::CancelledError("consumer task has stopped");
+    if (credits_ == 0) {
+      interrupted_ = false;
+      return false;
+    }
+    --credits_;
+  }
+  BufferItem sent = std::move(item);
+  sent.channel = channel_;
+  gate_->Push(std::move(sent));
+  return true;
+}
+
+absl::Status LocalChannel::SendPriority(BufferItem item) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (cancelled_) return absl::CancelledError("task cancelled");
+    if (gate_closed_) return absl::CancelledError("consumer task has stopped");
+  }
+  item.channel = channel_;
+  item.priority = true;
+  gate_->Push(std::move(item));
+  return absl::OkStatus();
+}
+
+void LocalChannel::Interrupt() {
+  absl::MutexLock lock(&mu_);
+  interrupted_ = true;
+}
 
 absl::Status LocalChannel::Send(BufferItem item) {
   {

@@ -2,12 +2,14 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/optional.h"
 
@@ -37,6 +39,31 @@ struct BufferItem {
   bool has_watermark = false;  // an event-time watermark `watermark` (ms; no records)
   int64_t watermark = 0;
   WatermarkStatus watermark_status = WatermarkStatus::kUnchanged;  // no records unless kUnchanged
+  // With `barrier`: sent without credit (unaligned-capable, see ChannelWriter::SendPriority);
+  // the consumer returns no credit for it.
+  bool priority = false;
+  // Made by the gate for a priority barrier: the barrier's announcement, put ahead of every
+  // queued item; `overtaken` holds copies of the items of its channel queued before the
+  // barrier (which stays in place behind them).
+  bool announcement = false;
+  std::vector<BufferItem> overtaken;
+  // Replayed from a checkpoint's channel state: it came through no gate, so no credit.
+  bool restored = false;
+
+  // Whether the consumer returns a credit once it has processed the item.
+  bool TakesCredit() const { return !priority && !restored; }
+  // A copy of what a records, watermark or watermark status item carries (with its channel),
+  // for in-flight data.
+  BufferItem CopyContent() const {
+    BufferItem copy;
+    copy.channel = channel;
+    copy.data = data;
+    copy.num_records = num_records;
+    copy.has_watermark = has_watermark;
+    copy.watermark = watermark;
+    copy.watermark_status = watermark_status;
+    return copy;
+  }
 };
 
 // The input side of a task: buffers from all its input channels, in one bounded queue.
@@ -60,7 +87,18 @@ class InputGate {
   void SetListener(int channel, std::shared_ptr<CreditListener> listener);
 
   // Enqueues a buffer. Dropped silently after Close() (the task is gone).
+  // A priority barrier (`priority`) is also announced: its announcement goes ahead of every
+  // queued item except earlier announcements (Flink's priority events), with copies of the
+  // items of its channel it overtakes; then the priority listener is called.
   void Push(BufferItem item);
+
+  // Called (under the gate's lock: it must not call back into the gate) when a priority
+  // barrier arrives, so the task can stop waiting for output credit. Set before producers
+  // connect; cleared by Close().
+  void SetPriorityListener(std::function<void()> listener);
+
+  // The announcement at the front of the queue, if any; never waits.
+  absl::optional<BufferItem> PollPriority();
 
   // Waits until a buffer is available, `deadline_nanos` (monotonic, Clock::Real()) passes, or
   // the gate is woken. Returns nullopt on timeout or wake-up.
@@ -85,6 +123,8 @@ class InputGate {
   std::vector<std::weak_ptr<CreditListener>> listeners_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   bool woken_ ABSL_GUARDED_BY(mu_) = false;
+  size_t announcements_ ABSL_GUARDED_BY(mu_) = 0;  // at the front of queue_
+  std::function<void()> priority_listener_ ABSL_GUARDED_BY(mu_);
 };
 
 // Sends buffers of one channel, blocking while it has no credit.
@@ -94,6 +134,16 @@ class ChannelWriter {
   // Sends one buffer; blocks until a credit is available. Returns kCancelled after Cancel(),
   // kUnavailable when the channel broke.
   virtual absl::Status Send(BufferItem item) = 0;
+  // Sends `item` if a credit is available by `deadline_nanos` (Clock::Real(); 0: now, without
+  // waiting) and Interrupt() was not called meanwhile. Returns whether it was sent (if not,
+  // `item` is left as it was); errors as Send().
+  virtual absl::StatusOr<bool> Offer(BufferItem& item, int64_t deadline_nanos) = 0;
+  // Sends barrier `item` at once, without credit, behind the buffers already sent (Flink's
+  // priority events): the consumer announces it ahead of its queue and returns no credit.
+  // Never blocks. Errors as Send().
+  virtual absl::Status SendPriority(BufferItem item) = 0;
+  // Makes a waiting Offer() (or the next one that would wait) return false; any thread.
+  virtual void Interrupt() = 0;
   // After the end-of-partition mark was sent: waits until the receiver has everything.
   virtual absl::Status Close() = 0;
   // Unblocks Send() and Close(); safe from any thread.
@@ -107,7 +157,13 @@ class LocalChannel final : public ChannelWriter, public CreditListener {
  public:
   LocalChannel(std::shared_ptr<InputGate> gate, int channel);
 
+  // The task's writer for `channel` of `gate`, registered as the channel's credit listener.
+  static std::unique_ptr<ChannelWriter> Connect(std::shared_ptr<InputGate> gate, int channel);
+
   absl::Status Send(BufferItem item) override;
+  absl::StatusOr<bool> Offer(BufferItem& item, int64_t deadline_nanos) override;
+  absl::Status SendPriority(BufferItem item) override;
+  void Interrupt() override;
   absl::Status Close() override { return absl::OkStatus(); }
   void Cancel() override;
   int64_t CreditWaitNanos() const override;
@@ -121,6 +177,7 @@ class LocalChannel final : public ChannelWriter, public CreditListener {
   int credits_ ABSL_GUARDED_BY(mu_);
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   bool gate_closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool interrupted_ ABSL_GUARDED_BY(mu_) = false;
   int64_t wait_nanos_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

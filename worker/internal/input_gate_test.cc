@@ -168,6 +168,86 @@ TEST(InputGateTest, CreditsAreReturnedToTheRightChannel) {
   EXPECT_OK(s0.last_error());
 }
 
+// A priority barrier needs no credit; the gate announces it ahead of everything queued (after
+// earlier announcements), with copies of the items of its channel it overtook, keeps it in
+// place behind them, and calls the priority listener.
+TEST(InputGateTest, PriorityBarrierIsAnnouncedAheadOfTheQueue) {
+  auto gate = std::make_shared<InputGate>(2, 2);
+  auto ch0 = std::make_shared<LocalChannel>(gate, 0);
+  auto ch1 = std::make_shared<LocalChannel>(gate, 1);
+  gate->SetListener(0, ch0);
+  gate->SetListener(1, ch1);
+  int woken = 0;
+  gate->SetPriorityListener([&] { ++woken; });
+  ASSERT_OK(ch0->Send(Buffer("a1")));
+  ASSERT_OK(ch1->Send(Buffer("b1")));
+  ASSERT_OK(ch0->Send(Buffer("a2")));
+  // Channel 0 is out of credit; its barrier goes anyway.
+  BufferItem more = Buffer("a3");
+  absl::StatusOr<bool> offered = ch0->Offer(more, 0);
+  ASSERT_OK(offered);
+  EXPECT_FALSE(*offered) << "no credit left";
+  EXPECT_EQ(more.data, "a3") << "an item not sent is left in place";
+  BufferItem b0;
+  b0.barrier = 7;
+  ASSERT_OK(ch0->SendPriority(std::move(b0)));
+  BufferItem b1;
+  b1.barrier = 7;
+  ASSERT_OK(ch1->SendPriority(std::move(b1)));
+  EXPECT_EQ(woken, 2);
+  EXPECT_EQ(gate->QueuedForTest(), 7u);
+
+  auto first = gate->PollPriority();
+  ASSERT_TRUE(first.has_value());
+  EXPECT_TRUE(first->announcement);
+  EXPECT_EQ(first->channel, 0);
+  EXPECT_EQ(first->barrier, 7);
+  EXPECT_FALSE(first->TakesCredit());
+  ASSERT_EQ(first->overtaken.size(), 2u);
+  EXPECT_EQ(first->overtaken[0].data, "a1");
+  EXPECT_EQ(first->overtaken[1].data, "a2");
+  auto second = gate->Poll(NowNanos());  // announcements come first from Poll() too
+  ASSERT_TRUE(second.has_value());
+  EXPECT_TRUE(second->announcement);
+  EXPECT_EQ(second->channel, 1);
+  ASSERT_EQ(second->overtaken.size(), 1u);
+  EXPECT_EQ(second->overtaken[0].data, "b1");
+  EXPECT_FALSE(gate->PollPriority().has_value()) << "no more announcements";
+  // Then the queue in arrival order, the barriers in place, taking no credit.
+  std::vector<std::string> order;
+  while (auto item = gate->Poll(NowNanos())) {
+    order.push_back(item->barrier > 0 ? absl::StrCat("barrier", item->channel) : item->data);
+    EXPECT_EQ(item->TakesCredit(), item->barrier == 0);
+    EXPECT_FALSE(item->announcement);
+  }
+  EXPECT_EQ(order, (std::vector<std::string>{"a1", "b1", "a2", "barrier0", "barrier1"}));
+}
+
+TEST(InputGateTest, InterruptEndsAWaitForCredit) {
+  Wired w(1);
+  ASSERT_OK(w.channel->Send(Buffer("0")));
+  absl::Notification done;
+  absl::StatusOr<bool> offered;
+  BufferItem item = Buffer("1");
+  std::thread waiter([&] {
+    offered = w.channel->Offer(item, NowNanos() + absl::ToInt64Nanoseconds(kPrompt));
+    done.Notify();
+  });
+  EXPECT_FALSE(done.WaitForNotificationWithTimeout(kStillBlocked));
+  w.channel->Interrupt();
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(kPrompt));
+  waiter.join();
+  ASSERT_OK(offered);
+  EXPECT_FALSE(*offered);
+  EXPECT_EQ(item.data, "1");
+  // With a credit, the next offer sends.
+  ASSERT_TRUE(w.gate->Poll(NowNanos()).has_value());
+  w.gate->ReleaseCredit(0);
+  offered = w.channel->Offer(item, 0);
+  ASSERT_OK(offered);
+  EXPECT_TRUE(*offered);
+}
+
 TEST(InputGateTest, CancelUnblocksSend) {
   Wired w(1);
   ASSERT_OK(w.channel->Send(Buffer("0")));

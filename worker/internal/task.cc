@@ -1,6 +1,7 @@
 #include "worker/internal/task.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -10,6 +11,7 @@
 #include "common/status.h"
 #include "operators/key_hasher.h"
 #include "state/keyed_state_backend.h"
+#include "worker/internal/channel_state.h"
 
 namespace sluice::worker {
 
@@ -24,6 +26,10 @@ StateOrigin OriginOf(const TaskDescriptor& desc, const plan::OperatorSpec& spec)
   return StateOrigin(desc.job_id, spec.id, spec.type, desc.subtask,
                      desc.restore != nullptr ? desc.restore->checkpoint_id() : 0);
 }
+// Buffers a channel may hold unsent (waiting for credit) before emitting blocks the operator:
+// enough for what one step (a source poll, an input buffer) normally emits, so the task waits
+// for credit between steps, where it can take checkpoints (Flink's overdraft buffers).
+constexpr size_t kOverdraftBuffers = 4;
 }  // namespace
 
 int GateChannelIndex(const plan::JobGraph& graph, int edge, int src_subtask) {
@@ -47,6 +53,13 @@ int GateChannelCount(const plan::JobGraph& graph, int vertex) {
   }
   return n;
 }
+
+// A snapshot waiting for its asynchronous part: keyed state to upload, in-flight data to write.
+struct Task::PendingAck {
+  std::shared_ptr<proto::CheckpointAck> ack;
+  std::vector<std::pair<std::string, state::PendingSnapshot>> keyed;
+  proto::ChannelStateFile channels;
+};
 
 struct Task::OperatorSlot {
   const plan::OperatorSpec* spec;
@@ -136,7 +149,11 @@ class Task::ChainOutput final : public ops::Output {
 };
 
 // Serializes records of one output edge into per-channel buffers and sends full (or timed
-// out) buffers to the channel writers.
+// out) buffers to the channel writers. A buffer without credit waits in its channel's backlog
+// (in order with everything after it); the task drains backlogs between steps (Drain()), so it
+// never waits for credit inside an operator unless one step emits more than kOverdraftBuffers
+// buffers to a channel. Unaligned-capable barriers skip the backlog (SendPriority); the backlog
+// they overtake is the checkpoint's output-side in-flight data.
 class Task::EdgeWriter {
  public:
   EdgeWriter(const plan::Edge* edge, int max_parallelism,
@@ -148,7 +165,8 @@ class Task::EdgeWriter {
         hasher_(std::move(hasher)),
         clock_(clock),
         pending_(channels_.size()),
-        pending_records_(channels_.size()) {
+        pending_records_(channels_.size()),
+        backlog_(channels_.size()) {
     for (auto& p : pending_) p.reserve(kBufferBytes + 1024);
   }
 
@@ -193,7 +211,7 @@ class Task::EdgeWriter {
 
   absl::Status FlushAll() {
     for (size_t c = 0; c < channels_.size(); ++c) {
-      if (pending_records_[c] > 0) SLUICE_RETURN_IF_ERROR(Flush(c));
+      if (pending_records_[c] > 0) SLUICE_RETURN_IF_ERROR(Flush(c, false));
     }
     pending_since_ = 0;
     return absl::OkStatus();
@@ -201,34 +219,71 @@ class Task::EdgeWriter {
 
   absl::Status EndOfPartition() {
     SLUICE_RETURN_IF_ERROR(FlushAll());
-    for (auto& ch : channels_) {
+    for (size_t c = 0; c < channels_.size(); ++c) {
       BufferItem eop;
       eop.end_of_partition = true;
-      SLUICE_RETURN_IF_ERROR(ch->Send(std::move(eop)));
+      SLUICE_RETURN_IF_ERROR(Deliver(c, std::move(eop), false));
     }
+    for (size_t c = 0; c < channels_.size(); ++c) SLUICE_RETURN_IF_ERROR(DrainBlocking(c, 0));
     for (auto& ch : channels_) SLUICE_RETURN_IF_ERROR(ch->Close());
     return absl::OkStatus();
   }
 
-  // Sends checkpoint barrier `id` on every channel, after everything emitted before it.
-  absl::Status EmitBarrier(int64_t id) {
+  // Sends checkpoint barrier `id` on every channel, after everything emitted before it; with
+  // `priority`, ahead of the backlog, whose copies it appends to `overtaken` (with the index of
+  // their channel plus `first_channel`).
+  absl::Status EmitBarrier(int64_t id, bool priority, int first_channel,
+                           std::vector<std::pair<int, const BufferItem*>>* overtaken) {
     SLUICE_RETURN_IF_ERROR(FlushAll());
-    for (auto& ch : channels_) {
+    for (size_t c = 0; c < channels_.size(); ++c) {
       BufferItem b;
       b.barrier = id;
-      SLUICE_RETURN_IF_ERROR(ch->Send(std::move(b)));
+      if (priority) {
+        SLUICE_RETURN_IF_ERROR(channels_[c]->SendPriority(std::move(b)));
+        for (const BufferItem& item : backlog_[c]) {
+          overtaken->push_back({first_channel + static_cast<int>(c), &item});
+        }
+      } else {
+        SLUICE_RETURN_IF_ERROR(Deliver(c, std::move(b), false));
+      }
     }
     return absl::OkStatus();
   }
 
+  // Sends backlogged buffers while credit lasts, waiting for it until `deadline_nanos`
+  // (Clock::Real(); 0: not at all) or an Interrupt() of the writer. Returns whether every
+  // backlog is empty.
+  absl::StatusOr<bool> Drain(int64_t deadline_nanos) {
+    for (size_t c = 0; c < channels_.size(); ++c) {
+      std::deque<BufferItem>& q = backlog_[c];
+      while (!q.empty()) {
+        SLUICE_ASSIGN_OR_RETURN(bool sent, channels_[c]->Offer(q.front(), deadline_nanos));
+        if (!sent) return false;
+        q.pop_front();
+        UpdateCreditWait(c);
+      }
+    }
+    return true;
+  }
+
+  bool HasBacklog() const {
+    for (const auto& q : backlog_) {
+      if (!q.empty()) return true;
+    }
+    return false;
+  }
+
+  // Restore: `item` was emitted but not sent at the checkpoint; it goes first.
+  void PushRestored(size_t c, BufferItem item) { backlog_[c].push_back(std::move(item)); }
+
   // Sends watermark `watermark_ms` on every channel, after everything emitted before it.
   absl::Status EmitWatermark(int64_t watermark_ms) {
     SLUICE_RETURN_IF_ERROR(FlushAll());
-    for (auto& ch : channels_) {
+    for (size_t c = 0; c < channels_.size(); ++c) {
       BufferItem w;
       w.has_watermark = true;
       w.watermark = watermark_ms;
-      SLUICE_RETURN_IF_ERROR(ch->Send(std::move(w)));
+      SLUICE_RETURN_IF_ERROR(Deliver(c, std::move(w), true));
     }
     return absl::OkStatus();
   }
@@ -236,10 +291,10 @@ class Task::EdgeWriter {
   // Marks every channel idle or active again, in order with the records.
   absl::Status EmitWatermarkStatus(bool idle) {
     SLUICE_RETURN_IF_ERROR(FlushAll());
-    for (auto& ch : channels_) {
+    for (size_t c = 0; c < channels_.size(); ++c) {
       BufferItem w;
       w.watermark_status = idle ? WatermarkStatus::kIdle : WatermarkStatus::kActive;
-      SLUICE_RETURN_IF_ERROR(ch->Send(std::move(w)));
+      SLUICE_RETURN_IF_ERROR(Deliver(c, std::move(w), true));
     }
     return absl::OkStatus();
   }
@@ -252,11 +307,12 @@ class Task::EdgeWriter {
     if (pending_since_ == 0) pending_since_ = clock_->NowNanos();
     EncodeRecord(edge_->schema, r, &buf);
     ++pending_records_[c];
-    if (buf.size() >= kBufferBytes) return Flush(c);
+    if (buf.size() >= kBufferBytes) return Flush(c, true);
     return absl::OkStatus();
   }
 
-  absl::Status Flush(size_t c) {
+  // Sends (or backlogs) channel `c`'s pending buffer; `may_block`: as Deliver().
+  absl::Status Flush(size_t c, bool may_block) {
     BufferItem item;
     item.data = std::move(pending_[c]);
     item.num_records = pending_records_[c];
@@ -267,9 +323,34 @@ class Task::EdgeWriter {
       bytes_[c]->Add(item.data.size());
       buffers_[c]->Add();
     }
-    absl::Status s = channels_[c]->Send(std::move(item));
+    return Deliver(c, std::move(item), may_block);
+  }
+
+  // Sends `item` on channel `c` if it has credit and no backlog, else queues it; with
+  // `may_block`, then waits for credit while the backlog exceeds kOverdraftBuffers.
+  absl::Status Deliver(size_t c, BufferItem item, bool may_block) {
+    std::deque<BufferItem>& q = backlog_[c];
+    if (q.empty()) {
+      SLUICE_ASSIGN_OR_RETURN(bool sent, channels_[c]->Offer(item, 0));
+      if (sent) return absl::OkStatus();
+    }
+    q.push_back(std::move(item));
+    return may_block ? DrainBlocking(c, kOverdraftBuffers) : absl::OkStatus();
+  }
+
+  // Sends channel `c`'s backlog, waiting for credit, until at most `keep` buffers are left.
+  absl::Status DrainBlocking(size_t c, size_t keep) {
+    std::deque<BufferItem>& q = backlog_[c];
+    while (q.size() > keep) {
+      SLUICE_RETURN_IF_ERROR(channels_[c]->Send(std::move(q.front())));
+      q.pop_front();
+      UpdateCreditWait(c);
+    }
+    return absl::OkStatus();
+  }
+
+  void UpdateCreditWait(size_t c) {
     if (!credit_wait_.empty()) credit_wait_[c]->Set(channels_[c]->CreditWaitNanos() / 1e9);
-    return s;
   }
 
   const plan::Edge* edge_;
@@ -280,6 +361,7 @@ class Task::EdgeWriter {
   std::vector<std::string> pending_;
   std::vector<int> pending_records_;
   int64_t pending_since_ = 0;
+  std::vector<std::deque<BufferItem>> backlog_;  // per channel: unsent, in order
   size_t next_ = 0;
   std::vector<std::shared_ptr<Counter>> bytes_;
   std::vector<std::shared_ptr<Counter>> buffers_;
@@ -338,7 +420,11 @@ Task::Task(TaskDescriptor desc, const ops::OperatorRegistry* registry, ChannelFa
       on_done_(std::move(on_done)),
       metrics_owner_(absl::StrCat("task/", desc_.job_id, "/", desc_.attempt, "/", desc_.vertex, "/",
                                   desc_.subtask)),
+      mode_(desc_.checkpoint_dir.empty() ? plan::CheckpointConfig::Mode::kAligned
+                                         : desc_.job->checkpoint.mode),
       gate_(std::make_shared<InputGate>(GateChannelCount(*desc_.graph, desc_.vertex), 8)) {
+  // Called under the gate's lock; takes mu_ and the writers' locks, never the gate's.
+  gate_->SetPriorityListener([this] { InterruptOutput(); });
   // Counters exist from deployment so status can show zeros before the task starts.
   absl::MutexLock lock(&mu_);
   for (int op_index : desc_.graph->vertices[desc_.vertex].ops) {
@@ -431,22 +517,29 @@ void Task::Cancel() {
   for (ChannelWriter* w : live_writers_) w->Cancel();
 }
 
-void Task::TriggerCheckpoint(int64_t id, bool final) {
+void Task::TriggerCheckpoint(int64_t id, bool final, bool aligned) {
   {
     absl::MutexLock lock(&mail_mu_);
-    mail_.push_back(Mail{Mail::kTrigger, id, final});
+    mail_.push_back(Mail{Mail::kTrigger, id, final, aligned});
   }
   has_mail_.store(true);
   gate_->Wake();
+  InterruptOutput();
 }
 
 void Task::NotifyCheckpointComplete(int64_t id) {
   {
     absl::MutexLock lock(&mail_mu_);
-    mail_.push_back(Mail{Mail::kNotify, id, false});
+    mail_.push_back(Mail{Mail::kNotify, id, false, false});
   }
   has_mail_.store(true);
   gate_->Wake();
+  InterruptOutput();
+}
+
+void Task::InterruptOutput() {
+  absl::MutexLock lock(&mu_);
+  for (ChannelWriter* w : live_writers_) w->Interrupt();
 }
 
 void Task::Join() {
@@ -554,6 +647,8 @@ absl::Status Task::Run() {
     }
   }
 
+  SLUICE_RETURN_IF_ERROR(RestoreChannelState());
+
   // Wire the chain: op[i] -> op[i+1] directly; the last op -> edge writers.
   for (size_t i = 0; i + 1 < ops_.size(); ++i) {
     chain_outputs_.push_back(std::make_unique<ChainOutput>(
@@ -654,6 +749,7 @@ absl::Status Task::RunSource() {
   auto* source = static_cast<ops::SourceOperator*>(ops_[0]->op.get());
   while (!cancelled_.load(std::memory_order_relaxed)) {
     if (has_mail_.load(std::memory_order_relaxed)) SLUICE_RETURN_IF_ERROR(HandleMail(true));
+    SLUICE_RETURN_IF_ERROR(AwaitOutput(true));
     SLUICE_RETURN_IF_ERROR(FireProcessingTimers());
     int64_t wake_at = 0;
     absl::StatusOr<ops::SourceOperator::State> st = source->Poll(kSourceBatch, &wake_at);
@@ -704,19 +800,23 @@ absl::Status Task::RunInput() {
       input_of_[ch] = edge.target_input;
     }
   }
-  ended_.assign(num_channels, false);
-  blocked_.assign(num_channels, false);
-  remaining_ = num_channels;
+  barriers_ = std::make_unique<BarrierHandler>(num_channels, clock_, mode_,
+                                               desc_.job->checkpoint.aligned_timeout_ms);
   valve_ = std::make_unique<WatermarkValve>(num_channels);
-  while (remaining_ > 0 || !replay_.empty()) {
+  while (barriers_->remaining() > 0 || barriers_->HasReplay() || !restored_input_.empty()) {
     if (cancelled_.load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
     if (has_mail_.load(std::memory_order_relaxed)) SLUICE_RETURN_IF_ERROR(HandleMail(false));
+    SLUICE_RETURN_IF_ERROR(AwaitOutput(false));
+    SLUICE_RETURN_IF_ERROR(Act(barriers_->OnTimer()));
     SLUICE_RETURN_IF_ERROR(FireProcessingTimers());
     absl::optional<BufferItem> item;
-    if (!replay_.empty()) {
-      item = std::move(replay_.front());
-      replay_.pop_front();
+    if (!restored_input_.empty()) {
+      item = std::move(restored_input_.front());
+      restored_input_.pop_front();
     } else {
+      item = barriers_->NextReplay();
+    }
+    if (!item.has_value()) {
       int64_t deadline = std::numeric_limits<int64_t>::max();
       int64_t real_now = Clock::Real()->NowNanos();
       for (auto& w : edge_writers_) {
@@ -725,72 +825,88 @@ absl::Status Task::RunInput() {
               0, w->pending_since() + buffer_timeout_nanos_ - clock_->NowNanos()));
         }
       }
-      const int64_t timer_deadline = ProcessingTimerDeadline(clock_->NowNanos());
+      const int64_t timer_deadline =
+          std::min(ProcessingTimerDeadline(clock_->NowNanos()), barriers_->TimerDeadlineNanos());
       if (timer_deadline != std::numeric_limits<int64_t>::max()) {
-        deadline = std::min(deadline, real_now + (timer_deadline - clock_->NowNanos()));
+        deadline = std::min(deadline, real_now + std::max<int64_t>(0, timer_deadline - clock_->NowNanos()));
       }
       if (deadline == std::numeric_limits<int64_t>::max()) deadline = real_now + 200'000'000;
       item = gate_->Poll(deadline);
     }
-    if (item.has_value()) {
-      const int ch = item->channel;
-      if (ch < 0 || ch >= num_channels || ended_[ch]) {
-        return absl::DataLossError(absl::StrCat("buffer for unexpected channel ", ch));
-      }
-      if (blocked_[ch]) {
-        stash_.push_back(std::move(*item));  // its credit is returned when it is processed
-        continue;
-      }
-      SLUICE_RETURN_IF_ERROR(ProcessItem(*item));
-      SLUICE_RETURN_IF_ERROR(FlushChain());
-      gate_->ReleaseCredit(ch);
-      // Aligned: every channel has delivered the barrier or ended.
-      if (aligning_ > 0) {
-        bool aligned = true;
-        for (int c = 0; c < num_channels; ++c) aligned &= blocked_[c] || ended_[c];
-        if (aligned) {
-          int64_t id = aligning_;
-          int64_t alignment_ms = (clock_->NowNanos() - align_start_nanos_) / 1'000'000;
-          aligning_ = 0;
-          blocked_.assign(num_channels, false);
-          while (!stash_.empty()) {
-            replay_.push_back(std::move(stash_.front()));
-            stash_.pop_front();
-          }
-          SLUICE_RETURN_IF_ERROR(PerformCheckpoint(id, true, alignment_ms));
-        }
-      }
-    }
+    if (item.has_value()) SLUICE_RETURN_IF_ERROR(HandleInputItem(*item));
     SLUICE_RETURN_IF_ERROR(FlushIfDue(false));
   }
   return absl::OkStatus();
 }
 
+absl::Status Task::HandleInputItem(BufferItem& item) {
+  const int ch = item.channel;
+  const bool credit = item.TakesCredit();
+  SLUICE_ASSIGN_OR_RETURN(BarrierHandler::Action action, barriers_->OnItem(item));
+  if (action.held) return absl::OkStatus();  // its credit is returned when it is replayed
+  if (action.process) {
+    SLUICE_RETURN_IF_ERROR(ProcessItem(item));
+    SLUICE_RETURN_IF_ERROR(FlushChain());
+  }
+  if (credit) gate_->ReleaseCredit(ch);
+  return Act(action);
+}
+
+absl::Status Task::Act(const BarrierHandler::Action& action) {
+  if (action.abandoned > 0 && unaligned_ack_ != nullptr &&
+      unaligned_ack_->ack->checkpoint_id() == action.abandoned) {
+    // The coordinator gave it up: drop its local RocksDB checkpoints too.
+    for (const auto& [op, snap] : unaligned_ack_->keyed) {
+      std::error_code ec;
+      std::filesystem::remove_all(snap.local_checkpoint_dir, ec);
+    }
+    unaligned_ack_.reset();
+  }
+  if (action.snapshot > 0) {
+    SLUICE_RETURN_IF_ERROR(PerformCheckpoint(action.snapshot, true, action.alignment_ms,
+                                             action.priority, action.unaligned));
+  }
+  if (action.complete > 0) CompleteUnaligned(action.complete, barriers_->TakeInputState());
+  return absl::OkStatus();
+}
+
+absl::Status Task::AwaitOutput(bool source) {
+  while (true) {
+    bool sent = true;
+    for (auto& w : edge_writers_) {
+      SLUICE_ASSIGN_OR_RETURN(bool done, w->Drain(0));
+      sent = sent && done;
+    }
+    if (sent) return absl::OkStatus();
+    if (cancelled_.load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
+    // Backpressured: what must not wait for credit happens now.
+    if (has_mail_.load(std::memory_order_relaxed)) SLUICE_RETURN_IF_ERROR(HandleMail(source));
+    if (!source) {
+      while (absl::optional<BufferItem> announced = gate_->PollPriority()) {
+        SLUICE_RETURN_IF_ERROR(HandleInputItem(*announced));
+      }
+      SLUICE_RETURN_IF_ERROR(Act(barriers_->OnTimer()));
+    }
+    const int64_t real_now = Clock::Real()->NowNanos();
+    int64_t deadline = real_now + 100'000'000;  // Interrupt() wakes it earlier
+    if (!source) {
+      const int64_t timer = barriers_->TimerDeadlineNanos();
+      if (timer != std::numeric_limits<int64_t>::max()) {
+        deadline = std::min(deadline, real_now + std::max<int64_t>(0, timer - clock_->NowNanos()));
+      }
+    }
+    for (auto& w : edge_writers_) {
+      if (!w->HasBacklog()) continue;
+      SLUICE_ASSIGN_OR_RETURN(bool done, w->Drain(deadline));
+      (void)done;
+      break;
+    }
+  }
+}
+
 absl::Status Task::ProcessItem(BufferItem& item) {
   const int ch = item.channel;
-  if (item.barrier > 0) {
-    if (aligning_ > 0 && item.barrier > aligning_) {
-      // A newer barrier overtook an unfinished alignment (that checkpoint was abandoned):
-      // release the held channels and align on the new one.
-      blocked_.assign(blocked_.size(), false);
-      while (!stash_.empty()) {
-        replay_.push_back(std::move(stash_.front()));
-        stash_.pop_front();
-      }
-      aligning_ = 0;
-    }
-    if (aligning_ == 0) {
-      aligning_ = item.barrier;
-      align_start_nanos_ = clock_->NowNanos();
-    }
-    if (item.barrier == aligning_) blocked_[ch] = true;
-    return absl::OkStatus();
-  }
-  if (item.end_of_partition) {
-    ended_[ch] = true;
-    --remaining_;
-    return ForwardWatermark(valve_->OnEnd(ch));
-  }
+  if (item.end_of_partition) return ForwardWatermark(valve_->OnEnd(ch));
   if (item.has_watermark) return ForwardWatermark(valve_->OnWatermark(ch, item.watermark));
   if (item.watermark_status != WatermarkStatus::kUnchanged) {
     return ForwardWatermark(valve_->OnStatus(ch, item.watermark_status == WatermarkStatus::kIdle));
@@ -924,7 +1040,10 @@ absl::Status Task::HandleMail(bool source) {
     } else if (source || end_of_input_.load()) {
       // Sources start a checkpoint by injecting its barrier; a task past its end of input
       // (no barrier can reach it any more) snapshots directly.
-      SLUICE_RETURN_IF_ERROR(PerformCheckpoint(m.id, !end_of_input_.load() && !m.final, 0));
+      const bool barrier = !end_of_input_.load() && !m.final;
+      SLUICE_RETURN_IF_ERROR(PerformCheckpoint(
+          m.id, barrier, 0, barrier && !m.aligned && mode_ != plan::CheckpointConfig::Mode::kAligned,
+          false));
       if (end_of_input_.load() && m.final) final_checkpoint_ = m.id;
     }
   }
@@ -943,12 +1062,16 @@ absl::Status Task::AwaitFinalCheckpoint() {
   return absl::OkStatus();
 }
 
-absl::Status Task::PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alignment_ms) {
+absl::Status Task::PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alignment_ms,
+                                     bool priority, bool unaligned) {
   const int64_t start = clock_->NowNanos();
-  // Everything emitted before the barrier goes out before it.
+  // Everything emitted before the barrier goes out before it (or, overtaken by a priority
+  // barrier, is stored with the checkpoint).
   SLUICE_RETURN_IF_ERROR(FlushChain());
   for (auto& w : edge_writers_) SLUICE_RETURN_IF_ERROR(w->FlushAll());
-  auto ack = std::make_shared<proto::CheckpointAck>();
+  auto pending = std::make_unique<PendingAck>();
+  pending->ack = std::make_shared<proto::CheckpointAck>();
+  proto::CheckpointAck* ack = pending->ack.get();
   auto* ref = ack->mutable_task();
   ref->set_job_id(desc_.job_id);
   ref->set_attempt(desc_.attempt);
@@ -956,11 +1079,11 @@ absl::Status Task::PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alig
   ref->set_subtask(desc_.subtask);
   ack->set_checkpoint_id(id);
   ack->set_alignment_ms(alignment_ms);
+  ack->set_unaligned(unaligned);
   auto* st = ack->mutable_state();
   st->set_vertex(desc_.vertex);
   st->set_subtask(desc_.subtask);
   st->set_finished(end_of_input_.load());
-  std::vector<std::pair<std::string, state::PendingSnapshot>> pending;
   for (size_t i = 0; i < ops_.size(); ++i) {
     std::vector<std::string> entries;
     absl::Status s = ops_[i]->op->SnapshotState(id, &entries);
@@ -977,38 +1100,80 @@ absl::Status Task::PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alig
     }
     if (backends_[i] != nullptr) {
       SLUICE_ASSIGN_OR_RETURN(state::PendingSnapshot snap, backends_[i]->SnapshotSync(id));
-      pending.push_back({ops_[i]->spec->id, std::move(snap)});
+      pending->keyed.push_back({ops_[i]->spec->id, std::move(snap)});
     }
   }
   ack->set_sync_ms((clock_->NowNanos() - start) / 1'000'000);
   if (emit_barrier) {
-    for (auto& w : edge_writers_) SLUICE_RETURN_IF_ERROR(w->EmitBarrier(id));
+    std::vector<std::pair<int, const BufferItem*>> overtaken;
+    int first_channel = 0;
+    for (auto& w : edge_writers_) {
+      SLUICE_RETURN_IF_ERROR(w->EmitBarrier(id, priority, first_channel, &overtaken));
+      first_channel += static_cast<int>(w->channels().size());
+    }
+    for (const auto& [channel, item] : overtaken) {
+      AddChannelStateItem(true, channel, *item, &pending->channels);
+    }
   }
-  // The asynchronous part: upload keyed state, then acknowledge.
+  if (unaligned) {
+    unaligned_ack_ = std::move(pending);  // the barrier handler completes the in-flight input
+    return absl::OkStatus();
+  }
+  QueueUpload(std::move(pending));
+  return absl::OkStatus();
+}
+
+void Task::CompleteUnaligned(int64_t id, std::vector<BufferItem> input) {
+  if (unaligned_ack_ == nullptr || unaligned_ack_->ack->checkpoint_id() != id) return;
+  for (const BufferItem& item : input) {
+    AddChannelStateItem(false, item.channel, item, &unaligned_ack_->channels);
+  }
+  QueueUpload(std::move(unaligned_ack_));
+}
+
+void Task::QueueUpload(std::unique_ptr<PendingAck> pending) {
+  const int64_t id = pending->ack->checkpoint_id();
   std::vector<state::KeyedStateBackend*> backends;
   for (auto& b : backends_) {
     if (b != nullptr) backends.push_back(b.get());
   }
-  auto job = desc_.job;
   std::string dir = desc_.checkpoint_dir;
   std::string private_prefix = absl::StrCat("chk-", id, "/", desc_.vertex, "-", desc_.subtask);
+  if (pending->channels.items_size() > 0) {
+    pending->channels.set_format_version(kChannelStateFormat);
+    pending->channels.set_checkpoint_id(id);
+    pending->channels.set_vertex(desc_.vertex);
+    pending->channels.set_subtask(desc_.subtask);
+  }
   auto deliver = desc_.ack;
   Clock* clock = clock_;
-  auto upload = [ack, pending, backends, dir, private_prefix, deliver, clock, start]() mutable {
+  std::shared_ptr<PendingAck> shared(std::move(pending));
+  auto upload = [shared, backends, dir, private_prefix, deliver, clock]() {
     const int64_t async_start = clock->NowNanos();
-    for (size_t k = 0; k < pending.size(); ++k) {
-      auto handle = backends[k]->UploadSnapshot(pending[k].second, dir,
-                                                absl::StrCat(private_prefix, "-", pending[k].first));
+    proto::CheckpointAck* ack = shared->ack.get();
+    if (shared->channels.items_size() > 0) {
+      const std::string file = absl::StrCat(private_prefix, "-channels");
+      absl::Status s = WriteChannelState(absl::StrCat(dir, "/", file), shared->channels);
+      if (s.ok()) {
+        ack->mutable_state()->set_channel_state_file(file);
+        ack->mutable_state()->set_channel_state_bytes(ChannelStateBytes(shared->channels));
+      } else {
+        ack->set_declined(true);
+        ack->set_reason(std::string(s.message()));
+      }
+    }
+    for (size_t k = 0; k < shared->keyed.size() && !ack->declined(); ++k) {
+      auto handle = backends[k]->UploadSnapshot(shared->keyed[k].second, dir,
+                                                absl::StrCat(private_prefix, "-", shared->keyed[k].first));
       if (!handle.ok()) {
         ack->set_declined(true);
         ack->set_reason(std::string(handle.status().message()));
         break;
       }
-      handle->set_operator_id(pending[k].first);
+      handle->set_operator_id(shared->keyed[k].first);
       *ack->mutable_state()->add_keyed() = std::move(*handle);
     }
     ack->set_async_ms((clock->NowNanos() - async_start) / 1'000'000);
-    (void)start;
     if (deliver) deliver(std::move(*ack));
   };
   {
@@ -1016,6 +1181,64 @@ absl::Status Task::PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alig
     uploads_.push_back(std::move(upload));
   }
   if (!uploader_.joinable()) uploader_ = std::thread([this] { UploadLoop(); });
+}
+
+absl::Status Task::RestoreChannelState() {
+  if (desc_.restore == nullptr) return absl::OkStatus();
+  const proto::CheckpointMetadata& md = *desc_.restore;
+  const proto::SubtaskState* mine = nullptr;
+  bool any = false;
+  std::vector<int> old_parallelism(desc_.graph->vertices.size(), 0);
+  for (const auto& st : md.subtasks()) {
+    any |= !st.channel_state_file().empty();
+    if (st.vertex() >= 0 && st.vertex() < static_cast<int>(old_parallelism.size())) ++old_parallelism[st.vertex()];
+    if (st.vertex() == desc_.vertex && st.subtask() == desc_.subtask) mine = &st;
+  }
+  if (!any) return absl::OkStatus();
+  for (size_t v = 0; v < old_parallelism.size(); ++v) {
+    if (old_parallelism[v] != desc_.graph->vertices[v].parallelism) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "job ", desc_.job_id, ": checkpoint ", md.checkpoint_id(),
+          " is unaligned (it holds in-flight data), which cannot be rescaled: '",
+          desc_.graph->vertices[v].name, "' had ", old_parallelism[v], " subtasks, now ",
+          desc_.graph->vertices[v].parallelism,
+          "; restore it with the old parallelism, or rescale from a savepoint (always aligned)"));
+    }
+  }
+  if (mine == nullptr || mine->channel_state_file().empty()) return absl::OkStatus();
+  SLUICE_ASSIGN_OR_RETURN(
+      proto::ChannelStateFile file,
+      ReadChannelState(absl::StrCat(desc_.restore_dir, "/", mine->channel_state_file()),
+                       md.checkpoint_id(), desc_.vertex, desc_.subtask));
+  for (const proto::ChannelStateItem& p : file.items()) {
+    BufferItem item = FromChannelStateItem(p);
+    if (!p.output()) {
+      if (p.channel() < 0 || p.channel() >= gate_->num_channels()) {
+        return absl::DataLossError(absl::StrCat("in-flight data of checkpoint ", md.checkpoint_id(),
+                                                " names input channel ", p.channel(), " of ",
+                                                gate_->num_channels()));
+      }
+      restored_input_.push_back(std::move(item));
+      continue;
+    }
+    int channel = p.channel();
+    EdgeWriter* target = nullptr;
+    for (auto& w : edge_writers_) {
+      const int n = static_cast<int>(w->channels().size());
+      if (channel < n) {
+        target = w.get();
+        break;
+      }
+      channel -= n;
+    }
+    if (target == nullptr || channel < 0) {
+      return absl::DataLossError(absl::StrCat("in-flight data of checkpoint ", md.checkpoint_id(),
+                                              " names output channel ", p.channel(),
+                                              ", which this task does not have"));
+    }
+    item.restored = false;  // sent again: it takes a credit like any buffer
+    target->PushRestored(channel, std::move(item));
+  }
   return absl::OkStatus();
 }
 

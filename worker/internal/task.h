@@ -19,6 +19,7 @@
 #include "proto/control.pb.h"
 #include "state/keyed_state_backend.h"
 #include "proto/data.pb.h"
+#include "worker/internal/barrier_handler.h"
 #include "worker/internal/input_gate.h"
 #include "worker/internal/watermark_valve.h"
 
@@ -73,8 +74,9 @@ class Task {
   void Join();
 
   // From any thread: take checkpoint `id` (sources inject its barrier; with `final`, or for a
-  // task past its end of input, snapshot directly), or learn that it completed.
-  void TriggerCheckpoint(int64_t id, bool final);
+  // task past its end of input, snapshot directly; with `aligned` (savepoints), never
+  // unaligned), or learn that it completed.
+  void TriggerCheckpoint(int64_t id, bool final, bool aligned = false);
   void NotifyCheckpointComplete(int64_t id);
 
   const TaskDescriptor& descriptor() const { return desc_; }
@@ -94,7 +96,9 @@ class Task {
     enum Kind { kTrigger, kNotify } kind;
     int64_t id;
     bool final;
+    bool aligned;
   };
+  struct PendingAck;
 
   absl::Status Run();
   absl::Status SetUpState();
@@ -102,7 +106,26 @@ class Task {
   absl::Status RunInput();
   absl::Status AwaitFinalCheckpoint();
   absl::Status HandleMail(bool source);
-  absl::Status PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alignment_ms);
+  // Snapshots checkpoint `id` and (`emit_barrier`) forwards its barrier, with `priority`
+  // ahead of unsent output (which becomes in-flight data of the checkpoint). `unaligned`: the
+  // in-flight input is still being recorded; the acknowledgement waits for CompleteUnaligned().
+  absl::Status PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alignment_ms,
+                                 bool priority, bool unaligned);
+  void CompleteUnaligned(int64_t id, std::vector<BufferItem> input);
+  // Writes the in-flight data and uploads keyed state on the uploader thread, then acks.
+  void QueueUpload(std::unique_ptr<PendingAck> pending);
+  // Feeds one input item to the barrier handler and does what it says.
+  absl::Status HandleInputItem(BufferItem& item);
+  absl::Status Act(const BarrierHandler::Action& action);
+  // Between steps: waits until every output backlog is sent, handling mail, announced
+  // barriers and the alignment timeout meanwhile (the task is backpressured).
+  absl::Status AwaitOutput(bool source);
+  // Wakes the task thread if it waits for output credit (a priority event is pending). Any
+  // thread.
+  void InterruptOutput();
+  // Restore: queues the in-flight data of the restored checkpoint (output: first in the
+  // backlogs; input: restored_input_). Refuses a rescaled restore of an unaligned checkpoint.
+  absl::Status RestoreChannelState();
   absl::Status ProcessItem(BufferItem& item);
   // Hands the records chain outputs gathered for operators that prefer batches to them, head
   // to tail (see ChainOutput).
@@ -128,6 +151,8 @@ class Task {
   Clock* clock_;
   DoneCallback on_done_;
   const std::string metrics_owner_;
+  // aligned when the job takes no checkpoints
+  const plan::CheckpointConfig::Mode mode_;
   std::shared_ptr<InputGate> gate_;
   std::atomic<bool> cancelled_{false};
   std::thread thread_;
@@ -141,14 +166,9 @@ class Task {
   int64_t buffer_timeout_nanos_ = 0;
   std::vector<std::unique_ptr<state::KeyedStateBackend>> backends_;  // per chained op (or null)
   bool skip_finish_ = false;
-  // Barrier alignment (input tasks).
-  std::vector<bool> ended_;
-  std::vector<bool> blocked_;
-  int remaining_ = 0;
-  int64_t aligning_ = 0;
-  int64_t align_start_nanos_ = 0;
-  std::deque<BufferItem> stash_;   // buffers of blocked channels, in arrival order
-  std::deque<BufferItem> replay_;  // stashed buffers to process before polling the gate
+  std::unique_ptr<BarrierHandler> barriers_;  // input tasks
+  std::deque<BufferItem> restored_input_;     // in-flight input to process first
+  std::unique_ptr<PendingAck> unaligned_ack_;  // snapshotted; in-flight input still recorded
   std::vector<const Schema*> schema_of_;  // per input channel: its edge's schema
   std::vector<int> input_of_;             // per input channel: the head operator's input index
   // Per input of the head: records reused for decoding a buffer into one batch, and their width.

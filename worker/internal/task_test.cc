@@ -54,20 +54,6 @@ constexpr absl::Duration kDone = absl::Seconds(30);
 // Checkpoint acknowledgements by task (vertex, subtask).
 using Acks = std::map<std::pair<int, int>, proto::CheckpointAck>;
 
-// The task's writer for a local channel; the gate holds the channel as its credit listener
-// (as Worker::CreateWriter does it).
-class LocalWriter final : public ChannelWriter {
- public:
-  explicit LocalWriter(std::shared_ptr<LocalChannel> ch) : ch_(std::move(ch)) {}
-  absl::Status Send(BufferItem item) override { return ch_->Send(std::move(item)); }
-  absl::Status Close() override { return ch_->Close(); }
-  void Cancel() override { ch_->Cancel(); }
-  int64_t CreditWaitNanos() const override { return ch_->CreditWaitNanos(); }
-
- private:
-  std::shared_ptr<LocalChannel> ch_;
-};
-
 std::vector<std::string> ReadLines(const std::filesystem::path& path) {
   std::vector<std::string> lines;
   std::ifstream in(path);
@@ -127,6 +113,8 @@ class TaskTest : public ::testing::Test {
         d.graph = graph_;
         d.placement = placement;
         d.work_dir = (dir_ / "work").string();
+        d.restore = restore_;
+        d.restore_dir = CheckpointDir();
         if (checkpointing_) {
           d.checkpoint_dir = CheckpointDir();
           d.ack = [this](proto::CheckpointAck ack) {
@@ -159,9 +147,7 @@ class TaskTest : public ::testing::Test {
     const int channel = GateChannelIndex(*graph_, h.edge(), h.src_subtask());
     EXPECT_GE(channel, 0);
     EXPECT_LT(channel, target->gate()->num_channels());
-    auto local = std::make_shared<LocalChannel>(target->gate(), channel);
-    target->gate()->SetListener(channel, local);
-    return std::unique_ptr<ChannelWriter>(std::make_unique<LocalWriter>(std::move(local)));
+    return LocalChannel::Connect(target->gate(), channel);
   }
 
   void OnDone(Task* t) {
@@ -402,6 +388,8 @@ class TaskTest : public ::testing::Test {
   std::shared_ptr<const plan::JobGraph> graph_;
   // Set before Deploy(): tasks take checkpoints into CheckpointDir(); tasks run on fake_clock_.
   bool checkpointing_ = false;
+  // Restored by every task of Deploy() (null: a fresh start), relative to CheckpointDir().
+  std::shared_ptr<const proto::CheckpointMetadata> restore_;
   bool fake_time_ = false;
   FakeClock fake_clock_;
   int64_t elapsed_ms_ = 0;  // fake time since the sources opened
@@ -923,6 +911,43 @@ operators:
   proto::TaskStatus st = tasks_[0]->Status();
   EXPECT_EQ(st.state(), proto::TASK_FAILED);
   EXPECT_THAT(st.error(), HasSubstr("operator 'sink_1'"));
+}
+
+// An unaligned checkpoint holds buffers per channel of the old parallelism: restoring it with
+// another parallelism is refused, naming the job and the checkpoint.
+TEST_F(TaskTest, UnalignedCheckpointCannotBeRescaled) {
+  checkpointing_ = true;
+  auto md = std::make_shared<proto::CheckpointMetadata>();
+  md->set_job_id("job-1");
+  md->set_checkpoint_id(5);
+  for (int s = 0; s < 3; ++s) {  // the source vertex had 3 subtasks, now 2
+    proto::SubtaskState* st = md->add_subtasks();
+    st->set_vertex(0);
+    st->set_subtask(s);
+    if (s == 1) st->set_channel_state_file("chk-5/0-1-channels");
+  }
+  restore_ = md;
+  Deploy(R"(
+name: rescaled
+parallelism: 2
+checkpoint: {interval: 1s, mode: unaligned}
+operators:
+  - id: gen
+    type: datagen
+    count: 10
+    fields: [{name: v, type: int64, expr: "seq"}]
+  - {id: out, type: blackhole}
+)");
+  ASSERT_FALSE(HasFailure());
+  StartAll();
+  ASSERT_TRUE(WaitAllDone());
+  for (auto& t : tasks_) {
+    proto::TaskStatus st = t->Status();
+    EXPECT_EQ(st.state(), proto::TASK_FAILED);
+    EXPECT_THAT(st.error(), HasSubstr("job job-1: checkpoint 5 is unaligned (it holds in-flight "
+                                      "data), which cannot be rescaled: 'gen -> out' had 3 "
+                                      "subtasks, now 2"));
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

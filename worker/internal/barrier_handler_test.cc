@@ -1,0 +1,341 @@
+#include "worker/internal/barrier_handler.h"
+
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "common/clock.h"
+#include "common/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace sluice::worker {
+namespace {
+
+using ::sluice::testing::StatusIs;
+
+BufferItem Data(int channel, const std::string& data) {
+  BufferItem item;
+  item.channel = channel;
+  item.data = data;
+  item.num_records = 1;
+  return item;
+}
+
+BufferItem Barrier(int channel, int64_t id) {
+  BufferItem item;
+  item.channel = channel;
+  item.barrier = id;
+  return item;
+}
+
+// The announcement the gate makes for a priority barrier, with copies of the items it overtook.
+BufferItem Announce(int channel, int64_t id, std::vector<std::string> overtaken) {
+  BufferItem item = Barrier(channel, id);
+  item.priority = true;
+  item.announcement = true;
+  for (const auto& d : overtaken) item.overtaken.push_back(Data(channel, d));
+  return item;
+}
+
+BufferItem PriorityBarrier(int channel, int64_t id) {
+  BufferItem item = Barrier(channel, id);
+  item.priority = true;
+  return item;
+}
+
+BufferItem End(int channel) {
+  BufferItem item;
+  item.channel = channel;
+  item.end_of_partition = true;
+  return item;
+}
+
+// Drives a handler as the task does: feeds items (replayed ones first) and logs what the task
+// would do: "p:<data>" processed, "h:<data>" held back, "s:<id>" snapshot ("u:<id>" unaligned),
+// "a:<id>" abandoned, "c:<id>[<channel>:<data>,...]" in-flight input complete.
+class Driver {
+ public:
+  Driver(int channels, Clock* clock, BarrierHandler::Mode mode = BarrierHandler::Mode::kAligned,
+         int64_t timeout_ms = 0)
+      : handler(channels, clock, mode, timeout_ms) {}
+
+  void Feed(BufferItem item) {
+    Step(item);
+    while (auto replayed = handler.NextReplay()) Step(*replayed);
+  }
+
+  void Timer() {
+    Log(handler.OnTimer(), "");
+    while (auto replayed = handler.NextReplay()) Step(*replayed);
+  }
+
+  BarrierHandler handler;
+  std::vector<std::string> log;
+  int64_t last_alignment_ms = -1;
+
+ private:
+  void Step(BufferItem& item) {
+    const std::string data = item.data;
+    absl::StatusOr<BarrierHandler::Action> a = handler.OnItem(item);
+    ASSERT_TRUE(a.ok()) << a.status();
+    if (a->held) {
+      log.push_back("h:" + data);
+      return;
+    }
+    Log(*a, item.end_of_partition ? "end" : data);
+  }
+
+  void Log(const BarrierHandler::Action& a, const std::string& data) {
+    if (a.abandoned > 0) log.push_back("a:" + std::to_string(a.abandoned));
+    if (a.process) log.push_back("p:" + data);
+    if (a.snapshot > 0) {
+      log.push_back((a.unaligned ? "u:" : "s:") + std::to_string(a.snapshot));
+      last_alignment_ms = a.alignment_ms;
+    }
+    if (a.complete > 0) {
+      std::string c = "c:" + std::to_string(a.complete) + "[";
+      for (const BufferItem& item : handler.TakeInputState()) {
+        c += std::to_string(item.channel) + ":" + item.data + ",";
+      }
+      log.push_back(c + "]");
+    }
+  }
+};
+
+using Log = std::vector<std::string>;
+
+TEST(BarrierHandlerTest, OneChannelSnapshotsAtTheBarrier) {
+  FakeClock clock;
+  Driver d(1, &clock);
+  d.Feed(Data(0, "x"));
+  d.Feed(Barrier(0, 1));
+  d.Feed(Data(0, "y"));
+  EXPECT_EQ(d.log, (Log{"p:x", "s:1", "p:y"}));
+  EXPECT_EQ(d.last_alignment_ms, 0);
+  EXPECT_EQ(d.handler.current(), 0);
+}
+
+TEST(BarrierHandlerTest, TwoChannelsHoldBackTheAlignedChannelUntilTheOtherBarrier) {
+  FakeClock clock;
+  Driver d(2, &clock);
+  d.Feed(Barrier(0, 1));
+  clock.AdvanceNanos(7'000'000);
+  d.Feed(Data(0, "a1"));  // after channel 0's barrier: held
+  d.Feed(Data(1, "b0"));  // before channel 1's barrier: processed
+  d.Feed(Data(0, "a2"));
+  clock.AdvanceNanos(5'000'000);
+  d.Feed(Barrier(1, 1));
+  EXPECT_EQ(d.log, (Log{"h:a1", "p:b0", "h:a2", "s:1", "p:a1", "p:a2"}));
+  EXPECT_EQ(d.last_alignment_ms, 12);
+  EXPECT_FALSE(d.handler.HasReplay());
+}
+
+TEST(BarrierHandlerTest, ThreeChannelsReplayHeldItemsInArrivalOrder) {
+  FakeClock clock;
+  Driver d(3, &clock);
+  d.Feed(Barrier(2, 4));
+  d.Feed(Data(2, "c1"));
+  d.Feed(Barrier(0, 4));
+  d.Feed(Data(0, "a1"));
+  d.Feed(Data(2, "c2"));
+  d.Feed(Data(1, "b0"));
+  clock.AdvanceNanos(3'000'000);
+  d.Feed(Barrier(1, 4));
+  EXPECT_EQ(d.log, (Log{"h:c1", "h:a1", "h:c2", "p:b0", "s:4", "p:c1", "p:a1", "p:c2"}));
+  EXPECT_EQ(d.last_alignment_ms, 3);
+  // The next checkpoint aligns afresh.
+  d.log.clear();
+  d.Feed(Barrier(0, 5));
+  d.Feed(Barrier(1, 5));
+  d.Feed(Data(0, "a2"));
+  d.Feed(Barrier(2, 5));
+  EXPECT_EQ(d.log, (Log{"h:a2", "s:5", "p:a2"}));
+}
+
+TEST(BarrierHandlerTest, NewerBarrierAbandonsTheOlderAlignment) {
+  FakeClock clock;
+  Driver d(2, &clock);
+  d.Feed(Barrier(0, 1));
+  d.Feed(Data(0, "a1"));  // held for checkpoint 1
+  clock.AdvanceNanos(10'000'000);
+  d.Feed(Barrier(1, 2));  // checkpoint 1 was given up: a1 precedes channel 0's barrier 2
+  d.Feed(Data(1, "b1"));  // after channel 1's barrier 2: held
+  clock.AdvanceNanos(4'000'000);
+  d.Feed(Barrier(0, 2));
+  EXPECT_EQ(d.log, (Log{"h:a1", "a:1", "p:a1", "h:b1", "s:2", "p:b1"}));
+  EXPECT_EQ(d.last_alignment_ms, 4) << "alignment of 2 starts at its first barrier";
+}
+
+TEST(BarrierHandlerTest, OlderBarrierDuringAlignmentIsIgnored) {
+  FakeClock clock;
+  Driver d(2, &clock);
+  d.Feed(Barrier(0, 3));
+  d.Feed(Barrier(1, 2));  // late barrier of an abandoned checkpoint
+  d.Feed(Data(1, "b"));
+  d.Feed(Barrier(1, 3));
+  EXPECT_EQ(d.log, (Log{"p:b", "s:3"}));
+}
+
+TEST(BarrierHandlerTest, EndOfPartitionDuringAlignmentCompletesIt) {
+  FakeClock clock;
+  Driver d(3, &clock);
+  d.Feed(Barrier(0, 1));
+  d.Feed(Data(0, "a1"));
+  d.Feed(Barrier(1, 1));
+  d.Feed(End(2));  // the last unaligned channel ends: aligned
+  EXPECT_EQ(d.log, (Log{"h:a1", "p:end", "s:1", "p:a1"}));
+  EXPECT_EQ(d.handler.remaining(), 2);
+  // An ended channel counts as aligned for later checkpoints too.
+  d.log.clear();
+  d.Feed(Barrier(0, 2));
+  d.Feed(Barrier(1, 2));
+  EXPECT_EQ(d.log, (Log{"s:2"}));
+  d.Feed(End(0));
+  d.Feed(End(1));
+  EXPECT_EQ(d.handler.remaining(), 0);
+}
+
+TEST(BarrierHandlerTest, EndOfABlockedChannelIsHeldUntilAligned) {
+  FakeClock clock;
+  Driver d(2, &clock);
+  d.Feed(Barrier(0, 1));
+  d.Feed(End(0));
+  EXPECT_EQ(d.handler.remaining(), 2) << "held back, not yet processed";
+  d.Feed(Barrier(1, 1));
+  EXPECT_EQ(d.log, (Log{"h:", "s:1", "p:end"}));
+  EXPECT_EQ(d.handler.remaining(), 1);
+}
+
+TEST(BarrierHandlerTest, ItemOfAnEndedOrUnknownChannelIsDataLoss) {
+  FakeClock clock;
+  BarrierHandler h(2, &clock);
+  BufferItem end = End(0);
+  ASSERT_TRUE(h.OnItem(end).ok());
+  BufferItem late = Data(0, "x");
+  EXPECT_THAT(h.OnItem(late).status(), StatusIs(absl::StatusCode::kDataLoss, ::testing::HasSubstr("unexpected channel")));
+  BufferItem unknown = Data(5, "x");
+  EXPECT_THAT(h.OnItem(unknown).status(), StatusIs(absl::StatusCode::kDataLoss, ::testing::HasSubstr("unexpected channel")));
+}
+
+using Mode = BarrierHandler::Mode;
+
+TEST(BarrierHandlerUnalignedTest, FirstAnnouncementSnapshotsAndRecordsWhatEachChannelOwes) {
+  FakeClock clock;
+  Driver d(3, &clock, Mode::kUnaligned);
+  d.Feed(Data(1, "b0"));  // before any barrier: processed, not recorded
+  d.Feed(Announce(0, 1, {"a1", "a2"}));  // a1, a2 were queued ahead of channel 0's barrier
+  d.Feed(Data(0, "a1"));  // processed after the snapshot; recorded through the announcement
+  d.Feed(Data(1, "b1"));  // channel 1 has not delivered barrier 1: recorded
+  d.Feed(Data(0, "a2"));
+  d.Feed(PriorityBarrier(0, 1));  // in place behind a1, a2: consumed
+  d.Feed(Data(0, "a3"));  // after channel 0's barrier: not recorded
+  d.Feed(Announce(1, 1, {"b2"}));
+  d.Feed(Data(1, "b2"));
+  d.Feed(Data(2, "c1"));
+  EXPECT_EQ(d.handler.current(), 1);
+  d.Feed(Announce(2, 1, {}));
+  EXPECT_EQ(d.log, (Log{"p:b0", "u:1", "p:a1", "p:b1", "p:a2", "p:a3", "p:b2", "p:c1",
+                        "c:1[0:a1,0:a2,1:b1,1:b2,2:c1,]"}));
+  EXPECT_EQ(d.last_alignment_ms, 0);
+  EXPECT_EQ(d.handler.current(), 0);
+  // The in-place barriers that follow are late: nothing happens.
+  d.log.clear();
+  d.Feed(PriorityBarrier(1, 1));
+  d.Feed(PriorityBarrier(2, 1));
+  d.Feed(Data(2, "c2"));
+  EXPECT_EQ(d.log, (Log{"p:c2"}));
+}
+
+TEST(BarrierHandlerUnalignedTest, OneChannelCompletesAtTheSnapshot) {
+  FakeClock clock;
+  Driver d(1, &clock, Mode::kUnaligned);
+  d.Feed(Announce(0, 3, {"x", "y"}));
+  EXPECT_EQ(d.log, (Log{"u:3", "c:3[0:x,0:y,]"}));
+}
+
+TEST(BarrierHandlerUnalignedTest, EndOfPartitionCompletesTheInFlightInput) {
+  FakeClock clock;
+  Driver d(2, &clock, Mode::kUnaligned);
+  d.Feed(Announce(0, 1, {}));
+  d.Feed(Data(1, "b1"));
+  d.Feed(End(1));
+  EXPECT_EQ(d.log, (Log{"u:1", "p:b1", "p:end", "c:1[1:b1,]"}));
+}
+
+TEST(BarrierHandlerUnalignedTest, NewerAnnouncementAbandonsTheRecording) {
+  FakeClock clock;
+  Driver d(2, &clock, Mode::kUnaligned);
+  d.Feed(Announce(0, 1, {"a1"}));
+  d.Feed(Data(1, "b1"));
+  d.Feed(Announce(1, 2, {"b2"}));  // checkpoint 1 was given up
+  d.Feed(Announce(0, 2, {}));
+  EXPECT_EQ(d.log, (Log{"u:1", "p:b1", "a:1", "u:2", "c:2[1:b2,]"}));
+}
+
+TEST(BarrierHandlerUnalignedTest, BarrierWithoutPriorityIsAligned) {
+  // Savepoints: their barriers wait for credit and are aligned in every mode.
+  FakeClock clock;
+  Driver d(2, &clock, Mode::kUnaligned);
+  d.Feed(Barrier(0, 5));
+  d.Feed(Data(0, "a1"));
+  d.Feed(Barrier(1, 5));
+  EXPECT_EQ(d.log, (Log{"h:a1", "s:5", "p:a1"}));
+}
+
+TEST(BarrierHandlerAutoTest, AlignsWithinTheTimeout) {
+  FakeClock clock;
+  Driver d(2, &clock, Mode::kAuto, 100);
+  d.Feed(Announce(0, 1, {"a0"}));
+  const int64_t deadline = d.handler.TimerDeadlineNanos();
+  EXPECT_EQ(deadline, clock.NowNanos() + 100'000'000);
+  d.Feed(Data(0, "a0"));
+  d.Feed(PriorityBarrier(0, 1));
+  d.Feed(Data(0, "a1"));  // held: aligned
+  clock.AdvanceNanos(60'000'000);
+  d.Timer();  // not yet
+  d.Feed(Announce(1, 1, {}));
+  d.Feed(PriorityBarrier(1, 1));
+  EXPECT_EQ(d.log, (Log{"p:a0", "h:a1", "s:1", "p:a1"}));
+  EXPECT_EQ(d.last_alignment_ms, 60);
+  EXPECT_EQ(d.handler.TimerDeadlineNanos(), std::numeric_limits<int64_t>::max());
+}
+
+TEST(BarrierHandlerAutoTest, SwitchesToUnalignedWhenAlignmentTakesTooLong) {
+  FakeClock clock;
+  Driver d(3, &clock, Mode::kAuto, 100);
+  d.Feed(Announce(0, 1, {}));
+  d.Feed(PriorityBarrier(0, 1));
+  d.Feed(Data(0, "a1"));  // after channel 0's barrier: held while aligning
+  d.Feed(Announce(1, 1, {"b1", "b2", "b3"}));
+  d.Feed(Data(1, "b1"));  // processed while aligning: part of the snapshot, not in flight
+  d.Feed(Data(2, "c1"));
+  clock.AdvanceNanos(99'000'000);
+  d.Timer();
+  EXPECT_EQ(d.handler.current(), 1);
+  clock.AdvanceNanos(1'000'000);
+  d.Timer();  // switches: a1 follows channel 0's barrier, b2 b3 are in flight, channel 2 owes
+  d.Feed(Data(1, "b2"));
+  d.Feed(Data(2, "c2"));
+  d.Feed(Data(1, "b3"));
+  d.Feed(PriorityBarrier(1, 1));
+  d.Feed(Announce(2, 1, {"c3"}));
+  EXPECT_EQ(d.log, (Log{"h:a1", "p:b1", "p:c1", "u:1", "p:a1", "p:b2", "p:c2", "p:b3",
+                        "c:1[1:b2,1:b3,2:c2,2:c3,]"}));
+  EXPECT_EQ(d.last_alignment_ms, 100);
+}
+
+TEST(BarrierHandlerAutoTest, SavepointNeverSwitches) {
+  FakeClock clock;
+  Driver d(2, &clock, Mode::kAuto, 0);
+  d.Feed(Barrier(0, 4));
+  EXPECT_EQ(d.handler.TimerDeadlineNanos(), std::numeric_limits<int64_t>::max());
+  clock.AdvanceNanos(5'000'000'000);
+  d.Timer();
+  d.Feed(Barrier(1, 4));
+  EXPECT_EQ(d.log, (Log{"s:4"}));
+}
+
+}  // namespace
+}  // namespace sluice::worker
