@@ -1,0 +1,265 @@
+#include "coordinator/coordinator.h"
+
+#include <chrono>
+#include <functional>
+#include <future>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "checkpoint/checkpoint_storage.h"
+#include "common/status_matchers.h"
+#include "common/testing/fault_injecting_filesystem.h"
+#include "coordinator/ha_store.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+
+namespace sluice::coordinator {
+namespace {
+
+using ::sluice::testing::FaultInjectingFileSystem;
+using ::sluice::testing::FsOp;
+using ::testing::HasSubstr;
+
+// A worker that accepts every call and records checkpoint triggers; the test acknowledges them
+// through Coordinator::AcknowledgeCheckpoint.
+class FakeWorker final : public proto::Worker::Service {
+ public:
+  grpc::Status DeployTasks(grpc::ServerContext*, const proto::DeployTasksRequest*, proto::Ack*) override {
+    return grpc::Status::OK;
+  }
+  grpc::Status StartTasks(grpc::ServerContext*, const proto::JobRef*, proto::Ack*) override {
+    return grpc::Status::OK;
+  }
+  grpc::Status CancelTasks(grpc::ServerContext*, const proto::JobRef*, proto::Ack*) override {
+    return grpc::Status::OK;
+  }
+  grpc::Status TriggerCheckpoint(grpc::ServerContext*, const proto::CheckpointTrigger* req, proto::Ack*) override {
+    absl::MutexLock lock(&mu_);
+    triggered_.push_back(req->checkpoint_id());
+    return grpc::Status::OK;
+  }
+  grpc::Status NotifyCheckpointComplete(grpc::ServerContext*, const proto::CheckpointTrigger* req,
+                                        proto::Ack*) override {
+    absl::MutexLock lock(&mu_);
+    completed_.push_back(req->checkpoint_id());
+    return grpc::Status::OK;
+  }
+  // Waits (up to 10 s) until checkpoint `id` was triggered.
+  bool WaitTriggered(int64_t id) {
+    absl::MutexLock lock(&mu_);
+    auto seen = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return std::find(triggered_.begin(), triggered_.end(), id) != triggered_.end();
+    };
+    return mu_.AwaitWithTimeout(absl::Condition(&seen), absl::Seconds(10));
+  }
+  std::vector<int64_t> completed() {
+    absl::MutexLock lock(&mu_);
+    return completed_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<int64_t> triggered_ ABSL_GUARDED_BY(mu_);
+  std::vector<int64_t> completed_ ABSL_GUARDED_BY(mu_);
+};
+
+// Waits (up to 10 s, polling) until `cond` holds.
+bool WaitFor(const std::function<bool()>& cond) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+std::string JobYaml(const std::string& checkpoint) {
+  return absl::StrCat(R"(
+name: t
+parallelism: 2
+operators:
+  - id: gen
+    type: datagen
+    fields:
+      - {name: k, type: int64, expr: "seq % 7"}
+  - id: sink
+    type: blackhole
+checkpoint: )", checkpoint, "\n");
+}
+
+// A coordinator on a fault-injecting filesystem and a fake clock, with one fake worker.
+class CoordinatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(&worker_);
+    worker_server_ = builder.BuildAndStart();
+    ASSERT_NE(port, 0);
+    CoordinatorOptions options;
+    options.checkpoint_dir = "/ck";
+    options.savepoint_dir = "/sp";
+    options.ha_dir = "/ha";
+    options.http_port = -1;
+    options.clock = &clock_;
+    options.file_system = &fs_;
+    coordinator_ = std::make_unique<Coordinator>(options);
+    ASSERT_OK(coordinator_->Start());
+    proto::RegisterWorkerRequest reg;
+    reg.set_slots(2);
+    reg.set_data_address(absl::StrCat("127.0.0.1:", port));
+    absl::StatusOr<proto::RegisterWorkerResponse> r = coordinator_->RegisterWorker(reg);
+    ASSERT_OK(r);
+    worker_id_ = r->worker_id();
+    worker_address_ = reg.data_address();
+  }
+  void TearDown() override {
+    fs_.SetHook(nullptr);
+    coordinator_->Stop();
+    worker_server_->Shutdown();
+  }
+
+  std::string SubmitRunning(const std::string& checkpoint) {
+    proto::SubmitJobRequest req;
+    req.set_spec_yaml(JobYaml(checkpoint));
+    absl::StatusOr<proto::SubmitJobResponse> resp = coordinator_->SubmitJob(req);
+    EXPECT_OK(resp);
+    if (!resp.ok()) return "";
+    const std::string id = resp->job_id();
+    EXPECT_TRUE(WaitFor([&] { return State(id) == proto::JOB_RUNNING; }));
+    return id;
+  }
+  proto::JobState State(const std::string& job) {
+    absl::StatusOr<proto::JobInfo> info = coordinator_->GetJob(job);
+    return info.ok() ? info->state() : proto::JOB_FAILED;
+  }
+  // Every subtask acknowledges checkpoint `id` with empty state.
+  void AckAll(const std::string& job, int64_t id) {
+    absl::StatusOr<proto::JobInfo> info = coordinator_->GetJob(job);
+    ASSERT_OK(info);
+    for (const auto& v : info->vertices()) {
+      for (int s = 0; s < v.parallelism(); ++s) {
+        proto::CheckpointAck ack;
+        ack.mutable_task()->set_job_id(job);
+        ack.mutable_task()->set_attempt(info->attempt());
+        ack.mutable_task()->set_vertex(v.vertex());
+        ack.mutable_task()->set_subtask(s);
+        ack.set_checkpoint_id(id);
+        ack.mutable_state()->set_vertex(v.vertex());
+        ack.mutable_state()->set_subtask(s);
+        auto* op = ack.mutable_state()->add_operator_state();
+        op->set_operator_id("gen");
+        op->add_entries(absl::StrCat("position at ", id));
+        coordinator_->AcknowledgeCheckpoint(ack);
+      }
+    }
+  }
+  std::vector<proto::CheckpointInfo> History(const std::string& job) {
+    absl::StatusOr<proto::JobInfo> info = coordinator_->GetJob(job);
+    if (!info.ok()) return {};
+    return {info->checkpoints().begin(), info->checkpoints().end()};
+  }
+
+  FakeClock clock_;
+  FaultInjectingFileSystem fs_;
+  FakeWorker worker_;
+  std::unique_ptr<grpc::Server> worker_server_;
+  std::unique_ptr<Coordinator> coordinator_;
+  std::string worker_id_;
+  std::string worker_address_;
+};
+
+// The savepoint copy runs on the I/O thread: while it is stuck (a filesystem call blocked on a
+// latch), heartbeats and status calls are answered.
+TEST_F(CoordinatorTest, ASavepointCopyDoesNotBlockHeartbeatsOrStatus) {
+  const std::string job = SubmitRunning("{interval: 1h}");
+  ASSERT_FALSE(job.empty());
+  absl::Notification copy_blocked, release;
+  fs_.SetHook([&](FsOp, const std::string& path) {
+    if (path.rfind("/sp", 0) == 0) {
+      if (!copy_blocked.HasBeenNotified()) copy_blocked.Notify();
+      release.WaitForNotification();
+    }
+    return absl::OkStatus();
+  });
+  absl::Notification done;
+  absl::StatusOr<std::string> result;
+  proto::SavepointRequest req;
+  req.set_job_id(job);
+  ASSERT_OK(coordinator_->TriggerSavepoint(req, [&](absl::StatusOr<std::string> path) {
+    result = std::move(path);
+    done.Notify();
+  }));
+  ASSERT_TRUE(worker_.WaitTriggered(1));
+  AckAll(job, 1);
+  ASSERT_TRUE(copy_blocked.WaitForNotificationWithTimeout(absl::Seconds(10)));
+
+  auto answered = std::async(std::launch::async, [&] {
+    proto::HeartbeatRequest hb;
+    hb.set_worker_id(worker_id_);
+    hb.set_data_address(worker_address_);
+    const bool reregister = coordinator_->Heartbeat(hb).reregister();
+    return !reregister && coordinator_->ListJobs().jobs_size() == 1 && coordinator_->GetJob(job).ok();
+  });
+  const bool in_time = answered.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  release.Notify();  // whatever happened, let the copy finish
+  ASSERT_TRUE(in_time) << "Heartbeat/ListJobs blocked behind the savepoint copy";
+  EXPECT_TRUE(answered.get());
+
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  ASSERT_OK(result);
+  EXPECT_EQ(*result, absl::StrCat("/sp/savepoint-", job, "-1"));
+  checkpoint::CheckpointStorage storage(&fs_);
+  absl::StatusOr<proto::CheckpointMetadata> md = storage.ReadMetadata(*result + "/_metadata");
+  ASSERT_OK(md);
+  EXPECT_TRUE(md->savepoint());
+  EXPECT_EQ(md->subtasks_size(), 2);
+  // The HA record names the checkpoint before the caller hears of it.
+  absl::StatusOr<proto::JobRecord> record = HaStore(&fs_, "/ha").Read(job);
+  ASSERT_OK(record);
+  EXPECT_EQ(record->latest_metadata(), absl::StrCat("/ck/", job, "/chk-1/_metadata"));
+  EXPECT_TRUE(WaitFor([&] { return worker_.completed() == std::vector<int64_t>{1}; }));
+}
+
+// A full disk fails checkpoints with the reason in the job's checkpoint history; the failures
+// count towards checkpoint.tolerable_failures, and then the job fails over. No metadata is left.
+TEST_F(CoordinatorTest, AFullDiskAbortsCheckpointsWithTheReasonAndCountsTowardsTolerableFailures) {
+  const std::string job = SubmitRunning("{interval: 1s, tolerable_failures: 1}");
+  ASSERT_FALSE(job.empty());
+  fs_.SetHook([](FsOp op, const std::string& path) {
+    return op == FsOp::kWrite && path.find("_metadata") != std::string::npos
+               ? absl::ResourceExhaustedError(absl::StrCat("cannot write ", path, ": No space left on device"))
+               : absl::OkStatus();
+  });
+  ASSERT_TRUE(worker_.WaitTriggered(1));
+  AckAll(job, 1);
+  ASSERT_TRUE(WaitFor([&] { return !History(job).empty() && History(job).back().status() == "ABORTED"; }));
+  proto::CheckpointInfo first = History(job).back();
+  EXPECT_EQ(first.checkpoint_id(), 1);
+  EXPECT_THAT(first.reason(), HasSubstr("cannot write metadata"));
+  EXPECT_THAT(first.reason(), HasSubstr("No space left on device"));
+  EXPECT_EQ(State(job), proto::JOB_RUNNING);  // one failure is tolerated
+
+  clock_.AdvanceNanos(1'000'000'000);
+  ASSERT_TRUE(worker_.WaitTriggered(2));
+  AckAll(job, 2);
+  ASSERT_TRUE(WaitFor([&] { return State(job) != proto::JOB_RUNNING; }));
+  absl::StatusOr<proto::JobInfo> info = coordinator_->GetJob(job);
+  ASSERT_OK(info);
+  EXPECT_THAT(info->error(), HasSubstr("No space left on device"));
+  EXPECT_THAT(info->error(), HasSubstr("exceed checkpoint.tolerable_failures (1)"));
+  EXPECT_TRUE(worker_.completed().empty());
+  checkpoint::CheckpointStorage storage(&fs_);
+  EXPECT_THAT(storage.FindLatestCompleted(absl::StrCat("/ck/", job)),
+              ::sluice::testing::StatusIs(absl::StatusCode::kNotFound, HasSubstr(job)));
+}
+
+}  // namespace
+}  // namespace sluice::coordinator
