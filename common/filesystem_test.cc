@@ -78,24 +78,27 @@ std::string ReadOr(FileSystem& fs, const std::string& path, const std::string& m
   return r.ok() ? *r : missing;
 }
 
+// Writes `path` and syncs its contents (not its name).
+absl::Status WriteSynced(FileSystem& fs, const std::string& path, const std::string& data) {
+  absl::Status s = fs.WriteFile(path, data);
+  return s.ok() ? fs.SyncFile(path) : s;
+}
+
 TEST(FaultInjectingFileSystemTest, PowerLossForgetsWhatWasNotSynced) {
   FaultInjectingFileSystem fs;
   ASSERT_OK(CreateDirsDurably(fs, "/d"));
   // Synced contents and name: survives.
-  ASSERT_OK(fs.WriteFile("/d/durable", "kept"));
-  ASSERT_OK(fs.SyncFile("/d/durable"));
+  ASSERT_OK(WriteSynced(fs, "/d/durable", "kept"));
   // Name synced, contents not: comes back empty.
   ASSERT_OK(fs.WriteFile("/d/empty", "lost"));
   ASSERT_OK(fs.SyncDir("/d"));
   // Written after the sync: back to the synced contents.
   ASSERT_OK(fs.WriteFile("/d/durable", "overwritten"));
   // Contents synced, name not: gone.
-  ASSERT_OK(fs.WriteFile("/d/nameless", "x"));
-  ASSERT_OK(fs.SyncFile("/d/nameless"));
+  ASSERT_OK(WriteSynced(fs, "/d/nameless", "x"));
   // A directory whose parent was not synced: gone with its files.
   ASSERT_OK(fs.CreateDirs("/d/sub"));
-  ASSERT_OK(fs.WriteFile("/d/sub/f", "y"));
-  ASSERT_OK(fs.SyncFile("/d/sub/f"));
+  ASSERT_OK(WriteSynced(fs, "/d/sub/f", "y"));
   ASSERT_OK(fs.SyncDir("/d/sub"));
   EXPECT_EQ(ReadOr(fs, "/d/durable"), "overwritten");
 
@@ -112,10 +115,8 @@ TEST(FaultInjectingFileSystemTest, PowerLossForgetsWhatWasNotSynced) {
 TEST(FaultInjectingFileSystemTest, UnsyncedRenamesAndDeletesAreUndone) {
   FaultInjectingFileSystem fs;
   ASSERT_OK(CreateDirsDurably(fs, "/d"));
-  ASSERT_OK(fs.WriteFile("/d/a", "A"));
-  ASSERT_OK(fs.SyncFile("/d/a"));
-  ASSERT_OK(fs.WriteFile("/d/b", "B"));
-  ASSERT_OK(fs.SyncFile("/d/b"));
+  ASSERT_OK(WriteSynced(fs, "/d/a", "A"));
+  ASSERT_OK(WriteSynced(fs, "/d/b", "B"));
   ASSERT_OK(fs.SyncDir("/d"));
   ASSERT_OK(fs.Rename("/d/a", "/d/c"));
   ASSERT_OK(fs.DeleteFile("/d/b"));

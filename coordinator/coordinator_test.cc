@@ -261,5 +261,81 @@ TEST_F(CoordinatorTest, AFullDiskAbortsCheckpointsWithTheReasonAndCountsTowardsT
               ::sluice::testing::StatusIs(absl::StatusCode::kNotFound, HasSubstr(job)));
 }
 
+// The job restarts while checkpoint 1's metadata is being written: the new attempt restored from
+// before it, so checkpoint 1 must not become the restore point (nor be notified) even though its
+// metadata became durable; its files are discarded, and the new attempt checkpoints on.
+TEST_F(CoordinatorTest, ACheckpointWhoseJobRestartedWhileItsMetadataWasWrittenIsDiscarded) {
+  const std::string job = SubmitRunning("{interval: 1s}");
+  ASSERT_FALSE(job.empty());
+  absl::Notification write_blocked, release;
+  fs_.SetHook([&](FsOp op, const std::string& path) {
+    if (op == FsOp::kWrite && path.find("/chk-1/_metadata") != std::string::npos) {
+      write_blocked.Notify();
+      release.WaitForNotification();
+    }
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(worker_.WaitTriggered(1));
+  AckAll(job, 1);
+  ASSERT_TRUE(write_blocked.WaitForNotificationWithTimeout(absl::Seconds(10)));
+
+  // A task fails; once the old attempt's tasks have stopped and the restart delay has passed,
+  // attempt 2 is deployed from the beginning.
+  absl::StatusOr<proto::JobInfo> info = coordinator_->GetJob(job);
+  ASSERT_OK(info);
+  for (const auto& v : info->vertices()) {
+    for (int s = 0; s < v.parallelism(); ++s) {
+      proto::TaskStatus st;
+      st.mutable_task()->set_job_id(job);
+      st.mutable_task()->set_attempt(1);
+      st.mutable_task()->set_vertex(v.vertex());
+      st.mutable_task()->set_subtask(s);
+      st.set_state(s == 0 ? proto::TASK_FAILED : proto::TASK_CANCELLED);
+      st.set_error("boom");
+      coordinator_->ReportTaskState(st);
+    }
+  }
+  EXPECT_EQ(State(job), proto::JOB_RESTARTING);
+  clock_.AdvanceNanos(1'000'000'000);  // restart.delay
+  proto::HeartbeatRequest hb;
+  hb.set_worker_id(worker_id_);
+  hb.set_data_address(worker_address_);
+  EXPECT_FALSE(coordinator_->Heartbeat(hb).reregister());
+  ASSERT_TRUE(WaitFor([&] {
+    absl::StatusOr<proto::JobInfo> i = coordinator_->GetJob(job);
+    return i.ok() && i->attempt() == 2 && i->state() == proto::JOB_RUNNING;
+  }));
+
+  release.Notify();
+  ASSERT_TRUE(WaitFor([&] {
+    for (const auto& c : History(job)) {
+      if (c.checkpoint_id() == 1) return c.status() == "ABORTED";
+    }
+    return false;
+  }));
+  for (const auto& c : History(job)) {
+    if (c.checkpoint_id() == 1) EXPECT_THAT(c.reason(), HasSubstr("restarted while its metadata was written"));
+  }
+  absl::Notification durable;
+  coordinator_->WhenDurable([&] { durable.Notify(); });
+  ASSERT_TRUE(durable.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_FALSE(fs_.Exists(absl::StrCat("/ck/", job, "/chk-1")));
+  absl::StatusOr<proto::JobRecord> record = HaStore(&fs_, "/ha").Read(job);
+  ASSERT_OK(record);
+  EXPECT_EQ(record->latest_metadata(), "");
+  EXPECT_EQ(record->attempt(), 2);
+  EXPECT_TRUE(worker_.completed().empty());
+
+  // Attempt 2 checkpoints as usual, with a new id.
+  clock_.AdvanceNanos(1'000'000'000);
+  EXPECT_FALSE(coordinator_->Heartbeat(hb).reregister());
+  ASSERT_TRUE(worker_.WaitTriggered(2));
+  AckAll(job, 2);
+  ASSERT_TRUE(WaitFor([&] { return worker_.completed() == std::vector<int64_t>{2}; }));
+  record = HaStore(&fs_, "/ha").Read(job);
+  ASSERT_OK(record);
+  EXPECT_EQ(record->latest_metadata(), absl::StrCat("/ck/", job, "/chk-2/_metadata"));
+}
+
 }  // namespace
 }  // namespace sluice::coordinator

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/status.h"
 
 namespace sluice::testing {
 
@@ -130,23 +131,24 @@ absl::StatusOr<FaultInjectingFileSystem::Node*> FaultInjectingFileSystem::Parent
   return n;
 }
 
+absl::StatusOr<FaultInjectingFileSystem::Node*> FaultInjectingFileSystem::CreateFileLocked(const std::string& path) {
+  std::string name;
+  SLUICE_ASSIGN_OR_RETURN(Node* parent, ParentLocked(path, &name));
+  std::shared_ptr<Node>& f = parent->children[name];
+  if (f != nullptr && f->dir) return absl::UnavailableError(absl::StrCat(path, " is a directory"));
+  if (f == nullptr) f = std::make_shared<Node>();
+  return f.get();
+}
+
 absl::Status FaultInjectingFileSystem::WriteFile(const std::string& path, absl::string_view data) {
   bool crashed = false;
   absl::Status before = Before(FsOp::kWrite, path, true, &crashed);
   if (crashed) return before;
   absl::MutexLock lock(&mu_);
-  std::string name;
-  absl::StatusOr<Node*> parent = ParentLocked(path, &name);
-  if (!parent.ok()) return parent.status();
-  std::shared_ptr<Node>& f = (*parent)->children[name];
-  if (f != nullptr && f->dir) return absl::UnavailableError(absl::StrCat(path, " is a directory"));
-  if (f == nullptr) f = std::make_shared<Node>();
-  if (!before.ok()) {
-    f->data = std::string(data.substr(0, data.size() / 2));
-    return before;
-  }
-  f->data = std::string(data);
-  return absl::OkStatus();
+  absl::StatusOr<Node*> f = CreateFileLocked(path);
+  if (!f.ok()) return f.status();
+  (*f)->data = std::string(before.ok() ? data : data.substr(0, data.size() / 2));
+  return before;
 }
 
 absl::StatusOr<std::string> FaultInjectingFileSystem::ReadFile(const std::string& path) {
@@ -250,13 +252,9 @@ absl::Status FaultInjectingFileSystem::CopyFile(const std::string& from, const s
   absl::MutexLock lock(&mu_);
   Node* src = LookupLocked(from);
   if (src == nullptr || src->dir) return absl::NotFoundError(absl::StrCat("no file ", from));
-  std::string name;
-  absl::StatusOr<Node*> parent = ParentLocked(to, &name);
-  if (!parent.ok()) return parent.status();
-  std::shared_ptr<Node>& f = (*parent)->children[name];
-  if (f != nullptr && f->dir) return absl::UnavailableError(absl::StrCat(to, " is a directory"));
-  if (f == nullptr) f = std::make_shared<Node>();
-  f->data = src->data;
+  absl::StatusOr<Node*> f = CreateFileLocked(to);
+  if (!f.ok()) return f.status();
+  (*f)->data = src->data;
   return absl::OkStatus();
 }
 

@@ -83,6 +83,8 @@ class FaultInjectingFileSystem final : public FileSystem {
   // The directory `path` is in, and its last component in *name; kNotFound if it is missing.
   absl::StatusOr<Node*> ParentLocked(const std::string& path, std::string* name) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // The regular file at `path`, created empty if missing; kNotFound if its directory is missing.
+  absl::StatusOr<Node*> CreateFileLocked(const std::string& path) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable absl::Mutex mu_;
   Hook hook_ ABSL_GUARDED_BY(mu_);
