@@ -88,10 +88,12 @@ class Coordinator::Service final : public proto::Coordinator::CallbackService {
   grpc::ServerUnaryReactor* SubmitJob(grpc::CallbackServerContext* ctx,
                                       const proto::SubmitJobRequest* req,
                                       proto::SubmitJobResponse* resp) override {
-    auto r = c_->SubmitJob(*req);
-    if (!r.ok()) return Done(ctx, r.status());
-    *resp = *r;
-    return DoneWhenDurable(ctx);
+    auto* r = ctx->DefaultReactor();
+    c_->SubmitJobAsync(*req, [r, resp](absl::StatusOr<proto::SubmitJobResponse> submitted) {
+      if (submitted.ok()) *resp = std::move(*submitted);
+      r->Finish(ToGrpc(submitted.status()));
+    });
+    return r;
   }
   grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* ctx, const proto::ListJobsRequest*,
                                      proto::ListJobsResponse* resp) override {
@@ -250,7 +252,8 @@ absl::Status Coordinator::Start() {
     ready_ = true;
   }
   dispatcher_ = std::thread([this] { DispatchLoop(); });
-  io_ = std::thread([this] { IoLoop(); });
+  io_ = std::thread([this] { RunQueue(&io_queue_, &io_done_); });
+  planner_ = std::thread([this] { RunQueue(&plan_queue_, &plan_done_); });
   monitor_ = std::thread([this] { MonitorLoop(); });
   spdlog::info("coordinator serving on {}:{} (advertised as {}), http on {}:{}, heartbeat timeout {} ms",
                options_.host, port, address_, options_.host, http_port_, options_.heartbeat_timeout_ms);
@@ -270,6 +273,7 @@ void Coordinator::Stop() {
       }
     }
   }
+  if (planner_.joinable()) planner_.join();
   if (dispatcher_.joinable()) dispatcher_.join();
   if (monitor_.joinable()) monitor_.join();
   if (io_.joinable()) io_.join();
@@ -284,35 +288,23 @@ void Coordinator::Dispatch(std::function<void()> fn) {
 }
 
 void Coordinator::DispatchLoop() {
-  while (true) {
-    std::function<void()> fn;
-    {
-      absl::MutexLock lock(&mu_);
-      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stopping_ || !dispatch_queue_.empty();
-      };
-      mu_.Await(absl::Condition(&ready));
-      if (dispatch_queue_.empty()) return;  // stopping, queue drained
-      fn = std::move(dispatch_queue_.front());
-      dispatch_queue_.pop_front();
-    }
-    fn();
-  }
+  bool drained = false;  // nobody asks: an RPC queued after Stop() is dropped
+  RunQueue(&dispatch_queue_, &drained);
 }
 
-void Coordinator::IoLoop() {
+void Coordinator::RunQueue(std::deque<std::function<void()>>* queue, bool* drained) {
   while (true) {
     std::function<void()> fn;
     {
       absl::MutexLock lock(&mu_);
-      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || !io_queue_.empty(); };
+      auto ready = [this, queue]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || !queue->empty(); };
       mu_.Await(absl::Condition(&ready));
-      if (io_queue_.empty()) {  // stopping, queue drained
-        io_done_ = true;
+      if (queue->empty()) {  // stopping, queue drained
+        *drained = true;
         return;
       }
-      fn = std::move(io_queue_.front());
-      io_queue_.pop_front();
+      fn = std::move(queue->front());
+      queue->pop_front();
     }
     fn();
   }
@@ -327,6 +319,22 @@ void Coordinator::WhenDurable(std::function<void()> fn) {
     }
   }
   fn();  // the I/O thread has stopped: nothing is queued
+}
+
+void Coordinator::SubmitJobAsync(proto::SubmitJobRequest req,
+                                 std::function<void(absl::StatusOr<proto::SubmitJobResponse>)> done) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!plan_done_) {  // the planner thread drains the queue before it exits
+      plan_queue_.push_back([this, req = std::move(req), done = std::move(done)] {
+        absl::StatusOr<proto::SubmitJobResponse> resp = SubmitJob(req);
+        if (!resp.ok()) return done(resp.status());
+        WhenDurable([resp = std::move(*resp), done] { done(resp); });
+      });
+      return;
+    }
+  }
+  done(absl::UnavailableError("coordinator is shutting down"));
 }
 
 absl::StatusOr<proto::RegisterWorkerResponse> Coordinator::RegisterWorker(

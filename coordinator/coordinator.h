@@ -63,8 +63,9 @@ struct CoordinatorOptions {
 // mu_ and never make outgoing calls nor file I/O); one dispatcher thread makes every outgoing RPC
 // to workers (deploy, start, cancel) in order; one I/O thread does every checkpoint-storage and
 // HA-store call (metadata writes, savepoint copies, retention and garbage collection, job
-// records) in order, outside mu_, re-taking mu_ to apply the result; one monitor thread checks
-// heartbeat ages and computes rates. Start() and Stop() from one thread.
+// records) in order, outside mu_, re-taking mu_ to apply the result; one planner thread plans
+// submitted jobs; one monitor thread checks heartbeat ages and computes rates. Start() and
+// Stop() from one thread.
 class Coordinator {
  public:
   explicit Coordinator(CoordinatorOptions options);
@@ -97,6 +98,11 @@ class Coordinator {
   // Calls `fn` (on the I/O thread, without mu_) once every job record persisted so far is
   // durable (or could not be written): the service answers SubmitJob and CancelJob only then.
   void WhenDurable(std::function<void()> fn);
+  // SubmitJob() on the planner thread (planning may run the plugin helper for seconds, and a
+  // restore reads the savepoint's metadata: neither may run on a gRPC callback thread); `done`
+  // is called once the job's record is durable, or with the error.
+  void SubmitJobAsync(proto::SubmitJobRequest req,
+                      std::function<void(absl::StatusOr<proto::SubmitJobResponse>)> done);
 
  private:
   // Plans a job: a helper process loads the plugins it names and --plugin-dir's and validates
@@ -206,7 +212,8 @@ class Coordinator {
 
   void Dispatch(std::function<void()> fn);
   void DispatchLoop();
-  void IoLoop();
+  // Runs the closures of `queue` in order until stopping_ and drained; then sets *drained.
+  void RunQueue(std::deque<std::function<void()>>* queue, bool* drained);
   void MonitorLoop();
   void DeployJob(const std::string& job_id);
   void HandleTaskState(Job& job, const proto::TaskStatus& st) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -285,6 +292,7 @@ class Coordinator {
   const std::unique_ptr<const HaStore> ha_;  // null without options_.ha_dir
   std::thread dispatcher_;
   std::thread io_;
+  std::thread planner_;
   std::thread monitor_;
 
   // Guarded by mu_.
@@ -299,6 +307,9 @@ class Coordinator {
   // File I/O for the I/O thread, in order; io_done_ once it has drained and exited.
   std::deque<std::function<void()>> io_queue_ ABSL_GUARDED_BY(mu_);
   bool io_done_ ABSL_GUARDED_BY(mu_) = false;
+  // Submissions for the planner thread; plan_done_ once it has drained and exited.
+  std::deque<std::function<void()>> plan_queue_ ABSL_GUARDED_BY(mu_);
+  bool plan_done_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace sluice::coordinator
