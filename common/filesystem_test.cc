@@ -118,16 +118,18 @@ TEST(FaultInjectingFileSystemTest, UnsyncedRenamesAndDeletesAreUndone) {
   ASSERT_OK(WriteSynced(fs, "/d/a", "A"));
   ASSERT_OK(WriteSynced(fs, "/d/b", "B"));
   ASSERT_OK(fs.SyncDir("/d"));
-  ASSERT_OK(fs.Rename("/d/a", "/d/c"));
-  ASSERT_OK(fs.DeleteFile("/d/b"));
-  EXPECT_FALSE(fs.Exists("/d/a"));
+  auto rename_and_delete = [&] {
+    ASSERT_OK(fs.Rename("/d/a", "/d/c"));
+    ASSERT_OK(fs.DeleteFile("/d/b"));
+    EXPECT_FALSE(fs.Exists("/d/a"));
+  };
+  rename_and_delete();
   fs.PowerLoss();
   EXPECT_EQ(ReadOr(fs, "/d/a"), "A");
   EXPECT_EQ(ReadOr(fs, "/d/b"), "B");
   EXPECT_FALSE(fs.Exists("/d/c"));
   // Synced, they stick.
-  ASSERT_OK(fs.Rename("/d/a", "/d/c"));
-  ASSERT_OK(fs.DeleteFile("/d/b"));
+  rename_and_delete();
   ASSERT_OK(fs.SyncDir("/d"));
   fs.PowerLoss();
   EXPECT_EQ(ReadOr(fs, "/d/c"), "A");

@@ -140,26 +140,34 @@ class CoordinatorTest : public ::testing::Test {
     absl::StatusOr<proto::JobInfo> info = coordinator_->GetJob(job);
     return info.ok() ? info->state() : proto::JOB_FAILED;
   }
-  // Every subtask acknowledges checkpoint `id` with empty state.
-  void AckAll(const std::string& job, int64_t id) {
+  // Calls `fn` with every task of the job's current attempt.
+  void ForEachTask(const std::string& job, const std::function<void(const proto::TaskRef&)>& fn) {
     absl::StatusOr<proto::JobInfo> info = coordinator_->GetJob(job);
     ASSERT_OK(info);
     for (const auto& v : info->vertices()) {
       for (int s = 0; s < v.parallelism(); ++s) {
-        proto::CheckpointAck ack;
-        ack.mutable_task()->set_job_id(job);
-        ack.mutable_task()->set_attempt(info->attempt());
-        ack.mutable_task()->set_vertex(v.vertex());
-        ack.mutable_task()->set_subtask(s);
-        ack.set_checkpoint_id(id);
-        ack.mutable_state()->set_vertex(v.vertex());
-        ack.mutable_state()->set_subtask(s);
-        auto* op = ack.mutable_state()->add_operator_state();
-        op->set_operator_id("gen");
-        op->add_entries(absl::StrCat("position at ", id));
-        coordinator_->AcknowledgeCheckpoint(ack);
+        proto::TaskRef ref;
+        ref.set_job_id(job);
+        ref.set_attempt(info->attempt());
+        ref.set_vertex(v.vertex());
+        ref.set_subtask(s);
+        fn(ref);
       }
     }
+  }
+  // Every subtask acknowledges checkpoint `id` with empty state.
+  void AckAll(const std::string& job, int64_t id) {
+    ForEachTask(job, [&](const proto::TaskRef& ref) {
+      proto::CheckpointAck ack;
+      *ack.mutable_task() = ref;
+      ack.set_checkpoint_id(id);
+      ack.mutable_state()->set_vertex(ref.vertex());
+      ack.mutable_state()->set_subtask(ref.subtask());
+      auto* op = ack.mutable_state()->add_operator_state();
+      op->set_operator_id("gen");
+      op->add_entries(absl::StrCat("position at ", id));
+      coordinator_->AcknowledgeCheckpoint(ack);
+    });
   }
   std::vector<proto::CheckpointInfo> History(const std::string& job) {
     absl::StatusOr<proto::JobInfo> info = coordinator_->GetJob(job);
@@ -281,20 +289,13 @@ TEST_F(CoordinatorTest, ACheckpointWhoseJobRestartedWhileItsMetadataWasWrittenIs
 
   // A task fails; once the old attempt's tasks have stopped and the restart delay has passed,
   // attempt 2 is deployed from the beginning.
-  absl::StatusOr<proto::JobInfo> info = coordinator_->GetJob(job);
-  ASSERT_OK(info);
-  for (const auto& v : info->vertices()) {
-    for (int s = 0; s < v.parallelism(); ++s) {
-      proto::TaskStatus st;
-      st.mutable_task()->set_job_id(job);
-      st.mutable_task()->set_attempt(1);
-      st.mutable_task()->set_vertex(v.vertex());
-      st.mutable_task()->set_subtask(s);
-      st.set_state(s == 0 ? proto::TASK_FAILED : proto::TASK_CANCELLED);
-      st.set_error("boom");
-      coordinator_->ReportTaskState(st);
-    }
-  }
+  ForEachTask(job, [&](const proto::TaskRef& ref) {
+    proto::TaskStatus st;
+    *st.mutable_task() = ref;
+    st.set_state(ref.subtask() == 0 ? proto::TASK_FAILED : proto::TASK_CANCELLED);
+    st.set_error("boom");
+    coordinator_->ReportTaskState(st);
+  });
   EXPECT_EQ(State(job), proto::JOB_RESTARTING);
   clock_.AdvanceNanos(1'000'000'000);  // restart.delay
   proto::HeartbeatRequest hb;
