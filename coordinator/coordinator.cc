@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <optional>
 #include <set>
 
 #include "absl/random/random.h"
@@ -1241,24 +1242,42 @@ void Coordinator::FinishCheckpointLocked(const std::string& job_id, int64_t atte
     job.state = proto::JOB_CANCELLING;
     job.stopped_with_savepoint = path;
   }
-  PersistLocked(job);
-  // Once the record naming this checkpoint is durable (queued after its write): tasks are told
-  // to commit, then (`stop`) cancelled; only then are older checkpoints and unreferenced shared
-  // files deleted, so a restarted coordinator never recovers from a deleted checkpoint.
-  io_queue_.push_back([this, job_id = job.id, attempt, p, path, stop] {
-    absl::MutexLock lock(&mu_);
-    auto it = jobs_.find(job_id);
-    if (it != jobs_.end() && it->second.attempt == attempt) {
-      SendToWorkers(it->second, true, p->id, p->final);  // queued first: tasks commit, then are cancelled
-      if (stop) CancelTasksOnWorkers(it->second);
+  // Only once the record naming this checkpoint is durable are the tasks told to commit (then,
+  // for `stop`, cancelled), and older checkpoints and unreferenced shared files deleted: a
+  // restarted coordinator recovers from this checkpoint if anything was committed after it, and
+  // never from a deleted one. Without a durable record (a failed write, or a coordinator that is
+  // stopping and writes none) nothing is committed now; the next checkpoint commits it.
+  std::optional<proto::JobRecord> record;
+  if (ha_ != nullptr) record = stopping_ ? std::nullopt : std::optional<proto::JobRecord>(RecordLocked(job));
+  io_queue_.push_back([this, job_id = job.id, attempt, p, path, stop, record = std::move(record),
+                       dir = job.dir, keep = std::set<int64_t>(job.retained.begin(), job.retained.end()), md] {
+    absl::Status written = absl::OkStatus();
+    if (ha_ != nullptr) {
+      written = record ? ha_->Write(*record) : absl::UnavailableError("the coordinator is stopping");
+      if (!written.ok()) spdlog::error("cannot persist job {}: {}; checkpoint {} is not committed", job_id, written, p->id);
     }
-    if (p->done) {
-      auto done = std::move(p->done);
-      dispatch_queue_.push_back([done, path] { done(path); });
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = jobs_.find(job_id);
+      const bool current = it != jobs_.end() && it->second.attempt == attempt;
+      if (current && written.ok()) {
+        SendToWorkers(it->second, true, p->id, p->final);  // queued first: tasks commit, then are cancelled
+        if (stop) CancelTasksOnWorkers(it->second);
+      } else if (current && stop && it->second.state == proto::JOB_CANCELLING) {
+        it->second.state = proto::JOB_RUNNING;  // not stopped: its record could not say so
+        it->second.stopped_with_savepoint.clear();
+      }
+      if (p->done) {
+        auto done = std::move(p->done);
+        absl::StatusOr<std::string> result = path;
+        if (stop && !written.ok()) {
+          result = absl::UnavailableError(absl::StrCat("savepoint ", path, " was taken but the job was not stopped: ",
+                                                       written.message()));
+        }
+        dispatch_queue_.push_back([done, result] { done(result); });
+      }
     }
-  });
-  std::set<int64_t> keep(job.retained.begin(), job.retained.end());
-  io_queue_.push_back([this, dir = job.dir, keep, md] {
+    if (!written.ok()) return;
     absl::Status s = storage_.Subsume(dir, keep);
     if (!s.ok()) spdlog::warn("deleting checkpoints of {} past retention: {}", dir, s);
     absl::StatusOr<int> collected = storage_.CollectSharedGarbage(dir, *md);
@@ -1417,6 +1436,13 @@ void Coordinator::PersistLocked(const Job& job) {
   // cancellations are not the user's, and the records keep saying the jobs run, so that the
   // next coordinator resumes them.
   if (ha_ == nullptr || stopping_) return;
+  io_queue_.push_back([this, r = RecordLocked(job)] {
+    absl::Status s = ha_->Write(r);
+    if (!s.ok()) spdlog::error("cannot persist job {}: {}", r.job_id(), s);
+  });
+}
+
+proto::JobRecord Coordinator::RecordLocked(const Job& job) const {
   proto::JobRecord r;
   r.set_job_id(job.id);
   *r.mutable_request() = job.request;
@@ -1433,10 +1459,7 @@ void Coordinator::PersistLocked(const Job& job) {
   r.set_restored_checkpoint_id(job.restored_checkpoint_id);
   r.set_placement_workers(job.placement_workers);
   r.set_stopped_with_savepoint(job.stopped_with_savepoint);
-  io_queue_.push_back([this, r = std::move(r)] {
-    absl::Status s = ha_->Write(r);
-    if (!s.ok()) spdlog::error("cannot persist job {}: {}", r.job_id(), s);
-  });
+  return r;
 }
 
 // The plan stored with the job. Records written before plans were stored (and records whose

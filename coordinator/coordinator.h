@@ -257,6 +257,8 @@ class Coordinator {
   void SendToWorkers(Job& job, bool complete, int64_t id, bool final) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Queues the job's record for the I/O thread (records are written in the order queued).
   void PersistLocked(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The job's HA record as of now.
+  proto::JobRecord RecordLocked(const Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Reads the HA store and the jobs' checkpoint directories (file I/O: call without mu_), and
   // returns the jobs to resume or keep for status.
   std::vector<Job> LoadFromHaStore();

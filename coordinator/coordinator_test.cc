@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <future>
 #include <memory>
 #include <string>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "checkpoint/checkpoint_storage.h"
@@ -30,7 +32,9 @@ using ::testing::HasSubstr;
 // through Coordinator::AcknowledgeCheckpoint.
 class FakeWorker final : public proto::Worker::Service {
  public:
-  grpc::Status DeployTasks(grpc::ServerContext*, const proto::DeployTasksRequest*, proto::Ack*) override {
+  grpc::Status DeployTasks(grpc::ServerContext*, const proto::DeployTasksRequest* req, proto::Ack*) override {
+    absl::MutexLock lock(&mu_);
+    deployed_.push_back(*req);
     return grpc::Status::OK;
   }
   grpc::Status StartTasks(grpc::ServerContext*, const proto::JobRef*, proto::Ack*) override {
@@ -62,11 +66,22 @@ class FakeWorker final : public proto::Worker::Service {
     absl::MutexLock lock(&mu_);
     return completed_;
   }
+  std::vector<proto::DeployTasksRequest> deployed() {
+    absl::MutexLock lock(&mu_);
+    return deployed_;
+  }
+  void Reset() {
+    absl::MutexLock lock(&mu_);
+    triggered_.clear();
+    completed_.clear();
+    deployed_.clear();
+  }
 
  private:
   absl::Mutex mu_;
   std::vector<int64_t> triggered_ ABSL_GUARDED_BY(mu_);
   std::vector<int64_t> completed_ ABSL_GUARDED_BY(mu_);
+  std::vector<proto::DeployTasksRequest> deployed_ ABSL_GUARDED_BY(mu_);
 };
 
 // Waits (up to 10 s, polling) until `cond` holds.
@@ -103,6 +118,11 @@ class CoordinatorTest : public ::testing::Test {
     builder.RegisterService(&worker_);
     worker_server_ = builder.BuildAndStart();
     ASSERT_NE(port, 0);
+    worker_address_ = absl::StrCat("127.0.0.1:", port);
+    StartCoordinator();
+  }
+  // A coordinator on fs_ (the HA store and checkpoints in it), with the fake worker registered.
+  void StartCoordinator() {
     CoordinatorOptions options;
     options.checkpoint_dir = "/ck";
     options.savepoint_dir = "/sp";
@@ -114,11 +134,18 @@ class CoordinatorTest : public ::testing::Test {
     ASSERT_OK(coordinator_->Start());
     proto::RegisterWorkerRequest reg;
     reg.set_slots(2);
-    reg.set_data_address(absl::StrCat("127.0.0.1:", port));
+    reg.set_data_address(worker_address_);
     absl::StatusOr<proto::RegisterWorkerResponse> r = coordinator_->RegisterWorker(reg);
     ASSERT_OK(r);
     worker_id_ = r->worker_id();
-    worker_address_ = reg.data_address();
+  }
+  // Returns once the I/O thread has run everything queued so far and what that queued.
+  void WaitForIo() {
+    for (int i = 0; i < 3; ++i) {
+      absl::Notification idle;
+      coordinator_->WhenDurable([&] { idle.Notify(); });
+      ASSERT_TRUE(idle.WaitForNotificationWithTimeout(absl::Seconds(10)));
+    }
   }
   void TearDown() override {
     fs_.SetHook(nullptr);
@@ -155,8 +182,44 @@ class CoordinatorTest : public ::testing::Test {
       }
     }
   }
-  // Every subtask acknowledges checkpoint `id` with empty state.
-  void AckAll(const std::string& job, int64_t id) {
+  // The keyed state subtask `ref` snapshots for checkpoint `id`: backend b<subtask> holds one
+  // SST, number `id` (the previous one compacted away), and a private MANIFEST.
+  static proto::KeyedStateHandle Keyed(const proto::TaskRef& ref, int64_t id) {
+    proto::KeyedStateHandle h;
+    h.set_operator_id("sink");
+    h.set_backend_id(absl::StrCat("b", ref.subtask()));
+    h.set_private_dir(absl::StrCat("chk-", id, "/", ref.vertex(), "-", ref.subtask(), "-sink"));
+    auto* sst = h.add_files();
+    sst->set_shared(true);
+    sst->set_local_name(absl::StrFormat("%06d.sst", id));
+    sst->set_name(absl::StrCat(h.backend_id(), "-", sst->local_name()));
+    auto* manifest = h.add_files();
+    manifest->set_name("MANIFEST-000001");
+    manifest->set_local_name(manifest->name());
+    return h;
+  }
+  // Uploads every subtask's files for checkpoint `id` durably, as tasks do before they ack.
+  void Upload(const std::string& job, int64_t id) {
+    const std::string dir = absl::StrCat("/ck/", job);
+    ForEachTask(job, [&](const proto::TaskRef& ref) {
+      for (const std::string& rel : checkpoint::CheckpointStorage::ReferencedFiles(WithKeyed(ref, id))) {
+        const std::string path = JoinPath(dir, rel);
+        contents_[path] = absl::StrCat("contents of ", path);
+        ASSERT_OK(CreateDirsDurably(fs_, DirName(path)));
+        ASSERT_OK(fs_.WriteFile(path + ".tmp", contents_[path]));
+        ASSERT_OK(fs_.SyncFile(path + ".tmp"));
+        ASSERT_OK(fs_.Rename(path + ".tmp", path));
+        ASSERT_OK(fs_.SyncDir(DirName(path)));
+      }
+    });
+  }
+  static proto::CheckpointMetadata WithKeyed(const proto::TaskRef& ref, int64_t id) {
+    proto::CheckpointMetadata md;
+    *md.add_subtasks()->add_keyed() = Keyed(ref, id);
+    return md;
+  }
+  // Every subtask acknowledges checkpoint `id` (with the keyed state Upload() wrote if `keyed`).
+  void AckAll(const std::string& job, int64_t id, bool keyed = false) {
     ForEachTask(job, [&](const proto::TaskRef& ref) {
       proto::CheckpointAck ack;
       *ack.mutable_task() = ref;
@@ -166,6 +229,7 @@ class CoordinatorTest : public ::testing::Test {
       auto* op = ack.mutable_state()->add_operator_state();
       op->set_operator_id("gen");
       op->add_entries(absl::StrCat("position at ", id));
+      if (keyed) *ack.mutable_state()->add_keyed() = Keyed(ref, id);
       coordinator_->AcknowledgeCheckpoint(ack);
     });
   }
@@ -182,6 +246,7 @@ class CoordinatorTest : public ::testing::Test {
   std::unique_ptr<Coordinator> coordinator_;
   std::string worker_id_;
   std::string worker_address_;
+  std::map<std::string, std::string> contents_;  // uploaded file -> contents
 };
 
 // The savepoint copy runs on the I/O thread: while it is stuck (a filesystem call blocked on a
@@ -336,6 +401,72 @@ TEST_F(CoordinatorTest, ACheckpointWhoseJobRestartedWhileItsMetadataWasWrittenIs
   record = HaStore(&fs_, "/ha").Read(job);
   ASSERT_OK(record);
   EXPECT_EQ(record->latest_metadata(), absl::StrCat("/ck/", job, "/chk-2/_metadata"));
+}
+
+// A power loss before any step of completing checkpoint 2 (metadata, job record, retention with
+// retain 1, shared-file GC): a coordinator started afterwards restores the job from checkpoint 1
+// or 2, every file of it is there with its contents, and it is checkpoint 2 whenever a task was
+// told to commit 2 (so nothing committed is ever rolled back: exactly-once).
+TEST_F(CoordinatorTest, PowerLossWhileCompletingACheckpointRecoversFromACompleteOneNeverBeforeACommit) {
+  checkpoint::CheckpointStorage storage(&fs_);
+  int64_t steps = -1;
+  for (int64_t cut = -1; cut <= steps; ++cut) {  // -1: no power loss, counting the steps
+    SCOPED_TRACE(absl::StrCat("power lost after ", cut, " of ", steps, " steps"));
+    if (cut >= 0) {
+      coordinator_->Stop();
+      fs_.PowerLoss();
+      for (const char* dir : {"/ck", "/ha", "/sp"}) ASSERT_OK(fs_.DeleteRecursively(dir));
+      worker_.Reset();
+      contents_.clear();
+      StartCoordinator();
+    }
+    const std::string job = SubmitRunning("{interval: 1s, retain: 1}");
+    ASSERT_FALSE(job.empty());
+    ASSERT_TRUE(worker_.WaitTriggered(1));
+    Upload(job, 1);
+    AckAll(job, 1, /*keyed=*/true);
+    ASSERT_TRUE(WaitFor([&] { return worker_.completed() == std::vector<int64_t>{1}; }));
+    WaitForIo();
+    clock_.AdvanceNanos(1'000'000'000);
+    proto::HeartbeatRequest hb;
+    hb.set_worker_id(worker_id_);
+    hb.set_data_address(worker_address_);
+    EXPECT_FALSE(coordinator_->Heartbeat(hb).reregister());
+    ASSERT_TRUE(worker_.WaitTriggered(2));
+    Upload(job, 2);
+    const int64_t before = fs_.mutations();
+    if (cut >= 0) fs_.CrashAfter(cut);
+    AckAll(job, 2, /*keyed=*/true);
+    WaitForIo();
+    if (cut < 0) {
+      steps = fs_.mutations() - before;
+      ASSERT_GE(steps, 10);
+      EXPECT_FALSE(fs_.Exists(absl::StrCat("/ck/", job, "/chk-1")));  // retention ran
+      EXPECT_FALSE(fs_.Exists(absl::StrCat("/ck/", job, "/shared/b0-000001.sst")));
+    }
+    coordinator_->Stop();
+    const std::vector<int64_t> committed = worker_.completed();
+    fs_.PowerLoss();
+    worker_.Reset();
+    StartCoordinator();
+    ASSERT_TRUE(WaitFor([&] { return !worker_.deployed().empty(); }));
+    const proto::DeployTasksRequest deploy = worker_.deployed().front();
+    const std::string chk1 = absl::StrCat("/ck/", job, "/chk-1/_metadata");
+    const std::string chk2 = absl::StrCat("/ck/", job, "/chk-2/_metadata");
+    EXPECT_THAT(deploy.restore_metadata(), ::testing::AnyOf(chk1, chk2));
+    if (cut < 0 || std::count(committed.begin(), committed.end(), 2) > 0) {
+      EXPECT_EQ(deploy.restore_metadata(), chk2);
+    }
+    absl::StatusOr<proto::CheckpointMetadata> md = storage.ReadMetadata(deploy.restore_metadata());
+    ASSERT_OK(md);
+    ASSERT_OK(storage.VerifyFiles(deploy.restore_dir(), *md));
+    for (const std::string& rel : checkpoint::CheckpointStorage::ReferencedFiles(*md)) {
+      const std::string path = JoinPath(deploy.restore_dir(), rel);
+      absl::StatusOr<std::string> got = fs_.ReadFile(path);
+      ASSERT_OK(got);
+      EXPECT_EQ(*got, contents_[path]);
+    }
+  }
 }
 
 }  // namespace
