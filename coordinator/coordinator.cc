@@ -739,6 +739,7 @@ void Coordinator::DeployJob(const std::string& job_id) {
     proto::Ack ack;
     grpc::Status s = stubs[worker_id]->DeployTasks(&ctx, req, &ack);
     if (!s.ok()) {
+      spdlog::warn("deploying job {} to worker {} failed: {}", job_id, worker_id, s.error_message());
       if (PeerGone(s, channels[worker_id].get())) {
         // Nobody listens there any more: do not wait for the heartbeat timeout to say so.
         absl::MutexLock lock(&mu_);
@@ -812,12 +813,13 @@ proto::JobInfo Coordinator::JobInfoLocked(const Job& job) const {
     info.set_waiting_since_ms(job.waiting_since_ms);
   }
   for (const auto& c : job.history) *info.add_checkpoints() = c;
-  if (job.pending) {
+  for (const PendingCheckpoint* p : {job.completing.get(), static_cast<const PendingCheckpoint*>(job.pending.get())}) {
+    if (p == nullptr) continue;
     auto* c = info.add_checkpoints();
-    c->set_checkpoint_id(job.pending->id);
+    c->set_checkpoint_id(p->id);
     c->set_status("IN_PROGRESS");
-    c->set_trigger_time_ms(job.pending->trigger_ms);
-    c->set_savepoint(job.pending->savepoint);
+    c->set_trigger_time_ms(p->trigger_ms);
+    c->set_savepoint(p->savepoint);
   }
   for (const auto& v : job.graph->vertices) {
     auto* vi = info.add_vertices();
@@ -1151,7 +1153,7 @@ void Coordinator::CompleteCheckpointLocked(Job& job) {
   md->set_incremental_size(incremental);
   // The metadata (and a savepoint's copy) is written on the I/O thread; until it is, no other
   // checkpoint is triggered and the job's latest checkpoint stays the previous one.
-  job.completing_id = p->id;
+  job.completing = p;
   io_queue_.push_back([this, job_id = job.id, attempt = job.attempt, dir = job.dir, p,
                        md = std::shared_ptr<const proto::CheckpointMetadata>(md)] {
     absl::StatusOr<std::string> path = storage_.WriteMetadata(dir, *md);
@@ -1176,7 +1178,7 @@ void Coordinator::FinishCheckpointLocked(const std::string& job_id, int64_t atte
     return;
   }
   Job& job = it->second;
-  if (job.completing_id == p->id) job.completing_id = 0;
+  if (job.completing == p) job.completing.reset();
   job.last_checkpoint_end_nanos = options_.clock->NowNanos();
   const bool same_attempt = attempt == job.attempt;
   if (!metadata_path.ok() || !savepoint_path.ok()) {
@@ -1315,7 +1317,7 @@ absl::Status Coordinator::TriggerSavepoint(const proto::SavepointRequest& req,
 
 void Coordinator::CheckpointTick(Job& job, int64_t now) {
   if (job.state != proto::JOB_RUNNING || !CheckpointingLocked(job)) return;
-  if (job.completing_id != 0) return;  // its metadata is being written
+  if (job.completing) return;  // its metadata is being written
   const plan::CheckpointConfig& cc = job.spec->checkpoint;
   bool all_eoi = true;
   for (const auto& v : job.tasks) {

@@ -174,9 +174,9 @@ class Coordinator {
     int64_t last_checkpoint_end_nanos = 0;
     int64_t last_trigger_nanos = 0;
     std::unique_ptr<PendingCheckpoint> pending;
-    // A checkpoint whose metadata the I/O thread is writing (0: none); no other is triggered
-    // meanwhile.
-    int64_t completing_id = 0;
+    // A checkpoint whose metadata the I/O thread is writing (shown as in progress); no other is
+    // triggered meanwhile.
+    std::shared_ptr<const PendingCheckpoint> completing;
     std::deque<int64_t> retained;        // completed checkpoints in `dir`, oldest first
     std::string latest_metadata;         // path of the latest completed checkpoint's _metadata
     std::string latest_dir;              // directory its files are relative to

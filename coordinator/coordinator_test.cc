@@ -70,12 +70,6 @@ class FakeWorker final : public proto::Worker::Service {
     absl::MutexLock lock(&mu_);
     return deployed_;
   }
-  void Reset() {
-    absl::MutexLock lock(&mu_);
-    triggered_.clear();
-    completed_.clear();
-    deployed_.clear();
-  }
 
  private:
   absl::Mutex mu_;
@@ -111,18 +105,23 @@ checkpoint: )", checkpoint, "\n");
 // A coordinator on a fault-injecting filesystem and a fake clock, with one fake worker.
 class CoordinatorTest : public ::testing::Test {
  protected:
-  void SetUp() override {
+  void SetUp() override { StartCoordinator(); }
+  // A coordinator on fs_ (the HA store and checkpoints in it), with a new fake worker registered
+  // (a new address each time: no connection state carries over from an earlier coordinator).
+  void StartCoordinator() {
+    if (worker_server_ != nullptr) worker_server_->Shutdown();
+    worker_server_.reset();
+    worker_ = std::make_unique<FakeWorker>();
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-    builder.RegisterService(&worker_);
+    // A port of its own: with SO_REUSEPORT, a port some stopped server still holds could be
+    // handed out again, and a deployment sent there.
+    builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    builder.RegisterService(worker_.get());
     worker_server_ = builder.BuildAndStart();
     ASSERT_NE(port, 0);
     worker_address_ = absl::StrCat("127.0.0.1:", port);
-    StartCoordinator();
-  }
-  // A coordinator on fs_ (the HA store and checkpoints in it), with the fake worker registered.
-  void StartCoordinator() {
     CoordinatorOptions options;
     options.checkpoint_dir = "/ck";
     options.savepoint_dir = "/sp";
@@ -241,7 +240,7 @@ class CoordinatorTest : public ::testing::Test {
 
   FakeClock clock_;
   FaultInjectingFileSystem fs_;
-  FakeWorker worker_;
+  std::unique_ptr<FakeWorker> worker_;
   std::unique_ptr<grpc::Server> worker_server_;
   std::unique_ptr<Coordinator> coordinator_;
   std::string worker_id_;
@@ -270,7 +269,7 @@ TEST_F(CoordinatorTest, ASavepointCopyDoesNotBlockHeartbeatsOrStatus) {
     result = std::move(path);
     done.Notify();
   }));
-  ASSERT_TRUE(worker_.WaitTriggered(1));
+  ASSERT_TRUE(worker_->WaitTriggered(1));
   AckAll(job, 1);
   ASSERT_TRUE(copy_blocked.WaitForNotificationWithTimeout(absl::Seconds(10)));
 
@@ -279,7 +278,11 @@ TEST_F(CoordinatorTest, ASavepointCopyDoesNotBlockHeartbeatsOrStatus) {
     hb.set_worker_id(worker_id_);
     hb.set_data_address(worker_address_);
     const bool reregister = coordinator_->Heartbeat(hb).reregister();
-    return !reregister && coordinator_->ListJobs().jobs_size() == 1 && coordinator_->GetJob(job).ok();
+    // The savepoint being written shows as in progress.
+    const std::vector<proto::CheckpointInfo> history = History(job);
+    const bool in_progress = !history.empty() && history.back().checkpoint_id() == 1 &&
+                             history.back().status() == "IN_PROGRESS" && history.back().savepoint();
+    return !reregister && coordinator_->ListJobs().jobs_size() == 1 && in_progress;
   });
   const bool in_time = answered.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
   release.Notify();  // whatever happened, let the copy finish
@@ -298,7 +301,7 @@ TEST_F(CoordinatorTest, ASavepointCopyDoesNotBlockHeartbeatsOrStatus) {
   absl::StatusOr<proto::JobRecord> record = HaStore(&fs_, "/ha").Read(job);
   ASSERT_OK(record);
   EXPECT_EQ(record->latest_metadata(), absl::StrCat("/ck/", job, "/chk-1/_metadata"));
-  EXPECT_TRUE(WaitFor([&] { return worker_.completed() == std::vector<int64_t>{1}; }));
+  EXPECT_TRUE(WaitFor([&] { return worker_->completed() == std::vector<int64_t>{1}; }));
 }
 
 // A full disk fails checkpoints with the reason in the job's checkpoint history; the failures
@@ -311,7 +314,7 @@ TEST_F(CoordinatorTest, AFullDiskAbortsCheckpointsWithTheReasonAndCountsTowardsT
                ? absl::ResourceExhaustedError(absl::StrCat("cannot write ", path, ": No space left on device"))
                : absl::OkStatus();
   });
-  ASSERT_TRUE(worker_.WaitTriggered(1));
+  ASSERT_TRUE(worker_->WaitTriggered(1));
   AckAll(job, 1);
   ASSERT_TRUE(WaitFor([&] { return !History(job).empty() && History(job).back().status() == "ABORTED"; }));
   proto::CheckpointInfo first = History(job).back();
@@ -321,14 +324,14 @@ TEST_F(CoordinatorTest, AFullDiskAbortsCheckpointsWithTheReasonAndCountsTowardsT
   EXPECT_EQ(State(job), proto::JOB_RUNNING);  // one failure is tolerated
 
   clock_.AdvanceNanos(1'000'000'000);
-  ASSERT_TRUE(worker_.WaitTriggered(2));
+  ASSERT_TRUE(worker_->WaitTriggered(2));
   AckAll(job, 2);
   ASSERT_TRUE(WaitFor([&] { return State(job) != proto::JOB_RUNNING; }));
   absl::StatusOr<proto::JobInfo> info = coordinator_->GetJob(job);
   ASSERT_OK(info);
   EXPECT_THAT(info->error(), HasSubstr("No space left on device"));
   EXPECT_THAT(info->error(), HasSubstr("exceed checkpoint.tolerable_failures (1)"));
-  EXPECT_TRUE(worker_.completed().empty());
+  EXPECT_TRUE(worker_->completed().empty());
   checkpoint::CheckpointStorage storage(&fs_);
   EXPECT_THAT(storage.FindLatestCompleted(absl::StrCat("/ck/", job)),
               ::sluice::testing::StatusIs(absl::StatusCode::kNotFound, HasSubstr(job)));
@@ -348,7 +351,7 @@ TEST_F(CoordinatorTest, ACheckpointWhoseJobRestartedWhileItsMetadataWasWrittenIs
     }
     return absl::OkStatus();
   });
-  ASSERT_TRUE(worker_.WaitTriggered(1));
+  ASSERT_TRUE(worker_->WaitTriggered(1));
   AckAll(job, 1);
   ASSERT_TRUE(write_blocked.WaitForNotificationWithTimeout(absl::Seconds(10)));
 
@@ -390,14 +393,14 @@ TEST_F(CoordinatorTest, ACheckpointWhoseJobRestartedWhileItsMetadataWasWrittenIs
   ASSERT_OK(record);
   EXPECT_EQ(record->latest_metadata(), "");
   EXPECT_EQ(record->attempt(), 2);
-  EXPECT_TRUE(worker_.completed().empty());
+  EXPECT_TRUE(worker_->completed().empty());
 
   // Attempt 2 checkpoints as usual, with a new id.
   clock_.AdvanceNanos(1'000'000'000);
   EXPECT_FALSE(coordinator_->Heartbeat(hb).reregister());
-  ASSERT_TRUE(worker_.WaitTriggered(2));
+  ASSERT_TRUE(worker_->WaitTriggered(2));
   AckAll(job, 2);
-  ASSERT_TRUE(WaitFor([&] { return worker_.completed() == std::vector<int64_t>{2}; }));
+  ASSERT_TRUE(WaitFor([&] { return worker_->completed() == std::vector<int64_t>{2}; }));
   record = HaStore(&fs_, "/ha").Read(job);
   ASSERT_OK(record);
   EXPECT_EQ(record->latest_metadata(), absl::StrCat("/ck/", job, "/chk-2/_metadata"));
@@ -416,23 +419,22 @@ TEST_F(CoordinatorTest, PowerLossWhileCompletingACheckpointRecoversFromAComplete
       coordinator_->Stop();
       fs_.PowerLoss();
       for (const char* dir : {"/ck", "/ha", "/sp"}) ASSERT_OK(fs_.DeleteRecursively(dir));
-      worker_.Reset();
       contents_.clear();
       StartCoordinator();
     }
     const std::string job = SubmitRunning("{interval: 1s, retain: 1}");
     ASSERT_FALSE(job.empty());
-    ASSERT_TRUE(worker_.WaitTriggered(1));
+    ASSERT_TRUE(worker_->WaitTriggered(1));
     Upload(job, 1);
     AckAll(job, 1, /*keyed=*/true);
-    ASSERT_TRUE(WaitFor([&] { return worker_.completed() == std::vector<int64_t>{1}; }));
+    ASSERT_TRUE(WaitFor([&] { return worker_->completed() == std::vector<int64_t>{1}; }));
     WaitForIo();
     clock_.AdvanceNanos(1'000'000'000);
     proto::HeartbeatRequest hb;
     hb.set_worker_id(worker_id_);
     hb.set_data_address(worker_address_);
     EXPECT_FALSE(coordinator_->Heartbeat(hb).reregister());
-    ASSERT_TRUE(worker_.WaitTriggered(2));
+    ASSERT_TRUE(worker_->WaitTriggered(2));
     Upload(job, 2);
     const int64_t before = fs_.mutations();
     if (cut >= 0) fs_.CrashAfter(cut);
@@ -445,12 +447,11 @@ TEST_F(CoordinatorTest, PowerLossWhileCompletingACheckpointRecoversFromAComplete
       EXPECT_FALSE(fs_.Exists(absl::StrCat("/ck/", job, "/shared/b0-000001.sst")));
     }
     coordinator_->Stop();
-    const std::vector<int64_t> committed = worker_.completed();
+    const std::vector<int64_t> committed = worker_->completed();
     fs_.PowerLoss();
-    worker_.Reset();
     StartCoordinator();
-    ASSERT_TRUE(WaitFor([&] { return !worker_.deployed().empty(); }));
-    const proto::DeployTasksRequest deploy = worker_.deployed().front();
+    ASSERT_TRUE(WaitFor([&] { return !worker_->deployed().empty(); }));
+    const proto::DeployTasksRequest deploy = worker_->deployed().front();
     const std::string chk1 = absl::StrCat("/ck/", job, "/chk-1/_metadata");
     const std::string chk2 = absl::StrCat("/ck/", job, "/chk-2/_metadata");
     EXPECT_THAT(deploy.restore_metadata(), ::testing::AnyOf(chk1, chk2));
