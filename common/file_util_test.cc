@@ -83,7 +83,7 @@ TEST_F(FileUtilTest, WriteFileAtomicallyReplacesContentAndLeavesNoTemporary) {
   EXPECT_EQ(Read("rec.pb"), "two");
   EXPECT_FALSE(fs::exists(dir_ + "/rec.pb.tmp"));
   EXPECT_THAT(WriteFileAtomically(dir_ + "/no/such/dir/rec.pb", "x"),
-              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("cannot create")));
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("cannot create")));
 }
 
 }  // namespace

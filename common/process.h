@@ -13,7 +13,8 @@ namespace sluice {
 void BlockTerminationSignals();
 // Waits for SIGTERM or SIGINT (blocked by BlockTerminationSignals) and returns its number.
 int WaitForTerminationSignal();
-// Writes `content` to `path` through a temporary file (fsynced) and a rename, then fsyncs the
+// WriteFileDurably (common/filesystem.h) on the POSIX filesystem: writes `content` to `path`
+// through a temporary file (fsynced) and a rename, then fsyncs the
 // directory: readers never see a partial file, and a machine crash leaves the old content or
 // the new one.
 absl::Status WriteFileAtomically(const std::string& path, const std::string& content);

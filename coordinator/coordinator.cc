@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
-#include <fstream>
+#include <optional>
 #include <set>
 
 #include "absl/random/random.h"
@@ -14,7 +14,6 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "common/error_text.h"
-#include "common/file_util.h"
 #include "common/address.h"
 #include "common/grpc_limits.h"
 #include "common/logging.h"
@@ -90,9 +89,12 @@ class Coordinator::Service final : public proto::Coordinator::CallbackService {
   grpc::ServerUnaryReactor* SubmitJob(grpc::CallbackServerContext* ctx,
                                       const proto::SubmitJobRequest* req,
                                       proto::SubmitJobResponse* resp) override {
-    auto r = c_->SubmitJob(*req);
-    if (r.ok()) *resp = *r;
-    return Done(ctx, r.status());
+    auto* r = ctx->DefaultReactor();
+    c_->SubmitJobAsync(*req, [r, resp](absl::StatusOr<proto::SubmitJobResponse> submitted) {
+      if (submitted.ok()) *resp = std::move(*submitted);
+      r->Finish(ToGrpc(submitted.status()));
+    });
+    return r;
   }
   grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* ctx, const proto::ListJobsRequest*,
                                      proto::ListJobsResponse* resp) override {
@@ -107,7 +109,9 @@ class Coordinator::Service final : public proto::Coordinator::CallbackService {
   }
   grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* ctx, const proto::JobRef* req,
                                       proto::Ack*) override {
-    return Done(ctx, c_->CancelJob(req->job_id()));
+    absl::Status s = c_->CancelJob(req->job_id());
+    if (!s.ok()) return Done(ctx, s);
+    return DoneWhenDurable(ctx);
   }
   grpc::ServerUnaryReactor* AcknowledgeCheckpoint(grpc::CallbackServerContext* ctx,
                                                   const proto::CheckpointAck* req, proto::Ack*) override {
@@ -136,6 +140,13 @@ class Coordinator::Service final : public proto::Coordinator::CallbackService {
   static grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& s) {
     auto* r = ctx->DefaultReactor();
     r->Finish(ToGrpc(s));
+    return r;
+  }
+  // Answers once the job records persisted so far are durable: a coordinator restarted after
+  // the caller heard of a submission or cancellation knows of it.
+  grpc::ServerUnaryReactor* DoneWhenDurable(grpc::CallbackServerContext* ctx) {
+    auto* r = ctx->DefaultReactor();
+    c_->WhenDurable([r] { r->Finish(grpc::Status::OK); });
     return r;
   }
   Coordinator* c_;
@@ -175,7 +186,11 @@ absl::StatusOr<plan::JobSpec> Coordinator::PlanJob(const std::string& yaml, cons
 }
 
 Coordinator::Coordinator(CoordinatorOptions options)
-    : options_(std::move(options)), catalog_(MakeCatalog()), http_(&metrics_) {}
+    : options_(std::move(options)),
+      catalog_(MakeCatalog()),
+      http_(&metrics_),
+      storage_(options_.file_system),
+      ha_(options_.ha_dir.empty() ? nullptr : std::make_unique<const HaStore>(options_.file_system, options_.ha_dir)) {}
 
 Coordinator::~Coordinator() { Stop(); }
 
@@ -231,12 +246,15 @@ absl::Status Coordinator::Start() {
                                 return static_cast<double>(n);
                               });
   }
+  std::vector<Job> recovered = LoadFromHaStore();  // file I/O, before mu_
   {
     absl::MutexLock lock(&mu_);
-    RecoverFromHaStore();
+    InstallRecoveredLocked(std::move(recovered));
     ready_ = true;
   }
   dispatcher_ = std::thread([this] { DispatchLoop(); });
+  io_ = std::thread([this] { RunQueue(&io_queue_, &io_done_); });
+  planner_ = std::thread([this] { RunQueue(&plan_queue_, &plan_done_); });
   monitor_ = std::thread([this] { MonitorLoop(); });
   spdlog::info("coordinator serving on {}:{} (advertised as {}), http on {}:{}, heartbeat timeout {} ms",
                options_.host, port, address_, options_.host, http_port_, options_.heartbeat_timeout_ms);
@@ -256,8 +274,10 @@ void Coordinator::Stop() {
       }
     }
   }
+  if (planner_.joinable()) planner_.join();
   if (dispatcher_.joinable()) dispatcher_.join();
   if (monitor_.joinable()) monitor_.join();
+  if (io_.joinable()) io_.join();
   server_->Shutdown(Deadline(2));
   http_.Stop();
   spdlog::info("coordinator stopped");
@@ -269,20 +289,53 @@ void Coordinator::Dispatch(std::function<void()> fn) {
 }
 
 void Coordinator::DispatchLoop() {
+  bool drained = false;  // nobody asks: an RPC queued after Stop() is dropped
+  RunQueue(&dispatch_queue_, &drained);
+}
+
+void Coordinator::RunQueue(std::deque<std::function<void()>>* queue, bool* drained) {
   while (true) {
     std::function<void()> fn;
     {
       absl::MutexLock lock(&mu_);
-      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stopping_ || !dispatch_queue_.empty();
-      };
+      auto ready = [this, queue]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || !queue->empty(); };
       mu_.Await(absl::Condition(&ready));
-      if (dispatch_queue_.empty()) return;  // stopping, queue drained
-      fn = std::move(dispatch_queue_.front());
-      dispatch_queue_.pop_front();
+      if (queue->empty()) {  // stopping, queue drained
+        *drained = true;
+        return;
+      }
+      fn = std::move(queue->front());
+      queue->pop_front();
     }
     fn();
   }
+}
+
+void Coordinator::WhenDurable(std::function<void()> fn) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!io_done_) {  // the I/O thread drains the queue before it exits
+      io_queue_.push_back(std::move(fn));
+      return;
+    }
+  }
+  fn();  // the I/O thread has stopped: nothing is queued
+}
+
+void Coordinator::SubmitJobAsync(proto::SubmitJobRequest req,
+                                 std::function<void(absl::StatusOr<proto::SubmitJobResponse>)> done) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!plan_done_) {  // the planner thread drains the queue before it exits
+      plan_queue_.push_back([this, req = std::move(req), done = std::move(done)] {
+        absl::StatusOr<proto::SubmitJobResponse> resp = SubmitJob(req);
+        if (!resp.ok()) return done(resp.status());
+        WhenDurable([resp = std::move(*resp), done] { done(resp); });
+      });
+      return;
+    }
+  }
+  done(absl::UnavailableError("coordinator is shutting down"));
 }
 
 absl::StatusOr<proto::RegisterWorkerResponse> Coordinator::RegisterWorker(
@@ -559,37 +612,6 @@ absl::Status Coordinator::ScheduleLocked(Job& job) {
   return absl::OkStatus();
 }
 
-namespace {
-
-// Finds the _metadata of a checkpoint or savepoint given its directory (or the file itself),
-// and the directory its state files are relative to.
-absl::Status ResolveRestorePath(const std::string& path, std::string* metadata, std::string* dir) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  fs::path p(path);
-  if (fs::is_directory(p, ec)) p /= "_metadata";
-  if (!fs::exists(p, ec)) {
-    return absl::NotFoundError(absl::StrCat("no checkpoint or savepoint at ", path, " (no _metadata)"));
-  }
-  *metadata = p.string();
-  fs::path parent = p.parent_path();
-  // A checkpoint's metadata sits in <job dir>/chk-<id>/; a savepoint's at its root.
-  *dir = absl::StartsWith(parent.filename().string(), "chk-") ? parent.parent_path().string()
-                                                              : parent.string();
-  return absl::OkStatus();
-}
-
-absl::StatusOr<proto::CheckpointMetadata> ReadMetadata(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  proto::CheckpointMetadata md;
-  if (!in || !md.ParseFromIstream(&in)) {
-    return absl::DataLossError(absl::StrCat("cannot read checkpoint metadata ", path));
-  }
-  return md;
-}
-
-}  // namespace
-
 absl::StatusOr<proto::SubmitJobResponse> Coordinator::SubmitJob(const proto::SubmitJobRequest& req) {
   std::string name = req.spec_name().empty() ? "job.yaml" : req.spec_name();
   SLUICE_ASSIGN_OR_RETURN(plan::JobSpec parsed, PlanJob(req.spec_yaml(), name, req.parallelism()));
@@ -599,8 +621,10 @@ absl::StatusOr<proto::SubmitJobResponse> Coordinator::SubmitJob(const proto::Sub
   Job job;
   job.plan = std::make_shared<const proto::JobPlan>(plan::EncodeJobPlan(*spec, *graph));
   if (!req.from_savepoint().empty()) {
-    SLUICE_RETURN_IF_ERROR(ResolveRestorePath(req.from_savepoint(), &job.latest_metadata, &job.latest_dir));
-    SLUICE_ASSIGN_OR_RETURN(proto::CheckpointMetadata md, ReadMetadata(job.latest_metadata));
+    SLUICE_ASSIGN_OR_RETURN(checkpoint::RestorePoint point, storage_.ResolveRestorePath(req.from_savepoint()));
+    job.latest_metadata = point.metadata_path;
+    job.latest_dir = point.dir;
+    SLUICE_ASSIGN_OR_RETURN(proto::CheckpointMetadata md, storage_.ReadMetadata(job.latest_metadata));
     if (md.max_parallelism() != spec->max_parallelism) {
       return absl::FailedPreconditionError(absl::StrCat(
           "savepoint ", req.from_savepoint(), " was taken with max_parallelism ", md.max_parallelism(),
@@ -637,7 +661,7 @@ absl::StatusOr<proto::SubmitJobResponse> Coordinator::SubmitJob(const proto::Sub
   job.spec = spec;
   job.graph = graph;
   job.submit_ms = options_.clock->WallMillis();
-  job.dir = (std::filesystem::path(options_.checkpoint_dir) / job.id).string();
+  job.dir = JoinPath(options_.checkpoint_dir, job.id);
   SLUICE_RETURN_IF_ERROR(ScheduleLocked(job));
   job.ResetRates(options_.clock->NowNanos());
   std::string id = job.id;
@@ -715,6 +739,7 @@ void Coordinator::DeployJob(const std::string& job_id) {
     proto::Ack ack;
     grpc::Status s = stubs[worker_id]->DeployTasks(&ctx, req, &ack);
     if (!s.ok()) {
+      spdlog::warn("deploying job {} to worker {} failed: {}", job_id, worker_id, s.error_message());
       if (PeerGone(s, channels[worker_id].get())) {
         // Nobody listens there any more: do not wait for the heartbeat timeout to say so.
         absl::MutexLock lock(&mu_);
@@ -788,12 +813,13 @@ proto::JobInfo Coordinator::JobInfoLocked(const Job& job) const {
     info.set_waiting_since_ms(job.waiting_since_ms);
   }
   for (const auto& c : job.history) *info.add_checkpoints() = c;
-  if (job.pending) {
+  for (const PendingCheckpoint* p : {job.completing.get(), static_cast<const PendingCheckpoint*>(job.pending.get())}) {
+    if (p == nullptr) continue;
     auto* c = info.add_checkpoints();
-    c->set_checkpoint_id(job.pending->id);
+    c->set_checkpoint_id(p->id);
     c->set_status("IN_PROGRESS");
-    c->set_trigger_time_ms(job.pending->trigger_ms);
-    c->set_savepoint(job.pending->savepoint);
+    c->set_trigger_time_ms(p->trigger_ms);
+    c->set_savepoint(p->savepoint);
   }
   for (const auto& v : job.graph->vertices) {
     auto* vi = info.add_vertices();
@@ -941,13 +967,7 @@ void Coordinator::MonitorLoop() {
   const int64_t timeout = options_.heartbeat_timeout_ms * 1'000'000;
   const int64_t heartbeat_interval = HeartbeatIntervalNanos();
   int64_t last_rates = options_.clock->NowNanos();
-  std::vector<std::string> expired_records;
   while (true) {
-    for (const auto& f : expired_records) {  // file I/O outside mu_
-      std::error_code ec;
-      std::filesystem::remove(f, ec);
-    }
-    expired_records.clear();
     absl::MutexLock lock(&mu_);
     mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Milliseconds(100));
     if (stopping_) return;
@@ -972,7 +992,7 @@ void Coordinator::MonitorLoop() {
     }
     if (now - last_rates >= 1'000'000'000) {
       last_rates = now;
-      expired_records = ExpireEndedJobsLocked(options_.clock->WallMillis());
+      ExpireEndedJobsLocked(options_.clock->WallMillis());
       for (auto& [id, job] : jobs_) {
         if (job.state != proto::JOB_RUNNING) {
           std::fill(job.in_rate.begin(), job.in_rate.end(), 0);
@@ -1045,12 +1065,8 @@ void Coordinator::TriggerCheckpointLocked(Job& job, bool final, std::unique_ptr<
   SendToWorkers(job, false, id, final);
 }
 
-void Coordinator::AbortCheckpointLocked(Job& job, const std::string& reason, bool counts) {
-  if (!job.pending) return;
-  PendingCheckpoint& p = *job.pending;
-  const int64_t id = p.id;
-  counts &= !p.savepoint;
-  spdlog::warn("job {}: checkpoint {} aborted: {}", job.id, p.id, reason);
+void Coordinator::RecordAbortLocked(Job& job, const PendingCheckpoint& p, const std::string& reason) {
+  spdlog::warn("job {}: {} {} aborted: {}", job.id, p.savepoint ? "savepoint" : "checkpoint", p.id, reason);
   proto::CheckpointInfo info;
   info.set_checkpoint_id(p.id);
   info.set_status("ABORTED");
@@ -1061,13 +1077,23 @@ void Coordinator::AbortCheckpointLocked(Job& job, const std::string& reason, boo
   job.history.push_back(info);
   if (job.history.size() > 10) job.history.pop_front();
   if (p.done) {
-    auto done = std::move(p.done);
+    auto done = p.done;
     dispatch_queue_.push_back([done, reason] { done(absl::AbortedError(absl::StrCat("savepoint aborted: ", reason))); });
   }
-  // Its private files are of no use; shared files it uploaded are unreferenced and left.
-  std::error_code ec;
-  std::filesystem::remove_all(std::filesystem::path(job.dir) / absl::StrCat("chk-", p.id), ec);
-  job.pending.reset();
+  // Its private files are of no use; shared files it uploaded are collected once the backends
+  // that uploaded them complete a checkpoint without them (CheckpointStorage::CollectSharedGarbage).
+  io_queue_.push_back([this, dir = job.dir, id = p.id] {
+    absl::Status s = storage_.Discard(dir, id);
+    if (!s.ok()) spdlog::warn("discarding checkpoint {} of {}: {}", id, dir, s);
+  });
+}
+
+void Coordinator::AbortCheckpointLocked(Job& job, const std::string& reason, bool counts) {
+  if (!job.pending) return;
+  std::unique_ptr<PendingCheckpoint> p = std::move(job.pending);
+  const int64_t id = p->id;
+  counts &= !p->savepoint;
+  RecordAbortLocked(job, *p, reason);
   job.last_checkpoint_end_nanos = options_.clock->NowNanos();
   if (counts && ++job.consecutive_checkpoint_failures > job.spec->checkpoint.tolerable_failures) {
     // As Flink's tolerable-failed-checkpoints: a job whose checkpoints keep failing is failed
@@ -1099,34 +1125,8 @@ void Coordinator::AcknowledgeCheckpoint(const proto::CheckpointAck& ack) {
   if (job.pending->acks.size() == total) CompleteCheckpointLocked(job);
 }
 
-namespace {
-
-// Every file (relative to the job dir) a checkpoint references.
-std::set<std::string> ReferencedFiles(const proto::CheckpointMetadata& md) {
-  std::set<std::string> files;
-  for (const auto& st : md.subtasks()) {
-    for (const auto& h : st.keyed()) {
-      for (const auto& f : h.files()) {
-        files.insert(f.shared() ? absl::StrCat("shared/", f.name())
-                                : absl::StrCat(h.private_dir(), "/", f.name()));
-      }
-    }
-  }
-  return files;
-}
-
-absl::Status CopyFile(const std::filesystem::path& from, const std::filesystem::path& to) {
-  std::error_code ec;
-  std::filesystem::create_directories(to.parent_path(), ec);
-  std::filesystem::copy_file(from, to, std::filesystem::copy_options::overwrite_existing, ec);
-  if (ec) return absl::UnavailableError(absl::StrCat("cannot copy ", from.string(), ": ", ec.message()));
-  return SyncFile(to.string());
-}
-
-}  // namespace
-
 void Coordinator::CompleteCheckpointLocked(Job& job) {
-  std::unique_ptr<PendingCheckpoint> p = std::move(job.pending);
+  std::shared_ptr<PendingCheckpoint> p = std::move(job.pending);
   auto md = std::make_shared<proto::CheckpointMetadata>();
   md->set_job_id(job.id);
   md->set_checkpoint_id(p->id);
@@ -1134,8 +1134,7 @@ void Coordinator::CompleteCheckpointLocked(Job& job) {
   md->set_max_parallelism(job.spec->max_parallelism);
   md->set_savepoint(p->savepoint);
   md->set_final(p->final);
-  int64_t full = 0, incremental = 0, alignment = 0, persisted = 0;
-  bool unaligned = false;
+  int64_t full = 0, incremental = 0;
   for (auto& [key, ack] : p->acks) {
     for (const auto& h : ack.state().keyed()) {
       full += h.full_size();
@@ -1149,62 +1148,88 @@ void Coordinator::CompleteCheckpointLocked(Job& job) {
         incremental += static_cast<int64_t>(e.size());
       }
     }
-    alignment = std::max(alignment, ack.alignment_ms());
-    unaligned |= ack.unaligned();
-    persisted += ack.state().channel_state_bytes();
     *md->add_subtasks() = ack.state();
   }
   for (const auto& op : job.spec->operators) md->add_operator_ids(op.id);
   md->set_full_size(full);
   md->set_incremental_size(incremental);
-  const std::filesystem::path chk = std::filesystem::path(job.dir) / absl::StrCat("chk-", p->id);
-  std::error_code ec;
-  std::filesystem::create_directories(chk, ec);
-  absl::Status w = WriteFileAtomically((chk / "_metadata").string(), md->SerializeAsString());
-  if (!w.ok()) {
-    job.pending = std::move(p);
-    AbortCheckpointLocked(job, absl::StrCat("cannot write metadata: ", w.message()), true);
+  // The metadata (and a savepoint's copy) is written on the I/O thread; until it is, no other
+  // checkpoint is triggered and the job's latest checkpoint stays the previous one.
+  job.completing = p;
+  io_queue_.push_back([this, job_id = job.id, attempt = job.attempt, dir = job.dir, p,
+                       md = std::shared_ptr<const proto::CheckpointMetadata>(md)] {
+    absl::StatusOr<std::string> path = storage_.WriteMetadata(dir, *md);
+    absl::StatusOr<std::string> savepoint = std::string();
+    if (path.ok() && p->savepoint) savepoint = storage_.CopySavepoint(dir, *md, p->savepoint_dir);
+    absl::MutexLock lock(&mu_);
+    FinishCheckpointLocked(job_id, attempt, p, md, path, savepoint);
+  });
+}
+
+void Coordinator::FinishCheckpointLocked(const std::string& job_id, int64_t attempt,
+                                         std::shared_ptr<PendingCheckpoint> p,
+                                         std::shared_ptr<const proto::CheckpointMetadata> md,
+                                         const absl::StatusOr<std::string>& metadata_path,
+                                         const absl::StatusOr<std::string>& savepoint_path) {
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) {  // expired meanwhile (it had ended): nothing to record
+    if (p->done) {
+      auto done = std::move(p->done);
+      dispatch_queue_.push_back([done] { done(absl::AbortedError("savepoint aborted: the job's record expired")); });
+    }
     return;
   }
-  std::string path = chk.string();
-  if (p->savepoint) {
-    // A savepoint is self-contained: copy every file it references next to its metadata.
-    const std::filesystem::path root = std::filesystem::path(p->savepoint_dir) /
-                                       absl::StrCat("savepoint-", job.id, "-", p->id);
-    // Created here too: a job whose state is all in the metadata (no keyed state) has no file
-    // to copy that would create it.
-    std::filesystem::create_directories(root, ec);
-    absl::Status copied = absl::OkStatus();
-    std::set<std::string> dirs = {root.string(), root.parent_path().string()};
-    for (const auto& f : ReferencedFiles(*md)) {
-      copied.Update(CopyFile(std::filesystem::path(job.dir) / f, root / f));
-      dirs.insert((root / f).parent_path().string());
+  Job& job = it->second;
+  if (job.completing == p) job.completing.reset();
+  job.last_checkpoint_end_nanos = options_.clock->NowNanos();
+  const bool same_attempt = attempt == job.attempt;
+  if (!metadata_path.ok() || !savepoint_path.ok()) {
+    const absl::Status& s = metadata_path.ok() ? savepoint_path.status() : metadata_path.status();
+    const std::string reason =
+        absl::StrCat(metadata_path.ok() ? "cannot copy the savepoint: " : "cannot write metadata: ", s.message());
+    RecordAbortLocked(job, *p, reason);
+    // A failed write counts as a failed checkpoint of the attempt that took it (a full disk fails
+    // checkpoints, and the job once they exceed checkpoint.tolerable_failures, never its data).
+    if (same_attempt && !p->savepoint && !IsTerminal(job.state) &&
+        ++job.consecutive_checkpoint_failures > job.spec->checkpoint.tolerable_failures) {
+      const int failures = job.consecutive_checkpoint_failures;
+      job.consecutive_checkpoint_failures = 0;
+      FailJob(job, absl::StrCat("checkpoint ", p->id, " aborted: ", reason, "; ", failures,
+                                " consecutive checkpoint failure(s) exceed checkpoint.tolerable_failures (",
+                                job.spec->checkpoint.tolerable_failures, ")"));
     }
-    // The copies' directory entries must be durable before the savepoint is reported.
-    for (const std::string& dir : dirs) {
-      if (copied.ok()) copied.Update(SyncDir(dir));
-    }
-    copied.Update(WriteFileAtomically((root / "_metadata").string(), md->SerializeAsString()));
-    if (!copied.ok()) {
-      if (p->done) {
-        auto done = std::move(p->done);
-        dispatch_queue_.push_back([done, copied] { done(copied); });
-      }
-      return;
-    }
-    path = root.string();
+    return;
   }
   const int64_t duration_ms = (options_.clock->NowNanos() - p->trigger_nanos) / 1'000'000;
+  const std::string path = p->savepoint ? *savepoint_path : DirName(*metadata_path);
+  if (!same_attempt) {
+    // The job restarted while the metadata was written: the new attempt restored from an older
+    // checkpoint (and may have aborted the transactions this one holds), so this one must never
+    // be restored from. A savepoint's copy stands on its own and is still reported.
+    RecordAbortLocked(job, *p, "the job restarted while its metadata was written");
+    if (p->done) {
+      auto done = std::move(p->done);
+      dispatch_queue_.push_back([done, path] { done(path); });
+    }
+    return;
+  }
+  int64_t alignment = 0, persisted = 0;
+  bool unaligned = false;
+  for (const auto& [key, ack] : p->acks) {
+    alignment = std::max(alignment, ack.alignment_ms());
+    unaligned |= ack.unaligned();
+    persisted += ack.state().channel_state_bytes();
+  }
   spdlog::info("job {}: {} {} complete in {} ms ({} bytes, {} uploaded){}", job.id,
-               p->savepoint ? "savepoint" : "checkpoint", p->id, duration_ms, full, incremental,
-               p->savepoint ? absl::StrCat(" at ", path) : "");
+               p->savepoint ? "savepoint" : "checkpoint", p->id, duration_ms, md->full_size(),
+               md->incremental_size(), p->savepoint ? absl::StrCat(" at ", path) : "");
   proto::CheckpointInfo info;
   info.set_checkpoint_id(p->id);
   info.set_status("COMPLETED");
   info.set_trigger_time_ms(p->trigger_ms);
   info.set_duration_ms(duration_ms);
-  info.set_full_size(full);
-  info.set_incremental_size(incremental);
+  info.set_full_size(md->full_size());
+  info.set_incremental_size(md->incremental_size());
   info.set_alignment_ms(alignment);
   info.set_unaligned(unaligned);
   info.set_persisted_bytes(persisted);
@@ -1213,26 +1238,14 @@ void Coordinator::CompleteCheckpointLocked(Job& job) {
   job.history.push_back(info);
   if (job.history.size() > 10) job.history.pop_front();
 
-  // The latest completed checkpoint is where recovery starts; retain a few, and delete files
-  // only the discarded ones reference.
-  job.latest_metadata = (chk / "_metadata").string();
+  // The latest completed checkpoint is where recovery starts; retain a few.
+  job.latest_metadata = *metadata_path;
   job.latest_dir = job.dir;
   job.consecutive_checkpoint_failures = 0;
-  job.retained.push_back(md);
-  while (static_cast<int>(job.retained.size()) > job.spec->checkpoint.retain) {
-    std::shared_ptr<proto::CheckpointMetadata> old = job.retained.front();
+  job.retained.push_back(p->id);
+  while (static_cast<int>(job.retained.size()) > std::max(1, job.spec->checkpoint.retain)) {
     job.retained.pop_front();
-    std::set<std::string> still;
-    for (const auto& r : job.retained) {
-      auto f = ReferencedFiles(*r);
-      still.insert(f.begin(), f.end());
-    }
-    for (const auto& f : ReferencedFiles(*old)) {
-      if (!still.count(f)) std::filesystem::remove(std::filesystem::path(job.dir) / f, ec);
-    }
-    std::filesystem::remove_all(std::filesystem::path(job.dir) / absl::StrCat("chk-", old->checkpoint_id()), ec);
   }
-  job.last_checkpoint_end_nanos = options_.clock->NowNanos();
   const bool stop = p->stop_after && job.state == proto::JOB_RUNNING;
   if (stop) {
     // Recorded with the checkpoint in one write: a coordinator restarted from here on never
@@ -1240,13 +1253,51 @@ void Coordinator::CompleteCheckpointLocked(Job& job) {
     job.state = proto::JOB_CANCELLING;
     job.stopped_with_savepoint = path;
   }
-  PersistLocked(job);
-  SendToWorkers(job, true, p->id, p->final);  // queued first: tasks commit, then are cancelled
-  if (p->done) {
-    auto done = std::move(p->done);
-    dispatch_queue_.push_back([done, path] { done(path); });
-  }
-  if (stop) CancelTasksOnWorkers(job);
+  // Only once the record naming this checkpoint is durable are the tasks told to commit (then,
+  // for `stop`, cancelled), and older checkpoints and unreferenced shared files deleted: a
+  // restarted coordinator recovers from this checkpoint if anything was committed after it, and
+  // never from a deleted one. Without a durable record (a failed write, or a coordinator that is
+  // stopping and writes none) nothing is committed now; the next checkpoint commits it.
+  std::optional<proto::JobRecord> record;
+  if (ha_ != nullptr) record = stopping_ ? std::nullopt : std::optional<proto::JobRecord>(RecordLocked(job));
+  io_queue_.push_back([this, job_id = job.id, attempt, p, path, stop, record = std::move(record),
+                       dir = job.dir, keep = std::set<int64_t>(job.retained.begin(), job.retained.end()), md] {
+    absl::Status written = absl::OkStatus();
+    if (ha_ != nullptr) {
+      written = record ? ha_->Write(*record) : absl::UnavailableError("the coordinator is stopping");
+      if (!written.ok()) spdlog::error("cannot persist job {}: {}; checkpoint {} is not committed", job_id, written, p->id);
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = jobs_.find(job_id);
+      const bool current = it != jobs_.end() && it->second.attempt == attempt;
+      if (current && written.ok()) {
+        SendToWorkers(it->second, true, p->id, p->final);  // queued first: tasks commit, then are cancelled
+        if (stop) CancelTasksOnWorkers(it->second);
+      } else if (current && stop && it->second.state == proto::JOB_CANCELLING) {
+        it->second.state = proto::JOB_RUNNING;  // not stopped: its record could not say so
+        it->second.stopped_with_savepoint.clear();
+      }
+      if (p->done) {
+        auto done = std::move(p->done);
+        absl::StatusOr<std::string> result = path;
+        if (stop && !written.ok()) {
+          result = absl::UnavailableError(absl::StrCat("savepoint ", path, " was taken but the job was not stopped: ",
+                                                       written.message()));
+        }
+        dispatch_queue_.push_back([done, result] { done(result); });
+      }
+    }
+    if (!written.ok()) return;
+    absl::Status s = storage_.Subsume(dir, keep);
+    if (!s.ok()) spdlog::warn("deleting checkpoints of {} past retention: {}", dir, s);
+    absl::StatusOr<int> collected = storage_.CollectSharedGarbage(dir, *md);
+    if (!collected.ok()) {
+      spdlog::warn("collecting unreferenced shared files of {}: {}", dir, collected.status());
+    } else if (*collected > 0) {
+      spdlog::info("{}: deleted {} shared file(s) no checkpoint references", dir, *collected);
+    }
+  });
 }
 
 absl::Status Coordinator::TriggerSavepoint(const proto::SavepointRequest& req,
@@ -1275,6 +1326,7 @@ absl::Status Coordinator::TriggerSavepoint(const proto::SavepointRequest& req,
 
 void Coordinator::CheckpointTick(Job& job, int64_t now) {
   if (job.state != proto::JOB_RUNNING || !CheckpointingLocked(job)) return;
+  if (job.completing) return;  // its metadata is being written
   const plan::CheckpointConfig& cc = job.spec->checkpoint;
   bool all_eoi = true;
   for (const auto& v : job.tasks) {
@@ -1390,15 +1442,18 @@ void Coordinator::RestartTick(Job& job, int64_t now) {
 
 // ---- HA store ------------------------------------------------------------------------------
 
-std::string Coordinator::RecordPath(const std::string& job_id) const {
-  return (std::filesystem::path(options_.ha_dir) / "jobs" / (job_id + ".pb")).string();
-}
-
 void Coordinator::PersistLocked(const Job& job) {
   // A coordinator that is shutting down cancels its jobs' tasks to free the workers; those
   // cancellations are not the user's, and the records keep saying the jobs run, so that the
   // next coordinator resumes them.
-  if (options_.ha_dir.empty() || stopping_) return;
+  if (ha_ == nullptr || stopping_) return;
+  io_queue_.push_back([this, r = RecordLocked(job)] {
+    absl::Status s = ha_->Write(r);
+    if (!s.ok()) spdlog::error("cannot persist job {}: {}", r.job_id(), s);
+  });
+}
+
+proto::JobRecord Coordinator::RecordLocked(const Job& job) const {
   proto::JobRecord r;
   r.set_job_id(job.id);
   *r.mutable_request() = job.request;
@@ -1415,10 +1470,7 @@ void Coordinator::PersistLocked(const Job& job) {
   r.set_restored_checkpoint_id(job.restored_checkpoint_id);
   r.set_placement_workers(job.placement_workers);
   r.set_stopped_with_savepoint(job.stopped_with_savepoint);
-  std::error_code ec;
-  std::filesystem::create_directories(std::filesystem::path(options_.ha_dir) / "jobs", ec);
-  absl::Status s = WriteFileAtomically(RecordPath(job.id), r.SerializeAsString());
-  if (!s.ok()) spdlog::error("cannot persist job {}: {}", job.id, s);
+  return r;
 }
 
 // The plan stored with the job. Records written before plans were stored (and records whose
@@ -1438,21 +1490,16 @@ absl::StatusOr<plan::PlannedJob> Coordinator::RecoveredPlan(const proto::JobReco
   return planned;
 }
 
-void Coordinator::RecoverFromHaStore() {
-  if (options_.ha_dir.empty()) return;
-  std::error_code ec;
+std::vector<Coordinator::Job> Coordinator::LoadFromHaStore() {
   std::vector<Job> recovered;
-  for (const auto& entry : std::filesystem::directory_iterator(std::filesystem::path(options_.ha_dir) / "jobs", ec)) {
-    if (entry.path().extension() != ".pb") continue;
-    std::ifstream in(entry.path(), std::ios::binary);
-    proto::JobRecord r;
-    if (!in || !r.ParseFromIstream(&in)) {
-      spdlog::error("unreadable job record {}", entry.path().string());
-      continue;
-    }
+  if (ha_ == nullptr) return recovered;
+  std::vector<std::string> errors;
+  std::vector<proto::JobRecord> records = ha_->List(&errors);
+  for (const std::string& e : errors) spdlog::error("unreadable job record: {}", e);
+  for (const proto::JobRecord& r : records) {
     absl::StatusOr<plan::PlannedJob> planned = RecoveredPlan(r);
     if (!planned.ok()) {
-      spdlog::error("job record {}: {}", entry.path().string(), planned.status());
+      spdlog::error("job record {}: {}", ha_->RecordPath(r.job_id()), planned.status());
       continue;
     }
     Job job;
@@ -1473,9 +1520,38 @@ void Coordinator::RecoverFromHaStore() {
     job.restored_checkpoint_id = r.restored_checkpoint_id();
     job.placement_workers = r.placement_workers();
     job.stopped_with_savepoint = r.stopped_with_savepoint();
-    job.dir = (std::filesystem::path(options_.checkpoint_dir) / job.id).string();
+    job.dir = JoinPath(options_.checkpoint_dir, job.id);
     job.ResetRates(options_.clock->NowNanos());
     job.tasks.assign(job.graph->vertices.size(), {});
+    if (!IsTerminal(job.state)) {
+      // Checkpoints triggered after the record was written may have left directories (or even
+      // completed): new checkpoints get higher ids, so none of them is overwritten or discarded
+      // by a checkpoint reusing its id.
+      const std::vector<int64_t> ids = storage_.ListCheckpointDirs(job.dir);
+      if (!ids.empty()) job.next_checkpoint_id = std::max(job.next_checkpoint_id, ids.back() + 1);
+      // Retention continues from the record's latest checkpoint and those before it.
+      if (job.latest_dir == job.dir) {
+        for (int64_t id : ids) {
+          if (checkpoint::CheckpointStorage::MetadataPath(job.dir, id) == job.latest_metadata) {
+            job.retained.push_back(id);
+            break;
+          }
+          if (options_.file_system->Exists(checkpoint::CheckpointStorage::MetadataPath(job.dir, id))) {
+            job.retained.push_back(id);
+          }
+        }
+        while (static_cast<int>(job.retained.size()) > std::max(1, job.spec->checkpoint.retain)) {
+          job.retained.pop_front();
+        }
+      }
+    }
+    recovered.push_back(std::move(job));
+  }
+  return recovered;
+}
+
+void Coordinator::InstallRecoveredLocked(std::vector<Job> recovered) {
+  for (Job& job : recovered) {
     if (job.state == proto::JOB_CANCELLING) {
       // Cancelled (or stopped with a savepoint) before the crash: it ends here. Its tasks were
       // cancelled by their workers when they re-registered.
@@ -1497,7 +1573,6 @@ void Coordinator::RecoverFromHaStore() {
       job.restarting_since_nanos = options_.clock->NowNanos();
       job.restart_at_nanos = job.restarting_since_nanos;
     }
-    recovered.push_back(std::move(job));
   }
   // In submission order, as `sluice list` showed them before.
   std::sort(recovered.begin(), recovered.end(), [](const Job& a, const Job& b) {
@@ -1510,7 +1585,7 @@ void Coordinator::RecoverFromHaStore() {
   }
 }
 
-std::vector<std::string> Coordinator::ExpireEndedJobsLocked(int64_t now_ms) {
+void Coordinator::ExpireEndedJobsLocked(int64_t now_ms) {
   std::vector<const Job*> ended;
   for (const auto& id : job_order_) {
     const Job& job = jobs_.at(id);
@@ -1524,17 +1599,20 @@ std::vector<std::string> Coordinator::ExpireEndedJobsLocked(int64_t now_ms) {
   for (size_t i = 0; i < ended.size(); ++i) {
     if (i < over || now_ms - ended[i]->end_ms > options_.ended_job_retention_ms) expire.insert(ended[i]->id);
   }
-  std::vector<std::string> files;
-  if (expire.empty()) return files;
+  if (expire.empty()) return;
   for (const auto& id : expire) {
     spdlog::info("job {} ended more than the retention ago (or too many ended jobs): record dropped", id);
     jobs_.erase(id);
-    if (!options_.ha_dir.empty()) files.push_back(RecordPath(id));
+    if (ha_ != nullptr) {
+      io_queue_.push_back([this, id] {  // after any write of it queued before
+        absl::Status s = ha_->Delete(id);
+        if (!s.ok()) spdlog::warn("cannot delete the record of job {}: {}", id, s);
+      });
+    }
   }
   job_order_.erase(std::remove_if(job_order_.begin(), job_order_.end(),
                                   [&](const std::string& id) { return expire.count(id) > 0; }),
                    job_order_.end());
-  return files;
 }
 
 }  // namespace sluice::coordinator

@@ -13,9 +13,12 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "checkpoint/checkpoint_storage.h"
 #include "common/clock.h"
+#include "common/filesystem.h"
 #include "common/http_server.h"
 #include "common/metrics.h"
+#include "coordinator/ha_store.h"
 #include "grpcpp/grpcpp.h"
 #include "plan/job_graph.h"
 #include "plan/operator_type.h"
@@ -47,6 +50,9 @@ struct CoordinatorOptions {
   // --plugin-dir. "" = none.
   std::string plugin_dir;
   Clock* clock = Clock::Real();
+  // Where checkpoints, savepoints and HA records are read and written (tests substitute a
+  // fault-injecting one).
+  FileSystem* file_system = FileSystem::Default();
 };
 
 // The cluster's brain: tracks workers by heartbeat, accepts jobs, plans and schedules them onto
@@ -54,9 +60,12 @@ struct CoordinatorOptions {
 // lost when its heartbeats stop (failing its jobs, naming it).
 //
 // Threads: gRPC callback threads run the Coordinator service (handlers only touch state under
-// mu_ and never make outgoing calls); one dispatcher thread makes every outgoing RPC to
-// workers (deploy, start, cancel) in order; one monitor thread checks heartbeat ages and
-// computes rates. Start() and Stop() from one thread.
+// mu_ and never make outgoing calls nor file I/O); one dispatcher thread makes every outgoing RPC
+// to workers (deploy, start, cancel) in order; one I/O thread does every checkpoint-storage and
+// HA-store call (metadata writes, savepoint copies, retention and garbage collection, job
+// records) in order, outside mu_, re-taking mu_ to apply the result; one planner thread plans
+// submitted jobs; one monitor thread checks heartbeat ages and computes rates. Start() and
+// Stop() from one thread.
 class Coordinator {
  public:
   explicit Coordinator(CoordinatorOptions options);
@@ -86,6 +95,14 @@ class Coordinator {
   // Starts a savepoint; `done` is called (on some thread) with its path or an error.
   absl::Status TriggerSavepoint(const proto::SavepointRequest& req,
                                 std::function<void(absl::StatusOr<std::string>)> done);
+  // Calls `fn` (on the I/O thread, without mu_) once every job record persisted so far is
+  // durable (or could not be written): the service answers SubmitJob and CancelJob only then.
+  void WhenDurable(std::function<void()> fn);
+  // SubmitJob() on the planner thread (planning may run the plugin helper for seconds, and a
+  // restore reads the savepoint's metadata: neither may run on a gRPC callback thread); `done`
+  // is called once the job's record is durable, or with the error.
+  void SubmitJobAsync(proto::SubmitJobRequest req,
+                      std::function<void(absl::StatusOr<proto::SubmitJobResponse>)> done);
 
  private:
   // Plans a job: a helper process loads the plugins it names and --plugin-dir's and validates
@@ -157,7 +174,10 @@ class Coordinator {
     int64_t last_checkpoint_end_nanos = 0;
     int64_t last_trigger_nanos = 0;
     std::unique_ptr<PendingCheckpoint> pending;
-    std::deque<std::shared_ptr<proto::CheckpointMetadata>> retained;  // completed, oldest first
+    // A checkpoint whose metadata the I/O thread is writing (shown as in progress); no other is
+    // triggered meanwhile.
+    std::shared_ptr<const PendingCheckpoint> completing;
+    std::deque<int64_t> retained;        // completed checkpoints in `dir`, oldest first
     std::string latest_metadata;         // path of the latest completed checkpoint's _metadata
     std::string latest_dir;              // directory its files are relative to
     std::string restored_from;
@@ -192,6 +212,8 @@ class Coordinator {
 
   void Dispatch(std::function<void()> fn);
   void DispatchLoop();
+  // Runs the closures of `queue` in order until stopping_ and drained; then sets *drained.
+  void RunQueue(std::deque<std::function<void()>>* queue, bool* drained);
   void MonitorLoop();
   void DeployJob(const std::string& job_id);
   void HandleTaskState(Job& job, const proto::TaskStatus& st) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -210,7 +232,21 @@ class Coordinator {
   absl::Status ScheduleLocked(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void TriggerCheckpointLocked(Job& job, bool final, std::unique_ptr<PendingCheckpoint> p)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // All acks are in: the metadata is written on the I/O thread, then FinishCheckpointLocked.
   void CompleteCheckpointLocked(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Applies the outcome of writing a checkpoint's metadata (and copying a savepoint): the
+  // checkpoint becomes the job's latest, or is aborted (a failed write counts towards
+  // checkpoint.tolerable_failures). If the job restarted meanwhile (another attempt), it is not
+  // used for recovery: its files are discarded (a savepoint's copy is still reported).
+  void FinishCheckpointLocked(const std::string& job_id, int64_t attempt,
+                              std::shared_ptr<PendingCheckpoint> p,
+                              std::shared_ptr<const proto::CheckpointMetadata> md,
+                              const absl::StatusOr<std::string>& metadata_path,
+                              const absl::StatusOr<std::string>& savepoint_path)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records checkpoint `p` of `job` as aborted (history, savepoint caller, its files discarded).
+  void RecordAbortLocked(Job& job, const PendingCheckpoint& p, const std::string& reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `counts`: the failure counts towards checkpoint.tolerable_failures (a timeout, a declined
   // snapshot, unwritable metadata); aborts caused by a restart, a savepoint or the end of input
   // do not.
@@ -219,12 +255,18 @@ class Coordinator {
   void CheckpointTick(Job& job, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RestartTick(Job& job, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendToWorkers(Job& job, bool complete, int64_t id, bool final) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Queues the job's record for the I/O thread (records are written in the order queued).
   void PersistLocked(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RecoverFromHaStore() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The job's HA record as of now.
+  proto::JobRecord RecordLocked(const Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reads the HA store and the jobs' checkpoint directories (file I/O: call without mu_), and
+  // returns the jobs to resume or keep for status.
+  std::vector<Job> LoadFromHaStore();
+  // Installs the jobs LoadFromHaStore() returned.
+  void InstallRecoveredLocked(std::vector<Job> recovered) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops ended jobs past the retention rule (options_.ended_job_retention_ms,
-  // max_ended_jobs) from memory; returns the HA record files to delete (outside mu_).
-  std::vector<std::string> ExpireEndedJobsLocked(int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  std::string RecordPath(const std::string& job_id) const;
+  // max_ended_jobs) from memory and queues the deletion of their records.
+  void ExpireEndedJobsLocked(int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Whether an RPC to `worker` failed because nobody listens at its address any more (its
   // channel could not connect), as opposed to a slow or overloaded peer.
   static bool PeerGone(const grpc::Status& s, grpc::Channel* channel);
@@ -248,7 +290,11 @@ class Coordinator {
   std::unique_ptr<grpc::Server> server_;
   std::string address_;
   int http_port_ = -1;
+  const checkpoint::CheckpointStorage storage_;
+  const std::unique_ptr<const HaStore> ha_;  // null without options_.ha_dir
   std::thread dispatcher_;
+  std::thread io_;
+  std::thread planner_;
   std::thread monitor_;
 
   // Guarded by mu_.
@@ -260,6 +306,12 @@ class Coordinator {
   std::map<std::string, Job> jobs_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> job_order_ ABSL_GUARDED_BY(mu_);
   std::deque<std::function<void()>> dispatch_queue_ ABSL_GUARDED_BY(mu_);
+  // File I/O for the I/O thread, in order; io_done_ once it has drained and exited.
+  std::deque<std::function<void()>> io_queue_ ABSL_GUARDED_BY(mu_);
+  bool io_done_ ABSL_GUARDED_BY(mu_) = false;
+  // Submissions for the planner thread; plan_done_ once it has drained and exited.
+  std::deque<std::function<void()>> plan_queue_ ABSL_GUARDED_BY(mu_);
+  bool plan_done_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace sluice::coordinator

@@ -3,11 +3,11 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
+#include "checkpoint/checkpoint_storage.h"
 #include "common/address.h"
 #include "common/grpc_limits.h"
 #include "common/logging.h"
@@ -301,12 +301,10 @@ absl::Status Worker::Deploy(const proto::DeployTasksRequest& req) {
   }
   std::shared_ptr<const proto::CheckpointMetadata> restore;
   if (!req.restore_metadata().empty()) {
-    std::ifstream in(req.restore_metadata(), std::ios::binary);
-    auto md = std::make_shared<proto::CheckpointMetadata>();
-    if (!in || !md->ParseFromIstream(&in)) {
-      return absl::DataLossError(absl::StrCat("cannot read checkpoint metadata ", req.restore_metadata()));
-    }
-    restore = std::move(md);
+    // kDataLoss (unreadable), kNotFound, or kFailedPrecondition (a newer metadata format).
+    SLUICE_ASSIGN_OR_RETURN(proto::CheckpointMetadata md,
+                            checkpoint::CheckpointStorage().ReadMetadata(req.restore_metadata()));
+    restore = std::make_shared<const proto::CheckpointMetadata>(std::move(md));
   }
   JobTasks jt;
   jt.attempt = req.attempt();

@@ -1,0 +1,474 @@
+#include "coordinator/coordinator.h"
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <future>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "checkpoint/checkpoint_storage.h"
+#include "common/status_matchers.h"
+#include "common/testing/fault_injecting_filesystem.h"
+#include "coordinator/ha_store.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+
+namespace sluice::coordinator {
+namespace {
+
+using ::sluice::testing::FaultInjectingFileSystem;
+using ::sluice::testing::FsOp;
+using ::testing::HasSubstr;
+
+// A worker that accepts every call and records checkpoint triggers; the test acknowledges them
+// through Coordinator::AcknowledgeCheckpoint.
+class FakeWorker final : public proto::Worker::Service {
+ public:
+  grpc::Status DeployTasks(grpc::ServerContext*, const proto::DeployTasksRequest* req, proto::Ack*) override {
+    absl::MutexLock lock(&mu_);
+    deployed_.push_back(*req);
+    return grpc::Status::OK;
+  }
+  grpc::Status StartTasks(grpc::ServerContext*, const proto::JobRef*, proto::Ack*) override {
+    return grpc::Status::OK;
+  }
+  grpc::Status CancelTasks(grpc::ServerContext*, const proto::JobRef*, proto::Ack*) override {
+    return grpc::Status::OK;
+  }
+  grpc::Status TriggerCheckpoint(grpc::ServerContext*, const proto::CheckpointTrigger* req, proto::Ack*) override {
+    absl::MutexLock lock(&mu_);
+    triggered_.push_back(req->checkpoint_id());
+    return grpc::Status::OK;
+  }
+  grpc::Status NotifyCheckpointComplete(grpc::ServerContext*, const proto::CheckpointTrigger* req,
+                                        proto::Ack*) override {
+    absl::MutexLock lock(&mu_);
+    completed_.push_back(req->checkpoint_id());
+    return grpc::Status::OK;
+  }
+  // Waits (up to 10 s) until checkpoint `id` was triggered.
+  bool WaitTriggered(int64_t id) {
+    absl::MutexLock lock(&mu_);
+    auto seen = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return std::find(triggered_.begin(), triggered_.end(), id) != triggered_.end();
+    };
+    return mu_.AwaitWithTimeout(absl::Condition(&seen), absl::Seconds(10));
+  }
+  std::vector<int64_t> completed() {
+    absl::MutexLock lock(&mu_);
+    return completed_;
+  }
+  std::vector<proto::DeployTasksRequest> deployed() {
+    absl::MutexLock lock(&mu_);
+    return deployed_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<int64_t> triggered_ ABSL_GUARDED_BY(mu_);
+  std::vector<int64_t> completed_ ABSL_GUARDED_BY(mu_);
+  std::vector<proto::DeployTasksRequest> deployed_ ABSL_GUARDED_BY(mu_);
+};
+
+// Waits (up to 10 s, polling) until `cond` holds.
+bool WaitFor(const std::function<bool()>& cond) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+std::string JobYaml(const std::string& checkpoint) {
+  return absl::StrCat(R"(
+name: t
+parallelism: 2
+operators:
+  - id: gen
+    type: datagen
+    fields:
+      - {name: k, type: int64, expr: "seq % 7"}
+  - id: sink
+    type: blackhole
+checkpoint: )", checkpoint, "\n");
+}
+
+// A coordinator on a fault-injecting filesystem and a fake clock, with one fake worker.
+class CoordinatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override { StartCoordinator(); }
+  // A coordinator on fs_ (the HA store and checkpoints in it), with a new fake worker registered
+  // (a new address each time: no connection state carries over from an earlier coordinator).
+  void StartCoordinator() {
+    if (worker_server_ != nullptr) worker_server_->Shutdown();
+    worker_server_.reset();
+    worker_ = std::make_unique<FakeWorker>();
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    // A port of its own: with SO_REUSEPORT, a port some stopped server still holds could be
+    // handed out again, and a deployment sent there.
+    builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    builder.RegisterService(worker_.get());
+    worker_server_ = builder.BuildAndStart();
+    ASSERT_NE(port, 0);
+    worker_address_ = absl::StrCat("127.0.0.1:", port);
+    CoordinatorOptions options;
+    options.checkpoint_dir = "/ck";
+    options.savepoint_dir = "/sp";
+    options.ha_dir = "/ha";
+    options.http_port = -1;
+    options.clock = &clock_;
+    options.file_system = &fs_;
+    coordinator_ = std::make_unique<Coordinator>(options);
+    ASSERT_OK(coordinator_->Start());
+    proto::RegisterWorkerRequest reg;
+    reg.set_slots(2);
+    reg.set_data_address(worker_address_);
+    absl::StatusOr<proto::RegisterWorkerResponse> r = coordinator_->RegisterWorker(reg);
+    ASSERT_OK(r);
+    worker_id_ = r->worker_id();
+  }
+  // Returns once the I/O thread has run everything queued so far and what that queued.
+  void WaitForIo() {
+    for (int i = 0; i < 3; ++i) {
+      absl::Notification idle;
+      coordinator_->WhenDurable([&] { idle.Notify(); });
+      ASSERT_TRUE(idle.WaitForNotificationWithTimeout(absl::Seconds(10)));
+    }
+  }
+  void TearDown() override {
+    fs_.SetHook(nullptr);
+    coordinator_->Stop();
+    worker_server_->Shutdown();
+  }
+
+  std::string SubmitRunning(const std::string& checkpoint) {
+    proto::SubmitJobRequest req;
+    req.set_spec_yaml(JobYaml(checkpoint));
+    absl::StatusOr<proto::SubmitJobResponse> resp = coordinator_->SubmitJob(req);
+    EXPECT_OK(resp);
+    if (!resp.ok()) return "";
+    const std::string id = resp->job_id();
+    EXPECT_TRUE(WaitFor([&] { return State(id) == proto::JOB_RUNNING; }));
+    return id;
+  }
+  proto::JobState State(const std::string& job) {
+    absl::StatusOr<proto::JobInfo> info = coordinator_->GetJob(job);
+    return info.ok() ? info->state() : proto::JOB_FAILED;
+  }
+  // Calls `fn` with every task of the job's current attempt.
+  void ForEachTask(const std::string& job, const std::function<void(const proto::TaskRef&)>& fn) {
+    absl::StatusOr<proto::JobInfo> info = coordinator_->GetJob(job);
+    ASSERT_OK(info);
+    for (const auto& v : info->vertices()) {
+      for (int s = 0; s < v.parallelism(); ++s) {
+        proto::TaskRef ref;
+        ref.set_job_id(job);
+        ref.set_attempt(info->attempt());
+        ref.set_vertex(v.vertex());
+        ref.set_subtask(s);
+        fn(ref);
+      }
+    }
+  }
+  // The keyed state subtask `ref` snapshots for checkpoint `id`: backend b<subtask> holds one
+  // SST, number `id` (the previous one compacted away), and a private MANIFEST.
+  static proto::KeyedStateHandle Keyed(const proto::TaskRef& ref, int64_t id) {
+    proto::KeyedStateHandle h;
+    h.set_operator_id("sink");
+    h.set_backend_id(absl::StrCat("b", ref.subtask()));
+    h.set_private_dir(absl::StrCat("chk-", id, "/", ref.vertex(), "-", ref.subtask(), "-sink"));
+    auto* sst = h.add_files();
+    sst->set_shared(true);
+    sst->set_local_name(absl::StrFormat("%06d.sst", id));
+    sst->set_name(absl::StrCat(h.backend_id(), "-", sst->local_name()));
+    auto* manifest = h.add_files();
+    manifest->set_name("MANIFEST-000001");
+    manifest->set_local_name(manifest->name());
+    return h;
+  }
+  // Uploads every subtask's files for checkpoint `id` durably, as tasks do before they ack.
+  void Upload(const std::string& job, int64_t id) {
+    const std::string dir = absl::StrCat("/ck/", job);
+    ForEachTask(job, [&](const proto::TaskRef& ref) {
+      for (const std::string& rel : checkpoint::CheckpointStorage::ReferencedFiles(WithKeyed(ref, id))) {
+        const std::string path = JoinPath(dir, rel);
+        contents_[path] = absl::StrCat("contents of ", path);
+        ASSERT_OK(CreateDirsDurably(fs_, DirName(path)));
+        ASSERT_OK(fs_.WriteFile(path + ".tmp", contents_[path]));
+        ASSERT_OK(fs_.SyncFile(path + ".tmp"));
+        ASSERT_OK(fs_.Rename(path + ".tmp", path));
+        ASSERT_OK(fs_.SyncDir(DirName(path)));
+      }
+    });
+  }
+  static proto::CheckpointMetadata WithKeyed(const proto::TaskRef& ref, int64_t id) {
+    proto::CheckpointMetadata md;
+    *md.add_subtasks()->add_keyed() = Keyed(ref, id);
+    return md;
+  }
+  // Every subtask acknowledges checkpoint `id` (with the keyed state Upload() wrote if `keyed`).
+  void AckAll(const std::string& job, int64_t id, bool keyed = false) {
+    ForEachTask(job, [&](const proto::TaskRef& ref) {
+      proto::CheckpointAck ack;
+      *ack.mutable_task() = ref;
+      ack.set_checkpoint_id(id);
+      ack.mutable_state()->set_vertex(ref.vertex());
+      ack.mutable_state()->set_subtask(ref.subtask());
+      auto* op = ack.mutable_state()->add_operator_state();
+      op->set_operator_id("gen");
+      op->add_entries(absl::StrCat("position at ", id));
+      if (keyed) *ack.mutable_state()->add_keyed() = Keyed(ref, id);
+      coordinator_->AcknowledgeCheckpoint(ack);
+    });
+  }
+  std::vector<proto::CheckpointInfo> History(const std::string& job) {
+    absl::StatusOr<proto::JobInfo> info = coordinator_->GetJob(job);
+    if (!info.ok()) return {};
+    return {info->checkpoints().begin(), info->checkpoints().end()};
+  }
+
+  FakeClock clock_;
+  FaultInjectingFileSystem fs_;
+  std::unique_ptr<FakeWorker> worker_;
+  std::unique_ptr<grpc::Server> worker_server_;
+  std::unique_ptr<Coordinator> coordinator_;
+  std::string worker_id_;
+  std::string worker_address_;
+  std::map<std::string, std::string> contents_;  // uploaded file -> contents
+};
+
+// The savepoint copy runs on the I/O thread: while it is stuck (a filesystem call blocked on a
+// latch), heartbeats and status calls are answered.
+TEST_F(CoordinatorTest, ASavepointCopyDoesNotBlockHeartbeatsOrStatus) {
+  const std::string job = SubmitRunning("{interval: 1h}");
+  ASSERT_FALSE(job.empty());
+  absl::Notification copy_blocked, release;
+  fs_.SetHook([&](FsOp, const std::string& path) {
+    if (path.rfind("/sp", 0) == 0) {
+      if (!copy_blocked.HasBeenNotified()) copy_blocked.Notify();
+      release.WaitForNotification();
+    }
+    return absl::OkStatus();
+  });
+  absl::Notification done;
+  absl::StatusOr<std::string> result;
+  proto::SavepointRequest req;
+  req.set_job_id(job);
+  ASSERT_OK(coordinator_->TriggerSavepoint(req, [&](absl::StatusOr<std::string> path) {
+    result = std::move(path);
+    done.Notify();
+  }));
+  ASSERT_TRUE(worker_->WaitTriggered(1));
+  AckAll(job, 1);
+  ASSERT_TRUE(copy_blocked.WaitForNotificationWithTimeout(absl::Seconds(10)));
+
+  auto answered = std::async(std::launch::async, [&] {
+    proto::HeartbeatRequest hb;
+    hb.set_worker_id(worker_id_);
+    hb.set_data_address(worker_address_);
+    const bool reregister = coordinator_->Heartbeat(hb).reregister();
+    // The savepoint being written shows as in progress.
+    const std::vector<proto::CheckpointInfo> history = History(job);
+    const bool in_progress = !history.empty() && history.back().checkpoint_id() == 1 &&
+                             history.back().status() == "IN_PROGRESS" && history.back().savepoint();
+    return !reregister && coordinator_->ListJobs().jobs_size() == 1 && in_progress;
+  });
+  const bool in_time = answered.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  release.Notify();  // whatever happened, let the copy finish
+  ASSERT_TRUE(in_time) << "Heartbeat/ListJobs blocked behind the savepoint copy";
+  EXPECT_TRUE(answered.get());
+
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  ASSERT_OK(result);
+  EXPECT_EQ(*result, absl::StrCat("/sp/savepoint-", job, "-1"));
+  checkpoint::CheckpointStorage storage(&fs_);
+  absl::StatusOr<proto::CheckpointMetadata> md = storage.ReadMetadata(*result + "/_metadata");
+  ASSERT_OK(md);
+  EXPECT_TRUE(md->savepoint());
+  EXPECT_EQ(md->subtasks_size(), 2);
+  // The HA record names the checkpoint before the caller hears of it.
+  absl::StatusOr<proto::JobRecord> record = HaStore(&fs_, "/ha").Read(job);
+  ASSERT_OK(record);
+  EXPECT_EQ(record->latest_metadata(), absl::StrCat("/ck/", job, "/chk-1/_metadata"));
+  EXPECT_TRUE(WaitFor([&] { return worker_->completed() == std::vector<int64_t>{1}; }));
+}
+
+// A full disk fails checkpoints with the reason in the job's checkpoint history; the failures
+// count towards checkpoint.tolerable_failures, and then the job fails over. No metadata is left.
+TEST_F(CoordinatorTest, AFullDiskAbortsCheckpointsWithTheReasonAndCountsTowardsTolerableFailures) {
+  const std::string job = SubmitRunning("{interval: 1s, tolerable_failures: 1}");
+  ASSERT_FALSE(job.empty());
+  fs_.SetHook([](FsOp op, const std::string& path) {
+    return op == FsOp::kWrite && path.find("_metadata") != std::string::npos
+               ? absl::ResourceExhaustedError(absl::StrCat("cannot write ", path, ": No space left on device"))
+               : absl::OkStatus();
+  });
+  ASSERT_TRUE(worker_->WaitTriggered(1));
+  AckAll(job, 1);
+  ASSERT_TRUE(WaitFor([&] { return !History(job).empty() && History(job).back().status() == "ABORTED"; }));
+  proto::CheckpointInfo first = History(job).back();
+  EXPECT_EQ(first.checkpoint_id(), 1);
+  EXPECT_THAT(first.reason(), HasSubstr("cannot write metadata"));
+  EXPECT_THAT(first.reason(), HasSubstr("No space left on device"));
+  EXPECT_EQ(State(job), proto::JOB_RUNNING);  // one failure is tolerated
+
+  clock_.AdvanceNanos(1'000'000'000);
+  ASSERT_TRUE(worker_->WaitTriggered(2));
+  AckAll(job, 2);
+  ASSERT_TRUE(WaitFor([&] { return State(job) != proto::JOB_RUNNING; }));
+  absl::StatusOr<proto::JobInfo> info = coordinator_->GetJob(job);
+  ASSERT_OK(info);
+  EXPECT_THAT(info->error(), HasSubstr("No space left on device"));
+  EXPECT_THAT(info->error(), HasSubstr("exceed checkpoint.tolerable_failures (1)"));
+  EXPECT_TRUE(worker_->completed().empty());
+  checkpoint::CheckpointStorage storage(&fs_);
+  EXPECT_THAT(storage.FindLatestCompleted(absl::StrCat("/ck/", job)),
+              ::sluice::testing::StatusIs(absl::StatusCode::kNotFound, HasSubstr(job)));
+}
+
+// The job restarts while checkpoint 1's metadata is being written: the new attempt restored from
+// before it, so checkpoint 1 must not become the restore point (nor be notified) even though its
+// metadata became durable; its files are discarded, and the new attempt checkpoints on.
+TEST_F(CoordinatorTest, ACheckpointWhoseJobRestartedWhileItsMetadataWasWrittenIsDiscarded) {
+  const std::string job = SubmitRunning("{interval: 1s}");
+  ASSERT_FALSE(job.empty());
+  absl::Notification write_blocked, release;
+  fs_.SetHook([&](FsOp op, const std::string& path) {
+    if (op == FsOp::kWrite && path.find("/chk-1/_metadata") != std::string::npos) {
+      write_blocked.Notify();
+      release.WaitForNotification();
+    }
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(worker_->WaitTriggered(1));
+  AckAll(job, 1);
+  ASSERT_TRUE(write_blocked.WaitForNotificationWithTimeout(absl::Seconds(10)));
+
+  // A task fails; once the old attempt's tasks have stopped and the restart delay has passed,
+  // attempt 2 is deployed from the beginning.
+  ForEachTask(job, [&](const proto::TaskRef& ref) {
+    proto::TaskStatus st;
+    *st.mutable_task() = ref;
+    st.set_state(ref.subtask() == 0 ? proto::TASK_FAILED : proto::TASK_CANCELLED);
+    st.set_error("boom");
+    coordinator_->ReportTaskState(st);
+  });
+  EXPECT_EQ(State(job), proto::JOB_RESTARTING);
+  clock_.AdvanceNanos(1'000'000'000);  // restart.delay
+  proto::HeartbeatRequest hb;
+  hb.set_worker_id(worker_id_);
+  hb.set_data_address(worker_address_);
+  EXPECT_FALSE(coordinator_->Heartbeat(hb).reregister());
+  ASSERT_TRUE(WaitFor([&] {
+    absl::StatusOr<proto::JobInfo> i = coordinator_->GetJob(job);
+    return i.ok() && i->attempt() == 2 && i->state() == proto::JOB_RUNNING;
+  }));
+
+  release.Notify();
+  ASSERT_TRUE(WaitFor([&] {
+    for (const auto& c : History(job)) {
+      if (c.checkpoint_id() == 1) return c.status() == "ABORTED";
+    }
+    return false;
+  }));
+  for (const auto& c : History(job)) {
+    if (c.checkpoint_id() == 1) EXPECT_THAT(c.reason(), HasSubstr("restarted while its metadata was written"));
+  }
+  absl::Notification durable;
+  coordinator_->WhenDurable([&] { durable.Notify(); });
+  ASSERT_TRUE(durable.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_FALSE(fs_.Exists(absl::StrCat("/ck/", job, "/chk-1")));
+  absl::StatusOr<proto::JobRecord> record = HaStore(&fs_, "/ha").Read(job);
+  ASSERT_OK(record);
+  EXPECT_EQ(record->latest_metadata(), "");
+  EXPECT_EQ(record->attempt(), 2);
+  EXPECT_TRUE(worker_->completed().empty());
+
+  // Attempt 2 checkpoints as usual, with a new id.
+  clock_.AdvanceNanos(1'000'000'000);
+  EXPECT_FALSE(coordinator_->Heartbeat(hb).reregister());
+  ASSERT_TRUE(worker_->WaitTriggered(2));
+  AckAll(job, 2);
+  ASSERT_TRUE(WaitFor([&] { return worker_->completed() == std::vector<int64_t>{2}; }));
+  record = HaStore(&fs_, "/ha").Read(job);
+  ASSERT_OK(record);
+  EXPECT_EQ(record->latest_metadata(), absl::StrCat("/ck/", job, "/chk-2/_metadata"));
+}
+
+// A power loss before any step of completing checkpoint 2 (metadata, job record, retention with
+// retain 1, shared-file GC): a coordinator started afterwards restores the job from checkpoint 1
+// or 2, every file of it is there with its contents, and it is checkpoint 2 whenever a task was
+// told to commit 2 (so nothing committed is ever rolled back: exactly-once).
+TEST_F(CoordinatorTest, PowerLossWhileCompletingACheckpointRecoversFromACompleteOneNeverBeforeACommit) {
+  checkpoint::CheckpointStorage storage(&fs_);
+  int64_t steps = -1;
+  for (int64_t cut = -1; cut <= steps; ++cut) {  // -1: no power loss, counting the steps
+    SCOPED_TRACE(absl::StrCat("power lost after ", cut, " of ", steps, " steps"));
+    if (cut >= 0) {
+      coordinator_->Stop();
+      fs_.PowerLoss();
+      for (const char* dir : {"/ck", "/ha", "/sp"}) ASSERT_OK(fs_.DeleteRecursively(dir));
+      contents_.clear();
+      StartCoordinator();
+    }
+    const std::string job = SubmitRunning("{interval: 1s, retain: 1}");
+    ASSERT_FALSE(job.empty());
+    ASSERT_TRUE(worker_->WaitTriggered(1));
+    Upload(job, 1);
+    AckAll(job, 1, /*keyed=*/true);
+    ASSERT_TRUE(WaitFor([&] { return worker_->completed() == std::vector<int64_t>{1}; }));
+    WaitForIo();
+    clock_.AdvanceNanos(1'000'000'000);
+    proto::HeartbeatRequest hb;
+    hb.set_worker_id(worker_id_);
+    hb.set_data_address(worker_address_);
+    EXPECT_FALSE(coordinator_->Heartbeat(hb).reregister());
+    ASSERT_TRUE(worker_->WaitTriggered(2));
+    Upload(job, 2);
+    const int64_t before = fs_.mutations();
+    if (cut >= 0) fs_.CrashAfter(cut);
+    AckAll(job, 2, /*keyed=*/true);
+    WaitForIo();
+    if (cut < 0) {
+      steps = fs_.mutations() - before;
+      ASSERT_GE(steps, 10);
+      EXPECT_FALSE(fs_.Exists(absl::StrCat("/ck/", job, "/chk-1")));  // retention ran
+      EXPECT_FALSE(fs_.Exists(absl::StrCat("/ck/", job, "/shared/b0-000001.sst")));
+    }
+    coordinator_->Stop();
+    const std::vector<int64_t> committed = worker_->completed();
+    fs_.PowerLoss();
+    StartCoordinator();
+    ASSERT_TRUE(WaitFor([&] { return !worker_->deployed().empty(); }));
+    const proto::DeployTasksRequest deploy = worker_->deployed().front();
+    const std::string chk1 = absl::StrCat("/ck/", job, "/chk-1/_metadata");
+    const std::string chk2 = absl::StrCat("/ck/", job, "/chk-2/_metadata");
+    EXPECT_THAT(deploy.restore_metadata(), ::testing::AnyOf(chk1, chk2));
+    if (cut < 0 || std::count(committed.begin(), committed.end(), 2) > 0) {
+      EXPECT_EQ(deploy.restore_metadata(), chk2);
+    }
+    absl::StatusOr<proto::CheckpointMetadata> md = storage.ReadMetadata(deploy.restore_metadata());
+    ASSERT_OK(md);
+    ASSERT_OK(storage.VerifyFiles(deploy.restore_dir(), *md));
+    for (const std::string& rel : checkpoint::CheckpointStorage::ReferencedFiles(*md)) {
+      const std::string path = JoinPath(deploy.restore_dir(), rel);
+      absl::StatusOr<std::string> got = fs_.ReadFile(path);
+      ASSERT_OK(got);
+      EXPECT_EQ(*got, contents_[path]);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sluice::coordinator
