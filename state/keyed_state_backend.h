@@ -13,6 +13,11 @@
 #include "common/key_groups.h"
 #include "proto/checkpoint.pb.h"
 
+namespace rocksdb {
+class Cache;
+class WriteBufferManager;
+}  // namespace rocksdb
+
 namespace sluice::state {
 
 // Identifies a registered state within one backend.
@@ -27,8 +32,12 @@ struct StateBackendOptions {
   int max_parallelism = kDefaultMaxParallelism;
   KeyGroupRange range{0, kDefaultMaxParallelism - 1};  // key groups this subtask owns
   size_t cache_bytes = 32 << 20;         // budget of the in-memory write-back cache
-  size_t block_cache_bytes = 32 << 20;   // RocksDB block cache (data blocks)
+  size_t block_cache_bytes = 32 << 20;   // RocksDB block cache (data blocks), when not shared
   size_t write_buffer_bytes = 64 << 20;  // one RocksDB memtable (at most two exist)
+  // A block cache and write buffer manager shared with the worker's other backends (its
+  // StateMemory, memory_budget.h); null: a block cache of block_cache_bytes of its own.
+  std::shared_ptr<rocksdb::Cache> shared_block_cache;
+  std::shared_ptr<rocksdb::WriteBufferManager> write_buffer_manager;
   Clock* clock = Clock::Real();   // for TTL (processing time)
 };
 

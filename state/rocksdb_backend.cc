@@ -30,6 +30,7 @@
 #include "rocksdb/options.h"
 #include "rocksdb/table.h"
 #include "rocksdb/utilities/checkpoint.h"
+#include "rocksdb/write_buffer_manager.h"
 #include "rocksdb/write_batch.h"
 #include "state/internal/key_codec.h"
 #include "state/keyed_state_backend.h"
@@ -192,12 +193,14 @@ rocksdb::Options MakeDbOptions(const StateBackendOptions& o) {
   rocksdb::BlockBasedTableOptions table;
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   table.whole_key_filtering = true;
-  table.block_cache = rocksdb::NewLRUCache(o.block_cache_bytes);
+  table.block_cache = o.shared_block_cache != nullptr ? o.shared_block_cache
+                                                      : rocksdb::NewLRUCache(o.block_cache_bytes);
   // Index and filter blocks stay in the table readers (not evicted by data blocks).
   options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   options.memtable_whole_key_filtering = true;
   options.memtable_prefix_bloom_size_ratio = 0.05;
   options.write_buffer_size = o.write_buffer_bytes;
+  options.write_buffer_manager = o.write_buffer_manager;
   options.max_write_buffer_number = 2;
   options.create_if_missing = true;
   // Closing discards the working copy (state is recovered from checkpoints), so no flush.

@@ -1044,6 +1044,9 @@ absl::Status Task::SetUpState() {
     o.max_parallelism = job.max_parallelism;
     o.range = KeyGroupRangeForSubtask(job.max_parallelism, vertex.parallelism, desc_.subtask);
     o.clock = clock_;
+    if (desc_.state_memory != nullptr) {
+      desc_.state_memory->Configure(desc_.keyed_operators_per_slot, &o);
+    }
     std::vector<proto::KeyedStateHandle> handles;
     if (desc_.restore != nullptr) {
       for (const auto& st : desc_.restore->subtasks()) {

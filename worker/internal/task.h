@@ -18,6 +18,7 @@
 #include "proto/checkpoint.pb.h"
 #include "proto/control.pb.h"
 #include "state/keyed_state_backend.h"
+#include "state/memory_budget.h"
 #include "proto/data.pb.h"
 #include "worker/internal/input_gate.h"
 #include "worker/internal/watermark_valve.h"
@@ -39,6 +40,10 @@ struct TaskDescriptor {
   // vertex -> subtask -> data address of the worker running it
   std::vector<std::vector<std::string>> placement;
   std::string work_dir;        // local directory for this task's state backends
+  // The worker's keyed-state memory, shared by `keyed_operators_per_slot` backends per slot
+  // (null: the backends' default sizes). Outlives the task.
+  const state::StateMemory* state_memory = nullptr;
+  int keyed_operators_per_slot = 1;
   std::string checkpoint_dir;  // the job's directory in checkpoint storage; "" = no checkpoints
   std::shared_ptr<const proto::CheckpointMetadata> restore;  // null: fresh start
   std::string restore_dir;     // directory the restored state's files are relative to
