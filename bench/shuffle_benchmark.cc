@@ -69,6 +69,19 @@ operators:
 )");
 }
 
+// The keyed state's cache hit rate of a finished job (hits / reads over every keyed operator
+// subtask, from the coordinator's job info); -1 when it read no state.
+double CacheHitRate(const sluice::proto::JobInfo& info) {
+  uint64_t hits = 0, misses = 0;
+  for (const auto& v : info.vertices()) {
+    for (const auto& o : v.operators()) {
+      hits += o.state_cache_hits();
+      misses += o.state_cache_misses();
+    }
+  }
+  return hits + misses == 0 ? -1 : static_cast<double>(hits) / (hits + misses);
+}
+
 // Medians over the repetitions of one configuration.
 struct Result {
   double wall_s = 0;
@@ -77,13 +90,14 @@ struct Result {
   double records_per_cpu_s = 0;
   double loop_records_per_cpu_s = 0;
   double worker_rss_mb = 0;
+  double cache_hit_rate = 0;
 };
 
 // Runs the job `reps` times (each followed by the hand loop); false if a run failed.
 bool Measure(sluice::cli::LocalCluster& cluster, sluice::cli::CoordinatorClient& client,
              int64_t records, int64_t keys, int reps, Result* out) {
   const std::string job = JobYaml(records, keys);
-  std::vector<double> rates, cpus, per_cpu, loop_per_cpu, walls, rss;
+  std::vector<double> rates, cpus, per_cpu, loop_per_cpu, walls, rss, hit_rates;
   for (int r = 0; r < reps; ++r) {
     sluice::proto::JobInfo info;
     sluice::bench::JobRun run = RunJobToEnd(cluster, client, job, &info);
@@ -99,10 +113,11 @@ bool Measure(sluice::cli::LocalCluster& cluster, sluice::cli::CoordinatorClient&
     per_cpu.push_back(records / run.cpu_s);
     loop_per_cpu.push_back(records / loop_cpu);
     rss.push_back(run.worker_rss_mb);
+    hit_rates.push_back(CacheHitRate(info));
     std::printf("keys %lld run %d: %.2f s wall, %.0f records/s, %.2f CPU s, %.0f records/CPU-s, "
-                "worker RSS %.0f MiB; loop %.0f records/CPU-s (checksum %llu)\n",
+                "worker RSS %.0f MiB, cache hit rate %.3f; loop %.0f records/CPU-s (checksum %llu)\n",
                 static_cast<long long>(keys), r + 1, run.wall_s, records / run.wall_s, run.cpu_s,
-                records / run.cpu_s, run.worker_rss_mb, records / loop_cpu,
+                records / run.cpu_s, run.worker_rss_mb, hit_rates.back(), records / loop_cpu,
                 static_cast<unsigned long long>(checksum));
     std::fflush(stdout);
   }
@@ -112,6 +127,7 @@ bool Measure(sluice::cli::LocalCluster& cluster, sluice::cli::CoordinatorClient&
   out->records_per_cpu_s = Median(per_cpu);
   out->loop_records_per_cpu_s = Median(loop_per_cpu);
   out->worker_rss_mb = Median(rss);
+  out->cache_hit_rate = Median(hit_rates);
   return true;
 }
 
@@ -134,10 +150,10 @@ bool Sweep(const std::string& state_memory, const std::string& name, int64_t min
     }
     if (base == 0) base = r.records_per_cpu_s;
     std::printf("BENCH %s_%lld keys=%lld records=%lld state_memory=%s records_per_cpu_s=%.0f "
-                "worker_rss_mb=%.0f ratio_to_10k_keys=%.3f loop_ratio=%.2f\n",
+                "worker_rss_mb=%.0f cache_hit_rate=%.3f ratio_to_10k_keys=%.3f loop_ratio=%.2f\n",
                 name.c_str(), static_cast<long long>(keys), static_cast<long long>(keys),
                 static_cast<long long>(records), state_memory.empty() ? "default" : state_memory.c_str(),
-                r.records_per_cpu_s, r.worker_rss_mb, r.records_per_cpu_s / base,
+                r.records_per_cpu_s, r.worker_rss_mb, r.cache_hit_rate, r.records_per_cpu_s / base,
                 r.loop_records_per_cpu_s / r.records_per_cpu_s);
     std::fflush(stdout);
   }
@@ -194,9 +210,9 @@ int main(int argc, char** argv) {
               state_memory.empty() ? "" : (" --state-memory " + state_memory).c_str());
   std::printf("BENCH shuffle_keyed_count records=%lld wall_s=%.3f records_per_s=%.0f cpu_s=%.3f "
               "records_per_cpu_s=%.0f loop_records_per_cpu_s=%.0f loop_ratio=%.2f "
-              "worker_rss_mb=%.0f\n",
+              "worker_rss_mb=%.0f cache_hit_rate=%.3f\n",
               static_cast<long long>(records), r.wall_s, r.records_per_s, r.cpu_s,
               r.records_per_cpu_s, r.loop_records_per_cpu_s,
-              r.loop_records_per_cpu_s / r.records_per_cpu_s, r.worker_rss_mb);
+              r.loop_records_per_cpu_s / r.records_per_cpu_s, r.worker_rss_mb, r.cache_hit_rate);
   return 0;
 }

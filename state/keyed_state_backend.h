@@ -11,6 +11,7 @@
 #include "absl/strings/string_view.h"
 #include "common/clock.h"
 #include "common/key_groups.h"
+#include "common/metrics.h"
 #include "proto/checkpoint.pb.h"
 
 namespace rocksdb {
@@ -39,6 +40,12 @@ struct StateBackendOptions {
   std::shared_ptr<rocksdb::Cache> shared_block_cache;
   std::shared_ptr<rocksdb::WriteBufferManager> write_buffer_manager;
   Clock* clock = Clock::Real();   // for TTL (processing time)
+  // Where the backend publishes its cache hits and misses and its approximate size (live SST
+  // files + memtables + cache bytes): every kStatsInterval cache reads, at SnapshotSync() and
+  // when it closes. Null: not published.
+  std::shared_ptr<Counter> cache_hits;
+  std::shared_ptr<Counter> cache_misses;
+  std::shared_ptr<Gauge> size_bytes;
 };
 
 // A snapshot whose synchronous part is done: a RocksDB checkpoint (hard links) in a local

@@ -42,6 +42,8 @@ namespace {
 namespace fs = std::filesystem;
 using internal::kTimerStateId;
 
+// The backend publishes its statistics (StateBackendOptions) every this many cache reads.
+constexpr uint64_t kStatsInterval = 1 << 14;
 // Rescale restore writes into the new DB in batches of about this size.
 constexpr size_t kRestoreBatchBytes = 4 << 20;
 
@@ -255,6 +257,7 @@ class RocksDbBackend final : public KeyedStateBackend {
   }
 
   ~RocksDbBackend() override {
+    PublishStats();
     if (db_ != nullptr) {
       rocksdb::Status s = db_->Close();
       (void)s;
@@ -392,6 +395,8 @@ class RocksDbBackend final : public KeyedStateBackend {
   // miss; expired entries come back deleted (and dirty, so RocksDB drops them too). Valid until
   // the next MaybeEvict().
   absl::StatusOr<Ref> Lookup();
+  // Publishes cache hits and misses (their growth since the last call) and the state size.
+  void PublishStats();
   // Sets the entry of key_buf_ (no RocksDB read) to `value`, expiring as state `id` does.
   absl::Status WriteValue(StateId id, absl::string_view value);
   absl::Status WriteTombstone();
@@ -422,6 +427,9 @@ class RocksDbBackend final : public KeyedStateBackend {
   int current_kg_ = -1;
   bool key_valid_ = false;
   internal::WriteBackCache cache_;
+  uint64_t published_hits_ = 0;
+  uint64_t published_misses_ = 0;
+  uint64_t next_publish_ = kStatsInterval;  // cache reads (hits + misses) when to publish
   rocksdb::WriteBatch batch_;
   // Pending timers per domain. RocksDB holds the timers of the last snapshot (or restore) in
   // the key groups marked in timers_stored_ (index: key group - options_.range.first).
@@ -524,7 +532,24 @@ absl::Status RocksDbBackend::CheckDomain(TimerDomain domain) const {
 // ---------------------------------------------------------------------------------------------
 // Cache
 
+void RocksDbBackend::PublishStats() {
+  if (options_.cache_hits != nullptr) options_.cache_hits->Add(cache_.hits() - published_hits_);
+  if (options_.cache_misses != nullptr) {
+    options_.cache_misses->Add(cache_.misses() - published_misses_);
+  }
+  published_hits_ = cache_.hits();
+  published_misses_ = cache_.misses();
+  next_publish_ = published_hits_ + published_misses_ + kStatsInterval;
+  if (options_.size_bytes == nullptr || db_ == nullptr) return;
+  uint64_t sst = 0;
+  uint64_t memtables = 0;
+  if (!db_->GetIntProperty(rocksdb::DB::Properties::kLiveSstFilesSize, &sst)) sst = 0;
+  if (!db_->GetIntProperty(rocksdb::DB::Properties::kCurSizeAllMemTables, &memtables)) memtables = 0;
+  options_.size_bytes->Set(static_cast<double>(sst + memtables + cache_.bytes()));
+}
+
 absl::StatusOr<RocksDbBackend::Ref> RocksDbBackend::Lookup() {
+  if (cache_.hits() + cache_.misses() >= next_publish_) PublishStats();
   Ref e = cache_.Find(key_buf_);
   if (e != internal::WriteBackCache::kNone) {
     const int64_t expiry = cache_.expiry(e);
@@ -886,6 +911,7 @@ absl::StatusOr<PendingSnapshot> RocksDbBackend::SnapshotSync(int64_t checkpoint_
   if (!s.ok()) {
     return FromRocks(s, absl::StrCat("flushing ", db_dir_), absl::StatusCode::kAborted);
   }
+  PublishStats();
   PendingSnapshot snapshot;
   snapshot.checkpoint_id = checkpoint_id;
   fs::path dir = fs::path(options_.local_dir) / absl::StrCat("chk-", checkpoint_id);

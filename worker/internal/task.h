@@ -195,6 +195,14 @@ class Task {
   std::vector<std::shared_ptr<Counter>> out_counters_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<Counter>> skipped_counters_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<Counter>> late_counters_ ABSL_GUARDED_BY(mu_);  // null: not keyed
+  // Keyed operators' state backend statistics (its cache hits and misses, its size), which the
+  // backend publishes; all null for other operators.
+  struct StateStats {
+    std::shared_ptr<Counter> hits;
+    std::shared_ptr<Counter> misses;
+    std::shared_ptr<Gauge> size_bytes;
+  };
+  std::vector<StateStats> state_stats_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace sluice::worker
