@@ -5,8 +5,8 @@
 //
 //   build/bin/shuffle_benchmark [--records N] [--keys K] [--reps R] [--state-memory SIZE]
 //
-// With --keys-sweep it runs 10K, 100K, 1M and 10M keys (records: max(--sweep-min-records,
-// --sweep-records-per-key x keys)) on a cluster with the workers' default state memory, then
+// With --keys-sweep it runs 10K, 100K, 1M and 10M keys (records: --sweep-records-per-key x
+// keys, at least --sweep-min-records and at most --sweep-max-records) on a cluster with the workers' default state memory, then
 // on one with --state-memory 64MiB per worker, and prints a BENCH state_scaling_<keys> (and
 // state_scaling_small_<keys>) line per key count.
 
@@ -133,7 +133,7 @@ bool Measure(sluice::cli::LocalCluster& cluster, sluice::cli::CoordinatorClient&
 
 // One cluster (workers with `state_memory`), every key count of the sweep.
 bool Sweep(const std::string& state_memory, const std::string& name, int64_t min_records,
-           int64_t records_per_key, int reps) {
+           int64_t max_records, int64_t records_per_key, int reps) {
   std::unique_ptr<sluice::cli::LocalCluster> cluster =
       sluice::bench::StartBenchCluster("sluice-bench", 2, 1, state_memory);
   if (cluster == nullptr) return false;
@@ -142,7 +142,7 @@ bool Sweep(const std::string& state_memory, const std::string& name, int64_t min
   double base = 0;
   bool ok = true;
   for (int64_t keys : {int64_t{10'000}, int64_t{100'000}, int64_t{1'000'000}, int64_t{10'000'000}}) {
-    const int64_t records = std::max(min_records, records_per_key * keys);
+    const int64_t records = std::min(max_records, std::max(min_records, records_per_key * keys));
     Result r;
     if (!Measure(*cluster, client, records, keys, reps, &r)) {
       ok = false;
@@ -172,6 +172,7 @@ int main(int argc, char** argv) {
   std::string state_memory;
   bool keys_sweep = false;
   int64_t sweep_min_records = 2'000'000;
+  int64_t sweep_max_records = 10'000'000;
   int64_t sweep_records_per_key = 3;
   app.add_option("--records", records, "Records per run")->capture_default_str();
   app.add_option("--keys", keys, "Distinct keys")->capture_default_str();
@@ -181,17 +182,26 @@ int main(int argc, char** argv) {
                "10K, 100K, 1M and 10M keys, with the default and a 64MiB state memory");
   app.add_option("--sweep-min-records", sweep_min_records, "Sweep: least records per run")
       ->capture_default_str();
+  app.add_option("--sweep-max-records", sweep_max_records, "Sweep: most records per run")
+      ->capture_default_str();
   app.add_option("--sweep-records-per-key", sweep_records_per_key, "Sweep: records per key")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   if (keys_sweep) {
     std::printf("reproduce: build/bin/shuffle_benchmark --keys-sweep --reps %d --sweep-min-records "
-                "%lld --sweep-records-per-key %lld\n",
+                "%lld --sweep-max-records %lld --sweep-records-per-key %lld\n",
                 reps, static_cast<long long>(sweep_min_records),
+                static_cast<long long>(sweep_max_records),
                 static_cast<long long>(sweep_records_per_key));
-    if (!Sweep(state_memory, "state_scaling", sweep_min_records, sweep_records_per_key, reps)) return 1;
-    if (!Sweep("64MiB", "state_scaling_small", sweep_min_records, sweep_records_per_key, reps)) return 1;
+    if (!Sweep(state_memory, "state_scaling", sweep_min_records, sweep_max_records,
+               sweep_records_per_key, reps)) {
+      return 1;
+    }
+    if (!Sweep("64MiB", "state_scaling_small", sweep_min_records, sweep_max_records,
+               sweep_records_per_key, reps)) {
+      return 1;
+    }
     return 0;
   }
 

@@ -6,7 +6,7 @@
 namespace sluice::state::internal {
 
 WriteBackCache::WriteBackCache(size_t budget_bytes)
-    : budget_(budget_bytes), index_(0, IndexHash{this}, IndexEq{this}) {}
+    : budget_(budget_bytes) {}
 
 WriteBackCache::~WriteBackCache() {
   for (Slot& s : slots_) {
@@ -14,20 +14,63 @@ WriteBackCache::~WriteBackCache() {
   }
 }
 
+size_t WriteBackCache::Probe(absl::string_view key, uint32_t tag) const {
+  const size_t mask = cells_.size() - 1;
+  for (size_t i = tag & mask;; i = (i + 1) & mask) {
+    const Cell& c = cells_[i];
+    if (c.ref == kNone || (c.tag == tag && this->key(c.ref) == key)) return i;
+  }
+}
+
+void WriteBackCache::GrowIndex() {
+  std::vector<Cell> old = std::move(cells_);
+  cells_.assign(old.empty() ? 1024 : old.size() * 2, Cell());
+  const size_t mask = cells_.size() - 1;
+  for (const Cell& c : old) {
+    if (c.ref == kNone) continue;
+    size_t i = c.tag & mask;
+    while (cells_[i].ref != kNone) i = (i + 1) & mask;
+    cells_[i] = c;
+  }
+}
+
+void WriteBackCache::IndexInsert(Ref r, uint32_t tag) {
+  if ((live_ + 1) * 10 > cells_.size() * 7) GrowIndex();
+  const size_t i = Probe(key(r), tag);
+  cells_[i] = Cell{tag, r};
+  ++live_;
+}
+
+void WriteBackCache::IndexErase(Ref r) {
+  const size_t mask = cells_.size() - 1;
+  size_t i = Probe(key(r), Tag(key(r)));
+  // Backward shift: pull later cells of the probe run into the hole unless their home lies
+  // cyclically in (hole, cell].
+  for (size_t j = (i + 1) & mask; cells_[j].ref != kNone; j = (j + 1) & mask) {
+    const size_t home = cells_[j].tag & mask;
+    const bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+    if (stays) continue;
+    cells_[i] = cells_[j];
+    i = j;
+  }
+  cells_[i] = Cell();
+  --live_;
+}
+
 WriteBackCache::Ref WriteBackCache::Find(absl::string_view key) {
-  auto it = index_.find(key);
-  if (it == index_.end()) {
+  const Ref r = Peek(key);
+  if (r == kNone) {
     ++misses_;
     return kNone;
   }
   ++hits_;
-  slots_[*it].flags |= kReferenced;
-  return *it;
+  slots_[r].flags |= kReferenced;
+  return r;
 }
 
 WriteBackCache::Ref WriteBackCache::Peek(absl::string_view key) const {
-  auto it = index_.find(key);
-  return it == index_.end() ? kNone : *it;
+  if (live_ == 0) return kNone;
+  return cells_[Probe(key, Tag(key))].ref;
 }
 
 WriteBackCache::Ref WriteBackCache::Insert(absl::string_view key) {
@@ -48,15 +91,15 @@ WriteBackCache::Ref WriteBackCache::Insert(absl::string_view key) {
   std::memcpy(Data(slots_[r]), key.data(), key.size());
   slots_[r].key_len = static_cast<uint32_t>(key.size());
   bytes_ += kEntryOverhead;
-  index_.insert(r);
+  IndexInsert(r, Tag(key));
   return r;
 }
 
 WriteBackCache::Ref WriteBackCache::FindOrInsert(absl::string_view key) {
-  auto it = index_.find(key);
-  if (it == index_.end()) return Insert(key);
-  slots_[*it].flags |= kReferenced;
-  return *it;
+  const Ref r = Peek(key);
+  if (r == kNone) return Insert(key);
+  slots_[r].flags |= kReferenced;
+  return r;
 }
 
 void WriteBackCache::Reserve(Ref r, size_t bytes, size_t keep, bool grow_geometrically) {
@@ -138,8 +181,8 @@ void WriteBackCache::CompactDirtyList() {
 }
 
 void WriteBackCache::Free(Ref r) {
+  IndexErase(r);
   Slot& s = slots_[r];
-  index_.erase(r);
   bytes_ -= kEntryOverhead + HeapBytes(s);
   if (s.capacity > kInline) delete[] s.heap;
   s.capacity = kInline;

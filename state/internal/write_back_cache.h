@@ -4,7 +4,6 @@
 #include <cstdint>
 #include <vector>
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/functional/function_ref.h"
 #include "absl/hash/hash.h"
 #include "absl/status/status.h"
@@ -19,7 +18,9 @@ namespace sluice::state::internal {
 //
 // Representation: entries are fixed 48-byte slots in one vector, key and value bytes inline
 // when together they fit in 24 bytes, else in one heap buffer per entry; an open-addressing
-// index (absl::flat_hash_set of 4-byte slot numbers, hashing the slot's key) finds them. No
+// index with linear probing finds them: 8-byte cells of (32 bits of the key's hash, slot
+// number), at most 70% full, deletions by backward shift. A lookup reads one index cell (and
+// its neighbours in the same cache line) and then the one slot whose hash bits match. No
 // std::string or map node per entry. `bytes()` counts each live entry's slot, index share and
 // heap buffer against the budget.
 //
@@ -43,7 +44,7 @@ class WriteBackCache {
   // Entries per WriteFn call of FlushDirty().
   static constexpr size_t kFlushBatch = 8192;
   // Bytes counted per entry beyond its heap buffer: the slot and its share of the index.
-  static constexpr size_t kEntryOverhead = 56;
+  static constexpr size_t kEntryOverhead = 64;
 
   // Writes the dirty entries `refs` to the store in one batch (key(), deleted(), expiry(),
   // value()). On OK the cache marks them clean (in_db = !deleted); an error leaves them dirty
@@ -95,7 +96,7 @@ class WriteBackCache {
 
   size_t bytes() const { return bytes_; }
   size_t budget() const { return budget_; }
-  size_t size() const { return index_.size(); }
+  size_t size() const { return live_; }
   size_t dirty_count() const { return dirty_count_; }
   uint64_t hits() const { return hits_; }
   uint64_t misses() const { return misses_; }
@@ -124,21 +125,21 @@ class WriteBackCache {
   };
   static_assert(sizeof(Slot) == 48, "slot layout");
 
-  // The index hashes and compares slots by their keys (transparently with string_views).
-  struct IndexHash {
-    using is_transparent = void;
-    const WriteBackCache* cache;
-    size_t operator()(absl::string_view k) const { return absl::HashOf(k); }
-    size_t operator()(Ref r) const { return absl::HashOf(cache->key(r)); }
+  // An index cell: `tag` is the low 32 bits of the key's hash (its home cell is tag & mask),
+  // `ref` the slot (kNone: empty).
+  struct Cell {
+    uint32_t tag = 0;
+    Ref ref = kNone;
   };
-  struct IndexEq {
-    using is_transparent = void;
-    const WriteBackCache* cache;
-    template <typename A, typename B>
-    bool operator()(const A& a, const B& b) const { return View(a) == View(b); }
-    absl::string_view View(absl::string_view k) const { return k; }
-    absl::string_view View(Ref r) const { return cache->key(r); }
-  };
+  static uint32_t Tag(absl::string_view key) {
+    return static_cast<uint32_t>(absl::HashOf(key));
+  }
+  // The index cell holding `key` (or the empty cell where the probe ended: cells_[i].ref ==
+  // kNone).
+  size_t Probe(absl::string_view key, uint32_t tag) const;
+  void IndexInsert(Ref r, uint32_t tag);
+  void IndexErase(Ref r);
+  void GrowIndex();
 
   static const char* Data(const Slot& s) {
     return s.capacity > kInline ? s.heap : s.inline_bytes;
@@ -164,7 +165,8 @@ class WriteBackCache {
   const size_t budget_;
   std::vector<Slot> slots_;
   std::vector<Ref> free_;
-  absl::flat_hash_set<Ref, IndexHash, IndexEq> index_;
+  std::vector<Cell> cells_;  // a power of two in size (or empty)
+  size_t live_ = 0;
   size_t bytes_ = 0;
   size_t hand_ = 0;  // CLOCK hand over slots_
   std::vector<Ref> dirty_;

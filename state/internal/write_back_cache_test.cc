@@ -1,6 +1,7 @@
 #include "state/internal/write_back_cache.h"
 
 #include <map>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -196,6 +197,32 @@ TEST(WriteBackCacheTest, DirtyEntriesAreWrittenBeforeTheyAreDropped) {
   EXPECT_LE(cache.bytes(), cache.budget());
   ASSERT_TRUE(cache.FlushDirty(write).ok());
   for (int i = 100; i < 110; ++i) EXPECT_EQ(store.data[Key(i)], "x");
+}
+
+TEST(WriteBackCacheTest, IndexAgreesWithAMapThroughInsertsAndErases) {
+  WriteBackCache cache(size_t{1} << 30);
+  std::map<std::string, std::string> model;
+  std::mt19937 rng(7);
+  for (int step = 0; step < 200000; ++step) {
+    const std::string key = Key(static_cast<int>(rng() % 5000));
+    const Ref r = cache.Peek(key);
+    ASSERT_EQ(r != WriteBackCache::kNone, model.count(key) == 1) << key;
+    if (r == WriteBackCache::kNone) {
+      const std::string value = absl::StrCat("v", step);
+      cache.SetValue(cache.Insert(key), value);
+      model[key] = value;
+    } else if (rng() % 2 == 0) {
+      ASSERT_EQ(cache.value(r), model[key]);
+      cache.Erase(r);
+      model.erase(key);
+    }
+  }
+  EXPECT_EQ(cache.size(), model.size());
+  for (const auto& [key, value] : model) {
+    const Ref r = cache.Peek(key);
+    ASSERT_NE(r, WriteBackCache::kNone) << key;
+    EXPECT_EQ(cache.value(r), value);
+  }
 }
 
 }  // namespace
