@@ -427,6 +427,7 @@ class RocksDbBackend final : public KeyedStateBackend {
   int current_kg_ = -1;
   bool key_valid_ = false;
   internal::WriteBackCache cache_;
+  std::vector<Ref> sorted_refs_;  // scratch of WriteEntries()
   uint64_t published_hits_ = 0;
   uint64_t published_misses_ = 0;
   uint64_t next_publish_ = kStatsInterval;  // cache reads (hits + misses) when to publish
@@ -608,8 +609,13 @@ absl::Status RocksDbBackend::WriteTombstone() {
 }
 
 absl::Status RocksDbBackend::WriteEntries(absl::Span<const Ref> refs) {
+  // In key order: the memtable's skip list then finds each insertion point from the last one
+  // (its splice) instead of from the top.
+  sorted_refs_.assign(refs.begin(), refs.end());
+  std::sort(sorted_refs_.begin(), sorted_refs_.end(),
+            [this](Ref a, Ref b) { return cache_.key(a) < cache_.key(b); });
   batch_.Clear();
-  for (Ref e : refs) {
+  for (Ref e : sorted_refs_) {
     rocksdb::Status s;
     if (cache_.deleted(e)) {
       s = batch_.Delete(ToSlice(cache_.key(e)));

@@ -40,7 +40,7 @@ class WriteBackCache {
   using Ref = uint32_t;
   static constexpr Ref kNone = ~Ref{0};
   // Dirty entries written per batch by MakeRoom() (at least, when there are as many).
-  static constexpr size_t kEvictBatch = 512;
+  static constexpr size_t kEvictBatch = 4096;
   // Entries per WriteFn call of FlushDirty().
   static constexpr size_t kFlushBatch = 8192;
   // Bytes counted per entry beyond its heap buffer: the slot and its share of the index.
