@@ -33,6 +33,15 @@ struct FakeStore {
 
 std::string Key(int i) { return absl::StrCat("key-", i); }
 
+// Sets `key` to `value` as a write does (inserting it if absent); marks it dirty if `dirty`.
+Ref Put(WriteBackCache& cache, const std::string& key, absl::string_view value, bool dirty) {
+  Ref r = cache.FindOrInsert(key);
+  cache.SetValue(r, value);
+  cache.set_deleted(r, false);
+  if (dirty) cache.MarkDirty(r);
+  return r;
+}
+
 TEST(WriteBackCacheTest, HitsMissesAndValues) {
   WriteBackCache cache(1 << 20);
   EXPECT_EQ(cache.Find("a"), WriteBackCache::kNone);
@@ -90,10 +99,7 @@ TEST(WriteBackCacheTest, FlushWritesEveryDirtyEntryOnceInBatches) {
   auto write = [&](absl::Span<const Ref> refs) { return store.Write(cache, refs); };
   const int n = static_cast<int>(WriteBackCache::kFlushBatch) + 10;
   for (int i = 0; i < n; ++i) {
-    Ref r = cache.Insert(Key(i));
-    cache.SetValue(r, absl::StrCat("v", i));
-    cache.set_deleted(r, false);
-    cache.MarkDirty(r);
+    Ref r = Put(cache, Key(i), absl::StrCat("v", i), /*dirty=*/true);
     cache.MarkDirty(r);  // twice: listed once
   }
   Ref gone = cache.Find(Key(0));
@@ -126,12 +132,7 @@ TEST(WriteBackCacheTest, EvictsCleanUnreferencedFirstThenBatchesDirtyOnes) {
   FakeStore store;
   auto write = [&](absl::Span<const Ref> refs) { return store.Write(cache, refs); };
   // 0..4 dirty, 5..9 clean; all referenced at insertion.
-  for (int i = 0; i < 10; ++i) {
-    Ref r = cache.Insert(Key(i));
-    cache.SetValue(r, "v");
-    cache.set_deleted(r, false);
-    if (i < 5) cache.MarkDirty(r);
-  }
+  for (int i = 0; i < 10; ++i) Put(cache, Key(i), "v", /*dirty=*/i < 5);
   ASSERT_TRUE(cache.MakeRoom(write).ok());  // within budget: nothing happens
   EXPECT_EQ(cache.size(), 10u);
   // Touch 7 again; insert 10 and 11: two entries must go. The first turn of the hand clears
@@ -172,10 +173,7 @@ TEST(WriteBackCacheTest, DirtyEntriesAreWrittenBeforeTheyAreDropped) {
   FakeStore store;
   auto write = [&](absl::Span<const Ref> refs) { return store.Write(cache, refs); };
   for (int i = 0; i < 100; ++i) {
-    Ref r = cache.FindOrInsert(Key(i));
-    cache.SetValue(r, absl::StrCat("v", i));
-    cache.set_deleted(r, false);
-    cache.MarkDirty(r);
+    Put(cache, Key(i), absl::StrCat("v", i), /*dirty=*/true);
     ASSERT_TRUE(cache.MakeRoom(write).ok());
     ASSERT_LE(cache.bytes(), cache.budget());
   }
@@ -184,12 +182,7 @@ TEST(WriteBackCacheTest, DirtyEntriesAreWrittenBeforeTheyAreDropped) {
   for (int i = 0; i < 100; ++i) EXPECT_EQ(store.data[Key(i)], absl::StrCat("v", i));
   // A failing store keeps dirty entries (over budget) instead of losing them.
   store.fail = true;
-  for (int i = 100; i < 110; ++i) {
-    Ref r = cache.FindOrInsert(Key(i));
-    cache.SetValue(r, "x");
-    cache.set_deleted(r, false);
-    cache.MarkDirty(r);
-  }
+  for (int i = 100; i < 110; ++i) Put(cache, Key(i), "x", /*dirty=*/true);
   EXPECT_FALSE(cache.MakeRoom(write).ok());
   for (int i = 100; i < 110; ++i) EXPECT_NE(cache.Peek(Key(i)), WriteBackCache::kNone);
   store.fail = false;
