@@ -57,6 +57,16 @@ inline double CpuSeconds(pid_t pid) {
   return (std::stod(f[11]) + std::stod(f[12])) / sysconf(_SC_CLK_TCK);
 }
 
+// Resident set size of a process in MiB (VmRSS from /proc/<pid>/status; 0 if unreadable).
+inline double RssMb(pid_t pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr) / 1024.0;
+  }
+  return 0;
+}
+
 // CPU seconds the calling thread has used.
 inline double ThreadCpuSeconds() {
   timespec ts;
@@ -66,9 +76,11 @@ inline double ThreadCpuSeconds() {
 
 // Starts a local cluster of `workers` workers with `slots` slots each (by default 2 with 1 slot,
 // so parallelism 2 spans both) in a fresh temp directory; prints the error and returns null on
-// failure.
+// failure. `state_memory` (e.g. "64MiB"; "" = the workers' default) is each worker's
+// --state-memory.
 inline std::unique_ptr<cli::LocalCluster> StartBenchCluster(const std::string& prefix, int workers = 2,
-                                                            int slots = 1) {
+                                                            int slots = 1,
+                                                            const std::string& state_memory = "") {
   std::string dir = (std::filesystem::temp_directory_path() / (prefix + "-XXXXXX")).string();
   if (mkdtemp(dir.data()) == nullptr) return nullptr;
   cli::LocalClusterOptions o;
@@ -77,6 +89,7 @@ inline std::unique_ptr<cli::LocalCluster> StartBenchCluster(const std::string& p
   o.slots = slots;
   o.log_level = "warn";
   o.die_with_parent = true;
+  o.state_memory = state_memory;
   auto cluster = cli::LocalCluster::Start(o);
   if (!cluster.ok()) {
     std::cerr << "cannot start cluster: " << cluster.status() << "\n";
@@ -91,9 +104,10 @@ struct JobRun {
   std::string error;
   double wall_s = 0;
   double cpu_s = 0;  // utime + stime of every cluster process during the run
+  double worker_rss_mb = 0;  // the largest RSS of one worker sampled during the run
 };
 inline JobRun RunJobToEnd(cli::LocalCluster& cluster, cli::CoordinatorClient& client,
-                          const std::string& yaml) {
+                          const std::string& yaml, proto::JobInfo* final_info = nullptr) {
   JobRun run;
   std::vector<pid_t> pids = cluster.AllPids();
   double cpu0 = 0;
@@ -111,6 +125,9 @@ inline JobRun RunJobToEnd(cli::LocalCluster& cluster, cli::CoordinatorClient& cl
       info = *j;
       break;
     }
+    for (int w = 0; w < cluster.worker_count(); ++w) {
+      run.worker_rss_mb = std::max(run.worker_rss_mb, RssMb(cluster.worker_pid(w)));
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   run.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -118,6 +135,7 @@ inline JobRun RunJobToEnd(cli::LocalCluster& cluster, cli::CoordinatorClient& cl
   for (pid_t p : pids) run.cpu_s += CpuSeconds(p);
   run.finished = info.state() == proto::JOB_FINISHED;
   run.error = info.error();
+  if (final_info != nullptr) *final_info = info;
   return run;
 }
 

@@ -3,7 +3,12 @@
 // Beside it, in the same run, a single-threaded hand-written loop does the same generation and
 // keyed count. Prints one BENCH line with medians over the repetitions.
 //
-//   build/bin/shuffle_benchmark [--records N] [--keys K] [--reps R]
+//   build/bin/shuffle_benchmark [--records N] [--keys K] [--reps R] [--state-memory SIZE]
+//
+// With --keys-sweep it runs 10K, 100K, 1M and 10M keys (records: --sweep-records-per-key x
+// keys, at least --sweep-min-records and at most --sweep-max-records) on a cluster with the workers' default state memory, then
+// on one with --state-memory 64MiB per worker, and prints a BENCH state_scaling_<keys> (and
+// state_scaling_small_<keys>) line per key count.
 
 #include <time.h>
 #include <unistd.h>
@@ -29,6 +34,7 @@ namespace {
 
 using sluice::bench::CpuSeconds;
 using sluice::bench::Median;
+using sluice::bench::RunJobToEnd;
 using sluice::bench::ThreadCpuSeconds;
 
 // The same work as the job, by hand: generate (key, value) from seq, count per key, and hand
@@ -45,23 +51,9 @@ double HandLoop(int64_t records, int64_t keys, uint64_t* checksum) {
   return ThreadCpuSeconds() - start;
 }
 
-}  // namespace
 
-int main(int argc, char** argv) {
-  CLI::App app{"Cross-worker shuffle throughput versus a hand-written loop"};
-  int64_t records = 20'000'000;
-  int64_t keys = 10'000;
-  int reps = 3;
-  app.add_option("--records", records, "Records per run")->capture_default_str();
-  app.add_option("--keys", keys, "Distinct keys")->capture_default_str();
-  app.add_option("--reps", reps, "Repetitions (medians are reported)")->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
-
-  std::unique_ptr<sluice::cli::LocalCluster> cluster = sluice::bench::StartBenchCluster("sluice-bench");
-  if (cluster == nullptr) return 1;
-  const std::string dir = cluster->options().dir;
-  sluice::cli::CoordinatorClient client(cluster->coordinator_address());
-  const std::string job = absl::StrCat(R"(
+std::string JobYaml(int64_t records, int64_t keys) {
+  return absl::StrCat(R"(
 name: shuffle-keyed-count
 parallelism: 2
 operators:
@@ -75,53 +67,162 @@ operators:
   - {id: counts, type: aggregate, aggregates: [{fn: count, as: n}]}
   - {id: sink, type: blackhole}
 )");
+}
 
-  std::vector<double> rates, cpus, per_cpu, loop_per_cpu, walls;
+// The keyed state's cache hit rate of a finished job (hits / reads over every keyed operator
+// subtask, from the coordinator's job info); -1 when it read no state.
+double CacheHitRate(const sluice::proto::JobInfo& info) {
+  uint64_t hits = 0, misses = 0;
+  for (const auto& v : info.vertices()) {
+    for (const auto& o : v.operators()) {
+      hits += o.state_cache_hits();
+      misses += o.state_cache_misses();
+    }
+  }
+  return hits + misses == 0 ? -1 : static_cast<double>(hits) / (hits + misses);
+}
+
+// Medians over the repetitions of one configuration.
+struct Result {
+  double wall_s = 0;
+  double records_per_s = 0;
+  double cpu_s = 0;
+  double records_per_cpu_s = 0;
+  double loop_records_per_cpu_s = 0;
+  double worker_rss_mb = 0;
+  double cache_hit_rate = 0;
+};
+
+// Runs the job `reps` times (each followed by the hand loop); false if a run failed.
+bool Measure(sluice::cli::LocalCluster& cluster, sluice::cli::CoordinatorClient& client,
+             int64_t records, int64_t keys, int reps, Result* out) {
+  const std::string job = JobYaml(records, keys);
+  std::vector<double> rates, cpus, per_cpu, loop_per_cpu, walls, rss, hit_rates;
   for (int r = 0; r < reps; ++r) {
-    std::vector<pid_t> pids = cluster->AllPids();
-    double cpu0 = 0;
-    for (pid_t p : pids) cpu0 += CpuSeconds(p);
-    auto t0 = std::chrono::steady_clock::now();
-    auto submitted = client.Submit(job, "bench.yaml", 0);
-    if (!submitted.ok()) {
-      std::cerr << submitted.status() << "\n";
-      return 1;
-    }
     sluice::proto::JobInfo info;
-    while (true) {
-      auto j = client.GetJob(submitted->job_id());
-      if (j.ok() && (j->state() == sluice::proto::JOB_FINISHED || j->state() == sluice::proto::JOB_FAILED)) {
-        info = *j;
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    double cpu = -cpu0;
-    for (pid_t p : pids) cpu += CpuSeconds(p);
-    if (info.state() != sluice::proto::JOB_FINISHED) {
-      std::cerr << "job failed: " << info.error() << "\n";
-      return 1;
+    sluice::bench::JobRun run = RunJobToEnd(cluster, client, job, &info);
+    if (!run.finished) {
+      std::cerr << "job failed: " << run.error << "\n";
+      return false;
     }
     uint64_t checksum = 0;
     double loop_cpu = HandLoop(records, keys, &checksum);
-    walls.push_back(wall);
-    rates.push_back(records / wall);
-    cpus.push_back(cpu);
-    per_cpu.push_back(records / cpu);
+    walls.push_back(run.wall_s);
+    rates.push_back(records / run.wall_s);
+    cpus.push_back(run.cpu_s);
+    per_cpu.push_back(records / run.cpu_s);
     loop_per_cpu.push_back(records / loop_cpu);
-    std::printf("run %d: %.2f s wall, %.0f records/s, %.2f CPU s, %.0f records/CPU-s; loop %.0f records/CPU-s (checksum %llu)\n",
-                r + 1, wall, records / wall, cpu, records / cpu, records / loop_cpu,
+    rss.push_back(run.worker_rss_mb);
+    hit_rates.push_back(CacheHitRate(info));
+    std::printf("keys %lld run %d: %.2f s wall, %.0f records/s, %.2f CPU s, %.0f records/CPU-s, "
+                "worker RSS %.0f MiB, cache hit rate %.3f; loop %.0f records/CPU-s (checksum %llu)\n",
+                static_cast<long long>(keys), r + 1, run.wall_s, records / run.wall_s, run.cpu_s,
+                records / run.cpu_s, run.worker_rss_mb, hit_rates.back(), records / loop_cpu,
                 static_cast<unsigned long long>(checksum));
+    std::fflush(stdout);
+  }
+  out->wall_s = Median(walls);
+  out->records_per_s = Median(rates);
+  out->cpu_s = Median(cpus);
+  out->records_per_cpu_s = Median(per_cpu);
+  out->loop_records_per_cpu_s = Median(loop_per_cpu);
+  out->worker_rss_mb = Median(rss);
+  out->cache_hit_rate = Median(hit_rates);
+  return true;
+}
+
+// One cluster (workers with `state_memory`), every key count of the sweep.
+bool Sweep(const std::string& state_memory, const std::string& name, int64_t min_records,
+           int64_t max_records, int64_t records_per_key, int reps) {
+  std::unique_ptr<sluice::cli::LocalCluster> cluster =
+      sluice::bench::StartBenchCluster("sluice-bench", 2, 1, state_memory);
+  if (cluster == nullptr) return false;
+  const std::string dir = cluster->options().dir;
+  sluice::cli::CoordinatorClient client(cluster->coordinator_address());
+  double base = 0;
+  bool ok = true;
+  for (int64_t keys : {int64_t{10'000}, int64_t{100'000}, int64_t{1'000'000}, int64_t{10'000'000}}) {
+    const int64_t records = std::min(max_records, std::max(min_records, records_per_key * keys));
+    Result r;
+    if (!Measure(*cluster, client, records, keys, reps, &r)) {
+      ok = false;
+      break;
+    }
+    if (base == 0) base = r.records_per_cpu_s;
+    std::printf("BENCH %s_%lld keys=%lld records=%lld state_memory=%s records_per_cpu_s=%.0f "
+                "worker_rss_mb=%.0f cache_hit_rate=%.3f ratio_to_10k_keys=%.3f loop_ratio=%.2f\n",
+                name.c_str(), static_cast<long long>(keys), static_cast<long long>(keys),
+                static_cast<long long>(records), state_memory.empty() ? "default" : state_memory.c_str(),
+                r.records_per_cpu_s, r.worker_rss_mb, r.cache_hit_rate, r.records_per_cpu_s / base,
+                r.loop_records_per_cpu_s / r.records_per_cpu_s);
+    std::fflush(stdout);
   }
   cluster->Stop();
   std::filesystem::remove_all(dir);
-  double ratio = Median(loop_per_cpu) / Median(per_cpu);
-  std::printf("reproduce: build/bin/shuffle_benchmark --records %lld --keys %lld --reps %d\n",
-              static_cast<long long>(records), static_cast<long long>(keys), reps);
+  return ok;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Cross-worker shuffle throughput versus a hand-written loop"};
+  int64_t records = 20'000'000;
+  int64_t keys = 10'000;
+  int reps = 3;
+  std::string state_memory;
+  bool keys_sweep = false;
+  int64_t sweep_min_records = 2'000'000;
+  int64_t sweep_max_records = 10'000'000;
+  int64_t sweep_records_per_key = 3;
+  app.add_option("--records", records, "Records per run")->capture_default_str();
+  app.add_option("--keys", keys, "Distinct keys")->capture_default_str();
+  app.add_option("--reps", reps, "Repetitions (medians are reported)")->capture_default_str();
+  app.add_option("--state-memory", state_memory, "Workers' --state-memory (default: theirs)");
+  app.add_flag("--keys-sweep", keys_sweep,
+               "10K, 100K, 1M and 10M keys, with the default and a 64MiB state memory");
+  app.add_option("--sweep-min-records", sweep_min_records, "Sweep: least records per run")
+      ->capture_default_str();
+  app.add_option("--sweep-max-records", sweep_max_records, "Sweep: most records per run")
+      ->capture_default_str();
+  app.add_option("--sweep-records-per-key", sweep_records_per_key, "Sweep: records per key")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  if (keys_sweep) {
+    std::printf("reproduce: build/bin/shuffle_benchmark --keys-sweep --reps %d --sweep-min-records "
+                "%lld --sweep-max-records %lld --sweep-records-per-key %lld\n",
+                reps, static_cast<long long>(sweep_min_records),
+                static_cast<long long>(sweep_max_records),
+                static_cast<long long>(sweep_records_per_key));
+    if (!Sweep(state_memory, "state_scaling", sweep_min_records, sweep_max_records,
+               sweep_records_per_key, reps)) {
+      return 1;
+    }
+    if (!Sweep("64MiB", "state_scaling_small", sweep_min_records, sweep_max_records,
+               sweep_records_per_key, reps)) {
+      return 1;
+    }
+    return 0;
+  }
+
+  std::unique_ptr<sluice::cli::LocalCluster> cluster =
+      sluice::bench::StartBenchCluster("sluice-bench", 2, 1, state_memory);
+  if (cluster == nullptr) return 1;
+  const std::string dir = cluster->options().dir;
+  sluice::cli::CoordinatorClient client(cluster->coordinator_address());
+  Result r;
+  bool ok = Measure(*cluster, client, records, keys, reps, &r);
+  cluster->Stop();
+  std::filesystem::remove_all(dir);
+  if (!ok) return 1;
+  std::printf("reproduce: build/bin/shuffle_benchmark --records %lld --keys %lld --reps %d%s\n",
+              static_cast<long long>(records), static_cast<long long>(keys), reps,
+              state_memory.empty() ? "" : (" --state-memory " + state_memory).c_str());
   std::printf("BENCH shuffle_keyed_count records=%lld wall_s=%.3f records_per_s=%.0f cpu_s=%.3f "
-              "records_per_cpu_s=%.0f loop_records_per_cpu_s=%.0f loop_ratio=%.2f\n",
-              static_cast<long long>(records), Median(walls), Median(rates), Median(cpus),
-              Median(per_cpu), Median(loop_per_cpu), ratio);
+              "records_per_cpu_s=%.0f loop_records_per_cpu_s=%.0f loop_ratio=%.2f "
+              "worker_rss_mb=%.0f cache_hit_rate=%.3f\n",
+              static_cast<long long>(records), r.wall_s, r.records_per_s, r.cpu_s,
+              r.records_per_cpu_s, r.loop_records_per_cpu_s,
+              r.loop_records_per_cpu_s / r.records_per_cpu_s, r.worker_rss_mb, r.cache_hit_rate);
   return 0;
 }

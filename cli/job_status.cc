@@ -20,6 +20,18 @@ std::string FormatDuration(const proto::JobInfo& j, int64_t now_ms) {
   return absl::StrFormat("%.1fs", (end - j.submit_time_ms()) / 1000.0);
 }
 
+std::string FormatBytes(uint64_t b) {
+  if (b >= (uint64_t{1} << 30)) return absl::StrFormat("%.2f GiB", b / 1073741824.0);
+  if (b >= (uint64_t{1} << 20)) return absl::StrFormat("%.1f MiB", b / 1048576.0);
+  if (b >= (uint64_t{1} << 10)) return absl::StrFormat("%.1f KiB", b / 1024.0);
+  return absl::StrFormat("%d B", b);
+}
+
+std::string FormatHitRate(uint64_t hits, uint64_t misses) {
+  if (hits + misses == 0) return "-";
+  return absl::StrFormat("%.1f%%", 100.0 * hits / (hits + misses));
+}
+
 absl::string_view FailureLabel(proto::JobState state) {
   switch (state) {
     case proto::JOB_FAILED:
@@ -56,6 +68,21 @@ std::string FormatJobStatus(const proto::JobInfo& j, int64_t now_ms) {
       if (o.late_records_dropped() > 0) {
         absl::StrAppend(&out, absl::StrFormat("  %-20s %d late records dropped\n", "",
                                               o.late_records_dropped()));
+      }
+      if (o.has_state()) {
+        absl::StrAppend(&out, absl::StrFormat("  %-20s state %s, cache hit rate %s (%d hits, %d misses)\n",
+                                              "", FormatBytes(o.state_size_bytes()),
+                                              FormatHitRate(o.state_cache_hits(), o.state_cache_misses()),
+                                              o.state_cache_hits(), o.state_cache_misses()));
+        if (o.subtask_states_size() > 1) {
+          std::string per;
+          for (const auto& s : o.subtask_states()) {
+            absl::StrAppend(&per, per.empty() ? "" : ", ", "#", s.subtask(), " ",
+                            FormatBytes(s.state_size_bytes()), " ",
+                            FormatHitRate(s.state_cache_hits(), s.state_cache_misses()));
+          }
+          absl::StrAppend(&out, absl::StrFormat("  %-20s per subtask: %s\n", "", per));
+        }
       }
       if (o.has_input_watermark_ms() || o.idle_subtasks() > 0) {
         std::string idle = o.idle_subtasks() == 0 ? ""

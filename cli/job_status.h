@@ -16,6 +16,11 @@ std::string FormatRate(double records_per_s);
 
 // Seconds since submission: until the end for an ended job, else until `now_ms`; "-" if the
 // job has no submission time.
+// "12.3 MiB" and the like.
+std::string FormatBytes(uint64_t bytes);
+// hits / (hits + misses) as "97.5%"; "-" when there were no reads.
+std::string FormatHitRate(uint64_t hits, uint64_t misses);
+
 std::string FormatDuration(const proto::JobInfo& j, int64_t now_ms);
 
 // How `sluice status` labels the job's recorded failure (JobInfo.error), by the job's state:

@@ -103,5 +103,33 @@ TEST(JobStatusTest, LateRecordsDroppedAreShownUnderTheirOperator) {
   EXPECT_THAT(FormatJobStatus(j, 10000), HasSubstr(" 17 late records dropped\n"));
 }
 
+TEST(JobStatusTest, KeyedStateShowsSizeAndCacheHitRatePerSubtask) {
+  proto::JobInfo j = JobWithFailure(proto::JOB_RUNNING);
+  j.clear_error();
+  proto::OperatorInfo* o = j.add_vertices()->add_operators();
+  o->set_id("counts");
+  o->set_type("aggregate");
+  o->set_parallelism(2);
+  o->set_has_state(true);
+  o->set_state_cache_hits(750);
+  o->set_state_cache_misses(250);
+  o->set_state_size_bytes(3 << 20);
+  for (int s = 0; s < 2; ++s) {
+    proto::SubtaskStateStats* ss = o->add_subtask_states();
+    ss->set_subtask(s);
+    ss->set_state_cache_hits(s == 0 ? 500 : 250);
+    ss->set_state_cache_misses(s == 0 ? 0 : 250);
+    ss->set_state_size_bytes(s == 0 ? 1 << 20 : 2 << 20);
+  }
+  std::string text = FormatJobStatus(j, 10000);
+  EXPECT_THAT(text, HasSubstr("state 3.0 MiB, cache hit rate 75.0% (750 hits, 250 misses)\n"));
+  EXPECT_THAT(text, HasSubstr("per subtask: #0 1.0 MiB 100.0%, #1 2.0 MiB 50.0%\n"));
+  o->set_has_state(false);
+  EXPECT_THAT(FormatJobStatus(j, 10000), Not(HasSubstr("cache hit rate")));
+  EXPECT_EQ(FormatHitRate(0, 0), "-");
+  EXPECT_EQ(FormatBytes(512), "512 B");
+  EXPECT_EQ(FormatBytes(uint64_t{3} << 30), "3.00 GiB");
+}
+
 }  // namespace
 }  // namespace sluice::cli

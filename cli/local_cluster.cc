@@ -519,6 +519,7 @@ std::vector<std::string> LocalCluster::WorkerArgs(int i, int slots) const {
                        std::max<int64_t>(50, options_.heartbeat_timeout_ms / 6)),
           "--log-level=" + options_.log_level};
   if (!options_.plugin_dir.empty()) args.push_back("--plugin-dir=" + options_.plugin_dir);
+  if (!options_.state_memory.empty()) args.push_back("--state-memory=" + options_.state_memory);
   return args;
 }
 

@@ -27,6 +27,9 @@ struct LocalClusterOptions {
   // Also start the embedded Kafka endpoint (sluice-kafka) with these topics (NAME:PARTITIONS).
   bool kafka = false;
   std::vector<std::string> kafka_topics;
+  // Every worker's --state-memory (its keyed-state memory budget, e.g. "2GiB"); "" = the
+  // worker's default (a share of the machine's or container's memory).
+  std::string state_memory;
 };
 
 // Paths inside a local cluster's directory.

@@ -207,6 +207,9 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   start->add_option("--plugin-dir", copts.plugin_dir,
                     "Cluster-wide operator plugins: every *.so here, for the coordinator and the workers");
+  start->add_option("--state-memory", copts.state_memory,
+                    "Each worker's memory for keyed state, e.g. 512MiB (default: 40% of the "
+                    "machine's memory, or of the container's cgroup limit)");
   start->add_flag("--kafka", copts.kafka, "Also start the embedded Kafka endpoint (sluice-kafka)");
   start->add_option("--kafka-topic", copts.kafka_topics, "Topic for it, NAME:PARTITIONS (repeatable)");
   auto* stop = cluster->add_subcommand("stop", "Stop the local cluster");

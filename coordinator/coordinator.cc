@@ -431,6 +431,13 @@ void Coordinator::HandleTaskState(Job& job, const proto::TaskStatus& st) {
       t.late_records_dropped[i] =
           std::max(t.late_records_dropped[i], st.operators(i).late_records_dropped());
     }
+    if (i < static_cast<int>(t.op_state.size()) && st.operators(i).has_state()) {
+      proto::OperatorCounters& s = t.op_state[i];
+      s.set_has_state(true);
+      s.set_state_cache_hits(std::max(s.state_cache_hits(), st.operators(i).state_cache_hits()));
+      s.set_state_cache_misses(std::max(s.state_cache_misses(), st.operators(i).state_cache_misses()));
+      s.set_state_size_bytes(st.operators(i).state_size_bytes());
+    }
   }
   if (TaskTerminal(t.state)) return;  // final states stick
   t.end_of_input = st.end_of_input();
@@ -600,6 +607,7 @@ absl::Status Coordinator::ScheduleLocked(Job& job) {
       t.records_out.assign(v.ops.size(), 0);
       t.records_skipped.assign(v.ops.size(), 0);
       t.late_records_dropped.assign(v.ops.size(), 0);
+      t.op_state.assign(v.ops.size(), proto::OperatorCounters());
       job.tasks[v.id].push_back(std::move(t));
     }
   }
@@ -840,6 +848,20 @@ proto::JobInfo Coordinator::JobInfoLocked(const Job& job) const {
         if (k < t.late_records_dropped.size()) late += t.late_records_dropped[k];
       }
       oi->set_late_records_dropped(late);
+      for (size_t s = 0; s < job.tasks[v.id].size(); ++s) {
+        const TaskEntry& t = job.tasks[v.id][s];
+        if (k >= t.op_state.size() || !t.op_state[k].has_state()) continue;
+        const proto::OperatorCounters& st = t.op_state[k];
+        oi->set_has_state(true);
+        oi->set_state_cache_hits(oi->state_cache_hits() + st.state_cache_hits());
+        oi->set_state_cache_misses(oi->state_cache_misses() + st.state_cache_misses());
+        oi->set_state_size_bytes(oi->state_size_bytes() + st.state_size_bytes());
+        proto::SubtaskStateStats* ss = oi->add_subtask_states();
+        ss->set_subtask(static_cast<int>(s));
+        ss->set_state_cache_hits(st.state_cache_hits());
+        ss->set_state_cache_misses(st.state_cache_misses());
+        ss->set_state_size_bytes(st.state_size_bytes());
+      }
       oi->set_records_in(in);
       oi->set_records_out(out);
       oi->set_records_skipped(skipped);

@@ -135,6 +135,8 @@ class Coordinator {
     std::vector<uint64_t> records_out;
     std::vector<uint64_t> records_skipped;
     std::vector<uint64_t> late_records_dropped;
+    // Keyed operators' state (has_state, cache hits and misses, size), as last reported.
+    std::vector<proto::OperatorCounters> op_state;
     bool end_of_input = false;
     // Event time, as last reported (a gauge, not a maximum): watermark_ms is meaningful with
     // has_watermark.

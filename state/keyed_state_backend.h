@@ -12,7 +12,13 @@
 #include "common/clock.h"
 #include "common/key_groups.h"
 #include "common/state_format.h"
+#include "common/metrics.h"
 #include "proto/checkpoint.pb.h"
+
+namespace rocksdb {
+class Cache;
+class WriteBufferManager;
+}  // namespace rocksdb
 
 namespace sluice::state {
 
@@ -28,11 +34,21 @@ struct StateBackendOptions {
   int max_parallelism = kDefaultMaxParallelism;
   KeyGroupRange range{0, kDefaultMaxParallelism - 1};  // key groups this subtask owns
   size_t cache_bytes = 32 << 20;         // budget of the in-memory write-back cache
-  size_t block_cache_bytes = 32 << 20;   // RocksDB block cache (data blocks)
+  size_t block_cache_bytes = 32 << 20;   // RocksDB block cache (data blocks), when not shared
   size_t write_buffer_bytes = 64 << 20;  // one RocksDB memtable (at most two exist)
+  // A block cache and write buffer manager shared with the worker's other backends (its
+  // StateMemory, memory_budget.h); null: a block cache of block_cache_bytes of its own.
+  std::shared_ptr<rocksdb::Cache> shared_block_cache;
+  std::shared_ptr<rocksdb::WriteBufferManager> write_buffer_manager;
   Clock* clock = Clock::Real();   // for TTL (processing time)
   // Named in every kDataLoss error about this backend's state (restore and reads).
   StateOrigin origin;
+  // Where the backend publishes its cache hits and misses and its approximate size (live SST
+  // files + memtables + cache bytes): every kStatsInterval cache reads, at SnapshotSync() and
+  // when it closes. Null: not published.
+  std::shared_ptr<Counter> cache_hits;
+  std::shared_ptr<Counter> cache_misses;
+  std::shared_ptr<Gauge> size_bytes;
 };
 
 // A snapshot whose synchronous part is done: a RocksDB checkpoint (hard links) in a local

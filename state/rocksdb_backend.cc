@@ -30,8 +30,10 @@
 #include "rocksdb/options.h"
 #include "rocksdb/table.h"
 #include "rocksdb/utilities/checkpoint.h"
+#include "rocksdb/write_buffer_manager.h"
 #include "rocksdb/write_batch.h"
 #include "state/internal/key_codec.h"
+#include "state/internal/write_back_cache.h"
 #include "state/keyed_state_backend.h"
 
 namespace sluice::state {
@@ -40,9 +42,8 @@ namespace {
 namespace fs = std::filesystem;
 using internal::kTimerStateId;
 
-// Approximate per-entry cost of the cache beyond key and value bytes (slot, entry struct,
-// string headers); keeps the budget honest for small entries.
-constexpr size_t kCacheEntryOverhead = 96;
+// The backend publishes its statistics (StateBackendOptions) every this many cache reads.
+constexpr uint64_t kStatsInterval = 1 << 14;
 // Rescale restore writes into the new DB in batches of about this size.
 constexpr size_t kRestoreBatchBytes = 4 << 20;
 
@@ -192,12 +193,14 @@ rocksdb::Options MakeDbOptions(const StateBackendOptions& o) {
   rocksdb::BlockBasedTableOptions table;
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   table.whole_key_filtering = true;
-  table.block_cache = rocksdb::NewLRUCache(o.block_cache_bytes);
+  table.block_cache = o.shared_block_cache != nullptr ? o.shared_block_cache
+                                                      : rocksdb::NewLRUCache(o.block_cache_bytes);
   // Index and filter blocks stay in the table readers (not evicted by data blocks).
   options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   options.memtable_whole_key_filtering = true;
   options.memtable_prefix_bloom_size_ratio = 0.05;
   options.write_buffer_size = o.write_buffer_bytes;
+  options.write_buffer_manager = o.write_buffer_manager;
   options.max_write_buffer_number = 2;
   options.create_if_missing = true;
   // Closing discards the working copy (state is recovered from checkpoints), so no flush.
@@ -264,11 +267,13 @@ class RocksDbBackend final : public KeyedStateBackend {
   explicit RocksDbBackend(const StateBackendOptions& options)
       : options_(options), db_dir_((fs::path(options.local_dir) / "db").string()),
         backend_id_(RandomHexId()),
+        cache_(options.cache_bytes),
         timers_stored_(options.range.last - options.range.first + 1, false) {
     write_options_.disableWAL = true;  // memtables are flushed for every snapshot
   }
 
   ~RocksDbBackend() override {
+    PublishStats();
     if (db_ != nullptr) {
       rocksdb::Status s = db_->Close();
       (void)s;
@@ -330,7 +335,7 @@ class RocksDbBackend final : public KeyedStateBackend {
       const PendingSnapshot& snapshot, const std::string& job_checkpoint_dir,
       const std::string& private_dir) override;
 
-  size_t CacheBytesForTest() const override { return cache_bytes_; }
+  size_t CacheBytesForTest() const override { return cache_.bytes(); }
   absl::string_view CurrentKey() const override { return current_key_; }
   int64_t NextTimerLowerBound(TimerDomain domain) const override {
     const int d = static_cast<int>(domain);
@@ -346,15 +351,6 @@ class RocksDbBackend final : public KeyedStateBackend {
     int64_t ttl_ms = 0;
     bool in_use = false;      // a name is bound to this id (registered or restored)
     bool registered = false;  // RegisterState() handed this id out
-  };
-
-  struct CacheEntry {
-    std::string value;  // payload without the expiry prefix
-    int64_t expiry = 0;  // wall millis; 0 = never
-    bool dirty = false;
-    bool deleted = false;    // absent (tombstone or negative lookup)
-    bool referenced = true;  // second-chance bit for eviction
-    bool in_db = true;       // RocksDB may hold the key (false: a delete needs no tombstone)
   };
 
   // A shared file this backend uploaded (or restored from): its name in <dir>/shared/. A
@@ -420,27 +416,26 @@ class RocksDbBackend final : public KeyedStateBackend {
     return ttl > 0 ? options_.clock->WallMillis() + ttl : 0;
   }
 
-  // The cache entry of key_buf_, loaded from RocksDB on a miss; expired entries come back
-  // deleted (and dirty, so RocksDB drops them too). The pointer is valid until the next cache
-  // insertion or eviction.
-  absl::StatusOr<CacheEntry*> Lookup();
-  // The cache entry of key_buf_ for a blind write (no RocksDB read).
-  CacheEntry* Upsert();
-  void SetValue(CacheEntry* e, absl::string_view v) {
-    cache_bytes_ -= e->value.size();
-    e->value.assign(v.data(), v.size());
-    cache_bytes_ += e->value.size();
-  }
-  void MarkDirty(const std::string& key, CacheEntry* e);
+  using Ref = internal::WriteBackCache::Ref;
+  // The cache entry of key_buf_ (payload without the expiry prefix), loaded from RocksDB on a
+  // miss; expired entries come back deleted (and dirty, so RocksDB drops them too). Valid until
+  // the next MaybeEvict().
+  absl::StatusOr<Ref> Lookup();
+  // Publishes cache hits and misses (their growth since the last call) and the state size.
+  void PublishStats();
+  // Sets the entry of key_buf_ (no RocksDB read) to `value`, expiring as state `id` does.
+  absl::Status WriteValue(StateId id, absl::string_view value);
   absl::Status WriteTombstone();
-  // Writes every dirty entry to RocksDB in one batch; entries stay cached, clean.
-  absl::Status FlushDirty();
-  // Keeps the cache within options_.cache_bytes: flushes, then drops entries (second chance).
-  absl::Status MaybeEvict() {
-    if (cache_bytes_ <= options_.cache_bytes) return absl::OkStatus();
-    return Evict();
+  // Writes the cache entries `refs` to RocksDB in one WriteBatch (the cache's WriteFn).
+  absl::Status WriteEntries(absl::Span<const Ref> refs);
+  // Writes every dirty entry to RocksDB in batches; entries stay cached, clean.
+  absl::Status FlushDirty() {
+    return cache_.FlushDirty([this](absl::Span<const Ref> refs) { return WriteEntries(refs); });
   }
-  absl::Status Evict();
+  // Keeps the cache within options_.cache_bytes (incremental eviction, WriteBackCache).
+  absl::Status MaybeEvict() {
+    return cache_.MakeRoom([this](absl::Span<const Ref> refs) { return WriteEntries(refs); });
+  }
 
   // Constant after construction.
   const StateBackendOptions options_;
@@ -457,11 +452,11 @@ class RocksDbBackend final : public KeyedStateBackend {
   std::string current_key_;
   int current_kg_ = -1;
   bool key_valid_ = false;
-  absl::flat_hash_map<std::string, CacheEntry> cache_;
-  size_t cache_bytes_ = 0;
-  std::vector<std::string> dirty_keys_;  // first num_dirty_ are live; capacity is reused
-  size_t num_dirty_ = 0;
-  std::vector<CacheEntry*> flushed_;
+  internal::WriteBackCache cache_;
+  std::vector<Ref> sorted_refs_;  // scratch of WriteEntries()
+  uint64_t published_hits_ = 0;
+  uint64_t published_misses_ = 0;
+  uint64_t next_publish_ = kStatsInterval;  // cache reads (hits + misses) when to publish
   rocksdb::WriteBatch batch_;
   // Pending timers per domain. RocksDB holds the timers of the last snapshot (or restore) in
   // the key groups marked in timers_stored_ (index: key group - options_.range.first).
@@ -564,16 +559,32 @@ absl::Status RocksDbBackend::CheckDomain(TimerDomain domain) const {
 // ---------------------------------------------------------------------------------------------
 // Cache
 
-absl::StatusOr<RocksDbBackend::CacheEntry*> RocksDbBackend::Lookup() {
-  auto it = cache_.find(key_buf_);
-  if (it != cache_.end()) {
-    CacheEntry* e = &it->second;
-    e->referenced = true;
-    if (!e->deleted && e->expiry != 0 && e->expiry <= options_.clock->WallMillis()) {
-      SetValue(e, absl::string_view());
-      e->deleted = true;
-      e->expiry = 0;
-      MarkDirty(it->first, e);
+void RocksDbBackend::PublishStats() {
+  if (options_.cache_hits != nullptr) options_.cache_hits->Add(cache_.hits() - published_hits_);
+  if (options_.cache_misses != nullptr) {
+    options_.cache_misses->Add(cache_.misses() - published_misses_);
+  }
+  published_hits_ = cache_.hits();
+  published_misses_ = cache_.misses();
+  next_publish_ = published_hits_ + published_misses_ + kStatsInterval;
+  if (options_.size_bytes == nullptr || db_ == nullptr) return;
+  uint64_t sst = 0;
+  uint64_t memtables = 0;
+  if (!db_->GetIntProperty(rocksdb::DB::Properties::kLiveSstFilesSize, &sst)) sst = 0;
+  if (!db_->GetIntProperty(rocksdb::DB::Properties::kCurSizeAllMemTables, &memtables)) memtables = 0;
+  options_.size_bytes->Set(static_cast<double>(sst + memtables + cache_.bytes()));
+}
+
+absl::StatusOr<RocksDbBackend::Ref> RocksDbBackend::Lookup() {
+  if (cache_.hits() + cache_.misses() >= next_publish_) PublishStats();
+  Ref e = cache_.Find(key_buf_);
+  if (e != internal::WriteBackCache::kNone) {
+    const int64_t expiry = cache_.expiry(e);
+    if (!cache_.deleted(e) && expiry != 0 && expiry <= options_.clock->WallMillis()) {
+      cache_.SetValue(e, absl::string_view());
+      cache_.set_deleted(e, true);
+      cache_.set_expiry(e, 0);
+      cache_.MarkDirty(e);
     }
     return e;
   }
@@ -582,108 +593,69 @@ absl::StatusOr<RocksDbBackend::CacheEntry*> RocksDbBackend::Lookup() {
     return FromRocks(s, absl::StrCat(options_.operator_id, ": state read"),
                      absl::StatusCode::kUnavailable);
   }
-  auto [ins, inserted] = cache_.try_emplace(key_buf_);
-  (void)inserted;
-  CacheEntry* e = &ins->second;
-  cache_bytes_ += ins->first.size() + kCacheEntryOverhead;
-  e->deleted = true;
-  e->in_db = s.ok();
+  int64_t expiry = 0;
+  absl::string_view payload;
+  if (s.ok() && !internal::DecodeStoredValue(read_buf_, &expiry, &payload)) {
+    return options_.origin.DataLoss("malformed state value");
+  }
+  e = cache_.Insert(key_buf_);  // deleted, clean
+  cache_.set_in_db(e, s.ok());
   if (s.ok()) {
-    int64_t expiry;
-    absl::string_view payload;
-    if (!internal::DecodeStoredValue(read_buf_, &expiry, &payload)) {
-      cache_bytes_ -= ins->first.size() + kCacheEntryOverhead;
-      cache_.erase(ins);
-      return options_.origin.DataLoss("malformed state value");
-    }
     if (expiry != 0 && expiry <= options_.clock->WallMillis()) {
-      MarkDirty(ins->first, e);  // lazily deletes it from RocksDB
+      cache_.MarkDirty(e);  // lazily deletes it from RocksDB
     } else {
-      SetValue(e, payload);
-      e->expiry = expiry;
-      e->deleted = false;
+      cache_.SetValue(e, payload);
+      cache_.set_expiry(e, expiry);
+      cache_.set_deleted(e, false);
     }
   }
   return e;
 }
 
-RocksDbBackend::CacheEntry* RocksDbBackend::Upsert() {
-  auto [it, inserted] = cache_.try_emplace(key_buf_);
-  if (inserted) cache_bytes_ += it->first.size() + kCacheEntryOverhead;
-  it->second.referenced = true;
-  return &it->second;
-}
-
-void RocksDbBackend::MarkDirty(const std::string& key, CacheEntry* e) {
-  if (e->dirty) return;
-  e->dirty = true;
-  if (num_dirty_ < dirty_keys_.size()) {
-    dirty_keys_[num_dirty_].assign(key);
-  } else {
-    dirty_keys_.push_back(key);
-  }
-  ++num_dirty_;
+absl::Status RocksDbBackend::WriteValue(StateId id, absl::string_view value) {
+  Ref e = cache_.FindOrInsert(key_buf_);
+  cache_.SetValue(e, value);
+  cache_.set_deleted(e, false);
+  cache_.set_expiry(e, ExpiryFor(id));
+  cache_.MarkDirty(e);
+  return MaybeEvict();
 }
 
 absl::Status RocksDbBackend::WriteTombstone() {
-  CacheEntry* e = Upsert();
-  SetValue(e, absl::string_view());
-  e->deleted = true;
-  e->expiry = 0;
-  if (e->in_db) {
-    MarkDirty(key_buf_, e);
+  Ref e = cache_.FindOrInsert(key_buf_);
+  cache_.SetValue(e, absl::string_view());
+  cache_.set_deleted(e, true);
+  cache_.set_expiry(e, 0);
+  if (cache_.in_db(e)) {
+    cache_.MarkDirty(e);
   } else {
-    e->dirty = false;  // never reached RocksDB (FlushDirty skips its slot in dirty_keys_)
+    cache_.MarkClean(e);  // never reached RocksDB
   }
   return MaybeEvict();
 }
 
-absl::Status RocksDbBackend::FlushDirty() {
-  if (num_dirty_ == 0) return absl::OkStatus();
+absl::Status RocksDbBackend::WriteEntries(absl::Span<const Ref> refs) {
+  // In key order: the memtable's skip list then finds each insertion point from the last one
+  // (its splice) instead of from the top.
+  sorted_refs_.assign(refs.begin(), refs.end());
+  std::sort(sorted_refs_.begin(), sorted_refs_.end(),
+            [this](Ref a, Ref b) { return cache_.key(a) < cache_.key(b); });
   batch_.Clear();
-  flushed_.clear();
-  for (size_t i = 0; i < num_dirty_; ++i) {
-    const std::string& key = dirty_keys_[i];
-    auto it = cache_.find(key);
-    if (it == cache_.end() || !it->second.dirty) continue;
-    CacheEntry& e = it->second;
+  for (Ref e : sorted_refs_) {
     rocksdb::Status s;
-    if (e.deleted) {
-      s = batch_.Delete(ToSlice(key));
+    if (cache_.deleted(e)) {
+      s = batch_.Delete(ToSlice(cache_.key(e)));
     } else {
       value_buf_.clear();
-      internal::AppendStoredValue(&value_buf_, e.expiry, e.value);
-      s = batch_.Put(ToSlice(key), ToSlice(value_buf_));
+      internal::AppendStoredValue(&value_buf_, cache_.expiry(e), cache_.value(e));
+      s = batch_.Put(ToSlice(cache_.key(e)), ToSlice(value_buf_));
     }
     if (!s.ok()) return FromRocks(s, "state write batch");
-    flushed_.push_back(&e);
   }
   rocksdb::Status s = db_->Write(write_options_, &batch_);
   if (!s.ok()) {
     return FromRocks(s, absl::StrCat(options_.operator_id, ": writing state to ", db_dir_),
                      absl::StatusCode::kUnavailable);
-  }
-  for (CacheEntry* e : flushed_) {
-    e->dirty = false;
-    e->in_db = !e->deleted;
-  }
-  num_dirty_ = 0;
-  return absl::OkStatus();
-}
-
-absl::Status RocksDbBackend::Evict() {
-  SLUICE_RETURN_IF_ERROR(FlushDirty());
-  const size_t target = options_.cache_bytes / 2;
-  for (int pass = 0; pass < 2 && cache_bytes_ > target; ++pass) {
-    for (auto it = cache_.begin(); it != cache_.end() && cache_bytes_ > target;) {
-      if (pass == 0 && it->second.referenced) {
-        it->second.referenced = false;
-        ++it;
-        continue;
-      }
-      cache_bytes_ -= it->first.size() + it->second.value.size() + kCacheEntryOverhead;
-      cache_.erase(it++);
-    }
   }
   return absl::OkStatus();
 }
@@ -694,9 +666,12 @@ absl::Status RocksDbBackend::Evict() {
 absl::StatusOr<bool> RocksDbBackend::Get(StateId id, std::string* value) {
   SLUICE_RETURN_IF_ERROR(CheckAccess(id, StateKind::kValue));
   BuildKey(id);
-  SLUICE_ASSIGN_OR_RETURN(CacheEntry * e, Lookup());
-  bool found = !e->deleted;
-  if (found) value->assign(e->value);
+  SLUICE_ASSIGN_OR_RETURN(Ref e, Lookup());
+  bool found = !cache_.deleted(e);
+  if (found) {
+    absl::string_view v = cache_.value(e);
+    value->assign(v.data(), v.size());
+  }
   SLUICE_RETURN_IF_ERROR(MaybeEvict());
   return found;
 }
@@ -704,12 +679,7 @@ absl::StatusOr<bool> RocksDbBackend::Get(StateId id, std::string* value) {
 absl::Status RocksDbBackend::Put(StateId id, absl::string_view value) {
   SLUICE_RETURN_IF_ERROR(CheckAccess(id, StateKind::kValue));
   BuildKey(id);
-  CacheEntry* e = Upsert();
-  SetValue(e, value);
-  e->deleted = false;
-  e->expiry = ExpiryFor(id);
-  MarkDirty(key_buf_, e);
-  return MaybeEvict();
+  return WriteValue(id, value);
 }
 
 absl::Status RocksDbBackend::Delete(StateId id) {
@@ -721,26 +691,26 @@ absl::Status RocksDbBackend::Delete(StateId id) {
 absl::Status RocksDbBackend::Append(StateId id, absl::string_view element) {
   SLUICE_RETURN_IF_ERROR(CheckAccess(id, StateKind::kList));
   BuildKey(id);
-  SLUICE_ASSIGN_OR_RETURN(CacheEntry * e, Lookup());
-  if (e->deleted) {
-    SetValue(e, absl::string_view());
-    e->deleted = false;
+  SLUICE_ASSIGN_OR_RETURN(Ref e, Lookup());
+  if (cache_.deleted(e)) {
+    cache_.SetValue(e, absl::string_view());
+    cache_.set_deleted(e, false);
   }
-  cache_bytes_ -= e->value.size();
-  internal::AppendListElement(&e->value, element);
-  cache_bytes_ += e->value.size();
-  e->expiry = ExpiryFor(id);
-  MarkDirty(key_buf_, e);
+  value_buf_.clear();
+  internal::AppendListElement(&value_buf_, element);
+  cache_.AppendValue(e, value_buf_);
+  cache_.set_expiry(e, ExpiryFor(id));
+  cache_.MarkDirty(e);
   return MaybeEvict();
 }
 
 absl::Status RocksDbBackend::GetList(StateId id, std::vector<std::string>* out) {
   SLUICE_RETURN_IF_ERROR(CheckAccess(id, StateKind::kList));
   BuildKey(id);
-  SLUICE_ASSIGN_OR_RETURN(CacheEntry * e, Lookup());
-  if (e->deleted) {
+  SLUICE_ASSIGN_OR_RETURN(Ref e, Lookup());
+  if (cache_.deleted(e)) {
     out->clear();
-  } else if (!internal::DecodeList(e->value, out)) {
+  } else if (!internal::DecodeList(cache_.value(e), out)) {
     out->clear();
     return options_.origin.DataLoss(absl::StrCat("malformed list state '",
                                             states_[id].name, "'"));
@@ -758,9 +728,12 @@ absl::StatusOr<bool> RocksDbBackend::MapGet(StateId id, absl::string_view user_k
                                             std::string* value) {
   SLUICE_RETURN_IF_ERROR(CheckAccess(id, StateKind::kMap));
   BuildKey(id, user_key);
-  SLUICE_ASSIGN_OR_RETURN(CacheEntry * e, Lookup());
-  bool found = !e->deleted;
-  if (found) value->assign(e->value);
+  SLUICE_ASSIGN_OR_RETURN(Ref e, Lookup());
+  bool found = !cache_.deleted(e);
+  if (found) {
+    absl::string_view v = cache_.value(e);
+    value->assign(v.data(), v.size());
+  }
   SLUICE_RETURN_IF_ERROR(MaybeEvict());
   return found;
 }
@@ -769,12 +742,7 @@ absl::Status RocksDbBackend::MapPut(StateId id, absl::string_view user_key,
                                     absl::string_view value) {
   SLUICE_RETURN_IF_ERROR(CheckAccess(id, StateKind::kMap));
   BuildKey(id, user_key);
-  CacheEntry* e = Upsert();
-  SetValue(e, value);
-  e->deleted = false;
-  e->expiry = ExpiryFor(id);
-  MarkDirty(key_buf_, e);
-  return MaybeEvict();
+  return WriteValue(id, value);
 }
 
 absl::Status RocksDbBackend::MapRemove(StateId id, absl::string_view user_key) {
@@ -829,8 +797,8 @@ absl::Status RocksDbBackend::ForEachKey(
                                                 states_[id].name, "'"));
       }
       if (expiry != 0 && expiry <= now) continue;
-      auto cached = cache_.find(ToView(it->key()));
-      if (cached != cache_.end() && cached->second.deleted) continue;
+      const Ref cached = cache_.Peek(ToView(it->key()));
+      if (cached != internal::WriteBackCache::kNone && cache_.deleted(cached)) continue;
       SetCurrentKey(decoded.key, kg);
       SLUICE_RETURN_IF_ERROR(fn(current_key_));
     }
@@ -975,6 +943,7 @@ absl::StatusOr<PendingSnapshot> RocksDbBackend::SnapshotSync(int64_t checkpoint_
   if (!s.ok()) {
     return FromRocks(s, absl::StrCat("flushing ", db_dir_), absl::StatusCode::kAborted);
   }
+  PublishStats();
   PendingSnapshot snapshot;
   snapshot.checkpoint_id = checkpoint_id;
   fs::path dir = fs::path(options_.local_dir) / absl::StrCat("chk-", checkpoint_id);

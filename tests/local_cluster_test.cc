@@ -5,12 +5,14 @@
 
 #include <signal.h>
 
+#include <fstream>
 #include <functional>
 #include <set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "cli/job_status.h"
 #include "tests/cluster_fixture.h"
 
 namespace sluice::testing {
@@ -320,6 +322,41 @@ TEST(LocalClusterTest, RestartCoordinatorKeepsBothPorts) {
   (*c)->Stop();
   std::error_code ec;
   fs::remove_all(root, ec);
+}
+
+// `sluice cluster start --state-memory` reaches the workers, and `sluice status` shows each
+// keyed operator's state cache: a keyed count over K keys reads its state once per record, and
+// with every key fitting in the cache only the first read of each key misses.
+TEST_F(LocalClusterCliTest, StateMemoryReachesTheWorkersAndStatusShowsTheStateCache) {
+  StartCluster("--state-memory 64MiB");
+  for (const char* w : {"worker-0.cmd", "worker-1.cmd"}) {
+    EXPECT_THAT(ReadAll(dir_ + "/" + w), HasSubstr("--state-memory=64MiB")) << w;
+  }
+  constexpr int kRecords = 30000;
+  constexpr int kKeys = 1000;
+  const std::string job_file = root_ + "/count.yaml";
+  std::ofstream(job_file) << absl::StrCat(R"(
+name: keyed-count
+parallelism: 2
+operators:
+  - id: gen
+    type: datagen
+    count: )", kRecords, R"(
+    fields:
+      - {name: key, type: int64, expr: "seq % )", kKeys, R"("}
+  - {id: by_key, type: key_by, key: [key]}
+  - {id: counts, type: aggregate, aggregates: [{fn: count, as: n}]}
+  - {id: sink, type: blackhole}
+)");
+  std::string out;
+  ASSERT_EQ(Sluice("run --wait " + job_file, &out), 0) << out;
+  const std::string job = out.substr(0, out.find('\n'));
+  ASSERT_EQ(Sluice("status " + job, &out), 0) << out;
+  const uint64_t hits = kRecords - kKeys;
+  EXPECT_THAT(out, HasSubstr(absl::StrCat("cache hit rate ", cli::FormatHitRate(hits, kKeys), " (",
+                                          hits, " hits, ", kKeys, " misses)")))
+      << out;
+  EXPECT_THAT(out, HasSubstr("per subtask: #0 ")) << out;
 }
 
 }  // namespace

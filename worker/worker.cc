@@ -134,6 +134,13 @@ absl::Status Worker::Start() {
     SLUICE_RETURN_IF_ERROR(RegisterPluginOperators(dir_plugins_, &registry_));
     spdlog::info("loaded {} plugin(s) from {}", dir_plugins_.size(), options_.plugin_dir);
   }
+  const uint64_t state_memory =
+      options_.state_memory_bytes != 0 ? options_.state_memory_bytes
+                                     : state::DefaultStateMemory(options_.memory_limit_bytes);
+  state_memory_ = std::make_unique<state::StateMemory>(state_memory, options_.slots);
+  spdlog::info("state memory: {} MiB ({} MiB per slot{})", state_memory >> 20,
+               state_memory_->slot_bytes() >> 20,
+               options_.state_memory_bytes != 0 ? "" : ", the default share of the memory");
   control_service_ = std::make_unique<ControlService>(this);
   data_service_ = std::make_unique<DataPlaneService>(
       [this](const proto::ChannelHeader& h, std::shared_ptr<InputGate>* gate, int* channel) {
@@ -177,6 +184,9 @@ absl::Status Worker::Start() {
                                      "Seconds since the last acknowledged heartbeat", {});
   metrics_.AddCallbackGauge("sluice_worker_slots", "Task slots offered", {},
                             [s = options_.slots] { return s; });
+  metrics_.AddCallbackGauge("sluice_worker_state_memory_bytes",
+                            "Memory budget for keyed state (all slots)", {},
+                            [m = state_memory_->budget_bytes()] { return static_cast<double>(m); });
   metrics_.AddCallbackGauge("sluice_worker_tasks", "Tasks deployed on this worker", {}, [this] {
     absl::MutexLock lock(&mu_);
     size_t n = 0;
@@ -306,6 +316,9 @@ absl::Status Worker::Deploy(const proto::DeployTasksRequest& req) {
                             checkpoint::CheckpointStorage().ReadMetadata(req.restore_metadata()));
     restore = std::make_shared<const proto::CheckpointMetadata>(std::move(md));
   }
+  // With slot sharing a slot holds one subtask of every vertex: its keyed operators share it.
+  int keyed_operators = 0;
+  for (const plan::OperatorSpec& op : job->operators) keyed_operators += op.keyed ? 1 : 0;
   JobTasks jt;
   jt.attempt = req.attempt();
   jt.spec = job;
@@ -325,6 +338,8 @@ absl::Status Worker::Deploy(const proto::DeployTasksRequest& req) {
     d.graph = graph;
     d.placement = placement;
     d.work_dir = work_dir_;
+    d.state_memory = state_memory_.get();
+    d.keyed_operators_per_slot = keyed_operators;
     d.checkpoint_dir = req.checkpoint_dir();
     d.restore = restore;
     d.restore_dir = req.restore_dir();

@@ -18,6 +18,7 @@
 #include "proto/data.grpc.pb.h"
 #include "worker/internal/data_plane.h"
 #include "sdk/host/plugin_loader.h"
+#include "state/memory_budget.h"
 #include "worker/internal/task.h"
 
 namespace sluice::worker {
@@ -35,6 +36,13 @@ struct WorkerOptions {
   // Cluster-wide plugins: every *.so here is loaded at Start() and its operator types
   // registered for every job. "" = none.
   std::string plugin_dir;
+  // Memory for keyed state (write-back caches, RocksDB block cache and memtables), divided
+  // among the slots (state/memory_budget.h); 0 = state::DefaultStateMemory(), a share of the
+  // machine's or the container's memory.
+  uint64_t state_memory_bytes = 0;
+  // The memory this worker may use, whose share the default state memory is (0: the cgroup
+  // limit, else the machine's memory).
+  uint64_t memory_limit_bytes = 0;
   Clock* clock = Clock::Real();
 };
 
@@ -102,6 +110,8 @@ class Worker {
   void ReapFinishedJobs();
 
   const WorkerOptions options_;
+  // The keyed-state memory budget and the RocksDB cache its backends share (made in Start()).
+  std::unique_ptr<state::StateMemory> state_memory_;
   ops::OperatorRegistry registry_;  // built-ins, connectors, --plugin-dir's (added in Start())
   std::vector<const plugin::LoadedPlugin*> dir_plugins_;  // set in Start(), constant after
   MetricsRegistry metrics_;

@@ -445,6 +445,19 @@ Task::Task(TaskDescriptor desc, const ops::OperatorRegistry* registry, ChannelFa
                                           "state was cleaned up (allowed lateness passed)",
                                           l, metrics_owner_)
                    : nullptr);
+    StateStats stats;
+    if (spec.keyed) {
+      stats.hits = metrics_->AddCounter("sluice_state_cache_hits_total",
+                                        "Keyed-state reads served by the write-back cache", l,
+                                        metrics_owner_);
+      stats.misses = metrics_->AddCounter("sluice_state_cache_misses_total",
+                                          "Keyed-state reads that went to RocksDB", l, metrics_owner_);
+      stats.size_bytes = metrics_->AddGauge(
+          "sluice_state_size_bytes",
+          "Approximate keyed-state size: RocksDB live SST files + memtables + write-back cache", l,
+          metrics_owner_);
+    }
+    state_stats_.push_back(std::move(stats));
     // Flink's currentInputWatermark: the same for every operator of a chain (none of ours
     // changes event time); kNoWatermark (-2^63) until there is one.
     watermark_gauges_.push_back(metrics_->AddGauge(
@@ -573,6 +586,12 @@ proto::TaskStatus Task::Status() const {
     c->set_records_out(out_counters_[i]->Value());
     c->set_records_skipped(skipped_counters_[i]->Value());
     if (late_counters_[i] != nullptr) c->set_late_records_dropped(late_counters_[i]->Value());
+    if (state_stats_[i].hits != nullptr) {
+      c->set_has_state(true);
+      c->set_state_cache_hits(state_stats_[i].hits->Value());
+      c->set_state_cache_misses(state_stats_[i].misses->Value());
+      c->set_state_size_bytes(static_cast<uint64_t>(state_stats_[i].size_bytes->Value()));
+    }
   }
   return st;
 }
@@ -1275,6 +1294,15 @@ absl::Status Task::SetUpState() {
     o.range = KeyGroupRangeForSubtask(job.max_parallelism, vertex.parallelism, desc_.subtask);
     o.clock = clock_;
     o.origin = OriginOf(desc_, *ops_[i]->spec);
+    if (desc_.state_memory != nullptr) {
+      desc_.state_memory->Configure(desc_.keyed_operators_per_slot, &o);
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      o.cache_hits = state_stats_[i].hits;
+      o.cache_misses = state_stats_[i].misses;
+      o.size_bytes = state_stats_[i].size_bytes;
+    }
     std::vector<proto::KeyedStateHandle> handles;
     if (desc_.restore != nullptr) {
       for (const auto& st : desc_.restore->subtasks()) {

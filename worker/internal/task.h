@@ -18,6 +18,7 @@
 #include "proto/checkpoint.pb.h"
 #include "proto/control.pb.h"
 #include "state/keyed_state_backend.h"
+#include "state/memory_budget.h"
 #include "proto/data.pb.h"
 #include "worker/internal/barrier_handler.h"
 #include "worker/internal/input_gate.h"
@@ -40,6 +41,10 @@ struct TaskDescriptor {
   // vertex -> subtask -> data address of the worker running it
   std::vector<std::vector<std::string>> placement;
   std::string work_dir;        // local directory for this task's state backends
+  // The worker's keyed-state memory, shared by `keyed_operators_per_slot` backends per slot
+  // (null: the backends' default sizes). Outlives the task.
+  const state::StateMemory* state_memory = nullptr;
+  int keyed_operators_per_slot = 1;
   std::string checkpoint_dir;  // the job's directory in checkpoint storage; "" = no checkpoints
   std::shared_ptr<const proto::CheckpointMetadata> restore;  // null: fresh start
   std::string restore_dir;     // directory the restored state's files are relative to
@@ -210,6 +215,14 @@ class Task {
   std::vector<std::shared_ptr<Counter>> out_counters_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<Counter>> skipped_counters_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<Counter>> late_counters_ ABSL_GUARDED_BY(mu_);  // null: not keyed
+  // Keyed operators' state backend statistics (its cache hits and misses, its size), which the
+  // backend publishes; all null for other operators.
+  struct StateStats {
+    std::shared_ptr<Counter> hits;
+    std::shared_ptr<Counter> misses;
+    std::shared_ptr<Gauge> size_bytes;
+  };
+  std::vector<StateStats> state_stats_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace sluice::worker

@@ -1,0 +1,222 @@
+#include "state/internal/write_back_cache.h"
+
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace sluice::state::internal {
+namespace {
+
+using Ref = WriteBackCache::Ref;
+
+// A store the cache writes into: key -> value ("" for a delete recorded as "<deleted>").
+struct FakeStore {
+  std::map<std::string, std::string> data;
+  std::vector<size_t> batch_sizes;
+  bool fail = false;
+  absl::Status Write(const WriteBackCache& cache, absl::Span<const Ref> refs) {
+    if (fail) return absl::UnavailableError("store down");
+    batch_sizes.push_back(refs.size());
+    for (Ref r : refs) {
+      EXPECT_TRUE(cache.dirty(r));
+      data[std::string(cache.key(r))] =
+          cache.deleted(r) ? "<deleted>" : std::string(cache.value(r));
+    }
+    return absl::OkStatus();
+  }
+};
+
+std::string Key(int i) { return absl::StrCat("key-", i); }
+
+// Sets `key` to `value` as a write does (inserting it if absent); marks it dirty if `dirty`.
+Ref Put(WriteBackCache& cache, const std::string& key, absl::string_view value, bool dirty) {
+  Ref r = cache.FindOrInsert(key);
+  cache.SetValue(r, value);
+  cache.set_deleted(r, false);
+  if (dirty) cache.MarkDirty(r);
+  return r;
+}
+
+TEST(WriteBackCacheTest, HitsMissesAndValues) {
+  WriteBackCache cache(1 << 20);
+  EXPECT_EQ(cache.Find("a"), WriteBackCache::kNone);
+  Ref a = cache.Insert("a");
+  EXPECT_TRUE(cache.deleted(a));
+  EXPECT_TRUE(cache.in_db(a));
+  EXPECT_FALSE(cache.dirty(a));
+  cache.SetValue(a, "short");
+  cache.set_deleted(a, false);
+  EXPECT_EQ(cache.Find("a"), a);
+  EXPECT_EQ(cache.Find("b"), WriteBackCache::kNone);
+  EXPECT_EQ(cache.Peek("a"), a);  // not counted
+  EXPECT_EQ(cache.hits(), 1u);
+  EXPECT_EQ(cache.misses(), 2u);
+  EXPECT_EQ(cache.key(a), "a");
+  EXPECT_EQ(cache.value(a), "short");
+  // Grows onto the heap and back inline; the key stays.
+  const std::string big(100, 'x');
+  cache.SetValue(a, big);
+  EXPECT_EQ(cache.value(a), big);
+  cache.AppendValue(a, "yz");
+  EXPECT_EQ(cache.value(a), big + "yz");
+  cache.SetValue(a, "v");
+  EXPECT_EQ(cache.key(a), "a");
+  EXPECT_EQ(cache.value(a), "v");
+  // A long key.
+  const std::string long_key(40, 'k');
+  Ref l = cache.FindOrInsert(long_key);
+  cache.SetValue(l, "w");
+  EXPECT_EQ(cache.Peek(long_key), l);
+  EXPECT_EQ(cache.key(l), long_key);
+  EXPECT_EQ(cache.FindOrInsert(long_key), l);
+  EXPECT_EQ(cache.size(), 2u);
+}
+
+TEST(WriteBackCacheTest, ByteAccounting) {
+  WriteBackCache cache(1 << 20);
+  Ref a = cache.Insert("a");
+  EXPECT_EQ(cache.bytes(), WriteBackCache::kEntryOverhead);  // inline
+  cache.SetValue(a, std::string(100, 'x'));                  // 101 bytes -> 104 on the heap
+  EXPECT_EQ(cache.bytes(), WriteBackCache::kEntryOverhead + 104);
+  cache.SetValue(a, "small");  // back inline
+  EXPECT_EQ(cache.bytes(), WriteBackCache::kEntryOverhead);
+  Ref b = cache.Insert(std::string(30, 'b'));  // key alone is on the heap: 32 bytes
+  EXPECT_EQ(cache.bytes(), 2 * WriteBackCache::kEntryOverhead + 32);
+  cache.Erase(b);
+  cache.Erase(a);
+  EXPECT_EQ(cache.bytes(), 0u);
+  EXPECT_EQ(cache.size(), 0u);
+}
+
+TEST(WriteBackCacheTest, FlushWritesEveryDirtyEntryOnceInBatches) {
+  WriteBackCache cache(size_t{1} << 30);
+  FakeStore store;
+  auto write = [&](absl::Span<const Ref> refs) { return store.Write(cache, refs); };
+  const int n = static_cast<int>(WriteBackCache::kFlushBatch) + 10;
+  for (int i = 0; i < n; ++i) {
+    Ref r = Put(cache, Key(i), absl::StrCat("v", i), /*dirty=*/true);
+    cache.MarkDirty(r);  // twice: listed once
+  }
+  Ref gone = cache.Find(Key(0));
+  cache.SetValue(gone, "");
+  cache.set_deleted(gone, true);
+  EXPECT_EQ(cache.dirty_count(), static_cast<size_t>(n));
+  // A failing store leaves everything dirty.
+  store.fail = true;
+  EXPECT_FALSE(cache.FlushDirty(write).ok());
+  EXPECT_EQ(cache.dirty_count(), static_cast<size_t>(n));
+  store.fail = false;
+  ASSERT_TRUE(cache.FlushDirty(write).ok());
+  EXPECT_EQ(cache.dirty_count(), 0u);
+  EXPECT_THAT(store.batch_sizes,
+              ::testing::ElementsAre(WriteBackCache::kFlushBatch, static_cast<size_t>(10)));
+  ASSERT_EQ(store.data.size(), static_cast<size_t>(n));
+  EXPECT_EQ(store.data[Key(0)], "<deleted>");
+  EXPECT_EQ(store.data[Key(n - 1)], absl::StrCat("v", n - 1));
+  EXPECT_FALSE(cache.in_db(gone));  // its tombstone is written
+  EXPECT_TRUE(cache.in_db(cache.Peek(Key(1))));
+  store.batch_sizes.clear();
+  ASSERT_TRUE(cache.FlushDirty(write).ok());  // nothing left
+  EXPECT_TRUE(store.batch_sizes.empty());
+  EXPECT_EQ(cache.size(), static_cast<size_t>(n));  // entries stay cached
+}
+
+TEST(WriteBackCacheTest, EvictsCleanUnreferencedFirstThenBatchesDirtyOnes) {
+  const size_t per_entry = WriteBackCache::kEntryOverhead;
+  WriteBackCache cache(10 * per_entry);
+  FakeStore store;
+  auto write = [&](absl::Span<const Ref> refs) { return store.Write(cache, refs); };
+  // 0..4 dirty, 5..9 clean; all referenced at insertion.
+  for (int i = 0; i < 10; ++i) Put(cache, Key(i), "v", /*dirty=*/i < 5);
+  ASSERT_TRUE(cache.MakeRoom(write).ok());  // within budget: nothing happens
+  EXPECT_EQ(cache.size(), 10u);
+  // Touch 7 again; insert 10 and 11: two entries must go. The first turn of the hand clears
+  // every reference bit; on the second the first clean unreferenced entries are 5 and 6.
+  ASSERT_NE(cache.Find(Key(7)), WriteBackCache::kNone);
+  cache.Insert(Key(10));
+  ASSERT_TRUE(cache.MakeRoom(write).ok());
+  cache.Insert(Key(11));
+  ASSERT_TRUE(cache.MakeRoom(write).ok());
+  EXPECT_EQ(cache.size(), 10u);
+  EXPECT_LE(cache.bytes(), cache.budget());
+  // The dirty entries 0..4 were met first but are not the ones dropped: clean entries go first.
+  std::vector<std::string> cached;
+  for (int i = 0; i < 12; ++i) {
+    if (cache.Peek(Key(i)) != WriteBackCache::kNone) cached.push_back(Key(i));
+  }
+  EXPECT_THAT(cached, ::testing::ElementsAre(Key(0), Key(1), Key(2), Key(3), Key(4), Key(7),
+                                             Key(8), Key(9), Key(10), Key(11)));
+  EXPECT_TRUE(store.data.empty());
+  EXPECT_EQ(cache.dirty_count(), 5u);
+  // Now every entry is dirty: the ones the hand meets are written in one batch, then dropped.
+  for (int i : {7, 8, 9, 10, 11}) cache.MarkDirty(cache.Peek(Key(i)));
+  Ref r = cache.Insert(Key(12));
+  cache.MarkDirty(r);
+  ASSERT_TRUE(cache.MakeRoom(write).ok());
+  EXPECT_LE(cache.bytes(), cache.budget());
+  ASSERT_EQ(store.batch_sizes.size(), 1u);
+  EXPECT_EQ(store.batch_sizes[0], store.data.size());
+  EXPECT_EQ(cache.size() + store.data.size(), 11u);
+  for (const auto& [key, value] : store.data) {
+    EXPECT_EQ(cache.Peek(key), WriteBackCache::kNone) << key;  // written, then dropped
+  }
+}
+
+TEST(WriteBackCacheTest, DirtyEntriesAreWrittenBeforeTheyAreDropped) {
+  const size_t per_entry = WriteBackCache::kEntryOverhead;
+  WriteBackCache cache(4 * per_entry);
+  FakeStore store;
+  auto write = [&](absl::Span<const Ref> refs) { return store.Write(cache, refs); };
+  for (int i = 0; i < 100; ++i) {
+    Put(cache, Key(i), absl::StrCat("v", i), /*dirty=*/true);
+    ASSERT_TRUE(cache.MakeRoom(write).ok());
+    ASSERT_LE(cache.bytes(), cache.budget());
+  }
+  ASSERT_TRUE(cache.FlushDirty(write).ok());
+  ASSERT_EQ(store.data.size(), 100u);  // every value reached the store exactly as last set
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(store.data[Key(i)], absl::StrCat("v", i));
+  // A failing store keeps dirty entries (over budget) instead of losing them.
+  store.fail = true;
+  for (int i = 100; i < 110; ++i) Put(cache, Key(i), "x", /*dirty=*/true);
+  EXPECT_FALSE(cache.MakeRoom(write).ok());
+  for (int i = 100; i < 110; ++i) EXPECT_NE(cache.Peek(Key(i)), WriteBackCache::kNone);
+  store.fail = false;
+  ASSERT_TRUE(cache.MakeRoom(write).ok());
+  EXPECT_LE(cache.bytes(), cache.budget());
+  ASSERT_TRUE(cache.FlushDirty(write).ok());
+  for (int i = 100; i < 110; ++i) EXPECT_EQ(store.data[Key(i)], "x");
+}
+
+TEST(WriteBackCacheTest, IndexAgreesWithAMapThroughInsertsAndErases) {
+  WriteBackCache cache(size_t{1} << 30);
+  std::map<std::string, std::string> model;
+  std::mt19937 rng(7);
+  for (int step = 0; step < 200000; ++step) {
+    const std::string key = Key(static_cast<int>(rng() % 5000));
+    const Ref r = cache.Peek(key);
+    ASSERT_EQ(r != WriteBackCache::kNone, model.count(key) == 1) << key;
+    if (r == WriteBackCache::kNone) {
+      const std::string value = absl::StrCat("v", step);
+      cache.SetValue(cache.Insert(key), value);
+      model[key] = value;
+    } else if (rng() % 2 == 0) {
+      ASSERT_EQ(cache.value(r), model[key]);
+      cache.Erase(r);
+      model.erase(key);
+    }
+  }
+  EXPECT_EQ(cache.size(), model.size());
+  for (const auto& [key, value] : model) {
+    const Ref r = cache.Peek(key);
+    ASSERT_NE(r, WriteBackCache::kNone) << key;
+    EXPECT_EQ(cache.value(r), value);
+  }
+}
+
+}  // namespace
+}  // namespace sluice::state::internal
