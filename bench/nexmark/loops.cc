@@ -5,6 +5,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace sluice::nexmark {
@@ -324,6 +325,114 @@ void Q11(const Generator& g, int64_t events, Emit emit) {
   for (const auto& [bidder, s] : sessions) out(bidder, s);
 }
 
+// q14: the bids with 0.908 * price (a double) in (1,000,000, 50,000,000), that price, the
+// class of their dateTime's hour of day (UTC: 8..18 'dayTime', 0..6 and 20..23 'nightTime', 7
+// and 19 'otherTime') and the number of 'c' in their padding: (auction, bidder, price,
+// bidTimeType, dateTime, extra, c_counts).
+void Q14(const Generator& g, int64_t events, Emit emit) {
+  constexpr int64_t kHourMs = 3'600'000;
+  Bid b;
+  Record row(7);
+  for (int64_t id = 0; id < events; ++id) {
+    if (KindOf(id) != EventKind::kBid) continue;
+    g.MakeBid(id, kBidAuction | kBidBidder | kBidPrice | kBidDateTime | kBidExtra, &b, &row[5].s);
+    const double euros = static_cast<double>(b.price) * 0.908;
+    if (!(euros > 1'000'000 && euros < 50'000'000)) continue;
+    const int64_t hour = b.date_time / kHourMs % 24;  // dateTime is after the epoch
+    row.SetInt(0, b.auction);
+    row.SetInt(1, b.bidder);
+    row.SetDouble(2, euros);
+    row.SetString(3, hour >= 8 && hour <= 18  ? "dayTime"
+                     : hour <= 6 || hour >= 20 ? "nightTime"
+                                               : "otherTime");
+    row.SetInt(4, b.date_time);
+    int64_t cs = 0;
+    for (char c : row[5].s) cs += c == 'c';
+    row.SetInt(6, cs);
+    emit(row);
+  }
+}
+
+// REGEXP_EXTRACT(url, '(&|^)channel_id=([^&]*)', 2): the value of the first `channel_id`
+// parameter (at the start of `url` or after a '&') up to the next '&'; false if there is none.
+bool ChannelIdOf(absl::string_view url, absl::string_view* value) {
+  constexpr absl::string_view kParam = "channel_id=";
+  size_t start;
+  if (absl::StartsWith(url, kParam)) {
+    start = kParam.size();
+  } else {
+    const size_t at = url.find(absl::StrCat("&", kParam));
+    if (at == absl::string_view::npos) return false;
+    start = at + 1 + kParam.size();
+  }
+  const size_t end = url.find('&', start);
+  *value = url.substr(start, end == absl::string_view::npos ? end : end - start);
+  return true;
+}
+
+// q21: bids with a channel id: '0'..'3' for the channels apple, google, facebook and baidu
+// (any case), else the url's channel_id parameter; the bids with neither are dropped:
+// (auction, bidder, price, channel, channel_id).
+void Q21(const Generator& g, int64_t events, Emit emit) {
+  constexpr absl::string_view kNamed[] = {"apple", "google", "facebook", "baidu"};
+  constexpr absl::string_view kIds[] = {"0", "1", "2", "3"};
+  Bid b;
+  Record row(5);
+  for (int64_t id = 0; id < events; ++id) {
+    if (KindOf(id) != EventKind::kBid) continue;
+    g.MakeBid(id, kBidAuction | kBidBidder | kBidPrice | kBidChannel | kBidUrl, &b);
+    absl::string_view channel_id;
+    bool found = false;
+    for (int i = 0; i < 4 && !found; ++i) {
+      if (absl::EqualsIgnoreCase(b.channel, kNamed[i])) {
+        channel_id = kIds[i];
+        found = true;
+      }
+    }
+    if (!found && !ChannelIdOf(b.url, &channel_id)) continue;
+    row.SetInt(0, b.auction);
+    row.SetInt(1, b.bidder);
+    row.SetInt(2, b.price);
+    row.SetString(3, b.channel);
+    row.SetString(4, channel_id);
+    emit(row);
+  }
+}
+
+// The n-th (from 0) piece of `s` cut at every `sep`; false if `s` has fewer pieces.
+bool PieceOf(absl::string_view s, char sep, int n, absl::string_view* piece) {
+  for (int i = 0; i < n; ++i) {
+    const size_t at = s.find(sep);
+    if (at == absl::string_view::npos) return false;
+    s.remove_prefix(at + 1);
+  }
+  *piece = s.substr(0, s.find(sep));
+  return true;
+}
+
+// q22: every bid with the 4th, 5th and 6th pieces of its url split at '/' (Flink's
+// SPLIT_INDEX(url, '/', 3..5), null where the url has fewer pieces): (auction, bidder, price,
+// channel, dir1, dir2, dir3).
+void Q22(const Generator& g, int64_t events, Emit emit) {
+  Bid b;
+  Record row(7);
+  for (int64_t id = 0; id < events; ++id) {
+    if (KindOf(id) != EventKind::kBid) continue;
+    g.MakeBid(id, kBidAuction | kBidBidder | kBidPrice | kBidChannel | kBidUrl, &b);
+    row.SetInt(0, b.auction);
+    row.SetInt(1, b.bidder);
+    row.SetInt(2, b.price);
+    row.SetString(3, b.channel);
+    for (int dir = 0; dir < 3; ++dir) {
+      absl::string_view piece;
+      const bool found = PieceOf(b.url, '/', 3 + dir, &piece);
+      row.SetNullTo(4 + dir, !found);
+      if (found) row.SetString(4 + dir, piece);
+    }
+    emit(row);
+  }
+}
+
 using LoopFn = void (*)(const Generator&, int64_t, Emit);
 
 struct Entry {
@@ -345,6 +454,9 @@ const std::vector<Entry>& Entries() {
         {{"q7", MakeSchema({{"auction", i}, {"price", i}, {"bidder", i}, {"dateTime", t}, {"extra", s}})}, &Q7},
         {{"q8", MakeSchema({{"id", i}, {"name", s}, {"starttime", t}})}, &Q8},
         {{"q11", MakeSchema({{"bidder", i}, {"bid_count", i}, {"starttime", t}, {"endtime", t}})}, &Q11},
+        {{"q14", MakeSchema({{"auction", i}, {"bidder", i}, {"price", d}, {"bidTimeType", s}, {"dateTime", t}, {"extra", s}, {"c_counts", i}})}, &Q14},
+        {{"q21", MakeSchema({{"auction", i}, {"bidder", i}, {"price", i}, {"channel", s}, {"channel_id", s, true}})}, &Q21},
+        {{"q22", MakeSchema({{"auction", i}, {"bidder", i}, {"price", i}, {"channel", s}, {"dir1", s, true}, {"dir2", s, true}, {"dir3", s, true}})}, &Q22},
     };
   }();
   return *entries;
