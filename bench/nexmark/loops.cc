@@ -370,6 +370,67 @@ bool ChannelIdOf(absl::string_view url, absl::string_view* value) {
   return true;
 }
 
+// q20: every bid on an auction of category 10 joined with that auction (an unbounded inner
+// join on bid auction = auction id; a bid may come before its auction, which has an id at most
+// 10 ahead): (auction, bidder, price, channel, url, bid_dateTime, bid_extra, itemName,
+// description, initialBid, reserve, auction_dateTime, expires, seller, category,
+// auction_extra).
+void Q20(const Generator& g, int64_t events, Emit emit) {
+  absl::flat_hash_map<int64_t, Auction> category10;  // by id
+  int64_t max_auction = -1;                           // the highest auction id generated
+  absl::flat_hash_map<int64_t, std::vector<Bid>> early;  // bids on auctions not generated yet
+  Record row(16);
+  auto out = [&](const Bid& b, const Auction& a) {
+    row.SetInt(0, b.auction);
+    row.SetInt(1, b.bidder);
+    row.SetInt(2, b.price);
+    row.SetString(3, b.channel);
+    row.SetString(4, b.url);
+    row.SetInt(5, b.date_time);
+    row.SetString(6, b.extra);
+    row.SetString(7, a.item_name);
+    row.SetString(8, a.description);
+    row.SetInt(9, a.initial_bid);
+    row.SetInt(10, a.reserve);
+    row.SetInt(11, a.date_time);
+    row.SetInt(12, a.expires);
+    row.SetInt(13, a.seller);
+    row.SetInt(14, a.category);
+    row.SetString(15, a.extra);
+    emit(row);
+  };
+  Auction a;
+  Bid b;
+  for (int64_t id = 0; id < events; ++id) {
+    switch (KindOf(id)) {
+      case EventKind::kPerson: break;
+      case EventKind::kAuction: {
+        g.MakeAuction(id, kAllFields, &a);
+        max_auction = std::max(max_auction, a.id);
+        auto it = early.find(a.id);
+        if (a.category == 10) {
+          const Auction& kept = category10[a.id] = a;
+          if (it != early.end()) {
+            for (const Bid& e : it->second) out(e, kept);
+          }
+        }
+        if (it != early.end()) early.erase(it);
+        break;
+      }
+      case EventKind::kBid: {
+        g.MakeBid(id, kAllFields, &b);
+        if (b.auction > max_auction) {
+          early[b.auction].push_back(b);
+          break;
+        }
+        auto it = category10.find(b.auction);
+        if (it != category10.end()) out(b, it->second);
+        break;
+      }
+    }
+  }
+}
+
 // q21: bids with a channel id: '0'..'3' for the channels apple, google, facebook and baidu
 // (any case), else the url's channel_id parameter; the bids with neither are dropped:
 // (auction, bidder, price, channel, channel_id).
@@ -455,6 +516,9 @@ const std::vector<Entry>& Entries() {
         {{"q8", MakeSchema({{"id", i}, {"name", s}, {"starttime", t}})}, &Q8},
         {{"q11", MakeSchema({{"bidder", i}, {"bid_count", i}, {"starttime", t}, {"endtime", t}})}, &Q11},
         {{"q14", MakeSchema({{"auction", i}, {"bidder", i}, {"price", d}, {"bidTimeType", s}, {"dateTime", t}, {"extra", s}, {"c_counts", i}})}, &Q14},
+        {{"q20", MakeSchema({{"auction", i}, {"bidder", i}, {"price", i}, {"channel", s}, {"url", s}, {"bid_dateTime", t}, {"bid_extra", s},
+                             {"itemName", s}, {"description", s}, {"initialBid", i}, {"reserve", i}, {"auction_dateTime", t},
+                             {"expires", t}, {"seller", i}, {"category", i}, {"auction_extra", s}})}, &Q20},
         {{"q21", MakeSchema({{"auction", i}, {"bidder", i}, {"price", i}, {"channel", s}, {"channel_id", s, true}})}, &Q21},
         {{"q22", MakeSchema({{"auction", i}, {"bidder", i}, {"price", i}, {"channel", s}, {"dir1", s, true}, {"dir2", s, true}, {"dir3", s, true}})}, &Q22},
     };

@@ -282,6 +282,39 @@ TEST(LoopsQ14Test, PriceRangeHourClassAndCharCount) {
   EXPECT_EQ(LoopRows("q14", g), expected);
 }
 
+// q20 as the SQL reads: every (bid, auction) with bid.auction = auction.id and category 10.
+TEST_F(LoopsTest, Q20BidsWithTheirCategory10Auction) {
+  std::map<int64_t, const Auction*> auctions;
+  for (const Auction& a : all_.auctions) auctions[a.id] = &a;
+  Rows rows("q20");
+  for (const Bid& b : all_.bids) {
+    auto it = auctions.find(b.auction);
+    if (it == auctions.end() || it->second->category != 10) continue;
+    const Auction& a = *it->second;
+    Record& r = rows.row();
+    r.SetInt(0, b.auction);
+    r.SetInt(1, b.bidder);
+    r.SetInt(2, b.price);
+    r.SetString(3, b.channel);
+    r.SetString(4, b.url);
+    r.SetInt(5, b.date_time);
+    r.SetString(6, b.extra);
+    r.SetString(7, a.item_name);
+    r.SetString(8, a.description);
+    r.SetInt(9, a.initial_bid);
+    r.SetInt(10, a.reserve);
+    r.SetInt(11, a.date_time);
+    r.SetInt(12, a.expires);
+    r.SetInt(13, a.seller);
+    r.SetInt(14, a.category);
+    r.SetString(15, a.extra);
+    rows.Add();
+  }
+  const std::vector<std::string> expected = rows.Sorted();
+  EXPECT_GT(expected.size(), 1000u);
+  EXPECT_EQ(LoopRows("q20", generator_), expected);
+}
+
 // q21 with the SQL's regular expression (std::regex) and lower().
 TEST_F(LoopsTest, Q21ChannelIds) {
   const std::regex channel_id("(&|^)channel_id=([^&]*)");
@@ -337,7 +370,7 @@ TEST(LoopsRegistryTest, KnowsTheQueries) {
   std::vector<std::string> names;
   for (const LoopQuery& q : LoopQueries()) names.push_back(q.name);
   EXPECT_EQ(names, (std::vector<std::string>{"q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8", "q11",
-                                              "q14", "q21", "q22"}));
+                                              "q14", "q20", "q21", "q22"}));
   EXPECT_EQ(FindLoopQuery("q6"), nullptr);
   Generator g;
   EXPECT_EQ(RunLoop("q6", g, 10, [](const Record&) {}).code(), absl::StatusCode::kNotFound);
