@@ -531,8 +531,11 @@ TEST_F(ExprTest, WarmEvaluationDoesNotAllocate) {
                    "lower(substr(`my field`, 1)), to_string(price / 3))");
   auto b = Compile("contains(upper(name), 'BO') and hash(name) >= 0 and max(name, 'a') != ''");
   auto d = Compile("if(active, to_double(to_string(price)), 0.0) + abs(-price)");
+  auto split = Compile("concat(split_index(name, 'o', 1), count_char(name, ' '), hour(ts))");
   ASSERT_GT(g_allocations.load(), at_start);  // The counter works: compiling allocates.
   Record out(1);
+  EXPECT_EQ(split->EvalString(record_), "b  422");
+  EvalInto(*split, record_, FieldType::kString, &out, 0);
   EXPECT_EQ(s->EvalString(record_), "BOB-42000000294-paced3.1666666666666665");
   EvalInto(*s, record_, FieldType::kString, &out, 0);  // Grows `out`'s buffer once.
   const int64_t before = g_allocations.load();
@@ -542,6 +545,7 @@ TEST_F(ExprTest, WarmEvaluationDoesNotAllocate) {
     (void)d->EvalDouble(record_);
     EvalInto(*s, record_, FieldType::kString, &out, 0);
     EvalInto(*d, record_, FieldType::kInt64, &out, 0);
+    EvalInto(*split, record_, FieldType::kString, &out, 0);
   }
   EXPECT_EQ(g_allocations.load() - before, 0);
 }
