@@ -21,7 +21,7 @@ namespace sluice::cli {
 namespace {
 
 // Published per-core throughput of Flink (events/s/core; 3 x 8-core nodes, RocksDB,
-// checkpoints every 3 min), from /work/shared/NEXMARK.md, which has none for q14, q21, q22.
+// checkpoints every 3 min), from /work/shared/NEXMARK.md, which has none for q14, q20, q21, q22.
 const std::map<std::string, double>& FlinkPerCore() {
   static const auto* m = new std::map<std::string, double>{
       {"q0", 155e3}, {"q1", 158e3}, {"q2", 175e3}, {"q3", 152e3}, {"q4", 34e3},
