@@ -30,7 +30,7 @@ TEST(BenchNexmarkTest, RefusesUnknownQueriesAndMissingJobFiles) {
   o.queries = {"q0", "q6"};
   EXPECT_THAT(RunNexmarkBench(o, out),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("unknown Nexmark query 'q6' (known: q0, q1, q2, q3, q4, q5, q7, q8, q11)")));
+                       HasSubstr("unknown Nexmark query 'q6' (known: q0, q1, q2, q3, q4, q5, q7, q8, q11, q14, q20, q21, q22)")));
   o.queries = {"q0"};
   o.job_dir = ::testing::TempDir() + "/no-such-dir";
   EXPECT_THAT(RunNexmarkBench(o, out), StatusIs(absl::StatusCode::kNotFound, HasSubstr("no-such-dir/q0.yaml")));

@@ -527,6 +527,74 @@ class HashExpr final : public UnaryExpr {
   }
 };
 
+// split_index(s, delim, n): the n-th (0-based) piece of `s` cut at every occurrence of the
+// whole string `delim`. Null when an argument is, when n < 0 or past the last piece, or when
+// `delim` is empty; so always nullable. The result is a view into `s`'s result.
+class SplitIndexExpr final : public Expr {
+ public:
+  SplitIndexExpr(ExprPtr s, ExprPtr delim, ExprPtr n)
+      : Expr(FieldType::kString, /*nullable=*/true),
+        s_(std::move(s)),
+        delim_(std::move(delim)),
+        n_(std::move(n)) {}
+  bool IsNull(const Record& r) const override {
+    // Asked for every record (the node is always nullable): no AnyNull(), whose list allocates.
+    if (Null(*s_, r) || Null(*delim_, r) || Null(*n_, r)) return true;
+    absl::string_view piece;
+    return !Find(r, &piece);
+  }
+  absl::string_view EvalString(const Record& r) const override {
+    absl::string_view piece;
+    Find(r, &piece);
+    return piece;
+  }
+
+ private:
+  bool Find(const Record& r, absl::string_view* piece) const {
+    const int64_t n = n_->EvalInt(r);
+    const absl::string_view delim = delim_->EvalString(r);
+    if (n < 0 || delim.empty()) return false;
+    absl::string_view s = s_->EvalString(r);
+    for (int64_t i = 0; i < n; ++i) {
+      const size_t at = s.find(delim);
+      if (at == absl::string_view::npos) return false;
+      s.remove_prefix(at + delim.size());
+    }
+    *piece = s.substr(0, s.find(delim));
+    return true;
+  }
+  const ExprPtr s_;
+  const ExprPtr delim_;
+  const ExprPtr n_;
+};
+
+// count_char(s, c): how many bytes of `s` equal the character c (a one-character literal).
+class CountCharExpr final : public UnaryExpr {
+ public:
+  CountCharExpr(ExprPtr s, char c) : UnaryExpr(FieldType::kInt64, std::move(s)), c_(c) {}
+  int64_t EvalInt(const Record& r) const override {
+    const absl::string_view s = child_->EvalString(r);
+    return static_cast<int64_t>(std::count(s.begin(), s.end(), c_));
+  }
+
+ private:
+  const char c_;
+};
+
+// hour(ts): the hour of the day (0..23, UTC) of a timestamp in ms since the epoch; times
+// before the epoch count back from it (-1 ms is 23).
+class HourExpr final : public UnaryExpr {
+ public:
+  explicit HourExpr(ExprPtr ts) : UnaryExpr(FieldType::kInt64, std::move(ts)) {}
+  int64_t EvalInt(const Record& r) const override {
+    constexpr int64_t kHourMs = 3'600'000;
+    constexpr int64_t kDayMs = 24 * kHourMs;
+    int64_t ms = child_->EvalInt(r) % kDayMs;
+    if (ms < 0) ms += kDayMs;
+    return ms / kHourMs;
+  }
+};
+
 // if(cond, a, b): evaluates only the chosen branch; a null condition picks `b`.
 class IfExpr final : public Expr {
  public:
@@ -829,6 +897,7 @@ constexpr FunctionInfo kFunctions[] = {
     {"max", 2, 2},         {"min", 2, 2},          {"starts_with", 2, 2}, {"substr", 2, 3},
     {"to_double", 1, 1},   {"to_int", 1, 1},       {"to_string", 1, 1},  {"to_timestamp", 1, 1},
     {"trim", 1, 1},        {"upper", 1, 1},        {"is_null", 1, 1},    {"coalesce", 1, -1},
+    {"split_index", 3, 3}, {"count_char", 2, 2},   {"hour", 1, 1},
 };
 
 const FunctionInfo* FindFunction(absl::string_view name) {
@@ -1273,6 +1342,12 @@ class Parser {
     return ArgError(fn, i, args[i], expected);
   }
 
+  // Whether `n` is a literal (its value can be read at compilation from any record).
+  static bool IsLiteral(const Node& n) {
+    const Expr* e = n.expr.get();
+    return dynamic_cast<const StringLiteral*>(e) != nullptr ||
+           dynamic_cast<const IntLiteral*>(e) != nullptr;
+  }
   static bool IsString(FieldType t) { return t == FieldType::kString; }
   static bool IsBool(FieldType t) { return t == FieldType::kBool; }
 
@@ -1317,6 +1392,35 @@ class Parser {
                        : fn == "starts_with" ? MatchKind::kStartsWith
                                              : MatchKind::kEndsWith;
       return done(std::make_unique<MatchExpr>(kind, arg(0), arg(1)));
+    }
+    if (fn == "split_index") {
+      SLUICE_RETURN_IF_ERROR(RequireArg(fn, args, 0, IsString, kString));
+      SLUICE_RETURN_IF_ERROR(RequireArg(fn, args, 1, IsString, kString));
+      SLUICE_RETURN_IF_ERROR(RequireArg(fn, args, 2, IsIntegral, kInt));
+      // Arguments known at compilation are checked here; at run time these cases yield null.
+      if (IsLiteral(args[1]) && args[1].expr->EvalString(Record(0)).empty()) {
+        return ErrorAt(args[1].column, "argument 2 of split_index() must not be empty");
+      }
+      if (IsLiteral(args[2]) && args[2].expr->EvalInt(Record(0)) < 0) {
+        return ErrorAt(args[2].column, "argument 3 of split_index() must not be negative");
+      }
+      return done(std::make_unique<SplitIndexExpr>(arg(0), arg(1), arg(2)));
+    }
+    if (fn == "count_char") {
+      SLUICE_RETURN_IF_ERROR(RequireArg(fn, args, 0, IsString, kString));
+      if (!IsLiteral(args[1]) || args[1].type() != FieldType::kString ||
+          args[1].expr->EvalString(Record(0)).size() != 1) {
+        return ErrorAt(args[1].column,
+                       "argument 2 of count_char() must be a one-character string literal");
+      }
+      const char c = args[1].expr->EvalString(Record(0))[0];
+      return done(std::make_unique<CountCharExpr>(arg(0), c));
+    }
+    if (fn == "hour") {
+      if (args[0].type() != FieldType::kTimestamp) {
+        return ArgError(fn, 0, args[0], "a timestamp (see to_timestamp())");
+      }
+      return done(std::make_unique<HourExpr>(arg(0)));
     }
     if (fn == "to_string") return done(ToStringNode(arg(0)));
     if (fn == "to_int") {

@@ -31,6 +31,12 @@ namespace sluice::plan {
 //                to_string(x) to_int(x) to_double(x) abs(x) hash(x) (stable, non-negative)
 //                if(cond, a, b) min(a, b) max(a, b) to_timestamp(ms)
 //                is_null(x) coalesce(a, b, ...)
+//                split_index(s, delim, n): the n-th (from 0) piece of s cut at each occurrence
+//                  of the string delim, null if there is no such piece ('a/b' gives 'a' and
+//                  'b', '' gives one empty piece; a literal delim must not be empty nor a
+//                  literal n negative, and at run time those yield null)
+//                count_char(s, c): the occurrences in s of c, a one-character string literal
+//                hour(ts): the hour of the day (0..23, UTC) of a timestamp
 //   nulls        (SQL-like) a nullable field (Field::nullable) may be null; an operator or
 //                function with a null operand yields null, except: `and` is false when one
 //                side is false and `or` true when one side is true (three-valued logic);
@@ -48,7 +54,7 @@ class Expr {
 
   FieldType type() const { return type_; }
   // Whether the expression can be null: it reads a nullable field (outside is_null() and a
-  // coalesce() with a NOT NULL argument). Fixed at compilation; NOT NULL expressions never
+  // coalesce() with a NOT NULL argument) or calls split_index(). Fixed at compilation; NOT NULL expressions never
   // look at null bits, so they cost what they did before nulls existed.
   bool nullable() const { return nullable_; }
 

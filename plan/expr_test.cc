@@ -233,6 +233,76 @@ TEST_F(ExprTest, StringFunctions) {
   EXPECT_EQ(String("'it\\'s' + \"\\n\""), "it's\n");
 }
 
+TEST_F(ExprTest, SplitIndexCountCharAndHour) {
+  EXPECT_EQ(String("split_index('a/b//c', '/', 0)"), "a");
+  EXPECT_EQ(String("split_index('a/b//c', '/', 2)"), "");
+  EXPECT_EQ(String("split_index('a/b//c', '/', 3)"), "c");
+  EXPECT_EQ(String("split_index('x&id=7&y&id=8', '&id=', 1)"), "7&y");
+  EXPECT_EQ(String("split_index(split_index('q=1&id=7&y=2', '&id=', 1), '&', 0)"), "7");
+  EXPECT_EQ(String("split_index('', ',', 0)"), "");
+  EXPECT_EQ(String("split_index('abc', ',', 0)"), "abc");
+  EXPECT_EQ(String("split_index(name, 'o', id - 41)"), "b  ");
+  EXPECT_EQ(Int("count_char('accbc', 'c')"), 3);
+  EXPECT_EQ(Int("count_char(name, ' ')"), 4);
+  EXPECT_EQ(Int("count_char('', 'c')"), 0);
+  EXPECT_EQ(Int("hour(ts)"), 22);  // 1700000000000 is 2023-11-14T22:13:20Z
+  EXPECT_EQ(Int("hour(to_timestamp(0))"), 0);
+  EXPECT_EQ(Int("hour(to_timestamp(3600000 * 24 * 3 + 3600000 * 5 - 1))"), 4);
+  EXPECT_EQ(Int("hour(to_timestamp(-1))"), 23);
+  EXPECT_EQ(Int("hour(to_timestamp(-3600000 * 25))"), 23);
+}
+
+TEST_F(ExprTest, SplitIndexIsNullPastTheLastPiece) {
+  auto past = Compile("split_index('a/b', '/', 2)");
+  ASSERT_NE(past, nullptr);
+  EXPECT_TRUE(past->nullable());
+  EXPECT_TRUE(past->IsNull(record_));
+  auto last = Compile("split_index('a/b', '/', 1)");
+  ASSERT_NE(last, nullptr);
+  EXPECT_FALSE(last->IsNull(record_));
+  // Known only at run time: a negative index or an empty delimiter is null, not an error.
+  auto negative = Compile("split_index('a/b', '/', id - 43)");
+  ASSERT_NE(negative, nullptr);
+  EXPECT_TRUE(negative->IsNull(record_));
+  auto empty = Compile("split_index('a/b', substr(name, 0, 0), 0)");
+  ASSERT_NE(empty, nullptr);
+  EXPECT_TRUE(empty->IsNull(record_));
+  EXPECT_TRUE(Bool("is_null(split_index(name, 'B', 2))"));
+  EXPECT_EQ(String("coalesce(split_index(name, 'B', 2), 'none')"), "none");
+}
+
+TEST_F(ExprTest, SplitIndexCountCharAndHourRefuseBadArguments) {
+  EXPECT_THAT(Error("split_index(name, '', 1)"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "column 19: argument 2 of split_index() must not be empty"));
+  EXPECT_THAT(Error("split_index(name, '/', -1)"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "column 24: argument 3 of split_index() must not be negative"));
+  EXPECT_THAT(Error("split_index(name, '/', 'x')"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "column 24: argument 3 of split_index() must be an integer, got string"));
+  EXPECT_THAT(Error("split_index(id, '/', 1)"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "column 13: argument 1 of split_index() must be string, got int64"));
+  EXPECT_THAT(Error("split_index(name, '/')"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "column 1: split_index() takes 3 arguments, got 2"));
+  EXPECT_THAT(Error("count_char(name, 'ab')"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "column 18: argument 2 of count_char() must be a one-character string "
+                       "literal"));
+  EXPECT_THAT(Error("count_char(name, name)"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("column 18: argument 2 of count_char() must be a one-character")));
+  EXPECT_THAT(Error("count_char(id, 'c')"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "column 12: argument 1 of count_char() must be string, got int64"));
+  EXPECT_THAT(Error("hour(id)"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "column 6: argument 1 of hour() must be a timestamp (see to_timestamp()), "
+                       "got int64"));
+}
+
 TEST_F(ExprTest, ConversionFunctions) {
   EXPECT_EQ(String("to_string(42)"), "42");
   EXPECT_EQ(String("to_string(-7)"), "-7");
@@ -461,8 +531,11 @@ TEST_F(ExprTest, WarmEvaluationDoesNotAllocate) {
                    "lower(substr(`my field`, 1)), to_string(price / 3))");
   auto b = Compile("contains(upper(name), 'BO') and hash(name) >= 0 and max(name, 'a') != ''");
   auto d = Compile("if(active, to_double(to_string(price)), 0.0) + abs(-price)");
+  auto split = Compile("concat(split_index(name, 'o', 1), count_char(name, ' '), hour(ts))");
   ASSERT_GT(g_allocations.load(), at_start);  // The counter works: compiling allocates.
   Record out(1);
+  EXPECT_EQ(split->EvalString(record_), "b  422");
+  EvalInto(*split, record_, FieldType::kString, &out, 0);
   EXPECT_EQ(s->EvalString(record_), "BOB-42000000294-paced3.1666666666666665");
   EvalInto(*s, record_, FieldType::kString, &out, 0);  // Grows `out`'s buffer once.
   const int64_t before = g_allocations.load();
@@ -472,6 +545,7 @@ TEST_F(ExprTest, WarmEvaluationDoesNotAllocate) {
     (void)d->EvalDouble(record_);
     EvalInto(*s, record_, FieldType::kString, &out, 0);
     EvalInto(*d, record_, FieldType::kInt64, &out, 0);
+    EvalInto(*split, record_, FieldType::kString, &out, 0);
   }
   EXPECT_EQ(g_allocations.load() - before, 0);
 }

@@ -5,6 +5,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace sluice::nexmark {
@@ -324,6 +325,175 @@ void Q11(const Generator& g, int64_t events, Emit emit) {
   for (const auto& [bidder, s] : sessions) out(bidder, s);
 }
 
+// q14: the bids with 0.908 * price (a double) in (1,000,000, 50,000,000), that price, the
+// class of their dateTime's hour of day (UTC: 8..18 'dayTime', 0..6 and 20..23 'nightTime', 7
+// and 19 'otherTime') and the number of 'c' in their padding: (auction, bidder, price,
+// bidTimeType, dateTime, extra, c_counts).
+void Q14(const Generator& g, int64_t events, Emit emit) {
+  constexpr int64_t kHourMs = 3'600'000;
+  Bid b;
+  Record row(7);
+  for (int64_t id = 0; id < events; ++id) {
+    if (KindOf(id) != EventKind::kBid) continue;
+    g.MakeBid(id, kBidAuction | kBidBidder | kBidPrice | kBidDateTime | kBidExtra, &b, &row[5].s);
+    const double euros = static_cast<double>(b.price) * 0.908;
+    if (!(euros > 1'000'000 && euros < 50'000'000)) continue;
+    const int64_t hour = b.date_time / kHourMs % 24;  // dateTime is after the epoch
+    row.SetInt(0, b.auction);
+    row.SetInt(1, b.bidder);
+    row.SetDouble(2, euros);
+    row.SetString(3, hour >= 8 && hour <= 18  ? "dayTime"
+                     : hour <= 6 || hour >= 20 ? "nightTime"
+                                               : "otherTime");
+    row.SetInt(4, b.date_time);
+    int64_t cs = 0;
+    for (char c : row[5].s) cs += c == 'c';
+    row.SetInt(6, cs);
+    emit(row);
+  }
+}
+
+// REGEXP_EXTRACT(url, '(&|^)channel_id=([^&]*)', 2): the value of the first `channel_id`
+// parameter (at the start of `url` or after a '&') up to the next '&'; false if there is none.
+bool ChannelIdOf(absl::string_view url, absl::string_view* value) {
+  constexpr absl::string_view kParam = "channel_id=";
+  size_t start;
+  if (absl::StartsWith(url, kParam)) {
+    start = kParam.size();
+  } else {
+    const size_t at = url.find(absl::StrCat("&", kParam));
+    if (at == absl::string_view::npos) return false;
+    start = at + 1 + kParam.size();
+  }
+  const size_t end = url.find('&', start);
+  *value = url.substr(start, end == absl::string_view::npos ? end : end - start);
+  return true;
+}
+
+// q20: every bid on an auction of category 10 joined with that auction (an unbounded inner
+// join on bid auction = auction id; a bid may come before its auction, which has an id at most
+// 10 ahead): (auction, bidder, price, channel, url, bid_dateTime, bid_extra, itemName,
+// description, initialBid, reserve, auction_dateTime, expires, seller, category,
+// auction_extra).
+void Q20(const Generator& g, int64_t events, Emit emit) {
+  absl::flat_hash_map<int64_t, Auction> category10;  // by id
+  int64_t max_auction = -1;                           // the highest auction id generated
+  absl::flat_hash_map<int64_t, std::vector<Bid>> early;  // bids on auctions not generated yet
+  Record row(16);
+  auto out = [&](const Bid& b, const Auction& a) {
+    row.SetInt(0, b.auction);
+    row.SetInt(1, b.bidder);
+    row.SetInt(2, b.price);
+    row.SetString(3, b.channel);
+    row.SetString(4, b.url);
+    row.SetInt(5, b.date_time);
+    row.SetString(6, b.extra);
+    row.SetString(7, a.item_name);
+    row.SetString(8, a.description);
+    row.SetInt(9, a.initial_bid);
+    row.SetInt(10, a.reserve);
+    row.SetInt(11, a.date_time);
+    row.SetInt(12, a.expires);
+    row.SetInt(13, a.seller);
+    row.SetInt(14, a.category);
+    row.SetString(15, a.extra);
+    emit(row);
+  };
+  Auction a;
+  Bid b;
+  for (int64_t id = 0; id < events; ++id) {
+    switch (KindOf(id)) {
+      case EventKind::kPerson: break;
+      case EventKind::kAuction: {
+        g.MakeAuction(id, kAllFields, &a);
+        max_auction = std::max(max_auction, a.id);
+        auto it = early.find(a.id);
+        if (a.category == 10) {
+          const Auction& kept = category10[a.id] = a;
+          if (it != early.end()) {
+            for (const Bid& e : it->second) out(e, kept);
+          }
+        }
+        if (it != early.end()) early.erase(it);
+        break;
+      }
+      case EventKind::kBid: {
+        g.MakeBid(id, kAllFields, &b);
+        if (b.auction > max_auction) {
+          early[b.auction].push_back(b);
+          break;
+        }
+        auto it = category10.find(b.auction);
+        if (it != category10.end()) out(b, it->second);
+        break;
+      }
+    }
+  }
+}
+
+// q21: bids with a channel id: '0'..'3' for the channels apple, google, facebook and baidu
+// (any case), else the url's channel_id parameter; the bids with neither are dropped:
+// (auction, bidder, price, channel, channel_id).
+void Q21(const Generator& g, int64_t events, Emit emit) {
+  constexpr absl::string_view kNamed[] = {"apple", "google", "facebook", "baidu"};
+  constexpr absl::string_view kIds[] = {"0", "1", "2", "3"};
+  Bid b;
+  Record row(5);
+  for (int64_t id = 0; id < events; ++id) {
+    if (KindOf(id) != EventKind::kBid) continue;
+    g.MakeBid(id, kBidAuction | kBidBidder | kBidPrice | kBidChannel | kBidUrl, &b);
+    absl::string_view channel_id;
+    bool found = false;
+    for (int i = 0; i < 4 && !found; ++i) {
+      if (absl::EqualsIgnoreCase(b.channel, kNamed[i])) {
+        channel_id = kIds[i];
+        found = true;
+      }
+    }
+    if (!found && !ChannelIdOf(b.url, &channel_id)) continue;
+    row.SetInt(0, b.auction);
+    row.SetInt(1, b.bidder);
+    row.SetInt(2, b.price);
+    row.SetString(3, b.channel);
+    row.SetString(4, channel_id);
+    emit(row);
+  }
+}
+
+// The n-th (from 0) piece of `s` cut at every `sep`; false if `s` has fewer pieces.
+bool PieceOf(absl::string_view s, char sep, int n, absl::string_view* piece) {
+  for (int i = 0; i < n; ++i) {
+    const size_t at = s.find(sep);
+    if (at == absl::string_view::npos) return false;
+    s.remove_prefix(at + 1);
+  }
+  *piece = s.substr(0, s.find(sep));
+  return true;
+}
+
+// q22: every bid with the 4th, 5th and 6th pieces of its url split at '/' (Flink's
+// SPLIT_INDEX(url, '/', 3..5), null where the url has fewer pieces): (auction, bidder, price,
+// channel, dir1, dir2, dir3).
+void Q22(const Generator& g, int64_t events, Emit emit) {
+  Bid b;
+  Record row(7);
+  for (int64_t id = 0; id < events; ++id) {
+    if (KindOf(id) != EventKind::kBid) continue;
+    g.MakeBid(id, kBidAuction | kBidBidder | kBidPrice | kBidChannel | kBidUrl, &b);
+    row.SetInt(0, b.auction);
+    row.SetInt(1, b.bidder);
+    row.SetInt(2, b.price);
+    row.SetString(3, b.channel);
+    for (int dir = 0; dir < 3; ++dir) {
+      absl::string_view piece;
+      const bool found = PieceOf(b.url, '/', 3 + dir, &piece);
+      row.SetNullTo(4 + dir, !found);
+      if (found) row.SetString(4 + dir, piece);
+    }
+    emit(row);
+  }
+}
+
 using LoopFn = void (*)(const Generator&, int64_t, Emit);
 
 struct Entry {
@@ -345,6 +515,12 @@ const std::vector<Entry>& Entries() {
         {{"q7", MakeSchema({{"auction", i}, {"price", i}, {"bidder", i}, {"dateTime", t}, {"extra", s}})}, &Q7},
         {{"q8", MakeSchema({{"id", i}, {"name", s}, {"starttime", t}})}, &Q8},
         {{"q11", MakeSchema({{"bidder", i}, {"bid_count", i}, {"starttime", t}, {"endtime", t}})}, &Q11},
+        {{"q14", MakeSchema({{"auction", i}, {"bidder", i}, {"price", d}, {"bidTimeType", s}, {"dateTime", t}, {"extra", s}, {"c_counts", i}})}, &Q14},
+        {{"q20", MakeSchema({{"auction", i}, {"bidder", i}, {"price", i}, {"channel", s}, {"url", s}, {"bid_dateTime", t}, {"bid_extra", s},
+                             {"itemName", s}, {"description", s}, {"initialBid", i}, {"reserve", i}, {"auction_dateTime", t},
+                             {"expires", t}, {"seller", i}, {"category", i}, {"auction_extra", s}})}, &Q20},
+        {{"q21", MakeSchema({{"auction", i}, {"bidder", i}, {"price", i}, {"channel", s}, {"channel_id", s, true}})}, &Q21},
+        {{"q22", MakeSchema({{"auction", i}, {"bidder", i}, {"price", i}, {"channel", s}, {"dir1", s, true}, {"dir2", s, true}, {"dir3", s, true}})}, &Q22},
     };
   }();
   return *entries;

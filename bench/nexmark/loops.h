@@ -27,7 +27,8 @@ struct LoopQuery {
   Schema schema;     // of its output rows
 };
 
-// The queries that have a loop, in order: q0 q1 q2 q3 q4 q5 q7 q8 q11.
+// The queries that have a loop, in order: q0 q1 q2 q3 q4 q5 q7 q8 q11 q14 q20 q21
+// q22.
 const std::vector<LoopQuery>& LoopQueries();
 // The query called `name`, or null.
 const LoopQuery* FindLoopQuery(absl::string_view name);

@@ -7,12 +7,17 @@
 
 #include <algorithm>
 #include <map>
+#include <regex>
 #include <set>
 #include <string>
 #include <tuple>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/civil_time.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 
 namespace sluice::nexmark {
@@ -241,10 +246,131 @@ TEST_F(LoopsTest, Q11SessionsPerBidder) {
   EXPECT_EQ(LoopRows("q11", generator_), expected);
 }
 
+// q14 at 0.5 events per second of event time: 60,000 events span 33 hours, so every hour
+// class occurs. The hour from absl's civil time, the filter on the double as the SQL reads.
+TEST(LoopsQ14Test, PriceRangeHourClassAndCharCount) {
+  GeneratorConfig config;
+  config.event_rate = 0.5;
+  const Generator g(config);
+  Rows rows("q14");
+  std::set<std::string> classes;
+  Bid b;
+  for (int64_t id = 0; id < kEvents; ++id) {
+    if (KindOf(id) != EventKind::kBid) continue;
+    g.MakeBid(id, kAllFields, &b);
+    const double price = 0.908 * static_cast<double>(b.price);
+    if (price <= 1000000 || price >= 50000000) continue;
+    const int hour =
+        absl::ToCivilHour(absl::FromUnixMillis(b.date_time), absl::UTCTimeZone()).hour();
+    const std::string type = hour >= 8 && hour <= 18   ? "dayTime"
+                             : hour <= 6 || hour >= 20 ? "nightTime"
+                                                       : "otherTime";
+    classes.insert(type);
+    Record& r = rows.row();
+    r.SetInt(0, b.auction);
+    r.SetInt(1, b.bidder);
+    r.SetDouble(2, price);
+    r.SetString(3, type);
+    r.SetInt(4, b.date_time);
+    r.SetString(5, b.extra);
+    r.SetInt(6, std::count(b.extra.begin(), b.extra.end(), 'c'));
+    rows.Add();
+  }
+  EXPECT_EQ(classes.size(), 3u);
+  const std::vector<std::string> expected = rows.Sorted();
+  EXPECT_GT(expected.size(), 1000u);
+  EXPECT_EQ(LoopRows("q14", g), expected);
+}
+
+// q20 as the SQL reads: every (bid, auction) with bid.auction = auction.id and category 10.
+TEST_F(LoopsTest, Q20BidsWithTheirCategory10Auction) {
+  std::map<int64_t, const Auction*> auctions;
+  for (const Auction& a : all_.auctions) auctions[a.id] = &a;
+  Rows rows("q20");
+  for (const Bid& b : all_.bids) {
+    auto it = auctions.find(b.auction);
+    if (it == auctions.end() || it->second->category != 10) continue;
+    const Auction& a = *it->second;
+    Record& r = rows.row();
+    r.SetInt(0, b.auction);
+    r.SetInt(1, b.bidder);
+    r.SetInt(2, b.price);
+    r.SetString(3, b.channel);
+    r.SetString(4, b.url);
+    r.SetInt(5, b.date_time);
+    r.SetString(6, b.extra);
+    r.SetString(7, a.item_name);
+    r.SetString(8, a.description);
+    r.SetInt(9, a.initial_bid);
+    r.SetInt(10, a.reserve);
+    r.SetInt(11, a.date_time);
+    r.SetInt(12, a.expires);
+    r.SetInt(13, a.seller);
+    r.SetInt(14, a.category);
+    r.SetString(15, a.extra);
+    rows.Add();
+  }
+  const std::vector<std::string> expected = rows.Sorted();
+  EXPECT_GT(expected.size(), 1000u);
+  EXPECT_EQ(LoopRows("q20", generator_), expected);
+}
+
+// q21 with the SQL's regular expression (std::regex) and lower().
+TEST_F(LoopsTest, Q21ChannelIds) {
+  const std::regex channel_id("(&|^)channel_id=([^&]*)");
+  const std::map<std::string, std::string> named = {
+      {"apple", "0"}, {"google", "1"}, {"facebook", "2"}, {"baidu", "3"}};
+  Rows rows("q21");
+  int extracted = 0, dropped = 0;
+  for (const Bid& b : all_.bids) {
+    const std::string url(b.url);
+    std::smatch m;
+    const bool has_param = std::regex_search(url, m, channel_id);
+    auto it = named.find(absl::AsciiStrToLower(b.channel));
+    if (!has_param && it == named.end()) {
+      ++dropped;
+      continue;
+    }
+    Record& r = rows.row();
+    r.SetInt(0, b.auction);
+    r.SetInt(1, b.bidder);
+    r.SetInt(2, b.price);
+    r.SetString(3, b.channel);
+    if (it != named.end()) {
+      r.SetString(4, it->second);
+    } else {
+      r.SetString(4, m[2].str());
+      ++extracted;
+    }
+    rows.Add();
+  }
+  EXPECT_GT(extracted, 0);
+  EXPECT_GT(dropped, 0);
+  EXPECT_EQ(LoopRows("q21", generator_), rows.Sorted());
+}
+
+// q22 with absl::StrSplit.
+TEST_F(LoopsTest, Q22UrlDirectories) {
+  Rows rows("q22");
+  for (const Bid& b : all_.bids) {
+    const std::vector<absl::string_view> pieces = absl::StrSplit(b.url, '/');
+    Record& r = rows.row();
+    r.SetInt(0, b.auction);
+    r.SetInt(1, b.bidder);
+    r.SetInt(2, b.price);
+    r.SetString(3, b.channel);
+    ASSERT_GE(pieces.size(), 6u) << b.url;
+    for (size_t i = 0; i < 3; ++i) r.SetString(4 + i, pieces[3 + i]);
+    rows.Add();
+  }
+  EXPECT_EQ(LoopRows("q22", generator_), rows.Sorted());
+}
+
 TEST(LoopsRegistryTest, KnowsTheQueries) {
   std::vector<std::string> names;
   for (const LoopQuery& q : LoopQueries()) names.push_back(q.name);
-  EXPECT_EQ(names, (std::vector<std::string>{"q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8", "q11"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8", "q11",
+                                              "q14", "q20", "q21", "q22"}));
   EXPECT_EQ(FindLoopQuery("q6"), nullptr);
   Generator g;
   EXPECT_EQ(RunLoop("q6", g, 10, [](const Record&) {}).code(), absl::StatusCode::kNotFound);
