@@ -23,7 +23,7 @@ cmake --build "$work/build" -j 2 > /dev/null
 cat "$work/check.out"
 expected="plugin my_filter 0.1.0
   file: $work/build/libmy_filter.so
-  ABI:  1.1 (this Sluice loads 1.0 to 1.1)
+  ABI:  1.2 (this Sluice loads 1.0 to 1.2)
   operator types (1):
     my_filter: 1 input, not keyed
       keeps records whose int64 field is at least min
