@@ -34,6 +34,10 @@ top_spenders() {
 updates() { kcat -b "$KAFKA" -C -t spend-per-user -o beginning -e -q 2>/dev/null | wc -l; }
 
 sluice cluster stop >/dev/null 2>&1 || true
+# The embedded Kafka endpoint starts empty, so jobs a previous quickstart left in the cluster's
+# job store would resume against topics that are gone (and hold its slots): the demo starts
+# from no jobs. Only the quickstart does this; `sluice cluster start` keeps recorded jobs.
+rm -rf "$SLUICE_CLUSTER_DIR/ha" "$SLUICE_CLUSTER_DIR/checkpoints" "$SLUICE_CLUSTER_DIR"/worker-*-state
 echo
 echo "==> starting a local cluster with the embedded Kafka endpoint"
 sluice cluster start --workers 2 --slots 2 --kafka --kafka-topic payments:4 --kafka-topic spend-per-user:4
