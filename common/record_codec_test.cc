@@ -151,7 +151,8 @@ TEST(RecordCodecTest, NullableFieldsRoundTripNullsAndValues) {
 
 TEST(RecordCodecTest, CorruptNullFlagIsDataLoss) {
   Schema schema({{"n", FieldType::kInt64, true}});
-  RecordDecoder dec(&schema, std::string("\x07\x02", 2));
+  const std::string corrupt("\x07\x02", 2);  // the decoder views its input: keep it alive
+  RecordDecoder dec(&schema, corrupt);
   Record out(1);
   EXPECT_THAT(dec.Next(&out), StatusIs(absl::StatusCode::kDataLoss, ::testing::HasSubstr("null flag")));
   RecordDecoder empty(&schema, "");
