@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "common/key_groups.h"
 #include "common/record_codec.h"
@@ -31,6 +32,7 @@ constexpr int64_t kMaxTs = std::numeric_limits<int64_t>::max();
 // a nullable field is null until a non-null value arrives, and avg over a nullable field keeps
 // its count of values. Without nullable inputs both encode the same bytes.
 constexpr int kAccVersion = 2;
+constexpr int kPanesVersion = 1;     // "window_panes": see WindowOperator
 constexpr int kSessionsVersion = 1;   // [1][start, end: 8 bytes each]*; 0: without the byte
 constexpr int kWatermarkVersion = 1;  // [1][watermark: 8 bytes LE]; 0: 8 native bytes
 constexpr int64_t kNoEarly = std::numeric_limits<int64_t>::min();  // no early firing pending
@@ -58,30 +60,34 @@ FieldType Stored(FieldType t) { return t == FieldType::kTimestamp ? FieldType::k
 
 // Keyed windows with incremental aggregates (see window_options.h and operators/README.md).
 //
+// Open windows live in memory, as Flink's heap window state and heap timers do: per window and
+// key group a bucket (Bucket) holds the accumulators of the bucket's keys, decoded (Pane: the
+// values of an acc_schema_ row - a header: records, emitted, final_fired, dirty, next_early -
+// then each aggregate's fields; a plugin's function has two: its accumulator version and its
+// bytes). A record costs two hash lookups and no encoding; the timers are per bucket (the
+// window's end in its key group), not per key and window.
+//
 // State, in the keyed backend (so checkpointed, restored and rescaled with the key groups):
-// - "window_acc" (value) under the composite key [key record][window start][window end] (the
-//   key group is the key's): [format version][the window's accumulator row], a Record of
-//   acc_schema_ (a header - records, emitted, final_fired, dirty, next_early - then each
-//   aggregate's fields; a plugin's function has two: its accumulator version and its
-//   accumulator's bytes; see kAccVersion).
-// - "window_distinct" (map) under the same composite key: count_distinct's values, user key
-//   [aggregate index][value bytes].
+// - "window_panes" (value) under the bucket key [window start][window end][key group] (the
+//   key group is the bucket's): [kPanesVersion][count] then per key [key record size][key
+//   record][accumulator row size][accumulator row]. SnapshotState() writes the buckets changed
+//   since the last checkpoint before the task snapshots the backend; more than kMaxPanes open
+//   windows are written out and dropped from memory (memory stays bounded); after a restore or
+//   such a spill, a bucket missing from memory is looked for in the backend.
+// - Timers under the bucket key: event time at end - 1 (fire) and end - 1 + lateness (cleanup;
+//   the same timer when lateness is 0); processing time at end - 1 (time: processing) and at
+//   each key's next early firing (emit_every). They fire their bucket's keys in key order (the
+//   order of the per-key timers before).
+// - "window_distinct" (map) under the composite key [key record][window start][window end]:
+//   count_distinct's values, user key [aggregate index][value bytes].
 // - "window_sessions" (value) under the key alone: session windows only, the key's open
 //   sessions, sorted, 16 bytes each, after a format version byte (kSessionsVersion).
+// - "window_acc" (value), the layout before buckets: one accumulator per key and window under
+//   the composite key ([kAccVersion][the row]; formats 1 and 2), with timers per composite key.
+//   A restored subtask moves such windows into buckets in Open() (MigrateLegacyWindows).
 // Aggregates skip null values, as SQL: an aggregate over a nullable field whose window saw
-// only nulls is null (count counts records).
-// - Timers under the composite key: event time at end - 1 (fire) and end - 1 + lateness
-//   (cleanup; the same timer when lateness is 0); processing time at end - 1 (time:
-//   processing) and at the next early firing (emit_every).
-// No window's records are kept: each record updates its windows' accumulators and is gone.
-//
-// Open windows' accumulators are kept in memory too (panes_, as Flink's heap state keeps
-// window contents), in front of the backend: a window that opens and fires between two
-// checkpoints never reaches the backend (no read for a new window, no write, no tombstone).
-// SnapshotState() writes the changed ones to "window_acc" before the task snapshots the
-// backend, so checkpoints hold every open window as before; more than kMaxPanes open windows
-// are written out and dropped from memory (memory stays bounded). After a restore or such a
-// spill, a window missing from memory is looked for in the backend.
+// only nulls is null (count counts records). No window's records are kept: each record updates
+// its windows' accumulators and is gone.
 //
 // Threading: the task thread only.
 class WindowOperator final : public Operator {
@@ -153,7 +159,15 @@ class WindowOperator final : public Operator {
     acc_schema_v1_ = Schema(std::move(acc_v1));
     acc_.Resize(acc_schema_.size());
     other_acc_.Resize(acc_schema_.size());
+    decoded_acc_.Resize(acc_schema_.size());
     v1_acc_.Resize(acc_schema_v1_.size());
+    for (size_t f = 0; f < acc_schema_.size(); ++f) {
+      const FieldType t = acc_schema_.field(f).type;
+      slot_.push_back(t == FieldType::kString ? pane_strings_++ : pane_words_++);
+      if (acc_schema_.field(f).nullable) nullable_fields_.push_back(static_cast<int>(f));
+    }
+    null_words_ = (nullable_fields_.size() + 63) / 64;
+    panes_id_ = state_->RegisterState("window_panes", state::StateKind::kValue);
     acc_id_ = state_->RegisterState("window_acc", state::StateKind::kValue);
     if (has_distinct_) {
       distinct_id_ = state_->RegisterState("window_distinct", state::StateKind::kMap);
@@ -185,11 +199,12 @@ class WindowOperator final : public Operator {
       restored_watermark_ =
           restored_watermark_ == kNoWatermark ? wm : std::min(restored_watermark_, wm);
     }
+    if (ctx.restored) SLUICE_RETURN_IF_ERROR(MigrateLegacyWindows());
     return absl::OkStatus();
   }
 
   absl::Status SnapshotState(int64_t checkpoint_id, std::vector<std::string>* entries) override {
-    SLUICE_RETURN_IF_ERROR(WritePanes());
+    SLUICE_RETURN_IF_ERROR(WriteBuckets());
     std::string entry(1, static_cast<char>(kWatermarkVersion));
     PutFixed64LE(static_cast<uint64_t>(Watermark()), &entry);
     entries->push_back(std::move(entry));
@@ -210,50 +225,81 @@ class WindowOperator final : public Operator {
     for (const TimeWindow& w : windows_) {
       if (IsLate(w)) continue;
       accepted = true;
-      SetWindowKey(w);
+      SetWindow(w, key_.key_group(), key_.bytes());
       SLUICE_RETURN_IF_ERROR(LoadOrCreate(w));
       SLUICE_RETURN_IF_ERROR(AddRecord(w, r, ts));
     }
     return accepted ? absl::OkStatus() : Late(r);
   }
 
+  // A bucket's timer: fires its keys' windows in key order.
   absl::Status OnTimer(int64_t timestamp, TimeDomain domain, absl::string_view key) override {
-    if (key.size() < 16) return ctx_.state_origin.DataLoss("window timer with a malformed key");
-    const TimeWindow w{internal::GetOrderedInt64(key.data() + key.size() - 16),
-                       internal::GetOrderedInt64(key.data() + key.size() - 8)};
-    composite_.assign(key.data(), key.size());  // the current key; `key` may not outlive calls
-    composite_kg_ = -1;                          // computed when needed
-    current_pane_ = nullptr;
-    SLUICE_ASSIGN_OR_RETURN(bool found, LoadAcc());
-    if (!found) return absl::OkStatus();  // cleaned up already (a stale early-firing timer)
+    BucketId id;
+    if (!DecodeBucketKey(key, &id)) return absl::OkStatus();  // a timer of no bucket: stale
+    const TimeWindow w{id.start, id.end};
+    SetWindow(w, id.kg, absl::string_view());
+    SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/false));
+    if (bucket == nullptr) return absl::OkStatus();  // cleaned up already
     const bool final_time =
         o_->event_time ? domain == TimeDomain::kEventTime : timestamp >= w.max_timestamp();
-    if (final_time) {
-      if (timestamp == w.max_timestamp()) {
-        SLUICE_RETURN_IF_ERROR(EmitRow(w));
-        acc_[kFinalFired].i = 1;
-        SLUICE_RETURN_IF_ERROR(CancelEarlyTimer());
+    const bool cleanup = final_time && (!o_->event_time || timestamp == CleanupTime(w));
+    fire_order_.clear();
+    for (auto& [k, pane] : bucket->panes) fire_order_.push_back({&k, &pane});
+    std::sort(fire_order_.begin(), fire_order_.end(),
+              [](const auto& a, const auto& b) { return *a.first < *b.first; });
+    for (const auto& [k, pane] : fire_order_) {
+      cur_key_ = *k;
+      cur_pane_ = pane;
+      PaneToAcc(*pane, &acc_);
+      if (final_time) {
+        if (timestamp == w.max_timestamp() && acc_[kFinalFired].i == 0) {
+          SLUICE_RETURN_IF_ERROR(EmitRow(w));
+          acc_[kFinalFired].i = 1;
+          SLUICE_RETURN_IF_ERROR(CancelEarlyTimer());
+        }
+        if (cleanup) {
+          SLUICE_RETURN_IF_ERROR(Cleanup(w));
+        } else {
+          SLUICE_RETURN_IF_ERROR(StoreAcc());
+        }
+        continue;
       }
-      if (!o_->event_time || timestamp == CleanupTime(w)) return Cleanup(w);
-      return StoreAcc();
+      // An early firing (emit_every): emit what changed, then schedule the next one.
+      if (acc_[kFinalFired].i != 0 || acc_[kNextEarly].i != timestamp) continue;
+      if (acc_[kDirty].i != 0) SLUICE_RETURN_IF_ERROR(EmitRow(w));
+      acc_[kNextEarly].i = kNoEarly;
+      SLUICE_RETURN_IF_ERROR(ScheduleEarly(w, timestamp));
+      SLUICE_RETURN_IF_ERROR(StoreAcc());
     }
-    // An early firing (emit_every): emit what changed, then schedule the next one.
-    if (acc_[kFinalFired].i != 0 || acc_[kNextEarly].i != timestamp) return absl::OkStatus();
-    if (acc_[kDirty].i != 0) SLUICE_RETURN_IF_ERROR(EmitRow(w));
-    acc_[kNextEarly].i = kNoEarly;
-    SLUICE_RETURN_IF_ERROR(ScheduleEarly(w, timestamp));
-    return StoreAcc();
+    return cleanup ? DropBucket() : absl::OkStatus();
   }
 
  private:
-  // An open window's accumulator in memory.
+  // An open window of one key: its accumulator row (acc_schema_), decoded.
   struct Pane {
-    std::string acc;          // as stored in "window_acc": [kAccVersion][acc_schema_ record]
-    int key_group = 0;        // the window's key's
+    absl::InlinedVector<int64_t, 8> words;  // per field not a string (slot_), then null bits
+    std::vector<std::string> strings;       // per string field (slot_)
+  };
+  // A window in one key group.
+  struct BucketId {
+    int64_t start = 0;
+    int64_t end = 0;
+    int kg = 0;
+    bool operator==(const BucketId& o) const { return start == o.start && end == o.end && kg == o.kg; }
+    template <typename H>
+    friend H AbslHashValue(H h, const BucketId& b) {
+      return H::combine(std::move(h), b.start, b.end, b.kg);
+    }
+  };
+  // The open windows of a BucketId, by key record bytes.
+  struct Bucket {
+    absl::flat_hash_map<std::string, Pane> panes;
     bool dirty = false;       // changed since it was last written to the backend
     bool in_backend = false;  // the backend holds a copy (maybe an older one)
+    bool timers = false;      // its fire and cleanup timers are registered
   };
   static constexpr size_t kMaxPanes = 1 << 16;
+  static constexpr size_t kBucketKeySize = 20;  // [start][end]: ordered int64s; [kg]: 4 bytes BE
 
   // Header fields of the accumulator row.
   enum : int { kRecords = 0, kEmitted = 1, kFinalFired = 2, kDirty = 3, kNextEarly = 4, kHeaderFields = 5 };
@@ -268,78 +314,208 @@ class WindowOperator final : public Operator {
   // is dropped (Flink's WindowOperator.isWindowLate).
   bool IsLate(const TimeWindow& w) const { return o_->event_time && CleanupTime(w) <= Watermark(); }
 
-  // Makes (key, w) the backend's current key, for the key in key_.
-  void SetWindowKey(const TimeWindow& w) {
-    composite_.assign(key_.bytes());
-    internal::PutOrderedInt64(w.start, &composite_);
-    internal::PutOrderedInt64(w.end, &composite_);
-    composite_kg_ = key_.key_group();
-    current_pane_ = nullptr;
-    state_->SetCurrentKey(composite_, composite_kg_);
+  static void BucketKey(const BucketId& id, std::string* out) {
+    out->clear();
+    internal::PutOrderedInt64(id.start, out);
+    internal::PutOrderedInt64(id.end, out);
+    for (int shift = 24; shift >= 0; shift -= 8) out->push_back(static_cast<char>((id.kg >> shift) & 0xff));
+  }
+  static bool DecodeBucketKey(absl::string_view key, BucketId* id) {
+    if (key.size() != kBucketKeySize) return false;
+    id->start = internal::GetOrderedInt64(key.data());
+    id->end = internal::GetOrderedInt64(key.data() + 8);
+    uint32_t kg = 0;
+    for (size_t i = 16; i < kBucketKeySize; ++i) kg = (kg << 8) | static_cast<unsigned char>(key[i]);
+    id->kg = static_cast<int>(kg);
+    return true;
   }
 
-  // From OnTimer: key_ from the current composite key (for the session list).
-  absl::Status KeyFromComposite() {
-    absl::Status s = key_.SetBytes(absl::string_view(composite_).substr(0, composite_.size() - 16));
-    if (!s.ok()) return ctx_.state_origin.DataLoss(absl::StrCat("a window state key does not decode: ", s.message()));
-    return s;
+  // Makes window w of key `key` (record bytes, key group kg) the current one; the backend's
+  // current key is set by whoever reads it (SetBucketKey, SetCompositeKey).
+  void SetWindow(const TimeWindow& w, int kg, absl::string_view key) {
+    cur_id_ = BucketId{w.start, w.end, kg};
+    cur_key_ = key;
+    cur_bucket_ = nullptr;
+    cur_pane_ = nullptr;
+  }
+  // The backend's current key: the current bucket's key.
+  void SetBucketKey() {
+    BucketKey(cur_id_, &bucket_key_);
+    state_->SetCurrentKey(bucket_key_, cur_id_.kg);
+  }
+  // The backend's current key: the current window's composite key (distinct values).
+  void SetCompositeKey() {
+    composite_.assign(cur_key_.data(), cur_key_.size());
+    internal::PutOrderedInt64(cur_id_.start, &composite_);
+    internal::PutOrderedInt64(cur_id_.end, &composite_);
+    state_->SetCurrentKey(composite_, cur_id_.kg);
   }
 
-  // The pane of the current composite key, from memory or (after a restore or a spill) from
-  // the backend; null when the window has none.
-  absl::StatusOr<Pane*> FindPane() {
-    auto it = panes_.find(composite_);
-    if (it != panes_.end()) return current_pane_ = &it->second;
-    if (!backend_has_more_) return nullptr;
-    SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(acc_id_, &value_));
-    if (!found) return nullptr;
-    SLUICE_ASSIGN_OR_RETURN(int key_group, CompositeKeyGroup());
-    Pane& p = panes_[composite_];
-    p.acc.swap(value_);
-    p.key_group = key_group;
-    p.in_backend = true;
-    return current_pane_ = &p;
-  }
-  // The key group of the current composite key (its key's).
-  absl::StatusOr<int> CompositeKeyGroup() {
-    if (composite_kg_ >= 0) return composite_kg_;
-    SLUICE_RETURN_IF_ERROR(KeyFromComposite());
-    composite_kg_ = key_.key_group();
-    return composite_kg_;
-  }
-  // Writes the changed panes to the backend ("window_acc" under their composite keys).
-  absl::Status WritePanes() {
-    for (auto& [key, p] : panes_) {
-      if (!p.dirty) continue;
-      state_->SetCurrentKey(key, p.key_group);
-      SLUICE_RETURN_IF_ERROR(state_->Put(acc_id_, p.acc));
-      p.dirty = false;
-      p.in_backend = true;
+  // The current bucket, from memory or (after a restore or a spill) from the backend; a new
+  // empty one if `create`, else null when there is none.
+  absl::StatusOr<Bucket*> FindBucket(bool create) {
+    if (cur_bucket_ != nullptr) return cur_bucket_;
+    auto it = buckets_.find(cur_id_);
+    if (it != buckets_.end()) return cur_bucket_ = it->second.get();
+    std::unique_ptr<Bucket> bucket;
+    if (backend_has_more_) {
+      SetBucketKey();
+      SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(panes_id_, &value_));
+      if (found) {
+        bucket = std::make_unique<Bucket>();
+        SLUICE_RETURN_IF_ERROR(DecodeBucket(value_, bucket.get()));
+        bucket->in_backend = true;
+        bucket->timers = true;
+      }
     }
+    if (bucket == nullptr && !create) return nullptr;
+    if (bucket == nullptr) bucket = std::make_unique<Bucket>();
+    open_panes_ += bucket->panes.size();
+    cur_bucket_ = bucket.get();
+    buckets_.emplace(cur_id_, std::move(bucket));
+    return cur_bucket_;
+  }
+
+  // [kPanesVersion][count] then per key [size][key record][size][accumulator row].
+  void EncodeBucket(const Bucket& bucket, std::string* out) {
+    out->assign(1, static_cast<char>(kPanesVersion));
+    PutVarint64(bucket.panes.size(), out);
+    for (const auto& [key, pane] : bucket.panes) {
+      PutVarint64(key.size(), out);
+      out->append(key);
+      PaneToAcc(pane, &decoded_acc_);
+      row_.clear();
+      EncodeRecord(acc_schema_, decoded_acc_, &row_);
+      PutVarint64(row_.size(), out);
+      out->append(row_);
+    }
+  }
+  absl::Status DecodeBucket(absl::string_view stored, Bucket* bucket) {
+    absl::string_view body;
+    SLUICE_ASSIGN_OR_RETURN(int version, ReadStateVersion(ctx_.state_origin, "window panes", stored,
+                                                          kPanesVersion, &body));
+    (void)version;
+    const char* p = body.data();
+    const char* end = body.data() + body.size();
+    auto corrupt = [&](absl::string_view why) {
+      return ctx_.state_origin.DataLoss(absl::StrCat("window panes (", stored.size(),
+                                                     " bytes) do not decode at byte ",
+                                                     1 + (p - body.data()), ": ", why));
+    };
+    uint64_t count = 0;
+    p = GetVarint64(p, end, &count);
+    if (p == nullptr) return corrupt("no count");
+    for (uint64_t i = 0; i < count; ++i) {
+      uint64_t key_size = 0;
+      const char* q = GetVarint64(p, end, &key_size);
+      if (q == nullptr || key_size > static_cast<uint64_t>(end - q)) return corrupt("bad key size");
+      const absl::string_view key(q, key_size);
+      p = q + key_size;
+      uint64_t row_size = 0;
+      q = GetVarint64(p, end, &row_size);
+      if (q == nullptr || row_size > static_cast<uint64_t>(end - q)) return corrupt("bad row size");
+      RecordDecoder dec(&acc_schema_, absl::string_view(q, row_size));
+      absl::Status s = dec.Next(&decoded_acc_);
+      if (!s.ok() || !dec.Done()) return corrupt(s.ok() ? "bytes left over in a row" : s.message());
+      p = q + row_size;
+      SLUICE_RETURN_IF_ERROR(CheckPluginVersions(decoded_acc_));
+      AccToPane(decoded_acc_, &bucket->panes[key]);
+    }
+    if (p != end) return corrupt("bytes left over");
     return absl::OkStatus();
   }
 
-  // Reads the current key's accumulator into acc_; false when it has none.
-  absl::StatusOr<bool> LoadAcc() { return LoadAccInto(&acc_); }
-  absl::StatusOr<bool> LoadAccInto(Record* acc) {
-    SLUICE_ASSIGN_OR_RETURN(Pane* pane, FindPane());
-    if (pane == nullptr) return false;
-    const std::string& stored = pane->acc;
+  // Writes the changed buckets to the backend ("window_panes" under their bucket keys).
+  absl::Status WriteBuckets() {
+    for (auto& [id, bucket] : buckets_) {
+      if (!bucket->dirty) continue;
+      SLUICE_RETURN_IF_ERROR(WriteBucket(id, *bucket));
+    }
+    return absl::OkStatus();
+  }
+  absl::Status WriteBucket(const BucketId& id, Bucket& bucket) {
+    EncodeBucket(bucket, &value_);
+    BucketKey(id, &bucket_key_);
+    state_->SetCurrentKey(bucket_key_, id.kg);
+    SLUICE_RETURN_IF_ERROR(state_->Put(panes_id_, value_));
+    bucket.dirty = false;
+    bucket.in_backend = true;
+    return absl::OkStatus();
+  }
+
+  // Pane <-> accumulator row.
+  void PaneToAcc(const Pane& pane, Record* acc) const {
+    for (size_t f = 0; f < slot_.size(); ++f) {
+      switch (acc_schema_.field(f).type) {
+        case FieldType::kString:
+          (*acc)[f].s.assign(pane.strings[slot_[f]]);
+          break;
+        case FieldType::kDouble:
+          std::memcpy(&(*acc)[f].d, &pane.words[slot_[f]], sizeof(double));
+          break;
+        default:
+          (*acc)[f].i = pane.words[slot_[f]];
+          break;
+      }
+    }
+    for (size_t n = 0; n < nullable_fields_.size(); ++n) {
+      acc->SetNullTo(nullable_fields_[n], (pane.words[pane_words_ + n / 64] >> (n % 64)) & 1);
+    }
+  }
+  void AccToPane(const Record& acc, Pane* pane) const {
+    pane->words.resize(pane_words_ + null_words_);
+    pane->strings.resize(pane_strings_);
+    for (size_t f = 0; f < slot_.size(); ++f) {
+      switch (acc_schema_.field(f).type) {
+        case FieldType::kString:
+          pane->strings[slot_[f]].assign(acc[f].s);
+          break;
+        case FieldType::kDouble:
+          std::memcpy(&pane->words[slot_[f]], &acc[f].d, sizeof(double));
+          break;
+        default:
+          pane->words[slot_[f]] = acc[f].i;
+          break;
+      }
+    }
+    for (size_t w = 0; w < null_words_; ++w) pane->words[pane_words_ + w] = 0;
+    for (size_t n = 0; n < nullable_fields_.size(); ++n) {
+      if (acc.IsNull(nullable_fields_[n])) pane->words[pane_words_ + n / 64] |= uint64_t{1} << (n % 64);
+    }
+  }
+
+  // Reads the current window's accumulator into `acc`; false when it has none.
+  absl::StatusOr<bool> LoadAcc(Record* acc) {
+    SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/false));
+    if (bucket == nullptr) return false;
+    auto it = bucket->panes.find(cur_key_);
+    if (it == bucket->panes.end()) return false;
+    cur_pane_ = &it->second;
+    PaneToAcc(*cur_pane_, acc);
+    return true;
+  }
+  // A stored accumulator of the layout before buckets ("window_acc", formats 1 and 2) into acc_.
+  absl::Status DecodeLegacyAcc(const std::string& stored) {
     absl::string_view body;
     SLUICE_ASSIGN_OR_RETURN(int version, ReadStateVersion(ctx_.state_origin, "window accumulator",
                                                           stored, kAccVersion, &body));
     RecordDecoder dec(version == 1 ? &acc_schema_v1_ : &acc_schema_, body);
-    absl::Status s = dec.Next(version == 1 ? &v1_acc_ : acc);
+    absl::Status s = dec.Next(version == 1 ? &v1_acc_ : &acc_);
     if (!s.ok() || !dec.Done()) {
       return ctx_.state_origin.DataLoss(absl::StrCat(
           "window accumulator of format ", version, " does not decode (", stored.size(),
           " bytes): ", s.ok() ? "bytes left over" : s.message()));
     }
-    if (version == 1) FromFormat1(acc);
+    if (version == 1) FromFormat1(&acc_);
+    return CheckPluginVersions(acc_);
+  }
+  // kFailedPrecondition if a plugin's accumulator in `acc` is of a version its function does
+  // not read.
+  absl::Status CheckPluginVersions(const Record& acc) const {
     for (size_t a = 0; a < o_->aggregates.size(); ++a) {
       const WindowOptions::Aggregate& agg = o_->aggregates[a];
       if (agg.fn != Fn::kPlugin) continue;
-      const int64_t acc_version = (*acc)[acc_index_[a]].i;
+      const int64_t acc_version = acc[acc_index_[a]].i;
       if (acc_version != agg.plugin->AccumulatorVersion()) {
         return absl::FailedPreconditionError(absl::StrCat(
             ctx_.task_name, ": the state holds accumulators of aggregate function '",
@@ -348,7 +524,7 @@ class WindowOperator final : public Operator {
             ": restore with the plugin version that wrote the state"));
       }
     }
-    return true;
+    return absl::OkStatus();
   }
   // acc = v1_acc_, an accumulator of format 1: a value is there once the window has records.
   void FromFormat1(Record* acc) {
@@ -366,21 +542,80 @@ class WindowOperator final : public Operator {
       acc->SetNullTo(v, o_->aggregates[a].fn != Fn::kCountDistinct && records == 0);
     }
   }
+
+  // Moves the windows a restored checkpoint holds in the layout before buckets ("window_acc"
+  // per key and window, timers per key and window) into buckets, deleting the old entries and
+  // timers. kDataLoss if one does not decode.
+  absl::Status MigrateLegacyWindows() {
+    legacy_keys_.clear();
+    SLUICE_RETURN_IF_ERROR(state_->ForEachKey(acc_id_, [this](absl::string_view key) {
+      legacy_keys_.emplace_back(key);
+      return absl::OkStatus();
+    }));
+    for (const std::string& composite : legacy_keys_) {
+      if (composite.size() <= 16) return ctx_.state_origin.DataLoss("a window state key is malformed");
+      const TimeWindow w{internal::GetOrderedInt64(composite.data() + composite.size() - 16),
+                         internal::GetOrderedInt64(composite.data() + composite.size() - 8)};
+      absl::Status s = key_.SetBytes(absl::string_view(composite).substr(0, composite.size() - 16));
+      if (!s.ok()) return ctx_.state_origin.DataLoss(absl::StrCat("a window state key does not decode: ", s.message()));
+      state_->SetCurrentKey(composite, key_.key_group());
+      SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(acc_id_, &value_));
+      if (!found) continue;
+      SLUICE_RETURN_IF_ERROR(DecodeLegacyAcc(value_));
+      SLUICE_RETURN_IF_ERROR(state_->Delete(acc_id_));
+      if (o_->event_time) {
+        SLUICE_RETURN_IF_ERROR(timers_->DeleteEventTimeTimer(w.max_timestamp()));
+        SLUICE_RETURN_IF_ERROR(timers_->DeleteEventTimeTimer(CleanupTime(w)));
+      } else {
+        SLUICE_RETURN_IF_ERROR(timers_->DeleteProcessingTimeTimer(w.max_timestamp()));
+      }
+      if (acc_[kNextEarly].i != kNoEarly) {
+        SLUICE_RETURN_IF_ERROR(timers_->DeleteProcessingTimeTimer(acc_[kNextEarly].i));
+      }
+      SetWindow(w, key_.key_group(), key_.bytes());
+      SLUICE_RETURN_IF_ERROR(RegisterBucketTimers(w));
+      if (acc_[kNextEarly].i != kNoEarly) {
+        SetBucketKey();
+        SLUICE_RETURN_IF_ERROR(timers_->RegisterProcessingTimeTimer(acc_[kNextEarly].i));
+      }
+      SLUICE_RETURN_IF_ERROR(StoreAcc());
+    }
+    legacy_keys_.clear();
+    return absl::OkStatus();
+  }
+
+  // acc_ into the current window's pane (made if new).
   absl::Status StoreAcc() {
-    SLUICE_ASSIGN_OR_RETURN(int key_group, CompositeKeyGroup());
-    if (current_pane_ == nullptr) current_pane_ = &panes_.try_emplace(composite_).first->second;
-    Pane& p = *current_pane_;
-    p.acc.assign(1, static_cast<char>(kAccVersion));
-    EncodeRecord(acc_schema_, acc_, &p.acc);
-    p.key_group = key_group;
-    p.dirty = true;
-    if (panes_.size() <= kMaxPanes) return absl::OkStatus();
-    // Too many open windows: write them out and keep none in memory.
-    SLUICE_RETURN_IF_ERROR(WritePanes());
-    panes_.clear();
-    current_pane_ = nullptr;
-    backend_has_more_ = true;
-    state_->SetCurrentKey(composite_, key_group);  // WritePanes moved it
+    SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/true));
+    bool inserted = false;
+    if (cur_pane_ == nullptr) {
+      auto it = bucket->panes.try_emplace(cur_key_);
+      cur_pane_ = &it.first->second;
+      inserted = it.second;
+      open_panes_ += inserted ? 1 : 0;
+    }
+    AccToPane(acc_, cur_pane_);
+    bucket->dirty = true;
+    return inserted && open_panes_ > kMaxPanes ? Spill() : absl::OkStatus();
+  }
+  // Too many open windows: writes out and drops from memory the buckets whose windows end
+  // last (they fire last) but the current one, until 3/4 of kMaxPanes are left.
+  absl::Status Spill() {
+    spill_order_.clear();
+    for (const auto& [id, bucket] : buckets_) {
+      if (!(id == cur_id_)) spill_order_.push_back(id);
+    }
+    std::sort(spill_order_.begin(), spill_order_.end(),
+              [](const BucketId& a, const BucketId& b) { return a.end > b.end; });
+    for (const BucketId& id : spill_order_) {
+      if (open_panes_ <= kMaxPanes / 4 * 3) break;
+      auto it = buckets_.find(id);
+      Bucket& bucket = *it->second;
+      if (bucket.dirty) SLUICE_RETURN_IF_ERROR(WriteBucket(id, bucket));
+      open_panes_ -= bucket.panes.size();
+      buckets_.erase(it);
+      backend_has_more_ = true;
+    }
     return absl::OkStatus();
   }
   // An empty accumulator row into acc_ (plugins' functions create theirs).
@@ -401,16 +636,25 @@ class WindowOperator final : public Operator {
     return absl::OkStatus();
   }
 
-  // Loads the accumulator of window w (the current key), or starts one and registers its
+  // Loads the accumulator of window w (the current window), or starts one and registers its
   // timers.
   absl::Status LoadOrCreate(const TimeWindow& w) {
-    SLUICE_ASSIGN_OR_RETURN(bool found, LoadAcc());
+    SLUICE_ASSIGN_OR_RETURN(bool found, LoadAcc(&acc_));
     if (found) return absl::OkStatus();
     SLUICE_RETURN_IF_ERROR(ResetAcc());
     return RegisterTimers(w);
   }
 
+  // A new window's timers: its bucket's (once per bucket) and its next early firing.
   absl::Status RegisterTimers(const TimeWindow& w) {
+    SLUICE_RETURN_IF_ERROR(RegisterBucketTimers(w));
+    return ScheduleEarly(w, timers_->CurrentProcessingTime());
+  }
+  absl::Status RegisterBucketTimers(const TimeWindow& w) {
+    SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/true));
+    if (bucket->timers) return absl::OkStatus();
+    bucket->timers = true;
+    SetBucketKey();
     if (o_->event_time) {
       // A window the watermark has passed (a late record within the lateness) fires at once.
       if (w.max_timestamp() > Watermark()) {
@@ -419,10 +663,9 @@ class WindowOperator final : public Operator {
       if (CleanupTime(w) != w.max_timestamp()) {
         SLUICE_RETURN_IF_ERROR(timers_->RegisterEventTimeTimer(CleanupTime(w)));
       }
-    } else {
-      SLUICE_RETURN_IF_ERROR(timers_->RegisterProcessingTimeTimer(w.max_timestamp()));
+      return absl::OkStatus();
     }
-    return ScheduleEarly(w, timers_->CurrentProcessingTime());
+    return timers_->RegisterProcessingTimeTimer(w.max_timestamp());
   }
 
   // Registers the next early firing after processing time `now` (aligned on emit_every, as
@@ -435,17 +678,19 @@ class WindowOperator final : public Operator {
     const int64_t next = SaturatingAdd(now - rem, every);
     if (!o_->event_time && next >= w.max_timestamp()) return absl::OkStatus();
     acc_[kNextEarly].i = next;
+    SetBucketKey();
     return timers_->RegisterProcessingTimeTimer(next);
   }
 
   absl::Status CancelEarlyTimer() {
     if (acc_[kNextEarly].i == kNoEarly) return absl::OkStatus();
+    SetBucketKey();  // the bucket's other keys' early firings are due with it (final firing)
     SLUICE_RETURN_IF_ERROR(timers_->DeleteProcessingTimeTimer(acc_[kNextEarly].i));
     acc_[kNextEarly].i = kNoEarly;
     return absl::OkStatus();
   }
 
-  // Adds record r (event time ts) to acc_, the accumulator of window w (the current key),
+  // Adds record r (event time ts) to acc_, the accumulator of window w (the current window),
   // emits the row at once when the window has fired already (a late record within the
   // lateness), and stores it.
   absl::Status AddRecord(const TimeWindow& w, const Record& r, int64_t ts) {
@@ -466,6 +711,7 @@ class WindowOperator final : public Operator {
         continue;
       }
       DistinctKey(static_cast<int>(a), Stored(agg.in_type), v);
+      SetCompositeKey();
       SLUICE_ASSIGN_OR_RETURN(bool seen, state_->MapGet(distinct_id_, user_key_, &scratch_));
       if (!seen) {
         SLUICE_RETURN_IF_ERROR(state_->MapPut(distinct_id_, user_key_, ""));
@@ -516,8 +762,7 @@ class WindowOperator final : public Operator {
 
   // Emits the row of window w from acc_ (update: whether a row was emitted for it before).
   absl::Status EmitRow(const TimeWindow& w) {
-    RecordDecoder dec(&key_.schema(),
-                      absl::string_view(composite_).substr(0, composite_.size() - 16));
+    RecordDecoder dec(&key_.schema(), cur_key_);
     absl::Status s = dec.Next(&out_);  // key fields come first in the output
     if (!s.ok()) return ctx_.state_origin.DataLoss(absl::StrCat("a window state key does not decode: ", s.message()));
     size_t f = key_.schema().size();
@@ -561,33 +806,64 @@ class WindowOperator final : public Operator {
     return output_->Emit(out_);
   }
 
-  // Drops window w's state (the current key): accumulator, distinct values, pending early
-  // timer, and its entry in the key's session list.
+  // Drops window w's state of the current key but its pane (DropBucket drops the bucket's):
+  // distinct values, pending early timer, and its entry in the key's session list.
   absl::Status Cleanup(const TimeWindow& w) {
     SLUICE_RETURN_IF_ERROR(CancelEarlyTimer());
-    SLUICE_RETURN_IF_ERROR(DropWindowState());
+    SLUICE_RETURN_IF_ERROR(DropDistinct());
     if (!o_->windows.merging()) return absl::OkStatus();
-    SLUICE_RETURN_IF_ERROR(KeyFromComposite());
+    absl::Status s = key_.SetBytes(cur_key_);
+    if (!s.ok()) return ctx_.state_origin.DataLoss(absl::StrCat("a window state key does not decode: ", s.message()));
     state_->SetCurrentKey(key_.bytes(), key_.key_group());
     SLUICE_RETURN_IF_ERROR(LoadSessions());
     sessions_.erase(std::remove(sessions_.begin(), sessions_.end(), w), sessions_.end());
     return StoreSessions();
   }
 
-  absl::Status DropWindowState() {
-    auto it = panes_.find(composite_);
-    // A window missing from memory may be in the backend only after a restore or a spill.
-    bool in_backend = backend_has_more_;
-    if (it != panes_.end()) {
-      in_backend = it->second.in_backend;
-      panes_.erase(it);
-      current_pane_ = nullptr;
-    }
-    if (in_backend) SLUICE_RETURN_IF_ERROR(state_->Delete(acc_id_));
+  // The current window's distinct values.
+  absl::Status DropDistinct() {
     if (!has_distinct_) return absl::OkStatus();
+    SetCompositeKey();
     SLUICE_RETURN_IF_ERROR(state_->MapEntries(distinct_id_, &entries_));
     for (const auto& e : entries_) SLUICE_RETURN_IF_ERROR(state_->MapRemove(distinct_id_, e.first));
     return absl::OkStatus();
+  }
+
+  // Drops the current bucket, in memory and in the backend.
+  absl::Status DropBucket() {
+    auto it = buckets_.find(cur_id_);
+    if (it == buckets_.end()) return absl::OkStatus();
+    if (it->second->in_backend) {
+      SetBucketKey();
+      SLUICE_RETURN_IF_ERROR(state_->Delete(panes_id_));
+    }
+    open_panes_ -= it->second->panes.size();
+    buckets_.erase(it);
+    cur_bucket_ = nullptr;
+    cur_pane_ = nullptr;
+    return absl::OkStatus();
+  }
+
+  // Drops the current window's pane (a session merged into another) and its distinct values;
+  // the bucket with its timers when it was the last. `early`: the pane's early firing time.
+  absl::Status RemovePane(int64_t early) {
+    SLUICE_RETURN_IF_ERROR(DropDistinct());
+    SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/false));
+    if (bucket == nullptr) return absl::OkStatus();
+    if (bucket->panes.erase(cur_key_) > 0) --open_panes_;
+    cur_pane_ = nullptr;
+    bucket->dirty = true;
+    if (!bucket->panes.empty()) return absl::OkStatus();  // the timers are the other keys' too
+    const TimeWindow w{cur_id_.start, cur_id_.end};
+    SetBucketKey();
+    if (o_->event_time) {
+      SLUICE_RETURN_IF_ERROR(timers_->DeleteEventTimeTimer(w.max_timestamp()));
+      SLUICE_RETURN_IF_ERROR(timers_->DeleteEventTimeTimer(CleanupTime(w)));
+    } else {
+      SLUICE_RETURN_IF_ERROR(timers_->DeleteProcessingTimeTimer(w.max_timestamp()));
+    }
+    if (early != kNoEarly) SLUICE_RETURN_IF_ERROR(timers_->DeleteProcessingTimeTimer(early));
+    return DropBucket();
   }
 
   // The current key's (key alone) open sessions, into sessions_.
@@ -630,7 +906,7 @@ class WindowOperator final : public Operator {
     const TimeWindow merged = MergeSession(sessions_, w, &absorbed_);
     if (absorbed_.empty() && IsLate(merged)) return Late(r);
     if (absorbed_.size() == 1 && absorbed_[0] == merged) {
-      SetWindowKey(merged);
+      SetWindow(merged, key_.key_group(), key_.bytes());
       SLUICE_RETURN_IF_ERROR(LoadOrCreate(merged));
       return AddRecord(merged, r, ts);
     }
@@ -644,27 +920,20 @@ class WindowOperator final : public Operator {
     SLUICE_RETURN_IF_ERROR(ResetAcc());
     moved_distinct_.clear();
     for (const TimeWindow& a : absorbed_) {
-      SetWindowKey(a);
-      SLUICE_ASSIGN_OR_RETURN(bool found, LoadAccInto(&other_acc_));
+      SetWindow(a, key_.key_group(), key_.bytes());
+      SLUICE_ASSIGN_OR_RETURN(bool found, LoadAcc(&other_acc_));
       if (!found) continue;
       SLUICE_RETURN_IF_ERROR(MergeAcc(other_acc_));
-      if (o_->event_time) {
-        SLUICE_RETURN_IF_ERROR(timers_->DeleteEventTimeTimer(a.max_timestamp()));
-        SLUICE_RETURN_IF_ERROR(timers_->DeleteEventTimeTimer(CleanupTime(a)));
-      } else {
-        SLUICE_RETURN_IF_ERROR(timers_->DeleteProcessingTimeTimer(a.max_timestamp()));
-      }
-      if (other_acc_[kNextEarly].i != kNoEarly) {
-        SLUICE_RETURN_IF_ERROR(timers_->DeleteProcessingTimeTimer(other_acc_[kNextEarly].i));
-      }
       if (has_distinct_) {
+        SetCompositeKey();
         SLUICE_RETURN_IF_ERROR(state_->MapEntries(distinct_id_, &entries_));
         for (auto& e : entries_) moved_distinct_.push_back(std::move(e.first));
       }
-      SLUICE_RETURN_IF_ERROR(DropWindowState());
+      SLUICE_RETURN_IF_ERROR(RemovePane(other_acc_[kNextEarly].i));
     }
-    SetWindowKey(merged);
+    SetWindow(merged, key_.key_group(), key_.bytes());
     SLUICE_RETURN_IF_ERROR(RegisterTimers(merged));
+    if (!moved_distinct_.empty()) SetCompositeKey();
     for (const std::string& k : moved_distinct_) {
       SLUICE_ASSIGN_OR_RETURN(bool seen, state_->MapGet(distinct_id_, k, &scratch_));
       if (seen) continue;
@@ -749,18 +1018,29 @@ class WindowOperator final : public Operator {
   const WindowOptions* o_ = nullptr;
   state::KeyedStateBackend* state_ = nullptr;
   TimerService* timers_ = nullptr;
-  state::StateId acc_id_ = 0;
+  state::StateId panes_id_ = 0;
+  state::StateId acc_id_ = 0;  // the layout before buckets (MigrateLegacyWindows)
   state::StateId distinct_id_ = 0;
   state::StateId sessions_id_ = 0;
   bool has_distinct_ = false;
   int64_t restored_watermark_ = kNoWatermark;
-  absl::flat_hash_map<std::string, Pane> panes_;  // open windows by composite key
-  bool backend_has_more_ = false;  // restored or spilled: the backend may hold other windows
-  int composite_kg_ = -1;          // composite_'s key group; -1: not computed yet
-  // composite_'s pane, once found or stored (null when not yet, or after panes_ changed shape).
-  Pane* current_pane_ = nullptr;
+  absl::flat_hash_map<BucketId, std::unique_ptr<Bucket>> buckets_;  // open windows
+  size_t open_panes_ = 0;          // in buckets_
+  bool backend_has_more_ = false;  // restored or spilled: the backend may hold other buckets
+  // The current window (SetWindow): its bucket, key and pane, once found or made (the pane is
+  // null before, and after its bucket changed shape).
+  BucketId cur_id_;
+  absl::string_view cur_key_;  // key_'s bytes, or a key in cur_bucket_
+  Bucket* cur_bucket_ = nullptr;
+  Pane* cur_pane_ = nullptr;
   internal::RecordKey key_;
   Schema acc_schema_;
+  // Pane layout: per field of acc_schema_ its index in Pane::words or Pane::strings.
+  std::vector<int> slot_;
+  int pane_words_ = 0;
+  int pane_strings_ = 0;
+  std::vector<int> nullable_fields_;  // fields of acc_schema_ that may be null
+  size_t null_words_ = 0;             // words of their null bits after the values
   std::vector<int> acc_index_;  // per aggregate: its first field in acc_schema_
   std::vector<bool> nullable_;  // per aggregate: over a nullable field
   Schema acc_schema_v1_;        // accumulators of format 1
@@ -768,11 +1048,17 @@ class WindowOperator final : public Operator {
 
   // Scratch, reused per record.
   std::string composite_;
+  std::string bucket_key_;
+  std::string row_;
+  std::vector<std::pair<const std::string*, Pane*>> fire_order_;
+  std::vector<std::string> legacy_keys_;
+  std::vector<BucketId> spill_order_;
   std::vector<TimeWindow> windows_;
   std::vector<TimeWindow> sessions_;
   std::vector<TimeWindow> absorbed_;
   Record acc_;
   Record other_acc_;
+  Record decoded_acc_;  // a bucket's rows as they are encoded or decoded
   Record v1_acc_;
   std::string value_;
   std::string user_key_;

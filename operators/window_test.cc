@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -26,6 +27,7 @@
 #include "operators/key_hasher.h"
 #include "operators/operator.h"
 #include "operators/internal/keyed_test_harness.h"
+#include "operators/internal/window_keys.h"
 #include "operators/registry.h"
 #include "operators/timer_service.h"
 #include "plan/job_spec.h"
@@ -455,56 +457,98 @@ TEST_F(WindowTest, WatermarkStateFormats) {
   }
 }
 
-// Accumulators of format 1 (written before nullable inputs) still restore and go on; a newer
-// format or a truncated accumulator is kDataLoss naming the origin, never a window restarted
-// from zero.
+// A window of `user` ([start, end), event time) as a build before the buckets checkpointed it:
+// its accumulator `value` in "window_acc" under the key and window, its timer under the same key.
+absl::Status PutLegacyWindow(KeyedSubtask& s, int64_t user, int64_t start, int64_t end,
+                             const std::string& value) {
+  const Schema key_schema({{"user", FieldType::kInt64}});
+  Record key(1);
+  key[0].i = user;
+  std::string composite;
+  EncodeRecord(key_schema, key, &composite);
+  internal::PutOrderedInt64(start, &composite);
+  internal::PutOrderedInt64(end, &composite);
+  state::KeyedStateBackend* b = s.backend();
+  b->SetCurrentKey(composite, KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema, key), kMaxParallelism));
+  SLUICE_RETURN_IF_ERROR(b->Put(b->RegisterState("window_acc", state::StateKind::kValue), value));
+  return b->RegisterTimer(state::TimerDomain::kEventTime, end - 1);
+}
+
+// Open windows are checkpointed per window and key group ("window_panes", format 1), and a
+// restored subtask reads them; windows of the layout before (one accumulator per key and window
+// in "window_acc", formats 1 and 2, with timers per key) still restore and go on. A newer format
+// or a truncated entry is kDataLoss naming the origin, never a window restarted from zero.
 TEST_F(WindowTest, AccumulatorFormats) {
-  KeyedSubtask& s = Start(R"y(    tumble: 10ms
+  const std::string options = R"y(    tumble: 10ms
     time_field: ts
-    aggregates: [{fn: count, as: n}, {fn: sum, field: amount}, {fn: min, field: price}])y");
-  // Open windows live in the operator's memory until a checkpoint writes them to the backend
-  // (leaving the window written last as the backend's current key); a subtask restored from a
-  // checkpoint reads them from there. `read_stored`: that window's stored accumulator;
-  // `restore_with`: a subtask restored from a checkpoint in which it is `value`.
+    aggregates: [{fn: count, as: n}, {fn: sum, field: amount}, {fn: min, field: price}])y";
+  KeyedSubtask& s = Start(options);
   int64_t checkpoint_id = 0;
-  auto read_stored = [&](KeyedSubtask& from, std::string* value) -> absl::Status {
-    SLUICE_RETURN_IF_ERROR(TakeCheckpoint(from, ++checkpoint_id).status());
-    const state::StateId acc = from.backend()->RegisterState("window_acc", state::StateKind::kValue);
-    SLUICE_ASSIGN_OR_RETURN(bool found, from.backend()->Get(acc, value));
-    return found ? absl::OkStatus() : absl::NotFoundError("no stored accumulator");
-  };
-  auto restore_with = [&](KeyedSubtask& from, const std::string& value) -> absl::StatusOr<KeyedSubtask*> {
-    const state::StateId acc = from.backend()->RegisterState("window_acc", state::StateKind::kValue);
-    SLUICE_RETURN_IF_ERROR(from.backend()->Put(acc, value));
+  // A subtask restored from a checkpoint of `from` after `put` changed its backend.
+  auto restore_after = [&](KeyedSubtask& from, const std::function<absl::Status()>& put)
+      -> absl::StatusOr<KeyedSubtask*> {
+    SLUICE_RETURN_IF_ERROR(put());
     SLUICE_ASSIGN_OR_RETURN(Checkpoint c, TakeCheckpoint(from, ++checkpoint_id));
     return Restore(c, 0, 1);
   };
+  const std::string row_1_at_1 = R"({"user":1,"window_start":0,"window_end":10,"n":2,"sum_amount":10,"min_price":2,"update":false})";
 
+  // A checkpoint writes the open window's bucket (the window written last is the backend's
+  // current key).
   ASSERT_OK(Add(s, 1, 1, 4));
-  std::string v2;
-  ASSERT_OK(read_stored(s, &v2));
-  ASSERT_EQ(v2[0], 2) << "format version 2";
-  // Without nullable inputs format 1 has the same bytes after its version byte.
-  std::string v1 = v2;
-  v1[0] = 1;
-  auto r = restore_with(s, v1);
-  ASSERT_OK(r);
-  ASSERT_OK(Add(**r, 1, 2, 6));
-  ASSERT_OK((*r)->Watermark(9));
-  EXPECT_THAT((*r)->out().rows,
-              ElementsAre(R"({"user":1,"window_start":0,"window_end":10,"n":2,"sum_amount":10,"min_price":2,"update":false})"));
+  ASSERT_OK(TakeCheckpoint(s, ++checkpoint_id));
+  const state::StateId panes = s.backend()->RegisterState("window_panes", state::StateKind::kValue);
+  std::string stored;
+  auto found = s.backend()->Get(panes, &stored);
+  ASSERT_OK(found);
+  ASSERT_TRUE(*found);
+  ASSERT_EQ(stored[0], 1) << "format version 1";
 
-  ASSERT_OK(Add(s, 2, 11, 1));
-  ASSERT_OK(read_stored(s, &v2));
+  // The layout before: format 2, and format 1 (without nullable inputs the same bytes after the
+  // version byte). Records 1, dirty, no early firing, sum 4, min 2.
+  const Schema acc_schema({{"records", FieldType::kInt64}, {"emitted", FieldType::kBool},
+                           {"final_fired", FieldType::kBool}, {"dirty", FieldType::kBool},
+                           {"next_early", FieldType::kInt64}, {"v", FieldType::kInt64},
+                           {"v", FieldType::kDouble}});
+  Record acc(acc_schema.size());
+  acc[0].i = 1;
+  acc[3].i = 1;
+  acc[4].i = std::numeric_limits<int64_t>::min();
+  acc[5].i = 4;
+  acc[6].d = 2;
+  std::string v2(1, '\x02');
+  EncodeRecord(acc_schema, acc, &v2);
+  for (const char version : {'\x02', '\x01'}) {
+    KeyedSubtask& old = Start(options);
+    auto r = restore_after(old, [&] { return PutLegacyWindow(old, 1, 0, 10, version + v2.substr(1)); });
+    ASSERT_OK(r);
+    ASSERT_OK(Add(**r, 1, 2, 6));
+    ASSERT_OK((*r)->Watermark(9));
+    EXPECT_THAT((*r)->out().rows, ElementsAre(row_1_at_1)) << "format " << int{version};
+    // Moved into a bucket: the old entry is gone.
+    std::string left;
+    auto legacy = (*r)->backend()->Get((*r)->backend()->RegisterState("window_acc", state::StateKind::kValue), &left);
+    ASSERT_OK(legacy);
+    EXPECT_FALSE(*legacy);
+  }
+
   const std::string named = "(job job, operator 'w' (type window), subtask 0, restored from checkpoint ";
+  for (const auto& [value, reason] : std::vector<std::pair<std::string, std::string>>{
+           {"\x02" + stored.substr(1), "window panes has format version 2, newer than this build reads (up to 1)"},
+           {stored.substr(0, stored.size() - 3), "window panes (" + std::to_string(stored.size() - 3) + " bytes) do not decode"},
+           {stored + "x", "bytes left over"}}) {
+    auto bad = restore_after(s, [&] { return s.backend()->Put(panes, value); });
+    ASSERT_OK(bad);
+    EXPECT_THAT(Add(**bad, 1, 2, 1), ::sluice::testing::StatusIs(absl::StatusCode::kDataLoss,
+                                                                 AllOf(HasSubstr(named), HasSubstr(reason))));
+  }
   for (const auto& [value, reason] : std::vector<std::pair<std::string, std::string>>{
            {"\x03" + v2.substr(1), "window accumulator has format version 3, newer than this build reads (up to 2)"},
            {v2.substr(0, v2.size() - 3), "window accumulator of format 2 does not decode"},
            {v2 + "x", "bytes left over"}}) {
-    auto bad = restore_with(s, value);
-    ASSERT_OK(bad);
-    EXPECT_THAT(Add(**bad, 2, 12, 1), ::sluice::testing::StatusIs(absl::StatusCode::kDataLoss,
-                                                                  AllOf(HasSubstr(named), HasSubstr(reason))));
+    KeyedSubtask& old = Start(options);
+    EXPECT_THAT(restore_after(old, [&] { return PutLegacyWindow(old, 1, 0, 10, value); }),
+                ::sluice::testing::StatusIs(absl::StatusCode::kDataLoss, AllOf(HasSubstr(named), HasSubstr(reason))));
   }
 }
 
@@ -558,11 +602,6 @@ TEST_F(WindowTest, SessionsOverNullsMergeAsSql) {
 TEST_F(WindowTest, NullableAccumulatorOfFormatOneStillReads) {
   ASSERT_OK(LoadJob(NullableJob("    tumble: 10ms"), "w"));
   KeyedSubtask& s = StartSubtask();
-  ASSERT_OK(s.op()->Process(NullableInput(1, 4)));
-  // A checkpoint writes the open window to the backend (its current key); the subtask restored
-  // from the next checkpoint, after the accumulator was replaced there, reads it.
-  ASSERT_OK(TakeCheckpoint(s, 1));
-  const state::StateId acc = s.backend()->RegisterState("window_acc", state::StateKind::kValue);
   // Format 1: every field NOT NULL, avg without its count of values: 2 records so far, sum 10,
   // min 3, max 7, avg sum 10, first 3 at 1, last 7 at 2, 2 distinct.
   Schema v1({{"records", FieldType::kInt64}, {"emitted", FieldType::kBool}, {"final_fired", FieldType::kBool},
@@ -574,8 +613,8 @@ TEST_F(WindowTest, NullableAccumulatorOfFormatOneStillReads) {
   for (size_t i = 0; i < v1.size(); ++i) old[i].i = values[i];
   std::string bytes(1, '\x01');
   EncodeRecord(v1, old, &bytes);
-  ASSERT_OK(s.backend()->Put(acc, bytes));
-  auto checkpoint = TakeCheckpoint(s, 2);
+  ASSERT_OK(PutLegacyWindow(s, 1, 0, 10, bytes));
+  auto checkpoint = TakeCheckpoint(s, 1);
   ASSERT_OK(checkpoint);
   auto r = Restore(*checkpoint, 0, 1);
   ASSERT_OK(r);
