@@ -51,7 +51,10 @@ inline constexpr int kUpperMaxParallelism = 32768;
 
 // Key group of a key hash. REQUIRES: max_parallelism > 0.
 inline int KeyGroupForHash(uint64_t key_hash, int max_parallelism) {
-  return static_cast<int>(Mix64(key_hash) % static_cast<uint64_t>(max_parallelism));
+  const uint64_t n = static_cast<uint64_t>(max_parallelism);
+  // A power of two (the default 128) needs no division, which costs ~40 cycles per record.
+  if ((n & (n - 1)) == 0) return static_cast<int>(Mix64(key_hash) & (n - 1));
+  return static_cast<int>(Mix64(key_hash) % n);
 }
 
 // Subtask index that owns `key_group` when the operator runs with `parallelism`.
