@@ -164,6 +164,7 @@ class WindowOperator final : public Operator {
     for (size_t f = 0; f < acc_schema_.size(); ++f) {
       const FieldType t = acc_schema_.field(f).type;
       slot_.push_back(t == FieldType::kString ? pane_strings_++ : pane_words_++);
+      kind_.push_back(t == FieldType::kString ? kStringSlot : t == FieldType::kDouble ? kDoubleSlot : kIntSlot);
       if (acc_schema_.field(f).nullable) nullable_fields_.push_back(static_cast<int>(f));
     }
     null_words_ = (nullable_fields_.size() + 63) / 64;
@@ -356,23 +357,26 @@ class WindowOperator final : public Operator {
   absl::StatusOr<Bucket*> FindBucket(bool create) {
     if (cur_bucket_ != nullptr) return cur_bucket_;
     auto it = buckets_.find(cur_id_);
-    if (it != buckets_.end()) return cur_bucket_ = it->second.get();
-    std::unique_ptr<Bucket> bucket;
+    if (it != buckets_.end()) return cur_bucket_ = &it->second;
+    bool found = false;
     if (backend_has_more_) {
       SetBucketKey();
-      SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(panes_id_, &value_));
-      if (found) {
-        bucket = std::make_unique<Bucket>();
-        SLUICE_RETURN_IF_ERROR(DecodeBucket(value_, bucket.get()));
-        bucket->in_backend = true;
-        bucket->timers = true;
-      }
+      SLUICE_ASSIGN_OR_RETURN(found, state_->Get(panes_id_, &value_));
     }
-    if (bucket == nullptr && !create) return nullptr;
-    if (bucket == nullptr) bucket = std::make_unique<Bucket>();
-    open_panes_ += bucket->panes.size();
-    cur_bucket_ = bucket.get();
-    buckets_.emplace(cur_id_, std::move(bucket));
+    if (!found && !create) return nullptr;
+    Bucket& bucket = buckets_[cur_id_];
+    cur_bucket_ = &bucket;
+    if (found) {
+      absl::Status s = DecodeBucket(value_, &bucket);
+      if (!s.ok()) {
+        buckets_.erase(cur_id_);
+        cur_bucket_ = nullptr;
+        return s;
+      }
+      bucket.in_backend = true;
+      bucket.timers = true;
+      open_panes_ += bucket.panes.size();
+    }
     return cur_bucket_;
   }
 
@@ -428,8 +432,8 @@ class WindowOperator final : public Operator {
   // Writes the changed buckets to the backend ("window_panes" under their bucket keys).
   absl::Status WriteBuckets() {
     for (auto& [id, bucket] : buckets_) {
-      if (!bucket->dirty) continue;
-      SLUICE_RETURN_IF_ERROR(WriteBucket(id, *bucket));
+      if (!bucket.dirty) continue;
+      SLUICE_RETURN_IF_ERROR(WriteBucket(id, bucket));
     }
     return absl::OkStatus();
   }
@@ -446,11 +450,11 @@ class WindowOperator final : public Operator {
   // Pane <-> accumulator row.
   void PaneToAcc(const Pane& pane, Record* acc) const {
     for (size_t f = 0; f < slot_.size(); ++f) {
-      switch (acc_schema_.field(f).type) {
-        case FieldType::kString:
+      switch (kind_[f]) {
+        case kStringSlot:
           (*acc)[f].s.assign(pane.strings[slot_[f]]);
           break;
-        case FieldType::kDouble:
+        case kDoubleSlot:
           std::memcpy(&(*acc)[f].d, &pane.words[slot_[f]], sizeof(double));
           break;
         default:
@@ -463,14 +467,16 @@ class WindowOperator final : public Operator {
     }
   }
   void AccToPane(const Record& acc, Pane* pane) const {
-    pane->words.resize(pane_words_ + null_words_);
-    pane->strings.resize(pane_strings_);
+    if (pane->words.size() != pane_words_ + null_words_) {
+      pane->words.resize(pane_words_ + null_words_);
+      pane->strings.resize(pane_strings_);
+    }
     for (size_t f = 0; f < slot_.size(); ++f) {
-      switch (acc_schema_.field(f).type) {
-        case FieldType::kString:
+      switch (kind_[f]) {
+        case kStringSlot:
           pane->strings[slot_[f]].assign(acc[f].s);
           break;
-        case FieldType::kDouble:
+        case kDoubleSlot:
           std::memcpy(&pane->words[slot_[f]], &acc[f].d, sizeof(double));
           break;
         default:
@@ -478,6 +484,7 @@ class WindowOperator final : public Operator {
           break;
       }
     }
+    if (null_words_ == 0) return;
     for (size_t w = 0; w < null_words_; ++w) pane->words[pane_words_ + w] = 0;
     for (size_t n = 0; n < nullable_fields_.size(); ++n) {
       if (acc.IsNull(nullable_fields_[n])) pane->words[pane_words_ + n / 64] |= uint64_t{1} << (n % 64);
@@ -610,7 +617,7 @@ class WindowOperator final : public Operator {
     for (const BucketId& id : spill_order_) {
       if (open_panes_ <= kMaxPanes / 4 * 3) break;
       auto it = buckets_.find(id);
-      Bucket& bucket = *it->second;
+      Bucket& bucket = it->second;
       if (bucket.dirty) SLUICE_RETURN_IF_ERROR(WriteBucket(id, bucket));
       open_panes_ -= bucket.panes.size();
       buckets_.erase(it);
@@ -833,11 +840,11 @@ class WindowOperator final : public Operator {
   absl::Status DropBucket() {
     auto it = buckets_.find(cur_id_);
     if (it == buckets_.end()) return absl::OkStatus();
-    if (it->second->in_backend) {
+    if (it->second.in_backend) {
       SetBucketKey();
       SLUICE_RETURN_IF_ERROR(state_->Delete(panes_id_));
     }
-    open_panes_ -= it->second->panes.size();
+    open_panes_ -= it->second.panes.size();
     buckets_.erase(it);
     cur_bucket_ = nullptr;
     cur_pane_ = nullptr;
@@ -1024,7 +1031,9 @@ class WindowOperator final : public Operator {
   state::StateId sessions_id_ = 0;
   bool has_distinct_ = false;
   int64_t restored_watermark_ = kNoWatermark;
-  absl::flat_hash_map<BucketId, std::unique_ptr<Bucket>> buckets_;  // open windows
+  // Open windows. A Bucket moves when buckets_ grows (its panes do not): cur_bucket_ is found
+  // again after an insertion.
+  absl::flat_hash_map<BucketId, Bucket> buckets_;
   size_t open_panes_ = 0;          // in buckets_
   bool backend_has_more_ = false;  // restored or spilled: the backend may hold other buckets
   // The current window (SetWindow): its bucket, key and pane, once found or made (the pane is
@@ -1036,9 +1045,11 @@ class WindowOperator final : public Operator {
   internal::RecordKey key_;
   Schema acc_schema_;
   // Pane layout: per field of acc_schema_ its index in Pane::words or Pane::strings.
+  enum : uint8_t { kIntSlot, kDoubleSlot, kStringSlot };
   std::vector<int> slot_;
-  int pane_words_ = 0;
-  int pane_strings_ = 0;
+  std::vector<uint8_t> kind_;  // per field of acc_schema_: how its value is kept
+  size_t pane_words_ = 0;
+  size_t pane_strings_ = 0;
   std::vector<int> nullable_fields_;  // fields of acc_schema_ that may be null
   size_t null_words_ = 0;             // words of their null bits after the values
   std::vector<int> acc_index_;  // per aggregate: its first field in acc_schema_
