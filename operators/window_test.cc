@@ -71,6 +71,9 @@ operators:
 )y");
 }
 
+// A name per amount (string accumulators).
+std::string Name(int64_t amount) { return absl::StrCat("name", amount); }
+
 class WindowTest : public internal::KeyedOperatorTest {
  protected:
   absl::Status Load(const std::string& window_options) {
@@ -335,11 +338,22 @@ TEST_F(WindowTest, ProcessingTimeWindows) {
 // The same input, run uninterrupted and run with a snapshot in the middle restored into two
 // new subtasks (parallelism 1 -> 2), gives the same rows; each key's windows fire on the new
 // subtask that owns its key group.
-TEST_F(WindowTest, OpenWindowsSurviveSnapshotAndRestoreAtAnotherParallelism) {
-  const std::string options = R"y(    session: 10ms
+// Sessions (merging), and hopping windows (several per record) whose accumulators hold every kind
+// of value (integers, doubles, strings).
+class WindowRestoreTest : public WindowTest, public ::testing::WithParamInterface<const char*> {};
+
+INSTANTIATE_TEST_SUITE_P(Windows, WindowRestoreTest,
+                         ::testing::Values(R"y(    session: 10ms
     time_field: ts
     allowed_lateness: 20ms
-    aggregates: [{fn: count, as: n}, {fn: count_distinct, field: amount, as: d}, {fn: sum, field: amount}])y";
+    aggregates: [{fn: count, as: n}, {fn: count_distinct, field: amount, as: d}, {fn: sum, field: amount}])y",
+                                           R"y(    hop: {size: 20ms, slide: 10ms}
+    time_field: ts
+    allowed_lateness: 20ms
+    aggregates: [{fn: count, as: n}, {fn: avg, field: price}, {fn: max, field: name}, {fn: first, field: amount}])y"));
+
+TEST_P(WindowRestoreTest, OpenWindowsSurviveSnapshotAndRestoreAtAnotherParallelism) {
+  const std::string options = GetParam();
   // Input: 40 keys, event times spread out of order; watermark steps in between.
   struct Step {
     bool watermark;
@@ -356,7 +370,7 @@ TEST_F(WindowTest, OpenWindowsSurviveSnapshotAndRestoreAtAnotherParallelism) {
 
   KeyedSubtask& whole = Start(options);
   for (const Step& st : steps) {
-    ASSERT_OK(st.watermark ? whole.Watermark(st.ts) : Add(whole, st.user, st.ts, st.amount));
+    ASSERT_OK(st.watermark ? whole.Watermark(st.ts) : Add(whole, st.user, st.ts, st.amount, Name(st.amount)));
   }
   std::vector<std::string> expected = whole.out().rows;
   uint64_t expected_late = whole.late_dropped();
@@ -366,7 +380,7 @@ TEST_F(WindowTest, OpenWindowsSurviveSnapshotAndRestoreAtAnotherParallelism) {
   KeyedSubtask& first = Start(options);
   for (size_t i = 0; i < half; ++i) {
     const Step& st = steps[i];
-    ASSERT_OK(st.watermark ? first.Watermark(st.ts) : Add(first, st.user, st.ts, st.amount));
+    ASSERT_OK(st.watermark ? first.Watermark(st.ts) : Add(first, st.user, st.ts, st.amount, Name(st.amount)));
   }
   std::vector<std::string> got = first.out().rows;
   uint64_t late = first.late_dropped();
@@ -390,7 +404,8 @@ TEST_F(WindowTest, OpenWindowsSurviveSnapshotAndRestoreAtAnotherParallelism) {
     key[0].i = st.user;
     const int kg = KeyGroupForHash(KeyHasher::HashKeyRecord(Schema({{"user", FieldType::kInt64}}), key),
                                    kMaxParallelism);
-    ASSERT_OK(Add(*restored[SubtaskForKeyGroup(kg, kMaxParallelism, 2)], st.user, st.ts, st.amount));
+    ASSERT_OK(Add(*restored[SubtaskForKeyGroup(kg, kMaxParallelism, 2)], st.user, st.ts, st.amount,
+                  Name(st.amount)));
   }
   for (KeyedSubtask* s : restored) {
     EXPECT_FALSE(s->out().rows.empty());
