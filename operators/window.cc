@@ -168,6 +168,14 @@ class WindowOperator final : public Operator {
       if (acc_schema_.field(f).nullable) nullable_fields_.push_back(static_cast<int>(f));
     }
     null_words_ = (nullable_fields_.size() + 63) / 64;
+    word_folds_ = true;
+    for (size_t a = 0; a < o_->aggregates.size(); ++a) {
+      const Fn fn = o_->aggregates[a].fn;
+      const bool numeric = fn == Fn::kSum || fn == Fn::kMin || fn == Fn::kMax || fn == Fn::kAvg;
+      if (fn != Fn::kCount && (!numeric || nullable_[a] || kind_[acc_index_[a]] == kStringSlot)) {
+        word_folds_ = false;
+      }
+    }
     panes_id_ = state_->RegisterState("window_panes", state::StateKind::kValue);
     acc_id_ = state_->RegisterState("window_acc", state::StateKind::kValue);
     if (has_distinct_) {
@@ -227,6 +235,8 @@ class WindowOperator final : public Operator {
       if (IsLate(w)) continue;
       accepted = true;
       SetWindow(w, key_.key_group(), key_.bytes());
+      SLUICE_ASSIGN_OR_RETURN(bool folded, FoldIntoPane(w, r));
+      if (folded) continue;
       SLUICE_RETURN_IF_ERROR(LoadOrCreate(w));
       SLUICE_RETURN_IF_ERROR(AddRecord(w, r, ts));
     }
@@ -652,6 +662,43 @@ class WindowOperator final : public Operator {
     return RegisterTimers(w);
   }
 
+  // The common case without a row: record r folded straight into the pane of the current
+  // window when it exists, has not fired, and every aggregate is count or sum/min/max/avg
+  // over a non-null number (word_folds_). False, nothing done, otherwise.
+  absl::StatusOr<bool> FoldIntoPane(const TimeWindow& w, const Record& r) {
+    if (!word_folds_ || (o_->event_time && w.max_timestamp() <= Watermark())) return false;
+    SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/false));
+    if (bucket == nullptr) return false;
+    auto it = bucket->panes.find(cur_key_);
+    if (it == bucket->panes.end()) return false;
+    int64_t* words = it->second.words.data();
+    const bool first = words[slot_[kRecords]] == 0;
+    ++words[slot_[kRecords]];
+    for (size_t a = 0; a < o_->aggregates.size(); ++a) {
+      const WindowOptions::Aggregate& agg = o_->aggregates[a];
+      if (agg.fn == Fn::kCount) continue;
+      int64_t& word = words[slot_[acc_index_[a]]];
+      const Value& v = r[agg.field];
+      if (kind_[acc_index_[a]] == kDoubleSlot) {
+        double d;
+        std::memcpy(&d, &word, sizeof(d));
+        if (agg.fn == Fn::kSum || agg.fn == Fn::kAvg) {
+          d += v.d;
+        } else if (first || (agg.fn == Fn::kMin ? v.d < d : d < v.d)) {
+          d = v.d;
+        }
+        std::memcpy(&word, &d, sizeof(d));
+      } else if (agg.fn == Fn::kSum || agg.fn == Fn::kAvg) {
+        word = WrappingAdd(word, v.i);
+      } else if (first || (agg.fn == Fn::kMin ? v.i < word : word < v.i)) {
+        word = v.i;
+      }
+    }
+    words[slot_[kDirty]] = 1;
+    bucket->dirty = true;
+    return true;
+  }
+
   // A new window's timers: its bucket's (once per bucket) and its next early firing.
   absl::Status RegisterTimers(const TimeWindow& w) {
     SLUICE_RETURN_IF_ERROR(RegisterBucketTimers(w));
@@ -1048,6 +1095,7 @@ class WindowOperator final : public Operator {
   enum : uint8_t { kIntSlot, kDoubleSlot, kStringSlot };
   std::vector<int> slot_;
   std::vector<uint8_t> kind_;  // per field of acc_schema_: how its value is kept
+  bool word_folds_ = false;    // FoldIntoPane applies: every aggregate folds into one word
   size_t pane_words_ = 0;
   size_t pane_strings_ = 0;
   std::vector<int> nullable_fields_;  // fields of acc_schema_ that may be null

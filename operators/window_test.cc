@@ -168,6 +168,34 @@ TEST_F(WindowTest, EveryAggregateFunction) {
                           R"("last_amount":4,"names":3,"amounts":3,"update":false})"));
 }
 
+// Numeric aggregates over non-null fields only: records after a window's first are folded into
+// its accumulator in place (no row), with the same results.
+TEST_F(WindowTest, NumericAggregatesFoldInPlace) {
+  KeyedSubtask& s = Start(R"y(    tumble: 100ms
+    time_field: ts
+    aggregates:
+      - {fn: count}
+      - {fn: sum, field: amount}
+      - {fn: sum, field: price}
+      - {fn: min, field: amount}
+      - {fn: max, field: amount}
+      - {fn: min, field: price}
+      - {fn: max, field: price}
+      - {fn: avg, field: price})y");
+  for (const auto& [ts, amount] : std::vector<std::pair<int64_t, int64_t>>{{50, 4}, {10, -2}, {90, 9}, {30, 3}}) {
+    ASSERT_OK(Add(s, 7, ts, amount));
+  }
+  ASSERT_OK(Add(s, 8, 20, 5));
+  ASSERT_OK(s.Watermark(99));
+  // price = amount / 2
+  EXPECT_THAT(s.out().rows,
+              UnorderedElementsAreArray(std::vector<std::string>{
+                  R"({"user":7,"window_start":0,"window_end":100,"count":4,"sum_amount":14,"sum_price":7,)"
+                  R"("min_amount":-2,"max_amount":9,"min_price":-1,"max_price":4.5,"avg_price":1.75,"update":false})",
+                  R"({"user":8,"window_start":0,"window_end":100,"count":1,"sum_amount":5,"sum_price":2.5,)"
+                  R"("min_amount":5,"max_amount":5,"min_price":2.5,"max_price":2.5,"avg_price":2.5,"update":false})"}));
+}
+
 TEST_F(WindowTest, HoppingWindows) {
   KeyedSubtask& s = Start(R"y(    hop: {size: 10ms, slide: 5ms}
     time_field: ts
