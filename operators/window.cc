@@ -33,6 +33,7 @@ constexpr int64_t kMaxTs = std::numeric_limits<int64_t>::max();
 // its count of values. Without nullable inputs both encode the same bytes.
 constexpr int kAccVersion = 2;
 constexpr int kPanesVersion = 1;     // "window_panes": see WindowOperator
+constexpr int kOverflowVersion = 1;  // "window_overflow": see WindowOperator
 constexpr int kSessionsVersion = 1;   // [1][start, end: 8 bytes each]*; 0: without the byte
 constexpr int kWatermarkVersion = 1;  // [1][watermark: 8 bytes LE]; 0: 8 native bytes
 constexpr int64_t kNoEarly = std::numeric_limits<int64_t>::min();  // no early firing pending
@@ -71,9 +72,12 @@ FieldType Stored(FieldType t) { return t == FieldType::kTimestamp ? FieldType::k
 // - "window_panes" (value) under the bucket key [window start][window end][key group] (the
 //   key group is the bucket's): [kPanesVersion][count] then per key [key record size][key
 //   record][accumulator row size][accumulator row]. SnapshotState() writes the buckets changed
-//   since the last checkpoint before the task snapshots the backend; more than kMaxPanes open
-//   windows are written out and dropped from memory (memory stays bounded); after a restore or
-//   such a spill, a bucket missing from memory is looked for in the backend.
+//   since the last checkpoint before the task snapshots the backend; after a restore, a bucket
+//   missing from memory is looked for in the backend.
+// - "window_overflow" (map) under the bucket key: memory holds at most kMaxPanes open windows;
+//   a window opened beyond that is kept here (user key: the key record; value:
+//   [kOverflowVersion][accumulator row]), read and written per record, and merged with the
+//   bucket's in-memory windows when it fires (Bucket::overflow says there may be some).
 // - Timers under the bucket key: event time at end - 1 (fire) and end - 1 + lateness (cleanup;
 //   the same timer when lateness is 0); processing time at end - 1 (time: processing) and at
 //   each key's next early firing (emit_every). They fire their bucket's keys in key order (the
@@ -177,6 +181,7 @@ class WindowOperator final : public Operator {
       }
     }
     panes_id_ = state_->RegisterState("window_panes", state::StateKind::kValue);
+    overflow_id_ = state_->RegisterState("window_overflow", state::StateKind::kMap);
     acc_id_ = state_->RegisterState("window_acc", state::StateKind::kValue);
     if (has_distinct_) {
       distinct_id_ = state_->RegisterState("window_distinct", state::StateKind::kMap);
@@ -254,14 +259,26 @@ class WindowOperator final : public Operator {
     const bool final_time =
         o_->event_time ? domain == TimeDomain::kEventTime : timestamp >= w.max_timestamp();
     const bool cleanup = final_time && (!o_->event_time || timestamp == CleanupTime(w));
+    overflow_panes_.clear();
+    if (bucket->overflow) {
+      SetBucketKey();
+      SLUICE_RETURN_IF_ERROR(state_->MapEntries(overflow_id_, &entries_));
+      for (auto& [k, v] : entries_) {
+        SLUICE_RETURN_IF_ERROR(DecodeOverflow(v, &decoded_acc_));
+        overflow_panes_.emplace_back(std::move(k), Pane());
+        AccToPane(decoded_acc_, &overflow_panes_.back().second);
+      }
+    }
     fire_order_.clear();
-    for (auto& [k, pane] : bucket->panes) fire_order_.push_back({&k, &pane});
+    for (auto& [k, pane] : bucket->panes) fire_order_.push_back({&k, &pane, false});
+    for (auto& [k, pane] : overflow_panes_) fire_order_.push_back({&k, &pane, true});
     std::sort(fire_order_.begin(), fire_order_.end(),
-              [](const auto& a, const auto& b) { return *a.first < *b.first; });
-    for (const auto& [k, pane] : fire_order_) {
-      cur_key_ = *k;
-      cur_pane_ = pane;
-      PaneToAcc(*pane, &acc_);
+              [](const FireItem& a, const FireItem& b) { return *a.key < *b.key; });
+    for (const FireItem& item : fire_order_) {
+      cur_key_ = *item.key;
+      cur_pane_ = item.overflow ? nullptr : item.pane;
+      cur_overflow_ = item.overflow;
+      PaneToAcc(*item.pane, &acc_);
       if (final_time) {
         if (timestamp == w.max_timestamp() && acc_[kFinalFired].i == 0) {
           SLUICE_RETURN_IF_ERROR(EmitRow(w));
@@ -308,6 +325,8 @@ class WindowOperator final : public Operator {
     bool dirty = false;       // changed since it was last written to the backend
     bool in_backend = false;  // the backend holds a copy (maybe an older one)
     bool timers = false;      // its fire and cleanup timers are registered
+    // Some of its keys' windows are in "window_overflow" (never also in `panes`).
+    bool overflow = false;
   };
   static constexpr size_t kMaxPanes = 1 << 16;
   static constexpr size_t kBucketKeySize = 20;  // [start][end]: ordered int64s; [kg]: 4 bytes BE
@@ -348,6 +367,7 @@ class WindowOperator final : public Operator {
     cur_key_ = key;
     cur_bucket_ = nullptr;
     cur_pane_ = nullptr;
+    cur_overflow_ = false;
   }
   // The backend's current key: the current bucket's key.
   void SetBucketKey() {
@@ -362,8 +382,8 @@ class WindowOperator final : public Operator {
     state_->SetCurrentKey(composite_, cur_id_.kg);
   }
 
-  // The current bucket, from memory or (after a restore or a spill) from the backend; a new
-  // empty one if `create`, else null when there is none.
+  // The current bucket, from memory or (after a restore) from the backend; a new empty one if
+  // `create`, else null when there is none.
   absl::StatusOr<Bucket*> FindBucket(bool create) {
     if (cur_bucket_ != nullptr) return cur_bucket_;
     auto it = buckets_.find(cur_id_);
@@ -390,9 +410,11 @@ class WindowOperator final : public Operator {
     return cur_bucket_;
   }
 
-  // [kPanesVersion][count] then per key [size][key record][size][accumulator row].
+  // [kPanesVersion][overflow: 0 or 1][count] then per key [size][key record][size][accumulator
+  // row].
   void EncodeBucket(const Bucket& bucket, std::string* out) {
     out->assign(1, static_cast<char>(kPanesVersion));
+    out->push_back(bucket.overflow ? 1 : 0);
     PutVarint64(bucket.panes.size(), out);
     for (const auto& [key, pane] : bucket.panes) {
       PutVarint64(key.size(), out);
@@ -416,6 +438,8 @@ class WindowOperator final : public Operator {
                                                      " bytes) do not decode at byte ",
                                                      1 + (p - body.data()), ": ", why));
     };
+    if (p == end || static_cast<unsigned char>(*p) > 1) return corrupt("no overflow flag");
+    bucket->overflow = *p++ == 1;
     uint64_t count = 0;
     p = GetVarint64(p, end, &count);
     if (p == nullptr) return corrupt("no count");
@@ -506,9 +530,17 @@ class WindowOperator final : public Operator {
     SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/false));
     if (bucket == nullptr) return false;
     auto it = bucket->panes.find(cur_key_);
-    if (it == bucket->panes.end()) return false;
-    cur_pane_ = &it->second;
-    PaneToAcc(*cur_pane_, acc);
+    if (it != bucket->panes.end()) {
+      cur_pane_ = &it->second;
+      PaneToAcc(*cur_pane_, acc);
+      return true;
+    }
+    if (!bucket->overflow) return false;
+    SetBucketKey();
+    SLUICE_ASSIGN_OR_RETURN(bool found, state_->MapGet(overflow_id_, cur_key_, &value_));
+    if (!found) return false;
+    SLUICE_RETURN_IF_ERROR(DecodeOverflow(value_, acc));
+    cur_overflow_ = true;
     return true;
   }
   // A stored accumulator of the layout before buckets ("window_acc", formats 1 and 2) into acc_.
@@ -601,39 +633,46 @@ class WindowOperator final : public Operator {
     return absl::OkStatus();
   }
 
-  // acc_ into the current window's pane (made if new).
+  // acc_ into the current window's pane: in memory, or in the overflow when it is there or
+  // when a new one finds kMaxPanes open windows in memory.
   absl::Status StoreAcc() {
     SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/true));
-    bool inserted = false;
+    if (cur_pane_ == nullptr && !cur_overflow_ && open_panes_ >= kMaxPanes) {
+      cur_overflow_ = true;
+      if (!bucket->overflow) {
+        bucket->overflow = true;
+        bucket->dirty = true;  // the flag is checkpointed with the bucket
+      }
+    }
+    if (cur_overflow_) {
+      value_.assign(1, static_cast<char>(kOverflowVersion));
+      EncodeRecord(acc_schema_, acc_, &value_);
+      SetBucketKey();
+      return state_->MapPut(overflow_id_, cur_key_, value_);
+    }
     if (cur_pane_ == nullptr) {
       auto it = bucket->panes.try_emplace(cur_key_);
       cur_pane_ = &it.first->second;
-      inserted = it.second;
-      open_panes_ += inserted ? 1 : 0;
+      open_panes_ += it.second ? 1 : 0;
     }
     AccToPane(acc_, cur_pane_);
     bucket->dirty = true;
-    return inserted && open_panes_ > kMaxPanes ? Spill() : absl::OkStatus();
-  }
-  // Too many open windows: writes out and drops from memory the buckets whose windows end
-  // last (they fire last) but the current one, until 3/4 of kMaxPanes are left.
-  absl::Status Spill() {
-    spill_order_.clear();
-    for (const auto& [id, bucket] : buckets_) {
-      if (!(id == cur_id_)) spill_order_.push_back(id);
-    }
-    std::sort(spill_order_.begin(), spill_order_.end(),
-              [](const BucketId& a, const BucketId& b) { return a.end > b.end; });
-    for (const BucketId& id : spill_order_) {
-      if (open_panes_ <= kMaxPanes / 4 * 3) break;
-      auto it = buckets_.find(id);
-      Bucket& bucket = it->second;
-      if (bucket.dirty) SLUICE_RETURN_IF_ERROR(WriteBucket(id, bucket));
-      open_panes_ -= bucket.panes.size();
-      buckets_.erase(it);
-      backend_has_more_ = true;
-    }
     return absl::OkStatus();
+  }
+  // An overflow entry ([kOverflowVersion][accumulator row]) into `acc`.
+  absl::Status DecodeOverflow(absl::string_view stored, Record* acc) {
+    absl::string_view body;
+    SLUICE_ASSIGN_OR_RETURN(int version, ReadStateVersion(ctx_.state_origin, "window overflow", stored,
+                                                          kOverflowVersion, &body));
+    (void)version;
+    RecordDecoder dec(&acc_schema_, body);
+    absl::Status s = dec.Next(acc);
+    if (!s.ok() || !dec.Done()) {
+      return ctx_.state_origin.DataLoss(absl::StrCat("window overflow entry (", stored.size(),
+                                                     " bytes) does not decode: ",
+                                                     s.ok() ? "bytes left over" : s.message()));
+    }
+    return CheckPluginVersions(*acc);
   }
   // An empty accumulator row into acc_ (plugins' functions create theirs).
   absl::Status ResetAcc() {
@@ -891,6 +930,11 @@ class WindowOperator final : public Operator {
       SetBucketKey();
       SLUICE_RETURN_IF_ERROR(state_->Delete(panes_id_));
     }
+    if (it->second.overflow) {
+      SetBucketKey();
+      SLUICE_RETURN_IF_ERROR(state_->MapEntries(overflow_id_, &entries_));
+      for (const auto& e : entries_) SLUICE_RETURN_IF_ERROR(state_->MapRemove(overflow_id_, e.first));
+    }
     open_panes_ -= it->second.panes.size();
     buckets_.erase(it);
     cur_bucket_ = nullptr;
@@ -904,10 +948,17 @@ class WindowOperator final : public Operator {
     SLUICE_RETURN_IF_ERROR(DropDistinct());
     SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/false));
     if (bucket == nullptr) return absl::OkStatus();
-    if (bucket->panes.erase(cur_key_) > 0) --open_panes_;
+    if (cur_overflow_) {
+      SetBucketKey();
+      SLUICE_RETURN_IF_ERROR(state_->MapRemove(overflow_id_, cur_key_));
+      cur_overflow_ = false;
+    } else if (bucket->panes.erase(cur_key_) > 0) {
+      --open_panes_;
+    }
     cur_pane_ = nullptr;
     bucket->dirty = true;
-    if (!bucket->panes.empty()) return absl::OkStatus();  // the timers are the other keys' too
+    // The timers are the other keys' too (the overflow may hold some).
+    if (!bucket->panes.empty() || bucket->overflow) return absl::OkStatus();
     const TimeWindow w{cur_id_.start, cur_id_.end};
     SetBucketKey();
     if (o_->event_time) {
@@ -1073,6 +1124,7 @@ class WindowOperator final : public Operator {
   state::KeyedStateBackend* state_ = nullptr;
   TimerService* timers_ = nullptr;
   state::StateId panes_id_ = 0;
+  state::StateId overflow_id_ = 0;
   state::StateId acc_id_ = 0;  // the layout before buckets (MigrateLegacyWindows)
   state::StateId distinct_id_ = 0;
   state::StateId sessions_id_ = 0;
@@ -1082,13 +1134,14 @@ class WindowOperator final : public Operator {
   // again after an insertion.
   absl::flat_hash_map<BucketId, Bucket> buckets_;
   size_t open_panes_ = 0;          // in buckets_
-  bool backend_has_more_ = false;  // restored or spilled: the backend may hold other buckets
+  bool backend_has_more_ = false;  // restored: the backend may hold other buckets
   // The current window (SetWindow): its bucket, key and pane, once found or made (the pane is
   // null before, and after its bucket changed shape).
   BucketId cur_id_;
   absl::string_view cur_key_;  // key_'s bytes, or a key in cur_bucket_
   Bucket* cur_bucket_ = nullptr;
   Pane* cur_pane_ = nullptr;
+  bool cur_overflow_ = false;  // the current window's accumulator is in "window_overflow"
   internal::RecordKey key_;
   Schema acc_schema_;
   // Pane layout: per field of acc_schema_ its index in Pane::words or Pane::strings.
@@ -1109,9 +1162,14 @@ class WindowOperator final : public Operator {
   std::string composite_;
   std::string bucket_key_;
   std::string row_;
-  std::vector<std::pair<const std::string*, Pane*>> fire_order_;
+  struct FireItem {
+    const std::string* key;
+    Pane* pane;
+    bool overflow;  // from "window_overflow" (a copy in overflow_panes_)
+  };
+  std::vector<FireItem> fire_order_;
   std::vector<std::string> legacy_keys_;
-  std::vector<BucketId> spill_order_;
+  std::vector<std::pair<std::string, Pane>> overflow_panes_;  // a firing bucket's overflow
   std::vector<TimeWindow> windows_;
   std::vector<TimeWindow> sessions_;
   std::vector<TimeWindow> absorbed_;

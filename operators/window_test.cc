@@ -667,14 +667,20 @@ TEST_F(WindowTest, NullableAccumulatorOfFormatOneStillReads) {
               ElementsAre(R"({"left.user":1,"window_start":0,"window_end":10,"n":3,"sum":15,"min":3,"max":7,"avg":5,"first":3,"last":5,"distinct":3,"update":false})"));
 }
 
-// More open windows than the operator keeps in memory (65536): it writes them to the backend
-// and reads them back there when they fire.
+// More open windows than the operator keeps in memory (65536): the windows opened after those
+// are kept in the backend ("window_overflow", read and written per record) and fire with the
+// rest, also after a restore.
 TEST_F(WindowTest, ManyOpenWindowsSpillToTheBackend) {
-  KeyedSubtask& s = Start(R"y(    tumble: {size: 10ms}
+  KeyedSubtask& first = Start(R"y(    tumble: {size: 10ms}
     time_field: ts
     aggregates: [{fn: count, as: n}, {fn: sum, field: amount}])y");
   constexpr int64_t kUsers = 70'000;
-  for (int64_t user = 0; user < kUsers; ++user) ASSERT_OK(Add(s, user, 1, user));
+  for (int64_t user = 0; user < kUsers; ++user) ASSERT_OK(Add(first, user, 1, user));
+  auto checkpoint = TakeCheckpoint(first, 1);
+  ASSERT_OK(checkpoint);
+  auto r = Restore(*checkpoint, 0, 1);
+  ASSERT_OK(r);
+  KeyedSubtask& s = **r;
   for (int64_t user = 0; user < kUsers; user += 7) ASSERT_OK(Add(s, user, 2, 1));
   ASSERT_OK(s.Watermark(kMaxWatermark));
   ASSERT_EQ(s.out().rows.size(), static_cast<size_t>(kUsers));
