@@ -445,7 +445,7 @@ void Coordinator::HandleTaskState(Job& job, const proto::TaskStatus& st) {
         error = absl::StrCat(error, " (", id, ")");
       }
     }
-    FailJob(job, error);
+    FailJob(job, error, /*planned=*/false, /*permanent=*/false, static_cast<absl::StatusCode>(st.error_code()));
   } else if (st.state() == proto::TASK_CANCELLED && !IsTerminal(job.state) &&
              job.state != proto::JOB_CANCELLING) {
     FailJob(job, absl::StrCat("task ", job.graph->vertices[ref.vertex()].name, "#", ref.subtask(),
@@ -485,7 +485,7 @@ void Coordinator::ReleaseSlots(Job& job) {
   job.slots_held.clear();
 }
 
-void Coordinator::FailJob(Job& job, const std::string& reason, bool planned, bool permanent) {
+void Coordinator::FailJob(Job& job, const std::string& reason, bool planned, bool permanent, absl::StatusCode code) {
   if (IsTerminal(job.state) || job.state == proto::JOB_RESTARTING) return;
   const plan::RestartConfig& rc = job.spec->restart;
   if (!permanent && CheckpointingLocked(job) && job.state != proto::JOB_CANCELLING && !stopping_ &&
@@ -498,6 +498,7 @@ void Coordinator::FailJob(Job& job, const std::string& reason, bool planned, boo
                  delay, job.restarts + 1, rc.attempts);
     job.state = proto::JOB_RESTARTING;
     job.error = reason;
+    job.error_code = code;
     job.restarting_since_nanos = options_.clock->NowNanos();
     job.restart_at_nanos = job.restarting_since_nanos + delay * 1'000'000;
     CheckpointActions actions;
@@ -510,6 +511,7 @@ void Coordinator::FailJob(Job& job, const std::string& reason, bool planned, boo
   spdlog::error("job {} ({}) failed: {}", job.id, job.spec->name, reason);
   job.state = proto::JOB_FAILED;
   job.error = reason;
+  job.error_code = code;
   job.end_ms = options_.clock->WallMillis();
   CheckpointActions actions;
   job.checkpoints->Abort("job failed", false, &actions);
@@ -762,6 +764,7 @@ proto::JobInfo Coordinator::JobInfoLocked(const Job& job) const {
   info.set_name(job.spec->name);
   info.set_state(job.state);
   info.set_error(job.error);
+  info.set_error_code(static_cast<int>(job.error_code));
   info.set_submit_time_ms(job.submit_ms);
   info.set_end_time_ms(job.end_ms);
   info.set_attempt(job.attempt);
@@ -928,6 +931,7 @@ void Coordinator::WorkerLostLocked(const WorkerEntry& w, const std::string& why,
         job.error.find(" to worker " + data_address) != std::string::npos &&
         job.error.find(desc) == std::string::npos) {
       job.error = absl::StrCat(desc, "; first symptom: ", job.error);
+      job.error_code = absl::StatusCode::kOk;  // the code was the symptom's
     }
     MaybeCompleteJob(job);
   }
@@ -1179,6 +1183,7 @@ void Coordinator::RestartTick(Job& job, int64_t now) {
       const int64_t timeout_ms = job.spec->restart.slot_wait_timeout_ms;
       if (now - job.waiting_since_nanos > timeout_ms * 1'000'000) {
         job.state = proto::JOB_FAILED;
+        job.error_code = absl::StatusCode::kOk;
         job.error = absl::StrFormat(
             "cannot restart: job '%s' waited %.1f s (restart.slot_wait_timeout) for %d slot(s); the "
             "cluster has %d free (%d worker(s))",
@@ -1248,6 +1253,7 @@ proto::JobRecord Coordinator::RecordLocked(const Job& job) const {
   r.set_latest_dir(job.checkpoints->latest_dir());
   r.set_next_checkpoint_id(job.checkpoints->next_checkpoint_id());
   r.set_error(job.error);
+  r.set_error_code(static_cast<int>(job.error_code));
   r.set_restarts(job.restarts);
   r.set_submit_time_ms(job.submit_ms);
   r.set_end_time_ms(job.end_ms);
@@ -1295,6 +1301,7 @@ std::vector<Coordinator::Job> Coordinator::LoadFromHaStore() {
     job.state = r.state();
     job.attempt = r.attempt();
     job.error = r.error();
+    job.error_code = static_cast<absl::StatusCode>(r.error_code());
     job.restarts = r.restarts();
     job.submit_ms = r.submit_time_ms();
     job.end_ms = r.end_time_ms();

@@ -59,7 +59,10 @@ struct CoordinatorOptions {
 
 // The cluster's brain: tracks workers by heartbeat, accepts jobs, plans and schedules them onto
 // worker slots, deploys them, follows their tasks to a final job state, and declares a worker
-// lost when its heartbeats stop (failing its jobs, naming it).
+// lost when its heartbeats stop (failing its jobs, naming it). The decisions live in pieces it
+// owns and calls under mu_: the WorkerRegistry (workers, liveness, slots), PlaceJob() (the
+// scheduler, a pure function) and one CheckpointCoordinator per job, which returns what to do
+// (RPCs, storage I/O) for this class to run on its threads.
 //
 // Threads: gRPC callback threads run the Coordinator service (handlers only touch state under
 // mu_ and never make outgoing calls nor file I/O); one dispatcher thread makes every outgoing RPC
@@ -146,6 +149,7 @@ class Coordinator {
     std::shared_ptr<const proto::JobPlan> plan;
     proto::JobState state = proto::JOB_CREATED;
     std::string error;
+    absl::StatusCode error_code = absl::StatusCode::kOk;  // of `error`, when a task reported one
     int64_t attempt = 1;
     int64_t submit_ms = 0;
     int64_t end_ms = 0;
@@ -192,8 +196,9 @@ class Coordinator {
   // `planned`: not the job's failure (a worker left on purpose): the restart uses no attempt.
   // `permanent`: no restart can help (a worker refused the deployment with kFailedPrecondition,
   // e.g. it cannot load a plugin of the job): the job fails whatever its restart strategy.
-  void FailJob(Job& job, const std::string& reason, bool planned = false, bool permanent = false)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `code`: the failure's status code when known (a task's report), kept with the reason.
+  void FailJob(Job& job, const std::string& reason, bool planned = false, bool permanent = false,
+               absl::StatusCode code = absl::StatusCode::kOk) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CancelTasksOnWorkers(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeCompleteJob(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseSlots(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
