@@ -1,5 +1,6 @@
 #include "cli/job_status.h"
 
+#include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -47,13 +48,21 @@ absl::string_view FailureLabel(proto::JobState state) {
   }
 }
 
+std::string FailureCode(const proto::JobInfo& j) {
+  if (j.error_code() == 0 || j.error().empty()) return "";
+  return absl::StrCat(" (", absl::StatusCodeToString(static_cast<absl::StatusCode>(j.error_code())), ")");
+}
+
 std::string FormatJobStatus(const proto::JobInfo& j, int64_t now_ms) {
   std::string out = absl::StrCat("Job ", j.job_id(), " (", j.name(), "): ", JobStateName(j.state()),
-                                 ", ", FormatDuration(j, now_ms), "\n");
+                                 j.state() == proto::JOB_FAILED ? FailureCode(j) : "", ", ",
+                                 FormatDuration(j, now_ms), "\n");
   if (!j.stopped_with_savepoint().empty()) {
     absl::StrAppend(&out, "  stopped with savepoint ", j.stopped_with_savepoint(), "\n");
   }
-  if (!j.error().empty()) absl::StrAppend(&out, "  ", FailureLabel(j.state()), ": ", j.error(), "\n");
+  if (!j.error().empty()) {
+    absl::StrAppend(&out, "  ", FailureLabel(j.state()), FailureCode(j), ": ", j.error(), "\n");
+  }
   absl::StrAppend(&out, absl::StrFormat("  %-20s %-10s %4s %14s %14s %10s %10s\n", "OPERATOR", "TYPE",
                                         "PAR", "RECORDS IN", "RECORDS OUT", "IN RATE", "OUT RATE"));
   for (const auto& v : j.vertices()) {

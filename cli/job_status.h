@@ -29,6 +29,10 @@ std::string FormatDuration(const proto::JobInfo& j, int64_t now_ms);
 // "earlier failure".
 absl::string_view FailureLabel(proto::JobState state);
 
+// " (DATA_LOSS)" and the like: the status code of the job's failure (JobInfo.error_code), or ""
+// when it has none.
+std::string FailureCode(const proto::JobInfo& j);
+
 // The whole `sluice status JOB` text: state, failure, operators, restarts, checkpoints,
 // placement; lines end with '\n'.
 std::string FormatJobStatus(const proto::JobInfo& j, int64_t now_ms);

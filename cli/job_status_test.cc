@@ -1,5 +1,6 @@
 #include "cli/job_status.h"
 
+#include "absl/status/status.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -39,6 +40,21 @@ TEST(JobStatusTest, AFailureThatIsCurrentIsShownAsSuch) {
               HasSubstr("Job job-1 (clicks): FAILED, 9.0s\n  error: cannot restart: "));
   EXPECT_THAT(FormatJobStatus(JobWithFailure(proto::JOB_RESTARTING), 10000),
               HasSubstr("\n  last failure: cannot restart: "));
+}
+
+TEST(JobStatusTest, TheFailuresStatusCodeIsShown) {
+  proto::JobInfo j = JobWithFailure(proto::JOB_FAILED);
+  j.set_error("cannot decode operator state (job job-1, operator 'gen' (type datagen), subtask 1)");
+  j.set_error_code(static_cast<int>(absl::StatusCode::kDataLoss));
+  EXPECT_THAT(FormatJobStatus(j, 10000),
+              HasSubstr("Job job-1 (clicks): FAILED (DATA_LOSS), 9.0s\n"
+                        "  error (DATA_LOSS): cannot decode operator state (job job-1, operator 'gen'"));
+  j.set_state(proto::JOB_RESTARTING);
+  EXPECT_THAT(FormatJobStatus(j, 10000),
+              HasSubstr("Job job-1 (clicks): RESTARTING, 9.0s\n  last failure (DATA_LOSS): cannot decode"));
+  j.set_error_code(0);  // a failure without a code (a lost worker), or from an older worker
+  EXPECT_THAT(FormatJobStatus(j, 10000), HasSubstr("\n  last failure: cannot decode"));
+  EXPECT_EQ(FailureCode(j), "");
 }
 
 TEST(JobStatusTest, AStopWithSavepointIsNoFailure) {

@@ -131,7 +131,7 @@ int WaitForJob(CoordinatorClient& client, const std::string& job_id) {
                 << FormatDuration(*j, NowMs()) << ", " << sink_in << " records into sinks\n";
       if (j->state() == proto::JOB_FINISHED) return kExitFinished;
       if (j->state() == proto::JOB_FAILED) {
-        std::cerr << "sluice: job failed: " << j->error() << "\n";
+        std::cerr << "sluice: job failed" << FailureCode(*j) << ": " << j->error() << "\n";
         return kExitFailed;
       }
       return kExitCancelled;

@@ -21,6 +21,7 @@
 #include "common/status.h"
 #include "common/watermark.h"
 #include "connectors/connector_types.h"
+#include "coordinator/scheduler.h"
 #include "operators/operator_types.h"
 #include "sdk/host/plugin_validation.h"
 
@@ -190,7 +191,8 @@ Coordinator::Coordinator(CoordinatorOptions options)
       catalog_(MakeCatalog()),
       http_(&metrics_),
       storage_(options_.file_system),
-      ha_(options_.ha_dir.empty() ? nullptr : std::make_unique<const HaStore>(options_.file_system, options_.ha_dir)) {}
+      ha_(options_.ha_dir.empty() ? nullptr : std::make_unique<const HaStore>(options_.file_system, options_.ha_dir)),
+      registry_(options_.clock, options_.heartbeat_timeout_ms) {}
 
 Coordinator::~Coordinator() { Stop(); }
 
@@ -199,14 +201,6 @@ bool Coordinator::PeerGone(const grpc::Status& s, grpc::Channel* channel) {
   // merely timed out on a connected peer leaves it READY.
   return s.error_code() == grpc::StatusCode::UNAVAILABLE && channel != nullptr &&
          channel->GetState(false) == GRPC_CHANNEL_TRANSIENT_FAILURE;
-}
-
-int64_t Coordinator::HeartbeatIntervalNanos() const {
-  return std::max<int64_t>(100, options_.heartbeat_timeout_ms / 6) * 1'000'000;
-}
-
-bool Coordinator::SuspectLocked(const WorkerEntry& w, int64_t now_nanos) const {
-  return now_nanos - w.last_heartbeat_nanos > 2 * HeartbeatIntervalNanos();
 }
 
 bool Coordinator::IsTerminal(proto::JobState s) {
@@ -234,7 +228,7 @@ absl::Status Coordinator::Start() {
   }
   metrics_.AddCallbackGauge("sluice_coordinator_workers", "Registered live workers", {}, [this] {
     absl::MutexLock lock(&mu_);
-    return static_cast<double>(workers_.size());
+    return static_cast<double>(registry_.size());
   });
   for (int s = proto::JOB_CREATED; s <= proto::JOB_FAILED; ++s) {
     auto state = static_cast<proto::JobState>(s);
@@ -340,46 +334,34 @@ void Coordinator::SubmitJobAsync(proto::SubmitJobRequest req,
 
 absl::StatusOr<proto::RegisterWorkerResponse> Coordinator::RegisterWorker(
     const proto::RegisterWorkerRequest& req) {
-  if (req.slots() <= 0) return absl::InvalidArgumentError("a worker must offer at least one slot");
-  if (req.data_address().empty()) return absl::InvalidArgumentError("data_address is required");
+  SLUICE_RETURN_IF_ERROR(WorkerRegistry::Validate(req));
   auto channel = grpc::CreateCustomChannel(req.data_address(), grpc::InsecureChannelCredentials(),
                                           WorkerChannelArgs());
   absl::MutexLock lock(&mu_);
-  WorkerEntry w;
-  w.id = absl::StrCat("w-", next_worker_++);
-  w.data_address = req.data_address();
-  w.http_address = req.http_address();
-  w.slots = req.slots();
-  w.last_heartbeat_nanos = options_.clock->NowNanos();
-  w.channel = channel;
-  w.stub = proto::Worker::NewStub(channel);
-  spdlog::info("worker {} registered: {} with {} slots", w.id, w.data_address, w.slots);
+  const WorkerEntry& w = registry_.Register(req, std::move(channel));
   metrics_.AddCallbackGauge("sluice_coordinator_worker_heartbeat_age_seconds",
                             "Seconds since each worker's last heartbeat", {{"worker", w.id}},
                             [this, id = w.id] {
                               absl::MutexLock lock(&mu_);
-                              auto it = workers_.find(id);
-                              if (it == workers_.end()) return -1.0;
-                              return (options_.clock->NowNanos() - it->second.last_heartbeat_nanos) / 1e9;
+                              const WorkerEntry* found = registry_.Find(id);
+                              if (found == nullptr) return -1.0;
+                              return (options_.clock->NowNanos() - found->last_heartbeat_nanos) / 1e9;
                             },
                             w.id);
   proto::RegisterWorkerResponse resp;
   resp.set_worker_id(w.id);
-  resp.set_heartbeat_interval_ms(HeartbeatIntervalNanos() / 1'000'000);
-  workers_[w.id] = std::move(w);
+  resp.set_heartbeat_interval_ms(registry_.HeartbeatIntervalNanos() / 1'000'000);
   return resp;
 }
 
 proto::HeartbeatResponse Coordinator::Heartbeat(const proto::HeartbeatRequest& req) {
   proto::HeartbeatResponse resp;
   absl::MutexLock lock(&mu_);
-  auto it = workers_.find(req.worker_id());
-  if (it == workers_.end() || it->second.data_address != req.data_address()) {
+  if (!registry_.Heartbeat(req.worker_id(), req.data_address())) {
     // Unknown, or an id from an earlier coordinator that now names another worker.
     resp.set_reregister(true);
     return resp;
   }
-  it->second.last_heartbeat_nanos = options_.clock->NowNanos();
   for (const auto& st : req.tasks()) {
     auto jit = jobs_.find(st.task().job_id());
     if (jit == jobs_.end()) continue;
@@ -390,8 +372,8 @@ proto::HeartbeatResponse Coordinator::Heartbeat(const proto::HeartbeatRequest& r
 
 absl::Status Coordinator::DeregisterWorker(const proto::DeregisterWorkerRequest& req) {
   absl::MutexLock lock(&mu_);
-  auto it = workers_.find(req.worker_id());
-  if (it == workers_.end() || it->second.data_address != req.data_address()) {
+  const WorkerEntry* w = registry_.Find(req.worker_id());
+  if (w == nullptr || w->data_address != req.data_address()) {
     return absl::NotFoundError(absl::StrCat("unknown worker ", req.worker_id(), " at ", req.data_address()));
   }
   LoseWorker(req.worker_id(), absl::StrCat("left the cluster (", req.reason().empty() ? "no reason given" : req.reason(), ")"),
@@ -458,12 +440,12 @@ void Coordinator::HandleTaskState(Job& job, const proto::TaskStatus& st) {
   } else if (st.state() == proto::TASK_FAILED) {
     std::string error = st.error().empty() ? "a task failed" : st.error();
     // Name the worker a broken channel led to (it may turn out to be lost).
-    for (const auto& [id, w] : workers_) {
+    for (const auto& [id, w] : registry_.workers()) {
       if (error.find(" to worker " + w.data_address) != std::string::npos) {
         error = absl::StrCat(error, " (", id, ")");
       }
     }
-    FailJob(job, error);
+    FailJob(job, error, /*planned=*/false, /*permanent=*/false, static_cast<absl::StatusCode>(st.error_code()));
   } else if (st.state() == proto::TASK_CANCELLED && !IsTerminal(job.state) &&
              job.state != proto::JOB_CANCELLING) {
     FailJob(job, absl::StrCat("task ", job.graph->vertices[ref.vertex()].name, "#", ref.subtask(),
@@ -499,29 +481,29 @@ void Coordinator::MaybeCompleteJob(Job& job) {
 }
 
 void Coordinator::ReleaseSlots(Job& job) {
-  for (auto& [worker_id, n] : job.slots_held) {
-    auto it = workers_.find(worker_id);
-    if (it != workers_.end()) it->second.slots_used -= n;
-  }
+  registry_.Release(job.slots_held);
   job.slots_held.clear();
 }
 
-void Coordinator::FailJob(Job& job, const std::string& reason, bool planned, bool permanent) {
+void Coordinator::FailJob(Job& job, const std::string& reason, bool planned, bool permanent, absl::StatusCode code) {
   if (IsTerminal(job.state) || job.state == proto::JOB_RESTARTING) return;
   const plan::RestartConfig& rc = job.spec->restart;
   if (!permanent && CheckpointingLocked(job) && job.state != proto::JOB_CANCELLING && !stopping_ &&
       rc.strategy != plan::RestartConfig::Strategy::kNone && (planned || job.restarts < rc.attempts)) {
     if (planned) job.resuming = true;  // uses no attempt
     int64_t delay = rc.DelayFor(job.restarts + 1);
+    const std::string& latest = job.checkpoints->latest_metadata();
     spdlog::warn("job {} ({}) failed: {}; restarting from {} in {} ms (restart {} of {})", job.id,
-                 job.spec->name, reason,
-                 job.latest_metadata.empty() ? std::string("the beginning") : job.latest_metadata,
+                 job.spec->name, reason, latest.empty() ? std::string("the beginning") : latest,
                  delay, job.restarts + 1, rc.attempts);
     job.state = proto::JOB_RESTARTING;
     job.error = reason;
+    job.error_code = code;
     job.restarting_since_nanos = options_.clock->NowNanos();
     job.restart_at_nanos = job.restarting_since_nanos + delay * 1'000'000;
-    if (job.pending) AbortCheckpointLocked(job, "job is restarting");
+    CheckpointActions actions;
+    job.checkpoints->Abort("job is restarting", false, &actions);
+    ApplyLocked(job, std::move(actions));
     CancelTasksOnWorkers(job);
     PersistLocked(job);
     return;
@@ -529,8 +511,11 @@ void Coordinator::FailJob(Job& job, const std::string& reason, bool planned, boo
   spdlog::error("job {} ({}) failed: {}", job.id, job.spec->name, reason);
   job.state = proto::JOB_FAILED;
   job.error = reason;
+  job.error_code = code;
   job.end_ms = options_.clock->WallMillis();
-  if (job.pending) AbortCheckpointLocked(job, "job failed");
+  CheckpointActions actions;
+  job.checkpoints->Abort("job failed", false, &actions);
+  ApplyLocked(job, std::move(actions));
   CancelTasksOnWorkers(job);
   MaybeCompleteJob(job);
   PersistLocked(job);
@@ -540,10 +525,8 @@ void Coordinator::CancelTasksOnWorkers(Job& job) {
   std::map<std::string, std::pair<std::shared_ptr<proto::Worker::Stub>, std::shared_ptr<grpc::Channel>>> stubs;
   for (const auto& v : job.tasks) {
     for (const auto& t : v) {
-      auto it = workers_.find(t.worker_id);
-      if (it != workers_.end() && !TaskTerminal(t.state)) {
-        stubs[t.worker_id] = {it->second.stub, it->second.channel};
-      }
+      const WorkerEntry* w = registry_.Find(t.worker_id);
+      if (w != nullptr && !TaskTerminal(t.state)) stubs[t.worker_id] = {w->stub, w->channel};
     }
   }
   dispatch_queue_.push_back([this, stubs, job_id = job.id] {
@@ -569,40 +552,14 @@ void Coordinator::CancelTasksOnWorkers(Job& job) {
 }
 
 absl::Status Coordinator::ScheduleLocked(Job& job) {
-  const int needed = job.graph->SlotsNeeded();
-  // Slot sharing: subtask i of every vertex goes to slot i. Spread slots across workers,
-  // round-robin over workers that have free slots.
-  std::vector<WorkerEntry*> candidates;
-  int free_total = 0;
-  const int64_t now = options_.clock->NowNanos();
-  for (auto& [id, w] : workers_) {
-    if (w.slots > w.slots_used && !SuspectLocked(w, now)) {
-      candidates.push_back(&w);
-      free_total += w.slots - w.slots_used;
-    }
-  }
-  if (free_total < needed) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "job '", job.spec->name, "' needs ", needed, " slot(s) but the cluster has ", free_total,
-        " free (", workers_.size(), " worker(s)); lower its parallelism or add workers"));
-  }
-  std::vector<WorkerEntry*> slot_worker;
-  std::map<std::string, int> taken;
-  while (static_cast<int>(slot_worker.size()) < needed) {
-    for (WorkerEntry* w : candidates) {
-      if (static_cast<int>(slot_worker.size()) == needed) break;
-      if (w->slots - w->slots_used - taken[w->id] > 0) {
-        slot_worker.push_back(w);
-        taken[w->id]++;
-      }
-    }
-  }
+  SLUICE_ASSIGN_OR_RETURN(Placement placement, PlaceJob(job.spec->name, *job.graph, registry_.FreeSlots(),
+                                                        static_cast<int>(registry_.size())));
   job.tasks.assign(job.graph->vertices.size(), {});
   for (const auto& v : job.graph->vertices) {
     for (int s = 0; s < v.parallelism; ++s) {
       TaskEntry t;
-      t.worker_id = slot_worker[s]->id;
-      t.data_address = slot_worker[s]->data_address;
+      t.worker_id = placement.tasks[v.id][s].worker_id;
+      t.data_address = placement.tasks[v.id][s].data_address;
       t.records_in.assign(v.ops.size(), 0);
       t.records_out.assign(v.ops.size(), 0);
       t.records_skipped.assign(v.ops.size(), 0);
@@ -611,12 +568,9 @@ absl::Status Coordinator::ScheduleLocked(Job& job) {
       job.tasks[v.id].push_back(std::move(t));
     }
   }
-  job.slots_held.clear();
-  for (auto& [id, n] : taken) {
-    workers_[id].slots_used += n;
-    job.slots_held[id] = n;
-  }
-  job.placement_workers = static_cast<int>(taken.size());
+  registry_.Acquire(placement.slots_per_worker);
+  job.slots_held = std::move(placement.slots_per_worker);
+  job.placement_workers = static_cast<int>(job.slots_held.size());
   return absl::OkStatus();
 }
 
@@ -628,11 +582,11 @@ absl::StatusOr<proto::SubmitJobResponse> Coordinator::SubmitJob(const proto::Sub
 
   Job job;
   job.plan = std::make_shared<const proto::JobPlan>(plan::EncodeJobPlan(*spec, *graph));
+  checkpoint::RestorePoint restore;
+  int64_t next_checkpoint_id = 1;
   if (!req.from_savepoint().empty()) {
-    SLUICE_ASSIGN_OR_RETURN(checkpoint::RestorePoint point, storage_.ResolveRestorePath(req.from_savepoint()));
-    job.latest_metadata = point.metadata_path;
-    job.latest_dir = point.dir;
-    SLUICE_ASSIGN_OR_RETURN(proto::CheckpointMetadata md, storage_.ReadMetadata(job.latest_metadata));
+    SLUICE_ASSIGN_OR_RETURN(restore, storage_.ResolveRestorePath(req.from_savepoint()));
+    SLUICE_ASSIGN_OR_RETURN(proto::CheckpointMetadata md, storage_.ReadMetadata(restore.metadata_path));
     if (md.max_parallelism() != spec->max_parallelism) {
       return absl::FailedPreconditionError(absl::StrCat(
           "savepoint ", req.from_savepoint(), " was taken with max_parallelism ", md.max_parallelism(),
@@ -653,8 +607,8 @@ absl::StatusOr<proto::SubmitJobResponse> Coordinator::SubmitJob(const proto::Sub
         }
       }
     }
-    job.next_checkpoint_id = md.checkpoint_id() + 1;
-    job.restored_from = job.latest_metadata;
+    next_checkpoint_id = md.checkpoint_id() + 1;
+    job.restored_from = restore.metadata_path;
     job.restored_checkpoint_id = md.checkpoint_id();
   }
 
@@ -669,7 +623,9 @@ absl::StatusOr<proto::SubmitJobResponse> Coordinator::SubmitJob(const proto::Sub
   job.spec = spec;
   job.graph = graph;
   job.submit_ms = options_.clock->WallMillis();
-  job.dir = JoinPath(options_.checkpoint_dir, job.id);
+  job.checkpoints = std::make_unique<CheckpointCoordinator>(job.id, JoinPath(options_.checkpoint_dir, job.id),
+                                                            spec, graph, options_.clock);
+  job.checkpoints->SetRestorePoint(restore.metadata_path, restore.dir, next_checkpoint_id);
   SLUICE_RETURN_IF_ERROR(ScheduleLocked(job));
   job.ResetRates(options_.clock->NowNanos());
   std::string id = job.id;
@@ -711,22 +667,22 @@ void Coordinator::DeployJob(const std::string& job_id) {
     for (const auto& v : job.graph->vertices) {
       for (int s = 0; s < v.parallelism; ++s) {
         const TaskEntry& t = job.tasks[v.id][s];
-        auto wit = workers_.find(t.worker_id);
-        if (wit == workers_.end()) {
+        const WorkerEntry* w = registry_.Find(t.worker_id);
+        if (w == nullptr) {
           FailJob(job, absl::StrCat("worker ", t.worker_id, " was lost before deployment"));
           return;
         }
-        stubs[t.worker_id] = wit->second.stub;
-        channels[t.worker_id] = wit->second.channel;
+        stubs[t.worker_id] = w->stub;
+        channels[t.worker_id] = w->channel;
         proto::DeployTasksRequest& r = requests[t.worker_id];
         if (r.job_id().empty()) {
           r.set_job_id(job.id);
           r.set_attempt(job.attempt);
           *r.mutable_plan() = *job.plan;
           for (const auto& p : placement) *r.add_placement() = p;
-          if (CheckpointingLocked(job)) r.set_checkpoint_dir(job.dir);
-          r.set_restore_metadata(job.latest_metadata);
-          r.set_restore_dir(job.latest_dir);
+          if (CheckpointingLocked(job)) r.set_checkpoint_dir(job.checkpoints->dir());
+          r.set_restore_metadata(job.checkpoints->latest_metadata());
+          r.set_restore_dir(job.checkpoints->latest_dir());
         }
         auto* ref = r.add_tasks();
         ref->set_job_id(job.id);
@@ -751,8 +707,7 @@ void Coordinator::DeployJob(const std::string& job_id) {
       if (PeerGone(s, channels[worker_id].get())) {
         // Nobody listens there any more: do not wait for the heartbeat timeout to say so.
         absl::MutexLock lock(&mu_);
-        auto w = workers_.find(worker_id);
-        if (w != workers_.end()) LoseWorker(worker_id, "unreachable (connection refused)");
+        LoseWorker(worker_id, "unreachable (connection refused)");
       }
       // kFailedPrecondition: the worker can never run this deployment (a plugin of the job it
       // cannot load); restarting would fail the same way.
@@ -809,6 +764,7 @@ proto::JobInfo Coordinator::JobInfoLocked(const Job& job) const {
   info.set_name(job.spec->name);
   info.set_state(job.state);
   info.set_error(job.error);
+  info.set_error_code(static_cast<int>(job.error_code));
   info.set_submit_time_ms(job.submit_ms);
   info.set_end_time_ms(job.end_ms);
   info.set_attempt(job.attempt);
@@ -820,15 +776,7 @@ proto::JobInfo Coordinator::JobInfoLocked(const Job& job) const {
     info.set_waiting_for_slots(job.waiting_for_slots);
     info.set_waiting_since_ms(job.waiting_since_ms);
   }
-  for (const auto& c : job.history) *info.add_checkpoints() = c;
-  for (const PendingCheckpoint* p : {job.completing.get(), static_cast<const PendingCheckpoint*>(job.pending.get())}) {
-    if (p == nullptr) continue;
-    auto* c = info.add_checkpoints();
-    c->set_checkpoint_id(p->id);
-    c->set_status("IN_PROGRESS");
-    c->set_trigger_time_ms(p->trigger_ms);
-    c->set_savepoint(p->savepoint);
-  }
+  job.checkpoints->AddTo(&info);
   for (const auto& v : job.graph->vertices) {
     auto* vi = info.add_vertices();
     vi->set_vertex(v.id);
@@ -940,7 +888,7 @@ proto::ListWorkersResponse Coordinator::ListWorkers() {
   proto::ListWorkersResponse resp;
   absl::MutexLock lock(&mu_);
   int64_t now = options_.clock->NowNanos();
-  for (const auto& [id, w] : workers_) {
+  for (const auto& [id, w] : registry_.workers()) {
     auto* wi = resp.add_workers();
     wi->set_worker_id(w.id);
     wi->set_data_address(w.data_address);
@@ -953,12 +901,15 @@ proto::ListWorkersResponse Coordinator::ListWorkers() {
 }
 
 void Coordinator::LoseWorker(const std::string& worker_id, const std::string& why, bool planned) {
-  auto wit = workers_.find(worker_id);
-  if (wit == workers_.end()) return;
-  std::string desc = absl::StrFormat("worker %s (%s) lost: %s", worker_id, wit->second.data_address, why);
+  std::optional<WorkerEntry> w = registry_.Remove(worker_id);
+  if (w) WorkerLostLocked(*w, why, planned);
+}
+
+void Coordinator::WorkerLostLocked(const WorkerEntry& w, const std::string& why, bool planned) {
+  const std::string& worker_id = w.id;
+  const std::string& data_address = w.data_address;
+  std::string desc = absl::StrFormat("worker %s (%s) lost: %s", worker_id, data_address, why);
   spdlog::error("{}", desc);
-  const std::string data_address = wit->second.data_address;
-  workers_.erase(wit);
   metrics_.RemoveOwner(worker_id);
   for (auto& [id, job] : jobs_) {
     if (IsTerminal(job.state) && job.slots_held.empty()) continue;
@@ -980,37 +931,33 @@ void Coordinator::LoseWorker(const std::string& worker_id, const std::string& wh
         job.error.find(" to worker " + data_address) != std::string::npos &&
         job.error.find(desc) == std::string::npos) {
       job.error = absl::StrCat(desc, "; first symptom: ", job.error);
+      job.error_code = absl::StatusCode::kOk;  // the code was the symptom's
     }
     MaybeCompleteJob(job);
   }
 }
 
 void Coordinator::MonitorLoop() {
-  const int64_t timeout = options_.heartbeat_timeout_ms * 1'000'000;
-  const int64_t heartbeat_interval = HeartbeatIntervalNanos();
   int64_t last_rates = options_.clock->NowNanos();
   while (true) {
     absl::MutexLock lock(&mu_);
     mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Milliseconds(100));
     if (stopping_) return;
     int64_t now = options_.clock->NowNanos();
-    std::vector<std::pair<std::string, std::string>> lost;
-    for (const auto& [id, w] : workers_) {
-      const int64_t age = now - w.last_heartbeat_nanos;
-      if (age > timeout) {
-        lost.push_back({id, absl::StrFormat("no heartbeat for %.1f s", age / 1e9)});
-      } else if (age > heartbeat_interval + 100'000'000 && w.channel != nullptr &&
-                 w.channel->GetState(/*try_to_connect=*/true) == GRPC_CHANNEL_TRANSIENT_FAILURE) {
-        // A heartbeat is late and the worker's port refuses connections: the process is gone
-        // (kill -9 of an idle worker), no need to wait for the heartbeat timeout.
-        lost.push_back({id, absl::StrFormat("unreachable (its address refuses connections; last heartbeat "
-                                            "%.1f s ago)", age / 1e9)});
-      }
-    }
-    for (const auto& [id, why] : lost) LoseWorker(id, why);
+    std::vector<LostWorker> lost = registry_.TakeLost([](const WorkerEntry& w) {
+      return w.channel->GetState(/*try_to_connect=*/true) == GRPC_CHANNEL_TRANSIENT_FAILURE;
+    });
+    for (const LostWorker& l : lost) WorkerLostLocked(l.worker, l.why, /*planned=*/false);
     for (auto& [id, job] : jobs_) {
       RestartTick(job, now);
-      CheckpointTick(job, now);
+      if (job.state != proto::JOB_RUNNING) continue;
+      bool all_input_ended = true;
+      for (const auto& v : job.tasks) {
+        for (const auto& t : v) all_input_ended &= t.end_of_input || t.state == proto::TASK_FINISHED;
+      }
+      CheckpointActions actions;
+      job.checkpoints->Tick(all_input_ended, &actions);
+      ApplyLocked(job, std::move(actions));
     }
     if (now - last_rates >= 1'000'000'000) {
       last_rates = now;
@@ -1044,21 +991,20 @@ void Coordinator::MonitorLoop() {
 
 // ---- Checkpoints -------------------------------------------------------------------------
 
-void Coordinator::SendToWorkers(Job& job, bool complete, int64_t id, bool final) {
+void Coordinator::SendToWorkers(Job& job, bool complete, const CheckpointActions::ToTasks& what) {
   std::map<std::string, std::shared_ptr<proto::Worker::Stub>> stubs;
   for (const auto& v : job.tasks) {
     for (const auto& t : v) {
-      auto it = workers_.find(t.worker_id);
-      if (it != workers_.end()) stubs[t.worker_id] = it->second.stub;
+      const WorkerEntry* w = registry_.Find(t.worker_id);
+      if (w != nullptr) stubs[t.worker_id] = w->stub;
     }
   }
   proto::CheckpointTrigger req;
   req.set_job_id(job.id);
   req.set_attempt(job.attempt);
-  req.set_checkpoint_id(id);
-  req.set_final(final);
-  // Savepoints are always aligned (Flink's too): they hold no in-flight data.
-  req.set_aligned(!complete && job.pending != nullptr && job.pending->savepoint);
+  req.set_checkpoint_id(what.id);
+  req.set_final(what.final);
+  req.set_aligned(what.aligned);
   dispatch_queue_.push_back([stubs, req, complete] {
     for (const auto& [worker_id, stub] : stubs) {
       grpc::ClientContext ctx;
@@ -1074,58 +1020,31 @@ void Coordinator::SendToWorkers(Job& job, bool complete, int64_t id, bool final)
   });
 }
 
-void Coordinator::TriggerCheckpointLocked(Job& job, bool final, std::unique_ptr<PendingCheckpoint> p) {
-  if (!p) p = std::make_unique<PendingCheckpoint>();
-  p->id = job.next_checkpoint_id++;
-  p->final = final;
-  p->trigger_nanos = options_.clock->NowNanos();
-  p->trigger_ms = options_.clock->WallMillis();
-  job.last_trigger_nanos = p->trigger_nanos;
-  spdlog::debug("job {}: triggering {}checkpoint {}", job.id, final ? "final " : "", p->id);
-  const int64_t id = p->id;
-  job.pending = std::move(p);
-  SendToWorkers(job, false, id, final);
+void Coordinator::ReplyLocked(SavepointReplies replies) {
+  for (auto& [done, result] : replies) {
+    dispatch_queue_.push_back([done = std::move(done), result = std::move(result)] { done(result); });
+  }
 }
 
-void Coordinator::RecordAbortLocked(Job& job, const PendingCheckpoint& p, const std::string& reason) {
-  spdlog::warn("job {}: {} {} aborted: {}", job.id, p.savepoint ? "savepoint" : "checkpoint", p.id, reason);
-  proto::CheckpointInfo info;
-  info.set_checkpoint_id(p.id);
-  info.set_status("ABORTED");
-  info.set_trigger_time_ms(p.trigger_ms);
-  info.set_duration_ms((options_.clock->NowNanos() - p.trigger_nanos) / 1'000'000);
-  info.set_reason(reason);
-  info.set_savepoint(p.savepoint);
-  job.history.push_back(info);
-  if (job.history.size() > 10) job.history.pop_front();
-  if (p.done) {
-    auto done = p.done;
-    dispatch_queue_.push_back([done, reason] { done(absl::AbortedError(absl::StrCat("savepoint aborted: ", reason))); });
+void Coordinator::ApplyLocked(Job& job, CheckpointActions actions) {
+  ReplyLocked(std::move(actions.replies));
+  for (int64_t id : actions.discard) {
+    io_queue_.push_back([this, dir = job.checkpoints->dir(), id] {
+      absl::Status s = storage_.Discard(dir, id);
+      if (!s.ok()) spdlog::warn("discarding checkpoint {} of {}: {}", id, dir, s);
+    });
   }
-  // Its private files are of no use; shared files it uploaded are collected once the backends
-  // that uploaded them complete a checkpoint without them (CheckpointStorage::CollectSharedGarbage).
-  io_queue_.push_back([this, dir = job.dir, id = p.id] {
-    absl::Status s = storage_.Discard(dir, id);
-    if (!s.ok()) spdlog::warn("discarding checkpoint {} of {}: {}", id, dir, s);
-  });
-}
-
-void Coordinator::AbortCheckpointLocked(Job& job, const std::string& reason, bool counts) {
-  if (!job.pending) return;
-  std::unique_ptr<PendingCheckpoint> p = std::move(job.pending);
-  const int64_t id = p->id;
-  counts &= !p->savepoint;
-  RecordAbortLocked(job, *p, reason);
-  job.last_checkpoint_end_nanos = options_.clock->NowNanos();
-  if (counts && ++job.consecutive_checkpoint_failures > job.spec->checkpoint.tolerable_failures) {
-    // As Flink's tolerable-failed-checkpoints: a job whose checkpoints keep failing is failed
-    // over (restarted from its latest checkpoint) rather than left running without them.
-    const int failures = job.consecutive_checkpoint_failures;
-    job.consecutive_checkpoint_failures = 0;
-    FailJob(job, absl::StrCat("checkpoint ", id, " ", reason, "; ", failures,
-                              " consecutive checkpoint failure(s) exceed checkpoint.tolerable_failures (",
-                              job.spec->checkpoint.tolerable_failures, ")"));
+  if (actions.fail_job) FailJob(job, *actions.fail_job);
+  if (actions.trigger) SendToWorkers(job, false, *actions.trigger);
+  if (actions.write) {
+    // The metadata (and a savepoint's copy) is written on the I/O thread.
+    io_queue_.push_back([this, job_id = job.id, attempt = job.attempt, w = std::move(actions.write)] {
+      CheckpointWriteResult result = CheckpointCoordinator::Write(storage_, *w);
+      absl::MutexLock lock(&mu_);
+      FinishCheckpointLocked(job_id, attempt, w, result);
+    });
   }
+  if (actions.notify_complete) SendToWorkers(job, true, *actions.notify_complete);
 }
 
 void Coordinator::AcknowledgeCheckpoint(const proto::CheckpointAck& ack) {
@@ -1133,147 +1052,38 @@ void Coordinator::AcknowledgeCheckpoint(const proto::CheckpointAck& ack) {
   auto it = jobs_.find(ack.task().job_id());
   if (it == jobs_.end()) return;
   Job& job = it->second;
-  if (ack.task().attempt() != job.attempt || !job.pending || job.pending->id != ack.checkpoint_id()) {
-    return;  // late ack of an aborted checkpoint or an old attempt
-  }
-  if (ack.declined()) {
-    AbortCheckpointLocked(job, absl::StrCat("task ", job.graph->vertices[ack.task().vertex()].name, "#",
-                                            ack.task().subtask(), " declined: ", ack.reason()), true);
-    return;
-  }
-  job.pending->acks[{ack.task().vertex(), ack.task().subtask()}] = ack;
+  if (ack.task().attempt() != job.attempt) return;  // late ack of an old attempt
   size_t total = 0;
   for (const auto& v : job.tasks) total += v.size();
-  if (job.pending->acks.size() == total) CompleteCheckpointLocked(job);
-}
-
-void Coordinator::CompleteCheckpointLocked(Job& job) {
-  std::shared_ptr<PendingCheckpoint> p = std::move(job.pending);
-  auto md = std::make_shared<proto::CheckpointMetadata>();
-  md->set_job_id(job.id);
-  md->set_checkpoint_id(p->id);
-  md->set_timestamp_ms(p->trigger_ms);
-  md->set_max_parallelism(job.spec->max_parallelism);
-  md->set_savepoint(p->savepoint);
-  md->set_final(p->final);
-  int64_t full = 0, incremental = 0;
-  for (auto& [key, ack] : p->acks) {
-    for (const auto& h : ack.state().keyed()) {
-      full += h.full_size();
-      incremental += h.incremental_size();
-    }
-    // Operator state (source positions, a sink's pending transactions) is written with the
-    // metadata of every checkpoint: it counts as both full and uploaded size.
-    for (const auto& o : ack.state().operator_state()) {
-      for (const auto& e : o.entries()) {
-        full += static_cast<int64_t>(e.size());
-        incremental += static_cast<int64_t>(e.size());
-      }
-    }
-    *md->add_subtasks() = ack.state();
-  }
-  for (const auto& op : job.spec->operators) md->add_operator_ids(op.id);
-  md->set_full_size(full);
-  md->set_incremental_size(incremental);
-  // The metadata (and a savepoint's copy) is written on the I/O thread; until it is, no other
-  // checkpoint is triggered and the job's latest checkpoint stays the previous one.
-  job.completing = p;
-  io_queue_.push_back([this, job_id = job.id, attempt = job.attempt, dir = job.dir, p,
-                       md = std::shared_ptr<const proto::CheckpointMetadata>(md)] {
-    absl::StatusOr<std::string> path = storage_.WriteMetadata(dir, *md);
-    absl::StatusOr<std::string> savepoint = std::string();
-    if (path.ok() && p->savepoint) savepoint = storage_.CopySavepoint(dir, *md, p->savepoint_dir);
-    absl::MutexLock lock(&mu_);
-    FinishCheckpointLocked(job_id, attempt, p, md, path, savepoint);
-  });
+  CheckpointActions actions;
+  job.checkpoints->Acknowledge(ack, total, &actions);
+  ApplyLocked(job, std::move(actions));
 }
 
 void Coordinator::FinishCheckpointLocked(const std::string& job_id, int64_t attempt,
-                                         std::shared_ptr<PendingCheckpoint> p,
-                                         std::shared_ptr<const proto::CheckpointMetadata> md,
-                                         const absl::StatusOr<std::string>& metadata_path,
-                                         const absl::StatusOr<std::string>& savepoint_path) {
+                                         std::shared_ptr<const CheckpointWrite> w,
+                                         const CheckpointWriteResult& result) {
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) {  // expired meanwhile (it had ended): nothing to record
-    if (p->done) {
-      auto done = std::move(p->done);
+    if (w->pending->done) {
+      auto done = std::move(w->pending->done);
       dispatch_queue_.push_back([done] { done(absl::AbortedError("savepoint aborted: the job's record expired")); });
     }
     return;
   }
   Job& job = it->second;
-  if (job.completing == p) job.completing.reset();
-  job.last_checkpoint_end_nanos = options_.clock->NowNanos();
   const bool same_attempt = attempt == job.attempt;
-  if (!metadata_path.ok() || !savepoint_path.ok()) {
-    const absl::Status& s = metadata_path.ok() ? savepoint_path.status() : metadata_path.status();
-    const std::string reason =
-        absl::StrCat(metadata_path.ok() ? "cannot copy the savepoint: " : "cannot write metadata: ", s.message());
-    RecordAbortLocked(job, *p, reason);
-    // A failed write counts as a failed checkpoint of the attempt that took it (a full disk fails
-    // checkpoints, and the job once they exceed checkpoint.tolerable_failures, never its data).
-    if (same_attempt && !p->savepoint && !IsTerminal(job.state) &&
-        ++job.consecutive_checkpoint_failures > job.spec->checkpoint.tolerable_failures) {
-      const int failures = job.consecutive_checkpoint_failures;
-      job.consecutive_checkpoint_failures = 0;
-      FailJob(job, absl::StrCat("checkpoint ", p->id, " aborted: ", reason, "; ", failures,
-                                " consecutive checkpoint failure(s) exceed checkpoint.tolerable_failures (",
-                                job.spec->checkpoint.tolerable_failures, ")"));
-    }
-    return;
-  }
-  const int64_t duration_ms = (options_.clock->NowNanos() - p->trigger_nanos) / 1'000'000;
-  const std::string path = p->savepoint ? *savepoint_path : DirName(*metadata_path);
-  if (!same_attempt) {
-    // The job restarted while the metadata was written: the new attempt restored from an older
-    // checkpoint (and may have aborted the transactions this one holds), so this one must never
-    // be restored from. A savepoint's copy stands on its own and is still reported.
-    RecordAbortLocked(job, *p, "the job restarted while its metadata was written");
-    if (p->done) {
-      auto done = std::move(p->done);
-      dispatch_queue_.push_back([done, path] { done(path); });
-    }
-    return;
-  }
-  int64_t alignment = 0, persisted = 0;
-  bool unaligned = false;
-  for (const auto& [key, ack] : p->acks) {
-    alignment = std::max(alignment, ack.alignment_ms());
-    unaligned |= ack.unaligned();
-    persisted += ack.state().channel_state_bytes();
-  }
-  spdlog::info("job {}: {} {} complete in {} ms ({} bytes, {} uploaded){}", job.id,
-               p->savepoint ? "savepoint" : "checkpoint", p->id, duration_ms, md->full_size(),
-               md->incremental_size(), p->savepoint ? absl::StrCat(" at ", path) : "");
-  proto::CheckpointInfo info;
-  info.set_checkpoint_id(p->id);
-  info.set_status("COMPLETED");
-  info.set_trigger_time_ms(p->trigger_ms);
-  info.set_duration_ms(duration_ms);
-  info.set_full_size(md->full_size());
-  info.set_incremental_size(md->incremental_size());
-  info.set_alignment_ms(alignment);
-  info.set_unaligned(unaligned);
-  info.set_persisted_bytes(persisted);
-  info.set_path(path);
-  info.set_savepoint(p->savepoint);
-  job.history.push_back(info);
-  if (job.history.size() > 10) job.history.pop_front();
-
-  // The latest completed checkpoint is where recovery starts; retain a few.
-  job.latest_metadata = *metadata_path;
-  job.latest_dir = job.dir;
-  job.consecutive_checkpoint_failures = 0;
-  job.retained.push_back(p->id);
-  while (static_cast<int>(job.retained.size()) > std::max(1, job.spec->checkpoint.retain)) {
-    job.retained.pop_front();
-  }
-  const bool stop = p->stop_after && job.state == proto::JOB_RUNNING;
-  if (stop) {
+  CheckpointActions actions;
+  std::optional<CheckpointCommit> commit =
+      job.checkpoints->OnWritten(*w, result, same_attempt, same_attempt && !IsTerminal(job.state),
+                                 job.state == proto::JOB_RUNNING, &actions);
+  ApplyLocked(job, std::move(actions));
+  if (!commit) return;
+  if (commit->stop) {
     // Recorded with the checkpoint in one write: a coordinator restarted from here on never
     // resumes a job whose user was told it stopped (and may restore the savepoint elsewhere).
     job.state = proto::JOB_CANCELLING;
-    job.stopped_with_savepoint = path;
+    job.stopped_with_savepoint = commit->path;
   }
   // Only once the record naming this checkpoint is durable are the tasks told to commit (then,
   // for `stop`, cancelled), and older checkpoints and unreferenced shared files deleted: a
@@ -1282,43 +1092,36 @@ void Coordinator::FinishCheckpointLocked(const std::string& job_id, int64_t atte
   // stopping and writes none) nothing is committed now; the next checkpoint commits it.
   std::optional<proto::JobRecord> record;
   if (ha_ != nullptr) record = stopping_ ? std::nullopt : std::optional<proto::JobRecord>(RecordLocked(job));
-  io_queue_.push_back([this, job_id = job.id, attempt, p, path, stop, record = std::move(record),
-                       dir = job.dir, keep = std::set<int64_t>(job.retained.begin(), job.retained.end()), md] {
+  io_queue_.push_back([this, job_id, attempt, c = std::move(*commit), record = std::move(record),
+                       dir = job.checkpoints->dir()] {
     absl::Status written = absl::OkStatus();
     if (ha_ != nullptr) {
       written = record ? ha_->Write(*record) : absl::UnavailableError("the coordinator is stopping");
-      if (!written.ok()) spdlog::error("cannot persist job {}: {}; checkpoint {} is not committed", job_id, written, p->id);
+      if (!written.ok()) {
+        spdlog::error("cannot persist job {}: {}; checkpoint {} is not committed", job_id, written, c.pending->id);
+      }
     }
     {
       absl::MutexLock lock(&mu_);
       auto it = jobs_.find(job_id);
       const bool current = it != jobs_.end() && it->second.attempt == attempt;
-      if (current && written.ok()) {
-        SendToWorkers(it->second, true, p->id, p->final);  // queued first: tasks commit, then are cancelled
-        if (stop) CancelTasksOnWorkers(it->second);
-      } else if (current && stop && it->second.state == proto::JOB_CANCELLING) {
-        it->second.state = proto::JOB_RUNNING;  // not stopped: its record could not say so
-        it->second.stopped_with_savepoint.clear();
-      }
-      if (p->done) {
-        auto done = std::move(p->done);
-        absl::StatusOr<std::string> result = path;
-        if (stop && !written.ok()) {
-          result = absl::UnavailableError(absl::StrCat("savepoint ", path, " was taken but the job was not stopped: ",
-                                                       written.message()));
+      CheckpointActions actions;
+      CheckpointCoordinator::OnRecordWritten(c, written, current, &actions);
+      SavepointReplies replies = std::move(actions.replies);
+      actions.replies.clear();
+      if (current) {
+        Job& job = it->second;
+        ApplyLocked(job, std::move(actions));  // tasks are told to commit, then cancelled
+        if (c.stop && written.ok()) {
+          CancelTasksOnWorkers(job);
+        } else if (c.stop && job.state == proto::JOB_CANCELLING) {
+          job.state = proto::JOB_RUNNING;  // not stopped: its record could not say so
+          job.stopped_with_savepoint.clear();
         }
-        dispatch_queue_.push_back([done, result] { done(result); });
       }
+      ReplyLocked(std::move(replies));
     }
-    if (!written.ok()) return;
-    absl::Status s = storage_.Subsume(dir, keep);
-    if (!s.ok()) spdlog::warn("deleting checkpoints of {} past retention: {}", dir, s);
-    absl::StatusOr<int> collected = storage_.CollectSharedGarbage(dir, *md);
-    if (!collected.ok()) {
-      spdlog::warn("collecting unreferenced shared files of {}: {}", dir, collected.status());
-    } else if (*collected > 0) {
-      spdlog::info("{}: deleted {} shared file(s) no checkpoint references", dir, *collected);
-    }
+    if (written.ok()) CheckpointCoordinator::CleanUp(storage_, dir, c);
   });
 }
 
@@ -1336,41 +1139,11 @@ absl::Status Coordinator::TriggerSavepoint(const proto::SavepointRequest& req,
     return absl::FailedPreconditionError(absl::StrCat(
         "job ", job.id, " does not take checkpoints; add `checkpoint: {interval: ...}` to its spec"));
   }
-  if (job.pending) AbortCheckpointLocked(job, "superseded by a savepoint");
-  auto p = std::make_unique<PendingCheckpoint>();
-  p->savepoint = true;
-  p->savepoint_dir = req.dir().empty() ? options_.savepoint_dir : req.dir();
-  p->stop_after = req.stop();
-  p->done = std::move(done);
-  TriggerCheckpointLocked(job, false, std::move(p));
+  CheckpointActions actions;
+  job.checkpoints->TriggerSavepoint(req.dir().empty() ? options_.savepoint_dir : req.dir(), req.stop(),
+                                    std::move(done), &actions);
+  ApplyLocked(job, std::move(actions));
   return absl::OkStatus();
-}
-
-void Coordinator::CheckpointTick(Job& job, int64_t now) {
-  if (job.state != proto::JOB_RUNNING || !CheckpointingLocked(job)) return;
-  if (job.completing) return;  // its metadata is being written
-  const plan::CheckpointConfig& cc = job.spec->checkpoint;
-  bool all_eoi = true;
-  for (const auto& v : job.tasks) {
-    for (const auto& t : v) all_eoi &= t.end_of_input || t.state == proto::TASK_FINISHED;
-  }
-  if (job.pending) {
-    if (now - job.pending->trigger_nanos > cc.timeout_ms * 1'000'000) {
-      AbortCheckpointLocked(job, absl::StrCat("timed out after ", cc.timeout_ms, " ms"), true);
-    } else if (all_eoi && !job.pending->final && !job.pending->savepoint) {
-      // Barriers cannot reach tasks whose input has ended: go straight to the final checkpoint.
-      AbortCheckpointLocked(job, "all input ended; taking the final checkpoint instead");
-    }
-    if (job.pending) return;
-  }
-  if (all_eoi) {
-    TriggerCheckpointLocked(job, true, nullptr);
-    return;
-  }
-  if (now - job.last_checkpoint_end_nanos >= cc.min_pause_ms * 1'000'000 &&
-      now - job.last_trigger_nanos >= cc.interval_ms * 1'000'000) {
-    TriggerCheckpointLocked(job, false, nullptr);
-  }
 }
 
 void Coordinator::RestartTick(Job& job, int64_t now) {
@@ -1380,7 +1153,7 @@ void Coordinator::RestartTick(Job& job, int64_t now) {
   bool grace_over = now - job.restart_at_nanos > 5'000'000'000LL;
   for (auto& v : job.tasks) {
     for (auto& t : v) {
-      if (!TaskTerminal(t.state) && t.state != proto::TASK_DEPLOYING && workers_.count(t.worker_id) &&
+      if (!TaskTerminal(t.state) && t.state != proto::TASK_DEPLOYING && registry_.Contains(t.worker_id) &&
           !grace_over) {
         return;  // still stopping
       }
@@ -1391,13 +1164,8 @@ void Coordinator::RestartTick(Job& job, int64_t now) {
   // resources): a job whose workers are re-registering or being replaced waits for them, up to
   // restart.slot_wait_timeout.
   const int needed = job.graph->SlotsNeeded();
-  int free_slots = 0, free_workers = 0;
-  for (const auto& [id, w] : workers_) {
-    if (w.slots > w.slots_used && !SuspectLocked(w, now)) {
-      free_slots += w.slots - w.slots_used;
-      ++free_workers;
-    }
-  }
+  const Capacity free = CapacityOf(registry_.FreeSlots());
+  const int free_slots = free.free_slots, free_workers = free.free_workers;
   const bool enough = free_slots >= needed;
   // With enough slots but fewer workers than the last placement used, give a replacement that
   // is registering a moment, so that the restarted job is spread as before.
@@ -1409,16 +1177,17 @@ void Coordinator::RestartTick(Job& job, int64_t now) {
         job.waiting_since_nanos = now;
         job.waiting_since_ms = options_.clock->WallMillis();
         spdlog::warn("job {} ({}): waiting for {} slot(s) to restart ({} free on {} worker(s))", job.id,
-                     job.spec->name, needed, free_slots, workers_.size());
+                     job.spec->name, needed, free_slots, registry_.size());
       }
       job.waiting_for_slots = needed;
       const int64_t timeout_ms = job.spec->restart.slot_wait_timeout_ms;
       if (now - job.waiting_since_nanos > timeout_ms * 1'000'000) {
         job.state = proto::JOB_FAILED;
+        job.error_code = absl::StatusCode::kOk;
         job.error = absl::StrFormat(
             "cannot restart: job '%s' waited %.1f s (restart.slot_wait_timeout) for %d slot(s); the "
             "cluster has %d free (%d worker(s))",
-            job.spec->name, (now - job.waiting_since_nanos) / 1e9, needed, free_slots, workers_.size());
+            job.spec->name, (now - job.waiting_since_nanos) / 1e9, needed, free_slots, registry_.size());
         job.end_ms = options_.clock->WallMillis();
         job.waiting_for_slots = 0;
         spdlog::error("job {} failed: {}", job.id, job.error);
@@ -1441,22 +1210,20 @@ void Coordinator::RestartTick(Job& job, int64_t now) {
   job.waiting_since_nanos = 0;
   if (!job.resuming) job.restarts++;
   job.resuming = false;
-  job.consecutive_checkpoint_failures = 0;
   job.attempt++;
   job.state = proto::JOB_CREATED;
-  job.pending.reset();
-  job.last_trigger_nanos = now;
-  job.last_checkpoint_end_nanos = now;
+  job.checkpoints->ResetForAttempt();
   job.restored_checkpoint_id = 0;
-  if (!job.latest_metadata.empty()) {
+  const std::string& latest = job.checkpoints->latest_metadata();
+  if (!latest.empty()) {
     // <dir>/chk-<id>/_metadata, or a savepoint's (whose id the job's next ids continue from).
-    job.restored_checkpoint_id = job.next_checkpoint_id - 1;
-    const std::string chk = std::filesystem::path(job.latest_metadata).parent_path().filename().string();
+    job.restored_checkpoint_id = job.checkpoints->next_checkpoint_id() - 1;
+    const std::string chk = std::filesystem::path(latest).parent_path().filename().string();
     int64_t id = 0;
     if (absl::StartsWith(chk, "chk-") && absl::SimpleAtoi(chk.substr(4), &id)) job.restored_checkpoint_id = id;
   }
   spdlog::info("job {} restarting (attempt {}) from {}", job.id, job.attempt,
-               job.latest_metadata.empty() ? std::string("the beginning") : job.latest_metadata);
+               latest.empty() ? std::string("the beginning") : latest);
   PersistLocked(job);
   std::string id = job.id;
   dispatch_queue_.push_back([this, id] { DeployJob(id); });
@@ -1482,10 +1249,11 @@ proto::JobRecord Coordinator::RecordLocked(const Job& job) const {
   *r.mutable_plan() = *job.plan;
   r.set_state(job.state);
   r.set_attempt(job.attempt);
-  r.set_latest_metadata(job.latest_metadata);
-  r.set_latest_dir(job.latest_dir);
-  r.set_next_checkpoint_id(job.next_checkpoint_id);
+  r.set_latest_metadata(job.checkpoints->latest_metadata());
+  r.set_latest_dir(job.checkpoints->latest_dir());
+  r.set_next_checkpoint_id(job.checkpoints->next_checkpoint_id());
   r.set_error(job.error);
+  r.set_error_code(static_cast<int>(job.error_code));
   r.set_restarts(job.restarts);
   r.set_submit_time_ms(job.submit_ms);
   r.set_end_time_ms(job.end_ms);
@@ -1532,41 +1300,41 @@ std::vector<Coordinator::Job> Coordinator::LoadFromHaStore() {
     job.plan = std::make_shared<const proto::JobPlan>(plan::EncodeJobPlan(*job.spec, *job.graph));
     job.state = r.state();
     job.attempt = r.attempt();
-    job.latest_metadata = r.latest_metadata();
-    job.latest_dir = r.latest_dir();
-    job.next_checkpoint_id = r.next_checkpoint_id();
     job.error = r.error();
+    job.error_code = static_cast<absl::StatusCode>(r.error_code());
     job.restarts = r.restarts();
     job.submit_ms = r.submit_time_ms();
     job.end_ms = r.end_time_ms();
     job.restored_checkpoint_id = r.restored_checkpoint_id();
     job.placement_workers = r.placement_workers();
     job.stopped_with_savepoint = r.stopped_with_savepoint();
-    job.dir = JoinPath(options_.checkpoint_dir, job.id);
+    const std::string dir = JoinPath(options_.checkpoint_dir, job.id);
+    int64_t next_checkpoint_id = r.next_checkpoint_id();
+    std::deque<int64_t> retained;
     job.ResetRates(options_.clock->NowNanos());
     job.tasks.assign(job.graph->vertices.size(), {});
     if (!IsTerminal(job.state)) {
       // Checkpoints triggered after the record was written may have left directories (or even
       // completed): new checkpoints get higher ids, so none of them is overwritten or discarded
       // by a checkpoint reusing its id.
-      const std::vector<int64_t> ids = storage_.ListCheckpointDirs(job.dir);
-      if (!ids.empty()) job.next_checkpoint_id = std::max(job.next_checkpoint_id, ids.back() + 1);
+      const std::vector<int64_t> ids = storage_.ListCheckpointDirs(dir);
+      if (!ids.empty()) next_checkpoint_id = std::max(next_checkpoint_id, ids.back() + 1);
       // Retention continues from the record's latest checkpoint and those before it.
-      if (job.latest_dir == job.dir) {
+      if (r.latest_dir() == dir) {
         for (int64_t id : ids) {
-          if (checkpoint::CheckpointStorage::MetadataPath(job.dir, id) == job.latest_metadata) {
-            job.retained.push_back(id);
+          if (checkpoint::CheckpointStorage::MetadataPath(dir, id) == r.latest_metadata()) {
+            retained.push_back(id);
             break;
           }
-          if (options_.file_system->Exists(checkpoint::CheckpointStorage::MetadataPath(job.dir, id))) {
-            job.retained.push_back(id);
+          if (options_.file_system->Exists(checkpoint::CheckpointStorage::MetadataPath(dir, id))) {
+            retained.push_back(id);
           }
         }
-        while (static_cast<int>(job.retained.size()) > std::max(1, job.spec->checkpoint.retain)) {
-          job.retained.pop_front();
-        }
+        while (static_cast<int>(retained.size()) > std::max(1, job.spec->checkpoint.retain)) retained.pop_front();
       }
     }
+    job.checkpoints = std::make_unique<CheckpointCoordinator>(job.id, dir, job.spec, job.graph, options_.clock);
+    job.checkpoints->SetRestorePoint(r.latest_metadata(), r.latest_dir(), next_checkpoint_id, std::move(retained));
     recovered.push_back(std::move(job));
   }
   return recovered;
@@ -1589,7 +1357,8 @@ void Coordinator::InstallRecoveredLocked(std::vector<Job> recovered) {
       // Resume from the latest checkpoint once enough workers have registered again (waiting
       // for them uses no restart attempt).
       spdlog::info("recovered job {} ({}) from the HA store; resuming from {}", job.id, job.spec->name,
-                   job.latest_metadata.empty() ? std::string("the beginning") : job.latest_metadata);
+                   job.checkpoints->latest_metadata().empty() ? std::string("the beginning")
+                                                              : job.checkpoints->latest_metadata());
       job.state = proto::JOB_RESTARTING;
       job.resuming = true;
       job.restarting_since_nanos = options_.clock->NowNanos();

@@ -18,7 +18,9 @@
 #include "common/filesystem.h"
 #include "common/http_server.h"
 #include "common/metrics.h"
+#include "coordinator/checkpoint_coordinator.h"
 #include "coordinator/ha_store.h"
+#include "coordinator/worker_registry.h"
 #include "grpcpp/grpcpp.h"
 #include "plan/job_graph.h"
 #include "plan/operator_type.h"
@@ -57,7 +59,10 @@ struct CoordinatorOptions {
 
 // The cluster's brain: tracks workers by heartbeat, accepts jobs, plans and schedules them onto
 // worker slots, deploys them, follows their tasks to a final job state, and declares a worker
-// lost when its heartbeats stop (failing its jobs, naming it).
+// lost when its heartbeats stop (failing its jobs, naming it). The decisions live in pieces it
+// owns and calls under mu_: the WorkerRegistry (workers, liveness, slots), PlaceJob() (the
+// scheduler, a pure function) and one CheckpointCoordinator per job, which returns what to do
+// (RPCs, storage I/O) for this class to run on its threads.
 //
 // Threads: gRPC callback threads run the Coordinator service (handlers only touch state under
 // mu_ and never make outgoing calls nor file I/O); one dispatcher thread makes every outgoing RPC
@@ -116,16 +121,6 @@ class Coordinator {
   absl::StatusOr<plan::PlannedJob> RecoveredPlan(const proto::JobRecord& r) const;
   class Service;
 
-  struct WorkerEntry {
-    std::string id;
-    std::string data_address;
-    std::string http_address;
-    int slots = 0;
-    int slots_used = 0;
-    int64_t last_heartbeat_nanos = 0;
-    std::shared_ptr<grpc::Channel> channel;  // watched: a refused connection means it is gone
-    std::shared_ptr<proto::Worker::Stub> stub;
-  };
   struct TaskEntry {
     std::string worker_id;
     std::string data_address;
@@ -144,17 +139,6 @@ class Coordinator {
     int64_t watermark_ms = 0;
     bool watermark_idle = false;
   };
-  struct PendingCheckpoint {
-    int64_t id = 0;
-    int64_t trigger_nanos = 0;
-    int64_t trigger_ms = 0;
-    bool final = false;
-    bool savepoint = false;
-    std::string savepoint_dir;
-    bool stop_after = false;
-    std::function<void(absl::StatusOr<std::string>)> done;
-    std::map<std::pair<int, int>, proto::CheckpointAck> acks;  // (vertex, subtask) -> ack
-  };
   struct Job {
     std::string id;
     proto::SubmitJobRequest request;  // kept for GetJob (`sluice rescale` resubmits its YAML)
@@ -165,27 +149,17 @@ class Coordinator {
     std::shared_ptr<const proto::JobPlan> plan;
     proto::JobState state = proto::JOB_CREATED;
     std::string error;
+    absl::StatusCode error_code = absl::StatusCode::kOk;  // of `error`, when a task reported one
     int64_t attempt = 1;
     int64_t submit_ms = 0;
     int64_t end_ms = 0;
     std::vector<std::vector<TaskEntry>> tasks;  // [vertex][subtask]
     std::map<std::string, int> slots_held;      // worker id -> slots
-    // Checkpoints and recovery.
-    std::string dir;                     // <checkpoint dir>/<job id>
-    int64_t next_checkpoint_id = 1;
-    int64_t last_checkpoint_end_nanos = 0;
-    int64_t last_trigger_nanos = 0;
-    std::unique_ptr<PendingCheckpoint> pending;
-    // A checkpoint whose metadata the I/O thread is writing (shown as in progress); no other is
-    // triggered meanwhile.
-    std::shared_ptr<const PendingCheckpoint> completing;
-    std::deque<int64_t> retained;        // completed checkpoints in `dir`, oldest first
-    std::string latest_metadata;         // path of the latest completed checkpoint's _metadata
-    std::string latest_dir;              // directory its files are relative to
+    // Checkpoints and recovery: the pending checkpoint, the latest completed one (the restore
+    // point), retention and history. Made once the job's id and spec are known.
+    std::unique_ptr<CheckpointCoordinator> checkpoints;
     std::string restored_from;
-    std::deque<proto::CheckpointInfo> history;
     int restarts = 0;
-    int consecutive_checkpoint_failures = 0;
     int64_t restart_at_nanos = 0;
     int64_t restarting_since_nanos = 0;  // when the current RESTARTING began
     // Recovered from the HA store after a coordinator restart: resuming is not a restart of
@@ -222,41 +196,33 @@ class Coordinator {
   // `planned`: not the job's failure (a worker left on purpose): the restart uses no attempt.
   // `permanent`: no restart can help (a worker refused the deployment with kFailedPrecondition,
   // e.g. it cannot load a plugin of the job): the job fails whatever its restart strategy.
-  void FailJob(Job& job, const std::string& reason, bool planned = false, bool permanent = false)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `code`: the failure's status code when known (a task's report), kept with the reason.
+  void FailJob(Job& job, const std::string& reason, bool planned = false, bool permanent = false,
+               absl::StatusCode code = absl::StatusCode::kOk) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CancelTasksOnWorkers(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeCompleteJob(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseSlots(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // `planned`: the worker left on purpose; restarting its jobs uses no attempt.
+  // `planned`: the worker left on purpose; restarting its jobs uses no attempt. Nothing if it
+  // is no longer registered.
   void LoseWorker(const std::string& worker_id, const std::string& why, bool planned = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Places the job's subtasks on free slots (slot sharing, spread over workers).
+  // Fails the tasks of a worker already taken out of the registry.
+  void WorkerLostLocked(const WorkerEntry& w, const std::string& why, bool planned)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Places the job's subtasks on free slots (scheduler.h) and takes them in the registry.
   absl::Status ScheduleLocked(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void TriggerCheckpointLocked(Job& job, bool final, std::unique_ptr<PendingCheckpoint> p)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // All acks are in: the metadata is written on the I/O thread, then FinishCheckpointLocked.
-  void CompleteCheckpointLocked(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Applies the outcome of writing a checkpoint's metadata (and copying a savepoint): the
-  // checkpoint becomes the job's latest, or is aborted (a failed write counts towards
-  // checkpoint.tolerable_failures). If the job restarted meanwhile (another attempt), it is not
-  // used for recovery: its files are discarded (a savepoint's copy is still reported).
-  void FinishCheckpointLocked(const std::string& job_id, int64_t attempt,
-                              std::shared_ptr<PendingCheckpoint> p,
-                              std::shared_ptr<const proto::CheckpointMetadata> md,
-                              const absl::StatusOr<std::string>& metadata_path,
-                              const absl::StatusOr<std::string>& savepoint_path)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Records checkpoint `p` of `job` as aborted (history, savepoint caller, its files discarded).
-  void RecordAbortLocked(Job& job, const PendingCheckpoint& p, const std::string& reason)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // `counts`: the failure counts towards checkpoint.tolerable_failures (a timeout, a declined
-  // snapshot, unwritable metadata); aborts caused by a restart, a savepoint or the end of input
-  // do not.
-  void AbortCheckpointLocked(Job& job, const std::string& reason, bool counts = false)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void CheckpointTick(Job& job, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  using SavepointReplies = std::vector<std::pair<SavepointCallback, absl::StatusOr<std::string>>>;
+  // Answers savepoint callers on the dispatcher thread.
+  void ReplyLocked(SavepointReplies replies) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Carries out what the job's checkpoint coordinator asked for, in CheckpointActions' order.
+  void ApplyLocked(Job& job, CheckpointActions actions) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // On the I/O thread, with mu_ re-taken: applies the outcome of writing a completed checkpoint;
+  // if it became the job's latest, queues the job record naming it, and after that the commit.
+  void FinishCheckpointLocked(const std::string& job_id, int64_t attempt, std::shared_ptr<const CheckpointWrite> w,
+                              const CheckpointWriteResult& result) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RestartTick(Job& job, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void SendToWorkers(Job& job, bool complete, int64_t id, bool final) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SendToWorkers(Job& job, bool complete, const CheckpointActions::ToTasks& what)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Queues the job's record for the I/O thread (records are written in the order queued).
   void PersistLocked(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The job's HA record as of now.
@@ -275,11 +241,6 @@ class Coordinator {
   bool CheckpointingLocked(const Job& job) const { return job.spec->checkpoint.enabled(); }
   proto::JobInfo JobInfoLocked(const Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static bool IsTerminal(proto::JobState s);
-  // The interval workers are asked to heartbeat at.
-  int64_t HeartbeatIntervalNanos() const;
-  // Missed two heartbeats: maybe dead, not yet declared lost. Nothing is scheduled on it (a
-  // deployment to a dead worker would fail the restart and use an attempt).
-  bool SuspectLocked(const WorkerEntry& w, int64_t now_nanos) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Constant after construction.
   const CoordinatorOptions options_;
@@ -303,8 +264,7 @@ class Coordinator {
   mutable absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool ready_ ABSL_GUARDED_BY(mu_) = false;
-  int64_t next_worker_ ABSL_GUARDED_BY(mu_) = 1;
-  std::map<std::string, WorkerEntry> workers_ ABSL_GUARDED_BY(mu_);
+  WorkerRegistry registry_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Job> jobs_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> job_order_ ABSL_GUARDED_BY(mu_);
   std::deque<std::function<void()>> dispatch_queue_ ABSL_GUARDED_BY(mu_);

@@ -406,6 +406,31 @@ TEST_F(CoordinatorTest, ACheckpointWhoseJobRestartedWhileItsMetadataWasWrittenIs
   EXPECT_EQ(record->latest_metadata(), absl::StrCat("/ck/", job, "/chk-2/_metadata"));
 }
 
+// A task that fails with DATA_LOSS (state it cannot decode) reports the code with its error: the
+// job's info and its durable record keep it beside the message.
+TEST_F(CoordinatorTest, ATaskFailureKeepsItsStatusCodeInTheJobInfoAndRecord) {
+  const std::string job = SubmitRunning("{interval: 1h}");
+  ASSERT_FALSE(job.empty());
+  ForEachTask(job, [&](const proto::TaskRef& ref) {
+    if (ref.vertex() != 0 || ref.subtask() != 1) return;
+    proto::TaskStatus st;
+    *st.mutable_task() = ref;
+    st.set_state(proto::TASK_FAILED);
+    st.set_error("task gen#1: cannot decode operator state (job x, operator 'gen' (type datagen), subtask 1)");
+    st.set_error_code(static_cast<int>(absl::StatusCode::kDataLoss));
+    coordinator_->ReportTaskState(st);
+  });
+  absl::StatusOr<proto::JobInfo> info = coordinator_->GetJob(job);
+  ASSERT_OK(info);
+  EXPECT_EQ(info->state(), proto::JOB_RESTARTING);
+  EXPECT_THAT(info->error(), HasSubstr("cannot decode operator state"));
+  EXPECT_EQ(info->error_code(), static_cast<int>(absl::StatusCode::kDataLoss));
+  WaitForIo();
+  absl::StatusOr<proto::JobRecord> record = HaStore(&fs_, "/ha").Read(job);
+  ASSERT_OK(record);
+  EXPECT_EQ(record->error_code(), static_cast<int>(absl::StatusCode::kDataLoss));
+}
+
 // A power loss before any step of completing checkpoint 2 (metadata, job record, retention with
 // retain 1, shared-file GC): a coordinator started afterwards restores the job from checkpoint 1
 // or 2, every file of it is there with its contents, and it is checkpoint 2 whenever a task was

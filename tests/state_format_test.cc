@@ -1,6 +1,7 @@
 // Operator state that cannot be decoded (issue 13): a savepoint whose operator state was
 // tampered with after it was written fails the restored job with DATA_LOSS naming the job, the
-// operator (id and type), the subtask and the checkpoint; the job restarts only as its restart
+// operator (id and type), the subtask and the checkpoint (the DATA_LOSS code reaches the
+// coordinator's job info and `sluice status`); the job restarts only as its restart
 // strategy allows (as Flink counts a failed restore), `sluice status` shows the error, and
 // nothing is committed twice.
 
@@ -11,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -82,6 +84,8 @@ TEST_F(StateFormatTest, TamperedSavepointFailsTheRestoreWithDataLossNamed) {
                                          md.checkpoint_id(), "): datagen split has format version 7, newer than "
                                          "this build reads (up to 1)");
   EXPECT_THAT(info.error(), HasSubstr(named));
+  // The code crossed from the worker as a fact, not only in the text.
+  EXPECT_EQ(info.error_code(), static_cast<int>(absl::StatusCode::kDataLoss)) << info.error();
 
   std::string status;
   EXPECT_EQ(RunCommand(absl::StrCat(SLUICE_TEST_BIN_DIR, "/sluice --coordinator ", cluster_->coordinator_address(),
@@ -89,6 +93,8 @@ TEST_F(StateFormatTest, TamperedSavepointFailsTheRestoreWithDataLossNamed) {
                        &status),
             0);
   EXPECT_THAT(status, HasSubstr(named)) << status;
+  EXPECT_THAT(status, HasSubstr(absl::StrCat("Job ", again, " (counting): FAILED (DATA_LOSS), "))) << status;
+  EXPECT_THAT(status, HasSubstr("\n  error (DATA_LOSS): task ")) << status;
 
   // Nothing was committed by the failed attempts, and nothing twice.
   const std::vector<std::string> after = ReadCommittedLines({out});

@@ -517,7 +517,7 @@ void Task::Start() {
       std::string where = failed_op_.empty() ? "" : absl::StrCat(" operator '", failed_op_, "'");
       std::string msg = absl::StrCat("task ", name(), where, ": ", s.message());
       spdlog::error("{}", msg);
-      SetState(proto::TASK_FAILED, msg);
+      SetState(proto::TASK_FAILED, msg, s.code());
     }
     if (on_done_) on_done_(this);
   });
@@ -559,10 +559,11 @@ void Task::Join() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Task::SetState(proto::TaskState state, const std::string& error) {
+void Task::SetState(proto::TaskState state, const std::string& error, absl::StatusCode code) {
   absl::MutexLock lock(&mu_);
   state_ = state;
   error_ = error;
+  error_code_ = code;
 }
 
 proto::TaskStatus Task::Status() const {
@@ -579,6 +580,7 @@ proto::TaskStatus Task::Status() const {
   absl::MutexLock lock(&mu_);
   st.set_state(state_);
   st.set_error(error_);
+  st.set_error_code(static_cast<int>(error_code_));
   for (size_t i = 0; i < in_counters_.size(); ++i) {
     auto* c = st.add_operators();
     c->set_operator_id(in_counters_[i].first);

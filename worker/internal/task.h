@@ -147,7 +147,8 @@ class Task {
   void PublishWatermark(int64_t watermark_ms, bool idle);
   void UploadLoop();
   absl::Status FlushIfDue(bool force);
-  void SetState(proto::TaskState state, const std::string& error);
+  // `code`: a failure's status code, reported with `error` (the coordinator tells DATA_LOSS apart).
+  void SetState(proto::TaskState state, const std::string& error, absl::StatusCode code = absl::StatusCode::kOk);
 
   const TaskDescriptor desc_;
   const ops::OperatorRegistry* registry_;
@@ -209,6 +210,7 @@ class Task {
   mutable absl::Mutex mu_;
   proto::TaskState state_ ABSL_GUARDED_BY(mu_) = proto::TASK_DEPLOYING;
   std::string error_ ABSL_GUARDED_BY(mu_);
+  absl::StatusCode error_code_ ABSL_GUARDED_BY(mu_) = absl::StatusCode::kOk;
   // Writers are created by the task thread; Cancel() reaches them through this list.
   std::vector<ChannelWriter*> live_writers_ ABSL_GUARDED_BY(mu_);
   std::vector<std::pair<std::string, std::shared_ptr<Counter>>> in_counters_ ABSL_GUARDED_BY(mu_);
