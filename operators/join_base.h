@@ -48,6 +48,15 @@ class JoinOperatorBase : public TwoInputOperator {
 
   // Evaluates input `side`'s key over `r` and makes it the backend's current key.
   void SetKeyFrom(int side, const Record& r);
+  // Evaluates input `side`'s key over `r` into key_bytes() (the serialized key), leaving the
+  // backend's current key alone.
+  void EvalKey(int side, const Record& r);
+  // The key last evaluated (EvalKey, SetKeyFrom), serialized, and its key group.
+  const std::string& key_bytes() const { return key_bytes_; }
+  int EvaluatedKeyGroup() const;
+  // The key group of serialized key `key` (as a restore finds it in the backend); kDataLoss
+  // when it does not decode.
+  absl::StatusOr<int> KeyGroupOf(absl::string_view key);
   int64_t TimeOf(int side, const Record& r) const { return r.GetInt(sides_->time_field[side]); }
 
   // Copies `r` (a record of input `side`) into the output row's part of that side, or nulls
