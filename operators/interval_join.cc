@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "common/record_codec.h"
 #include "common/state_format.h"
@@ -74,29 +75,28 @@ class IntervalJoinOperator final : public JoinOperatorBase {
     auto it = slot_of_.find(key_bytes());
     if (it != slot_of_.end()) {
       slot = it->second;
-      if (!keys_[slot].resident) SLUICE_RETURN_IF_ERROR(LoadKey(keys_[slot]));
     } else {
       slot = NewSlot(key_bytes(), EvaluatedKeyGroup());
     }
+    if (!keys_[slot].resident) SLUICE_RETURN_IF_ERROR(LoadKey(keys_[slot]));
     KeyState& ks = keys_[slot];
     // The other side's times that match: right in [ts + lower, ts + upper] for a left record,
     // left in [ts - upper, ts - lower] for a right one.
     const int other = 1 - side;
     const int64_t lo = side == 0 ? SaturatingAdd(ts, options_->lower_ms) : SaturatingAdd(ts, -options_->upper_ms);
     const int64_t hi = side == 0 ? SaturatingAdd(ts, options_->upper_ms) : SaturatingAdd(ts, -options_->lower_ms);
-    const Rows& o = ks.rows[other];
-    auto first = std::lower_bound(o.refs.begin(), o.refs.end(), lo,
+    const Refs& o = ks.refs[other];
+    auto first = std::lower_bound(o.begin(), o.end(), lo,
                                   [](const RowRef& a, int64_t t) { return a.ts < t; });
-    for (auto ref = first; ref != o.refs.end() && ref->ts <= hi; ++ref) {
-      const char* pos = o.bytes.data() + ref->offset;
+    for (auto ref = first; ref != o.end() && ref->ts <= hi; ++ref) {
+      const char* pos = ks.bytes.data() + ref->offset;
       SLUICE_RETURN_IF_ERROR(DecodeOne(other, &pos, pos + ref->size, &scratch_[other]));
       SLUICE_RETURN_IF_ERROR(side == 0 ? EmitJoined(&r, &scratch_[other]) : EmitJoined(&scratch_[other], &r));
     }
-    Rows& mine = ks.rows[side];
-    const size_t before = mine.bytes.size();
-    EncodeRecord(options_->sides.input[side], r, &mine.bytes);
-    Insert(&mine, RowRef{ts, static_cast<uint32_t>(before), static_cast<uint32_t>(mine.bytes.size() - before)});
-    bytes_ += mine.bytes.size() - before;
+    const size_t before = ks.bytes.size();
+    EncodeRecord(options_->sides.input[side], r, &ks.bytes);
+    Insert(&ks.refs[side], RowRef{ts, static_cast<uint32_t>(before), static_cast<uint32_t>(ks.bytes.size() - before)});
+    bytes_ += ks.bytes.size() - before;
     MarkDirty(slot);
     const int64_t cleanup = CleanupTime(side, ts);
     if (cleanup < ks.scheduled) Schedule(slot, cleanup);
@@ -130,15 +130,12 @@ class IntervalJoinOperator final : public JoinOperatorBase {
 
   struct RowRef {
     int64_t ts;
-    uint32_t offset;  // in Rows::bytes
+    uint32_t offset;  // in KeyState::bytes
     uint32_t size;
   };
-  // One key's kept records of one side.
-  struct Rows {
-    std::vector<RowRef> refs;  // sorted by time
-    std::string bytes;         // the encoded records, in arrival order (dropped ones too)
-    size_t dead = 0;           // bytes of dropped records in `bytes`
-  };
+  // One side's kept records of a key, sorted by time (a few inline: a key's state then sits in
+  // a few adjacent cache lines).
+  using Refs = absl::InlinedVector<RowRef, 8>;
   struct KeyState {
     std::string key;
     int key_group = 0;
@@ -148,7 +145,10 @@ class IntervalJoinOperator final : public JoinOperatorBase {
     bool dirty = false;       // changed since last written to the backend
     bool in_backend = false;  // the backend holds a value for the key (maybe an older one)
     int64_t scheduled = kNever;  // the time of this key's live heap entry
-    Rows rows[2];
+    Refs refs[2];
+    std::string bytes;  // both sides' encoded records, in arrival order (dropped ones too)
+    size_t dead = 0;    // bytes of dropped records in `bytes`
+    bool empty() const { return refs[0].empty() && refs[1].empty(); }
   };
   struct SweepEntry {
     int64_t time;
@@ -156,6 +156,7 @@ class IntervalJoinOperator final : public JoinOperatorBase {
     uint32_t generation;
   };
   static bool Later(const SweepEntry& a, const SweepEntry& b) { return a.time > b.time; }
+
 
   int64_t CleanupTime(int side, int64_t ts) const {
     return SaturatingAdd(side == 0 ? SaturatingAdd(ts, options_->upper_ms)
@@ -165,16 +166,16 @@ class IntervalJoinOperator final : public JoinOperatorBase {
   int64_t EarliestCleanup(const KeyState& ks) const {
     int64_t t = kNever;
     for (int side = 0; side < 2; ++side) {
-      if (!ks.rows[side].refs.empty()) t = std::min(t, CleanupTime(side, ks.rows[side].refs.front().ts));
+      if (!ks.refs[side].empty()) t = std::min(t, CleanupTime(side, ks.refs[side].front().ts));
     }
     return t;
   }
 
-  // Adds `ref` to `rows` in time order (records mostly arrive near the end).
-  static void Insert(Rows* rows, const RowRef& ref) {
-    auto pos = std::upper_bound(rows->refs.begin(), rows->refs.end(), ref.ts,
+  // Adds `ref` to `refs` in time order (records mostly arrive near the end).
+  static void Insert(Refs* refs, const RowRef& ref) {
+    auto pos = std::upper_bound(refs->begin(), refs->end(), ref.ts,
                                 [](int64_t t, const RowRef& a) { return t < a.ts; });
-    rows->refs.insert(pos, ref);
+    refs->insert(pos, ref);
   }
 
   uint32_t NewSlot(absl::string_view key, int key_group) {
@@ -202,14 +203,15 @@ class IntervalJoinOperator final : public JoinOperatorBase {
     slot_of_.erase(ks.key);
     ks.live = false;
     ++ks.generation;
-    for (Rows& rows : ks.rows) ClearRows(&rows);
+    ClearRows(&ks);
     free_.push_back(slot);
   }
-  void ClearRows(Rows* rows) {
-    bytes_ -= rows->bytes.size();
-    rows->refs.clear();
-    rows->bytes.clear();
-    rows->dead = 0;
+  void ClearRows(KeyState* ks) {
+    bytes_ -= ks->bytes.size();
+    ks->refs[0].clear();
+    ks->refs[1].clear();
+    ks->bytes.clear();
+    ks->dead = 0;
   }
   void MarkDirty(uint32_t slot) {
     if (keys_[slot].dirty) return;
@@ -228,20 +230,20 @@ class IntervalJoinOperator final : public JoinOperatorBase {
     KeyState& ks = keys_[slot];
     if (!ks.resident) SLUICE_RETURN_IF_ERROR(LoadKey(ks));
     for (int side = 0; side < 2; ++side) {
-      Rows& rows = ks.rows[side];
+      Refs& refs = ks.refs[side];
       size_t due = 0;  // cleanup times grow with record times: the due records come first
-      while (due < rows.refs.size() && CleanupTime(side, rows.refs[due].ts) <= watermark) {
-        rows.dead += rows.refs[due].size;
+      while (due < refs.size() && CleanupTime(side, refs[due].ts) <= watermark) {
+        ks.dead += refs[due].size;
         ++due;
       }
       if (due == 0) continue;
-      rows.refs.erase(rows.refs.begin(), rows.refs.begin() + due);
-      if (rows.refs.empty()) {
-        ClearRows(&rows);
-      } else if (rows.dead > rows.bytes.size() / 2) {
-        Compact(&rows);
-      }
+      refs.erase(refs.begin(), refs.begin() + due);
       MarkDirty(slot);
+    }
+    if (ks.empty()) {
+      ClearRows(&ks);
+    } else if (ks.dead > ks.bytes.size() / 2) {
+      Compact(&ks);
     }
     const int64_t next = EarliestCleanup(ks);
     if (next != kNever) {
@@ -256,17 +258,19 @@ class IntervalJoinOperator final : public JoinOperatorBase {
     return absl::OkStatus();
   }
 
-  // Rewrites `rows`' bytes without the dropped records.
-  void Compact(Rows* rows) {
+  // Rewrites `ks`' bytes without the dropped records.
+  void Compact(KeyState* ks) {
     compact_.clear();
-    for (RowRef& ref : rows->refs) {
-      const uint32_t offset = static_cast<uint32_t>(compact_.size());
-      compact_.append(rows->bytes, ref.offset, ref.size);
-      ref.offset = offset;
+    for (Refs& refs : ks->refs) {
+      for (RowRef& ref : refs) {
+        const uint32_t offset = static_cast<uint32_t>(compact_.size());
+        compact_.append(ks->bytes, ref.offset, ref.size);
+        ref.offset = offset;
+      }
     }
-    bytes_ -= rows->bytes.size() - compact_.size();
-    rows->bytes.swap(compact_);
-    rows->dead = 0;
+    bytes_ -= ks->bytes.size() - compact_.size();
+    ks->bytes.swap(compact_);
+    ks->dead = 0;
   }
 
   // Writes the keys changed since the last call to the backend (deleting those left empty).
@@ -276,18 +280,18 @@ class IntervalJoinOperator final : public JoinOperatorBase {
       if (!ks.live || !ks.dirty) continue;
       ks.dirty = false;
       state_->SetCurrentKey(ks.key, ks.key_group);
-      if (ks.rows[0].refs.empty() && ks.rows[1].refs.empty()) {
+      if (ks.empty()) {
         if (ks.in_backend) SLUICE_RETURN_IF_ERROR(state_->Delete(rows_id_));
         ks.in_backend = false;
         continue;
       }
       value_.assign(1, static_cast<char>(kRowsFormat));
-      for (const Rows& rows : ks.rows) {
-        PutFixed32(static_cast<uint32_t>(rows.refs.size()), &value_);
-        for (const RowRef& ref : rows.refs) {
+      for (const Refs& refs : ks.refs) {
+        PutFixed32(static_cast<uint32_t>(refs.size()), &value_);
+        for (const RowRef& ref : refs) {
           PutFixed64LE(static_cast<uint64_t>(ref.ts), &value_);
           PutFixed32(ref.size, &value_);
-          value_.append(rows.bytes, ref.offset, ref.size);
+          value_.append(ks.bytes, ref.offset, ref.size);
         }
       }
       SLUICE_RETURN_IF_ERROR(state_->Put(rows_id_, value_));
@@ -302,11 +306,9 @@ class IntervalJoinOperator final : public JoinOperatorBase {
     SLUICE_RETURN_IF_ERROR(WriteDirty());
     for (KeyState& ks : keys_) {
       if (!ks.live || !ks.resident) continue;
-      for (Rows& rows : ks.rows) {
-        ClearRows(&rows);
-        rows.refs.shrink_to_fit();
-        rows.bytes.shrink_to_fit();
-      }
+      ClearRows(&ks);
+      for (Refs& refs : ks.refs) refs.shrink_to_fit();
+      ks.bytes.shrink_to_fit();
       ks.resident = false;
     }
     return absl::OkStatus();
@@ -322,7 +324,7 @@ class IntervalJoinOperator final : public JoinOperatorBase {
     return absl::OkStatus();
   }
 
-  // `value` ("interval_join.rows") into ks.rows (empty before); kDataLoss when it does not decode.
+  // `value` ("interval_join.rows") into ks' rows (none before); kDataLoss when it does not decode.
   absl::Status ParseRows(absl::string_view value, KeyState* ks) {
     absl::string_view body;
     SLUICE_ASSIGN_OR_RETURN(int version, ReadStateVersion(ctx_.state_origin, "interval join rows",
@@ -336,14 +338,13 @@ class IntervalJoinOperator final : public JoinOperatorBase {
       if (end - p < 4) return Corrupt(value, "a side's count");
       const uint32_t count = GetFixed32(p);
       p += 4;
-      Rows& rows = ks->rows[side];
       for (uint32_t i = 0; i < count; ++i) {
         if (end - p < 12) return Corrupt(value, "a record's header");
         const int64_t ts = static_cast<int64_t>(GetFixed64LE(p));
         const uint32_t size = GetFixed32(p + 8);
         p += 12;
         if (static_cast<size_t>(end - p) < size) return Corrupt(value, "a record");
-        SLUICE_RETURN_IF_ERROR(AddDecoded(side, ts, p, size, &rows));
+        SLUICE_RETURN_IF_ERROR(AddDecoded(side, ts, p, size, ks));
         p += size;
       }
     }
@@ -355,16 +356,16 @@ class IntervalJoinOperator final : public JoinOperatorBase {
         absl::StrCat("interval join rows (", value.size(), " bytes) do not decode at ", where));
   }
 
-  // Adds the encoded record [p, p + size) of input `side` at `ts` to `rows`, after checking that
+  // Adds the encoded record [p, p + size) of input `side` at `ts` to `ks`, after checking that
   // it decodes (as exactly one record).
-  absl::Status AddDecoded(int side, int64_t ts, const char* p, size_t size, Rows* rows) {
+  absl::Status AddDecoded(int side, int64_t ts, const char* p, size_t size, KeyState* ks) {
     const char* pos = p;
     SLUICE_RETURN_IF_ERROR(DecodeOne(side, &pos, p + size, &scratch_[side]));
     if (pos != p + size) return ctx_.state_origin.DataLoss("an interval join record has bytes left over");
-    const size_t offset = rows->bytes.size();
-    rows->bytes.append(p, size);
+    const size_t offset = ks->bytes.size();
+    ks->bytes.append(p, size);
     bytes_ += size;
-    Insert(rows, RowRef{ts, static_cast<uint32_t>(offset), static_cast<uint32_t>(size)});
+    Insert(&ks->refs[side], RowRef{ts, static_cast<uint32_t>(offset), static_cast<uint32_t>(size)});
     return absl::OkStatus();
   }
 
@@ -410,7 +411,7 @@ class IntervalJoinOperator final : public JoinOperatorBase {
           while (pos < end) {
             const char* start = pos;
             SLUICE_RETURN_IF_ERROR(DecodeOne(side, &pos, end, &scratch_[side]));
-            SLUICE_RETURN_IF_ERROR(AddDecoded(side, ts, start, pos - start, &keys_[slot].rows[side]));
+            SLUICE_RETURN_IF_ERROR(AddDecoded(side, ts, start, pos - start, &keys_[slot]));
           }
           SLUICE_RETURN_IF_ERROR(state_->MapRemove(buckets, index.user_key(b)));
         }
