@@ -39,9 +39,9 @@ inline constexpr int kRowsFormat = 2;
 // [kRowsFormat] then per side [count: fixed32] and per record [ts: fixed64][size: fixed32]
 // [record]), and deletes those emptied, so checkpoints, restores and rescaling cover the whole
 // join state; a restore loads its key groups' keys back (and converts format 1). When the kept
-// records exceed kMaxBytes, the changed keys are written out and every key's records dropped
-// from memory (memory stays bounded); such a key is read back when a record or the watermark
-// needs it.
+// keys and records exceed kMaxBytes, the changed keys are written out and every key is dropped
+// from memory with an event-time timer in the backend at its earliest cleanup time (memory
+// stays bounded); such a key is read back when a record of it comes or its timer fires.
 //
 // Threading: the task thread only.
 class IntervalJoinOperator final : public JoinOperatorBase {
@@ -76,9 +76,8 @@ class IntervalJoinOperator final : public JoinOperatorBase {
     if (it != slot_of_.end()) {
       slot = it->second;
     } else {
-      slot = NewSlot(key_bytes(), EvaluatedKeyGroup());
+      SLUICE_ASSIGN_OR_RETURN(slot, SlotOfAbsent(key_bytes(), EvaluatedKeyGroup()));
     }
-    if (!keys_[slot].resident) SLUICE_RETURN_IF_ERROR(LoadKey(keys_[slot]));
     KeyState& ks = keys_[slot];
     // The other side's times that match: right in [ts + lower, ts + upper] for a left record,
     // left in [ts - upper, ts - lower] for a right one.
@@ -119,9 +118,19 @@ class IntervalJoinOperator final : public JoinOperatorBase {
     return output_->EmitWatermark(watermark);
   }
 
-  // Format 1 registered an event-time timer per record; those restored fire here and have
-  // nothing left to do (the watermark sweep drops the records).
-  absl::Status OnTimer(int64_t, TimeDomain, absl::string_view) override { return absl::OkStatus(); }
+  // A spilled key's timer (at its earliest cleanup time): the key is read back into memory, so
+  // that the sweep after the timers (ProcessWatermark) drops its records. Keys in memory, and
+  // the timers per record of format 1, have nothing to do here.
+  absl::Status OnTimer(int64_t, TimeDomain domain, absl::string_view key) override {
+    if (domain != TimeDomain::kEventTime || !backend_has_more_ || slot_of_.contains(key)) {
+      return absl::OkStatus();
+    }
+    timer_key_.assign(key.data(), key.size());  // `key` is the current key: Get leaves it
+    SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(rows_id_, &value_));
+    if (!found) return absl::OkStatus();  // emptied and deleted since
+    SLUICE_ASSIGN_OR_RETURN(int key_group, KeyGroupOf(timer_key_));
+    return AddRestored(timer_key_, key_group).status();
+  }
 
  private:
   static constexpr int64_t kNever = INT64_MAX;
@@ -141,7 +150,6 @@ class IntervalJoinOperator final : public JoinOperatorBase {
     int key_group = 0;
     uint32_t generation = 0;  // bumped when the slot is freed: heap entries of the old key go stale
     bool live = false;        // the slot holds a key
-    bool resident = true;     // rows are in memory (else only in the backend)
     bool dirty = false;       // changed since last written to the backend
     bool in_backend = false;  // the backend holds a value for the key (maybe an older one)
     int64_t scheduled = kNever;  // the time of this key's live heap entry
@@ -191,15 +199,38 @@ class IntervalJoinOperator final : public JoinOperatorBase {
     ks.key.assign(key.data(), key.size());
     ks.key_group = key_group;
     ks.live = true;
-    ks.resident = true;
     ks.dirty = false;
     ks.in_backend = false;
     ks.scheduled = kNever;
     slot_of_.emplace(ks.key, slot);
+    bytes_ += KeyOverhead(ks);
+    return slot;
+  }
+  static size_t KeyOverhead(const KeyState& ks) { return sizeof(KeyState) + 2 * ks.key.size() + 16; }
+
+  // The slot of `key` (of `key_group`), which has none in memory: the key's records read back
+  // from the backend after a spill, or a new empty key.
+  absl::StatusOr<uint32_t> SlotOfAbsent(absl::string_view key, int key_group) {
+    if (backend_has_more_) {
+      state_->SetCurrentKey(key, key_group);
+      SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(rows_id_, &value_));
+      if (found) return AddRestored(key, key_group);
+    }
+    return NewSlot(key, key_group);
+  }
+  // A key whose records are in value_ (read from the backend): in memory, its sweep scheduled.
+  absl::StatusOr<uint32_t> AddRestored(absl::string_view key, int key_group) {
+    const uint32_t slot = NewSlot(key, key_group);
+    KeyState& ks = keys_[slot];
+    ks.in_backend = true;
+    SLUICE_RETURN_IF_ERROR(ParseRows(value_, &ks));
+    const int64_t next = EarliestCleanup(ks);
+    if (next != kNever) Schedule(slot, next);
     return slot;
   }
   void FreeSlot(uint32_t slot) {
     KeyState& ks = keys_[slot];
+    bytes_ -= KeyOverhead(ks);
     slot_of_.erase(ks.key);
     ks.live = false;
     ++ks.generation;
@@ -228,7 +259,6 @@ class IntervalJoinOperator final : public JoinOperatorBase {
   // or forgets the key when nothing is left.
   absl::Status Sweep(uint32_t slot, int64_t watermark) {
     KeyState& ks = keys_[slot];
-    if (!ks.resident) SLUICE_RETURN_IF_ERROR(LoadKey(ks));
     for (int side = 0; side < 2; ++side) {
       Refs& refs = ks.refs[side];
       size_t due = 0;  // cleanup times grow with record times: the due records come first
@@ -301,26 +331,22 @@ class IntervalJoinOperator final : public JoinOperatorBase {
     return absl::OkStatus();
   }
 
-  // Too many kept bytes: writes the changed keys out and drops every key's records from memory.
+  // Too many kept bytes: writes the changed keys out and forgets every key, each with an
+  // event-time timer in the backend at its earliest cleanup time (OnTimer reads it back then).
   absl::Status Spill() {
     SLUICE_RETURN_IF_ERROR(WriteDirty());
-    for (KeyState& ks : keys_) {
-      if (!ks.live || !ks.resident) continue;
-      ClearRows(&ks);
-      for (Refs& refs : ks.refs) refs.shrink_to_fit();
-      ks.bytes.shrink_to_fit();
-      ks.resident = false;
+    for (const KeyState& ks : keys_) {
+      if (!ks.live) continue;
+      state_->SetCurrentKey(ks.key, ks.key_group);
+      SLUICE_RETURN_IF_ERROR(timers_->RegisterEventTimeTimer(EarliestCleanup(ks)));
     }
-    return absl::OkStatus();
-  }
-
-  // Reads a spilled key's records back from the backend.
-  absl::Status LoadKey(KeyState& ks) {
-    state_->SetCurrentKey(ks.key, ks.key_group);
-    SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(rows_id_, &value_));
-    if (!found) return ctx_.state_origin.DataLoss("an interval join key's records are missing from the state");
-    SLUICE_RETURN_IF_ERROR(ParseRows(value_, &ks));
-    ks.resident = true;
+    keys_.clear();
+    keys_.shrink_to_fit();
+    slot_of_.clear();
+    free_.clear();
+    heap_.clear();
+    bytes_ = 0;
+    backend_has_more_ = true;
     return absl::OkStatus();
   }
 
@@ -371,15 +397,11 @@ class IntervalJoinOperator final : public JoinOperatorBase {
 
   // A restored key of "interval_join.rows" (the backend's current key).
   absl::Status RestoreKey(absl::string_view key) {
+    if (slot_of_.contains(key)) return absl::OkStatus();  // read back already after a spill
     SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(rows_id_, &value_));
     if (!found) return absl::OkStatus();
     SLUICE_ASSIGN_OR_RETURN(int key_group, KeyGroupOf(key));
-    const uint32_t slot = NewSlot(key, key_group);
-    KeyState& ks = keys_[slot];
-    ks.in_backend = true;
-    SLUICE_RETURN_IF_ERROR(ParseRows(value_, &ks));
-    const int64_t next = EarliestCleanup(ks);
-    if (next != kNever) Schedule(slot, next);
+    SLUICE_RETURN_IF_ERROR(AddRestored(key, key_group).status());
     if (bytes_ > kMaxBytes) return Spill();
     return absl::OkStatus();
   }
@@ -398,8 +420,12 @@ class IntervalJoinOperator final : public JoinOperatorBase {
         SLUICE_RETURN_IF_ERROR(index.Load());
         SLUICE_ASSIGN_OR_RETURN(int key_group, KeyGroupOf(key_copy));
         auto it = slot_of_.find(key_copy);
-        uint32_t slot = it != slot_of_.end() ? it->second : NewSlot(key_copy, key_group);
-        if (!keys_[slot].resident) SLUICE_RETURN_IF_ERROR(LoadKey(keys_[slot]));
+        uint32_t slot;
+        if (it != slot_of_.end()) {
+          slot = it->second;
+        } else {
+          SLUICE_ASSIGN_OR_RETURN(slot, SlotOfAbsent(key_copy, key_group));
+        }
         state_->SetCurrentKey(key_copy, key_group);
         for (size_t b = 0; b < index.size(); ++b) {
           SLUICE_ASSIGN_OR_RETURN(bool found, state_->MapGet(buckets, index.user_key(b), &value_));
@@ -444,7 +470,9 @@ class IntervalJoinOperator final : public JoinOperatorBase {
   std::vector<uint32_t> free_;                          // free slots
   std::vector<uint32_t> dirty_;                         // slots changed since WriteDirty()
   std::vector<SweepEntry> heap_;                        // min-heap by time
-  size_t bytes_ = 0;                                    // kept record bytes in memory
+  size_t bytes_ = 0;              // memory of the keys and records kept (roughly)
+  bool backend_has_more_ = false;  // spilled: keys not in memory may be in the backend
+  std::string timer_key_;
   Record scratch_[2];                                   // a decoded record of each side
   std::string value_;
   std::string compact_;

@@ -394,6 +394,8 @@ TEST_F(JoinTest, JoinStateOfAnUnknownFormatIsDataLossNotGarbage) {
                                  "checkpoint): interval join rows has format version 9, newer than this build reads (up to 2)")));
   ASSERT_OK(backend_->Put(backend_->RegisterState("interval_join.rows", state::StateKind::kValue),
                           std::string("\x02\x01\x00\x00\x00", 5)));  // one left record, then nothing
+  op = registry_.Create(*spec_);
+  ASSERT_OK(op.status());
   EXPECT_THAT((*op)->Open(ctx, &out_),
               StatusIs(absl::StatusCode::kDataLoss, HasSubstr("interval join rows (5 bytes) do not decode at a record's header")));
 }
