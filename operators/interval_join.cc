@@ -36,7 +36,7 @@ inline constexpr int kRowsFormat = 2;
 // (ProcessWatermark, which runs where the event-time timers of the key would) drops the records
 // it passes, so no timer and no state access per record. SnapshotState() writes the keys changed
 // since the last checkpoint to the keyed backend (value state "interval_join.rows" per key:
-// [kRowsFormat] then per side [count: fixed32] and per record [ts: fixed64][size: fixed32]
+// [kRowsFormat] then per side [count: varint] and per record [ts: fixed64 LE][size: varint]
 // [record]), and deletes those emptied, so checkpoints, restores and rescaling cover the whole
 // join state; a restore loads its key groups' keys back (and converts format 1). When the kept
 // keys and records exceed kMaxBytes, the changed keys are written out and every key is dropped
@@ -317,10 +317,10 @@ class IntervalJoinOperator final : public JoinOperatorBase {
       }
       value_.assign(1, static_cast<char>(kRowsFormat));
       for (const Refs& refs : ks.refs) {
-        PutFixed32(static_cast<uint32_t>(refs.size()), &value_);
+        PutVarint64(refs.size(), &value_);
         for (const RowRef& ref : refs) {
           PutFixed64LE(static_cast<uint64_t>(ref.ts), &value_);
-          PutFixed32(ref.size, &value_);
+          PutVarint64(ref.size, &value_);
           value_.append(ks.bytes, ref.offset, ref.size);
         }
       }
@@ -361,15 +361,16 @@ class IntervalJoinOperator final : public JoinOperatorBase {
     const char* p = body.data();
     const char* end = p + body.size();
     for (int side = 0; side < 2; ++side) {
-      if (end - p < 4) return Corrupt(value, "a side's count");
-      const uint32_t count = GetFixed32(p);
-      p += 4;
-      for (uint32_t i = 0; i < count; ++i) {
-        if (end - p < 12) return Corrupt(value, "a record's header");
+      uint64_t count;
+      p = GetVarint64(p, end, &count);
+      if (p == nullptr) return Corrupt(value, "a side's count");
+      for (uint64_t i = 0; i < count; ++i) {
+        if (end - p < 8) return Corrupt(value, "a record's time");
         const int64_t ts = static_cast<int64_t>(GetFixed64LE(p));
-        const uint32_t size = GetFixed32(p + 8);
-        p += 12;
-        if (static_cast<size_t>(end - p) < size) return Corrupt(value, "a record");
+        uint64_t size;
+        p = GetVarint64(p + 8, end, &size);
+        if (p == nullptr) return Corrupt(value, "a record's size");
+        if (static_cast<uint64_t>(end - p) < size) return Corrupt(value, "a record");
         SLUICE_RETURN_IF_ERROR(AddDecoded(side, ts, p, size, ks));
         p += size;
       }
@@ -452,15 +453,6 @@ class IntervalJoinOperator final : public JoinOperatorBase {
       }));
     }
     return absl::OkStatus();
-  }
-
-  static void PutFixed32(uint32_t v, std::string* out) {
-    for (int b = 0; b < 4; ++b) out->push_back(static_cast<char>(v >> (8 * b)));
-  }
-  static uint32_t GetFixed32(const char* p) {
-    uint32_t v = 0;
-    for (int b = 0; b < 4; ++b) v |= static_cast<uint32_t>(static_cast<uint8_t>(p[b])) << (8 * b);
-    return v;
   }
 
   const IntervalJoinOptions* options_ = nullptr;

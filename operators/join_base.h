@@ -30,8 +30,10 @@ absl::StatusOr<absl::string_view> BucketBody(const StateOrigin& origin, absl::st
 // Records a join keeps live in the keyed state backend as "buckets": map-state entries whose
 // value is a format byte (kJoinStateFormat) and a concatenation of records in the record
 // codec's format (common/record_codec.h), under an 8-byte user key (a timestamp,
-// order-preserving). Nothing is kept in memory between
-// calls, so checkpoints, restores and rescaling cover the whole join state.
+// order-preserving). `join` and `window_join` keep nothing in memory between calls, so
+// checkpoints, restores and rescaling cover their whole state; `interval_join` keeps its records
+// in memory and writes them at snapshots in a format of its own (interval_join.cc), reading the
+// buckets only to restore state of format 1.
 //
 // Lifecycle and threading as every operator: the task thread calls everything.
 class JoinOperatorBase : public TwoInputOperator {

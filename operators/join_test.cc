@@ -3,7 +3,6 @@
 // TimerService over a real RocksDB backend; expectations are written out per test.
 
 #include <algorithm>
-#include <cstring>
 #include <map>
 #include <utility>
 #include <memory>
@@ -140,7 +139,7 @@ class JoinTest : public ::testing::Test {
 
   // Records the interval join keeps for key `k` (left, right) as its snapshot writes them: the
   // operator's SnapshotState, then its value of "interval_join.rows" read back and counted in
-  // format 2 ([2], per side [count: fixed32] and per record [ts: fixed64][size: fixed32][record]).
+  // format 2 ([2], per side [count: varint] and per record [ts: fixed64][size: varint][record]).
   std::pair<uint32_t, uint32_t> KeptRows(int64_t k) {
     std::vector<std::string> entries;
     EXPECT_OK(op_->SnapshotState(7, &entries));
@@ -150,19 +149,23 @@ class JoinTest : public ::testing::Test {
     EXPECT_OK(found.status());
     if (!*found) return {0, 0};
     EXPECT_EQ(value[0], 2);
-    uint32_t count[2] = {0, 0};
-    size_t pos = 1;
+    uint64_t count[2] = {0, 0};
+    const char* p = value.data() + 1;
+    const char* end = value.data() + value.size();
     for (int side = 0; side < 2; ++side) {
-      std::memcpy(&count[side], value.data() + pos, 4);
-      pos += 4;
-      for (uint32_t i = 0; i < count[side]; ++i) {
-        uint32_t size;
-        std::memcpy(&size, value.data() + pos + 8, 4);
-        pos += 12 + size;
+      p = GetVarint64(p, end, &count[side]);
+      for (uint64_t i = 0; p != nullptr && i < count[side]; ++i) {
+        uint64_t size = 0;
+        p = GetVarint64(p + 8, end, &size);
+        if (p != nullptr) p += size;
+      }
+      if (p == nullptr) {
+        ADD_FAILURE() << "interval_join.rows of key " << k << " does not decode";
+        return {0, 0};
       }
     }
-    EXPECT_EQ(pos, value.size());
-    return {count[0], count[1]};
+    EXPECT_EQ(p, end);
+    return {static_cast<uint32_t>(count[0]), static_cast<uint32_t>(count[1])};
   }
 
   // Entries of map state `name` for key `k` (what the join keeps for that key).
@@ -393,11 +396,11 @@ TEST_F(JoinTest, JoinStateOfAnUnknownFormatIsDataLossNotGarbage) {
                        HasSubstr("(job job-1, operator 'j' (type interval_join), subtask 0, not restored from a "
                                  "checkpoint): interval join rows has format version 9, newer than this build reads (up to 2)")));
   ASSERT_OK(backend_->Put(backend_->RegisterState("interval_join.rows", state::StateKind::kValue),
-                          std::string("\x02\x01\x00\x00\x00", 5)));  // one left record, then nothing
+                          std::string("\x02\x01", 2)));  // one left record, then nothing
   op = registry_.Create(*spec_);
   ASSERT_OK(op.status());
   EXPECT_THAT((*op)->Open(ctx, &out_),
-              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("interval join rows (5 bytes) do not decode at a record's header")));
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("interval join rows (2 bytes) do not decode at a record's time")));
 }
 
 // State of format 1 (before the records were kept in memory): per side a map state of buckets
