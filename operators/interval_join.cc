@@ -21,6 +21,10 @@ namespace {
 // map states "interval_join.left"/".right" with their ".index" value states, still restored).
 inline constexpr int kRowsFormat = 2;
 
+// Memory of kept keys and records above which a subtask spills (SetIntervalJoinMemoryForTest).
+constexpr size_t kDefaultMaxBytes = size_t{512} << 20;
+size_t max_bytes_for_test = 0;
+
 // interval_join (Flink's IntervalJoinOperator): per key, each input's records are kept; a
 // record joins the other side's records whose time lies in its interval
 // (left.ts + lower <= right.ts <= left.ts + upper), and is then kept until the watermark passes
@@ -39,7 +43,7 @@ inline constexpr int kRowsFormat = 2;
 // [kRowsFormat] then per side [count: varint] and per record [ts: fixed64 LE][size: varint]
 // [record]), and deletes those emptied, so checkpoints, restores and rescaling cover the whole
 // join state; a restore loads its key groups' keys back (and converts format 1). When the kept
-// keys and records exceed kMaxBytes, the changed keys are written out and every key is dropped
+// keys and records exceed 512 MiB, the changed keys are written out and every key is dropped
 // from memory with an event-time timer in the backend at its earliest cleanup time (memory
 // stays bounded); such a key is read back when a record of it comes or its timer fires.
 //
@@ -99,7 +103,7 @@ class IntervalJoinOperator final : public JoinOperatorBase {
     MarkDirty(slot);
     const int64_t cleanup = CleanupTime(side, ts);
     if (cleanup < ks.scheduled) Schedule(slot, cleanup);
-    if (bytes_ > kMaxBytes) return Spill();
+    if (bytes_ > max_bytes_) return Spill();
     return absl::OkStatus();
   }
 
@@ -134,8 +138,8 @@ class IntervalJoinOperator final : public JoinOperatorBase {
 
  private:
   static constexpr int64_t kNever = INT64_MAX;
-  // Kept record bytes above which everything is written to the backend and dropped from memory.
-  static constexpr size_t kMaxBytes = size_t{64} << 20;
+  // Memory of keys and records above which everything is written to the backend and dropped.
+  const size_t max_bytes_ = max_bytes_for_test != 0 ? max_bytes_for_test : kDefaultMaxBytes;
 
   struct RowRef {
     int64_t ts;
@@ -144,7 +148,7 @@ class IntervalJoinOperator final : public JoinOperatorBase {
   };
   // One side's kept records of a key, sorted by time (a few inline: a key's state then sits in
   // a few adjacent cache lines).
-  using Refs = absl::InlinedVector<RowRef, 8>;
+  using Refs = absl::InlinedVector<RowRef, 2>;
   struct KeyState {
     std::string key;
     int key_group = 0;
@@ -403,7 +407,7 @@ class IntervalJoinOperator final : public JoinOperatorBase {
     if (!found) return absl::OkStatus();
     SLUICE_ASSIGN_OR_RETURN(int key_group, KeyGroupOf(key));
     SLUICE_RETURN_IF_ERROR(AddRestored(key, key_group).status());
-    if (bytes_ > kMaxBytes) return Spill();
+    if (bytes_ > max_bytes_) return Spill();
     return absl::OkStatus();
   }
 
@@ -448,7 +452,7 @@ class IntervalJoinOperator final : public JoinOperatorBase {
         KeyState& ks = keys_[slot];
         const int64_t next = EarliestCleanup(ks);
         if (next < ks.scheduled) Schedule(slot, next);
-        if (bytes_ > kMaxBytes) return Spill();
+        if (bytes_ > max_bytes_) return Spill();
         return absl::OkStatus();
       }));
     }
@@ -473,5 +477,7 @@ class IntervalJoinOperator final : public JoinOperatorBase {
 }  // namespace
 
 std::unique_ptr<Operator> MakeIntervalJoin() { return std::make_unique<IntervalJoinOperator>(); }
+
+void SetIntervalJoinMemoryForTest(size_t bytes) { max_bytes_for_test = bytes; }
 
 }  // namespace sluice::ops

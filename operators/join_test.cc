@@ -18,6 +18,7 @@
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "operators/internal/builtins.h"
 #include "operators/join_base.h"
 #include "operators/key_hasher.h"
 #include "operators/operator.h"
@@ -454,13 +455,15 @@ TEST_F(JoinTest, IntervalJoinRestoresStateOfFormat1) {
                                                      Row(2, 95, "l", 2, 100, "c")}));
 }
 
-// More than 64 MiB of kept records: they are written to the backend and dropped from memory,
-// and read back when a record or the watermark needs them.
+// More than its memory (here 8 MiB) of kept records: they are written to the backend and
+// dropped from memory, and read back when a record or the watermark (a timer) needs them.
 TEST_F(JoinTest, IntervalJoinSpillsBeyondItsMemoryAndReadsBack) {
   Load("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n");
+  SetIntervalJoinMemoryForTest(size_t{8} << 20);
   Open();
-  const std::string big(1 << 20, 'x');
-  for (int64_t k = 0; k < 70; ++k) Push(0, k, 100 + k % 5, big);  // the 65th spills
+  SetIntervalJoinMemoryForTest(0);
+  const std::string big(1 << 17, 'x');
+  for (int64_t k = 0; k < 70; ++k) Push(0, k, 100 + k % 5, big);  // the 64th spills
   SetKey(0);
   std::string value;
   auto spilled = backend_->Get(backend_->RegisterState("interval_join.rows", state::StateKind::kValue), &value);
