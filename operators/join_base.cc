@@ -35,14 +35,31 @@ absl::Status JoinOperatorBase::OpenJoin(const OperatorContext& ctx, Output* outp
 }
 
 void JoinOperatorBase::SetKeyFrom(int side, const Record& r) {
+  EvalKey(side, r);
+  state_->SetCurrentKey(key_bytes_, EvaluatedKeyGroup());
+}
+
+void JoinOperatorBase::EvalKey(int side, const Record& r) {
   const auto& exprs = key_exprs_[side];
   for (size_t i = 0; i < exprs.size(); ++i) {
     plan::EvalInto(*exprs[i], r, key_schema_.field(i).type, &key_record_, i);
   }
   key_bytes_.clear();
   EncodeRecord(key_schema_, key_record_, &key_bytes_);
-  state_->SetCurrentKey(key_bytes_, KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema_, key_record_),
-                                                    ctx_.max_parallelism));
+}
+
+int JoinOperatorBase::EvaluatedKeyGroup() const {
+  return KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema_, key_record_), ctx_.max_parallelism);
+}
+
+absl::StatusOr<int> JoinOperatorBase::KeyGroupOf(absl::string_view key) {
+  RecordDecoder dec(&key_schema_, key);
+  absl::Status s = dec.Next(&key_record_);
+  if (!s.ok() || !dec.Done()) {
+    return ctx_.state_origin.DataLoss(absl::StrCat("a join state key does not decode: ",
+                                                   s.ok() ? "bytes left over" : s.message()));
+  }
+  return EvaluatedKeyGroup();
 }
 
 void JoinOperatorBase::FillSide(int side, const Record* r) {

@@ -30,8 +30,10 @@ absl::StatusOr<absl::string_view> BucketBody(const StateOrigin& origin, absl::st
 // Records a join keeps live in the keyed state backend as "buckets": map-state entries whose
 // value is a format byte (kJoinStateFormat) and a concatenation of records in the record
 // codec's format (common/record_codec.h), under an 8-byte user key (a timestamp,
-// order-preserving). Nothing is kept in memory between
-// calls, so checkpoints, restores and rescaling cover the whole join state.
+// order-preserving). `join` and `window_join` keep nothing in memory between calls, so
+// checkpoints, restores and rescaling cover their whole state; `interval_join` keeps its records
+// in memory and writes them at snapshots in a format of its own (interval_join.cc), reading the
+// buckets only to restore state of format 1.
 //
 // Lifecycle and threading as every operator: the task thread calls everything.
 class JoinOperatorBase : public TwoInputOperator {
@@ -48,6 +50,15 @@ class JoinOperatorBase : public TwoInputOperator {
 
   // Evaluates input `side`'s key over `r` and makes it the backend's current key.
   void SetKeyFrom(int side, const Record& r);
+  // Evaluates input `side`'s key over `r` into key_bytes() (the serialized key), leaving the
+  // backend's current key alone.
+  void EvalKey(int side, const Record& r);
+  // The key last evaluated (EvalKey, SetKeyFrom), serialized, and its key group.
+  const std::string& key_bytes() const { return key_bytes_; }
+  int EvaluatedKeyGroup() const;
+  // The key group of serialized key `key` (as a restore finds it in the backend); kDataLoss
+  // when it does not decode.
+  absl::StatusOr<int> KeyGroupOf(absl::string_view key);
   int64_t TimeOf(int side, const Record& r) const { return r.GetInt(sides_->time_field[side]); }
 
   // Copies `r` (a record of input `side`) into the output row's part of that side, or nulls

@@ -18,6 +18,7 @@
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "operators/internal/builtins.h"
 #include "operators/join_base.h"
 #include "operators/key_hasher.h"
 #include "operators/operator.h"
@@ -106,6 +107,7 @@ class JoinTest : public ::testing::Test {
     ctx.keyed_state = backend_.get();
     ctx.timers = timers_.get();
     ctx.late_records_dropped = &late_counter_;
+    ctx.restored = restored_;
     ASSERT_OK(op_->Open(ctx, &out_));
   }
 
@@ -125,8 +127,8 @@ class JoinTest : public ::testing::Test {
     ASSERT_OK(timers_->FireProcessingTimers(op_.get()));
   }
 
-  // Entries of map state `name` for key `k` (what the join keeps for that key).
-  size_t StateEntries(const std::string& name, int64_t k) {
+  // Makes key `k` the backend's current key.
+  void SetKey(int64_t k) {
     Schema key_schema({{"k", FieldType::kInt64}});
     Record key(1);
     key.SetInt(0, k);
@@ -134,6 +136,42 @@ class JoinTest : public ::testing::Test {
     EncodeRecord(key_schema, key, &bytes);
     backend_->SetCurrentKey(bytes, KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema, key),
                                                    job_.max_parallelism));
+  }
+
+  // Records the interval join keeps for key `k` (left, right) as its snapshot writes them: the
+  // operator's SnapshotState, then its value of "interval_join.rows" read back and counted in
+  // format 2 ([2], per side [count: varint] and per record [ts: fixed64][size: varint][record]).
+  std::pair<uint32_t, uint32_t> KeptRows(int64_t k) {
+    std::vector<std::string> entries;
+    EXPECT_OK(op_->SnapshotState(7, &entries));
+    SetKey(k);
+    std::string value;
+    auto found = backend_->Get(backend_->RegisterState("interval_join.rows", state::StateKind::kValue), &value);
+    EXPECT_OK(found.status());
+    if (!*found) return {0, 0};
+    EXPECT_EQ(value[0], 2);
+    uint64_t count[2] = {0, 0};
+    const char* p = value.data() + 1;
+    const char* end = value.data() + value.size();
+    for (int side = 0; side < 2; ++side) {
+      p = GetVarint64(p, end, &count[side]);
+      for (uint64_t i = 0; p != nullptr && i < count[side]; ++i) {
+        uint64_t size = 0;
+        p = GetVarint64(p + 8, end, &size);
+        if (p != nullptr) p += size;
+      }
+      if (p == nullptr) {
+        ADD_FAILURE() << "interval_join.rows of key " << k << " does not decode";
+        return {0, 0};
+      }
+    }
+    EXPECT_EQ(p, end);
+    return {static_cast<uint32_t>(count[0]), static_cast<uint32_t>(count[1])};
+  }
+
+  // Entries of map state `name` for key `k` (what the join keeps for that key).
+  size_t StateEntries(const std::string& name, int64_t k) {
+    SetKey(k);
     std::vector<std::pair<std::string, std::string>> entries;
     EXPECT_OK(backend_->MapEntries(backend_->RegisterState(name, state::StateKind::kMap), &entries));
     return entries.size();
@@ -173,10 +211,14 @@ class JoinTest : public ::testing::Test {
     Open();
     push(0, 20);
     Watermark(120);
+    std::vector<std::string> entries;
+    EXPECT_OK(op_->SnapshotState(1, &entries));  // as the task does, before the backend's
     proto::KeyedStateHandle handle = Snapshot(1);
     op_->Close();
     backend_ = NewBackend({handle});  // a new backend, as a restarted task gets
+    restored_ = true;
     Open();
+    restored_ = false;
     EXPECT_OK(timers_->AdvanceWatermark(120, op_.get()));
     push(20, 40);
     Watermark(1000);
@@ -193,6 +235,7 @@ class JoinTest : public ::testing::Test {
   std::unique_ptr<TimerService> timers_;
   std::unique_ptr<Operator> op_;
   int backend_seq_ = 0;
+  bool restored_ = false;  // what Open() tells the operator
 };
 
 
@@ -293,21 +336,19 @@ TEST_F(JoinTest, IntervalJoinDropsStateAsTheWatermarkPassesAndCountsLateRecords)
   Push(0, 1, 100, "a");  // kept until the watermark passes 110
   Push(1, 1, 100, "b");  // kept until the watermark passes 105
   Push(1, 2, 50, "c");
-  EXPECT_EQ(StateEntries("interval_join.left", 1), 1u);
-  EXPECT_EQ(StateEntries("interval_join.right", 1), 1u);
+  EXPECT_EQ(KeptRows(1), std::make_pair(1u, 1u));
+  EXPECT_EQ(KeptRows(2), std::make_pair(0u, 1u));
   Watermark(105);
-  EXPECT_EQ(StateEntries("interval_join.right", 1), 1u);  // a left record at 105 may still match
-  EXPECT_EQ(StateEntries("interval_join.right", 2), 0u);
+  EXPECT_EQ(KeptRows(1), std::make_pair(1u, 1u));  // a left record at 105 may still match b
+  EXPECT_EQ(KeptRows(2), std::make_pair(0u, 0u));  // c was written, then deleted
   Push(0, 1, 105, "d");  // not late (105 is not < 105): joins b (100 in [100, 115])
   Watermark(106);
-  EXPECT_EQ(StateEntries("interval_join.right", 1), 0u);
-  EXPECT_EQ(StateEntries("interval_join.left", 1), 2u);
+  EXPECT_EQ(KeptRows(1), std::make_pair(2u, 0u));
   Push(1, 1, 104, "late");  // late: dropped, counted, joins nothing
   EXPECT_EQ(Late(), 1u);
   Push(1, 1, 110, "e");  // joins a (110 in [100, 110]) and d (110 in [105, 115])
   Watermark(200);
-  EXPECT_EQ(StateEntries("interval_join.left", 1), 0u);
-  EXPECT_EQ(StateEntries("interval_join.right", 1), 0u);
+  EXPECT_EQ(KeptRows(1), std::make_pair(0u, 0u));
   EXPECT_THAT(out_.lines, UnorderedElementsAreArray({
                               Row(1, 100, "a", 1, 100, "b"),
                               Row(1, 105, "d", 1, 100, "b"),
@@ -331,28 +372,113 @@ TEST_F(JoinTest, IntervalJoinStateSurvivesCheckpointAndRestoreIntoANewBackend) {
   }
   EXPECT_THAT(straight, UnorderedElementsAreArray(expected));
   EXPECT_THAT(restored, UnorderedElementsAreArray(expected));
-  for (int64_t k = 0; k < 3; ++k) {
-    EXPECT_EQ(StateEntries("interval_join.left", k), 0u);
-    EXPECT_EQ(StateEntries("interval_join.right", k), 0u);
-  }
+  for (int64_t k = 0; k < 3; ++k) EXPECT_EQ(KeptRows(k), std::make_pair(0u, 0u));
 }
 
 TEST_F(JoinTest, JoinStateOfAnUnknownFormatIsDataLossNotGarbage) {
   Load("interval_join", "    time: ts\n    lower: -10ms\n    upper: 10ms\n");
-  Open();
-  Push(0, 1, 100, "a");
-  ASSERT_EQ(StateEntries("interval_join.left", 1), 1u);  // makes key 1 current
-  const state::StateId map = backend_->RegisterState("interval_join.left", state::StateKind::kMap);
-  char buf[8];
-  ASSERT_OK(backend_->MapPut(map, TimeUserKey(100, buf), std::string("\x09junk", 5)));
-  Record r(3);
-  r.SetInt(0, 1);
-  r.SetInt(1, 105);
-  r.SetString(2, "b");
-  EXPECT_THAT(op_->ProcessInput(1, r),
+  backend_ = NewBackend();
+  SetKey(1);
+  ASSERT_OK(backend_->Put(backend_->RegisterState("interval_join.rows", state::StateKind::kValue),
+                          std::string("\x09junk", 5)));
+  timers_ = std::make_unique<TimerService>(backend_.get(), &clock_);
+  auto op = registry_.Create(*spec_);
+  ASSERT_OK(op.status());
+  OperatorContext ctx;
+  ctx.job = &job_;
+  ctx.spec = spec_;
+  ctx.state_origin = backend_->origin();
+  ctx.max_parallelism = job_.max_parallelism;
+  ctx.keyed_state = backend_.get();
+  ctx.timers = timers_.get();
+  ctx.restored = true;
+  EXPECT_THAT((*op)->Open(ctx, &out_),
               StatusIs(absl::StatusCode::kDataLoss,
                        HasSubstr("(job job-1, operator 'j' (type interval_join), subtask 0, not restored from a "
-                                 "checkpoint): join state has format version 9, newer than this build reads (up to 1)")));
+                                 "checkpoint): interval join rows has format version 9, newer than this build reads (up to 2)")));
+  ASSERT_OK(backend_->Put(backend_->RegisterState("interval_join.rows", state::StateKind::kValue),
+                          std::string("\x02\x01", 2)));  // one left record, then nothing
+  op = registry_.Create(*spec_);
+  ASSERT_OK(op.status());
+  EXPECT_THAT((*op)->Open(ctx, &out_),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("interval join rows (2 bytes) do not decode at a record's time")));
+}
+
+// State of format 1 (before the records were kept in memory): per side a map state of buckets
+// by time and an index of them, written here by hand as that release wrote them, with its
+// per-record cleanup timers. A restore moves it into format 2 and joins against it.
+TEST_F(JoinTest, IntervalJoinRestoresStateOfFormat1) {
+  Load("interval_join", "    time: ts\n    lower: -10ms\n    upper: 10ms\n");
+  backend_ = NewBackend();
+  const Schema& input = spec_->input_schema;
+  const auto bucket = [&](std::initializer_list<std::pair<int64_t, std::string>> records) {
+    std::string b(1, '\x01');
+    for (const auto& [k, v] : records) {
+      Record r(3);
+      r.SetInt(0, k);
+      r.SetInt(1, 100);
+      r.SetString(2, v);
+      EncodeRecord(input, r, &b);
+    }
+    return b;
+  };
+  char buf[8];
+  const std::string index = absl::StrCat(std::string(1, '\x01'), TimeUserKey(100, buf));
+  SetKey(1);
+  ASSERT_OK(backend_->MapPut(backend_->RegisterState("interval_join.left", state::StateKind::kMap),
+                             TimeUserKey(100, buf), bucket({{1, "a"}, {1, "b"}})));
+  ASSERT_OK(backend_->Put(backend_->RegisterState("interval_join.left.index", state::StateKind::kValue), index));
+  ASSERT_OK(backend_->RegisterTimer(TimeDomain::kEventTime, 111));
+  SetKey(2);
+  ASSERT_OK(backend_->MapPut(backend_->RegisterState("interval_join.right", state::StateKind::kMap),
+                             TimeUserKey(100, buf), bucket({{2, "c"}})));
+  ASSERT_OK(backend_->Put(backend_->RegisterState("interval_join.right.index", state::StateKind::kValue), index));
+  ASSERT_OK(backend_->RegisterTimer(TimeDomain::kEventTime, 111));
+  restored_ = true;
+  Open();
+  restored_ = false;
+  EXPECT_EQ(StateEntries("interval_join.left", 1), 0u);  // moved to format 2
+  EXPECT_EQ(StateEntries("interval_join.right", 2), 0u);
+  EXPECT_EQ(KeptRows(1), std::make_pair(2u, 0u));
+  EXPECT_EQ(KeptRows(2), std::make_pair(0u, 1u));
+  Push(1, 1, 105, "r");
+  Push(0, 2, 95, "l");
+  Watermark(110);  // a, b and c are kept until the watermark passes 110; l (95) until 105
+  EXPECT_EQ(KeptRows(1), std::make_pair(2u, 1u));
+  EXPECT_EQ(KeptRows(2), std::make_pair(0u, 1u));
+  Watermark(111);  // fires the format-1 timers too: they find nothing left to do
+  EXPECT_EQ(KeptRows(1), std::make_pair(0u, 1u));  // r (105) is kept until 115
+  EXPECT_EQ(KeptRows(2), std::make_pair(0u, 0u));
+  Watermark(200);
+  EXPECT_EQ(KeptRows(1), std::make_pair(0u, 0u));
+  EXPECT_THAT(out_.lines, UnorderedElementsAreArray({Row(1, 100, "a", 1, 105, "r"), Row(1, 100, "b", 1, 105, "r"),
+                                                     Row(2, 95, "l", 2, 100, "c")}));
+}
+
+// More than its memory (here 8 MiB) of kept records: they are written to the backend and
+// dropped from memory, and read back when a record or the watermark (a timer) needs them.
+TEST_F(JoinTest, IntervalJoinSpillsBeyondItsMemoryAndReadsBack) {
+  Load("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n");
+  SetIntervalJoinMemoryForTest(size_t{8} << 20);
+  Open();
+  SetIntervalJoinMemoryForTest(0);
+  const std::string big(1 << 17, 'x');
+  for (int64_t k = 0; k < 70; ++k) Push(0, k, 100 + k % 5, big);  // the 64th spills
+  SetKey(0);
+  std::string value;
+  auto spilled = backend_->Get(backend_->RegisterState("interval_join.rows", state::StateKind::kValue), &value);
+  ASSERT_OK(spilled.status());
+  EXPECT_TRUE(*spilled);  // written by the spill (no snapshot has been taken)
+  for (int64_t k = 0; k < 70; ++k) Push(1, k, 106, absl::StrCat("r", k));
+  size_t joined = 0;
+  for (const std::string& line : out_.lines) joined += line.find(big) != std::string::npos;
+  EXPECT_EQ(joined, 70u);
+  EXPECT_EQ(out_.lines.size(), 70u);
+  EXPECT_EQ(KeptRows(3), std::make_pair(1u, 1u));
+  Watermark(107);  // right records (cleanup 107) go, left ones (cleanup >= 111) stay
+  EXPECT_EQ(KeptRows(3), std::make_pair(1u, 0u));
+  Watermark(200);
+  for (int64_t k : {0, 3, 69}) EXPECT_EQ(KeptRows(k), std::make_pair(0u, 0u));
 }
 
 // ---------------------------------------------------------------------------------------------
