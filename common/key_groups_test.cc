@@ -33,6 +33,18 @@ TEST(KeyGroupsTest, RangesPartitionAllKeyGroups) {
   }
 }
 
+TEST(KeyGroupsTest, KeyGroupIsTheMixedHashModuloMaxParallelism) {
+  // Powers of two take a mask: the key group must stay Mix64(hash) % max_parallelism, or
+  // restored state would land in other key groups.
+  for (int max_p : {1, 2, 7, 128, 1000, 1024, 32768}) {
+    for (uint64_t h : {uint64_t{0}, uint64_t{1}, uint64_t{0x9e3779b97f4a7c15}, ~uint64_t{0},
+                       HashInt64(42), HashBytes("user-17")}) {
+      EXPECT_EQ(KeyGroupForHash(h, max_p), static_cast<int>(Mix64(h) % max_p)) << max_p << " " << h;
+    }
+  }
+  EXPECT_EQ(KeyGroupForHash(HashInt64(42), 128), 75);  // fixed: a change moves keys
+}
+
 TEST(KeyGroupsTest, KeysSpreadEvenly) {
   std::vector<int> counts(4);
   for (int64_t k = 0; k < 40000; ++k) {

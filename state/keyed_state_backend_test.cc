@@ -234,6 +234,45 @@ TEST_F(KeyedStateBackendTest, CacheEvictionUnderTinyBudgetKeepsValues) {
   EXPECT_EQ(visited, kKeys - (kKeys / 7 + 1) / 2);
 }
 
+// Get then Put of the same key (read-modify-write, as aggregates do) under budgets that evict
+// between and during the calls, mixed with other states of the key, deletes, map puts (which
+// grow the key buffer) and key switches: every count must come out as a plain map computes it.
+TEST_F(KeyedStateBackendTest, ReadModifyWriteUnderEvictionKeepsCounts) {
+  for (size_t cache_bytes : {size_t{0}, size_t{4} << 10, size_t{32} << 20}) {
+    SCOPED_TRACE(cache_bytes);
+    StateBackendOptions o = Options(absl::StrCat("rmw", cache_bytes));
+    o.cache_bytes = cache_bytes;
+    auto b = OpenOrDie(o);
+    ASSERT_NE(b, nullptr);
+    StateId count = b->RegisterState("count", StateKind::kValue);
+    StateId other = b->RegisterState("other", StateKind::kValue);
+    StateId map = b->RegisterState("m", StateKind::kMap);
+    std::map<std::string, int> want;
+    for (int i = 0; i < 20000; ++i) {
+      const std::string key = absl::StrCat("k", (i * 7919) % 997);
+      SetKey(b.get(), key);
+      std::string v;
+      absl::StatusOr<bool> got = b->Get(count, &v);
+      ASSERT_OK(got);
+      bool found = *got;
+      ASSERT_EQ(found, want.count(key) > 0) << key;
+      if (i % 5 == 0) ASSERT_OK(b->Put(other, absl::StrCat("o", i)));  // between Get and Put
+      if (i % 11 == 0) {
+        ASSERT_OK(b->MapPut(map, std::string(64, 'u'), "x"));
+        ASSERT_EQ(b->CurrentKey(), key);
+      }
+      if (i % 13 == 0) {  // a delete of the key between its Get and Put restarts the count
+        ASSERT_OK(b->Delete(count));
+        found = false;
+      }
+      const int n = found ? std::stoi(v) + 1 : 1;
+      ASSERT_OK(b->Put(count, std::to_string(n)));
+      want[key] = n;
+    }
+    for (const auto& [key, n] : want) ASSERT_EQ(GetOr(b.get(), count, key), std::to_string(n));
+  }
+}
+
 TEST_F(KeyedStateBackendTest, TtlExpiresEntries) {
   for (size_t cache_bytes : {size_t{32} << 20, size_t{0}}) {  // from the cache / from RocksDB
     SCOPED_TRACE(cache_bytes);

@@ -302,10 +302,16 @@ class RocksDbBackend final : public KeyedStateBackend {
   const StateOrigin& origin() const override { return options_.origin; }
 
   StateId RegisterState(const std::string& name, StateKind kind, int64_t ttl_ms) override;
+  // Builds the current key's RocksDB key once ([kg][id placeholder][len][key] in key_buf_),
+  // so each state access only patches the state id (BuildKey).
   void SetCurrentKey(absl::string_view key, int key_group) override {
-    current_key_.assign(key.data(), key.size());
+    current_key_.assign(key.data(), key.size());  // first: `key` may view key_buf_
+    key_buf_.clear();
+    internal::AppendStateKey(&key_buf_, key_group, 0, current_key_);
+    state_key_len_ = key_buf_.size();
     current_kg_ = key_group;
     key_valid_ = options_.range.Contains(key_group);
+    last_id_ = -1;
   }
 
   absl::StatusOr<bool> Get(StateId id, std::string* value) override;
@@ -398,17 +404,20 @@ class RocksDbBackend final : public KeyedStateBackend {
   // OK if `id` is a registered state of `kind` and the current key is in range.
   absl::Status CheckState(StateId id, StateKind kind) const;
   absl::Status CheckAccess(StateId id, StateKind kind) const {
+    if (ABSL_PREDICT_TRUE(key_valid_ && id >= 0 && id < static_cast<int>(states_.size()) &&
+                          states_[id].registered && states_[id].kind == kind)) {
+      return absl::OkStatus();
+    }
     SLUICE_RETURN_IF_ERROR(CheckState(id, kind));
-    if (!key_valid_) return KeyError();
-    return absl::OkStatus();
+    return KeyError();
   }
   absl::Status KeyError() const;
   absl::Status CheckDomain(TimerDomain domain) const;
 
   // key_buf_ = the RocksDB key of the current key's state `id` (+ user key).
   void BuildKey(StateId id, absl::string_view user_key = absl::string_view()) {
-    key_buf_.clear();
-    internal::AppendStateKey(&key_buf_, current_kg_, static_cast<uint8_t>(id), current_key_);
+    key_buf_.resize(state_key_len_);
+    key_buf_[2] = static_cast<char>(id);
     key_buf_.append(user_key.data(), user_key.size());
   }
   int64_t ExpiryFor(StateId id) const {
@@ -423,6 +432,8 @@ class RocksDbBackend final : public KeyedStateBackend {
   absl::StatusOr<Ref> Lookup();
   // Publishes cache hits and misses (their growth since the last call) and the state size.
   void PublishStats();
+  // Sets cache entry `e` to `value` (dirty), expiring as state `id` does.
+  void SetEntry(Ref e, StateId id, absl::string_view value);
   // Sets the entry of key_buf_ (no RocksDB read) to `value`, expiring as state `id` does.
   absl::Status WriteValue(StateId id, absl::string_view value);
   absl::Status WriteTombstone();
@@ -450,8 +461,17 @@ class RocksDbBackend final : public KeyedStateBackend {
   absl::flat_hash_map<std::string, int> state_ids_;
   bool meta_dirty_ = false;
   std::string current_key_;
+  // key_buf_ starts with the current key's state key [kg][id][len][key] (state_key_len_
+  // bytes), then what BuildKey() appended.
+  size_t state_key_len_ = 0;
   int current_kg_ = -1;
   bool key_valid_ = false;
+  // The cache entry of the current key's value state last_id_ found by the last Get() (-1:
+  // none), valid while the cache has freed no entry since (cache_.frees() == last_frees_):
+  // a Put() of the same state after it needs no second lookup (read-modify-write).
+  StateId last_id_ = -1;
+  Ref last_ref_ = 0;
+  uint64_t last_frees_ = 0;
   internal::WriteBackCache cache_;
   std::vector<Ref> sorted_refs_;  // scratch of WriteEntries()
   uint64_t published_hits_ = 0;
@@ -612,12 +632,15 @@ absl::StatusOr<RocksDbBackend::Ref> RocksDbBackend::Lookup() {
   return e;
 }
 
-absl::Status RocksDbBackend::WriteValue(StateId id, absl::string_view value) {
-  Ref e = cache_.FindOrInsert(key_buf_);
+void RocksDbBackend::SetEntry(Ref e, StateId id, absl::string_view value) {
   cache_.SetValue(e, value);
   cache_.set_deleted(e, false);
   cache_.set_expiry(e, ExpiryFor(id));
   cache_.MarkDirty(e);
+}
+
+absl::Status RocksDbBackend::WriteValue(StateId id, absl::string_view value) {
+  SetEntry(cache_.FindOrInsert(key_buf_), id, value);
   return MaybeEvict();
 }
 
@@ -665,6 +688,10 @@ absl::Status RocksDbBackend::WriteEntries(absl::Span<const Ref> refs) {
 
 absl::StatusOr<bool> RocksDbBackend::Get(StateId id, std::string* value) {
   SLUICE_RETURN_IF_ERROR(CheckAccess(id, StateKind::kValue));
+  // Room is made before the lookup (the cache may exceed its budget by this one entry until
+  // the next access), so the entry stays valid for a Put() that follows.
+  last_id_ = -1;
+  SLUICE_RETURN_IF_ERROR(MaybeEvict());
   BuildKey(id);
   SLUICE_ASSIGN_OR_RETURN(Ref e, Lookup());
   bool found = !cache_.deleted(e);
@@ -672,12 +699,18 @@ absl::StatusOr<bool> RocksDbBackend::Get(StateId id, std::string* value) {
     absl::string_view v = cache_.value(e);
     value->assign(v.data(), v.size());
   }
-  SLUICE_RETURN_IF_ERROR(MaybeEvict());
+  last_id_ = id;
+  last_ref_ = e;
+  last_frees_ = cache_.frees();
   return found;
 }
 
 absl::Status RocksDbBackend::Put(StateId id, absl::string_view value) {
   SLUICE_RETURN_IF_ERROR(CheckAccess(id, StateKind::kValue));
+  if (id == last_id_ && cache_.frees() == last_frees_) {
+    SetEntry(last_ref_, id, value);  // read-modify-write: the Get() found the entry
+    return MaybeEvict();
+  }
   BuildKey(id);
   return WriteValue(id, value);
 }
