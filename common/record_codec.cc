@@ -53,19 +53,10 @@ inline const char* ReadVarint64(const char* p, const char* end, uint64_t* v) {
 
 }  // namespace
 
-// One pass for an upper bound of the bytes (11 per field: a null byte and a 10-byte varint;
-// plus each string's bytes), one resize, then plain stores: no append call per field.
-void EncodeRecord(const Schema& schema, const Record& record, std::string* out) {
-  const size_t n = schema.size();
-  const Field* fields = schema.fields().data();
-  size_t bound = 11 * n;
-  for (size_t i = 0; i < n; ++i) {
-    if (fields[i].type == FieldType::kString) bound += record[i].s.size();
-  }
-  const size_t old_size = out->size();
-  out->resize(old_size + bound);
-  char* const begin = &(*out)[0];
-  char* p = begin + old_size;
+namespace {
+
+// Writes `record` at `p` (room for its EncodeBound() bytes); returns the end.
+char* EncodeInto(const Field* fields, size_t n, const Record& record, char* p) {
   for (size_t i = 0; i < n; ++i) {
     const Value& v = record[i];
     const Field& f = fields[i];
@@ -89,7 +80,34 @@ void EncodeRecord(const Schema& schema, const Record& record, std::string* out) 
         break;
     }
   }
-  out->resize(static_cast<size_t>(p - begin));
+  return p;
+}
+
+}  // namespace
+
+// An upper bound of the bytes (11 per field: a null byte and a 10-byte varint; plus each
+// string's bytes), then plain stores into a stack buffer and one append (std::string's
+// members are not inlined: a call per field was most of the cost); larger records are
+// written in place after one resize.
+void EncodeRecord(const Schema& schema, const Record& record, std::string* out) {
+  constexpr size_t kStackBytes = 512;
+  const size_t n = schema.size();
+  const Field* fields = schema.fields().data();
+  size_t bound = 11 * n;
+  for (size_t i = 0; i < n; ++i) {
+    if (fields[i].type == FieldType::kString) bound += record[i].s.size();
+  }
+  if (bound <= kStackBytes) {
+    char buf[kStackBytes];
+    const char* end = EncodeInto(fields, n, record, buf);
+    out->append(buf, static_cast<size_t>(end - buf));
+    return;
+  }
+  const size_t old_size = out->size();
+  out->resize(old_size + bound);
+  char* const begin = &(*out)[0];
+  const char* end = EncodeInto(fields, n, record, begin + old_size);
+  out->resize(static_cast<size_t>(end - begin));
 }
 
 absl::Status RecordDecoder::Next(Record* record) {

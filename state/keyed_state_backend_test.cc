@@ -90,6 +90,19 @@ class KeyedStateBackendTest : public ::testing::Test {
   FakeClock clock_;
 };
 
+TEST(KeyCodecTest, StateKeyHeaderIsTheStateKeyPrefix) {
+  for (int kg : {0, 5, 127, 255, 256, 32767}) {
+    for (size_t len : {size_t{0}, size_t{1}, size_t{127}, size_t{128}, size_t{20000}}) {
+      const std::string key(len, 'k');
+      std::string want;
+      internal::AppendStateKey(&want, kg, 7, key);
+      char header[8];
+      const size_t n = internal::EncodeStateKeyHeader(header, kg, 7, static_cast<uint32_t>(len));
+      EXPECT_EQ(std::string(header, n) + key, want) << kg << " " << len;
+    }
+  }
+}
+
 TEST_F(KeyedStateBackendTest, ValueListMapBasics) {
   auto b = OpenOrDie(Options("a"));
   ASSERT_NE(b, nullptr);

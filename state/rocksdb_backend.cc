@@ -306,8 +306,11 @@ class RocksDbBackend final : public KeyedStateBackend {
   // so each state access only patches the state id (BuildKey).
   void SetCurrentKey(absl::string_view key, int key_group) override {
     current_key_.assign(key.data(), key.size());  // first: `key` may view key_buf_
-    key_buf_.clear();
-    internal::AppendStateKey(&key_buf_, key_group, 0, current_key_);
+    char header[8];  // [kg: 2][id: 1][varint32 length: up to 5]
+    const size_t header_len = internal::EncodeStateKeyHeader(
+        header, key_group, 0, static_cast<uint32_t>(current_key_.size()));
+    key_buf_.assign(header, header_len);
+    key_buf_.append(current_key_);
     state_key_len_ = key_buf_.size();
     current_kg_ = key_group;
     key_valid_ = options_.range.Contains(key_group);
@@ -416,9 +419,9 @@ class RocksDbBackend final : public KeyedStateBackend {
 
   // key_buf_ = the RocksDB key of the current key's state `id` (+ user key).
   void BuildKey(StateId id, absl::string_view user_key = absl::string_view()) {
-    key_buf_.resize(state_key_len_);
+    if (key_buf_.size() != state_key_len_) key_buf_.resize(state_key_len_);
     key_buf_[2] = static_cast<char>(id);
-    key_buf_.append(user_key.data(), user_key.size());
+    if (!user_key.empty()) key_buf_.append(user_key.data(), user_key.size());
   }
   int64_t ExpiryFor(StateId id) const {
     int64_t ttl = states_[id].ttl_ms;
