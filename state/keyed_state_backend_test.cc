@@ -501,6 +501,19 @@ TEST_F(KeyedStateBackendTest, TimersInSnapshotsAreExactlyThePendingOnes) {
     ASSERT_OK(b->DeleteTimer(TimerDomain::kEventTime, i));
     expected.erase({i, key});
   }
+  // Changes that cancel out between two snapshots: stored t200 deleted and registered again
+  // (kept), stored t300 deleted, registered, deleted (gone), new n1 registered then deleted.
+  SetKey(b.get(), "t200");
+  ASSERT_OK(b->DeleteTimer(TimerDomain::kEventTime, 200));
+  ASSERT_OK(b->RegisterTimer(TimerDomain::kEventTime, 200));
+  SetKey(b.get(), "t300");
+  ASSERT_OK(b->DeleteTimer(TimerDomain::kEventTime, 300));
+  ASSERT_OK(b->RegisterTimer(TimerDomain::kEventTime, 300));
+  ASSERT_OK(b->DeleteTimer(TimerDomain::kEventTime, 300));
+  expected.erase({300, "t300"});
+  SetKey(b.get(), "n1");
+  ASSERT_OK(b->RegisterTimer(TimerDomain::kProcessingTime, 2000));
+  ASSERT_OK(b->DeleteTimer(TimerDomain::kProcessingTime, 2000));
   SetKey(b.get(), "t0");
   ASSERT_OK(b->RegisterTimer(TimerDomain::kEventTime, 1000));
   ASSERT_OK(b->DeleteTimer(TimerDomain::kEventTime, 5000));  // absent: no-op
@@ -523,6 +536,7 @@ TEST_F(KeyedStateBackendTest, TimersInSnapshotsAreExactlyThePendingOnes) {
   auto r = KeyedStateBackend::Restore(Options("b"), {*handle}, job_dir_);
   ASSERT_OK(r);
   EXPECT_EQ((*r)->NextTimerLowerBound(TimerDomain::kEventTime), 100);
+  EXPECT_EQ((*r)->NextTimerLowerBound(TimerDomain::kProcessingTime), INT64_MAX);  // n1's: gone
   SetKey(r->get(), "t100");
   ASSERT_OK((*r)->DeleteTimer(TimerDomain::kEventTime, 100));
   auto handle3 = Checkpoint(r->get(), 3, "chk-3");

@@ -15,6 +15,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/hash/hash.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
@@ -267,8 +268,7 @@ class RocksDbBackend final : public KeyedStateBackend {
   explicit RocksDbBackend(const StateBackendOptions& options)
       : options_(options), db_dir_((fs::path(options.local_dir) / "db").string()),
         backend_id_(RandomHexId()),
-        cache_(options.cache_bytes),
-        timers_stored_(options.range.last - options.range.first + 1, false) {
+        cache_(options.cache_bytes) {
     write_options_.disableWAL = true;  // memtables are flushed for every snapshot
   }
 
@@ -393,13 +393,54 @@ class RocksDbBackend final : public KeyedStateBackend {
       return absl::string_view(a.key) < absl::string_view(b.key);
     }
   };
+  // A timer of a domain, as a key of timer_changes_ (TimerId; TimerIdRef for lookups).
+  struct TimerId {
+    int domain;
+    int64_t timestamp;
+    int key_group;
+    std::string key;
+  };
+  struct TimerIdRef {
+    int domain;
+    int64_t timestamp;
+    int key_group;
+    absl::string_view key;
+  };
+  struct TimerIdHash {
+    using is_transparent = void;
+    template <typename T>
+    size_t operator()(const T& t) const {
+      return absl::HashOf(t.domain, t.timestamp, t.key_group, absl::string_view(t.key));
+    }
+  };
+  struct TimerIdEq {
+    using is_transparent = void;
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const {
+      return a.domain == b.domain && a.timestamp == b.timestamp && a.key_group == b.key_group &&
+             absl::string_view(a.key) == absl::string_view(b.key);
+    }
+  };
+  // Records that timer `t` was added to (present) or removed from memory: RocksDB, which
+  // holds the timers of the last WriteTimers() (or restore), now differs from memory in it,
+  // or agrees again (then it leaves timer_changes_).
+  void NoteTimerChange(const TimerIdRef& t, bool present) {
+    auto it = timer_changes_.find(t);
+    if (it != timer_changes_.end()) {
+      timer_changes_.erase(it);  // back to what RocksDB holds
+    } else {
+      timer_changes_.emplace(TimerId{t.domain, t.timestamp, t.key_group, std::string(t.key)},
+                             present);
+    }
+  }
 
   absl::Status OpenDb(bool create);
   // Binds `name` to an id without handing it out (restore); kDataLoss on a kind conflict.
   absl::StatusOr<int> BindState(const std::string& name, StateKind kind, int wanted_id);
   absl::Status CopyKeyGroups(const proto::KeyedStateHandle& handle, const fs::path& dir);
   absl::Status WriteMeta();
-  // Replaces the timers stored in RocksDB with the ones in memory (when they changed).
+  // Makes the timers stored in RocksDB those in memory: writes timer_changes_ (a put per
+  // timer added since the last call, a delete per stored timer removed).
   absl::Status WriteTimers();
   // Loads the timers of options_.range stored in RocksDB into memory (after a restore).
   absl::Status LoadTimers();
@@ -481,11 +522,11 @@ class RocksDbBackend final : public KeyedStateBackend {
   uint64_t published_misses_ = 0;
   uint64_t next_publish_ = kStatsInterval;  // cache reads (hits + misses) when to publish
   rocksdb::WriteBatch batch_;
-  // Pending timers per domain. RocksDB holds the timers of the last snapshot (or restore) in
-  // the key groups marked in timers_stored_ (index: key group - options_.range.first).
+  // Pending timers per domain. RocksDB holds those of the last WriteTimers() (or restore)
+  // except the ones in timer_changes_: true, added since (not stored); false, removed since
+  // (stored). A timer added and removed between two snapshots never reaches RocksDB.
   absl::btree_set<Timer, TimerLess> timers_[2];
-  bool timers_changed_ = false;  // since the last WriteTimers()/LoadTimers()
-  std::vector<bool> timers_stored_;
+  absl::flat_hash_map<TimerId, bool, TimerIdHash, TimerIdEq> timer_changes_;
   std::string key_buf_;
   std::string value_buf_;
   std::string read_buf_;
@@ -852,7 +893,7 @@ absl::Status RocksDbBackend::RegisterTimer(TimerDomain domain, int64_t timestamp
   const TimerRef ref{timestamp, current_kg_, current_key_};
   if (timers.find(ref) == timers.end()) {
     timers.insert(Timer{timestamp, current_kg_, current_key_});
-    timers_changed_ = true;
+    NoteTimerChange({static_cast<int>(domain), timestamp, current_kg_, current_key_}, true);
   }
   return absl::OkStatus();
 }
@@ -863,7 +904,7 @@ absl::Status RocksDbBackend::DeleteTimer(TimerDomain domain, int64_t timestamp) 
   auto it = timers.find(TimerRef{timestamp, current_kg_, current_key_});
   if (it != timers.end()) {
     timers.erase(it);
-    timers_changed_ = true;
+    NoteTimerChange({static_cast<int>(domain), timestamp, current_kg_, current_key_}, false);
   }
   return absl::OkStatus();
 }
@@ -880,51 +921,41 @@ absl::Status RocksDbBackend::FireTimers(TimerDomain domain, int64_t up_to,
     const int64_t timestamp = it->timestamp;
     SetCurrentKey(it->key, it->key_group);
     timers.erase(it);
-    timers_changed_ = true;
+    NoteTimerChange({d, timestamp, current_kg_, current_key_}, false);
     SLUICE_RETURN_IF_ERROR(fn(timestamp));
   }
   return absl::OkStatus();
 }
 
 absl::Status RocksDbBackend::WriteTimers() {
-  if (!timers_changed_) return absl::OkStatus();
+  if (timer_changes_.empty()) return absl::OkStatus();
+  // In key order (the memtable inserts each from the last one's splice).
+  std::vector<std::pair<std::string, bool>> writes;
+  writes.reserve(timer_changes_.size());
+  for (const auto& [t, present] : timer_changes_) {
+    std::string key;
+    internal::AppendTimerKey(&key, t.key_group, t.domain, t.timestamp, t.key);
+    writes.emplace_back(std::move(key), present);
+  }
+  std::sort(writes.begin(), writes.end());
   rocksdb::WriteBatch batch;
-  std::string begin;
-  std::string end;
   rocksdb::Status s;
   auto write = [&]() {
     if (s.ok()) s = db_->Write(write_options_, &batch);
     batch.Clear();
   };
-  for (size_t i = 0; i < timers_stored_.size() && s.ok(); ++i) {
-    if (!timers_stored_[i]) continue;
-    const int kg = options_.range.first + static_cast<int>(i);
-    begin.clear();
-    end.clear();
-    internal::AppendTimerPrefix(&begin, kg, 0);
-    internal::AppendTimerPrefix(&end, kg, 2);  // after both domains
-    s = batch.DeleteRange(ToSlice(begin), ToSlice(end));
-    timers_stored_[i] = false;
-  }
-  std::string key;
-  for (int d = 0; d < 2 && s.ok(); ++d) {
-    for (const Timer& t : timers_[d]) {
-      key.clear();
-      internal::AppendTimerKey(&key, t.key_group, d, t.timestamp, t.key);
-      s = batch.Put(ToSlice(key), rocksdb::Slice());
-      if (!s.ok()) break;
-      timers_stored_[t.key_group - options_.range.first] = true;
-      if (batch.GetDataSize() >= kRestoreBatchBytes) write();
-    }
+  for (const auto& [key, present] : writes) {
+    s = present ? batch.Put(ToSlice(key), rocksdb::Slice()) : batch.Delete(ToSlice(key));
+    if (!s.ok()) break;
+    if (batch.GetDataSize() >= kRestoreBatchBytes) write();
   }
   write();
   if (!s.ok()) {
-    // What RocksDB holds is unknown now: rewrite every key group next time.
-    timers_stored_.assign(timers_stored_.size(), true);
+    // Puts and deletes repeat safely: the changes stay for the next attempt.
     return FromRocks(s, absl::StrCat(options_.operator_id, ": writing timers"),
                      absl::StatusCode::kAborted);
   }
-  timers_changed_ = false;
+  timer_changes_.clear();
   return absl::OkStatus();
 }
 
@@ -941,10 +972,9 @@ absl::Status RocksDbBackend::LoadTimers() {
       }
       timers_[decoded.domain].insert(
           Timer{decoded.timestamp, kg, std::string(decoded.key)});
-      timers_stored_[kg - options_.range.first] = true;
     }
   }
-  timers_changed_ = false;
+  timer_changes_.clear();
   return FromRocks(it->status(), absl::StrCat(options_.operator_id, ": loading timers"),
                    absl::StatusCode::kDataLoss);
 }
