@@ -57,9 +57,14 @@ inline int KeyGroupForHash(uint64_t key_hash, int max_parallelism) {
   return static_cast<int>((m & (m - 1)) == 0 ? h & (m - 1) : h % m);
 }
 
-// Subtask index that owns `key_group` when the operator runs with `parallelism`.
+// Subtask index that owns `key_group` when the operator runs with `parallelism` (a shift for
+// a power-of-two max_parallelism; REQUIRES: key_group >= 0).
 inline int SubtaskForKeyGroup(int key_group, int max_parallelism, int parallelism) {
-  return static_cast<int>(static_cast<int64_t>(key_group) * parallelism / max_parallelism);
+  const int64_t scaled = static_cast<int64_t>(key_group) * parallelism;
+  if ((max_parallelism & (max_parallelism - 1)) == 0) {
+    return static_cast<int>(scaled >> __builtin_ctz(static_cast<unsigned>(max_parallelism)));
+  }
+  return static_cast<int>(scaled / max_parallelism);
 }
 
 // The contiguous key-group range [first, last] owned by `subtask` of `parallelism`.

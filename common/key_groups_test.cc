@@ -33,7 +33,7 @@ TEST(KeyGroupsTest, RangesPartitionAllKeyGroups) {
   }
 }
 
-TEST(KeyGroupsTest, KeyGroupIsTheMixedHashModuloMaxParallelism) {
+TEST(KeyGroupsTest, FastPathsGiveTheDefinedGroupsAndSubtasks) {
   // Powers of two take a mask: the key group must stay Mix64(hash) % max_parallelism, or
   // restored state would land in other key groups.
   for (int max_p : {1, 2, 7, 128, 1000, 1024, 32768}) {
@@ -43,6 +43,15 @@ TEST(KeyGroupsTest, KeyGroupIsTheMixedHashModuloMaxParallelism) {
     }
   }
   EXPECT_EQ(KeyGroupForHash(HashInt64(42), 128), 75);  // fixed: a change moves keys
+  for (int max_p : {1, 2, 7, 128, 1000, 1024, 32768}) {
+    for (int p : {1, 2, 3, 7, 128}) {
+      if (p > max_p) continue;
+      for (int kg = 0; kg < max_p; ++kg) {
+        ASSERT_EQ(SubtaskForKeyGroup(kg, max_p, p), static_cast<int>(int64_t{kg} * p / max_p))
+            << kg << " " << max_p << " " << p;
+      }
+    }
+  }
 }
 
 TEST(KeyGroupsTest, KeysSpreadEvenly) {
