@@ -30,42 +30,96 @@ const char* GetVarint64(const char* p, const char* end, uint64_t* v) {
   return nullptr;
 }
 
-void EncodeRecord(const Schema& schema, const Record& record, std::string* out) {
-  const size_t n = schema.size();
+namespace {
+
+// Writes `v` as a varint at `p` (room for 10 bytes); returns the end.
+inline char* WriteVarint64(uint64_t v, char* p) {
+  while (v >= 0x80) {
+    *p++ = static_cast<char>(v | 0x80);
+    v >>= 7;
+  }
+  *p++ = static_cast<char>(v);
+  return p;
+}
+
+// Reads a varint at [p, end); nullptr when it runs past `end` or is longer than 10 bytes.
+inline const char* ReadVarint64(const char* p, const char* end, uint64_t* v) {
+  if (p < end && static_cast<signed char>(*p) >= 0) {  // one byte: most lengths, small ints
+    *v = static_cast<unsigned char>(*p);
+    return p + 1;
+  }
+  return GetVarint64(p, end, v);
+}
+
+}  // namespace
+
+namespace {
+
+// Writes `record` at `p` (room for its EncodeBound() bytes); returns the end.
+char* EncodeInto(const Field* fields, size_t n, const Record& record, char* p) {
   for (size_t i = 0; i < n; ++i) {
     const Value& v = record[i];
-    const Field& f = schema.field(i);
+    const Field& f = fields[i];
     if (f.nullable) {
       const bool null = record.IsNull(i);
-      out->push_back(null ? 1 : 0);
+      *p++ = null ? 1 : 0;
       if (null) continue;
     }
     switch (f.type) {
       case FieldType::kInt64:
-      case FieldType::kTimestamp: PutVarint64(ZigZag(v.i), out); break;
-      case FieldType::kDouble: {
-        char buf[8];
-        std::memcpy(buf, &v.d, 8);  // x86-64 and arm64 are little-endian
-        out->append(buf, 8);
+      case FieldType::kTimestamp: p = WriteVarint64(ZigZag(v.i), p); break;
+      case FieldType::kDouble:
+        std::memcpy(p, &v.d, 8);  // x86-64 and arm64 are little-endian
+        p += 8;
         break;
-      }
-      case FieldType::kBool: out->push_back(v.i ? 1 : 0); break;
+      case FieldType::kBool: *p++ = v.i ? 1 : 0; break;
       case FieldType::kString:
-        PutVarint64(v.s.size(), out);
-        out->append(v.s);
+        p = WriteVarint64(v.s.size(), p);
+        if (!v.s.empty()) std::memcpy(p, v.s.data(), v.s.size());
+        p += v.s.size();
         break;
     }
   }
+  return p;
+}
+
+}  // namespace
+
+// An upper bound of the bytes (11 per field: a null byte and a 10-byte varint; plus each
+// string's bytes), then plain stores into a stack buffer and one append (std::string's
+// members are not inlined: a call per field was most of the cost); larger records are
+// written in place after one resize.
+void EncodeRecord(const Schema& schema, const Record& record, std::string* out) {
+  constexpr size_t kStackBytes = 512;
+  const size_t n = schema.size();
+  const Field* fields = schema.fields().data();
+  size_t bound = 11 * n;
+  for (size_t i = 0; i < n; ++i) {
+    if (fields[i].type == FieldType::kString) bound += record[i].s.size();
+  }
+  if (bound <= kStackBytes) {
+    char buf[kStackBytes];
+    const char* end = EncodeInto(fields, n, record, buf);
+    out->append(buf, static_cast<size_t>(end - buf));
+    return;
+  }
+  const size_t old_size = out->size();
+  out->resize(old_size + bound);
+  char* const begin = &(*out)[0];
+  const char* end = EncodeInto(fields, n, record, begin + old_size);
+  out->resize(static_cast<size_t>(end - begin));
 }
 
 absl::Status RecordDecoder::Next(Record* record) {
   const size_t n = schema_->size();
+  const Field* fields = schema_->fields().data();
+  const char* pos = pos_;
   for (size_t i = 0; i < n; ++i) {
     Value& v = (*record)[i];
-    const Field& f = schema_->field(i);
+    const Field& f = fields[i];
     if (f.nullable) {
-      if (pos_ >= end_) return absl::DataLossError(absl::StrCat("truncated null flag in field ", i));
-      const char flag = *pos_++;
+      if (pos >= end_) return absl::DataLossError(absl::StrCat("truncated null flag in field ", i));
+      const char flag = *pos++;
       if (flag != 0 && flag != 1) {
         return absl::DataLossError(absl::StrCat("corrupt null flag in field ", i));
       }
@@ -76,33 +130,34 @@ absl::Status RecordDecoder::Next(Record* record) {
       case FieldType::kInt64:
       case FieldType::kTimestamp: {
         uint64_t u;
-        const char* p = GetVarint64(pos_, end_, &u);
+        const char* p = ReadVarint64(pos, end_, &u);
         if (p == nullptr) return absl::DataLossError(absl::StrCat("corrupt varint in field ", i));
         v.i = UnZigZag(u);
-        pos_ = p;
+        pos = p;
         break;
       }
       case FieldType::kDouble:
-        if (end_ - pos_ < 8) return absl::DataLossError("truncated double");
-        std::memcpy(&v.d, pos_, 8);
-        pos_ += 8;
+        if (end_ - pos < 8) return absl::DataLossError("truncated double");
+        std::memcpy(&v.d, pos, 8);
+        pos += 8;
         break;
       case FieldType::kBool:
-        if (pos_ >= end_) return absl::DataLossError("truncated bool");
-        v.i = *pos_++ != 0;
+        if (pos >= end_) return absl::DataLossError("truncated bool");
+        v.i = *pos++ != 0;
         break;
       case FieldType::kString: {
         uint64_t len;
-        const char* p = GetVarint64(pos_, end_, &len);
+        const char* p = ReadVarint64(pos, end_, &len);
         if (p == nullptr || len > static_cast<uint64_t>(end_ - p)) {
           return absl::DataLossError(absl::StrCat("corrupt string length in field ", i));
         }
         v.s.assign(p, len);
-        pos_ = p + len;
+        pos = p + len;
         break;
       }
     }
   }
+  pos_ = pos;
   return absl::OkStatus();
 }
 

@@ -46,6 +46,43 @@ TEST(RecordCodecTest, RoundTripsEveryType) {
   EXPECT_TRUE(dec.Done());
 }
 
+// The exact bytes (data-plane buffers and keyed state of earlier versions must decode).
+TEST(RecordCodecTest, EncodesTheDocumentedBytes) {
+  Schema schema({{"id", FieldType::kInt64},
+                 {"price", FieldType::kDouble},
+                 {"name", FieldType::kString},
+                 {"ok", FieldType::kBool},
+                 {"ts", FieldType::kTimestamp},
+                 {"n", FieldType::kInt64, true},
+                 {"m", FieldType::kString, true}});
+  Record r(schema.size());
+  r.SetInt(0, 300);
+  r.SetDouble(1, 1.5);
+  r.SetString(2, "ab");
+  r.SetBool(3, true);
+  r.SetInt(4, -2);
+  r.SetNull(5);
+  r.SetString(6, "c");
+  std::string buf = "x";  // appends after what is there
+  EncodeRecord(schema, r, &buf);
+  const std::string want("x" "\xd8\x04" "\0\0\0\0\0\0\xf8\x3f" "\x02" "ab" "\x01" "\x03" "\x01"
+                         "\0\x01" "c",
+                         20);
+  EXPECT_EQ(buf, want);
+  RecordDecoder dec(&schema, absl::string_view(buf).substr(1));
+  Record out(schema.size());
+  ASSERT_OK(dec.Next(&out));
+  EXPECT_TRUE(dec.Done());
+  EXPECT_EQ(out.GetInt(0), 300);
+  EXPECT_EQ(out.GetDouble(1), 1.5);
+  EXPECT_EQ(out.GetString(2), "ab");
+  EXPECT_TRUE(out.GetBool(3));
+  EXPECT_EQ(out.GetInt(4), -2);
+  EXPECT_TRUE(out.IsNull(5));
+  EXPECT_FALSE(out.IsNull(6));
+  EXPECT_EQ(out.GetString(6), "c");
+}
+
 TEST(RecordCodecTest, SmallIntsAreCompact) {
   Schema schema({{"a", FieldType::kInt64}, {"b", FieldType::kInt64}});
   Record r(2);

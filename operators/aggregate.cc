@@ -77,6 +77,8 @@ class AggregateOperator final : public Operator {
     key_record_.Resize(key_schema_.size());
     out_.Resize(spec.output_schema.size());
     accs_.resize(aggs_.size());
+    acc_bytes_.assign(1 + accs_.size() * sizeof(Acc), 0);
+    acc_bytes_[0] = static_cast<char>(kAccumulatorFormat);
     return absl::OkStatus();
   }
 
@@ -122,9 +124,9 @@ class AggregateOperator final : public Operator {
       }
       s.n++;
     }
-    value_.assign(1, static_cast<char>(kAccumulatorFormat));
-    value_.append(reinterpret_cast<const char*>(accs_.data()), accs_.size() * sizeof(Acc));
-    SLUICE_RETURN_IF_ERROR(state_->Put(state_id_, value_));
+    std::memcpy(acc_bytes_.data() + 1, accs_.data(), accs_.size() * sizeof(Acc));
+    SLUICE_RETURN_IF_ERROR(
+        state_->Put(state_id_, absl::string_view(acc_bytes_.data(), acc_bytes_.size())));
     if (has_plugin_) SLUICE_RETURN_IF_ERROR(StorePluginAccumulators());
     if (emit_final_) return absl::OkStatus();
     for (size_t i = 0; i < key_schema_.size(); ++i) {
@@ -280,6 +282,7 @@ class AggregateOperator final : public Operator {
   std::vector<Agg> aggs_;
   bool emit_final_ = false;
   std::vector<Acc> accs_;
+  std::vector<char> acc_bytes_;  // [kAccumulatorFormat][accs_], the stored value
   Record key_record_;
   std::string key_bytes_;
   std::string value_;

@@ -90,6 +90,19 @@ class KeyedStateBackendTest : public ::testing::Test {
   FakeClock clock_;
 };
 
+TEST(KeyCodecTest, StateKeyHeaderIsTheStateKeyPrefix) {
+  for (int kg : {0, 5, 127, 255, 256, 32767}) {
+    for (size_t len : {size_t{0}, size_t{1}, size_t{127}, size_t{128}, size_t{20000}}) {
+      const std::string key(len, 'k');
+      std::string want;
+      internal::AppendStateKey(&want, kg, 7, key);
+      char header[8];
+      const size_t n = internal::EncodeStateKeyHeader(header, kg, 7, static_cast<uint32_t>(len));
+      EXPECT_EQ(std::string(header, n) + key, want) << kg << " " << len;
+    }
+  }
+}
+
 TEST_F(KeyedStateBackendTest, ValueListMapBasics) {
   auto b = OpenOrDie(Options("a"));
   ASSERT_NE(b, nullptr);
@@ -232,6 +245,45 @@ TEST_F(KeyedStateBackendTest, CacheEvictionUnderTinyBudgetKeepsValues) {
     return absl::OkStatus();
   }));
   EXPECT_EQ(visited, kKeys - (kKeys / 7 + 1) / 2);
+}
+
+// Get then Put of the same key (read-modify-write, as aggregates do) under budgets that evict
+// between and during the calls, mixed with other states of the key, deletes, map puts (which
+// grow the key buffer) and key switches: every count must come out as a plain map computes it.
+TEST_F(KeyedStateBackendTest, ReadModifyWriteUnderEvictionKeepsCounts) {
+  for (size_t cache_bytes : {size_t{0}, size_t{4} << 10, size_t{32} << 20}) {
+    SCOPED_TRACE(cache_bytes);
+    StateBackendOptions o = Options(absl::StrCat("rmw", cache_bytes));
+    o.cache_bytes = cache_bytes;
+    auto b = OpenOrDie(o);
+    ASSERT_NE(b, nullptr);
+    StateId count = b->RegisterState("count", StateKind::kValue);
+    StateId other = b->RegisterState("other", StateKind::kValue);
+    StateId map = b->RegisterState("m", StateKind::kMap);
+    std::map<std::string, int> want;
+    for (int i = 0; i < 20000; ++i) {
+      const std::string key = absl::StrCat("k", (i * 7919) % 997);
+      SetKey(b.get(), key);
+      std::string v;
+      absl::StatusOr<bool> got = b->Get(count, &v);
+      ASSERT_OK(got);
+      bool found = *got;
+      ASSERT_EQ(found, want.count(key) > 0) << key;
+      if (i % 5 == 0) ASSERT_OK(b->Put(other, absl::StrCat("o", i)));  // between Get and Put
+      if (i % 11 == 0) {
+        ASSERT_OK(b->MapPut(map, std::string(64, 'u'), "x"));
+        ASSERT_EQ(b->CurrentKey(), key);
+      }
+      if (i % 13 == 0) {  // a delete of the key between its Get and Put restarts the count
+        ASSERT_OK(b->Delete(count));
+        found = false;
+      }
+      const int n = found ? std::stoi(v) + 1 : 1;
+      ASSERT_OK(b->Put(count, std::to_string(n)));
+      want[key] = n;
+    }
+    for (const auto& [key, n] : want) ASSERT_EQ(GetOr(b.get(), count, key), std::to_string(n));
+  }
 }
 
 TEST_F(KeyedStateBackendTest, TtlExpiresEntries) {
@@ -449,6 +501,19 @@ TEST_F(KeyedStateBackendTest, TimersInSnapshotsAreExactlyThePendingOnes) {
     ASSERT_OK(b->DeleteTimer(TimerDomain::kEventTime, i));
     expected.erase({i, key});
   }
+  // Changes that cancel out between two snapshots: stored t200 deleted and registered again
+  // (kept), stored t300 deleted, registered, deleted (gone), new n1 registered then deleted.
+  SetKey(b.get(), "t200");
+  ASSERT_OK(b->DeleteTimer(TimerDomain::kEventTime, 200));
+  ASSERT_OK(b->RegisterTimer(TimerDomain::kEventTime, 200));
+  SetKey(b.get(), "t300");
+  ASSERT_OK(b->DeleteTimer(TimerDomain::kEventTime, 300));
+  ASSERT_OK(b->RegisterTimer(TimerDomain::kEventTime, 300));
+  ASSERT_OK(b->DeleteTimer(TimerDomain::kEventTime, 300));
+  expected.erase({300, "t300"});
+  SetKey(b.get(), "n1");
+  ASSERT_OK(b->RegisterTimer(TimerDomain::kProcessingTime, 2000));
+  ASSERT_OK(b->DeleteTimer(TimerDomain::kProcessingTime, 2000));
   SetKey(b.get(), "t0");
   ASSERT_OK(b->RegisterTimer(TimerDomain::kEventTime, 1000));
   ASSERT_OK(b->DeleteTimer(TimerDomain::kEventTime, 5000));  // absent: no-op
@@ -471,6 +536,7 @@ TEST_F(KeyedStateBackendTest, TimersInSnapshotsAreExactlyThePendingOnes) {
   auto r = KeyedStateBackend::Restore(Options("b"), {*handle}, job_dir_);
   ASSERT_OK(r);
   EXPECT_EQ((*r)->NextTimerLowerBound(TimerDomain::kEventTime), 100);
+  EXPECT_EQ((*r)->NextTimerLowerBound(TimerDomain::kProcessingTime), INT64_MAX);  // n1's: gone
   SetKey(r->get(), "t100");
   ASSERT_OK((*r)->DeleteTimer(TimerDomain::kEventTime, 100));
   auto handle3 = Checkpoint(r->get(), 3, "chk-3");

@@ -15,6 +15,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/hash/hash.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
@@ -267,8 +268,7 @@ class RocksDbBackend final : public KeyedStateBackend {
   explicit RocksDbBackend(const StateBackendOptions& options)
       : options_(options), db_dir_((fs::path(options.local_dir) / "db").string()),
         backend_id_(RandomHexId()),
-        cache_(options.cache_bytes),
-        timers_stored_(options.range.last - options.range.first + 1, false) {
+        cache_(options.cache_bytes) {
     write_options_.disableWAL = true;  // memtables are flushed for every snapshot
   }
 
@@ -302,10 +302,19 @@ class RocksDbBackend final : public KeyedStateBackend {
   const StateOrigin& origin() const override { return options_.origin; }
 
   StateId RegisterState(const std::string& name, StateKind kind, int64_t ttl_ms) override;
+  // Builds the current key's RocksDB key once ([kg][id placeholder][len][key] in key_buf_),
+  // so each state access only patches the state id (BuildKey).
   void SetCurrentKey(absl::string_view key, int key_group) override {
-    current_key_.assign(key.data(), key.size());
+    current_key_.assign(key.data(), key.size());  // first: `key` may view key_buf_
+    char header[8];  // [kg: 2][id: 1][varint32 length: up to 5]
+    const size_t header_len = internal::EncodeStateKeyHeader(
+        header, key_group, 0, static_cast<uint32_t>(current_key_.size()));
+    key_buf_.assign(header, header_len);
+    key_buf_.append(current_key_);
+    state_key_len_ = key_buf_.size();
     current_kg_ = key_group;
     key_valid_ = options_.range.Contains(key_group);
+    last_id_ = -1;
   }
 
   absl::StatusOr<bool> Get(StateId id, std::string* value) override;
@@ -384,13 +393,54 @@ class RocksDbBackend final : public KeyedStateBackend {
       return absl::string_view(a.key) < absl::string_view(b.key);
     }
   };
+  // A timer of a domain, as a key of timer_changes_ (TimerId; TimerIdRef for lookups).
+  struct TimerId {
+    int domain;
+    int64_t timestamp;
+    int key_group;
+    std::string key;
+  };
+  struct TimerIdRef {
+    int domain;
+    int64_t timestamp;
+    int key_group;
+    absl::string_view key;
+  };
+  struct TimerIdHash {
+    using is_transparent = void;
+    template <typename T>
+    size_t operator()(const T& t) const {
+      return absl::HashOf(t.domain, t.timestamp, t.key_group, absl::string_view(t.key));
+    }
+  };
+  struct TimerIdEq {
+    using is_transparent = void;
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const {
+      return a.domain == b.domain && a.timestamp == b.timestamp && a.key_group == b.key_group &&
+             absl::string_view(a.key) == absl::string_view(b.key);
+    }
+  };
+  // Records that timer `t` was added to (present) or removed from memory: RocksDB, which
+  // holds the timers of the last WriteTimers() (or restore), now differs from memory in it,
+  // or agrees again (then it leaves timer_changes_).
+  void NoteTimerChange(const TimerIdRef& t, bool present) {
+    auto it = timer_changes_.find(t);
+    if (it != timer_changes_.end()) {
+      timer_changes_.erase(it);  // back to what RocksDB holds
+    } else {
+      timer_changes_.emplace(TimerId{t.domain, t.timestamp, t.key_group, std::string(t.key)},
+                             present);
+    }
+  }
 
   absl::Status OpenDb(bool create);
   // Binds `name` to an id without handing it out (restore); kDataLoss on a kind conflict.
   absl::StatusOr<int> BindState(const std::string& name, StateKind kind, int wanted_id);
   absl::Status CopyKeyGroups(const proto::KeyedStateHandle& handle, const fs::path& dir);
   absl::Status WriteMeta();
-  // Replaces the timers stored in RocksDB with the ones in memory (when they changed).
+  // Makes the timers stored in RocksDB those in memory: writes timer_changes_ (a put per
+  // timer added since the last call, a delete per stored timer removed).
   absl::Status WriteTimers();
   // Loads the timers of options_.range stored in RocksDB into memory (after a restore).
   absl::Status LoadTimers();
@@ -398,18 +448,21 @@ class RocksDbBackend final : public KeyedStateBackend {
   // OK if `id` is a registered state of `kind` and the current key is in range.
   absl::Status CheckState(StateId id, StateKind kind) const;
   absl::Status CheckAccess(StateId id, StateKind kind) const {
+    if (ABSL_PREDICT_TRUE(key_valid_ && id >= 0 && id < static_cast<int>(states_.size()) &&
+                          states_[id].registered && states_[id].kind == kind)) {
+      return absl::OkStatus();
+    }
     SLUICE_RETURN_IF_ERROR(CheckState(id, kind));
-    if (!key_valid_) return KeyError();
-    return absl::OkStatus();
+    return KeyError();
   }
   absl::Status KeyError() const;
   absl::Status CheckDomain(TimerDomain domain) const;
 
   // key_buf_ = the RocksDB key of the current key's state `id` (+ user key).
   void BuildKey(StateId id, absl::string_view user_key = absl::string_view()) {
-    key_buf_.clear();
-    internal::AppendStateKey(&key_buf_, current_kg_, static_cast<uint8_t>(id), current_key_);
-    key_buf_.append(user_key.data(), user_key.size());
+    if (key_buf_.size() != state_key_len_) key_buf_.resize(state_key_len_);
+    key_buf_[2] = static_cast<char>(id);
+    if (!user_key.empty()) key_buf_.append(user_key.data(), user_key.size());
   }
   int64_t ExpiryFor(StateId id) const {
     int64_t ttl = states_[id].ttl_ms;
@@ -423,6 +476,8 @@ class RocksDbBackend final : public KeyedStateBackend {
   absl::StatusOr<Ref> Lookup();
   // Publishes cache hits and misses (their growth since the last call) and the state size.
   void PublishStats();
+  // Sets cache entry `e` to `value` (dirty), expiring as state `id` does.
+  void SetEntry(Ref e, StateId id, absl::string_view value);
   // Sets the entry of key_buf_ (no RocksDB read) to `value`, expiring as state `id` does.
   absl::Status WriteValue(StateId id, absl::string_view value);
   absl::Status WriteTombstone();
@@ -450,19 +505,28 @@ class RocksDbBackend final : public KeyedStateBackend {
   absl::flat_hash_map<std::string, int> state_ids_;
   bool meta_dirty_ = false;
   std::string current_key_;
+  // key_buf_ starts with the current key's state key [kg][id][len][key] (state_key_len_
+  // bytes), then what BuildKey() appended.
+  size_t state_key_len_ = 0;
   int current_kg_ = -1;
   bool key_valid_ = false;
+  // The cache entry of the current key's value state last_id_ found by the last Get() (-1:
+  // none), valid while the cache has freed no entry since (cache_.frees() == last_frees_):
+  // a Put() of the same state after it needs no second lookup (read-modify-write).
+  StateId last_id_ = -1;
+  Ref last_ref_ = 0;
+  uint64_t last_frees_ = 0;
   internal::WriteBackCache cache_;
   std::vector<Ref> sorted_refs_;  // scratch of WriteEntries()
   uint64_t published_hits_ = 0;
   uint64_t published_misses_ = 0;
   uint64_t next_publish_ = kStatsInterval;  // cache reads (hits + misses) when to publish
   rocksdb::WriteBatch batch_;
-  // Pending timers per domain. RocksDB holds the timers of the last snapshot (or restore) in
-  // the key groups marked in timers_stored_ (index: key group - options_.range.first).
+  // Pending timers per domain. RocksDB holds those of the last WriteTimers() (or restore)
+  // except the ones in timer_changes_: true, added since (not stored); false, removed since
+  // (stored). A timer added and removed between two snapshots never reaches RocksDB.
   absl::btree_set<Timer, TimerLess> timers_[2];
-  bool timers_changed_ = false;  // since the last WriteTimers()/LoadTimers()
-  std::vector<bool> timers_stored_;
+  absl::flat_hash_map<TimerId, bool, TimerIdHash, TimerIdEq> timer_changes_;
   std::string key_buf_;
   std::string value_buf_;
   std::string read_buf_;
@@ -612,12 +676,15 @@ absl::StatusOr<RocksDbBackend::Ref> RocksDbBackend::Lookup() {
   return e;
 }
 
-absl::Status RocksDbBackend::WriteValue(StateId id, absl::string_view value) {
-  Ref e = cache_.FindOrInsert(key_buf_);
+void RocksDbBackend::SetEntry(Ref e, StateId id, absl::string_view value) {
   cache_.SetValue(e, value);
   cache_.set_deleted(e, false);
   cache_.set_expiry(e, ExpiryFor(id));
   cache_.MarkDirty(e);
+}
+
+absl::Status RocksDbBackend::WriteValue(StateId id, absl::string_view value) {
+  SetEntry(cache_.FindOrInsert(key_buf_), id, value);
   return MaybeEvict();
 }
 
@@ -665,6 +732,10 @@ absl::Status RocksDbBackend::WriteEntries(absl::Span<const Ref> refs) {
 
 absl::StatusOr<bool> RocksDbBackend::Get(StateId id, std::string* value) {
   SLUICE_RETURN_IF_ERROR(CheckAccess(id, StateKind::kValue));
+  // Room is made before the lookup (the cache may exceed its budget by this one entry until
+  // the next access), so the entry stays valid for a Put() that follows.
+  last_id_ = -1;
+  SLUICE_RETURN_IF_ERROR(MaybeEvict());
   BuildKey(id);
   SLUICE_ASSIGN_OR_RETURN(Ref e, Lookup());
   bool found = !cache_.deleted(e);
@@ -672,12 +743,18 @@ absl::StatusOr<bool> RocksDbBackend::Get(StateId id, std::string* value) {
     absl::string_view v = cache_.value(e);
     value->assign(v.data(), v.size());
   }
-  SLUICE_RETURN_IF_ERROR(MaybeEvict());
+  last_id_ = id;
+  last_ref_ = e;
+  last_frees_ = cache_.frees();
   return found;
 }
 
 absl::Status RocksDbBackend::Put(StateId id, absl::string_view value) {
   SLUICE_RETURN_IF_ERROR(CheckAccess(id, StateKind::kValue));
+  if (id == last_id_ && cache_.frees() == last_frees_) {
+    SetEntry(last_ref_, id, value);  // read-modify-write: the Get() found the entry
+    return MaybeEvict();
+  }
   BuildKey(id);
   return WriteValue(id, value);
 }
@@ -816,7 +893,7 @@ absl::Status RocksDbBackend::RegisterTimer(TimerDomain domain, int64_t timestamp
   const TimerRef ref{timestamp, current_kg_, current_key_};
   if (timers.find(ref) == timers.end()) {
     timers.insert(Timer{timestamp, current_kg_, current_key_});
-    timers_changed_ = true;
+    NoteTimerChange({static_cast<int>(domain), timestamp, current_kg_, current_key_}, true);
   }
   return absl::OkStatus();
 }
@@ -827,7 +904,7 @@ absl::Status RocksDbBackend::DeleteTimer(TimerDomain domain, int64_t timestamp) 
   auto it = timers.find(TimerRef{timestamp, current_kg_, current_key_});
   if (it != timers.end()) {
     timers.erase(it);
-    timers_changed_ = true;
+    NoteTimerChange({static_cast<int>(domain), timestamp, current_kg_, current_key_}, false);
   }
   return absl::OkStatus();
 }
@@ -844,51 +921,41 @@ absl::Status RocksDbBackend::FireTimers(TimerDomain domain, int64_t up_to,
     const int64_t timestamp = it->timestamp;
     SetCurrentKey(it->key, it->key_group);
     timers.erase(it);
-    timers_changed_ = true;
+    NoteTimerChange({d, timestamp, current_kg_, current_key_}, false);
     SLUICE_RETURN_IF_ERROR(fn(timestamp));
   }
   return absl::OkStatus();
 }
 
 absl::Status RocksDbBackend::WriteTimers() {
-  if (!timers_changed_) return absl::OkStatus();
+  if (timer_changes_.empty()) return absl::OkStatus();
+  // In key order (the memtable inserts each from the last one's splice).
+  std::vector<std::pair<std::string, bool>> writes;
+  writes.reserve(timer_changes_.size());
+  for (const auto& [t, present] : timer_changes_) {
+    std::string key;
+    internal::AppendTimerKey(&key, t.key_group, t.domain, t.timestamp, t.key);
+    writes.emplace_back(std::move(key), present);
+  }
+  std::sort(writes.begin(), writes.end());
   rocksdb::WriteBatch batch;
-  std::string begin;
-  std::string end;
   rocksdb::Status s;
   auto write = [&]() {
     if (s.ok()) s = db_->Write(write_options_, &batch);
     batch.Clear();
   };
-  for (size_t i = 0; i < timers_stored_.size() && s.ok(); ++i) {
-    if (!timers_stored_[i]) continue;
-    const int kg = options_.range.first + static_cast<int>(i);
-    begin.clear();
-    end.clear();
-    internal::AppendTimerPrefix(&begin, kg, 0);
-    internal::AppendTimerPrefix(&end, kg, 2);  // after both domains
-    s = batch.DeleteRange(ToSlice(begin), ToSlice(end));
-    timers_stored_[i] = false;
-  }
-  std::string key;
-  for (int d = 0; d < 2 && s.ok(); ++d) {
-    for (const Timer& t : timers_[d]) {
-      key.clear();
-      internal::AppendTimerKey(&key, t.key_group, d, t.timestamp, t.key);
-      s = batch.Put(ToSlice(key), rocksdb::Slice());
-      if (!s.ok()) break;
-      timers_stored_[t.key_group - options_.range.first] = true;
-      if (batch.GetDataSize() >= kRestoreBatchBytes) write();
-    }
+  for (const auto& [key, present] : writes) {
+    s = present ? batch.Put(ToSlice(key), rocksdb::Slice()) : batch.Delete(ToSlice(key));
+    if (!s.ok()) break;
+    if (batch.GetDataSize() >= kRestoreBatchBytes) write();
   }
   write();
   if (!s.ok()) {
-    // What RocksDB holds is unknown now: rewrite every key group next time.
-    timers_stored_.assign(timers_stored_.size(), true);
+    // Puts and deletes repeat safely: the changes stay for the next attempt.
     return FromRocks(s, absl::StrCat(options_.operator_id, ": writing timers"),
                      absl::StatusCode::kAborted);
   }
-  timers_changed_ = false;
+  timer_changes_.clear();
   return absl::OkStatus();
 }
 
@@ -905,10 +972,9 @@ absl::Status RocksDbBackend::LoadTimers() {
       }
       timers_[decoded.domain].insert(
           Timer{decoded.timestamp, kg, std::string(decoded.key)});
-      timers_stored_[kg - options_.range.first] = true;
     }
   }
-  timers_changed_ = false;
+  timer_changes_.clear();
   return FromRocks(it->status(), absl::StrCat(options_.operator_id, ": loading timers"),
                    absl::StatusCode::kDataLoss);
 }

@@ -101,6 +101,20 @@ inline void AppendStatePrefix(std::string* dst, int key_group, uint8_t id) {
   dst->push_back(static_cast<char>(id));
 }
 
+// Writes [kg][id][varint32 key length] at `p` (room for 8 bytes); returns its length.
+inline size_t EncodeStateKeyHeader(char* p, int key_group, uint8_t id, uint32_t key_len) {
+  p[0] = static_cast<char>(static_cast<uint16_t>(key_group) >> 8);
+  p[1] = static_cast<char>(key_group & 0xff);
+  p[2] = static_cast<char>(id);
+  size_t n = 3;
+  while (key_len >= 0x80) {
+    p[n++] = static_cast<char>((key_len & 0x7f) | 0x80);
+    key_len >>= 7;
+  }
+  p[n++] = static_cast<char>(key_len);
+  return n;
+}
+
 // [kg][id][len][key]: the whole key of value and list state, the prefix of map entries.
 inline void AppendStateKey(std::string* dst, int key_group, uint8_t id, absl::string_view key) {
   AppendStatePrefix(dst, key_group, id);

@@ -190,6 +190,7 @@ void WriteBackCache::Free(Ref r) {
   s.value_len = 0;
   s.flags = 0;  // a stale copy in dirty_ is skipped (not live / not listed)
   free_.push_back(r);
+  ++frees_;
 }
 
 void WriteBackCache::Erase(Ref r) { Free(r); }

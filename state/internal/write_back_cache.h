@@ -98,6 +98,9 @@ class WriteBackCache {
   size_t budget() const { return budget_; }
   size_t size() const { return live_; }
   size_t dirty_count() const { return dirty_count_; }
+  // Entries dropped so far (by MakeRoom() or Erase()): a Ref taken when frees() was n is
+  // still valid while frees() == n.
+  uint64_t frees() const { return frees_; }
   uint64_t hits() const { return hits_; }
   uint64_t misses() const { return misses_; }
 
@@ -174,6 +177,7 @@ class WriteBackCache {
   std::vector<Ref> victims_;  // scratch of Evict() and FlushDirty()
   uint64_t hits_ = 0;
   uint64_t misses_ = 0;
+  uint64_t frees_ = 0;
 };
 
 }  // namespace sluice::state::internal
