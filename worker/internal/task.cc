@@ -16,7 +16,6 @@
 namespace sluice::worker {
 
 namespace {
-constexpr size_t kBufferBytes = 32 * 1024;
 constexpr int kSourceBatch = 256;
 // Most records a chain output gathers for an operator that prefers batches.
 constexpr size_t kChainBatch = 256;
@@ -26,10 +25,6 @@ StateOrigin OriginOf(const TaskDescriptor& desc, const plan::OperatorSpec& spec)
   return StateOrigin(desc.job_id, spec.id, spec.type, desc.subtask,
                      desc.restore != nullptr ? desc.restore->checkpoint_id() : 0);
 }
-// Buffers a channel may hold unsent (waiting for credit) before emitting blocks the operator:
-// enough for what one step (a source poll, an input buffer) normally emits, so the task waits
-// for credit between steps, where it can take checkpoints (Flink's overdraft buffers).
-constexpr size_t kOverdraftBuffers = 4;
 }  // namespace
 
 int GateChannelIndex(const plan::JobGraph& graph, int edge, int src_subtask) {
@@ -148,265 +143,31 @@ class Task::ChainOutput final : public ops::Output {
   size_t gathered_ = 0;        // ... of which the first are gathered
 };
 
-// Serializes records of one output edge into per-channel buffers and sends full (or timed
-// out) buffers to the channel writers. A buffer without credit waits in its channel's backlog
-// (in order with everything after it); the task drains backlogs between steps (Drain()), so it
-// never waits for credit inside an operator unless one step emits more than kOverdraftBuffers
-// buffers to a channel. Unaligned-capable barriers skip the backlog (SendPriority); the backlog
-// they overtake is the checkpoint's output-side in-flight data.
-class Task::EdgeWriter {
- public:
-  EdgeWriter(const plan::Edge* edge, int max_parallelism,
-             std::vector<std::unique_ptr<ChannelWriter>> channels, ops::KeyHasher hasher,
-             Clock* clock)
-      : edge_(edge),
-        max_parallelism_(max_parallelism),
-        channels_(std::move(channels)),
-        hasher_(std::move(hasher)),
-        clock_(clock),
-        pending_(channels_.size()),
-        pending_records_(channels_.size()),
-        backlog_(channels_.size()) {
-    for (auto& p : pending_) p.reserve(kBufferBytes + 1024);
-  }
-
-  void AddCounters(MetricsRegistry* metrics, const Labels& base, const std::string& owner,
-                   const std::vector<std::string>& targets) {
-    for (size_t i = 0; i < channels_.size(); ++i) {
-      Labels l = base;
-      l.push_back({"edge", absl::StrCat(edge_->id)});
-      l.push_back({"target", targets[i]});
-      bytes_.push_back(metrics->AddCounter("sluice_channel_bytes_sent_total",
-                                           "Bytes of records sent per output channel", l, owner));
-      buffers_.push_back(metrics->AddCounter("sluice_channel_buffers_sent_total",
-                                             "Buffers sent per output channel", l, owner));
-      // A plain gauge the task thread refreshes after each send: a callback into the writer
-      // could outlive it (metrics are rendered outside the registry lock).
-      credit_wait_.push_back(metrics->AddGauge(
-          "sluice_channel_credit_wait_seconds",
-          "Seconds the sender spent blocked waiting for credit", l, owner));
-    }
-  }
-
-  absl::Status Emit(const Record& r) {
-    switch (edge_->partition) {
-      case plan::Partition::kForward: return Append(0, r);
-      case plan::Partition::kHash: {
-        int kg = KeyGroupForHash(hasher_.Hash(r), max_parallelism_);
-        return Append(SubtaskForKeyGroup(kg, max_parallelism_, static_cast<int>(channels_.size())), r);
-      }
-      case plan::Partition::kRebalance: {
-        size_t c = next_++;
-        if (next_ == channels_.size()) next_ = 0;
-        return Append(c, r);
-      }
-      case plan::Partition::kBroadcast:
-        for (size_t c = 0; c < channels_.size(); ++c) SLUICE_RETURN_IF_ERROR(Append(c, r));
-        return absl::OkStatus();
-    }
-    return absl::OkStatus();
-  }
-
-  int64_t pending_since() const { return pending_since_; }
-
-  absl::Status FlushAll() {
-    for (size_t c = 0; c < channels_.size(); ++c) {
-      if (pending_records_[c] > 0) SLUICE_RETURN_IF_ERROR(Flush(c, false));
-    }
-    pending_since_ = 0;
-    return absl::OkStatus();
-  }
-
-  absl::Status EndOfPartition() {
-    SLUICE_RETURN_IF_ERROR(FlushAll());
-    for (size_t c = 0; c < channels_.size(); ++c) {
-      BufferItem eop;
-      eop.end_of_partition = true;
-      SLUICE_RETURN_IF_ERROR(Deliver(c, std::move(eop), false));
-    }
-    for (size_t c = 0; c < channels_.size(); ++c) SLUICE_RETURN_IF_ERROR(DrainBlocking(c, 0));
-    for (auto& ch : channels_) SLUICE_RETURN_IF_ERROR(ch->Close());
-    return absl::OkStatus();
-  }
-
-  // Sends checkpoint barrier `id` on every channel, after everything emitted before it; with
-  // `priority`, ahead of the backlog, whose copies it appends to `overtaken` (with the index of
-  // their channel plus `first_channel`).
-  absl::Status EmitBarrier(int64_t id, bool priority, int first_channel,
-                           std::vector<std::pair<int, const BufferItem*>>* overtaken) {
-    SLUICE_RETURN_IF_ERROR(FlushAll());
-    for (size_t c = 0; c < channels_.size(); ++c) {
-      BufferItem b;
-      b.barrier = id;
-      if (priority) {
-        SLUICE_RETURN_IF_ERROR(channels_[c]->SendPriority(std::move(b)));
-        for (const BufferItem& item : backlog_[c]) {
-          overtaken->push_back({first_channel + static_cast<int>(c), &item});
-        }
-      } else {
-        SLUICE_RETURN_IF_ERROR(Deliver(c, std::move(b), false));
-      }
-    }
-    return absl::OkStatus();
-  }
-
-  // Sends backlogged buffers while credit lasts, waiting for it until `deadline_nanos`
-  // (Clock::Real(); 0: not at all) or an Interrupt() of the writer. Returns whether every
-  // backlog is empty.
-  absl::StatusOr<bool> Drain(int64_t deadline_nanos) {
-    for (size_t c = 0; c < channels_.size(); ++c) {
-      std::deque<BufferItem>& q = backlog_[c];
-      while (!q.empty()) {
-        SLUICE_ASSIGN_OR_RETURN(bool sent, channels_[c]->Offer(q.front(), deadline_nanos));
-        if (!sent) return false;
-        q.pop_front();
-        UpdateCreditWait(c);
-      }
-    }
-    return true;
-  }
-
-  bool HasBacklog() const {
-    for (const auto& q : backlog_) {
-      if (!q.empty()) return true;
-    }
-    return false;
-  }
-
-  // Restore: `item` was emitted but not sent at the checkpoint; it goes first.
-  void PushRestored(size_t c, BufferItem item) { backlog_[c].push_back(std::move(item)); }
-
-  // Sends watermark `watermark_ms` on every channel, after everything emitted before it.
-  absl::Status EmitWatermark(int64_t watermark_ms) {
-    SLUICE_RETURN_IF_ERROR(FlushAll());
-    for (size_t c = 0; c < channels_.size(); ++c) {
-      BufferItem w;
-      w.has_watermark = true;
-      w.watermark = watermark_ms;
-      SLUICE_RETURN_IF_ERROR(Deliver(c, std::move(w), true));
-    }
-    return absl::OkStatus();
-  }
-
-  // Marks every channel idle or active again, in order with the records.
-  absl::Status EmitWatermarkStatus(bool idle) {
-    SLUICE_RETURN_IF_ERROR(FlushAll());
-    for (size_t c = 0; c < channels_.size(); ++c) {
-      BufferItem w;
-      w.watermark_status = idle ? WatermarkStatus::kIdle : WatermarkStatus::kActive;
-      SLUICE_RETURN_IF_ERROR(Deliver(c, std::move(w), true));
-    }
-    return absl::OkStatus();
-  }
-
-  const std::vector<std::unique_ptr<ChannelWriter>>& channels() const { return channels_; }
-
- private:
-  absl::Status Append(size_t c, const Record& r) {
-    std::string& buf = pending_[c];
-    if (pending_since_ == 0) pending_since_ = clock_->NowNanos();
-    EncodeRecord(edge_->schema, r, &buf);
-    ++pending_records_[c];
-    if (buf.size() >= kBufferBytes) return Flush(c, true);
-    return absl::OkStatus();
-  }
-
-  // Sends (or backlogs) channel `c`'s pending buffer; `may_block`: as Deliver().
-  absl::Status Flush(size_t c, bool may_block) {
-    BufferItem item;
-    item.data = std::move(pending_[c]);
-    item.num_records = pending_records_[c];
-    pending_[c] = std::string();
-    pending_[c].reserve(kBufferBytes + 1024);
-    pending_records_[c] = 0;
-    if (!bytes_.empty()) {
-      bytes_[c]->Add(item.data.size());
-      buffers_[c]->Add();
-    }
-    return Deliver(c, std::move(item), may_block);
-  }
-
-  // Sends `item` on channel `c` if it has credit and no backlog, else queues it; with
-  // `may_block`, then waits for credit while the backlog exceeds kOverdraftBuffers.
-  absl::Status Deliver(size_t c, BufferItem item, bool may_block) {
-    std::deque<BufferItem>& q = backlog_[c];
-    if (q.empty()) {
-      SLUICE_ASSIGN_OR_RETURN(bool sent, channels_[c]->Offer(item, 0));
-      if (sent) return absl::OkStatus();
-    }
-    q.push_back(std::move(item));
-    return may_block ? DrainBlocking(c, kOverdraftBuffers) : absl::OkStatus();
-  }
-
-  // Sends channel `c`'s backlog, waiting for credit, until at most `keep` buffers are left.
-  absl::Status DrainBlocking(size_t c, size_t keep) {
-    std::deque<BufferItem>& q = backlog_[c];
-    while (q.size() > keep) {
-      SLUICE_RETURN_IF_ERROR(channels_[c]->Send(std::move(q.front())));
-      q.pop_front();
-      UpdateCreditWait(c);
-    }
-    return absl::OkStatus();
-  }
-
-  void UpdateCreditWait(size_t c) {
-    if (!credit_wait_.empty()) credit_wait_[c]->Set(channels_[c]->CreditWaitNanos() / 1e9);
-  }
-
-  const plan::Edge* edge_;
-  const int max_parallelism_;
-  std::vector<std::unique_ptr<ChannelWriter>> channels_;
-  ops::KeyHasher hasher_;
-  Clock* clock_;
-  std::vector<std::string> pending_;
-  std::vector<int> pending_records_;
-  int64_t pending_since_ = 0;
-  std::vector<std::deque<BufferItem>> backlog_;  // per channel: unsent, in order
-  size_t next_ = 0;
-  std::vector<std::shared_ptr<Counter>> bytes_;
-  std::vector<std::shared_ptr<Counter>> buffers_;
-  std::vector<std::shared_ptr<Gauge>> credit_wait_;
-};
-
-// The chain's last operator emits here: to every output edge (none for a sink).
+// The chain's last operator emits here: to the task's record writer (no edge for a sink).
 class Task::TailOutput final : public ops::Output {
  public:
   // `source_task`: set when `from` is the task's source, whose watermarks are the task's.
-  // `writers`: every output edge; `main`: those of the main output; `side[k]`: those of side
-  // output k.
-  TailOutput(OperatorSlot* from, std::vector<EdgeWriter*> writers, std::vector<EdgeWriter*> main,
-             std::vector<std::vector<EdgeWriter*>> side, Task* source_task)
-      : from_(from),
-        writers_(std::move(writers)),
-        main_(std::move(main)),
-        side_(std::move(side)),
-        source_task_(source_task) {}
+  TailOutput(OperatorSlot* from, RecordWriter* writer, Task* source_task)
+      : from_(from), writer_(writer), source_task_(source_task) {}
   absl::Status Emit(const Record& r) override {
     from_->out->Add();
-    for (EdgeWriter* w : main_) SLUICE_RETURN_IF_ERROR(w->Emit(r));
-    return absl::OkStatus();
+    return writer_->Emit(r);
   }
   absl::Status EmitSide(int side_output, const Record& r) override {
-    if (side_output < 0 || side_output >= static_cast<int>(side_.size())) return absl::OkStatus();
-    for (EdgeWriter* w : side_[side_output]) SLUICE_RETURN_IF_ERROR(w->Emit(r));
-    return absl::OkStatus();
+    return writer_->EmitSide(side_output, r);
   }
   absl::Status EmitWatermark(int64_t watermark_ms) override {
     if (source_task_ != nullptr) source_task_->PublishWatermark(watermark_ms, false);
-    for (EdgeWriter* w : writers_) SLUICE_RETURN_IF_ERROR(w->EmitWatermark(watermark_ms));
-    return absl::OkStatus();
+    return writer_->EmitWatermark(watermark_ms);
   }
   absl::Status EmitWatermarkStatus(bool idle) override {
     if (source_task_ != nullptr) source_task_->PublishWatermark(source_task_->watermark_.load(), idle);
-    for (EdgeWriter* w : writers_) SLUICE_RETURN_IF_ERROR(w->EmitWatermarkStatus(idle));
-    return absl::OkStatus();
+    return writer_->EmitWatermarkStatus(idle);
   }
 
  private:
   OperatorSlot* from_;
-  std::vector<EdgeWriter*> writers_;
-  std::vector<EdgeWriter*> main_;
-  std::vector<std::vector<EdgeWriter*>> side_;
+  RecordWriter* writer_;
   Task* source_task_;
 };
 
@@ -422,9 +183,13 @@ Task::Task(TaskDescriptor desc, const ops::OperatorRegistry* registry, ChannelFa
                                   desc_.subtask)),
       mode_(desc_.checkpoint_dir.empty() ? plan::CheckpointConfig::Mode::kAligned
                                          : desc_.job->checkpoint.mode),
-      gate_(std::make_shared<InputGate>(GateChannelCount(*desc_.graph, desc_.vertex), 8)) {
-  // Called under the gate's lock; takes mu_ and the writers' locks, never the gate's.
-  gate_->SetPriorityListener([this] { InterruptOutput(); });
+      gate_(std::make_shared<InputGate>(GateChannelCount(*desc_.graph, desc_.vertex), 8)),
+      writer_(clock_, desc_.job->buffer_timeout_ms * 1'000'000,
+              static_cast<int>(
+                  desc_.job->operators[desc_.graph->vertices[desc_.vertex].ops.back()]
+                      .side_outputs.size())) {
+  // Called under the gate's lock; takes the writer's and its channels' locks, never the gate's.
+  gate_->SetPriorityListener([this] { writer_.Interrupt(); });
   // Counters exist from deployment so status can show zeros before the task starts.
   absl::MutexLock lock(&mu_);
   for (int op_index : desc_.graph->vertices[desc_.vertex].ops) {
@@ -495,17 +260,8 @@ void Task::Start() {
     }
     backends_.clear();
     // Tear down channels before reporting, so a finished task has delivered everything.
-    {
-      absl::MutexLock lock(&mu_);
-      live_writers_.clear();
-    }
-    if (!s.ok()) {
-      for (auto& w : edge_writers_) {
-        for (auto& ch : w->channels()) ch->Cancel();
-      }
-    }
+    writer_.Shutdown(!s.ok());
     metrics_->RemoveOwner(metrics_owner_ + "/channels");
-    edge_writers_.clear();
     if (cancelled_.load() && opened_) DeliverNotificationsBeforeClose();
     for (auto& slot : ops_) slot->op->Close();
     gate_->Close();
@@ -526,8 +282,7 @@ void Task::Start() {
 void Task::Cancel() {
   cancelled_.store(true);
   gate_->Wake();
-  absl::MutexLock lock(&mu_);
-  for (ChannelWriter* w : live_writers_) w->Cancel();
+  writer_.Cancel();
 }
 
 void Task::TriggerCheckpoint(int64_t id, bool final, bool aligned) {
@@ -537,7 +292,7 @@ void Task::TriggerCheckpoint(int64_t id, bool final, bool aligned) {
   }
   has_mail_.store(true);
   gate_->Wake();
-  InterruptOutput();
+  writer_.Interrupt();
 }
 
 void Task::NotifyCheckpointComplete(int64_t id) {
@@ -547,12 +302,7 @@ void Task::NotifyCheckpointComplete(int64_t id) {
   }
   has_mail_.store(true);
   gate_->Wake();
-  InterruptOutput();
-}
-
-void Task::InterruptOutput() {
-  absl::MutexLock lock(&mu_);
-  for (ChannelWriter* w : live_writers_) w->Interrupt();
+  writer_.Interrupt();
 }
 
 void Task::Join() {
@@ -600,7 +350,6 @@ absl::Status Task::Run() {
   const plan::JobSpec& job = *desc_.job;
   const plan::JobGraph& graph = *desc_.graph;
   const plan::Vertex& vertex = graph.vertices[desc_.vertex];
-  buffer_timeout_nanos_ = job.buffer_timeout_ms * 1'000'000;
 
   {
     absl::MutexLock lock(&mu_);
@@ -622,9 +371,6 @@ absl::Status Task::Run() {
 
   // Output channels, one writer per (edge, target subtask); edges of the tail's main output
   // and of each of its side outputs.
-  std::vector<EdgeWriter*> writers;
-  std::vector<EdgeWriter*> main_writers;
-  std::vector<std::vector<EdgeWriter*>> side_writers(ops_.back()->spec->side_outputs.size());
   for (int e : vertex.out_edges) {
     const plan::Edge& edge = graph.edges[e];
     const int target_par = graph.vertices[edge.target_vertex].parallelism;
@@ -647,23 +393,9 @@ absl::Status Task::Run() {
     if (edge.partition == plan::Partition::kHash) {
       SLUICE_ASSIGN_OR_RETURN(hasher, ops::KeyHasher::Create(edge.key, edge.schema));
     }
-    auto w = std::make_unique<EdgeWriter>(&edge, job.max_parallelism, std::move(channels),
-                                          std::move(hasher), clock_);
-    w->AddCounters(metrics_, {{"job", desc_.job_id}, {"subtask", absl::StrCat(desc_.subtask)}},
-                   metrics_owner_ + "/channels", targets);
-    writers.push_back(w.get());
-    if (edge.side_output < 0) {
-      main_writers.push_back(w.get());
-    } else if (edge.side_output < static_cast<int>(side_writers.size())) {
-      side_writers[edge.side_output].push_back(w.get());
-    }
-    edge_writers_.push_back(std::move(w));
-    // Only now, owned by a member that outlives live_writers_, may Cancel() reach them.
-    absl::MutexLock lock(&mu_);
-    for (const auto& ch : edge_writers_.back()->channels()) {
-      if (cancelled_.load()) ch->Cancel();
-      live_writers_.push_back(ch.get());
-    }
+    writer_.AddEdge(&edge, job.max_parallelism, std::move(channels), std::move(hasher), metrics_,
+                    {{"job", desc_.job_id}, {"subtask", absl::StrCat(desc_.subtask)}},
+                    metrics_owner_ + "/channels", targets);
   }
 
   SLUICE_RETURN_IF_ERROR(RestoreChannelState());
@@ -675,7 +407,7 @@ absl::Status Task::Run() {
         i == 0 && ops_[0]->spec->is_source() ? this : nullptr));
   }
   tail_output_ = std::make_unique<TailOutput>(
-      ops_.back().get(), writers, std::move(main_writers), std::move(side_writers), ops_.size() == 1 && ops_[0]->spec->is_source() ? this : nullptr);
+      ops_.back().get(), &writer_, ops_.size() == 1 && ops_[0]->spec->is_source() ? this : nullptr);
   for (size_t i = 0; i < ops_.size(); ++i) {
     ops::OperatorContext ctx;
     ctx.job = &job;
@@ -742,26 +474,12 @@ absl::Status Task::Run() {
     }
     SLUICE_RETURN_IF_ERROR(FlushChain());
   }
-  for (auto& w : edge_writers_) SLUICE_RETURN_IF_ERROR(w->EndOfPartition());
+  SLUICE_RETURN_IF_ERROR(writer_.EndOfPartition());
   if (desc_.checkpoint_dir.empty()) return absl::OkStatus();
   // With checkpoints, output is committed by the final checkpoint: wait for it.
   end_of_input_.store(true);
   if (desc_.on_end_of_input) desc_.on_end_of_input();
   return AwaitFinalCheckpoint();
-}
-
-absl::Status Task::FlushIfDue(bool force) {
-  int64_t now = 0;
-  for (auto& w : edge_writers_) {
-    int64_t since = w->pending_since();
-    if (since == 0) continue;
-    if (!force) {
-      if (now == 0) now = clock_->NowNanos();
-      if (now - since < buffer_timeout_nanos_) continue;
-    }
-    SLUICE_RETURN_IF_ERROR(w->FlushAll());
-  }
-  return absl::OkStatus();
 }
 
 absl::Status Task::RunSource() {
@@ -780,14 +498,12 @@ absl::Status Task::RunSource() {
     }
     SLUICE_RETURN_IF_ERROR(FlushChain());
     if (*st == ops::SourceOperator::State::kEnd) return absl::OkStatus();
-    SLUICE_RETURN_IF_ERROR(FlushIfDue(false));
+    SLUICE_RETURN_IF_ERROR(writer_.FlushIfDue(false));
     if (*st == ops::SourceOperator::State::kWait) {
       // Sleep until the next record is due, a pending buffer times out or a processing-time
       // timer is due, whichever is first.
-      int64_t deadline = std::min(wake_at, ProcessingTimerDeadline(clock_->NowNanos()));
-      for (auto& w : edge_writers_) {
-        if (w->pending_since() != 0) deadline = std::min(deadline, w->pending_since() + buffer_timeout_nanos_);
-      }
+      int64_t deadline = std::min({wake_at, ProcessingTimerDeadline(clock_->NowNanos()),
+                                   writer_.FlushDeadlineNanos()});
       int64_t now = clock_->NowNanos();
       if (deadline > now) gate_->Poll(Clock::Real()->NowNanos() + (deadline - now));
     }
@@ -838,14 +554,9 @@ absl::Status Task::RunInput() {
     if (!item.has_value()) {
       int64_t deadline = std::numeric_limits<int64_t>::max();
       int64_t real_now = Clock::Real()->NowNanos();
-      for (auto& w : edge_writers_) {
-        if (w->pending_since() != 0) {
-          deadline = std::min(deadline, real_now + std::max<int64_t>(
-              0, w->pending_since() + buffer_timeout_nanos_ - clock_->NowNanos()));
-        }
-      }
       const int64_t timer_deadline =
-          std::min(ProcessingTimerDeadline(clock_->NowNanos()), barriers_->TimerDeadlineNanos());
+          std::min({writer_.FlushDeadlineNanos(), ProcessingTimerDeadline(clock_->NowNanos()),
+                    barriers_->TimerDeadlineNanos()});
       if (timer_deadline != std::numeric_limits<int64_t>::max()) {
         deadline = std::min(deadline, real_now + std::max<int64_t>(0, timer_deadline - clock_->NowNanos()));
       }
@@ -853,7 +564,7 @@ absl::Status Task::RunInput() {
       item = gate_->Poll(deadline);
     }
     if (item.has_value()) SLUICE_RETURN_IF_ERROR(HandleInputItem(*item));
-    SLUICE_RETURN_IF_ERROR(FlushIfDue(false));
+    SLUICE_RETURN_IF_ERROR(writer_.FlushIfDue(false));
   }
   return absl::OkStatus();
 }
@@ -891,11 +602,7 @@ absl::Status Task::Act(const BarrierHandler::Action& action) {
 
 absl::Status Task::AwaitOutput(bool source) {
   while (true) {
-    bool sent = true;
-    for (auto& w : edge_writers_) {
-      SLUICE_ASSIGN_OR_RETURN(bool done, w->Drain(0));
-      sent = sent && done;
-    }
+    SLUICE_ASSIGN_OR_RETURN(bool sent, writer_.TrySend());
     if (sent) return absl::OkStatus();
     if (cancelled_.load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
     // Backpressured: what must not wait for credit happens now.
@@ -914,12 +621,7 @@ absl::Status Task::AwaitOutput(bool source) {
         deadline = std::min(deadline, real_now + std::max<int64_t>(0, timer - clock_->NowNanos()));
       }
     }
-    for (auto& w : edge_writers_) {
-      if (!w->HasBacklog()) continue;
-      SLUICE_ASSIGN_OR_RETURN(bool done, w->Drain(deadline));
-      (void)done;
-      break;
-    }
+    SLUICE_RETURN_IF_ERROR(writer_.WaitForCredit(deadline));
   }
 }
 
@@ -1087,7 +789,7 @@ absl::Status Task::PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alig
   // Everything emitted before the barrier goes out before it (or, overtaken by a priority
   // barrier, is stored with the checkpoint).
   SLUICE_RETURN_IF_ERROR(FlushChain());
-  for (auto& w : edge_writers_) SLUICE_RETURN_IF_ERROR(w->FlushAll());
+  SLUICE_RETURN_IF_ERROR(writer_.FlushAll());
   auto pending = std::make_unique<PendingAck>();
   pending->ack = std::make_shared<proto::CheckpointAck>();
   proto::CheckpointAck* ack = pending->ack.get();
@@ -1123,17 +825,7 @@ absl::Status Task::PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alig
     }
   }
   ack->set_sync_ms((clock_->NowNanos() - start) / 1'000'000);
-  if (emit_barrier) {
-    std::vector<std::pair<int, const BufferItem*>> overtaken;
-    int first_channel = 0;
-    for (auto& w : edge_writers_) {
-      SLUICE_RETURN_IF_ERROR(w->EmitBarrier(id, priority, first_channel, &overtaken));
-      first_channel += static_cast<int>(w->channels().size());
-    }
-    for (const auto& [channel, item] : overtaken) {
-      AddChannelStateItem(true, channel, *item, &pending->channels);
-    }
-  }
+  if (emit_barrier) SLUICE_RETURN_IF_ERROR(writer_.EmitBarrier(id, priority, &pending->channels));
   if (unaligned) {
     unaligned_ack_ = std::move(pending);  // the barrier handler completes the in-flight input
     return absl::OkStatus();
@@ -1240,23 +932,12 @@ absl::Status Task::RestoreChannelState() {
       restored_input_.push_back(std::move(item));
       continue;
     }
-    int channel = p.channel();
-    EdgeWriter* target = nullptr;
-    for (auto& w : edge_writers_) {
-      const int n = static_cast<int>(w->channels().size());
-      if (channel < n) {
-        target = w.get();
-        break;
-      }
-      channel -= n;
-    }
-    if (target == nullptr || channel < 0) {
+    item.restored = false;  // sent again: it takes a credit like any buffer
+    if (!writer_.PushRestored(p.channel(), std::move(item))) {
       return absl::DataLossError(absl::StrCat("in-flight data of checkpoint ", md.checkpoint_id(),
                                               " names output channel ", p.channel(),
                                               ", which this task does not have"));
     }
-    item.restored = false;  // sent again: it takes a credit like any buffer
-    target->PushRestored(channel, std::move(item));
   }
   return absl::OkStatus();
 }

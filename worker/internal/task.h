@@ -22,6 +22,7 @@
 #include "proto/data.pb.h"
 #include "worker/internal/barrier_handler.h"
 #include "worker/internal/input_gate.h"
+#include "worker/internal/record_writer.h"
 #include "worker/internal/watermark_valve.h"
 
 namespace sluice::worker {
@@ -94,7 +95,6 @@ class Task {
  private:
   struct OperatorSlot;
   class ChainOutput;
-  class EdgeWriter;
   class TailOutput;
 
   struct Mail {
@@ -125,9 +125,6 @@ class Task {
   // Between steps: waits until every output backlog is sent, handling mail, announced
   // barriers and the alignment timeout meanwhile (the task is backpressured).
   absl::Status AwaitOutput(bool source);
-  // Wakes the task thread if it waits for output credit (a priority event is pending). Any
-  // thread.
-  void InterruptOutput();
   // Restore: queues the in-flight data of the restored checkpoint (output: first in the
   // backlogs; input: restored_input_). Refuses a rescaled restore of an unaligned checkpoint.
   absl::Status RestoreChannelState();
@@ -146,7 +143,6 @@ class Task {
   // and idleness changed: publish them to Status() and the metrics. Task thread.
   void PublishWatermark(int64_t watermark_ms, bool idle);
   void UploadLoop();
-  absl::Status FlushIfDue(bool force);
   void SetState(proto::TaskState state, const std::string& error);
 
   const TaskDescriptor desc_;
@@ -159,16 +155,17 @@ class Task {
   // aligned when the job takes no checkpoints
   const plan::CheckpointConfig::Mode mode_;
   std::shared_ptr<InputGate> gate_;
+  // The task's output. Cancel() and Interrupt() from any thread (a pending trigger or priority
+  // barrier interrupts a wait for credit), the rest on the task thread.
+  RecordWriter writer_;
   std::atomic<bool> cancelled_{false};
   std::thread thread_;
 
   // Owned by the task thread (built in Run()).
   std::vector<std::unique_ptr<OperatorSlot>> ops_;
   std::vector<std::unique_ptr<ChainOutput>> chain_outputs_;
-  std::vector<std::unique_ptr<EdgeWriter>> edge_writers_;
   std::unique_ptr<TailOutput> tail_output_;
   std::string failed_op_;
-  int64_t buffer_timeout_nanos_ = 0;
   std::vector<std::unique_ptr<state::KeyedStateBackend>> backends_;  // per chained op (or null)
   bool skip_finish_ = false;
   std::unique_ptr<BarrierHandler> barriers_;  // input tasks
@@ -209,8 +206,6 @@ class Task {
   mutable absl::Mutex mu_;
   proto::TaskState state_ ABSL_GUARDED_BY(mu_) = proto::TASK_DEPLOYING;
   std::string error_ ABSL_GUARDED_BY(mu_);
-  // Writers are created by the task thread; Cancel() reaches them through this list.
-  std::vector<ChannelWriter*> live_writers_ ABSL_GUARDED_BY(mu_);
   std::vector<std::pair<std::string, std::shared_ptr<Counter>>> in_counters_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<Counter>> out_counters_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<Counter>> skipped_counters_ ABSL_GUARDED_BY(mu_);
