@@ -49,13 +49,6 @@ int GateChannelCount(const plan::JobGraph& graph, int vertex) {
   return n;
 }
 
-// A snapshot waiting for its asynchronous part: keyed state to upload, in-flight data to write.
-struct Task::PendingAck {
-  std::shared_ptr<proto::CheckpointAck> ack;
-  std::vector<std::pair<std::string, state::PendingSnapshot>> keyed;
-  proto::ChannelStateFile channels;
-};
-
 struct Task::OperatorSlot {
   const plan::OperatorSpec* spec;
   std::unique_ptr<ops::Operator> op;
@@ -187,7 +180,8 @@ Task::Task(TaskDescriptor desc, const ops::OperatorRegistry* registry, ChannelFa
       writer_(clock_, desc_.job->buffer_timeout_ms * 1'000'000,
               static_cast<int>(
                   desc_.job->operators[desc_.graph->vertices[desc_.vertex].ops.back()]
-                      .side_outputs.size())) {
+                      .side_outputs.size())),
+      uploader_(desc_.checkpoint_dir, desc_.vertex, desc_.subtask, clock_, desc_.ack) {
   // Called under the gate's lock; takes the writer's and its channels' locks, never the gate's.
   gate_->SetPriorityListener([this] { writer_.Interrupt(); });
   // Counters exist from deployment so status can show zeros before the task starts.
@@ -251,13 +245,7 @@ void Task::Start() {
   SetState(proto::TASK_RUNNING, "");
   thread_ = std::thread([this] {
     absl::Status s = Run();
-    if (uploader_.joinable()) {
-      {
-        absl::MutexLock lock(&upload_mu_);
-        upload_stop_ = true;
-      }
-      uploader_.join();  // pending uploads finish first: their acks may complete a checkpoint
-    }
+    uploader_.Stop();  // pending uploads finish first: their acks may complete a checkpoint
     backends_.clear();
     // Tear down channels before reporting, so a finished task has delivered everything.
     writer_.Shutdown(!s.ok());
@@ -584,11 +572,11 @@ absl::Status Task::HandleInputItem(BufferItem& item) {
 
 absl::Status Task::Act(const BarrierHandler::Action& action) {
   if (action.abandoned > 0 && unaligned_ack_ != nullptr &&
-      unaligned_ack_->ack->checkpoint_id() == action.abandoned) {
+      unaligned_ack_->ack.checkpoint_id() == action.abandoned) {
     // The coordinator gave it up: drop its local RocksDB checkpoints too.
-    for (const auto& [op, snap] : unaligned_ack_->keyed) {
+    for (const PendingUpload::Keyed& keyed : unaligned_ack_->keyed) {
       std::error_code ec;
-      std::filesystem::remove_all(snap.local_checkpoint_dir, ec);
+      std::filesystem::remove_all(keyed.snapshot.local_checkpoint_dir, ec);
     }
     unaligned_ack_.reset();
   }
@@ -790,9 +778,8 @@ absl::Status Task::PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alig
   // barrier, is stored with the checkpoint).
   SLUICE_RETURN_IF_ERROR(FlushChain());
   SLUICE_RETURN_IF_ERROR(writer_.FlushAll());
-  auto pending = std::make_unique<PendingAck>();
-  pending->ack = std::make_shared<proto::CheckpointAck>();
-  proto::CheckpointAck* ack = pending->ack.get();
+  auto pending = std::make_unique<PendingUpload>();
+  proto::CheckpointAck* ack = &pending->ack;
   auto* ref = ack->mutable_task();
   ref->set_job_id(desc_.job_id);
   ref->set_attempt(desc_.attempt);
@@ -821,7 +808,7 @@ absl::Status Task::PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alig
     }
     if (backends_[i] != nullptr) {
       SLUICE_ASSIGN_OR_RETURN(state::PendingSnapshot snap, backends_[i]->SnapshotSync(id));
-      pending->keyed.push_back({ops_[i]->spec->id, std::move(snap)});
+      pending->keyed.push_back({ops_[i]->spec->id, std::move(snap), backends_[i].get()});
     }
   }
   ack->set_sync_ms((clock_->NowNanos() - start) / 1'000'000);
@@ -830,68 +817,16 @@ absl::Status Task::PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alig
     unaligned_ack_ = std::move(pending);  // the barrier handler completes the in-flight input
     return absl::OkStatus();
   }
-  QueueUpload(std::move(pending));
+  uploader_.Queue(std::move(pending));
   return absl::OkStatus();
 }
 
 void Task::CompleteUnaligned(int64_t id, std::vector<BufferItem> input) {
-  if (unaligned_ack_ == nullptr || unaligned_ack_->ack->checkpoint_id() != id) return;
+  if (unaligned_ack_ == nullptr || unaligned_ack_->ack.checkpoint_id() != id) return;
   for (const BufferItem& item : input) {
     AddChannelStateItem(false, item.channel, item, &unaligned_ack_->channels);
   }
-  QueueUpload(std::move(unaligned_ack_));
-}
-
-void Task::QueueUpload(std::unique_ptr<PendingAck> pending) {
-  const int64_t id = pending->ack->checkpoint_id();
-  std::vector<state::KeyedStateBackend*> backends;
-  for (auto& b : backends_) {
-    if (b != nullptr) backends.push_back(b.get());
-  }
-  std::string dir = desc_.checkpoint_dir;
-  std::string private_prefix = absl::StrCat("chk-", id, "/", desc_.vertex, "-", desc_.subtask);
-  if (pending->channels.items_size() > 0) {
-    pending->channels.set_format_version(kChannelStateFormat);
-    pending->channels.set_checkpoint_id(id);
-    pending->channels.set_vertex(desc_.vertex);
-    pending->channels.set_subtask(desc_.subtask);
-  }
-  auto deliver = desc_.ack;
-  Clock* clock = clock_;
-  std::shared_ptr<PendingAck> shared(std::move(pending));
-  auto upload = [shared, backends, dir, private_prefix, deliver, clock]() {
-    const int64_t async_start = clock->NowNanos();
-    proto::CheckpointAck* ack = shared->ack.get();
-    if (shared->channels.items_size() > 0) {
-      const std::string file = absl::StrCat(private_prefix, "-channels");
-      absl::Status s = WriteChannelState(absl::StrCat(dir, "/", file), shared->channels);
-      if (s.ok()) {
-        ack->mutable_state()->set_channel_state_file(file);
-        ack->mutable_state()->set_channel_state_bytes(ChannelStateBytes(shared->channels));
-      } else {
-        ack->set_declined(true);
-        ack->set_reason(std::string(s.message()));
-      }
-    }
-    for (size_t k = 0; k < shared->keyed.size() && !ack->declined(); ++k) {
-      auto handle = backends[k]->UploadSnapshot(shared->keyed[k].second, dir,
-                                                absl::StrCat(private_prefix, "-", shared->keyed[k].first));
-      if (!handle.ok()) {
-        ack->set_declined(true);
-        ack->set_reason(std::string(handle.status().message()));
-        break;
-      }
-      handle->set_operator_id(shared->keyed[k].first);
-      *ack->mutable_state()->add_keyed() = std::move(*handle);
-    }
-    ack->set_async_ms((clock->NowNanos() - async_start) / 1'000'000);
-    if (deliver) deliver(std::move(*ack));
-  };
-  {
-    absl::MutexLock lock(&upload_mu_);
-    uploads_.push_back(std::move(upload));
-  }
-  if (!uploader_.joinable()) uploader_ = std::thread([this] { UploadLoop(); });
+  uploader_.Queue(std::move(unaligned_ack_));
 }
 
 absl::Status Task::RestoreChannelState() {
@@ -940,23 +875,6 @@ absl::Status Task::RestoreChannelState() {
     }
   }
   return absl::OkStatus();
-}
-
-void Task::UploadLoop() {
-  while (true) {
-    std::function<void()> job;
-    {
-      absl::MutexLock lock(&upload_mu_);
-      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(upload_mu_) {
-        return upload_stop_ || !uploads_.empty();
-      };
-      upload_mu_.Await(absl::Condition(&ready));
-      if (uploads_.empty()) return;
-      job = std::move(uploads_.front());
-      uploads_.pop_front();
-    }
-    job();
-  }
 }
 
 absl::Status Task::SetUpState() {

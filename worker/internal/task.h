@@ -23,6 +23,7 @@
 #include "worker/internal/barrier_handler.h"
 #include "worker/internal/input_gate.h"
 #include "worker/internal/record_writer.h"
+#include "worker/internal/snapshot_uploader.h"
 #include "worker/internal/watermark_valve.h"
 
 namespace sluice::worker {
@@ -103,7 +104,6 @@ class Task {
     bool final;
     bool aligned;
   };
-  struct PendingAck;
 
   absl::Status Run();
   absl::Status SetUpState();
@@ -117,8 +117,6 @@ class Task {
   absl::Status PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alignment_ms,
                                  bool priority, bool unaligned);
   void CompleteUnaligned(int64_t id, std::vector<BufferItem> input);
-  // Writes the in-flight data and uploads keyed state on the uploader thread, then acks.
-  void QueueUpload(std::unique_ptr<PendingAck> pending);
   // Feeds one input item to the barrier handler and does what it says.
   absl::Status HandleInputItem(BufferItem& item);
   absl::Status Act(const BarrierHandler::Action& action);
@@ -142,7 +140,6 @@ class Task {
   // The task's watermark (input tasks: the valve's; source tasks: what the source emitted)
   // and idleness changed: publish them to Status() and the metrics. Task thread.
   void PublishWatermark(int64_t watermark_ms, bool idle);
-  void UploadLoop();
   void SetState(proto::TaskState state, const std::string& error);
 
   const TaskDescriptor desc_;
@@ -158,6 +155,8 @@ class Task {
   // The task's output. Cancel() and Interrupt() from any thread (a pending trigger or priority
   // barrier interrupts a wait for credit), the rest on the task thread.
   RecordWriter writer_;
+  // The asynchronous part of snapshots (its own thread); queued and stopped by the task thread.
+  SnapshotUploader uploader_;
   std::atomic<bool> cancelled_{false};
   std::thread thread_;
 
@@ -170,7 +169,7 @@ class Task {
   bool skip_finish_ = false;
   std::unique_ptr<BarrierHandler> barriers_;  // input tasks
   std::deque<BufferItem> restored_input_;     // in-flight input to process first
-  std::unique_ptr<PendingAck> unaligned_ack_;  // snapshotted; in-flight input still recorded
+  std::unique_ptr<PendingUpload> unaligned_ack_;  // snapshotted; in-flight input still recorded
   std::vector<const Schema*> schema_of_;  // per input channel: its edge's schema
   std::vector<int> input_of_;             // per input channel: the head operator's input index
   // Per input of the head: records reused for decoding a buffer into one batch, and their width.
@@ -196,12 +195,6 @@ class Task {
   bool opened_ = false;           // every operator was opened
   // On cancel: passes checkpoint-complete notifications still queued to the operators.
   void DeliverNotificationsBeforeClose();
-
-  // Background uploads (the asynchronous part of snapshots).
-  absl::Mutex upload_mu_;
-  std::deque<std::function<void()>> uploads_ ABSL_GUARDED_BY(upload_mu_);
-  bool upload_stop_ ABSL_GUARDED_BY(upload_mu_) = false;
-  std::thread uploader_;
 
   mutable absl::Mutex mu_;
   proto::TaskState state_ ABSL_GUARDED_BY(mu_) = proto::TASK_DEPLOYING;
