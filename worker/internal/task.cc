@@ -17,8 +17,6 @@ namespace sluice::worker {
 
 namespace {
 constexpr int kSourceBatch = 256;
-// Most records a chain output gathers for an operator that prefers batches.
-constexpr size_t kChainBatch = 256;
 
 // Names an operator subtask's state in kDataLoss errors (its context and its backend).
 StateOrigin OriginOf(const TaskDescriptor& desc, const plan::OperatorSpec& spec) {
@@ -48,121 +46,6 @@ int GateChannelCount(const plan::JobGraph& graph, int vertex) {
   }
   return n;
 }
-
-struct Task::OperatorSlot {
-  const plan::OperatorSpec* spec;
-  std::unique_ptr<ops::Operator> op;
-  std::shared_ptr<Counter> in;
-  std::shared_ptr<Counter> out;
-  std::unique_ptr<ops::TimerService> timers;  // keyed operators
-
-  // The operator's input watermark advanced: its event-time timers due by then fire first.
-  absl::Status Watermark(int64_t watermark_ms) {
-    if (timers != nullptr) SLUICE_RETURN_IF_ERROR(timers->AdvanceWatermark(watermark_ms, op.get()));
-    return op->ProcessWatermark(watermark_ms);
-  }
-};
-
-// Calls the next operator of the chain directly, record by record, or, when that operator
-// PrefersBatches(), gathers copies of the records (into reused Records: no allocation once
-// grown) and hands them over with ProcessBatch() when kChainBatch are gathered, before a
-// watermark or watermark status passes, and when the task calls Flush() (after every step of
-// its loop: a source poll, an input buffer, timers, each Finish(), and before a snapshot), so
-// the next operator sees nothing else while records wait here. Stops the chain once the task
-// is cancelled, so a slow operator does not hold a cancelled task for the rest of a source
-// batch.
-class Task::ChainOutput final : public ops::Output {
- public:
-  // `source_task`: set when `from` is the task's source, whose watermarks are the task's.
-  ChainOutput(OperatorSlot* from, OperatorSlot* to, std::string* failed_op,
-              const std::atomic<bool>* cancelled, Task* source_task)
-      : from_(from),
-        to_(to),
-        failed_op_(failed_op),
-        cancelled_(cancelled),
-        source_task_(source_task),
-        batching_(to->op->PrefersBatches()) {
-    if (batching_) {
-      batch_.assign(kChainBatch, Record(from->spec->output_schema.size()));
-      for (const Field& f : from->spec->output_schema.fields()) types_.push_back(f.type);
-    }
-  }
-  absl::Status Emit(const Record& r) override {
-    if (cancelled_->load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
-    from_->out->Add();
-    if (batching_) {
-      Record& copy = batch_[gathered_++];
-      for (size_t i = 0; i < types_.size(); ++i) CopyValue(types_[i], r, i, &copy, i);
-      return gathered_ == batch_.size() ? Flush() : absl::OkStatus();
-    }
-    to_->in->Add();
-    return Named(to_->op->Process(r));
-  }
-  absl::Status EmitWatermark(int64_t watermark_ms) override {
-    SLUICE_RETURN_IF_ERROR(Flush());
-    if (source_task_ != nullptr) source_task_->PublishWatermark(watermark_ms, false);
-    return Named(to_->Watermark(watermark_ms));
-  }
-  absl::Status EmitWatermarkStatus(bool idle) override {
-    SLUICE_RETURN_IF_ERROR(Flush());
-    if (source_task_ != nullptr) source_task_->PublishWatermark(source_task_->watermark_.load(), idle);
-    return Named(to_->op->ProcessWatermarkStatus(idle));
-  }
-  // Hands the gathered records to the next operator.
-  absl::Status Flush() {
-    if (gathered_ == 0) return absl::OkStatus();
-    const size_t n = gathered_;
-    gathered_ = 0;
-    to_->in->Add(n);
-    return Named(to_->op->ProcessBatch(0, batch_.data(), n));
-  }
-
- private:
-  absl::Status Named(absl::Status s) {
-    if (!s.ok() && failed_op_->empty() && s.code() != absl::StatusCode::kCancelled) {
-      *failed_op_ = to_->spec->id;
-    }
-    return s;
-  }
-
-  OperatorSlot* from_;
-  OperatorSlot* to_;
-  std::string* failed_op_;
-  const std::atomic<bool>* cancelled_;
-  Task* source_task_;
-  const bool batching_;
-  std::vector<Record> batch_;  // batching_: kChainBatch reused records
-  std::vector<FieldType> types_;  // ... of the records' schema
-  size_t gathered_ = 0;        // ... of which the first are gathered
-};
-
-// The chain's last operator emits here: to the task's record writer (no edge for a sink).
-class Task::TailOutput final : public ops::Output {
- public:
-  // `source_task`: set when `from` is the task's source, whose watermarks are the task's.
-  TailOutput(OperatorSlot* from, RecordWriter* writer, Task* source_task)
-      : from_(from), writer_(writer), source_task_(source_task) {}
-  absl::Status Emit(const Record& r) override {
-    from_->out->Add();
-    return writer_->Emit(r);
-  }
-  absl::Status EmitSide(int side_output, const Record& r) override {
-    return writer_->EmitSide(side_output, r);
-  }
-  absl::Status EmitWatermark(int64_t watermark_ms) override {
-    if (source_task_ != nullptr) source_task_->PublishWatermark(watermark_ms, false);
-    return writer_->EmitWatermark(watermark_ms);
-  }
-  absl::Status EmitWatermarkStatus(bool idle) override {
-    if (source_task_ != nullptr) source_task_->PublishWatermark(source_task_->watermark_.load(), idle);
-    return writer_->EmitWatermarkStatus(idle);
-  }
-
- private:
-  OperatorSlot* from_;
-  RecordWriter* writer_;
-  Task* source_task_;
-};
 
 Task::Task(TaskDescriptor desc, const ops::OperatorRegistry* registry, ChannelFactory channels,
            MetricsRegistry* metrics, Clock* clock, DoneCallback on_done)
@@ -250,15 +133,16 @@ void Task::Start() {
     // Tear down channels before reporting, so a finished task has delivered everything.
     writer_.Shutdown(!s.ok());
     metrics_->RemoveOwner(metrics_owner_ + "/channels");
-    if (cancelled_.load() && opened_) DeliverNotificationsBeforeClose();
-    for (auto& slot : ops_) slot->op->Close();
+    if (cancelled_.load() && chain_.opened()) DeliverNotificationsBeforeClose();
+    chain_.Close();
     gate_->Close();
     if (s.ok()) {
       SetState(proto::TASK_FINISHED, "");
     } else if (cancelled_.load() || s.code() == absl::StatusCode::kCancelled) {
       SetState(proto::TASK_CANCELLED, cancelled_.load() ? "" : std::string(s.message()));
     } else {
-      std::string where = failed_op_.empty() ? "" : absl::StrCat(" operator '", failed_op_, "'");
+      const std::string& failed = chain_.failed_operator();
+      std::string where = failed.empty() ? "" : absl::StrCat(" operator '", failed, "'");
       std::string msg = absl::StrCat("task ", name(), where, ": ", s.message());
       spdlog::error("{}", msg);
       SetState(proto::TASK_FAILED, msg);
@@ -339,22 +223,18 @@ absl::Status Task::Run() {
   const plan::JobGraph& graph = *desc_.graph;
   const plan::Vertex& vertex = graph.vertices[desc_.vertex];
 
-  {
-    absl::MutexLock lock(&mu_);
-    for (size_t i = 0; i < vertex.ops.size(); ++i) {
-      auto slot = std::make_unique<OperatorSlot>();
-      slot->spec = &job.operators[vertex.ops[i]];
-      slot->in = in_counters_[i].second;
-      slot->out = out_counters_[i];
-      ops_.push_back(std::move(slot));
+  for (size_t i = 0; i < vertex.ops.size(); ++i) {
+    std::shared_ptr<Counter> in, out;
+    {
+      absl::MutexLock lock(&mu_);
+      in = in_counters_[i].second;
+      out = out_counters_[i];
     }
-  }
-  for (auto& slot : ops_) {
-    SLUICE_ASSIGN_OR_RETURN(slot->op, registry_->Create(*slot->spec));
+    SLUICE_RETURN_IF_ERROR(chain_.Add(*registry_, &job.operators[vertex.ops[i]], in, out));
   }
   SLUICE_RETURN_IF_ERROR(SetUpState());
-  for (size_t i = 0; i < ops_.size(); ++i) {
-    if (backends_[i] != nullptr) ops_[i]->timers = std::make_unique<ops::TimerService>(backends_[i].get(), clock_);
+  for (size_t i = 0; i < chain_.size(); ++i) {
+    if (backends_[i] != nullptr) chain_.op(i).timers = std::make_unique<ops::TimerService>(backends_[i].get(), clock_);
   }
 
   // Output channels, one writer per (edge, target subtask); edges of the tail's main output
@@ -388,37 +268,31 @@ absl::Status Task::Run() {
 
   SLUICE_RETURN_IF_ERROR(RestoreChannelState());
 
-  // Wire the chain: op[i] -> op[i+1] directly; the last op -> edge writers.
-  for (size_t i = 0; i + 1 < ops_.size(); ++i) {
-    chain_outputs_.push_back(std::make_unique<ChainOutput>(
-        ops_[i].get(), ops_[i + 1].get(), &failed_op_, &cancelled_,
-        i == 0 && ops_[0]->spec->is_source() ? this : nullptr));
-  }
-  tail_output_ = std::make_unique<TailOutput>(
-      ops_.back().get(), &writer_, ops_.size() == 1 && ops_[0]->spec->is_source() ? this : nullptr);
-  for (size_t i = 0; i < ops_.size(); ++i) {
+  // The operators' contexts; the chain wires op[i] -> op[i+1] directly, the last to writer_.
+  auto context = [&](size_t i) {
+    const plan::OperatorSpec& spec = *chain_.op(i).spec;
     ops::OperatorContext ctx;
     ctx.job = &job;
-    ctx.spec = ops_[i]->spec;
+    ctx.spec = &spec;
     ctx.job_id = desc_.job_id;
     ctx.subtask = desc_.subtask;
     ctx.parallelism = vertex.parallelism;
     ctx.clock = clock_;
-    ctx.task_name = absl::StrCat(desc_.job_id, "/", ops_[i]->spec->id, "#", desc_.subtask);
+    ctx.task_name = absl::StrCat(desc_.job_id, "/", spec.id, "#", desc_.subtask);
     ctx.attempt = desc_.attempt;
     ctx.max_parallelism = job.max_parallelism;
     ctx.keyed_state = backends_[i].get();
-    ctx.timers = ops_[i]->timers.get();
+    ctx.timers = chain_.op(i).timers.get();
     {
       absl::MutexLock lock(&mu_);
       ctx.records_skipped = skipped_counters_[i].get();
       ctx.late_records_dropped = late_counters_[i].get();
     }
     ctx.metrics = metrics_;
-    ctx.metric_labels = {{"job", desc_.job_id}, {"operator", ops_[i]->spec->id}, {"subtask", absl::StrCat(desc_.subtask)}};
+    ctx.metric_labels = {{"job", desc_.job_id}, {"operator", spec.id}, {"subtask", absl::StrCat(desc_.subtask)}};
     ctx.metrics_owner = metrics_owner_;
     ctx.checkpointing = !desc_.checkpoint_dir.empty();
-    ctx.state_origin = OriginOf(desc_, *ops_[i]->spec);
+    ctx.state_origin = OriginOf(desc_, spec);
     if (desc_.restore != nullptr) {
       ctx.restored = true;
       ctx.restored_checkpoint_id = desc_.restore->checkpoint_id();
@@ -428,7 +302,7 @@ absl::Status Task::Run() {
       bool is_union = false;
       for (const auto& st : desc_.restore->subtasks()) {
         for (const auto& h : st.operator_state()) {
-          if (h.operator_id() != ops_[i]->spec->id) continue;
+          if (h.operator_id() != spec.id) continue;
           is_union |= h.redistribution() == proto::OperatorStateHandle::UNION;
           all.insert(all.end(), h.entries().begin(), h.entries().end());
         }
@@ -439,29 +313,18 @@ absl::Status Task::Run() {
         }
       }
     }
-    ops::Output* out = i + 1 < ops_.size() ? static_cast<ops::Output*>(chain_outputs_[i].get())
-                                           : tail_output_.get();
-    absl::Status s = ops_[i]->op->Open(ctx, out);
-    if (!s.ok()) {
-      failed_op_ = ops_[i]->spec->id;
-      return s;
-    }
-  }
+    return ctx;
+  };
+  OperatorChain::SourceWatermarks source;
+  source.advanced = [this](int64_t watermark_ms) { PublishWatermark(watermark_ms, false); };
+  source.idle = [this](bool idle) { PublishWatermark(watermark_.load(), idle); };
+  SLUICE_RETURN_IF_ERROR(chain_.Open(&writer_, std::move(source), context));
 
-  opened_ = true;
-  SLUICE_RETURN_IF_ERROR(ops_[0]->spec->is_source() ? RunSource() : RunInput());
+  SLUICE_RETURN_IF_ERROR(chain_.head().spec->is_source() ? RunSource() : RunInput());
 
   // End of input: finish operators head to tail (a Finish may emit into the next operator).
   // A task restored from a final checkpoint already did.
-  for (auto& slot : ops_) {
-    if (skip_finish_) break;
-    absl::Status s = slot->op->Finish();
-    if (!s.ok()) {
-      if (failed_op_.empty()) failed_op_ = slot->spec->id;
-      return s;
-    }
-    SLUICE_RETURN_IF_ERROR(FlushChain());
-  }
+  if (!skip_finish_) SLUICE_RETURN_IF_ERROR(chain_.Finish());
   SLUICE_RETURN_IF_ERROR(writer_.EndOfPartition());
   if (desc_.checkpoint_dir.empty()) return absl::OkStatus();
   // With checkpoints, output is committed by the final checkpoint: wait for it.
@@ -471,26 +334,21 @@ absl::Status Task::Run() {
 }
 
 absl::Status Task::RunSource() {
-  auto* source = static_cast<ops::SourceOperator*>(ops_[0]->op.get());
+  auto* source = static_cast<ops::SourceOperator*>(chain_.head().op.get());
   while (!cancelled_.load(std::memory_order_relaxed)) {
     if (has_mail_.load(std::memory_order_relaxed)) SLUICE_RETURN_IF_ERROR(HandleMail(true));
     SLUICE_RETURN_IF_ERROR(AwaitOutput(true));
-    SLUICE_RETURN_IF_ERROR(FireProcessingTimers());
+    SLUICE_RETURN_IF_ERROR(chain_.FireProcessingTimers());
     int64_t wake_at = 0;
     absl::StatusOr<ops::SourceOperator::State> st = source->Poll(kSourceBatch, &wake_at);
-    if (!st.ok()) {
-      if (failed_op_.empty() && st.status().code() != absl::StatusCode::kCancelled) {
-        failed_op_ = ops_[0]->spec->id;
-      }
-      return st.status();
-    }
-    SLUICE_RETURN_IF_ERROR(FlushChain());
+    if (!st.ok()) return chain_.Named(0, st.status());
+    SLUICE_RETURN_IF_ERROR(chain_.Flush());
     if (*st == ops::SourceOperator::State::kEnd) return absl::OkStatus();
     SLUICE_RETURN_IF_ERROR(writer_.FlushIfDue(false));
     if (*st == ops::SourceOperator::State::kWait) {
       // Sleep until the next record is due, a pending buffer times out or a processing-time
       // timer is due, whichever is first.
-      int64_t deadline = std::min({wake_at, ProcessingTimerDeadline(clock_->NowNanos()),
+      int64_t deadline = std::min({wake_at, chain_.ProcessingTimerDeadline(clock_->NowNanos()),
                                    writer_.FlushDeadlineNanos()});
       int64_t now = clock_->NowNanos();
       if (deadline > now) gate_->Poll(Clock::Real()->NowNanos() + (deadline - now));
@@ -505,10 +363,10 @@ absl::Status Task::RunInput() {
   const int num_channels = gate_->num_channels();
   schema_of_.assign(num_channels, nullptr);
   input_of_.assign(num_channels, 0);
-  const plan::OperatorSpec& head = *ops_[0]->spec;
+  const plan::OperatorSpec& head = *chain_.head().spec;
   input_batches_.assign(std::max<size_t>(head.inputs.size(), 1), {});
   input_widths_.assign(input_batches_.size(), 0);
-  head_batches_ = ops_[0]->op->PrefersBatches();
+  head_batches_ = chain_.head().op->PrefersBatches();
   for (int e : vertex.in_edges) {
     const plan::Edge& edge = graph.edges[e];
     if (edge.target_input < 0 || edge.target_input >= static_cast<int>(input_batches_.size())) {
@@ -531,7 +389,7 @@ absl::Status Task::RunInput() {
     if (has_mail_.load(std::memory_order_relaxed)) SLUICE_RETURN_IF_ERROR(HandleMail(false));
     SLUICE_RETURN_IF_ERROR(AwaitOutput(false));
     SLUICE_RETURN_IF_ERROR(Act(barriers_->OnTimer()));
-    SLUICE_RETURN_IF_ERROR(FireProcessingTimers());
+    SLUICE_RETURN_IF_ERROR(chain_.FireProcessingTimers());
     absl::optional<BufferItem> item;
     if (!restored_input_.empty()) {
       item = std::move(restored_input_.front());
@@ -543,7 +401,7 @@ absl::Status Task::RunInput() {
       int64_t deadline = std::numeric_limits<int64_t>::max();
       int64_t real_now = Clock::Real()->NowNanos();
       const int64_t timer_deadline =
-          std::min({writer_.FlushDeadlineNanos(), ProcessingTimerDeadline(clock_->NowNanos()),
+          std::min({writer_.FlushDeadlineNanos(), chain_.ProcessingTimerDeadline(clock_->NowNanos()),
                     barriers_->TimerDeadlineNanos()});
       if (timer_deadline != std::numeric_limits<int64_t>::max()) {
         deadline = std::min(deadline, real_now + std::max<int64_t>(0, timer_deadline - clock_->NowNanos()));
@@ -564,7 +422,7 @@ absl::Status Task::HandleInputItem(BufferItem& item) {
   if (action.held) return absl::OkStatus();  // its credit is returned when it is replayed
   if (action.process) {
     SLUICE_RETURN_IF_ERROR(ProcessItem(item));
-    SLUICE_RETURN_IF_ERROR(FlushChain());
+    SLUICE_RETURN_IF_ERROR(chain_.Flush());
   }
   if (credit) gate_->ReleaseCredit(ch);
   return Act(action);
@@ -620,7 +478,7 @@ absl::Status Task::ProcessItem(BufferItem& item) {
   if (item.watermark_status != WatermarkStatus::kUnchanged) {
     return ForwardWatermark(valve_->OnStatus(ch, item.watermark_status == WatermarkStatus::kIdle));
   }
-  OperatorSlot* head = ops_[0].get();
+  ChainedOperator* head = &chain_.head();
   const int input = input_of_[ch];
   std::vector<Record>& batch = input_batches_[input];
   RecordDecoder dec(schema_of_[ch], item.data);
@@ -646,55 +504,18 @@ absl::Status Task::ProcessItem(BufferItem& item) {
       s = head->op->ProcessInput(input, batch[0]);
     }
   }
-  if (!s.ok() && failed_op_.empty() && s.code() != absl::StatusCode::kCancelled) failed_op_ = head->spec->id;
-  return s;
+  return chain_.Named(0, s);
 }
 
 absl::Status Task::ForwardWatermark(const WatermarkValve::Changes& changes) {
   if (!changes.active && !changes.advanced && !changes.idle) return absl::OkStatus();
   PublishWatermark(valve_->watermark(), valve_->idle());
-  OperatorSlot* head = ops_[0].get();
+  ChainedOperator* head = &chain_.head();
   absl::Status s;
   if (changes.active) s = head->op->ProcessWatermarkStatus(false);
   if (s.ok() && changes.advanced) s = head->Watermark(valve_->watermark());
   if (s.ok() && changes.idle) s = head->op->ProcessWatermarkStatus(true);
-  if (!s.ok() && failed_op_.empty() && s.code() != absl::StatusCode::kCancelled) {
-    failed_op_ = head->spec->id;
-  }
-  return s;
-}
-
-absl::Status Task::FireProcessingTimers() {
-  for (auto& slot : ops_) {
-    ops::TimerService* timers = slot->timers.get();
-    if (timers == nullptr || timers->CurrentProcessingTime() < timers->NextProcessingTime()) continue;
-    absl::Status s = timers->FireProcessingTimers(slot->op.get());
-    if (!s.ok()) {
-      if (failed_op_.empty() && s.code() != absl::StatusCode::kCancelled) failed_op_ = slot->spec->id;
-      return s;
-    }
-    SLUICE_RETURN_IF_ERROR(FlushChain());
-  }
-  return absl::OkStatus();
-}
-
-absl::Status Task::FlushChain() {
-  for (auto& out : chain_outputs_) SLUICE_RETURN_IF_ERROR(out->Flush());
-  return absl::OkStatus();
-}
-
-int64_t Task::ProcessingTimerDeadline(int64_t now_nanos) const {
-  int64_t deadline = std::numeric_limits<int64_t>::max();
-  for (const auto& slot : ops_) {
-    if (slot->timers == nullptr) continue;
-    const int64_t next_ms = slot->timers->NextProcessingTime();
-    if (next_ms == std::numeric_limits<int64_t>::max()) continue;
-    const int64_t now_ms = slot->timers->CurrentProcessingTime();
-    // Due (or unknown: INT64_MIN after a restore): now. Far ones: check again within an hour.
-    const int64_t wait_ms = next_ms <= now_ms ? 0 : std::min<int64_t>(next_ms - now_ms, 3'600'000);
-    deadline = std::min(deadline, now_nanos + wait_ms * 1'000'000);
-  }
-  return deadline;
+  return chain_.Named(0, s);
 }
 
 void Task::PublishWatermark(int64_t watermark_ms, bool idle) {
@@ -719,10 +540,11 @@ void Task::DeliverNotificationsBeforeClose() {
   }
   for (const Mail& m : mail) {
     if (m.kind != Mail::kNotify) continue;
-    for (auto& slot : ops_) {
-      absl::Status s = slot->op->NotifyCheckpointComplete(m.id);
+    for (size_t i = 0; i < chain_.size(); ++i) {
+      const ChainedOperator& slot = chain_.op(i);
+      absl::Status s = slot.op->NotifyCheckpointComplete(m.id);
       if (!s.ok()) {
-        spdlog::warn("{}/{}#{}: checkpoint {} completion on cancel: {}", desc_.job_id, slot->spec->id, desc_.subtask,
+        spdlog::warn("{}/{}#{}: checkpoint {} completion on cancel: {}", desc_.job_id, slot.spec->id, desc_.subtask,
                      m.id, s);
       }
     }
@@ -738,13 +560,7 @@ absl::Status Task::HandleMail(bool source) {
   }
   for (const Mail& m : mail) {
     if (m.kind == Mail::kNotify) {
-      for (auto& slot : ops_) {
-        absl::Status s = slot->op->NotifyCheckpointComplete(m.id);
-        if (!s.ok()) {
-          failed_op_ = slot->spec->id;
-          return s;
-        }
-      }
+      SLUICE_RETURN_IF_ERROR(chain_.NotifyCheckpointComplete(m.id));
       if (final_checkpoint_ > 0 && m.id >= final_checkpoint_) final_done_ = true;
     } else if (source || end_of_input_.load()) {
       // Sources start a checkpoint by injecting its barrier; a task past its end of input
@@ -776,7 +592,7 @@ absl::Status Task::PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alig
   const int64_t start = clock_->NowNanos();
   // Everything emitted before the barrier goes out before it (or, overtaken by a priority
   // barrier, is stored with the checkpoint).
-  SLUICE_RETURN_IF_ERROR(FlushChain());
+  SLUICE_RETURN_IF_ERROR(chain_.Flush());
   SLUICE_RETURN_IF_ERROR(writer_.FlushAll());
   auto pending = std::make_unique<PendingUpload>();
   proto::CheckpointAck* ack = &pending->ack;
@@ -792,23 +608,12 @@ absl::Status Task::PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alig
   st->set_vertex(desc_.vertex);
   st->set_subtask(desc_.subtask);
   st->set_finished(end_of_input_.load());
-  for (size_t i = 0; i < ops_.size(); ++i) {
-    std::vector<std::string> entries;
-    absl::Status s = ops_[i]->op->SnapshotState(id, &entries);
-    if (!s.ok()) {
-      failed_op_ = ops_[i]->spec->id;
-      return s;
-    }
-    if (!entries.empty()) {
-      auto* h = st->add_operator_state();
-      h->set_operator_id(ops_[i]->spec->id);
-      h->set_redistribution(ops_[i]->op->UnionState() ? proto::OperatorStateHandle::UNION
-                                                      : proto::OperatorStateHandle::SPLIT);
-      for (auto& e : entries) h->add_entries(std::move(e));
-    }
+  // Operator state first: an operator may still write keyed state while snapshotting.
+  SLUICE_RETURN_IF_ERROR(chain_.SnapshotState(id, st));
+  for (size_t i = 0; i < chain_.size(); ++i) {
     if (backends_[i] != nullptr) {
       SLUICE_ASSIGN_OR_RETURN(state::PendingSnapshot snap, backends_[i]->SnapshotSync(id));
-      pending->keyed.push_back({ops_[i]->spec->id, std::move(snap), backends_[i].get()});
+      pending->keyed.push_back({chain_.op(i).spec->id, std::move(snap), backends_[i].get()});
     }
   }
   ack->set_sync_ms((clock_->NowNanos() - start) / 1'000'000);
@@ -880,19 +685,20 @@ absl::Status Task::RestoreChannelState() {
 absl::Status Task::SetUpState() {
   const plan::JobSpec& job = *desc_.job;
   const plan::Vertex& vertex = desc_.graph->vertices[desc_.vertex];
-  backends_.resize(ops_.size());
+  backends_.resize(chain_.size());
   if (desc_.restore != nullptr && desc_.restore->final()) skip_finish_ = true;
-  for (size_t i = 0; i < ops_.size(); ++i) {
+  for (size_t i = 0; i < chain_.size(); ++i) {
+    const plan::OperatorSpec& spec = *chain_.op(i).spec;
     // Keyed by its type's traits (or, for operators made outside a registry entry, by itself).
-    if (!ops_[i]->spec->keyed && !ops_[i]->op->IsKeyed()) continue;
+    if (!spec.keyed && !chain_.op(i).op->IsKeyed()) continue;
     state::StateBackendOptions o;
     o.local_dir = absl::StrCat(desc_.work_dir, "/", desc_.job_id, "/", desc_.attempt, "/",
-                               desc_.vertex, "-", desc_.subtask, "-", ops_[i]->spec->id);
-    o.operator_id = ops_[i]->spec->id;
+                               desc_.vertex, "-", desc_.subtask, "-", spec.id);
+    o.operator_id = spec.id;
     o.max_parallelism = job.max_parallelism;
     o.range = KeyGroupRangeForSubtask(job.max_parallelism, vertex.parallelism, desc_.subtask);
     o.clock = clock_;
-    o.origin = OriginOf(desc_, *ops_[i]->spec);
+    o.origin = OriginOf(desc_, spec);
     if (desc_.state_memory != nullptr) {
       desc_.state_memory->Configure(desc_.keyed_operators_per_slot, &o);
     }
@@ -906,17 +712,14 @@ absl::Status Task::SetUpState() {
     if (desc_.restore != nullptr) {
       for (const auto& st : desc_.restore->subtasks()) {
         for (const auto& h : st.keyed()) {
-          if (h.operator_id() == ops_[i]->spec->id) handles.push_back(h);
+          if (h.operator_id() == spec.id) handles.push_back(h);
         }
       }
     }
     absl::StatusOr<std::unique_ptr<state::KeyedStateBackend>> b =
         handles.empty() ? state::KeyedStateBackend::Open(o)
                         : state::KeyedStateBackend::Restore(o, handles, desc_.restore_dir);
-    if (!b.ok()) {
-      failed_op_ = ops_[i]->spec->id;
-      return b.status();
-    }
+    if (!b.ok()) return chain_.Named(i, b.status());
     backends_[i] = std::move(*b);
   }
   return absl::OkStatus();

@@ -22,6 +22,7 @@
 #include "proto/data.pb.h"
 #include "worker/internal/barrier_handler.h"
 #include "worker/internal/input_gate.h"
+#include "worker/internal/operator_chain.h"
 #include "worker/internal/record_writer.h"
 #include "worker/internal/snapshot_uploader.h"
 #include "worker/internal/watermark_valve.h"
@@ -94,10 +95,6 @@ class Task {
   proto::TaskStatus Status() const;
 
  private:
-  struct OperatorSlot;
-  class ChainOutput;
-  class TailOutput;
-
   struct Mail {
     enum Kind { kTrigger, kNotify } kind;
     int64_t id;
@@ -127,14 +124,6 @@ class Task {
   // backlogs; input: restored_input_). Refuses a rescaled restore of an unaligned checkpoint.
   absl::Status RestoreChannelState();
   absl::Status ProcessItem(BufferItem& item);
-  // Hands the records chain outputs gathered for operators that prefer batches to them, head
-  // to tail (see ChainOutput).
-  absl::Status FlushChain();
-  // Fires the processing-time timers that are due, of every keyed operator of the chain.
-  absl::Status FireProcessingTimers();
-  // When (in clock_ nanoseconds, given it is `now_nanos`) the next processing-time timer of
-  // the chain may be due; INT64_MAX: none.
-  int64_t ProcessingTimerDeadline(int64_t now_nanos) const;
   // Passes what the input valve changed to the head operator, in order.
   absl::Status ForwardWatermark(const WatermarkValve::Changes& changes);
   // The task's watermark (input tasks: the valve's; source tasks: what the source emitted)
@@ -161,10 +150,7 @@ class Task {
   std::thread thread_;
 
   // Owned by the task thread (built in Run()).
-  std::vector<std::unique_ptr<OperatorSlot>> ops_;
-  std::vector<std::unique_ptr<ChainOutput>> chain_outputs_;
-  std::unique_ptr<TailOutput> tail_output_;
-  std::string failed_op_;
+  OperatorChain chain_{&cancelled_};
   std::vector<std::unique_ptr<state::KeyedStateBackend>> backends_;  // per chained op (or null)
   bool skip_finish_ = false;
   std::unique_ptr<BarrierHandler> barriers_;  // input tasks
@@ -192,7 +178,6 @@ class Task {
   std::atomic<bool> end_of_input_{false};
   int64_t final_checkpoint_ = 0;  // id of the final checkpoint this task acknowledged
   bool final_done_ = false;       // ... and that checkpoint completed
-  bool opened_ = false;           // every operator was opened
   // On cancel: passes checkpoint-complete notifications still queued to the operators.
   void DeliverNotificationsBeforeClose();
 
