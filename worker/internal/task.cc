@@ -18,12 +18,27 @@ namespace sluice::worker {
 namespace {
 constexpr int kSourceBatch = 256;
 
-// Names an operator subtask's state in kDataLoss errors (its context and its backend).
-StateOrigin OriginOf(const TaskDescriptor& desc, const plan::OperatorSpec& spec) {
-  return StateOrigin(desc.job_id, spec.id, spec.type, desc.subtask,
-                     desc.restore != nullptr ? desc.restore->checkpoint_id() : 0);
-}
 }  // namespace
+
+RestoreMetadata::RestoreMetadata(const checkpoint::CheckpointStorage* storage, std::string path)
+    : storage_(storage), path_(std::move(path)), result_(absl::UnknownError("not read")) {}
+
+RestoreMetadata::RestoreMetadata(std::shared_ptr<const proto::CheckpointMetadata> metadata)
+    : storage_(nullptr), read_(true), result_(std::move(metadata)) {}
+
+absl::StatusOr<std::shared_ptr<const proto::CheckpointMetadata>> RestoreMetadata::Get() {
+  absl::MutexLock lock(&mu_);
+  if (!read_) {
+    absl::StatusOr<proto::CheckpointMetadata> md = storage_->ReadMetadata(path_);
+    if (md.ok()) {
+      result_ = std::make_shared<const proto::CheckpointMetadata>(std::move(*md));
+    } else {
+      result_ = md.status();
+    }
+    read_ = true;
+  }
+  return result_;
+}
 
 int GateChannelIndex(const plan::JobGraph& graph, int edge, int src_subtask) {
   const plan::Edge& e = graph.edges[edge];
@@ -218,10 +233,19 @@ proto::TaskStatus Task::Status() const {
   return st;
 }
 
+StateOrigin Task::OriginOf(const plan::OperatorSpec& spec) const {
+  return StateOrigin(desc_.job_id, spec.id, spec.type, desc_.subtask,
+                     restore_ != nullptr ? restore_->checkpoint_id() : 0);
+}
+
 absl::Status Task::Run() {
   const plan::JobSpec& job = *desc_.job;
   const plan::JobGraph& graph = *desc_.graph;
   const plan::Vertex& vertex = graph.vertices[desc_.vertex];
+  // Restore starts here, on the task thread: the deploy RPC did not read the metadata.
+  if (desc_.restore != nullptr) {
+    SLUICE_ASSIGN_OR_RETURN(restore_, desc_.restore->Get());
+  }
 
   for (size_t i = 0; i < vertex.ops.size(); ++i) {
     std::shared_ptr<Counter> in, out;
@@ -292,15 +316,15 @@ absl::Status Task::Run() {
     ctx.metric_labels = {{"job", desc_.job_id}, {"operator", spec.id}, {"subtask", absl::StrCat(desc_.subtask)}};
     ctx.metrics_owner = metrics_owner_;
     ctx.checkpointing = !desc_.checkpoint_dir.empty();
-    ctx.state_origin = OriginOf(desc_, spec);
-    if (desc_.restore != nullptr) {
+    ctx.state_origin = OriginOf(spec);
+    if (restore_ != nullptr) {
       ctx.restored = true;
-      ctx.restored_checkpoint_id = desc_.restore->checkpoint_id();
+      ctx.restored_checkpoint_id = restore_->checkpoint_id();
       // Operator state of this operator from every old subtask, in subtask order; split
       // round-robin over the new subtasks, or whole to each (union).
       std::vector<std::string> all;
       bool is_union = false;
-      for (const auto& st : desc_.restore->subtasks()) {
+      for (const auto& st : restore_->subtasks()) {
         for (const auto& h : st.operator_state()) {
           if (h.operator_id() != spec.id) continue;
           is_union |= h.redistribution() == proto::OperatorStateHandle::UNION;
@@ -635,8 +659,8 @@ void Task::CompleteUnaligned(int64_t id, std::vector<BufferItem> input) {
 }
 
 absl::Status Task::RestoreChannelState() {
-  if (desc_.restore == nullptr) return absl::OkStatus();
-  const proto::CheckpointMetadata& md = *desc_.restore;
+  if (restore_ == nullptr) return absl::OkStatus();
+  const proto::CheckpointMetadata& md = *restore_;
   const proto::SubtaskState* mine = nullptr;
   bool any = false;
   std::vector<int> old_parallelism(desc_.graph->vertices.size(), 0);
@@ -686,7 +710,7 @@ absl::Status Task::SetUpState() {
   const plan::JobSpec& job = *desc_.job;
   const plan::Vertex& vertex = desc_.graph->vertices[desc_.vertex];
   backends_.resize(chain_.size());
-  if (desc_.restore != nullptr && desc_.restore->final()) skip_finish_ = true;
+  if (restore_ != nullptr && restore_->final()) skip_finish_ = true;
   for (size_t i = 0; i < chain_.size(); ++i) {
     const plan::OperatorSpec& spec = *chain_.op(i).spec;
     // Keyed by its type's traits (or, for operators made outside a registry entry, by itself).
@@ -698,7 +722,7 @@ absl::Status Task::SetUpState() {
     o.max_parallelism = job.max_parallelism;
     o.range = KeyGroupRangeForSubtask(job.max_parallelism, vertex.parallelism, desc_.subtask);
     o.clock = clock_;
-    o.origin = OriginOf(desc_, spec);
+    o.origin = OriginOf(spec);
     if (desc_.state_memory != nullptr) {
       desc_.state_memory->Configure(desc_.keyed_operators_per_slot, &o);
     }
@@ -709,8 +733,8 @@ absl::Status Task::SetUpState() {
       o.size_bytes = state_stats_[i].size_bytes;
     }
     std::vector<proto::KeyedStateHandle> handles;
-    if (desc_.restore != nullptr) {
-      for (const auto& st : desc_.restore->subtasks()) {
+    if (restore_ != nullptr) {
+      for (const auto& st : restore_->subtasks()) {
         for (const auto& h : st.keyed()) {
           if (h.operator_id() == spec.id) handles.push_back(h);
         }

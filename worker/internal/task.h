@@ -10,7 +10,9 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "checkpoint/checkpoint_storage.h"
 #include "common/clock.h"
 #include "common/metrics.h"
 #include "operators/registry.h"
@@ -33,6 +35,30 @@ namespace sluice::worker {
 using ChannelFactory = std::function<absl::StatusOr<std::unique_ptr<ChannelWriter>>(
     const proto::ChannelHeader& header, const std::string& target_address)>;
 
+// The metadata of the checkpoint a deployment restores from, read once, by the thread of the
+// first task that needs it (as the first step of its restore): reading is blocking file I/O,
+// which the deploy RPC's callback thread must not do. The read runs under mu_, which only task
+// threads of the deployment wait for. Thread-safe.
+class RestoreMetadata {
+ public:
+  // Reads `path` through `storage` (which outlives this) when first asked.
+  RestoreMetadata(const checkpoint::CheckpointStorage* storage, std::string path);
+  // Metadata already read.
+  explicit RestoreMetadata(std::shared_ptr<const proto::CheckpointMetadata> metadata);
+
+  // The metadata, read by the first call; later calls wait for it and get the same result.
+  // Errors as CheckpointStorage::ReadMetadata(): kNotFound, kDataLoss (unreadable),
+  // kFailedPrecondition (a newer format), each naming the file.
+  absl::StatusOr<std::shared_ptr<const proto::CheckpointMetadata>> Get();
+
+ private:
+  const checkpoint::CheckpointStorage* const storage_;
+  const std::string path_;
+  absl::Mutex mu_;
+  bool read_ ABSL_GUARDED_BY(mu_) = false;
+  absl::StatusOr<std::shared_ptr<const proto::CheckpointMetadata>> result_ ABSL_GUARDED_BY(mu_);
+};
+
 // Everything a task needs to know about itself.
 struct TaskDescriptor {
   std::string job_id;
@@ -49,7 +75,7 @@ struct TaskDescriptor {
   const state::StateMemory* state_memory = nullptr;
   int keyed_operators_per_slot = 1;
   std::string checkpoint_dir;  // the job's directory in checkpoint storage; "" = no checkpoints
-  std::shared_ptr<const proto::CheckpointMetadata> restore;  // null: fresh start
+  std::shared_ptr<RestoreMetadata> restore;  // null: fresh start
   std::string restore_dir;     // directory the restored state's files are relative to
   // Delivers a checkpoint acknowledgement to the coordinator. Thread-safe.
   std::function<void(proto::CheckpointAck)> ack;
@@ -104,6 +130,8 @@ class Task {
 
   absl::Status Run();
   absl::Status SetUpState();
+  // Names an operator subtask's state in kDataLoss errors (its context and its backend).
+  StateOrigin OriginOf(const plan::OperatorSpec& spec) const;
   absl::Status RunSource();
   absl::Status RunInput();
   absl::Status AwaitFinalCheckpoint();
@@ -153,6 +181,8 @@ class Task {
   OperatorChain chain_{&cancelled_};
   std::vector<std::unique_ptr<state::KeyedStateBackend>> backends_;  // per chained op (or null)
   bool skip_finish_ = false;
+  // The checkpoint restored from (desc_.restore's, read first in Run()); null: fresh start.
+  std::shared_ptr<const proto::CheckpointMetadata> restore_;
   std::unique_ptr<BarrierHandler> barriers_;  // input tasks
   std::deque<BufferItem> restored_input_;     // in-flight input to process first
   std::unique_ptr<PendingUpload> unaligned_ack_;  // snapshotted; in-flight input still recorded
