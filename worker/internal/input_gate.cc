@@ -20,18 +20,15 @@ void InputGate::SetListener(int channel, std::shared_ptr<CreditListener> listene
 void InputGate::Push(BufferItem item) {
   absl::MutexLock lock(&mu_);
   if (closed_) return;
-  if (item.priority && item.barrier > 0) {
-    BufferItem announcement;
-    announcement.channel = item.channel;
-    announcement.barrier = item.barrier;
-    announcement.priority = true;
-    announcement.announcement = true;
+  const Barrier* barrier = item.as<Barrier>();
+  if (barrier != nullptr && barrier->priority) {
+    BarrierAnnouncement announcement{barrier->id, {}};
     for (size_t i = announcements_; i < queue_.size(); ++i) {
       const BufferItem& queued = queue_[i];
-      if (queued.channel != item.channel || queued.barrier > 0) continue;
+      if (queued.channel != item.channel || queued.as<Barrier>() != nullptr) continue;
       announcement.overtaken.push_back(queued.CopyContent());
     }
-    queue_.insert(queue_.begin() + announcements_, std::move(announcement));
+    queue_.insert(queue_.begin() + announcements_, BufferItem(item.channel, std::move(announcement)));
     ++announcements_;
     queue_.push_back(std::move(item));
     if (priority_listener_) priority_listener_();
@@ -164,7 +161,7 @@ absl::Status LocalChannel::SendPriority(BufferItem item) {
     if (gate_closed_) return absl::CancelledError("consumer task has stopped");
   }
   item.channel = channel_;
-  item.priority = true;
+  if (Barrier* b = item.as<Barrier>()) b->priority = true;
   gate_->Push(std::move(item));
   return absl::OkStatus();
 }

@@ -81,9 +81,7 @@ class RecordWriter::EdgeOutput {
   absl::Status EndOfPartition() {
     SLUICE_RETURN_IF_ERROR(FlushAll());
     for (size_t c = 0; c < channels_.size(); ++c) {
-      BufferItem eop;
-      eop.end_of_partition = true;
-      SLUICE_RETURN_IF_ERROR(Deliver(c, std::move(eop), false));
+      SLUICE_RETURN_IF_ERROR(Deliver(c, BufferItem(0, worker::EndOfPartition{}), false));
     }
     for (size_t c = 0; c < channels_.size(); ++c) SLUICE_RETURN_IF_ERROR(DrainBlocking(c, 0));
     for (auto& ch : channels_) SLUICE_RETURN_IF_ERROR(ch->Close());
@@ -97,8 +95,7 @@ class RecordWriter::EdgeOutput {
                            proto::ChannelStateFile* in_flight) {
     SLUICE_RETURN_IF_ERROR(FlushAll());
     for (size_t c = 0; c < channels_.size(); ++c) {
-      BufferItem b;
-      b.barrier = id;
+      BufferItem b(0, Barrier{id, priority});
       if (priority) {
         SLUICE_RETURN_IF_ERROR(channels_[c]->SendPriority(std::move(b)));
         if (in_flight == nullptr) continue;
@@ -140,10 +137,7 @@ class RecordWriter::EdgeOutput {
   absl::Status EmitWatermark(int64_t watermark_ms) {
     SLUICE_RETURN_IF_ERROR(FlushAll());
     for (size_t c = 0; c < channels_.size(); ++c) {
-      BufferItem w;
-      w.has_watermark = true;
-      w.watermark = watermark_ms;
-      SLUICE_RETURN_IF_ERROR(Deliver(c, std::move(w), true));
+      SLUICE_RETURN_IF_ERROR(Deliver(c, BufferItem(0, WatermarkAdvance{watermark_ms}), true));
     }
     return absl::OkStatus();
   }
@@ -151,9 +145,7 @@ class RecordWriter::EdgeOutput {
   absl::Status EmitWatermarkStatus(bool idle) {
     SLUICE_RETURN_IF_ERROR(FlushAll());
     for (size_t c = 0; c < channels_.size(); ++c) {
-      BufferItem w;
-      w.watermark_status = idle ? WatermarkStatus::kIdle : WatermarkStatus::kActive;
-      SLUICE_RETURN_IF_ERROR(Deliver(c, std::move(w), true));
+      SLUICE_RETURN_IF_ERROR(Deliver(c, BufferItem(0, WatermarkStatusChange{idle}), true));
     }
     return absl::OkStatus();
   }
@@ -172,14 +164,13 @@ class RecordWriter::EdgeOutput {
 
   // Sends (or backlogs) channel `c`'s pending buffer; `may_block`: as Deliver().
   absl::Status Flush(size_t c, bool may_block) {
-    BufferItem item;
-    item.data = std::move(pending_[c]);
-    item.num_records = pending_records_[c];
+    const size_t bytes = pending_[c].size();
+    BufferItem item(0, RecordBuffer{std::move(pending_[c]), pending_records_[c]});
     pending_[c] = std::string();
     pending_[c].reserve(kOutputBufferBytes + 1024);
     pending_records_[c] = 0;
     if (!bytes_.empty()) {
-      bytes_[c]->Add(item.data.size());
+      bytes_[c]->Add(bytes);
       buffers_[c]->Add();
     }
     return Deliver(c, std::move(item), may_block);

@@ -55,7 +55,7 @@ class FakeChannel final : public ChannelWriter {
     return true;
   }
   absl::Status SendPriority(BufferItem item) override {
-    log_->sent.push_back(absl::StrCat("p", item.barrier));
+    log_->sent.push_back(absl::StrCat("p", item.as<Barrier>()->id));
     return absl::OkStatus();
   }
   void Interrupt() override { ++log_->interrupts; }
@@ -68,15 +68,18 @@ class FakeChannel final : public ChannelWriter {
 
  private:
   std::string Describe(const BufferItem& item) const {
-    if (item.end_of_partition) return "eop";
-    if (item.barrier > 0) return absl::StrCat("b", item.barrier);
-    if (item.has_watermark) return absl::StrCat("w", item.watermark);
-    if (item.watermark_status == WatermarkStatus::kIdle) return "idle";
-    if (item.watermark_status == WatermarkStatus::kActive) return "active";
-    RecordDecoder dec(schema_, item.data);
+    if (item.as<EndOfPartition>() != nullptr) return "eop";
+    if (const Barrier* b = item.as<Barrier>()) return absl::StrCat("b", b->id);
+    if (const WatermarkAdvance* w = item.as<WatermarkAdvance>()) return absl::StrCat("w", w->ms);
+    if (const WatermarkStatusChange* s = item.as<WatermarkStatusChange>()) {
+      return s->idle ? "idle" : "active";
+    }
+    const RecordBuffer* records = item.as<RecordBuffer>();
+    if (records == nullptr) return "?";
+    RecordDecoder dec(schema_, records->data);
     Record r(schema_->size());
     EXPECT_OK(dec.Next(&r));
-    return absl::StrCat("d", item.num_records, ":", r.GetInt(0));
+    return absl::StrCat("d", records->num_records, ":", r.GetInt(0));
   }
   const Schema* schema_;
   ChannelLog* log_;
@@ -294,11 +297,9 @@ TEST_F(RecordWriterTest, RestoredInFlightDataGoesFirst) {
   AddEdge(plan::Partition::kForward, 1);
   AddEdge(plan::Partition::kForward, 1);
   logs_[1]->credits = 0;
-  BufferItem restored;
   std::string data;
   EncodeRecord(schema_, Rec(77), &data);
-  restored.data = data;
-  restored.num_records = 1;
+  BufferItem restored(0, RecordBuffer{data, 1});
   EXPECT_TRUE(writer_.PushRestored(1, restored));
   EXPECT_FALSE(writer_.PushRestored(2, restored)) << "the task has 2 output channels";
   EXPECT_FALSE(writer_.PushRestored(-1, restored));

@@ -497,15 +497,21 @@ absl::Status Task::AwaitOutput(bool source) {
 
 absl::Status Task::ProcessItem(BufferItem& item) {
   const int ch = item.channel;
-  if (item.end_of_partition) return ForwardWatermark(valve_->OnEnd(ch));
-  if (item.has_watermark) return ForwardWatermark(valve_->OnWatermark(ch, item.watermark));
-  if (item.watermark_status != WatermarkStatus::kUnchanged) {
-    return ForwardWatermark(valve_->OnStatus(ch, item.watermark_status == WatermarkStatus::kIdle));
+  const RecordBuffer* records = item.as<RecordBuffer>();
+  if (records == nullptr) {
+    if (item.as<EndOfPartition>() != nullptr) return ForwardWatermark(valve_->OnEnd(ch));
+    if (const WatermarkAdvance* w = item.as<WatermarkAdvance>()) {
+      return ForwardWatermark(valve_->OnWatermark(ch, w->ms));
+    }
+    if (const WatermarkStatusChange* s = item.as<WatermarkStatusChange>()) {
+      return ForwardWatermark(valve_->OnStatus(ch, s->idle));
+    }
+    return absl::OkStatus();  // barriers are the barrier handler's
   }
   ChainedOperator* head = &chain_.head();
   const int input = input_of_[ch];
   std::vector<Record>& batch = input_batches_[input];
-  RecordDecoder dec(schema_of_[ch], item.data);
+  RecordDecoder dec(schema_of_[ch], records->data);
   absl::Status s;
   if (head_batches_) {
     // The whole buffer is one batch: watermarks and barriers travel in buffers of their own.
