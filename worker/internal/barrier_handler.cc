@@ -81,13 +81,6 @@ BarrierHandler::Action BarrierHandler::OnTimer() {
   return action;
 }
 
-int64_t BarrierHandler::TimerDeadlineNanos() const {
-  if (mode_ != Mode::kAuto || current_ == 0 || !priority_ || unaligned_) {
-    return std::numeric_limits<int64_t>::max();
-  }
-  return start_nanos_ + aligned_timeout_nanos_;
-}
-
 std::vector<BufferItem> BarrierHandler::TakeInputState() { return std::move(complete_); }
 
 void BarrierHandler::Start(int64_t id, bool priority, Action* action) {
@@ -109,6 +102,8 @@ void BarrierHandler::SwitchToUnaligned(Action* action) {
   action->unaligned = true;
   action->priority = priority_;
   action->alignment_ms = (clock_->NowNanos() - start_nanos_) / 1'000'000;
+  // Snapshotted partway through a buffer: its rest precedes its channel's barrier.
+  if (partial_ != nullptr) recorded_.push_back(partial_->CopyContent());
   for (int c = 0; c < num_channels_; ++c) {
     if (blocked_[c] || !announced_[c]) continue;
     // Announced while aligning: the overtaken items not processed yet are in flight.

@@ -316,6 +316,37 @@ TEST(BarrierHandlerAutoTest, SwitchesToUnalignedWhenAlignmentTakesTooLong) {
   EXPECT_EQ(d.last_alignment_ms, 100);
 }
 
+TEST(BarrierHandlerAutoTest, ASwitchPartwayThroughABufferRecordsItsRestFirst) {
+  FakeClock clock;
+  Driver d(2, &clock, Mode::kAuto, 100);
+  d.Feed(Announce(0, 1, {"a1", "a2"}));
+  d.Feed(Data(0, "a1"));  // processed while aligning: in the snapshot
+  d.Feed(Data(1, "b1"));  // the task is partway through b1 when the timeout passes
+  clock.AdvanceNanos(100'000'000);
+  const BufferItem rest = Data(1, "b1-rest");
+  d.handler.SetPartial(&rest);
+  d.Timer();
+  d.handler.SetPartial(nullptr);
+  d.Feed(Data(0, "a2"));
+  d.Feed(PriorityBarrier(0, 1));
+  d.Feed(Data(1, "b2"));
+  d.Feed(Announce(1, 1, {}));
+  EXPECT_EQ(d.log, (Log{"p:a1", "p:b1", "u:1", "p:a2", "p:b2", "c:1[1:b1-rest,0:a2,1:b2,]"}));
+}
+
+TEST(BarrierHandlerUnalignedTest, AnAnnouncementPartwayThroughABufferRecordsItsRest) {
+  FakeClock clock;
+  Driver d(2, &clock, Mode::kUnaligned);
+  d.Feed(Data(1, "b1"));  // the announcement arrives while the task is partway through b1
+  const BufferItem rest = Data(1, "b1-rest");
+  d.handler.SetPartial(&rest);
+  d.Feed(Announce(0, 1, {"a1"}));
+  d.handler.SetPartial(nullptr);
+  d.Feed(Data(0, "a1"));
+  d.Feed(Announce(1, 1, {}));
+  EXPECT_EQ(d.log, (Log{"p:b1", "u:1", "p:a1", "c:1[1:b1-rest,0:a1,]"}));
+}
+
 TEST(BarrierHandlerAutoTest, SavepointNeverSwitches) {
   FakeClock clock;
   Driver d(2, &clock, Mode::kAuto, 0);

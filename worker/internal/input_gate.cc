@@ -30,6 +30,7 @@ void InputGate::Push(BufferItem item) {
     }
     queue_.insert(queue_.begin() + announcements_, BufferItem(item.channel, std::move(announcement)));
     ++announcements_;
+    has_announcement_.store(true, std::memory_order_relaxed);
     queue_.push_back(std::move(item));
     if (priority_listener_) priority_listener_();
     return;
@@ -48,6 +49,7 @@ absl::optional<BufferItem> InputGate::PollPriority() {
   BufferItem item = std::move(queue_.front());
   queue_.pop_front();
   --announcements_;
+  has_announcement_.store(announcements_ > 0, std::memory_order_relaxed);
   return item;
 }
 
@@ -64,7 +66,10 @@ absl::optional<BufferItem> InputGate::Poll(int64_t deadline_nanos) {
   if (queue_.empty()) return absl::nullopt;
   BufferItem item = std::move(queue_.front());
   queue_.pop_front();
-  if (announcements_ > 0) --announcements_;
+  if (announcements_ > 0) {
+    --announcements_;
+    has_announcement_.store(announcements_ > 0, std::memory_order_relaxed);
+  }
   return item;
 }
 
@@ -90,6 +95,7 @@ void InputGate::Close() {
     closed_ = true;
     queue_.clear();
     announcements_ = 0;
+    has_announcement_.store(false, std::memory_order_relaxed);
     priority_listener_ = nullptr;
     listeners.swap(listeners_);
   }

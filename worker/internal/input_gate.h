@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -59,6 +60,8 @@ class InputGate {
 
   // The announcement at the front of the queue, if any; never waits.
   absl::optional<BufferItem> PollPriority();
+  // Whether an announcement is queued (cheap: no lock; for checks between records).
+  bool HasAnnouncement() const { return has_announcement_.load(std::memory_order_relaxed); }
 
   // Waits until a buffer is available, `deadline_nanos` (monotonic, Clock::Real()) passes, or
   // the gate is woken. Returns nullopt on timeout or wake-up.
@@ -84,6 +87,7 @@ class InputGate {
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   bool woken_ ABSL_GUARDED_BY(mu_) = false;
   size_t announcements_ ABSL_GUARDED_BY(mu_) = 0;  // at the front of queue_
+  std::atomic<bool> has_announcement_{false};      // announcements_ > 0
   std::function<void()> priority_listener_ ABSL_GUARDED_BY(mu_);
 };
 

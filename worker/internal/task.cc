@@ -477,12 +477,7 @@ absl::Status Task::AwaitOutput(bool source) {
     if (cancelled_.load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
     // Backpressured: what must not wait for credit happens now.
     if (has_mail_.load(std::memory_order_relaxed)) SLUICE_RETURN_IF_ERROR(HandleMail(source));
-    if (!source) {
-      while (absl::optional<BufferItem> announced = gate_->PollPriority()) {
-        SLUICE_RETURN_IF_ERROR(HandleInputItem(*announced));
-      }
-      SLUICE_RETURN_IF_ERROR(Act(barriers_->OnTimer()));
-    }
+    if (!source) SLUICE_RETURN_IF_ERROR(HandlePriorityEvents(nullptr));
     const int64_t real_now = Clock::Real()->NowNanos();
     int64_t deadline = real_now + 100'000'000;  // Interrupt() wakes it earlier
     if (!source) {
@@ -525,16 +520,43 @@ absl::Status Task::ProcessItem(BufferItem& item) {
     head->in->Add(n);
     s = head->op->ProcessBatch(input, batch.data(), n);
   } else {
-    // Record by record, so a cancel is seen between records of a slow operator.
+    // Record by record, so a cancel, a priority barrier or the alignment timeout is seen
+    // between records of a slow operator.
     if (batch.empty()) batch.emplace_back(input_widths_[input]);
+    const bool interruptible = mode_ != plan::CheckpointConfig::Mode::kAligned;
+    int decoded = 0;
     while (s.ok() && !dec.Done()) {
       if (cancelled_.load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
+      if (interruptible && PriorityEventDue()) {
+        BufferItem rest(ch, RecordBuffer{records->data.substr(records->data.size() - dec.Remaining()),
+                                         records->num_records - decoded});
+        SLUICE_RETURN_IF_ERROR(HandlePriorityEvents(&rest));
+      }
+      ++decoded;
       SLUICE_RETURN_IF_ERROR(dec.Next(&batch[0]));
       head->in->Add();
       s = head->op->ProcessInput(input, batch[0]);
     }
   }
   return chain_.Named(0, s);
+}
+
+bool Task::PriorityEventDue() const {
+  if (gate_->HasAnnouncement()) return true;
+  const int64_t deadline = barriers_->TimerDeadlineNanos();
+  return deadline != std::numeric_limits<int64_t>::max() && clock_->NowNanos() >= deadline;
+}
+
+absl::Status Task::HandlePriorityEvents(const BufferItem* rest) {
+  barriers_->SetPartial(rest);
+  absl::Status s = [&] {
+    while (absl::optional<BufferItem> announced = gate_->PollPriority()) {
+      SLUICE_RETURN_IF_ERROR(HandleInputItem(*announced));
+    }
+    return Act(barriers_->OnTimer());
+  }();
+  barriers_->SetPartial(nullptr);
+  return s;
 }
 
 absl::Status Task::ForwardWatermark(const WatermarkValve::Changes& changes) {

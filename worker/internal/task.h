@@ -152,6 +152,12 @@ class Task {
   // backlogs; input: restored_input_). Refuses a rescaled restore of an unaligned checkpoint.
   absl::Status RestoreChannelState();
   absl::Status ProcessItem(BufferItem& item);
+  // Input tasks: whether a priority barrier was announced or the alignment timeout passed.
+  bool PriorityEventDue() const;
+  // Handles announced priority barriers and the alignment timeout now. `rest`: partway
+  // through a buffer, its records not processed yet (in-flight input if the checkpoint goes
+  // unaligned now, see BarrierHandler::SetPartial()); null between buffers.
+  absl::Status HandlePriorityEvents(const BufferItem* rest);
   // Passes what the input valve changed to the head operator, in order.
   absl::Status ForwardWatermark(const WatermarkValve::Changes& changes);
   // The task's watermark (input tasks: the valve's; source tasks: what the source emitted)
