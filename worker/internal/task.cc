@@ -523,11 +523,14 @@ absl::Status Task::ProcessItem(BufferItem& item) {
     // Record by record, so a cancel, a priority barrier or the alignment timeout is seen
     // between records of a slow operator.
     if (batch.empty()) batch.emplace_back(input_widths_[input]);
-    const bool interruptible = mode_ != plan::CheckpointConfig::Mode::kAligned;
+    // Not while restored in-flight input waits (nor, below, released items to replay): a
+    // snapshot now would have to store them too. They are handled between buffers.
+    const bool interruptible =
+        mode_ != plan::CheckpointConfig::Mode::kAligned && restored_input_.empty();
     int decoded = 0;
     while (s.ok() && !dec.Done()) {
       if (cancelled_.load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
-      if (interruptible && PriorityEventDue()) {
+      if (interruptible && !barriers_->HasReplay() && PriorityEventDue()) {
         BufferItem rest(ch, RecordBuffer{records->data.substr(records->data.size() - dec.Remaining()),
                                          records->num_records - decoded});
         SLUICE_RETURN_IF_ERROR(HandlePriorityEvents(&rest));
