@@ -309,12 +309,11 @@ absl::Status Worker::Deploy(const proto::DeployTasksRequest& req) {
     }
     placement[p.vertex()].assign(p.data_addresses().begin(), p.data_addresses().end());
   }
-  std::shared_ptr<const proto::CheckpointMetadata> restore;
+  // Read by the first task thread that restores (blocking I/O has no place on this RPC
+  // thread); a metadata file it cannot read fails the tasks with the reason.
+  std::shared_ptr<RestoreMetadata> restore;
   if (!req.restore_metadata().empty()) {
-    // kDataLoss (unreadable), kNotFound, or kFailedPrecondition (a newer metadata format).
-    SLUICE_ASSIGN_OR_RETURN(proto::CheckpointMetadata md,
-                            checkpoint::CheckpointStorage().ReadMetadata(req.restore_metadata()));
-    restore = std::make_shared<const proto::CheckpointMetadata>(std::move(md));
+    restore = std::make_shared<RestoreMetadata>(&storage_, req.restore_metadata());
   }
   // With slot sharing a slot holds one subtask of every vertex: its keyed operators share it.
   int keyed_operators = 0;
@@ -374,6 +373,15 @@ absl::Status Worker::Deploy(const proto::DeployTasksRequest& req) {
   spdlog::info("deployed {} task(s) of job {} attempt {}", jt.tasks.size(), req.job_id(), req.attempt());
   jobs_[req.job_id()] = std::move(jt);
   return absl::OkStatus();
+}
+
+std::vector<proto::TaskStatus> Worker::TaskStatusesForTest(const std::string& job_id) const {
+  absl::MutexLock lock(&mu_);
+  std::vector<proto::TaskStatus> out;
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return out;
+  for (const auto& t : it->second.tasks) out.push_back(t->Status());
+  return out;
 }
 
 absl::Status Worker::StartJob(const std::string& job_id) {

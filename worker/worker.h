@@ -9,7 +9,9 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "checkpoint/checkpoint_storage.h"
 #include "common/clock.h"
+#include "common/filesystem.h"
 #include "common/http_server.h"
 #include "common/metrics.h"
 #include "grpcpp/grpcpp.h"
@@ -44,6 +46,8 @@ struct WorkerOptions {
   // limit, else the machine's memory).
   uint64_t memory_limit_bytes = 0;
   Clock* clock = Clock::Real();
+  // Where checkpoint metadata is read (restores); outlives the worker.
+  FileSystem* filesystem = FileSystem::Default();
 };
 
 // A worker process: registers with the coordinator, runs the tasks it is given, exchanges
@@ -71,6 +75,8 @@ class Worker {
   std::string data_address() const { return data_address_; }
   int http_port() const { return http_port_; }
   MetricsRegistry* metrics() { return &metrics_; }
+  // The states of the tasks of `job_id` deployed here (empty if none).
+  std::vector<proto::TaskStatus> TaskStatusesForTest(const std::string& job_id) const;
 
  private:
   class ControlService;
@@ -110,6 +116,7 @@ class Worker {
   void ReapFinishedJobs();
 
   const WorkerOptions options_;
+  const checkpoint::CheckpointStorage storage_{options_.filesystem};
   // The keyed-state memory budget and the RocksDB cache its backends share (made in Start()).
   std::unique_ptr<state::StateMemory> state_memory_;
   ops::OperatorRegistry registry_;  // built-ins, connectors, --plugin-dir's (added in Start())

@@ -22,16 +22,16 @@ absl::StatusOr<BarrierHandler::Action> BarrierHandler::OnItem(BufferItem& item) 
     return absl::DataLossError(absl::StrCat("buffer for unexpected channel ", ch));
   }
   Action action;
-  if (item.announcement) {
-    const int64_t id = item.barrier;
+  if (BarrierAnnouncement* announcement = item.as<BarrierAnnouncement>()) {
+    const int64_t id = announcement->id;
     if (id <= last_done_ || id < current_) return action;  // late: that checkpoint is over
     if (id > current_) Start(id, true, &action);
     if (announced_[ch] || blocked_[ch]) return action;
     announced_[ch] = true;
     if (unaligned_) {
-      for (BufferItem& copy : item.overtaken) recorded_.push_back(std::move(copy));
+      for (BufferItem& copy : announcement->overtaken) recorded_.push_back(std::move(copy));
     } else {
-      overtaken_[ch] = std::move(item.overtaken);
+      overtaken_[ch] = std::move(announcement->overtaken);
       processed_since_announced_[ch] = 0;
       if (mode_ == Mode::kUnaligned) SwitchToUnaligned(&action);
     }
@@ -43,10 +43,10 @@ absl::StatusOr<BarrierHandler::Action> BarrierHandler::OnItem(BufferItem& item) 
     action.held = true;
     return action;
   }
-  if (item.barrier > 0) {
-    const int64_t id = item.barrier;
+  if (const Barrier* barrier = item.as<Barrier>()) {
+    const int64_t id = barrier->id;
     if (id <= last_done_ || id < current_) return action;
-    if (id > current_) Start(id, item.priority, &action);
+    if (id > current_) Start(id, barrier->priority, &action);
     if (unaligned_) {
       // In place behind what its announcement overtook; normally announced already.
       announced_[ch] = true;
@@ -57,7 +57,7 @@ absl::StatusOr<BarrierHandler::Action> BarrierHandler::OnItem(BufferItem& item) 
     return action;
   }
   action.process = true;
-  if (item.end_of_partition) {
+  if (item.as<EndOfPartition>() != nullptr) {
     ended_[ch] = true;
     --remaining_;
     if (current_ > 0) MaybeFinish(&action);
@@ -81,13 +81,6 @@ BarrierHandler::Action BarrierHandler::OnTimer() {
   return action;
 }
 
-int64_t BarrierHandler::TimerDeadlineNanos() const {
-  if (mode_ != Mode::kAuto || current_ == 0 || !priority_ || unaligned_) {
-    return std::numeric_limits<int64_t>::max();
-  }
-  return start_nanos_ + aligned_timeout_nanos_;
-}
-
 std::vector<BufferItem> BarrierHandler::TakeInputState() { return std::move(complete_); }
 
 void BarrierHandler::Start(int64_t id, bool priority, Action* action) {
@@ -109,6 +102,8 @@ void BarrierHandler::SwitchToUnaligned(Action* action) {
   action->unaligned = true;
   action->priority = priority_;
   action->alignment_ms = (clock_->NowNanos() - start_nanos_) / 1'000'000;
+  // Snapshotted partway through a buffer: its rest precedes its channel's barrier.
+  if (partial_ != nullptr) recorded_.push_back(partial_->CopyContent());
   for (int c = 0; c < num_channels_; ++c) {
     if (blocked_[c] || !announced_[c]) continue;
     // Announced while aligning: the overtaken items not processed yet are in flight.

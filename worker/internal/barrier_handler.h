@@ -74,12 +74,25 @@ class BarrierHandler {
 
   // Mode kAuto: switches the checkpoint being aligned to unaligned if its timeout passed.
   Action OnTimer();
-  // When OnTimer() has something to do (Clock nanoseconds); INT64_MAX: never.
-  int64_t TimerDeadlineNanos() const;
+  // When OnTimer() has something to do (Clock nanoseconds); INT64_MAX: never. Cheap (the task
+  // asks between records).
+  int64_t TimerDeadlineNanos() const {
+    if (mode_ != Mode::kAuto || current_ == 0 || !priority_ || unaligned_) {
+      return std::numeric_limits<int64_t>::max();
+    }
+    return start_nanos_ + aligned_timeout_nanos_;
+  }
 
   // The recorded in-flight input of the checkpoint last reported `complete`, in channel order of
   // arrival; moves it out.
   std::vector<BufferItem> TakeInputState();
+
+  // While the task handles a priority event (an announcement, OnTimer()) between two records of
+  // a buffer: the rest of that buffer, its records not processed yet. If the checkpoint goes
+  // unaligned then, the rest is in-flight input, ahead of what its channel delivers later (so a
+  // slow operator does not hold a switch back for the rest of a buffer). Null: between buffers.
+  // REQUIRES: `rest` outlives its setting (the task clears it after the event).
+  void SetPartial(const BufferItem* rest) { partial_ = rest; }
 
   // A held-back item to process before polling the gate, if any.
   absl::optional<BufferItem> NextReplay();
@@ -122,6 +135,7 @@ class BarrierHandler {
   std::vector<size_t> processed_since_announced_;  // ... of which the first were processed
   std::vector<BufferItem> recorded_;  // in-flight input (unaligned)
   std::vector<BufferItem> complete_;  // of the checkpoint last reported complete
+  const BufferItem* partial_ = nullptr;  // see SetPartial()
 
   std::deque<BufferItem> stash_;   // items of blocked channels, in arrival order
   std::deque<BufferItem> replay_;  // released items to process before polling the gate

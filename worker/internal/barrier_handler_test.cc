@@ -16,41 +16,31 @@ namespace {
 using ::sluice::testing::StatusIs;
 
 BufferItem Data(int channel, const std::string& data) {
-  BufferItem item;
-  item.channel = channel;
-  item.data = data;
-  item.num_records = 1;
-  return item;
+  return BufferItem(channel, RecordBuffer{data, 1});
+}
+
+// The records of a records item; "" for other kinds.
+std::string DataOf(const BufferItem& item) {
+  const RecordBuffer* b = item.as<RecordBuffer>();
+  return b == nullptr ? "" : b->data;
 }
 
 BufferItem Barrier(int channel, int64_t id) {
-  BufferItem item;
-  item.channel = channel;
-  item.barrier = id;
-  return item;
+  return BufferItem(channel, ::sluice::worker::Barrier{id, false});
 }
 
 // The announcement the gate makes for a priority barrier, with copies of the items it overtook.
 BufferItem Announce(int channel, int64_t id, std::vector<std::string> overtaken) {
-  BufferItem item = Barrier(channel, id);
-  item.priority = true;
-  item.announcement = true;
-  for (const auto& d : overtaken) item.overtaken.push_back(Data(channel, d));
-  return item;
+  BarrierAnnouncement a{id, {}};
+  for (const auto& d : overtaken) a.overtaken.push_back(Data(channel, d));
+  return BufferItem(channel, std::move(a));
 }
 
 BufferItem PriorityBarrier(int channel, int64_t id) {
-  BufferItem item = Barrier(channel, id);
-  item.priority = true;
-  return item;
+  return BufferItem(channel, ::sluice::worker::Barrier{id, true});
 }
 
-BufferItem End(int channel) {
-  BufferItem item;
-  item.channel = channel;
-  item.end_of_partition = true;
-  return item;
-}
+BufferItem End(int channel) { return BufferItem(channel, EndOfPartition{}); }
 
 // Drives a handler as the task does: feeds items (replayed ones first) and logs what the task
 // would do: "p:<data>" processed, "h:<data>" held back, "s:<id>" snapshot ("u:<id>" unaligned),
@@ -77,14 +67,14 @@ class Driver {
 
  private:
   void Step(BufferItem& item) {
-    const std::string data = item.data;
+    const std::string data = DataOf(item);
     absl::StatusOr<BarrierHandler::Action> a = handler.OnItem(item);
     ASSERT_TRUE(a.ok()) << a.status();
     if (a->held) {
       log.push_back("h:" + data);
       return;
     }
-    Log(*a, item.end_of_partition ? "end" : data);
+    Log(*a, item.as<EndOfPartition>() != nullptr ? "end" : data);
   }
 
   void Log(const BarrierHandler::Action& a, const std::string& data) {
@@ -97,7 +87,7 @@ class Driver {
     if (a.complete > 0) {
       std::string c = "c:" + std::to_string(a.complete) + "[";
       for (const BufferItem& item : handler.TakeInputState()) {
-        c += std::to_string(item.channel) + ":" + item.data + ",";
+        c += std::to_string(item.channel) + ":" + DataOf(item) + ",";
       }
       log.push_back(c + "]");
     }
@@ -324,6 +314,37 @@ TEST(BarrierHandlerAutoTest, SwitchesToUnalignedWhenAlignmentTakesTooLong) {
   EXPECT_EQ(d.log, (Log{"h:a1", "p:b1", "p:c1", "u:1", "p:a1", "p:b2", "p:c2", "p:b3",
                         "c:1[1:b2,1:b3,2:c2,2:c3,]"}));
   EXPECT_EQ(d.last_alignment_ms, 100);
+}
+
+TEST(BarrierHandlerAutoTest, ASwitchPartwayThroughABufferRecordsItsRestFirst) {
+  FakeClock clock;
+  Driver d(2, &clock, Mode::kAuto, 100);
+  d.Feed(Announce(0, 1, {"a1", "a2"}));
+  d.Feed(Data(0, "a1"));  // processed while aligning: in the snapshot
+  d.Feed(Data(1, "b1"));  // the task is partway through b1 when the timeout passes
+  clock.AdvanceNanos(100'000'000);
+  const BufferItem rest = Data(1, "b1-rest");
+  d.handler.SetPartial(&rest);
+  d.Timer();
+  d.handler.SetPartial(nullptr);
+  d.Feed(Data(0, "a2"));
+  d.Feed(PriorityBarrier(0, 1));
+  d.Feed(Data(1, "b2"));
+  d.Feed(Announce(1, 1, {}));
+  EXPECT_EQ(d.log, (Log{"p:a1", "p:b1", "u:1", "p:a2", "p:b2", "c:1[1:b1-rest,0:a2,1:b2,]"}));
+}
+
+TEST(BarrierHandlerUnalignedTest, AnAnnouncementPartwayThroughABufferRecordsItsRest) {
+  FakeClock clock;
+  Driver d(2, &clock, Mode::kUnaligned);
+  d.Feed(Data(1, "b1"));  // the announcement arrives while the task is partway through b1
+  const BufferItem rest = Data(1, "b1-rest");
+  d.handler.SetPartial(&rest);
+  d.Feed(Announce(0, 1, {"a1"}));
+  d.handler.SetPartial(nullptr);
+  d.Feed(Data(0, "a1"));
+  d.Feed(Announce(1, 1, {}));
+  EXPECT_EQ(d.log, (Log{"p:b1", "u:1", "p:a1", "c:1[1:b1-rest,0:a1,]"}));
 }
 
 TEST(BarrierHandlerAutoTest, SavepointNeverSwitches) {

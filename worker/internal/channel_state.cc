@@ -9,43 +9,10 @@
 
 namespace sluice::worker {
 
-void AddChannelStateItem(bool output, int channel, const BufferItem& item,
-                         proto::ChannelStateFile* file) {
-  proto::ChannelStateItem* p = file->add_items();
-  p->set_output(output);
-  p->set_channel(channel);
-  p->set_buffer(item.data);
-  p->set_num_records(item.num_records);
-  if (item.has_watermark) p->set_watermark(item.watermark);
-  if (item.watermark_status == WatermarkStatus::kIdle) {
-    p->set_watermark_status(proto::WATERMARK_IDLE);
-  } else if (item.watermark_status == WatermarkStatus::kActive) {
-    p->set_watermark_status(proto::WATERMARK_ACTIVE);
-  }
-}
-
 int64_t ChannelStateBytes(const proto::ChannelStateFile& file) {
   int64_t bytes = 0;
   for (const auto& item : file.items()) bytes += static_cast<int64_t>(item.buffer().size());
   return bytes;
-}
-
-BufferItem FromChannelStateItem(const proto::ChannelStateItem& p) {
-  BufferItem item;
-  item.channel = p.channel();
-  item.data = p.buffer();
-  item.num_records = p.num_records();
-  if (p.has_watermark()) {
-    item.has_watermark = true;
-    item.watermark = p.watermark();
-  }
-  if (p.watermark_status() == proto::WATERMARK_IDLE) {
-    item.watermark_status = WatermarkStatus::kIdle;
-  } else if (p.watermark_status() == proto::WATERMARK_ACTIVE) {
-    item.watermark_status = WatermarkStatus::kActive;
-  }
-  item.restored = true;
-  return item;
 }
 
 absl::Status WriteChannelState(const std::string& path, const proto::ChannelStateFile& file) {

@@ -32,18 +32,9 @@ proto::ChannelStateFile Sample() {
   file.set_checkpoint_id(7);
   file.set_vertex(1);
   file.set_subtask(2);
-  BufferItem records;
-  records.channel = 3;
-  records.data = std::string("a\\0b", 3);
-  records.num_records = 2;
-  AddChannelStateItem(false, 3, records, &file);
-  BufferItem watermark;
-  watermark.has_watermark = true;
-  watermark.watermark = -5;
-  AddChannelStateItem(true, 1, watermark, &file);
-  BufferItem idle;
-  idle.watermark_status = WatermarkStatus::kIdle;
-  AddChannelStateItem(false, 0, idle, &file);
+  AddChannelStateItem(false, 3, BufferItem(3, RecordBuffer{std::string("a\\0b", 3), 2}), &file);
+  AddChannelStateItem(true, 1, BufferItem(0, WatermarkAdvance{-5}), &file);
+  AddChannelStateItem(false, 0, BufferItem(0, WatermarkStatusChange{true}), &file);
   return file;
 }
 
@@ -57,19 +48,19 @@ TEST_F(ChannelStateTest, RoundTripsThroughAFile) {
   BufferItem records = FromChannelStateItem(read->items(0));
   EXPECT_FALSE(read->items(0).output());
   EXPECT_EQ(records.channel, 3);
-  EXPECT_EQ(records.data, std::string("a\\0b", 3));
-  EXPECT_EQ(records.num_records, 2);
+  ASSERT_NE(records.as<RecordBuffer>(), nullptr);
+  EXPECT_EQ(records.as<RecordBuffer>()->data, std::string("a\\0b", 3));
+  EXPECT_EQ(records.as<RecordBuffer>()->num_records, 2);
   EXPECT_TRUE(records.restored);
   EXPECT_FALSE(records.TakesCredit());
   BufferItem watermark = FromChannelStateItem(read->items(1));
   EXPECT_TRUE(read->items(1).output());
   EXPECT_EQ(watermark.channel, 1);
-  EXPECT_TRUE(watermark.has_watermark);
-  EXPECT_EQ(watermark.watermark, -5);
-  EXPECT_EQ(watermark.num_records, 0);
+  ASSERT_NE(watermark.as<WatermarkAdvance>(), nullptr);
+  EXPECT_EQ(watermark.as<WatermarkAdvance>()->ms, -5);
   BufferItem idle = FromChannelStateItem(read->items(2));
-  EXPECT_EQ(idle.watermark_status, WatermarkStatus::kIdle);
-  EXPECT_FALSE(idle.has_watermark);
+  ASSERT_NE(idle.as<WatermarkStatusChange>(), nullptr);
+  EXPECT_TRUE(idle.as<WatermarkStatusChange>()->idle);
 }
 
 TEST_F(ChannelStateTest, MissingCorruptForeignOrNewerFilesAreDataLoss) {

@@ -82,23 +82,8 @@ class ExchangeReactor final : public grpc::ServerBidiReactor<proto::DataMessage,
       AddCredit(gate_->credits_per_channel());
       gate_->SetListener(channel_, listener_);
     } else {
-      BufferItem item;
-      item.channel = channel_;
-      item.data = std::move(*in_.mutable_buffer());
-      item.num_records = in_.num_records();
-      item.end_of_partition = in_.end_of_partition();
-      item.barrier = in_.barrier();
-      item.priority = in_.priority() && item.barrier > 0;
-      if (in_.has_watermark()) {
-        item.has_watermark = true;
-        item.watermark = in_.watermark();
-      }
-      if (in_.watermark_status() == proto::WATERMARK_IDLE) {
-        item.watermark_status = WatermarkStatus::kIdle;
-      } else if (in_.watermark_status() == proto::WATERMARK_ACTIVE) {
-        item.watermark_status = WatermarkStatus::kActive;
-      }
-      if (item.end_of_partition) eop_received_.store(true);
+      BufferItem item = FromMessage(&in_, channel_);
+      if (item.as<EndOfPartition>() != nullptr) eop_received_.store(true);
       gate_->Push(std::move(item));
     }
     in_.Clear();
@@ -246,26 +231,6 @@ void RemoteChannelWriter::ReleaseHold() {
   RemoveHold();
 }
 
-namespace {
-
-proto::DataMessage ToMessage(BufferItem item) {
-  proto::DataMessage msg;
-  msg.set_buffer(std::move(item.data));
-  msg.set_num_records(item.num_records);
-  msg.set_end_of_partition(item.end_of_partition);
-  msg.set_barrier(item.barrier);
-  msg.set_priority(item.priority);
-  if (item.has_watermark) msg.set_watermark(item.watermark);
-  if (item.watermark_status == WatermarkStatus::kIdle) {
-    msg.set_watermark_status(proto::WATERMARK_IDLE);
-  } else if (item.watermark_status == WatermarkStatus::kActive) {
-    msg.set_watermark_status(proto::WATERMARK_ACTIVE);
-  }
-  return msg;
-}
-
-}  // namespace
-
 absl::Status RemoteChannelWriter::Send(BufferItem item) {
   absl::StatusOr<bool> sent = Enqueue(item, std::numeric_limits<int64_t>::max());
   if (!sent.ok()) return sent.status();
@@ -280,7 +245,7 @@ absl::StatusOr<bool> RemoteChannelWriter::Offer(BufferItem& item, int64_t deadli
 }
 
 absl::Status RemoteChannelWriter::SendPriority(BufferItem item) {
-  item.priority = true;
+  if (Barrier* b = item.as<Barrier>()) b->priority = true;
   {
     absl::MutexLock lock(&mu_);
     SLUICE_RETURN_IF_ERROR(UsableLocked());

@@ -20,19 +20,17 @@ void InputGate::SetListener(int channel, std::shared_ptr<CreditListener> listene
 void InputGate::Push(BufferItem item) {
   absl::MutexLock lock(&mu_);
   if (closed_) return;
-  if (item.priority && item.barrier > 0) {
-    BufferItem announcement;
-    announcement.channel = item.channel;
-    announcement.barrier = item.barrier;
-    announcement.priority = true;
-    announcement.announcement = true;
+  const Barrier* barrier = item.as<Barrier>();
+  if (barrier != nullptr && barrier->priority) {
+    BarrierAnnouncement announcement{barrier->id, {}};
     for (size_t i = announcements_; i < queue_.size(); ++i) {
       const BufferItem& queued = queue_[i];
-      if (queued.channel != item.channel || queued.barrier > 0) continue;
+      if (queued.channel != item.channel || queued.as<Barrier>() != nullptr) continue;
       announcement.overtaken.push_back(queued.CopyContent());
     }
-    queue_.insert(queue_.begin() + announcements_, std::move(announcement));
+    queue_.insert(queue_.begin() + announcements_, BufferItem(item.channel, std::move(announcement)));
     ++announcements_;
+    has_announcement_.store(true, std::memory_order_relaxed);
     queue_.push_back(std::move(item));
     if (priority_listener_) priority_listener_();
     return;
@@ -51,6 +49,7 @@ absl::optional<BufferItem> InputGate::PollPriority() {
   BufferItem item = std::move(queue_.front());
   queue_.pop_front();
   --announcements_;
+  has_announcement_.store(announcements_ > 0, std::memory_order_relaxed);
   return item;
 }
 
@@ -67,7 +66,10 @@ absl::optional<BufferItem> InputGate::Poll(int64_t deadline_nanos) {
   if (queue_.empty()) return absl::nullopt;
   BufferItem item = std::move(queue_.front());
   queue_.pop_front();
-  if (announcements_ > 0) --announcements_;
+  if (announcements_ > 0) {
+    --announcements_;
+    has_announcement_.store(announcements_ > 0, std::memory_order_relaxed);
+  }
   return item;
 }
 
@@ -93,6 +95,7 @@ void InputGate::Close() {
     closed_ = true;
     queue_.clear();
     announcements_ = 0;
+    has_announcement_.store(false, std::memory_order_relaxed);
     priority_listener_ = nullptr;
     listeners.swap(listeners_);
   }
@@ -164,7 +167,7 @@ absl::Status LocalChannel::SendPriority(BufferItem item) {
     if (gate_closed_) return absl::CancelledError("consumer task has stopped");
   }
   item.channel = channel_;
-  item.priority = true;
+  if (Barrier* b = item.as<Barrier>()) b->priority = true;
   gate_->Push(std::move(item));
   return absl::OkStatus();
 }

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -12,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/optional.h"
+#include "worker/internal/data_item.h"
 
 namespace sluice::worker {
 
@@ -23,47 +25,6 @@ class CreditListener {
   virtual void AddCredit(int n) = 0;
   // The consuming task is gone; the channel should be torn down.
   virtual void GateClosed() {}
-};
-
-// A change of a channel's watermark status (see proto/data.proto).
-enum class WatermarkStatus : uint8_t { kUnchanged, kIdle, kActive };
-
-// One unit on the wire: a buffer of encoded records, or one control element (the
-// end-of-partition mark, a barrier, a watermark, a watermark status), in channel order.
-struct BufferItem {
-  int channel = 0;
-  std::string data;
-  int num_records = 0;
-  bool end_of_partition = false;
-  int64_t barrier = 0;  // > 0: a checkpoint barrier with this id (no records)
-  bool has_watermark = false;  // an event-time watermark `watermark` (ms; no records)
-  int64_t watermark = 0;
-  WatermarkStatus watermark_status = WatermarkStatus::kUnchanged;  // no records unless kUnchanged
-  // With `barrier`: sent without credit (unaligned-capable, see ChannelWriter::SendPriority);
-  // the consumer returns no credit for it.
-  bool priority = false;
-  // Made by the gate for a priority barrier: the barrier's announcement, put ahead of every
-  // queued item; `overtaken` holds copies of the items of its channel queued before the
-  // barrier (which stays in place behind them).
-  bool announcement = false;
-  std::vector<BufferItem> overtaken;
-  // Replayed from a checkpoint's channel state: it came through no gate, so no credit.
-  bool restored = false;
-
-  // Whether the consumer returns a credit once it has processed the item.
-  bool TakesCredit() const { return !priority && !restored; }
-  // A copy of what a records, watermark or watermark status item carries (with its channel),
-  // for in-flight data.
-  BufferItem CopyContent() const {
-    BufferItem copy;
-    copy.channel = channel;
-    copy.data = data;
-    copy.num_records = num_records;
-    copy.has_watermark = has_watermark;
-    copy.watermark = watermark;
-    copy.watermark_status = watermark_status;
-    return copy;
-  }
 };
 
 // The input side of a task: buffers from all its input channels, in one bounded queue.
@@ -99,6 +60,8 @@ class InputGate {
 
   // The announcement at the front of the queue, if any; never waits.
   absl::optional<BufferItem> PollPriority();
+  // Whether an announcement is queued (cheap: no lock; for checks between records).
+  bool HasAnnouncement() const { return has_announcement_.load(std::memory_order_relaxed); }
 
   // Waits until a buffer is available, `deadline_nanos` (monotonic, Clock::Real()) passes, or
   // the gate is woken. Returns nullopt on timeout or wake-up.
@@ -124,6 +87,7 @@ class InputGate {
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   bool woken_ ABSL_GUARDED_BY(mu_) = false;
   size_t announcements_ ABSL_GUARDED_BY(mu_) = 0;  // at the front of queue_
+  std::atomic<bool> has_announcement_{false};      // announcements_ > 0
   std::function<void()> priority_listener_ ABSL_GUARDED_BY(mu_);
 };
 

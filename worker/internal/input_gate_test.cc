@@ -37,11 +37,12 @@ bool WaitUntil(const std::function<bool()>& cond, absl::Duration timeout = kProm
   return true;
 }
 
-BufferItem Buffer(const std::string& data) {
-  BufferItem item;
-  item.data = data;
-  item.num_records = 1;
-  return item;
+BufferItem Buffer(const std::string& data) { return BufferItem(0, RecordBuffer{data, 1}); }
+
+// The records of a records item; "" for other kinds.
+std::string DataOf(const BufferItem& item) {
+  const RecordBuffer* b = item.as<RecordBuffer>();
+  return b == nullptr ? "" : b->data;
 }
 
 int64_t NowNanos() { return Clock::Real()->NowNanos(); }
@@ -112,7 +113,7 @@ TEST(InputGateTest, LocalChannelSendsExactlyCreditsBeforeBlocking) {
   // Consuming one buffer and returning its credit lets exactly one more send through.
   auto item = w.gate->Poll(NowNanos());
   ASSERT_TRUE(item.has_value());
-  EXPECT_EQ(item->data, "0");
+  EXPECT_EQ(DataOf(*item), "0");
   EXPECT_EQ(item->channel, 0);
   w.gate->ReleaseCredit(0);
   ASSERT_TRUE(WaitUntil([&] { return sender.sent() == kCredits + 1; }));
@@ -125,7 +126,7 @@ TEST(InputGateTest, LocalChannelSendsExactlyCreditsBeforeBlocking) {
   for (int i = 1; i < kCredits + 2; ++i) {
     auto next = w.gate->Poll(NowNanos() + absl::ToInt64Nanoseconds(kPrompt));
     ASSERT_TRUE(next.has_value()) << i;
-    EXPECT_EQ(next->data, absl::StrCat(i));
+    EXPECT_EQ(DataOf(*next), absl::StrCat(i));
     w.gate->ReleaseCredit(0);
   }
   ASSERT_TRUE(sender.WaitDone());
@@ -144,7 +145,7 @@ TEST(InputGateTest, SendStampsTheChannelIndex) {
   auto got = gate->Poll(NowNanos());
   ASSERT_TRUE(got.has_value());
   EXPECT_EQ(got->channel, 2);
-  EXPECT_EQ(got->data, "x");
+  EXPECT_EQ(DataOf(*got), "x");
 }
 
 TEST(InputGateTest, CreditsAreReturnedToTheRightChannel) {
@@ -187,38 +188,38 @@ TEST(InputGateTest, PriorityBarrierIsAnnouncedAheadOfTheQueue) {
   absl::StatusOr<bool> offered = ch0->Offer(more, 0);
   ASSERT_OK(offered);
   EXPECT_FALSE(*offered) << "no credit left";
-  EXPECT_EQ(more.data, "a3") << "an item not sent is left in place";
-  BufferItem b0;
-  b0.barrier = 7;
-  ASSERT_OK(ch0->SendPriority(std::move(b0)));
-  BufferItem b1;
-  b1.barrier = 7;
-  ASSERT_OK(ch1->SendPriority(std::move(b1)));
+  EXPECT_EQ(DataOf(more), "a3") << "an item not sent is left in place";
+  ASSERT_OK(ch0->SendPriority(BufferItem(0, Barrier{7, false})));
+  ASSERT_OK(ch1->SendPriority(BufferItem(0, Barrier{7, false})));
   EXPECT_EQ(woken, 2);
   EXPECT_EQ(gate->QueuedForTest(), 7u);
 
   auto first = gate->PollPriority();
   ASSERT_TRUE(first.has_value());
-  EXPECT_TRUE(first->announcement);
+  const BarrierAnnouncement* a0 = first->as<BarrierAnnouncement>();
+  ASSERT_NE(a0, nullptr);
   EXPECT_EQ(first->channel, 0);
-  EXPECT_EQ(first->barrier, 7);
+  EXPECT_EQ(a0->id, 7);
   EXPECT_FALSE(first->TakesCredit());
-  ASSERT_EQ(first->overtaken.size(), 2u);
-  EXPECT_EQ(first->overtaken[0].data, "a1");
-  EXPECT_EQ(first->overtaken[1].data, "a2");
+  ASSERT_EQ(a0->overtaken.size(), 2u);
+  EXPECT_EQ(DataOf(a0->overtaken[0]), "a1");
+  EXPECT_EQ(DataOf(a0->overtaken[1]), "a2");
   auto second = gate->Poll(NowNanos());  // announcements come first from Poll() too
   ASSERT_TRUE(second.has_value());
-  EXPECT_TRUE(second->announcement);
+  const BarrierAnnouncement* a1 = second->as<BarrierAnnouncement>();
+  ASSERT_NE(a1, nullptr);
   EXPECT_EQ(second->channel, 1);
-  ASSERT_EQ(second->overtaken.size(), 1u);
-  EXPECT_EQ(second->overtaken[0].data, "b1");
+  ASSERT_EQ(a1->overtaken.size(), 1u);
+  EXPECT_EQ(DataOf(a1->overtaken[0]), "b1");
   EXPECT_FALSE(gate->PollPriority().has_value()) << "no more announcements";
   // Then the queue in arrival order, the barriers in place, taking no credit.
   std::vector<std::string> order;
   while (auto item = gate->Poll(NowNanos())) {
-    order.push_back(item->barrier > 0 ? absl::StrCat("barrier", item->channel) : item->data);
-    EXPECT_EQ(item->TakesCredit(), item->barrier == 0);
-    EXPECT_FALSE(item->announcement);
+    const Barrier* barrier = item->as<Barrier>();
+    order.push_back(barrier != nullptr ? absl::StrCat("barrier", item->channel) : DataOf(*item));
+    EXPECT_EQ(item->TakesCredit(), barrier == nullptr);
+    EXPECT_TRUE(barrier == nullptr || barrier->priority) << "sent with priority";
+    EXPECT_EQ(item->as<BarrierAnnouncement>(), nullptr);
   }
   EXPECT_EQ(order, (std::vector<std::string>{"a1", "b1", "a2", "barrier0", "barrier1"}));
 }
@@ -239,7 +240,7 @@ TEST(InputGateTest, InterruptEndsAWaitForCredit) {
   waiter.join();
   ASSERT_OK(offered);
   EXPECT_FALSE(*offered);
-  EXPECT_EQ(item.data, "1");
+  EXPECT_EQ(DataOf(item), "1");
   // With a credit, the next offer sends.
   ASSERT_TRUE(w.gate->Poll(NowNanos()).has_value());
   w.gate->ReleaseCredit(0);
@@ -314,7 +315,7 @@ TEST(InputGateTest, PollReturnsAQueuedBufferEvenPastTheDeadline) {
   gate.Push(Buffer("a"));
   auto item = gate.Poll(0);
   ASSERT_TRUE(item.has_value());
-  EXPECT_EQ(item->data, "a");
+  EXPECT_EQ(DataOf(*item), "a");
 }
 
 TEST(InputGateTest, PollWakesForABufferPushedLater) {
@@ -329,7 +330,7 @@ TEST(InputGateTest, PollWakesForABufferPushedLater) {
   ASSERT_TRUE(polled.WaitForNotificationWithTimeout(kPrompt));
   consumer.join();
   ASSERT_TRUE(got.has_value());
-  EXPECT_EQ(got->data, "late");
+  EXPECT_EQ(DataOf(*got), "late");
 }
 
 TEST(InputGateTest, WakeMakesPollReturn) {

@@ -16,21 +16,29 @@
 namespace sluice::worker {
 
 namespace {
-constexpr size_t kBufferBytes = 32 * 1024;
 constexpr int kSourceBatch = 256;
-// Most records a chain output gathers for an operator that prefers batches.
-constexpr size_t kChainBatch = 256;
 
-// Names an operator subtask's state in kDataLoss errors (its context and its backend).
-StateOrigin OriginOf(const TaskDescriptor& desc, const plan::OperatorSpec& spec) {
-  return StateOrigin(desc.job_id, spec.id, spec.type, desc.subtask,
-                     desc.restore != nullptr ? desc.restore->checkpoint_id() : 0);
-}
-// Buffers a channel may hold unsent (waiting for credit) before emitting blocks the operator:
-// enough for what one step (a source poll, an input buffer) normally emits, so the task waits
-// for credit between steps, where it can take checkpoints (Flink's overdraft buffers).
-constexpr size_t kOverdraftBuffers = 4;
 }  // namespace
+
+RestoreMetadata::RestoreMetadata(const checkpoint::CheckpointStorage* storage, std::string path)
+    : storage_(storage), path_(std::move(path)), result_(absl::UnknownError("not read")) {}
+
+RestoreMetadata::RestoreMetadata(std::shared_ptr<const proto::CheckpointMetadata> metadata)
+    : storage_(nullptr), read_(true), result_(std::move(metadata)) {}
+
+absl::StatusOr<std::shared_ptr<const proto::CheckpointMetadata>> RestoreMetadata::Get() {
+  absl::MutexLock lock(&mu_);
+  if (!read_) {
+    absl::StatusOr<proto::CheckpointMetadata> md = storage_->ReadMetadata(path_);
+    if (md.ok()) {
+      result_ = std::make_shared<const proto::CheckpointMetadata>(std::move(*md));
+    } else {
+      result_ = md.status();
+    }
+    read_ = true;
+  }
+  return result_;
+}
 
 int GateChannelIndex(const plan::JobGraph& graph, int edge, int src_subtask) {
   const plan::Edge& e = graph.edges[edge];
@@ -54,362 +62,6 @@ int GateChannelCount(const plan::JobGraph& graph, int vertex) {
   return n;
 }
 
-// A snapshot waiting for its asynchronous part: keyed state to upload, in-flight data to write.
-struct Task::PendingAck {
-  std::shared_ptr<proto::CheckpointAck> ack;
-  std::vector<std::pair<std::string, state::PendingSnapshot>> keyed;
-  proto::ChannelStateFile channels;
-};
-
-struct Task::OperatorSlot {
-  const plan::OperatorSpec* spec;
-  std::unique_ptr<ops::Operator> op;
-  std::shared_ptr<Counter> in;
-  std::shared_ptr<Counter> out;
-  std::unique_ptr<ops::TimerService> timers;  // keyed operators
-
-  // The operator's input watermark advanced: its event-time timers due by then fire first.
-  absl::Status Watermark(int64_t watermark_ms) {
-    if (timers != nullptr) SLUICE_RETURN_IF_ERROR(timers->AdvanceWatermark(watermark_ms, op.get()));
-    return op->ProcessWatermark(watermark_ms);
-  }
-};
-
-// Calls the next operator of the chain directly, record by record, or, when that operator
-// PrefersBatches(), gathers copies of the records (into reused Records: no allocation once
-// grown) and hands them over with ProcessBatch() when kChainBatch are gathered, before a
-// watermark or watermark status passes, and when the task calls Flush() (after every step of
-// its loop: a source poll, an input buffer, timers, each Finish(), and before a snapshot), so
-// the next operator sees nothing else while records wait here. Stops the chain once the task
-// is cancelled, so a slow operator does not hold a cancelled task for the rest of a source
-// batch.
-class Task::ChainOutput final : public ops::Output {
- public:
-  // `source_task`: set when `from` is the task's source, whose watermarks are the task's.
-  ChainOutput(OperatorSlot* from, OperatorSlot* to, std::string* failed_op,
-              const std::atomic<bool>* cancelled, Task* source_task)
-      : from_(from),
-        to_(to),
-        failed_op_(failed_op),
-        cancelled_(cancelled),
-        source_task_(source_task),
-        batching_(to->op->PrefersBatches()) {
-    if (batching_) {
-      batch_.assign(kChainBatch, Record(from->spec->output_schema.size()));
-      for (const Field& f : from->spec->output_schema.fields()) types_.push_back(f.type);
-    }
-  }
-  absl::Status Emit(const Record& r) override {
-    if (cancelled_->load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
-    from_->out->Add();
-    if (batching_) {
-      Record& copy = batch_[gathered_++];
-      for (size_t i = 0; i < types_.size(); ++i) CopyValue(types_[i], r, i, &copy, i);
-      return gathered_ == batch_.size() ? Flush() : absl::OkStatus();
-    }
-    to_->in->Add();
-    return Named(to_->op->Process(r));
-  }
-  absl::Status EmitWatermark(int64_t watermark_ms) override {
-    SLUICE_RETURN_IF_ERROR(Flush());
-    if (source_task_ != nullptr) source_task_->PublishWatermark(watermark_ms, false);
-    return Named(to_->Watermark(watermark_ms));
-  }
-  absl::Status EmitWatermarkStatus(bool idle) override {
-    SLUICE_RETURN_IF_ERROR(Flush());
-    if (source_task_ != nullptr) source_task_->PublishWatermark(source_task_->watermark_.load(), idle);
-    return Named(to_->op->ProcessWatermarkStatus(idle));
-  }
-  // Hands the gathered records to the next operator.
-  absl::Status Flush() {
-    if (gathered_ == 0) return absl::OkStatus();
-    const size_t n = gathered_;
-    gathered_ = 0;
-    to_->in->Add(n);
-    return Named(to_->op->ProcessBatch(0, batch_.data(), n));
-  }
-
- private:
-  absl::Status Named(absl::Status s) {
-    if (!s.ok() && failed_op_->empty() && s.code() != absl::StatusCode::kCancelled) {
-      *failed_op_ = to_->spec->id;
-    }
-    return s;
-  }
-
-  OperatorSlot* from_;
-  OperatorSlot* to_;
-  std::string* failed_op_;
-  const std::atomic<bool>* cancelled_;
-  Task* source_task_;
-  const bool batching_;
-  std::vector<Record> batch_;  // batching_: kChainBatch reused records
-  std::vector<FieldType> types_;  // ... of the records' schema
-  size_t gathered_ = 0;        // ... of which the first are gathered
-};
-
-// Serializes records of one output edge into per-channel buffers and sends full (or timed
-// out) buffers to the channel writers. A buffer without credit waits in its channel's backlog
-// (in order with everything after it); the task drains backlogs between steps (Drain()), so it
-// never waits for credit inside an operator unless one step emits more than kOverdraftBuffers
-// buffers to a channel. Unaligned-capable barriers skip the backlog (SendPriority); the backlog
-// they overtake is the checkpoint's output-side in-flight data.
-class Task::EdgeWriter {
- public:
-  EdgeWriter(const plan::Edge* edge, int max_parallelism,
-             std::vector<std::unique_ptr<ChannelWriter>> channels, ops::KeyHasher hasher,
-             Clock* clock)
-      : edge_(edge),
-        max_parallelism_(max_parallelism),
-        channels_(std::move(channels)),
-        hasher_(std::move(hasher)),
-        clock_(clock),
-        pending_(channels_.size()),
-        pending_records_(channels_.size()),
-        backlog_(channels_.size()) {
-    for (auto& p : pending_) p.reserve(kBufferBytes + 1024);
-  }
-
-  void AddCounters(MetricsRegistry* metrics, const Labels& base, const std::string& owner,
-                   const std::vector<std::string>& targets) {
-    for (size_t i = 0; i < channels_.size(); ++i) {
-      Labels l = base;
-      l.push_back({"edge", absl::StrCat(edge_->id)});
-      l.push_back({"target", targets[i]});
-      bytes_.push_back(metrics->AddCounter("sluice_channel_bytes_sent_total",
-                                           "Bytes of records sent per output channel", l, owner));
-      buffers_.push_back(metrics->AddCounter("sluice_channel_buffers_sent_total",
-                                             "Buffers sent per output channel", l, owner));
-      // A plain gauge the task thread refreshes after each send: a callback into the writer
-      // could outlive it (metrics are rendered outside the registry lock).
-      credit_wait_.push_back(metrics->AddGauge(
-          "sluice_channel_credit_wait_seconds",
-          "Seconds the sender spent blocked waiting for credit", l, owner));
-    }
-  }
-
-  absl::Status Emit(const Record& r) {
-    switch (edge_->partition) {
-      case plan::Partition::kForward: return Append(0, r);
-      case plan::Partition::kHash: {
-        int kg = KeyGroupForHash(hasher_.Hash(r), max_parallelism_);
-        return Append(SubtaskForKeyGroup(kg, max_parallelism_, static_cast<int>(channels_.size())), r);
-      }
-      case plan::Partition::kRebalance: {
-        size_t c = next_++;
-        if (next_ == channels_.size()) next_ = 0;
-        return Append(c, r);
-      }
-      case plan::Partition::kBroadcast:
-        for (size_t c = 0; c < channels_.size(); ++c) SLUICE_RETURN_IF_ERROR(Append(c, r));
-        return absl::OkStatus();
-    }
-    return absl::OkStatus();
-  }
-
-  int64_t pending_since() const { return pending_since_; }
-
-  absl::Status FlushAll() {
-    for (size_t c = 0; c < channels_.size(); ++c) {
-      if (pending_records_[c] > 0) SLUICE_RETURN_IF_ERROR(Flush(c, false));
-    }
-    pending_since_ = 0;
-    return absl::OkStatus();
-  }
-
-  absl::Status EndOfPartition() {
-    SLUICE_RETURN_IF_ERROR(FlushAll());
-    for (size_t c = 0; c < channels_.size(); ++c) {
-      BufferItem eop;
-      eop.end_of_partition = true;
-      SLUICE_RETURN_IF_ERROR(Deliver(c, std::move(eop), false));
-    }
-    for (size_t c = 0; c < channels_.size(); ++c) SLUICE_RETURN_IF_ERROR(DrainBlocking(c, 0));
-    for (auto& ch : channels_) SLUICE_RETURN_IF_ERROR(ch->Close());
-    return absl::OkStatus();
-  }
-
-  // Sends checkpoint barrier `id` on every channel, after everything emitted before it; with
-  // `priority`, ahead of the backlog, whose copies it appends to `overtaken` (with the index of
-  // their channel plus `first_channel`).
-  absl::Status EmitBarrier(int64_t id, bool priority, int first_channel,
-                           std::vector<std::pair<int, const BufferItem*>>* overtaken) {
-    SLUICE_RETURN_IF_ERROR(FlushAll());
-    for (size_t c = 0; c < channels_.size(); ++c) {
-      BufferItem b;
-      b.barrier = id;
-      if (priority) {
-        SLUICE_RETURN_IF_ERROR(channels_[c]->SendPriority(std::move(b)));
-        for (const BufferItem& item : backlog_[c]) {
-          overtaken->push_back({first_channel + static_cast<int>(c), &item});
-        }
-      } else {
-        SLUICE_RETURN_IF_ERROR(Deliver(c, std::move(b), false));
-      }
-    }
-    return absl::OkStatus();
-  }
-
-  // Sends backlogged buffers while credit lasts, waiting for it until `deadline_nanos`
-  // (Clock::Real(); 0: not at all) or an Interrupt() of the writer. Returns whether every
-  // backlog is empty.
-  absl::StatusOr<bool> Drain(int64_t deadline_nanos) {
-    for (size_t c = 0; c < channels_.size(); ++c) {
-      std::deque<BufferItem>& q = backlog_[c];
-      while (!q.empty()) {
-        SLUICE_ASSIGN_OR_RETURN(bool sent, channels_[c]->Offer(q.front(), deadline_nanos));
-        if (!sent) return false;
-        q.pop_front();
-        UpdateCreditWait(c);
-      }
-    }
-    return true;
-  }
-
-  bool HasBacklog() const {
-    for (const auto& q : backlog_) {
-      if (!q.empty()) return true;
-    }
-    return false;
-  }
-
-  // Restore: `item` was emitted but not sent at the checkpoint; it goes first.
-  void PushRestored(size_t c, BufferItem item) { backlog_[c].push_back(std::move(item)); }
-
-  // Sends watermark `watermark_ms` on every channel, after everything emitted before it.
-  absl::Status EmitWatermark(int64_t watermark_ms) {
-    SLUICE_RETURN_IF_ERROR(FlushAll());
-    for (size_t c = 0; c < channels_.size(); ++c) {
-      BufferItem w;
-      w.has_watermark = true;
-      w.watermark = watermark_ms;
-      SLUICE_RETURN_IF_ERROR(Deliver(c, std::move(w), true));
-    }
-    return absl::OkStatus();
-  }
-
-  // Marks every channel idle or active again, in order with the records.
-  absl::Status EmitWatermarkStatus(bool idle) {
-    SLUICE_RETURN_IF_ERROR(FlushAll());
-    for (size_t c = 0; c < channels_.size(); ++c) {
-      BufferItem w;
-      w.watermark_status = idle ? WatermarkStatus::kIdle : WatermarkStatus::kActive;
-      SLUICE_RETURN_IF_ERROR(Deliver(c, std::move(w), true));
-    }
-    return absl::OkStatus();
-  }
-
-  const std::vector<std::unique_ptr<ChannelWriter>>& channels() const { return channels_; }
-
- private:
-  absl::Status Append(size_t c, const Record& r) {
-    std::string& buf = pending_[c];
-    if (pending_since_ == 0) pending_since_ = clock_->NowNanos();
-    EncodeRecord(edge_->schema, r, &buf);
-    ++pending_records_[c];
-    if (buf.size() >= kBufferBytes) return Flush(c, true);
-    return absl::OkStatus();
-  }
-
-  // Sends (or backlogs) channel `c`'s pending buffer; `may_block`: as Deliver().
-  absl::Status Flush(size_t c, bool may_block) {
-    BufferItem item;
-    item.data = std::move(pending_[c]);
-    item.num_records = pending_records_[c];
-    pending_[c] = std::string();
-    pending_[c].reserve(kBufferBytes + 1024);
-    pending_records_[c] = 0;
-    if (!bytes_.empty()) {
-      bytes_[c]->Add(item.data.size());
-      buffers_[c]->Add();
-    }
-    return Deliver(c, std::move(item), may_block);
-  }
-
-  // Sends `item` on channel `c` if it has credit and no backlog, else queues it; with
-  // `may_block`, then waits for credit while the backlog exceeds kOverdraftBuffers.
-  absl::Status Deliver(size_t c, BufferItem item, bool may_block) {
-    std::deque<BufferItem>& q = backlog_[c];
-    if (q.empty()) {
-      SLUICE_ASSIGN_OR_RETURN(bool sent, channels_[c]->Offer(item, 0));
-      if (sent) return absl::OkStatus();
-    }
-    q.push_back(std::move(item));
-    return may_block ? DrainBlocking(c, kOverdraftBuffers) : absl::OkStatus();
-  }
-
-  // Sends channel `c`'s backlog, waiting for credit, until at most `keep` buffers are left.
-  absl::Status DrainBlocking(size_t c, size_t keep) {
-    std::deque<BufferItem>& q = backlog_[c];
-    while (q.size() > keep) {
-      SLUICE_RETURN_IF_ERROR(channels_[c]->Send(std::move(q.front())));
-      q.pop_front();
-      UpdateCreditWait(c);
-    }
-    return absl::OkStatus();
-  }
-
-  void UpdateCreditWait(size_t c) {
-    if (!credit_wait_.empty()) credit_wait_[c]->Set(channels_[c]->CreditWaitNanos() / 1e9);
-  }
-
-  const plan::Edge* edge_;
-  const int max_parallelism_;
-  std::vector<std::unique_ptr<ChannelWriter>> channels_;
-  ops::KeyHasher hasher_;
-  Clock* clock_;
-  std::vector<std::string> pending_;
-  std::vector<int> pending_records_;
-  int64_t pending_since_ = 0;
-  std::vector<std::deque<BufferItem>> backlog_;  // per channel: unsent, in order
-  size_t next_ = 0;
-  std::vector<std::shared_ptr<Counter>> bytes_;
-  std::vector<std::shared_ptr<Counter>> buffers_;
-  std::vector<std::shared_ptr<Gauge>> credit_wait_;
-};
-
-// The chain's last operator emits here: to every output edge (none for a sink).
-class Task::TailOutput final : public ops::Output {
- public:
-  // `source_task`: set when `from` is the task's source, whose watermarks are the task's.
-  // `writers`: every output edge; `main`: those of the main output; `side[k]`: those of side
-  // output k.
-  TailOutput(OperatorSlot* from, std::vector<EdgeWriter*> writers, std::vector<EdgeWriter*> main,
-             std::vector<std::vector<EdgeWriter*>> side, Task* source_task)
-      : from_(from),
-        writers_(std::move(writers)),
-        main_(std::move(main)),
-        side_(std::move(side)),
-        source_task_(source_task) {}
-  absl::Status Emit(const Record& r) override {
-    from_->out->Add();
-    for (EdgeWriter* w : main_) SLUICE_RETURN_IF_ERROR(w->Emit(r));
-    return absl::OkStatus();
-  }
-  absl::Status EmitSide(int side_output, const Record& r) override {
-    if (side_output < 0 || side_output >= static_cast<int>(side_.size())) return absl::OkStatus();
-    for (EdgeWriter* w : side_[side_output]) SLUICE_RETURN_IF_ERROR(w->Emit(r));
-    return absl::OkStatus();
-  }
-  absl::Status EmitWatermark(int64_t watermark_ms) override {
-    if (source_task_ != nullptr) source_task_->PublishWatermark(watermark_ms, false);
-    for (EdgeWriter* w : writers_) SLUICE_RETURN_IF_ERROR(w->EmitWatermark(watermark_ms));
-    return absl::OkStatus();
-  }
-  absl::Status EmitWatermarkStatus(bool idle) override {
-    if (source_task_ != nullptr) source_task_->PublishWatermark(source_task_->watermark_.load(), idle);
-    for (EdgeWriter* w : writers_) SLUICE_RETURN_IF_ERROR(w->EmitWatermarkStatus(idle));
-    return absl::OkStatus();
-  }
-
- private:
-  OperatorSlot* from_;
-  std::vector<EdgeWriter*> writers_;
-  std::vector<EdgeWriter*> main_;
-  std::vector<std::vector<EdgeWriter*>> side_;
-  Task* source_task_;
-};
-
 Task::Task(TaskDescriptor desc, const ops::OperatorRegistry* registry, ChannelFactory channels,
            MetricsRegistry* metrics, Clock* clock, DoneCallback on_done)
     : desc_(std::move(desc)),
@@ -422,9 +74,14 @@ Task::Task(TaskDescriptor desc, const ops::OperatorRegistry* registry, ChannelFa
                                   desc_.subtask)),
       mode_(desc_.checkpoint_dir.empty() ? plan::CheckpointConfig::Mode::kAligned
                                          : desc_.job->checkpoint.mode),
-      gate_(std::make_shared<InputGate>(GateChannelCount(*desc_.graph, desc_.vertex), 8)) {
-  // Called under the gate's lock; takes mu_ and the writers' locks, never the gate's.
-  gate_->SetPriorityListener([this] { InterruptOutput(); });
+      gate_(std::make_shared<InputGate>(GateChannelCount(*desc_.graph, desc_.vertex), 8)),
+      writer_(clock_, desc_.job->buffer_timeout_ms * 1'000'000,
+              static_cast<int>(
+                  desc_.job->operators[desc_.graph->vertices[desc_.vertex].ops.back()]
+                      .side_outputs.size())),
+      uploader_(desc_.checkpoint_dir, desc_.vertex, desc_.subtask, clock_, desc_.ack) {
+  // Called under the gate's lock; takes the writer's and its channels' locks, never the gate's.
+  gate_->SetPriorityListener([this] { writer_.Interrupt(); });
   // Counters exist from deployment so status can show zeros before the task starts.
   absl::MutexLock lock(&mu_);
   for (int op_index : desc_.graph->vertices[desc_.vertex].ops) {
@@ -486,35 +143,21 @@ void Task::Start() {
   SetState(proto::TASK_RUNNING, "");
   thread_ = std::thread([this] {
     absl::Status s = Run();
-    if (uploader_.joinable()) {
-      {
-        absl::MutexLock lock(&upload_mu_);
-        upload_stop_ = true;
-      }
-      uploader_.join();  // pending uploads finish first: their acks may complete a checkpoint
-    }
+    uploader_.Stop();  // pending uploads finish first: their acks may complete a checkpoint
     backends_.clear();
     // Tear down channels before reporting, so a finished task has delivered everything.
-    {
-      absl::MutexLock lock(&mu_);
-      live_writers_.clear();
-    }
-    if (!s.ok()) {
-      for (auto& w : edge_writers_) {
-        for (auto& ch : w->channels()) ch->Cancel();
-      }
-    }
+    writer_.Shutdown(!s.ok());
     metrics_->RemoveOwner(metrics_owner_ + "/channels");
-    edge_writers_.clear();
-    if (cancelled_.load() && opened_) DeliverNotificationsBeforeClose();
-    for (auto& slot : ops_) slot->op->Close();
+    if (cancelled_.load() && chain_.opened()) DeliverNotificationsBeforeClose();
+    chain_.Close();
     gate_->Close();
     if (s.ok()) {
       SetState(proto::TASK_FINISHED, "");
     } else if (cancelled_.load() || s.code() == absl::StatusCode::kCancelled) {
       SetState(proto::TASK_CANCELLED, cancelled_.load() ? "" : std::string(s.message()));
     } else {
-      std::string where = failed_op_.empty() ? "" : absl::StrCat(" operator '", failed_op_, "'");
+      const std::string& failed = chain_.failed_operator();
+      std::string where = failed.empty() ? "" : absl::StrCat(" operator '", failed, "'");
       std::string msg = absl::StrCat("task ", name(), where, ": ", s.message());
       spdlog::error("{}", msg);
       SetState(proto::TASK_FAILED, msg, s.code());
@@ -526,8 +169,7 @@ void Task::Start() {
 void Task::Cancel() {
   cancelled_.store(true);
   gate_->Wake();
-  absl::MutexLock lock(&mu_);
-  for (ChannelWriter* w : live_writers_) w->Cancel();
+  writer_.Cancel();
 }
 
 void Task::TriggerCheckpoint(int64_t id, bool final, bool aligned) {
@@ -537,7 +179,7 @@ void Task::TriggerCheckpoint(int64_t id, bool final, bool aligned) {
   }
   has_mail_.store(true);
   gate_->Wake();
-  InterruptOutput();
+  writer_.Interrupt();
 }
 
 void Task::NotifyCheckpointComplete(int64_t id) {
@@ -547,12 +189,7 @@ void Task::NotifyCheckpointComplete(int64_t id) {
   }
   has_mail_.store(true);
   gate_->Wake();
-  InterruptOutput();
-}
-
-void Task::InterruptOutput() {
-  absl::MutexLock lock(&mu_);
-  for (ChannelWriter* w : live_writers_) w->Interrupt();
+  writer_.Interrupt();
 }
 
 void Task::Join() {
@@ -598,35 +235,36 @@ proto::TaskStatus Task::Status() const {
   return st;
 }
 
+StateOrigin Task::OriginOf(const plan::OperatorSpec& spec) const {
+  return StateOrigin(desc_.job_id, spec.id, spec.type, desc_.subtask,
+                     restore_ != nullptr ? restore_->checkpoint_id() : 0);
+}
+
 absl::Status Task::Run() {
   const plan::JobSpec& job = *desc_.job;
   const plan::JobGraph& graph = *desc_.graph;
   const plan::Vertex& vertex = graph.vertices[desc_.vertex];
-  buffer_timeout_nanos_ = job.buffer_timeout_ms * 1'000'000;
-
-  {
-    absl::MutexLock lock(&mu_);
-    for (size_t i = 0; i < vertex.ops.size(); ++i) {
-      auto slot = std::make_unique<OperatorSlot>();
-      slot->spec = &job.operators[vertex.ops[i]];
-      slot->in = in_counters_[i].second;
-      slot->out = out_counters_[i];
-      ops_.push_back(std::move(slot));
-    }
+  // Restore starts here, on the task thread: the deploy RPC did not read the metadata.
+  if (desc_.restore != nullptr) {
+    SLUICE_ASSIGN_OR_RETURN(restore_, desc_.restore->Get());
   }
-  for (auto& slot : ops_) {
-    SLUICE_ASSIGN_OR_RETURN(slot->op, registry_->Create(*slot->spec));
+
+  for (size_t i = 0; i < vertex.ops.size(); ++i) {
+    std::shared_ptr<Counter> in, out;
+    {
+      absl::MutexLock lock(&mu_);
+      in = in_counters_[i].second;
+      out = out_counters_[i];
+    }
+    SLUICE_RETURN_IF_ERROR(chain_.Add(*registry_, &job.operators[vertex.ops[i]], in, out));
   }
   SLUICE_RETURN_IF_ERROR(SetUpState());
-  for (size_t i = 0; i < ops_.size(); ++i) {
-    if (backends_[i] != nullptr) ops_[i]->timers = std::make_unique<ops::TimerService>(backends_[i].get(), clock_);
+  for (size_t i = 0; i < chain_.size(); ++i) {
+    if (backends_[i] != nullptr) chain_.op(i).timers = std::make_unique<ops::TimerService>(backends_[i].get(), clock_);
   }
 
   // Output channels, one writer per (edge, target subtask); edges of the tail's main output
   // and of each of its side outputs.
-  std::vector<EdgeWriter*> writers;
-  std::vector<EdgeWriter*> main_writers;
-  std::vector<std::vector<EdgeWriter*>> side_writers(ops_.back()->spec->side_outputs.size());
   for (int e : vertex.out_edges) {
     const plan::Edge& edge = graph.edges[e];
     const int target_par = graph.vertices[edge.target_vertex].parallelism;
@@ -649,68 +287,48 @@ absl::Status Task::Run() {
     if (edge.partition == plan::Partition::kHash) {
       SLUICE_ASSIGN_OR_RETURN(hasher, ops::KeyHasher::Create(edge.key, edge.schema));
     }
-    auto w = std::make_unique<EdgeWriter>(&edge, job.max_parallelism, std::move(channels),
-                                          std::move(hasher), clock_);
-    w->AddCounters(metrics_, {{"job", desc_.job_id}, {"subtask", absl::StrCat(desc_.subtask)}},
-                   metrics_owner_ + "/channels", targets);
-    writers.push_back(w.get());
-    if (edge.side_output < 0) {
-      main_writers.push_back(w.get());
-    } else if (edge.side_output < static_cast<int>(side_writers.size())) {
-      side_writers[edge.side_output].push_back(w.get());
-    }
-    edge_writers_.push_back(std::move(w));
-    // Only now, owned by a member that outlives live_writers_, may Cancel() reach them.
-    absl::MutexLock lock(&mu_);
-    for (const auto& ch : edge_writers_.back()->channels()) {
-      if (cancelled_.load()) ch->Cancel();
-      live_writers_.push_back(ch.get());
-    }
+    writer_.AddEdge(&edge, job.max_parallelism, std::move(channels), std::move(hasher), metrics_,
+                    {{"job", desc_.job_id}, {"subtask", absl::StrCat(desc_.subtask)}},
+                    metrics_owner_ + "/channels", targets);
   }
 
   SLUICE_RETURN_IF_ERROR(RestoreChannelState());
 
-  // Wire the chain: op[i] -> op[i+1] directly; the last op -> edge writers.
-  for (size_t i = 0; i + 1 < ops_.size(); ++i) {
-    chain_outputs_.push_back(std::make_unique<ChainOutput>(
-        ops_[i].get(), ops_[i + 1].get(), &failed_op_, &cancelled_,
-        i == 0 && ops_[0]->spec->is_source() ? this : nullptr));
-  }
-  tail_output_ = std::make_unique<TailOutput>(
-      ops_.back().get(), writers, std::move(main_writers), std::move(side_writers), ops_.size() == 1 && ops_[0]->spec->is_source() ? this : nullptr);
-  for (size_t i = 0; i < ops_.size(); ++i) {
+  // The operators' contexts; the chain wires op[i] -> op[i+1] directly, the last to writer_.
+  auto context = [&](size_t i) {
+    const plan::OperatorSpec& spec = *chain_.op(i).spec;
     ops::OperatorContext ctx;
     ctx.job = &job;
-    ctx.spec = ops_[i]->spec;
+    ctx.spec = &spec;
     ctx.job_id = desc_.job_id;
     ctx.subtask = desc_.subtask;
     ctx.parallelism = vertex.parallelism;
     ctx.clock = clock_;
-    ctx.task_name = absl::StrCat(desc_.job_id, "/", ops_[i]->spec->id, "#", desc_.subtask);
+    ctx.task_name = absl::StrCat(desc_.job_id, "/", spec.id, "#", desc_.subtask);
     ctx.attempt = desc_.attempt;
     ctx.max_parallelism = job.max_parallelism;
     ctx.keyed_state = backends_[i].get();
-    ctx.timers = ops_[i]->timers.get();
+    ctx.timers = chain_.op(i).timers.get();
     {
       absl::MutexLock lock(&mu_);
       ctx.records_skipped = skipped_counters_[i].get();
       ctx.late_records_dropped = late_counters_[i].get();
     }
     ctx.metrics = metrics_;
-    ctx.metric_labels = {{"job", desc_.job_id}, {"operator", ops_[i]->spec->id}, {"subtask", absl::StrCat(desc_.subtask)}};
+    ctx.metric_labels = {{"job", desc_.job_id}, {"operator", spec.id}, {"subtask", absl::StrCat(desc_.subtask)}};
     ctx.metrics_owner = metrics_owner_;
     ctx.checkpointing = !desc_.checkpoint_dir.empty();
-    ctx.state_origin = OriginOf(desc_, *ops_[i]->spec);
-    if (desc_.restore != nullptr) {
+    ctx.state_origin = OriginOf(spec);
+    if (restore_ != nullptr) {
       ctx.restored = true;
-      ctx.restored_checkpoint_id = desc_.restore->checkpoint_id();
+      ctx.restored_checkpoint_id = restore_->checkpoint_id();
       // Operator state of this operator from every old subtask, in subtask order; split
       // round-robin over the new subtasks, or whole to each (union).
       std::vector<std::string> all;
       bool is_union = false;
-      for (const auto& st : desc_.restore->subtasks()) {
+      for (const auto& st : restore_->subtasks()) {
         for (const auto& h : st.operator_state()) {
-          if (h.operator_id() != ops_[i]->spec->id) continue;
+          if (h.operator_id() != spec.id) continue;
           is_union |= h.redistribution() == proto::OperatorStateHandle::UNION;
           all.insert(all.end(), h.entries().begin(), h.entries().end());
         }
@@ -721,30 +339,19 @@ absl::Status Task::Run() {
         }
       }
     }
-    ops::Output* out = i + 1 < ops_.size() ? static_cast<ops::Output*>(chain_outputs_[i].get())
-                                           : tail_output_.get();
-    absl::Status s = ops_[i]->op->Open(ctx, out);
-    if (!s.ok()) {
-      failed_op_ = ops_[i]->spec->id;
-      return s;
-    }
-  }
+    return ctx;
+  };
+  OperatorChain::SourceWatermarks source;
+  source.advanced = [this](int64_t watermark_ms) { PublishWatermark(watermark_ms, false); };
+  source.idle = [this](bool idle) { PublishWatermark(watermark_.load(), idle); };
+  SLUICE_RETURN_IF_ERROR(chain_.Open(&writer_, std::move(source), context));
 
-  opened_ = true;
-  SLUICE_RETURN_IF_ERROR(ops_[0]->spec->is_source() ? RunSource() : RunInput());
+  SLUICE_RETURN_IF_ERROR(chain_.head().spec->is_source() ? RunSource() : RunInput());
 
   // End of input: finish operators head to tail (a Finish may emit into the next operator).
   // A task restored from a final checkpoint already did.
-  for (auto& slot : ops_) {
-    if (skip_finish_) break;
-    absl::Status s = slot->op->Finish();
-    if (!s.ok()) {
-      if (failed_op_.empty()) failed_op_ = slot->spec->id;
-      return s;
-    }
-    SLUICE_RETURN_IF_ERROR(FlushChain());
-  }
-  for (auto& w : edge_writers_) SLUICE_RETURN_IF_ERROR(w->EndOfPartition());
+  if (!skip_finish_) SLUICE_RETURN_IF_ERROR(chain_.Finish());
+  SLUICE_RETURN_IF_ERROR(writer_.EndOfPartition());
   if (desc_.checkpoint_dir.empty()) return absl::OkStatus();
   // With checkpoints, output is committed by the final checkpoint: wait for it.
   end_of_input_.store(true);
@@ -752,44 +359,23 @@ absl::Status Task::Run() {
   return AwaitFinalCheckpoint();
 }
 
-absl::Status Task::FlushIfDue(bool force) {
-  int64_t now = 0;
-  for (auto& w : edge_writers_) {
-    int64_t since = w->pending_since();
-    if (since == 0) continue;
-    if (!force) {
-      if (now == 0) now = clock_->NowNanos();
-      if (now - since < buffer_timeout_nanos_) continue;
-    }
-    SLUICE_RETURN_IF_ERROR(w->FlushAll());
-  }
-  return absl::OkStatus();
-}
-
 absl::Status Task::RunSource() {
-  auto* source = static_cast<ops::SourceOperator*>(ops_[0]->op.get());
+  auto* source = static_cast<ops::SourceOperator*>(chain_.head().op.get());
   while (!cancelled_.load(std::memory_order_relaxed)) {
     if (has_mail_.load(std::memory_order_relaxed)) SLUICE_RETURN_IF_ERROR(HandleMail(true));
     SLUICE_RETURN_IF_ERROR(AwaitOutput(true));
-    SLUICE_RETURN_IF_ERROR(FireProcessingTimers());
+    SLUICE_RETURN_IF_ERROR(chain_.FireProcessingTimers());
     int64_t wake_at = 0;
     absl::StatusOr<ops::SourceOperator::State> st = source->Poll(kSourceBatch, &wake_at);
-    if (!st.ok()) {
-      if (failed_op_.empty() && st.status().code() != absl::StatusCode::kCancelled) {
-        failed_op_ = ops_[0]->spec->id;
-      }
-      return st.status();
-    }
-    SLUICE_RETURN_IF_ERROR(FlushChain());
+    if (!st.ok()) return chain_.Named(0, st.status());
+    SLUICE_RETURN_IF_ERROR(chain_.Flush());
     if (*st == ops::SourceOperator::State::kEnd) return absl::OkStatus();
-    SLUICE_RETURN_IF_ERROR(FlushIfDue(false));
+    SLUICE_RETURN_IF_ERROR(writer_.FlushIfDue(false));
     if (*st == ops::SourceOperator::State::kWait) {
       // Sleep until the next record is due, a pending buffer times out or a processing-time
       // timer is due, whichever is first.
-      int64_t deadline = std::min(wake_at, ProcessingTimerDeadline(clock_->NowNanos()));
-      for (auto& w : edge_writers_) {
-        if (w->pending_since() != 0) deadline = std::min(deadline, w->pending_since() + buffer_timeout_nanos_);
-      }
+      int64_t deadline = std::min({wake_at, chain_.ProcessingTimerDeadline(clock_->NowNanos()),
+                                   writer_.FlushDeadlineNanos()});
       int64_t now = clock_->NowNanos();
       if (deadline > now) gate_->Poll(Clock::Real()->NowNanos() + (deadline - now));
     }
@@ -803,10 +389,10 @@ absl::Status Task::RunInput() {
   const int num_channels = gate_->num_channels();
   schema_of_.assign(num_channels, nullptr);
   input_of_.assign(num_channels, 0);
-  const plan::OperatorSpec& head = *ops_[0]->spec;
+  const plan::OperatorSpec& head = *chain_.head().spec;
   input_batches_.assign(std::max<size_t>(head.inputs.size(), 1), {});
   input_widths_.assign(input_batches_.size(), 0);
-  head_batches_ = ops_[0]->op->PrefersBatches();
+  head_batches_ = chain_.head().op->PrefersBatches();
   for (int e : vertex.in_edges) {
     const plan::Edge& edge = graph.edges[e];
     if (edge.target_input < 0 || edge.target_input >= static_cast<int>(input_batches_.size())) {
@@ -829,7 +415,7 @@ absl::Status Task::RunInput() {
     if (has_mail_.load(std::memory_order_relaxed)) SLUICE_RETURN_IF_ERROR(HandleMail(false));
     SLUICE_RETURN_IF_ERROR(AwaitOutput(false));
     SLUICE_RETURN_IF_ERROR(Act(barriers_->OnTimer()));
-    SLUICE_RETURN_IF_ERROR(FireProcessingTimers());
+    SLUICE_RETURN_IF_ERROR(chain_.FireProcessingTimers());
     absl::optional<BufferItem> item;
     if (!restored_input_.empty()) {
       item = std::move(restored_input_.front());
@@ -840,14 +426,9 @@ absl::Status Task::RunInput() {
     if (!item.has_value()) {
       int64_t deadline = std::numeric_limits<int64_t>::max();
       int64_t real_now = Clock::Real()->NowNanos();
-      for (auto& w : edge_writers_) {
-        if (w->pending_since() != 0) {
-          deadline = std::min(deadline, real_now + std::max<int64_t>(
-              0, w->pending_since() + buffer_timeout_nanos_ - clock_->NowNanos()));
-        }
-      }
       const int64_t timer_deadline =
-          std::min(ProcessingTimerDeadline(clock_->NowNanos()), barriers_->TimerDeadlineNanos());
+          std::min({writer_.FlushDeadlineNanos(), chain_.ProcessingTimerDeadline(clock_->NowNanos()),
+                    barriers_->TimerDeadlineNanos()});
       if (timer_deadline != std::numeric_limits<int64_t>::max()) {
         deadline = std::min(deadline, real_now + std::max<int64_t>(0, timer_deadline - clock_->NowNanos()));
       }
@@ -855,7 +436,7 @@ absl::Status Task::RunInput() {
       item = gate_->Poll(deadline);
     }
     if (item.has_value()) SLUICE_RETURN_IF_ERROR(HandleInputItem(*item));
-    SLUICE_RETURN_IF_ERROR(FlushIfDue(false));
+    SLUICE_RETURN_IF_ERROR(writer_.FlushIfDue(false));
   }
   return absl::OkStatus();
 }
@@ -867,7 +448,7 @@ absl::Status Task::HandleInputItem(BufferItem& item) {
   if (action.held) return absl::OkStatus();  // its credit is returned when it is replayed
   if (action.process) {
     SLUICE_RETURN_IF_ERROR(ProcessItem(item));
-    SLUICE_RETURN_IF_ERROR(FlushChain());
+    SLUICE_RETURN_IF_ERROR(chain_.Flush());
   }
   if (credit) gate_->ReleaseCredit(ch);
   return Act(action);
@@ -875,11 +456,11 @@ absl::Status Task::HandleInputItem(BufferItem& item) {
 
 absl::Status Task::Act(const BarrierHandler::Action& action) {
   if (action.abandoned > 0 && unaligned_ack_ != nullptr &&
-      unaligned_ack_->ack->checkpoint_id() == action.abandoned) {
+      unaligned_ack_->ack.checkpoint_id() == action.abandoned) {
     // The coordinator gave it up: drop its local RocksDB checkpoints too.
-    for (const auto& [op, snap] : unaligned_ack_->keyed) {
+    for (const PendingUpload::Keyed& keyed : unaligned_ack_->keyed) {
       std::error_code ec;
-      std::filesystem::remove_all(snap.local_checkpoint_dir, ec);
+      std::filesystem::remove_all(keyed.snapshot.local_checkpoint_dir, ec);
     }
     unaligned_ack_.reset();
   }
@@ -893,21 +474,12 @@ absl::Status Task::Act(const BarrierHandler::Action& action) {
 
 absl::Status Task::AwaitOutput(bool source) {
   while (true) {
-    bool sent = true;
-    for (auto& w : edge_writers_) {
-      SLUICE_ASSIGN_OR_RETURN(bool done, w->Drain(0));
-      sent = sent && done;
-    }
+    SLUICE_ASSIGN_OR_RETURN(bool sent, writer_.TrySend());
     if (sent) return absl::OkStatus();
     if (cancelled_.load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
     // Backpressured: what must not wait for credit happens now.
     if (has_mail_.load(std::memory_order_relaxed)) SLUICE_RETURN_IF_ERROR(HandleMail(source));
-    if (!source) {
-      while (absl::optional<BufferItem> announced = gate_->PollPriority()) {
-        SLUICE_RETURN_IF_ERROR(HandleInputItem(*announced));
-      }
-      SLUICE_RETURN_IF_ERROR(Act(barriers_->OnTimer()));
-    }
+    if (!source) SLUICE_RETURN_IF_ERROR(HandlePriorityEvents(nullptr));
     const int64_t real_now = Clock::Real()->NowNanos();
     int64_t deadline = real_now + 100'000'000;  // Interrupt() wakes it earlier
     if (!source) {
@@ -916,26 +488,27 @@ absl::Status Task::AwaitOutput(bool source) {
         deadline = std::min(deadline, real_now + std::max<int64_t>(0, timer - clock_->NowNanos()));
       }
     }
-    for (auto& w : edge_writers_) {
-      if (!w->HasBacklog()) continue;
-      SLUICE_ASSIGN_OR_RETURN(bool done, w->Drain(deadline));
-      (void)done;
-      break;
-    }
+    SLUICE_RETURN_IF_ERROR(writer_.WaitForCredit(deadline));
   }
 }
 
 absl::Status Task::ProcessItem(BufferItem& item) {
   const int ch = item.channel;
-  if (item.end_of_partition) return ForwardWatermark(valve_->OnEnd(ch));
-  if (item.has_watermark) return ForwardWatermark(valve_->OnWatermark(ch, item.watermark));
-  if (item.watermark_status != WatermarkStatus::kUnchanged) {
-    return ForwardWatermark(valve_->OnStatus(ch, item.watermark_status == WatermarkStatus::kIdle));
+  const RecordBuffer* records = item.as<RecordBuffer>();
+  if (records == nullptr) {
+    if (item.as<EndOfPartition>() != nullptr) return ForwardWatermark(valve_->OnEnd(ch));
+    if (const WatermarkAdvance* w = item.as<WatermarkAdvance>()) {
+      return ForwardWatermark(valve_->OnWatermark(ch, w->ms));
+    }
+    if (const WatermarkStatusChange* s = item.as<WatermarkStatusChange>()) {
+      return ForwardWatermark(valve_->OnStatus(ch, s->idle));
+    }
+    return absl::OkStatus();  // barriers are the barrier handler's
   }
-  OperatorSlot* head = ops_[0].get();
+  ChainedOperator* head = &chain_.head();
   const int input = input_of_[ch];
   std::vector<Record>& batch = input_batches_[input];
-  RecordDecoder dec(schema_of_[ch], item.data);
+  RecordDecoder dec(schema_of_[ch], records->data);
   absl::Status s;
   if (head_batches_) {
     // The whole buffer is one batch: watermarks and barriers travel in buffers of their own.
@@ -949,64 +522,57 @@ absl::Status Task::ProcessItem(BufferItem& item) {
     head->in->Add(n);
     s = head->op->ProcessBatch(input, batch.data(), n);
   } else {
-    // Record by record, so a cancel is seen between records of a slow operator.
+    // Record by record, so a cancel, a priority barrier or the alignment timeout is seen
+    // between records of a slow operator.
     if (batch.empty()) batch.emplace_back(input_widths_[input]);
+    // Not while restored in-flight input waits (nor, below, released items to replay): a
+    // snapshot now would have to store them too. They are handled between buffers.
+    const bool interruptible =
+        mode_ != plan::CheckpointConfig::Mode::kAligned && restored_input_.empty();
+    int decoded = 0;
     while (s.ok() && !dec.Done()) {
       if (cancelled_.load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
+      if (interruptible && !barriers_->HasReplay() && PriorityEventDue()) {
+        BufferItem rest(ch, RecordBuffer{records->data.substr(records->data.size() - dec.Remaining()),
+                                         records->num_records - decoded});
+        SLUICE_RETURN_IF_ERROR(HandlePriorityEvents(&rest));
+      }
+      ++decoded;
       SLUICE_RETURN_IF_ERROR(dec.Next(&batch[0]));
       head->in->Add();
       s = head->op->ProcessInput(input, batch[0]);
     }
   }
-  if (!s.ok() && failed_op_.empty() && s.code() != absl::StatusCode::kCancelled) failed_op_ = head->spec->id;
+  return chain_.Named(0, s);
+}
+
+bool Task::PriorityEventDue() const {
+  if (gate_->HasAnnouncement()) return true;
+  const int64_t deadline = barriers_->TimerDeadlineNanos();
+  return deadline != std::numeric_limits<int64_t>::max() && clock_->NowNanos() >= deadline;
+}
+
+absl::Status Task::HandlePriorityEvents(const BufferItem* rest) {
+  barriers_->SetPartial(rest);
+  absl::Status s = [&] {
+    while (absl::optional<BufferItem> announced = gate_->PollPriority()) {
+      SLUICE_RETURN_IF_ERROR(HandleInputItem(*announced));
+    }
+    return Act(barriers_->OnTimer());
+  }();
+  barriers_->SetPartial(nullptr);
   return s;
 }
 
 absl::Status Task::ForwardWatermark(const WatermarkValve::Changes& changes) {
   if (!changes.active && !changes.advanced && !changes.idle) return absl::OkStatus();
   PublishWatermark(valve_->watermark(), valve_->idle());
-  OperatorSlot* head = ops_[0].get();
+  ChainedOperator* head = &chain_.head();
   absl::Status s;
   if (changes.active) s = head->op->ProcessWatermarkStatus(false);
   if (s.ok() && changes.advanced) s = head->Watermark(valve_->watermark());
   if (s.ok() && changes.idle) s = head->op->ProcessWatermarkStatus(true);
-  if (!s.ok() && failed_op_.empty() && s.code() != absl::StatusCode::kCancelled) {
-    failed_op_ = head->spec->id;
-  }
-  return s;
-}
-
-absl::Status Task::FireProcessingTimers() {
-  for (auto& slot : ops_) {
-    ops::TimerService* timers = slot->timers.get();
-    if (timers == nullptr || timers->CurrentProcessingTime() < timers->NextProcessingTime()) continue;
-    absl::Status s = timers->FireProcessingTimers(slot->op.get());
-    if (!s.ok()) {
-      if (failed_op_.empty() && s.code() != absl::StatusCode::kCancelled) failed_op_ = slot->spec->id;
-      return s;
-    }
-    SLUICE_RETURN_IF_ERROR(FlushChain());
-  }
-  return absl::OkStatus();
-}
-
-absl::Status Task::FlushChain() {
-  for (auto& out : chain_outputs_) SLUICE_RETURN_IF_ERROR(out->Flush());
-  return absl::OkStatus();
-}
-
-int64_t Task::ProcessingTimerDeadline(int64_t now_nanos) const {
-  int64_t deadline = std::numeric_limits<int64_t>::max();
-  for (const auto& slot : ops_) {
-    if (slot->timers == nullptr) continue;
-    const int64_t next_ms = slot->timers->NextProcessingTime();
-    if (next_ms == std::numeric_limits<int64_t>::max()) continue;
-    const int64_t now_ms = slot->timers->CurrentProcessingTime();
-    // Due (or unknown: INT64_MIN after a restore): now. Far ones: check again within an hour.
-    const int64_t wait_ms = next_ms <= now_ms ? 0 : std::min<int64_t>(next_ms - now_ms, 3'600'000);
-    deadline = std::min(deadline, now_nanos + wait_ms * 1'000'000);
-  }
-  return deadline;
+  return chain_.Named(0, s);
 }
 
 void Task::PublishWatermark(int64_t watermark_ms, bool idle) {
@@ -1031,10 +597,11 @@ void Task::DeliverNotificationsBeforeClose() {
   }
   for (const Mail& m : mail) {
     if (m.kind != Mail::kNotify) continue;
-    for (auto& slot : ops_) {
-      absl::Status s = slot->op->NotifyCheckpointComplete(m.id);
+    for (size_t i = 0; i < chain_.size(); ++i) {
+      const ChainedOperator& slot = chain_.op(i);
+      absl::Status s = slot.op->NotifyCheckpointComplete(m.id);
       if (!s.ok()) {
-        spdlog::warn("{}/{}#{}: checkpoint {} completion on cancel: {}", desc_.job_id, slot->spec->id, desc_.subtask,
+        spdlog::warn("{}/{}#{}: checkpoint {} completion on cancel: {}", desc_.job_id, slot.spec->id, desc_.subtask,
                      m.id, s);
       }
     }
@@ -1050,13 +617,7 @@ absl::Status Task::HandleMail(bool source) {
   }
   for (const Mail& m : mail) {
     if (m.kind == Mail::kNotify) {
-      for (auto& slot : ops_) {
-        absl::Status s = slot->op->NotifyCheckpointComplete(m.id);
-        if (!s.ok()) {
-          failed_op_ = slot->spec->id;
-          return s;
-        }
-      }
+      SLUICE_RETURN_IF_ERROR(chain_.NotifyCheckpointComplete(m.id));
       if (final_checkpoint_ > 0 && m.id >= final_checkpoint_) final_done_ = true;
     } else if (source || end_of_input_.load()) {
       // Sources start a checkpoint by injecting its barrier; a task past its end of input
@@ -1088,11 +649,10 @@ absl::Status Task::PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alig
   const int64_t start = clock_->NowNanos();
   // Everything emitted before the barrier goes out before it (or, overtaken by a priority
   // barrier, is stored with the checkpoint).
-  SLUICE_RETURN_IF_ERROR(FlushChain());
-  for (auto& w : edge_writers_) SLUICE_RETURN_IF_ERROR(w->FlushAll());
-  auto pending = std::make_unique<PendingAck>();
-  pending->ack = std::make_shared<proto::CheckpointAck>();
-  proto::CheckpointAck* ack = pending->ack.get();
+  SLUICE_RETURN_IF_ERROR(chain_.Flush());
+  SLUICE_RETURN_IF_ERROR(writer_.FlushAll());
+  auto pending = std::make_unique<PendingUpload>();
+  proto::CheckpointAck* ack = &pending->ack;
   auto* ref = ack->mutable_task();
   ref->set_job_id(desc_.job_id);
   ref->set_attempt(desc_.attempt);
@@ -1105,108 +665,35 @@ absl::Status Task::PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alig
   st->set_vertex(desc_.vertex);
   st->set_subtask(desc_.subtask);
   st->set_finished(end_of_input_.load());
-  for (size_t i = 0; i < ops_.size(); ++i) {
-    std::vector<std::string> entries;
-    absl::Status s = ops_[i]->op->SnapshotState(id, &entries);
-    if (!s.ok()) {
-      failed_op_ = ops_[i]->spec->id;
-      return s;
-    }
-    if (!entries.empty()) {
-      auto* h = st->add_operator_state();
-      h->set_operator_id(ops_[i]->spec->id);
-      h->set_redistribution(ops_[i]->op->UnionState() ? proto::OperatorStateHandle::UNION
-                                                      : proto::OperatorStateHandle::SPLIT);
-      for (auto& e : entries) h->add_entries(std::move(e));
-    }
+  // Operator state first: an operator may still write keyed state while snapshotting.
+  SLUICE_RETURN_IF_ERROR(chain_.SnapshotState(id, st));
+  for (size_t i = 0; i < chain_.size(); ++i) {
     if (backends_[i] != nullptr) {
       SLUICE_ASSIGN_OR_RETURN(state::PendingSnapshot snap, backends_[i]->SnapshotSync(id));
-      pending->keyed.push_back({ops_[i]->spec->id, std::move(snap)});
+      pending->keyed.push_back({chain_.op(i).spec->id, std::move(snap), backends_[i].get()});
     }
   }
   ack->set_sync_ms((clock_->NowNanos() - start) / 1'000'000);
-  if (emit_barrier) {
-    std::vector<std::pair<int, const BufferItem*>> overtaken;
-    int first_channel = 0;
-    for (auto& w : edge_writers_) {
-      SLUICE_RETURN_IF_ERROR(w->EmitBarrier(id, priority, first_channel, &overtaken));
-      first_channel += static_cast<int>(w->channels().size());
-    }
-    for (const auto& [channel, item] : overtaken) {
-      AddChannelStateItem(true, channel, *item, &pending->channels);
-    }
-  }
+  if (emit_barrier) SLUICE_RETURN_IF_ERROR(writer_.EmitBarrier(id, priority, &pending->channels));
   if (unaligned) {
     unaligned_ack_ = std::move(pending);  // the barrier handler completes the in-flight input
     return absl::OkStatus();
   }
-  QueueUpload(std::move(pending));
+  uploader_.Queue(std::move(pending));
   return absl::OkStatus();
 }
 
 void Task::CompleteUnaligned(int64_t id, std::vector<BufferItem> input) {
-  if (unaligned_ack_ == nullptr || unaligned_ack_->ack->checkpoint_id() != id) return;
+  if (unaligned_ack_ == nullptr || unaligned_ack_->ack.checkpoint_id() != id) return;
   for (const BufferItem& item : input) {
     AddChannelStateItem(false, item.channel, item, &unaligned_ack_->channels);
   }
-  QueueUpload(std::move(unaligned_ack_));
-}
-
-void Task::QueueUpload(std::unique_ptr<PendingAck> pending) {
-  const int64_t id = pending->ack->checkpoint_id();
-  std::vector<state::KeyedStateBackend*> backends;
-  for (auto& b : backends_) {
-    if (b != nullptr) backends.push_back(b.get());
-  }
-  std::string dir = desc_.checkpoint_dir;
-  std::string private_prefix = absl::StrCat("chk-", id, "/", desc_.vertex, "-", desc_.subtask);
-  if (pending->channels.items_size() > 0) {
-    pending->channels.set_format_version(kChannelStateFormat);
-    pending->channels.set_checkpoint_id(id);
-    pending->channels.set_vertex(desc_.vertex);
-    pending->channels.set_subtask(desc_.subtask);
-  }
-  auto deliver = desc_.ack;
-  Clock* clock = clock_;
-  std::shared_ptr<PendingAck> shared(std::move(pending));
-  auto upload = [shared, backends, dir, private_prefix, deliver, clock]() {
-    const int64_t async_start = clock->NowNanos();
-    proto::CheckpointAck* ack = shared->ack.get();
-    if (shared->channels.items_size() > 0) {
-      const std::string file = absl::StrCat(private_prefix, "-channels");
-      absl::Status s = WriteChannelState(absl::StrCat(dir, "/", file), shared->channels);
-      if (s.ok()) {
-        ack->mutable_state()->set_channel_state_file(file);
-        ack->mutable_state()->set_channel_state_bytes(ChannelStateBytes(shared->channels));
-      } else {
-        ack->set_declined(true);
-        ack->set_reason(std::string(s.message()));
-      }
-    }
-    for (size_t k = 0; k < shared->keyed.size() && !ack->declined(); ++k) {
-      auto handle = backends[k]->UploadSnapshot(shared->keyed[k].second, dir,
-                                                absl::StrCat(private_prefix, "-", shared->keyed[k].first));
-      if (!handle.ok()) {
-        ack->set_declined(true);
-        ack->set_reason(std::string(handle.status().message()));
-        break;
-      }
-      handle->set_operator_id(shared->keyed[k].first);
-      *ack->mutable_state()->add_keyed() = std::move(*handle);
-    }
-    ack->set_async_ms((clock->NowNanos() - async_start) / 1'000'000);
-    if (deliver) deliver(std::move(*ack));
-  };
-  {
-    absl::MutexLock lock(&upload_mu_);
-    uploads_.push_back(std::move(upload));
-  }
-  if (!uploader_.joinable()) uploader_ = std::thread([this] { UploadLoop(); });
+  uploader_.Queue(std::move(unaligned_ack_));
 }
 
 absl::Status Task::RestoreChannelState() {
-  if (desc_.restore == nullptr) return absl::OkStatus();
-  const proto::CheckpointMetadata& md = *desc_.restore;
+  if (restore_ == nullptr) return absl::OkStatus();
+  const proto::CheckpointMetadata& md = *restore_;
   const proto::SubtaskState* mine = nullptr;
   bool any = false;
   std::vector<int> old_parallelism(desc_.graph->vertices.size(), 0);
@@ -1242,60 +729,33 @@ absl::Status Task::RestoreChannelState() {
       restored_input_.push_back(std::move(item));
       continue;
     }
-    int channel = p.channel();
-    EdgeWriter* target = nullptr;
-    for (auto& w : edge_writers_) {
-      const int n = static_cast<int>(w->channels().size());
-      if (channel < n) {
-        target = w.get();
-        break;
-      }
-      channel -= n;
-    }
-    if (target == nullptr || channel < 0) {
+    item.restored = false;  // sent again: it takes a credit like any buffer
+    if (!writer_.PushRestored(p.channel(), std::move(item))) {
       return absl::DataLossError(absl::StrCat("in-flight data of checkpoint ", md.checkpoint_id(),
                                               " names output channel ", p.channel(),
                                               ", which this task does not have"));
     }
-    item.restored = false;  // sent again: it takes a credit like any buffer
-    target->PushRestored(channel, std::move(item));
   }
   return absl::OkStatus();
-}
-
-void Task::UploadLoop() {
-  while (true) {
-    std::function<void()> job;
-    {
-      absl::MutexLock lock(&upload_mu_);
-      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(upload_mu_) {
-        return upload_stop_ || !uploads_.empty();
-      };
-      upload_mu_.Await(absl::Condition(&ready));
-      if (uploads_.empty()) return;
-      job = std::move(uploads_.front());
-      uploads_.pop_front();
-    }
-    job();
-  }
 }
 
 absl::Status Task::SetUpState() {
   const plan::JobSpec& job = *desc_.job;
   const plan::Vertex& vertex = desc_.graph->vertices[desc_.vertex];
-  backends_.resize(ops_.size());
-  if (desc_.restore != nullptr && desc_.restore->final()) skip_finish_ = true;
-  for (size_t i = 0; i < ops_.size(); ++i) {
+  backends_.resize(chain_.size());
+  if (restore_ != nullptr && restore_->final()) skip_finish_ = true;
+  for (size_t i = 0; i < chain_.size(); ++i) {
+    const plan::OperatorSpec& spec = *chain_.op(i).spec;
     // Keyed by its type's traits (or, for operators made outside a registry entry, by itself).
-    if (!ops_[i]->spec->keyed && !ops_[i]->op->IsKeyed()) continue;
+    if (!spec.keyed && !chain_.op(i).op->IsKeyed()) continue;
     state::StateBackendOptions o;
     o.local_dir = absl::StrCat(desc_.work_dir, "/", desc_.job_id, "/", desc_.attempt, "/",
-                               desc_.vertex, "-", desc_.subtask, "-", ops_[i]->spec->id);
-    o.operator_id = ops_[i]->spec->id;
+                               desc_.vertex, "-", desc_.subtask, "-", spec.id);
+    o.operator_id = spec.id;
     o.max_parallelism = job.max_parallelism;
     o.range = KeyGroupRangeForSubtask(job.max_parallelism, vertex.parallelism, desc_.subtask);
     o.clock = clock_;
-    o.origin = OriginOf(desc_, *ops_[i]->spec);
+    o.origin = OriginOf(spec);
     if (desc_.state_memory != nullptr) {
       desc_.state_memory->Configure(desc_.keyed_operators_per_slot, &o);
     }
@@ -1306,20 +766,17 @@ absl::Status Task::SetUpState() {
       o.size_bytes = state_stats_[i].size_bytes;
     }
     std::vector<proto::KeyedStateHandle> handles;
-    if (desc_.restore != nullptr) {
-      for (const auto& st : desc_.restore->subtasks()) {
+    if (restore_ != nullptr) {
+      for (const auto& st : restore_->subtasks()) {
         for (const auto& h : st.keyed()) {
-          if (h.operator_id() == ops_[i]->spec->id) handles.push_back(h);
+          if (h.operator_id() == spec.id) handles.push_back(h);
         }
       }
     }
     absl::StatusOr<std::unique_ptr<state::KeyedStateBackend>> b =
         handles.empty() ? state::KeyedStateBackend::Open(o)
                         : state::KeyedStateBackend::Restore(o, handles, desc_.restore_dir);
-    if (!b.ok()) {
-      failed_op_ = ops_[i]->spec->id;
-      return b.status();
-    }
+    if (!b.ok()) return chain_.Named(i, b.status());
     backends_[i] = std::move(*b);
   }
   return absl::OkStatus();

@@ -10,7 +10,9 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "checkpoint/checkpoint_storage.h"
 #include "common/clock.h"
 #include "common/metrics.h"
 #include "operators/registry.h"
@@ -22,6 +24,9 @@
 #include "proto/data.pb.h"
 #include "worker/internal/barrier_handler.h"
 #include "worker/internal/input_gate.h"
+#include "worker/internal/operator_chain.h"
+#include "worker/internal/record_writer.h"
+#include "worker/internal/snapshot_uploader.h"
 #include "worker/internal/watermark_valve.h"
 
 namespace sluice::worker {
@@ -29,6 +34,30 @@ namespace sluice::worker {
 // Creates the writer for one output channel (local or remote, the factory decides).
 using ChannelFactory = std::function<absl::StatusOr<std::unique_ptr<ChannelWriter>>(
     const proto::ChannelHeader& header, const std::string& target_address)>;
+
+// The metadata of the checkpoint a deployment restores from, read once, by the thread of the
+// first task that needs it (as the first step of its restore): reading is blocking file I/O,
+// which the deploy RPC's callback thread must not do. The read runs under mu_, which only task
+// threads of the deployment wait for. Thread-safe.
+class RestoreMetadata {
+ public:
+  // Reads `path` through `storage` (which outlives this) when first asked.
+  RestoreMetadata(const checkpoint::CheckpointStorage* storage, std::string path);
+  // Metadata already read.
+  explicit RestoreMetadata(std::shared_ptr<const proto::CheckpointMetadata> metadata);
+
+  // The metadata, read by the first call; later calls wait for it and get the same result.
+  // Errors as CheckpointStorage::ReadMetadata(): kNotFound, kDataLoss (unreadable),
+  // kFailedPrecondition (a newer format), each naming the file.
+  absl::StatusOr<std::shared_ptr<const proto::CheckpointMetadata>> Get();
+
+ private:
+  const checkpoint::CheckpointStorage* const storage_;
+  const std::string path_;
+  absl::Mutex mu_;
+  bool read_ ABSL_GUARDED_BY(mu_) = false;
+  absl::StatusOr<std::shared_ptr<const proto::CheckpointMetadata>> result_ ABSL_GUARDED_BY(mu_);
+};
 
 // Everything a task needs to know about itself.
 struct TaskDescriptor {
@@ -46,7 +75,7 @@ struct TaskDescriptor {
   const state::StateMemory* state_memory = nullptr;
   int keyed_operators_per_slot = 1;
   std::string checkpoint_dir;  // the job's directory in checkpoint storage; "" = no checkpoints
-  std::shared_ptr<const proto::CheckpointMetadata> restore;  // null: fresh start
+  std::shared_ptr<RestoreMetadata> restore;  // null: fresh start
   std::string restore_dir;     // directory the restored state's files are relative to
   // Delivers a checkpoint acknowledgement to the coordinator. Thread-safe.
   std::function<void(proto::CheckpointAck)> ack;
@@ -92,21 +121,17 @@ class Task {
   proto::TaskStatus Status() const;
 
  private:
-  struct OperatorSlot;
-  class ChainOutput;
-  class EdgeWriter;
-  class TailOutput;
-
   struct Mail {
     enum Kind { kTrigger, kNotify } kind;
     int64_t id;
     bool final;
     bool aligned;
   };
-  struct PendingAck;
 
   absl::Status Run();
   absl::Status SetUpState();
+  // Names an operator subtask's state in kDataLoss errors (its context and its backend).
+  StateOrigin OriginOf(const plan::OperatorSpec& spec) const;
   absl::Status RunSource();
   absl::Status RunInput();
   absl::Status AwaitFinalCheckpoint();
@@ -117,36 +142,27 @@ class Task {
   absl::Status PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alignment_ms,
                                  bool priority, bool unaligned);
   void CompleteUnaligned(int64_t id, std::vector<BufferItem> input);
-  // Writes the in-flight data and uploads keyed state on the uploader thread, then acks.
-  void QueueUpload(std::unique_ptr<PendingAck> pending);
   // Feeds one input item to the barrier handler and does what it says.
   absl::Status HandleInputItem(BufferItem& item);
   absl::Status Act(const BarrierHandler::Action& action);
   // Between steps: waits until every output backlog is sent, handling mail, announced
   // barriers and the alignment timeout meanwhile (the task is backpressured).
   absl::Status AwaitOutput(bool source);
-  // Wakes the task thread if it waits for output credit (a priority event is pending). Any
-  // thread.
-  void InterruptOutput();
   // Restore: queues the in-flight data of the restored checkpoint (output: first in the
   // backlogs; input: restored_input_). Refuses a rescaled restore of an unaligned checkpoint.
   absl::Status RestoreChannelState();
   absl::Status ProcessItem(BufferItem& item);
-  // Hands the records chain outputs gathered for operators that prefer batches to them, head
-  // to tail (see ChainOutput).
-  absl::Status FlushChain();
-  // Fires the processing-time timers that are due, of every keyed operator of the chain.
-  absl::Status FireProcessingTimers();
-  // When (in clock_ nanoseconds, given it is `now_nanos`) the next processing-time timer of
-  // the chain may be due; INT64_MAX: none.
-  int64_t ProcessingTimerDeadline(int64_t now_nanos) const;
+  // Input tasks: whether a priority barrier was announced or the alignment timeout passed.
+  bool PriorityEventDue() const;
+  // Handles announced priority barriers and the alignment timeout now. `rest`: partway
+  // through a buffer, its records not processed yet (in-flight input if the checkpoint goes
+  // unaligned now, see BarrierHandler::SetPartial()); null between buffers.
+  absl::Status HandlePriorityEvents(const BufferItem* rest);
   // Passes what the input valve changed to the head operator, in order.
   absl::Status ForwardWatermark(const WatermarkValve::Changes& changes);
   // The task's watermark (input tasks: the valve's; source tasks: what the source emitted)
   // and idleness changed: publish them to Status() and the metrics. Task thread.
   void PublishWatermark(int64_t watermark_ms, bool idle);
-  void UploadLoop();
-  absl::Status FlushIfDue(bool force);
   // `code`: a failure's status code, reported with `error` (the coordinator tells DATA_LOSS apart).
   void SetState(proto::TaskState state, const std::string& error, absl::StatusCode code = absl::StatusCode::kOk);
 
@@ -160,21 +176,23 @@ class Task {
   // aligned when the job takes no checkpoints
   const plan::CheckpointConfig::Mode mode_;
   std::shared_ptr<InputGate> gate_;
+  // The task's output. Cancel() and Interrupt() from any thread (a pending trigger or priority
+  // barrier interrupts a wait for credit), the rest on the task thread.
+  RecordWriter writer_;
+  // The asynchronous part of snapshots (its own thread); queued and stopped by the task thread.
+  SnapshotUploader uploader_;
   std::atomic<bool> cancelled_{false};
   std::thread thread_;
 
   // Owned by the task thread (built in Run()).
-  std::vector<std::unique_ptr<OperatorSlot>> ops_;
-  std::vector<std::unique_ptr<ChainOutput>> chain_outputs_;
-  std::vector<std::unique_ptr<EdgeWriter>> edge_writers_;
-  std::unique_ptr<TailOutput> tail_output_;
-  std::string failed_op_;
-  int64_t buffer_timeout_nanos_ = 0;
+  OperatorChain chain_{&cancelled_};
   std::vector<std::unique_ptr<state::KeyedStateBackend>> backends_;  // per chained op (or null)
   bool skip_finish_ = false;
+  // The checkpoint restored from (desc_.restore's, read first in Run()); null: fresh start.
+  std::shared_ptr<const proto::CheckpointMetadata> restore_;
   std::unique_ptr<BarrierHandler> barriers_;  // input tasks
   std::deque<BufferItem> restored_input_;     // in-flight input to process first
-  std::unique_ptr<PendingAck> unaligned_ack_;  // snapshotted; in-flight input still recorded
+  std::unique_ptr<PendingUpload> unaligned_ack_;  // snapshotted; in-flight input still recorded
   std::vector<const Schema*> schema_of_;  // per input channel: its edge's schema
   std::vector<int> input_of_;             // per input channel: the head operator's input index
   // Per input of the head: records reused for decoding a buffer into one batch, and their width.
@@ -197,22 +215,13 @@ class Task {
   std::atomic<bool> end_of_input_{false};
   int64_t final_checkpoint_ = 0;  // id of the final checkpoint this task acknowledged
   bool final_done_ = false;       // ... and that checkpoint completed
-  bool opened_ = false;           // every operator was opened
   // On cancel: passes checkpoint-complete notifications still queued to the operators.
   void DeliverNotificationsBeforeClose();
-
-  // Background uploads (the asynchronous part of snapshots).
-  absl::Mutex upload_mu_;
-  std::deque<std::function<void()>> uploads_ ABSL_GUARDED_BY(upload_mu_);
-  bool upload_stop_ ABSL_GUARDED_BY(upload_mu_) = false;
-  std::thread uploader_;
 
   mutable absl::Mutex mu_;
   proto::TaskState state_ ABSL_GUARDED_BY(mu_) = proto::TASK_DEPLOYING;
   std::string error_ ABSL_GUARDED_BY(mu_);
   absl::StatusCode error_code_ ABSL_GUARDED_BY(mu_) = absl::StatusCode::kOk;
-  // Writers are created by the task thread; Cancel() reaches them through this list.
-  std::vector<ChannelWriter*> live_writers_ ABSL_GUARDED_BY(mu_);
   std::vector<std::pair<std::string, std::shared_ptr<Counter>>> in_counters_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<Counter>> out_counters_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<Counter>> skipped_counters_ ABSL_GUARDED_BY(mu_);

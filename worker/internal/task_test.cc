@@ -113,7 +113,7 @@ class TaskTest : public ::testing::Test {
         d.graph = graph_;
         d.placement = placement;
         d.work_dir = (dir_ / "work").string();
-        d.restore = restore_;
+        d.restore = restore_ == nullptr ? nullptr : std::make_shared<RestoreMetadata>(restore_);
         d.restore_dir = CheckpointDir();
         if (checkpointing_) {
           d.checkpoint_dir = CheckpointDir();

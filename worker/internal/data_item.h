@@ -1,0 +1,93 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "proto/checkpoint.pb.h"
+#include "proto/data.pb.h"
+
+namespace sluice::worker {
+
+struct BufferItem;
+
+// The kinds of what travels on a channel, in channel order (Flink's buffers and events).
+
+// Encoded records (common/record_codec.h) of one channel.
+struct RecordBuffer {
+  std::string data;
+  int num_records = 0;
+};
+// Checkpoint barrier `id`. `priority`: sent without credit (unaligned-capable, see
+// ChannelWriter::SendPriority); the consumer returns no credit for it.
+struct Barrier {
+  int64_t id = 0;
+  bool priority = false;
+};
+// Made by the gate for a priority barrier `id`: its announcement, put ahead of every queued
+// item; `overtaken` holds copies of the items of its channel queued before the barrier (which
+// stays in place behind them). Never crosses the wire.
+struct BarrierAnnouncement {
+  int64_t id = 0;
+  std::vector<BufferItem> overtaken;
+};
+// The channel's event-time watermark advanced to `ms`.
+struct WatermarkAdvance {
+  int64_t ms = 0;
+};
+// The channel turned idle, or active again.
+struct WatermarkStatusChange {
+  bool idle = false;
+};
+// The producer's last item on the channel.
+struct EndOfPartition {};
+
+// One unit on a channel: its kind and content, and the channel it came on.
+struct BufferItem {
+  using Content = std::variant<RecordBuffer, Barrier, BarrierAnnouncement, WatermarkAdvance,
+                               WatermarkStatusChange, EndOfPartition>;
+
+  int channel = 0;
+  Content content;
+  // Replayed from a checkpoint's channel state: it came through no gate, so no credit.
+  bool restored = false;
+
+  BufferItem() = default;
+  BufferItem(int channel, Content content) : channel(channel), content(std::move(content)) {}
+
+  template <typename T>
+  const T* as() const {
+    return std::get_if<T>(&content);
+  }
+  template <typename T>
+  T* as() {
+    return std::get_if<T>(&content);
+  }
+  // A priority barrier or its announcement.
+  bool IsPriority() const;
+  // Whether the consumer returns a credit once it has processed the item.
+  bool TakesCredit() const { return !restored && !IsPriority(); }
+  // A copy of a records, watermark or watermark status item (with its channel), for in-flight
+  // data.
+  BufferItem CopyContent() const { return BufferItem(channel, content); }
+};
+
+// Conversions to and from protobuf, the one place they happen.
+
+// The wire message of `item` (a barrier announcement has none: it is sent as its barrier).
+proto::DataMessage ToMessage(BufferItem item);
+// The item a received message carries, on `channel` (its buffer is moved out of `msg`). A
+// message says one thing; if it sets several, the first of end of partition, barrier, watermark,
+// watermark status counts, else its buffer.
+BufferItem FromMessage(proto::DataMessage* msg, int channel);
+
+// Appends `item` (records, a watermark or a watermark status; a barrier or end of partition is
+// stored as an empty buffer) to in-flight data `file`: input side (`output` false, `channel`:
+// the gate's channel) or output side (`channel`: the task's output channel index).
+void AddChannelStateItem(bool output, int channel, const BufferItem& item,
+                         proto::ChannelStateFile* file);
+// The item a persisted one stands for (marked `restored`: it takes no credit).
+BufferItem FromChannelStateItem(const proto::ChannelStateItem& item);
+
+}  // namespace sluice::worker

@@ -1,0 +1,110 @@
+#include "worker/internal/data_item.h"
+
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace sluice::worker {
+namespace {
+
+// Through the wire message and back, on channel 4.
+BufferItem OverTheWire(BufferItem item) {
+  proto::DataMessage msg = ToMessage(std::move(item));
+  std::string bytes = msg.SerializeAsString();
+  proto::DataMessage received;
+  EXPECT_TRUE(received.ParseFromString(bytes));
+  return FromMessage(&received, 4);
+}
+
+// Through in-flight data (input side, channel 2) and back.
+BufferItem ThroughChannelState(const BufferItem& item) {
+  proto::ChannelStateFile file;
+  AddChannelStateItem(false, 2, item, &file);
+  EXPECT_EQ(file.items_size(), 1);
+  EXPECT_FALSE(file.items(0).output());
+  EXPECT_EQ(file.items(0).channel(), 2);
+  return FromChannelStateItem(file.items(0));
+}
+
+TEST(DataItemTest, RecordBufferRoundTrips) {
+  const std::string data("r\0\x01", 3);
+  for (BufferItem back : {OverTheWire(BufferItem(0, RecordBuffer{data, 7})),
+                          ThroughChannelState(BufferItem(0, RecordBuffer{data, 7}))}) {
+    const RecordBuffer* b = back.as<RecordBuffer>();
+    ASSERT_NE(b, nullptr);
+    EXPECT_EQ(b->data, data);
+    EXPECT_EQ(b->num_records, 7);
+  }
+  BufferItem wire = OverTheWire(BufferItem(0, RecordBuffer{data, 7}));
+  EXPECT_EQ(wire.channel, 4);
+  EXPECT_FALSE(wire.restored);
+  EXPECT_TRUE(wire.TakesCredit());
+  BufferItem restored = ThroughChannelState(BufferItem(0, RecordBuffer{data, 7}));
+  EXPECT_EQ(restored.channel, 2);
+  EXPECT_TRUE(restored.restored);
+  EXPECT_FALSE(restored.TakesCredit()) << "replayed in-flight data came through no gate";
+}
+
+TEST(DataItemTest, BarrierRoundTripsWithItsPriority) {
+  for (bool priority : {false, true}) {
+    BufferItem back = OverTheWire(BufferItem(0, Barrier{42, priority}));
+    const Barrier* b = back.as<Barrier>();
+    ASSERT_NE(b, nullptr);
+    EXPECT_EQ(b->id, 42);
+    EXPECT_EQ(b->priority, priority);
+    EXPECT_EQ(back.TakesCredit(), !priority);
+  }
+}
+
+TEST(DataItemTest, AnAnnouncementGoesOutAsItsPriorityBarrier) {
+  BarrierAnnouncement a{9, {}};
+  a.overtaken.push_back(BufferItem(1, RecordBuffer{"x", 1}));
+  BufferItem item(1, std::move(a));
+  EXPECT_FALSE(item.TakesCredit());
+  BufferItem back = OverTheWire(std::move(item));
+  const Barrier* b = back.as<Barrier>();
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(b->id, 9);
+  EXPECT_TRUE(b->priority);
+}
+
+TEST(DataItemTest, WatermarkRoundTrips) {
+  for (int64_t ms : {int64_t{0}, int64_t{-5}, int64_t{1'700'000'000'000}}) {
+    for (BufferItem back : {OverTheWire(BufferItem(0, WatermarkAdvance{ms})),
+                            ThroughChannelState(BufferItem(0, WatermarkAdvance{ms}))}) {
+      const WatermarkAdvance* w = back.as<WatermarkAdvance>();
+      ASSERT_NE(w, nullptr) << ms;
+      EXPECT_EQ(w->ms, ms);
+    }
+  }
+}
+
+TEST(DataItemTest, WatermarkStatusRoundTrips) {
+  for (bool idle : {true, false}) {
+    for (BufferItem back : {OverTheWire(BufferItem(0, WatermarkStatusChange{idle})),
+                            ThroughChannelState(BufferItem(0, WatermarkStatusChange{idle}))}) {
+      const WatermarkStatusChange* s = back.as<WatermarkStatusChange>();
+      ASSERT_NE(s, nullptr) << idle;
+      EXPECT_EQ(s->idle, idle);
+    }
+  }
+}
+
+TEST(DataItemTest, EndOfPartitionRoundTrips) {
+  BufferItem back = OverTheWire(BufferItem(0, EndOfPartition{}));
+  EXPECT_NE(back.as<EndOfPartition>(), nullptr);
+  EXPECT_TRUE(back.TakesCredit());
+}
+
+TEST(DataItemTest, AnEmptyMessageIsAnEmptyBuffer) {
+  proto::DataMessage msg;
+  BufferItem item = FromMessage(&msg, 0);
+  const RecordBuffer* b = item.as<RecordBuffer>();
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(b->num_records, 0);
+  EXPECT_EQ(b->data, "");
+}
+
+}  // namespace
+}  // namespace sluice::worker

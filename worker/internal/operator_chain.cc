@@ -1,0 +1,211 @@
+#include "worker/internal/operator_chain.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "common/status.h"
+
+namespace sluice::worker {
+
+namespace {
+// Most records a chain output gathers for an operator that prefers batches.
+constexpr size_t kChainBatch = 256;
+}  // namespace
+
+absl::Status ChainedOperator::Watermark(int64_t watermark_ms) {
+  if (timers != nullptr) SLUICE_RETURN_IF_ERROR(timers->AdvanceWatermark(watermark_ms, op.get()));
+  return op->ProcessWatermark(watermark_ms);
+}
+
+// Operator `from_index` emits here into the next one (see the class comment of OperatorChain).
+class OperatorChain::ChainOutput final : public ops::Output {
+ public:
+  // `source`: set when `from` is the task's source, whose watermarks are the task's.
+  ChainOutput(OperatorChain* chain, size_t from_index, const SourceWatermarks* source)
+      : chain_(chain),
+        to_index_(from_index + 1),
+        from_(chain->ops_[from_index].get()),
+        to_(chain->ops_[to_index_].get()),
+        source_(source),
+        batching_(to_->op->PrefersBatches()) {
+    if (batching_) {
+      batch_.assign(kChainBatch, Record(from_->spec->output_schema.size()));
+      for (const Field& f : from_->spec->output_schema.fields()) types_.push_back(f.type);
+    }
+  }
+  absl::Status Emit(const Record& r) override {
+    if (chain_->cancelled_->load(std::memory_order_relaxed)) {
+      return absl::CancelledError("task cancelled");
+    }
+    from_->out->Add();
+    if (batching_) {
+      Record& copy = batch_[gathered_++];
+      for (size_t i = 0; i < types_.size(); ++i) CopyValue(types_[i], r, i, &copy, i);
+      return gathered_ == batch_.size() ? Flush() : absl::OkStatus();
+    }
+    to_->in->Add();
+    return chain_->Named(to_index_, to_->op->Process(r));
+  }
+  absl::Status EmitWatermark(int64_t watermark_ms) override {
+    SLUICE_RETURN_IF_ERROR(Flush());
+    if (source_ != nullptr) source_->advanced(watermark_ms);
+    return chain_->Named(to_index_, to_->Watermark(watermark_ms));
+  }
+  absl::Status EmitWatermarkStatus(bool idle) override {
+    SLUICE_RETURN_IF_ERROR(Flush());
+    if (source_ != nullptr) source_->idle(idle);
+    return chain_->Named(to_index_, to_->op->ProcessWatermarkStatus(idle));
+  }
+  // Hands the gathered records to the next operator.
+  absl::Status Flush() {
+    if (gathered_ == 0) return absl::OkStatus();
+    const size_t n = gathered_;
+    gathered_ = 0;
+    to_->in->Add(n);
+    return chain_->Named(to_index_, to_->op->ProcessBatch(0, batch_.data(), n));
+  }
+
+ private:
+  OperatorChain* chain_;
+  const size_t to_index_;
+  ChainedOperator* from_;
+  ChainedOperator* to_;
+  const SourceWatermarks* source_;
+  const bool batching_;
+  std::vector<Record> batch_;     // batching_: kChainBatch reused records
+  std::vector<FieldType> types_;  // ... of the records' schema
+  size_t gathered_ = 0;           // ... of which the first are gathered
+};
+
+// The chain's last operator emits here: to the task's record writer (no edge for a sink).
+class OperatorChain::TailOutput final : public ops::Output {
+ public:
+  // `source`: set when `from` is the task's source, whose watermarks are the task's.
+  TailOutput(ChainedOperator* from, RecordWriter* writer, const SourceWatermarks* source)
+      : from_(from), writer_(writer), source_(source) {}
+  absl::Status Emit(const Record& r) override {
+    from_->out->Add();
+    return writer_->Emit(r);
+  }
+  absl::Status EmitSide(int side_output, const Record& r) override {
+    return writer_->EmitSide(side_output, r);
+  }
+  absl::Status EmitWatermark(int64_t watermark_ms) override {
+    if (source_ != nullptr) source_->advanced(watermark_ms);
+    return writer_->EmitWatermark(watermark_ms);
+  }
+  absl::Status EmitWatermarkStatus(bool idle) override {
+    if (source_ != nullptr) source_->idle(idle);
+    return writer_->EmitWatermarkStatus(idle);
+  }
+
+ private:
+  ChainedOperator* from_;
+  RecordWriter* writer_;
+  const SourceWatermarks* source_;
+};
+
+OperatorChain::OperatorChain(const std::atomic<bool>* cancelled) : cancelled_(cancelled) {}
+
+OperatorChain::~OperatorChain() = default;
+
+absl::Status OperatorChain::Add(const ops::OperatorRegistry& registry,
+                                const plan::OperatorSpec* spec, std::shared_ptr<Counter> in,
+                                std::shared_ptr<Counter> out) {
+  auto slot = std::make_unique<ChainedOperator>();
+  slot->spec = spec;
+  slot->in = std::move(in);
+  slot->out = std::move(out);
+  SLUICE_ASSIGN_OR_RETURN(slot->op, registry.Create(*spec));
+  ops_.push_back(std::move(slot));
+  return absl::OkStatus();
+}
+
+absl::Status OperatorChain::Open(RecordWriter* writer, SourceWatermarks source,
+                                 const std::function<ops::OperatorContext(size_t i)>& context) {
+  source_ = std::move(source);
+  const SourceWatermarks* head_source = ops_[0]->spec->is_source() ? &source_ : nullptr;
+  for (size_t i = 0; i + 1 < ops_.size(); ++i) {
+    chain_outputs_.push_back(std::make_unique<ChainOutput>(this, i, i == 0 ? head_source : nullptr));
+  }
+  tail_output_ = std::make_unique<TailOutput>(ops_.back().get(), writer,
+                                              ops_.size() == 1 ? head_source : nullptr);
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    ops::Output* out = i + 1 < ops_.size() ? static_cast<ops::Output*>(chain_outputs_[i].get())
+                                           : tail_output_.get();
+    SLUICE_RETURN_IF_ERROR(Named(i, ops_[i]->op->Open(context(i), out)));
+  }
+  opened_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status OperatorChain::Named(size_t i, absl::Status s) {
+  if (!s.ok() && failed_op_.empty() && s.code() != absl::StatusCode::kCancelled) {
+    failed_op_ = ops_[i]->spec->id;
+  }
+  return s;
+}
+
+absl::Status OperatorChain::Flush() {
+  for (auto& out : chain_outputs_) SLUICE_RETURN_IF_ERROR(out->Flush());
+  return absl::OkStatus();
+}
+
+absl::Status OperatorChain::Finish() {
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    SLUICE_RETURN_IF_ERROR(Named(i, ops_[i]->op->Finish()));
+    SLUICE_RETURN_IF_ERROR(Flush());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status OperatorChain::FireProcessingTimers() {
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    ops::TimerService* timers = ops_[i]->timers.get();
+    if (timers == nullptr || timers->CurrentProcessingTime() < timers->NextProcessingTime()) continue;
+    SLUICE_RETURN_IF_ERROR(Named(i, timers->FireProcessingTimers(ops_[i]->op.get())));
+    SLUICE_RETURN_IF_ERROR(Flush());
+  }
+  return absl::OkStatus();
+}
+
+int64_t OperatorChain::ProcessingTimerDeadline(int64_t now_nanos) const {
+  int64_t deadline = std::numeric_limits<int64_t>::max();
+  for (const auto& slot : ops_) {
+    if (slot->timers == nullptr) continue;
+    const int64_t next_ms = slot->timers->NextProcessingTime();
+    if (next_ms == std::numeric_limits<int64_t>::max()) continue;
+    const int64_t now_ms = slot->timers->CurrentProcessingTime();
+    // Due (or unknown: INT64_MIN after a restore): now. Far ones: check again within an hour.
+    const int64_t wait_ms = next_ms <= now_ms ? 0 : std::min<int64_t>(next_ms - now_ms, 3'600'000);
+    deadline = std::min(deadline, now_nanos + wait_ms * 1'000'000);
+  }
+  return deadline;
+}
+
+absl::Status OperatorChain::SnapshotState(int64_t id, proto::SubtaskState* state) {
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    std::vector<std::string> entries;
+    SLUICE_RETURN_IF_ERROR(Named(i, ops_[i]->op->SnapshotState(id, &entries)));
+    if (entries.empty()) continue;
+    auto* h = state->add_operator_state();
+    h->set_operator_id(ops_[i]->spec->id);
+    h->set_redistribution(ops_[i]->op->UnionState() ? proto::OperatorStateHandle::UNION
+                                                    : proto::OperatorStateHandle::SPLIT);
+    for (auto& e : entries) h->add_entries(std::move(e));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status OperatorChain::NotifyCheckpointComplete(int64_t id) {
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    SLUICE_RETURN_IF_ERROR(Named(i, ops_[i]->op->NotifyCheckpointComplete(id)));
+  }
+  return absl::OkStatus();
+}
+
+void OperatorChain::Close() {
+  for (auto& slot : ops_) slot->op->Close();
+}
+
+}  // namespace sluice::worker

@@ -1,0 +1,380 @@
+#include "worker/internal/record_writer.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "common/key_groups.h"
+#include "common/record_codec.h"
+#include "common/status.h"
+#include "worker/internal/channel_state.h"
+
+namespace sluice::worker {
+
+// One output edge: serializes its records into per-channel buffers and sends full (or timed
+// out) buffers to the channel writers, backlogging those without credit.
+class RecordWriter::EdgeOutput {
+ public:
+  EdgeOutput(const plan::Edge* edge, int max_parallelism,
+             std::vector<std::unique_ptr<ChannelWriter>> channels, ops::KeyHasher hasher,
+             Clock* clock)
+      : edge_(edge),
+        max_parallelism_(max_parallelism),
+        channels_(std::move(channels)),
+        hasher_(std::move(hasher)),
+        clock_(clock),
+        pending_(channels_.size()),
+        pending_records_(channels_.size()),
+        backlog_(channels_.size()) {
+    for (auto& p : pending_) p.reserve(kOutputBufferBytes + 1024);
+  }
+
+  void AddCounters(MetricsRegistry* metrics, const Labels& base, const std::string& owner,
+                   const std::vector<std::string>& targets) {
+    for (size_t i = 0; i < channels_.size(); ++i) {
+      Labels l = base;
+      l.push_back({"edge", absl::StrCat(edge_->id)});
+      l.push_back({"target", targets[i]});
+      bytes_.push_back(metrics->AddCounter("sluice_channel_bytes_sent_total",
+                                           "Bytes of records sent per output channel", l, owner));
+      buffers_.push_back(metrics->AddCounter("sluice_channel_buffers_sent_total",
+                                             "Buffers sent per output channel", l, owner));
+      // A plain gauge the task thread refreshes after each send: a callback into the writer
+      // could outlive it (metrics are rendered outside the registry lock).
+      credit_wait_.push_back(metrics->AddGauge(
+          "sluice_channel_credit_wait_seconds",
+          "Seconds the sender spent blocked waiting for credit", l, owner));
+    }
+  }
+
+  const plan::Edge& edge() const { return *edge_; }
+
+  absl::Status Emit(const Record& r) {
+    switch (edge_->partition) {
+      case plan::Partition::kForward: return Append(0, r);
+      case plan::Partition::kHash: {
+        int kg = KeyGroupForHash(hasher_.Hash(r), max_parallelism_);
+        return Append(SubtaskForKeyGroup(kg, max_parallelism_, static_cast<int>(channels_.size())), r);
+      }
+      case plan::Partition::kRebalance: {
+        size_t c = next_++;
+        if (next_ == channels_.size()) next_ = 0;
+        return Append(c, r);
+      }
+      case plan::Partition::kBroadcast:
+        for (size_t c = 0; c < channels_.size(); ++c) SLUICE_RETURN_IF_ERROR(Append(c, r));
+        return absl::OkStatus();
+    }
+    return absl::OkStatus();
+  }
+
+  int64_t pending_since() const { return pending_since_; }
+
+  absl::Status FlushAll() {
+    for (size_t c = 0; c < channels_.size(); ++c) {
+      if (pending_records_[c] > 0) SLUICE_RETURN_IF_ERROR(Flush(c, false));
+    }
+    pending_since_ = 0;
+    return absl::OkStatus();
+  }
+
+  absl::Status EndOfPartition() {
+    SLUICE_RETURN_IF_ERROR(FlushAll());
+    for (size_t c = 0; c < channels_.size(); ++c) {
+      SLUICE_RETURN_IF_ERROR(Deliver(c, BufferItem(0, worker::EndOfPartition{}), false));
+    }
+    for (size_t c = 0; c < channels_.size(); ++c) SLUICE_RETURN_IF_ERROR(DrainBlocking(c, 0));
+    for (auto& ch : channels_) SLUICE_RETURN_IF_ERROR(ch->Close());
+    return absl::OkStatus();
+  }
+
+  // Sends checkpoint barrier `id` on every channel, after everything emitted before it; with
+  // `priority`, ahead of the backlog, whose copies it adds to `in_flight` (channel indices
+  // offset by `first_channel`).
+  absl::Status EmitBarrier(int64_t id, bool priority, int first_channel,
+                           proto::ChannelStateFile* in_flight) {
+    SLUICE_RETURN_IF_ERROR(FlushAll());
+    for (size_t c = 0; c < channels_.size(); ++c) {
+      BufferItem b(0, Barrier{id, priority});
+      if (priority) {
+        SLUICE_RETURN_IF_ERROR(channels_[c]->SendPriority(std::move(b)));
+        if (in_flight == nullptr) continue;
+        for (const BufferItem& item : backlog_[c]) {
+          AddChannelStateItem(true, first_channel + static_cast<int>(c), item, in_flight);
+        }
+      } else {
+        SLUICE_RETURN_IF_ERROR(Deliver(c, std::move(b), false));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Sends backlogged buffers while credit lasts, waiting for it until `deadline_nanos`
+  // (Clock::Real(); 0: not at all) or an Interrupt() of the writer. Returns whether every
+  // backlog is empty.
+  absl::StatusOr<bool> Drain(int64_t deadline_nanos) {
+    for (size_t c = 0; c < channels_.size(); ++c) {
+      std::deque<BufferItem>& q = backlog_[c];
+      while (!q.empty()) {
+        SLUICE_ASSIGN_OR_RETURN(bool sent, channels_[c]->Offer(q.front(), deadline_nanos));
+        if (!sent) return false;
+        q.pop_front();
+        UpdateCreditWait(c);
+      }
+    }
+    return true;
+  }
+
+  bool HasBacklog() const {
+    for (const auto& q : backlog_) {
+      if (!q.empty()) return true;
+    }
+    return false;
+  }
+
+  void PushRestored(size_t c, BufferItem item) { backlog_[c].push_back(std::move(item)); }
+
+  absl::Status EmitWatermark(int64_t watermark_ms) {
+    SLUICE_RETURN_IF_ERROR(FlushAll());
+    for (size_t c = 0; c < channels_.size(); ++c) {
+      SLUICE_RETURN_IF_ERROR(Deliver(c, BufferItem(0, WatermarkAdvance{watermark_ms}), true));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status EmitWatermarkStatus(bool idle) {
+    SLUICE_RETURN_IF_ERROR(FlushAll());
+    for (size_t c = 0; c < channels_.size(); ++c) {
+      SLUICE_RETURN_IF_ERROR(Deliver(c, BufferItem(0, WatermarkStatusChange{idle}), true));
+    }
+    return absl::OkStatus();
+  }
+
+  const std::vector<std::unique_ptr<ChannelWriter>>& channels() const { return channels_; }
+
+ private:
+  absl::Status Append(size_t c, const Record& r) {
+    std::string& buf = pending_[c];
+    if (pending_since_ == 0) pending_since_ = clock_->NowNanos();
+    EncodeRecord(edge_->schema, r, &buf);
+    ++pending_records_[c];
+    if (buf.size() >= kOutputBufferBytes) return Flush(c, true);
+    return absl::OkStatus();
+  }
+
+  // Sends (or backlogs) channel `c`'s pending buffer; `may_block`: as Deliver().
+  absl::Status Flush(size_t c, bool may_block) {
+    const size_t bytes = pending_[c].size();
+    BufferItem item(0, RecordBuffer{std::move(pending_[c]), pending_records_[c]});
+    pending_[c] = std::string();
+    pending_[c].reserve(kOutputBufferBytes + 1024);
+    pending_records_[c] = 0;
+    if (!bytes_.empty()) {
+      bytes_[c]->Add(bytes);
+      buffers_[c]->Add();
+    }
+    return Deliver(c, std::move(item), may_block);
+  }
+
+  // Sends `item` on channel `c` if it has credit and no backlog, else queues it; with
+  // `may_block`, then waits for credit while the backlog exceeds kOverdraftBuffers.
+  absl::Status Deliver(size_t c, BufferItem item, bool may_block) {
+    std::deque<BufferItem>& q = backlog_[c];
+    if (q.empty()) {
+      SLUICE_ASSIGN_OR_RETURN(bool sent, channels_[c]->Offer(item, 0));
+      if (sent) return absl::OkStatus();
+    }
+    q.push_back(std::move(item));
+    return may_block ? DrainBlocking(c, kOverdraftBuffers) : absl::OkStatus();
+  }
+
+  // Sends channel `c`'s backlog, waiting for credit, until at most `keep` buffers are left.
+  absl::Status DrainBlocking(size_t c, size_t keep) {
+    std::deque<BufferItem>& q = backlog_[c];
+    while (q.size() > keep) {
+      SLUICE_RETURN_IF_ERROR(channels_[c]->Send(std::move(q.front())));
+      q.pop_front();
+      UpdateCreditWait(c);
+    }
+    return absl::OkStatus();
+  }
+
+  void UpdateCreditWait(size_t c) {
+    if (!credit_wait_.empty()) credit_wait_[c]->Set(channels_[c]->CreditWaitNanos() / 1e9);
+  }
+
+  const plan::Edge* edge_;
+  const int max_parallelism_;
+  std::vector<std::unique_ptr<ChannelWriter>> channels_;
+  ops::KeyHasher hasher_;
+  Clock* clock_;
+  std::vector<std::string> pending_;
+  std::vector<int> pending_records_;
+  int64_t pending_since_ = 0;
+  std::vector<std::deque<BufferItem>> backlog_;  // per channel: unsent, in order
+  size_t next_ = 0;
+  std::vector<std::shared_ptr<Counter>> bytes_;
+  std::vector<std::shared_ptr<Counter>> buffers_;
+  std::vector<std::shared_ptr<Gauge>> credit_wait_;
+};
+
+RecordWriter::RecordWriter(Clock* clock, int64_t buffer_timeout_nanos, int num_side_outputs)
+    : clock_(clock), buffer_timeout_nanos_(buffer_timeout_nanos), side_(num_side_outputs) {}
+
+RecordWriter::~RecordWriter() { Shutdown(false); }
+
+void RecordWriter::AddEdge(const plan::Edge* edge, int max_parallelism,
+                           std::vector<std::unique_ptr<ChannelWriter>> channels,
+                           ops::KeyHasher hasher, MetricsRegistry* metrics, const Labels& labels,
+                           const std::string& metrics_owner,
+                           const std::vector<std::string>& targets) {
+  auto e = std::make_unique<EdgeOutput>(edge, max_parallelism, std::move(channels),
+                                        std::move(hasher), clock_);
+  if (metrics != nullptr) e->AddCounters(metrics, labels, metrics_owner, targets);
+  if (edge->side_output < 0) {
+    main_.push_back(e.get());
+  } else if (edge->side_output < static_cast<int>(side_.size())) {
+    side_[edge->side_output].push_back(e.get());
+  }
+  edges_.push_back(std::move(e));
+  // Only now, owned by edges_, may Cancel() reach them.
+  absl::MutexLock lock(&mu_);
+  for (const auto& ch : edges_.back()->channels()) {
+    if (cancelled_) ch->Cancel();
+    live_.push_back(ch.get());
+  }
+}
+
+absl::Status RecordWriter::Emit(const Record& r) {
+  for (EdgeOutput* e : main_) SLUICE_RETURN_IF_ERROR(e->Emit(r));
+  return absl::OkStatus();
+}
+
+absl::Status RecordWriter::EmitSide(int side_output, const Record& r) {
+  if (side_output < 0 || side_output >= static_cast<int>(side_.size())) return absl::OkStatus();
+  for (EdgeOutput* e : side_[side_output]) SLUICE_RETURN_IF_ERROR(e->Emit(r));
+  return absl::OkStatus();
+}
+
+absl::Status RecordWriter::EmitWatermark(int64_t watermark_ms) {
+  for (auto& e : edges_) SLUICE_RETURN_IF_ERROR(e->EmitWatermark(watermark_ms));
+  return absl::OkStatus();
+}
+
+absl::Status RecordWriter::EmitWatermarkStatus(bool idle) {
+  for (auto& e : edges_) SLUICE_RETURN_IF_ERROR(e->EmitWatermarkStatus(idle));
+  return absl::OkStatus();
+}
+
+absl::Status RecordWriter::EmitBarrier(int64_t id, bool priority,
+                                       proto::ChannelStateFile* in_flight) {
+  int first_channel = 0;
+  for (auto& e : edges_) {
+    SLUICE_RETURN_IF_ERROR(e->EmitBarrier(id, priority, first_channel, in_flight));
+    first_channel += static_cast<int>(e->channels().size());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RecordWriter::EndOfPartition() {
+  for (auto& e : edges_) SLUICE_RETURN_IF_ERROR(e->EndOfPartition());
+  return absl::OkStatus();
+}
+
+absl::Status RecordWriter::FlushAll() {
+  for (auto& e : edges_) SLUICE_RETURN_IF_ERROR(e->FlushAll());
+  return absl::OkStatus();
+}
+
+absl::Status RecordWriter::FlushIfDue(bool force) {
+  int64_t now = 0;
+  for (auto& e : edges_) {
+    const int64_t since = e->pending_since();
+    if (since == 0) continue;
+    if (!force) {
+      if (now == 0) now = clock_->NowNanos();
+      if (now - since < buffer_timeout_nanos_) continue;
+    }
+    SLUICE_RETURN_IF_ERROR(e->FlushAll());
+  }
+  return absl::OkStatus();
+}
+
+int64_t RecordWriter::FlushDeadlineNanos() const {
+  int64_t deadline = std::numeric_limits<int64_t>::max();
+  for (const auto& e : edges_) {
+    if (e->pending_since() != 0) deadline = std::min(deadline, e->pending_since() + buffer_timeout_nanos_);
+  }
+  return deadline;
+}
+
+absl::StatusOr<bool> RecordWriter::TrySend() {
+  bool sent = true;
+  for (auto& e : edges_) {
+    SLUICE_ASSIGN_OR_RETURN(bool done, e->Drain(0));
+    sent = sent && done;
+  }
+  return sent;
+}
+
+absl::Status RecordWriter::WaitForCredit(int64_t deadline_nanos) {
+  for (auto& e : edges_) {
+    if (!e->HasBacklog()) continue;
+    return e->Drain(deadline_nanos).status();
+  }
+  return absl::OkStatus();
+}
+
+bool RecordWriter::HasBacklog() const {
+  for (const auto& e : edges_) {
+    if (e->HasBacklog()) return true;
+  }
+  return false;
+}
+
+bool RecordWriter::PushRestored(int channel, BufferItem item) {
+  if (channel < 0) return false;
+  for (auto& e : edges_) {
+    const int n = static_cast<int>(e->channels().size());
+    if (channel < n) {
+      e->PushRestored(channel, std::move(item));
+      return true;
+    }
+    channel -= n;
+  }
+  return false;
+}
+
+int RecordWriter::num_channels() const {
+  int n = 0;
+  for (const auto& e : edges_) n += static_cast<int>(e->channels().size());
+  return n;
+}
+
+void RecordWriter::Cancel() {
+  absl::MutexLock lock(&mu_);
+  cancelled_ = true;
+  for (ChannelWriter* w : live_) w->Cancel();
+}
+
+void RecordWriter::Interrupt() {
+  absl::MutexLock lock(&mu_);
+  for (ChannelWriter* w : live_) w->Interrupt();
+}
+
+void RecordWriter::Shutdown(bool cancel_channels) {
+  {
+    absl::MutexLock lock(&mu_);
+    live_.clear();
+  }
+  if (cancel_channels) {
+    for (auto& e : edges_) {
+      for (auto& ch : e->channels()) ch->Cancel();
+    }
+  }
+  main_.clear();
+  for (auto& s : side_) s.clear();
+  edges_.clear();
+}
+
+}  // namespace sluice::worker

@@ -1,0 +1,360 @@
+#include "worker/internal/record_writer.h"
+
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/clock.h"
+#include "common/key_groups.h"
+#include "common/record_codec.h"
+#include "common/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace sluice::worker {
+namespace {
+
+using ::sluice::testing::StatusIs;
+using ::testing::ElementsAre;
+
+// What a fake channel saw, in order: "d<records>:<first value>" a buffer of records (the first
+// record's int), "b<id>" a barrier ("p<id>" sent with priority), "w<ms>" a watermark, "idle" /
+// "active", "eop", "close"; a buffer sent by the blocking Send() is prefixed "!".
+struct ChannelLog {
+  std::vector<std::string> sent;
+  int credits = 0;
+  int interrupts = 0;     // Interrupt() calls not consumed by an Offer()
+  int waits = 0;          // Offer() calls with a deadline that found no credit
+  bool cancelled = false;
+};
+
+// A channel without threads: Offer() sends while the test grants credit; Send() (the overdraft
+// wait) sends at once, as if a credit came.
+class FakeChannel final : public ChannelWriter {
+ public:
+  FakeChannel(const Schema* schema, ChannelLog* log) : schema_(schema), log_(log) {}
+  absl::Status Send(BufferItem item) override {
+    if (log_->cancelled) return absl::CancelledError("cancelled");
+    log_->sent.push_back("!" + Describe(item));
+    return absl::OkStatus();
+  }
+  absl::StatusOr<bool> Offer(BufferItem& item, int64_t deadline_nanos) override {
+    if (log_->cancelled) return absl::CancelledError("cancelled");
+    if (log_->interrupts > 0) {
+      log_->interrupts = 0;
+      return false;
+    }
+    if (log_->credits == 0) {
+      if (deadline_nanos != 0) ++log_->waits;
+      return false;
+    }
+    --log_->credits;
+    log_->sent.push_back(Describe(item));
+    return true;
+  }
+  absl::Status SendPriority(BufferItem item) override {
+    log_->sent.push_back(absl::StrCat("p", item.as<Barrier>()->id));
+    return absl::OkStatus();
+  }
+  void Interrupt() override { ++log_->interrupts; }
+  absl::Status Close() override {
+    log_->sent.push_back("close");
+    return absl::OkStatus();
+  }
+  void Cancel() override { log_->cancelled = true; }
+  int64_t CreditWaitNanos() const override { return 0; }
+
+ private:
+  std::string Describe(const BufferItem& item) const {
+    if (item.as<EndOfPartition>() != nullptr) return "eop";
+    if (const Barrier* b = item.as<Barrier>()) return absl::StrCat("b", b->id);
+    if (const WatermarkAdvance* w = item.as<WatermarkAdvance>()) return absl::StrCat("w", w->ms);
+    if (const WatermarkStatusChange* s = item.as<WatermarkStatusChange>()) {
+      return s->idle ? "idle" : "active";
+    }
+    const RecordBuffer* records = item.as<RecordBuffer>();
+    if (records == nullptr) return "?";
+    RecordDecoder dec(schema_, records->data);
+    Record r(schema_->size());
+    EXPECT_OK(dec.Next(&r));
+    return absl::StrCat("d", records->num_records, ":", r.GetInt(0));
+  }
+  const Schema* schema_;
+  ChannelLog* log_;
+};
+
+class RecordWriterTest : public ::testing::Test {
+ protected:
+  static constexpr int64_t kTimeoutNanos = 100'000'000;
+
+  // Adds an edge of `partition` with `n` fake channels (logs appended to logs_).
+  void AddEdge(plan::Partition partition, int n, int side_output = -1) {
+    auto edge = std::make_unique<plan::Edge>();
+    edge->id = static_cast<int>(edges_.size());
+    edge->partition = partition;
+    edge->side_output = side_output;
+    edge->schema = schema_;
+    ops::KeyHasher hasher;
+    if (partition == plan::Partition::kHash) {
+      edge->key = {{"k", "k"}};
+      auto h = ops::KeyHasher::Create(edge->key, schema_);
+      ASSERT_OK(h.status());
+      hasher = std::move(*h);
+    }
+    std::vector<std::unique_ptr<ChannelWriter>> channels;
+    for (int i = 0; i < n; ++i) {
+      logs_.push_back(std::make_unique<ChannelLog>());
+      logs_.back()->credits = 1000;
+      channels.push_back(std::make_unique<FakeChannel>(&schema_, logs_.back().get()));
+    }
+    writer_.AddEdge(edge.get(), kMaxParallelism, std::move(channels), std::move(hasher), nullptr,
+                    {}, "", {});
+    edges_.push_back(std::move(edge));
+  }
+
+  Record Rec(int64_t k) {
+    Record r(1);
+    r.SetInt(0, k);
+    return r;
+  }
+
+  // Emits one record of key `k` and flushes it into a buffer of its own.
+  void EmitOne(int64_t k) {
+    ASSERT_OK(writer_.Emit(Rec(k)));
+    ASSERT_OK(writer_.FlushAll());
+  }
+
+  // Records of one buffer: as many as it takes to reach kOutputBufferBytes.
+  int RecordsPerBuffer() {
+    std::string one;
+    EncodeRecord(schema_, Rec(1'000'000'000), &one);
+    return static_cast<int>((kOutputBufferBytes + one.size() - 1) / one.size());
+  }
+  // Emits exactly enough records to fill `buffers` buffers of a forward edge.
+  void FillBuffers(int buffers) {
+    for (int i = 0; i < buffers * RecordsPerBuffer(); ++i) {
+      ASSERT_OK(writer_.Emit(Rec(1'000'000'000 + i)));
+    }
+  }
+
+  static constexpr int kMaxParallelism = 128;
+  Schema schema_{{Field{"k", FieldType::kInt64}}};
+  FakeClock clock_;
+  RecordWriter writer_{&clock_, kTimeoutNanos, /*num_side_outputs=*/2};
+  std::vector<std::unique_ptr<plan::Edge>> edges_;
+  std::vector<std::unique_ptr<ChannelLog>> logs_;
+};
+
+TEST_F(RecordWriterTest, HashSendsEachKeyToTheSubtaskOwningItsKeyGroup) {
+  AddEdge(plan::Partition::kHash, 3);
+  auto hasher = ops::KeyHasher::Create({{"k", "k"}}, schema_);
+  ASSERT_OK(hasher.status());
+  std::vector<std::vector<std::string>> expected(3);
+  for (int64_t k = 0; k < 40; ++k) {
+    EmitOne(k);
+    // Flink's computeOperatorIndexForKeyGroup: key group * parallelism / max parallelism.
+    const int kg = KeyGroupForHash(hasher->Hash(Rec(k)), kMaxParallelism);
+    expected[kg * 3 / kMaxParallelism].push_back(absl::StrCat("d1:", k));
+  }
+  for (int c = 0; c < 3; ++c) {
+    EXPECT_EQ(logs_[c]->sent, expected[c]) << "channel " << c;
+    EXPECT_FALSE(expected[c].empty()) << "40 keys spread over 3 subtasks";
+  }
+}
+
+TEST_F(RecordWriterTest, RebalanceRoundRobinsAndBroadcastCopies) {
+  AddEdge(plan::Partition::kRebalance, 2);
+  AddEdge(plan::Partition::kBroadcast, 2);
+  for (int64_t k = 0; k < 3; ++k) EmitOne(k);
+  EXPECT_THAT(logs_[0]->sent, ElementsAre("d1:0", "d1:2"));
+  EXPECT_THAT(logs_[1]->sent, ElementsAre("d1:1"));
+  EXPECT_THAT(logs_[2]->sent, ElementsAre("d1:0", "d1:1", "d1:2"));
+  EXPECT_THAT(logs_[3]->sent, ElementsAre("d1:0", "d1:1", "d1:2"));
+}
+
+TEST_F(RecordWriterTest, SideOutputsGoOnlyToTheirEdges) {
+  AddEdge(plan::Partition::kForward, 1);                     // main
+  AddEdge(plan::Partition::kForward, 1, /*side_output=*/1);  // side output 1
+  ASSERT_OK(writer_.Emit(Rec(1)));
+  ASSERT_OK(writer_.EmitSide(1, Rec(2)));
+  ASSERT_OK(writer_.EmitSide(0, Rec(3)));  // nobody reads side output 0: dropped
+  ASSERT_OK(writer_.EmitSide(7, Rec(4)));  // not declared: dropped
+  ASSERT_OK(writer_.EmitWatermark(50));    // control items go to every edge
+  EXPECT_THAT(logs_[0]->sent, ElementsAre("d1:1", "w50"));
+  EXPECT_THAT(logs_[1]->sent, ElementsAre("d1:2", "w50"));
+}
+
+TEST_F(RecordWriterTest, SendsABufferWhenFullAndControlItemsAfterTheRecordsBeforeThem) {
+  AddEdge(plan::Partition::kForward, 1);
+  FillBuffers(1);
+  ASSERT_EQ(logs_[0]->sent.size(), 1u);
+  EXPECT_EQ(logs_[0]->sent[0], absl::StrCat("d", RecordsPerBuffer(), ":1000000000"))
+      << "a full buffer is sent at once";
+  ASSERT_OK(writer_.Emit(Rec(5)));
+  ASSERT_OK(writer_.EmitWatermarkStatus(true));
+  ASSERT_OK(writer_.Emit(Rec(6)));
+  ASSERT_OK(writer_.EmitBarrier(3, /*priority=*/false, nullptr));
+  EXPECT_THAT(std::vector<std::string>(logs_[0]->sent.begin() + 1, logs_[0]->sent.end()),
+              ElementsAre("d1:5", "idle", "d1:6", "b3"));
+}
+
+TEST_F(RecordWriterTest, FlushesAPartlyFilledBufferAfterTheBufferTimeout) {
+  AddEdge(plan::Partition::kForward, 1);
+  EXPECT_EQ(writer_.FlushDeadlineNanos(), std::numeric_limits<int64_t>::max());
+  const int64_t start = clock_.NowNanos();
+  ASSERT_OK(writer_.Emit(Rec(1)));
+  EXPECT_EQ(writer_.FlushDeadlineNanos(), start + kTimeoutNanos);
+  clock_.AdvanceNanos(kTimeoutNanos - 1);
+  ASSERT_OK(writer_.Emit(Rec(2)));  // the oldest record counts
+  ASSERT_OK(writer_.FlushIfDue(false));
+  EXPECT_TRUE(logs_[0]->sent.empty());
+  clock_.AdvanceNanos(1);
+  ASSERT_OK(writer_.FlushIfDue(false));
+  EXPECT_THAT(logs_[0]->sent, ElementsAre("d2:1"));
+  EXPECT_EQ(writer_.FlushDeadlineNanos(), std::numeric_limits<int64_t>::max());
+  ASSERT_OK(writer_.Emit(Rec(3)));
+  ASSERT_OK(writer_.FlushIfDue(true));
+  EXPECT_THAT(logs_[0]->sent, ElementsAre("d2:1", "d1:3"));
+}
+
+TEST_F(RecordWriterTest, BuffersWithoutCreditWaitInTheBacklogInOrder) {
+  AddEdge(plan::Partition::kForward, 1);
+  logs_[0]->credits = 0;
+  EmitOne(1);
+  EmitOne(2);
+  ASSERT_OK(writer_.EmitWatermark(9));
+  EXPECT_TRUE(logs_[0]->sent.empty());
+  EXPECT_TRUE(writer_.HasBacklog());
+  auto sent = writer_.TrySend();
+  ASSERT_OK(sent.status());
+  EXPECT_FALSE(*sent);
+  EXPECT_EQ(logs_[0]->waits, 0) << "TrySend() never waits";
+  ASSERT_OK(writer_.WaitForCredit(Clock::Real()->NowNanos() + 1));
+  EXPECT_EQ(logs_[0]->waits, 1);
+  logs_[0]->credits = 2;
+  sent = writer_.TrySend();
+  ASSERT_OK(sent.status());
+  EXPECT_FALSE(*sent);
+  logs_[0]->credits = 1;
+  sent = writer_.TrySend();
+  ASSERT_OK(sent.status());
+  EXPECT_TRUE(*sent);
+  EXPECT_THAT(logs_[0]->sent, ElementsAre("d1:1", "d1:2", "w9"));
+}
+
+TEST_F(RecordWriterTest, AnOperatorWaitsForCreditOnlyBeyondTheOverdraft) {
+  AddEdge(plan::Partition::kForward, 1);
+  logs_[0]->credits = 0;
+  FillBuffers(static_cast<int>(kOverdraftBuffers));
+  EXPECT_TRUE(logs_[0]->sent.empty()) << "up to kOverdraftBuffers wait in the backlog";
+  FillBuffers(1);
+  ASSERT_EQ(logs_[0]->sent.size(), 1u);
+  EXPECT_EQ(logs_[0]->sent[0].substr(0, 2), "!d") << "the oldest is sent by a blocking Send()";
+}
+
+TEST_F(RecordWriterTest, PriorityBarrierOvertakesTheBacklogWhichBecomesInFlightData) {
+  AddEdge(plan::Partition::kForward, 1);
+  AddEdge(plan::Partition::kRebalance, 2);
+  logs_[2]->credits = 0;  // output channel 2: the second channel of the second edge
+  EmitOne(10);            // edge 0 channel 0, edge 1 channel 0 (sent)
+  EmitOne(11);            // edge 0, edge 1 channel 1 (backlogged)
+  EmitOne(12);            // edge 0, edge 1 channel 0
+  EmitOne(13);            // edge 0, edge 1 channel 1 (backlogged)
+  proto::ChannelStateFile in_flight;
+  ASSERT_OK(writer_.EmitBarrier(4, /*priority=*/true, &in_flight));
+  EXPECT_THAT(logs_[0]->sent, ElementsAre("d1:10", "d1:11", "d1:12", "d1:13", "p4"));
+  EXPECT_THAT(logs_[1]->sent, ElementsAre("d1:10", "d1:12", "p4"));
+  EXPECT_THAT(logs_[2]->sent, ElementsAre("p4"));
+  ASSERT_EQ(in_flight.items_size(), 2);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_TRUE(in_flight.items(i).output());
+    EXPECT_EQ(in_flight.items(i).channel(), 2);
+    EXPECT_EQ(in_flight.items(i).num_records(), 1);
+  }
+  // The overtaken buffers are still sent after the barrier.
+  logs_[2]->credits = 2;
+  auto sent = writer_.TrySend();
+  ASSERT_OK(sent.status());
+  EXPECT_TRUE(*sent);
+  EXPECT_THAT(logs_[2]->sent, ElementsAre("p4", "d1:11", "d1:13"));
+}
+
+TEST_F(RecordWriterTest, AlignedBarrierQueuesBehindTheBacklog) {
+  AddEdge(plan::Partition::kForward, 1);
+  logs_[0]->credits = 0;
+  EmitOne(1);
+  proto::ChannelStateFile in_flight;
+  ASSERT_OK(writer_.EmitBarrier(2, /*priority=*/false, &in_flight));
+  EXPECT_EQ(in_flight.items_size(), 0);
+  logs_[0]->credits = 5;
+  ASSERT_OK(writer_.TrySend().status());
+  EXPECT_THAT(logs_[0]->sent, ElementsAre("d1:1", "b2"));
+}
+
+TEST_F(RecordWriterTest, RestoredInFlightDataGoesFirst) {
+  AddEdge(plan::Partition::kForward, 1);
+  AddEdge(plan::Partition::kForward, 1);
+  logs_[1]->credits = 0;
+  std::string data;
+  EncodeRecord(schema_, Rec(77), &data);
+  BufferItem restored(0, RecordBuffer{data, 1});
+  EXPECT_TRUE(writer_.PushRestored(1, restored));
+  EXPECT_FALSE(writer_.PushRestored(2, restored)) << "the task has 2 output channels";
+  EXPECT_FALSE(writer_.PushRestored(-1, restored));
+  EXPECT_EQ(writer_.num_channels(), 2);
+  EmitOne(5);
+  logs_[1]->credits = 2;
+  ASSERT_OK(writer_.TrySend().status());
+  EXPECT_THAT(logs_[0]->sent, ElementsAre("d1:5"));
+  EXPECT_THAT(logs_[1]->sent, ElementsAre("d1:77", "d1:5"));
+}
+
+TEST_F(RecordWriterTest, EndOfPartitionFlushesSendsEverythingAndCloses) {
+  AddEdge(plan::Partition::kForward, 1);
+  logs_[0]->credits = 0;
+  EmitOne(1);
+  ASSERT_OK(writer_.Emit(Rec(2)));
+  ASSERT_OK(writer_.EndOfPartition());
+  EXPECT_THAT(logs_[0]->sent, ElementsAre("!d1:1", "!d1:2", "!eop", "close"));
+}
+
+TEST_F(RecordWriterTest, CancelReachesChannelsAddedBeforeAndAfterUntilShutdown) {
+  AddEdge(plan::Partition::kForward, 1);
+  writer_.Interrupt();
+  EXPECT_EQ(logs_[0]->interrupts, 1);
+  writer_.Cancel();
+  EXPECT_TRUE(logs_[0]->cancelled);
+  AddEdge(plan::Partition::kForward, 1);
+  EXPECT_TRUE(logs_[1]->cancelled) << "added after Cancel()";
+  EXPECT_THAT(writer_.Emit(Rec(1)), StatusIs(absl::StatusCode::kOk, ::testing::_))
+      << "records only fill the buffer";
+  EXPECT_THAT(writer_.FlushAll(), StatusIs(absl::StatusCode::kCancelled, ::testing::_));
+}
+
+TEST_F(RecordWriterTest, ShutdownCancelsChannelsOfAFailedTaskAndForgetsThem) {
+  AddEdge(plan::Partition::kForward, 2);
+  writer_.Shutdown(/*cancel_channels=*/true);
+  EXPECT_TRUE(logs_[0]->cancelled);
+  EXPECT_TRUE(logs_[1]->cancelled);
+  EXPECT_EQ(writer_.num_channels(), 0);
+  writer_.Interrupt();  // reaches nothing (the channels are gone)
+  EXPECT_EQ(logs_[0]->interrupts, 0);
+}
+
+TEST_F(RecordWriterTest, AnInterruptEndsAWaitForCredit) {
+  AddEdge(plan::Partition::kForward, 1);
+  logs_[0]->credits = 0;
+  EmitOne(1);
+  logs_[0]->credits = 1;
+  writer_.Interrupt();
+  ASSERT_OK(writer_.WaitForCredit(std::numeric_limits<int64_t>::max()));
+  EXPECT_TRUE(writer_.HasBacklog()) << "interrupted before sending";
+  ASSERT_OK(writer_.WaitForCredit(std::numeric_limits<int64_t>::max()));
+  EXPECT_FALSE(writer_.HasBacklog());
+  EXPECT_THAT(logs_[0]->sent, ElementsAre("d1:1"));
+}
+
+}  // namespace
+}  // namespace sluice::worker
