@@ -235,12 +235,9 @@ TEST_F(KafkaSourceTest, WithoutIdleTimeoutAnEmptyPartitionHoldsTheWatermark) {
   ASSERT_EQ(FindOperator(info, "totals")->records_in(), 200u) << info.error();
   // Source subtask 0 has its watermark...
   const std::string upstream = WatermarkMetric(job, "events", 0, max_ts - 2001);
-  std::string metrics;
-  for (int i = 0; i < 300 && metrics.find(upstream) == std::string::npos; ++i) {
-    metrics = AllMetrics();
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ASSERT_THAT(metrics, HasSubstr(upstream));
+  ASSERT_TRUE(WaitFor([&] { return AllMetrics().find(upstream) != std::string::npos; },
+                      std::chrono::seconds(15), upstream + " in /metrics", std::chrono::milliseconds(50)))
+      << AllMetrics();
   // ... but downstream waits for partition 1: after several watermark intervals and
   // heartbeats, still none.
   info = WaitUntil(job, [&](const proto::JobInfo& i) {

@@ -47,18 +47,16 @@ TEST_F(LifecycleTest, UnboundedJobIsListedGrowsAndCancelsCleanly) {
   EXPECT_EQ(list->jobs(0).name(), "endless");
 
   // Counters come with heartbeats; they must keep growing.
+  auto sink_in = [&] {
+    auto j = client_->GetJob(job);
+    return j.ok() ? FindOperator(*j, "sink")->records_in() : 0;
+  };
   uint64_t first = 0;
-  for (int i = 0; i < 100 && first == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    first = FindOperator(*client_->GetJob(job), "sink")->records_in();
-  }
-  ASSERT_GT(first, 0u);
+  ASSERT_TRUE(WaitFor([&] { return (first = sink_in()) > 0; }, std::chrono::seconds(10),
+                      "the sink's first records in a heartbeat"));
   uint64_t second = first;
-  for (int i = 0; i < 100 && second <= first; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    second = FindOperator(*client_->GetJob(job), "sink")->records_in();
-  }
-  EXPECT_GT(second, first);
+  EXPECT_TRUE(WaitFor([&] { return (second = sink_in()) > first; }, std::chrono::seconds(10),
+                      "the sink's count to grow past " + std::to_string(first)));
 
   // The CLI shows operators, parallelism and placement.
   std::string out;
@@ -139,6 +137,8 @@ operators:
   constexpr int64_t kInFlightBound = 4 * 10 * (32 * 1024 / 200 + 1) + 2 * 256;
   int samples = 0;
   for (int i = 0; i < 10; ++i) {
+    // Not synchronisation: the bounds below hold at every moment of the run, and this only
+    // spreads the samples over it.
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     auto info = client_->GetJob(job);
     ASSERT_OK(info);
