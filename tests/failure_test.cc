@@ -70,12 +70,17 @@ operators:
       << "job error: " << client_->GetJob(job)->error();
   EXPECT_THAT(error, HasSubstr(absl::StrCat("worker ", victim, " (", victim_address, ") lost")));
 
-  // The other worker keeps serving: it is still registered and runs a new job to the end.
-  auto after = client_->ListWorkers();
-  ASSERT_OK(after);
-  ASSERT_EQ(after->workers_size(), 1);
-  EXPECT_NE(after->workers(0).worker_id(), victim);
-  EXPECT_EQ(after->workers(0).slots_used(), 0);
+  // The other worker keeps serving: it is still registered, its slot comes free once its task
+  // of the failed job has ended (the job can show FAILED before), and it runs a new job to the
+  // end.
+  proto::ListWorkersResponse after;
+  ASSERT_TRUE(WaitFor([&] {
+    auto w = client_->ListWorkers();
+    if (w.ok()) after = *w;
+    return w.ok() && after.workers_size() == 1 && after.workers(0).slots_used() == 0;
+  }, std::chrono::seconds(10), "the surviving worker alone, with its slot free"))
+      << after.DebugString();
+  EXPECT_NE(after.workers(0).worker_id(), victim);
   std::string job2 = Submit(R"(
 name: after
 operators:
