@@ -10,6 +10,7 @@
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 #include "tests/cluster_fixture.h"
+#include "tests/prometheus_text.h"
 
 namespace sluice::testing {
 namespace {
@@ -82,15 +83,16 @@ operators:
     return max_ts;
   }
 
-  // Every worker's /metrics, concatenated.
+  // Every worker's /metrics, concatenated; each must parse as Prometheus text.
   std::string AllMetrics() {
     std::string all;
     auto workers = client_->ListWorkers();
     if (!workers.ok()) return all;
     for (const auto& w : workers->workers()) {
-      size_t colon = w.http_address().find(':');
-      httplib::Client http(w.http_address().substr(0, colon), std::stoi(w.http_address().substr(colon + 1)));
-      if (auto res = http.Get("/metrics")) all += res->body;
+      auto text = ScrapeMetrics(w.http_address());
+      if (!text.ok()) continue;
+      EXPECT_OK(ParsePrometheusText(*text).status()) << "from worker " << w.worker_id();
+      all += *text;
     }
     return all;
   }

@@ -3,10 +3,6 @@
 
 #include <fstream>
 
-#include "absl/strings/numbers.h"
-#include "absl/strings/match.h"
-#include "absl/strings/str_split.h"
-#include "httplib.h"
 #include "tests/cluster_fixture.h"
 #include "tests/prometheus_text.h"
 
@@ -233,21 +229,7 @@ operators:
 }
 
 double CreditWaitSeconds(cli::CoordinatorClient* client) {
-  auto workers = client->ListWorkers();
-  double total = 0;
-  if (!workers.ok()) return -1;
-  for (const auto& w : workers->workers()) {
-    size_t colon = w.http_address().find(':');
-    httplib::Client http(w.http_address().substr(0, colon), std::stoi(w.http_address().substr(colon + 1)));
-    auto res = http.Get("/metrics");
-    if (!res) return -1;
-    for (absl::string_view line : absl::StrSplit(res->body, '\n')) {
-      if (!absl::StartsWith(line, "sluice_channel_credit_wait_seconds{")) continue;
-      double v = 0;
-      if (absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &v)) total += v;
-    }
-  }
-  return total;
+  return SumOf(ScrapeWorkers(client), "sluice_channel_credit_wait_seconds");
 }
 
 TEST_F(LifecycleTest, SlowSinkSlowsTheSourceAndLosesNothing) {
