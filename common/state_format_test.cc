@@ -25,8 +25,9 @@ TEST(StateFormatTest, OriginNamesJobOperatorSubtaskAndCheckpoint) {
 }
 
 TEST(StateFormatTest, ReadStateVersionSplitsVersionAndBody) {
-  absl::string_view body;
-  absl::StatusOr<int> v = ReadStateVersion(kOrigin, "entry", std::string("\x02xyz"), 2, &body);
+  absl::string_view body;  // views `entry`, which must outlive it
+  const std::string entry("\x02xyz");
+  absl::StatusOr<int> v = ReadStateVersion(kOrigin, "entry", entry, 2, &body);
   ASSERT_OK(v);
   EXPECT_EQ(*v, 2);
   EXPECT_EQ(body, "xyz");

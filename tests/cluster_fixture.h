@@ -53,6 +53,27 @@ inline std::string ReadAll(const std::string& path) {
   return ss.str();
 }
 
+// Waits for `condition` (a callable returning bool) to hold, looking at it every `poll`, for at
+// most `timeout`. Returns success, or a failure naming `what` for the test to report:
+//   ASSERT_TRUE(WaitFor([&] { return Checkpoints() > 0; }, std::chrono::seconds(20),
+//                       "a completed checkpoint"));
+// Tests wait on the condition they need this way, never by sleeping a guessed time; the poll
+// interval is only how often the condition is evaluated.
+template <typename Condition>
+::testing::AssertionResult WaitFor(Condition condition, std::chrono::milliseconds timeout,
+                                   const std::string& what,
+                                   std::chrono::milliseconds poll = std::chrono::milliseconds(20)) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return ::testing::AssertionFailure()
+             << "gave up after " << timeout.count() << " ms waiting for " << what;
+    }
+    std::this_thread::sleep_for(poll);
+  }
+  return ::testing::AssertionSuccess();
+}
+
 // Starts sluice-kafka with `topics` (NAME:PARTITIONS) in `dir`; returns its pid and sets
 // *bootstrap and, if asked for, *control_port (an HTTP control port is opened then).
 inline pid_t SpawnKafka(const std::string& dir, const std::vector<std::string>& topics,
@@ -77,9 +98,8 @@ inline pid_t SpawnKafka(const std::string& dir, const std::vector<std::string>& 
     execv(argv[0], argv.data());
     _exit(127);
   }
-  for (int i = 0; i < 500 && !std::filesystem::exists(file); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  EXPECT_TRUE(WaitFor([&] { return std::filesystem::exists(file); }, std::chrono::seconds(5),
+                      "sluice-kafka to write its address to " + file, std::chrono::milliseconds(10)));
   std::string content = ReadAll(file);
   *bootstrap = content.substr(0, content.find('\n'));
   if (control_port != nullptr && content.find('\n') != std::string::npos) {
@@ -124,16 +144,12 @@ class ClusterTest : public ::testing::Test {
   // Polls the job until `done(info)` holds or `timeout` passes; returns the last info seen.
   template <typename Pred>
   proto::JobInfo WaitUntil(const std::string& job_id, Pred done, std::chrono::milliseconds timeout) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
     proto::JobInfo info;
-    while (std::chrono::steady_clock::now() < deadline) {
+    WaitFor([&] {
       auto j = client_->GetJob(job_id);
-      if (j.ok()) {
-        info = *j;
-        if (done(info)) return info;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
+      if (j.ok()) info = *j;
+      return j.ok() && done(info);
+    }, timeout, "job " + job_id);
     return info;
   }
 

@@ -70,16 +70,10 @@ class Daemon {
   // running after the grace period).
   int Terminate(std::chrono::milliseconds grace) {
     kill(pid_, SIGTERM);
-    auto deadline = std::chrono::steady_clock::now() + grace;
-    while (std::chrono::steady_clock::now() < deadline) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        exited_ = true;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return -1;
+    int status = 0;
+    if (!WaitFor([&] { return waitpid(pid_, &status, WNOHANG) == pid_; }, grace, "the exit")) return -1;
+    exited_ = true;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   }
 
  private:
@@ -91,28 +85,43 @@ class Daemon {
 // status and body.
 std::pair<int, std::string> WaitForHttp(int port, const std::string& path, int want,
                                         std::chrono::seconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
   std::pair<int, std::string> last{-1, ""};
-  while (std::chrono::steady_clock::now() < deadline) {
+  WaitFor([&] {
     httplib::Client c("127.0.0.1", port);
     c.set_connection_timeout(1, 0);
-    if (auto res = c.Get(path.c_str())) {
-      last = {res->status, res->body};
-      if (res->status == want) return last;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+    auto res = c.Get(path.c_str());
+    if (res) last = {res->status, res->body};
+    return res && res->status == want;
+  }, timeout, path, std::chrono::milliseconds(50));
   return last;
 }
 
 // Waits until file `path` contains `text`.
-bool WaitForLog(const std::string& path, const std::string& text, std::chrono::seconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (ReadAll(path).find(text) != std::string::npos) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+::testing::AssertionResult WaitForLog(const std::string& path, const std::string& text,
+                                      std::chrono::seconds timeout) {
+  return WaitFor([&] { return ReadAll(path).find(text) != std::string::npos; }, timeout,
+                 "\"" + text + "\" in " + path, std::chrono::milliseconds(50));
+}
+
+// Whether job `job` has a completed checkpoint.
+bool HasCompletedCheckpoint(cli::CoordinatorClient& client, const std::string& job) {
+  auto info = client.GetJob(job);
+  if (!info.ok()) return false;
+  for (const auto& c : info->checkpoints()) {
+    if (c.status() == "COMPLETED") return true;
   }
   return false;
+}
+
+// Waits up to 120 s for job `job` to finish or fail; returns the last info seen.
+proto::JobInfo WaitForEnd(cli::CoordinatorClient& client, const std::string& job) {
+  proto::JobInfo info;
+  EXPECT_TRUE(WaitFor([&] {
+    auto j = client.GetJob(job);
+    if (j.ok()) info = *j;
+    return j.ok() && (info.state() == proto::JOB_FINISHED || info.state() == proto::JOB_FAILED);
+  }, std::chrono::seconds(120), "job " + job + " to end", std::chrono::milliseconds(50)));
+  return info;
 }
 
 class DeploymentTest : public ::testing::Test {
@@ -200,29 +209,14 @@ TEST_F(DeploymentTest, SigtermOnAWorkerRestartsItsJobsElsewhereWithoutUsingAnAtt
   ASSERT_OK(submitted);
   const std::string job = submitted->job_id();
   // Wait for a completed checkpoint: the restart resumes from it.
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  bool checkpointed = false;
-  while (!checkpointed && std::chrono::steady_clock::now() < deadline) {
-    auto info = client.GetJob(job);
-    ASSERT_OK(info);
-    for (const auto& c : info->checkpoints()) checkpointed |= c.status() == "COMPLETED";
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ASSERT_TRUE(checkpointed);
+  ASSERT_TRUE(WaitFor([&] { return HasCompletedCheckpoint(client, job); }, std::chrono::seconds(20),
+                      "a completed checkpoint"));
   // The heartbeat timeout is 30 s: only the deregistration can explain a quick restart.
   EXPECT_EQ(workers_[1]->Terminate(std::chrono::seconds(10)), 0) << "worker did not exit within the grace period";
   auto workers = client.ListWorkers();
   ASSERT_OK(workers);
   EXPECT_EQ(workers->workers_size(), 1);
-  proto::JobInfo info;
-  deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (std::chrono::steady_clock::now() < deadline) {
-    auto j = client.GetJob(job);
-    ASSERT_OK(j);
-    info = *j;
-    if (info.state() == proto::JOB_FINISHED || info.state() == proto::JOB_FAILED) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  proto::JobInfo info = WaitForEnd(client, job);
   ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
   EXPECT_EQ(info.restarts(), 0) << "a planned departure used a restart attempt";
   EXPECT_GE(info.attempt(), 2);
@@ -272,31 +266,15 @@ TEST_F(DeploymentTest, JobsResumeUnderANewCoordinatorAfterSigterm) {
     auto submitted = client.Submit(CountingJob(out, kRecords, 30'000, o), "job.yaml", 0);
     ASSERT_OK(submitted);
     job = submitted->job_id();
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    bool checkpointed = false;
-    while (!checkpointed && std::chrono::steady_clock::now() < deadline) {
-      auto info = client.GetJob(job);
-      ASSERT_OK(info);
-      for (const auto& c : info->checkpoints()) checkpointed |= c.status() == "COMPLETED";
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    ASSERT_TRUE(checkpointed);
+    ASSERT_TRUE(WaitFor([&] { return HasCompletedCheckpoint(client, job); }, std::chrono::seconds(20),
+                        "a completed checkpoint"));
   }
   EXPECT_EQ(coordinator_->Terminate(std::chrono::seconds(10)), 0);
   coordinator_.reset();
   StartCoordinator();  // same port, same HA directory
   ASSERT_EQ(WaitForHttp(http_port_, "/readyz", 200, std::chrono::seconds(20)).first, 200);
   cli::CoordinatorClient client(CoordinatorAddress());
-  proto::JobInfo info;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (std::chrono::steady_clock::now() < deadline) {
-    auto j = client.GetJob(job);
-    if (j.ok()) {
-      info = *j;
-      if (info.state() == proto::JOB_FINISHED || info.state() == proto::JOB_FAILED) break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  proto::JobInfo info = WaitForEnd(client, job);
   ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
   EXPECT_EQ(info.restarts(), 0);
   EXPECT_GT(info.restored_checkpoint_id(), 0);

@@ -33,11 +33,28 @@ class ExactlyOnceTest : public ClusterTest {
     return text;
   }
 
+  // How many heartbeats to the coordinator each of the 2 workers has seen fail (from its log).
+  std::vector<size_t> HeartbeatFailures() const {
+    std::vector<size_t> failures;
+    for (int i = 0; i < 2; ++i) {
+      const std::string log = ReadAll(absl::StrCat(dir_, "/cluster/worker-", i, ".log"));
+      size_t n = 0;
+      for (size_t at = log.find(kHeartbeatFailed); at != std::string::npos;
+           at = log.find(kHeartbeatFailed, at + 1)) {
+        ++n;
+      }
+      failures.push_back(n);
+    }
+    return failures;
+  }
+  static constexpr char kHeartbeatFailed[] = "heartbeat to coordinator failed";
+
   // kill -9 a random worker at random moments (some during checkpoints, which run every
   // 200 ms and take tens of ms), start a replacement each time, until the job ends.
   void KillWorkersUntilDone(const std::string& job, int kills) {
     std::mt19937 rng(12345);
     for (int k = 0; k < kills; ++k) {
+      // Not synchronisation: a random moment to kill at is what this chaos loop tests.
       std::this_thread::sleep_for(std::chrono::milliseconds(700 + rng() % 900));
       auto info = client_->GetJob(job);
       ASSERT_OK(info);
@@ -138,8 +155,16 @@ TEST_F(ExactlyOnceTest, CoordinatorCrashResumesFromLatestCheckpoint) {
   std::string job = Submit(CountingJob(out, kRecords, 300'000));
   WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
   ASSERT_GT(LatestCompletedCheckpoint(WaitForCheckpoint(job, 0, std::chrono::seconds(20))), 0);
+  const std::vector<size_t> failed_before = HeartbeatFailures();
   ASSERT_OK(cluster_->KillCoordinator());
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // Every worker has seen the coordinator gone before it comes back.
+  ASSERT_TRUE(WaitFor([&] {
+    const std::vector<size_t> failed = HeartbeatFailures();
+    for (size_t i = 0; i < failed.size(); ++i) {
+      if (failed[i] <= failed_before[i]) return false;
+    }
+    return true;
+  }, std::chrono::seconds(10), "a failed heartbeat on each worker"));
   ASSERT_OK(cluster_->RestartCoordinator());
   ASSERT_OK(cluster_->WaitForWorkers(2, 20000));
   proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(120));
@@ -245,11 +270,10 @@ operators:
   // Wait until the bulk load is in and several checkpoints have completed after it. A RocksDB
   // compaction rewrites files, so an occasional checkpoint uploads much more: judge the median.
   std::vector<proto::CheckpointInfo> after_bulk;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   int64_t seen_id = 0;
-  while (std::chrono::steady_clock::now() < deadline && after_bulk.size() < 7) {
+  ASSERT_TRUE(WaitFor([&] {
     auto info = client_->GetJob(job);
-    ASSERT_OK(info);
+    if (!info.ok()) return false;
     bool bulk_done = FindOperator(*info, "bulk")->records_out() == 1000000;
     for (const auto& c : info->checkpoints()) {
       if (c.status() == "COMPLETED" && c.checkpoint_id() > seen_id) {
@@ -257,9 +281,9 @@ operators:
         if (bulk_done) after_bulk.push_back(c);
       }
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  ASSERT_GE(after_bulk.size(), 7u);
+    return after_bulk.size() >= 7;
+  }, std::chrono::seconds(60), "7 checkpoints after the bulk load", std::chrono::milliseconds(100)))
+      << after_bulk.size() << " seen";
   after_bulk.erase(after_bulk.begin());  // may still hold the tail of the bulk load
   std::sort(after_bulk.begin(), after_bulk.end(), [](const auto& a, const auto& b) {
     return a.incremental_size() < b.incremental_size();

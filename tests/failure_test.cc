@@ -32,7 +32,11 @@ operators:
 )");
   proto::JobInfo info = WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
   ASSERT_EQ(info.state(), proto::JOB_RUNNING);
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  // Records flow through both subtasks' channels before the kill.
+  ASSERT_TRUE(WaitFor([&] {
+    auto j = client_->GetJob(job);
+    return j.ok() && FindOperator(*j, "sink")->records_in() > 0;
+  }, std::chrono::seconds(10), "records at the sink"));
 
   // Which worker id belongs to worker process 1?
   auto workers = client_->ListWorkers();
@@ -53,25 +57,30 @@ operators:
   // The job fails at once (its channels break) and, within the heartbeat timeout, the
   // coordinator names the lost worker as the cause.
   std::string error;
-  while (std::chrono::steady_clock::now() - killed_at < std::chrono::milliseconds(kTimeoutMs + 3000)) {
+  ASSERT_TRUE(WaitFor([&] {
     auto j = client_->GetJob(job);
-    ASSERT_OK(j);
-    if (j->state() == proto::JOB_FAILED && j->error().find("lost") != std::string::npos) {
-      error = j->error();
-      break;
+    if (!j.ok() || j->state() != proto::JOB_FAILED || j->error().find("lost") == std::string::npos) {
+      return false;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ASSERT_FALSE(error.empty()) << "job not failed with a lost worker in time: "
-                              << client_->GetJob(job)->error();
+    error = j->error();
+    return true;
+  }, std::chrono::milliseconds(kTimeoutMs + 3000) -
+         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - killed_at),
+                      "the job to fail naming a lost worker"))
+      << "job error: " << client_->GetJob(job)->error();
   EXPECT_THAT(error, HasSubstr(absl::StrCat("worker ", victim, " (", victim_address, ") lost")));
 
-  // The other worker keeps serving: it is still registered and runs a new job to the end.
-  auto after = client_->ListWorkers();
-  ASSERT_OK(after);
-  ASSERT_EQ(after->workers_size(), 1);
-  EXPECT_NE(after->workers(0).worker_id(), victim);
-  EXPECT_EQ(after->workers(0).slots_used(), 0);
+  // The other worker keeps serving: it is still registered, its slot comes free once its task
+  // of the failed job has ended (the job can show FAILED before), and it runs a new job to the
+  // end.
+  proto::ListWorkersResponse after;
+  ASSERT_TRUE(WaitFor([&] {
+    auto w = client_->ListWorkers();
+    if (w.ok()) after = *w;
+    return w.ok() && after.workers_size() == 1 && after.workers(0).slots_used() == 0;
+  }, std::chrono::seconds(10), "the surviving worker alone, with its slot free"))
+      << after.DebugString();
+  EXPECT_NE(after.workers(0).worker_id(), victim);
   std::string job2 = Submit(R"(
 name: after
 operators:

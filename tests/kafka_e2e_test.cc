@@ -90,6 +90,7 @@ operators:
     std::thread producer([&] {
       for (int w = 0; w < waves && !HasFailure(); ++w) {
         Produce(records * w / waves, records * (w + 1) / waves, topic);
+        // Not synchronisation: it paces the input, so that it keeps arriving during the kills.
         std::this_thread::sleep_for(std::chrono::milliseconds(30));
       }
       done = true;
@@ -97,6 +98,7 @@ operators:
     std::mt19937 rng(4242);
     int kills = 0;
     while (!done) {
+      // Not synchronisation: a random moment to kill at is what this chaos loop tests.
       std::this_thread::sleep_for(std::chrono::milliseconds(500 + rng() % 800));
       if (done) break;
       int victim = rng() % 2;
@@ -122,13 +124,11 @@ operators:
   // Waits until `lines()` covers every expected update (or the timeout passes).
   template <typename Lines>
   std::vector<std::string> AwaitAllUpdates(Lines lines, const Expected& expected, std::chrono::seconds timeout) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
     std::vector<std::string> got;
-    while (std::chrono::steady_clock::now() < deadline) {
+    WaitFor([&] {
       got = lines();
-      if (CheckUpdates(got, expected).missing == 0) break;
-      std::this_thread::sleep_for(std::chrono::seconds(1));
-    }
+      return CheckUpdates(got, expected).missing == 0;
+    }, timeout, "every expected update", std::chrono::seconds(1));
     return got;
   }
 
@@ -270,10 +270,15 @@ TEST_F(KafkaEndToEndTest, BrokerOutageDuringTheJobLosesNothing) {
   std::string job = Submit(Job(absl::StrCat("  - {id: out, type: file, path: ", out, "}\n")));
   WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
   Produce(0, kRecords / 2);
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  // The broker goes down while the job runs, once its source has read records.
+  ASSERT_TRUE(WaitFor([&] {
+    auto info = client_->GetJob(job);
+    return info.ok() && FindOperator(*info, "events")->records_out() > 0;
+  }, std::chrono::seconds(20), "the source to read records"));
   httplib::Client control("127.0.0.1", control_port);
   auto down = control.Post("/brokers/1/down");
   ASSERT_TRUE(down && down->status == 200);
+  // Not synchronisation: the broker's 4 s down is the outage under test.
   std::this_thread::sleep_for(std::chrono::seconds(4));
   auto up = control.Post("/brokers/1/up");
   ASSERT_TRUE(up && up->status == 200);

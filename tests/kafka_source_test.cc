@@ -10,6 +10,7 @@
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 #include "tests/cluster_fixture.h"
+#include "tests/prometheus_text.h"
 
 namespace sluice::testing {
 namespace {
@@ -82,15 +83,16 @@ operators:
     return max_ts;
   }
 
-  // Every worker's /metrics, concatenated.
+  // Every worker's /metrics, concatenated; each must parse as Prometheus text.
   std::string AllMetrics() {
     std::string all;
     auto workers = client_->ListWorkers();
     if (!workers.ok()) return all;
     for (const auto& w : workers->workers()) {
-      size_t colon = w.http_address().find(':');
-      httplib::Client http(w.http_address().substr(0, colon), std::stoi(w.http_address().substr(colon + 1)));
-      if (auto res = http.Get("/metrics")) all += res->body;
+      auto text = ScrapeMetrics(w.http_address());
+      if (!text.ok()) continue;
+      EXPECT_OK(ParsePrometheusText(*text).status()) << "from worker " << w.worker_id();
+      all += *text;
     }
     return all;
   }
@@ -235,12 +237,9 @@ TEST_F(KafkaSourceTest, WithoutIdleTimeoutAnEmptyPartitionHoldsTheWatermark) {
   ASSERT_EQ(FindOperator(info, "totals")->records_in(), 200u) << info.error();
   // Source subtask 0 has its watermark...
   const std::string upstream = WatermarkMetric(job, "events", 0, max_ts - 2001);
-  std::string metrics;
-  for (int i = 0; i < 300 && metrics.find(upstream) == std::string::npos; ++i) {
-    metrics = AllMetrics();
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ASSERT_THAT(metrics, HasSubstr(upstream));
+  ASSERT_TRUE(WaitFor([&] { return AllMetrics().find(upstream) != std::string::npos; },
+                      std::chrono::seconds(15), upstream + " in /metrics", std::chrono::milliseconds(50)))
+      << AllMetrics();
   // ... but downstream waits for partition 1: after several watermark intervals and
   // heartbeats, still none.
   info = WaitUntil(job, [&](const proto::JobInfo& i) {

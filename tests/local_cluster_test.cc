@@ -19,6 +19,9 @@ namespace sluice::testing {
 namespace {
 
 namespace fs = std::filesystem;
+
+// How often a wait here looks again (each look runs the CLI or reads /proc).
+constexpr std::chrono::milliseconds kPoll(50);
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -131,23 +134,13 @@ class LocalClusterCliTest : public ::testing::Test {
     return addresses;
   }
 
-  // Polls `done` until it holds or `timeout` passes; returns whether it held.
-  static bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (done()) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return done();
-  }
-
   // kill -9 the recorded process `name` and waits until it no longer counts as running.
   void Crash(const std::string& name) {
     pid_t pid = RunningRecords()[name];
     ASSERT_GT(pid, 0) << name << " is not running";
     ASSERT_EQ(kill(pid, SIGKILL), 0);
-    ASSERT_TRUE(WaitFor([&] { return RunningRecords().count(name) == 0; }, std::chrono::seconds(10)))
-        << name << " still runs after kill -9";
+    ASSERT_TRUE(WaitFor([&] { return RunningRecords().count(name) == 0; }, std::chrono::seconds(10),
+                        name + " to stop running after kill -9", kPoll));
   }
 
   std::string root_;
@@ -181,8 +174,8 @@ TEST_F(LocalClusterCliTest, StartRestartsAKilledCoordinatorOnItsAddressAndWorker
   EXPECT_EQ(after["worker-1"], before["worker-1"]);
 
   // The workers found the new coordinator by themselves, and nothing was started twice.
-  ASSERT_TRUE(WaitFor([&] { return ListedAddresses() == worker_addresses; }, std::chrono::seconds(20)))
-      << "workers did not re-register";
+  ASSERT_TRUE(WaitFor([&] { return ListedAddresses() == worker_addresses; }, std::chrono::seconds(20),
+                      "the workers to re-register", kPoll));
   EXPECT_EQ(ListedWorkers().size(), 2u);
   EXPECT_EQ(ProcessesOf("sluice-coordinator"), std::vector<pid_t>{after["coordinator"]});
   std::vector<pid_t> workers = ProcessesOf("sluice-worker");
@@ -212,7 +205,7 @@ TEST_F(LocalClusterCliTest, StartOverARunningClusterRefusesAndLeavesItIntact) {
   ASSERT_EQ(Sluice("cluster stop --dir " + dir_, &out), 0) << out;
   EXPECT_TRUE(WaitFor([&] { return ProcessesOf("sluice-coordinator").empty() &&
                                    ProcessesOf("sluice-worker").empty(); },
-                      std::chrono::seconds(15)));
+                      std::chrono::seconds(15), "no coordinator or worker process left", kPoll));
 }
 
 TEST_F(LocalClusterCliTest, StartRestartsJustAKilledWorkerWithItsRecordedCommandLine) {
@@ -243,7 +236,8 @@ TEST_F(LocalClusterCliTest, StartRestartsJustAKilledWorkerWithItsRecordedCommand
   // longer the old one.
   const std::set<std::string> expected = {FirstLine("worker-0.addr"), FirstLine("worker-1.addr")};
   EXPECT_EQ(expected.count(old_address), 0u);
-  ASSERT_TRUE(WaitFor([&] { return ListedAddresses() == expected; }, std::chrono::seconds(20)));
+  ASSERT_TRUE(WaitFor([&] { return ListedAddresses() == expected; }, std::chrono::seconds(20),
+                      "the listed workers to be the expected ones", kPoll));
   std::vector<pid_t> workers = ProcessesOf("sluice-worker");
   EXPECT_EQ(std::set<pid_t>(workers.begin(), workers.end()),
             (std::set<pid_t>{after["worker-0"], after["worker-1"]}));

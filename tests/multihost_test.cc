@@ -35,6 +35,9 @@ constexpr int kHosts = 4;  // h0: coordinator, h1..h3: workers
 constexpr char kSubnet[] = "10.213.77.";
 constexpr int kCoordinatorPort = 6123;
 
+// How often a wait here looks again (each look runs the CLI in a namespace).
+constexpr std::chrono::milliseconds kPoll(200);
+
 std::string HostIp(int h) { return absl::StrCat(kSubnet, h + 1); }
 
 class MultiHostTest : public ::testing::Test {
@@ -149,13 +152,8 @@ class MultiHostTest : public ::testing::Test {
     std::string out = Cli("workers");
     return static_cast<int>(std::count(out.begin(), out.end(), '\n')) - 1;  // minus the header
   }
-  bool WaitForWorkers(int n, std::chrono::seconds timeout) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (WorkerCount() == n) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    }
-    return false;
+  ::testing::AssertionResult WaitForWorkers(int n, std::chrono::seconds timeout) {
+    return WaitFor([&] { return WorkerCount() == n; }, timeout, absl::StrCat(n, " workers"), kPoll);
   }
   // `sluice status JOB`'s state word, and its text in *status.
   std::string State(const std::string& job, std::string* status = nullptr) {
@@ -166,13 +164,11 @@ class MultiHostTest : public ::testing::Test {
   }
   std::string WaitForState(const std::string& job, const std::vector<std::string>& states,
                            std::chrono::seconds timeout) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
     std::string s;
-    while (std::chrono::steady_clock::now() < deadline) {
+    WaitFor([&] {
       s = State(job);
-      if (std::find(states.begin(), states.end(), s) != states.end()) return s;
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    }
+      return std::find(states.begin(), states.end(), s) != states.end();
+    }, timeout, "job " + job + "'s state", kPoll);
     return s;
   }
   int Restarts(const std::string& job) {
@@ -180,13 +176,9 @@ class MultiHostTest : public ::testing::Test {
     std::smatch m;
     return std::regex_search(out, m, std::regex("attempt [0-9]+, ([0-9]+) restart")) ? std::stoi(m.str(1)) : 0;
   }
-  bool WaitForCheckpoint(const std::string& job, std::chrono::seconds timeout) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (Cli("status " + job).find("COMPLETED") != std::string::npos) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    }
-    return false;
+  ::testing::AssertionResult WaitForCheckpoint(const std::string& job, std::chrono::seconds timeout) {
+    return WaitFor([&] { return Cli("status " + job).find("COMPLETED") != std::string::npos; }, timeout,
+                   "a completed checkpoint of " + job, kPoll);
   }
   std::string Submit(const std::string& yaml) {
     const std::string file = dir_ + "/job.yaml";
@@ -234,11 +226,8 @@ TEST_F(MultiHostTest, ShuffleJobIsExactlyOnceThroughLinkLossAndADataPlanePartiti
   ASSERT_EQ(Sh(absl::StrCat("ip netns exec ", Ns(1), " iptables -A INPUT -s ", HostIp(3), " -j DROP && ",
                             "ip netns exec ", Ns(1), " iptables -A OUTPUT -d ", HostIp(3), " -j DROP"), &sh), 0)
       << sh;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(40);
-  while (std::chrono::steady_clock::now() < deadline && Restarts(job) == restarts_before &&
-         State(job) != "FINISHED") {
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
+  WaitFor([&] { return Restarts(job) != restarts_before || State(job) == "FINISHED"; },
+          std::chrono::seconds(40), "a fail-over", kPoll);
   const bool failed_over = Restarts(job) > restarts_before;
   ASSERT_EQ(Sh(absl::StrCat("ip netns exec ", Ns(1), " iptables -F"), &sh), 0) << sh;
   ASSERT_EQ(WaitForState(job, {"FINISHED", "FAILED"}, std::chrono::seconds(240)), "FINISHED")

@@ -240,6 +240,7 @@ TEST_F(PluginJobTest, KillingWorkersKeepsPluginOutputExactlyOnce) {
   WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
   std::mt19937 rng(4242);
   for (int k = 0; k < 3; ++k) {
+    // Not synchronisation: a random moment to kill at is what this chaos loop tests.
     std::this_thread::sleep_for(std::chrono::milliseconds(700 + rng() % 900));
     auto info = client_->GetJob(job);
     ASSERT_OK(info);

@@ -284,15 +284,13 @@ operators:
     }
     return fs::exists(dir) ? ReadCommittedLines({dir}) : std::vector<std::string>();
   };
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (std::chrono::steady_clock::now() < deadline) {
+  EXPECT_TRUE(WaitFor([&] {
     int64_t covered = static_cast<int64_t>(committed(late).size());
     for (const std::string& line : committed(out)) {
       covered += nlohmann::json::parse(line)["n"].get<int64_t>();
     }
-    if (covered >= kRecords) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+    return covered >= kRecords;
+  }, std::chrono::seconds(60), "every record of [0, 10 s) committed", std::chrono::milliseconds(100)));
   ASSERT_OK(client_->Cancel(job));
   EXPECT_EQ(WaitForEnd(job, std::chrono::seconds(20)).state(), proto::JOB_CANCELLED);
   int64_t late_records = 0;

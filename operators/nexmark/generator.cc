@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 
@@ -173,6 +174,12 @@ int32_t ReverseBits(int32_t v) {
   return static_cast<int32_t>(y);
 }
 
+// Java's Math.abs(int): Integer.MIN_VALUE (channel 1 reversed) stays itself, where std::abs
+// would be undefined.
+int32_t JavaAbs(int32_t v) {
+  return v == std::numeric_limits<int32_t>::min() ? v : std::abs(v);
+}
+
 }  // namespace
 
 std::string ExactStringForTest(JavaRandom& r, int length) {
@@ -217,7 +224,7 @@ Generator::Generator(GeneratorConfig config)
     JavaRandom r(c);
     channel_names_.push_back(absl::StrCat("channel-", c));
     std::string url = BaseUrl(r);
-    if (r.NextInt(10) > 0) absl::StrAppend(&url, "&channel_id=", std::abs(ReverseBits(c)));
+    if (r.NextInt(10) > 0) absl::StrAppend(&url, "&channel_id=", JavaAbs(ReverseBits(c)));
     channel_urls_.push_back(std::move(url));
   }
 }
