@@ -29,6 +29,11 @@ int64_t Expr::EvalInt(const Record&) const { return 0; }
 double Expr::EvalDouble(const Record&) const { return 0; }
 bool Expr::EvalBool(const Record&) const { return false; }
 absl::string_view Expr::EvalString(const Record&) const { return absl::string_view(); }
+bool Expr::EvalStringOrNull(const Record& r, absl::string_view* out) const {
+  if (nullable() && IsNull(r)) return false;
+  *out = EvalString(r);
+  return true;
+}
 
 namespace {
 
@@ -681,23 +686,22 @@ class SplitIndexExpr final : public Expr {
         delim_(std::move(delim)),
         n_(std::move(n)) {}
   bool IsNull(const Record& r) const override {
-    // Asked for every record (the node is always nullable): no AnyNull(), whose list allocates.
-    if (Null(*s_, r) || Null(*delim_, r) || Null(*n_, r)) return true;
     absl::string_view piece;
-    return !Find(r, &piece);
+    return !EvalStringOrNull(r, &piece);
   }
   absl::string_view EvalString(const Record& r) const override {
     absl::string_view piece;
-    Find(r, &piece);
+    EvalStringOrNull(r, &piece);
     return piece;
   }
-
- private:
-  bool Find(const Record& r, absl::string_view* piece) const {
+  // Each argument evaluated once (a nested split_index() too), its null with its value.
+  bool EvalStringOrNull(const Record& r, absl::string_view* piece) const override {
+    if (Null(*n_, r)) return false;
     const int64_t n = n_->EvalInt(r);
-    const absl::string_view delim = delim_->EvalString(r);
-    if (n < 0 || delim.empty()) return false;
-    absl::string_view s = s_->EvalString(r);
+    absl::string_view delim;
+    if (n < 0 || !delim_->EvalStringOrNull(r, &delim) || delim.empty()) return false;
+    absl::string_view s;
+    if (!s_->EvalStringOrNull(r, &s)) return false;
     for (int64_t i = 0; i < n; ++i) {
       const size_t at = s.find(delim);
       if (at == absl::string_view::npos) return false;
@@ -706,6 +710,8 @@ class SplitIndexExpr final : public Expr {
     *piece = s.substr(0, s.find(delim));
     return true;
   }
+
+ private:
   const ExprPtr s_;
   const ExprPtr delim_;
   const ExprPtr n_;
@@ -751,6 +757,9 @@ class IfExpr final : public Expr {
   double EvalDouble(const Record& r) const override { return Pick(r).EvalDouble(r); }
   bool EvalBool(const Record& r) const override { return Pick(r).EvalBool(r); }
   absl::string_view EvalString(const Record& r) const override { return Pick(r).EvalString(r); }
+  bool EvalStringOrNull(const Record& r, absl::string_view* out) const override {
+    return Pick(r).EvalStringOrNull(r, out);
+  }
 
  private:
   const Expr& Pick(const Record& r) const { return Truth(*cond_, r) == 1 ? *a_ : *b_; }
@@ -1791,13 +1800,21 @@ void EvalInto(const Expr& expr, const Record& in, FieldType out_type, Record* ou
       default: v.i = from.i; return;
     }
   }
+  Value& v = (*out)[index];
+  const FieldType t = expr.type();
   if (expr.nullable()) {
+    if (t == FieldType::kString && out_type == FieldType::kString) {
+      // Value and null in one evaluation.
+      absl::string_view s;
+      const bool null = !expr.EvalStringOrNull(in, &s);
+      out->SetNullTo(index, null);
+      if (!null) v.s.assign(s.data(), s.size());
+      return;
+    }
     const bool null = expr.IsNull(in);
     out->SetNullTo(index, null);
     if (null) return;
   }
-  Value& v = (*out)[index];
-  const FieldType t = expr.type();
   switch (out_type) {
     case FieldType::kString: {
       if (t == FieldType::kString) {

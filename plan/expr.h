@@ -68,6 +68,10 @@ class Expr {
   virtual bool EvalBool(const Record& r) const;
   // The result stays valid until the next evaluation of this expression.
   virtual absl::string_view EvalString(const Record& r) const;
+  // A string's value and null together, evaluating the expression once: false when null, else
+  // true with the value in `out` (valid as EvalString's). Cheaper than IsNull() then
+  // EvalString() where finding the value decides the null (split_index(), if()).
+  virtual bool EvalStringOrNull(const Record& r, absl::string_view* out) const;
 
   // If the expression is a bare field reference, its index; else -1.
   int FieldIndex() const { return field_index_; }

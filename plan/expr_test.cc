@@ -947,5 +947,41 @@ TEST_F(SpecialisedExprTest, BareFieldsCopyIntoTheOutput) {
   EXPECT_EQ(out.GetInt(4), 8);
 }
 
+TEST_F(SpecialisedExprTest, StringValueAndNullTogetherMatchIsNullThenEvalString) {
+  const std::vector<std::string> exprs = {
+      "split_index(t, '/', 1)",
+      "split_index(split_index(t, '&id=', 1), '&', 0)",
+      "if(a == 0, '0', if(a == 1, 'one', split_index(split_index(t, '&id=', 1), '&', 0)))",
+      "split_index(t, t, a)",
+      "split_index(t, '/', n)",
+      "coalesce(split_index(t, '/', 2), 'none')",
+      "t"};
+  const std::vector<std::string> texts = {"", "a/b", "x&id=7&y", "x&id=", "&id=&id=", "/", "a/b/c"};
+  for (const std::string& text : exprs) {
+    auto e = Compile(text);
+    ASSERT_NE(e, nullptr);
+    for (size_t i = 0; i < texts.size() * 4; ++i) {
+      r_.SetString(3, texts[i % texts.size()]);
+      r_.SetInt(0, static_cast<int64_t>(i % 4) - 1);
+      r_.SetInt(4, static_cast<int64_t>(i % 3) - 1);
+      r_.SetNullTo(4, i % 5 == 0);
+      const bool null = e->nullable() && e->IsNull(r_);
+      const std::string value = null ? "" : std::string(e->EvalString(r_));
+      absl::string_view got;
+      ASSERT_EQ(e->EvalStringOrNull(r_, &got), !null) << text << " on " << texts[i % texts.size()];
+      if (!null) ASSERT_EQ(got, value) << text;
+      Record out(1);
+      EvalInto(*e, r_, FieldType::kString, &out, 0);
+      ASSERT_EQ(out.IsNull(0), null) << text;
+      if (!null) ASSERT_EQ(out.GetString(0), value) << text;
+    }
+  }
+  r_.SetString(3, "x&id=7&y");
+  r_.SetInt(0, 5);
+  absl::string_view got;
+  ASSERT_TRUE(Compile(exprs[2])->EvalStringOrNull(r_, &got));
+  EXPECT_EQ(got, "7");
+}
+
 }  // namespace
 }  // namespace sluice::plan
