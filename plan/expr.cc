@@ -7,6 +7,7 @@
 #include <functional>
 #include <limits>
 #include <system_error>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -28,6 +29,11 @@ int64_t Expr::EvalInt(const Record&) const { return 0; }
 double Expr::EvalDouble(const Record&) const { return 0; }
 bool Expr::EvalBool(const Record&) const { return false; }
 absl::string_view Expr::EvalString(const Record&) const { return absl::string_view(); }
+bool Expr::EvalStringOrNull(const Record& r, absl::string_view* out) const {
+  if (nullable() && IsNull(r)) return false;
+  *out = EvalString(r);
+  return true;
+}
 
 namespace {
 
@@ -188,13 +194,13 @@ class StringLiteral final : public Expr {
 
 class FieldRef final : public Expr {
  public:
-  FieldRef(FieldType type, bool nullable, int index) : Expr(type, nullable), index_(index) {}
+  FieldRef(FieldType type, bool nullable, int index)
+      : Expr(type, nullable, index), index_(index) {}
   bool IsNull(const Record& r) const override { return r.IsNull(index_); }
   int64_t EvalInt(const Record& r) const override { return r.GetInt(index_); }
   double EvalDouble(const Record& r) const override { return r.GetDouble(index_); }
   bool EvalBool(const Record& r) const override { return r.GetBool(index_); }
   absl::string_view EvalString(const Record& r) const override { return r.GetString(index_); }
-  int FieldIndex() const override { return index_; }
 
  private:
   const int index_;
@@ -250,6 +256,7 @@ class IntToDouble final : public UnaryExpr {
   double EvalDouble(const Record& r) const override {
     return static_cast<double>(child_->EvalInt(r));
   }
+  const Expr& child() const { return *child_; }
 };
 
 class DoubleToIntExpr final : public UnaryExpr {
@@ -299,22 +306,156 @@ class ToStringExpr final : public UnaryExpr {
   mutable std::string scratch_;
 };
 
-template <typename Op>
-class IntArith final : public BinaryExpr {
- public:
-  IntArith(FieldType type, ExprPtr l, ExprPtr r) : BinaryExpr(type, std::move(l), std::move(r)) {}
-  int64_t EvalInt(const Record& r) const override {
-    return Op::Int(l_->EvalInt(r), r_->EvalInt(r));
-  }
+// ---------------------------------------------------------------------------------------------
+// Operands of binary nodes. A binary node reads each operand in the way its kind (a template
+// parameter) says: a child node costs a virtual call, a field or a literal is read in place.
+
+enum class Kind {
+  kNode,      // any child: a virtual call
+  kField,     // a field of the operand's type
+  kIntField,  // an integral field read as a double (`price * 0.908` with an int64 price)
+  kLit,       // a literal
 };
 
-template <typename Op>
+template <Kind K>
+using KindC = std::integral_constant<Kind, K>;
+
+template <typename T>
+struct Operand {
+  const Expr* node = nullptr;
+  int field = -1;
+  T lit{};
+};
+
+template <typename T>
+T FieldAs(const Record& r, int i);
+template <>
+int64_t FieldAs<int64_t>(const Record& r, int i) { return r.GetInt(i); }
+template <>
+double FieldAs<double>(const Record& r, int i) { return r.GetDouble(i); }
+template <>
+bool FieldAs<bool>(const Record& r, int i) { return r.GetBool(i); }
+template <>
+absl::string_view FieldAs<absl::string_view>(const Record& r, int i) { return r.GetString(i); }
+
+template <typename T, Kind K>
+inline T Read(const Operand<T>& o, const Record& r) {
+  if constexpr (K == Kind::kLit) {
+    return o.lit;
+  } else if constexpr (K == Kind::kField) {
+    return FieldAs<T>(r, o.field);
+  } else if constexpr (K == Kind::kIntField) {
+    return static_cast<T>(r.GetInt(o.field));
+  } else {
+    return EvalAs<T>(*o.node, r);
+  }
+}
+
+// How `e` (of T's type) can be read in place; defined with the nodes it recognises.
+template <typename T>
+Kind OperandKind(const Expr& e);
+
+// The operand of kind `k` for `e`, which outlives it (a literal's string stays in its node).
+template <typename T>
+Operand<T> MakeOperand(const Expr& e, Kind k);
+
+// Evaluates `e` with the record nobody reads: `e` is constant.
+const Record& NoRecord() {
+  static const Record* const kNone = new Record();
+  return *kNone;
+}
+
+template <typename Op, Kind L, Kind R>
+class IntArith final : public BinaryExpr {
+ public:
+  IntArith(FieldType type, ExprPtr l, ExprPtr r)
+      : BinaryExpr(type, std::move(l), std::move(r)),
+        lo_(MakeOperand<int64_t>(*l_, L)),
+        ro_(MakeOperand<int64_t>(*r_, R)) {}
+  int64_t EvalInt(const Record& r) const override {
+    return Op::Int(Read<int64_t, L>(lo_, r), Read<int64_t, R>(ro_, r));
+  }
+
+ private:
+  const Operand<int64_t> lo_;
+  const Operand<int64_t> ro_;
+};
+
+// `x / c` and `x % c` for a literal c with |c| >= 2 (so neither 0 nor -1): the quotient of the
+// magnitudes by multiplication instead of a hardware division (exact for every 64-bit
+// dividend: Lemire, Kaser and Kurz, "Faster Remainder by Direct Computation", 2019), signed as
+// C++ does (quotient toward zero, remainder with the dividend's sign). A power of two masks
+// and shifts.
+class ConstDivisor {
+ public:
+  explicit ConstDivisor(int64_t c)
+      : d_(c < 0 ? 0 - static_cast<uint64_t>(c) : static_cast<uint64_t>(c)),
+        negative_(c < 0),
+        pow2_((d_ & (d_ - 1)) == 0),
+        shift_(static_cast<int>(__builtin_ctzll(d_))),
+        m_(~static_cast<unsigned __int128>(0) / d_ + 1) {}
+
+  int64_t Div(int64_t a) const {
+    const uint64_t q = Quotient(Magnitude(a));
+    return (a < 0) != negative_ ? static_cast<int64_t>(0 - q) : static_cast<int64_t>(q);
+  }
+  int64_t Mod(int64_t a) const {
+    const uint64_t m = Remainder(Magnitude(a));
+    return a < 0 ? static_cast<int64_t>(0 - m) : static_cast<int64_t>(m);
+  }
+
+ private:
+  static uint64_t Magnitude(int64_t a) {
+    return a < 0 ? 0 - static_cast<uint64_t>(a) : static_cast<uint64_t>(a);
+  }
+  // The high 64 bits of the 192-bit product x * y.
+  static uint64_t MulHigh(unsigned __int128 x, uint64_t y) {
+    const unsigned __int128 low = (x & ~uint64_t{0}) * static_cast<unsigned __int128>(y);
+    const unsigned __int128 high = (x >> 64) * static_cast<unsigned __int128>(y);
+    return static_cast<uint64_t>((high + (low >> 64)) >> 64);
+  }
+  uint64_t Quotient(uint64_t a) const { return pow2_ ? a >> shift_ : MulHigh(m_, a); }
+  uint64_t Remainder(uint64_t a) const {
+    // m_ * a mod 2^128 is the fraction a / d in 128 bits; times d, its integer part.
+    return pow2_ ? a & (d_ - 1) : MulHigh(m_ * a, d_);
+  }
+
+  const uint64_t d_;  // |c| >= 2
+  const bool negative_;
+  const bool pow2_;
+  const int shift_;
+  const unsigned __int128 m_;  // ceil(2^128 / d_)
+};
+
+template <bool kMod, Kind L>
+class IntDivByLiteral final : public BinaryExpr {
+ public:
+  IntDivByLiteral(FieldType type, ExprPtr l, ExprPtr r, int64_t c)
+      : BinaryExpr(type, std::move(l), std::move(r)), lo_(MakeOperand<int64_t>(*l_, L)), c_(c) {}
+  int64_t EvalInt(const Record& r) const override {
+    const int64_t a = Read<int64_t, L>(lo_, r);
+    return kMod ? c_.Mod(a) : c_.Div(a);
+  }
+
+ private:
+  const Operand<int64_t> lo_;
+  const ConstDivisor c_;
+};
+
+template <typename Op, Kind L, Kind R>
 class DoubleArith final : public BinaryExpr {
  public:
-  DoubleArith(ExprPtr l, ExprPtr r) : BinaryExpr(FieldType::kDouble, std::move(l), std::move(r)) {}
+  DoubleArith(ExprPtr l, ExprPtr r)
+      : BinaryExpr(FieldType::kDouble, std::move(l), std::move(r)),
+        lo_(MakeOperand<double>(*l_, L)),
+        ro_(MakeOperand<double>(*r_, R)) {}
   double EvalDouble(const Record& r) const override {
-    return Op::Double(l_->EvalDouble(r), r_->EvalDouble(r));
+    return Op::Double(Read<double, L>(lo_, r), Read<double, R>(ro_, r));
   }
+
+ private:
+  const Operand<double> lo_;
+  const Operand<double> ro_;
 };
 
 class IntNeg final : public UnaryExpr {
@@ -345,15 +486,22 @@ class DoubleAbs final : public UnaryExpr {
 };
 
 // Comparison of two children of the same C++ type T.
-template <typename T, typename Cmp>
+template <typename T, typename Cmp, Kind L, Kind R>
 class Compare final : public BinaryExpr {
  public:
-  Compare(ExprPtr l, ExprPtr r) : BinaryExpr(FieldType::kBool, std::move(l), std::move(r)) {}
+  Compare(ExprPtr l, ExprPtr r)
+      : BinaryExpr(FieldType::kBool, std::move(l), std::move(r)),
+        lo_(MakeOperand<T>(*l_, L)),
+        ro_(MakeOperand<T>(*r_, R)) {}
   bool EvalBool(const Record& r) const override {
-    T a = EvalAs<T>(*l_, r);
-    T b = EvalAs<T>(*r_, r);
+    T a = Read<T, L>(lo_, r);
+    T b = Read<T, R>(ro_, r);
     return Cmp()(a, b);
   }
+
+ private:
+  const Operand<T> lo_;
+  const Operand<T> ro_;
 };
 
 class AndExpr final : public BinaryExpr {
@@ -538,23 +686,22 @@ class SplitIndexExpr final : public Expr {
         delim_(std::move(delim)),
         n_(std::move(n)) {}
   bool IsNull(const Record& r) const override {
-    // Asked for every record (the node is always nullable): no AnyNull(), whose list allocates.
-    if (Null(*s_, r) || Null(*delim_, r) || Null(*n_, r)) return true;
     absl::string_view piece;
-    return !Find(r, &piece);
+    return !EvalStringOrNull(r, &piece);
   }
   absl::string_view EvalString(const Record& r) const override {
     absl::string_view piece;
-    Find(r, &piece);
+    EvalStringOrNull(r, &piece);
     return piece;
   }
-
- private:
-  bool Find(const Record& r, absl::string_view* piece) const {
+  // Each argument evaluated once (a nested split_index() too), its null with its value.
+  bool EvalStringOrNull(const Record& r, absl::string_view* piece) const override {
+    if (Null(*n_, r)) return false;
     const int64_t n = n_->EvalInt(r);
-    const absl::string_view delim = delim_->EvalString(r);
-    if (n < 0 || delim.empty()) return false;
-    absl::string_view s = s_->EvalString(r);
+    absl::string_view delim;
+    if (n < 0 || !delim_->EvalStringOrNull(r, &delim) || delim.empty()) return false;
+    absl::string_view s;
+    if (!s_->EvalStringOrNull(r, &s)) return false;
     for (int64_t i = 0; i < n; ++i) {
       const size_t at = s.find(delim);
       if (at == absl::string_view::npos) return false;
@@ -563,6 +710,8 @@ class SplitIndexExpr final : public Expr {
     *piece = s.substr(0, s.find(delim));
     return true;
   }
+
+ private:
   const ExprPtr s_;
   const ExprPtr delim_;
   const ExprPtr n_;
@@ -608,6 +757,9 @@ class IfExpr final : public Expr {
   double EvalDouble(const Record& r) const override { return Pick(r).EvalDouble(r); }
   bool EvalBool(const Record& r) const override { return Pick(r).EvalBool(r); }
   absl::string_view EvalString(const Record& r) const override { return Pick(r).EvalString(r); }
+  bool EvalStringOrNull(const Record& r, absl::string_view* out) const override {
+    return Pick(r).EvalStringOrNull(r, out);
+  }
 
  private:
   const Expr& Pick(const Record& r) const { return Truth(*cond_, r) == 1 ? *a_ : *b_; }
@@ -880,8 +1032,9 @@ class Tokenizer {
 
 struct Node {
   ExprPtr expr;
-  int column = 0;  // Where the node's text starts, for messages.
-  int depth = 1;   // Height of the tree below and including this node.
+  int column = 0;         // Where the node's text starts, for messages.
+  int depth = 1;          // Height of the tree below and including this node.
+  bool constant = false;  // No field below: folded into a literal unless it may be null.
   FieldType type() const { return expr->type(); }
 };
 
@@ -909,26 +1062,128 @@ const FunctionInfo* FindFunction(absl::string_view name) {
 
 absl::string_view TypeName(FieldType t) { return FieldTypeName(t); }
 
+template <typename T>
+Kind OperandKind(const Expr& e) {
+  if constexpr (std::is_same_v<T, bool>) {
+    return Kind::kNode;  // Rare in comparisons: not worth the instantiations.
+  } else {
+    if (e.FieldIndex() >= 0) return Kind::kField;
+    if constexpr (std::is_same_v<T, double>) {
+      if (dynamic_cast<const DoubleLiteral*>(&e) != nullptr) return Kind::kLit;
+      const auto* widen = dynamic_cast<const IntToDouble*>(&e);
+      if (widen != nullptr && widen->child().FieldIndex() >= 0) return Kind::kIntField;
+    } else if constexpr (std::is_same_v<T, int64_t>) {
+      if (dynamic_cast<const IntLiteral*>(&e) != nullptr) return Kind::kLit;
+    } else {
+      if (dynamic_cast<const StringLiteral*>(&e) != nullptr) return Kind::kLit;
+    }
+    return Kind::kNode;
+  }
+}
+
+template <typename T>
+Operand<T> MakeOperand(const Expr& e, Kind k) {
+  Operand<T> o;
+  switch (k) {
+    case Kind::kNode: o.node = &e; break;
+    case Kind::kField: o.field = e.FieldIndex(); break;
+    case Kind::kIntField: o.field = static_cast<const IntToDouble&>(e).child().FieldIndex(); break;
+    case Kind::kLit: o.lit = EvalAs<T>(e, NoRecord()); break;
+  }
+  return o;
+}
+
+// Calls make(KindC<L>(), KindC<R>()) with the operand kinds of `l` and `r` (read as T). Two
+// literals (folded away by the parser) and a double-only kind elsewhere fall back to kNode.
+template <typename T, typename F>
+ExprPtr WithKinds(const Expr& l, const Expr& r, F make) {
+  if constexpr (std::is_same_v<T, bool>) return make(KindC<Kind::kNode>(), KindC<Kind::kNode>());
+  const Kind lk = OperandKind<T>(l);
+  const Kind rk = OperandKind<T>(r);
+  auto with_right = [&](auto lc) -> ExprPtr {
+    switch (rk) {
+      case Kind::kField: return make(lc, KindC<Kind::kField>());
+      case Kind::kLit:
+        if constexpr (decltype(lc)::value != Kind::kLit) return make(lc, KindC<Kind::kLit>());
+        break;
+      case Kind::kIntField:
+        if constexpr (std::is_same_v<T, double>) return make(lc, KindC<Kind::kIntField>());
+        break;
+      case Kind::kNode: break;
+    }
+    return make(lc, KindC<Kind::kNode>());
+  };
+  switch (lk) {
+    case Kind::kField: return with_right(KindC<Kind::kField>());
+    case Kind::kLit: return with_right(KindC<Kind::kLit>());
+    case Kind::kIntField:
+      if constexpr (std::is_same_v<T, double>) return with_right(KindC<Kind::kIntField>());
+      break;
+    case Kind::kNode: break;
+  }
+  return with_right(KindC<Kind::kNode>());
+}
+
 template <typename Op>
 ExprPtr MakeIntArith(FieldType type, ExprPtr l, ExprPtr r) {
-  return std::make_unique<IntArith<Op>>(type, std::move(l), std::move(r));
+  if constexpr (std::is_same_v<Op, DivOp> || std::is_same_v<Op, ModOp>) {
+    // A literal divisor other than 0, 1 and -1 divides by multiplication.
+    constexpr bool kMod = std::is_same_v<Op, ModOp>;
+    if (dynamic_cast<const IntLiteral*>(r.get()) != nullptr) {
+      const int64_t c = r->EvalInt(NoRecord());
+      if (c < -1 || c > 1) {
+        if (l->FieldIndex() >= 0) {
+          return std::make_unique<IntDivByLiteral<kMod, Kind::kField>>(type, std::move(l),
+                                                                       std::move(r), c);
+        }
+        return std::make_unique<IntDivByLiteral<kMod, Kind::kNode>>(type, std::move(l),
+                                                                    std::move(r), c);
+      }
+    }
+  }
+  return WithKinds<int64_t>(*l, *r, [&](auto lc, auto rc) -> ExprPtr {
+    return std::make_unique<IntArith<Op, decltype(lc)::value, decltype(rc)::value>>(
+        type, std::move(l), std::move(r));
+  });
 }
 template <typename Op>
 ExprPtr MakeDoubleArith(ExprPtr l, ExprPtr r) {
-  return std::make_unique<DoubleArith<Op>>(std::move(l), std::move(r));
+  return WithKinds<double>(*l, *r, [&](auto lc, auto rc) -> ExprPtr {
+    return std::make_unique<DoubleArith<Op, decltype(lc)::value, decltype(rc)::value>>(
+        std::move(l), std::move(r));
+  });
+}
+
+template <typename T, typename Cmp>
+ExprPtr MakeCompareOf(ExprPtr l, ExprPtr r) {
+  return WithKinds<T>(*l, *r, [&](auto lc, auto rc) -> ExprPtr {
+    return std::make_unique<Compare<T, Cmp, decltype(lc)::value, decltype(rc)::value>>(
+        std::move(l), std::move(r));
+  });
 }
 
 template <typename Cmp>
 ExprPtr MakeCompare(FieldType operand_type, ExprPtr l, ExprPtr r) {
   switch (operand_type) {
-    case FieldType::kDouble:
-      return std::make_unique<Compare<double, Cmp>>(std::move(l), std::move(r));
+    case FieldType::kDouble: return MakeCompareOf<double, Cmp>(std::move(l), std::move(r));
     case FieldType::kString:
-      return std::make_unique<Compare<absl::string_view, Cmp>>(std::move(l), std::move(r));
-    case FieldType::kBool:
-      return std::make_unique<Compare<bool, Cmp>>(std::move(l), std::move(r));
-    default: return std::make_unique<Compare<int64_t, Cmp>>(std::move(l), std::move(r));
+      return MakeCompareOf<absl::string_view, Cmp>(std::move(l), std::move(r));
+    case FieldType::kBool: return MakeCompareOf<bool, Cmp>(std::move(l), std::move(r));
+    default: return MakeCompareOf<int64_t, Cmp>(std::move(l), std::move(r));
   }
+}
+
+// A literal with the value of `e`, a constant NOT NULL expression (no field in it).
+ExprPtr Fold(const Expr& e) {
+  const Record& none = NoRecord();
+  switch (e.type()) {
+    case FieldType::kDouble: return std::make_unique<DoubleLiteral>(e.EvalDouble(none));
+    case FieldType::kString: return std::make_unique<StringLiteral>(std::string(e.EvalString(none)));
+    case FieldType::kBool: return std::make_unique<BoolLiteral>(e.EvalBool(none));
+    case FieldType::kInt64:
+    case FieldType::kTimestamp: break;
+  }
+  return std::make_unique<IntLiteral>(e.type(), e.EvalInt(none));
 }
 
 template <bool kMax>
@@ -948,6 +1203,9 @@ ExprPtr MakeMinMax(FieldType type, ExprPtr l, ExprPtr r) {
 // Converts `n` to double when it is integral.
 ExprPtr ToDoubleNode(ExprPtr e) {
   if (e->type() == FieldType::kDouble) return e;
+  if (dynamic_cast<const IntLiteral*>(e.get()) != nullptr) {
+    return std::make_unique<DoubleLiteral>(static_cast<double>(e->EvalInt(NoRecord())));
+  }
   return std::make_unique<IntToDouble>(std::move(e));
 }
 
@@ -1026,13 +1284,15 @@ class Parser {
     return ErrorAt(Peek().column, absl::StrCat("unexpected ", DescribeToken(Peek())));
   }
 
-  // Wraps a finished node, enforcing the tree-height limit.
-  absl::StatusOr<Node> Make(ExprPtr e, int column, int child_depth) {
+  // Wraps a finished node, enforcing the tree-height limit; a `constant` one (all its operands
+  // are) becomes a literal, computed here once, unless it may be null.
+  absl::StatusOr<Node> Make(ExprPtr e, int column, int child_depth, bool constant = false) {
     if (child_depth + 1 > kMaxTreeDepth) {
       return ErrorAt(column, absl::StrCat("expression has more than ", kMaxTreeDepth,
                                           " levels of operators (split it up)"));
     }
-    return Node{std::move(e), column, child_depth + 1};
+    if (constant && !e->nullable()) e = Fold(*e);
+    return Node{std::move(e), column, child_depth + 1, constant};
   }
 
   absl::Status RequireBool(const Node& n, absl::string_view op, int op_column) {
@@ -1050,7 +1310,8 @@ class Parser {
       SLUICE_RETURN_IF_ERROR(RequireBool(r, op.text, op.column));
       int depth = std::max(l.depth, r.depth);
       SLUICE_ASSIGN_OR_RETURN(
-          l, Make(std::make_unique<OrExpr>(std::move(l.expr), std::move(r.expr)), l.column, depth));
+          l, Make(std::make_unique<OrExpr>(std::move(l.expr), std::move(r.expr)), l.column, depth,
+                  l.constant && r.constant));
     }
     return l;
   }
@@ -1065,7 +1326,8 @@ class Parser {
       int depth = std::max(l.depth, r.depth);
       SLUICE_ASSIGN_OR_RETURN(
           l,
-          Make(std::make_unique<AndExpr>(std::move(l.expr), std::move(r.expr)), l.column, depth));
+          Make(std::make_unique<AndExpr>(std::move(l.expr), std::move(r.expr)), l.column, depth,
+               l.constant && r.constant));
     }
     return l;
   }
@@ -1077,7 +1339,7 @@ class Parser {
     if (guard.exceeded()) return TooDeep(op.column);
     SLUICE_ASSIGN_OR_RETURN(Node n, ParseNot());
     SLUICE_RETURN_IF_ERROR(RequireBool(n, op.text, op.column));
-    return Make(std::make_unique<NotExpr>(std::move(n.expr)), op.column, n.depth);
+    return Make(std::make_unique<NotExpr>(std::move(n.expr)), op.column, n.depth, n.constant);
   }
 
   absl::StatusOr<Node> ParseComparison() {
@@ -1109,7 +1371,8 @@ class Parser {
       } else {
         e = MakeCompare<std::greater_equal<>>(t, std::move(a), std::move(b));
       }
-      SLUICE_ASSIGN_OR_RETURN(l, Make(std::move(e), l.column, std::max(l.depth, r.depth)));
+      SLUICE_ASSIGN_OR_RETURN(l, Make(std::move(e), l.column, std::max(l.depth, r.depth),
+                                      l.constant && r.constant));
     }
     return l;
   }
@@ -1119,12 +1382,13 @@ class Parser {
     const FieldType lt = l.type();
     const FieldType rt = r.type();
     const int depth = std::max(l.depth, r.depth);
+    const bool constant = l.constant && r.constant;
     const char c = op.text[0];
     if (c == '+' && lt == FieldType::kString && rt == FieldType::kString) {
       std::vector<ExprPtr> parts;
       parts.push_back(std::move(l.expr));
       parts.push_back(std::move(r.expr));
-      return Make(std::make_unique<ConcatExpr>(std::move(parts)), l.column, depth);
+      return Make(std::make_unique<ConcatExpr>(std::move(parts)), l.column, depth, constant);
     }
     if (!IsNumeric(lt) || !IsNumeric(rt)) {
       std::string hint;
@@ -1161,7 +1425,7 @@ class Parser {
         default: e = MakeIntArith<ModOp>(type, std::move(a), std::move(b)); break;
       }
     }
-    return Make(std::move(e), l.column, depth);
+    return Make(std::move(e), l.column, depth, constant);
   }
 
   absl::StatusOr<Node> ParseAdditive() {
@@ -1199,12 +1463,12 @@ class Parser {
       }
       int64_t v = minus ? WrapNeg(static_cast<int64_t>(num.int_value))
                         : static_cast<int64_t>(num.int_value);
-      return Node{std::make_unique<IntLiteral>(FieldType::kInt64, v), op.column, 1};
+      return Node{std::make_unique<IntLiteral>(FieldType::kInt64, v), op.column, 1, true};
     }
     if (Peek().kind == TokKind::kDouble) {
       const Token& num = Next();
       double v = minus ? -num.double_value : num.double_value;
-      return Node{std::make_unique<DoubleLiteral>(v), op.column, 1};
+      return Node{std::make_unique<DoubleLiteral>(v), op.column, 1, true};
     }
     SLUICE_ASSIGN_OR_RETURN(Node n, ParseUnary());
     if (!IsNumeric(n.type())) {
@@ -1216,9 +1480,9 @@ class Parser {
       return n;
     }
     if (n.type() == FieldType::kDouble) {
-      return Make(std::make_unique<DoubleNeg>(std::move(n.expr)), op.column, n.depth);
+      return Make(std::make_unique<DoubleNeg>(std::move(n.expr)), op.column, n.depth, n.constant);
     }
-    return Make(std::make_unique<IntNeg>(std::move(n.expr)), op.column, n.depth);
+    return Make(std::make_unique<IntNeg>(std::move(n.expr)), op.column, n.depth, n.constant);
   }
 
   absl::StatusOr<Node> FieldNode(const Token& t) {
@@ -1244,21 +1508,21 @@ class Parser {
         }
         return Node{std::make_unique<IntLiteral>(FieldType::kInt64,
                                                  static_cast<int64_t>(t.int_value)),
-                    t.column, 1};
+                    t.column, 1, true};
       }
       case TokKind::kDouble:
         Next();
-        return Node{std::make_unique<DoubleLiteral>(t.double_value), t.column, 1};
+        return Node{std::make_unique<DoubleLiteral>(t.double_value), t.column, 1, true};
       case TokKind::kString:
         Next();
-        return Node{std::make_unique<StringLiteral>(t.text), t.column, 1};
+        return Node{std::make_unique<StringLiteral>(t.text), t.column, 1, true};
       case TokKind::kQuotedIdent:
         Next();
         return FieldNode(t);
       case TokKind::kIdent: {
         if (t.text == "true" || t.text == "false") {
           Next();
-          return Node{std::make_unique<BoolLiteral>(t.text == "true"), t.column, 1};
+          return Node{std::make_unique<BoolLiteral>(t.text == "true"), t.column, 1, true};
         }
         if (t.text == "and" || t.text == "or" || t.text == "not") return Unexpected();
         if (IsOp("(", 1)) return ParseCall();
@@ -1342,20 +1606,25 @@ class Parser {
     return ArgError(fn, i, args[i], expected);
   }
 
-  // Whether `n` is a literal (its value can be read at compilation from any record).
+  // Whether `n` is written as a literal (its value can be read at compilation from any
+  // record); a folded expression (depth above 1) is not.
   static bool IsLiteral(const Node& n) {
     const Expr* e = n.expr.get();
-    return dynamic_cast<const StringLiteral*>(e) != nullptr ||
-           dynamic_cast<const IntLiteral*>(e) != nullptr;
+    return n.depth == 1 && (dynamic_cast<const StringLiteral*>(e) != nullptr ||
+                            dynamic_cast<const IntLiteral*>(e) != nullptr);
   }
   static bool IsString(FieldType t) { return t == FieldType::kString; }
   static bool IsBool(FieldType t) { return t == FieldType::kBool; }
 
   absl::StatusOr<Node> BuildCall(absl::string_view fn, int column, std::vector<Node> args) {
     int depth = 0;
-    for (const Node& a : args) depth = std::max(depth, a.depth);
+    bool constant = true;
+    for (const Node& a : args) {
+      depth = std::max(depth, a.depth);
+      constant = constant && a.constant;
+    }
     auto arg = [&](size_t i) { return std::move(args[i].expr); };
-    auto done = [&](ExprPtr e) { return Make(std::move(e), column, depth); };
+    auto done = [&](ExprPtr e) { return Make(std::move(e), column, depth, constant); };
     constexpr absl::string_view kString = "string";
     constexpr absl::string_view kInt = "an integer";
     constexpr absl::string_view kNumber = "a number";
@@ -1398,10 +1667,10 @@ class Parser {
       SLUICE_RETURN_IF_ERROR(RequireArg(fn, args, 1, IsString, kString));
       SLUICE_RETURN_IF_ERROR(RequireArg(fn, args, 2, IsIntegral, kInt));
       // Arguments known at compilation are checked here; at run time these cases yield null.
-      if (IsLiteral(args[1]) && args[1].expr->EvalString(Record(0)).empty()) {
+      if (IsLiteral(args[1]) && args[1].expr->EvalString(NoRecord()).empty()) {
         return ErrorAt(args[1].column, "argument 2 of split_index() must not be empty");
       }
-      if (IsLiteral(args[2]) && args[2].expr->EvalInt(Record(0)) < 0) {
+      if (IsLiteral(args[2]) && args[2].expr->EvalInt(NoRecord()) < 0) {
         return ErrorAt(args[2].column, "argument 3 of split_index() must not be negative");
       }
       return done(std::make_unique<SplitIndexExpr>(arg(0), arg(1), arg(2)));
@@ -1515,13 +1784,37 @@ int ExprErrorColumn(const absl::Status& status) {
 }
 
 void EvalInto(const Expr& expr, const Record& in, FieldType out_type, Record* out, size_t index) {
+  const int field = expr.FieldIndex();
+  if (field >= 0 && (out_type == expr.type() || (IsIntegral(out_type) && IsIntegral(expr.type())))) {
+    // A bare field of the output's type: copied without a call.
+    if (expr.nullable()) {
+      const bool null = in.IsNull(field);
+      out->SetNullTo(index, null);
+      if (null) return;
+    }
+    Value& v = (*out)[index];
+    const Value& from = in[field];
+    switch (out_type) {
+      case FieldType::kDouble: v.d = from.d; return;
+      case FieldType::kString: v.s.assign(from.s); return;
+      default: v.i = from.i; return;
+    }
+  }
+  Value& v = (*out)[index];
+  const FieldType t = expr.type();
   if (expr.nullable()) {
+    if (t == FieldType::kString && out_type == FieldType::kString) {
+      // Value and null in one evaluation.
+      absl::string_view s;
+      const bool null = !expr.EvalStringOrNull(in, &s);
+      out->SetNullTo(index, null);
+      if (!null) v.s.assign(s.data(), s.size());
+      return;
+    }
     const bool null = expr.IsNull(in);
     out->SetNullTo(index, null);
     if (null) return;
   }
-  Value& v = (*out)[index];
-  const FieldType t = expr.type();
   switch (out_type) {
     case FieldType::kString: {
       if (t == FieldType::kString) {

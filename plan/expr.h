@@ -68,20 +68,30 @@ class Expr {
   virtual bool EvalBool(const Record& r) const;
   // The result stays valid until the next evaluation of this expression.
   virtual absl::string_view EvalString(const Record& r) const;
+  // A string's value and null together, evaluating the expression once: false when null, else
+  // true with the value in `out` (valid as EvalString's). Cheaper than IsNull() then
+  // EvalString() where finding the value decides the null (split_index(), if()).
+  virtual bool EvalStringOrNull(const Record& r, absl::string_view* out) const;
 
   // If the expression is a bare field reference, its index; else -1.
-  virtual int FieldIndex() const { return -1; }
+  int FieldIndex() const { return field_index_; }
 
  protected:
-  explicit Expr(FieldType type, bool nullable = false) : type_(type), nullable_(nullable) {}
+  explicit Expr(FieldType type, bool nullable = false, int field_index = -1)
+      : type_(type), nullable_(nullable), field_index_(field_index) {}
 
  private:
   FieldType type_;
   bool nullable_;
+  int field_index_;  // Kept here (not virtual) so EvalInto copies a bare field without a call.
 };
 
-// Parses and type-checks `text` against `schema`. Errors are kInvalidArgument with the
-// 1-based column and the reason, e.g. "column 7: unknown field 'pirce' (fields: id, price)".
+// Parses and type-checks `text` against `schema`. Compilation folds constant subexpressions
+// (`2 * 60`, `lower('A')`) into literals and picks specialised nodes for common shapes (an
+// operand that is a field or a literal is read in place; `/` and `%` by a literal divide by
+// multiplication); the results are exactly those of the general nodes.
+// Errors are kInvalidArgument with the 1-based column and the reason, e.g.
+// "column 7: unknown field 'pirce' (fields: id, price)".
 // Nesting (parentheses, function calls, unary operators) deeper than 256 levels is refused:
 // "column 257: expression nested deeper than 256 levels".
 absl::StatusOr<std::unique_ptr<Expr>> CompileExpr(absl::string_view text, const Schema& schema);

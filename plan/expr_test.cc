@@ -760,5 +760,228 @@ TEST_F(NullExprTest, CoalesceNeedsOneTypeAndDottedNamesAreFields) {
   EXPECT_EQ(Eval("1.5 + .5"), "2");
 }
 
+// Specialised nodes (an operand read in place, a literal divisor, folded constants) against
+// the general ones on edge values: `a` and `b` are int64 fields, `x` a double, `t` a string;
+// `a OP b` (two fields) goes through the general operator functors and `(a + 0) OP (b + 0)`
+// through child nodes, while `a OP <literal>` takes the specialised node.
+class SpecialisedExprTest : public ::testing::Test {
+ protected:
+  SpecialisedExprTest()
+      : schema_({{"a", FieldType::kInt64},
+                 {"b", FieldType::kInt64},
+                 {"x", FieldType::kDouble},
+                 {"t", FieldType::kString},
+                 {"n", FieldType::kInt64, true}}),
+        r_(5) {}
+  std::unique_ptr<Expr> Compile(const std::string& text) {
+    auto e = CompileExpr(text, schema_);
+    EXPECT_OK(e.status()) << text;
+    return e.ok() ? std::move(e).value() : nullptr;
+  }
+
+  static std::vector<int64_t> EdgeValues() {
+    constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+    constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+    std::vector<int64_t> v = {kMin,     kMin + 1, kMin + 122, -1000000007, -500, -246, -123, -122,
+                              -7,       -2,       -1,         0,           1,    2,    7,    122,
+                              123,      246,      500,        1000000007,  kMax - 1, kMax,
+                              int64_t{1} << 62, -(int64_t{1} << 62), (int64_t{1} << 62) + 1};
+    std::mt19937_64 rng(12);
+    for (int i = 0; i < 200; ++i) {
+      v.push_back(static_cast<int64_t>(rng()));
+      v.push_back(static_cast<int64_t>(rng() >> (rng() % 63)));
+      v.push_back(-static_cast<int64_t>(rng() >> (1 + rng() % 62)));
+    }
+    return v;
+  }
+
+  Schema schema_;
+  Record r_;
+};
+
+TEST_F(SpecialisedExprTest, DivisionAndModuloByALiteralMatchTheGeneralOperators) {
+  constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  const std::vector<int64_t> divisors = {0,    1,    -1,         2,     -2,   3,    7,    123,
+                                         -123, 500,  1000,       10000, 1024, -1024, 1000000007,
+                                         int64_t{1} << 62, -(int64_t{1} << 62), kMax, kMax - 1,
+                                         kMin, kMin + 1, 3037000499, -3037000499};
+  const std::vector<int64_t> dividends = EdgeValues();
+  for (int64_t c : divisors) {
+    const std::string lit = c == kMin ? "-9223372036854775808" : absl::StrCat(c);
+    for (const char* op : {"%", "/"}) {
+      auto fast = Compile(absl::StrCat("a ", op, " ", lit));
+      auto fast_node = Compile(absl::StrCat("(a + 0) ", op, " ", lit));
+      auto general = Compile(absl::StrCat("a ", op, " b"));
+      auto nodes = Compile(absl::StrCat("(a + 0) ", op, " (b + 0)"));
+      ASSERT_TRUE(fast && fast_node && general && nodes);
+      r_.SetInt(1, c);
+      for (int64_t a : dividends) {
+        r_.SetInt(0, a);
+        const int64_t want = general->EvalInt(r_);
+        ASSERT_EQ(fast->EvalInt(r_), want) << a << " " << op << " " << c;
+        ASSERT_EQ(fast_node->EvalInt(r_), want) << a << " " << op << " " << c;
+        ASSERT_EQ(nodes->EvalInt(r_), want) << a << " " << op << " " << c;
+      }
+    }
+  }
+  // The rules themselves, on the specialised path.
+  r_.SetInt(0, -7);
+  EXPECT_EQ(Compile("a % 2")->EvalInt(r_), -1);
+  EXPECT_EQ(Compile("a / 2")->EvalInt(r_), -3);
+  EXPECT_EQ(Compile("a % -2")->EvalInt(r_), -1);
+  EXPECT_EQ(Compile("a / -2")->EvalInt(r_), 3);
+  r_.SetInt(0, kMin);
+  EXPECT_EQ(Compile("a / -1")->EvalInt(r_), kMin);
+  EXPECT_EQ(Compile("a % -1")->EvalInt(r_), 0);
+  EXPECT_EQ(Compile("a / 0")->EvalInt(r_), 0);
+  EXPECT_EQ(Compile("a / 1")->EvalInt(r_), kMin);
+  EXPECT_EQ(Compile("a / -9223372036854775808")->EvalInt(r_), 1);
+  EXPECT_EQ(Compile("a % 4")->EvalInt(r_), 0);
+  EXPECT_EQ(Compile("a / 2")->EvalInt(r_), kMin / 2);
+}
+
+TEST_F(SpecialisedExprTest, FieldAndLiteralOperandsMatchChildNodes) {
+  const std::vector<int64_t> values = EdgeValues();
+  const std::vector<std::string> int_exprs = {"a + 5", "5 - a", "a * -3", "a - b", "a * b"};
+  const std::vector<std::string> bool_exprs = {"a == 123", "123 < a", "a >= b", "a != -1",
+                                               "a % 123 == 0", "t == 'abc'", "'abc' < t",
+                                               "t >= t", "x > 0.5", "a * 0.908 > x"};
+  auto slow = [](const std::string& text) {
+    // The same expression with every field and literal behind a child node.
+    std::string out;
+    for (size_t i = 0; i < text.size(); ++i) {
+      const char c = text[i];
+      if ((c == 'a' || c == 'b' || c == 'x') && (i + 1 == text.size() || text[i + 1] == ' ')) {
+        out += c == 'x' ? "(x + 0.0)" : absl::StrCat("(", std::string(1, c), " + 0)");
+      } else if (c == 't' && (i + 1 == text.size() || text[i + 1] == ' ')) {
+        out += "concat(t)";
+      } else {
+        out += c;
+      }
+    }
+    return out;
+  };
+  std::vector<std::pair<std::unique_ptr<Expr>, std::unique_ptr<Expr>>> ints, bools;
+  for (const std::string& t : int_exprs) ints.emplace_back(Compile(t), Compile(slow(t)));
+  for (const std::string& t : bool_exprs) bools.emplace_back(Compile(t), Compile(slow(t)));
+  const std::vector<std::string> strings = {"", "abc", "abd", "ab"};
+  for (size_t i = 0; i < values.size(); ++i) {
+    r_.SetInt(0, values[i]);
+    r_.SetInt(1, values[(i * 7 + 3) % values.size()]);
+    r_.SetDouble(2, static_cast<double>(values[(i * 5 + 1) % values.size()]) / 3);
+    r_.SetString(3, strings[i % strings.size()]);
+    for (size_t k = 0; k < ints.size(); ++k) {
+      ASSERT_EQ(ints[k].first->EvalInt(r_), ints[k].second->EvalInt(r_)) << int_exprs[k];
+    }
+    for (size_t k = 0; k < bools.size(); ++k) {
+      ASSERT_EQ(bools[k].first->EvalBool(r_), bools[k].second->EvalBool(r_)) << bool_exprs[k];
+    }
+  }
+}
+
+TEST_F(SpecialisedExprTest, NullOperandsStayNull) {
+  r_.SetInt(0, 5);
+  r_.SetNull(4);
+  for (const char* text : {"n % 123", "n / 2", "n + 1", "n == 0", "n * 0.5", "1 - n"}) {
+    auto e = Compile(text);
+    ASSERT_NE(e, nullptr);
+    EXPECT_TRUE(e->nullable()) << text;
+    EXPECT_TRUE(e->IsNull(r_)) << text;
+    Record out(1);
+    EvalInto(*e, r_, e->type(), &out, 0);
+    EXPECT_TRUE(out.IsNull(0)) << text;
+  }
+  r_.ClearNull(4);
+  r_.SetInt(4, -246);
+  auto e = Compile("n % 123 == 0");
+  EXPECT_FALSE(e->IsNull(r_));
+  EXPECT_TRUE(e->EvalBool(r_));
+}
+
+TEST_F(SpecialisedExprTest, ConstantsAreFoldedWithTheRuntimeRules) {
+  auto int_of = [&](const std::string& text) {
+    auto e = Compile(text);
+    return e == nullptr ? -999 : e->EvalInt(r_);
+  };
+  EXPECT_EQ(int_of("-9223372036854775808 / -1"), std::numeric_limits<int64_t>::min());
+  EXPECT_EQ(int_of("9223372036854775807 + 1"), std::numeric_limits<int64_t>::min());
+  EXPECT_EQ(int_of("7 % 0 + 7 / 0"), 0);
+  EXPECT_EQ(int_of("-7 % 2"), -1);
+  EXPECT_EQ(int_of("a + 2 * 60"), 120);
+  EXPECT_EQ(int_of("length(lower('AbC') + 'd')"), 4);
+  EXPECT_EQ(Compile("1.0 / 0")->EvalDouble(r_), std::numeric_limits<double>::infinity());
+  EXPECT_TRUE(std::isnan(Compile("0.0 / 0")->EvalDouble(r_)));
+  EXPECT_EQ(Compile("to_string(0.1 + 0.2)")->EvalString(r_), "0.30000000000000004");
+  EXPECT_EQ(Compile("to_timestamp(1000) + 1")->type(), FieldType::kTimestamp);
+  EXPECT_TRUE(Compile("is_null(split_index('a', '/', 5))")->EvalBool(r_));
+  // A folded constant is not a literal where a literal is required: checked at run time, as
+  // before folding.
+  auto piece = Compile("split_index(t, '' + '', 0)");
+  ASSERT_NE(piece, nullptr);
+  EXPECT_TRUE(piece->IsNull(r_));
+  EXPECT_FALSE(CompileExpr("count_char(t, 'a' + '')", schema_).ok());
+}
+
+TEST_F(SpecialisedExprTest, BareFieldsCopyIntoTheOutput) {
+  r_.SetInt(0, -3);
+  r_.SetDouble(2, 2.5);
+  r_.SetString(3, "text");
+  r_.SetNull(4);
+  Record out(5);
+  out.SetInt(4, 99);
+  EvalInto(*Compile("a"), r_, FieldType::kTimestamp, &out, 0);
+  EvalInto(*Compile("a"), r_, FieldType::kDouble, &out, 1);  // converted, not copied
+  EvalInto(*Compile("x"), r_, FieldType::kDouble, &out, 2);
+  EvalInto(*Compile("t"), r_, FieldType::kString, &out, 3);
+  EvalInto(*Compile("n"), r_, FieldType::kInt64, &out, 4);
+  EXPECT_EQ(out.GetInt(0), -3);
+  EXPECT_EQ(out.GetDouble(1), -3.0);
+  EXPECT_EQ(out.GetDouble(2), 2.5);
+  EXPECT_EQ(out.GetString(3), "text");
+  EXPECT_TRUE(out.IsNull(4));
+  r_.ClearNull(4);
+  r_.SetInt(4, 8);
+  EvalInto(*Compile("n"), r_, FieldType::kInt64, &out, 4);
+  EXPECT_FALSE(out.IsNull(4));
+  EXPECT_EQ(out.GetInt(4), 8);
+}
+
+TEST_F(SpecialisedExprTest, StringValueAndNullTogetherMatchIsNullThenEvalString) {
+  const std::vector<std::string> exprs = {
+      "split_index(t, '/', 1)",
+      "split_index(split_index(t, '&id=', 1), '&', 0)",
+      "if(a == 0, '0', if(a == 1, 'one', split_index(split_index(t, '&id=', 1), '&', 0)))",
+      "split_index(t, t, a)",
+      "split_index(t, '/', n)",
+      "coalesce(split_index(t, '/', 2), 'none')",
+      "t"};
+  const std::vector<std::string> texts = {"", "a/b", "x&id=7&y", "x&id=", "&id=&id=", "/", "a/b/c"};
+  for (const std::string& text : exprs) {
+    auto e = Compile(text);
+    ASSERT_NE(e, nullptr);
+    for (size_t i = 0; i < texts.size() * 4; ++i) {
+      r_.SetString(3, texts[i % texts.size()]);
+      r_.SetInt(0, static_cast<int64_t>(i % 4) - 1);
+      r_.SetInt(4, static_cast<int64_t>(i % 3) - 1);
+      r_.SetNullTo(4, i % 5 == 0);
+      const bool null = e->nullable() && e->IsNull(r_);
+      const std::string value = null ? "" : std::string(e->EvalString(r_));
+      absl::string_view got;
+      ASSERT_EQ(e->EvalStringOrNull(r_, &got), !null) << text << " on " << texts[i % texts.size()];
+      if (!null) ASSERT_EQ(got, value) << text;
+      Record out(1);
+      EvalInto(*e, r_, FieldType::kString, &out, 0);
+      ASSERT_EQ(out.IsNull(0), null) << text;
+      if (!null) ASSERT_EQ(out.GetString(0), value) << text;
+    }
+  }
+  r_.SetString(3, "x&id=7&y");
+  r_.SetInt(0, 5);
+  absl::string_view got;
+  ASSERT_TRUE(Compile(exprs[2])->EvalStringOrNull(r_, &got));
+  EXPECT_EQ(got, "7");
+}
+
 }  // namespace
 }  // namespace sluice::plan
