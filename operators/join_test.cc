@@ -261,7 +261,9 @@ TEST_F(JoinTest, ClashingNamesArePrefixedAndMapReadsThem) {
                 "(left.k int64, left.ts timestamp, left.v string, right.k int64, right.ts "
                 "timestamp, right.v string)");
     }
-    if (op.id == "m") EXPECT_EQ(op.output_schema.ToString(), "(left.v string, sum int64)");
+    if (op.id == "m") {
+      EXPECT_EQ(op.output_schema.ToString(), "(left.v string, sum int64)");
+    }
   }
 }
 

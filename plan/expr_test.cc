@@ -969,11 +969,15 @@ TEST_F(SpecialisedExprTest, StringValueAndNullTogetherMatchIsNullThenEvalString)
       const std::string value = null ? "" : std::string(e->EvalString(r_));
       absl::string_view got;
       ASSERT_EQ(e->EvalStringOrNull(r_, &got), !null) << text << " on " << texts[i % texts.size()];
-      if (!null) ASSERT_EQ(got, value) << text;
+      if (!null) {
+        ASSERT_EQ(got, value) << text;
+      }
       Record out(1);
       EvalInto(*e, r_, FieldType::kString, &out, 0);
       ASSERT_EQ(out.IsNull(0), null) << text;
-      if (!null) ASSERT_EQ(out.GetString(0), value) << text;
+      if (!null) {
+        ASSERT_EQ(out.GetString(0), value) << text;
+      }
     }
   }
   r_.SetString(3, "x&id=7&y");

@@ -273,7 +273,9 @@ operators:
     EXPECT_LT(out - in, kInFlightBound + 6000 / 2) << "source " << out << " sink " << in;
     EXPECT_LT(out, kCount) << "the source was not slowed down";
     for (pid_t p : cluster_->AllPids()) EXPECT_LT(RssBytes(p), 512LL << 20);
-    if (++samples == 3) EXPECT_GT(CreditWaitSeconds(client_.get()), 0.0) << "senders never waited for credit";
+    if (++samples == 3) {
+      EXPECT_GT(CreditWaitSeconds(client_.get()), 0.0) << "senders never waited for credit";
+    }
   }
   EXPECT_GE(samples, 3);
   proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(60));
