@@ -414,7 +414,7 @@ absl::Status Task::RunInput() {
     if (cancelled_.load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
     if (has_mail_.load(std::memory_order_relaxed)) SLUICE_RETURN_IF_ERROR(HandleMail(false));
     SLUICE_RETURN_IF_ERROR(AwaitOutput(false));
-    SLUICE_RETURN_IF_ERROR(Act(barriers_->OnTimer()));
+    if (PriorityEventsAllowed()) SLUICE_RETURN_IF_ERROR(Act(barriers_->OnTimer()));
     SLUICE_RETURN_IF_ERROR(chain_.FireProcessingTimers());
     absl::optional<BufferItem> item;
     if (!restored_input_.empty()) {
@@ -479,10 +479,14 @@ absl::Status Task::AwaitOutput(bool source) {
     if (cancelled_.load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
     // Backpressured: what must not wait for credit happens now.
     if (has_mail_.load(std::memory_order_relaxed)) SLUICE_RETURN_IF_ERROR(HandleMail(source));
-    if (!source) SLUICE_RETURN_IF_ERROR(HandlePriorityEvents(nullptr));
+    // Not while restored in-flight input or released items wait to be processed: they precede
+    // the new checkpoint's barrier on their channels, and a snapshot now would not store them
+    // (lost on restore). The checkpoint then proceeds once they are processed.
+    const bool priority_ok = !source && PriorityEventsAllowed();
+    if (priority_ok) SLUICE_RETURN_IF_ERROR(HandlePriorityEvents(nullptr));
     const int64_t real_now = Clock::Real()->NowNanos();
     int64_t deadline = real_now + 100'000'000;  // Interrupt() wakes it earlier
-    if (!source) {
+    if (priority_ok) {
       const int64_t timer = barriers_->TimerDeadlineNanos();
       if (timer != std::numeric_limits<int64_t>::max()) {
         deadline = std::min(deadline, real_now + std::max<int64_t>(0, timer - clock_->NowNanos()));
@@ -527,12 +531,11 @@ absl::Status Task::ProcessItem(BufferItem& item) {
     if (batch.empty()) batch.emplace_back(input_widths_[input]);
     // Not while restored in-flight input waits (nor, below, released items to replay): a
     // snapshot now would have to store them too. They are handled between buffers.
-    const bool interruptible =
-        mode_ != plan::CheckpointConfig::Mode::kAligned && restored_input_.empty();
+    const bool interruptible = mode_ != plan::CheckpointConfig::Mode::kAligned;
     int decoded = 0;
     while (s.ok() && !dec.Done()) {
       if (cancelled_.load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
-      if (interruptible && !barriers_->HasReplay() && PriorityEventDue()) {
+      if (interruptible && PriorityEventsAllowed() && PriorityEventDue()) {
         BufferItem rest(ch, RecordBuffer{records->data.substr(records->data.size() - dec.Remaining()),
                                          records->num_records - decoded});
         SLUICE_RETURN_IF_ERROR(HandlePriorityEvents(&rest));
@@ -545,6 +548,8 @@ absl::Status Task::ProcessItem(BufferItem& item) {
   }
   return chain_.Named(0, s);
 }
+
+bool Task::PriorityEventsAllowed() const { return restored_input_.empty() && !barriers_->HasReplay(); }
 
 bool Task::PriorityEventDue() const {
   if (gate_->HasAnnouncement()) return true;

@@ -153,6 +153,9 @@ class Task {
   absl::Status RestoreChannelState();
   absl::Status ProcessItem(BufferItem& item);
   // Input tasks: whether a priority barrier was announced or the alignment timeout passed.
+  // A priority barrier or the auto timeout may be handled now: no restored in-flight input and
+  // no released (held-back) item waits, which would precede the barrier without being stored.
+  bool PriorityEventsAllowed() const;
   bool PriorityEventDue() const;
   // Handles announced priority barriers and the alignment timeout now. `rest`: partway
   // through a buffer, its records not processed yet (in-flight input if the checkpoint goes
