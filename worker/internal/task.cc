@@ -680,6 +680,9 @@ absl::Status Task::PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alig
   }
   ack->set_sync_ms((clock_->NowNanos() - start) / 1'000'000);
   if (emit_barrier) SLUICE_RETURN_IF_ERROR(writer_.EmitBarrier(id, priority, &pending->channels));
+  // A priority barrier that overtook queued output (a backpressured source in mode auto) took
+  // this subtask's part unaligned too: say so, as its in-flight bytes are stored.
+  if (pending->channels.items_size() > 0) ack->set_unaligned(true);
   if (unaligned) {
     unaligned_ack_ = std::move(pending);  // the barrier handler completes the in-flight input
     return absl::OkStatus();
