@@ -16,6 +16,7 @@
 #include "checkpoint/checkpoint_storage.h"
 #include "common/status_matchers.h"
 #include "common/testing/fault_injecting_filesystem.h"
+#include "common/testing/wait_for.h"
 #include "coordinator/ha_store.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
@@ -78,14 +79,9 @@ class FakeWorker final : public proto::Worker::Service {
   std::vector<proto::DeployTasksRequest> deployed_ ABSL_GUARDED_BY(mu_);
 };
 
-// Waits (up to 10 s, polling) until `cond` holds.
+// Waits (up to 10 s) until `cond` holds.
 bool WaitFor(const std::function<bool()>& cond) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!cond()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return true;
+  return testing::WaitFor(cond, std::chrono::seconds(10), "the condition", std::chrono::milliseconds(5));
 }
 
 std::string JobYaml(const std::string& checkpoint) {

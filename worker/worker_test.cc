@@ -10,6 +10,7 @@
 #include "checkpoint/checkpoint_storage.h"
 #include "common/status_matchers.h"
 #include "common/testing/fault_injecting_filesystem.h"
+#include "common/testing/wait_for.h"
 #include "connectors/connector_types.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
@@ -98,20 +99,17 @@ class WorkerDeployTest : public ::testing::Test {
 
   // Waits (up to 30 s) until the job's task has ended; returns its status.
   proto::TaskStatus AwaitTaskEnd() {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
     proto::TaskStatus last;
-    while (std::chrono::steady_clock::now() < deadline) {
-      std::vector<proto::TaskStatus> st = worker_->TaskStatusesForTest("job-1");
-      if (st.size() == 1) {
-        last = st[0];
-        if (last.state() == proto::TASK_FINISHED || last.state() == proto::TASK_FAILED ||
-            last.state() == proto::TASK_CANCELLED) {
-          return last;
-        }
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));  // polling, with a deadline
-    }
-    ADD_FAILURE() << "task did not end: " << last.ShortDebugString();
+    EXPECT_TRUE(testing::WaitFor(
+        [&] {
+          std::vector<proto::TaskStatus> st = worker_->TaskStatusesForTest("job-1");
+          if (st.size() != 1) return false;
+          last = st[0];
+          return last.state() == proto::TASK_FINISHED || last.state() == proto::TASK_FAILED ||
+                 last.state() == proto::TASK_CANCELLED;
+        },
+        std::chrono::seconds(30), "the task to end", std::chrono::milliseconds(5)))
+        << last.ShortDebugString();
     return last;
   }
 
