@@ -55,7 +55,7 @@ inline const char* ReadVarint64(const char* p, const char* end, uint64_t* v) {
 
 namespace {
 
-// Writes `record` at `p` (room for its EncodeBound() bytes); returns the end.
+// Writes `record` at `p` (room for its EncodedSizeBound() bytes); returns the end.
 char* EncodeInto(const Field* fields, size_t n, const Record& record, char* p) {
   for (size_t i = 0; i < n; ++i) {
     const Value& v = record[i];
@@ -85,28 +85,35 @@ char* EncodeInto(const Field* fields, size_t n, const Record& record, char* p) {
 
 }  // namespace
 
-// An upper bound of the bytes (11 per field: a null byte and a 10-byte varint; plus each
-// string's bytes), then plain stores into a stack buffer and one append (std::string's
-// members are not inlined: a call per field was most of the cost); larger records are
-// written in place after one resize.
-void EncodeRecord(const Schema& schema, const Record& record, std::string* out) {
-  constexpr size_t kStackBytes = 512;
+size_t EncodedSizeBound(const Schema& schema, const Record& record) {
   const size_t n = schema.size();
   const Field* fields = schema.fields().data();
-  size_t bound = 11 * n;
+  size_t bound = 11 * n;  // a null byte and a 10-byte varint per field
   for (size_t i = 0; i < n; ++i) {
     if (fields[i].type == FieldType::kString) bound += record[i].s.size();
   }
+  return bound;
+}
+
+char* EncodeRecordTo(const Schema& schema, const Record& record, char* out) {
+  return EncodeInto(schema.fields().data(), schema.size(), record, out);
+}
+
+// Plain stores into a stack buffer and one append (std::string's members are not inlined: a
+// call per field was most of the cost); larger records are written in place after one resize.
+void EncodeRecord(const Schema& schema, const Record& record, std::string* out) {
+  constexpr size_t kStackBytes = 512;
+  const size_t bound = EncodedSizeBound(schema, record);
   if (bound <= kStackBytes) {
     char buf[kStackBytes];
-    const char* end = EncodeInto(fields, n, record, buf);
+    const char* end = EncodeRecordTo(schema, record, buf);
     out->append(buf, static_cast<size_t>(end - buf));
     return;
   }
   const size_t old_size = out->size();
   out->resize(old_size + bound);
   char* const begin = &(*out)[0];
-  const char* end = EncodeInto(fields, n, record, begin + old_size);
+  const char* end = EncodeRecordTo(schema, record, begin + old_size);
   out->resize(static_cast<size_t>(end - begin));
 }
 

@@ -24,6 +24,12 @@ namespace sluice {
 // Appends `record` to `out`. Allocates only when `out` must grow.
 void EncodeRecord(const Schema& schema, const Record& record, std::string* out);
 
+// Encoding in place, for writers that keep their own buffer: at most EncodedSizeBound() bytes
+// (11 per field plus each string's bytes) are written at `out` by EncodeRecordTo(), which
+// returns the end of what it wrote (the same bytes EncodeRecord() appends).
+size_t EncodedSizeBound(const Schema& schema, const Record& record);
+char* EncodeRecordTo(const Schema& schema, const Record& record, char* out);
+
 // Reads records one at a time from a buffer. Never trusts the bytes: a truncated or corrupt
 // buffer yields kDataLoss rather than reading out of bounds.
 class RecordDecoder {

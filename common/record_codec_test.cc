@@ -83,6 +83,45 @@ TEST(RecordCodecTest, EncodesTheDocumentedBytes) {
   EXPECT_EQ(out.GetString(6), "c");
 }
 
+// In place: the bytes EncodeRecord() appends, never more than the bound (here the worst case of
+// every type: 10-byte varints, nulls, strings of 0 and 600 bytes beyond the stack buffer).
+TEST(RecordCodecTest, EncodeRecordToWritesWhatEncodeRecordAppendsWithinTheBound) {
+  const Schema schema({{"i", FieldType::kInt64},
+                       {"d", FieldType::kDouble},
+                       {"s", FieldType::kString},
+                       {"b", FieldType::kBool},
+                       {"t", FieldType::kTimestamp},
+                       {"n", FieldType::kInt64, true},
+                       {"m", FieldType::kString, true}});
+  Record r(schema.size());
+  for (int64_t v : {int64_t{0}, int64_t{-1}, std::numeric_limits<int64_t>::min(),
+                    std::numeric_limits<int64_t>::max()}) {
+    for (size_t len : {size_t{0}, size_t{1}, size_t{600}}) {
+      for (bool null : {false, true}) {
+        r.SetInt(0, v);
+        r.SetDouble(1, -0.0);
+        r.SetString(2, std::string(len, 'a'));
+        r.SetBool(3, v != 0);
+        r.SetInt(4, v);
+        r.SetInt(5, v);
+        r.SetNullTo(5, null);
+        r.SetString(6, std::string(len, 'b'));
+        r.SetNullTo(6, !null);
+        std::string appended = "prefix";
+        EncodeRecord(schema, r, &appended);
+        const size_t bound = EncodedSizeBound(schema, r);
+        std::string in_place(bound + 16, '#');
+        const char* end = EncodeRecordTo(schema, r, &in_place[8]);
+        ASSERT_LE(end - &in_place[8], static_cast<ptrdiff_t>(bound));
+        EXPECT_EQ(absl::string_view(&in_place[8], end - &in_place[8]), appended.substr(6))
+            << "v " << v << " len " << len << " null " << null;
+        EXPECT_EQ(in_place.substr(0, 8), "########");
+        EXPECT_EQ(in_place.substr(8 + bound), "########") << "wrote past the bound";
+      }
+    }
+  }
+}
+
 TEST(RecordCodecTest, SmallIntsAreCompact) {
   Schema schema({{"a", FieldType::kInt64}, {"b", FieldType::kInt64}});
   Record r(2);

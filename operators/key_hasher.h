@@ -19,6 +19,10 @@ class KeyHasher {
 
   uint64_t Hash(const Record& r) const {
     uint64_t h = kSeed;
+    if (!fields_.empty()) {  // every key a bare field: read in place, no virtual call
+      for (const KeyField& f : fields_) h = CombineValue(h, f.type, r, f.index);
+      return h;
+    }
     for (const auto& e : exprs_) {
       switch (e->type()) {
         case FieldType::kString: h = HashCombine(h, HashBytes(e->EvalString(r))); break;
@@ -34,14 +38,7 @@ class KeyHasher {
   // types are the key expressions' types): no second evaluation of the expressions.
   static uint64_t HashKeyRecord(const Schema& schema, const Record& key) {
     uint64_t h = kSeed;
-    for (size_t i = 0; i < schema.size(); ++i) {
-      switch (schema.field(i).type) {
-        case FieldType::kString: h = HashCombine(h, HashBytes(key.GetString(i))); break;
-        case FieldType::kDouble: h = HashCombine(h, HashDouble(key.GetDouble(i))); break;
-        case FieldType::kBool: h = HashCombine(h, HashInt64(key.GetBool(i) ? 1 : 0)); break;
-        default: h = HashCombine(h, HashInt64(key.GetInt(i))); break;
-      }
-    }
+    for (size_t i = 0; i < schema.size(); ++i) h = CombineValue(h, schema.field(i).type, key, i);
     return h;
   }
 
@@ -49,6 +46,20 @@ class KeyHasher {
 
  private:
   static constexpr uint64_t kSeed = 0x1234567;
+  // A key expression that is a bare field: its index and type.
+  struct KeyField {
+    size_t index;
+    FieldType type;
+  };
+  // `h` combined with the hash of value `i` of `r`, of type `type` (as the expressions give it).
+  static uint64_t CombineValue(uint64_t h, FieldType type, const Record& r, size_t i) {
+    switch (type) {
+      case FieldType::kString: return HashCombine(h, HashBytes(r.GetString(i)));
+      case FieldType::kDouble: return HashCombine(h, HashDouble(r.GetDouble(i)));
+      case FieldType::kBool: return HashCombine(h, HashInt64(r.GetBool(i) ? 1 : 0));
+      default: return HashCombine(h, HashInt64(r.GetInt(i)));
+    }
+  }
   static uint64_t HashDouble(double d) {
     if (d == 0) d = 0;  // -0.0 and 0.0 are one key
     int64_t bits;
@@ -56,6 +67,7 @@ class KeyHasher {
     return HashInt64(bits);
   }
   std::vector<std::unique_ptr<plan::Expr>> exprs_;
+  std::vector<KeyField> fields_;  // when every expression is a bare field; else empty
 };
 
 inline absl::StatusOr<KeyHasher> KeyHasher::Create(const std::vector<plan::KeySpec>& key,
@@ -65,6 +77,13 @@ inline absl::StatusOr<KeyHasher> KeyHasher::Create(const std::vector<plan::KeySp
     auto e = plan::CompileExpr(k.expr, schema);
     if (!e.ok()) return e.status();
     h.exprs_.push_back(std::move(*e));
+  }
+  for (const auto& e : h.exprs_) {
+    if (e->FieldIndex() < 0) {
+      h.fields_.clear();
+      break;
+    }
+    h.fields_.push_back({static_cast<size_t>(e->FieldIndex()), e->type()});
   }
   return h;
 }

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -1530,6 +1531,43 @@ TEST(KeyHasherTest, StableAcrossInstancesAndBuilds) {
   auto empty = KeyHasher::Create({}, HasherSchema());
   ASSERT_OK(empty);
   EXPECT_EQ(empty->Hash(r), 0x1234567u);
+}
+
+// Keys of bare fields are hashed in place (no expression evaluated): the same hashes as the
+// same values through expressions that are not bare fields, on edge values of every type.
+TEST(KeyHasherTest, BareFieldKeysHashAsTheirExpressions) {
+  auto fields = KeyHasher::Create({{"user", "user"}, {"n", "n"}, {"d", "d"}, {"flag", "flag"}},
+                                  HasherSchema());
+  auto exprs = KeyHasher::Create({{"user", "concat(user, '')"},
+                                  {"n", "n + 0"},
+                                  {"d", "d * 1.0"},
+                                  {"flag", "flag and true"}},
+                                 HasherSchema());
+  ASSERT_OK(fields);
+  ASSERT_OK(exprs);
+  for (const auto& e : exprs->exprs()) ASSERT_LT(e->FieldIndex(), 0) << "not the general path";
+  const std::string long_user(37, 'u');
+  for (absl::string_view user : {absl::string_view(""), absl::string_view("a"),
+                                 absl::string_view("exactly8"), absl::string_view(long_user)}) {
+    for (int64_t n : {int64_t{0}, int64_t{-1}, std::numeric_limits<int64_t>::min(),
+                      std::numeric_limits<int64_t>::max()}) {
+      for (double d : {0.0, -0.0, -2.5, std::numeric_limits<double>::infinity()}) {
+        for (bool flag : {false, true}) {
+          const Record r = HasherRecord(user, n, d, flag, "other");
+          EXPECT_EQ(fields->Hash(r), exprs->Hash(r))
+              << "user '" << user << "' n " << n << " d " << d << " flag " << flag;
+        }
+      }
+    }
+  }
+  // One key of a different order: the order of the key's fields counts on both paths.
+  auto swapped = KeyHasher::Create({{"n", "n"}, {"user", "user"}}, HasherSchema());
+  auto swapped_exprs = KeyHasher::Create({{"n", "n + 0"}, {"user", "user"}}, HasherSchema());
+  ASSERT_OK(swapped);
+  ASSERT_OK(swapped_exprs);
+  const Record r = HasherRecord("alice", 7, 1.5, true, "x");
+  EXPECT_EQ(swapped->Hash(r), swapped_exprs->Hash(r));
+  EXPECT_EQ(swapped->Hash(r), HashCombine(HashCombine(0x1234567, HashInt64(7)), HashBytes("alice")));
 }
 
 TEST(KeyHasherTest, BadKeyExpressionIsAnError) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "absl/base/optimization.h"
 #include "common/status.h"
 
 namespace sluice::worker {
@@ -23,9 +24,13 @@ class OperatorChain::ChainOutput final : public ops::Output {
   // `source`: set when `from` is the task's source, whose watermarks are the task's.
   ChainOutput(OperatorChain* chain, size_t from_index, const SourceWatermarks* source)
       : chain_(chain),
+        cancelled_(chain->cancelled_),
         to_index_(from_index + 1),
         from_(chain->ops_[from_index].get()),
         to_(chain->ops_[to_index_].get()),
+        to_op_(to_->op.get()),
+        out_(from_->out.get()),
+        in_(to_->in.get()),
         source_(source),
         batching_(to_->op->PrefersBatches()) {
     if (batching_) {
@@ -34,17 +39,17 @@ class OperatorChain::ChainOutput final : public ops::Output {
     }
   }
   absl::Status Emit(const Record& r) override {
-    if (chain_->cancelled_->load(std::memory_order_relaxed)) {
-      return absl::CancelledError("task cancelled");
-    }
-    from_->out->Add();
+    if (cancelled_->load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
+    out_->Add();
     if (batching_) {
       Record& copy = batch_[gathered_++];
       for (size_t i = 0; i < types_.size(); ++i) CopyValue(types_[i], r, i, &copy, i);
       return gathered_ == batch_.size() ? Flush() : absl::OkStatus();
     }
-    to_->in->Add();
-    return chain_->Named(to_index_, to_->op->Process(r));
+    in_->Add();
+    absl::Status s = to_op_->Process(r);
+    if (ABSL_PREDICT_FALSE(!s.ok())) return chain_->Named(to_index_, std::move(s));
+    return s;
   }
   absl::Status EmitWatermark(int64_t watermark_ms) override {
     SLUICE_RETURN_IF_ERROR(Flush());
@@ -61,15 +66,20 @@ class OperatorChain::ChainOutput final : public ops::Output {
     if (gathered_ == 0) return absl::OkStatus();
     const size_t n = gathered_;
     gathered_ = 0;
-    to_->in->Add(n);
-    return chain_->Named(to_index_, to_->op->ProcessBatch(0, batch_.data(), n));
+    in_->Add(n);
+    return chain_->Named(to_index_, to_op_->ProcessBatch(0, batch_.data(), n));
   }
 
  private:
   OperatorChain* chain_;
+  const std::atomic<bool>* const cancelled_;
   const size_t to_index_;
   ChainedOperator* from_;
   ChainedOperator* to_;
+  // Per record, one load each: the next operator and the counters (`from`'s out, `to`'s in).
+  ops::Operator* const to_op_;
+  Counter* const out_;
+  Counter* const in_;
   const SourceWatermarks* source_;
   const bool batching_;
   std::vector<Record> batch_;     // batching_: kChainBatch reused records
@@ -82,9 +92,9 @@ class OperatorChain::TailOutput final : public ops::Output {
  public:
   // `source`: set when `from` is the task's source, whose watermarks are the task's.
   TailOutput(ChainedOperator* from, RecordWriter* writer, const SourceWatermarks* source)
-      : from_(from), writer_(writer), source_(source) {}
+      : out_(from->out.get()), writer_(writer), source_(source) {}
   absl::Status Emit(const Record& r) override {
-    from_->out->Add();
+    out_->Add();
     return writer_->Emit(r);
   }
   absl::Status EmitSide(int side_output, const Record& r) override {
@@ -100,7 +110,7 @@ class OperatorChain::TailOutput final : public ops::Output {
   }
 
  private:
-  ChainedOperator* from_;
+  Counter* const out_;  // `from`'s
   RecordWriter* writer_;
   const SourceWatermarks* source_;
 };

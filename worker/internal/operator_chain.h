@@ -42,6 +42,8 @@ struct ChainedOperator {
 // a source poll, an input buffer, timers, each Finish(), and before a snapshot), so the next
 // operator sees nothing else while records wait. Once `cancelled` is set, the chain stops
 // (kCancelled), so a slow operator does not hold a cancelled task for the rest of a batch.
+// Each output counts its records into the operators' `out`/`in` Counters as they pass (records
+// gathered for a batch into `in` when handed over); the head's `in` is the task's to count.
 //
 // Threads: owned by the task thread, like the operators; not thread-safe. `cancelled` is read
 // with relaxed loads and may be set by any thread.

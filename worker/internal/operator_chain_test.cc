@@ -182,6 +182,27 @@ TEST_F(OperatorChainTest, OpensHeadFirstEmitsThroughAndFinishesHeadToTail) {
   EXPECT_EQ(chain_.failed_operator(), "");
 }
 
+// Outputs count through the counters they cached at Open(): after each step (here a Flush(), as
+// the task's loop ends a step) every counter is exact, batching or not.
+TEST_F(OperatorChainTest, CountersAreExactAfterEveryStep) {
+  Add("a", With([&](ProbeConfig& c) { c.emit_per_record = 2; }));
+  Add("b", With([&](ProbeConfig& c) { c.emit_per_record = 3; }));
+  Add("c", With([&](ProbeConfig& c) { c.batches = true; }));
+  ASSERT_OK(Open());
+  for (uint64_t fed = 1; fed <= 4; ++fed) {
+    ASSERT_OK(Feed(static_cast<int64_t>(fed)));
+    if (fed % 2 == 1) ASSERT_OK(Feed(static_cast<int64_t>(fed) + 100));  // steps of 1 and 2
+    const uint64_t in = fed + (fed + 1) / 2;
+    ASSERT_OK(chain_.Flush());
+    EXPECT_EQ(in_[0]->Value(), in);
+    EXPECT_EQ(out_[0]->Value(), 2 * in);
+    EXPECT_EQ(in_[1]->Value(), 2 * in);
+    EXPECT_EQ(out_[1]->Value(), 6 * in);
+    EXPECT_EQ(in_[2]->Value(), 6 * in) << "gathered for a batch";
+    EXPECT_EQ(out_[2]->Value(), 6 * in) << "the tail's";
+  }
+}
+
 TEST_F(OperatorChainTest, GathersBatchesForAnOperatorThatPrefersThem) {
   Add("a", With([&](ProbeConfig& c) { c.emit_per_record = 300; }));
   Add("b", With([&](ProbeConfig& c) { c.batches = true; }));

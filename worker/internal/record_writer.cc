@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "absl/base/optimization.h"
 #include "absl/strings/str_cat.h"
 #include "common/key_groups.h"
 #include "common/record_codec.h"
@@ -15,6 +16,10 @@ namespace sluice::worker {
 // out) buffers to the channel writers, backlogging those without credit.
 class RecordWriter::EdgeOutput {
  public:
+  // Room of a channel's buffer: a full buffer and the largest record usually seen after it.
+  static constexpr size_t kPendingCapacity = kOutputBufferBytes + 1024;
+  static constexpr size_t kGrowBytes = 4096;
+
   EdgeOutput(const plan::Edge* edge, int max_parallelism,
              std::vector<std::unique_ptr<ChannelWriter>> channels, ops::KeyHasher hasher,
              Clock* clock)
@@ -24,9 +29,10 @@ class RecordWriter::EdgeOutput {
         hasher_(std::move(hasher)),
         clock_(clock),
         pending_(channels_.size()),
+        pending_bytes_(channels_.size()),
         pending_records_(channels_.size()),
         backlog_(channels_.size()) {
-    for (auto& p : pending_) p.reserve(kOutputBufferBytes + 1024);
+    for (auto& p : pending_) p.reserve(kPendingCapacity);
   }
 
   void AddCounters(MetricsRegistry* metrics, const Labels& base, const std::string& owner,
@@ -153,21 +159,34 @@ class RecordWriter::EdgeOutput {
   const std::vector<std::unique_ptr<ChannelWriter>>& channels() const { return channels_; }
 
  private:
+  // Encodes `r` straight into channel `c`'s buffer (no append, no copy). The buffer's size is
+  // the room to encode into: grown kGrowBytes at a time within the capacity reserved up front
+  // (each byte zero-filled once; a buffer flushed with few records touches little memory), or
+  // as far as a larger record needs.
   absl::Status Append(size_t c, const Record& r) {
     std::string& buf = pending_[c];
     if (pending_since_ == 0) pending_since_ = clock_->NowNanos();
-    EncodeRecord(edge_->schema, r, &buf);
+    size_t used = pending_bytes_[c];
+    const size_t bound = EncodedSizeBound(edge_->schema, r);
+    if (ABSL_PREDICT_FALSE(buf.size() - used < bound)) {
+      buf.resize(std::max(used + bound, std::min(buf.capacity(), used + kGrowBytes)));
+    }
+    char* const begin = &buf[0];
+    used = static_cast<size_t>(EncodeRecordTo(edge_->schema, r, begin + used) - begin);
+    pending_bytes_[c] = used;
     ++pending_records_[c];
-    if (buf.size() >= kOutputBufferBytes) return Flush(c, true);
+    if (used >= kOutputBufferBytes) return Flush(c, true);
     return absl::OkStatus();
   }
 
   // Sends (or backlogs) channel `c`'s pending buffer; `may_block`: as Deliver().
   absl::Status Flush(size_t c, bool may_block) {
-    const size_t bytes = pending_[c].size();
+    const size_t bytes = pending_bytes_[c];
+    pending_[c].resize(bytes);
     BufferItem item(0, RecordBuffer{std::move(pending_[c]), pending_records_[c]});
     pending_[c] = std::string();
-    pending_[c].reserve(kOutputBufferBytes + 1024);
+    pending_[c].reserve(kPendingCapacity);
+    pending_bytes_[c] = 0;
     pending_records_[c] = 0;
     if (!bytes_.empty()) {
       bytes_[c]->Add(bytes);
@@ -208,7 +227,10 @@ class RecordWriter::EdgeOutput {
   std::vector<std::unique_ptr<ChannelWriter>> channels_;
   ops::KeyHasher hasher_;
   Clock* clock_;
+  // Per channel: the buffer being filled (its first pending_bytes_ bytes are records, the rest
+  // of its size room to encode into; see Append()), and the records in it.
   std::vector<std::string> pending_;
+  std::vector<size_t> pending_bytes_;
   std::vector<int> pending_records_;
   int64_t pending_since_ = 0;
   std::vector<std::deque<BufferItem>> backlog_;  // per channel: unsent, in order

@@ -6,9 +6,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/types/optional.h"
 #include "common/clock.h"
 #include "common/key_groups.h"
 #include "common/record_codec.h"
+#include "common/status.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -354,6 +356,90 @@ TEST_F(RecordWriterTest, AnInterruptEndsAWaitForCredit) {
   ASSERT_OK(writer_.WaitForCredit(std::numeric_limits<int64_t>::max()));
   EXPECT_FALSE(writer_.HasBacklog());
   EXPECT_THAT(logs_[0]->sent, ElementsAre("d1:1"));
+}
+
+// A channel that keeps the records buffers sent to it (always with credit).
+class CaptureChannel final : public ChannelWriter {
+ public:
+  explicit CaptureChannel(std::vector<RecordBuffer>* buffers) : buffers_(buffers) {}
+  absl::Status Send(BufferItem item) override {
+    if (RecordBuffer* b = item.as<RecordBuffer>()) buffers_->push_back(std::move(*b));
+    return absl::OkStatus();
+  }
+  absl::StatusOr<bool> Offer(BufferItem& item, int64_t) override {
+    SLUICE_RETURN_IF_ERROR(Send(std::move(item)));
+    return true;
+  }
+  absl::Status SendPriority(BufferItem) override { return absl::OkStatus(); }
+  void Interrupt() override {}
+  absl::Status Close() override { return absl::OkStatus(); }
+  void Cancel() override {}
+  int64_t CreditWaitNanos() const override { return 0; }
+
+ private:
+  std::vector<RecordBuffer>* buffers_;
+};
+
+// Records are encoded straight into the channel's buffer, which has room for a full buffer and
+// some more: the buffers hold exactly the bytes EncodeRecord() appends for the same records, cut
+// where appending would cut them (at the first record reaching kOutputBufferBytes), also for
+// nulls, empty strings, a record ending exactly at the room's end and records larger than it.
+TEST(RecordWriterEncodingTest, BuffersHoldWhatEncodeRecordAppends) {
+  const Schema schema({{"k", FieldType::kInt64},
+                       {"s", FieldType::kString, /*nullable=*/true},
+                       {"d", FieldType::kDouble}});
+  plan::Edge edge;
+  edge.partition = plan::Partition::kForward;
+  edge.schema = schema;
+  std::vector<RecordBuffer> buffers;
+  std::vector<std::unique_ptr<ChannelWriter>> channels;
+  channels.push_back(std::make_unique<CaptureChannel>(&buffers));
+  FakeClock clock;
+  RecordWriter writer(&clock, 1'000'000'000, 0);
+  writer.AddEdge(&edge, 128, std::move(channels), ops::KeyHasher(), nullptr, {}, "", {});
+
+  // The general path, by hand: appended records, a buffer cut once it reaches the size.
+  std::vector<std::string> expected(1);
+  int expected_records = 0;
+  std::vector<int> expected_counts;
+  Record r(schema.size());
+  auto emit = [&](int64_t k, absl::optional<std::string> s) {
+    r.SetInt(0, k);
+    r.SetNullTo(1, !s.has_value());
+    r.SetString(1, s.value_or("ignored"));
+    r.SetDouble(2, k * 0.25);
+    ASSERT_OK(writer.Emit(r));
+    EncodeRecord(schema, r, &expected.back());
+    ++expected_records;
+    if (expected.back().size() >= kOutputBufferBytes) {
+      expected.emplace_back();
+      expected_counts.push_back(expected_records);
+      expected_records = 0;
+    }
+  };
+  int64_t k = 0;
+  for (int i = 0; i < 3000; ++i, ++k) {  // small records, some null, some empty
+    emit(k, i % 7 == 0 ? absl::nullopt : absl::make_optional(std::string(i % 13, 'a' + i % 26)));
+  }
+  emit(k++, std::string(40'000, 'x'));  // larger than a buffer's room, into a partly filled one
+  emit(k++, std::string(100'000, 'y'));  // ... and alone in a fresh one
+  // Fill up to a few bytes before the size, then one record that ends exactly at the room's end
+  // (11 bytes per field of bound, so a string of the rest) and one beyond it.
+  while (expected.back().size() + 20 < kOutputBufferBytes) emit(k++, std::string(5, 'z'));
+  const size_t room = kOutputBufferBytes + 1024 - expected.back().size();
+  emit(k++, std::string(room - 33, 'r'));
+  emit(k++, std::string(room, 's'));
+  for (int i = 0; i < 100; ++i, ++k) emit(k, std::string(i, 'q'));
+  ASSERT_OK(writer.FlushAll());
+  if (!expected.back().empty()) expected_counts.push_back(expected_records);
+  if (expected.back().empty()) expected.pop_back();
+
+  ASSERT_EQ(buffers.size(), expected.size());
+  for (size_t i = 0; i < buffers.size(); ++i) {
+    EXPECT_EQ(buffers[i].data, expected[i]) << "buffer " << i;
+    EXPECT_EQ(buffers[i].num_records, expected_counts[i]) << "buffer " << i;
+  }
+  writer.Shutdown(false);
 }
 
 }  // namespace

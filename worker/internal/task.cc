@@ -393,6 +393,7 @@ absl::Status Task::RunInput() {
   input_batches_.assign(std::max<size_t>(head.inputs.size(), 1), {});
   input_widths_.assign(input_batches_.size(), 0);
   head_batches_ = chain_.head().op->PrefersBatches();
+  head_inputs_ = head.inputs.size();
   for (int e : vertex.in_edges) {
     const plan::Edge& edge = graph.edges[e];
     if (edge.target_input < 0 || edge.target_input >= static_cast<int>(input_batches_.size())) {
@@ -532,6 +533,9 @@ absl::Status Task::ProcessItem(BufferItem& item) {
     // Not while restored in-flight input waits (nor, below, released items to replay): a
     // snapshot now would have to store them too. They are handled between buffers.
     const bool interruptible = mode_ != plan::CheckpointConfig::Mode::kAligned;
+    ops::Operator* op = head->op.get();
+    Record& record = batch[0];
+    Counter* const in = head->in.get();
     int decoded = 0;
     while (s.ok() && !dec.Done()) {
       if (cancelled_.load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
@@ -541,9 +545,10 @@ absl::Status Task::ProcessItem(BufferItem& item) {
         SLUICE_RETURN_IF_ERROR(HandlePriorityEvents(&rest));
       }
       ++decoded;
-      SLUICE_RETURN_IF_ERROR(dec.Next(&batch[0]));
-      head->in->Add();
-      s = head->op->ProcessInput(input, batch[0]);
+      SLUICE_RETURN_IF_ERROR(dec.Next(&record));
+      in->Add();
+      // One input: Process() directly (what ProcessInput() means for it), one virtual call.
+      s = head_inputs_ > 1 ? op->ProcessInput(input, record) : op->Process(record);
     }
   }
   return chain_.Named(0, s);

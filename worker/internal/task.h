@@ -202,6 +202,7 @@ class Task {
   std::vector<std::vector<Record>> input_batches_;
   std::vector<size_t> input_widths_;
   bool head_batches_ = false;  // the head PrefersBatches(): a decoded buffer is one batch
+  size_t head_inputs_ = 1;     // inputs of the head: one gets Process(), several ProcessInput()
   std::unique_ptr<WatermarkValve> valve_;  // input tasks: combines the channels' event time
 
   // The task's current watermark and idleness: written by the task thread, read by Status().
