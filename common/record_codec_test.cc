@@ -18,6 +18,14 @@ Schema TestSchema() {
                  {"ts", FieldType::kTimestamp}});
 }
 
+// TestSchema() and two nullable fields, an int64 and a string.
+Schema NullableTestSchema() {
+  std::vector<Field> fields = TestSchema().fields();
+  fields.push_back({"n", FieldType::kInt64, true});
+  fields.push_back({"m", FieldType::kString, true});
+  return Schema(std::move(fields));
+}
+
 TEST(RecordCodecTest, RoundTripsEveryType) {
   Schema schema = TestSchema();
   Record r(schema.size());
@@ -48,13 +56,7 @@ TEST(RecordCodecTest, RoundTripsEveryType) {
 
 // The exact bytes (data-plane buffers and keyed state of earlier versions must decode).
 TEST(RecordCodecTest, EncodesTheDocumentedBytes) {
-  Schema schema({{"id", FieldType::kInt64},
-                 {"price", FieldType::kDouble},
-                 {"name", FieldType::kString},
-                 {"ok", FieldType::kBool},
-                 {"ts", FieldType::kTimestamp},
-                 {"n", FieldType::kInt64, true},
-                 {"m", FieldType::kString, true}});
+  Schema schema = NullableTestSchema();
   Record r(schema.size());
   r.SetInt(0, 300);
   r.SetDouble(1, 1.5);
@@ -86,13 +88,7 @@ TEST(RecordCodecTest, EncodesTheDocumentedBytes) {
 // In place: the bytes EncodeRecord() appends, never more than the bound (here the worst case of
 // every type: 10-byte varints, nulls, strings of 0 and 600 bytes beyond the stack buffer).
 TEST(RecordCodecTest, EncodeRecordToWritesWhatEncodeRecordAppendsWithinTheBound) {
-  const Schema schema({{"i", FieldType::kInt64},
-                       {"d", FieldType::kDouble},
-                       {"s", FieldType::kString},
-                       {"b", FieldType::kBool},
-                       {"t", FieldType::kTimestamp},
-                       {"n", FieldType::kInt64, true},
-                       {"m", FieldType::kString, true}});
+  const Schema schema = NullableTestSchema();
   Record r(schema.size());
   for (int64_t v : {int64_t{0}, int64_t{-1}, std::numeric_limits<int64_t>::min(),
                     std::numeric_limits<int64_t>::max()}) {
