@@ -37,6 +37,10 @@ constexpr int kOverflowVersion = 1;  // "window_overflow": see WindowOperator
 constexpr int kSessionsVersion = 1;   // [1][start, end: 8 bytes each]*; 0: without the byte
 constexpr int kWatermarkVersion = 1;  // [1][watermark: 8 bytes LE]; 0: 8 native bytes
 constexpr int64_t kNoEarly = std::numeric_limits<int64_t>::min();  // no early firing pending
+// Memory of open windows (estimated, see PaneBytes) above which new windows go to the backend
+// (SetWindowMemoryForTest).
+constexpr size_t kDefaultMaxPaneBytes = size_t{256} << 20;
+size_t max_pane_bytes_for_test = 0;
 
 // a + b without overflow: saturates at INT64_MAX (cleanup times, early firing times).
 int64_t SaturatingAdd(int64_t a, int64_t b) { return a > kMaxTs - b ? kMaxTs : a + b; }
@@ -74,8 +78,8 @@ FieldType Stored(FieldType t) { return t == FieldType::kTimestamp ? FieldType::k
 //   record][accumulator row size][accumulator row]. SnapshotState() writes the buckets changed
 //   since the last checkpoint before the task snapshots the backend; after a restore, a bucket
 //   missing from memory is looked for in the backend.
-// - "window_overflow" (map) under the bucket key: memory holds at most kMaxPanes open windows;
-//   a window opened beyond that is kept here (user key: the key record; value:
+// - "window_overflow" (map) under the bucket key: memory holds open windows up to a budget
+//   (256 MiB per subtask, estimated by PaneBytes); a window opened beyond that is kept here (user key: the key record; value:
 //   [kOverflowVersion][accumulator row]), read and written per record, and merged with the
 //   bucket's in-memory windows when it fires (Bucket::overflow says there may be some).
 // - Timers under the bucket key: event time at end - 1 (fire) and end - 1 + lateness (cleanup;
@@ -327,8 +331,8 @@ class WindowOperator final : public Operator {
     bool timers = false;      // its fire and cleanup timers are registered
     // Some of its keys' windows are in "window_overflow" (never also in `panes`).
     bool overflow = false;
+    size_t bytes = 0;  // PaneBytes of its panes
   };
-  static constexpr size_t kMaxPanes = 1 << 16;
   static constexpr size_t kBucketKeySize = 20;  // [start][end]: ordered int64s; [kg]: 4 bytes BE
 
   // Header fields of the accumulator row.
@@ -343,6 +347,16 @@ class WindowOperator final : public Operator {
   // Whether the window's state is gone (or would be) by the current watermark: a record for it
   // is dropped (Flink's WindowOperator.isWindowLate).
   bool IsLate(const TimeWindow& w) const { return o_->event_time && CleanupTime(w) <= Watermark(); }
+
+  // The memory a pane of key record `key` takes in its bucket, estimated: its hash map slot and
+  // control byte, the key's and the words' heap storage; string accumulators count by their
+  // empty size (their values are not tracked as they change).
+  size_t PaneBytes(absl::string_view key) const {
+    constexpr size_t kInlineKey = 15;  // std::string's inline capacity (libstdc++)
+    const size_t words = pane_words_ + null_words_;
+    return sizeof(std::pair<const std::string, Pane>) + 1 + (key.size() > kInlineKey ? key.size() + 1 : 0) +
+           (words > 8 ? words * sizeof(int64_t) : 0) + pane_strings_ * sizeof(std::string);
+  }
 
   static void BucketKey(const BucketId& id, std::string* out) {
     out->clear();
@@ -405,7 +419,8 @@ class WindowOperator final : public Operator {
       }
       bucket.in_backend = true;
       bucket.timers = true;
-      open_panes_ += bucket.panes.size();
+      for (const auto& [key, pane] : bucket.panes) bucket.bytes += PaneBytes(key);
+      pane_bytes_ += bucket.bytes;
     }
     return cur_bucket_;
   }
@@ -634,10 +649,10 @@ class WindowOperator final : public Operator {
   }
 
   // acc_ into the current window's pane: in memory, or in the overflow when it is there or
-  // when a new one finds kMaxPanes open windows in memory.
+  // when a new one finds the memory budget spent.
   absl::Status StoreAcc() {
     SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/true));
-    if (cur_pane_ == nullptr && !cur_overflow_ && open_panes_ >= kMaxPanes) {
+    if (cur_pane_ == nullptr && !cur_overflow_ && pane_bytes_ >= max_pane_bytes_) {
       cur_overflow_ = true;
       if (!bucket->overflow) {
         bucket->overflow = true;
@@ -653,7 +668,10 @@ class WindowOperator final : public Operator {
     if (cur_pane_ == nullptr) {
       auto it = bucket->panes.try_emplace(cur_key_);
       cur_pane_ = &it.first->second;
-      open_panes_ += it.second ? 1 : 0;
+      if (it.second) {
+        bucket->bytes += PaneBytes(cur_key_);
+        pane_bytes_ += PaneBytes(cur_key_);
+      }
     }
     AccToPane(acc_, cur_pane_);
     bucket->dirty = true;
@@ -935,7 +953,7 @@ class WindowOperator final : public Operator {
       SLUICE_RETURN_IF_ERROR(state_->MapEntries(overflow_id_, &entries_));
       for (const auto& e : entries_) SLUICE_RETURN_IF_ERROR(state_->MapRemove(overflow_id_, e.first));
     }
-    open_panes_ -= it->second.panes.size();
+    pane_bytes_ -= it->second.bytes;
     buckets_.erase(it);
     cur_bucket_ = nullptr;
     cur_pane_ = nullptr;
@@ -953,7 +971,8 @@ class WindowOperator final : public Operator {
       SLUICE_RETURN_IF_ERROR(state_->MapRemove(overflow_id_, cur_key_));
       cur_overflow_ = false;
     } else if (bucket->panes.erase(cur_key_) > 0) {
-      --open_panes_;
+      bucket->bytes -= PaneBytes(cur_key_);
+      pane_bytes_ -= PaneBytes(cur_key_);
     }
     cur_pane_ = nullptr;
     bucket->dirty = true;
@@ -1133,7 +1152,9 @@ class WindowOperator final : public Operator {
   // Open windows. A Bucket moves when buckets_ grows (its panes do not): cur_bucket_ is found
   // again after an insertion.
   absl::flat_hash_map<BucketId, Bucket> buckets_;
-  size_t open_panes_ = 0;          // in buckets_
+  size_t pane_bytes_ = 0;          // PaneBytes of buckets_' panes
+  const size_t max_pane_bytes_ =
+      max_pane_bytes_for_test != 0 ? max_pane_bytes_for_test : kDefaultMaxPaneBytes;
   bool backend_has_more_ = false;  // restored: the backend may hold other buckets
   // The current window (SetWindow): its bucket, key and pane, once found or made (the pane is
   // null before, and after its bucket changed shape).
@@ -1188,5 +1209,7 @@ class WindowOperator final : public Operator {
 }  // namespace
 
 std::unique_ptr<Operator> MakeWindow() { return std::make_unique<WindowOperator>(); }
+
+void SetWindowMemoryForTest(size_t bytes) { max_pane_bytes_for_test = bytes; }
 
 }  // namespace sluice::ops

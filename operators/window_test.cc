@@ -24,6 +24,7 @@
 #include "common/watermark.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "operators/internal/builtins.h"
 #include "operators/key_hasher.h"
 #include "operators/operator.h"
 #include "operators/internal/keyed_test_harness.h"
@@ -667,15 +668,33 @@ TEST_F(WindowTest, NullableAccumulatorOfFormatOneStillReads) {
               ElementsAre(R"({"left.user":1,"window_start":0,"window_end":10,"n":3,"sum":15,"min":3,"max":7,"avg":5,"first":3,"last":5,"distinct":3,"update":false})"));
 }
 
-// More open windows than the operator keeps in memory (65536): the windows opened after those
-// are kept in the backend ("window_overflow", read and written per record) and fire with the
-// rest, also after a restore.
+// More open windows than the operator's memory budget holds (64 KiB here, a few hundred
+// windows): the windows opened after those are kept in the backend ("window_overflow", read and
+// written per record) and fire with the rest, also after a restore.
 TEST_F(WindowTest, ManyOpenWindowsSpillToTheBackend) {
+  SetWindowMemoryForTest(size_t{64} << 10);
   KeyedSubtask& first = Start(R"y(    tumble: {size: 10ms}
     time_field: ts
     aggregates: [{fn: count, as: n}, {fn: sum, field: amount}])y");
-  constexpr int64_t kUsers = 70'000;
+  SetWindowMemoryForTest(0);
+  constexpr int64_t kUsers = 3'000;
   for (int64_t user = 0; user < kUsers; ++user) ASSERT_OK(Add(first, user, 1, user));
+  // The windows in the backend: per key group, the overflow map under the bucket key
+  // [start][end][key group].
+  const state::StateId overflow = first.backend()->RegisterState("window_overflow", state::StateKind::kMap);
+  size_t overflowing = 0;
+  for (int kg = 0; kg < kMaxParallelism; ++kg) {
+    std::string bucket;
+    internal::PutOrderedInt64(0, &bucket);
+    internal::PutOrderedInt64(10, &bucket);
+    for (int shift = 24; shift >= 0; shift -= 8) bucket.push_back(static_cast<char>((kg >> shift) & 0xff));
+    first.backend()->SetCurrentKey(bucket, kg);
+    std::vector<std::pair<std::string, std::string>> entries;
+    ASSERT_OK(first.backend()->MapEntries(overflow, &entries));
+    overflowing += entries.size();
+  }
+  EXPECT_GT(overflowing, kUsers / 2);
+  EXPECT_LT(overflowing, kUsers);
   auto checkpoint = TakeCheckpoint(first, 1);
   ASSERT_OK(checkpoint);
   auto r = Restore(*checkpoint, 0, 1);

@@ -15,6 +15,10 @@ std::unique_ptr<Operator> MakeKeyBy();          // pass_through.cc
 std::unique_ptr<Operator> MakeUnion();          // pass_through.cc
 std::unique_ptr<Operator> MakeAggregate();      // aggregate.cc
 std::unique_ptr<Operator> MakeWindow();         // window.cc
+// The memory of open windows (estimated) above which windows opened afterwards go to the
+// backend (default 256 MiB per subtask); 0 restores the default. Tests only, before any task
+// runs.
+void SetWindowMemoryForTest(size_t bytes);
 std::unique_ptr<Operator> MakeTopN();           // top_n.cc
 std::unique_ptr<Operator> MakeFileSink();       // file_sink.cc
 std::unique_ptr<Operator> MakePrintSink();      // print_sink.cc
