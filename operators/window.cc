@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <limits>
 #include <memory>
 #include <string>
@@ -32,7 +33,10 @@ constexpr int64_t kMaxTs = std::numeric_limits<int64_t>::max();
 // a nullable field is null until a non-null value arrives, and avg over a nullable field keeps
 // its count of values. Without nullable inputs both encode the same bytes.
 constexpr int kAccVersion = 2;
-constexpr int kPanesVersion = 1;     // "window_panes": see WindowOperator
+// "window_panes" (see WindowOperator): 1, a window's bucket; 2, a slide pane's bucket (the same
+// body under a pane's key [start][start + slide][key group]).
+constexpr int kWindowBucketVersion = 1;
+constexpr int kSlidePaneVersion = 2;
 constexpr int kOverflowVersion = 1;  // "window_overflow": see WindowOperator
 constexpr int kSessionsVersion = 1;   // [1][start, end: 8 bytes each]*; 0: without the byte
 constexpr int kWatermarkVersion = 1;  // [1][watermark: 8 bytes LE]; 0: 8 native bytes
@@ -41,6 +45,7 @@ constexpr int64_t kNoEarly = std::numeric_limits<int64_t>::min();  // no early f
 // (SetWindowMemoryForTest).
 constexpr size_t kDefaultMaxPaneBytes = size_t{256} << 20;
 size_t max_pane_bytes_for_test = 0;
+bool slide_panes_enabled = true;  // SetWindowSlidePanesForTest
 
 // a + b without overflow: saturates at INT64_MAX (cleanup times, early firing times).
 int64_t SaturatingAdd(int64_t a, int64_t b) { return a > kMaxTs - b ? kMaxTs : a + b; }
@@ -74,8 +79,9 @@ FieldType Stored(FieldType t) { return t == FieldType::kTimestamp ? FieldType::k
 //
 // State, in the keyed backend (so checkpointed, restored and rescaled with the key groups):
 // - "window_panes" (value) under the bucket key [window start][window end][key group] (the
-//   key group is the bucket's): [kPanesVersion][count] then per key [key record size][key
-//   record][accumulator row size][accumulator row]. SnapshotState() writes the buckets changed
+//   key group is the bucket's): [kWindowBucketVersion][overflow flag][count] then per key [key
+//   record size][key record][accumulator row size][accumulator row]; slide panes (below) as
+//   [kSlidePaneVersion] and the same body under the pane's key. SnapshotState() writes the buckets changed
 //   since the last checkpoint before the task snapshots the backend; after a restore, a bucket
 //   missing from memory is looked for in the backend.
 // - "window_overflow" (map) under the bucket key: memory holds open windows up to a budget
@@ -93,6 +99,15 @@ FieldType Stored(FieldType t) { return t == FieldType::kTimestamp ? FieldType::k
 // - "window_acc" (value), the layout before buckets: one accumulator per key and window under
 //   the composite key ([kAccVersion][the row]; formats 1 and 2), with timers per composite key.
 //   A restored subtask moves such windows into buckets in Open() (MigrateLegacyWindows).
+// Slide panes (Flink's sliding-window pane optimisation), for event-time hopping windows whose
+// size is a multiple of their slide, without allowed lateness or early firing, and whose
+// aggregates merge exactly (count; sum and avg of integers; min, max, first, last): a record
+// updates one accumulator, its key's in the bucket of its slide pane [p, p + slide), instead of
+// one per window (size / slide). Each window holding the pane gets its event-time timer at
+// end - 1 under the window's bucket key; when it fires, the accumulators of the window's
+// panes (and of its own bucket, which holds the windows of records within a window length of
+// the int64 limits and windows restored from before slide panes) are merged per key, in key
+// order, and the window's first pane, which no later window holds, is dropped.
 // Aggregates skip null values, as SQL: an aggregate over a nullable field whose window saw
 // only nulls is null (count counts records). No window's records are kept: each record updates
 // its windows' accumulators and is gone.
@@ -184,6 +199,17 @@ class WindowOperator final : public Operator {
         word_folds_ = false;
       }
     }
+    const WindowSpec& ws = o_->windows;
+    slide_panes_ = slide_panes_enabled && o_->event_time && ws.kind == WindowSpec::Kind::kHop &&
+                   ws.size_ms > ws.slide_ms && ws.size_ms % ws.slide_ms == 0 &&
+                   o_->allowed_lateness_ms == 0 && o_->emit_every_ms <= 0;
+    for (const WindowOptions::Aggregate& a : o_->aggregates) {
+      // Doubles summed pane by pane would round differently from the records' order.
+      const bool exact = a.fn == Fn::kCount || a.fn == Fn::kMin || a.fn == Fn::kMax || a.fn == Fn::kFirst ||
+                         a.fn == Fn::kLast ||
+                         ((a.fn == Fn::kSum || a.fn == Fn::kAvg) && Stored(a.in_type) != FieldType::kDouble);
+      if (!exact) slide_panes_ = false;
+    }
     panes_id_ = state_->RegisterState("window_panes", state::StateKind::kValue);
     overflow_id_ = state_->RegisterState("window_overflow", state::StateKind::kMap);
     acc_id_ = state_->RegisterState("window_acc", state::StateKind::kValue);
@@ -233,6 +259,10 @@ class WindowOperator final : public Operator {
   absl::Status Process(const Record& r) override {
     key_.Set(r);
     const int64_t ts = o_->event_time ? r[o_->time_field].i : timers_->CurrentProcessingTime();
+    if (slide_panes_) {
+      SLUICE_ASSIGN_OR_RETURN(bool done, ProcessInSlidePane(r, ts));
+      if (done) return absl::OkStatus();
+    }
     AssignWindows(o_->windows, ts, &windows_);
     if (windows_.empty()) {  // a timestamp within a window length of the int64 limits
       if (ctx_.records_skipped != nullptr) ctx_.records_skipped->Add();
@@ -256,6 +286,9 @@ class WindowOperator final : public Operator {
   absl::Status OnTimer(int64_t timestamp, TimeDomain domain, absl::string_view key) override {
     BucketId id;
     if (!DecodeBucketKey(key, &id)) return absl::OkStatus();  // a timer of no bucket: stale
+    if (slide_panes_) {
+      return domain == TimeDomain::kEventTime ? FireSlidePanes(id) : absl::OkStatus();
+    }
     const TimeWindow w{id.start, id.end};
     SetWindow(w, id.kg, absl::string_view());
     SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/false));
@@ -338,6 +371,82 @@ class WindowOperator final : public Operator {
   // Header fields of the accumulator row.
   enum : int { kRecords = 0, kEmitted = 1, kFinalFired = 2, kDirty = 3, kNextEarly = 4, kHeaderFields = 5 };
 
+  // Whether bucket `id` is a slide pane's (else a window's).
+  bool IsPane(const BucketId& id) const {
+    return slide_panes_ && static_cast<uint64_t>(id.end) - static_cast<uint64_t>(id.start) ==
+                               static_cast<uint64_t>(o_->windows.slide_ms);
+  }
+
+  // Record r (event time ts) into its slide pane (see the class comment), or dropped as late;
+  // false, nothing done, when one of its windows would not fit in int64 (the general path
+  // then updates its windows' own buckets).
+  absl::StatusOr<bool> ProcessInSlidePane(const Record& r, int64_t ts) {
+    const int64_t size = o_->windows.size_ms;
+    const int64_t slide = o_->windows.slide_ms;
+    const __int128 p = WindowStart(ts, o_->windows.offset_ms, slide);
+    if (p + slide - size < std::numeric_limits<int64_t>::min() || p + size > kMaxTs) return false;
+    const TimeWindow pane{static_cast<int64_t>(p), static_cast<int64_t>(p + slide)};
+    if (IsLate(TimeWindow{pane.start, static_cast<int64_t>(p + size)})) {  // its last window
+      SLUICE_RETURN_IF_ERROR(Late(r));
+      return true;
+    }
+    SetWindow(pane, key_.key_group(), key_.bytes());
+    SLUICE_ASSIGN_OR_RETURN(bool folded, FoldIntoPane(pane, r));
+    if (folded) return true;
+    SLUICE_RETURN_IF_ERROR(LoadOrCreate(pane));
+    SLUICE_RETURN_IF_ERROR(AddRecord(pane, r, ts));
+    return true;
+  }
+
+  // Fires window `id` of slide panes: its own bucket's and its panes' accumulators merged per
+  // key (in that order, so first and last pick among records of equal time as the general
+  // path), in key order; then drops its bucket and its first pane.
+  absl::Status FireSlidePanes(const BucketId& id) {
+    const TimeWindow w{id.start, id.end};
+    const int64_t slide = o_->windows.slide_ms;
+    overflow_panes_.clear();
+    fire_order_.clear();
+    SLUICE_RETURN_IF_ERROR(GatherForFiring(id));
+    for (int64_t p = w.start; p < w.end; p += slide) {
+      SLUICE_RETURN_IF_ERROR(GatherForFiring(BucketId{p, p + slide, id.kg}));
+    }
+    std::stable_sort(fire_order_.begin(), fire_order_.end(),
+                     [](const FireItem& a, const FireItem& b) { return *a.key < *b.key; });
+    for (size_t i = 0; i < fire_order_.size();) {
+      SLUICE_RETURN_IF_ERROR(ResetAcc());
+      size_t j = i;
+      for (; j < fire_order_.size() && *fire_order_[j].key == *fire_order_[i].key; ++j) {
+        PaneToAcc(*fire_order_[j].pane, &other_acc_);
+        SLUICE_RETURN_IF_ERROR(MergeAcc(other_acc_));
+      }
+      cur_key_ = *fire_order_[i].key;
+      SLUICE_RETURN_IF_ERROR(EmitRow(w));
+      i = j;
+    }
+    SetWindow(w, id.kg, absl::string_view());
+    SLUICE_RETURN_IF_ERROR(DropBucket());
+    SetWindow(TimeWindow{w.start, w.start + slide}, id.kg, absl::string_view());
+    return DropBucket();
+  }
+  // Appends bucket `id`'s windows (from memory, and its overflow from the backend) to
+  // fire_order_.
+  absl::Status GatherForFiring(const BucketId& id) {
+    SetWindow(TimeWindow{id.start, id.end}, id.kg, absl::string_view());
+    SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/false));
+    if (bucket == nullptr) return absl::OkStatus();
+    for (auto& [k, pane] : bucket->panes) fire_order_.push_back({&k, &pane, false});
+    if (!bucket->overflow) return absl::OkStatus();
+    SetBucketKey();
+    SLUICE_RETURN_IF_ERROR(state_->MapEntries(overflow_id_, &entries_));
+    for (auto& [k, v] : entries_) {
+      SLUICE_RETURN_IF_ERROR(DecodeOverflow(v, &decoded_acc_));
+      overflow_panes_.emplace_back(std::move(k), Pane());
+      AccToPane(decoded_acc_, &overflow_panes_.back().second);
+      fire_order_.push_back({&overflow_panes_.back().first, &overflow_panes_.back().second, true});
+    }
+    return absl::OkStatus();
+  }
+
   // The event time records are judged by: the input watermark, or the one restored if higher.
   int64_t Watermark() const { return std::max(timers_->CurrentWatermark(), restored_watermark_); }
 
@@ -411,7 +520,7 @@ class WindowOperator final : public Operator {
     Bucket& bucket = buckets_[cur_id_];
     cur_bucket_ = &bucket;
     if (found) {
-      absl::Status s = DecodeBucket(value_, &bucket);
+      absl::Status s = DecodeBucket(value_, IsPane(cur_id_) ? kSlidePaneVersion : kWindowBucketVersion, &bucket);
       if (!s.ok()) {
         buckets_.erase(cur_id_);
         cur_bucket_ = nullptr;
@@ -425,10 +534,9 @@ class WindowOperator final : public Operator {
     return cur_bucket_;
   }
 
-  // [kPanesVersion][overflow: 0 or 1][count] then per key [size][key record][size][accumulator
-  // row].
-  void EncodeBucket(const Bucket& bucket, std::string* out) {
-    out->assign(1, static_cast<char>(kPanesVersion));
+  // [version][overflow: 0 or 1][count] then per key [size][key record][size][accumulator row].
+  void EncodeBucket(const Bucket& bucket, int version, std::string* out) {
+    out->assign(1, static_cast<char>(version));
     out->push_back(bucket.overflow ? 1 : 0);
     PutVarint64(bucket.panes.size(), out);
     for (const auto& [key, pane] : bucket.panes) {
@@ -441,11 +549,17 @@ class WindowOperator final : public Operator {
       out->append(row_);
     }
   }
-  absl::Status DecodeBucket(absl::string_view stored, Bucket* bucket) {
+  // kDataLoss unless `stored` decodes and is of format `expected` (a window's bucket or a
+  // pane's, by its key).
+  absl::Status DecodeBucket(absl::string_view stored, int expected, Bucket* bucket) {
     absl::string_view body;
     SLUICE_ASSIGN_OR_RETURN(int version, ReadStateVersion(ctx_.state_origin, "window panes", stored,
-                                                          kPanesVersion, &body));
-    (void)version;
+                                                          kSlidePaneVersion, &body));
+    if (version != expected) {
+      return ctx_.state_origin.DataLoss(absl::StrCat(
+          "window panes of format ", version, " (", version == kSlidePaneVersion ? "a slide pane" : "a window",
+          ") under the key of ", expected == kSlidePaneVersion ? "a slide pane" : "a window"));
+    }
     const char* p = body.data();
     const char* end = body.data() + body.size();
     auto corrupt = [&](absl::string_view why) {
@@ -487,7 +601,7 @@ class WindowOperator final : public Operator {
     return absl::OkStatus();
   }
   absl::Status WriteBucket(const BucketId& id, Bucket& bucket) {
-    EncodeBucket(bucket, &value_);
+    EncodeBucket(bucket, IsPane(id) ? kSlidePaneVersion : kWindowBucketVersion, &value_);
     BucketKey(id, &bucket_key_);
     state_->SetCurrentKey(bucket_key_, id.kg);
     SLUICE_RETURN_IF_ERROR(state_->Put(panes_id_, value_));
@@ -723,7 +837,8 @@ class WindowOperator final : public Operator {
   // window when it exists, has not fired, and every aggregate is count or sum/min/max/avg
   // over a non-null number (word_folds_). False, nothing done, otherwise.
   absl::StatusOr<bool> FoldIntoPane(const TimeWindow& w, const Record& r) {
-    if (!word_folds_ || (o_->event_time && w.max_timestamp() <= Watermark())) return false;
+    // (A slide pane whose first windows have fired takes records for its later ones.)
+    if (!word_folds_ || (o_->event_time && !slide_panes_ && w.max_timestamp() <= Watermark())) return false;
     SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/false));
     if (bucket == nullptr) return false;
     auto it = bucket->panes.find(cur_key_);
@@ -765,6 +880,19 @@ class WindowOperator final : public Operator {
     SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/true));
     if (bucket->timers) return absl::OkStatus();
     bucket->timers = true;
+    if (IsPane(cur_id_)) {
+      // Each window holding the pane, under the window's key; those the watermark has passed
+      // fired already (the record is late for them).
+      const int64_t size = o_->windows.size_ms;
+      for (int64_t end = w.end;; end += o_->windows.slide_ms) {
+        if (end - 1 > Watermark()) {
+          BucketKey(BucketId{end - size, end, cur_id_.kg}, &bucket_key_);
+          state_->SetCurrentKey(bucket_key_, cur_id_.kg);
+          SLUICE_RETURN_IF_ERROR(timers_->RegisterEventTimeTimer(end - 1));
+        }
+        if (end == w.start + size) return absl::OkStatus();
+      }
+    }
     SetBucketKey();
     if (o_->event_time) {
       // A window the watermark has passed (a late record within the lateness) fires at once.
@@ -829,7 +957,7 @@ class WindowOperator final : public Operator {
         acc_[acc_index_[a]].i++;
       }
     }
-    if (o_->event_time && w.max_timestamp() <= Watermark()) {
+    if (o_->event_time && !slide_panes_ && w.max_timestamp() <= Watermark()) {
       SLUICE_RETURN_IF_ERROR(EmitRow(w));  // late but within the lateness: fire again
     } else {
       acc_[kDirty].i = 1;
@@ -1148,6 +1276,7 @@ class WindowOperator final : public Operator {
   state::StateId distinct_id_ = 0;
   state::StateId sessions_id_ = 0;
   bool has_distinct_ = false;
+  bool slide_panes_ = false;  // hopping windows kept per slide pane (see the class comment)
   int64_t restored_watermark_ = kNoWatermark;
   // Open windows. A Bucket moves when buckets_ grows (its panes do not): cur_bucket_ is found
   // again after an insertion.
@@ -1190,7 +1319,7 @@ class WindowOperator final : public Operator {
   };
   std::vector<FireItem> fire_order_;
   std::vector<std::string> legacy_keys_;
-  std::vector<std::pair<std::string, Pane>> overflow_panes_;  // a firing bucket's overflow
+  std::deque<std::pair<std::string, Pane>> overflow_panes_;  // firing buckets' overflow
   std::vector<TimeWindow> windows_;
   std::vector<TimeWindow> sessions_;
   std::vector<TimeWindow> absorbed_;
@@ -1211,5 +1340,6 @@ class WindowOperator final : public Operator {
 std::unique_ptr<Operator> MakeWindow() { return std::make_unique<WindowOperator>(); }
 
 void SetWindowMemoryForTest(size_t bytes) { max_pane_bytes_for_test = bytes; }
+void SetWindowSlidePanesForTest(bool enabled) { slide_panes_enabled = enabled; }
 
 }  // namespace sluice::ops

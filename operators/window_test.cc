@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -216,6 +217,72 @@ TEST_F(WindowTest, HoppingWindows) {
                           R"({"user":1,"window_start":10,"window_end":20,"n":1,"update":false})"));
 }
 
+// Hopping windows kept per slide pane (event time, no lateness, aggregates that merge exactly)
+// give the rows, in order, and the late counts of one accumulator per window: out-of-order
+// records, records late for some of their windows only and for all, negative timestamps, an
+// offset, and timestamps within a window length of the int64 limits (some of whose windows do
+// not exist: those windows take the general path and are merged with the panes' when they fire).
+TEST_F(WindowTest, SlidePanesGiveTheRowsOfOneAccumulatorPerWindow) {
+  const std::string options = R"y(    hop: {size: 30ms, slide: 10ms}
+    offset: 3ms
+    time_field: ts
+    aggregates:
+      - {fn: count, as: n}
+      - {fn: sum, field: amount}
+      - {fn: avg, field: amount}
+      - {fn: min, field: price}
+      - {fn: max, field: name}
+      - {fn: first, field: name}
+      - {fn: last, field: amount}
+      - {fn: max, field: amount})y";
+  constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  // The input, up to the last watermark (the subtask's options live as long as the job loaded
+  // last: one subtask at a time).
+  auto run = [&](KeyedSubtask& s) -> absl::Status {
+    for (const auto& [user, ts] : std::vector<std::pair<int64_t, int64_t>>{
+             {1, kMin}, {1, kMin + 12}, {2, kMin + 40}, {1, kMax - 5}, {2, kMax - 25}, {2, kMax - 40}}) {
+      SLUICE_RETURN_IF_ERROR(Add(s, user, ts, 1, Name(user)));
+    }
+    uint64_t x = 12345;
+    for (int i = 0; i < 900; ++i) {
+      x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+      const int64_t base = -60 + i / 3;
+      const int64_t ts = base + static_cast<int64_t>((x >> 33) % 50);  // up to 50 ms ahead
+      const int64_t amount = static_cast<int64_t>((x >> 40) % 7);
+      SLUICE_RETURN_IF_ERROR(Add(s, static_cast<int64_t>((x >> 20) % 13), ts, amount, Name(amount)));
+      if (i % 40 == 39) SLUICE_RETURN_IF_ERROR(s.Watermark(base + 40));
+    }
+    return absl::OkStatus();
+  };
+  SetWindowSlidePanesForTest(false);
+  KeyedSubtask& general = Start(options);
+  SetWindowSlidePanesForTest(true);
+  ASSERT_OK(run(general));
+  ASSERT_OK(general.Watermark(kMaxWatermark));
+  const std::vector<std::string> expected = general.out().rows;
+  const uint64_t expected_late = general.late_dropped();
+  EXPECT_GT(expected.size(), 300u);
+  EXPECT_GT(expected_late, 20u);
+
+  KeyedSubtask& panes = Start(options);
+  ASSERT_OK(run(panes));
+  // A checkpoint holds slide panes (format 2): the fast path ran.
+  ASSERT_OK(TakeCheckpoint(panes, 1));
+  const state::StateId bucket_state = panes.backend()->RegisterState("window_panes", state::StateKind::kValue);
+  int slide_panes = 0;
+  ASSERT_OK(panes.backend()->ForEachKey(bucket_state, [&](absl::string_view) -> absl::Status {
+    std::string v;
+    SLUICE_ASSIGN_OR_RETURN(bool found, panes.backend()->Get(bucket_state, &v));
+    slide_panes += found && !v.empty() && v[0] == 2;
+    return absl::OkStatus();
+  }));
+  EXPECT_GT(slide_panes, 0);
+  ASSERT_OK(panes.Watermark(kMaxWatermark));
+  EXPECT_EQ(panes.out().rows, expected);
+  EXPECT_EQ(panes.late_dropped(), expected_late);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Lateness
 
@@ -367,22 +434,32 @@ TEST_F(WindowTest, ProcessingTimeWindows) {
 // The same input, run uninterrupted and run with a snapshot in the middle restored into two
 // new subtasks (parallelism 1 -> 2), gives the same rows; each key's windows fire on the new
 // subtask that owns its key group.
-// Sessions (merging), and hopping windows (several per record) whose accumulators hold every kind
-// of value (integers, doubles, strings).
-class WindowRestoreTest : public WindowTest, public ::testing::WithParamInterface<const char*> {};
+// Sessions (merging), hopping windows (several per record) whose accumulators hold every kind
+// of value (integers, doubles, strings), and hopping windows kept per slide pane. The second
+// parameter: whether the subtask checkpointed may use slide panes (false: the checkpoint holds
+// one accumulator per window, restored into subtasks that use slide panes).
+class WindowRestoreTest : public WindowTest,
+                          public ::testing::WithParamInterface<std::tuple<const char*, bool>> {
+ protected:
+  ~WindowRestoreTest() override { SetWindowSlidePanesForTest(true); }
+};
 
 INSTANTIATE_TEST_SUITE_P(Windows, WindowRestoreTest,
-                         ::testing::Values(R"y(    session: 10ms
+                         ::testing::Combine(::testing::Values(R"y(    session: 10ms
     time_field: ts
     allowed_lateness: 20ms
     aggregates: [{fn: count, as: n}, {fn: count_distinct, field: amount, as: d}, {fn: sum, field: amount}])y",
                                            R"y(    hop: {size: 20ms, slide: 10ms}
     time_field: ts
     allowed_lateness: 20ms
-    aggregates: [{fn: count, as: n}, {fn: avg, field: price}, {fn: max, field: name}, {fn: first, field: amount}])y"));
+    aggregates: [{fn: count, as: n}, {fn: avg, field: price}, {fn: max, field: name}, {fn: first, field: amount}])y",
+                                           R"y(    hop: {size: 30ms, slide: 10ms}
+    time_field: ts
+    aggregates: [{fn: count, as: n}, {fn: avg, field: amount}, {fn: max, field: name}, {fn: first, field: amount}])y"),
+                                            ::testing::Bool()));
 
 TEST_P(WindowRestoreTest, OpenWindowsSurviveSnapshotAndRestoreAtAnotherParallelism) {
-  const std::string options = GetParam();
+  const std::string options = std::get<0>(GetParam());
   // Input: 40 keys, event times spread out of order; watermark steps in between.
   struct Step {
     bool watermark;
@@ -406,7 +483,9 @@ TEST_P(WindowRestoreTest, OpenWindowsSurviveSnapshotAndRestoreAtAnotherParalleli
   ASSERT_GT(expected.size(), 40);
   ASSERT_GT(expected_late, 0);
 
+  SetWindowSlidePanesForTest(std::get<1>(GetParam()));
   KeyedSubtask& first = Start(options);
+  SetWindowSlidePanesForTest(true);
   for (size_t i = 0; i < half; ++i) {
     const Step& st = steps[i];
     ASSERT_OK(st.watermark ? first.Watermark(st.ts) : Add(first, st.user, st.ts, st.amount, Name(st.amount)));
@@ -578,7 +657,8 @@ TEST_F(WindowTest, AccumulatorFormats) {
 
   const std::string named = "(job job, operator 'w' (type window), subtask 0, restored from checkpoint ";
   for (const auto& [value, reason] : std::vector<std::pair<std::string, std::string>>{
-           {"\x02" + stored.substr(1), "window panes has format version 2, newer than this build reads (up to 1)"},
+           {"\x03" + stored.substr(1), "window panes has format version 3, newer than this build reads (up to 2)"},
+           {"\x02" + stored.substr(1), "window panes of format 2 (a slide pane) under the key of a window"},
            {stored.substr(0, stored.size() - 3), "window panes (" + std::to_string(stored.size() - 3) + " bytes) do not decode"},
            {stored + "x", "bytes left over"}}) {
     auto bad = restore_after(s, [&] { return s.backend()->Put(panes, value); });

@@ -19,6 +19,9 @@ std::unique_ptr<Operator> MakeWindow();         // window.cc
 // backend (default 256 MiB per subtask); 0 restores the default. Tests only, before any task
 // runs.
 void SetWindowMemoryForTest(size_t bytes);
+// Whether windows opened afterwards may keep hopping windows per slide pane (default true);
+// false: every window has its own accumulators. Tests only, to compare the two.
+void SetWindowSlidePanesForTest(bool enabled);
 std::unique_ptr<Operator> MakeTopN();           // top_n.cc
 std::unique_ptr<Operator> MakeFileSink();       // file_sink.cc
 std::unique_ptr<Operator> MakePrintSink();      // print_sink.cc
