@@ -307,10 +307,9 @@ class WindowOperator final : public Operator {
       }
     }
     fire_order_.clear();
-    for (auto& [k, pane] : bucket->panes) fire_order_.push_back({&k, &pane, false});
-    for (auto& [k, pane] : overflow_panes_) fire_order_.push_back({&k, &pane, true});
-    std::sort(fire_order_.begin(), fire_order_.end(),
-              [](const FireItem& a, const FireItem& b) { return *a.key < *b.key; });
+    for (auto& [k, pane] : bucket->panes) AddFireItem(&k, &pane, false);
+    for (auto& [k, pane] : overflow_panes_) AddFireItem(&k, &pane, true);
+    std::sort(fire_order_.begin(), fire_order_.end(), FireItem::Before);
     for (const FireItem& item : fire_order_) {
       cur_key_ = *item.key;
       cur_pane_ = item.overflow ? nullptr : item.pane;
@@ -410,14 +409,21 @@ class WindowOperator final : public Operator {
     for (int64_t p = w.start; p < w.end; p += slide) {
       SLUICE_RETURN_IF_ERROR(GatherForFiring(BucketId{p, p + slide, id.kg}));
     }
-    std::stable_sort(fire_order_.begin(), fire_order_.end(),
-                     [](const FireItem& a, const FireItem& b) { return *a.key < *b.key; });
+    std::sort(fire_order_.begin(), fire_order_.end(), FireItem::Before);
     for (size_t i = 0; i < fire_order_.size();) {
-      SLUICE_RETURN_IF_ERROR(ResetAcc());
-      size_t j = i;
-      for (; j < fire_order_.size() && *fire_order_[j].key == *fire_order_[i].key; ++j) {
-        PaneToAcc(*fire_order_[j].pane, &other_acc_);
-        SLUICE_RETURN_IF_ERROR(MergeAcc(other_acc_));
+      size_t j = i + 1;
+      while (j < fire_order_.size() && *fire_order_[j].key == *fire_order_[i].key) ++j;
+      if (j == i + 1) {
+        // In one pane only: its accumulator is the window's (what MergeAcc into an empty one
+        // gives: the same records and values).
+        PaneToAcc(*fire_order_[i].pane, &acc_);
+        acc_[kEmitted].i = 0;
+      } else {
+        SLUICE_RETURN_IF_ERROR(ResetAcc());
+        for (size_t k = i; k < j; ++k) {
+          PaneToAcc(*fire_order_[k].pane, &other_acc_);
+          SLUICE_RETURN_IF_ERROR(MergeAcc(other_acc_));
+        }
       }
       cur_key_ = *fire_order_[i].key;
       SLUICE_RETURN_IF_ERROR(EmitRow(w));
@@ -434,7 +440,7 @@ class WindowOperator final : public Operator {
     SetWindow(TimeWindow{id.start, id.end}, id.kg, absl::string_view());
     SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/false));
     if (bucket == nullptr) return absl::OkStatus();
-    for (auto& [k, pane] : bucket->panes) fire_order_.push_back({&k, &pane, false});
+    for (auto& [k, pane] : bucket->panes) AddFireItem(&k, &pane, false);
     if (!bucket->overflow) return absl::OkStatus();
     SetBucketKey();
     SLUICE_RETURN_IF_ERROR(state_->MapEntries(overflow_id_, &entries_));
@@ -442,7 +448,7 @@ class WindowOperator final : public Operator {
       SLUICE_RETURN_IF_ERROR(DecodeOverflow(v, &decoded_acc_));
       overflow_panes_.emplace_back(std::move(k), Pane());
       AccToPane(decoded_acc_, &overflow_panes_.back().second);
-      fire_order_.push_back({&overflow_panes_.back().first, &overflow_panes_.back().second, true});
+      AddFireItem(&overflow_panes_.back().first, &overflow_panes_.back().second, true);
     }
     return absl::OkStatus();
   }
@@ -1312,11 +1318,26 @@ class WindowOperator final : public Operator {
   std::string composite_;
   std::string bucket_key_;
   std::string row_;
+  // A window of a key to fire; fired in key order, and in the order added for one key.
   struct FireItem {
+    uint64_t prefix;  // the key's first 8 bytes, big-endian (zeros past its end)
     const std::string* key;
     Pane* pane;
+    uint32_t seq;   // its position in fire_order_ when added
     bool overflow;  // from "window_overflow" (a copy in overflow_panes_)
+    static bool Before(const FireItem& a, const FireItem& b) {
+      if (a.prefix != b.prefix) return a.prefix < b.prefix;
+      const int c = a.key->compare(*b.key);
+      return c != 0 ? c < 0 : a.seq < b.seq;
+    }
   };
+  void AddFireItem(const std::string* key, Pane* pane, bool overflow) {
+    uint64_t prefix = 0;
+    for (size_t i = 0; i < 8; ++i) {
+      prefix = (prefix << 8) | (i < key->size() ? static_cast<unsigned char>((*key)[i]) : 0);
+    }
+    fire_order_.push_back({prefix, key, pane, static_cast<uint32_t>(fire_order_.size()), overflow});
+  }
   std::vector<FireItem> fire_order_;
   std::vector<std::string> legacy_keys_;
   std::deque<std::pair<std::string, Pane>> overflow_panes_;  // firing buckets' overflow
