@@ -297,18 +297,8 @@ class WindowOperator final : public Operator {
         o_->event_time ? domain == TimeDomain::kEventTime : timestamp >= w.max_timestamp();
     const bool cleanup = final_time && (!o_->event_time || timestamp == CleanupTime(w));
     overflow_panes_.clear();
-    if (bucket->overflow) {
-      SetBucketKey();
-      SLUICE_RETURN_IF_ERROR(state_->MapEntries(overflow_id_, &entries_));
-      for (auto& [k, v] : entries_) {
-        SLUICE_RETURN_IF_ERROR(DecodeOverflow(v, &decoded_acc_));
-        overflow_panes_.emplace_back(std::move(k), Pane());
-        AccToPane(decoded_acc_, &overflow_panes_.back().second);
-      }
-    }
     fire_order_.clear();
-    for (auto& [k, pane] : bucket->panes) AddFireItem(&k, &pane, false);
-    for (auto& [k, pane] : overflow_panes_) AddFireItem(&k, &pane, true);
+    SLUICE_RETURN_IF_ERROR(GatherForFiring(id));
     std::sort(fire_order_.begin(), fire_order_.end(), FireItem::Before);
     for (const FireItem& item : fire_order_) {
       cur_key_ = *item.key;
