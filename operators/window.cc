@@ -191,6 +191,10 @@ class WindowOperator final : public Operator {
       if (acc_schema_.field(f).nullable) nullable_fields_.push_back(static_cast<int>(f));
     }
     null_words_ = (nullable_fields_.size() + 63) / 64;
+    null_bit_.assign(acc_schema_.size(), -1);
+    for (size_t n = 0; n < nullable_fields_.size(); ++n) null_bit_[nullable_fields_[n]] = static_cast<int>(n);
+    // A null byte and a 10-byte varint per field at most.
+    words_only_ = pane_strings_ == 0 && 11 * acc_schema_.size() <= kMaxWordsRow;
     word_folds_ = true;
     for (size_t a = 0; a < o_->aggregates.size(); ++a) {
       const Fn fn = o_->aggregates[a].fn;
@@ -545,6 +549,13 @@ class WindowOperator final : public Operator {
     for (const auto& [key, pane] : bucket.panes) {
       PutVarint64(key.size(), out);
       out->append(key);
+      if (words_only_) {
+        char row[kMaxWordsRow];
+        const size_t size = static_cast<size_t>(EncodePaneRow(pane, row) - row);
+        PutVarint64(size, out);
+        out->append(row, size);
+        continue;
+      }
       PaneToAcc(pane, &decoded_acc_);
       row_.clear();
       EncodeRecord(acc_schema_, decoded_acc_, &row_);
@@ -611,6 +622,40 @@ class WindowOperator final : public Operator {
     bucket.dirty = false;
     bucket.in_backend = true;
     return absl::OkStatus();
+  }
+
+  // A pane without strings (words_only_) as its accumulator row (acc_schema_), the bytes
+  // EncodeRecord writes for PaneToAcc's row, into `p`; returns the end. REQUIRES: room for
+  // kMaxWordsRow bytes.
+  char* EncodePaneRow(const Pane& pane, char* p) const {
+    for (size_t f = 0; f < slot_.size(); ++f) {
+      const int n = null_bit_[f];
+      if (n >= 0) {
+        const bool null = (pane.words[pane_words_ + n / 64] >> (n % 64)) & 1;
+        *p++ = null ? 1 : 0;
+        if (null) continue;
+      }
+      const int64_t word = pane.words[slot_[f]];
+      switch (acc_schema_.field(f).type) {
+        case FieldType::kDouble:
+          std::memcpy(p, &word, 8);  // the double's bytes, little-endian as EncodeRecord's
+          p += 8;
+          break;
+        case FieldType::kBool:
+          *p++ = word != 0 ? 1 : 0;
+          break;
+        default:
+          for (uint64_t v = ZigZag(word);; v >>= 7) {
+            if (v < 0x80) {
+              *p++ = static_cast<char>(v);
+              break;
+            }
+            *p++ = static_cast<char>((v & 0x7f) | 0x80);
+          }
+          break;
+      }
+    }
+    return p;
   }
 
   // Pane <-> accumulator row.
@@ -1321,6 +1366,9 @@ class WindowOperator final : public Operator {
   size_t pane_words_ = 0;
   size_t pane_strings_ = 0;
   std::vector<int> nullable_fields_;  // fields of acc_schema_ that may be null
+  std::vector<int> null_bit_;         // per field of acc_schema_: its null bit, or -1
+  bool words_only_ = false;           // no string field: EncodePaneRow writes the rows
+  static constexpr size_t kMaxWordsRow = 512;
   size_t null_words_ = 0;             // words of their null bits after the values
   std::vector<int> acc_index_;  // per aggregate: its first field in acc_schema_
   std::vector<bool> nullable_;  // per aggregate: over a nullable field
