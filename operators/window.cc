@@ -95,7 +95,9 @@ FieldType Stored(FieldType t) { return t == FieldType::kTimestamp ? FieldType::k
 // - "window_distinct" (map) under the composite key [key record][window start][window end]:
 //   count_distinct's values, user key [aggregate index][value bytes].
 // - "window_sessions" (value) under the key alone: session windows only, the key's open
-//   sessions, sorted, 16 bytes each, after a format version byte (kSessionsVersion).
+//   sessions, sorted, 16 bytes each, after a format version byte (kSessionsVersion). Kept in
+//   memory per key (session_lists_, within the memory budget) and written at checkpoints, as
+//   buckets are; after a restore, a key missing from memory is looked for in the backend.
 // - "window_acc" (value), the layout before buckets: one accumulator per key and window under
 //   the composite key ([kAccVersion][the row]; formats 1 and 2), with timers per composite key.
 //   A restored subtask moves such windows into buckets in Open() (MigrateLegacyWindows).
@@ -253,6 +255,7 @@ class WindowOperator final : public Operator {
 
   absl::Status SnapshotState(int64_t checkpoint_id, std::vector<std::string>* entries) override {
     SLUICE_RETURN_IF_ERROR(WriteBuckets());
+    SLUICE_RETURN_IF_ERROR(WriteSessions());
     std::string entry(1, static_cast<char>(kWatermarkVersion));
     PutFixed64LE(static_cast<uint64_t>(Watermark()), &entry);
     entries->push_back(std::move(entry));
@@ -1167,11 +1170,21 @@ class WindowOperator final : public Operator {
     return DropBucket();
   }
 
-  // The current key's (key alone) open sessions, into sessions_.
+  // The current key's (key_, the backend's current key) open sessions, into sessions_: from
+  // memory, else (restored, or keys kept in the backend beyond the memory budget) from the
+  // backend.
   absl::Status LoadSessions() {
     sessions_.clear();
+    sessions_from_backend_ = false;
+    auto it = session_lists_.find(key_.bytes());
+    if (it != session_lists_.end()) {
+      sessions_ = it->second.sessions;
+      return absl::OkStatus();
+    }
+    if (!backend_has_more_ && !sessions_spilled_) return absl::OkStatus();
     SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(sessions_id_, &value_));
     if (!found) return absl::OkStatus();
+    sessions_from_backend_ = true;
     absl::string_view body = value_;  // format 0: no version byte, a multiple of 16 bytes
     if (value_.size() % 16 != 0) {
       SLUICE_ASSIGN_OR_RETURN(int version, ReadStateVersion(ctx_.state_origin, "window session list",
@@ -1188,14 +1201,67 @@ class WindowOperator final : public Operator {
     }
     return absl::OkStatus();
   }
+  // sessions_ as the current key's open sessions (REQUIRES: LoadSessions for that key first):
+  // in memory, written to the backend at the next checkpoint; in the backend at once for a key
+  // not in memory when the memory budget is spent.
   absl::Status StoreSessions() {
-    if (sessions_.empty()) return state_->Delete(sessions_id_);
+    auto it = session_lists_.find(key_.bytes());
+    if (it == session_lists_.end()) {
+      if (pane_bytes_ >= max_pane_bytes_) {
+        sessions_spilled_ = true;
+        return PutSessions(sessions_);
+      }
+      if (sessions_.empty()) return sessions_from_backend_ ? state_->Delete(sessions_id_) : absl::OkStatus();
+      it = session_lists_.try_emplace(key_.bytes()).first;
+      it->second.kg = key_.key_group();
+      it->second.in_backend = sessions_from_backend_;
+      pane_bytes_ += SessionListBytes(it->first);
+    }
+    it->second.sessions = sessions_;
+    it->second.dirty = true;
+    if (sessions_.empty() && !it->second.in_backend) {
+      pane_bytes_ -= SessionListBytes(it->first);
+      session_lists_.erase(it);
+    }
+    return absl::OkStatus();
+  }
+  // `sessions` as the backend's current key's "window_sessions" (deleted when empty).
+  absl::Status PutSessions(const std::vector<TimeWindow>& sessions) {
+    if (sessions.empty()) return state_->Delete(sessions_id_);
     value_.assign(1, static_cast<char>(kSessionsVersion));
-    for (const TimeWindow& s : sessions_) {
+    for (const TimeWindow& s : sessions) {
       internal::PutOrderedInt64(s.start, &value_);
       internal::PutOrderedInt64(s.end, &value_);
     }
     return state_->Put(sessions_id_, value_);
+  }
+  // Writes the session lists changed since the last checkpoint to the backend; the emptied ones
+  // leave memory.
+  absl::Status WriteSessions() {
+    for (auto it = session_lists_.begin(); it != session_lists_.end();) {
+      SessionList& list = it->second;
+      if (!list.dirty) {
+        ++it;
+        continue;
+      }
+      state_->SetCurrentKey(it->first, list.kg);
+      SLUICE_RETURN_IF_ERROR(PutSessions(list.sessions));
+      list.dirty = false;
+      list.in_backend = true;
+      if (!list.sessions.empty()) {
+        ++it;
+        continue;
+      }
+      pane_bytes_ -= SessionListBytes(it->first);
+      session_lists_.erase(it++);
+    }
+    return absl::OkStatus();
+  }
+  // The memory of a key's session list, estimated as PaneBytes.
+  static size_t SessionListBytes(absl::string_view key) {
+    constexpr size_t kInlineKey = 15;
+    return sizeof(std::pair<const std::string, SessionList>) + 1 + (key.size() > kInlineKey ? key.size() + 1 : 0) +
+           2 * sizeof(TimeWindow);
   }
 
   // Session windows (Flink's MergingWindowSet): the record's window [ts, ts + gap) merges with
@@ -1327,6 +1393,17 @@ class WindowOperator final : public Operator {
   bool has_distinct_ = false;
   bool slide_panes_ = false;  // hopping windows kept per slide pane (see the class comment)
   int64_t restored_watermark_ = kNoWatermark;
+  // Session windows: each key's open sessions (sorted), by key record bytes, as buckets keep
+  // accumulators; changed ones are written at checkpoints.
+  struct SessionList {
+    std::vector<TimeWindow> sessions;
+    int kg = 0;
+    bool dirty = false;       // changed since written to the backend
+    bool in_backend = false;  // the backend holds a copy (maybe an older one)
+  };
+  absl::flat_hash_map<std::string, SessionList> session_lists_;
+  bool sessions_spilled_ = false;      // some keys' lists were kept in the backend (budget spent)
+  bool sessions_from_backend_ = false;  // LoadSessions read the current key's from the backend
   // Open windows. A Bucket moves when buckets_ grows (its panes do not): cur_bucket_ is found
   // again after an insertion.
   absl::flat_hash_map<BucketId, Bucket> buckets_;

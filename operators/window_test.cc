@@ -747,6 +747,44 @@ TEST_F(WindowTest, NullableAccumulatorsSurviveARestore) {
   EXPECT_EQ((*restored)->out().rows, expected);
 }
 
+// Session lists and accumulators kept in memory give the rows of keeping them in the backend
+// (a budget of 1 byte: every session list goes to the backend at once and every window to the
+// overflow map): merging sessions, late records within and beyond the lateness, distinct
+// values, and a checkpoint restored in the middle.
+TEST_F(WindowTest, SessionsInMemoryGiveTheRowsOfSessionsInTheBackend) {
+  const std::string options = R"y(    session: 10ms
+    time_field: ts
+    allowed_lateness: 20ms
+    aggregates: [{fn: count, as: n}, {fn: count_distinct, field: amount, as: d}, {fn: sum, field: amount}])y";
+  auto run = [&](size_t budget, std::vector<std::string>* rows) -> absl::Status {
+    SetWindowMemoryForTest(budget);
+    KeyedSubtask* s = &Start(options);
+    uint64_t x = 7;
+    for (int i = 0; i < 600; ++i) {
+      if (i == 300) {
+        *rows = s->out().rows;
+        SLUICE_ASSIGN_OR_RETURN(Checkpoint c, TakeCheckpoint(*s, 1));
+        SLUICE_ASSIGN_OR_RETURN(s, Restore(c, 0, 1));
+      }
+      x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+      const int64_t ts = i / 2 + static_cast<int64_t>((x >> 33) % 40);
+      SLUICE_RETURN_IF_ERROR(Add(*s, static_cast<int64_t>((x >> 20) % 17), ts, static_cast<int64_t>((x >> 45) % 4)));
+      if (i % 30 == 29) SLUICE_RETURN_IF_ERROR(s->Watermark(i / 2 + 5));
+    }
+    SLUICE_RETURN_IF_ERROR(s->Watermark(kMaxWatermark));
+    SetWindowMemoryForTest(0);
+    rows->insert(rows->end(), s->out().rows.begin(), s->out().rows.end());
+    rows->push_back(absl::StrCat("late ", s->late_dropped()));
+    return absl::OkStatus();
+  };
+  std::vector<std::string> in_backend;
+  ASSERT_OK(run(1, &in_backend));
+  std::vector<std::string> in_memory;
+  ASSERT_OK(run(0, &in_memory));
+  EXPECT_GT(in_backend.size(), 50u);
+  EXPECT_EQ(in_memory, in_backend);
+}
+
 TEST_F(WindowTest, SessionsOverNullsMergeAsSql) {
   ASSERT_OK(LoadJob(NullableJob("    session: {gap: 5ms}"), "w"));
   // [30, 35) of a null and [37, 42) of 6; then 33 (null) bridges them into [30, 42); [60, 65)
