@@ -17,6 +17,7 @@ namespace sluice::ops {
 namespace {
 
 constexpr int kRowsVersion = 1;
+bool group_cache_enabled = true;  // SetTopNGroupCacheForTest
 
 // The n best rows per group (see top_n_options.h for the semantics).
 //
@@ -25,6 +26,9 @@ constexpr int kRowsVersion = 1;
 // (ties in arrival order), as a version byte and the rows encoded one after the other. At
 // most n rows plus the rows tied with the n-th are kept; a row that cannot rank is not stored.
 // Windowed groups have an event-time timer at window_end - 1 under their composite key.
+// The last group's rows stay decoded (rows_): a record of the same group (rows come in runs of
+// one window, as a window fires them) neither reads nor decodes the state; it is written only
+// when the group's rows change.
 //
 // Threading: the task thread only.
 class TopNOperator final : public Operator {
@@ -43,6 +47,7 @@ class TopNOperator final : public Operator {
     SLUICE_RETURN_IF_ERROR(key_.Init(*ctx.spec, ctx.max_parallelism));
     SLUICE_ASSIGN_OR_RETURN(order_, plan::CompileExpr(o_->order_by, *in_));
     rows_id_ = state_->RegisterState("top_n_rows", state::StateKind::kValue);
+    cache_groups_ = group_cache_enabled;
     value_.Resize(1);
     out_.Resize(in_->size() + 1);
     return absl::OkStatus();
@@ -63,8 +68,14 @@ class TopNOperator final : public Operator {
       internal::PutOrderedInt64(window_end, &group_);
     }
     state_->SetCurrentKey(group_, key_.key_group());
-    SLUICE_ASSIGN_OR_RETURN(bool found, LoadRows());
-    if (!found && windowed) SLUICE_RETURN_IF_ERROR(timers_->RegisterEventTimeTimer(window_end - 1));
+    if (!cached_ || group_ != cached_group_) {
+      cached_ = false;
+      SLUICE_ASSIGN_OR_RETURN(bool found, LoadRows());
+      if (!found && windowed) SLUICE_RETURN_IF_ERROR(timers_->RegisterEventTimeTimer(window_end - 1));
+      // rows_ now hold the group's rows, or will once this record is stored.
+      cached_group_.assign(group_);
+      cached_ = cache_groups_;
+    }
 
     // Insert after every row at least as good (ties keep arrival order).
     Evaluate(r, &value_);
@@ -89,6 +100,7 @@ class TopNOperator final : public Operator {
   }
 
   absl::Status OnTimer(int64_t timestamp, TimeDomain domain, absl::string_view key) override {
+    cached_ = false;
     SLUICE_ASSIGN_OR_RETURN(bool found, LoadRows());
     if (!found) return absl::OkStatus();
     SLUICE_RETURN_IF_ERROR(EmitRows());
@@ -186,6 +198,9 @@ class TopNOperator final : public Operator {
 
   // Scratch, reused per record.
   std::string group_;
+  std::string cached_group_;  // the group whose rows rows_ hold, when cached_
+  bool cached_ = false;
+  bool cache_groups_ = true;  // keep the last group's rows decoded (SetTopNGroupCacheForTest)
   std::string buf_;
   std::vector<Record> rows_;    // the group's rows (the first num_rows_), best first
   std::vector<Record> values_;  // their order values (one field)
@@ -197,5 +212,7 @@ class TopNOperator final : public Operator {
 }  // namespace
 
 std::unique_ptr<Operator> MakeTopN() { return std::make_unique<TopNOperator>(); }
+
+void SetTopNGroupCacheForTest(bool enabled) { group_cache_enabled = enabled; }
 
 }  // namespace sluice::ops

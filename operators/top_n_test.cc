@@ -1,5 +1,6 @@
 // top_n with a real RocksDB backend and watermarks driven by hand.
 
+#include <array>
 #include <string>
 #include <vector>
 
@@ -8,6 +9,7 @@
 #include "common/watermark.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "operators/internal/builtins.h"
 #include "operators/internal/keyed_test_harness.h"
 
 namespace sluice::ops {
@@ -111,6 +113,60 @@ TEST_F(TopNTest, RankedRowsSurviveCheckpointAndRestore) {
   EXPECT_THAT((*restored)->out().rows,
               ElementsAre(R"({"auction":2,"window_start":0,"window_end":10,"bids":9,"rank":1})",
                           R"({"auction":3,"window_start":0,"window_end":10,"bids":6,"rank":2})"));
+}
+
+// The last group's rows kept decoded between records give what reading the group's state for
+// every record gives: runs of one window and windows interleaved, ties at the n-th rank, rows
+// that do not rank, windows firing between runs, a checkpoint restored in the middle, and per
+// key (without windows) the lists emitted as they change.
+TEST_F(TopNTest, TheLastGroupKeptDecodedGivesTheRowsOfReadingItsState) {
+  for (const bool windowed : {true, false}) {
+    // Rows (auction, window_start, bids), watermarks as window_start -1.
+    std::vector<std::array<int64_t, 3>> input;
+    uint64_t x = 99;
+    for (int i = 0; i < 400; ++i) {
+      x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+      const int64_t window = (i / 25) * 10 + (i % 7 == 0 ? 10 : 0);  // runs, and interleaved
+      input.push_back({i, window, static_cast<int64_t>((x >> 40) % 6)});
+      if (i % 50 == 37) input.push_back({-1, (i / 25) * 10 - 1, 0});  // within a run of window (i / 25) * 10
+    }
+    auto run = [&](bool cache) -> std::vector<std::string> {
+      SetTopNGroupCacheForTest(cache);
+      EXPECT_OK(windowed ? Load("    n: 2\n    order_by: bids") : Load("    n: 2\n    order_by: bids", "auction % 3", false));
+      SetTopNGroupCacheForTest(true);
+      KeyedSubtask* s = &StartSubtask();
+      std::vector<std::string> rows;
+      for (size_t i = 0; i < input.size(); ++i) {
+        const auto& [auction, window, bids] = input[i];
+        if (i == input.size() / 2) {
+          rows.insert(rows.end(), s->out().rows.begin(), s->out().rows.end());
+          auto checkpoint = TakeCheckpoint(*s, 1);
+          EXPECT_OK(checkpoint);
+          SetTopNGroupCacheForTest(cache);
+          auto restored = Restore(*checkpoint, 0, 1);
+          SetTopNGroupCacheForTest(true);
+          EXPECT_OK(restored);
+          s = *restored;
+        }
+        if (auction < 0) {
+          EXPECT_OK(s->Watermark(window));
+        } else if (windowed) {
+          EXPECT_OK(Bid(*s, auction, window, bids));
+        } else {
+          Record r(2);
+          r[0].i = auction;
+          r[1].i = bids;
+          EXPECT_OK(s->op()->Process(r));
+        }
+      }
+      EXPECT_OK(s->Watermark(kMaxWatermark));
+      rows.insert(rows.end(), s->out().rows.begin(), s->out().rows.end());
+      return rows;
+    };
+    const std::vector<std::string> expected = run(false);
+    EXPECT_GT(expected.size(), windowed ? 30u : 100u);
+    EXPECT_EQ(run(true), expected) << (windowed ? "windowed" : "per key");
+  }
 }
 
 // Without windows: per key, the ranked list again whenever a row enters it; ascending here.

@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <limits>
 #include <memory>
 #include <string>
@@ -32,11 +33,19 @@ constexpr int64_t kMaxTs = std::numeric_limits<int64_t>::max();
 // a nullable field is null until a non-null value arrives, and avg over a nullable field keeps
 // its count of values. Without nullable inputs both encode the same bytes.
 constexpr int kAccVersion = 2;
-constexpr int kPanesVersion = 1;     // "window_panes": see WindowOperator
+// "window_panes" (see WindowOperator): 1, a window's bucket; 2, a slide pane's bucket (the same
+// body under a pane's key [start][start + slide][key group]).
+constexpr int kWindowBucketVersion = 1;
+constexpr int kSlidePaneVersion = 2;
 constexpr int kOverflowVersion = 1;  // "window_overflow": see WindowOperator
 constexpr int kSessionsVersion = 1;   // [1][start, end: 8 bytes each]*; 0: without the byte
 constexpr int kWatermarkVersion = 1;  // [1][watermark: 8 bytes LE]; 0: 8 native bytes
 constexpr int64_t kNoEarly = std::numeric_limits<int64_t>::min();  // no early firing pending
+// Memory of open windows (estimated, see PaneBytes) above which new windows go to the backend
+// (SetWindowMemoryForTest).
+constexpr size_t kDefaultMaxPaneBytes = size_t{256} << 20;
+size_t max_pane_bytes_for_test = 0;
+bool slide_panes_enabled = true;  // SetWindowSlidePanesForTest
 
 // a + b without overflow: saturates at INT64_MAX (cleanup times, early firing times).
 int64_t SaturatingAdd(int64_t a, int64_t b) { return a > kMaxTs - b ? kMaxTs : a + b; }
@@ -70,12 +79,13 @@ FieldType Stored(FieldType t) { return t == FieldType::kTimestamp ? FieldType::k
 //
 // State, in the keyed backend (so checkpointed, restored and rescaled with the key groups):
 // - "window_panes" (value) under the bucket key [window start][window end][key group] (the
-//   key group is the bucket's): [kPanesVersion][count] then per key [key record size][key
-//   record][accumulator row size][accumulator row]. SnapshotState() writes the buckets changed
+//   key group is the bucket's): [kWindowBucketVersion][overflow flag][count] then per key [key
+//   record size][key record][accumulator row size][accumulator row]; slide panes (below) as
+//   [kSlidePaneVersion] and the same body under the pane's key. SnapshotState() writes the buckets changed
 //   since the last checkpoint before the task snapshots the backend; after a restore, a bucket
 //   missing from memory is looked for in the backend.
-// - "window_overflow" (map) under the bucket key: memory holds at most kMaxPanes open windows;
-//   a window opened beyond that is kept here (user key: the key record; value:
+// - "window_overflow" (map) under the bucket key: memory holds open windows up to a budget
+//   (256 MiB per subtask, estimated by PaneBytes); a window opened beyond that is kept here (user key: the key record; value:
 //   [kOverflowVersion][accumulator row]), read and written per record, and merged with the
 //   bucket's in-memory windows when it fires (Bucket::overflow says there may be some).
 // - Timers under the bucket key: event time at end - 1 (fire) and end - 1 + lateness (cleanup;
@@ -85,10 +95,21 @@ FieldType Stored(FieldType t) { return t == FieldType::kTimestamp ? FieldType::k
 // - "window_distinct" (map) under the composite key [key record][window start][window end]:
 //   count_distinct's values, user key [aggregate index][value bytes].
 // - "window_sessions" (value) under the key alone: session windows only, the key's open
-//   sessions, sorted, 16 bytes each, after a format version byte (kSessionsVersion).
+//   sessions, sorted, 16 bytes each, after a format version byte (kSessionsVersion). Kept in
+//   memory per key (session_lists_, within the memory budget) and written at checkpoints, as
+//   buckets are; after a restore, a key missing from memory is looked for in the backend.
 // - "window_acc" (value), the layout before buckets: one accumulator per key and window under
 //   the composite key ([kAccVersion][the row]; formats 1 and 2), with timers per composite key.
 //   A restored subtask moves such windows into buckets in Open() (MigrateLegacyWindows).
+// Slide panes (Flink's sliding-window pane optimisation), for event-time hopping windows whose
+// size is a multiple of their slide, without allowed lateness or early firing, and whose
+// aggregates merge exactly (count; sum and avg of integers; min, max, first, last): a record
+// updates one accumulator, its key's in the bucket of its slide pane [p, p + slide), instead of
+// one per window (size / slide). Each window holding the pane gets its event-time timer at
+// end - 1 under the window's bucket key; when it fires, the accumulators of the window's
+// panes (and of its own bucket, which holds the windows of records within a window length of
+// the int64 limits and windows restored from before slide panes) are merged per key, in key
+// order, and the window's first pane, which no later window holds, is dropped.
 // Aggregates skip null values, as SQL: an aggregate over a nullable field whose window saw
 // only nulls is null (count counts records). No window's records are kept: each record updates
 // its windows' accumulators and is gone.
@@ -172,6 +193,10 @@ class WindowOperator final : public Operator {
       if (acc_schema_.field(f).nullable) nullable_fields_.push_back(static_cast<int>(f));
     }
     null_words_ = (nullable_fields_.size() + 63) / 64;
+    null_bit_.assign(acc_schema_.size(), -1);
+    for (size_t n = 0; n < nullable_fields_.size(); ++n) null_bit_[nullable_fields_[n]] = static_cast<int>(n);
+    // A null byte and a 10-byte varint per field at most.
+    words_only_ = pane_strings_ == 0 && 11 * acc_schema_.size() <= kMaxWordsRow;
     word_folds_ = true;
     for (size_t a = 0; a < o_->aggregates.size(); ++a) {
       const Fn fn = o_->aggregates[a].fn;
@@ -179,6 +204,17 @@ class WindowOperator final : public Operator {
       if (fn != Fn::kCount && (!numeric || nullable_[a] || kind_[acc_index_[a]] == kStringSlot)) {
         word_folds_ = false;
       }
+    }
+    const WindowSpec& ws = o_->windows;
+    slide_panes_ = slide_panes_enabled && o_->event_time && ws.kind == WindowSpec::Kind::kHop &&
+                   ws.size_ms > ws.slide_ms && ws.size_ms % ws.slide_ms == 0 &&
+                   o_->allowed_lateness_ms == 0 && o_->emit_every_ms <= 0;
+    for (const WindowOptions::Aggregate& a : o_->aggregates) {
+      // Doubles summed pane by pane would round differently from the records' order.
+      const bool exact = a.fn == Fn::kCount || a.fn == Fn::kMin || a.fn == Fn::kMax || a.fn == Fn::kFirst ||
+                         a.fn == Fn::kLast ||
+                         ((a.fn == Fn::kSum || a.fn == Fn::kAvg) && Stored(a.in_type) != FieldType::kDouble);
+      if (!exact) slide_panes_ = false;
     }
     panes_id_ = state_->RegisterState("window_panes", state::StateKind::kValue);
     overflow_id_ = state_->RegisterState("window_overflow", state::StateKind::kMap);
@@ -219,6 +255,7 @@ class WindowOperator final : public Operator {
 
   absl::Status SnapshotState(int64_t checkpoint_id, std::vector<std::string>* entries) override {
     SLUICE_RETURN_IF_ERROR(WriteBuckets());
+    SLUICE_RETURN_IF_ERROR(WriteSessions());
     std::string entry(1, static_cast<char>(kWatermarkVersion));
     PutFixed64LE(static_cast<uint64_t>(Watermark()), &entry);
     entries->push_back(std::move(entry));
@@ -229,6 +266,10 @@ class WindowOperator final : public Operator {
   absl::Status Process(const Record& r) override {
     key_.Set(r);
     const int64_t ts = o_->event_time ? r[o_->time_field].i : timers_->CurrentProcessingTime();
+    if (slide_panes_) {
+      SLUICE_ASSIGN_OR_RETURN(bool done, ProcessInSlidePane(r, ts));
+      if (done) return absl::OkStatus();
+    }
     AssignWindows(o_->windows, ts, &windows_);
     if (windows_.empty()) {  // a timestamp within a window length of the int64 limits
       if (ctx_.records_skipped != nullptr) ctx_.records_skipped->Add();
@@ -252,6 +293,9 @@ class WindowOperator final : public Operator {
   absl::Status OnTimer(int64_t timestamp, TimeDomain domain, absl::string_view key) override {
     BucketId id;
     if (!DecodeBucketKey(key, &id)) return absl::OkStatus();  // a timer of no bucket: stale
+    if (slide_panes_) {
+      return domain == TimeDomain::kEventTime ? FireSlidePanes(id) : absl::OkStatus();
+    }
     const TimeWindow w{id.start, id.end};
     SetWindow(w, id.kg, absl::string_view());
     SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/false));
@@ -260,20 +304,9 @@ class WindowOperator final : public Operator {
         o_->event_time ? domain == TimeDomain::kEventTime : timestamp >= w.max_timestamp();
     const bool cleanup = final_time && (!o_->event_time || timestamp == CleanupTime(w));
     overflow_panes_.clear();
-    if (bucket->overflow) {
-      SetBucketKey();
-      SLUICE_RETURN_IF_ERROR(state_->MapEntries(overflow_id_, &entries_));
-      for (auto& [k, v] : entries_) {
-        SLUICE_RETURN_IF_ERROR(DecodeOverflow(v, &decoded_acc_));
-        overflow_panes_.emplace_back(std::move(k), Pane());
-        AccToPane(decoded_acc_, &overflow_panes_.back().second);
-      }
-    }
     fire_order_.clear();
-    for (auto& [k, pane] : bucket->panes) fire_order_.push_back({&k, &pane, false});
-    for (auto& [k, pane] : overflow_panes_) fire_order_.push_back({&k, &pane, true});
-    std::sort(fire_order_.begin(), fire_order_.end(),
-              [](const FireItem& a, const FireItem& b) { return *a.key < *b.key; });
+    SLUICE_RETURN_IF_ERROR(GatherForFiring(id));
+    std::sort(fire_order_.begin(), fire_order_.end(), FireItem::Before);
     for (const FireItem& item : fire_order_) {
       cur_key_ = *item.key;
       cur_pane_ = item.overflow ? nullptr : item.pane;
@@ -327,12 +360,95 @@ class WindowOperator final : public Operator {
     bool timers = false;      // its fire and cleanup timers are registered
     // Some of its keys' windows are in "window_overflow" (never also in `panes`).
     bool overflow = false;
+    size_t bytes = 0;  // PaneBytes of its panes
   };
-  static constexpr size_t kMaxPanes = 1 << 16;
   static constexpr size_t kBucketKeySize = 20;  // [start][end]: ordered int64s; [kg]: 4 bytes BE
 
   // Header fields of the accumulator row.
   enum : int { kRecords = 0, kEmitted = 1, kFinalFired = 2, kDirty = 3, kNextEarly = 4, kHeaderFields = 5 };
+
+  // Whether bucket `id` is a slide pane's (else a window's).
+  bool IsPane(const BucketId& id) const {
+    return slide_panes_ && static_cast<uint64_t>(id.end) - static_cast<uint64_t>(id.start) ==
+                               static_cast<uint64_t>(o_->windows.slide_ms);
+  }
+
+  // Record r (event time ts) into its slide pane (see the class comment), or dropped as late;
+  // false, nothing done, when one of its windows would not fit in int64 (the general path
+  // then updates its windows' own buckets).
+  absl::StatusOr<bool> ProcessInSlidePane(const Record& r, int64_t ts) {
+    const int64_t size = o_->windows.size_ms;
+    const int64_t slide = o_->windows.slide_ms;
+    const __int128 p = WindowStart(ts, o_->windows.offset_ms, slide);
+    if (p + slide - size < std::numeric_limits<int64_t>::min() || p + size > kMaxTs) return false;
+    const TimeWindow pane{static_cast<int64_t>(p), static_cast<int64_t>(p + slide)};
+    if (IsLate(TimeWindow{pane.start, static_cast<int64_t>(p + size)})) {  // its last window
+      SLUICE_RETURN_IF_ERROR(Late(r));
+      return true;
+    }
+    SetWindow(pane, key_.key_group(), key_.bytes());
+    SLUICE_ASSIGN_OR_RETURN(bool folded, FoldIntoPane(pane, r));
+    if (folded) return true;
+    SLUICE_RETURN_IF_ERROR(LoadOrCreate(pane));
+    SLUICE_RETURN_IF_ERROR(AddRecord(pane, r, ts));
+    return true;
+  }
+
+  // Fires window `id` of slide panes: its own bucket's and its panes' accumulators merged per
+  // key (in that order, so first and last pick among records of equal time as the general
+  // path), in key order; then drops its bucket and its first pane.
+  absl::Status FireSlidePanes(const BucketId& id) {
+    const TimeWindow w{id.start, id.end};
+    const int64_t slide = o_->windows.slide_ms;
+    overflow_panes_.clear();
+    fire_order_.clear();
+    SLUICE_RETURN_IF_ERROR(GatherForFiring(id));
+    for (int64_t p = w.start; p < w.end; p += slide) {
+      SLUICE_RETURN_IF_ERROR(GatherForFiring(BucketId{p, p + slide, id.kg}));
+    }
+    std::sort(fire_order_.begin(), fire_order_.end(), FireItem::Before);
+    for (size_t i = 0; i < fire_order_.size();) {
+      size_t j = i + 1;
+      while (j < fire_order_.size() && *fire_order_[j].key == *fire_order_[i].key) ++j;
+      if (j == i + 1) {
+        // In one pane only: its accumulator is the window's (what MergeAcc into an empty one
+        // gives: the same records and values).
+        PaneToAcc(*fire_order_[i].pane, &acc_);
+        acc_[kEmitted].i = 0;
+      } else {
+        SLUICE_RETURN_IF_ERROR(ResetAcc());
+        for (size_t k = i; k < j; ++k) {
+          PaneToAcc(*fire_order_[k].pane, &other_acc_);
+          SLUICE_RETURN_IF_ERROR(MergeAcc(other_acc_));
+        }
+      }
+      cur_key_ = *fire_order_[i].key;
+      SLUICE_RETURN_IF_ERROR(EmitRow(w));
+      i = j;
+    }
+    SetWindow(w, id.kg, absl::string_view());
+    SLUICE_RETURN_IF_ERROR(DropBucket());
+    SetWindow(TimeWindow{w.start, w.start + slide}, id.kg, absl::string_view());
+    return DropBucket();
+  }
+  // Appends bucket `id`'s windows (from memory, and its overflow from the backend) to
+  // fire_order_.
+  absl::Status GatherForFiring(const BucketId& id) {
+    SetWindow(TimeWindow{id.start, id.end}, id.kg, absl::string_view());
+    SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/false));
+    if (bucket == nullptr) return absl::OkStatus();
+    for (auto& [k, pane] : bucket->panes) AddFireItem(&k, &pane, false);
+    if (!bucket->overflow) return absl::OkStatus();
+    SetBucketKey();
+    SLUICE_RETURN_IF_ERROR(state_->MapEntries(overflow_id_, &entries_));
+    for (auto& [k, v] : entries_) {
+      SLUICE_RETURN_IF_ERROR(DecodeOverflow(v, &decoded_acc_));
+      overflow_panes_.emplace_back(std::move(k), Pane());
+      AccToPane(decoded_acc_, &overflow_panes_.back().second);
+      AddFireItem(&overflow_panes_.back().first, &overflow_panes_.back().second, true);
+    }
+    return absl::OkStatus();
+  }
 
   // The event time records are judged by: the input watermark, or the one restored if higher.
   int64_t Watermark() const { return std::max(timers_->CurrentWatermark(), restored_watermark_); }
@@ -343,6 +459,16 @@ class WindowOperator final : public Operator {
   // Whether the window's state is gone (or would be) by the current watermark: a record for it
   // is dropped (Flink's WindowOperator.isWindowLate).
   bool IsLate(const TimeWindow& w) const { return o_->event_time && CleanupTime(w) <= Watermark(); }
+
+  // The memory a pane of key record `key` takes in its bucket, estimated: its hash map slot and
+  // control byte, the key's and the words' heap storage; string accumulators count by their
+  // empty size (their values are not tracked as they change).
+  size_t PaneBytes(absl::string_view key) const {
+    constexpr size_t kInlineKey = 15;  // std::string's inline capacity (libstdc++)
+    const size_t words = pane_words_ + null_words_;
+    return sizeof(std::pair<const std::string, Pane>) + 1 + (key.size() > kInlineKey ? key.size() + 1 : 0) +
+           (words > 8 ? words * sizeof(int64_t) : 0) + pane_strings_ * sizeof(std::string);
+  }
 
   static void BucketKey(const BucketId& id, std::string* out) {
     out->clear();
@@ -386,8 +512,13 @@ class WindowOperator final : public Operator {
   // `create`, else null when there is none.
   absl::StatusOr<Bucket*> FindBucket(bool create) {
     if (cur_bucket_ != nullptr) return cur_bucket_;
+    BucketCacheEntry& cached = bucket_cache_[BucketCacheSlot(cur_id_)];
+    if (cached.generation == buckets_generation_ && cached.id == cur_id_) return cur_bucket_ = cached.bucket;
     auto it = buckets_.find(cur_id_);
-    if (it != buckets_.end()) return cur_bucket_ = &it->second;
+    if (it != buckets_.end()) {
+      cached = {cur_id_, &it->second, buckets_generation_};
+      return cur_bucket_ = &it->second;
+    }
     bool found = false;
     if (backend_has_more_) {
       SetBucketKey();
@@ -395,30 +526,39 @@ class WindowOperator final : public Operator {
     }
     if (!found && !create) return nullptr;
     Bucket& bucket = buckets_[cur_id_];
+    ++buckets_generation_;  // buckets_ may have moved
     cur_bucket_ = &bucket;
     if (found) {
-      absl::Status s = DecodeBucket(value_, &bucket);
+      absl::Status s = DecodeBucket(value_, IsPane(cur_id_) ? kSlidePaneVersion : kWindowBucketVersion, &bucket);
       if (!s.ok()) {
         buckets_.erase(cur_id_);
+        ++buckets_generation_;
         cur_bucket_ = nullptr;
         return s;
       }
       bucket.in_backend = true;
       bucket.timers = true;
-      open_panes_ += bucket.panes.size();
+      for (const auto& [key, pane] : bucket.panes) bucket.bytes += PaneBytes(key);
+      pane_bytes_ += bucket.bytes;
     }
     return cur_bucket_;
   }
 
-  // [kPanesVersion][overflow: 0 or 1][count] then per key [size][key record][size][accumulator
-  // row].
-  void EncodeBucket(const Bucket& bucket, std::string* out) {
-    out->assign(1, static_cast<char>(kPanesVersion));
+  // [version][overflow: 0 or 1][count] then per key [size][key record][size][accumulator row].
+  void EncodeBucket(const Bucket& bucket, int version, std::string* out) {
+    out->assign(1, static_cast<char>(version));
     out->push_back(bucket.overflow ? 1 : 0);
     PutVarint64(bucket.panes.size(), out);
     for (const auto& [key, pane] : bucket.panes) {
       PutVarint64(key.size(), out);
       out->append(key);
+      if (words_only_) {
+        char row[kMaxWordsRow];
+        const size_t size = static_cast<size_t>(EncodePaneRow(pane, row) - row);
+        PutVarint64(size, out);
+        out->append(row, size);
+        continue;
+      }
       PaneToAcc(pane, &decoded_acc_);
       row_.clear();
       EncodeRecord(acc_schema_, decoded_acc_, &row_);
@@ -426,11 +566,17 @@ class WindowOperator final : public Operator {
       out->append(row_);
     }
   }
-  absl::Status DecodeBucket(absl::string_view stored, Bucket* bucket) {
+  // kDataLoss unless `stored` decodes and is of format `expected` (a window's bucket or a
+  // pane's, by its key).
+  absl::Status DecodeBucket(absl::string_view stored, int expected, Bucket* bucket) {
     absl::string_view body;
     SLUICE_ASSIGN_OR_RETURN(int version, ReadStateVersion(ctx_.state_origin, "window panes", stored,
-                                                          kPanesVersion, &body));
-    (void)version;
+                                                          kSlidePaneVersion, &body));
+    if (version != expected) {
+      return ctx_.state_origin.DataLoss(absl::StrCat(
+          "window panes of format ", version, " (", version == kSlidePaneVersion ? "a slide pane" : "a window",
+          ") under the key of ", expected == kSlidePaneVersion ? "a slide pane" : "a window"));
+    }
     const char* p = body.data();
     const char* end = body.data() + body.size();
     auto corrupt = [&](absl::string_view why) {
@@ -472,13 +618,47 @@ class WindowOperator final : public Operator {
     return absl::OkStatus();
   }
   absl::Status WriteBucket(const BucketId& id, Bucket& bucket) {
-    EncodeBucket(bucket, &value_);
+    EncodeBucket(bucket, IsPane(id) ? kSlidePaneVersion : kWindowBucketVersion, &value_);
     BucketKey(id, &bucket_key_);
     state_->SetCurrentKey(bucket_key_, id.kg);
     SLUICE_RETURN_IF_ERROR(state_->Put(panes_id_, value_));
     bucket.dirty = false;
     bucket.in_backend = true;
     return absl::OkStatus();
+  }
+
+  // A pane without strings (words_only_) as its accumulator row (acc_schema_), the bytes
+  // EncodeRecord writes for PaneToAcc's row, into `p`; returns the end. REQUIRES: room for
+  // kMaxWordsRow bytes.
+  char* EncodePaneRow(const Pane& pane, char* p) const {
+    for (size_t f = 0; f < slot_.size(); ++f) {
+      const int n = null_bit_[f];
+      if (n >= 0) {
+        const bool null = (pane.words[pane_words_ + n / 64] >> (n % 64)) & 1;
+        *p++ = null ? 1 : 0;
+        if (null) continue;
+      }
+      const int64_t word = pane.words[slot_[f]];
+      switch (acc_schema_.field(f).type) {
+        case FieldType::kDouble:
+          std::memcpy(p, &word, 8);  // the double's bytes, little-endian as EncodeRecord's
+          p += 8;
+          break;
+        case FieldType::kBool:
+          *p++ = word != 0 ? 1 : 0;
+          break;
+        default:
+          for (uint64_t v = ZigZag(word);; v >>= 7) {
+            if (v < 0x80) {
+              *p++ = static_cast<char>(v);
+              break;
+            }
+            *p++ = static_cast<char>((v & 0x7f) | 0x80);
+          }
+          break;
+      }
+    }
+    return p;
   }
 
   // Pane <-> accumulator row.
@@ -634,10 +814,10 @@ class WindowOperator final : public Operator {
   }
 
   // acc_ into the current window's pane: in memory, or in the overflow when it is there or
-  // when a new one finds kMaxPanes open windows in memory.
+  // when a new one finds the memory budget spent.
   absl::Status StoreAcc() {
     SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/true));
-    if (cur_pane_ == nullptr && !cur_overflow_ && open_panes_ >= kMaxPanes) {
+    if (cur_pane_ == nullptr && !cur_overflow_ && pane_bytes_ >= max_pane_bytes_) {
       cur_overflow_ = true;
       if (!bucket->overflow) {
         bucket->overflow = true;
@@ -653,7 +833,10 @@ class WindowOperator final : public Operator {
     if (cur_pane_ == nullptr) {
       auto it = bucket->panes.try_emplace(cur_key_);
       cur_pane_ = &it.first->second;
-      open_panes_ += it.second ? 1 : 0;
+      if (it.second) {
+        bucket->bytes += PaneBytes(cur_key_);
+        pane_bytes_ += PaneBytes(cur_key_);
+      }
     }
     AccToPane(acc_, cur_pane_);
     bucket->dirty = true;
@@ -705,7 +888,8 @@ class WindowOperator final : public Operator {
   // window when it exists, has not fired, and every aggregate is count or sum/min/max/avg
   // over a non-null number (word_folds_). False, nothing done, otherwise.
   absl::StatusOr<bool> FoldIntoPane(const TimeWindow& w, const Record& r) {
-    if (!word_folds_ || (o_->event_time && w.max_timestamp() <= Watermark())) return false;
+    // (A slide pane whose first windows have fired takes records for its later ones.)
+    if (!word_folds_ || (o_->event_time && !slide_panes_ && w.max_timestamp() <= Watermark())) return false;
     SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/false));
     if (bucket == nullptr) return false;
     auto it = bucket->panes.find(cur_key_);
@@ -747,6 +931,19 @@ class WindowOperator final : public Operator {
     SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/true));
     if (bucket->timers) return absl::OkStatus();
     bucket->timers = true;
+    if (IsPane(cur_id_)) {
+      // Each window holding the pane, under the window's key; those the watermark has passed
+      // fired already (the record is late for them).
+      const int64_t size = o_->windows.size_ms;
+      for (int64_t end = w.end;; end += o_->windows.slide_ms) {
+        if (end - 1 > Watermark()) {
+          BucketKey(BucketId{end - size, end, cur_id_.kg}, &bucket_key_);
+          state_->SetCurrentKey(bucket_key_, cur_id_.kg);
+          SLUICE_RETURN_IF_ERROR(timers_->RegisterEventTimeTimer(end - 1));
+        }
+        if (end == w.start + size) return absl::OkStatus();
+      }
+    }
     SetBucketKey();
     if (o_->event_time) {
       // A window the watermark has passed (a late record within the lateness) fires at once.
@@ -811,7 +1008,7 @@ class WindowOperator final : public Operator {
         acc_[acc_index_[a]].i++;
       }
     }
-    if (o_->event_time && w.max_timestamp() <= Watermark()) {
+    if (o_->event_time && !slide_panes_ && w.max_timestamp() <= Watermark()) {
       SLUICE_RETURN_IF_ERROR(EmitRow(w));  // late but within the lateness: fire again
     } else {
       acc_[kDirty].i = 1;
@@ -935,8 +1132,9 @@ class WindowOperator final : public Operator {
       SLUICE_RETURN_IF_ERROR(state_->MapEntries(overflow_id_, &entries_));
       for (const auto& e : entries_) SLUICE_RETURN_IF_ERROR(state_->MapRemove(overflow_id_, e.first));
     }
-    open_panes_ -= it->second.panes.size();
+    pane_bytes_ -= it->second.bytes;
     buckets_.erase(it);
+    ++buckets_generation_;
     cur_bucket_ = nullptr;
     cur_pane_ = nullptr;
     return absl::OkStatus();
@@ -953,7 +1151,8 @@ class WindowOperator final : public Operator {
       SLUICE_RETURN_IF_ERROR(state_->MapRemove(overflow_id_, cur_key_));
       cur_overflow_ = false;
     } else if (bucket->panes.erase(cur_key_) > 0) {
-      --open_panes_;
+      bucket->bytes -= PaneBytes(cur_key_);
+      pane_bytes_ -= PaneBytes(cur_key_);
     }
     cur_pane_ = nullptr;
     bucket->dirty = true;
@@ -971,11 +1170,21 @@ class WindowOperator final : public Operator {
     return DropBucket();
   }
 
-  // The current key's (key alone) open sessions, into sessions_.
+  // The current key's (key_, the backend's current key) open sessions, into sessions_: from
+  // memory, else (restored, or keys kept in the backend beyond the memory budget) from the
+  // backend.
   absl::Status LoadSessions() {
     sessions_.clear();
+    sessions_from_backend_ = false;
+    auto it = session_lists_.find(key_.bytes());
+    if (it != session_lists_.end()) {
+      sessions_ = it->second.sessions;
+      return absl::OkStatus();
+    }
+    if (!backend_has_more_ && !sessions_spilled_) return absl::OkStatus();
     SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(sessions_id_, &value_));
     if (!found) return absl::OkStatus();
+    sessions_from_backend_ = true;
     absl::string_view body = value_;  // format 0: no version byte, a multiple of 16 bytes
     if (value_.size() % 16 != 0) {
       SLUICE_ASSIGN_OR_RETURN(int version, ReadStateVersion(ctx_.state_origin, "window session list",
@@ -992,14 +1201,67 @@ class WindowOperator final : public Operator {
     }
     return absl::OkStatus();
   }
+  // sessions_ as the current key's open sessions (REQUIRES: LoadSessions for that key first):
+  // in memory, written to the backend at the next checkpoint; in the backend at once for a key
+  // not in memory when the memory budget is spent.
   absl::Status StoreSessions() {
-    if (sessions_.empty()) return state_->Delete(sessions_id_);
+    auto it = session_lists_.find(key_.bytes());
+    if (it == session_lists_.end()) {
+      if (pane_bytes_ >= max_pane_bytes_) {
+        sessions_spilled_ = true;
+        return PutSessions(sessions_);
+      }
+      if (sessions_.empty()) return sessions_from_backend_ ? state_->Delete(sessions_id_) : absl::OkStatus();
+      it = session_lists_.try_emplace(key_.bytes()).first;
+      it->second.kg = key_.key_group();
+      it->second.in_backend = sessions_from_backend_;
+      pane_bytes_ += SessionListBytes(it->first);
+    }
+    it->second.sessions = sessions_;
+    it->second.dirty = true;
+    if (sessions_.empty() && !it->second.in_backend) {
+      pane_bytes_ -= SessionListBytes(it->first);
+      session_lists_.erase(it);
+    }
+    return absl::OkStatus();
+  }
+  // `sessions` as the backend's current key's "window_sessions" (deleted when empty).
+  absl::Status PutSessions(const std::vector<TimeWindow>& sessions) {
+    if (sessions.empty()) return state_->Delete(sessions_id_);
     value_.assign(1, static_cast<char>(kSessionsVersion));
-    for (const TimeWindow& s : sessions_) {
+    for (const TimeWindow& s : sessions) {
       internal::PutOrderedInt64(s.start, &value_);
       internal::PutOrderedInt64(s.end, &value_);
     }
     return state_->Put(sessions_id_, value_);
+  }
+  // Writes the session lists changed since the last checkpoint to the backend; the emptied ones
+  // leave memory.
+  absl::Status WriteSessions() {
+    for (auto it = session_lists_.begin(); it != session_lists_.end();) {
+      SessionList& list = it->second;
+      if (!list.dirty) {
+        ++it;
+        continue;
+      }
+      state_->SetCurrentKey(it->first, list.kg);
+      SLUICE_RETURN_IF_ERROR(PutSessions(list.sessions));
+      list.dirty = false;
+      list.in_backend = true;
+      if (!list.sessions.empty()) {
+        ++it;
+        continue;
+      }
+      pane_bytes_ -= SessionListBytes(it->first);
+      session_lists_.erase(it++);
+    }
+    return absl::OkStatus();
+  }
+  // The memory of a key's session list, estimated as PaneBytes.
+  static size_t SessionListBytes(absl::string_view key) {
+    constexpr size_t kInlineKey = 15;
+    return sizeof(std::pair<const std::string, SessionList>) + 1 + (key.size() > kInlineKey ? key.size() + 1 : 0) +
+           2 * sizeof(TimeWindow);
   }
 
   // Session windows (Flink's MergingWindowSet): the record's window [ts, ts + gap) merges with
@@ -1129,11 +1391,40 @@ class WindowOperator final : public Operator {
   state::StateId distinct_id_ = 0;
   state::StateId sessions_id_ = 0;
   bool has_distinct_ = false;
+  bool slide_panes_ = false;  // hopping windows kept per slide pane (see the class comment)
   int64_t restored_watermark_ = kNoWatermark;
+  // Session windows: each key's open sessions (sorted), by key record bytes, as buckets keep
+  // accumulators; changed ones are written at checkpoints.
+  struct SessionList {
+    std::vector<TimeWindow> sessions;
+    int kg = 0;
+    bool dirty = false;       // changed since written to the backend
+    bool in_backend = false;  // the backend holds a copy (maybe an older one)
+  };
+  absl::flat_hash_map<std::string, SessionList> session_lists_;
+  bool sessions_spilled_ = false;      // some keys' lists were kept in the backend (budget spent)
+  bool sessions_from_backend_ = false;  // LoadSessions read the current key's from the backend
   // Open windows. A Bucket moves when buckets_ grows (its panes do not): cur_bucket_ is found
   // again after an insertion.
   absl::flat_hash_map<BucketId, Bucket> buckets_;
-  size_t open_panes_ = 0;          // in buckets_
+  // Buckets found lately, by a hash of their id (records of a window's key groups come
+  // interleaved; a bucket's hash map lookup was ~7% of the task); valid while their generation
+  // is buckets_generation_, which changes whenever buckets_ gains or loses a bucket.
+  struct BucketCacheEntry {
+    BucketId id;
+    Bucket* bucket = nullptr;
+    uint64_t generation = 0;
+  };
+  static constexpr size_t kBucketCacheSize = 256;
+  static size_t BucketCacheSlot(const BucketId& id) {
+    const uint64_t h = (static_cast<uint64_t>(id.start) ^ static_cast<uint64_t>(id.end) * 31) * 0x9E3779B97F4A7C15ULL;
+    return (static_cast<size_t>(id.kg) ^ static_cast<size_t>(h >> 56)) & (kBucketCacheSize - 1);
+  }
+  BucketCacheEntry bucket_cache_[kBucketCacheSize];
+  uint64_t buckets_generation_ = 1;
+  size_t pane_bytes_ = 0;          // PaneBytes of buckets_' panes
+  const size_t max_pane_bytes_ =
+      max_pane_bytes_for_test != 0 ? max_pane_bytes_for_test : kDefaultMaxPaneBytes;
   bool backend_has_more_ = false;  // restored: the backend may hold other buckets
   // The current window (SetWindow): its bucket, key and pane, once found or made (the pane is
   // null before, and after its bucket changed shape).
@@ -1152,6 +1443,9 @@ class WindowOperator final : public Operator {
   size_t pane_words_ = 0;
   size_t pane_strings_ = 0;
   std::vector<int> nullable_fields_;  // fields of acc_schema_ that may be null
+  std::vector<int> null_bit_;         // per field of acc_schema_: its null bit, or -1
+  bool words_only_ = false;           // no string field: EncodePaneRow writes the rows
+  static constexpr size_t kMaxWordsRow = 512;
   size_t null_words_ = 0;             // words of their null bits after the values
   std::vector<int> acc_index_;  // per aggregate: its first field in acc_schema_
   std::vector<bool> nullable_;  // per aggregate: over a nullable field
@@ -1162,14 +1456,29 @@ class WindowOperator final : public Operator {
   std::string composite_;
   std::string bucket_key_;
   std::string row_;
+  // A window of a key to fire; fired in key order, and in the order added for one key.
   struct FireItem {
+    uint64_t prefix;  // the key's first 8 bytes, big-endian (zeros past its end)
     const std::string* key;
     Pane* pane;
+    uint32_t seq;   // its position in fire_order_ when added
     bool overflow;  // from "window_overflow" (a copy in overflow_panes_)
+    static bool Before(const FireItem& a, const FireItem& b) {
+      if (a.prefix != b.prefix) return a.prefix < b.prefix;
+      const int c = a.key->compare(*b.key);
+      return c != 0 ? c < 0 : a.seq < b.seq;
+    }
   };
+  void AddFireItem(const std::string* key, Pane* pane, bool overflow) {
+    uint64_t prefix = 0;
+    for (size_t i = 0; i < 8; ++i) {
+      prefix = (prefix << 8) | (i < key->size() ? static_cast<unsigned char>((*key)[i]) : 0);
+    }
+    fire_order_.push_back({prefix, key, pane, static_cast<uint32_t>(fire_order_.size()), overflow});
+  }
   std::vector<FireItem> fire_order_;
   std::vector<std::string> legacy_keys_;
-  std::vector<std::pair<std::string, Pane>> overflow_panes_;  // a firing bucket's overflow
+  std::deque<std::pair<std::string, Pane>> overflow_panes_;  // firing buckets' overflow
   std::vector<TimeWindow> windows_;
   std::vector<TimeWindow> sessions_;
   std::vector<TimeWindow> absorbed_;
@@ -1188,5 +1497,8 @@ class WindowOperator final : public Operator {
 }  // namespace
 
 std::unique_ptr<Operator> MakeWindow() { return std::make_unique<WindowOperator>(); }
+
+void SetWindowMemoryForTest(size_t bytes) { max_pane_bytes_for_test = bytes; }
+void SetWindowSlidePanesForTest(bool enabled) { slide_panes_enabled = enabled; }
 
 }  // namespace sluice::ops

@@ -103,6 +103,12 @@ absl::StatusOr<WindowSpec> ParseWindowSpec(const plan::ErrorContext& ec, const Y
 }
 
 __int128 WindowStart(int64_t ts, int64_t offset, int64_t size) {
+  int64_t shifted;
+  if (!__builtin_sub_overflow(ts, offset, &shifted)) {  // in 64 bits (no 128-bit division)
+    int64_t rem64 = shifted % size;
+    if (rem64 < 0) rem64 += size;
+    return static_cast<__int128>(ts) - rem64;
+  }
   __int128 rem = (static_cast<__int128>(ts) - offset) % size;
   if (rem < 0) rem += size;
   return static_cast<__int128>(ts) - rem;

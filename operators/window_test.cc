@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -24,6 +25,7 @@
 #include "common/watermark.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "operators/internal/builtins.h"
 #include "operators/key_hasher.h"
 #include "operators/operator.h"
 #include "operators/internal/keyed_test_harness.h"
@@ -215,6 +217,72 @@ TEST_F(WindowTest, HoppingWindows) {
                           R"({"user":1,"window_start":10,"window_end":20,"n":1,"update":false})"));
 }
 
+// Hopping windows kept per slide pane (event time, no lateness, aggregates that merge exactly)
+// give the rows, in order, and the late counts of one accumulator per window: out-of-order
+// records, records late for some of their windows only and for all, negative timestamps, an
+// offset, and timestamps within a window length of the int64 limits (some of whose windows do
+// not exist: those windows take the general path and are merged with the panes' when they fire).
+TEST_F(WindowTest, SlidePanesGiveTheRowsOfOneAccumulatorPerWindow) {
+  const std::string options = R"y(    hop: {size: 30ms, slide: 10ms}
+    offset: 3ms
+    time_field: ts
+    aggregates:
+      - {fn: count, as: n}
+      - {fn: sum, field: amount}
+      - {fn: avg, field: amount}
+      - {fn: min, field: price}
+      - {fn: max, field: name}
+      - {fn: first, field: name}
+      - {fn: last, field: amount}
+      - {fn: max, field: amount})y";
+  constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  // The input, up to the last watermark (the subtask's options live as long as the job loaded
+  // last: one subtask at a time).
+  auto run = [&](KeyedSubtask& s) -> absl::Status {
+    for (const auto& [user, ts] : std::vector<std::pair<int64_t, int64_t>>{
+             {1, kMin}, {1, kMin + 12}, {2, kMin + 40}, {1, kMax - 5}, {2, kMax - 25}, {2, kMax - 40}}) {
+      SLUICE_RETURN_IF_ERROR(Add(s, user, ts, 1, Name(user)));
+    }
+    uint64_t x = 12345;
+    for (int i = 0; i < 900; ++i) {
+      x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+      const int64_t base = -60 + i / 3;
+      const int64_t ts = base + static_cast<int64_t>((x >> 33) % 50);  // up to 50 ms ahead
+      const int64_t amount = static_cast<int64_t>((x >> 40) % 7);
+      SLUICE_RETURN_IF_ERROR(Add(s, static_cast<int64_t>((x >> 20) % 13), ts, amount, Name(amount)));
+      if (i % 40 == 39) SLUICE_RETURN_IF_ERROR(s.Watermark(base + 40));
+    }
+    return absl::OkStatus();
+  };
+  SetWindowSlidePanesForTest(false);
+  KeyedSubtask& general = Start(options);
+  SetWindowSlidePanesForTest(true);
+  ASSERT_OK(run(general));
+  ASSERT_OK(general.Watermark(kMaxWatermark));
+  const std::vector<std::string> expected = general.out().rows;
+  const uint64_t expected_late = general.late_dropped();
+  EXPECT_GT(expected.size(), 300u);
+  EXPECT_GT(expected_late, 20u);
+
+  KeyedSubtask& panes = Start(options);
+  ASSERT_OK(run(panes));
+  // A checkpoint holds slide panes (format 2): the fast path ran.
+  ASSERT_OK(TakeCheckpoint(panes, 1));
+  const state::StateId bucket_state = panes.backend()->RegisterState("window_panes", state::StateKind::kValue);
+  int slide_panes = 0;
+  ASSERT_OK(panes.backend()->ForEachKey(bucket_state, [&](absl::string_view) -> absl::Status {
+    std::string v;
+    SLUICE_ASSIGN_OR_RETURN(bool found, panes.backend()->Get(bucket_state, &v));
+    slide_panes += found && !v.empty() && v[0] == 2;
+    return absl::OkStatus();
+  }));
+  EXPECT_GT(slide_panes, 0);
+  ASSERT_OK(panes.Watermark(kMaxWatermark));
+  EXPECT_EQ(panes.out().rows, expected);
+  EXPECT_EQ(panes.late_dropped(), expected_late);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Lateness
 
@@ -366,22 +434,32 @@ TEST_F(WindowTest, ProcessingTimeWindows) {
 // The same input, run uninterrupted and run with a snapshot in the middle restored into two
 // new subtasks (parallelism 1 -> 2), gives the same rows; each key's windows fire on the new
 // subtask that owns its key group.
-// Sessions (merging), and hopping windows (several per record) whose accumulators hold every kind
-// of value (integers, doubles, strings).
-class WindowRestoreTest : public WindowTest, public ::testing::WithParamInterface<const char*> {};
+// Sessions (merging), hopping windows (several per record) whose accumulators hold every kind
+// of value (integers, doubles, strings), and hopping windows kept per slide pane. The second
+// parameter: whether the subtask checkpointed may use slide panes (false: the checkpoint holds
+// one accumulator per window, restored into subtasks that use slide panes).
+class WindowRestoreTest : public WindowTest,
+                          public ::testing::WithParamInterface<std::tuple<const char*, bool>> {
+ protected:
+  ~WindowRestoreTest() override { SetWindowSlidePanesForTest(true); }
+};
 
 INSTANTIATE_TEST_SUITE_P(Windows, WindowRestoreTest,
-                         ::testing::Values(R"y(    session: 10ms
+                         ::testing::Combine(::testing::Values(R"y(    session: 10ms
     time_field: ts
     allowed_lateness: 20ms
     aggregates: [{fn: count, as: n}, {fn: count_distinct, field: amount, as: d}, {fn: sum, field: amount}])y",
                                            R"y(    hop: {size: 20ms, slide: 10ms}
     time_field: ts
     allowed_lateness: 20ms
-    aggregates: [{fn: count, as: n}, {fn: avg, field: price}, {fn: max, field: name}, {fn: first, field: amount}])y"));
+    aggregates: [{fn: count, as: n}, {fn: avg, field: price}, {fn: max, field: name}, {fn: first, field: amount}])y",
+                                           R"y(    hop: {size: 30ms, slide: 10ms}
+    time_field: ts
+    aggregates: [{fn: count, as: n}, {fn: avg, field: amount}, {fn: max, field: name}, {fn: first, field: amount}])y"),
+                                            ::testing::Bool()));
 
 TEST_P(WindowRestoreTest, OpenWindowsSurviveSnapshotAndRestoreAtAnotherParallelism) {
-  const std::string options = GetParam();
+  const std::string options = std::get<0>(GetParam());
   // Input: 40 keys, event times spread out of order; watermark steps in between.
   struct Step {
     bool watermark;
@@ -405,7 +483,9 @@ TEST_P(WindowRestoreTest, OpenWindowsSurviveSnapshotAndRestoreAtAnotherParalleli
   ASSERT_GT(expected.size(), 40);
   ASSERT_GT(expected_late, 0);
 
+  SetWindowSlidePanesForTest(std::get<1>(GetParam()));
   KeyedSubtask& first = Start(options);
+  SetWindowSlidePanesForTest(true);
   for (size_t i = 0; i < half; ++i) {
     const Step& st = steps[i];
     ASSERT_OK(st.watermark ? first.Watermark(st.ts) : Add(first, st.user, st.ts, st.amount, Name(st.amount)));
@@ -561,6 +641,20 @@ TEST_F(WindowTest, AccumulatorFormats) {
   acc[6].d = 2;
   std::string v2(1, '\x02');
   EncodeRecord(acc_schema, acc, &v2);
+  // The bucket's row is written from the pane's words: the bytes EncodeRecord gives that row.
+  {
+    std::string key;
+    Record user(1);
+    user[0].i = 1;
+    EncodeRecord(Schema({{"user", FieldType::kInt64}}), user, &key);
+    std::string bucket("\x01\x00", 2);  // format 1, no overflow
+    PutVarint64(1, &bucket);
+    PutVarint64(key.size(), &bucket);
+    bucket += key;
+    PutVarint64(v2.size() - 1, &bucket);
+    bucket += v2.substr(1);
+    EXPECT_EQ(stored, bucket);
+  }
   for (const char version : {'\x02', '\x01'}) {
     KeyedSubtask& old = Start(options);
     auto r = restore_after(old, [&] { return PutLegacyWindow(old, 1, 0, 10, version + v2.substr(1)); });
@@ -577,7 +671,8 @@ TEST_F(WindowTest, AccumulatorFormats) {
 
   const std::string named = "(job job, operator 'w' (type window), subtask 0, restored from checkpoint ";
   for (const auto& [value, reason] : std::vector<std::pair<std::string, std::string>>{
-           {"\x02" + stored.substr(1), "window panes has format version 2, newer than this build reads (up to 1)"},
+           {"\x03" + stored.substr(1), "window panes has format version 3, newer than this build reads (up to 2)"},
+           {"\x02" + stored.substr(1), "window panes of format 2 (a slide pane) under the key of a window"},
            {stored.substr(0, stored.size() - 3), "window panes (" + std::to_string(stored.size() - 3) + " bytes) do not decode"},
            {stored + "x", "bytes left over"}}) {
     auto bad = restore_after(s, [&] { return s.backend()->Put(panes, value); });
@@ -633,6 +728,63 @@ TEST_F(WindowTest, AggregatesOverOnlyNullsAreNull) {
                           R"({"left.user":1,"window_start":10,"window_end":20,"n":1,"sum":null,"min":null,"max":null,"avg":null,"first":null,"last":null,"distinct":0,"update":false})"));
 }
 
+// Buckets checkpointed (rows written from the panes' words) restore every value and null bit.
+TEST_F(WindowTest, NullableAccumulatorsSurviveARestore) {
+  const std::vector<std::pair<int64_t, std::optional<int64_t>>> inputs = {
+      {1, std::nullopt}, {2, 4}, {3, std::nullopt}, {4, std::numeric_limits<int64_t>::min()}, {5, 4},
+      {11, std::nullopt}, {25, -1}};
+  ASSERT_OK(LoadJob(NullableJob("    tumble: 10ms"), "w"));
+  const std::vector<std::string> expected = RunNullable(StartSubtask(), inputs);
+  ASSERT_EQ(expected.size(), 3u);
+  ASSERT_OK(LoadJob(NullableJob("    tumble: 10ms"), "w"));
+  KeyedSubtask& first = StartSubtask();
+  for (const auto& [ts, amount] : inputs) ASSERT_OK(first.op()->Process(NullableInput(ts, amount)));
+  auto checkpoint = TakeCheckpoint(first, 1);
+  ASSERT_OK(checkpoint);
+  auto restored = Restore(*checkpoint, 0, 1);
+  ASSERT_OK(restored);
+  ASSERT_OK((*restored)->Watermark(kMaxWatermark));
+  EXPECT_EQ((*restored)->out().rows, expected);
+}
+
+// Session lists and accumulators kept in memory give the rows of keeping them in the backend
+// (a budget of 1 byte: every session list goes to the backend at once and every window to the
+// overflow map): merging sessions, late records within and beyond the lateness, distinct
+// values, and a checkpoint restored in the middle.
+TEST_F(WindowTest, SessionsInMemoryGiveTheRowsOfSessionsInTheBackend) {
+  const std::string options = R"y(    session: 10ms
+    time_field: ts
+    allowed_lateness: 20ms
+    aggregates: [{fn: count, as: n}, {fn: count_distinct, field: amount, as: d}, {fn: sum, field: amount}])y";
+  auto run = [&](size_t budget, std::vector<std::string>* rows) -> absl::Status {
+    SetWindowMemoryForTest(budget);
+    KeyedSubtask* s = &Start(options);
+    uint64_t x = 7;
+    for (int i = 0; i < 600; ++i) {
+      if (i == 300) {
+        *rows = s->out().rows;
+        SLUICE_ASSIGN_OR_RETURN(Checkpoint c, TakeCheckpoint(*s, 1));
+        SLUICE_ASSIGN_OR_RETURN(s, Restore(c, 0, 1));
+      }
+      x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+      const int64_t ts = i / 2 + static_cast<int64_t>((x >> 33) % 40);
+      SLUICE_RETURN_IF_ERROR(Add(*s, static_cast<int64_t>((x >> 20) % 17), ts, static_cast<int64_t>((x >> 45) % 4)));
+      if (i % 30 == 29) SLUICE_RETURN_IF_ERROR(s->Watermark(i / 2 + 5));
+    }
+    SLUICE_RETURN_IF_ERROR(s->Watermark(kMaxWatermark));
+    SetWindowMemoryForTest(0);
+    rows->insert(rows->end(), s->out().rows.begin(), s->out().rows.end());
+    rows->push_back(absl::StrCat("late ", s->late_dropped()));
+    return absl::OkStatus();
+  };
+  std::vector<std::string> in_backend;
+  ASSERT_OK(run(1, &in_backend));
+  std::vector<std::string> in_memory;
+  ASSERT_OK(run(0, &in_memory));
+  EXPECT_GT(in_backend.size(), 50u);
+  EXPECT_EQ(in_memory, in_backend);
+}
+
 TEST_F(WindowTest, SessionsOverNullsMergeAsSql) {
   ASSERT_OK(LoadJob(NullableJob("    session: {gap: 5ms}"), "w"));
   // [30, 35) of a null and [37, 42) of 6; then 33 (null) bridges them into [30, 42); [60, 65)
@@ -667,15 +819,33 @@ TEST_F(WindowTest, NullableAccumulatorOfFormatOneStillReads) {
               ElementsAre(R"({"left.user":1,"window_start":0,"window_end":10,"n":3,"sum":15,"min":3,"max":7,"avg":5,"first":3,"last":5,"distinct":3,"update":false})"));
 }
 
-// More open windows than the operator keeps in memory (65536): the windows opened after those
-// are kept in the backend ("window_overflow", read and written per record) and fire with the
-// rest, also after a restore.
+// More open windows than the operator's memory budget holds (64 KiB here, a few hundred
+// windows): the windows opened after those are kept in the backend ("window_overflow", read and
+// written per record) and fire with the rest, also after a restore.
 TEST_F(WindowTest, ManyOpenWindowsSpillToTheBackend) {
+  SetWindowMemoryForTest(size_t{64} << 10);
   KeyedSubtask& first = Start(R"y(    tumble: {size: 10ms}
     time_field: ts
     aggregates: [{fn: count, as: n}, {fn: sum, field: amount}])y");
-  constexpr int64_t kUsers = 70'000;
+  SetWindowMemoryForTest(0);
+  constexpr int64_t kUsers = 3'000;
   for (int64_t user = 0; user < kUsers; ++user) ASSERT_OK(Add(first, user, 1, user));
+  // The windows in the backend: per key group, the overflow map under the bucket key
+  // [start][end][key group].
+  const state::StateId overflow = first.backend()->RegisterState("window_overflow", state::StateKind::kMap);
+  size_t overflowing = 0;
+  for (int kg = 0; kg < kMaxParallelism; ++kg) {
+    std::string bucket;
+    internal::PutOrderedInt64(0, &bucket);
+    internal::PutOrderedInt64(10, &bucket);
+    for (int shift = 24; shift >= 0; shift -= 8) bucket.push_back(static_cast<char>((kg >> shift) & 0xff));
+    first.backend()->SetCurrentKey(bucket, kg);
+    std::vector<std::pair<std::string, std::string>> entries;
+    ASSERT_OK(first.backend()->MapEntries(overflow, &entries));
+    overflowing += entries.size();
+  }
+  EXPECT_GT(overflowing, kUsers / 2);
+  EXPECT_LT(overflowing, kUsers);
   auto checkpoint = TakeCheckpoint(first, 1);
   ASSERT_OK(checkpoint);
   auto r = Restore(*checkpoint, 0, 1);

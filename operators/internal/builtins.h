@@ -15,7 +15,17 @@ std::unique_ptr<Operator> MakeKeyBy();          // pass_through.cc
 std::unique_ptr<Operator> MakeUnion();          // pass_through.cc
 std::unique_ptr<Operator> MakeAggregate();      // aggregate.cc
 std::unique_ptr<Operator> MakeWindow();         // window.cc
+// The memory of open windows (estimated) above which windows opened afterwards go to the
+// backend (default 256 MiB per subtask); 0 restores the default. Tests only, before any task
+// runs.
+void SetWindowMemoryForTest(size_t bytes);
+// Whether windows opened afterwards may keep hopping windows per slide pane (default true);
+// false: every window has its own accumulators. Tests only, to compare the two.
+void SetWindowSlidePanesForTest(bool enabled);
 std::unique_ptr<Operator> MakeTopN();           // top_n.cc
+// Whether top_n keeps its last group's rows decoded between records (default true); false:
+// every record reads its group's state. Tests only, to compare the two.
+void SetTopNGroupCacheForTest(bool enabled);
 std::unique_ptr<Operator> MakeFileSink();       // file_sink.cc
 std::unique_ptr<Operator> MakePrintSink();      // print_sink.cc
 std::unique_ptr<Operator> MakeBlackholeSink();  // blackhole_sink.cc
