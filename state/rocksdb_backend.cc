@@ -29,6 +29,7 @@
 #include "rocksdb/iterator.h"
 #include "rocksdb/filter_policy.h"
 #include "rocksdb/options.h"
+#include "rocksdb/slice_transform.h"
 #include "rocksdb/table.h"
 #include "rocksdb/utilities/checkpoint.h"
 #include "rocksdb/write_buffer_manager.h"
@@ -204,6 +205,11 @@ rocksdb::Options MakeDbOptions(const StateBackendOptions& o) {
   options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   options.memtable_whole_key_filtering = true;
   options.memtable_prefix_bloom_size_ratio = 0.05;
+  // The cache writes dirty entries in key order (WriteEntries): with a hint per key group the
+  // skip list continues each insert from the last one of its key group, climbing only the levels
+  // the gap needs, instead of searching from the top (the plain insert's splice is recomputed
+  // whole unless the key lands right next to the previous one).
+  options.memtable_insert_with_hint_prefix_extractor.reset(rocksdb::NewFixedPrefixTransform(2));
   options.write_buffer_size = o.write_buffer_bytes;
   options.write_buffer_manager = o.write_buffer_manager;
   options.max_write_buffer_number = 2;
