@@ -83,13 +83,73 @@ class AggregateOperator final : public Operator {
   }
 
   absl::Status Process(const Record& r) override {
+    EvalKey(r);
+    key_bytes_.clear();
+    EncodeRecord(key_schema_, key_record_, &key_bytes_);
+    state_->SetCurrentKey(key_bytes_, KeyGroup());
+    return Update(r);
+  }
+
+  // A batch: first the keys of all records, read ahead from the state backend in one batched
+  // read (KeyedStateBackend::Prefetch), then each record as Process() does it, in order (a
+  // record sees the updates of those before it: the read-ahead only fills the cache).
+  bool PrefersBatches() const override { return true; }
+  absl::Status ProcessBatch(int input_index, const Record* records, size_t count) override {
+    batch_key_bytes_.clear();
+    batch_key_ends_.clear();
+    batch_keys_.clear();
+    for (size_t i = 0; i < count; ++i) {
+      EvalKey(records[i]);
+      EncodeRecord(key_schema_, key_record_, &batch_key_bytes_);
+      batch_key_ends_.push_back(batch_key_bytes_.size());
+      batch_keys_.push_back(state::KeyInGroup{absl::string_view(), KeyGroup()});
+    }
+    size_t start = 0;
+    for (size_t i = 0; i < count; ++i) {  // views only now: batch_key_bytes_ no longer moves
+      batch_keys_[i].key =
+          absl::string_view(batch_key_bytes_).substr(start, batch_key_ends_[i] - start);
+      start = batch_key_ends_[i];
+    }
+    SLUICE_RETURN_IF_ERROR(state_->Prefetch(state_id_, batch_keys_));
+    if (has_plugin_) SLUICE_RETURN_IF_ERROR(state_->Prefetch(plugin_state_id_, batch_keys_));
+    for (size_t i = 0; i < count; ++i) {
+      EvalKey(records[i]);  // the output's key fields
+      state_->SetCurrentKey(batch_keys_[i].key, batch_keys_[i].key_group);
+      SLUICE_RETURN_IF_ERROR(Update(records[i]));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Finish() override {
+    if (!emit_final_) return absl::OkStatus();
+    return state_->ForEachKey(state_id_, [this](absl::string_view key) -> absl::Status {
+      RecordDecoder dec(&key_schema_, key);
+      absl::Status s = dec.Next(&out_);  // key fields come first in the output
+      if (!s.ok()) return ctx_.state_origin.DataLoss(absl::StrCat("a stored key does not decode: ", s.message()));
+      SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(state_id_, &value_));
+      if (!found) return absl::OkStatus();
+      SLUICE_RETURN_IF_ERROR(LoadAccumulators());
+      if (has_plugin_) SLUICE_RETURN_IF_ERROR(LoadPluginAccumulators());
+      SLUICE_RETURN_IF_ERROR(FillAggregates());
+      return output_->Emit(out_);
+    });
+  }
+
+ private:
+  // key_record_ = the key fields of `r`.
+  void EvalKey(const Record& r) {
     for (size_t i = 0; i < key_exprs_.size(); ++i) {
       plan::EvalInto(*key_exprs_[i], r, key_schema_.field(i).type, &key_record_, i);
     }
-    key_bytes_.clear();
-    EncodeRecord(key_schema_, key_record_, &key_bytes_);
-    state_->SetCurrentKey(key_bytes_, KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema_, key_record_),
-                                                       ctx_.max_parallelism));
+  }
+  // The key group of key_record_.
+  int KeyGroup() const {
+    return KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema_, key_record_),
+                           ctx_.max_parallelism);
+  }
+
+  // Updates the current key's accumulators with `r` and emits the key's row (emit: updates).
+  absl::Status Update(const Record& r) {
     SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(state_id_, &value_));
     if (found) {
       SLUICE_RETURN_IF_ERROR(LoadAccumulators());
@@ -136,22 +196,6 @@ class AggregateOperator final : public Operator {
     return output_->Emit(out_);
   }
 
-  absl::Status Finish() override {
-    if (!emit_final_) return absl::OkStatus();
-    return state_->ForEachKey(state_id_, [this](absl::string_view key) -> absl::Status {
-      RecordDecoder dec(&key_schema_, key);
-      absl::Status s = dec.Next(&out_);  // key fields come first in the output
-      if (!s.ok()) return ctx_.state_origin.DataLoss(absl::StrCat("a stored key does not decode: ", s.message()));
-      SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(state_id_, &value_));
-      if (!found) return absl::OkStatus();
-      SLUICE_RETURN_IF_ERROR(LoadAccumulators());
-      if (has_plugin_) SLUICE_RETURN_IF_ERROR(LoadPluginAccumulators());
-      SLUICE_RETURN_IF_ERROR(FillAggregates());
-      return output_->Emit(out_);
-    });
-  }
-
- private:
   using Fn = AggregateOptions::Fn;
   struct Agg {
     Fn fn = Fn::kCount;
@@ -285,6 +329,10 @@ class AggregateOperator final : public Operator {
   std::vector<char> acc_bytes_;  // [kAccumulatorFormat][accs_], the stored value
   Record key_record_;
   std::string key_bytes_;
+  // ProcessBatch(): the batch's encoded keys one after another, where each ends, and the keys.
+  std::string batch_key_bytes_;
+  std::vector<size_t> batch_key_ends_;
+  std::vector<state::KeyInGroup> batch_keys_;
   std::string value_;
   Record out_;
 };

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <map>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -105,6 +106,7 @@ class OperatorsTest : public ::testing::Test {
       o.range = KeyGroupRangeForSubtask(job_.max_parallelism, parallelism, subtask);
       o.clock = &clock_;
       o.origin = ctx.state_origin;
+      o.cache_bytes = cache_bytes_;
       auto backend = state::KeyedStateBackend::Open(o);
       if (!backend.ok()) return backend.status();
       ctx.keyed_state = backend->get();
@@ -142,6 +144,7 @@ class OperatorsTest : public ::testing::Test {
   bool checkpointing_ = false;
   bool restored_ = false;
   std::vector<std::string> restored_state_;
+  size_t cache_bytes_ = 32 << 20;  // the keyed state backends' write-back cache
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -812,6 +815,56 @@ TEST_F(OperatorsTest, AggregateEmitsUpdates) {
   // Finish emits nothing more in updates mode.
   ASSERT_OK((*agg)->Finish());
   EXPECT_EQ(out_.records.size(), 5u);
+}
+
+// ProcessBatch() (keys read ahead per batch) emits exactly what a plain map computes, as
+// Process() does: batches of 1 to 513 records with keys repeated inside a batch, over caches
+// that hold every key, a few or none (read-ahead entries evicted again before their record).
+TEST_F(OperatorsTest, AggregateBatchesEmitWhatRecordsEmit) {
+  Load(absl::StrReplaceAll(kAggregateJob, {{"EMIT", "updates"}}));
+  std::vector<Record> input;
+  std::vector<AggRow> want;
+  std::map<std::string, AggRow> rows;
+  for (int i = 0; i < 3000; ++i) {
+    const std::string k = absl::StrCat("key", (i * 7919) % 311 % (i % 3 == 0 ? 5 : 311));
+    const int64_t v = (i * 37) % 101 - 50;
+    const double d = ((i * 13) % 17) / 4.0;
+    input.push_back(KVD(k, v, d));
+    auto [it, added] = rows.try_emplace(k, AggRow{k, 0, 0, v, v, 0, 0, d, d, 0});
+    AggRow& r = it->second;
+    r.count++;
+    r.sum_v += v;
+    r.min_v = std::min(r.min_v, v);
+    r.max_v = std::max(r.max_v, v);
+    r.avg_v = static_cast<double>(r.sum_v) / r.count;
+    r.sum_d += d;
+    r.min_d = std::min(r.min_d, d);
+    r.max_d = std::max(r.max_d, d);
+    r.avg_d = r.sum_d / r.count;
+    want.push_back(r);
+  }
+  for (size_t cache_bytes : {size_t{32} << 20, size_t{4} << 10, size_t{0}}) {
+    SCOPED_TRACE(cache_bytes);
+    cache_bytes_ = cache_bytes;
+    out_.records.clear();
+    auto agg = Open("agg");
+    ASSERT_OK(agg);
+    EXPECT_TRUE((*agg)->PrefersBatches());
+    size_t i = 0;
+    for (size_t n : {1, 5, 64, 256, 513}) {
+      for (int rep = 0; rep < 2 && i < input.size(); ++rep) {
+        const size_t count = std::min(n, input.size() - i);
+        ASSERT_OK((*agg)->ProcessBatch(0, input.data() + i, count));
+        i += count;
+      }
+    }
+    for (; i < input.size(); ++i) ASSERT_OK((*agg)->Process(input[i]));
+    ASSERT_EQ(out_.records.size(), want.size());
+    for (size_t r = 0; r < want.size(); ++r) {
+      SCOPED_TRACE(r);
+      ExpectRow(out_.records[r], want[r]);
+    }
+  }
 }
 
 TEST_F(OperatorsTest, AggregateEmitsUpdatesByDefault) {

@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "common/clock.h"
 #include "common/key_groups.h"
 #include "common/state_format.h"
@@ -26,6 +27,12 @@ namespace sluice::state {
 using StateId = int;
 
 enum class StateKind { kValue, kList, kMap };
+
+// A key of KeyedStateBackend::Prefetch(): the serialized key and its key group.
+struct KeyInGroup {
+  absl::string_view key;
+  int key_group = 0;
+};
 enum class TimerDomain { kEventTime = 0, kProcessingTime = 1 };
 
 struct StateBackendOptions {
@@ -96,6 +103,15 @@ class KeyedStateBackend {
   virtual absl::StatusOr<bool> Get(StateId id, std::string* value) = 0;
   virtual absl::Status Put(StateId id, absl::string_view value) = 0;
   virtual absl::Status Delete(StateId id) = 0;
+  // A read-ahead for value state `id` of `keys` (a batch about to be processed; duplicates and
+  // keys outside the backend's range are allowed and skipped): loads those the cache does not
+  // hold with one batched RocksDB read, so their Get()s that follow find them in the cache.
+  // Only a hint: state reads and writes give exactly what they give without it (an entry the
+  // cache evicts again before its Get() is read again), and the backend may skip it (e.g.
+  // while nearly every read hits the cache). The cache may exceed its budget by the loaded
+  // entries until the next access. kInvalidArgument for an unknown id or another kind,
+  // kUnavailable when RocksDB fails, kDataLoss for a malformed stored value.
+  virtual absl::Status Prefetch(StateId id, absl::Span<const KeyInGroup> keys) = 0;
 
   // List state.
   virtual absl::Status Append(StateId id, absl::string_view element) = 0;

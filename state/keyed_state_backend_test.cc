@@ -286,6 +286,150 @@ TEST_F(KeyedStateBackendTest, ReadModifyWriteUnderEvictionKeepsCounts) {
   }
 }
 
+// Prefetch() is only a read-ahead: a backend that reads ahead before each batch and one that
+// does not, given the same operations (reads, read-modify-writes, blind writes, deletes, TTL
+// expiry, snapshots; duplicate keys and keys of other key groups in a batch; caches of 0, 2 KiB
+// and 32 MiB, so prefetched entries are also evicted before their reads), read exactly what a
+// plain map computes.
+TEST_F(KeyedStateBackendTest, PrefetchReadsWhatReadsWithoutItRead) {
+  for (size_t cache_bytes : {size_t{0}, size_t{2} << 10, size_t{32} << 20}) {
+    SCOPED_TRACE(cache_bytes);
+    std::unique_ptr<KeyedStateBackend> backends[2];
+    StateId plain[2], ttl[2];
+    for (int i = 0; i < 2; ++i) {
+      StateBackendOptions o = Options(absl::StrCat("prefetch", cache_bytes, "-", i), {0, 63});
+      o.cache_bytes = cache_bytes;
+      backends[i] = OpenOrDie(o);
+      ASSERT_NE(backends[i], nullptr);
+      plain[i] = backends[i]->RegisterState("plain", StateKind::kValue);
+      ttl[i] = backends[i]->RegisterState("ttl", StateKind::kValue, /*ttl_ms=*/1000);
+    }
+    struct Want {
+      std::string value;
+      int64_t expiry_ms = 0;  // 0: none
+    };
+    std::map<std::string, Want> want[2];  // by state: plain, ttl
+    uint64_t rng = 42;
+    auto next = [&rng](uint64_t n) {
+      rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+      return (rng >> 33) % n;
+    };
+    std::vector<std::string> keys;
+    std::vector<KeyInGroup> batch;
+    int64_t now_ms = 0;
+    for (int round = 0; round < 400; ++round) {
+      keys.clear();
+      const size_t n = 1 + next(40);
+      for (size_t i = 0; i < n; ++i) keys.push_back(absl::StrCat("k", next(150)));
+      batch.clear();
+      for (const std::string& k : keys) batch.push_back({k, KeyGroupOf(k)});
+      const int s = static_cast<int>(next(2));
+      ASSERT_OK(backends[0]->Prefetch(s == 0 ? plain[0] : ttl[0], batch));
+      for (const std::string& k : keys) {
+        const bool in_range = KeyGroupOf(k) <= 63;
+        const int op = static_cast<int>(next(4));
+        auto it = want[s].find(k);
+        const bool live = it != want[s].end() &&
+                          (it->second.expiry_ms == 0 || it->second.expiry_ms > now_ms);
+        for (int b = 0; b < 2; ++b) {
+          KeyedStateBackend* be = backends[b].get();
+          const StateId id = s == 0 ? plain[b] : ttl[b];
+          SetKey(be, k);
+          if (!in_range) {
+            std::string v;
+            EXPECT_THAT(be->Get(id, &v),
+                        StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not in [0, 63]")));
+            continue;
+          }
+          if (op == 0 || op == 1) {  // a read, or a read-modify-write
+            std::string v;
+            absl::StatusOr<bool> found = be->Get(id, &v);
+            ASSERT_OK(found);
+            ASSERT_EQ(*found, live) << k << " backend " << b;
+            if (live) ASSERT_EQ(v, it->second.value) << k << " backend " << b;
+            if (op == 1) ASSERT_OK(be->Put(id, absl::StrCat(live ? v : "", "+", round)));
+          } else if (op == 2) {
+            ASSERT_OK(be->Put(id, absl::StrCat("w", round)));
+          } else {
+            ASSERT_OK(be->Delete(id));
+          }
+        }
+        if (!in_range || op == 0) continue;
+        if (op == 3) {
+          want[s].erase(k);
+        } else {
+          Want& w = want[s][k];
+          w.value = op == 1 ? absl::StrCat(live ? it->second.value : "", "+", round)
+                            : absl::StrCat("w", round);
+          w.expiry_ms = s == 1 ? now_ms + 1000 : 0;
+        }
+      }
+      if (round % 7 == 0) {
+        clock_.AdvanceNanos(300'000'000);
+        now_ms += 300;
+      }
+      if (round % 50 == 49) {
+        for (int b = 0; b < 2; ++b) ASSERT_OK(backends[b]->SnapshotSync(round));
+      }
+    }
+    for (int s = 0; s < 2; ++s) {
+      for (int k = 0; k < 150; ++k) {
+        const std::string key = absl::StrCat("k", k);
+        if (KeyGroupOf(key) > 63) continue;
+        auto it = want[s].find(key);
+        const bool live = it != want[s].end() &&
+                          (it->second.expiry_ms == 0 || it->second.expiry_ms > now_ms);
+        for (int b = 0; b < 2; ++b) {
+          EXPECT_EQ(GetOr(backends[b].get(), s == 0 ? plain[b] : ttl[b], key),
+                    live ? it->second.value : "<absent>")
+              << key << " backend " << b;
+        }
+      }
+    }
+  }
+}
+
+// A read served by the read-ahead counts as the miss it would have been: with a cache that
+// evicts nothing, hits and misses are those of the same reads without Prefetch(). And Prefetch
+// refuses ids of unknown states and of other kinds.
+TEST_F(KeyedStateBackendTest, PrefetchCountsItsReadsAsMisses) {
+  uint64_t hits[2], misses[2];
+  for (int b = 0; b < 2; ++b) {
+    StateBackendOptions o = Options(absl::StrCat("count", b));
+    o.cache_hits = std::make_shared<Counter>();
+    o.cache_misses = std::make_shared<Counter>();
+    auto backend = OpenOrDie(o);
+    ASSERT_NE(backend, nullptr);
+    const StateId id = backend->RegisterState("v", StateKind::kValue);
+    const StateId list = backend->RegisterState("l", StateKind::kList);
+    std::vector<std::string> keys;
+    for (int i = 0; i < 30; ++i) keys.push_back(absl::StrCat("key", i % 20));
+    std::vector<KeyInGroup> batch;
+    for (const std::string& k : keys) batch.push_back({k, KeyGroupOf(k)});
+    for (int pass = 0; pass < 2; ++pass) {
+      // Pass 0: every key new; pass 1: every key cached (the first pass wrote them).
+      if (b == 0) ASSERT_OK(backend->Prefetch(id, batch));
+      for (const std::string& k : keys) {
+        SetKey(backend.get(), k);
+        std::string v;
+        ASSERT_OK(backend->Get(id, &v));
+        ASSERT_OK(backend->Put(id, "x"));
+      }
+    }
+    EXPECT_THAT(backend->Prefetch(99, batch),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("state")));
+    EXPECT_THAT(backend->Prefetch(list, batch),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("state")));
+    ASSERT_OK(backend->SnapshotSync(1));  // publishes the counts
+    hits[b] = o.cache_hits->Value();
+    misses[b] = o.cache_misses->Value();
+  }
+  EXPECT_EQ(misses[1], 20u);  // the first read of each key
+  EXPECT_EQ(hits[1], 40u);
+  EXPECT_EQ(misses[0], misses[1]);
+  EXPECT_EQ(hits[0], hits[1]);
+}
+
 TEST_F(KeyedStateBackendTest, TtlExpiresEntries) {
   for (size_t cache_bytes : {size_t{32} << 20, size_t{0}}) {  // from the cache / from RocksDB
     SCOPED_TRACE(cache_bytes);

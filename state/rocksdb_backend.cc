@@ -29,6 +29,7 @@
 #include "rocksdb/iterator.h"
 #include "rocksdb/filter_policy.h"
 #include "rocksdb/options.h"
+#include "rocksdb/slice_transform.h"
 #include "rocksdb/table.h"
 #include "rocksdb/utilities/checkpoint.h"
 #include "rocksdb/write_buffer_manager.h"
@@ -47,6 +48,10 @@ using internal::kTimerStateId;
 constexpr uint64_t kStatsInterval = 1 << 14;
 // Rescale restore writes into the new DB in batches of about this size.
 constexpr size_t kRestoreBatchBytes = 4 << 20;
+// Prefetch() reads ahead while at least 1 in kPrefetchMinMissShare cache reads missed, over
+// windows of kPrefetchDecisionReads reads.
+constexpr uint64_t kPrefetchDecisionReads = 1 << 12;
+constexpr uint64_t kPrefetchMinMissShare = 16;
 
 absl::string_view ToView(const rocksdb::Slice& s) { return absl::string_view(s.data(), s.size()); }
 rocksdb::Slice ToSlice(absl::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
@@ -200,6 +205,11 @@ rocksdb::Options MakeDbOptions(const StateBackendOptions& o) {
   options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   options.memtable_whole_key_filtering = true;
   options.memtable_prefix_bloom_size_ratio = 0.05;
+  // The cache writes dirty entries in key order (WriteEntries): with a hint per key group the
+  // skip list continues each insert from the last one of its key group, climbing only the levels
+  // the gap needs, instead of searching from the top (the plain insert's splice is recomputed
+  // whole unless the key lands right next to the previous one).
+  options.memtable_insert_with_hint_prefix_extractor.reset(rocksdb::NewFixedPrefixTransform(2));
   options.write_buffer_size = o.write_buffer_bytes;
   options.write_buffer_manager = o.write_buffer_manager;
   options.max_write_buffer_number = 2;
@@ -320,6 +330,7 @@ class RocksDbBackend final : public KeyedStateBackend {
   absl::StatusOr<bool> Get(StateId id, std::string* value) override;
   absl::Status Put(StateId id, absl::string_view value) override;
   absl::Status Delete(StateId id) override;
+  absl::Status Prefetch(StateId id, absl::Span<const KeyInGroup> keys) override;
 
   absl::Status Append(StateId id, absl::string_view element) override;
   absl::Status GetList(StateId id, std::vector<std::string>* out) override;
@@ -474,6 +485,11 @@ class RocksDbBackend final : public KeyedStateBackend {
   // miss; expired entries come back deleted (and dirty, so RocksDB drops them too). Valid until
   // the next MaybeEvict().
   absl::StatusOr<Ref> Lookup();
+  // Caches what RocksDB returned for `key` (status `s`: OK with the stored value `stored`, or
+  // not found) in a new entry (REQUIRES: `key` is not cached). kUnavailable for a RocksDB
+  // error, kDataLoss for a malformed value.
+  absl::StatusOr<Ref> InsertLoaded(absl::string_view key, const rocksdb::Status& s,
+                                   absl::string_view stored);
   // Publishes cache hits and misses (their growth since the last call) and the state size.
   void PublishStats();
   // Sets cache entry `e` to `value` (dirty), expiring as state `id` does.
@@ -518,6 +534,16 @@ class RocksDbBackend final : public KeyedStateBackend {
   uint64_t last_frees_ = 0;
   internal::WriteBackCache cache_;
   std::vector<Ref> sorted_refs_;  // scratch of WriteEntries()
+  // Prefetch(): whether it reads ahead (decided every kPrefetchDecisionReads cache reads from
+  // their miss share), the cache's reads and misses at the last decision, and scratch.
+  bool prefetch_on_ = true;
+  uint64_t prefetch_reads_ = 0;
+  uint64_t prefetch_misses_ = 0;
+  std::string prefetch_buf_;
+  std::vector<std::pair<size_t, size_t>> prefetch_spans_;  // (offset, length) in prefetch_buf_
+  std::vector<rocksdb::Slice> prefetch_keys_;
+  std::vector<rocksdb::PinnableSlice> prefetch_values_;
+  std::vector<rocksdb::Status> prefetch_statuses_;
   uint64_t published_hits_ = 0;
   uint64_t published_misses_ = 0;
   uint64_t next_publish_ = kStatsInterval;  // cache reads (hits + misses) when to publish
@@ -653,16 +679,22 @@ absl::StatusOr<RocksDbBackend::Ref> RocksDbBackend::Lookup() {
     return e;
   }
   rocksdb::Status s = db_->Get(read_options_, ToSlice(key_buf_), &read_buf_);
+  return InsertLoaded(key_buf_, s, read_buf_);
+}
+
+absl::StatusOr<RocksDbBackend::Ref> RocksDbBackend::InsertLoaded(absl::string_view key,
+                                                                 const rocksdb::Status& s,
+                                                                 absl::string_view stored) {
   if (!s.ok() && !s.IsNotFound()) {
     return FromRocks(s, absl::StrCat(options_.operator_id, ": state read"),
                      absl::StatusCode::kUnavailable);
   }
   int64_t expiry = 0;
   absl::string_view payload;
-  if (s.ok() && !internal::DecodeStoredValue(read_buf_, &expiry, &payload)) {
+  if (s.ok() && !internal::DecodeStoredValue(stored, &expiry, &payload)) {
     return options_.origin.DataLoss("malformed state value");
   }
-  e = cache_.Insert(key_buf_);  // deleted, clean
+  Ref e = cache_.Insert(key);  // deleted, clean
   cache_.set_in_db(e, s.ok());
   if (s.ok()) {
     if (expiry != 0 && expiry <= options_.clock->WallMillis()) {
@@ -674,6 +706,67 @@ absl::StatusOr<RocksDbBackend::Ref> RocksDbBackend::Lookup() {
     }
   }
   return e;
+}
+
+absl::Status RocksDbBackend::Prefetch(StateId id, absl::Span<const KeyInGroup> keys) {
+  SLUICE_RETURN_IF_ERROR(CheckState(id, StateKind::kValue));
+  // Decide from the reads since the last decision whether reading ahead pays: not while
+  // nearly every read hits the cache (then the read-ahead would only probe the cache twice).
+  const uint64_t reads = cache_.hits() + cache_.misses();
+  if (reads - prefetch_reads_ >= kPrefetchDecisionReads) {
+    const uint64_t misses = cache_.misses() - prefetch_misses_;
+    prefetch_on_ = misses * kPrefetchMinMissShare >= reads - prefetch_reads_;
+    prefetch_reads_ = reads;
+    prefetch_misses_ = cache_.misses();
+  }
+  if (!prefetch_on_ || keys.empty()) return absl::OkStatus();
+  // The state keys of the keys the cache lacks, one after another in prefetch_buf_.
+  prefetch_buf_.clear();
+  prefetch_spans_.clear();
+  for (const KeyInGroup& k : keys) {
+    if (!options_.range.Contains(k.key_group)) continue;
+    const size_t start = prefetch_buf_.size();
+    char header[8];
+    const size_t header_len = internal::EncodeStateKeyHeader(
+        header, k.key_group, id, static_cast<uint32_t>(k.key.size()));
+    prefetch_buf_.append(header, header_len);
+    prefetch_buf_.append(k.key.data(), k.key.size());
+    if (cache_.Peek(absl::string_view(prefetch_buf_).substr(start)) !=
+        internal::WriteBackCache::kNone) {
+      prefetch_buf_.resize(start);
+      continue;
+    }
+    prefetch_spans_.emplace_back(start, prefetch_buf_.size() - start);
+  }
+  if (prefetch_spans_.empty()) return absl::OkStatus();
+  // MultiGet wants its keys sorted (it then shares filter, index and block work among them).
+  prefetch_keys_.clear();
+  for (const auto& [start, len] : prefetch_spans_) {
+    prefetch_keys_.emplace_back(prefetch_buf_.data() + start, len);
+  }
+  std::sort(prefetch_keys_.begin(), prefetch_keys_.end(),
+            [](const rocksdb::Slice& a, const rocksdb::Slice& b) { return a.compare(b) < 0; });
+  prefetch_keys_.erase(std::unique(prefetch_keys_.begin(), prefetch_keys_.end()),
+                       prefetch_keys_.end());
+  const size_t n = prefetch_keys_.size();
+  if (prefetch_values_.size() < n) prefetch_values_.resize(n);
+  prefetch_statuses_.assign(n, rocksdb::Status());
+  db_->MultiGet(read_options_, db_->DefaultColumnFamily(), n, prefetch_keys_.data(),
+                prefetch_values_.data(), prefetch_statuses_.data(), /*sorted_input=*/true);
+  absl::Status status;
+  for (size_t i = 0; i < n; ++i) {
+    if (status.ok()) {
+      absl::StatusOr<Ref> e = InsertLoaded(ToView(prefetch_keys_[i]), prefetch_statuses_[i],
+                                           ToView(prefetch_values_[i]));
+      if (e.ok()) {
+        cache_.MarkPrefetched(*e);
+      } else {
+        status = e.status();
+      }
+    }
+    prefetch_values_[i].Reset();
+  }
+  return status;
 }
 
 void RocksDbBackend::SetEntry(Ref e, StateId id, absl::string_view value) {

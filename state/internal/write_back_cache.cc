@@ -63,8 +63,14 @@ WriteBackCache::Ref WriteBackCache::Find(absl::string_view key) {
     ++misses_;
     return kNone;
   }
-  ++hits_;
-  slots_[r].flags |= kReferenced;
+  Slot& s = slots_[r];
+  if (s.flags & kPrefetched) {
+    s.flags &= ~kPrefetched;
+    ++misses_;
+  } else {
+    ++hits_;
+  }
+  s.flags |= kReferenced;
   return r;
 }
 

@@ -40,7 +40,7 @@ class WriteBackCache {
   using Ref = uint32_t;
   static constexpr Ref kNone = ~Ref{0};
   // Dirty entries written per batch by MakeRoom() (at least, when there are as many).
-  static constexpr size_t kEvictBatch = 4096;
+  static constexpr size_t kEvictBatch = 32768;
   // Entries per WriteFn call of FlushDirty().
   static constexpr size_t kFlushBatch = 8192;
   // Bytes counted per entry beyond its heap buffer: the slot and its share of the index.
@@ -56,7 +56,8 @@ class WriteBackCache {
   WriteBackCache(const WriteBackCache&) = delete;
   WriteBackCache& operator=(const WriteBackCache&) = delete;
 
-  // The entry of `key` for a read: counts a hit (and sets its reference bit) or a miss.
+  // The entry of `key` for a read: counts a hit (and sets its reference bit) or a miss. The
+  // first read of an entry marked prefetched counts as the miss it would have been.
   Ref Find(absl::string_view key);
   // The entry of `key` without counting or referencing it (kNone if not cached).
   Ref Peek(absl::string_view key) const;
@@ -66,6 +67,9 @@ class WriteBackCache {
   Ref FindOrInsert(absl::string_view key);
   // Drops an entry (REQUIRES: clean).
   void Erase(Ref r);
+  // Marks an entry that a read-ahead loaded before any read asked for it (so hits and misses
+  // count as without the read-ahead; see Find()).
+  void MarkPrefetched(Ref r) { slots_[r].flags |= kPrefetched; }
 
   absl::string_view key(Ref r) const { return {Data(slots_[r]), slots_[r].key_len}; }
   absl::string_view value(Ref r) const {
@@ -114,6 +118,7 @@ class WriteBackCache {
     kInDb = 16,
     kListed = 32,  // in dirty_ (which may also hold stale or repeated slot numbers)
     kVictim = 64,  // taken by the running Evict()
+    kPrefetched = 128,  // MarkPrefetched() and not read since
   };
   struct Slot {
     int64_t expiry = 0;
