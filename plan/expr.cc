@@ -34,6 +34,21 @@ bool Expr::EvalStringOrNull(const Record& r, absl::string_view* out) const {
   *out = EvalString(r);
   return true;
 }
+bool Expr::EvalIntOrNull(const Record& r, int64_t* out) const {
+  if (nullable() && IsNull(r)) return false;
+  *out = EvalInt(r);
+  return true;
+}
+bool Expr::EvalDoubleOrNull(const Record& r, double* out) const {
+  if (nullable() && IsNull(r)) return false;
+  *out = EvalDouble(r);
+  return true;
+}
+bool Expr::EvalBoolOrNull(const Record& r, bool* out) const {
+  if (nullable() && IsNull(r)) return false;
+  *out = EvalBool(r);
+  return true;
+}
 
 namespace {
 
@@ -44,8 +59,9 @@ inline bool Null(const Expr& e, const Record& r) { return e.nullable() && e.IsNu
 
 // A bool expression in three-valued logic: -1 null, 0 false, 1 true.
 inline int Truth(const Expr& e, const Record& r) {
-  if (Null(e, r)) return -1;
-  return e.EvalBool(r) ? 1 : 0;
+  bool v;
+  if (!e.EvalBoolOrNull(r, &v)) return -1;
+  return v ? 1 : 0;
 }
 
 // Limits that keep hostile input from exhausting the stack, in the parser and in evaluation:
@@ -153,6 +169,26 @@ absl::string_view EvalAs<absl::string_view>(const Expr& e, const Record& r) {
   return e.EvalString(r);
 }
 
+// Evaluates `e` as C++ type T with its null: false when null.
+template <typename T>
+bool EvalOrNullAs(const Expr& e, const Record& r, T* out);
+template <>
+bool EvalOrNullAs<int64_t>(const Expr& e, const Record& r, int64_t* out) {
+  return e.EvalIntOrNull(r, out);
+}
+template <>
+bool EvalOrNullAs<double>(const Expr& e, const Record& r, double* out) {
+  return e.EvalDoubleOrNull(r, out);
+}
+template <>
+bool EvalOrNullAs<bool>(const Expr& e, const Record& r, bool* out) {
+  return e.EvalBoolOrNull(r, out);
+}
+template <>
+bool EvalOrNullAs<absl::string_view>(const Expr& e, const Record& r, absl::string_view* out) {
+  return e.EvalStringOrNull(r, out);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Nodes. Each node owns its children; string results live in the node's `scratch_`.
 
@@ -201,6 +237,26 @@ class FieldRef final : public Expr {
   double EvalDouble(const Record& r) const override { return r.GetDouble(index_); }
   bool EvalBool(const Record& r) const override { return r.GetBool(index_); }
   absl::string_view EvalString(const Record& r) const override { return r.GetString(index_); }
+  bool EvalIntOrNull(const Record& r, int64_t* out) const override {
+    if (nullable() && r.IsNull(index_)) return false;
+    *out = r.GetInt(index_);
+    return true;
+  }
+  bool EvalDoubleOrNull(const Record& r, double* out) const override {
+    if (nullable() && r.IsNull(index_)) return false;
+    *out = r.GetDouble(index_);
+    return true;
+  }
+  bool EvalBoolOrNull(const Record& r, bool* out) const override {
+    if (nullable() && r.IsNull(index_)) return false;
+    *out = r.GetBool(index_);
+    return true;
+  }
+  bool EvalStringOrNull(const Record& r, absl::string_view* out) const override {
+    if (nullable() && r.IsNull(index_)) return false;
+    *out = r.GetString(index_);
+    return true;
+  }
 
  private:
   const int index_;
@@ -324,6 +380,7 @@ template <typename T>
 struct Operand {
   const Expr* node = nullptr;
   int field = -1;
+  bool nullable = false;  // a field's
   T lit{};
 };
 
@@ -351,6 +408,21 @@ inline T Read(const Operand<T>& o, const Record& r) {
   }
 }
 
+// Read() with the operand's null: false when it is null (a literal never is).
+template <typename T, Kind K>
+inline bool ReadOrNull(const Operand<T>& o, const Record& r, T* out) {
+  if constexpr (K == Kind::kLit) {
+    *out = o.lit;
+    return true;
+  } else if constexpr (K == Kind::kNode) {
+    return EvalOrNullAs<T>(*o.node, r, out);
+  } else {
+    if (o.nullable && r.IsNull(o.field)) return false;
+    *out = Read<T, K>(o, r);
+    return true;
+  }
+}
+
 // How `e` (of T's type) can be read in place; defined with the nodes it recognises.
 template <typename T>
 Kind OperandKind(const Expr& e);
@@ -374,6 +446,12 @@ class IntArith final : public BinaryExpr {
         ro_(MakeOperand<int64_t>(*r_, R)) {}
   int64_t EvalInt(const Record& r) const override {
     return Op::Int(Read<int64_t, L>(lo_, r), Read<int64_t, R>(ro_, r));
+  }
+  bool EvalIntOrNull(const Record& r, int64_t* out) const override {
+    int64_t a, b;
+    if (!ReadOrNull<int64_t, L>(lo_, r, &a) || !ReadOrNull<int64_t, R>(ro_, r, &b)) return false;
+    *out = Op::Int(a, b);
+    return true;
   }
 
  private:
@@ -402,6 +480,12 @@ class ConstDivisor {
   int64_t Mod(int64_t a) const {
     const uint64_t m = Remainder(Magnitude(a));
     return a < 0 ? static_cast<int64_t>(0 - m) : static_cast<int64_t>(m);
+  }
+  // a % c == 0, without the remainder: m_ * |a| mod 2^128 is below m_ exactly when c divides
+  // |a| (Lemire et al., as above).
+  bool Divides(int64_t a) const {
+    const uint64_t n = Magnitude(a);
+    return pow2_ ? (n & (d_ - 1)) == 0 : m_ * n <= m_ - 1;
   }
 
  private:
@@ -436,6 +520,14 @@ class IntDivByLiteral final : public BinaryExpr {
     const int64_t a = Read<int64_t, L>(lo_, r);
     return kMod ? c_.Mod(a) : c_.Div(a);
   }
+  bool EvalIntOrNull(const Record& r, int64_t* out) const override {
+    int64_t a;
+    if (!ReadOrNull<int64_t, L>(lo_, r, &a)) return false;
+    *out = kMod ? c_.Mod(a) : c_.Div(a);
+    return true;
+  }
+  const Expr& dividend() const { return *l_; }
+  const ConstDivisor& divisor() const { return c_; }
 
  private:
   const Operand<int64_t> lo_;
@@ -451,6 +543,12 @@ class DoubleArith final : public BinaryExpr {
         ro_(MakeOperand<double>(*r_, R)) {}
   double EvalDouble(const Record& r) const override {
     return Op::Double(Read<double, L>(lo_, r), Read<double, R>(ro_, r));
+  }
+  bool EvalDoubleOrNull(const Record& r, double* out) const override {
+    double a, b;
+    if (!ReadOrNull<double, L>(lo_, r, &a) || !ReadOrNull<double, R>(ro_, r, &b)) return false;
+    *out = Op::Double(a, b);
+    return true;
   }
 
  private:
@@ -498,10 +596,45 @@ class Compare final : public BinaryExpr {
     T b = Read<T, R>(ro_, r);
     return Cmp()(a, b);
   }
+  bool EvalBoolOrNull(const Record& r, bool* out) const override {
+    T a, b;
+    if (!ReadOrNull<T, L>(lo_, r, &a) || !ReadOrNull<T, R>(ro_, r, &b)) return false;
+    *out = Cmp()(a, b);
+    return true;
+  }
 
  private:
   const Operand<T> lo_;
   const Operand<T> ro_;
+};
+
+// `x % c == k` and `x % c != k` (kEq false) for literals c (|c| >= 2) and k: one node, and for
+// k == 0 a divisibility test instead of the remainder. `l_` is the `x % c` node, `r_` the
+// literal k.
+template <bool kEq, Kind L>
+class ModCompare final : public BinaryExpr {
+ public:
+  ModCompare(ExprPtr mod, ExprPtr k, const Expr& dividend, const ConstDivisor& c)
+      : BinaryExpr(FieldType::kBool, std::move(mod), std::move(k)),
+        xo_(MakeOperand<int64_t>(dividend, L)),
+        c_(c),
+        k_(r_->EvalInt(NoRecord())) {}
+  bool EvalBool(const Record& r) const override { return Test(Read<int64_t, L>(xo_, r)); }
+  bool EvalBoolOrNull(const Record& r, bool* out) const override {
+    int64_t x;
+    if (!ReadOrNull<int64_t, L>(xo_, r, &x)) return false;
+    *out = Test(x);
+    return true;
+  }
+
+ private:
+  bool Test(int64_t x) const {
+    const bool equal = k_ == 0 ? c_.Divides(x) : c_.Mod(x) == k_;
+    return equal == kEq;
+  }
+  const Operand<int64_t> xo_;
+  const ConstDivisor c_;
+  const int64_t k_;
 };
 
 class AndExpr final : public BinaryExpr {
@@ -517,6 +650,15 @@ class AndExpr final : public BinaryExpr {
     if (a == 0) return false;
     const int b = Truth(*r_, r);
     return b != 0 && (a < 0 || b < 0);
+  }
+  bool EvalBoolOrNull(const Record& r, bool* out) const override {
+    const int a = Truth(*l_, r);
+    *out = false;
+    if (a == 0) return true;
+    const int b = Truth(*r_, r);
+    if (b == 0) return true;
+    *out = true;
+    return a > 0 && b > 0;
   }
 };
 
@@ -534,12 +676,27 @@ class OrExpr final : public BinaryExpr {
     const int b = Truth(*r_, r);
     return b != 1 && (a < 0 || b < 0);
   }
+  bool EvalBoolOrNull(const Record& r, bool* out) const override {
+    const int a = Truth(*l_, r);
+    *out = true;
+    if (a == 1) return true;
+    const int b = Truth(*r_, r);
+    if (b == 1) return true;
+    *out = false;
+    return a == 0 && b == 0;
+  }
 };
 
 class NotExpr final : public UnaryExpr {
  public:
   explicit NotExpr(ExprPtr child) : UnaryExpr(FieldType::kBool, std::move(child)) {}
   bool EvalBool(const Record& r) const override { return !child_->EvalBool(r); }
+  bool EvalBoolOrNull(const Record& r, bool* out) const override {
+    bool v;
+    if (!child_->EvalBoolOrNull(r, &v)) return false;
+    *out = !v;
+    return true;
+  }
 };
 
 // String concatenation (`+` on strings and concat()); all children are strings.
@@ -760,6 +917,15 @@ class IfExpr final : public Expr {
   bool EvalStringOrNull(const Record& r, absl::string_view* out) const override {
     return Pick(r).EvalStringOrNull(r, out);
   }
+  bool EvalIntOrNull(const Record& r, int64_t* out) const override {
+    return Pick(r).EvalIntOrNull(r, out);
+  }
+  bool EvalDoubleOrNull(const Record& r, double* out) const override {
+    return Pick(r).EvalDoubleOrNull(r, out);
+  }
+  bool EvalBoolOrNull(const Record& r, bool* out) const override {
+    return Pick(r).EvalBoolOrNull(r, out);
+  }
 
  private:
   const Expr& Pick(const Record& r) const { return Truth(*cond_, r) == 1 ? *a_ : *b_; }
@@ -789,8 +955,22 @@ class CoalesceExpr final : public Expr {
   bool EvalBool(const Record& r) const override { return Pick(r).EvalBool(r); }
   absl::string_view EvalString(const Record& r) const override { return Pick(r).EvalString(r); }
   bool IsNull(const Record& r) const override { return Null(Pick(r), r); }
+  // Each argument evaluated once: the first that is not null gives the value.
+  bool EvalIntOrNull(const Record& r, int64_t* out) const override { return First(r, out); }
+  bool EvalDoubleOrNull(const Record& r, double* out) const override { return First(r, out); }
+  bool EvalBoolOrNull(const Record& r, bool* out) const override { return First(r, out); }
+  bool EvalStringOrNull(const Record& r, absl::string_view* out) const override {
+    return First(r, out);
+  }
 
  private:
+  template <typename T>
+  bool First(const Record& r, T* out) const {
+    for (const ExprPtr& a : args_) {
+      if (EvalOrNullAs<T>(*a, r, out)) return true;
+    }
+    return false;
+  }
   static bool AllNullable(const std::vector<ExprPtr>& v) {
     for (const ExprPtr& e : v) {
       if (!e->nullable()) return false;
@@ -1086,8 +1266,14 @@ Operand<T> MakeOperand(const Expr& e, Kind k) {
   Operand<T> o;
   switch (k) {
     case Kind::kNode: o.node = &e; break;
-    case Kind::kField: o.field = e.FieldIndex(); break;
-    case Kind::kIntField: o.field = static_cast<const IntToDouble&>(e).child().FieldIndex(); break;
+    case Kind::kField:
+      o.field = e.FieldIndex();
+      o.nullable = e.nullable();
+      break;
+    case Kind::kIntField:
+      o.field = static_cast<const IntToDouble&>(e).child().FieldIndex();
+      o.nullable = e.nullable();
+      break;
     case Kind::kLit: o.lit = EvalAs<T>(e, NoRecord()); break;
   }
   return o;
@@ -1162,8 +1348,35 @@ ExprPtr MakeCompareOf(ExprPtr l, ExprPtr r) {
   });
 }
 
+// `x % c == k` or `!=` (either operand order) with literals c and k as one ModCompare node;
+// null when the operands are not of that shape.
+template <typename Cmp>
+ExprPtr MakeModCompare(ExprPtr* l, ExprPtr* r) {
+  constexpr bool kEq = std::is_same_v<Cmp, std::equal_to<>>;
+  if constexpr (!kEq && !std::is_same_v<Cmp, std::not_equal_to<>>) {
+    return nullptr;
+  } else {
+    ExprPtr* mod = l;
+    ExprPtr* k = r;
+    if (dynamic_cast<const IntLiteral*>(l->get()) != nullptr) std::swap(mod, k);
+    if (dynamic_cast<const IntLiteral*>(k->get()) == nullptr) return nullptr;
+    if (const auto* m = dynamic_cast<const IntDivByLiteral<true, Kind::kField>*>(mod->get())) {
+      return std::make_unique<ModCompare<kEq, Kind::kField>>(std::move(*mod), std::move(*k),
+                                                             m->dividend(), m->divisor());
+    }
+    if (const auto* m = dynamic_cast<const IntDivByLiteral<true, Kind::kNode>*>(mod->get())) {
+      return std::make_unique<ModCompare<kEq, Kind::kNode>>(std::move(*mod), std::move(*k),
+                                                            m->dividend(), m->divisor());
+    }
+    return nullptr;
+  }
+}
+
 template <typename Cmp>
 ExprPtr MakeCompare(FieldType operand_type, ExprPtr l, ExprPtr r) {
+  if (IsIntegral(operand_type)) {
+    if (ExprPtr e = MakeModCompare<Cmp>(&l, &r)) return e;
+  }
   switch (operand_type) {
     case FieldType::kDouble: return MakeCompareOf<double, Cmp>(std::move(l), std::move(r));
     case FieldType::kString:
@@ -1809,6 +2022,28 @@ void EvalInto(const Expr& expr, const Record& in, FieldType out_type, Record* ou
       const bool null = !expr.EvalStringOrNull(in, &s);
       out->SetNullTo(index, null);
       if (!null) v.s.assign(s.data(), s.size());
+      return;
+    }
+    // Value and null in one evaluation for the types that need no conversion.
+    if (IsIntegral(t) && IsIntegral(out_type)) {
+      int64_t x = 0;
+      const bool null = !expr.EvalIntOrNull(in, &x);
+      out->SetNullTo(index, null);
+      if (!null) v.i = x;
+      return;
+    }
+    if (t == FieldType::kDouble && out_type == FieldType::kDouble) {
+      double x = 0;
+      const bool null = !expr.EvalDoubleOrNull(in, &x);
+      out->SetNullTo(index, null);
+      if (!null) v.d = x;
+      return;
+    }
+    if (t == FieldType::kBool && out_type == FieldType::kBool) {
+      bool x = false;
+      const bool null = !expr.EvalBoolOrNull(in, &x);
+      out->SetNullTo(index, null);
+      if (!null) v.i = x ? 1 : 0;
       return;
     }
     const bool null = expr.IsNull(in);
