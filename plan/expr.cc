@@ -1996,6 +1996,20 @@ int ExprErrorColumn(const absl::Status& status) {
   return column;
 }
 
+namespace {
+
+// Evaluates a nullable `expr` as C++ type T once into value `index` of `out`: its null bit, and
+// store(value, result) when it is not null.
+template <typename T, typename Store>
+void EvalNullableInto(const Expr& expr, const Record& in, Record* out, size_t index, Store store) {
+  T x{};
+  const bool null = !EvalOrNullAs<T>(expr, in, &x);
+  out->SetNullTo(index, null);
+  if (!null) store((*out)[index], x);
+}
+
+}  // namespace
+
 void EvalInto(const Expr& expr, const Record& in, FieldType out_type, Record* out, size_t index) {
   const int field = expr.FieldIndex();
   if (field >= 0 && (out_type == expr.type() || (IsIntegral(out_type) && IsIntegral(expr.type())))) {
@@ -2026,25 +2040,13 @@ void EvalInto(const Expr& expr, const Record& in, FieldType out_type, Record* ou
     }
     // Value and null in one evaluation for the types that need no conversion.
     if (IsIntegral(t) && IsIntegral(out_type)) {
-      int64_t x = 0;
-      const bool null = !expr.EvalIntOrNull(in, &x);
-      out->SetNullTo(index, null);
-      if (!null) v.i = x;
-      return;
+      return EvalNullableInto<int64_t>(expr, in, out, index, [](Value& to, int64_t x) { to.i = x; });
     }
     if (t == FieldType::kDouble && out_type == FieldType::kDouble) {
-      double x = 0;
-      const bool null = !expr.EvalDoubleOrNull(in, &x);
-      out->SetNullTo(index, null);
-      if (!null) v.d = x;
-      return;
+      return EvalNullableInto<double>(expr, in, out, index, [](Value& to, double x) { to.d = x; });
     }
     if (t == FieldType::kBool && out_type == FieldType::kBool) {
-      bool x = false;
-      const bool null = !expr.EvalBoolOrNull(in, &x);
-      out->SetNullTo(index, null);
-      if (!null) v.i = x ? 1 : 0;
-      return;
+      return EvalNullableInto<bool>(expr, in, out, index, [](Value& to, bool x) { to.i = x ? 1 : 0; });
     }
     const bool null = expr.IsNull(in);
     out->SetNullTo(index, null);
