@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/key_groups.h"
 #include "common/status_matchers.h"
@@ -1026,6 +1027,33 @@ TEST_F(SpecialisedExprTest, ModuloComparedWithALiteralMatchesTheRemainder) {
   }
 }
 
+// `lower(s) == 'lit'` and `!=` as one node (no lowered copy), in either order, against the
+// comparison of lower()'s result made through an opaque node (`if(true, lower(t), '')`).
+TEST_F(SpecialisedExprTest, LowerComparedWithALiteralMatchesTheLoweredCopy) {
+  const std::vector<std::string> texts = {"", "apple", "Apple", "APPLE", "apples", "appl",
+                                          "aPpLe", "ApPlE!", "baidu", "Baidu", "\xc3\x84pple",
+                                          std::string("app\0e", 5), "google"};
+  const std::vector<std::string> literals = {"apple", "Apple", "", "baidu", "apple!"};
+  for (const std::string& lit : literals) {
+    for (const char* op : {"==", "!="}) {
+      auto fast = Compile(absl::StrCat("lower(t) ", op, " '", lit, "'"));
+      auto reversed = Compile(absl::StrCat("'", lit, "' ", op, " lower(t)"));
+      auto general = Compile(absl::StrCat("if(true, lower(t), '') ", op, " '", lit, "'"));
+      ASSERT_TRUE(fast && reversed && general);
+      for (const std::string& text : texts) {
+        r_.SetString(3, text);
+        const bool want = (absl::AsciiStrToLower(text) == lit) == (std::string(op) == "==");
+        ASSERT_EQ(general->EvalBool(r_), want) << text << " " << op << " " << lit;
+        ASSERT_EQ(fast->EvalBool(r_), want) << text << " " << op << " " << lit;
+        ASSERT_EQ(reversed->EvalBool(r_), want) << text << " " << op << " " << lit;
+        bool got = !want;
+        ASSERT_TRUE(fast->EvalBoolOrNull(r_, &got));
+        ASSERT_EQ(got, want);
+      }
+    }
+  }
+}
+
 // EvalIntOrNull / EvalDoubleOrNull / EvalBoolOrNull (one evaluation) against IsNull() then
 // Eval*() (the defaults), and EvalInto with them, for every combination of nulls.
 TEST_F(NullExprTest, ValueAndNullTogetherMatchIsNullThenEval) {
@@ -1034,7 +1062,7 @@ TEST_F(NullExprTest, ValueAndNullTogetherMatchIsNullThenEval) {
       "n * 0.5", "n == 0", "not b", "b and n > 1", "b or n > 1", "not (b and n > k)",
       "if(b, n, k)", "if(n > 3, left.d, 1.5)", "coalesce(n, k)", "coalesce(n, n + 1)",
       "coalesce(b, n > 0)", "is_null(n) or n > 0", "n > k and b or left.d < 0", "n", "b",
-      "left.d", "k", "k + 1 > 2"};
+      "left.d", "k", "k + 1 > 2", "lower(s) == 'x'", "'x' != lower(s)"};
   for (const std::string& text : exprs) {
     auto compiled = CompileExpr(text, schema_);
     ASSERT_OK(compiled.status()) << text;
@@ -1044,6 +1072,7 @@ TEST_F(NullExprTest, ValueAndNullTogetherMatchIsNullThenEval) {
         r_.ClearNulls();
         r_.SetInt(0, v / 7 + 2);
         r_.SetInt(1, v);
+        r_.SetString(2, v > 0 ? "X" : "y");
         r_.SetBool(3, v > 0);
         r_.SetDouble(4, static_cast<double>(v) / 2);
         r_.SetNullTo(1, (mask & 1) != 0);
