@@ -1378,57 +1378,43 @@ ExprPtr MakeCompareOf(ExprPtr l, ExprPtr r) {
   });
 }
 
-// `x % c == k` or `!=` (either operand order) with literals c and k as one ModCompare node;
-// null when the operands are not of that shape.
+// `x % c == k` (literals c and k: ModCompare) or `lower(s) == 'lit'` (LowerComparedWithLiteral),
+// also with `!=` and in either operand order, as one node; null for any other shape.
 template <typename Cmp>
-ExprPtr MakeModCompare(ExprPtr* l, ExprPtr* r) {
+ExprPtr MakeCompareWithLiteral(FieldType operand_type, ExprPtr* l, ExprPtr* r) {
   constexpr bool kEq = std::is_same_v<Cmp, std::equal_to<>>;
   if constexpr (!kEq && !std::is_same_v<Cmp, std::not_equal_to<>>) {
     return nullptr;
   } else {
-    ExprPtr* mod = l;
-    ExprPtr* k = r;
-    if (dynamic_cast<const IntLiteral*>(l->get()) != nullptr) std::swap(mod, k);
-    if (dynamic_cast<const IntLiteral*>(k->get()) == nullptr) return nullptr;
-    if (const auto* m = dynamic_cast<const IntDivByLiteral<true, Kind::kField>*>(mod->get())) {
-      return std::make_unique<ModCompare<kEq, Kind::kField>>(std::move(*mod), std::move(*k),
+    auto is_literal = [operand_type](const ExprPtr& e) {
+      if (IsIntegral(operand_type)) return dynamic_cast<const IntLiteral*>(e.get()) != nullptr;
+      return operand_type == FieldType::kString &&
+             dynamic_cast<const StringLiteral*>(e.get()) != nullptr;
+    };
+    ExprPtr* x = l;
+    ExprPtr* lit = r;
+    if (is_literal(*l)) std::swap(x, lit);
+    if (!is_literal(*lit)) return nullptr;
+    if (const auto* m = dynamic_cast<const IntDivByLiteral<true, Kind::kField>*>(x->get())) {
+      return std::make_unique<ModCompare<kEq, Kind::kField>>(std::move(*x), std::move(*lit),
                                                              m->dividend(), m->divisor());
     }
-    if (const auto* m = dynamic_cast<const IntDivByLiteral<true, Kind::kNode>*>(mod->get())) {
-      return std::make_unique<ModCompare<kEq, Kind::kNode>>(std::move(*mod), std::move(*k),
+    if (const auto* m = dynamic_cast<const IntDivByLiteral<true, Kind::kNode>*>(x->get())) {
+      return std::make_unique<ModCompare<kEq, Kind::kNode>>(std::move(*x), std::move(*lit),
                                                             m->dividend(), m->divisor());
     }
+    const auto* c = dynamic_cast<const CaseExpr*>(x->get());
+    if (c != nullptr && !c->upper()) {
+      return std::make_unique<LowerComparedWithLiteral<kEq>>(std::move(*x), std::move(*lit),
+                                                             c->child());
+    }
     return nullptr;
-  }
-}
-
-// `lower(s) == 'lit'` or `!=` (either operand order) as one LowerComparedWithLiteral node;
-// null when the operands are not of that shape.
-template <typename Cmp>
-ExprPtr MakeLowerCompare(ExprPtr* l, ExprPtr* r) {
-  constexpr bool kEq = std::is_same_v<Cmp, std::equal_to<>>;
-  if constexpr (!kEq && !std::is_same_v<Cmp, std::not_equal_to<>>) {
-    return nullptr;
-  } else {
-    ExprPtr* lower = l;
-    ExprPtr* lit = r;
-    if (dynamic_cast<const StringLiteral*>(l->get()) != nullptr) std::swap(lower, lit);
-    if (dynamic_cast<const StringLiteral*>(lit->get()) == nullptr) return nullptr;
-    const auto* c = dynamic_cast<const CaseExpr*>(lower->get());
-    if (c == nullptr || c->upper()) return nullptr;
-    return std::make_unique<LowerComparedWithLiteral<kEq>>(std::move(*lower), std::move(*lit),
-                                                           c->child());
   }
 }
 
 template <typename Cmp>
 ExprPtr MakeCompare(FieldType operand_type, ExprPtr l, ExprPtr r) {
-  if (IsIntegral(operand_type)) {
-    if (ExprPtr e = MakeModCompare<Cmp>(&l, &r)) return e;
-  }
-  if (operand_type == FieldType::kString) {
-    if (ExprPtr e = MakeLowerCompare<Cmp>(&l, &r)) return e;
-  }
+  if (ExprPtr e = MakeCompareWithLiteral<Cmp>(operand_type, &l, &r)) return e;
   switch (operand_type) {
     case FieldType::kDouble: return MakeCompareOf<double, Cmp>(std::move(l), std::move(r));
     case FieldType::kString:
