@@ -21,8 +21,13 @@ class FilterOperator final : public Operator {
     return absl::OkStatus();
   }
   absl::Status Process(const Record& r) override {
-    if (where_->nullable() && where_->IsNull(r)) return absl::OkStatus();  // as SQL's WHERE
-    if (where_->EvalBool(r)) return output_->Emit(r);
+    bool keep;
+    if (!where_->nullable()) {
+      keep = where_->EvalBool(r);
+    } else if (!where_->EvalBoolOrNull(r, &keep)) {
+      return absl::OkStatus();  // a null condition drops the record, as SQL's WHERE
+    }
+    if (keep) return output_->Emit(r);
     return absl::OkStatus();
   }
 

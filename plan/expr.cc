@@ -34,6 +34,21 @@ bool Expr::EvalStringOrNull(const Record& r, absl::string_view* out) const {
   *out = EvalString(r);
   return true;
 }
+bool Expr::EvalIntOrNull(const Record& r, int64_t* out) const {
+  if (nullable() && IsNull(r)) return false;
+  *out = EvalInt(r);
+  return true;
+}
+bool Expr::EvalDoubleOrNull(const Record& r, double* out) const {
+  if (nullable() && IsNull(r)) return false;
+  *out = EvalDouble(r);
+  return true;
+}
+bool Expr::EvalBoolOrNull(const Record& r, bool* out) const {
+  if (nullable() && IsNull(r)) return false;
+  *out = EvalBool(r);
+  return true;
+}
 
 namespace {
 
@@ -44,8 +59,9 @@ inline bool Null(const Expr& e, const Record& r) { return e.nullable() && e.IsNu
 
 // A bool expression in three-valued logic: -1 null, 0 false, 1 true.
 inline int Truth(const Expr& e, const Record& r) {
-  if (Null(e, r)) return -1;
-  return e.EvalBool(r) ? 1 : 0;
+  bool v;
+  if (!e.EvalBoolOrNull(r, &v)) return -1;
+  return v ? 1 : 0;
 }
 
 // Limits that keep hostile input from exhausting the stack, in the parser and in evaluation:
@@ -153,6 +169,26 @@ absl::string_view EvalAs<absl::string_view>(const Expr& e, const Record& r) {
   return e.EvalString(r);
 }
 
+// Evaluates `e` as C++ type T with its null: false when null.
+template <typename T>
+bool EvalOrNullAs(const Expr& e, const Record& r, T* out);
+template <>
+bool EvalOrNullAs<int64_t>(const Expr& e, const Record& r, int64_t* out) {
+  return e.EvalIntOrNull(r, out);
+}
+template <>
+bool EvalOrNullAs<double>(const Expr& e, const Record& r, double* out) {
+  return e.EvalDoubleOrNull(r, out);
+}
+template <>
+bool EvalOrNullAs<bool>(const Expr& e, const Record& r, bool* out) {
+  return e.EvalBoolOrNull(r, out);
+}
+template <>
+bool EvalOrNullAs<absl::string_view>(const Expr& e, const Record& r, absl::string_view* out) {
+  return e.EvalStringOrNull(r, out);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Nodes. Each node owns its children; string results live in the node's `scratch_`.
 
@@ -201,6 +237,26 @@ class FieldRef final : public Expr {
   double EvalDouble(const Record& r) const override { return r.GetDouble(index_); }
   bool EvalBool(const Record& r) const override { return r.GetBool(index_); }
   absl::string_view EvalString(const Record& r) const override { return r.GetString(index_); }
+  bool EvalIntOrNull(const Record& r, int64_t* out) const override {
+    if (nullable() && r.IsNull(index_)) return false;
+    *out = r.GetInt(index_);
+    return true;
+  }
+  bool EvalDoubleOrNull(const Record& r, double* out) const override {
+    if (nullable() && r.IsNull(index_)) return false;
+    *out = r.GetDouble(index_);
+    return true;
+  }
+  bool EvalBoolOrNull(const Record& r, bool* out) const override {
+    if (nullable() && r.IsNull(index_)) return false;
+    *out = r.GetBool(index_);
+    return true;
+  }
+  bool EvalStringOrNull(const Record& r, absl::string_view* out) const override {
+    if (nullable() && r.IsNull(index_)) return false;
+    *out = r.GetString(index_);
+    return true;
+  }
 
  private:
   const int index_;
@@ -324,6 +380,7 @@ template <typename T>
 struct Operand {
   const Expr* node = nullptr;
   int field = -1;
+  bool nullable = false;  // a field's
   T lit{};
 };
 
@@ -351,6 +408,21 @@ inline T Read(const Operand<T>& o, const Record& r) {
   }
 }
 
+// Read() with the operand's null: false when it is null (a literal never is).
+template <typename T, Kind K>
+inline bool ReadOrNull(const Operand<T>& o, const Record& r, T* out) {
+  if constexpr (K == Kind::kLit) {
+    *out = o.lit;
+    return true;
+  } else if constexpr (K == Kind::kNode) {
+    return EvalOrNullAs<T>(*o.node, r, out);
+  } else {
+    if (o.nullable && r.IsNull(o.field)) return false;
+    *out = Read<T, K>(o, r);
+    return true;
+  }
+}
+
 // How `e` (of T's type) can be read in place; defined with the nodes it recognises.
 template <typename T>
 Kind OperandKind(const Expr& e);
@@ -374,6 +446,12 @@ class IntArith final : public BinaryExpr {
         ro_(MakeOperand<int64_t>(*r_, R)) {}
   int64_t EvalInt(const Record& r) const override {
     return Op::Int(Read<int64_t, L>(lo_, r), Read<int64_t, R>(ro_, r));
+  }
+  bool EvalIntOrNull(const Record& r, int64_t* out) const override {
+    int64_t a, b;
+    if (!ReadOrNull<int64_t, L>(lo_, r, &a) || !ReadOrNull<int64_t, R>(ro_, r, &b)) return false;
+    *out = Op::Int(a, b);
+    return true;
   }
 
  private:
@@ -402,6 +480,12 @@ class ConstDivisor {
   int64_t Mod(int64_t a) const {
     const uint64_t m = Remainder(Magnitude(a));
     return a < 0 ? static_cast<int64_t>(0 - m) : static_cast<int64_t>(m);
+  }
+  // a % c == 0, without the remainder: m_ * |a| mod 2^128 is below m_ exactly when c divides
+  // |a| (Lemire et al., as above).
+  bool Divides(int64_t a) const {
+    const uint64_t n = Magnitude(a);
+    return pow2_ ? (n & (d_ - 1)) == 0 : m_ * n <= m_ - 1;
   }
 
  private:
@@ -436,6 +520,14 @@ class IntDivByLiteral final : public BinaryExpr {
     const int64_t a = Read<int64_t, L>(lo_, r);
     return kMod ? c_.Mod(a) : c_.Div(a);
   }
+  bool EvalIntOrNull(const Record& r, int64_t* out) const override {
+    int64_t a;
+    if (!ReadOrNull<int64_t, L>(lo_, r, &a)) return false;
+    *out = kMod ? c_.Mod(a) : c_.Div(a);
+    return true;
+  }
+  const Expr& dividend() const { return *l_; }
+  const ConstDivisor& divisor() const { return c_; }
 
  private:
   const Operand<int64_t> lo_;
@@ -451,6 +543,12 @@ class DoubleArith final : public BinaryExpr {
         ro_(MakeOperand<double>(*r_, R)) {}
   double EvalDouble(const Record& r) const override {
     return Op::Double(Read<double, L>(lo_, r), Read<double, R>(ro_, r));
+  }
+  bool EvalDoubleOrNull(const Record& r, double* out) const override {
+    double a, b;
+    if (!ReadOrNull<double, L>(lo_, r, &a) || !ReadOrNull<double, R>(ro_, r, &b)) return false;
+    *out = Op::Double(a, b);
+    return true;
   }
 
  private:
@@ -498,10 +596,45 @@ class Compare final : public BinaryExpr {
     T b = Read<T, R>(ro_, r);
     return Cmp()(a, b);
   }
+  bool EvalBoolOrNull(const Record& r, bool* out) const override {
+    T a, b;
+    if (!ReadOrNull<T, L>(lo_, r, &a) || !ReadOrNull<T, R>(ro_, r, &b)) return false;
+    *out = Cmp()(a, b);
+    return true;
+  }
 
  private:
   const Operand<T> lo_;
   const Operand<T> ro_;
+};
+
+// `x % c == k` and `x % c != k` (kEq false) for literals c (|c| >= 2) and k: one node, and for
+// k == 0 a divisibility test instead of the remainder. `l_` is the `x % c` node, `r_` the
+// literal k.
+template <bool kEq, Kind L>
+class ModCompare final : public BinaryExpr {
+ public:
+  ModCompare(ExprPtr mod, ExprPtr k, const Expr& dividend, const ConstDivisor& c)
+      : BinaryExpr(FieldType::kBool, std::move(mod), std::move(k)),
+        xo_(MakeOperand<int64_t>(dividend, L)),
+        c_(c),
+        k_(r_->EvalInt(NoRecord())) {}
+  bool EvalBool(const Record& r) const override { return Test(Read<int64_t, L>(xo_, r)); }
+  bool EvalBoolOrNull(const Record& r, bool* out) const override {
+    int64_t x;
+    if (!ReadOrNull<int64_t, L>(xo_, r, &x)) return false;
+    *out = Test(x);
+    return true;
+  }
+
+ private:
+  bool Test(int64_t x) const {
+    const bool equal = k_ == 0 ? c_.Divides(x) : c_.Mod(x) == k_;
+    return equal == kEq;
+  }
+  const Operand<int64_t> xo_;
+  const ConstDivisor c_;
+  const int64_t k_;
 };
 
 class AndExpr final : public BinaryExpr {
@@ -517,6 +650,15 @@ class AndExpr final : public BinaryExpr {
     if (a == 0) return false;
     const int b = Truth(*r_, r);
     return b != 0 && (a < 0 || b < 0);
+  }
+  bool EvalBoolOrNull(const Record& r, bool* out) const override {
+    const int a = Truth(*l_, r);
+    *out = false;
+    if (a == 0) return true;
+    const int b = Truth(*r_, r);
+    if (b == 0) return true;
+    *out = true;
+    return a > 0 && b > 0;
   }
 };
 
@@ -534,12 +676,27 @@ class OrExpr final : public BinaryExpr {
     const int b = Truth(*r_, r);
     return b != 1 && (a < 0 || b < 0);
   }
+  bool EvalBoolOrNull(const Record& r, bool* out) const override {
+    const int a = Truth(*l_, r);
+    *out = true;
+    if (a == 1) return true;
+    const int b = Truth(*r_, r);
+    if (b == 1) return true;
+    *out = false;
+    return a == 0 && b == 0;
+  }
 };
 
 class NotExpr final : public UnaryExpr {
  public:
   explicit NotExpr(ExprPtr child) : UnaryExpr(FieldType::kBool, std::move(child)) {}
   bool EvalBool(const Record& r) const override { return !child_->EvalBool(r); }
+  bool EvalBoolOrNull(const Record& r, bool* out) const override {
+    bool v;
+    if (!child_->EvalBoolOrNull(r, &v)) return false;
+    *out = !v;
+    return true;
+  }
 };
 
 // String concatenation (`+` on strings and concat()); all children are strings.
@@ -581,10 +738,40 @@ class CaseExpr final : public UnaryExpr {
     }
     return scratch_;
   }
+  bool upper() const { return upper_; }
+  const Expr& child() const { return *child_; }
 
  private:
   const bool upper_;
   mutable std::string scratch_;
+};
+
+// `lower(s) == 'lit'` and `!=` (kEq false): compares s with the literal a character at a
+// time, lowering as it goes, without making the lowered copy (q21 compares one channel with
+// four names). `l_` is the lower() node, `r_` the literal.
+template <bool kEq>
+class LowerComparedWithLiteral final : public BinaryExpr {
+ public:
+  LowerComparedWithLiteral(ExprPtr lower, ExprPtr lit, const Expr& s)
+      : BinaryExpr(FieldType::kBool, std::move(lower), std::move(lit)),
+        s_(s),
+        lit_(r_->EvalString(NoRecord())) {}
+  bool EvalBool(const Record& r) const override { return Test(s_.EvalString(r)); }
+  bool EvalBoolOrNull(const Record& r, bool* out) const override {
+    absl::string_view v;
+    if (!s_.EvalStringOrNull(r, &v)) return false;
+    *out = Test(v);
+    return true;
+  }
+
+ private:
+  bool Test(absl::string_view v) const {
+    bool equal = v.size() == lit_.size();
+    for (size_t i = 0; equal && i < v.size(); ++i) equal = absl::ascii_tolower(v[i]) == lit_[i];
+    return equal == kEq;
+  }
+  const Expr& s_;  // lower()'s argument
+  const std::string lit_;
 };
 
 // trim() returns a view into the child's result: no copy needed.
@@ -760,6 +947,15 @@ class IfExpr final : public Expr {
   bool EvalStringOrNull(const Record& r, absl::string_view* out) const override {
     return Pick(r).EvalStringOrNull(r, out);
   }
+  bool EvalIntOrNull(const Record& r, int64_t* out) const override {
+    return Pick(r).EvalIntOrNull(r, out);
+  }
+  bool EvalDoubleOrNull(const Record& r, double* out) const override {
+    return Pick(r).EvalDoubleOrNull(r, out);
+  }
+  bool EvalBoolOrNull(const Record& r, bool* out) const override {
+    return Pick(r).EvalBoolOrNull(r, out);
+  }
 
  private:
   const Expr& Pick(const Record& r) const { return Truth(*cond_, r) == 1 ? *a_ : *b_; }
@@ -789,8 +985,22 @@ class CoalesceExpr final : public Expr {
   bool EvalBool(const Record& r) const override { return Pick(r).EvalBool(r); }
   absl::string_view EvalString(const Record& r) const override { return Pick(r).EvalString(r); }
   bool IsNull(const Record& r) const override { return Null(Pick(r), r); }
+  // Each argument evaluated once: the first that is not null gives the value.
+  bool EvalIntOrNull(const Record& r, int64_t* out) const override { return First(r, out); }
+  bool EvalDoubleOrNull(const Record& r, double* out) const override { return First(r, out); }
+  bool EvalBoolOrNull(const Record& r, bool* out) const override { return First(r, out); }
+  bool EvalStringOrNull(const Record& r, absl::string_view* out) const override {
+    return First(r, out);
+  }
 
  private:
+  template <typename T>
+  bool First(const Record& r, T* out) const {
+    for (const ExprPtr& a : args_) {
+      if (EvalOrNullAs<T>(*a, r, out)) return true;
+    }
+    return false;
+  }
   static bool AllNullable(const std::vector<ExprPtr>& v) {
     for (const ExprPtr& e : v) {
       if (!e->nullable()) return false;
@@ -1086,8 +1296,14 @@ Operand<T> MakeOperand(const Expr& e, Kind k) {
   Operand<T> o;
   switch (k) {
     case Kind::kNode: o.node = &e; break;
-    case Kind::kField: o.field = e.FieldIndex(); break;
-    case Kind::kIntField: o.field = static_cast<const IntToDouble&>(e).child().FieldIndex(); break;
+    case Kind::kField:
+      o.field = e.FieldIndex();
+      o.nullable = e.nullable();
+      break;
+    case Kind::kIntField:
+      o.field = static_cast<const IntToDouble&>(e).child().FieldIndex();
+      o.nullable = e.nullable();
+      break;
     case Kind::kLit: o.lit = EvalAs<T>(e, NoRecord()); break;
   }
   return o;
@@ -1162,8 +1378,43 @@ ExprPtr MakeCompareOf(ExprPtr l, ExprPtr r) {
   });
 }
 
+// `x % c == k` (literals c and k: ModCompare) or `lower(s) == 'lit'` (LowerComparedWithLiteral),
+// also with `!=` and in either operand order, as one node; null for any other shape.
+template <typename Cmp>
+ExprPtr MakeCompareWithLiteral(FieldType operand_type, ExprPtr* l, ExprPtr* r) {
+  constexpr bool kEq = std::is_same_v<Cmp, std::equal_to<>>;
+  if constexpr (!kEq && !std::is_same_v<Cmp, std::not_equal_to<>>) {
+    return nullptr;
+  } else {
+    auto is_literal = [operand_type](const ExprPtr& e) {
+      if (IsIntegral(operand_type)) return dynamic_cast<const IntLiteral*>(e.get()) != nullptr;
+      return operand_type == FieldType::kString &&
+             dynamic_cast<const StringLiteral*>(e.get()) != nullptr;
+    };
+    ExprPtr* x = l;
+    ExprPtr* lit = r;
+    if (is_literal(*l)) std::swap(x, lit);
+    if (!is_literal(*lit)) return nullptr;
+    if (const auto* m = dynamic_cast<const IntDivByLiteral<true, Kind::kField>*>(x->get())) {
+      return std::make_unique<ModCompare<kEq, Kind::kField>>(std::move(*x), std::move(*lit),
+                                                             m->dividend(), m->divisor());
+    }
+    if (const auto* m = dynamic_cast<const IntDivByLiteral<true, Kind::kNode>*>(x->get())) {
+      return std::make_unique<ModCompare<kEq, Kind::kNode>>(std::move(*x), std::move(*lit),
+                                                            m->dividend(), m->divisor());
+    }
+    const auto* c = dynamic_cast<const CaseExpr*>(x->get());
+    if (c != nullptr && !c->upper()) {
+      return std::make_unique<LowerComparedWithLiteral<kEq>>(std::move(*x), std::move(*lit),
+                                                             c->child());
+    }
+    return nullptr;
+  }
+}
+
 template <typename Cmp>
 ExprPtr MakeCompare(FieldType operand_type, ExprPtr l, ExprPtr r) {
+  if (ExprPtr e = MakeCompareWithLiteral<Cmp>(operand_type, &l, &r)) return e;
   switch (operand_type) {
     case FieldType::kDouble: return MakeCompareOf<double, Cmp>(std::move(l), std::move(r));
     case FieldType::kString:
@@ -1783,6 +2034,20 @@ int ExprErrorColumn(const absl::Status& status) {
   return column;
 }
 
+namespace {
+
+// Evaluates a nullable `expr` as C++ type T once into value `index` of `out`: its null bit, and
+// store(value, result) when it is not null.
+template <typename T, typename Store>
+void EvalNullableInto(const Expr& expr, const Record& in, Record* out, size_t index, Store store) {
+  T x{};
+  const bool null = !EvalOrNullAs<T>(expr, in, &x);
+  out->SetNullTo(index, null);
+  if (!null) store((*out)[index], x);
+}
+
+}  // namespace
+
 void EvalInto(const Expr& expr, const Record& in, FieldType out_type, Record* out, size_t index) {
   const int field = expr.FieldIndex();
   if (field >= 0 && (out_type == expr.type() || (IsIntegral(out_type) && IsIntegral(expr.type())))) {
@@ -1810,6 +2075,16 @@ void EvalInto(const Expr& expr, const Record& in, FieldType out_type, Record* ou
       out->SetNullTo(index, null);
       if (!null) v.s.assign(s.data(), s.size());
       return;
+    }
+    // Value and null in one evaluation for the types that need no conversion.
+    if (IsIntegral(t) && IsIntegral(out_type)) {
+      return EvalNullableInto<int64_t>(expr, in, out, index, [](Value& to, int64_t x) { to.i = x; });
+    }
+    if (t == FieldType::kDouble && out_type == FieldType::kDouble) {
+      return EvalNullableInto<double>(expr, in, out, index, [](Value& to, double x) { to.d = x; });
+    }
+    if (t == FieldType::kBool && out_type == FieldType::kBool) {
+      return EvalNullableInto<bool>(expr, in, out, index, [](Value& to, bool x) { to.i = x ? 1 : 0; });
     }
     const bool null = expr.IsNull(in);
     out->SetNullTo(index, null);

@@ -72,6 +72,13 @@ class Expr {
   // true with the value in `out` (valid as EvalString's). Cheaper than IsNull() then
   // EvalString() where finding the value decides the null (split_index(), if()).
   virtual bool EvalStringOrNull(const Record& r, absl::string_view* out) const;
+  // The same for the other types: false when null, else true with the value in `*out`. A
+  // node overrides them where it can find both in one pass over its children (strict
+  // operators, fields, if(), and/or); the defaults call IsNull() then Eval*(). For a NOT NULL
+  // expression they cost what Eval*() does.
+  virtual bool EvalIntOrNull(const Record& r, int64_t* out) const;
+  virtual bool EvalDoubleOrNull(const Record& r, double* out) const;
+  virtual bool EvalBoolOrNull(const Record& r, bool* out) const;
 
   // If the expression is a bare field reference, its index; else -1.
   int FieldIndex() const { return field_index_; }

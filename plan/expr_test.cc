@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/key_groups.h"
 #include "common/status_matchers.h"
@@ -763,7 +764,8 @@ TEST_F(NullExprTest, CoalesceNeedsOneTypeAndDottedNamesAreFields) {
 // Specialised nodes (an operand read in place, a literal divisor, folded constants) against
 // the general ones on edge values: `a` and `b` are int64 fields, `x` a double, `t` a string;
 // `a OP b` (two fields) goes through the general operator functors and `(a + 0) OP (b + 0)`
-// through child nodes, while `a OP <literal>` takes the specialised node.
+// through child nodes, while `a OP <literal>` takes the specialised node (`if(true, a, 0)` is
+// a child node no specialisation sees through).
 class SpecialisedExprTest : public ::testing::Test {
  protected:
   SpecialisedExprTest()
@@ -985,6 +987,148 @@ TEST_F(SpecialisedExprTest, StringValueAndNullTogetherMatchIsNullThenEvalString)
   absl::string_view got;
   ASSERT_TRUE(Compile(exprs[2])->EvalStringOrNull(r_, &got));
   EXPECT_EQ(got, "7");
+}
+
+// `x % c == k` and `!=` as one node (a divisibility test for k == 0), in either order, against
+// C++'s % on edge values.
+TEST_F(SpecialisedExprTest, ModuloComparedWithALiteralMatchesTheRemainder) {
+  constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  const std::vector<int64_t> divisors = {2, -2, 3, 7, 123, -123, 1024, -1024, 1000000007,
+                                         int64_t{1} << 62, kMax, kMin + 1, 3037000499};
+  const std::vector<int64_t> values = EdgeValues();
+  for (int64_t c : divisors) {
+    for (int64_t k : {int64_t{0}, int64_t{1}, int64_t{-1}, int64_t{5}, c - 1}) {
+      const std::string lc = absl::StrCat(c);
+      const std::string lk = absl::StrCat(k);
+      auto eq = Compile(absl::StrCat("a % ", lc, " == ", lk));
+      auto eq_reversed = Compile(absl::StrCat(lk, " == a % ", lc));
+      auto ne = Compile(absl::StrCat("a % ", lc, " != ", lk));
+      auto eq_node = Compile(absl::StrCat("if(true, a, 0) % ", lc, " == ", lk));
+      auto ne_null = Compile(absl::StrCat("n % ", lc, " != ", lk));
+      ASSERT_TRUE(eq && eq_reversed && ne && eq_node && ne_null);
+      for (int64_t a : values) {
+        r_.SetInt(0, a);
+        r_.SetInt(4, a);
+        r_.ClearNull(4);
+        const bool want = a % c == k;
+        ASSERT_EQ(eq->EvalBool(r_), want) << a << " % " << c << " == " << k;
+        ASSERT_EQ(eq_reversed->EvalBool(r_), want) << a << " % " << c << " == " << k;
+        ASSERT_EQ(ne->EvalBool(r_), !want) << a << " % " << c << " != " << k;
+        ASSERT_EQ(eq_node->EvalBool(r_), want) << a << " % " << c << " == " << k;
+        bool got = want;
+        ASSERT_TRUE(ne_null->EvalBoolOrNull(r_, &got));
+        ASSERT_EQ(got, !want);
+        r_.SetNull(4);
+        ASSERT_FALSE(ne_null->EvalBoolOrNull(r_, &got));
+        ASSERT_TRUE(ne_null->IsNull(r_));
+      }
+    }
+  }
+}
+
+// `lower(s) == 'lit'` and `!=` as one node (no lowered copy), in either order, against the
+// comparison of lower()'s result made through an opaque node (`if(true, lower(t), '')`).
+TEST_F(SpecialisedExprTest, LowerComparedWithALiteralMatchesTheLoweredCopy) {
+  const std::vector<std::string> texts = {"", "apple", "Apple", "APPLE", "apples", "appl",
+                                          "aPpLe", "ApPlE!", "baidu", "Baidu", "\xc3\x84pple",
+                                          std::string("app\0e", 5), "google"};
+  const std::vector<std::string> literals = {"apple", "Apple", "", "baidu", "apple!"};
+  for (const std::string& lit : literals) {
+    for (const char* op : {"==", "!="}) {
+      auto fast = Compile(absl::StrCat("lower(t) ", op, " '", lit, "'"));
+      auto reversed = Compile(absl::StrCat("'", lit, "' ", op, " lower(t)"));
+      auto general = Compile(absl::StrCat("if(true, lower(t), '') ", op, " '", lit, "'"));
+      ASSERT_TRUE(fast && reversed && general);
+      for (const std::string& text : texts) {
+        r_.SetString(3, text);
+        const bool want = (absl::AsciiStrToLower(text) == lit) == (std::string(op) == "==");
+        ASSERT_EQ(general->EvalBool(r_), want) << text << " " << op << " " << lit;
+        ASSERT_EQ(fast->EvalBool(r_), want) << text << " " << op << " " << lit;
+        ASSERT_EQ(reversed->EvalBool(r_), want) << text << " " << op << " " << lit;
+        bool got = !want;
+        ASSERT_TRUE(fast->EvalBoolOrNull(r_, &got));
+        ASSERT_EQ(got, want);
+      }
+    }
+  }
+}
+
+// EvalIntOrNull / EvalDoubleOrNull / EvalBoolOrNull (one evaluation) against IsNull() then
+// Eval*() (the defaults), and EvalInto with them, for every combination of nulls.
+TEST_F(NullExprTest, ValueAndNullTogetherMatchIsNullThenEval) {
+  const std::vector<std::string> exprs = {
+      "n + 1", "n * k - 3", "n % 7", "n % 7 == 0", "k % 7 != n", "left.d * 2", "left.d + n",
+      "n * 0.5", "n == 0", "not b", "b and n > 1", "b or n > 1", "not (b and n > k)",
+      "if(b, n, k)", "if(n > 3, left.d, 1.5)", "coalesce(n, k)", "coalesce(n, n + 1)",
+      "coalesce(b, n > 0)", "is_null(n) or n > 0", "n > k and b or left.d < 0", "n", "b",
+      "left.d", "k", "k + 1 > 2", "lower(s) == 'x'", "'x' != lower(s)"};
+  for (const std::string& text : exprs) {
+    auto compiled = CompileExpr(text, schema_);
+    ASSERT_OK(compiled.status()) << text;
+    const Expr& e = **compiled;
+    for (int mask = 0; mask < 16; ++mask) {
+      for (int64_t v : {int64_t{-7}, int64_t{0}, int64_t{7}, int64_t{14}}) {
+        r_.ClearNulls();
+        r_.SetInt(0, v / 7 + 2);
+        r_.SetInt(1, v);
+        r_.SetString(2, v > 0 ? "X" : "y");
+        r_.SetBool(3, v > 0);
+        r_.SetDouble(4, static_cast<double>(v) / 2);
+        r_.SetNullTo(1, (mask & 1) != 0);
+        r_.SetNullTo(2, (mask & 2) != 0);
+        r_.SetNullTo(3, (mask & 4) != 0);
+        r_.SetNullTo(4, (mask & 8) != 0);
+        const bool null = e.nullable() && e.IsNull(r_);
+        const std::string where = absl::StrCat(text, " mask=", mask, " v=", v);
+        Record out(1);
+        out.SetInt(0, 12345);
+        EvalInto(e, r_, e.type(), &out, 0);
+        ASSERT_EQ(out.IsNull(0), null) << where;
+        switch (e.type()) {
+          case FieldType::kBool: {
+            bool got = false;
+            ASSERT_EQ(e.EvalBoolOrNull(r_, &got), !null) << where;
+            if (!null) {
+              ASSERT_EQ(got, e.EvalBool(r_)) << where;
+              ASSERT_EQ(out.GetBool(0), got) << where;
+            }
+            break;
+          }
+          case FieldType::kDouble: {
+            double got = 0;
+            ASSERT_EQ(e.EvalDoubleOrNull(r_, &got), !null) << where;
+            if (!null) {
+              ASSERT_EQ(got, e.EvalDouble(r_)) << where;
+              ASSERT_EQ(out.GetDouble(0), got) << where;
+            }
+            break;
+          }
+          default: {
+            int64_t got = 0;
+            ASSERT_EQ(e.EvalIntOrNull(r_, &got), !null) << where;
+            if (!null) {
+              ASSERT_EQ(got, e.EvalInt(r_)) << where;
+              ASSERT_EQ(out.GetInt(0), got) << where;
+            }
+            break;
+          }
+        }
+      }
+    }
+  }
+  // Three-valued results, spelled out.
+  auto Compile = [&](const std::string& text) { return std::move(CompileExpr(text, schema_)).value(); };
+  r_.ClearNulls();
+  r_.SetNull(3);  // b null
+  r_.SetInt(1, 5);
+  bool got = true;
+  EXPECT_FALSE(Compile("b and n > 1")->EvalBoolOrNull(r_, &got));  // null and true
+  ASSERT_TRUE(Compile("b and n > 9")->EvalBoolOrNull(r_, &got));  // null and false
+  EXPECT_FALSE(got);
+  ASSERT_TRUE(Compile("b or n > 1")->EvalBoolOrNull(r_, &got));  // null or true
+  EXPECT_TRUE(got);
+  EXPECT_FALSE(Compile("b or n > 9")->EvalBoolOrNull(r_, &got));  // null or false
 }
 
 }  // namespace

@@ -277,6 +277,79 @@ TEST_F(NexmarkSourceTest, WatermarkIsTheMinimumOverSplitsAfterARescale) {
   EXPECT_EQ(out.watermarks[0], out.records[9].GetInt(0) - 4000 - 1);
 }
 
+// Events are generated in batches and then emitted (one at a time with padding, which goes
+// straight into the record): every record is the generator's event of its id, for every kind,
+// with and without padding, from two splits in one subtask, whatever the poll size (1, a batch
+// and a bit, more than a batch).
+TEST_F(NexmarkSourceTest, BatchedEventsAreTheGeneratorsEventByEvent) {
+  const int64_t kBase = nexmark::GeneratorConfig().base_time_ms;
+  nexmark::GeneratorConfig config;
+  config.event_rate = 1000;  // dateTime = base + id ms names the event
+  const nexmark::Generator g(config);
+  for (const char* kind : {"bid", "auction", "person"}) {
+    for (const bool padding : {true, false}) {
+      for (int poll : {1, 67, 256}) {
+        ASSERT_OK(Load(absl::StrCat("{id: src, type: nexmark, emit: ", kind,
+                                    ", events: 3000, event_rate: 1000, fields: [dateTime, ",
+                                    padding ? "extra" : std::string(kind) == "bid" ? "bidder" : "id", ", ",
+                                    std::string(kind) == "person" ? "name"
+                                    : std::string(kind) == "bid"  ? "auction"
+                                                                  : "itemName",
+                                    "]}")));
+        std::vector<std::string> state;
+        for (int i = 0; i < 2; ++i) {
+          Collector none;
+          auto src = Open(i, 2, &none);
+          ASSERT_OK(src->SnapshotState(1, &state));
+        }
+        Collector out;
+        auto src = Open(0, 1, &out, &state);  // both splits in one subtask
+        int64_t wake = 0;
+        for (;;) {
+          auto st = src->Poll(poll, &wake);
+          ASSERT_OK(st);
+          if (*st == SourceOperator::State::kEnd) break;
+        }
+        const size_t per_epoch = std::string(kind) == "bid" ? 46 : std::string(kind) == "auction" ? 3 : 1;
+        ASSERT_EQ(out.records.size(), 60 * per_epoch) << kind << " " << poll;
+        std::vector<int64_t> ids;
+        for (const Record& r : out.records) {
+          const int64_t id = r.GetInt(0) - kBase;
+          ids.push_back(id);
+          std::string extra, third;
+          if (std::string(kind) == "bid") {
+            nexmark::Bid e;
+            g.MakeBid(id, nexmark::kAllFields, &e);
+            extra = e.extra;
+            ASSERT_EQ(r.GetInt(2), e.auction) << id;
+          } else if (std::string(kind) == "auction") {
+            nexmark::Auction e;
+            g.MakeAuction(id, nexmark::kAllFields, &e);
+            extra = e.extra;
+            ASSERT_EQ(r.GetString(2), e.item_name) << id;
+          } else {
+            nexmark::Person e;
+            g.MakePerson(id, nexmark::kAllFields, &e);
+            extra = e.extra;
+            ASSERT_EQ(r.GetString(2), e.name) << id;
+          }
+          if (padding) {
+            ASSERT_EQ(r.GetString(1), extra) << kind << " " << id;
+          }
+        }
+        // Round-robin over the two splits: epochs 0, 2, 4, ... and 1, 3, 5, ..., alternating
+        // record by record; each id once.
+        EXPECT_EQ(ids[0] / 50 % 2, 0);
+        if (ids.size() > 1) {
+          EXPECT_EQ(ids[1] / 50 % 2, 1);
+        }
+        std::sort(ids.begin(), ids.end());
+        EXPECT_EQ(std::adjacent_find(ids.begin(), ids.end()), ids.end());
+      }
+    }
+  }
+}
+
 TEST_F(NexmarkSourceTest, BadOptionsAreRefusedWithPositions) {
   EXPECT_THAT(Load("{id: src, type: nexmark, emit: bids}"),
               StatusIs(absl::StatusCode::kInvalidArgument,
