@@ -45,6 +45,8 @@ class JoinOperatorBase : public TwoInputOperator {
   uint64_t late_records_dropped() const { return late_dropped_; }
 
  protected:
+  friend class JoinRowStore;  // decodes records and key groups for the operator
+
   // Call from Open() with the options' sides. kFailedPrecondition without keyed state.
   absl::Status OpenJoin(const OperatorContext& ctx, Output* output, const JoinSides& sides);
 

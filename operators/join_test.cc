@@ -20,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "operators/internal/builtins.h"
 #include "operators/join_base.h"
+#include "operators/join_rows.h"
 #include "operators/key_hasher.h"
 #include "operators/operator.h"
 #include "operators/registry.h"
@@ -138,15 +139,17 @@ class JoinTest : public ::testing::Test {
                                                    job_.max_parallelism));
   }
 
-  // Records the interval join keeps for key `k` (left, right) as its snapshot writes them: the
-  // operator's SnapshotState, then its value of "interval_join.rows" read back and counted in
-  // format 2 ([2], per side [count: varint] and per record [ts: fixed64][size: varint][record]).
-  std::pair<uint32_t, uint32_t> KeptRows(int64_t k) {
+  // Records the interval join (or with `name` "join.rows" and `flags`, the join) keeps for key
+  // `k` (left, right) as its snapshot writes them: the operator's SnapshotState, then its value
+  // of `name` read back and counted in format 2 ([2], per side [count: varint] and per record
+  // [ts: fixed64] ([flag: 1 byte] with flags) [size: varint][record]).
+  std::pair<uint32_t, uint32_t> KeptRows(int64_t k, const std::string& name = "interval_join.rows",
+                                         bool flags = false) {
     std::vector<std::string> entries;
     EXPECT_OK(op_->SnapshotState(7, &entries));
     SetKey(k);
     std::string value;
-    auto found = backend_->Get(backend_->RegisterState("interval_join.rows", state::StateKind::kValue), &value);
+    auto found = backend_->Get(backend_->RegisterState(name, state::StateKind::kValue), &value);
     EXPECT_OK(found.status());
     if (!*found) return {0, 0};
     EXPECT_EQ(value[0], 2);
@@ -157,17 +160,18 @@ class JoinTest : public ::testing::Test {
       p = GetVarint64(p, end, &count[side]);
       for (uint64_t i = 0; p != nullptr && i < count[side]; ++i) {
         uint64_t size = 0;
-        p = GetVarint64(p + 8, end, &size);
+        p = GetVarint64(p + (flags ? 9 : 8), end, &size);
         if (p != nullptr) p += size;
       }
       if (p == nullptr) {
-        ADD_FAILURE() << "interval_join.rows of key " << k << " does not decode";
+        ADD_FAILURE() << name << " of key " << k << " does not decode";
         return {0, 0};
       }
     }
     EXPECT_EQ(p, end);
     return {static_cast<uint32_t>(count[0]), static_cast<uint32_t>(count[1])};
   }
+  std::pair<uint32_t, uint32_t> JoinRows(int64_t k) { return KeptRows(k, "join.rows", true); }
 
   // Entries of map state `name` for key `k` (what the join keeps for that key).
   size_t StateEntries(const std::string& name, int64_t k) {
@@ -461,9 +465,9 @@ TEST_F(JoinTest, IntervalJoinRestoresStateOfFormat1) {
 // dropped from memory, and read back when a record or the watermark (a timer) needs them.
 TEST_F(JoinTest, IntervalJoinSpillsBeyondItsMemoryAndReadsBack) {
   Load("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n");
-  SetIntervalJoinMemoryForTest(size_t{8} << 20);
+  SetJoinMemoryForTest(size_t{8} << 20);
   Open();
-  SetIntervalJoinMemoryForTest(0);
+  SetJoinMemoryForTest(0);
   const std::string big(1 << 17, 'x');
   for (int64_t k = 0; k < 70; ++k) Push(0, k, 100 + k % 5, big);  // the 64th spills
   SetKey(0);
@@ -496,13 +500,11 @@ TEST_F(JoinTest, RegularInnerJoinMatchesBothWaysUntilTtlExpires) {
   AdvanceClockMs(999);
   Push(1, 1, 5, "e");  // joins a and c (both 999 ms old)
   AdvanceClockMs(1);   // a, b, c, d expire (they arrived in one millisecond); e stays
-  EXPECT_EQ(StateEntries("join.left", 1), 0u);
-  EXPECT_EQ(StateEntries("join.right", 1), 1u);
+  EXPECT_EQ(JoinRows(1), std::make_pair(0u, 1u));
+  EXPECT_EQ(JoinRows(2), std::make_pair(0u, 0u));
   Push(1, 1, 6, "f");  // nothing left to join
   AdvanceClockMs(1000);
-  EXPECT_EQ(StateEntries("join.left", 1), 0u);
-  EXPECT_EQ(StateEntries("join.right", 1), 0u);
-  EXPECT_EQ(StateEntries("join.right", 2), 0u);
+  EXPECT_EQ(JoinRows(1), std::make_pair(0u, 0u));
   EXPECT_THAT(out_.lines, UnorderedElementsAreArray({
                               Row(1, 1, "a", 1, 2, "b"),
                               Row(1, 3, "c", 1, 2, "b"),
@@ -535,7 +537,7 @@ TEST_F(JoinTest, RegularLeftJoinPadsUnmatchedRowsWhenTheirTtlExpires) {
                   Row(3, 3, "late-match", 3, 5, "r3"),
                   std::string(R"({"left.k":4,"left.ts":6,"left.v":"at-end","right.k":null,"right.ts":null,"right.v":null})"),
               }));
-  EXPECT_EQ(StateEntries("join.left", 4), 0u);
+  EXPECT_EQ(JoinRows(4), std::make_pair(0u, 0u));
 }
 
 // ---------------------------------------------------------------------------------------------
