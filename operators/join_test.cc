@@ -540,6 +540,171 @@ TEST_F(JoinTest, RegularLeftJoinPadsUnmatchedRowsWhenTheirTtlExpires) {
   EXPECT_EQ(JoinRows(4), std::make_pair(0u, 0u));
 }
 
+TEST_F(JoinTest, RegularJoinStateSurvivesCheckpointAndRestoreIntoANewBackend) {
+  Load("join", "");
+  const auto [straight, restored] = RunStraightAndRestored();
+  // Left records are the even i, right the odd; every pair with one key (i % 3) joins once.
+  std::vector<std::string> expected;
+  for (int64_t i = 0; i < 40; i += 2) {
+    for (int64_t j = 1; j < 40; j += 2) {
+      if (i % 3 != j % 3) continue;
+      expected.push_back(Row(i % 3, 100 + 3 * i, absl::StrCat("x", i), j % 3, 100 + 3 * j, absl::StrCat("x", j)));
+    }
+  }
+  EXPECT_THAT(straight, UnorderedElementsAreArray(expected));
+  EXPECT_THAT(restored, UnorderedElementsAreArray(expected));
+  EXPECT_EQ(JoinRows(0), std::make_pair(7u, 7u));  // i = 0, 6, ..., 36 and 3, 9, ..., 39
+}
+
+// A left row's matched flag survives a restore: matched rows are never padded afterwards.
+TEST_F(JoinTest, RegularLeftJoinKeepsMatchedFlagsAcrossARestore) {
+  Load("join", "    kind: left\n    ttl: 100ms\n");
+  Open();
+  Push(0, 1, 1, "matched");
+  Push(0, 2, 2, "lonely");
+  Push(1, 1, 3, "r1");
+  std::vector<std::string> entries;
+  ASSERT_OK(op_->SnapshotState(1, &entries));
+  proto::KeyedStateHandle handle = Snapshot(1);
+  op_->Close();
+  backend_ = NewBackend({handle});
+  restored_ = true;
+  Open();
+  restored_ = false;
+  AdvanceClockMs(100);  // both left rows expire (their timers were restored): lonely is padded
+  EXPECT_THAT(out_.lines, UnorderedElementsAreArray({
+                              Row(1, 1, "matched", 1, 3, "r1"),
+                              std::string(R"({"left.k":2,"left.ts":2,"left.v":"lonely","right.k":null,"right.ts":null,"right.v":null})"),
+                          }));
+  EXPECT_EQ(JoinRows(1), std::make_pair(0u, 0u));
+  EXPECT_EQ(JoinRows(2), std::make_pair(0u, 0u));
+}
+
+// State of format 1 (before the rows were kept in memory): per side a map state of buckets by
+// arrival time, each record after its matched flag byte, and an index of them, with a timer per
+// bucket at its expiry, written here by hand as that release wrote them. A restore moves it
+// into format 2; the old timers expire it.
+TEST_F(JoinTest, RegularJoinRestoresStateOfFormat1) {
+  Load("join", "    kind: left\n    ttl: 100ms\n");
+  backend_ = NewBackend();
+  const Schema& input = spec_->input_schema;
+  const auto bucket = [&](std::initializer_list<std::pair<char, std::string>> records) {
+    std::string b(1, '\x01');
+    for (const auto& [flag, v] : records) {
+      Record r(3);
+      r.SetInt(0, 1);
+      r.SetInt(1, 7);
+      r.SetString(2, v);
+      b.push_back(flag);
+      EncodeRecord(input, r, &b);
+    }
+    return b;
+  };
+  char buf[8];
+  const int64_t arrived = clock_.WallMillis() - 10;  // the bucket's arrival time
+  SetKey(1);
+  ASSERT_OK(backend_->MapPut(backend_->RegisterState("join.left", state::StateKind::kMap),
+                             TimeUserKey(arrived, buf), bucket({{1, "seen"}, {0, "unseen"}})));
+  ASSERT_OK(backend_->Put(backend_->RegisterState("join.left.index", state::StateKind::kValue),
+                          absl::StrCat(std::string(1, '\x01'), TimeUserKey(arrived, buf))));
+  ASSERT_OK(backend_->MapPut(backend_->RegisterState("join.right", state::StateKind::kMap),
+                             TimeUserKey(arrived, buf), bucket({{0, "r"}})));
+  ASSERT_OK(backend_->Put(backend_->RegisterState("join.right.index", state::StateKind::kValue),
+                          absl::StrCat(std::string(1, '\x01'), TimeUserKey(arrived, buf))));
+  ASSERT_OK(backend_->RegisterTimer(TimeDomain::kProcessingTime, arrived + 100));
+  restored_ = true;
+  Open();
+  restored_ = false;
+  EXPECT_EQ(StateEntries("join.left", 1), 0u);  // moved to format 2
+  EXPECT_EQ(StateEntries("join.right", 1), 0u);
+  EXPECT_EQ(JoinRows(1), std::make_pair(2u, 1u));
+  Push(1, 1, 8, "r2");  // joins both left rows
+  AdvanceClockMs(90);   // the format-1 timer: unseen was matched by r2, nothing is padded
+  EXPECT_EQ(JoinRows(1), std::make_pair(0u, 1u));  // r2 (arrived 10 ms later) stays
+  AdvanceClockMs(10);
+  EXPECT_EQ(JoinRows(1), std::make_pair(0u, 0u));
+  EXPECT_THAT(out_.lines, UnorderedElementsAreArray({
+                              Row(1, 7, "seen", 1, 8, "r2"),
+                              Row(1, 7, "unseen", 1, 8, "r2"),
+                          }));
+}
+
+// The in-memory rows against a straightforward model of the join (every row kept in a list,
+// expiry and matching by scanning it), over random records and clock steps, kind left with a
+// ttl: once in memory, and once with a memory budget so small that the store spills (every key
+// written out and read back) again and again, with a checkpoint and restore in between.
+TEST_F(JoinTest, RegularLeftJoinMatchesAModelInMemoryAndWhenSpilling) {
+  for (const bool spill : {false, true}) {
+    SCOPED_TRACE(spill ? "spilling" : "in memory");
+    Load("join", "    kind: left\n    ttl: 50ms\n");
+    backend_ = NewBackend();
+    out_.lines.clear();
+    if (spill) SetJoinMemoryForTest(4096);
+    Open();
+    struct ModelRow {
+      int side;
+      int64_t k, ts, arrived;
+      std::string v;
+      bool matched;
+      bool gone;
+    };
+    std::vector<ModelRow> model;
+    std::vector<std::string> expected;
+    const auto padded = [](const ModelRow& l) {
+      return absl::StrCat(R"({"left.k":)", l.k, R"(,"left.ts":)", l.ts, R"(,"left.v":")", l.v,
+                          R"(","right.k":null,"right.ts":null,"right.v":null})");
+    };
+    const auto expire = [&](int64_t now, bool all) {
+      for (ModelRow& m : model) {
+        if (m.gone || (!all && m.arrived + 50 > now)) continue;
+        m.gone = true;
+        if (m.side == 0 && !m.matched) expected.push_back(padded(m));
+      }
+    };
+    uint64_t seed = 12345;
+    const auto next = [&seed](uint64_t n) {
+      seed = seed * 6364136223846793005u + 1442695040888963407u;
+      return (seed >> 33) % n;
+    };
+    int64_t now = 0;
+    for (int64_t i = 0; i < 600; ++i) {
+      if (i == 300) {  // a checkpoint, restored into a new backend and operator
+        std::vector<std::string> entries;
+        ASSERT_OK(op_->SnapshotState(1, &entries));
+        proto::KeyedStateHandle handle = Snapshot(1);
+        op_->Close();
+        backend_ = NewBackend({handle});
+        restored_ = true;
+        Open();
+        restored_ = false;
+      }
+      if (next(4) == 0) {
+        const int64_t step = static_cast<int64_t>(next(30));
+        now += step;
+        expire(now, false);
+        AdvanceClockMs(step);
+      }
+      const int side = static_cast<int>(next(2));
+      const int64_t k = static_cast<int64_t>(next(12));
+      ModelRow row{side, k, i, now, absl::StrCat(side == 0 ? "l" : "r", i, std::string(next(200), 'p')), false, false};
+      for (ModelRow& m : model) {
+        if (m.gone || m.side == side || m.k != k) continue;
+        row.matched = true;
+        if (m.side == 0) m.matched = true;
+        expected.push_back(side == 0 ? Row(k, i, row.v, m.k, m.ts, m.v) : Row(m.k, m.ts, m.v, k, i, row.v));
+      }
+      model.push_back(row);
+      Push(side, k, i, row.v);
+    }
+    ASSERT_OK(op_->Finish());
+    expire(now, true);
+    if (spill) SetJoinMemoryForTest(0);
+    EXPECT_THAT(out_.lines, UnorderedElementsAreArray(expected));
+    op_->Close();
+    backend_.reset();
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // window_join
 
