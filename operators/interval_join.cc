@@ -89,7 +89,7 @@ class IntervalJoinOperator final : public JoinOperatorBase {
     }
     store_.Append(slot, side, ts, false, options_->sides.input[side], r);
     const int64_t cleanup = CleanupTime(side, ts);
-    if (cleanup < ks.scheduled) Schedule(slot, cleanup);
+    store_.ScheduleEarlier(slot, cleanup);
     if (store_.OverBudget()) return Spill();
     return absl::OkStatus();
   }
@@ -97,15 +97,7 @@ class IntervalJoinOperator final : public JoinOperatorBase {
   // Drops the records the watermark has passed (where their keys' event-time timers would fire,
   // before the watermark goes on).
   absl::Status ProcessWatermark(int64_t watermark) override {
-    while (!heap_.empty() && heap_.front().time <= watermark) {
-      std::pop_heap(heap_.begin(), heap_.end(), Later);
-      const SweepEntry e = heap_.back();
-      heap_.pop_back();
-      JoinRowStore::Key& ks = store_.key(e.slot);
-      if (!ks.live || ks.generation != e.generation || ks.scheduled != e.time) continue;  // stale
-      ks.scheduled = JoinRowStore::kNever;
-      SLUICE_RETURN_IF_ERROR(Sweep(e.slot, watermark));
-    }
+    SLUICE_RETURN_IF_ERROR(store_.PopDue(watermark, [&](uint32_t slot) { return Sweep(slot, watermark); }));
     return output_->EmitWatermark(watermark);
   }
 
@@ -123,13 +115,6 @@ class IntervalJoinOperator final : public JoinOperatorBase {
   }
 
  private:
-  struct SweepEntry {
-    int64_t time;
-    uint32_t slot;
-    uint32_t generation;
-  };
-  static bool Later(const SweepEntry& a, const SweepEntry& b) { return a.time > b.time; }
-
   int64_t CleanupTime(int side, int64_t ts) const {
     return SaturatingAdd(side == 0 ? SaturatingAdd(ts, options_->upper_ms)
                                    : SaturatingAdd(ts, -options_->lower_ms),
@@ -143,18 +128,9 @@ class IntervalJoinOperator final : public JoinOperatorBase {
     return t;
   }
 
-  void Schedule(uint32_t slot, int64_t time) {
-    JoinRowStore::Key& ks = store_.key(slot);
-    ks.scheduled = time;
-    heap_.push_back(SweepEntry{time, slot, ks.generation});
-    std::push_heap(heap_.begin(), heap_.end(), Later);
-  }
   // Schedules key `slot`'s sweep at its earliest cleanup time when that is earlier than the
   // one pending (a key read back from the backend, restored or converted).
-  void ScheduleEarliest(uint32_t slot) {
-    const int64_t next = EarliestCleanup(store_.key(slot));
-    if (next < store_.key(slot).scheduled) Schedule(slot, next);
-  }
+  void ScheduleEarliest(uint32_t slot) { store_.ScheduleEarlier(slot, EarliestCleanup(store_.key(slot))); }
 
   // Drops the records of key `slot` that `watermark` has passed, then schedules its next sweep,
   // or forgets the key when nothing is left.
@@ -166,7 +142,7 @@ class IntervalJoinOperator final : public JoinOperatorBase {
       store_.DropFront(slot, side, due);
     }
     SLUICE_ASSIGN_OR_RETURN(bool kept, store_.Release(slot));
-    if (kept) Schedule(slot, EarliestCleanup(store_.key(slot)));
+    if (kept) store_.Schedule(slot, EarliestCleanup(store_.key(slot)));
     return absl::OkStatus();
   }
 
@@ -174,16 +150,14 @@ class IntervalJoinOperator final : public JoinOperatorBase {
   absl::Status SpillTimer(const JoinRowStore::Key& k) {
     return timers_->RegisterEventTimeTimer(EarliestCleanup(k));
   }
-  // Over budget: every key leaves memory (their heap entries with them).
+  // Over budget: every key leaves memory.
   absl::Status Spill() {
-    heap_.clear();
     return store_.Spill([this](const JoinRowStore::Key& k) { return SpillTimer(k); });
   }
 
   const IntervalJoinOptions* options_ = nullptr;
   JoinRowStore store_;
-  std::vector<SweepEntry> heap_;  // min-heap by time
-  Record scratch_[2];             // a decoded record of each side
+  Record scratch_[2];  // a decoded record of each side
 };
 
 }  // namespace

@@ -196,6 +196,7 @@ absl::Status JoinRowStore::Spill(const std::function<absl::Status(const Key&)>& 
   keys_.shrink_to_fit();
   slot_of_.clear();
   free_.clear();
+  heap_.clear();
   bytes_ = 0;
   spilled_ = true;
   return absl::OkStatus();

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -58,7 +59,7 @@ class JoinRowStore {
     bool live = false;           // the slot holds a key
     bool dirty = false;          // changed since last written to the backend
     bool in_backend = false;     // the backend holds a value for the key (maybe an older one)
-    int64_t scheduled = kNever;  // the operator's pending cleanup time of the key
+    int64_t scheduled = kNever;  // the key's pending sweep (or the operator's timer) time
     Rows rows[2];
     std::string bytes;  // both inputs' encoded records, in arrival order (dropped ones too)
     size_t dead = 0;    // bytes of dropped records in `bytes`
@@ -107,6 +108,32 @@ class JoinRowStore {
   // Writes the changed keys out and forgets every key; `each` runs first for every key in
   // memory with the backend's current key set to it (e.g. to register a timer).
   absl::Status Spill(const std::function<absl::Status(const Key&)>& each);
+  // Sweeps: one pending time per key (Key::scheduled) in a min-heap. Schedule() sets key
+  // `slot`'s, ScheduleEarlier() only when `time` is earlier than the one pending; PopDue() calls
+  // `fn(slot)` for each key whose time is <= `up_to`, earliest first, with its time cleared
+  // (`fn` may schedule it again or release it). A spill forgets them with the keys.
+  void Schedule(uint32_t slot, int64_t time) {
+    keys_[slot].scheduled = time;
+    heap_.push_back(SweepEntry{time, slot, keys_[slot].generation});
+    std::push_heap(heap_.begin(), heap_.end(), Later);
+  }
+  void ScheduleEarlier(uint32_t slot, int64_t time) {
+    if (time < keys_[slot].scheduled) Schedule(slot, time);
+  }
+  template <typename Fn>
+  absl::Status PopDue(int64_t up_to, Fn fn) {
+    while (!heap_.empty() && heap_.front().time <= up_to) {
+      std::pop_heap(heap_.begin(), heap_.end(), Later);
+      const SweepEntry e = heap_.back();
+      heap_.pop_back();
+      Key& k = keys_[e.slot];
+      if (!k.live || k.generation != e.generation || k.scheduled != e.time) continue;  // stale
+      k.scheduled = kNever;
+      SLUICE_RETURN_IF_ERROR(fn(e.slot));
+    }
+    return absl::OkStatus();
+  }
+
   // True after a spill: keys not in memory may be in the backend.
   bool spilled() const { return spilled_; }
   // Every key in memory (live slots), for `fn(slot)`.
@@ -129,6 +156,13 @@ class JoinRowStore {
                               const std::function<absl::Status(uint32_t)>& loaded);
 
  private:
+  struct SweepEntry {
+    int64_t time;
+    uint32_t slot;
+    uint32_t generation;
+  };
+  static bool Later(const SweepEntry& a, const SweepEntry& b) { return a.time > b.time; }
+
   uint32_t NewSlot(absl::string_view key, int key_group);
   void FreeSlot(uint32_t slot);
   void ClearRows(Key* k);
@@ -152,6 +186,7 @@ class JoinRowStore {
   absl::flat_hash_map<std::string, uint32_t> slot_of_;  // live keys' slots
   std::vector<uint32_t> free_;                          // free slots
   std::vector<uint32_t> dirty_;                         // slots changed since WriteDirty()
+  std::vector<SweepEntry> heap_;                        // min-heap by time
   size_t bytes_ = 0;                                    // memory of the keys and records (roughly)
   bool spilled_ = false;
   std::string value_;

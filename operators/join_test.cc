@@ -747,10 +747,7 @@ TEST_P(WindowJoinKindTest, FiresPerKeyAndWindowAtTheWatermark) {
   if (kind == "left" || kind == "full") expected.push_back(WRow(L(2, 3, "only-left"), kNullRight, 0));
   if (kind == "right" || kind == "full") expected.push_back(WRow(kNullLeft, R(3, 4, "only-right"), 0));
   EXPECT_THAT(out_.lines, UnorderedElementsAreArray(expected));
-  for (int64_t k = 1; k <= 3; ++k) {
-    EXPECT_EQ(StateEntries("window_join.left", k), 0u);
-    EXPECT_EQ(StateEntries("window_join.right", k), 0u);
-  }
+  for (int64_t k = 1; k <= 3; ++k) EXPECT_EQ(KeptRows(k, "window_join.rows"), std::make_pair(0u, 0u));
 }
 
 INSTANTIATE_TEST_SUITE_P(Kinds, WindowJoinKindTest, ::testing::Values("inner", "left", "right", "full"));
@@ -782,6 +779,130 @@ TEST_F(JoinTest, WindowJoinStateSurvivesCheckpointAndRestoreIntoANewBackend) {
   }
   EXPECT_THAT(straight, UnorderedElementsAreArray(expected));
   EXPECT_THAT(restored, UnorderedElementsAreArray(expected));
+}
+
+// State of format 1 (before the rows were kept in memory): per input a map state of buckets
+// under the window's end - 1 with a timer per key and window, written here by hand as that
+// release wrote them. Its timer brings the buckets into memory, where they join the records that
+// came after the restore.
+TEST_F(JoinTest, WindowJoinRestoresStateOfFormat1) {
+  Load("window_join", "    time: ts\n    tumble: 10ms\n    kind: full\n");
+  backend_ = NewBackend();
+  const Schema& input = spec_->input_schema;
+  const auto bucket = [&](std::initializer_list<std::pair<int64_t, std::string>> records) {
+    std::string b(1, '\x01');
+    for (const auto& [ts, v] : records) {
+      Record r(3);
+      r.SetInt(0, 1);
+      r.SetInt(1, ts);
+      r.SetString(2, v);
+      EncodeRecord(input, r, &b);
+    }
+    return b;
+  };
+  char buf[8];
+  SetKey(1);
+  ASSERT_OK(backend_->MapPut(backend_->RegisterState("window_join.left", state::StateKind::kMap),
+                             TimeUserKey(9, buf), bucket({{1, "a"}, {2, "b"}})));
+  ASSERT_OK(backend_->MapPut(backend_->RegisterState("window_join.right", state::StateKind::kMap),
+                             TimeUserKey(9, buf), bucket({{3, "x"}})));
+  ASSERT_OK(backend_->RegisterTimer(TimeDomain::kEventTime, 9));
+  restored_ = true;
+  Open();
+  restored_ = false;
+  Push(1, 1, 8, "y");  // after the restore, in the same window
+  Push(0, 1, 12, "c");  // the next window: no right row
+  Watermark(9);
+  EXPECT_EQ(StateEntries("window_join.left", 1), 0u);  // moved and fired
+  EXPECT_EQ(StateEntries("window_join.right", 1), 0u);
+  EXPECT_EQ(KeptRows(1, "window_join.rows"), std::make_pair(1u, 0u));
+  Watermark(19);
+  EXPECT_THAT(out_.lines, UnorderedElementsAreArray({
+                              WRow(L(1, 1, "a"), R(1, 3, "x"), 0), WRow(L(1, 2, "b"), R(1, 3, "x"), 0),
+                              WRow(L(1, 1, "a"), R(1, 8, "y"), 0), WRow(L(1, 2, "b"), R(1, 8, "y"), 0),
+                              WRow(L(1, 12, "c"), kNullRight, 10),
+                          }));
+  EXPECT_EQ(KeptRows(1, "window_join.rows"), std::make_pair(0u, 0u));
+}
+
+// The in-memory windows against a straightforward model (every record listed, each window's
+// output computed when the run ends), over random out-of-order records and watermarks, full
+// outer with hopping windows: once in memory, and once with a memory budget so small that every
+// key is written out and read back again and again, with a checkpoint and restore in between.
+TEST_F(JoinTest, WindowJoinMatchesAModelInMemoryAndWhenSpilling) {
+  for (const bool spill : {false, true}) {
+    SCOPED_TRACE(spill ? "spilling" : "in memory");
+    Load("window_join", "    time: ts\n    hop: {size: 20ms, slide: 10ms}\n    kind: full\n");
+    backend_ = NewBackend();
+    out_.lines.clear();
+    if (spill) SetJoinMemoryForTest(4096);
+    Open();
+    // (key, window start) -> each input's kept records (ts, v)
+    std::map<std::pair<int64_t, int64_t>, std::vector<std::pair<int64_t, std::string>>> model[2];
+    uint64_t seed = 777;
+    const auto next = [&seed](uint64_t n) {
+      seed = seed * 6364136223846793005u + 1442695040888963407u;
+      return (seed >> 33) % n;
+    };
+    int64_t watermark = 0;
+    uint64_t late = 0;
+    for (int64_t i = 0; i < 600; ++i) {
+      if (i == 300) {
+        std::vector<std::string> entries;
+        ASSERT_OK(op_->SnapshotState(1, &entries));
+        proto::KeyedStateHandle handle = Snapshot(1);
+        op_->Close();
+        backend_ = NewBackend({handle});
+        restored_ = true;
+        Open();
+        restored_ = false;
+        ASSERT_OK(timers_->AdvanceWatermark(watermark, op_.get()));
+      }
+      if (next(5) == 0) {
+        watermark += static_cast<int64_t>(next(15));
+        Watermark(watermark);
+      }
+      const int side = static_cast<int>(next(2));
+      const int64_t k = static_cast<int64_t>(next(6));
+      const int64_t ts = watermark - 25 + static_cast<int64_t>(next(60));
+      const std::string v = absl::StrCat(i, std::string(next(100), 'p'));
+      bool kept = false;
+      for (int64_t start : {ts - ((ts % 10) + 10) % 10, ts - ((ts % 10) + 10) % 10 - 10}) {
+        if (start + 19 <= watermark) continue;  // that window fired already
+        model[side][{k, start}].push_back({ts, v});
+        kept = true;
+      }
+      late += kept ? 0 : 1;
+      Push(side, k, ts, v);
+    }
+    Watermark(1'000'000);
+    std::vector<std::string> expected;
+    for (const auto& [w, ls] : model[0]) {
+      auto it = model[1].find(w);
+      for (const auto& [lts, lv] : ls) {
+        if (it == model[1].end()) {
+          expected.push_back(WRow(L(w.first, lts, lv), kNullRight, w.second));
+          continue;
+        }
+        for (const auto& [rts, rv] : it->second) expected.push_back(WRow(L(w.first, lts, lv), R(w.first, rts, rv), w.second));
+      }
+    }
+    for (const auto& [w, rs] : model[1]) {
+      if (model[0].count(w) != 0) continue;
+      for (const auto& [rts, rv] : rs) expected.push_back(WRow(kNullLeft, R(w.first, rts, rv), w.second));
+    }
+    if (spill) SetJoinMemoryForTest(0);
+    // WRow assumes 10 ms windows: fix window_end for 20 ms ones.
+    for (std::string& e : expected) {
+      const size_t at = e.find(R"("window_end":)");
+      const int64_t start = std::stoll(e.substr(e.find(R"("window_start":)") + 15));
+      e = absl::StrCat(e.substr(0, at), R"("window_end":)", start + 20, "}");
+    }
+    EXPECT_THAT(out_.lines, UnorderedElementsAreArray(expected));
+    EXPECT_GT(late, 0u);
+    op_->Close();
+    backend_.reset();
+  }
 }
 
 TEST_F(JoinTest, HoppingWindowJoinJoinsInEveryWindowOfBothRecords) {
