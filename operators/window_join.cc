@@ -150,7 +150,7 @@ class WindowJoinOperator final : public JoinOperatorBase {
     for (;;) {
       const JoinRowStore::Key& k = store_.key(slot);
       const int64_t at = NextFiring(k);
-      if (at > watermark) break;
+      if (at == JoinRowStore::kNever || at > watermark) break;  // also the end of input's watermark
       size_t n[2] = {0, 0};
       for (int side = 0; side < 2; ++side) {
         const JoinRowStore::Rows& rows = k.rows[side];
