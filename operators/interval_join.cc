@@ -32,7 +32,9 @@ namespace {
 // map states "interval_join.left"/".right" with their ".index" value states). When the kept keys
 // and records exceed the store's budget, every key is dropped from memory with an event-time
 // timer in the backend at its earliest cleanup time (memory stays bounded); such a key is read
-// back when a record of it comes or its timer fires.
+// back when a record of it comes or its timer fires. The watermark seen at a checkpoint is
+// union operator state (JoinOperatorBase::Watermark: the smallest at a restore), so records
+// replayed before the first new watermark are judged late as before the failure.
 //
 // Threading: the task thread only.
 class IntervalJoinOperator final : public JoinOperatorBase {
@@ -43,6 +45,7 @@ class IntervalJoinOperator final : public JoinOperatorBase {
     store_.Init(this, state_->RegisterState("interval_join.rows", state::StateKind::kValue),
                 "interval join rows", /*flags=*/false);
     for (int side = 0; side < 2; ++side) scratch_[side].Resize(options_->sides.input[side].size());
+    SLUICE_RETURN_IF_ERROR(RestoreWatermark(ctx));
     if (!ctx.restored) return absl::OkStatus();
     const auto loaded = [this](uint32_t slot) {
       ScheduleEarliest(slot);
@@ -54,13 +57,15 @@ class IntervalJoinOperator final : public JoinOperatorBase {
   }
 
   absl::Status SnapshotState(int64_t checkpoint_id, std::vector<std::string>* entries) override {
+    SnapshotWatermark(entries);
     return store_.WriteDirty();
   }
+  bool UnionState() const override { return true; }
 
   absl::Status ProcessInput(int side, const Record& r) override {
     if (side != 0 && side != 1) return absl::InvalidArgumentError("interval_join has two inputs");
     const int64_t ts = TimeOf(side, r);
-    const int64_t watermark = timers_->CurrentWatermark();
+    const int64_t watermark = Watermark();
     if (watermark != kNoWatermark && ts < watermark) {
       CountLate();
       return absl::OkStatus();

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -8,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "common/record.h"
+#include "common/watermark.h"
 #include "operators/join_options.h"
 #include "operators/operator.h"
 #include "plan/expr.h"
@@ -84,6 +86,18 @@ class JoinOperatorBase : public TwoInputOperator {
   // Decodes one record from `*pos` (advanced); kDataLoss on corrupt bytes.
   absl::Status DecodeOne(int side, const char** pos, const char* end, Record* record) const;
 
+  // The event time the join judges records late by: the input watermark, or the one restored
+  // if higher (the smallest any old subtask had seen at the checkpoint restored: rescaling may
+  // give this subtask keys of any of them). So records the failed attempt dropped are dropped
+  // again, and records replayed before the first new watermark do not join state that was
+  // already dropped. kNoWatermark when neither is known.
+  int64_t Watermark() const { return std::max(timers_->CurrentWatermark(), restored_watermark_); }
+  // The operator's non-keyed state (SnapshotState, with UnionState() true): the watermark,
+  // [format 1][fixed64 LE]. RestoreWatermark reads it from the context at Open (kDataLoss when
+  // an entry does not decode).
+  absl::Status RestoreWatermark(const OperatorContext& ctx);
+  void SnapshotWatermark(std::vector<std::string>* entries) const;
+
   void CountLate() {
     ++late_dropped_;
     if (ctx_.late_records_dropped != nullptr) ctx_.late_records_dropped->Add();
@@ -102,6 +116,7 @@ class JoinOperatorBase : public TwoInputOperator {
   size_t offset_[2] = {0, 0};  // where each side's fields start in the output
   std::string append_scratch_;
   uint64_t late_dropped_ = 0;
+  int64_t restored_watermark_ = kNoWatermark;
 };
 
 // Which buckets of one map state the current key has: their 8-byte time user keys, sorted, in

@@ -109,6 +109,7 @@ class JoinTest : public ::testing::Test {
     ctx.timers = timers_.get();
     ctx.late_records_dropped = &late_counter_;
     ctx.restored = restored_;
+    ctx.restored_state = restored_state_;
     ASSERT_OK(op_->Open(ctx, &out_));
   }
 
@@ -240,6 +241,7 @@ class JoinTest : public ::testing::Test {
   std::unique_ptr<Operator> op_;
   int backend_seq_ = 0;
   bool restored_ = false;  // what Open() tells the operator
+  std::vector<std::string> restored_state_;
 };
 
 
@@ -379,6 +381,61 @@ TEST_F(JoinTest, IntervalJoinStateSurvivesCheckpointAndRestoreIntoANewBackend) {
   EXPECT_THAT(straight, UnorderedElementsAreArray(expected));
   EXPECT_THAT(restored, UnorderedElementsAreArray(expected));
   for (int64_t k = 0; k < 3; ++k) EXPECT_EQ(KeptRows(k), std::make_pair(0u, 0u));
+}
+
+// The watermark is checkpointed (union state): after a restore, a record behind the smallest
+// watermark the old subtasks had seen is late before any new watermark arrives, as it was
+// before the failure; rescaled state gets the smallest, not the largest.
+TEST_F(JoinTest, JoinsRestoreTheSmallestCheckpointedWatermark) {
+  for (const char* type : {"interval_join", "window_join"}) {
+    SCOPED_TRACE(type);
+    Load(type, std::string(type) == "interval_join" ? "    time: ts\n    lower: -10ms\n    upper: 10ms\n"
+                                                    : "    time: ts\n    tumble: 10ms\n");
+    backend_ = NewBackend();
+    Open();
+    std::vector<std::string> entries[2];
+    Watermark(150);
+    ASSERT_OK(op_->SnapshotState(1, &entries[0]));
+    Watermark(240);
+    ASSERT_OK(op_->SnapshotState(2, &entries[1]));
+    ASSERT_EQ(entries[0].size(), 1u);
+    EXPECT_TRUE(static_cast<JoinOperatorBase*>(op_.get())->UnionState());
+    op_->Close();
+    backend_ = NewBackend();
+    restored_ = true;
+    restored_state_ = {entries[1][0], entries[0][0]};  // two old subtasks: 240 and 150
+    Open();
+    restored_ = false;
+    restored_state_.clear();
+    const uint64_t late_before = Late();
+    Push(0, 1, 145, "late");  // behind 150 (interval: ts < 150; window [140, 150) fired at 149)
+    EXPECT_EQ(Late(), late_before + 1);
+    Push(0, 1, 155, "a");  // behind 240 but not 150: kept
+    Push(1, 1, 156, "b");
+    EXPECT_EQ(Late(), late_before + 1);
+    Watermark(1000);
+    EXPECT_EQ(out_.lines.size(), 1u);
+    out_.lines.clear();
+    restored_state_ = {"\x01short"};
+    backend_ = NewBackend();
+    restored_ = true;
+    auto op = registry_.Create(*spec_);
+    ASSERT_OK(op.status());
+    OperatorContext ctx;
+    ctx.job = &job_;
+    ctx.spec = spec_;
+    ctx.state_origin = backend_->origin();
+    ctx.max_parallelism = job_.max_parallelism;
+    ctx.keyed_state = backend_.get();
+    ctx.timers = timers_.get();
+    ctx.restored = true;
+    ctx.restored_state = restored_state_;
+    EXPECT_THAT((*op)->Open(ctx, &out_), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("join watermark state has 6 bytes")));
+    restored_ = false;
+    restored_state_.clear();
+    op_->Close();
+    backend_.reset();
+  }
 }
 
 TEST_F(JoinTest, JoinStateOfAnUnknownFormatIsDataLossNotGarbage) {

@@ -30,7 +30,8 @@ namespace {
 // "window_join.rows", format 2 without flags); beyond the store's budget every key leaves
 // memory with an event-time timer at its next firing and is read back when a record of it
 // comes or the timer fires. Format 1 (map states "window_join.left"/".right" of buckets under
-// end - 1, with a timer per key and window) is moved into memory when its timer fires.
+// end - 1, with a timer per key and window) is moved into memory when its timer fires. The
+// watermark seen at a checkpoint is union operator state, as for interval_join.
 class WindowJoinOperator final : public JoinOperatorBase {
  public:
   absl::Status Open(const OperatorContext& ctx, Output* output) override {
@@ -39,6 +40,7 @@ class WindowJoinOperator final : public JoinOperatorBase {
     store_.Init(this, state_->RegisterState("window_join.rows", state::StateKind::kValue),
                 "window join rows", /*flags=*/false);
     window_start_ = options_->sides.output.size() - 2;
+    SLUICE_RETURN_IF_ERROR(RestoreWatermark(ctx));
     if (!ctx.restored) return absl::OkStatus();
     restored_ = true;
     format1_[0] = state_->RegisterState("window_join.left", state::StateKind::kMap);
@@ -50,13 +52,15 @@ class WindowJoinOperator final : public JoinOperatorBase {
   }
 
   absl::Status SnapshotState(int64_t checkpoint_id, std::vector<std::string>* entries) override {
+    SnapshotWatermark(entries);
     return store_.WriteDirty();
   }
+  bool UnionState() const override { return true; }
 
   absl::Status ProcessInput(int side, const Record& r) override {
     if (side != 0 && side != 1) return absl::InvalidArgumentError("window_join has two inputs");
     AssignWindows(options_->window, TimeOf(side, r), &windows_);
-    const int64_t watermark = timers_->CurrentWatermark();
+    const int64_t watermark = Watermark();
     bool kept = false;
     uint32_t slot = 0;
     for (const TimeWindow& w : windows_) {
