@@ -71,13 +71,8 @@ class IntervalJoinOperator final : public JoinOperatorBase {
       return absl::OkStatus();
     }
     EvalKey(side, r);
-    uint32_t slot;
-    if (const uint32_t* found = store_.Find(key_bytes())) {
-      slot = *found;
-    } else {
-      SLUICE_ASSIGN_OR_RETURN(slot, store_.Load(key_bytes(), EvaluatedKeyGroup()));
-      ScheduleEarliest(slot);
-    }
+    SLUICE_ASSIGN_OR_RETURN(const uint32_t slot,
+                            store_.SlotOfEvaluated([this](uint32_t s) { ScheduleEarliest(s); }));
     JoinRowStore::Key& ks = store_.key(slot);
     // The other side's times that match: right in [ts + lower, ts + upper] for a left record,
     // left in [ts - upper, ts - lower] for a right one.

@@ -13,11 +13,10 @@
 #include "absl/strings/string_view.h"
 #include "common/record.h"
 #include "common/status.h"
+#include "operators/join_base.h"
 #include "state/keyed_state_backend.h"
 
 namespace sluice::ops {
-
-class JoinOperatorBase;
 
 // Memory of kept keys and records above which a JoinRowStore spills; 0 restores the default
 // (512 MiB per subtask). For tests: takes effect for stores initialised afterwards.
@@ -80,6 +79,15 @@ class JoinRowStore {
   // after a spill (then key(slot).in_backend), or a new empty key. Sets the backend's current
   // key when it reads. kDataLoss when the stored value does not decode.
   absl::StatusOr<uint32_t> Load(absl::string_view key, int key_group);
+  // The slot of the key `op` last evaluated (JoinOperatorBase::EvalKey): in memory, or Load()ed
+  // and then passed to `loaded(slot)`.
+  template <typename Fn>
+  absl::StatusOr<uint32_t> SlotOfEvaluated(Fn loaded) {
+    if (const uint32_t* found = Find(op_->key_bytes())) return *found;
+    SLUICE_ASSIGN_OR_RETURN(uint32_t slot, Load(op_->key_bytes(), op_->EvaluatedKeyGroup()));
+    loaded(slot);
+    return slot;
+  }
   // The backend's current key `key` (not in memory) read back into *slot; false when it has
   // no value. kDataLoss when it does not decode.
   absl::StatusOr<bool> LoadCurrent(absl::string_view key, uint32_t* slot);

@@ -7,6 +7,7 @@
 #include <utility>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -90,13 +91,8 @@ class JoinTest : public ::testing::Test {
     return *std::move(b);
   }
 
-  // Opens `j` over `backend_` (made if absent).
-  void Open() {
-    if (backend_ == nullptr) backend_ = NewBackend();
-    timers_ = std::make_unique<TimerService>(backend_.get(), &clock_);
-    auto op = registry_.Create(*spec_);
-    ASSERT_OK(op.status());
-    op_ = *std::move(op);
+  // The context `j` is opened with: over backend_ and timers_, restored_ and restored_state_.
+  OperatorContext Context() {
     OperatorContext ctx;
     ctx.job = &job_;
     ctx.spec = spec_;
@@ -110,7 +106,16 @@ class JoinTest : public ::testing::Test {
     ctx.late_records_dropped = &late_counter_;
     ctx.restored = restored_;
     ctx.restored_state = restored_state_;
-    ASSERT_OK(op_->Open(ctx, &out_));
+    return ctx;
+  }
+  // Opens `j` over `backend_` (made if absent).
+  void Open() {
+    if (backend_ == nullptr) backend_ = NewBackend();
+    timers_ = std::make_unique<TimerService>(backend_.get(), &clock_);
+    auto op = registry_.Create(*spec_);
+    ASSERT_OK(op.status());
+    op_ = *std::move(op);
+    ASSERT_OK(op_->Open(Context(), &out_));
   }
 
   void Push(int side, int64_t k, int64_t ts, const std::string& v) {
@@ -195,6 +200,37 @@ class JoinTest : public ::testing::Test {
     return *handle;
   }
 
+  // Checkpoints `j` (its SnapshotState, as the task does before the backend's, then the
+  // backend) and restores both into a new backend and operator, as a restarted task gets them.
+  void CheckpointAndRestore() {
+    std::vector<std::string> entries;
+    ASSERT_OK(op_->SnapshotState(1, &entries));
+    proto::KeyedStateHandle handle = Snapshot(1);
+    op_->Close();
+    backend_ = NewBackend({handle});
+    restored_ = true;
+    restored_state_ = entries;
+    Open();
+    restored_ = false;
+    restored_state_.clear();
+  }
+
+  // A bucket of format 1 (join_base.h) as that release wrote it: the format byte, then per
+  // record `prefix` (a flag byte, or nothing) and the record (k, ts, v).
+  std::string Format1Bucket(
+      const std::vector<std::tuple<std::string, int64_t, int64_t, std::string>>& records) const {
+    std::string b(1, '\x01');
+    for (const auto& [prefix, k, ts, v] : records) {
+      Record r(3);
+      r.SetInt(0, k);
+      r.SetInt(1, ts);
+      r.SetString(2, v);
+      b += prefix;
+      EncodeRecord(spec_->input_schema, r, &b);
+    }
+    return b;
+  }
+
   // Pushes records i = 0..39 (input i % 2, key i % 3, ts 100 + 3 i, v "x<i>") with watermark
   // 120 after the first 20 and 1000 at the end: once straight through, and once with a
   // checkpoint after the first 20 restored into a new backend and operator (whose watermark
@@ -216,14 +252,7 @@ class JoinTest : public ::testing::Test {
     Open();
     push(0, 20);
     Watermark(120);
-    std::vector<std::string> entries;
-    EXPECT_OK(op_->SnapshotState(1, &entries));  // as the task does, before the backend's
-    proto::KeyedStateHandle handle = Snapshot(1);
-    op_->Close();
-    backend_ = NewBackend({handle});  // a new backend, as a restarted task gets
-    restored_ = true;
-    Open();
-    restored_ = false;
+    CheckpointAndRestore();
     EXPECT_OK(timers_->AdvanceWatermark(120, op_.get()));
     push(20, 40);
     Watermark(1000);
@@ -421,16 +450,7 @@ TEST_F(JoinTest, JoinsRestoreTheSmallestCheckpointedWatermark) {
     restored_ = true;
     auto op = registry_.Create(*spec_);
     ASSERT_OK(op.status());
-    OperatorContext ctx;
-    ctx.job = &job_;
-    ctx.spec = spec_;
-    ctx.state_origin = backend_->origin();
-    ctx.max_parallelism = job_.max_parallelism;
-    ctx.keyed_state = backend_.get();
-    ctx.timers = timers_.get();
-    ctx.restored = true;
-    ctx.restored_state = restored_state_;
-    EXPECT_THAT((*op)->Open(ctx, &out_), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("join watermark state has 6 bytes")));
+    EXPECT_THAT((*op)->Open(Context(), &out_), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("join watermark state has 6 bytes")));
     restored_ = false;
     restored_state_.clear();
     op_->Close();
@@ -447,14 +467,9 @@ TEST_F(JoinTest, JoinStateOfAnUnknownFormatIsDataLossNotGarbage) {
   timers_ = std::make_unique<TimerService>(backend_.get(), &clock_);
   auto op = registry_.Create(*spec_);
   ASSERT_OK(op.status());
-  OperatorContext ctx;
-  ctx.job = &job_;
-  ctx.spec = spec_;
-  ctx.state_origin = backend_->origin();
-  ctx.max_parallelism = job_.max_parallelism;
-  ctx.keyed_state = backend_.get();
-  ctx.timers = timers_.get();
-  ctx.restored = true;
+  restored_ = true;
+  const OperatorContext ctx = Context();
+  restored_ = false;
   EXPECT_THAT((*op)->Open(ctx, &out_),
               StatusIs(absl::StatusCode::kDataLoss,
                        HasSubstr("(job job-1, operator 'j' (type interval_join), subtask 0, not restored from a "
@@ -473,28 +488,16 @@ TEST_F(JoinTest, JoinStateOfAnUnknownFormatIsDataLossNotGarbage) {
 TEST_F(JoinTest, IntervalJoinRestoresStateOfFormat1) {
   Load("interval_join", "    time: ts\n    lower: -10ms\n    upper: 10ms\n");
   backend_ = NewBackend();
-  const Schema& input = spec_->input_schema;
-  const auto bucket = [&](std::initializer_list<std::pair<int64_t, std::string>> records) {
-    std::string b(1, '\x01');
-    for (const auto& [k, v] : records) {
-      Record r(3);
-      r.SetInt(0, k);
-      r.SetInt(1, 100);
-      r.SetString(2, v);
-      EncodeRecord(input, r, &b);
-    }
-    return b;
-  };
   char buf[8];
   const std::string index = absl::StrCat(std::string(1, '\x01'), TimeUserKey(100, buf));
   SetKey(1);
   ASSERT_OK(backend_->MapPut(backend_->RegisterState("interval_join.left", state::StateKind::kMap),
-                             TimeUserKey(100, buf), bucket({{1, "a"}, {1, "b"}})));
+                             TimeUserKey(100, buf), Format1Bucket({{"", 1, 100, "a"}, {"", 1, 100, "b"}})));
   ASSERT_OK(backend_->Put(backend_->RegisterState("interval_join.left.index", state::StateKind::kValue), index));
   ASSERT_OK(backend_->RegisterTimer(TimeDomain::kEventTime, 111));
   SetKey(2);
   ASSERT_OK(backend_->MapPut(backend_->RegisterState("interval_join.right", state::StateKind::kMap),
-                             TimeUserKey(100, buf), bucket({{2, "c"}})));
+                             TimeUserKey(100, buf), Format1Bucket({{"", 2, 100, "c"}})));
   ASSERT_OK(backend_->Put(backend_->RegisterState("interval_join.right.index", state::StateKind::kValue), index));
   ASSERT_OK(backend_->RegisterTimer(TimeDomain::kEventTime, 111));
   restored_ = true;
@@ -620,14 +623,7 @@ TEST_F(JoinTest, RegularLeftJoinKeepsMatchedFlagsAcrossARestore) {
   Push(0, 1, 1, "matched");
   Push(0, 2, 2, "lonely");
   Push(1, 1, 3, "r1");
-  std::vector<std::string> entries;
-  ASSERT_OK(op_->SnapshotState(1, &entries));
-  proto::KeyedStateHandle handle = Snapshot(1);
-  op_->Close();
-  backend_ = NewBackend({handle});
-  restored_ = true;
-  Open();
-  restored_ = false;
+  CheckpointAndRestore();
   AdvanceClockMs(100);  // both left rows expire (their timers were restored): lonely is padded
   EXPECT_THAT(out_.lines, UnorderedElementsAreArray({
                               Row(1, 1, "matched", 1, 3, "r1"),
@@ -644,28 +640,15 @@ TEST_F(JoinTest, RegularLeftJoinKeepsMatchedFlagsAcrossARestore) {
 TEST_F(JoinTest, RegularJoinRestoresStateOfFormat1) {
   Load("join", "    kind: left\n    ttl: 100ms\n");
   backend_ = NewBackend();
-  const Schema& input = spec_->input_schema;
-  const auto bucket = [&](std::initializer_list<std::pair<char, std::string>> records) {
-    std::string b(1, '\x01');
-    for (const auto& [flag, v] : records) {
-      Record r(3);
-      r.SetInt(0, 1);
-      r.SetInt(1, 7);
-      r.SetString(2, v);
-      b.push_back(flag);
-      EncodeRecord(input, r, &b);
-    }
-    return b;
-  };
   char buf[8];
   const int64_t arrived = clock_.WallMillis() - 10;  // the bucket's arrival time
   SetKey(1);
   ASSERT_OK(backend_->MapPut(backend_->RegisterState("join.left", state::StateKind::kMap),
-                             TimeUserKey(arrived, buf), bucket({{1, "seen"}, {0, "unseen"}})));
+                             TimeUserKey(arrived, buf), Format1Bucket({{"\x01", 1, 7, "seen"}, {std::string(1, '\0'), 1, 7, "unseen"}})));
   ASSERT_OK(backend_->Put(backend_->RegisterState("join.left.index", state::StateKind::kValue),
                           absl::StrCat(std::string(1, '\x01'), TimeUserKey(arrived, buf))));
   ASSERT_OK(backend_->MapPut(backend_->RegisterState("join.right", state::StateKind::kMap),
-                             TimeUserKey(arrived, buf), bucket({{0, "r"}})));
+                             TimeUserKey(arrived, buf), Format1Bucket({{std::string(1, '\0'), 1, 7, "r"}})));
   ASSERT_OK(backend_->Put(backend_->RegisterState("join.right.index", state::StateKind::kValue),
                           absl::StrCat(std::string(1, '\x01'), TimeUserKey(arrived, buf))));
   ASSERT_OK(backend_->RegisterTimer(TimeDomain::kProcessingTime, arrived + 100));
@@ -725,16 +708,7 @@ TEST_F(JoinTest, RegularLeftJoinMatchesAModelInMemoryAndWhenSpilling) {
     };
     int64_t now = 0;
     for (int64_t i = 0; i < 600; ++i) {
-      if (i == 300) {  // a checkpoint, restored into a new backend and operator
-        std::vector<std::string> entries;
-        ASSERT_OK(op_->SnapshotState(1, &entries));
-        proto::KeyedStateHandle handle = Snapshot(1);
-        op_->Close();
-        backend_ = NewBackend({handle});
-        restored_ = true;
-        Open();
-        restored_ = false;
-      }
+      if (i == 300) CheckpointAndRestore();
       if (next(4) == 0) {
         const int64_t step = static_cast<int64_t>(next(30));
         now += step;
@@ -845,24 +819,12 @@ TEST_F(JoinTest, WindowJoinStateSurvivesCheckpointAndRestoreIntoANewBackend) {
 TEST_F(JoinTest, WindowJoinRestoresStateOfFormat1) {
   Load("window_join", "    time: ts\n    tumble: 10ms\n    kind: full\n");
   backend_ = NewBackend();
-  const Schema& input = spec_->input_schema;
-  const auto bucket = [&](std::initializer_list<std::pair<int64_t, std::string>> records) {
-    std::string b(1, '\x01');
-    for (const auto& [ts, v] : records) {
-      Record r(3);
-      r.SetInt(0, 1);
-      r.SetInt(1, ts);
-      r.SetString(2, v);
-      EncodeRecord(input, r, &b);
-    }
-    return b;
-  };
   char buf[8];
   SetKey(1);
   ASSERT_OK(backend_->MapPut(backend_->RegisterState("window_join.left", state::StateKind::kMap),
-                             TimeUserKey(9, buf), bucket({{1, "a"}, {2, "b"}})));
+                             TimeUserKey(9, buf), Format1Bucket({{"", 1, 1, "a"}, {"", 1, 2, "b"}})));
   ASSERT_OK(backend_->MapPut(backend_->RegisterState("window_join.right", state::StateKind::kMap),
-                             TimeUserKey(9, buf), bucket({{3, "x"}})));
+                             TimeUserKey(9, buf), Format1Bucket({{"", 1, 3, "x"}})));
   ASSERT_OK(backend_->RegisterTimer(TimeDomain::kEventTime, 9));
   restored_ = true;
   Open();
@@ -905,14 +867,7 @@ TEST_F(JoinTest, WindowJoinMatchesAModelInMemoryAndWhenSpilling) {
     uint64_t late = 0;
     for (int64_t i = 0; i < 600; ++i) {
       if (i == 300) {
-        std::vector<std::string> entries;
-        ASSERT_OK(op_->SnapshotState(1, &entries));
-        proto::KeyedStateHandle handle = Snapshot(1);
-        op_->Close();
-        backend_ = NewBackend({handle});
-        restored_ = true;
-        Open();
-        restored_ = false;
+        CheckpointAndRestore();
         ASSERT_OK(timers_->AdvanceWatermark(watermark, op_.get()));
       }
       if (next(5) == 0) {

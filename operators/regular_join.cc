@@ -55,13 +55,8 @@ class RegularJoinOperator final : public JoinOperatorBase {
   absl::Status ProcessInput(int side, const Record& r) override {
     if (side != 0 && side != 1) return absl::InvalidArgumentError("join has two inputs");
     EvalKey(side, r);
-    uint32_t slot;
-    if (const uint32_t* found = store_.Find(key_bytes())) {
-      slot = *found;
-    } else {
-      SLUICE_ASSIGN_OR_RETURN(slot, store_.Load(key_bytes(), EvaluatedKeyGroup()));
-      Loaded(slot);
-    }
+    SLUICE_ASSIGN_OR_RETURN(const uint32_t slot,
+                            store_.SlotOfEvaluated([this](uint32_t s) { Loaded(s); }));
     const int64_t now = timers_->CurrentProcessingTime();
     const int other = 1 - side;
     JoinRowStore::Key& k = store_.key(slot);

@@ -68,7 +68,7 @@ class WindowJoinOperator final : public JoinOperatorBase {
       if (watermark != kNoWatermark && fire_at <= watermark) continue;  // fired already
       if (!kept) {
         EvalKey(side, r);
-        SLUICE_ASSIGN_OR_RETURN(slot, SlotOf(key_bytes(), EvaluatedKeyGroup()));
+        SLUICE_ASSIGN_OR_RETURN(slot, store_.SlotOfEvaluated([this](uint32_t s) { ScheduleNext(s); }));
         kept = true;
       }
       store_.Append(slot, side, fire_at, false, options_->sides.input[side], r);
@@ -112,7 +112,7 @@ class WindowJoinOperator final : public JoinOperatorBase {
       if (!bucket) continue;
       if (found == nullptr) {
         SLUICE_ASSIGN_OR_RETURN(int key_group, KeyGroupOf(key_));
-        SLUICE_ASSIGN_OR_RETURN(slot, SlotOf(key_, key_group));
+        SLUICE_ASSIGN_OR_RETURN(slot, store_.Load(key_, key_group));  // not stored: a new key
         found = &slot;
         state_->SetCurrentKey(key_, key_group);
       }
@@ -128,13 +128,6 @@ class WindowJoinOperator final : public JoinOperatorBase {
   }
 
  private:
-  // The slot of `key`: in memory, read back after a spill (its firing scheduled), or new.
-  absl::StatusOr<uint32_t> SlotOf(absl::string_view key, int key_group) {
-    if (const uint32_t* found = store_.Find(key)) return *found;
-    SLUICE_ASSIGN_OR_RETURN(uint32_t slot, store_.Load(key, key_group));
-    ScheduleNext(slot);
-    return slot;
-  }
   // The end - 1 of key `k`'s first window (kNever without rows).
   static int64_t NextFiring(const JoinRowStore::Key& k) {
     int64_t t = JoinRowStore::kNever;
