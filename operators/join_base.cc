@@ -35,11 +35,6 @@ absl::Status JoinOperatorBase::OpenJoin(const OperatorContext& ctx, Output* outp
   return absl::OkStatus();
 }
 
-void JoinOperatorBase::SetKeyFrom(int side, const Record& r) {
-  EvalKey(side, r);
-  state_->SetCurrentKey(key_bytes_, EvaluatedKeyGroup());
-}
-
 void JoinOperatorBase::EvalKey(int side, const Record& r) {
   const auto& exprs = key_exprs_[side];
   for (size_t i = 0; i < exprs.size(); ++i) {
@@ -71,24 +66,6 @@ void JoinOperatorBase::FillSide(int side, const Record* r) {
     return;
   }
   for (size_t i = 0; i < schema.size(); ++i) CopyValue(schema.field(i).type, *r, i, &out_, base + i);
-}
-
-absl::Status JoinOperatorBase::AppendToBucket(int side, state::StateId map, BucketIndex* index,
-                                              int64_t time, absl::string_view prefix,
-                                              const Record& r) {
-  char buf[8];
-  const absl::string_view user_key = TimeUserKey(time, buf);
-  append_scratch_.clear();
-  if (index != nullptr && index->Insert(time)) {
-    SLUICE_RETURN_IF_ERROR(index->Store());  // a new bucket: nothing to read
-  } else {
-    SLUICE_ASSIGN_OR_RETURN(bool found, state_->MapGet(map, user_key, &append_scratch_));
-    if (!found) append_scratch_.clear();
-  }
-  if (append_scratch_.empty()) append_scratch_.push_back(kJoinStateFormat);
-  append_scratch_.append(prefix.data(), prefix.size());
-  EncodeRecord(sides_->input[side], r, &append_scratch_);
-  return state_->MapPut(map, user_key, append_scratch_);
 }
 
 absl::Status JoinOperatorBase::DecodeOne(int side, const char** pos, const char* end,
@@ -167,31 +144,6 @@ absl::Status BucketIndex::Store() {
 }
 
 int64_t BucketIndex::time(size_t i) const { return TimeFromUserKey(user_key(i)); }
-
-size_t BucketIndex::LowerBound(int64_t ts) const {
-  char buf[8];
-  const absl::string_view key = TimeUserKey(ts, buf);
-  size_t lo = 0;
-  size_t hi = size();
-  while (lo < hi) {  // big-endian keys: byte order is time order
-    const size_t mid = (lo + hi) / 2;
-    if (user_key(mid) < key) {
-      lo = mid + 1;
-    } else {
-      hi = mid;
-    }
-  }
-  return lo;
-}
-
-bool BucketIndex::Insert(int64_t ts) {
-  const size_t i = LowerBound(ts);
-  if (i < size() && time(i) == ts) return false;
-  char buf[8];
-  const absl::string_view key = TimeUserKey(ts, buf);
-  data_.insert(8 * i, key.data(), key.size());
-  return true;
-}
 
 absl::string_view TimeUserKey(int64_t ts, char (&buf)[8]) {
   const uint64_t u = static_cast<uint64_t>(ts) ^ (uint64_t{1} << 63);
