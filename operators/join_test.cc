@@ -547,6 +547,69 @@ TEST_F(JoinTest, IntervalJoinSpillsBeyondItsMemoryAndReadsBack) {
   for (int64_t k : {0, 3, 69}) EXPECT_EQ(KeptRows(k), std::make_pair(0u, 0u));
 }
 
+// The in-memory rows and the watermark sweep against a straightforward model (every pair of
+// records that were not late when they came, with the right one's time in the left one's
+// interval), over random out-of-order records and watermarks: once in memory, and once with a
+// memory budget so small that every key is written out and read back again and again, with a
+// checkpoint and restore in between.
+TEST_F(JoinTest, IntervalJoinMatchesAModelInMemoryAndWhenSpilling) {
+  for (const bool spill : {false, true}) {
+    SCOPED_TRACE(spill ? "spilling" : "in memory");
+    Load("interval_join", "    time: ts\n    lower: -7ms\n    upper: 12ms\n");
+    backend_ = NewBackend();
+    out_.lines.clear();
+    if (spill) SetJoinMemoryForTest(4096);
+    Open();
+    struct Kept {
+      int64_t k, ts;
+      std::string v;
+    };
+    std::vector<Kept> kept[2];
+    uint64_t seed = 4242;
+    const auto next = [&seed](uint64_t n) {
+      seed = seed * 6364136223846793005u + 1442695040888963407u;
+      return (seed >> 33) % n;
+    };
+    int64_t watermark = 0;
+    uint64_t late = 0;
+    const uint64_t late_counted = late_counter_.Value();  // the task's counter, over both operators
+    for (int64_t i = 0; i < 600; ++i) {
+      if (i == 300) {
+        CheckpointAndRestore();
+        ASSERT_OK(timers_->AdvanceWatermark(watermark, op_.get()));
+      }
+      if (next(5) == 0) {
+        watermark += static_cast<int64_t>(next(10));
+        Watermark(watermark);
+      }
+      const int side = static_cast<int>(next(2));
+      const int64_t k = static_cast<int64_t>(next(6));
+      const int64_t ts = watermark - 5 + static_cast<int64_t>(next(40));
+      const std::string v = absl::StrCat(i, std::string(next(100), 'p'));
+      if (ts < watermark) {
+        ++late;
+      } else {
+        kept[side].push_back({k, ts, v});
+      }
+      Push(side, k, ts, v);
+    }
+    Watermark(INT64_MAX);
+    if (spill) SetJoinMemoryForTest(0);
+    std::vector<std::string> expected;
+    for (const Kept& l : kept[0]) {
+      for (const Kept& r : kept[1]) {
+        if (l.k == r.k && l.ts - 7 <= r.ts && r.ts <= l.ts + 12) expected.push_back(Row(l.k, l.ts, l.v, r.k, r.ts, r.v));
+      }
+    }
+    EXPECT_THAT(out_.lines, UnorderedElementsAreArray(expected));
+    EXPECT_GT(late, 0u);
+    EXPECT_EQ(late_counter_.Value() - late_counted, late);
+    for (int64_t k = 0; k < 6; ++k) EXPECT_EQ(KeptRows(k), std::make_pair(0u, 0u));
+    op_->Close();
+    backend_.reset();
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // join (regular)
 
