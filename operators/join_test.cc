@@ -215,6 +215,25 @@ class JoinTest : public ::testing::Test {
     restored_state_.clear();
   }
 
+  // Opens `j` over a new backend with no output yet; with a memory budget so small that the
+  // join spills (writes every key out) on every record when `spill` (until EndModelRun).
+  void StartModelRun(bool spill) {
+    backend_ = NewBackend();
+    out_.lines.clear();
+    SetJoinMemoryForTest(spill ? 4096 : 0);
+    Open();
+  }
+  void EndModelRun() {
+    SetJoinMemoryForTest(0);
+    op_->Close();
+    backend_.reset();
+  }
+  // A deterministic pseudo-random number in [0, n): the model tests' inputs.
+  uint64_t Random(uint64_t n) {
+    seed_ = seed_ * 6364136223846793005u + 1442695040888963407u;
+    return (seed_ >> 33) % n;
+  }
+
   // A bucket of format 1 (join_base.h) as that release wrote it: the format byte, then per
   // record `prefix` (a flag byte, or nothing) and the record (k, ts, v).
   std::string Format1Bucket(
@@ -269,6 +288,7 @@ class JoinTest : public ::testing::Test {
   std::unique_ptr<TimerService> timers_;
   std::unique_ptr<Operator> op_;
   int backend_seq_ = 0;
+  uint64_t seed_ = 12345;
   bool restored_ = false;  // what Open() tells the operator
   std::vector<std::string> restored_state_;
 };
@@ -556,21 +576,14 @@ TEST_F(JoinTest, IntervalJoinMatchesAModelInMemoryAndWhenSpilling) {
   for (const bool spill : {false, true}) {
     SCOPED_TRACE(spill ? "spilling" : "in memory");
     Load("interval_join", "    time: ts\n    lower: -7ms\n    upper: 12ms\n");
-    backend_ = NewBackend();
-    out_.lines.clear();
-    if (spill) SetJoinMemoryForTest(4096);
-    Open();
+    StartModelRun(spill);
     struct Kept {
       int64_t k, ts;
       std::string v;
     };
     std::vector<Kept> kept[2];
-    uint64_t seed = 4242;
-    const auto next = [&seed](uint64_t n) {
-      seed = seed * 6364136223846793005u + 1442695040888963407u;
-      return (seed >> 33) % n;
-    };
     int64_t watermark = 0;
+    Watermark(watermark);
     uint64_t late = 0;
     const uint64_t late_counted = late_counter_.Value();  // the task's counter, over both operators
     for (int64_t i = 0; i < 600; ++i) {
@@ -578,14 +591,14 @@ TEST_F(JoinTest, IntervalJoinMatchesAModelInMemoryAndWhenSpilling) {
         CheckpointAndRestore();
         ASSERT_OK(timers_->AdvanceWatermark(watermark, op_.get()));
       }
-      if (next(5) == 0) {
-        watermark += static_cast<int64_t>(next(10));
+      if (Random(5) == 0) {
+        watermark += static_cast<int64_t>(Random(10));
         Watermark(watermark);
       }
-      const int side = static_cast<int>(next(2));
-      const int64_t k = static_cast<int64_t>(next(6));
-      const int64_t ts = watermark - 5 + static_cast<int64_t>(next(40));
-      const std::string v = absl::StrCat(i, std::string(next(100), 'p'));
+      const int side = static_cast<int>(Random(2));
+      const int64_t k = static_cast<int64_t>(Random(6));
+      const int64_t ts = watermark - 5 + static_cast<int64_t>(Random(40));
+      const std::string v = absl::StrCat(i, std::string(Random(100), 'p'));
       if (ts < watermark) {
         ++late;
       } else {
@@ -594,7 +607,6 @@ TEST_F(JoinTest, IntervalJoinMatchesAModelInMemoryAndWhenSpilling) {
       Push(side, k, ts, v);
     }
     Watermark(INT64_MAX);
-    if (spill) SetJoinMemoryForTest(0);
     std::vector<std::string> expected;
     for (const Kept& l : kept[0]) {
       for (const Kept& r : kept[1]) {
@@ -605,8 +617,7 @@ TEST_F(JoinTest, IntervalJoinMatchesAModelInMemoryAndWhenSpilling) {
     EXPECT_GT(late, 0u);
     EXPECT_EQ(late_counter_.Value() - late_counted, late);
     for (int64_t k = 0; k < 6; ++k) EXPECT_EQ(KeptRows(k), std::make_pair(0u, 0u));
-    op_->Close();
-    backend_.reset();
+    EndModelRun();
   }
 }
 
@@ -740,10 +751,7 @@ TEST_F(JoinTest, RegularLeftJoinMatchesAModelInMemoryAndWhenSpilling) {
   for (const bool spill : {false, true}) {
     SCOPED_TRACE(spill ? "spilling" : "in memory");
     Load("join", "    kind: left\n    ttl: 50ms\n");
-    backend_ = NewBackend();
-    out_.lines.clear();
-    if (spill) SetJoinMemoryForTest(4096);
-    Open();
+    StartModelRun(spill);
     struct ModelRow {
       int side;
       int64_t k, ts, arrived;
@@ -764,23 +772,18 @@ TEST_F(JoinTest, RegularLeftJoinMatchesAModelInMemoryAndWhenSpilling) {
         if (m.side == 0 && !m.matched) expected.push_back(padded(m));
       }
     };
-    uint64_t seed = 12345;
-    const auto next = [&seed](uint64_t n) {
-      seed = seed * 6364136223846793005u + 1442695040888963407u;
-      return (seed >> 33) % n;
-    };
     int64_t now = 0;
     for (int64_t i = 0; i < 600; ++i) {
       if (i == 300) CheckpointAndRestore();
-      if (next(4) == 0) {
-        const int64_t step = static_cast<int64_t>(next(30));
+      if (Random(4) == 0) {
+        const int64_t step = static_cast<int64_t>(Random(30));
         now += step;
         expire(now, false);
         AdvanceClockMs(step);
       }
-      const int side = static_cast<int>(next(2));
-      const int64_t k = static_cast<int64_t>(next(12));
-      ModelRow row{side, k, i, now, absl::StrCat(side == 0 ? "l" : "r", i, std::string(next(200), 'p')), false, false};
+      const int side = static_cast<int>(Random(2));
+      const int64_t k = static_cast<int64_t>(Random(12));
+      ModelRow row{side, k, i, now, absl::StrCat(side == 0 ? "l" : "r", i, std::string(Random(200), 'p')), false, false};
       for (ModelRow& m : model) {
         if (m.gone || m.side == side || m.k != k) continue;
         row.matched = true;
@@ -792,10 +795,8 @@ TEST_F(JoinTest, RegularLeftJoinMatchesAModelInMemoryAndWhenSpilling) {
     }
     ASSERT_OK(op_->Finish());
     expire(now, true);
-    if (spill) SetJoinMemoryForTest(0);
     EXPECT_THAT(out_.lines, UnorderedElementsAreArray(expected));
-    op_->Close();
-    backend_.reset();
+    EndModelRun();
   }
 }
 
@@ -915,32 +916,25 @@ TEST_F(JoinTest, WindowJoinMatchesAModelInMemoryAndWhenSpilling) {
   for (const bool spill : {false, true}) {
     SCOPED_TRACE(spill ? "spilling" : "in memory");
     Load("window_join", "    time: ts\n    hop: {size: 20ms, slide: 10ms}\n    kind: full\n");
-    backend_ = NewBackend();
-    out_.lines.clear();
-    if (spill) SetJoinMemoryForTest(4096);
-    Open();
+    StartModelRun(spill);
     // (key, window start) -> each input's kept records (ts, v)
     std::map<std::pair<int64_t, int64_t>, std::vector<std::pair<int64_t, std::string>>> model[2];
-    uint64_t seed = 777;
-    const auto next = [&seed](uint64_t n) {
-      seed = seed * 6364136223846793005u + 1442695040888963407u;
-      return (seed >> 33) % n;
-    };
     int64_t watermark = 0;
+    Watermark(watermark);
     uint64_t late = 0;
     for (int64_t i = 0; i < 600; ++i) {
       if (i == 300) {
         CheckpointAndRestore();
         ASSERT_OK(timers_->AdvanceWatermark(watermark, op_.get()));
       }
-      if (next(5) == 0) {
-        watermark += static_cast<int64_t>(next(15));
+      if (Random(5) == 0) {
+        watermark += static_cast<int64_t>(Random(15));
         Watermark(watermark);
       }
-      const int side = static_cast<int>(next(2));
-      const int64_t k = static_cast<int64_t>(next(6));
-      const int64_t ts = watermark - 25 + static_cast<int64_t>(next(60));
-      const std::string v = absl::StrCat(i, std::string(next(100), 'p'));
+      const int side = static_cast<int>(Random(2));
+      const int64_t k = static_cast<int64_t>(Random(6));
+      const int64_t ts = watermark - 25 + static_cast<int64_t>(Random(60));
+      const std::string v = absl::StrCat(i, std::string(Random(100), 'p'));
       bool kept = false;
       for (int64_t start : {ts - ((ts % 10) + 10) % 10, ts - ((ts % 10) + 10) % 10 - 10}) {
         if (start + 19 <= watermark) continue;  // that window fired already
@@ -966,7 +960,6 @@ TEST_F(JoinTest, WindowJoinMatchesAModelInMemoryAndWhenSpilling) {
       if (model[0].count(w) != 0) continue;
       for (const auto& [rts, rv] : rs) expected.push_back(WRow(kNullLeft, R(w.first, rts, rv), w.second));
     }
-    if (spill) SetJoinMemoryForTest(0);
     // WRow assumes 10 ms windows: fix window_end for 20 ms ones.
     for (std::string& e : expected) {
       const size_t at = e.find(R"("window_end":)");
@@ -975,8 +968,7 @@ TEST_F(JoinTest, WindowJoinMatchesAModelInMemoryAndWhenSpilling) {
     }
     EXPECT_THAT(out_.lines, UnorderedElementsAreArray(expected));
     EXPECT_GT(late, 0u);
-    op_->Close();
-    backend_.reset();
+    EndModelRun();
   }
 }
 
