@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/key_groups.h"
 #include "common/record_codec.h"
+#include "common/state_format.h"
 #include "common/status.h"
 #include "operators/key_hasher.h"
 
@@ -32,11 +33,6 @@ absl::Status JoinOperatorBase::OpenJoin(const OperatorContext& ctx, Output* outp
   offset_[1] = sides.input[0].size();
   out_.Resize(sides.output.size());
   return absl::OkStatus();
-}
-
-void JoinOperatorBase::SetKeyFrom(int side, const Record& r) {
-  EvalKey(side, r);
-  state_->SetCurrentKey(key_bytes_, EvaluatedKeyGroup());
 }
 
 void JoinOperatorBase::EvalKey(int side, const Record& r) {
@@ -72,24 +68,6 @@ void JoinOperatorBase::FillSide(int side, const Record* r) {
   for (size_t i = 0; i < schema.size(); ++i) CopyValue(schema.field(i).type, *r, i, &out_, base + i);
 }
 
-absl::Status JoinOperatorBase::AppendToBucket(int side, state::StateId map, BucketIndex* index,
-                                              int64_t time, absl::string_view prefix,
-                                              const Record& r) {
-  char buf[8];
-  const absl::string_view user_key = TimeUserKey(time, buf);
-  append_scratch_.clear();
-  if (index != nullptr && index->Insert(time)) {
-    SLUICE_RETURN_IF_ERROR(index->Store());  // a new bucket: nothing to read
-  } else {
-    SLUICE_ASSIGN_OR_RETURN(bool found, state_->MapGet(map, user_key, &append_scratch_));
-    if (!found) append_scratch_.clear();
-  }
-  if (append_scratch_.empty()) append_scratch_.push_back(kJoinStateFormat);
-  append_scratch_.append(prefix.data(), prefix.size());
-  EncodeRecord(sides_->input[side], r, &append_scratch_);
-  return state_->MapPut(map, user_key, append_scratch_);
-}
-
 absl::Status JoinOperatorBase::DecodeOne(int side, const char** pos, const char* end,
                                          Record* record) const {
   const Schema& schema = sides_->input[side];
@@ -113,6 +91,30 @@ absl::Status JoinOperatorBase::DecodeBucket(int side, absl::string_view bucket,
     ++*count;
   }
   return absl::OkStatus();
+}
+
+absl::Status JoinOperatorBase::RestoreWatermark(const OperatorContext& ctx) {
+  bool first = true;
+  for (const std::string& entry : ctx.restored_state) {
+    absl::string_view body;
+    SLUICE_ASSIGN_OR_RETURN(int version, ReadStateVersion(ctx.state_origin, "join watermark state",
+                                                          entry, kJoinStateFormat, &body));
+    (void)version;
+    if (body.size() != 8) {
+      return ctx.state_origin.DataLoss(
+          absl::StrCat("join watermark state has ", entry.size(), " bytes, expected 9"));
+    }
+    const int64_t wm = static_cast<int64_t>(GetFixed64LE(body.data()));
+    restored_watermark_ = first ? wm : std::min(restored_watermark_, wm);
+    first = false;
+  }
+  return absl::OkStatus();
+}
+
+void JoinOperatorBase::SnapshotWatermark(std::vector<std::string>* entries) const {
+  std::string entry(1, kJoinStateFormat);
+  PutFixed64LE(static_cast<uint64_t>(Watermark()), &entry);
+  entries->push_back(std::move(entry));
 }
 
 absl::StatusOr<absl::string_view> BucketBody(const StateOrigin& origin, absl::string_view bucket) {
@@ -142,31 +144,6 @@ absl::Status BucketIndex::Store() {
 }
 
 int64_t BucketIndex::time(size_t i) const { return TimeFromUserKey(user_key(i)); }
-
-size_t BucketIndex::LowerBound(int64_t ts) const {
-  char buf[8];
-  const absl::string_view key = TimeUserKey(ts, buf);
-  size_t lo = 0;
-  size_t hi = size();
-  while (lo < hi) {  // big-endian keys: byte order is time order
-    const size_t mid = (lo + hi) / 2;
-    if (user_key(mid) < key) {
-      lo = mid + 1;
-    } else {
-      hi = mid;
-    }
-  }
-  return lo;
-}
-
-bool BucketIndex::Insert(int64_t ts) {
-  const size_t i = LowerBound(ts);
-  if (i < size() && time(i) == ts) return false;
-  char buf[8];
-  const absl::string_view key = TimeUserKey(ts, buf);
-  data_.insert(8 * i, key.data(), key.size());
-  return true;
-}
 
 absl::string_view TimeUserKey(int64_t ts, char (&buf)[8]) {
   const uint64_t u = static_cast<uint64_t>(ts) ^ (uint64_t{1} << 63);

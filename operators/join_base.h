@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -8,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "common/record.h"
+#include "common/watermark.h"
 #include "operators/join_options.h"
 #include "operators/operator.h"
 #include "plan/expr.h"
@@ -25,15 +27,14 @@ inline constexpr char kJoinStateFormat = 1;
 absl::StatusOr<absl::string_view> BucketBody(const StateOrigin& origin, absl::string_view bucket);
 
 // What the join operators (interval_join.cc, regular_join.cc, window_join.cc) share: keys,
-// the output row, records kept in keyed state as encoded bytes, and the late-record counter.
+// the output row, record decoding, the checkpointed watermark and the late-record counter.
 //
-// Records a join keeps live in the keyed state backend as "buckets": map-state entries whose
-// value is a format byte (kJoinStateFormat) and a concatenation of records in the record
-// codec's format (common/record_codec.h), under an 8-byte user key (a timestamp,
-// order-preserving). `join` and `window_join` keep nothing in memory between calls, so
-// checkpoints, restores and rescaling cover their whole state; `interval_join` keeps its records
-// in memory and writes them at snapshots in a format of its own (interval_join.cc), reading the
-// buckets only to restore state of format 1.
+// The joins keep their records in memory (a JoinRowStore, join_rows.h) and write them at
+// snapshots in format 2. Format 1 kept them in the keyed state backend as "buckets": map-state
+// entries whose value is a format byte (kJoinStateFormat) and a concatenation of records in the
+// record codec's format (common/record_codec.h), under an 8-byte user key (a timestamp,
+// order-preserving), listed per key by a BucketIndex (not for window_join); restores still read
+// it (DecodeBucket, BucketIndex, JoinRowStore::RestoreBuckets).
 //
 // Lifecycle and threading as every operator: the task thread calls everything.
 class JoinOperatorBase : public TwoInputOperator {
@@ -45,15 +46,15 @@ class JoinOperatorBase : public TwoInputOperator {
   uint64_t late_records_dropped() const { return late_dropped_; }
 
  protected:
+  friend class JoinRowStore;  // decodes records and key groups for the operator
+
   // Call from Open() with the options' sides. kFailedPrecondition without keyed state.
   absl::Status OpenJoin(const OperatorContext& ctx, Output* output, const JoinSides& sides);
 
-  // Evaluates input `side`'s key over `r` and makes it the backend's current key.
-  void SetKeyFrom(int side, const Record& r);
   // Evaluates input `side`'s key over `r` into key_bytes() (the serialized key), leaving the
   // backend's current key alone.
   void EvalKey(int side, const Record& r);
-  // The key last evaluated (EvalKey, SetKeyFrom), serialized, and its key group.
+  // The key last evaluated (EvalKey), serialized, and its key group.
   const std::string& key_bytes() const { return key_bytes_; }
   int EvaluatedKeyGroup() const;
   // The key group of serialized key `key` (as a restore finds it in the backend); kDataLoss
@@ -70,17 +71,24 @@ class JoinOperatorBase : public TwoInputOperator {
     return output_->Emit(out_);
   }
 
-  // Appends `prefix` (a flag byte, or nothing) and `r` (a record of input `side`) to the current
-  // key's bucket `time` of map state `map`; a new bucket is added to `index` when there is one
-  // (the current key's, loaded). Errors come from the backend.
-  absl::Status AppendToBucket(int side, state::StateId map, BucketIndex* index, int64_t time,
-                              absl::string_view prefix, const Record& r);
   // Decodes every record of a bucket of input `side` (without flag bytes) into
   // (*records)[0..*count), reusing the records' storage. kDataLoss on corrupt bytes.
   absl::Status DecodeBucket(int side, absl::string_view bucket, std::vector<Record>* records,
                             size_t* count) const;
   // Decodes one record from `*pos` (advanced); kDataLoss on corrupt bytes.
   absl::Status DecodeOne(int side, const char** pos, const char* end, Record* record) const;
+
+  // The event time the join judges records late by: the input watermark, or the one restored
+  // if higher (the smallest any old subtask had seen at the checkpoint restored: rescaling may
+  // give this subtask keys of any of them). So records the failed attempt dropped are dropped
+  // again, and records replayed before the first new watermark do not join state that was
+  // already dropped. kNoWatermark when neither is known.
+  int64_t Watermark() const { return std::max(timers_->CurrentWatermark(), restored_watermark_); }
+  // The operator's non-keyed state (SnapshotState, with UnionState() true): the watermark,
+  // [format 1][fixed64 LE]. RestoreWatermark reads it from the context at Open (kDataLoss when
+  // an entry does not decode).
+  absl::Status RestoreWatermark(const OperatorContext& ctx);
+  void SnapshotWatermark(std::vector<std::string>* entries) const;
 
   void CountLate() {
     ++late_dropped_;
@@ -98,14 +106,12 @@ class JoinOperatorBase : public TwoInputOperator {
   Record key_record_;
   std::string key_bytes_;
   size_t offset_[2] = {0, 0};  // where each side's fields start in the output
-  std::string append_scratch_;
   uint64_t late_dropped_ = 0;
+  int64_t restored_watermark_ = kNoWatermark;
 };
 
-// Which buckets of one map state the current key has: their 8-byte time user keys, sorted, in
-// one value-state entry per key. Joins find the buckets they need through it and read them by
-// point lookups: iterating a map state per record would crawl over the RocksDB tombstones of
-// every bucket dropped before (quadratic in the records of a key).
+// Which buckets of one map state the current key has (format 1): their 8-byte time user keys,
+// sorted, in one value-state entry per key; a restore finds the buckets through it.
 class BucketIndex {
  public:
   BucketIndex(state::KeyedStateBackend* state, state::StateId id) : state_(state), id_(id) {}
@@ -118,10 +124,6 @@ class BucketIndex {
   size_t size() const { return data_.size() / 8; }
   absl::string_view user_key(size_t i) const { return absl::string_view(data_).substr(8 * i, 8); }
   int64_t time(size_t i) const;
-  // The first position whose time is >= `ts` (size() if none).
-  size_t LowerBound(int64_t ts) const;
-  // Adds `ts`; false if it is there already.
-  bool Insert(int64_t ts);
   // Drops the first `n` entries (the oldest).
   void EraseFront(size_t n) { data_.erase(0, 8 * n); }
 

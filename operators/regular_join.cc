@@ -1,4 +1,4 @@
-#include <optional>
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -6,6 +6,7 @@
 #include "operators/internal/builtins.h"
 #include "operators/join_base.h"
 #include "operators/join_options.h"
+#include "operators/join_rows.h"
 
 namespace sluice::ops {
 namespace {
@@ -20,126 +21,146 @@ namespace {
 // has had no match when its ttl expires is emitted once, padded with nulls; at end of input
 // the left rows still unmatched are emitted padded. A left row matched once is never padded.
 //
-// State per key and input: a map state bucketed by arrival time (ms), each bucket a sequence
-// of [matched flag byte][record] after the format byte, with a BucketIndex of the buckets (which also lists the keys
-// holding left rows, for the end of input). Processing-time timers at arrival + ttl drop
-// expired buckets.
+// Kept rows live in memory (a JoinRowStore, join_rows.h: per key and input the encoded records
+// in arrival order, each with its arrival time (ms) and, for left rows, whether it has matched),
+// written to the backend at snapshots for the keys changed since the last one (value state
+// "join.rows", format 2 with flags) and spilled beyond the store's memory budget. With a ttl,
+// each key has one processing-time timer, at the expiry of its oldest row (not one per row):
+// it drops the expired rows (padding the unmatched left ones for kind left) and registers the
+// next. Format 1 (map states "join.left"/"join.right" bucketed by arrival time, each record
+// after a matched flag byte, with ".index" value states) is moved into memory at a restore;
+// its timers per bucket fire into the same expiry.
 class RegularJoinOperator final : public JoinOperatorBase {
  public:
   absl::Status Open(const OperatorContext& ctx, Output* output) override {
     SLUICE_ASSIGN_OR_RETURN(options_, TypedOptions<RegularJoinOptions>(ctx));
     SLUICE_RETURN_IF_ERROR(OpenJoin(ctx, output, options_->sides));
-    for (int side = 0; side < 2; ++side) {
-      const std::string name = side == 0 ? "join.left" : "join.right";
-      rows_[side] = state_->RegisterState(name, state::StateKind::kMap);
-      index_id_[side] = state_->RegisterState(name + ".index", state::StateKind::kValue);
-      index_[side].emplace(state_, index_id_[side]);
-    }
+    store_.Init(this, state_->RegisterState("join.rows", state::StateKind::kValue), "join rows",
+                /*flags=*/true);
     left_outer_ = options_->sides.kind == JoinSides::Kind::kLeft;
-    return absl::OkStatus();
+    for (int side = 0; side < 2; ++side) scratch_[side].Resize(options_->sides.input[side].size());
+    if (!ctx.restored) return absl::OkStatus();
+    const auto loaded = [this](uint32_t slot) {
+      Loaded(slot);
+      return store_.OverBudget() ? store_.Spill(nullptr) : absl::OkStatus();
+    };
+    SLUICE_RETURN_IF_ERROR(store_.LoadAll(loaded));
+    return store_.RestoreBuckets({"join.left", "join.right"}, /*flag_prefix=*/true, loaded);
+  }
+
+  absl::Status SnapshotState(int64_t checkpoint_id, std::vector<std::string>* entries) override {
+    return store_.WriteDirty();
   }
 
   absl::Status ProcessInput(int side, const Record& r) override {
     if (side != 0 && side != 1) return absl::InvalidArgumentError("join has two inputs");
-    SetKeyFrom(side, r);
+    EvalKey(side, r);
+    SLUICE_ASSIGN_OR_RETURN(const uint32_t slot,
+                            store_.SlotOfEvaluated([this](uint32_t s) { Loaded(s); }));
     const int64_t now = timers_->CurrentProcessingTime();
     const int other = 1 - side;
-    bool matched = false;
-    BucketIndex& other_index = *index_[other];
-    SLUICE_RETURN_IF_ERROR(other_index.Load());
-    for (size_t b = 0; b < other_index.size(); ++b) {
-      if (Expired(other_index.time(b), now)) continue;  // its timer is about to drop it
-      SLUICE_ASSIGN_OR_RETURN(bool found, state_->MapGet(rows_[other], other_index.user_key(b), &bucket_));
-      if (!found) continue;
-      bool marked = false;
-      SLUICE_ASSIGN_OR_RETURN(absl::string_view body, BucketBody(ctx_.state_origin, bucket_));
-      const char* pos = body.data();
-      const char* end = pos + body.size();
-      while (pos < end) {
-        char* flag = bucket_.data() + (pos - bucket_.data());
-        ++pos;
-        SLUICE_RETURN_IF_ERROR(DecodeOne(other, &pos, end, &other_));
-        SLUICE_RETURN_IF_ERROR(side == 0 ? EmitJoined(&r, &other_) : EmitJoined(&other_, &r));
-        matched = true;
-        if (other == 0 && left_outer_ && *flag == 0) {
-          *flag = 1;
-          marked = true;
-        }
-      }
-      if (marked) SLUICE_RETURN_IF_ERROR(state_->MapPut(rows_[other], other_index.user_key(b), bucket_));
+    JoinRowStore::Key& k = store_.key(slot);
+    JoinRowStore::Rows& rows = k.rows[other];
+    const bool mark = other == 0 && left_outer_;
+    size_t i = 0;  // arrival order: the expired rows (their timer is about to drop them) first
+    while (i < rows.size() && Expired(rows[i].ts, now)) ++i;
+    const bool matched = i < rows.size();
+    for (; i < rows.size(); ++i) {
+      const char* pos = k.bytes.data() + rows[i].offset;
+      SLUICE_RETURN_IF_ERROR(DecodeOne(other, &pos, pos + rows[i].size, &scratch_[other]));
+      SLUICE_RETURN_IF_ERROR(side == 0 ? EmitJoined(&r, &scratch_[other]) : EmitJoined(&scratch_[other], &r));
+      if (mark) rows[i].flag = 1;  // the key is dirty: the row appended below marks it
     }
-    SLUICE_RETURN_IF_ERROR(index_[side]->Load());
-    const char flag = matched ? 1 : 0;
-    SLUICE_RETURN_IF_ERROR(
-        AppendToBucket(side, rows_[side], &*index_[side], now, absl::string_view(&flag, 1), r));
-    if (options_->ttl_ms > 0) {
-      SLUICE_RETURN_IF_ERROR(timers_->RegisterProcessingTimeTimer(now + options_->ttl_ms));
+    store_.Append(slot, side, now, matched, options_->sides.input[side], r);
+    if (options_->ttl_ms > 0 && k.scheduled == JoinRowStore::kNever) {
+      state_->SetCurrentKey(k.key, k.key_group);
+      k.scheduled = now + options_->ttl_ms;
+      SLUICE_RETURN_IF_ERROR(timers_->RegisterProcessingTimeTimer(k.scheduled));
     }
+    if (store_.OverBudget()) return store_.Spill(nullptr);  // the keys' timers stay
     return absl::OkStatus();
   }
 
-  // Drops the expired buckets of both inputs, emitting unmatched left rows first (left join).
-  absl::Status OnTimer(int64_t timestamp, TimeDomain domain, absl::string_view) override {
+  // The key's oldest rows expired: drops them (emitting unmatched left rows padded first, left
+  // join) and registers the timer of the next expiry.
+  absl::Status OnTimer(int64_t timestamp, TimeDomain domain, absl::string_view key) override {
     if (domain != TimeDomain::kProcessingTime) return absl::OkStatus();
-    for (int side = 0; side < 2; ++side) {
-      BucketIndex& index = *index_[side];
-      SLUICE_RETURN_IF_ERROR(index.Load());
-      size_t due = 0;  // arrival order: the expired buckets are the oldest
-      while (due < index.size() && Expired(index.time(due), timestamp)) {
-        if (side == 0 && left_outer_) SLUICE_RETURN_IF_ERROR(EmitUnmatched(index.user_key(due)));
-        SLUICE_RETURN_IF_ERROR(state_->MapRemove(rows_[side], index.user_key(due)));
-        ++due;
-      }
-      if (due > 0) {
-        index.EraseFront(due);
-        SLUICE_RETURN_IF_ERROR(index.Store());
-      }
+    uint32_t slot;
+    if (const uint32_t* found = store_.Find(key)) {
+      slot = *found;
+    } else {
+      if (!store_.spilled()) return absl::OkStatus();  // emptied and forgotten
+      SLUICE_ASSIGN_OR_RETURN(bool stored, store_.LoadCurrent(key, &slot));
+      if (!stored) return absl::OkStatus();
+      Loaded(slot);
     }
-    return absl::OkStatus();
+    for (int side = 0; side < 2; ++side) {
+      const JoinRowStore::Rows& rows = store_.key(slot).rows[side];
+      size_t due = 0;
+      while (due < rows.size() && Expired(rows[due].ts, timestamp)) ++due;
+      if (side == 0 && left_outer_) SLUICE_RETURN_IF_ERROR(EmitUnmatched(slot, due));
+      store_.DropFront(slot, side, due);
+    }
+    JoinRowStore::Key& k = store_.key(slot);
+    if (k.scheduled <= timestamp) k.scheduled = JoinRowStore::kNever;
+    SLUICE_ASSIGN_OR_RETURN(bool kept, store_.Release(slot));
+    if (!kept || k.scheduled != JoinRowStore::kNever) return absl::OkStatus();
+    k.scheduled = NextExpiry(k);  // the current key is the timer's
+    return timers_->RegisterProcessingTimeTimer(k.scheduled);
   }
 
   // End of input: no right row can match any more, so unmatched left rows are final.
   absl::Status Finish() override {
     if (!left_outer_) return absl::OkStatus();
-    return state_->ForEachKey(index_id_[0], [this](absl::string_view) -> absl::Status {
-      BucketIndex& index = *index_[0];
-      SLUICE_RETURN_IF_ERROR(index.Load());
-      for (size_t b = 0; b < index.size(); ++b) {
-        SLUICE_RETURN_IF_ERROR(EmitUnmatched(index.user_key(b)));
-        SLUICE_RETURN_IF_ERROR(state_->MapRemove(rows_[0], index.user_key(b)));
-      }
-      index.EraseFront(index.size());
-      return index.Store();
-    });
+    const auto finish = [this](uint32_t slot) -> absl::Status {
+      const size_t n = store_.key(slot).rows[0].size();
+      SLUICE_RETURN_IF_ERROR(EmitUnmatched(slot, n));
+      store_.DropFront(slot, 0, n);
+      SLUICE_ASSIGN_OR_RETURN(bool kept, store_.Release(slot));
+      if (kept && store_.OverBudget()) return store_.Spill(nullptr);
+      return absl::OkStatus();
+    };
+    SLUICE_RETURN_IF_ERROR(store_.ForEachInMemory(finish));
+    if (!store_.spilled()) return absl::OkStatus();
+    return store_.LoadAll(finish);  // the spilled keys
   }
 
  private:
   bool Expired(int64_t arrived, int64_t now) const {
     return options_->ttl_ms > 0 && arrived + options_->ttl_ms <= now;
   }
+  // The expiry of key `k`'s oldest row (REQUIRES: a ttl and a row).
+  int64_t NextExpiry(const JoinRowStore::Key& k) const {
+    int64_t t = JoinRowStore::kNever;
+    for (const JoinRowStore::Rows& rows : k.rows) {
+      if (!rows.empty()) t = std::min(t, rows.front().ts + options_->ttl_ms);
+    }
+    return t;
+  }
+  // A key read back from the backend (restored, converted or spilled before): its timer,
+  // restored or registered before, is at the expiry of its oldest row.
+  void Loaded(uint32_t slot) {
+    JoinRowStore::Key& k = store_.key(slot);
+    if (options_->ttl_ms > 0 && !k.empty()) k.scheduled = NextExpiry(k);
+  }
 
-  // Emits the unmatched left rows of bucket `user_key`, padded with nulls.
-  absl::Status EmitUnmatched(absl::string_view user_key) {
-    SLUICE_ASSIGN_OR_RETURN(bool found, state_->MapGet(rows_[0], user_key, &bucket_));
-    if (!found) return absl::OkStatus();
-    SLUICE_ASSIGN_OR_RETURN(absl::string_view body, BucketBody(ctx_.state_origin, bucket_));
-    const char* pos = body.data();
-    const char* end = pos + body.size();
-    while (pos < end) {
-      const bool matched = *pos++ != 0;
-      SLUICE_RETURN_IF_ERROR(DecodeOne(0, &pos, end, &other_));
-      if (!matched) SLUICE_RETURN_IF_ERROR(EmitJoined(&other_, nullptr));
+  // Emits the unmatched ones of the first `n` left rows of key `slot`, padded with nulls.
+  absl::Status EmitUnmatched(uint32_t slot, size_t n) {
+    const JoinRowStore::Key& k = store_.key(slot);
+    for (size_t i = 0; i < n; ++i) {
+      const JoinRowStore::Row& row = k.rows[0][i];
+      if (row.flag != 0) continue;
+      const char* pos = k.bytes.data() + row.offset;
+      SLUICE_RETURN_IF_ERROR(DecodeOne(0, &pos, pos + row.size, &scratch_[0]));
+      SLUICE_RETURN_IF_ERROR(EmitJoined(&scratch_[0], nullptr));
     }
     return absl::OkStatus();
   }
 
   const RegularJoinOptions* options_ = nullptr;
   bool left_outer_ = false;
-  state::StateId rows_[2] = {0, 0};
-  state::StateId index_id_[2] = {0, 0};
-  std::optional<BucketIndex> index_[2];
-  Record other_;
-  std::string bucket_;
+  JoinRowStore store_;
+  Record scratch_[2];  // a decoded record of each side
 };
 
 }  // namespace

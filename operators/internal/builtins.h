@@ -31,9 +31,6 @@ std::unique_ptr<Operator> MakePrintSink();      // print_sink.cc
 std::unique_ptr<Operator> MakeBlackholeSink();  // blackhole_sink.cc
 std::unique_ptr<Operator> MakeNexmarkSource();  // nexmark/nexmark_source.cc
 std::unique_ptr<Operator> MakeIntervalJoin();   // interval_join.cc
-// The memory (keys and records) above which interval joins opened afterwards spill (default
-// 512 MiB per subtask); 0 restores the default. Tests only, before any task runs.
-void SetIntervalJoinMemoryForTest(size_t bytes);
 std::unique_ptr<Operator> MakeRegularJoin();    // regular_join.cc
 std::unique_ptr<Operator> MakeWindowJoin();     // window_join.cc
 

@@ -1,0 +1,316 @@
+#include "operators/join_rows.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/record_codec.h"
+#include "common/state_format.h"
+#include "operators/join_base.h"
+
+namespace sluice::ops {
+namespace {
+
+// The format of the stored rows (format 1 was the bucket layout of join_base.h).
+constexpr int kRowsFormat = 2;
+constexpr size_t kDefaultMaxBytes = size_t{512} << 20;
+size_t max_bytes_for_test = 0;
+
+}  // namespace
+
+void SetJoinMemoryForTest(size_t bytes) { max_bytes_for_test = bytes; }
+
+void JoinRowStore::Init(JoinOperatorBase* op, state::StateId id, absl::string_view what, bool flags) {
+  op_ = op;
+  state_ = op->state_;
+  id_ = id;
+  what_ = std::string(what);
+  flags_ = flags;
+  max_bytes_ = max_bytes_for_test != 0 ? max_bytes_for_test : kDefaultMaxBytes;
+  for (int side = 0; side < 2; ++side) scratch_[side].Resize(op->sides_->input[side].size());
+}
+
+uint32_t JoinRowStore::NewSlot(absl::string_view key, int key_group) {
+  uint32_t slot;
+  if (!free_.empty()) {
+    slot = free_.back();
+    free_.pop_back();
+  } else {
+    slot = static_cast<uint32_t>(keys_.size());
+    keys_.emplace_back();
+  }
+  Key& k = keys_[slot];
+  k.key.assign(key.data(), key.size());
+  k.key_group = key_group;
+  k.live = true;
+  k.dirty = false;
+  k.in_backend = false;
+  k.scheduled = kNever;
+  slot_of_.emplace(k.key, slot);
+  bytes_ += Overhead(k);
+  return slot;
+}
+
+void JoinRowStore::FreeSlot(uint32_t slot) {
+  Key& k = keys_[slot];
+  bytes_ -= Overhead(k);
+  slot_of_.erase(k.key);
+  k.live = false;
+  ++k.generation;
+  ClearRows(&k);
+  free_.push_back(slot);
+}
+
+void JoinRowStore::ClearRows(Key* k) {
+  bytes_ -= k->bytes.size();
+  k->rows[0].clear();
+  k->rows[1].clear();
+  k->bytes.clear();
+  k->dead = 0;
+}
+
+absl::StatusOr<uint32_t> JoinRowStore::Load(absl::string_view key, int key_group) {
+  if (spilled_) {
+    state_->SetCurrentKey(key, key_group);
+    SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(id_, &value_));
+    if (found) return AddStored(key, key_group);
+  }
+  return NewSlot(key, key_group);
+}
+
+absl::StatusOr<bool> JoinRowStore::LoadCurrent(absl::string_view key, uint32_t* slot) {
+  key_scratch_.assign(key.data(), key.size());  // `key` may view the backend's current key
+  SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(id_, &value_));
+  if (!found) return false;
+  SLUICE_ASSIGN_OR_RETURN(int key_group, op_->KeyGroupOf(key_scratch_));
+  SLUICE_ASSIGN_OR_RETURN(*slot, AddStored(key_scratch_, key_group));
+  return true;
+}
+
+absl::StatusOr<uint32_t> JoinRowStore::AddStored(absl::string_view key, int key_group) {
+  const uint32_t slot = NewSlot(key, key_group);
+  Key& k = keys_[slot];
+  k.in_backend = true;
+  SLUICE_RETURN_IF_ERROR(Parse(value_, &k));
+  return slot;
+}
+
+void JoinRowStore::Insert(Rows* rows, const Row& row) {
+  // Records mostly arrive in time order: the common case appends.
+  if (rows->empty() || rows->back().ts <= row.ts) {
+    rows->push_back(row);
+    return;
+  }
+  auto pos = std::upper_bound(rows->begin(), rows->end(), row.ts,
+                              [](int64_t t, const Row& a) { return t < a.ts; });
+  rows->insert(pos, row);
+}
+
+void JoinRowStore::Append(uint32_t slot, int side, int64_t ts, bool flag, const Schema& schema,
+                          const Record& r) {
+  Key& k = keys_[slot];
+  const size_t before = k.bytes.size();
+  EncodeRecord(schema, r, &k.bytes);
+  Row row;
+  row.ts = ts;
+  row.offset = static_cast<uint32_t>(before);
+  row.size = static_cast<uint32_t>(k.bytes.size() - before);
+  row.flag = flag ? 1 : 0;
+  Insert(&k.rows[side], row);
+  bytes_ += k.bytes.size() - before;
+  MarkDirty(slot);
+}
+
+void JoinRowStore::DropFront(uint32_t slot, int side, size_t n) {
+  if (n == 0) return;
+  Key& k = keys_[slot];
+  Rows& rows = k.rows[side];
+  for (size_t i = 0; i < n; ++i) k.dead += rows[i].size;
+  rows.erase(rows.begin(), rows.begin() + n);
+  MarkDirty(slot);
+}
+
+absl::StatusOr<bool> JoinRowStore::Release(uint32_t slot) {
+  Key& k = keys_[slot];
+  if (!k.empty()) {
+    if (k.dead > k.bytes.size() / 2) Compact(&k);
+    return true;
+  }
+  if (k.in_backend) {
+    state_->SetCurrentKey(k.key, k.key_group);
+    SLUICE_RETURN_IF_ERROR(state_->Delete(id_));
+  }
+  FreeSlot(slot);
+  return false;
+}
+
+void JoinRowStore::Compact(Key* k) {
+  compact_.clear();
+  for (Rows& rows : k->rows) {
+    for (Row& row : rows) {
+      const uint32_t offset = static_cast<uint32_t>(compact_.size());
+      compact_.append(k->bytes, row.offset, row.size);
+      row.offset = offset;
+    }
+  }
+  bytes_ -= k->bytes.size() - compact_.size();
+  k->bytes.swap(compact_);
+  k->dead = 0;
+}
+
+absl::Status JoinRowStore::WriteDirty() {
+  for (uint32_t slot : dirty_) {
+    Key& k = keys_[slot];
+    if (!k.live || !k.dirty) continue;
+    k.dirty = false;
+    state_->SetCurrentKey(k.key, k.key_group);
+    if (k.empty()) {
+      if (k.in_backend) SLUICE_RETURN_IF_ERROR(state_->Delete(id_));
+      k.in_backend = false;
+      continue;
+    }
+    value_.assign(1, static_cast<char>(kRowsFormat));
+    for (const Rows& rows : k.rows) {
+      PutVarint64(rows.size(), &value_);
+      for (const Row& row : rows) {
+        PutFixed64LE(static_cast<uint64_t>(row.ts), &value_);
+        if (flags_) value_.push_back(static_cast<char>(row.flag));
+        PutVarint64(row.size, &value_);
+        value_.append(k.bytes, row.offset, row.size);
+      }
+    }
+    SLUICE_RETURN_IF_ERROR(state_->Put(id_, value_));
+    k.in_backend = true;
+  }
+  dirty_.clear();
+  return absl::OkStatus();
+}
+
+absl::Status JoinRowStore::Spill(const std::function<absl::Status(const Key&)>& each) {
+  SLUICE_RETURN_IF_ERROR(WriteDirty());
+  for (const Key& k : keys_) {
+    if (!k.live) continue;
+    state_->SetCurrentKey(k.key, k.key_group);
+    if (each) SLUICE_RETURN_IF_ERROR(each(k));
+  }
+  keys_.clear();
+  keys_.shrink_to_fit();
+  slot_of_.clear();
+  free_.clear();
+  heap_.clear();
+  bytes_ = 0;
+  spilled_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status JoinRowStore::Parse(absl::string_view value, Key* k) {
+  absl::string_view body;
+  SLUICE_ASSIGN_OR_RETURN(int version,
+                          ReadStateVersion(op_->ctx_.state_origin, what_, value, kRowsFormat, &body));
+  if (version != kRowsFormat) {
+    return op_->ctx_.state_origin.DataLoss(
+        absl::StrCat(what_, " of format ", version, ", expected ", kRowsFormat));
+  }
+  const char* p = body.data();
+  const char* end = p + body.size();
+  for (int side = 0; side < 2; ++side) {
+    uint64_t count;
+    p = GetVarint64(p, end, &count);
+    if (p == nullptr) return Corrupt(value, "a side's count");
+    for (uint64_t i = 0; i < count; ++i) {
+      if (end - p < (flags_ ? 9 : 8)) return Corrupt(value, "a record's time");
+      const int64_t ts = static_cast<int64_t>(GetFixed64LE(p));
+      p += 8;
+      bool flag = false;
+      if (flags_) {
+        if (static_cast<unsigned char>(*p) > 1) return Corrupt(value, "a record's flag");
+        flag = *p++ != 0;
+      }
+      uint64_t size;
+      p = GetVarint64(p, end, &size);
+      if (p == nullptr) return Corrupt(value, "a record's size");
+      if (static_cast<uint64_t>(end - p) < size) return Corrupt(value, "a record");
+      SLUICE_RETURN_IF_ERROR(AddChecked(side, ts, flag, p, size, k));
+      p += size;
+    }
+  }
+  if (p != end) return Corrupt(value, "the end");
+  return absl::OkStatus();
+}
+
+absl::Status JoinRowStore::Corrupt(absl::string_view value, absl::string_view where) const {
+  return op_->ctx_.state_origin.DataLoss(
+      absl::StrCat(what_, " (", value.size(), " bytes) do not decode at ", where));
+}
+
+absl::Status JoinRowStore::AddChecked(int side, int64_t ts, bool flag, const char* p, size_t size,
+                                      Key* k) {
+  const char* pos = p;
+  SLUICE_RETURN_IF_ERROR(op_->DecodeOne(side, &pos, p + size, &scratch_[side]));
+  if (pos != p + size) {
+    return op_->ctx_.state_origin.DataLoss(absl::StrCat("a record of the ", what_, " has bytes left over"));
+  }
+  Row row;
+  row.ts = ts;
+  row.offset = static_cast<uint32_t>(k->bytes.size());
+  row.size = static_cast<uint32_t>(size);
+  row.flag = flag ? 1 : 0;
+  k->bytes.append(p, size);
+  bytes_ += size;
+  Insert(&k->rows[side], row);
+  return absl::OkStatus();
+}
+
+absl::Status JoinRowStore::LoadAll(const std::function<absl::Status(uint32_t)>& loaded) {
+  return state_->ForEachKey(id_, [&](absl::string_view key) -> absl::Status {
+    if (slot_of_.contains(key)) return absl::OkStatus();  // read back already after a spill
+    uint32_t slot;
+    SLUICE_ASSIGN_OR_RETURN(bool found, LoadCurrent(key, &slot));
+    if (!found) return absl::OkStatus();
+    return loaded(slot);
+  });
+}
+
+absl::Status JoinRowStore::RestoreBuckets(const std::string (&names)[2], bool flag_prefix,
+                                          const std::function<absl::Status(uint32_t)>& loaded) {
+  for (int side = 0; side < 2; ++side) {
+    const state::StateId buckets = state_->RegisterState(names[side], state::StateKind::kMap);
+    const state::StateId index_id = state_->RegisterState(names[side] + ".index", state::StateKind::kValue);
+    BucketIndex index(state_, index_id);
+    SLUICE_RETURN_IF_ERROR(state_->ForEachKey(index_id, [&](absl::string_view key) -> absl::Status {
+      const std::string key_copy(key);  // SetCurrentKey below may move what `key` views
+      SLUICE_RETURN_IF_ERROR(index.Load());
+      SLUICE_ASSIGN_OR_RETURN(int key_group, op_->KeyGroupOf(key_copy));
+      const uint32_t* found_slot = Find(key_copy);
+      uint32_t slot;
+      if (found_slot != nullptr) {
+        slot = *found_slot;
+      } else {
+        SLUICE_ASSIGN_OR_RETURN(slot, Load(key_copy, key_group));
+      }
+      state_->SetCurrentKey(key_copy, key_group);
+      for (size_t b = 0; b < index.size(); ++b) {
+        SLUICE_ASSIGN_OR_RETURN(bool found, state_->MapGet(buckets, index.user_key(b), &value_));
+        if (!found) continue;
+        SLUICE_ASSIGN_OR_RETURN(absl::string_view body, BucketBody(op_->ctx_.state_origin, value_));
+        const int64_t ts = index.time(b);
+        const char* pos = body.data();
+        const char* end = pos + body.size();
+        while (pos < end) {
+          bool flag = false;
+          if (flag_prefix) flag = *pos++ != 0;
+          const char* start = pos;
+          SLUICE_RETURN_IF_ERROR(op_->DecodeOne(side, &pos, end, &scratch_[side]));
+          SLUICE_RETURN_IF_ERROR(AddChecked(side, ts, flag, start, pos - start, &keys_[slot]));
+        }
+        SLUICE_RETURN_IF_ERROR(state_->MapRemove(buckets, index.user_key(b)));
+      }
+      index.EraseFront(index.size());
+      SLUICE_RETURN_IF_ERROR(index.Store());
+      MarkDirty(slot);
+      return loaded(slot);
+    }));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace sluice::ops

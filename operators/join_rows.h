@@ -1,0 +1,206 @@
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/record.h"
+#include "common/status.h"
+#include "operators/join_base.h"
+#include "state/keyed_state_backend.h"
+
+namespace sluice::ops {
+
+// Memory of kept keys and records above which a JoinRowStore spills; 0 restores the default
+// (512 MiB per subtask). For tests: takes effect for stores initialised afterwards.
+void SetJoinMemoryForTest(size_t bytes);
+
+// The records a join (interval_join, join) keeps, per key in memory, as Flink's heap keyed
+// state keeps them: per key one buffer of encoded records (both inputs, arrival order, dropped
+// ones until compacted) and per input references sorted by time. The owning operator decides
+// what a record's time means (event time for interval_join, arrival time for join) and when
+// rows are dropped; the store does the memory, the backend and the bytes:
+// - WriteDirty() (the operator's SnapshotState) writes the keys changed since the last call as
+//   one value-state entry per key, [format 2] then per input [count: varint] and per record
+//   [ts: fixed64 LE] ([flag: 1 byte] when the store keeps flags) [size: varint] [record], and
+//   deletes the entries of keys left empty. So checkpoints, restores and rescaling (by key
+//   group) cover the whole state.
+// - Beyond its memory budget, Spill() writes the changed keys out and forgets every key; a key
+//   is then read back when the operator asks for it (Load, LoadCurrent).
+// - LoadAll() reads the keys of the restored key groups back; RestoreBuckets() converts the
+//   bucket layout of format 1 (join_base.h).
+//
+// Threading: the owning operator's task thread only.
+class JoinRowStore {
+ public:
+  static constexpr int64_t kNever = INT64_MAX;
+
+  struct Row {
+    int64_t ts;
+    uint32_t offset;    // in Key::bytes
+    uint32_t size : 31;
+    uint32_t flag : 1;  // the operator's (join: a left row has matched)
+  };
+  // One input's kept records of a key, sorted by time (a few inline: a key's state then sits
+  // in a few adjacent cache lines).
+  using Rows = absl::InlinedVector<Row, 2>;
+  struct Key {
+    std::string key;
+    int key_group = 0;
+    uint32_t generation = 0;     // bumped when the slot is freed (the operator's stale entries)
+    bool live = false;           // the slot holds a key
+    bool dirty = false;          // changed since last written to the backend
+    bool in_backend = false;     // the backend holds a value for the key (maybe an older one)
+    int64_t scheduled = kNever;  // the key's pending sweep (or the operator's timer) time
+    Rows rows[2];
+    std::string bytes;  // both inputs' encoded records, in arrival order (dropped ones too)
+    size_t dead = 0;    // bytes of dropped records in `bytes`
+    bool empty() const { return rows[0].empty() && rows[1].empty(); }
+  };
+
+  // `op` decodes records and key groups; `id` is the value state of the rows, `what` names
+  // them in errors ("interval join rows"); `flags`: a flag byte per record in the backend.
+  void Init(JoinOperatorBase* op, state::StateId id, absl::string_view what, bool flags);
+
+  Key& key(uint32_t slot) { return keys_[slot]; }
+  // The slot of `key` in memory, or nullptr.
+  const uint32_t* Find(absl::string_view key) const {
+    auto it = slot_of_.find(key);
+    return it == slot_of_.end() ? nullptr : &it->second;
+  }
+  // The slot of `key` (of `key_group`), which is not in memory: read back from the backend
+  // after a spill (then key(slot).in_backend), or a new empty key. Sets the backend's current
+  // key when it reads. kDataLoss when the stored value does not decode.
+  absl::StatusOr<uint32_t> Load(absl::string_view key, int key_group);
+  // The slot of the key `op` last evaluated (JoinOperatorBase::EvalKey): in memory, or Load()ed
+  // and then passed to `loaded(slot)`.
+  template <typename Fn>
+  absl::StatusOr<uint32_t> SlotOfEvaluated(Fn loaded) {
+    if (const uint32_t* found = Find(op_->key_bytes())) return *found;
+    SLUICE_ASSIGN_OR_RETURN(uint32_t slot, Load(op_->key_bytes(), op_->EvaluatedKeyGroup()));
+    loaded(slot);
+    return slot;
+  }
+  // The backend's current key `key` (not in memory) read back into *slot; false when it has
+  // no value. kDataLoss when it does not decode.
+  absl::StatusOr<bool> LoadCurrent(absl::string_view key, uint32_t* slot);
+
+  // Appends record `r` of input `side` (schema `schema`) at time `ts` to key `slot`, marking
+  // it dirty.
+  void Append(uint32_t slot, int side, int64_t ts, bool flag, const Schema& schema, const Record& r);
+  // The encoded bytes of `row` of key `slot`.
+  absl::string_view Bytes(uint32_t slot, const Row& row) const {
+    return absl::string_view(keys_[slot].bytes).substr(row.offset, row.size);
+  }
+  // Drops the first `n` rows of input `side` of key `slot`, marking it dirty.
+  void DropFront(uint32_t slot, int side, size_t n);
+  // After rows were dropped: an empty key is deleted from the backend and forgotten (returns
+  // false); otherwise its bytes are compacted when mostly dead (returns true).
+  absl::StatusOr<bool> Release(uint32_t slot);
+  void MarkDirty(uint32_t slot) {
+    if (keys_[slot].dirty) return;
+    keys_[slot].dirty = true;
+    dirty_.push_back(slot);
+  }
+
+  // Writes the keys changed since the last call to the backend (deleting those left empty).
+  absl::Status WriteDirty();
+  bool OverBudget() const { return bytes_ > max_bytes_; }
+  // Writes the changed keys out and forgets every key; `each` runs first for every key in
+  // memory with the backend's current key set to it (e.g. to register a timer).
+  absl::Status Spill(const std::function<absl::Status(const Key&)>& each);
+  // Sweeps: one pending time per key (Key::scheduled) in a min-heap. Schedule() sets key
+  // `slot`'s, ScheduleEarlier() only when `time` is earlier than the one pending; PopDue() calls
+  // `fn(slot)` for each key whose time is <= `up_to`, earliest first, with its time cleared
+  // (`fn` may schedule it again or release it). A spill forgets them with the keys.
+  void Schedule(uint32_t slot, int64_t time) {
+    keys_[slot].scheduled = time;
+    heap_.push_back(SweepEntry{time, slot, keys_[slot].generation});
+    std::push_heap(heap_.begin(), heap_.end(), Later);
+  }
+  void ScheduleEarlier(uint32_t slot, int64_t time) {
+    if (time < keys_[slot].scheduled) Schedule(slot, time);
+  }
+  template <typename Fn>
+  absl::Status PopDue(int64_t up_to, Fn fn) {
+    while (!heap_.empty() && heap_.front().time <= up_to) {
+      std::pop_heap(heap_.begin(), heap_.end(), Later);
+      const SweepEntry e = heap_.back();
+      heap_.pop_back();
+      Key& k = keys_[e.slot];
+      if (!k.live || k.generation != e.generation || k.scheduled != e.time) continue;  // stale
+      k.scheduled = kNever;
+      SLUICE_RETURN_IF_ERROR(fn(e.slot));
+    }
+    return absl::OkStatus();
+  }
+
+  // True after a spill: keys not in memory may be in the backend.
+  bool spilled() const { return spilled_; }
+  // Every key in memory (live slots), for `fn(slot)`.
+  template <typename Fn>
+  absl::Status ForEachInMemory(Fn fn) {
+    for (uint32_t slot = 0; slot < keys_.size(); ++slot) {
+      if (keys_[slot].live) SLUICE_RETURN_IF_ERROR(fn(slot));
+    }
+    return absl::OkStatus();
+  }
+
+  // Reads every key the backend holds that is not in memory back (at a restore: the restored
+  // key groups'); `loaded(slot)` for each (which spills when the store is over budget).
+  absl::Status LoadAll(const std::function<absl::Status(uint32_t)>& loaded);
+  // Format 1: map states `names[side]` of buckets under 8-byte time keys (join_base.h), with
+  // ".index" value states, each record after a flag byte when `flag_prefix`: moves every key's
+  // records into memory (marked dirty, so written in format 2 at the next checkpoint) and
+  // deletes the old entries; `loaded(slot)` for each key (as for LoadAll).
+  absl::Status RestoreBuckets(const std::string (&names)[2], bool flag_prefix,
+                              const std::function<absl::Status(uint32_t)>& loaded);
+
+ private:
+  struct SweepEntry {
+    int64_t time;
+    uint32_t slot;
+    uint32_t generation;
+  };
+  static bool Later(const SweepEntry& a, const SweepEntry& b) { return a.time > b.time; }
+
+  uint32_t NewSlot(absl::string_view key, int key_group);
+  void FreeSlot(uint32_t slot);
+  void ClearRows(Key* k);
+  void Compact(Key* k);
+  static size_t Overhead(const Key& k) { return sizeof(Key) + 2 * k.key.size() + 16; }
+  // value_ (a stored value) into a new slot of `key`.
+  absl::StatusOr<uint32_t> AddStored(absl::string_view key, int key_group);
+  absl::Status Parse(absl::string_view value, Key* k);
+  absl::Status AddChecked(int side, int64_t ts, bool flag, const char* p, size_t size, Key* k);
+  absl::Status Corrupt(absl::string_view value, absl::string_view where) const;
+  static void Insert(Rows* rows, const Row& row);
+
+  JoinOperatorBase* op_ = nullptr;
+  state::KeyedStateBackend* state_ = nullptr;
+  state::StateId id_ = 0;
+  std::string what_;
+  bool flags_ = false;
+  size_t max_bytes_ = 0;
+
+  std::vector<Key> keys_;                               // by slot
+  absl::flat_hash_map<std::string, uint32_t> slot_of_;  // live keys' slots
+  std::vector<uint32_t> free_;                          // free slots
+  std::vector<uint32_t> dirty_;                         // slots changed since WriteDirty()
+  std::vector<SweepEntry> heap_;                        // min-heap by time
+  size_t bytes_ = 0;                                    // memory of the keys and records (roughly)
+  bool spilled_ = false;
+  std::string value_;
+  std::string compact_;
+  std::string key_scratch_;
+  Record scratch_[2];
+};
+
+}  // namespace sluice::ops
