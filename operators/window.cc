@@ -231,6 +231,8 @@ class WindowOperator final : public Operator {
     // old subtasks): records are judged late against at least that, so that a record the
     // failed attempt dropped is dropped again, and a window cleaned up before the checkpoint
     // is not started again by records replayed before the first new watermark.
+    // A subtask that had seen no watermark stored kNoWatermark: the smallest, so it wins.
+    bool first_entry = true;
     for (const std::string& entry : ctx.restored_state) {
       int64_t wm;
       absl::string_view body = entry;  // format 0: 8 native bytes
@@ -246,8 +248,8 @@ class WindowOperator final : public Operator {
       } else {
         std::memcpy(&wm, entry.data(), sizeof(wm));
       }
-      restored_watermark_ =
-          restored_watermark_ == kNoWatermark ? wm : std::min(restored_watermark_, wm);
+      restored_watermark_ = first_entry ? wm : std::min(restored_watermark_, wm);
+      first_entry = false;
     }
     if (ctx.restored) SLUICE_RETURN_IF_ERROR(MigrateLegacyWindows());
     return absl::OkStatus();

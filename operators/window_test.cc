@@ -580,6 +580,32 @@ TEST_F(WindowTest, WatermarkStateFormats) {
   }
 }
 
+// Restored at another parallelism, the watermark is the smallest the old subtasks had seen; a
+// subtask that had seen none (kNoWatermark) makes it none, whatever the order of the entries, so
+// no record its key groups had not judged late is dropped after the restore.
+TEST_F(WindowTest, ARestoredWatermarkIsTheSmallestAlsoWhenOneSubtaskHadNone) {
+  KeyedSubtask& first = Start(kCountPer10ms);
+  ASSERT_OK(first.Watermark(19));
+  auto checkpoint = TakeCheckpoint(first, 1);
+  ASSERT_OK(checkpoint);
+  ASSERT_EQ(checkpoint->operator_state.size(), 1u);
+  std::string none(1, checkpoint->operator_state[0][0]);
+  PutFixed64LE(static_cast<uint64_t>(kNoWatermark), &none);
+  for (const bool none_first : {true, false}) {
+    Checkpoint merged = *checkpoint;
+    merged.operator_state = none_first ? std::vector<std::string>{none, checkpoint->operator_state[0]}
+                                       : std::vector<std::string>{checkpoint->operator_state[0], none};
+    auto r = Restore(merged, 0, 1);
+    ASSERT_OK(r);
+    ASSERT_OK(Add(**r, 1, 7));  // not late: one old subtask had seen no watermark
+    EXPECT_EQ((*r)->late_dropped(), 0) << "none first: " << none_first;
+    ASSERT_OK((*r)->Watermark(kMaxWatermark));
+    EXPECT_THAT((*r)->out().rows,
+                ElementsAre(R"({"user":1,"window_start":0,"window_end":10,"n":1,"update":false})"))
+        << "none first: " << none_first;
+  }
+}
+
 // A window of `user` ([start, end), event time) as a build before the buckets checkpointed it:
 // its accumulator `value` in "window_acc" under the key and window, its timer under the same key.
 absl::Status PutLegacyWindow(KeyedSubtask& s, int64_t user, int64_t start, int64_t end,
