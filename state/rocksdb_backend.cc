@@ -34,6 +34,7 @@
 #include "rocksdb/write_buffer_manager.h"
 #include "rocksdb/write_batch.h"
 #include "state/internal/key_codec.h"
+#include "state/internal/unsynced_env.h"
 #include "state/internal/write_back_cache.h"
 #include "state/keyed_state_backend.h"
 
@@ -540,6 +541,9 @@ class RocksDbBackend final : public KeyedStateBackend {
 absl::Status RocksDbBackend::OpenDb(bool create) {
   rocksdb::Options options = MakeDbOptions(options_);
   options.create_if_missing = create;
+  // A disposable working copy: no fsync (internal/unsynced_env.h); snapshots are made durable
+  // by UploadSnapshot().
+  options.env = internal::UnsyncedEnv();
   rocksdb::DB* db = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(options, db_dir_, &db);
   if (!s.ok()) {
@@ -705,8 +709,11 @@ absl::Status RocksDbBackend::WriteEntries(absl::Span<const Ref> refs) {
   // In key order: the memtable's skip list then finds each insertion point from the last one
   // (its splice) instead of from the top.
   sorted_refs_.assign(refs.begin(), refs.end());
-  std::sort(sorted_refs_.begin(), sorted_refs_.end(),
-            [this](Ref a, Ref b) { return cache_.key(a) < cache_.key(b); });
+  auto key_less = [this](Ref a, Ref b) { return cache_.key(a) < cache_.key(b); };
+  // FlushDirty() passes its batches already sorted.
+  if (!std::is_sorted(sorted_refs_.begin(), sorted_refs_.end(), key_less)) {
+    std::sort(sorted_refs_.begin(), sorted_refs_.end(), key_less);
+  }
   batch_.Clear();
   for (Ref e : sorted_refs_) {
     rocksdb::Status s;
