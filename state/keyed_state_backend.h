@@ -41,6 +41,10 @@ struct StateBackendOptions {
   std::shared_ptr<rocksdb::Cache> shared_block_cache;
   std::shared_ptr<rocksdb::WriteBufferManager> write_buffer_manager;
   Clock* clock = Clock::Real();   // for TTL (processing time)
+  // SnapshotSync() writes the cache's dirty entries into one SST file that it ingests into
+  // RocksDB (no memtable inserts, no memtable flush of them) when there are at least this many;
+  // fewer go through the memtable (cheaper than a file for a few entries).
+  size_t snapshot_ingest_min_entries = 4096;
   // Named in every kDataLoss error about this backend's state (restore and reads).
   StateOrigin origin;
   // Where the backend publishes its cache hits and misses and its approximate size (live SST

@@ -212,7 +212,7 @@ absl::Status WriteBackCache::WriteAndClean(absl::Span<const Ref> refs, WriteFn w
   return absl::OkStatus();
 }
 
-absl::Status WriteBackCache::FlushDirty(WriteFn write) {
+absl::Status WriteBackCache::FlushDirty(WriteFn write, size_t batch) {
   victims_.clear();
   for (Ref r : dirty_) {
     Slot& s = slots_[r];
@@ -225,9 +225,9 @@ absl::Status WriteBackCache::FlushDirty(WriteFn write) {
   // every insert then appends at the end of its skip list (at 50K dirty keys, batches sorted
   // only each in itself cost 3-4x as much, the later ones interleaving with the earlier).
   std::sort(victims_.begin(), victims_.end(), [this](Ref a, Ref b) { return key(a) < key(b); });
-  for (size_t i = 0; i < victims_.size(); i += kFlushBatch) {
-    absl::Status status =
-        WriteAndClean(absl::MakeConstSpan(victims_).subspan(i, kFlushBatch), write);
+  for (size_t i = 0, n = 0; i < victims_.size(); i += n) {
+    n = std::min(batch, victims_.size() - i);
+    absl::Status status = WriteAndClean(absl::MakeConstSpan(victims_).subspan(i, n), write);
     if (!status.ok()) {
       // What was not written stays dirty: list it again.
       for (size_t j = i; j < victims_.size(); ++j) {

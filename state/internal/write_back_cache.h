@@ -87,8 +87,8 @@ class WriteBackCache {
   void MarkClean(Ref r);
 
   // Writes every dirty entry, in key order across all its WriteFn batches (each of at most
-  // kFlushBatch entries); entries stay cached. On an error the entries not written stay dirty.
-  absl::Status FlushDirty(WriteFn write);
+  // `batch` entries); entries stay cached. On an error the entries not written stay dirty.
+  absl::Status FlushDirty(WriteFn write, size_t batch = kFlushBatch);
   // Evicts until bytes() <= budget (see the class comment). Cheap when within budget.
   absl::Status MakeRoom(WriteFn write) {
     if (bytes_ <= budget_) return absl::OkStatus();
