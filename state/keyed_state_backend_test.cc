@@ -74,6 +74,19 @@ class KeyedStateBackendTest : public ::testing::Test {
     return b->UploadSnapshot(*pending, job_dir_, private_dir);
   }
 
+  // A value, a list, a map and a TTL (5 s) value state, registered in that order.
+  struct FourStates {
+    StateId value, list, map, ttl;
+  };
+  static FourStates RegisterFourStates(KeyedStateBackend* b) {
+    FourStates s;
+    s.value = b->RegisterState("v", StateKind::kValue);
+    s.list = b->RegisterState("l", StateKind::kList);
+    s.map = b->RegisterState("m", StateKind::kMap);
+    s.ttl = b->RegisterState("t", StateKind::kValue, 5000);
+    return s;
+  }
+
   static void SetKey(KeyedStateBackend* b, const std::string& key) {
     b->SetCurrentKey(key, KeyGroupOf(key));
   }
@@ -409,10 +422,7 @@ TEST_F(KeyedStateBackendTest, SnapshotRestoreSameRangeKeepsEverything) {
   StateBackendOptions o = Options("a", {0, 127});
   auto b = OpenOrDie(o);
   ASSERT_NE(b, nullptr);
-  StateId value = b->RegisterState("v", StateKind::kValue);
-  StateId list = b->RegisterState("l", StateKind::kList);
-  StateId map = b->RegisterState("m", StateKind::kMap);
-  StateId ttl = b->RegisterState("t", StateKind::kValue, 5000);
+  const auto [value, list, map, ttl] = RegisterFourStates(b.get());
   for (int i = 0; i < 200; ++i) {
     std::string key = absl::StrCat("k", i);
     SetKey(b.get(), key);
@@ -517,10 +527,7 @@ TEST_F(KeyedStateBackendTest, IngestedSnapshotsEqualMemtableSnapshots) {
       o.snapshot_ingest_min_entries = ingest ? 1 : std::numeric_limits<size_t>::max();
       auto b = OpenOrDie(o);
       ASSERT_NE(b, nullptr);
-      StateId value = b->RegisterState("v", StateKind::kValue);
-      StateId list = b->RegisterState("l", StateKind::kList);
-      StateId map = b->RegisterState("m", StateKind::kMap);
-      StateId ttl = b->RegisterState("t", StateKind::kValue, 5000);
+      const auto [value, list, map, ttl] = RegisterFourStates(b.get());
       // The same operations as the model, a checkpoint after each round.
       std::mt19937 rng(11);
       proto::KeyedStateHandle handle;
@@ -553,10 +560,7 @@ TEST_F(KeyedStateBackendTest, IngestedSnapshotsEqualMemtableSnapshots) {
         auto r = KeyedStateBackend::Restore(Options(absl::StrCat(name, "-r", range.first), range),
                                             {handle}, job_dir_);
         ASSERT_OK(r);
-        StateId value2 = (*r)->RegisterState("v", StateKind::kValue);
-        StateId list2 = (*r)->RegisterState("l", StateKind::kList);
-        StateId map2 = (*r)->RegisterState("m", StateKind::kMap);
-        StateId ttl2 = (*r)->RegisterState("t", StateKind::kValue, 5000);
+        const auto [value2, list2, map2, ttl2] = RegisterFourStates(r->get());
         for (int i = 0; i < kKeys; ++i) {
           const std::string key = absl::StrCat("k", i);
           const int kg = KeyGroupOf(key);
