@@ -48,6 +48,10 @@ struct StateBackendOptions {
   std::shared_ptr<rocksdb::Cache> shared_block_cache;
   std::shared_ptr<rocksdb::WriteBufferManager> write_buffer_manager;
   Clock* clock = Clock::Real();   // for TTL (processing time)
+  // SnapshotSync() writes the cache's dirty entries into one SST file that it ingests into
+  // RocksDB (no memtable inserts, no memtable flush of them) when there are at least this many;
+  // fewer go through the memtable (cheaper than a file for a few entries).
+  size_t snapshot_ingest_min_entries = 4096;
   // Named in every kDataLoss error about this backend's state (restore and reads).
   StateOrigin origin;
   // Where the backend publishes its cache hits and misses and its approximate size (live SST
@@ -146,8 +150,11 @@ class KeyedStateBackend {
   // (no I/O).
   virtual int64_t NextTimerLowerBound(TimerDomain domain) const = 0;
 
-  // Synchronous part of a snapshot: flushes the cache and memtables and makes a RocksDB
-  // checkpoint (hard links) under the local directory. Short; runs on the task thread.
+  // Synchronous part of a snapshot: writes the cache's dirty entries into RocksDB (as one
+  // ingested SST file from snapshot_ingest_min_entries on), flushes the memtable and makes a
+  // RocksDB checkpoint (hard links) under the local directory; nothing is fsynced (the upload
+  // makes the copies durable). Short; runs on the task thread. On an error (kAborted,
+  // kUnavailable) the entries not written stay dirty for the next snapshot.
   virtual absl::StatusOr<PendingSnapshot> SnapshotSync(int64_t checkpoint_id) = 0;
   // Asynchronous part: copies the snapshot to checkpoint storage. SST files go to
   // <job_checkpoint_dir>/shared/ unless this backend already uploaded them for an earlier

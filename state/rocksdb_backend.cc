@@ -30,11 +30,13 @@
 #include "rocksdb/filter_policy.h"
 #include "rocksdb/options.h"
 #include "rocksdb/slice_transform.h"
+#include "rocksdb/sst_file_writer.h"
 #include "rocksdb/table.h"
 #include "rocksdb/utilities/checkpoint.h"
 #include "rocksdb/write_buffer_manager.h"
 #include "rocksdb/write_batch.h"
 #include "state/internal/key_codec.h"
+#include "state/internal/unsynced_env.h"
 #include "state/internal/write_back_cache.h"
 #include "state/keyed_state_backend.h"
 
@@ -499,6 +501,11 @@ class RocksDbBackend final : public KeyedStateBackend {
   absl::Status WriteTombstone();
   // Writes the cache entries `refs` to RocksDB in one WriteBatch (the cache's WriteFn).
   absl::Status WriteEntries(absl::Span<const Ref> refs);
+  // Writes the cache entries `refs` (REQUIRES: in key order) into one SST file and ingests it
+  // into RocksDB (the cache's WriteFn for SnapshotSync()). On an error RocksDB is unchanged.
+  absl::Status IngestEntries(absl::Span<const Ref> refs);
+  // The RocksDB value of cache entry `e` (not deleted), in value_buf_.
+  rocksdb::Slice StoredValue(Ref e);
   // Writes every dirty entry to RocksDB in batches; entries stay cached, clean.
   absl::Status FlushDirty() {
     return cache_.FlushDirty([this](absl::Span<const Ref> refs) { return WriteEntries(refs); });
@@ -566,6 +573,9 @@ class RocksDbBackend final : public KeyedStateBackend {
 absl::Status RocksDbBackend::OpenDb(bool create) {
   rocksdb::Options options = MakeDbOptions(options_);
   options.create_if_missing = create;
+  // A disposable working copy: no fsync (internal/unsynced_env.h); snapshots are made durable
+  // by UploadSnapshot().
+  options.env = internal::UnsyncedEnv();
   rocksdb::DB* db = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(options, db_dir_, &db);
   if (!s.ok()) {
@@ -798,24 +808,56 @@ absl::Status RocksDbBackend::WriteEntries(absl::Span<const Ref> refs) {
   // In key order: the memtable's skip list then finds each insertion point from the last one
   // (its splice) instead of from the top.
   sorted_refs_.assign(refs.begin(), refs.end());
-  std::sort(sorted_refs_.begin(), sorted_refs_.end(),
-            [this](Ref a, Ref b) { return cache_.key(a) < cache_.key(b); });
+  auto key_less = [this](Ref a, Ref b) { return cache_.key(a) < cache_.key(b); };
+  // FlushDirty() passes its batches already sorted.
+  if (!std::is_sorted(sorted_refs_.begin(), sorted_refs_.end(), key_less)) {
+    std::sort(sorted_refs_.begin(), sorted_refs_.end(), key_less);
+  }
   batch_.Clear();
   for (Ref e : sorted_refs_) {
     rocksdb::Status s;
-    if (cache_.deleted(e)) {
-      s = batch_.Delete(ToSlice(cache_.key(e)));
-    } else {
-      value_buf_.clear();
-      internal::AppendStoredValue(&value_buf_, cache_.expiry(e), cache_.value(e));
-      s = batch_.Put(ToSlice(cache_.key(e)), ToSlice(value_buf_));
-    }
+    s = cache_.deleted(e) ? batch_.Delete(ToSlice(cache_.key(e)))
+                          : batch_.Put(ToSlice(cache_.key(e)), StoredValue(e));
     if (!s.ok()) return FromRocks(s, "state write batch");
   }
   rocksdb::Status s = db_->Write(write_options_, &batch_);
   if (!s.ok()) {
     return FromRocks(s, absl::StrCat(options_.operator_id, ": writing state to ", db_dir_),
                      absl::StatusCode::kUnavailable);
+  }
+  return absl::OkStatus();
+}
+
+rocksdb::Slice RocksDbBackend::StoredValue(Ref e) {
+  value_buf_.clear();
+  internal::AppendStoredValue(&value_buf_, cache_.expiry(e), cache_.value(e));
+  return ToSlice(value_buf_);
+}
+
+absl::Status RocksDbBackend::IngestEntries(absl::Span<const Ref> refs) {
+  const std::string path = (fs::path(options_.local_dir) / "ingest.sst").string();
+  // The DB's options: its comparator, table format (bloom filters) and Env.
+  rocksdb::SstFileWriter writer(rocksdb::EnvOptions(), db_->GetOptions());
+  rocksdb::Status s = writer.Open(path);
+  for (size_t i = 0; s.ok() && i < refs.size(); ++i) {
+    const Ref e = refs[i];
+    s = cache_.deleted(e) ? writer.Delete(ToSlice(cache_.key(e)))
+                          : writer.Put(ToSlice(cache_.key(e)), StoredValue(e));
+  }
+  if (s.ok()) s = writer.Finish();
+  if (s.ok()) {
+    rocksdb::IngestExternalFileOptions ingest;
+    ingest.move_files = true;           // a hard link, no copy
+    ingest.write_global_seqno = false;  // the sequence number lives in the MANIFEST only
+    // Overlapping memtable entries (older: written by evictions) are flushed first.
+    ingest.allow_blocking_flush = true;
+    s = db_->IngestExternalFile({path}, ingest);
+  }
+  std::error_code ec;
+  fs::remove(path, ec);  // moved on success; a partial file on failure
+  if (!s.ok()) {
+    return FromRocks(s, absl::StrCat(options_.operator_id, ": ingesting state into ", db_dir_),
+                     absl::StatusCode::kAborted);
   }
   return absl::OkStatus();
 }
@@ -1094,7 +1136,15 @@ absl::Status RocksDbBackend::WriteMeta() {
 
 absl::StatusOr<PendingSnapshot> RocksDbBackend::SnapshotSync(int64_t checkpoint_id) {
   SLUICE_RETURN_IF_ERROR(WriteMeta());
-  SLUICE_RETURN_IF_ERROR(FlushDirty());
+  if (cache_.dirty_count() >= options_.snapshot_ingest_min_entries) {
+    // All dirty entries as one SST file (one WriteFn call): no memtable inserts and no flush of
+    // them. On an error they stay dirty (the next snapshot writes them).
+    SLUICE_RETURN_IF_ERROR(
+        cache_.FlushDirty([this](absl::Span<const Ref> refs) { return IngestEntries(refs); },
+                          std::numeric_limits<size_t>::max()));
+  } else {
+    SLUICE_RETURN_IF_ERROR(FlushDirty());
+  }
   SLUICE_RETURN_IF_ERROR(WriteTimers());
   rocksdb::FlushOptions flush_options;
   flush_options.wait = true;

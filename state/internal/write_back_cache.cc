@@ -218,41 +218,32 @@ absl::Status WriteBackCache::WriteAndClean(absl::Span<const Ref> refs, WriteFn w
   return absl::OkStatus();
 }
 
-absl::Status WriteBackCache::FlushDirty(WriteFn write) {
-  if (dirty_count_ == 0) {
-    for (Ref r : dirty_) slots_[r].flags &= ~kListed;
-    dirty_.clear();
-    return absl::OkStatus();
-  }
+absl::Status WriteBackCache::FlushDirty(WriteFn write, size_t batch) {
   victims_.clear();
-  absl::Status status;
-  size_t i = 0;
-  for (; i < dirty_.size(); ++i) {
-    Slot& s = slots_[dirty_[i]];
+  for (Ref r : dirty_) {
+    Slot& s = slots_[r];
     if ((s.flags & kLive) == 0 || (s.flags & kListed) == 0) continue;
     s.flags &= ~kListed;
-    if ((s.flags & kDirty) == 0) continue;
-    victims_.push_back(dirty_[i]);
-    if (victims_.size() >= kFlushBatch) {
-      status = WriteAndClean(victims_, write);
-      if (!status.ok()) break;
-      victims_.clear();
-    }
-  }
-  if (status.ok()) status = WriteAndClean(victims_, write);
-  if (!status.ok()) {
-    // What was not written stays dirty: list it again (the unvisited rest keeps its flags).
-    std::vector<Ref> rest(dirty_.begin() + std::min(i + 1, dirty_.size()), dirty_.end());
-    dirty_.clear();
-    for (Ref r : victims_) {
-      slots_[r].flags |= kListed;
-      dirty_.push_back(r);
-    }
-    dirty_.insert(dirty_.end(), rest.begin(), rest.end());
-    victims_.clear();
-    return status;
+    if ((s.flags & kDirty) != 0) victims_.push_back(r);
   }
   dirty_.clear();
+  // All batches in one key order: after a snapshot's memtable flush the memtable is empty, so
+  // every insert then appends at the end of its skip list (at 50K dirty keys, batches sorted
+  // only each in itself cost 3-4x as much, the later ones interleaving with the earlier).
+  std::sort(victims_.begin(), victims_.end(), [this](Ref a, Ref b) { return key(a) < key(b); });
+  for (size_t i = 0, n = 0; i < victims_.size(); i += n) {
+    n = std::min(batch, victims_.size() - i);
+    absl::Status status = WriteAndClean(absl::MakeConstSpan(victims_).subspan(i, n), write);
+    if (!status.ok()) {
+      // What was not written stays dirty: list it again.
+      for (size_t j = i; j < victims_.size(); ++j) {
+        slots_[victims_[j]].flags |= kListed;
+        dirty_.push_back(victims_[j]);
+      }
+      victims_.clear();
+      return status;
+    }
+  }
   victims_.clear();
   return absl::OkStatus();
 }

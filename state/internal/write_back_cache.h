@@ -90,8 +90,9 @@ class WriteBackCache {
   // reached it).
   void MarkClean(Ref r);
 
-  // Writes every dirty entry (in WriteFn batches of at most kFlushBatch); entries stay cached.
-  absl::Status FlushDirty(WriteFn write);
+  // Writes every dirty entry, in key order across all its WriteFn batches (each of at most
+  // `batch` entries); entries stay cached. On an error the entries not written stay dirty.
+  absl::Status FlushDirty(WriteFn write, size_t batch = kFlushBatch);
   // Evicts until bytes() <= budget (see the class comment). Cheap when within budget.
   absl::Status MakeRoom(WriteFn write) {
     if (bytes_ <= budget_) return absl::OkStatus();
