@@ -4,6 +4,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -98,11 +99,16 @@ class AggregateOperator final : public Operator {
     batch_key_bytes_.clear();
     batch_key_ends_.clear();
     batch_keys_.clear();
+    if (batch_key_records_.size() < count) {
+      batch_key_records_.resize(count, Record(key_schema_.size()));
+    }
     for (size_t i = 0; i < count; ++i) {
+      std::swap(key_record_, batch_key_records_[i]);
       EvalKey(records[i]);
       EncodeRecord(key_schema_, key_record_, &batch_key_bytes_);
       batch_key_ends_.push_back(batch_key_bytes_.size());
       batch_keys_.push_back(state::KeyInGroup{absl::string_view(), KeyGroup()});
+      std::swap(key_record_, batch_key_records_[i]);  // kept for the output of record i
     }
     size_t start = 0;
     for (size_t i = 0; i < count; ++i) {  // views only now: batch_key_bytes_ no longer moves
@@ -113,7 +119,7 @@ class AggregateOperator final : public Operator {
     SLUICE_RETURN_IF_ERROR(state_->Prefetch(state_id_, batch_keys_));
     if (has_plugin_) SLUICE_RETURN_IF_ERROR(state_->Prefetch(plugin_state_id_, batch_keys_));
     for (size_t i = 0; i < count; ++i) {
-      EvalKey(records[i]);  // the output's key fields
+      std::swap(key_record_, batch_key_records_[i]);  // the output's key fields
       state_->SetCurrentKey(batch_keys_[i].key, batch_keys_[i].key_group);
       SLUICE_RETURN_IF_ERROR(Update(records[i]));
     }
@@ -333,6 +339,7 @@ class AggregateOperator final : public Operator {
   std::string batch_key_bytes_;
   std::vector<size_t> batch_key_ends_;
   std::vector<state::KeyInGroup> batch_keys_;
+  std::vector<Record> batch_key_records_;  // ... and key fields (swapped with key_record_)
   std::string value_;
   Record out_;
 };
