@@ -60,6 +60,7 @@ absl::Status RegisterBuiltinOperators(OperatorRegistry* registry) {
   SLUICE_RETURN_IF_ERROR(registry->Register(MakeAggregateType(), Wrap(&MakeAggregate)));
   SLUICE_RETURN_IF_ERROR(registry->Register(MakeWindowType(), Wrap(&MakeWindow)));
   SLUICE_RETURN_IF_ERROR(registry->Register(MakeTopNType(), Wrap(&MakeTopN)));
+  SLUICE_RETURN_IF_ERROR(registry->Register(MakeLocalTopNType(), Wrap(&MakeLocalTopN)));
   SLUICE_RETURN_IF_ERROR(registry->Register(MakeUnionType(), Wrap(&MakeUnion)));
   SLUICE_RETURN_IF_ERROR(registry->Register(MakeFileSinkType(), Wrap(&MakeFileSink)));
   SLUICE_RETURN_IF_ERROR(registry->Register(MakePrintSinkType(), Wrap(&MakePrintSink)));

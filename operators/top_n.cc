@@ -1,12 +1,16 @@
+#include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "common/record_codec.h"
 #include "common/status.h"
+#include "common/watermark.h"
 #include "operators/internal/builtins.h"
 #include "operators/internal/window_keys.h"
 #include "operators/top_n_options.h"
@@ -17,7 +21,95 @@ namespace sluice::ops {
 namespace {
 
 constexpr int kRowsVersion = 1;
+constexpr int kLocalRowsVersion = 1;
 bool group_cache_enabled = true;  // SetTopNGroupCacheForTest
+
+// One group's ranked rows, best first (ties in arrival order): at most n rows plus the rows
+// tied with the n-th (RANK() <= n). Reused across groups (Clear()): allocates only to grow.
+// Not thread-safe (a task thread's).
+class RankedRows {
+ public:
+  RankedRows(const Schema* schema, FieldType order_type, bool descending, int64_t n)
+      : schema_(schema), order_type_(order_type), descending_(descending),
+        n_(static_cast<size_t>(n)) {}
+
+  size_t size() const { return size_; }
+  const Record& row(size_t i) const { return rows_[i]; }
+  const Value& value(size_t i) const { return values_[i][0]; }
+  // Whether row i (> 0) ranks the same as row i - 1.
+  bool TiedWithPrevious(size_t i) const { return Tied(values_[i][0], values_[i - 1][0]); }
+  void Clear() { size_ = 0; }
+
+  // Offers `r`, whose order value is `v`: kept (after every row at least as good) when it
+  // ranks within n, dropping the rows that then rank below n. Returns whether the rows changed.
+  bool Offer(const Record& r, const Value& v) {
+    size_t pos = 0;
+    while (pos < size_ && !Better(v, values_[pos][0])) ++pos;
+    if (pos >= n_ && !Tied(v, values_[pos - 1][0])) return false;  // ranks below n
+    Grow(size_ + 1);
+    for (size_t i = size_; i > pos; --i) {
+      std::swap(rows_[i], rows_[i - 1]);
+      std::swap(values_[i], values_[i - 1]);
+    }
+    for (size_t f = 0; f < schema_->size(); ++f) CopyValue(schema_->field(f).type, r, f, &rows_[pos], f);
+    values_[pos][0] = v;
+    ++size_;
+    // RANK() is 1 + the number of strictly better rows.
+    for (size_t i = n_; i < size_; ++i) {
+      if (!Tied(values_[i][0], values_[i - 1][0])) {
+        size_ = i;
+        break;
+      }
+    }
+    return true;
+  }
+
+  // Appends a row known to rank after the others (a stored list, decoded in order): its slot
+  // and its order value's slot (one field), both to be filled by the caller.
+  void AppendSlot(Record** row, Record** value) {
+    Grow(size_ + 1);
+    *row = &rows_[size_];
+    *value = &values_[size_];
+    ++size_;
+  }
+
+ private:
+  // Whether order value a ranks before b.
+  bool Better(const Value& a, const Value& b) const {
+    bool less;
+    switch (order_type_) {
+      case FieldType::kDouble:
+        if (a.d == b.d) return false;
+        less = a.d < b.d;
+        break;
+      case FieldType::kString:
+        if (a.s == b.s) return false;
+        less = a.s < b.s;
+        break;
+      default:
+        if (a.i == b.i) return false;
+        less = a.i < b.i;
+        break;
+    }
+    return descending_ ? !less : less;
+  }
+  bool Tied(const Value& a, const Value& b) const { return !Better(a, b) && !Better(b, a); }
+
+  void Grow(size_t n) {
+    if (rows_.size() < n) {
+      rows_.resize(n, Record(schema_->size()));
+      values_.resize(n, Record(1));
+    }
+  }
+
+  const Schema* schema_;
+  FieldType order_type_;
+  bool descending_;
+  size_t n_;
+  std::vector<Record> rows_;    // the first size_ are the group's rows
+  std::vector<Record> values_;  // their order values (one field)
+  size_t size_ = 0;
+};
 
 // The n best rows per group (see top_n_options.h for the semantics).
 //
@@ -48,6 +140,7 @@ class TopNOperator final : public Operator {
     SLUICE_ASSIGN_OR_RETURN(order_, plan::CompileExpr(o_->order_by, *in_));
     rows_id_ = state_->RegisterState("top_n_rows", state::StateKind::kValue);
     cache_groups_ = group_cache_enabled;
+    rows_ = std::make_unique<RankedRows>(in_, o_->order_type, o_->descending, o_->n);
     value_.Resize(1);
     out_.Resize(in_->size() + 1);
     return absl::OkStatus();
@@ -77,23 +170,8 @@ class TopNOperator final : public Operator {
       cached_ = cache_groups_;
     }
 
-    // Insert after every row at least as good (ties keep arrival order).
     Evaluate(r, &value_);
-    size_t pos = 0;
-    while (pos < num_rows_ && !Better(value_[0], values_[pos][0])) ++pos;
-    if (pos >= static_cast<size_t>(o_->n) && !Tied(value_[0], values_[pos - 1][0])) {
-      return absl::OkStatus();  // ranks below n: not kept, nothing changes
-    }
-    InsertRow(pos, r);
-    // Drop the rows that now rank below n (RANK(): 1 + the number of strictly better rows).
-    size_t keep = num_rows_;
-    for (size_t i = static_cast<size_t>(o_->n); i < num_rows_; ++i) {
-      if (!Tied(values_[i][0], values_[i - 1][0])) {
-        keep = i;
-        break;
-      }
-    }
-    num_rows_ = keep;
+    if (!rows_->Offer(r, value_[0])) return absl::OkStatus();  // ranks below n: nothing changes
     SLUICE_RETURN_IF_ERROR(StoreRows());
     if (windowed) return absl::OkStatus();
     return EmitRows();
@@ -108,52 +186,13 @@ class TopNOperator final : public Operator {
   }
 
  private:
-  // Whether order value a ranks before b.
-  bool Better(const Value& a, const Value& b) const {
-    bool less;
-    switch (o_->order_type) {
-      case FieldType::kDouble:
-        if (a.d == b.d) return false;
-        less = a.d < b.d;
-        break;
-      case FieldType::kString:
-        if (a.s == b.s) return false;
-        less = a.s < b.s;
-        break;
-      default:
-        if (a.i == b.i) return false;
-        less = a.i < b.i;
-        break;
-    }
-    return o_->descending ? !less : less;
-  }
-  bool Tied(const Value& a, const Value& b) const { return !Better(a, b) && !Better(b, a); }
-
   void Evaluate(const Record& row, Record* value) const {
     plan::EvalInto(*order_, row, o_->order_type, value, 0);
   }
 
-  void EnsureRows(size_t n) {
-    if (rows_.size() < n) {
-      rows_.resize(n, Record(in_->size()));
-      values_.resize(n, Record(1));
-    }
-  }
-
-  void InsertRow(size_t pos, const Record& r) {
-    EnsureRows(num_rows_ + 1);
-    for (size_t i = num_rows_; i > pos; --i) {
-      std::swap(rows_[i], rows_[i - 1]);
-      std::swap(values_[i], values_[i - 1]);
-    }
-    for (size_t f = 0; f < in_->size(); ++f) CopyValue(in_->field(f).type, r, f, &rows_[pos], f);
-    values_[pos][0] = value_[0];
-    ++num_rows_;
-  }
-
-  // The current group's rows into rows_ / values_ (num_rows_); false when it has none.
+  // The current group's rows into rows_; false when it has none.
   absl::StatusOr<bool> LoadRows() {
-    num_rows_ = 0;
+    rows_->Clear();
     SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(rows_id_, &buf_));
     if (!found) return false;
     absl::string_view body;
@@ -161,27 +200,28 @@ class TopNOperator final : public Operator {
     (void)version;
     RecordDecoder dec(in_, body);
     while (!dec.Done()) {
-      EnsureRows(num_rows_ + 1);
-      absl::Status s = dec.Next(&rows_[num_rows_]);
+      Record* row;
+      Record* value;
+      rows_->AppendSlot(&row, &value);
+      absl::Status s = dec.Next(row);
       if (!s.ok()) return ctx_.state_origin.DataLoss(absl::StrCat("top_n rows do not decode: ", s.message()));
-      Evaluate(rows_[num_rows_], &values_[num_rows_]);
-      ++num_rows_;
+      Evaluate(*row, value);
     }
     return true;
   }
 
   absl::Status StoreRows() {
     buf_.assign(1, static_cast<char>(kRowsVersion));
-    for (size_t i = 0; i < num_rows_; ++i) EncodeRecord(*in_, rows_[i], &buf_);
+    for (size_t i = 0; i < rows_->size(); ++i) EncodeRecord(*in_, rows_->row(i), &buf_);
     return state_->Put(rows_id_, buf_);
   }
 
   // Emits the group's rows, best first, each with its rank.
   absl::Status EmitRows() {
     int64_t rank = 1;
-    for (size_t i = 0; i < num_rows_; ++i) {
-      if (i > 0 && !Tied(values_[i][0], values_[i - 1][0])) rank = static_cast<int64_t>(i) + 1;
-      for (size_t f = 0; f < in_->size(); ++f) CopyValue(in_->field(f).type, rows_[i], f, &out_, f);
+    for (size_t i = 0; i < rows_->size(); ++i) {
+      if (i > 0 && !rows_->TiedWithPrevious(i)) rank = static_cast<int64_t>(i) + 1;
+      for (size_t f = 0; f < in_->size(); ++f) CopyValue(in_->field(f).type, rows_->row(i), f, &out_, f);
       out_[in_->size()].i = rank;
       SLUICE_RETURN_IF_ERROR(output_->Emit(out_));
     }
@@ -202,16 +242,163 @@ class TopNOperator final : public Operator {
   bool cached_ = false;
   bool cache_groups_ = true;  // keep the last group's rows decoded (SetTopNGroupCacheForTest)
   std::string buf_;
-  std::vector<Record> rows_;    // the group's rows (the first num_rows_), best first
-  std::vector<Record> values_;  // their order values (one field)
-  size_t num_rows_ = 0;
+  std::unique_ptr<RankedRows> rows_;  // the group's rows
   Record value_;  // the incoming row's order value
   Record out_;
+};
+
+
+// The local stage of a windowed top_n (see LocalTopNOptions in top_n_options.h): per group
+// (key values and window_end) the rows that rank within n among those seen, held in memory
+// until the watermark passes the group's window_end - 1 and then emitted unchanged, before
+// the watermark. A run of rows of one group (the common case: a source's rows of the current
+// window) finds its group without a lookup. Operator state at a checkpoint: one entry per
+// group, a version byte (kLocalRowsVersion) and its rows encoded best first.
+//
+// Threading: the task thread only.
+class LocalTopNOperator final : public Operator {
+ public:
+  absl::Status Open(const OperatorContext& ctx, Output* output) override {
+    SLUICE_RETURN_IF_ERROR(Operator::Open(ctx, output));
+    SLUICE_ASSIGN_OR_RETURN(o_, TypedOptions<LocalTopNOptions>(ctx));
+    in_ = &ctx.spec->input_schema;
+    SLUICE_ASSIGN_OR_RETURN(order_, plan::CompileExpr(o_->order_by, *in_));
+    std::vector<Field> key_fields;
+    for (const plan::KeySpec& k : o_->key) {
+      SLUICE_ASSIGN_OR_RETURN(auto e, plan::CompileExpr(k.expr, *in_));
+      key_fields.push_back({k.name, e->type()});
+      key_exprs_.push_back(std::move(e));
+    }
+    key_schema_ = Schema(std::move(key_fields));
+    key_record_.Resize(key_schema_.size());
+    value_.Resize(1);
+    for (const std::string& entry : ctx.restored_state) SLUICE_RETURN_IF_ERROR(Restore(entry));
+    return absl::OkStatus();
+  }
+
+  absl::Status Process(const Record& r) override {
+    const int64_t window_end = r[o_->window_end].i;
+    // Its window was emitted downstream (or would have been): the top_n judges it late.
+    if (window_end - 1 <= watermark_) return output_->Emit(r);
+    Hold(r, window_end);
+    return absl::OkStatus();
+  }
+
+  absl::Status ProcessWatermark(int64_t watermark_ms) override {
+    watermark_ = std::max(watermark_, watermark_ms);
+    if (!groups_.empty() && min_end_ - 1 <= watermark_) SLUICE_RETURN_IF_ERROR(EmitGroups(watermark_));
+    return output_->EmitWatermark(watermark_ms);
+  }
+
+  // An idle output's watermark no longer holds the top_n back, so rows held here could reach
+  // it after its watermark passed their window: send them all first.
+  absl::Status ProcessWatermarkStatus(bool idle) override {
+    if (idle) SLUICE_RETURN_IF_ERROR(EmitGroups(kMaxWatermark));
+    return output_->EmitWatermarkStatus(idle);
+  }
+
+  absl::Status Finish() override { return EmitGroups(kMaxWatermark); }
+
+  absl::Status SnapshotState(int64_t, std::vector<std::string>* entries) override {
+    for (const auto& [key, group] : groups_) {
+      std::string& e = entries->emplace_back(1, static_cast<char>(kLocalRowsVersion));
+      for (size_t i = 0; i < group->rows.size(); ++i) EncodeRecord(*in_, group->rows.row(i), &e);
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  struct Group {
+    Group(const Schema* schema, const LocalTopNOptions& o, int64_t end)
+        : window_end(end), rows(schema, o.order_type, o.descending, o.n) {}
+    int64_t window_end;
+    RankedRows rows;
+  };
+
+  // Offers `r` (of window `window_end`) to its group's rows.
+  void Hold(const Record& r, int64_t window_end) {
+    for (size_t i = 0; i < key_exprs_.size(); ++i) {
+      plan::EvalInto(*key_exprs_[i], r, key_schema_.field(i).type, &key_record_, i);
+    }
+    group_key_.clear();
+    EncodeRecord(key_schema_, key_record_, &group_key_);
+    internal::PutOrderedInt64(window_end, &group_key_);
+    if (last_ == nullptr || group_key_ != last_key_) {
+      std::unique_ptr<Group>& g = groups_[group_key_];
+      if (g == nullptr) {
+        g = std::make_unique<Group>(in_, *o_, window_end);
+        if (groups_.size() == 1 || window_end < min_end_) min_end_ = window_end;
+      }
+      last_ = g.get();
+      last_key_.assign(group_key_);
+    }
+    plan::EvalInto(*order_, r, o_->order_type, &value_, 0);
+    last_->rows.Offer(r, value_[0]);
+  }
+
+  // Emits the rows of every group whose window_end - 1 <= `watermark` (windows in time order,
+  // then by key) and forgets those groups.
+  absl::Status EmitGroups(int64_t watermark) {
+    due_.clear();
+    int64_t next_min = kMaxWatermark;
+    for (auto& [key, group] : groups_) {
+      if (group->window_end - 1 <= watermark) {
+        due_.emplace_back(group->window_end, &key);
+      } else {
+        next_min = std::min(next_min, group->window_end);
+      }
+    }
+    std::sort(due_.begin(), due_.end(), [](const auto& a, const auto& b) {
+      return a.first != b.first ? a.first < b.first : *a.second < *b.second;
+    });
+    last_ = nullptr;
+    for (const auto& [end, key] : due_) {
+      auto it = groups_.find(*key);
+      const RankedRows& rows = it->second->rows;
+      for (size_t i = 0; i < rows.size(); ++i) SLUICE_RETURN_IF_ERROR(output_->Emit(rows.row(i)));
+      groups_.erase(it);
+    }
+    min_end_ = next_min;
+    return absl::OkStatus();
+  }
+
+  absl::Status Restore(absl::string_view entry) {
+    absl::string_view body;
+    SLUICE_ASSIGN_OR_RETURN(int version, ReadStateVersion(ctx_.state_origin, "local_top_n rows", entry, kLocalRowsVersion, &body));
+    (void)version;
+    Record row(in_->size());
+    RecordDecoder dec(in_, body);
+    while (!dec.Done()) {
+      absl::Status s = dec.Next(&row);
+      if (!s.ok()) return ctx_.state_origin.DataLoss(absl::StrCat("local_top_n rows do not decode: ", s.message()));
+      Hold(row, row[o_->window_end].i);
+    }
+    return absl::OkStatus();
+  }
+
+  const LocalTopNOptions* o_ = nullptr;
+  const Schema* in_ = nullptr;
+  std::unique_ptr<plan::Expr> order_;
+  std::vector<std::unique_ptr<plan::Expr>> key_exprs_;
+  Schema key_schema_;
+  int64_t watermark_ = std::numeric_limits<int64_t>::min();
+  // The held groups by [key record][window_end]; min_end_: their smallest window_end.
+  absl::flat_hash_map<std::string, std::unique_ptr<Group>> groups_;
+  int64_t min_end_ = kMaxWatermark;
+  Group* last_ = nullptr;  // the last record's group (key last_key_), or null
+
+  // Scratch, reused per record.
+  Record key_record_;
+  Record value_;
+  std::string group_key_;
+  std::string last_key_;
+  std::vector<std::pair<int64_t, const std::string*>> due_;
 };
 
 }  // namespace
 
 std::unique_ptr<Operator> MakeTopN() { return std::make_unique<TopNOperator>(); }
+std::unique_ptr<Operator> MakeLocalTopN() { return std::make_unique<LocalTopNOperator>(); }
 
 void SetTopNGroupCacheForTest(bool enabled) { group_cache_enabled = enabled; }
 

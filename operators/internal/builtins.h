@@ -23,6 +23,7 @@ void SetWindowMemoryForTest(size_t bytes);
 // false: every window has its own accumulators. Tests only, to compare the two.
 void SetWindowSlidePanesForTest(bool enabled);
 std::unique_ptr<Operator> MakeTopN();           // top_n.cc
+std::unique_ptr<Operator> MakeLocalTopN();      // top_n.cc
 // Whether top_n keeps its last group's rows decoded between records (default true); false:
 // every record reads its group's state. Tests only, to compare the two.
 void SetTopNGroupCacheForTest(bool enabled);
