@@ -25,6 +25,7 @@ absl::Status RegisterBuiltinOperatorTypes(plan::OperatorTypeCatalog* catalog) {
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakeAggregateType()));
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakeWindowType()));
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakeTopNType()));
+  SLUICE_RETURN_IF_ERROR(catalog->Add(MakeLocalTopNType()));
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakeUnionType()));
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakeFileSinkType()));
   SLUICE_RETURN_IF_ERROR(catalog->Add(MakePrintSinkType()));

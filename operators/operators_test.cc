@@ -192,7 +192,7 @@ TEST_F(OperatorsTest, RegistryRejectsUnknownAndDuplicateTypes) {
   EXPECT_OK(registry_.Create(spec));
   EXPECT_NE(registry_.catalog().Find("sort"), nullptr);
   EXPECT_EQ(registry_.catalog().KnownTypes(),
-            "datagen, nexmark, filter, map, key_by, aggregate, window, top_n, union, interval_join, join, "
+            "datagen, nexmark, filter, map, key_by, aggregate, window, top_n, local_top_n, union, interval_join, join, "
             "window_join, sort, file, print, blackhole");
   EXPECT_THAT(registry_.ReplaceFactoryForTest("nope", nullptr),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("no operator type 'nope'")));

@@ -1,6 +1,8 @@
 // top_n with a real RocksDB backend and watermarks driven by hand.
 
+#include <algorithm>
 #include <array>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -221,6 +223,199 @@ TEST_F(TopNTest, OptionErrors) {
               Invalid("bidz"));
   EXPECT_THAT(Load("    n: 1\n    order_by: bids\n    order: up"),
               Invalid("'desc'"));
+}
+
+// local_top_n before the shuffle, top_n after it: bids (auction, window_start, window_end,
+// bids) grouped by window_end.
+class LocalTopNTest : public internal::KeyedOperatorTest {
+ protected:
+  // Plans the job; spec_ is the top_n, local_ the local_top_n.
+  absl::Status Load(int n, const std::string& local_options = "key: [window_end], ") {
+    SLUICE_RETURN_IF_ERROR(LoadJob(absl::StrCat(R"y(max_parallelism: 16
+operators:
+  - id: src
+    type: datagen
+    fields:
+      - {name: auction, type: int64, expr: seq}
+      - {name: window_start, type: timestamp, expr: seq}
+      - {name: window_end, type: timestamp, expr: seq}
+      - {name: bids, type: int64, expr: seq}
+  - {id: local, type: local_top_n, )y", local_options, "n: ", n, R"y(, order_by: bids}
+  - {id: k, type: key_by, key: window_end}
+  - {id: top, type: top_n, n: )y", n, R"y(, order_by: bids}
+  - {id: out, type: print}
+)y"), "top"));
+    for (const auto& op : job_.operators) {
+      if (op.id == "local") local_ = &op;
+    }
+    return absl::OkStatus();
+  }
+
+  // Opens a local_top_n subtask writing to `out`, restored from `state` when not empty; its
+  // Open() status in *status.
+  std::unique_ptr<Operator> OpenLocal(Output* out, std::vector<std::string> state,
+                                      absl::Status* status) {
+    auto op = registry_.Create(*local_);
+    EXPECT_OK(op);
+    OperatorContext ctx;
+    ctx.job = &job_;
+    ctx.spec = local_;
+    ctx.clock = &clock_;
+    ctx.task_name = "job/local#0";
+    ctx.max_parallelism = job_.max_parallelism;
+    ctx.restored = !state.empty();
+    ctx.restored_checkpoint_id = ctx.restored ? 1 : 0;
+    ctx.state_origin = StateOrigin("job", "local", "local_top_n", 0, ctx.restored_checkpoint_id);
+    ctx.restored_state = std::move(state);
+    *status = (*op)->Open(ctx, out);
+    return *std::move(op);
+  }
+
+  static Record Bid(int64_t auction, int64_t window_start, int64_t bids) {
+    Record r(4);
+    r[0].i = auction;
+    r[1].i = window_start;
+    r[2].i = window_start + 10;
+    r[3].i = bids;
+    return r;
+  }
+
+  const plan::OperatorSpec* local_ = nullptr;
+};
+
+// What a local_top_n emits goes to the top_n after the shuffle (watermarks are the test's).
+class IntoSubtask final : public Output {
+ public:
+  explicit IntoSubtask(KeyedSubtask* next) : next_(next) {}
+  absl::Status Emit(const Record& r) override {
+    ++emitted;
+    return next_->op()->Process(r);
+  }
+  size_t emitted = 0;
+
+ private:
+  KeyedSubtask* next_;
+};
+
+TEST_F(LocalTopNTest, HoldsEachWindowsRankedRowsUntilTheWatermarkPassesIt) {
+  ASSERT_OK(Load(2));
+  EXPECT_EQ(local_->output_schema, local_->input_schema);
+  internal::JsonOutput out(&local_->output_schema, nullptr);
+  absl::Status open;
+  std::unique_ptr<Operator> local = OpenLocal(&out, {}, &open);
+  ASSERT_OK(open);
+  for (const auto& [auction, window, bids] : std::vector<std::array<int64_t, 3>>{
+           {1, 0, 3}, {2, 0, 5}, {3, 10, 7}, {4, 0, 1}, {5, 0, 5}, {6, 0, 4},  // 4: rank 3
+           {7, 10, 4}, {8, 10, 4}, {9, 10, 2}}) {                          // 4, 4: rank 2
+    ASSERT_OK(local->Process(Bid(auction, window, bids)));
+  }
+  ASSERT_OK(local->ProcessWatermark(8));
+  EXPECT_THAT(out.rows, IsEmpty());
+  ASSERT_OK(local->ProcessWatermark(9));
+  EXPECT_THAT(out.rows,
+              ElementsAre(R"({"auction":2,"window_start":0,"window_end":10,"bids":5})",
+                          R"({"auction":5,"window_start":0,"window_end":10,"bids":5})"));
+  out.rows.clear();
+  ASSERT_OK(local->Process(Bid(10, 0, 9)));  // window 0 went downstream: passes through
+  EXPECT_THAT(out.rows, ElementsAre(R"({"auction":10,"window_start":0,"window_end":10,"bids":9})"));
+  out.rows.clear();
+  ASSERT_OK(local->ProcessWatermarkStatus(true));  // idle: nothing may stay behind
+  EXPECT_THAT(out.rows,
+              ElementsAre(R"({"auction":3,"window_start":10,"window_end":20,"bids":7})",
+                          R"({"auction":7,"window_start":10,"window_end":20,"bids":4})",
+                          R"({"auction":8,"window_start":10,"window_end":20,"bids":4})"));
+  out.rows.clear();
+  ASSERT_OK(local->Process(Bid(11, 20, 1)));
+  ASSERT_OK(local->Finish());  // the end of input sends what is held
+  EXPECT_THAT(out.rows, ElementsAre(R"({"auction":11,"window_start":20,"window_end":30,"bids":1})"));
+}
+
+// Two source subtasks' local stages before the top_n give the top_n's rows without them, ties
+// included (compared as sets: tied rows may reach the top_n in another order), with late rows,
+// windows interleaved, and the local stages checkpointed and restored at another split of
+// their state in the middle; and fewer rows cross the shuffle.
+TEST_F(LocalTopNTest, GivesTheRowsOfTheTopNAloneAcrossACheckpoint) {
+  for (const int n : {1, 2}) {
+    SCOPED_TRACE(n);
+    ASSERT_OK(Load(n));
+    // Bids (auction, window_start, bids); auction -1: a watermark at window_start.
+    std::vector<std::array<int64_t, 3>> input;
+    uint64_t x = 7;
+    for (int i = 0; i < 600; ++i) {
+      x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+      const int64_t window = (i / 40) * 10 + (i % 9 == 0 ? 10 : 0) - (i % 31 == 0 ? 20 : 0);
+      input.push_back({i, window, static_cast<int64_t>((x >> 40) % 5)});
+      if (i % 40 == 25) input.push_back({-1, (i / 40) * 10 - 1, 0});
+    }
+    KeyedSubtask& alone = StartSubtask();
+    KeyedSubtask& after_local = StartSubtask();
+    IntoSubtask into(&after_local);
+    absl::Status open;
+    std::vector<std::unique_ptr<Operator>> locals;
+    for (int i = 0; i < 2; ++i) {
+      locals.push_back(OpenLocal(&into, {}, &open));
+      ASSERT_OK(open);
+    }
+    for (size_t i = 0; i < input.size(); ++i) {
+      if (i == input.size() / 2) {
+        // A checkpoint of both local stages; the new subtasks get the entries the other way.
+        std::vector<std::string> entries;
+        for (auto& l : locals) ASSERT_OK(l->SnapshotState(1, &entries));
+        ASSERT_GT(entries.size(), 1u);
+        std::vector<std::vector<std::string>> split(2);
+        for (size_t e = 0; e < entries.size(); ++e) split[(e + 1) % 2].push_back(entries[e]);
+        locals.clear();
+        for (auto& state : split) {
+          locals.push_back(OpenLocal(&into, state, &open));
+          ASSERT_OK(open);
+        }
+      }
+      const auto& [auction, window, bids] = input[i];
+      if (auction < 0) {
+        ASSERT_OK(alone.Watermark(window));
+        for (auto& l : locals) ASSERT_OK(l->ProcessWatermark(window));
+        ASSERT_OK(after_local.Watermark(window));
+        continue;
+      }
+      ASSERT_OK(alone.op()->Process(Bid(auction, window, bids)));
+      ASSERT_OK(locals[(i / 3) % 2]->Process(Bid(auction, window, bids)));
+    }
+    ASSERT_OK(alone.Watermark(kMaxWatermark));
+    for (auto& l : locals) ASSERT_OK(l->ProcessWatermark(kMaxWatermark));
+    ASSERT_OK(after_local.Watermark(kMaxWatermark));
+
+    std::vector<std::string> expected = alone.out().rows;
+    std::vector<std::string> got = after_local.out().rows;
+    EXPECT_GT(expected.size(), 15u * n);
+    EXPECT_GT(alone.late_dropped(), 10u);
+    EXPECT_EQ(after_local.late_dropped(), alone.late_dropped());
+    EXPECT_LT(into.emitted, input.size() / 3);
+    std::sort(expected.begin(), expected.end());
+    std::sort(got.begin(), got.end());
+    EXPECT_EQ(got, expected);
+  }
+}
+
+TEST_F(LocalTopNTest, StateThatDoesNotDecodeIsDataLoss) {
+  ASSERT_OK(Load(1));
+  internal::JsonOutput out(&local_->output_schema, nullptr);
+  absl::Status open;
+  OpenLocal(&out, {std::string("\x01\x05", 2)}, &open);
+  EXPECT_THAT(open, ::sluice::testing::StatusIs(absl::StatusCode::kDataLoss,
+                                                HasSubstr("local_top_n rows do not decode")));
+  OpenLocal(&out, {std::string("\x02", 1)}, &open);
+  EXPECT_THAT(open, ::sluice::testing::StatusIs(absl::StatusCode::kDataLoss, HasSubstr("local_top_n rows")));
+}
+
+TEST_F(LocalTopNTest, OptionErrors) {
+  EXPECT_THAT(Load(1, ""), Invalid("local_top_n needs 'key'"));
+  EXPECT_THAT(Load(1, "key: [window_endz], "), Invalid("window_endz"));
+  EXPECT_THAT(LoadJob(R"y(max_parallelism: 16
+operators:
+  - {id: src, type: datagen, fields: [{name: bids, type: int64, expr: seq}]}
+  - {id: local, type: local_top_n, key: [bids], n: 1, order_by: bids}
+  - {id: out, type: print}
+)y", "local"), Invalid("job.yaml:4:5: local_top_n needs windowed input"));
 }
 
 }  // namespace

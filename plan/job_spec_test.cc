@@ -563,7 +563,7 @@ TEST(JobSpecErrorTest, UnknownOperatorType) {
 )y"),
               IsJobError("job.yaml:6:11: ",
                          "unknown operator type 'fitler' (known: datagen, nexmark, kafka, filter, map, key_by, "
-                         "aggregate, window, top_n, union, interval_join, join, window_join, file, print, "
+                         "aggregate, window, top_n, local_top_n, union, interval_join, join, window_join, file, print, "
                          "blackhole, kafka_sink)"));
 }
 

@@ -73,7 +73,7 @@ TEST_F(InvalidJobTest, CliErrorsAreOneClearLine) {
   EXPECT_EQ(RunCommand(sluice + " run " + bad_file, &out), 1);
   EXPECT_EQ(out, absl::StrCat("sluice: error: ", bad_file,
                               ":3:19: unknown operator type 'fitler' (known: datagen, nexmark, kafka, filter, map, "
-                              "key_by, aggregate, window, top_n, union, interval_join, join, window_join, file, "
+                              "key_by, aggregate, window, top_n, local_top_n, union, interval_join, join, window_join, file, "
                               "print, blackhole, kafka_sink)\n"));
 
   out.clear();
