@@ -187,7 +187,7 @@ TEST_F(NexmarkRecoveryTest, Q2SavepointRestoresAtOtherParallelism) {
 
 // q7's closed window end (SQL BETWEEN): a bid at exactly a window's end at that window's
 // maximum is emitted for that window too. The Nexmark generator practically never ties a price
-// at a window end, so q7.yaml runs here with its `bids` source replaced by crafted bids: 40
+// at a window end, so q7.yaml runs here with its bid sources replaced by crafted bids: 40
 // bids 1 s apart from time 0, the one at each window start (seq % 10 == 0) at price 500 (seq
 // 30 at 900), the others below it. Window [0, 10 s) has max 500 (seq 0), and seq 10 at exactly
 // its end ties it; likewise seq 20 for [10 s, 20 s); seq 20 is also the max of [20 s, 30 s),
@@ -200,11 +200,13 @@ TEST_F(NexmarkQ7Test, BidAtTheWindowEndCountsForThatWindow) {
   auto job = nexmark::LoadJob(nexmark::DefaultJobDir(), "q7",
                               {{"SINK", absl::StrCat("type: file, path: ", out)}});
   ASSERT_OK(job);
-  const size_t begin = job->find("  - id: bids\n");
-  const size_t end = job->find("\n  - ", begin + 1);
-  ASSERT_NE(begin, std::string::npos);
-  ASSERT_NE(end, std::string::npos);
-  job->replace(begin, end - begin, R"yaml(  - id: bids
+  // Both sources of bids (the top_n's and the at-end bids') get the crafted ones.
+  for (const std::string source : {"bids", "bids_again"}) {
+    const size_t begin = job->find(absl::StrCat("  - id: ", source, "\n"));
+    ASSERT_NE(begin, std::string::npos) << source;
+    const size_t end = job->find("\n  - ", begin + 1);
+    ASSERT_NE(end, std::string::npos);
+    job->replace(begin, end - begin, absl::StrCat("  - id: ", source, R"yaml(
     type: datagen
     count: 40
     fields:
@@ -213,7 +215,8 @@ TEST_F(NexmarkQ7Test, BidAtTheWindowEndCountsForThatWindow) {
       - {name: bidder, type: int64, expr: "seq + 100"}
       - {name: dateTime, type: timestamp, expr: "to_timestamp(seq * 1000)"}
       - {name: extra, type: string, expr: "'x'"}
-    event_time: {field: dateTime, max_out_of_orderness: 4s})yaml");
+    event_time: {field: dateTime, max_out_of_orderness: 4s})yaml"));
+  }
   const std::string id = Submit(*job, /*parallelism=*/2);
   ASSERT_FALSE(id.empty());
   proto::JobInfo info = WaitForEnd(id, std::chrono::seconds(60));
