@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <string>
@@ -271,6 +272,7 @@ class LocalTopNOperator final : public Operator {
     }
     key_schema_ = Schema(std::move(key_fields));
     key_record_.Resize(key_schema_.size());
+    last_key_record_.Resize(key_schema_.size());
     value_.Resize(1);
     for (const std::string& entry : ctx.restored_state) SLUICE_RETURN_IF_ERROR(Restore(entry));
     return absl::OkStatus();
@@ -320,20 +322,45 @@ class LocalTopNOperator final : public Operator {
     for (size_t i = 0; i < key_exprs_.size(); ++i) {
       plan::EvalInto(*key_exprs_[i], r, key_schema_.field(i).type, &key_record_, i);
     }
-    group_key_.clear();
-    EncodeRecord(key_schema_, key_record_, &group_key_);
-    internal::PutOrderedInt64(window_end, &group_key_);
-    if (last_ == nullptr || group_key_ != last_key_) {
+    if (!IsLastGroup(window_end)) {
+      group_key_.clear();
+      EncodeRecord(key_schema_, key_record_, &group_key_);
+      internal::PutOrderedInt64(window_end, &group_key_);
       std::unique_ptr<Group>& g = groups_[group_key_];
       if (g == nullptr) {
         g = std::make_unique<Group>(in_, *o_, window_end);
         if (groups_.size() == 1 || window_end < min_end_) min_end_ = window_end;
       }
       last_ = g.get();
-      last_key_.assign(group_key_);
+      std::swap(last_key_record_, key_record_);
     }
     plan::EvalInto(*order_, r, o_->order_type, &value_, 0);
     last_->rows.Offer(r, value_[0]);
+  }
+
+  // Whether key_record_ and `window_end` are the last record's group: the same values, doubles
+  // compared bit for bit as their encoding does (so 0.0 and -0.0 stay apart).
+  bool IsLastGroup(int64_t window_end) const {
+    if (last_ == nullptr || last_->window_end != window_end) return false;
+    for (size_t i = 0; i < key_schema_.size(); ++i) {
+      const bool null = key_record_.IsNull(i);
+      if (null != last_key_record_.IsNull(i)) return false;
+      if (null) continue;
+      const Value& a = key_record_[i];
+      const Value& b = last_key_record_[i];
+      switch (key_schema_.field(i).type) {
+        case FieldType::kDouble:
+          if (std::memcmp(&a.d, &b.d, sizeof(double)) != 0) return false;
+          break;
+        case FieldType::kString:
+          if (a.s != b.s) return false;
+          break;
+        default:
+          if (a.i != b.i) return false;
+          break;
+      }
+    }
+    return true;
   }
 
   // Emits the rows of every group whose window_end - 1 <= `watermark` (windows in time order,
@@ -385,13 +412,13 @@ class LocalTopNOperator final : public Operator {
   // The held groups by [key record][window_end]; min_end_: their smallest window_end.
   absl::flat_hash_map<std::string, std::unique_ptr<Group>> groups_;
   int64_t min_end_ = kMaxWatermark;
-  Group* last_ = nullptr;  // the last record's group (key last_key_), or null
+  Group* last_ = nullptr;  // the last record's group (its key record last_key_record_), or null
 
   // Scratch, reused per record.
   Record key_record_;
   Record value_;
+  Record last_key_record_;
   std::string group_key_;
-  std::string last_key_;
   std::vector<std::pair<int64_t, const std::string*>> due_;
 };
 

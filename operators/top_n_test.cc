@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -394,6 +395,40 @@ TEST_F(LocalTopNTest, GivesTheRowsOfTheTopNAloneAcrossACheckpoint) {
     std::sort(got.begin(), got.end());
     EXPECT_EQ(got, expected);
   }
+}
+
+// A run of rows of one group skips the group lookup; rows whose key differs from the last
+// row's in one field only (a string, a double's sign: 0.0 and -0.0 encode apart, so they are
+// apart for the top_n after the shuffle too) or only in their window go to their own group.
+// Expected: the top 1 with ties of each group, computed here.
+TEST_F(LocalTopNTest, GroupsByEveryKeyFieldAndTheWindow) {
+  ASSERT_OK(Load(1, R"k(key: [window_end, "0.0 * (1 - 2 * (auction % 2))", "if(auction % 3 == 0, 'a', 'b')"], )k"));
+  internal::JsonOutput out(&local_->output_schema, nullptr);
+  absl::Status open;
+  std::unique_ptr<Operator> local = OpenLocal(&out, {}, &open);
+  ASSERT_OK(open);
+  std::map<std::array<int64_t, 3>, std::vector<std::array<int64_t, 3>>> best;  // group -> rows
+  for (int64_t auction = 0; auction < 60; ++auction) {
+    const int64_t window = auction % 5 == 4 ? 10 : 0;
+    const int64_t bids = (auction * 7) % 4;
+    ASSERT_OK(local->Process(Bid(auction, window, bids)));
+    auto& rows = best[{window, auction % 2, auction % 3 == 0}];
+    if (!rows.empty() && rows[0][2] < bids) rows.clear();
+    if (rows.empty() || rows[0][2] == bids) rows.push_back({auction, window, bids});
+  }
+  ASSERT_OK(local->ProcessWatermark(kMaxWatermark));
+  std::vector<std::string> expected;
+  for (const auto& [group, rows] : best) {
+    for (const auto& [auction, window, bids] : rows) {
+      expected.push_back(absl::StrCat(R"({"auction":)", auction, R"(,"window_start":)", window,
+                                      R"(,"window_end":)", window + 10, R"(,"bids":)", bids, "}"));
+    }
+  }
+  EXPECT_EQ(best.size(), 8u);
+  std::sort(expected.begin(), expected.end());
+  std::vector<std::string> got = out.rows;
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, expected);
 }
 
 TEST_F(LocalTopNTest, StateThatDoesNotDecodeIsDataLoss) {
