@@ -294,6 +294,9 @@ class WindowOperator final : public Operator {
       SLUICE_ASSIGN_OR_RETURN(bool done, ProcessInSlidePane(r, ts));
       if (done) return absl::OkStatus();
     }
+    if (o_->windows.merging() && ts <= kMaxTs - o_->windows.gap_ms) {
+      return ProcessSession(r, ts, TimeWindow{ts, ts + o_->windows.gap_ms});  // AssignWindows' session
+    }
     AssignWindows(o_->windows, ts, &windows_);
     if (windows_.empty()) {  // a timestamp within a window length of the int64 limits
       if (ctx_.records_skipped != nullptr) ctx_.records_skipped->Add();
@@ -1345,7 +1348,13 @@ class WindowOperator final : public Operator {
     if (absorbed_.size() == 1 && (absorbed_[0] == merged || ExtendsInPlace(ks->sessions[first]))) {
       Session& s = ks->sessions[first];
       s.w = merged;  // only later, or earlier, records: the accumulator goes on
-      if (!FoldIntoSession(&s, r)) {
+      const bool folded = FoldIntoSession(&s, r);
+      if (folded && !TimerDriven(ks)) {
+        // Its firing time did not move earlier: an event-time key in memory stays in due_.
+        ks->dirty = true;
+        return absl::OkStatus();
+      }
+      if (!folded) {
         PaneToAcc(s.pane, &acc_);
         SetWindow(s.state_w, ks->kg, *ks->key);
         SLUICE_RETURN_IF_ERROR(AddToAcc(merged, r, ts));
