@@ -633,18 +633,33 @@ class WindowOperator final : public Operator {
       if (q == nullptr || key_size > static_cast<uint64_t>(end - q)) return corrupt("bad key size");
       const absl::string_view key(q, key_size);
       p = q + key_size;
-      uint64_t row_size = 0;
-      q = GetVarint64(p, end, &row_size);
-      if (q == nullptr || row_size > static_cast<uint64_t>(end - q)) return corrupt("bad row size");
-      RecordDecoder dec(&acc_schema_, absl::string_view(q, row_size));
-      absl::Status s = dec.Next(&decoded_acc_);
-      if (!s.ok() || !dec.Done()) return corrupt(s.ok() ? "bytes left over in a row" : s.message());
-      p = q + row_size;
-      SLUICE_RETURN_IF_ERROR(CheckPluginVersions(decoded_acc_));
-      AccToPane(decoded_acc_, &bucket->panes[key]);
+      SLUICE_ASSIGN_OR_RETURN(bool read, ReadPaneRow(&p, end, &bucket->panes[key], &why_));
+      if (!read) return corrupt(why_);
     }
     if (p != end) return corrupt("bytes left over");
     return absl::OkStatus();
+  }
+
+  // Reads what AppendPaneRow wrote at *p (before `end`) into `pane` and moves *p past it; false,
+  // with `why`, when it does not decode. kFailedPrecondition for a plugin's accumulator of
+  // another version (CheckPluginVersions).
+  absl::StatusOr<bool> ReadPaneRow(const char** p, const char* end, Pane* pane, std::string* why) {
+    uint64_t row_size = 0;
+    const char* q = GetVarint64(*p, end, &row_size);
+    if (q == nullptr || row_size > static_cast<uint64_t>(end - q)) {
+      *why = "bad row size";
+      return false;
+    }
+    RecordDecoder dec(&acc_schema_, absl::string_view(q, row_size));
+    absl::Status s = dec.Next(&decoded_acc_);
+    if (!s.ok() || !dec.Done()) {
+      *why = s.ok() ? "bytes left over in a row" : std::string(s.message());
+      return false;
+    }
+    *p = q + row_size;
+    SLUICE_RETURN_IF_ERROR(CheckPluginVersions(decoded_acc_));
+    AccToPane(decoded_acc_, pane);
+    return true;
   }
 
   // Writes the changed buckets to the backend ("window_panes" under their bucket keys).
@@ -810,15 +825,20 @@ class WindowOperator final : public Operator {
     }
   }
 
+  // legacy_keys_ = the keys that have value state `id` (of this subtask's key groups).
+  absl::Status CollectKeys(state::StateId id) {
+    legacy_keys_.clear();
+    return state_->ForEachKey(id, [this](absl::string_view key) {
+      legacy_keys_.emplace_back(key);
+      return absl::OkStatus();
+    });
+  }
+
   // Moves the windows a restored checkpoint holds in the layout before buckets ("window_acc"
   // per key and window, timers per key and window) into buckets, deleting the old entries and
   // timers. kDataLoss if one does not decode.
   absl::Status MigrateLegacyWindows() {
-    legacy_keys_.clear();
-    SLUICE_RETURN_IF_ERROR(state_->ForEachKey(acc_id_, [this](absl::string_view key) {
-      legacy_keys_.emplace_back(key);
-      return absl::OkStatus();
-    }));
+    SLUICE_RETURN_IF_ERROR(CollectKeys(acc_id_));
     for (const std::string& composite : legacy_keys_) {
       if (composite.size() <= 16) return ctx_.state_origin.DataLoss("a window state key is malformed");
       const TimeWindow w{internal::GetOrderedInt64(composite.data() + composite.size() - 16),
@@ -1651,15 +1671,8 @@ class WindowOperator final : public Operator {
         return corrupt("sessions out of order");
       }
       p += 32;
-      uint64_t row_size = 0;
-      const char* q = GetVarint64(p, end, &row_size);
-      if (q == nullptr || row_size > static_cast<uint64_t>(end - q)) return corrupt("bad row size");
-      RecordDecoder dec(&acc_schema_, absl::string_view(q, row_size));
-      absl::Status st = dec.Next(&decoded_acc_);
-      if (!st.ok() || !dec.Done()) return corrupt(st.ok() ? "bytes left over in a row" : st.message());
-      p = q + row_size;
-      SLUICE_RETURN_IF_ERROR(CheckPluginVersions(decoded_acc_));
-      AccToPane(decoded_acc_, &s.pane);
+      SLUICE_ASSIGN_OR_RETURN(bool read, ReadPaneRow(&p, end, &s.pane, &why_));
+      if (!read) return corrupt(why_);
       ks->sessions.push_back(std::move(s));
     }
     if (p != end) return corrupt("bytes left over");
@@ -1717,11 +1730,7 @@ class WindowOperator final : public Operator {
   // "window_sessions", accumulators in buckets with timers per bucket) moved into it, deleting
   // the old entries and timers. kDataLoss if one does not decode.
   absl::Status RestoreSessions() {
-    legacy_keys_.clear();
-    SLUICE_RETURN_IF_ERROR(state_->ForEachKey(key_sessions_id_, [this](absl::string_view key) {
-      legacy_keys_.emplace_back(key);
-      return absl::OkStatus();
-    }));
+    SLUICE_RETURN_IF_ERROR(CollectKeys(key_sessions_id_));
     for (const std::string& key : legacy_keys_) {
       SLUICE_RETURN_IF_ERROR(SetStoredKey(key));
       SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(key_sessions_id_, &value_));
@@ -1730,11 +1739,7 @@ class WindowOperator final : public Operator {
       SLUICE_RETURN_IF_ERROR(DecodeKeySessions(value_, &restored));
       SLUICE_RETURN_IF_ERROR(AdmitKeySessions(std::move(restored), /*dirty=*/false));
     }
-    legacy_keys_.clear();
-    SLUICE_RETURN_IF_ERROR(state_->ForEachKey(sessions_id_, [this](absl::string_view key) {
-      legacy_keys_.emplace_back(key);
-      return absl::OkStatus();
-    }));
+    SLUICE_RETURN_IF_ERROR(CollectKeys(sessions_id_));
     absl::flat_hash_set<BucketId> old_buckets;
     for (const std::string& key : legacy_keys_) {
       SLUICE_RETURN_IF_ERROR(SetStoredKey(key));
@@ -1969,7 +1974,7 @@ class WindowOperator final : public Operator {
     fire_order_.push_back({prefix, key, pane, static_cast<uint32_t>(fire_order_.size()), overflow});
   }
   std::vector<FireItem> fire_order_;
-  std::vector<std::string> legacy_keys_;
+  std::vector<std::string> legacy_keys_;  // restores: keys of a state (CollectKeys)
   std::deque<std::pair<std::string, Pane>> overflow_panes_;  // firing buckets' overflow
   std::vector<TimeWindow> windows_;
   std::vector<TimeWindow> absorbed_;
@@ -1984,6 +1989,7 @@ class WindowOperator final : public Operator {
   std::string value_;
   std::string user_key_;
   std::string scratch_;
+  std::string why_;  // why a stored row does not decode (ReadPaneRow)
   std::vector<std::pair<std::string, std::string>> entries_;
   Record out_;
 };
