@@ -297,7 +297,11 @@ class WindowOperator final : public Operator {
     if (o_->windows.merging() && ts <= kMaxTs - o_->windows.gap_ms) {
       return ProcessSession(r, ts, TimeWindow{ts, ts + o_->windows.gap_ms});  // AssignWindows' session
     }
-    AssignWindows(o_->windows, ts, &windows_);
+    // Tumbling windows partition time: the previous record's window is this one's when it holds
+    // ts (no division).
+    const bool same_tumble = o_->windows.kind == WindowSpec::Kind::kTumble && windows_.size() == 1 &&
+                             windows_[0].start <= ts && ts < windows_[0].end;
+    if (!same_tumble) AssignWindows(o_->windows, ts, &windows_);
     if (windows_.empty()) {  // a timestamp within a window length of the int64 limits
       if (ctx_.records_skipped != nullptr) ctx_.records_skipped->Add();
       return absl::OkStatus();
