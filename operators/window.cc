@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "common/key_groups.h"
@@ -38,7 +40,10 @@ constexpr int kAccVersion = 2;
 constexpr int kWindowBucketVersion = 1;
 constexpr int kSlidePaneVersion = 2;
 constexpr int kOverflowVersion = 1;  // "window_overflow": see WindowOperator
-constexpr int kSessionsVersion = 1;   // [1][start, end: 8 bytes each]*; 0: without the byte
+// "window_sessions" (the layout before per-key sessions, read at restores only): [1][start, end:
+// 8 bytes each]*; 0: without the byte.
+constexpr int kSessionsVersion = 1;
+constexpr int kKeySessionsVersion = 2;  // "window_key_sessions": see WindowOperator
 constexpr int kWatermarkVersion = 1;  // [1][watermark: 8 bytes LE]; 0: 8 native bytes
 constexpr int64_t kNoEarly = std::numeric_limits<int64_t>::min();  // no early firing pending
 // Memory of open windows (estimated, see PaneBytes) above which new windows go to the backend
@@ -46,6 +51,7 @@ constexpr int64_t kNoEarly = std::numeric_limits<int64_t>::min();  // no early f
 constexpr size_t kDefaultMaxPaneBytes = size_t{256} << 20;
 size_t max_pane_bytes_for_test = 0;
 bool slide_panes_enabled = true;  // SetWindowSlidePanesForTest
+bool session_fast_paths_enabled = true;  // SetWindowSessionFastPathsForTest
 
 // a + b without overflow: saturates at INT64_MAX (cleanup times, early firing times).
 int64_t SaturatingAdd(int64_t a, int64_t b) { return a > kMaxTs - b ? kMaxTs : a + b; }
@@ -94,10 +100,23 @@ FieldType Stored(FieldType t) { return t == FieldType::kTimestamp ? FieldType::k
 //   order of the per-key timers before).
 // - "window_distinct" (map) under the composite key [key record][window start][window end]:
 //   count_distinct's values, user key [aggregate index][value bytes].
-// - "window_sessions" (value) under the key alone: session windows only, the key's open
-//   sessions, sorted, 16 bytes each, after a format version byte (kSessionsVersion). Kept in
-//   memory per key (session_lists_, within the memory budget) and written at checkpoints, as
-//   buckets are; after a restore, a key missing from memory is looked for in the backend.
+// - Session windows keep no buckets: per key, as Flink's MergingWindowSet, its open sessions
+//   (usually one) with their accumulators in one entry of key_sessions_, in memory within the
+//   same budget. A record within the gap of a session extends it in place (its accumulator goes
+//   on; the general path starts the merged window afresh and merges the old one in, which gives
+//   the same accumulator while the session has not fired), one that bridges two merges them,
+//   keeping the first one's state window (Flink's: where its distinct values stay). Event-time
+//   keys in memory have no timers: due_, a min-heap of keys by their next firing (end - 1, or
+//   the cleanup at end - 1 + lateness once fired), is swept by ProcessWatermark, and a key whose
+//   sessions only grow keeps its entry (the sweep reschedules it). Processing-time keys, and
+//   keys beyond the budget (kept in the backend, read and written per record), have one timer
+//   per key at their next firing. Early firings (emit_every): processing-time timers under the
+//   key. Checkpoints write the keys changed since the last one to "window_key_sessions" (value,
+//   under the key: [kKeySessionsVersion][count] then per session its window, its state window
+//   and its accumulator row); a restore reads its key groups' keys back into memory. The layout
+//   before (format 1: "window_sessions", a key's sorted session list [kSessionsVersion][start,
+//   end]*, with the accumulators in buckets and timers per bucket) is moved into it at a
+//   restore (RestoreSessions).
 // - "window_acc" (value), the layout before buckets: one accumulator per key and window under
 //   the composite key ([kAccVersion][the row]; formats 1 and 2), with timers per composite key.
 //   A restored subtask moves such windows into buckets in Open() (MigrateLegacyWindows).
@@ -165,6 +184,7 @@ class WindowOperator final : public Operator {
           has_distinct_ = true;
           break;
         case Fn::kPlugin:
+          has_plugin_ = true;
           if (a.plugin == nullptr || !a.plugin->Runnable()) {
             return absl::FailedPreconditionError(absl::StrCat(
                 ctx.task_name, ": aggregate function of '", a.as, "' cannot run in this process"));
@@ -224,6 +244,7 @@ class WindowOperator final : public Operator {
     }
     if (o_->windows.merging()) {
       sessions_id_ = state_->RegisterState("window_sessions", state::StateKind::kValue);
+      key_sessions_id_ = state_->RegisterState("window_key_sessions", state::StateKind::kValue);
     }
     backend_has_more_ = ctx.restored;
     out_.Resize(spec.output_schema.size());
@@ -252,12 +273,13 @@ class WindowOperator final : public Operator {
       first_entry = false;
     }
     if (ctx.restored) SLUICE_RETURN_IF_ERROR(MigrateLegacyWindows());
+    if (ctx.restored && o_->windows.merging()) SLUICE_RETURN_IF_ERROR(RestoreSessions());
     return absl::OkStatus();
   }
 
   absl::Status SnapshotState(int64_t checkpoint_id, std::vector<std::string>* entries) override {
     SLUICE_RETURN_IF_ERROR(WriteBuckets());
-    SLUICE_RETURN_IF_ERROR(WriteSessions());
+    SLUICE_RETURN_IF_ERROR(WriteKeySessions());
     std::string entry(1, static_cast<char>(kWatermarkVersion));
     PutFixed64LE(static_cast<uint64_t>(Watermark()), &entry);
     entries->push_back(std::move(entry));
@@ -272,7 +294,14 @@ class WindowOperator final : public Operator {
       SLUICE_ASSIGN_OR_RETURN(bool done, ProcessInSlidePane(r, ts));
       if (done) return absl::OkStatus();
     }
-    AssignWindows(o_->windows, ts, &windows_);
+    if (o_->windows.merging() && ts <= kMaxTs - o_->windows.gap_ms) {
+      return ProcessSession(r, ts, TimeWindow{ts, ts + o_->windows.gap_ms});  // AssignWindows' session
+    }
+    // Tumbling windows partition time: the previous record's window is this one's when it holds
+    // ts (no division).
+    const bool same_tumble = o_->windows.kind == WindowSpec::Kind::kTumble && windows_.size() == 1 &&
+                             windows_[0].start <= ts && ts < windows_[0].end;
+    if (!same_tumble) AssignWindows(o_->windows, ts, &windows_);
     if (windows_.empty()) {  // a timestamp within a window length of the int64 limits
       if (ctx_.records_skipped != nullptr) ctx_.records_skipped->Add();
       return absl::OkStatus();
@@ -291,8 +320,15 @@ class WindowOperator final : public Operator {
     return accepted ? absl::OkStatus() : Late(r);
   }
 
-  // A bucket's timer: fires its keys' windows in key order.
+  // Session windows: fires the in-memory keys' sessions the watermark passed.
+  absl::Status ProcessWatermark(int64_t watermark_ms) override {
+    if (o_->windows.merging() && o_->event_time) SLUICE_RETURN_IF_ERROR(FireDueSessions(watermark_ms));
+    return output_->EmitWatermark(watermark_ms);
+  }
+
+  // A bucket's timer: fires its keys' windows in key order (session windows: a key's timer).
   absl::Status OnTimer(int64_t timestamp, TimeDomain domain, absl::string_view key) override {
+    if (o_->windows.merging()) return OnSessionTimer(timestamp, domain, key);
     BucketId id;
     if (!DecodeBucketKey(key, &id)) return absl::OkStatus();  // a timer of no bucket: stale
     if (slide_panes_) {
@@ -321,7 +357,7 @@ class WindowOperator final : public Operator {
           SLUICE_RETURN_IF_ERROR(CancelEarlyTimer());
         }
         if (cleanup) {
-          SLUICE_RETURN_IF_ERROR(Cleanup(w));
+          SLUICE_RETURN_IF_ERROR(Cleanup());
         } else {
           SLUICE_RETURN_IF_ERROR(StoreAcc());
         }
@@ -554,19 +590,23 @@ class WindowOperator final : public Operator {
     for (const auto& [key, pane] : bucket.panes) {
       PutVarint64(key.size(), out);
       out->append(key);
-      if (words_only_) {
-        char row[kMaxWordsRow];
-        const size_t size = static_cast<size_t>(EncodePaneRow(pane, row) - row);
-        PutVarint64(size, out);
-        out->append(row, size);
-        continue;
-      }
-      PaneToAcc(pane, &decoded_acc_);
-      row_.clear();
-      EncodeRecord(acc_schema_, decoded_acc_, &row_);
-      PutVarint64(row_.size(), out);
-      out->append(row_);
+      AppendPaneRow(pane, out);
     }
+  }
+  // [size][the pane's accumulator row].
+  void AppendPaneRow(const Pane& pane, std::string* out) {
+    if (words_only_) {
+      char row[kMaxWordsRow];
+      const size_t size = static_cast<size_t>(EncodePaneRow(pane, row) - row);
+      PutVarint64(size, out);
+      out->append(row, size);
+      return;
+    }
+    PaneToAcc(pane, &decoded_acc_);
+    row_.clear();
+    EncodeRecord(acc_schema_, decoded_acc_, &row_);
+    PutVarint64(row_.size(), out);
+    out->append(row_);
   }
   // kDataLoss unless `stored` decodes and is of format `expected` (a window's bucket or a
   // pane's, by its key).
@@ -597,18 +637,33 @@ class WindowOperator final : public Operator {
       if (q == nullptr || key_size > static_cast<uint64_t>(end - q)) return corrupt("bad key size");
       const absl::string_view key(q, key_size);
       p = q + key_size;
-      uint64_t row_size = 0;
-      q = GetVarint64(p, end, &row_size);
-      if (q == nullptr || row_size > static_cast<uint64_t>(end - q)) return corrupt("bad row size");
-      RecordDecoder dec(&acc_schema_, absl::string_view(q, row_size));
-      absl::Status s = dec.Next(&decoded_acc_);
-      if (!s.ok() || !dec.Done()) return corrupt(s.ok() ? "bytes left over in a row" : s.message());
-      p = q + row_size;
-      SLUICE_RETURN_IF_ERROR(CheckPluginVersions(decoded_acc_));
-      AccToPane(decoded_acc_, &bucket->panes[key]);
+      SLUICE_ASSIGN_OR_RETURN(bool read, ReadPaneRow(&p, end, &bucket->panes[key], &why_));
+      if (!read) return corrupt(why_);
     }
     if (p != end) return corrupt("bytes left over");
     return absl::OkStatus();
+  }
+
+  // Reads what AppendPaneRow wrote at *p (before `end`) into `pane` and moves *p past it; false,
+  // with `why`, when it does not decode. kFailedPrecondition for a plugin's accumulator of
+  // another version (CheckPluginVersions).
+  absl::StatusOr<bool> ReadPaneRow(const char** p, const char* end, Pane* pane, std::string* why) {
+    uint64_t row_size = 0;
+    const char* q = GetVarint64(*p, end, &row_size);
+    if (q == nullptr || row_size > static_cast<uint64_t>(end - q)) {
+      *why = "bad row size";
+      return false;
+    }
+    RecordDecoder dec(&acc_schema_, absl::string_view(q, row_size));
+    absl::Status s = dec.Next(&decoded_acc_);
+    if (!s.ok() || !dec.Done()) {
+      *why = s.ok() ? "bytes left over in a row" : std::string(s.message());
+      return false;
+    }
+    *p = q + row_size;
+    SLUICE_RETURN_IF_ERROR(CheckPluginVersions(decoded_acc_));
+    AccToPane(decoded_acc_, pane);
+    return true;
   }
 
   // Writes the changed buckets to the backend ("window_panes" under their bucket keys).
@@ -774,15 +829,20 @@ class WindowOperator final : public Operator {
     }
   }
 
+  // legacy_keys_ = the keys that have value state `id` (of this subtask's key groups).
+  absl::Status CollectKeys(state::StateId id) {
+    legacy_keys_.clear();
+    return state_->ForEachKey(id, [this](absl::string_view key) {
+      legacy_keys_.emplace_back(key);
+      return absl::OkStatus();
+    });
+  }
+
   // Moves the windows a restored checkpoint holds in the layout before buckets ("window_acc"
   // per key and window, timers per key and window) into buckets, deleting the old entries and
   // timers. kDataLoss if one does not decode.
   absl::Status MigrateLegacyWindows() {
-    legacy_keys_.clear();
-    SLUICE_RETURN_IF_ERROR(state_->ForEachKey(acc_id_, [this](absl::string_view key) {
-      legacy_keys_.emplace_back(key);
-      return absl::OkStatus();
-    }));
+    SLUICE_RETURN_IF_ERROR(CollectKeys(acc_id_));
     for (const std::string& composite : legacy_keys_) {
       if (composite.size() <= 16) return ctx_.state_origin.DataLoss("a window state key is malformed");
       const TimeWindow w{internal::GetOrderedInt64(composite.data() + composite.size() - 16),
@@ -896,7 +956,12 @@ class WindowOperator final : public Operator {
     if (bucket == nullptr) return false;
     auto it = bucket->panes.find(cur_key_);
     if (it == bucket->panes.end()) return false;
-    int64_t* words = it->second.words.data();
+    FoldWords(it->second.words.data(), r);
+    bucket->dirty = true;
+    return true;
+  }
+  // Record r into a pane's words (REQUIRES: word_folds_; the window has not fired).
+  void FoldWords(int64_t* words, const Record& r) const {
     const bool first = words[slot_[kRecords]] == 0;
     ++words[slot_[kRecords]];
     for (size_t a = 0; a < o_->aggregates.size(); ++a) {
@@ -920,8 +985,6 @@ class WindowOperator final : public Operator {
       }
     }
     words[slot_[kDirty]] = 1;
-    bucket->dirty = true;
-    return true;
   }
 
   // A new window's timers: its bucket's (once per bucket) and its next early firing.
@@ -970,7 +1033,11 @@ class WindowOperator final : public Operator {
     const int64_t next = SaturatingAdd(now - rem, every);
     if (!o_->event_time && next >= w.max_timestamp()) return absl::OkStatus();
     acc_[kNextEarly].i = next;
-    SetBucketKey();
+    if (o_->windows.merging()) {
+      state_->SetCurrentKey(cur_key_, cur_id_.kg);  // session windows: the key's timer
+    } else {
+      SetBucketKey();
+    }
     return timers_->RegisterProcessingTimeTimer(next);
   }
 
@@ -986,6 +1053,11 @@ class WindowOperator final : public Operator {
   // emits the row at once when the window has fired already (a late record within the
   // lateness), and stores it.
   absl::Status AddRecord(const TimeWindow& w, const Record& r, int64_t ts) {
+    SLUICE_RETURN_IF_ERROR(AddToAcc(w, r, ts));
+    return StoreAcc();
+  }
+  // AddRecord but storing: acc_ holds the result.
+  absl::Status AddToAcc(const TimeWindow& w, const Record& r, int64_t ts) {
     const bool first = acc_[kRecords].i == 0;
     acc_[kRecords].i++;
     for (size_t a = 0; a < o_->aggregates.size(); ++a) {
@@ -1015,7 +1087,7 @@ class WindowOperator final : public Operator {
     } else {
       acc_[kDirty].i = 1;
     }
-    return StoreAcc();
+    return absl::OkStatus();
   }
 
   static void CopyInto(FieldType type, const Value& from, Value* to) {
@@ -1099,17 +1171,10 @@ class WindowOperator final : public Operator {
   }
 
   // Drops window w's state of the current key but its pane (DropBucket drops the bucket's):
-  // distinct values, pending early timer, and its entry in the key's session list.
-  absl::Status Cleanup(const TimeWindow& w) {
+  // distinct values and pending early timer.
+  absl::Status Cleanup() {
     SLUICE_RETURN_IF_ERROR(CancelEarlyTimer());
-    SLUICE_RETURN_IF_ERROR(DropDistinct());
-    if (!o_->windows.merging()) return absl::OkStatus();
-    absl::Status s = key_.SetBytes(cur_key_);
-    if (!s.ok()) return ctx_.state_origin.DataLoss(absl::StrCat("a window state key does not decode: ", s.message()));
-    state_->SetCurrentKey(key_.bytes(), key_.key_group());
-    SLUICE_RETURN_IF_ERROR(LoadSessions());
-    sessions_.erase(std::remove(sessions_.begin(), sessions_.end(), w), sessions_.end());
-    return StoreSessions();
+    return DropDistinct();
   }
 
   // The current window's distinct values.
@@ -1142,174 +1207,608 @@ class WindowOperator final : public Operator {
     return absl::OkStatus();
   }
 
-  // Drops the current window's pane (a session merged into another) and its distinct values;
-  // the bucket with its timers when it was the last. `early`: the pane's early firing time.
-  absl::Status RemovePane(int64_t early) {
-    SLUICE_RETURN_IF_ERROR(DropDistinct());
-    SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/false));
-    if (bucket == nullptr) return absl::OkStatus();
-    if (cur_overflow_) {
-      SetBucketKey();
-      SLUICE_RETURN_IF_ERROR(state_->MapRemove(overflow_id_, cur_key_));
-      cur_overflow_ = false;
-    } else if (bucket->panes.erase(cur_key_) > 0) {
-      bucket->bytes -= PaneBytes(cur_key_);
-      pane_bytes_ -= PaneBytes(cur_key_);
-    }
-    cur_pane_ = nullptr;
-    bucket->dirty = true;
-    // The timers are the other keys' too (the overflow may hold some).
-    if (!bucket->panes.empty() || bucket->overflow) return absl::OkStatus();
-    const TimeWindow w{cur_id_.start, cur_id_.end};
-    SetBucketKey();
-    if (o_->event_time) {
-      SLUICE_RETURN_IF_ERROR(timers_->DeleteEventTimeTimer(w.max_timestamp()));
-      SLUICE_RETURN_IF_ERROR(timers_->DeleteEventTimeTimer(CleanupTime(w)));
-    } else {
-      SLUICE_RETURN_IF_ERROR(timers_->DeleteProcessingTimeTimer(w.max_timestamp()));
-    }
-    if (early != kNoEarly) SLUICE_RETURN_IF_ERROR(timers_->DeleteProcessingTimeTimer(early));
-    return DropBucket();
-  }
+  // ---------------------------------------------------------------------------------------
+  // Session windows, per key (Flink's MergingWindowSet; see the class comment).
 
-  // The current key's (key_, the backend's current key) open sessions, into sessions_: from
-  // memory, else (restored, or keys kept in the backend beyond the memory budget) from the
-  // backend.
-  absl::Status LoadSessions() {
-    sessions_.clear();
-    sessions_from_backend_ = false;
-    auto it = session_lists_.find(key_.bytes());
-    if (it != session_lists_.end()) {
-      sessions_ = it->second.sessions;
-      return absl::OkStatus();
-    }
-    if (!backend_has_more_ && !sessions_spilled_) return absl::OkStatus();
-    SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(sessions_id_, &value_));
-    if (!found) return absl::OkStatus();
-    sessions_from_backend_ = true;
-    absl::string_view body = value_;  // format 0: no version byte, a multiple of 16 bytes
-    if (value_.size() % 16 != 0) {
-      SLUICE_ASSIGN_OR_RETURN(int version, ReadStateVersion(ctx_.state_origin, "window session list",
-                                                            value_, kSessionsVersion, &body));
-      (void)version;
-      if (body.size() % 16 != 0) {
-        return ctx_.state_origin.DataLoss(
-            absl::StrCat("window session list has ", value_.size(), " bytes, not 1 + 16 per session"));
+  // An open session of a key.
+  struct Session {
+    TimeWindow w;
+    TimeWindow state_w;  // the window its distinct values are kept under (Flink's state window)
+    Pane pane;
+    bool removed = false;  // cleaned up by the firing under way (dropped after it)
+  };
+  // A key's open sessions, sorted and pairwise apart (neither overlapping nor touching).
+  struct KeySessions {
+    absl::InlinedVector<Session, 1> sessions;
+    const std::string* key = nullptr;  // its key in key_sessions_ (or spilled_key_)
+    int kg = 0;
+    bool dirty = false;       // changed since written to the backend
+    bool in_backend = false;  // the backend holds a copy (maybe an older one)
+    size_t bytes = 0;         // KeySessionsBytes when last counted in pane_bytes_
+    // Its live entry in due_ (event time, in memory): at its earliest firing or before.
+    bool queued = false;
+    int64_t queued_at = 0;
+    uint64_t queued_gen = 0;
+    uint32_t refs = 0;  // entries of due_ pointing at it, live or stale
+  };
+  // A pending firing in due_ (a min-heap by time); stale unless its gen is its key's queued_gen.
+  struct DueEntry {
+    int64_t at;
+    uint64_t gen;
+    KeySessions* ks;
+    static bool Later(const DueEntry& a, const DueEntry& b) { return a.at > b.at; }
+  };
+  // A session's firing (and/or cleanup) due; run in the order of the per-key timers: time, key
+  // group, key, window.
+  struct SessionFireItem {
+    int64_t at;
+    KeySessions* ks;
+    uint32_t index;  // in ks->sessions
+    bool fire;       // its final firing (at end - 1)
+    bool cleanup;    // its cleanup (at end - 1 + lateness)
+    static bool Before(const SessionFireItem& a, const SessionFireItem& b) {
+      if (a.at != b.at) return a.at < b.at;
+      if (a.ks != b.ks) {
+        if (a.ks->kg != b.ks->kg) return a.ks->kg < b.ks->kg;
+        return *a.ks->key < *b.ks->key;
       }
+      return a.index < b.index;
     }
-    for (size_t p = 0; p < body.size(); p += 16) {
-      sessions_.push_back({internal::GetOrderedInt64(body.data() + p),
-                           internal::GetOrderedInt64(body.data() + p + 8)});
-    }
-    return absl::OkStatus();
-  }
-  // sessions_ as the current key's open sessions (REQUIRES: LoadSessions for that key first):
-  // in memory, written to the backend at the next checkpoint; in the backend at once for a key
-  // not in memory when the memory budget is spent.
-  absl::Status StoreSessions() {
-    auto it = session_lists_.find(key_.bytes());
-    if (it == session_lists_.end()) {
-      if (pane_bytes_ >= max_pane_bytes_) {
-        sessions_spilled_ = true;
-        return PutSessions(sessions_);
-      }
-      if (sessions_.empty()) return sessions_from_backend_ ? state_->Delete(sessions_id_) : absl::OkStatus();
-      it = session_lists_.try_emplace(key_.bytes()).first;
-      it->second.kg = key_.key_group();
-      it->second.in_backend = sessions_from_backend_;
-      pane_bytes_ += SessionListBytes(it->first);
-    }
-    it->second.sessions = sessions_;
-    it->second.dirty = true;
-    if (sessions_.empty() && !it->second.in_backend) {
-      pane_bytes_ -= SessionListBytes(it->first);
-      session_lists_.erase(it);
-    }
-    return absl::OkStatus();
-  }
-  // `sessions` as the backend's current key's "window_sessions" (deleted when empty).
-  absl::Status PutSessions(const std::vector<TimeWindow>& sessions) {
-    if (sessions.empty()) return state_->Delete(sessions_id_);
-    value_.assign(1, static_cast<char>(kSessionsVersion));
-    for (const TimeWindow& s : sessions) {
-      internal::PutOrderedInt64(s.start, &value_);
-      internal::PutOrderedInt64(s.end, &value_);
-    }
-    return state_->Put(sessions_id_, value_);
-  }
-  // Writes the session lists changed since the last checkpoint to the backend; the emptied ones
-  // leave memory.
-  absl::Status WriteSessions() {
-    for (auto it = session_lists_.begin(); it != session_lists_.end();) {
-      SessionList& list = it->second;
-      if (!list.dirty) {
-        ++it;
-        continue;
-      }
-      state_->SetCurrentKey(it->first, list.kg);
-      SLUICE_RETURN_IF_ERROR(PutSessions(list.sessions));
-      list.dirty = false;
-      list.in_backend = true;
-      if (!list.sessions.empty()) {
-        ++it;
-        continue;
-      }
-      pane_bytes_ -= SessionListBytes(it->first);
-      session_lists_.erase(it++);
-    }
-    return absl::OkStatus();
-  }
-  // The memory of a key's session list, estimated as PaneBytes.
-  static size_t SessionListBytes(absl::string_view key) {
-    constexpr size_t kInlineKey = 15;
-    return sizeof(std::pair<const std::string, SessionList>) + 1 + (key.size() > kInlineKey ? key.size() + 1 : 0) +
-           2 * sizeof(TimeWindow);
-  }
+  };
 
-  // Session windows (Flink's MergingWindowSet): the record's window [ts, ts + gap) merges with
-  // every open session of its key that it overlaps or touches; their accumulators are merged
-  // into the new window's and their state and timers dropped.
-  absl::Status ProcessSession(const Record& r, int64_t ts, const TimeWindow& w) {
+  // The current key's (key_) sessions: in memory, or (a key beyond the memory budget) read
+  // from the backend into spilled_; null when it has none.
+  absl::StatusOr<KeySessions*> FindKeySessions() {
+    auto it = key_sessions_.find(key_.bytes());
+    if (it != key_sessions_.end()) return &it->second;
+    if (!sessions_spilled_) return nullptr;
     state_->SetCurrentKey(key_.bytes(), key_.key_group());
-    SLUICE_RETURN_IF_ERROR(LoadSessions());
-    const TimeWindow merged = MergeSession(sessions_, w, &absorbed_);
+    SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(key_sessions_id_, &value_));
+    if (!found) return nullptr;
+    ResetSpilled();
+    SLUICE_RETURN_IF_ERROR(DecodeKeySessions(value_, &spilled_));
+    spilled_.in_backend = true;
+    return &spilled_;
+  }
+  void ResetSpilled() {
+    spilled_key_ = key_.bytes();
+    spilled_.sessions.clear();
+    spilled_.key = &spilled_key_;
+    spilled_.kg = key_.key_group();
+    spilled_.in_backend = false;
+    spilled_.dirty = false;
+  }
+  // New, empty sessions of the current key: in memory, or in the backend (spilled_) when the
+  // memory budget is spent.
+  KeySessions* NewKeySessions() {
+    if (!NewKeyFits()) {
+      sessions_spilled_ = true;
+      ResetSpilled();
+      return &spilled_;
+    }
+    auto it = key_sessions_.try_emplace(key_.bytes()).first;
+    KeySessions& ks = it->second;
+    ks.key = &it->first;
+    ks.kg = key_.key_group();
+    return &ks;
+  }
+  bool InMemory(const KeySessions* ks) const { return ks != &spilled_; }
+  // Keys whose firings come from timers in the backend (one per key at its earliest firing):
+  // processing-time sessions, and keys kept in the backend. The others (event time, in memory)
+  // are fired by ProcessWatermark from due_.
+  bool TimerDriven(const KeySessions* ks) const { return !o_->event_time || !InMemory(ks); }
+
+  int64_t FireAt(const Session& s) const {
+    if (!o_->event_time || s.pane.words[slot_[kFinalFired]] == 0) return s.w.max_timestamp();
+    return CleanupTime(s.w);
+  }
+  // The time of the key's next firing (or cleanup); false when it has no open session.
+  bool EarliestFire(const KeySessions& ks, int64_t* at) const {
+    bool any = false;
+    for (const Session& s : ks.sessions) {
+      if (s.removed) continue;
+      const int64_t t = FireAt(s);
+      if (!any || t < *at) *at = t;
+      any = true;
+    }
+    return any;
+  }
+  // The memory of a key's sessions in key_sessions_ (key of `key_size` bytes, `sessions` in
+  // `capacity`), estimated as PaneBytes: its node, key, sessions beyond the first and their
+  // accumulators' heap storage.
+  size_t KeySessionsBytes(size_t key_size, size_t sessions, size_t capacity) const {
+    constexpr size_t kInlineKey = 15;
+    const size_t words = pane_words_ + null_words_;
+    const size_t per_session = (words > 8 ? words * sizeof(int64_t) : 0) + pane_strings_ * sizeof(std::string);
+    return sizeof(std::pair<const std::string, KeySessions>) + 2 * sizeof(void*) +
+           (key_size > kInlineKey ? key_size + 1 : 0) + (capacity > 1 ? capacity * sizeof(Session) : 0) +
+           sessions * per_session;
+  }
+  // Whether a new key's session fits in the memory budget.
+  bool NewKeyFits() const {
+    return pane_bytes_ + KeySessionsBytes(key_.bytes().size(), 1, 1) <= max_pane_bytes_;
+  }
+  void UpdateBytes(KeySessions* ks) {
+    if (!InMemory(ks)) return;
+    const size_t bytes = KeySessionsBytes(ks->key->size(), ks->sessions.size(), ks->sessions.capacity());
+    pane_bytes_ = pane_bytes_ - ks->bytes + bytes;
+    ks->bytes = bytes;
+  }
+  // Schedules an in-memory event-time key's firing at `at` in due_, unless an earlier one is
+  // pending (a key's firing times only move later, except when an earlier session opens).
+  void Queue(KeySessions* ks, int64_t at) {
+    if (ks->queued && ks->queued_at <= at) return;
+    ks->queued = true;
+    ks->queued_at = at;
+    ks->queued_gen = ++due_gen_;
+    ++ks->refs;
+    due_.push_back({at, ks->queued_gen, ks});
+    std::push_heap(due_.begin(), due_.end(), DueEntry::Later);
+  }
+
+  // Record r (time ts, window w = [ts, ts + gap)) into the current key's sessions: w merges
+  // with every open session it overlaps or touches; a session that only grows is extended in
+  // place.
+  absl::Status ProcessSession(const Record& r, int64_t ts, const TimeWindow& w) {
+    SLUICE_ASSIGN_OR_RETURN(KeySessions * ks, FindKeySessions());
+    size_t first = 0;  // the first absorbed session (or where the new one goes)
+    TimeWindow merged = w;
+    absorbed_.clear();
+    if (ks != nullptr && ks->sessions.size() == 1 && ks->sessions[0].w.OverlapsOrTouches(w)) {
+      absorbed_.push_back(ks->sessions[0].w);  // the common case: one open session
+      merged = w.Cover(ks->sessions[0].w);
+    } else if (ks != nullptr) {
+      key_windows_.clear();
+      for (const Session& s : ks->sessions) key_windows_.push_back(s.w);
+      merged = MergeSession(key_windows_, w, &absorbed_);
+      first = static_cast<size_t>(
+          std::lower_bound(key_windows_.begin(), key_windows_.end(), absorbed_.empty() ? merged : absorbed_[0]) -
+          key_windows_.begin());
+    }
     if (absorbed_.empty() && IsLate(merged)) return Late(r);
-    if (absorbed_.size() == 1 && absorbed_[0] == merged) {
-      SetWindow(merged, key_.key_group(), key_.bytes());
-      SLUICE_RETURN_IF_ERROR(LoadOrCreate(merged));
-      return AddRecord(merged, r, ts);
-    }
-    // A new session, possibly absorbing open ones.
-    sessions_.erase(
-        std::remove_if(sessions_.begin(), sessions_.end(),
-                       [&](const TimeWindow& s) { return merged.OverlapsOrTouches(s); }),
-        sessions_.end());
-    sessions_.insert(std::upper_bound(sessions_.begin(), sessions_.end(), merged), merged);
-    SLUICE_RETURN_IF_ERROR(StoreSessions());
-    SLUICE_RETURN_IF_ERROR(ResetAcc());
-    moved_distinct_.clear();
-    for (const TimeWindow& a : absorbed_) {
-      SetWindow(a, key_.key_group(), key_.bytes());
-      SLUICE_ASSIGN_OR_RETURN(bool found, LoadAcc(&other_acc_));
-      if (!found) continue;
-      SLUICE_RETURN_IF_ERROR(MergeAcc(other_acc_));
-      if (has_distinct_) {
-        SetCompositeKey();
-        SLUICE_RETURN_IF_ERROR(state_->MapEntries(distinct_id_, &entries_));
-        for (auto& e : entries_) moved_distinct_.push_back(std::move(e.first));
+    if (ks == nullptr) ks = NewKeySessions();
+    int64_t before = 0;
+    const bool had = TimerDriven(ks) && EarliestFire(*ks, &before);
+    if (absorbed_.size() == 1 && (absorbed_[0] == merged || ExtendsInPlace(ks->sessions[first]))) {
+      Session& s = ks->sessions[first];
+      s.w = merged;  // only later, or earlier, records: the accumulator goes on
+      const bool folded = FoldIntoSession(&s, r);
+      if (folded && !TimerDriven(ks)) {
+        // Its firing time did not move earlier: an event-time key in memory stays in due_.
+        ks->dirty = true;
+        return absl::OkStatus();
       }
-      SLUICE_RETURN_IF_ERROR(RemovePane(other_acc_[kNextEarly].i));
+      if (!folded) {
+        PaneToAcc(s.pane, &acc_);
+        SetWindow(s.state_w, ks->kg, *ks->key);
+        SLUICE_RETURN_IF_ERROR(AddToAcc(merged, r, ts));
+        AccToPane(acc_, &s.pane);
+      }
+    } else {
+      SLUICE_RETURN_IF_ERROR(MergeIntoSession(ks, first, merged, r, ts));
     }
-    SetWindow(merged, key_.key_group(), key_.bytes());
-    SLUICE_RETURN_IF_ERROR(RegisterTimers(merged));
-    if (!moved_distinct_.empty()) SetCompositeKey();
-    for (const std::string& k : moved_distinct_) {
-      SLUICE_ASSIGN_OR_RETURN(bool seen, state_->MapGet(distinct_id_, k, &scratch_));
-      if (seen) continue;
-      SLUICE_RETURN_IF_ERROR(state_->MapPut(distinct_id_, k, ""));
-      acc_[acc_index_[static_cast<unsigned char>(k[0])]].i++;
+    ks->dirty = true;
+    return KeyChanged(ks, had, before);
+  }
+
+  // Whether session s, extended to a longer window, keeps its accumulator as it is: what
+  // starting the merged window afresh and merging s into it gives (the general path) when s has
+  // not fired and has no early firing pending, and no aggregate is a plugin's.
+  bool ExtendsInPlace(const Session& s) const {
+    if (!session_fast_paths_enabled || has_plugin_) return false;
+    const int64_t* words = s.pane.words.data();
+    return words[slot_[kEmitted]] == 0 && words[slot_[kFinalFired]] == 0 && words[slot_[kNextEarly]] == kNoEarly;
+  }
+  // FoldWords into session s when it applies (see FoldIntoPane); false, nothing done, otherwise.
+  bool FoldIntoSession(Session* s, const Record& r) {
+    if (!session_fast_paths_enabled || !word_folds_ || (o_->event_time && s->w.max_timestamp() <= Watermark())) {
+      return false;
     }
-    return AddRecord(merged, r, ts);
+    FoldWords(s->pane.words.data(), r);
+    return true;
+  }
+
+  // The general path: a new session [merged] in ks->sessions at `first`, replacing the
+  // absorbed_ sessions there (none: a new one), whose accumulators are merged into a fresh one
+  // (as Flink merges their state windows' contents); it keeps the first absorbed session's
+  // state window (its distinct values stay there; the others' are moved in). Then record r.
+  absl::Status MergeIntoSession(KeySessions* ks, size_t first, const TimeWindow& merged, const Record& r,
+                                int64_t ts) {
+    const size_t n = absorbed_.size();
+    const TimeWindow state_w = n > 0 ? ks->sessions[first].state_w : merged;
+    SLUICE_RETURN_IF_ERROR(ResetAcc());
+    released_.clear();
+    for (size_t k = first; k < first + n; ++k) {
+      const Session& s = ks->sessions[k];
+      PaneToAcc(s.pane, &other_acc_);
+      SLUICE_RETURN_IF_ERROR(MergeAcc(other_acc_));
+      if (other_acc_[kNextEarly].i != kNoEarly) released_.push_back(other_acc_[kNextEarly].i);
+      if (!has_distinct_) continue;
+      if (k == first) {  // its distinct values and counts stay
+        for (size_t a = 0; a < o_->aggregates.size(); ++a) {
+          if (o_->aggregates[a].fn == Fn::kCountDistinct) acc_[acc_index_[a]].i = other_acc_[acc_index_[a]].i;
+        }
+        continue;
+      }
+      SetWindow(s.state_w, ks->kg, *ks->key);
+      SetCompositeKey();
+      SLUICE_RETURN_IF_ERROR(state_->MapEntries(distinct_id_, &entries_));
+      SLUICE_RETURN_IF_ERROR(DropDistinct());
+      SetWindow(state_w, ks->kg, *ks->key);
+      SetCompositeKey();
+      for (const auto& e : entries_) {
+        SLUICE_ASSIGN_OR_RETURN(bool seen, state_->MapGet(distinct_id_, e.first, &scratch_));
+        if (seen) continue;
+        SLUICE_RETURN_IF_ERROR(state_->MapPut(distinct_id_, e.first, ""));
+        acc_[acc_index_[static_cast<unsigned char>(e.first[0])]].i++;
+      }
+    }
+    if (n == 0) {
+      ks->sessions.emplace(ks->sessions.begin() + static_cast<ptrdiff_t>(first));
+    } else if (n > 1) {
+      ks->sessions.erase(ks->sessions.begin() + static_cast<ptrdiff_t>(first + 1),
+                         ks->sessions.begin() + static_cast<ptrdiff_t>(first + n));
+    }
+    Session& s = ks->sessions[first];
+    s.w = merged;
+    s.state_w = state_w;
+    SetWindow(state_w, ks->kg, *ks->key);
+    AccToPane(acc_, &s.pane);  // no early firing pending (ResetAcc): the released ones go
+    for (int64_t t : released_) SLUICE_RETURN_IF_ERROR(ReleaseProcessingTimer(*ks, t));
+    SLUICE_RETURN_IF_ERROR(ScheduleEarly(merged, timers_->CurrentProcessingTime()));
+    SLUICE_RETURN_IF_ERROR(AddToAcc(merged, r, ts));
+    // Fired at once (a late record within the lateness): its final firing is done.
+    if (o_->event_time && merged.max_timestamp() <= Watermark()) acc_[kFinalFired].i = 1;
+    AccToPane(acc_, &s.pane);
+    UpdateBytes(ks);
+    return absl::OkStatus();
+  }
+
+  // Deletes the key's (ks, the backend's current key) processing-time timer at t unless one of
+  // its sessions still needs it (an early firing, or a processing-time session's end).
+  absl::Status ReleaseProcessingTimer(const KeySessions& ks, int64_t t) {
+    for (const Session& s : ks.sessions) {
+      if (s.removed) continue;
+      if (s.pane.words[slot_[kNextEarly]] == t || (!o_->event_time && FireAt(s) == t)) return absl::OkStatus();
+    }
+    state_->SetCurrentKey(*ks.key, ks.kg);
+    return timers_->DeleteProcessingTimeTimer(t);
+  }
+
+  // After a change of ks: its timer (timer-driven keys: moved from `before`, when it `had` one,
+  // to its earliest firing) or its place in due_; a spilled key is written back.
+  absl::Status KeyChanged(KeySessions* ks, bool had, int64_t before) {
+    int64_t after = 0;
+    const bool has = EarliestFire(*ks, &after);
+    if (TimerDriven(ks)) {
+      state_->SetCurrentKey(*ks->key, ks->kg);
+      if (had && (!has || after != before)) {
+        if (o_->event_time) {
+          SLUICE_RETURN_IF_ERROR(timers_->DeleteEventTimeTimer(before));
+        } else {
+          SLUICE_RETURN_IF_ERROR(ReleaseProcessingTimer(*ks, before));
+        }
+      }
+      if (has) {
+        state_->SetCurrentKey(*ks->key, ks->kg);
+        SLUICE_RETURN_IF_ERROR(o_->event_time ? timers_->RegisterEventTimeTimer(after)
+                                              : timers_->RegisterProcessingTimeTimer(after));
+      }
+    } else if (has) {
+      Queue(ks, after);
+    }
+    if (InMemory(ks)) return absl::OkStatus();
+    state_->SetCurrentKey(*ks->key, ks->kg);
+    if (ks->sessions.empty()) return ks->in_backend ? state_->Delete(key_sessions_id_) : absl::OkStatus();
+    EncodeKeySessions(*ks, &value_);
+    ks->in_backend = true;
+    return state_->Put(key_sessions_id_, value_);
+  }
+
+  // Fires the in-memory event-time keys' sessions due by watermark `wm`, in the order of their
+  // timers (time, key group, key, window).
+  absl::Status FireDueSessions(int64_t wm) {
+    due_keys_.clear();
+    while (!due_.empty() && due_.front().at <= wm) {
+      std::pop_heap(due_.begin(), due_.end(), DueEntry::Later);
+      const DueEntry e = due_.back();
+      due_.pop_back();
+      KeySessions* ks = e.ks;
+      --ks->refs;
+      if (ks->queued && ks->queued_gen == e.gen) {
+        ks->queued = false;
+        due_keys_.push_back(ks);
+      } else if (ks->refs == 0 && !ks->queued && ks->sessions.empty()) {
+        DropKeySessions(ks);
+      }
+    }
+    if (due_keys_.empty()) return absl::OkStatus();
+    fire_items_.clear();
+    for (KeySessions* ks : due_keys_) AddSessionFireItems(ks, wm);
+    SLUICE_RETURN_IF_ERROR(FireSessionItems());
+    for (KeySessions* ks : due_keys_) {
+      bool dropped = false;
+      SLUICE_RETURN_IF_ERROR(CompactKeySessions(ks, &dropped));
+      int64_t at = 0;
+      if (!dropped && EarliestFire(*ks, &at)) Queue(ks, at);
+    }
+    return absl::OkStatus();
+  }
+
+  // Appends to fire_items_ the firings and cleanups of ks's sessions due by `up_to`.
+  void AddSessionFireItems(KeySessions* ks, int64_t up_to) {
+    for (size_t i = 0; i < ks->sessions.size(); ++i) {
+      const Session& s = ks->sessions[i];
+      const int64_t max = s.w.max_timestamp();
+      const int64_t cleanup = o_->event_time ? CleanupTime(s.w) : max;
+      const bool fired = s.pane.words[slot_[kFinalFired]] != 0;
+      if (!fired && max <= up_to) fire_items_.push_back({max, ks, static_cast<uint32_t>(i), true, cleanup == max});
+      if ((fired || cleanup != max) && cleanup <= up_to) {
+        fire_items_.push_back({cleanup, ks, static_cast<uint32_t>(i), false, true});
+      }
+    }
+  }
+  // Runs fire_items_ in timer order: a firing emits the session's row (once); a cleanup drops
+  // its distinct values and pending early firing, and marks it removed.
+  absl::Status FireSessionItems() {
+    std::sort(fire_items_.begin(), fire_items_.end(), SessionFireItem::Before);
+    for (const SessionFireItem& item : fire_items_) {
+      KeySessions* ks = item.ks;
+      Session& s = ks->sessions[item.index];
+      SetWindow(s.state_w, ks->kg, *ks->key);
+      PaneToAcc(s.pane, &acc_);
+      const int64_t early = acc_[kNextEarly].i;
+      if (item.fire && acc_[kFinalFired].i == 0) {
+        SLUICE_RETURN_IF_ERROR(EmitRow(s.w));
+        acc_[kFinalFired].i = 1;
+        acc_[kNextEarly].i = kNoEarly;
+      }
+      if (item.cleanup) {
+        acc_[kNextEarly].i = kNoEarly;
+        SLUICE_RETURN_IF_ERROR(DropDistinct());
+        s.removed = true;
+      }
+      AccToPane(acc_, &s.pane);
+      if (early != kNoEarly && acc_[kNextEarly].i == kNoEarly) {
+        SLUICE_RETURN_IF_ERROR(ReleaseProcessingTimer(*ks, early));
+      }
+      ks->dirty = true;
+    }
+    return absl::OkStatus();
+  }
+  // Drops ks's removed sessions; an emptied key leaves the backend, and memory unless due_
+  // still points at it.
+  absl::Status CompactKeySessions(KeySessions* ks, bool* dropped) {
+    *dropped = false;
+    auto& v = ks->sessions;
+    v.erase(std::remove_if(v.begin(), v.end(), [](const Session& s) { return s.removed; }), v.end());
+    UpdateBytes(ks);
+    if (!v.empty()) return absl::OkStatus();
+    if (ks->in_backend) {
+      state_->SetCurrentKey(*ks->key, ks->kg);
+      SLUICE_RETURN_IF_ERROR(state_->Delete(key_sessions_id_));
+      ks->in_backend = false;
+    }
+    ks->dirty = false;
+    if (InMemory(ks) && ks->refs == 0 && !ks->queued) {
+      DropKeySessions(ks);
+      *dropped = true;
+    }
+    return absl::OkStatus();
+  }
+  void DropKeySessions(KeySessions* ks) {
+    pane_bytes_ -= ks->bytes;
+    key_sessions_.erase(*ks->key);
+  }
+
+  // A session key's timer (TimerDriven keys: its earliest firing; any key: early firings).
+  absl::Status OnSessionTimer(int64_t timestamp, TimeDomain domain, absl::string_view key) {
+    if (!key_.SetBytes(key).ok()) {
+      if (key.size() == kBucketKeySize) return absl::OkStatus();  // of the layout before (stale)
+      return ctx_.state_origin.DataLoss("a window session timer's key does not decode");
+    }
+    SLUICE_ASSIGN_OR_RETURN(KeySessions * ks, FindKeySessions());
+    if (ks == nullptr) return absl::OkStatus();
+    int64_t before = 0;
+    const bool had = TimerDriven(ks) && EarliestFire(*ks, &before);
+    const bool final_domain = o_->event_time == (domain == TimeDomain::kEventTime);
+    if (final_domain && TimerDriven(ks)) {
+      fire_items_.clear();
+      AddSessionFireItems(ks, timestamp);
+      SLUICE_RETURN_IF_ERROR(FireSessionItems());
+    }
+    if (domain == TimeDomain::kProcessingTime && o_->emit_every_ms > 0) {
+      for (Session& s : ks->sessions) {
+        if (s.removed || s.pane.words[slot_[kFinalFired]] != 0 || s.pane.words[slot_[kNextEarly]] != timestamp) continue;
+        SetWindow(s.state_w, ks->kg, *ks->key);
+        PaneToAcc(s.pane, &acc_);
+        if (acc_[kDirty].i != 0) SLUICE_RETURN_IF_ERROR(EmitRow(s.w));
+        acc_[kNextEarly].i = kNoEarly;
+        SLUICE_RETURN_IF_ERROR(ScheduleEarly(s.w, timestamp));
+        AccToPane(acc_, &s.pane);
+        ks->dirty = true;
+      }
+    }
+    if (!ks->dirty) return absl::OkStatus();
+    bool dropped = false;
+    SLUICE_RETURN_IF_ERROR(CompactKeySessions(ks, &dropped));
+    // (A dropped key's timer was the one that fired: the earliest.)
+    return dropped ? absl::OkStatus() : KeyChanged(ks, had, before);
+  }
+
+  // [kKeySessionsVersion][count] then per session [start][end][state window start][state
+  // window end] (ordered int64s) [accumulator row size][accumulator row].
+  void EncodeKeySessions(const KeySessions& ks, std::string* out) {
+    out->assign(1, static_cast<char>(kKeySessionsVersion));
+    PutVarint64(ks.sessions.size(), out);
+    for (const Session& s : ks.sessions) {
+      internal::PutOrderedInt64(s.w.start, out);
+      internal::PutOrderedInt64(s.w.end, out);
+      internal::PutOrderedInt64(s.state_w.start, out);
+      internal::PutOrderedInt64(s.state_w.end, out);
+      AppendPaneRow(s.pane, out);
+    }
+  }
+  // kDataLoss unless `stored` decodes (kFailedPrecondition for a plugin's accumulator of
+  // another version); the sessions into ks.
+  absl::Status DecodeKeySessions(absl::string_view stored, KeySessions* ks) {
+    absl::string_view body;
+    SLUICE_ASSIGN_OR_RETURN(int version, ReadStateVersion(ctx_.state_origin, "window key sessions", stored,
+                                                          kKeySessionsVersion, &body));
+    const char* p = body.data();
+    const char* end = body.data() + body.size();
+    auto corrupt = [&](absl::string_view why) {
+      return ctx_.state_origin.DataLoss(absl::StrCat("window key sessions (", stored.size(),
+                                                     " bytes) do not decode at byte ", 1 + (p - body.data()),
+                                                     ": ", why));
+    };
+    if (version != kKeySessionsVersion) return corrupt(absl::StrCat("format ", version, " is not a key's sessions"));
+    uint64_t count = 0;
+    p = GetVarint64(p, end, &count);
+    if (p == nullptr) return corrupt("no count");
+    for (uint64_t i = 0; i < count; ++i) {
+      if (end - p < 32) return corrupt("a session's windows are cut short");
+      Session s;
+      s.w = {internal::GetOrderedInt64(p), internal::GetOrderedInt64(p + 8)};
+      s.state_w = {internal::GetOrderedInt64(p + 16), internal::GetOrderedInt64(p + 24)};
+      if (s.w.start >= s.w.end || (!ks->sessions.empty() && !(ks->sessions.back().w.end < s.w.start))) {
+        return corrupt("sessions out of order");
+      }
+      p += 32;
+      SLUICE_ASSIGN_OR_RETURN(bool read, ReadPaneRow(&p, end, &s.pane, &why_));
+      if (!read) return corrupt(why_);
+      ks->sessions.push_back(std::move(s));
+    }
+    if (p != end) return corrupt("bytes left over");
+    return absl::OkStatus();
+  }
+
+  // Writes the in-memory keys' sessions changed since the last checkpoint to the backend.
+  absl::Status WriteKeySessions() {
+    for (auto& [key, ks] : key_sessions_) {
+      if (!ks.dirty) continue;
+      state_->SetCurrentKey(key, ks.kg);
+      if (ks.sessions.empty()) {
+        if (ks.in_backend) SLUICE_RETURN_IF_ERROR(state_->Delete(key_sessions_id_));
+        ks.in_backend = false;
+      } else {
+        EncodeKeySessions(ks, &value_);
+        SLUICE_RETURN_IF_ERROR(state_->Put(key_sessions_id_, value_));
+        ks.in_backend = true;
+      }
+      ks.dirty = false;
+    }
+    return absl::OkStatus();
+  }
+
+  // A restored key's sessions (ks, of the current key_; `dirty`: not yet in the backend in this
+  // format): into memory within the budget, else kept in the backend; either way scheduled.
+  absl::Status AdmitKeySessions(KeySessions&& restored, bool dirty) {
+    KeySessions* ks = nullptr;
+    if (NewKeyFits()) {
+      auto it = key_sessions_.try_emplace(key_.bytes()).first;
+      ks = &it->second;
+      ks->sessions = std::move(restored.sessions);
+      ks->key = &it->first;
+    } else {
+      sessions_spilled_ = true;
+      ResetSpilled();
+      spilled_.sessions = std::move(restored.sessions);
+      ks = &spilled_;
+    }
+    ks->kg = key_.key_group();
+    ks->in_backend = !dirty;
+    ks->dirty = dirty;
+    UpdateBytes(ks);
+    for (const Session& s : ks->sessions) {
+      const int64_t early = s.pane.words[slot_[kNextEarly]];
+      if (early == kNoEarly) continue;
+      state_->SetCurrentKey(*ks->key, ks->kg);
+      SLUICE_RETURN_IF_ERROR(timers_->RegisterProcessingTimeTimer(early));
+    }
+    return KeyChanged(ks, false, 0);
+  }
+
+  // Restore: every key's sessions (format 2) of this subtask's key groups into memory (within
+  // the budget), then the layout before (format 1: a session list per key in
+  // "window_sessions", accumulators in buckets with timers per bucket) moved into it, deleting
+  // the old entries and timers. kDataLoss if one does not decode.
+  absl::Status RestoreSessions() {
+    SLUICE_RETURN_IF_ERROR(CollectKeys(key_sessions_id_));
+    for (const std::string& key : legacy_keys_) {
+      SLUICE_RETURN_IF_ERROR(SetStoredKey(key));
+      SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(key_sessions_id_, &value_));
+      if (!found) continue;
+      KeySessions restored;
+      SLUICE_RETURN_IF_ERROR(DecodeKeySessions(value_, &restored));
+      SLUICE_RETURN_IF_ERROR(AdmitKeySessions(std::move(restored), /*dirty=*/false));
+    }
+    SLUICE_RETURN_IF_ERROR(CollectKeys(sessions_id_));
+    absl::flat_hash_set<BucketId> old_buckets;
+    for (const std::string& key : legacy_keys_) {
+      SLUICE_RETURN_IF_ERROR(SetStoredKey(key));
+      SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(sessions_id_, &value_));
+      if (!found) continue;
+      absl::string_view body = value_;  // format 0: no version byte, a multiple of 16 bytes
+      if (value_.size() % 16 != 0) {
+        SLUICE_ASSIGN_OR_RETURN(int version, ReadStateVersion(ctx_.state_origin, "window session list", value_,
+                                                              kSessionsVersion, &body));
+        (void)version;
+        if (body.size() % 16 != 0) {
+          return ctx_.state_origin.DataLoss(
+              absl::StrCat("window session list has ", value_.size(), " bytes, not 1 + 16 per session"));
+        }
+      }
+      key_windows_.clear();
+      for (size_t p = 0; p < body.size(); p += 16) {
+        key_windows_.push_back({internal::GetOrderedInt64(body.data() + p), internal::GetOrderedInt64(body.data() + p + 8)});
+      }
+      SLUICE_RETURN_IF_ERROR(state_->Delete(sessions_id_));
+      KeySessions restored;
+      for (const TimeWindow& w : key_windows_) {
+        SetWindow(w, key_.key_group(), key_.bytes());
+        SLUICE_ASSIGN_OR_RETURN(bool has_acc, LoadAcc(&acc_));
+        if (!has_acc) continue;
+        old_buckets.insert(cur_id_);
+        if (acc_[kNextEarly].i != kNoEarly) {  // registered under the bucket then
+          SetBucketKey();
+          SLUICE_RETURN_IF_ERROR(timers_->DeleteProcessingTimeTimer(acc_[kNextEarly].i));
+        }
+        // A session opened after the watermark passed its end fired at once and had no firing
+        // timer: its final firing is done.
+        if (o_->event_time && acc_[kEmitted].i != 0 && w.max_timestamp() <= restored_watermark_) {
+          acc_[kFinalFired].i = 1;
+        }
+        Session s;
+        s.w = w;
+        s.state_w = w;  // where its distinct values are
+        AccToPane(acc_, &s.pane);
+        restored.sessions.push_back(std::move(s));
+      }
+      SLUICE_RETURN_IF_ERROR(SetStoredKey(key));
+      if (!restored.sessions.empty()) SLUICE_RETURN_IF_ERROR(AdmitKeySessions(std::move(restored), /*dirty=*/true));
+    }
+    legacy_keys_.clear();
+    for (const BucketId& id : old_buckets) {
+      const TimeWindow w{id.start, id.end};
+      SetWindow(w, id.kg, absl::string_view());
+      SetBucketKey();
+      if (o_->event_time) {
+        SLUICE_RETURN_IF_ERROR(timers_->DeleteEventTimeTimer(w.max_timestamp()));
+        SLUICE_RETURN_IF_ERROR(timers_->DeleteEventTimeTimer(CleanupTime(w)));
+      } else {
+        SLUICE_RETURN_IF_ERROR(timers_->DeleteProcessingTimeTimer(w.max_timestamp()));
+      }
+      SLUICE_RETURN_IF_ERROR(DropBucket());
+    }
+    return absl::OkStatus();
+  }
+  // key_ and the backend's current key: a stored key. kDataLoss if it does not decode.
+  absl::Status SetStoredKey(absl::string_view key) {
+    absl::Status s = key_.SetBytes(key);
+    if (!s.ok()) return ctx_.state_origin.DataLoss(absl::StrCat("a window state key does not decode: ", s.message()));
+    state_->SetCurrentKey(key_.bytes(), key_.key_group());
+    return absl::OkStatus();
   }
 
   // Folds value `v` (of a record with event time `ts`, or an accumulator's partial result
@@ -1395,17 +1894,17 @@ class WindowOperator final : public Operator {
   bool has_distinct_ = false;
   bool slide_panes_ = false;  // hopping windows kept per slide pane (see the class comment)
   int64_t restored_watermark_ = kNoWatermark;
-  // Session windows: each key's open sessions (sorted), by key record bytes, as buckets keep
-  // accumulators; changed ones are written at checkpoints.
-  struct SessionList {
-    std::vector<TimeWindow> sessions;
-    int kg = 0;
-    bool dirty = false;       // changed since written to the backend
-    bool in_backend = false;  // the backend holds a copy (maybe an older one)
-  };
-  absl::flat_hash_map<std::string, SessionList> session_lists_;
-  bool sessions_spilled_ = false;      // some keys' lists were kept in the backend (budget spent)
-  bool sessions_from_backend_ = false;  // LoadSessions read the current key's from the backend
+  // Session windows: each key's open sessions with their accumulators, in memory within the
+  // budget (node_hash_map: due_ points at them); keys beyond it are kept in the backend, one
+  // read into spilled_ at a time.
+  state::StateId key_sessions_id_ = 0;
+  absl::node_hash_map<std::string, KeySessions> key_sessions_;
+  KeySessions spilled_;
+  std::string spilled_key_;
+  bool sessions_spilled_ = false;  // some keys' sessions are kept in the backend (budget spent)
+  std::vector<DueEntry> due_;      // in-memory event-time keys by their next firing (min-heap)
+  uint64_t due_gen_ = 0;
+  bool has_plugin_ = false;  // an aggregate is a plugin's function
   // Open windows. A Bucket moves when buckets_ grows (its panes do not): cur_bucket_ is found
   // again after an insertion.
   absl::flat_hash_map<BucketId, Bucket> buckets_;
@@ -1479,11 +1978,14 @@ class WindowOperator final : public Operator {
     fire_order_.push_back({prefix, key, pane, static_cast<uint32_t>(fire_order_.size()), overflow});
   }
   std::vector<FireItem> fire_order_;
-  std::vector<std::string> legacy_keys_;
+  std::vector<std::string> legacy_keys_;  // restores: keys of a state (CollectKeys)
   std::deque<std::pair<std::string, Pane>> overflow_panes_;  // firing buckets' overflow
   std::vector<TimeWindow> windows_;
-  std::vector<TimeWindow> sessions_;
   std::vector<TimeWindow> absorbed_;
+  std::vector<TimeWindow> key_windows_;
+  std::vector<KeySessions*> due_keys_;
+  std::vector<SessionFireItem> fire_items_;
+  std::vector<int64_t> released_;
   Record acc_;
   Record other_acc_;
   Record decoded_acc_;  // a bucket's rows as they are encoded or decoded
@@ -1491,8 +1993,8 @@ class WindowOperator final : public Operator {
   std::string value_;
   std::string user_key_;
   std::string scratch_;
+  std::string why_;  // why a stored row does not decode (ReadPaneRow)
   std::vector<std::pair<std::string, std::string>> entries_;
-  std::vector<std::string> moved_distinct_;
   Record out_;
 };
 
@@ -1502,5 +2004,6 @@ std::unique_ptr<Operator> MakeWindow() { return std::make_unique<WindowOperator>
 
 void SetWindowMemoryForTest(size_t bytes) { max_pane_bytes_for_test = bytes; }
 void SetWindowSlidePanesForTest(bool enabled) { slide_panes_enabled = enabled; }
+void SetWindowSessionFastPathsForTest(bool enabled) { session_fast_paths_enabled = enabled; }
 
 }  // namespace sluice::ops

@@ -374,6 +374,107 @@ TEST_F(WindowTest, SessionsMergeWhenTheyTouchAndWhenALateRecordBridgesThem) {
               ElementsAre(R"({"user":1,"window_start":45,"window_end":55,"n":1,"d":1,"first_amount":5,"last_amount":5,"update":false})"));
 }
 
+// A session that only grows is extended in place, and a record folds into its accumulator's
+// words; with those fast paths off, every record takes the general path (the merged window
+// started afresh with the old one merged in). Both give the same rows and late counts, over
+// records in and out of order, sessions extended at both ends, bridged, late within and beyond
+// the lateness, with foldable aggregates and with ones that are not (first/last, distinct, a
+// nullable-free mix), and across a checkpoint restored in the middle.
+TEST_F(WindowTest, SessionFastPathsGiveTheRowsOfTheGeneralPath) {
+  for (const char* aggregates :
+       {"[{fn: count, as: n}, {fn: sum, field: amount}, {fn: min, field: amount}, {fn: max, field: price}, "
+        "{fn: avg, field: amount}]",
+        "[{fn: count, as: n}, {fn: count_distinct, field: amount, as: d}, {fn: first, field: amount}, "
+        "{fn: last, field: amount}, {fn: max, field: name}]"}) {
+    const std::string options =
+        absl::StrCat("    session: 10ms\n    time_field: ts\n    allowed_lateness: 15ms\n    aggregates: ", aggregates);
+    auto run = [&](bool fast, std::vector<std::string>* rows) -> absl::Status {
+      SetWindowSessionFastPathsForTest(fast);
+      KeyedSubtask* s = &Start(options);
+      uint64_t x = 11;
+      for (int i = 0; i < 800; ++i) {
+        if (i == 400) {
+          *rows = s->out().rows;
+          SLUICE_ASSIGN_OR_RETURN(Checkpoint c, TakeCheckpoint(*s, 1));
+          SLUICE_ASSIGN_OR_RETURN(s, Restore(c, 0, 1));
+        }
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        const int64_t ts = i * 2 + static_cast<int64_t>((x >> 33) % 80) - 50;
+        const int64_t amount = static_cast<int64_t>((x >> 45) % 5);
+        SLUICE_RETURN_IF_ERROR(Add(*s, static_cast<int64_t>((x >> 20) % 5), ts, amount, Name(amount)));
+        if (i % 25 == 24) SLUICE_RETURN_IF_ERROR(s->Watermark(i * 2 - 10));
+      }
+      SLUICE_RETURN_IF_ERROR(s->Watermark(kMaxWatermark));
+      SetWindowSessionFastPathsForTest(true);
+      rows->insert(rows->end(), s->out().rows.begin(), s->out().rows.end());
+      rows->push_back(absl::StrCat("late ", s->late_dropped()));
+      return absl::OkStatus();
+    };
+    std::vector<std::string> general;
+    ASSERT_OK(run(false, &general));
+    std::vector<std::string> fast;
+    ASSERT_OK(run(true, &fast));
+    EXPECT_GT(general.size(), 100u);
+    EXPECT_NE(general.back(), "late 0");
+    EXPECT_EQ(fast, general) << aggregates;
+  }
+}
+
+// Session windows in processing time: a key's session closes gap after its last record, by
+// the clock; each key's session fires on its own.
+TEST_F(WindowTest, ProcessingTimeSessions) {
+  KeyedSubtask& s = Start(R"y(    session: {gap: 1s}
+    time: processing
+    aggregates: [{fn: count, as: n}, {fn: max, field: ts}])y");
+  ASSERT_OK(Add(s, 1, 10));  // at 1,000,000 ms: [1000000, 1001000)
+  clock_.AdvanceNanos(500'000'000);
+  ASSERT_OK(Add(s, 1, 20));  // [1000500, 1001500): merged [1000000, 1001500)
+  clock_.AdvanceNanos(300'000'000);
+  ASSERT_OK(Add(s, 2, 30));  // [1000800, 1001800)
+  clock_.AdvanceNanos(200'000'000);  // 1,001,000: the first record's end, not the session's
+  ASSERT_OK(s.ProcessingTime());
+  EXPECT_THAT(s.out().rows, IsEmpty());
+  clock_.AdvanceNanos(499'000'000);  // 1,001,499 = end - 1
+  ASSERT_OK(s.ProcessingTime());
+  EXPECT_THAT(s.out().rows,
+              ElementsAre(R"({"user":1,"window_start":1000000,"window_end":1001500,"n":2,"max_ts":20,"update":false})"));
+  clock_.AdvanceNanos(101'000'000);
+  ASSERT_OK(Add(s, 1, 40));  // at 1,001,600: a new session
+  ASSERT_OK(s.Watermark(kMaxWatermark));  // event time does not matter
+  clock_.AdvanceNanos(199'000'000);  // 1,001,799
+  ASSERT_OK(s.ProcessingTime());
+  clock_.AdvanceNanos(800'000'000);  // 1,002,599
+  ASSERT_OK(s.ProcessingTime());
+  EXPECT_THAT(s.out().rows,
+              ElementsAre(R"({"user":1,"window_start":1000000,"window_end":1001500,"n":2,"max_ts":20,"update":false})",
+                          R"({"user":2,"window_start":1000800,"window_end":1001800,"n":1,"max_ts":30,"update":false})",
+                          R"({"user":1,"window_start":1001600,"window_end":1002600,"n":1,"max_ts":40,"update":false})"));
+}
+
+// Early firings of event-time sessions: in processing time, only when the session changed, and
+// none after its final firing.
+TEST_F(WindowTest, SessionsFireEarlyInProcessingTime) {
+  KeyedSubtask& s = Start(R"y(    session: {gap: 100ms}
+    time_field: ts
+    emit_every: 1s
+    aggregates: [{fn: count, as: n}])y");
+  ASSERT_OK(Add(s, 1, 5));
+  ASSERT_OK(Add(s, 1, 50));  // [5, 150)
+  clock_.AdvanceNanos(1'000'000'000);
+  ASSERT_OK(s.ProcessingTime());
+  clock_.AdvanceNanos(1'000'000'000);  // nothing changed: no row
+  ASSERT_OK(s.ProcessingTime());
+  ASSERT_OK(Add(s, 1, 20));  // within [5, 150)
+  clock_.AdvanceNanos(1'000'000'000);
+  ASSERT_OK(s.ProcessingTime());
+  ASSERT_OK(s.Watermark(149));  // the final firing
+  clock_.AdvanceNanos(5'000'000'000);
+  ASSERT_OK(s.ProcessingTime());
+  EXPECT_THAT(s.out().rows, ElementsAre(R"({"user":1,"window_start":5,"window_end":150,"n":2,"update":false})",
+                                        R"({"user":1,"window_start":5,"window_end":150,"n":3,"update":true})",
+                                        R"({"user":1,"window_start":5,"window_end":150,"n":3,"update":true})"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Early firing and processing time
 
@@ -782,12 +883,20 @@ TEST_F(WindowTest, SessionsInMemoryGiveTheRowsOfSessionsInTheBackend) {
     time_field: ts
     allowed_lateness: 20ms
     aggregates: [{fn: count, as: n}, {fn: count_distinct, field: amount, as: d}, {fn: sum, field: amount}])y";
+  size_t in_backend_keys = 0;  // keys in the backend at the checkpoint, before it is taken
   auto run = [&](size_t budget, std::vector<std::string>* rows) -> absl::Status {
     SetWindowMemoryForTest(budget);
     KeyedSubtask* s = &Start(options);
     uint64_t x = 7;
     for (int i = 0; i < 600; ++i) {
       if (i == 300) {
+        in_backend_keys = 0;
+        SLUICE_RETURN_IF_ERROR(s->backend()->ForEachKey(
+            s->backend()->RegisterState("window_key_sessions", state::StateKind::kValue),
+            [&](absl::string_view) {
+              ++in_backend_keys;
+              return absl::OkStatus();
+            }));
         *rows = s->out().rows;
         SLUICE_ASSIGN_OR_RETURN(Checkpoint c, TakeCheckpoint(*s, 1));
         SLUICE_ASSIGN_OR_RETURN(s, Restore(c, 0, 1));
@@ -809,6 +918,127 @@ TEST_F(WindowTest, SessionsInMemoryGiveTheRowsOfSessionsInTheBackend) {
   ASSERT_OK(run(0, &in_memory));
   EXPECT_GT(in_backend.size(), 50u);
   EXPECT_EQ(in_memory, in_backend);
+  // Some keys in memory, the others in the backend: the same rows (keys in the backend fire
+  // from their timers, before the keys in memory at the same watermark).
+  std::vector<std::string> mixed;
+  ASSERT_OK(run(2048, &mixed));
+  EXPECT_GT(in_backend_keys, 2u);
+  EXPECT_LT(in_backend_keys, 14u);
+  std::sort(mixed.begin(), mixed.end());
+  std::sort(in_memory.begin(), in_memory.end());
+  EXPECT_EQ(mixed, in_memory);
+}
+
+// Session windows of format 1 (a build before per-key sessions): the key's session list in
+// "window_sessions" ([1][start][end]*), each session's accumulator in its window's bucket
+// ("window_panes") with timers per bucket, distinct values under [key][start][end]. A restore
+// moves them into the key's sessions (format 2, "window_key_sessions", written at the next
+// checkpoint) and deletes the old entries; merging, distinct values and firing go on. A newer
+// format of the key's sessions fails the restore with kDataLoss naming the origin.
+TEST_F(WindowTest, SessionListsOfFormatOneStillRestore) {
+  const std::string options = R"y(    session: 10ms
+    time_field: ts
+    allowed_lateness: 20ms
+    aggregates: [{fn: count, as: n}, {fn: sum, field: amount}, {fn: count_distinct, field: amount, as: d}])y";
+  KeyedSubtask& old = Start(options);
+  const Schema key_schema({{"user", FieldType::kInt64}});
+  Record user(1);
+  user[0].i = 1;
+  std::string key;
+  EncodeRecord(key_schema, user, &key);
+  const int kg = KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema, user), kMaxParallelism);
+  const Schema acc_schema({{"records", FieldType::kInt64}, {"emitted", FieldType::kBool},
+                           {"final_fired", FieldType::kBool}, {"dirty", FieldType::kBool},
+                           {"next_early", FieldType::kInt64}, {"v", FieldType::kInt64}, {"n", FieldType::kInt64}});
+  state::KeyedStateBackend* b = old.backend();
+  const state::StateId lists = b->RegisterState("window_sessions", state::StateKind::kValue);
+  const state::StateId panes = b->RegisterState("window_panes", state::StateKind::kValue);
+  const state::StateId distinct = b->RegisterState("window_distinct", state::StateKind::kMap);
+  // [0,15): records 2, sum 5, distinct {2, 3}; [30,40): records 1, sum 7, distinct {7}.
+  struct Old {
+    int64_t start, end, records, sum;
+    std::vector<int64_t> values;
+  };
+  const std::vector<Old> sessions = {{0, 15, 2, 5, {2, 3}}, {30, 40, 1, 7, {7}}};
+  std::string list(1, '\x01');
+  for (const Old& o : sessions) {
+    internal::PutOrderedInt64(o.start, &list);
+    internal::PutOrderedInt64(o.end, &list);
+    Record acc(acc_schema.size());
+    acc[0].i = o.records;
+    acc[3].i = 1;
+    acc[4].i = std::numeric_limits<int64_t>::min();
+    acc[5].i = o.sum;
+    acc[6].i = static_cast<int64_t>(o.values.size());
+    std::string row;
+    EncodeRecord(acc_schema, acc, &row);
+    std::string bucket("\x01\x00", 2);
+    PutVarint64(1, &bucket);
+    PutVarint64(key.size(), &bucket);
+    bucket += key;
+    PutVarint64(row.size(), &bucket);
+    bucket += row;
+    std::string bucket_key;
+    internal::PutOrderedInt64(o.start, &bucket_key);
+    internal::PutOrderedInt64(o.end, &bucket_key);
+    for (int shift = 24; shift >= 0; shift -= 8) bucket_key.push_back(static_cast<char>((kg >> shift) & 0xff));
+    b->SetCurrentKey(bucket_key, kg);
+    ASSERT_OK(b->Put(panes, bucket));
+    ASSERT_OK(b->RegisterTimer(state::TimerDomain::kEventTime, o.end - 1));
+    ASSERT_OK(b->RegisterTimer(state::TimerDomain::kEventTime, o.end - 1 + 20));
+    std::string composite = key;
+    internal::PutOrderedInt64(o.start, &composite);
+    internal::PutOrderedInt64(o.end, &composite);
+    b->SetCurrentKey(composite, kg);
+    for (int64_t v : o.values) {
+      std::string user_key(1, '\x02');  // the aggregate's index
+      internal::PutOrderedInt64(v, &user_key);
+      ASSERT_OK(b->MapPut(distinct, user_key, ""));
+    }
+  }
+  b->SetCurrentKey(key, kg);
+  ASSERT_OK(b->Put(lists, list));
+  auto checkpoint = TakeCheckpoint(old, 1);
+  ASSERT_OK(checkpoint);
+  auto r = Restore(*checkpoint, 0, 1);
+  ASSERT_OK(r);
+  KeyedSubtask& s = **r;
+  // Moved: the list and the buckets are gone.
+  std::string left;
+  s.backend()->SetCurrentKey(key, kg);
+  auto found = s.backend()->Get(s.backend()->RegisterState("window_sessions", state::StateKind::kValue), &left);
+  ASSERT_OK(found);
+  EXPECT_FALSE(*found);
+  ASSERT_OK(Add(s, 1, 12, 3));  // [12,22) extends [0,15): [0,22), 3 records, sum 8, {2, 3}
+  ASSERT_OK(Add(s, 1, 22, 7));  // [22,32) bridges [0,22) and [30,40): sum 22, {2, 3, 7}
+  // Written in format 2 at the next checkpoint, and restored from it.
+  auto second = TakeCheckpoint(s, 2);
+  ASSERT_OK(second);
+  std::string stored;
+  s.backend()->SetCurrentKey(key, kg);
+  const state::StateId key_sessions = s.backend()->RegisterState("window_key_sessions", state::StateKind::kValue);
+  found = s.backend()->Get(key_sessions, &stored);
+  ASSERT_OK(found);
+  ASSERT_TRUE(*found);
+  EXPECT_EQ(stored[0], 2) << "format version 2";
+  auto again = Restore(*second, 0, 1);
+  ASSERT_OK(again);
+  ASSERT_OK((*again)->Watermark(kMaxWatermark));
+  EXPECT_THAT((*again)->out().rows,
+              ElementsAre(R"({"user":1,"window_start":0,"window_end":40,"n":5,"sum_amount":22,"d":3,"update":false})"));
+  const std::string named = "(job job, operator 'w' (type window), subtask 0, restored from checkpoint ";
+  for (const auto& [value, reason] : std::vector<std::pair<std::string, std::string>>{
+           {"\x03" + stored.substr(1), "window key sessions has format version 3, newer than this build reads (up to 2)"},
+           {stored.substr(0, stored.size() - 2), "window key sessions (" + std::to_string(stored.size() - 2) + " bytes) do not decode"},
+           {stored + "x", "bytes left over"}}) {
+    KeyedSubtask& bad = **Restore(*second, 0, 1);
+    bad.backend()->SetCurrentKey(key, kg);
+    ASSERT_OK(bad.backend()->Put(key_sessions, value));
+    auto c = TakeCheckpoint(bad, 3);
+    ASSERT_OK(c);
+    EXPECT_THAT(Restore(*c, 0, 1), ::sluice::testing::StatusIs(absl::StatusCode::kDataLoss,
+                                                               AllOf(HasSubstr(named), HasSubstr(reason))));
+  }
 }
 
 TEST_F(WindowTest, SessionsOverNullsMergeAsSql) {

@@ -22,6 +22,10 @@ void SetWindowMemoryForTest(size_t bytes);
 // Whether windows opened afterwards may keep hopping windows per slide pane (default true);
 // false: every window has its own accumulators. Tests only, to compare the two.
 void SetWindowSlidePanesForTest(bool enabled);
+// Whether session windows may fold a record into a session's accumulator in place and extend
+// a session that has not fired without merging it into a fresh one (default true); false:
+// the general path for every record. Tests only, to compare the two.
+void SetWindowSessionFastPathsForTest(bool enabled);
 std::unique_ptr<Operator> MakeTopN();           // top_n.cc
 std::unique_ptr<Operator> MakeLocalTopN();      // top_n.cc
 // Whether top_n keeps its last group's rows decoded between records (default true); false:

@@ -69,13 +69,17 @@ class RecordKey {
 
   const Schema& schema() const { return schema_; }
   const std::string& bytes() const { return bytes_; }
-  int key_group() const { return key_group_; }
+  // Computed when first asked for (a key found in memory may not need it).
+  int key_group() const {
+    if (key_group_ < 0) key_group_ = KeyGroupForHash(KeyHasher::HashKeyRecord(schema_, record_), max_parallelism_);
+    return key_group_;
+  }
 
  private:
   void Encode() {
     bytes_.clear();
     EncodeRecord(schema_, record_, &bytes_);
-    key_group_ = KeyGroupForHash(KeyHasher::HashKeyRecord(schema_, record_), max_parallelism_);
+    key_group_ = -1;
   }
 
   int max_parallelism_ = 128;
@@ -83,7 +87,7 @@ class RecordKey {
   Schema schema_;
   Record record_;
   std::string bytes_;
-  int key_group_ = 0;
+  mutable int key_group_ = -1;  // -1: not computed yet
 };
 
 }  // namespace sluice::ops::internal
