@@ -75,6 +75,22 @@ class JoinRowStore {
     auto it = slot_of_.find(key);
     return it == slot_of_.end() ? nullptr : &it->second;
   }
+  // Hints for a batch (no effect on results): PrefetchKey() asks for key `slot`'s entry;
+  // PrefetchRows(), once the entry has arrived, for its inputs' rows (both ends) and the end of
+  // its bytes, where the next record goes. A record's join then finds them in the cache.
+  void PrefetchKey(uint32_t slot) const {
+    const char* p = reinterpret_cast<const char*>(&keys_[slot]);
+    for (size_t line = 0; line < sizeof(Key); line += 64) __builtin_prefetch(p + line);
+  }
+  void PrefetchRows(uint32_t slot) const {
+    const Key& k = keys_[slot];
+    for (const Rows& rows : k.rows) {
+      if (rows.empty()) continue;
+      Prefetch(rows.data());
+      Prefetch(&rows.back());
+    }
+    Prefetch(k.bytes.data() + k.bytes.size());
+  }
   // The slot of `key` (of `key_group`), which is not in memory: read back from the backend
   // after a spill (then key(slot).in_backend), or a new empty key. Sets the backend's current
   // key when it reads. kDataLoss when the stored value does not decode.
@@ -170,6 +186,14 @@ class JoinRowStore {
     uint32_t generation;
   };
   static bool Later(const SweepEntry& a, const SweepEntry& b) { return a.time > b.time; }
+  // A prefetch the compiler keeps (GCC 12 dropped __builtin_prefetch of the rows at -O3).
+  static void Prefetch(const void* p) {
+#if defined(__x86_64__)
+    asm volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p)));
+#else
+    __builtin_prefetch(p);
+#endif
+  }
 
   uint32_t NewSlot(absl::string_view key, int key_group);
   void FreeSlot(uint32_t slot);

@@ -621,6 +621,61 @@ TEST_F(JoinTest, IntervalJoinMatchesAModelInMemoryAndWhenSpilling) {
   }
 }
 
+// ProcessBatch() (keys looked up and their state prefetched a chunk at a time, the slots found
+// used for the joins) emits exactly what ProcessInput() per record emits, in the same order, and
+// counts the same late records: batches of 1 to 40 records of one input (across chunks of
+// 16), a few keys (repeated within a chunk, new ones first seen in the middle of one), late
+// records, watermarks between batches; in memory, and spilling on every record (slots found
+// before a spill are stale).
+TEST_F(JoinTest, IntervalJoinBatchesEmitWhatRecordsEmit) {
+  Load("interval_join", "    time: ts\n    lower: -7ms\n    upper: 12ms\n");
+  struct Batch {
+    int side;
+    int64_t watermark;  // advanced to before the batch
+    std::vector<Record> records;
+  };
+  std::vector<Batch> batches;
+  int64_t watermark = 0;
+  for (int b = 0; b < 120; ++b) {
+    Batch batch{static_cast<int>(Random(2)), watermark += static_cast<int64_t>(Random(6)), {}};
+    const size_t n = 1 + Random(40);
+    for (size_t i = 0; i < n; ++i) {
+      Record r(3);
+      r.SetInt(0, static_cast<int64_t>(Random(b < 60 ? 4 : 9)));
+      r.SetInt(1, watermark - 3 + static_cast<int64_t>(Random(30)));
+      r.SetString(2, absl::StrCat(b, ".", i, std::string(Random(50), 'p')));
+      batch.records.push_back(std::move(r));
+    }
+    batches.push_back(std::move(batch));
+  }
+  for (const bool spill : {false, true}) {
+    SCOPED_TRACE(spill ? "spilling" : "in memory");
+    std::vector<std::string> lines[2];
+    uint64_t late[2];
+    for (const bool batched : {false, true}) {
+      StartModelRun(spill);
+      const uint64_t late_before = late_counter_.Value();
+      ASSERT_TRUE(op_->PrefersBatches());
+      for (const Batch& batch : batches) {
+        Watermark(batch.watermark);
+        if (batched) {
+          ASSERT_OK(op_->ProcessBatch(batch.side, batch.records.data(), batch.records.size()));
+        } else {
+          for (const Record& r : batch.records) ASSERT_OK(op_->ProcessInput(batch.side, r));
+        }
+      }
+      Watermark(INT64_MAX);
+      lines[batched] = out_.lines;
+      late[batched] = late_counter_.Value() - late_before;
+      EndModelRun();
+    }
+    EXPECT_GT(lines[0].size(), 500u);
+    EXPECT_GT(late[0], 0u);
+    EXPECT_EQ(lines[1], lines[0]);
+    EXPECT_EQ(late[1], late[0]);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // join (regular)
 
