@@ -64,41 +64,21 @@ class IntervalJoinOperator final : public JoinOperatorBase {
 
   absl::Status ProcessInput(int side, const Record& r) override {
     if (side != 0 && side != 1) return absl::InvalidArgumentError("interval_join has two inputs");
-    return Join(side, r, kNoSlot);
+    return Join(side, r, JoinRowStore::kNoSlot);
   }
 
-  // A batch, in chunks: first every record's key is looked up and its state prefetched (the
-  // keys' entries, then their rows), then the records are joined one by one in order as
-  // ProcessInput() joins them, each with the slot found (looked up again after a spill, or when
-  // its key was not in memory). The same rows come out; a record's join no longer waits for
-  // its key's state to come from memory (cache misses were most of a join's time).
+  // A batch: the keys' state prefetched (JoinRowStore::JoinBatch), the same rows out as per
+  // record.
   bool PrefersBatches() const override { return true; }
   absl::Status ProcessBatch(int side, const Record* records, size_t count) override {
     if (side != 0 && side != 1) return absl::InvalidArgumentError("interval_join has two inputs");
-    for (size_t start = 0; start < count; start += kChunk) {
-      const size_t n = std::min(kChunk, count - start);
-      for (size_t i = 0; i < n; ++i) {
-        EvalKey(side, records[start + i]);
-        const uint32_t* slot = store_.Find(key_bytes());
-        chunk_slots_[i] = slot != nullptr ? *slot : kNoSlot;
-        if (slot != nullptr) store_.PrefetchKey(*slot);
-      }
-      const uint64_t spills = spills_;
-      for (size_t i = 0; i < n; ++i) {
-        if (spills == spills_) {  // the rows of the keys a few records ahead
-          for (size_t j = i == 0 ? 0 : i + kAhead - 1; j < std::min(n, i + kAhead); ++j) {
-            if (chunk_slots_[j] != kNoSlot) store_.PrefetchRows(chunk_slots_[j]);
-          }
-        }
-        SLUICE_RETURN_IF_ERROR(Join(side, records[start + i], spills == spills_ ? chunk_slots_[i] : kNoSlot));
-      }
-    }
-    return absl::OkStatus();
+    return store_.JoinBatch(side, records, count,
+                            [&](const Record& r, uint32_t slot) { return Join(side, r, slot); });
   }
 
   // Joins record `r` of input `side` with the other input's kept records and keeps it. `known`:
-  // its key's slot when the caller found it, else kNoSlot (the key is evaluated and found or
-  // loaded here).
+  // its key's slot when the caller found it, else JoinRowStore::kNoSlot (the key is evaluated
+  // and found or loaded here).
   absl::Status Join(int side, const Record& r, uint32_t known) {
     const int64_t ts = TimeOf(side, r);
     const int64_t watermark = Watermark();
@@ -107,7 +87,7 @@ class IntervalJoinOperator final : public JoinOperatorBase {
       return absl::OkStatus();
     }
     uint32_t slot = known;
-    if (slot == kNoSlot) {
+    if (slot == JoinRowStore::kNoSlot) {
       EvalKey(side, r);
       SLUICE_ASSIGN_OR_RETURN(slot, store_.SlotOfEvaluated([this](uint32_t s) { ScheduleEarliest(s); }));
     }
@@ -190,17 +170,10 @@ class IntervalJoinOperator final : public JoinOperatorBase {
   }
   // Over budget: every key leaves memory.
   absl::Status Spill() {
-    ++spills_;
     return store_.Spill([this](const JoinRowStore::Key& k) { return SpillTimer(k); });
   }
 
-  static constexpr size_t kChunk = 16;  // records whose keys' entries are prefetched together
-  static constexpr size_t kAhead = 4;   // records whose keys' rows are prefetched ahead of the join
-  static constexpr uint32_t kNoSlot = UINT32_MAX;
-
   const IntervalJoinOptions* options_ = nullptr;
-  uint32_t chunk_slots_[kChunk];  // ProcessBatch(): the chunk's keys' slots, or kNoSlot
-  uint64_t spills_ = 0;           // Spill() calls (slots found before one are stale)
   JoinRowStore store_;
   Record scratch_[2];  // a decoded record of each side
 };
