@@ -64,15 +64,33 @@ class IntervalJoinOperator final : public JoinOperatorBase {
 
   absl::Status ProcessInput(int side, const Record& r) override {
     if (side != 0 && side != 1) return absl::InvalidArgumentError("interval_join has two inputs");
+    return Join(side, r, JoinRowStore::kNoSlot);
+  }
+
+  // A batch: the keys' state prefetched (JoinRowStore::JoinBatch), the same rows out as per
+  // record.
+  bool PrefersBatches() const override { return true; }
+  absl::Status ProcessBatch(int side, const Record* records, size_t count) override {
+    if (side != 0 && side != 1) return absl::InvalidArgumentError("interval_join has two inputs");
+    return store_.JoinBatch(side, records, count,
+                            [&](const Record& r, uint32_t slot) { return Join(side, r, slot); });
+  }
+
+  // Joins record `r` of input `side` with the other input's kept records and keeps it. `known`:
+  // its key's slot when the caller found it, else JoinRowStore::kNoSlot (the key is evaluated
+  // and found or loaded here).
+  absl::Status Join(int side, const Record& r, uint32_t known) {
     const int64_t ts = TimeOf(side, r);
     const int64_t watermark = Watermark();
     if (watermark != kNoWatermark && ts < watermark) {
       CountLate();
       return absl::OkStatus();
     }
-    EvalKey(side, r);
-    SLUICE_ASSIGN_OR_RETURN(const uint32_t slot,
-                            store_.SlotOfEvaluated([this](uint32_t s) { ScheduleEarliest(s); }));
+    uint32_t slot = known;
+    if (slot == JoinRowStore::kNoSlot) {
+      EvalKey(side, r);
+      SLUICE_ASSIGN_OR_RETURN(slot, store_.SlotOfEvaluated([this](uint32_t s) { ScheduleEarliest(s); }));
+    }
     JoinRowStore::Key& ks = store_.key(slot);
     // The other side's times that match: right in [ts + lower, ts + upper] for a left record,
     // left in [ts - upper, ts - lower] for a right one.

@@ -199,6 +199,7 @@ absl::Status JoinRowStore::Spill(const std::function<absl::Status(const Key&)>& 
   heap_.clear();
   bytes_ = 0;
   spilled_ = true;
+  ++spills_;
   return absl::OkStatus();
 }
 

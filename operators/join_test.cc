@@ -6,6 +6,7 @@
 #include <map>
 #include <utility>
 #include <memory>
+#include <functional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -276,6 +277,66 @@ class JoinTest : public ::testing::Test {
     push(20, 40);
     Watermark(1000);
     return {std::move(straight), std::move(out_.lines)};
+  }
+
+  // A batch of records of one input, and a time (a watermark, a clock) reached before it.
+  struct Batch {
+    int side;
+    int64_t time;
+    std::vector<Record> records;
+  };
+  // 120 batches of 1 to 40 records (across JoinRowStore's chunks of 16) of a few keys (repeated
+  // within a chunk, new ones first seen in the middle of one), times a few ms apart, records up
+  // to 3 ms behind the time (late for interval_join).
+  std::vector<Batch> RandomBatches() {
+    std::vector<Batch> batches;
+    int64_t time = 0;
+    for (int b = 0; b < 120; ++b) {
+      Batch batch{static_cast<int>(Random(2)), time += static_cast<int64_t>(Random(6)), {}};
+      const size_t n = 1 + Random(40);
+      for (size_t i = 0; i < n; ++i) {
+        Record r(3);
+        r.SetInt(0, static_cast<int64_t>(Random(b < 60 ? 4 : 9)));
+        r.SetInt(1, time - 3 + static_cast<int64_t>(Random(30)));
+        r.SetString(2, absl::StrCat(b, ".", i, std::string(Random(50), 'p')));
+        batch.records.push_back(std::move(r));
+      }
+      batches.push_back(std::move(batch));
+    }
+    return batches;
+  }
+  // Runs `batches` through `j` record by record (ProcessInput) and a batch at a time
+  // (ProcessBatch), each in memory and spilling on every record (slots found in a batch before
+  // a spill are stale), with `step(batch.time)` before each batch and `finish()` at the end:
+  // expects the same rows in the same order and the same late records.
+  void ExpectBatchesEmitWhatRecordsEmit(const std::vector<Batch>& batches,
+                                        const std::function<void(int64_t)>& step,
+                                        const std::function<void()>& finish) {
+    for (const bool spill : {false, true}) {
+      SCOPED_TRACE(spill ? "spilling" : "in memory");
+      std::vector<std::string> lines[2];
+      uint64_t late[2];
+      for (const bool batched : {false, true}) {
+        StartModelRun(spill);
+        const uint64_t late_before = late_counter_.Value();
+        ASSERT_TRUE(op_->PrefersBatches());
+        for (const Batch& batch : batches) {
+          step(batch.time);
+          if (batched) {
+            ASSERT_OK(op_->ProcessBatch(batch.side, batch.records.data(), batch.records.size()));
+          } else {
+            for (const Record& r : batch.records) ASSERT_OK(op_->ProcessInput(batch.side, r));
+          }
+        }
+        finish();
+        lines[batched] = out_.lines;
+        late[batched] = late_counter_.Value() - late_before;
+        EndModelRun();
+      }
+      EXPECT_GT(lines[0].size(), 500u);
+      EXPECT_EQ(lines[1], lines[0]);
+      EXPECT_EQ(late[1], late[0]);
+    }
   }
 
   OperatorRegistry registry_;
@@ -621,6 +682,16 @@ TEST_F(JoinTest, IntervalJoinMatchesAModelInMemoryAndWhenSpilling) {
   }
 }
 
+// ProcessBatch() (keys looked up and their state prefetched a chunk at a time, the slots found
+// used for the joins) emits exactly what ProcessInput() per record emits, in the same order, and
+// counts the same late records (ExpectBatchesEmitWhatRecordsEmit), with late records and
+// watermarks between batches.
+TEST_F(JoinTest, IntervalJoinBatchesEmitWhatRecordsEmit) {
+  Load("interval_join", "    time: ts\n    lower: -7ms\n    upper: 12ms\n");
+  ExpectBatchesEmitWhatRecordsEmit(
+      RandomBatches(), [&](int64_t t) { Watermark(t); }, [&] { Watermark(INT64_MAX); });
+}
+
 // ---------------------------------------------------------------------------------------------
 // join (regular)
 
@@ -798,6 +869,23 @@ TEST_F(JoinTest, RegularLeftJoinMatchesAModelInMemoryAndWhenSpilling) {
     EXPECT_THAT(out_.lines, UnorderedElementsAreArray(expected));
     EndModelRun();
   }
+}
+
+// As IntervalJoinBatchesEmitWhatRecordsEmit for `join`, kind left with a ttl: processing time
+// steps between batches expire rows (unmatched left ones padded), the rest padded at the end.
+TEST_F(JoinTest, RegularJoinBatchesEmitWhatRecordsEmit) {
+  Load("join", "    kind: left\n    ttl: 20ms\n");
+  int64_t now = 0;
+  ExpectBatchesEmitWhatRecordsEmit(
+      RandomBatches(),
+      [&](int64_t t) {
+        AdvanceClockMs(t - now);
+        now = t;
+      },
+      [&] {
+        ASSERT_OK(op_->Finish());
+        now = 0;
+      });
 }
 
 // ---------------------------------------------------------------------------------------------

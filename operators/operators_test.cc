@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "common/clock.h"
@@ -863,6 +864,58 @@ TEST_F(OperatorsTest, AggregateBatchesEmitWhatRecordsEmit) {
     for (size_t r = 0; r < want.size(); ++r) {
       SCOPED_TRACE(r);
       ExpectRow(out_.records[r], want[r]);
+    }
+  }
+}
+
+// Rows as text with every bit of their values (doubles in hex), for exact comparisons.
+std::vector<std::string> AggRowsExactly(const std::vector<Record>& rows) {
+  std::vector<std::string> out;
+  for (const Record& r : rows) {
+    std::string row(r.GetString(0));
+    for (size_t f = 1; f < 5; ++f) absl::StrAppend(&row, " ", r.GetInt(f));
+    for (size_t f = 5; f < 10; ++f) absl::StrAppend(&row, " ", absl::StrFormat("%a", r.GetDouble(f)));
+    out.push_back(std::move(row));
+  }
+  return out;
+}
+
+// ProcessBatch() reads each key's accumulators once per batch and writes them once at its end
+// (the mini-batch path): it emits exactly what Process() per record emits (the general path),
+// row for row, doubles bit for bit (their sums depend on the order), with runs of one key
+// crossing batch boundaries, batches of a single key, a key first and last in a batch, and
+// caches that hold every key, a few or none; with emit: final, Finish() emits the same rows.
+TEST_F(OperatorsTest, AggregateBatchesReadAndWriteEachKeyOnceAsRecordsDo) {
+  std::vector<Record> input;
+  for (int run = 0; run < 120; ++run) {
+    const std::string k = absl::StrCat("key", (run * 37) % 7);  // runs of 1 to 40 records
+    for (int j = 0; j <= (run * 13) % 40; ++j) {
+      const int64_t i = static_cast<int64_t>(input.size());
+      input.push_back(KVD(k, (i * 7919) % 1001 - 500, ((i * 31) % 97) / 7.0 + 1e15 * (i % 3 == 0)));
+    }
+  }
+  for (const char* emit : {"updates", "final"}) {
+    Load(absl::StrReplaceAll(kAggregateJob, {{"EMIT", emit}}));
+    for (size_t cache_bytes : {size_t{32} << 20, size_t{4} << 10, size_t{0}}) {
+      SCOPED_TRACE(absl::StrCat(emit, " ", cache_bytes));
+      cache_bytes_ = cache_bytes;
+      CollectingOutput per_record, batched;
+      auto general = Open("agg", 0, 1, &per_record);
+      ASSERT_OK(general);
+      for (const Record& r : input) ASSERT_OK((*general)->Process(r));
+      ASSERT_OK((*general)->Finish());
+      auto agg = Open("agg", 0, 1, &batched);
+      ASSERT_OK(agg);
+      size_t i = 0;
+      for (size_t b = 0; i < input.size(); ++b) {
+        const size_t sizes[] = {1, 2, 3, 40, 7, 64, 300, 5};
+        const size_t count = std::min(sizes[b % 8], input.size() - i);
+        ASSERT_OK((*agg)->ProcessBatch(0, input.data() + i, count));
+        i += count;
+      }
+      ASSERT_OK((*agg)->Finish());
+      EXPECT_EQ(per_record.records.size(), std::string(emit) == "final" ? 7u : input.size());
+      EXPECT_EQ(AggRowsExactly(batched.records), AggRowsExactly(per_record.records));
     }
   }
 }

@@ -54,31 +54,16 @@ class RegularJoinOperator final : public JoinOperatorBase {
 
   absl::Status ProcessInput(int side, const Record& r) override {
     if (side != 0 && side != 1) return absl::InvalidArgumentError("join has two inputs");
-    EvalKey(side, r);
-    SLUICE_ASSIGN_OR_RETURN(const uint32_t slot,
-                            store_.SlotOfEvaluated([this](uint32_t s) { Loaded(s); }));
-    const int64_t now = timers_->CurrentProcessingTime();
-    const int other = 1 - side;
-    JoinRowStore::Key& k = store_.key(slot);
-    JoinRowStore::Rows& rows = k.rows[other];
-    const bool mark = other == 0 && left_outer_;
-    size_t i = 0;  // arrival order: the expired rows (their timer is about to drop them) first
-    while (i < rows.size() && Expired(rows[i].ts, now)) ++i;
-    const bool matched = i < rows.size();
-    for (; i < rows.size(); ++i) {
-      const char* pos = k.bytes.data() + rows[i].offset;
-      SLUICE_RETURN_IF_ERROR(DecodeOne(other, &pos, pos + rows[i].size, &scratch_[other]));
-      SLUICE_RETURN_IF_ERROR(side == 0 ? EmitJoined(&r, &scratch_[other]) : EmitJoined(&scratch_[other], &r));
-      if (mark) rows[i].flag = 1;  // the key is dirty: the row appended below marks it
-    }
-    store_.Append(slot, side, now, matched, options_->sides.input[side], r);
-    if (options_->ttl_ms > 0 && k.scheduled == JoinRowStore::kNever) {
-      state_->SetCurrentKey(k.key, k.key_group);
-      k.scheduled = now + options_->ttl_ms;
-      SLUICE_RETURN_IF_ERROR(timers_->RegisterProcessingTimeTimer(k.scheduled));
-    }
-    if (store_.OverBudget()) return store_.Spill(nullptr);  // the keys' timers stay
-    return absl::OkStatus();
+    return Join(side, r, JoinRowStore::kNoSlot);
+  }
+
+  // A batch: the keys' state prefetched (JoinRowStore::JoinBatch), the same rows out as per
+  // record.
+  bool PrefersBatches() const override { return true; }
+  absl::Status ProcessBatch(int side, const Record* records, size_t count) override {
+    if (side != 0 && side != 1) return absl::InvalidArgumentError("join has two inputs");
+    return store_.JoinBatch(side, records, count,
+                            [&](const Record& r, uint32_t slot) { return Join(side, r, slot); });
   }
 
   // The key's oldest rows expired: drops them (emitting unmatched left rows padded first, left
@@ -126,6 +111,39 @@ class RegularJoinOperator final : public JoinOperatorBase {
   }
 
  private:
+  // Joins record `r` of input `side` with the other input's kept rows and keeps it. `known`: its
+  // key's slot when the caller found it, else JoinRowStore::kNoSlot (the key is evaluated and
+  // found or loaded here).
+  absl::Status Join(int side, const Record& r, uint32_t known) {
+    uint32_t slot = known;
+    if (slot == JoinRowStore::kNoSlot) {
+      EvalKey(side, r);
+      SLUICE_ASSIGN_OR_RETURN(slot, store_.SlotOfEvaluated([this](uint32_t s) { Loaded(s); }));
+    }
+    const int64_t now = timers_->CurrentProcessingTime();
+    const int other = 1 - side;
+    JoinRowStore::Key& k = store_.key(slot);
+    JoinRowStore::Rows& rows = k.rows[other];
+    const bool mark = other == 0 && left_outer_;
+    size_t i = 0;  // arrival order: the expired rows (their timer is about to drop them) first
+    while (i < rows.size() && Expired(rows[i].ts, now)) ++i;
+    const bool matched = i < rows.size();
+    for (; i < rows.size(); ++i) {
+      const char* pos = k.bytes.data() + rows[i].offset;
+      SLUICE_RETURN_IF_ERROR(DecodeOne(other, &pos, pos + rows[i].size, &scratch_[other]));
+      SLUICE_RETURN_IF_ERROR(side == 0 ? EmitJoined(&r, &scratch_[other]) : EmitJoined(&scratch_[other], &r));
+      if (mark) rows[i].flag = 1;  // the key is dirty: the row appended below marks it
+    }
+    store_.Append(slot, side, now, matched, options_->sides.input[side], r);
+    if (options_->ttl_ms > 0 && k.scheduled == JoinRowStore::kNever) {
+      state_->SetCurrentKey(k.key, k.key_group);
+      k.scheduled = now + options_->ttl_ms;
+      SLUICE_RETURN_IF_ERROR(timers_->RegisterProcessingTimeTimer(k.scheduled));
+    }
+    if (store_.OverBudget()) return store_.Spill(nullptr);  // the keys' timers stay
+    return absl::OkStatus();
+  }
+
   bool Expired(int64_t arrived, int64_t now) const {
     return options_->ttl_ms > 0 && arrived + options_->ttl_ms <= now;
   }
