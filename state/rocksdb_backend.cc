@@ -850,8 +850,10 @@ rocksdb::Slice RocksDbBackend::StoredValue(Ref e) {
 
 absl::Status RocksDbBackend::IngestEntries(absl::Span<const Ref> refs) {
   const std::string path = (fs::path(options_.local_dir) / "ingest.sst").string();
-  // The DB's options: its comparator, table format (bloom filters) and Env.
-  rocksdb::SstFileWriter writer(rocksdb::EnvOptions(), MakeIngestOptions(db_->GetOptions()));
+  // The DB's options: its comparator, table format (bloom filters) and Env. The written pages
+  // stay in the page cache: UploadSnapshot() copies the file next, and compaction reads it.
+  rocksdb::SstFileWriter writer(rocksdb::EnvOptions(), MakeIngestOptions(db_->GetOptions()),
+                                /*column_family=*/nullptr, /*invalidate_page_cache=*/false);
   rocksdb::Status s = writer.Open(path);
   for (size_t i = 0; s.ok() && i < refs.size(); ++i) {
     const Ref e = refs[i];
