@@ -218,6 +218,29 @@ absl::Status WriteBackCache::WriteAndClean(absl::Span<const Ref> refs, WriteFn w
   return absl::OkStatus();
 }
 
+void WriteBackCache::SortByKey(std::vector<Ref>* refs) {
+  // Sorted by each key's first 8 bytes as a big-endian number (zero-padded: a zero byte is the
+  // smallest, so a prefix sorts first as in a byte-wise compare), the whole keys compared only
+  // where those are equal: the sort then runs over one contiguous array instead of loading two
+  // slots and their heap buffers per comparison (a third of a snapshot's flush at 50K keys).
+  by_prefix_.clear();
+  by_prefix_.reserve(refs->size());
+  for (Ref r : *refs) {
+    const absl::string_view k = key(r);
+    unsigned char head[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    std::memcpy(head, k.data(), std::min<size_t>(k.size(), sizeof(head)));
+    uint64_t prefix = 0;
+    for (unsigned char c : head) prefix = (prefix << 8) | c;
+    by_prefix_.emplace_back(prefix, r);
+  }
+  std::sort(by_prefix_.begin(), by_prefix_.end(),
+            [this](const std::pair<uint64_t, Ref>& a, const std::pair<uint64_t, Ref>& b) {
+              if (a.first != b.first) return a.first < b.first;
+              return key(a.second) < key(b.second);
+            });
+  for (size_t i = 0; i < by_prefix_.size(); ++i) (*refs)[i] = by_prefix_[i].second;
+}
+
 absl::Status WriteBackCache::FlushDirty(WriteFn write, size_t batch) {
   victims_.clear();
   for (Ref r : dirty_) {
@@ -230,7 +253,7 @@ absl::Status WriteBackCache::FlushDirty(WriteFn write, size_t batch) {
   // All batches in one key order: after a snapshot's memtable flush the memtable is empty, so
   // every insert then appends at the end of its skip list (at 50K dirty keys, batches sorted
   // only each in itself cost 3-4x as much, the later ones interleaving with the earlier).
-  std::sort(victims_.begin(), victims_.end(), [this](Ref a, Ref b) { return key(a) < key(b); });
+  SortByKey(&victims_);
   for (size_t i = 0, n = 0; i < victims_.size(); i += n) {
     n = std::min(batch, victims_.size() - i);
     absl::Status status = WriteAndClean(absl::MakeConstSpan(victims_).subspan(i, n), write);

@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
@@ -170,6 +171,8 @@ class WriteBackCache {
   absl::Status WriteAndClean(absl::Span<const Ref> refs, WriteFn write);
   // Drops stale and repeated slot numbers from dirty_ when it grew much beyond dirty_count_.
   void CompactDirtyList();
+  // Sorts `refs` by key (byte-wise), as std::sort comparing key() would.
+  void SortByKey(std::vector<Ref>* refs);
 
   const size_t budget_;
   std::vector<Slot> slots_;
@@ -181,6 +184,7 @@ class WriteBackCache {
   std::vector<Ref> dirty_;
   size_t dirty_count_ = 0;
   std::vector<Ref> victims_;  // scratch of Evict() and FlushDirty()
+  std::vector<std::pair<uint64_t, Ref>> by_prefix_;  // scratch of SortByKey()
   uint64_t hits_ = 0;
   uint64_t misses_ = 0;
   uint64_t frees_ = 0;

@@ -172,6 +172,45 @@ TEST(WriteBackCacheTest, FlushWritesInOneKeyOrderAcrossBatches) {
   EXPECT_EQ(written, expected);
 }
 
+TEST(WriteBackCacheTest, FlushOrdersKeysSharingTheirFirstEightBytesByTheWholeKey) {
+  // FlushDirty sorts by a key's first 8 bytes as a number and compares whole keys only on a
+  // tie: keys that tie there (longer ones sharing 8 bytes, a key and itself plus zero bytes),
+  // keys shorter than 8 bytes, the empty key, zero and 0xff bytes, must come out as a byte-wise
+  // sort of the keys orders them.
+  const std::string z(1, '\0');
+  const std::string ff(1, static_cast<char>(0xff));
+  std::vector<std::string> keys = {"",           z,          z + z,          "a",
+                                   "a" + z,      "a" + z + z, "abcdefgh",    "abcdefgh" + z,
+                                   "abcdefghi",  "abcdefghh", "abcdefgh" + ff, "abcdefg",
+                                   "abcdefg" + z, "abcdefg" + ff, ff,          ff + ff,
+                                   std::string(8, static_cast<char>(0xff)) + "x",
+                                   std::string(8, static_cast<char>(0xff)),
+                                   std::string(16, 'q') + "b", std::string(16, 'q') + "a",
+                                   std::string(40, 'q'),  std::string(41, 'q')};
+  std::mt19937 rng(11);
+  for (int i = 0; i < 200; ++i) {  // random short keys over a 3-letter alphabet: many ties
+    std::string k(8 + rng() % 4, 'a');
+    for (char& c : k) c = static_cast<char>("a\0\xff"[rng() % 3]);
+    if (std::find(keys.begin(), keys.end(), k) == keys.end()) keys.push_back(k);
+  }
+  std::shuffle(keys.begin(), keys.end(), rng);
+  WriteBackCache cache(size_t{1} << 30);
+  for (const std::string& k : keys) Put(cache, k, "v", /*dirty=*/true);
+  std::vector<std::string> expected = keys;
+  std::sort(expected.begin(), expected.end(), [](const std::string& a, const std::string& b) {
+    int c = std::memcmp(a.data(), b.data(), std::min(a.size(), b.size()));
+    return c != 0 ? c < 0 : a.size() < b.size();
+  });
+  std::vector<std::string> written;
+  ASSERT_TRUE(cache
+                  .FlushDirty([&](absl::Span<const Ref> refs) {
+                    for (Ref r : refs) written.emplace_back(cache.key(r));
+                    return absl::OkStatus();
+                  })
+                  .ok());
+  EXPECT_EQ(written, expected);
+}
+
 TEST(WriteBackCacheTest, EvictsCleanUnreferencedFirstThenBatchesDirtyOnes) {
   const size_t per_entry = WriteBackCache::kEntryOverhead;
   WriteBackCache cache(10 * per_entry);
