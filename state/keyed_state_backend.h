@@ -50,7 +50,8 @@ struct StateBackendOptions {
   Clock* clock = Clock::Real();   // for TTL (processing time)
   // SnapshotSync() writes the cache's dirty entries into one SST file that it ingests into
   // RocksDB (no memtable inserts, no memtable flush of them) when there are at least this many;
-  // fewer go through the memtable (cheaper than a file for a few entries).
+  // fewer go through the memtable (cheaper than a file for a few entries). The same holds for
+  // the dirty entries one eviction writes.
   size_t snapshot_ingest_min_entries = 4096;
   // Named in every kDataLoss error about this backend's state (restore and reads).
   StateOrigin origin;

@@ -315,7 +315,7 @@ absl::Status WriteBackCache::Evict(WriteFn write) {
   victims_.clear();
   const size_t limit = 3 * slots_.size() + 1;
   for (size_t scanned = 0; scanned < limit && bytes_ > budget_; ++scanned) {
-    if (victims_.size() >= kEvictBatch) break;
+    if (victims_.size() >= std::max(kEvictBatch, live_ / 4)) break;
     const Ref r = static_cast<Ref>(hand_);
     if (++hand_ >= slots_.size()) hand_ = 0;
     Slot& s = slots_[r];

@@ -84,7 +84,7 @@ class BlockArena {
 // Eviction is incremental (CLOCK, second chance): MakeRoom() advances a hand over the slots,
 // clearing reference bits and dropping clean unreferenced entries until the cache is within
 // budget. Dirty unreferenced entries it meets are set aside; only when the clean ones do not
-// suffice (or kEvictBatch dirty ones were met) are those written in one WriteFn batch and
+// suffice (or a batch of them, kEvictBatch, was met) are those written in one WriteFn batch and
 // dropped. So clean entries go first, dirty ones leave in batches, and nothing flushes the
 // whole cache to make room.
 //
@@ -96,7 +96,9 @@ class WriteBackCache {
  public:
   using Ref = uint32_t;
   static constexpr Ref kNone = ~Ref{0};
-  // Dirty entries written per batch by MakeRoom() (at least, when there are as many).
+  // Dirty entries written per batch by MakeRoom(): up to the larger of this and a quarter of
+  // the entries (a backend ingests such a batch as one SST file: bigger files, fewer L0 files
+  // to compact and to look up).
   static constexpr size_t kEvictBatch = 32768;
   // Entries per WriteFn call of FlushDirty().
   static constexpr size_t kFlushBatch = 8192;
