@@ -411,6 +411,30 @@ TEST_F(KeyedStateBackendTest, PrefetchReadsWhatReadsWithoutItRead) {
   }
 }
 
+// A read-ahead of more keys than the cache holds leaves the cache within its budget, and the
+// values read after it are those stored (some were loaded and evicted again).
+TEST_F(KeyedStateBackendTest, PrefetchKeepsTheCacheWithinItsBudget) {
+  StateBackendOptions o = Options("prefetch-budget");
+  o.cache_bytes = 8 << 10;  // about 150 of these entries
+  auto b = OpenOrDie(o);
+  ASSERT_NE(b, nullptr);
+  const StateId id = b->RegisterState("v", StateKind::kValue);
+  std::vector<std::string> keys;
+  for (int i = 0; i < 2000; ++i) keys.push_back(absl::StrCat("key", i));
+  for (const std::string& k : keys) {
+    SetKey(b.get(), k);
+    ASSERT_OK(b->Put(id, absl::StrCat("value of ", k)));
+  }
+  ASSERT_OK(b->SnapshotSync(1));  // all in RocksDB now
+  std::vector<KeyInGroup> batch;
+  for (size_t i = 0; i < 1000; ++i) batch.push_back({keys[i * 2], KeyGroupOf(keys[i * 2])});
+  ASSERT_OK(b->Prefetch(id, batch));
+  EXPECT_LE(b->CacheBytesForTest(), o.cache_bytes);
+  for (const KeyInGroup& k : batch) {
+    EXPECT_EQ(GetOr(b.get(), id, std::string(k.key)), absl::StrCat("value of ", k.key));
+  }
+}
+
 // A read served by the read-ahead counts as the miss it would have been: with a cache that
 // evicts nothing, hits and misses are those of the same reads without Prefetch(). And Prefetch
 // refuses ids of unknown states and of other kinds.

@@ -781,7 +781,10 @@ absl::Status RocksDbBackend::Prefetch(StateId id, absl::Span<const KeyInGroup> k
     }
     prefetch_values_[i].Reset();
   }
-  return status;
+  SLUICE_RETURN_IF_ERROR(status);
+  // Back within the budget (the loaded entries are clean and referenced: the hand drops
+  // older unreferenced ones first).
+  return MaybeEvict();
 }
 
 void RocksDbBackend::SetEntry(Ref e, StateId id, absl::string_view value) {
