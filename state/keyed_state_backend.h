@@ -50,7 +50,8 @@ struct StateBackendOptions {
   Clock* clock = Clock::Real();   // for TTL (processing time)
   // SnapshotSync() writes the cache's dirty entries into one SST file that it ingests into
   // RocksDB (no memtable inserts, no memtable flush of them) when there are at least this many;
-  // fewer go through the memtable (cheaper than a file for a few entries).
+  // fewer go through the memtable (cheaper than a file for a few entries). The same holds for
+  // the dirty entries one eviction writes.
   size_t snapshot_ingest_min_entries = 4096;
   // Named in every kDataLoss error about this backend's state (restore and reads).
   StateOrigin origin;
@@ -112,8 +113,8 @@ class KeyedStateBackend {
   // hold with one batched RocksDB read, so their Get()s that follow find them in the cache.
   // Only a hint: state reads and writes give exactly what they give without it (an entry the
   // cache evicts again before its Get() is read again), and the backend may skip it (e.g.
-  // while nearly every read hits the cache). The cache may exceed its budget by the loaded
-  // entries until the next access. kInvalidArgument for an unknown id or another kind,
+  // while nearly every read hits the cache). The cache stays within its budget (evicting, if
+  // needed, also entries it loaded). kInvalidArgument for an unknown id or another kind,
   // kUnavailable when RocksDB fails, kDataLoss for a malformed stored value.
   virtual absl::Status Prefetch(StateId id, absl::Span<const KeyInGroup> keys) = 0;
 

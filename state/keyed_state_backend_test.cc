@@ -304,16 +304,23 @@ TEST_F(KeyedStateBackendTest, ReadModifyWriteUnderEvictionKeepsCounts) {
 // Prefetch() is only a read-ahead: a backend that reads ahead before each batch and one that
 // does not, given the same operations (reads, read-modify-writes, blind writes, deletes, TTL
 // expiry, snapshots; duplicate keys and keys of other key groups in a batch; caches of 0, 2 KiB
-// and 32 MiB, so prefetched entries are also evicted before their reads), read exactly what a
-// plain map computes.
+// and 32 MiB, so prefetched entries are also evicted before their reads; evicted entries
+// written in write batches or, with an ingestion threshold of 1, as ingested SST files), read
+// exactly what a plain map computes.
 TEST_F(KeyedStateBackendTest, PrefetchReadsWhatReadsWithoutItRead) {
-  for (size_t cache_bytes : {size_t{0}, size_t{2} << 10, size_t{32} << 20}) {
-    SCOPED_TRACE(cache_bytes);
+  for (const auto& [cache_bytes, ingest_min] :
+       std::vector<std::pair<size_t, size_t>>{{0, 4096},
+                                              {2 << 10, 4096},
+                                              {32 << 20, 4096},
+                                              {2 << 10, 1}}) {
+    SCOPED_TRACE(absl::StrCat("cache ", cache_bytes, " ingest from ", ingest_min));
     std::unique_ptr<KeyedStateBackend> backends[2];
     StateId plain[2], ttl[2];
     for (int i = 0; i < 2; ++i) {
-      StateBackendOptions o = Options(absl::StrCat("prefetch", cache_bytes, "-", i), {0, 63});
+      StateBackendOptions o =
+          Options(absl::StrCat("prefetch", cache_bytes, "-", ingest_min, "-", i), {0, 63});
       o.cache_bytes = cache_bytes;
+      o.snapshot_ingest_min_entries = ingest_min;
       backends[i] = OpenOrDie(o);
       ASSERT_NE(backends[i], nullptr);
       plain[i] = backends[i]->RegisterState("plain", StateKind::kValue);
@@ -401,6 +408,30 @@ TEST_F(KeyedStateBackendTest, PrefetchReadsWhatReadsWithoutItRead) {
         }
       }
     }
+  }
+}
+
+// A read-ahead of more keys than the cache holds leaves the cache within its budget, and the
+// values read after it are those stored (some were loaded and evicted again).
+TEST_F(KeyedStateBackendTest, PrefetchKeepsTheCacheWithinItsBudget) {
+  StateBackendOptions o = Options("prefetch-budget");
+  o.cache_bytes = 8 << 10;  // about 150 of these entries
+  auto b = OpenOrDie(o);
+  ASSERT_NE(b, nullptr);
+  const StateId id = b->RegisterState("v", StateKind::kValue);
+  std::vector<std::string> keys;
+  for (int i = 0; i < 2000; ++i) keys.push_back(absl::StrCat("key", i));
+  for (const std::string& k : keys) {
+    SetKey(b.get(), k);
+    ASSERT_OK(b->Put(id, absl::StrCat("value of ", k)));
+  }
+  ASSERT_OK(b->SnapshotSync(1));  // all in RocksDB now
+  std::vector<KeyInGroup> batch;
+  for (size_t i = 0; i < 1000; ++i) batch.push_back({keys[i * 2], KeyGroupOf(keys[i * 2])});
+  ASSERT_OK(b->Prefetch(id, batch));
+  EXPECT_LE(b->CacheBytesForTest(), o.cache_bytes);
+  for (const KeyInGroup& k : batch) {
+    EXPECT_EQ(GetOr(b.get(), id, std::string(k.key)), absl::StrCat("value of ", k.key));
   }
 }
 

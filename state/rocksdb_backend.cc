@@ -526,8 +526,13 @@ class RocksDbBackend final : public KeyedStateBackend {
   }
   // Keeps the cache within options_.cache_bytes (incremental eviction, WriteBackCache).
   absl::Status MaybeEvict() {
-    return cache_.MakeRoom([this](absl::Span<const Ref> refs) { return WriteEntries(refs); });
+    return cache_.MakeRoom([this](absl::Span<const Ref> refs) { return EvictEntries(refs); });
   }
+  // Writes the dirty entries the cache evicts (its WriteFn for MakeRoom()): from
+  // options_.snapshot_ingest_min_entries on as one ingested SST file (sorted first), as
+  // SnapshotSync() does, else in a WriteBatch. Without memtable inserts (a skip-list splice per
+  // key, ~30% of the CPU at 10M keys with 64 MiB) and their flush later.
+  absl::Status EvictEntries(absl::Span<const Ref> refs);
 
   // Constant after construction.
   const StateBackendOptions options_;
@@ -554,7 +559,7 @@ class RocksDbBackend final : public KeyedStateBackend {
   Ref last_ref_ = 0;
   uint64_t last_frees_ = 0;
   internal::WriteBackCache cache_;
-  std::vector<Ref> sorted_refs_;  // scratch of WriteEntries()
+  std::vector<Ref> sorted_refs_;  // scratch of WriteEntries() and EvictEntries()
   // Prefetch(): whether it reads ahead (decided every kPrefetchDecisionReads cache reads from
   // their miss share), the cache's reads and misses at the last decision, and scratch.
   bool prefetch_on_ = true;
@@ -790,7 +795,10 @@ absl::Status RocksDbBackend::Prefetch(StateId id, absl::Span<const KeyInGroup> k
     }
     prefetch_values_[i].Reset();
   }
-  return status;
+  SLUICE_RETURN_IF_ERROR(status);
+  // Back within the budget (the loaded entries are clean and referenced: the hand drops
+  // older unreferenced ones first).
+  return MaybeEvict();
 }
 
 void RocksDbBackend::SetEntry(Ref e, StateId id, absl::string_view value) {
@@ -840,6 +848,14 @@ absl::Status RocksDbBackend::WriteEntries(absl::Span<const Ref> refs) {
                      absl::StatusCode::kUnavailable);
   }
   return absl::OkStatus();
+}
+
+absl::Status RocksDbBackend::EvictEntries(absl::Span<const Ref> refs) {
+  if (refs.size() < options_.snapshot_ingest_min_entries) return WriteEntries(refs);
+  sorted_refs_.assign(refs.begin(), refs.end());
+  std::sort(sorted_refs_.begin(), sorted_refs_.end(),
+            [this](Ref a, Ref b) { return cache_.key(a) < cache_.key(b); });
+  return IngestEntries(sorted_refs_);
 }
 
 rocksdb::Slice RocksDbBackend::StoredValue(Ref e) {

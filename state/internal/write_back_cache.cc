@@ -5,14 +5,69 @@
 
 namespace sluice::state::internal {
 
-WriteBackCache::WriteBackCache(size_t budget_bytes)
-    : budget_(budget_bytes) {}
-
-WriteBackCache::~WriteBackCache() {
-  for (Slot& s : slots_) {
-    if (s.capacity > kInline) delete[] s.heap;
+BlockArena::Class BlockArena::ClassOf(size_t n) {
+  if (n <= 256) return {std::max(n, kMinBlock), std::max(n, kMinBlock)};
+  size_t size = 256;
+  size_t index = 256;
+  while (size < n) {
+    size = (size + size / 4 + 7) & ~size_t{7};
+    ++index;
   }
+  return {size, index};
 }
+
+uint64_t BlockArena::Allocate(size_t n) {
+  const Class c = ClassOf(n);
+  if (c.size > kMaxChunkBlock) {
+    uint64_t id;
+    if (!free_large_.empty()) {
+      id = free_large_.back();
+      free_large_.pop_back();
+    } else {
+      id = large_.size();
+      large_.emplace_back();
+    }
+    large_[id].reset(new char[c.size]);
+    reserved_ += c.size;
+    return id | kLargeBit;
+  }
+  if (c.index < free_heads_.size() && free_heads_[c.index] != kNoBlock) {
+    const uint64_t pos = free_heads_[c.index];
+    std::memcpy(&free_heads_[c.index], At(pos), sizeof(uint64_t));
+    return pos;
+  }
+  if (chunk_used_ + c.size > kChunkBytes) {
+    // The rest of the full chunk serves its own size class later (if it is one).
+    const size_t rest = kChunkBytes - chunk_used_;
+    if (rest >= kMinBlock && rest <= 256) {
+      Free((static_cast<uint64_t>(chunks_.size() - 1) << kChunkShift) | chunk_used_, rest);
+    }
+    chunks_.emplace_back(new char[kChunkBytes]);
+    reserved_ += kChunkBytes;
+    chunk_used_ = 0;
+  }
+  const uint64_t pos = (static_cast<uint64_t>(chunks_.size() - 1) << kChunkShift) | chunk_used_;
+  chunk_used_ += c.size;
+  return pos;
+}
+
+void BlockArena::Free(uint64_t pos, size_t n) {
+  const Class c = ClassOf(n);
+  if ((pos & kLargeBit) != 0) {
+    const uint64_t id = pos & ~kLargeBit;
+    large_[id].reset();
+    reserved_ -= c.size;
+    free_large_.push_back(id);
+    return;
+  }
+  if (c.index >= free_heads_.size()) free_heads_.resize(c.index + 1, kNoBlock);
+  std::memcpy(At(pos), &free_heads_[c.index], sizeof(uint64_t));
+  free_heads_[c.index] = pos;
+}
+
+WriteBackCache::WriteBackCache(size_t budget_bytes) : budget_(budget_bytes) {}
+
+WriteBackCache::~WriteBackCache() = default;
 
 size_t WriteBackCache::Probe(absl::string_view key, uint32_t tag) const {
   const size_t mask = cells_.size() - 1;
@@ -88,15 +143,14 @@ WriteBackCache::Ref WriteBackCache::Insert(absl::string_view key) {
     r = static_cast<Ref>(slots_.size());
     slots_.emplace_back();
   }
+  const uint64_t pos = arena_.Allocate(key.size());
   Slot& s = slots_[r];
-  s.expiry = 0;
+  s.pos = pos;
   s.flags = kLive | kDeleted | kInDb | kReferenced;
-  s.key_len = 0;
+  s.key_len = static_cast<uint32_t>(key.size());
   s.value_len = 0;
-  Reserve(r, key.size(), 0, /*grow_geometrically=*/false);
-  std::memcpy(Data(slots_[r]), key.data(), key.size());
-  slots_[r].key_len = static_cast<uint32_t>(key.size());
-  bytes_ += kEntryOverhead;
+  if (!key.empty()) std::memcpy(arena_.At(pos), key.data(), key.size());
+  bytes_ += kEntryOverhead + BlockArena::ClassSize(key.size());
   IndexInsert(r, Tag(key));
   return r;
 }
@@ -108,47 +162,55 @@ WriteBackCache::Ref WriteBackCache::FindOrInsert(absl::string_view key) {
   return r;
 }
 
-void WriteBackCache::Reserve(Ref r, size_t bytes, size_t keep, bool grow_geometrically) {
+void WriteBackCache::Relayout(Ref r, bool has_expiry, size_t value_len, size_t keep_value) {
   Slot& s = slots_[r];
-  if (bytes <= s.capacity && (s.capacity <= kInline || bytes > kInline)) return;
-  size_t capacity = kInline;
-  if (bytes > kInline) {
-    capacity = bytes;
-    if (grow_geometrically) capacity = std::max(capacity, static_cast<size_t>(s.capacity) * 3 / 2);
-    capacity = (capacity + 7) & ~size_t{7};
+  const bool had_expiry = (s.flags & kHasExpiry) != 0;
+  const size_t old_size = BlockArena::ClassSize(Used(s));
+  const size_t used = (has_expiry ? 8 : 0) + s.key_len + value_len;
+  const size_t size = BlockArena::ClassSize(used);
+  if (size == old_size && has_expiry == had_expiry) {
+    s.value_len = static_cast<uint32_t>(value_len);
+    return;
   }
-  char* old = Data(s);
-  const bool old_heap = s.capacity > kInline;
-  bytes_ -= HeapBytes(s);
-  if (capacity > kInline) {
-    char* heap = new char[capacity];
-    std::memcpy(heap, old, keep);
-    if (old_heap) delete[] old;
-    s.heap = heap;
-  } else {  // back inline (the old buffer was on the heap)
-    char tmp[kInline];
-    std::memcpy(tmp, old, keep);
-    delete[] old;
-    std::memcpy(s.inline_bytes, tmp, keep);
+  const uint64_t old_pos = s.pos;
+  const uint64_t pos = arena_.Allocate(used);
+  char* dst = arena_.At(pos);
+  const char* src = arena_.At(old_pos);  // after Allocate(): chunks never move
+  if (has_expiry) {
+    if (had_expiry) {
+      std::memcpy(dst, src, 8);
+    } else {
+      std::memset(dst, 0, 8);
+    }
+    dst += 8;
   }
-  s.capacity = static_cast<uint32_t>(capacity);
-  bytes_ += HeapBytes(s);
+  if (had_expiry) src += 8;
+  std::memcpy(dst, src, s.key_len + keep_value);
+  arena_.Free(old_pos, Used(s));
+  s.pos = pos;
+  s.flags = has_expiry ? (s.flags | kHasExpiry) : (s.flags & ~kHasExpiry);
+  s.value_len = static_cast<uint32_t>(value_len);
+  bytes_ += size;
+  bytes_ -= old_size;
 }
 
 void WriteBackCache::SetValue(Ref r, absl::string_view v) {
-  const size_t key_len = slots_[r].key_len;
-  Reserve(r, key_len + v.size(), key_len, /*grow_geometrically=*/false);
-  Slot& s = slots_[r];
-  if (!v.empty()) std::memcpy(Data(s) + key_len, v.data(), v.size());
-  s.value_len = static_cast<uint32_t>(v.size());
+  Relayout(r, (slots_[r].flags & kHasExpiry) != 0, v.size(), 0);
+  if (!v.empty()) std::memcpy(const_cast<char*>(value(r).data()), v.data(), v.size());
 }
 
 void WriteBackCache::AppendValue(Ref r, absl::string_view v) {
-  const size_t used = slots_[r].key_len + slots_[r].value_len;
-  Reserve(r, used + v.size(), used, /*grow_geometrically=*/true);
-  Slot& s = slots_[r];
-  if (!v.empty()) std::memcpy(Data(s) + used, v.data(), v.size());
-  s.value_len += static_cast<uint32_t>(v.size());
+  const size_t old_len = slots_[r].value_len;
+  Relayout(r, (slots_[r].flags & kHasExpiry) != 0, old_len + v.size(), old_len);
+  if (!v.empty()) std::memcpy(const_cast<char*>(value(r).data()) + old_len, v.data(), v.size());
+}
+
+void WriteBackCache::set_expiry(Ref r, int64_t e) {
+  if ((slots_[r].flags & kHasExpiry) == 0) {
+    if (e == 0) return;  // no prefix reads as 0
+    Relayout(r, /*has_expiry=*/true, slots_[r].value_len, slots_[r].value_len);
+  }
+  std::memcpy(arena_.At(slots_[r].pos), &e, sizeof(e));
 }
 
 void WriteBackCache::MarkDirty(Ref r) {
@@ -189,9 +251,10 @@ void WriteBackCache::CompactDirtyList() {
 void WriteBackCache::Free(Ref r) {
   IndexErase(r);
   Slot& s = slots_[r];
-  bytes_ -= kEntryOverhead + HeapBytes(s);
-  if (s.capacity > kInline) delete[] s.heap;
-  s.capacity = kInline;
+  const size_t used = Used(s);
+  bytes_ -= kEntryOverhead + BlockArena::ClassSize(used);
+  arena_.Free(s.pos, used);
+  s.pos = 0;
   s.key_len = 0;
   s.value_len = 0;
   s.flags = 0;  // a stale copy in dirty_ is skipped (not live / not listed)
@@ -275,7 +338,7 @@ absl::Status WriteBackCache::Evict(WriteFn write) {
   victims_.clear();
   const size_t limit = 3 * slots_.size() + 1;
   for (size_t scanned = 0; scanned < limit && bytes_ > budget_; ++scanned) {
-    if (victims_.size() >= kEvictBatch) break;
+    if (victims_.size() >= std::max(kEvictBatch, live_ / 4)) break;
     const Ref r = static_cast<Ref>(hand_);
     if (++hand_ >= slots_.size()) hand_ = 0;
     Slot& s = slots_[r];

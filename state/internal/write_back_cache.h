@@ -2,6 +2,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -13,22 +15,77 @@
 
 namespace sluice::state::internal {
 
+// Blocks of bytes for the write-back cache's entries, carved from 256 KiB chunks, no heap node
+// (and no malloc header or 8-byte rounding) per block. A block's size is its size class
+// (ClassSize()): the byte count itself from 8 to 256 bytes, then steps of about 1.25x (so a
+// block that grows by appends is copied O(log n) times). Freed blocks go to a free list of
+// their class, which the next Allocate() of that class reuses; blocks of more than
+// kMaxChunkBlock bytes get their own heap buffer. Chunks are released only by the destructor.
+// A position stays valid until Free().
+//
+// Threading: one thread. Not thread-safe.
+class BlockArena {
+ public:
+  static constexpr size_t kChunkBytes = size_t{1} << 18;
+  static constexpr size_t kMaxChunkBlock = size_t{32} << 10;
+  static constexpr size_t kMinBlock = 8;  // a free block holds the next position of its list
+
+  BlockArena() = default;
+  BlockArena(const BlockArena&) = delete;
+  BlockArena& operator=(const BlockArena&) = delete;
+
+  // The block size that holds `n` bytes (at least kMinBlock).
+  static size_t ClassSize(size_t n) { return ClassOf(n).size; }
+  // A block of ClassSize(n) bytes; returns its position.
+  uint64_t Allocate(size_t n);
+  // Returns the block at `pos` of ClassSize(n) bytes (REQUIRES: allocated with n' where
+  // ClassSize(n') == ClassSize(n)).
+  void Free(uint64_t pos, size_t n);
+  char* At(uint64_t pos) {
+    return (pos & kLargeBit) != 0 ? large_[pos & ~kLargeBit].get()
+                                  : chunks_[pos >> kChunkShift].get() + (pos & kChunkMask);
+  }
+  const char* At(uint64_t pos) const { return const_cast<BlockArena*>(this)->At(pos); }
+  // Bytes of chunks and large buffers held (in use or free).
+  size_t reserved_bytes() const { return reserved_; }
+
+ private:
+  static constexpr int kChunkShift = 18;
+  static constexpr uint64_t kChunkMask = kChunkBytes - 1;
+  static constexpr uint64_t kLargeBit = uint64_t{1} << 47;  // positions fit in 48 bits
+  static constexpr uint64_t kNoBlock = ~uint64_t{0};
+  struct Class {
+    size_t size;
+    size_t index;  // of its free list
+  };
+  static Class ClassOf(size_t n);
+
+  std::vector<std::unique_ptr<char[]>> chunks_;
+  size_t chunk_used_ = kChunkBytes;  // bytes used of chunks_.back()
+  std::vector<uint64_t> free_heads_;  // per class index: the first free block (kNoBlock: none)
+  std::vector<std::unique_ptr<char[]>> large_;
+  std::vector<uint64_t> free_large_;  // ids in large_ not in use
+  size_t reserved_ = 0;
+};
+
 // The bounded write-back cache in front of a backend's RocksDB: entries of (key -> value
 // payload, expiry, flags), where a "deleted" entry records that the key is absent (a tombstone
 // to write, or a negative lookup).
 //
-// Representation: entries are fixed 48-byte slots in one vector, key and value bytes inline
-// when together they fit in 24 bytes, else in one heap buffer per entry; an open-addressing
-// index with linear probing finds them: 8-byte cells of (32 bits of the key's hash, slot
-// number), at most 70% full, deletions by backward shift. A lookup reads one index cell (and
-// its neighbours in the same cache line) and then the one slot whose hash bits match. No
-// std::string or map node per entry. `bytes()` counts each live entry's slot, index share and
-// heap buffer against the budget.
+// Representation: an entry is a 16-byte slot (its block's position, flags, key and value
+// lengths) in one vector and one block of a BlockArena holding [expiry: 8 bytes, only once an
+// expiry was set][key][value], exactly as large as its size class (a 7-byte key with a 25-byte
+// value takes 32 bytes); an open-addressing index with linear probing finds them: 8-byte cells
+// of (32 bits of the key's hash, slot number), at most 70% full, deletions by backward shift.
+// A lookup reads one index cell (and its neighbours in the same cache line), then the one slot
+// whose hash bits match and its block. No std::string, map node or malloc per entry. `bytes()`
+// counts kEntryOverhead (the slot and an index share of two cells at half load) plus the
+// block per live entry against the budget.
 //
 // Eviction is incremental (CLOCK, second chance): MakeRoom() advances a hand over the slots,
 // clearing reference bits and dropping clean unreferenced entries until the cache is within
 // budget. Dirty unreferenced entries it meets are set aside; only when the clean ones do not
-// suffice (or kEvictBatch dirty ones were met) are those written in one WriteFn batch and
+// suffice (or a batch of them, kEvictBatch, was met) are those written in one WriteFn batch and
 // dropped. So clean entries go first, dirty ones leave in batches, and nothing flushes the
 // whole cache to make room.
 //
@@ -40,12 +97,14 @@ class WriteBackCache {
  public:
   using Ref = uint32_t;
   static constexpr Ref kNone = ~Ref{0};
-  // Dirty entries written per batch by MakeRoom() (at least, when there are as many).
+  // Dirty entries written per batch by MakeRoom(): up to the larger of this and a quarter of
+  // the entries (a backend ingests such a batch as one SST file: bigger files, fewer L0 files
+  // to compact and to look up).
   static constexpr size_t kEvictBatch = 32768;
   // Entries per WriteFn call of FlushDirty().
   static constexpr size_t kFlushBatch = 8192;
-  // Bytes counted per entry beyond its heap buffer: the slot and its share of the index.
-  static constexpr size_t kEntryOverhead = 64;
+  // Bytes counted per entry beyond its block: the slot and its share of the index.
+  static constexpr size_t kEntryOverhead = 32;
 
   // Writes the dirty entries `refs` to the store in one batch (key(), deleted(), expiry(),
   // value()). On OK the cache marks them clean (in_db = !deleted); an error leaves them dirty
@@ -72,14 +131,20 @@ class WriteBackCache {
   // count as without the read-ahead; see Find()).
   void MarkPrefetched(Ref r) { slots_[r].flags |= kPrefetched; }
 
-  absl::string_view key(Ref r) const { return {Data(slots_[r]), slots_[r].key_len}; }
+  absl::string_view key(Ref r) const { return {KeyData(slots_[r]), slots_[r].key_len}; }
   absl::string_view value(Ref r) const {
-    return {Data(slots_[r]) + slots_[r].key_len, slots_[r].value_len};
+    return {KeyData(slots_[r]) + slots_[r].key_len, slots_[r].value_len};
   }
   void SetValue(Ref r, absl::string_view v);
   void AppendValue(Ref r, absl::string_view v);
-  int64_t expiry(Ref r) const { return slots_[r].expiry; }
-  void set_expiry(Ref r, int64_t e) { slots_[r].expiry = e; }
+  int64_t expiry(Ref r) const {
+    const Slot& s = slots_[r];
+    if ((s.flags & kHasExpiry) == 0) return 0;
+    int64_t e;
+    std::memcpy(&e, arena_.At(s.pos), sizeof(e));
+    return e;
+  }
+  void set_expiry(Ref r, int64_t e);
   bool deleted(Ref r) const { return (slots_[r].flags & kDeleted) != 0; }
   void set_deleted(Ref r, bool d) { SetFlag(r, kDeleted, d); }
   // RocksDB may hold the key (false: deleting it needs no tombstone).
@@ -111,8 +176,7 @@ class WriteBackCache {
   uint64_t misses() const { return misses_; }
 
  private:
-  static constexpr size_t kInline = 24;
-  enum Flag : uint8_t {
+  enum Flag : uint16_t {
     kLive = 1,
     kDirty = 2,
     kDeleted = 4,
@@ -121,19 +185,17 @@ class WriteBackCache {
     kListed = 32,  // in dirty_ (which may also hold stale or repeated slot numbers)
     kVictim = 64,  // taken by the running Evict()
     kPrefetched = 128,  // MarkPrefetched() and not read since
+    kHasExpiry = 256,  // the block starts with 8 bytes of expiry
   };
+  // An entry: its block in arena_ holds [expiry (kHasExpiry)][key][value] and is exactly
+  // BlockArena::ClassSize(Used()) bytes.
   struct Slot {
-    int64_t expiry = 0;
-    uint32_t key_len = 0;
-    uint32_t value_len = 0;
-    uint32_t capacity = kInline;  // bytes at Data(); > kInline: `heap` owns them
-    uint8_t flags = 0;
-    union {
-      char inline_bytes[kInline];
-      char* heap;
-    };
+    uint64_t pos : 48;  // in arena_ (positions use 48 bits)
+    uint64_t flags : 16;
+    uint32_t key_len;
+    uint32_t value_len;
   };
-  static_assert(sizeof(Slot) == 48, "slot layout");
+  static_assert(sizeof(Slot) == 16, "slot layout");
 
   // An index cell: `tag` is the low 32 bits of the key's hash (its home cell is tag & mask),
   // `ref` the slot (kNone: empty).
@@ -151,20 +213,19 @@ class WriteBackCache {
   void IndexErase(Ref r);
   void GrowIndex();
 
-  static const char* Data(const Slot& s) {
-    return s.capacity > kInline ? s.heap : s.inline_bytes;
-  }
-  static char* Data(Slot& s) { return s.capacity > kInline ? s.heap : s.inline_bytes; }
-  static size_t HeapBytes(const Slot& s) { return s.capacity > kInline ? s.capacity : 0; }
-  void SetFlag(Ref r, uint8_t flag, bool on) {
+  static size_t ExpiryBytes(const Slot& s) { return (s.flags & kHasExpiry) != 0 ? 8 : 0; }
+  static size_t Used(const Slot& s) { return ExpiryBytes(s) + s.key_len + s.value_len; }
+  const char* KeyData(const Slot& s) const { return arena_.At(s.pos) + ExpiryBytes(s); }
+  void SetFlag(Ref r, uint16_t flag, bool on) {
     if (on) {
       slots_[r].flags |= flag;
     } else {
       slots_[r].flags &= ~flag;
     }
   }
-  // Makes room for `bytes` key+value bytes in slot r, keeping the first `keep` bytes.
-  void Reserve(Ref r, size_t bytes, size_t keep, bool grow_geometrically);
+  // Gives slot r a block for `value_len` value bytes (with the expiry prefix if `has_expiry`),
+  // keeping its expiry (0 when it had none), its key and the first `keep_value` value bytes.
+  void Relayout(Ref r, bool has_expiry, size_t value_len, size_t keep_value);
   void Free(Ref r);
   absl::Status Evict(WriteFn write);
   // Writes `refs` (all dirty) and marks them clean; on an error they stay dirty.
@@ -175,6 +236,7 @@ class WriteBackCache {
   void SortByKey(std::vector<Ref>* refs);
 
   const size_t budget_;
+  BlockArena arena_;
   std::vector<Slot> slots_;
   std::vector<Ref> free_;
   std::vector<Cell> cells_;  // a power of two in size (or empty)

@@ -80,19 +80,84 @@ TEST(WriteBackCacheTest, HitsMissesAndValues) {
 }
 
 TEST(WriteBackCacheTest, ByteAccounting) {
+  constexpr size_t kOverhead = WriteBackCache::kEntryOverhead;
   WriteBackCache cache(1 << 20);
   Ref a = cache.Insert("a");
-  EXPECT_EQ(cache.bytes(), WriteBackCache::kEntryOverhead);  // inline
-  cache.SetValue(a, std::string(100, 'x'));                  // 101 bytes -> 104 on the heap
-  EXPECT_EQ(cache.bytes(), WriteBackCache::kEntryOverhead + 104);
-  cache.SetValue(a, "small");  // back inline
-  EXPECT_EQ(cache.bytes(), WriteBackCache::kEntryOverhead);
-  Ref b = cache.Insert(std::string(30, 'b'));  // key alone is on the heap: 32 bytes
-  EXPECT_EQ(cache.bytes(), 2 * WriteBackCache::kEntryOverhead + 32);
+  EXPECT_EQ(cache.bytes(), kOverhead + 8);  // the smallest block
+  cache.SetValue(a, std::string(100, 'x'));  // 101 bytes: a block of exactly 101
+  EXPECT_EQ(cache.bytes(), kOverhead + 101);
+  cache.set_expiry(a, 5);  // 8 bytes more for the expiry
+  EXPECT_EQ(cache.bytes(), kOverhead + 109);
+  cache.SetValue(a, "small");
+  EXPECT_EQ(cache.bytes(), kOverhead + 14);
+  cache.SetValue(a, std::string(300, 'y'));  // beyond 256 bytes: the class of 1.25x steps
+  EXPECT_EQ(cache.bytes(), kOverhead + BlockArena::ClassSize(309));
+  EXPECT_EQ(BlockArena::ClassSize(309), 320u);
+  Ref b = cache.Insert(std::string(30, 'b'));
+  EXPECT_EQ(cache.bytes(), 2 * kOverhead + 320 + 30);
   cache.Erase(b);
   cache.Erase(a);
   EXPECT_EQ(cache.bytes(), 0u);
   EXPECT_EQ(cache.size(), 0u);
+}
+
+TEST(BlockArenaTest, ClassesGrowGeometricallyAndHoldTheirSize) {
+  size_t prev = 0;
+  for (size_t n = 0; n < (size_t{1} << 22); n = n < 1024 ? n + 1 : n * 9 / 8) {
+    const size_t c = BlockArena::ClassSize(n);
+    EXPECT_GE(c, std::max(n, BlockArena::kMinBlock)) << n;
+    EXPECT_GE(c, prev) << n;  // monotonic
+    if (n >= BlockArena::kMinBlock && n <= 256) {
+      EXPECT_EQ(c, n);
+    }
+    if (n > 256) {
+      EXPECT_LE(c, n + n / 4 + 8) << n;  // at most ~25% unused
+    }
+    EXPECT_EQ(BlockArena::ClassSize(c), c) << n;  // a class holds its own size
+    prev = c;
+  }
+}
+
+// Blocks of every kind (small, geometric, own buffer; chunk ends) keep their bytes through
+// allocations and frees in random order, and freed blocks are reused.
+TEST(BlockArenaTest, BlocksKeepTheirBytesAndAreReused) {
+  BlockArena arena;
+  struct Live {
+    uint64_t pos;
+    size_t n;
+    char fill;
+  };
+  std::vector<Live> live;
+  std::mt19937 rng(11);
+  const size_t sizes[] = {0, 1, 7, 8, 9, 32, 33, 255, 256, 257, 1000, 5000,
+                          BlockArena::kMaxChunkBlock, BlockArena::kMaxChunkBlock + 1, 100000};
+  for (int step = 0; step < 20000; ++step) {
+    if (live.empty() || rng() % 3 != 0) {
+      const size_t n = sizes[rng() % (sizeof(sizes) / sizeof(sizes[0]))];
+      const char fill = static_cast<char>(rng());
+      const uint64_t pos = arena.Allocate(n);
+      std::memset(arena.At(pos), fill, n);
+      live.push_back({pos, n, fill});
+    } else {
+      const size_t i = rng() % live.size();
+      const Live& l = live[i];
+      ASSERT_EQ(std::string(arena.At(l.pos), l.n), std::string(l.n, l.fill)) << step;
+      arena.Free(l.pos, l.n);
+      live[i] = live.back();
+      live.pop_back();
+    }
+  }
+  for (const Live& l : live) {
+    ASSERT_EQ(std::string(arena.At(l.pos), l.n), std::string(l.n, l.fill));
+  }
+  // A freed block is the next one of its class.
+  const uint64_t p = arena.Allocate(40);
+  arena.Free(p, 40);
+  EXPECT_EQ(arena.Allocate(40), p);
+  arena.Free(arena.Allocate(3000), 3000);
+  const size_t reserved = arena.reserved_bytes();
+  for (int i = 0; i < 100; ++i) arena.Free(arena.Allocate(3000), 3000);
+  EXPECT_EQ(arena.reserved_bytes(), reserved);
 }
 
 TEST(WriteBackCacheTest, FlushWritesEveryDirtyEntryOnceInBatches) {
@@ -212,7 +277,8 @@ TEST(WriteBackCacheTest, FlushOrdersKeysSharingTheirFirstEightBytesByTheWholeKey
 }
 
 TEST(WriteBackCacheTest, EvictsCleanUnreferencedFirstThenBatchesDirtyOnes) {
-  const size_t per_entry = WriteBackCache::kEntryOverhead;
+  // Keys "key-<i>" with values of at most 3 bytes take blocks of 8 or 9 bytes.
+  const size_t per_entry = WriteBackCache::kEntryOverhead + 8;
   WriteBackCache cache(10 * per_entry);
   FakeStore store;
   auto write = [&](absl::Span<const Ref> refs) { return store.Write(cache, refs); };
@@ -253,7 +319,7 @@ TEST(WriteBackCacheTest, EvictsCleanUnreferencedFirstThenBatchesDirtyOnes) {
 }
 
 TEST(WriteBackCacheTest, DirtyEntriesAreWrittenBeforeTheyAreDropped) {
-  const size_t per_entry = WriteBackCache::kEntryOverhead;
+  const size_t per_entry = WriteBackCache::kEntryOverhead + 8;
   WriteBackCache cache(4 * per_entry);
   FakeStore store;
   auto write = [&](absl::Span<const Ref> refs) { return store.Write(cache, refs); };
@@ -301,6 +367,55 @@ TEST(WriteBackCacheTest, IndexAgreesWithAMapThroughInsertsAndErases) {
     ASSERT_NE(r, WriteBackCache::kNone) << key;
     EXPECT_EQ(cache.value(r), value);
   }
+}
+
+// Values set, appended and shrunk across size classes, with and without an expiry, read back
+// as a model of them says, and the byte count is the sum of their blocks.
+TEST(WriteBackCacheTest, ValuesAndExpiriesMatchAModelAcrossBlockSizes) {
+  WriteBackCache cache(size_t{1} << 30);
+  struct Entry {
+    std::string value;
+    int64_t expiry = 0;
+    bool expiry_bytes = false;  // an expiry was ever set: the block keeps 8 bytes for it
+  };
+  std::map<std::string, Entry> model;
+  std::mt19937 rng(3);
+  for (int step = 0; step < 50000; ++step) {
+    const std::string key = std::string(rng() % 3 == 0 ? 40 : 1, 'k') + Key(rng() % 300);
+    Ref r = cache.FindOrInsert(key);
+    Entry& m = model[key];
+    const size_t len = rng() % 4 == 0 ? rng() % 600 : rng() % 40;
+    const std::string bytes(len, static_cast<char>('a' + step % 26));
+    switch (rng() % 4) {
+      case 0: cache.SetValue(r, bytes); m.value = bytes; break;
+      case 1: cache.AppendValue(r, bytes); m.value += bytes; break;
+      case 2: {
+        const int64_t e = rng() % 2 == 0 ? 0 : static_cast<int64_t>(rng()) - (int64_t{1} << 31);
+        cache.set_expiry(r, e);
+        m.expiry = e;
+        m.expiry_bytes |= e != 0;
+        break;
+      }
+      default:
+        if (rng() % 8 == 0) {
+          cache.Erase(r);
+          model.erase(key);
+        }
+        break;
+    }
+  }
+  size_t bytes = 0;
+  for (const auto& [key, m] : model) {
+    const Ref r = cache.Peek(key);
+    ASSERT_NE(r, WriteBackCache::kNone) << key;
+    EXPECT_EQ(cache.key(r), key);
+    EXPECT_EQ(cache.value(r), m.value) << key;
+    EXPECT_EQ(cache.expiry(r), m.expiry) << key;
+    bytes += WriteBackCache::kEntryOverhead +
+             BlockArena::ClassSize((m.expiry_bytes ? 8 : 0) + key.size() + m.value.size());
+  }
+  EXPECT_EQ(cache.size(), model.size());
+  EXPECT_EQ(cache.bytes(), bytes);
 }
 
 }  // namespace
