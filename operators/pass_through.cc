@@ -9,6 +9,7 @@ namespace {
 class PassThroughOperator final : public Operator {
  public:
   absl::Status Process(const Record& r) override { return output_->Emit(r); }
+  absl::Status ProcessOwned(Record* r) override { return output_->EmitOwned(r); }
 };
 
 }  // namespace

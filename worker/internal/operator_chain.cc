@@ -51,6 +51,17 @@ class OperatorChain::ChainOutput final : public ops::Output {
     if (ABSL_PREDICT_FALSE(!s.ok())) return chain_->Named(to_index_, std::move(s));
     return s;
   }
+  // As Emit(), but the next operator may take the record's values (ProcessOwned()); a gathered
+  // batch copies them as Emit() does.
+  absl::Status EmitOwned(Record* r) override {
+    if (batching_) return Emit(*r);
+    if (cancelled_->load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
+    out_->Add();
+    in_->Add();
+    absl::Status s = to_op_->ProcessOwned(r);
+    if (ABSL_PREDICT_FALSE(!s.ok())) return chain_->Named(to_index_, std::move(s));
+    return s;
+  }
   absl::Status EmitWatermark(int64_t watermark_ms) override {
     SLUICE_RETURN_IF_ERROR(Flush());
     if (source_ != nullptr) source_->advanced(watermark_ms);
@@ -96,6 +107,10 @@ class OperatorChain::TailOutput final : public ops::Output {
   absl::Status Emit(const Record& r) override {
     out_->Add();
     return writer_->Emit(r);
+  }
+  absl::Status EmitOwned(Record* r) override {
+    out_->Add();
+    return writer_->Emit(*r);
   }
   absl::Status EmitSide(int side_output, const Record& r) override {
     return writer_->EmitSide(side_output, r);
