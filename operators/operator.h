@@ -142,6 +142,12 @@ class Operator {
   // operator heads a chain, with copies of the records a chained predecessor emitted otherwise
   // (at most 256, never across a watermark, a barrier or a step of the task's loop).
   virtual bool PrefersBatches() const { return false; }
+  // True when the operator forwards every record, watermark and watermark status unchanged and
+  // does nothing else with them (key_by, union: the task routes their records). A chain may
+  // then let the operator before it emit straight past it, without calling its Process() or
+  // ProcessWatermark() (its record counters still count); it is opened, finished, snapshotted
+  // and closed as any other.
+  virtual bool ForwardsUnchanged() const { return false; }
   virtual absl::Status Finish() { return absl::OkStatus(); }
   virtual void Close() {}
 

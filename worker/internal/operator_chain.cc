@@ -98,18 +98,25 @@ class OperatorChain::ChainOutput final : public ops::Output {
   size_t gathered_ = 0;           // ... of which the first are gathered
 };
 
-// The chain's last operator emits here: to the task's record writer (no edge for a sink).
+// The chain's last operator emits here: to the task's record writer (no edge for a sink). So
+// does the operator before a last one that ForwardsUnchanged(): then `past` is that last one,
+// whose counters count the records too.
 class OperatorChain::TailOutput final : public ops::Output {
  public:
   // `source`: set when `from` is the task's source, whose watermarks are the task's.
-  TailOutput(ChainedOperator* from, RecordWriter* writer, const SourceWatermarks* source)
-      : out_(from->out.get()), writer_(writer), source_(source) {}
+  TailOutput(ChainedOperator* from, RecordWriter* writer, const SourceWatermarks* source,
+             ChainedOperator* past = nullptr)
+      : out_(from->out.get()),
+        past_in_(past != nullptr ? past->in.get() : nullptr),
+        past_out_(past != nullptr ? past->out.get() : nullptr),
+        writer_(writer),
+        source_(source) {}
   absl::Status Emit(const Record& r) override {
-    out_->Add();
+    Count();
     return writer_->Emit(r);
   }
   absl::Status EmitOwned(Record* r) override {
-    out_->Add();
+    Count();
     return writer_->Emit(*r);
   }
   absl::Status EmitSide(int side_output, const Record& r) override {
@@ -125,7 +132,17 @@ class OperatorChain::TailOutput final : public ops::Output {
   }
 
  private:
+  void Count() {
+    out_->Add();
+    if (past_in_ != nullptr) {
+      past_in_->Add();
+      past_out_->Add();
+    }
+  }
+
   Counter* const out_;  // `from`'s
+  Counter* const past_in_;   // the bypassed operator's, or null
+  Counter* const past_out_;  // ...
   RecordWriter* writer_;
   const SourceWatermarks* source_;
 };
@@ -150,14 +167,25 @@ absl::Status OperatorChain::Open(RecordWriter* writer, SourceWatermarks source,
                                  const std::function<ops::OperatorContext(size_t i)>& context) {
   source_ = std::move(source);
   const SourceWatermarks* head_source = ops_[0]->spec->is_source() ? &source_ : nullptr;
-  for (size_t i = 0; i + 1 < ops_.size(); ++i) {
+  const size_t n = ops_.size();
+  // A last operator that forwards everything unchanged (key_by before its exchange) is
+  // bypassed: the one before it emits straight into the writer.
+  const ChainedOperator& last = *ops_.back();
+  const bool bypass = n >= 2 && last.op->ForwardsUnchanged() && !last.op->PrefersBatches() &&
+                      last.timers == nullptr;
+  for (size_t i = 0; i + 1 < n; ++i) {
+    if (bypass && i + 2 == n) break;
     chain_outputs_.push_back(std::make_unique<ChainOutput>(this, i, i == 0 ? head_source : nullptr));
   }
-  tail_output_ = std::make_unique<TailOutput>(ops_.back().get(), writer,
-                                              ops_.size() == 1 ? head_source : nullptr);
-  for (size_t i = 0; i < ops_.size(); ++i) {
-    ops::Output* out = i + 1 < ops_.size() ? static_cast<ops::Output*>(chain_outputs_[i].get())
-                                           : tail_output_.get();
+  tail_output_ = std::make_unique<TailOutput>(ops_.back().get(), writer, n == 1 ? head_source : nullptr);
+  if (bypass) {
+    bypass_output_ = std::make_unique<TailOutput>(ops_[n - 2].get(), writer,
+                                                  n == 2 ? head_source : nullptr, ops_.back().get());
+  }
+  for (size_t i = 0; i < n; ++i) {
+    ops::Output* out = i < chain_outputs_.size()
+                           ? static_cast<ops::Output*>(chain_outputs_[i].get())
+                           : (bypass && i + 2 == n ? bypass_output_.get() : tail_output_.get());
     SLUICE_RETURN_IF_ERROR(Named(i, ops_[i]->op->Open(context(i), out)));
   }
   opened_ = true;
