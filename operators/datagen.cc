@@ -94,7 +94,8 @@ class DatagenSource final : public SourceOperator {
           watermarks_->OnEvent(static_cast<int>(current_), out_.GetInt(ts_field_))) {
         SLUICE_RETURN_IF_ERROR(output_->EmitWatermarkStatus(false));
       }
-      SLUICE_RETURN_IF_ERROR(output_->Emit(out_));
+      // Every value of out_ is evaluated again for the next record.
+      SLUICE_RETURN_IF_ERROR(output_->EmitOwned(&out_));
       split.next += split.stride;
       ++emitted_;
       if (splits_.size() > 1) current_ = (current_ + 1) % splits_.size();

@@ -21,17 +21,23 @@ class FilterOperator final : public Operator {
     return absl::OkStatus();
   }
   absl::Status Process(const Record& r) override {
-    bool keep;
-    if (!where_->nullable()) {
-      keep = where_->EvalBool(r);
-    } else if (!where_->EvalBoolOrNull(r, &keep)) {
-      return absl::OkStatus();  // a null condition drops the record, as SQL's WHERE
-    }
-    if (keep) return output_->Emit(r);
+    if (Keep(r)) return output_->Emit(r);
+    return absl::OkStatus();
+  }
+  // A record the filter may give away passes on as such.
+  absl::Status ProcessOwned(Record* r) override {
+    if (Keep(*r)) return output_->EmitOwned(r);
     return absl::OkStatus();
   }
 
  private:
+  bool Keep(const Record& r) const {
+    bool keep;
+    if (!where_->nullable()) return where_->EvalBool(r);
+    // A null condition drops the record, as SQL's WHERE.
+    return where_->EvalBoolOrNull(r, &keep) && keep;
+  }
+
   std::unique_ptr<Expr> where_;
 };
 

@@ -33,6 +33,10 @@ class Output {
  public:
   virtual ~Output() = default;
   virtual absl::Status Emit(const Record& record) = 0;
+  // Emit() of a record the caller no longer needs: it overwrites every value before it reads,
+  // emits or snapshots the record again, so the receiver may take the record's values (swap
+  // its strings out) instead of copying them. The default calls Emit().
+  virtual absl::Status EmitOwned(Record* record) { return Emit(*record); }
   // Emits `record` to the operator's side output `side_output` (its index in
   // OperatorSpec::side_outputs; the record has that side output's schema), which the task routes
   // to the operators reading `<id>.<name>`. Dropped when nothing reads it (the default).
@@ -114,6 +118,11 @@ class Operator {
     return absl::OkStatus();
   }
   virtual absl::Status Process(const Record& record) = 0;
+  // Process() of a record the operator may take values from (swap its strings out): the caller
+  // overwrites every value before it reads or passes the record on again (Output::EmitOwned()).
+  // Whatever the operator takes, it must give back a value of the same type. The default calls
+  // Process(); single-input operators only (the task calls ProcessInput() for several inputs).
+  virtual absl::Status ProcessOwned(Record* record) { return Process(*record); }
   // A record from input `input_index` (its position in OperatorSpec::inputs): the task calls
   // this instead of Process() when the operator has several inputs. The default ignores the
   // index (union, sinks: inputs of one schema); two-input operators derive TwoInputOperator.
@@ -133,6 +142,12 @@ class Operator {
   // operator heads a chain, with copies of the records a chained predecessor emitted otherwise
   // (at most 256, never across a watermark, a barrier or a step of the task's loop).
   virtual bool PrefersBatches() const { return false; }
+  // True when the operator forwards every record, watermark and watermark status unchanged and
+  // does nothing else with them (key_by, union: the task routes their records). A chain may
+  // then let the operator before it emit straight past it, without calling its Process() or
+  // ProcessWatermark() (its record counters still count); it is opened, finished, snapshotted
+  // and closed as any other.
+  virtual bool ForwardsUnchanged() const { return false; }
   virtual absl::Status Finish() { return absl::OkStatus(); }
   virtual void Close() {}
 

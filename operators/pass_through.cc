@@ -9,6 +9,8 @@ namespace {
 class PassThroughOperator final : public Operator {
  public:
   absl::Status Process(const Record& r) override { return output_->Emit(r); }
+  absl::Status ProcessOwned(Record* r) override { return output_->EmitOwned(r); }
+  bool ForwardsUnchanged() const override { return true; }
 };
 
 }  // namespace

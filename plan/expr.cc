@@ -453,6 +453,8 @@ class IntArith final : public BinaryExpr {
     *out = Op::Int(a, b);
     return true;
   }
+  const Expr& left() const { return *l_; }
+  const Expr& right() const { return *r_; }
 
  private:
   const Operand<int64_t> lo_;
@@ -531,6 +533,38 @@ class IntDivByLiteral final : public BinaryExpr {
 
  private:
   const Operand<int64_t> lo_;
+  const ConstDivisor c_;
+};
+
+// `(x * m) / c` and `(x * m) % c` (or `m * x`) for a field x and literals m and c (|c| >= 2),
+// as datagen's keys are written (`(seq * 7919) % 10000`): one node instead of a call for the
+// product. The product wraps as `*` does, the division is IntDivByLiteral's. `l_` is the product
+// node (the dividend ModCompare reads), `r_` the literal c.
+template <bool kMod>
+class ScaledDivByLiteral final : public BinaryExpr {
+ public:
+  ScaledDivByLiteral(FieldType type, ExprPtr product, ExprPtr r, const Expr& x, int64_t m, int64_t c)
+      : BinaryExpr(type, std::move(product), std::move(r)),
+        xo_(MakeOperand<int64_t>(x, Kind::kField)),
+        m_(m),
+        c_(c) {}
+  int64_t EvalInt(const Record& r) const override { return Apply(Read<int64_t, Kind::kField>(xo_, r)); }
+  bool EvalIntOrNull(const Record& r, int64_t* out) const override {
+    int64_t x;
+    if (!ReadOrNull<int64_t, Kind::kField>(xo_, r, &x)) return false;
+    *out = Apply(x);
+    return true;
+  }
+  const Expr& dividend() const { return *l_; }
+  const ConstDivisor& divisor() const { return c_; }
+
+ private:
+  int64_t Apply(int64_t x) const {
+    const int64_t p = WrapMul(x, m_);
+    return kMod ? c_.Mod(p) : c_.Div(p);
+  }
+  const Operand<int64_t> xo_;
+  const int64_t m_;
   const ConstDivisor c_;
 };
 
@@ -1348,6 +1382,23 @@ ExprPtr MakeIntArith(FieldType type, ExprPtr l, ExprPtr r) {
     if (dynamic_cast<const IntLiteral*>(r.get()) != nullptr) {
       const int64_t c = r->EvalInt(NoRecord());
       if (c < -1 || c > 1) {
+        // A field times a literal, in either order.
+        using FieldTimesLit = IntArith<MulOp, Kind::kField, Kind::kLit>;
+        using LitTimesField = IntArith<MulOp, Kind::kLit, Kind::kField>;
+        const Expr* x = nullptr;
+        const Expr* m = nullptr;
+        if (const auto* p = dynamic_cast<const FieldTimesLit*>(l.get())) {
+          x = &p->left();
+          m = &p->right();
+        } else if (const auto* p = dynamic_cast<const LitTimesField*>(l.get())) {
+          x = &p->right();
+          m = &p->left();
+        }
+        if (x != nullptr) {
+          const int64_t factor = m->EvalInt(NoRecord());
+          return std::make_unique<ScaledDivByLiteral<kMod>>(type, std::move(l), std::move(r), *x,
+                                                            factor, c);
+        }
         if (l->FieldIndex() >= 0) {
           return std::make_unique<IntDivByLiteral<kMod, Kind::kField>>(type, std::move(l),
                                                                        std::move(r), c);
@@ -1400,6 +1451,10 @@ ExprPtr MakeCompareWithLiteral(FieldType operand_type, ExprPtr* l, ExprPtr* r) {
                                                              m->dividend(), m->divisor());
     }
     if (const auto* m = dynamic_cast<const IntDivByLiteral<true, Kind::kNode>*>(x->get())) {
+      return std::make_unique<ModCompare<kEq, Kind::kNode>>(std::move(*x), std::move(*lit),
+                                                            m->dividend(), m->divisor());
+    }
+    if (const auto* m = dynamic_cast<const ScaledDivByLiteral<true>*>(x->get())) {
       return std::make_unique<ModCompare<kEq, Kind::kNode>>(std::move(*x), std::move(*lit),
                                                             m->dividend(), m->divisor());
     }

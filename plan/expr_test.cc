@@ -1027,6 +1027,55 @@ TEST_F(SpecialisedExprTest, ModuloComparedWithALiteralMatchesTheRemainder) {
   }
 }
 
+// `(x * m) % c` and `(x * m) / c` (either factor order) as one node: the same values as the
+// wrapped product divided in C++, with a null field, compared with a literal, and inside a
+// larger expression (datagen's `seq / 100 - (seq * 7919) % 500`).
+TEST_F(SpecialisedExprTest, ScaledDivisionAndModuloMatchTheProductDivided) {
+  constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  const std::vector<int64_t> factors = {7919, -3, 0, 1, -1, 2, kMax, kMin + 1, int64_t{1} << 40};
+  const std::vector<int64_t> divisors = {2, -2, 3, 7, 500, 10000, 1024, -1024, 1000000007, kMax, kMin + 1};
+  const std::vector<int64_t> values = EdgeValues();
+  auto product = [](int64_t a, int64_t m) {
+    return static_cast<int64_t>(static_cast<uint64_t>(a) * static_cast<uint64_t>(m));
+  };
+  for (int64_t m : factors) {
+    for (int64_t c : divisors) {
+      const std::string lm = absl::StrCat("(", m, ")");
+      const std::string lc = absl::StrCat("(", c, ")");
+      auto mod = Compile(absl::StrCat("(a * ", lm, ") % ", lc));
+      auto div = Compile(absl::StrCat("(", lm, " * a) / ", lc));
+      auto mod_null = Compile(absl::StrCat("(n * ", lm, ") % ", lc));
+      auto eq = Compile(absl::StrCat("(a * ", lm, ") % ", lc, " == 1"));
+      auto divides = Compile(absl::StrCat("(a * ", lm, ") % ", lc, " != 0"));
+      auto nested = Compile(absl::StrCat("a / 100 - (a * ", lm, ") % ", lc));
+      ASSERT_TRUE(mod && div && mod_null && eq && divides && nested);
+      for (int64_t a : values) {
+        r_.SetInt(0, a);
+        r_.SetInt(4, a);
+        r_.ClearNull(4);
+        const int64_t p = product(a, m);
+        const int64_t want_mod = p % c;
+        const int64_t want_div = p / c;
+        SCOPED_TRACE(absl::StrCat("a=", a, " m=", m, " c=", c));
+        ASSERT_EQ(mod->EvalInt(r_), want_mod);
+        ASSERT_EQ(div->EvalInt(r_), want_div);
+        int64_t got = 0;
+        ASSERT_TRUE(mod_null->EvalIntOrNull(r_, &got));
+        ASSERT_EQ(got, want_mod);
+        ASSERT_FALSE(mod_null->IsNull(r_));
+        ASSERT_EQ(eq->EvalBool(r_), want_mod == 1);
+        ASSERT_EQ(divides->EvalBool(r_), want_mod != 0);
+        ASSERT_EQ(nested->EvalInt(r_), static_cast<int64_t>(static_cast<uint64_t>(a / 100) -
+                                                            static_cast<uint64_t>(want_mod)));
+        r_.SetNull(4);
+        ASSERT_FALSE(mod_null->EvalIntOrNull(r_, &got));
+        ASSERT_TRUE(mod_null->IsNull(r_));
+      }
+    }
+  }
+}
+
 // `lower(s) == 'lit'` and `!=` as one node (no lowered copy), in either order, against the
 // comparison of lower()'s result made through an opaque node (`if(true, lower(t), '')`).
 TEST_F(SpecialisedExprTest, LowerComparedWithALiteralMatchesTheLoweredCopy) {

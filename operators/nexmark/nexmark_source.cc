@@ -177,7 +177,8 @@ class NexmarkSource final : public SourceOperator {
   absl::Status EmitEvent(int split, int k) {
     const int64_t ts = Project(k);
     if (watermarks_->OnEvent(split, ts)) SLUICE_RETURN_IF_ERROR(output_->EmitWatermarkStatus(false));
-    SLUICE_RETURN_IF_ERROR(output_->Emit(out_));
+    // Every value of out_ is written again for the next event (Project, the padding).
+    SLUICE_RETURN_IF_ERROR(output_->EmitOwned(&out_));
     ++emitted_;
     return absl::OkStatus();
   }

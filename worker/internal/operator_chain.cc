@@ -51,6 +51,17 @@ class OperatorChain::ChainOutput final : public ops::Output {
     if (ABSL_PREDICT_FALSE(!s.ok())) return chain_->Named(to_index_, std::move(s));
     return s;
   }
+  // As Emit(), but the next operator may take the record's values (ProcessOwned()); a gathered
+  // batch copies them as Emit() does.
+  absl::Status EmitOwned(Record* r) override {
+    if (batching_) return Emit(*r);
+    if (cancelled_->load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
+    out_->Add();
+    in_->Add();
+    absl::Status s = to_op_->ProcessOwned(r);
+    if (ABSL_PREDICT_FALSE(!s.ok())) return chain_->Named(to_index_, std::move(s));
+    return s;
+  }
   absl::Status EmitWatermark(int64_t watermark_ms) override {
     SLUICE_RETURN_IF_ERROR(Flush());
     if (source_ != nullptr) source_->advanced(watermark_ms);
@@ -87,15 +98,26 @@ class OperatorChain::ChainOutput final : public ops::Output {
   size_t gathered_ = 0;           // ... of which the first are gathered
 };
 
-// The chain's last operator emits here: to the task's record writer (no edge for a sink).
+// The chain's last operator emits here: to the task's record writer (no edge for a sink). So
+// does the operator before a last one that ForwardsUnchanged(): then `past` is that last one,
+// whose counters count the records too.
 class OperatorChain::TailOutput final : public ops::Output {
  public:
   // `source`: set when `from` is the task's source, whose watermarks are the task's.
-  TailOutput(ChainedOperator* from, RecordWriter* writer, const SourceWatermarks* source)
-      : out_(from->out.get()), writer_(writer), source_(source) {}
+  TailOutput(ChainedOperator* from, RecordWriter* writer, const SourceWatermarks* source,
+             ChainedOperator* past = nullptr)
+      : out_(from->out.get()),
+        past_in_(past != nullptr ? past->in.get() : nullptr),
+        past_out_(past != nullptr ? past->out.get() : nullptr),
+        writer_(writer),
+        source_(source) {}
   absl::Status Emit(const Record& r) override {
-    out_->Add();
+    Count();
     return writer_->Emit(r);
+  }
+  absl::Status EmitOwned(Record* r) override {
+    Count();
+    return writer_->Emit(*r);
   }
   absl::Status EmitSide(int side_output, const Record& r) override {
     return writer_->EmitSide(side_output, r);
@@ -110,7 +132,17 @@ class OperatorChain::TailOutput final : public ops::Output {
   }
 
  private:
+  void Count() {
+    out_->Add();
+    if (past_in_ != nullptr) {
+      past_in_->Add();
+      past_out_->Add();
+    }
+  }
+
   Counter* const out_;  // `from`'s
+  Counter* const past_in_;   // the bypassed operator's, or null
+  Counter* const past_out_;  // ...
   RecordWriter* writer_;
   const SourceWatermarks* source_;
 };
@@ -135,14 +167,25 @@ absl::Status OperatorChain::Open(RecordWriter* writer, SourceWatermarks source,
                                  const std::function<ops::OperatorContext(size_t i)>& context) {
   source_ = std::move(source);
   const SourceWatermarks* head_source = ops_[0]->spec->is_source() ? &source_ : nullptr;
-  for (size_t i = 0; i + 1 < ops_.size(); ++i) {
+  const size_t n = ops_.size();
+  // A last operator that forwards everything unchanged (key_by before its exchange) is
+  // bypassed: the one before it emits straight into the writer.
+  const ChainedOperator& last = *ops_.back();
+  const bool bypass = n >= 2 && last.op->ForwardsUnchanged() && !last.op->PrefersBatches() &&
+                      last.timers == nullptr;
+  for (size_t i = 0; i + 1 < n; ++i) {
+    if (bypass && i + 2 == n) break;
     chain_outputs_.push_back(std::make_unique<ChainOutput>(this, i, i == 0 ? head_source : nullptr));
   }
-  tail_output_ = std::make_unique<TailOutput>(ops_.back().get(), writer,
-                                              ops_.size() == 1 ? head_source : nullptr);
-  for (size_t i = 0; i < ops_.size(); ++i) {
-    ops::Output* out = i + 1 < ops_.size() ? static_cast<ops::Output*>(chain_outputs_[i].get())
-                                           : tail_output_.get();
+  tail_output_ = std::make_unique<TailOutput>(ops_.back().get(), writer, n == 1 ? head_source : nullptr);
+  if (bypass) {
+    bypass_output_ = std::make_unique<TailOutput>(ops_[n - 2].get(), writer,
+                                                  n == 2 ? head_source : nullptr, ops_.back().get());
+  }
+  for (size_t i = 0; i < n; ++i) {
+    ops::Output* out = i < chain_outputs_.size()
+                           ? static_cast<ops::Output*>(chain_outputs_[i].get())
+                           : (bypass && i + 2 == n ? bypass_output_.get() : tail_output_.get());
     SLUICE_RETURN_IF_ERROR(Named(i, ops_[i]->op->Open(context(i), out)));
   }
   opened_ = true;

@@ -43,7 +43,9 @@ struct ChainedOperator {
 // operator sees nothing else while records wait. Once `cancelled` is set, the chain stops
 // (kCancelled), so a slow operator does not hold a cancelled task for the rest of a batch.
 // Each output counts its records into the operators' `out`/`in` Counters as they pass (records
-// gathered for a batch into `in` when handed over); the head's `in` is the task's to count.
+// gathered for a batch into `in` when handed over); the head's `in` is the task's to count. A
+// last operator that ForwardsUnchanged() (key_by, union) after another is bypassed: the one
+// before it emits straight into the writer, counting the bypassed operator's records too.
 //
 // Threads: owned by the task thread, like the operators; not thread-safe. `cancelled` is read
 // with relaxed loads and may be set by any thread.
@@ -111,6 +113,8 @@ class OperatorChain {
   std::vector<std::unique_ptr<ChainedOperator>> ops_;
   std::vector<std::unique_ptr<ChainOutput>> chain_outputs_;  // ops_[i] -> ops_[i + 1]
   std::unique_ptr<TailOutput> tail_output_;
+  // ops_[n - 2] -> writer, past a last operator that ForwardsUnchanged(); else null.
+  std::unique_ptr<TailOutput> bypass_output_;
   std::string failed_op_;
   bool opened_ = false;
 };

@@ -30,6 +30,7 @@ struct ProbeConfig {
   bool batches = false;
   std::vector<std::string> entries;
   bool union_state = false;
+  bool forwards = false;  // ForwardsUnchanged(), as key_by
 };
 
 // Logs "<id>.<call>[:<detail>]" for everything the chain calls on it.
@@ -52,6 +53,7 @@ class Probe final : public ops::Operator {
     return absl::OkStatus();
   }
   bool PrefersBatches() const override { return config_.batches; }
+  bool ForwardsUnchanged() const override { return config_.forwards; }
   absl::Status Finish() override {
     SLUICE_RETURN_IF_ERROR(Call("finish"));
     for (int i = 0; i < config_.emit_on_finish; ++i) SLUICE_RETURN_IF_ERROR(Emit(900 + i));
@@ -201,6 +203,45 @@ TEST_F(OperatorChainTest, CountersAreExactAfterEveryStep) {
     EXPECT_EQ(in_[2]->Value(), 6 * in) << "gathered for a batch";
     EXPECT_EQ(out_[2]->Value(), 6 * in) << "the tail's";
   }
+}
+
+// A last operator that forwards records unchanged (key_by) is bypassed: the one before it emits
+// into the writer, and the bypassed one's counters are exact all the same; it is opened,
+// finished, snapshotted and closed, and a source head's watermarks are still published. One
+// that is not last, or the only one, is called as any other.
+TEST_F(OperatorChainTest, ALastOperatorThatForwardsUnchangedIsBypassed) {
+  Add("src", With([&](ProbeConfig& c) { c.emit_per_record = 2; c.emit_on_finish = 1; }), /*source=*/true);
+  Add("a", With([&](ProbeConfig& c) { c.forwards = true; }));
+  Add("by_key", With([&](ProbeConfig& c) { c.forwards = true; c.entries = {"k"}; }));
+  std::vector<std::string> published;
+  OperatorChain::SourceWatermarks source;
+  source.advanced = [&](int64_t w) { published.push_back(absl::StrCat("wm ", w)); };
+  source.idle = [](bool) {};
+  ASSERT_OK(Open(std::move(source)));
+  ASSERT_OK(Feed(1));
+  ASSERT_OK(Feed(2));
+  ASSERT_OK(probes_["src"]->output()->EmitWatermark(12));
+  ASSERT_OK(chain_.Flush());
+  EXPECT_EQ(out_[0]->Value(), 4u);
+  EXPECT_EQ(in_[1]->Value(), 4u);
+  EXPECT_EQ(out_[1]->Value(), 4u);
+  EXPECT_EQ(in_[2]->Value(), 4u) << "counted though bypassed";
+  EXPECT_EQ(out_[2]->Value(), 4u);
+  EXPECT_THAT(published, ElementsAre("wm 12"));
+  ASSERT_OK(chain_.Finish());
+  EXPECT_EQ(in_[2]->Value(), 5u);
+  EXPECT_EQ(out_[2]->Value(), 5u);
+  proto::SubtaskState state;
+  ASSERT_OK(chain_.SnapshotState(4, &state));
+  ASSERT_EQ(state.operator_state_size(), 1);
+  EXPECT_EQ(state.operator_state(0).operator_id(), "by_key");
+  chain_.Close();
+  EXPECT_THAT(log_, ElementsAre("src.open", "a.open", "by_key.open", "src.process:1", "a.process:1",
+                                "a.process:1001", "src.process:2", "a.process:2", "a.process:1002",
+                                "a.watermark:12", "src.finish", "a.process:900",
+                                "a.finish", "by_key.finish", "src.snapshot:4",
+                                "a.snapshot:4", "by_key.snapshot:4", "src.close",
+                                "a.close", "by_key.close"));
 }
 
 TEST_F(OperatorChainTest, GathersBatchesForAnOperatorThatPrefersThem) {

@@ -547,8 +547,9 @@ absl::Status Task::ProcessItem(BufferItem& item) {
       ++decoded;
       SLUICE_RETURN_IF_ERROR(dec.Next(&record));
       in->Add();
-      // One input: Process() directly (what ProcessInput() means for it), one virtual call.
-      s = head_inputs_ > 1 ? op->ProcessInput(input, record) : op->Process(record);
+      // One input: ProcessOwned() directly (what ProcessInput() means for it; the next
+      // decode overwrites every value of `record`), one virtual call.
+      s = head_inputs_ > 1 ? op->ProcessInput(input, record) : op->ProcessOwned(&record);
     }
   }
   return chain_.Named(0, s);
