@@ -319,8 +319,10 @@ TEST(LocalClusterTest, RestartCoordinatorKeepsBothPorts) {
 }
 
 // `sluice cluster start --state-memory` reaches the workers, and `sluice status` shows each
-// keyed operator's state cache: a keyed count over K keys reads its state once per record, and
-// with every key fitting in the cache only the first read of each key misses.
+// keyed operator's state cache: with every key of a keyed count fitting in the cache, only the
+// first read of each key misses. (The aggregate reads a key once per batch of records, at its
+// first record there, so the hits depend on how records were batched: at most one per record
+// after a key's first.)
 TEST_F(LocalClusterCliTest, StateMemoryReachesTheWorkersAndStatusShowsTheStateCache) {
   StartCluster("--state-memory 64MiB");
   for (const char* w : {"worker-0.cmd", "worker-1.cmd"}) {
@@ -346,10 +348,20 @@ operators:
   ASSERT_EQ(Sluice("run --wait " + job_file, &out), 0) << out;
   const std::string job = out.substr(0, out.find('\n'));
   ASSERT_EQ(Sluice("status " + job, &out), 0) << out;
-  const uint64_t hits = kRecords - kKeys;
-  EXPECT_THAT(out, HasSubstr(absl::StrCat("cache hit rate ", cli::FormatHitRate(hits, kKeys), " (",
-                                          hits, " hits, ", kKeys, " misses)")))
-      << out;
+  // "cache hit rate <rate> (<hits> hits, <misses> misses)"
+  const size_t at = out.find("cache hit rate ");
+  ASSERT_NE(at, std::string::npos) << out;
+  const size_t open = out.find(" (", at);
+  const size_t hits_end = out.find(" hits, ", open);
+  const size_t misses_end = out.find(" misses)", hits_end);
+  ASSERT_NE(misses_end, std::string::npos) << out;
+  uint64_t hits = 0;
+  uint64_t misses = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(out.substr(open + 2, hits_end - open - 2), &hits)) << out;
+  ASSERT_TRUE(absl::SimpleAtoi(out.substr(hits_end + 7, misses_end - hits_end - 7), &misses)) << out;
+  EXPECT_EQ(misses, static_cast<uint64_t>(kKeys)) << out;
+  EXPECT_LE(hits, static_cast<uint64_t>(kRecords - kKeys)) << out;
+  EXPECT_EQ(out.substr(at + 15, open - at - 15), cli::FormatHitRate(hits, misses)) << out;
   EXPECT_THAT(out, HasSubstr("per subtask: #0 ")) << out;
 }
 
