@@ -53,6 +53,11 @@ struct StateBackendOptions {
   // fewer go through the memtable (cheaper than a file for a few entries). The same holds for
   // the dirty entries one eviction writes.
   size_t snapshot_ingest_min_entries = 4096;
+  // The backend remembers the keys it wrote to RocksDB (and those it restored) in a filter
+  // (internal/written_key_filter.h: about 10-20 bits per key, counted in cache_bytes, dropped
+  // if it outgrows half of them), so a read of a key RocksDB never received (a new key) costs a
+  // filter probe instead of a RocksDB lookup. False: every cache miss reads RocksDB.
+  bool new_key_filter = true;
   // Named in every kDataLoss error about this backend's state (restore and reads).
   StateOrigin origin;
   // Where the backend publishes its cache hits and misses and its approximate size (live SST
@@ -167,6 +172,9 @@ class KeyedStateBackend {
 
   // Bytes the cache holds now (for metrics and the memory budget test).
   virtual size_t CacheBytesForTest() const = 0;
+  // Keys looked up in RocksDB so far (by Get and batched reads), for tests of what the cache
+  // and the new-key filter spare.
+  virtual uint64_t StoreReadsForTest() const = 0;
 
   // Names this backend's operator subtask and restored checkpoint in kDataLoss errors
   // (StateBackendOptions::origin); for state formats layered on top (aggregating state).

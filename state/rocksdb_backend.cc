@@ -312,7 +312,16 @@ class RocksDbBackend final : public KeyedStateBackend {
   absl::Status OpenEmpty() {
     SLUICE_RETURN_IF_ERROR(ResetDir(options_.local_dir));
     SLUICE_RETURN_IF_ERROR(OpenDb(/*create=*/true));
+    EnableNewKeyFilter();  // RocksDB holds no state key yet
     return WriteFormat();
+  }
+
+  // Starts the cache's filter of the keys RocksDB holds (options_.new_key_filter), its first
+  // part sized for about the entries the cache holds (64 bytes each), within [1K, 1M] keys.
+  // REQUIRES: RocksDB holds no state key yet, or the caller names each to the cache.
+  void EnableNewKeyFilter() {
+    if (!options_.new_key_filter) return;
+    cache_.EnableStoreFilter(std::clamp<size_t>(options_.cache_bytes / 64, 1 << 10, 1 << 20));
   }
 
   // Records this build's format version in the DB (snapshots carry it).
@@ -372,6 +381,7 @@ class RocksDbBackend final : public KeyedStateBackend {
       const std::string& private_dir) override;
 
   size_t CacheBytesForTest() const override { return cache_.bytes(); }
+  uint64_t StoreReadsForTest() const override { return store_reads_; }
   absl::string_view CurrentKey() const override { return current_key_; }
   int64_t NextTimerLowerBound(TimerDomain domain) const override {
     const int d = static_cast<int>(domain);
@@ -465,6 +475,9 @@ class RocksDbBackend final : public KeyedStateBackend {
   // Binds `name` to an id without handing it out (restore); kDataLoss on a kind conflict.
   absl::StatusOr<int> BindState(const std::string& name, StateKind kind, int wanted_id);
   absl::Status CopyKeyGroups(const proto::KeyedStateHandle& handle, const fs::path& dir);
+  // After a restore of the same key groups: starts the new-key filter with every state key of
+  // the restored DB. kDataLoss when RocksDB cannot read them.
+  absl::Status FillNewKeyFilter();
   absl::Status WriteMeta();
   // Makes the timers stored in RocksDB those in memory: writes timer_changes_ (a put per
   // timer added since the last call, a delete per stored timer removed).
@@ -570,6 +583,7 @@ class RocksDbBackend final : public KeyedStateBackend {
   std::vector<rocksdb::Slice> prefetch_keys_;
   std::vector<rocksdb::PinnableSlice> prefetch_values_;
   std::vector<rocksdb::Status> prefetch_statuses_;
+  uint64_t store_reads_ = 0;  // StoreReadsForTest()
   uint64_t published_hits_ = 0;
   uint64_t published_misses_ = 0;
   uint64_t next_publish_ = kStatsInterval;  // cache reads (hits + misses) when to publish
@@ -697,6 +711,9 @@ void RocksDbBackend::PublishStats() {
 absl::StatusOr<RocksDbBackend::Ref> RocksDbBackend::Lookup() {
   if (cache_.hits() + cache_.misses() >= next_publish_) PublishStats();
   Ref e = cache_.Find(key_buf_);
+  if (e == internal::WriteBackCache::kNone && !cache_.MayBeInStore(key_buf_)) {
+    return InsertLoaded(key_buf_, rocksdb::Status::NotFound(), absl::string_view());
+  }
   if (e != internal::WriteBackCache::kNone) {
     const int64_t expiry = cache_.expiry(e);
     if (!cache_.deleted(e) && expiry != 0 && expiry <= options_.clock->WallMillis()) {
@@ -707,6 +724,7 @@ absl::StatusOr<RocksDbBackend::Ref> RocksDbBackend::Lookup() {
     }
     return e;
   }
+  ++store_reads_;
   rocksdb::Status s = db_->Get(read_options_, ToSlice(key_buf_), &read_buf_);
   return InsertLoaded(key_buf_, s, read_buf_);
 }
@@ -760,8 +778,10 @@ absl::Status RocksDbBackend::Prefetch(StateId id, absl::Span<const KeyInGroup> k
         header, k.key_group, id, static_cast<uint32_t>(k.key.size()));
     prefetch_buf_.append(header, header_len);
     prefetch_buf_.append(k.key.data(), k.key.size());
-    if (cache_.Peek(absl::string_view(prefetch_buf_).substr(start)) !=
-        internal::WriteBackCache::kNone) {
+    const absl::string_view state_key = absl::string_view(prefetch_buf_).substr(start);
+    // Not those RocksDB never received (their Get() finds them absent without it).
+    if (cache_.Peek(state_key) != internal::WriteBackCache::kNone ||
+        !cache_.MayBeInStore(state_key)) {
       prefetch_buf_.resize(start);
       continue;
     }
@@ -780,6 +800,7 @@ absl::Status RocksDbBackend::Prefetch(StateId id, absl::Span<const KeyInGroup> k
   const size_t n = prefetch_keys_.size();
   if (prefetch_values_.size() < n) prefetch_values_.resize(n);
   prefetch_statuses_.assign(n, rocksdb::Status());
+  store_reads_ += n;
   db_->MultiGet(read_options_, db_->DefaultColumnFamily(), n, prefetch_keys_.data(),
                 prefetch_values_.data(), prefetch_statuses_.data(), /*sorted_input=*/true);
   absl::Status status;
@@ -1301,6 +1322,7 @@ absl::Status RocksDbBackend::RestoreFrom(const std::vector<proto::KeyedStateHand
       if (id != m.id) return absl::DataLossError(absl::StrCat("duplicate state id in ", db_dir_));
     }
     meta_dirty_ = false;
+    SLUICE_RETURN_IF_ERROR(FillNewKeyFilter());
     // Unchanged SSTs keep their shared names, so the next checkpoint is incremental.
     absl::MutexLock lock(&upload_mu_);
     for (const proto::StateFile& f : h.files()) {
@@ -1319,6 +1341,22 @@ absl::Status RocksDbBackend::RestoreFrom(const std::vector<proto::KeyedStateHand
     SLUICE_RETURN_IF_ERROR(s);
   }
   return LoadTimers();
+}
+
+absl::Status RocksDbBackend::FillNewKeyFilter() {
+  EnableNewKeyFilter();
+  if (!cache_.store_filter_on()) return absl::OkStatus();
+  rocksdb::ReadOptions read;
+  read.fill_cache = false;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read));
+  // Every key group's entries sort before kFormatKey and the state meta.
+  for (it->SeekToFirst(); it->Valid() && cache_.store_filter_on(); it->Next()) {
+    const absl::string_view k = ToView(it->key());
+    if (k.size() < 3 || internal::DecodeFixed16BE(k.data()) > options_.range.last) break;
+    if (static_cast<uint8_t>(k[2]) != kTimerStateId) cache_.NoteInStore(k);
+  }
+  return FromRocks(it->status(), absl::StrCat("reading the keys of ", db_dir_),
+                   absl::StatusCode::kDataLoss);
 }
 
 absl::Status RocksDbBackend::CopyKeyGroups(const proto::KeyedStateHandle& handle,
@@ -1362,6 +1400,7 @@ absl::Status RocksDbBackend::CopyKeyGroups(const proto::KeyedStateHandle& handle
     }
     key.assign(k.data(), k.size());
     key[2] = static_cast<char>(id);
+    if (id != kTimerStateId) cache_.NoteInStore(key);
     s = batch.Put(key, it->value());
     if (s.ok() && batch.GetDataSize() >= kRestoreBatchBytes) {
       s = db_->Write(write_options_, &batch);

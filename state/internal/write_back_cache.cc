@@ -264,8 +264,30 @@ void WriteBackCache::Free(Ref r) {
 
 void WriteBackCache::Erase(Ref r) { Free(r); }
 
+void WriteBackCache::EnableStoreFilter(size_t first_capacity) {
+  if (filter_ != nullptr) return;
+  filter_ = std::make_unique<WrittenKeyFilter>(first_capacity);
+}
+
+void WriteBackCache::NoteInStore(absl::string_view key) { AddToFilter(key); }
+
+void WriteBackCache::AddToFilter(absl::string_view key) {
+  if (filter_ == nullptr) return;
+  const size_t before = filter_->bytes();
+  filter_->Add(WrittenKeyFilter::Hash(key));
+  if (filter_->bytes() == before) return;
+  bytes_ += filter_->bytes() - before;
+  if (filter_->bytes() > budget_ / 2) {
+    bytes_ -= filter_->bytes();
+    filter_.reset();
+  }
+}
+
 absl::Status WriteBackCache::WriteAndClean(absl::Span<const Ref> refs, WriteFn write) {
   if (refs.empty()) return absl::OkStatus();
+  // Before the write: a key the store may hold is never missing from the filter (one whose
+  // write fails is only a false positive).
+  for (Ref r : refs) AddToFilter(key(r));
   absl::Status s = write(refs);
   if (!s.ok()) return s;
   for (Ref r : refs) {

@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "state/internal/written_key_filter.h"
 
 namespace sluice::state::internal {
 
@@ -92,6 +93,12 @@ class BlockArena {
 // A Ref (slot number) stays valid until the next MakeRoom() or Erase(); Insert may move slots
 // in memory but keeps Refs.
 //
+// The store filter (EnableStoreFilter()): the cache then remembers every key it hands to a
+// WriteFn (and those NoteInStore() names) in a WrittenKeyFilter, so MayBeInStore() can answer
+// for a key that the store never received (a new key: its first read then costs a filter
+// probe, no store lookup). The filter's bytes count in bytes(); once they would exceed half the
+// budget it is dropped and MayBeInStore() is true from then on.
+//
 // Threading: one thread (the backend's task thread). Not thread-safe.
 class WriteBackCache {
  public:
@@ -165,6 +172,17 @@ class WriteBackCache {
     return Evict(write);
   }
 
+  // Starts the store filter (see the class comment) with a first part of `first_capacity` keys.
+  // REQUIRES: the store holds no key the cache did not write or NoteInStore() did not name.
+  void EnableStoreFilter(size_t first_capacity);
+  // False only if the store filter is on and the store never received `key`.
+  bool MayBeInStore(absl::string_view key) const {
+    return filter_ == nullptr || filter_->MayContain(WrittenKeyFilter::Hash(key));
+  }
+  // Adds a key the store holds that the cache did not write (e.g. restored) to the filter.
+  void NoteInStore(absl::string_view key);
+  bool store_filter_on() const { return filter_ != nullptr; }
+
   size_t bytes() const { return bytes_; }
   size_t budget() const { return budget_; }
   size_t size() const { return live_; }
@@ -234,6 +252,9 @@ class WriteBackCache {
   void CompactDirtyList();
   // Sorts `refs` by key (byte-wise), as std::sort comparing key() would.
   void SortByKey(std::vector<Ref>* refs);
+  // Adds `key` to the store filter (if on), counting its growth in bytes_ and dropping it when
+  // it outgrows half the budget.
+  void AddToFilter(absl::string_view key);
 
   const size_t budget_;
   BlockArena arena_;
@@ -250,6 +271,7 @@ class WriteBackCache {
   uint64_t hits_ = 0;
   uint64_t misses_ = 0;
   uint64_t frees_ = 0;
+  std::unique_ptr<WrittenKeyFilter> filter_;  // the store filter; null: off
 };
 
 }  // namespace sluice::state::internal
