@@ -572,7 +572,7 @@ class RocksDbBackend final : public KeyedStateBackend {
   Ref last_ref_ = 0;
   uint64_t last_frees_ = 0;
   internal::WriteBackCache cache_;
-  std::vector<Ref> sorted_refs_;  // scratch of WriteEntries() and EvictEntries()
+  std::vector<Ref> sorted_refs_;  // scratch of WriteEntries()
   // Prefetch(): whether it reads ahead (decided every kPrefetchDecisionReads cache reads from
   // their miss share), the cache's reads and misses at the last decision, and scratch.
   bool prefetch_on_ = true;
@@ -873,10 +873,7 @@ absl::Status RocksDbBackend::WriteEntries(absl::Span<const Ref> refs) {
 
 absl::Status RocksDbBackend::EvictEntries(absl::Span<const Ref> refs) {
   if (refs.size() < options_.snapshot_ingest_min_entries) return WriteEntries(refs);
-  sorted_refs_.assign(refs.begin(), refs.end());
-  std::sort(sorted_refs_.begin(), sorted_refs_.end(),
-            [this](Ref a, Ref b) { return cache_.key(a) < cache_.key(b); });
-  return IngestEntries(sorted_refs_);
+  return IngestEntries(refs);  // the cache passes them in key order
 }
 
 rocksdb::Slice RocksDbBackend::StoredValue(Ref e) {

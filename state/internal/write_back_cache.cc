@@ -378,7 +378,9 @@ absl::Status WriteBackCache::Evict(WriteFn write) {
   }
   for (Ref r : victims_) slots_[r].flags &= ~kVictim;
   if (bytes_ > budget_) {
-    // Not enough clean entries: write the dirty ones met, in one batch, and drop them all.
+    // Not enough clean entries: write the dirty ones met, in one batch in key order, and drop
+    // them all.
+    SortByKey(&victims_);
     absl::Status s = WriteAndClean(victims_, write);
     if (!s.ok()) return s;
     for (Ref r : victims_) Free(r);

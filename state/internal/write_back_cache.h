@@ -113,8 +113,8 @@ class WriteBackCache {
   // Bytes counted per entry beyond its block: the slot and its share of the index.
   static constexpr size_t kEntryOverhead = 32;
 
-  // Writes the dirty entries `refs` to the store in one batch (key(), deleted(), expiry(),
-  // value()). On OK the cache marks them clean (in_db = !deleted); an error leaves them dirty
+  // Writes the dirty entries `refs` (in key order) to the store in one batch (key(), deleted(),
+  // expiry(), value()). On OK the cache marks them clean (in_db = !deleted); an error leaves them dirty
   // and is returned to the caller of FlushDirty()/MakeRoom().
   using WriteFn = absl::FunctionRef<absl::Status(absl::Span<const Ref> refs)>;
 
@@ -166,7 +166,8 @@ class WriteBackCache {
   // Writes every dirty entry, in key order across all its WriteFn batches (each of at most
   // `batch` entries); entries stay cached. On an error the entries not written stay dirty.
   absl::Status FlushDirty(WriteFn write, size_t batch = kFlushBatch);
-  // Evicts until bytes() <= budget (see the class comment). Cheap when within budget.
+  // Evicts until bytes() <= budget (see the class comment); the dirty entries it writes go to
+  // `write` in key order. Cheap when within budget.
   absl::Status MakeRoom(WriteFn write) {
     if (bytes_ <= budget_) return absl::OkStatus();
     return Evict(write);

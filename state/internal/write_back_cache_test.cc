@@ -24,6 +24,9 @@ struct FakeStore {
   absl::Status Write(const WriteBackCache& cache, absl::Span<const Ref> refs) {
     if (fail) return absl::UnavailableError("store down");
     batch_sizes.push_back(refs.size());
+    for (size_t i = 1; i < refs.size(); ++i) {
+      EXPECT_LT(cache.key(refs[i - 1]), cache.key(refs[i])) << "a batch not in key order";
+    }
     for (Ref r : refs) {
       EXPECT_TRUE(cache.dirty(r));
       data[std::string(cache.key(r))] =
@@ -316,6 +319,63 @@ TEST(WriteBackCacheTest, EvictsCleanUnreferencedFirstThenBatchesDirtyOnes) {
   for (const auto& [key, value] : store.data) {
     EXPECT_EQ(cache.Peek(key), WriteBackCache::kNone) << key;  // written, then dropped
   }
+}
+
+// The store filter holds every key handed to a WriteFn (by eviction and by FlushDirty, also
+// in a batch the store refused) and every key NoteInStore() named; its bytes count in bytes().
+TEST(WriteBackCacheTest, StoreFilterHoldsEveryKeyWritten) {
+  WriteBackCache cache(64 << 10);
+  EXPECT_TRUE(cache.MayBeInStore(Key(0)));  // off: anything may be in the store
+  cache.EnableStoreFilter(1024);
+  ASSERT_TRUE(cache.store_filter_on());
+  EXPECT_FALSE(cache.MayBeInStore(Key(0)));
+  EXPECT_EQ(cache.bytes(), 0u);
+  FakeStore store;
+  auto write = [&](absl::Span<const Ref> refs) { return store.Write(cache, refs); };
+  for (int i = 0; i < 3000; ++i) {
+    Put(cache, Key(i), "v", /*dirty=*/i % 3 != 0);  // every third one never dirty
+    ASSERT_TRUE(cache.MakeRoom(write).ok());
+    ASSERT_LE(cache.bytes(), cache.budget());
+  }
+  ASSERT_TRUE(cache.FlushDirty(write).ok());
+  ASSERT_TRUE(cache.store_filter_on());
+  EXPECT_EQ(store.data.size(), 2000u);
+  size_t entry_bytes = 0;
+  for (int i = 0; i < 3000; ++i) {
+    const Ref r = cache.Peek(Key(i));
+    if (r != WriteBackCache::kNone) {
+      entry_bytes += WriteBackCache::kEntryOverhead + BlockArena::ClassSize(Key(i).size() + 1);
+    }
+    if (i % 3 != 0) EXPECT_TRUE(cache.MayBeInStore(Key(i))) << i;  // every written key
+  }
+  EXPECT_GT(cache.bytes(), entry_bytes);  // the filter's parts
+  int false_positives = 0;
+  for (int i = 0; i < 3000; i += 3) false_positives += cache.MayBeInStore(Key(i));
+  EXPECT_LT(false_positives, 60);  // of 1000 keys never written; ~1-3% expected
+  cache.NoteInStore("restored");
+  EXPECT_TRUE(cache.MayBeInStore("restored"));
+  // A batch the store refuses is in the filter all the same (a false positive at worst).
+  store.fail = true;
+  Put(cache, "refused", "v", /*dirty=*/true);
+  EXPECT_FALSE(cache.FlushDirty(write).ok());
+  EXPECT_TRUE(cache.MayBeInStore("refused"));
+}
+
+// A filter that would take more than half the budget is dropped (its bytes with it), and every
+// key may then be in the store.
+TEST(WriteBackCacheTest, StoreFilterIsDroppedWhenItOutgrowsHalfTheBudget) {
+  WriteBackCache cache(16 << 10);
+  cache.EnableStoreFilter(1024);  // parts of 1280, 2560, 5120 bytes: the third is too many
+  for (int i = 0; i < 2500; ++i) cache.NoteInStore(Key(i));
+  ASSERT_TRUE(cache.store_filter_on());
+  EXPECT_EQ(cache.bytes(), 1280u + 2560u);
+  EXPECT_FALSE(cache.MayBeInStore("never"));
+  for (int i = 2500; i < 4000; ++i) cache.NoteInStore(Key(i));
+  EXPECT_FALSE(cache.store_filter_on());
+  EXPECT_EQ(cache.bytes(), 0u);
+  EXPECT_TRUE(cache.MayBeInStore("never"));
+  cache.NoteInStore("after");  // a no-op now
+  EXPECT_EQ(cache.bytes(), 0u);
 }
 
 TEST(WriteBackCacheTest, DirtyEntriesAreWrittenBeforeTheyAreDropped) {
