@@ -38,6 +38,7 @@
 #include "state/internal/key_codec.h"
 #include "state/internal/unsynced_env.h"
 #include "state/internal/write_back_cache.h"
+#include "state/internal/written_key_filter.h"
 #include "state/keyed_state_backend.h"
 
 namespace sluice::state {
@@ -580,6 +581,7 @@ class RocksDbBackend final : public KeyedStateBackend {
   uint64_t prefetch_misses_ = 0;
   std::string prefetch_buf_;
   std::vector<std::pair<size_t, size_t>> prefetch_spans_;  // (offset, length) in prefetch_buf_
+  std::vector<uint64_t> prefetch_hashes_;  // WrittenKeyFilter::Hash() of each span
   std::vector<rocksdb::Slice> prefetch_keys_;
   std::vector<rocksdb::PinnableSlice> prefetch_values_;
   std::vector<rocksdb::Status> prefetch_statuses_;
@@ -767,9 +769,11 @@ absl::Status RocksDbBackend::Prefetch(StateId id, absl::Span<const KeyInGroup> k
     prefetch_misses_ = cache_.misses();
   }
   if (!prefetch_on_ || keys.empty()) return absl::OkStatus();
-  // The state keys of the keys the cache lacks, one after another in prefetch_buf_.
+  // The state keys, one after another in prefetch_buf_; the memory their cache and filter
+  // lookups read is loaded for all of them before the first lookup.
   prefetch_buf_.clear();
   prefetch_spans_.clear();
+  prefetch_hashes_.clear();
   for (const KeyInGroup& k : keys) {
     if (!options_.range.Contains(k.key_group)) continue;
     const size_t start = prefetch_buf_.size();
@@ -778,16 +782,30 @@ absl::Status RocksDbBackend::Prefetch(StateId id, absl::Span<const KeyInGroup> k
         header, k.key_group, id, static_cast<uint32_t>(k.key.size()));
     prefetch_buf_.append(header, header_len);
     prefetch_buf_.append(k.key.data(), k.key.size());
-    const absl::string_view state_key = absl::string_view(prefetch_buf_).substr(start);
-    // Not those RocksDB never received (their Get() finds them absent without it).
-    if (cache_.Peek(state_key) != internal::WriteBackCache::kNone ||
-        !cache_.MayBeInStore(state_key)) {
-      prefetch_buf_.resize(start);
-      continue;
-    }
     prefetch_spans_.emplace_back(start, prefetch_buf_.size() - start);
   }
-  if (prefetch_spans_.empty()) return absl::OkStatus();
+  for (const auto& [start, len] : prefetch_spans_) {
+    const absl::string_view state_key(prefetch_buf_.data() + start, len);
+    prefetch_hashes_.push_back(internal::WrittenKeyFilter::Hash(state_key));
+    cache_.PrefetchKey(state_key, prefetch_hashes_.back());
+  }
+  // Those the cache lacks. A key RocksDB never received is cached as absent here (its Get()
+  // then needs neither the filter nor RocksDB); the others are read below.
+  size_t kept = 0;
+  for (size_t i = 0; i < prefetch_spans_.size(); ++i) {
+    const absl::string_view state_key(prefetch_buf_.data() + prefetch_spans_[i].first,
+                                      prefetch_spans_[i].second);
+    if (cache_.Peek(state_key) != internal::WriteBackCache::kNone) continue;
+    if (!cache_.MayBeInStoreHashed(prefetch_hashes_[i])) {
+      SLUICE_ASSIGN_OR_RETURN(Ref e, InsertLoaded(state_key, rocksdb::Status::NotFound(),
+                                                  absl::string_view()));
+      cache_.MarkPrefetched(e);
+      continue;
+    }
+    prefetch_spans_[kept++] = prefetch_spans_[i];
+  }
+  prefetch_spans_.resize(kept);
+  if (prefetch_spans_.empty()) return MaybeEvict();
   // MultiGet wants its keys sorted (it then shares filter, index and block work among them).
   prefetch_keys_.clear();
   for (const auto& [start, len] : prefetch_spans_) {

@@ -269,12 +269,14 @@ void WriteBackCache::EnableStoreFilter(size_t first_capacity) {
   filter_ = std::make_unique<WrittenKeyFilter>(first_capacity);
 }
 
-void WriteBackCache::NoteInStore(absl::string_view key) { AddToFilter(key); }
+void WriteBackCache::NoteInStore(absl::string_view key) {
+  if (filter_ != nullptr) AddToFilter(WrittenKeyFilter::Hash(key));
+}
 
-void WriteBackCache::AddToFilter(absl::string_view key) {
+void WriteBackCache::AddToFilter(uint64_t hash) {
   if (filter_ == nullptr) return;
   const size_t before = filter_->bytes();
-  filter_->Add(WrittenKeyFilter::Hash(key));
+  filter_->Add(hash);
   if (filter_->bytes() == before) return;
   bytes_ += filter_->bytes() - before;
   if (filter_->bytes() > budget_ / 2) {
@@ -286,8 +288,17 @@ void WriteBackCache::AddToFilter(absl::string_view key) {
 absl::Status WriteBackCache::WriteAndClean(absl::Span<const Ref> refs, WriteFn write) {
   if (refs.empty()) return absl::OkStatus();
   // Before the write: a key the store may hold is never missing from the filter (one whose
-  // write fails is only a false positive).
-  for (Ref r : refs) AddToFilter(key(r));
+  // write fails is only a false positive). The filter's blocks are loaded a few keys ahead.
+  if (filter_ != nullptr) {
+    constexpr size_t kAhead = 8;
+    hashes_.clear();
+    for (Ref r : refs) hashes_.push_back(WrittenKeyFilter::Hash(key(r)));
+    for (size_t i = 0; i < hashes_.size(); ++i) {
+      if (filter_ == nullptr) break;
+      if (i + kAhead < hashes_.size()) filter_->Prefetch(hashes_[i + kAhead]);
+      AddToFilter(hashes_[i]);
+    }
+  }
   absl::Status s = write(refs);
   if (!s.ok()) return s;
   for (Ref r : refs) {
@@ -383,7 +394,13 @@ absl::Status WriteBackCache::Evict(WriteFn write) {
     SortByKey(&victims_);
     absl::Status s = WriteAndClean(victims_, write);
     if (!s.ok()) return s;
-    for (Ref r : victims_) Free(r);
+    constexpr size_t kAhead = 8;  // index cells loaded this many entries ahead
+    for (size_t i = 0; i < victims_.size(); ++i) {
+      if (i + kAhead < victims_.size()) {
+        __builtin_prefetch(&cells_[Tag(key(victims_[i + kAhead])) & (cells_.size() - 1)]);
+      }
+      Free(victims_[i]);
+    }
   }
   victims_.clear();
   return absl::OkStatus();

@@ -182,6 +182,17 @@ class WriteBackCache {
   }
   // Adds a key the store holds that the cache did not write (e.g. restored) to the filter.
   void NoteInStore(absl::string_view key);
+  // Starts loading the memory that Peek(key), Find(key) and Insert(key), and MayBeInStore() of
+  // the key of `filter_hash` (WrittenKeyFilter::Hash(key)), read: a batch calls it for each of
+  // its keys first, so the lookups that follow overlap their cache misses.
+  void PrefetchKey(absl::string_view key, uint64_t filter_hash) const {
+    if (!cells_.empty()) __builtin_prefetch(&cells_[Tag(key) & (cells_.size() - 1)]);
+    if (filter_ != nullptr) filter_->Prefetch(filter_hash);
+  }
+  // MayBeInStore() of the key of `filter_hash` (WrittenKeyFilter::Hash(key)).
+  bool MayBeInStoreHashed(uint64_t filter_hash) const {
+    return filter_ == nullptr || filter_->MayContain(filter_hash);
+  }
   bool store_filter_on() const { return filter_ != nullptr; }
 
   size_t bytes() const { return bytes_; }
@@ -253,9 +264,9 @@ class WriteBackCache {
   void CompactDirtyList();
   // Sorts `refs` by key (byte-wise), as std::sort comparing key() would.
   void SortByKey(std::vector<Ref>* refs);
-  // Adds `key` to the store filter (if on), counting its growth in bytes_ and dropping it when
-  // it outgrows half the budget.
-  void AddToFilter(absl::string_view key);
+  // Adds `key` (of WrittenKeyFilter::Hash() `hash`) to the store filter (if on), counting its
+  // growth in bytes_ and dropping it when it outgrows half the budget.
+  void AddToFilter(uint64_t hash);
 
   const size_t budget_;
   BlockArena arena_;
@@ -269,6 +280,7 @@ class WriteBackCache {
   size_t dirty_count_ = 0;
   std::vector<Ref> victims_;  // scratch of Evict() and FlushDirty()
   std::vector<std::pair<uint64_t, Ref>> by_prefix_;  // scratch of SortByKey()
+  std::vector<uint64_t> hashes_;  // scratch of WriteAndClean()
   uint64_t hits_ = 0;
   uint64_t misses_ = 0;
   uint64_t frees_ = 0;

@@ -23,7 +23,7 @@ uint64_t WrittenKeyFilter::PartHash(uint64_t hash, size_t index) {
 }
 
 bool WrittenKeyFilter::PartContains(const Part& part, uint64_t h) {
-  const Block& b = part.blocks[((h >> 32) * part.num_blocks) >> 32];
+  const Block& b = BlockOf(part, h);
   const uint32_t lo = static_cast<uint32_t>(h);
   bool all = true;
   for (int i = 0; i < 8; ++i) all &= ((b.words[i] >> ((lo * kSalts[i]) >> 27)) & 1) != 0;
@@ -31,7 +31,7 @@ bool WrittenKeyFilter::PartContains(const Part& part, uint64_t h) {
 }
 
 void WrittenKeyFilter::PartAdd(Part& part, uint64_t h) {
-  Block& b = part.blocks[((h >> 32) * part.num_blocks) >> 32];
+  Block& b = const_cast<Block&>(BlockOf(part, h));
   const uint32_t lo = static_cast<uint32_t>(h);
   for (int i = 0; i < 8; ++i) b.words[i] |= uint32_t{1} << ((lo * kSalts[i]) >> 27);
 }
@@ -52,6 +52,12 @@ bool WrittenKeyFilter::MayContain(uint64_t hash) const {
     if (PartContains(parts_[i], PartHash(hash, i))) return true;
   }
   return false;
+}
+
+void WrittenKeyFilter::Prefetch(uint64_t hash) const {
+  for (size_t i = 0; i < parts_.size(); ++i) {
+    __builtin_prefetch(&BlockOf(parts_[i], PartHash(hash, i)));
+  }
 }
 
 void WrittenKeyFilter::Add(uint64_t hash) {

@@ -41,6 +41,9 @@ class WrittenKeyFilter {
   void Add(uint64_t hash);
   // False: the key of `hash` was never added.
   bool MayContain(uint64_t hash) const;
+  // Starts loading the memory MayContain(hash) and Add(hash) read (for batches: a probe then
+  // waits for no memory load).
+  void Prefetch(uint64_t hash) const;
 
   // Bytes of the parts allocated.
   size_t bytes() const { return bytes_; }
@@ -60,6 +63,9 @@ class WrittenKeyFilter {
   };
   // The hash part `index` uses (parts are independent of one another).
   static uint64_t PartHash(uint64_t hash, size_t index);
+  static const Block& BlockOf(const Part& part, uint64_t h) {
+    return part.blocks[((h >> 32) * part.num_blocks) >> 32];
+  }
   static bool PartContains(const Part& part, uint64_t h);
   static void PartAdd(Part& part, uint64_t h);
   void AddPart(size_t capacity);
