@@ -131,17 +131,19 @@ TEST(PrometheusTextTest, ParsesSamplesAndRefusesMalformedLines) {
   }
 }
 
-// A keyed job that keeps running after its 30,000 records (a filter drops the rest of its
+// A keyed job that keeps running after its 60,000 records (a filter drops the rest of its
 // unbounded source), scraped on /metrics: every line of every worker's and of the
 // coordinator's text parses; while records flow, no aggregate subtask has published more
 // cache reads than it has records in; once a checkpoint after the last record has published
 // the state backends' figures, each subtask's hits + misses equal its records in, in the same
-// scrape, with exactly one miss per key (1,000 keys fit the cache), a non-empty state, and the
-// same figures in the job status.
+// scrape, with exactly one miss per key (10,000 keys fit the cache), a non-empty state, and the
+// same figures in the job status. (The aggregate reads a key once per batch of records; a key
+// comes again only 10,000 records later, more than a 33 KiB buffer of these ~5-byte records
+// holds, so no batch has a key twice and every record is one read.)
 TEST_F(LifecycleTest, MetricsOfARunningKeyedJobAreExactAndParse) {
   StartCluster(2, 2);
-  constexpr int64_t kRecords = 30000;
-  constexpr int64_t kKeys = 1000;
+  constexpr int64_t kRecords = 60000;
+  constexpr int64_t kKeys = 10000;
   std::string job = Submit(absl::StrCat(R"(
 name: metered
 parallelism: 2
