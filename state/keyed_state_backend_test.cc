@@ -487,7 +487,8 @@ TEST_F(KeyedStateBackendTest, PrefetchCountsItsReadsAsMisses) {
 // midway) and 256 KiB (it stays), evictions written in write batches or ingested.
 TEST_F(KeyedStateBackendTest, NewKeyFilterChangesNoResult) {
   for (const auto& [cache_bytes, ingest_min] :
-       std::vector<std::pair<size_t, size_t>>{{16 << 10, 4096}, {256 << 10, 4096}, {256 << 10, 1}}) {
+       std::vector<std::pair<size_t, size_t>>{
+           {16 << 10, 4096}, {256 << 10, 4096}, {256 << 10, 1}}) {
     SCOPED_TRACE(absl::StrCat("cache ", cache_bytes, " ingest from ", ingest_min));
     const std::string name = absl::StrCat("filter", cache_bytes, "-", ingest_min);
     std::unique_ptr<KeyedStateBackend> backends[2];  // [0] with the filter, [1] without

@@ -114,8 +114,8 @@ class WriteBackCache {
   static constexpr size_t kEntryOverhead = 32;
 
   // Writes the dirty entries `refs` (in key order) to the store in one batch (key(), deleted(),
-  // expiry(), value()). On OK the cache marks them clean (in_db = !deleted); an error leaves them dirty
-  // and is returned to the caller of FlushDirty()/MakeRoom().
+  // expiry(), value()). On OK the cache marks them clean (in_db = !deleted); an error leaves
+  // them dirty and is returned to the caller of FlushDirty()/MakeRoom().
   using WriteFn = absl::FunctionRef<absl::Status(absl::Span<const Ref> refs)>;
 
   explicit WriteBackCache(size_t budget_bytes);
@@ -174,7 +174,8 @@ class WriteBackCache {
   }
 
   // Starts the store filter (see the class comment) with a first part of `first_capacity` keys.
-  // REQUIRES: the store holds no key the cache did not write or NoteInStore() did not name.
+  // REQUIRES: the store holds no key yet, or the caller names each one it holds with
+  // NoteInStore() before the next MayBeInStore().
   void EnableStoreFilter(size_t first_capacity);
   // False only if the store filter is on and the store never received `key`.
   bool MayBeInStore(absl::string_view key) const {
