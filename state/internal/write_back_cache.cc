@@ -265,7 +265,8 @@ void WriteBackCache::Free(Ref r) {
 void WriteBackCache::Erase(Ref r) { Free(r); }
 
 void WriteBackCache::EnableStoreFilter(size_t first_capacity) {
-  if (filter_ != nullptr) return;
+  if (filter_started_) return;
+  filter_started_ = true;
   filter_ = std::make_unique<WrittenKeyFilter>(first_capacity);
 }
 
@@ -288,11 +289,17 @@ void WriteBackCache::AddToFilter(uint64_t hash) {
 absl::Status WriteBackCache::WriteAndClean(absl::Span<const Ref> refs, WriteFn write) {
   if (refs.empty()) return absl::OkStatus();
   // Before the write: a key the store may hold is never missing from the filter (one whose
-  // write fails is only a false positive). The filter's blocks are loaded a few keys ahead.
+  // write fails is only a false positive). An entry written before while cached is in it
+  // already (a hot key flushed at every snapshot is added once). The filter's blocks are loaded
+  // a few keys ahead.
   if (filter_ != nullptr) {
     constexpr size_t kAhead = 8;
     hashes_.clear();
-    for (Ref r : refs) hashes_.push_back(WrittenKeyFilter::Hash(key(r)));
+    for (Ref r : refs) {
+      if (slots_[r].flags & kInFilter) continue;
+      slots_[r].flags |= kInFilter;
+      hashes_.push_back(WrittenKeyFilter::Hash(key(r)));
+    }
     for (size_t i = 0; i < hashes_.size(); ++i) {
       if (filter_ == nullptr) break;
       if (i + kAhead < hashes_.size()) filter_->Prefetch(hashes_[i + kAhead]);

@@ -173,7 +173,8 @@ class WriteBackCache {
     return Evict(write);
   }
 
-  // Starts the store filter (see the class comment) with a first part of `first_capacity` keys.
+  // Starts the store filter (see the class comment) with a first part of `first_capacity` keys;
+  // a no-op after the first call.
   // REQUIRES: the store holds no key yet, or the caller names each one it holds with
   // NoteInStore() before the next MayBeInStore().
   void EnableStoreFilter(size_t first_capacity);
@@ -217,6 +218,7 @@ class WriteBackCache {
     kVictim = 64,  // taken by the running Evict()
     kPrefetched = 128,  // MarkPrefetched() and not read since
     kHasExpiry = 256,  // the block starts with 8 bytes of expiry
+    kInFilter = 512,  // the key is in the store filter (added by an earlier write)
   };
   // An entry: its block in arena_ holds [expiry (kHasExpiry)][key][value] and is exactly
   // BlockArena::ClassSize(Used()) bytes.
@@ -286,6 +288,7 @@ class WriteBackCache {
   uint64_t misses_ = 0;
   uint64_t frees_ = 0;
   std::unique_ptr<WrittenKeyFilter> filter_;  // the store filter; null: off
+  bool filter_started_ = false;  // EnableStoreFilter() was called (filter_ may be dropped since)
 };
 
 }  // namespace sluice::state::internal

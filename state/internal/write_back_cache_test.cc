@@ -376,6 +376,31 @@ TEST(WriteBackCacheTest, StoreFilterIsDroppedWhenItOutgrowsHalfTheBudget) {
   EXPECT_TRUE(cache.MayBeInStore("never"));
   cache.NoteInStore("after");  // a no-op now
   EXPECT_EQ(cache.bytes(), 0u);
+  cache.EnableStoreFilter(1024);  // and stays off: it would lack the keys written meanwhile
+  EXPECT_FALSE(cache.store_filter_on());
+}
+
+// An entry written again while cached (a hot key at every snapshot) is in the filter from its
+// first write; one evicted and cached again is added again when written. Every written key is
+// in the filter at every point.
+TEST(WriteBackCacheTest, StoreFilterKeepsKeysWrittenRepeatedly) {
+  const size_t per_entry = WriteBackCache::kEntryOverhead + 8;
+  WriteBackCache cache(64 * per_entry + 4096);
+  cache.EnableStoreFilter(64);
+  FakeStore store;
+  auto write = [&](absl::Span<const Ref> refs) { return store.Write(cache, refs); };
+  for (int round = 0; round < 20; ++round) {
+    for (int i = 0; i < 200; ++i) {
+      if (i % 20 != round) continue;
+      Put(cache, Key(i), "v", /*dirty=*/true);
+      ASSERT_TRUE(cache.MakeRoom(write).ok());
+    }
+    Put(cache, Key(1000), absl::StrCat("hot", round), /*dirty=*/true);  // flushed every round
+    ASSERT_TRUE(cache.FlushDirty(write).ok());
+    ASSERT_TRUE(cache.store_filter_on());
+    for (const auto& [key, value] : store.data) ASSERT_TRUE(cache.MayBeInStore(key)) << key;
+  }
+  EXPECT_EQ(store.data.size(), 201u);
 }
 
 TEST(WriteBackCacheTest, DirtyEntriesAreWrittenBeforeTheyAreDropped) {
