@@ -107,9 +107,8 @@ absl::Status CopyAtomically(const fs::path& from, const fs::path& to, bool durab
 // Makes `to` a durable copy of `from` through a temporary name, as CopyAtomically(from, to,
 // /*durable=*/true) does, but as a hard link of `from` where the filesystem allows it (the
 // checkpoint storage on the working directory's filesystem): no bytes are copied, only the
-// data not yet on disk is fsynced. REQUIRES: nothing writes to `from` any more (an SST file or
-// a file of a finished RocksDB checkpoint). Falls back to a copy where linking fails (another
-// filesystem, or one without hard links).
+// data not yet on disk is fsynced. REQUIRES: nothing writes to `from` any more (an SST file).
+// Falls back to a copy where linking fails (another filesystem, or one without hard links).
 absl::Status LinkOrCopyDurably(const fs::path& from, const fs::path& to) {
   fs::path tmp = to;
   tmp += ".tmp";
@@ -1280,7 +1279,8 @@ absl::StatusOr<proto::KeyedStateHandle> RocksDbBackend::UploadSnapshot(
     } else {
       f->set_shared(false);
       f->set_name(name);
-      absl::Status s = LinkOrCopyDurably(local / name, private_path / name);
+      // Small, and RocksDB's checkpoint may share a log file with the live DB: a copy.
+      absl::Status s = CopyAtomically(local / name, private_path / name, /*durable=*/true);
       if (!s.ok()) return absl::AbortedError(s.ToString());
     }
     incremental_size += size;
