@@ -6,10 +6,10 @@
 // RocksDB flush and compaction count) per round of each, their difference per snapshot and per
 // dirty entry, and the bytes uploaded per snapshot.
 //
-//   build/state/state_snapshot_benchmark [--keys 50000] [--updates 25] [--rounds 40] [--reps 3]
+//   build/bin/state_snapshot_benchmark [--keys 50000] [--updates 25] [--rounds 40] [--reps 3]
 //
 // checkpoint_benchmark measures the same end to end (two workers, the whole job); this one has
-// no shuffles or other processes, so a change of a few percent of a snapshot's cost shows.
+// no shuffles or other processes, so its spread is a fraction of that one's (bench/README.md).
 
 #include <time.h>
 
@@ -22,6 +22,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "bench/bench_util.h"
 #include "common/key_groups.h"
 #include "common/status.h"
 #include "state/keyed_state_backend.h"
@@ -29,17 +30,13 @@
 namespace {
 
 namespace fs = std::filesystem;
+using sluice::bench::Median;
 using sluice::state::KeyedStateBackend;
 
 double ProcessCpuSeconds() {
   timespec t;
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
   return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
 }
 
 struct Key {
