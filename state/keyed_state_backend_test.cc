@@ -1,6 +1,7 @@
 #include "state/keyed_state_backend.h"
 
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -8,6 +9,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -17,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/clock.h"
+#include "common/file_util.h"
 #include "common/key_groups.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
@@ -1209,6 +1212,78 @@ TEST_F(KeyedStateBackendTest, IncrementalCheckpointsReuseSharedFiles) {
   EXPECT_EQ(GetOr(r2->get(), value3, "key-1001"), "updated again");
   EXPECT_EQ(GetOr(r2->get(), value3, "key-1000"), "updated");
   EXPECT_EQ(GetOr(r2->get(), value3, "key-99999"), absl::StrCat("value-99999-", 99999 * 7919));
+}
+
+// On the working directory's filesystem the upload hard-links the snapshot's files instead of
+// copying them: the stored SSTs are the working DB's files (one inode), and the checkpoint
+// stays whole after the working DB dropped them (compaction, close) and the backend is gone.
+// Across filesystems (/dev/shm, where it is another one) it copies.
+TEST_F(KeyedStateBackendTest, UploadLinksFilesOnTheSameFilesystemAndCopiesAcross) {
+  const StateBackendOptions options = Options("a");
+  auto a = OpenOrDie(options);
+  ASSERT_NE(a, nullptr);
+  StateId id = a->RegisterState("count", StateKind::kValue);
+  auto put_all = [&](int round) {
+    for (int i = 0; i < 5000; ++i) {
+      SetKey(a.get(), absl::StrCat("k", i));
+      ASSERT_OK(a->Put(id, absl::StrCat("v", i, "-", round)));
+    }
+  };
+  put_all(1);
+  auto h1 = Checkpoint(a.get(), 1, "chk-1/a");
+  ASSERT_OK(h1);
+  int linked = 0;
+  for (const proto::StateFile& f : h1->files()) {
+    const fs::path stored = f.shared() ? fs::path(job_dir_) / "shared" / f.name()
+                                       : fs::path(job_dir_) / h1->private_dir() / f.name();
+    ASSERT_TRUE(fs::exists(stored)) << stored;
+    if (f.shared() && SameFile(stored.string(), (fs::path(options.local_dir) / "db" / f.local_name()).string())) {
+      ++linked;
+    }
+  }
+  EXPECT_GT(linked, 0);
+  EXPECT_EQ(linked, std::count_if(h1->files().begin(), h1->files().end(),
+                                  [](const proto::StateFile& f) { return f.shared(); }));
+  // Across filesystems: copies.
+  const fs::path other = "/dev/shm";
+  struct stat root_stat, other_stat;
+  const bool have_other = stat(root_.c_str(), &root_stat) == 0 && stat(other.c_str(), &other_stat) == 0 &&
+                          root_stat.st_dev != other_stat.st_dev;
+  const fs::path other_dir = other / fs::path(root_).filename();
+  std::optional<proto::KeyedStateHandle> h_other;
+  if (have_other) {
+    put_all(2);
+    auto pending = a->SnapshotSync(2);
+    ASSERT_OK(pending);
+    auto h = a->UploadSnapshot(*pending, other_dir.string(), "chk-2/a");
+    ASSERT_OK(h);
+    h_other = *h;
+    for (const proto::StateFile& f : h->files()) {
+      if (!f.shared()) continue;
+      EXPECT_FALSE(SameFile((other_dir / "shared" / f.name()).string(),
+                            (fs::path(options.local_dir) / "db" / f.local_name()).string()));
+    }
+  }
+  // More checkpoints (compaction drops the working DB's older files), then close: the working
+  // directory is removed, the stored files stay.
+  for (int round = 3; round < 15; ++round) {
+    put_all(round);
+    ASSERT_OK(Checkpoint(a.get(), round, absl::StrCat("chk-", round, "/a")));
+  }
+  a.reset();
+  ASSERT_FALSE(fs::exists(options.local_dir));
+  auto r = KeyedStateBackend::Restore(Options("r"), {*h1}, job_dir_);
+  ASSERT_OK(r);
+  id = (*r)->RegisterState("count", StateKind::kValue);
+  for (int i = 0; i < 5000; ++i) ASSERT_EQ(GetOr(r->get(), id, absl::StrCat("k", i)), absl::StrCat("v", i, "-1"));
+  if (have_other) {
+    auto r2 = KeyedStateBackend::Restore(Options("r2"), {*h_other}, other_dir.string());
+    ASSERT_OK(r2);
+    id = (*r2)->RegisterState("count", StateKind::kValue);
+    for (int i = 0; i < 5000; ++i) ASSERT_EQ(GetOr(r2->get(), id, absl::StrCat("k", i)), absl::StrCat("v", i, "-2"));
+    std::error_code ec;
+    fs::remove_all(other_dir, ec);
+  }
 }
 
 // A job restored from a savepoint (another directory) checkpoints into its own directory: the

@@ -1,0 +1,151 @@
+// The CPU cost of keyed-state snapshots, without the rest of the engine: one RocksDB backend
+// holding `--keys` keys (value state, the aggregate's count-sized values) is updated in rounds
+// (every key read and written `--updates` times per round, in a scattered order as a keyed
+// count sees them), alternately without snapshots and with SnapshotSync() + UploadSnapshot()
+// after each round, as a checkpoint every interval does. Prints the process CPU (all threads:
+// RocksDB flush and compaction count) per round of each, their difference per snapshot and per
+// dirty entry, and the bytes uploaded per snapshot.
+//
+//   build/bin/state_snapshot_benchmark [--keys 50000] [--updates 25] [--rounds 40] [--reps 3]
+//
+// checkpoint_benchmark measures the same end to end (two workers, the whole job); this one has
+// no shuffles or other processes, so its spread is a fraction of that one's (bench/README.md).
+
+#include <time.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "bench/bench_util.h"
+#include "common/key_groups.h"
+#include "common/status.h"
+#include "state/keyed_state_backend.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using sluice::bench::Median;
+using sluice::state::KeyedStateBackend;
+
+double ProcessCpuSeconds() {
+  timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
+}
+
+struct Key {
+  std::string bytes;
+  int key_group;
+};
+
+// Keys as a keyed count over int64 fields stores them: the field's zig-zag varint.
+std::vector<Key> MakeKeys(int64_t n) {
+  std::vector<Key> keys;
+  keys.reserve(n);
+  for (int64_t i = 0; i < n; ++i) {
+    std::string b;
+    uint64_t v = static_cast<uint64_t>(i) << 1;
+    while (v >= 0x80) {
+      b.push_back(static_cast<char>((v & 0x7f) | 0x80));
+      v >>= 7;
+    }
+    b.push_back(static_cast<char>(v));
+    keys.push_back({b, sluice::KeyGroupForHash(sluice::HashInt64(i), sluice::kDefaultMaxParallelism)});
+  }
+  return keys;
+}
+
+struct RunResult {
+  double cpu_per_round = 0;
+  double uploaded_per_snapshot = 0;
+};
+
+// One backend, `rounds` rounds of updates, with or without a snapshot after each round.
+absl::StatusOr<RunResult> Run(const std::vector<Key>& keys, int updates, int rounds, bool snapshots,
+                              const std::string& dir) {
+  sluice::state::StateBackendOptions options;
+  options.local_dir = dir + "/local";
+  options.operator_id = "counts";
+  SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<KeyedStateBackend> backend, KeyedStateBackend::Open(options));
+  const sluice::state::StateId id = backend->RegisterState("accumulators", sluice::state::StateKind::kValue);
+  std::string value(25, '\0');
+  std::string read;
+  const size_t n = keys.size();
+  int64_t uploaded = 0;
+  double cpu = 0;
+  // Round 0 fills the state (not measured).
+  for (int round = 0; round <= rounds; ++round) {
+    const double cpu0 = ProcessCpuSeconds();
+    for (int u = 0; u < updates; ++u) {
+      for (size_t i = 0; i < n; ++i) {
+        const Key& k = keys[(i * 7919) % n];
+        backend->SetCurrentKey(k.bytes, k.key_group);
+        SLUICE_ASSIGN_OR_RETURN(bool found, backend->Get(id, &read));
+        uint64_t count = 0;
+        if (found && read.size() >= 9) std::memcpy(&count, read.data() + 1, 8);
+        ++count;
+        value[0] = 1;
+        std::memcpy(value.data() + 1, &count, 8);
+        SLUICE_RETURN_IF_ERROR(backend->Put(id, value));
+      }
+    }
+    if (snapshots) {
+      SLUICE_ASSIGN_OR_RETURN(sluice::state::PendingSnapshot pending, backend->SnapshotSync(round + 1));
+      SLUICE_ASSIGN_OR_RETURN(sluice::proto::KeyedStateHandle handle,
+                              backend->UploadSnapshot(pending, dir + "/checkpoints", absl::StrCat("chk-", round + 1)));
+      if (round > 0) uploaded += handle.incremental_size();
+    }
+    if (round > 0) cpu += ProcessCpuSeconds() - cpu0;
+  }
+  backend.reset();
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+  return RunResult{cpu / rounds, static_cast<double>(uploaded) / rounds};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"CPU cost of keyed-state snapshots (SnapshotSync + UploadSnapshot)"};
+  int64_t keys = 50'000;
+  int updates = 25;
+  int rounds = 40;
+  int reps = 3;
+  app.add_option("--keys", keys, "Keys in the backend (all dirty at each snapshot)")->capture_default_str();
+  app.add_option("--updates", updates, "Updates of every key per round")->capture_default_str();
+  app.add_option("--rounds", rounds, "Rounds (one snapshot after each)")->capture_default_str();
+  app.add_option("--reps", reps, "Repetitions (medians are reported)")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  const std::vector<Key> key_list = MakeKeys(keys);
+  const std::string dir = (fs::temp_directory_path() / absl::StrCat("sluice-snapbench-", getpid())).string();
+  std::vector<double> off, on, uploaded, diff;
+  for (int r = 0; r < reps; ++r) {
+    for (bool snapshots : {false, true}) {
+      absl::StatusOr<RunResult> result = Run(key_list, updates, rounds, snapshots, dir);
+      if (!result.ok()) {
+        std::fprintf(stderr, "%s\n", result.status().ToString().c_str());
+        return 1;
+      }
+      (snapshots ? on : off).push_back(result->cpu_per_round);
+      if (snapshots) {
+        uploaded.push_back(result->uploaded_per_snapshot);
+        diff.push_back(on.back() - off.back());
+      }
+      std::printf("rep %d %s: %.2f ms CPU per round\n", r + 1, snapshots ? "snapshots" : "no snapshots",
+                  result->cpu_per_round * 1e3);
+    }
+  }
+  const double per_snapshot = Median(diff);
+  std::printf("BENCH state_snapshot keys=%lld updates=%d cpu_ms_per_round_no_snapshots=%.2f "
+              "cpu_ms_per_round_snapshots=%.2f cpu_ms_per_snapshot=%.2f ns_per_dirty_entry=%.0f "
+              "overhead_pct=%.1f uploaded_bytes_per_snapshot=%.0f\n",
+              static_cast<long long>(keys), updates, Median(off) * 1e3, Median(on) * 1e3, per_snapshot * 1e3,
+              per_snapshot / static_cast<double>(keys) * 1e9, 100.0 * per_snapshot / Median(off), Median(uploaded));
+  return 0;
+}
