@@ -1,6 +1,7 @@
 #include "operators/join_rows.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -15,10 +16,12 @@ namespace {
 constexpr int kRowsFormat = 2;
 constexpr size_t kDefaultMaxBytes = size_t{512} << 20;
 size_t max_bytes_for_test = 0;
+std::atomic<uint64_t> compactions_for_test{0};
 
 }  // namespace
 
 void SetJoinMemoryForTest(size_t bytes) { max_bytes_for_test = bytes; }
+uint64_t JoinArenaCompactionsForTest() { return compactions_for_test.load(std::memory_order_relaxed); }
 
 uint32_t JoinRowArena::NewChunk(size_t capacity) {
   uint32_t index;
@@ -29,7 +32,7 @@ uint32_t JoinRowArena::NewChunk(size_t capacity) {
     if (!free_indexes_.empty()) {
       index = free_indexes_.back();
       free_indexes_.pop_back();
-    } else if (chunks_.size() < kMaxChunks) {
+    } else if (chunks_.size() < max_chunks_) {
       index = static_cast<uint32_t>(chunks_.size());
       chunks_.emplace_back();
     } else {
@@ -264,6 +267,7 @@ absl::StatusOr<bool> JoinRowStore::Release(uint32_t slot) {
 }
 
 void JoinRowStore::CompactArena() {
+  compactions_for_test.fetch_add(1, std::memory_order_relaxed);
   arena_.BeginCompaction();
   for (Key& k : keys_) {
     if (!k.live) continue;

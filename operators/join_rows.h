@@ -22,6 +22,8 @@ namespace sluice::ops {
 // Memory of kept keys and records above which a JoinRowStore spills; 0 restores the default
 // (512 MiB per subtask). For tests: takes effect for stores initialised afterwards.
 void SetJoinMemoryForTest(size_t bytes);
+// How many times JoinRowStores of this process compacted their arenas (tests).
+uint64_t JoinArenaCompactionsForTest();
 
 // The encoded records of a JoinRowStore, in chunks of 64 KiB: a record is written in place at
 // the end of the current chunk (a new one when it does not fit; a record larger than a chunk gets
@@ -41,6 +43,10 @@ class JoinRowArena {
   static constexpr size_t kChunkBytes = size_t{1} << kOffsetBits;
   static constexpr uint32_t kMaxChunks = uint32_t{1} << (32 - kOffsetBits);
 
+  JoinRowArena() = default;
+  // At most `max_chunks` chunks (<= kMaxChunks): tests reach the limit with it.
+  explicit JoinRowArena(uint32_t max_chunks) : max_chunks_(max_chunks) {}
+
   // Room for `bound` bytes, where the caller writes a record before Commit()ing its size
   // (<= bound). nullptr when every chunk index is in use (the store's budget keeps it far).
   char* Reserve(size_t bound);
@@ -58,7 +64,7 @@ class JoinRowArena {
   size_t held_bytes() const { return held_bytes_; }
   size_t live_bytes() const { return live_bytes_; }
   // Half of the chunk indexes are in use: the store must let go of its records (a spill).
-  bool NearlyFull() const { return chunks_.size() - free_indexes_.size() > kMaxChunks / 2; }
+  bool NearlyFull() const { return chunks_.size() - free_indexes_.size() > max_chunks_ / 2; }
 
   // Compaction: NeedsCompaction() when the held chunks' freed bytes exceed both the live bytes
   // and 32 chunks. BeginCompaction() marks the partly freed chunks (not the current one); then
@@ -88,6 +94,7 @@ class JoinRowArena {
   uint32_t NewChunk(size_t capacity);
   void Release(uint32_t index);
 
+  uint32_t max_chunks_ = kMaxChunks;
   std::vector<Chunk> chunks_;
   std::vector<uint32_t> free_chunks_;   // empty chunks of kChunkBytes with memory
   std::vector<uint32_t> free_indexes_;  // indexes without memory
