@@ -157,19 +157,24 @@ class JoinRowStore {
   }
   static constexpr uint32_t kNoSlot = UINT32_MAX;
   // A batch of input `side`'s records (the operators' ProcessBatch), in chunks: first every
-  // record's key is evaluated and looked up, and the entries of those in memory prefetched;
-  // then `join(record, slot)` runs for each record in order, with the rows of the keys a few
-  // records ahead prefetched, and `slot` the one found, or kNoSlot when the key was not in
-  // memory or a spill since made it stale (`join` then looks it up as for a single record).
-  // The same as `join(record, kNoSlot)` per record, but a record's join does not wait for its
-  // key's state to come from memory (cache misses were most of a join's time).
+  // record's key is evaluated and its place in the hash table prefetched, then looked up, and
+  // the entries of those in memory prefetched; then `join(record, slot)` runs for each record in
+  // order, with the rows of the keys a few records ahead prefetched, and `slot` the one found,
+  // or kNoSlot when the key was not in memory or a spill since made it stale (`join` then looks
+  // it up as for a single record). The same as `join(record, kNoSlot)` per record, but a
+  // record's join does not wait for its key's state to come from memory (cache misses were most
+  // of a join's time).
   template <typename JoinFn>
   absl::Status JoinBatch(int side, const Record* records, size_t count, JoinFn join) {
     for (size_t start = 0; start < count; start += kChunk) {
       const size_t n = std::min(kChunk, count - start);
       for (size_t i = 0; i < n; ++i) {
         op_->EvalKey(side, records[start + i]);
-        const uint32_t* slot = Find(op_->key_bytes());
+        chunk_keys_[i].assign(op_->key_bytes());
+        slot_of_.prefetch(chunk_keys_[i]);
+      }
+      for (size_t i = 0; i < n; ++i) {
+        const uint32_t* slot = Find(chunk_keys_[i]);
         chunk_slots_[i] = slot != nullptr ? *slot : kNoSlot;
         if (slot != nullptr) PrefetchKey(*slot);
       }
@@ -338,6 +343,7 @@ class JoinRowStore {
   bool spilled_ = false;
   uint64_t spills_ = 0;            // Spill() calls (slots found before one are stale)
   uint32_t chunk_slots_[kChunk];  // JoinBatch(): the chunk's keys' slots, or kNoSlot
+  std::string chunk_keys_[kChunk];  // ... and keys
   std::string value_;
   std::string key_scratch_;
   Record scratch_[2];
