@@ -101,11 +101,11 @@ class IntervalJoinOperator final : public JoinOperatorBase {
     auto first = std::lower_bound(o.begin(), o.end(), lo,
                                   [](const JoinRowStore::Row& a, int64_t t) { return a.ts < t; });
     for (auto ref = first; ref != o.end() && ref->ts <= hi; ++ref) {
-      const char* pos = ks.bytes.data() + ref->offset;
+      const char* pos = store_.Data(*ref);
       SLUICE_RETURN_IF_ERROR(DecodeOne(other, &pos, pos + ref->size, &scratch_[other]));
       SLUICE_RETURN_IF_ERROR(side == 0 ? EmitJoined(&r, &scratch_[other]) : EmitJoined(&scratch_[other], &r));
     }
-    store_.Append(slot, side, ts, false, options_->sides.input[side], r);
+    SLUICE_RETURN_IF_ERROR(store_.Append(slot, side, ts, false, options_->sides.input[side], r));
     const int64_t cleanup = CleanupTime(side, ts);
     store_.ScheduleEarlier(slot, cleanup);
     if (store_.OverBudget()) return Spill();

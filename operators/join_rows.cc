@@ -1,6 +1,8 @@
 #include "operators/join_rows.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "common/record_codec.h"
@@ -14,10 +16,126 @@ namespace {
 constexpr int kRowsFormat = 2;
 constexpr size_t kDefaultMaxBytes = size_t{512} << 20;
 size_t max_bytes_for_test = 0;
+std::atomic<uint64_t> compactions_for_test{0};
 
 }  // namespace
 
 void SetJoinMemoryForTest(size_t bytes) { max_bytes_for_test = bytes; }
+uint64_t JoinArenaCompactionsForTest() { return compactions_for_test.load(std::memory_order_relaxed); }
+
+uint32_t JoinRowArena::NewChunk(size_t capacity) {
+  uint32_t index;
+  if (capacity == kChunkBytes && !free_chunks_.empty()) {
+    index = free_chunks_.back();
+    free_chunks_.pop_back();
+  } else {
+    if (!free_indexes_.empty()) {
+      index = free_indexes_.back();
+      free_indexes_.pop_back();
+    } else if (chunks_.size() < max_chunks_) {
+      index = static_cast<uint32_t>(chunks_.size());
+      chunks_.emplace_back();
+    } else {
+      return kNoChunk;
+    }
+    chunks_[index].data.reset(new char[capacity]);  // not zeroed: only written bytes are read
+    chunks_[index].capacity = static_cast<uint32_t>(capacity);
+  }
+  Chunk& c = chunks_[index];
+  c.used = 0;
+  c.live = 0;
+  c.evacuating = false;
+  held_bytes_ += c.capacity;
+  return index;
+}
+
+void JoinRowArena::Release(uint32_t index) {
+  Chunk& c = chunks_[index];
+  held_bytes_ -= c.capacity;
+  c.evacuating = false;
+  if (c.capacity == kChunkBytes && free_chunks_.size() < kKeptFree) {
+    free_chunks_.push_back(index);
+    return;
+  }
+  c.data.reset();
+  c.capacity = 0;
+  free_indexes_.push_back(index);
+}
+
+char* JoinRowArena::Reserve(size_t bound) {
+  if (bound >= kChunkBytes) {  // a chunk of its own
+    if (bound > UINT32_MAX) return nullptr;
+    pending_ = NewChunk(bound);
+    return pending_ == kNoChunk ? nullptr : chunks_[pending_].data.get();
+  }
+  // A record starts below kChunkBytes (so its offset fits in the reference).
+  if (current_ == kNoChunk || chunks_[current_].capacity - chunks_[current_].used <= bound) {
+    current_ = NewChunk(kChunkBytes);  // the old one is released when its last record is freed
+    if (current_ == kNoChunk) {
+      pending_ = kNoChunk;
+      return nullptr;
+    }
+  }
+  pending_ = current_;
+  Chunk& c = chunks_[current_];
+  return c.data.get() + c.used;
+}
+
+uint32_t JoinRowArena::Commit(size_t size) {
+  Chunk& c = chunks_[pending_];
+  const uint32_t ref = (pending_ << kOffsetBits) | c.used;  // a large record's chunk: offset 0
+  c.used += static_cast<uint32_t>(size);
+  c.live += static_cast<uint32_t>(size);
+  live_bytes_ += size;
+  return ref;
+}
+
+void JoinRowArena::Free(uint32_t ref, size_t size) {
+  const uint32_t index = ref >> kOffsetBits;
+  Chunk& c = chunks_[index];
+  c.live -= static_cast<uint32_t>(size);
+  live_bytes_ -= size;
+  if (c.live != 0) return;
+  if (index == current_) {
+    c.used = 0;  // written again from the start
+  } else {
+    Release(index);
+  }
+}
+
+void JoinRowArena::Clear() {
+  chunks_.clear();
+  free_chunks_.clear();
+  free_indexes_.clear();
+  current_ = kNoChunk;
+  pending_ = kNoChunk;
+  held_bytes_ = 0;
+  live_bytes_ = 0;
+}
+
+void JoinRowArena::BeginCompaction() {
+  for (uint32_t i = 0; i < chunks_.size(); ++i) {
+    Chunk& c = chunks_[i];
+    c.evacuating = i != current_ && c.live != 0 && c.live < c.used;
+  }
+}
+
+uint32_t JoinRowArena::Move(uint32_t ref, size_t size) {
+  if (!chunks_[ref >> kOffsetBits].evacuating) return ref;
+  // The copy goes to the current chunk or a new one: never a marked one. A chunk index is
+  // free: the marked chunk's own is released by Free() once its last record moves, and a
+  // small record needs at most one new chunk.
+  char* to = Reserve(size);
+  if (to == nullptr) return ref;  // no index left: the record stays
+  std::memcpy(to, data(ref), size);
+  const uint32_t moved = Commit(size);
+  Free(ref, size);
+  return moved;
+}
+
+void JoinRowArena::EndCompaction() {
+  for (Chunk& c : chunks_) c.evacuating = false;
+}
 
 void JoinRowStore::Init(JoinOperatorBase* op, state::StateId id, absl::string_view what, bool flags) {
   op_ = op;
@@ -61,11 +179,10 @@ void JoinRowStore::FreeSlot(uint32_t slot) {
 }
 
 void JoinRowStore::ClearRows(Key* k) {
-  bytes_ -= k->bytes.size();
-  k->rows[0].clear();
-  k->rows[1].clear();
-  k->bytes.clear();
-  k->dead = 0;
+  for (Rows& rows : k->rows) {
+    for (const Row& row : rows) arena_.Free(row.ref, row.size);
+    rows.clear();
+  }
 }
 
 absl::StatusOr<uint32_t> JoinRowStore::Load(absl::string_view key, int key_group) {
@@ -105,56 +222,60 @@ void JoinRowStore::Insert(Rows* rows, const Row& row) {
   rows->insert(pos, row);
 }
 
-void JoinRowStore::Append(uint32_t slot, int side, int64_t ts, bool flag, const Schema& schema,
-                          const Record& r) {
-  Key& k = keys_[slot];
-  const size_t before = k.bytes.size();
-  EncodeRecord(schema, r, &k.bytes);
+absl::Status JoinRowStore::Exhausted() const {
+  return absl::ResourceExhaustedError(
+      absl::StrCat(what_, ": more records in memory than the store can address (",
+                   JoinRowArena::kMaxChunks, " chunks)"));
+}
+
+absl::Status JoinRowStore::Append(uint32_t slot, int side, int64_t ts, bool flag,
+                                  const Schema& schema, const Record& r) {
+  char* const to = arena_.Reserve(EncodedSizeBound(schema, r));
+  if (to == nullptr) return Exhausted();
+  const char* const end = EncodeRecordTo(schema, r, to);
   Row row;
   row.ts = ts;
-  row.offset = static_cast<uint32_t>(before);
-  row.size = static_cast<uint32_t>(k.bytes.size() - before);
+  row.ref = arena_.Commit(static_cast<size_t>(end - to));
+  row.size = static_cast<uint32_t>(end - to);
   row.flag = flag ? 1 : 0;
-  Insert(&k.rows[side], row);
-  bytes_ += k.bytes.size() - before;
+  Insert(&keys_[slot].rows[side], row);
   MarkDirty(slot);
+  return absl::OkStatus();
 }
 
 void JoinRowStore::DropFront(uint32_t slot, int side, size_t n) {
   if (n == 0) return;
   Key& k = keys_[slot];
   Rows& rows = k.rows[side];
-  for (size_t i = 0; i < n; ++i) k.dead += rows[i].size;
+  for (size_t i = 0; i < n; ++i) arena_.Free(rows[i].ref, rows[i].size);
   rows.erase(rows.begin(), rows.begin() + n);
   MarkDirty(slot);
 }
 
 absl::StatusOr<bool> JoinRowStore::Release(uint32_t slot) {
   Key& k = keys_[slot];
-  if (!k.empty()) {
-    if (k.dead > k.bytes.size() / 2) Compact(&k);
-    return true;
+  const bool kept = !k.empty();
+  if (!kept) {
+    if (k.in_backend) {
+      state_->SetCurrentKey(k.key, k.key_group);
+      SLUICE_RETURN_IF_ERROR(state_->Delete(id_));
+    }
+    FreeSlot(slot);
   }
-  if (k.in_backend) {
-    state_->SetCurrentKey(k.key, k.key_group);
-    SLUICE_RETURN_IF_ERROR(state_->Delete(id_));
-  }
-  FreeSlot(slot);
-  return false;
+  if (arena_.NeedsCompaction()) CompactArena();
+  return kept;
 }
 
-void JoinRowStore::Compact(Key* k) {
-  compact_.clear();
-  for (Rows& rows : k->rows) {
-    for (Row& row : rows) {
-      const uint32_t offset = static_cast<uint32_t>(compact_.size());
-      compact_.append(k->bytes, row.offset, row.size);
-      row.offset = offset;
+void JoinRowStore::CompactArena() {
+  compactions_for_test.fetch_add(1, std::memory_order_relaxed);
+  arena_.BeginCompaction();
+  for (Key& k : keys_) {
+    if (!k.live) continue;
+    for (Rows& rows : k.rows) {
+      for (Row& row : rows) row.ref = arena_.Move(row.ref, row.size);
     }
   }
-  bytes_ -= k->bytes.size() - compact_.size();
-  k->bytes.swap(compact_);
-  k->dead = 0;
+  arena_.EndCompaction();
 }
 
 absl::Status JoinRowStore::WriteDirty() {
@@ -175,7 +296,7 @@ absl::Status JoinRowStore::WriteDirty() {
         PutFixed64LE(static_cast<uint64_t>(row.ts), &value_);
         if (flags_) value_.push_back(static_cast<char>(row.flag));
         PutVarint64(row.size, &value_);
-        value_.append(k.bytes, row.offset, row.size);
+        value_.append(arena_.data(row.ref), row.size);
       }
     }
     SLUICE_RETURN_IF_ERROR(state_->Put(id_, value_));
@@ -194,6 +315,7 @@ absl::Status JoinRowStore::Spill(const std::function<absl::Status(const Key&)>& 
   }
   keys_.clear();
   keys_.shrink_to_fit();
+  arena_.Clear();
   slot_of_.clear();
   free_.clear();
   heap_.clear();
@@ -250,13 +372,19 @@ absl::Status JoinRowStore::AddChecked(int side, int64_t ts, bool flag, const cha
   if (pos != p + size) {
     return op_->ctx_.state_origin.DataLoss(absl::StrCat("a record of the ", what_, " has bytes left over"));
   }
+  return AddBytes(side, ts, flag, p, size, k);
+}
+
+absl::Status JoinRowStore::AddBytes(int side, int64_t ts, bool flag, const char* p, size_t size,
+                                    Key* k) {
+  char* const to = arena_.Reserve(size);
+  if (to == nullptr) return Exhausted();
+  std::memcpy(to, p, size);
   Row row;
   row.ts = ts;
-  row.offset = static_cast<uint32_t>(k->bytes.size());
+  row.ref = arena_.Commit(size);
   row.size = static_cast<uint32_t>(size);
   row.flag = flag ? 1 : 0;
-  k->bytes.append(p, size);
-  bytes_ += size;
   Insert(&k->rows[side], row);
   return absl::OkStatus();
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -21,10 +22,91 @@ namespace sluice::ops {
 // Memory of kept keys and records above which a JoinRowStore spills; 0 restores the default
 // (512 MiB per subtask). For tests: takes effect for stores initialised afterwards.
 void SetJoinMemoryForTest(size_t bytes);
+// How many times JoinRowStores of this process compacted their arenas (tests).
+uint64_t JoinArenaCompactionsForTest();
+
+// The encoded records of a JoinRowStore, in chunks of 64 KiB: a record is written in place at
+// the end of the current chunk (a new one when it does not fit; a record larger than a chunk gets
+// a chunk of its own) and stays there until moved by a compaction. Freeing a record counts its
+// bytes off its chunk; a chunk whose records are all freed is reused (a few are kept, the rest
+// returned to the allocator). So a record is written once, and no per-key buffer grows by
+// copying itself. The joins drop records roughly in arrival order (the watermark or the ttl
+// sweeps them), so chunks mostly empty as a whole; when freed bytes held by partly live chunks
+// outgrow the live ones (NeedsCompaction), the store moves the live records out of those
+// chunks (BeginCompaction, Move, EndCompaction). A record is named by a 32-bit reference: its
+// chunk's index << 16 | its offset in the chunk (so at most 65536 chunks).
+//
+// Threading: the owning store's.
+class JoinRowArena {
+ public:
+  static constexpr int kOffsetBits = 16;
+  static constexpr size_t kChunkBytes = size_t{1} << kOffsetBits;
+  static constexpr uint32_t kMaxChunks = uint32_t{1} << (32 - kOffsetBits);
+
+  JoinRowArena() = default;
+  // At most `max_chunks` chunks (<= kMaxChunks): tests reach the limit with it.
+  explicit JoinRowArena(uint32_t max_chunks) : max_chunks_(max_chunks) {}
+
+  // Room for `bound` bytes, where the caller writes a record before Commit()ing its size
+  // (<= bound). nullptr when every chunk index is in use (the store's budget keeps it far).
+  char* Reserve(size_t bound);
+  // The reference of the record just written at Reserve()'s pointer, `size` bytes long.
+  uint32_t Commit(size_t size);
+  const char* data(uint32_t ref) const {
+    return chunks_[ref >> kOffsetBits].data.get() + (ref & (kChunkBytes - 1));
+  }
+  // The `size` bytes at `ref` are no longer used.
+  void Free(uint32_t ref, size_t size);
+  // Forgets every record (a spill).
+  void Clear();
+
+  // Memory of the chunks holding records, and bytes of those records.
+  size_t held_bytes() const { return held_bytes_; }
+  size_t live_bytes() const { return live_bytes_; }
+  // Half of the chunk indexes are in use: the store must let go of its records (a spill).
+  bool NearlyFull() const { return chunks_.size() - free_indexes_.size() > max_chunks_ / 2; }
+
+  // Compaction: NeedsCompaction() when the held chunks' freed bytes exceed both the live bytes
+  // and 32 chunks. BeginCompaction() marks the partly freed chunks (not the current one); then
+  // Move() gives every live record's new reference (copied out of a marked chunk, or the same);
+  // EndCompaction() after all were moved (the marked chunks are then free).
+  bool NeedsCompaction() const {
+    const size_t waste = held_bytes_ - live_bytes_;
+    return waste > live_bytes_ && waste > 32 * kChunkBytes;
+  }
+  void BeginCompaction();
+  uint32_t Move(uint32_t ref, size_t size);
+  void EndCompaction();
+
+ private:
+  struct Chunk {
+    std::unique_ptr<char[]> data;
+    uint32_t capacity = 0;  // kChunkBytes, or a large record's bound
+    uint32_t used = 0;      // bytes written (bump pointer)
+    uint32_t live = 0;      // bytes not freed
+    bool evacuating = false;
+  };
+  static constexpr size_t kKeptFree = 16;  // empty chunks kept for reuse
+
+  // A chunk index with `capacity` bytes (a kept free chunk when it is kChunkBytes), or
+  // kNoChunk when every index is in use.
+  static constexpr uint32_t kNoChunk = UINT32_MAX;
+  uint32_t NewChunk(size_t capacity);
+  void Release(uint32_t index);
+
+  uint32_t max_chunks_ = kMaxChunks;
+  std::vector<Chunk> chunks_;
+  std::vector<uint32_t> free_chunks_;   // empty chunks of kChunkBytes with memory
+  std::vector<uint32_t> free_indexes_;  // indexes without memory
+  uint32_t current_ = kNoChunk;         // where small records go
+  uint32_t pending_ = kNoChunk;         // Reserve()'s chunk
+  size_t held_bytes_ = 0;
+  size_t live_bytes_ = 0;
+};
 
 // The records a join (interval_join, join) keeps, per key in memory, as Flink's heap keyed
-// state keeps them: per key one buffer of encoded records (both inputs, arrival order, dropped
-// ones until compacted) and per input references sorted by time. The owning operator decides
+// state keeps them: the encoded records in the store's JoinRowArena (written once, in place) and
+// per key and input references to them sorted by time. The owning operator decides
 // what a record's time means (event time for interval_join, arrival time for join) and when
 // rows are dropped; the store does the memory, the backend and the bytes:
 // - WriteDirty() (the operator's SnapshotState) writes the keys changed since the last call as
@@ -44,7 +126,7 @@ class JoinRowStore {
 
   struct Row {
     int64_t ts;
-    uint32_t offset;    // in Key::bytes
+    uint32_t ref;       // the encoded record in the store's arena
     uint32_t size : 31;
     uint32_t flag : 1;  // the operator's (join: a left row has matched)
   };
@@ -60,8 +142,6 @@ class JoinRowStore {
     bool in_backend = false;     // the backend holds a value for the key (maybe an older one)
     int64_t scheduled = kNever;  // the key's pending sweep (or the operator's timer) time
     Rows rows[2];
-    std::string bytes;  // both inputs' encoded records, in arrival order (dropped ones too)
-    size_t dead = 0;    // bytes of dropped records in `bytes`
     bool empty() const { return rows[0].empty() && rows[1].empty(); }
   };
 
@@ -77,19 +157,24 @@ class JoinRowStore {
   }
   static constexpr uint32_t kNoSlot = UINT32_MAX;
   // A batch of input `side`'s records (the operators' ProcessBatch), in chunks: first every
-  // record's key is evaluated and looked up, and the entries of those in memory prefetched;
-  // then `join(record, slot)` runs for each record in order, with the rows of the keys a few
-  // records ahead prefetched, and `slot` the one found, or kNoSlot when the key was not in
-  // memory or a spill since made it stale (`join` then looks it up as for a single record).
-  // The same as `join(record, kNoSlot)` per record, but a record's join does not wait for its
-  // key's state to come from memory (cache misses were most of a join's time).
+  // record's key is evaluated and its place in the hash table prefetched, then looked up, and
+  // the entries of those in memory prefetched; then `join(record, slot)` runs for each record in
+  // order, with the rows of the keys a few records ahead prefetched, and `slot` the one found,
+  // or kNoSlot when the key was not in memory or a spill since made it stale (`join` then looks
+  // it up as for a single record). The same as `join(record, kNoSlot)` per record, but a
+  // record's join does not wait for its key's state to come from memory (cache misses were most
+  // of a join's time).
   template <typename JoinFn>
   absl::Status JoinBatch(int side, const Record* records, size_t count, JoinFn join) {
     for (size_t start = 0; start < count; start += kChunk) {
       const size_t n = std::min(kChunk, count - start);
       for (size_t i = 0; i < n; ++i) {
         op_->EvalKey(side, records[start + i]);
-        const uint32_t* slot = Find(op_->key_bytes());
+        chunk_keys_[i].assign(op_->key_bytes());
+        slot_of_.prefetch(chunk_keys_[i]);
+      }
+      for (size_t i = 0; i < n; ++i) {
+        const uint32_t* slot = Find(chunk_keys_[i]);
         chunk_slots_[i] = slot != nullptr ? *slot : kNoSlot;
         if (slot != nullptr) PrefetchKey(*slot);
       }
@@ -123,16 +208,16 @@ class JoinRowStore {
   absl::StatusOr<bool> LoadCurrent(absl::string_view key, uint32_t* slot);
 
   // Appends record `r` of input `side` (schema `schema`) at time `ts` to key `slot`, marking
-  // it dirty.
-  void Append(uint32_t slot, int side, int64_t ts, bool flag, const Schema& schema, const Record& r);
-  // The encoded bytes of `row` of key `slot`.
-  absl::string_view Bytes(uint32_t slot, const Row& row) const {
-    return absl::string_view(keys_[slot].bytes).substr(row.offset, row.size);
-  }
+  // it dirty. kResourceExhausted when the arena has no chunk left (far beyond the budget).
+  absl::Status Append(uint32_t slot, int side, int64_t ts, bool flag, const Schema& schema,
+                      const Record& r);
+  // Where the encoded record of `row` starts (row.size bytes).
+  const char* Data(const Row& row) const { return arena_.data(row.ref); }
   // Drops the first `n` rows of input `side` of key `slot`, marking it dirty.
   void DropFront(uint32_t slot, int side, size_t n);
   // After rows were dropped: an empty key is deleted from the backend and forgotten (returns
-  // false); otherwise its bytes are compacted when mostly dead (returns true).
+  // false); otherwise returns true. Either way the arena is compacted when mostly freed (rows'
+  // references change; slots and keys stay).
   absl::StatusOr<bool> Release(uint32_t slot);
   void MarkDirty(uint32_t slot) {
     if (keys_[slot].dirty) return;
@@ -142,7 +227,7 @@ class JoinRowStore {
 
   // Writes the keys changed since the last call to the backend (deleting those left empty).
   absl::Status WriteDirty();
-  bool OverBudget() const { return bytes_ > max_bytes_; }
+  bool OverBudget() const { return bytes_ + arena_.held_bytes() > max_bytes_ || arena_.NearlyFull(); }
   // Writes the changed keys out and forgets every key; `each` runs first for every key in
   // memory with the backend's current key set to it (e.g. to register a timer).
   absl::Status Spill(const std::function<absl::Status(const Key&)>& each);
@@ -203,8 +288,7 @@ class JoinRowStore {
   static constexpr size_t kChunk = 16;  // JoinBatch(): records whose keys' entries are prefetched together
   static constexpr size_t kAhead = 4;   // ... and whose rows are prefetched ahead of their join
 
-  // JoinBatch()'s hints: key `slot`'s entry; once it has arrived, its inputs' rows (both ends)
-  // and the end of its bytes, where the next record goes.
+  // JoinBatch()'s hints: key `slot`'s entry; once it has arrived, its inputs' rows (both ends).
   void PrefetchKey(uint32_t slot) const {
     const char* p = reinterpret_cast<const char*>(&keys_[slot]);
     for (size_t line = 0; line < sizeof(Key); line += 64) Prefetch(p + line);
@@ -216,7 +300,6 @@ class JoinRowStore {
       Prefetch(rows.data());
       Prefetch(&rows.back());
     }
-    Prefetch(k.bytes.data() + k.bytes.size());
   }
   // A prefetch the compiler keeps (GCC 12 dropped __builtin_prefetch of the rows at -O3).
   static void Prefetch(const void* p) {
@@ -230,7 +313,8 @@ class JoinRowStore {
   uint32_t NewSlot(absl::string_view key, int key_group);
   void FreeSlot(uint32_t slot);
   void ClearRows(Key* k);
-  void Compact(Key* k);
+  // Moves the live rows out of the arena's partly freed chunks (JoinRowArena::NeedsCompaction).
+  void CompactArena();
   static size_t Overhead(const Key& k) { return sizeof(Key) + 2 * k.key.size() + 16; }
   // value_ (a stored value) into a new slot of `key`.
   absl::StatusOr<uint32_t> AddStored(absl::string_view key, int key_group);
@@ -238,6 +322,9 @@ class JoinRowStore {
   absl::Status AddChecked(int side, int64_t ts, bool flag, const char* p, size_t size, Key* k);
   absl::Status Corrupt(absl::string_view value, absl::string_view where) const;
   static void Insert(Rows* rows, const Row& row);
+  // The `size` bytes at `p` into the arena as a row of input `side` at `ts` of key `k`.
+  absl::Status AddBytes(int side, int64_t ts, bool flag, const char* p, size_t size, Key* k);
+  absl::Status Exhausted() const;
 
   JoinOperatorBase* op_ = nullptr;
   state::KeyedStateBackend* state_ = nullptr;
@@ -246,17 +333,18 @@ class JoinRowStore {
   bool flags_ = false;
   size_t max_bytes_ = 0;
 
+  JoinRowArena arena_;                                  // the records' bytes
   std::vector<Key> keys_;                               // by slot
   absl::flat_hash_map<std::string, uint32_t> slot_of_;  // live keys' slots
   std::vector<uint32_t> free_;                          // free slots
   std::vector<uint32_t> dirty_;                         // slots changed since WriteDirty()
   std::vector<SweepEntry> heap_;                        // min-heap by time
-  size_t bytes_ = 0;                                    // memory of the keys and records (roughly)
+  size_t bytes_ = 0;                                    // memory of the keys (roughly)
   bool spilled_ = false;
   uint64_t spills_ = 0;            // Spill() calls (slots found before one are stale)
   uint32_t chunk_slots_[kChunk];  // JoinBatch(): the chunk's keys' slots, or kNoSlot
+  std::string chunk_keys_[kChunk];  // ... and keys
   std::string value_;
-  std::string compact_;
   std::string key_scratch_;
   Record scratch_[2];
 };

@@ -3,6 +3,7 @@
 // TimerService over a real RocksDB backend; expectations are written out per test.
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <utility>
 #include <memory>
@@ -690,6 +691,146 @@ TEST_F(JoinTest, IntervalJoinBatchesEmitWhatRecordsEmit) {
   Load("interval_join", "    time: ts\n    lower: -7ms\n    upper: 12ms\n");
   ExpectBatchesEmitWhatRecordsEmit(
       RandomBatches(), [&](int64_t t) { Watermark(t); }, [&] { Watermark(INT64_MAX); });
+}
+
+// The arena under random writes and frees (sizes from 1 byte to beyond a chunk, at and around
+// the chunk's edge) and compactions whenever it asks for one: every live record keeps its bytes
+// wherever it moves, the live bytes are the live records' sum, a compaction leaves no more
+// freed bytes than live ones (beyond the chunk being written), and freeing everything gives the
+// memory back (but the current chunk).
+TEST(JoinRowArenaTest, RecordsKeepTheirBytesThroughFreesAndCompactions) {
+  JoinRowArena arena;
+  struct Live {
+    uint32_t ref;
+    std::string bytes;
+  };
+  // Most records die soon, oldest first (as the sweeps drop them) or any; one in 30 lives long
+  // (freed rarely), keeping partly freed chunks held.
+  std::vector<Live> soon, long_lived;
+  uint64_t seed = 42;
+  const auto random = [&](uint64_t n) {
+    seed = seed * 6364136223846793005u + 1442695040888963407u;
+    return (seed >> 33) % n;
+  };
+  const auto free = [&](std::vector<Live>* list, size_t at) {
+    arena.Free((*list)[at].ref, (*list)[at].bytes.size());
+    list->erase(list->begin() + static_cast<std::ptrdiff_t>(at));
+  };
+  const size_t edge = JoinRowArena::kChunkBytes;
+  const size_t sizes[] = {1, 2, 100, 1000, 4000, edge - 1, edge, edge + 1, 3 * edge};
+  int compactions = 0;
+  for (int i = 0; i < 30000; ++i) {
+    if (soon.empty() || (soon.size() < 400 && random(2) == 0)) {
+      const size_t size = random(50) == 0 ? sizes[random(9)] : 1 + random(2000);
+      std::string bytes(size, static_cast<char>('a' + i % 26));
+      bytes[0] = static_cast<char>(i);
+      char* to = arena.Reserve(size + random(20));  // the bound may exceed what is written
+      ASSERT_NE(to, nullptr);
+      std::memcpy(to, bytes.data(), size);
+      (i % 30 == 0 ? long_lived : soon).push_back({arena.Commit(size), std::move(bytes)});
+    } else {
+      free(&soon, random(4) == 0 ? random(soon.size()) : 0);
+    }
+    if (!long_lived.empty() && random(100) == 0) free(&long_lived, random(long_lived.size()));
+    if (arena.NeedsCompaction()) {
+      ++compactions;
+      arena.BeginCompaction();
+      for (std::vector<Live>* list : {&soon, &long_lived}) {
+        for (Live& l : *list) l.ref = arena.Move(l.ref, l.bytes.size());
+      }
+      arena.EndCompaction();
+      EXPECT_LE(arena.held_bytes() - arena.live_bytes(), arena.live_bytes() + 2 * edge);
+    }
+    size_t sum = 0;
+    for (std::vector<Live>* list : {&soon, &long_lived}) {
+      for (const Live& l : *list) sum += l.bytes.size();
+    }
+    ASSERT_EQ(arena.live_bytes(), sum);
+  }
+  EXPECT_GT(compactions, 0);
+  for (std::vector<Live>* list : {&soon, &long_lived}) {
+    for (const Live& l : *list) {
+      ASSERT_EQ(absl::string_view(arena.data(l.ref), l.bytes.size()), l.bytes);
+    }
+    while (!list->empty()) free(list, list->size() - 1);
+  }
+  EXPECT_EQ(arena.live_bytes(), 0u);
+  EXPECT_LE(arena.held_bytes(), edge);
+}
+
+// A chunk fills to its last byte and the next record starts a new chunk; records of a chunk's
+// size or more get chunks of their own (freed with them); out of chunk indexes, Reserve says so
+// (nullptr) instead of reusing one, and NearlyFull() comes first (beyond half of them).
+TEST(JoinRowArenaTest, ChunkEdgesLargeRecordsAndTheLastChunk) {
+  const size_t chunk = JoinRowArena::kChunkBytes;
+  JoinRowArena arena(/*max_chunks=*/4);
+  char* a = arena.Reserve(chunk - 1);
+  ASSERT_NE(a, nullptr);
+  std::memset(a, 'a', chunk - 1);
+  const uint32_t ra = arena.Commit(chunk - 1);
+  char* b = arena.Reserve(1);  // does not fit after a (a record starts below the chunk's end)
+  ASSERT_NE(b, nullptr);
+  *b = 'b';
+  const uint32_t rb = arena.Commit(1);
+  EXPECT_NE(ra >> JoinRowArena::kOffsetBits, rb >> JoinRowArena::kOffsetBits);
+  EXPECT_EQ(arena.held_bytes(), 2 * chunk);
+  EXPECT_FALSE(arena.NearlyFull());
+  char* big = arena.Reserve(chunk);  // a chunk of its own
+  ASSERT_NE(big, nullptr);
+  std::memset(big, 'c', chunk);
+  const uint32_t rbig = arena.Commit(chunk);
+  EXPECT_EQ(rbig & (chunk - 1), 0u);
+  EXPECT_EQ(arena.held_bytes(), 3 * chunk);
+  EXPECT_TRUE(arena.NearlyFull());  // 3 of 4 in use
+  ASSERT_NE(arena.Reserve(2 * chunk), nullptr);
+  const uint32_t rbig2 = arena.Commit(2 * chunk - 5);
+  EXPECT_EQ(arena.Reserve(2 * chunk), nullptr);  // every index in use
+  EXPECT_EQ(absl::string_view(arena.data(ra), chunk - 1), std::string(chunk - 1, 'a'));
+  EXPECT_EQ(*arena.data(rb), 'b');
+  EXPECT_EQ(absl::string_view(arena.data(rbig), chunk), std::string(chunk, 'c'));
+  arena.Free(rbig, chunk);
+  arena.Free(rbig2, 2 * chunk - 5);
+  EXPECT_EQ(arena.held_bytes(), 2 * chunk);  // big's chunk is kept for reuse, big2's returned
+  arena.Free(ra, chunk - 1);  // a's chunk is empty and not current: released
+  EXPECT_EQ(arena.held_bytes(), chunk);
+  ASSERT_NE(arena.Reserve(3 * chunk), nullptr);  // indexes are reused
+  arena.Commit(3 * chunk);
+  EXPECT_EQ(*arena.data(rb), 'b');
+}
+
+// Records of keys kept long (far in the future) among many dropped soon leave the arena's
+// chunks mostly freed: the store compacts it (moving the long-kept rows), and those rows still
+// join with their exact bytes afterwards, in memory and after a checkpoint and restore.
+TEST_F(JoinTest, IntervalJoinRowsMovedByArenaCompactionStillJoin) {
+  Load("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n");
+  Open();
+  const uint64_t compactions = JoinArenaCompactionsForTest();
+  const std::string pad(900, 'p');
+  std::vector<std::string> expected;
+  for (int64_t i = 0; i < 20000; ++i) {
+    if (i % 40 == 0) {
+      Push(0, 100000 + i, 1'000'000, absl::StrCat("kept", i, pad));  // until the watermark passes 1,000,010
+    } else {
+      Push(0, i % 50, i, pad);
+    }
+    if (i % 100 == 99) Watermark(i - 20);
+  }
+  EXPECT_GT(JoinArenaCompactionsForTest(), compactions);
+  for (int64_t i = 0; i < 20000; i += 40) {
+    Push(1, 100000 + i, 1'000'005, "r");
+    expected.push_back(Row(100000 + i, 1'000'000, absl::StrCat("kept", i, pad), 100000 + i, 1'000'005, "r"));
+  }
+  EXPECT_THAT(out_.lines, UnorderedElementsAreArray(expected));
+  out_.lines.clear();
+  CheckpointAndRestore();
+  expected.clear();
+  for (int64_t i = 0; i < 20000; i += 40) {
+    Push(1, 100000 + i, 1'000'007, "s");
+    expected.push_back(Row(100000 + i, 1'000'000, absl::StrCat("kept", i, pad), 100000 + i, 1'000'007, "s"));
+  }
+  EXPECT_THAT(out_.lines, UnorderedElementsAreArray(expected));
+  Watermark(2'000'000);
+  for (int64_t k : {100000, 119960}) EXPECT_EQ(KeptRows(k), std::make_pair(0u, 0u));
 }
 
 // ---------------------------------------------------------------------------------------------

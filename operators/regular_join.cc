@@ -129,12 +129,12 @@ class RegularJoinOperator final : public JoinOperatorBase {
     while (i < rows.size() && Expired(rows[i].ts, now)) ++i;
     const bool matched = i < rows.size();
     for (; i < rows.size(); ++i) {
-      const char* pos = k.bytes.data() + rows[i].offset;
+      const char* pos = store_.Data(rows[i]);
       SLUICE_RETURN_IF_ERROR(DecodeOne(other, &pos, pos + rows[i].size, &scratch_[other]));
       SLUICE_RETURN_IF_ERROR(side == 0 ? EmitJoined(&r, &scratch_[other]) : EmitJoined(&scratch_[other], &r));
       if (mark) rows[i].flag = 1;  // the key is dirty: the row appended below marks it
     }
-    store_.Append(slot, side, now, matched, options_->sides.input[side], r);
+    SLUICE_RETURN_IF_ERROR(store_.Append(slot, side, now, matched, options_->sides.input[side], r));
     if (options_->ttl_ms > 0 && k.scheduled == JoinRowStore::kNever) {
       state_->SetCurrentKey(k.key, k.key_group);
       k.scheduled = now + options_->ttl_ms;
@@ -168,7 +168,7 @@ class RegularJoinOperator final : public JoinOperatorBase {
     for (size_t i = 0; i < n; ++i) {
       const JoinRowStore::Row& row = k.rows[0][i];
       if (row.flag != 0) continue;
-      const char* pos = k.bytes.data() + row.offset;
+      const char* pos = store_.Data(row);
       SLUICE_RETURN_IF_ERROR(DecodeOne(0, &pos, pos + row.size, &scratch_[0]));
       SLUICE_RETURN_IF_ERROR(EmitJoined(&scratch_[0], nullptr));
     }

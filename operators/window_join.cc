@@ -71,7 +71,7 @@ class WindowJoinOperator final : public JoinOperatorBase {
         SLUICE_ASSIGN_OR_RETURN(slot, store_.SlotOfEvaluated([this](uint32_t s) { ScheduleNext(s); }));
         kept = true;
       }
-      store_.Append(slot, side, fire_at, false, options_->sides.input[side], r);
+      SLUICE_RETURN_IF_ERROR(store_.Append(slot, side, fire_at, false, options_->sides.input[side], r));
       store_.ScheduleEarlier(slot, fire_at);
     }
     if (!kept) {
@@ -119,7 +119,8 @@ class WindowJoinOperator final : public JoinOperatorBase {
       size_t n = 0;
       SLUICE_RETURN_IF_ERROR(DecodeBucket(side, bucket_, &rows_[side], &n));
       for (size_t i = 0; i < n; ++i) {
-        store_.Append(slot, side, timestamp, false, options_->sides.input[side], rows_[side][i]);
+        SLUICE_RETURN_IF_ERROR(
+            store_.Append(slot, side, timestamp, false, options_->sides.input[side], rows_[side][i]));
       }
       store_.ScheduleEarlier(slot, timestamp);
       SLUICE_RETURN_IF_ERROR(state_->MapRemove(format1_[side], user_key));
@@ -154,7 +155,7 @@ class WindowJoinOperator final : public JoinOperatorBase {
         while (n[side] < rows.size() && rows[n[side]].ts == at) ++n[side];
         if (rows_[side].size() < n[side]) rows_[side].resize(n[side]);
         for (size_t i = 0; i < n[side]; ++i) {
-          const char* pos = k.bytes.data() + rows[i].offset;
+          const char* pos = store_.Data(rows[i]);
           SLUICE_RETURN_IF_ERROR(DecodeOne(side, &pos, pos + rows[i].size, &rows_[side][i]));
         }
       }
