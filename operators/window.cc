@@ -317,9 +317,10 @@ class WindowOperator final : public Operator {
     for (const TimeWindow& w : windows_) {
       if (IsLate(w)) continue;
       accepted = true;
-      SetWindow(w, key_.key_group(), key_.bytes());
+      SetRecordWindow(w);
       SLUICE_ASSIGN_OR_RETURN(bool folded, FoldIntoPane(w, r));
       if (folded) continue;
+      cur_key_ = key_.bytes();
       SLUICE_RETURN_IF_ERROR(LoadOrCreate(w));
       SLUICE_RETURN_IF_ERROR(AddRecord(w, r, ts));
     }
@@ -441,9 +442,10 @@ class WindowOperator final : public Operator {
       SLUICE_RETURN_IF_ERROR(Late(r));
       return true;
     }
-    SetWindow(pane, key_.key_group(), key_.bytes());
+    SetRecordWindow(pane);
     SLUICE_ASSIGN_OR_RETURN(bool folded, FoldIntoPane(pane, r));
     if (folded) return true;
+    cur_key_ = key_.bytes();
     SLUICE_RETURN_IF_ERROR(LoadOrCreate(pane));
     SLUICE_RETURN_IF_ERROR(AddRecord(pane, r, ts));
     return true;
@@ -556,6 +558,13 @@ class WindowOperator final : public Operator {
     cur_bucket_ = nullptr;
     cur_pane_ = PaneRef();
     cur_overflow_ = false;
+  }
+  // Makes window w of the current record's key (key_) the current one; an integer key's record
+  // bytes are left out (cur_key_ empty) until a path needs them beyond FoldIntoPane.
+  void SetRecordWindow(const TimeWindow& w) {
+    if (!int_keys_) return SetWindow(w, key_.key_group(), key_.bytes());
+    SetWindow(w, key_.key_group(), absl::string_view());
+    cur_int_key_ = key_.record()[0].i;
   }
   // The current key's pane in `bucket` (memory only), or none.
   PaneRef FindPane(Bucket* bucket) {
