@@ -229,8 +229,10 @@ class WindowOperator final : public Operator {
       }
     }
     const Schema& key_schema = key_.schema();
-    int_keys_ = int_key_panes_enabled && words_only_ && key_schema.size() == 1 && !key_schema.field(0).nullable &&
-                (key_schema.field(0).type == FieldType::kInt64 || key_schema.field(0).type == FieldType::kTimestamp);
+    one_int_key_ = int_key_panes_enabled && key_schema.size() == 1 && !key_schema.field(0).nullable &&
+                   (key_schema.field(0).type == FieldType::kInt64 || key_schema.field(0).type == FieldType::kTimestamp);
+    int_keys_ = one_int_key_ && words_only_;
+    session_index_.SetWords(1);
     const WindowSpec& ws = o_->windows;
     slide_panes_ = slide_panes_enabled && o_->event_time && ws.kind == WindowSpec::Kind::kHop &&
                    ws.size_ms > ws.slide_ms && ws.size_ms % ws.slide_ms == 0 &&
@@ -1343,8 +1345,14 @@ class WindowOperator final : public Operator {
   // The current key's (key_) sessions: in memory, or (a key beyond the memory budget) read
   // from the backend into spilled_; null when it has none.
   absl::StatusOr<KeySessions*> FindKeySessions() {
-    auto it = key_sessions_.find(key_.bytes());
-    if (it != key_sessions_.end()) return &it->second;
+    if (one_int_key_) {
+      if (const int64_t* p = session_index_.Find(key_.record()[0].i)) {
+        return reinterpret_cast<KeySessions*>(static_cast<uintptr_t>(*p));
+      }
+    } else {
+      auto it = key_sessions_.find(key_.bytes());
+      if (it != key_sessions_.end()) return &it->second;
+    }
     if (!sessions_spilled_) return nullptr;
     state_->SetCurrentKey(key_.bytes(), key_.key_group());
     SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(key_sessions_id_, &value_));
@@ -1374,7 +1382,14 @@ class WindowOperator final : public Operator {
     KeySessions& ks = it->second;
     ks.key = &it->first;
     ks.kg = key_.key_group();
+    IndexKeySessions(&ks);
     return &ks;
+  }
+  // one_int_key_: ks, the current key's (key_) entry in key_sessions_, into session_index_.
+  void IndexKeySessions(KeySessions* ks) {
+    if (!one_int_key_) return;
+    bool inserted;
+    *session_index_.FindOrInsert(key_.record()[0].i, &inserted) = static_cast<int64_t>(reinterpret_cast<uintptr_t>(ks));
   }
   bool InMemory(const KeySessions* ks) const { return ks != &spilled_; }
   // Keys whose firings come from timers in the backend (one per key at its earliest firing):
@@ -1682,6 +1697,8 @@ class WindowOperator final : public Operator {
   }
   void DropKeySessions(KeySessions* ks) {
     pane_bytes_ -= ks->bytes;
+    int64_t int_key;
+    if (one_int_key_ && ParseIntKey(*ks->key, &int_key)) session_index_.Erase(int_key);
     key_sessions_.erase(*ks->key);
   }
 
@@ -1795,6 +1812,7 @@ class WindowOperator final : public Operator {
       ks = &it->second;
       ks->sessions = std::move(restored.sessions);
       ks->key = &it->first;
+      IndexKeySessions(ks);
     } else {
       sessions_spilled_ = true;
       ResetSpilled();
@@ -1984,6 +2002,10 @@ class WindowOperator final : public Operator {
   // read into spilled_ at a time.
   state::StateId key_sessions_id_ = 0;
   absl::node_hash_map<std::string, KeySessions> key_sessions_;
+  // one_int_key_: key_sessions_' entries by the key's value (a KeySessions* a key): found
+  // without encoding, hashing or comparing the key's bytes. Not counted in the memory budget
+  // (~43 bytes a key against ~250 of its entry), so that the budget admits the same keys.
+  internal::IntPaneTable session_index_;
   KeySessions spilled_;
   std::string spilled_key_;
   bool sessions_spilled_ = false;  // some keys' sessions are kept in the backend (budget spent)
@@ -2032,7 +2054,8 @@ class WindowOperator final : public Operator {
   std::vector<int> nullable_fields_;  // fields of acc_schema_ that may be null
   std::vector<int> null_bit_;         // per field of acc_schema_: its null bit, or -1
   bool words_only_ = false;           // no string field: EncodePaneRow writes the rows
-  bool int_keys_ = false;  // buckets keep panes in int_panes (see Bucket)
+  bool one_int_key_ = false;  // the key is one integer field
+  bool int_keys_ = false;      // and buckets keep panes in int_panes (see Bucket)
   static constexpr size_t kMaxWordsRow = 512;
   size_t null_words_ = 0;             // words of their null bits after the values
   std::vector<int> acc_index_;  // per aggregate: its first field in acc_schema_

@@ -28,8 +28,9 @@ void SetWindowSlidePanesForTest(bool enabled);
 // the general path for every record. Tests only, to compare the two.
 void SetWindowSessionFastPathsForTest(bool enabled);
 // Whether windows whose key is one integer field and whose accumulators have no strings keep
-// their panes in flat slots by the key's value (default true); false: by key record bytes in a
-// hash map. Tests only, to compare the two.
+// their panes in flat slots by the key's value, and session windows of such keys find a key's
+// sessions by its value (default true); false: by key record bytes in hash maps. Tests only, to
+// compare the two.
 void SetWindowIntKeyPanesForTest(bool enabled);
 // The panes made in flat slots by integer keys so far (all subtasks of the process).
 uint64_t WindowIntKeyPanesMadeForTest();

@@ -3,8 +3,9 @@
 // IntPaneTable: the open windows of one window bucket when the window's key is one integer
 // field, as fixed-size slots [key][the pane's words] in one array (open addressing, linear
 // probing): a record's lookup touches one slot, with no key bytes on the heap and no memcmp.
-// Only `window` uses it (window.cc's Bucket).
+// Only `window` uses it (window.cc's Bucket, and the index of its session keys by value).
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -59,6 +60,35 @@ class IntPaneTable {
         return slot + 1;  // zeroed when the array was made
       }
     }
+  }
+
+  // Removes `key` (backward shift: no tombstones); false when absent. Other keys' words may
+  // move.
+  bool Erase(int64_t key) {
+    if (key == kEmpty) {
+      if (!has_empty_key_) return false;
+      has_empty_key_ = false;
+      --size_;
+      return true;
+    }
+    if (capacity_ == 0) return false;
+    size_t hole = Home(key);
+    for (;; hole = (hole + 1) & mask_) {
+      if (slots_[hole * stride_] == key) break;
+      if (slots_[hole * stride_] == kEmpty) return false;
+    }
+    for (size_t j = (hole + 1) & mask_; slots_[j * stride_] != kEmpty; j = (j + 1) & mask_) {
+      // The key at j stays unless the hole lies between its home and j (cyclically).
+      const size_t home = Home(slots_[j * stride_]);
+      const bool stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
+      if (stays) continue;
+      std::copy_n(&slots_[j * stride_], stride_, &slots_[hole * stride_]);
+      hole = j;
+    }
+    std::fill_n(&slots_[hole * stride_], stride_, 0);
+    slots_[hole * stride_] = kEmpty;
+    --size_;
+    return true;
   }
 
   // Calls f(key, words) for every key, in no particular order. f must not insert.
