@@ -18,6 +18,7 @@
 #include "common/status.h"
 #include "common/watermark.h"
 #include "operators/internal/builtins.h"
+#include "operators/internal/int_pane_table.h"
 #include "operators/internal/window_keys.h"
 #include "operators/key_hasher.h"
 #include "operators/window_assigner.h"
@@ -52,6 +53,8 @@ constexpr size_t kDefaultMaxPaneBytes = size_t{256} << 20;
 size_t max_pane_bytes_for_test = 0;
 bool slide_panes_enabled = true;  // SetWindowSlidePanesForTest
 bool session_fast_paths_enabled = true;  // SetWindowSessionFastPathsForTest
+bool int_key_panes_enabled = true;  // SetWindowIntKeyPanesForTest
+uint64_t int_key_panes_made = 0;  // WindowIntKeyPanesMadeForTest
 
 // a + b without overflow: saturates at INT64_MAX (cleanup times, early firing times).
 int64_t SaturatingAdd(int64_t a, int64_t b) { return a > kMaxTs - b ? kMaxTs : a + b; }
@@ -225,6 +228,11 @@ class WindowOperator final : public Operator {
         word_folds_ = false;
       }
     }
+    const Schema& key_schema = key_.schema();
+    one_int_key_ = int_key_panes_enabled && key_schema.size() == 1 && !key_schema.field(0).nullable &&
+                   (key_schema.field(0).type == FieldType::kInt64 || key_schema.field(0).type == FieldType::kTimestamp);
+    int_keys_ = one_int_key_ && words_only_;
+    session_index_.SetWords(1);
     const WindowSpec& ws = o_->windows;
     slide_panes_ = slide_panes_enabled && o_->event_time && ws.kind == WindowSpec::Kind::kHop &&
                    ws.size_ms > ws.slide_ms && ws.size_ms % ws.slide_ms == 0 &&
@@ -311,9 +319,10 @@ class WindowOperator final : public Operator {
     for (const TimeWindow& w : windows_) {
       if (IsLate(w)) continue;
       accepted = true;
-      SetWindow(w, key_.key_group(), key_.bytes());
+      SetRecordWindow(w);
       SLUICE_ASSIGN_OR_RETURN(bool folded, FoldIntoPane(w, r));
       if (folded) continue;
+      cur_key_ = key_.bytes();
       SLUICE_RETURN_IF_ERROR(LoadOrCreate(w));
       SLUICE_RETURN_IF_ERROR(AddRecord(w, r, ts));
     }
@@ -342,14 +351,15 @@ class WindowOperator final : public Operator {
         o_->event_time ? domain == TimeDomain::kEventTime : timestamp >= w.max_timestamp();
     const bool cleanup = final_time && (!o_->event_time || timestamp == CleanupTime(w));
     overflow_panes_.clear();
+    fire_keys_.clear();
     fire_order_.clear();
     SLUICE_RETURN_IF_ERROR(GatherForFiring(id));
     std::sort(fire_order_.begin(), fire_order_.end(), FireItem::Before);
     for (const FireItem& item : fire_order_) {
       cur_key_ = *item.key;
-      cur_pane_ = item.overflow ? nullptr : item.pane;
+      cur_pane_ = item.overflow ? PaneRef() : item.pane;
       cur_overflow_ = item.overflow;
-      PaneToAcc(*item.pane, &acc_);
+      PaneToAcc(item.pane.words, item.pane.strings, &acc_);
       if (final_time) {
         if (timestamp == w.max_timestamp() && acc_[kFinalFired].i == 0) {
           SLUICE_RETURN_IF_ERROR(EmitRow(w));
@@ -379,6 +389,13 @@ class WindowOperator final : public Operator {
     absl::InlinedVector<int64_t, 8> words;  // per field not a string (slot_), then null bits
     std::vector<std::string> strings;       // per string field (slot_)
   };
+  // A pane wherever it is kept: a Pane's words and strings, or the words of a key's slot in
+  // Bucket::int_panes (no strings). Null words: none.
+  struct PaneRef {
+    int64_t* words = nullptr;
+    std::string* strings = nullptr;
+  };
+  static PaneRef Ref(Pane* pane) { return PaneRef{pane->words.data(), pane->strings.data()}; }
   // A window in one key group.
   struct BucketId {
     int64_t start = 0;
@@ -390,9 +407,12 @@ class WindowOperator final : public Operator {
       return H::combine(std::move(h), b.start, b.end, b.kg);
     }
   };
-  // The open windows of a BucketId, by key record bytes.
+  // The open windows of a BucketId: by key record bytes, or, when the key is one integer field
+  // and the panes have no strings (int_keys_), by the key's value in int_panes (one slot per
+  // key: [key][the pane's words]).
   struct Bucket {
     absl::flat_hash_map<std::string, Pane> panes;
+    internal::IntPaneTable int_panes;
     bool dirty = false;       // changed since it was last written to the backend
     bool in_backend = false;  // the backend holds a copy (maybe an older one)
     bool timers = false;      // its fire and cleanup timers are registered
@@ -424,9 +444,10 @@ class WindowOperator final : public Operator {
       SLUICE_RETURN_IF_ERROR(Late(r));
       return true;
     }
-    SetWindow(pane, key_.key_group(), key_.bytes());
+    SetRecordWindow(pane);
     SLUICE_ASSIGN_OR_RETURN(bool folded, FoldIntoPane(pane, r));
     if (folded) return true;
+    cur_key_ = key_.bytes();
     SLUICE_RETURN_IF_ERROR(LoadOrCreate(pane));
     SLUICE_RETURN_IF_ERROR(AddRecord(pane, r, ts));
     return true;
@@ -439,6 +460,7 @@ class WindowOperator final : public Operator {
     const TimeWindow w{id.start, id.end};
     const int64_t slide = o_->windows.slide_ms;
     overflow_panes_.clear();
+    fire_keys_.clear();
     fire_order_.clear();
     SLUICE_RETURN_IF_ERROR(GatherForFiring(id));
     for (int64_t p = w.start; p < w.end; p += slide) {
@@ -451,12 +473,12 @@ class WindowOperator final : public Operator {
       if (j == i + 1) {
         // In one pane only: its accumulator is the window's (what MergeAcc into an empty one
         // gives: the same records and values).
-        PaneToAcc(*fire_order_[i].pane, &acc_);
+        PaneToAcc(fire_order_[i].pane.words, fire_order_[i].pane.strings, &acc_);
         acc_[kEmitted].i = 0;
       } else {
         SLUICE_RETURN_IF_ERROR(ResetAcc());
         for (size_t k = i; k < j; ++k) {
-          PaneToAcc(*fire_order_[k].pane, &other_acc_);
+          PaneToAcc(fire_order_[k].pane.words, fire_order_[k].pane.strings, &other_acc_);
           SLUICE_RETURN_IF_ERROR(MergeAcc(other_acc_));
         }
       }
@@ -475,7 +497,12 @@ class WindowOperator final : public Operator {
     SetWindow(TimeWindow{id.start, id.end}, id.kg, absl::string_view());
     SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/false));
     if (bucket == nullptr) return absl::OkStatus();
-    for (auto& [k, pane] : bucket->panes) AddFireItem(&k, &pane, false);
+    for (auto& [k, pane] : bucket->panes) AddFireItem(&k, Ref(&pane), false);
+    bucket->int_panes.ForEach([this](int64_t key, int64_t* words) {
+      fire_keys_.emplace_back();
+      IntKeyBytes(key, &fire_keys_.back());
+      AddFireItem(&fire_keys_.back(), PaneRef{words, nullptr}, false);
+    });
     if (!bucket->overflow) return absl::OkStatus();
     SetBucketKey();
     SLUICE_RETURN_IF_ERROR(state_->MapEntries(overflow_id_, &entries_));
@@ -483,7 +510,7 @@ class WindowOperator final : public Operator {
       SLUICE_RETURN_IF_ERROR(DecodeOverflow(v, &decoded_acc_));
       overflow_panes_.emplace_back(std::move(k), Pane());
       AccToPane(decoded_acc_, &overflow_panes_.back().second);
-      AddFireItem(&overflow_panes_.back().first, &overflow_panes_.back().second, true);
+      AddFireItem(&overflow_panes_.back().first, Ref(&overflow_panes_.back().second), true);
     }
     return absl::OkStatus();
   }
@@ -529,9 +556,40 @@ class WindowOperator final : public Operator {
   void SetWindow(const TimeWindow& w, int kg, absl::string_view key) {
     cur_id_ = BucketId{w.start, w.end, kg};
     cur_key_ = key;
+    if (int_keys_ && !key.empty()) ParseIntKey(key, &cur_int_key_);
     cur_bucket_ = nullptr;
-    cur_pane_ = nullptr;
+    cur_pane_ = PaneRef();
     cur_overflow_ = false;
+  }
+  // Makes window w of the current record's key (key_) the current one; an integer key's record
+  // bytes are left out (cur_key_ empty) until a path needs them beyond FoldIntoPane.
+  void SetRecordWindow(const TimeWindow& w) {
+    if (!int_keys_) return SetWindow(w, key_.key_group(), key_.bytes());
+    SetWindow(w, key_.key_group(), absl::string_view());
+    cur_int_key_ = key_.record()[0].i;
+  }
+  // The current key's pane in `bucket` (memory only), or none.
+  PaneRef FindPane(Bucket* bucket) {
+    if (int_keys_) return PaneRef{bucket->int_panes.Find(cur_int_key_), nullptr};
+    auto it = bucket->panes.find(cur_key_);
+    return it == bucket->panes.end() ? PaneRef() : Ref(&it->second);
+  }
+  // An integer key's record bytes (key_'s schema: one int64 or timestamp field, not null).
+  static void IntKeyBytes(int64_t key, std::string* out) {
+    out->clear();
+    PutVarint64(ZigZag(key), out);
+  }
+  // The value of a key of int_keys_ from its record bytes; false unless `bytes` are exactly
+  // what IntKeyBytes writes for it.
+  static bool ParseIntKey(absl::string_view bytes, int64_t* key) {
+    uint64_t u = 0;
+    const char* end = bytes.data() + bytes.size();
+    const char* p = GetVarint64(bytes.data(), end, &u);
+    if (p != end) return false;
+    *key = UnZigZag(u);
+    size_t canonical = 1;
+    for (uint64_t v = u; v >= 0x80; v >>= 7) ++canonical;
+    return canonical == bytes.size();
   }
   // The backend's current key: the current bucket's key.
   void SetBucketKey() {
@@ -566,6 +624,7 @@ class WindowOperator final : public Operator {
     Bucket& bucket = buckets_[cur_id_];
     ++buckets_generation_;  // buckets_ may have moved
     cur_bucket_ = &bucket;
+    bucket.int_panes.SetWords(pane_words_ + null_words_);
     if (found) {
       absl::Status s = DecodeBucket(value_, IsPane(cur_id_) ? kSlidePaneVersion : kWindowBucketVersion, &bucket);
       if (!s.ok()) {
@@ -577,6 +636,7 @@ class WindowOperator final : public Operator {
       bucket.in_backend = true;
       bucket.timers = true;
       for (const auto& [key, pane] : bucket.panes) bucket.bytes += PaneBytes(key);
+      bucket.bytes += bucket.int_panes.size() * bucket.int_panes.BytesPerKey();
       pane_bytes_ += bucket.bytes;
     }
     return cur_bucket_;
@@ -586,23 +646,29 @@ class WindowOperator final : public Operator {
   void EncodeBucket(const Bucket& bucket, int version, std::string* out) {
     out->assign(1, static_cast<char>(version));
     out->push_back(bucket.overflow ? 1 : 0);
-    PutVarint64(bucket.panes.size(), out);
+    PutVarint64(bucket.panes.size() + bucket.int_panes.size(), out);
     for (const auto& [key, pane] : bucket.panes) {
       PutVarint64(key.size(), out);
       out->append(key);
-      AppendPaneRow(pane, out);
+      AppendPaneRow(pane.words.data(), pane.strings.data(), out);
     }
+    bucket.int_panes.ForEach([&](int64_t key, const int64_t* words) {
+      IntKeyBytes(key, &scratch_);
+      PutVarint64(scratch_.size(), out);
+      out->append(scratch_);
+      AppendPaneRow(words, nullptr, out);
+    });
   }
   // [size][the pane's accumulator row].
-  void AppendPaneRow(const Pane& pane, std::string* out) {
+  void AppendPaneRow(const int64_t* words, const std::string* strings, std::string* out) {
     if (words_only_) {
       char row[kMaxWordsRow];
-      const size_t size = static_cast<size_t>(EncodePaneRow(pane, row) - row);
+      const size_t size = static_cast<size_t>(EncodePaneRow(words, row) - row);
       PutVarint64(size, out);
       out->append(row, size);
       return;
     }
-    PaneToAcc(pane, &decoded_acc_);
+    PaneToAcc(words, strings, &decoded_acc_);
     row_.clear();
     EncodeRecord(acc_schema_, decoded_acc_, &row_);
     PutVarint64(row_.size(), out);
@@ -637,17 +703,25 @@ class WindowOperator final : public Operator {
       if (q == nullptr || key_size > static_cast<uint64_t>(end - q)) return corrupt("bad key size");
       const absl::string_view key(q, key_size);
       p = q + key_size;
-      SLUICE_ASSIGN_OR_RETURN(bool read, ReadPaneRow(&p, end, &bucket->panes[key], &why_));
+      int64_t int_key = 0;
+      if (int_keys_ && !ParseIntKey(key, &int_key)) return corrupt("a key is not one integer");
+      SLUICE_ASSIGN_OR_RETURN(bool read, ReadPaneRow(&p, end, &why_));
       if (!read) return corrupt(why_);
+      if (int_keys_) {
+        bool inserted;
+        AccToWords(decoded_acc_, PaneRef{bucket->int_panes.FindOrInsert(int_key, &inserted), nullptr});
+      } else {
+        AccToPane(decoded_acc_, &bucket->panes[key]);
+      }
     }
     if (p != end) return corrupt("bytes left over");
     return absl::OkStatus();
   }
 
-  // Reads what AppendPaneRow wrote at *p (before `end`) into `pane` and moves *p past it; false,
-  // with `why`, when it does not decode. kFailedPrecondition for a plugin's accumulator of
+  // Reads what AppendPaneRow wrote at *p (before `end`) into decoded_acc_ and moves *p past it;
+  // false, with `why`, when it does not decode. kFailedPrecondition for a plugin's accumulator of
   // another version (CheckPluginVersions).
-  absl::StatusOr<bool> ReadPaneRow(const char** p, const char* end, Pane* pane, std::string* why) {
+  absl::StatusOr<bool> ReadPaneRow(const char** p, const char* end, std::string* why) {
     uint64_t row_size = 0;
     const char* q = GetVarint64(*p, end, &row_size);
     if (q == nullptr || row_size > static_cast<uint64_t>(end - q)) {
@@ -662,7 +736,6 @@ class WindowOperator final : public Operator {
     }
     *p = q + row_size;
     SLUICE_RETURN_IF_ERROR(CheckPluginVersions(decoded_acc_));
-    AccToPane(decoded_acc_, pane);
     return true;
   }
 
@@ -687,15 +760,15 @@ class WindowOperator final : public Operator {
   // A pane without strings (words_only_) as its accumulator row (acc_schema_), the bytes
   // EncodeRecord writes for PaneToAcc's row, into `p`; returns the end. REQUIRES: room for
   // kMaxWordsRow bytes.
-  char* EncodePaneRow(const Pane& pane, char* p) const {
+  char* EncodePaneRow(const int64_t* words, char* p) const {
     for (size_t f = 0; f < slot_.size(); ++f) {
       const int n = null_bit_[f];
       if (n >= 0) {
-        const bool null = (pane.words[pane_words_ + n / 64] >> (n % 64)) & 1;
+        const bool null = (words[pane_words_ + n / 64] >> (n % 64)) & 1;
         *p++ = null ? 1 : 0;
         if (null) continue;
       }
-      const int64_t word = pane.words[slot_[f]];
+      const int64_t word = words[slot_[f]];
       switch (acc_schema_.field(f).type) {
         case FieldType::kDouble:
           std::memcpy(p, &word, 8);  // the double's bytes, little-endian as EncodeRecord's
@@ -719,22 +792,23 @@ class WindowOperator final : public Operator {
   }
 
   // Pane <-> accumulator row.
-  void PaneToAcc(const Pane& pane, Record* acc) const {
+  void PaneToAcc(const Pane& pane, Record* acc) const { PaneToAcc(pane.words.data(), pane.strings.data(), acc); }
+  void PaneToAcc(const int64_t* words, const std::string* strings, Record* acc) const {
     for (size_t f = 0; f < slot_.size(); ++f) {
       switch (kind_[f]) {
         case kStringSlot:
-          (*acc)[f].s.assign(pane.strings[slot_[f]]);
+          (*acc)[f].s.assign(strings[slot_[f]]);
           break;
         case kDoubleSlot:
-          std::memcpy(&(*acc)[f].d, &pane.words[slot_[f]], sizeof(double));
+          std::memcpy(&(*acc)[f].d, &words[slot_[f]], sizeof(double));
           break;
         default:
-          (*acc)[f].i = pane.words[slot_[f]];
+          (*acc)[f].i = words[slot_[f]];
           break;
       }
     }
     for (size_t n = 0; n < nullable_fields_.size(); ++n) {
-      acc->SetNullTo(nullable_fields_[n], (pane.words[pane_words_ + n / 64] >> (n % 64)) & 1);
+      acc->SetNullTo(nullable_fields_[n], (words[pane_words_ + n / 64] >> (n % 64)) & 1);
     }
   }
   void AccToPane(const Record& acc, Pane* pane) const {
@@ -742,23 +816,26 @@ class WindowOperator final : public Operator {
       pane->words.resize(pane_words_ + null_words_);
       pane->strings.resize(pane_strings_);
     }
+    AccToWords(acc, Ref(pane));
+  }
+  void AccToWords(const Record& acc, PaneRef pane) const {
     for (size_t f = 0; f < slot_.size(); ++f) {
       switch (kind_[f]) {
         case kStringSlot:
-          pane->strings[slot_[f]].assign(acc[f].s);
+          pane.strings[slot_[f]].assign(acc[f].s);
           break;
         case kDoubleSlot:
-          std::memcpy(&pane->words[slot_[f]], &acc[f].d, sizeof(double));
+          std::memcpy(&pane.words[slot_[f]], &acc[f].d, sizeof(double));
           break;
         default:
-          pane->words[slot_[f]] = acc[f].i;
+          pane.words[slot_[f]] = acc[f].i;
           break;
       }
     }
     if (null_words_ == 0) return;
-    for (size_t w = 0; w < null_words_; ++w) pane->words[pane_words_ + w] = 0;
+    for (size_t w = 0; w < null_words_; ++w) pane.words[pane_words_ + w] = 0;
     for (size_t n = 0; n < nullable_fields_.size(); ++n) {
-      if (acc.IsNull(nullable_fields_[n])) pane->words[pane_words_ + n / 64] |= uint64_t{1} << (n % 64);
+      if (acc.IsNull(nullable_fields_[n])) pane.words[pane_words_ + n / 64] |= uint64_t{1} << (n % 64);
     }
   }
 
@@ -766,10 +843,9 @@ class WindowOperator final : public Operator {
   absl::StatusOr<bool> LoadAcc(Record* acc) {
     SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/false));
     if (bucket == nullptr) return false;
-    auto it = bucket->panes.find(cur_key_);
-    if (it != bucket->panes.end()) {
-      cur_pane_ = &it->second;
-      PaneToAcc(*cur_pane_, acc);
+    cur_pane_ = FindPane(bucket);
+    if (cur_pane_.words != nullptr) {
+      PaneToAcc(cur_pane_.words, cur_pane_.strings, acc);
       return true;
     }
     if (!bucket->overflow) return false;
@@ -879,7 +955,7 @@ class WindowOperator final : public Operator {
   // when a new one finds the memory budget spent.
   absl::Status StoreAcc() {
     SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/true));
-    if (cur_pane_ == nullptr && !cur_overflow_ && pane_bytes_ >= max_pane_bytes_) {
+    if (cur_pane_.words == nullptr && !cur_overflow_ && pane_bytes_ >= max_pane_bytes_) {
       cur_overflow_ = true;
       if (!bucket->overflow) {
         bucket->overflow = true;
@@ -892,15 +968,25 @@ class WindowOperator final : public Operator {
       SetBucketKey();
       return state_->MapPut(overflow_id_, cur_key_, value_);
     }
-    if (cur_pane_ == nullptr) {
+    if (cur_pane_.words == nullptr && int_keys_) {
+      bool inserted;
+      cur_pane_ = PaneRef{bucket->int_panes.FindOrInsert(cur_int_key_, &inserted), nullptr};
+      if (inserted) {
+        ++int_key_panes_made;
+        bucket->bytes += bucket->int_panes.BytesPerKey();
+        pane_bytes_ += bucket->int_panes.BytesPerKey();
+      }
+    } else if (cur_pane_.words == nullptr) {
       auto it = bucket->panes.try_emplace(cur_key_);
-      cur_pane_ = &it.first->second;
       if (it.second) {
         bucket->bytes += PaneBytes(cur_key_);
         pane_bytes_ += PaneBytes(cur_key_);
+        it.first->second.words.resize(pane_words_ + null_words_);
+        it.first->second.strings.resize(pane_strings_);
       }
+      cur_pane_ = Ref(&it.first->second);
     }
-    AccToPane(acc_, cur_pane_);
+    AccToWords(acc_, cur_pane_);
     bucket->dirty = true;
     return absl::OkStatus();
   }
@@ -954,9 +1040,9 @@ class WindowOperator final : public Operator {
     if (!word_folds_ || (o_->event_time && !slide_panes_ && w.max_timestamp() <= Watermark())) return false;
     SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/false));
     if (bucket == nullptr) return false;
-    auto it = bucket->panes.find(cur_key_);
-    if (it == bucket->panes.end()) return false;
-    FoldWords(it->second.words.data(), r);
+    const PaneRef pane = FindPane(bucket);
+    if (pane.words == nullptr) return false;
+    FoldWords(pane.words, r);
     bucket->dirty = true;
     return true;
   }
@@ -1203,7 +1289,7 @@ class WindowOperator final : public Operator {
     buckets_.erase(it);
     ++buckets_generation_;
     cur_bucket_ = nullptr;
-    cur_pane_ = nullptr;
+    cur_pane_ = PaneRef();
     return absl::OkStatus();
   }
 
@@ -1259,8 +1345,14 @@ class WindowOperator final : public Operator {
   // The current key's (key_) sessions: in memory, or (a key beyond the memory budget) read
   // from the backend into spilled_; null when it has none.
   absl::StatusOr<KeySessions*> FindKeySessions() {
-    auto it = key_sessions_.find(key_.bytes());
-    if (it != key_sessions_.end()) return &it->second;
+    if (one_int_key_) {
+      if (const int64_t* p = session_index_.Find(key_.record()[0].i)) {
+        return reinterpret_cast<KeySessions*>(static_cast<uintptr_t>(*p));
+      }
+    } else {
+      auto it = key_sessions_.find(key_.bytes());
+      if (it != key_sessions_.end()) return &it->second;
+    }
     if (!sessions_spilled_) return nullptr;
     state_->SetCurrentKey(key_.bytes(), key_.key_group());
     SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(key_sessions_id_, &value_));
@@ -1290,7 +1382,14 @@ class WindowOperator final : public Operator {
     KeySessions& ks = it->second;
     ks.key = &it->first;
     ks.kg = key_.key_group();
+    IndexKeySessions(&ks);
     return &ks;
+  }
+  // one_int_key_: ks, the current key's (key_) entry in key_sessions_, into session_index_.
+  void IndexKeySessions(KeySessions* ks) {
+    if (!one_int_key_) return;
+    bool inserted;
+    *session_index_.FindOrInsert(key_.record()[0].i, &inserted) = static_cast<int64_t>(reinterpret_cast<uintptr_t>(ks));
   }
   bool InMemory(const KeySessions* ks) const { return ks != &spilled_; }
   // Keys whose firings come from timers in the backend (one per key at its earliest firing):
@@ -1598,6 +1697,8 @@ class WindowOperator final : public Operator {
   }
   void DropKeySessions(KeySessions* ks) {
     pane_bytes_ -= ks->bytes;
+    int64_t int_key;
+    if (one_int_key_ && ParseIntKey(*ks->key, &int_key)) session_index_.Erase(int_key);
     key_sessions_.erase(*ks->key);
   }
 
@@ -1646,7 +1747,7 @@ class WindowOperator final : public Operator {
       internal::PutOrderedInt64(s.w.end, out);
       internal::PutOrderedInt64(s.state_w.start, out);
       internal::PutOrderedInt64(s.state_w.end, out);
-      AppendPaneRow(s.pane, out);
+      AppendPaneRow(s.pane.words.data(), s.pane.strings.data(), out);
     }
   }
   // kDataLoss unless `stored` decodes (kFailedPrecondition for a plugin's accumulator of
@@ -1675,8 +1776,9 @@ class WindowOperator final : public Operator {
         return corrupt("sessions out of order");
       }
       p += 32;
-      SLUICE_ASSIGN_OR_RETURN(bool read, ReadPaneRow(&p, end, &s.pane, &why_));
+      SLUICE_ASSIGN_OR_RETURN(bool read, ReadPaneRow(&p, end, &why_));
       if (!read) return corrupt(why_);
+      AccToPane(decoded_acc_, &s.pane);
       ks->sessions.push_back(std::move(s));
     }
     if (p != end) return corrupt("bytes left over");
@@ -1710,6 +1812,7 @@ class WindowOperator final : public Operator {
       ks = &it->second;
       ks->sessions = std::move(restored.sessions);
       ks->key = &it->first;
+      IndexKeySessions(ks);
     } else {
       sessions_spilled_ = true;
       ResetSpilled();
@@ -1899,6 +2002,10 @@ class WindowOperator final : public Operator {
   // read into spilled_ at a time.
   state::StateId key_sessions_id_ = 0;
   absl::node_hash_map<std::string, KeySessions> key_sessions_;
+  // one_int_key_: key_sessions_' entries by the key's value (a KeySessions* a key): found
+  // without encoding, hashing or comparing the key's bytes. Not counted in the memory budget
+  // (~43 bytes a key against ~250 of its entry), so that the budget admits the same keys.
+  internal::IntPaneTable session_index_;
   KeySessions spilled_;
   std::string spilled_key_;
   bool sessions_spilled_ = false;  // some keys' sessions are kept in the backend (budget spent)
@@ -1932,7 +2039,8 @@ class WindowOperator final : public Operator {
   BucketId cur_id_;
   absl::string_view cur_key_;  // key_'s bytes, or a key in cur_bucket_
   Bucket* cur_bucket_ = nullptr;
-  Pane* cur_pane_ = nullptr;
+  PaneRef cur_pane_;
+  int64_t cur_int_key_ = 0;  // int_keys_: the value of cur_key_
   bool cur_overflow_ = false;  // the current window's accumulator is in "window_overflow"
   internal::RecordKey key_;
   Schema acc_schema_;
@@ -1946,6 +2054,8 @@ class WindowOperator final : public Operator {
   std::vector<int> nullable_fields_;  // fields of acc_schema_ that may be null
   std::vector<int> null_bit_;         // per field of acc_schema_: its null bit, or -1
   bool words_only_ = false;           // no string field: EncodePaneRow writes the rows
+  bool one_int_key_ = false;  // the key is one integer field
+  bool int_keys_ = false;      // and buckets keep panes in int_panes (see Bucket)
   static constexpr size_t kMaxWordsRow = 512;
   size_t null_words_ = 0;             // words of their null bits after the values
   std::vector<int> acc_index_;  // per aggregate: its first field in acc_schema_
@@ -1961,7 +2071,7 @@ class WindowOperator final : public Operator {
   struct FireItem {
     uint64_t prefix;  // the key's first 8 bytes, big-endian (zeros past its end)
     const std::string* key;
-    Pane* pane;
+    PaneRef pane;
     uint32_t seq;   // its position in fire_order_ when added
     bool overflow;  // from "window_overflow" (a copy in overflow_panes_)
     static bool Before(const FireItem& a, const FireItem& b) {
@@ -1970,7 +2080,7 @@ class WindowOperator final : public Operator {
       return c != 0 ? c < 0 : a.seq < b.seq;
     }
   };
-  void AddFireItem(const std::string* key, Pane* pane, bool overflow) {
+  void AddFireItem(const std::string* key, PaneRef pane, bool overflow) {
     uint64_t prefix = 0;
     for (size_t i = 0; i < 8; ++i) {
       prefix = (prefix << 8) | (i < key->size() ? static_cast<unsigned char>((*key)[i]) : 0);
@@ -1980,6 +2090,7 @@ class WindowOperator final : public Operator {
   std::vector<FireItem> fire_order_;
   std::vector<std::string> legacy_keys_;  // restores: keys of a state (CollectKeys)
   std::deque<std::pair<std::string, Pane>> overflow_panes_;  // firing buckets' overflow
+  std::deque<std::string> fire_keys_;  // firing buckets' int_panes keys as record bytes
   std::vector<TimeWindow> windows_;
   std::vector<TimeWindow> absorbed_;
   std::vector<TimeWindow> key_windows_;
@@ -2005,5 +2116,7 @@ std::unique_ptr<Operator> MakeWindow() { return std::make_unique<WindowOperator>
 void SetWindowMemoryForTest(size_t bytes) { max_pane_bytes_for_test = bytes; }
 void SetWindowSlidePanesForTest(bool enabled) { slide_panes_enabled = enabled; }
 void SetWindowSessionFastPathsForTest(bool enabled) { session_fast_paths_enabled = enabled; }
+void SetWindowIntKeyPanesForTest(bool enabled) { int_key_panes_enabled = enabled; }
+uint64_t WindowIntKeyPanesMadeForTest() { return int_key_panes_made; }
 
 }  // namespace sluice::ops

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <memory>
 
 #include "operators/operator.h"
@@ -26,6 +27,13 @@ void SetWindowSlidePanesForTest(bool enabled);
 // a session that has not fired without merging it into a fresh one (default true); false:
 // the general path for every record. Tests only, to compare the two.
 void SetWindowSessionFastPathsForTest(bool enabled);
+// Whether windows whose key is one integer field and whose accumulators have no strings keep
+// their panes in flat slots by the key's value, and session windows of such keys find a key's
+// sessions by its value (default true); false: by key record bytes in hash maps. Tests only, to
+// compare the two.
+void SetWindowIntKeyPanesForTest(bool enabled);
+// The panes made in flat slots by integer keys so far (all subtasks of the process).
+uint64_t WindowIntKeyPanesMadeForTest();
 std::unique_ptr<Operator> MakeTopN();           // top_n.cc
 std::unique_ptr<Operator> MakeLocalTopN();      // top_n.cc
 // Whether top_n keeps its last group's rows decoded between records (default true); false:

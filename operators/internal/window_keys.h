@@ -51,24 +51,36 @@ class RecordKey {
     return absl::OkStatus();
   }
 
-  // Evaluates the key of `r`: bytes() and key_group() describe it until the next call.
+  // Evaluates the key of `r`: bytes(), key_group() and record() describe it until the next
+  // call.
   void Set(const Record& r) {
     for (size_t i = 0; i < exprs_.size(); ++i) {
       plan::EvalInto(*exprs_[i], r, schema_.field(i).type, &record_, i);
     }
-    Encode();
+    encoded_ = false;
+    key_group_ = -1;
   }
   // Sets the key from its encoded bytes (a timer's key without its suffix). kDataLoss if they
   // do not decode.
   absl::Status SetBytes(absl::string_view bytes) {
     RecordDecoder dec(&schema_, bytes);
     SLUICE_RETURN_IF_ERROR(dec.Next(&record_));
-    Encode();
+    encoded_ = false;
+    key_group_ = -1;
     return absl::OkStatus();
   }
 
   const Schema& schema() const { return schema_; }
-  const std::string& bytes() const { return bytes_; }
+  // Encoded when first asked for (a key kept by value may not need them).
+  const std::string& bytes() const {
+    if (!encoded_) {
+      bytes_.clear();
+      EncodeRecord(schema_, record_, &bytes_);
+      encoded_ = true;
+    }
+    return bytes_;
+  }
+  const Record& record() const { return record_; }
   // Computed when first asked for (a key found in memory may not need it).
   int key_group() const {
     if (key_group_ < 0) key_group_ = KeyGroupForHash(KeyHasher::HashKeyRecord(schema_, record_), max_parallelism_);
@@ -76,17 +88,12 @@ class RecordKey {
   }
 
  private:
-  void Encode() {
-    bytes_.clear();
-    EncodeRecord(schema_, record_, &bytes_);
-    key_group_ = -1;
-  }
-
   int max_parallelism_ = 128;
   std::vector<std::unique_ptr<plan::Expr>> exprs_;
   Schema schema_;
   Record record_;
-  std::string bytes_;
+  mutable std::string bytes_;
+  mutable bool encoded_ = false;
   mutable int key_group_ = -1;  // -1: not computed yet
 };
 

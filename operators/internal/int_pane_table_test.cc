@@ -1,0 +1,58 @@
+// IntPaneTable against a hash map model: inserts, finds, erases (backward shift) and growth,
+// with the keys a probe sequence meets at the table's end and the int64 limits.
+
+#include "operators/internal/int_pane_table.h"
+
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "gtest/gtest.h"
+
+namespace sluice::ops::internal {
+namespace {
+
+TEST(IntPaneTableTest, MatchesAMapAcrossInsertsErasesAndGrowth) {
+  constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  IntPaneTable table;
+  table.SetWords(3);
+  absl::flat_hash_map<int64_t, std::vector<int64_t>> model;
+  std::vector<int64_t> keys = {0, -1, 1, kMin, kMax, kMin + 1, kMax - 1};
+  for (int64_t k = 0; k < 300; ++k) keys.push_back(k * 977 - 5000);
+  uint64_t x = 3;
+  for (int step = 0; step < 40000; ++step) {
+    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    // Few keys at first, so that the table grows and shrinks through erases.
+    const int64_t key = keys[(x >> 33) % (step < 20000 ? 40 : keys.size())];
+    const int op = static_cast<int>((x >> 20) % 3);
+    if (op == 0) {
+      bool inserted;
+      int64_t* words = table.FindOrInsert(key, &inserted);
+      auto [it, is_new] = model.try_emplace(key, std::vector<int64_t>(3, 0));
+      ASSERT_EQ(inserted, is_new) << key;
+      for (int w = 0; w < 3; ++w) ASSERT_EQ(words[w], it->second[w]) << key;
+      for (int w = 0; w < 3; ++w) it->second[w] = words[w] = static_cast<int64_t>(x >> (w * 8)) ^ key;
+    } else if (op == 1) {
+      ASSERT_EQ(table.Erase(key), model.erase(key) == 1) << key;
+    } else {
+      const int64_t* words = table.Find(key);
+      auto it = model.find(key);
+      ASSERT_EQ(words != nullptr, it != model.end()) << key;
+      if (words != nullptr) {
+        for (int w = 0; w < 3; ++w) ASSERT_EQ(words[w], it->second[w]) << key;
+      }
+    }
+    ASSERT_EQ(table.size(), model.size());
+  }
+  std::map<int64_t, std::vector<int64_t>> seen;
+  table.ForEach([&](int64_t key, const int64_t* words) { seen[key].assign(words, words + 3); });
+  ASSERT_EQ(seen.size(), model.size());
+  for (const auto& [key, words] : seen) EXPECT_EQ(words, model.at(key)) << key;
+  EXPECT_GT(model.size(), 100u);
+}
+
+}  // namespace
+}  // namespace sluice::ops::internal
