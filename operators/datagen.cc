@@ -50,6 +50,8 @@ class DatagenSource final : public SourceOperator {
     }
     seq_batch_.assign(Expr::kEvalBatch, Record());
     for (Record& r : seq_batch_) r.Resize(1);
+    out_batch_.assign(Expr::kEvalBatch, Record());
+    for (Record& r : out_batch_) r.Resize(exprs_.size());
     batch_split_.resize(Expr::kEvalBatch);
     columns_.resize(batched_.size() * Expr::kEvalBatch);
     if (ctx.restored) {
@@ -120,7 +122,8 @@ class DatagenSource final : public SourceOperator {
   // Poll() without a rate: up to `max_records` records, in batches of up to kEvalBatch whose
   // sequence numbers are taken first (the splits advanced as the loop of Poll() advances
   // them), then the integer fields evaluated a batch at a time (Expr::EvalIntBatch()), then
-  // per record the other fields, the watermark split and the emit, in Poll()'s order.
+  // per record the other fields and the watermark split, and the batch emitted at once
+  // (Output::EmitOwnedBatch(); cut where a split becomes active, as Poll() orders them).
   absl::StatusOr<State> PollBatches(int max_records) {
     const Schema& schema = ctx_.spec->output_schema;
     const size_t width = Expr::kEvalBatch;
@@ -138,19 +141,24 @@ class DatagenSource final : public SourceOperator {
       for (size_t b = 0; b < batched_.size(); ++b) {
         exprs_[batched_[b]]->EvalIntBatch(seq_batch_.data(), n, &columns_[b * width]);
       }
+      size_t unsent = 0;  // out_batch_[unsent, j) wait to be emitted
       for (size_t j = 0; j < n; ++j) {
-        for (size_t b = 0; b < batched_.size(); ++b) out_.SetInt(batched_[b], columns_[b * width + j]);
+        Record& out = out_batch_[j];
+        for (size_t b = 0; b < batched_.size(); ++b) out.SetInt(batched_[b], columns_[b * width + j]);
         for (size_t i : unbatched_) {
-          plan::EvalInto(*exprs_[i], seq_batch_[j], schema.field(i).type, &out_, i);
+          plan::EvalInto(*exprs_[i], seq_batch_[j], schema.field(i).type, &out, i);
         }
         if (watermarks_ != nullptr &&
-            watermarks_->OnEvent(static_cast<int>(batch_split_[j]), out_.GetInt(ts_field_))) {
+            watermarks_->OnEvent(static_cast<int>(batch_split_[j]), out.GetInt(ts_field_))) {
+          // The records before this one go first, then the status change, as Poll() emits them.
+          SLUICE_RETURN_IF_ERROR(output_->EmitOwnedBatch(&out_batch_[unsent], j - unsent));
+          unsent = j;
           SLUICE_RETURN_IF_ERROR(output_->EmitWatermarkStatus(false));
         }
-        // Every value of out_ is set again for the next record.
-        SLUICE_RETURN_IF_ERROR(output_->EmitOwned(&out_));
-        ++emitted_;
       }
+      // Every value of out_batch_ is set again for the next batch.
+      SLUICE_RETURN_IF_ERROR(output_->EmitOwnedBatch(&out_batch_[unsent], n - unsent));
+      emitted_ += static_cast<int64_t>(n);
       if (n < want) return State::kEnd;
       left -= static_cast<int>(n);
     }
@@ -189,6 +197,7 @@ class DatagenSource final : public SourceOperator {
   std::vector<size_t> batched_;
   std::vector<size_t> unbatched_;
   std::vector<Record> seq_batch_;
+  std::vector<Record> out_batch_;
   std::vector<size_t> batch_split_;
   std::vector<int64_t> columns_;
   // Event time (null without `event_time`).
