@@ -192,8 +192,8 @@ class DatagenSource final : public SourceOperator {
   Record seq_record_;
   Record out_;
   // PollBatches(): the fields evaluated a batch at a time (batched_) and the others, a batch's
-  // seq records and their splits, and the batched fields' values (field b of record j at
-  // columns_[b * kEvalBatch + j]).
+  // seq records, its output records and their splits, and the batched fields' values (field b
+  // of record j at columns_[b * kEvalBatch + j]). out_ is Poll()'s record by record.
   std::vector<size_t> batched_;
   std::vector<size_t> unbatched_;
   std::vector<Record> seq_batch_;
