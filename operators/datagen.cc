@@ -39,6 +39,21 @@ class DatagenSource final : public SourceOperator {
     }
     seq_record_.Resize(1);
     out_.Resize(exprs_.size());
+    const Schema& schema = ctx.spec->output_schema;
+    for (size_t i = 0; i < exprs_.size(); ++i) {
+      // Integers without null: evaluated a batch at a time (the same values, see Poll()).
+      if (!exprs_[i]->nullable() && IsIntegral(exprs_[i]->type()) && IsIntegral(schema.field(i).type)) {
+        batched_.push_back(i);
+      } else {
+        unbatched_.push_back(i);
+      }
+    }
+    seq_batch_.assign(Expr::kEvalBatch, Record());
+    for (Record& r : seq_batch_) r.Resize(1);
+    out_batch_.assign(Expr::kEvalBatch, Record());
+    for (Record& r : out_batch_) r.Resize(exprs_.size());
+    batch_split_.resize(Expr::kEvalBatch);
+    columns_.resize(batched_.size() * Expr::kEvalBatch);
     if (ctx.restored) {
       for (const std::string& entry : ctx.restored_state) {
         int64_t v[3] = {0, 0, 0};
@@ -75,6 +90,7 @@ class DatagenSource final : public SourceOperator {
         next_watermark_nanos_ = now + watermark_interval_nanos_;
       }
     }
+    if (!pacer_.limited()) return PollBatches(max_records);
     for (int n = 0; n < max_records; ++n) {
       if (!NextSplitWithRecords(splits_, count_, &current_)) return State::kEnd;
       if (pacer_.limited()) {
@@ -99,6 +115,52 @@ class DatagenSource final : public SourceOperator {
       split.next += split.stride;
       ++emitted_;
       if (splits_.size() > 1) current_ = (current_ + 1) % splits_.size();
+    }
+    return State::kMore;
+  }
+
+  // Poll() without a rate: up to `max_records` records, in batches of up to kEvalBatch whose
+  // sequence numbers are taken first (the splits advanced as the loop of Poll() advances
+  // them), then the integer fields evaluated a batch at a time (Expr::EvalIntBatch()), then
+  // per record the other fields and the watermark split, and the batch emitted at once
+  // (Output::EmitOwnedBatch(); cut where a split becomes active, as Poll() orders them).
+  absl::StatusOr<State> PollBatches(int max_records) {
+    const Schema& schema = ctx_.spec->output_schema;
+    const size_t width = Expr::kEvalBatch;
+    int left = max_records;
+    while (left > 0) {
+      const size_t want = std::min<size_t>(static_cast<size_t>(left), width);
+      size_t n = 0;
+      for (; n < want && NextSplitWithRecords(splits_, count_, &current_); ++n) {
+        Split& split = splits_[current_];
+        seq_batch_[n].SetInt(0, split.next);
+        batch_split_[n] = current_;
+        split.next += split.stride;
+        if (splits_.size() > 1) current_ = (current_ + 1) % splits_.size();
+      }
+      for (size_t b = 0; b < batched_.size(); ++b) {
+        exprs_[batched_[b]]->EvalIntBatch(seq_batch_.data(), n, &columns_[b * width]);
+      }
+      size_t unsent = 0;  // out_batch_[unsent, j) wait to be emitted
+      for (size_t j = 0; j < n; ++j) {
+        Record& out = out_batch_[j];
+        for (size_t b = 0; b < batched_.size(); ++b) out.SetInt(batched_[b], columns_[b * width + j]);
+        for (size_t i : unbatched_) {
+          plan::EvalInto(*exprs_[i], seq_batch_[j], schema.field(i).type, &out, i);
+        }
+        if (watermarks_ != nullptr &&
+            watermarks_->OnEvent(static_cast<int>(batch_split_[j]), out.GetInt(ts_field_))) {
+          // The records before this one go first, then the status change, as Poll() emits them.
+          SLUICE_RETURN_IF_ERROR(output_->EmitOwnedBatch(&out_batch_[unsent], j - unsent));
+          unsent = j;
+          SLUICE_RETURN_IF_ERROR(output_->EmitWatermarkStatus(false));
+        }
+      }
+      // Every value of out_batch_ is set again for the next batch.
+      SLUICE_RETURN_IF_ERROR(output_->EmitOwnedBatch(&out_batch_[unsent], n - unsent));
+      emitted_ += static_cast<int64_t>(n);
+      if (n < want) return State::kEnd;
+      left -= static_cast<int>(n);
     }
     return State::kMore;
   }
@@ -129,6 +191,15 @@ class DatagenSource final : public SourceOperator {
   std::vector<std::unique_ptr<Expr>> exprs_;
   Record seq_record_;
   Record out_;
+  // PollBatches(): the fields evaluated a batch at a time (batched_) and the others, a batch's
+  // seq records, its output records and their splits, and the batched fields' values (field b
+  // of record j at columns_[b * kEvalBatch + j]). out_ is Poll()'s record by record.
+  std::vector<size_t> batched_;
+  std::vector<size_t> unbatched_;
+  std::vector<Record> seq_batch_;
+  std::vector<Record> out_batch_;
+  std::vector<size_t> batch_split_;
+  std::vector<int64_t> columns_;
   // Event time (null without `event_time`).
   std::unique_ptr<SplitWatermarks> watermarks_;
   int ts_field_ = -1;

@@ -37,6 +37,16 @@ class Output {
   // emits or snapshots the record again, so the receiver may take the record's values (swap
   // its strings out) instead of copying them. The default calls Emit().
   virtual absl::Status EmitOwned(Record* record) { return Emit(*record); }
+  // EmitOwned() of records[0..n) in order, for sources that generate a batch at a time: a
+  // receiver that can take a batch (the task's writer) routes it without a call per record.
+  // The default calls EmitOwned() per record, stopping at the first error.
+  virtual absl::Status EmitOwnedBatch(Record* records, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+      absl::Status s = EmitOwned(&records[i]);
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
   // Emits `record` to the operator's side output `side_output` (its index in
   // OperatorSpec::side_outputs; the record has that side output's schema), which the task routes
   // to the operators reading `<id>.<name>`. Dropped when nothing reads it (the default).

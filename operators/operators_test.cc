@@ -588,6 +588,84 @@ TEST_F(OperatorsTest, DatagenRescaledFromTwoSubtasksToThreeProducesTheRestOnce) 
   EXPECT_EQ(Sorted(all), Range(0, 20)) << "every seq exactly once";
 }
 
+// Without a rate, datagen evaluates its integer fields a batch of records at a time; with a rate
+// (so high that every record is due at once) it takes the record-by-record path. Both emit
+// the same records, watermarks and split state, for polls smaller and larger than a batch,
+// several splits at different points (one near the end), every field type and an integer
+// field read as a double or timestamp.
+TEST_F(OperatorsTest, DatagenBatchesEmitWhatRecordByRecordEmits) {
+  auto job = [](bool paced) {
+    return absl::StrCat(R"y(watermark_interval: 1ms
+operators:
+  - id: gen
+    type: datagen
+    count: 1500
+)y", paced ? "    rate: 1000000000000\n" : "", R"y(    fields:
+      - {name: key, type: int64, expr: "(seq * 7919) % 1000"}
+      - {name: ts, type: timestamp, expr: "seq / 100 - (seq * 7919) % 500"}
+      - {name: name, type: string, expr: "'n' + to_string(seq % 7)"}
+      - {name: big, type: int64, expr: "if(seq % 3 == 0, seq * seq, -seq)"}
+      - {name: half, type: double, expr: seq / 2.0}
+      - {name: as_double, type: double, expr: "seq * 3"}
+      - {name: even, type: bool, expr: seq % 2 == 0}
+    event_time: {field: ts, max_out_of_orderness: 50ms}
+  - {id: out, type: print}
+)y");
+  };
+  class Log final : public Output {
+   public:
+    absl::Status Emit(const Record& r) override {
+      events.push_back(absl::StrCat(r.GetInt(0), ",", r.GetInt(1), ",", r.GetString(2), ",", r.GetInt(3),
+                                    ",", r.GetDouble(4), ",", r.GetDouble(5), ",", r.GetBool(6)));
+      return absl::OkStatus();
+    }
+    absl::Status EmitWatermark(int64_t w) override {
+      events.push_back(absl::StrCat("watermark ", w));
+      return absl::OkStatus();
+    }
+    absl::Status EmitWatermarkStatus(bool idle) override {
+      events.push_back(absl::StrCat("idle ", idle));
+      return absl::OkStatus();
+    }
+    std::vector<std::string> events;
+  };
+  // Old subtask 0 stopped at seq 10, old subtask 1 at seq 1491 (3 records left), old subtask 2
+  // at 302.
+  restored_ = true;
+  const SplitState splits[] = {{0, 3, 10}, {1, 3, 1491}, {2, 3, 302}};
+  for (const SplitState& split : splits) {
+    restored_state_.emplace_back(reinterpret_cast<const char*>(&split), sizeof(split));
+  }
+  std::vector<std::string> events[2];
+  std::vector<std::vector<std::string>> snapshots[2];
+  std::vector<SourceOperator::State> states[2];
+  for (int paced = 0; paced < 2; ++paced) {
+    Load(job(paced == 1));
+    Log log;
+    auto gen = Open("gen", 0, 1, &log);
+    ASSERT_OK(gen);
+    auto* source = static_cast<SourceOperator*>(gen->get());
+    for (int max : {1, 300, 256, 257, 7, 1000, 1000}) {
+      int64_t wake = 0;
+      auto state = source->Poll(max, &wake);
+      ASSERT_OK(state);
+      states[paced].push_back(*state);
+      std::vector<std::string> entries;
+      ASSERT_OK(source->SnapshotState(1, &entries));
+      snapshots[paced].push_back(entries);
+      clock_.AdvanceNanos(2'000'000);  // a periodic watermark at the next poll
+    }
+    events[paced] = log.events;
+  }
+  EXPECT_EQ(std::count_if(events[0].begin(), events[0].end(),
+                          [](const std::string& e) { return e[0] != 'w' && e[0] != 'i'; }),
+            497 + 3 + 400);  // seq 10, 13, ..., 1498; 1491, 1494, 1497; 302, ..., 1499
+  EXPECT_EQ(events[0], events[1]);
+  EXPECT_EQ(snapshots[0], snapshots[1]);
+  EXPECT_EQ(states[0], states[1]);
+  EXPECT_EQ(states[0].back(), SourceOperator::State::kEnd);
+}
+
 // Split entries carry a format version; the unversioned layout of earlier releases (three
 // native int64s) still restores; a newer version, a truncated entry or one that is no split
 // fails with kDataLoss naming the job, operator, subtask and checkpoint.

@@ -26,6 +26,9 @@ namespace sluice::plan {
 // Defaults for accessors a node's type does not support; callers use only the one matching
 // type(), so these are never reached by correct code.
 int64_t Expr::EvalInt(const Record&) const { return 0; }
+void Expr::EvalIntBatch(const Record* records, size_t n, int64_t* out) const {
+  for (size_t i = 0; i < n; ++i) out[i] = EvalInt(records[i]);
+}
 double Expr::EvalDouble(const Record&) const { return 0; }
 bool Expr::EvalBool(const Record&) const { return false; }
 absl::string_view Expr::EvalString(const Record&) const { return absl::string_view(); }
@@ -196,6 +199,9 @@ class IntLiteral final : public Expr {
  public:
   IntLiteral(FieldType type, int64_t v) : Expr(type), v_(v) {}
   int64_t EvalInt(const Record&) const override { return v_; }
+  void EvalIntBatch(const Record*, size_t n, int64_t* out) const override {
+    std::fill(out, out + n, v_);
+  }
 
  private:
   const int64_t v_;
@@ -234,6 +240,9 @@ class FieldRef final : public Expr {
       : Expr(type, nullable, index), index_(index) {}
   bool IsNull(const Record& r) const override { return r.IsNull(index_); }
   int64_t EvalInt(const Record& r) const override { return r.GetInt(index_); }
+  void EvalIntBatch(const Record* records, size_t n, int64_t* out) const override {
+    for (size_t i = 0; i < n; ++i) out[i] = records[i].GetInt(index_);
+  }
   double EvalDouble(const Record& r) const override { return r.GetDouble(index_); }
   bool EvalBool(const Record& r) const override { return r.GetBool(index_); }
   absl::string_view EvalString(const Record& r) const override { return r.GetString(index_); }
@@ -437,6 +446,20 @@ const Record& NoRecord() {
   return *kNone;
 }
 
+// Read() of records[0..n) into out[0..n) (Expr::EvalIntBatch()'s REQUIRES hold for the
+// operand of a NOT NULL node).
+template <Kind K>
+inline void ReadIntBatch(const Operand<int64_t>& o, const Record* records, size_t n, int64_t* out) {
+  if constexpr (K == Kind::kLit) {
+    std::fill(out, out + n, o.lit);
+  } else if constexpr (K == Kind::kField) {
+    for (size_t i = 0; i < n; ++i) out[i] = records[i].GetInt(o.field);
+  } else {
+    static_assert(K == Kind::kNode, "integer operands are nodes, fields or literals");
+    o.node->EvalIntBatch(records, n, out);
+  }
+}
+
 template <typename Op, Kind L, Kind R>
 class IntArith final : public BinaryExpr {
  public:
@@ -446,6 +469,12 @@ class IntArith final : public BinaryExpr {
         ro_(MakeOperand<int64_t>(*r_, R)) {}
   int64_t EvalInt(const Record& r) const override {
     return Op::Int(Read<int64_t, L>(lo_, r), Read<int64_t, R>(ro_, r));
+  }
+  void EvalIntBatch(const Record* records, size_t n, int64_t* out) const override {
+    int64_t right[kEvalBatch];
+    ReadIntBatch<L>(lo_, records, n, out);
+    ReadIntBatch<R>(ro_, records, n, right);
+    for (size_t i = 0; i < n; ++i) out[i] = Op::Int(out[i], right[i]);
   }
   bool EvalIntOrNull(const Record& r, int64_t* out) const override {
     int64_t a, b;
@@ -522,6 +551,10 @@ class IntDivByLiteral final : public BinaryExpr {
     const int64_t a = Read<int64_t, L>(lo_, r);
     return kMod ? c_.Mod(a) : c_.Div(a);
   }
+  void EvalIntBatch(const Record* records, size_t n, int64_t* out) const override {
+    ReadIntBatch<L>(lo_, records, n, out);
+    for (size_t i = 0; i < n; ++i) out[i] = kMod ? c_.Mod(out[i]) : c_.Div(out[i]);
+  }
   bool EvalIntOrNull(const Record& r, int64_t* out) const override {
     int64_t a;
     if (!ReadOrNull<int64_t, L>(lo_, r, &a)) return false;
@@ -549,6 +582,9 @@ class ScaledDivByLiteral final : public BinaryExpr {
         m_(m),
         c_(c) {}
   int64_t EvalInt(const Record& r) const override { return Apply(Read<int64_t, Kind::kField>(xo_, r)); }
+  void EvalIntBatch(const Record* records, size_t n, int64_t* out) const override {
+    for (size_t i = 0; i < n; ++i) out[i] = Apply(Read<int64_t, Kind::kField>(xo_, records[i]));
+  }
   bool EvalIntOrNull(const Record& r, int64_t* out) const override {
     int64_t x;
     if (!ReadOrNull<int64_t, Kind::kField>(xo_, r, &x)) return false;

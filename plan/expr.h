@@ -80,6 +80,14 @@ class Expr {
   virtual bool EvalDoubleOrNull(const Record& r, double* out) const;
   virtual bool EvalBoolOrNull(const Record& r, bool* out) const;
 
+  // Batches of records for sources that generate many at once (datagen): the values EvalInt()
+  // gives records[0..n), into out[0..n). REQUIRES: !nullable(), type() kInt64 or kTimestamp,
+  // n <= kEvalBatch. Field, literal, integer arithmetic and division-by-literal nodes loop
+  // over the batch without a virtual call per record; every other node calls EvalInt() per
+  // record (the default).
+  static constexpr size_t kEvalBatch = 256;
+  virtual void EvalIntBatch(const Record* records, size_t n, int64_t* out) const;
+
   // If the expression is a bare field reference, its index; else -1.
   int FieldIndex() const { return field_index_; }
 

@@ -1076,6 +1076,49 @@ TEST_F(SpecialisedExprTest, ScaledDivisionAndModuloMatchTheProductDivided) {
   }
 }
 
+// EvalIntBatch() gives what EvalInt() gives record by record: the nodes with a loop of their
+// own (fields, literals, arithmetic with every operand kind, division and modulo by literals,
+// the scaled form, datagen's key and event time) and nodes on the default path (if(), abs(),
+// a cast from a string), over edge values in batches of 1, 7 and kEvalBatch.
+TEST_F(SpecialisedExprTest, IntegerBatchesMatchRecordByRecordEvaluation) {
+  const std::vector<std::string> texts = {
+      "a", "42", "a + b", "a - 3", "5 - b", "a * b", "a / b", "a % b", "a / 7", "a % -500",
+      "(a + b) % 1024", "(a * 7919) % 10000", "(7919 * a) / 100", "a / 100 - (a * 7919) % 500",
+      "(a - b) * (b + 1) - a / 3", "if(a > b, a, b) % 10", "abs(a) + 1", "to_int(t) + a",
+      "coalesce(n, 0) + a"};
+  const std::vector<int64_t> values = EdgeValues();
+  std::vector<Record> records;
+  for (size_t i = 0; i < values.size(); ++i) {
+    Record r(5);
+    r.SetInt(0, values[i]);
+    r.SetInt(1, values[(i * 7 + 3) % values.size()] % 1000);
+    r.SetString(3, absl::StrCat(static_cast<int64_t>(i) - 100));
+    if (i % 3 == 0) {
+      r.SetNull(4);
+    } else {
+      r.SetInt(4, values[i] / 2);
+    }
+    records.push_back(std::move(r));
+  }
+  for (const std::string& text : texts) {
+    SCOPED_TRACE(text);
+    auto e = Compile(text);
+    ASSERT_TRUE(e);
+    ASSERT_FALSE(e->nullable());
+    ASSERT_EQ(e->type(), FieldType::kInt64);
+    for (size_t width : {size_t{1}, size_t{7}, Expr::kEvalBatch}) {
+      std::vector<int64_t> out(width);
+      for (size_t start = 0; start < records.size(); start += width) {
+        const size_t n = std::min(width, records.size() - start);
+        e->EvalIntBatch(records.data() + start, n, out.data());
+        for (size_t j = 0; j < n; ++j) {
+          ASSERT_EQ(out[j], e->EvalInt(records[start + j])) << "record " << start + j << " width " << width;
+        }
+      }
+    }
+  }
+}
+
 // `lower(s) == 'lit'` and `!=` as one node (no lowered copy), in either order, against the
 // comparison of lower()'s result made through an opaque node (`if(true, lower(t), '')`).
 TEST_F(SpecialisedExprTest, LowerComparedWithALiteralMatchesTheLoweredCopy) {

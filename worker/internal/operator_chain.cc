@@ -119,6 +119,14 @@ class OperatorChain::TailOutput final : public ops::Output {
     Count();
     return writer_->Emit(*r);
   }
+  absl::Status EmitOwnedBatch(Record* records, size_t n) override {
+    out_->Add(n);
+    if (past_in_ != nullptr) {
+      past_in_->Add(n);
+      past_out_->Add(n);
+    }
+    return writer_->EmitBatch(records, n);
+  }
   absl::Status EmitSide(int side_output, const Record& r) override {
     return writer_->EmitSide(side_output, r);
   }

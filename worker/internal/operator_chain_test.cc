@@ -244,6 +244,30 @@ TEST_F(OperatorChainTest, ALastOperatorThatForwardsUnchangedIsBypassed) {
                                 "a.close", "by_key.close"));
 }
 
+// A batch the head emits at once counts as many records as the records would one by one: at
+// the writer (the bypassed key_by's counters too), and through a chain output, which hands the
+// next operator each record.
+TEST_F(OperatorChainTest, BatchesEmittedAtOnceCountAsTheirRecords) {
+  Add("src", {}, /*source=*/true);
+  Add("a", With([&](ProbeConfig& c) { c.forwards = true; }));
+  Add("by_key", With([&](ProbeConfig& c) { c.forwards = true; c.entries = {"k"}; }));
+  ASSERT_OK(Open());
+  std::vector<Record> batch(5, Record(1));
+  for (size_t i = 0; i < batch.size(); ++i) batch[i].SetInt(0, static_cast<int64_t>(i) + 10);
+  ASSERT_OK(probes_["src"]->output()->EmitOwnedBatch(batch.data(), batch.size()));
+  ASSERT_OK(probes_["a"]->output()->EmitOwnedBatch(batch.data(), 3));
+  ASSERT_OK(probes_["a"]->output()->EmitOwnedBatch(batch.data(), 0));
+  EXPECT_EQ(out_[0]->Value(), 5u);
+  EXPECT_EQ(in_[1]->Value(), 5u);
+  EXPECT_EQ(out_[1]->Value(), 8u) << "5 passed on, 3 emitted as a batch";
+  EXPECT_EQ(in_[2]->Value(), 8u) << "counted though bypassed";
+  EXPECT_EQ(out_[2]->Value(), 8u);
+  chain_.Close();
+  EXPECT_THAT(log_, ElementsAre("src.open", "a.open", "by_key.open", "a.process:10", "a.process:11",
+                                "a.process:12", "a.process:13", "a.process:14", "src.close",
+                                "a.close", "by_key.close"));
+}
+
 TEST_F(OperatorChainTest, GathersBatchesForAnOperatorThatPrefersThem) {
   Add("a", With([&](ProbeConfig& c) { c.emit_per_record = 300; }));
   Add("b", With([&](ProbeConfig& c) { c.batches = true; }));

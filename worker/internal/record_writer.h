@@ -65,6 +65,9 @@ class RecordWriter {
   // Records of the main output, and of side output `side_output` (dropped if no edge reads
   // it). Errors: the channel's (kCancelled, kUnavailable).
   absl::Status Emit(const Record& r);
+  // Emit() of records[0..n) in order (the same buffers); a hash edge hashes a run of keys in
+  // one loop before encoding them.
+  absl::Status EmitBatch(const Record* records, size_t n);
   absl::Status EmitSide(int side_output, const Record& r);
   // Control items to every edge, after everything emitted before them.
   absl::Status EmitWatermark(int64_t watermark_ms);

@@ -442,5 +442,74 @@ TEST(RecordWriterEncodingTest, BuffersHoldWhatEncodeRecordAppends) {
   writer.Shutdown(false);
 }
 
+// EmitBatch() sends the buffers Emit() sends for the same records one by one, on hash (keyed by
+// an int and a string), rebalance, broadcast and forward edges, for batches shorter and longer
+// than a hash run (64), empty ones, and enough records to fill several buffers per channel.
+TEST(RecordWriterBatchTest, BatchesSendWhatRecordsSend) {
+  const Schema schema({{"k", FieldType::kInt64}, {"s", FieldType::kString}});
+  const plan::Partition partitions[] = {plan::Partition::kHash, plan::Partition::kRebalance,
+                                        plan::Partition::kBroadcast, plan::Partition::kForward};
+  const int widths[] = {3, 2, 2, 1};
+  std::vector<std::unique_ptr<plan::Edge>> edges;
+  for (size_t e = 0; e < 4; ++e) {
+    auto edge = std::make_unique<plan::Edge>();
+    edge->id = static_cast<int>(e);
+    edge->partition = partitions[e];
+    edge->schema = schema;
+    if (partitions[e] == plan::Partition::kHash) edge->key = {{"k", "k"}, {"s", "s"}};
+    edges.push_back(std::move(edge));
+  }
+  // Per writer, per channel (numbered across edges): the buffers it was sent.
+  std::vector<std::vector<RecordBuffer>> sent[2];
+  FakeClock clock;
+  std::unique_ptr<RecordWriter> writers[2];
+  for (int w = 0; w < 2; ++w) {
+    sent[w].resize(8);
+    writers[w] = std::make_unique<RecordWriter>(&clock, 1'000'000'000, 0);
+    int channel = 0;
+    for (size_t e = 0; e < 4; ++e) {
+      std::vector<std::unique_ptr<ChannelWriter>> channels;
+      for (int c = 0; c < widths[e]; ++c) {
+        channels.push_back(std::make_unique<CaptureChannel>(&sent[w][channel++]));
+      }
+      ops::KeyHasher hasher;
+      if (!edges[e]->key.empty()) {
+        auto h = ops::KeyHasher::Create(edges[e]->key, schema);
+        ASSERT_OK(h.status());
+        hasher = std::move(*h);
+      }
+      writers[w]->AddEdge(edges[e].get(), 128, std::move(channels), std::move(hasher), nullptr, {},
+                          "", {});
+    }
+  }
+  std::vector<Record> records;
+  for (int64_t i = 0; i < 20000; ++i) {
+    Record r(2);
+    r.SetInt(0, (i * 7919) % 1000 - 500);
+    r.SetString(1, std::string(static_cast<size_t>(i % 11), static_cast<char>('a' + i % 5)));
+    records.push_back(std::move(r));
+  }
+  for (const Record& r : records) ASSERT_OK(writers[0]->Emit(r));
+  const size_t batch_sizes[] = {1, 0, 63, 64, 65, 200, 1000, 7};
+  size_t next = 0;
+  for (size_t b = 0; next < records.size(); ++b) {
+    const size_t n = std::min(batch_sizes[b % 8], records.size() - next);
+    ASSERT_OK(writers[1]->EmitBatch(records.data() + next, n));
+    next += n;
+  }
+  for (int w = 0; w < 2; ++w) {
+    ASSERT_OK(writers[w]->FlushAll());
+    writers[w]->Shutdown(false);
+  }
+  for (size_t c = 0; c < 8; ++c) {
+    ASSERT_EQ(sent[1][c].size(), sent[0][c].size()) << "channel " << c;
+    EXPECT_GT(sent[0][c].size(), c < 3 ? 1u : 2u) << "channel " << c << ": several buffers";
+    for (size_t i = 0; i < sent[0][c].size(); ++i) {
+      EXPECT_EQ(sent[1][c][i].data, sent[0][c][i].data) << "channel " << c << " buffer " << i;
+      EXPECT_EQ(sent[1][c][i].num_records, sent[0][c][i].num_records) << "channel " << c << " buffer " << i;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace sluice::worker
