@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <deque>
@@ -54,7 +55,7 @@ size_t max_pane_bytes_for_test = 0;
 bool slide_panes_enabled = true;  // SetWindowSlidePanesForTest
 bool session_fast_paths_enabled = true;  // SetWindowSessionFastPathsForTest
 bool int_key_panes_enabled = true;  // SetWindowIntKeyPanesForTest
-uint64_t int_key_panes_made = 0;  // WindowIntKeyPanesMadeForTest
+std::atomic<uint64_t> int_key_panes_made{0};  // WindowIntKeyPanesMadeForTest
 
 // a + b without overflow: saturates at INT64_MAX (cleanup times, early firing times).
 int64_t SaturatingAdd(int64_t a, int64_t b) { return a > kMaxTs - b ? kMaxTs : a + b; }
@@ -972,7 +973,7 @@ class WindowOperator final : public Operator {
       bool inserted;
       cur_pane_ = PaneRef{bucket->int_panes.FindOrInsert(cur_int_key_, &inserted), nullptr};
       if (inserted) {
-        ++int_key_panes_made;
+        int_key_panes_made.fetch_add(1, std::memory_order_relaxed);
         bucket->bytes += bucket->int_panes.BytesPerKey();
         pane_bytes_ += bucket->int_panes.BytesPerKey();
       }
@@ -2117,6 +2118,6 @@ void SetWindowMemoryForTest(size_t bytes) { max_pane_bytes_for_test = bytes; }
 void SetWindowSlidePanesForTest(bool enabled) { slide_panes_enabled = enabled; }
 void SetWindowSessionFastPathsForTest(bool enabled) { session_fast_paths_enabled = enabled; }
 void SetWindowIntKeyPanesForTest(bool enabled) { int_key_panes_enabled = enabled; }
-uint64_t WindowIntKeyPanesMadeForTest() { return int_key_panes_made; }
+uint64_t WindowIntKeyPanesMadeForTest() { return int_key_panes_made.load(); }
 
 }  // namespace sluice::ops

@@ -925,6 +925,16 @@ rocksdb::Slice RocksDbBackend::StoredValue(Ref e) {
 
 absl::Status RocksDbBackend::IngestEntries(absl::Span<const Ref> refs) {
   const std::string path = (fs::path(options_.local_dir) / "ingest.sst").string();
+  // An ingested file is a hard link shared with the DB (and, after an upload, a checkpoint):
+  // the writer below truncates its path, so a name left by an earlier failed removal must go
+  // first, never be opened.
+  std::error_code remove_ec;
+  fs::remove(path, remove_ec);
+  if (remove_ec) {
+    return absl::UnavailableError(absl::StrCat(options_.operator_id, ": removing ", path,
+                                               " before ingesting state: ",
+                                               remove_ec.message()));
+  }
   // The DB's options: its comparator, table format (bloom filters) and Env. The written pages
   // stay in the page cache: UploadSnapshot() copies the file next, and compaction reads it.
   rocksdb::SstFileWriter writer(rocksdb::EnvOptions(), MakeIngestOptions(db_->GetOptions()),
