@@ -10,6 +10,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "common/record_codec.h"
+#include "common/state_format.h"
 #include "common/status.h"
 #include "common/watermark.h"
 #include "operators/internal/builtins.h"
@@ -22,7 +23,14 @@ namespace sluice::ops {
 namespace {
 
 constexpr int kRowsVersion = 1;
-constexpr int kLocalRowsVersion = 1;
+// local_top_n's operator state entries. Format 1: a group's rows, [1][rows]. Format 2 (union
+// redistribution): [2][kind][body], kind kLocalGroupEntry (a group's rows) or
+// kLocalWatermarkEntry (the subtask's watermark, fixed64 LE; one per subtask).
+constexpr int kLocalRowsVersion = 2;
+constexpr char kLocalGroupEntry = 0;
+constexpr char kLocalWatermarkEntry = 1;
+// top_n's operator state: its watermark, [1][fixed64 LE], one entry per subtask (union).
+constexpr int kTopNWatermarkVersion = 1;
 bool group_cache_enabled = true;  // SetTopNGroupCacheForTest
 
 // One group's ranked rows, best first (ties in arrival order): at most n rows plus the rows
@@ -123,6 +131,11 @@ class RankedRows {
 // one window, as a window fires them) neither reads nor decodes the state; it is written only
 // when the group's rows change.
 //
+// The watermark seen at a checkpoint is union operator state: after a restore, rows are judged
+// late against at least the smallest any old subtask had seen, so that a row of a group that
+// fired before the checkpoint is dropped (and counted) as it was before, instead of starting
+// the group again and emitting it a second time at the next watermark.
+//
 // Threading: the task thread only.
 class TopNOperator final : public Operator {
  public:
@@ -144,8 +157,29 @@ class TopNOperator final : public Operator {
     rows_ = std::make_unique<RankedRows>(in_, o_->order_type, o_->descending, o_->n);
     value_.Resize(1);
     out_.Resize(in_->size() + 1);
+    bool first_entry = true;
+    for (const std::string& entry : ctx.restored_state) {
+      absl::string_view body;
+      SLUICE_ASSIGN_OR_RETURN(int version, ReadStateVersion(ctx.state_origin, "top_n watermark state", entry,
+                                                            kTopNWatermarkVersion, &body));
+      (void)version;
+      if (body.size() != 8) {
+        return ctx.state_origin.DataLoss(
+            absl::StrCat("top_n watermark state has ", entry.size(), " bytes, expected 9"));
+      }
+      const int64_t wm = static_cast<int64_t>(GetFixed64LE(body.data()));
+      restored_watermark_ = first_entry ? wm : std::min(restored_watermark_, wm);
+      first_entry = false;
+    }
     return absl::OkStatus();
   }
+
+  absl::Status SnapshotState(int64_t, std::vector<std::string>* entries) override {
+    std::string& entry = entries->emplace_back(1, static_cast<char>(kTopNWatermarkVersion));
+    PutFixed64LE(static_cast<uint64_t>(Watermark()), &entry);
+    return absl::OkStatus();
+  }
+  bool UnionState() const override { return true; }
 
   absl::Status Process(const Record& r) override {
     key_.Set(r);
@@ -155,7 +189,7 @@ class TopNOperator final : public Operator {
     if (windowed) {
       window_end = r[o_->window_end].i;
       // The group was emitted (or would have been) already.
-      if (window_end - 1 <= timers_->CurrentWatermark()) {
+      if (window_end - 1 <= Watermark()) {
         if (ctx_.late_records_dropped != nullptr) ctx_.late_records_dropped->Add();
         return absl::OkStatus();
       }
@@ -190,6 +224,8 @@ class TopNOperator final : public Operator {
   void Evaluate(const Record& row, Record* value) const {
     plan::EvalInto(*order_, row, o_->order_type, value, 0);
   }
+  // The watermark rows are judged late by: the input's, or the restored one if higher.
+  int64_t Watermark() const { return std::max(timers_->CurrentWatermark(), restored_watermark_); }
 
   // The current group's rows into rows_; false when it has none.
   absl::StatusOr<bool> LoadRows() {
@@ -236,6 +272,9 @@ class TopNOperator final : public Operator {
   state::StateId rows_id_ = 0;
   internal::RecordKey key_;
   std::unique_ptr<plan::Expr> order_;
+  // The smallest watermark of the old subtasks at the checkpoint restored (kNoWatermark when
+  // not restored).
+  int64_t restored_watermark_ = kNoWatermark;
 
   // Scratch, reused per record.
   std::string group_;
@@ -253,8 +292,9 @@ class TopNOperator final : public Operator {
 // (key values and window_end) the rows that rank within n among those seen, held in memory
 // until the watermark passes the group's window_end - 1 and then emitted unchanged, before
 // the watermark. A run of rows of one group (the common case: a source's rows of the current
-// window) finds its group without a lookup. Operator state at a checkpoint: one entry per
-// group, a version byte (kLocalRowsVersion) and its rows encoded best first.
+// window) finds its group without a lookup. Operator state at a checkpoint (union, format 2):
+// one entry per group (its rows encoded best first) and one with the watermark, so that after
+// a restore rows of windows already passed go through at once as they did before it.
 //
 // Threading: the task thread only.
 class LocalTopNOperator final : public Operator {
@@ -274,7 +314,7 @@ class LocalTopNOperator final : public Operator {
     key_record_.Resize(key_schema_.size());
     last_key_record_.Resize(key_schema_.size());
     value_.Resize(1);
-    for (const std::string& entry : ctx.restored_state) SLUICE_RETURN_IF_ERROR(Restore(entry));
+    SLUICE_RETURN_IF_ERROR(Restore(ctx));
     return absl::OkStatus();
   }
 
@@ -304,10 +344,17 @@ class LocalTopNOperator final : public Operator {
   absl::Status SnapshotState(int64_t, std::vector<std::string>* entries) override {
     for (const auto& [key, group] : groups_) {
       std::string& e = entries->emplace_back(1, static_cast<char>(kLocalRowsVersion));
+      e.push_back(kLocalGroupEntry);
       for (size_t i = 0; i < group->rows.size(); ++i) EncodeRecord(*in_, group->rows.row(i), &e);
     }
+    std::string& e = entries->emplace_back(1, static_cast<char>(kLocalRowsVersion));
+    e.push_back(kLocalWatermarkEntry);
+    PutFixed64LE(static_cast<uint64_t>(watermark_), &e);
     return absl::OkStatus();
   }
+  // Every subtask gets every entry: each takes its share of the groups and the smallest
+  // watermark (see Restore).
+  bool UnionState() const override { return true; }
 
  private:
   struct Group {
@@ -389,16 +436,45 @@ class LocalTopNOperator final : public Operator {
     return absl::OkStatus();
   }
 
-  absl::Status Restore(absl::string_view entry) {
-    absl::string_view body;
-    SLUICE_ASSIGN_OR_RETURN(int version, ReadStateVersion(ctx_.state_origin, "local_top_n rows", entry, kLocalRowsVersion, &body));
-    (void)version;
+  // Restores the held groups and the watermark from ctx.restored_state. Format 2 entries come
+  // from every old subtask (union): this subtask takes the group entries whose position among
+  // them is its index modulo the parallelism, and the smallest of the old subtasks' watermarks
+  // (the top_n after the shuffle judges rows late by the smallest of its inputs' watermarks, so
+  // rows of windows at or below it pass through, as they did before the checkpoint, and the
+  // top_n counts them late). Format 1 entries (groups only, split over the subtasks already)
+  // are all taken, and the watermark is unknown as it was before format 2. kDataLoss when an
+  // entry does not decode.
+  absl::Status Restore(const OperatorContext& ctx) {
     Record row(in_->size());
-    RecordDecoder dec(in_, body);
-    while (!dec.Done()) {
-      absl::Status s = dec.Next(&row);
-      if (!s.ok()) return ctx_.state_origin.DataLoss(absl::StrCat("local_top_n rows do not decode: ", s.message()));
-      Hold(row, row[o_->window_end].i);
+    size_t group_entries = 0;
+    bool first_watermark = true;
+    for (const std::string& entry : ctx.restored_state) {
+      absl::string_view body;
+      SLUICE_ASSIGN_OR_RETURN(int version, ReadStateVersion(ctx.state_origin, "local_top_n rows", entry, kLocalRowsVersion, &body));
+      if (version >= 2) {
+        if (body.empty() || (body[0] != kLocalGroupEntry && body[0] != kLocalWatermarkEntry)) {
+          return ctx.state_origin.DataLoss("local_top_n state entry of no known kind");
+        }
+        const bool group = body[0] == kLocalGroupEntry;
+        body.remove_prefix(1);
+        if (!group) {
+          if (body.size() != 8) {
+            return ctx.state_origin.DataLoss(absl::StrCat("local_top_n watermark entry has ", entry.size(),
+                                                          " bytes, expected 10"));
+          }
+          const int64_t wm = static_cast<int64_t>(GetFixed64LE(body.data()));
+          watermark_ = first_watermark ? wm : std::min(watermark_, wm);
+          first_watermark = false;
+          continue;
+        }
+        if (static_cast<int>(group_entries++ % ctx.parallelism) != ctx.subtask) continue;
+      }
+      RecordDecoder dec(in_, body);
+      while (!dec.Done()) {
+        absl::Status s = dec.Next(&row);
+        if (!s.ok()) return ctx.state_origin.DataLoss(absl::StrCat("local_top_n rows do not decode: ", s.message()));
+        Hold(row, row[o_->window_end].i);
+      }
     }
     return absl::OkStatus();
   }

@@ -54,9 +54,11 @@ struct TopNOptions final : plan::OptionsOf<TopNOptions> {
 // REQUIRES (not checked: the stage does not see the top_n): `key` holds at least the top_n's
 // key, and n, order_by and order are the top_n's. The input must have a `window_end` timestamp
 // field (kInvalidArgument otherwise). Rows whose window_end - 1 is at or below the watermark
-// pass through at once (the top_n counts them late). At a checkpoint the held rows are
-// operator state (format 1: one entry per group, its rows encoded), split over the subtasks at
-// a rescale; at the end of input every held row is emitted.
+// pass through at once (the top_n counts them late). At a checkpoint the held rows and the
+// watermark are operator state (format 2: one entry per group, its rows encoded, and one with
+// the watermark; every subtask reads all of them at a restore, takes its share of the groups
+// and the smallest watermark; format 1 had the groups only, split over the subtasks); at the
+// end of input every held row is emitted.
 struct LocalTopNOptions final : plan::OptionsOf<LocalTopNOptions> {
   int64_t n = 1;
   std::string order_by;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/record_codec.h"
 #include "common/status_matchers.h"
 #include "common/watermark.h"
 #include "gmock/gmock.h"
@@ -116,6 +117,67 @@ TEST_F(TopNTest, RankedRowsSurviveCheckpointAndRestore) {
   EXPECT_THAT((*restored)->out().rows,
               ElementsAre(R"({"auction":2,"window_start":0,"window_end":10,"bids":9,"rank":1})",
                           R"({"auction":3,"window_start":0,"window_end":10,"bids":6,"rank":2})"));
+}
+
+// After a restore, a row of a window that fired before the checkpoint is late, as it is without
+// the restore: the watermark at the checkpoint is operator state (the smallest of the old
+// subtasks'). Without it the row started its window's group again and the next watermark
+// emitted the window a second time.
+TEST_F(TopNTest, ARowOfAWindowFiredBeforeTheCheckpointIsLateAfterARestore) {
+  ASSERT_OK(Load("    n: 2\n    order_by: bids"));
+  KeyedSubtask& first = StartSubtask();
+  ASSERT_OK(Bid(first, 1, 0, 4));
+  ASSERT_OK(Bid(first, 2, 10, 9));
+  ASSERT_OK(first.Watermark(9));  // window [0, 10) fires
+  ASSERT_EQ(first.out().rows.size(), 1u);
+  auto checkpoint = TakeCheckpoint(first, 1);
+  ASSERT_OK(checkpoint);
+  auto restored = Restore(*checkpoint, 0, 1);
+  ASSERT_OK(restored);
+  KeyedSubtask* subtasks[] = {&first, *restored};
+  for (KeyedSubtask* s : subtasks) {
+    s->out().rows.clear();
+    ASSERT_OK(Bid(*s, 3, 0, 7));   // window [0, 10): fired, late
+    ASSERT_OK(Bid(*s, 4, -10, 1)); // window [-10, 0): late too
+    ASSERT_OK(Bid(*s, 5, 10, 3));
+    ASSERT_OK(s->Watermark(19));
+  }
+  const std::vector<std::string> expected = {
+      R"({"auction":2,"window_start":10,"window_end":20,"bids":9,"rank":1})",
+      R"({"auction":5,"window_start":10,"window_end":20,"bids":3,"rank":2})"};
+  EXPECT_EQ(first.out().rows, expected);
+  EXPECT_EQ((*restored)->out().rows, expected);
+  EXPECT_EQ(first.late_dropped(), 2u);
+  EXPECT_EQ((*restored)->late_dropped(), 2u);
+
+  // With another old subtask's watermark, lower (5): the restored one is the smallest, and a
+  // window ending at 7 was not late for every old subtask, so it is taken.
+  checkpoint->operator_state.push_back(checkpoint->operator_state[0]);
+  checkpoint->operator_state.back()[1] = 5;  // fixed64 LE: 9 -> 5
+  auto again = Restore(*checkpoint, 0, 1);
+  ASSERT_OK(again);
+  Record r(4);
+  r[0].i = 6;
+  r[1].i = -3;
+  r[2].i = 7;
+  r[3].i = 1;
+  ASSERT_OK((*again)->op()->Process(r));
+  ASSERT_OK((*again)->Watermark(19));
+  EXPECT_EQ((*again)->late_dropped(), 0u);
+  EXPECT_THAT((*again)->out().rows,
+              ElementsAre(R"({"auction":6,"window_start":-3,"window_end":7,"bids":1,"rank":1})",
+                          R"({"auction":2,"window_start":10,"window_end":20,"bids":9,"rank":1})"));
+}
+
+TEST_F(TopNTest, WatermarkStateThatDoesNotDecodeIsDataLoss) {
+  ASSERT_OK(Load("    n: 2\n    order_by: bids"));
+  KeyedSubtask& first = StartSubtask();
+  auto checkpoint = TakeCheckpoint(first, 1);
+  ASSERT_OK(checkpoint);
+  ASSERT_EQ(checkpoint->operator_state.size(), 1u);
+  checkpoint->operator_state[0].pop_back();
+  EXPECT_THAT(Restore(*checkpoint, 0, 1).status(),
+              ::sluice::testing::StatusIs(absl::StatusCode::kDataLoss, HasSubstr("top_n watermark state has 8 bytes")));
 }
 
 // The last group's rows kept decoded between records give what reading the group's state for
@@ -252,21 +314,23 @@ operators:
     return absl::OkStatus();
   }
 
-  // Opens a local_top_n subtask writing to `out`, restored from `state` when not empty; its
-  // Open() status in *status.
+  // Opens a local_top_n subtask (`subtask` of `parallelism`) writing to `out`, restored from
+  // `state` when not empty; its Open() status in *status.
   std::unique_ptr<Operator> OpenLocal(Output* out, std::vector<std::string> state,
-                                      absl::Status* status) {
+                                      absl::Status* status, int subtask = 0, int parallelism = 1) {
     auto op = registry_.Create(*local_);
     EXPECT_OK(op);
     OperatorContext ctx;
     ctx.job = &job_;
     ctx.spec = local_;
     ctx.clock = &clock_;
-    ctx.task_name = "job/local#0";
+    ctx.subtask = subtask;
+    ctx.parallelism = parallelism;
+    ctx.task_name = absl::StrCat("job/local#", subtask);
     ctx.max_parallelism = job_.max_parallelism;
     ctx.restored = !state.empty();
     ctx.restored_checkpoint_id = ctx.restored ? 1 : 0;
-    ctx.state_origin = StateOrigin("job", "local", "local_top_n", 0, ctx.restored_checkpoint_id);
+    ctx.state_origin = StateOrigin("job", "local", "local_top_n", subtask, ctx.restored_checkpoint_id);
     ctx.restored_state = std::move(state);
     *status = (*op)->Open(ctx, out);
     return *std::move(op);
@@ -333,8 +397,8 @@ TEST_F(LocalTopNTest, HoldsEachWindowsRankedRowsUntilTheWatermarkPassesIt) {
 
 // Two source subtasks' local stages before the top_n give the top_n's rows without them, ties
 // included (compared as sets: tied rows may reach the top_n in another order), with late rows,
-// windows interleaved, and the local stages checkpointed and restored at another split of
-// their state in the middle; and fewer rows cross the shuffle.
+// windows interleaved, and the local stages checkpointed and restored in the middle (their
+// state given whole to each new subtask, as union state is); and fewer rows cross the shuffle.
 TEST_F(LocalTopNTest, GivesTheRowsOfTheTopNAloneAcrossACheckpoint) {
   for (const int n : {1, 2}) {
     SCOPED_TRACE(n);
@@ -359,15 +423,13 @@ TEST_F(LocalTopNTest, GivesTheRowsOfTheTopNAloneAcrossACheckpoint) {
     }
     for (size_t i = 0; i < input.size(); ++i) {
       if (i == input.size() / 2) {
-        // A checkpoint of both local stages; the new subtasks get the entries the other way.
+        // A checkpoint of both local stages, restored into two new ones.
         std::vector<std::string> entries;
         for (auto& l : locals) ASSERT_OK(l->SnapshotState(1, &entries));
-        ASSERT_GT(entries.size(), 1u);
-        std::vector<std::vector<std::string>> split(2);
-        for (size_t e = 0; e < entries.size(); ++e) split[(e + 1) % 2].push_back(entries[e]);
+        ASSERT_GT(entries.size(), 3u);
         locals.clear();
-        for (auto& state : split) {
-          locals.push_back(OpenLocal(&into, state, &open));
+        for (int subtask = 0; subtask < 2; ++subtask) {
+          locals.push_back(OpenLocal(&into, entries, &open, subtask, 2));
           ASSERT_OK(open);
         }
       }
@@ -431,14 +493,93 @@ TEST_F(LocalTopNTest, GroupsByEveryKeyFieldAndTheWindow) {
   EXPECT_EQ(got, expected);
 }
 
+// After a restore, rows of windows the watermark had passed before the checkpoint go through
+// at once, as they do without the restore (so the top_n counts every one of them late, not
+// the few that rank among them): the restored watermark is the smallest of the old subtasks'.
+// Each held group comes back in exactly one new subtask, at any parallelism.
+TEST_F(LocalTopNTest, RestoredSubtasksKeepTheWatermarkAndShareTheHeldGroups) {
+  ASSERT_OK(Load(1));
+  std::vector<std::string> entries;
+  for (const int64_t watermark : {29, 19}) {  // two old subtasks
+    internal::JsonOutput out(&local_->output_schema, nullptr);
+    absl::Status open;
+    std::unique_ptr<Operator> local = OpenLocal(&out, {}, &open);
+    ASSERT_OK(open);
+    ASSERT_OK(local->ProcessWatermark(watermark));
+    for (int64_t window = 30; window < 60; window += 10) {
+      ASSERT_OK(local->Process(Bid(window + watermark, window, window / 10)));
+    }
+    ASSERT_OK(local->SnapshotState(1, &entries));
+  }
+  for (const int parallelism : {1, 2, 3}) {
+    SCOPED_TRACE(parallelism);
+    std::vector<std::string> held;
+    for (int subtask = 0; subtask < parallelism; ++subtask) {
+      internal::JsonOutput out(&local_->output_schema, nullptr);
+      absl::Status open;
+      std::unique_ptr<Operator> local = OpenLocal(&out, entries, &open, subtask, parallelism);
+      ASSERT_OK(open);
+      ASSERT_OK(local->Process(Bid(1, 0, 5)));   // window [0, 10): passed for both
+      ASSERT_OK(local->Process(Bid(2, 0, 4)));   // ranks below auction 1: passes too
+      ASSERT_OK(local->Process(Bid(3, 15, 1)));  // [15, 25): passed for the second only: held
+      EXPECT_THAT(out.rows, ElementsAre(R"({"auction":1,"window_start":0,"window_end":10,"bids":5})",
+                                        R"({"auction":2,"window_start":0,"window_end":10,"bids":4})"));
+      out.rows.clear();
+      ASSERT_OK(local->ProcessWatermark(24));
+      EXPECT_THAT(out.rows, ElementsAre(R"({"auction":3,"window_start":15,"window_end":25,"bids":1})"));
+      out.rows.clear();
+      ASSERT_OK(local->Finish());
+      held.insert(held.end(), out.rows.begin(), out.rows.end());
+    }
+    std::sort(held.begin(), held.end());
+    // Each old subtask held windows [30, 40) .. [50, 60), one row each.
+    std::vector<std::string> expected;
+    for (const int64_t watermark : {29, 19}) {
+      for (int64_t window = 30; window < 60; window += 10) {
+        expected.push_back(absl::StrCat(R"({"auction":)", window + watermark, R"(,"window_start":)", window,
+                                        R"(,"window_end":)", window + 10, R"(,"bids":)", window / 10, "}"));
+      }
+    }
+    std::sort(expected.begin(), expected.end());
+    EXPECT_EQ(held, expected);
+  }
+}
+
+// Format 1 (groups only, split over the subtasks by the task before Open) still restores: every
+// entry given is taken, and the watermark is unknown.
+TEST_F(LocalTopNTest, Format1StateRestores) {
+  ASSERT_OK(Load(1));
+  std::string entry("\x01", 1);
+  Record row = Bid(7, 10, 3);
+  EncodeRecord(local_->input_schema, row, &entry);
+  for (const int parallelism : {1, 2}) {
+    internal::JsonOutput out(&local_->output_schema, nullptr);
+    absl::Status open;
+    std::unique_ptr<Operator> local = OpenLocal(&out, {entry}, &open, parallelism - 1, parallelism);
+    ASSERT_OK(open);
+    ASSERT_OK(local->Process(Bid(8, 0, 1)));  // held: no watermark known
+    EXPECT_THAT(out.rows, IsEmpty());
+    ASSERT_OK(local->ProcessWatermark(kMaxWatermark));
+    EXPECT_THAT(out.rows, ElementsAre(R"({"auction":8,"window_start":0,"window_end":10,"bids":1})",
+                                      R"({"auction":7,"window_start":10,"window_end":20,"bids":3})"));
+  }
+}
+
 TEST_F(LocalTopNTest, StateThatDoesNotDecodeIsDataLoss) {
   ASSERT_OK(Load(1));
   internal::JsonOutput out(&local_->output_schema, nullptr);
   absl::Status open;
-  OpenLocal(&out, {std::string("\x01\x05", 2)}, &open);
+  for (const std::string& entry : {std::string("\x01\x05", 2), std::string("\x02\x00\x05", 3)}) {
+    OpenLocal(&out, {entry}, &open);
+    EXPECT_THAT(open, ::sluice::testing::StatusIs(absl::StatusCode::kDataLoss,
+                                                  HasSubstr("local_top_n rows do not decode")));
+  }
+  OpenLocal(&out, {std::string("\x02\x01\x05", 3)}, &open);
   EXPECT_THAT(open, ::sluice::testing::StatusIs(absl::StatusCode::kDataLoss,
-                                                HasSubstr("local_top_n rows do not decode")));
-  OpenLocal(&out, {std::string("\x02", 1)}, &open);
+                                                HasSubstr("local_top_n watermark entry has 3 bytes")));
+  OpenLocal(&out, {std::string("\x02\x07", 2)}, &open);
+  EXPECT_THAT(open, ::sluice::testing::StatusIs(absl::StatusCode::kDataLoss, HasSubstr("of no known kind")));
+  OpenLocal(&out, {std::string("\x03", 1)}, &open);
   EXPECT_THAT(open, ::sluice::testing::StatusIs(absl::StatusCode::kDataLoss, HasSubstr("local_top_n rows")));
 }
 
