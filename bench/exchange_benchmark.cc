@@ -1,20 +1,17 @@
 // The engine's per-record floor under every keyed benchmark: a local cluster of 2 workers runs
-// datagen (window_benchmark's fields: a key out of K, an event time up to 499 ms out of order,
-// bounded-out-of-orderness watermarks) -> key_by -> blackhole with parallelism 2 and checkpoints
-// every second, so half of the records cross between workers and every record is hashed,
-// encoded, sent, decoded and handed to an operator, and nothing else. Beside it, in the same
-// run, a single-threaded hand-written loop generates the same records and hashes their keys into
-// two partitions' counters (the same stable hash and key groups). window_benchmark and
-// join_benchmark cannot do better than this job's records per CPU-second. Prints one BENCH line
-// with medians over the repetitions.
+// datagen (window_benchmark's records, bench/keyed_datagen.h) -> key_by -> blackhole with
+// parallelism 2 and checkpoints every second, so half of the records cross between workers and
+// every record is hashed, encoded, sent, decoded and handed to an operator, and nothing else.
+// Beside it, in the same run, a single-threaded hand-written loop generates the same records
+// and hashes their keys into two partitions' counters (the same stable hash and key groups).
+// window_benchmark and join_benchmark cannot do better than this job's records per CPU-second.
+// Prints one BENCH line with medians over the repetitions.
 //
 //   build/bin/exchange_benchmark [--records N] [--keys K] [--reps R]
 
-#include <string>
+#include <cstdint>
 
-#include "CLI/CLI.hpp"
-#include "absl/strings/str_cat.h"
-#include "bench/bench_util.h"
+#include "bench/keyed_datagen.h"
 #include "common/key_groups.h"
 
 namespace {
@@ -31,8 +28,8 @@ double HandLoop(int64_t records, int64_t keys, uint64_t* checksum) {
   uint64_t count[2] = {0, 0};
   uint64_t ts_sum[2] = {0, 0};
   for (int64_t seq = 0; seq < records; ++seq) {
-    const int64_t key = (seq * 7919) % keys;
-    const int64_t ts = seq / 100 - (seq * 7919) % 500;
+    const int64_t key = sluice::bench::KeyedDatagenKey(seq, keys);
+    const int64_t ts = sluice::bench::KeyedDatagenTs(seq);
     const uint64_t hash = sluice::HashCombine(kKeyHashSeed, sluice::HashInt64(key));
     const int partition = sluice::SubtaskForKeyGroup(
         sluice::KeyGroupForHash(hash, kMaxParallelism), kMaxParallelism, 2);
@@ -46,36 +43,8 @@ double HandLoop(int64_t records, int64_t keys, uint64_t* checksum) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Per-record cost of a keyed exchange between 2 workers versus a hand-written loop"};
-  int64_t records = 10'000'000;
-  int64_t keys = 10'000;
-  int reps = 3;
-  app.add_option("--records", records, "Records per run")->capture_default_str();
-  app.add_option("--keys", keys, "Distinct keys")->capture_default_str();
-  app.add_option("--reps", reps, "Repetitions (medians are reported)")->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
-
-  const std::string job = absl::StrCat(R"(
-name: exchange
-parallelism: 2
-checkpoint: {interval: 1s}
-operators:
-  - id: gen
-    type: datagen
-    count: )",
-                                       records, R"(
-    fields:
-      - {name: key, type: int64, expr: "(seq * 7919) % )",
-                                       keys, R"("}
-      - {name: ts, type: timestamp, expr: "seq / 100 - (seq * 7919) % 500"}
-    event_time: {field: ts, max_out_of_orderness: 500ms}
-  - {id: by_key, type: key_by, key: [key]}
-  - {id: sink, type: blackhole}
-)");
-
-  return sluice::bench::CompareWithLoop(
-      "exchange",
-      absl::StrCat("build/bin/exchange_benchmark --records ", records, " --keys ", keys, " --reps ",
-                   reps),
-      job, records, reps, [&](uint64_t* checksum) { return HandLoop(records, keys, checksum); });
+  return sluice::bench::KeyedDatagenMain(
+      argc, argv, "Per-record cost of a keyed exchange between 2 workers versus a hand-written loop",
+      "exchange", "build/bin/exchange_benchmark", "exchange", "  - {id: sink, type: blackhole}\n",
+      HandLoop);
 }

@@ -1,29 +1,25 @@
 // Throughput of an event-time tumbling-window count per key (issue 10): a local cluster of 2
-// workers runs datagen (out of order within 500 ms, bounded-out-of-orderness watermarks) ->
-// key_by -> window (1 s tumbling, count) -> blackhole with parallelism 2 and checkpoints every
-// second. Beside it, in the same run, a single-threaded hand-written loop does the same
+// workers runs datagen (out of order within 500 ms, bounded-out-of-orderness watermarks;
+// exchange_benchmark's records, bench/keyed_datagen.h) -> key_by -> window (1 s tumbling,
+// count) -> blackhole with parallelism 2 and checkpoints every second. Beside it, in the same run, a single-threaded hand-written loop does the same
 // generation and windowing (counts per key and window in hash maps, windows fired as the
 // watermark passes them). Prints one BENCH line with medians over the repetitions.
 //
 //   build/bin/window_benchmark [--records N] [--keys K] [--reps R]
 
+#include <algorithm>
+#include <cstdint>
 #include <map>
-#include <string>
 
-#include "CLI/CLI.hpp"
 #include "absl/container/flat_hash_map.h"
-#include "absl/strings/str_cat.h"
-#include "bench/bench_util.h"
+#include "bench/keyed_datagen.h"
 
 namespace {
 
 using sluice::bench::ThreadCpuSeconds;
 
 constexpr int64_t kWindowMs = 1000;
-constexpr int64_t kOutOfOrderMs = 500;
-
-// Record seq's event time: 100 records per ms, up to 499 ms early.
-int64_t TsOf(int64_t seq) { return seq / 100 - (seq * 7919) % kOutOfOrderMs; }
+constexpr int64_t kOutOfOrderMs = sluice::bench::kKeyedDatagenOutOfOrderMs;
 
 // The job's work by hand: per record, its key and window; counts per window and key; every
 // 2000 records a watermark (largest timestamp - out-of-orderness - 1) fires the windows it
@@ -42,8 +38,8 @@ double HandLoop(int64_t records, int64_t keys, uint64_t* checksum) {
     }
   };
   for (int64_t seq = 0; seq < records; ++seq) {
-    const int64_t key = (seq * 7919) % keys;
-    const int64_t ts = TsOf(seq);
+    const int64_t key = sluice::bench::KeyedDatagenKey(seq, keys);
+    const int64_t ts = sluice::bench::KeyedDatagenTs(seq);
     max_ts = std::max(max_ts, ts);
     const int64_t window = ts - ((ts % kWindowMs) + kWindowMs) % kWindowMs;
     if (window + kWindowMs - 1 > watermark) ++windows[window][key];  // else late: dropped
@@ -57,36 +53,10 @@ double HandLoop(int64_t records, int64_t keys, uint64_t* checksum) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Event-time window count throughput versus a hand-written loop"};
-  int64_t records = 10'000'000;
-  int64_t keys = 10'000;
-  int reps = 3;
-  app.add_option("--records", records, "Records per run")->capture_default_str();
-  app.add_option("--keys", keys, "Distinct keys")->capture_default_str();
-  app.add_option("--reps", reps, "Repetitions (medians are reported)")->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
-
-  const std::string job = absl::StrCat(R"(
-name: window-count
-parallelism: 2
-checkpoint: {interval: 1s}
-operators:
-  - id: gen
-    type: datagen
-    count: )",
-                                       records, R"(
-    fields:
-      - {name: key, type: int64, expr: "(seq * 7919) % )",
-                                       keys, R"("}
-      - {name: ts, type: timestamp, expr: "seq / 100 - (seq * 7919) % 500"}
-    event_time: {field: ts, max_out_of_orderness: 500ms}
-  - {id: by_key, type: key_by, key: [key]}
-  - {id: windows, type: window, tumble: 1s, time_field: ts, aggregates: [{fn: count, as: n}]}
-  - {id: sink, type: blackhole}
-)");
-
-  return sluice::bench::CompareWithLoop(
-      "window_count",
-      absl::StrCat("build/bin/window_benchmark --records ", records, " --keys ", keys, " --reps ", reps),
-      job, records, reps, [&](uint64_t* checksum) { return HandLoop(records, keys, checksum); });
+  return sluice::bench::KeyedDatagenMain(
+      argc, argv, "Event-time window count throughput versus a hand-written loop", "window_count",
+      "build/bin/window_benchmark", "window-count",
+      "  - {id: windows, type: window, tumble: 1s, time_field: ts, aggregates: [{fn: count, as: n}]}\n"
+      "  - {id: sink, type: blackhole}\n",
+      HandLoop);
 }
