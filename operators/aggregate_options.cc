@@ -22,7 +22,7 @@ absl::StatusOr<AggregateOptions> Parse(const YAML::Node& c, const plan::ParseCon
   for (const plan::KeySpec& k : op.key) {
     auto e = plan::CompileExpr(k.expr, op.input_schema);
     if (!e.ok()) return ctx.AtPos(op.line, op.column, e.status().message());
-    out.push_back({k.name, (*e)->type()});
+    out.push_back({k.name, (*e)->type(), (*e)->nullable()});  // the key schema (aggregate.cc)
     seen.insert(k.name);
   }
   YAML::Node aggs = c["aggregates"];

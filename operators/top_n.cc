@@ -307,7 +307,7 @@ class LocalTopNOperator final : public Operator {
     std::vector<Field> key_fields;
     for (const plan::KeySpec& k : o_->key) {
       SLUICE_ASSIGN_OR_RETURN(auto e, plan::CompileExpr(k.expr, *in_));
-      key_fields.push_back({k.name, e->type()});
+      key_fields.push_back({k.name, e->type(), e->nullable()});  // a null key: a group of its own
       key_exprs_.push_back(std::move(e));
     }
     key_schema_ = Schema(std::move(key_fields));

@@ -121,7 +121,7 @@ absl::StatusOr<WindowOptions> Parse(const YAML::Node& c, const plan::ParseContex
   for (const plan::KeySpec& k : op.key) {
     auto e = plan::CompileExpr(k.expr, in);
     if (!e.ok()) return ctx.AtPos(op.line, op.column, e.status().message());
-    SLUICE_RETURN_IF_ERROR(add(c, k.name, (*e)->type()));
+    SLUICE_RETURN_IF_ERROR(add(c, k.name, (*e)->type(), (*e)->nullable()));
   }
   SLUICE_RETURN_IF_ERROR(add(c, "window_start", FieldType::kTimestamp));
   SLUICE_RETURN_IF_ERROR(add(c, "window_end", FieldType::kTimestamp));

@@ -35,6 +35,12 @@ inline int64_t GetOrderedInt64(const char* p) {
 
 // The key of a keyed operator's input records: evaluated from OperatorSpec::key, encoded, and
 // its key group. Reused per record (no allocation once warm). Task thread only.
+//
+// Nulls: the key schema's field of an expression that may be null is nullable, so a null key
+// value encodes as the codec's null byte (1) and a value as 0 and the value, and a null is
+// never the previous record's value: all records whose key value is null form one key, in the
+// key group KeyHasher gives them (as SQL's GROUP BY). Keys of NOT NULL expressions encode
+// exactly as before.
 class RecordKey {
  public:
   // kInvalidArgument if a key expression does not compile (it did at submission).
@@ -43,7 +49,7 @@ class RecordKey {
     std::vector<Field> fields;
     for (const auto& k : spec.key) {
       SLUICE_ASSIGN_OR_RETURN(auto e, plan::CompileExpr(k.expr, spec.input_schema));
-      fields.push_back({k.name, e->type()});
+      fields.push_back({k.name, e->type(), e->nullable()});
       exprs_.push_back(std::move(e));
     }
     schema_ = Schema(std::move(fields));
