@@ -1910,24 +1910,18 @@ TEST(KeyHasherTest, BadKeyExpressionIsAnError) {
 // record's slot holds; the exchange's hash, the key bytes and the key group agree. (The planner
 // refuses keys that may be null today; these are the runtime's semantics for when it does not.)
 
+// HasherSchema() with user, n, d and flag nullable.
 Schema NullableKeySchema() {
-  return Schema({{"user", FieldType::kString, true},
-                 {"n", FieldType::kInt64, true},
-                 {"d", FieldType::kDouble, true},
-                 {"flag", FieldType::kBool, true},
-                 {"m", FieldType::kInt64}});
+  std::vector<Field> fields = HasherSchema().fields();
+  for (size_t i = 0; i < 4; ++i) fields[i].nullable = true;
+  return Schema(std::move(fields));
 }
 
-// Record of NullableKeySchema(): `null_mask` bit i makes field i null, its slot still holding
-// the value given (as a record reused after a non-null value does).
-Record NullableKeyRecord(absl::string_view user, int64_t n, double d, bool flag, int64_t m,
+// HasherRecord() of NullableKeySchema(): `null_mask` bit i makes field i null, its slot still
+// holding the value given (as a record reused after a non-null value does).
+Record NullableKeyRecord(absl::string_view user, int64_t n, double d, bool flag, absl::string_view other,
                          int null_mask) {
-  Record r(5);
-  r.SetString(0, user);
-  r.SetInt(1, n);
-  r.SetDouble(2, d);
-  r.SetBool(3, flag);
-  r.SetInt(4, m);
+  Record r = HasherRecord(user, n, d, flag, other);
   for (size_t i = 0; i < 4; ++i) r.SetNullTo(i, (null_mask >> i) & 1);
   return r;
 }
@@ -1949,7 +1943,7 @@ TEST(KeyHasherTest, NullKeyValuesHashAlikeAndAsTheirKeyRecords) {
   const std::vector<std::vector<plan::KeySpec>> keys = {
       {{"user", "user"}}, {{"n", "n"}}, {{"d", "d"}}, {{"flag", "flag"}},
       {{"user", "concat(user, '')"}}, {{"n", "n + 1"}}, {{"d", "d * 1.0"}}, {{"flag", "flag and true"}},
-      {{"m", "m"}, {"n", "n"}, {"user", "user"}, {"d", "d"}, {"flag", "flag"}}};
+      {{"other", "other"}, {"n", "n"}, {"user", "user"}, {"d", "d"}, {"flag", "flag"}}};
   for (const auto& key : keys) {
     SCOPED_TRACE(key[0].expr + (key.size() > 1 ? " and more" : ""));
     auto h = KeyHasher::Create(key, NullableKeySchema());
@@ -1959,11 +1953,11 @@ TEST(KeyHasherTest, NullKeyValuesHashAlikeAndAsTheirKeyRecords) {
       for (const auto& [user, n, d, flag] :
            std::vector<std::tuple<std::string, int64_t, double, bool>>{{"alice", 1, 2.5, true}, {"", 0, 0.0, false},
                                                                        {"bob", -7, -1.0, true}}) {
-        const Record r = NullableKeyRecord(user, n, d, flag, 3, mask);
+        const Record r = NullableKeyRecord(user, n, d, flag, "x", mask);
         const auto [key_schema, key_record] = KeyRecordOf(key, r);
         EXPECT_EQ(h->Hash(r), KeyHasher::HashKeyRecord(key_schema, key_record)) << "mask " << mask;
         if (key_record.HasNulls()) {
-          // The same nulls whatever their slots held (and the non-null components equal: m).
+          // The same nulls whatever their slots held (and the non-null components equal: other).
           bool all_null = true;
           for (size_t i = 0; i < key_schema.size(); ++i) all_null &= key_schema.field(i).nullable == key_record.IsNull(i);
           if (all_null) {
@@ -1972,7 +1966,7 @@ TEST(KeyHasherTest, NullKeyValuesHashAlikeAndAsTheirKeyRecords) {
           }
         } else {
           // Non-null values hash as a NOT NULL key of the same values does (unchanged routing).
-          const Record plain = NullableKeyRecord(user, n, d, flag, 3, 0);
+          const Record plain = NullableKeyRecord(user, n, d, flag, "x", 0);
           std::vector<Field> fields = key_schema.fields();
           for (Field& f : fields) f.nullable = false;
           EXPECT_EQ(h->Hash(r), KeyHasher::HashKeyRecord(Schema(fields), KeyRecordOf(key, plain).second));
@@ -1983,8 +1977,8 @@ TEST(KeyHasherTest, NullKeyValuesHashAlikeAndAsTheirKeyRecords) {
   // Golden: a null string or int64 key component is kNullHash, a value is as before nulls.
   auto by_n = KeyHasher::Create({{"n", "n"}}, NullableKeySchema());
   ASSERT_OK(by_n);
-  EXPECT_EQ(by_n->Hash(NullableKeyRecord("a", 1, 0, false, 0, 0)), HashCombine(0x1234567, HashInt64(1)));
-  EXPECT_EQ(by_n->Hash(NullableKeyRecord("a", 1, 0, false, 0, 2)), HashCombine(0x1234567, 0x6e756c6c6b6579ULL));
+  EXPECT_EQ(by_n->Hash(NullableKeyRecord("a", 1, 0, false, "x", 0)), HashCombine(0x1234567, HashInt64(1)));
+  EXPECT_EQ(by_n->Hash(NullableKeyRecord("a", 1, 0, false, "x", 2)), HashCombine(0x1234567, 0x6e756c6c6b6579ULL));
 }
 
 TEST(RecordKeyTest, ANullKeyValueIsAKeyOfItsOwn) {
@@ -2014,7 +2008,7 @@ TEST(RecordKeyTest, ANullKeyValueIsAKeyOfItsOwn) {
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(absl::StrCat(c.n, " ", c.user, " mask ", c.mask));
-    const Record r = NullableKeyRecord(c.user, c.n, 0, false, 0, c.mask);
+    const Record r = NullableKeyRecord(c.user, c.n, 0, false, "x", c.mask);
     key.Set(r);
     EXPECT_EQ(key.bytes(), c.bytes);
     EXPECT_EQ(key.key_group(), KeyGroupForHash(hasher->Hash(r), 128));
@@ -2028,11 +2022,11 @@ TEST(RecordKeyTest, ANullKeyValueIsAKeyOfItsOwn) {
     EXPECT_EQ(key.record().IsNull(1), (c.mask & 1) != 0);
   }
   // A NOT NULL key encodes as the codec's NOT NULL fields: as before nulls existed.
-  spec.key = {{"m", "m"}};
+  spec.key = {{"other", "other"}};
   internal::RecordKey plain;
   ASSERT_OK(plain.Init(spec, 128));
-  plain.Set(NullableKeyRecord("a", 1, 0, false, 5, 15));
-  EXPECT_EQ(plain.bytes(), std::string("\x0a", 1));
+  plain.Set(NullableKeyRecord("a", 1, 0, false, "xy", 15));
+  EXPECT_EQ(plain.bytes(), std::string("\x02xy", 3));
 }
 
 // An aggregate keyed by a nullable field: the records whose key is null are one group of their

@@ -156,12 +156,7 @@ TEST_F(TopNTest, ARowOfAWindowFiredBeforeTheCheckpointIsLateAfterARestore) {
   checkpoint->operator_state.back()[1] = 5;  // fixed64 LE: 9 -> 5
   auto again = Restore(*checkpoint, 0, 1);
   ASSERT_OK(again);
-  Record r(4);
-  r[0].i = 6;
-  r[1].i = -3;
-  r[2].i = 7;
-  r[3].i = 1;
-  ASSERT_OK((*again)->op()->Process(r));
+  ASSERT_OK(Bid(**again, 6, -3, 1));
   ASSERT_OK((*again)->Watermark(19));
   EXPECT_EQ((*again)->late_dropped(), 0u);
   EXPECT_THAT((*again)->out().rows,
