@@ -72,11 +72,13 @@ std::string FormatJobStatus(const proto::JobInfo& j, int64_t now_ms) {
                                             FormatRate(o.records_in_per_s()),
                                             FormatRate(o.records_out_per_s())));
       if (o.records_skipped() > 0) {
-        absl::StrAppend(&out, absl::StrFormat("  %-20s %d bad records skipped\n", "", o.records_skipped()));
+        absl::StrAppend(&out, absl::StrFormat("  %-20s %d bad record%s skipped\n", "", o.records_skipped(),
+                                              o.records_skipped() == 1 ? "" : "s"));
       }
       if (o.late_records_dropped() > 0) {
-        absl::StrAppend(&out, absl::StrFormat("  %-20s %d late records dropped\n", "",
-                                              o.late_records_dropped()));
+        absl::StrAppend(&out, absl::StrFormat("  %-20s %d late record%s dropped\n", "",
+                                              o.late_records_dropped(),
+                                              o.late_records_dropped() == 1 ? "" : "s"));
       }
       if (o.has_state()) {
         absl::StrAppend(&out, absl::StrFormat("  %-20s state %s, cache hit rate %s (%d hits, %d misses)\n",

@@ -117,6 +117,10 @@ TEST(JobStatusTest, LateRecordsDroppedAreShownUnderTheirOperator) {
   op->set_late_records_dropped(17);
   EXPECT_THAT(FormatJobStatus(j, 10000), HasSubstr("\n  per_minute "));
   EXPECT_THAT(FormatJobStatus(j, 10000), HasSubstr(" 17 late records dropped\n"));
+  op->set_late_records_dropped(1);
+  op->set_records_skipped(1);
+  EXPECT_THAT(FormatJobStatus(j, 10000), HasSubstr(" 1 late record dropped\n"));
+  EXPECT_THAT(FormatJobStatus(j, 10000), HasSubstr(" 1 bad record skipped\n"));
 }
 
 TEST(JobStatusTest, KeyedStateShowsSizeAndCacheHitRatePerSubtask) {
