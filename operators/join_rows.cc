@@ -252,6 +252,14 @@ void JoinRowStore::DropFront(uint32_t slot, int side, size_t n) {
   MarkDirty(slot);
 }
 
+void JoinRowStore::DropFrom(uint32_t slot, int side, size_t first) {
+  Rows& rows = keys_[slot].rows[side];
+  if (first >= rows.size()) return;
+  for (size_t i = first; i < rows.size(); ++i) arena_.Free(rows[i].ref, rows[i].size);
+  rows.erase(rows.begin() + first, rows.end());
+  MarkDirty(slot);
+}
+
 absl::StatusOr<bool> JoinRowStore::Release(uint32_t slot) {
   Key& k = keys_[slot];
   const bool kept = !k.empty();

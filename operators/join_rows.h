@@ -215,6 +215,8 @@ class JoinRowStore {
   const char* Data(const Row& row) const { return arena_.data(row.ref); }
   // Drops the first `n` rows of input `side` of key `slot`, marking it dirty.
   void DropFront(uint32_t slot, int side, size_t n);
+  // Drops the rows of input `side` of key `slot` from the `first`-th on, marking it dirty.
+  void DropFrom(uint32_t slot, int side, size_t first);
   // After rows were dropped: an empty key is deleted from the backend and forgotten (returns
   // false); otherwise returns true. Either way the arena is compacted when mostly freed (rows'
   // references change; slots and keys stay).
