@@ -70,7 +70,10 @@ char* JoinRowArena::Reserve(size_t bound) {
   }
   // A record starts below kChunkBytes (so its offset fits in the reference).
   if (current_ == kNoChunk || chunks_[current_].capacity - chunks_[current_].used <= bound) {
-    current_ = NewChunk(kChunkBytes);  // the old one is released when its last record is freed
+    // The old one is released when its last record is freed; from now on it counts as waste
+    // as far as it is freed.
+    if (current_ != kNoChunk) movable_waste_ += Movable(chunks_[current_]);
+    current_ = NewChunk(kChunkBytes);
     if (current_ == kNoChunk) {
       pending_ = kNoChunk;
       return nullptr;
@@ -93,8 +96,10 @@ uint32_t JoinRowArena::Commit(size_t size) {
 void JoinRowArena::Free(uint32_t ref, size_t size) {
   const uint32_t index = ref >> kOffsetBits;
   Chunk& c = chunks_[index];
+  const size_t movable = index == current_ ? 0 : Movable(c);
   c.live -= static_cast<uint32_t>(size);
   live_bytes_ -= size;
+  if (index != current_) movable_waste_ += (c.live != 0 ? Movable(c) : 0) - movable;
   if (c.live != 0) return;
   if (index == current_) {
     c.used = 0;  // written again from the start
@@ -111,6 +116,7 @@ void JoinRowArena::Clear() {
   pending_ = kNoChunk;
   held_bytes_ = 0;
   live_bytes_ = 0;
+  movable_waste_ = 0;
 }
 
 void JoinRowArena::BeginCompaction() {

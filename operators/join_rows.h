@@ -66,14 +66,18 @@ class JoinRowArena {
   // Half of the chunk indexes are in use: the store must let go of its records (a spill).
   bool NearlyFull() const { return chunks_.size() - free_indexes_.size() > max_chunks_ / 2; }
 
-  // Compaction: NeedsCompaction() when the held chunks' freed bytes exceed both the live bytes
-  // and 32 chunks. BeginCompaction() marks the partly freed chunks (not the current one); then
-  // Move() gives every live record's new reference (copied out of a marked chunk, or the same);
+  // Compaction: NeedsCompaction() when the memory a compaction would give back (the partly
+  // freed chunks' but the current one's, movable_waste()) exceeds both the live bytes and 32
+  // chunks. Slack it cannot give back does not count: the unwritten end of a chunk whose
+  // records all live, or of a large record's chunk (its bound beyond its size), so wide
+  // records whose size bound is far above their size never trigger compactions that move
+  // nothing. BeginCompaction() marks the partly freed chunks (not the current one); then Move()
+  // gives every live record's new reference (copied out of a marked chunk, or the same);
   // EndCompaction() after all were moved (the marked chunks are then free).
   bool NeedsCompaction() const {
-    const size_t waste = held_bytes_ - live_bytes_;
-    return waste > live_bytes_ && waste > 32 * kChunkBytes;
+    return movable_waste_ > live_bytes_ && movable_waste_ > 32 * kChunkBytes;
   }
+  size_t movable_waste() const { return movable_waste_; }
   void BeginCompaction();
   uint32_t Move(uint32_t ref, size_t size);
   void EndCompaction();
@@ -93,6 +97,8 @@ class JoinRowArena {
   static constexpr uint32_t kNoChunk = UINT32_MAX;
   uint32_t NewChunk(size_t capacity);
   void Release(uint32_t index);
+  // What a compaction would give back of chunk `c` when it is not the current one.
+  static size_t Movable(const Chunk& c) { return c.live < c.used ? c.capacity - c.live : 0; }
 
   uint32_t max_chunks_ = kMaxChunks;
   std::vector<Chunk> chunks_;
@@ -102,6 +108,7 @@ class JoinRowArena {
   uint32_t pending_ = kNoChunk;         // Reserve()'s chunk
   size_t held_bytes_ = 0;
   size_t live_bytes_ = 0;
+  size_t movable_waste_ = 0;  // Movable() summed over the chunks but the current one
 };
 
 // The records a join (interval_join, join) keeps, per key in memory, as Flink's heap keyed

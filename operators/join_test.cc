@@ -919,6 +919,7 @@ TEST(JoinRowArenaTest, RecordsKeepTheirBytesThroughFreesAndCompactions) {
       arena.EndCompaction();
       EXPECT_LE(arena.held_bytes() - arena.live_bytes(), arena.live_bytes() + 2 * edge);
     }
+    ASSERT_LE(arena.movable_waste(), arena.held_bytes() - arena.live_bytes());
     size_t sum = 0;
     for (std::vector<Live>* list : {&soon, &long_lived}) {
       for (const Live& l : *list) sum += l.bytes.size();
@@ -934,6 +935,67 @@ TEST(JoinRowArenaTest, RecordsKeepTheirBytesThroughFreesAndCompactions) {
   }
   EXPECT_EQ(arena.live_bytes(), 0u);
   EXPECT_LE(arena.held_bytes(), edge);
+}
+
+// Wide records whose size bound is far above their encoded size (many integer fields: 11 bytes
+// of bound, 1 written) leave slack no compaction can give back: the end of each chunk they
+// filled, and a large record's own chunk beyond its size. Kept alive while small records come
+// and go oldest first, they never make the arena ask for a compaction (which would move
+// nothing); once most of their chunks' records are freed, it does, and the compaction gives the
+// freed chunks back.
+TEST(JoinRowArenaTest, SlackOfWideRecordsTriggersNoCompaction) {
+  const size_t chunk = JoinRowArena::kChunkBytes;
+  JoinRowArena arena;
+  struct Live {
+    uint32_t ref;
+    size_t size;
+  };
+  std::vector<Live> wide, small;
+  const auto add = [&](std::vector<Live>* list, size_t bound, size_t size) {
+    char* to = arena.Reserve(bound);
+    ASSERT_NE(to, nullptr);
+    std::memset(to, 'w', size);
+    list->push_back({arena.Commit(size), size});
+  };
+  for (int i = 0; i < 350; ++i) add(&wide, 40000, 4000);     // 7 a chunk, 37.5 KiB slack each
+  for (int i = 0; i < 10; ++i) add(&wide, 3 * chunk, chunk + 1);  // chunks of their own
+  // What the trigger counted before: the slack is more than the live bytes and 32 chunks.
+  EXPECT_GT(arena.held_bytes() - arena.live_bytes(), arena.live_bytes());
+  EXPECT_GT(arena.held_bytes() - arena.live_bytes(), 32 * chunk);
+  int compactions = 0;
+  const auto compact_if_asked = [&] {
+    if (!arena.NeedsCompaction()) return;
+    ++compactions;
+    arena.BeginCompaction();
+    for (std::vector<Live>* list : {&wide, &small}) {
+      for (Live& l : *list) l.ref = arena.Move(l.ref, l.size);
+    }
+    arena.EndCompaction();
+  };
+  for (int i = 0; i < 20000; ++i) {
+    add(&small, 300, 200);
+    if (small.size() > 500) {
+      arena.Free(small.front().ref, small.front().size);
+      small.erase(small.begin());
+    }
+    compact_if_asked();
+  }
+  EXPECT_EQ(compactions, 0);
+  // Six of each chunk's seven 4000-byte records go: now those chunks are mostly freed.
+  size_t kept = 0;
+  for (size_t i = 0; i < wide.size(); ++i) {
+    if (i < 350 && i % 7 != 0) {
+      arena.Free(wide[i].ref, wide[i].size);
+    } else {
+      wide[kept++] = wide[i];
+    }
+  }
+  wide.resize(kept);
+  const size_t held = arena.held_bytes();
+  compact_if_asked();
+  EXPECT_EQ(compactions, 1);
+  EXPECT_LT(arena.held_bytes(), held - 40 * chunk);
+  EXPECT_LT(arena.movable_waste(), 2 * chunk);
 }
 
 // A chunk fills to its last byte and the next record starts a new chunk; records of a chunk's
