@@ -303,21 +303,49 @@ absl::Status JoinRowStore::WriteDirty() {
       k.in_backend = false;
       continue;
     }
-    value_.assign(1, static_cast<char>(kRowsFormat));
-    for (const Rows& rows : k.rows) {
-      PutVarint64(rows.size(), &value_);
-      for (const Row& row : rows) {
-        PutFixed64LE(static_cast<uint64_t>(row.ts), &value_);
-        if (flags_) value_.push_back(static_cast<char>(row.flag));
-        PutVarint64(row.size, &value_);
-        value_.append(arena_.data(row.ref), row.size);
-      }
-    }
-    SLUICE_RETURN_IF_ERROR(state_->Put(id_, value_));
+    SLUICE_RETURN_IF_ERROR(state_->Put(id_, EncodeRows(k)));
     k.in_backend = true;
   }
   dirty_.clear();
   return absl::OkStatus();
+}
+
+namespace {
+
+// A varint (as PutVarint64) at `p`; returns its end.
+char* WriteVarint(uint64_t v, char* p) {
+  for (; v >= 0x80; v >>= 7) *p++ = static_cast<char>(v | 0x80);
+  *p++ = static_cast<char>(v);
+  return p;
+}
+
+}  // namespace
+
+absl::string_view JoinRowStore::EncodeRows(const Key& k) {
+  size_t bound = 1;
+  for (const Rows& rows : k.rows) {
+    bound += 10;
+    for (const Row& row : rows) bound += 8 + 1 + 5 + row.size;
+  }
+  if (encoded_capacity_ < bound) {
+    encoded_capacity_ = std::max(bound, 2 * encoded_capacity_);
+    encoded_.reset(new char[encoded_capacity_]);
+  }
+  char* p = encoded_.get();
+  *p++ = static_cast<char>(kRowsFormat);
+  for (const Rows& rows : k.rows) {
+    p = WriteVarint(rows.size(), p);
+    for (const Row& row : rows) {
+      const uint64_t ts = static_cast<uint64_t>(row.ts);
+      for (int b = 0; b < 8; ++b) p[b] = static_cast<char>(ts >> (8 * b));  // PutFixed64LE's
+      p += 8;
+      if (flags_) *p++ = static_cast<char>(row.flag);
+      p = WriteVarint(row.size, p);
+      std::memcpy(p, arena_.data(row.ref), row.size);
+      p += row.size;
+    }
+  }
+  return absl::string_view(encoded_.get(), static_cast<size_t>(p - encoded_.get()));
 }
 
 absl::Status JoinRowStore::Spill(const std::function<absl::Status(const Key&)>& each) {

@@ -334,6 +334,9 @@ class JoinRowStore {
   // The `size` bytes at `p` into the arena as a row of input `side` at `ts` of key `k`.
   absl::Status AddBytes(int side, int64_t ts, bool flag, const char* p, size_t size, Key* k);
   absl::Status Exhausted() const;
+  // Key `k`'s stored value (format 2), sized first and then written in one pass into
+  // encoded_ (valid until the next call).
+  absl::string_view EncodeRows(const Key& k);
 
   JoinOperatorBase* op_ = nullptr;
   state::KeyedStateBackend* state_ = nullptr;
@@ -354,6 +357,8 @@ class JoinRowStore {
   uint32_t chunk_slots_[kChunk];  // JoinBatch(): the chunk's keys' slots, or kNoSlot
   std::string chunk_keys_[kChunk];  // ... and keys
   std::string value_;
+  std::unique_ptr<char[]> encoded_;  // EncodeRows()
+  size_t encoded_capacity_ = 0;
   std::string key_scratch_;
   Record scratch_[2];
 };
