@@ -120,12 +120,15 @@ class JoinTest : public ::testing::Test {
     ASSERT_OK(op_->Open(Context(), &out_));
   }
 
-  void Push(int side, int64_t k, int64_t ts, const std::string& v) {
+  static Record MakeRecord(int64_t k, int64_t ts, const std::string& v) {
     Record r(3);
     r.SetInt(0, k);
     r.SetInt(1, ts);
     r.SetString(2, v);
-    ASSERT_OK(op_->ProcessInput(side, r));
+    return r;
+  }
+  void Push(int side, int64_t k, int64_t ts, const std::string& v) {
+    ASSERT_OK(op_->ProcessInput(side, MakeRecord(k, ts, v)));
   }
   void Watermark(int64_t wm) {
     ASSERT_OK(timers_->AdvanceWatermark(wm, op_.get()));
@@ -711,13 +714,7 @@ TEST_F(JoinTest, UniqueSideKeepsTheOtherSideOnlyUntilItsRecordComes) {
   Push(1, 1, 110, "r110");  // joins a (the upper edge), not kept
   Push(1, 1, 111, "r111");  // joins nothing, not kept
   EXPECT_EQ(KeptRows(1), std::make_pair(1u, 0u));
-  EXPECT_THAT(op_->ProcessInput(0, [] {
-    Record r(3);
-    r.SetInt(0, 1);
-    r.SetInt(1, 105);
-    r.SetString(2, "second");
-    return r;
-  }()),
+  EXPECT_THAT(op_->ProcessInput(0, MakeRecord(1, 105, "second")),
               StatusIs(absl::StatusCode::kFailedPrecondition,
                        HasSubstr("interval_join 'j': a second record of key {\"k\":1} on the left input, declared 'unique'")));
   Watermark(111);  // a (cleanup 111) goes
@@ -735,13 +732,7 @@ TEST_F(JoinTest, UniqueSideKeepsTheOtherSideOnlyUntilItsRecordComes) {
   Push(1, 2, 2, "auction");  // joins l1, which goes
   Push(0, 2, 3, "l3");       // joins the auction, not kept
   EXPECT_EQ(JoinRows(2), std::make_pair(0u, 1u));
-  EXPECT_THAT(op_->ProcessInput(1, [] {
-    Record r(3);
-    r.SetInt(0, 2);
-    r.SetInt(1, 4);
-    r.SetString(2, "again");
-    return r;
-  }()),
+  EXPECT_THAT(op_->ProcessInput(1, MakeRecord(2, 4, "again")),
               StatusIs(absl::StatusCode::kFailedPrecondition,
                        HasSubstr("join 'j': a second record of key {\"k\":2} on the right input")));
   EXPECT_THAT(out_.lines, UnorderedElementsAreArray({Row(2, 1, "l1", 2, 2, "auction"),
