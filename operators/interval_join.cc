@@ -21,7 +21,9 @@ namespace {
 //   a right record at t: until the watermark exceeds t - lower  (cleanup time t - lower + 1).
 // A record with ts < watermark is late: dropped and counted, as Flink. Joined rows are emitted
 // as the second record of a pair arrives; their event time is max(left.ts, right.ts), never
-// behind the watermark they are emitted under.
+// behind the watermark they are emitted under. With `unique: left|right` (join_options.h) a
+// record of the other input is kept only while its key's unique record has not come.
+// Otherwise the join keeps what Flink's keeps: every record until its cleanup time.
 //
 // Kept records live in memory (a JoinRowStore, join_rows.h: per key and side encoded records
 // sorted by event time), with one pending cleanup time per key in a min-heap: the watermark
@@ -92,6 +94,8 @@ class IntervalJoinOperator final : public JoinOperatorBase {
       SLUICE_ASSIGN_OR_RETURN(slot, store_.SlotOfEvaluated([this](uint32_t s) { ScheduleEarliest(s); }));
     }
     JoinRowStore::Key& ks = store_.key(slot);
+    const int unique = options_->unique;
+    if (side == unique && !ks.rows[side].empty()) return UniqueViolated(side, r);
     // The other side's times that match: right in [ts + lower, ts + upper] for a left record,
     // left in [ts - upper, ts - lower] for a right one.
     const int other = 1 - side;
@@ -104,6 +108,14 @@ class IntervalJoinOperator final : public JoinOperatorBase {
       const char* pos = store_.Data(*ref);
       SLUICE_RETURN_IF_ERROR(DecodeOne(other, &pos, pos + ref->size, &scratch_[other]));
       SLUICE_RETURN_IF_ERROR(side == 0 ? EmitJoined(&r, &scratch_[other]) : EmitJoined(&scratch_[other], &r));
+    }
+    if (unique >= 0) {
+      // The key's one unique record is the only one that could ever match the other side's.
+      if (side == unique) {
+        store_.DropFront(slot, other, o.size());
+      } else if (!ks.rows[unique].empty()) {
+        return absl::OkStatus();  // joined it: nothing else can match `r`
+      }
     }
     SLUICE_RETURN_IF_ERROR(store_.Append(slot, side, ts, false, options_->sides.input[side], r));
     const int64_t cleanup = CleanupTime(side, ts);

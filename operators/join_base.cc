@@ -58,6 +58,17 @@ absl::StatusOr<int> JoinOperatorBase::KeyGroupOf(absl::string_view key) {
   return EvaluatedKeyGroup();
 }
 
+absl::Status JoinOperatorBase::UniqueViolated(int side, const Record& r) {
+  EvalKey(side, r);
+  std::string key;
+  AppendRecordJson(key_schema_, key_record_, &key);
+  return absl::FailedPreconditionError(
+      absl::StrCat(ctx_.spec != nullptr ? ctx_.spec->type : "join", " '",
+                   ctx_.spec != nullptr ? ctx_.spec->id : "", "': a second record of key ", key,
+                   " on the ", side == 0 ? "left" : "right",
+                   " input, declared 'unique' (at most one record per key)"));
+}
+
 void JoinOperatorBase::FillSide(int side, const Record* r) {
   const Schema& schema = sides_->input[side];
   const size_t base = offset_[side];

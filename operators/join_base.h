@@ -90,6 +90,10 @@ class JoinOperatorBase : public TwoInputOperator {
   absl::Status RestoreWatermark(const OperatorContext& ctx);
   void SnapshotWatermark(std::vector<std::string>* entries) const;
 
+  // A record `r` of input `side`, declared `unique` (at most one record per key), came while
+  // another record of its key is kept: kFailedPrecondition naming the key.
+  absl::Status UniqueViolated(int side, const Record& r);
+
   void CountLate() {
     ++late_dropped_;
     if (ctx_.late_records_dropped != nullptr) ctx_.late_records_dropped->Add();

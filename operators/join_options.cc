@@ -167,6 +167,18 @@ absl::StatusOr<int64_t> GetSignedDuration(const plan::ParseContext& ctx, const Y
   return negative ? -*d : *d;
 }
 
+// `unique: left|right` (absent: -1).
+absl::StatusOr<int> GetUniqueSide(const plan::ParseContext& ctx, const YAML::Node& c) {
+  YAML::Node n = c["unique"];
+  if (!n) return -1;
+  const std::string side = n.IsScalar() ? n.Scalar() : "";
+  for (int i = 0; i < 2; ++i) {
+    if (side == kSideName[i]) return i;
+  }
+  return ctx.At(n, absl::StrCat("'unique' names the input with at most one record per key: left "
+                                "or right; got '", side, "'"));
+}
+
 absl::StatusOr<IntervalJoinOptions> ParseInterval(const YAML::Node& c, const plan::ParseContext& ctx) {
   IntervalJoinOptions o;
   SLUICE_RETURN_IF_ERROR(ParseSides(c, ctx, /*timed=*/true, {Kind::kInner}, &o.sides));
@@ -176,6 +188,7 @@ absl::StatusOr<IntervalJoinOptions> ParseInterval(const YAML::Node& c, const pla
   SLUICE_ASSIGN_OR_RETURN(bool upper_exclusive, plan::GetBool(ctx.errors(), c, "upper_exclusive", false));
   if (lower_exclusive) ++o.lower_ms;  // as Flink: strict bounds are the next millisecond
   if (upper_exclusive) --o.upper_ms;
+  SLUICE_ASSIGN_OR_RETURN(o.unique, GetUniqueSide(ctx, c));
   if (o.lower_ms > o.upper_ms) {
     return ctx.At(c["lower"], absl::StrCat("interval_join: the interval [lower, upper] is empty (",
                                            o.lower_ms, " ms > ", o.upper_ms,
@@ -189,6 +202,7 @@ absl::StatusOr<RegularJoinOptions> ParseRegular(const YAML::Node& c, const plan:
   SLUICE_RETURN_IF_ERROR(ParseSides(c, ctx, /*timed=*/false, {Kind::kInner, Kind::kLeft}, &o.sides));
   SLUICE_ASSIGN_OR_RETURN(o.ttl_ms, plan::GetDuration(ctx.errors(), c, "ttl", 0));
   if (o.ttl_ms > kMaxBoundMs) return ctx.At(c["ttl"], "'ttl' is too large");
+  SLUICE_ASSIGN_OR_RETURN(o.unique, GetUniqueSide(ctx, c));
   if (o.sides.kind == Kind::kLeft && o.ttl_ms <= 0) {
     return ctx.At(c["ttl"] ? c["ttl"] : c,
                   "join with kind: left needs a 'ttl': a left row without a match is emitted "
@@ -238,13 +252,13 @@ plan::OperatorTraits JoinTraits(const char* name, std::vector<std::string> keys)
 std::unique_ptr<plan::OperatorType> MakeIntervalJoinType() {
   return std::make_unique<plan::TypedOperatorType<IntervalJoinOptions>>(
       JoinTraits("interval_join", {"lower", "upper", "lower_exclusive", "upper_exclusive", "time",
-                                   "left_time", "right_time"}),
+                                   "left_time", "right_time", "unique"}),
       &ParseInterval, &Infer<IntervalJoinOptions>);
 }
 
 std::unique_ptr<plan::OperatorType> MakeRegularJoinType() {
   return std::make_unique<plan::TypedOperatorType<RegularJoinOptions>>(
-      JoinTraits("join", {"ttl"}), &ParseRegular, &Infer<RegularJoinOptions>);
+      JoinTraits("join", {"ttl", "unique"}), &ParseRegular, &Infer<RegularJoinOptions>);
 }
 
 std::unique_ptr<plan::OperatorType> MakeWindowJoinType() {

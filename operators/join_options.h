@@ -39,17 +39,28 @@ struct JoinSides {
 // `interval_join`: a left record joins every right record of its key with
 //   left.ts + lower <= right.ts <= left.ts + upper
 // (`lower_exclusive` / `upper_exclusive` make a bound strict). Inner only, as Flink's.
+//
+// `unique: left` (or `right`), here and in `join`: that input has at most one record per key (a
+// primary key, as Flink's PRIMARY KEY NOT ENFORCED; e.g. Nexmark's auctions by id). Then a
+// record of the other input that comes while its key's unique record is kept joins it and is
+// not kept itself (nothing else can match it), and the other input's records kept before it
+// are dropped once they have joined it. A second unique record of a key while the first is
+// kept fails the job (kFailedPrecondition); one that comes after the first was dropped misses
+// the other input's records that joined the first (the declaration was false).
 struct IntervalJoinOptions final : plan::OptionsOf<IntervalJoinOptions> {
   JoinSides sides;
   int64_t lower_ms = 0;  // inclusive (exclusive bounds already moved by 1 ms)
   int64_t upper_ms = 0;  // inclusive; lower_ms <= upper_ms
+  int unique = -1;       // the input declared `unique` (0 left, 1 right), or -1
 };
 
 // `join`: regular (unbounded) join; both sides kept per key for `ttl` (processing time; 0:
-// forever, inner joins only).
+// forever, inner joins only). `unique` as for interval_join (a unique record kept beyond its
+// ttl no longer counts).
 struct RegularJoinOptions final : plan::OptionsOf<RegularJoinOptions> {
   JoinSides sides;  // kInner or kLeft
   int64_t ttl_ms = 0;
+  int unique = -1;  // the input declared `unique` (0 left, 1 right), or -1
 };
 
 // `window_join`: both inputs windowed by the same tumbling or hopping window on event time,

@@ -70,7 +70,10 @@ char* JoinRowArena::Reserve(size_t bound) {
   }
   // A record starts below kChunkBytes (so its offset fits in the reference).
   if (current_ == kNoChunk || chunks_[current_].capacity - chunks_[current_].used <= bound) {
-    current_ = NewChunk(kChunkBytes);  // the old one is released when its last record is freed
+    // The old one is released when its last record is freed; from now on it counts as waste
+    // as far as it is freed.
+    if (current_ != kNoChunk) movable_waste_ += Movable(chunks_[current_]);
+    current_ = NewChunk(kChunkBytes);
     if (current_ == kNoChunk) {
       pending_ = kNoChunk;
       return nullptr;
@@ -93,8 +96,10 @@ uint32_t JoinRowArena::Commit(size_t size) {
 void JoinRowArena::Free(uint32_t ref, size_t size) {
   const uint32_t index = ref >> kOffsetBits;
   Chunk& c = chunks_[index];
+  const size_t movable = index == current_ ? 0 : Movable(c);
   c.live -= static_cast<uint32_t>(size);
   live_bytes_ -= size;
+  if (index != current_) movable_waste_ += (c.live != 0 ? Movable(c) : 0) - movable;
   if (c.live != 0) return;
   if (index == current_) {
     c.used = 0;  // written again from the start
@@ -111,6 +116,7 @@ void JoinRowArena::Clear() {
   pending_ = kNoChunk;
   held_bytes_ = 0;
   live_bytes_ = 0;
+  movable_waste_ = 0;
 }
 
 void JoinRowArena::BeginCompaction() {
@@ -252,6 +258,14 @@ void JoinRowStore::DropFront(uint32_t slot, int side, size_t n) {
   MarkDirty(slot);
 }
 
+void JoinRowStore::DropFrom(uint32_t slot, int side, size_t first) {
+  Rows& rows = keys_[slot].rows[side];
+  if (first >= rows.size()) return;
+  for (size_t i = first; i < rows.size(); ++i) arena_.Free(rows[i].ref, rows[i].size);
+  rows.erase(rows.begin() + first, rows.end());
+  MarkDirty(slot);
+}
+
 absl::StatusOr<bool> JoinRowStore::Release(uint32_t slot) {
   Key& k = keys_[slot];
   const bool kept = !k.empty();
@@ -289,21 +303,49 @@ absl::Status JoinRowStore::WriteDirty() {
       k.in_backend = false;
       continue;
     }
-    value_.assign(1, static_cast<char>(kRowsFormat));
-    for (const Rows& rows : k.rows) {
-      PutVarint64(rows.size(), &value_);
-      for (const Row& row : rows) {
-        PutFixed64LE(static_cast<uint64_t>(row.ts), &value_);
-        if (flags_) value_.push_back(static_cast<char>(row.flag));
-        PutVarint64(row.size, &value_);
-        value_.append(arena_.data(row.ref), row.size);
-      }
-    }
-    SLUICE_RETURN_IF_ERROR(state_->Put(id_, value_));
+    SLUICE_RETURN_IF_ERROR(state_->Put(id_, EncodeRows(k)));
     k.in_backend = true;
   }
   dirty_.clear();
   return absl::OkStatus();
+}
+
+namespace {
+
+// A varint (as PutVarint64) at `p`; returns its end.
+char* WriteVarint(uint64_t v, char* p) {
+  for (; v >= 0x80; v >>= 7) *p++ = static_cast<char>(v | 0x80);
+  *p++ = static_cast<char>(v);
+  return p;
+}
+
+}  // namespace
+
+absl::string_view JoinRowStore::EncodeRows(const Key& k) {
+  size_t bound = 1;
+  for (const Rows& rows : k.rows) {
+    bound += 10;
+    for (const Row& row : rows) bound += 8 + 1 + 5 + row.size;
+  }
+  if (encoded_capacity_ < bound) {
+    encoded_capacity_ = std::max(bound, 2 * encoded_capacity_);
+    encoded_.reset(new char[encoded_capacity_]);
+  }
+  char* p = encoded_.get();
+  *p++ = static_cast<char>(kRowsFormat);
+  for (const Rows& rows : k.rows) {
+    p = WriteVarint(rows.size(), p);
+    for (const Row& row : rows) {
+      const uint64_t ts = static_cast<uint64_t>(row.ts);
+      for (int b = 0; b < 8; ++b) p[b] = static_cast<char>(ts >> (8 * b));  // PutFixed64LE's
+      p += 8;
+      if (flags_) *p++ = static_cast<char>(row.flag);
+      p = WriteVarint(row.size, p);
+      std::memcpy(p, arena_.data(row.ref), row.size);
+      p += row.size;
+    }
+  }
+  return absl::string_view(encoded_.get(), static_cast<size_t>(p - encoded_.get()));
 }
 
 absl::Status JoinRowStore::Spill(const std::function<absl::Status(const Key&)>& each) {

@@ -66,14 +66,18 @@ class JoinRowArena {
   // Half of the chunk indexes are in use: the store must let go of its records (a spill).
   bool NearlyFull() const { return chunks_.size() - free_indexes_.size() > max_chunks_ / 2; }
 
-  // Compaction: NeedsCompaction() when the held chunks' freed bytes exceed both the live bytes
-  // and 32 chunks. BeginCompaction() marks the partly freed chunks (not the current one); then
-  // Move() gives every live record's new reference (copied out of a marked chunk, or the same);
+  // Compaction: NeedsCompaction() when the memory a compaction would give back (the partly
+  // freed chunks' but the current one's, movable_waste()) exceeds both the live bytes and 32
+  // chunks. Slack it cannot give back does not count: the unwritten end of a chunk whose
+  // records all live, or of a large record's chunk (its bound beyond its size), so wide
+  // records whose size bound is far above their size never trigger compactions that move
+  // nothing. BeginCompaction() marks the partly freed chunks (not the current one); then Move()
+  // gives every live record's new reference (copied out of a marked chunk, or the same);
   // EndCompaction() after all were moved (the marked chunks are then free).
   bool NeedsCompaction() const {
-    const size_t waste = held_bytes_ - live_bytes_;
-    return waste > live_bytes_ && waste > 32 * kChunkBytes;
+    return movable_waste_ > live_bytes_ && movable_waste_ > 32 * kChunkBytes;
   }
+  size_t movable_waste() const { return movable_waste_; }
   void BeginCompaction();
   uint32_t Move(uint32_t ref, size_t size);
   void EndCompaction();
@@ -93,6 +97,8 @@ class JoinRowArena {
   static constexpr uint32_t kNoChunk = UINT32_MAX;
   uint32_t NewChunk(size_t capacity);
   void Release(uint32_t index);
+  // What a compaction would give back of chunk `c` when it is not the current one.
+  static size_t Movable(const Chunk& c) { return c.live < c.used ? c.capacity - c.live : 0; }
 
   uint32_t max_chunks_ = kMaxChunks;
   std::vector<Chunk> chunks_;
@@ -102,6 +108,7 @@ class JoinRowArena {
   uint32_t pending_ = kNoChunk;         // Reserve()'s chunk
   size_t held_bytes_ = 0;
   size_t live_bytes_ = 0;
+  size_t movable_waste_ = 0;  // Movable() summed over the chunks but the current one
 };
 
 // The records a join (interval_join, join) keeps, per key in memory, as Flink's heap keyed
@@ -215,6 +222,8 @@ class JoinRowStore {
   const char* Data(const Row& row) const { return arena_.data(row.ref); }
   // Drops the first `n` rows of input `side` of key `slot`, marking it dirty.
   void DropFront(uint32_t slot, int side, size_t n);
+  // Drops the rows of input `side` of key `slot` from the `first`-th on, marking it dirty.
+  void DropFrom(uint32_t slot, int side, size_t first);
   // After rows were dropped: an empty key is deleted from the backend and forgotten (returns
   // false); otherwise returns true. Either way the arena is compacted when mostly freed (rows'
   // references change; slots and keys stay).
@@ -325,6 +334,9 @@ class JoinRowStore {
   // The `size` bytes at `p` into the arena as a row of input `side` at `ts` of key `k`.
   absl::Status AddBytes(int side, int64_t ts, bool flag, const char* p, size_t size, Key* k);
   absl::Status Exhausted() const;
+  // Key `k`'s stored value (format 2), sized first and then written in one pass into
+  // encoded_ (valid until the next call).
+  absl::string_view EncodeRows(const Key& k);
 
   JoinOperatorBase* op_ = nullptr;
   state::KeyedStateBackend* state_ = nullptr;
@@ -345,6 +357,8 @@ class JoinRowStore {
   uint32_t chunk_slots_[kChunk];  // JoinBatch(): the chunk's keys' slots, or kNoSlot
   std::string chunk_keys_[kChunk];  // ... and keys
   std::string value_;
+  std::unique_ptr<char[]> encoded_;  // EncodeRows()
+  size_t encoded_capacity_ = 0;
   std::string key_scratch_;
   Record scratch_[2];
 };

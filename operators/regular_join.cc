@@ -14,7 +14,9 @@ namespace {
 // join (Flink's regular streaming join, without retractions): per key, every record of each
 // input is kept, and each new record is joined with every kept record of the other input.
 // Rows are kept `ttl` of processing time after they arrived (state TTL, OnCreateAndWrite: a
-// match does not extend it), forever without a ttl.
+// match does not extend it), forever without a ttl. With `unique: left|right`
+// (join_options.h) a record of the other input is kept only while its key's unique record has
+// not come (or has expired).
 //
 // kind: left, retraction-free: a left row is emitted joined with each right row as matches
 // come (never padded first and retracted later, as Flink's left join does); a left row that
@@ -123,10 +125,13 @@ class RegularJoinOperator final : public JoinOperatorBase {
     const int64_t now = timers_->CurrentProcessingTime();
     const int other = 1 - side;
     JoinRowStore::Key& k = store_.key(slot);
+    const int unique = options_->unique;
+    if (side == unique && !k.rows[side].empty()) return UniqueViolated(side, r);
     JoinRowStore::Rows& rows = k.rows[other];
     const bool mark = other == 0 && left_outer_;
     size_t i = 0;  // arrival order: the expired rows (their timer is about to drop them) first
     while (i < rows.size() && Expired(rows[i].ts, now)) ++i;
+    const size_t first_match = i;
     const bool matched = i < rows.size();
     for (; i < rows.size(); ++i) {
       const char* pos = store_.Data(rows[i]);
@@ -134,10 +139,27 @@ class RegularJoinOperator final : public JoinOperatorBase {
       SLUICE_RETURN_IF_ERROR(side == 0 ? EmitJoined(&r, &scratch_[other]) : EmitJoined(&scratch_[other], &r));
       if (mark) rows[i].flag = 1;  // the key is dirty: the row appended below marks it
     }
+    if (unique >= 0) {
+      // The key's one unique record is the only one that could ever match the other side's:
+      // those it matched go (matched, so never padded); expired ones are left to their timer.
+      if (side == unique) {
+        store_.DropFrom(slot, other, first_match);
+      } else if (matched) {
+        if (mark) store_.MarkDirty(slot);  // the unique left row's flag changed
+        return absl::OkStatus();  // joined the unique record: nothing else can match `r`
+      }
+    }
     SLUICE_RETURN_IF_ERROR(store_.Append(slot, side, now, matched, options_->sides.input[side], r));
     if (options_->ttl_ms > 0 && k.scheduled == JoinRowStore::kNever) {
       state_->SetCurrentKey(k.key, k.key_group);
       k.scheduled = now + options_->ttl_ms;
+      SLUICE_RETURN_IF_ERROR(timers_->RegisterProcessingTimeTimer(k.scheduled));
+    } else if (options_->ttl_ms > 0 && side == unique && NextExpiry(k) != k.scheduled) {
+      // The oldest rows went (matched the unique record): a key read back later expects a
+      // timer at its oldest row's expiry (Loaded), so one is registered there; the one pending
+      // finds nothing due.
+      state_->SetCurrentKey(k.key, k.key_group);
+      k.scheduled = NextExpiry(k);
       SLUICE_RETURN_IF_ERROR(timers_->RegisterProcessingTimeTimer(k.scheduled));
     }
     if (store_.OverBudget()) return store_.Spill(nullptr);  // the keys' timers stay
