@@ -363,6 +363,90 @@ TEST_F(WindowTest, IntKeyPanesGiveTheRowsOfPanesByKeyBytes) {
   }
 }
 
+// A session key of one integer field whose one open session has not fired is kept flat in its
+// index slot, and batches (ProcessBatch) prefetch the slots of keys ahead; every other case
+// makes the key a node first. The rows, their order and the late counts equal those of the
+// general path (keys by record bytes, a record at a time): sessions extended later and
+// earlier, a second open session, a record bridging two sessions, a late record within the
+// lateness merging into a fired session (a refire), drops, keys at the int64 limits, 0 and
+// negative, and a checkpoint restored midway into either layout.
+TEST_F(WindowTest, FlatSessionKeysGiveTheRowsOfTheGeneralPath) {
+  constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  const std::vector<int64_t> keys = {kMin, kMax, 0, -1, 5, kMin + 1, kMax - 1};
+  const char* options = R"y(    session: 10ms
+    time_field: ts
+    allowed_lateness: 20ms
+    aggregates: [{fn: count, as: n}, {fn: sum, field: amount}, {fn: min, field: amount}, {fn: max, field: price}])y";
+  // Record times (the same for every key, keys interleaved), watermarks (-1: none) and a
+  // checkpoint (restored at once) after some steps.
+  struct Step {
+    std::vector<int64_t> ts;
+    int64_t watermark = -1;
+    bool checkpoint = false;
+  };
+  const std::vector<Step> steps = {
+      {{0, 5}, -1, false},     // [0,15): extended later in place
+      {{-3}, -1, false},       // [-3,15): earlier
+      {{40}, 3, false},        // a second open session [40,50)
+      {{}, 20, true},          // [-3,15) fires; kept for its lateness; checkpoint
+      {{22}, -1, false},       // [22,32): a third one
+      {{31}, -1, false},       // [31,41) bridges [22,32) and [40,50): [22,50)
+      {{10}, -1, false},       // late, within the lateness: [-3,20) fires again
+      {{60, 61}, 30, true},    // a new session; checkpoint
+      {{-20}, 34, false},      // late beyond the lateness: dropped; [-3,20) cleaned up
+      {{62, 100}, 80, false},  // [60,72) fires; [100,110) open at the end
+  };
+  auto run = [&](bool int_keys, bool int_after, bool batches, std::vector<std::string>* rows) -> absl::Status {
+    SetWindowIntKeyPanesForTest(int_keys);
+    KeyedSubtask* s = &Start(options);
+    bool flat = int_keys;
+    for (const Step& step : steps) {
+      std::vector<Record> batch;
+      for (int64_t ts : step.ts) {
+        for (size_t k = 0; k < keys.size(); ++k) batch.push_back(Input(keys[k], ts, static_cast<int64_t>(k) - 3));
+      }
+      if (batches) {
+        EXPECT_EQ(s->op()->PrefersBatches(), flat);
+        for (size_t i = 0; i < batch.size(); i += 5) {
+          SLUICE_RETURN_IF_ERROR(s->op()->ProcessBatch(0, batch.data() + i, std::min<size_t>(5, batch.size() - i)));
+        }
+      } else {
+        for (const Record& r : batch) SLUICE_RETURN_IF_ERROR(s->op()->Process(r));
+      }
+      if (step.watermark >= 0) SLUICE_RETURN_IF_ERROR(s->Watermark(step.watermark));
+      if (step.checkpoint) {
+        rows->insert(rows->end(), s->out().rows.begin(), s->out().rows.end());
+        SLUICE_ASSIGN_OR_RETURN(Checkpoint c, TakeCheckpoint(*s, 1));
+        SetWindowIntKeyPanesForTest(int_after);
+        SLUICE_ASSIGN_OR_RETURN(s, Restore(c, 0, 1));
+        flat = int_after;
+      }
+    }
+    SLUICE_RETURN_IF_ERROR(s->Watermark(kMaxWatermark));
+    SetWindowIntKeyPanesForTest(true);
+    rows->insert(rows->end(), s->out().rows.begin(), s->out().rows.end());
+    rows->push_back(absl::StrCat("late ", s->late_dropped()));
+    return absl::OkStatus();
+  };
+  std::vector<std::string> general;
+  ASSERT_OK(run(false, false, false, &general));
+  EXPECT_GT(general.size(), keys.size() * 4);
+  EXPECT_EQ(general.back(), absl::StrCat("late ", keys.size()));
+  // The late record merged into the fired session: a new session of the merged window.
+  EXPECT_THAT(general, ::testing::Contains(
+                           R"({"user":0,"window_start":-3,"window_end":20,"n":4,"sum_amount":-4,"min_amount":-1,"max_price":-0.5,"update":false})"));
+  const uint64_t made = WindowIntKeyPanesMadeForTest();
+  for (const auto& [int_first, int_after] : {std::pair{true, true}, std::pair{true, false}, std::pair{false, true}}) {
+    for (bool batches : {true, false}) {
+      std::vector<std::string> got;
+      ASSERT_OK(run(int_first, int_after, batches, &got));
+      EXPECT_EQ(got, general) << int_first << int_after << batches;
+    }
+  }
+  EXPECT_GT(WindowIntKeyPanesMadeForTest(), made);
+}
+
 // Session keys of one integer field are indexed by value; the index counts in the memory
 // budget: with a budget that holds a few hundred keys' sessions, the keys beyond it go to the
 // backend (written at once, before any checkpoint), and fewer integer keys stay in memory than
