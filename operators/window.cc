@@ -1360,15 +1360,18 @@ class WindowOperator final : public Operator {
   // group, key, window.
   struct SessionFireItem {
     int64_t at;
-    KeySessions* ks;
-    uint32_t index;  // in ks->sessions
-    bool fire;       // its final firing (at end - 1)
-    bool cleanup;    // its cleanup (at end - 1 + lateness)
+    KeySessions* ks;         // null: a flat key's session (fired and cleaned up at once)
+    int kg;                  // the key's key group
+    const std::string* key;  // the key's record bytes
+    int64_t flat_key;        // ks null: the key's value
+    uint32_t index;          // in ks->sessions
+    bool fire;               // its final firing (at end - 1)
+    bool cleanup;            // its cleanup (at end - 1 + lateness)
     static bool Before(const SessionFireItem& a, const SessionFireItem& b) {
       if (a.at != b.at) return a.at < b.at;
-      if (a.ks != b.ks) {
-        if (a.ks->kg != b.ks->kg) return a.ks->kg < b.ks->kg;
-        return *a.ks->key < *b.ks->key;
+      if (a.key != b.key) {
+        if (a.kg != b.kg) return a.kg < b.kg;
+        return *a.key < *b.key;
       }
       return a.index < b.index;
     }
@@ -1434,10 +1437,11 @@ class WindowOperator final : public Operator {
   // at it: a record that extends the session touches one slot. The session's other header
   // words are implied (emitted 0, final_fired 0, dirty 1, next_early kNoEarly) and its state
   // window is [state start, state start + gap) (a record's window). Anything else (a second
-  // session, a merge, a late record, firing, a timer) makes the key a node first
-  // (PromoteFlatKey), which the general path then handles; nodes stay nodes. A flat key's
+  // session, a merge, a late record, a firing with lateness, a timer) makes the key a node
+  // first (PromoteFlatKey), which the general path then handles; nodes stay nodes. A flat key's
   // firing is a due_ entry by its value (DueEntry::ks null), queued once at its first end - 1:
-  // the sweep makes it a node when its end - 1 is due, else queues it again at its end - 1.
+  // the sweep fires it when its end - 1 is due (without lateness: from its slot, in the order of
+  // the nodes' firings, and drops it; else as a node), else queues it again at its end - 1.
   enum : int64_t { kFlatKey = 1, kFlatDirty = 2, kFlatInBackend = 4, kFlatQueued = 8 };  // meta bits
   enum : size_t { kFlatStart = 1, kFlatEnd = 2, kFlatStateStart = 3, kFlatRecords = 4, kFlatValues = 5 };
 
@@ -1518,8 +1522,9 @@ class WindowOperator final : public Operator {
     return ks;
   }
   // due_'s entry of flat key `key` at `at`, popped by watermark `wm`: a stale one (the key is
-  // gone, a node, or not queued) is dropped; a due key is made a node (queued, so the sweep
-  // pops it next); else it is queued again at its end - 1.
+  // gone, a node, or not queued) is dropped; a due key without lateness goes to fire_items_
+  // (FireFlatKey), one with lateness is made a node (queued, so the sweep pops it next); else
+  // it is queued again at its end - 1.
   absl::Status FlatKeyDue(int64_t key, int64_t wm) {
     int64_t* slot = session_index_.Find(key);
     if (slot == nullptr || (slot[0] & kFlatKey) == 0 || (slot[0] & kFlatQueued) == 0) return absl::OkStatus();
@@ -1527,9 +1532,31 @@ class WindowOperator final : public Operator {
       QueueFlat(key, slot[kFlatEnd] - 1);
       return absl::OkStatus();
     }
-    IntKeyBytes(key, &scratch_);
-    SLUICE_RETURN_IF_ERROR(SetStoredKey(scratch_));
-    PromoteFlatKey(slot);
+    slot[0] &= ~kFlatQueued;
+    flat_fire_keys_.emplace_back();
+    IntKeyBytes(key, &flat_fire_keys_.back());
+    SLUICE_RETURN_IF_ERROR(SetStoredKey(flat_fire_keys_.back()));
+    if (CleanupTime(TimeWindow{slot[kFlatStart], slot[kFlatEnd]}) == slot[kFlatEnd] - 1) {
+      // No lateness: fired and gone at once, from its slot (FireFlatKey), in timer order.
+      fire_items_.push_back({slot[kFlatEnd] - 1, nullptr, key_.key_group(), &flat_fire_keys_.back(), key, 0, true, true});
+      return absl::OkStatus();
+    }
+    PromoteFlatKey(slot);  // it stays for its lateness after firing: a node
+    return absl::OkStatus();
+  }
+  // A flat key's session fired (its row) and dropped, with the key (FireSessionItems).
+  absl::Status FireFlatKey(const SessionFireItem& item) {
+    const int64_t* slot = session_index_.Find(item.flat_key);  // a flat key leaves only here
+    SetWindow(TimeWindow{slot[kFlatStateStart], slot[kFlatStateStart] + o_->windows.gap_ms}, item.kg, *item.key);
+    FlatPaneWords(slot, &flat_pane_);
+    PaneToAcc(flat_pane_, &acc_);
+    SLUICE_RETURN_IF_ERROR(EmitRow(TimeWindow{slot[kFlatStart], slot[kFlatEnd]}));
+    if ((slot[0] & kFlatInBackend) != 0) {
+      state_->SetCurrentKey(*item.key, item.kg);
+      SLUICE_RETURN_IF_ERROR(state_->Delete(key_sessions_id_));
+    }
+    session_index_.Erase(item.flat_key);
+    pane_bytes_ -= session_index_.BytesPerKey();
     return absl::OkStatus();
   }
   bool InMemory(const KeySessions* ks) const { return ks != &spilled_; }
@@ -1750,6 +1777,8 @@ class WindowOperator final : public Operator {
   // timers (time, key group, key, window).
   absl::Status FireDueSessions(int64_t wm) {
     due_keys_.clear();
+    fire_items_.clear();
+    flat_fire_keys_.clear();
     while (!due_.empty() && due_.front().at <= wm) {
       std::pop_heap(due_.begin(), due_.end(), DueEntry::Later);
       const DueEntry e = due_.back();
@@ -1767,8 +1796,7 @@ class WindowOperator final : public Operator {
         DropKeySessions(ks);
       }
     }
-    if (due_keys_.empty()) return absl::OkStatus();
-    fire_items_.clear();
+    if (due_keys_.empty() && fire_items_.empty()) return absl::OkStatus();
     for (KeySessions* ks : due_keys_) AddSessionFireItems(ks, wm);
     SLUICE_RETURN_IF_ERROR(FireSessionItems());
     for (KeySessions* ks : due_keys_) {
@@ -1787,9 +1815,11 @@ class WindowOperator final : public Operator {
       const int64_t max = s.w.max_timestamp();
       const int64_t cleanup = o_->event_time ? CleanupTime(s.w) : max;
       const bool fired = s.pane.words[slot_[kFinalFired]] != 0;
-      if (!fired && max <= up_to) fire_items_.push_back({max, ks, static_cast<uint32_t>(i), true, cleanup == max});
+      if (!fired && max <= up_to) {
+        fire_items_.push_back({max, ks, ks->kg, ks->key, 0, static_cast<uint32_t>(i), true, cleanup == max});
+      }
       if ((fired || cleanup != max) && cleanup <= up_to) {
-        fire_items_.push_back({cleanup, ks, static_cast<uint32_t>(i), false, true});
+        fire_items_.push_back({cleanup, ks, ks->kg, ks->key, 0, static_cast<uint32_t>(i), false, true});
       }
     }
   }
@@ -1798,6 +1828,10 @@ class WindowOperator final : public Operator {
   absl::Status FireSessionItems() {
     std::sort(fire_items_.begin(), fire_items_.end(), SessionFireItem::Before);
     for (const SessionFireItem& item : fire_items_) {
+      if (item.ks == nullptr) {
+        SLUICE_RETURN_IF_ERROR(FireFlatKey(item));
+        continue;
+      }
       KeySessions* ks = item.ks;
       Session& s = ks->sessions[item.index];
       SetWindow(s.state_w, ks->kg, *ks->key);
@@ -2194,6 +2228,7 @@ class WindowOperator final : public Operator {
   bool flat_sessions_ = false;  // keys may be flat (see ProcessFlatSession)
   int key_field_ = -1;          // flat_sessions_: the key's field when the key is one (else -1)
   std::string flat_key_;        // a flat key's record bytes (WriteKeySessions)
+  std::deque<std::string> flat_fire_keys_;  // FireDueSessions: the firing flat keys' bytes
   Pane flat_pane_;              // a flat key's pane (EncodeFlatKey)
   KeySessions spilled_;
   std::string spilled_key_;
