@@ -117,9 +117,10 @@ FieldType Stored(FieldType t) { return t == FieldType::kTimestamp ? FieldType::k
 //   per key at their next firing. Early firings (emit_every): processing-time timers under the
 //   key. A key of one integer field whose one open session has not fired is kept flat in its
 //   slot of the index by value instead of an entry (ProcessFlatSession: event time, aggregates
-//   that fold into words, no early firing). Checkpoints write the keys changed since the last one to "window_key_sessions" (value,
-//   under the key: [kKeySessionsVersion][count] then per session its window, its state window
-//   and its accumulator row); a restore reads its key groups' keys back into memory. The layout
+//   that fold into words, no early firing). Checkpoints write the keys changed since the last
+//   one to "window_key_sessions" (value, under the key: [kKeySessionsVersion][count] then per
+//   session its window, its state window and its accumulator row); a restore reads its key
+//   groups' keys back into memory. The layout
 //   before (format 1: "window_sessions", a key's sorted session list [kSessionsVersion][start,
 //   end]*, with the accumulators in buckets and timers per bucket) is moved into it at a
 //   restore (RestoreSessions).
