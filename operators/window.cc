@@ -115,9 +115,12 @@ FieldType Stored(FieldType t) { return t == FieldType::kTimestamp ? FieldType::k
 //   sessions only grow keeps its entry (the sweep reschedules it). Processing-time keys, and
 //   keys beyond the budget (kept in the backend, read and written per record), have one timer
 //   per key at their next firing. Early firings (emit_every): processing-time timers under the
-//   key. Checkpoints write the keys changed since the last one to "window_key_sessions" (value,
-//   under the key: [kKeySessionsVersion][count] then per session its window, its state window
-//   and its accumulator row); a restore reads its key groups' keys back into memory. The layout
+//   key. A key of one integer field whose one open session has not fired is kept flat in its
+//   slot of the index by value instead of an entry (ProcessFlatSession: event time, aggregates
+//   that fold into words, no early firing). Checkpoints write the keys changed since the last
+//   one to "window_key_sessions" (value, under the key: [kKeySessionsVersion][count] then per
+//   session its window, its state window and its accumulator row); a restore reads its key
+//   groups' keys back into memory. The layout
 //   before (format 1: "window_sessions", a key's sorted session list [kSessionsVersion][start,
 //   end]*, with the accumulators in buckets and timers per bucket) is moved into it at a
 //   restore (RestoreSessions).
@@ -233,7 +236,14 @@ class WindowOperator final : public Operator {
     one_int_key_ = int_key_panes_enabled && key_schema.size() == 1 && !key_schema.field(0).nullable &&
                    (key_schema.field(0).type == FieldType::kInt64 || key_schema.field(0).type == FieldType::kTimestamp);
     int_keys_ = one_int_key_ && words_only_;
-    session_index_.SetWords(1);
+    // (word_folds_: every accumulator field is a word, slot_[f] == f, and none is nullable.)
+    flat_sessions_ = int_keys_ && word_folds_ && o_->windows.merging() && o_->event_time &&
+                     o_->emit_every_ms <= 0 && session_fast_paths_enabled;
+    session_index_.SetWords(flat_sessions_ ? kFlatValues + pane_words_ - kHeaderFields : 2);
+    if (flat_sessions_ && spec.key.size() == 1) {
+      SLUICE_ASSIGN_OR_RETURN(auto key_expr, plan::CompileExpr(spec.key[0].expr, spec.input_schema));
+      key_field_ = key_expr->FieldIndex();
+    }
     const WindowSpec& ws = o_->windows;
     slide_panes_ = slide_panes_enabled && o_->event_time && ws.kind == WindowSpec::Kind::kHop &&
                    ws.size_ms > ws.slide_ms && ws.size_ms % ws.slide_ms == 0 &&
@@ -328,6 +338,21 @@ class WindowOperator final : public Operator {
       SLUICE_RETURN_IF_ERROR(AddRecord(w, r, ts));
     }
     return accepted ? absl::OkStatus() : Late(r);
+  }
+
+  // A batch whose keys' slots are prefetched a few records ahead (flat session keys: the miss
+  // on a key's slot was most of a record's cost), then each record as Process() takes it.
+  // PrefersBatches() once Open() found the key a bare integer field and the keys kept by value.
+  bool PrefersBatches() const override { return key_field_ >= 0; }
+  absl::Status ProcessBatch(int input_index, const Record* records, size_t count) override {
+    if (key_field_ < 0) return Operator::ProcessBatch(input_index, records, count);
+    constexpr size_t kAhead = 8;
+    for (size_t i = 0; i < count && i < kAhead; ++i) session_index_.Prefetch(records[i][key_field_].i);
+    for (size_t i = 0; i < count; ++i) {
+      if (i + kAhead < count) session_index_.Prefetch(records[i + kAhead][key_field_].i);
+      SLUICE_RETURN_IF_ERROR(Process(records[i]));
+    }
+    return absl::OkStatus();
   }
 
   // Session windows: fires the in-memory keys' sessions the watermark passed.
@@ -1049,12 +1074,19 @@ class WindowOperator final : public Operator {
   }
   // Record r into a pane's words (REQUIRES: word_folds_; the window has not fired).
   void FoldWords(int64_t* words, const Record& r) const {
-    const bool first = words[slot_[kRecords]] == 0;
-    ++words[slot_[kRecords]];
+    FoldValues(&words[kRecords], words + kHeaderFields, r);
+    words[kDirty] = 1;
+  }
+  // Record r counted in *records and folded into the aggregates' words, `values` (the pane's
+  // words after its header: under word_folds_ every field is a word, at slot_[f] == f).
+  // REQUIRES: word_folds_.
+  void FoldValues(int64_t* records, int64_t* values, const Record& r) const {
+    const bool first = *records == 0;
+    ++*records;
     for (size_t a = 0; a < o_->aggregates.size(); ++a) {
       const WindowOptions::Aggregate& agg = o_->aggregates[a];
       if (agg.fn == Fn::kCount) continue;
-      int64_t& word = words[slot_[acc_index_[a]]];
+      int64_t& word = values[acc_index_[a] - kHeaderFields];
       const Value& v = r[agg.field];
       if (kind_[acc_index_[a]] == kDoubleSlot) {
         double d;
@@ -1071,7 +1103,6 @@ class WindowOperator final : public Operator {
         word = v.i;
       }
     }
-    words[slot_[kDirty]] = 1;
   }
 
   // A new window's timers: its bucket's (once per bucket) and its next early firing.
@@ -1319,6 +1350,7 @@ class WindowOperator final : public Operator {
     uint32_t refs = 0;  // entries of due_ pointing at it, live or stale
   };
   // A pending firing in due_ (a min-heap by time); stale unless its gen is its key's queued_gen.
+  // A flat key's (see ProcessFlatSession): ks null, gen its key's value.
   struct DueEntry {
     int64_t at;
     uint64_t gen;
@@ -1329,26 +1361,30 @@ class WindowOperator final : public Operator {
   // group, key, window.
   struct SessionFireItem {
     int64_t at;
-    KeySessions* ks;
-    uint32_t index;  // in ks->sessions
-    bool fire;       // its final firing (at end - 1)
-    bool cleanup;    // its cleanup (at end - 1 + lateness)
+    KeySessions* ks;         // null: a flat key's session (fired and cleaned up at once)
+    int kg;                  // the key's key group
+    const std::string* key;  // the key's record bytes
+    int64_t flat_key;        // ks null: the key's value
+    uint32_t index;          // in ks->sessions
+    bool fire;               // its final firing (at end - 1)
+    bool cleanup;            // its cleanup (at end - 1 + lateness)
     static bool Before(const SessionFireItem& a, const SessionFireItem& b) {
       if (a.at != b.at) return a.at < b.at;
-      if (a.ks != b.ks) {
-        if (a.ks->kg != b.ks->kg) return a.ks->kg < b.ks->kg;
-        return *a.ks->key < *b.ks->key;
+      if (a.key != b.key) {
+        if (a.kg != b.kg) return a.kg < b.kg;
+        return *a.key < *b.key;
       }
       return a.index < b.index;
     }
   };
 
-  // The current key's (key_) sessions: in memory, or (a key beyond the memory budget) read
-  // from the backend into spilled_; null when it has none.
+  // The current key's (key_) sessions: in memory (a flat key is made a node first), or (a key
+  // beyond the memory budget) read from the backend into spilled_; null when it has none.
   absl::StatusOr<KeySessions*> FindKeySessions() {
     if (one_int_key_) {
-      if (const int64_t* p = session_index_.Find(key_.record()[0].i)) {
-        return reinterpret_cast<KeySessions*>(static_cast<uintptr_t>(*p));
+      if (int64_t* slot = session_index_.Find(key_.record()[0].i)) {
+        if ((slot[0] & kFlatKey) != 0) return PromoteFlatKey(slot);
+        return reinterpret_cast<KeySessions*>(static_cast<uintptr_t>(slot[1]));
       }
     } else {
       auto it = key_sessions_.find(key_.bytes());
@@ -1390,7 +1426,139 @@ class WindowOperator final : public Operator {
   void IndexKeySessions(KeySessions* ks) {
     if (!one_int_key_) return;
     bool inserted;
-    *session_index_.FindOrInsert(key_.record()[0].i, &inserted) = static_cast<int64_t>(reinterpret_cast<uintptr_t>(ks));
+    int64_t* slot = session_index_.FindOrInsert(key_.record()[0].i, &inserted);
+    slot[0] = 0;  // a node
+    slot[1] = static_cast<int64_t>(reinterpret_cast<uintptr_t>(ks));
+  }
+
+  // Flat keys (flat_sessions_: event time, the key one integer field, every aggregate folding
+  // into words, no early firing): a key whose only session has not fired is kept in its slot of
+  // session_index_, [meta][start][end][state window start][records][the aggregates' words] (48
+  // bytes with its key for a count), instead of a KeySessions node and an index slot pointing
+  // at it: a record that extends the session touches one slot. The session's other header
+  // words are implied (emitted 0, final_fired 0, dirty 1, next_early kNoEarly) and its state
+  // window is [state start, state start + gap) (a record's window). Anything else (a second
+  // session, a merge, a late record, a firing with lateness, a timer) makes the key a node
+  // first (PromoteFlatKey), which the general path then handles; nodes stay nodes. A flat key's
+  // firing is a due_ entry by its value (DueEntry::ks null), queued once at its first end - 1:
+  // the sweep fires it when its end - 1 is due (without lateness: from its slot, in the order of
+  // the nodes' firings, and drops it; else as a node), else queues it again at its end - 1.
+  enum : int64_t { kFlatKey = 1, kFlatDirty = 2, kFlatInBackend = 4, kFlatQueued = 8 };  // meta bits
+  enum : size_t { kFlatStart = 1, kFlatEnd = 2, kFlatStateStart = 3, kFlatRecords = 4, kFlatValues = 5 };
+
+  // Record r (window w, not late) into the current key's flat slot, or a new one; false,
+  // nothing done, when the general path must take it (the key is a node, or the record does
+  // not extend its flat session in place, or a new key would not be flat).
+  bool ProcessFlatSession(const Record& r, const TimeWindow& w) {
+    const int64_t key = key_.record()[0].i;
+    if (int64_t* slot = session_index_.Find(key)) {
+      if ((slot[0] & kFlatKey) == 0) return false;
+      const TimeWindow open{slot[kFlatStart], slot[kFlatEnd]};
+      if (!open.OverlapsOrTouches(w)) return false;
+      const TimeWindow merged = w.Cover(open);
+      if (merged.max_timestamp() <= Watermark()) return false;  // due: fires in the general path
+      slot[kFlatStart] = merged.start;
+      slot[kFlatEnd] = merged.end;
+      FoldValues(&slot[kFlatRecords], &slot[kFlatValues], r);
+      slot[0] |= kFlatDirty;
+      return true;
+    }
+    // A spilled key may be in the backend; a late one is the general path's.
+    if (sessions_spilled_ || w.max_timestamp() <= Watermark() ||
+        pane_bytes_ + session_index_.BytesPerKey() > max_pane_bytes_) {
+      return false;
+    }
+    bool inserted;
+    int64_t* slot = session_index_.FindOrInsert(key, &inserted);
+    slot[0] = kFlatKey | kFlatDirty | kFlatQueued;
+    slot[kFlatStart] = w.start;
+    slot[kFlatEnd] = w.end;
+    slot[kFlatStateStart] = w.start;
+    FoldValues(&slot[kFlatRecords], &slot[kFlatValues], r);
+    pane_bytes_ += session_index_.BytesPerKey();
+    int_key_panes_made.fetch_add(1, std::memory_order_relaxed);
+    QueueFlat(key, w.max_timestamp());
+    return true;
+  }
+  void QueueFlat(int64_t key, int64_t at) {
+    due_.push_back({at, static_cast<uint64_t>(key), nullptr});
+    std::push_heap(due_.begin(), due_.end(), DueEntry::Later);
+  }
+  // The pane words of a flat slot's session.
+  void FlatPaneWords(const int64_t* slot, Pane* pane) const {
+    pane->words.assign(pane_words_, 0);
+    pane->words[kRecords] = slot[kFlatRecords];
+    pane->words[kDirty] = 1;
+    pane->words[kNextEarly] = kNoEarly;
+    std::copy_n(&slot[kFlatValues], pane_words_ - kHeaderFields, pane->words.data() + kHeaderFields);
+  }
+  // Whether restored sessions `ks` can be a flat key (see ProcessFlatSession).
+  bool FitsFlat(const KeySessions& ks) const {
+    if (!flat_sessions_ || ks.sessions.size() != 1) return false;
+    const Session& s = ks.sessions[0];
+    const int64_t* words = s.pane.words.data();
+    return words[kRecords] > 0 && words[kEmitted] == 0 && words[kFinalFired] == 0 && words[kDirty] == 1 &&
+           words[kNextEarly] == kNoEarly && s.state_w.start <= kMaxTs - o_->windows.gap_ms &&
+           s.state_w.end == s.state_w.start + o_->windows.gap_ms &&
+           pane_bytes_ + session_index_.BytesPerKey() <= max_pane_bytes_;
+  }
+  // The current key's (key_) flat slot `slot` made a node in key_sessions_ (queued at its
+  // firing); returns it.
+  KeySessions* PromoteFlatKey(int64_t* slot) {
+    auto it = key_sessions_.try_emplace(key_.bytes()).first;
+    KeySessions* ks = &it->second;
+    ks->key = &it->first;
+    ks->kg = key_.key_group();
+    ks->dirty = (slot[0] & kFlatDirty) != 0;
+    ks->in_backend = (slot[0] & kFlatInBackend) != 0;
+    Session& s = ks->sessions.emplace_back();
+    s.w = {slot[kFlatStart], slot[kFlatEnd]};
+    s.state_w = {slot[kFlatStateStart], slot[kFlatStateStart] + o_->windows.gap_ms};
+    FlatPaneWords(slot, &s.pane);
+    slot[0] = 0;
+    slot[1] = static_cast<int64_t>(reinterpret_cast<uintptr_t>(ks));
+    pane_bytes_ -= session_index_.BytesPerKey();
+    UpdateBytes(ks);
+    Queue(ks, s.w.max_timestamp());
+    return ks;
+  }
+  // due_'s entry of flat key `key` at `at`, popped by watermark `wm`: a stale one (the key is
+  // gone, a node, or not queued) is dropped; a due key without lateness goes to fire_items_
+  // (FireFlatKey), one with lateness is made a node (queued, so the sweep pops it next); else
+  // it is queued again at its end - 1.
+  absl::Status FlatKeyDue(int64_t key, int64_t wm) {
+    int64_t* slot = session_index_.Find(key);
+    if (slot == nullptr || (slot[0] & kFlatKey) == 0 || (slot[0] & kFlatQueued) == 0) return absl::OkStatus();
+    if (slot[kFlatEnd] - 1 > wm) {
+      QueueFlat(key, slot[kFlatEnd] - 1);
+      return absl::OkStatus();
+    }
+    slot[0] &= ~kFlatQueued;
+    flat_fire_keys_.emplace_back();
+    IntKeyBytes(key, &flat_fire_keys_.back());
+    SLUICE_RETURN_IF_ERROR(SetStoredKey(flat_fire_keys_.back()));
+    if (CleanupTime(TimeWindow{slot[kFlatStart], slot[kFlatEnd]}) == slot[kFlatEnd] - 1) {
+      // No lateness: fired and gone at once, from its slot (FireFlatKey), in timer order.
+      fire_items_.push_back({slot[kFlatEnd] - 1, nullptr, key_.key_group(), &flat_fire_keys_.back(), key, 0, true, true});
+      return absl::OkStatus();
+    }
+    PromoteFlatKey(slot);  // it stays for its lateness after firing: a node
+    return absl::OkStatus();
+  }
+  // A flat key's session fired (its row) and dropped, with the key (FireSessionItems).
+  absl::Status FireFlatKey(const SessionFireItem& item) {
+    const int64_t* slot = session_index_.Find(item.flat_key);  // a flat key leaves only here
+    SetWindow(TimeWindow{slot[kFlatStateStart], slot[kFlatStateStart] + o_->windows.gap_ms}, item.kg, *item.key);
+    FlatPaneWords(slot, &flat_pane_);
+    PaneToAcc(flat_pane_, &acc_);
+    SLUICE_RETURN_IF_ERROR(EmitRow(TimeWindow{slot[kFlatStart], slot[kFlatEnd]}));
+    if ((slot[0] & kFlatInBackend) != 0) {
+      state_->SetCurrentKey(*item.key, item.kg);
+      SLUICE_RETURN_IF_ERROR(state_->Delete(key_sessions_id_));
+    }
+    session_index_.Erase(item.flat_key);
+    pane_bytes_ -= session_index_.BytesPerKey();
+    return absl::OkStatus();
   }
   bool InMemory(const KeySessions* ks) const { return ks != &spilled_; }
   // Keys whose firings come from timers in the backend (one per key at its earliest firing):
@@ -1415,14 +1583,14 @@ class WindowOperator final : public Operator {
   }
   // The memory of a key's sessions in key_sessions_ (key of `key_size` bytes, `sessions` in
   // `capacity`), estimated as PaneBytes: its node, key, sessions beyond the first and their
-  // accumulators' heap storage.
+  // accumulators' heap storage, and its slot in session_index_.
   size_t KeySessionsBytes(size_t key_size, size_t sessions, size_t capacity) const {
     constexpr size_t kInlineKey = 15;
     const size_t words = pane_words_ + null_words_;
     const size_t per_session = (words > 8 ? words * sizeof(int64_t) : 0) + pane_strings_ * sizeof(std::string);
     return sizeof(std::pair<const std::string, KeySessions>) + 2 * sizeof(void*) +
            (key_size > kInlineKey ? key_size + 1 : 0) + (capacity > 1 ? capacity * sizeof(Session) : 0) +
-           sessions * per_session;
+           sessions * per_session + (one_int_key_ ? session_index_.BytesPerKey() : 0);
   }
   // Whether a new key's session fits in the memory budget.
   bool NewKeyFits() const {
@@ -1450,6 +1618,7 @@ class WindowOperator final : public Operator {
   // with every open session it overlaps or touches; a session that only grows is extended in
   // place.
   absl::Status ProcessSession(const Record& r, int64_t ts, const TimeWindow& w) {
+    if (flat_sessions_ && ProcessFlatSession(r, w)) return absl::OkStatus();
     SLUICE_ASSIGN_OR_RETURN(KeySessions * ks, FindKeySessions());
     size_t first = 0;  // the first absorbed session (or where the new one goes)
     TimeWindow merged = w;
@@ -1609,10 +1778,16 @@ class WindowOperator final : public Operator {
   // timers (time, key group, key, window).
   absl::Status FireDueSessions(int64_t wm) {
     due_keys_.clear();
+    fire_items_.clear();
+    flat_fire_keys_.clear();
     while (!due_.empty() && due_.front().at <= wm) {
       std::pop_heap(due_.begin(), due_.end(), DueEntry::Later);
       const DueEntry e = due_.back();
       due_.pop_back();
+      if (e.ks == nullptr) {  // a flat key's
+        SLUICE_RETURN_IF_ERROR(FlatKeyDue(static_cast<int64_t>(e.gen), wm));
+        continue;
+      }
       KeySessions* ks = e.ks;
       --ks->refs;
       if (ks->queued && ks->queued_gen == e.gen) {
@@ -1622,8 +1797,7 @@ class WindowOperator final : public Operator {
         DropKeySessions(ks);
       }
     }
-    if (due_keys_.empty()) return absl::OkStatus();
-    fire_items_.clear();
+    if (due_keys_.empty() && fire_items_.empty()) return absl::OkStatus();
     for (KeySessions* ks : due_keys_) AddSessionFireItems(ks, wm);
     SLUICE_RETURN_IF_ERROR(FireSessionItems());
     for (KeySessions* ks : due_keys_) {
@@ -1642,9 +1816,11 @@ class WindowOperator final : public Operator {
       const int64_t max = s.w.max_timestamp();
       const int64_t cleanup = o_->event_time ? CleanupTime(s.w) : max;
       const bool fired = s.pane.words[slot_[kFinalFired]] != 0;
-      if (!fired && max <= up_to) fire_items_.push_back({max, ks, static_cast<uint32_t>(i), true, cleanup == max});
+      if (!fired && max <= up_to) {
+        fire_items_.push_back({max, ks, ks->kg, ks->key, 0, static_cast<uint32_t>(i), true, cleanup == max});
+      }
       if ((fired || cleanup != max) && cleanup <= up_to) {
-        fire_items_.push_back({cleanup, ks, static_cast<uint32_t>(i), false, true});
+        fire_items_.push_back({cleanup, ks, ks->kg, ks->key, 0, static_cast<uint32_t>(i), false, true});
       }
     }
   }
@@ -1653,6 +1829,10 @@ class WindowOperator final : public Operator {
   absl::Status FireSessionItems() {
     std::sort(fire_items_.begin(), fire_items_.end(), SessionFireItem::Before);
     for (const SessionFireItem& item : fire_items_) {
+      if (item.ks == nullptr) {
+        SLUICE_RETURN_IF_ERROR(FireFlatKey(item));
+        continue;
+      }
       KeySessions* ks = item.ks;
       Session& s = ks->sessions[item.index];
       SetWindow(s.state_w, ks->kg, *ks->key);
@@ -1751,6 +1931,18 @@ class WindowOperator final : public Operator {
       AppendPaneRow(s.pane.words.data(), s.pane.strings.data(), out);
     }
   }
+  // What EncodeKeySessions writes for a flat key's (slot's) session.
+  void EncodeFlatKey(const int64_t* slot, std::string* out) {
+    out->assign(1, static_cast<char>(kKeySessionsVersion));
+    PutVarint64(1, out);
+    internal::PutOrderedInt64(slot[kFlatStart], out);
+    internal::PutOrderedInt64(slot[kFlatEnd], out);
+    internal::PutOrderedInt64(slot[kFlatStateStart], out);
+    internal::PutOrderedInt64(slot[kFlatStateStart] + o_->windows.gap_ms, out);
+    FlatPaneWords(slot, &flat_pane_);
+    AppendPaneRow(flat_pane_.words.data(), nullptr, out);
+  }
+
   // kDataLoss unless `stored` decodes (kFailedPrecondition for a plugin's accumulator of
   // another version); the sessions into ks.
   absl::Status DecodeKeySessions(absl::string_view stored, KeySessions* ks) {
@@ -1788,6 +1980,19 @@ class WindowOperator final : public Operator {
 
   // Writes the in-memory keys' sessions changed since the last checkpoint to the backend.
   absl::Status WriteKeySessions() {
+    if (flat_sessions_) {
+      absl::Status status;
+      session_index_.ForEach([&](int64_t key, int64_t* slot) {
+        if (!status.ok() || (slot[0] & (kFlatKey | kFlatDirty)) != (kFlatKey | kFlatDirty)) return;
+        IntKeyBytes(key, &flat_key_);
+        status = SetStoredKey(flat_key_);
+        if (!status.ok()) return;
+        EncodeFlatKey(slot, &value_);
+        status = state_->Put(key_sessions_id_, value_);
+        slot[0] = (slot[0] & ~kFlatDirty) | kFlatInBackend;
+      });
+      SLUICE_RETURN_IF_ERROR(status);
+    }
     for (auto& [key, ks] : key_sessions_) {
       if (!ks.dirty) continue;
       state_->SetCurrentKey(key, ks.kg);
@@ -1807,6 +2012,20 @@ class WindowOperator final : public Operator {
   // A restored key's sessions (ks, of the current key_; `dirty`: not yet in the backend in this
   // format): into memory within the budget, else kept in the backend; either way scheduled.
   absl::Status AdmitKeySessions(KeySessions&& restored, bool dirty) {
+    if (FitsFlat(restored)) {
+      const Session& s = restored.sessions[0];
+      bool inserted;
+      int64_t* slot = session_index_.FindOrInsert(key_.record()[0].i, &inserted);
+      slot[0] = kFlatKey | kFlatQueued | (dirty ? kFlatDirty : kFlatInBackend);
+      slot[kFlatStart] = s.w.start;
+      slot[kFlatEnd] = s.w.end;
+      slot[kFlatStateStart] = s.state_w.start;
+      slot[kFlatRecords] = s.pane.words[kRecords];
+      std::copy_n(s.pane.words.data() + kHeaderFields, pane_words_ - kHeaderFields, &slot[kFlatValues]);
+      pane_bytes_ += session_index_.BytesPerKey();
+      QueueFlat(key_.record()[0].i, s.w.max_timestamp());
+      return absl::OkStatus();
+    }
     KeySessions* ks = nullptr;
     if (NewKeyFits()) {
       auto it = key_sessions_.try_emplace(key_.bytes()).first;
@@ -2003,10 +2222,15 @@ class WindowOperator final : public Operator {
   // read into spilled_ at a time.
   state::StateId key_sessions_id_ = 0;
   absl::node_hash_map<std::string, KeySessions> key_sessions_;
-  // one_int_key_: key_sessions_' entries by the key's value (a KeySessions* a key): found
-  // without encoding, hashing or comparing the key's bytes. Not counted in the memory budget
-  // (~43 bytes a key against ~250 of its entry), so that the budget admits the same keys.
+  // one_int_key_: the keys by value, found without encoding, hashing or comparing their
+  // bytes: a node's slot points at its entry of key_sessions_; a flat key's holds its session
+  // (see ProcessFlatSession). Counted in the memory budget (KeySessionsBytes, BytesPerKey).
   internal::IntPaneTable session_index_;
+  bool flat_sessions_ = false;  // keys may be flat (see ProcessFlatSession)
+  int key_field_ = -1;          // flat_sessions_: the key's field when the key is one (else -1)
+  std::string flat_key_;        // a flat key's record bytes (WriteKeySessions)
+  std::deque<std::string> flat_fire_keys_;  // FireDueSessions: the firing flat keys' bytes
+  Pane flat_pane_;              // a flat key's pane (EncodeFlatKey)
   KeySessions spilled_;
   std::string spilled_key_;
   bool sessions_spilled_ = false;  // some keys' sessions are kept in the backend (budget spent)

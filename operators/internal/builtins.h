@@ -29,10 +29,11 @@ void SetWindowSlidePanesForTest(bool enabled);
 void SetWindowSessionFastPathsForTest(bool enabled);
 // Whether windows whose key is one integer field and whose accumulators have no strings keep
 // their panes in flat slots by the key's value, and session windows of such keys find a key's
-// sessions by its value (default true); false: by key record bytes in hash maps. Tests only, to
-// compare the two.
+// sessions by its value, a key's one open session in its slot (default true); false: by key
+// record bytes in hash maps. Tests only, to compare the two.
 void SetWindowIntKeyPanesForTest(bool enabled);
-// The panes made in flat slots by integer keys so far (all subtasks of the process).
+// The panes (and session keys) made in flat slots by integer keys so far (all subtasks of the
+// process).
 uint64_t WindowIntKeyPanesMadeForTest();
 std::unique_ptr<Operator> MakeTopN();           // top_n.cc
 std::unique_ptr<Operator> MakeLocalTopN();      // top_n.cc

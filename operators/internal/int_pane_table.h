@@ -37,6 +37,15 @@ class IntPaneTable {
     }
   }
 
+  // Asks the CPU to bring the slot where a lookup of `key` starts into cache (a batch's later
+  // keys while it works on the earlier ones); no effect on the table.
+  void Prefetch(int64_t key) const {
+    // (No early return: GCC 12 drops a prefetch behind one. A prefetch never faults.)
+    const int64_t* slot = slots_.data() + (capacity_ == 0 ? 0 : Home(key) * stride_);
+    __builtin_prefetch(slot);
+    __builtin_prefetch(slot + stride_ - 1);  // its last word, maybe on the next cache line
+  }
+
   // The words of `key`, inserted (zeroed) if absent; *inserted says which.
   int64_t* FindOrInsert(int64_t key, bool* inserted) {
     *inserted = false;
