@@ -511,29 +511,6 @@ TEST(RecordWriterBatchTest, BatchesSendWhatRecordsSend) {
   }
 }
 
-// A channel that keeps every buffer of records it is given (always with credit).
-class KeepingChannel final : public ChannelWriter {
- public:
-  explicit KeepingChannel(std::vector<RecordBuffer>* kept) : kept_(kept) {}
-  absl::Status Send(BufferItem item) override { return Keep(item); }
-  absl::StatusOr<bool> Offer(BufferItem& item, int64_t) override {
-    SLUICE_RETURN_IF_ERROR(Keep(item));
-    return true;
-  }
-  absl::Status SendPriority(BufferItem) override { return absl::OkStatus(); }
-  void Interrupt() override {}
-  absl::Status Close() override { return absl::OkStatus(); }
-  void Cancel() override {}
-  int64_t CreditWaitNanos() const override { return 0; }
-
- private:
-  absl::Status Keep(const BufferItem& item) {
-    if (const RecordBuffer* b = item.as<RecordBuffer>()) kept_->push_back(*b);
-    return absl::OkStatus();
-  }
-  std::vector<RecordBuffer>* kept_;
-};
-
 // On an edge that carries key groups, every buffer comes with its records' key groups in
 // record order, each the one that picked the record's channel, computed again here from the
 // key: for Emit() and EmitBatch(), negative and positive keys, several buffers per channel, one
@@ -563,7 +540,7 @@ TEST(RecordWriterKeyGroupsTest, EachRecordCarriesTheKeyGroupOfItsKey) {
         ASSERT_OK(writers.status());
         std::vector<std::vector<RecordBuffer>> kept(kChannels);
         std::vector<std::unique_ptr<ChannelWriter>> channels;
-        for (auto& k : kept) channels.push_back(std::make_unique<KeepingChannel>(&k));
+        for (auto& k : kept) channels.push_back(std::make_unique<CaptureChannel>(&k));
         RecordWriter writer(Clock::Real(), std::numeric_limits<int64_t>::max(), 0);
         writer.AddEdge(&edge, max_parallelism, std::move(channels), *std::move(writers), nullptr, {}, "",
                        {});
