@@ -103,9 +103,18 @@ class Record {
   void SetBool(size_t i, bool v) { values_[i].i = v ? 1 : 0; }
   void SetString(size_t i, absl::string_view v) { values_[i].s.assign(v.data(), v.size()); }
 
+  // The key group of the record's key as the exchange that delivered it computed it (the
+  // sender hashed the key to pick the channel), or -1 when none came with it. The receiving
+  // task sets it on the records it hands to a keyed head operator over an edge that carries
+  // key groups (plan::Edge::carry_key_groups), whose key is that operator's; such an operator
+  // may read it instead of hashing the key again. Copies keep it; encoding drops it.
+  int carried_key_group() const { return carried_key_group_; }
+  void set_carried_key_group(int key_group) { carried_key_group_ = key_group; }
+
  private:
   std::vector<Value> values_;
   std::vector<uint64_t> nulls_;  // bit i % 64 of word i / 64: value i is null
+  int carried_key_group_ = -1;
 };
 
 // Appends `record` as one JSON object ({"field": value, ...}) to `out`, without a newline; a null

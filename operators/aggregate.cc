@@ -88,7 +88,7 @@ class AggregateOperator final : public Operator {
     EvalKey(r);
     key_bytes_.clear();
     EncodeRecord(key_schema_, key_record_, &key_bytes_);
-    state_->SetCurrentKey(key_bytes_, KeyGroup());
+    state_->SetCurrentKey(key_bytes_, KeyGroup(r));
     return Update(r);
   }
 
@@ -111,7 +111,7 @@ class AggregateOperator final : public Operator {
       EvalKey(records[i]);
       EncodeRecord(key_schema_, key_record_, &batch_key_bytes_);
       batch_key_ends_.push_back(batch_key_bytes_.size());
-      batch_keys_.push_back(state::KeyInGroup{absl::string_view(), KeyGroup()});
+      batch_keys_.push_back(state::KeyInGroup{absl::string_view(), KeyGroup(records[i])});
       std::swap(key_record_, batch_key_records_[i]);  // kept for the output of record i
     }
     size_t start = 0;
@@ -196,8 +196,10 @@ class AggregateOperator final : public Operator {
       plan::EvalInto(*key_exprs_[i], r, key_schema_.field(i).type, &key_record_, i);
     }
   }
-  // The key group of key_record_.
-  int KeyGroup() const {
+  // The key group of key_record_, the key of `r`: the one the exchange carried with `r`, if
+  // any (Record::carried_key_group()).
+  int KeyGroup(const Record& r) const {
+    if (r.carried_key_group() >= 0) return r.carried_key_group();
     return KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema_, key_record_),
                            ctx_.max_parallelism);
   }

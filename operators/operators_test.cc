@@ -26,6 +26,7 @@
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "operators/internal/window_keys.h"
 #include "operators/key_hasher.h"
 #include "operators/internal/keyed_test_harness.h"
 #include "operators/internal/window_keys.h"
@@ -1142,6 +1143,64 @@ TEST_F(OperatorsTest, AggregateBatchesReadAndWriteEachKeyOnceAsRecordsDo) {
       EXPECT_EQ(AggRowsExactly(batched.records), AggRowsExactly(per_record.records));
     }
   }
+}
+
+// A record's carried key group (Record::carried_key_group(), set by the task from the exchange)
+// is the key group the aggregate keys its state by, record by record and in batches: carried
+// as the sender computes it, the rows are the general path's (which hashes the key), value
+// for value; a different carried key group is another state (the count starts again).
+TEST_F(OperatorsTest, AggregateKeysStateByTheCarriedKeyGroup) {
+  Load(absl::StrReplaceAll(kAggregateJob, {{"EMIT", "updates"}}));
+  auto hasher = KeyHasher::Create(Spec("agg").key, Spec("agg").input_schema);
+  ASSERT_OK(hasher.status());
+  std::vector<Record> input, carried;
+  for (int i = 0; i < 600; ++i) {
+    input.push_back(KVD(absl::StrCat("key", (i * 7919) % 53), i % 41 - 20, (i % 9) / 4.0));
+    carried.push_back(input.back());
+    carried.back().set_carried_key_group(KeyGroupForHash(hasher->Hash(input.back()), job_.max_parallelism));
+  }
+  CollectingOutput general, per_record, batched;
+  auto a = Open("agg", 0, 1, &general);
+  ASSERT_OK(a);
+  for (const Record& r : input) ASSERT_OK((*a)->Process(r));
+  auto b = Open("agg", 0, 1, &per_record);
+  ASSERT_OK(b);
+  for (const Record& r : carried) ASSERT_OK((*b)->Process(r));
+  auto c = Open("agg", 0, 1, &batched);
+  ASSERT_OK(c);
+  for (size_t i = 0; i < carried.size(); i += 64) {
+    ASSERT_OK((*c)->ProcessBatch(0, carried.data() + i, std::min<size_t>(64, carried.size() - i)));
+  }
+  ASSERT_EQ(general.records.size(), input.size());
+  EXPECT_EQ(AggRowsExactly(per_record.records), AggRowsExactly(general.records));
+  EXPECT_EQ(AggRowsExactly(batched.records), AggRowsExactly(general.records));
+  Record other = carried[0];
+  other.set_carried_key_group((other.carried_key_group() + 1) % job_.max_parallelism);
+  ASSERT_OK((*b)->Process(other));
+  EXPECT_EQ(per_record.records.back().GetInt(1), 1) << "a new key group holds no count yet";
+  ASSERT_OK((*b)->Process(carried[0]));
+  EXPECT_GT(per_record.records.back().GetInt(1), 2) << "its own key group has the count";
+}
+
+// RecordKey (the window's and top_n's key) takes a record's carried key group, equal to the
+// one it computes from the key; without one, or set from key bytes (a timer's key), it
+// computes it.
+TEST_F(OperatorsTest, RecordKeyTakesTheCarriedKeyGroup) {
+  Load(absl::StrReplaceAll(kAggregateJob, {{"EMIT", "updates"}}));
+  internal::RecordKey key;
+  ASSERT_OK(key.Init(Spec("agg"), job_.max_parallelism));
+  Record r = KVD("some key", 1, 1.0);
+  key.Set(r);
+  const int computed = key.key_group();
+  const std::string bytes = key.bytes();
+  r.set_carried_key_group((computed + 5) % job_.max_parallelism);
+  key.Set(r);
+  EXPECT_EQ(key.key_group(), (computed + 5) % job_.max_parallelism);
+  ASSERT_OK(key.SetBytes(bytes));
+  EXPECT_EQ(key.key_group(), computed);
+  r.set_carried_key_group(-1);
+  key.Set(r);
+  EXPECT_EQ(key.key_group(), computed);
 }
 
 TEST_F(OperatorsTest, AggregateEmitsUpdatesByDefault) {

@@ -12,6 +12,14 @@ int JobGraph::SlotsNeeded() const {
   return n;
 }
 
+bool CarriesKeyGroups(const std::vector<OperatorSpec>& ops, const Vertex& target, const Edge& edge) {
+  if (edge.partition != Partition::kHash || !ops[target.ops.front()].keyed) return false;
+  for (size_t c = 1; c < target.ops.size(); ++c) {
+    if (ops[target.ops[c]].keyed) return false;
+  }
+  return true;
+}
+
 JobGraph BuildJobGraph(const JobSpec& job) {
   const auto& ops = job.operators;
   std::vector<int> num_consumers(ops.size());
@@ -63,6 +71,7 @@ JobGraph BuildJobGraph(const JobSpec& job) {
       e.key = in.key;
       e.side_output = in.side_output_index;
       e.schema = InputSchema(ops[in.from_index], in);
+      e.carry_key_groups = CarriesKeyGroups(ops, g.vertices[target_v], e);
       g.vertices[e.source_vertex].out_edges.push_back(e.id);
       g.vertices[e.target_vertex].in_edges.push_back(e.id);
       g.edges.push_back(std::move(e));

@@ -36,6 +36,11 @@ struct Edge {
   Partition partition = Partition::kForward;
   std::vector<KeySpec> key;
   Schema schema;  // of the records on this edge
+  // Whether each record crosses with the key group of `key` that picked its channel, for the
+  // consumer to read instead of hashing the key again (Record::carried_key_group()): a hash
+  // edge into a keyed head (whose key is then `key`) whose chain has no other keyed operator
+  // (which could key the same records by another key).
+  bool carry_key_groups = false;
 
   // Number of channels into each consumer subtask, and whether the consumer subtask `dst`
   // receives from producer subtask `src`.
@@ -51,6 +56,9 @@ struct JobGraph {
   // Maximum parallelism of any vertex: the slots the job needs (slot sharing, as in Flink).
   int SlotsNeeded() const;
 };
+
+// Edge::carry_key_groups of `edge` into vertex `target` (the vertices of `ops`).
+bool CarriesKeyGroups(const std::vector<OperatorSpec>& ops, const Vertex& target, const Edge& edge);
 
 // Builds the physical plan of a validated job. Deterministic: the coordinator and every
 // worker compute the same graph from the same spec.

@@ -267,6 +267,31 @@ TEST(JobGraphTest, EdgesKnowTheirTargetInput) {
   EXPECT_EQ(g.edges[1].partition, Partition::kRebalance);
 }
 
+// Key groups cross a hash edge only into a keyed head whose chain keys nothing else: not into
+// an operator without state, not over a forward edge, and not into a chain with a second keyed
+// operator (a key_by at parallelism 1 keys the same records by another key).
+TEST(JobGraphTest, KeyGroupsCrossOnlyHashEdgesIntoAKeyedHeadAlone) {
+  JobSpec job = MustParse(R"y(operators:
+  - {id: gen, type: datagen, fields: [{name: k, type: int64, expr: seq}, {name: ts, type: timestamp, expr: seq}]}
+  - {id: by_k, type: key_by, key: [k]}
+  - {id: counts, type: window, tumble: 1s, time_field: ts, aggregates: [{fn: count, as: n}]}
+  - {id: by_n, type: key_by, key: [n]}
+  - {id: sums, type: window, parallelism: 1, tumble: 1s, time_field: window_start, aggregates: [{fn: count, as: m}]}
+  - {id: by_m, type: key_by, key: [m]}
+  - {id: top, type: top_n, parallelism: 1, n: 1, order_by: m, inputs: [{from: by_m, partition: forward}]}
+  - {id: by_top, type: key_by, key: [m]}
+  - {id: out, type: print}
+)y");
+  JobGraph g = BuildJobGraph(job);
+  ExpectConsistent(job, g);
+  std::vector<std::pair<std::string, bool>> carried;
+  for (const Edge& e : g.edges) carried.emplace_back(job.operators[e.target_op].id, e.carry_key_groups);
+  EXPECT_THAT(VertexNames(g), ElementsAre("gen -> by_k", "counts -> by_n", "sums -> by_m -> top -> by_top", "out"));
+  EXPECT_THAT(carried, ElementsAre(std::pair<std::string, bool>("counts", true),
+                                   std::pair<std::string, bool>("sums", false),
+                                   std::pair<std::string, bool>("out", false)));
+}
+
 TEST(JobGraphTest, SlotsNeededIsMaxParallelism) {
   JobSpec job = MustParse(R"y(parallelism: 2
 operators:

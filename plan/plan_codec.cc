@@ -267,6 +267,7 @@ absl::StatusOr<JobGraph> DecodeGraph(const proto::JobPlan& plan, const std::vect
     ed.key = in.key;
     ed.side_output = in.side_output_index;
     ed.schema = InputSchema(ops[pe.source_op()], in);
+    ed.carry_key_groups = CarriesKeyGroups(ops, dst, ed);
     src.out_edges.push_back(e);
     dst.in_edges.push_back(e);
     g.edges.push_back(std::move(ed));

@@ -178,6 +178,7 @@ void ExpectSameJob(const PlannedJob& want, const PlannedJob& got) {
     EXPECT_EQ(g.edges[e].partition, h.edges[e].partition);
     EXPECT_EQ(g.edges[e].schema, h.edges[e].schema);
     EXPECT_EQ(g.edges[e].side_output, h.edges[e].side_output);
+    EXPECT_EQ(g.edges[e].carry_key_groups, h.edges[e].carry_key_groups);
     ExpectSameKey(g.edges[e].key, h.edges[e].key);
   }
 }
@@ -209,6 +210,10 @@ TEST(PlanCodecTest, RoundTripEqualsThePlan) {
   absl::StatusOr<PlannedJob> deployed = Deploy(received);
   ASSERT_OK(deployed);
   ExpectSameJob(planned, *deployed);
+  // The hash edge into the aggregate carries key groups (derived from the operators again).
+  const JobGraph& g = deployed->graph;
+  const int totals = g.vertex_of_op[Op(deployed->spec, "totals").index];
+  EXPECT_TRUE(g.edges[g.vertices[totals].in_edges[0]].carry_key_groups);
   EXPECT_EQ(deployed->spec.checkpoint.aligned_timeout_ms, 250);
   // Encoding the decoded plan again gives the same message.
   EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(

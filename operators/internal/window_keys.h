@@ -64,7 +64,7 @@ class RecordKey {
       plan::EvalInto(*exprs_[i], r, schema_.field(i).type, &record_, i);
     }
     encoded_ = false;
-    key_group_ = -1;
+    key_group_ = r.carried_key_group();  // -1 unless the exchange carried it
   }
   // Sets the key from its encoded bytes (a timer's key without its suffix). kDataLoss if they
   // do not decode.

@@ -58,6 +58,7 @@ class NexmarkSource final : public SourceOperator {
     fields_ = options_->fields;
     events_ = options_->events;
     out_.Resize(options_->fields.size());
+    out_batch_.assign(kBatch, Record(options_->fields.size()));
     switch (emit_) {
       case EventKind::kPerson: persons_.resize(kBatch); break;
       case EventKind::kAuction: auctions_.resize(kBatch); break;
@@ -142,9 +143,10 @@ class NexmarkSource final : public SourceOperator {
   static constexpr int kBatch = 64;
 
   // Unpaced and without padding: the events of a batch are generated one after the other (the
-  // generator's code and branch history stay hot, as in a plain loop), then each is projected
-  // into the record and emitted. Split positions advance as ids are taken; a failed Emit fails
-  // the task, and no snapshot is taken inside Poll().
+  // generator's code and branch history stay hot, as in a plain loop), then projected into the
+  // batch's records and emitted at once (Output::EmitOwnedBatch(); cut where the subtask turns
+  // active, which goes between the records as EmitEvent() orders it). Split positions advance
+  // as ids are taken; a failed Emit fails the task, and no snapshot is taken inside Poll().
   absl::StatusOr<State> PollBatches(int max_records) {
     for (int done = 0; done < max_records;) {
       const int cap = std::min(kBatch, max_records - done);
@@ -155,7 +157,17 @@ class NexmarkSource final : public SourceOperator {
       }
       if (n == 0) return State::kEnd;
       GenerateBatch(n);
-      for (int k = 0; k < n; ++k) SLUICE_RETURN_IF_ERROR(EmitEvent(batch_splits_[k], k));
+      int unsent = 0;  // out_batch_[unsent, k) wait to be emitted
+      for (int k = 0; k < n; ++k) {
+        if (watermarks_->OnEvent(batch_splits_[k], Project(k, &out_batch_[k]))) {
+          SLUICE_RETURN_IF_ERROR(output_->EmitOwnedBatch(&out_batch_[unsent], static_cast<size_t>(k - unsent)));
+          unsent = k;
+          SLUICE_RETURN_IF_ERROR(output_->EmitWatermarkStatus(false));
+        }
+      }
+      // Every value of out_batch_ is set again for the next batch (Project()).
+      SLUICE_RETURN_IF_ERROR(output_->EmitOwnedBatch(&out_batch_[unsent], static_cast<size_t>(n - unsent)));
+      emitted_ += n;
       done += n;
     }
     return State::kMore;
@@ -175,7 +187,7 @@ class NexmarkSource final : public SourceOperator {
 
   // Projects event k of the batch (from split `split`) into the record and emits it.
   absl::Status EmitEvent(int split, int k) {
-    const int64_t ts = Project(k);
+    const int64_t ts = Project(k, &out_);
     if (watermarks_->OnEvent(split, ts)) SLUICE_RETURN_IF_ERROR(output_->EmitWatermarkStatus(false));
     // Every value of out_ is written again for the next event (Project, the padding).
     SLUICE_RETURN_IF_ERROR(output_->EmitOwned(&out_));
@@ -201,19 +213,20 @@ class NexmarkSource final : public SourceOperator {
     }
   }
 
-  // Projects event k of the batch into out_ (the padding is already there); returns its dateTime.
-  int64_t Project(int k) {
+  // Projects event k of the batch into `out` (sets every field but the padding, which is
+  // already there); returns its dateTime.
+  int64_t Project(int k, Record* out) {
     switch (emit_) {
       case EventKind::kBid: {
         const nexmark::Bid& bid = bids_[k];
         for (size_t j = 0; j < fields_.size(); ++j) {
           switch (fields_[j]) {
-            case 0: out_.SetInt(j, bid.auction); break;
-            case 1: out_.SetInt(j, bid.bidder); break;
-            case 2: out_.SetInt(j, bid.price); break;
-            case 3: out_.SetString(j, bid.channel); break;
-            case 4: out_.SetString(j, bid.url); break;
-            case 5: out_.SetInt(j, bid.date_time); break;
+            case 0: out->SetInt(j, bid.auction); break;
+            case 1: out->SetInt(j, bid.bidder); break;
+            case 2: out->SetInt(j, bid.price); break;
+            case 3: out->SetString(j, bid.channel); break;
+            case 4: out->SetString(j, bid.url); break;
+            case 5: out->SetInt(j, bid.date_time); break;
             default: break;  // extra: already in place
           }
         }
@@ -223,15 +236,15 @@ class NexmarkSource final : public SourceOperator {
         const nexmark::Auction& auction = auctions_[k];
         for (size_t j = 0; j < fields_.size(); ++j) {
           switch (fields_[j]) {
-            case 0: out_.SetInt(j, auction.id); break;
-            case 1: out_.SetString(j, auction.item_name); break;
-            case 2: out_.SetString(j, auction.description); break;
-            case 3: out_.SetInt(j, auction.initial_bid); break;
-            case 4: out_.SetInt(j, auction.reserve); break;
-            case 5: out_.SetInt(j, auction.date_time); break;
-            case 6: out_.SetInt(j, auction.expires); break;
-            case 7: out_.SetInt(j, auction.seller); break;
-            case 8: out_.SetInt(j, auction.category); break;
+            case 0: out->SetInt(j, auction.id); break;
+            case 1: out->SetString(j, auction.item_name); break;
+            case 2: out->SetString(j, auction.description); break;
+            case 3: out->SetInt(j, auction.initial_bid); break;
+            case 4: out->SetInt(j, auction.reserve); break;
+            case 5: out->SetInt(j, auction.date_time); break;
+            case 6: out->SetInt(j, auction.expires); break;
+            case 7: out->SetInt(j, auction.seller); break;
+            case 8: out->SetInt(j, auction.category); break;
             default: break;
           }
         }
@@ -242,13 +255,13 @@ class NexmarkSource final : public SourceOperator {
     const nexmark::Person& person = persons_[k];
     for (size_t j = 0; j < fields_.size(); ++j) {
       switch (fields_[j]) {
-        case 0: out_.SetInt(j, person.id); break;
-        case 1: out_.SetString(j, person.name); break;
-        case 2: out_.SetString(j, person.email_address); break;
-        case 3: out_.SetString(j, person.credit_card); break;
-        case 4: out_.SetString(j, person.city); break;
-        case 5: out_.SetString(j, person.state); break;
-        case 6: out_.SetInt(j, person.date_time); break;
+        case 0: out->SetInt(j, person.id); break;
+        case 1: out->SetString(j, person.name); break;
+        case 2: out->SetString(j, person.email_address); break;
+        case 3: out->SetString(j, person.credit_card); break;
+        case 4: out->SetString(j, person.city); break;
+        case 5: out->SetString(j, person.state); break;
+        case 6: out->SetInt(j, person.date_time); break;
         default: break;
       }
     }
@@ -276,7 +289,8 @@ class NexmarkSource final : public SourceOperator {
   std::vector<nexmark::Person> persons_;
   std::vector<nexmark::Auction> auctions_;
   std::vector<nexmark::Bid> bids_;
-  Record out_;
+  Record out_;                    // the record of one event at a time
+  std::vector<Record> out_batch_;  // PollBatches(): the batch's records (kBatch)
   std::unique_ptr<SplitWatermarks> watermarks_;
   int64_t watermark_interval_nanos_ = 0;
   int64_t next_watermark_nanos_ = 0;

@@ -22,12 +22,27 @@ namespace {
 using ::sluice::testing::StatusIs;
 using ::testing::HasSubstr;
 
-// Keeps records and watermarks in arrival order.
+// Keeps records and watermarks in arrival order, and the size of each batch emitted with
+// EmitOwnedBatch(). An owned record's values are taken (moved out, as a receiver may), so a
+// value the source does not set again for its next record shows up.
 class Collector final : public Output {
  public:
   absl::Status Emit(const Record& record) override {
     records.push_back(record);
     return absl::OkStatus();
+  }
+  absl::Status EmitOwned(Record* record) override {
+    records.emplace_back(record->size());
+    for (size_t i = 0; i < record->size(); ++i) {
+      records.back()[i].i = (*record)[i].i;
+      records.back()[i].s = std::move((*record)[i].s);
+      (*record)[i].s = "taken";
+    }
+    return absl::OkStatus();
+  }
+  absl::Status EmitOwnedBatch(Record* batch, size_t n) override {
+    batches.push_back(n);
+    return Output::EmitOwnedBatch(batch, n);
   }
   absl::Status EmitWatermark(int64_t watermark_ms) override {
     watermarks.push_back(watermark_ms);
@@ -35,6 +50,7 @@ class Collector final : public Output {
   }
   std::vector<Record> records;
   std::vector<int64_t> watermarks;
+  std::vector<size_t> batches;
 };
 
 class NexmarkSourceTest : public ::testing::Test {
@@ -278,9 +294,10 @@ TEST_F(NexmarkSourceTest, WatermarkIsTheMinimumOverSplitsAfterARescale) {
 }
 
 // Events are generated in batches and then emitted (one at a time with padding, which goes
-// straight into the record): every record is the generator's event of its id, for every kind,
-// with and without padding, from two splits in one subtask, whatever the poll size (1, a batch
-// and a bit, more than a batch).
+// straight into the record; without, a batch of up to 64 records at a time): every record is
+// the generator's event of its id, for every kind, with and without padding, from two splits in
+// one subtask, whatever the poll size (1, a batch and a bit, more than a batch), also when the
+// receiver takes the records' values.
 TEST_F(NexmarkSourceTest, BatchedEventsAreTheGeneratorsEventByEvent) {
   const int64_t kBase = nexmark::GeneratorConfig().base_time_ms;
   nexmark::GeneratorConfig config;
@@ -312,6 +329,18 @@ TEST_F(NexmarkSourceTest, BatchedEventsAreTheGeneratorsEventByEvent) {
         }
         const size_t per_epoch = std::string(kind) == "bid" ? 46 : std::string(kind) == "auction" ? 3 : 1;
         ASSERT_EQ(out.records.size(), 60 * per_epoch) << kind << " " << poll;
+        if (padding) {
+          EXPECT_TRUE(out.batches.empty());
+        } else {
+          // Each poll's records in batches of 64 and the rest.
+          std::vector<size_t> expected;
+          for (size_t left = out.records.size(); left > 0;) {
+            size_t in_poll = std::min<size_t>(poll, left);
+            left -= in_poll;
+            for (; in_poll > 0; in_poll -= std::min<size_t>(64, in_poll)) expected.push_back(std::min<size_t>(64, in_poll));
+          }
+          EXPECT_EQ(out.batches, expected) << kind << " " << poll;
+        }
         std::vector<int64_t> ids;
         for (const Record& r : out.records) {
           const int64_t id = r.GetInt(0) - kBase;

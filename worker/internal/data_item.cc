@@ -30,6 +30,7 @@ proto::DataMessage ToMessage(BufferItem item) {
                  [&](RecordBuffer& b) {
                    msg.set_buffer(std::move(b.data));
                    msg.set_num_records(b.num_records);
+                   if (!b.key_groups.empty()) msg.set_key_groups(std::move(b.key_groups));
                  },
                  [&](Barrier& b) {
                    msg.set_barrier(b.id);
@@ -57,7 +58,8 @@ BufferItem FromMessage(proto::DataMessage* msg, int channel) {
   if (msg->watermark_status() == proto::WATERMARK_ACTIVE) {
     return BufferItem(channel, WatermarkStatusChange{false});
   }
-  return BufferItem(channel, RecordBuffer{std::move(*msg->mutable_buffer()), msg->num_records()});
+  return BufferItem(channel, RecordBuffer{std::move(*msg->mutable_buffer()), msg->num_records(),
+                                          std::move(*msg->mutable_key_groups())});
 }
 
 void AddChannelStateItem(bool output, int channel, const BufferItem& item,

@@ -14,11 +14,18 @@ struct BufferItem;
 
 // The kinds of what travels on a channel, in channel order (Flink's buffers and events).
 
-// Encoded records (common/record_codec.h) of one channel.
+// Encoded records (common/record_codec.h) of one channel. On an edge that carries key groups
+// (plan::Edge::carry_key_groups), `key_groups` holds each record's key group in record order,
+// little-endian, one byte each when the job's max parallelism is at most 256, else two
+// (KeyGroupWidth()); empty when none came (other edges, buffers restored from channel state).
 struct RecordBuffer {
   std::string data;
   int num_records = 0;
+  std::string key_groups = {};
 };
+
+// Bytes per key group in RecordBuffer::key_groups for `max_parallelism`.
+inline size_t KeyGroupWidth(int max_parallelism) { return max_parallelism <= 256 ? 1 : 2; }
 // Checkpoint barrier `id`. `priority`: sent without credit (unaligned-capable, see
 // ChannelWriter::SendPriority); the consumer returns no credit for it.
 struct Barrier {
@@ -84,7 +91,8 @@ BufferItem FromMessage(proto::DataMessage* msg, int channel);
 
 // Appends `item` (records, a watermark or a watermark status; a barrier or end of partition is
 // stored as an empty buffer) to in-flight data `file`: input side (`output` false, `channel`:
-// the gate's channel) or output side (`channel`: the task's output channel index).
+// the gate's channel) or output side (`channel`: the task's output channel index). A buffer's
+// key groups are not stored: restored, its records come without (their consumer hashes).
 void AddChannelStateItem(bool output, int channel, const BufferItem& item,
                          proto::ChannelStateFile* file);
 // The item a persisted one stands for (marked `restored`: it takes no credit).

@@ -46,6 +46,24 @@ TEST(DataItemTest, RecordBufferRoundTrips) {
   EXPECT_FALSE(restored.TakesCredit()) << "replayed in-flight data came through no gate";
 }
 
+// A buffer's key groups cross the wire with it; channel state does not keep them (the restored
+// records come without, and their consumer hashes their keys).
+TEST(DataItemTest, KeyGroupsCrossTheWireButNotChannelState) {
+  const std::string key_groups("\x05\x00\xff", 3);
+  const RecordBuffer* b = nullptr;
+  BufferItem wire = OverTheWire(BufferItem(0, RecordBuffer{"abc", 3, key_groups}));
+  ASSERT_NE(b = wire.as<RecordBuffer>(), nullptr);
+  EXPECT_EQ(b->key_groups, key_groups);
+  EXPECT_EQ(b->data, "abc");
+  BufferItem restored = ThroughChannelState(BufferItem(0, RecordBuffer{"abc", 3, key_groups}));
+  ASSERT_NE(b = restored.as<RecordBuffer>(), nullptr);
+  EXPECT_EQ(b->data, "abc");
+  EXPECT_TRUE(b->key_groups.empty());
+  BufferItem none = OverTheWire(BufferItem(0, RecordBuffer{"abc", 3}));
+  ASSERT_NE(b = none.as<RecordBuffer>(), nullptr);
+  EXPECT_TRUE(b->key_groups.empty());
+}
+
 TEST(DataItemTest, BarrierRoundTripsWithItsPriority) {
   for (bool priority : {false, true}) {
     BufferItem back = OverTheWire(BufferItem(0, Barrier{42, priority}));

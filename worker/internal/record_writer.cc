@@ -19,6 +19,8 @@ class RecordWriter::EdgeOutput {
   // Room of a channel's buffer: a full buffer and the largest record usually seen after it.
   static constexpr size_t kPendingCapacity = kOutputBufferBytes + 1024;
   static constexpr size_t kGrowBytes = 4096;
+  // Key groups a channel's buffer is first given room for (records of ~8 bytes fill a buffer).
+  static constexpr size_t kPendingKeyGroups = kOutputBufferBytes / 8;
 
   EdgeOutput(const plan::Edge* edge, int max_parallelism,
              std::vector<std::unique_ptr<ChannelWriter>> channels, ops::KeyHasher hasher,
@@ -31,8 +33,14 @@ class RecordWriter::EdgeOutput {
         pending_(channels_.size()),
         pending_bytes_(channels_.size()),
         pending_records_(channels_.size()),
+        carry_(edge->carry_key_groups),
+        key_group_width_(KeyGroupWidth(max_parallelism)),
+        pending_key_groups_(channels_.size()),
         backlog_(channels_.size()) {
     for (auto& p : pending_) p.reserve(kPendingCapacity);
+    if (carry_) {
+      for (auto& k : pending_key_groups_) k.reserve(kPendingKeyGroups * key_group_width_);
+    }
   }
 
   void AddCounters(MetricsRegistry* metrics, const Labels& base, const std::string& owner,
@@ -59,8 +67,10 @@ class RecordWriter::EdgeOutput {
     switch (edge_->partition) {
       case plan::Partition::kForward: return Append(0, r);
       case plan::Partition::kHash: {
-        int kg = KeyGroupForHash(hasher_.Hash(r), max_parallelism_);
-        return Append(SubtaskForKeyGroup(kg, max_parallelism_, static_cast<int>(channels_.size())), r);
+        const int kg = KeyGroupForHash(hasher_.Hash(r), max_parallelism_);
+        const int c = SubtaskForKeyGroup(kg, max_parallelism_, static_cast<int>(channels_.size()));
+        if (carry_) AppendKeyGroup(c, kg);
+        return Append(c, r);
       }
       case plan::Partition::kRebalance: {
         size_t c = next_++;
@@ -83,14 +93,18 @@ class RecordWriter::EdgeOutput {
     }
     constexpr size_t kHashRun = 64;
     int channel[kHashRun];
+    int key_group[kHashRun];
     const int channels = static_cast<int>(channels_.size());
     for (size_t start = 0; start < n; start += kHashRun) {
       const size_t run = std::min(kHashRun, n - start);
       for (size_t i = 0; i < run; ++i) {
-        const int kg = KeyGroupForHash(hasher_.Hash(records[start + i]), max_parallelism_);
-        channel[i] = SubtaskForKeyGroup(kg, max_parallelism_, channels);
+        key_group[i] = KeyGroupForHash(hasher_.Hash(records[start + i]), max_parallelism_);
+        channel[i] = SubtaskForKeyGroup(key_group[i], max_parallelism_, channels);
       }
-      for (size_t i = 0; i < run; ++i) SLUICE_RETURN_IF_ERROR(Append(channel[i], records[start + i]));
+      for (size_t i = 0; i < run; ++i) {
+        if (carry_) AppendKeyGroup(channel[i], key_group[i]);
+        SLUICE_RETURN_IF_ERROR(Append(channel[i], records[start + i]));
+      }
     }
     return absl::OkStatus();
   }
@@ -180,6 +194,14 @@ class RecordWriter::EdgeOutput {
   const std::vector<std::unique_ptr<ChannelWriter>>& channels() const { return channels_; }
 
  private:
+  // Adds key group `kg` of the record about to be appended to channel `c` (RecordBuffer's
+  // layout), before Append(), which may send the buffer.
+  void AppendKeyGroup(size_t c, int kg) {
+    std::string& k = pending_key_groups_[c];
+    k.push_back(static_cast<char>(kg & 0xff));
+    if (key_group_width_ == 2) k.push_back(static_cast<char>(kg >> 8));
+  }
+
   // Encodes `r` straight into channel `c`'s buffer (no append, no copy). The buffer's size is
   // the room to encode into: grown kGrowBytes at a time within the capacity reserved up front
   // (each byte zero-filled once; a buffer flushed with few records touches little memory), or
@@ -204,9 +226,14 @@ class RecordWriter::EdgeOutput {
   absl::Status Flush(size_t c, bool may_block) {
     const size_t bytes = pending_bytes_[c];
     pending_[c].resize(bytes);
-    BufferItem item(0, RecordBuffer{std::move(pending_[c]), pending_records_[c]});
+    BufferItem item(0, RecordBuffer{std::move(pending_[c]), pending_records_[c],
+                                    std::move(pending_key_groups_[c])});
     pending_[c] = std::string();
     pending_[c].reserve(kPendingCapacity);
+    if (carry_) {
+      pending_key_groups_[c] = std::string();
+      pending_key_groups_[c].reserve(kPendingKeyGroups * key_group_width_);
+    }
     pending_bytes_[c] = 0;
     pending_records_[c] = 0;
     if (!bytes_.empty()) {
@@ -253,6 +280,11 @@ class RecordWriter::EdgeOutput {
   std::vector<std::string> pending_;
   std::vector<size_t> pending_bytes_;
   std::vector<int> pending_records_;
+  // The edge carries key groups (plan::Edge::carry_key_groups): each pending record's, of
+  // key_group_width_ bytes, per channel.
+  const bool carry_;
+  const size_t key_group_width_;
+  std::vector<std::string> pending_key_groups_;
   int64_t pending_since_ = 0;
   std::vector<std::deque<BufferItem>> backlog_;  // per channel: unsent, in order
   size_t next_ = 0;

@@ -511,5 +511,78 @@ TEST(RecordWriterBatchTest, BatchesSendWhatRecordsSend) {
   }
 }
 
+// On an edge that carries key groups, every buffer comes with its records' key groups in
+// record order, each the one that picked the record's channel, computed again here from the
+// key: for Emit() and EmitBatch(), negative and positive keys, several buffers per channel, one
+// byte a key group at max parallelism 128 and two at 1000 (key groups past 255). An edge that
+// does not carry them sends none.
+TEST(RecordWriterKeyGroupsTest, EachRecordCarriesTheKeyGroupOfItsKey) {
+  const Schema schema({Field{"k", FieldType::kInt64}});
+  constexpr int kChannels = 3;
+  constexpr int kRecords = 40000;  // ~5 buffers per channel
+  std::vector<Record> records;
+  for (int64_t i = 0; i < kRecords; ++i) {
+    records.emplace_back(1);
+    records.back().SetInt(0, (i * 7919) % 100003 - 50000);
+  }
+  for (const int max_parallelism : {128, 1000}) {
+    for (const bool carry : {true, false}) {
+      for (const bool batch : {false, true}) {
+        SCOPED_TRACE(absl::StrCat(max_parallelism, carry ? " carried" : " not carried", batch ? " batch" : ""));
+        plan::Edge edge;
+        edge.partition = plan::Partition::kHash;
+        edge.key = {{"k", "k"}};
+        edge.schema = schema;
+        edge.carry_key_groups = carry;
+        auto hasher = ops::KeyHasher::Create(edge.key, schema);  // the test's own
+        ASSERT_OK(hasher.status());
+        auto writers = ops::KeyHasher::Create(edge.key, schema);
+        ASSERT_OK(writers.status());
+        std::vector<std::vector<RecordBuffer>> kept(kChannels);
+        std::vector<std::unique_ptr<ChannelWriter>> channels;
+        for (auto& k : kept) channels.push_back(std::make_unique<CaptureChannel>(&k));
+        RecordWriter writer(Clock::Real(), std::numeric_limits<int64_t>::max(), 0);
+        writer.AddEdge(&edge, max_parallelism, std::move(channels), *std::move(writers), nullptr, {}, "",
+                       {});
+        if (batch) {
+          ASSERT_OK(writer.EmitBatch(records.data(), records.size()));
+        } else {
+          for (const Record& r : records) ASSERT_OK(writer.Emit(r));
+        }
+        ASSERT_OK(writer.FlushAll());
+        const size_t width = max_parallelism > 256 ? 2 : 1;
+        size_t total = 0;
+        int largest = -1;
+        for (int c = 0; c < kChannels; ++c) {
+          EXPECT_GT(kept[c].size(), 1u) << c;
+          for (const RecordBuffer& b : kept[c]) {
+            if (!carry) {
+              EXPECT_TRUE(b.key_groups.empty());
+              total += b.num_records;
+              continue;
+            }
+            ASSERT_EQ(b.key_groups.size(), width * b.num_records);
+            RecordDecoder dec(&schema, b.data);
+            Record r(1);
+            for (int j = 0; j < b.num_records; ++j, ++total) {
+              ASSERT_OK(dec.Next(&r));
+              const auto* p = reinterpret_cast<const unsigned char*>(b.key_groups.data()) + j * width;
+              const int kg = width == 1 ? p[0] : p[0] | (p[1] << 8);
+              const int expected = KeyGroupForHash(hasher->Hash(r), max_parallelism);
+              ASSERT_EQ(kg, expected) << "key " << r.GetInt(0);
+              ASSERT_EQ(SubtaskForKeyGroup(kg, max_parallelism, kChannels), c);
+              largest = std::max(largest, kg);
+            }
+          }
+        }
+        EXPECT_EQ(total, static_cast<size_t>(kRecords));
+        if (carry) {
+          EXPECT_EQ(largest, max_parallelism - 1);
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace sluice::worker

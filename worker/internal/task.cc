@@ -389,6 +389,9 @@ absl::Status Task::RunInput() {
   const int num_channels = gate_->num_channels();
   schema_of_.assign(num_channels, nullptr);
   input_of_.assign(num_channels, 0);
+  carries_key_groups_.assign(num_channels, false);
+  key_groups_ = KeyGroupRangeForSubtask(desc_.job->max_parallelism, vertex.parallelism, desc_.subtask);
+  key_group_width_ = KeyGroupWidth(desc_.job->max_parallelism);
   const plan::OperatorSpec& head = *chain_.head().spec;
   input_batches_.assign(std::max<size_t>(head.inputs.size(), 1), {});
   input_widths_.assign(input_batches_.size(), 0);
@@ -406,6 +409,7 @@ absl::Status Task::RunInput() {
       const int ch = GateChannelIndex(graph, e, src);
       schema_of_[ch] = &edge.schema;
       input_of_[ch] = edge.target_input;
+      carries_key_groups_[ch] = edge.carry_key_groups;
     }
   }
   barriers_ = std::make_unique<BarrierHandler>(num_channels, clock_, mode_,
@@ -514,6 +518,7 @@ absl::Status Task::ProcessItem(BufferItem& item) {
   const int input = input_of_[ch];
   std::vector<Record>& batch = input_batches_[input];
   RecordDecoder dec(schema_of_[ch], records->data);
+  SLUICE_ASSIGN_OR_RETURN(const CarriedKeyGroups carried, CarriedKeyGroupsOf(ch, *records));
   absl::Status s;
   if (head_batches_) {
     // The whole buffer is one batch: watermarks and barriers travel in buffers of their own.
@@ -522,6 +527,7 @@ absl::Status Task::ProcessItem(BufferItem& item) {
     while (!dec.Done()) {
       if (n == batch.size()) batch.emplace_back(input_widths_[input]);
       SLUICE_RETURN_IF_ERROR(dec.Next(&batch[n]));
+      SLUICE_RETURN_IF_ERROR(carried.Set(n, &batch[n]));
       ++n;
     }
     head->in->Add(n);
@@ -541,11 +547,13 @@ absl::Status Task::ProcessItem(BufferItem& item) {
       if (cancelled_.load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
       if (interruptible && PriorityEventsAllowed() && PriorityEventDue()) {
         BufferItem rest(ch, RecordBuffer{records->data.substr(records->data.size() - dec.Remaining()),
-                                         records->num_records - decoded});
+                                         records->num_records - decoded,
+                                         carried.Rest(decoded)});
         SLUICE_RETURN_IF_ERROR(HandlePriorityEvents(&rest));
       }
-      ++decoded;
       SLUICE_RETURN_IF_ERROR(dec.Next(&record));
+      SLUICE_RETURN_IF_ERROR(carried.Set(decoded, &record));
+      ++decoded;
       in->Add();
       // One input: ProcessOwned() directly (what ProcessInput() means for it; the next
       // decode overwrites every value of `record`), one virtual call.
@@ -553,6 +561,47 @@ absl::Status Task::ProcessItem(BufferItem& item) {
     }
   }
   return chain_.Named(0, s);
+}
+
+absl::StatusOr<Task::CarriedKeyGroups> Task::CarriedKeyGroupsOf(int ch, const RecordBuffer& records) const {
+  CarriedKeyGroups c;
+  c.range = key_groups_;
+  c.channel = ch;
+  if (!carries_key_groups_[ch] || records.key_groups.empty()) return c;
+  if (records.num_records < 0 ||
+      records.key_groups.size() != key_group_width_ * static_cast<size_t>(records.num_records)) {
+    return absl::DataLossError(absl::StrCat("input channel ", ch, ": a buffer of ", records.num_records,
+                                            " records came with ", records.key_groups.size(),
+                                            " bytes of key groups (", key_group_width_, " per record)"));
+  }
+  c.data = reinterpret_cast<const unsigned char*>(records.key_groups.data());
+  c.size = records.key_groups.size();
+  c.width = key_group_width_;
+  return c;
+}
+
+absl::Status Task::CarriedKeyGroups::Set(size_t i, Record* record) const {
+  if (data == nullptr) {
+    record->set_carried_key_group(-1);
+    return absl::OkStatus();
+  }
+  const size_t at = i * width;
+  if (ABSL_PREDICT_FALSE(at + width > size)) {
+    return absl::DataLossError(absl::StrCat("input channel ", channel, ": record ", i,
+                                            " of a buffer has no key group"));
+  }
+  const int kg = width == 1 ? data[at] : data[at] | (data[at + 1] << 8);
+  if (ABSL_PREDICT_FALSE(!range.Contains(kg))) {
+    return absl::DataLossError(absl::StrCat("input channel ", channel, ": record ", i, " came with key group ",
+                                            kg, ", outside this subtask's ", range.first, "-", range.last));
+  }
+  record->set_carried_key_group(kg);
+  return absl::OkStatus();
+}
+
+std::string Task::CarriedKeyGroups::Rest(size_t from) const {
+  if (data == nullptr) return std::string();
+  return std::string(reinterpret_cast<const char*>(data) + from * width, size - from * width);
 }
 
 bool Task::PriorityEventsAllowed() const { return restored_input_.empty() && !barriers_->HasReplay(); }

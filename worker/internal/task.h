@@ -14,6 +14,7 @@
 #include "absl/synchronization/mutex.h"
 #include "checkpoint/checkpoint_storage.h"
 #include "common/clock.h"
+#include "common/key_groups.h"
 #include "common/metrics.h"
 #include "operators/registry.h"
 #include "plan/job_graph.h"
@@ -152,6 +153,21 @@ class Task {
   // backlogs; input: restored_input_). Refuses a rescaled restore of an unaligned checkpoint.
   absl::Status RestoreChannelState();
   absl::Status ProcessItem(BufferItem& item);
+  // The key groups a buffer of input channel `ch` came with (RecordBuffer::key_groups), read
+  // record by record onto the decoded records (Record::carried_key_group(); -1 without).
+  struct CarriedKeyGroups {
+    const unsigned char* data = nullptr;  // null: none carried
+    size_t size = 0;
+    size_t width = 1;
+    KeyGroupRange range{0, -1};  // the subtask's: a carried key group outside it is refused
+    int channel = 0;
+    // Sets record `i`'s carried key group. kDataLoss if it has none or one outside `range`.
+    absl::Status Set(size_t i, Record* record) const;
+    // The key groups of the records from `i` on (for the rest of a buffer).
+    std::string Rest(size_t i) const;
+  };
+  // kDataLoss if the buffer's key groups are not one per record.
+  absl::StatusOr<CarriedKeyGroups> CarriedKeyGroupsOf(int ch, const RecordBuffer& records) const;
   // Input tasks: whether a priority barrier was announced or the alignment timeout passed.
   // A priority barrier or the auto timeout may be handled now: no restored in-flight input and
   // no released (held-back) item waits, which would precede the barrier without being stored.
@@ -198,6 +214,11 @@ class Task {
   std::unique_ptr<PendingUpload> unaligned_ack_;  // snapshotted; in-flight input still recorded
   std::vector<const Schema*> schema_of_;  // per input channel: its edge's schema
   std::vector<int> input_of_;             // per input channel: the head operator's input index
+  // Per input channel: its edge carries key groups (plan::Edge::carry_key_groups); then the
+  // key groups this subtask owns, and their width in RecordBuffer::key_groups.
+  std::vector<bool> carries_key_groups_;
+  KeyGroupRange key_groups_{0, -1};
+  size_t key_group_width_ = 1;
   // Per input of the head: records reused for decoding a buffer into one batch, and their width.
   std::vector<std::vector<Record>> input_batches_;
   std::vector<size_t> input_widths_;

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -2146,6 +2147,109 @@ operators:
     EXPECT_LT(log.batches * 2, log.records) << id << ": records came (nearly) one at a time";
   }
   EXPECT_LE(logs_["chained"].max_batch, 256u);
+}
+
+// Per record a KeyGroupProbe saw: its key, the key group carried with it (-1: none), and the
+// key group its key hashes to.
+struct CarriedLog {
+  absl::Mutex mu;
+  std::vector<std::array<int64_t, 3>> seen ABSL_GUARDED_BY(mu);
+};
+
+// A keyed operator that logs, per record, the key group the exchange carried with it beside the
+// one computed from its key (as the sender computes it); `batches`: PrefersBatches().
+class KeyGroupProbe final : public ops::Operator {
+ public:
+  KeyGroupProbe(CarriedLog* log, bool batches) : log_(log), batches_(batches) {}
+  absl::Status Open(const ops::OperatorContext& ctx, ops::Output* output) override {
+    SLUICE_RETURN_IF_ERROR(Operator::Open(ctx, output));
+    SLUICE_ASSIGN_OR_RETURN(hasher_, ops::KeyHasher::Create(ctx.spec->key, ctx.spec->input_schema));
+    return absl::OkStatus();
+  }
+  bool PrefersBatches() const override { return batches_; }
+  absl::Status Process(const Record& r) override { return ProcessBatch(0, &r, 1); }
+  absl::Status ProcessBatch(int, const Record* records, size_t count) override {
+    absl::MutexLock lock(&log_->mu);
+    for (size_t i = 0; i < count; ++i) {
+      const int computed = KeyGroupForHash(hasher_.Hash(records[i]), ctx_.max_parallelism);
+      log_->seen.push_back({records[i].GetInt(0), records[i].carried_key_group(), computed});
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  CarriedLog* log_;
+  const bool batches_;
+  ops::KeyHasher hasher_;
+};
+
+class CarriedKeyGroupTaskTest : public TaskTest {
+ protected:
+  CarriedKeyGroupTaskTest() {
+    EXPECT_OK(RegisterWithProbe(&with_probe_, "kg_probe", /*keyed=*/true, [this](const plan::OperatorSpec&) {
+      return std::unique_ptr<ops::Operator>(std::make_unique<KeyGroupProbe>(&log_, batches_));
+    }));
+    registry_in_use_ = &with_probe_;
+  }
+
+  // Runs datagen (keys -500..499) -> key_by -> kg_probe (options `probe_options`) with
+  // `parallelism` over local channels, and returns what the probes saw.
+  std::vector<std::array<int64_t, 3>> Run(int parallelism, int max_parallelism, const std::string& probe_options) {
+    Deploy(absl::StrCat(R"y(
+name: carried
+parallelism: )y", parallelism, R"y(
+max_parallelism: )y", max_parallelism, R"y(
+operators:
+  - id: gen
+    type: datagen
+    count: 30000
+    fields: [{name: k, type: int64, expr: "(seq * 7919) % 1000 - 500"}]
+  - {id: by_k, type: key_by, key: [k]}
+  - {id: probe, type: kg_probe, )y", probe_options, R"y(}
+  - {id: out, type: blackhole}
+)y"));
+    EXPECT_FALSE(HasFailure());
+    StartAll();
+    EXPECT_TRUE(WaitAllDone());
+    ExpectAllIn(proto::TASK_FINISHED);
+    absl::MutexLock lock(&log_.mu);
+    return log_.seen;
+  }
+
+  ops::OperatorRegistry with_probe_;
+  CarriedLog log_;
+  bool batches_ = false;
+};
+
+// Every record that crosses the hash edge into a keyed head carries the key group of its key,
+// from 2 senders to 3 receivers (whose key group ranges differ from the senders', as after a
+// rescale): record by record at max parallelism 128 (one byte each), in batches at 1000 (two
+// bytes, key groups past 255).
+TEST_F(CarriedKeyGroupTaskTest, RecordsCarryTheKeyGroupOfTheirKey) {
+  const auto seen = Run(2, 128, "parallelism: 3");
+  ASSERT_EQ(seen.size(), 30000u);
+  for (const auto& [key, carried, computed] : seen) ASSERT_EQ(carried, computed) << "key " << key;
+}
+
+TEST_F(CarriedKeyGroupTaskTest, BatchesCarryTwoByteKeyGroups) {
+  batches_ = true;
+  const auto seen = Run(2, 1000, "parallelism: 3");
+  ASSERT_EQ(seen.size(), 30000u);
+  int64_t largest = -1;
+  for (const auto& [key, carried, computed] : seen) {
+    ASSERT_EQ(carried, computed) << "key " << key;
+    largest = std::max(largest, carried);
+  }
+  EXPECT_GT(largest, 255);
+}
+
+// Chained to its source (a key_by at parallelism 1 read forward), a keyed operator gets records
+// that crossed no exchange: nothing is carried, and it hashes the key itself.
+TEST_F(CarriedKeyGroupTaskTest, ChainedToTheSourceNothingIsCarried) {
+  const auto seen = Run(1, 128, "input: {from: by_k, partition: forward}");
+  ASSERT_EQ(tasks_.size(), 1u) << "gen -> by_k -> probe -> out in one task";
+  ASSERT_EQ(seen.size(), 30000u);
+  for (const auto& [key, carried, computed] : seen) ASSERT_EQ(carried, -1) << "key " << key;
 }
 
 }  // namespace
