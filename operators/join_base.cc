@@ -42,15 +42,18 @@ void JoinOperatorBase::EvalKey(int side, const Record& r) {
   }
   key_bytes_.clear();
   EncodeRecord(key_schema_, key_record_, &key_bytes_);
+  carried_key_group_ = r.carried_key_group();
 }
 
 int JoinOperatorBase::EvaluatedKeyGroup() const {
+  if (carried_key_group_ >= 0) return carried_key_group_;
   return KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema_, key_record_), ctx_.max_parallelism);
 }
 
 absl::StatusOr<int> JoinOperatorBase::KeyGroupOf(absl::string_view key) {
   RecordDecoder dec(&key_schema_, key);
   absl::Status s = dec.Next(&key_record_);
+  carried_key_group_ = -1;
   if (!s.ok() || !dec.Done()) {
     return ctx_.state_origin.DataLoss(absl::StrCat("a join state key does not decode: ",
                                                    s.ok() ? "bytes left over" : s.message()));

@@ -54,7 +54,8 @@ class JoinOperatorBase : public TwoInputOperator {
   // Evaluates input `side`'s key over `r` into key_bytes() (the serialized key), leaving the
   // backend's current key alone.
   void EvalKey(int side, const Record& r);
-  // The key last evaluated (EvalKey), serialized, and its key group.
+  // The key last evaluated (EvalKey), serialized, and its key group (the one the exchange
+  // carried with the record when it did, Record::carried_key_group()).
   const std::string& key_bytes() const { return key_bytes_; }
   int EvaluatedKeyGroup() const;
   // The key group of serialized key `key` (as a restore finds it in the backend); kDataLoss
@@ -109,6 +110,7 @@ class JoinOperatorBase : public TwoInputOperator {
   Schema key_schema_;
   Record key_record_;
   std::string key_bytes_;
+  int carried_key_group_ = -1;  // of the record last given to EvalKey; -1: none carried
   size_t offset_[2] = {0, 0};  // where each side's fields start in the output
   uint64_t late_dropped_ = 0;
   int64_t restored_watermark_ = kNoWatermark;

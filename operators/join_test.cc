@@ -445,6 +445,58 @@ TEST_F(JoinTest, IntervalJoinBoundsAreInclusiveAtBothEdges) {
                           }));
 }
 
+// A key group carried with a record across the exchange (Record::carried_key_group()) is the
+// one its rows are filed under: a wrong one outside the subtask's key groups fails where the
+// state is written, naming that group; the right one joins as if computed.
+TEST_F(JoinTest, RowsAreFiledUnderTheKeyGroupCarriedWithTheRecord) {
+  Load("interval_join", "    time: ts\n    lower: -2ms\n    upper: 3ms\n");
+  const KeyGroupRange mine = KeyGroupRangeForSubtask(job_.max_parallelism, 2, 0);
+  const Schema key_schema({{"k", FieldType::kInt64}});
+  auto key_group = [&](int64_t k) {
+    Record key(1);
+    key.SetInt(0, k);
+    return KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema, key), job_.max_parallelism);
+  };
+  int64_t k = 0;
+  while (!mine.Contains(key_group(k))) ++k;
+  const int other = mine.last + 1;  // the other subtask's
+  ASSERT_LT(other, job_.max_parallelism);
+  for (const bool right_group : {true, false}) {
+    SCOPED_TRACE(right_group ? "carried = computed" : "carried outside the range");
+    backend_.reset();
+    out_.lines.clear();
+    state::StateBackendOptions o;
+    o.local_dir = absl::StrCat(::testing::TempDir(), "/sluice-join-", getpid(), "-", backend_seq_++);
+    o.operator_id = "j";
+    o.max_parallelism = job_.max_parallelism;
+    o.range = mine;
+    o.clock = &clock_;
+    o.origin = StateOrigin("job-1", "j", "interval_join", 0, 0);
+    auto b = state::KeyedStateBackend::Open(o);
+    ASSERT_OK(b.status());
+    backend_ = *std::move(b);
+    Open();
+    const int carried = right_group ? key_group(k) : other;
+    Record left = MakeRecord(k, 100, "a");
+    left.set_carried_key_group(carried);
+    Record right = MakeRecord(k, 101, "b");
+    right.set_carried_key_group(carried);
+    absl::Status s = op_->ProcessInput(0, left);
+    if (s.ok()) s = op_->ProcessInput(1, right);
+    std::vector<std::string> entries;
+    if (s.ok()) s = op_->SnapshotState(1, &entries);
+    if (s.ok()) s = backend_->SnapshotSync(1).status();
+    if (right_group) {
+      ASSERT_OK(s);
+      EXPECT_THAT(out_.lines, UnorderedElementsAreArray({Row(k, 100, "a", k, 101, "b")}));
+    } else {
+      EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument,
+                              HasSubstr(absl::StrCat("current key group ", other, " is not in"))));
+    }
+    op_.reset();
+  }
+}
+
 TEST_F(JoinTest, IntervalJoinExclusiveBounds) {
   Load("interval_join",
        "    time: ts\n    lower: -2ms\n    upper: 3ms\n    lower_exclusive: true\n    upper_exclusive: true\n");
