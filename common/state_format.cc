@@ -1,6 +1,9 @@
 #include "common/state_format.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 
 namespace sluice {
 
@@ -44,6 +47,37 @@ absl::StatusOr<int> ReadTextStateVersion(const StateOrigin& origin, absl::string
     return 0;
   }
   return ReadStateVersion(origin, what, entry, current, body);
+}
+
+std::string WatermarkStateEntry(int version, int64_t watermark) {
+  std::string entry(1, static_cast<char>(version));
+  PutFixed64LE(static_cast<uint64_t>(watermark), &entry);
+  return entry;
+}
+
+absl::Status ReadWatermarkStateEntry(const StateOrigin& origin, absl::string_view what,
+                                     absl::string_view entry, int current, int64_t* watermark) {
+  absl::string_view body;
+  SLUICE_ASSIGN_OR_RETURN(int version, ReadStateVersion(origin, what, entry, current, &body));
+  (void)version;
+  if (body.size() != 8) {
+    return origin.DataLoss(absl::StrCat(what, " has ", entry.size(), " bytes, expected 9"));
+  }
+  *watermark = static_cast<int64_t>(GetFixed64LE(body.data()));
+  return absl::OkStatus();
+}
+
+absl::Status ReadSmallestWatermark(const StateOrigin& origin, absl::string_view what,
+                                   const std::vector<std::string>& entries, int current,
+                                   int64_t* smallest) {
+  bool first = true;
+  for (const std::string& entry : entries) {
+    int64_t wm;
+    SLUICE_RETURN_IF_ERROR(ReadWatermarkStateEntry(origin, what, entry, current, &wm));
+    *smallest = first ? wm : std::min(*smallest, wm);
+    first = false;
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace sluice

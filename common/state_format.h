@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -63,5 +64,19 @@ inline uint64_t GetFixed64LE(const char* p) {
   for (int b = 0; b < 8; ++b) v |= static_cast<uint64_t>(static_cast<uint8_t>(p[b])) << (8 * b);
   return v;
 }
+
+// The watermark an operator keeps as union operator state, so that after a restore records are
+// judged late against the smallest watermark the old subtasks had seen: one entry a subtask,
+// [version: 1 byte][watermark: int64 little-endian].
+std::string WatermarkStateEntry(int version, int64_t watermark);
+// Reads one such entry (named `what` in errors) into *watermark; kDataLoss through `origin`
+// when its version is not one ReadStateVersion accepts or its body is not 8 bytes.
+absl::Status ReadWatermarkStateEntry(const StateOrigin& origin, absl::string_view what,
+                                     absl::string_view entry, int current, int64_t* watermark);
+// The smallest watermark of `entries` into *smallest; *smallest is left alone when there are
+// none. kDataLoss as ReadWatermarkStateEntry.
+absl::Status ReadSmallestWatermark(const StateOrigin& origin, absl::string_view what,
+                                   const std::vector<std::string>& entries, int current,
+                                   int64_t* smallest);
 
 }  // namespace sluice

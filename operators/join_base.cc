@@ -108,27 +108,12 @@ absl::Status JoinOperatorBase::DecodeBucket(int side, absl::string_view bucket,
 }
 
 absl::Status JoinOperatorBase::RestoreWatermark(const OperatorContext& ctx) {
-  bool first = true;
-  for (const std::string& entry : ctx.restored_state) {
-    absl::string_view body;
-    SLUICE_ASSIGN_OR_RETURN(int version, ReadStateVersion(ctx.state_origin, "join watermark state",
-                                                          entry, kJoinStateFormat, &body));
-    (void)version;
-    if (body.size() != 8) {
-      return ctx.state_origin.DataLoss(
-          absl::StrCat("join watermark state has ", entry.size(), " bytes, expected 9"));
-    }
-    const int64_t wm = static_cast<int64_t>(GetFixed64LE(body.data()));
-    restored_watermark_ = first ? wm : std::min(restored_watermark_, wm);
-    first = false;
-  }
-  return absl::OkStatus();
+  return ReadSmallestWatermark(ctx.state_origin, "join watermark state", ctx.restored_state,
+                               kJoinStateFormat, &restored_watermark_);
 }
 
 void JoinOperatorBase::SnapshotWatermark(std::vector<std::string>* entries) const {
-  std::string entry(1, kJoinStateFormat);
-  PutFixed64LE(static_cast<uint64_t>(Watermark()), &entry);
-  entries->push_back(std::move(entry));
+  entries->push_back(WatermarkStateEntry(kJoinStateFormat, Watermark()));
 }
 
 absl::StatusOr<absl::string_view> BucketBody(const StateOrigin& origin, absl::string_view bucket) {

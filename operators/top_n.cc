@@ -157,26 +157,14 @@ class TopNOperator final : public Operator {
     rows_ = std::make_unique<RankedRows>(in_, o_->order_type, o_->descending, o_->n);
     value_.Resize(1);
     out_.Resize(in_->size() + 1);
-    bool first_entry = true;
-    for (const std::string& entry : ctx.restored_state) {
-      absl::string_view body;
-      SLUICE_ASSIGN_OR_RETURN(int version, ReadStateVersion(ctx.state_origin, "top_n watermark state", entry,
-                                                            kTopNWatermarkVersion, &body));
-      (void)version;
-      if (body.size() != 8) {
-        return ctx.state_origin.DataLoss(
-            absl::StrCat("top_n watermark state has ", entry.size(), " bytes, expected 9"));
-      }
-      const int64_t wm = static_cast<int64_t>(GetFixed64LE(body.data()));
-      restored_watermark_ = first_entry ? wm : std::min(restored_watermark_, wm);
-      first_entry = false;
-    }
+    SLUICE_RETURN_IF_ERROR(ReadSmallestWatermark(ctx.state_origin, "top_n watermark state",
+                                                 ctx.restored_state, kTopNWatermarkVersion,
+                                                 &restored_watermark_));
     return absl::OkStatus();
   }
 
   absl::Status SnapshotState(int64_t, std::vector<std::string>* entries) override {
-    std::string& entry = entries->emplace_back(1, static_cast<char>(kTopNWatermarkVersion));
-    PutFixed64LE(static_cast<uint64_t>(Watermark()), &entry);
+    entries->push_back(WatermarkStateEntry(kTopNWatermarkVersion, Watermark()));
     return absl::OkStatus();
   }
   bool UnionState() const override { return true; }

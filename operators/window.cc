@@ -275,18 +275,11 @@ class WindowOperator final : public Operator {
     bool first_entry = true;
     for (const std::string& entry : ctx.restored_state) {
       int64_t wm;
-      absl::string_view body = entry;  // format 0: 8 native bytes
       if (entry.size() != sizeof(wm)) {
-        SLUICE_ASSIGN_OR_RETURN(int version, ReadStateVersion(ctx.state_origin, "window watermark state",
-                                                              entry, kWatermarkVersion, &body));
-        (void)version;
-        if (body.size() != sizeof(wm)) {
-          return ctx.state_origin.DataLoss(absl::StrCat("window watermark state has ", entry.size(),
-                                                        " bytes, expected ", 1 + sizeof(wm)));
-        }
-        wm = static_cast<int64_t>(GetFixed64LE(body.data()));
+        SLUICE_RETURN_IF_ERROR(ReadWatermarkStateEntry(ctx.state_origin, "window watermark state",
+                                                       entry, kWatermarkVersion, &wm));
       } else {
-        std::memcpy(&wm, entry.data(), sizeof(wm));
+        std::memcpy(&wm, entry.data(), sizeof(wm));  // format 0: 8 native bytes
       }
       restored_watermark_ = first_entry ? wm : std::min(restored_watermark_, wm);
       first_entry = false;
@@ -299,9 +292,7 @@ class WindowOperator final : public Operator {
   absl::Status SnapshotState(int64_t checkpoint_id, std::vector<std::string>* entries) override {
     SLUICE_RETURN_IF_ERROR(WriteBuckets());
     SLUICE_RETURN_IF_ERROR(WriteKeySessions());
-    std::string entry(1, static_cast<char>(kWatermarkVersion));
-    PutFixed64LE(static_cast<uint64_t>(Watermark()), &entry);
-    entries->push_back(std::move(entry));
+    entries->push_back(WatermarkStateEntry(kWatermarkVersion, Watermark()));
     return absl::OkStatus();
   }
   bool UnionState() const override { return true; }
