@@ -5,12 +5,9 @@
 // to the top_n, which must judge it late as it does without a restore: every window's ranked
 // rows are committed exactly once, against the ranking computed here from the input.
 
-#include <signal.h>
-#include <sys/wait.h>
-
 #include <filesystem>
-#include <fstream>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <utility>
@@ -20,40 +17,27 @@
 #include "nlohmann/json.hpp"
 #include "tests/cluster_fixture.h"
 #include "tests/exactly_once_check.h"
+#include "tests/kafka_fixture.h"
 
 namespace sluice::testing {
 namespace {
 
 class TopNRestoreTest : public ClusterTest {
  protected:
+  void TearDown() override {
+    kafka_.reset();
+    ClusterTest::TearDown();
+  }
+
   // Appends `records` (key, ts) as JSON lines to partition `partition` of topic events.
   void Produce(int partition, const std::vector<std::pair<int64_t, int64_t>>& records) {
     std::string lines;
     for (const auto& [key, ts] : records) absl::StrAppend(&lines, "{\"key\": ", key, ", \"ts\": ", ts, "}\n");
-    std::ofstream(dir_ + "/part") << lines;
-    std::string out;
-    ASSERT_EQ(RunCommand(absl::StrCat("timeout 60 kcat -b ", bootstrap_, " -P -p ", partition,
-                                      " -t events < ", dir_, "/part"),
-                         &out),
-              0)
-        << out;
+    kafka_->Produce("events", partition, lines);
   }
 
   std::string Job(const std::string& windows, const std::string& top) const {
-    return absl::StrCat(R"y(name: top-n-restore
-parallelism: 2
-watermark_interval: 50ms
-checkpoint: {interval: 200ms, timeout: 20s}
-operators:
-  - id: events
-    type: kafka
-    bootstrap: ")y", bootstrap_, R"y("
-    topic: events
-    format: json
-    fields: [{name: key, type: int64}, {name: ts, type: timestamp}]
-    event_time: {field: ts, max_out_of_orderness: 100ms, idle_timeout: 1s}
-  - {id: by_key, type: key_by, key: [key]}
-  - id: windows
+    return KafkaKeyedEventsJob("top-n-restore", kafka_->bootstrap(), absl::StrCat(R"y(  - id: windows
     type: window
     tumble: 1s
     time_field: ts
@@ -63,10 +47,10 @@ operators:
   - {id: by_end, type: key_by, key: [window_end], input: windows}
   - {id: top, type: top_n, n: 1, order_by: n}
   - {id: top_rows, type: file, path: )y", top, R"y(}
-)y");
+)y"));
   }
 
-  std::string bootstrap_;
+  std::unique_ptr<KafkaProcess> kafka_;
 };
 
 // The committed lines of those of `dirs` that exist (a sink makes its directory when it opens).
@@ -91,15 +75,8 @@ std::map<std::pair<int64_t, int64_t>, int> TopRows(const std::vector<std::string
 
 TEST_F(TopNRestoreTest, ARowLateForAWindowFiredBeforeTheSavepointIsNotRankedAgain) {
   StartCluster(2, 2, 3000);
-  const pid_t kafka = SpawnKafka(dir_, {"events:2"}, &bootstrap_);
-  ASSERT_FALSE(bootstrap_.empty()) << ReadAll(dir_ + "/kafka.log");
-  struct KafkaGuard {
-    pid_t pid;
-    ~KafkaGuard() {
-      kill(pid, SIGTERM);
-      waitpid(pid, nullptr, 0);
-    }
-  } guard{kafka};
+  kafka_ = std::make_unique<KafkaProcess>(dir_, std::vector<std::string>{"events:2"});
+  ASSERT_FALSE(kafka_->bootstrap().empty()) << kafka_->Log();
 
   // Both partitions, in event-time order: phase 1 over [0, 10 s) (the watermark reaches
   // 9890 ms: windows [0, 1 s) .. [8 s, 9 s) fire), phase 3 over [10 s, 12 s) (windows up to

@@ -5,9 +5,6 @@
 // record exactly once in the late output, against a table computed here from the generator's
 // formulas.
 
-#include <signal.h>
-#include <sys/wait.h>
-
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -22,6 +19,7 @@
 #include "tests/cluster_fixture.h"
 #include "tests/exactly_once_check.h"
 #include "tests/kafka_check.h"
+#include "tests/kafka_fixture.h"
 
 namespace sluice::testing {
 namespace {
@@ -216,16 +214,9 @@ TEST_F(WindowClusterTest, SavepointKeepsOpenWindowsAtOtherParallelism) {
 // are read back as a read_committed consumer would see them; otherwise to a file sink.
 void WindowClusterTest::IdlePartitionStillFiresWindows(bool kafka_out) {
   StartCluster(2, 2, 3000);
-  std::string bootstrap;
-  const pid_t kafka = SpawnKafka(dir_, {"events:4", "windows:2"}, &bootstrap);
-  ASSERT_FALSE(bootstrap.empty()) << ReadAll(dir_ + "/kafka.log");
-  struct KafkaGuard {
-    pid_t pid;
-    ~KafkaGuard() {
-      kill(pid, SIGTERM);
-      waitpid(pid, nullptr, 0);
-    }
-  } guard{kafka};
+  const KafkaProcess kafka(dir_, {"events:4", "windows:2"});
+  ASSERT_FALSE(kafka.bootstrap().empty()) << kafka.Log();
+  const std::string& bootstrap = kafka.bootstrap();
   // Partitions 0-2 get, in event-time order, 1000 records each over [0, 10 s) and then one at
   // 20 s that moves their watermarks past every window of [0, 10 s). Partition 3 gets nothing.
   constexpr int64_t kRecords = 3000;
@@ -238,31 +229,13 @@ void WindowClusterTest::IdlePartitionStillFiresWindows(bool kafka_out) {
       expected[{key, (i * 10) / 1000 * 1000}]++;
     }
     absl::StrAppend(&lines, "{\"key\": 0, \"ts\": 20000}\n");
-    std::ofstream(dir_ + "/part") << lines;
-    std::string out;
-    ASSERT_EQ(RunCommand(absl::StrCat("timeout 60 kcat -b ", bootstrap, " -P -p ", p,
-                                      " -t events < ", dir_, "/part"),
-                         &out),
-              0)
-        << out;
+    kafka.Produce("events", p, lines);
+    if (HasFatalFailure()) return;
   }
   const std::string out = dir_ + "/out";
   const std::string late = dir_ + "/late";
   const std::string log = dir_ + "/transactions.log";
-  std::string job = Submit(absl::StrCat(R"y(name: kafka-windows
-parallelism: 2
-watermark_interval: 50ms
-checkpoint: {interval: 200ms, timeout: 20s}
-operators:
-  - id: events
-    type: kafka
-    bootstrap: ")y", bootstrap, R"y("
-    topic: events
-    format: json
-    fields: [{name: key, type: int64}, {name: ts, type: timestamp}]
-    event_time: {field: ts, max_out_of_orderness: 100ms, idle_timeout: 1s}
-  - {id: by_key, type: key_by, key: [key]}
-  - id: windows
+  std::string job = Submit(KafkaKeyedEventsJob("kafka-windows", bootstrap, absl::StrCat(R"y(  - id: windows
     type: window
     tumble: 1s
     time_field: ts
@@ -273,7 +246,7 @@ operators:
                                     "transactional_id_prefix: windows, transaction_log: ", log, "}")
                      : absl::StrCat("{id: out, type: file, path: ", out, "}"), R"y(
   - {id: late_out, type: file, path: )y", late, R"y(, input: windows.late}
-)y"));
+)y")));
   // The source is unbounded: wait until every record of [0, 10 s) is in a committed row or in
   // the late output.
   auto committed = [&](const std::string& dir) {
