@@ -205,5 +205,97 @@ TEST_F(JoinTest, FullOuterWindowJoinSurvivesAWorkerKillExactlyOnce) {
   EXPECT_TRUE(Sorted(got) == Sorted(expected)) << "the output differs from the expected rows";
 }
 
+// `unique:` joins (one side holds at most one record per key, as Nexmark's auctions), with a
+// worker killed mid-run: auctions (auction_id = seq, one per key) and bids (bid_id = seq, for
+// auction BidAuction(seq)), both in event time, out of order within the 100 ms allowed.
+constexpr int64_t kAuctions = 2'000;
+constexpr int64_t kBids = 20'000;
+int64_t AuctionTs(int64_t seq) { return seq * 100 - (seq % 5) * 15; }
+int64_t BidAuction(int64_t seq) { return (seq / 10 + seq % 7) % kAuctions; }
+int64_t BidTs(int64_t seq) { return seq * 10 - (seq % 4) * 12; }
+
+// Auctions and bids over the same 200 s of event time, at rates that keep them level.
+std::string AuctionsAndBids(const std::string& join, const std::string& out) {
+  return absl::StrCat(R"y(name: unique-join
+parallelism: 2
+checkpoint: {interval: 200ms, timeout: 20s}
+restart: {strategy: fixed_delay, attempts: 1000, delay: 100ms}
+operators:
+  - id: auctions
+    type: datagen
+    count: )y", kAuctions, R"y(
+    rate: 500
+    fields:
+      - {name: auction_id, type: int64, expr: "seq"}
+      - {name: ts, type: timestamp, expr: "to_timestamp(seq * 100 - (seq % 5) * 15)"}
+    event_time: {field: ts, max_out_of_orderness: 100ms}
+  - id: bids
+    type: datagen
+    count: )y", kBids, R"y(
+    rate: 5000
+    fields:
+      - {name: bid_id, type: int64, expr: "seq"}
+      - {name: auction, type: int64, expr: "(seq / 10 + seq % 7) % )y", kAuctions, R"y("}
+      - {name: ts, type: timestamp, expr: "to_timestamp(seq * 10 - (seq % 4) * 12)"}
+    event_time: {field: ts, max_out_of_orderness: 100ms}
+)y", join, "  - {id: out, type: file, path: ", out, "}\n");
+}
+
+// "<auction>|<bid>" of each committed row.
+std::vector<std::string> AuctionBidPairs(const std::vector<std::string>& lines) {
+  std::vector<std::string> got;
+  for (const std::string& line : lines) {
+    auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["auction_id"], j["auction"]) << line;
+    got.push_back(absl::StrCat(Id(j["auction_id"]), "|", Id(j["bid_id"])));
+  }
+  return got;
+}
+
+// An interval join whose left input (auctions) is unique: every (auction, bid) pair with
+// auction.ts - 300 ms <= bid.ts <= auction.ts + 50 ms once, though the restored job re-reads
+// both inputs from the checkpoint's positions and its join state holds single auctions.
+TEST_F(JoinTest, UniqueLeftIntervalJoinSurvivesAWorkerKillExactlyOnce) {
+  StartCluster(2, 2, 1500);
+  const std::string out = dir_ + "/out";
+  const std::vector<std::string> got = AuctionBidPairs(RunWithKill(AuctionsAndBids(R"y(
+  - id: j
+    type: interval_join
+    inputs: [{from: auctions, partition: hash, key: [auction_id]}, {from: bids, partition: hash, key: [auction]}]
+    time: ts
+    lower: -300ms
+    upper: 50ms
+    unique: left
+)y", out), out));
+  std::vector<std::string> expected;
+  for (int64_t b = 0; b < kBids; ++b) {
+    const int64_t a = BidAuction(b);
+    const int64_t d = BidTs(b) - AuctionTs(a);
+    if (d >= -300 && d <= 50) expected.push_back(absl::StrCat(a, "|", b));
+  }
+  ASSERT_GT(expected.size(), static_cast<size_t>(kBids / 4));
+  ASSERT_LT(expected.size(), static_cast<size_t>(kBids)) << "the bounds exclude no pair";
+  EXPECT_EQ(got.size(), expected.size());
+  EXPECT_TRUE(Sorted(got) == Sorted(expected)) << "the output differs from the expected rows";
+}
+
+// A regular join whose right input (auctions) is unique, state kept forever: every bid joins
+// its auction exactly once, whether it came before the auction (kept, then joined and dropped
+// when the auction came) or after (joined at once, never kept).
+TEST_F(JoinTest, UniqueRightRegularJoinSurvivesAWorkerKillExactlyOnce) {
+  StartCluster(2, 2, 1500);
+  const std::string out = dir_ + "/out";
+  const std::vector<std::string> got = AuctionBidPairs(RunWithKill(AuctionsAndBids(R"y(
+  - id: j
+    type: join
+    inputs: [{from: bids, partition: hash, key: [auction]}, {from: auctions, partition: hash, key: [auction_id]}]
+    unique: right
+)y", out), out));
+  std::vector<std::string> expected;
+  for (int64_t b = 0; b < kBids; ++b) expected.push_back(absl::StrCat(BidAuction(b), "|", b));
+  EXPECT_EQ(got.size(), expected.size());
+  EXPECT_TRUE(Sorted(got) == Sorted(expected)) << "the output differs from the expected rows";
+}
+
 }  // namespace
 }  // namespace sluice::testing
