@@ -6,12 +6,15 @@
 #include <atomic>
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
+#include <tuple>
 #include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -38,8 +41,15 @@ using PartitionCountFn = std::function<absl::StatusOr<int>()>;
 using PartitionCountsFn = std::function<absl::StatusOr<std::vector<int>>()>;
 
 constexpr int kMetadataTimeoutMs = 10000;
-// Checkpointed offsets: [version] "<topic>:<partition>:<next offset>[:<end offset>]".
+// Checkpointed offsets: [version 1] "<topic>:<partition>:<next offset>[:<end offset>]".
 constexpr int kOffsetsVersion = 1;
+// And, with on_error: dead_letter, [version 2] "#dlt:<partition>:<end offset>": where the
+// dead-letter topic's partition ended at the checkpoint ('#' is in no Kafka topic name), or
+// "#dlt:*" from a subtask that knew no positions (a restore reads the topic from its start).
+// Version-2 entries may also be offsets entries; a build that reads only version 1 refuses them.
+constexpr int kDeadLetterPositionVersion = 2;
+constexpr absl::string_view kDeadLetterPositionPrefix = "#dlt:";
+constexpr int kDeadLetterScanTimeoutMs = 60000;
 
 // The number of partitions of `topic` from the brokers' metadata. kNotFound when the topic
 // does not exist, kUnavailable when the brokers do not answer.
@@ -136,6 +146,10 @@ class KafkaSource final : public ops::SourceOperator {
     const std::string group = o->group.empty() ? absl::StrCat("sluice-", ctx.job_id) : o->group;
     out_.Resize(ctx.spec->output_schema.size());
     skipped_ = 0;
+    dead_letter_positions_.clear();
+    dead_letters_from_start_ = false;
+    letters_since_positions_ = 0;
+    written_dead_letters_.clear();
 
     KafkaSettings settings = {
         {"bootstrap.servers", o->bootstrap},
@@ -206,7 +220,24 @@ class KafkaSource final : public ops::SourceOperator {
     for (const std::string& e : ctx.restored_state) {
       absl::string_view body;
       SLUICE_ASSIGN_OR_RETURN(int version, ReadTextStateVersion(ctx.state_origin, "kafka source offsets", e,
-                                                                kOffsetsVersion, &body));
+                                                                kDeadLetterPositionVersion, &body));
+      if (version >= kDeadLetterPositionVersion && absl::ConsumePrefix(&body, kDeadLetterPositionPrefix)) {
+        if (body == "*") {
+          dead_letters_from_start_ = true;
+          continue;
+        }
+        std::pair<std::string, std::string> pe = absl::StrSplit(body, absl::MaxSplits(':', 1));
+        int32_t p;
+        int64_t end;
+        if (!absl::SimpleAtoi(pe.first, &p) || p < 0 || !absl::SimpleAtoi(pe.second, &end) || end < 0) {
+          return ctx.state_origin.DataLoss(absl::StrCat("kafka source entry '", absl::CEscape(e),
+                                                        "' is not #dlt:<partition>:<offset>"));
+        }
+        // Every subtask's entries come back: scan from the smallest.
+        auto [it, inserted] = dead_letter_positions_.insert({p, end});
+        if (!inserted) it->second = std::min(it->second, end);
+        continue;
+      }
       std::vector<std::string> parts = absl::StrSplit(body, ':');
       int32_t p;
       int64_t off, end = -1;
@@ -261,6 +292,12 @@ class KafkaSource final : public ops::SourceOperator {
     rd_kafka_topic_partition_list_destroy(list);
     if (err) return absl::UnavailableError(absl::StrCat("kafka assign: ", rd_kafka_err2str(err)));
     if (discovery_interval_nanos_ > 0) counter_ = std::make_unique<PartitionCounter>(std::move(count));
+    if (dlq_ != nullptr && ctx.restored) {
+      KafkaSettings scan = {{"bootstrap.servers", o->bootstrap}, {"group.id", group}, {"log_level", "3"}};
+      scan.insert(scan.end(), o->properties.begin(), o->properties.end());
+      scan.push_back({"enable.auto.commit", "false"});
+      SLUICE_RETURN_IF_ERROR(FindWrittenDeadLetters(scan));
+    }
     if (ctx.metrics != nullptr) {
       lag_ = ctx.metrics->AddGauge("sluice_kafka_source_lag_records",
                                    "Records between a source subtask's positions and the ends of its partitions",
@@ -304,7 +341,10 @@ class KafkaSource final : public ops::SourceOperator {
       }
       if (!s.ok()) {
         std::string where = absl::StrCat("topic ", topics_[t], " partition ", m->partition, " offset ", offset);
-        if (dlq_ != nullptr) {
+        // A failed attempt may have written this record's letter after the restored checkpoint.
+        const bool written = !written_dead_letters_.empty() &&
+                             written_dead_letters_.erase(std::make_tuple(t, m->partition, offset)) > 0;
+        if (dlq_ != nullptr && !written) {
           // The original bytes, with the error and origin in headers.
           std::string error(s.message());
           rd_kafka_resp_err_t perr = rd_kafka_producev(
@@ -319,6 +359,7 @@ class KafkaSource final : public ops::SourceOperator {
             return absl::UnavailableError(absl::StrCat("dead-letter topic ", dead_letter_topic_, ": ", rd_kafka_err2str(perr)));
           }
           rd_kafka_poll(dlq_, 0);
+          ++letters_since_positions_;
         }
         rd_kafka_message_destroy(m);
         if (!skip_bad_) return absl::InvalidArgumentError(absl::StrCat("bad record at ", where, ": ", s.message()));
@@ -340,6 +381,18 @@ class KafkaSource final : public ops::SourceOperator {
       // Dead letters of records before the barrier are in Kafka before the checkpoint counts.
       rd_kafka_resp_err_t err = rd_kafka_flush(dlq_, 30000);
       if (err) return absl::UnavailableError(absl::StrCat("dead-letter topic ", dead_letter_topic_, ": ", rd_kafka_err2str(err)));
+      // Letters of records after the barrier come after these positions: a restore looks there
+      // for those a failed attempt wrote (FindWrittenDeadLetters).
+      if (letters_since_positions_ > 0 || dead_letter_positions_.empty()) UpdateDeadLetterPositions();
+      if (dead_letter_positions_.empty()) {
+        entries->push_back(absl::StrCat(std::string(1, static_cast<char>(kDeadLetterPositionVersion)),
+                                        kDeadLetterPositionPrefix, "*"));
+      }
+      for (const auto& [p, end] : dead_letter_positions_) {
+        std::string entry(1, static_cast<char>(kDeadLetterPositionVersion));
+        absl::StrAppend(&entry, kDeadLetterPositionPrefix, p, ":", end);
+        entries->push_back(std::move(entry));
+      }
     }
     // Every partition, also those not read yet: their logical start offset (earliest, latest,
     // committed) is resolved again on restore, and a restored source can tell partitions it
@@ -464,6 +517,123 @@ class KafkaSource final : public ops::SourceOperator {
     rd_kafka_error_t* error = list->cnt > 0 ? rd_kafka_incremental_assign(rk_, list) : nullptr;
     rd_kafka_topic_partition_list_destroy(list);
     return KafkaErrorStatus(error, "kafka assign of new partitions");
+  }
+
+  // Sets dead_letter_positions_ to the dead-letter topic's end offsets. On failure (the topic
+  // does not exist yet, the brokers do not answer) the positions stay as they were, lower or
+  // none: a restore then scans more of the topic (from its start without positions), which is
+  // slower, never wrong.
+  void UpdateDeadLetterPositions() {
+    absl::StatusOr<int> count = FetchPartitionCount(dlq_, dead_letter_topic_);
+    if (!count.ok()) {
+      spdlog::warn("{}: dead-letter topic positions: {}", ctx_.task_name, count.status());
+      return;
+    }
+    std::map<int32_t, int64_t> positions;
+    for (int32_t p = 0; p < *count; ++p) {
+      int64_t low = 0, high = 0;
+      rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(dlq_, dead_letter_topic_.c_str(), p, &low, &high,
+                                                                 kMetadataTimeoutMs);
+      if (err) {
+        spdlog::warn("{}: dead-letter topic {}/{} end offset: {}", ctx_.task_name, dead_letter_topic_, p,
+                     rd_kafka_err2str(err));
+        return;
+      }
+      positions[p] = high;
+    }
+    dead_letter_positions_ = std::move(positions);
+    letters_since_positions_ = 0;
+  }
+
+  // Restored with on_error: dead_letter: reads the dead-letter topic from the checkpoint's
+  // positions (from its start for partitions without one) to its current end and keeps, in
+  // written_dead_letters_, the origins (sluice.origin header) of letters for records this
+  // subtask will read again: its partitions, at or after the restored offsets. Those letters
+  // were written after the checkpoint by the attempt that failed; Poll does not write them again.
+  // kUnavailable when the topic cannot be read to its end within kDeadLetterScanTimeoutMs.
+  absl::Status FindWrittenDeadLetters(const KafkaSettings& settings) {
+    absl::StatusOr<int> count = FetchPartitionCount(rk_, dead_letter_topic_);
+    if (absl::IsNotFound(count.status())) return absl::OkStatus();  // no letter written yet
+    SLUICE_RETURN_IF_ERROR(count.status());
+    SLUICE_ASSIGN_OR_RETURN(rd_kafka_t* scan, NewKafkaClient(RD_KAFKA_CONSUMER, settings, "dead-letter topic reader"));
+    struct Destroy {
+      rd_kafka_t* rk;
+      ~Destroy() {
+        rd_kafka_consumer_close(rk);
+        rd_kafka_destroy(rk);
+      }
+    } destroy{scan};
+    std::map<int32_t, int64_t> ends;  // partitions still to read -> end offset
+    rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(*count);
+    for (int32_t p = 0; p < *count; ++p) {
+      int64_t low = 0, high = 0;
+      rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(scan, dead_letter_topic_.c_str(), p, &low, &high,
+                                                                 kMetadataTimeoutMs);
+      if (err) {
+        rd_kafka_topic_partition_list_destroy(list);
+        return absl::UnavailableError(absl::StrCat("dead-letter topic ", dead_letter_topic_, "/", p, " end offset: ",
+                                                   rd_kafka_err2str(err)));
+      }
+      auto pos = dead_letter_positions_.find(p);
+      const bool known = !dead_letters_from_start_ && pos != dead_letter_positions_.end();
+      const int64_t from = std::max(low, known ? pos->second : low);
+      if (from >= high) continue;
+      rd_kafka_topic_partition_list_add(list, dead_letter_topic_.c_str(), p)->offset = from;
+      ends[p] = high;
+    }
+    rd_kafka_resp_err_t err = ends.empty() ? RD_KAFKA_RESP_ERR_NO_ERROR : rd_kafka_assign(scan, list);
+    rd_kafka_topic_partition_list_destroy(list);
+    if (err) return absl::UnavailableError(absl::StrCat("dead-letter topic assign: ", rd_kafka_err2str(err)));
+    int64_t letters = 0;
+    const int64_t deadline = ctx_.clock->NowNanos() + int64_t{kDeadLetterScanTimeoutMs} * 1'000'000;
+    while (!ends.empty()) {
+      if (ctx_.clock->NowNanos() > deadline) {
+        return absl::UnavailableError(absl::StrCat("dead-letter topic ", dead_letter_topic_, ": not read to its end in ",
+                                                   kDeadLetterScanTimeoutMs / 1000, " s"));
+      }
+      rd_kafka_message_t* m = rd_kafka_consumer_poll(scan, 100);
+      if (m == nullptr) continue;
+      if (m->err) {
+        std::string error = rd_kafka_message_errstr(m);
+        const bool transient = m->err == RD_KAFKA_RESP_ERR__TRANSPORT || m->err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ||
+                               m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
+        rd_kafka_message_destroy(m);
+        if (transient) continue;
+        return absl::UnavailableError(absl::StrCat("dead-letter topic ", dead_letter_topic_, ": ", error));
+      }
+      NoteWrittenDeadLetter(m);
+      auto end = ends.find(m->partition);
+      if (end != ends.end() && m->offset + 1 >= end->second) ends.erase(end);
+      rd_kafka_message_destroy(m);
+      ++letters;
+    }
+    spdlog::info("{}: read {} dead letter(s) written since the checkpoint; {} are of records read again here",
+                 ctx_.task_name, letters, written_dead_letters_.size());
+    return absl::OkStatus();
+  }
+
+  // Adds a dead letter's origin to written_dead_letters_ when it is a record this subtask reads
+  // again. Letters without a sluice.origin this source writes are ignored.
+  void NoteWrittenDeadLetter(const rd_kafka_message_t* m) {
+    rd_kafka_headers_t* headers = nullptr;
+    const void* value = nullptr;
+    size_t size = 0;
+    if (rd_kafka_message_headers(m, &headers) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        rd_kafka_header_get_last(headers, "sluice.origin", &value, &size) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      return;
+    }
+    // "topic <topic> partition <p> offset <o>", as Poll writes it.
+    std::vector<absl::string_view> words = absl::StrSplit(absl::string_view(static_cast<const char*>(value), size), ' ');
+    int32_t p;
+    int64_t offset;
+    if (words.size() != 6 || words[0] != "topic" || words[2] != "partition" || words[4] != "offset" ||
+        !absl::SimpleAtoi(words[3], &p) || !absl::SimpleAtoi(words[5], &offset)) {
+      return;
+    }
+    const int t = static_cast<int>(std::find(topics_.begin(), topics_.end(), words[1]) - topics_.begin());
+    auto it = partitions_.find({t, p});
+    if (it == partitions_.end() || offset < std::max<int64_t>(it->second.next, 0)) return;
+    written_dead_letters_.insert(std::make_tuple(t, p, offset));
   }
 
   // An error event from the consumer. End of a partition (bounded sources): that partition is
@@ -591,6 +761,13 @@ class KafkaSource final : public ops::SourceOperator {
   rd_kafka_t* rk_ = nullptr;
   rd_kafka_t* dlq_ = nullptr;  // dead-letter producer (on_error: dead_letter)
   std::string dead_letter_topic_;
+  // The dead-letter topic's end offsets per partition as of the last checkpoint (or restored).
+  std::map<int32_t, int64_t> dead_letter_positions_;
+  bool dead_letters_from_start_ = false;  // restored: a subtask knew no positions
+  int64_t letters_since_positions_ = 0;
+  // (topic index, partition, offset) of records read again after a restore whose dead letter
+  // the failed attempt wrote; each is skipped once.
+  std::set<std::tuple<int, int32_t, int64_t>> written_dead_letters_;
   std::vector<std::string> topics_;
   std::vector<std::pair<rd_kafka_topic_t*, int>> topic_handles_;  // message topic -> index
   using Format = KafkaSourceOptions::Format;

@@ -7,9 +7,11 @@
 
 #include <map>
 
+#include "absl/strings/str_split.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 #include "tests/cluster_fixture.h"
+#include "tests/exactly_once_check.h"
 #include "tests/prometheus_text.h"
 
 namespace sluice::testing {
@@ -174,6 +176,91 @@ TEST_F(KafkaSourceTest, DeadLetterPolicyKeepsOriginalBytesAndError) {
                                     " -C -t dlq -o beginning -e -q -f '%s|%h\\n'"), &out), 0) << out;
   EXPECT_THAT(out, HasSubstr("not json at all|sluice.error=not valid JSON (syntax error at byte 2),sluice.origin=topic events partition 0 offset 1"));
   EXPECT_THAT(out, HasSubstr("{\"user\": 5}|sluice.error=missing field 'amount'"));
+}
+
+// Dead letters across a kill -9: an unbounded source with on_error: dead_letter reads waves of
+// good records (JSON with a unique id) and bad ones ("bad <n>", not JSON). Both workers are
+// killed after a wave was read but before a checkpoint covered it, so the restored job reads
+// that wave again from the checkpoint's offsets: every good record is committed once and every
+// bad one is in the dead-letter topic once (the restored source does not write again the dead
+// letters that the failed attempt already wrote after the checkpoint).
+TEST_F(KafkaSourceTest, DeadLettersAreWrittenOnceAcrossAKillAndRestore) {
+  StartCluster(2, 2, 1500);
+  StartKafkaTopics({"events:2", "dlq:1"});
+  const std::string out = dir_ + "/out";
+  const std::string job = Submit(absl::StrCat(R"(name: dead-letters
+parallelism: 2
+checkpoint: {interval: 2s, timeout: 20s}
+restart: {strategy: fixed_delay, attempts: 1000, delay: 100ms}
+operators:
+  - id: events
+    type: kafka
+    bootstrap: ")", bootstrap_, R"("
+    topic: events
+    format: json
+    on_error: dead_letter
+    dead_letter_topic: dlq
+    fields: [{name: id, type: int64}]
+  - {id: out, type: file, path: )", out, "}\n"));
+  // Wave w: per partition, 500 good records and 5 bad ones.
+  int64_t good = 0, bad = 0;
+  auto wave = [&] {
+    for (int p = 0; p < 2; ++p) {
+      std::string lines;
+      for (int i = 0; i < 500; ++i) {
+        absl::StrAppend(&lines, "{\"id\": ", good++, "}\n");
+        if (i % 100 == 50) absl::StrAppend(&lines, "bad ", bad++, "\n");
+      }
+      Produce(p, lines);
+    }
+  };
+  auto read = [&](const proto::JobInfo& i) {
+    const proto::OperatorInfo* e = FindOperator(i, "events");
+    return e == nullptr ? 0 : static_cast<int64_t>(e->records_out() + e->records_skipped());
+  };
+  wave();
+  // Wave 1 read and covered by a checkpoint.
+  proto::JobInfo info = WaitUntil(job, [&](const proto::JobInfo& i) { return read(i) == good + bad; },
+                                  std::chrono::seconds(30));
+  ASSERT_EQ(read(info), good + bad) << info.error();
+  const int64_t covered = LatestCompletedCheckpoint(WaitForCheckpoint(job, LatestCompletedCheckpoint(info),
+                                                                      std::chrono::seconds(30)));
+  // Wave 2 read, then both workers killed. (Should a checkpoint complete in between, another
+  // wave is tried.)
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    const int64_t before = LatestCompletedCheckpoint(client_->GetJob(job).value());
+    wave();
+    if (HasFatalFailure()) return;
+    info = WaitUntil(job, [&](const proto::JobInfo& i) { return read(i) == good + bad; },
+                     std::chrono::seconds(30));
+    ASSERT_EQ(read(info), good + bad) << info.error();
+    if (LatestCompletedCheckpoint(info) == before) break;
+  }
+  ASSERT_GT(covered, 0);
+  for (int w = 0; w < 2; ++w) ASSERT_OK(cluster_->KillWorker(w, SIGKILL));
+  for (int w = 0; w < 2; ++w) ASSERT_OK(cluster_->RestartWorker(w, -1));
+  // Every good record committed (so a checkpoint after the replay completed, and the dead
+  // letters before it are flushed).
+  ASSERT_TRUE(WaitFor([&] {
+    return std::filesystem::exists(out) && static_cast<int64_t>(ReadCommittedLines({out}).size()) >= good;
+  }, std::chrono::seconds(60), "every good record committed", std::chrono::milliseconds(100)));
+  info = client_->GetJob(job).value();
+  EXPECT_GE(info.restarts(), 1) << "the kill did not hit the job";
+  ASSERT_OK(client_->Cancel(job));
+  EXPECT_EQ(WaitForEnd(job, std::chrono::seconds(30)).state(), proto::JOB_CANCELLED);
+
+  std::map<int64_t, int> ids;
+  for (const std::string& line : ReadCommittedLines({out})) ids[nlohmann::json::parse(line)["id"].get<int64_t>()]++;
+  std::map<int64_t, int> expected_ids;
+  for (int64_t i = 0; i < good; ++i) expected_ids[i] = 1;
+  EXPECT_EQ(ids, expected_ids);
+  std::string dlq;
+  ASSERT_EQ(RunCommand(absl::StrCat("timeout 20 kcat -b ", bootstrap_, " -C -t dlq -o beginning -e -q -f '%s\\n'"),
+                       &dlq), 0) << dlq;
+  std::map<std::string, int> letters, expected_letters;
+  for (absl::string_view l : absl::StrSplit(dlq, '\n', absl::SkipEmpty())) letters[std::string(l)]++;
+  for (int64_t i = 0; i < bad; ++i) expected_letters[absl::StrCat("bad ", i)] = 1;
+  EXPECT_EQ(letters, expected_letters);
 }
 
 // Records arrive only in partition 0. Partition 1 (subtask 1) turns idle after idle_timeout, so
