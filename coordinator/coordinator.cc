@@ -155,6 +155,9 @@ class Coordinator::Service final : public proto::Coordinator::CallbackService {
 
 namespace {
 
+// How long a stop with a savepoint waits for the job's tasks to stop before it answers anyway.
+constexpr int64_t kStopReplyWaitNanos = 30'000'000'000;
+
 // Built-in and connector types have distinct names: registering them cannot fail.
 plan::OperatorTypeCatalog MakeCatalog() {
   plan::OperatorTypeCatalog catalog;
@@ -266,6 +269,8 @@ void Coordinator::Stop() {
         job.state = proto::JOB_CANCELLING;
         CancelTasksOnWorkers(job);
       }
+      ReplyLocked(std::move(job.stop_replies));
+      job.stop_replies.clear();
     }
   }
   if (planner_.joinable()) planner_.join();
@@ -483,6 +488,8 @@ void Coordinator::MaybeCompleteJob(Job& job) {
 void Coordinator::ReleaseSlots(Job& job) {
   registry_.Release(job.slots_held);
   job.slots_held.clear();
+  ReplyLocked(std::move(job.stop_replies));
+  job.stop_replies.clear();
 }
 
 void Coordinator::FailJob(Job& job, const std::string& reason, bool planned, bool permanent, absl::StatusCode code) {
@@ -950,6 +957,12 @@ void Coordinator::MonitorLoop() {
     for (const LostWorker& l : lost) WorkerLostLocked(l.worker, l.why, /*planned=*/false);
     for (auto& [id, job] : jobs_) {
       RestartTick(job, now);
+      if (!job.stop_replies.empty() && now >= job.stop_replies_deadline_nanos) {
+        spdlog::warn("job {} ({}): tasks still stopping {} s after its stop with a savepoint; answering the caller",
+                     job.id, job.spec->name, kStopReplyWaitNanos / 1'000'000'000);
+        ReplyLocked(std::move(job.stop_replies));
+        job.stop_replies.clear();
+      }
       if (job.state != proto::JOB_RUNNING) continue;
       bool all_input_ended = true;
       for (const auto& v : job.tasks) {
@@ -1114,6 +1127,11 @@ void Coordinator::FinishCheckpointLocked(const std::string& job_id, int64_t atte
         ApplyLocked(job, std::move(actions));  // tasks are told to commit, then cancelled
         if (c.stop && written.ok()) {
           CancelTasksOnWorkers(job);
+          // Answered once the tasks have stopped and the slots are free (ReleaseSlots).
+          for (auto& reply : replies) job.stop_replies.push_back(std::move(reply));
+          replies.clear();
+          job.stop_replies_deadline_nanos = options_.clock->NowNanos() + kStopReplyWaitNanos;
+          MaybeCompleteJob(job);
         } else if (c.stop && job.state == proto::JOB_CANCELLING) {
           job.state = proto::JOB_RUNNING;  // not stopped: its record could not say so
           job.stopped_with_savepoint.clear();

@@ -139,6 +139,7 @@ class Coordinator {
     int64_t watermark_ms = 0;
     bool watermark_idle = false;
   };
+  using SavepointReplies = std::vector<std::pair<SavepointCallback, absl::StatusOr<std::string>>>;
   struct Job {
     std::string id;
     proto::SubmitJobRequest request;  // kept for GetJob (`sluice rescale` resubmits its YAML)
@@ -172,6 +173,11 @@ class Coordinator {
     int placement_workers = 0;            // distinct workers of the last placement
     int64_t restored_checkpoint_id = 0;   // what the current attempt restored from
     std::string stopped_with_savepoint;   // `stop --savepoint`: the savepoint's path
+    // Callers of that stop, answered once the job's slots are free (ReleaseSlots), so that a job
+    // submitted right after (`sluice rescale`) finds them; or at stop_replies_deadline_nanos
+    // if the tasks take longer to stop.
+    SavepointReplies stop_replies;
+    int64_t stop_replies_deadline_nanos = 0;
     // Rates per operator index, refreshed by the monitor thread.
     std::vector<uint64_t> prev_in, prev_out;
     int64_t prev_nanos = 0;
@@ -201,6 +207,7 @@ class Coordinator {
                absl::StatusCode code = absl::StatusCode::kOk) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CancelTasksOnWorkers(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeCompleteJob(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Gives the job's slots back to the registry and answers its stop_replies.
   void ReleaseSlots(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `planned`: the worker left on purpose; restarting its jobs uses no attempt. Nothing if it
   // is no longer registered.
@@ -211,7 +218,6 @@ class Coordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Places the job's subtasks on free slots (scheduler.h) and takes them in the registry.
   absl::Status ScheduleLocked(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  using SavepointReplies = std::vector<std::pair<SavepointCallback, absl::StatusOr<std::string>>>;
   // Answers savepoint callers on the dispatcher thread.
   void ReplyLocked(SavepointReplies replies) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Carries out what the job's checkpoint coordinator asked for, in CheckpointActions' order.

@@ -333,6 +333,79 @@ TEST_F(CoordinatorTest, AFullDiskAbortsCheckpointsWithTheReasonAndCountsTowardsT
               ::sluice::testing::StatusIs(absl::StatusCode::kNotFound, HasSubstr(job)));
 }
 
+// A stop with a savepoint answers once the job's tasks have stopped and its slots are free, so
+// that `sluice rescale`, which submits the job again at once, finds them (it was told "needs 3
+// slot(s) but the cluster has 2 free" while the stopped job's tasks were still cancelling).
+TEST_F(CoordinatorTest, StopWithASavepointAnswersOnceTheJobsSlotsAreFree) {
+  const std::string job = SubmitRunning("{interval: 1h}");
+  ASSERT_FALSE(job.empty());
+  absl::Notification done;
+  absl::StatusOr<std::string> result;
+  int slots_used_at_reply = -1;
+  proto::SavepointRequest req;
+  req.set_job_id(job);
+  req.set_stop(true);
+  ASSERT_OK(coordinator_->TriggerSavepoint(req, [&](absl::StatusOr<std::string> path) {
+    result = std::move(path);
+    slots_used_at_reply = coordinator_->ListWorkers().workers(0).slots_used();
+    done.Notify();
+  }));
+  ASSERT_TRUE(worker_->WaitTriggered(1));
+  AckAll(job, 1);
+  ASSERT_TRUE(WaitFor([&] { return State(job) == proto::JOB_CANCELLING; }));
+  WaitForIo();
+  // The tasks have not reported that they stopped: no answer yet.
+  EXPECT_FALSE(done.WaitForNotificationWithTimeout(absl::Milliseconds(500)));
+  ForEachTask(job, [&](const proto::TaskRef& ref) {
+    proto::TaskStatus st;
+    *st.mutable_task() = ref;
+    st.set_state(proto::TASK_CANCELLED);
+    coordinator_->ReportTaskState(st);
+  });
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  ASSERT_OK(result);
+  EXPECT_EQ(*result, absl::StrCat("/sp/savepoint-", job, "-1"));
+  EXPECT_EQ(slots_used_at_reply, 0);
+  EXPECT_EQ(State(job), proto::JOB_CANCELLED);
+}
+
+// Tasks that never report that they stopped (a worker that hangs) delay the answer by 30 s of
+// the coordinator's clock at most.
+TEST_F(CoordinatorTest, StopWithASavepointAnswersAfter30sIfTheTasksDoNotStop) {
+  const std::string job = SubmitRunning("{interval: 1h}");
+  ASSERT_FALSE(job.empty());
+  absl::Notification done;
+  absl::StatusOr<std::string> result;
+  proto::SavepointRequest req;
+  req.set_job_id(job);
+  req.set_stop(true);
+  ASSERT_OK(coordinator_->TriggerSavepoint(req, [&](absl::StatusOr<std::string> path) {
+    result = std::move(path);
+    done.Notify();
+  }));
+  ASSERT_TRUE(worker_->WaitTriggered(1));
+  AckAll(job, 1);
+  ASSERT_TRUE(WaitFor([&] { return State(job) == proto::JOB_CANCELLING; }));
+  WaitForIo();
+  // Second by second, with heartbeats, so that the worker is not taken for lost.
+  auto advance = [&](int seconds) {
+    for (int i = 0; i < seconds; ++i) {
+      clock_.AdvanceNanos(1'000'000'000);
+      proto::HeartbeatRequest hb;
+      hb.set_worker_id(worker_id_);
+      hb.set_data_address(worker_address_);
+      EXPECT_FALSE(coordinator_->Heartbeat(hb).reregister());
+    }
+  };
+  advance(29);
+  EXPECT_FALSE(done.WaitForNotificationWithTimeout(absl::Milliseconds(300)));
+  advance(1);
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  ASSERT_OK(result);
+  EXPECT_EQ(*result, absl::StrCat("/sp/savepoint-", job, "-1"));
+  EXPECT_EQ(State(job), proto::JOB_CANCELLING);
+}
+
 // The job restarts while checkpoint 1's metadata is being written: the new attempt restored from
 // before it, so checkpoint 1 must not become the restore point (nor be notified) even though its
 // metadata became durable; its files are discarded, and the new attempt checkpoints on.
