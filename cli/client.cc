@@ -1,11 +1,19 @@
 #include "cli/client.h"
 
 #include <chrono>
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
 
 namespace sluice::cli {
+
+std::string AbsoluteLocalPath(const std::string& path) {
+  if (path.empty()) return path;
+  std::error_code ec;
+  std::filesystem::path abs = std::filesystem::absolute(path, ec);
+  return ec ? path : abs.lexically_normal().string();
+}
 
 CoordinatorClient::CoordinatorClient(const std::string& address, int deadline_ms)
     : address_(address),

@@ -13,6 +13,11 @@ namespace sluice::cli {
 // carries the coordinator's own message when it answered UNAVAILABLE (e.g. not ready yet) or
 // says it did not answer in time.
 // Thread-compatible.
+// `path` (a savepoint or checkpoint directory, or where to write one) made absolute against
+// this process's working directory: the coordinator reads and writes such paths, and a relative
+// one would be taken from the coordinator's own working directory. Empty stays empty.
+std::string AbsoluteLocalPath(const std::string& path);
+
 class CoordinatorClient {
  public:
   explicit CoordinatorClient(const std::string& address, int deadline_ms = 10000);

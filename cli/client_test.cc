@@ -1,5 +1,6 @@
 #include "cli/client.h"
 
+#include <filesystem>
 #include <memory>
 #include <string>
 
@@ -51,6 +52,21 @@ TEST(CoordinatorClientTest, UnavailableAnswerIsNotUnreachable) {
   CoordinatorClient gone(address, 2000);
   EXPECT_THAT(gone.ListJobs(), StatusIs(absl::StatusCode::kUnavailable,
                                         HasSubstr(absl::StrCat("coordinator unreachable at ", address))));
+}
+
+}  // namespace
+}  // namespace sluice::cli
+
+namespace sluice::cli {
+namespace {
+
+// Savepoint paths are sent to the coordinator, whose working directory is not the user's.
+TEST(AbsoluteLocalPathTest, RelativePathsAreTakenFromTheWorkingDirectory) {
+  const std::string cwd = std::filesystem::current_path().string();
+  EXPECT_EQ(AbsoluteLocalPath("sp/savepoint-job-1-3"), cwd + "/sp/savepoint-job-1-3");
+  EXPECT_EQ(AbsoluteLocalPath("./sp/../sp2"), cwd + "/sp2");
+  EXPECT_EQ(AbsoluteLocalPath("/tmp/sp"), "/tmp/sp");
+  EXPECT_EQ(AbsoluteLocalPath(""), "");
 }
 
 }  // namespace

@@ -425,6 +425,9 @@ int Main(int argc, char** argv) {
   auto address = ResolveCoordinator(coordinator, dir);
   if (!address.ok()) return Fail(address.status());
   CoordinatorClient client(*address);
+  // Paths the coordinator reads or writes are the user's, relative to where the user is.
+  from_savepoint = AbsoluteLocalPath(from_savepoint);
+  savepoint_dir = AbsoluteLocalPath(savepoint_dir);
 
   if (run->parsed()) {
     auto spec = ReadJobFile(job_file, dir);

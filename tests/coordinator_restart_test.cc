@@ -363,5 +363,50 @@ TEST_F(CoordinatorRestartTest, RescaleCommandRestoresAtTheNewParallelism) {
   EXPECT_THAT(text, HasSubstr("is CANCELLED, not RUNNING"));
 }
 
+// As a user in a shell: a windowless counting job on a full cluster (2 workers x 2 slots, the
+// job at parallelism 2 holding 2), rescaled 2 -> 3 with `sluice rescale` (the new attempt needs
+// the slots the stopped one gives back) and 3 -> 1 with `sluice stop --savepoint` and `sluice run
+// --from-savepoint`, the savepoint paths relative to the user's working directory (not the
+// coordinator's). The output, one path for the three runs, is exactly once.
+TEST_F(CoordinatorRestartTest, RescaleTwiceOnAFullClusterWithRelativeSavepointPaths) {
+  StartCluster(2, 2, 3000);
+  constexpr int64_t kRecords = 300'000;
+  const std::string out = dir_ + "/out";
+  const std::string cwd = dir_ + "/user";
+  fs::create_directories(cwd);
+  auto cli_in_cwd = [&](const std::string& args, std::string* text) {
+    text->clear();
+    return RunCommand(absl::StrCat("cd ", cwd, " && ", SLUICE_TEST_BIN_DIR, "/sluice --coordinator ",
+                                   cluster_->coordinator_address(), " ", args),
+                      text);
+  };
+  const std::string file = WriteJobFile("job.yaml", CountingJob(out, kRecords, 40'000, Named("rescaled-twice")));
+  std::string job = Run(file);
+  ASSERT_GT(WaitForCheckpoint(job), 0);
+  std::string text;
+  ASSERT_EQ(cli_in_cwd(absl::StrCat("rescale ", job, " -p 3 --dir sp"), &text), 0) << text;
+  EXPECT_THAT(text, HasSubstr("job " + job + " stopped with savepoint " + cwd + "/sp/savepoint-"));
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(text, m, std::regex("restored as (job-[0-9a-f]{8}) at parallelism 3"))) << text;
+  const std::string second = m.str(1);
+  ASSERT_GT(WaitForCheckpoint(second), 0);
+
+  ASSERT_EQ(cli_in_cwd(absl::StrCat("stop ", second, " --savepoint --dir sp"), &text), 0) << text;
+  const std::string savepoint(absl::StripAsciiWhitespace(text));
+  ASSERT_TRUE(absl::StartsWith(savepoint, cwd + "/sp/savepoint-" + second)) << text;
+  ASSERT_TRUE(fs::exists(savepoint + "/_metadata")) << savepoint;
+  const proto::JobInfo stopped = WaitForEnd(second, std::chrono::seconds(10));
+  ASSERT_EQ(stopped.state(), proto::JOB_CANCELLED);
+  ASSERT_LT(FindOperator(stopped, "gen")->records_out(), static_cast<uint64_t>(kRecords))
+      << "the second run read everything: the third restores nothing";
+  const std::string relative = fs::path(savepoint).lexically_relative(cwd).string();
+  ASSERT_EQ(cli_in_cwd(absl::StrCat("run ", file, " -p 1 --from-savepoint ", relative), &text), 0) << text;
+  ASSERT_TRUE(std::regex_search(text, m, std::regex("job-[0-9a-f]{8}"))) << text;
+  const proto::JobInfo info = WaitForEnd(m.str(0), std::chrono::seconds(60));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  for (const auto& v : info.vertices()) EXPECT_EQ(v.parallelism(), 1) << v.name();
+  CheckExactlyOnce({out}, ExpectedFor(kRecords, kKeys));
+}
+
 }  // namespace
 }  // namespace sluice::testing
