@@ -142,6 +142,18 @@ class CoordinatorTest : public ::testing::Test {
       ASSERT_TRUE(idle.WaitForNotificationWithTimeout(absl::Seconds(10)));
     }
   }
+  // Stops `job` with a savepoint (answered through `done`): its tasks acknowledge checkpoint 1
+  // and the job is CANCELLING, the tasks told to stop, when this returns.
+  void StopWithSavepoint(const std::string& job, std::function<void(absl::StatusOr<std::string>)> done) {
+    proto::SavepointRequest req;
+    req.set_job_id(job);
+    req.set_stop(true);
+    ASSERT_OK(coordinator_->TriggerSavepoint(req, std::move(done)));
+    ASSERT_TRUE(worker_->WaitTriggered(1));
+    AckAll(job, 1);
+    ASSERT_TRUE(WaitFor([&] { return State(job) == proto::JOB_CANCELLING; }));
+    WaitForIo();
+  }
   void TearDown() override {
     fs_.SetHook(nullptr);
     coordinator_->Stop();
@@ -342,18 +354,12 @@ TEST_F(CoordinatorTest, StopWithASavepointAnswersOnceTheJobsSlotsAreFree) {
   absl::Notification done;
   absl::StatusOr<std::string> result;
   int slots_used_at_reply = -1;
-  proto::SavepointRequest req;
-  req.set_job_id(job);
-  req.set_stop(true);
-  ASSERT_OK(coordinator_->TriggerSavepoint(req, [&](absl::StatusOr<std::string> path) {
+  StopWithSavepoint(job, [&](absl::StatusOr<std::string> path) {
     result = std::move(path);
     slots_used_at_reply = coordinator_->ListWorkers().workers(0).slots_used();
     done.Notify();
-  }));
-  ASSERT_TRUE(worker_->WaitTriggered(1));
-  AckAll(job, 1);
-  ASSERT_TRUE(WaitFor([&] { return State(job) == proto::JOB_CANCELLING; }));
-  WaitForIo();
+  });
+  if (HasFatalFailure()) return;
   // The tasks have not reported that they stopped: no answer yet.
   EXPECT_FALSE(done.WaitForNotificationWithTimeout(absl::Milliseconds(500)));
   ForEachTask(job, [&](const proto::TaskRef& ref) {
@@ -376,17 +382,11 @@ TEST_F(CoordinatorTest, StopWithASavepointAnswersAfter30sIfTheTasksDoNotStop) {
   ASSERT_FALSE(job.empty());
   absl::Notification done;
   absl::StatusOr<std::string> result;
-  proto::SavepointRequest req;
-  req.set_job_id(job);
-  req.set_stop(true);
-  ASSERT_OK(coordinator_->TriggerSavepoint(req, [&](absl::StatusOr<std::string> path) {
+  StopWithSavepoint(job, [&](absl::StatusOr<std::string> path) {
     result = std::move(path);
     done.Notify();
-  }));
-  ASSERT_TRUE(worker_->WaitTriggered(1));
-  AckAll(job, 1);
-  ASSERT_TRUE(WaitFor([&] { return State(job) == proto::JOB_CANCELLING; }));
-  WaitForIo();
+  });
+  if (HasFatalFailure()) return;
   // Second by second, with heartbeats, so that the worker is not taken for lost.
   auto advance = [&](int seconds) {
     for (int i = 0; i < seconds; ++i) {

@@ -252,13 +252,22 @@ std::vector<std::string> AuctionBidPairs(const std::vector<std::string>& lines) 
   return got;
 }
 
+class UniqueJoinTest : public JoinTest {
+ protected:
+  // Runs AuctionsAndBids with `join` as operator j on 2 workers, with a worker killed mid-run;
+  // returns "<auction>|<bid>" of each committed row.
+  std::vector<std::string> RunWithKill(const std::string& join) {
+    StartCluster(2, 2, 1500);
+    const std::string out = dir_ + "/out";
+    return AuctionBidPairs(JoinTest::RunWithKill(AuctionsAndBids(join, out), out));
+  }
+};
+
 // An interval join whose left input (auctions) is unique: every (auction, bid) pair with
 // auction.ts - 300 ms <= bid.ts <= auction.ts + 50 ms once, though the restored job re-reads
 // both inputs from the checkpoint's positions and its join state holds single auctions.
-TEST_F(JoinTest, UniqueLeftIntervalJoinSurvivesAWorkerKillExactlyOnce) {
-  StartCluster(2, 2, 1500);
-  const std::string out = dir_ + "/out";
-  const std::vector<std::string> got = AuctionBidPairs(RunWithKill(AuctionsAndBids(R"y(
+TEST_F(UniqueJoinTest, UniqueLeftIntervalJoinSurvivesAWorkerKillExactlyOnce) {
+  const std::vector<std::string> got = RunWithKill(R"y(
   - id: j
     type: interval_join
     inputs: [{from: auctions, partition: hash, key: [auction_id]}, {from: bids, partition: hash, key: [auction]}]
@@ -266,7 +275,7 @@ TEST_F(JoinTest, UniqueLeftIntervalJoinSurvivesAWorkerKillExactlyOnce) {
     lower: -300ms
     upper: 50ms
     unique: left
-)y", out), out));
+)y");
   std::vector<std::string> expected;
   for (int64_t b = 0; b < kBids; ++b) {
     const int64_t a = BidAuction(b);
@@ -282,15 +291,13 @@ TEST_F(JoinTest, UniqueLeftIntervalJoinSurvivesAWorkerKillExactlyOnce) {
 // A regular join whose right input (auctions) is unique, state kept forever: every bid joins
 // its auction exactly once, whether it came before the auction (kept, then joined and dropped
 // when the auction came) or after (joined at once, never kept).
-TEST_F(JoinTest, UniqueRightRegularJoinSurvivesAWorkerKillExactlyOnce) {
-  StartCluster(2, 2, 1500);
-  const std::string out = dir_ + "/out";
-  const std::vector<std::string> got = AuctionBidPairs(RunWithKill(AuctionsAndBids(R"y(
+TEST_F(UniqueJoinTest, UniqueRightRegularJoinSurvivesAWorkerKillExactlyOnce) {
+  const std::vector<std::string> got = RunWithKill(R"y(
   - id: j
     type: join
     inputs: [{from: bids, partition: hash, key: [auction]}, {from: auctions, partition: hash, key: [auction_id]}]
     unique: right
-)y", out), out));
+)y");
   std::vector<std::string> expected;
   for (int64_t b = 0; b < kBids; ++b) expected.push_back(absl::StrCat(BidAuction(b), "|", b));
   EXPECT_EQ(got.size(), expected.size());

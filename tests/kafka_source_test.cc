@@ -39,20 +39,23 @@ class KafkaSourceTest : public ClusterTest {
     ASSERT_EQ(RunCommand(absl::StrCat("timeout 30 kcat -b ", bootstrap_, " -P -t events -p ", partition,
                                       " < ", dir_, "/input"), &out), 0) << out;
   }
-  std::string Job(const std::string& out, const std::string& on_error, bool checkpoints,
-                  const std::string& extra = "") {
-    return absl::StrCat("name: from-kafka\nparallelism: 2\n",
-                        checkpoints ? "checkpoint: {interval: 200ms}\n" : "", R"(
-operators:
-  - id: events
+  // The source `events` reading JSON from topic events, with `options` (YAML lines indented
+  // by four spaces).
+  std::string Source(const std::string& options) const {
+    return absl::StrCat(R"(  - id: events
     type: kafka
     bootstrap: ")", bootstrap_, R"("
     topic: events
     format: json
-    bounded: true
-    on_error: )", on_error, extra, R"(
+)", options);
+  }
+  std::string Job(const std::string& out, const std::string& on_error, bool checkpoints,
+                  const std::string& extra = "") {
+    return absl::StrCat("name: from-kafka\nparallelism: 2\n",
+                        checkpoints ? "checkpoint: {interval: 200ms}\n" : "", "operators:\n",
+                        Source(absl::StrCat("    bounded: true\n    on_error: ", on_error, extra, R"(
     fields: [{name: user, type: int64}, {name: amount, type: int64}]
-  - {id: by_user, type: key_by, key: [user]}
+)")), R"(  - {id: by_user, type: key_by, key: [user]}
   - {id: totals, type: aggregate, aggregates: [{fn: count, as: n}, {fn: sum, field: amount, as: total}]}
   - {id: out, type: file, path: )", out, "}\n");
   }
@@ -193,15 +196,8 @@ parallelism: 2
 checkpoint: {interval: 2s, timeout: 20s}
 restart: {strategy: fixed_delay, attempts: 1000, delay: 100ms}
 operators:
-  - id: events
-    type: kafka
-    bootstrap: ")", bootstrap_, R"("
-    topic: events
-    format: json
-    on_error: dead_letter
-    dead_letter_topic: dlq
-    fields: [{name: id, type: int64}]
-  - {id: out, type: file, path: )", out, "}\n"));
+)", Source("    on_error: dead_letter\n    dead_letter_topic: dlq\n    fields: [{name: id, type: int64}]\n"),
+                                              "  - {id: out, type: file, path: ", out, "}\n"));
   // Wave w: per partition, 500 good records and 5 bad ones.
   int64_t good = 0, bad = 0;
   auto wave = [&] {
