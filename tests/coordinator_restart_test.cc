@@ -173,6 +173,13 @@ TEST_F(CoordinatorRestartTest, CoordinatorOutageResumesFromLatestCheckpointWitho
   std::string job = Submit(CountingJob(out, kRecords, 100'000,
                                        Named("outage", "{strategy: fixed_delay, attempts: 3, delay: 200ms}")));
   ASSERT_GT(WaitForCheckpoint(job, 2), 0);
+  // A checkpoint shows as completed just before the job record naming it is written: wait for
+  // the record, which is what a restarted coordinator reads.
+  ASSERT_TRUE(WaitFor([&] {
+    std::ifstream in(cli::HaDirOf(dir_ + "/cluster") + "/jobs/" + job + ".pb", std::ios::binary);
+    proto::JobRecord r;
+    return in && r.ParseFromIstream(&in) && CheckpointIdOf(r.latest_metadata()) > 2;
+  }, std::chrono::seconds(20), "the job record to name a checkpoint after 2", std::chrono::milliseconds(10)));
   const int64_t attempt_before = client_->GetJob(job)->attempt();
   ASSERT_OK(cluster_->KillCoordinator());
   proto::JobRecord record = ReadRecord(job);
