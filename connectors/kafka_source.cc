@@ -526,7 +526,10 @@ class KafkaSource final : public ops::SourceOperator {
   void UpdateDeadLetterPositions() {
     absl::StatusOr<int> count = FetchPartitionCount(dlq_, dead_letter_topic_);
     if (!count.ok()) {
-      spdlog::warn("{}: dead-letter topic positions: {}", ctx_.task_name, count.status());
+      // A topic that does not exist yet (made by the first letter) is no news at every checkpoint.
+      if (!absl::IsNotFound(count.status())) {
+        spdlog::warn("{}: dead-letter topic positions: {}", ctx_.task_name, count.status());
+      }
       return;
     }
     std::map<int32_t, int64_t> positions;
