@@ -27,7 +27,7 @@ void EncodeRecord(const Schema& schema, const Record& record, std::string* out);
 // Encoding in place, for writers that keep their own buffer: at most EncodedSizeBound() bytes
 // (11 per field plus each string's bytes) are written at `out` by EncodeRecordTo(), which
 // returns the end of what it wrote (the same bytes EncodeRecord() appends).
-size_t EncodedSizeBound(const Schema& schema, const Record& record);
+inline size_t EncodedSizeBound(const Schema& schema, const Record& record);
 char* EncodeRecordTo(const Schema& schema, const Record& record, char* out);
 
 // Reads records one at a time from a buffer. Never trusts the bytes: a truncated or corrupt
@@ -45,10 +45,24 @@ class RecordDecoder {
   absl::Status Next(Record* record);
 
  private:
+  // Next() of a schema whose fields are all NOT NULL integers (Schema::all_integral()).
+  absl::Status NextIntegral(Record* record);
+
   const Schema* schema_;
   const char* pos_;
   const char* end_;
 };
+
+namespace codec_internal {
+// EncodedSizeBound() of a schema with string fields.
+size_t EncodedSizeBoundWithStrings(const Schema& schema, const Record& record);
+}  // namespace codec_internal
+
+// A null byte and a 10-byte varint per field, and each string's bytes.
+inline size_t EncodedSizeBound(const Schema& schema, const Record& record) {
+  if (!schema.has_strings()) return 11 * schema.size();
+  return codec_internal::EncodedSizeBoundWithStrings(schema, record);
+}
 
 // Varint helpers, exposed for tests and other encoders.
 void PutVarint64(uint64_t v, std::string* out);
