@@ -129,9 +129,7 @@ size_t EncodedSizeBoundWithStrings(const Schema& schema, const Record& record) {
 
 char* EncodeRecordTo(const Schema& schema, const Record& record, char* out) {
   if (schema.all_integral()) {  // the same bytes as EncodeInto(), without a switch per field
-    const size_t n = schema.size();
-    for (size_t i = 0; i < n; ++i) out = WriteVarint64(ZigZag(record[i].i), out);
-    return out;
+    return EncodeIntegralRecordTo(record, schema.size(), out);
   }
   return EncodeInto(schema.fields().data(), schema.size(), record, out);
 }

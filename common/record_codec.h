@@ -71,4 +71,18 @@ const char* GetVarint64(const char* p, const char* end, uint64_t* v);
 inline uint64_t ZigZag(int64_t v) { return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63); }
 inline int64_t UnZigZag(uint64_t v) { return static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1); }
 
+// EncodeRecordTo() of a record whose `num_fields` fields are all NOT NULL integers
+// (Schema::all_integral()), inline for writers that encode records in a loop.
+inline char* EncodeIntegralRecordTo(const Record& record, size_t num_fields, char* out) {
+  for (size_t i = 0; i < num_fields; ++i) {
+    uint64_t v = ZigZag(record[i].i);
+    while (v >= 0x80) {
+      *out++ = static_cast<char>(v | 0x80);
+      v >>= 7;
+    }
+    *out++ = static_cast<char>(v);
+  }
+  return out;
+}
+
 }  // namespace sluice
