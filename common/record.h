@@ -34,11 +34,21 @@ struct Field {
 class Schema {
  public:
   Schema() = default;
-  explicit Schema(std::vector<Field> fields) : fields_(std::move(fields)) {}
+  explicit Schema(std::vector<Field> fields) : fields_(std::move(fields)) {
+    for (const Field& f : fields_) {
+      all_integral_ = all_integral_ && IsIntegral(f.type) && !f.nullable;
+      has_strings_ = has_strings_ || f.type == FieldType::kString;
+    }
+  }
 
   const std::vector<Field>& fields() const { return fields_; }
   size_t size() const { return fields_.size(); }
   const Field& field(size_t i) const { return fields_[i]; }
+  // Every field is a NOT NULL int64 or timestamp (true without fields): the record codec
+  // encodes and decodes such records in a loop of varints, without a switch per field.
+  bool all_integral() const { return all_integral_; }
+  // Some field is a string (the record codec's size bound then depends on the record).
+  bool has_strings() const { return has_strings_; }
   // Index of the field called `name`, or -1.
   int IndexOf(absl::string_view name) const;
   bool operator==(const Schema& o) const { return fields_ == o.fields_; }
@@ -48,6 +58,9 @@ class Schema {
 
  private:
   std::vector<Field> fields_;
+  // Derived from fields_ at construction.
+  bool all_integral_ = true;
+  bool has_strings_ = false;
 };
 
 // One field's value. Which member is meaningful depends on the field's type; bools live in

@@ -27,7 +27,7 @@ void EncodeRecord(const Schema& schema, const Record& record, std::string* out);
 // Encoding in place, for writers that keep their own buffer: at most EncodedSizeBound() bytes
 // (11 per field plus each string's bytes) are written at `out` by EncodeRecordTo(), which
 // returns the end of what it wrote (the same bytes EncodeRecord() appends).
-size_t EncodedSizeBound(const Schema& schema, const Record& record);
+inline size_t EncodedSizeBound(const Schema& schema, const Record& record);
 char* EncodeRecordTo(const Schema& schema, const Record& record, char* out);
 
 // Reads records one at a time from a buffer. Never trusts the bytes: a truncated or corrupt
@@ -45,10 +45,24 @@ class RecordDecoder {
   absl::Status Next(Record* record);
 
  private:
+  // Next() of a schema whose fields are all NOT NULL integers (Schema::all_integral()).
+  absl::Status NextIntegral(Record* record);
+
   const Schema* schema_;
   const char* pos_;
   const char* end_;
 };
+
+namespace codec_internal {
+// EncodedSizeBound() of a schema with string fields.
+size_t EncodedSizeBoundWithStrings(const Schema& schema, const Record& record);
+}  // namespace codec_internal
+
+// A null byte and a 10-byte varint per field, and each string's bytes.
+inline size_t EncodedSizeBound(const Schema& schema, const Record& record) {
+  if (!schema.has_strings()) return 11 * schema.size();
+  return codec_internal::EncodedSizeBoundWithStrings(schema, record);
+}
 
 // Varint helpers, exposed for tests and other encoders.
 void PutVarint64(uint64_t v, std::string* out);
@@ -56,5 +70,19 @@ void PutVarint64(uint64_t v, std::string* out);
 const char* GetVarint64(const char* p, const char* end, uint64_t* v);
 inline uint64_t ZigZag(int64_t v) { return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63); }
 inline int64_t UnZigZag(uint64_t v) { return static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1); }
+
+// EncodeRecordTo() of a record whose `num_fields` fields are all NOT NULL integers
+// (Schema::all_integral()), inline for writers that encode records in a loop.
+inline char* EncodeIntegralRecordTo(const Record& record, size_t num_fields, char* out) {
+  for (size_t i = 0; i < num_fields; ++i) {
+    uint64_t v = ZigZag(record[i].i);
+    while (v >= 0x80) {
+      *out++ = static_cast<char>(v | 0x80);
+      v >>= 7;
+    }
+    *out++ = static_cast<char>(v);
+  }
+  return out;
+}
 
 }  // namespace sluice

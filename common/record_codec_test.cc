@@ -142,6 +142,56 @@ TEST(RecordCodecTest, TruncatedBufferIsDataLossNotCrash) {
   }
 }
 
+// Schemas of NOT NULL integers only take the codec's loop of varints
+// (Schema::all_integral()): the same bytes as the generic encoding, and the same checks of
+// truncated and overlong varints, whether or not 10 bytes follow the record.
+TEST(RecordCodecTest, IntegralSchemasKeepTheBytesAndTheChecks) {
+  const Schema ints({{"k", FieldType::kInt64}, {"ts", FieldType::kTimestamp}});
+  EXPECT_TRUE(ints.all_integral());
+  EXPECT_FALSE(ints.has_strings());
+  EXPECT_TRUE(Schema().all_integral());
+  EXPECT_FALSE(Schema({{"k", FieldType::kInt64, true}}).all_integral());
+  EXPECT_FALSE(Schema({{"k", FieldType::kInt64}, {"d", FieldType::kDouble}}).all_integral());
+  EXPECT_TRUE(Schema({{"k", FieldType::kInt64}, {"s", FieldType::kString}}).has_strings());
+
+  Record r(2);
+  r.SetInt(0, 9999);  // zig-zag 19998: 0x9e 0x9c 0x01
+  r.SetInt(1, -2);    // zig-zag 3
+  std::string buf;
+  EncodeRecord(ints, r, &buf);
+  EXPECT_EQ(buf, std::string("\x9e\x9c\x01\x03", 4));
+  EXPECT_EQ(EncodedSizeBound(ints, r), 22u);
+  r.SetInt(0, std::numeric_limits<int64_t>::min());
+  r.SetInt(1, std::numeric_limits<int64_t>::max());
+  EncodeRecord(ints, r, &buf);
+  EXPECT_EQ(buf.size(), 4u + 20u);
+
+  RecordDecoder dec(&ints, buf);  // the first record with 20 bytes after it, then 0
+  Record out(2);
+  ASSERT_OK(dec.Next(&out));
+  EXPECT_EQ(out.GetInt(0), 9999);
+  EXPECT_EQ(out.GetInt(1), -2);
+  ASSERT_OK(dec.Next(&out));
+  EXPECT_EQ(out.GetInt(0), std::numeric_limits<int64_t>::min());
+  EXPECT_EQ(out.GetInt(1), std::numeric_limits<int64_t>::max());
+  EXPECT_TRUE(dec.Done());
+
+  for (size_t cut = 0; cut + 1 < buf.size(); ++cut) {
+    if (cut + 1 == 4) continue;  // a whole record
+    RecordDecoder d(&ints, absl::string_view(buf.data(), cut + 1));
+    absl::Status s = d.Next(&out);
+    if (s.ok()) s = d.Next(&out);
+    EXPECT_THAT(s, StatusIs(absl::StatusCode::kDataLoss, ::testing::HasSubstr("varint"))) << cut;
+  }
+  // An 11-byte varint, with and without 10 bytes after its start.
+  for (size_t tail : {0, 12}) {
+    std::string bad(11, '\x80');
+    bad += std::string(1 + tail, '\x01');
+    RecordDecoder d(&ints, bad);
+    EXPECT_THAT(d.Next(&out), StatusIs(absl::StatusCode::kDataLoss, "corrupt varint in field 0")) << tail;
+  }
+}
+
 TEST(RecordCodecTest, HugeStringLengthIsRejected) {
   Schema schema({{"s", FieldType::kString}});
   std::string buf;

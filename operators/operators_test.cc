@@ -1959,6 +1959,34 @@ TEST(KeyHasherTest, BareFieldKeysHashAsTheirExpressions) {
   EXPECT_EQ(swapped->Hash(r), HashCombine(HashCombine(0x1234567, HashInt64(7)), HashBytes("alice")));
 }
 
+// HashBatch() gives Hash() of each record: a key of one integer field (its inlined loop, with
+// the golden value above) and every other key (record by record).
+TEST(KeyHasherTest, HashBatchIsHashOfEachRecord) {
+  std::vector<Record> records;
+  for (int64_t n : {int64_t{1}, int64_t{0}, int64_t{-1}, std::numeric_limits<int64_t>::min(),
+                    std::numeric_limits<int64_t>::max()}) {
+    records.push_back(HasherRecord(absl::StrCat("u", n), n, 0.5, n > 0, "x"));
+  }
+  std::vector<uint64_t> hashes(records.size());
+  for (const std::vector<plan::KeySpec>& key :
+       std::vector<std::vector<plan::KeySpec>>{{{"n", "n"}},
+                                               {{"n", "n + 0"}},
+                                               {{"user", "user"}},
+                                               {{"n", "n"}, {"user", "user"}},
+                                               {}}) {
+    auto h = KeyHasher::Create(key, HasherSchema());
+    ASSERT_OK(h);
+    h->HashBatch(records.data(), records.size(), hashes.data());
+    for (size_t i = 0; i < records.size(); ++i) {
+      EXPECT_EQ(hashes[i], h->Hash(records[i])) << key.size() << " fields, record " << i;
+    }
+  }
+  auto by_n = KeyHasher::Create({{"n", "n"}}, HasherSchema());
+  ASSERT_OK(by_n);
+  by_n->HashBatch(records.data(), 1, hashes.data());
+  EXPECT_EQ(hashes[0], 0x4deb3f639e3d5052ULL);
+}
+
 TEST(KeyHasherTest, BadKeyExpressionIsAnError) {
   EXPECT_THAT(KeyHasher::Create({{"u", "usr"}}, HasherSchema()),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown field 'usr'")));

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "absl/types/optional.h"
 #include "common/clock.h"
 #include "common/logging.h"
 #include "common/status.h"
@@ -78,13 +79,25 @@ class ExchangeReactor final : public grpc::ServerBidiReactor<proto::DataMessage,
         RequestFinish(grpc::Status(grpc::StatusCode::NOT_FOUND, std::string(s.message())));
         return;
       }
+      {
+        absl::MutexLock lock(&mu_);
+        credits_.emplace(gate_->credits_per_channel());
+      }
       listener_ = std::make_shared<Listener>(this);
       AddCredit(gate_->credits_per_channel());
       gate_->SetListener(channel_, listener_);
     } else {
       BufferItem item = FromMessage(&in_, channel_);
       if (item.as<EndOfPartition>() != nullptr) eop_received_.store(true);
+      const bool credit = item.TakesCredit();
       gate_->Push(std::move(item));
+      if (credit) {
+        {
+          absl::MutexLock lock(&mu_);
+          credits_->Arrived();
+        }
+        MaybeWriteOrFinish();  // the producer holds one credit fewer: send what was held back
+      }
     }
     in_.Clear();
     StartRead(&in_);
@@ -107,7 +120,7 @@ class ExchangeReactor final : public grpc::ServerBidiReactor<proto::DataMessage,
   void AddCredit(int n) {
     {
       absl::MutexLock lock(&mu_);
-      pending_credit_ += n;
+      credits_->Freed(n);
     }
     MaybeWriteOrFinish();
   }
@@ -138,12 +151,13 @@ class ExchangeReactor final : public grpc::ServerBidiReactor<proto::DataMessage,
         finished_ = true;
         finish = true;
         status = finish_status_;
-      } else if (pending_credit_ > 0) {
-        out_.Clear();
-        out_.set_credit(pending_credit_);
-        pending_credit_ = 0;
-        writing_ = true;
-        write = true;
+      } else if (credits_.has_value()) {
+        if (const int n = credits_->Take(); n > 0) {
+          out_.Clear();
+          out_.set_credit(n);
+          writing_ = true;
+          write = true;
+        }
       }
     }
     // out_ is not touched again until OnWriteDone clears writing_.
@@ -163,7 +177,8 @@ class ExchangeReactor final : public grpc::ServerBidiReactor<proto::DataMessage,
   absl::Mutex mu_;
   proto::DataMessage out_;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  int pending_credit_ ABSL_GUARDED_BY(mu_) = 0;
+  // Set once the channel is resolved (its gate says how many credits it has).
+  absl::optional<CreditBatcher> credits_ ABSL_GUARDED_BY(mu_);
   bool finish_requested_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   grpc::Status finish_status_ ABSL_GUARDED_BY(mu_);

@@ -15,6 +15,35 @@
 
 namespace sluice::worker {
 
+// The receiving side's credit bookkeeping for one remote channel. Credits the consumer frees
+// go back in batches while the producer still holds more than half of the channel's credits
+// (by the receiver's count: granted minus buffers arrived), so a fast consumer answers a few
+// buffers with one message instead of one each; once the producer holds half or fewer, every
+// freed credit goes back at once, so it never waits for a credit held back here. Not
+// thread-safe (the stream's reactor guards it).
+class CreditBatcher {
+ public:
+  explicit CreditBatcher(int credits_per_channel) : hold_above_(credits_per_channel / 2) {}
+
+  // The consumer freed `n` credits.
+  void Freed(int n) { pending_ += n; }
+  // A buffer (an item that takes a credit) arrived from the producer.
+  void Arrived() { --granted_; }
+  // The credits to send now, counted as granted; 0 when there are none or they are held back.
+  int Take() {
+    if (pending_ == 0 || granted_ > hold_above_) return 0;
+    const int n = pending_;
+    pending_ = 0;
+    granted_ += n;
+    return n;
+  }
+
+ private:
+  const int hold_above_;
+  int pending_ = 0;  // freed, not sent
+  int granted_ = 0;  // sent, minus buffers arrived: what the producer holds or has in flight
+};
+
 // Finds the input gate and channel index a remote producer addresses.
 // Returns kNotFound when the worker runs no such task.
 using GateResolver = std::function<absl::Status(const proto::ChannelHeader&,

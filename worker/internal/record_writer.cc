@@ -33,6 +33,8 @@ class RecordWriter::EdgeOutput {
         pending_(channels_.size()),
         pending_bytes_(channels_.size()),
         pending_records_(channels_.size()),
+        integral_(edge->schema.all_integral()),
+        num_fields_(edge->schema.size()),
         carry_(edge->carry_key_groups),
         key_group_width_(KeyGroupWidth(max_parallelism)),
         pending_key_groups_(channels_.size()),
@@ -92,13 +94,15 @@ class RecordWriter::EdgeOutput {
       return absl::OkStatus();
     }
     constexpr size_t kHashRun = 64;
+    uint64_t hash[kHashRun];
     int channel[kHashRun];
     int key_group[kHashRun];
     const int channels = static_cast<int>(channels_.size());
     for (size_t start = 0; start < n; start += kHashRun) {
       const size_t run = std::min(kHashRun, n - start);
+      hasher_.HashBatch(records + start, run, hash);
       for (size_t i = 0; i < run; ++i) {
-        key_group[i] = KeyGroupForHash(hasher_.Hash(records[start + i]), max_parallelism_);
+        key_group[i] = KeyGroupForHash(hash[i], max_parallelism_);
         channel[i] = SubtaskForKeyGroup(key_group[i], max_parallelism_, channels);
       }
       for (size_t i = 0; i < run; ++i) {
@@ -215,7 +219,9 @@ class RecordWriter::EdgeOutput {
       buf.resize(std::max(used + bound, std::min(buf.capacity(), used + kGrowBytes)));
     }
     char* const begin = &buf[0];
-    used = static_cast<size_t>(EncodeRecordTo(edge_->schema, r, begin + used) - begin);
+    const char* const end = integral_ ? EncodeIntegralRecordTo(r, num_fields_, begin + used)
+                                      : EncodeRecordTo(edge_->schema, r, begin + used);
+    used = static_cast<size_t>(end - begin);
     pending_bytes_[c] = used;
     ++pending_records_[c];
     if (used >= kOutputBufferBytes) return Flush(c, true);
@@ -280,6 +286,9 @@ class RecordWriter::EdgeOutput {
   std::vector<std::string> pending_;
   std::vector<size_t> pending_bytes_;
   std::vector<int> pending_records_;
+  // The edge's records are all NOT NULL integers (encoded inline), of num_fields_ fields.
+  const bool integral_;
+  const size_t num_fields_;
   // The edge carries key groups (plan::Edge::carry_key_groups): each pending record's, of
   // key_group_width_ bytes, per channel.
   const bool carry_;

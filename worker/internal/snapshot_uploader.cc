@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "worker/internal/channel_state.h"
+#include "worker/internal/thread_name.h"
 
 namespace sluice::worker {
 
@@ -22,7 +23,12 @@ void SnapshotUploader::Queue(std::unique_ptr<PendingUpload> pending) {
     absl::MutexLock lock(&mu_);
     queue_.push_back(std::move(pending));
   }
-  if (!thread_.joinable()) thread_ = std::thread([this] { Loop(); });
+  if (!thread_.joinable()) {
+    thread_ = std::thread([this] {
+      NameThisThread(absl::StrCat("upload ", vertex_, ".", subtask_));
+      Loop();
+    });
+  }
 }
 
 void SnapshotUploader::Stop() {

@@ -12,6 +12,7 @@
 #include "operators/key_hasher.h"
 #include "state/keyed_state_backend.h"
 #include "worker/internal/channel_state.h"
+#include "worker/internal/thread_name.h"
 
 namespace sluice::worker {
 
@@ -142,6 +143,7 @@ std::string Task::name() const {
 void Task::Start() {
   SetState(proto::TASK_RUNNING, "");
   thread_ = std::thread([this] {
+    NameThisThread(absl::StrCat("task ", desc_.vertex, ".", desc_.subtask));
     absl::Status s = Run();
     uploader_.Stop();  // pending uploads finish first: their acks may complete a checkpoint
     backends_.clear();
@@ -580,11 +582,7 @@ absl::StatusOr<Task::CarriedKeyGroups> Task::CarriedKeyGroupsOf(int ch, const Re
   return c;
 }
 
-absl::Status Task::CarriedKeyGroups::Set(size_t i, Record* record) const {
-  if (data == nullptr) {
-    record->set_carried_key_group(-1);
-    return absl::OkStatus();
-  }
+absl::Status Task::CarriedKeyGroups::SetCarried(size_t i, Record* record) const {
   const size_t at = i * width;
   if (ABSL_PREDICT_FALSE(at + width > size)) {
     return absl::DataLossError(absl::StrCat("input channel ", channel, ": record ", i,
@@ -605,12 +603,6 @@ std::string Task::CarriedKeyGroups::Rest(size_t from) const {
 }
 
 bool Task::PriorityEventsAllowed() const { return restored_input_.empty() && !barriers_->HasReplay(); }
-
-bool Task::PriorityEventDue() const {
-  if (gate_->HasAnnouncement()) return true;
-  const int64_t deadline = barriers_->TimerDeadlineNanos();
-  return deadline != std::numeric_limits<int64_t>::max() && clock_->NowNanos() >= deadline;
-}
 
 absl::Status Task::HandlePriorityEvents(const BufferItem* rest) {
   barriers_->SetPartial(rest);

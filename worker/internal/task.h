@@ -3,6 +3,7 @@
 #include <atomic>
 #include <deque>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <string>
 #include <thread>
@@ -161,8 +162,16 @@ class Task {
     size_t width = 1;
     KeyGroupRange range{0, -1};  // the subtask's: a carried key group outside it is refused
     int channel = 0;
-    // Sets record `i`'s carried key group. kDataLoss if it has none or one outside `range`.
-    absl::Status Set(size_t i, Record* record) const;
+    // Sets record `i`'s carried key group (-1 when none are carried). kDataLoss if it has none
+    // or one outside `range`.
+    absl::Status Set(size_t i, Record* record) const {
+      if (data == nullptr) {
+        record->set_carried_key_group(-1);
+        return absl::OkStatus();
+      }
+      return SetCarried(i, record);
+    }
+    absl::Status SetCarried(size_t i, Record* record) const;
     // The key groups of the records from `i` on (for the rest of a buffer).
     std::string Rest(size_t i) const;
   };
@@ -172,7 +181,11 @@ class Task {
   // A priority barrier or the auto timeout may be handled now: no restored in-flight input and
   // no released (held-back) item waits, which would precede the barrier without being stored.
   bool PriorityEventsAllowed() const;
-  bool PriorityEventDue() const;
+  bool PriorityEventDue() const {
+    if (gate_->HasAnnouncement()) return true;
+    const int64_t deadline = barriers_->TimerDeadlineNanos();
+    return deadline != std::numeric_limits<int64_t>::max() && clock_->NowNanos() >= deadline;
+  }
   // Handles announced priority barriers and the alignment timeout now. `rest`: partway
   // through a buffer, its records not processed yet (in-flight input if the checkpoint goes
   // unaligned now, see BarrierHandler::SetPartial()); null between buffers.
