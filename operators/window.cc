@@ -55,6 +55,8 @@ size_t max_pane_bytes_for_test = 0;
 bool slide_panes_enabled = true;  // SetWindowSlidePanesForTest
 bool session_fast_paths_enabled = true;  // SetWindowSessionFastPathsForTest
 bool int_key_panes_enabled = true;  // SetWindowIntKeyPanesForTest
+bool fold_batches_enabled = true;  // SetWindowFoldBatchesForTest
+std::atomic<uint64_t> batch_folds{0};  // WindowBatchFoldsForTest
 std::atomic<uint64_t> int_key_panes_made{0};  // WindowIntKeyPanesMadeForTest
 
 // a + b without overflow: saturates at INT64_MAX (cleanup times, early firing times).
@@ -240,10 +242,6 @@ class WindowOperator final : public Operator {
     flat_sessions_ = int_keys_ && word_folds_ && o_->windows.merging() && o_->event_time &&
                      o_->emit_every_ms <= 0 && session_fast_paths_enabled;
     session_index_.SetWords(flat_sessions_ ? kFlatValues + pane_words_ - kHeaderFields : 2);
-    if (flat_sessions_ && spec.key.size() == 1) {
-      SLUICE_ASSIGN_OR_RETURN(auto key_expr, plan::CompileExpr(spec.key[0].expr, spec.input_schema));
-      key_field_ = key_expr->FieldIndex();
-    }
     const WindowSpec& ws = o_->windows;
     slide_panes_ = slide_panes_enabled && o_->event_time && ws.kind == WindowSpec::Kind::kHop &&
                    ws.size_ms > ws.slide_ms && ws.size_ms % ws.slide_ms == 0 &&
@@ -254,6 +252,15 @@ class WindowOperator final : public Operator {
                          a.fn == Fn::kLast ||
                          ((a.fn == Fn::kSum || a.fn == Fn::kAvg) && Stored(a.in_type) != FieldType::kDouble);
       if (!exact) slide_panes_ = false;
+    }
+    fold_batches_ = int_keys_ && word_folds_ && o_->event_time && o_->emit_every_ms <= 0 && fold_batches_enabled &&
+                    (ws.kind == WindowSpec::Kind::kTumble || slide_panes_);
+    if ((flat_sessions_ || fold_batches_) && spec.key.size() == 1) {
+      SLUICE_ASSIGN_OR_RETURN(auto key_expr, plan::CompileExpr(spec.key[0].expr, spec.input_schema));
+      key_field_ = key_expr->FieldIndex();
+    }
+    if (fold_batches_) {
+      for (FoldWindow& fw : fold_windows_) fw.buckets.assign(static_cast<size_t>(ctx.max_parallelism), KgBucket());
     }
     panes_id_ = state_->RegisterState("window_panes", state::StateKind::kValue);
     overflow_id_ = state_->RegisterState("window_overflow", state::StateKind::kMap);
@@ -331,12 +338,15 @@ class WindowOperator final : public Operator {
     return accepted ? absl::OkStatus() : Late(r);
   }
 
-  // A batch whose keys' slots are prefetched a few records ahead (flat session keys: the miss
-  // on a key's slot was most of a record's cost), then each record as Process() takes it.
-  // PrefersBatches() once Open() found the key a bare integer field and the keys kept by value.
+  // A batch whose keys' slots are prefetched ahead (the miss on a key's slot was most of a
+  // record's cost): tumbling windows and slide panes fold it chunk by chunk (FoldBatch); flat
+  // session keys take each record as Process() does, prefetching the keys' slots a few records
+  // ahead. PrefersBatches() once Open() found the key a bare integer field and the keys kept by
+  // value.
   bool PrefersBatches() const override { return key_field_ >= 0; }
   absl::Status ProcessBatch(int input_index, const Record* records, size_t count) override {
     if (key_field_ < 0) return Operator::ProcessBatch(input_index, records, count);
+    if (fold_batches_) return FoldBatch(records, count);
     constexpr size_t kAhead = 8;
     for (size_t i = 0; i < count && i < kAhead; ++i) session_index_.Prefetch(records[i][key_field_].i);
     for (size_t i = 0; i < count; ++i) {
@@ -446,6 +456,121 @@ class WindowOperator final : public Operator {
   bool IsPane(const BucketId& id) const {
     return slide_panes_ && static_cast<uint64_t>(id.end) - static_cast<uint64_t>(id.start) ==
                                static_cast<uint64_t>(o_->windows.slide_ms);
+  }
+
+  // FoldBatch's per-window cache: a window (a slide pane under slide_panes_) that records
+  // lately fell in, whether they fold into its panes (Process() would: not late, not fired), and
+  // its buckets by key group, each valid while its generation is buckets_generation_ (a null
+  // bucket too: one made later changes the generation).
+  struct KgBucket {
+    Bucket* bucket = nullptr;
+    uint64_t generation = 0;
+  };
+  struct FoldWindow {
+    int64_t start = 0;
+    int64_t end = 0;  // == start: unused
+    bool folds = false;
+    std::vector<KgBucket> buckets;  // by key group (max_parallelism of them)
+  };
+  static constexpr size_t kFoldChunk = 32;
+
+  // Records of tumbling windows or slide panes (fold_batches_), with what Process() gives for
+  // each in turn, chunk by chunk: pass 1 finds each record's bucket in memory without hashing
+  // (its window among the last two seen, its key group carried across the exchange) and
+  // prefetches the slot of its key; pass 2 folds each record into its key's pane, or starts the
+  // key's pane when the bucket has its timers and the memory budget room, as LoadOrCreate() and
+  // StoreAcc() would. Anything else goes to Process(): no carried key group, a window not
+  // folding (late or fired), a bucket not in memory (new, or restored and still in the backend),
+  // a bucket with overflow, a spent budget, a timestamp near the int64 limits.
+  absl::Status FoldBatch(const Record* records, size_t count) {
+    for (FoldWindow& fw : fold_windows_) {
+      if (fw.end != fw.start) fw.folds = Folds(fw.start, fw.end);  // the watermark moved
+    }
+    Bucket* buckets[kFoldChunk];
+    uint64_t folded = 0;
+    uint64_t made = 0;
+    for (size_t c = 0; c < count; c += kFoldChunk) {
+      const size_t n = std::min(kFoldChunk, count - c);
+      for (size_t i = 0; i < n; ++i) {
+        const Record& r = records[c + i];
+        Bucket* bucket = FoldBucket(r);
+        buckets[i] = bucket;
+        if (bucket != nullptr) bucket->int_panes.Prefetch(r[key_field_].i);
+      }
+      const uint64_t generation = buckets_generation_;
+      for (size_t i = 0; i < n; ++i) {
+        const Record& r = records[c + i];
+        // Process() may have made or dropped a bucket since pass 1 (moving the others).
+        Bucket* bucket = buckets_generation_ == generation ? buckets[i] : FoldBucket(r);
+        if (bucket != nullptr && FoldIntoBucket(bucket, r, &made)) {
+          ++folded;
+          continue;
+        }
+        SLUICE_RETURN_IF_ERROR(Process(r));
+      }
+    }
+    batch_folds.fetch_add(folded, std::memory_order_relaxed);
+    int_key_panes_made.fetch_add(made, std::memory_order_relaxed);
+    return absl::OkStatus();
+  }
+  // Whether records of window (or slide pane) [start, end) fold into its panes: Process()
+  // takes them (not late) and FoldIntoPane() would fold them (not fired).
+  bool Folds(int64_t start, int64_t end) const {
+    if (!slide_panes_) return end - 1 > Watermark();
+    return !IsLate(TimeWindow{start, start - o_->windows.slide_ms + o_->windows.size_ms});
+  }
+  // The bucket in memory that record r folds into (FoldBatch), or null.
+  Bucket* FoldBucket(const Record& r) {
+    const int kg = r.carried_key_group();
+    if (kg < 0 || static_cast<size_t>(kg) >= fold_windows_[0].buckets.size()) return nullptr;
+    FoldWindow* fw = FoldWindowOf(r[o_->time_field].i);
+    if (fw == nullptr) return nullptr;
+    KgBucket& entry = fw->buckets[static_cast<size_t>(kg)];
+    if (entry.generation != buckets_generation_) {
+      auto it = buckets_.find(BucketId{fw->start, fw->end, kg});
+      entry = {it == buckets_.end() ? nullptr : &it->second, buckets_generation_};
+    }
+    return entry.bucket;
+  }
+  // The window (slide pane) of event time ts in fold_windows_ when records fold into it; null
+  // otherwise. A window not there replaces the earlier of the two.
+  FoldWindow* FoldWindowOf(int64_t ts) {
+    for (FoldWindow& fw : fold_windows_) {
+      if (fw.start <= ts && ts < fw.end) return fw.folds ? &fw : nullptr;
+    }
+    const WindowSpec& ws = o_->windows;
+    const int64_t size = slide_panes_ ? ws.slide_ms : ws.size_ms;
+    const __int128 start = WindowStart(ts, ws.offset_ms, size);
+    // Its windows must fit in int64 (AssignWindows; ProcessInSlidePane).
+    const __int128 lowest = slide_panes_ ? start + ws.slide_ms - ws.size_ms : start;
+    const __int128 highest = slide_panes_ ? start + ws.size_ms : start + size;
+    if (lowest < std::numeric_limits<int64_t>::min() || highest > kMaxTs) return nullptr;
+    const int64_t s = static_cast<int64_t>(start);
+    if (!Folds(s, s + size)) return nullptr;
+    FoldWindow& fw = fold_windows_[0].start < fold_windows_[1].start ? fold_windows_[0] : fold_windows_[1];
+    fw.start = s;
+    fw.end = s + size;
+    fw.folds = true;
+    ++buckets_generation_;  // its entries were another window's
+    return &fw;
+  }
+  // Record r into its key's pane in `bucket` (FoldBatch), counting a pane it starts in *made;
+  // false, nothing done, when the key has none and one cannot start here.
+  bool FoldIntoBucket(Bucket* bucket, const Record& r, uint64_t* made) {
+    const int64_t key = r[key_field_].i;
+    int64_t* words = bucket->int_panes.Find(key);
+    if (words == nullptr) {
+      if (!bucket->timers || bucket->overflow || pane_bytes_ >= max_pane_bytes_) return false;
+      bool inserted;
+      words = bucket->int_panes.FindOrInsert(key, &inserted);
+      words[kNextEarly] = kNoEarly;  // ResetAcc's row: the rest zeros
+      ++*made;
+      bucket->bytes += bucket->int_panes.BytesPerKey();
+      pane_bytes_ += bucket->int_panes.BytesPerKey();
+    }
+    FoldWords(words, r);
+    bucket->dirty = true;
+    return true;
   }
 
   // Record r (event time ts) into its slide pane (see the class comment), or dropped as late;
@@ -2218,7 +2343,11 @@ class WindowOperator final : public Operator {
   // (see ProcessFlatSession). Counted in the memory budget (KeySessionsBytes, BytesPerKey).
   internal::IntPaneTable session_index_;
   bool flat_sessions_ = false;  // keys may be flat (see ProcessFlatSession)
-  int key_field_ = -1;          // flat_sessions_: the key's field when the key is one (else -1)
+  int key_field_ = -1;  // flat_sessions_ or fold_batches_: the key's field when the key is one (else -1)
+  // Tumbling windows or slide panes of integer keys whose aggregates fold into words, in event
+  // time without early firing: batches fold records in place (FoldBatch).
+  bool fold_batches_ = false;
+  FoldWindow fold_windows_[2];
   std::string flat_key_;        // a flat key's record bytes (WriteKeySessions)
   std::deque<std::string> flat_fire_keys_;  // FireDueSessions: the firing flat keys' bytes
   Pane flat_pane_;              // a flat key's pane (EncodeFlatKey)
@@ -2333,6 +2462,8 @@ void SetWindowMemoryForTest(size_t bytes) { max_pane_bytes_for_test = bytes; }
 void SetWindowSlidePanesForTest(bool enabled) { slide_panes_enabled = enabled; }
 void SetWindowSessionFastPathsForTest(bool enabled) { session_fast_paths_enabled = enabled; }
 void SetWindowIntKeyPanesForTest(bool enabled) { int_key_panes_enabled = enabled; }
+void SetWindowFoldBatchesForTest(bool enabled) { fold_batches_enabled = enabled; }
+uint64_t WindowBatchFoldsForTest() { return batch_folds.load(); }
 uint64_t WindowIntKeyPanesMadeForTest() { return int_key_panes_made.load(); }
 
 }  // namespace sluice::ops
