@@ -381,7 +381,7 @@ class WindowOperator final : public Operator {
     fire_keys_.clear();
     fire_order_.clear();
     SLUICE_RETURN_IF_ERROR(GatherForFiring(id));
-    std::sort(fire_order_.begin(), fire_order_.end(), FireItem::Before);
+    std::sort(fire_order_.begin(), fire_order_.end(), FireItem::Order());
     for (const FireItem& item : fire_order_) {
       cur_key_ = *item.key;
       cur_pane_ = item.overflow ? PaneRef() : item.pane;
@@ -558,15 +558,19 @@ class WindowOperator final : public Operator {
   // false, nothing done, when the key has none and one cannot start here.
   bool FoldIntoBucket(Bucket* bucket, const Record& r, uint64_t* made) {
     const int64_t key = r[key_field_].i;
-    int64_t* words = bucket->int_panes.Find(key);
-    if (words == nullptr) {
-      if (!bucket->timers || bucket->overflow || pane_bytes_ >= max_pane_bytes_) return false;
+    int64_t* words;
+    if (bucket->timers && !bucket->overflow && pane_bytes_ < max_pane_bytes_) {
       bool inserted;
       words = bucket->int_panes.FindOrInsert(key, &inserted);
-      words[kNextEarly] = kNoEarly;  // ResetAcc's row: the rest zeros
-      ++*made;
-      bucket->bytes += bucket->int_panes.BytesPerKey();
-      pane_bytes_ += bucket->int_panes.BytesPerKey();
+      if (inserted) {
+        words[kNextEarly] = kNoEarly;  // ResetAcc's row: the rest zeros
+        ++*made;
+        bucket->bytes += bucket->int_panes.BytesPerKey();
+        pane_bytes_ += bucket->int_panes.BytesPerKey();
+      }
+    } else {
+      words = bucket->int_panes.Find(key);
+      if (words == nullptr) return false;
     }
     FoldWords(words, r);
     bucket->dirty = true;
@@ -608,7 +612,7 @@ class WindowOperator final : public Operator {
     for (int64_t p = w.start; p < w.end; p += slide) {
       SLUICE_RETURN_IF_ERROR(GatherForFiring(BucketId{p, p + slide, id.kg}));
     }
-    std::sort(fire_order_.begin(), fire_order_.end(), FireItem::Before);
+    std::sort(fire_order_.begin(), fire_order_.end(), FireItem::Order());
     for (size_t i = 0; i < fire_order_.size();) {
       size_t j = i + 1;
       while (j < fire_order_.size() && *fire_order_[j].key == *fire_order_[i].key) ++j;
@@ -767,6 +771,7 @@ class WindowOperator final : public Operator {
     ++buckets_generation_;  // buckets_ may have moved
     cur_bucket_ = &bucket;
     bucket.int_panes.SetWords(pane_words_ + null_words_);
+    if (int_keys_ && !found) bucket.int_panes.Reserve(fired_bucket_keys_);
     if (found) {
       absl::Status s = DecodeBucket(value_, IsPane(cur_id_) ? kSlidePaneVersion : kWindowBucketVersion, &bucket);
       if (!s.ok()) {
@@ -1434,6 +1439,7 @@ class WindowOperator final : public Operator {
       for (const auto& e : entries_) SLUICE_RETURN_IF_ERROR(state_->MapRemove(overflow_id_, e.first));
     }
     pane_bytes_ -= it->second.bytes;
+    if (it->second.int_panes.size() > 0) fired_bucket_keys_ = it->second.int_panes.size();
     buckets_.erase(it);
     ++buckets_generation_;
     cur_bucket_ = nullptr;
@@ -2375,6 +2381,9 @@ class WindowOperator final : public Operator {
   }
   BucketCacheEntry bucket_cache_[kBucketCacheSize];
   uint64_t buckets_generation_ = 1;
+  // int_keys_: the keys of the last bucket with keys dropped (a new bucket reserves room for as
+  // many: records of one window's key group fill it without rehashing as it grows).
+  size_t fired_bucket_keys_ = 0;
   size_t pane_bytes_ = 0;          // PaneBytes of buckets_' panes
   const size_t max_pane_bytes_ =
       max_pane_bytes_for_test != 0 ? max_pane_bytes_for_test : kDefaultMaxPaneBytes;
@@ -2424,6 +2433,10 @@ class WindowOperator final : public Operator {
       const int c = a.key->compare(*b.key);
       return c != 0 ? c < 0 : a.seq < b.seq;
     }
+    // Before() for std::sort, inlined (a function pointer is called per comparison).
+    struct Order {
+      bool operator()(const FireItem& a, const FireItem& b) const { return Before(a, b); }
+    };
   };
   void AddFireItem(const std::string* key, PaneRef pane, bool overflow) {
     uint64_t prefix = 0;
