@@ -138,6 +138,10 @@ FieldType Stored(FieldType t) { return t == FieldType::kTimestamp ? FieldType::k
 // panes (and of its own bucket, which holds the windows of records within a window length of
 // the int64 limits and windows restored from before slide panes) are merged per key, in key
 // order, and the window's first pane, which no later window holds, is dropped.
+// Batches (FoldBatch): tumbling windows and slide panes of one integer key whose aggregates fold
+// into words take a buffer of records at a time and fold each into its key's pane in place, the
+// bucket found by the key group carried with the record and the key's slot prefetched a chunk
+// ahead; what the batch path does not cover goes to Process(), record by record.
 // Aggregates skip null values, as SQL: an aggregate over a nullable field whose window saw
 // only nulls is null (count counts records). No window's records are kept: each record updates
 // its windows' accumulators and is gone.
