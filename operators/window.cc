@@ -381,6 +381,11 @@ class WindowOperator final : public Operator {
     const bool final_time =
         o_->event_time ? domain == TimeDomain::kEventTime : timestamp >= w.max_timestamp();
     const bool cleanup = final_time && (!o_->event_time || timestamp == CleanupTime(w));
+    if (int_keys_ && o_->event_time && cleanup && timestamp == w.max_timestamp() && !has_distinct_ &&
+        bucket->panes.empty() && !bucket->overflow) {
+      SLUICE_ASSIGN_OR_RETURN(bool fired, FireIntKeys(*bucket, w));
+      if (fired) return DropBucket();
+    }
     overflow_panes_.clear();
     fire_keys_.clear();
     fire_order_.clear();
@@ -600,6 +605,39 @@ class WindowOperator final : public Operator {
     cur_key_ = key_.bytes();
     SLUICE_RETURN_IF_ERROR(LoadOrCreate(pane));
     SLUICE_RETURN_IF_ERROR(AddRecord(pane, r, ts));
+    return true;
+  }
+
+  // The final firing of window w whose bucket keeps every pane in int_panes (no overflow) and
+  // is dropped at once (event time, no lateness, no distinct values): OnTimer's rows in its key
+  // order (FireItem::Before: the keys' record bytes, varints of their zigzag values) without
+  // making the bytes: a key's first 8 bytes and its last 2, big-endian and zero-padded, order
+  // the keys as their bytes do (no varint is the start of another). False, nothing done, when a
+  // key has an early firing pending (its timer is the general path's to cancel).
+  absl::StatusOr<bool> FireIntKeys(const Bucket& bucket, const TimeWindow& w) {
+    int_fire_order_.clear();
+    bool early = false;
+    bucket.int_panes.ForEach([&](int64_t key, const int64_t* words) {
+      early |= words[kNextEarly] != kNoEarly;
+      unsigned char bytes[10] = {};
+      uint64_t u = ZigZag(key);
+      int n = 0;
+      for (; u >= 0x80; u >>= 7) bytes[n++] = static_cast<unsigned char>(u | 0x80);
+      bytes[n] = static_cast<unsigned char>(u);
+      uint64_t prefix = 0;
+      for (int i = 0; i < 8; ++i) prefix = (prefix << 8) | bytes[i];
+      int_fire_order_.push_back({prefix, static_cast<uint16_t>(bytes[8] << 8 | bytes[9]), key, words});
+    });
+    if (early) return false;
+    std::sort(int_fire_order_.begin(), int_fire_order_.end(), [](const IntFireItem& a, const IntFireItem& b) {
+      return a.prefix != b.prefix ? a.prefix < b.prefix : a.tail < b.tail;
+    });
+    for (const IntFireItem& item : int_fire_order_) {
+      PaneToAcc(item.words, nullptr, &acc_);
+      if (acc_[kFinalFired].i != 0) continue;
+      out_[0].i = item.key;  // the key's one field
+      SLUICE_RETURN_IF_ERROR(EmitRowValues(w));
+    }
     return true;
   }
 
@@ -1372,6 +1410,10 @@ class WindowOperator final : public Operator {
     RecordDecoder dec(&key_.schema(), cur_key_);
     absl::Status s = dec.Next(&out_);  // key fields come first in the output
     if (!s.ok()) return ctx_.state_origin.DataLoss(absl::StrCat("a window state key does not decode: ", s.message()));
+    return EmitRowValues(w);
+  }
+  // EmitRow once out_'s key fields hold the current key.
+  absl::Status EmitRowValues(const TimeWindow& w) {
     size_t f = key_.schema().size();
     out_[f++].i = w.start;
     out_[f++].i = w.end;
@@ -2450,6 +2492,15 @@ class WindowOperator final : public Operator {
     fire_order_.push_back({prefix, key, pane, static_cast<uint32_t>(fire_order_.size()), overflow});
   }
   std::vector<FireItem> fire_order_;
+  // FireIntKeys: a key of int_panes, its order (the first 8 and the last 2 of its record bytes)
+  // and its pane's words.
+  struct IntFireItem {
+    uint64_t prefix;
+    uint16_t tail;
+    int64_t key;
+    const int64_t* words;
+  };
+  std::vector<IntFireItem> int_fire_order_;
   std::vector<std::string> legacy_keys_;  // restores: keys of a state (CollectKeys)
   std::deque<std::pair<std::string, Pane>> overflow_panes_;  // firing buckets' overflow
   std::deque<std::string> fire_keys_;  // firing buckets' int_panes keys as record bytes
