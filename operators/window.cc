@@ -616,6 +616,20 @@ class WindowOperator final : public Operator {
   // key has an early firing pending (its timer is the general path's to cancel).
   absl::StatusOr<bool> FireIntKeys(const Bucket& bucket, const TimeWindow& w) {
     int_fire_order_.clear();
+    if (!AddIntFireItems(bucket)) return false;
+    SortIntFireItems();
+    for (const IntFireItem& item : int_fire_order_) {
+      PaneToAcc(item.words, nullptr, &acc_);
+      if (acc_[kFinalFired].i != 0) continue;
+      out_[0].i = item.key;  // the key's one field
+      SLUICE_RETURN_IF_ERROR(EmitRowValues(w));
+    }
+    return true;
+  }
+
+  // Appends the keys of bucket's int_panes to int_fire_order_ with their order (see
+  // FireIntKeys); false when one has an early firing pending.
+  bool AddIntFireItems(const Bucket& bucket) {
     bool early = false;
     bucket.int_panes.ForEach([&](int64_t key, const int64_t* words) {
       early |= words[kNextEarly] != kNoEarly;
@@ -626,17 +640,54 @@ class WindowOperator final : public Operator {
       bytes[n] = static_cast<unsigned char>(u);
       uint64_t prefix = 0;
       for (int i = 0; i < 8; ++i) prefix = (prefix << 8) | bytes[i];
-      int_fire_order_.push_back({prefix, static_cast<uint16_t>(bytes[8] << 8 | bytes[9]), key, words});
+      int_fire_order_.push_back({prefix, static_cast<uint16_t>(bytes[8] << 8 | bytes[9]),
+                                 static_cast<uint32_t>(int_fire_order_.size()), key, words});
     });
-    if (early) return false;
+    return !early;
+  }
+  // int_fire_order_ in key order (FireItem::Before's), then in the order added.
+  void SortIntFireItems() {
     std::sort(int_fire_order_.begin(), int_fire_order_.end(), [](const IntFireItem& a, const IntFireItem& b) {
-      return a.prefix != b.prefix ? a.prefix < b.prefix : a.tail < b.tail;
+      if (a.prefix != b.prefix) return a.prefix < b.prefix;
+      return a.tail != b.tail ? a.tail < b.tail : a.seq < b.seq;
     });
-    for (const IntFireItem& item : int_fire_order_) {
-      PaneToAcc(item.words, nullptr, &acc_);
-      if (acc_[kFinalFired].i != 0) continue;
-      out_[0].i = item.key;  // the key's one field
+  }
+  // FireSlidePanes' merge and rows when its buckets keep every pane in int_panes (no overflow),
+  // from the slots (see FireIntKeys); false, nothing done, otherwise.
+  absl::StatusOr<bool> FireIntSlidePanes(const BucketId& id) {
+    const TimeWindow w{id.start, id.end};
+    const int64_t slide = o_->windows.slide_ms;
+    int_fire_order_.clear();
+    auto add = [&](const BucketId& from) -> absl::StatusOr<bool> {
+      SetWindow(TimeWindow{from.start, from.end}, from.kg, absl::string_view());
+      SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/false));
+      if (bucket == nullptr) return true;
+      return bucket->panes.empty() && !bucket->overflow && AddIntFireItems(*bucket);
+    };
+    SLUICE_ASSIGN_OR_RETURN(bool added, add(id));  // the window's own bucket first
+    if (!added) return false;
+    for (int64_t p = w.start; p < w.end; p += slide) {
+      SLUICE_ASSIGN_OR_RETURN(added, add(BucketId{p, p + slide, id.kg}));
+      if (!added) return false;
+    }
+    SortIntFireItems();
+    for (size_t i = 0; i < int_fire_order_.size();) {
+      const IntFireItem& first = int_fire_order_[i];
+      size_t j = i + 1;
+      while (j < int_fire_order_.size() && int_fire_order_[j].key == first.key) ++j;
+      if (j == i + 1) {
+        PaneToAcc(first.words, nullptr, &acc_);  // in one pane only (as FireSlidePanes)
+        acc_[kEmitted].i = 0;
+      } else {
+        SLUICE_RETURN_IF_ERROR(ResetAcc());
+        for (size_t k = i; k < j; ++k) {
+          PaneToAcc(int_fire_order_[k].words, nullptr, &other_acc_);
+          SLUICE_RETURN_IF_ERROR(MergeAcc(other_acc_));
+        }
+      }
+      out_[0].i = first.key;
       SLUICE_RETURN_IF_ERROR(EmitRowValues(w));
+      i = j;
     }
     return true;
   }
@@ -647,14 +698,20 @@ class WindowOperator final : public Operator {
   absl::Status FireSlidePanes(const BucketId& id) {
     const TimeWindow w{id.start, id.end};
     const int64_t slide = o_->windows.slide_ms;
+    bool fired = false;
+    if (int_keys_) {
+      SLUICE_ASSIGN_OR_RETURN(fired, FireIntSlidePanes(id));
+    }
     overflow_panes_.clear();
     fire_keys_.clear();
     fire_order_.clear();
-    SLUICE_RETURN_IF_ERROR(GatherForFiring(id));
-    for (int64_t p = w.start; p < w.end; p += slide) {
-      SLUICE_RETURN_IF_ERROR(GatherForFiring(BucketId{p, p + slide, id.kg}));
+    if (!fired) {
+      SLUICE_RETURN_IF_ERROR(GatherForFiring(id));
+      for (int64_t p = w.start; p < w.end; p += slide) {
+        SLUICE_RETURN_IF_ERROR(GatherForFiring(BucketId{p, p + slide, id.kg}));
+      }
+      std::sort(fire_order_.begin(), fire_order_.end(), FireItem::Order());
     }
-    std::sort(fire_order_.begin(), fire_order_.end(), FireItem::Order());
     for (size_t i = 0; i < fire_order_.size();) {
       size_t j = i + 1;
       while (j < fire_order_.size() && *fire_order_[j].key == *fire_order_[i].key) ++j;
@@ -2497,6 +2554,7 @@ class WindowOperator final : public Operator {
   struct IntFireItem {
     uint64_t prefix;
     uint16_t tail;
+    uint32_t seq;  // its position in int_fire_order_ when added
     int64_t key;
     const int64_t* words;
   };
