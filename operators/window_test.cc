@@ -102,6 +102,18 @@ class WindowTest : public internal::KeyedOperatorTest {
                    const std::string& name = "x") {
     return s.op()->Process(Input(user, ts, amount, name));
   }
+  // The end of a run that compares layouts: the watermark at the end of time fires what is
+  // open, the layout switches go back to their defaults, and s's rows are appended to `rows`,
+  // then the count of late records dropped.
+  absl::Status FinishRun(KeyedSubtask& s, std::vector<std::string>* rows) {
+    SLUICE_RETURN_IF_ERROR(s.Watermark(kMaxWatermark));
+    SetWindowFoldBatchesForTest(true);
+    SetWindowIntKeyPanesForTest(true);
+    SetWindowMemoryForTest(0);
+    rows->insert(rows->end(), s.out().rows.begin(), s.out().rows.end());
+    rows->push_back(absl::StrCat("late ", s.late_dropped()));
+    return absl::OkStatus();
+  }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -330,12 +342,7 @@ TEST_F(WindowTest, IntKeyPanesGiveTheRowsOfPanesByKeyBytes) {
           SLUICE_RETURN_IF_ERROR(Add(*s, keys[(x >> 20) % keys.size()], ts, amount));
           if (i % 50 == 49) SLUICE_RETURN_IF_ERROR(s->Watermark(i / 20 - 5));
         }
-        SLUICE_RETURN_IF_ERROR(s->Watermark(kMaxWatermark));
-        SetWindowIntKeyPanesForTest(true);
-        SetWindowMemoryForTest(0);
-        rows->insert(rows->end(), s->out().rows.begin(), s->out().rows.end());
-        rows->push_back(absl::StrCat("late ", s->late_dropped()));
-        return absl::OkStatus();
+        return FinishRun(*s, rows);
       };
       std::vector<std::string> general;
       const uint64_t made = WindowIntKeyPanesMadeForTest();
@@ -537,13 +544,7 @@ TEST_F(WindowTest, FoldedBatchesGiveTheRowsOfRecordsOneAtATime) {
           }
         }
         SLUICE_RETURN_IF_ERROR(flush());
-        SLUICE_RETURN_IF_ERROR(s->Watermark(kMaxWatermark));
-        SetWindowFoldBatchesForTest(true);
-        SetWindowIntKeyPanesForTest(true);
-        SetWindowMemoryForTest(0);
-        rows->insert(rows->end(), s->out().rows.begin(), s->out().rows.end());
-        rows->push_back(absl::StrCat("late ", s->late_dropped()));
-        return absl::OkStatus();
+        return FinishRun(*s, rows);
       };
       std::vector<std::string> general;
       const uint64_t folded = WindowBatchFoldsForTest();
