@@ -526,7 +526,7 @@ class WindowOperator final : public Operator {
   // takes them (not late) and FoldIntoPane() would fold them (not fired).
   bool Folds(int64_t start, int64_t end) const {
     if (!slide_panes_) return end - 1 > Watermark();
-    return !IsLate(TimeWindow{start, start - o_->windows.slide_ms + o_->windows.size_ms});
+    return !IsLate(TimeWindow{start, start + o_->windows.size_ms});  // its last window (ProcessInSlidePane)
   }
   // The bucket in memory that record r folds into (FoldBatch), or null.
   Bucket* FoldBucket(const Record& r) {

@@ -566,6 +566,51 @@ TEST_F(WindowTest, FoldedBatchesGiveTheRowsOfRecordsOneAtATime) {
   }
 }
 
+// A record of a slide pane whose first windows fired folds in place in a batch while the pane's
+// last window has not fired (as Process() takes it), and counts in every window still open.
+TEST_F(WindowTest, SlidePaneRecordsFoldInBatchesUntilTheirLastWindowFires) {
+  KeyedSubtask& s = Start(R"y(    hop: {size: 30ms, slide: 10ms}
+    time_field: ts
+    aggregates: [{fn: count, as: n}])y");
+  ASSERT_TRUE(s.op()->PrefersBatches());
+  const Schema key_schema({{"user", FieldType::kInt64}});
+  auto key_group = [&](int64_t user) {
+    Record key(1);
+    key[0].i = user;
+    return KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema, key), kMaxParallelism);
+  };
+  auto batch = [&](int64_t ts) {
+    std::vector<Record> records;
+    for (int64_t user = 1; user <= 3; ++user) {
+      records.push_back(Input(user, ts));
+      records.back().set_carried_key_group(key_group(user));
+    }
+    return records;
+  };
+  std::vector<Record> first = batch(5);  // pane [0, 10): windows [-20, 10), [-10, 20), [0, 30)
+  ASSERT_OK(s.op()->ProcessBatch(0, first.data(), first.size()));
+  ASSERT_OK(s.Watermark(25));  // [-20, 10) and [-10, 20) fire
+  const uint64_t folded = WindowBatchFoldsForTest();
+  std::vector<Record> second = batch(6);
+  ASSERT_OK(s.op()->ProcessBatch(0, second.data(), second.size()));
+  EXPECT_EQ(WindowBatchFoldsForTest(), folded + 3);
+  ASSERT_OK(s.Watermark(kMaxWatermark));
+  // Each window's rows by key group (its buckets' timers), then key.
+  std::vector<int64_t> users = {1, 2, 3};
+  std::sort(users.begin(), users.end(), [&](int64_t a, int64_t b) {
+    return std::pair(key_group(a), a) < std::pair(key_group(b), b);
+  });
+  std::vector<std::string> expected;
+  for (const auto& [start, n] : {std::pair{-20, 1}, std::pair{-10, 1}, std::pair{0, 2}}) {
+    for (int64_t user : users) {
+      expected.push_back(absl::StrCat(R"({"user":)", user, R"(,"window_start":)", start, R"(,"window_end":)",
+                                      start + 30, R"(,"n":)", n, R"(,"update":false})"));
+    }
+  }
+  EXPECT_EQ(s.out().rows, expected);
+  EXPECT_EQ(s.late_dropped(), 0);
+}
+
 // Session keys of one integer field are indexed by value; the index counts in the memory
 // budget: with a budget that holds a few hundred keys' sessions, the keys beyond it go to the
 // backend (written at once, before any checkpoint), and fewer integer keys stay in memory than
