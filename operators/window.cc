@@ -55,6 +55,8 @@ size_t max_pane_bytes_for_test = 0;
 bool slide_panes_enabled = true;  // SetWindowSlidePanesForTest
 bool session_fast_paths_enabled = true;  // SetWindowSessionFastPathsForTest
 bool int_key_panes_enabled = true;  // SetWindowIntKeyPanesForTest
+bool fold_batches_enabled = true;  // SetWindowFoldBatchesForTest
+std::atomic<uint64_t> batch_folds{0};  // WindowBatchFoldsForTest
 std::atomic<uint64_t> int_key_panes_made{0};  // WindowIntKeyPanesMadeForTest
 
 // a + b without overflow: saturates at INT64_MAX (cleanup times, early firing times).
@@ -136,6 +138,10 @@ FieldType Stored(FieldType t) { return t == FieldType::kTimestamp ? FieldType::k
 // panes (and of its own bucket, which holds the windows of records within a window length of
 // the int64 limits and windows restored from before slide panes) are merged per key, in key
 // order, and the window's first pane, which no later window holds, is dropped.
+// Batches (FoldBatch): tumbling windows and slide panes of one integer key whose aggregates fold
+// into words take a buffer of records at a time and fold each into its key's pane in place, the
+// bucket found by the key group carried with the record and the key's slot prefetched a chunk
+// ahead; what the batch path does not cover goes to Process(), record by record.
 // Aggregates skip null values, as SQL: an aggregate over a nullable field whose window saw
 // only nulls is null (count counts records). No window's records are kept: each record updates
 // its windows' accumulators and is gone.
@@ -240,10 +246,6 @@ class WindowOperator final : public Operator {
     flat_sessions_ = int_keys_ && word_folds_ && o_->windows.merging() && o_->event_time &&
                      o_->emit_every_ms <= 0 && session_fast_paths_enabled;
     session_index_.SetWords(flat_sessions_ ? kFlatValues + pane_words_ - kHeaderFields : 2);
-    if (flat_sessions_ && spec.key.size() == 1) {
-      SLUICE_ASSIGN_OR_RETURN(auto key_expr, plan::CompileExpr(spec.key[0].expr, spec.input_schema));
-      key_field_ = key_expr->FieldIndex();
-    }
     const WindowSpec& ws = o_->windows;
     slide_panes_ = slide_panes_enabled && o_->event_time && ws.kind == WindowSpec::Kind::kHop &&
                    ws.size_ms > ws.slide_ms && ws.size_ms % ws.slide_ms == 0 &&
@@ -254,6 +256,15 @@ class WindowOperator final : public Operator {
                          a.fn == Fn::kLast ||
                          ((a.fn == Fn::kSum || a.fn == Fn::kAvg) && Stored(a.in_type) != FieldType::kDouble);
       if (!exact) slide_panes_ = false;
+    }
+    fold_batches_ = int_keys_ && word_folds_ && o_->event_time && o_->emit_every_ms <= 0 && fold_batches_enabled &&
+                    (ws.kind == WindowSpec::Kind::kTumble || slide_panes_);
+    if ((flat_sessions_ || fold_batches_) && spec.key.size() == 1) {
+      SLUICE_ASSIGN_OR_RETURN(auto key_expr, plan::CompileExpr(spec.key[0].expr, spec.input_schema));
+      key_field_ = key_expr->FieldIndex();
+    }
+    if (fold_batches_) {
+      for (FoldWindow& fw : fold_windows_) fw.buckets.assign(static_cast<size_t>(ctx.max_parallelism), KgBucket());
     }
     panes_id_ = state_->RegisterState("window_panes", state::StateKind::kValue);
     overflow_id_ = state_->RegisterState("window_overflow", state::StateKind::kMap);
@@ -331,12 +342,15 @@ class WindowOperator final : public Operator {
     return accepted ? absl::OkStatus() : Late(r);
   }
 
-  // A batch whose keys' slots are prefetched a few records ahead (flat session keys: the miss
-  // on a key's slot was most of a record's cost), then each record as Process() takes it.
-  // PrefersBatches() once Open() found the key a bare integer field and the keys kept by value.
+  // A batch whose keys' slots are prefetched ahead (the miss on a key's slot was most of a
+  // record's cost): tumbling windows and slide panes fold it chunk by chunk (FoldBatch); flat
+  // session keys take each record as Process() does, prefetching the keys' slots a few records
+  // ahead. PrefersBatches() once Open() found the key a bare integer field and the keys kept by
+  // value.
   bool PrefersBatches() const override { return key_field_ >= 0; }
   absl::Status ProcessBatch(int input_index, const Record* records, size_t count) override {
     if (key_field_ < 0) return Operator::ProcessBatch(input_index, records, count);
+    if (fold_batches_) return FoldBatch(records, count);
     constexpr size_t kAhead = 8;
     for (size_t i = 0; i < count && i < kAhead; ++i) session_index_.Prefetch(records[i][key_field_].i);
     for (size_t i = 0; i < count; ++i) {
@@ -367,11 +381,16 @@ class WindowOperator final : public Operator {
     const bool final_time =
         o_->event_time ? domain == TimeDomain::kEventTime : timestamp >= w.max_timestamp();
     const bool cleanup = final_time && (!o_->event_time || timestamp == CleanupTime(w));
+    if (int_keys_ && o_->event_time && cleanup && timestamp == w.max_timestamp() && !has_distinct_ &&
+        bucket->panes.empty() && !bucket->overflow) {
+      SLUICE_ASSIGN_OR_RETURN(bool fired, FireIntKeys(*bucket, w));
+      if (fired) return DropBucket();
+    }
     overflow_panes_.clear();
     fire_keys_.clear();
     fire_order_.clear();
     SLUICE_RETURN_IF_ERROR(GatherForFiring(id));
-    std::sort(fire_order_.begin(), fire_order_.end(), FireItem::Before);
+    std::sort(fire_order_.begin(), fire_order_.end(), FireItem::Order());
     for (const FireItem& item : fire_order_) {
       cur_key_ = *item.key;
       cur_pane_ = item.overflow ? PaneRef() : item.pane;
@@ -448,6 +467,125 @@ class WindowOperator final : public Operator {
                                static_cast<uint64_t>(o_->windows.slide_ms);
   }
 
+  // FoldBatch's per-window cache: a window (a slide pane under slide_panes_) that records
+  // lately fell in, whether they fold into its panes (Process() would: not late, not fired), and
+  // its buckets by key group, each valid while its generation is buckets_generation_ (a null
+  // bucket too: one made later changes the generation).
+  struct KgBucket {
+    Bucket* bucket = nullptr;
+    uint64_t generation = 0;
+  };
+  struct FoldWindow {
+    int64_t start = 0;
+    int64_t end = 0;  // == start: unused
+    bool folds = false;
+    std::vector<KgBucket> buckets;  // by key group (max_parallelism of them)
+  };
+  static constexpr size_t kFoldChunk = 32;
+
+  // Records of tumbling windows or slide panes (fold_batches_), with what Process() gives for
+  // each in turn, chunk by chunk: pass 1 finds each record's bucket in memory without hashing
+  // (its window among the last two seen, its key group carried across the exchange) and
+  // prefetches the slot of its key; pass 2 folds each record into its key's pane, or starts the
+  // key's pane when the bucket has its timers and the memory budget room, as LoadOrCreate() and
+  // StoreAcc() would. Anything else goes to Process(): no carried key group, a window not
+  // folding (late or fired), a bucket not in memory (new, or restored and still in the backend),
+  // a bucket with overflow, a spent budget, a timestamp near the int64 limits.
+  absl::Status FoldBatch(const Record* records, size_t count) {
+    for (FoldWindow& fw : fold_windows_) {
+      if (fw.end != fw.start) fw.folds = Folds(fw.start, fw.end);  // the watermark moved
+    }
+    Bucket* buckets[kFoldChunk];
+    uint64_t folded = 0;
+    uint64_t made = 0;
+    for (size_t c = 0; c < count; c += kFoldChunk) {
+      const size_t n = std::min(kFoldChunk, count - c);
+      for (size_t i = 0; i < n; ++i) {
+        const Record& r = records[c + i];
+        Bucket* bucket = FoldBucket(r);
+        buckets[i] = bucket;
+        if (bucket != nullptr) bucket->int_panes.Prefetch(r[key_field_].i);
+      }
+      const uint64_t generation = buckets_generation_;
+      for (size_t i = 0; i < n; ++i) {
+        const Record& r = records[c + i];
+        // Process() may have made or dropped a bucket since pass 1 (moving the others).
+        Bucket* bucket = buckets_generation_ == generation ? buckets[i] : FoldBucket(r);
+        if (bucket != nullptr && FoldIntoBucket(bucket, r, &made)) {
+          ++folded;
+          continue;
+        }
+        SLUICE_RETURN_IF_ERROR(Process(r));
+      }
+    }
+    batch_folds.fetch_add(folded, std::memory_order_relaxed);
+    int_key_panes_made.fetch_add(made, std::memory_order_relaxed);
+    return absl::OkStatus();
+  }
+  // Whether records of window (or slide pane) [start, end) fold into its panes: Process()
+  // takes them (not late) and FoldIntoPane() would fold them (not fired).
+  bool Folds(int64_t start, int64_t end) const {
+    if (!slide_panes_) return end - 1 > Watermark();
+    return !IsLate(TimeWindow{start, start + o_->windows.size_ms});  // its last window (ProcessInSlidePane)
+  }
+  // The bucket in memory that record r folds into (FoldBatch), or null.
+  Bucket* FoldBucket(const Record& r) {
+    const int kg = r.carried_key_group();
+    if (kg < 0 || static_cast<size_t>(kg) >= fold_windows_[0].buckets.size()) return nullptr;
+    FoldWindow* fw = FoldWindowOf(r[o_->time_field].i);
+    if (fw == nullptr) return nullptr;
+    KgBucket& entry = fw->buckets[static_cast<size_t>(kg)];
+    if (entry.generation != buckets_generation_) {
+      auto it = buckets_.find(BucketId{fw->start, fw->end, kg});
+      entry = {it == buckets_.end() ? nullptr : &it->second, buckets_generation_};
+    }
+    return entry.bucket;
+  }
+  // The window (slide pane) of event time ts in fold_windows_ when records fold into it; null
+  // otherwise. A window not there replaces the earlier of the two.
+  FoldWindow* FoldWindowOf(int64_t ts) {
+    for (FoldWindow& fw : fold_windows_) {
+      if (fw.start <= ts && ts < fw.end) return fw.folds ? &fw : nullptr;
+    }
+    const WindowSpec& ws = o_->windows;
+    const int64_t size = slide_panes_ ? ws.slide_ms : ws.size_ms;
+    const __int128 start = WindowStart(ts, ws.offset_ms, size);
+    // Its windows must fit in int64 (AssignWindows; ProcessInSlidePane).
+    const __int128 lowest = slide_panes_ ? start + ws.slide_ms - ws.size_ms : start;
+    const __int128 highest = slide_panes_ ? start + ws.size_ms : start + size;
+    if (lowest < std::numeric_limits<int64_t>::min() || highest > kMaxTs) return nullptr;
+    const int64_t s = static_cast<int64_t>(start);
+    if (!Folds(s, s + size)) return nullptr;
+    FoldWindow& fw = fold_windows_[0].start < fold_windows_[1].start ? fold_windows_[0] : fold_windows_[1];
+    fw.start = s;
+    fw.end = s + size;
+    fw.folds = true;
+    ++buckets_generation_;  // its entries were another window's
+    return &fw;
+  }
+  // Record r into its key's pane in `bucket` (FoldBatch), counting a pane it starts in *made;
+  // false, nothing done, when the key has none and one cannot start here.
+  bool FoldIntoBucket(Bucket* bucket, const Record& r, uint64_t* made) {
+    const int64_t key = r[key_field_].i;
+    int64_t* words;
+    if (bucket->timers && !bucket->overflow && pane_bytes_ < max_pane_bytes_) {
+      bool inserted;
+      words = bucket->int_panes.FindOrInsert(key, &inserted);
+      if (inserted) {
+        words[kNextEarly] = kNoEarly;  // ResetAcc's row: the rest zeros
+        ++*made;
+        bucket->bytes += bucket->int_panes.BytesPerKey();
+        pane_bytes_ += bucket->int_panes.BytesPerKey();
+      }
+    } else {
+      words = bucket->int_panes.Find(key);
+      if (words == nullptr) return false;
+    }
+    FoldWords(words, r);
+    bucket->dirty = true;
+    return true;
+  }
+
   // Record r (event time ts) into its slide pane (see the class comment), or dropped as late;
   // false, nothing done, when one of its windows would not fit in int64 (the general path
   // then updates its windows' own buckets).
@@ -470,20 +608,110 @@ class WindowOperator final : public Operator {
     return true;
   }
 
+  // The final firing of window w whose bucket keeps every pane in int_panes (no overflow) and
+  // is dropped at once (event time, no lateness, no distinct values): OnTimer's rows in its key
+  // order (FireItem::Before: the keys' record bytes, varints of their zigzag values) without
+  // making the bytes: a key's first 8 bytes and its last 2, big-endian and zero-padded, order
+  // the keys as their bytes do (no varint is the start of another). False, nothing done, when a
+  // key has an early firing pending (its timer is the general path's to cancel).
+  absl::StatusOr<bool> FireIntKeys(const Bucket& bucket, const TimeWindow& w) {
+    int_fire_order_.clear();
+    if (!AddIntFireItems(bucket)) return false;
+    SortIntFireItems();
+    for (const IntFireItem& item : int_fire_order_) {
+      PaneToAcc(item.words, nullptr, &acc_);
+      if (acc_[kFinalFired].i != 0) continue;
+      out_[0].i = item.key;  // the key's one field
+      SLUICE_RETURN_IF_ERROR(EmitRowValues(w));
+    }
+    return true;
+  }
+
+  // Appends the keys of bucket's int_panes to int_fire_order_ with their order (see
+  // FireIntKeys); false when one has an early firing pending.
+  bool AddIntFireItems(const Bucket& bucket) {
+    bool early = false;
+    bucket.int_panes.ForEach([&](int64_t key, const int64_t* words) {
+      early |= words[kNextEarly] != kNoEarly;
+      unsigned char bytes[10] = {};
+      uint64_t u = ZigZag(key);
+      int n = 0;
+      for (; u >= 0x80; u >>= 7) bytes[n++] = static_cast<unsigned char>(u | 0x80);
+      bytes[n] = static_cast<unsigned char>(u);
+      uint64_t prefix = 0;
+      for (int i = 0; i < 8; ++i) prefix = (prefix << 8) | bytes[i];
+      int_fire_order_.push_back({prefix, static_cast<uint16_t>(bytes[8] << 8 | bytes[9]),
+                                 static_cast<uint32_t>(int_fire_order_.size()), key, words});
+    });
+    return !early;
+  }
+  // int_fire_order_ in key order (FireItem::Before's), then in the order added.
+  void SortIntFireItems() {
+    std::sort(int_fire_order_.begin(), int_fire_order_.end(), [](const IntFireItem& a, const IntFireItem& b) {
+      if (a.prefix != b.prefix) return a.prefix < b.prefix;
+      return a.tail != b.tail ? a.tail < b.tail : a.seq < b.seq;
+    });
+  }
+  // FireSlidePanes' merge and rows when its buckets keep every pane in int_panes (no overflow),
+  // from the slots (see FireIntKeys); false, nothing done, otherwise.
+  absl::StatusOr<bool> FireIntSlidePanes(const BucketId& id) {
+    const TimeWindow w{id.start, id.end};
+    const int64_t slide = o_->windows.slide_ms;
+    int_fire_order_.clear();
+    auto add = [&](const BucketId& from) -> absl::StatusOr<bool> {
+      SetWindow(TimeWindow{from.start, from.end}, from.kg, absl::string_view());
+      SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/false));
+      if (bucket == nullptr) return true;
+      return bucket->panes.empty() && !bucket->overflow && AddIntFireItems(*bucket);
+    };
+    SLUICE_ASSIGN_OR_RETURN(bool added, add(id));  // the window's own bucket first
+    if (!added) return false;
+    for (int64_t p = w.start; p < w.end; p += slide) {
+      SLUICE_ASSIGN_OR_RETURN(added, add(BucketId{p, p + slide, id.kg}));
+      if (!added) return false;
+    }
+    SortIntFireItems();
+    for (size_t i = 0; i < int_fire_order_.size();) {
+      const IntFireItem& first = int_fire_order_[i];
+      size_t j = i + 1;
+      while (j < int_fire_order_.size() && int_fire_order_[j].key == first.key) ++j;
+      if (j == i + 1) {
+        PaneToAcc(first.words, nullptr, &acc_);  // in one pane only (as FireSlidePanes)
+        acc_[kEmitted].i = 0;
+      } else {
+        SLUICE_RETURN_IF_ERROR(ResetAcc());
+        for (size_t k = i; k < j; ++k) {
+          PaneToAcc(int_fire_order_[k].words, nullptr, &other_acc_);
+          SLUICE_RETURN_IF_ERROR(MergeAcc(other_acc_));
+        }
+      }
+      out_[0].i = first.key;
+      SLUICE_RETURN_IF_ERROR(EmitRowValues(w));
+      i = j;
+    }
+    return true;
+  }
+
   // Fires window `id` of slide panes: its own bucket's and its panes' accumulators merged per
   // key (in that order, so first and last pick among records of equal time as the general
   // path), in key order; then drops its bucket and its first pane.
   absl::Status FireSlidePanes(const BucketId& id) {
     const TimeWindow w{id.start, id.end};
     const int64_t slide = o_->windows.slide_ms;
+    bool fired = false;
+    if (int_keys_) {
+      SLUICE_ASSIGN_OR_RETURN(fired, FireIntSlidePanes(id));
+    }
     overflow_panes_.clear();
     fire_keys_.clear();
     fire_order_.clear();
-    SLUICE_RETURN_IF_ERROR(GatherForFiring(id));
-    for (int64_t p = w.start; p < w.end; p += slide) {
-      SLUICE_RETURN_IF_ERROR(GatherForFiring(BucketId{p, p + slide, id.kg}));
+    if (!fired) {
+      SLUICE_RETURN_IF_ERROR(GatherForFiring(id));
+      for (int64_t p = w.start; p < w.end; p += slide) {
+        SLUICE_RETURN_IF_ERROR(GatherForFiring(BucketId{p, p + slide, id.kg}));
+      }
+      std::sort(fire_order_.begin(), fire_order_.end(), FireItem::Order());
     }
-    std::sort(fire_order_.begin(), fire_order_.end(), FireItem::Before);
     for (size_t i = 0; i < fire_order_.size();) {
       size_t j = i + 1;
       while (j < fire_order_.size() && *fire_order_[j].key == *fire_order_[i].key) ++j;
@@ -642,6 +870,7 @@ class WindowOperator final : public Operator {
     ++buckets_generation_;  // buckets_ may have moved
     cur_bucket_ = &bucket;
     bucket.int_panes.SetWords(pane_words_ + null_words_);
+    if (int_keys_ && !found) bucket.int_panes.Reserve(fired_bucket_keys_);
     if (found) {
       absl::Status s = DecodeBucket(value_, IsPane(cur_id_) ? kSlidePaneVersion : kWindowBucketVersion, &bucket);
       if (!s.ok()) {
@@ -1238,6 +1467,10 @@ class WindowOperator final : public Operator {
     RecordDecoder dec(&key_.schema(), cur_key_);
     absl::Status s = dec.Next(&out_);  // key fields come first in the output
     if (!s.ok()) return ctx_.state_origin.DataLoss(absl::StrCat("a window state key does not decode: ", s.message()));
+    return EmitRowValues(w);
+  }
+  // EmitRow once out_'s key fields hold the current key.
+  absl::Status EmitRowValues(const TimeWindow& w) {
     size_t f = key_.schema().size();
     out_[f++].i = w.start;
     out_[f++].i = w.end;
@@ -1309,6 +1542,7 @@ class WindowOperator final : public Operator {
       for (const auto& e : entries_) SLUICE_RETURN_IF_ERROR(state_->MapRemove(overflow_id_, e.first));
     }
     pane_bytes_ -= it->second.bytes;
+    if (it->second.int_panes.size() > 0) fired_bucket_keys_ = it->second.int_panes.size();
     buckets_.erase(it);
     ++buckets_generation_;
     cur_bucket_ = nullptr;
@@ -2218,7 +2452,11 @@ class WindowOperator final : public Operator {
   // (see ProcessFlatSession). Counted in the memory budget (KeySessionsBytes, BytesPerKey).
   internal::IntPaneTable session_index_;
   bool flat_sessions_ = false;  // keys may be flat (see ProcessFlatSession)
-  int key_field_ = -1;          // flat_sessions_: the key's field when the key is one (else -1)
+  int key_field_ = -1;  // flat_sessions_ or fold_batches_: the key's field when the key is one (else -1)
+  // Tumbling windows or slide panes of integer keys whose aggregates fold into words, in event
+  // time without early firing: batches fold records in place (FoldBatch).
+  bool fold_batches_ = false;
+  FoldWindow fold_windows_[2];
   std::string flat_key_;        // a flat key's record bytes (WriteKeySessions)
   std::deque<std::string> flat_fire_keys_;  // FireDueSessions: the firing flat keys' bytes
   Pane flat_pane_;              // a flat key's pane (EncodeFlatKey)
@@ -2246,6 +2484,9 @@ class WindowOperator final : public Operator {
   }
   BucketCacheEntry bucket_cache_[kBucketCacheSize];
   uint64_t buckets_generation_ = 1;
+  // int_keys_: the keys of the last bucket with keys dropped (a new bucket reserves room for as
+  // many: records of one window's key group fill it without rehashing as it grows).
+  size_t fired_bucket_keys_ = 0;
   size_t pane_bytes_ = 0;          // PaneBytes of buckets_' panes
   const size_t max_pane_bytes_ =
       max_pane_bytes_for_test != 0 ? max_pane_bytes_for_test : kDefaultMaxPaneBytes;
@@ -2295,6 +2536,10 @@ class WindowOperator final : public Operator {
       const int c = a.key->compare(*b.key);
       return c != 0 ? c < 0 : a.seq < b.seq;
     }
+    // Before() for std::sort, inlined (a function pointer is called per comparison).
+    struct Order {
+      bool operator()(const FireItem& a, const FireItem& b) const { return Before(a, b); }
+    };
   };
   void AddFireItem(const std::string* key, PaneRef pane, bool overflow) {
     uint64_t prefix = 0;
@@ -2304,6 +2549,16 @@ class WindowOperator final : public Operator {
     fire_order_.push_back({prefix, key, pane, static_cast<uint32_t>(fire_order_.size()), overflow});
   }
   std::vector<FireItem> fire_order_;
+  // FireIntKeys: a key of int_panes, its order (the first 8 and the last 2 of its record bytes)
+  // and its pane's words.
+  struct IntFireItem {
+    uint64_t prefix;
+    uint16_t tail;
+    uint32_t seq;  // its position in int_fire_order_ when added
+    int64_t key;
+    const int64_t* words;
+  };
+  std::vector<IntFireItem> int_fire_order_;
   std::vector<std::string> legacy_keys_;  // restores: keys of a state (CollectKeys)
   std::deque<std::pair<std::string, Pane>> overflow_panes_;  // firing buckets' overflow
   std::deque<std::string> fire_keys_;  // firing buckets' int_panes keys as record bytes
@@ -2333,6 +2588,8 @@ void SetWindowMemoryForTest(size_t bytes) { max_pane_bytes_for_test = bytes; }
 void SetWindowSlidePanesForTest(bool enabled) { slide_panes_enabled = enabled; }
 void SetWindowSessionFastPathsForTest(bool enabled) { session_fast_paths_enabled = enabled; }
 void SetWindowIntKeyPanesForTest(bool enabled) { int_key_panes_enabled = enabled; }
+void SetWindowFoldBatchesForTest(bool enabled) { fold_batches_enabled = enabled; }
+uint64_t WindowBatchFoldsForTest() { return batch_folds.load(); }
 uint64_t WindowIntKeyPanesMadeForTest() { return int_key_panes_made.load(); }
 
 }  // namespace sluice::ops

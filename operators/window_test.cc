@@ -102,6 +102,18 @@ class WindowTest : public internal::KeyedOperatorTest {
                    const std::string& name = "x") {
     return s.op()->Process(Input(user, ts, amount, name));
   }
+  // The end of a run that compares layouts: the watermark at the end of time fires what is
+  // open, the layout switches go back to their defaults, and s's rows are appended to `rows`,
+  // then the count of late records dropped.
+  absl::Status FinishRun(KeyedSubtask& s, std::vector<std::string>* rows) {
+    SLUICE_RETURN_IF_ERROR(s.Watermark(kMaxWatermark));
+    SetWindowFoldBatchesForTest(true);
+    SetWindowIntKeyPanesForTest(true);
+    SetWindowMemoryForTest(0);
+    rows->insert(rows->end(), s.out().rows.begin(), s.out().rows.end());
+    rows->push_back(absl::StrCat("late ", s.late_dropped()));
+    return absl::OkStatus();
+  }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -330,12 +342,7 @@ TEST_F(WindowTest, IntKeyPanesGiveTheRowsOfPanesByKeyBytes) {
           SLUICE_RETURN_IF_ERROR(Add(*s, keys[(x >> 20) % keys.size()], ts, amount));
           if (i % 50 == 49) SLUICE_RETURN_IF_ERROR(s->Watermark(i / 20 - 5));
         }
-        SLUICE_RETURN_IF_ERROR(s->Watermark(kMaxWatermark));
-        SetWindowIntKeyPanesForTest(true);
-        SetWindowMemoryForTest(0);
-        rows->insert(rows->end(), s->out().rows.begin(), s->out().rows.end());
-        rows->push_back(absl::StrCat("late ", s->late_dropped()));
-        return absl::OkStatus();
+        return FinishRun(*s, rows);
       };
       std::vector<std::string> general;
       const uint64_t made = WindowIntKeyPanesMadeForTest();
@@ -457,6 +464,151 @@ TEST_F(WindowTest, FlatSessionKeysGiveTheRowsOfTheGeneralPath) {
   }
   EXPECT_GT(WindowIntKeyPanesMadeForTest(), made);
   }
+}
+
+// Tumbling windows and slide panes of one integer key whose aggregates fold into words take
+// batches (PrefersBatches) and fold most records in place, their buckets found by the key group
+// carried with the record (FoldBatch); the rows, their order and the late counts equal those of
+// records one at a time by key bytes: keys at the int64 limits, 0 and negative, records without
+// a carried key group, late records within and beyond the lateness, timestamps at the int64
+// limits, a memory budget that sends windows to the backend, and a checkpoint restored midway
+// into either way (the restored buckets found in the backend first).
+TEST_F(WindowTest, FoldedBatchesGiveTheRowsOfRecordsOneAtATime) {
+  constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  std::vector<int64_t> keys = {0, -1, 1, kMin, kMax, kMin + 1, kMax - 1, -64, 63, 64, -65};
+  for (int64_t k = 0; keys.size() < 700; ++k) keys.push_back(k * 7919 - 2'000'000);
+  // A quarter of the records: keys k << 57, whose record bytes (varints) differ only past their
+  // 8th byte, so that firing orders some of them within a window and key group by those bytes.
+  auto high_key = [](uint64_t x) { return static_cast<int64_t>((x >> 50) % 24 + 1) << 57; };
+  const Schema key_schema({{"user", FieldType::kInt64}});
+  auto key_group = [&](int64_t user) {
+    Record key(1);
+    key[0].i = user;
+    return KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema, key), kMaxParallelism);
+  };
+  for (const char* options : {R"y(    tumble: 10ms
+    time_field: ts
+    aggregates: [{fn: count, as: n}, {fn: sum, field: amount}, {fn: min, field: price}, {fn: max, field: amount}, {fn: avg, field: amount}])y",
+                              R"y(    tumble: 10ms
+    offset: 3ms
+    time_field: ts
+    allowed_lateness: 15ms
+    aggregates: [{fn: count, as: n}, {fn: avg, field: price}])y",
+                              R"y(    hop: {size: 30ms, slide: 10ms}
+    time_field: ts
+    aggregates: [{fn: count, as: n}, {fn: sum, field: amount}, {fn: max, field: amount}])y"}) {
+    for (size_t budget : {size_t{0}, size_t{16} << 10}) {
+      auto run = [&](bool folds_first, bool folds_after, std::vector<std::string>* rows) -> absl::Status {
+        SetWindowMemoryForTest(budget);
+        SetWindowFoldBatchesForTest(folds_first);
+        SetWindowIntKeyPanesForTest(folds_first);  // the reference: panes by key bytes
+        KeyedSubtask* s = &Start(options);
+        bool folds = folds_first;
+        uint64_t x = 7;
+        std::vector<Record> batch;
+        size_t batch_size = 1;
+        auto flush = [&]() -> absl::Status {
+          if (folds) {
+            if (!s->op()->PrefersBatches()) return absl::InternalError("no batches");
+            SLUICE_RETURN_IF_ERROR(s->op()->ProcessBatch(0, batch.data(), batch.size()));
+          } else {
+            for (const Record& r : batch) SLUICE_RETURN_IF_ERROR(s->op()->Process(r));
+          }
+          batch.clear();
+          batch_size = batch_size * 7 % 300 + 1;  // 1, 8, 57, 100, 101, 108, ...
+          return absl::OkStatus();
+        };
+        for (int i = 0; i < 6000; ++i) {
+          if (i == 3000) {
+            SLUICE_RETURN_IF_ERROR(flush());
+            *rows = s->out().rows;
+            SLUICE_ASSIGN_OR_RETURN(Checkpoint c, TakeCheckpoint(*s, 1));
+            SetWindowFoldBatchesForTest(folds_after);
+            SetWindowIntKeyPanesForTest(folds_after);
+            SLUICE_ASSIGN_OR_RETURN(s, Restore(c, 0, 1));
+            folds = folds_after;
+          }
+          x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+          int64_t ts = i / 20 + static_cast<int64_t>((x >> 33) % 60) - 40;
+          if (i == 1234) ts = kMin + 1;
+          if (i == 4321) ts = kMax - 1;
+          const int64_t amount = static_cast<int64_t>((x >> 45) % 9) - 4;
+          const int64_t user = (x >> 40) % 4 == 0 ? high_key(x) : keys[(x >> 20) % keys.size()];
+          batch.push_back(Input(user, ts, amount));
+          if (i % 13 != 5) batch.back().set_carried_key_group(key_group(user));
+          if (batch.size() >= batch_size) SLUICE_RETURN_IF_ERROR(flush());
+          if (i % 50 == 49) {
+            SLUICE_RETURN_IF_ERROR(flush());
+            SLUICE_RETURN_IF_ERROR(s->Watermark(i / 20 - 5));
+          }
+        }
+        SLUICE_RETURN_IF_ERROR(flush());
+        return FinishRun(*s, rows);
+      };
+      std::vector<std::string> general;
+      const uint64_t folded = WindowBatchFoldsForTest();
+      ASSERT_OK(run(false, false, &general));
+      EXPECT_EQ(WindowBatchFoldsForTest(), folded);
+      EXPECT_GT(general.size(), 1000u);
+      EXPECT_NE(general.back(), "late 0");
+      for (const auto& [first, after] : {std::pair{true, true}, std::pair{true, false}, std::pair{false, true}}) {
+        std::vector<std::string> got;
+        const uint64_t before = WindowBatchFoldsForTest();
+        ASSERT_OK(run(first, after, &got));
+        EXPECT_EQ(got, general) << options << " budget " << budget << " folds " << first << after;
+        // Records folded in place (the others: no key group carried, late, in a fired window;
+        // with the budget, in windows beyond it).
+        EXPECT_GT(WindowBatchFoldsForTest(), before + (budget == 0 ? 1000 : 10))
+            << options << " budget " << budget << " folds " << first << after;
+      }
+    }
+  }
+}
+
+// A record of a slide pane whose first windows fired folds in place in a batch while the pane's
+// last window has not fired (as Process() takes it), and counts in every window still open.
+TEST_F(WindowTest, SlidePaneRecordsFoldInBatchesUntilTheirLastWindowFires) {
+  KeyedSubtask& s = Start(R"y(    hop: {size: 30ms, slide: 10ms}
+    time_field: ts
+    aggregates: [{fn: count, as: n}])y");
+  ASSERT_TRUE(s.op()->PrefersBatches());
+  const Schema key_schema({{"user", FieldType::kInt64}});
+  auto key_group = [&](int64_t user) {
+    Record key(1);
+    key[0].i = user;
+    return KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema, key), kMaxParallelism);
+  };
+  auto batch = [&](int64_t ts) {
+    std::vector<Record> records;
+    for (int64_t user = 1; user <= 3; ++user) {
+      records.push_back(Input(user, ts));
+      records.back().set_carried_key_group(key_group(user));
+    }
+    return records;
+  };
+  std::vector<Record> first = batch(5);  // pane [0, 10): windows [-20, 10), [-10, 20), [0, 30)
+  ASSERT_OK(s.op()->ProcessBatch(0, first.data(), first.size()));
+  ASSERT_OK(s.Watermark(25));  // [-20, 10) and [-10, 20) fire
+  const uint64_t folded = WindowBatchFoldsForTest();
+  std::vector<Record> second = batch(6);
+  ASSERT_OK(s.op()->ProcessBatch(0, second.data(), second.size()));
+  EXPECT_EQ(WindowBatchFoldsForTest(), folded + 3);
+  ASSERT_OK(s.Watermark(kMaxWatermark));
+  // Each window's rows by key group (its buckets' timers), then key.
+  std::vector<int64_t> users = {1, 2, 3};
+  std::sort(users.begin(), users.end(), [&](int64_t a, int64_t b) {
+    return std::pair(key_group(a), a) < std::pair(key_group(b), b);
+  });
+  std::vector<std::string> expected;
+  for (const auto& [start, n] : {std::pair{-20, 1}, std::pair{-10, 1}, std::pair{0, 2}}) {
+    for (int64_t user : users) {
+      expected.push_back(absl::StrCat(R"({"user":)", user, R"(,"window_start":)", start, R"(,"window_end":)",
+                                      start + 30, R"(,"n":)", n, R"(,"update":false})"));
+    }
+  }
+  EXPECT_EQ(s.out().rows, expected);
+  EXPECT_EQ(s.late_dropped(), 0);
 }
 
 // Session keys of one integer field are indexed by value; the index counts in the memory

@@ -35,6 +35,11 @@ void SetWindowIntKeyPanesForTest(bool enabled);
 // The panes (and session keys) made in flat slots by integer keys so far (all subtasks of the
 // process).
 uint64_t WindowIntKeyPanesMadeForTest();
+// Whether tumbling windows and slide panes of such keys take batches and fold them in place
+// (default true); false: Process() per record. Tests only, to compare the two.
+void SetWindowFoldBatchesForTest(bool enabled);
+// The records folded in place by batches so far (all subtasks of the process).
+uint64_t WindowBatchFoldsForTest();
 std::unique_ptr<Operator> MakeTopN();           // top_n.cc
 std::unique_ptr<Operator> MakeLocalTopN();      // top_n.cc
 // Whether top_n keeps its last group's rows decoded between records (default true); false:

@@ -26,6 +26,12 @@ class IntPaneTable {
   // memory budgets.
   size_t BytesPerKey() const { return stride_ * sizeof(int64_t) * 8 / 3 + 1; }
 
+  // Makes room for `keys` keys in all, so that inserting up to that many grows the table no
+  // more (a bucket of a new window sized as the last one fired).
+  void Reserve(size_t keys) {
+    while ((keys + 1) * 4 > capacity_ * 3) Grow();
+  }
+
   // The words of `key`, or null.
   int64_t* Find(int64_t key) {
     if (key == kEmpty) return has_empty_key_ ? empty_key_words_.data() : nullptr;
