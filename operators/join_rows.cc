@@ -149,6 +149,7 @@ void JoinRowStore::Init(JoinOperatorBase* op, state::StateId id, absl::string_vi
   id_ = id;
   what_ = std::string(what);
   flags_ = flags;
+  int_keys_ = op->int_key();
   max_bytes_ = max_bytes_for_test != 0 ? max_bytes_for_test : kDefaultMaxBytes;
   for (int side = 0; side < 2; ++side) scratch_[side].Resize(op->sides_->input[side].size());
 }
@@ -169,7 +170,14 @@ uint32_t JoinRowStore::NewSlot(absl::string_view key, int key_group) {
   k.dirty = false;
   k.in_backend = false;
   k.scheduled = kNever;
-  slot_of_.emplace(k.key, slot);
+  if (int_keys_) {
+    // `key` came from EvalKey or a restore's KeyGroupOf, which decoded it: it decodes.
+    k.int_key = 0;
+    JoinOperatorBase::IntKeyOfBytes(key, &k.int_key);
+    slot_of_int_.emplace(k.int_key, slot);
+  } else {
+    slot_of_.emplace(k.key, slot);
+  }
   bytes_ += Overhead(k);
   return slot;
 }
@@ -177,7 +185,11 @@ uint32_t JoinRowStore::NewSlot(absl::string_view key, int key_group) {
 void JoinRowStore::FreeSlot(uint32_t slot) {
   Key& k = keys_[slot];
   bytes_ -= Overhead(k);
-  slot_of_.erase(k.key);
+  if (int_keys_) {
+    slot_of_int_.erase(k.int_key);
+  } else {
+    slot_of_.erase(k.key);
+  }
   k.live = false;
   ++k.generation;
   ClearRows(&k);
@@ -359,6 +371,7 @@ absl::Status JoinRowStore::Spill(const std::function<absl::Status(const Key&)>& 
   keys_.shrink_to_fit();
   arena_.Clear();
   slot_of_.clear();
+  slot_of_int_.clear();
   free_.clear();
   heap_.clear();
   bytes_ = 0;
@@ -433,7 +446,7 @@ absl::Status JoinRowStore::AddBytes(int side, int64_t ts, bool flag, const char*
 
 absl::Status JoinRowStore::LoadAll(const std::function<absl::Status(uint32_t)>& loaded) {
   return state_->ForEachKey(id_, [&](absl::string_view key) -> absl::Status {
-    if (slot_of_.contains(key)) return absl::OkStatus();  // read back already after a spill
+    if (Find(key) != nullptr) return absl::OkStatus();  // read back already after a spill
     uint32_t slot;
     SLUICE_ASSIGN_OR_RETURN(bool found, LoadCurrent(key, &slot));
     if (!found) return absl::OkStatus();

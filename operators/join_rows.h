@@ -141,7 +141,8 @@ class JoinRowStore {
   // in a few adjacent cache lines).
   using Rows = absl::InlinedVector<Row, 2>;
   struct Key {
-    std::string key;
+    std::string key;             // serialized (the backend's key)
+    int64_t int_key = 0;         // the key's value when the operator's keys are integers
     int key_group = 0;
     uint32_t generation = 0;     // bumped when the slot is freed (the operator's stale entries)
     bool live = false;           // the slot holds a key
@@ -157,43 +158,63 @@ class JoinRowStore {
   void Init(JoinOperatorBase* op, state::StateId id, absl::string_view what, bool flags);
 
   Key& key(uint32_t slot) { return keys_[slot]; }
-  // The slot of `key` in memory, or nullptr.
+  // The slot of serialized key `key` in memory, or nullptr.
   const uint32_t* Find(absl::string_view key) const {
+    if (int_keys_) {
+      int64_t value;
+      return JoinOperatorBase::IntKeyOfBytes(key, &value) ? FindInt(value) : nullptr;
+    }
     auto it = slot_of_.find(key);
     return it == slot_of_.end() ? nullptr : &it->second;
   }
+  // REQUIRES: the operator's keys are integers (JoinOperatorBase::int_key()). The slot of key
+  // `value` in memory, or nullptr.
+  const uint32_t* FindInt(int64_t value) const {
+    auto it = slot_of_int_.find(value);
+    return it == slot_of_int_.end() ? nullptr : &it->second;
+  }
   static constexpr uint32_t kNoSlot = UINT32_MAX;
-  // A batch of input `side`'s records (the operators' ProcessBatch), in chunks: first every
-  // record's key is evaluated and its place in the hash table prefetched, then looked up, and
-  // the entries of those in memory prefetched; then `join(record, slot)` runs for each record in
-  // order, with the rows of the keys a few records ahead prefetched, and `slot` the one found,
-  // or kNoSlot when the key was not in memory or a spill since made it stale (`join` then looks
-  // it up as for a single record). The same as `join(record, kNoSlot)` per record, but a
+  // A batch of input `side`'s records (the operators' ProcessBatch), as a software pipeline:
+  // while record i is joined (`join(record, slot)`, in order), record i + kLag's rows are
+  // prefetched, record i + 2 kLag's key is looked up and its entry prefetched, and record
+  // i + 3 kLag's key is evaluated and its place in the hash table prefetched (integer keys are
+  // read as values, JoinOperatorBase::int_key(), not serialized). `slot` is the one
+  // found, or kNoSlot when the key was not in memory or a spill since made it stale (`join` then
+  // looks it up as for a single record). The same as `join(record, kNoSlot)` per record, but a
   // record's join does not wait for its key's state to come from memory (cache misses were most
-  // of a join's time).
+  // of a join's time), and each level's loads have kLag records' time to arrive (a chunk of 16
+  // evaluated, then looked up, then joined left the first joins of each chunk waiting for the
+  // entries just prefetched).
   template <typename JoinFn>
   absl::Status JoinBatch(int side, const Record* records, size_t count, JoinFn join) {
-    for (size_t start = 0; start < count; start += kChunk) {
-      const size_t n = std::min(kChunk, count - start);
-      for (size_t i = 0; i < n; ++i) {
-        op_->EvalKey(side, records[start + i]);
-        chunk_keys_[i].assign(op_->key_bytes());
-        slot_of_.prefetch(chunk_keys_[i]);
+    size_t evaluated = 0;  // records whose keys were evaluated (and hash slots prefetched)
+    size_t looked_up = 0;  // ... looked up (and entries prefetched)
+    size_t prefetched = 0;  // ... whose rows were prefetched
+    for (size_t i = 0; i < count; ++i) {
+      for (const size_t end = std::min(count, i + 3 * kLag + 1); evaluated < end; ++evaluated) {
+        Ahead& a = ahead_[evaluated & kAheadMask];
+        if (int_keys_) {
+          a.int_key = op_->IntKeyOf(side, records[evaluated]);
+          slot_of_int_.prefetch(a.int_key);
+        } else {
+          op_->EvalKey(side, records[evaluated]);
+          a.key.assign(op_->key_bytes());
+          slot_of_.prefetch(a.key);
+        }
       }
-      for (size_t i = 0; i < n; ++i) {
-        const uint32_t* slot = Find(chunk_keys_[i]);
-        chunk_slots_[i] = slot != nullptr ? *slot : kNoSlot;
+      for (const size_t end = std::min(count, i + 2 * kLag + 1); looked_up < end; ++looked_up) {
+        Ahead& a = ahead_[looked_up & kAheadMask];
+        const uint32_t* slot = int_keys_ ? FindInt(a.int_key) : Find(a.key);
+        a.slot = slot != nullptr ? *slot : kNoSlot;
+        a.spills = spills_;
         if (slot != nullptr) PrefetchKey(*slot);
       }
-      const uint64_t spills = spills_;
-      for (size_t i = 0; i < n; ++i) {
-        if (spills == spills_) {
-          for (size_t j = i == 0 ? 0 : i + kAhead - 1; j < std::min(n, i + kAhead); ++j) {
-            if (chunk_slots_[j] != kNoSlot) PrefetchRows(chunk_slots_[j]);
-          }
-        }
-        SLUICE_RETURN_IF_ERROR(join(records[start + i], spills == spills_ ? chunk_slots_[i] : kNoSlot));
+      for (const size_t end = std::min(count, i + kLag + 1); prefetched < end; ++prefetched) {
+        const Ahead& a = ahead_[prefetched & kAheadMask];
+        if (a.slot != kNoSlot && a.spills == spills_) PrefetchRows(a.slot);
       }
+      const Ahead& a = ahead_[i & kAheadMask];
+      SLUICE_RETURN_IF_ERROR(join(records[i], a.spills == spills_ ? a.slot : kNoSlot));
     }
     return absl::OkStatus();
   }
@@ -205,7 +226,8 @@ class JoinRowStore {
   // and then passed to `loaded(slot)`.
   template <typename Fn>
   absl::StatusOr<uint32_t> SlotOfEvaluated(Fn loaded) {
-    if (const uint32_t* found = Find(op_->key_bytes())) return *found;
+    const uint32_t* found = int_keys_ ? FindInt(op_->EvaluatedIntKey()) : Find(op_->key_bytes());
+    if (found != nullptr) return *found;
     SLUICE_ASSIGN_OR_RETURN(uint32_t slot, Load(op_->key_bytes(), op_->EvaluatedKeyGroup()));
     loaded(slot);
     return slot;
@@ -294,8 +316,18 @@ class JoinRowStore {
     uint32_t generation;
   };
   static bool Later(const SweepEntry& a, const SweepEntry& b) { return a.time > b.time; }
-  static constexpr size_t kChunk = 16;  // JoinBatch(): records whose keys' entries are prefetched together
-  static constexpr size_t kAhead = 4;   // ... and whose rows are prefetched ahead of their join
+  // JoinBatch()'s pipeline: records between one level's prefetch and the next level's use.
+  static constexpr size_t kLag = 4;
+  static constexpr size_t kAheadMask = 15;  // JoinBatch()'s ring: >= 3 kLag + 1 records
+  static_assert(3 * kLag + 1 <= kAheadMask + 1);
+  // A record of JoinBatch() ahead of its join: its key, and the slot found for it (kNoSlot: not
+  // in memory) with the spill count then (a spill since makes the slot stale).
+  struct Ahead {
+    std::string key;  // serialized, or
+    int64_t int_key = 0;  // ... the value when int_keys_
+    uint32_t slot = kNoSlot;
+    uint64_t spills = 0;
+  };
 
   // JoinBatch()'s hints: key `slot`'s entry; once it has arrived, its inputs' rows (both ends).
   void PrefetchKey(uint32_t slot) const {
@@ -347,15 +379,16 @@ class JoinRowStore {
 
   JoinRowArena arena_;                                  // the records' bytes
   std::vector<Key> keys_;                               // by slot
-  absl::flat_hash_map<std::string, uint32_t> slot_of_;  // live keys' slots
+  bool int_keys_ = false;                               // keys filed by value (op's int_key())
+  absl::flat_hash_map<std::string, uint32_t> slot_of_;  // live keys' slots, or when int_keys_
+  absl::flat_hash_map<int64_t, uint32_t> slot_of_int_;  // ... by value
   std::vector<uint32_t> free_;                          // free slots
   std::vector<uint32_t> dirty_;                         // slots changed since WriteDirty()
   std::vector<SweepEntry> heap_;                        // min-heap by time
   size_t bytes_ = 0;                                    // memory of the keys (roughly)
   bool spilled_ = false;
   uint64_t spills_ = 0;            // Spill() calls (slots found before one are stale)
-  uint32_t chunk_slots_[kChunk];  // JoinBatch(): the chunk's keys' slots, or kNoSlot
-  std::string chunk_keys_[kChunk];  // ... and keys
+  Ahead ahead_[kAheadMask + 1];    // JoinBatch()'s ring, by record index
   std::string value_;
   std::unique_ptr<char[]> encoded_;  // EncodeRows()
   size_t encoded_capacity_ = 0;
