@@ -162,9 +162,10 @@ uint32_t JoinRowStore::NewSlot(absl::string_view key, int key_group) {
   } else {
     slot = static_cast<uint32_t>(keys_.size());
     keys_.emplace_back();
+    key_bytes_.emplace_back();
   }
   Key& k = keys_[slot];
-  k.key.assign(key.data(), key.size());
+  key_bytes_[slot].assign(key.data(), key.size());
   k.key_group = key_group;
   k.live = true;
   k.dirty = false;
@@ -176,19 +177,19 @@ uint32_t JoinRowStore::NewSlot(absl::string_view key, int key_group) {
     JoinOperatorBase::IntKeyOfBytes(key, &k.int_key);
     slot_of_int_.emplace(k.int_key, slot);
   } else {
-    slot_of_.emplace(k.key, slot);
+    slot_of_.emplace(key_bytes_[slot], slot);
   }
-  bytes_ += Overhead(k);
+  bytes_ += Overhead(key);
   return slot;
 }
 
 void JoinRowStore::FreeSlot(uint32_t slot) {
   Key& k = keys_[slot];
-  bytes_ -= Overhead(k);
+  bytes_ -= Overhead(key_bytes_[slot]);
   if (int_keys_) {
     slot_of_int_.erase(k.int_key);
   } else {
-    slot_of_.erase(k.key);
+    slot_of_.erase(key_bytes_[slot]);
   }
   k.live = false;
   ++k.generation;
@@ -235,9 +236,10 @@ void JoinRowStore::Insert(Rows* rows, const Row& row) {
     rows->push_back(row);
     return;
   }
-  auto pos = std::upper_bound(rows->begin(), rows->end(), row.ts,
-                              [](int64_t t, const Row& a) { return t < a.ts; });
-  rows->insert(pos, row);
+  // After the rows of its time (upper_bound), found from the back: a late record's place is
+  // among the newest rows.
+  const size_t pos = row.ts == INT64_MAX ? rows->size() : FirstAtOrAfter(*rows, rows->size(), row.ts + 1);
+  rows->insert(rows->begin() + pos, row);
 }
 
 absl::Status JoinRowStore::Exhausted() const {
@@ -267,6 +269,7 @@ void JoinRowStore::DropFront(uint32_t slot, int side, size_t n) {
   Rows& rows = k.rows[side];
   for (size_t i = 0; i < n; ++i) arena_.Free(rows[i].ref, rows[i].size);
   rows.erase(rows.begin(), rows.begin() + n);
+  ShrinkRows(&rows);
   MarkDirty(slot);
 }
 
@@ -275,6 +278,7 @@ void JoinRowStore::DropFrom(uint32_t slot, int side, size_t first) {
   if (first >= rows.size()) return;
   for (size_t i = first; i < rows.size(); ++i) arena_.Free(rows[i].ref, rows[i].size);
   rows.erase(rows.begin() + first, rows.end());
+  ShrinkRows(&rows);
   MarkDirty(slot);
 }
 
@@ -283,7 +287,7 @@ absl::StatusOr<bool> JoinRowStore::Release(uint32_t slot) {
   const bool kept = !k.empty();
   if (!kept) {
     if (k.in_backend) {
-      state_->SetCurrentKey(k.key, k.key_group);
+      SetCurrentKey(slot);
       SLUICE_RETURN_IF_ERROR(state_->Delete(id_));
     }
     FreeSlot(slot);
@@ -309,7 +313,7 @@ absl::Status JoinRowStore::WriteDirty() {
     Key& k = keys_[slot];
     if (!k.live || !k.dirty) continue;
     k.dirty = false;
-    state_->SetCurrentKey(k.key, k.key_group);
+    SetCurrentKey(slot);
     if (k.empty()) {
       if (k.in_backend) SLUICE_RETURN_IF_ERROR(state_->Delete(id_));
       k.in_backend = false;
@@ -362,13 +366,15 @@ absl::string_view JoinRowStore::EncodeRows(const Key& k) {
 
 absl::Status JoinRowStore::Spill(const std::function<absl::Status(const Key&)>& each) {
   SLUICE_RETURN_IF_ERROR(WriteDirty());
-  for (const Key& k : keys_) {
-    if (!k.live) continue;
-    state_->SetCurrentKey(k.key, k.key_group);
-    if (each) SLUICE_RETURN_IF_ERROR(each(k));
+  for (uint32_t slot = 0; slot < keys_.size(); ++slot) {
+    if (!keys_[slot].live) continue;
+    SetCurrentKey(slot);
+    if (each) SLUICE_RETURN_IF_ERROR(each(keys_[slot]));
   }
   keys_.clear();
   keys_.shrink_to_fit();
+  key_bytes_.clear();
+  key_bytes_.shrink_to_fit();
   arena_.Clear();
   slot_of_.clear();
   slot_of_int_.clear();

@@ -137,11 +137,14 @@ class JoinRowStore {
     uint32_t size : 31;
     uint32_t flag : 1;  // the operator's (join: a left row has matched)
   };
-  // One input's kept records of a key, sorted by time (a few inline: a key's state then sits
-  // in a few adjacent cache lines).
-  using Rows = absl::InlinedVector<Row, 2>;
-  struct Key {
-    std::string key;             // serialized (the backend's key)
+  // One input's kept records of a key, sorted by time: up to kInlineRows inline, so that a
+  // key's state sits in the three cache lines of its Key (the joins keep a few records per key
+  // and input; more go to the heap, and back inline when they are dropped again).
+  static constexpr size_t kInlineRows = 4;
+  using Rows = absl::InlinedVector<Row, kInlineRows>;
+  // A key in memory: what a record's join reads, in one block of cache lines (its serialized
+  // form, which only the backend needs, is kept apart: key_bytes()).
+  struct alignas(64) Key {
     int64_t int_key = 0;         // the key's value when the operator's keys are integers
     int key_group = 0;
     uint32_t generation = 0;     // bumped when the slot is freed (the operator's stale entries)
@@ -158,6 +161,10 @@ class JoinRowStore {
   void Init(JoinOperatorBase* op, state::StateId id, absl::string_view what, bool flags);
 
   Key& key(uint32_t slot) { return keys_[slot]; }
+  // Key `slot` serialized (the backend's key).
+  const std::string& key_bytes(uint32_t slot) const { return key_bytes_[slot]; }
+  // Makes key `slot` the backend's current key.
+  void SetCurrentKey(uint32_t slot) { state_->SetCurrentKey(key_bytes_[slot], keys_[slot].key_group); }
   // The slot of serialized key `key` in memory, or nullptr.
   const uint32_t* Find(absl::string_view key) const {
     if (int_keys_) {
@@ -240,6 +247,26 @@ class JoinRowStore {
   // it dirty. kResourceExhausted when the arena has no chunk left (far beyond the budget).
   absl::Status Append(uint32_t slot, int side, int64_t ts, bool flag, const Schema& schema,
                       const Record& r);
+  // The index of the first of `rows`' first `n` whose time is >= `t` (n when none), as
+  // std::lower_bound, but searched from the back: steps of 1, 2, 4, ... back from n, then a
+  // binary search within the last step. A record's partners and place are among its key's newest
+  // rows (records come roughly in time order), so this touches the last cache lines of the rows,
+  // which JoinBatch prefetched, where a binary search over all of them reads its middle ones
+  // (cache misses: most of a join's time when keys keep tens of rows).
+  static size_t FirstAtOrAfter(const Rows& rows, size_t n, int64_t t) {
+    size_t lo = n;    // the answer is >= lo ...
+    size_t hi = n;    // ... and <= hi
+    size_t step = 1;
+    while (lo > 0 && rows[lo - 1].ts >= t) {
+      hi = lo - 1;
+      lo = lo > step ? lo - step : 0;
+      step *= 2;
+    }
+    return static_cast<size_t>(
+        std::lower_bound(rows.begin() + lo, rows.begin() + hi, t,
+                         [](const Row& a, int64_t v) { return a.ts < v; }) -
+        rows.begin());
+  }
   // Where the encoded record of `row` starts (row.size bytes).
   const char* Data(const Row& row) const { return arena_.data(row.ref); }
   // Drops the first `n` rows of input `side` of key `slot`, marking it dirty.
@@ -334,10 +361,11 @@ class JoinRowStore {
     const char* p = reinterpret_cast<const char*>(&keys_[slot]);
     for (size_t line = 0; line < sizeof(Key); line += 64) Prefetch(p + line);
   }
+  // Only rows on the heap (more than kInlineRows): inline ones came with the entry.
   void PrefetchRows(uint32_t slot) const {
     const Key& k = keys_[slot];
     for (const Rows& rows : k.rows) {
-      if (rows.empty()) continue;
+      if (rows.size() <= kInlineRows) continue;
       Prefetch(rows.data());
       Prefetch(&rows.back());
     }
@@ -356,7 +384,11 @@ class JoinRowStore {
   void ClearRows(Key* k);
   // Moves the live rows out of the arena's partly freed chunks (JoinRowArena::NeedsCompaction).
   void CompactArena();
-  static size_t Overhead(const Key& k) { return sizeof(Key) + 2 * k.key.size() + 16; }
+  static size_t Overhead(absl::string_view key) { return sizeof(Key) + sizeof(std::string) + 2 * key.size() + 16; }
+  // After rows were dropped: rows that fit inline again move back from the heap.
+  static void ShrinkRows(Rows* rows) {
+    if (rows->size() <= kInlineRows && rows->capacity() > kInlineRows) rows->shrink_to_fit();
+  }
   // value_ (a stored value) into a new slot of `key`.
   absl::StatusOr<uint32_t> AddStored(absl::string_view key, int key_group);
   absl::Status Parse(absl::string_view value, Key* k);
@@ -379,6 +411,7 @@ class JoinRowStore {
 
   JoinRowArena arena_;                                  // the records' bytes
   std::vector<Key> keys_;                               // by slot
+  std::vector<std::string> key_bytes_;                  // by slot: the keys serialized
   bool int_keys_ = false;                               // keys filed by value (op's int_key())
   absl::flat_hash_map<std::string, uint32_t> slot_of_;  // live keys' slots, or when int_keys_
   absl::flat_hash_map<int64_t, uint32_t> slot_of_int_;  // ... by value
