@@ -230,16 +230,17 @@ absl::StatusOr<uint32_t> JoinRowStore::AddStored(absl::string_view key, int key_
   return slot;
 }
 
-void JoinRowStore::Insert(Rows* rows, const Row& row) {
-  // Records mostly arrive in time order: the common case appends.
-  if (rows->empty() || rows->back().ts <= row.ts) {
-    rows->push_back(row);
-    return;
-  }
-  // After the rows of its time (upper_bound), found from the back: a late record's place is
-  // among the newest rows.
-  const size_t pos = row.ts == INT64_MAX ? rows->size() : FirstAtOrAfter(*rows, rows->size(), row.ts + 1);
-  rows->insert(rows->begin() + pos, row);
+void JoinRowStore::Insert(Rows* rows, int64_t ts, uint32_t ref, size_t size, bool flag) {
+  // Records mostly arrive in time order: the common case appends. Otherwise the row goes after
+  // those of its time (upper_bound), found from the back: a late record's place is among the
+  // newest rows.
+  size_t pos = rows->size();
+  if (pos != 0 && (*rows)[pos - 1].ts > ts) pos = FirstAtOrAfter(*rows, pos, ts + 1);
+  Row& row = pos == rows->size() ? rows->emplace_back() : *rows->emplace(rows->begin() + pos);
+  row.ts = ts;
+  row.ref = ref;
+  row.size = static_cast<uint32_t>(size);
+  row.flag = flag ? 1 : 0;
 }
 
 absl::Status JoinRowStore::Exhausted() const {
@@ -252,13 +253,8 @@ absl::Status JoinRowStore::Append(uint32_t slot, int side, int64_t ts, bool flag
                                   const Schema& schema, const Record& r) {
   char* const to = arena_.Reserve(EncodedSizeBound(schema, r));
   if (to == nullptr) return Exhausted();
-  const char* const end = EncodeRecordTo(schema, r, to);
-  Row row;
-  row.ts = ts;
-  row.ref = arena_.Commit(static_cast<size_t>(end - to));
-  row.size = static_cast<uint32_t>(end - to);
-  row.flag = flag ? 1 : 0;
-  Insert(&keys_[slot].rows[side], row);
+  const size_t size = static_cast<size_t>(EncodeRecordTo(schema, r, to) - to);
+  Insert(&keys_[slot].rows[side], ts, arena_.Commit(size), size, flag);
   MarkDirty(slot);
   return absl::OkStatus();
 }
@@ -441,12 +437,7 @@ absl::Status JoinRowStore::AddBytes(int side, int64_t ts, bool flag, const char*
   char* const to = arena_.Reserve(size);
   if (to == nullptr) return Exhausted();
   std::memcpy(to, p, size);
-  Row row;
-  row.ts = ts;
-  row.ref = arena_.Commit(size);
-  row.size = static_cast<uint32_t>(size);
-  row.flag = flag ? 1 : 0;
-  Insert(&k->rows[side], row);
+  Insert(&k->rows[side], ts, arena_.Commit(size), size, flag);
   return absl::OkStatus();
 }
 

@@ -344,8 +344,8 @@ class JoinRowStore {
   };
   static bool Later(const SweepEntry& a, const SweepEntry& b) { return a.time > b.time; }
   // JoinBatch()'s pipeline: records between one level's prefetch and the next level's use.
-  static constexpr size_t kLag = 4;
-  static constexpr size_t kAheadMask = 15;  // JoinBatch()'s ring: >= 3 kLag + 1 records
+  static constexpr size_t kLag = 8;
+  static constexpr size_t kAheadMask = 31;  // JoinBatch()'s ring: >= 3 kLag + 1 records
   static_assert(3 * kLag + 1 <= kAheadMask + 1);
   // A record of JoinBatch() ahead of its join: its key, and the slot found for it (kNoSlot: not
   // in memory) with the spill count then (a spill since makes the slot stale).
@@ -394,7 +394,10 @@ class JoinRowStore {
   absl::Status Parse(absl::string_view value, Key* k);
   absl::Status AddChecked(int side, int64_t ts, bool flag, const char* p, size_t size, Key* k);
   absl::Status Corrupt(absl::string_view value, absl::string_view where) const;
-  static void Insert(Rows* rows, const Row& row);
+  // Inserts a row (`ts`, `ref`, `size`, `flag`) into `rows` after those of its time. Written
+  // field by field in place: a Row built on the stack and copied in is a 16-byte load of
+  // narrower stores just made, which waits for them to reach the cache (no store forwarding).
+  static void Insert(Rows* rows, int64_t ts, uint32_t ref, size_t size, bool flag);
   // The `size` bytes at `p` into the arena as a row of input `side` at `ts` of key `k`.
   absl::Status AddBytes(int side, int64_t ts, bool flag, const char* p, size_t size, Key* k);
   absl::Status Exhausted() const;
