@@ -979,6 +979,42 @@ TEST_F(JoinTest, JoinsWithAUniqueSideEmitWhatTheGeneralPathEmits) {
   }
 }
 
+// FirstAtOrAfter (the joins' search from the newest rows back) is std::lower_bound over the
+// first n rows: random sorted times with runs of equal ones, inline and on the heap, every n and
+// times below, at, between and above them (and the int64 edges).
+TEST(JoinRowStoreTest, FirstAtOrAfterIsLowerBoundOverTheFirstN) {
+  uint64_t seed = 7;
+  const auto random = [&](uint64_t n) {
+    seed = seed * 6364136223846793005u + 1442695040888963407u;
+    return (seed >> 33) % n;
+  };
+  for (int round = 0; round < 200; ++round) {
+    JoinRowStore::Rows rows;
+    const size_t size = random(70);
+    int64_t ts = static_cast<int64_t>(random(20)) - 10;
+    for (size_t i = 0; i < size; ++i) {
+      ts += static_cast<int64_t>(random(3));  // 0: a run of equal times
+      JoinRowStore::Row row{};
+      row.ts = ts;
+      rows.push_back(row);
+    }
+    for (size_t n = 0; n <= size; ++n) {
+      std::vector<int64_t> probes = {INT64_MIN, INT64_MAX, -12, ts + 1};
+      for (size_t i = 0; i < n; ++i) {
+        probes.push_back(rows[i].ts);
+        probes.push_back(rows[i].ts + 1);
+      }
+      for (const int64_t t : probes) {
+        const size_t expected = static_cast<size_t>(
+            std::lower_bound(rows.begin(), rows.begin() + n, t,
+                             [](const JoinRowStore::Row& a, int64_t v) { return a.ts < v; }) -
+            rows.begin());
+        ASSERT_EQ(JoinRowStore::FirstAtOrAfter(rows, n, t), expected) << "n " << n << " t " << t;
+      }
+    }
+  }
+}
+
 // The arena under random writes and frees (sizes from 1 byte to beyond a chunk, at and around
 // the chunk's edge) and compactions whenever it asks for one: every live record keeps its bytes
 // wherever it moves, the live bytes are the live records' sum, a compaction leaves no more
