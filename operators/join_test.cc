@@ -290,9 +290,9 @@ class JoinTest : public ::testing::Test {
     int64_t time;
     std::vector<Record> records;
   };
-  // 120 batches of 1 to 40 records (across JoinRowStore's chunks of 16) of a few keys (repeated
-  // within a chunk, new ones first seen in the middle of one), times a few ms apart, records up
-  // to 3 ms behind the time (late for interval_join).
+  // 120 batches of 1 to 40 records (shorter and longer than JoinBatch's pipeline) of a few keys
+  // (repeated within a batch, new ones first seen in the middle of one), times a few ms apart,
+  // records up to 3 ms behind the time (late for interval_join).
   std::vector<Batch> RandomBatches() {
     std::vector<Batch> batches;
     int64_t time = 0;
@@ -742,7 +742,7 @@ TEST_F(JoinTest, IntervalJoinMatchesAModelInMemoryAndWhenSpilling) {
   }
 }
 
-// ProcessBatch() (keys looked up and their state prefetched a chunk at a time, the slots found
+// ProcessBatch() (keys looked up and their state prefetched records ahead, the slots found
 // used for the joins) emits exactly what ProcessInput() per record emits, in the same order, and
 // counts the same late records (ExpectBatchesEmitWhatRecordsEmit), with late records and
 // watermarks between batches.
