@@ -315,6 +315,40 @@ class JoinRowStore {
     return absl::OkStatus();
   }
 
+  // As PopDue, for an `fn` that reads each key's oldest rows and schedules it again only later
+  // than `up_to`, so that the order among keys due together does not matter to it (the interval
+  // join's sweep): the due keys are popped up to kDueBatch at a time, then each key's entry and
+  // oldest rows are prefetched a few keys ahead of its `fn` (the sweep's loads of keys gone cold
+  // since their last record were most of its time).
+  template <typename Fn>
+  absl::Status PopDueAhead(int64_t up_to, Fn fn) {
+    while (!heap_.empty() && heap_.front().time <= up_to) {
+      due_.clear();
+      while (!heap_.empty() && heap_.front().time <= up_to && due_.size() < kDueBatch) {
+        std::pop_heap(heap_.begin(), heap_.end(), Later);
+        due_.push_back(heap_.back());
+        heap_.pop_back();
+      }
+      const size_t n = due_.size();
+      size_t entries = 0;  // keys whose entries were prefetched
+      size_t rows = 0;     // ... and then their oldest rows
+      for (size_t i = 0; i < n; ++i) {
+        for (const size_t end = std::min(n, i + 2 * kSweepLag + 1); entries < end; ++entries) {
+          PrefetchKey(due_[entries].slot);
+        }
+        for (const size_t end = std::min(n, i + kSweepLag + 1); rows < end; ++rows) {
+          PrefetchOldest(due_[rows].slot);
+        }
+        const SweepEntry& e = due_[i];
+        Key& k = keys_[e.slot];
+        if (!k.live || k.generation != e.generation || k.scheduled != e.time) continue;  // stale
+        k.scheduled = kNever;
+        SLUICE_RETURN_IF_ERROR(fn(e.slot));
+      }
+    }
+    return absl::OkStatus();
+  }
+
   // True after a spill: keys not in memory may be in the backend.
   bool spilled() const { return spilled_; }
   // Every key in memory (live slots), for `fn(slot)`.
@@ -347,6 +381,8 @@ class JoinRowStore {
   static constexpr size_t kLag = 8;
   static constexpr size_t kAheadMask = 31;  // JoinBatch()'s ring: >= 3 kLag + 1 records
   static_assert(3 * kLag + 1 <= kAheadMask + 1);
+  static constexpr size_t kDueBatch = 256;  // PopDueAhead(): keys popped at a time
+  static constexpr size_t kSweepLag = 4;    // ... between a key's prefetch levels and its sweep
   // A record of JoinBatch() ahead of its join: its key, and the slot found for it (kNoSlot: not
   // in memory) with the spill count then (a spill since makes the slot stale).
   struct Ahead {
@@ -368,6 +404,12 @@ class JoinRowStore {
       if (rows.size() <= kInlineRows) continue;
       Prefetch(rows.data());
       Prefetch(&rows.back());
+    }
+  }
+  // PopDueAhead()'s hint, once key `slot`'s entry has arrived: its inputs' oldest rows on the heap.
+  void PrefetchOldest(uint32_t slot) const {
+    for (const Rows& rows : keys_[slot].rows) {
+      if (rows.size() > kInlineRows) Prefetch(rows.data());
     }
   }
   // A prefetch the compiler keeps (GCC 12 dropped __builtin_prefetch of the rows at -O3).
@@ -421,6 +463,7 @@ class JoinRowStore {
   std::vector<uint32_t> free_;                          // free slots
   std::vector<uint32_t> dirty_;                         // slots changed since WriteDirty()
   std::vector<SweepEntry> heap_;                        // min-heap by time
+  std::vector<SweepEntry> due_;                         // PopDueAhead(): the keys popped
   size_t bytes_ = 0;                                    // memory of the keys (roughly)
   bool spilled_ = false;
   uint64_t spills_ = 0;            // Spill() calls (slots found before one are stale)

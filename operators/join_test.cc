@@ -742,6 +742,29 @@ TEST_F(JoinTest, IntervalJoinMatchesAModelInMemoryAndWhenSpilling) {
   }
 }
 
+// The watermark sweeps every key it passed, also when more are due at once than the sweep takes
+// in one batch (JoinRowStore::PopDueAhead, 256): 700 keys with a left record each at 100 and 300
+// more at 200 (cleanup times 111 and 211), written by a checkpoint first; watermark 111 drops
+// exactly the first 700 keys' records (deleted from the backend, nothing left to join) and keeps
+// the others, which still join.
+TEST_F(JoinTest, IntervalJoinSweepsEveryDueKeyBeyondOneBatch) {
+  Load("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n");
+  Open();
+  for (int64_t k = 0; k < 1000; ++k) Push(0, k, k < 700 ? 100 : 200, absl::StrCat("l", k));
+  std::vector<std::string> entries;
+  ASSERT_OK(op_->SnapshotState(1, &entries));
+  Watermark(111);
+  for (int64_t k = 0; k < 1000; ++k) {
+    Push(1, k, k < 700 ? 111 : 205, absl::StrCat("r", k));
+    ASSERT_EQ(KeptRows(k), std::make_pair(k < 700 ? 0u : 1u, 1u)) << "key " << k;
+  }
+  std::vector<std::string> expected;
+  for (int64_t k = 700; k < 1000; ++k) {
+    expected.push_back(Row(k, 200, absl::StrCat("l", k), k, 205, absl::StrCat("r", k)));
+  }
+  EXPECT_THAT(out_.lines, UnorderedElementsAreArray(expected));
+}
+
 // ProcessBatch() (keys looked up and their state prefetched records ahead, the slots found
 // used for the joins) emits exactly what ProcessInput() per record emits, in the same order, and
 // counts the same late records (ExpectBatchesEmitWhatRecordsEmit), with late records and
