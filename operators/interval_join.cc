@@ -103,7 +103,8 @@ class IntervalJoinOperator final : public JoinOperatorBase {
     const int64_t hi = side == 0 ? SaturatingAdd(ts, options_->upper_ms) : SaturatingAdd(ts, -options_->lower_ms);
     const JoinRowStore::Rows& o = ks.rows[other];
     // [first, end): the matches, found from the back (they are among the newest rows).
-    const size_t end = hi == INT64_MAX ? o.size() : JoinRowStore::FirstAtOrAfter(o, o.size(), hi + 1);
+    const size_t end =
+        hi == INT64_MAX ? o.size() : JoinRowStore::FirstAtOrAfter(o, o.size(), hi + 1);
     const size_t first = JoinRowStore::FirstAtOrAfter(o, end, lo);
     for (auto ref = o.begin() + first; ref != o.begin() + end; ++ref) {
       const char* pos = store_.Data(*ref);
@@ -130,7 +131,8 @@ class IntervalJoinOperator final : public JoinOperatorBase {
   absl::Status ProcessWatermark(int64_t watermark) override {
     // The sweep schedules a key again only after `watermark` (its records' cleanup times grow
     // with their times), so its keys can be taken a batch at a time with their rows prefetched.
-    SLUICE_RETURN_IF_ERROR(store_.PopDueAhead(watermark, [&](uint32_t slot) { return Sweep(slot, watermark); }));
+    SLUICE_RETURN_IF_ERROR(
+        store_.PopDueAhead(watermark, [&](uint32_t slot) { return Sweep(slot, watermark); }));
     return output_->EmitWatermark(watermark);
   }
 

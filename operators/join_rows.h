@@ -138,8 +138,8 @@ class JoinRowStore {
     uint32_t flag : 1;  // the operator's (join: a left row has matched)
   };
   // One input's kept records of a key, sorted by time: up to kInlineRows inline, so that a
-  // key's state sits in the three cache lines of its Key (the joins keep a few records per key
-  // and input; more go to the heap, and back inline when they are dropped again).
+  // key's state sits in the three cache lines of its Key (Nexmark's joins keep a few records per
+  // key and input); more go to the heap, and back inline when they are dropped again.
   static constexpr size_t kInlineRows = 4;
   using Rows = absl::InlinedVector<Row, kInlineRows>;
   // A key in memory: what a record's join reads, in one block of cache lines (its serialized
@@ -164,7 +164,9 @@ class JoinRowStore {
   // Key `slot` serialized (the backend's key).
   const std::string& key_bytes(uint32_t slot) const { return key_bytes_[slot]; }
   // Makes key `slot` the backend's current key.
-  void SetCurrentKey(uint32_t slot) { state_->SetCurrentKey(key_bytes_[slot], keys_[slot].key_group); }
+  void SetCurrentKey(uint32_t slot) {
+    state_->SetCurrentKey(key_bytes_[slot], keys_[slot].key_group);
+  }
   // The slot of serialized key `key` in memory, or nullptr.
   const uint32_t* Find(absl::string_view key) const {
     if (int_keys_) {
@@ -330,9 +332,10 @@ class JoinRowStore {
         heap_.pop_back();
       }
       const size_t n = due_.size();
+      const uint64_t spills = spills_;
       size_t entries = 0;  // keys whose entries were prefetched
       size_t rows = 0;     // ... and then their oldest rows
-      for (size_t i = 0; i < n; ++i) {
+      for (size_t i = 0; i < n && spills == spills_; ++i) {  // a spill forgot every key
         for (const size_t end = std::min(n, i + 2 * kSweepLag + 1); entries < end; ++entries) {
           PrefetchKey(due_[entries].slot);
         }
@@ -426,7 +429,9 @@ class JoinRowStore {
   void ClearRows(Key* k);
   // Moves the live rows out of the arena's partly freed chunks (JoinRowArena::NeedsCompaction).
   void CompactArena();
-  static size_t Overhead(absl::string_view key) { return sizeof(Key) + sizeof(std::string) + 2 * key.size() + 16; }
+  static size_t Overhead(absl::string_view key) {
+    return sizeof(Key) + sizeof(std::string) + 2 * key.size() + 16;
+  }
   // After rows were dropped: rows that fit inline again move back from the heap.
   static void ShrinkRows(Rows* rows) {
     if (rows->size() <= kInlineRows && rows->capacity() > kInlineRows) rows->shrink_to_fit();

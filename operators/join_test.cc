@@ -53,14 +53,16 @@ class JsonOutput final : public Output {
 
 // Two sources of (k int64, ts timestamp, v string) and a join `j` of them with `options`, keyed
 // by `key` (a YAML list's items) on both.
-std::string JoinJob(const std::string& type, const std::string& options, const std::string& key = "k") {
+std::string JoinJob(const std::string& type, const std::string& options,
+                    const std::string& key = "k") {
   const std::string fields =
       R"y([{name: k, type: int64, expr: "seq"}, {name: ts, type: timestamp, expr: "to_timestamp(seq)"}, {name: v, type: string, expr: "to_string(seq)"}])y";
   return absl::StrCat("name: joins\noperators:\n",
                       "  - {id: l, type: datagen, count: 1, fields: ", fields, "}\n",
                       "  - {id: r, type: datagen, count: 1, fields: ", fields, "}\n",
                       "  - id: j\n    type: ", type, "\n",
-                      "    inputs: [{from: l, partition: hash, key: [", key, "]}, {from: r, partition: hash, key: [", key, "]}]\n",
+                      "    inputs: [{from: l, partition: hash, key: [", key,
+                      "]}, {from: r, partition: hash, key: [", key, "]}]\n",
                       options, "  - {id: out, type: blackhole}\n");
 }
 
@@ -780,7 +782,8 @@ TEST_F(JoinTest, IntervalJoinBatchesEmitWhatRecordsEmit) {
 // by their bytes; both join alike. The same random batches through interval_join and join
 // (kind left, with a ttl) keyed by k, by an integer expression of k (negative and beyond 32
 // bits), by to_string(k) and by [k, k] emit the same rows (the order of timers due at one time
-// follows the keys' bytes) and count the same late records, in memory and spilling on every record, with a checkpoint and restore midway.
+// follows the keys' bytes) and count the same late records, in memory and spilling on every
+// record, with a checkpoint and restore midway.
 TEST_F(JoinTest, KeysFiledByValueOrByBytesJoinAlike) {
   const std::vector<Batch> batches = RandomBatches();
   struct Case {
