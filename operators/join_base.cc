@@ -29,6 +29,15 @@ absl::Status JoinOperatorBase::OpenJoin(const OperatorContext& ctx, Output* outp
   }
   key_schema_ = Schema(std::move(key_fields));
   key_record_.Resize(key_schema_.size());
+  int_key_ = true;
+  for (int side = 0; side < 2; ++side) {
+    const auto& exprs = key_exprs_[side];
+    if (exprs.size() != 1 || !IsIntegral(exprs[0]->type()) || exprs[0]->nullable()) {
+      int_key_ = false;
+      break;
+    }
+    int_key_field_[side] = exprs[0]->FieldIndex();
+  }
   offset_[0] = 0;
   offset_[1] = sides.input[0].size();
   out_.Resize(sides.output.size());
@@ -48,6 +57,14 @@ void JoinOperatorBase::EvalKey(int side, const Record& r) {
 int JoinOperatorBase::EvaluatedKeyGroup() const {
   if (carried_key_group_ >= 0) return carried_key_group_;
   return KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema_, key_record_), ctx_.max_parallelism);
+}
+
+bool JoinOperatorBase::IntKeyOfBytes(absl::string_view key, int64_t* value) {
+  uint64_t v;
+  const char* end = key.data() + key.size();
+  if (GetVarint64(key.data(), end, &v) != end) return false;
+  *value = UnZigZag(v);
+  return true;
 }
 
 absl::StatusOr<int> JoinOperatorBase::KeyGroupOf(absl::string_view key) {

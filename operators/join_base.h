@@ -44,6 +44,8 @@ class JoinOperatorBase : public TwoInputOperator {
   // Records dropped as late by this subtask (also counted in the task's
   // OperatorContext::late_records_dropped, the metric sluice_operator_late_records_dropped_total).
   uint64_t late_records_dropped() const { return late_dropped_; }
+  // int_key() (the row stores file keys by value), for tests.
+  bool IntKeyForTest() const { return int_key_; }
 
  protected:
   friend class JoinRowStore;  // decodes records and key groups for the operator
@@ -58,6 +60,19 @@ class JoinOperatorBase : public TwoInputOperator {
   // carried with the record when it did, Record::carried_key_group()).
   const std::string& key_bytes() const { return key_bytes_; }
   int EvaluatedKeyGroup() const;
+  // True when the key is one integral NOT NULL value on both inputs: the row stores then file
+  // keys by that value (no key bytes built or hashed per record).
+  bool int_key() const { return int_key_; }
+  // REQUIRES: int_key(). Input `side`'s key of `r` (read in place when it is a bare field).
+  int64_t IntKeyOf(int side, const Record& r) const {
+    const int field = int_key_field_[side];
+    return field >= 0 ? r.GetInt(field) : key_exprs_[side][0]->EvalInt(r);
+  }
+  // REQUIRES: int_key(). The key last evaluated (EvalKey), as a value.
+  int64_t EvaluatedIntKey() const { return key_record_.GetInt(0); }
+  // REQUIRES: int_key(). The value of serialized key `key` (as EvalKey or a restore's KeyGroupOf
+  // made it: a zigzag varint); false when it does not decode.
+  static bool IntKeyOfBytes(absl::string_view key, int64_t* value);
   // The key group of serialized key `key` (as a restore finds it in the backend); kDataLoss
   // when it does not decode.
   absl::StatusOr<int> KeyGroupOf(absl::string_view key);
@@ -111,6 +126,8 @@ class JoinOperatorBase : public TwoInputOperator {
   Record key_record_;
   std::string key_bytes_;
   int carried_key_group_ = -1;  // of the record last given to EvalKey; -1: none carried
+  bool int_key_ = false;         // int_key()
+  int int_key_field_[2] = {-1, -1};  // when int_key(): each input's key field, -1 when not bare
   size_t offset_[2] = {0, 0};  // where each side's fields start in the output
   uint64_t late_dropped_ = 0;
   int64_t restored_watermark_ = kNoWatermark;

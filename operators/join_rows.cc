@@ -149,6 +149,7 @@ void JoinRowStore::Init(JoinOperatorBase* op, state::StateId id, absl::string_vi
   id_ = id;
   what_ = std::string(what);
   flags_ = flags;
+  int_keys_ = op->int_key();
   max_bytes_ = max_bytes_for_test != 0 ? max_bytes_for_test : kDefaultMaxBytes;
   for (int side = 0; side < 2; ++side) scratch_[side].Resize(op->sides_->input[side].size());
 }
@@ -161,23 +162,35 @@ uint32_t JoinRowStore::NewSlot(absl::string_view key, int key_group) {
   } else {
     slot = static_cast<uint32_t>(keys_.size());
     keys_.emplace_back();
+    key_bytes_.emplace_back();
   }
   Key& k = keys_[slot];
-  k.key.assign(key.data(), key.size());
+  key_bytes_[slot].assign(key.data(), key.size());
   k.key_group = key_group;
   k.live = true;
   k.dirty = false;
   k.in_backend = false;
   k.scheduled = kNever;
-  slot_of_.emplace(k.key, slot);
-  bytes_ += Overhead(k);
+  if (int_keys_) {
+    // `key` came from EvalKey or a restore's KeyGroupOf, which decoded it: it decodes.
+    k.int_key = 0;
+    JoinOperatorBase::IntKeyOfBytes(key, &k.int_key);
+    slot_of_int_.emplace(k.int_key, slot);
+  } else {
+    slot_of_.emplace(key_bytes_[slot], slot);
+  }
+  bytes_ += Overhead(key);
   return slot;
 }
 
 void JoinRowStore::FreeSlot(uint32_t slot) {
   Key& k = keys_[slot];
-  bytes_ -= Overhead(k);
-  slot_of_.erase(k.key);
+  bytes_ -= Overhead(key_bytes_[slot]);
+  if (int_keys_) {
+    slot_of_int_.erase(k.int_key);
+  } else {
+    slot_of_.erase(key_bytes_[slot]);
+  }
   k.live = false;
   ++k.generation;
   ClearRows(&k);
@@ -217,15 +230,17 @@ absl::StatusOr<uint32_t> JoinRowStore::AddStored(absl::string_view key, int key_
   return slot;
 }
 
-void JoinRowStore::Insert(Rows* rows, const Row& row) {
-  // Records mostly arrive in time order: the common case appends.
-  if (rows->empty() || rows->back().ts <= row.ts) {
-    rows->push_back(row);
-    return;
-  }
-  auto pos = std::upper_bound(rows->begin(), rows->end(), row.ts,
-                              [](int64_t t, const Row& a) { return t < a.ts; });
-  rows->insert(pos, row);
+void JoinRowStore::Insert(Rows* rows, int64_t ts, uint32_t ref, size_t size, bool flag) {
+  // Records mostly arrive in time order: the common case appends. Otherwise the row goes after
+  // those of its time (upper_bound), found from the back: a late record's place is among the
+  // newest rows.
+  size_t pos = rows->size();
+  if (pos != 0 && (*rows)[pos - 1].ts > ts) pos = FirstAtOrAfter(*rows, pos, ts + 1);
+  Row& row = pos == rows->size() ? rows->emplace_back() : *rows->emplace(rows->begin() + pos);
+  row.ts = ts;
+  row.ref = ref;
+  row.size = static_cast<uint32_t>(size);
+  row.flag = flag ? 1 : 0;
 }
 
 absl::Status JoinRowStore::Exhausted() const {
@@ -238,13 +253,8 @@ absl::Status JoinRowStore::Append(uint32_t slot, int side, int64_t ts, bool flag
                                   const Schema& schema, const Record& r) {
   char* const to = arena_.Reserve(EncodedSizeBound(schema, r));
   if (to == nullptr) return Exhausted();
-  const char* const end = EncodeRecordTo(schema, r, to);
-  Row row;
-  row.ts = ts;
-  row.ref = arena_.Commit(static_cast<size_t>(end - to));
-  row.size = static_cast<uint32_t>(end - to);
-  row.flag = flag ? 1 : 0;
-  Insert(&keys_[slot].rows[side], row);
+  const size_t size = static_cast<size_t>(EncodeRecordTo(schema, r, to) - to);
+  Insert(&keys_[slot].rows[side], ts, arena_.Commit(size), size, flag);
   MarkDirty(slot);
   return absl::OkStatus();
 }
@@ -255,6 +265,7 @@ void JoinRowStore::DropFront(uint32_t slot, int side, size_t n) {
   Rows& rows = k.rows[side];
   for (size_t i = 0; i < n; ++i) arena_.Free(rows[i].ref, rows[i].size);
   rows.erase(rows.begin(), rows.begin() + n);
+  ShrinkRows(&rows);
   MarkDirty(slot);
 }
 
@@ -263,6 +274,7 @@ void JoinRowStore::DropFrom(uint32_t slot, int side, size_t first) {
   if (first >= rows.size()) return;
   for (size_t i = first; i < rows.size(); ++i) arena_.Free(rows[i].ref, rows[i].size);
   rows.erase(rows.begin() + first, rows.end());
+  ShrinkRows(&rows);
   MarkDirty(slot);
 }
 
@@ -271,7 +283,7 @@ absl::StatusOr<bool> JoinRowStore::Release(uint32_t slot) {
   const bool kept = !k.empty();
   if (!kept) {
     if (k.in_backend) {
-      state_->SetCurrentKey(k.key, k.key_group);
+      SetCurrentKey(slot);
       SLUICE_RETURN_IF_ERROR(state_->Delete(id_));
     }
     FreeSlot(slot);
@@ -297,7 +309,7 @@ absl::Status JoinRowStore::WriteDirty() {
     Key& k = keys_[slot];
     if (!k.live || !k.dirty) continue;
     k.dirty = false;
-    state_->SetCurrentKey(k.key, k.key_group);
+    SetCurrentKey(slot);
     if (k.empty()) {
       if (k.in_backend) SLUICE_RETURN_IF_ERROR(state_->Delete(id_));
       k.in_backend = false;
@@ -350,15 +362,18 @@ absl::string_view JoinRowStore::EncodeRows(const Key& k) {
 
 absl::Status JoinRowStore::Spill(const std::function<absl::Status(const Key&)>& each) {
   SLUICE_RETURN_IF_ERROR(WriteDirty());
-  for (const Key& k : keys_) {
-    if (!k.live) continue;
-    state_->SetCurrentKey(k.key, k.key_group);
-    if (each) SLUICE_RETURN_IF_ERROR(each(k));
+  for (uint32_t slot = 0; slot < keys_.size(); ++slot) {
+    if (!keys_[slot].live) continue;
+    SetCurrentKey(slot);
+    if (each) SLUICE_RETURN_IF_ERROR(each(keys_[slot]));
   }
   keys_.clear();
   keys_.shrink_to_fit();
+  key_bytes_.clear();
+  key_bytes_.shrink_to_fit();
   arena_.Clear();
   slot_of_.clear();
+  slot_of_int_.clear();
   free_.clear();
   heap_.clear();
   bytes_ = 0;
@@ -422,18 +437,13 @@ absl::Status JoinRowStore::AddBytes(int side, int64_t ts, bool flag, const char*
   char* const to = arena_.Reserve(size);
   if (to == nullptr) return Exhausted();
   std::memcpy(to, p, size);
-  Row row;
-  row.ts = ts;
-  row.ref = arena_.Commit(size);
-  row.size = static_cast<uint32_t>(size);
-  row.flag = flag ? 1 : 0;
-  Insert(&k->rows[side], row);
+  Insert(&k->rows[side], ts, arena_.Commit(size), size, flag);
   return absl::OkStatus();
 }
 
 absl::Status JoinRowStore::LoadAll(const std::function<absl::Status(uint32_t)>& loaded) {
   return state_->ForEachKey(id_, [&](absl::string_view key) -> absl::Status {
-    if (slot_of_.contains(key)) return absl::OkStatus();  // read back already after a spill
+    if (Find(key) != nullptr) return absl::OkStatus();  // read back already after a spill
     uint32_t slot;
     SLUICE_ASSIGN_OR_RETURN(bool found, LoadCurrent(key, &slot));
     if (!found) return absl::OkStatus();

@@ -137,11 +137,15 @@ class JoinRowStore {
     uint32_t size : 31;
     uint32_t flag : 1;  // the operator's (join: a left row has matched)
   };
-  // One input's kept records of a key, sorted by time (a few inline: a key's state then sits
-  // in a few adjacent cache lines).
-  using Rows = absl::InlinedVector<Row, 2>;
-  struct Key {
-    std::string key;
+  // One input's kept records of a key, sorted by time: up to kInlineRows inline, so that a
+  // key's state sits in the three cache lines of its Key (Nexmark's joins keep a few records per
+  // key and input); more go to the heap, and back inline when they are dropped again.
+  static constexpr size_t kInlineRows = 4;
+  using Rows = absl::InlinedVector<Row, kInlineRows>;
+  // A key in memory: what a record's join reads, in one block of cache lines (its serialized
+  // form, which only the backend needs, is kept apart: key_bytes()).
+  struct alignas(64) Key {
+    int64_t int_key = 0;         // the key's value when the operator's keys are integers
     int key_group = 0;
     uint32_t generation = 0;     // bumped when the slot is freed (the operator's stale entries)
     bool live = false;           // the slot holds a key
@@ -157,43 +161,69 @@ class JoinRowStore {
   void Init(JoinOperatorBase* op, state::StateId id, absl::string_view what, bool flags);
 
   Key& key(uint32_t slot) { return keys_[slot]; }
-  // The slot of `key` in memory, or nullptr.
+  // Key `slot` serialized (the backend's key).
+  const std::string& key_bytes(uint32_t slot) const { return key_bytes_[slot]; }
+  // Makes key `slot` the backend's current key.
+  void SetCurrentKey(uint32_t slot) {
+    state_->SetCurrentKey(key_bytes_[slot], keys_[slot].key_group);
+  }
+  // The slot of serialized key `key` in memory, or nullptr.
   const uint32_t* Find(absl::string_view key) const {
+    if (int_keys_) {
+      int64_t value;
+      return JoinOperatorBase::IntKeyOfBytes(key, &value) ? FindInt(value) : nullptr;
+    }
     auto it = slot_of_.find(key);
     return it == slot_of_.end() ? nullptr : &it->second;
   }
+  // REQUIRES: the operator's keys are integers (JoinOperatorBase::int_key()). The slot of key
+  // `value` in memory, or nullptr.
+  const uint32_t* FindInt(int64_t value) const {
+    auto it = slot_of_int_.find(value);
+    return it == slot_of_int_.end() ? nullptr : &it->second;
+  }
   static constexpr uint32_t kNoSlot = UINT32_MAX;
-  // A batch of input `side`'s records (the operators' ProcessBatch), in chunks: first every
-  // record's key is evaluated and its place in the hash table prefetched, then looked up, and
-  // the entries of those in memory prefetched; then `join(record, slot)` runs for each record in
-  // order, with the rows of the keys a few records ahead prefetched, and `slot` the one found,
-  // or kNoSlot when the key was not in memory or a spill since made it stale (`join` then looks
-  // it up as for a single record). The same as `join(record, kNoSlot)` per record, but a
+  // A batch of input `side`'s records (the operators' ProcessBatch), as a software pipeline:
+  // while record i is joined (`join(record, slot)`, in order), record i + kLag's rows are
+  // prefetched, record i + 2 kLag's key is looked up and its entry prefetched, and record
+  // i + 3 kLag's key is evaluated and its place in the hash table prefetched (integer keys are
+  // read as values, JoinOperatorBase::int_key(), not serialized). `slot` is the one
+  // found, or kNoSlot when the key was not in memory or a spill since made it stale (`join` then
+  // looks it up as for a single record). The same as `join(record, kNoSlot)` per record, but a
   // record's join does not wait for its key's state to come from memory (cache misses were most
-  // of a join's time).
+  // of a join's time), and each level's loads have kLag records' time to arrive (a chunk of 16
+  // evaluated, then looked up, then joined left the first joins of each chunk waiting for the
+  // entries just prefetched).
   template <typename JoinFn>
   absl::Status JoinBatch(int side, const Record* records, size_t count, JoinFn join) {
-    for (size_t start = 0; start < count; start += kChunk) {
-      const size_t n = std::min(kChunk, count - start);
-      for (size_t i = 0; i < n; ++i) {
-        op_->EvalKey(side, records[start + i]);
-        chunk_keys_[i].assign(op_->key_bytes());
-        slot_of_.prefetch(chunk_keys_[i]);
+    size_t evaluated = 0;  // records whose keys were evaluated (and hash slots prefetched)
+    size_t looked_up = 0;  // ... looked up (and entries prefetched)
+    size_t prefetched = 0;  // ... whose rows were prefetched
+    for (size_t i = 0; i < count; ++i) {
+      for (const size_t end = std::min(count, i + 3 * kLag + 1); evaluated < end; ++evaluated) {
+        Ahead& a = ahead_[evaluated & kAheadMask];
+        if (int_keys_) {
+          a.int_key = op_->IntKeyOf(side, records[evaluated]);
+          slot_of_int_.prefetch(a.int_key);
+        } else {
+          op_->EvalKey(side, records[evaluated]);
+          a.key.assign(op_->key_bytes());
+          slot_of_.prefetch(a.key);
+        }
       }
-      for (size_t i = 0; i < n; ++i) {
-        const uint32_t* slot = Find(chunk_keys_[i]);
-        chunk_slots_[i] = slot != nullptr ? *slot : kNoSlot;
+      for (const size_t end = std::min(count, i + 2 * kLag + 1); looked_up < end; ++looked_up) {
+        Ahead& a = ahead_[looked_up & kAheadMask];
+        const uint32_t* slot = int_keys_ ? FindInt(a.int_key) : Find(a.key);
+        a.slot = slot != nullptr ? *slot : kNoSlot;
+        a.spills = spills_;
         if (slot != nullptr) PrefetchKey(*slot);
       }
-      const uint64_t spills = spills_;
-      for (size_t i = 0; i < n; ++i) {
-        if (spills == spills_) {
-          for (size_t j = i == 0 ? 0 : i + kAhead - 1; j < std::min(n, i + kAhead); ++j) {
-            if (chunk_slots_[j] != kNoSlot) PrefetchRows(chunk_slots_[j]);
-          }
-        }
-        SLUICE_RETURN_IF_ERROR(join(records[start + i], spills == spills_ ? chunk_slots_[i] : kNoSlot));
+      for (const size_t end = std::min(count, i + kLag + 1); prefetched < end; ++prefetched) {
+        const Ahead& a = ahead_[prefetched & kAheadMask];
+        if (a.slot != kNoSlot && a.spills == spills_) PrefetchRows(a.slot);
       }
+      const Ahead& a = ahead_[i & kAheadMask];
+      SLUICE_RETURN_IF_ERROR(join(records[i], a.spills == spills_ ? a.slot : kNoSlot));
     }
     return absl::OkStatus();
   }
@@ -205,7 +235,8 @@ class JoinRowStore {
   // and then passed to `loaded(slot)`.
   template <typename Fn>
   absl::StatusOr<uint32_t> SlotOfEvaluated(Fn loaded) {
-    if (const uint32_t* found = Find(op_->key_bytes())) return *found;
+    const uint32_t* found = int_keys_ ? FindInt(op_->EvaluatedIntKey()) : Find(op_->key_bytes());
+    if (found != nullptr) return *found;
     SLUICE_ASSIGN_OR_RETURN(uint32_t slot, Load(op_->key_bytes(), op_->EvaluatedKeyGroup()));
     loaded(slot);
     return slot;
@@ -218,6 +249,26 @@ class JoinRowStore {
   // it dirty. kResourceExhausted when the arena has no chunk left (far beyond the budget).
   absl::Status Append(uint32_t slot, int side, int64_t ts, bool flag, const Schema& schema,
                       const Record& r);
+  // The index of the first of `rows`' first `n` whose time is >= `t` (n when none), as
+  // std::lower_bound, but searched from the back: steps of 1, 2, 4, ... back from n, then a
+  // binary search within the last step. A record's partners and place are among its key's newest
+  // rows (records come roughly in time order), so this touches the last cache lines of the rows,
+  // which JoinBatch prefetched, where a binary search over all of them reads its middle ones
+  // (cache misses: most of a join's time when keys keep tens of rows).
+  static size_t FirstAtOrAfter(const Rows& rows, size_t n, int64_t t) {
+    size_t lo = n;    // the answer is >= lo ...
+    size_t hi = n;    // ... and <= hi
+    size_t step = 1;
+    while (lo > 0 && rows[lo - 1].ts >= t) {
+      hi = lo - 1;
+      lo = lo > step ? lo - step : 0;
+      step *= 2;
+    }
+    return static_cast<size_t>(
+        std::lower_bound(rows.begin() + lo, rows.begin() + hi, t,
+                         [](const Row& a, int64_t v) { return a.ts < v; }) -
+        rows.begin());
+  }
   // Where the encoded record of `row` starts (row.size bytes).
   const char* Data(const Row& row) const { return arena_.data(row.ref); }
   // Drops the first `n` rows of input `side` of key `slot`, marking it dirty.
@@ -266,6 +317,41 @@ class JoinRowStore {
     return absl::OkStatus();
   }
 
+  // As PopDue, for an `fn` that reads each key's oldest rows and schedules it again only later
+  // than `up_to`, so that the order among keys due together does not matter to it (the interval
+  // join's sweep): the due keys are popped up to kDueBatch at a time, then each key's entry and
+  // oldest rows are prefetched a few keys ahead of its `fn` (the sweep's loads of keys gone cold
+  // since their last record were most of its time).
+  template <typename Fn>
+  absl::Status PopDueAhead(int64_t up_to, Fn fn) {
+    while (!heap_.empty() && heap_.front().time <= up_to) {
+      due_.clear();
+      while (!heap_.empty() && heap_.front().time <= up_to && due_.size() < kDueBatch) {
+        std::pop_heap(heap_.begin(), heap_.end(), Later);
+        due_.push_back(heap_.back());
+        heap_.pop_back();
+      }
+      const size_t n = due_.size();
+      const uint64_t spills = spills_;
+      size_t entries = 0;  // keys whose entries were prefetched
+      size_t rows = 0;     // ... and then their oldest rows
+      for (size_t i = 0; i < n && spills == spills_; ++i) {  // a spill forgot every key
+        for (const size_t end = std::min(n, i + 2 * kSweepLag + 1); entries < end; ++entries) {
+          PrefetchKey(due_[entries].slot);
+        }
+        for (const size_t end = std::min(n, i + kSweepLag + 1); rows < end; ++rows) {
+          PrefetchOldest(due_[rows].slot);
+        }
+        const SweepEntry& e = due_[i];
+        Key& k = keys_[e.slot];
+        if (!k.live || k.generation != e.generation || k.scheduled != e.time) continue;  // stale
+        k.scheduled = kNever;
+        SLUICE_RETURN_IF_ERROR(fn(e.slot));
+      }
+    }
+    return absl::OkStatus();
+  }
+
   // True after a spill: keys not in memory may be in the backend.
   bool spilled() const { return spilled_; }
   // Every key in memory (live slots), for `fn(slot)`.
@@ -294,20 +380,39 @@ class JoinRowStore {
     uint32_t generation;
   };
   static bool Later(const SweepEntry& a, const SweepEntry& b) { return a.time > b.time; }
-  static constexpr size_t kChunk = 16;  // JoinBatch(): records whose keys' entries are prefetched together
-  static constexpr size_t kAhead = 4;   // ... and whose rows are prefetched ahead of their join
+  // JoinBatch()'s pipeline: records between one level's prefetch and the next level's use.
+  static constexpr size_t kLag = 8;
+  static constexpr size_t kAheadMask = 31;  // JoinBatch()'s ring: >= 3 kLag + 1 records
+  static_assert(3 * kLag + 1 <= kAheadMask + 1);
+  static constexpr size_t kDueBatch = 256;  // PopDueAhead(): keys popped at a time
+  static constexpr size_t kSweepLag = 4;    // ... between a key's prefetch levels and its sweep
+  // A record of JoinBatch() ahead of its join: its key, and the slot found for it (kNoSlot: not
+  // in memory) with the spill count then (a spill since makes the slot stale).
+  struct Ahead {
+    std::string key;  // serialized, or
+    int64_t int_key = 0;  // ... the value when int_keys_
+    uint32_t slot = kNoSlot;
+    uint64_t spills = 0;
+  };
 
   // JoinBatch()'s hints: key `slot`'s entry; once it has arrived, its inputs' rows (both ends).
   void PrefetchKey(uint32_t slot) const {
     const char* p = reinterpret_cast<const char*>(&keys_[slot]);
     for (size_t line = 0; line < sizeof(Key); line += 64) Prefetch(p + line);
   }
+  // Only rows on the heap (more than kInlineRows): inline ones came with the entry.
   void PrefetchRows(uint32_t slot) const {
     const Key& k = keys_[slot];
     for (const Rows& rows : k.rows) {
-      if (rows.empty()) continue;
+      if (rows.size() <= kInlineRows) continue;
       Prefetch(rows.data());
       Prefetch(&rows.back());
+    }
+  }
+  // PopDueAhead()'s hint, once key `slot`'s entry has arrived: its inputs' oldest rows on the heap.
+  void PrefetchOldest(uint32_t slot) const {
+    for (const Rows& rows : keys_[slot].rows) {
+      if (rows.size() > kInlineRows) Prefetch(rows.data());
     }
   }
   // A prefetch the compiler keeps (GCC 12 dropped __builtin_prefetch of the rows at -O3).
@@ -324,13 +429,22 @@ class JoinRowStore {
   void ClearRows(Key* k);
   // Moves the live rows out of the arena's partly freed chunks (JoinRowArena::NeedsCompaction).
   void CompactArena();
-  static size_t Overhead(const Key& k) { return sizeof(Key) + 2 * k.key.size() + 16; }
+  static size_t Overhead(absl::string_view key) {
+    return sizeof(Key) + sizeof(std::string) + 2 * key.size() + 16;
+  }
+  // After rows were dropped: rows that fit inline again move back from the heap.
+  static void ShrinkRows(Rows* rows) {
+    if (rows->size() <= kInlineRows && rows->capacity() > kInlineRows) rows->shrink_to_fit();
+  }
   // value_ (a stored value) into a new slot of `key`.
   absl::StatusOr<uint32_t> AddStored(absl::string_view key, int key_group);
   absl::Status Parse(absl::string_view value, Key* k);
   absl::Status AddChecked(int side, int64_t ts, bool flag, const char* p, size_t size, Key* k);
   absl::Status Corrupt(absl::string_view value, absl::string_view where) const;
-  static void Insert(Rows* rows, const Row& row);
+  // Inserts a row (`ts`, `ref`, `size`, `flag`) into `rows` after those of its time. Written
+  // field by field in place: a Row built on the stack and copied in is a 16-byte load of
+  // narrower stores just made, which waits for them to reach the cache (no store forwarding).
+  static void Insert(Rows* rows, int64_t ts, uint32_t ref, size_t size, bool flag);
   // The `size` bytes at `p` into the arena as a row of input `side` at `ts` of key `k`.
   absl::Status AddBytes(int side, int64_t ts, bool flag, const char* p, size_t size, Key* k);
   absl::Status Exhausted() const;
@@ -347,15 +461,18 @@ class JoinRowStore {
 
   JoinRowArena arena_;                                  // the records' bytes
   std::vector<Key> keys_;                               // by slot
-  absl::flat_hash_map<std::string, uint32_t> slot_of_;  // live keys' slots
+  std::vector<std::string> key_bytes_;                  // by slot: the keys serialized
+  bool int_keys_ = false;                               // keys filed by value (op's int_key())
+  absl::flat_hash_map<std::string, uint32_t> slot_of_;  // live keys' slots, or when int_keys_
+  absl::flat_hash_map<int64_t, uint32_t> slot_of_int_;  // ... by value
   std::vector<uint32_t> free_;                          // free slots
   std::vector<uint32_t> dirty_;                         // slots changed since WriteDirty()
   std::vector<SweepEntry> heap_;                        // min-heap by time
+  std::vector<SweepEntry> due_;                         // PopDueAhead(): the keys popped
   size_t bytes_ = 0;                                    // memory of the keys (roughly)
   bool spilled_ = false;
   uint64_t spills_ = 0;            // Spill() calls (slots found before one are stale)
-  uint32_t chunk_slots_[kChunk];  // JoinBatch(): the chunk's keys' slots, or kNoSlot
-  std::string chunk_keys_[kChunk];  // ... and keys
+  Ahead ahead_[kAheadMask + 1];    // JoinBatch()'s ring, by record index
   std::string value_;
   std::unique_ptr<char[]> encoded_;  // EncodeRows()
   size_t encoded_capacity_ = 0;

@@ -51,15 +51,18 @@ class JsonOutput final : public Output {
   std::vector<std::string> lines;
 };
 
-// Two sources of (k int64, ts timestamp, v string) and a join `j` of them with `options`.
-std::string JoinJob(const std::string& type, const std::string& options) {
+// Two sources of (k int64, ts timestamp, v string) and a join `j` of them with `options`, keyed
+// by `key` (a YAML list's items) on both.
+std::string JoinJob(const std::string& type, const std::string& options,
+                    const std::string& key = "k") {
   const std::string fields =
       R"y([{name: k, type: int64, expr: "seq"}, {name: ts, type: timestamp, expr: "to_timestamp(seq)"}, {name: v, type: string, expr: "to_string(seq)"}])y";
   return absl::StrCat("name: joins\noperators:\n",
                       "  - {id: l, type: datagen, count: 1, fields: ", fields, "}\n",
                       "  - {id: r, type: datagen, count: 1, fields: ", fields, "}\n",
                       "  - id: j\n    type: ", type, "\n",
-                      "    inputs: [{from: l, partition: hash, key: [k]}, {from: r, partition: hash, key: [k]}]\n",
+                      "    inputs: [{from: l, partition: hash, key: [", key,
+                      "]}, {from: r, partition: hash, key: [", key, "]}]\n",
                       options, "  - {id: out, type: blackhole}\n");
 }
 
@@ -67,8 +70,8 @@ class JoinTest : public ::testing::Test {
  protected:
   JoinTest() { EXPECT_OK(RegisterBuiltinOperators(&registry_)); }
 
-  void Load(const std::string& type, const std::string& options) {
-    auto job = plan::ParseJobSpec(JoinJob(type, options), "job.yaml", registry_.catalog());
+  void Load(const std::string& type, const std::string& options, const std::string& key = "k") {
+    auto job = plan::ParseJobSpec(JoinJob(type, options, key), "job.yaml", registry_.catalog());
     ASSERT_OK(job);
     job_ = *std::move(job);
     for (const auto& op : job_.operators) {
@@ -289,9 +292,9 @@ class JoinTest : public ::testing::Test {
     int64_t time;
     std::vector<Record> records;
   };
-  // 120 batches of 1 to 40 records (across JoinRowStore's chunks of 16) of a few keys (repeated
-  // within a chunk, new ones first seen in the middle of one), times a few ms apart, records up
-  // to 3 ms behind the time (late for interval_join).
+  // 120 batches of 1 to 40 records (shorter and longer than JoinBatch's pipeline) of a few keys
+  // (repeated within a batch, new ones first seen in the middle of one), times a few ms apart,
+  // records up to 3 ms behind the time (late for interval_join).
   std::vector<Batch> RandomBatches() {
     std::vector<Batch> batches;
     int64_t time = 0;
@@ -741,7 +744,30 @@ TEST_F(JoinTest, IntervalJoinMatchesAModelInMemoryAndWhenSpilling) {
   }
 }
 
-// ProcessBatch() (keys looked up and their state prefetched a chunk at a time, the slots found
+// The watermark sweeps every key it passed, also when more are due at once than the sweep takes
+// in one batch (JoinRowStore::PopDueAhead, 256): 700 keys with a left record each at 100 and 300
+// more at 200 (cleanup times 111 and 211), written by a checkpoint first; watermark 111 drops
+// exactly the first 700 keys' records (deleted from the backend, nothing left to join) and keeps
+// the others, which still join.
+TEST_F(JoinTest, IntervalJoinSweepsEveryDueKeyBeyondOneBatch) {
+  Load("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n");
+  Open();
+  for (int64_t k = 0; k < 1000; ++k) Push(0, k, k < 700 ? 100 : 200, absl::StrCat("l", k));
+  std::vector<std::string> entries;
+  ASSERT_OK(op_->SnapshotState(1, &entries));
+  Watermark(111);
+  for (int64_t k = 0; k < 1000; ++k) {
+    Push(1, k, k < 700 ? 111 : 205, absl::StrCat("r", k));
+    ASSERT_EQ(KeptRows(k), std::make_pair(k < 700 ? 0u : 1u, 1u)) << "key " << k;
+  }
+  std::vector<std::string> expected;
+  for (int64_t k = 700; k < 1000; ++k) {
+    expected.push_back(Row(k, 200, absl::StrCat("l", k), k, 205, absl::StrCat("r", k)));
+  }
+  EXPECT_THAT(out_.lines, UnorderedElementsAreArray(expected));
+}
+
+// ProcessBatch() (keys looked up and their state prefetched records ahead, the slots found
 // used for the joins) emits exactly what ProcessInput() per record emits, in the same order, and
 // counts the same late records (ExpectBatchesEmitWhatRecordsEmit), with late records and
 // watermarks between batches.
@@ -749,6 +775,71 @@ TEST_F(JoinTest, IntervalJoinBatchesEmitWhatRecordsEmit) {
   Load("interval_join", "    time: ts\n    lower: -7ms\n    upper: 12ms\n");
   ExpectBatchesEmitWhatRecordsEmit(
       RandomBatches(), [&](int64_t t) { Watermark(t); }, [&] { Watermark(INT64_MAX); });
+}
+
+// A key of one integral NOT NULL value (a bare field or an expression) is filed by that value
+// (JoinOperatorBase::int_key(): no key bytes built, hashed or compared per record), other keys
+// by their bytes; both join alike. The same random batches through interval_join and join
+// (kind left, with a ttl) keyed by k, by an integer expression of k (negative and beyond 32
+// bits), by to_string(k) and by [k, k] emit the same rows (the order of timers due at one time
+// follows the keys' bytes) and count the same late records, in memory and spilling on every
+// record, with a checkpoint and restore midway.
+TEST_F(JoinTest, KeysFiledByValueOrByBytesJoinAlike) {
+  const std::vector<Batch> batches = RandomBatches();
+  struct Case {
+    const char* type;
+    const char* options;
+    bool event_time;  // steps are watermarks (else the clock)
+  };
+  const Case cases[] = {{"interval_join", "    time: ts\n    lower: -7ms\n    upper: 12ms\n", true},
+                        {"join", "    kind: left\n    ttl: 20ms\n", false}};
+  const std::pair<const char*, bool> keys[] = {
+      {"k", true}, {"k * 3000000000 - 4", true}, {"to_string(k)", false}, {"k, k", false}};
+  for (const Case& c : cases) {
+    for (const bool spill : {false, true}) {
+      std::vector<std::string> first;
+      uint64_t first_late = 0;
+      for (const auto& [key, by_value] : keys) {
+        SCOPED_TRACE(absl::StrCat(c.type, " keyed by [", key, "]", spill ? ", spilling" : ""));
+        Load(c.type, c.options, key);
+        StartModelRun(spill);
+        EXPECT_EQ(static_cast<JoinOperatorBase*>(op_.get())->IntKeyForTest(), by_value);
+        const uint64_t late_before = late_counter_.Value();
+        int64_t now = 0;
+        for (size_t b = 0; b < batches.size(); ++b) {
+          if (b == batches.size() / 2) {
+            CheckpointAndRestore();
+            if (c.event_time) ASSERT_OK(timers_->AdvanceWatermark(now, op_.get()));
+          }
+          const Batch& batch = batches[b];
+          if (c.event_time) {
+            Watermark(batch.time);
+          } else {
+            AdvanceClockMs(batch.time - now);
+          }
+          now = batch.time;
+          ASSERT_OK(op_->ProcessBatch(batch.side, batch.records.data(), batch.records.size()));
+        }
+        if (c.event_time) {
+          Watermark(INT64_MAX);
+        } else {
+          ASSERT_OK(op_->Finish());
+        }
+        const uint64_t late = late_counter_.Value() - late_before;
+        std::vector<std::string> lines = out_.lines;
+        std::sort(lines.begin(), lines.end());
+        if (first.empty()) {
+          first = std::move(lines);
+          first_late = late;
+          EXPECT_GT(first.size(), 500u);
+        } else {
+          EXPECT_EQ(lines, first);
+          EXPECT_EQ(late, first_late);
+        }
+        EndModelRun();
+      }
+    }
+  }
 }
 
 // `unique: left`: a right record that comes while its key's left record is kept joins it and is
@@ -909,6 +1000,42 @@ TEST_F(JoinTest, JoinsWithAUniqueSideEmitWhatTheGeneralPathEmits) {
       if (c.keeps_many) {
         EXPECT_GT(kept_other[0], 20u);
         EXPECT_LT(kept_other[1], kept_other[0]);
+      }
+    }
+  }
+}
+
+// FirstAtOrAfter (the joins' search from the newest rows back) is std::lower_bound over the
+// first n rows: random sorted times with runs of equal ones, inline and on the heap, every n and
+// times below, at, between and above them (and the int64 edges).
+TEST(JoinRowStoreTest, FirstAtOrAfterIsLowerBoundOverTheFirstN) {
+  uint64_t seed = 7;
+  const auto random = [&](uint64_t n) {
+    seed = seed * 6364136223846793005u + 1442695040888963407u;
+    return (seed >> 33) % n;
+  };
+  for (int round = 0; round < 200; ++round) {
+    JoinRowStore::Rows rows;
+    const size_t size = random(70);
+    int64_t ts = static_cast<int64_t>(random(20)) - 10;
+    for (size_t i = 0; i < size; ++i) {
+      ts += static_cast<int64_t>(random(3));  // 0: a run of equal times
+      JoinRowStore::Row row{};
+      row.ts = ts;
+      rows.push_back(row);
+    }
+    for (size_t n = 0; n <= size; ++n) {
+      std::vector<int64_t> probes = {INT64_MIN, INT64_MAX, -12, ts + 1};
+      for (size_t i = 0; i < n; ++i) {
+        probes.push_back(rows[i].ts);
+        probes.push_back(rows[i].ts + 1);
+      }
+      for (const int64_t t : probes) {
+        const size_t expected = static_cast<size_t>(
+            std::lower_bound(rows.begin(), rows.begin() + n, t,
+                             [](const JoinRowStore::Row& a, int64_t v) { return a.ts < v; }) -
+            rows.begin());
+        ASSERT_EQ(JoinRowStore::FirstAtOrAfter(rows, n, t), expected) << "n " << n << " t " << t;
       }
     }
   }

@@ -151,14 +151,14 @@ class RegularJoinOperator final : public JoinOperatorBase {
     }
     SLUICE_RETURN_IF_ERROR(store_.Append(slot, side, now, matched, options_->sides.input[side], r));
     if (options_->ttl_ms > 0 && k.scheduled == JoinRowStore::kNever) {
-      state_->SetCurrentKey(k.key, k.key_group);
+      store_.SetCurrentKey(slot);
       k.scheduled = now + options_->ttl_ms;
       SLUICE_RETURN_IF_ERROR(timers_->RegisterProcessingTimeTimer(k.scheduled));
     } else if (options_->ttl_ms > 0 && side == unique && NextExpiry(k) != k.scheduled) {
       // The oldest rows went (matched the unique record): a key read back later expects a
       // timer at its oldest row's expiry (Loaded), so one is registered there; the one pending
       // finds nothing due.
-      state_->SetCurrentKey(k.key, k.key_group);
+      store_.SetCurrentKey(slot);
       k.scheduled = NextExpiry(k);
       SLUICE_RETURN_IF_ERROR(timers_->RegisterProcessingTimeTimer(k.scheduled));
     }
