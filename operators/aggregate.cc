@@ -23,9 +23,10 @@ namespace {
 using plan::CompileExpr;
 using plan::Expr;
 
-// Rolling aggregate per key: count, sum, min, max, avg and plugins' aggregate functions (as
-// SQL: all but count skip null values, and sum/min/max/avg are null while every value of the
-// key was null; count counts rows, count of a field its non-null values). With emit: updates
+// Rolling aggregate per key: count, sum, min, max, avg, first, last and plugins' aggregate
+// functions (as SQL: all but count skip null values, and sum/min/max/avg/first/last are null
+// while every value of the key was null; count counts rows, count of a field its non-null
+// values; first and last in the order records come, AggregateOptions). With emit: updates
 // (the default), every
 // input record emits the key's updated row; with emit: final, each key's row is emitted once
 // at end of input. Accumulators live in the keyed state backend (RocksDB behind a write-back
@@ -248,6 +249,13 @@ class AggregateOperator final : public Operator {
           break;
         case Fn::kMax:
           if (s.n == 0 || (agg.is_double ? v.d > s.d : v.i > s.i)) { s.d = v.d; s.i = v.i; }
+          break;
+        case Fn::kFirst:
+          if (s.n == 0) { s.d = v.d; s.i = v.i; }
+          break;
+        case Fn::kLast:
+          s.d = v.d;
+          s.i = v.i;
           break;
         case Fn::kPlugin:
           SLUICE_RETURN_IF_ERROR(agg.plugin->Add(agg.in_type, v, &plugin_accs_[a]));

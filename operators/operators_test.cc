@@ -45,6 +45,7 @@ namespace {
 using ::sluice::testing::StatusIs;
 using ::testing::AllOf;
 using ::testing::ElementsAre;
+using ::testing::ElementsAreArray;
 using ::testing::UnorderedElementsAre;
 using ::testing::HasSubstr;
 
@@ -1278,6 +1279,84 @@ TEST_F(OperatorsTest, AggregatesOverOnlyNullsAreNull) {
       got.push_back(out.IsNull(f) ? "null" : f == 6 ? absl::StrCat(out.GetDouble(f)) : absl::StrCat(out.GetInt(f)));
     }
     EXPECT_EQ(absl::StrJoin(got, " "), want);
+  }
+}
+
+// first / last: the value of the key's first record and of its latest, in the order records
+// come (Process() and batches alike, a key's first value kept across batches), skipping nulls
+// as the other functions do; of the field's type, null while every value was null.
+TEST_F(OperatorsTest, AggregateFirstAndLastTakeTheKeysFirstAndLatestValues) {
+  constexpr char kJob[] = R"y(operators:
+  - id: gen
+    type: datagen
+    fields:
+      - {name: k, type: string, expr: "to_string(seq % 2)"}
+      - {name: v, type: int64, expr: seq}
+      - {name: d, type: double, expr: seq / 2.0}
+  - {id: by_k, type: key_by, key: k}
+  - id: agg
+    type: aggregate
+    emit: EMIT
+    aggregates: [{fn: first, field: v}, {fn: last, field: v}, {fn: first, field: d, as: fd},
+                 {fn: last, field: d, as: ld}]
+  - {id: out, type: print}
+)y";
+  const auto rows = [](const std::vector<Record>& records) {
+    std::vector<std::string> out;
+    for (const Record& r : records) {
+      out.push_back(absl::StrCat(r.GetString(0), " ", r.GetInt(1), " ", r.GetInt(2), " ",
+                                 r.GetDouble(3), " ", r.GetDouble(4)));
+    }
+    return out;
+  };
+  Load(absl::StrReplaceAll(kJob, {{"EMIT", "updates"}}));
+  EXPECT_EQ(Spec("agg").output_schema.ToString(),
+            "(k string, first_v int64, last_v int64, fd double, ld double)");
+  const std::vector<std::string> want = {"a 5 5 0.5 0.5", "b 10 10 2 2", "a 5 -3 0.5 1.5",
+                                         "a 5 7 0.5 -1", "b 10 4 2 4"};
+  {
+    auto agg = Open("agg");
+    ASSERT_OK(agg);
+    for (const Record& r : AggregateInput()) ASSERT_OK((*agg)->Process(r));
+    EXPECT_THAT(rows(out_.records), ElementsAreArray(want));
+  }
+  {
+    out_.records.clear();
+    auto agg = Open("agg");
+    ASSERT_OK(agg);
+    const std::vector<Record> input = AggregateInput();
+    ASSERT_OK((*agg)->ProcessBatch(0, input.data(), 2));
+    ASSERT_OK((*agg)->ProcessBatch(0, input.data() + 2, 3));
+    EXPECT_THAT(rows(out_.records), ElementsAreArray(want));
+  }
+  Load(absl::StrReplaceAll(kJob, {{"EMIT", "final"}}));
+  out_.records.clear();
+  auto agg = Open("agg");
+  ASSERT_OK(agg);
+  const std::vector<Record> input = AggregateInput();
+  ASSERT_OK((*agg)->ProcessBatch(0, input.data(), 3));
+  ASSERT_OK((*agg)->Process(input[3]));
+  ASSERT_OK((*agg)->Process(input[4]));
+  ASSERT_OK((*agg)->Finish());
+  EXPECT_THAT(rows(out_.records), UnorderedElementsAre("a 5 7 0.5 -1", "b 10 4 2 4"));
+
+  Load(internal::NullableAmountJob(R"y(  - id: agg
+    type: aggregate
+    aggregates: [{fn: first, field: amount, as: first}, {fn: last, field: amount, as: last}]
+  - {id: out, type: blackhole}
+)y"));
+  EXPECT_EQ(Spec("agg").output_schema.ToString(),
+            "(left.user int64, first int64 null, last int64 null)");
+  out_.records.clear();
+  auto nulls = Open("agg");
+  ASSERT_OK(nulls);
+  for (const auto& [v, want_row] : std::vector<std::pair<std::optional<int64_t>, std::string>>{
+           {std::nullopt, "null null"}, {4, "4 4"}, {std::nullopt, "4 4"}, {-2, "4 -2"}}) {
+    ASSERT_OK((*nulls)->Process(internal::NullableAmountInput(7, 0, v)));
+    const Record& out = out_.records.back();
+    std::vector<std::string> got;
+    for (size_t f = 1; f < 3; ++f) got.push_back(out.IsNull(f) ? "null" : absl::StrCat(out.GetInt(f)));
+    EXPECT_EQ(absl::StrJoin(got, " "), want_row);
   }
 }
 
