@@ -47,6 +47,7 @@ using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 using ::testing::UnorderedElementsAre;
+using ::testing::UnorderedElementsAreArray;
 using ::testing::HasSubstr;
 
 // Copies every emitted record (the operators reuse theirs).
@@ -2203,6 +2204,86 @@ TEST_F(OperatorsTest, AggregateNullKeysAreOneGroup) {
       got.push_back(absl::StrCat(r.IsNull(0) ? "null" : absl::StrCat(r.GetInt(0)), " ", r.GetInt(1), " ", r.GetInt(2)));
     }
     EXPECT_THAT(got, ElementsAre("1 1 1", "null 1 2", "3 1 3", "null 2 3", "0 1 0", "null 3 6", "1 2 2"));
+  }
+}
+
+class AggregateStateTest : public internal::KeyedOperatorTest {};
+
+// An aggregate keyed by one integer field keeps its accumulators in memory and writes the keys
+// changed since the last checkpoint at each snapshot, as the backend path stores them: a
+// checkpoint taken midway (twice, keys changing in between) restores into the backend path, at
+// the same parallelism and rescaled to two subtasks, and every run gives the rows computed
+// here independently. A backend with accumulators at Open() (restored) takes the backend path.
+TEST_F(AggregateStateTest, InMemoryKeysCheckpointIntoTheBackendPathsFormat) {
+  ASSERT_OK(LoadJob(R"y(max_parallelism: 16
+operators:
+  - {id: gen, type: datagen, fields: [{name: k, type: int64, expr: seq}, {name: v, type: int64, expr: seq}]}
+  - {id: by_k, type: key_by, key: [k]}
+  - id: agg
+    type: aggregate
+    emit: final
+    aggregates: [{fn: count, as: n}, {fn: max, field: v, as: top}, {fn: first, field: v, as: first}]
+  - {id: out, type: print}
+)y", "agg"));
+  std::vector<Record> input;
+  std::map<int64_t, std::array<int64_t, 3>> want_rows;  // k -> n, top, first
+  for (int64_t i = 0; i < 3000; ++i) {
+    Record r(2);
+    r.SetInt(0, (i * 7919) % 257 - 100);  // 257 keys, negative ones too
+    r.SetInt(1, (i * 104729) % 1009);
+    auto [it, added] = want_rows.try_emplace(r.GetInt(0), std::array<int64_t, 3>{0, r.GetInt(1), r.GetInt(1)});
+    it->second[0]++;
+    it->second[1] = std::max(it->second[1], r.GetInt(1));
+    input.push_back(std::move(r));
+  }
+  std::vector<std::string> want;
+  for (const auto& [k, row] : want_rows) {
+    want.push_back(absl::StrCat(R"({"k":)", k, R"(,"n":)", row[0], R"(,"top":)", row[1],
+                                R"(,"first":)", row[2], "}"));
+  }
+  auto key_group = [&](const Record& r) {
+    Schema key_schema({{"k", FieldType::kInt64}});
+    Record key(1);
+    key.SetInt(0, r.GetInt(0));
+    return KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema, key), internal::kHarnessMaxParallelism);
+  };
+
+  internal::KeyedSubtask& s = StartSubtask();
+  // The keys with accumulators in the backend (the in-memory path writes them at snapshots).
+  auto stored_keys = [](state::KeyedStateBackend* backend) {
+    const state::StateId id = backend->RegisterState("accumulators", state::StateKind::kValue);
+    int n = 0;
+    EXPECT_OK(backend->ForEachKey(id, [&n](absl::string_view) {
+      ++n;
+      return absl::OkStatus();
+    }));
+    return n;
+  };
+  ASSERT_OK(s.op()->ProcessBatch(0, input.data(), 1000));
+  EXPECT_EQ(stored_keys(s.backend()), 0);
+  ASSERT_OK(TakeCheckpoint(s, 1).status());
+  EXPECT_EQ(stored_keys(s.backend()), 257);
+  ASSERT_OK(s.op()->ProcessBatch(0, input.data() + 1000, 500));  // changes keys written at 1
+  auto checkpoint = TakeCheckpoint(s, 2);
+  ASSERT_OK(checkpoint);
+  for (size_t i = 1500; i < input.size(); ++i) ASSERT_OK(s.op()->Process(input[i]));
+  ASSERT_OK(s.op()->Finish());
+  EXPECT_THAT(s.out().rows, UnorderedElementsAreArray(want));
+
+  for (int parallelism : {1, 2}) {
+    SCOPED_TRACE(parallelism);
+    std::vector<std::string> rows;
+    for (int subtask = 0; subtask < parallelism; ++subtask) {
+      auto restored = Restore(*checkpoint, subtask, parallelism);
+      ASSERT_OK(restored);
+      const KeyGroupRange range = KeyGroupRangeForSubtask(internal::kHarnessMaxParallelism, parallelism, subtask);
+      for (size_t i = 1500; i < input.size(); ++i) {
+        if (range.Contains(key_group(input[i]))) ASSERT_OK((*restored)->op()->Process(input[i]));
+      }
+      ASSERT_OK((*restored)->op()->Finish());
+      rows.insert(rows.end(), (*restored)->out().rows.begin(), (*restored)->out().rows.end());
+    }
+    EXPECT_THAT(rows, UnorderedElementsAreArray(want));
   }
 }
 
