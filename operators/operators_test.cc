@@ -1287,21 +1287,13 @@ TEST_F(OperatorsTest, AggregatesOverOnlyNullsAreNull) {
 // come (Process() and batches alike, a key's first value kept across batches), skipping nulls
 // as the other functions do; of the field's type, null while every value was null.
 TEST_F(OperatorsTest, AggregateFirstAndLastTakeTheKeysFirstAndLatestValues) {
-  constexpr char kJob[] = R"y(operators:
-  - id: gen
-    type: datagen
-    fields:
-      - {name: k, type: string, expr: "to_string(seq % 2)"}
-      - {name: v, type: int64, expr: seq}
-      - {name: d, type: double, expr: seq / 2.0}
-  - {id: by_k, type: key_by, key: k}
-  - id: agg
-    type: aggregate
-    emit: EMIT
-    aggregates: [{fn: first, field: v}, {fn: last, field: v}, {fn: first, field: d, as: fd},
-                 {fn: last, field: d, as: ld}]
-  - {id: out, type: print}
-)y";
+  // kAggregateJob with other aggregates.
+  std::string job(kAggregateJob);
+  const size_t from = job.find("      - {fn: count}");
+  job.replace(from, job.find("  - id: out") - from,
+              "      [{fn: first, field: v}, {fn: last, field: v}, {fn: first, field: d, as: fd},\n"
+              "       {fn: last, field: d, as: ld}]\n");
+  const std::string kJob = job;
   const auto rows = [](const std::vector<Record>& records) {
     std::vector<std::string> out;
     for (const Record& r : records) {
