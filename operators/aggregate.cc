@@ -123,8 +123,11 @@ class AggregateOperator final : public Operator {
   bool PrefersBatches() const override { return true; }
   absl::Status ProcessBatch(int input_index, const Record* records, size_t count) override {
     if (in_memory_) {
-      for (size_t i = 0; i < count; ++i) SLUICE_RETURN_IF_ERROR(ProcessInMemory(records[i]));
-      return absl::OkStatus();
+      size_t i = 0;
+      while (i < count && in_memory_) SLUICE_RETURN_IF_ERROR(ProcessInMemory(records[i++]));
+      if (i == count) return absl::OkStatus();
+      records += i;  // moved to the backend midway: the rest as the backend path does
+      count -= i;
     }
     batch_key_bytes_.clear();
     batch_key_ends_.clear();

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -2277,6 +2278,32 @@ operators:
     }
     EXPECT_THAT(rows, UnorderedElementsAreArray(want));
   }
+}
+
+// Beyond 2^20 keys in memory a subtask moves them all to the backend and goes on there: every
+// key's row at the end counts all its records, those before the move and after.
+TEST_F(AggregateStateTest, InMemoryKeysBeyondTheLimitMoveToTheBackend) {
+  ASSERT_OK(LoadJob(R"y(max_parallelism: 16
+operators:
+  - {id: gen, type: datagen, fields: [{name: k, type: int64, expr: seq}]}
+  - {id: by_k, type: key_by, key: [k]}
+  - {id: agg, type: aggregate, emit: final, aggregates: [{fn: count, as: n}]}
+  - {id: out, type: blackhole}
+)y", "agg"));
+  internal::KeyedSubtask& s = StartSubtask();
+  constexpr int64_t kKeys = 1050 * 1000;  // > 2^20, the move midway through a batch
+  std::vector<Record> batch(1000, Record(1));
+  for (int64_t start = 0; start < kKeys; start += 1000) {
+    for (int64_t i = 0; i < 1000; ++i) batch[i].SetInt(0, start + i);
+    ASSERT_OK(s.op()->ProcessBatch(0, batch.data(), batch.size()));
+  }
+  for (int64_t i = 0; i < 1000; ++i) batch[i].SetInt(0, i * 1000);  // keys from before the move
+  ASSERT_OK(s.op()->ProcessBatch(0, batch.data(), batch.size()));
+  ASSERT_OK(s.op()->Finish());
+  ASSERT_EQ(s.out().rows.size(), static_cast<size_t>(kKeys));
+  int64_t twice = 0;
+  for (const std::string& row : s.out().rows) twice += absl::EndsWith(row, R"("n":2})");
+  EXPECT_EQ(twice, 1000);
 }
 
 class NullKeyWindowTest : public internal::KeyedOperatorTest {};
