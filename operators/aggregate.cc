@@ -23,14 +23,24 @@ namespace {
 using plan::CompileExpr;
 using plan::Expr;
 
-// Rolling aggregate per key: count, sum, min, max, avg and plugins' aggregate functions (as
-// SQL: all but count skip null values, and sum/min/max/avg are null while every value of the
-// key was null; count counts rows, count of a field its non-null values). With emit: updates
+// Rolling aggregate per key: count, sum, min, max, avg, first, last and plugins' aggregate
+// functions (as SQL: all but count skip null values, and sum/min/max/avg/first/last are null
+// while every value of the key was null; count counts rows, count of a field its non-null
+// values; first and last in the order records come, AggregateOptions). With emit: updates
 // (the default), every
 // input record emits the key's updated row; with emit: final, each key's row is emitted once
 // at end of input. Accumulators live in the keyed state backend (RocksDB behind a write-back
 // cache), one value per key, optionally with a TTL; plugins' accumulators in a second value
 // ("plugin_accumulators", see LoadPluginAccumulators) with the same TTL.
+//
+// In memory instead (as Flink's heap state), when the key is one integer field, no function is
+// a plugin's, there is no TTL and the backend holds no accumulators at Open() (not restored
+// with any): a hash map
+// from the key's value to its accumulators, no key bytes or backend call per record.
+// SnapshotState() writes the keys changed since the last checkpoint to the backend, in the
+// backend path's bytes (same key, same value: a checkpoint restores into either path). Beyond
+// kMaxInMemoryKeys keys the map is written to the backend and the subtask goes on in the backend
+// path.
 class AggregateOperator final : public Operator {
  public:
   bool IsKeyed() const override { return true; }
@@ -76,6 +86,17 @@ class AggregateOperator final : public Operator {
           state_->RegisterState("plugin_accumulators", state::StateKind::kValue, o->ttl_ms);
       plugin_accs_.resize(aggs_.size());
     }
+    in_memory_ = key_schema_.size() == 1 && IsIntegral(key_schema_.field(0).type) &&
+                 !key_schema_.field(0).nullable && !has_plugin_ && o->ttl_ms == 0;
+    if (in_memory_) {  // only over a backend without accumulators (not restored with any)
+      absl::Status any = state_->ForEachKey(
+          state_id_, [](absl::string_view) { return absl::AlreadyExistsError("a stored key"); });
+      if (absl::IsAlreadyExists(any)) {
+        in_memory_ = false;
+      } else if (!any.ok()) {
+        return any;
+      }
+    }
     key_record_.Resize(key_schema_.size());
     out_.Resize(spec.output_schema.size());
     accs_.resize(aggs_.size());
@@ -85,6 +106,7 @@ class AggregateOperator final : public Operator {
   }
 
   absl::Status Process(const Record& r) override {
+    if (in_memory_) return ProcessInMemory(r);
     EvalKey(r);
     key_bytes_.clear();
     EncodeRecord(key_schema_, key_record_, &key_bytes_);
@@ -100,6 +122,13 @@ class AggregateOperator final : public Operator {
   // pays one state read and one write. Plugins' accumulators take Update() per record.
   bool PrefersBatches() const override { return true; }
   absl::Status ProcessBatch(int input_index, const Record* records, size_t count) override {
+    if (in_memory_) {
+      size_t i = 0;
+      while (i < count && in_memory_) SLUICE_RETURN_IF_ERROR(ProcessInMemory(records[i++]));
+      if (i == count) return absl::OkStatus();
+      records += i;  // moved to the backend midway: the rest as the backend path does
+      count -= i;
+    }
     batch_key_bytes_.clear();
     batch_key_ends_.clear();
     batch_keys_.clear();
@@ -161,6 +190,22 @@ class AggregateOperator final : public Operator {
 
   absl::Status Finish() override {
     if (!emit_final_) return absl::OkStatus();
+    if (in_memory_) {
+      // By key group, then key: the same order in every run.
+      std::vector<uint32_t> order(slots_.size());
+      for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+      std::sort(order.begin(), order.end(), [this](uint32_t a, uint32_t b) {
+        return std::pair(slots_[a].key_group, slots_[a].key) <
+               std::pair(slots_[b].key_group, slots_[b].key);
+      });
+      const size_t n = aggs_.size();
+      for (uint32_t i : order) {
+        out_[0].i = slots_[i].key;
+        SLUICE_RETURN_IF_ERROR(FillAggregates(&slot_accs_[i * n]));
+        SLUICE_RETURN_IF_ERROR(output_->Emit(out_));
+      }
+      return absl::OkStatus();
+    }
     return state_->ForEachKey(state_id_, [this](absl::string_view key) -> absl::Status {
       RecordDecoder dec(&key_schema_, key);
       absl::Status s = dec.Next(&out_);  // key fields come first in the output
@@ -172,6 +217,15 @@ class AggregateOperator final : public Operator {
       SLUICE_RETURN_IF_ERROR(FillAggregates(accs_.data()));
       return output_->Emit(out_);
     });
+  }
+
+  // Writes the in-memory keys changed since the last checkpoint to the backend, as the backend
+  // path stores them, before the task snapshots the backend.
+  absl::Status SnapshotState(int64_t, std::vector<std::string>*) override {
+    if (!in_memory_) return absl::OkStatus();
+    for (uint32_t i : dirty_) SLUICE_RETURN_IF_ERROR(WriteSlot(i));
+    dirty_.clear();
+    return absl::OkStatus();
   }
 
  private:
@@ -189,6 +243,62 @@ class AggregateOperator final : public Operator {
     double d = 0;
     int64_t n = 0;
   };
+
+  // Keys kept in memory at most (per subtask; ~100 bytes each with two aggregates) before the
+  // subtask moves them to the backend.
+  static constexpr size_t kMaxInMemoryKeys = size_t{1} << 20;
+  struct Slot {
+    int64_t key;
+    int key_group;
+    bool dirty;  // in dirty_
+  };
+
+  // Process() in memory: folds `r` into its key's slot (added at its first record).
+  absl::Status ProcessInMemory(const Record& r) {
+    const int64_t key = key_exprs_[0]->EvalInt(r);
+    const size_t n = aggs_.size();
+    auto [it, added] = slot_of_.try_emplace(key, static_cast<uint32_t>(slots_.size()));
+    if (added) {
+      key_record_[0].i = key;
+      slots_.push_back(Slot{key, KeyGroup(r), false});
+      slot_accs_.resize(slot_accs_.size() + n);
+    }
+    const uint32_t i = it->second;
+    Acc* accs = &slot_accs_[i * n];
+    SLUICE_RETURN_IF_ERROR(Fold(r, accs));
+    if (!slots_[i].dirty) {
+      slots_[i].dirty = true;
+      dirty_.push_back(i);
+    }
+    if (!emit_final_) {
+      key_record_[0].i = key;
+      SLUICE_RETURN_IF_ERROR(EmitRow(accs));
+    }
+    if (slots_.size() > kMaxInMemoryKeys) return MoveToBackend();
+    return absl::OkStatus();
+  }
+
+  // Writes slot `i` as its key's stored accumulators.
+  absl::Status WriteSlot(uint32_t i) {
+    Slot& slot = slots_[i];
+    slot.dirty = false;
+    key_record_[0].i = slot.key;
+    key_bytes_.clear();
+    EncodeRecord(key_schema_, key_record_, &key_bytes_);
+    state_->SetCurrentKey(key_bytes_, slot.key_group);
+    return Store(&slot_accs_[i * aggs_.size()]);
+  }
+
+  // Leaves the in-memory path: every key to the backend, which holds them from now on.
+  absl::Status MoveToBackend() {
+    for (uint32_t i = 0; i < slots_.size(); ++i) SLUICE_RETURN_IF_ERROR(WriteSlot(i));
+    in_memory_ = false;
+    slot_of_ = {};
+    slots_ = {};
+    slot_accs_ = {};
+    dirty_ = {};
+    return absl::OkStatus();
+  }
 
   // key_record_ = the key fields of `r`.
   void EvalKey(const Record& r) {
@@ -248,6 +358,13 @@ class AggregateOperator final : public Operator {
           break;
         case Fn::kMax:
           if (s.n == 0 || (agg.is_double ? v.d > s.d : v.i > s.i)) { s.d = v.d; s.i = v.i; }
+          break;
+        case Fn::kFirst:
+          if (s.n == 0) { s.d = v.d; s.i = v.i; }
+          break;
+        case Fn::kLast:
+          s.d = v.d;
+          s.i = v.i;
           break;
         case Fn::kPlugin:
           SLUICE_RETURN_IF_ERROR(agg.plugin->Add(agg.in_type, v, &plugin_accs_[a]));
@@ -397,6 +514,13 @@ class AggregateOperator final : public Operator {
   std::vector<Acc> batch_accs_;
   std::string value_;
   Record out_;
+  // The in-memory path (class comment): each key's value -> its slot; per slot its key, key
+  // group and aggs_.size() accumulators; the slots changed since the last snapshot.
+  bool in_memory_ = false;
+  absl::flat_hash_map<int64_t, uint32_t> slot_of_;
+  std::vector<Slot> slots_;
+  std::vector<Acc> slot_accs_;
+  std::vector<uint32_t> dirty_;
 };
 
 }  // namespace

@@ -62,11 +62,21 @@ absl::StatusOr<AggregateOptions> Parse(const YAML::Node& c, const plan::ParseCon
                  : fn == "sum" && in_type == FieldType::kTimestamp ? FieldType::kInt64
                                                                    : in_type;
       nullable = op.input_schema.field(agg.field).nullable;
+    } else if (fn == "first" || fn == "last") {
+      // Accumulators are fixed-size words (aggregate.cc): no string values.
+      if (in_type == FieldType::kString) {
+        return ctx.At(a["field"], absl::StrCat(fn, " of aggregate takes a field of any type but "
+                                               "string; '", field, "' is string"));
+      }
+      agg.fn = fn == "first" ? Fn::kFirst : Fn::kLast;
+      out_type = in_type;
+      nullable = op.input_schema.field(agg.field).nullable;
     } else {  // a plugin's function; its result may be null
       agg.fn = Fn::kPlugin;
       SLUICE_ASSIGN_OR_RETURN(agg.plugin,
                               plan::ResolveAggregateFunction(ctx, a, fn, field, agg.field,
-                                                             "count, sum, min, max, avg", &out_type));
+                                                             "count, sum, min, max, avg, first, last",
+                                                             &out_type));
       nullable = true;
     }
     if (!seen.insert(as).second) return ctx.At(a, absl::StrCat("duplicate output field '", as, "'"));
@@ -86,6 +96,18 @@ absl::StatusOr<AggregateOptions> Parse(const YAML::Node& c, const plan::ParseCon
 
 Schema Infer(const AggregateOptions& o, const plan::ParseContext&) { return o.schema; }
 
+// A key field whose expression is a bare input field is a copy of it (the key's values come
+// from the records of the key, all of which this subtask received).
+std::vector<plan::FieldOrigin> Origins(const AggregateOptions& o, const plan::ParseContext& ctx) {
+  const plan::OperatorSpec& op = ctx.op();
+  std::vector<plan::FieldOrigin> origins(o.schema.size());
+  for (size_t k = 0; k < op.key.size(); ++k) {
+    auto e = plan::CompileExpr(op.key[k].expr, op.input_schema);
+    if (e.ok() && (*e)->FieldIndex() >= 0) origins[k] = {0, (*e)->FieldIndex()};
+  }
+  return origins;
+}
+
 }  // namespace
 
 std::unique_ptr<plan::OperatorType> MakeAggregateType() {
@@ -93,7 +115,8 @@ std::unique_ptr<plan::OperatorType> MakeAggregateType() {
   t.name = "aggregate";
   t.keyed = true;
   t.option_keys = {"aggregates", "emit", "ttl"};
-  return std::make_unique<plan::TypedOperatorType<AggregateOptions>>(std::move(t), &Parse, &Infer);
+  return std::make_unique<plan::TypedOperatorType<AggregateOptions>>(std::move(t), &Parse, &Infer,
+                                                                     nullptr, nullptr, &Origins);
 }
 
 }  // namespace sluice::ops

@@ -9,10 +9,14 @@
 
 namespace sluice::ops {
 
-// `aggregate`: rolling count/sum/min/max/avg per key (the key of its keyed input), and
-// plugins' aggregate functions (kPlugin, by name: `{fn: p90, field: amount}`).
+// `aggregate`: rolling count/sum/min/max/avg/first/last per key (the key of its keyed input),
+// and plugins' aggregate functions (kPlugin, by name: `{fn: p90, field: amount}`). `first` is
+// the field's value in the first record of the key that the operator saw with it not null (in
+// arrival order, not event time: for a field that is a function of the key, e.g. an auction's
+// category by its id, any record's value), `last` the latest such value; both take fields of
+// any type but string.
 struct AggregateOptions final : plan::OptionsOf<AggregateOptions> {
-  enum class Fn { kCount, kSum, kMin, kMax, kAvg, kPlugin };
+  enum class Fn { kCount, kSum, kMin, kMax, kAvg, kFirst, kLast, kPlugin };
   struct Aggregate {
     Fn fn = Fn::kCount;
     int field = -1;  // index in the input schema; -1 for count of rows (no field)

@@ -26,7 +26,9 @@ std::unique_ptr<plan::OperatorType> MakeFilterType() {
   plan::OperatorTraits t;
   t.name = "filter";
   t.option_keys = {"where"};
-  return std::make_unique<plan::TypedOperatorType<FilterOptions>>(std::move(t), &Parse, &Infer);
+  return std::make_unique<plan::TypedOperatorType<FilterOptions>>(
+      std::move(t), &Parse, &Infer, nullptr, nullptr,
+      [](const FilterOptions&, const plan::ParseContext& ctx) { return plan::SameFieldsAsInput(ctx); });
 }
 
 }  // namespace sluice::ops

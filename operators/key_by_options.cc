@@ -25,7 +25,9 @@ std::unique_ptr<plan::OperatorType> MakeKeyByType() {
   t.name = "key_by";
   t.keys_output = true;
   t.option_keys = {"key"};
-  return std::make_unique<plan::TypedOperatorType<KeyByOptions>>(std::move(t), &Parse, &Infer, &Key);
+  return std::make_unique<plan::TypedOperatorType<KeyByOptions>>(
+      std::move(t), &Parse, &Infer, &Key, nullptr,
+      [](const KeyByOptions&, const plan::ParseContext& ctx) { return plan::SameFieldsAsInput(ctx); });
 }
 
 }  // namespace sluice::ops

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "plan/expr.h"
 #include "plan/job_spec.h"
 #include "plan/option_parsing.h"
 
@@ -55,13 +56,26 @@ Schema Infer(const MapOptions& o, const plan::ParseContext&) {
   return Schema(std::move(out));
 }
 
+// A field whose expression is a bare input field, kept at its type, is a copy of it.
+std::vector<plan::FieldOrigin> Origins(const MapOptions& o, const plan::ParseContext& ctx) {
+  const Schema& in = ctx.op().input_schema;
+  std::vector<plan::FieldOrigin> origins(o.fields.size());
+  for (size_t i = 0; i < o.fields.size(); ++i) {
+    auto e = plan::CompileExpr(o.fields[i].expr, in);
+    const int f = e.ok() ? (*e)->FieldIndex() : -1;
+    if (f >= 0 && in.field(f).type == o.fields[i].type) origins[i] = {0, f};
+  }
+  return origins;
+}
+
 }  // namespace
 
 std::unique_ptr<plan::OperatorType> MakeMapType() {
   plan::OperatorTraits t;
   t.name = "map";
   t.option_keys = {"fields"};
-  return std::make_unique<plan::TypedOperatorType<MapOptions>>(std::move(t), &Parse, &Infer);
+  return std::make_unique<plan::TypedOperatorType<MapOptions>>(std::move(t), &Parse, &Infer,
+                                                               nullptr, nullptr, &Origins);
 }
 
 }  // namespace sluice::ops

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -45,7 +46,9 @@ namespace {
 using ::sluice::testing::StatusIs;
 using ::testing::AllOf;
 using ::testing::ElementsAre;
+using ::testing::ElementsAreArray;
 using ::testing::UnorderedElementsAre;
+using ::testing::UnorderedElementsAreArray;
 using ::testing::HasSubstr;
 
 // Copies every emitted record (the operators reuse theirs).
@@ -1281,6 +1284,76 @@ TEST_F(OperatorsTest, AggregatesOverOnlyNullsAreNull) {
   }
 }
 
+// first / last: the value of the key's first record and of its latest, in the order records
+// come (Process() and batches alike, a key's first value kept across batches), skipping nulls
+// as the other functions do; of the field's type, null while every value was null.
+TEST_F(OperatorsTest, AggregateFirstAndLastTakeTheKeysFirstAndLatestValues) {
+  // kAggregateJob with other aggregates.
+  std::string job(kAggregateJob);
+  const size_t from = job.find("      - {fn: count}");
+  job.replace(from, job.find("  - id: out") - from,
+              "      [{fn: first, field: v}, {fn: last, field: v}, {fn: first, field: d, as: fd},\n"
+              "       {fn: last, field: d, as: ld}]\n");
+  const std::string kJob = job;
+  const auto rows = [](const std::vector<Record>& records) {
+    std::vector<std::string> out;
+    for (const Record& r : records) {
+      out.push_back(absl::StrCat(r.GetString(0), " ", r.GetInt(1), " ", r.GetInt(2), " ",
+                                 r.GetDouble(3), " ", r.GetDouble(4)));
+    }
+    return out;
+  };
+  Load(absl::StrReplaceAll(kJob, {{"EMIT", "updates"}}));
+  EXPECT_EQ(Spec("agg").output_schema.ToString(),
+            "(k string, first_v int64, last_v int64, fd double, ld double)");
+  const std::vector<std::string> want = {"a 5 5 0.5 0.5", "b 10 10 2 2", "a 5 -3 0.5 1.5",
+                                         "a 5 7 0.5 -1", "b 10 4 2 4"};
+  {
+    auto agg = Open("agg");
+    ASSERT_OK(agg);
+    for (const Record& r : AggregateInput()) ASSERT_OK((*agg)->Process(r));
+    EXPECT_THAT(rows(out_.records), ElementsAreArray(want));
+  }
+  {
+    out_.records.clear();
+    auto agg = Open("agg");
+    ASSERT_OK(agg);
+    const std::vector<Record> input = AggregateInput();
+    ASSERT_OK((*agg)->ProcessBatch(0, input.data(), 2));
+    ASSERT_OK((*agg)->ProcessBatch(0, input.data() + 2, 3));
+    EXPECT_THAT(rows(out_.records), ElementsAreArray(want));
+  }
+  Load(absl::StrReplaceAll(kJob, {{"EMIT", "final"}}));
+  out_.records.clear();
+  auto agg = Open("agg");
+  ASSERT_OK(agg);
+  const std::vector<Record> input = AggregateInput();
+  ASSERT_OK((*agg)->ProcessBatch(0, input.data(), 3));
+  ASSERT_OK((*agg)->Process(input[3]));
+  ASSERT_OK((*agg)->Process(input[4]));
+  ASSERT_OK((*agg)->Finish());
+  EXPECT_THAT(rows(out_.records), UnorderedElementsAre("a 5 7 0.5 -1", "b 10 4 2 4"));
+
+  Load(internal::NullableAmountJob(R"y(  - id: agg
+    type: aggregate
+    aggregates: [{fn: first, field: amount, as: first}, {fn: last, field: amount, as: last}]
+  - {id: out, type: blackhole}
+)y"));
+  EXPECT_EQ(Spec("agg").output_schema.ToString(),
+            "(left.user int64, first int64 null, last int64 null)");
+  out_.records.clear();
+  auto nulls = Open("agg");
+  ASSERT_OK(nulls);
+  for (const auto& [v, want_row] : std::vector<std::pair<std::optional<int64_t>, std::string>>{
+           {std::nullopt, "null null"}, {4, "4 4"}, {std::nullopt, "4 4"}, {-2, "4 -2"}}) {
+    ASSERT_OK((*nulls)->Process(internal::NullableAmountInput(7, 0, v)));
+    const Record& out = out_.records.back();
+    std::vector<std::string> got;
+    for (size_t f = 1; f < 3; ++f) got.push_back(out.IsNull(f) ? "null" : absl::StrCat(out.GetInt(f)));
+    EXPECT_EQ(absl::StrJoin(got, " "), want_row);
+  }
+}
+
 TEST_F(OperatorsTest, AggregateReadsAccumulatorsWrittenWithoutFormatVersion) {
   Load(absl::StrReplaceAll(kAggregateJob, {{"EMIT", "updates"}}));
   auto agg = Open("agg");
@@ -2153,6 +2226,112 @@ TEST_F(OperatorsTest, AggregateNullKeysAreOneGroup) {
     }
     EXPECT_THAT(got, ElementsAre("1 1 1", "null 1 2", "3 1 3", "null 2 3", "0 1 0", "null 3 6", "1 2 2"));
   }
+}
+
+class AggregateStateTest : public internal::KeyedOperatorTest {};
+
+// An aggregate keyed by one integer field keeps its accumulators in memory and writes the keys
+// changed since the last checkpoint at each snapshot, as the backend path stores them: a
+// checkpoint taken midway (twice, keys changing in between) restores into the backend path, at
+// the same parallelism and rescaled to two subtasks, and every run gives the rows computed
+// here independently. A backend with accumulators at Open() (restored) takes the backend path.
+TEST_F(AggregateStateTest, InMemoryKeysCheckpointIntoTheBackendPathsFormat) {
+  ASSERT_OK(LoadJob(R"y(max_parallelism: 16
+operators:
+  - {id: gen, type: datagen, fields: [{name: k, type: int64, expr: seq}, {name: v, type: int64, expr: seq}]}
+  - {id: by_k, type: key_by, key: [k]}
+  - id: agg
+    type: aggregate
+    emit: final
+    aggregates: [{fn: count, as: n}, {fn: max, field: v, as: top}, {fn: first, field: v, as: first}]
+  - {id: out, type: print}
+)y", "agg"));
+  std::vector<Record> input;
+  std::map<int64_t, std::array<int64_t, 3>> want_rows;  // k -> n, top, first
+  for (int64_t i = 0; i < 3000; ++i) {
+    Record r(2);
+    r.SetInt(0, (i * 7919) % 257 - 100);  // 257 keys, negative ones too
+    r.SetInt(1, (i * 104729) % 1009);
+    auto [it, added] = want_rows.try_emplace(r.GetInt(0), std::array<int64_t, 3>{0, r.GetInt(1), r.GetInt(1)});
+    it->second[0]++;
+    it->second[1] = std::max(it->second[1], r.GetInt(1));
+    input.push_back(std::move(r));
+  }
+  std::vector<std::string> want;
+  for (const auto& [k, row] : want_rows) {
+    want.push_back(absl::StrCat(R"({"k":)", k, R"(,"n":)", row[0], R"(,"top":)", row[1],
+                                R"(,"first":)", row[2], "}"));
+  }
+  auto key_group = [&](const Record& r) {
+    Schema key_schema({{"k", FieldType::kInt64}});
+    Record key(1);
+    key.SetInt(0, r.GetInt(0));
+    return KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema, key), internal::kHarnessMaxParallelism);
+  };
+
+  internal::KeyedSubtask& s = StartSubtask();
+  // The keys with accumulators in the backend (the in-memory path writes them at snapshots).
+  auto stored_keys = [](state::KeyedStateBackend* backend) {
+    const state::StateId id = backend->RegisterState("accumulators", state::StateKind::kValue);
+    int n = 0;
+    EXPECT_OK(backend->ForEachKey(id, [&n](absl::string_view) {
+      ++n;
+      return absl::OkStatus();
+    }));
+    return n;
+  };
+  ASSERT_OK(s.op()->ProcessBatch(0, input.data(), 1000));
+  EXPECT_EQ(stored_keys(s.backend()), 0);
+  ASSERT_OK(TakeCheckpoint(s, 1).status());
+  EXPECT_EQ(stored_keys(s.backend()), 257);
+  ASSERT_OK(s.op()->ProcessBatch(0, input.data() + 1000, 500));  // changes keys written at 1
+  auto checkpoint = TakeCheckpoint(s, 2);
+  ASSERT_OK(checkpoint);
+  for (size_t i = 1500; i < input.size(); ++i) ASSERT_OK(s.op()->Process(input[i]));
+  ASSERT_OK(s.op()->Finish());
+  EXPECT_THAT(s.out().rows, UnorderedElementsAreArray(want));
+
+  for (int parallelism : {1, 2}) {
+    SCOPED_TRACE(parallelism);
+    std::vector<std::string> rows;
+    for (int subtask = 0; subtask < parallelism; ++subtask) {
+      auto restored = Restore(*checkpoint, subtask, parallelism);
+      ASSERT_OK(restored);
+      const KeyGroupRange range = KeyGroupRangeForSubtask(internal::kHarnessMaxParallelism, parallelism, subtask);
+      for (size_t i = 1500; i < input.size(); ++i) {
+        if (range.Contains(key_group(input[i]))) ASSERT_OK((*restored)->op()->Process(input[i]));
+      }
+      ASSERT_OK((*restored)->op()->Finish());
+      rows.insert(rows.end(), (*restored)->out().rows.begin(), (*restored)->out().rows.end());
+    }
+    EXPECT_THAT(rows, UnorderedElementsAreArray(want));
+  }
+}
+
+// Beyond 2^20 keys in memory a subtask moves them all to the backend and goes on there: every
+// key's row at the end counts all its records, those before the move and after.
+TEST_F(AggregateStateTest, InMemoryKeysBeyondTheLimitMoveToTheBackend) {
+  ASSERT_OK(LoadJob(R"y(max_parallelism: 16
+operators:
+  - {id: gen, type: datagen, fields: [{name: k, type: int64, expr: seq}]}
+  - {id: by_k, type: key_by, key: [k]}
+  - {id: agg, type: aggregate, emit: final, aggregates: [{fn: count, as: n}]}
+  - {id: out, type: blackhole}
+)y", "agg"));
+  internal::KeyedSubtask& s = StartSubtask();
+  constexpr int64_t kKeys = 1050 * 1000;  // > 2^20, the move midway through a batch
+  std::vector<Record> batch(1000, Record(1));
+  for (int64_t start = 0; start < kKeys; start += 1000) {
+    for (int64_t i = 0; i < 1000; ++i) batch[i].SetInt(0, start + i);
+    ASSERT_OK(s.op()->ProcessBatch(0, batch.data(), batch.size()));
+  }
+  for (int64_t i = 0; i < 1000; ++i) batch[i].SetInt(0, i * 1000);  // keys from before the move
+  ASSERT_OK(s.op()->ProcessBatch(0, batch.data(), batch.size()));
+  ASSERT_OK(s.op()->Finish());
+  ASSERT_EQ(s.out().rows.size(), static_cast<size_t>(kKeys));
+  int64_t twice = 0;
+  for (const std::string& row : s.out().rows) twice += absl::EndsWith(row, R"("n":2})");
+  EXPECT_EQ(twice, 1000);
 }
 
 class NullKeyWindowTest : public internal::KeyedOperatorTest {};

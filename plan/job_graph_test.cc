@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -290,6 +291,138 @@ TEST(JobGraphTest, KeyGroupsCrossOnlyHashEdgesIntoAKeyedHeadAlone) {
   EXPECT_THAT(carried, ElementsAre(std::pair<std::string, bool>("counts", true),
                                    std::pair<std::string, bool>("sums", false),
                                    std::pair<std::string, bool>("out", false)));
+}
+
+// Nexmark q4's shape: a join hash-partitions auctions by `id` and bids by `auction`; its rows
+// pass a filter and a map that keeps `id` (and `auction`), then a key_by. The planner follows
+// the fields the operators copy (FieldOrigins) and plans `by_id -> top` forward, chained into
+// the join's vertex, exactly when the key_by's key is a key the stream is already partitioned
+// by at the same parallelism: a different key, a computed field or another parallelism still
+// shuffles.
+constexpr char kJoinedFields[] = "[id, category, auction, price]";
+struct KeyedAfterJoin {
+  std::string fields = kJoinedFields;
+  std::string key = "[id]";
+  int top_parallelism = 2;
+};
+
+JobSpec ParseKeyedAfterJoin(const KeyedAfterJoin& c) {
+  return MustParse(absl::StrCat(R"y(parallelism: 2
+operators:
+  - id: auctions
+    type: datagen
+    fields:
+      - {name: id, type: int64, expr: seq}
+      - {name: category, type: int64, expr: "seq % 5"}
+      - {name: ts, type: timestamp, expr: seq}
+  - id: bids
+    type: datagen
+    fields:
+      - {name: auction, type: int64, expr: "seq % 10"}
+      - {name: price, type: int64, expr: seq}
+      - {name: ts, type: timestamp, expr: seq}
+  - id: joined
+    type: interval_join
+    inputs: [{from: auctions, partition: hash, key: [id]}, {from: bids, partition: hash, key: [auction]}]
+    time: ts
+    lower: 0s
+    upper: 1s
+  - {id: cheap, type: filter, where: "price < 100"}
+  - {id: fields, type: map, fields: )y", c.fields, R"y(}
+  - {id: by_id, type: key_by, key: )y", c.key, R"y(}
+  - {id: top, type: aggregate, parallelism: )y", c.top_parallelism, R"y(, aggregates: [{fn: max, field: price}]}
+  - {id: out, type: print}
+)y"));
+}
+
+TEST(JobGraphTest, KeyByOfAStreamPartitionedByItsKeyStaysForward) {
+  JobSpec job = ParseKeyedAfterJoin({});
+  JobGraph g = BuildJobGraph(job);
+  ExpectConsistent(job, g);
+  EXPECT_THAT(VertexNames(g),
+              UnorderedElementsAre("auctions", "bids", "joined -> cheap -> fields -> by_id -> top -> out"));
+  ASSERT_EQ(g.edges.size(), 2u);
+  for (const Edge& e : g.edges) {
+    EXPECT_EQ(e.target_op, IndexOf(job, "joined"));
+    EXPECT_EQ(e.partition, Partition::kHash);
+  }
+  const OperatorSpec& top = job.operators[IndexOf(job, "top")];
+  EXPECT_EQ(top.inputs[0].partition, Partition::kForward);
+  ASSERT_EQ(top.key.size(), 1u);
+  EXPECT_EQ(top.key[0].expr, "id");
+  // Field indices: the join's `id` (left) and `auction` (right), then where the map puts them.
+  EXPECT_THAT(job.operators[IndexOf(job, "joined")].partitioned_by,
+              UnorderedElementsAre(ElementsAre(0), ElementsAre(3)));
+  EXPECT_THAT(job.operators[IndexOf(job, "fields")].partitioned_by,
+              UnorderedElementsAre(ElementsAre(0), ElementsAre(2)));
+  // The aggregate's key field is a copy of `id`: its output is partitioned by it too.
+  EXPECT_THAT(top.partitioned_by, ElementsAre(ElementsAre(0)));
+
+  // The right input's key, kept by the map, is one too.
+  JobSpec by_auction = ParseKeyedAfterJoin({kJoinedFields, "[auction]"});
+  EXPECT_EQ(by_auction.operators[IndexOf(by_auction, "top")].inputs[0].partition, Partition::kForward);
+}
+
+TEST(JobGraphTest, KeyByOfAStreamPartitionedByAnotherKeyShuffles) {
+  const std::vector<KeyedAfterJoin> shuffled = {
+      {kJoinedFields, "[id, category]"},  // another key
+      {kJoinedFields, "[category]"},
+      {kJoinedFields, "[price]"},
+      {"[{name: id, expr: id + 0}, category, price]", "[id]"},  // computed, not copied
+      {"[{name: id, expr: category}, price]", "[id]"},          // another field named id
+      {kJoinedFields, "[id]", 3},                                // another parallelism
+  };
+  for (const KeyedAfterJoin& c : shuffled) {
+    SCOPED_TRACE(absl::StrCat("fields ", c.fields, " key ", c.key, " p ", c.top_parallelism));
+    JobSpec job = ParseKeyedAfterJoin(c);
+    JobGraph g = BuildJobGraph(job);
+    ExpectConsistent(job, g);
+    const OperatorSpec& top = job.operators[IndexOf(job, "top")];
+    EXPECT_EQ(top.inputs[0].partition, Partition::kHash);
+    ASSERT_GE(g.edges.size(), 3u);
+    EXPECT_EQ(g.edges[2].source_op, IndexOf(job, "by_id"));
+    EXPECT_EQ(g.edges[2].target_op, IndexOf(job, "top"));
+    EXPECT_EQ(g.edges[2].partition, Partition::kHash);
+    EXPECT_EQ(g.vertex_of_op[IndexOf(job, "by_id")], g.vertex_of_op[IndexOf(job, "joined")]);
+  }
+}
+
+// A source's stream is partitioned by no key, and an aggregate's only by its key: a second
+// key_by of the same key after an aggregate by it needs no exchange, one by an aggregated
+// field does. An explicit `partition: forward` from a
+// key_by whose input is not partitioned by its key is still refused.
+TEST(JobGraphTest, OnlyKeysThatTravelWithTheRecordsKeepAnEdgeForward) {
+  JobSpec job = MustParse(R"y(parallelism: 2
+operators:
+  - {id: gen, type: datagen, fields: [{name: k, type: int64, expr: "seq % 7"}, {name: v, type: int64, expr: seq}]}
+  - {id: by_k, type: key_by, key: [k]}
+  - {id: sums, type: aggregate, aggregates: [{fn: sum, field: v, as: total}]}
+  - {id: again, type: key_by, key: [k]}
+  - {id: counts, type: aggregate, aggregates: [{fn: count, as: n}]}
+  - {id: by_n, type: key_by, key: [n]}
+  - {id: tops, type: aggregate, aggregates: [{fn: count, as: m}]}
+  - {id: out, type: print}
+)y");
+  JobGraph g = BuildJobGraph(job);
+  ExpectConsistent(job, g);
+  EXPECT_THAT(VertexNames(g), ElementsAre("gen -> by_k", "sums -> again -> counts -> by_n",
+                                          "tops -> out"));
+  EXPECT_EQ(job.operators[IndexOf(job, "sums")].inputs[0].partition, Partition::kHash);
+  EXPECT_EQ(job.operators[IndexOf(job, "counts")].inputs[0].partition, Partition::kForward);
+  EXPECT_EQ(job.operators[IndexOf(job, "tops")].inputs[0].partition, Partition::kHash);
+
+  auto refused = ParseJobSpec(R"y(parallelism: 2
+operators:
+  - {id: gen, type: datagen, fields: [{name: k, type: int64, expr: "seq % 7"}]}
+  - {id: by_k, type: key_by, key: [k]}
+  - {id: counts, type: aggregate, inputs: [{from: by_k, partition: forward}], aggregates: [{fn: count}]}
+  - {id: out, type: print}
+)y", "job.yaml", TestCatalog());
+  EXPECT_THAT(refused.status(),
+              testing::StatusIs(absl::StatusCode::kInvalidArgument,
+                       ::testing::HasSubstr("job.yaml:5:44: aggregate 'counts' reads from key_by 'by_k' "
+                                            "with partition: forward, which splits keys across "
+                                            "subtasks; use partition: hash")));
 }
 
 TEST(JobGraphTest, SlotsNeededIsMaxParallelism) {

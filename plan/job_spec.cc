@@ -103,6 +103,70 @@ absl::Status ParseInputs(const ErrorContext& ec, const YAML::Node& op, OperatorS
   return absl::OkStatus();
 }
 
+// The indices of the fields of `schema` that the components of `key` are, when each is a bare
+// NOT NULL field; empty otherwise.
+std::vector<int> KeyFields(const std::vector<KeySpec>& key, const Schema& schema) {
+  std::vector<int> fields;
+  for (const KeySpec& k : key) {
+    absl::StatusOr<std::unique_ptr<Expr>> e = CompileExpr(k.expr, schema);
+    if (!e.ok() || (*e)->FieldIndex() < 0 || (*e)->nullable()) return {};
+    fields.push_back((*e)->FieldIndex());
+  }
+  return fields;
+}
+
+// Whether the records of key_by `key_by` are partitioned by its own key already
+// (OperatorSpec::partitioned_by), so that a consumer of its parallelism can read them forward
+// and still find every key's records in the subtask that a hash edge would bring them to.
+bool PartitionedByOwnKey(const OperatorSpec& key_by) {
+  const std::vector<int> key = KeyFields(key_by.key, key_by.output_schema);
+  return !key.empty() && std::find(key_by.partitioned_by.begin(), key_by.partitioned_by.end(),
+                                   key) != key_by.partitioned_by.end();
+}
+
+// The keys the records of input `in` are partitioned by, over the schema it carries.
+std::vector<std::vector<int>> InputPartitioning(const std::vector<OperatorSpec>& ops,
+                                                const InputSpec& in) {
+  const OperatorSpec& producer = ops[in.from_index];
+  if (in.partition == Partition::kHash) {
+    std::vector<int> key = KeyFields(in.key, InputSchema(producer, in));
+    if (key.empty()) return {};
+    return {std::move(key)};
+  }
+  if (in.partition == Partition::kForward && in.side_output_index < 0) return producer.partitioned_by;
+  return {};
+}
+
+// OperatorSpec::partitioned_by of `op`: its inputs' keys whose every field reaches its output
+// as a copy (`origins`, its type's FieldOrigins()) in a NOT NULL field of the same type.
+std::vector<std::vector<int>> OutputPartitioning(const std::vector<OperatorSpec>& ops,
+                                                 const OperatorSpec& op,
+                                                 const std::vector<FieldOrigin>& origins) {
+  std::vector<std::vector<int>> keys;
+  if (origins.size() != op.output_schema.size()) return keys;
+  for (size_t i = 0; i < op.inputs.size(); ++i) {
+    const Schema& in_schema = InputSchema(ops[op.inputs[i].from_index], op.inputs[i]);
+    for (const std::vector<int>& in_key : InputPartitioning(ops, op.inputs[i])) {
+      std::vector<int> out_key;
+      for (int f : in_key) {
+        for (size_t j = 0; j < origins.size(); ++j) {
+          const Field& out = op.output_schema.field(j);
+          if (origins[j] == FieldOrigin{static_cast<int>(i), f} && !out.nullable &&
+              out.type == in_schema.field(f).type) {
+            out_key.push_back(static_cast<int>(j));
+            break;
+          }
+        }
+      }
+      if (out_key.size() == in_key.size() &&
+          std::find(keys.begin(), keys.end(), out_key) == keys.end()) {
+        keys.push_back(std::move(out_key));
+      }
+    }
+  }
+  return keys;
+}
+
 // The checks an operator's arity and keyedness imply: the inputs of a kMany operator share
 // one schema; a keyed operator's input is partitioned by a key, which becomes `op.key`.
 absl::Status CheckInputs(const ErrorContext& ec, const std::vector<OperatorSpec>& ops,
@@ -125,9 +189,9 @@ absl::Status CheckInputs(const ErrorContext& ec, const std::vector<OperatorSpec>
     op.key = in.key;
   } else if (producer.keys_output && (op.parallelism == 1 || in.partition == Partition::kForward)) {
     // Forward from a key_by of equal parallelism keeps each key on one subtask only when
-    // the key_by's own input was hash-partitioned by the same key; require parallelism 1
-    // or an explicit hash otherwise.
-    if (op.parallelism != 1) {
+    // the key_by's own input is partitioned by the same key (as the planner makes it when it
+    // is); require parallelism 1 or an explicit hash otherwise.
+    if (op.parallelism != 1 && !PartitionedByOwnKey(producer)) {
       return ec.AtPos(in.line, in.column,
                       absl::StrCat(op.type, " '", op.id, "' reads from ", producer.type, " '",
                                    producer.id, "' with partition: ", PartitionName(in.partition),
@@ -558,7 +622,12 @@ absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view yaml_text, absl::string_v
     for (auto& in : op.inputs) {
       const OperatorSpec& producer = specs[in.from_index];
       if (!in.explicit_partition) {
-        if (producer.keys_output && in.side_output_index < 0) {
+        if (producer.keys_output && in.side_output_index < 0 && op.inputs.size() == 1 &&
+            producer.parallelism == op.parallelism && PartitionedByOwnKey(producer)) {
+          // Already partitioned by the key: no second exchange (Flink's planner likewise keeps
+          // an existing hash distribution). Two-input operators keep their hash edges.
+          in.partition = Partition::kForward;
+        } else if (producer.keys_output && in.side_output_index < 0) {
           in.partition = Partition::kHash;
           in.key = producer.key;
         } else {
@@ -594,6 +663,7 @@ absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view yaml_text, absl::string_v
     op.output_schema = types[idx]->InferSchema(*op.options, ctx);
     op.side_outputs = types[idx]->SideOutputs(*op.options, ctx);
     if (op.keys_output) op.key = types[idx]->OutputKey(*op.options);
+    op.partitioned_by = OutputPartitioning(specs, op, types[idx]->FieldOrigins(*op.options, ctx));
   }
 
   // Keep operators in topological order; re-number indices and references.

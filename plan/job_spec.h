@@ -49,6 +49,14 @@ struct OperatorSpec {
   Schema output_schema;  // empty for sinks
   std::vector<SideOutputSpec> side_outputs;  // declared by its type for its options
   std::vector<KeySpec> key;  // keyed operators: the key their input is partitioned by
+  // The keys its main output is hash-partitioned by, each as the indices of NOT NULL fields of
+  // output_schema: under such a key, every record that its subtask s emits has a key group of
+  // subtask s (KeyGroupRangeForSubtask with the job's max_parallelism and its parallelism), as
+  // if a hash edge by that key had brought it there. Derived from the hash edges into it (keys
+  // of bare fields) and its producers' over forward edges, through its type's FieldOrigins().
+  // A key_by whose input is partitioned by its own key feeds its consumers of one input
+  // forward. Computed by ParseJobSpec only (not carried in a plan).
+  std::vector<std::vector<int>> partitioned_by;
   // The options its type parsed and validated at submission; operators read them with
   // options_as<T>() (null if they are not a T) and never see the YAML.
   std::shared_ptr<const OperatorOptions> options;

@@ -914,9 +914,12 @@ TEST(JobSpecErrorTest, BadAggregates) {
   };
   EXPECT_THAT(with("    aggregates: [{fn: median, field: x}]\n"),
               IsJobError("job.yaml:10:23: ", "unknown aggregate function 'median' (expected "
-                                             "count, sum, min, max, avg)"));
+                                             "count, sum, min, max, avg, first, last)"));
   EXPECT_THAT(with("    aggregates: [{fn: sum, field: k}]\n"),
               IsJobError("job.yaml:10:35: ", "sum needs a numeric field; 'k' is string"));
+  EXPECT_THAT(with("    aggregates: [{fn: first, field: k}]\n"),
+              IsJobError("job.yaml:10:37: ", "first of aggregate takes a field of any type but "
+                                             "string; 'k' is string"));
   EXPECT_THAT(with("    aggregates: [{fn: sum}]\n"),
               IsJobError("job.yaml:10:18: ", "missing required key 'field'"));
   EXPECT_THAT(with("    aggregates: [{fn: count, as: k}]\n"),

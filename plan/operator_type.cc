@@ -46,6 +46,56 @@ std::vector<SideOutputSpec> OperatorType::SideOutputs(const OperatorOptions&,
   return {};
 }
 
+std::vector<FieldOrigin> OperatorType::FieldOrigins(const OperatorOptions&,
+                                                    const ParseContext&) const {
+  return {};
+}
+
+std::vector<FieldOrigin> SameFieldsAsInput(const ParseContext& ctx) {
+  std::vector<FieldOrigin> origins(ctx.input_schema(0).size());
+  for (size_t i = 0; i < origins.size(); ++i) origins[i] = {0, static_cast<int>(i)};
+  return origins;
+}
+
+namespace {
+
+// An OperatorType that is another one with its FieldOrigins() given apart (WithFieldOrigins).
+class WithOrigins final : public OperatorType {
+ public:
+  WithOrigins(std::unique_ptr<OperatorType> type, FieldOriginsFn origins)
+      : OperatorType(type->traits()), type_(std::move(type)), origins_(std::move(origins)) {}
+
+  absl::StatusOr<std::shared_ptr<const OperatorOptions>> ParseOptions(
+      const YAML::Node& config, const ParseContext& ctx) const override {
+    return type_->ParseOptions(config, ctx);
+  }
+  Schema InferSchema(const OperatorOptions& options, const ParseContext& ctx) const override {
+    return type_->InferSchema(options, ctx);
+  }
+  std::vector<KeySpec> OutputKey(const OperatorOptions& options) const override {
+    return type_->OutputKey(options);
+  }
+  std::vector<SideOutputSpec> SideOutputs(const OperatorOptions& options,
+                                          const ParseContext& ctx) const override {
+    return type_->SideOutputs(options, ctx);
+  }
+  std::vector<FieldOrigin> FieldOrigins(const OperatorOptions& options,
+                                        const ParseContext& ctx) const override {
+    return origins_(options, ctx);
+  }
+
+ private:
+  const std::unique_ptr<OperatorType> type_;
+  const FieldOriginsFn origins_;
+};
+
+}  // namespace
+
+std::unique_ptr<OperatorType> WithFieldOrigins(std::unique_ptr<OperatorType> type,
+                                               FieldOriginsFn origins) {
+  return std::make_unique<WithOrigins>(std::move(type), std::move(origins));
+}
+
 absl::Status OperatorTypeCatalog::Add(std::unique_ptr<OperatorType> type) {
   if (Find(type->name()) != nullptr) {
     return absl::AlreadyExistsError(

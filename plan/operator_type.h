@@ -1,5 +1,6 @@
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -30,6 +31,17 @@ struct KeySpec {
 struct SideOutputSpec {
   std::string name;
   Schema schema;
+};
+
+// Where the values of one output field of an operator come from (OperatorType::FieldOrigins):
+// in every record the operator emits, a copy (same type, same value) of field `field` of a
+// record of input `input` that this subtask received; `input` -1: anything else (computed,
+// constant, or not known). The planner follows them to see that a stream stays partitioned by
+// a key (OperatorSpec::partitioned_by).
+struct FieldOrigin {
+  int input = -1;
+  int field = -1;
+  bool operator==(const FieldOrigin& o) const { return input == o.input && field == o.field; }
 };
 
 // How many inputs an operator type reads.
@@ -158,10 +170,23 @@ class OperatorType {
   // of their indices for Output::EmitSide(). Names are unique identifiers.
   virtual std::vector<SideOutputSpec> SideOutputs(const OperatorOptions& options,
                                                   const ParseContext& ctx) const;
+  // Where each field of its main output comes from, one entry per output field (see
+  // FieldOrigin); empty (the default) when nothing is known: then its output counts as
+  // partitioned by no key.
+  virtual std::vector<FieldOrigin> FieldOrigins(const OperatorOptions& options,
+                                                const ParseContext& ctx) const;
 
  private:
   const OperatorTraits traits_;
 };
+
+using FieldOriginsFn =
+    std::function<std::vector<FieldOrigin>(const OperatorOptions&, const ParseContext&)>;
+
+// `type` with FieldOrigins() given by `origins`, and everything else its own (for a type whose
+// origins are declared apart from where it is made, e.g. by the registry of the built-ins).
+std::unique_ptr<OperatorType> WithFieldOrigins(std::unique_ptr<OperatorType> type,
+                                               FieldOriginsFn origins);
 
 // An OperatorType from two functions over a concrete options struct `Options`.
 template <typename Options>
@@ -171,10 +196,16 @@ class TypedOperatorType final : public OperatorType {
   using InferFn = Schema (*)(const Options&, const ParseContext&);
   using KeyFn = std::vector<KeySpec> (*)(const Options&);
   using SideFn = std::vector<SideOutputSpec> (*)(const Options&, const ParseContext&);
+  using OriginFn = std::vector<FieldOrigin> (*)(const Options&, const ParseContext&);
 
   TypedOperatorType(OperatorTraits traits, ParseFn parse, InferFn infer, KeyFn key = nullptr,
-                    SideFn side = nullptr)
-      : OperatorType(std::move(traits)), parse_(parse), infer_(infer), key_(key), side_(side) {}
+                    SideFn side = nullptr, OriginFn origins = nullptr)
+      : OperatorType(std::move(traits)),
+        parse_(parse),
+        infer_(infer),
+        key_(key),
+        side_(side),
+        origins_(origins) {}
 
   absl::StatusOr<std::shared_ptr<const OperatorOptions>> ParseOptions(
       const YAML::Node& config, const ParseContext& ctx) const override {
@@ -192,13 +223,22 @@ class TypedOperatorType final : public OperatorType {
                                           const ParseContext& ctx) const override {
     return side_ == nullptr ? std::vector<SideOutputSpec>() : side_(*options.As<Options>(), ctx);
   }
+  std::vector<FieldOrigin> FieldOrigins(const OperatorOptions& options,
+                                        const ParseContext& ctx) const override {
+    return origins_ == nullptr ? std::vector<FieldOrigin>() : origins_(*options.As<Options>(), ctx);
+  }
 
  private:
   const ParseFn parse_;
   const InferFn infer_;
   const KeyFn key_;
   const SideFn side_;
+  const OriginFn origins_;
 };
+
+// FieldOrigins of an operator whose output records are its input records unchanged (filter,
+// key_by): field i of the output is field i of input 0.
+std::vector<FieldOrigin> SameFieldsAsInput(const ParseContext& ctx);
 
 // The operator types a planner knows, by name, and the aggregate functions besides the
 // built-ins (plugins'). Filled before use (RegisterBuiltinOperatorTypes,

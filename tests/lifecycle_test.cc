@@ -154,7 +154,8 @@ operators:
     rate: 60000
     fields:
       - {name: seq, type: int64, expr: "seq"}
-      - {name: key, type: int64, expr: "(seq * 7919) % )", kKeys, R"("}
+      # a string key: the aggregate keeps one-integer keys in memory, past the state cache
+      - {name: key, type: string, expr: "to_string((seq * 7919) % )", kKeys, R"x()"})x", R"(
   - {id: first, type: filter, where: "seq < )", kRecords, R"("}
   - {id: by_key, type: key_by, key: [key]}
   - {id: counts, type: aggregate, aggregates: [{fn: count, as: n}]}

@@ -339,7 +339,8 @@ operators:
     type: datagen
     count: )", kRecords, R"(
     fields:
-      - {name: key, type: int64, expr: "seq % )", kKeys, R"("}
+      # a string key: the aggregate keeps one-integer keys in memory, past the state cache
+      - {name: key, type: string, expr: "to_string(seq % )", kKeys, R"x()"})x", R"(
   - {id: by_key, type: key_by, key: [key]}
   - {id: counts, type: aggregate, aggregates: [{fn: count, as: n}]}
   - {id: sink, type: blackhole}
