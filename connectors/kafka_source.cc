@@ -148,7 +148,6 @@ class KafkaSource final : public ops::SourceOperator {
     skipped_ = 0;
     dead_letter_positions_.clear();
     dead_letters_from_start_ = false;
-    letters_since_positions_ = 0;
     written_dead_letters_.clear();
 
     KafkaSettings settings = {
@@ -359,7 +358,6 @@ class KafkaSource final : public ops::SourceOperator {
             return absl::UnavailableError(absl::StrCat("dead-letter topic ", dead_letter_topic_, ": ", rd_kafka_err2str(perr)));
           }
           rd_kafka_poll(dlq_, 0);
-          ++letters_since_positions_;
         }
         rd_kafka_message_destroy(m);
         if (!skip_bad_) return absl::InvalidArgumentError(absl::StrCat("bad record at ", where, ": ", s.message()));
@@ -382,8 +380,12 @@ class KafkaSource final : public ops::SourceOperator {
       rd_kafka_resp_err_t err = rd_kafka_flush(dlq_, 30000);
       if (err) return absl::UnavailableError(absl::StrCat("dead-letter topic ", dead_letter_topic_, ": ", rd_kafka_err2str(err)));
       // Letters of records after the barrier come after these positions: a restore looks there
-      // for those a failed attempt wrote (FindWrittenDeadLetters).
-      if (letters_since_positions_ > 0 || dead_letter_positions_.empty()) UpdateDeadLetterPositions();
+      // for those a failed attempt wrote (FindWrittenDeadLetters). Taken at every checkpoint,
+      // also by a subtask that wrote none since: a restore scans from the smallest position of
+      // all subtasks, so a quiet subtask's old positions would make every restore read all the
+      // letters written since (and, past kDeadLetterScanTimeoutMs, fail). Costs one metadata
+      // query and one end-offset query per dead-letter partition, on the task thread.
+      UpdateDeadLetterPositions();
       if (dead_letter_positions_.empty()) {
         entries->push_back(absl::StrCat(std::string(1, static_cast<char>(kDeadLetterPositionVersion)),
                                         kDeadLetterPositionPrefix, "*"));
@@ -545,7 +547,6 @@ class KafkaSource final : public ops::SourceOperator {
       positions[p] = high;
     }
     dead_letter_positions_ = std::move(positions);
-    letters_since_positions_ = 0;
   }
 
   // Restored with on_error: dead_letter: reads the dead-letter topic from the checkpoint's
@@ -767,7 +768,6 @@ class KafkaSource final : public ops::SourceOperator {
   // The dead-letter topic's end offsets per partition as of the last checkpoint (or restored).
   std::map<int32_t, int64_t> dead_letter_positions_;
   bool dead_letters_from_start_ = false;  // restored: a subtask knew no positions
-  int64_t letters_since_positions_ = 0;
   // (topic index, partition, offset) of records read again after a restore whose dead letter
   // the failed attempt wrote; each is skipped once.
   std::set<std::tuple<int, int32_t, int64_t>> written_dead_letters_;

@@ -482,6 +482,27 @@ TEST_F(KafkaSourceUnitTest, DeadLettersWrittenAfterTheCheckpointAreNotWrittenAga
   source_->Close();
 }
 
+// A subtask that writes no dead letters still moves its dead-letter positions at every
+// checkpoint: a restore scans from the smallest position of all subtasks, so positions kept from
+// a quiet subtask's first checkpoint would make every restore read all letters written since.
+TEST_F(KafkaSourceUnitTest, DeadLetterPositionsMoveAtEveryCheckpointAlsoWithoutOwnLetters) {
+  Load("    on_error: dead_letter\n    dead_letter_topic: dlq\n");
+  visible_ = 1;
+  Produce(0, "not json\n");
+  ASSERT_OK(Open(0, 1));
+  std::vector<std::string> state;
+  ASSERT_TRUE(PollUntil([&] {
+    state.clear();
+    return source_->SnapshotState(1, &state).ok() && !state.empty() && state[0] == std::string("\x02" "#dlt:0:1");
+  }));
+  // Letters of other subtasks (written straight to the topic here); this one writes none.
+  Produce(0, "a\nb\n", "dlq");
+  std::vector<std::string> later;
+  ASSERT_OK(source_->SnapshotState(2, &later));
+  EXPECT_THAT(later, ElementsAre("\x02" "#dlt:0:3", "\x01" "events:0:1"));
+  source_->Close();
+}
+
 TEST_F(KafkaSourceUnitTest, ReadsSeveralTopicsAndResumesEachPartition) {
   ASSERT_OK(kafka_->CreateTopic("more", 2));
   auto job = plan::ParseJobSpec(absl::StrCat(R"(name: t
