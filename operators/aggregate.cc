@@ -258,10 +258,10 @@ class AggregateOperator final : public Operator {
   // Keys kept in memory at most (per subtask) before the subtask moves them to the backend,
   // whatever the budget.
   static constexpr size_t kMaxInMemoryKeys = size_t{1} << 20;
-  // The share of the backend's cache budget the map may use (the cache holds the keys written
-  // at snapshots, so the two together stay within 1.5 times the cache budget, inside the
-  // backend's share of --state-memory, whose other half is the RocksDB block cache and
-  // memtables).
+  // The share of the backend's cache budget the map may use. The cache does not shrink for it:
+  // it also holds, up to its own budget, the entries the map writes at snapshots (clean after
+  // the snapshot, so evicted without a write), so map and cache together stay within 1.5 times
+  // the cache budget, not within it.
   static constexpr double kInMemoryBudgetFraction = 0.5;
   struct Slot {
     int64_t key;
