@@ -44,8 +44,10 @@ using plan::Expr;
 // The map counts against the subtask's state memory: its estimated bytes (BytesPerKey() per
 // key) may use at most kInMemoryBudgetFraction of the backend's cache budget
 // (KeyedStateBackend::CacheBudgetBytes(), this operator's share of the worker's
-// --state-memory), and never more than kMaxInMemoryKeys keys. The key that would reach that cap
-// moves the map to the backend and the subtask goes on in the backend path.
+// --state-memory), and never more than kMaxInMemoryKeys keys; the backend's cache keeps within
+// the rest of its budget meanwhile (ReserveCacheBytes), so map and cache stay within it. The
+// key that reaches that cap moves the map to the backend, which gets its whole budget back, and
+// the subtask goes on in the backend path.
 class AggregateOperator final : public Operator {
  public:
   bool IsKeyed() const override { return true; }
@@ -108,6 +110,8 @@ class AggregateOperator final : public Operator {
         return any;
       }
     }
+    // The map's cap comes out of the cache's budget while the map lives (class comment).
+    if (in_memory_) state_->ReserveCacheBytes(max_in_memory_keys_ * BytesPerKey());
     key_record_.Resize(key_schema_.size());
     out_.Resize(spec.output_schema.size());
     accs_.resize(aggs_.size());
@@ -258,10 +262,8 @@ class AggregateOperator final : public Operator {
   // Keys kept in memory at most (per subtask) before the subtask moves them to the backend,
   // whatever the budget.
   static constexpr size_t kMaxInMemoryKeys = size_t{1} << 20;
-  // The share of the backend's cache budget the map may use. The cache does not shrink for it:
-  // it also holds, up to its own budget, the entries the map writes at snapshots (clean after
-  // the snapshot, so evicted without a write), so map and cache together stay within 1.5 times
-  // the cache budget, not within it.
+  // The share of the backend's cache budget the map may use (reserved from the cache at Open();
+  // the cache, which holds only the entries the map writes at snapshots, keeps the rest).
   static constexpr double kInMemoryBudgetFraction = 0.5;
   struct Slot {
     int64_t key;
@@ -315,6 +317,7 @@ class AggregateOperator final : public Operator {
 
   // Leaves the in-memory path: every key to the backend, which holds them from now on.
   absl::Status MoveToBackend() {
+    state_->ReserveCacheBytes(0);
     for (uint32_t i = 0; i < slots_.size(); ++i) SLUICE_RETURN_IF_ERROR(WriteSlot(i));
     in_memory_ = false;
     slot_of_ = {};
