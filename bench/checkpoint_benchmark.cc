@@ -5,6 +5,12 @@
 //
 //   build/bin/checkpoint_benchmark [--records N] [--keys K] [--reps R] [--mode M]
 //                                  [--aligned-timeout T] [--backpressure-only | --throughput-only]
+//                                  [--heap-state]
+//
+// The count keeps its state in the keyed state backend (`state: backend`), so checkpoints
+// snapshot RocksDB as they claim to; --heap-state runs the aggregate's default (`state: auto`:
+// int64 keys in memory, written to the backend at each snapshot) instead. The header line and
+// every BENCH line say which (state=backend or state=heap).
 //
 // The overhead is reported per CPU-second (the headline: all processes' CPU, so work moved to
 // background threads still counts, and other load on a shared machine barely moves it) and per
@@ -38,8 +44,9 @@ using sluice::bench::Median;
 
 using Clock = std::chrono::steady_clock;
 
-std::string Job(int64_t records, int64_t keys, const std::string& checkpoint, const std::string& sink,
-                int64_t rate = 0) {
+// `heap_state`: the aggregate's default `state: auto` (in memory); else `state: backend`.
+std::string Job(bool heap_state, int64_t records, int64_t keys, const std::string& checkpoint,
+                const std::string& sink, int64_t rate = 0) {
   return absl::StrCat("name: bench\nparallelism: 2\n", checkpoint, R"(
 operators:
   - id: gen
@@ -48,7 +55,7 @@ operators:
     fields:
       - {name: key, type: int64, expr: "(seq * 7919) % )", keys, R"("}
   - {id: by_key, type: key_by, key: [key]}
-  - {id: counts, type: aggregate, aggregates: [{fn: count, as: n}]}
+  - {id: counts, type: aggregate, state: )", heap_state ? "auto" : "backend", R"(, aggregates: [{fn: count, as: n}]}
   - )", sink, "\n");
 }
 
@@ -107,7 +114,12 @@ int main(int argc, char** argv) {
   app.add_flag("--throughput-only", throughput_only,
                "Measure only the throughput with and without checkpoints (section 1)")
       ->excludes("--backpressure-only");
+  bool heap_state = false;
+  app.add_flag("--heap-state", heap_state,
+               "The aggregate's in-memory path (state: auto) instead of the backend's");
   CLI11_PARSE(app, argc, argv);
+  const char* state_name = heap_state ? "heap" : "backend";
+  std::printf("keyed count state: %s\n", state_name);
   // The checkpoint options every checkpointed job gets besides its interval.
   const std::string mode_options = absl::StrCat(
       ", mode: ", mode, aligned_timeout.empty() ? "" : absl::StrCat(", aligned_timeout: ", aligned_timeout));
@@ -129,7 +141,7 @@ int main(int argc, char** argv) {
       double cpu0 = 0;
       for (pid_t p : cluster->AllPids()) cpu0 += CpuSeconds(p);
       auto t0 = Clock::now();
-      auto s = client.Submit(Job(records, keys, on ? with_cp : "", sink), "bench.yaml", 0);
+      auto s = client.Submit(Job(heap_state, records, keys, on ? with_cp : "", sink), "bench.yaml", 0);
       if (!s.ok()) {
         std::cerr << s.status() << "\n";
         return 1;
@@ -169,7 +181,7 @@ int main(int argc, char** argv) {
 
   // 2. Checkpoints under backpressure: the sink takes 20K records/s per subtask.
   auto slow = throughput_only ? absl::StatusOr<sluice::proto::SubmitJobResponse>(absl::CancelledError())
-                              : client.Submit(Job(0, keys, absl::StrCat("checkpoint: {interval: 1s, timeout: 60s", mode_options, "}\n"),
+                              : client.Submit(Job(heap_state, 0, keys, absl::StrCat("checkpoint: {interval: 1s, timeout: 60s", mode_options, "}\n"),
                                 "{id: sink, type: blackhole, max_rate: 20000}"),
                             "slow.yaml", 0);
   std::vector<double> bp_ms;
@@ -194,7 +206,7 @@ int main(int argc, char** argv) {
   // time until the job's new attempt is running and its sink receives records again.
   std::vector<double> recovery_s;
   for (int r = 0; r < reps && !backpressure_only && !throughput_only; ++r) {
-    auto job = client.Submit(Job(0, keys, absl::StrCat("checkpoint: {interval: 500ms", mode_options,
+    auto job = client.Submit(Job(heap_state, 0, keys, absl::StrCat("checkpoint: {interval: 500ms", mode_options,
                                                        "}\nrestart: {attempts: 10, delay: 100ms}\n"),
                                  sink, 200000),
                              "recover.yaml", 0);
@@ -223,24 +235,26 @@ int main(int argc, char** argv) {
   std::filesystem::remove_all(dir);
 
   double off = Median(rate_off), on = Median(rate_on);
-  std::printf("reproduce: build/bin/checkpoint_benchmark --records %lld --keys %lld --reps %d --mode %s%s%s\n",
+  std::printf("reproduce: build/bin/checkpoint_benchmark --records %lld --keys %lld --reps %d --mode %s%s%s%s\n",
               static_cast<long long>(records), static_cast<long long>(keys), reps, mode.c_str(),
               aligned_timeout.empty() ? "" : absl::StrCat(" --aligned-timeout ", aligned_timeout).c_str(),
-              backpressure_only ? " --backpressure-only" : throughput_only ? " --throughput-only" : "");
-  std::printf("BENCH checkpoint_overhead records=%lld records_per_s_no_checkpoints=%.0f "
+              backpressure_only ? " --backpressure-only" : throughput_only ? " --throughput-only" : "",
+              heap_state ? " --heap-state" : "");
+  std::printf("BENCH checkpoint_overhead records=%lld state=%s records_per_s_no_checkpoints=%.0f "
               "records_per_s_checkpoints_1s=%.0f throughput_ratio=%.3f slowdown_pct=%.1f "
               "records_per_cpu_s_no_checkpoints=%.0f records_per_cpu_s_checkpoints=%.0f\n",
-              static_cast<long long>(records), off, on, on / off, 100.0 * (1 - on / off),
+              static_cast<long long>(records), state_name, off, on, on / off, 100.0 * (1 - on / off),
               records / Median(cpu_off), records / Median(cpu_on));
   // The headline: medians of the per-repetition ratios (with / without).
-  std::printf("BENCH checkpoint_overhead_paired records=%lld keys=%lld cpu_ratio=%.3f "
+  std::printf("BENCH checkpoint_overhead_paired records=%lld keys=%lld state=%s cpu_ratio=%.3f "
               "cpu_overhead_pct=%.1f wall_ratio_until_processed=%.3f wall_overhead_pct=%.1f\n",
-              static_cast<long long>(records), static_cast<long long>(keys), Median(cpu_ratio),
+              static_cast<long long>(records), static_cast<long long>(keys), state_name,
+              Median(cpu_ratio),
               100.0 * (1 - Median(cpu_ratio)), Median(wall_ratio),
               100.0 * (1 - Median(wall_ratio)));
-  std::printf("BENCH checkpoint_cost duration_ms_median=%.0f full_size_bytes_median=%.0f "
+  std::printf("BENCH checkpoint_cost state=%s duration_ms_median=%.0f full_size_bytes_median=%.0f "
               "uploaded_bytes_median=%.0f backpressure_duration_ms_median=%.0f backpressure_checkpoints=%zu\n",
-              Median(cp_ms), Median(cp_size), Median(cp_uploaded), Median(bp_ms), bp_ms.size());
+              state_name, Median(cp_ms), Median(cp_size), Median(cp_uploaded), Median(bp_ms), bp_ms.size());
   std::printf("BENCH recovery kill_to_running_s_median=%.2f runs=%zu\n", Median(recovery_s),
               recovery_s.size());
   return 0;

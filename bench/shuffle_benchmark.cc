@@ -4,6 +4,12 @@
 // keyed count. Prints one BENCH line with medians over the repetitions.
 //
 //   build/bin/shuffle_benchmark [--records N] [--keys K] [--reps R] [--state-memory SIZE]
+//                               [--heap-state]
+//
+// The count keeps its state in the keyed state backend (`state: backend`: RocksDB behind the
+// write-back cache), which is what these figures measure; --heap-state runs the aggregate's
+// default (`state: auto`: an int64 key's accumulators in memory, within the state memory
+// budget) instead. Every BENCH line says which (state=backend or state=heap).
 //
 // With --keys-sweep it runs 10K, 100K, 1M and 10M keys (records: --sweep-records-per-key x
 // keys, at least --sweep-min-records and at most --sweep-max-records) on a cluster with the workers' default state memory, then
@@ -52,7 +58,8 @@ double HandLoop(int64_t records, int64_t keys, uint64_t* checksum) {
 }
 
 
-std::string JobYaml(int64_t records, int64_t keys) {
+// `heap_state`: the aggregate's default `state: auto` (in memory); else `state: backend`.
+std::string JobYaml(int64_t records, int64_t keys, bool heap_state) {
   return absl::StrCat(R"(
 name: shuffle-keyed-count
 parallelism: 2
@@ -64,7 +71,7 @@ operators:
       - {name: key, type: int64, expr: "(seq * 7919) % )", keys, R"("}
       - {name: seq, type: int64, expr: "seq"}
   - {id: by_key, type: key_by, key: [key]}
-  - {id: counts, type: aggregate, aggregates: [{fn: count, as: n}]}
+  - {id: counts, type: aggregate, state: )", heap_state ? "auto" : "backend", R"(, aggregates: [{fn: count, as: n}]}
   - {id: sink, type: blackhole}
 )");
 }
@@ -95,8 +102,8 @@ struct Result {
 
 // Runs the job `reps` times (each followed by the hand loop); false if a run failed.
 bool Measure(sluice::cli::LocalCluster& cluster, sluice::cli::CoordinatorClient& client,
-             int64_t records, int64_t keys, int reps, Result* out) {
-  const std::string job = JobYaml(records, keys);
+             int64_t records, int64_t keys, int reps, bool heap_state, Result* out) {
+  const std::string job = JobYaml(records, keys, heap_state);
   std::vector<double> rates, cpus, per_cpu, loop_per_cpu, walls, rss, hit_rates;
   for (int r = 0; r < reps; ++r) {
     sluice::proto::JobInfo info;
@@ -133,7 +140,7 @@ bool Measure(sluice::cli::LocalCluster& cluster, sluice::cli::CoordinatorClient&
 
 // One cluster (workers with `state_memory`), every key count of the sweep.
 bool Sweep(const std::string& state_memory, const std::string& name, int64_t min_records,
-           int64_t max_records, int64_t records_per_key, int reps) {
+           int64_t max_records, int64_t records_per_key, int reps, bool heap_state) {
   std::unique_ptr<sluice::cli::LocalCluster> cluster =
       sluice::bench::StartBenchCluster("sluice-bench", 2, 1, state_memory);
   if (cluster == nullptr) return false;
@@ -144,15 +151,17 @@ bool Sweep(const std::string& state_memory, const std::string& name, int64_t min
   for (int64_t keys : {int64_t{10'000}, int64_t{100'000}, int64_t{1'000'000}, int64_t{10'000'000}}) {
     const int64_t records = std::min(max_records, std::max(min_records, records_per_key * keys));
     Result r;
-    if (!Measure(*cluster, client, records, keys, reps, &r)) {
+    if (!Measure(*cluster, client, records, keys, reps, heap_state, &r)) {
       ok = false;
       break;
     }
     if (base == 0) base = r.records_per_cpu_s;
-    std::printf("BENCH %s_%lld keys=%lld records=%lld state_memory=%s records_per_cpu_s=%.0f "
-                "worker_rss_mb=%.0f cache_hit_rate=%.3f ratio_to_10k_keys=%.3f loop_ratio=%.2f\n",
+    std::printf("BENCH %s_%lld keys=%lld records=%lld state_memory=%s state=%s "
+                "records_per_cpu_s=%.0f worker_rss_mb=%.0f cache_hit_rate=%.3f "
+                "ratio_to_10k_keys=%.3f loop_ratio=%.2f\n",
                 name.c_str(), static_cast<long long>(keys), static_cast<long long>(keys),
                 static_cast<long long>(records), state_memory.empty() ? "default" : state_memory.c_str(),
+                heap_state ? "heap" : "backend",
                 r.records_per_cpu_s, r.worker_rss_mb, r.cache_hit_rate, r.records_per_cpu_s / base,
                 r.loop_records_per_cpu_s / r.records_per_cpu_s);
     std::fflush(stdout);
@@ -171,6 +180,7 @@ int main(int argc, char** argv) {
   int reps = 3;
   std::string state_memory;
   bool keys_sweep = false;
+  bool heap_state = false;
   int64_t sweep_min_records = 2'000'000;
   int64_t sweep_max_records = 10'000'000;
   int64_t sweep_records_per_key = 3;
@@ -186,20 +196,23 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--sweep-records-per-key", sweep_records_per_key, "Sweep: records per key")
       ->capture_default_str();
+  app.add_flag("--heap-state", heap_state,
+               "The aggregate's in-memory path (state: auto) instead of the backend's");
   CLI11_PARSE(app, argc, argv);
+  const char* heap_arg = heap_state ? " --heap-state" : "";
 
   if (keys_sweep) {
     std::printf("reproduce: build/bin/shuffle_benchmark --keys-sweep --reps %d --sweep-min-records "
-                "%lld --sweep-max-records %lld --sweep-records-per-key %lld\n",
+                "%lld --sweep-max-records %lld --sweep-records-per-key %lld%s\n",
                 reps, static_cast<long long>(sweep_min_records),
                 static_cast<long long>(sweep_max_records),
-                static_cast<long long>(sweep_records_per_key));
+                static_cast<long long>(sweep_records_per_key), heap_arg);
     if (!Sweep(state_memory, "state_scaling", sweep_min_records, sweep_max_records,
-               sweep_records_per_key, reps)) {
+               sweep_records_per_key, reps, heap_state)) {
       return 1;
     }
     if (!Sweep("64MiB", "state_scaling_small", sweep_min_records, sweep_max_records,
-               sweep_records_per_key, reps)) {
+               sweep_records_per_key, reps, heap_state)) {
       return 1;
     }
     return 0;
@@ -211,17 +224,17 @@ int main(int argc, char** argv) {
   const std::string dir = cluster->options().dir;
   sluice::cli::CoordinatorClient client(cluster->coordinator_address());
   Result r;
-  bool ok = Measure(*cluster, client, records, keys, reps, &r);
+  bool ok = Measure(*cluster, client, records, keys, reps, heap_state, &r);
   cluster->Stop();
   std::filesystem::remove_all(dir);
   if (!ok) return 1;
-  std::printf("reproduce: build/bin/shuffle_benchmark --records %lld --keys %lld --reps %d%s\n",
+  std::printf("reproduce: build/bin/shuffle_benchmark --records %lld --keys %lld --reps %d%s%s\n",
               static_cast<long long>(records), static_cast<long long>(keys), reps,
-              state_memory.empty() ? "" : (" --state-memory " + state_memory).c_str());
-  std::printf("BENCH shuffle_keyed_count records=%lld wall_s=%.3f records_per_s=%.0f cpu_s=%.3f "
-              "records_per_cpu_s=%.0f loop_records_per_cpu_s=%.0f loop_ratio=%.2f "
+              state_memory.empty() ? "" : (" --state-memory " + state_memory).c_str(), heap_arg);
+  std::printf("BENCH shuffle_keyed_count records=%lld state=%s wall_s=%.3f records_per_s=%.0f "
+              "cpu_s=%.3f records_per_cpu_s=%.0f loop_records_per_cpu_s=%.0f loop_ratio=%.2f "
               "worker_rss_mb=%.0f cache_hit_rate=%.3f\n",
-              static_cast<long long>(records), r.wall_s, r.records_per_s, r.cpu_s,
+              static_cast<long long>(records), heap_state ? "heap" : "backend", r.wall_s, r.records_per_s, r.cpu_s,
               r.records_per_cpu_s, r.loop_records_per_cpu_s,
               r.loop_records_per_cpu_s / r.records_per_cpu_s, r.worker_rss_mb, r.cache_hit_rate);
   return 0;

@@ -33,14 +33,21 @@ using plan::Expr;
 // cache), one value per key, optionally with a TTL; plugins' accumulators in a second value
 // ("plugin_accumulators", see LoadPluginAccumulators) with the same TTL.
 //
-// In memory instead (as Flink's heap state), when the key is one integer field, no function is
-// a plugin's, there is no TTL and the backend holds no accumulators at Open() (not restored
-// with any): a hash map
+// In memory instead (as Flink's heap state), when the options allow it (`state: auto`, the
+// default; `state: backend` never), the key is one integer field, no function is a plugin's,
+// there is no TTL and the backend holds no accumulators at Open() (not restored with any): a
+// hash map
 // from the key's value to its accumulators, no key bytes or backend call per record.
 // SnapshotState() writes the keys changed since the last checkpoint to the backend, in the
-// backend path's bytes (same key, same value: a checkpoint restores into either path). Beyond
-// kMaxInMemoryKeys keys the map is written to the backend and the subtask goes on in the backend
-// path.
+// backend path's bytes (same key, same value: a checkpoint restores into either path).
+//
+// The map counts against the subtask's state memory: its estimated bytes (BytesPerKey() per
+// key) may use at most kInMemoryBudgetFraction of the backend's cache budget
+// (KeyedStateBackend::CacheBudgetBytes(), this operator's share of the worker's
+// --state-memory), and never more than kMaxInMemoryKeys keys; the backend's cache keeps within
+// the rest of its budget meanwhile (ReserveCacheBytes), so map and cache stay within it. The
+// key that reaches that cap moves the map to the backend, which gets its whole budget back, and
+// the subtask goes on in the backend path.
 class AggregateOperator final : public Operator {
  public:
   bool IsKeyed() const override { return true; }
@@ -86,8 +93,14 @@ class AggregateOperator final : public Operator {
           state_->RegisterState("plugin_accumulators", state::StateKind::kValue, o->ttl_ms);
       plugin_accs_.resize(aggs_.size());
     }
-    in_memory_ = key_schema_.size() == 1 && IsIntegral(key_schema_.field(0).type) &&
-                 !key_schema_.field(0).nullable && !has_plugin_ && o->ttl_ms == 0;
+    max_in_memory_keys_ = std::min(
+        kMaxInMemoryKeys,
+        static_cast<size_t>(static_cast<double>(state_->CacheBudgetBytes()) *
+                            kInMemoryBudgetFraction) /
+            BytesPerKey());
+    in_memory_ = !o->backend_state && max_in_memory_keys_ > 0 && key_schema_.size() == 1 &&
+                 IsIntegral(key_schema_.field(0).type) && !key_schema_.field(0).nullable &&
+                 !has_plugin_ && o->ttl_ms == 0;
     if (in_memory_) {  // only over a backend without accumulators (not restored with any)
       absl::Status any = state_->ForEachKey(
           state_id_, [](absl::string_view) { return absl::AlreadyExistsError("a stored key"); });
@@ -97,6 +110,8 @@ class AggregateOperator final : public Operator {
         return any;
       }
     }
+    // The map's cap comes out of the cache's budget while the map lives (class comment).
+    if (in_memory_) state_->ReserveCacheBytes(max_in_memory_keys_ * BytesPerKey());
     key_record_.Resize(key_schema_.size());
     out_.Resize(spec.output_schema.size());
     accs_.resize(aggs_.size());
@@ -244,14 +259,25 @@ class AggregateOperator final : public Operator {
     int64_t n = 0;
   };
 
-  // Keys kept in memory at most (per subtask; ~100 bytes each with two aggregates) before the
-  // subtask moves them to the backend.
+  // Keys kept in memory at most (per subtask) before the subtask moves them to the backend,
+  // whatever the budget.
   static constexpr size_t kMaxInMemoryKeys = size_t{1} << 20;
+  // The share of the backend's cache budget the map may use (reserved from the cache at Open();
+  // the cache, which holds only the entries the map writes at snapshots, keeps the rest).
+  static constexpr double kInMemoryBudgetFraction = 0.5;
   struct Slot {
     int64_t key;
     int key_group;
     bool dirty;  // in dirty_
   };
+
+  // Estimated bytes of one key in memory, at their most: its hash map entry (key, slot index
+  // and a control byte, in a table at least 7/16 full after it doubled: x 16/7 < 3) and its
+  // slot, accumulators and dirty_ entry (vectors at most twice their size after they grew).
+  size_t BytesPerKey() const {
+    return 3 * (sizeof(std::pair<const int64_t, uint32_t>) + 1) +
+           2 * (sizeof(Slot) + aggs_.size() * sizeof(Acc) + sizeof(uint32_t));
+  }
 
   // Process() in memory: folds `r` into its key's slot (added at its first record).
   absl::Status ProcessInMemory(const Record& r) {
@@ -274,7 +300,7 @@ class AggregateOperator final : public Operator {
       key_record_[0].i = key;
       SLUICE_RETURN_IF_ERROR(EmitRow(accs));
     }
-    if (slots_.size() > kMaxInMemoryKeys) return MoveToBackend();
+    if (slots_.size() >= max_in_memory_keys_) return MoveToBackend();
     return absl::OkStatus();
   }
 
@@ -291,6 +317,7 @@ class AggregateOperator final : public Operator {
 
   // Leaves the in-memory path: every key to the backend, which holds them from now on.
   absl::Status MoveToBackend() {
+    state_->ReserveCacheBytes(0);
     for (uint32_t i = 0; i < slots_.size(); ++i) SLUICE_RETURN_IF_ERROR(WriteSlot(i));
     in_memory_ = false;
     slot_of_ = {};
@@ -517,6 +544,7 @@ class AggregateOperator final : public Operator {
   // The in-memory path (class comment): each key's value -> its slot; per slot its key, key
   // group and aggs_.size() accumulators; the slots changed since the last snapshot.
   bool in_memory_ = false;
+  size_t max_in_memory_keys_ = 0;  // the budget's cap (class comment), from Open()
   absl::flat_hash_map<int64_t, uint32_t> slot_of_;
   std::vector<Slot> slots_;
   std::vector<Acc> slot_accs_;

@@ -90,6 +90,13 @@ absl::StatusOr<AggregateOptions> Parse(const YAML::Node& c, const plan::ParseCon
     if (emit != "updates" && emit != "final") return ctx.At(c["emit"], "'emit' must be 'updates' or 'final'");
     o.emit_final = emit == "final";
   }
+  if (c["state"]) {
+    const YAML::Node st = c["state"];
+    if (!st.IsScalar() || (st.Scalar() != "auto" && st.Scalar() != "backend")) {
+      return ctx.At(st, "'state' must be 'auto' (in memory when the key allows it) or 'backend'");
+    }
+    o.backend_state = st.Scalar() == "backend";
+  }
   o.schema = Schema(std::move(out));
   return o;
 }
@@ -114,7 +121,7 @@ std::unique_ptr<plan::OperatorType> MakeAggregateType() {
   plan::OperatorTraits t;
   t.name = "aggregate";
   t.keyed = true;
-  t.option_keys = {"aggregates", "emit", "ttl"};
+  t.option_keys = {"aggregates", "emit", "ttl", "state"};
   return std::make_unique<plan::TypedOperatorType<AggregateOptions>>(std::move(t), &Parse, &Infer,
                                                                      nullptr, nullptr, &Origins);
 }

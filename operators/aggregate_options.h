@@ -26,6 +26,10 @@ struct AggregateOptions final : plan::OptionsOf<AggregateOptions> {
   std::vector<Aggregate> aggregates;
   bool emit_final = false;  // `emit: final`; default `updates`
   int64_t ttl_ms = 0;       // 0: state kept forever
+  // `state: backend`: accumulators always in the keyed state backend (RocksDB behind its
+  // cache); default `auto`: in memory when the key allows it, within the memory budget
+  // (aggregate.cc, operators/README.md).
+  bool backend_state = false;
   Schema schema;            // the output: key fields, then one field per aggregate
 };
 

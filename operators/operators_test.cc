@@ -2308,8 +2308,9 @@ operators:
   }
 }
 
-// Beyond 2^20 keys in memory a subtask moves them all to the backend and goes on there: every
-// key's row at the end counts all its records, those before the move and after.
+// Beyond its cap of keys in memory (2^20 at most; fewer with the default 32 MiB cache budget) a
+// subtask moves them all to the backend and goes on there: every key's row at the end counts
+// all its records, those before the move and after.
 TEST_F(AggregateStateTest, InMemoryKeysBeyondTheLimitMoveToTheBackend) {
   ASSERT_OK(LoadJob(R"y(max_parallelism: 16
 operators:
@@ -2332,6 +2333,98 @@ operators:
   int64_t twice = 0;
   for (const std::string& row : s.out().rows) twice += absl::EndsWith(row, R"("n":2})");
   EXPECT_EQ(twice, 1000);
+}
+
+// The keys with accumulators in `backend` (those the aggregate's backend path holds, and those
+// its in-memory path wrote at snapshots or when it moved to the backend).
+int StoredAccumulatorKeys(state::KeyedStateBackend* backend) {
+  const state::StateId id = backend->RegisterState("accumulators", state::StateKind::kValue);
+  int n = 0;
+  EXPECT_OK(backend->ForEachKey(id, [&n](absl::string_view) {
+    ++n;
+    return absl::OkStatus();
+  }));
+  return n;
+}
+
+// The in-memory path counts against the backend's cache budget (its share of --state-memory):
+// with a 64 KiB cache a few keys stay in memory, but the subtask moves to the backend before
+// it holds 64 KiB / 24 keys (each takes at least its 8-byte key in the map and in its slot and
+// an 8-byte count), well below 2^20. Every key's row counts all its records.
+TEST_F(AggregateStateTest, InMemoryKeysStayWithinTheStateMemoryBudget) {
+  ASSERT_OK(LoadJob(R"y(max_parallelism: 16
+operators:
+  - {id: gen, type: datagen, fields: [{name: k, type: int64, expr: seq}]}
+  - {id: by_k, type: key_by, key: [k]}
+  - {id: agg, type: aggregate, emit: final, aggregates: [{fn: count, as: n}]}
+  - {id: out, type: blackhole}
+)y", "agg"));
+  cache_bytes_ = 64 << 10;
+  internal::KeyedSubtask& s = StartSubtask();
+  constexpr int64_t kKeys = (64 << 10) / 24;
+  Record r(1);
+  for (int64_t k = 0; k < 10; ++k) {
+    r.SetInt(0, k);
+    ASSERT_OK(s.op()->Process(r));
+  }
+  EXPECT_EQ(StoredAccumulatorKeys(s.backend()), 0);  // in memory
+  for (int64_t k = 10; k < kKeys; ++k) {
+    r.SetInt(0, k);
+    ASSERT_OK(s.op()->Process(r));
+  }
+  EXPECT_EQ(StoredAccumulatorKeys(s.backend()), kKeys);  // moved, then in the backend path
+  for (int64_t k = 0; k < kKeys; k += 2) {  // keys from before the move: twice
+    r.SetInt(0, k);
+    ASSERT_OK(s.op()->Process(r));
+  }
+  ASSERT_OK(s.op()->Finish());
+  std::vector<std::string> want;
+  for (int64_t k = 0; k < kKeys; ++k) {
+    want.push_back(absl::StrCat(R"({"k":)", k, R"(,"n":)", k % 2 == 0 ? 2 : 1, "}"));
+  }
+  EXPECT_THAT(s.out().rows, UnorderedElementsAreArray(want));
+}
+
+// `state: backend` keeps every key's accumulators in the backend from the first record (before
+// any checkpoint), with the same rows as the in-memory path.
+TEST_F(AggregateStateTest, BackendStateKeepsEveryKeyInTheBackend) {
+  for (const std::string state : {"auto", "backend"}) {
+    SCOPED_TRACE(state);
+    ASSERT_OK(LoadJob(absl::StrCat(R"y(max_parallelism: 16
+operators:
+  - {id: gen, type: datagen, fields: [{name: k, type: int64, expr: seq}]}
+  - {id: by_k, type: key_by, key: [k]}
+  - {id: agg, type: aggregate, emit: final, state: )y", state, R"y(, aggregates: [{fn: count, as: n}]}
+  - {id: out, type: blackhole}
+)y"), "agg"));
+    internal::KeyedSubtask& s = StartSubtask();
+    std::vector<Record> batch(300, Record(1));
+    for (int64_t i = 0; i < 300; ++i) batch[i].SetInt(0, i % 100);
+    ASSERT_OK(s.op()->ProcessBatch(0, batch.data(), batch.size()));
+    EXPECT_EQ(StoredAccumulatorKeys(s.backend()), state == "backend" ? 100 : 0);
+    ASSERT_OK(s.op()->Finish());
+    std::vector<std::string> want;
+    for (int64_t k = 0; k < 100; ++k) want.push_back(absl::StrCat(R"({"k":)", k, R"(,"n":3})"));
+    EXPECT_THAT(s.out().rows, UnorderedElementsAreArray(want));
+  }
+}
+
+// A `state:` other than auto or backend is refused at submission, with its line and the values
+// allowed.
+TEST_F(AggregateStateTest, BadStateOptionIsRefused) {
+  EXPECT_THAT(LoadJob(R"y(max_parallelism: 16
+operators:
+  - {id: gen, type: datagen, fields: [{name: k, type: int64, expr: seq}]}
+  - {id: by_k, type: key_by, key: [k]}
+  - id: agg
+    type: aggregate
+    state: heap
+    aggregates: [{fn: count, as: n}]
+  - {id: out, type: blackhole}
+)y", "agg"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("job.yaml:7:12: 'state' must be 'auto' (in memory when the key "
+                                 "allows it) or 'backend'")));
 }
 
 class NullKeyWindowTest : public internal::KeyedOperatorTest {};

@@ -170,6 +170,14 @@ class KeyedStateBackend {
       const PendingSnapshot& snapshot, const std::string& job_checkpoint_dir,
       const std::string& private_dir) = 0;
 
+  // The write-back cache's budget (StateBackendOptions::cache_bytes: half of this backend's
+  // share of the worker's --state-memory, memory_budget.h). Operators that keep state of their
+  // own in memory (the aggregate's in-memory path) count it against this budget.
+  virtual size_t CacheBudgetBytes() const = 0;
+  // Sets aside `bytes` of the cache's budget (at most all of it) for state the operator holds
+  // in memory itself: the cache keeps within the rest, evicting down to it at the next state
+  // call that may evict. 0 gives the whole budget back.
+  virtual void ReserveCacheBytes(size_t bytes) = 0;
   // Bytes the cache holds now (for metrics and the memory budget test).
   virtual size_t CacheBytesForTest() const = 0;
   // Keys looked up in RocksDB so far (by Get and batched reads), for tests of what the cache

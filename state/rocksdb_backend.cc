@@ -404,6 +404,8 @@ class RocksDbBackend final : public KeyedStateBackend {
       const PendingSnapshot& snapshot, const std::string& job_checkpoint_dir,
       const std::string& private_dir) override;
 
+  size_t CacheBudgetBytes() const override { return options_.cache_bytes; }
+  void ReserveCacheBytes(size_t bytes) override { cache_.Reserve(bytes); }
   size_t CacheBytesForTest() const override { return cache_.bytes(); }
   uint64_t StoreReadsForTest() const override { return store_reads_; }
   absl::string_view CurrentKey() const override { return current_key_; }

@@ -233,6 +233,7 @@ class KeyedOperatorTest : public ::testing::Test {
     o.range = range;
     o.clock = &clock_;
     o.origin = StateOrigin("job", spec_->id, spec_->type, 0, 0);
+    o.cache_bytes = cache_bytes_;
     return o;
   }
 
@@ -285,6 +286,7 @@ class KeyedOperatorTest : public ::testing::Test {
   const plan::OperatorSpec* spec_ = nullptr;
   std::filesystem::path root_;
   int next_dir_ = 0;
+  size_t cache_bytes_ = 32 << 20;  // the backends' write-back cache budget
   std::vector<std::unique_ptr<KeyedSubtask>> subtasks_;
 };
 

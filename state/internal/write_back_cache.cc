@@ -377,7 +377,7 @@ absl::Status WriteBackCache::FlushDirty(WriteFn write, size_t batch) {
 absl::Status WriteBackCache::Evict(WriteFn write) {
   victims_.clear();
   const size_t limit = 3 * slots_.size() + 1;
-  for (size_t scanned = 0; scanned < limit && bytes_ > budget_; ++scanned) {
+  for (size_t scanned = 0; scanned < limit && bytes_ > budget_ - reserved_; ++scanned) {
     if (victims_.size() >= std::max(kEvictBatch, live_ / 4)) break;
     const Ref r = static_cast<Ref>(hand_);
     if (++hand_ >= slots_.size()) hand_ = 0;
@@ -395,7 +395,7 @@ absl::Status WriteBackCache::Evict(WriteFn write) {
     }
   }
   for (Ref r : victims_) slots_[r].flags &= ~kVictim;
-  if (bytes_ > budget_) {
+  if (bytes_ > budget_ - reserved_) {
     // Not enough clean entries: write the dirty ones met, in one batch in key order, and drop
     // them all.
     SortByKey(&victims_);

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -166,10 +167,10 @@ class WriteBackCache {
   // Writes every dirty entry, in key order across all its WriteFn batches (each of at most
   // `batch` entries); entries stay cached. On an error the entries not written stay dirty.
   absl::Status FlushDirty(WriteFn write, size_t batch = kFlushBatch);
-  // Evicts until bytes() <= budget (see the class comment); the dirty entries it writes go to
-  // `write` in key order. Cheap when within budget.
+  // Evicts until bytes() <= budget - reserved (see the class comment and Reserve()); the dirty
+  // entries it writes go to `write` in key order. Cheap when within budget.
   absl::Status MakeRoom(WriteFn write) {
-    if (bytes_ <= budget_) return absl::OkStatus();
+    if (bytes_ <= budget_ - reserved_) return absl::OkStatus();
     return Evict(write);
   }
 
@@ -199,6 +200,10 @@ class WriteBackCache {
 
   size_t bytes() const { return bytes_; }
   size_t budget() const { return budget_; }
+  // Sets aside `bytes` of the budget (at most all of it) for memory its owner holds elsewhere:
+  // MakeRoom() evicts down to the rest from its next call. 0 gives the whole budget back. The
+  // store filter's limit (half the budget) does not change.
+  void Reserve(size_t bytes) { reserved_ = std::min(bytes, budget_); }
   size_t size() const { return live_; }
   size_t dirty_count() const { return dirty_count_; }
   // Entries dropped so far (by MakeRoom() or Erase()): a Ref taken when frees() was n is
@@ -272,6 +277,7 @@ class WriteBackCache {
   void AddToFilter(uint64_t hash);
 
   const size_t budget_;
+  size_t reserved_ = 0;  // Reserve()
   BlockArena arena_;
   std::vector<Slot> slots_;
   std::vector<Ref> free_;

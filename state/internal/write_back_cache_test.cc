@@ -279,6 +279,33 @@ TEST(WriteBackCacheTest, FlushOrdersKeysSharingTheirFirstEightBytesByTheWholeKey
   EXPECT_EQ(written, expected);
 }
 
+// Reserve() lowers the bytes MakeRoom() keeps to (clean entries dropped, dirty ones written
+// first); Reserve(0) gives the whole budget back.
+TEST(WriteBackCacheTest, ReservedBytesLowerTheBudgetUntilGivenBack) {
+  const size_t per_entry = WriteBackCache::kEntryOverhead + 8;
+  WriteBackCache cache(10 * per_entry);
+  FakeStore store;
+  auto write = [&](absl::Span<const Ref> refs) { return store.Write(cache, refs); };
+  for (int i = 0; i < 10; ++i) Put(cache, Key(i), "v", /*dirty=*/i % 2 == 0);
+  ASSERT_TRUE(cache.MakeRoom(write).ok());
+  EXPECT_EQ(cache.size(), 10u);
+  cache.Reserve(6 * per_entry);
+  ASSERT_TRUE(cache.MakeRoom(write).ok());
+  EXPECT_LE(cache.bytes(), 4 * per_entry);
+  EXPECT_EQ(cache.budget(), 10 * per_entry);
+  // Every key is still in the cache or was written to the store.
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_TRUE(cache.Peek(Key(i)) != WriteBackCache::kNone || i % 2 == 1 ||
+                store.data.count(Key(i)) == 1)
+        << i;
+  }
+  cache.Reserve(0);
+  for (int i = 10; i < 16; ++i) Put(cache, Key(i), "v", /*dirty=*/false);
+  ASSERT_TRUE(cache.MakeRoom(write).ok());
+  EXPECT_GT(cache.bytes(), 4 * per_entry);
+  EXPECT_LE(cache.bytes(), cache.budget());
+}
+
 TEST(WriteBackCacheTest, EvictsCleanUnreferencedFirstThenBatchesDirtyOnes) {
   // Keys "key-<i>" with values of at most 3 bytes take blocks of 8 or 9 bytes.
   const size_t per_entry = WriteBackCache::kEntryOverhead + 8;
