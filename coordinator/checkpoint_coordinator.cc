@@ -159,6 +159,7 @@ void CheckpointCoordinator::Acknowledge(const proto::CheckpointAck& ack, size_t 
     *md->add_subtasks() = a.state();
   }
   for (const auto& op : spec_->operators) md->add_operator_ids(op.id);
+  for (const auto& v : graph_->vertices) md->add_vertex_names(v.name);
   md->set_full_size(full);
   md->set_incremental_size(incremental);
   // Until it is written, no other checkpoint is triggered and the latest stays the previous one.

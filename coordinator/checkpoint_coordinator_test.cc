@@ -129,6 +129,9 @@ TEST_F(CheckpointCoordinatorTest, AcksFromEveryTaskCompleteIt) {
   EXPECT_EQ(md.subtasks_size(), 4);
   EXPECT_EQ(std::vector<std::string>(md.operator_ids().begin(), md.operator_ids().end()),
             (std::vector<std::string>{"src", "sink"}));
+  // The vertex layout, which a restore of in-flight data must match.
+  EXPECT_EQ(std::vector<std::string>(md.vertex_names().begin(), md.vertex_names().end()),
+            (std::vector<std::string>{"src", "sink"}));
   EXPECT_EQ(md.full_size(), 4 * 12);
   EXPECT_EQ(md.incremental_size(), 4 * 12);
   // While its metadata is written, it shows in progress and nothing else is triggered.

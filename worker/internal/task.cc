@@ -749,22 +749,54 @@ void Task::CompleteUnaligned(int64_t id, std::vector<BufferItem> input) {
 absl::Status Task::RestoreChannelState() {
   if (restore_ == nullptr) return absl::OkStatus();
   const proto::CheckpointMetadata& md = *restore_;
+  const std::vector<plan::Vertex>& vertices = desc_.graph->vertices;
+  const int num_vertices = static_cast<int>(vertices.size());
   const proto::SubtaskState* mine = nullptr;
+  const proto::SubtaskState* out_of_range = nullptr;
   bool any = false;
-  std::vector<int> old_parallelism(desc_.graph->vertices.size(), 0);
+  std::vector<int> old_parallelism(vertices.size(), 0);
   for (const auto& st : md.subtasks()) {
     any |= !st.channel_state_file().empty();
-    if (st.vertex() >= 0 && st.vertex() < static_cast<int>(old_parallelism.size())) ++old_parallelism[st.vertex()];
+    if (st.vertex() >= 0 && st.vertex() < num_vertices) {
+      ++old_parallelism[st.vertex()];
+    } else if (out_of_range == nullptr) {
+      out_of_range = &st;
+    }
     if (st.vertex() == desc_.vertex && st.subtask() == desc_.subtask) mine = &st;
   }
+  // Without in-flight data all state is matched by operator id: rescaling and re-chaining are fine.
   if (!any) return absl::OkStatus();
+  // In-flight data is stored per vertex index and channel: it belongs to the vertex layout that
+  // took it (another job file, or another build's chaining, gives other vertices).
+  const std::string fix =
+      "; restore it with the job file and build that took it, or take an aligned savepoint there "
+      "(sluice savepoint) and restore from that";
+  const int stored = md.vertex_names_size();
+  // Metadata written before vertex_names has none: only its vertex indexes can be checked.
+  if (stored > 0) {
+    for (int v = 0; v < std::max(stored, num_vertices); ++v) {
+      const std::string was = v < stored ? absl::StrCat("'", md.vertex_names(v), "'") : "absent";
+      const std::string now = v < num_vertices ? absl::StrCat("'", vertices[v].name, "'") : "absent";
+      if (was == now) continue;
+      return absl::FailedPreconditionError(absl::StrCat(
+          "job ", desc_.job_id, ": checkpoint ", md.checkpoint_id(),
+          " is unaligned (it holds in-flight data) and was taken with other vertices: vertex ", v,
+          " was ", was, ", now ", now, " (", stored, " vertices, now ", num_vertices, ")", fix));
+    }
+  }
+  if (out_of_range != nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", desc_.job_id, ": checkpoint ", md.checkpoint_id(),
+        " is unaligned (it holds in-flight data) and was taken with other vertices: it has state of "
+        "vertex ", out_of_range->vertex(), " (subtask ", out_of_range->subtask(), "), this job has ",
+        num_vertices, " vertices", fix));
+  }
   for (size_t v = 0; v < old_parallelism.size(); ++v) {
-    if (old_parallelism[v] != desc_.graph->vertices[v].parallelism) {
+    if (old_parallelism[v] != vertices[v].parallelism) {
       return absl::FailedPreconditionError(absl::StrCat(
           "job ", desc_.job_id, ": checkpoint ", md.checkpoint_id(),
           " is unaligned (it holds in-flight data), which cannot be rescaled: '",
-          desc_.graph->vertices[v].name, "' had ", old_parallelism[v], " subtasks, now ",
-          desc_.graph->vertices[v].parallelism,
+          vertices[v].name, "' had ", old_parallelism[v], " subtasks, now ", vertices[v].parallelism,
           "; restore it with the old parallelism, or rescale from a savepoint (always aligned)"));
     }
   }

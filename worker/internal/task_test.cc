@@ -29,6 +29,7 @@
 #include "common/key_groups.h"
 #include "common/metrics.h"
 #include "common/record.h"
+#include "common/record_codec.h"
 #include "common/state_format.h"
 #include "common/status.h"
 #include "common/status_matchers.h"
@@ -38,6 +39,7 @@
 #include "operators/key_hasher.h"
 #include "operators/datagen_options.h"
 #include "operators/registry.h"
+#include "worker/internal/channel_state.h"
 #include "plan/job_graph.h"
 #include "plan/job_spec.h"
 #include "worker/internal/input_gate.h"
@@ -948,6 +950,83 @@ operators:
     EXPECT_THAT(st.error(), HasSubstr("job job-1: checkpoint 5 is unaligned (it holds in-flight "
                                       "data), which cannot be rescaled: 'gen -> out' had 3 "
                                       "subtasks, now 2"));
+  }
+}
+
+// An unaligned checkpoint's in-flight data is stored per vertex index: one taken with other
+// vertices (another job file, or a build that chained differently) is refused, naming the vertex
+// that differs, rather than fed to whichever vertex now has that index.
+constexpr char kTwoVertices[] = R"(
+name: relaid
+parallelism: 1
+checkpoint: {interval: 1s, mode: unaligned}
+operators:
+  - id: gen
+    type: datagen
+    count: 3
+    fields: [{name: v, type: int64, expr: "seq"}]
+  - id: out
+    type: blackhole
+    inputs: [{from: gen, partition: rebalance}]
+)";
+
+// Metadata of checkpoint 5 with one subtask per vertex in `vertices` (its vertex_names unless
+// `old_format`), the one of `with_data` holding in-flight data.
+std::shared_ptr<proto::CheckpointMetadata> InFlightMetadata(const std::vector<std::string>& vertices,
+                                                            int with_data, bool old_format) {
+  auto md = std::make_shared<proto::CheckpointMetadata>();
+  md->set_job_id("job-1");
+  md->set_checkpoint_id(5);
+  for (int v = 0; v < static_cast<int>(vertices.size()); ++v) {
+    if (!old_format) md->add_vertex_names(vertices[v]);
+    proto::SubtaskState* st = md->add_subtasks();
+    st->set_vertex(v);
+    st->set_subtask(0);
+    if (v == with_data) st->set_channel_state_file(absl::StrCat("chk-5/", v, "-0-channels"));
+  }
+  return md;
+}
+
+TEST_F(TaskTest, UnalignedCheckpointOfOtherVerticesIsRefused) {
+  checkpointing_ = true;
+  // Taken when a key_by had a vertex of its own; its input buffers must not reach 'out'.
+  restore_ = InFlightMetadata({"gen", "key_by", "out"}, 1, false);
+  Deploy(kTwoVertices);
+  ASSERT_FALSE(HasFailure());
+  ASSERT_EQ(tasks_.size(), 2u);
+  StartAll();
+  ASSERT_TRUE(WaitAllDone());
+  for (auto& t : tasks_) {
+    proto::TaskStatus st = t->Status();
+    EXPECT_EQ(st.state(), proto::TASK_FAILED);
+    EXPECT_THAT(st.error(),  // prefixed with the task's name
+                ::testing::EndsWith(
+              "job job-1: checkpoint 5 is unaligned (it holds in-flight data) and was taken with "
+              "other vertices: vertex 1 was 'key_by', now 'out' (3 vertices, now 2); restore it "
+              "with the job file and build that took it, or take an aligned savepoint there "
+              "(sluice savepoint) and restore from that"));
+  }
+  EXPECT_EQ(CountsOf("out").in, 0u);
+}
+
+// Metadata written before vertex names: a subtask of a vertex this job does not have is refused
+// too (its in-flight data would otherwise be dropped without a word).
+TEST_F(TaskTest, UnalignedCheckpointOfAVertexBeyondTheJobIsRefused) {
+  checkpointing_ = true;
+  restore_ = InFlightMetadata({"gen", "filter", "out"}, 2, true);
+  Deploy(kTwoVertices);
+  ASSERT_FALSE(HasFailure());
+  StartAll();
+  ASSERT_TRUE(WaitAllDone());
+  for (auto& t : tasks_) {
+    proto::TaskStatus st = t->Status();
+    EXPECT_EQ(st.state(), proto::TASK_FAILED);
+    EXPECT_THAT(st.error(),  // prefixed with the task's name
+                ::testing::EndsWith(
+              "job job-1: checkpoint 5 is unaligned (it holds in-flight data) and was taken with "
+              "other vertices: it has state of vertex 2 (subtask 0), this job has 2 vertices; "
+              "restore it with the job file and build that took it, or take an aligned savepoint "
+              "there (sluice savepoint) and restore from that"));
   }
 }
 
