@@ -987,6 +987,20 @@ std::shared_ptr<proto::CheckpointMetadata> InFlightMetadata(const std::vector<st
   return md;
 }
 
+// Every task failed with the restore's refusal of checkpoint 5's in-flight data (its error is
+// prefixed with the task's name), for `reason`.
+void ExpectEveryTaskRefusedTheRestore(const std::vector<std::unique_ptr<Task>>& tasks,
+                                      absl::string_view reason) {
+  for (const auto& t : tasks) {
+    proto::TaskStatus st = t->Status();
+    EXPECT_EQ(st.state(), proto::TASK_FAILED);
+    EXPECT_THAT(st.error(), ::testing::EndsWith(absl::StrCat(
+        "job job-1: checkpoint 5 is unaligned (it holds in-flight data) and was taken with "
+        "other vertices: ", reason, "; restore it with the job file and build that took it, "
+        "or take an aligned savepoint there (sluice savepoint) and restore from that")));
+  }
+}
+
 TEST_F(TaskTest, UnalignedCheckpointOfOtherVerticesIsRefused) {
   checkpointing_ = true;
   // Taken when a key_by had a vertex of its own; its input buffers must not reach 'out'.
@@ -996,16 +1010,7 @@ TEST_F(TaskTest, UnalignedCheckpointOfOtherVerticesIsRefused) {
   ASSERT_EQ(tasks_.size(), 2u);
   StartAll();
   ASSERT_TRUE(WaitAllDone());
-  for (auto& t : tasks_) {
-    proto::TaskStatus st = t->Status();
-    EXPECT_EQ(st.state(), proto::TASK_FAILED);
-    EXPECT_THAT(st.error(),  // prefixed with the task's name
-                ::testing::EndsWith(
-              "job job-1: checkpoint 5 is unaligned (it holds in-flight data) and was taken with "
-              "other vertices: vertex 1 was 'key_by', now 'out' (3 vertices, now 2); restore it "
-              "with the job file and build that took it, or take an aligned savepoint there "
-              "(sluice savepoint) and restore from that"));
-  }
+  ExpectEveryTaskRefusedTheRestore(tasks_, "vertex 1 was 'key_by', now 'out' (3 vertices, now 2)");
   EXPECT_EQ(CountsOf("out").in, 0u);
 }
 
@@ -1018,16 +1023,7 @@ TEST_F(TaskTest, UnalignedCheckpointOfAVertexBeyondTheJobIsRefused) {
   ASSERT_FALSE(HasFailure());
   StartAll();
   ASSERT_TRUE(WaitAllDone());
-  for (auto& t : tasks_) {
-    proto::TaskStatus st = t->Status();
-    EXPECT_EQ(st.state(), proto::TASK_FAILED);
-    EXPECT_THAT(st.error(),  // prefixed with the task's name
-                ::testing::EndsWith(
-              "job job-1: checkpoint 5 is unaligned (it holds in-flight data) and was taken with "
-              "other vertices: it has state of vertex 2 (subtask 0), this job has 2 vertices; "
-              "restore it with the job file and build that took it, or take an aligned savepoint "
-              "there (sluice savepoint) and restore from that"));
-  }
+  ExpectEveryTaskRefusedTheRestore(tasks_, "it has state of vertex 2 (subtask 0), this job has 2 vertices");
 }
 
 // ---------------------------------------------------------------------------------------------
