@@ -1583,25 +1583,60 @@ class WindowOperator final : public Operator {
     static bool Later(const DueEntry& a, const DueEntry& b) { return a.at > b.at; }
   };
   // A session's firing (and/or cleanup) due; run in the order of the per-key timers: time, key
-  // group, key, window.
+  // group, key (its record bytes), window.
   struct SessionFireItem {
     int64_t at;
     KeySessions* ks;         // null: a flat key's session (fired and cleaned up at once)
     int kg;                  // the key's key group
-    const std::string* key;  // the key's record bytes
+    const std::string* key;  // the key's record bytes (null for a flat key's)
     int64_t flat_key;        // ks null: the key's value
     uint32_t index;          // in ks->sessions
     bool fire;               // its final firing (at end - 1)
     bool cleanup;            // its cleanup (at end - 1 + lateness)
+    // The key's record bytes' first 8 and (one_int_key_: a varint of 10 bytes at most) last 2,
+    // big-endian and zero-padded (KeyOrder): with one integer key they order the keys as their
+    // bytes do (no varint is the start of another), so neither bytes nor memcmp are needed.
+    uint64_t prefix;
+    uint16_t tail;
     static bool Before(const SessionFireItem& a, const SessionFireItem& b) {
       if (a.at != b.at) return a.at < b.at;
+      if (a.kg != b.kg) return a.kg < b.kg;
+      if (a.prefix != b.prefix) return a.prefix < b.prefix;
       if (a.key != b.key) {
-        if (a.kg != b.kg) return a.kg < b.kg;
-        return *a.key < *b.key;
+        const int c = a.key->compare(*b.key);
+        if (c != 0) return c < 0;
       }
       return a.index < b.index;
     }
+    // Before() when every key is one integer (one_int_key_): the key by its prefix and tail.
+    static bool IntBefore(const SessionFireItem& a, const SessionFireItem& b) {
+      if (a.at != b.at) return a.at < b.at;
+      if (a.kg != b.kg) return a.kg < b.kg;
+      if (a.prefix != b.prefix) return a.prefix < b.prefix;
+      if (a.tail != b.tail) return a.tail < b.tail;
+      return a.index < b.index;
+    }
   };
+  // The order words of a key's record bytes (SessionFireItem::prefix and tail).
+  static void KeyOrder(absl::string_view bytes, uint64_t* prefix, uint16_t* tail) {
+    auto byte = [&](size_t i) -> uint64_t { return i < bytes.size() ? static_cast<unsigned char>(bytes[i]) : 0; };
+    uint64_t p = 0;
+    for (size_t i = 0; i < 8; ++i) p = (p << 8) | byte(i);
+    *prefix = p;
+    *tail = static_cast<uint16_t>(byte(8) << 8 | byte(9));
+  }
+  // KeyOrder of an integer key's record bytes (IntKeyBytes), without making them.
+  static void IntKeyOrder(int64_t key, uint64_t* prefix, uint16_t* tail) {
+    unsigned char bytes[10] = {};
+    uint64_t u = ZigZag(key);
+    int n = 0;
+    for (; u >= 0x80; u >>= 7) bytes[n++] = static_cast<unsigned char>(u | 0x80);
+    bytes[n] = static_cast<unsigned char>(u);
+    uint64_t p = 0;
+    for (int i = 0; i < 8; ++i) p = (p << 8) | bytes[i];
+    *prefix = p;
+    *tail = static_cast<uint16_t>(bytes[8] << 8 | bytes[9]);
+  }
 
   // The current key's (key_) sessions: in memory (a flat key is made a node first), or (a key
   // beyond the memory budget) read from the backend into spilled_; null when it has none.
@@ -1670,6 +1705,12 @@ class WindowOperator final : public Operator {
   // the nodes' firings, and drops it; else as a node), else queues it again at its end - 1.
   enum : int64_t { kFlatKey = 1, kFlatDirty = 2, kFlatInBackend = 4, kFlatQueued = 8 };  // meta bits
   enum : size_t { kFlatStart = 1, kFlatEnd = 2, kFlatStateStart = 3, kFlatRecords = 4, kFlatValues = 5 };
+  // A flat slot's meta word: its bits (kFlat*) and, from bit 32, its key's key group (so that
+  // firings and checkpoints need not hash the key again).
+  static int64_t FlatMeta(int kg, int64_t bits) {
+    return static_cast<int64_t>(static_cast<uint64_t>(static_cast<uint32_t>(kg)) << 32) | bits;
+  }
+  static int FlatKeyGroup(const int64_t* slot) { return static_cast<int>(static_cast<uint64_t>(slot[0]) >> 32); }
 
   // Record r (window w, not late) into the current key's flat slot, or a new one; false,
   // nothing done, when the general path must take it (the key is a node, or the record does
@@ -1695,7 +1736,7 @@ class WindowOperator final : public Operator {
     }
     bool inserted;
     int64_t* slot = session_index_.FindOrInsert(key, &inserted);
-    slot[0] = kFlatKey | kFlatDirty | kFlatQueued;
+    slot[0] = FlatMeta(key_.key_group(), kFlatKey | kFlatDirty | kFlatQueued);
     slot[kFlatStart] = w.start;
     slot[kFlatEnd] = w.end;
     slot[kFlatStateStart] = w.start;
@@ -1708,6 +1749,7 @@ class WindowOperator final : public Operator {
   void QueueFlat(int64_t key, int64_t at) {
     due_.push_back({at, static_cast<uint64_t>(key), nullptr});
     std::push_heap(due_.begin(), due_.end(), DueEntry::Later);
+    due_max_at_ = std::max(due_max_at_, at);
   }
   // The pane words of a flat slot's session.
   void FlatPaneWords(const int64_t* slot, Pane* pane) const {
@@ -1759,26 +1801,30 @@ class WindowOperator final : public Operator {
       return absl::OkStatus();
     }
     slot[0] &= ~kFlatQueued;
-    flat_fire_keys_.emplace_back();
-    IntKeyBytes(key, &flat_fire_keys_.back());
-    SLUICE_RETURN_IF_ERROR(SetStoredKey(flat_fire_keys_.back()));
     if (CleanupTime(TimeWindow{slot[kFlatStart], slot[kFlatEnd]}) == slot[kFlatEnd] - 1) {
       // No lateness: fired and gone at once, from its slot (FireFlatKey), in timer order.
-      fire_items_.push_back({slot[kFlatEnd] - 1, nullptr, key_.key_group(), &flat_fire_keys_.back(), key, 0, true, true});
+      SessionFireItem item{slot[kFlatEnd] - 1, nullptr, FlatKeyGroup(slot), nullptr, key, 0, true, true, 0, 0};
+      IntKeyOrder(key, &item.prefix, &item.tail);
+      fire_items_.push_back(item);
       return absl::OkStatus();
     }
+    IntKeyBytes(key, &flat_key_);
+    SLUICE_RETURN_IF_ERROR(SetStoredKey(flat_key_));
     PromoteFlatKey(slot);  // it stays for its lateness after firing: a node
     return absl::OkStatus();
   }
   // A flat key's session fired (its row) and dropped, with the key (FireSessionItems).
   absl::Status FireFlatKey(const SessionFireItem& item) {
     const int64_t* slot = session_index_.Find(item.flat_key);  // a flat key leaves only here
-    SetWindow(TimeWindow{slot[kFlatStateStart], slot[kFlatStateStart] + o_->windows.gap_ms}, item.kg, *item.key);
+    SetWindow(TimeWindow{slot[kFlatStateStart], slot[kFlatStateStart] + o_->windows.gap_ms}, item.kg,
+              absl::string_view());
     FlatPaneWords(slot, &flat_pane_);
     PaneToAcc(flat_pane_, &acc_);
-    SLUICE_RETURN_IF_ERROR(EmitRow(TimeWindow{slot[kFlatStart], slot[kFlatEnd]}));
+    out_[0].i = item.flat_key;  // the key's one field (EmitRow without decoding its bytes)
+    SLUICE_RETURN_IF_ERROR(EmitRowValues(TimeWindow{slot[kFlatStart], slot[kFlatEnd]}));
     if ((slot[0] & kFlatInBackend) != 0) {
-      state_->SetCurrentKey(*item.key, item.kg);
+      IntKeyBytes(item.flat_key, &flat_key_);
+      state_->SetCurrentKey(flat_key_, item.kg);
       SLUICE_RETURN_IF_ERROR(state_->Delete(key_sessions_id_));
     }
     session_index_.Erase(item.flat_key);
@@ -1837,6 +1883,7 @@ class WindowOperator final : public Operator {
     ++ks->refs;
     due_.push_back({at, ks->queued_gen, ks});
     std::push_heap(due_.begin(), due_.end(), DueEntry::Later);
+    due_max_at_ = std::max(due_max_at_, at);
   }
 
   // Record r (time ts, window w = [ts, ts + gap)) into the current key's sessions: w merges
@@ -2004,23 +2051,32 @@ class WindowOperator final : public Operator {
   absl::Status FireDueSessions(int64_t wm) {
     due_keys_.clear();
     fire_items_.clear();
-    flat_fire_keys_.clear();
+    if (!due_.empty() && wm >= due_max_at_) {
+      // Every entry is due (mostly the input's end): taken in one pass in the heap's array
+      // order, the keys' slots and nodes prefetched ahead, instead of one pop_heap each (the
+      // entries' order does not matter: their firings are sorted in timer order after).
+      due_all_.swap(due_);
+      due_.clear();  // entries queued meanwhile go here (a flat key made a node: popped below)
+      due_max_at_ = std::numeric_limits<int64_t>::min();
+      constexpr size_t kAhead = 8;
+      for (size_t i = 0; i < due_all_.size(); ++i) {
+        if (i + kAhead < due_all_.size()) {
+          const DueEntry& next = due_all_[i + kAhead];
+          if (next.ks == nullptr) {
+            session_index_.Prefetch(static_cast<int64_t>(next.gen));
+          } else {
+            __builtin_prefetch(next.ks);
+          }
+        }
+        SLUICE_RETURN_IF_ERROR(TakeDueEntry(due_all_[i], wm));
+      }
+      due_all_.clear();
+    }
     while (!due_.empty() && due_.front().at <= wm) {
       std::pop_heap(due_.begin(), due_.end(), DueEntry::Later);
       const DueEntry e = due_.back();
       due_.pop_back();
-      if (e.ks == nullptr) {  // a flat key's
-        SLUICE_RETURN_IF_ERROR(FlatKeyDue(static_cast<int64_t>(e.gen), wm));
-        continue;
-      }
-      KeySessions* ks = e.ks;
-      --ks->refs;
-      if (ks->queued && ks->queued_gen == e.gen) {
-        ks->queued = false;
-        due_keys_.push_back(ks);
-      } else if (ks->refs == 0 && !ks->queued && ks->sessions.empty()) {
-        DropKeySessions(ks);
-      }
+      SLUICE_RETURN_IF_ERROR(TakeDueEntry(e, wm));
     }
     if (due_keys_.empty() && fire_items_.empty()) return absl::OkStatus();
     for (KeySessions* ks : due_keys_) AddSessionFireItems(ks, wm);
@@ -2034,26 +2090,53 @@ class WindowOperator final : public Operator {
     return absl::OkStatus();
   }
 
+  // due_'s entry e, due by watermark `wm` and out of due_: a flat key's to FlatKeyDue; a live
+  // one's key to due_keys_; a stale one dropped (with its key, when it was the key's last
+  // entry and the key has no sessions left).
+  absl::Status TakeDueEntry(const DueEntry& e, int64_t wm) {
+    if (e.ks == nullptr) return FlatKeyDue(static_cast<int64_t>(e.gen), wm);  // a flat key's
+    KeySessions* ks = e.ks;
+    --ks->refs;
+    if (ks->queued && ks->queued_gen == e.gen) {
+      ks->queued = false;
+      due_keys_.push_back(ks);
+    } else if (ks->refs == 0 && !ks->queued && ks->sessions.empty()) {
+      DropKeySessions(ks);
+    }
+    return absl::OkStatus();
+  }
   // Appends to fire_items_ the firings and cleanups of ks's sessions due by `up_to`.
   void AddSessionFireItems(KeySessions* ks, int64_t up_to) {
+    uint64_t prefix;
+    uint16_t tail;
+    KeyOrder(*ks->key, &prefix, &tail);
     for (size_t i = 0; i < ks->sessions.size(); ++i) {
       const Session& s = ks->sessions[i];
       const int64_t max = s.w.max_timestamp();
       const int64_t cleanup = o_->event_time ? CleanupTime(s.w) : max;
       const bool fired = s.pane.words[slot_[kFinalFired]] != 0;
       if (!fired && max <= up_to) {
-        fire_items_.push_back({max, ks, ks->kg, ks->key, 0, static_cast<uint32_t>(i), true, cleanup == max});
+        fire_items_.push_back({max, ks, ks->kg, ks->key, 0, static_cast<uint32_t>(i), true, cleanup == max, prefix, tail});
       }
       if ((fired || cleanup != max) && cleanup <= up_to) {
-        fire_items_.push_back({cleanup, ks, ks->kg, ks->key, 0, static_cast<uint32_t>(i), false, true});
+        fire_items_.push_back({cleanup, ks, ks->kg, ks->key, 0, static_cast<uint32_t>(i), false, true, prefix, tail});
       }
     }
   }
   // Runs fire_items_ in timer order: a firing emits the session's row (once); a cleanup drops
   // its distinct values and pending early firing, and marks it removed.
   absl::Status FireSessionItems() {
-    std::sort(fire_items_.begin(), fire_items_.end(), SessionFireItem::Before);
-    for (const SessionFireItem& item : fire_items_) {
+    if (one_int_key_) {
+      std::sort(fire_items_.begin(), fire_items_.end(), SessionFireItem::IntBefore);
+    } else {
+      std::sort(fire_items_.begin(), fire_items_.end(), SessionFireItem::Before);
+    }
+    constexpr size_t kAhead = 8;  // flat keys' slots prefetched ahead
+    for (size_t i = 0; i < fire_items_.size(); ++i) {
+      const SessionFireItem& item = fire_items_[i];
+      if (i + kAhead < fire_items_.size() && fire_items_[i + kAhead].ks == nullptr) {
+        session_index_.Prefetch(fire_items_[i + kAhead].flat_key);
+      }
       if (item.ks == nullptr) {
         SLUICE_RETURN_IF_ERROR(FireFlatKey(item));
         continue;
@@ -2241,7 +2324,7 @@ class WindowOperator final : public Operator {
       const Session& s = restored.sessions[0];
       bool inserted;
       int64_t* slot = session_index_.FindOrInsert(key_.record()[0].i, &inserted);
-      slot[0] = kFlatKey | kFlatQueued | (dirty ? kFlatDirty : kFlatInBackend);
+      slot[0] = FlatMeta(key_.key_group(), kFlatKey | kFlatQueued | (dirty ? kFlatDirty : kFlatInBackend));
       slot[kFlatStart] = s.w.start;
       slot[kFlatEnd] = s.w.end;
       slot[kFlatStateStart] = s.state_w.start;
@@ -2458,12 +2541,13 @@ class WindowOperator final : public Operator {
   bool fold_batches_ = false;
   FoldWindow fold_windows_[2];
   std::string flat_key_;        // a flat key's record bytes (WriteKeySessions)
-  std::deque<std::string> flat_fire_keys_;  // FireDueSessions: the firing flat keys' bytes
   Pane flat_pane_;              // a flat key's pane (EncodeFlatKey)
   KeySessions spilled_;
   std::string spilled_key_;
   bool sessions_spilled_ = false;  // some keys' sessions are kept in the backend (budget spent)
   std::vector<DueEntry> due_;      // in-memory event-time keys by their next firing (min-heap)
+  int64_t due_max_at_ = std::numeric_limits<int64_t>::min();  // >= every entry's `at` in due_
+  std::vector<DueEntry> due_all_;  // FireDueSessions: due_ taken whole
   uint64_t due_gen_ = 0;
   bool has_plugin_ = false;  // an aggregate is a plugin's function
   // Open windows. A Bucket moves when buckets_ grows (its panes do not): cur_bucket_ is found
