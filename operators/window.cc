@@ -351,6 +351,7 @@ class WindowOperator final : public Operator {
   absl::Status ProcessBatch(int input_index, const Record* records, size_t count) override {
     if (key_field_ < 0) return Operator::ProcessBatch(input_index, records, count);
     if (fold_batches_) return FoldBatch(records, count);
+    if (flat_sessions_) return ProcessFlatBatch(records, count);
     constexpr size_t kAhead = 8;
     for (size_t i = 0; i < count && i < kAhead; ++i) session_index_.Prefetch(records[i][key_field_].i);
     for (size_t i = 0; i < count; ++i) {
@@ -1616,6 +1617,13 @@ class WindowOperator final : public Operator {
       if (a.tail != b.tail) return a.tail < b.tail;
       return a.index < b.index;
     }
+    // For std::sort, inlined (a function pointer is called per comparison).
+    struct Order {
+      bool operator()(const SessionFireItem& a, const SessionFireItem& b) const { return Before(a, b); }
+    };
+    struct IntOrder {
+      bool operator()(const SessionFireItem& a, const SessionFireItem& b) const { return IntBefore(a, b); }
+    };
   };
   // The order words of a key's record bytes (SessionFireItem::prefix and tail).
   static void KeyOrder(absl::string_view bytes, uint64_t* prefix, uint16_t* tail) {
@@ -1717,18 +1725,7 @@ class WindowOperator final : public Operator {
   // not extend its flat session in place, or a new key would not be flat).
   bool ProcessFlatSession(const Record& r, const TimeWindow& w) {
     const int64_t key = key_.record()[0].i;
-    if (int64_t* slot = session_index_.Find(key)) {
-      if ((slot[0] & kFlatKey) == 0) return false;
-      const TimeWindow open{slot[kFlatStart], slot[kFlatEnd]};
-      if (!open.OverlapsOrTouches(w)) return false;
-      const TimeWindow merged = w.Cover(open);
-      if (merged.max_timestamp() <= Watermark()) return false;  // due: fires in the general path
-      slot[kFlatStart] = merged.start;
-      slot[kFlatEnd] = merged.end;
-      FoldValues(&slot[kFlatRecords], &slot[kFlatValues], r);
-      slot[0] |= kFlatDirty;
-      return true;
-    }
+    if (int64_t* slot = session_index_.Find(key)) return ExtendFlatSession(slot, r, w, Watermark());
     // A spilled key may be in the backend; a late one is the general path's.
     if (sessions_spilled_ || w.max_timestamp() <= Watermark() ||
         pane_bytes_ + session_index_.BytesPerKey() > max_pane_bytes_) {
@@ -1745,6 +1742,42 @@ class WindowOperator final : public Operator {
     int_key_panes_made.fetch_add(1, std::memory_order_relaxed);
     QueueFlat(key, w.max_timestamp());
     return true;
+  }
+  // Record r (window w) into flat slot `slot` (the current key's, maybe a node) when it extends
+  // its session in place (not due by watermark `wm`); false, nothing done, otherwise.
+  bool ExtendFlatSession(int64_t* slot, const Record& r, const TimeWindow& w, int64_t wm) {
+    if ((slot[0] & kFlatKey) == 0) return false;
+    const TimeWindow open{slot[kFlatStart], slot[kFlatEnd]};
+    if (!open.OverlapsOrTouches(w)) return false;
+    const TimeWindow merged = w.Cover(open);
+    if (merged.max_timestamp() <= wm) return false;  // due: fires in the general path
+    slot[kFlatStart] = merged.start;
+    slot[kFlatEnd] = merged.end;
+    FoldValues(&slot[kFlatRecords], &slot[kFlatValues], r);
+    slot[0] |= kFlatDirty;
+    return true;
+  }
+  // A batch of flat session keys (flat_sessions_): a record that extends its key's flat session
+  // in place is folded here, by the key's value (no key evaluated, no key group), its slot
+  // prefetched kAhead records before; any other goes through Process(). The watermark does not
+  // move within a batch.
+  absl::Status ProcessFlatBatch(const Record* records, size_t count) {
+    constexpr size_t kAhead = 8;
+    const int64_t gap = o_->windows.gap_ms;
+    const int time_field = o_->time_field;
+    const int64_t wm = Watermark();
+    for (size_t i = 0; i < count && i < kAhead; ++i) session_index_.Prefetch(records[i][key_field_].i);
+    for (size_t i = 0; i < count; ++i) {
+      if (i + kAhead < count) session_index_.Prefetch(records[i + kAhead][key_field_].i);
+      const Record& r = records[i];
+      const int64_t ts = r[time_field].i;
+      if (ts <= kMaxTs - gap) {
+        int64_t* slot = session_index_.Find(r[key_field_].i);
+        if (slot != nullptr && ExtendFlatSession(slot, r, TimeWindow{ts, ts + gap}, wm)) continue;
+      }
+      SLUICE_RETURN_IF_ERROR(Process(r));
+    }
+    return absl::OkStatus();
   }
   void QueueFlat(int64_t key, int64_t at) {
     due_.push_back({at, static_cast<uint64_t>(key), nullptr});
@@ -2127,9 +2160,9 @@ class WindowOperator final : public Operator {
   // its distinct values and pending early firing, and marks it removed.
   absl::Status FireSessionItems() {
     if (one_int_key_) {
-      std::sort(fire_items_.begin(), fire_items_.end(), SessionFireItem::IntBefore);
+      std::sort(fire_items_.begin(), fire_items_.end(), SessionFireItem::IntOrder());
     } else {
-      std::sort(fire_items_.begin(), fire_items_.end(), SessionFireItem::Before);
+      std::sort(fire_items_.begin(), fire_items_.end(), SessionFireItem::Order());
     }
     constexpr size_t kAhead = 8;  // flat keys' slots prefetched ahead
     for (size_t i = 0; i < fire_items_.size(); ++i) {
