@@ -2326,8 +2326,7 @@ class WindowOperator final : public Operator {
       session_index_.ForEach([&](int64_t key, int64_t* slot) {
         if (!status.ok() || (slot[0] & (kFlatKey | kFlatDirty)) != (kFlatKey | kFlatDirty)) return;
         IntKeyBytes(key, &flat_key_);
-        status = SetStoredKey(flat_key_);
-        if (!status.ok()) return;
+        state_->SetCurrentKey(flat_key_, FlatKeyGroup(slot));
         EncodeFlatKey(slot, &value_);
         status = state_->Put(key_sessions_id_, value_);
         slot[0] = (slot[0] & ~kFlatDirty) | kFlatInBackend;
