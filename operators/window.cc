@@ -56,7 +56,7 @@ bool slide_panes_enabled = true;  // SetWindowSlidePanesForTest
 bool session_fast_paths_enabled = true;  // SetWindowSessionFastPathsForTest
 bool int_key_panes_enabled = true;  // SetWindowIntKeyPanesForTest
 bool fold_batches_enabled = true;  // SetWindowFoldBatchesForTest
-std::atomic<uint64_t> batch_folds{0};  // WindowBatchFoldsForTest
+std::atomic<uint64_t> batch_folds{0};  // WindowBatchFoldsForTest (flat sessions' extensions too)
 std::atomic<uint64_t> int_key_panes_made{0};  // WindowIntKeyPanesMadeForTest
 
 // a + b without overflow: saturates at INT64_MAX (cleanup times, early firing times).
@@ -1766,6 +1766,7 @@ class WindowOperator final : public Operator {
     const int64_t gap = o_->windows.gap_ms;
     const int time_field = o_->time_field;
     const int64_t wm = Watermark();
+    uint64_t extended = 0;
     for (size_t i = 0; i < count && i < kAhead; ++i) session_index_.Prefetch(records[i][key_field_].i);
     for (size_t i = 0; i < count; ++i) {
       if (i + kAhead < count) session_index_.Prefetch(records[i + kAhead][key_field_].i);
@@ -1773,10 +1774,18 @@ class WindowOperator final : public Operator {
       const int64_t ts = r[time_field].i;
       if (ts <= kMaxTs - gap) {
         int64_t* slot = session_index_.Find(r[key_field_].i);
-        if (slot != nullptr && ExtendFlatSession(slot, r, TimeWindow{ts, ts + gap}, wm)) continue;
+        if (slot != nullptr && ExtendFlatSession(slot, r, TimeWindow{ts, ts + gap}, wm)) {
+          ++extended;
+          continue;
+        }
       }
-      SLUICE_RETURN_IF_ERROR(Process(r));
+      absl::Status status = Process(r);
+      if (!status.ok()) {
+        batch_folds.fetch_add(extended, std::memory_order_relaxed);
+        return status;
+      }
     }
+    batch_folds.fetch_add(extended, std::memory_order_relaxed);
     return absl::OkStatus();
   }
   void QueueFlat(int64_t key, int64_t at) {

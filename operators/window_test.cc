@@ -466,6 +466,93 @@ TEST_F(WindowTest, FlatSessionKeysGiveTheRowsOfTheGeneralPath) {
   }
 }
 
+// Batches of flat session keys extend their sessions in place by the key's value (the records
+// count as folded by batches), and flat keys fire in their record bytes' order without making
+// them, also when the watermark passes every pending firing at once (the input's end): the
+// rows, their order and the late counts equal those of records one at a time by key bytes.
+// Keys whose record bytes (varints) differ only past their 8th byte, keys with a second open
+// session (nodes) firing among flat ones, records with and without a carried key group, late
+// records, with and without lateness (flat keys made nodes while every firing is taken at
+// once), and a checkpoint restored midway into either layout.
+TEST_F(WindowTest, FlatSessionBatchesAndFiringsGiveTheRowsOfTheGeneralPath) {
+  std::vector<int64_t> keys = {0, -1, 1, std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max()};
+  for (int64_t k = 1; k <= 24; ++k) keys.push_back(k << 57);  // the same first 8 bytes
+  for (int64_t k = 0; keys.size() < 120; ++k) keys.push_back(k * 7919 - 1'000'000);
+  const Schema key_schema({{"user", FieldType::kInt64}});
+  auto key_group = [&](int64_t user) {
+    Record key(1);
+    key[0].i = user;
+    return KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema, key), kMaxParallelism);
+  };
+  for (const char* lateness : {"0ms", "10ms"}) {
+    const std::string options = absl::StrCat(R"y(    session: 5ms
+    time_field: ts
+    allowed_lateness: )y", lateness, R"y(
+    aggregates: [{fn: count, as: n}, {fn: sum, field: amount}, {fn: max, field: price}])y");
+    auto run = [&](bool flat_first, bool flat_after, std::vector<std::string>* rows) -> absl::Status {
+      SetWindowIntKeyPanesForTest(flat_first);  // the reference: sessions by key bytes
+      KeyedSubtask* s = &Start(options);
+      bool flat = flat_first;
+      uint64_t x = 11;
+      std::vector<Record> batch;
+      size_t batch_size = 1;
+      auto flush = [&]() -> absl::Status {
+        if (flat) {
+          if (!s->op()->PrefersBatches()) return absl::InternalError("no batches");
+          SLUICE_RETURN_IF_ERROR(s->op()->ProcessBatch(0, batch.data(), batch.size()));
+        } else {
+          for (const Record& r : batch) SLUICE_RETURN_IF_ERROR(s->op()->Process(r));
+        }
+        batch.clear();
+        batch_size = batch_size * 7 % 200 + 1;
+        return absl::OkStatus();
+      };
+      for (int i = 0; i < 8000; ++i) {
+        if (i == 4000) {
+          SLUICE_RETURN_IF_ERROR(flush());
+          *rows = s->out().rows;
+          SLUICE_ASSIGN_OR_RETURN(Checkpoint c, TakeCheckpoint(*s, 1));
+          SetWindowIntKeyPanesForTest(flat_after);
+          SLUICE_ASSIGN_OR_RETURN(s, Restore(c, 0, 1));
+          flat = flat_after;
+        }
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        const int64_t user = keys[(x >> 20) % keys.size()];
+        // Mostly within a few ms of the run's time, so most records extend their key's
+        // session, some late; one in 128 far ahead (a second open session: the key is a node).
+        int64_t ts = i / 40 + static_cast<int64_t>((x >> 33) % 12) - 10;
+        if ((x >> 40) % 128 == 0) ts += 30;
+        const int64_t amount = static_cast<int64_t>((x >> 45) % 9) - 4;
+        batch.push_back(Input(user, ts, amount));
+        if (i % 11 != 3) batch.back().set_carried_key_group(key_group(user));
+        if (batch.size() >= batch_size) SLUICE_RETURN_IF_ERROR(flush());
+        if (i % 400 == 399) {
+          SLUICE_RETURN_IF_ERROR(flush());
+          SLUICE_RETURN_IF_ERROR(s->Watermark(i / 40 - 3));
+        }
+      }
+      SLUICE_RETURN_IF_ERROR(flush());
+      return FinishRun(*s, rows);
+    };
+    std::vector<std::string> general;
+    const uint64_t folded = WindowBatchFoldsForTest();
+    ASSERT_OK(run(false, false, &general));
+    EXPECT_EQ(WindowBatchFoldsForTest(), folded);
+    const bool no_lateness = std::string(lateness) == "0ms";
+    EXPECT_GT(general.size(), 1000u);
+    if (no_lateness) EXPECT_NE(general.back(), "late 0");
+    for (const auto& [first, after] : {std::pair{true, true}, std::pair{true, false}, std::pair{false, true}}) {
+      std::vector<std::string> got;
+      const uint64_t before = WindowBatchFoldsForTest();
+      ASSERT_OK(run(first, after, &got));
+      EXPECT_EQ(got, general) << lateness << " flat " << first << after;
+      // Records of a flat run's half extend a session in place in their batch (with lateness
+      // fewer: a fired key stays a node for its lateness).
+      EXPECT_GT(WindowBatchFoldsForTest(), before + (no_lateness ? 500 : 50)) << lateness << " flat " << first << after;
+    }
+  }
+}
+
 // Tumbling windows and slide panes of one integer key whose aggregates fold into words take
 // batches (PrefersBatches) and fold most records in place, their buckets found by the key group
 // carried with the record (FoldBatch); the rows, their order and the late counts equal those of
