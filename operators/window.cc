@@ -634,15 +634,10 @@ class WindowOperator final : public Operator {
     bool early = false;
     bucket.int_panes.ForEach([&](int64_t key, const int64_t* words) {
       early |= words[kNextEarly] != kNoEarly;
-      unsigned char bytes[10] = {};
-      uint64_t u = ZigZag(key);
-      int n = 0;
-      for (; u >= 0x80; u >>= 7) bytes[n++] = static_cast<unsigned char>(u | 0x80);
-      bytes[n] = static_cast<unsigned char>(u);
-      uint64_t prefix = 0;
-      for (int i = 0; i < 8; ++i) prefix = (prefix << 8) | bytes[i];
-      int_fire_order_.push_back({prefix, static_cast<uint16_t>(bytes[8] << 8 | bytes[9]),
-                                 static_cast<uint32_t>(int_fire_order_.size()), key, words});
+      uint64_t prefix;
+      uint16_t tail;
+      IntKeyOrder(key, &prefix, &tail);
+      int_fire_order_.push_back({prefix, tail, static_cast<uint32_t>(int_fire_order_.size()), key, words});
     });
     return !early;
   }
@@ -1633,7 +1628,8 @@ class WindowOperator final : public Operator {
     *prefix = p;
     *tail = static_cast<uint16_t>(byte(8) << 8 | byte(9));
   }
-  // KeyOrder of an integer key's record bytes (IntKeyBytes), without making them.
+  // KeyOrder of an integer key's record bytes (IntKeyBytes), without making them (also
+  // FireIntKeys' order).
   static void IntKeyOrder(int64_t key, uint64_t* prefix, uint16_t* tail) {
     unsigned char bytes[10] = {};
     uint64_t u = ZigZag(key);
