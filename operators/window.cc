@@ -119,7 +119,12 @@ FieldType Stored(FieldType t) { return t == FieldType::kTimestamp ? FieldType::k
 //   per key at their next firing. Early firings (emit_every): processing-time timers under the
 //   key. A key of one integer field whose one open session has not fired is kept flat in its
 //   slot of the index by value instead of an entry (ProcessFlatSession: event time, aggregates
-//   that fold into words, no early firing). Checkpoints write the keys changed since the last
+//   that fold into words, no early firing), with its key group in the slot's meta word; a
+//   batch extends such sessions in place by the key's value (ProcessFlatBatch), and they fire
+//   and are written at checkpoints without their record bytes being decoded or hashed (the
+//   firing order, by key bytes, from the varint's first 8 and last 2 bytes: IntKeyOrder). A
+//   watermark past every pending firing (the input's end) takes due_ whole in one pass instead
+//   of a pop_heap per key. Checkpoints write the keys changed since the last
 //   one to "window_key_sessions" (value, under the key: [kKeySessionsVersion][count] then per
 //   session its window, its state window and its accumulator row); a restore reads its key
 //   groups' keys back into memory. The layout
