@@ -57,6 +57,23 @@ class NexmarkSource final : public SourceOperator {
     mask_ = options_->field_mask;
     fields_ = options_->fields;
     events_ = options_->events;
+    // Bids projected to integer fields only (q2's, q11's): copied by member pointer, without a
+    // switch per field.
+    bid_ints_.clear();
+    if (emit_ == EventKind::kBid) {
+      for (int f : fields_) {
+        int64_t nexmark::Bid::*m = f == 0   ? &nexmark::Bid::auction
+                                   : f == 1 ? &nexmark::Bid::bidder
+                                   : f == 2 ? &nexmark::Bid::price
+                                   : f == 5 ? &nexmark::Bid::date_time
+                                            : nullptr;
+        if (m == nullptr) {
+          bid_ints_.clear();
+          break;
+        }
+        bid_ints_.push_back(m);
+      }
+    }
     out_.Resize(options_->fields.size());
     out_batch_.assign(kBatch, Record(options_->fields.size()));
     switch (emit_) {
@@ -159,7 +176,8 @@ class NexmarkSource final : public SourceOperator {
       GenerateBatch(n);
       int unsent = 0;  // out_batch_[unsent, k) wait to be emitted
       for (int k = 0; k < n; ++k) {
-        if (watermarks_->OnEvent(batch_splits_[k], Project(k, &out_batch_[k]))) {
+        const int64_t ts = bid_ints_.empty() ? Project(k, &out_batch_[k]) : ProjectBidInts(k, &out_batch_[k]);
+        if (watermarks_->OnEvent(batch_splits_[k], ts)) {
           SLUICE_RETURN_IF_ERROR(output_->EmitOwnedBatch(&out_batch_[unsent], static_cast<size_t>(k - unsent)));
           unsent = k;
           SLUICE_RETURN_IF_ERROR(output_->EmitWatermarkStatus(false));
@@ -213,6 +231,13 @@ class NexmarkSource final : public SourceOperator {
     }
   }
 
+  // Project() of bid k when every field is an integer (bid_ints_ not empty): a member pointer
+  // per field instead of a switch (~40% of Poll's time in q11's profile, against MakeBid's).
+  int64_t ProjectBidInts(int k, Record* out) const {
+    const nexmark::Bid& bid = bids_[k];
+    for (size_t j = 0; j < bid_ints_.size(); ++j) out->SetInt(j, bid.*bid_ints_[j]);
+    return bid.date_time;
+  }
   // Projects event k of the batch into `out` (sets every field but the padding, which is
   // already there); returns its dateTime.
   int64_t Project(int k, Record* out) {
@@ -273,6 +298,7 @@ class NexmarkSource final : public SourceOperator {
   EventKind emit_ = EventKind::kBid;
   uint32_t mask_ = 0;
   std::vector<int> fields_;
+  std::vector<int64_t nexmark::Bid::*> bid_ints_;  // fields_ as Bid members, when all are integers
   std::unique_ptr<nexmark::Generator> generator_;
   KindRange range_{0, 0};
   int64_t events_ = -1;
