@@ -1,12 +1,14 @@
 #include "operators/internal/builtins.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/base/optimization.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "common/key_groups.h"
@@ -110,6 +112,10 @@ class AggregateOperator final : public Operator {
         return any;
       }
     }
+    if (in_memory_ && key_exprs_[0]->FieldIndex() >= 0 && IsIntegral(key_exprs_[0]->type()) &&
+        !key_exprs_[0]->nullable()) {
+      key_field_ = key_exprs_[0]->FieldIndex();
+    }
     // The map's cap comes out of the cache's budget while the map lives (class comment).
     if (in_memory_) state_->ReserveCacheBytes(max_in_memory_keys_ * BytesPerKey());
     key_record_.Resize(key_schema_.size());
@@ -135,7 +141,11 @@ class AggregateOperator final : public Operator {
   // aggregation, a key's accumulators are read once per batch, at its first record, and written
   // once, after the batch's last record: a run of records of one key (Nexmark q4's hot auction)
   // pays one state read and one write. Plugins' accumulators take Update() per record.
-  bool PrefersBatches() const override { return true; }
+  //
+  // The in-memory path gains nothing from a batch (no state reads to gather), so once Open()
+  // chose it the aggregate takes records one at a time (no copies into a chain's batch); a batch
+  // it gets all the same is folded record by record.
+  bool PrefersBatches() const override { return !in_memory_; }
   absl::Status ProcessBatch(int input_index, const Record* records, size_t count) override {
     if (in_memory_) {
       size_t i = 0;
@@ -270,6 +280,20 @@ class AggregateOperator final : public Operator {
     int key_group;
     bool dirty;  // in dirty_
   };
+  // An entry of recent_: a key and its slot, or kNoSlot.
+  static constexpr uint32_t kNoSlot = UINT32_MAX;
+  struct RecentKey {
+    int64_t key = 0;
+    uint32_t slot = kNoSlot;
+  };
+  // Entries of recent_ (a power of two): 4 KiB, which stays in L1 between records.
+  static constexpr size_t kRecentKeys = 256;
+  // The entry of recent_ for `key`: its low bits, mixed with the next ones so that keys a
+  // multiple of kRecentKeys apart (strides) do not all share one entry.
+  static size_t RecentIndex(int64_t key) {
+    const uint64_t k = static_cast<uint64_t>(key);
+    return (k ^ (k >> 8) ^ (k >> 16)) & (kRecentKeys - 1);
+  }
 
   // Estimated bytes of one key in memory, at their most: its hash map entry (key, slot index
   // and a control byte, in a table at least 7/16 full after it doubled: x 16/7 < 3) and its
@@ -281,15 +305,20 @@ class AggregateOperator final : public Operator {
 
   // Process() in memory: folds `r` into its key's slot (added at its first record).
   absl::Status ProcessInMemory(const Record& r) {
-    const int64_t key = key_exprs_[0]->EvalInt(r);
+    const int64_t key = key_field_ >= 0 ? r[key_field_].i : key_exprs_[0]->EvalInt(r);
     const size_t n = aggs_.size();
-    auto [it, added] = slot_of_.try_emplace(key, static_cast<uint32_t>(slots_.size()));
-    if (added) {
-      key_record_[0].i = key;
-      slots_.push_back(Slot{key, KeyGroup(r), false});
-      slot_accs_.resize(slot_accs_.size() + n);
+    RecentKey& recent = recent_[RecentIndex(key)];
+    uint32_t i = recent.slot;
+    if (ABSL_PREDICT_FALSE(recent.key != key || i == kNoSlot)) {
+      auto [it, added] = slot_of_.try_emplace(key, static_cast<uint32_t>(slots_.size()));
+      if (added) {
+        key_record_[0].i = key;
+        slots_.push_back(Slot{key, KeyGroup(r), false});
+        slot_accs_.resize(slot_accs_.size() + n);
+      }
+      i = it->second;
+      recent = RecentKey{key, i};
     }
-    const uint32_t i = it->second;
     Acc* accs = &slot_accs_[i * n];
     SLUICE_RETURN_IF_ERROR(Fold(r, accs));
     if (!slots_[i].dirty) {
@@ -320,6 +349,7 @@ class AggregateOperator final : public Operator {
     state_->ReserveCacheBytes(0);
     for (uint32_t i = 0; i < slots_.size(); ++i) SLUICE_RETURN_IF_ERROR(WriteSlot(i));
     in_memory_ = false;
+    recent_.fill(RecentKey{});
     slot_of_ = {};
     slots_ = {};
     slot_accs_ = {};
@@ -546,6 +576,11 @@ class AggregateOperator final : public Operator {
   bool in_memory_ = false;
   size_t max_in_memory_keys_ = 0;  // the budget's cap (class comment), from Open()
   absl::flat_hash_map<int64_t, uint32_t> slot_of_;
+  // ... in front of slot_of_, the slots of the keys seen last, one per RecentIndex(): a run of
+  // records of a few keys (Nexmark q4's bids go to the ~100 newest auctions) finds its slots
+  // here, where slot_of_ (hashed across a table of every key) would miss the cache.
+  std::array<RecentKey, kRecentKeys> recent_{};
+  int key_field_ = -1;  // the key's input field when the key is a bare integer field
   std::vector<Slot> slots_;
   std::vector<Acc> slot_accs_;
   std::vector<uint32_t> dirty_;
