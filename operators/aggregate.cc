@@ -37,9 +37,10 @@ using plan::Expr;
 //
 // In memory instead (as Flink's heap state), when the options allow it (`state: auto`, the
 // default; `state: backend` never), the key is one integer field, no function is a plugin's,
-// there is no TTL and the backend holds no accumulators at Open() (not restored with any): a
-// hash map
-// from the key's value to its accumulators, no key bytes or backend call per record.
+// there is no TTL and the backend holds no accumulators at Open() (not restored with any): each
+// key's accumulators in a slot, found by the key's value (an array by offset from the first key
+// for keys close together, as ids that grow; a hash map for the others), no key bytes or backend
+// call per record.
 // SnapshotState() writes the keys changed since the last checkpoint to the backend, in the
 // backend path's bytes (same key, same value: a checkpoint restores into either path).
 //
@@ -95,11 +96,10 @@ class AggregateOperator final : public Operator {
           state_->RegisterState("plugin_accumulators", state::StateKind::kValue, o->ttl_ms);
       plugin_accs_.resize(aggs_.size());
     }
+    const auto budget = static_cast<size_t>(static_cast<double>(state_->CacheBudgetBytes()) *
+                                            kInMemoryBudgetFraction);
     max_in_memory_keys_ = std::min(
-        kMaxInMemoryKeys,
-        static_cast<size_t>(static_cast<double>(state_->CacheBudgetBytes()) *
-                            kInMemoryBudgetFraction) /
-            BytesPerKey());
+        kMaxInMemoryKeys, budget > kDenseFixedBytes ? (budget - kDenseFixedBytes) / BytesPerKey() : 0);
     in_memory_ = !o->backend_state && max_in_memory_keys_ > 0 && key_schema_.size() == 1 &&
                  IsIntegral(key_schema_.field(0).type) && !key_schema_.field(0).nullable &&
                  !has_plugin_ && o->ttl_ms == 0;
@@ -117,7 +117,9 @@ class AggregateOperator final : public Operator {
       key_field_ = key_exprs_[0]->FieldIndex();
     }
     // The map's cap comes out of the cache's budget while the map lives (class comment).
-    if (in_memory_) state_->ReserveCacheBytes(max_in_memory_keys_ * BytesPerKey());
+    if (in_memory_) {
+      state_->ReserveCacheBytes(kDenseFixedBytes + max_in_memory_keys_ * BytesPerKey());
+    }
     key_record_.Resize(key_schema_.size());
     out_.Resize(spec.output_schema.size());
     accs_.resize(aggs_.size());
@@ -295,29 +297,43 @@ class AggregateOperator final : public Operator {
     return (k ^ (k >> 8) ^ (k >> 16)) & (kRecentKeys - 1);
   }
 
-  // Estimated bytes of one key in memory, at their most: its hash map entry (key, slot index
-  // and a control byte, in a table at least 7/16 full after it doubled: x 16/7 < 3) and its
-  // slot, accumulators and dirty_ entry (vectors at most twice their size after they grew).
+  // dense_ may span at most kDenseSpread entries per key in it (plus kDenseMinEntries): keys
+  // at least that close together on average (Nexmark's auction ids, of which each of p
+  // subtasks gets ~1/p) take it, others the hash map.
+  static constexpr size_t kDenseSpread = 8;
+  static constexpr size_t kDenseMinEntries = 1024;
+  // Estimated bytes of one key in memory, at their most: the larger of its hash map entry
+  // (key, slot index and a control byte, in a table at least 7/16 full after it doubled:
+  // x 16/7 < 3) and its share of dense_ (kDenseSpread entries, in a vector at most twice its
+  // size), and its slot, accumulators and dirty_ entry (vectors at most twice their size after
+  // they grew). dense_'s kDenseMinEntries come on top (kDenseFixedBytes).
   size_t BytesPerKey() const {
-    return 3 * (sizeof(std::pair<const int64_t, uint32_t>) + 1) +
+    return std::max(3 * (sizeof(std::pair<const int64_t, uint32_t>) + 1),
+                    2 * kDenseSpread * sizeof(uint32_t)) +
            2 * (sizeof(Slot) + aggs_.size() * sizeof(Acc) + sizeof(uint32_t));
   }
+  static constexpr size_t kDenseFixedBytes = 2 * kDenseMinEntries * sizeof(uint32_t);
 
   // Process() in memory: folds `r` into its key's slot (added at its first record).
   absl::Status ProcessInMemory(const Record& r) {
     const int64_t key = key_field_ >= 0 ? r[key_field_].i : key_exprs_[0]->EvalInt(r);
     const size_t n = aggs_.size();
-    RecentKey& recent = recent_[RecentIndex(key)];
-    uint32_t i = recent.slot;
-    if (ABSL_PREDICT_FALSE(recent.key != key || i == kNoSlot)) {
-      auto [it, added] = slot_of_.try_emplace(key, static_cast<uint32_t>(slots_.size()));
-      if (added) {
-        key_record_[0].i = key;
-        slots_.push_back(Slot{key, KeyGroup(r), false});
-        slot_accs_.resize(slot_accs_.size() + n);
+    uint32_t i;
+    if (uint32_t* dense = DenseEntry(key); dense != nullptr) {
+      if (ABSL_PREDICT_FALSE(*dense == kNoSlot)) {
+        *dense = NewSlot(key, r);
+        ++dense_keys_;
       }
-      i = it->second;
-      recent = RecentKey{key, i};
+      i = *dense;
+    } else {
+      RecentKey& recent = recent_[RecentIndex(key)];
+      i = recent.slot;
+      if (ABSL_PREDICT_FALSE(recent.key != key || i == kNoSlot)) {
+        auto [it, added] = slot_of_.try_emplace(key, static_cast<uint32_t>(slots_.size()));
+        if (added) NewSlot(key, r);
+        i = it->second;
+        recent = RecentKey{key, i};
+      }
     }
     Acc* accs = &slot_accs_[i * n];
     SLUICE_RETURN_IF_ERROR(Fold(r, accs));
@@ -331,6 +347,28 @@ class AggregateOperator final : public Operator {
     }
     if (slots_.size() >= max_in_memory_keys_) return MoveToBackend();
     return absl::OkStatus();
+  }
+
+  // The entry of dense_ for `key` (kNoSlot: no slot yet), growing dense_ to take it while
+  // it stays within kDenseSpread entries per key; null: the key goes to the hash map. The
+  // first key starts the range; keys below it go to the map.
+  uint32_t* DenseEntry(int64_t key) {
+    if (ABSL_PREDICT_FALSE(dense_.empty())) dense_base_ = key;
+    const uint64_t offset = static_cast<uint64_t>(key) - static_cast<uint64_t>(dense_base_);
+    if (ABSL_PREDICT_TRUE(offset < dense_.size())) return &dense_[offset];
+    const uint64_t most = kDenseSpread * (dense_keys_ + 1) + kDenseMinEntries;
+    if (offset >= most) return nullptr;
+    dense_.resize(std::min<uint64_t>(std::max<uint64_t>(offset + 1, 2 * dense_.size()), most),
+                  kNoSlot);
+    return &dense_[offset];
+  }
+  // Adds the slot of `key`, the key of `r`; returns its index.
+  uint32_t NewSlot(int64_t key, const Record& r) {
+    const auto i = static_cast<uint32_t>(slots_.size());
+    key_record_[0].i = key;
+    slots_.push_back(Slot{key, KeyGroup(r), false});
+    slot_accs_.resize(slot_accs_.size() + aggs_.size());
+    return i;
   }
 
   // Writes slot `i` as its key's stored accumulators.
@@ -350,6 +388,8 @@ class AggregateOperator final : public Operator {
     for (uint32_t i = 0; i < slots_.size(); ++i) SLUICE_RETURN_IF_ERROR(WriteSlot(i));
     in_memory_ = false;
     recent_.fill(RecentKey{});
+    dense_ = {};
+    dense_keys_ = 0;
     slot_of_ = {};
     slots_ = {};
     slot_accs_ = {};
@@ -580,6 +620,12 @@ class AggregateOperator final : public Operator {
   // records of a few keys (Nexmark q4's bids go to the ~100 newest auctions) finds its slots
   // here, where slot_of_ (hashed across a table of every key) would miss the cache.
   std::array<RecentKey, kRecentKeys> recent_{};
+  // Before both, keys close together (ids that grow, as Nexmark's auctions: new keys append,
+  // the newest stay in cache) by their offset from the first key: entry key - dense_base_ is
+  // the key's slot, or kNoSlot; dense_keys_ of them are slots (DenseEntry()).
+  std::vector<uint32_t> dense_;
+  int64_t dense_base_ = 0;
+  size_t dense_keys_ = 0;
   int key_field_ = -1;  // the key's input field when the key is a bare integer field
   std::vector<Slot> slots_;
   std::vector<Acc> slot_accs_;
