@@ -119,6 +119,12 @@ class AggregateOperator final : public Operator {
     // The map's cap comes out of the cache's budget while the map lives (class comment).
     if (in_memory_) {
       state_->ReserveCacheBytes(kDenseFixedBytes + max_in_memory_keys_ * BytesPerKey());
+      // Address space for the cap (pages are touched only as keys come): the vectors never
+      // move, so no page is faulted in twice and no slot copied as they grow.
+      slots_.reserve(max_in_memory_keys_);
+      slot_accs_.reserve(max_in_memory_keys_ * aggs_.size());
+      dirty_.reserve(max_in_memory_keys_);
+      dense_.reserve(kDenseSpread * (max_in_memory_keys_ + 1) + kDenseMinEntries);
     }
     key_record_.Resize(key_schema_.size());
     out_.Resize(spec.output_schema.size());
