@@ -159,6 +159,14 @@ class OperatorChainTest : public ::testing::Test {
     return chain_.Named(0, chain_.head().op->ProcessInput(0, r));
   }
 
+  // A snapshot of the chain (checkpoint 4) holds operator state of operator `id` alone.
+  void ExpectSnapshotHoldsOnlyTheStateOf(const std::string& id) {
+    proto::SubtaskState state;
+    ASSERT_OK(chain_.SnapshotState(4, &state));
+    ASSERT_EQ(state.operator_state_size(), 1);
+    EXPECT_EQ(state.operator_state(0).operator_id(), id);
+  }
+
   Schema schema_{{Field{"v", FieldType::kInt64}}};
   ops::OperatorRegistry registry_;
   std::map<std::string, ProbeConfig> configs_;
@@ -235,10 +243,7 @@ TEST_F(OperatorChainTest, ALastOperatorThatForwardsUnchangedIsBypassed) {
   ASSERT_OK(chain_.Finish());
   EXPECT_EQ(in_[2]->Value(), 5u);
   EXPECT_EQ(out_[2]->Value(), 5u);
-  proto::SubtaskState state;
-  ASSERT_OK(chain_.SnapshotState(4, &state));
-  ASSERT_EQ(state.operator_state_size(), 1);
-  EXPECT_EQ(state.operator_state(0).operator_id(), "by_key");
+  ExpectSnapshotHoldsOnlyTheStateOf("by_key");
   chain_.Close();
   EXPECT_THAT(log_, ElementsAre("src.open", "a.open", "by_key.open", "src.process:1", "a.process:1",
                                 "a.process:1001", "src.process:2", "a.process:2", "a.process:1002",
@@ -292,10 +297,7 @@ TEST_F(OperatorChainTest, AnOperatorThatForwardsUnchangedMidChainIsBypassed) {
   EXPECT_EQ(in_[2]->Value(), 3u) << "counted though bypassed";
   EXPECT_EQ(out_[2]->Value(), 3u);
   EXPECT_EQ(in_[3]->Value(), 3u);
-  proto::SubtaskState state;
-  ASSERT_OK(chain_.SnapshotState(4, &state));
-  ASSERT_EQ(state.operator_state_size(), 1);
-  EXPECT_EQ(state.operator_state(0).operator_id(), "by_key");
+  ExpectSnapshotHoldsOnlyTheStateOf("by_key");
   chain_.Close();
   EXPECT_THAT(log_, ElementsAre("src.open", "a.open", "by_key.open", "agg.open", "src.process:1",
                                 "a.process:1", "agg.process:1", "agg.process:1001",
