@@ -1,12 +1,14 @@
 #include "operators/internal/builtins.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/base/optimization.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "common/key_groups.h"
@@ -35,9 +37,10 @@ using plan::Expr;
 //
 // In memory instead (as Flink's heap state), when the options allow it (`state: auto`, the
 // default; `state: backend` never), the key is one integer field, no function is a plugin's,
-// there is no TTL and the backend holds no accumulators at Open() (not restored with any): a
-// hash map
-// from the key's value to its accumulators, no key bytes or backend call per record.
+// there is no TTL and the backend holds no accumulators at Open() (not restored with any): each
+// key's accumulators in a slot, found by the key's value (an array by offset from the first key
+// for keys close together, as ids that grow; a hash map for the others), no key bytes or backend
+// call per record.
 // SnapshotState() writes the keys changed since the last checkpoint to the backend, in the
 // backend path's bytes (same key, same value: a checkpoint restores into either path).
 //
@@ -93,11 +96,10 @@ class AggregateOperator final : public Operator {
           state_->RegisterState("plugin_accumulators", state::StateKind::kValue, o->ttl_ms);
       plugin_accs_.resize(aggs_.size());
     }
+    const auto budget = static_cast<size_t>(static_cast<double>(state_->CacheBudgetBytes()) *
+                                            kInMemoryBudgetFraction);
     max_in_memory_keys_ = std::min(
-        kMaxInMemoryKeys,
-        static_cast<size_t>(static_cast<double>(state_->CacheBudgetBytes()) *
-                            kInMemoryBudgetFraction) /
-            BytesPerKey());
+        kMaxInMemoryKeys, budget > kDenseFixedBytes ? (budget - kDenseFixedBytes) / BytesPerKey() : 0);
     in_memory_ = !o->backend_state && max_in_memory_keys_ > 0 && key_schema_.size() == 1 &&
                  IsIntegral(key_schema_.field(0).type) && !key_schema_.field(0).nullable &&
                  !has_plugin_ && o->ttl_ms == 0;
@@ -110,8 +112,20 @@ class AggregateOperator final : public Operator {
         return any;
       }
     }
+    if (in_memory_ && key_exprs_[0]->FieldIndex() >= 0 && IsIntegral(key_exprs_[0]->type()) &&
+        !key_exprs_[0]->nullable()) {
+      key_field_ = key_exprs_[0]->FieldIndex();
+    }
     // The map's cap comes out of the cache's budget while the map lives (class comment).
-    if (in_memory_) state_->ReserveCacheBytes(max_in_memory_keys_ * BytesPerKey());
+    if (in_memory_) {
+      state_->ReserveCacheBytes(kDenseFixedBytes + max_in_memory_keys_ * BytesPerKey());
+      // Address space for the cap (pages are touched only as keys come): the vectors never
+      // move, so no page is faulted in twice and no slot copied as they grow.
+      slots_.reserve(max_in_memory_keys_);
+      slot_accs_.reserve(max_in_memory_keys_ * aggs_.size());
+      dirty_.reserve(max_in_memory_keys_);
+      dense_.reserve(kDenseSpread * (max_in_memory_keys_ + 1) + kDenseMinEntries);
+    }
     key_record_.Resize(key_schema_.size());
     out_.Resize(spec.output_schema.size());
     accs_.resize(aggs_.size());
@@ -135,7 +149,11 @@ class AggregateOperator final : public Operator {
   // aggregation, a key's accumulators are read once per batch, at its first record, and written
   // once, after the batch's last record: a run of records of one key (Nexmark q4's hot auction)
   // pays one state read and one write. Plugins' accumulators take Update() per record.
-  bool PrefersBatches() const override { return true; }
+  //
+  // The in-memory path gains nothing from a batch (no state reads to gather), so once Open()
+  // chose it the aggregate takes records one at a time (no copies into a chain's batch); a batch
+  // it gets all the same is folded record by record.
+  bool PrefersBatches() const override { return !in_memory_; }
   absl::Status ProcessBatch(int input_index, const Record* records, size_t count) override {
     if (in_memory_) {
       size_t i = 0;
@@ -270,26 +288,59 @@ class AggregateOperator final : public Operator {
     int key_group;
     bool dirty;  // in dirty_
   };
+  // An entry of recent_: a key and its slot, or kNoSlot.
+  static constexpr uint32_t kNoSlot = UINT32_MAX;
+  struct RecentKey {
+    int64_t key = 0;
+    uint32_t slot = kNoSlot;
+  };
+  // Entries of recent_ (a power of two): 4 KiB, which stays in L1 between records.
+  static constexpr size_t kRecentKeys = 256;
+  // The entry of recent_ for `key`: its low bits, mixed with the next ones so that keys a
+  // multiple of kRecentKeys apart (strides) do not all share one entry.
+  static size_t RecentIndex(int64_t key) {
+    const uint64_t k = static_cast<uint64_t>(key);
+    return (k ^ (k >> 8) ^ (k >> 16)) & (kRecentKeys - 1);
+  }
 
-  // Estimated bytes of one key in memory, at their most: its hash map entry (key, slot index
-  // and a control byte, in a table at least 7/16 full after it doubled: x 16/7 < 3) and its
-  // slot, accumulators and dirty_ entry (vectors at most twice their size after they grew).
+  // dense_ may span at most kDenseSpread entries per key in it (plus kDenseMinEntries): keys
+  // at least that close together on average (Nexmark's auction ids, of which each of p
+  // subtasks gets ~1/p) take it, others the hash map.
+  static constexpr size_t kDenseSpread = 8;
+  static constexpr size_t kDenseMinEntries = 1024;
+  // Estimated bytes of one key in memory, at their most: the larger of its hash map entry
+  // (key, slot index and a control byte, in a table at least 7/16 full after it doubled:
+  // x 16/7 < 3) and its share of dense_ (kDenseSpread entries, in a vector at most twice its
+  // size), and its slot, accumulators and dirty_ entry (vectors at most twice their size after
+  // they grew). dense_'s kDenseMinEntries come on top (kDenseFixedBytes).
   size_t BytesPerKey() const {
-    return 3 * (sizeof(std::pair<const int64_t, uint32_t>) + 1) +
+    return std::max(3 * (sizeof(std::pair<const int64_t, uint32_t>) + 1),
+                    2 * kDenseSpread * sizeof(uint32_t)) +
            2 * (sizeof(Slot) + aggs_.size() * sizeof(Acc) + sizeof(uint32_t));
   }
+  static constexpr size_t kDenseFixedBytes = 2 * kDenseMinEntries * sizeof(uint32_t);
 
   // Process() in memory: folds `r` into its key's slot (added at its first record).
   absl::Status ProcessInMemory(const Record& r) {
-    const int64_t key = key_exprs_[0]->EvalInt(r);
+    const int64_t key = key_field_ >= 0 ? r[key_field_].i : key_exprs_[0]->EvalInt(r);
     const size_t n = aggs_.size();
-    auto [it, added] = slot_of_.try_emplace(key, static_cast<uint32_t>(slots_.size()));
-    if (added) {
-      key_record_[0].i = key;
-      slots_.push_back(Slot{key, KeyGroup(r), false});
-      slot_accs_.resize(slot_accs_.size() + n);
+    uint32_t i;
+    if (uint32_t* dense = DenseEntry(key); dense != nullptr) {
+      if (ABSL_PREDICT_FALSE(*dense == kNoSlot)) {
+        *dense = NewSlot(key, r);
+        ++dense_keys_;
+      }
+      i = *dense;
+    } else {
+      RecentKey& recent = recent_[RecentIndex(key)];
+      i = recent.slot;
+      if (ABSL_PREDICT_FALSE(recent.key != key || i == kNoSlot)) {
+        auto [it, added] = slot_of_.try_emplace(key, static_cast<uint32_t>(slots_.size()));
+        if (added) NewSlot(key, r);
+        i = it->second;
+        recent = RecentKey{key, i};
+      }
     }
-    const uint32_t i = it->second;
     Acc* accs = &slot_accs_[i * n];
     SLUICE_RETURN_IF_ERROR(Fold(r, accs));
     if (!slots_[i].dirty) {
@@ -302,6 +353,28 @@ class AggregateOperator final : public Operator {
     }
     if (slots_.size() >= max_in_memory_keys_) return MoveToBackend();
     return absl::OkStatus();
+  }
+
+  // The entry of dense_ for `key` (kNoSlot: no slot yet), growing dense_ to take it while
+  // it stays within kDenseSpread entries per key; null: the key goes to the hash map. The
+  // first key starts the range; keys below it go to the map.
+  uint32_t* DenseEntry(int64_t key) {
+    if (ABSL_PREDICT_FALSE(dense_.empty())) dense_base_ = key;
+    const uint64_t offset = static_cast<uint64_t>(key) - static_cast<uint64_t>(dense_base_);
+    if (ABSL_PREDICT_TRUE(offset < dense_.size())) return &dense_[offset];
+    const uint64_t most = kDenseSpread * (dense_keys_ + 1) + kDenseMinEntries;
+    if (offset >= most) return nullptr;
+    dense_.resize(std::min<uint64_t>(std::max<uint64_t>(offset + 1, 2 * dense_.size()), most),
+                  kNoSlot);
+    return &dense_[offset];
+  }
+  // Adds the slot of `key`, the key of `r`; returns its index.
+  uint32_t NewSlot(int64_t key, const Record& r) {
+    const auto i = static_cast<uint32_t>(slots_.size());
+    key_record_[0].i = key;
+    slots_.push_back(Slot{key, KeyGroup(r), false});
+    slot_accs_.resize(slot_accs_.size() + aggs_.size());
+    return i;
   }
 
   // Writes slot `i` as its key's stored accumulators.
@@ -320,6 +393,9 @@ class AggregateOperator final : public Operator {
     state_->ReserveCacheBytes(0);
     for (uint32_t i = 0; i < slots_.size(); ++i) SLUICE_RETURN_IF_ERROR(WriteSlot(i));
     in_memory_ = false;
+    recent_.fill(RecentKey{});
+    dense_ = {};
+    dense_keys_ = 0;
     slot_of_ = {};
     slots_ = {};
     slot_accs_ = {};
@@ -546,6 +622,17 @@ class AggregateOperator final : public Operator {
   bool in_memory_ = false;
   size_t max_in_memory_keys_ = 0;  // the budget's cap (class comment), from Open()
   absl::flat_hash_map<int64_t, uint32_t> slot_of_;
+  // ... in front of slot_of_, the slots of the keys seen last, one per RecentIndex(): a run of
+  // records of a few keys (Nexmark q4's bids go to the ~100 newest auctions) finds its slots
+  // here, where slot_of_ (hashed across a table of every key) would miss the cache.
+  std::array<RecentKey, kRecentKeys> recent_{};
+  // Before both, keys close together (ids that grow, as Nexmark's auctions: new keys append,
+  // the newest stay in cache) by their offset from the first key: entry key - dense_base_ is
+  // the key's slot, or kNoSlot; dense_keys_ of them are slots (DenseEntry()).
+  std::vector<uint32_t> dense_;
+  int64_t dense_base_ = 0;
+  size_t dense_keys_ = 0;
+  int key_field_ = -1;  // the key's input field when the key is a bare integer field
   std::vector<Slot> slots_;
   std::vector<Acc> slot_accs_;
   std::vector<uint32_t> dirty_;

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <map>
+#include <set>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -2345,6 +2346,65 @@ int StoredAccumulatorKeys(state::KeyedStateBackend* backend) {
     return absl::OkStatus();
   }));
   return n;
+}
+
+// In memory, keys close together (ids that grow) find their slots by their offset from the
+// first key and the others (below the first key, far apart, the extremes of int64) in a hash
+// map; each key is one of the two for good, and a checkpoint taken midway writes both: every
+// key's row counts all its records, in the run and after a restore (computed here
+// independently).
+TEST_F(AggregateStateTest, InMemoryKeysCloseTogetherAndFarApartKeepTheirCounts) {
+  ASSERT_OK(LoadJob(R"y(max_parallelism: 16
+operators:
+  - {id: gen, type: datagen, fields: [{name: k, type: int64, expr: seq}, {name: v, type: int64, expr: seq}]}
+  - {id: by_k, type: key_by, key: [k]}
+  - {id: agg, type: aggregate, emit: final, aggregates: [{fn: count, as: n}, {fn: max, field: v, as: top}]}
+  - {id: out, type: print}
+)y", "agg"));
+  std::vector<Record> input;
+  std::map<int64_t, std::pair<int64_t, int64_t>> want_rows;  // k -> n, top
+  auto add = [&](int64_t k, int64_t v) {
+    Record r(2);
+    r.SetInt(0, k);
+    r.SetInt(1, v);
+    auto [it, added] = want_rows.try_emplace(k, 0, v);
+    it->second.first++;
+    it->second.second = std::max(it->second.second, v);
+    input.push_back(std::move(r));
+  };
+  for (int64_t round = 0; round < 3; ++round) {
+    for (int64_t i = 0; i < 5000; ++i) {
+      add(100'000 + i * 3 + round % 2, i * 31 % 977);  // close together, growing
+      if (i % 50 == 0) add(100'000 - 1 - i, i);        // below the first key
+      if (i % 400 == 0) add(i << 40, round);           // far apart
+    }
+    add(std::numeric_limits<int64_t>::min(), round);
+    add(std::numeric_limits<int64_t>::max(), round);
+    add(-1, round);
+  }
+  std::vector<std::string> want;
+  for (const auto& [k, row] : want_rows) {
+    want.push_back(absl::StrCat(R"({"k":)", k, R"(,"n":)", row.first, R"(,"top":)", row.second, "}"));
+  }
+  internal::KeyedSubtask& s = StartSubtask();
+  const size_t half = input.size() / 2;
+  for (size_t i = 0; i < half; ++i) ASSERT_OK(s.op()->Process(input[i]));
+  auto checkpoint = TakeCheckpoint(s, 1);
+  ASSERT_OK(checkpoint);
+  EXPECT_EQ(StoredAccumulatorKeys(s.backend()), [&] {
+    std::set<int64_t> keys;
+    for (size_t i = 0; i < half; ++i) keys.insert(input[i].GetInt(0));
+    return static_cast<int>(keys.size());
+  }());
+  ASSERT_OK(s.op()->ProcessBatch(0, input.data() + half, input.size() - half));
+  ASSERT_OK(s.op()->Finish());
+  EXPECT_THAT(s.out().rows, UnorderedElementsAreArray(want));
+
+  auto restored = Restore(*checkpoint, 0, 1);
+  ASSERT_OK(restored);
+  for (size_t i = half; i < input.size(); ++i) ASSERT_OK((*restored)->op()->Process(input[i]));
+  ASSERT_OK((*restored)->op()->Finish());
+  EXPECT_THAT((*restored)->out().rows, UnorderedElementsAreArray(want));
 }
 
 // The in-memory path counts against the backend's cache budget (its share of --state-memory):

@@ -18,29 +18,48 @@ absl::Status ChainedOperator::Watermark(int64_t watermark_ms) {
   return op->ProcessWatermark(watermark_ms);
 }
 
-// Operator `from_index` emits here into the next one (see the class comment of OperatorChain).
+// Operator `from_index` emits here into the next one, or past the ones after it that forward
+// unchanged (see the class comment of OperatorChain). Wired when constructed, before the
+// operators open, and again once they all are: that decides where its records go and whether
+// they are gathered.
 class OperatorChain::ChainOutput final : public ops::Output {
  public:
   // `source`: set when `from` is the task's source, whose watermarks are the task's.
   ChainOutput(OperatorChain* chain, size_t from_index, const SourceWatermarks* source)
       : chain_(chain),
         cancelled_(chain->cancelled_),
-        to_index_(from_index + 1),
+        from_index_(from_index),
         from_(chain->ops_[from_index].get()),
-        to_(chain->ops_[to_index_].get()),
-        to_op_(to_->op.get()),
         out_(from_->out.get()),
-        in_(to_->in.get()),
-        source_(source),
-        batching_(to_->op->PrefersBatches()) {
-    if (batching_) {
+        source_(source) {
+    Wire();
+  }
+
+  // Picks the operator the records go to: the next one, past those that forward unchanged (and
+  // have no timers) but the chain's last, whose counters then count the records too. Gathers
+  // batches when that operator PrefersBatches() now that it is open.
+  void Wire() {
+    const auto& ops = chain_->ops_;
+    to_index_ = from_index_ + 1;
+    bypassed_.clear();
+    while (to_index_ + 1 < ops.size() && Bypassable(*ops[to_index_])) {
+      bypassed_.push_back(ops[to_index_]->in.get());
+      bypassed_.push_back(ops[to_index_]->out.get());
+      ++to_index_;
+    }
+    to_ = ops[to_index_].get();
+    to_op_ = to_->op.get();
+    in_ = to_->in.get();
+    batching_ = to_op_->PrefersBatches();
+    if (batching_ && batch_.empty()) {
       batch_.assign(kChainBatch, Record(from_->spec->output_schema.size()));
       for (const Field& f : from_->spec->output_schema.fields()) types_.push_back(f.type);
     }
   }
+
   absl::Status Emit(const Record& r) override {
     if (cancelled_->load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
-    out_->Add();
+    CountOut();
     if (batching_) {
       Record& copy = batch_[gathered_++];
       for (size_t i = 0; i < types_.size(); ++i) CopyValue(types_[i], r, i, &copy, i);
@@ -56,7 +75,7 @@ class OperatorChain::ChainOutput final : public ops::Output {
   absl::Status EmitOwned(Record* r) override {
     if (batching_) return Emit(*r);
     if (cancelled_->load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
-    out_->Add();
+    CountOut();
     in_->Add();
     absl::Status s = to_op_->ProcessOwned(r);
     if (ABSL_PREDICT_FALSE(!s.ok())) return chain_->Named(to_index_, std::move(s));
@@ -82,17 +101,30 @@ class OperatorChain::ChainOutput final : public ops::Output {
   }
 
  private:
+  // An operator records may pass without a call: it forwards them (and watermarks) unchanged
+  // and has no timers to fire on a watermark.
+  static bool Bypassable(const ChainedOperator& o) {
+    return o.op->ForwardsUnchanged() && !o.op->PrefersBatches() && o.timers == nullptr;
+  }
+  // Counts a record out of `from` and through the bypassed operators.
+  void CountOut() {
+    out_->Add();
+    for (Counter* c : bypassed_) c->Add();
+  }
+
   OperatorChain* chain_;
   const std::atomic<bool>* const cancelled_;
-  const size_t to_index_;
-  ChainedOperator* from_;
-  ChainedOperator* to_;
-  // Per record, one load each: the next operator and the counters (`from`'s out, `to`'s in).
-  ops::Operator* const to_op_;
-  Counter* const out_;
-  Counter* const in_;
+  const size_t from_index_;
+  ChainedOperator* const from_;
+  Counter* const out_;  // `from`'s
   const SourceWatermarks* source_;
-  const bool batching_;
+  // Set by Wire(). Per record, one load each: the next operator and its `in` counter.
+  size_t to_index_ = 0;
+  ChainedOperator* to_ = nullptr;
+  ops::Operator* to_op_ = nullptr;
+  Counter* in_ = nullptr;
+  std::vector<Counter*> bypassed_;  // `in` and `out` of each operator between from and to
+  bool batching_ = false;
   std::vector<Record> batch_;     // batching_: kChainBatch reused records
   std::vector<FieldType> types_;  // ... of the records' schema
   size_t gathered_ = 0;           // ... of which the first are gathered
@@ -195,6 +227,11 @@ absl::Status OperatorChain::Open(RecordWriter* writer, SourceWatermarks source,
                            ? static_cast<ops::Output*>(chain_outputs_[i].get())
                            : (bypass && i + 2 == n ? bypass_output_.get() : tail_output_.get());
     SLUICE_RETURN_IF_ERROR(Named(i, ops_[i]->op->Open(context(i), out)));
+  }
+  // Operators may decide at Open() whether they prefer batches (window, aggregate).
+  for (auto& out : chain_outputs_) {
+    SLUICE_RETURN_IF_ERROR(out->Flush());  // nothing, unless an Open() emitted
+    out->Wire();
   }
   opened_ = true;
   return absl::OkStatus();

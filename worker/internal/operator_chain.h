@@ -36,16 +36,18 @@ struct ChainedOperator {
 // came from (Named(), failed_operator()).
 //
 // Emitting through the chain: the next operator gets each record directly, or, when it
-// PrefersBatches(), copies of the records (into reused Records: no allocation once grown) are
+// PrefersBatches() (asked once every operator is open: an operator may decide at Open()), copies of the records (into reused Records: no allocation once grown) are
 // gathered and handed over with ProcessBatch() when 256 are gathered, before a watermark or
 // watermark status passes, and at Flush() (which the task calls after every step of its loop:
 // a source poll, an input buffer, timers, each Finish(), and before a snapshot), so the next
 // operator sees nothing else while records wait. Once `cancelled` is set, the chain stops
 // (kCancelled), so a slow operator does not hold a cancelled task for the rest of a batch.
 // Each output counts its records into the operators' `out`/`in` Counters as they pass (records
-// gathered for a batch into `in` when handed over); the head's `in` is the task's to count. A
-// last operator that ForwardsUnchanged() (key_by, union) after another is bypassed: the one
-// before it emits straight into the writer, counting the bypassed operator's records too.
+// gathered for a batch into `in` when handed over); the head's `in` is the task's to count. An
+// operator that ForwardsUnchanged() (key_by, union) after another, without timers, is bypassed:
+// the one before it emits straight into the one after it (a forward key_by between a join and
+// an aggregate), or into the writer when it is the last, counting the bypassed operator's
+// records too.
 //
 // Threads: owned by the task thread, like the operators; not thread-safe. `cancelled` is read
 // with relaxed loads and may be set by any thread.

@@ -31,6 +31,7 @@ struct ProbeConfig {
   std::vector<std::string> entries;
   bool union_state = false;
   bool forwards = false;  // ForwardsUnchanged(), as key_by
+  bool batches_once_open = false;  // PrefersBatches() only after Open(), as aggregate, window
 };
 
 // Logs "<id>.<call>[:<detail>]" for everything the chain calls on it.
@@ -40,6 +41,7 @@ class Probe final : public ops::Operator {
       : id_(std::move(id)), config_(std::move(config)), log_(log) {}
   absl::Status Open(const ops::OperatorContext& ctx, ops::Output* output) override {
     SLUICE_RETURN_IF_ERROR(Operator::Open(ctx, output));
+    opened_ = true;
     return Call("open");
   }
   absl::Status Process(const Record& r) override {
@@ -52,7 +54,9 @@ class Probe final : public ops::Operator {
     for (size_t i = 0; i < n; ++i) SLUICE_RETURN_IF_ERROR(EmitCopies(records[i].GetInt(0)));
     return absl::OkStatus();
   }
-  bool PrefersBatches() const override { return config_.batches; }
+  bool PrefersBatches() const override {
+    return config_.batches || (config_.batches_once_open && opened_);
+  }
   bool ForwardsUnchanged() const override { return config_.forwards; }
   absl::Status Finish() override {
     SLUICE_RETURN_IF_ERROR(Call("finish"));
@@ -96,6 +100,7 @@ class Probe final : public ops::Operator {
   const std::string id_;
   const ProbeConfig config_;
   std::vector<std::string>* log_;
+  bool opened_ = false;
 };
 
 // A ProbeConfig as `set` makes it.
@@ -154,6 +159,14 @@ class OperatorChainTest : public ::testing::Test {
     return chain_.Named(0, chain_.head().op->ProcessInput(0, r));
   }
 
+  // A snapshot of the chain (checkpoint 4) holds operator state of operator `id` alone.
+  void ExpectSnapshotHoldsOnlyTheStateOf(const std::string& id) {
+    proto::SubtaskState state;
+    ASSERT_OK(chain_.SnapshotState(4, &state));
+    ASSERT_EQ(state.operator_state_size(), 1);
+    EXPECT_EQ(state.operator_state(0).operator_id(), id);
+  }
+
   Schema schema_{{Field{"v", FieldType::kInt64}}};
   ops::OperatorRegistry registry_;
   std::map<std::string, ProbeConfig> configs_;
@@ -207,11 +220,10 @@ TEST_F(OperatorChainTest, CountersAreExactAfterEveryStep) {
 
 // A last operator that forwards records unchanged (key_by) is bypassed: the one before it emits
 // into the writer, and the bypassed one's counters are exact all the same; it is opened,
-// finished, snapshotted and closed, and a source head's watermarks are still published. One
-// that is not last, or the only one, is called as any other.
+// finished, snapshotted and closed, and a source head's watermarks are still published.
 TEST_F(OperatorChainTest, ALastOperatorThatForwardsUnchangedIsBypassed) {
   Add("src", With([&](ProbeConfig& c) { c.emit_per_record = 2; c.emit_on_finish = 1; }), /*source=*/true);
-  Add("a", With([&](ProbeConfig& c) { c.forwards = true; }));
+  Add("a");
   Add("by_key", With([&](ProbeConfig& c) { c.forwards = true; c.entries = {"k"}; }));
   std::vector<std::string> published;
   OperatorChain::SourceWatermarks source;
@@ -231,10 +243,7 @@ TEST_F(OperatorChainTest, ALastOperatorThatForwardsUnchangedIsBypassed) {
   ASSERT_OK(chain_.Finish());
   EXPECT_EQ(in_[2]->Value(), 5u);
   EXPECT_EQ(out_[2]->Value(), 5u);
-  proto::SubtaskState state;
-  ASSERT_OK(chain_.SnapshotState(4, &state));
-  ASSERT_EQ(state.operator_state_size(), 1);
-  EXPECT_EQ(state.operator_state(0).operator_id(), "by_key");
+  ExpectSnapshotHoldsOnlyTheStateOf("by_key");
   chain_.Close();
   EXPECT_THAT(log_, ElementsAre("src.open", "a.open", "by_key.open", "src.process:1", "a.process:1",
                                 "a.process:1001", "src.process:2", "a.process:2", "a.process:1002",
@@ -249,7 +258,7 @@ TEST_F(OperatorChainTest, ALastOperatorThatForwardsUnchangedIsBypassed) {
 // next operator each record.
 TEST_F(OperatorChainTest, BatchesEmittedAtOnceCountAsTheirRecords) {
   Add("src", {}, /*source=*/true);
-  Add("a", With([&](ProbeConfig& c) { c.forwards = true; }));
+  Add("a");
   Add("by_key", With([&](ProbeConfig& c) { c.forwards = true; c.entries = {"k"}; }));
   ASSERT_OK(Open());
   std::vector<Record> batch(5, Record(1));
@@ -266,6 +275,48 @@ TEST_F(OperatorChainTest, BatchesEmittedAtOnceCountAsTheirRecords) {
   EXPECT_THAT(log_, ElementsAre("src.open", "a.open", "by_key.open", "a.process:10", "a.process:11",
                                 "a.process:12", "a.process:13", "a.process:14", "src.close",
                                 "a.close", "by_key.close"));
+}
+
+// An operator that forwards unchanged between two others (a forward key_by between a join and
+// an aggregate) is bypassed too: the one before it emits into the one after it, watermarks
+// included; its counters count every record; it is opened, finished, snapshotted and closed. A
+// head that forwards unchanged is called (the task feeds it).
+TEST_F(OperatorChainTest, AnOperatorThatForwardsUnchangedMidChainIsBypassed) {
+  Add("src", With([&](ProbeConfig& c) { c.forwards = true; }), /*source=*/true);
+  Add("a", With([&](ProbeConfig& c) { c.emit_per_record = 2; c.emit_on_finish = 1; }));
+  Add("by_key", With([&](ProbeConfig& c) { c.forwards = true; c.entries = {"k"}; }));
+  Add("agg");
+  ASSERT_OK(Open());
+  ASSERT_OK(Feed(1));
+  ASSERT_OK(probes_["a"]->output()->EmitWatermark(12));
+  ASSERT_OK(chain_.Finish());
+  EXPECT_EQ(in_[0]->Value(), 1u);
+  EXPECT_EQ(out_[0]->Value(), 1u);
+  EXPECT_EQ(in_[1]->Value(), 1u);
+  EXPECT_EQ(out_[1]->Value(), 3u);
+  EXPECT_EQ(in_[2]->Value(), 3u) << "counted though bypassed";
+  EXPECT_EQ(out_[2]->Value(), 3u);
+  EXPECT_EQ(in_[3]->Value(), 3u);
+  ExpectSnapshotHoldsOnlyTheStateOf("by_key");
+  chain_.Close();
+  EXPECT_THAT(log_, ElementsAre("src.open", "a.open", "by_key.open", "agg.open", "src.process:1",
+                                "a.process:1", "agg.process:1", "agg.process:1001",
+                                "agg.watermark:12", "src.finish", "a.finish", "agg.process:900",
+                                "by_key.finish", "agg.finish", "src.snapshot:4", "a.snapshot:4",
+                                "by_key.snapshot:4", "agg.snapshot:4", "src.close", "a.close",
+                                "by_key.close", "agg.close"));
+}
+
+// Whether the next operator prefers batches is asked once it is open (the window and the
+// aggregate decide at Open()): one that does only then gets batches.
+TEST_F(OperatorChainTest, AskedWhetherItPrefersBatchesOnceOpen) {
+  Add("a", With([&](ProbeConfig& c) { c.emit_per_record = 3; }));
+  Add("b", With([&](ProbeConfig& c) { c.batches_once_open = true; }));
+  ASSERT_OK(Open());
+  ASSERT_OK(Feed(1));
+  ASSERT_OK(chain_.Flush());
+  EXPECT_THAT(log_, ElementsAre("a.open", "b.open", "a.process:1", "b.batch:3:1-2001"));
+  EXPECT_EQ(in_[1]->Value(), 3u);
 }
 
 TEST_F(OperatorChainTest, GathersBatchesForAnOperatorThatPrefersThem) {
