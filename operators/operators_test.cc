@@ -561,6 +561,39 @@ operators:
   EXPECT_THAT(log.watermarks, ElementsAre(6));
 }
 
+// A generator runs ahead of real time: besides every watermark interval of processing time,
+// its watermark goes out once it has advanced by the interval in event time (checked at each
+// Poll), here with a clock that never moves.
+TEST_F(OperatorsTest, DatagenEmitsItsWatermarkEveryIntervalOfEventTime) {
+  Load(R"y(watermark_interval: 10ms
+operators:
+  - {id: gen, type: datagen, fields: [{name: ts, type: int64, expr: seq}], event_time: {field: ts}}
+  - {id: out, type: print}
+)y");
+  class WatermarkLog final : public Output {
+   public:
+    absl::Status Emit(const Record& r) override { return absl::OkStatus(); }
+    absl::Status EmitWatermark(int64_t w) override {
+      watermarks.push_back(w);
+      return absl::OkStatus();
+    }
+    std::vector<int64_t> watermarks;
+  } log;
+  auto gen = Open("gen", 0, 1, &log);
+  ASSERT_OK(gen);
+  auto* source = static_cast<SourceOperator*>(gen->get());
+  int64_t wake = 0;
+  std::vector<std::vector<int64_t>> after_poll;
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_OK(source->Poll(6, &wake));  // ts 6i .. 6i + 5
+    after_poll.push_back(log.watermarks);
+  }
+  // At each Poll's start: max ts 5 (watermark 4, the first), 11 (10: 6 on), 17 (16: 12 on),
+  // 23 (22: 6 on), so 4, 16.
+  EXPECT_THAT(after_poll, ElementsAre(ElementsAre(), ElementsAre(4), ElementsAre(4), ElementsAre(4, 16),
+                                      ElementsAre(4, 16)));
+}
+
 TEST_F(OperatorsTest, DatagenRescaledFromTwoSubtasksToThreeProducesTheRestOnce) {
   Load(kCountingJob);
   std::vector<std::string> entries;
