@@ -190,7 +190,7 @@ class IntervalJoinOperator final : public JoinOperatorBase {
       const JoinRowStore::Rows& rows = store_.key(slot).rows[side];
       size_t due = 0;
       while (due < rows.size() && CleanupTime(side, rows[due].ts) <= watermark) ++due;
-      store_.DropFront(slot, side, due);
+      if (due != 0) store_.DropFront(slot, side, due);
     }
   }
 
