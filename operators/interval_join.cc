@@ -13,6 +13,8 @@
 namespace sluice::ops {
 namespace {
 
+int64_t sweep_slack_for_test = -1;
+
 // interval_join (Flink's IntervalJoinOperator): per key, each input's records are kept; a
 // record joins the other side's records whose time lies in its interval
 // (left.ts + lower <= right.ts <= left.ts + upper), and is then kept until the watermark passes
@@ -43,6 +45,7 @@ class IntervalJoinOperator final : public JoinOperatorBase {
  public:
   absl::Status Open(const OperatorContext& ctx, Output* output) override {
     SLUICE_ASSIGN_OR_RETURN(options_, TypedOptions<IntervalJoinOptions>(ctx));
+    sweep_slack_ms_ = sweep_slack_for_test >= 0 ? sweep_slack_for_test : kIntervalJoinSweepSlackMs;
     SLUICE_RETURN_IF_ERROR(OpenJoin(ctx, output, options_->sides));
     store_.Init(this, state_->RegisterState("interval_join.rows", state::StateKind::kValue),
                 "interval join rows", /*flags=*/false);
@@ -93,6 +96,9 @@ class IntervalJoinOperator final : public JoinOperatorBase {
       EvalKey(side, r);
       SLUICE_ASSIGN_OR_RETURN(slot, store_.SlotOfEvaluated([this](uint32_t s) { ScheduleEarliest(s); }));
     }
+    // Records the watermark has passed can match no record that is not late: dropped here,
+    // where the key's rows are at hand, rather than by a sweep of their own.
+    if (watermark != kNoWatermark) DropExpired(slot, watermark);
     JoinRowStore::Key& ks = store_.key(slot);
     const int unique = options_->unique;
     if (side == unique && !ks.rows[side].empty()) return UniqueViolated(side, r);
@@ -120,8 +126,7 @@ class IntervalJoinOperator final : public JoinOperatorBase {
       }
     }
     SLUICE_RETURN_IF_ERROR(store_.Append(slot, side, ts, false, options_->sides.input[side], r));
-    const int64_t cleanup = CleanupTime(side, ts);
-    store_.ScheduleEarlier(slot, cleanup);
+    store_.ScheduleEarlier(slot, SweepTime(CleanupTime(side, ts)));
     if (store_.OverBudget()) return Spill();
     return absl::OkStatus();
   }
@@ -145,7 +150,8 @@ class IntervalJoinOperator final : public JoinOperatorBase {
     }
     uint32_t slot;
     SLUICE_ASSIGN_OR_RETURN(bool found, store_.LoadCurrent(key, &slot));
-    if (found) ScheduleEarliest(slot);  // else emptied and deleted since
+    // Swept at once (without the slack): its timer fired because records are due.
+    if (found) store_.ScheduleEarlier(slot, EarliestCleanup(store_.key(slot)));  // else emptied and deleted since
     return absl::OkStatus();
   }
 
@@ -163,21 +169,37 @@ class IntervalJoinOperator final : public JoinOperatorBase {
     return t;
   }
 
-  // Schedules key `slot`'s sweep at its earliest cleanup time when that is earlier than the
+  // When a key is swept for records whose cleanup time is `cleanup`: kIntervalJoinSweepSlackMs
+  // later. A key that gets records drops its passed ones as they come (Join()), so the sweep is
+  // for keys that got none since: with the slack, a key is swept about once per slack of event
+  // time, not about once per record (a watermark every few ms of event time would otherwise
+  // sweep each key as often as it gets records), and an idle key's records stay up to the
+  // slack longer in memory. Rows kept past their cleanup time match no record that is not late.
+  int64_t SweepTime(int64_t cleanup) const { return SaturatingAdd(cleanup, sweep_slack_ms_); }
+
+  // Schedules key `slot`'s sweep after its earliest cleanup time when that is earlier than the
   // one pending (a key read back from the backend, restored or converted).
-  void ScheduleEarliest(uint32_t slot) { store_.ScheduleEarlier(slot, EarliestCleanup(store_.key(slot))); }
+  void ScheduleEarliest(uint32_t slot) {
+    store_.ScheduleEarlier(slot, SweepTime(EarliestCleanup(store_.key(slot))));
+  }
+
+  // Drops the records of key `slot` that `watermark` has passed (cleanup times grow with
+  // record times: they are the first rows of each input).
+  void DropExpired(uint32_t slot, int64_t watermark) {
+    for (int side = 0; side < 2; ++side) {
+      const JoinRowStore::Rows& rows = store_.key(slot).rows[side];
+      size_t due = 0;
+      while (due < rows.size() && CleanupTime(side, rows[due].ts) <= watermark) ++due;
+      if (due != 0) store_.DropFront(slot, side, due);
+    }
+  }
 
   // Drops the records of key `slot` that `watermark` has passed, then schedules its next sweep,
   // or forgets the key when nothing is left.
   absl::Status Sweep(uint32_t slot, int64_t watermark) {
-    for (int side = 0; side < 2; ++side) {
-      const JoinRowStore::Rows& rows = store_.key(slot).rows[side];
-      size_t due = 0;  // cleanup times grow with record times: the due records come first
-      while (due < rows.size() && CleanupTime(side, rows[due].ts) <= watermark) ++due;
-      store_.DropFront(slot, side, due);
-    }
+    DropExpired(slot, watermark);
     SLUICE_ASSIGN_OR_RETURN(bool kept, store_.Release(slot));
-    if (kept) store_.Schedule(slot, EarliestCleanup(store_.key(slot)));
+    if (kept) store_.Schedule(slot, SweepTime(EarliestCleanup(store_.key(slot))));
     return absl::OkStatus();
   }
 
@@ -191,11 +213,14 @@ class IntervalJoinOperator final : public JoinOperatorBase {
   }
 
   const IntervalJoinOptions* options_ = nullptr;
+  int64_t sweep_slack_ms_ = kIntervalJoinSweepSlackMs;
   JoinRowStore store_;
   Record scratch_[2];  // a decoded record of each side
 };
 
 }  // namespace
+
+void SetIntervalJoinSweepSlackForTest(int64_t ms) { sweep_slack_for_test = ms; }
 
 std::unique_ptr<Operator> MakeIntervalJoin() { return std::make_unique<IntervalJoinOperator>(); }
 

@@ -162,6 +162,13 @@ class BucketIndex {
 absl::string_view TimeUserKey(int64_t ts, char (&buf)[8]);
 int64_t TimeFromUserKey(absl::string_view key);
 
+// interval_join sweeps a key's records kIntervalJoinSweepSlackMs of event time after the
+// watermark passes their cleanup time (interval_join.cc); a key's next record drops them
+// before that. Tests set another slack (0: at the watermark; -1 restores the default) for the
+// operators opened afterwards.
+inline constexpr int64_t kIntervalJoinSweepSlackMs = 1000;
+void SetIntervalJoinSweepSlackForTest(int64_t ms);
+
 // a + b, saturated to the int64 range.
 inline int64_t SaturatingAdd(int64_t a, int64_t b) {
   int64_t r;

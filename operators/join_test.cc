@@ -510,7 +510,61 @@ TEST_F(JoinTest, IntervalJoinExclusiveBounds) {
                                                      Row(1, 100, "a", 1, 102, "r102")}));
 }
 
+// interval_join sweeps keys at the watermark itself while alive (kIntervalJoinSweepSlackMs is
+// 0), for the tests that assert when records leave the state.
+class ExactSweeps {
+ public:
+  ExactSweeps() { SetIntervalJoinSweepSlackForTest(0); }
+  ~ExactSweeps() { SetIntervalJoinSweepSlackForTest(-1); }
+  ExactSweeps(const ExactSweeps&) = delete;
+  ExactSweeps& operator=(const ExactSweeps&) = delete;
+};
+
+// With the default slack, a key's records the watermark has passed are dropped by the key's
+// next record, or by a sweep kIntervalJoinSweepSlackMs of event time after their cleanup time
+// when none comes; the rows out are the same.
+TEST_F(JoinTest, IntervalJoinDropsPassedRecordsWithTheKeysNextRecordOrASweepAfterTheSlack) {
+  static_assert(kIntervalJoinSweepSlackMs == 1000);
+  Load("interval_join", "    time: ts\n    lower: -5ms\n    upper: 10ms\n");
+  Open();
+  Push(0, 1, 100, "a");  // cleanup 111
+  Push(1, 1, 100, "b");  // cleanup 106: key 1 is swept at 1106
+  Push(0, 2, 100, "c");  // key 2: cleanup 111, swept at 1111
+  Watermark(200);
+  EXPECT_EQ(KeptRows(1), std::make_pair(1u, 1u));  // passed, not yet swept
+  EXPECT_EQ(KeptRows(2), std::make_pair(1u, 0u));
+  Push(1, 1, 300, "d");  // drops a and b, joins nothing
+  EXPECT_EQ(KeptRows(1), std::make_pair(0u, 1u));
+  Push(0, 1, 300, "e");  // joins d
+  EXPECT_EQ(KeptRows(1), std::make_pair(1u, 1u));
+  Watermark(1105);
+  EXPECT_EQ(KeptRows(1), std::make_pair(1u, 1u));
+  Watermark(1106);  // key 1's sweep (b's time): d and e are passed too
+  EXPECT_EQ(KeptRows(1), std::make_pair(0u, 0u));
+  Watermark(1110);
+  EXPECT_EQ(KeptRows(2), std::make_pair(1u, 0u));
+  Watermark(1111);  // key 2's sweep
+  EXPECT_EQ(KeptRows(2), std::make_pair(0u, 0u));
+  EXPECT_THAT(out_.lines, UnorderedElementsAreArray({Row(1, 100, "a", 1, 100, "b"),
+                                                     Row(1, 300, "e", 1, 300, "d")}));
+}
+
+// `unique: left` with the slack: a left record the watermark has passed but no sweep has
+// dropped yet does not make the key's next left record a second one.
+TEST_F(JoinTest, UniqueSideRecordPassedByTheWatermarkIsNotASecondOneBeforeItsSweep) {
+  Load("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n    unique: left\n");
+  Open();
+  Push(0, 1, 100, "a");  // cleanup 111
+  Watermark(150);
+  EXPECT_EQ(KeptRows(1), std::make_pair(1u, 0u));  // passed, not yet swept
+  Push(0, 1, 200, "b");  // not a second record: a is passed
+  Push(1, 1, 205, "r");  // joins b only
+  EXPECT_EQ(KeptRows(1), std::make_pair(1u, 0u));
+  EXPECT_THAT(out_.lines, UnorderedElementsAreArray({Row(1, 200, "b", 1, 205, "r")}));
+}
+
 TEST_F(JoinTest, IntervalJoinDropsStateAsTheWatermarkPassesAndCountsLateRecords) {
+  const ExactSweeps exact;  // asserts when state goes
   Load("interval_join", "    time: ts\n    lower: -5ms\n    upper: 10ms\n");
   Open();
   Push(0, 1, 100, "a");  // kept until the watermark passes 110
@@ -539,6 +593,7 @@ TEST_F(JoinTest, IntervalJoinDropsStateAsTheWatermarkPassesAndCountsLateRecords)
 }
 
 TEST_F(JoinTest, IntervalJoinStateSurvivesCheckpointAndRestoreIntoANewBackend) {
+  const ExactSweeps exact;  // asserts when state goes
   Load("interval_join", "    time: ts\n    lower: -10ms\n    upper: 10ms\n");
   const auto [straight, restored] = RunStraightAndRestored();
   // Left records are the even i, right the odd; a pair matches with one key (i % 3) and
@@ -629,6 +684,7 @@ TEST_F(JoinTest, JoinStateOfAnUnknownFormatIsDataLossNotGarbage) {
 // by time and an index of them, written here by hand as that release wrote them, with its
 // per-record cleanup timers. A restore moves it into format 2 and joins against it.
 TEST_F(JoinTest, IntervalJoinRestoresStateOfFormat1) {
+  const ExactSweeps exact;  // asserts when state goes
   Load("interval_join", "    time: ts\n    lower: -10ms\n    upper: 10ms\n");
   backend_ = NewBackend();
   char buf[8];
@@ -667,6 +723,7 @@ TEST_F(JoinTest, IntervalJoinRestoresStateOfFormat1) {
 // More than its memory (here 8 MiB) of kept records: they are written to the backend and
 // dropped from memory, and read back when a record or the watermark (a timer) needs them.
 TEST_F(JoinTest, IntervalJoinSpillsBeyondItsMemoryAndReadsBack) {
+  const ExactSweeps exact;  // asserts when state goes
   Load("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n");
   SetJoinMemoryForTest(size_t{8} << 20);
   Open();
@@ -847,6 +904,7 @@ TEST_F(JoinTest, KeysFiledByValueOrByBytesJoinAlike) {
 // was swept, right records are kept again; a second left record of a key while one is kept
 // fails (kFailedPrecondition naming the key), as it does in `join`.
 TEST_F(JoinTest, UniqueSideKeepsTheOtherSideOnlyUntilItsRecordComes) {
+  const ExactSweeps exact;  // asserts when state goes
   Load("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n    unique: left\n");
   Open();
   Push(1, 1, 104, "early1");

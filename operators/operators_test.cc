@@ -524,26 +524,31 @@ TEST_F(OperatorsTest, DatagenRescaledFromTwoSubtasksToOneProducesTheRestOfBoth) 
   EXPECT_EQ(DecodeSplit(now[1]).base, 1);
 }
 
-// Rescaled, a subtask may carry on splits that stopped at different points; each has its own
-// watermark, and the subtask emits the smallest, so the lagging split's records are not late.
-TEST_F(OperatorsTest, DatagenWatermarksArePerSplit) {
-  Load(R"y(watermark_interval: 10ms
+// A datagen of event time `seq` (ms), watermarks every 10 ms, and what it emits: its records'
+// times and its watermarks.
+constexpr char kDatagenSeqTimeJob[] = R"y(watermark_interval: 10ms
 operators:
   - {id: gen, type: datagen, fields: [{name: ts, type: int64, expr: seq}], event_time: {field: ts}}
   - {id: out, type: print}
-)y");
-  class WatermarkLog final : public Output {
-   public:
-    absl::Status Emit(const Record& r) override {
-      ts.push_back(r.GetInt(0));
-      return absl::OkStatus();
-    }
-    absl::Status EmitWatermark(int64_t w) override {
-      watermarks.push_back(w);
-      return absl::OkStatus();
-    }
-    std::vector<int64_t> ts, watermarks;
-  } log;
+)y";
+class DatagenTimeLog final : public Output {
+ public:
+  absl::Status Emit(const Record& r) override {
+    ts.push_back(r.GetInt(0));
+    return absl::OkStatus();
+  }
+  absl::Status EmitWatermark(int64_t w) override {
+    watermarks.push_back(w);
+    return absl::OkStatus();
+  }
+  std::vector<int64_t> ts, watermarks;
+};
+
+// Rescaled, a subtask may carry on splits that stopped at different points; each has its own
+// watermark, and the subtask emits the smallest, so the lagging split's records are not late.
+TEST_F(OperatorsTest, DatagenWatermarksArePerSplit) {
+  Load(kDatagenSeqTimeJob);
+  DatagenTimeLog log;
   restored_ = true;
   // Old subtask 0 stopped at seq 10, old subtask 1 at seq 3.
   const SplitState splits[] = {{0, 2, 10}, {1, 2, 3}};
@@ -560,6 +565,27 @@ operators:
   ASSERT_OK(source->Poll(1, &wake));
   // The lagging split's largest timestamp is 7: the watermark is 6, not 13.
   EXPECT_THAT(log.watermarks, ElementsAre(6));
+}
+
+// A generator runs ahead of real time: besides every watermark interval of processing time,
+// its watermark goes out once it has advanced by the interval in event time (checked at each
+// Poll), here with a clock that never moves.
+TEST_F(OperatorsTest, DatagenEmitsItsWatermarkEveryIntervalOfEventTime) {
+  Load(kDatagenSeqTimeJob);
+  DatagenTimeLog log;
+  auto gen = Open("gen", 0, 1, &log);
+  ASSERT_OK(gen);
+  auto* source = static_cast<SourceOperator*>(gen->get());
+  int64_t wake = 0;
+  std::vector<std::vector<int64_t>> after_poll;
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_OK(source->Poll(6, &wake));  // ts 6i .. 6i + 5
+    after_poll.push_back(log.watermarks);
+  }
+  // At each Poll's start: max ts 5 (watermark 4, the first), 11 (10: 6 on), 17 (16: 12 on),
+  // 23 (22: 6 on), so 4, 16.
+  EXPECT_THAT(after_poll, ElementsAre(ElementsAre(), ElementsAre(4), ElementsAre(4), ElementsAre(4, 16),
+                                      ElementsAre(4, 16)));
 }
 
 TEST_F(OperatorsTest, DatagenRescaledFromTwoSubtasksToThreeProducesTheRestOnce) {

@@ -25,6 +25,25 @@ int64_t SplitWatermarks::SplitWatermark(int split) const {
   return wm;
 }
 
+absl::Status SplitWatermarks::EmitIfAdvanced(int64_t step_ms, Output* output) {
+  if (idle_) return absl::OkStatus();
+  int64_t min = kMaxWatermark;
+  bool any = false;
+  for (size_t i = 0; i < splits_.size(); ++i) {
+    if (splits_[i].idle) continue;
+    any = true;
+    min = std::min(min, SplitWatermark(static_cast<int>(i)));
+  }
+  if (!any || min == kNoWatermark) return absl::OkStatus();
+  if (watermark_ != kNoWatermark) {
+    if (min <= watermark_) return absl::OkStatus();
+    const uint64_t advanced = static_cast<uint64_t>(min) - static_cast<uint64_t>(watermark_);
+    if (advanced < static_cast<uint64_t>(std::max<int64_t>(step_ms, 1))) return absl::OkStatus();
+  }
+  watermark_ = min;
+  return output->EmitWatermark(min);
+}
+
 absl::Status SplitWatermarks::OnPeriodic(int64_t now_nanos, Output* output) {
   bool all_idle = true;
   int64_t min = kMaxWatermark;

@@ -19,7 +19,7 @@ namespace sluice::ops {
 // - A split without records for `idle_timeout` of processing time (0: never) is idle until its
 //   next record. Idleness is judged at each OnPeriodic(), so its resolution is the interval.
 // - The subtask's watermark is the minimum over its non-idle splits; it is emitted from
-//   OnPeriodic() when it advanced. When every split is idle, or the subtask has none, the
+//   OnPeriodic() when it advanced, and from EmitIfAdvanced() when it advanced by a given step. When every split is idle, or the subtask has none, the
 //   subtask's output is marked idle; the next record makes it active again (OnEvent returns
 //   true). A new split without records does not.
 //
@@ -49,6 +49,14 @@ class SplitWatermarks {
   // at processing time `now_nanos` and emits to `output`, in order, the subtask turning active,
   // its advanced watermark, or its turning idle. Returns the output's status.
   absl::Status OnPeriodic(int64_t now_nanos, Output* output);
+
+  // Between periodic steps: emits the subtask's watermark when it has advanced by `step_ms` or
+  // more since the last one emitted (min over the splits not idle at the last OnPeriodic()).
+  // A source whose event time runs faster than processing time (a backlog, a generator) would
+  // otherwise leave its watermark seconds of event time behind its records between periodic
+  // steps, and the event-time operators downstream would keep their state that much longer.
+  // Changes no idleness (only OnEvent() and OnPeriodic() do). Returns the output's status.
+  absl::Status EmitIfAdvanced(int64_t step_ms, Output* output);
 
   // The subtask's last emitted watermark (kNoWatermark before the first) and idleness.
   int64_t watermark() const { return watermark_; }

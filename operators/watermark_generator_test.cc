@@ -32,6 +32,59 @@ class EventTimeOutput final : public Output {
   std::vector<std::string> events;
 };
 
+// Between periodic steps, the watermark goes out once it has advanced by the step: over the
+// splits not idle, from the last one emitted (by either path), never for an idle subtask.
+TEST(SplitWatermarksTest, EmitIfAdvancedEmitsOnceTheWatermarkMovedByTheStep) {
+  SplitWatermarks wm(/*max_out_of_orderness_ms=*/500, /*idle_timeout_ms=*/100);
+  EventTimeOutput out;
+  int64_t now = 1000 * kMs;
+  const int a = wm.AddSplit(now);
+  const int b = wm.AddSplit(now);
+  ASSERT_OK(wm.EmitIfAdvanced(200, &out));
+  EXPECT_THAT(out.Take(), IsEmpty()) << "no record yet: no watermark";
+
+  wm.OnEvent(a, 10'000);
+  wm.OnEvent(b, 9'000);
+  ASSERT_OK(wm.EmitIfAdvanced(200, &out));
+  EXPECT_THAT(out.Take(), ElementsAre("wm:8499")) << "the first one: min(10000, 9000) - 500 - 1";
+
+  wm.OnEvent(b, 9'199);
+  ASSERT_OK(wm.EmitIfAdvanced(200, &out));
+  EXPECT_THAT(out.Take(), IsEmpty()) << "8698 is 199 ms on";
+  wm.OnEvent(b, 9'200);
+  ASSERT_OK(wm.EmitIfAdvanced(200, &out));
+  EXPECT_THAT(out.Take(), ElementsAre("wm:8699"));
+
+  wm.OnEvent(b, 20'000);  // split a (max 10000) holds the watermark back
+  ASSERT_OK(wm.EmitIfAdvanced(200, &out));
+  EXPECT_THAT(out.Take(), ElementsAre("wm:9499"));
+
+  // Split a goes idle at the second periodic step without its records: the watermark is then
+  // split b's alone.
+  now += 200 * kMs;
+  ASSERT_OK(wm.OnPeriodic(now, &out));
+  EXPECT_THAT(out.Take(), IsEmpty());
+  now += 200 * kMs;
+  wm.OnEvent(b, 20'100);
+  ASSERT_OK(wm.OnPeriodic(now, &out));
+  EXPECT_THAT(out.Take(), ElementsAre("wm:19599"));
+  wm.OnEvent(b, 20'300);
+  ASSERT_OK(wm.EmitIfAdvanced(200, &out));
+  EXPECT_THAT(out.Take(), ElementsAre("wm:19799")) << "200 ms after the periodic one";
+
+  // Both idle: nothing, until a record makes the subtask active again.
+  for (int i = 0; i < 2; ++i) {
+    now += 200 * kMs;
+    ASSERT_OK(wm.OnPeriodic(now, &out));
+  }
+  EXPECT_THAT(out.Take(), ElementsAre("idle"));
+  ASSERT_OK(wm.EmitIfAdvanced(200, &out));
+  EXPECT_THAT(out.Take(), IsEmpty());
+  EXPECT_TRUE(wm.OnEvent(b, 30'000));
+  ASSERT_OK(wm.EmitIfAdvanced(200, &out));
+  EXPECT_THAT(out.Take(), ElementsAre("wm:29499"));
+}
+
 TEST(SplitWatermarksTest, BoundedOutOfOrderness) {
   SplitWatermarks wm(/*max_out_of_orderness_ms=*/2000, /*idle_timeout_ms=*/0);
   EventTimeOutput out;
