@@ -172,6 +172,8 @@ class Task {
       return SetCarried(i, record);
     }
     absl::Status SetCarried(size_t i, Record* record) const;
+    // Set() of records first, first + 1, ... into records[0, n), in one loop.
+    absl::Status SetBatch(size_t first, Record* records, size_t n) const;
     // The key groups of the records from `i` on (for the rest of a buffer).
     std::string Rest(size_t i) const;
   };
@@ -186,6 +188,10 @@ class Task {
     const int64_t deadline = barriers_->TimerDeadlineNanos();
     return deadline != std::numeric_limits<int64_t>::max() && clock_->NowNanos() >= deadline;
   }
+  // The records of `records` (from channel `ch`) not processed yet, as an item: record `k` of
+  // the slice that starts `slice_bytes` before the buffer's end on, `done` records before it.
+  absl::StatusOr<BufferItem> RestOfBuffer(int ch, const RecordBuffer& records, size_t slice_bytes,
+                                          size_t k, size_t done, const CarriedKeyGroups& carried);
   // Handles announced priority barriers and the alignment timeout now. `rest`: partway
   // through a buffer, its records not processed yet (in-flight input if the checkpoint goes
   // unaligned now, see BarrierHandler::SetPartial()); null between buffers.
@@ -235,6 +241,7 @@ class Task {
   // Per input of the head: records reused for decoding a buffer into one batch, and their width.
   std::vector<std::vector<Record>> input_batches_;
   std::vector<size_t> input_widths_;
+  Record rest_scratch_;  // RestOfBuffer()'s decoding
   bool head_batches_ = false;  // the head PrefersBatches(): a decoded buffer is one batch
   size_t head_inputs_ = 1;     // inputs of the head: one gets Process(), several ProcessInput()
   std::unique_ptr<WatermarkValve> valve_;  // input tasks: combines the channels' event time

@@ -2224,6 +2224,35 @@ operators:
   EXPECT_LE(logs_["chained"].max_batch, 256u);
 }
 
+// A head that prefers batches gets each received buffer (thousands of records here: no
+// watermarks flush them early) in slices of 256, decoded right before each ProcessBatch();
+// every record arrives once.
+TEST_F(BatchTaskTest, AHeadGetsReceivedBuffersInSlices) {
+  Deploy(R"y(
+name: slices
+parallelism: 2
+operators:
+  - id: gen
+    type: datagen
+    count: 20000
+    fields: [{name: k, type: int64, expr: "seq % 5"}, {name: ts, type: timestamp, expr: "to_timestamp(1000 + seq)"}]
+  - {id: head, type: batch_probe, input: {from: gen, partition: hash, key: [k]}}
+  - {id: out, type: blackhole}
+)y");
+  ASSERT_FALSE(HasFailure());
+  ASSERT_EQ(tasks_.size(), 4u) << "gen, head+out, 2 subtasks each";
+  StartAll();
+  ASSERT_TRUE(WaitAllDone());
+  ExpectAllIn(proto::TASK_FINISHED);
+  EXPECT_EQ(CountsOf("head").in, 20000u);
+  EXPECT_EQ(CountsOf("out").in, 20000u);
+  absl::MutexLock lock(&mu_);
+  const BatchLog& log = logs_["head"];
+  EXPECT_EQ(log.records, 20000);
+  EXPECT_EQ(log.single_calls, 0);
+  EXPECT_EQ(log.max_batch, 256u) << "a buffer of more than 256 records in one ProcessBatch()";
+}
+
 // Per record a KeyGroupProbe saw: its key, the key group carried with it (-1: none), and the
 // key group its key hashes to.
 struct CarriedLog {
