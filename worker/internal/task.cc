@@ -19,7 +19,7 @@ namespace sluice::worker {
 namespace {
 constexpr int kSourceBatch = 256;
 // Records of a received buffer decoded at a time (Task::ProcessItem).
-constexpr size_t kInputSliceRecords = 256;
+constexpr size_t kInputSliceRecords = 512;
 
 }  // namespace
 

@@ -2225,7 +2225,7 @@ operators:
 }
 
 // A head that prefers batches gets each received buffer (thousands of records here: no
-// watermarks flush them early) in slices of 256, decoded right before each ProcessBatch();
+// watermarks flush them early) in slices of 512, decoded right before each ProcessBatch();
 // every record arrives once.
 TEST_F(BatchTaskTest, AHeadGetsReceivedBuffersInSlices) {
   Deploy(R"y(
@@ -2250,7 +2250,7 @@ operators:
   const BatchLog& log = logs_["head"];
   EXPECT_EQ(log.records, 20000);
   EXPECT_EQ(log.single_calls, 0);
-  EXPECT_EQ(log.max_batch, 256u) << "a buffer of more than 256 records in one ProcessBatch()";
+  EXPECT_EQ(log.max_batch, 512u) << "a buffer of more than 512 records in one ProcessBatch()";
 }
 
 // Per record a KeyGroupProbe saw: its key, the key group carried with it (-1: none), and the
