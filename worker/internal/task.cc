@@ -564,7 +564,10 @@ absl::Status Task::ProcessItem(BufferItem& item) {
       for (size_t k = 0; k < n && s.ok(); ++k) {
         if (cancelled_.load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
         if (interruptible && PriorityEventsAllowed() && PriorityEventDue()) {
-          SLUICE_ASSIGN_OR_RETURN(BufferItem rest, RestOfBuffer(ch, *records, slice_bytes, k, decoded + k, carried));
+          SLUICE_ASSIGN_OR_RETURN(RecordBuffer unprocessed,
+                                  RestOfRecordBuffer(*schema_of_[ch], *records, slice_bytes, k, decoded + k,
+                                                     carried.Rest(decoded + k), &rest_scratch_));
+          const BufferItem rest(ch, std::move(unprocessed));
           SLUICE_RETURN_IF_ERROR(HandlePriorityEvents(&rest));
         }
         in->Add();
@@ -579,13 +582,15 @@ absl::Status Task::ProcessItem(BufferItem& item) {
   return chain_.Named(0, s);
 }
 
-absl::StatusOr<BufferItem> Task::RestOfBuffer(int ch, const RecordBuffer& records, size_t slice_bytes,
-                                              size_t k, size_t done, const CarriedKeyGroups& carried) {
-  RecordDecoder skip(schema_of_[ch], absl::string_view(records.data).substr(records.data.size() - slice_bytes));
-  rest_scratch_.Resize(schema_of_[ch]->size());
-  for (size_t i = 0; i < k; ++i) SLUICE_RETURN_IF_ERROR(skip.Next(&rest_scratch_));
-  return BufferItem(ch, RecordBuffer{records.data.substr(records.data.size() - skip.Remaining()),
-                                     records.num_records - static_cast<int>(done), carried.Rest(done)});
+absl::StatusOr<RecordBuffer> RestOfRecordBuffer(const Schema& schema, const RecordBuffer& records,
+                                                size_t slice_bytes, size_t k, size_t done,
+                                                std::string key_groups, Record* scratch) {
+  if (slice_bytes > records.data.size()) return absl::InternalError("slice beyond its buffer");
+  RecordDecoder skip(&schema, absl::string_view(records.data).substr(records.data.size() - slice_bytes));
+  scratch->Resize(schema.size());
+  for (size_t i = 0; i < k; ++i) SLUICE_RETURN_IF_ERROR(skip.Next(scratch));
+  return RecordBuffer{records.data.substr(records.data.size() - skip.Remaining()),
+                      records.num_records - static_cast<int>(done), std::move(key_groups)};
 }
 
 absl::StatusOr<Task::CarriedKeyGroups> Task::CarriedKeyGroupsOf(int ch, const RecordBuffer& records) const {

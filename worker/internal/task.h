@@ -90,6 +90,14 @@ int GateChannelIndex(const plan::JobGraph& graph, int edge, int src_subtask);
 // Number of channels into one subtask of `vertex`.
 int GateChannelCount(const plan::JobGraph& graph, int vertex);
 
+// The records of `records` (a buffer of `schema`) not processed yet, when a priority event
+// interrupts it: the task decoded a slice that starts `slice_bytes` before the buffer's end and
+// processed `k` of its records, `done` in all; `key_groups` are the carried key groups of the
+// rest (CarriedKeyGroups::Rest). `scratch` is decoded into. kDataLoss on corrupt bytes.
+absl::StatusOr<RecordBuffer> RestOfRecordBuffer(const Schema& schema, const RecordBuffer& records,
+                                                size_t slice_bytes, size_t k, size_t done,
+                                                std::string key_groups, Record* scratch);
+
 // One running subtask: a chain of operators driven by one thread.
 //
 // Lifecycle: constructed at deploy (its input gate exists from then on, so producers can
@@ -188,10 +196,6 @@ class Task {
     const int64_t deadline = barriers_->TimerDeadlineNanos();
     return deadline != std::numeric_limits<int64_t>::max() && clock_->NowNanos() >= deadline;
   }
-  // The records of `records` (from channel `ch`) not processed yet, as an item: record `k` of
-  // the slice that starts `slice_bytes` before the buffer's end on, `done` records before it.
-  absl::StatusOr<BufferItem> RestOfBuffer(int ch, const RecordBuffer& records, size_t slice_bytes,
-                                          size_t k, size_t done, const CarriedKeyGroups& carried);
   // Handles announced priority barriers and the alignment timeout now. `rest`: partway
   // through a buffer, its records not processed yet (in-flight input if the checkpoint goes
   // unaligned now, see BarrierHandler::SetPartial()); null between buffers.
@@ -241,7 +245,7 @@ class Task {
   // Per input of the head: records reused for decoding a buffer into one batch, and their width.
   std::vector<std::vector<Record>> input_batches_;
   std::vector<size_t> input_widths_;
-  Record rest_scratch_;  // RestOfBuffer()'s decoding
+  Record rest_scratch_;  // RestOfRecordBuffer()'s decoding
   bool head_batches_ = false;  // the head PrefersBatches(): a decoded buffer is one batch
   size_t head_inputs_ = 1;     // inputs of the head: one gets Process(), several ProcessInput()
   std::unique_ptr<WatermarkValve> valve_;  // input tasks: combines the channels' event time
