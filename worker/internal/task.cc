@@ -532,19 +532,17 @@ absl::Status Task::ProcessItem(BufferItem& item) {
     // window_count measured the same with slices of 64 to 1024 as with whole buffers.
     if (cancelled_.load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
     size_t decoded = 0;
-    absl::Status decode;
-    while (decode.ok() && !dec.Done()) {
+    while (!dec.Done()) {
       if (batch.size() < decoded + kInputSliceRecords) {
         batch.resize(decoded + kInputSliceRecords, Record(input_widths_[input]));
       }
       size_t n;
-      decode = dec.NextBatch(batch.data() + decoded, kInputSliceRecords, &n);
+      SLUICE_RETURN_IF_ERROR(dec.NextBatch(batch.data() + decoded, kInputSliceRecords, &n));
       SLUICE_RETURN_IF_ERROR(carried.SetBatch(decoded, batch.data() + decoded, n));
       decoded += n;
     }
     head->in->Add(decoded);
     s = head->op->ProcessBatch(input, batch.data(), decoded);
-    if (s.ok()) SLUICE_RETURN_IF_ERROR(decode);
   } else {
     // Record by record, so a cancel, a priority barrier or the alignment timeout is seen
     // between records of a slow operator; decoded kInputSliceRecords at a time (one call).
