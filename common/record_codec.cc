@@ -166,6 +166,40 @@ absl::Status RecordDecoder::NextIntegral(Record* record) {
   return absl::OkStatus();
 }
 
+absl::Status RecordDecoder::NextBatch(Record* records, size_t max, size_t* count) {
+  size_t k = 0;
+  const size_t n = schema_->size();
+  if (schema_->all_integral() && n > 0) {
+    // While a record's worst case (10 bytes a field) remains: no bounds check per byte.
+    const char* pos = pos_;
+    const ptrdiff_t worst = static_cast<ptrdiff_t>(10 * n);
+    for (; k < max && end_ - pos >= worst; ++k) {
+      Value* values = &records[k][0];
+      for (size_t i = 0; i < n; ++i) {
+        uint64_t u;
+        const char* p = ReadVarint64With10Bytes(pos, &u);
+        if (ABSL_PREDICT_FALSE(p == nullptr)) {
+          pos_ = pos;
+          *count = k;
+          return CorruptVarint(i);
+        }
+        values[i].i = UnZigZag(u);
+        pos = p;
+      }
+    }
+    pos_ = pos;
+  }
+  for (; k < max && !Done(); ++k) {
+    absl::Status s = Next(&records[k]);
+    if (ABSL_PREDICT_FALSE(!s.ok())) {
+      *count = k;
+      return s;
+    }
+  }
+  *count = k;
+  return absl::OkStatus();
+}
+
 absl::Status RecordDecoder::Next(Record* record) {
   if (schema_->all_integral()) return NextIntegral(record);
   const size_t n = schema_->size();

@@ -192,6 +192,65 @@ TEST(RecordCodecTest, IntegralSchemasKeepTheBytesAndTheChecks) {
   }
 }
 
+// NextBatch() gives what Next() gives record by record: the same values, batches of at most
+// `max` until the buffer ends, and at a corrupt record the records before it and Next()'s
+// error; for schemas of NOT NULL integers (their own loop, with values of 1 to 10 bytes and
+// records near the end of the buffer) and others.
+TEST(RecordCodecTest, NextBatchDecodesWhatNextDecodes) {
+  const Schema ints({{"k", FieldType::kInt64}, {"ts", FieldType::kTimestamp}});
+  const int64_t values[] = {0, -1, 63, -64, 64, 8191, 8192, std::numeric_limits<int64_t>::min(),
+                            std::numeric_limits<int64_t>::max(), 1234567890123, -987654321};
+  for (const Schema& schema : {ints, TestSchema()}) {
+    std::string buf;
+    Record r(schema.size());
+    constexpr size_t kRecords = 50;
+    for (size_t i = 0; i < kRecords; ++i) {
+      r.SetInt(0, values[i % 11]);
+      r.SetInt(schema.size() - 1, values[(i * 7) % 11]);
+      if (schema.size() > 2) r.SetString(2, std::string(i % 5, 'x'));
+      EncodeRecord(schema, r, &buf);
+    }
+    for (size_t max : {1, 7, 64}) {
+      RecordDecoder one(&schema, buf);
+      RecordDecoder batch(&schema, buf);
+      std::vector<Record> got(max, Record(schema.size()));
+      Record want(schema.size());
+      size_t total = 0;
+      while (!batch.Done()) {
+        size_t n = 0;
+        ASSERT_OK(batch.NextBatch(got.data(), max, &n));
+        ASSERT_EQ(n, std::min(max, kRecords - total)) << max;
+        for (size_t i = 0; i < n; ++i) {
+          ASSERT_OK(one.Next(&want));
+          for (size_t f = 0; f < schema.size(); ++f) {
+            ASSERT_EQ(got[i][f].i, want[f].i) << total + i;
+            ASSERT_EQ(got[i][f].s, want[f].s) << total + i;
+          }
+        }
+        total += n;
+      }
+      EXPECT_EQ(total, kRecords);
+      EXPECT_TRUE(one.Done());
+    }
+    // Record 30 cut short (the buffer ends in its first field), and overlong (an 11-byte varint).
+    RecordDecoder count(&schema, buf);
+    for (int i = 0; i < 30; ++i) ASSERT_OK(count.Next(&r));
+    const size_t at = buf.size() - count.Remaining();
+    for (const std::string& bad : {buf.substr(0, at) + "\x80",
+                                   buf.substr(0, at) + std::string(11, '\x80') + std::string(40, '\x01')}) {
+      RecordDecoder one(&schema, bad);
+      absl::Status want;
+      for (int i = 0; i <= 30 && want.ok(); ++i) want = one.Next(&r);
+      RecordDecoder batch(&schema, bad);
+      std::vector<Record> got(64, Record(schema.size()));
+      size_t n = 99;
+      EXPECT_EQ(batch.NextBatch(got.data(), 64, &n), want);
+      EXPECT_EQ(n, 30u);
+      EXPECT_EQ(got[29][0].i, values[29 % 11]);
+    }
+  }
+}
+
 TEST(RecordCodecTest, HugeStringLengthIsRejected) {
   Schema schema({{"s", FieldType::kString}});
   std::string buf;

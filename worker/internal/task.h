@@ -90,6 +90,14 @@ int GateChannelIndex(const plan::JobGraph& graph, int edge, int src_subtask);
 // Number of channels into one subtask of `vertex`.
 int GateChannelCount(const plan::JobGraph& graph, int vertex);
 
+// The records of `records` (a buffer of `schema`) not processed yet, when a priority event
+// interrupts it: the task decoded a slice that starts `slice_bytes` before the buffer's end and
+// processed `k` of its records, `done` in all; `key_groups` are the carried key groups of the
+// rest (CarriedKeyGroups::Rest). `scratch` is decoded into. kDataLoss on corrupt bytes.
+absl::StatusOr<RecordBuffer> RestOfRecordBuffer(const Schema& schema, const RecordBuffer& records,
+                                                size_t slice_bytes, size_t k, size_t done,
+                                                std::string key_groups, Record* scratch);
+
 // One running subtask: a chain of operators driven by one thread.
 //
 // Lifecycle: constructed at deploy (its input gate exists from then on, so producers can
@@ -172,6 +180,8 @@ class Task {
       return SetCarried(i, record);
     }
     absl::Status SetCarried(size_t i, Record* record) const;
+    // Set() of records first, first + 1, ... into records[0, n), in one loop.
+    absl::Status SetBatch(size_t first, Record* records, size_t n) const;
     // The key groups of the records from `i` on (for the rest of a buffer).
     std::string Rest(size_t i) const;
   };
@@ -235,6 +245,7 @@ class Task {
   // Per input of the head: records reused for decoding a buffer into one batch, and their width.
   std::vector<std::vector<Record>> input_batches_;
   std::vector<size_t> input_widths_;
+  Record rest_scratch_;  // RestOfRecordBuffer()'s decoding
   bool head_batches_ = false;  // the head PrefersBatches(): a decoded buffer is one batch
   size_t head_inputs_ = 1;     // inputs of the head: one gets Process(), several ProcessInput()
   std::unique_ptr<WatermarkValve> valve_;  // input tasks: combines the channels' event time

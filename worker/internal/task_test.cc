@@ -2224,6 +2224,72 @@ operators:
   EXPECT_LE(logs_["chained"].max_batch, 256u);
 }
 
+// A head that prefers batches gets each received buffer (thousands of records here: no
+// watermarks flush them early) as one batch, decoded 512 records at a time: not in slices (the
+// aggregate reads a key's state once per batch); every record arrives once.
+TEST_F(BatchTaskTest, AHeadGetsAReceivedBufferAsOneBatch) {
+  Deploy(R"y(
+name: slices
+parallelism: 2
+operators:
+  - id: gen
+    type: datagen
+    count: 20000
+    fields: [{name: k, type: int64, expr: "seq % 5"}, {name: ts, type: timestamp, expr: "to_timestamp(1000 + seq)"}]
+  - {id: head, type: batch_probe, input: {from: gen, partition: hash, key: [k]}}
+  - {id: out, type: blackhole}
+)y");
+  ASSERT_FALSE(HasFailure());
+  ASSERT_EQ(tasks_.size(), 4u) << "gen, head+out, 2 subtasks each";
+  StartAll();
+  ASSERT_TRUE(WaitAllDone());
+  ExpectAllIn(proto::TASK_FINISHED);
+  EXPECT_EQ(CountsOf("head").in, 20000u);
+  EXPECT_EQ(CountsOf("out").in, 20000u);
+  absl::MutexLock lock(&mu_);
+  const BatchLog& log = logs_["head"];
+  EXPECT_EQ(log.records, 20000);
+  EXPECT_EQ(log.single_calls, 0);
+  EXPECT_GT(log.max_batch, 512u) << "a buffer cut into batches";
+  EXPECT_LT(log.batches * 1000, log.records) << "buffers of fewer than 1000 records";
+}
+
+// A priority barrier partway through a slice of a buffer (record `k` of the slice that starts
+// after `done - k` records) leaves exactly the records from `done` on: bytes, count and key
+// groups, for slices in the middle and at both ends.
+TEST(RestOfRecordBufferTest, LeavesTheRecordsNotProcessed) {
+  const Schema schema({{"k", FieldType::kInt64}, {"s", FieldType::kString}});
+  RecordBuffer buffer;
+  Record r(2);
+  std::vector<size_t> starts;  // byte offset of each record
+  for (int i = 0; i < 1000; ++i) {
+    starts.push_back(buffer.data.size());
+    r.SetInt(0, i * 7919 - 3000);
+    r.SetString(1, std::string(i % 13, 'a' + i % 26));
+    EncodeRecord(schema, r, &buffer.data);
+    buffer.key_groups.push_back(static_cast<char>(i % 128));
+  }
+  buffer.num_records = 1000;
+  Record scratch;
+  for (const auto& [slice_start, k] : std::vector<std::pair<size_t, size_t>>{{0, 0}, {0, 1}, {512, 0}, {512, 300}, {512, 487}, {999, 0}}) {
+    const size_t done = slice_start + k;
+    const size_t slice_bytes = buffer.data.size() - starts[slice_start];
+    absl::StatusOr<RecordBuffer> rest =
+        RestOfRecordBuffer(schema, buffer, slice_bytes, k, done, buffer.key_groups.substr(done), &scratch);
+    ASSERT_OK(rest);
+    EXPECT_EQ(rest->data, buffer.data.substr(starts[done])) << done;
+    EXPECT_EQ(rest->num_records, static_cast<int>(1000 - done));
+    EXPECT_EQ(rest->key_groups, buffer.key_groups.substr(done));
+    RecordDecoder dec(&schema, rest->data);
+    ASSERT_OK(dec.Next(&r));
+    EXPECT_EQ(r.GetInt(0), static_cast<int64_t>(done) * 7919 - 3000);
+  }
+  EXPECT_EQ(RestOfRecordBuffer(schema, buffer, buffer.data.size() - starts[990], 11, 1001, "", &scratch)
+                .status()
+                .code(),
+            absl::StatusCode::kDataLoss);
+}
+
 // Per record a KeyGroupProbe saw: its key, the key group carried with it (-1: none), and the
 // key group its key hashes to.
 struct CarriedLog {
