@@ -1,6 +1,15 @@
 #include "coordinator/coordinator.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <future>
@@ -79,6 +88,112 @@ class FakeWorker final : public proto::Worker::Service {
   std::vector<proto::DeployTasksRequest> deployed_ ABSL_GUARDED_BY(mu_);
 };
 
+// A loopback TCP proxy in front of `target_port` that holds every connection for `delay` before
+// it forwards a byte: a worker on a loaded host or behind a slow network, whose connection takes
+// that long to come up. A connection the client closes while it is held is counted as given up.
+// Connections are served one at a time by the proxy's thread; the destructor closes them and
+// joins it.
+class SlowConnectProxy {
+ public:
+  SlowConnectProxy(int target_port, std::chrono::milliseconds delay) : target_port_(target_port), delay_(delay) {
+    listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr = Loopback(0);
+    socklen_t len = sizeof(addr);
+    if (listen_fd_ < 0 || bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
+        listen(listen_fd_, 8) != 0 || getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0 ||
+        pipe(wake_) != 0) {
+      ADD_FAILURE() << "cannot set up the proxy: " << strerror(errno);
+      return;
+    }
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~SlowConnectProxy() {
+    if (thread_.joinable()) {
+      char b = 0;
+      (void)!write(wake_[1], &b, 1);
+      thread_.join();
+    }
+    for (int fd : {listen_fd_, wake_[0], wake_[1]}) {
+      if (fd >= 0) close(fd);
+    }
+  }
+  int port() const { return port_; }
+  int given_up() const { return given_up_.load(); }
+
+ private:
+  static sockaddr_in Loopback(int port) {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(port);
+    return addr;
+  }
+  void Run() {
+    while (true) {
+      pollfd fds[2] = {{wake_[0], POLLIN, 0}, {listen_fd_, POLLIN, 0}};
+      if (poll(fds, 2, -1) < 0 || fds[0].revents != 0) return;
+      const int client = accept(listen_fd_, nullptr, nullptr);
+      if (client < 0) continue;
+      const bool stop = Serve(client);
+      close(client);
+      if (stop) return;
+    }
+  }
+  // Holds `client` for delay_ (unless it hangs up first), then pumps bytes both ways until
+  // either side closes. Returns whether the proxy is being destroyed.
+  bool Serve(int client) {
+    pollfd held[2] = {{wake_[0], POLLIN, 0}, {client, POLLRDHUP, 0}};
+    const int n = poll(held, 2, static_cast<int>(delay_.count()));
+    if (n < 0 || held[0].revents != 0) return true;
+    if (held[1].revents != 0) {
+      ++given_up_;
+      return false;
+    }
+    const int server = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr = Loopback(target_port_);
+    if (server < 0 || connect(server, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      if (server >= 0) close(server);
+      return false;
+    }
+    bool stop = false;
+    char buf[16384];
+    while (true) {
+      pollfd fds[3] = {{wake_[0], POLLIN, 0}, {client, POLLIN, 0}, {server, POLLIN, 0}};
+      if (poll(fds, 3, -1) < 0 || fds[0].revents != 0) {
+        stop = true;
+        break;
+      }
+      bool closed = false;
+      for (auto [from, to] : {std::pair{1, server}, std::pair{2, client}}) {
+        if (fds[from].revents == 0) continue;
+        const ssize_t got = read(fds[from].fd, buf, sizeof(buf));
+        if (got <= 0 || !WriteAll(to, buf, got)) closed = true;
+      }
+      if (closed) break;
+    }
+    close(server);
+    return stop;
+  }
+  static bool WriteAll(int fd, const char* data, ssize_t size) {
+    while (size > 0) {
+      const ssize_t wrote = write(fd, data, size);
+      if (wrote <= 0) return false;
+      data += wrote;
+      size -= wrote;
+    }
+    return true;
+  }
+
+  const int target_port_;
+  const std::chrono::milliseconds delay_;
+  int listen_fd_ = -1;
+  int wake_[2] = {-1, -1};
+  int port_ = 0;
+  std::atomic<int> given_up_{0};
+  std::thread thread_;
+};
+
 // Waits (up to 10 s) until `cond` holds.
 bool WaitFor(const std::function<bool()>& cond) {
   return testing::WaitFor(cond, std::chrono::seconds(10), "the condition", std::chrono::milliseconds(5));
@@ -117,6 +232,7 @@ class CoordinatorTest : public ::testing::Test {
     builder.RegisterService(worker_.get());
     worker_server_ = builder.BuildAndStart();
     ASSERT_NE(port, 0);
+    worker_port_ = port;
     worker_address_ = absl::StrCat("127.0.0.1:", port);
     CoordinatorOptions options;
     options.checkpoint_dir = "/ck";
@@ -252,6 +368,7 @@ class CoordinatorTest : public ::testing::Test {
   std::unique_ptr<grpc::Server> worker_server_;
   std::unique_ptr<Coordinator> coordinator_;
   std::string worker_id_;
+  int worker_port_ = 0;
   std::string worker_address_;
   std::map<std::string, std::string> contents_;  // uploaded file -> contents
 };
@@ -498,6 +615,36 @@ TEST_F(CoordinatorTest, ATaskFailureKeepsItsStatusCodeInTheJobInfoAndRecord) {
   absl::StatusOr<proto::JobRecord> record = HaStore(&fs_, "/ha").Read(job);
   ASSERT_OK(record);
   EXPECT_EQ(record->error_code(), static_cast<int>(absl::StatusCode::kDataLoss));
+}
+
+// A worker whose connection takes a second to come up (a loaded host, a distant network) is
+// deployed to, not declared lost: the coordinator's channels gave a connection attempt 100 ms
+// (gRPC takes GRPC_ARG_MIN_RECONNECT_BACKOFF_MS as its connect timeout), and a deployment whose
+// connection was cut at 100 ms took the worker for unreachable and failed the job.
+TEST_F(CoordinatorTest, AWorkerWhoseConnectionTakesASecondIsDeployedToNotLost) {
+  SlowConnectProxy proxy(worker_port_, std::chrono::milliseconds(1000));
+  ASSERT_GT(proxy.port(), 0);
+  // The fixture's worker leaves; the same fake worker registers again behind the proxy.
+  proto::DeregisterWorkerRequest leave;
+  leave.set_worker_id(worker_id_);
+  leave.set_data_address(worker_address_);
+  ASSERT_OK(coordinator_->DeregisterWorker(leave));
+  proto::RegisterWorkerRequest reg;
+  reg.set_slots(2);
+  reg.set_data_address(absl::StrCat("127.0.0.1:", proxy.port()));
+  absl::StatusOr<proto::RegisterWorkerResponse> r = coordinator_->RegisterWorker(reg);
+  ASSERT_OK(r);
+
+  const std::string job = SubmitRunning("{interval: 1h}");
+  ASSERT_FALSE(job.empty());
+  ASSERT_EQ(worker_->deployed().size(), 1u);
+  EXPECT_EQ(worker_->deployed().front().job_id(), job);
+  EXPECT_EQ(worker_->deployed().front().tasks_size(), 2);
+  const proto::ListWorkersResponse workers = coordinator_->ListWorkers();
+  ASSERT_EQ(workers.workers_size(), 1);
+  EXPECT_EQ(workers.workers(0).worker_id(), r->worker_id());
+  EXPECT_EQ(workers.workers(0).slots_used(), 2);
+  EXPECT_EQ(proxy.given_up(), 0);
 }
 
 // A power loss before any step of completing checkpoint 2 (metadata, job record, retention with
