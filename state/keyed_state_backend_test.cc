@@ -1224,6 +1224,97 @@ TEST_F(KeyedStateBackendTest, IncrementalCheckpointsReuseSharedFiles) {
   EXPECT_EQ(GetOr(r2->get(), value3, "key-99999"), absl::StrCat("value-99999-", 99999 * 7919));
 }
 
+// A snapshot writes the entries changed since the last one into its delta file (not RocksDB);
+// entries left unchanged for an interval move into RocksDB at the next snapshot. Every
+// checkpoint restores exactly what was there when it was taken, on the same key groups and
+// rescaled, also after a snapshot whose checkpoint never completed (never uploaded), with
+// deletes of entries RocksDB never had and map state.
+TEST_F(KeyedStateBackendTest, ChangedEntriesGoToTheDeltaFileAndEveryCheckpointRestores) {
+  auto b = OpenOrDie(Options("a"));
+  ASSERT_NE(b, nullptr);
+  StateId value = b->RegisterState("v", StateKind::kValue);
+  StateId map = b->RegisterState("m", StateKind::kMap);
+  constexpr int kKeys = 3000;
+  struct Taken {
+    proto::KeyedStateHandle handle;
+    std::map<std::string, std::string> values;
+    std::map<std::string, std::string> maps;  // key -> the value of user key "u"
+  };
+  std::vector<Taken> taken;
+  std::map<std::string, std::string> values;
+  std::map<std::string, std::string> maps;
+  std::set<std::string> shared_before;
+  for (int round = 0; round < 5; ++round) {
+    for (int i = 0; i < kKeys; ++i) {
+      const std::string key = absl::StrCat("k", i);
+      SetKey(b.get(), key);
+      if (round == 0 || i % 2 == 0) {  // even keys are hot, odd ones written once
+        ASSERT_OK(b->Put(value, absl::StrCat("r", round, "-", i)));
+        values[key] = absl::StrCat("r", round, "-", i);
+      }
+      if (round == 2 && i % 10 == 4) {
+        ASSERT_OK(b->Delete(value));
+        values.erase(key);
+      }
+      if (i % 100 == 0) {
+        ASSERT_OK(b->MapPut(map, "u", absl::StrCat(round)));
+        maps[key] = absl::StrCat(round);
+      }
+    }
+    if (round == 3) ASSERT_OK(b->SnapshotSync(100));  // its checkpoint never completes
+    auto h = Checkpoint(b.get(), round + 1, absl::StrCat("chk-", round + 1));
+    ASSERT_OK(h);
+    taken.push_back({*h, values, maps});
+    int64_t delta_size = 0;
+    for (const auto& f : h->files()) {
+      if (f.local_name() == internal::kDeltaFileName) delta_size = f.size();
+    }
+    if (round == 3) {
+      // Unchanged since the snapshot just before, everything moved into RocksDB.
+      EXPECT_EQ(delta_size, 0);
+    } else {
+      // The hot entries (at least 1,500 of some 10 bytes each) are in the delta file.
+      EXPECT_GT(delta_size, 1500 * 10) << "round " << round;
+    }
+    if (round == 4) {
+      // Nothing went cold since round 3: RocksDB got no new file.
+      EXPECT_EQ(SharedNames(*h), shared_before);
+    }
+    shared_before = SharedNames(*h);
+  }
+  b.reset();
+
+  for (size_t c = 0; c < taken.size(); ++c) {
+    for (const KeyGroupRange range :
+         {KeyGroupRange{0, 127}, KeyGroupRange{0, 63}, KeyGroupRange{64, 127}}) {
+      SCOPED_TRACE(absl::StrCat("checkpoint ", c + 1, " range ", range.first));
+      auto r = KeyedStateBackend::Restore(
+          Options(absl::StrCat("r", c, "-", range.first), range), {taken[c].handle}, job_dir_);
+      ASSERT_OK(r);
+      StateId value2 = (*r)->RegisterState("v", StateKind::kValue);
+      StateId map2 = (*r)->RegisterState("m", StateKind::kMap);
+      int checked = 0;
+      for (int i = 0; i < kKeys; ++i) {
+        const std::string key = absl::StrCat("k", i);
+        if (!range.Contains(KeyGroupOf(key))) continue;
+        auto it = taken[c].values.find(key);
+        ASSERT_EQ(GetOr(r->get(), value2, key), it == taken[c].values.end() ? "<absent>" : it->second)
+            << key;
+        std::vector<std::pair<std::string, std::string>> entries;
+        ASSERT_OK((*r)->MapEntries(map2, &entries));
+        auto m = taken[c].maps.find(key);
+        if (m == taken[c].maps.end()) {
+          EXPECT_TRUE(entries.empty()) << key;
+        } else {
+          EXPECT_THAT(entries, ElementsAre(Pair("u", m->second))) << key;
+        }
+        ++checked;
+      }
+      EXPECT_GT(checked, range.last == 127 && range.first == 0 ? kKeys - 1 : kKeys / 4);
+    }
+  }
+}
+
 // On the working directory's filesystem the upload hard-links the snapshot's files instead of
 // copying them: the stored SSTs are the working DB's files (one inode), and the checkpoint
 // stays whole after the working DB dropped them (compaction, close) and the backend is gone.
@@ -1469,6 +1560,36 @@ TEST_F(KeyedStateBackendTest, RestoreWithMissingOrCorruptFilesFails) {
   hostile.mutable_files(0)->set_local_name("../../etc/passwd");
   EXPECT_THAT(KeyedStateBackend::Restore(Options("b"), {hostile}, job_dir_),
               StatusIs(absl::StatusCode::kDataLoss, ::testing::_));
+
+  // The delta file (holding the 1000 entries) corrupt, of the wrong size, missing.
+  const proto::StateFile* delta = nullptr;
+  for (const auto& f : h->files()) {
+    if (f.local_name() == internal::kDeltaFileName) delta = &f;
+  }
+  ASSERT_NE(delta, nullptr);
+  const fs::path delta_path = fs::path(job_dir_) / h->private_dir() / delta->name();
+  fs::copy_file(delta_path, saved);
+  {
+    std::fstream f(delta_path, std::ios::binary | std::ios::in | std::ios::out);
+    f.seekp(delta->size() / 2);
+    f.put('\x7f');
+  }
+  for (KeyGroupRange range : {KeyGroupRange{0, 127}, KeyGroupRange{0, 63}}) {
+    EXPECT_THAT(KeyedStateBackend::Restore(Options("b", range), {*h}, job_dir_),
+                StatusIs(absl::StatusCode::kDataLoss, HasSubstr("checksum mismatch")));
+  }
+  fs::remove(delta_path);
+  fs::rename(saved, delta_path);
+  proto::KeyedStateHandle wrong_delta = *h;
+  for (auto& f : *wrong_delta.mutable_files()) {
+    if (f.local_name() == internal::kDeltaFileName) f.set_size(f.size() - 1);
+  }
+  EXPECT_THAT(KeyedStateBackend::Restore(Options("b"), {wrong_delta}, job_dir_),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("the handle says")));
+  fs::rename(delta_path, saved);
+  EXPECT_THAT(KeyedStateBackend::Restore(Options("b"), {*h}, job_dir_),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr(internal::kDeltaFileName)));
+  fs::rename(saved, delta_path);
 
   // The intact handle still restores.
   auto ok = KeyedStateBackend::Restore(Options("b"), {*h}, job_dir_);

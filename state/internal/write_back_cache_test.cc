@@ -28,7 +28,7 @@ struct FakeStore {
       EXPECT_LT(cache.key(refs[i - 1]), cache.key(refs[i])) << "a batch not in key order";
     }
     for (Ref r : refs) {
-      EXPECT_TRUE(cache.dirty(r));
+      EXPECT_TRUE(cache.dirty(r) || cache.pending(r));
       data[std::string(cache.key(r))] =
           cache.deleted(r) ? "<deleted>" : std::string(cache.value(r));
     }
@@ -194,6 +194,92 @@ TEST(WriteBackCacheTest, FlushWritesEveryDirtyEntryOnceInBatches) {
   ASSERT_TRUE(cache.FlushDirty(write).ok());  // nothing left
   EXPECT_TRUE(store.batch_sizes.empty());
   EXPECT_EQ(cache.size(), static_cast<size_t>(n));  // entries stay cached
+}
+
+// A snapshot writes the entries changed since the last one into its delta (they become
+// pending) and the pending ones left unchanged into the store (they become clean), so the store
+// plus each delta hold every entry; eviction and FlushDirty() write pending entries as dirty
+// ones; a delete of a pending entry the store never had needs neither.
+TEST(WriteBackCacheTest, SnapshotWritesChangedEntriesToTheDeltaAndUnchangedOnesToTheStore) {
+  WriteBackCache cache(size_t{1} << 30);
+  FakeStore store;
+  auto write = [&](absl::Span<const Ref> refs) { return store.Write(cache, refs); };
+  std::map<std::string, std::string> delta;
+  bool delta_fails = false;
+  auto to_delta = [&](absl::Span<const Ref> refs) {
+    if (delta_fails) return absl::UnavailableError("disk full");
+    delta.clear();
+    for (Ref r : refs) {
+      EXPECT_TRUE(cache.dirty(r));
+      delta[std::string(cache.key(r))] = cache.deleted(r) ? "<deleted>" : std::string(cache.value(r));
+    }
+    return absl::OkStatus();
+  };
+  for (int i = 0; i < 4; ++i) Put(cache, Key(i), absl::StrCat("v", i), /*dirty=*/true);
+  ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());
+  EXPECT_EQ(delta, (std::map<std::string, std::string>{
+                       {Key(0), "v0"}, {Key(1), "v1"}, {Key(2), "v2"}, {Key(3), "v3"}}));
+  EXPECT_TRUE(store.data.empty());
+  EXPECT_EQ(cache.dirty_count(), 0u);
+  EXPECT_EQ(cache.pending_count(), 4u);
+  EXPECT_TRUE(cache.pending(cache.Peek(Key(0))));
+
+  // key-0 changes, key-1 is deleted (the store never had it: clean, in no delta), key-4 is new.
+  Put(cache, Key(0), "w0", /*dirty=*/true);
+  Ref one = cache.Peek(Key(1));
+  cache.set_in_db(one, false);
+  cache.SetValue(one, "");
+  cache.set_deleted(one, true);
+  cache.MarkClean(one);
+  Put(cache, Key(4), "v4", /*dirty=*/true);
+  EXPECT_EQ(cache.dirty_count(), 2u);
+  EXPECT_EQ(cache.pending_count(), 2u);
+  // A failing delta: the unchanged ones reached the store; the changed stay dirty.
+  delta_fails = true;
+  EXPECT_FALSE(cache.Snapshot(write, to_delta).ok());
+  EXPECT_EQ(store.data, (std::map<std::string, std::string>{{Key(2), "v2"}, {Key(3), "v3"}}));
+  EXPECT_EQ(cache.dirty_count(), 2u);
+  EXPECT_EQ(cache.pending_count(), 0u);
+  delta_fails = false;
+  ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());
+  EXPECT_EQ(delta, (std::map<std::string, std::string>{{Key(0), "w0"}, {Key(4), "v4"}}));
+  EXPECT_EQ(store.data.size(), 2u);
+
+  // A failing store: nothing changes.
+  Put(cache, Key(4), "w4", /*dirty=*/true);
+  store.fail = true;
+  EXPECT_FALSE(cache.Snapshot(write, to_delta).ok());
+  EXPECT_EQ(cache.dirty_count(), 1u);
+  EXPECT_EQ(cache.pending_count(), 1u);
+  EXPECT_EQ(delta.size(), 2u);
+  store.fail = false;
+  ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());
+  EXPECT_EQ(delta, (std::map<std::string, std::string>{{Key(4), "w4"}}));
+  EXPECT_EQ(store.data[Key(0)], "w0");
+  EXPECT_EQ(store.data.count(Key(1)), 0u);
+
+  // FlushDirty() writes the pending entry too (a scan of the store then sees everything).
+  ASSERT_TRUE(cache.FlushDirty(write).ok());
+  EXPECT_EQ(store.data[Key(4)], "w4");
+  EXPECT_EQ(cache.pending_count(), 0u);
+  EXPECT_FALSE(cache.pending(cache.Peek(Key(4))));
+}
+
+TEST(WriteBackCacheTest, EvictionWritesPendingEntriesBeforeDroppingThem) {
+  WriteBackCache cache(size_t{1} << 30);
+  FakeStore store;
+  auto write = [&](absl::Span<const Ref> refs) { return store.Write(cache, refs); };
+  auto no_delta = [&](absl::Span<const Ref> refs) { return absl::OkStatus(); };
+  for (int i = 0; i < 100; ++i) Put(cache, Key(i), absl::StrCat("v", i), /*dirty=*/true);
+  ASSERT_TRUE(cache.Snapshot(write, no_delta).ok());
+  ASSERT_EQ(cache.pending_count(), 100u);
+  cache.Reserve(cache.budget());  // no room left: everything goes
+  ASSERT_TRUE(cache.MakeRoom(write).ok());
+  ASSERT_TRUE(cache.MakeRoom(write).ok());  // the first pass cleared the reference bits
+  EXPECT_EQ(cache.size(), 0u);
+  EXPECT_EQ(cache.pending_count(), 0u);
+  ASSERT_EQ(store.data.size(), 100u);
+  EXPECT_EQ(store.data[Key(99)], "v99");
 }
 
 TEST(WriteBackCacheTest, FlushWritesInOneKeyOrderAcrossBatches) {
