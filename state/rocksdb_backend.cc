@@ -631,7 +631,7 @@ class RocksDbBackend final : public KeyedStateBackend {
   uint64_t last_frees_ = 0;
   internal::WriteBackCache cache_;
   std::vector<Ref> sorted_refs_;  // scratch of WriteEntries()
-  internal::DeltaWriter delta_;  // the delta file SnapshotSync() builds
+  internal::DeltaWriter delta_;  // the delta file SnapshotSync() writes
   // Prefetch(): whether it reads ahead (decided every kPrefetchDecisionReads cache reads from
   // their miss share), the cache's reads and misses at the last decision, and scratch.
   bool prefetch_on_ = true;
@@ -1274,19 +1274,28 @@ absl::StatusOr<PendingSnapshot> RocksDbBackend::SnapshotSync(int64_t checkpoint_
   SLUICE_RETURN_IF_ERROR(WriteMeta());
   // Entries unchanged since the last snapshot go to RocksDB (as one ingested SST file from
   // snapshot_ingest_min_entries on, as evictions do); those changed since into the delta file,
-  // built here and written into the checkpoint below. Hot entries so stay out of RocksDB: no
-  // memtable inserts, ingested files or compaction of them at every interval.
-  delta_.Start();
+  // moved into the checkpoint below. Hot entries so stay out of RocksDB: no memtable inserts,
+  // ingested files or compaction of them at every interval.
+  const fs::path delta_tmp = fs::path(options_.local_dir) / "delta.tmp";
+  bool has_delta = false;
   SLUICE_RETURN_IF_ERROR(cache_.Snapshot(
       [this](absl::Span<const Ref> refs) { return EvictEntries(refs); },
-      [this](absl::Span<const Ref> refs) {
-        for (Ref e : refs) {
-          if (cache_.deleted(e)) {
-            delta_.Delete(cache_.key(e));
-          } else {
-            delta_.Put(cache_.key(e), ToView(StoredValue(e)));
+      [&](absl::Span<const Ref> refs) {
+        std::error_code ec;
+        fs::remove(delta_tmp, ec);  // left over from a failed snapshot
+        absl::Status s = delta_.Open(delta_tmp.string());
+        if (s.ok()) {
+          for (Ref e : refs) {
+            if (cache_.deleted(e)) {
+              delta_.Delete(cache_.key(e));
+            } else {
+              delta_.Put(cache_.key(e), ToView(StoredValue(e)));
+            }
           }
+          s = delta_.Finish();
         }
+        if (!s.ok()) return absl::AbortedError(absl::StrCat(options_.operator_id, ": ", s.message()));
+        has_delta = true;
         return absl::OkStatus();
       }));
   SLUICE_RETURN_IF_ERROR(WriteTimers());
@@ -1312,12 +1321,11 @@ absl::StatusOr<PendingSnapshot> RocksDbBackend::SnapshotSync(int64_t checkpoint_
     return FromRocks(s, absl::StrCat("creating RocksDB checkpoint ", dir.string()),
                      absl::StatusCode::kAborted);
   }
-  // Not synced: UploadSnapshot() makes its copy durable. (Should this fail, the entries now
-  // pending reach RocksDB or the delta file at the next snapshot.)
-  if (delta_.entries() > 0) {
-    absl::Status w = FileSystem::Default()->WriteFile(
-        (dir / std::string(internal::kDeltaFileName)).string(), delta_.Finish());
-    if (!w.ok()) return absl::AbortedError(w.ToString());
+  // (Should this fail, the entries now pending reach RocksDB or the next delta file at the
+  // next snapshot.)
+  if (has_delta) {
+    fs::rename(delta_tmp, dir / std::string(internal::kDeltaFileName), ec);
+    if (ec) return FromFs(ec, "cannot move the delta file into", dir, absl::StatusCode::kAborted);
   }
   return snapshot;
 }

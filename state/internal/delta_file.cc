@@ -1,5 +1,9 @@
 #include "state/internal/delta_file.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -25,33 +29,74 @@ uint64_t DecodeFixed64LE(const char* p) {
 
 }  // namespace
 
-uint64_t DeltaChecksum(absl::string_view data) {
-  // Eight bytes at a time, each word multiplied in and rotated (a corrupted, dropped or swapped
-  // word changes the result); the length and the tail bytes mixed in last.
-  constexpr uint64_t kMul1 = 0x9E3779B97F4A7C15ULL;
-  constexpr uint64_t kMul2 = 0xC2B2AE3D27D4EB4FULL;
-  uint64_t h = 0x27D4EB2F165667C5ULL ^ data.size();
-  size_t i = 0;
-  for (; i + 8 <= data.size(); i += 8) {
+constexpr uint64_t kMul1 = 0x9E3779B97F4A7C15ULL;
+constexpr uint64_t kMul2 = 0xC2B2AE3D27D4EB4FULL;
+
+void DeltaChecksum::Words(const char* p, size_t words) {
+  // Each word multiplied in and rotated: a corrupted, dropped or swapped word changes the
+  // result.
+  uint64_t h = h_;
+  for (size_t i = 0; i < words; ++i) {
     uint64_t w;
-    std::memcpy(&w, data.data() + i, 8);
+    std::memcpy(&w, p + 8 * i, 8);
     h ^= w * kMul1;
     h = ((h << 31) | (h >> 33)) * kMul2;
   }
-  uint64_t tail = 0;
-  for (size_t j = data.size(); j > i; --j) tail = (tail << 8) | static_cast<uint8_t>(data[j - 1]);
-  h ^= tail * kMul1;
+  h_ = h;
+  bytes_ += 8 * words;
+}
+
+uint64_t DeltaChecksum::Finish(const char* tail, size_t tail_bytes) {
+  uint64_t t = 0;
+  for (size_t j = tail_bytes; j > 0; --j) t = (t << 8) | static_cast<uint8_t>(tail[j - 1]);
+  uint64_t h = h_ ^ (t * kMul1);
+  h ^= (bytes_ + tail_bytes) * kMul2;  // the length
   h ^= h >> 29;
   h *= kMul2;
   h ^= h >> 32;
   return h;
 }
 
-void DeltaWriter::Start() {
+uint64_t ChecksumOf(absl::string_view data) {
+  DeltaChecksum c;
+  const size_t words = data.size() / 8;
+  c.Words(data.data(), words);
+  return c.Finish(data.data() + 8 * words, data.size() - 8 * words);
+}
+
+DeltaWriter::~DeltaWriter() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+absl::Status DeltaWriter::Open(const std::string& path) {
+  if (fd_ >= 0) ::close(fd_);
+  path_ = path;
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) {
+    return absl::UnavailableError(absl::StrCat("cannot create ", path, ": ", std::strerror(errno)));
+  }
   buf_.clear();
   buf_.append(kDeltaMagic.data(), kDeltaMagic.size());
   buf_.push_back(static_cast<char>(kDeltaVersion));
+  checksum_ = DeltaChecksum();
   entries_ = 0;
+  status_ = absl::OkStatus();
+  return absl::OkStatus();
+}
+
+void DeltaWriter::Flush(bool all) {
+  const size_t n = all ? buf_.size() : buf_.size() / 8 * 8;
+  if (!all) checksum_.Words(buf_.data(), n / 8);
+  for (size_t done = 0; done < n && status_.ok();) {
+    const ssize_t w = ::write(fd_, buf_.data() + done, n - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) {
+      status_ = absl::UnavailableError(absl::StrCat("cannot write ", path_, ": ", std::strerror(errno)));
+      break;
+    }
+    done += static_cast<size_t>(w);
+  }
+  buf_.erase(0, n);
 }
 
 void DeltaWriter::Put(absl::string_view key, absl::string_view stored_value) {
@@ -61,6 +106,7 @@ void DeltaWriter::Put(absl::string_view key, absl::string_view stored_value) {
   PutVarint32(&buf_, static_cast<uint32_t>(stored_value.size()));
   buf_.append(stored_value.data(), stored_value.size());
   ++entries_;
+  if (buf_.size() >= kFlushBytes) Flush(/*all=*/false);
 }
 
 void DeltaWriter::Delete(absl::string_view key) {
@@ -68,12 +114,21 @@ void DeltaWriter::Delete(absl::string_view key) {
   PutVarint32(&buf_, static_cast<uint32_t>(key.size()));
   buf_.append(key.data(), key.size());
   ++entries_;
+  if (buf_.size() >= kFlushBytes) Flush(/*all=*/false);
 }
 
-absl::string_view DeltaWriter::Finish() {
+absl::Status DeltaWriter::Finish() {
+  if (fd_ < 0) return absl::FailedPreconditionError("delta file not open");
   PutFixed64LE(&buf_, entries_);
-  PutFixed64LE(&buf_, DeltaChecksum(buf_));
-  return buf_;
+  const size_t words = buf_.size() / 8;
+  checksum_.Words(buf_.data(), words);
+  PutFixed64LE(&buf_, checksum_.Finish(buf_.data() + 8 * words, buf_.size() - 8 * words));
+  Flush(/*all=*/true);
+  if (::close(fd_) != 0 && status_.ok()) {
+    status_ = absl::UnavailableError(absl::StrCat("cannot close ", path_, ": ", std::strerror(errno)));
+  }
+  fd_ = -1;
+  return status_;
 }
 
 absl::Status ReadDelta(
@@ -94,7 +149,7 @@ absl::Status ReadDelta(
                      kDeltaVersion, ": restore it with a newer build"));
   }
   const size_t body_end = data.size() - kTrailerBytes;
-  if (DecodeFixed64LE(data.data() + body_end + 8) != DeltaChecksum(data.substr(0, body_end + 8))) {
+  if (DecodeFixed64LE(data.data() + body_end + 8) != ChecksumOf(data.substr(0, body_end + 8))) {
     return corrupt("checksum mismatch");
   }
   const uint64_t expected = DecodeFixed64LE(data.data() + body_end);
