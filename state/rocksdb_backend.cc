@@ -599,11 +599,15 @@ class RocksDbBackend final : public KeyedStateBackend {
   absl::Status MaybeEvict() {
     return cache_.MakeRoom([this](absl::Span<const Ref> refs) { return EvictEntries(refs); });
   }
-  // Writes the dirty entries the cache evicts (its WriteFn for MakeRoom()): from
-  // options_.snapshot_ingest_min_entries on as one ingested SST file (sorted first), as
-  // SnapshotSync() does, else in a WriteBatch. Without memtable inserts (a skip-list splice per
-  // key, ~30% of the CPU at 10M keys with 64 MiB) and their flush later.
+  // Writes the dirty (or pending) entries the cache evicts, and those SnapshotSync() moves from
+  // the last delta file into RocksDB (the cache's WriteFn for MakeRoom() and Snapshot()): from
+  // options_.snapshot_ingest_min_entries on as one ingested SST file (in key order), else in a
+  // WriteBatch. Without memtable inserts (a skip-list splice per key, ~30% of the CPU at 10M
+  // keys with 64 MiB) and their flush later.
   absl::Status EvictEntries(absl::Span<const Ref> refs);
+  // Writes the cache entries `refs` into a delta file at `path` (internal/delta_file.h; the
+  // cache's DeltaFn for SnapshotSync()). kAborted when it cannot be written.
+  absl::Status WriteDeltaFile(absl::Span<const Ref> refs, const fs::path& path);
 
   // Constant after construction.
   const StateBackendOptions options_;
@@ -632,6 +636,7 @@ class RocksDbBackend final : public KeyedStateBackend {
   internal::WriteBackCache cache_;
   std::vector<Ref> sorted_refs_;  // scratch of WriteEntries()
   internal::DeltaWriter delta_;  // the delta file SnapshotSync() writes
+  uint64_t evicted_writes_at_snapshot_ = 0;  // cache_.evicted_writes() at the last SnapshotSync()
   // Prefetch(): whether it reads ahead (decided every kPrefetchDecisionReads cache reads from
   // their miss share), the cache's reads and misses at the last decision, and scratch.
   bool prefetch_on_ = true;
@@ -1270,34 +1275,47 @@ absl::Status RocksDbBackend::WriteMeta() {
   return absl::OkStatus();
 }
 
+absl::Status RocksDbBackend::WriteDeltaFile(absl::Span<const Ref> refs, const fs::path& path) {
+  std::error_code ec;
+  fs::remove(path, ec);  // left over from a failed snapshot
+  absl::Status s = delta_.Open(path.string());
+  if (s.ok()) {
+    for (Ref e : refs) {
+      if (cache_.deleted(e)) {
+        delta_.Delete(cache_.key(e));
+      } else {
+        delta_.Put(cache_.key(e), ToView(StoredValue(e)));
+      }
+    }
+    s = delta_.Finish();
+  }
+  if (!s.ok()) return absl::AbortedError(absl::StrCat(options_.operator_id, ": ", s.message()));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<PendingSnapshot> RocksDbBackend::SnapshotSync(int64_t checkpoint_id) {
   SLUICE_RETURN_IF_ERROR(WriteMeta());
   // Entries unchanged since the last snapshot go to RocksDB (as one ingested SST file from
   // snapshot_ingest_min_entries on, as evictions do); those changed since into the delta file,
   // moved into the checkpoint below. Hot entries so stay out of RocksDB: no memtable inserts,
   // ingested files or compaction of them at every interval.
+  // But while the cache evicts dirty entries (its working set does not fit), entries written
+  // into a delta file would soon be written again by eviction: then every entry RocksDB lacks
+  // goes into RocksDB, and there is no delta file.
   const fs::path delta_tmp = fs::path(options_.local_dir) / "delta.tmp";
   bool has_delta = false;
-  SLUICE_RETURN_IF_ERROR(cache_.Snapshot(
-      [this](absl::Span<const Ref> refs) { return EvictEntries(refs); },
-      [&](absl::Span<const Ref> refs) {
-        std::error_code ec;
-        fs::remove(delta_tmp, ec);  // left over from a failed snapshot
-        absl::Status s = delta_.Open(delta_tmp.string());
-        if (s.ok()) {
-          for (Ref e : refs) {
-            if (cache_.deleted(e)) {
-              delta_.Delete(cache_.key(e));
-            } else {
-              delta_.Put(cache_.key(e), ToView(StoredValue(e)));
-            }
-          }
-          s = delta_.Finish();
-        }
-        if (!s.ok()) return absl::AbortedError(absl::StrCat(options_.operator_id, ": ", s.message()));
-        has_delta = true;
-        return absl::OkStatus();
-      }));
+  const bool evicting = cache_.evicted_writes() != evicted_writes_at_snapshot_;
+  evicted_writes_at_snapshot_ = cache_.evicted_writes();
+  auto to_store = [this](absl::Span<const Ref> refs) { return EvictEntries(refs); };
+  if (evicting) {
+    SLUICE_RETURN_IF_ERROR(cache_.FlushDirty(to_store, std::numeric_limits<size_t>::max()));
+  } else {
+    SLUICE_RETURN_IF_ERROR(cache_.Snapshot(to_store, [&](absl::Span<const Ref> refs) {
+      SLUICE_RETURN_IF_ERROR(WriteDeltaFile(refs, delta_tmp));
+      has_delta = true;
+      return absl::OkStatus();
+    }));
+  }
   SLUICE_RETURN_IF_ERROR(WriteTimers());
   rocksdb::FlushOptions flush_options;
   flush_options.wait = true;

@@ -450,6 +450,7 @@ absl::Status WriteBackCache::Evict(WriteFn write) {
     SortByKey(&victims_);
     absl::Status s = WriteAndClean(victims_, write);
     if (!s.ok()) return s;
+    evicted_writes_ += victims_.size();
     constexpr size_t kAhead = 8;  // index cells loaded this many entries ahead
     for (size_t i = 0; i < victims_.size(); ++i) {
       if (i + kAhead < victims_.size()) {
