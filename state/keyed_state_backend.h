@@ -68,8 +68,9 @@ struct StateBackendOptions {
   std::shared_ptr<Gauge> size_bytes;
 };
 
-// A snapshot whose synchronous part is done: a RocksDB checkpoint (hard links) in a local
-// directory, ready to be copied to checkpoint storage in the background.
+// A snapshot whose synchronous part is done: a RocksDB checkpoint (hard links) and, beside it,
+// the delta file of the entries RocksDB lacks (if any) in a local directory, ready to be copied
+// to checkpoint storage in the background.
 struct PendingSnapshot {
   int64_t checkpoint_id = 0;
   std::string local_checkpoint_dir;
