@@ -402,6 +402,20 @@ absl::Status WriteBackCache::FlushDirty(WriteFn write, size_t batch) {
 absl::Status WriteBackCache::Snapshot(WriteFn write, DeltaFn delta) {
   unchanged_.clear();
   TakeListed(&unchanged_);  // victims_: the dirty entries
+  // Hot ones stay in victims_; the others join unchanged_ for the store.
+  const uint16_t last = snapshot_parity_ ? (kSnapped | kSnapParity) : kSnapped;
+  const uint16_t now = snapshot_parity_ ? kSnapped : (kSnapped | kSnapParity);
+  cold_.clear();
+  size_t hot = 0;
+  for (Ref r : victims_) {
+    if ((slots_[r].flags & (kSnapped | kSnapParity)) == last) {
+      victims_[hot++] = r;
+    } else {
+      cold_.push_back(r);
+    }
+  }
+  victims_.resize(hot);
+  unchanged_.insert(unchanged_.end(), cold_.begin(), cold_.end());
   if (!unchanged_.empty()) {
     SortByKey(&unchanged_);
     absl::Status s = WriteAndClean(unchanged_, write);
@@ -412,14 +426,18 @@ absl::Status WriteBackCache::Snapshot(WriteFn write, DeltaFn delta) {
       return s;
     }
   }
+  for (Ref r : cold_) slots_[r].flags = (slots_[r].flags & ~(kSnapped | kSnapParity)) | now;
   absl::Status s = victims_.empty() ? absl::OkStatus() : delta(victims_);
   if (s.ok()) {
-    for (Ref r : victims_) slots_[r].flags = (slots_[r].flags & ~kDirty) | kPending;
+    for (Ref r : victims_) {
+      slots_[r].flags = (slots_[r].flags & ~(kDirty | kSnapped | kSnapParity)) | kPending | now;
+    }
     pending_count_ += victims_.size();
     dirty_count_ -= victims_.size();
   }
   Relist(victims_);  // pending now (or still dirty)
   victims_.clear();
+  if (s.ok()) snapshot_parity_ = !snapshot_parity_;
   return s;
 }
 

@@ -176,15 +176,17 @@ class WriteBackCache {
   // batches (each of at most `batch` entries); entries stay cached. On an error the entries not
   // written stay as they were.
   absl::Status FlushDirty(WriteFn write, size_t batch = kFlushBatch);
-  // The cache's part of a snapshot that keeps hot entries out of the store: the pending
-  // entries that did not change since the last snapshot go to the store (`write`, one call in
-  // key order; they become clean), then the dirty ones into the snapshot's delta file (`delta`,
-  // one call; they become pending). Afterwards the store plus that delta file hold every
-  // entry: an entry changed in every interval is written once per snapshot, into a file, and
-  // reaches the store only when evicted or when an interval leaves it unchanged. Empty spans
-  // are not passed. On an error nothing is lost: entries not written keep their state, and the
-  // next Snapshot() writes them (an entry made pending by a snapshot that failed later is
-  // written to the store by the next one).
+  // The cache's part of a snapshot that keeps hot entries out of the store. Hot: dirty and
+  // also written by the previous Snapshot() (changed in two intervals in a row). The pending
+  // entries that did not change since the last snapshot and the dirty ones that are not hot
+  // (new, or quiet for a while) go to the store (`write`, one call in key order; they become
+  // clean), then the hot ones into the snapshot's delta file (`delta`, one call; they become
+  // pending). Afterwards the store plus that delta file hold every entry: an entry changed in
+  // every interval is written once per snapshot, into a file, and reaches the store only when
+  // evicted or when an interval leaves it unchanged; an entry written once (state that only
+  // grows) reaches the store once. Empty spans are not passed. On an error nothing is lost:
+  // entries not written keep their state, and the next Snapshot() writes them (an entry made
+  // pending by a snapshot that failed later is written to the store by the next one).
   absl::Status Snapshot(WriteFn write, DeltaFn delta);
   // Evicts until bytes() <= budget - reserved (see the class comment and Reserve()); the dirty
   // entries it writes go to `write` in key order. Cheap when within budget.
@@ -247,6 +249,8 @@ class WriteBackCache {
     kHasExpiry = 256,  // the block starts with 8 bytes of expiry
     kInFilter = 512,  // the key is in the store filter (added by an earlier write)
     kPending = 1024,  // in the last snapshot's delta file, not in the store (never with kDirty)
+    kSnapped = 2048,  // written (changed) by a Snapshot(), the one of parity kSnapParity
+    kSnapParity = 4096,
   };
   // An entry: its block in arena_ holds [expiry (kHasExpiry)][key][value] and is exactly
   // BlockArena::ClassSize(Used()) bytes.
@@ -319,7 +323,9 @@ class WriteBackCache {
   size_t dirty_count_ = 0;
   size_t pending_count_ = 0;
   std::vector<Ref> victims_;  // scratch of Evict(), FlushDirty() and Snapshot()
-  std::vector<Ref> unchanged_;  // scratch of Snapshot(): pending entries that did not change
+  std::vector<Ref> unchanged_;  // scratch of Snapshot(): what goes to the store
+  std::vector<Ref> cold_;  // scratch of Snapshot(): dirty entries that are not hot
+  bool snapshot_parity_ = false;  // of the last Snapshot() (alternates)
   std::vector<std::pair<uint64_t, Ref>> by_prefix_;  // scratch of SortByKey()
   std::vector<uint64_t> hashes_;  // scratch of WriteAndClean()
   uint64_t hits_ = 0;
