@@ -157,10 +157,10 @@ class KeyedStateBackend {
   // (no I/O).
   virtual int64_t NextTimerLowerBound(TimerDomain domain) const = 0;
 
-  // Synchronous part of a snapshot: writes the cache entries changed since the last snapshot
-  // into a delta file (internal/delta_file.h) instead of RocksDB, and those that were in the
-  // last delta file and did not change since into RocksDB (as one ingested SST file from
-  // snapshot_ingest_min_entries on); flushes the memtable and makes a RocksDB checkpoint (hard
+  // Synchronous part of a snapshot: writes the cache entries changed in this interval and the
+  // one before (hot) into a delta file (internal/delta_file.h) instead of RocksDB, and the other
+  // entries RocksDB lacks (new ones, and those in the last delta file unchanged since) into
+  // RocksDB (as one ingested SST file from snapshot_ingest_min_entries on); flushes the memtable and makes a RocksDB checkpoint (hard
   // links) under the local directory, with the delta file beside it. The checkpoint plus its
   // delta file hold every entry; an entry changed in every interval reaches RocksDB only when
   // evicted. Nothing is fsynced (the upload makes the copies durable). Short; runs on the task

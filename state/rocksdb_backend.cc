@@ -1295,10 +1295,11 @@ absl::Status RocksDbBackend::WriteDeltaFile(absl::Span<const Ref> refs, const fs
 
 absl::StatusOr<PendingSnapshot> RocksDbBackend::SnapshotSync(int64_t checkpoint_id) {
   SLUICE_RETURN_IF_ERROR(WriteMeta());
-  // Entries unchanged since the last snapshot go to RocksDB (as one ingested SST file from
-  // snapshot_ingest_min_entries on, as evictions do); those changed since into the delta file,
-  // moved into the checkpoint below. Hot entries so stay out of RocksDB: no memtable inserts,
-  // ingested files or compaction of them at every interval.
+  // Hot entries (changed in this interval and the one before) go into the delta file, moved
+  // into the checkpoint below; the others RocksDB lacks (new, changed after a quiet interval,
+  // or in the last delta and unchanged since) into RocksDB (as one ingested SST file from
+  // snapshot_ingest_min_entries on, as evictions do). Hot entries so stay out of RocksDB: no
+  // memtable inserts, ingested files or compaction of them at every interval.
   // But while the cache evicts dirty entries (its working set does not fit), entries written
   // into a delta file would soon be written again by eviction: then every entry RocksDB lacks
   // goes into RocksDB, and there is no delta file.
