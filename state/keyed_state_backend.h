@@ -48,10 +48,10 @@ struct StateBackendOptions {
   std::shared_ptr<rocksdb::Cache> shared_block_cache;
   std::shared_ptr<rocksdb::WriteBufferManager> write_buffer_manager;
   Clock* clock = Clock::Real();   // for TTL (processing time)
-  // SnapshotSync() writes the cache's dirty entries into one SST file that it ingests into
-  // RocksDB (no memtable inserts, no memtable flush of them) when there are at least this many;
-  // fewer go through the memtable (cheaper than a file for a few entries). The same holds for
-  // the dirty entries one eviction writes.
+  // The dirty entries one eviction writes (and the entries SnapshotSync() moves from the last
+  // delta file into RocksDB) go into one SST file that RocksDB ingests (no memtable inserts, no
+  // memtable flush of them) when there are at least this many; fewer go through the memtable
+  // (cheaper than a file for a few entries).
   size_t snapshot_ingest_min_entries = 4096;
   // The backend remembers the keys it wrote to RocksDB (and those it restored) in a filter
   // (internal/written_key_filter.h: about 10-20 bits per key, counted in cache_bytes, dropped
@@ -68,8 +68,9 @@ struct StateBackendOptions {
   std::shared_ptr<Gauge> size_bytes;
 };
 
-// A snapshot whose synchronous part is done: a RocksDB checkpoint (hard links) in a local
-// directory, ready to be copied to checkpoint storage in the background.
+// A snapshot whose synchronous part is done: a RocksDB checkpoint (hard links) and, beside it,
+// the delta file of the entries RocksDB lacks (if any) in a local directory, ready to be copied
+// to checkpoint storage in the background.
 struct PendingSnapshot {
   int64_t checkpoint_id = 0;
   std::string local_checkpoint_dir;
@@ -80,8 +81,8 @@ struct PendingSnapshot {
 // Every RocksDB key is [key group: 2 bytes big-endian][state id: 1 byte][key length varint]
 // [key bytes][user key (map state) / timer fields]. A bounded write-back cache sits in front of
 // RocksDB so hot keys cost no RocksDB round trip; dirty entries go to RocksDB in write batches
-// when evicted and always before the synchronous part of a snapshot. Timers live in memory
-// and reach RocksDB only in snapshots.
+// when evicted, and into a snapshot's delta file (RocksDB at the snapshot after, if unchanged
+// by then) at snapshots. Timers live in memory and reach RocksDB only in snapshots.
 //
 // Threading: owned and used by one task thread, except UploadSnapshot(), which may run on a
 // background thread concurrently with further processing (it only reads the local checkpoint
@@ -156,15 +157,19 @@ class KeyedStateBackend {
   // (no I/O).
   virtual int64_t NextTimerLowerBound(TimerDomain domain) const = 0;
 
-  // Synchronous part of a snapshot: writes the cache's dirty entries into RocksDB (as one
-  // ingested SST file from snapshot_ingest_min_entries on), flushes the memtable and makes a
-  // RocksDB checkpoint (hard links) under the local directory; nothing is fsynced (the upload
-  // makes the copies durable). Short; runs on the task thread. On an error (kAborted,
-  // kUnavailable) the entries not written stay dirty for the next snapshot.
+  // Synchronous part of a snapshot: writes the cache entries changed in this interval and the
+  // one before (hot) into a delta file (internal/delta_file.h) instead of RocksDB, and the other
+  // entries RocksDB lacks (new ones, and those in the last delta file unchanged since) into
+  // RocksDB (as one ingested SST file from snapshot_ingest_min_entries on); flushes the memtable and makes a RocksDB checkpoint (hard
+  // links) under the local directory, with the delta file beside it. The checkpoint plus its
+  // delta file hold every entry; an entry changed in every interval reaches RocksDB only when
+  // evicted. Nothing is fsynced (the upload makes the copies durable). Short; runs on the task
+  // thread. On an error (kAborted, kUnavailable) nothing is lost: the next snapshot writes what
+  // this one did not.
   virtual absl::StatusOr<PendingSnapshot> SnapshotSync(int64_t checkpoint_id) = 0;
   // Asynchronous part: copies the snapshot to checkpoint storage. SST files go to
   // <job_checkpoint_dir>/shared/ unless this backend already uploaded them for an earlier
-  // checkpoint (incremental); the rest (MANIFEST, CURRENT, OPTIONS) to
+  // checkpoint (incremental); the rest (MANIFEST, CURRENT, OPTIONS, the delta file) to
   // <job_checkpoint_dir>/<private_dir>/. Removes the local checkpoint directory afterwards.
   virtual absl::StatusOr<proto::KeyedStateHandle> UploadSnapshot(
       const PendingSnapshot& snapshot, const std::string& job_checkpoint_dir,

@@ -25,6 +25,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "rocksdb/db.h"
+#include "state/internal/delta_file.h"
 #include "state/internal/key_codec.h"
 
 namespace sluice::state {
@@ -948,11 +949,23 @@ TEST_F(KeyedStateBackendTest, IngestedSnapshotsEqualMemtableSnapshots) {
         auto h = Checkpoint(b.get(), round + 1, absl::StrCat(name, "/chk-", round + 1));
         ASSERT_OK(h);
         handle = *h;
-        if (round == 0 && cache_bytes > (size_t{1} << 20)) {
-          // Without evictions, the ingested file comes beside the memtable's (state names).
-          int ssts = 0;
-          for (const auto& f : handle.files()) ssts += f.shared() ? 1 : 0;
+        int ssts = 0;
+        int deltas = 0;
+        for (const auto& f : handle.files()) {
+          ssts += f.shared() ? 1 : 0;
+          deltas += f.local_name() == internal::kDeltaFileName ? 1 : 0;
+        }
+        if (cache_bytes < (size_t{1} << 20)) {
+          // The cache evicts dirty entries: a snapshot writes every entry into RocksDB (a delta
+          // file's entries would soon be written again by eviction).
+          EXPECT_EQ(deltas, 0);
+        } else if (round == 0) {
+          // New entries go to RocksDB: without evictions, the ingested file comes beside the
+          // memtable's (state names); no delta file.
           EXPECT_EQ(ssts, ingest ? 2 : 1);
+          EXPECT_EQ(deltas, 0);
+        } else {
+          EXPECT_EQ(deltas, 1);  // keys changed again
         }
       }
       b.reset();
@@ -1182,8 +1195,8 @@ TEST_F(KeyedStateBackendTest, IncrementalCheckpointsReuseSharedFiles) {
   std::set<std::string> shared1 = SharedNames(*h1);
   std::set<std::string> shared2 = SharedNames(*h2);
   ASSERT_FALSE(shared1.empty());
-  for (const std::string& name : shared1) EXPECT_TRUE(shared2.count(name)) << name;
-  EXPECT_GT(shared2.size(), shared1.size());
+  // The ten changed entries, written by checkpoint 1 too (hot), are in its delta file.
+  EXPECT_EQ(shared2, shared1);
   b.reset();
 
   // Fast-path restore, then the next checkpoint is incremental too.
@@ -1212,6 +1225,99 @@ TEST_F(KeyedStateBackendTest, IncrementalCheckpointsReuseSharedFiles) {
   EXPECT_EQ(GetOr(r2->get(), value3, "key-1001"), "updated again");
   EXPECT_EQ(GetOr(r2->get(), value3, "key-1000"), "updated");
   EXPECT_EQ(GetOr(r2->get(), value3, "key-99999"), absl::StrCat("value-99999-", 99999 * 7919));
+}
+
+// A snapshot writes the entries changed in two intervals in a row into its delta file (not
+// RocksDB), new ones into RocksDB; entries left unchanged for an interval move into RocksDB at
+// the next snapshot. Every
+// checkpoint restores exactly what was there when it was taken, on the same key groups and
+// rescaled, also after a snapshot whose checkpoint never completed (never uploaded), with
+// deletes of entries RocksDB never had and map state.
+TEST_F(KeyedStateBackendTest, ChangedEntriesGoToTheDeltaFileAndEveryCheckpointRestores) {
+  auto b = OpenOrDie(Options("a"));
+  ASSERT_NE(b, nullptr);
+  StateId value = b->RegisterState("v", StateKind::kValue);
+  StateId map = b->RegisterState("m", StateKind::kMap);
+  constexpr int kKeys = 3000;
+  struct Taken {
+    proto::KeyedStateHandle handle;
+    std::map<std::string, std::string> values;
+    std::map<std::string, std::string> maps;  // key -> the value of user key "u"
+  };
+  std::vector<Taken> taken;
+  std::map<std::string, std::string> values;
+  std::map<std::string, std::string> maps;
+  std::set<std::string> shared_before;
+  for (int round = 0; round < 6; ++round) {
+    for (int i = 0; i < kKeys; ++i) {
+      const std::string key = absl::StrCat("k", i);
+      SetKey(b.get(), key);
+      if (round == 0 || i % 2 == 0) {  // even keys are hot, odd ones written once
+        ASSERT_OK(b->Put(value, absl::StrCat("r", round, "-", i)));
+        values[key] = absl::StrCat("r", round, "-", i);
+      }
+      if (round == 2 && i % 10 == 4) {
+        ASSERT_OK(b->Delete(value));
+        values.erase(key);
+      }
+      if (i % 100 == 0) {
+        ASSERT_OK(b->MapPut(map, "u", absl::StrCat(round)));
+        maps[key] = absl::StrCat(round);
+      }
+    }
+    if (round == 3) ASSERT_OK(b->SnapshotSync(100));  // its checkpoint never completes
+    auto h = Checkpoint(b.get(), round + 1, absl::StrCat("chk-", round + 1));
+    ASSERT_OK(h);
+    taken.push_back({*h, values, maps});
+    int64_t delta_size = 0;
+    for (const auto& f : h->files()) {
+      if (f.local_name() == internal::kDeltaFileName) delta_size = f.size();
+    }
+    if (round == 0 || round == 3 || round == 4) {
+      // New entries go to RocksDB; after round 3's extra snapshot nothing changed: everything
+      // moved into RocksDB; so round 4's changes follow a quiet interval: RocksDB.
+      EXPECT_EQ(delta_size, 0) << "round " << round;
+    } else {
+      // The hot entries (at least 1,500 of some 10 bytes each) are in the delta file.
+      EXPECT_GT(delta_size, 1500 * 10) << "round " << round;
+    }
+    if (round == 5) {
+      // Only hot entries changed: RocksDB got no new file.
+      EXPECT_EQ(SharedNames(*h), shared_before);
+    }
+    shared_before = SharedNames(*h);
+  }
+  b.reset();
+
+  for (size_t c = 0; c < taken.size(); ++c) {
+    for (const KeyGroupRange range :
+         {KeyGroupRange{0, 127}, KeyGroupRange{0, 63}, KeyGroupRange{64, 127}}) {
+      SCOPED_TRACE(absl::StrCat("checkpoint ", c + 1, " range ", range.first));
+      auto r = KeyedStateBackend::Restore(
+          Options(absl::StrCat("r", c, "-", range.first), range), {taken[c].handle}, job_dir_);
+      ASSERT_OK(r);
+      StateId value2 = (*r)->RegisterState("v", StateKind::kValue);
+      StateId map2 = (*r)->RegisterState("m", StateKind::kMap);
+      int checked = 0;
+      for (int i = 0; i < kKeys; ++i) {
+        const std::string key = absl::StrCat("k", i);
+        if (!range.Contains(KeyGroupOf(key))) continue;
+        auto it = taken[c].values.find(key);
+        ASSERT_EQ(GetOr(r->get(), value2, key), it == taken[c].values.end() ? "<absent>" : it->second)
+            << key;
+        std::vector<std::pair<std::string, std::string>> entries;
+        ASSERT_OK((*r)->MapEntries(map2, &entries));
+        auto m = taken[c].maps.find(key);
+        if (m == taken[c].maps.end()) {
+          EXPECT_TRUE(entries.empty()) << key;
+        } else {
+          EXPECT_THAT(entries, ElementsAre(Pair("u", m->second))) << key;
+        }
+        ++checked;
+      }
+      EXPECT_GT(checked, range.last == 127 && range.first == 0 ? kKeys - 1 : kKeys / 4);
+    }
+  }
 }
 
 // On the working directory's filesystem the upload hard-links the snapshot's files instead of
@@ -1413,11 +1519,14 @@ TEST_F(KeyedStateBackendTest, RestoreWithMissingOrCorruptFilesFails) {
   auto b = OpenOrDie(Options("a"));
   ASSERT_NE(b, nullptr);
   StateId value = b->RegisterState("v", StateKind::kValue);
-  for (int i = 0; i < 1000; ++i) {
-    SetKey(b.get(), absl::StrCat("k", i));
-    ASSERT_OK(b->Put(value, "x"));
+  for (int round = 0; round < 2; ++round) {  // the second time into the delta file
+    for (int i = 0; i < 1000; ++i) {
+      SetKey(b.get(), absl::StrCat("k", i));
+      ASSERT_OK(b->Put(value, "x"));
+    }
+    if (round == 0) ASSERT_OK(Checkpoint(b.get(), 1, "p0"));
   }
-  auto h = Checkpoint(b.get(), 1, "p");
+  auto h = Checkpoint(b.get(), 2, "p");
   ASSERT_OK(h);
   const proto::StateFile* sst = nullptr;
   for (const auto& f : h->files()) {
@@ -1459,6 +1568,36 @@ TEST_F(KeyedStateBackendTest, RestoreWithMissingOrCorruptFilesFails) {
   hostile.mutable_files(0)->set_local_name("../../etc/passwd");
   EXPECT_THAT(KeyedStateBackend::Restore(Options("b"), {hostile}, job_dir_),
               StatusIs(absl::StatusCode::kDataLoss, ::testing::_));
+
+  // The delta file (holding the 1000 entries) corrupt, of the wrong size, missing.
+  const proto::StateFile* delta = nullptr;
+  for (const auto& f : h->files()) {
+    if (f.local_name() == internal::kDeltaFileName) delta = &f;
+  }
+  ASSERT_NE(delta, nullptr);
+  const fs::path delta_path = fs::path(job_dir_) / h->private_dir() / delta->name();
+  fs::copy_file(delta_path, saved);
+  {
+    std::fstream f(delta_path, std::ios::binary | std::ios::in | std::ios::out);
+    f.seekp(delta->size() / 2);
+    f.put('\x7f');
+  }
+  for (KeyGroupRange range : {KeyGroupRange{0, 127}, KeyGroupRange{0, 63}}) {
+    EXPECT_THAT(KeyedStateBackend::Restore(Options("b", range), {*h}, job_dir_),
+                StatusIs(absl::StatusCode::kDataLoss, HasSubstr("checksum mismatch")));
+  }
+  fs::remove(delta_path);
+  fs::rename(saved, delta_path);
+  proto::KeyedStateHandle wrong_delta = *h;
+  for (auto& f : *wrong_delta.mutable_files()) {
+    if (f.local_name() == internal::kDeltaFileName) f.set_size(f.size() - 1);
+  }
+  EXPECT_THAT(KeyedStateBackend::Restore(Options("b"), {wrong_delta}, job_dir_),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("the handle says")));
+  fs::rename(delta_path, saved);
+  EXPECT_THAT(KeyedStateBackend::Restore(Options("b"), {*h}, job_dir_),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr(internal::kDeltaFileName)));
+  fs::rename(saved, delta_path);
 
   // The intact handle still restores.
   auto ok = KeyedStateBackend::Restore(Options("b"), {*h}, job_dir_);
@@ -1518,7 +1657,10 @@ TEST_F(KeyedStateBackendTest, FormatVersionOfSnapshots) {
   ASSERT_OK(b->RegisterTimer(TimerDomain::kEventTime, 5));
   StateId list = b->RegisterState("l", StateKind::kList);
   ASSERT_OK(b->Append(list, "x"));
-  auto h = Checkpoint(b.get(), 1, "p");
+  ASSERT_OK(Checkpoint(b.get(), 1, "p1"));
+  // The second checkpoint has every entry in its DB (none in a delta file): the rewrites below
+  // change what restore reads.
+  auto h = Checkpoint(b.get(), 2, "p");
   ASSERT_OK(h);
   StateBackendOptions restore = Options("b");
   restore.origin = StateOrigin("job-1", "op", "window", 0, 7);
@@ -1538,13 +1680,13 @@ TEST_F(KeyedStateBackendTest, FormatVersionOfSnapshots) {
     }
   }
 
-  for (const char* bad : {"\x02", "", "\x01\x01"}) {
+  for (const char* bad : {"\x03", "", "\x01\x01"}) {
     const std::string version(bad);
-    auto future = RewriteSnapshot(*h, job_dir_, absl::StrCat("bad", version.size(), bad[0] == 2), [&](rocksdb::DB* db) {
+    auto future = RewriteSnapshot(*h, job_dir_, absl::StrCat("bad", version.size(), bad[0] == 3), [&](rocksdb::DB* db) {
       ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), rocksdb::Slice(internal::kFormatKey.data(), 2), version).ok());
     });
     ASSERT_OK(future);
-    const auto expected = version == "\x02" ? HasSubstr("has format version 2, newer than this build reads (up to 1)")
+    const auto expected = version == "\x03" ? HasSubstr("has format version 3, newer than this build reads (up to 2)")
                                             : HasSubstr("malformed format entry");
     EXPECT_THAT(KeyedStateBackend::Restore(restore, {*future}, job_dir_),
                 StatusIs(absl::StatusCode::kDataLoss, ::testing::AllOf(HasSubstr(named), expected)));

@@ -23,6 +23,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "common/file_util.h"
+#include "common/filesystem.h"
 #include "common/status.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/db.h"
@@ -35,6 +36,7 @@
 #include "rocksdb/utilities/checkpoint.h"
 #include "rocksdb/write_buffer_manager.h"
 #include "rocksdb/write_batch.h"
+#include "state/internal/delta_file.h"
 #include "state/internal/key_codec.h"
 #include "state/internal/unsynced_env.h"
 #include "state/internal/write_back_cache.h"
@@ -197,12 +199,35 @@ absl::Status ValidateHandle(const proto::KeyedStateHandle& h, int max_parallelis
   return absl::OkStatus();
 }
 
-// Copies the files of `h` from checkpoint storage into `dir` (created; wiped first), checking
-// their sizes. kNotFound: a file is missing; kDataLoss: a file has the wrong size.
+// Whether `f` is a snapshot's delta file (internal/delta_file.h), not a RocksDB file.
+bool IsDeltaFile(const proto::StateFile& f) {
+  return !f.shared() && f.local_name() == internal::kDeltaFileName;
+}
+
+// Reads the delta file of `h` (if it has one) from checkpoint storage into *out (empty: none),
+// checking its size. kNotFound: missing; kDataLoss: the wrong size.
+absl::Status ReadDeltaOf(const proto::KeyedStateHandle& h, const fs::path& job_dir,
+                         std::string* out) {
+  out->clear();
+  for (const proto::StateFile& f : h.files()) {
+    if (!IsDeltaFile(f)) continue;
+    const fs::path path = job_dir / h.private_dir() / f.name();
+    SLUICE_ASSIGN_OR_RETURN(*out, FileSystem::Default()->ReadFile(path.string()));
+    if (out->size() != static_cast<size_t>(f.size())) {
+      return absl::DataLossError(absl::StrCat("state file ", path.string(), " has ", out->size(),
+                                              " bytes, the handle says ", f.size()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Copies the files of `h` but its delta file from checkpoint storage into `dir` (created; wiped
+// first), checking their sizes. kNotFound: a file is missing; kDataLoss: a file has the wrong size.
 absl::Status MaterializeHandle(const proto::KeyedStateHandle& h, const fs::path& job_dir,
                                const fs::path& dir) {
   SLUICE_RETURN_IF_ERROR(ResetDir(dir));
   for (const proto::StateFile& f : h.files()) {
+    if (IsDeltaFile(f)) continue;  // applied on top of the DB (ApplyDelta)
     fs::path from = f.shared() ? job_dir / "shared" / f.name() : job_dir / h.private_dir() / f.name();
     fs::path to = dir / f.local_name();
     SLUICE_RETURN_IF_ERROR(CopyAtomically(from, to));
@@ -500,7 +525,14 @@ class RocksDbBackend final : public KeyedStateBackend {
   absl::Status OpenDb(bool create);
   // Binds `name` to an id without handing it out (restore); kDataLoss on a kind conflict.
   absl::StatusOr<int> BindState(const std::string& name, StateKind kind, int wanted_id);
-  absl::Status CopyKeyGroups(const proto::KeyedStateHandle& handle, const fs::path& dir);
+  // Copies the key groups of options_.range out of the snapshot of `handle` materialized in
+  // `dir`, then applies its delta file (from checkpoint storage under `job_dir`).
+  absl::Status CopyKeyGroups(const proto::KeyedStateHandle& handle, const fs::path& dir,
+                             const fs::path& job_dir);
+  // Writes the entries of the delta file of `handle` (none: a no-op) within options_.range into
+  // RocksDB, state ids mapped through `remap` (256 entries, -1: unknown: kDataLoss).
+  absl::Status ApplyDelta(const proto::KeyedStateHandle& handle, const fs::path& job_dir,
+                          const int* remap);
   // After a restore of the same key groups: starts the new-key filter with every state key of
   // the restored DB. kDataLoss when RocksDB cannot read them.
   absl::Status FillNewKeyFilter();
@@ -559,7 +591,7 @@ class RocksDbBackend final : public KeyedStateBackend {
   absl::Status IngestEntries(absl::Span<const Ref> refs);
   // The RocksDB value of cache entry `e` (not deleted), in value_buf_.
   rocksdb::Slice StoredValue(Ref e);
-  // Writes every dirty entry to RocksDB in batches; entries stay cached, clean.
+  // Writes every entry RocksDB lacks (dirty or pending) in batches; entries stay cached, clean.
   absl::Status FlushDirty() {
     return cache_.FlushDirty([this](absl::Span<const Ref> refs) { return WriteEntries(refs); });
   }
@@ -567,11 +599,15 @@ class RocksDbBackend final : public KeyedStateBackend {
   absl::Status MaybeEvict() {
     return cache_.MakeRoom([this](absl::Span<const Ref> refs) { return EvictEntries(refs); });
   }
-  // Writes the dirty entries the cache evicts (its WriteFn for MakeRoom()): from
-  // options_.snapshot_ingest_min_entries on as one ingested SST file (sorted first), as
-  // SnapshotSync() does, else in a WriteBatch. Without memtable inserts (a skip-list splice per
-  // key, ~30% of the CPU at 10M keys with 64 MiB) and their flush later.
+  // Writes the dirty (or pending) entries the cache evicts, and those SnapshotSync() moves from
+  // the last delta file into RocksDB (the cache's WriteFn for MakeRoom() and Snapshot()): from
+  // options_.snapshot_ingest_min_entries on as one ingested SST file (in key order), else in a
+  // WriteBatch. Without memtable inserts (a skip-list splice per key, ~30% of the CPU at 10M
+  // keys with 64 MiB) and their flush later.
   absl::Status EvictEntries(absl::Span<const Ref> refs);
+  // Writes the cache entries `refs` into a delta file at `path` (internal/delta_file.h; the
+  // cache's DeltaFn for SnapshotSync()). kAborted when it cannot be written.
+  absl::Status WriteDeltaFile(absl::Span<const Ref> refs, const fs::path& path);
 
   // Constant after construction.
   const StateBackendOptions options_;
@@ -599,6 +635,8 @@ class RocksDbBackend final : public KeyedStateBackend {
   uint64_t last_frees_ = 0;
   internal::WriteBackCache cache_;
   std::vector<Ref> sorted_refs_;  // scratch of WriteEntries()
+  internal::DeltaWriter delta_;  // the delta file SnapshotSync() writes
+  uint64_t evicted_writes_at_snapshot_ = 0;  // cache_.evicted_writes() at the last SnapshotSync()
   // Prefetch(): whether it reads ahead (decided every kPrefetchDecisionReads cache reads from
   // their miss share), the cache's reads and misses at the last decision, and scratch.
   bool prefetch_on_ = true;
@@ -1237,16 +1275,47 @@ absl::Status RocksDbBackend::WriteMeta() {
   return absl::OkStatus();
 }
 
+absl::Status RocksDbBackend::WriteDeltaFile(absl::Span<const Ref> refs, const fs::path& path) {
+  std::error_code ec;
+  fs::remove(path, ec);  // left over from a failed snapshot
+  absl::Status s = delta_.Open(path.string());
+  if (s.ok()) {
+    for (Ref e : refs) {
+      if (cache_.deleted(e)) {
+        delta_.Delete(cache_.key(e));
+      } else {
+        delta_.Put(cache_.key(e), ToView(StoredValue(e)));
+      }
+    }
+    s = delta_.Finish();
+  }
+  if (!s.ok()) return absl::AbortedError(absl::StrCat(options_.operator_id, ": ", s.message()));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<PendingSnapshot> RocksDbBackend::SnapshotSync(int64_t checkpoint_id) {
   SLUICE_RETURN_IF_ERROR(WriteMeta());
-  if (cache_.dirty_count() >= options_.snapshot_ingest_min_entries) {
-    // All dirty entries as one SST file (one WriteFn call): no memtable inserts and no flush of
-    // them. On an error they stay dirty (the next snapshot writes them).
-    SLUICE_RETURN_IF_ERROR(
-        cache_.FlushDirty([this](absl::Span<const Ref> refs) { return IngestEntries(refs); },
-                          std::numeric_limits<size_t>::max()));
+  // Hot entries (changed in this interval and the one before) go into the delta file, moved
+  // into the checkpoint below; the others RocksDB lacks (new, changed after a quiet interval,
+  // or in the last delta and unchanged since) into RocksDB (as one ingested SST file from
+  // snapshot_ingest_min_entries on, as evictions do). Hot entries so stay out of RocksDB: no
+  // memtable inserts, ingested files or compaction of them at every interval.
+  // But while the cache evicts dirty entries (its working set does not fit), entries written
+  // into a delta file would soon be written again by eviction: then every entry RocksDB lacks
+  // goes into RocksDB, and there is no delta file.
+  const fs::path delta_tmp = fs::path(options_.local_dir) / "delta.tmp";
+  bool has_delta = false;
+  const bool evicting = cache_.evicted_writes() != evicted_writes_at_snapshot_;
+  evicted_writes_at_snapshot_ = cache_.evicted_writes();
+  auto to_store = [this](absl::Span<const Ref> refs) { return EvictEntries(refs); };
+  if (evicting) {
+    SLUICE_RETURN_IF_ERROR(cache_.FlushDirty(to_store, std::numeric_limits<size_t>::max()));
   } else {
-    SLUICE_RETURN_IF_ERROR(FlushDirty());
+    SLUICE_RETURN_IF_ERROR(cache_.Snapshot(to_store, [&](absl::Span<const Ref> refs) {
+      SLUICE_RETURN_IF_ERROR(WriteDeltaFile(refs, delta_tmp));
+      has_delta = true;
+      return absl::OkStatus();
+    }));
   }
   SLUICE_RETURN_IF_ERROR(WriteTimers());
   rocksdb::FlushOptions flush_options;
@@ -1270,6 +1339,12 @@ absl::StatusOr<PendingSnapshot> RocksDbBackend::SnapshotSync(int64_t checkpoint_
   if (!s.ok()) {
     return FromRocks(s, absl::StrCat("creating RocksDB checkpoint ", dir.string()),
                      absl::StatusCode::kAborted);
+  }
+  // (Should this fail, the entries now pending reach RocksDB or the next delta file at the
+  // next snapshot.)
+  if (has_delta) {
+    fs::rename(delta_tmp, dir / std::string(internal::kDeltaFileName), ec);
+    if (ec) return FromFs(ec, "cannot move the delta file into", dir, absl::StatusCode::kAborted);
   }
   return snapshot;
 }
@@ -1312,7 +1387,13 @@ absl::StatusOr<proto::KeyedStateHandle> RocksDbBackend::UploadSnapshot(
     f->set_local_name(name);
     f->set_size(size);
     full_size += size;
-    if (absl::EndsWith(name, ".sst")) {
+    if (name == internal::kDeltaFileName) {
+      // This checkpoint's alone; never written again: linked like an SST file.
+      f->set_shared(false);
+      f->set_name(name);
+      absl::Status s = LinkOrCopyDurably(local / name, private_path / name);
+      if (!s.ok()) return absl::AbortedError(s.ToString());
+    } else if (absl::EndsWith(name, ".sst")) {
       f->set_shared(true);
       auto it = uploaded_.find(name);
       if (it != uploaded_.end() && it->second.size == size && it->second.dir == job_checkpoint_dir) {
@@ -1373,6 +1454,9 @@ absl::Status RocksDbBackend::RestoreFrom(const std::vector<proto::KeyedStateHand
       if (id != m.id) return absl::DataLossError(absl::StrCat("duplicate state id in ", db_dir_));
     }
     meta_dirty_ = false;
+    int identity[256];
+    for (int i = 0; i < 256; ++i) identity[i] = i;
+    SLUICE_RETURN_IF_ERROR(ApplyDelta(h, job_dir, identity));
     SLUICE_RETURN_IF_ERROR(FillNewKeyFilter());
     // Unchanged SSTs keep their shared names, so the next checkpoint is incremental.
     absl::MutexLock lock(&upload_mu_);
@@ -1386,7 +1470,7 @@ absl::Status RocksDbBackend::RestoreFrom(const std::vector<proto::KeyedStateHand
   for (size_t i = 0; i < relevant.size(); ++i) {
     fs::path dir = fs::path(options_.local_dir) / absl::StrCat("restore-", i);
     absl::Status s = MaterializeHandle(*relevant[i], job_dir, dir);
-    if (s.ok()) s = CopyKeyGroups(*relevant[i], dir);
+    if (s.ok()) s = CopyKeyGroups(*relevant[i], dir, job_dir);
     std::error_code ec;
     fs::remove_all(dir, ec);
     SLUICE_RETURN_IF_ERROR(s);
@@ -1411,7 +1495,7 @@ absl::Status RocksDbBackend::FillNewKeyFilter() {
 }
 
 absl::Status RocksDbBackend::CopyKeyGroups(const proto::KeyedStateHandle& handle,
-                                           const fs::path& dir) {
+                                           const fs::path& dir, const fs::path& job_dir) {
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::OpenForReadOnly(MakeDbOptions(options_), dir.string(), &raw);
   if (!s.ok()) {
@@ -1466,7 +1550,44 @@ absl::Status RocksDbBackend::CopyKeyGroups(const proto::KeyedStateHandle& handle
   it.reset();
   s = src->Close();
   (void)s;
-  return absl::OkStatus();
+  return ApplyDelta(handle, job_dir, remap);
+}
+
+absl::Status RocksDbBackend::ApplyDelta(const proto::KeyedStateHandle& handle,
+                                        const fs::path& job_dir, const int* remap) {
+  std::string data;
+  SLUICE_RETURN_IF_ERROR(ReadDeltaOf(handle, job_dir, &data));
+  if (data.empty()) return absl::OkStatus();
+  const std::string where = (job_dir / handle.private_dir()).string();
+  const int first = std::max(options_.range.first, handle.range().first());
+  const int last = std::min(options_.range.last, handle.range().last());
+  rocksdb::WriteBatch batch;
+  std::string key;
+  SLUICE_RETURN_IF_ERROR(internal::ReadDelta(
+      data, where, [&](absl::string_view k, bool deleted, absl::string_view value) {
+        if (k.size() < 3) {
+          return absl::DataLossError(absl::StrCat("malformed state key in the delta of ", where));
+        }
+        const int kg = internal::DecodeFixed16BE(k.data());
+        if (kg < first || kg > last) return absl::OkStatus();  // another subtask's now
+        const int id = remap[static_cast<uint8_t>(k[2])];
+        if (id < 0 || id == kTimerStateId) {
+          return absl::DataLossError(
+              absl::StrCat("state id ", static_cast<int>(static_cast<uint8_t>(k[2])),
+                           " without metadata in the delta of ", where));
+        }
+        key.assign(k.data(), k.size());
+        key[2] = static_cast<char>(id);
+        rocksdb::Status s = deleted ? batch.Delete(key) : batch.Put(key, ToSlice(value));
+        if (!deleted) cache_.NoteInStore(key);
+        if (s.ok() && batch.GetDataSize() >= kRestoreBatchBytes) {
+          s = db_->Write(write_options_, &batch);
+          batch.Clear();
+        }
+        return FromRocks(s, "writing restored state", absl::StatusCode::kUnavailable);
+      }));
+  return FromRocks(db_->Write(write_options_, &batch), "writing restored state",
+                   absl::StatusCode::kUnavailable);
 }
 
 }  // namespace

@@ -10,9 +10,11 @@
 //   list payload  ([varint32 element length][element])*
 //   format        kFormatKey  ->  [format version: 1]
 //
-// Format versions of a backend's DB: 0 (no kFormatKey: written before versions existed) and 1
-// (this layout, with kFormatKey); the layout above is the same in both. A DB of a newer
-// version is refused on restore (kDataLoss).
+// Format versions of a backend's DB: 0 (no kFormatKey: written before versions existed), 1
+// (this layout, with kFormatKey) and 2 (the same layout; a snapshot's handle may name a delta
+// file, delta_file.h, holding the entries its DB lacks). A DB of a newer version is refused on
+// restore (kDataLoss), so a build that does not know delta files refuses version 2 snapshots
+// instead of restoring them without their delta.
 //
 // Key groups are < 32768, so every key-group prefix sorts before kMetaPrefix ("\xff\xff"), and
 // timers (state id 0xff) sort after the state entries of their key group. Big-endian timestamps
@@ -34,7 +36,7 @@ inline constexpr absl::string_view kMetaPrefix("\xff\xff", 2);
 inline constexpr size_t kExpiryBytes = 8;
 // Sorts after every key group's entries (as kMetaPrefix) and before the state meta.
 inline constexpr absl::string_view kFormatKey("\xff\xfe", 2);
-inline constexpr int kFormatVersion = 1;
+inline constexpr int kFormatVersion = 2;
 
 inline void PutFixed16BE(std::string* dst, uint16_t v) {
   dst->push_back(static_cast<char>(v >> 8));

@@ -216,36 +216,67 @@ void WriteBackCache::set_expiry(Ref r, int64_t e) {
 void WriteBackCache::MarkDirty(Ref r) {
   Slot& s = slots_[r];
   if (s.flags & kDirty) return;
+  if (s.flags & kPending) {
+    s.flags &= ~kPending;
+    --pending_count_;
+  }
   s.flags |= kDirty;
   ++dirty_count_;
   if (!(s.flags & kListed)) {
     s.flags |= kListed;
     dirty_.push_back(r);
-    if (dirty_.size() > 2 * dirty_count_ + 4096) CompactDirtyList();
+    if (dirty_.size() > 2 * (dirty_count_ + pending_count_) + 4096) CompactDirtyList();
   }
 }
 
 void WriteBackCache::MarkClean(Ref r) {
   Slot& s = slots_[r];
-  if (!(s.flags & kDirty)) return;
-  s.flags &= ~kDirty;
-  --dirty_count_;
+  if (s.flags & kDirty) {
+    s.flags &= ~kDirty;
+    --dirty_count_;
+  } else if (s.flags & kPending) {
+    s.flags &= ~kPending;
+    --pending_count_;
+  }
 }
 
 void WriteBackCache::CompactDirtyList() {
   size_t kept = 0;
   for (Ref r : dirty_) {
     Slot& s = slots_[r];
+    const bool unsynced = (s.flags & (kDirty | kPending)) != 0;
     // A slot number repeats only after its slot was freed and reused: the first copy keeps it.
-    if ((s.flags & (kLive | kListed | kDirty)) == (kLive | kListed | kDirty)) {
+    if ((s.flags & (kLive | kListed)) == (kLive | kListed) && unsynced) {
       dirty_[kept++] = r;
       s.flags &= ~kListed;  // marks it kept; set again below
-    } else if ((s.flags & kDirty) == 0) {
+    } else if (!unsynced) {
       s.flags &= ~kListed;
     }
   }
   dirty_.resize(kept);
   for (Ref r : dirty_) slots_[r].flags |= kListed;
+}
+
+void WriteBackCache::TakeListed(std::vector<Ref>* pending_out) {
+  victims_.clear();
+  for (Ref r : dirty_) {
+    Slot& s = slots_[r];
+    if ((s.flags & kLive) == 0 || (s.flags & kListed) == 0) continue;
+    s.flags &= ~kListed;
+    if (pending_out != nullptr && (s.flags & kPending) != 0) {
+      pending_out->push_back(r);
+    } else if ((s.flags & (kDirty | kPending)) != 0) {
+      victims_.push_back(r);
+    }
+  }
+  dirty_.clear();
+}
+
+void WriteBackCache::Relist(absl::Span<const Ref> refs) {
+  for (Ref r : refs) {
+    slots_[r].flags |= kListed;
+    dirty_.push_back(r);
+  }
 }
 
 void WriteBackCache::Free(Ref r) {
@@ -310,14 +341,18 @@ absl::Status WriteBackCache::WriteAndClean(absl::Span<const Ref> refs, WriteFn w
   if (!s.ok()) return s;
   for (Ref r : refs) {
     Slot& slot = slots_[r];
-    slot.flags &= ~kDirty;
+    if (slot.flags & kDirty) {
+      --dirty_count_;
+    } else {
+      --pending_count_;
+    }
+    slot.flags &= ~(kDirty | kPending);
     if (slot.flags & kDeleted) {
       slot.flags &= ~kInDb;
     } else {
       slot.flags |= kInDb;
     }
   }
-  dirty_count_ -= refs.size();
   return absl::OkStatus();
 }
 
@@ -345,14 +380,7 @@ void WriteBackCache::SortByKey(std::vector<Ref>* refs) {
 }
 
 absl::Status WriteBackCache::FlushDirty(WriteFn write, size_t batch) {
-  victims_.clear();
-  for (Ref r : dirty_) {
-    Slot& s = slots_[r];
-    if ((s.flags & kLive) == 0 || (s.flags & kListed) == 0) continue;
-    s.flags &= ~kListed;
-    if ((s.flags & kDirty) != 0) victims_.push_back(r);
-  }
-  dirty_.clear();
+  TakeListed(/*pending_out=*/nullptr);
   // All batches in one key order: after a snapshot's memtable flush the memtable is empty, so
   // every insert then appends at the end of its skip list (at 50K dirty keys, batches sorted
   // only each in itself cost 3-4x as much, the later ones interleaving with the earlier).
@@ -361,17 +389,56 @@ absl::Status WriteBackCache::FlushDirty(WriteFn write, size_t batch) {
     n = std::min(batch, victims_.size() - i);
     absl::Status status = WriteAndClean(absl::MakeConstSpan(victims_).subspan(i, n), write);
     if (!status.ok()) {
-      // What was not written stays dirty: list it again.
-      for (size_t j = i; j < victims_.size(); ++j) {
-        slots_[victims_[j]].flags |= kListed;
-        dirty_.push_back(victims_[j]);
-      }
+      // What was not written stays dirty or pending: list it again.
+      Relist(absl::MakeConstSpan(victims_).subspan(i));
       victims_.clear();
       return status;
     }
   }
   victims_.clear();
   return absl::OkStatus();
+}
+
+absl::Status WriteBackCache::Snapshot(WriteFn write, DeltaFn delta) {
+  unchanged_.clear();
+  TakeListed(&unchanged_);  // victims_: the dirty entries
+  // Hot ones stay in victims_; the others join unchanged_ for the store.
+  const uint16_t last = snapshot_parity_ ? (kSnapped | kSnapParity) : kSnapped;
+  const uint16_t now = snapshot_parity_ ? kSnapped : (kSnapped | kSnapParity);
+  cold_.clear();
+  size_t hot = 0;
+  for (Ref r : victims_) {
+    if ((slots_[r].flags & (kSnapped | kSnapParity)) == last) {
+      victims_[hot++] = r;
+    } else {
+      cold_.push_back(r);
+    }
+  }
+  victims_.resize(hot);
+  unchanged_.insert(unchanged_.end(), cold_.begin(), cold_.end());
+  if (!unchanged_.empty()) {
+    SortByKey(&unchanged_);
+    absl::Status s = WriteAndClean(unchanged_, write);
+    if (!s.ok()) {
+      Relist(unchanged_);
+      Relist(victims_);
+      victims_.clear();
+      return s;
+    }
+  }
+  for (Ref r : cold_) slots_[r].flags = (slots_[r].flags & ~(kSnapped | kSnapParity)) | now;
+  absl::Status s = victims_.empty() ? absl::OkStatus() : delta(victims_);
+  if (s.ok()) {
+    for (Ref r : victims_) {
+      slots_[r].flags = (slots_[r].flags & ~(kDirty | kSnapped | kSnapParity)) | kPending | now;
+    }
+    pending_count_ += victims_.size();
+    dirty_count_ -= victims_.size();
+  }
+  Relist(victims_);  // pending now (or still dirty)
+  victims_.clear();
+  if (s.ok()) snapshot_parity_ = !snapshot_parity_;
+  return s;
 }
 
 absl::Status WriteBackCache::Evict(WriteFn write) {
@@ -387,7 +454,7 @@ absl::Status WriteBackCache::Evict(WriteFn write) {
       s.flags &= ~kReferenced;
       continue;
     }
-    if (s.flags & kDirty) {
+    if (s.flags & (kDirty | kPending)) {
       s.flags |= kVictim;
       victims_.push_back(r);
     } else {
@@ -396,11 +463,12 @@ absl::Status WriteBackCache::Evict(WriteFn write) {
   }
   for (Ref r : victims_) slots_[r].flags &= ~kVictim;
   if (bytes_ > budget_ - reserved_) {
-    // Not enough clean entries: write the dirty ones met, in one batch in key order, and drop
-    // them all.
+    // Not enough clean entries: write the dirty (and pending) ones met, in one batch in key
+    // order, and drop them all.
     SortByKey(&victims_);
     absl::Status s = WriteAndClean(victims_, write);
     if (!s.ok()) return s;
+    evicted_writes_ += victims_.size();
     constexpr size_t kAhead = 8;  // index cells loaded this many entries ahead
     for (size_t i = 0; i < victims_.size(); ++i) {
       if (i + kAhead < victims_.size()) {

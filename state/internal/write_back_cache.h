@@ -86,7 +86,7 @@ class BlockArena {
 //
 // Eviction is incremental (CLOCK, second chance): MakeRoom() advances a hand over the slots,
 // clearing reference bits and dropping clean unreferenced entries until the cache is within
-// budget. Dirty unreferenced entries it meets are set aside; only when the clean ones do not
+// budget. Dirty (and pending) unreferenced entries it meets are set aside; only when the clean ones do not
 // suffice (or a batch of them, kEvictBatch, was met) are those written in one WriteFn batch and
 // dropped. So clean entries go first, dirty ones leave in batches, and nothing flushes the
 // whole cache to make room.
@@ -114,10 +114,13 @@ class WriteBackCache {
   // Bytes counted per entry beyond its block: the slot and its share of the index.
   static constexpr size_t kEntryOverhead = 32;
 
-  // Writes the dirty entries `refs` (in key order) to the store in one batch (key(), deleted(),
+  // Writes the entries `refs` (in key order) to the store in one batch (key(), deleted(),
   // expiry(), value()). On OK the cache marks them clean (in_db = !deleted); an error leaves
-  // them dirty and is returned to the caller of FlushDirty()/MakeRoom().
+  // them as they were and is returned to the caller of FlushDirty()/MakeRoom()/Snapshot().
   using WriteFn = absl::FunctionRef<absl::Status(absl::Span<const Ref> refs)>;
+  // Writes the dirty entries `refs` (in no particular order) into a snapshot's delta file, not
+  // the store (see Snapshot()). On OK the cache marks them pending; an error leaves them dirty.
+  using DeltaFn = absl::FunctionRef<absl::Status(absl::Span<const Ref> refs)>;
 
   explicit WriteBackCache(size_t budget_bytes);
   ~WriteBackCache();
@@ -158,15 +161,33 @@ class WriteBackCache {
   // RocksDB may hold the key (false: deleting it needs no tombstone).
   bool in_db(Ref r) const { return (slots_[r].flags & kInDb) != 0; }
   void set_in_db(Ref r, bool b) { SetFlag(r, kInDb, b); }
+  // An entry is in one of three states: clean (the store agrees with it), dirty (changed since
+  // the last Snapshot(); the store may lack it) or pending (written into the last snapshot's
+  // delta file and unchanged since, but not into the store).
   bool dirty(Ref r) const { return (slots_[r].flags & kDirty) != 0; }
+  bool pending(Ref r) const { return (slots_[r].flags & kPending) != 0; }
+  // Dirty (also a pending entry: it changed since its snapshot).
   void MarkDirty(Ref r);
   // Clean without a write: the entry agrees with the store (e.g. a delete of a key that never
   // reached it).
   void MarkClean(Ref r);
 
-  // Writes every dirty entry, in key order across all its WriteFn batches (each of at most
-  // `batch` entries); entries stay cached. On an error the entries not written stay dirty.
+  // Writes every entry the store lacks (dirty or pending), in key order across all its WriteFn
+  // batches (each of at most `batch` entries); entries stay cached. On an error the entries not
+  // written stay as they were.
   absl::Status FlushDirty(WriteFn write, size_t batch = kFlushBatch);
+  // The cache's part of a snapshot that keeps hot entries out of the store. Hot: dirty and
+  // also written by the previous Snapshot() (changed in two intervals in a row). The pending
+  // entries that did not change since the last snapshot and the dirty ones that are not hot
+  // (new, or quiet for a while) go to the store (`write`, one call in key order; they become
+  // clean), then the hot ones into the snapshot's delta file (`delta`, one call; they become
+  // pending). Afterwards the store plus that delta file hold every entry: an entry changed in
+  // every interval is written once per snapshot, into a file, and reaches the store only when
+  // evicted or when an interval leaves it unchanged; an entry written once (state that only
+  // grows) reaches the store once. Empty spans are not passed. On an error nothing is lost:
+  // entries not written keep their state, and the next Snapshot() writes them (an entry made
+  // pending by a snapshot that failed later is written to the store by the next one).
+  absl::Status Snapshot(WriteFn write, DeltaFn delta);
   // Evicts until bytes() <= budget - reserved (see the class comment and Reserve()); the dirty
   // entries it writes go to `write` in key order. Cheap when within budget.
   absl::Status MakeRoom(WriteFn write) {
@@ -206,9 +227,12 @@ class WriteBackCache {
   void Reserve(size_t bytes) { reserved_ = std::min(bytes, budget_); }
   size_t size() const { return live_; }
   size_t dirty_count() const { return dirty_count_; }
+  size_t pending_count() const { return pending_count_; }
   // Entries dropped so far (by MakeRoom() or Erase()): a Ref taken when frees() was n is
   // still valid while frees() == n.
   uint64_t frees() const { return frees_; }
+  // Dirty and pending entries MakeRoom() wrote to the store so far (the cache is full).
+  uint64_t evicted_writes() const { return evicted_writes_; }
   uint64_t hits() const { return hits_; }
   uint64_t misses() const { return misses_; }
 
@@ -224,6 +248,9 @@ class WriteBackCache {
     kPrefetched = 128,  // MarkPrefetched() and not read since
     kHasExpiry = 256,  // the block starts with 8 bytes of expiry
     kInFilter = 512,  // the key is in the store filter (added by an earlier write)
+    kPending = 1024,  // in the last snapshot's delta file, not in the store (never with kDirty)
+    kSnapped = 2048,  // written (changed) by a Snapshot(), the one of parity kSnapParity
+    kSnapParity = 4096,
   };
   // An entry: its block in arena_ holds [expiry (kHasExpiry)][key][value] and is exactly
   // BlockArena::ClassSize(Used()) bytes.
@@ -266,9 +293,16 @@ class WriteBackCache {
   void Relayout(Ref r, bool has_expiry, size_t value_len, size_t keep_value);
   void Free(Ref r);
   absl::Status Evict(WriteFn write);
-  // Writes `refs` (all dirty) and marks them clean; on an error they stay dirty.
+  // Writes `refs` (all dirty or pending) and marks them clean; on an error they stay as they
+  // were.
   absl::Status WriteAndClean(absl::Span<const Ref> refs, WriteFn write);
-  // Drops stale and repeated slot numbers from dirty_ when it grew much beyond dirty_count_.
+  // Moves the live listed entries of dirty_ that are dirty or pending into victims_ (in list
+  // order), unlisting the rest; dirty_ is left empty. `pending_out` (if given) takes the pending
+  // ones instead.
+  void TakeListed(std::vector<Ref>* pending_out);
+  // Lists `refs` in dirty_ again (after they were taken by TakeListed()).
+  void Relist(absl::Span<const Ref> refs);
+  // Drops stale and repeated slot numbers from dirty_ when it grew much beyond its entries.
   void CompactDirtyList();
   // Sorts `refs` by key (byte-wise), as std::sort comparing key() would.
   void SortByKey(std::vector<Ref>* refs);
@@ -285,14 +319,19 @@ class WriteBackCache {
   size_t live_ = 0;
   size_t bytes_ = 0;
   size_t hand_ = 0;  // CLOCK hand over slots_
-  std::vector<Ref> dirty_;
+  std::vector<Ref> dirty_;  // the dirty and pending entries (and stale slot numbers)
   size_t dirty_count_ = 0;
-  std::vector<Ref> victims_;  // scratch of Evict() and FlushDirty()
+  size_t pending_count_ = 0;
+  std::vector<Ref> victims_;  // scratch of Evict(), FlushDirty() and Snapshot()
+  std::vector<Ref> unchanged_;  // scratch of Snapshot(): what goes to the store
+  std::vector<Ref> cold_;  // scratch of Snapshot(): dirty entries that are not hot
+  bool snapshot_parity_ = false;  // of the last Snapshot() (alternates)
   std::vector<std::pair<uint64_t, Ref>> by_prefix_;  // scratch of SortByKey()
   std::vector<uint64_t> hashes_;  // scratch of WriteAndClean()
   uint64_t hits_ = 0;
   uint64_t misses_ = 0;
   uint64_t frees_ = 0;
+  uint64_t evicted_writes_ = 0;
   std::unique_ptr<WrittenKeyFilter> filter_;  // the store filter; null: off
   bool filter_started_ = false;  // EnableStoreFilter() was called (filter_ may be dropped since)
 };

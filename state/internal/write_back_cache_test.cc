@@ -28,7 +28,7 @@ struct FakeStore {
       EXPECT_LT(cache.key(refs[i - 1]), cache.key(refs[i])) << "a batch not in key order";
     }
     for (Ref r : refs) {
-      EXPECT_TRUE(cache.dirty(r));
+      EXPECT_TRUE(cache.dirty(r) || cache.pending(r));
       data[std::string(cache.key(r))] =
           cache.deleted(r) ? "<deleted>" : std::string(cache.value(r));
     }
@@ -194,6 +194,116 @@ TEST(WriteBackCacheTest, FlushWritesEveryDirtyEntryOnceInBatches) {
   ASSERT_TRUE(cache.FlushDirty(write).ok());  // nothing left
   EXPECT_TRUE(store.batch_sizes.empty());
   EXPECT_EQ(cache.size(), static_cast<size_t>(n));  // entries stay cached
+}
+
+// A snapshot writes the hot entries (changed since the last snapshot, which wrote them too)
+// into its delta (they become pending), and the other changed ones and the pending ones left
+// unchanged into the store (they become clean), so the store plus each delta hold every entry;
+// FlushDirty() writes pending entries as dirty ones; a delete of a pending entry the store never
+// had needs neither.
+TEST(WriteBackCacheTest, SnapshotWritesHotEntriesToTheDeltaAndTheOthersToTheStore) {
+  WriteBackCache cache(size_t{1} << 30);
+  FakeStore store;
+  auto write = [&](absl::Span<const Ref> refs) { return store.Write(cache, refs); };
+  std::map<std::string, std::string> delta;
+  bool delta_fails = false;
+  auto to_delta = [&](absl::Span<const Ref> refs) {
+    if (delta_fails) return absl::UnavailableError("disk full");
+    delta.clear();
+    for (Ref r : refs) {
+      EXPECT_TRUE(cache.dirty(r));
+      delta[std::string(cache.key(r))] = cache.deleted(r) ? "<deleted>" : std::string(cache.value(r));
+    }
+    return absl::OkStatus();
+  };
+  using Map = std::map<std::string, std::string>;
+  // New entries go to the store.
+  for (int i = 0; i < 5; ++i) Put(cache, Key(i), absl::StrCat("v", i), /*dirty=*/true);
+  ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());
+  EXPECT_EQ(store.data.size(), 5u);
+  EXPECT_TRUE(delta.empty());
+  EXPECT_EQ(cache.dirty_count() + cache.pending_count(), 0u);
+
+  // Changed again right after: hot, into the delta.
+  for (int i = 0; i < 4; ++i) Put(cache, Key(i), absl::StrCat("w", i), /*dirty=*/true);
+  ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());
+  EXPECT_EQ(delta, (Map{{Key(0), "w0"}, {Key(1), "w1"}, {Key(2), "w2"}, {Key(3), "w3"}}));
+  EXPECT_EQ(store.data[Key(0)], "v0");
+  EXPECT_EQ(cache.pending_count(), 4u);
+  EXPECT_TRUE(cache.pending(cache.Peek(Key(0))));
+
+  // key-0 changes again (hot), key-1 is deleted (the store has it: a tombstone, hot), key-2
+  // and key-3 stay unchanged (pending: to the store), key-4 changes after a quiet interval
+  // (to the store), key-5 is new (to the store).
+  Put(cache, Key(0), "x0", /*dirty=*/true);
+  Ref one = cache.Peek(Key(1));
+  cache.SetValue(one, "");
+  cache.set_deleted(one, true);
+  cache.MarkDirty(one);
+  Put(cache, Key(4), "x4", /*dirty=*/true);
+  Put(cache, Key(5), "x5", /*dirty=*/true);
+  // A failing store: nothing changes.
+  store.fail = true;
+  EXPECT_FALSE(cache.Snapshot(write, to_delta).ok());
+  EXPECT_EQ(cache.dirty_count(), 4u);
+  EXPECT_EQ(cache.pending_count(), 2u);
+  store.fail = false;
+  // A failing delta: the store got its part; the hot ones stay dirty.
+  delta_fails = true;
+  EXPECT_FALSE(cache.Snapshot(write, to_delta).ok());
+  EXPECT_EQ(store.data, (Map{{Key(0), "v0"}, {Key(1), "v1"}, {Key(2), "w2"}, {Key(3), "w3"},
+                             {Key(4), "x4"}, {Key(5), "x5"}}));
+  EXPECT_EQ(cache.dirty_count(), 2u);
+  EXPECT_EQ(cache.pending_count(), 0u);
+  delta_fails = false;
+  ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());
+  EXPECT_EQ(delta, (Map{{Key(0), "x0"}, {Key(1), "<deleted>"}}));
+
+  // A delete of a pending entry the store never had: clean, in no delta, not in the store.
+  Ref six = Put(cache, Key(6), "v6", /*dirty=*/true);
+  cache.set_in_db(six, false);
+  ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());  // key-0, key-1 to the store; key-6 too
+  Put(cache, Key(6), "w6", /*dirty=*/true);
+  ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());  // key-6 hot: pending
+  ASSERT_TRUE(cache.pending(six));
+  store.data.erase(Key(6));
+  cache.set_in_db(six, false);
+  cache.SetValue(six, "");
+  cache.set_deleted(six, true);
+  cache.MarkClean(six);
+  EXPECT_EQ(cache.pending_count(), 0u);
+  ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());
+  EXPECT_EQ(store.data.count(Key(6)), 0u);
+
+  // FlushDirty() writes a pending entry too (a scan of the store then sees everything).
+  Put(cache, Key(5), "y5", /*dirty=*/true);
+  ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());  // key-5 (written last time? no): store
+  Put(cache, Key(5), "z5", /*dirty=*/true);
+  ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());  // hot now: pending
+  ASSERT_TRUE(cache.pending(cache.Peek(Key(5))));
+  ASSERT_TRUE(cache.FlushDirty(write).ok());
+  EXPECT_EQ(store.data[Key(5)], "z5");
+  EXPECT_EQ(cache.pending_count(), 0u);
+  EXPECT_FALSE(cache.pending(cache.Peek(Key(5))));
+}
+
+TEST(WriteBackCacheTest, EvictionWritesPendingEntriesBeforeDroppingThem) {
+  WriteBackCache cache(size_t{1} << 30);
+  FakeStore store;
+  auto write = [&](absl::Span<const Ref> refs) { return store.Write(cache, refs); };
+  auto no_delta = [&](absl::Span<const Ref> refs) { return absl::OkStatus(); };
+  for (int i = 0; i < 100; ++i) Put(cache, Key(i), absl::StrCat("v", i), /*dirty=*/true);
+  ASSERT_TRUE(cache.Snapshot(write, no_delta).ok());  // new: to the store
+  for (int i = 0; i < 100; ++i) Put(cache, Key(i), absl::StrCat("w", i), /*dirty=*/true);
+  ASSERT_TRUE(cache.Snapshot(write, no_delta).ok());  // hot: pending
+  ASSERT_EQ(cache.pending_count(), 100u);
+  cache.Reserve(cache.budget());  // no room left: everything goes
+  ASSERT_TRUE(cache.MakeRoom(write).ok());
+  ASSERT_TRUE(cache.MakeRoom(write).ok());  // the first pass cleared the reference bits
+  EXPECT_EQ(cache.size(), 0u);
+  EXPECT_EQ(cache.pending_count(), 0u);
+  ASSERT_EQ(store.data.size(), 100u);
+  EXPECT_EQ(store.data[Key(99)], "w99");
 }
 
 TEST(WriteBackCacheTest, FlushWritesInOneKeyOrderAcrossBatches) {
