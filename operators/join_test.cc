@@ -1293,7 +1293,9 @@ TEST(JoinSlotChunksTest, EntriesKeepTheirAddressesAndContentsAsTheyGrow) {
     ASSERT_EQ(&keys[i], where[i]) << "entry " << i << " moved";
     ASSERT_EQ(keys[i].int_key, static_cast<int64_t>(i));
     ASSERT_EQ(keys[i].rows[1].size(), i % 12);
-    for (size_t r = 0; r < i % 12; ++r) ASSERT_EQ(keys[i].rows[1][r].ts, static_cast<int64_t>(i + r));
+    for (size_t r = 0; r < i % 12; ++r) {
+      ASSERT_EQ(keys[i].rows[1][r].ts, static_cast<int64_t>(i + r));
+    }
   }
 }
 
