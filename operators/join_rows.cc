@@ -295,7 +295,8 @@ absl::StatusOr<bool> JoinRowStore::Release(uint32_t slot) {
 void JoinRowStore::CompactArena() {
   compactions_for_test.fetch_add(1, std::memory_order_relaxed);
   arena_.BeginCompaction();
-  for (Key& k : keys_) {
+  for (size_t slot = 0; slot < keys_.size(); ++slot) {
+    Key& k = keys_[slot];
     if (!k.live) continue;
     for (Rows& rows : k.rows) {
       for (Row& row : rows) row.ref = arena_.Move(row.ref, row.size);
@@ -368,9 +369,7 @@ absl::Status JoinRowStore::Spill(const std::function<absl::Status(const Key&)>& 
     if (each) SLUICE_RETURN_IF_ERROR(each(keys_[slot]));
   }
   keys_.clear();
-  keys_.shrink_to_fit();
   key_bytes_.clear();
-  key_bytes_.shrink_to_fit();
   arena_.Clear();
   slot_of_.clear();
   slot_of_int_.clear();

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -109,6 +110,48 @@ class JoinRowArena {
   size_t held_bytes_ = 0;
   size_t live_bytes_ = 0;
   size_t movable_waste_ = 0;  // Movable() summed over the chunks but the current one
+};
+
+// Entries by index (JoinRowStore's keys by slot) in chunks of 2^kShift entries that never move:
+// a new chunk when the last is full, and an entry constructed in place when it is added. So
+// growing copies no entry and touches each page once, where a vector that doubles copies every
+// entry and touches fresh pages for the copy (most of q4's workers' page faults were
+// std::vector<Key> growing). An index reaches its entry through the chunk table (a few pointers,
+// kept in cache). Threading: the owner's.
+template <typename T, int kShift>
+class JoinSlotChunks {
+ public:
+  static constexpr size_t kPerChunk = size_t{1} << kShift;
+
+  JoinSlotChunks() = default;
+  JoinSlotChunks(const JoinSlotChunks&) = delete;
+  JoinSlotChunks& operator=(const JoinSlotChunks&) = delete;
+  ~JoinSlotChunks() { clear(); }
+
+  T& operator[](size_t i) { return chunks_[i >> kShift][i & (kPerChunk - 1)]; }
+  const T& operator[](size_t i) const { return chunks_[i >> kShift][i & (kPerChunk - 1)]; }
+  size_t size() const { return size_; }
+  // A new entry (value-initialised) at index size() - 1.
+  T& emplace_back() {
+    if ((size_ & (kPerChunk - 1)) == 0 && (size_ >> kShift) == chunks_.size()) {
+      chunks_.push_back(static_cast<T*>(
+          ::operator new(kPerChunk * sizeof(T), std::align_val_t{alignof(T)})));
+    }
+    T* const entry = &chunks_[size_ >> kShift][size_ & (kPerChunk - 1)];
+    ++size_;
+    return *new (entry) T();
+  }
+  // Destroys every entry and returns the chunks' memory.
+  void clear() {
+    for (size_t i = 0; i < size_; ++i) (*this)[i].~T();
+    for (T* chunk : chunks_) ::operator delete(chunk, std::align_val_t{alignof(T)});
+    chunks_.clear();
+    size_ = 0;
+  }
+
+ private:
+  std::vector<T*> chunks_;  // owned: kPerChunk entries each, the first size_ constructed
+  size_t size_ = 0;
 };
 
 // The records a join (interval_join, join) keeps, per key in memory, as Flink's heap keyed
@@ -388,6 +431,8 @@ class JoinRowStore {
   static_assert(3 * kLag + 1 <= kAheadMask + 1);
   static constexpr size_t kDueBatch = 256;  // PopDueAhead(): keys popped at a time
   static constexpr size_t kSweepLag = 4;    // ... between a key's prefetch levels and its sweep
+  // Keys per chunk of keys_ (and key_bytes_): 1024 (320 KiB of Keys).
+  static constexpr int kKeyChunkShift = 10;
   // A record of JoinBatch() ahead of its join: its key, and the slot found for it (kNoSlot: not
   // in memory) with the spill count then (a spill since makes the slot stale).
   struct Ahead {
@@ -462,8 +507,8 @@ class JoinRowStore {
   size_t max_bytes_ = 0;
 
   JoinRowArena arena_;                                  // the records' bytes
-  std::vector<Key> keys_;                               // by slot
-  std::vector<std::string> key_bytes_;                  // by slot: the keys serialized
+  JoinSlotChunks<Key, kKeyChunkShift> keys_;            // by slot (entries never move)
+  JoinSlotChunks<std::string, kKeyChunkShift> key_bytes_;  // by slot: the keys serialized
   bool int_keys_ = false;                               // keys filed by value (op's int_key())
   absl::flat_hash_map<std::string, uint32_t> slot_of_;  // live keys' slots, or when int_keys_
   absl::flat_hash_map<int64_t, uint32_t> slot_of_int_;  // ... by value

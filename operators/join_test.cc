@@ -1266,6 +1266,87 @@ TEST(JoinRowArenaTest, ChunkEdgesLargeRecordsAndTheLastChunk) {
   EXPECT_EQ(*arena.data(rb), 'b');
 }
 
+// JoinRowStore's key entries (JoinSlotChunks, 1024 per chunk as the store's): an entry keeps
+// its address and contents while thousands more are added (three chunks), where a vector that
+// doubles moved them all; an added entry starts value-initialised, on the 64-byte line Key asks
+// for.
+TEST(JoinSlotChunksTest, EntriesKeepTheirAddressesAndContentsAsTheyGrow) {
+  JoinSlotChunks<JoinRowStore::Key, 10> keys;
+  std::vector<const JoinRowStore::Key*> where;
+  for (int64_t i = 0; i < 3000; ++i) {
+    JoinRowStore::Key& k = keys.emplace_back();
+    ASSERT_EQ(k.int_key, 0);
+    ASSERT_FALSE(k.live);
+    ASSERT_TRUE(k.empty());
+    ASSERT_EQ(k.scheduled, JoinRowStore::kNever);
+    ASSERT_EQ(reinterpret_cast<uintptr_t>(&k) % 64, 0u) << i;
+    k.int_key = i;
+    for (int64_t r = 0; r < i % 12; ++r) {  // inline (<= 8) and on the heap
+      JoinRowStore::Row& row = k.rows[1].emplace_back();
+      row.ts = i + r;
+      row.ref = static_cast<uint32_t>(r);
+    }
+    where.push_back(&k);
+  }
+  ASSERT_EQ(keys.size(), 3000u);
+  for (size_t i = 0; i < where.size(); ++i) {
+    ASSERT_EQ(&keys[i], where[i]) << "entry " << i << " moved";
+    ASSERT_EQ(keys[i].int_key, static_cast<int64_t>(i));
+    ASSERT_EQ(keys[i].rows[1].size(), i % 12);
+    for (size_t r = 0; r < i % 12; ++r) {
+      ASSERT_EQ(keys[i].rows[1][r].ts, static_cast<int64_t>(i + r));
+    }
+  }
+}
+
+struct CountedEntry {
+  CountedEntry() { ++alive; }
+  ~CountedEntry() { --alive; }
+  static int alive;
+  int value = 7;
+};
+int CountedEntry::alive = 0;
+
+// clear() destroys every entry constructed (none more), and the store grows again from 0.
+TEST(JoinSlotChunksTest, ClearDestroysEveryEntryOnceAndStartsOver) {
+  {
+    JoinSlotChunks<CountedEntry, 2> entries;  // chunks of 4
+    for (int i = 0; i < 10; ++i) entries.emplace_back().value = i;
+    EXPECT_EQ(CountedEntry::alive, 10);
+    entries.clear();
+    EXPECT_EQ(CountedEntry::alive, 0);
+    EXPECT_EQ(entries.size(), 0u);
+    for (int i = 0; i < 5; ++i) EXPECT_EQ(entries.emplace_back().value, 7);
+    EXPECT_EQ(entries[4].value, 7);
+    EXPECT_EQ(CountedEntry::alive, 5);
+  }
+  EXPECT_EQ(CountedEntry::alive, 0);  // the destructor too
+}
+
+// Keys beyond one chunk of the store's key entries (1024): 2500 keys with a left record each,
+// written by a checkpoint, restored into a new operator, then each joined by a right record:
+// exactly one row per key, and every key keeps its rows.
+TEST_F(JoinTest, IntervalJoinKeysBeyondOneChunkJoinAndRestore) {
+  Load("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n");
+  Open();
+  constexpr int64_t kKeys = 2500;
+  for (int64_t k = 0; k < kKeys; ++k) Push(0, k, 100, absl::StrCat("l", k));
+  std::vector<std::string> expected;
+  for (int64_t k = 0; k < kKeys; k += 2) {  // half before the restore
+    Push(1, k, 105, absl::StrCat("r", k));
+    expected.push_back(Row(k, 100, absl::StrCat("l", k), k, 105, absl::StrCat("r", k)));
+  }
+  CheckpointAndRestore();
+  for (int64_t k = 1; k < kKeys; k += 2) {  // the other half after it
+    Push(1, k, 105, absl::StrCat("r", k));
+    expected.push_back(Row(k, 100, absl::StrCat("l", k), k, 105, absl::StrCat("r", k)));
+  }
+  for (int64_t k = 0; k < kKeys; ++k) {
+    ASSERT_EQ(KeptRows(k), std::make_pair(1u, 1u)) << "key " << k;
+  }
+  EXPECT_THAT(out_.lines, UnorderedElementsAreArray(expected));
+}
+
 // Records of keys kept long (far in the future) among many dropped soon leave the arena's
 // chunks mostly freed: the store compacts it (moving the long-kept rows), and those rows still
 // join with their exact bytes afterwards, in memory and after a checkpoint and restore.
