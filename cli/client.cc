@@ -1,9 +1,12 @@
 #include "cli/client.h"
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 #include "grpcpp/grpcpp.h"
 
 namespace sluice::cli {
@@ -64,6 +67,36 @@ absl::StatusOr<proto::JobInfo> CoordinatorClient::GetJob(const std::string& job_
   proto::JobInfo resp;
   SLUICE_CLIENT_CALL(GetJob, req, resp);
   return resp;
+}
+
+absl::StatusOr<proto::JobInfo> CoordinatorClient::WaitJob(const std::string& job_id, int timeout_ms) {
+  if (!no_wait_job_) {
+    proto::WaitJobRequest req;
+    req.set_job_id(job_id);
+    req.set_timeout_ms(timeout_ms);
+    proto::JobInfo resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms + deadline_ms_));
+    grpc::Status gs = stub_->WaitJob(&ctx, req, &resp);
+    if (gs.ok()) return resp;
+    if (gs.error_code() != grpc::StatusCode::UNIMPLEMENTED) return Convert(gs);
+    no_wait_job_ = true;  // an older coordinator
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(std::clamp(timeout_ms, 0, 200)));
+  return GetJob(job_id);
+}
+
+absl::StatusOr<proto::JobInfo> CoordinatorClient::WaitForEnd(
+    const std::string& job_id, int progress_ms, const std::function<void(const proto::JobInfo&)>& progress) {
+  while (true) {
+    SLUICE_ASSIGN_OR_RETURN(proto::JobInfo info, WaitJob(job_id, progress_ms));
+    if (JobEnded(info.state())) return info;
+    if (progress) progress(info);
+  }
+}
+
+bool JobEnded(proto::JobState s) {
+  return s == proto::JOB_FINISHED || s == proto::JOB_FAILED || s == proto::JOB_CANCELLED;
 }
 
 absl::StatusOr<proto::ListJobsResponse> CoordinatorClient::ListJobs() {

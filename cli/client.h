@@ -1,5 +1,6 @@
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -25,6 +26,14 @@ class CoordinatorClient {
   absl::StatusOr<proto::SubmitJobResponse> Submit(const std::string& yaml, const std::string& name,
                                                   int parallelism);
   absl::StatusOr<proto::JobInfo> GetJob(const std::string& job_id);
+  // The job's info once it has ended, or after about `timeout_ms` with its info as of then (the
+  // coordinator's WaitJob long poll: no polling). Against a coordinator without WaitJob, the
+  // job's info now (GetJob) after waiting `timeout_ms` at most 200 ms, as the CLI polled before.
+  absl::StatusOr<proto::JobInfo> WaitJob(const std::string& job_id, int timeout_ms);
+  // Loops on WaitJob() until the job has ended; calls `progress` (if any) with the job's info
+  // every `progress_ms` while it runs. Returns the ended job's info.
+  absl::StatusOr<proto::JobInfo> WaitForEnd(const std::string& job_id, int progress_ms,
+                                            const std::function<void(const proto::JobInfo&)>& progress = nullptr);
   absl::StatusOr<proto::ListJobsResponse> ListJobs();
   absl::Status Cancel(const std::string& job_id);
   absl::StatusOr<proto::ListWorkersResponse> ListWorkers();
@@ -44,7 +53,11 @@ class CoordinatorClient {
   int deadline_ms_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<proto::Coordinator::Stub> stub_;
+  bool no_wait_job_ = false;  // the coordinator answered WaitJob with UNIMPLEMENTED
 };
+
+// Whether `s` is a final job state (finished, failed, cancelled).
+bool JobEnded(proto::JobState s);
 
 // "RUNNING" for proto::JOB_RUNNING, etc.
 std::string JobStateName(proto::JobState s);

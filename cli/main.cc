@@ -12,7 +12,6 @@
 #include <fstream>
 #include <iostream>
 #include <optional>
-#include <thread>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
@@ -110,46 +109,33 @@ std::string UsedSubcommands(const CLI::App& app) {
   return path;
 }
 
-bool Terminal(proto::JobState s) {
-  return s == proto::JOB_FINISHED || s == proto::JOB_FAILED || s == proto::JOB_CANCELLED;
-}
-
-
 int WaitForJob(CoordinatorClient& client, const std::string& job_id) {
-  auto last_print = std::chrono::steady_clock::now();
-  while (true) {
-    auto j = client.GetJob(job_id);
-    if (!j.ok()) return Fail(j.status());
-    if (Terminal(j->state())) {
-      uint64_t sink_in = 0;
-      for (const auto& v : j->vertices()) {
-        for (const auto& o : v.operators()) {
-          if (o.type() == "file" || o.type() == "kafka_sink" || o.type() == "print" || o.type() == "blackhole") sink_in += o.records_in();
-        }
+  // Long polls of 2 s (WaitJob): progress every 2 s, the end as soon as it comes.
+  auto j = client.WaitForEnd(job_id, /*progress_ms=*/2000, [&](const proto::JobInfo& info) {
+    std::cout << "job " << job_id << " " << JobStateName(info.state()) << " " << FormatDuration(info, NowMs());
+    for (const auto& v : info.vertices()) {
+      for (const auto& o : v.operators()) {
+        std::cout << "  " << o.id() << ": " << o.records_out() << " out";
+        if (o.records_out_per_s() > 0) std::cout << " (" << FormatRate(o.records_out_per_s()) << ")";
       }
-      std::cout << "job " << job_id << " " << JobStateName(j->state()) << " after "
-                << FormatDuration(*j, NowMs()) << ", " << sink_in << " records into sinks\n";
-      if (j->state() == proto::JOB_FINISHED) return kExitFinished;
-      if (j->state() == proto::JOB_FAILED) {
-        std::cerr << "sluice: job failed" << FailureCode(*j) << ": " << j->error() << "\n";
-        return kExitFailed;
-      }
-      return kExitCancelled;
     }
-    auto now = std::chrono::steady_clock::now();
-    if (now - last_print >= std::chrono::seconds(2)) {
-      last_print = now;
-      std::cout << "job " << job_id << " " << JobStateName(j->state()) << " " << FormatDuration(*j, NowMs());
-      for (const auto& v : j->vertices()) {
-        for (const auto& o : v.operators()) {
-          std::cout << "  " << o.id() << ": " << o.records_out() << " out";
-          if (o.records_out_per_s() > 0) std::cout << " (" << FormatRate(o.records_out_per_s()) << ")";
-        }
-      }
-      std::cout << std::endl;
+    std::cout << std::endl;
+  });
+  if (!j.ok()) return Fail(j.status());
+  uint64_t sink_in = 0;
+  for (const auto& v : j->vertices()) {
+    for (const auto& o : v.operators()) {
+      if (o.type() == "file" || o.type() == "kafka_sink" || o.type() == "print" || o.type() == "blackhole") sink_in += o.records_in();
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
+  std::cout << "job " << job_id << " " << JobStateName(j->state()) << " after "
+            << FormatDuration(*j, NowMs()) << ", " << sink_in << " records into sinks\n";
+  if (j->state() == proto::JOB_FINISHED) return kExitFinished;
+  if (j->state() == proto::JOB_FAILED) {
+    std::cerr << "sluice: job failed" << FailureCode(*j) << ": " << j->error() << "\n";
+    return kExitFailed;
+  }
+  return kExitCancelled;
 }
 
 // Holds an exclusive lock on <dir>/cluster.lock while a `sluice cluster` command changes the

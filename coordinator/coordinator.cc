@@ -116,6 +116,15 @@ class Coordinator::Service final : public proto::Coordinator::CallbackService {
     if (r.ok()) *resp = *r;
     return Done(ctx, r.status());
   }
+  grpc::ServerUnaryReactor* WaitJob(grpc::CallbackServerContext* ctx, const proto::WaitJobRequest* req,
+                                    proto::JobInfo* resp) override {
+    auto* r = ctx->DefaultReactor();
+    c_->WaitJob(req->job_id(), req->timeout_ms(), [r, resp](absl::StatusOr<proto::JobInfo> info) {
+      if (info.ok()) *resp = std::move(*info);
+      r->Finish(ToGrpc(info.status()));
+    });
+    return r;
+  }
   grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* ctx, const proto::JobRef* req,
                                       proto::Ack*) override {
     absl::Status s = c_->CancelJob(req->job_id());
@@ -279,6 +288,7 @@ void Coordinator::Stop() {
       }
       ReplyLocked(std::move(job.stop_replies));
       job.stop_replies.clear();
+      AnswerWaitersLocked(job, options_.clock->NowNanos(), /*all=*/true);
     }
   }
   if (planner_.joinable()) planner_.join();
@@ -491,6 +501,7 @@ void Coordinator::MaybeCompleteJob(Job& job) {
   } else if (job.state == proto::JOB_FAILED && all_terminal) {
     ReleaseSlots(job);
   }
+  if (IsTerminal(job.state)) AnswerWaitersLocked(job, options_.clock->NowNanos());
 }
 
 void Coordinator::ReleaseSlots(Job& job) {
@@ -766,11 +777,49 @@ absl::StatusOr<proto::JobInfo> Coordinator::GetJob(const std::string& job_id) {
   absl::MutexLock lock(&mu_);
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("unknown job '", job_id, "'"));
-  proto::JobInfo info = JobInfoLocked(it->second);
-  info.set_spec_yaml(it->second.request.spec_yaml());
-  info.set_spec_name(it->second.request.spec_name());
-  info.set_parallelism_override(it->second.request.parallelism());
+  return CallerJobInfoLocked(it->second);
+}
+
+proto::JobInfo Coordinator::CallerJobInfoLocked(const Job& job) const {
+  proto::JobInfo info = JobInfoLocked(job);
+  info.set_spec_yaml(job.request.spec_yaml());
+  info.set_spec_name(job.request.spec_name());
+  info.set_parallelism_override(job.request.parallelism());
   return info;
+}
+
+void Coordinator::WaitJob(const std::string& job_id, int64_t timeout_ms, WaitJobCallback done) {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) {
+    done(absl::NotFoundError(absl::StrCat("unknown job '", job_id, "'")));
+    return;
+  }
+  Job& job = it->second;
+  if (IsTerminal(job.state) || timeout_ms <= 0 || stopping_) {
+    done(CallerJobInfoLocked(job));
+    return;
+  }
+  const int64_t deadline = options_.clock->NowNanos() + std::min(timeout_ms, kMaxWaitJobMs) * 1'000'000;
+  job.end_waiters.emplace_back(std::move(done), deadline);
+}
+
+void Coordinator::AnswerWaitersLocked(Job& job, int64_t now_nanos, bool all) {
+  if (job.end_waiters.empty()) return;
+  all |= IsTerminal(job.state);
+  std::vector<WaitJobCallback> due;
+  auto keep = job.end_waiters.begin();
+  for (auto& w : job.end_waiters) {
+    if (all || now_nanos >= w.second) {
+      due.push_back(std::move(w.first));
+    } else {
+      *keep++ = std::move(w);
+    }
+  }
+  job.end_waiters.erase(keep, job.end_waiters.end());
+  if (due.empty()) return;
+  const proto::JobInfo info = CallerJobInfoLocked(job);
+  for (auto& done : due) done(info);
 }
 
 proto::JobInfo Coordinator::JobInfoLocked(const Job& job) const {
@@ -965,6 +1014,7 @@ void Coordinator::MonitorLoop() {
     for (const LostWorker& l : lost) WorkerLostLocked(l.worker, l.why, /*planned=*/false);
     for (auto& [id, job] : jobs_) {
       RestartTick(job, now);
+      AnswerWaitersLocked(job, now);  // past their deadline (or the job ended on a path without an answer)
       if (!job.stop_replies.empty() && now >= job.stop_replies_deadline_nanos) {
         spdlog::warn("job {} ({}): tasks still stopping {} s after its stop with a savepoint; answering the caller",
                      job.id, job.spec->name, kStopReplyWaitNanos / 1'000'000'000);

@@ -94,6 +94,14 @@ class Coordinator {
   absl::StatusOr<proto::SubmitJobResponse> SubmitJob(const proto::SubmitJobRequest& req);
   proto::ListJobsResponse ListJobs();
   absl::StatusOr<proto::JobInfo> GetJob(const std::string& job_id);
+  // A long poll: calls `done` with the job's info (as GetJob()) once the job has ended, or once
+  // `timeout_ms` (capped at kMaxWaitJobMs) have passed with its info as of then; at once when
+  // the job is unknown (kNotFound), has ended, timeout_ms <= 0 or the coordinator stops. `done`
+  // runs under the coordinator's lock (on a gRPC, monitor or caller thread): it must not block
+  // nor call back into the coordinator.
+  using WaitJobCallback = std::function<void(absl::StatusOr<proto::JobInfo>)>;
+  static constexpr int64_t kMaxWaitJobMs = 60'000;
+  void WaitJob(const std::string& job_id, int64_t timeout_ms, WaitJobCallback done);
   absl::Status CancelJob(const std::string& job_id);
   proto::ListWorkersResponse ListWorkers();
   void AcknowledgeCheckpoint(const proto::CheckpointAck& ack);
@@ -178,6 +186,8 @@ class Coordinator {
     // if the tasks take longer to stop.
     SavepointReplies stop_replies;
     int64_t stop_replies_deadline_nanos = 0;
+    // WaitJob() callers, answered at the job's end or at their deadline (clock nanos).
+    std::vector<std::pair<WaitJobCallback, int64_t>> end_waiters;
     // Rates per operator index, refreshed by the monitor thread.
     std::vector<uint64_t> prev_in, prev_out;
     int64_t prev_nanos = 0;
@@ -246,6 +256,11 @@ class Coordinator {
   static bool PeerGone(const grpc::Status& s, grpc::Channel* channel);
   bool CheckpointingLocked(const Job& job) const { return job.spec->checkpoint.enabled(); }
   proto::JobInfo JobInfoLocked(const Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // JobInfoLocked() with what GetJob() adds (the job's file, name and parallelism override).
+  proto::JobInfo CallerJobInfoLocked(const Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Answers the job's WaitJob() callers: all of them if the job has ended or `all`, else those
+  // whose deadline is past `now_nanos`.
+  void AnswerWaitersLocked(Job& job, int64_t now_nanos, bool all = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static bool IsTerminal(proto::JobState s);
 
   // Constant after construction.

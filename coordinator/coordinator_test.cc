@@ -523,6 +523,68 @@ TEST_F(CoordinatorTest, StopWithASavepointAnswersAfter30sIfTheTasksDoNotStop) {
   EXPECT_EQ(State(job), proto::JOB_CANCELLING);
 }
 
+// WaitJob, the long poll of `sluice run --wait` and `sluice bench`: answered at once for an
+// unknown or ended job, at the job's end (with its final state), or at its deadline on the
+// coordinator's clock with the job's state then.
+TEST_F(CoordinatorTest, WaitJobAnswersAtTheJobsEndOrAtItsDeadline) {
+  absl::StatusOr<proto::JobInfo> unknown;
+  coordinator_->WaitJob("nope", 10'000, [&](absl::StatusOr<proto::JobInfo> i) { unknown = std::move(i); });
+  EXPECT_THAT(unknown, ::sluice::testing::StatusIs(absl::StatusCode::kNotFound, HasSubstr("nope")));
+
+  const std::string job = SubmitRunning("{interval: 1h}");
+  ASSERT_FALSE(job.empty());
+  auto heartbeat = [&] {
+    proto::HeartbeatRequest hb;
+    hb.set_worker_id(worker_id_);
+    hb.set_data_address(worker_address_);
+    EXPECT_FALSE(coordinator_->Heartbeat(hb).reregister());
+  };
+  // A poll of 2 s: not answered after 1 s, answered (still running) after 2 s.
+  absl::Notification timed_out;
+  absl::StatusOr<proto::JobInfo> at_deadline;
+  coordinator_->WaitJob(job, 2000, [&](absl::StatusOr<proto::JobInfo> i) {
+    at_deadline = std::move(i);
+    timed_out.Notify();
+  });
+  clock_.AdvanceNanos(1'000'000'000);
+  heartbeat();
+  EXPECT_FALSE(timed_out.WaitForNotificationWithTimeout(absl::Milliseconds(300)));
+  clock_.AdvanceNanos(1'000'000'000);
+  heartbeat();
+  ASSERT_TRUE(timed_out.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  ASSERT_OK(at_deadline);
+  EXPECT_EQ(at_deadline->state(), proto::JOB_RUNNING);
+  EXPECT_EQ(at_deadline->job_id(), job);
+
+  // A poll of a minute is answered when the last task finishes, with the ended job's info.
+  absl::Notification ended;
+  absl::StatusOr<proto::JobInfo> at_end;
+  coordinator_->WaitJob(job, 60'000, [&](absl::StatusOr<proto::JobInfo> i) {
+    at_end = std::move(i);
+    ended.Notify();
+  });
+  int reported = 0, tasks = 0;
+  ForEachTask(job, [&](const proto::TaskRef&) { ++tasks; });
+  ForEachTask(job, [&](const proto::TaskRef& ref) {
+    EXPECT_FALSE(ended.HasBeenNotified()) << "answered after " << reported << " of " << tasks << " tasks";
+    proto::TaskStatus st;
+    *st.mutable_task() = ref;
+    st.set_state(proto::TASK_FINISHED);
+    coordinator_->ReportTaskState(st);
+    ++reported;
+  });
+  EXPECT_TRUE(ended.HasBeenNotified());  // answered by the last report, not by a later tick
+  ASSERT_OK(at_end);
+  EXPECT_EQ(at_end->state(), proto::JOB_FINISHED);
+  EXPECT_EQ(at_end->spec_yaml(), JobYaml("{interval: 1h}"));
+
+  // An ended job: at once.
+  absl::StatusOr<proto::JobInfo> after;
+  coordinator_->WaitJob(job, 60'000, [&](absl::StatusOr<proto::JobInfo> i) { after = std::move(i); });
+  ASSERT_OK(after);
+  EXPECT_EQ(after->state(), proto::JOB_FINISHED);
+}
+
 // The job restarts while checkpoint 1's metadata is being written: the new attempt restored from
 // before it, so checkpoint 1 must not become the restore point (nor be notified) even though its
 // metadata became durable; its files are discarded, and the new attempt checkpoints on.

@@ -1736,5 +1736,27 @@ TEST_F(KeyedStateBackendTest, RestoreSkipsHandlesOutsideTheRange) {
   EXPECT_EQ(count, 0);
 }
 
+// The working copy's RocksDB keeps no info LOG (nobody reads it; making it was part of every
+// subtask's open), neither at open nor after a snapshot's flush.
+TEST_F(KeyedStateBackendTest, WorkingCopyKeepsNoInfoLog) {
+  StateBackendOptions o = Options("log");
+  auto b = OpenOrDie(o);
+  ASSERT_NE(b, nullptr);
+  auto logs = [&] {
+    std::vector<std::string> found;
+    for (const auto& e : fs::recursive_directory_iterator(o.local_dir)) {
+      const std::string name = e.path().filename().string();
+      if (name.rfind("LOG", 0) == 0) found.push_back(name);
+    }
+    return found;
+  };
+  EXPECT_THAT(logs(), ::testing::IsEmpty());
+  StateId value = b->RegisterState("v", StateKind::kValue);
+  SetKey(b.get(), "k");
+  ASSERT_OK(b->Put(value, "x"));
+  ASSERT_OK(Checkpoint(b.get(), 1, "chk-1/op-0"));
+  EXPECT_THAT(logs(), ::testing::IsEmpty());
+}
+
 }  // namespace
 }  // namespace sluice::state

@@ -2,6 +2,7 @@
 // and state/internal/key_codec.h for the byte layouts).
 
 #include <algorithm>
+#include <cstdarg>
 #include <cstdint>
 #include <filesystem>
 #include <limits>
@@ -27,6 +28,7 @@
 #include "common/status.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/db.h"
+#include "rocksdb/env.h"
 #include "rocksdb/iterator.h"
 #include "rocksdb/filter_policy.h"
 #include "rocksdb/options.h"
@@ -242,6 +244,15 @@ absl::Status MaterializeHandle(const proto::KeyedStateHandle& h, const fs::path&
   return absl::OkStatus();
 }
 
+// RocksDB's info log of a working copy that every open wipes: nobody reads it, and making it
+// (a LOG file, the options dumped as text, old LOGs renamed) was part of every subtask's open.
+class NoInfoLog final : public rocksdb::Logger {
+ public:
+  NoInfoLog() : rocksdb::Logger(rocksdb::InfoLogLevel::HEADER_LEVEL) {}
+  using rocksdb::Logger::Logv;
+  void Logv(const char*, va_list) override {}
+};
+
 // Options tuned for point lookups of state keys: whole-key bloom filters in the SSTs and the
 // memtable (a Get of a key that never existed, e.g. a new window, touches no data block), a
 // block cache, and write buffers sized from the backend's options.
@@ -267,7 +278,12 @@ rocksdb::Options MakeDbOptions(const StateBackendOptions& o) {
   options.create_if_missing = true;
   // Closing discards the working copy (state is recovered from checkpoints), so no flush.
   options.avoid_flush_during_shutdown = true;
-  options.keep_log_file_num = 2;
+  // No info LOG, and no periodic stats dumps or persistence into it: a fixed cost of every
+  // job (each subtask opens its DB), not state work.
+  static const auto* no_info_log = new std::shared_ptr<rocksdb::Logger>(std::make_shared<NoInfoLog>());
+  options.info_log = *no_info_log;
+  options.stats_dump_period_sec = 0;
+  options.stats_persist_period_sec = 0;
   options.max_background_jobs = 2;
   // Checkpoints flush the memtable every interval, making many small L0 files: compact them
   // less eagerly.
