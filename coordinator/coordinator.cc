@@ -35,20 +35,14 @@ grpc::Status ToGrpc(const absl::Status& s) {
                 : grpc::Status(static_cast<grpc::StatusCode>(s.code()), CapText(s.message()));
 }
 
-// How long one connection attempt to a worker may take (TCP connect and HTTP/2 handshake, up to
-// the worker's SETTINGS frame). A worker on a loaded host or far away takes more than 100 ms;
-// an attempt cut short leaves the channel in TRANSIENT_FAILURE, which PeerGone() takes for a
-// worker that is gone. gRPC's own default (20 s).
-constexpr int kWorkerConnectTimeoutMs = 20'000;
-
 // Channels to workers retry a lost connection quickly (gRPC's default backoff grows to 120 s).
 grpc::ChannelArguments WorkerChannelArgs() {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  // Despite its name, gRPC (1.51) reads this as the minimum connect timeout, not as a backoff:
-  // the delay between attempts is the two above.
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, kWorkerConnectTimeoutMs);
+  // The connect timeout, despite its name (common/grpc_limits.h): a worker whose connection
+  // is slow is not taken for gone (PeerGone() reads TRANSIENT_FAILURE so).
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, kControlConnectTimeoutMs);
   args.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
   args.SetMaxSendMessageSize(kMaxGrpcMessageBytes);
   return args;

@@ -197,10 +197,8 @@ absl::Status Worker::Start() {
   // backoff grows to 120 s, and jobs wait for workers to re-register.
   grpc::ChannelArguments coordinator_args;
   coordinator_args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  // Despite its name, gRPC (1.51) reads this as the minimum connect timeout (the delay between
-  // attempts is the two around it): 100 ms cut registrations and heartbeats short on a loaded
-  // host, as it did the coordinator's deployments (coordinator.cc, kWorkerConnectTimeoutMs).
-  coordinator_args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 20'000);
+  // The connect timeout, despite its name (common/grpc_limits.h).
+  coordinator_args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, kControlConnectTimeoutMs);
   coordinator_args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   coordinator_args.SetMaxSendMessageSize(kMaxGrpcMessageBytes);
   // A DNS name (a Kubernetes Service) that does not resolve yet is tried again within a second.
