@@ -547,10 +547,12 @@ class WindowOperator final : public Operator {
     if (!slide_panes_) return end - 1 > Watermark();
     return !IsLate(TimeWindow{start, start + o_->windows.size_ms});  // its last window (ProcessInSlidePane)
   }
-  // The bucket in memory that record r folds into (FoldBatch), or null.
+  // The bucket in memory that record r folds into (FoldBatch), or null. A record without a
+  // carried key group (a window chained behind its key_by: no exchange) gets its key's, hashed.
   Bucket* FoldBucket(const Record& r) {
-    const int kg = r.carried_key_group();
-    if (kg < 0 || static_cast<size_t>(kg) >= fold_windows_[0].buckets.size()) return nullptr;
+    int kg = r.carried_key_group();
+    if (kg < 0) kg = IntKeyGroup(r[key_field_].i);
+    if (static_cast<size_t>(kg) >= fold_windows_[0].buckets.size()) return nullptr;
     FoldWindow* fw = FoldWindowOf(r[o_->time_field].i);
     if (fw == nullptr) return nullptr;
     KgBucket& entry = fw->buckets[static_cast<size_t>(kg)];
@@ -559,6 +561,11 @@ class WindowOperator final : public Operator {
       entry = {it == buckets_.end() ? nullptr : &it->second, buckets_generation_};
     }
     return entry.bucket;
+  }
+  // The key group of integer key `key` (RecordKey::key_group()'s for it).
+  int IntKeyGroup(int64_t key) {
+    int_key_[0].i = key;
+    return KeyGroupForHash(KeyHasher::HashKeyRecord(key_.schema(), int_key_), ctx_.max_parallelism);
   }
   // The window (slide pane) of event time ts in fold_windows_ when records fold into it; null
   // otherwise. A window not there replaces the earlier of the two.
@@ -2780,6 +2787,7 @@ class WindowOperator final : public Operator {
   std::vector<IntFireItem> int_fire_order_;
   // Tumbling windows' buckets start narrow (Bucket::narrow; no lateness, folds in batches).
   bool narrow_panes_ = false;
+  Record int_key_{1};  // IntKeyGroup's key record
   std::vector<int64_t> widened_;  // a narrow slot as the pane's words (WidenPane)
   std::vector<std::string> legacy_keys_;  // restores: keys of a state (CollectKeys)
   std::deque<std::pair<std::string, Pane>> overflow_panes_;  // firing buckets' overflow
