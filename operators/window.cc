@@ -59,8 +59,8 @@ bool fold_batches_enabled = true;  // SetWindowFoldBatchesForTest
 bool narrow_panes_enabled = true;  // SetWindowNarrowPanesForTest
 std::atomic<uint64_t> batch_folds{0};  // WindowBatchFoldsForTest (flat sessions' extensions too)
 std::atomic<uint64_t> int_key_panes_made{0};  // WindowIntKeyPanesMadeForTest
-std::atomic<uint64_t> narrow_buckets_made{0};  // WindowNarrowBucketsForTest: made narrow, widened
-std::atomic<uint64_t> narrow_buckets_widened{0};
+std::atomic<uint64_t> narrow_buckets_made{0};  // WindowNarrowBucketsMadeForTest
+std::atomic<uint64_t> narrow_buckets_widened{0};  // WindowNarrowBucketsWidenedForTest
 
 // a + b without overflow: saturates at INT64_MAX (cleanup times, early firing times).
 int64_t SaturatingAdd(int64_t a, int64_t b) { return a > kMaxTs - b ? kMaxTs : a + b; }
