@@ -56,8 +56,11 @@ bool slide_panes_enabled = true;  // SetWindowSlidePanesForTest
 bool session_fast_paths_enabled = true;  // SetWindowSessionFastPathsForTest
 bool int_key_panes_enabled = true;  // SetWindowIntKeyPanesForTest
 bool fold_batches_enabled = true;  // SetWindowFoldBatchesForTest
+bool narrow_panes_enabled = true;  // SetWindowNarrowPanesForTest
 std::atomic<uint64_t> batch_folds{0};  // WindowBatchFoldsForTest (flat sessions' extensions too)
 std::atomic<uint64_t> int_key_panes_made{0};  // WindowIntKeyPanesMadeForTest
+std::atomic<uint64_t> narrow_buckets_made{0};  // WindowNarrowBucketsMadeForTest
+std::atomic<uint64_t> narrow_buckets_widened{0};  // WindowNarrowBucketsWidenedForTest
 
 // a + b without overflow: saturates at INT64_MAX (cleanup times, early firing times).
 int64_t SaturatingAdd(int64_t a, int64_t b) { return a > kMaxTs - b ? kMaxTs : a + b; }
@@ -146,7 +149,10 @@ FieldType Stored(FieldType t) { return t == FieldType::kTimestamp ? FieldType::k
 // Batches (FoldBatch): tumbling windows and slide panes of one integer key whose aggregates fold
 // into words take a buffer of records at a time and fold each into its key's pane in place, the
 // bucket found by the key group carried with the record and the key's slot prefetched a chunk
-// ahead; what the batch path does not cover goes to Process(), record by record.
+// ahead; what the batch path does not cover goes to Process(), record by record. A tumbling
+// window's bucket there starts narrow (Bucket::narrow: a slot is the key, its record count and
+// its aggregates' words, 16 bytes for a count) and is widened to the pane's words the first time
+// a path other than folding, firing without lateness or a checkpoint needs them.
 // Aggregates skip null values, as SQL: an aggregate over a nullable field whose window saw
 // only nulls is null (count counts records). No window's records are kept: each record updates
 // its windows' accumulators and is gone.
@@ -264,6 +270,10 @@ class WindowOperator final : public Operator {
     }
     fold_batches_ = int_keys_ && word_folds_ && o_->event_time && o_->emit_every_ms <= 0 && fold_batches_enabled &&
                     (ws.kind == WindowSpec::Kind::kTumble || slide_panes_);
+    // (fold_batches_: word_folds_, so no null words.)
+    narrow_panes_ = fold_batches_ && narrow_panes_enabled && !slide_panes_ && o_->allowed_lateness_ms == 0 &&
+                    null_words_ == 0;
+    widened_.assign(pane_words_ + null_words_, 0);
     if ((flat_sessions_ || fold_batches_) && spec.key.size() == 1) {
       SLUICE_ASSIGN_OR_RETURN(auto key_expr, plan::CompileExpr(spec.key[0].expr, spec.input_schema));
       key_field_ = key_expr->FieldIndex();
@@ -460,6 +470,9 @@ class WindowOperator final : public Operator {
     bool timers = false;      // its fire and cleanup timers are registered
     // Some of its keys' windows are in "window_overflow" (never also in `panes`).
     bool overflow = false;
+    // int_panes holds narrow slots: [key][records][the aggregates' words] (narrow_panes_), the
+    // pane's other header fields those of a pane folded into and not fired (WidenPane).
+    bool narrow = false;
     size_t bytes = 0;  // PaneBytes of its panes
   };
   static constexpr size_t kBucketKeySize = 20;  // [start][end]: ordered int64s; [kg]: 4 bytes BE
@@ -534,10 +547,12 @@ class WindowOperator final : public Operator {
     if (!slide_panes_) return end - 1 > Watermark();
     return !IsLate(TimeWindow{start, start + o_->windows.size_ms});  // its last window (ProcessInSlidePane)
   }
-  // The bucket in memory that record r folds into (FoldBatch), or null.
+  // The bucket in memory that record r folds into (FoldBatch), or null. A record without a
+  // carried key group (a window chained behind its key_by: no exchange) gets its key's, hashed.
   Bucket* FoldBucket(const Record& r) {
-    const int kg = r.carried_key_group();
-    if (kg < 0 || static_cast<size_t>(kg) >= fold_windows_[0].buckets.size()) return nullptr;
+    int kg = r.carried_key_group();
+    if (kg < 0) kg = IntKeyGroup(r[key_field_].i);
+    if (static_cast<size_t>(kg) >= fold_windows_[0].buckets.size()) return nullptr;
     FoldWindow* fw = FoldWindowOf(r[o_->time_field].i);
     if (fw == nullptr) return nullptr;
     KgBucket& entry = fw->buckets[static_cast<size_t>(kg)];
@@ -546,6 +561,11 @@ class WindowOperator final : public Operator {
       entry = {it == buckets_.end() ? nullptr : &it->second, buckets_generation_};
     }
     return entry.bucket;
+  }
+  // The key group of integer key `key` (RecordKey::key_group()'s for it).
+  int IntKeyGroup(int64_t key) {
+    int_key_[0].i = key;
+    return KeyGroupForHash(KeyHasher::HashKeyRecord(key_.schema(), int_key_), ctx_.max_parallelism);
   }
   // The window (slide pane) of event time ts in fold_windows_ when records fold into it; null
   // otherwise. A window not there replaces the earlier of the two.
@@ -578,7 +598,7 @@ class WindowOperator final : public Operator {
       bool inserted;
       words = bucket->int_panes.FindOrInsert(key, &inserted);
       if (inserted) {
-        words[kNextEarly] = kNoEarly;  // ResetAcc's row: the rest zeros
+        if (!bucket->narrow) words[kNextEarly] = kNoEarly;  // ResetAcc's row: the rest zeros
         ++*made;
         bucket->bytes += bucket->int_panes.BytesPerKey();
         pane_bytes_ += bucket->int_panes.BytesPerKey();
@@ -587,9 +607,51 @@ class WindowOperator final : public Operator {
       words = bucket->int_panes.Find(key);
       if (words == nullptr) return false;
     }
-    FoldWords(words, r);
+    if (bucket->narrow) {
+      FoldValues(&words[0], words + 1, r);
+    } else {
+      FoldWords(words, r);
+    }
     bucket->dirty = true;
     return true;
+  }
+
+  // Narrow panes (Bucket::narrow). A narrow slot's words: the pane's record count, then its
+  // words after the header (REQUIRES for all: narrow_panes_).
+  size_t NarrowWords() const { return 1 + pane_words_ - kHeaderFields; }
+  // The pane's words of a narrow slot's: a pane records were folded into, not fired (what
+  // FoldWords leaves in a new pane).
+  void WidenPane(const int64_t* narrow, int64_t* words) const {
+    words[kRecords] = narrow[0];
+    words[kEmitted] = 0;
+    words[kFinalFired] = 0;
+    words[kDirty] = 1;
+    words[kNextEarly] = kNoEarly;
+    std::copy_n(narrow + 1, NarrowWords() - 1, words + kHeaderFields);
+  }
+  // Whether pane words `words` are what WidenPane gives for some narrow slot.
+  static bool NarrowHolds(const int64_t* words) {
+    return words[kRecords] > 0 && words[kEmitted] == 0 && words[kFinalFired] == 0 && words[kDirty] == 1 &&
+           words[kNextEarly] == kNoEarly;
+  }
+  // Makes `bucket`'s slots the panes' words (no effect unless narrow). Pointers into its
+  // int_panes are invalid after it.
+  void Widen(Bucket* bucket) {
+    if (!bucket->narrow) return;
+    internal::IntPaneTable wide;
+    wide.SetWords(pane_words_ + null_words_);
+    wide.Reserve(bucket->int_panes.size());
+    bucket->int_panes.ForEach([&](int64_t key, const int64_t* narrow) {
+      bool inserted;
+      WidenPane(narrow, wide.FindOrInsert(key, &inserted));
+    });
+    const size_t keys = bucket->int_panes.size();
+    pane_bytes_ -= bucket->bytes;
+    bucket->bytes += keys * wide.BytesPerKey() - keys * bucket->int_panes.BytesPerKey();
+    pane_bytes_ += bucket->bytes;
+    bucket->int_panes = std::move(wide);
+    bucket->narrow = false;
+    narrow_buckets_widened.fetch_add(1, std::memory_order_relaxed);
   }
 
   // Record r (event time ts) into its slide pane (see the class comment), or dropped as late;
@@ -625,7 +687,12 @@ class WindowOperator final : public Operator {
     if (!AddIntFireItems(bucket)) return false;
     SortIntFireItems();
     for (const IntFireItem& item : int_fire_order_) {
-      PaneToAcc(item.words, nullptr, &acc_);
+      if (bucket.narrow) {
+        WidenPane(item.words, widened_.data());
+        PaneToAcc(widened_.data(), nullptr, &acc_);
+      } else {
+        PaneToAcc(item.words, nullptr, &acc_);
+      }
       if (acc_[kFinalFired].i != 0) continue;
       out_[0].i = item.key;  // the key's one field
       SLUICE_RETURN_IF_ERROR(EmitRowValues(w));
@@ -638,7 +705,7 @@ class WindowOperator final : public Operator {
   bool AddIntFireItems(const Bucket& bucket) {
     bool early = false;
     bucket.int_panes.ForEach([&](int64_t key, const int64_t* words) {
-      early |= words[kNextEarly] != kNoEarly;
+      early |= !bucket.narrow && words[kNextEarly] != kNoEarly;
       uint64_t prefix;
       uint16_t tail;
       IntKeyOrder(key, &prefix, &tail);
@@ -663,6 +730,7 @@ class WindowOperator final : public Operator {
       SetWindow(TimeWindow{from.start, from.end}, from.kg, absl::string_view());
       SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/false));
       if (bucket == nullptr) return true;
+      Widen(bucket);  // (none is narrow: slide panes are not)
       return bucket->panes.empty() && !bucket->overflow && AddIntFireItems(*bucket);
     };
     SLUICE_ASSIGN_OR_RETURN(bool added, add(id));  // the window's own bucket first
@@ -743,6 +811,7 @@ class WindowOperator final : public Operator {
     SetWindow(TimeWindow{id.start, id.end}, id.kg, absl::string_view());
     SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/false));
     if (bucket == nullptr) return absl::OkStatus();
+    Widen(bucket);
     for (auto& [k, pane] : bucket->panes) AddFireItem(&k, Ref(&pane), false);
     bucket->int_panes.ForEach([this](int64_t key, int64_t* words) {
       fire_keys_.emplace_back();
@@ -816,7 +885,13 @@ class WindowOperator final : public Operator {
   }
   // The current key's pane in `bucket` (memory only), or none.
   PaneRef FindPane(Bucket* bucket) {
-    if (int_keys_) return PaneRef{bucket->int_panes.Find(cur_int_key_), nullptr};
+    if (int_keys_) {
+      if (bucket->narrow) {
+        if (bucket->int_panes.Find(cur_int_key_) == nullptr) return PaneRef();
+        Widen(bucket);
+      }
+      return PaneRef{bucket->int_panes.Find(cur_int_key_), nullptr};
+    }
     auto it = bucket->panes.find(cur_key_);
     return it == bucket->panes.end() ? PaneRef() : Ref(&it->second);
   }
@@ -870,7 +945,9 @@ class WindowOperator final : public Operator {
     Bucket& bucket = buckets_[cur_id_];
     ++buckets_generation_;  // buckets_ may have moved
     cur_bucket_ = &bucket;
-    bucket.int_panes.SetWords(pane_words_ + null_words_);
+    bucket.narrow = narrow_panes_ && !found;
+    bucket.int_panes.SetWords(bucket.narrow ? NarrowWords() : pane_words_ + null_words_);
+    if (bucket.narrow) narrow_buckets_made.fetch_add(1, std::memory_order_relaxed);
     if (int_keys_ && !found) bucket.int_panes.Reserve(fired_bucket_keys_);
     if (found) {
       absl::Status s = DecodeBucket(value_, IsPane(cur_id_) ? kSlidePaneVersion : kWindowBucketVersion, &bucket);
@@ -903,6 +980,10 @@ class WindowOperator final : public Operator {
       IntKeyBytes(key, &scratch_);
       PutVarint64(scratch_.size(), out);
       out->append(scratch_);
+      if (bucket.narrow) {
+        WidenPane(words, widened_.data());
+        words = widened_.data();
+      }
       AppendPaneRow(words, nullptr, out);
     });
   }
@@ -939,6 +1020,7 @@ class WindowOperator final : public Operator {
                                                      " bytes) do not decode at byte ",
                                                      1 + (p - body.data()), ": ", why));
     };
+    Widen(bucket);  // (a bucket decoded is new: not narrow)
     if (p == end || static_cast<unsigned char>(*p) > 1) return corrupt("no overflow flag");
     bucket->overflow = *p++ == 1;
     uint64_t count = 0;
@@ -1216,13 +1298,24 @@ class WindowOperator final : public Operator {
       return state_->MapPut(overflow_id_, cur_key_, value_);
     }
     if (cur_pane_.words == nullptr && int_keys_) {
+      if (bucket->narrow) {
+        AccToWords(acc_, PaneRef{widened_.data(), nullptr});
+        if (!NarrowHolds(widened_.data())) Widen(bucket);
+      }
       bool inserted;
-      cur_pane_ = PaneRef{bucket->int_panes.FindOrInsert(cur_int_key_, &inserted), nullptr};
+      int64_t* words = bucket->int_panes.FindOrInsert(cur_int_key_, &inserted);
       if (inserted) {
         int_key_panes_made.fetch_add(1, std::memory_order_relaxed);
         bucket->bytes += bucket->int_panes.BytesPerKey();
         pane_bytes_ += bucket->int_panes.BytesPerKey();
       }
+      if (bucket->narrow) {  // (cur_pane_ stays none: narrow words are no PaneRef)
+        words[0] = widened_[kRecords];
+        std::copy_n(&widened_[kHeaderFields], NarrowWords() - 1, words + 1);
+        bucket->dirty = true;
+        return absl::OkStatus();
+      }
+      cur_pane_ = PaneRef{words, nullptr};
     } else if (cur_pane_.words == nullptr) {
       auto it = bucket->panes.try_emplace(cur_key_);
       if (it.second) {
@@ -1287,6 +1380,13 @@ class WindowOperator final : public Operator {
     if (!word_folds_ || (o_->event_time && !slide_panes_ && w.max_timestamp() <= Watermark())) return false;
     SLUICE_ASSIGN_OR_RETURN(Bucket * bucket, FindBucket(/*create=*/false));
     if (bucket == nullptr) return false;
+    if (bucket->narrow) {
+      int64_t* words = bucket->int_panes.Find(cur_int_key_);
+      if (words == nullptr) return false;
+      FoldValues(&words[0], words + 1, r);
+      bucket->dirty = true;
+      return true;
+    }
     const PaneRef pane = FindPane(bucket);
     if (pane.words == nullptr) return false;
     FoldWords(pane.words, r);
@@ -2685,6 +2785,10 @@ class WindowOperator final : public Operator {
     const int64_t* words;
   };
   std::vector<IntFireItem> int_fire_order_;
+  // Tumbling windows' buckets start narrow (Bucket::narrow; no lateness, folds in batches).
+  bool narrow_panes_ = false;
+  Record int_key_{1};  // IntKeyGroup's key record
+  std::vector<int64_t> widened_;  // a narrow slot as the pane's words (WidenPane)
   std::vector<std::string> legacy_keys_;  // restores: keys of a state (CollectKeys)
   std::deque<std::pair<std::string, Pane>> overflow_panes_;  // firing buckets' overflow
   std::deque<std::string> fire_keys_;  // firing buckets' int_panes keys as record bytes
@@ -2717,5 +2821,8 @@ void SetWindowIntKeyPanesForTest(bool enabled) { int_key_panes_enabled = enabled
 void SetWindowFoldBatchesForTest(bool enabled) { fold_batches_enabled = enabled; }
 uint64_t WindowBatchFoldsForTest() { return batch_folds.load(); }
 uint64_t WindowIntKeyPanesMadeForTest() { return int_key_panes_made.load(); }
+void SetWindowNarrowPanesForTest(bool enabled) { narrow_panes_enabled = enabled; }
+uint64_t WindowNarrowBucketsMadeForTest() { return narrow_buckets_made.load(); }
+uint64_t WindowNarrowBucketsWidenedForTest() { return narrow_buckets_widened.load(); }
 
 }  // namespace sluice::ops

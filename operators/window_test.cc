@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/algorithm/container.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
@@ -650,6 +651,124 @@ TEST_F(WindowTest, FoldedBatchesGiveTheRowsOfRecordsOneAtATime) {
             << options << " budget " << budget << " folds " << first << after;
       }
     }
+  }
+}
+
+// Tumbling windows' buckets keep narrow slots (key, records, the aggregates' words) while
+// batches fold into them: a checkpoint writes the bytes the panes' words give ("window_panes"
+// entries equal to those of a run with narrow slots off), a restore into either layout gives
+// the same rows, and only the memory budget's general path (overflow) widens a bucket.
+TEST_F(WindowTest, NarrowPanesCheckpointTheBytesOfThePanesWords) {
+  const char* options = R"y(    tumble: 10ms
+    time_field: ts
+    aggregates: [{fn: count, as: n}, {fn: sum, field: amount}, {fn: min, field: price}, {fn: max, field: amount}, {fn: avg, field: amount}])y";
+  const Schema key_schema({{"user", FieldType::kInt64}});
+  auto key_group = [&](int64_t user) {
+    Record key(1);
+    key[0].i = user;
+    return KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema, key), kMaxParallelism);
+  };
+  struct Run {
+    std::vector<std::string> panes;  // the checkpoint's "window_panes" entries: key bytes, value
+    std::vector<std::string> rows;
+    uint64_t narrow_made = 0;
+    uint64_t widened = 0;
+  };
+  auto run = [&](bool narrow, bool narrow_after, size_t budget, Run* out) -> absl::Status {
+    SetWindowMemoryForTest(budget);
+    SetWindowNarrowPanesForTest(narrow);
+    const uint64_t made = WindowNarrowBucketsMadeForTest();
+    const uint64_t widened = WindowNarrowBucketsWidenedForTest();
+    KeyedSubtask* s = &Start(options);
+    uint64_t x = 11;
+    std::vector<Record> batch;
+    for (int i = 0; i < 4000; ++i) {
+      x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+      const int64_t user = static_cast<int64_t>((x >> 20) % 600) * 7919 - 1'000'000;
+      batch.push_back(Input(user, i / 100 + static_cast<int64_t>((x >> 40) % 8), static_cast<int64_t>((x >> 50) % 9) - 4));
+      batch.back().set_carried_key_group(key_group(user));
+      if (batch.size() == 64) {
+        SLUICE_RETURN_IF_ERROR(s->op()->ProcessBatch(0, batch.data(), batch.size()));
+        batch.clear();
+      }
+      if (i % 400 == 399) SLUICE_RETURN_IF_ERROR(s->Watermark(i / 100 - 3));
+    }
+    SLUICE_RETURN_IF_ERROR(s->op()->ProcessBatch(0, batch.data(), batch.size()));
+    out->narrow_made = WindowNarrowBucketsMadeForTest() - made;
+    out->widened = WindowNarrowBucketsWidenedForTest() - widened;
+    out->rows = s->out().rows;
+    SLUICE_ASSIGN_OR_RETURN(Checkpoint c, TakeCheckpoint(*s, 1));
+    const state::StateId id = s->backend()->RegisterState("window_panes", state::StateKind::kValue);
+    std::vector<std::string> keys;
+    SLUICE_RETURN_IF_ERROR(s->backend()->ForEachKey(id, [&](absl::string_view key) {
+      keys.emplace_back(key);
+      return absl::OkStatus();
+    }));
+    for (const std::string& key : keys) {
+      // [start][end][key group, 4 bytes big-endian]
+      const int kg = static_cast<unsigned char>(key[18]) << 8 | static_cast<unsigned char>(key[19]);
+      s->backend()->SetCurrentKey(key, kg);
+      std::string value;
+      SLUICE_ASSIGN_OR_RETURN(bool found, s->backend()->Get(id, &value));
+      if (!found) return absl::InternalError("a key without its value");
+      out->panes.push_back(absl::StrCat(absl::CEscape(key), " ", absl::CEscape(value)));
+    }
+    std::sort(out->panes.begin(), out->panes.end());
+    SetWindowNarrowPanesForTest(narrow_after);
+    SLUICE_ASSIGN_OR_RETURN(s, Restore(c, 0, 1));
+    for (int64_t user = -1'000'000; user < -1'000'000 + 600 * 7919; user += 7919) {
+      batch.push_back(Input(user, 39));
+      batch.back().set_carried_key_group(key_group(user));
+    }
+    SLUICE_RETURN_IF_ERROR(s->op()->ProcessBatch(0, batch.data(), batch.size()));
+    SLUICE_RETURN_IF_ERROR(FinishRun(*s, &out->rows));
+    SetWindowNarrowPanesForTest(true);
+    SetWindowMemoryForTest(0);
+    return absl::OkStatus();
+  };
+  Run wide;
+  ASSERT_OK(run(false, false, 0, &wide));
+  EXPECT_EQ(wide.narrow_made, 0u);
+  EXPECT_GT(wide.panes.size(), 20u);  // two windows open, in each of its key groups
+  EXPECT_GT(wide.rows.size(), 2000u);
+  for (const auto& [first, after] : {std::pair{true, true}, std::pair{true, false}, std::pair{false, true}}) {
+    Run got;
+    ASSERT_OK(run(first, after, 0, &got));
+    EXPECT_EQ(got.panes, wide.panes) << first << after;
+    EXPECT_EQ(got.rows, wide.rows) << first << after;
+    if (first) {
+      EXPECT_GT(got.narrow_made, 50u);
+      EXPECT_EQ(got.widened, 0u);  // folded and fired, never widened
+    }
+  }
+  // A 16 KiB budget: buckets that overflow fire through the general path, widened first.
+  Run wide_budget;
+  ASSERT_OK(run(false, false, size_t{16} << 10, &wide_budget));
+  Run narrow_budget;
+  ASSERT_OK(run(true, true, size_t{16} << 10, &narrow_budget));
+  EXPECT_EQ(narrow_budget.rows, wide_budget.rows);
+  EXPECT_GT(narrow_budget.widened, 0u);
+}
+
+// A batch whose records carry no key group (a window chained behind its key_by, no exchange)
+// folds in place as one whose records carry theirs: the key group is hashed from the key.
+TEST_F(WindowTest, BatchesWithoutCarriedKeyGroupsFoldInPlace) {
+  KeyedSubtask& s = Start(R"y(    tumble: 10ms
+    time_field: ts
+    aggregates: [{fn: count, as: n}])y");
+  ASSERT_TRUE(s.op()->PrefersBatches());
+  std::vector<Record> first;
+  for (int64_t user = 1; user <= 200; ++user) first.push_back(Input(user * 7919, 5));
+  ASSERT_OK(s.op()->ProcessBatch(0, first.data(), first.size()));
+  const uint64_t folded = WindowBatchFoldsForTest();
+  std::vector<Record> second;
+  for (int64_t user = 200; user >= 1; --user) second.push_back(Input(user * 7919, 6 + user % 4));
+  ASSERT_OK(s.op()->ProcessBatch(0, second.data(), second.size()));
+  EXPECT_EQ(WindowBatchFoldsForTest(), folded + 200);  // every record of keys seen
+  ASSERT_OK(s.Watermark(kMaxWatermark));
+  ASSERT_EQ(s.out().rows.size(), 200u);
+  for (const std::string& row : s.out().rows) {
+    EXPECT_THAT(row, ::testing::HasSubstr(R"("window_start":0,"window_end":10,"n":2,)")) << row;
   }
 }
 

@@ -40,6 +40,13 @@ uint64_t WindowIntKeyPanesMadeForTest();
 void SetWindowFoldBatchesForTest(bool enabled);
 // The records folded in place by batches so far (all subtasks of the process).
 uint64_t WindowBatchFoldsForTest();
+// Whether tumbling windows' buckets folding batches start with narrow slots (key, record count,
+// aggregates' words) until a path needs the panes' words (default true); false: the panes' words
+// from the start. Tests only, to compare the two.
+void SetWindowNarrowPanesForTest(bool enabled);
+// The window buckets made narrow so far, and those of them widened (all subtasks of the process).
+uint64_t WindowNarrowBucketsMadeForTest();
+uint64_t WindowNarrowBucketsWidenedForTest();
 std::unique_ptr<Operator> MakeTopN();           // top_n.cc
 std::unique_ptr<Operator> MakeLocalTopN();      // top_n.cc
 // Whether top_n keeps its last group's rows decoded between records (default true); false:
