@@ -129,6 +129,12 @@ class JoinOperatorBase : public TwoInputOperator {
   bool int_key_ = false;         // int_key()
   int int_key_field_[2] = {-1, -1};  // when int_key(): each input's key field, -1 when not bare
   size_t offset_[2] = {0, 0};  // where each side's fields start in the output
+  // How FillSide copies each input's fields: kInts (NOT NULL integers, bools and timestamps:
+  // Value::i), kNumbers (NOT NULL and no strings: Value::i and Value::d), kGeneric (per field
+  // by type, with its null bit).
+  enum class SideCopy : uint8_t { kInts, kNumbers, kGeneric };
+  SideCopy copy_[2] = {SideCopy::kGeneric, SideCopy::kGeneric};
+  bool nulled_[2] = {false, false};  // FillSide(side, nullptr) set the side's null bits since
   uint64_t late_dropped_ = 0;
   int64_t restored_watermark_ = kNoWatermark;
 };

@@ -53,10 +53,12 @@ class JsonOutput final : public Output {
 
 // Two sources of (k int64, ts timestamp, v string) and a join `j` of them with `options`, keyed
 // by `key` (a YAML list's items) on both.
+// With `numeric_v`, v is a double (every field NOT NULL and fixed-width).
 std::string JoinJob(const std::string& type, const std::string& options,
-                    const std::string& key = "k") {
-  const std::string fields =
-      R"y([{name: k, type: int64, expr: "seq"}, {name: ts, type: timestamp, expr: "to_timestamp(seq)"}, {name: v, type: string, expr: "to_string(seq)"}])y";
+                    const std::string& key = "k", bool numeric_v = false) {
+  const std::string fields = numeric_v
+      ? R"y([{name: k, type: int64, expr: "seq"}, {name: ts, type: timestamp, expr: "to_timestamp(seq)"}, {name: v, type: double, expr: "to_double(seq)"}])y"
+      : R"y([{name: k, type: int64, expr: "seq"}, {name: ts, type: timestamp, expr: "to_timestamp(seq)"}, {name: v, type: string, expr: "to_string(seq)"}])y";
   return absl::StrCat("name: joins\noperators:\n",
                       "  - {id: l, type: datagen, count: 1, fields: ", fields, "}\n",
                       "  - {id: r, type: datagen, count: 1, fields: ", fields, "}\n",
@@ -70,8 +72,9 @@ class JoinTest : public ::testing::Test {
  protected:
   JoinTest() { EXPECT_OK(RegisterBuiltinOperators(&registry_)); }
 
-  void Load(const std::string& type, const std::string& options, const std::string& key = "k") {
-    auto job = plan::ParseJobSpec(JoinJob(type, options, key), "job.yaml", registry_.catalog());
+  void Load(const std::string& type, const std::string& options, const std::string& key = "k",
+            bool numeric_v = false) {
+    auto job = plan::ParseJobSpec(JoinJob(type, options, key, numeric_v), "job.yaml", registry_.catalog());
     ASSERT_OK(job);
     job_ = *std::move(job);
     for (const auto& op : job_.operators) {
@@ -1433,6 +1436,36 @@ TEST_F(JoinTest, RegularLeftJoinPadsUnmatchedRowsWhenTheirTtlExpires) {
                   std::string(R"({"left.k":4,"left.ts":6,"left.v":"at-end","right.k":null,"right.ts":null,"right.v":null})"),
               }));
   EXPECT_EQ(JoinRows(4), std::make_pair(0u, 0u));
+}
+
+// Inputs without strings or nullable fields are copied into the joined row by value (not field
+// by field with a null bit each): a row padded with nulls on one side, then rows with that side
+// present, must show its values again, not the nulls left in the output row.
+TEST_F(JoinTest, RegularLeftJoinOfNumericInputsClearsThePaddingNullsOfTheRowBefore) {
+  Load("join", "    kind: left\n    ttl: 100ms\n", "k", /*numeric_v=*/true);
+  Open();
+  const auto push = [&](int side, int64_t k, int64_t ts, double v) {
+    Record r(3);
+    r.SetInt(0, k);
+    r.SetInt(1, ts);
+    r.SetDouble(2, v);
+    ASSERT_OK(op_->ProcessInput(side, r));
+  };
+  push(0, 2, 2, 2.5);
+  AdvanceClockMs(100);  // expires unmatched: padded with nulls on the right
+  push(0, 1, 1, 1.5);
+  push(1, 1, 4, 4.25);  // right side present again
+  push(1, 1, 5, -5.0);
+  AdvanceClockMs(100);
+  push(0, 3, 6, 6.0);
+  ASSERT_OK(op_->Finish());  // end of input: padded again
+  EXPECT_EQ(out_.lines,
+            std::vector<std::string>({
+                R"({"left.k":2,"left.ts":2,"left.v":2.5,"right.k":null,"right.ts":null,"right.v":null})",
+                R"({"left.k":1,"left.ts":1,"left.v":1.5,"right.k":1,"right.ts":4,"right.v":4.25})",
+                R"({"left.k":1,"left.ts":1,"left.v":1.5,"right.k":1,"right.ts":5,"right.v":-5})",
+                R"({"left.k":3,"left.ts":6,"left.v":6,"right.k":null,"right.ts":null,"right.v":null})",
+            }));
 }
 
 TEST_F(JoinTest, RegularJoinStateSurvivesCheckpointAndRestoreIntoANewBackend) {
