@@ -588,10 +588,10 @@ class RocksDbBackend final : public KeyedStateBackend {
   // miss; expired entries come back deleted (and dirty, so RocksDB drops them too). Valid until
   // the next MaybeEvict().
   absl::StatusOr<Ref> Lookup();
-  // Caches what RocksDB returned for `key` (status `s`: OK with the stored value `stored`, or
-  // not found) in a new entry (REQUIRES: `key` is not cached). kUnavailable for a RocksDB
-  // error, kDataLoss for a malformed value.
-  absl::StatusOr<Ref> InsertLoaded(absl::string_view key, const rocksdb::Status& s,
+  // Caches what RocksDB returned for `key` (of WriteBackCache::HashKey() `hash`; status `s`:
+  // OK with the stored value `stored`, or not found) in a new entry (REQUIRES: `key` is not
+  // cached). kUnavailable for a RocksDB error, kDataLoss for a malformed value.
+  absl::StatusOr<Ref> InsertLoaded(absl::string_view key, uint64_t hash, const rocksdb::Status& s,
                                    absl::string_view stored);
   // Publishes cache hits and misses (their growth since the last call) and the state size.
   void PublishStats();
@@ -660,7 +660,7 @@ class RocksDbBackend final : public KeyedStateBackend {
   uint64_t prefetch_misses_ = 0;
   std::string prefetch_buf_;
   std::vector<std::pair<size_t, size_t>> prefetch_spans_;  // (offset, length) in prefetch_buf_
-  std::vector<uint64_t> prefetch_hashes_;  // WrittenKeyFilter::Hash() of each span
+  std::vector<uint64_t> prefetch_hashes_;  // WriteBackCache::HashKey() of each span
   std::vector<rocksdb::Slice> prefetch_keys_;
   std::vector<rocksdb::PinnableSlice> prefetch_values_;
   std::vector<rocksdb::Status> prefetch_statuses_;
@@ -791,9 +791,10 @@ void RocksDbBackend::PublishStats() {
 
 absl::StatusOr<RocksDbBackend::Ref> RocksDbBackend::Lookup() {
   if (cache_.hits() + cache_.misses() >= next_publish_) PublishStats();
-  Ref e = cache_.Find(key_buf_);
-  if (e == internal::WriteBackCache::kNone && !cache_.MayBeInStore(key_buf_)) {
-    return InsertLoaded(key_buf_, rocksdb::Status::NotFound(), absl::string_view());
+  const uint64_t hash = internal::WriteBackCache::HashKey(key_buf_);
+  Ref e = cache_.Find(key_buf_, hash);
+  if (e == internal::WriteBackCache::kNone && !cache_.MayBeInStoreHashed(hash)) {
+    return InsertLoaded(key_buf_, hash, rocksdb::Status::NotFound(), absl::string_view());
   }
   if (e != internal::WriteBackCache::kNone) {
     const int64_t expiry = cache_.expiry(e);
@@ -807,10 +808,11 @@ absl::StatusOr<RocksDbBackend::Ref> RocksDbBackend::Lookup() {
   }
   ++store_reads_;
   rocksdb::Status s = db_->Get(read_options_, ToSlice(key_buf_), &read_buf_);
-  return InsertLoaded(key_buf_, s, read_buf_);
+  return InsertLoaded(key_buf_, hash, s, read_buf_);
 }
 
 absl::StatusOr<RocksDbBackend::Ref> RocksDbBackend::InsertLoaded(absl::string_view key,
+                                                                 uint64_t hash,
                                                                  const rocksdb::Status& s,
                                                                  absl::string_view stored) {
   if (!s.ok() && !s.IsNotFound()) {
@@ -822,7 +824,7 @@ absl::StatusOr<RocksDbBackend::Ref> RocksDbBackend::InsertLoaded(absl::string_vi
   if (s.ok() && !internal::DecodeStoredValue(stored, &expiry, &payload)) {
     return options_.origin.DataLoss("malformed state value");
   }
-  Ref e = cache_.Insert(key);  // deleted, clean
+  Ref e = cache_.Insert(key, hash);  // deleted, clean
   cache_.set_in_db(e, s.ok());
   if (s.ok()) {
     if (expiry != 0 && expiry <= options_.clock->WallMillis()) {
@@ -865,8 +867,8 @@ absl::Status RocksDbBackend::Prefetch(StateId id, absl::Span<const KeyInGroup> k
   }
   for (const auto& [start, len] : prefetch_spans_) {
     const absl::string_view state_key(prefetch_buf_.data() + start, len);
-    prefetch_hashes_.push_back(internal::WrittenKeyFilter::Hash(state_key));
-    cache_.PrefetchKey(state_key, prefetch_hashes_.back());
+    prefetch_hashes_.push_back(internal::WriteBackCache::HashKey(state_key));
+    cache_.PrefetchKey(prefetch_hashes_.back());
   }
   // Those the cache lacks. A key RocksDB never received is cached as absent here (its Get()
   // then needs neither the filter nor RocksDB); the others are read below.
@@ -874,9 +876,10 @@ absl::Status RocksDbBackend::Prefetch(StateId id, absl::Span<const KeyInGroup> k
   for (size_t i = 0; i < prefetch_spans_.size(); ++i) {
     const absl::string_view state_key(prefetch_buf_.data() + prefetch_spans_[i].first,
                                       prefetch_spans_[i].second);
-    if (cache_.Peek(state_key) != internal::WriteBackCache::kNone) continue;
-    if (!cache_.MayBeInStoreHashed(prefetch_hashes_[i])) {
-      SLUICE_ASSIGN_OR_RETURN(Ref e, InsertLoaded(state_key, rocksdb::Status::NotFound(),
+    const uint64_t hash = prefetch_hashes_[i];
+    if (cache_.Peek(state_key, hash) != internal::WriteBackCache::kNone) continue;
+    if (!cache_.MayBeInStoreHashed(hash)) {
+      SLUICE_ASSIGN_OR_RETURN(Ref e, InsertLoaded(state_key, hash, rocksdb::Status::NotFound(),
                                                   absl::string_view()));
       cache_.MarkPrefetched(e);
       continue;
@@ -903,8 +906,9 @@ absl::Status RocksDbBackend::Prefetch(StateId id, absl::Span<const KeyInGroup> k
   absl::Status status;
   for (size_t i = 0; i < n; ++i) {
     if (status.ok()) {
-      absl::StatusOr<Ref> e = InsertLoaded(ToView(prefetch_keys_[i]), prefetch_statuses_[i],
-                                           ToView(prefetch_values_[i]));
+      const absl::string_view key = ToView(prefetch_keys_[i]);
+      absl::StatusOr<Ref> e = InsertLoaded(key, internal::WriteBackCache::HashKey(key),
+                                           prefetch_statuses_[i], ToView(prefetch_values_[i]));
       if (e.ok()) {
         cache_.MarkPrefetched(*e);
       } else {
@@ -997,6 +1001,10 @@ absl::Status RocksDbBackend::IngestEntries(absl::Span<const Ref> refs) {
                                 /*column_family=*/nullptr, /*invalidate_page_cache=*/false);
   rocksdb::Status s = writer.Open(path);
   for (size_t i = 0; s.ok() && i < refs.size(); ++i) {
+    // The refs come in key order, their entries scattered in memory: load each one's slot and
+    // then its bytes a few entries ahead.
+    if (i + 16 < refs.size()) cache_.PrefetchSlot(refs[i + 16]);
+    if (i + 8 < refs.size()) cache_.PrefetchEntry(refs[i + 8]);
     const Ref e = refs[i];
     s = cache_.deleted(e) ? writer.Delete(ToSlice(cache_.key(e)))
                           : writer.Put(ToSlice(cache_.key(e)), StoredValue(e));
