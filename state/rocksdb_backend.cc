@@ -253,6 +253,9 @@ class NoInfoLog final : public rocksdb::Logger {
   void Logv(const char*, va_list) override {}
 };
 
+// The largest memtable bloom filter (MakeDbOptions()).
+constexpr size_t kMemtableBloomBytes = size_t{256} << 10;
+
 // Options tuned for point lookups of state keys: whole-key bloom filters in the SSTs and the
 // memtable (a Get of a key that never existed, e.g. a new window, touches no data block), a
 // block cache, and write buffers sized from the backend's options.
@@ -266,7 +269,14 @@ rocksdb::Options MakeDbOptions(const StateBackendOptions& o) {
   // Index and filter blocks stay in the table readers (not evicted by data blocks).
   options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   options.memtable_whole_key_filtering = true;
-  options.memtable_prefix_bloom_size_ratio = 0.05;
+  // RocksDB sizes the memtable's bloom filter as this ratio of the write buffer and allocates
+  // and zeroes it whole with every memtable (at each open and after each flush): 0.05 of a
+  // 64 MiB buffer was 3.4 MB, ~5% of the CPU of a tiny job's keyed subtasks. Evictions and
+  // snapshots of many entries bypass the memtable (ingested SSTs), so it holds few entries
+  // (it is flushed at every snapshot): at most kMemtableBloomBytes (10 bits a key for 200K).
+  options.memtable_prefix_bloom_size_ratio =
+      std::min(0.05, static_cast<double>(kMemtableBloomBytes) /
+                         static_cast<double>(std::max<size_t>(o.write_buffer_bytes, 1)));
   // The cache writes dirty entries in key order (WriteEntries): with a hint per key group the
   // skip list continues each insert from the last one of its key group, climbing only the levels
   // the gap needs, instead of searching from the top (the plain insert's splice is recomputed
