@@ -220,7 +220,7 @@ class WriteBackCache {
     if (!cells_.empty()) __builtin_prefetch(&cells_[Tag(hash) & (cells_.size() - 1)]);
     if (filter_ != nullptr) filter_->Prefetch(hash);
   }
-  // Start loading the slot of entry r, or the bytes (key, value) of entry r, for a pass over
+  // Starts loading the slot of entry r, or the bytes (key, value) of entry r, for a pass over
   // entries in an order that is not the memory's.
   void PrefetchSlot(Ref r) const { __builtin_prefetch(&slots_[r]); }
   void PrefetchEntry(Ref r) const { __builtin_prefetch(arena_.At(slots_[r].pos)); }
