@@ -11,9 +11,10 @@
 // default (`state: auto`: an int64 key's accumulators in memory, within the state memory
 // budget) instead. Every BENCH line says which (state=backend or state=heap).
 //
-// With --keys-sweep it runs 10K, 100K, 1M and 10M keys (records: --sweep-records-per-key x
-// keys, at least --sweep-min-records and at most --sweep-max-records) on a cluster with the workers' default state memory, then
-// on one with --state-memory 64MiB per worker, and prints a BENCH state_scaling_<keys> (and
+// With --keys-sweep it runs 10K, 100K, 1M and 10M keys (or the --sweep-keys given; records:
+// --sweep-records-per-key x keys, at least --sweep-min-records and at most --sweep-max-records)
+// on a cluster with the workers' default state memory (unless --sweep-small-only), then on one
+// with --state-memory 64MiB per worker, and prints a BENCH state_scaling_<keys> (and
 // state_scaling_small_<keys>) line per key count.
 
 #include <time.h>
@@ -140,7 +141,8 @@ bool Measure(sluice::cli::LocalCluster& cluster, sluice::cli::CoordinatorClient&
 
 // One cluster (workers with `state_memory`), every key count of the sweep.
 bool Sweep(const std::string& state_memory, const std::string& name, int64_t min_records,
-           int64_t max_records, int64_t records_per_key, int reps, bool heap_state) {
+           int64_t max_records, int64_t records_per_key, int reps, bool heap_state,
+           const std::vector<int64_t>& key_counts) {
   std::unique_ptr<sluice::cli::LocalCluster> cluster =
       sluice::bench::StartBenchCluster("sluice-bench", 2, 1, state_memory);
   if (cluster == nullptr) return false;
@@ -148,7 +150,7 @@ bool Sweep(const std::string& state_memory, const std::string& name, int64_t min
   sluice::cli::CoordinatorClient client(cluster->coordinator_address());
   double base = 0;
   bool ok = true;
-  for (int64_t keys : {int64_t{10'000}, int64_t{100'000}, int64_t{1'000'000}, int64_t{10'000'000}}) {
+  for (int64_t keys : key_counts) {
     const int64_t records = std::min(max_records, std::max(min_records, records_per_key * keys));
     Result r;
     if (!Measure(*cluster, client, records, keys, reps, heap_state, &r)) {
@@ -184,6 +186,8 @@ int main(int argc, char** argv) {
   int64_t sweep_min_records = 2'000'000;
   int64_t sweep_max_records = 10'000'000;
   int64_t sweep_records_per_key = 3;
+  std::vector<int64_t> sweep_keys = {10'000, 100'000, 1'000'000, 10'000'000};
+  bool sweep_small_only = false;
   app.add_option("--records", records, "Records per run")->capture_default_str();
   app.add_option("--keys", keys, "Distinct keys")->capture_default_str();
   app.add_option("--reps", reps, "Repetitions (medians are reported)")->capture_default_str();
@@ -196,23 +200,32 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--sweep-records-per-key", sweep_records_per_key, "Sweep: records per key")
       ->capture_default_str();
+  app.add_option("--sweep-keys", sweep_keys,
+                 "Sweep: the key counts (ratio_to_10k_keys divides by the first)")
+      ->capture_default_str();
+  app.add_flag("--sweep-small-only", sweep_small_only,
+               "Sweep: only the cluster with 64MiB per worker");
   app.add_flag("--heap-state", heap_state,
                "The aggregate's in-memory path (state: auto) instead of the backend's");
   CLI11_PARSE(app, argc, argv);
   const char* heap_arg = heap_state ? " --heap-state" : "";
 
   if (keys_sweep) {
+    std::string keys_arg;
+    for (int64_t k : sweep_keys) keys_arg += " --sweep-keys " + std::to_string(k);
     std::printf("reproduce: build/bin/shuffle_benchmark --keys-sweep --reps %d --sweep-min-records "
-                "%lld --sweep-max-records %lld --sweep-records-per-key %lld%s\n",
+                "%lld --sweep-max-records %lld --sweep-records-per-key %lld%s%s%s\n",
                 reps, static_cast<long long>(sweep_min_records),
                 static_cast<long long>(sweep_max_records),
-                static_cast<long long>(sweep_records_per_key), heap_arg);
-    if (!Sweep(state_memory, "state_scaling", sweep_min_records, sweep_max_records,
-               sweep_records_per_key, reps, heap_state)) {
+                static_cast<long long>(sweep_records_per_key), keys_arg.c_str(),
+                sweep_small_only ? " --sweep-small-only" : "", heap_arg);
+    if (!sweep_small_only &&
+        !Sweep(state_memory, "state_scaling", sweep_min_records, sweep_max_records,
+               sweep_records_per_key, reps, heap_state, sweep_keys)) {
       return 1;
     }
     if (!Sweep("64MiB", "state_scaling_small", sweep_min_records, sweep_max_records,
-               sweep_records_per_key, reps, heap_state)) {
+               sweep_records_per_key, reps, heap_state, sweep_keys)) {
       return 1;
     }
     return 0;

@@ -253,6 +253,9 @@ class NoInfoLog final : public rocksdb::Logger {
   void Logv(const char*, va_list) override {}
 };
 
+// The largest memtable bloom filter (MakeDbOptions()).
+constexpr size_t kMemtableBloomBytes = size_t{256} << 10;
+
 // Options tuned for point lookups of state keys: whole-key bloom filters in the SSTs and the
 // memtable (a Get of a key that never existed, e.g. a new window, touches no data block), a
 // block cache, and write buffers sized from the backend's options.
@@ -266,7 +269,14 @@ rocksdb::Options MakeDbOptions(const StateBackendOptions& o) {
   // Index and filter blocks stay in the table readers (not evicted by data blocks).
   options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   options.memtable_whole_key_filtering = true;
-  options.memtable_prefix_bloom_size_ratio = 0.05;
+  // RocksDB sizes the memtable's bloom filter as this ratio of the write buffer and allocates
+  // and zeroes it whole with every memtable (at each open and after each flush): 0.05 of a
+  // 64 MiB buffer was 3.4 MB, ~5% of the CPU of a tiny job's keyed subtasks. Evictions and
+  // snapshots of many entries bypass the memtable (ingested SSTs), so it holds few entries
+  // (it is flushed at every snapshot): at most kMemtableBloomBytes (10 bits a key for 200K).
+  options.memtable_prefix_bloom_size_ratio =
+      std::min(0.05, static_cast<double>(kMemtableBloomBytes) /
+                         static_cast<double>(std::max<size_t>(o.write_buffer_bytes, 1)));
   // The cache writes dirty entries in key order (WriteEntries): with a hint per key group the
   // skip list continues each insert from the last one of its key group, climbing only the levels
   // the gap needs, instead of searching from the top (the plain insert's splice is recomputed
@@ -285,9 +295,16 @@ rocksdb::Options MakeDbOptions(const StateBackendOptions& o) {
   options.stats_dump_period_sec = 0;
   options.stats_persist_period_sec = 0;
   options.max_background_jobs = 2;
-  // Checkpoints flush the memtable every interval, making many small L0 files: compact them
-  // less eagerly.
-  options.level0_file_num_compaction_trigger = 8;
+  // Checkpoints flush the memtable every interval and evictions ingest an SST file per batch,
+  // making many L0 files: compact them less eagerly. An evicted batch's keys span the whole
+  // key range, so each L0->L1 compaction rewrites all of L1: at 16 files instead of 8 state
+  // that outgrows the cache is rewritten half as often (10M keys with 64 MiB per worker:
+  // compaction was 30% of the workers' CPU). Reads pay a filter probe per L0 file only for
+  // keys RocksDB may hold (the cache's store filter answers for keys never written). Writes
+  // slow down at 40 L0 files and stop at 64 (defaults 20 and 36).
+  options.level0_file_num_compaction_trigger = 16;
+  options.level0_slowdown_writes_trigger = 40;
+  options.level0_stop_writes_trigger = 64;
   // No compression at L0 and L1, where state rewritten every interval lives and is compacted
   // again soon (Snappy was 2-17% of the workers' CPU in keyed Nexmark queries); deeper levels,
   // where state that only grows settles, keep Snappy.
@@ -588,10 +605,10 @@ class RocksDbBackend final : public KeyedStateBackend {
   // miss; expired entries come back deleted (and dirty, so RocksDB drops them too). Valid until
   // the next MaybeEvict().
   absl::StatusOr<Ref> Lookup();
-  // Caches what RocksDB returned for `key` (status `s`: OK with the stored value `stored`, or
-  // not found) in a new entry (REQUIRES: `key` is not cached). kUnavailable for a RocksDB
-  // error, kDataLoss for a malformed value.
-  absl::StatusOr<Ref> InsertLoaded(absl::string_view key, const rocksdb::Status& s,
+  // Caches what RocksDB returned for `key` (of WriteBackCache::HashKey() `hash`; status `s`:
+  // OK with the stored value `stored`, or not found) in a new entry (REQUIRES: `key` is not
+  // cached). kUnavailable for a RocksDB error, kDataLoss for a malformed value.
+  absl::StatusOr<Ref> InsertLoaded(absl::string_view key, uint64_t hash, const rocksdb::Status& s,
                                    absl::string_view stored);
   // Publishes cache hits and misses (their growth since the last call) and the state size.
   void PublishStats();
@@ -660,7 +677,7 @@ class RocksDbBackend final : public KeyedStateBackend {
   uint64_t prefetch_misses_ = 0;
   std::string prefetch_buf_;
   std::vector<std::pair<size_t, size_t>> prefetch_spans_;  // (offset, length) in prefetch_buf_
-  std::vector<uint64_t> prefetch_hashes_;  // WrittenKeyFilter::Hash() of each span
+  std::vector<uint64_t> prefetch_hashes_;  // WriteBackCache::HashKey() of each span
   std::vector<rocksdb::Slice> prefetch_keys_;
   std::vector<rocksdb::PinnableSlice> prefetch_values_;
   std::vector<rocksdb::Status> prefetch_statuses_;
@@ -791,9 +808,10 @@ void RocksDbBackend::PublishStats() {
 
 absl::StatusOr<RocksDbBackend::Ref> RocksDbBackend::Lookup() {
   if (cache_.hits() + cache_.misses() >= next_publish_) PublishStats();
-  Ref e = cache_.Find(key_buf_);
-  if (e == internal::WriteBackCache::kNone && !cache_.MayBeInStore(key_buf_)) {
-    return InsertLoaded(key_buf_, rocksdb::Status::NotFound(), absl::string_view());
+  const uint64_t hash = internal::WriteBackCache::HashKey(key_buf_);
+  Ref e = cache_.Find(key_buf_, hash);
+  if (e == internal::WriteBackCache::kNone && !cache_.MayBeInStoreHashed(hash)) {
+    return InsertLoaded(key_buf_, hash, rocksdb::Status::NotFound(), absl::string_view());
   }
   if (e != internal::WriteBackCache::kNone) {
     const int64_t expiry = cache_.expiry(e);
@@ -807,10 +825,11 @@ absl::StatusOr<RocksDbBackend::Ref> RocksDbBackend::Lookup() {
   }
   ++store_reads_;
   rocksdb::Status s = db_->Get(read_options_, ToSlice(key_buf_), &read_buf_);
-  return InsertLoaded(key_buf_, s, read_buf_);
+  return InsertLoaded(key_buf_, hash, s, read_buf_);
 }
 
 absl::StatusOr<RocksDbBackend::Ref> RocksDbBackend::InsertLoaded(absl::string_view key,
+                                                                 uint64_t hash,
                                                                  const rocksdb::Status& s,
                                                                  absl::string_view stored) {
   if (!s.ok() && !s.IsNotFound()) {
@@ -822,7 +841,7 @@ absl::StatusOr<RocksDbBackend::Ref> RocksDbBackend::InsertLoaded(absl::string_vi
   if (s.ok() && !internal::DecodeStoredValue(stored, &expiry, &payload)) {
     return options_.origin.DataLoss("malformed state value");
   }
-  Ref e = cache_.Insert(key);  // deleted, clean
+  Ref e = cache_.Insert(key, hash);  // deleted, clean
   cache_.set_in_db(e, s.ok());
   if (s.ok()) {
     if (expiry != 0 && expiry <= options_.clock->WallMillis()) {
@@ -865,8 +884,8 @@ absl::Status RocksDbBackend::Prefetch(StateId id, absl::Span<const KeyInGroup> k
   }
   for (const auto& [start, len] : prefetch_spans_) {
     const absl::string_view state_key(prefetch_buf_.data() + start, len);
-    prefetch_hashes_.push_back(internal::WrittenKeyFilter::Hash(state_key));
-    cache_.PrefetchKey(state_key, prefetch_hashes_.back());
+    prefetch_hashes_.push_back(internal::WriteBackCache::HashKey(state_key));
+    cache_.PrefetchKey(prefetch_hashes_.back());
   }
   // Those the cache lacks. A key RocksDB never received is cached as absent here (its Get()
   // then needs neither the filter nor RocksDB); the others are read below.
@@ -874,9 +893,10 @@ absl::Status RocksDbBackend::Prefetch(StateId id, absl::Span<const KeyInGroup> k
   for (size_t i = 0; i < prefetch_spans_.size(); ++i) {
     const absl::string_view state_key(prefetch_buf_.data() + prefetch_spans_[i].first,
                                       prefetch_spans_[i].second);
-    if (cache_.Peek(state_key) != internal::WriteBackCache::kNone) continue;
-    if (!cache_.MayBeInStoreHashed(prefetch_hashes_[i])) {
-      SLUICE_ASSIGN_OR_RETURN(Ref e, InsertLoaded(state_key, rocksdb::Status::NotFound(),
+    const uint64_t hash = prefetch_hashes_[i];
+    if (cache_.Peek(state_key, hash) != internal::WriteBackCache::kNone) continue;
+    if (!cache_.MayBeInStoreHashed(hash)) {
+      SLUICE_ASSIGN_OR_RETURN(Ref e, InsertLoaded(state_key, hash, rocksdb::Status::NotFound(),
                                                   absl::string_view()));
       cache_.MarkPrefetched(e);
       continue;
@@ -903,8 +923,9 @@ absl::Status RocksDbBackend::Prefetch(StateId id, absl::Span<const KeyInGroup> k
   absl::Status status;
   for (size_t i = 0; i < n; ++i) {
     if (status.ok()) {
-      absl::StatusOr<Ref> e = InsertLoaded(ToView(prefetch_keys_[i]), prefetch_statuses_[i],
-                                           ToView(prefetch_values_[i]));
+      const absl::string_view key = ToView(prefetch_keys_[i]);
+      absl::StatusOr<Ref> e = InsertLoaded(key, internal::WriteBackCache::HashKey(key),
+                                           prefetch_statuses_[i], ToView(prefetch_values_[i]));
       if (e.ok()) {
         cache_.MarkPrefetched(*e);
       } else {
@@ -997,6 +1018,10 @@ absl::Status RocksDbBackend::IngestEntries(absl::Span<const Ref> refs) {
                                 /*column_family=*/nullptr, /*invalidate_page_cache=*/false);
   rocksdb::Status s = writer.Open(path);
   for (size_t i = 0; s.ok() && i < refs.size(); ++i) {
+    // The refs come in key order, their entries scattered in memory: load each one's slot and
+    // then its bytes a few entries ahead.
+    if (i + 16 < refs.size()) cache_.PrefetchSlot(refs[i + 16]);
+    if (i + 8 < refs.size()) cache_.PrefetchEntry(refs[i + 8]);
     const Ref e = refs[i];
     s = cache_.deleted(e) ? writer.Delete(ToSlice(cache_.key(e)))
                           : writer.Put(ToSlice(cache_.key(e)), StoredValue(e));

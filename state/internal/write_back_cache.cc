@@ -34,6 +34,9 @@ uint64_t BlockArena::Allocate(size_t n) {
   if (c.index < free_heads_.size() && free_heads_[c.index] != kNoBlock) {
     const uint64_t pos = free_heads_[c.index];
     std::memcpy(&free_heads_[c.index], At(pos), sizeof(uint64_t));
+    // The next Allocate() of this class reads the new head's block: after an eviction the
+    // list runs through blocks freed in key order, one DRAM miss each unless loaded now.
+    if (free_heads_[c.index] != kNoBlock) __builtin_prefetch(At(free_heads_[c.index]));
     return pos;
   }
   if (chunk_used_ + c.size > kChunkBytes) {
@@ -96,9 +99,10 @@ void WriteBackCache::IndexInsert(Ref r, uint32_t tag) {
   ++live_;
 }
 
-void WriteBackCache::IndexErase(Ref r) {
+void WriteBackCache::IndexErase(Ref r, uint32_t tag) {
   const size_t mask = cells_.size() - 1;
-  size_t i = Probe(key(r), Tag(key(r)));
+  size_t i = tag & mask;
+  while (cells_[i].ref != r) i = (i + 1) & mask;
   // Backward shift: pull later cells of the probe run into the hole unless their home lies
   // cyclically in (hole, cell].
   for (size_t j = (i + 1) & mask; cells_[j].ref != kNone; j = (j + 1) & mask) {
@@ -112,8 +116,8 @@ void WriteBackCache::IndexErase(Ref r) {
   --live_;
 }
 
-WriteBackCache::Ref WriteBackCache::Find(absl::string_view key) {
-  const Ref r = Peek(key);
+WriteBackCache::Ref WriteBackCache::Find(absl::string_view key, uint64_t hash) {
+  const Ref r = Peek(key, hash);
   if (r == kNone) {
     ++misses_;
     return kNone;
@@ -129,12 +133,12 @@ WriteBackCache::Ref WriteBackCache::Find(absl::string_view key) {
   return r;
 }
 
-WriteBackCache::Ref WriteBackCache::Peek(absl::string_view key) const {
+WriteBackCache::Ref WriteBackCache::Peek(absl::string_view key, uint64_t hash) const {
   if (live_ == 0) return kNone;
-  return cells_[Probe(key, Tag(key))].ref;
+  return cells_[Probe(key, Tag(hash))].ref;
 }
 
-WriteBackCache::Ref WriteBackCache::Insert(absl::string_view key) {
+WriteBackCache::Ref WriteBackCache::Insert(absl::string_view key, uint64_t hash) {
   Ref r;
   if (!free_.empty()) {
     r = free_.back();
@@ -151,13 +155,14 @@ WriteBackCache::Ref WriteBackCache::Insert(absl::string_view key) {
   s.value_len = 0;
   if (!key.empty()) std::memcpy(arena_.At(pos), key.data(), key.size());
   bytes_ += kEntryOverhead + BlockArena::ClassSize(key.size());
-  IndexInsert(r, Tag(key));
+  IndexInsert(r, Tag(hash));
   return r;
 }
 
 WriteBackCache::Ref WriteBackCache::FindOrInsert(absl::string_view key) {
-  const Ref r = Peek(key);
-  if (r == kNone) return Insert(key);
+  const uint64_t hash = HashKey(key);
+  const Ref r = Peek(key, hash);
+  if (r == kNone) return Insert(key, hash);
   slots_[r].flags |= kReferenced;
   return r;
 }
@@ -279,8 +284,8 @@ void WriteBackCache::Relist(absl::Span<const Ref> refs) {
   }
 }
 
-void WriteBackCache::Free(Ref r) {
-  IndexErase(r);
+void WriteBackCache::Free(Ref r, uint64_t hash) {
+  IndexErase(r, Tag(hash));
   Slot& s = slots_[r];
   const size_t used = Used(s);
   bytes_ -= kEntryOverhead + BlockArena::ClassSize(used);
@@ -293,7 +298,7 @@ void WriteBackCache::Free(Ref r) {
   ++frees_;
 }
 
-void WriteBackCache::Erase(Ref r) { Free(r); }
+void WriteBackCache::Erase(Ref r) { Free(r, HashKey(key(r))); }
 
 void WriteBackCache::EnableStoreFilter(size_t first_capacity) {
   if (filter_started_) return;
@@ -302,7 +307,7 @@ void WriteBackCache::EnableStoreFilter(size_t first_capacity) {
 }
 
 void WriteBackCache::NoteInStore(absl::string_view key) {
-  if (filter_ != nullptr) AddToFilter(WrittenKeyFilter::Hash(key));
+  if (filter_ != nullptr) AddToFilter(HashKey(key));
 }
 
 void WriteBackCache::AddToFilter(uint64_t hash) {
@@ -317,7 +322,8 @@ void WriteBackCache::AddToFilter(uint64_t hash) {
   }
 }
 
-absl::Status WriteBackCache::WriteAndClean(absl::Span<const Ref> refs, WriteFn write) {
+absl::Status WriteBackCache::WriteAndClean(absl::Span<const Ref> refs, WriteFn write,
+                                           absl::Span<const uint64_t> hashes) {
   if (refs.empty()) return absl::OkStatus();
   // Before the write: a key the store may hold is never missing from the filter (one whose
   // write fails is only a false positive). An entry written before while cached is in it
@@ -326,10 +332,11 @@ absl::Status WriteBackCache::WriteAndClean(absl::Span<const Ref> refs, WriteFn w
   if (filter_ != nullptr) {
     constexpr size_t kAhead = 8;
     hashes_.clear();
-    for (Ref r : refs) {
+    for (size_t i = 0; i < refs.size(); ++i) {
+      const Ref r = refs[i];
       if (slots_[r].flags & kInFilter) continue;
       slots_[r].flags |= kInFilter;
-      hashes_.push_back(WrittenKeyFilter::Hash(key(r)));
+      hashes_.push_back(hashes.empty() ? HashKey(key(r)) : hashes[i]);
     }
     for (size_t i = 0; i < hashes_.size(); ++i) {
       if (filter_ == nullptr) break;
@@ -458,7 +465,7 @@ absl::Status WriteBackCache::Evict(WriteFn write) {
       s.flags |= kVictim;
       victims_.push_back(r);
     } else {
-      Free(r);
+      Free(r, HashKey(key(r)));
     }
   }
   for (Ref r : victims_) slots_[r].flags &= ~kVictim;
@@ -466,15 +473,24 @@ absl::Status WriteBackCache::Evict(WriteFn write) {
     // Not enough clean entries: write the dirty (and pending) ones met, in one batch in key
     // order, and drop them all.
     SortByKey(&victims_);
-    absl::Status s = WriteAndClean(victims_, write);
+    // Each victim's key is hashed once, for the store filter and for its index cell.
+    victim_hashes_.clear();
+    constexpr size_t kKeyAhead = 8;  // slots, then blocks, loaded this many entries ahead
+    for (size_t i = 0; i < victims_.size(); ++i) {
+      if (i + 2 * kKeyAhead < victims_.size()) PrefetchSlot(victims_[i + 2 * kKeyAhead]);
+      if (i + kKeyAhead < victims_.size()) PrefetchEntry(victims_[i + kKeyAhead]);
+      victim_hashes_.push_back(HashKey(key(victims_[i])));
+    }
+    absl::Status s = WriteAndClean(victims_, write, victim_hashes_);
     if (!s.ok()) return s;
     evicted_writes_ += victims_.size();
     constexpr size_t kAhead = 8;  // index cells loaded this many entries ahead
     for (size_t i = 0; i < victims_.size(); ++i) {
       if (i + kAhead < victims_.size()) {
-        __builtin_prefetch(&cells_[Tag(key(victims_[i + kAhead])) & (cells_.size() - 1)]);
+        __builtin_prefetch(&cells_[Tag(victim_hashes_[i + kAhead]) & (cells_.size() - 1)]);
+        PrefetchSlot(victims_[i + kAhead]);
       }
-      Free(victims_[i]);
+      Free(victims_[i], victim_hashes_[i]);
     }
   }
   victims_.clear();

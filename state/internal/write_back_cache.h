@@ -9,7 +9,6 @@
 #include <vector>
 
 #include "absl/functional/function_ref.h"
-#include "absl/hash/hash.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
@@ -127,13 +126,21 @@ class WriteBackCache {
   WriteBackCache(const WriteBackCache&) = delete;
   WriteBackCache& operator=(const WriteBackCache&) = delete;
 
+  // The hash of `key` that the index and the store filter both use (WrittenKeyFilter::Hash):
+  // a caller that looks a key up more than once (Peek() then Insert(), MayBeInStoreHashed())
+  // computes it once and passes it to the functions below that take one.
+  static uint64_t HashKey(absl::string_view key) { return WrittenKeyFilter::Hash(key); }
+
   // The entry of `key` for a read: counts a hit (and sets its reference bit) or a miss. The
   // first read of an entry marked prefetched counts as the miss it would have been.
-  Ref Find(absl::string_view key);
+  Ref Find(absl::string_view key) { return Find(key, HashKey(key)); }
+  Ref Find(absl::string_view key, uint64_t hash);
   // The entry of `key` without counting or referencing it (kNone if not cached).
-  Ref Peek(absl::string_view key) const;
+  Ref Peek(absl::string_view key) const { return Peek(key, HashKey(key)); }
+  Ref Peek(absl::string_view key, uint64_t hash) const;
   // A new entry for `key` (REQUIRES: not cached): deleted, clean, in_db, referenced, no expiry.
-  Ref Insert(absl::string_view key);
+  Ref Insert(absl::string_view key) { return Insert(key, HashKey(key)); }
+  Ref Insert(absl::string_view key, uint64_t hash);
   // The entry of `key` for a blind write (inserted if absent); sets its reference bit.
   Ref FindOrInsert(absl::string_view key);
   // Drops an entry (REQUIRES: clean).
@@ -202,20 +209,24 @@ class WriteBackCache {
   void EnableStoreFilter(size_t first_capacity);
   // False only if the store filter is on and the store never received `key`.
   bool MayBeInStore(absl::string_view key) const {
-    return filter_ == nullptr || filter_->MayContain(WrittenKeyFilter::Hash(key));
+    return filter_ == nullptr || filter_->MayContain(HashKey(key));
   }
   // Adds a key the store holds that the cache did not write (e.g. restored) to the filter.
   void NoteInStore(absl::string_view key);
-  // Starts loading the memory that Peek(key), Find(key) and Insert(key), and MayBeInStore() of
-  // the key of `filter_hash` (WrittenKeyFilter::Hash(key)), read: a batch calls it for each of
-  // its keys first, so the lookups that follow overlap their cache misses.
-  void PrefetchKey(absl::string_view key, uint64_t filter_hash) const {
-    if (!cells_.empty()) __builtin_prefetch(&cells_[Tag(key) & (cells_.size() - 1)]);
-    if (filter_ != nullptr) filter_->Prefetch(filter_hash);
+  // Starts loading the memory that Peek(), Find() and Insert(), and MayBeInStoreHashed() of the
+  // key of `hash` (HashKey(key)) read: a batch calls it for each of its keys first, so the
+  // lookups that follow overlap their cache misses.
+  void PrefetchKey(uint64_t hash) const {
+    if (!cells_.empty()) __builtin_prefetch(&cells_[Tag(hash) & (cells_.size() - 1)]);
+    if (filter_ != nullptr) filter_->Prefetch(hash);
   }
-  // MayBeInStore() of the key of `filter_hash` (WrittenKeyFilter::Hash(key)).
-  bool MayBeInStoreHashed(uint64_t filter_hash) const {
-    return filter_ == nullptr || filter_->MayContain(filter_hash);
+  // Starts loading the slot of entry r, or the bytes (key, value) of entry r, for a pass over
+  // entries in an order that is not the memory's.
+  void PrefetchSlot(Ref r) const { __builtin_prefetch(&slots_[r]); }
+  void PrefetchEntry(Ref r) const { __builtin_prefetch(arena_.At(slots_[r].pos)); }
+  // MayBeInStore() of the key of `hash` (HashKey(key)).
+  bool MayBeInStoreHashed(uint64_t hash) const {
+    return filter_ == nullptr || filter_->MayContain(hash);
   }
   bool store_filter_on() const { return filter_ != nullptr; }
 
@@ -268,14 +279,13 @@ class WriteBackCache {
     uint32_t tag = 0;
     Ref ref = kNone;
   };
-  static uint32_t Tag(absl::string_view key) {
-    return static_cast<uint32_t>(absl::HashOf(key));
-  }
+  static uint32_t Tag(uint64_t hash) { return static_cast<uint32_t>(hash); }
   // The index cell holding `key` (or the empty cell where the probe ended: cells_[i].ref ==
   // kNone).
   size_t Probe(absl::string_view key, uint32_t tag) const;
   void IndexInsert(Ref r, uint32_t tag);
-  void IndexErase(Ref r);
+  // Removes r's cell, found by its tag and slot number (no key compared).
+  void IndexErase(Ref r, uint32_t tag);
   void GrowIndex();
 
   static size_t ExpiryBytes(const Slot& s) { return (s.flags & kHasExpiry) != 0 ? 8 : 0; }
@@ -291,11 +301,13 @@ class WriteBackCache {
   // Gives slot r a block for `value_len` value bytes (with the expiry prefix if `has_expiry`),
   // keeping its expiry (0 when it had none), its key and the first `keep_value` value bytes.
   void Relayout(Ref r, bool has_expiry, size_t value_len, size_t keep_value);
-  void Free(Ref r);
+  // Drops entry r, of HashKey() `hash`.
+  void Free(Ref r, uint64_t hash);
   absl::Status Evict(WriteFn write);
   // Writes `refs` (all dirty or pending) and marks them clean; on an error they stay as they
-  // were.
-  absl::Status WriteAndClean(absl::Span<const Ref> refs, WriteFn write);
+  // were. `hashes` (if not empty): HashKey() of each of `refs`.
+  absl::Status WriteAndClean(absl::Span<const Ref> refs, WriteFn write,
+                             absl::Span<const uint64_t> hashes = {});
   // Moves the live listed entries of dirty_ that are dirty or pending into victims_ (in list
   // order), unlisting the rest; dirty_ is left empty. `pending_out` (if given) takes the pending
   // ones instead.
@@ -306,7 +318,7 @@ class WriteBackCache {
   void CompactDirtyList();
   // Sorts `refs` by key (byte-wise), as std::sort comparing key() would.
   void SortByKey(std::vector<Ref>* refs);
-  // Adds `key` (of WrittenKeyFilter::Hash() `hash`) to the store filter (if on), counting its
+  // Adds `key` (of HashKey() `hash`) to the store filter (if on), counting its
   // growth in bytes_ and dropping it when it outgrows half the budget.
   void AddToFilter(uint64_t hash);
 
@@ -328,6 +340,7 @@ class WriteBackCache {
   bool snapshot_parity_ = false;  // of the last Snapshot() (alternates)
   std::vector<std::pair<uint64_t, Ref>> by_prefix_;  // scratch of SortByKey()
   std::vector<uint64_t> hashes_;  // scratch of WriteAndClean()
+  std::vector<uint64_t> victim_hashes_;  // scratch of Evict(): HashKey() of each victim
   uint64_t hits_ = 0;
   uint64_t misses_ = 0;
   uint64_t frees_ = 0;

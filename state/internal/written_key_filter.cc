@@ -16,8 +16,6 @@ constexpr uint32_t kSalts[8] = {0x47b6137bU, 0x44974d91U, 0x8824ad5bU, 0xa2b7289
 WrittenKeyFilter::WrittenKeyFilter(size_t first_capacity)
     : first_capacity_(std::max<size_t>(first_capacity, 64)) {}
 
-uint64_t WrittenKeyFilter::Hash(absl::string_view key) { return HashBytes(key); }
-
 uint64_t WrittenKeyFilter::PartHash(uint64_t hash, size_t index) {
   return index == 0 ? hash : Mix64(hash + index * 0x9e3779b97f4a7c15ULL);
 }

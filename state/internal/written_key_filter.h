@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "common/key_groups.h"
 
 namespace sluice::state::internal {
 
@@ -35,7 +36,7 @@ class WrittenKeyFilter {
   WrittenKeyFilter& operator=(const WrittenKeyFilter&) = delete;
 
   // The hash the other calls take (stable across processes and builds).
-  static uint64_t Hash(absl::string_view key);
+  static uint64_t Hash(absl::string_view key) { return HashBytes(key); }
 
   // Adds the key of `hash`.
   void Add(uint64_t hash);
