@@ -251,6 +251,8 @@ class WindowOperator final : public Operator {
     flat_sessions_ = int_keys_ && word_folds_ && o_->windows.merging() && o_->event_time &&
                      o_->emit_every_ms <= 0 && session_fast_paths_enabled;
     session_index_.SetWords(flat_sessions_ ? kFlatValues + pane_words_ - kHeaderFields : 2);
+    flat_counts_only_ = flat_sessions_ && std::all_of(o_->aggregates.begin(), o_->aggregates.end(),
+                                                      [](const auto& a) { return a.fn == Fn::kCount; });
     const WindowSpec& ws = o_->windows;
     slide_panes_ = slide_panes_enabled && o_->event_time && ws.kind == WindowSpec::Kind::kHop &&
                    ws.size_ms > ws.slide_ms && ws.size_ms % ws.slide_ms == 0 &&
@@ -1754,7 +1756,11 @@ class WindowOperator final : public Operator {
     if (merged.max_timestamp() <= wm) return false;  // due: fires in the general path
     slot[kFlatStart] = merged.start;
     slot[kFlatEnd] = merged.end;
-    FoldValues(&slot[kFlatRecords], &slot[kFlatValues], r);
+    if (flat_counts_only_) {
+      ++slot[kFlatRecords];  // FoldValues() of counts only
+    } else {
+      FoldValues(&slot[kFlatRecords], &slot[kFlatValues], r);
+    }
     slot[0] |= kFlatDirty;
     return true;
   }
@@ -1856,23 +1862,50 @@ class WindowOperator final : public Operator {
     PromoteFlatKey(slot);  // it stays for its lateness after firing: a node
     return absl::OkStatus();
   }
-  // A flat key's session fired (its row) and dropped, with the key (FireSessionItems).
+  // A flat key's session fired (its row); the key is dropped after the firings
+  // (DropFiredFlatKeys).
   absl::Status FireFlatKey(const SessionFireItem& item) {
-    const int64_t* slot = session_index_.Find(item.flat_key);  // a flat key leaves only here
+    const int64_t* slot = session_index_.Find(item.flat_key);
     SetWindow(TimeWindow{slot[kFlatStateStart], slot[kFlatStateStart] + o_->windows.gap_ms}, item.kg,
               absl::string_view());
     FlatPaneWords(slot, &flat_pane_);
     PaneToAcc(flat_pane_, &acc_);
     out_[0].i = item.flat_key;  // the key's one field (EmitRow without decoding its bytes)
-    SLUICE_RETURN_IF_ERROR(EmitRowValues(TimeWindow{slot[kFlatStart], slot[kFlatEnd]}));
-    if ((slot[0] & kFlatInBackend) != 0) {
-      IntKeyBytes(item.flat_key, &flat_key_);
-      state_->SetCurrentKey(flat_key_, item.kg);
-      SLUICE_RETURN_IF_ERROR(state_->Delete(key_sessions_id_));
+    return EmitRowValues(TimeWindow{slot[kFlatStart], slot[kFlatEnd]});
+  }
+  // Drops the `fired` flat keys among fire_items_[0, end), which FireFlatKey fired, from the
+  // backend (those written to it) and from memory, after the firings, so that no slot moves
+  // under them. When they are every key of the index (mostly at the input's end), the backend's
+  // deletes go in the index's slot order, the order WriteKeySessions wrote them in (the
+  // backend's cache then meets their keys in the order it stored them, not at random), and the
+  // index is dropped whole, starting empty as at Open(); else key by key.
+  absl::Status DropFiredFlatKeys(size_t end, size_t fired) {
+    if (fired == 0) return absl::OkStatus();
+    pane_bytes_ -= fired * session_index_.BytesPerKey();
+    absl::Status status;
+    if (fired == session_index_.size()) {
+      session_index_.ForEach([&](int64_t key, int64_t* slot) {
+        if (status.ok()) status = DeleteFlatKey(key, slot);
+      });
+      const size_t words = session_index_.words();
+      session_index_ = internal::IntPaneTable();
+      session_index_.SetWords(words);
+      return status;
     }
-    session_index_.Erase(item.flat_key);
-    pane_bytes_ -= session_index_.BytesPerKey();
-    return absl::OkStatus();
+    for (size_t i = 0; i < end; ++i) {
+      const SessionFireItem& item = fire_items_[i];
+      if (item.ks != nullptr) continue;
+      if (status.ok()) status = DeleteFlatKey(item.flat_key, session_index_.Find(item.flat_key));
+      session_index_.Erase(item.flat_key);
+    }
+    return status;
+  }
+  // A fired flat key's entry out of the backend, if it was written there.
+  absl::Status DeleteFlatKey(int64_t key, const int64_t* slot) {
+    if ((slot[0] & kFlatInBackend) == 0) return absl::OkStatus();
+    IntKeyBytes(key, &flat_key_);
+    state_->SetCurrentKey(flat_key_, FlatKeyGroup(slot));
+    return state_->Delete(key_sessions_id_);
   }
   bool InMemory(const KeySessions* ks) const { return ks != &spilled_; }
   // Keys whose firings come from timers in the backend (one per key at its earliest firing):
@@ -2175,13 +2208,19 @@ class WindowOperator final : public Operator {
       std::sort(fire_items_.begin(), fire_items_.end(), SessionFireItem::Order());
     }
     constexpr size_t kAhead = 8;  // flat keys' slots prefetched ahead
+    size_t flat_fired = 0;
     for (size_t i = 0; i < fire_items_.size(); ++i) {
       const SessionFireItem& item = fire_items_[i];
       if (i + kAhead < fire_items_.size() && fire_items_[i + kAhead].ks == nullptr) {
         session_index_.Prefetch(fire_items_[i + kAhead].flat_key);
       }
       if (item.ks == nullptr) {
-        SLUICE_RETURN_IF_ERROR(FireFlatKey(item));
+        absl::Status status = FireFlatKey(item);
+        if (!status.ok()) {
+          DropFiredFlatKeys(i, flat_fired).IgnoreError();  // the first error is the one returned
+          return status;
+        }
+        ++flat_fired;
         continue;
       }
       KeySessions* ks = item.ks;
@@ -2205,7 +2244,7 @@ class WindowOperator final : public Operator {
       }
       ks->dirty = true;
     }
-    return absl::OkStatus();
+    return DropFiredFlatKeys(fire_items_.size(), flat_fired);
   }
   // Drops ks's removed sessions; an emptied key leaves the backend, and memory unless due_
   // still points at it.
@@ -2577,6 +2616,7 @@ class WindowOperator final : public Operator {
   // (see ProcessFlatSession). Counted in the memory budget (KeySessionsBytes, BytesPerKey).
   internal::IntPaneTable session_index_;
   bool flat_sessions_ = false;  // keys may be flat (see ProcessFlatSession)
+  bool flat_counts_only_ = false;  // flat_sessions_ and every aggregate a count (no value words)
   int key_field_ = -1;  // flat_sessions_ or fold_batches_: the key's field when the key is one (else -1)
   // Tumbling windows or slide panes of integer keys whose aggregates fold into words, in event
   // time without early firing: batches fold records in place (FoldBatch).
