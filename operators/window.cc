@@ -58,6 +58,7 @@ bool int_key_panes_enabled = true;  // SetWindowIntKeyPanesForTest
 bool fold_batches_enabled = true;  // SetWindowFoldBatchesForTest
 std::atomic<uint64_t> batch_folds{0};  // WindowBatchFoldsForTest (flat sessions' extensions too)
 std::atomic<uint64_t> int_key_panes_made{0};  // WindowIntKeyPanesMadeForTest
+std::atomic<uint64_t> session_index_drops{0};  // WindowSessionIndexDropsForTest
 
 // a + b without overflow: saturates at INT64_MAX (cleanup times, early firing times).
 int64_t SaturatingAdd(int64_t a, int64_t b) { return a > kMaxTs - b ? kMaxTs : a + b; }
@@ -1896,6 +1897,7 @@ class WindowOperator final : public Operator {
       const size_t words = session_index_.words();
       session_index_ = internal::IntPaneTable();
       session_index_.SetWords(words);
+      session_index_drops.fetch_add(1, std::memory_order_relaxed);
       return status;
     }
     for (size_t i = 0; i < end; ++i) {
@@ -2781,5 +2783,6 @@ void SetWindowIntKeyPanesForTest(bool enabled) { int_key_panes_enabled = enabled
 void SetWindowFoldBatchesForTest(bool enabled) { fold_batches_enabled = enabled; }
 uint64_t WindowBatchFoldsForTest() { return batch_folds.load(); }
 uint64_t WindowIntKeyPanesMadeForTest() { return int_key_panes_made.load(); }
+uint64_t WindowSessionIndexDropsForTest() { return session_index_drops.load(); }
 
 }  // namespace sluice::ops

@@ -40,6 +40,9 @@ uint64_t WindowIntKeyPanesMadeForTest();
 void SetWindowFoldBatchesForTest(bool enabled);
 // The records folded in place by batches so far (all subtasks of the process).
 uint64_t WindowBatchFoldsForTest();
+// The firings that fired every key of a session index and dropped the index whole (all
+// subtasks of the process).
+uint64_t WindowSessionIndexDropsForTest();
 std::unique_ptr<Operator> MakeTopN();           // top_n.cc
 std::unique_ptr<Operator> MakeLocalTopN();      // top_n.cc
 // Whether top_n keeps its last group's rows decoded between records (default true); false:
