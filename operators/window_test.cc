@@ -102,6 +102,18 @@ class WindowTest : public internal::KeyedOperatorTest {
                    const std::string& name = "x") {
     return s.op()->Process(Input(user, ts, amount, name));
   }
+  // *batch into s, as one ProcessBatch() (`batches`, which s must prefer) or record by record;
+  // then cleared.
+  absl::Status Feed(KeyedSubtask& s, bool batches, std::vector<Record>* batch) {
+    if (batches) {
+      if (!s.op()->PrefersBatches()) return absl::InternalError("no batches");
+      SLUICE_RETURN_IF_ERROR(s.op()->ProcessBatch(0, batch->data(), batch->size()));
+    } else {
+      for (const Record& r : *batch) SLUICE_RETURN_IF_ERROR(s.op()->Process(r));
+    }
+    batch->clear();
+    return absl::OkStatus();
+  }
   // The end of a run that compares layouts: the watermark at the end of time fires what is
   // open, the layout switches go back to their defaults, and s's rows are appended to `rows`,
   // then the count of late records dropped.
@@ -497,15 +509,8 @@ TEST_F(WindowTest, FlatSessionBatchesAndFiringsGiveTheRowsOfTheGeneralPath) {
       std::vector<Record> batch;
       size_t batch_size = 1;
       auto flush = [&]() -> absl::Status {
-        if (flat) {
-          if (!s->op()->PrefersBatches()) return absl::InternalError("no batches");
-          SLUICE_RETURN_IF_ERROR(s->op()->ProcessBatch(0, batch.data(), batch.size()));
-        } else {
-          for (const Record& r : batch) SLUICE_RETURN_IF_ERROR(s->op()->Process(r));
-        }
-        batch.clear();
         batch_size = batch_size * 7 % 200 + 1;
-        return absl::OkStatus();
+        return Feed(*s, flat, &batch);
       };
       for (int i = 0; i < 8000; ++i) {
         if (i == 4000) {
@@ -567,16 +572,7 @@ TEST_F(WindowTest, FiredFlatSessionKeysLeaveTheIndexAndTheBackend) {
       const uint64_t drops_before = WindowSessionIndexDropsForTest();
       KeyedSubtask* s = &Start(options);
       std::vector<Record> batch;
-      auto flush = [&]() -> absl::Status {
-        if (flat) {
-          if (!s->op()->PrefersBatches()) return absl::InternalError("no batches");
-          SLUICE_RETURN_IF_ERROR(s->op()->ProcessBatch(0, batch.data(), batch.size()));
-        } else {
-          for (const Record& r : batch) SLUICE_RETURN_IF_ERROR(s->op()->Process(r));
-        }
-        batch.clear();
-        return absl::OkStatus();
-      };
+      auto flush = [&]() { return Feed(*s, flat, &batch); };
       auto take_rows = [&]() {
         rows->insert(rows->end(), s->out().rows.begin(), s->out().rows.end());
         s->out().rows.clear();
