@@ -61,6 +61,7 @@ std::atomic<uint64_t> batch_folds{0};  // WindowBatchFoldsForTest (flat sessions
 std::atomic<uint64_t> int_key_panes_made{0};  // WindowIntKeyPanesMadeForTest
 std::atomic<uint64_t> narrow_buckets_made{0};  // WindowNarrowBucketsMadeForTest
 std::atomic<uint64_t> narrow_buckets_widened{0};  // WindowNarrowBucketsWidenedForTest
+std::atomic<uint64_t> session_index_drops{0};  // WindowSessionIndexDropsForTest
 
 // a + b without overflow: saturates at INT64_MAX (cleanup times, early firing times).
 int64_t SaturatingAdd(int64_t a, int64_t b) { return a > kMaxTs - b ? kMaxTs : a + b; }
@@ -257,6 +258,9 @@ class WindowOperator final : public Operator {
     flat_sessions_ = int_keys_ && word_folds_ && o_->windows.merging() && o_->event_time &&
                      o_->emit_every_ms <= 0 && session_fast_paths_enabled;
     session_index_.SetWords(flat_sessions_ ? kFlatValues + pane_words_ - kHeaderFields : 2);
+    flat_words_.assign(flat_sessions_ ? pane_words_ : 0, 0);
+    flat_counts_only_ = flat_sessions_ && std::all_of(o_->aggregates.begin(), o_->aggregates.end(),
+                                                      [](const auto& a) { return a.fn == Fn::kCount; });
     const WindowSpec& ws = o_->windows;
     slide_panes_ = slide_panes_enabled && o_->event_time && ws.kind == WindowSpec::Kind::kHop &&
                    ws.size_ms > ws.slide_ms && ws.size_ms % ws.slide_ms == 0 &&
@@ -1854,7 +1858,11 @@ class WindowOperator final : public Operator {
     if (merged.max_timestamp() <= wm) return false;  // due: fires in the general path
     slot[kFlatStart] = merged.start;
     slot[kFlatEnd] = merged.end;
-    FoldValues(&slot[kFlatRecords], &slot[kFlatValues], r);
+    if (flat_counts_only_) {
+      ++slot[kFlatRecords];  // FoldValues() of counts only
+    } else {
+      FoldValues(&slot[kFlatRecords], &slot[kFlatValues], r);
+    }
     slot[0] |= kFlatDirty;
     return true;
   }
@@ -1896,11 +1904,16 @@ class WindowOperator final : public Operator {
   }
   // The pane words of a flat slot's session.
   void FlatPaneWords(const int64_t* slot, Pane* pane) const {
-    pane->words.assign(pane_words_, 0);
-    pane->words[kRecords] = slot[kFlatRecords];
-    pane->words[kDirty] = 1;
-    pane->words[kNextEarly] = kNoEarly;
-    std::copy_n(&slot[kFlatValues], pane_words_ - kHeaderFields, pane->words.data() + kHeaderFields);
+    pane->words.resize(pane_words_);
+    FlatWords(slot, pane->words.data());
+  }
+  // The same into words[0, pane_words_).
+  void FlatWords(const int64_t* slot, int64_t* words) const {
+    std::fill_n(words, kHeaderFields, 0);
+    words[kRecords] = slot[kFlatRecords];
+    words[kDirty] = 1;
+    words[kNextEarly] = kNoEarly;
+    std::copy_n(&slot[kFlatValues], pane_words_ - kHeaderFields, words + kHeaderFields);
   }
   // Whether restored sessions `ks` can be a flat key (see ProcessFlatSession).
   bool FitsFlat(const KeySessions& ks) const {
@@ -1956,23 +1969,51 @@ class WindowOperator final : public Operator {
     PromoteFlatKey(slot);  // it stays for its lateness after firing: a node
     return absl::OkStatus();
   }
-  // A flat key's session fired (its row) and dropped, with the key (FireSessionItems).
+  // A flat key's session fired (its row); the key is dropped after the firings
+  // (DropFiredFlatKeys).
   absl::Status FireFlatKey(const SessionFireItem& item) {
-    const int64_t* slot = session_index_.Find(item.flat_key);  // a flat key leaves only here
+    const int64_t* slot = session_index_.Find(item.flat_key);
     SetWindow(TimeWindow{slot[kFlatStateStart], slot[kFlatStateStart] + o_->windows.gap_ms}, item.kg,
               absl::string_view());
     FlatPaneWords(slot, &flat_pane_);
     PaneToAcc(flat_pane_, &acc_);
     out_[0].i = item.flat_key;  // the key's one field (EmitRow without decoding its bytes)
-    SLUICE_RETURN_IF_ERROR(EmitRowValues(TimeWindow{slot[kFlatStart], slot[kFlatEnd]}));
-    if ((slot[0] & kFlatInBackend) != 0) {
-      IntKeyBytes(item.flat_key, &flat_key_);
-      state_->SetCurrentKey(flat_key_, item.kg);
-      SLUICE_RETURN_IF_ERROR(state_->Delete(key_sessions_id_));
+    return EmitRowValues(TimeWindow{slot[kFlatStart], slot[kFlatEnd]});
+  }
+  // Drops the `fired` flat keys among fire_items_[0, end), which FireFlatKey fired, from the
+  // backend (those written to it) and from memory, after the firings, so that no slot moves
+  // under them. When they are every key of the index (mostly at the input's end), the backend's
+  // deletes go in the index's slot order, the order WriteKeySessions wrote them in (the
+  // backend's cache then meets their keys in the order it stored them, not at random), and the
+  // index is dropped whole, starting empty as at Open(); else key by key.
+  absl::Status DropFiredFlatKeys(size_t end, size_t fired) {
+    if (fired == 0) return absl::OkStatus();
+    pane_bytes_ -= fired * session_index_.BytesPerKey();
+    absl::Status status;
+    if (fired == session_index_.size()) {
+      session_index_.ForEach([&](int64_t key, int64_t* slot) {
+        if (status.ok()) status = DeleteFlatKey(key, slot);
+      });
+      const size_t words = session_index_.words();
+      session_index_ = internal::IntPaneTable();
+      session_index_.SetWords(words);
+      session_index_drops.fetch_add(1, std::memory_order_relaxed);
+      return status;
     }
-    session_index_.Erase(item.flat_key);
-    pane_bytes_ -= session_index_.BytesPerKey();
-    return absl::OkStatus();
+    for (size_t i = 0; i < end; ++i) {
+      const SessionFireItem& item = fire_items_[i];
+      if (item.ks != nullptr) continue;
+      if (status.ok()) status = DeleteFlatKey(item.flat_key, session_index_.Find(item.flat_key));
+      session_index_.Erase(item.flat_key);
+    }
+    return status;
+  }
+  // A fired flat key's entry out of the backend, if it was written there.
+  absl::Status DeleteFlatKey(int64_t key, const int64_t* slot) {
+    if ((slot[0] & kFlatInBackend) == 0) return absl::OkStatus();
+    IntKeyBytes(key, &flat_key_);
+    state_->SetCurrentKey(flat_key_, FlatKeyGroup(slot));
+    return state_->Delete(key_sessions_id_);
   }
   bool InMemory(const KeySessions* ks) const { return ks != &spilled_; }
   // Keys whose firings come from timers in the backend (one per key at its earliest firing):
@@ -2275,13 +2316,19 @@ class WindowOperator final : public Operator {
       std::sort(fire_items_.begin(), fire_items_.end(), SessionFireItem::Order());
     }
     constexpr size_t kAhead = 8;  // flat keys' slots prefetched ahead
+    size_t flat_fired = 0;
     for (size_t i = 0; i < fire_items_.size(); ++i) {
       const SessionFireItem& item = fire_items_[i];
       if (i + kAhead < fire_items_.size() && fire_items_[i + kAhead].ks == nullptr) {
         session_index_.Prefetch(fire_items_[i + kAhead].flat_key);
       }
       if (item.ks == nullptr) {
-        SLUICE_RETURN_IF_ERROR(FireFlatKey(item));
+        absl::Status status = FireFlatKey(item);
+        if (!status.ok()) {
+          DropFiredFlatKeys(i, flat_fired).IgnoreError();  // the first error is the one returned
+          return status;
+        }
+        ++flat_fired;
         continue;
       }
       KeySessions* ks = item.ks;
@@ -2305,7 +2352,7 @@ class WindowOperator final : public Operator {
       }
       ks->dirty = true;
     }
-    return absl::OkStatus();
+    return DropFiredFlatKeys(fire_items_.size(), flat_fired);
   }
   // Drops ks's removed sessions; an emptied key leaves the backend, and memory unless due_
   // still points at it.
@@ -2382,16 +2429,33 @@ class WindowOperator final : public Operator {
       AppendPaneRow(s.pane.words.data(), s.pane.strings.data(), out);
     }
   }
-  // What EncodeKeySessions writes for a flat key's (slot's) session.
+  // What EncodeKeySessions writes for a flat key's (slot's) session, written into a buffer on
+  // the stack and assigned to *out once (a checkpoint encodes every changed key: byte-wise
+  // appends and the pane's words made per key were a third of WriteKeySessions' own time).
   void EncodeFlatKey(const int64_t* slot, std::string* out) {
-    out->assign(1, static_cast<char>(kKeySessionsVersion));
-    PutVarint64(1, out);
-    internal::PutOrderedInt64(slot[kFlatStart], out);
-    internal::PutOrderedInt64(slot[kFlatEnd], out);
-    internal::PutOrderedInt64(slot[kFlatStateStart], out);
-    internal::PutOrderedInt64(slot[kFlatStateStart] + o_->windows.gap_ms, out);
-    FlatPaneWords(slot, &flat_pane_);
-    AppendPaneRow(flat_pane_.words.data(), nullptr, out);
+    char buf[2 + 4 * 8 + 10 + kMaxWordsRow];  // version, count, 4 times, the row's size and row
+    char* p = buf;
+    *p++ = static_cast<char>(kKeySessionsVersion);
+    *p++ = 1;  // the count of sessions (a varint)
+    const int64_t times[4] = {slot[kFlatStart], slot[kFlatEnd], slot[kFlatStateStart],
+                              slot[kFlatStateStart] + o_->windows.gap_ms};
+    for (int64_t t : times) {  // internal::PutOrderedInt64's bytes
+      const uint64_t u = static_cast<uint64_t>(t) ^ (uint64_t{1} << 63);
+      for (int i = 7; i >= 0; --i) *p++ = static_cast<char>((u >> (8 * i)) & 0xff);
+    }
+    FlatWords(slot, flat_words_.data());
+    char row[kMaxWordsRow];
+    const size_t size = static_cast<size_t>(EncodePaneRow(flat_words_.data(), row) - row);
+    for (uint64_t v = size;; v >>= 7) {  // PutVarint64(size)
+      if (v < 0x80) {
+        *p++ = static_cast<char>(v);
+        break;
+      }
+      *p++ = static_cast<char>((v & 0x7f) | 0x80);
+    }
+    std::memcpy(p, row, size);
+    p += size;
+    out->assign(buf, static_cast<size_t>(p - buf));
   }
 
   // kDataLoss unless `stored` decodes (kFailedPrecondition for a plugin's accumulator of
@@ -2677,13 +2741,15 @@ class WindowOperator final : public Operator {
   // (see ProcessFlatSession). Counted in the memory budget (KeySessionsBytes, BytesPerKey).
   internal::IntPaneTable session_index_;
   bool flat_sessions_ = false;  // keys may be flat (see ProcessFlatSession)
+  bool flat_counts_only_ = false;  // flat_sessions_ and every aggregate a count (no value words)
   int key_field_ = -1;  // flat_sessions_ or fold_batches_: the key's field when the key is one (else -1)
   // Tumbling windows or slide panes of integer keys whose aggregates fold into words, in event
   // time without early firing: batches fold records in place (FoldBatch).
   bool fold_batches_ = false;
   FoldWindow fold_windows_[2];
   std::string flat_key_;        // a flat key's record bytes (WriteKeySessions)
-  Pane flat_pane_;              // a flat key's pane (EncodeFlatKey)
+  Pane flat_pane_;              // a flat key's pane (FireFlatKey)
+  std::vector<int64_t> flat_words_;  // a flat key's pane words (EncodeFlatKey)
   KeySessions spilled_;
   std::string spilled_key_;
   bool sessions_spilled_ = false;  // some keys' sessions are kept in the backend (budget spent)
@@ -2824,5 +2890,6 @@ uint64_t WindowIntKeyPanesMadeForTest() { return int_key_panes_made.load(); }
 void SetWindowNarrowPanesForTest(bool enabled) { narrow_panes_enabled = enabled; }
 uint64_t WindowNarrowBucketsMadeForTest() { return narrow_buckets_made.load(); }
 uint64_t WindowNarrowBucketsWidenedForTest() { return narrow_buckets_widened.load(); }
+uint64_t WindowSessionIndexDropsForTest() { return session_index_drops.load(); }
 
 }  // namespace sluice::ops

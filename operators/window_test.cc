@@ -103,6 +103,18 @@ class WindowTest : public internal::KeyedOperatorTest {
                    const std::string& name = "x") {
     return s.op()->Process(Input(user, ts, amount, name));
   }
+  // *batch into s, as one ProcessBatch() (`batches`, which s must prefer) or record by record;
+  // then cleared.
+  absl::Status Feed(KeyedSubtask& s, bool batches, std::vector<Record>* batch) {
+    if (batches) {
+      if (!s.op()->PrefersBatches()) return absl::InternalError("no batches");
+      SLUICE_RETURN_IF_ERROR(s.op()->ProcessBatch(0, batch->data(), batch->size()));
+    } else {
+      for (const Record& r : *batch) SLUICE_RETURN_IF_ERROR(s.op()->Process(r));
+    }
+    batch->clear();
+    return absl::OkStatus();
+  }
   // The end of a run that compares layouts: the watermark at the end of time fires what is
   // open, the layout switches go back to their defaults, and s's rows are appended to `rows`,
   // then the count of late records dropped.
@@ -498,15 +510,8 @@ TEST_F(WindowTest, FlatSessionBatchesAndFiringsGiveTheRowsOfTheGeneralPath) {
       std::vector<Record> batch;
       size_t batch_size = 1;
       auto flush = [&]() -> absl::Status {
-        if (flat) {
-          if (!s->op()->PrefersBatches()) return absl::InternalError("no batches");
-          SLUICE_RETURN_IF_ERROR(s->op()->ProcessBatch(0, batch.data(), batch.size()));
-        } else {
-          for (const Record& r : batch) SLUICE_RETURN_IF_ERROR(s->op()->Process(r));
-        }
-        batch.clear();
         batch_size = batch_size * 7 % 200 + 1;
-        return absl::OkStatus();
+        return Feed(*s, flat, &batch);
       };
       for (int i = 0; i < 8000; ++i) {
         if (i == 4000) {
@@ -551,6 +556,71 @@ TEST_F(WindowTest, FlatSessionBatchesAndFiringsGiveTheRowsOfTheGeneralPath) {
       // fewer: a fired key stays a node for its lateness).
       EXPECT_GT(WindowBatchFoldsForTest(), before + (no_lateness ? 500 : 50)) << lateness << " flat " << first << after;
     }
+  }
+}
+
+// Flat session keys leave after their firings: a firing of some keys drops them one by one, a
+// firing of every key (the input's end) drops the session index whole, and both delete the keys
+// a checkpoint wrote from the backend (a checkpoint after them restores none of them, so
+// nothing fires twice). Counts only (a record counted without FoldValues) and with a sum: the
+// rows are the general path's.
+TEST_F(WindowTest, FiredFlatSessionKeysLeaveTheIndexAndTheBackend) {
+  for (const char* aggregates : {"[{fn: count, as: n}]", "[{fn: count, as: n}, {fn: sum, field: amount}]"}) {
+    const std::string options =
+        absl::StrCat("    session: 5ms\n    time_field: ts\n    aggregates: ", aggregates);
+    auto run = [&](bool flat, std::vector<std::string>* rows, uint64_t* drops) -> absl::Status {
+      SetWindowIntKeyPanesForTest(flat);
+      const uint64_t drops_before = WindowSessionIndexDropsForTest();
+      KeyedSubtask* s = &Start(options);
+      std::vector<Record> batch;
+      auto flush = [&]() { return Feed(*s, flat, &batch); };
+      auto take_rows = [&]() {
+        rows->insert(rows->end(), s->out().rows.begin(), s->out().rows.end());
+        s->out().rows.clear();
+      };
+      auto restart = [&](int64_t id) -> absl::Status {
+        SLUICE_ASSIGN_OR_RETURN(Checkpoint c, TakeCheckpoint(*s, id));
+        take_rows();
+        SLUICE_ASSIGN_OR_RETURN(s, Restore(c, 0, 1));
+        return absl::OkStatus();
+      };
+      // Keys 0..59 (ts 0..11), then a checkpoint: they are in the backend.
+      for (int64_t k = 0; k < 60; ++k) {
+        batch.push_back(Input(k * 7919 - 100'000, k % 10, k));
+        batch.push_back(Input(k * 7919 - 100'000, k % 10 + 2, 1));
+      }
+      SLUICE_RETURN_IF_ERROR(flush());
+      SLUICE_RETURN_IF_ERROR(restart(1));
+      // Keys 60..119 (ts 20..29) and one more record for half of keys 0..59; the watermark
+      // then fires keys 0..59 only (one by one), and a checkpoint after it restores 60..119.
+      for (int64_t k = 0; k < 120; ++k) {
+        if (k < 60 && k % 2 == 0) batch.push_back(Input(k * 7919 - 100'000, k % 10 + 3, 2));
+        if (k >= 60) batch.push_back(Input(k * 7919 - 100'000, 20 + k % 10, k));
+      }
+      SLUICE_RETURN_IF_ERROR(flush());
+      SLUICE_RETURN_IF_ERROR(s->Watermark(18));
+      if (WindowSessionIndexDropsForTest() != drops_before) return absl::InternalError("dropped early");
+      SLUICE_RETURN_IF_ERROR(restart(2));
+      // Keys 60..119 once more, then the end of input fires every key left (the index whole),
+      // and a checkpoint after it restores no session: the end of input fires nothing again.
+      for (int64_t k = 60; k < 120; ++k) batch.push_back(Input(k * 7919 - 100'000, 21 + k % 10, 3));
+      SLUICE_RETURN_IF_ERROR(flush());
+      SLUICE_RETURN_IF_ERROR(s->Watermark(kMaxWatermark));
+      SLUICE_RETURN_IF_ERROR(restart(3));
+      SLUICE_RETURN_IF_ERROR(s->Watermark(kMaxWatermark));
+      take_rows();
+      *drops = WindowSessionIndexDropsForTest() - drops_before;
+      SetWindowIntKeyPanesForTest(true);
+      return absl::OkStatus();
+    };
+    std::vector<std::string> general, flat;
+    uint64_t general_drops = 0, flat_drops = 0;
+    ASSERT_OK(run(false, &general, &general_drops));
+    ASSERT_OK(run(true, &flat, &flat_drops));
+    EXPECT_EQ(general.size(), 120u) << aggregates;  // one session per key, each fired once
+    EXPECT_EQ(flat, general) << aggregates;
+    EXPECT_EQ(general_drops, 0u) << aggregates;
+    EXPECT_EQ(flat_drops, 1u) << aggregates;  // the end of input's firing, not the one at 18
   }
 }
 
