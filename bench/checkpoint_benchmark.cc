@@ -114,8 +114,11 @@ void PrintPairs(const std::vector<double>& cpu_ratios, const char* name, int64_t
 // --concurrent: each repetition runs the job without checkpoints on one cluster and with them
 // on another at the same time (the clusters swap roles every repetition), so both see the same
 // load from the rest of the machine; a cluster's CPU (all its processes) is its job's.
-// Returns the per-repetition CPU ratios (with / without), or an empty vector on an error.
-std::vector<double> RunConcurrent(int reps, const std::function<std::string(bool)>& job) {
+// Returns the per-repetition CPU ratios (with / without), or an empty vector on an error;
+// `per_checkpoint_ms` gets each pair's CPU difference divided by its checkpoints (the run's
+// length, and so its number of checkpoints, grows with the machine's load; this does not).
+std::vector<double> RunConcurrent(int reps, const std::function<std::string(bool)>& job,
+                                  std::vector<double>* per_checkpoint_ms) {
   std::unique_ptr<sluice::cli::LocalCluster> clusters[2] = {
       sluice::bench::StartBenchCluster("sluice-cpbench-a"),
       sluice::bench::StartBenchCluster("sluice-cpbench-b")};
@@ -156,15 +159,19 @@ std::vector<double> RunConcurrent(int reps, const std::function<std::string(bool
         std::cerr << "job failed: " << info.error() << "\n";
         return {};
       }
-      if (c == on_cluster) {
-        for (const auto& cp : info.checkpoints()) checkpoints += cp.status() == "COMPLETED";
+      if (c == on_cluster) {  // ids count up from 1; the history holds only the last 10
+        for (const auto& cp : info.checkpoints()) {
+          if (cp.status() == "COMPLETED") checkpoints = std::max<int>(checkpoints, cp.checkpoint_id());
+        }
       }
     }
     const double off = cpu[1 - on_cluster], on = cpu[on_cluster];
     ratios.push_back(off / on);
+    if (checkpoints > 0) per_checkpoint_ms->push_back(1e3 * (on - off) / checkpoints);
     std::printf("concurrent pair %d: no checkpoints %.2f CPU s, checkpoints 1s %.2f CPU s (%d "
-                "checkpoints), cpu_overhead_pct=%.1f\n",
-                r + 1, off, on, checkpoints, 100.0 * (1 - off / on));
+                "checkpoints), cpu_overhead_pct=%.1f, cpu_ms_per_checkpoint=%.0f\n",
+                r + 1, off, on, checkpoints, 100.0 * (1 - off / on),
+                checkpoints > 0 ? 1e3 * (on - off) / checkpoints : 0.0);
   }
   for (auto& c : clusters) {
     const std::string dir = c->options().dir;
@@ -214,11 +221,15 @@ int main(int argc, char** argv) {
 
   if (concurrent) {
     const std::string with_cp = absl::StrCat("checkpoint: {interval: 1s, retain: 2", mode_options, "}\n");
+    std::vector<double> per_checkpoint_ms;
     std::vector<double> ratios = RunConcurrent(
         reps,
-        [&](bool on) { return Job(heap_state, records, keys, on ? with_cp : "", "{id: sink, type: blackhole}"); });
+        [&](bool on) { return Job(heap_state, records, keys, on ? with_cp : "", "{id: sink, type: blackhole}"); },
+        &per_checkpoint_ms);
     if (ratios.empty()) return 1;
     PrintPairs(ratios, "checkpoint_overhead_concurrent", records, keys, state_name);
+    std::printf("BENCH checkpoint_cpu_per_checkpoint keys=%lld cpu_ms_median=%.0f\n",
+                static_cast<long long>(keys), Median(per_checkpoint_ms));
     return 0;
   }
   std::unique_ptr<sluice::cli::LocalCluster> cluster = sluice::bench::StartBenchCluster("sluice-cpbench");
