@@ -5,7 +5,7 @@
 //
 //   build/bin/checkpoint_benchmark [--records N] [--keys K] [--reps R] [--mode M]
 //                                  [--aligned-timeout T] [--backpressure-only | --throughput-only]
-//                                  [--heap-state]
+//                                  [--heap-state] [--concurrent]
 //
 // The count keeps its state in the keyed state backend (`state: backend`), so checkpoints
 // snapshot RocksDB as they claim to; --heap-state runs the aggregate's default (`state: auto`:
@@ -16,7 +16,8 @@
 // background threads still counts, and other load on a shared machine barely moves it) and per
 // wall second until the sink had every record (excluding the final checkpoint a bounded job
 // waits for at its end, a fixed cost per job and not per interval), each as the median of the
-// ratios of the runs paired in the same repetition.
+// ratios of the runs paired in the same repetition. --concurrent runs the two jobs of a pair at
+// the same time on two clusters instead of one after the other (see RunConcurrent()).
 
 #include <signal.h>
 #include <unistd.h>
@@ -26,6 +27,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <string>
 #include <thread>
@@ -61,14 +63,16 @@ operators:
 
 uint64_t SinkIn(const sluice::proto::JobInfo& j);
 
-// Polls job `id` until it ends. `processed_s` (if given): the seconds from `t0` until the job
-// first reported its sink had received `records` records (-1: never).
+// Waits for job `id` to end. `processed_s` (if given): the seconds from `t0` until the job
+// first reported its sink had received `records` records (-1: never), seen every 20 ms (the
+// coordinator's long poll, which answers at the end at once: polling GetJob every 5 ms cost the
+// coordinator ~7% of a core, counted in the CPU figures, more in the longer checkpointed runs).
 sluice::proto::JobInfo WaitEnd(sluice::cli::CoordinatorClient& c, const std::string& id,
                                uint64_t records = 0, Clock::time_point t0 = {},
                                double* processed_s = nullptr) {
   if (processed_s != nullptr) *processed_s = -1;
   while (true) {
-    auto j = c.GetJob(id);
+    auto j = c.WaitJob(id, processed_s != nullptr ? 20 : 1000);
     if (processed_s != nullptr && *processed_s < 0 && j.ok() && SinkIn(*j) >= records) {
       *processed_s = std::chrono::duration<double>(Clock::now() - t0).count();
     }
@@ -76,7 +80,7 @@ sluice::proto::JobInfo WaitEnd(sluice::cli::CoordinatorClient& c, const std::str
                    j->state() == sluice::proto::JOB_CANCELLED)) {
       return *j;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (!j.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(5));  // not a busy loop
   }
 }
 
@@ -87,6 +91,94 @@ uint64_t SinkIn(const sluice::proto::JobInfo& j) {
     }
   }
   return 0;
+}
+
+// Prints `BENCH <name>`: the pairs' CPU overheads (1 - with/without ratio, %): quartiles,
+// median and how many are within 5%. On this shared machine one pair's overhead moves by +-10
+// points with other load, so a median needs many pairs; its quartiles say how far to trust it.
+void PrintPairs(const std::vector<double>& cpu_ratios, const char* name, int64_t records,
+                int64_t keys, const char* state_name) {
+  std::vector<double> overhead;
+  for (double c : cpu_ratios) overhead.push_back(100.0 * (1 - c));
+  std::sort(overhead.begin(), overhead.end());
+  auto quartile = [&](double q) {
+    return overhead.empty() ? 0.0 : overhead[static_cast<size_t>(q * (overhead.size() - 1) + 0.5)];
+  };
+  const long within = std::count_if(overhead.begin(), overhead.end(), [](double o) { return o <= 5.0; });
+  std::printf("BENCH %s records=%lld keys=%lld state=%s pairs=%zu cpu_overhead_pct_q1=%.1f "
+              "median=%.1f q3=%.1f pairs_within_5pct=%ld\n",
+              name, static_cast<long long>(records), static_cast<long long>(keys), state_name,
+              overhead.size(), quartile(0.25), Median(overhead), quartile(0.75), within);
+}
+
+// --concurrent: each repetition runs the job without checkpoints on one cluster and with them
+// on another at the same time (the clusters swap roles every repetition), so both see the same
+// load from the rest of the machine; a cluster's CPU (all its processes) is its job's.
+// Returns the per-repetition CPU ratios (with / without), or an empty vector on an error;
+// `per_checkpoint_ms` gets each pair's CPU difference divided by its checkpoints (the run's
+// length, and so its number of checkpoints, grows with the machine's load; this does not).
+std::vector<double> RunConcurrent(int reps, const std::function<std::string(bool)>& job,
+                                  std::vector<double>* per_checkpoint_ms) {
+  std::unique_ptr<sluice::cli::LocalCluster> clusters[2] = {
+      sluice::bench::StartBenchCluster("sluice-cpbench-a"),
+      sluice::bench::StartBenchCluster("sluice-cpbench-b")};
+  if (clusters[0] == nullptr || clusters[1] == nullptr) return {};
+  sluice::cli::CoordinatorClient clients[2] = {
+      sluice::cli::CoordinatorClient(clusters[0]->coordinator_address()),
+      sluice::cli::CoordinatorClient(clusters[1]->coordinator_address())};
+  std::vector<double> ratios;
+  for (int r = 0; r < reps; ++r) {
+    const int on_cluster = r % 2;  // the cluster running the checkpointed job
+    double cpu[2] = {0, 0};
+    std::string ids[2];
+    for (int c = 0; c < 2; ++c) {
+      for (pid_t p : clusters[c]->AllPids()) cpu[c] -= CpuSeconds(p);
+    }
+    for (int c = 0; c < 2; ++c) {
+      auto s = clients[c].Submit(job(c == on_cluster), "bench.yaml", 0);
+      if (!s.ok()) {
+        std::cerr << s.status() << "\n";
+        return {};
+      }
+      ids[c] = s->job_id();
+    }
+    // Both waited for at once (long polls, no polling), each cluster's CPU read when its job ended.
+    sluice::proto::JobInfo infos[2];
+    std::thread waiters[2];
+    for (int c = 0; c < 2; ++c) {
+      waiters[c] = std::thread([&, c] {
+        infos[c] = WaitEnd(clients[c], ids[c]);
+        for (pid_t p : clusters[c]->AllPids()) cpu[c] += CpuSeconds(p);
+      });
+    }
+    for (auto& w : waiters) w.join();
+    int checkpoints = 0;
+    for (int c = 0; c < 2; ++c) {
+      const sluice::proto::JobInfo& info = infos[c];
+      if (info.state() != sluice::proto::JOB_FINISHED) {
+        std::cerr << "job failed: " << info.error() << "\n";
+        return {};
+      }
+      if (c == on_cluster) {  // ids count up from 1; the history holds only the last 10
+        for (const auto& cp : info.checkpoints()) {
+          if (cp.status() == "COMPLETED") checkpoints = std::max<int>(checkpoints, cp.checkpoint_id());
+        }
+      }
+    }
+    const double off = cpu[1 - on_cluster], on = cpu[on_cluster];
+    ratios.push_back(off / on);
+    if (checkpoints > 0) per_checkpoint_ms->push_back(1e3 * (on - off) / checkpoints);
+    std::printf("concurrent pair %d: no checkpoints %.2f CPU s, checkpoints 1s %.2f CPU s (%d "
+                "checkpoints), cpu_overhead_pct=%.1f, cpu_ms_per_checkpoint=%.0f\n",
+                r + 1, off, on, checkpoints, 100.0 * (1 - off / on),
+                checkpoints > 0 ? 1e3 * (on - off) / checkpoints : 0.0);
+  }
+  for (auto& c : clusters) {
+    const std::string dir = c->options().dir;
+    c->Stop();
+    std::filesystem::remove_all(dir);
+  }
+  return ratios;
 }
 
 }  // namespace
@@ -117,6 +209,9 @@ int main(int argc, char** argv) {
   bool heap_state = false;
   app.add_flag("--heap-state", heap_state,
                "The aggregate's in-memory path (state: auto) instead of the backend's");
+  bool concurrent = false;
+  app.add_flag("--concurrent", concurrent,
+               "Only the with/without comparison, each pair run at the same time on two clusters");
   CLI11_PARSE(app, argc, argv);
   const char* state_name = heap_state ? "heap" : "backend";
   std::printf("keyed count state: %s\n", state_name);
@@ -124,6 +219,19 @@ int main(int argc, char** argv) {
   const std::string mode_options = absl::StrCat(
       ", mode: ", mode, aligned_timeout.empty() ? "" : absl::StrCat(", aligned_timeout: ", aligned_timeout));
 
+  if (concurrent) {
+    const std::string with_cp = absl::StrCat("checkpoint: {interval: 1s, retain: 2", mode_options, "}\n");
+    std::vector<double> per_checkpoint_ms;
+    std::vector<double> ratios = RunConcurrent(
+        reps,
+        [&](bool on) { return Job(heap_state, records, keys, on ? with_cp : "", "{id: sink, type: blackhole}"); },
+        &per_checkpoint_ms);
+    if (ratios.empty()) return 1;
+    PrintPairs(ratios, "checkpoint_overhead_concurrent", records, keys, state_name);
+    std::printf("BENCH checkpoint_cpu_per_checkpoint keys=%lld cpu_ms_median=%.0f\n",
+                static_cast<long long>(keys), Median(per_checkpoint_ms));
+    return 0;
+  }
   std::unique_ptr<sluice::cli::LocalCluster> cluster = sluice::bench::StartBenchCluster("sluice-cpbench");
   if (cluster == nullptr) return 1;
   const std::string dir = cluster->options().dir;
@@ -135,9 +243,11 @@ int main(int argc, char** argv) {
   std::vector<double> rate_off, rate_on, cpu_off, cpu_on, cp_ms, cp_size, cp_uploaded;
   // Per repetition: with / without, per wall second until processed and per CPU-second.
   std::vector<double> wall_ratio, cpu_ratio;
-  double processed_off = 0, cpu_rep_off = 0;
   for (int r = 0; r < reps && !backpressure_only; ++r) {
-    for (bool on : {false, true}) {
+    // Odd repetitions run the checkpointed job first: a cost of going first or second (the
+    // state a job leaves behind, load that rises or falls) then falls on both sides alike.
+    double processed_rep[2] = {0, 0}, cpu_rep[2] = {0, 0};
+    for (bool on : {r % 2 != 0, r % 2 == 0}) {
       double cpu0 = 0;
       for (pid_t p : cluster->AllPids()) cpu0 += CpuSeconds(p);
       auto t0 = Clock::now();
@@ -157,13 +267,8 @@ int main(int argc, char** argv) {
       }
       (on ? rate_on : rate_off).push_back(records / wall);
       (on ? cpu_on : cpu_off).push_back(cpu);
-      if (!on) {
-        processed_off = processed;
-        cpu_rep_off = cpu;
-      } else {
-        wall_ratio.push_back(processed_off / processed);
-        cpu_ratio.push_back(cpu_rep_off / cpu);
-      }
+      processed_rep[on] = processed;
+      cpu_rep[on] = cpu;
       int completed = 0;
       for (const auto& c : info.checkpoints()) {
         if (c.status() != "COMPLETED") continue;
@@ -177,6 +282,9 @@ int main(int argc, char** argv) {
                   records / wall, cpu,
                   on ? absl::StrCat(", ", completed, " checkpoints").c_str() : "");
     }
+    wall_ratio.push_back(processed_rep[0] / processed_rep[1]);
+    cpu_ratio.push_back(cpu_rep[0] / cpu_rep[1]);
+    std::printf("pair %d: cpu_overhead_pct=%.1f\n", r + 1, 100.0 * (1 - cpu_ratio.back()));
   }
 
   // 2. Checkpoints under backpressure: the sink takes 20K records/s per subtask.
@@ -252,6 +360,7 @@ int main(int argc, char** argv) {
               Median(cpu_ratio),
               100.0 * (1 - Median(cpu_ratio)), Median(wall_ratio),
               100.0 * (1 - Median(wall_ratio)));
+  PrintPairs(cpu_ratio, "checkpoint_overhead_pairs", records, keys, state_name);
   std::printf("BENCH checkpoint_cost state=%s duration_ms_median=%.0f full_size_bytes_median=%.0f "
               "uploaded_bytes_median=%.0f backpressure_duration_ms_median=%.0f backpressure_checkpoints=%zu\n",
               state_name, Median(cp_ms), Median(cp_size), Median(cp_uploaded), Median(bp_ms), bp_ms.size());

@@ -1351,6 +1351,7 @@ absl::StatusOr<PendingSnapshot> RocksDbBackend::SnapshotSync(int64_t checkpoint_
   auto to_store = [this](absl::Span<const Ref> refs) { return EvictEntries(refs); };
   if (evicting) {
     SLUICE_RETURN_IF_ERROR(cache_.FlushDirty(to_store, std::numeric_limits<size_t>::max()));
+    cache_.ForgetSnapped();  // an entry changed next is not hot: this snapshot wrote no delta
   } else {
     SLUICE_RETURN_IF_ERROR(cache_.Snapshot(to_store, [&](absl::Span<const Ref> refs) {
       SLUICE_RETURN_IF_ERROR(WriteDeltaFile(refs, delta_tmp));

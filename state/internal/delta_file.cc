@@ -21,10 +21,15 @@ void PutFixed64LE(std::string* dst, uint64_t v) {
   dst->append(b, 8);
 }
 
-uint64_t DecodeFixed64LE(const char* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
-  return v;
+// The 8 bytes at `p` as a little-endian number on any host (one load where the host is
+// little-endian).
+uint64_t LoadLE64(const char* p) {
+  uint64_t w;
+  std::memcpy(&w, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+  w = __builtin_bswap64(w);
+#endif
+  return w;
 }
 
 }  // namespace
@@ -37,9 +42,7 @@ void DeltaChecksum::Words(const char* p, size_t words) {
   // result.
   uint64_t h = h_;
   for (size_t i = 0; i < words; ++i) {
-    uint64_t w;
-    std::memcpy(&w, p + 8 * i, 8);
-    h ^= w * kMul1;
+    h ^= LoadLE64(p + 8 * i) * kMul1;
     h = ((h << 31) | (h >> 33)) * kMul2;
   }
   h_ = h;
@@ -149,10 +152,10 @@ absl::Status ReadDelta(
                      kDeltaVersion, ": restore it with a newer build"));
   }
   const size_t body_end = data.size() - kTrailerBytes;
-  if (DecodeFixed64LE(data.data() + body_end + 8) != ChecksumOf(data.substr(0, body_end + 8))) {
+  if (LoadLE64(data.data() + body_end + 8) != ChecksumOf(data.substr(0, body_end + 8))) {
     return corrupt("checksum mismatch");
   }
-  const uint64_t expected = DecodeFixed64LE(data.data() + body_end);
+  const uint64_t expected = LoadLE64(data.data() + body_end);
   absl::string_view in = data.substr(kHeaderBytes, body_end - kHeaderBytes);
   uint64_t n = 0;
   while (!in.empty()) {

@@ -26,7 +26,8 @@ inline constexpr uint8_t kDeltaVersion = 1;
 // gives a file, so older snapshots never have it).
 inline constexpr absl::string_view kDeltaFileName("SLUICE-DELTA");
 
-// A 64-bit checksum, fed in pieces: Words() takes whole 8-byte words, Finish() the rest (fewer
+// A 64-bit checksum, fed in pieces: Words() takes whole 8-byte words, each read as a
+// little-endian number (so a file checks the same on every host), Finish() the rest (fewer
 // than 8 bytes). Not a stable hash for other uses: only for this file.
 class DeltaChecksum {
  public:

@@ -132,5 +132,29 @@ TEST(DeltaFileTest, NewerVersionIsRefusedWithWhatToDo) {
   EXPECT_TRUE(got.empty());
 }
 
+// A file as this format's first build wrote it (on x86-64): every build on every host reads it,
+// checksum included (the checksum reads the bytes as little-endian words, whatever the host's
+// byte order), and writes the same bytes for the same entries.
+TEST(DeltaFileTest, ReadsAndWritesTheFormatByteForByte) {
+  const std::string golden(
+      "\x53\x4c\x44\x45\x4c\x54\x41\x01\x50\x05\x6b\x65\x79\x2d\x31\x07\x76\x61\x6c\x75\x65\x2d"
+      "\x31\x44\x06\x6b\x65\x79\x2d\x32\x32\x50\x03\x01\x02\xff\x00\x03\x00\x00\x00\x00\x00\x00"
+      "\x00\x82\x39\xdd\xfd\x76\x09\x3b\xc9",
+      53);
+  std::vector<Entry> entries;
+  ASSERT_TRUE(ReadAll(golden, &entries).ok());
+  EXPECT_THAT(entries, ::testing::ElementsAre(Entry{"key-1", false, "value-1"}, Entry{"key-22", true, ""},
+                                              Entry{std::string("\x01\x02\xff", 3), false, ""}));
+  EXPECT_EQ(ChecksumOf(golden.substr(0, 45)), 0xC93B0976FDDD3982ULL);
+  const std::string path = TempPath("golden");
+  DeltaWriter w;
+  ASSERT_TRUE(w.Open(path).ok());
+  w.Put("key-1", "value-1");
+  w.Delete("key-22");
+  w.Put(std::string("\x01\x02\xff", 3), "");
+  ASSERT_TRUE(w.Finish().ok());
+  EXPECT_EQ(Contents(path), golden);
+}
+
 }  // namespace
 }  // namespace sluice::state::internal

@@ -409,13 +409,12 @@ absl::Status WriteBackCache::FlushDirty(WriteFn write, size_t batch) {
 absl::Status WriteBackCache::Snapshot(WriteFn write, DeltaFn delta) {
   unchanged_.clear();
   TakeListed(&unchanged_);  // victims_: the dirty entries
-  // Hot ones stay in victims_; the others join unchanged_ for the store.
-  const uint16_t last = snapshot_parity_ ? (kSnapped | kSnapParity) : kSnapped;
-  const uint16_t now = snapshot_parity_ ? kSnapped : (kSnapped | kSnapParity);
+  // Hot ones (kSnapped: written by the last Snapshot()) stay in victims_; the others join
+  // unchanged_ for the store.
   cold_.clear();
   size_t hot = 0;
   for (Ref r : victims_) {
-    if ((slots_[r].flags & (kSnapped | kSnapParity)) == last) {
+    if (slots_[r].flags & kSnapped) {
       victims_[hot++] = r;
     } else {
       cold_.push_back(r);
@@ -433,19 +432,32 @@ absl::Status WriteBackCache::Snapshot(WriteFn write, DeltaFn delta) {
       return s;
     }
   }
-  for (Ref r : cold_) slots_[r].flags = (slots_[r].flags & ~(kSnapped | kSnapParity)) | now;
   absl::Status s = victims_.empty() ? absl::OkStatus() : delta(victims_);
   if (s.ok()) {
-    for (Ref r : victims_) {
-      slots_[r].flags = (slots_[r].flags & ~(kDirty | kSnapped | kSnapParity)) | kPending | now;
-    }
+    for (Ref r : victims_) slots_[r].flags = (slots_[r].flags & ~kDirty) | kPending;
     pending_count_ += victims_.size();
     dirty_count_ -= victims_.size();
+    // kSnapped now marks exactly the entries this snapshot changed (hot ones into its delta,
+    // the others into the store): an entry the last one wrote and this one did not loses it,
+    // so a change after a quiet interval is never taken for a hot one.
+    ForgetSnapped();
+    for (Ref r : cold_) slots_[r].flags |= kSnapped;
+    for (Ref r : victims_) slots_[r].flags |= kSnapped;
+    snapped_.assign(cold_.begin(), cold_.end());
+    snapped_.insert(snapped_.end(), victims_.begin(), victims_.end());
   }
+  // On an error the marks stay those of the last successful Snapshot() (its hot entries are
+  // still hot at the next attempt; the entries this one wrote into the store are clean).
   Relist(victims_);  // pending now (or still dirty)
   victims_.clear();
-  if (s.ok()) snapshot_parity_ = !snapshot_parity_;
   return s;
+}
+
+void WriteBackCache::ForgetSnapped() {
+  // A slot number freed and reused since keeps no mark of its old entry (Free() clears the
+  // flags); a new entry there can be marked only by the snapshot being forgotten.
+  for (Ref r : snapped_) slots_[r].flags &= ~kSnapped;
+  snapped_.clear();
 }
 
 absl::Status WriteBackCache::Evict(WriteFn write) {

@@ -195,6 +195,9 @@ class WriteBackCache {
   // entries not written keep their state, and the next Snapshot() writes them (an entry made
   // pending by a snapshot that failed later is written to the store by the next one).
   absl::Status Snapshot(WriteFn write, DeltaFn delta);
+  // Forgets which entries the last Snapshot() wrote (for a snapshot taken without Snapshot(),
+  // e.g. by FlushDirty(): the entries changed after it are not hot).
+  void ForgetSnapped();
   // Evicts until bytes() <= budget - reserved (see the class comment and Reserve()); the dirty
   // entries it writes go to `write` in key order. Cheap when within budget.
   absl::Status MakeRoom(WriteFn write) {
@@ -260,8 +263,7 @@ class WriteBackCache {
     kHasExpiry = 256,  // the block starts with 8 bytes of expiry
     kInFilter = 512,  // the key is in the store filter (added by an earlier write)
     kPending = 1024,  // in the last snapshot's delta file, not in the store (never with kDirty)
-    kSnapped = 2048,  // written (changed) by a Snapshot(), the one of parity kSnapParity
-    kSnapParity = 4096,
+    kSnapped = 2048,  // changed by the last successful Snapshot() (listed in snapped_)
   };
   // An entry: its block in arena_ holds [expiry (kHasExpiry)][key][value] and is exactly
   // BlockArena::ClassSize(Used()) bytes.
@@ -337,7 +339,7 @@ class WriteBackCache {
   std::vector<Ref> victims_;  // scratch of Evict(), FlushDirty() and Snapshot()
   std::vector<Ref> unchanged_;  // scratch of Snapshot(): what goes to the store
   std::vector<Ref> cold_;  // scratch of Snapshot(): dirty entries that are not hot
-  bool snapshot_parity_ = false;  // of the last Snapshot() (alternates)
+  std::vector<Ref> snapped_;  // the entries the last successful Snapshot() marked kSnapped
   std::vector<std::pair<uint64_t, Ref>> by_prefix_;  // scratch of SortByKey()
   std::vector<uint64_t> hashes_;  // scratch of WriteAndClean()
   std::vector<uint64_t> victim_hashes_;  // scratch of Evict(): HashKey() of each victim

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <map>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -285,6 +286,52 @@ TEST(WriteBackCacheTest, SnapshotWritesHotEntriesToTheDeltaAndTheOthersToTheStor
   EXPECT_EQ(store.data[Key(5)], "z5");
   EXPECT_EQ(cache.pending_count(), 0u);
   EXPECT_FALSE(cache.pending(cache.Peek(Key(5))));
+}
+
+// Hot means written by the last snapshot, not by any earlier one: an entry left unchanged for
+// two intervals and then changed goes to the store (with one parity bit per entry, written three
+// snapshots ago read as written by the last one). A snapshot that fails keeps the marks of the
+// last one that succeeded, and ForgetSnapped() (a snapshot that wrote no delta) drops them.
+TEST(WriteBackCacheTest, SnapshotTakesOnlyEntriesTheLastSnapshotWroteForHot) {
+  WriteBackCache cache(size_t{1} << 30);
+  FakeStore store;
+  auto write = [&](absl::Span<const Ref> refs) { return store.Write(cache, refs); };
+  std::set<std::string> delta;
+  auto to_delta = [&](absl::Span<const Ref> refs) {
+    delta.clear();
+    for (Ref r : refs) delta.insert(std::string(cache.key(r)));
+    return absl::OkStatus();
+  };
+  auto failing_delta = [&](absl::Span<const Ref> refs) { return absl::UnavailableError("disk full"); };
+  Put(cache, Key(0), "v0", /*dirty=*/true);
+  ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());  // new: to the store
+  for (int round = 0; round < 2; ++round) {
+    Put(cache, Key(1), absl::StrCat("v1-", round), /*dirty=*/true);
+    ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());  // key-0 quiet
+  }
+  Put(cache, Key(0), "w0", /*dirty=*/true);
+  Put(cache, Key(1), "w1", /*dirty=*/true);
+  ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());
+  EXPECT_EQ(delta, (std::set<std::string>{Key(1)}));
+  EXPECT_EQ(store.data[Key(0)], "w0");
+  EXPECT_FALSE(cache.pending(cache.Peek(Key(0))));
+  EXPECT_TRUE(cache.pending(cache.Peek(Key(1))));
+
+  // Both were written by that snapshot; a failed one in between changes nothing.
+  Put(cache, Key(0), "x0", /*dirty=*/true);
+  Put(cache, Key(1), "x1", /*dirty=*/true);
+  EXPECT_FALSE(cache.Snapshot(write, failing_delta).ok());
+  ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());
+  EXPECT_EQ(delta, (std::set<std::string>{Key(0), Key(1)}));
+
+  // After ForgetSnapped() nothing is hot.
+  cache.ForgetSnapped();
+  ASSERT_TRUE(cache.FlushDirty(write).ok());
+  Put(cache, Key(0), "y0", /*dirty=*/true);
+  delta.clear();
+  ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());
+  EXPECT_TRUE(delta.empty());
+  EXPECT_EQ(store.data[Key(0)], "y0");
 }
 
 TEST(WriteBackCacheTest, EvictionWritesPendingEntriesBeforeDroppingThem) {
