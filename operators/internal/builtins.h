@@ -47,6 +47,8 @@ void SetWindowNarrowPanesForTest(bool enabled);
 // The window buckets made narrow so far, and those of them widened (all subtasks of the process).
 uint64_t WindowNarrowBucketsMadeForTest();
 uint64_t WindowNarrowBucketsWidenedForTest();
+// Rows fired straight from narrow count slots (FireNarrowCounts).
+uint64_t WindowNarrowCountRowsForTest();
 std::unique_ptr<Operator> MakeTopN();           // top_n.cc
 std::unique_ptr<Operator> MakeLocalTopN();      // top_n.cc
 // Whether top_n keeps its last group's rows decoded between records (default true); false:
