@@ -62,6 +62,7 @@ std::atomic<uint64_t> int_key_panes_made{0};  // WindowIntKeyPanesMadeForTest
 std::atomic<uint64_t> narrow_buckets_made{0};  // WindowNarrowBucketsMadeForTest
 std::atomic<uint64_t> narrow_buckets_widened{0};  // WindowNarrowBucketsWidenedForTest
 std::atomic<uint64_t> session_index_drops{0};  // WindowSessionIndexDropsForTest
+std::atomic<uint64_t> narrow_count_rows{0};  // WindowNarrowCountRowsForTest
 
 // a + b without overflow: saturates at INT64_MAX (cleanup times, early firing times).
 int64_t SaturatingAdd(int64_t a, int64_t b) { return a > kMaxTs - b ? kMaxTs : a + b; }
@@ -277,6 +278,10 @@ class WindowOperator final : public Operator {
     // (fold_batches_: word_folds_, so no null words.)
     narrow_panes_ = fold_batches_ && narrow_panes_enabled && !slide_panes_ && o_->allowed_lateness_ms == 0 &&
                     null_words_ == 0;
+    counts_only_ = true;
+    for (size_t a = 0; a < o_->aggregates.size(); ++a) {
+      counts_only_ &= o_->aggregates[a].fn == Fn::kCount && !nullable_[a];
+    }
     widened_.assign(pane_words_ + null_words_, 0);
     if ((flat_sessions_ || fold_batches_) && spec.key.size() == 1) {
       SLUICE_ASSIGN_OR_RETURN(auto key_expr, plan::CompileExpr(spec.key[0].expr, spec.input_schema));
@@ -690,6 +695,7 @@ class WindowOperator final : public Operator {
     int_fire_order_.clear();
     if (!AddIntFireItems(bucket)) return false;
     SortIntFireItems();
+    if (bucket.narrow && counts_only_) return FireNarrowCounts(w);
     for (const IntFireItem& item : int_fire_order_) {
       if (bucket.narrow) {
         WidenPane(item.words, widened_.data());
@@ -701,6 +707,24 @@ class WindowOperator final : public Operator {
       out_[0].i = item.key;  // the key's one field
       SLUICE_RETURN_IF_ERROR(EmitRowValues(w));
     }
+    return true;
+  }
+
+  // FireIntKeys' rows of a narrow bucket whose aggregates are all counts (counts_only_): each
+  // key's row straight from its slot's record count (a narrow pane has not fired: emitted 0),
+  // without making the pane's words or its accumulator row.
+  absl::StatusOr<bool> FireNarrowCounts(const TimeWindow& w) {
+    const size_t first = key_.schema().size();  // 1: the key's one field
+    out_[first].i = w.start;
+    out_[first + 1].i = w.end;
+    const size_t counts_end = first + 2 + o_->aggregates.size();
+    out_[counts_end].i = 0;  // emitted before
+    for (const IntFireItem& item : int_fire_order_) {
+      out_[0].i = item.key;
+      for (size_t f = first + 2; f < counts_end; ++f) out_[f].i = item.words[0];
+      SLUICE_RETURN_IF_ERROR(output_->Emit(out_));
+    }
+    narrow_count_rows.fetch_add(int_fire_order_.size(), std::memory_order_relaxed);
     return true;
   }
 
@@ -1739,16 +1763,23 @@ class WindowOperator final : public Operator {
   }
   // KeyOrder of an integer key's record bytes (IntKeyBytes), without making them (also
   // FireIntKeys' order).
+  // The varint's bytes are shifted into place in registers: bytes stored one by one and read
+  // back as a word stalled the load (store forwarding) on every key a firing sorts.
   static void IntKeyOrder(int64_t key, uint64_t* prefix, uint16_t* tail) {
-    unsigned char bytes[10] = {};
     uint64_t u = ZigZag(key);
-    int n = 0;
-    for (; u >= 0x80; u >>= 7) bytes[n++] = static_cast<unsigned char>(u | 0x80);
-    bytes[n] = static_cast<unsigned char>(u);
     uint64_t p = 0;
-    for (int i = 0; i < 8; ++i) p = (p << 8) | bytes[i];
+    uint32_t t = 0;
+    for (int i = 0;; ++i, u >>= 7) {  // byte i of at most 10
+      const uint64_t byte = u < 0x80 ? u : (u & 0x7f) | 0x80;
+      if (i < 8) {
+        p |= byte << (56 - 8 * i);
+      } else {
+        t |= static_cast<uint32_t>(byte) << (8 * (9 - i));
+      }
+      if (u < 0x80) break;
+    }
     *prefix = p;
-    *tail = static_cast<uint16_t>(bytes[8] << 8 | bytes[9]);
+    *tail = static_cast<uint16_t>(t);
   }
 
   // The current key's (key_) sessions: in memory (a flat key is made a node first), or (a key
@@ -2853,6 +2884,7 @@ class WindowOperator final : public Operator {
   std::vector<IntFireItem> int_fire_order_;
   // Tumbling windows' buckets start narrow (Bucket::narrow; no lateness, folds in batches).
   bool narrow_panes_ = false;
+  bool counts_only_ = false;  // every aggregate is a count (FireNarrowCounts)
   Record int_key_{1};  // IntKeyGroup's key record
   std::vector<int64_t> widened_;  // a narrow slot as the pane's words (WidenPane)
   std::vector<std::string> legacy_keys_;  // restores: keys of a state (CollectKeys)
@@ -2891,5 +2923,6 @@ void SetWindowNarrowPanesForTest(bool enabled) { narrow_panes_enabled = enabled;
 uint64_t WindowNarrowBucketsMadeForTest() { return narrow_buckets_made.load(); }
 uint64_t WindowNarrowBucketsWidenedForTest() { return narrow_buckets_widened.load(); }
 uint64_t WindowSessionIndexDropsForTest() { return session_index_drops.load(); }
+uint64_t WindowNarrowCountRowsForTest() { return narrow_count_rows.load(); }
 
 }  // namespace sluice::ops

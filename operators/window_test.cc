@@ -820,6 +820,55 @@ TEST_F(WindowTest, NarrowPanesCheckpointTheBytesOfThePanesWords) {
   EXPECT_GT(narrow_budget.widened, 0u);
 }
 
+// A narrow bucket whose aggregates are all counts fires each key's row straight from its slot
+// (FireNarrowCounts): the rows, their order (by key bytes: keys at the int64 limits, negative
+// and of every varint length) and the late count equal those of the panes' words.
+TEST_F(WindowTest, NarrowCountsFireTheRowsOfThePanesWords) {
+  const char* options = R"y(    tumble: 10ms
+    time_field: ts
+    aggregates: [{fn: count, as: n}, {fn: count, as: m}])y";
+  const Schema key_schema({{"user", FieldType::kInt64}});
+  std::vector<int64_t> keys = {0, -1, 1, std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(),
+                               -64, 63, 64, -65, int64_t{1} << 49, -(int64_t{1} << 56), int64_t{1} << 62};
+  for (int64_t k = 0; keys.size() < 300; ++k) keys.push_back(k * 7919 - 1'000'000);
+  auto run = [&](bool narrow, std::vector<std::string>* rows, uint64_t* direct) -> absl::Status {
+    SetWindowNarrowPanesForTest(narrow);
+    const uint64_t before = WindowNarrowCountRowsForTest();
+    KeyedSubtask& s = Start(options);
+    uint64_t x = 5;
+    std::vector<Record> batch;
+    for (int i = 0; i < 3000; ++i) {
+      x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+      const int64_t user = keys[(x >> 20) % keys.size()];
+      batch.push_back(Input(user, i / 100 + static_cast<int64_t>((x >> 40) % 12) - 8));
+      Record key(1);
+      key[0].i = user;
+      batch.back().set_carried_key_group(KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema, key), kMaxParallelism));
+      if (batch.size() == 64) {
+        SLUICE_RETURN_IF_ERROR(s.op()->ProcessBatch(0, batch.data(), batch.size()));
+        batch.clear();
+      }
+      if (i % 300 == 299) SLUICE_RETURN_IF_ERROR(s.Watermark(i / 100 - 3));
+    }
+    SLUICE_RETURN_IF_ERROR(s.op()->ProcessBatch(0, batch.data(), batch.size()));
+    SLUICE_RETURN_IF_ERROR(FinishRun(s, rows));
+    SetWindowNarrowPanesForTest(true);
+    *direct = WindowNarrowCountRowsForTest() - before;
+    return absl::OkStatus();
+  };
+  std::vector<std::string> wide;
+  uint64_t wide_direct = 0;
+  ASSERT_OK(run(false, &wide, &wide_direct));
+  EXPECT_EQ(wide_direct, 0u);
+  ASSERT_GT(wide.size(), 1000u);
+  EXPECT_NE(wide.back(), "late 0");
+  std::vector<std::string> narrow;
+  uint64_t narrow_direct = 0;
+  ASSERT_OK(run(true, &narrow, &narrow_direct));
+  EXPECT_EQ(narrow, wide);
+  EXPECT_EQ(narrow_direct, wide.size() - 1);  // every row (the last line is the late count)
+}
+
 // A batch whose records carry no key group (a window chained behind its key_by, no exchange)
 // folds in place as one whose records carry theirs: the key group is hashed from the key.
 TEST_F(WindowTest, BatchesWithoutCarriedKeyGroupsFoldInPlace) {

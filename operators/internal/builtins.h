@@ -50,6 +50,8 @@ uint64_t WindowNarrowBucketsWidenedForTest();
 // The firings that fired every key of a session index and dropped the index whole (all
 // subtasks of the process).
 uint64_t WindowSessionIndexDropsForTest();
+// Rows fired straight from narrow count slots (FireNarrowCounts).
+uint64_t WindowNarrowCountRowsForTest();
 std::unique_ptr<Operator> MakeTopN();           // top_n.cc
 std::unique_ptr<Operator> MakeLocalTopN();      // top_n.cc
 // Whether top_n keeps its last group's rows decoded between records (default true); false:
