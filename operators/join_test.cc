@@ -1081,9 +1081,7 @@ TEST(JoinRowStoreTest, FirstAtOrAfterIsLowerBoundOverTheFirstN) {
     int64_t ts = static_cast<int64_t>(random(20)) - 10;
     for (size_t i = 0; i < size; ++i) {
       ts += static_cast<int64_t>(random(3));  // 0: a run of equal times
-      JoinRowStore::Row row{};
-      row.ts = ts;
-      rows.push_back(row);
+      rows.emplace_back().ts = ts;
     }
     for (size_t n = 0; n <= size; ++n) {
       std::vector<int64_t> probes = {INT64_MIN, INT64_MAX, -12, ts + 1};
