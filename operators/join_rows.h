@@ -234,7 +234,7 @@ class JoinRowList {
   const T* base() const { return on_heap() ? heap_ : inline_; }
   // The end is full: the rows move down to the start, or to a heap block twice as large.
   void MakeRoom() {
-    if (head_ != 0 && (!on_heap() || head_ >= size_)) {
+    if (head_ != 0 && (!on_heap() || head_ >= capacity_ / 4)) {
       T* const b = base();
       std::memmove(b, b + head_, size_ * sizeof(T));
       head_ = 0;
