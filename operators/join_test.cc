@@ -1130,7 +1130,9 @@ TEST(JoinRowListTest, HoldsWhatADequeHoldsAndDropsTheOldestWithoutMovingTheRest)
       const int64_t* kept = rows.data() + n;
       rows.drop_front(n);
       model.erase(model.begin(), model.begin() + n);
-      if (stays) ASSERT_EQ(rows.data(), kept) << "op " << op << ": rows moved by a front drop";
+      if (stays) {
+        ASSERT_EQ(rows.data(), kept) << "op " << op << ": rows moved by a front drop";
+      }
     } else if (what < 99) {
       const size_t n = model.size() - random(std::min<size_t>(model.size(), 2) + 1);
       rows.truncate(n);
@@ -1141,7 +1143,9 @@ TEST(JoinRowListTest, HoldsWhatADequeHoldsAndDropsTheOldestWithoutMovingTheRest)
     }
     ASSERT_EQ(rows.size(), model.size()) << "op " << op;
     ASSERT_EQ(rows.on_heap(), rows.capacity() > 4);
-    if (model.size() <= 4) ASSERT_FALSE(rows.on_heap()) << "op " << op;
+    if (model.size() <= 4) {
+      ASSERT_FALSE(rows.on_heap()) << "op " << op;
+    }
     ASSERT_TRUE(std::equal(rows.begin(), rows.end(), model.begin(), model.end())) << "op " << op;
     if (!model.empty()) {
       ASSERT_EQ(rows.front(), model.front());
