@@ -236,7 +236,7 @@ void JoinRowStore::Insert(Rows* rows, int64_t ts, uint32_t ref, size_t size, boo
   // newest rows.
   size_t pos = rows->size();
   if (pos != 0 && (*rows)[pos - 1].ts > ts) pos = FirstAtOrAfter(*rows, pos, ts + 1);
-  Row& row = pos == rows->size() ? rows->emplace_back() : *rows->emplace(rows->begin() + pos);
+  Row& row = pos == rows->size() ? rows->emplace_back() : rows->insert_at(pos);
   row.ts = ts;
   row.ref = ref;
   row.size = static_cast<uint32_t>(size);
@@ -264,8 +264,7 @@ void JoinRowStore::DropFront(uint32_t slot, int side, size_t n) {
   Key& k = keys_[slot];
   Rows& rows = k.rows[side];
   for (size_t i = 0; i < n; ++i) arena_.Free(rows[i].ref, rows[i].size);
-  rows.erase(rows.begin(), rows.begin() + n);
-  ShrinkRows(&rows);
+  rows.drop_front(n);
   MarkDirty(slot);
 }
 
@@ -273,8 +272,7 @@ void JoinRowStore::DropFrom(uint32_t slot, int side, size_t first) {
   Rows& rows = keys_[slot].rows[side];
   if (first >= rows.size()) return;
   for (size_t i = first; i < rows.size(); ++i) arena_.Free(rows[i].ref, rows[i].size);
-  rows.erase(rows.begin() + first, rows.end());
-  ShrinkRows(&rows);
+  rows.truncate(first);
   MarkDirty(slot);
 }
 

@@ -2,14 +2,15 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <new>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -154,6 +155,120 @@ class JoinSlotChunks {
   size_t size_ = 0;
 };
 
+// One input's rows of a key (JoinRowStore::Rows), in time order: up to kInline inline, more on
+// the heap, and back inline when they shrink to kInline again. The oldest rows are dropped by
+// advancing a head: the rows after them stay where they are (absl::InlinedVector's erase moved
+// every kept row down, and the loads of a key's heap rows for that move were most of
+// DropFront's time). The room before the head is taken back when an append finds the end full:
+// inline rows are moved down (they share the key's cache lines); heap rows are moved down when
+// the room before the head is at least a quarter of the block (so at most three rows are moved
+// per row dropped, amortised), otherwise the heap block doubles. Taking the room back at half
+// the block let ~10 rows slide through blocks of 32 (each append soon on a cold line); at a
+// quarter they stay in blocks of 16. `T` is trivially copyable (rows are moved with memcpy).
+// Threading: the owner's.
+template <typename T, uint32_t kInline>
+class JoinRowList {
+  static_assert(std::is_trivially_copyable_v<T> && std::is_trivially_destructible_v<T>);
+
+ public:
+  JoinRowList() {}
+  JoinRowList(const JoinRowList&) = delete;
+  JoinRowList& operator=(const JoinRowList&) = delete;
+  ~JoinRowList() {
+    if (on_heap()) ::operator delete(heap_);
+  }
+
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  // Rows the storage holds from its start (those before the head included).
+  size_t capacity() const { return capacity_; }
+  bool on_heap() const { return capacity_ > kInline; }
+  T* data() { return base() + head_; }
+  const T* data() const { return base() + head_; }
+  T* begin() { return data(); }
+  T* end() { return data() + size_; }
+  const T* begin() const { return data(); }
+  const T* end() const { return data() + size_; }
+  T& operator[](size_t i) { return data()[i]; }
+  const T& operator[](size_t i) const { return data()[i]; }
+  T& front() { return data()[0]; }
+  const T& front() const { return data()[0]; }
+  T& back() { return data()[size_ - 1]; }
+  const T& back() const { return data()[size_ - 1]; }
+
+  // A new value-initialised row at the end.
+  T& emplace_back() {
+    if (head_ + size_ == capacity_) MakeRoom();
+    T* const p = base() + head_ + size_;
+    ++size_;
+    return *new (p) T();
+  }
+  // A new value-initialised row before the `i`-th (<= size()); the rows from the `i`-th on move
+  // up by one.
+  T& insert_at(size_t i) {
+    if (head_ + size_ == capacity_) MakeRoom();
+    T* const p = data() + i;
+    std::memmove(p + 1, p, (size_ - i) * sizeof(T));
+    ++size_;
+    return *new (p) T();
+  }
+  // Drops the first `n` (<= size()) rows.
+  void drop_front(size_t n) {
+    head_ += static_cast<uint32_t>(n);
+    size_ -= static_cast<uint32_t>(n);
+    if (size_ == 0) head_ = 0;
+    Shrink();
+  }
+  // Keeps the first `n` (<= size()) rows.
+  void truncate(size_t n) {
+    size_ = static_cast<uint32_t>(n);
+    if (size_ == 0) head_ = 0;
+    Shrink();
+  }
+  void clear() {
+    if (on_heap()) ::operator delete(heap_);
+    head_ = size_ = 0;
+    capacity_ = kInline;
+  }
+
+ private:
+  T* base() { return on_heap() ? heap_ : inline_; }
+  const T* base() const { return on_heap() ? heap_ : inline_; }
+  // The end is full: the rows move down to the start, or to a heap block twice as large.
+  void MakeRoom() {
+    if (head_ != 0 && (!on_heap() || head_ >= capacity_ / 4)) {
+      T* const b = base();
+      std::memmove(b, b + head_, size_ * sizeof(T));
+      head_ = 0;
+      return;
+    }
+    const uint32_t capacity = 2 * capacity_;
+    T* const block = static_cast<T*>(::operator new(capacity * sizeof(T)));
+    std::memcpy(block, data(), size_ * sizeof(T));
+    if (on_heap()) ::operator delete(heap_);
+    heap_ = block;
+    capacity_ = capacity;
+    head_ = 0;
+  }
+  // Rows on the heap that fit inline again move back.
+  void Shrink() {
+    if (!on_heap() || size_ > kInline) return;
+    T* const block = heap_;  // inline_ overlays it
+    std::memcpy(inline_, block + head_, size_ * sizeof(T));
+    ::operator delete(block);
+    head_ = 0;
+    capacity_ = kInline;
+  }
+
+  uint32_t head_ = 0;  // the first row's index in the storage
+  uint32_t size_ = 0;
+  uint32_t capacity_ = kInline;
+  union {
+    T* heap_;            // when on_heap()
+    T inline_[kInline];  // otherwise
+  };
+};
+
 // The records a join (interval_join, join) keeps, per key in memory, as Flink's heap keyed
 // state keeps them: the encoded records in the store's JoinRowArena (written once, in place) and
 // per key and input references to them sorted by time. The owning operator decides
@@ -184,9 +299,9 @@ class JoinRowStore {
   // key's state sits in the five cache lines of its Key (Nexmark's joins keep a few records per
   // key and input; join_benchmark's interval join 6-10 per input, whose heap rows were one more
   // cache miss per record with 4 inline); more go to the heap, and back inline when they are
-  // dropped again.
+  // dropped again. Dropping the oldest advances a head (JoinRowList).
   static constexpr size_t kInlineRows = 8;
-  using Rows = absl::InlinedVector<Row, kInlineRows>;
+  using Rows = JoinRowList<Row, kInlineRows>;
   // A key in memory: what a record's join reads, in one block of cache lines (its serialized
   // form, which only the backend needs, is kept apart: key_bytes()).
   struct alignas(64) Key {
@@ -200,6 +315,7 @@ class JoinRowStore {
     Rows rows[2];
     bool empty() const { return rows[0].empty() && rows[1].empty(); }
   };
+  static_assert(sizeof(Key) == 5 * 64, "a key's entry is five cache lines");
 
   // `op` decodes records and key groups; `id` is the value state of the rows, `what` names
   // them in errors ("interval join rows"); `flags`: a flag byte per record in the backend.
@@ -478,10 +594,6 @@ class JoinRowStore {
   void CompactArena();
   static size_t Overhead(absl::string_view key) {
     return sizeof(Key) + sizeof(std::string) + 2 * key.size() + 16;
-  }
-  // After rows were dropped: rows that fit inline again move back from the heap.
-  static void ShrinkRows(Rows* rows) {
-    if (rows->size() <= kInlineRows && rows->capacity() > kInlineRows) rows->shrink_to_fit();
   }
   // value_ (a stored value) into a new slot of `key`.
   absl::StatusOr<uint32_t> AddStored(absl::string_view key, int key_group);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <utility>
 #include <memory>
@@ -1081,9 +1082,7 @@ TEST(JoinRowStoreTest, FirstAtOrAfterIsLowerBoundOverTheFirstN) {
     int64_t ts = static_cast<int64_t>(random(20)) - 10;
     for (size_t i = 0; i < size; ++i) {
       ts += static_cast<int64_t>(random(3));  // 0: a run of equal times
-      JoinRowStore::Row row{};
-      row.ts = ts;
-      rows.push_back(row);
+      rows.emplace_back().ts = ts;
     }
     for (size_t n = 0; n <= size; ++n) {
       std::vector<int64_t> probes = {INT64_MIN, INT64_MAX, -12, ts + 1};
@@ -1099,6 +1098,76 @@ TEST(JoinRowStoreTest, FirstAtOrAfterIsLowerBoundOverTheFirstN) {
         ASSERT_EQ(JoinRowStore::FirstAtOrAfter(rows, n, t), expected) << "n " << n << " t " << t;
       }
     }
+  }
+}
+
+// JoinRowList under random appends, inserts, front drops, truncations and clears (inline, on
+// the heap, across both) holds exactly what a std::deque given the same operations holds, and
+// a front drop leaves the kept rows where they were (no row moved: the drop only advances the
+// head) unless they moved back inline.
+TEST(JoinRowListTest, HoldsWhatADequeHoldsAndDropsTheOldestWithoutMovingTheRest) {
+  uint64_t seed = 11;
+  const auto random = [&](uint64_t n) {
+    seed = seed * 6364136223846793005u + 1442695040888963407u;
+    return (seed >> 33) % n;
+  };
+  JoinRowList<int64_t, 4> rows;
+  std::deque<int64_t> model;
+  int64_t next = 0;
+  for (int op = 0; op < 20000; ++op) {
+    const uint64_t what = random(100);
+    if (what < 50) {
+      rows.emplace_back() = next;
+      model.push_back(next++);
+    } else if (what < 60) {
+      const size_t at = random(model.size() + 1);
+      EXPECT_EQ(rows.insert_at(at), 0);  // value-initialised
+      rows[at] = next;
+      model.insert(model.begin() + at, next++);
+    } else if (what < 95) {
+      const size_t n = random(std::min<size_t>(model.size(), 3) + 1);
+      const bool stays = model.size() - n > 4;  // stays on the heap
+      const int64_t* kept = rows.data() + n;
+      rows.drop_front(n);
+      model.erase(model.begin(), model.begin() + n);
+      if (stays) {
+        ASSERT_EQ(rows.data(), kept) << "op " << op << ": rows moved by a front drop";
+      }
+    } else if (what < 99) {
+      const size_t n = model.size() - random(std::min<size_t>(model.size(), 2) + 1);
+      rows.truncate(n);
+      model.resize(n);
+    } else {
+      rows.clear();
+      model.clear();
+    }
+    ASSERT_EQ(rows.size(), model.size()) << "op " << op;
+    ASSERT_EQ(rows.on_heap(), rows.capacity() > 4);
+    if (model.size() <= 4) {
+      ASSERT_FALSE(rows.on_heap()) << "op " << op;
+    }
+    ASSERT_TRUE(std::equal(rows.begin(), rows.end(), model.begin(), model.end())) << "op " << op;
+    if (!model.empty()) {
+      ASSERT_EQ(rows.front(), model.front());
+      ASSERT_EQ(rows.back(), model.back());
+    }
+  }
+}
+
+// Rows that stay at about twice what fits inline: the heap block stops growing (the room before
+// the head is taken back), and the rows keep their order.
+TEST(JoinRowListTest, AStreamOfRowsThroughTheFrontNeedsABoundedBlock) {
+  JoinRowList<int64_t, 8> rows;
+  int64_t oldest = 0;
+  for (int64_t t = 0; t < 100000; ++t) {
+    rows.emplace_back() = t;
+    if (rows.size() > 20) {
+      rows.drop_front(3);
+      oldest += 3;
+    }
+    ASSERT_EQ(rows.front(), oldest);
+    ASSERT_EQ(rows.back(), t);
+    ASSERT_LE(rows.capacity(), 64u) << t;
   }
 }
 
