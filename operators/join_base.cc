@@ -91,8 +91,11 @@ absl::StatusOr<int> JoinOperatorBase::KeyGroupOf(absl::string_view key) {
 
 absl::Status JoinOperatorBase::UniqueViolated(int side, const Record& r) {
   EvalKey(side, r);
+  // Named as this input's key fields (key_schema_ has the left input's names).
+  std::vector<Field> fields = key_schema_.fields();
+  for (size_t i = 0; i < fields.size(); ++i) fields[i].name = sides_->key[side][i].name;
   std::string key;
-  AppendRecordJson(key_schema_, key_record_, &key);
+  AppendRecordJson(Schema(std::move(fields)), key_record_, &key);
   return absl::FailedPreconditionError(
       absl::StrCat(ctx_.spec != nullptr ? ctx_.spec->type : "join", " '",
                    ctx_.spec != nullptr ? ctx_.spec->id : "", "': a second record of key ", key,

@@ -176,7 +176,9 @@ absl::StatusOr<int> GetUniqueSide(const plan::ParseContext& ctx, const YAML::Nod
     if (side == kSideName[i]) return i;
   }
   return ctx.At(n, absl::StrCat("'unique' names the input with at most one record per key: left "
-                                "or right; got '", side, "'"));
+                                "or right; got ",
+                                n.IsScalar() ? absl::StrCat("'", side, "'")
+                                             : n.IsSequence() ? "a list" : "a map"));
 }
 
 absl::StatusOr<IntervalJoinOptions> ParseInterval(const YAML::Node& c, const plan::ParseContext& ctx) {

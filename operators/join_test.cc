@@ -55,8 +55,10 @@ class JsonOutput final : public Output {
 // Two sources of (k int64, ts timestamp, v string) and a join `j` of them with `options`, keyed
 // by `key` (a YAML list's items) on both.
 // With `numeric_v`, v is a double (every field NOT NULL and fixed-width).
+// `right_key`: the right input's key when it differs from the left's `key`.
 std::string JoinJob(const std::string& type, const std::string& options,
-                    const std::string& key = "k", bool numeric_v = false) {
+                    const std::string& key = "k", bool numeric_v = false,
+                    const std::string& right_key = "") {
   const std::string fields = numeric_v
       ? R"y([{name: k, type: int64, expr: "seq"}, {name: ts, type: timestamp, expr: "to_timestamp(seq)"}, {name: v, type: double, expr: "to_double(seq)"}])y"
       : R"y([{name: k, type: int64, expr: "seq"}, {name: ts, type: timestamp, expr: "to_timestamp(seq)"}, {name: v, type: string, expr: "to_string(seq)"}])y";
@@ -65,7 +67,7 @@ std::string JoinJob(const std::string& type, const std::string& options,
                       "  - {id: r, type: datagen, count: 1, fields: ", fields, "}\n",
                       "  - id: j\n    type: ", type, "\n",
                       "    inputs: [{from: l, partition: hash, key: [", key,
-                      "]}, {from: r, partition: hash, key: [", key, "]}]\n",
+                      "]}, {from: r, partition: hash, key: [", right_key.empty() ? key : right_key, "]}]\n",
                       options, "  - {id: out, type: blackhole}\n");
 }
 
@@ -74,8 +76,9 @@ class JoinTest : public ::testing::Test {
   JoinTest() { EXPECT_OK(RegisterBuiltinOperators(&registry_)); }
 
   void Load(const std::string& type, const std::string& options, const std::string& key = "k",
-            bool numeric_v = false) {
-    auto job = plan::ParseJobSpec(JoinJob(type, options, key, numeric_v), "job.yaml", registry_.catalog());
+            bool numeric_v = false, const std::string& right_key = "") {
+    auto job = plan::ParseJobSpec(JoinJob(type, options, key, numeric_v, right_key), "job.yaml",
+                                  registry_.catalog());
     ASSERT_OK(job);
     job_ = *std::move(job);
     for (const auto& op : job_.operators) {
@@ -421,6 +424,9 @@ TEST_F(JoinTest, BadOptionsAreRefusedWithPositions) {
   EXPECT_THAT(error("join", "    unique: middle\n"),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("job.yaml:8:13: 'unique' names the input with at most one record per key: left or right; got 'middle'")));
+  EXPECT_THAT(error("join", "    unique: [left]\n"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("job.yaml:8:13: 'unique' names the input with at most one record per key: left or right; got a list")));
   EXPECT_THAT(error("window_join", "    time: ts\n    session: 1s\n"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not session windows")));
   // Keys of different types on the two inputs.
@@ -942,6 +948,18 @@ TEST_F(JoinTest, UniqueSideKeepsTheOtherSideOnlyUntilItsRecordComes) {
                        HasSubstr("join 'j': a second record of key {\"k\":2} on the right input")));
   EXPECT_THAT(out_.lines, UnorderedElementsAreArray({Row(2, 1, "l1", 2, 2, "auction"),
                                                      Row(2, 3, "l3", 2, 2, "auction")}));
+}
+
+// A second record of a unique input is named by that input's key fields, not the other's (the
+// right input's key here is `auction`, the left's `k`).
+TEST_F(JoinTest, UniqueViolationNamesTheKeyOfTheInputThatBrokeIt) {
+  Load("join", "    unique: right\n", "k", false, "{name: auction, expr: k}");
+  backend_ = NewBackend();
+  Open();
+  Push(1, 3, 1, "auction");
+  EXPECT_THAT(op_->ProcessInput(1, MakeRecord(3, 2, "again")),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("join 'j': a second record of key {\"auction\":3} on the right input")));
 }
 
 // The joins with `unique: left|right` emit exactly the rows of the general path (the same
