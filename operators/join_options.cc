@@ -177,8 +177,10 @@ absl::StatusOr<int> GetUniqueSide(const plan::ParseContext& ctx, const YAML::Nod
   }
   return ctx.At(n, absl::StrCat("'unique' names the input with at most one record per key: left "
                                 "or right; got ",
-                                n.IsScalar() ? absl::StrCat("'", side, "'")
-                                             : n.IsSequence() ? "a list" : "a map"));
+                                n.IsScalar()     ? absl::StrCat("'", side, "'")
+                                : n.IsSequence() ? "a list"
+                                : n.IsMap()      ? "a map"
+                                                 : "nothing"));
 }
 
 absl::StatusOr<IntervalJoinOptions> ParseInterval(const YAML::Node& c, const plan::ParseContext& ctx) {

@@ -427,6 +427,8 @@ TEST_F(JoinTest, BadOptionsAreRefusedWithPositions) {
   EXPECT_THAT(error("join", "    unique: [left]\n"),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("job.yaml:8:13: 'unique' names the input with at most one record per key: left or right; got a list")));
+  EXPECT_THAT(error("join", "    unique:\n"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("left or right; got nothing")));
   EXPECT_THAT(error("window_join", "    time: ts\n    session: 1s\n"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not session windows")));
   // Keys of different types on the two inputs.
