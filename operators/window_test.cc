@@ -8,8 +8,10 @@
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -867,6 +869,140 @@ TEST_F(WindowTest, NarrowCountsFireTheRowsOfThePanesWords) {
   ASSERT_OK(run(true, &narrow, &narrow_direct));
   EXPECT_EQ(narrow, wide);
   EXPECT_EQ(narrow_direct, wide.size() - 1);  // every row (the last line is the late count)
+}
+
+// A narrow bucket whose memory budget is spent mid-window: keys beyond the budget go to
+// "window_overflow", the bucket is widened when it fires (GatherForFiring), and its rows are
+// those of a plain map over the same records, also across a checkpoint and restore in the middle
+// of a window, for a count alone and for a count and a sum; the same rows (in the same order)
+// with narrow slots off. Each window opened after the last fired keeps the same number of keys
+// in memory (the budget's bytes come back when a widened bucket is dropped).
+TEST_F(WindowTest, NarrowBucketsThatOverflowFireTheRowsOfAPlainMap) {
+  constexpr int64_t kWindows = 4;
+  constexpr int kRecordsPerWindow = 3000;
+  constexpr size_t kBudget = size_t{16} << 10;
+  const Schema key_schema({{"user", FieldType::kInt64}});
+  auto key_group = [&](int64_t user) {
+    Record key(1);
+    key[0].i = user;
+    return KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema, key), kMaxParallelism);
+  };
+  std::vector<int64_t> keys = {0, -1, 1, std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(),
+                               -64, 63, 64, -65};
+  for (int64_t k = 0; keys.size() < 1500; ++k) keys.push_back(k * 7919 - 3'000'000);
+  // The entries of window [start, start + 10) in "window_overflow", over every key group.
+  auto overflowing = [&](KeyedSubtask& s, int64_t start) -> absl::StatusOr<size_t> {
+    const state::StateId id = s.backend()->RegisterState("window_overflow", state::StateKind::kMap);
+    size_t n = 0;
+    for (int kg = 0; kg < kMaxParallelism; ++kg) {
+      std::string bucket;
+      internal::PutOrderedInt64(start, &bucket);
+      internal::PutOrderedInt64(start + 10, &bucket);
+      for (int shift = 24; shift >= 0; shift -= 8) bucket.push_back(static_cast<char>((kg >> shift) & 0xff));
+      s.backend()->SetCurrentKey(bucket, kg);
+      std::vector<std::pair<std::string, std::string>> entries;
+      SLUICE_RETURN_IF_ERROR(s.backend()->MapEntries(id, &entries));
+      n += entries.size();
+    }
+    return n;
+  };
+  for (const bool with_sum : {false, true}) {
+    const std::string options = absl::StrCat(R"y(    tumble: 10ms
+    time_field: ts
+    aggregates: [{fn: count, as: n})y",
+                                             with_sum ? ", {fn: sum, field: amount}" : "", "]");
+    // The expected rows: (window start, user) -> (records, sum of amounts).
+    std::map<std::pair<int64_t, int64_t>, std::pair<int64_t, int64_t>> expected_map;
+    struct Run {
+      std::vector<std::string> rows;
+      std::vector<size_t> overflow;   // per window, before it fires
+      std::vector<size_t> in_memory;  // per window: its distinct keys less its overflow
+      uint64_t narrow_made = 0;
+      uint64_t widened = 0;
+    };
+    auto run = [&](bool narrow, Run* out) -> absl::Status {
+      SetWindowMemoryForTest(kBudget);
+      SetWindowNarrowPanesForTest(narrow);
+      const uint64_t made = WindowNarrowBucketsMadeForTest();
+      const uint64_t widened = WindowNarrowBucketsWidenedForTest();
+      KeyedSubtask* s = &Start(options);
+      expected_map.clear();
+      uint64_t x = 17;
+      std::vector<Record> batch;
+      size_t batch_size = 64;
+      auto flush = [&]() -> absl::Status {
+        SLUICE_RETURN_IF_ERROR(Feed(*s, /*batches=*/true, &batch));
+        batch_size = batch_size * 7 % 200 + 1;
+        return absl::OkStatus();
+      };
+      for (int64_t w = 0; w < kWindows; ++w) {
+        std::set<int64_t> distinct;
+        for (int i = 0; i < kRecordsPerWindow; ++i) {
+          if (w == 1 && i == kRecordsPerWindow / 2) {  // mid-window: overflow already, both windows
+            SLUICE_RETURN_IF_ERROR(flush());
+            SLUICE_ASSIGN_OR_RETURN(size_t before, overflowing(*s, 10));
+            if (before == 0) return absl::InternalError("no overflow before the checkpoint");
+            SLUICE_ASSIGN_OR_RETURN(Checkpoint c, TakeCheckpoint(*s, 1));
+            const std::vector<std::string> fired = s->out().rows;
+            SLUICE_ASSIGN_OR_RETURN(s, Restore(c, 0, 1));
+            s->out().rows = fired;
+          }
+          x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+          const int64_t user = keys[(x >> 20) % keys.size()];
+          const int64_t ts = w * 10 + static_cast<int64_t>((x >> 40) % 10);
+          const int64_t amount = static_cast<int64_t>((x >> 50) % 9) - 4;
+          distinct.insert(user);
+          auto& [n, sum] = expected_map[{w * 10, user}];
+          ++n;
+          sum += amount;
+          batch.push_back(Input(user, ts, amount));
+          batch.back().set_carried_key_group(key_group(user));
+          if (batch.size() >= batch_size) SLUICE_RETURN_IF_ERROR(flush());
+        }
+        SLUICE_RETURN_IF_ERROR(flush());
+        SLUICE_ASSIGN_OR_RETURN(size_t overflow, overflowing(*s, w * 10));
+        out->overflow.push_back(overflow);
+        out->in_memory.push_back(distinct.size() - overflow);
+        SLUICE_RETURN_IF_ERROR(s->Watermark(w * 10 + 9));  // past the window's end: it fires
+      }
+      out->narrow_made = WindowNarrowBucketsMadeForTest() - made;
+      out->widened = WindowNarrowBucketsWidenedForTest() - widened;
+      SLUICE_RETURN_IF_ERROR(FinishRun(*s, &out->rows));
+      SetWindowNarrowPanesForTest(true);
+      return absl::OkStatus();
+    };
+    Run narrow;
+    ASSERT_OK(run(true, &narrow));
+    std::vector<std::string> expected;
+    for (const auto& [window_user, n_sum] : expected_map) {
+      expected.push_back(absl::StrCat(R"({"user":)", window_user.second, R"(,"window_start":)", window_user.first,
+                                      R"(,"window_end":)", window_user.first + 10, R"(,"n":)", n_sum.first,
+                                      with_sum ? absl::StrCat(R"(,"sum_amount":)", n_sum.second) : "",
+                                      R"(,"update":false})"));
+    }
+    ASSERT_EQ(narrow.rows.back(), "late 0");
+    std::vector<std::string> got(narrow.rows.begin(), narrow.rows.end() - 1);
+    std::sort(got.begin(), got.end());
+    std::sort(expected.begin(), expected.end());
+    EXPECT_EQ(got, expected) << options;
+    // Every window overflowed and was narrow when it did (window 1 before the restore: its
+    // bucket is decoded wide after it).
+    ASSERT_EQ(narrow.overflow.size(), static_cast<size_t>(kWindows));
+    for (int64_t w = 0; w < kWindows; ++w) {
+      EXPECT_GT(narrow.overflow[w], 100u) << options << " window " << w;
+      EXPECT_GT(narrow.in_memory[w], 50u) << options << " window " << w;
+    }
+    EXPECT_EQ(narrow.narrow_made, 2 * static_cast<uint64_t>(kMaxParallelism) * 2) << options;  // windows 0 and 1, 2 and 3
+    EXPECT_EQ(narrow.widened, narrow.narrow_made - kMaxParallelism) << options;  // all but window 1's
+    EXPECT_EQ(narrow.in_memory[0], narrow.in_memory[2]) << options;
+    EXPECT_EQ(narrow.in_memory[0], narrow.in_memory[3]) << options;
+
+    Run wide;
+    ASSERT_OK(run(false, &wide));
+    EXPECT_EQ(wide.narrow_made, 0u);
+    EXPECT_EQ(wide.rows, narrow.rows) << options;
+    for (int64_t w = 0; w < kWindows; ++w) EXPECT_GT(wide.overflow[w], 100u) << options << " window " << w;
+  }
 }
 
 // A batch whose records carry no key group (a window chained behind its key_by, no exchange)
