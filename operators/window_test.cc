@@ -938,7 +938,7 @@ TEST_F(WindowTest, NarrowBucketsThatOverflowFireTheRowsOfAPlainMap) {
       for (int64_t w = 0; w < kWindows; ++w) {
         std::set<int64_t> distinct;
         for (int i = 0; i < kRecordsPerWindow; ++i) {
-          if (w == 1 && i == kRecordsPerWindow / 2) {  // mid-window: overflow already, both windows
+          if (w == 1 && i == kRecordsPerWindow / 2) {  // mid-window 1, its buckets narrow and overflowing
             SLUICE_RETURN_IF_ERROR(flush());
             SLUICE_ASSIGN_OR_RETURN(size_t before, overflowing(*s, 10));
             if (before == 0) return absl::InternalError("no overflow before the checkpoint");
