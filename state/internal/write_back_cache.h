@@ -135,6 +135,11 @@ class WriteBackCache {
   // first read of an entry marked prefetched counts as the miss it would have been.
   Ref Find(absl::string_view key) { return Find(key, HashKey(key)); }
   Ref Find(absl::string_view key, uint64_t hash);
+  // Counts and references entry r as Find() of its key does (a read of r found by an earlier
+  // lookup, e.g. a read-ahead's, that the caller kept while frees() did not change).
+  void Touch(Ref r);
+  // References entry r (as FindOrInsert() does: not counted as a read).
+  void Reference(Ref r) { slots_[r].flags |= kReferenced; }
   // The entry of `key` without counting or referencing it (kNone if not cached).
   Ref Peek(absl::string_view key) const { return Peek(key, HashKey(key)); }
   Ref Peek(absl::string_view key, uint64_t hash) const;
