@@ -204,6 +204,9 @@ class KeyedStateBackend {
   // Keys looked up in RocksDB so far (by Get and batched reads), for tests of what the cache
   // and the new-key filter spare.
   virtual uint64_t StoreReadsForTest() const = 0;
+  // Lookups of keys in the write-back cache's index so far (0 if the backend does not count
+  // them), for tests of what GetOfBatch() and PutOfBatch() spare.
+  virtual uint64_t CacheLookupsForTest() const { return 0; }
 
   // Names this backend's operator subtask and restored checkpoint in kDataLoss errors
   // (StateBackendOptions::origin); for state formats layered on top (aggregating state).

@@ -438,6 +438,7 @@ class RocksDbBackend final : public KeyedStateBackend {
   absl::Status Put(StateId id, absl::string_view value) override;
   absl::Status Delete(StateId id) override;
   absl::Status Prefetch(StateId id, absl::Span<const KeyInGroup> keys) override;
+  uint64_t CacheLookupsForTest() const override { return cache_.lookups(); }
   absl::StatusOr<bool> GetOfBatch(StateId id, absl::Span<const KeyInGroup> keys, size_t i,
                                   std::string* value) override;
   absl::Status PutOfBatch(StateId id, absl::Span<const KeyInGroup> keys, size_t i,

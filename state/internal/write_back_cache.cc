@@ -138,6 +138,7 @@ void WriteBackCache::Touch(Ref r) {
 }
 
 WriteBackCache::Ref WriteBackCache::Peek(absl::string_view key, uint64_t hash) const {
+  ++lookups_;
   if (live_ == 0) return kNone;
   return cells_[Probe(key, Tag(hash))].ref;
 }

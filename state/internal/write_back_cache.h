@@ -247,6 +247,8 @@ class WriteBackCache {
   // Entries dropped so far (by MakeRoom() or Erase()): a Ref taken when frees() was n is
   // still valid while frees() == n.
   uint64_t frees() const { return frees_; }
+  // Index lookups so far (Peek(), Find(), FindOrInsert()), for tests of what a caller spares.
+  uint64_t lookups() const { return lookups_; }
   // Dirty and pending entries MakeRoom() wrote to the store so far (the cache is full).
   uint64_t evicted_writes() const { return evicted_writes_; }
   uint64_t hits() const { return hits_; }
@@ -349,6 +351,7 @@ class WriteBackCache {
   uint64_t hits_ = 0;
   uint64_t misses_ = 0;
   uint64_t frees_ = 0;
+  mutable uint64_t lookups_ = 0;  // lookups()
   uint64_t evicted_writes_ = 0;
   std::unique_ptr<WrittenKeyFilter> filter_;  // the store filter; null: off
   bool filter_started_ = false;  // EnableStoreFilter() was called (filter_ may be dropped since)
