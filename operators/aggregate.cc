@@ -204,8 +204,14 @@ class AggregateOperator final : public Operator {
       if (added) {
         batch_first_.push_back(i);
         batch_accs_.resize(batch_accs_.size() + n);
-        state_->SetCurrentKey(batch_keys_[i].key, batch_keys_[i].key_group);
-        SLUICE_RETURN_IF_ERROR(LoadCurrent(&batch_accs_[it->second * n]));
+        Acc* accs = &batch_accs_[it->second * n];
+        SLUICE_ASSIGN_OR_RETURN(bool found,
+                                state_->GetOfBatch(state_id_, batch_keys_, i, &value_));
+        if (found) {
+          SLUICE_RETURN_IF_ERROR(LoadAccumulators(accs));
+        } else {
+          std::fill(accs, accs + n, Acc{});
+        }
       }
       Acc* accs = &batch_accs_[it->second * n];
       SLUICE_RETURN_IF_ERROR(Fold(records[i], accs));
@@ -213,10 +219,13 @@ class AggregateOperator final : public Operator {
       std::swap(key_record_, batch_key_records_[i]);  // the output's key fields
       SLUICE_RETURN_IF_ERROR(EmitRow(accs));
     }
+    // The reads reused the entries the read-ahead found, and so do the writes (no second
+    // lookup per key; the current key is unspecified afterwards).
     for (size_t d = 0; d < batch_first_.size(); ++d) {
-      const state::KeyInGroup& k = batch_keys_[batch_first_[d]];
-      state_->SetCurrentKey(k.key, k.key_group);
-      SLUICE_RETURN_IF_ERROR(Store(&batch_accs_[d * n]));
+      std::memcpy(acc_bytes_.data() + 1, &batch_accs_[d * n], n * sizeof(Acc));
+      SLUICE_RETURN_IF_ERROR(state_->PutOfBatch(
+          state_id_, batch_keys_, batch_first_[d],
+          absl::string_view(acc_bytes_.data(), acc_bytes_.size())));
     }
     return absl::OkStatus();
   }

@@ -123,6 +123,22 @@ class KeyedStateBackend {
   // needed, also entries it loaded). kInvalidArgument for an unknown id or another kind,
   // kUnavailable when RocksDB fails, kDataLoss for a malformed stored value.
   virtual absl::Status Prefetch(StateId id, absl::Span<const KeyInGroup> keys) = 0;
+  // Get() and Put() of value state `id` for keys[i], where `keys` is the span of the last
+  // Prefetch(id, keys) (a batch's read-modify-write: all its reads, then all its writes): they
+  // give and store exactly what SetCurrentKey(keys[i]) followed by Get() / Put() does, but may
+  // reuse the cache entry the read-ahead found for keys[i] (no second hash and lookup; a Put()
+  // after another key's Get() otherwise looks its key up again). The current key afterwards is
+  // unspecified: call SetCurrentKey() before other state calls.
+  virtual absl::StatusOr<bool> GetOfBatch(StateId id, absl::Span<const KeyInGroup> keys,
+                                          size_t i, std::string* value) {
+    SetCurrentKey(keys[i].key, keys[i].key_group);
+    return Get(id, value);
+  }
+  virtual absl::Status PutOfBatch(StateId id, absl::Span<const KeyInGroup> keys, size_t i,
+                                  absl::string_view value) {
+    SetCurrentKey(keys[i].key, keys[i].key_group);
+    return Put(id, value);
+  }
 
   // List state.
   virtual absl::Status Append(StateId id, absl::string_view element) = 0;
@@ -188,6 +204,9 @@ class KeyedStateBackend {
   // Keys looked up in RocksDB so far (by Get and batched reads), for tests of what the cache
   // and the new-key filter spare.
   virtual uint64_t StoreReadsForTest() const = 0;
+  // Lookups of keys in the write-back cache's index so far (0 if the backend does not count
+  // them), for tests of what GetOfBatch() and PutOfBatch() spare.
+  virtual uint64_t CacheLookupsForTest() const { return 0; }
 
   // Names this backend's operator subtask and restored checkpoint in kDataLoss errors
   // (StateBackendOptions::origin); for state formats layered on top (aggregating state).

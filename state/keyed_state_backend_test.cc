@@ -416,6 +416,113 @@ TEST_F(KeyedStateBackendTest, PrefetchReadsWhatReadsWithoutItRead) {
   }
 }
 
+// A batch's read-modify-write as the aggregate does it: Prefetch(), GetOfBatch() of each key,
+// then PutOfBatch() of each (duplicates, keys of other key groups, TTL, caches of 0, 2 KiB and
+// 32 MiB, so entries are evicted between the read-ahead and the reads or writes, and a span
+// other than the read-ahead's): every value is what a plain map computes.
+TEST_F(KeyedStateBackendTest, BatchedReadModifyWriteKeepsCounts) {
+  for (size_t cache_bytes : {size_t{0}, size_t{2} << 10, size_t{32} << 20}) {
+    SCOPED_TRACE(cache_bytes);
+    StateBackendOptions o = Options(absl::StrCat("batch-rmw", cache_bytes), {0, 63});
+    o.cache_bytes = cache_bytes;
+    auto b = OpenOrDie(o);
+    ASSERT_NE(b, nullptr);
+    const StateId count = b->RegisterState("count", StateKind::kValue);
+    const StateId ttl = b->RegisterState("ttl", StateKind::kValue, /*ttl_ms=*/1000);
+    std::map<std::string, int> want[2];
+    std::map<std::string, int64_t> written_ms;  // ttl: when each key was last written
+    int64_t now_ms = 0;
+    uint64_t rng = 7;
+    auto next = [&rng](uint64_t n) {
+      rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+      return (rng >> 33) % n;
+    };
+    std::vector<std::string> keys;
+    std::vector<KeyInGroup> batch, other;
+    for (int round = 0; round < 300; ++round) {
+      const int s = round % 2;
+      const StateId id = s == 0 ? count : ttl;
+      keys.clear();
+      const size_t n = 1 + next(60);
+      for (size_t i = 0; i < n; ++i) keys.push_back(absl::StrCat("k", next(200)));
+      batch.clear();
+      for (const std::string& k : keys) batch.push_back({k, KeyGroupOf(k)});
+      ASSERT_OK(b->Prefetch(id, batch));
+      // Every 5th round reads through a copy of the span in another order (not the read-ahead's).
+      other.assign(batch.rbegin(), batch.rend());
+      const bool reversed = round % 5 == 0;
+      absl::Span<const KeyInGroup> span = reversed ? other : batch;
+      std::vector<int> got(n, 0);
+      for (size_t i = 0; i < n; ++i) {
+        const std::string& k = reversed ? keys[n - 1 - i] : keys[i];
+        std::string v;
+        absl::StatusOr<bool> found = b->GetOfBatch(id, span, i, &v);
+        if (KeyGroupOf(k) > 63) {
+          EXPECT_THAT(found, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not in [0, 63]")));
+          continue;
+        }
+        ASSERT_OK(found);
+        auto it = want[s].find(k);
+        bool live = it != want[s].end();
+        if (live && s == 1 && written_ms[k] + 1000 <= now_ms) live = false;
+        ASSERT_EQ(*found, live) << k;
+        got[i] = live ? std::stoi(v) : 0;
+        if (live) ASSERT_EQ(got[i], it->second) << k;
+      }
+      // A key twice in the batch: its last write wins, as one Put() after another.
+      for (size_t i = 0; i < n; ++i) {
+        const std::string& k = reversed ? keys[n - 1 - i] : keys[i];
+        if (KeyGroupOf(k) > 63) {
+          EXPECT_THAT(b->PutOfBatch(id, span, i, "x"),
+                      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not in [0, 63]")));
+          continue;
+        }
+        ASSERT_OK(b->PutOfBatch(id, span, i, std::to_string(got[i] + 1)));
+        want[s][k] = got[i] + 1;
+        if (s == 1) written_ms[k] = now_ms;
+      }
+      if (round % 3 == 0) {
+        clock_.AdvanceNanos(400'000'000);
+        now_ms += 400;
+      }
+      if (round % 40 == 39) ASSERT_OK(b->SnapshotSync(round));
+    }
+    for (const auto& [key, v] : want[0]) ASSERT_EQ(GetOr(b.get(), count, key), std::to_string(v));
+    for (const auto& [key, v] : want[1]) {
+      const bool live = written_ms[key] + 1000 > now_ms;
+      ASSERT_EQ(GetOr(b.get(), ttl, key), live ? std::to_string(v) : "<absent>") << key;
+    }
+  }
+}
+
+// GetOfBatch() and PutOfBatch() reuse the entries Prefetch() found: a batch of new keys costs
+// one index lookup per key (the read-ahead's), not three (a Get's and a Put's besides).
+TEST_F(KeyedStateBackendTest, BatchedReadModifyWriteLooksEachKeyUpOnce) {
+  auto b = OpenOrDie(Options("batch-lookups"));
+  ASSERT_NE(b, nullptr);
+  const StateId id = b->RegisterState("count", StateKind::kValue);
+  std::vector<std::string> keys;
+  std::vector<KeyInGroup> batch;
+  for (int i = 0; i < 100; ++i) keys.push_back(absl::StrCat("key", i));
+  for (const std::string& k : keys) batch.push_back({k, KeyGroupOf(k)});
+  for (int round = 0; round < 2; ++round) {
+    const uint64_t before = b->CacheLookupsForTest();
+    ASSERT_OK(b->Prefetch(id, batch));
+    for (size_t i = 0; i < batch.size(); ++i) {
+      std::string v;
+      absl::StatusOr<bool> found = b->GetOfBatch(id, batch, i, &v);
+      ASSERT_OK(found);
+      ASSERT_EQ(*found, round == 1);
+      if (*found) ASSERT_EQ(v, "1");
+    }
+    for (size_t i = 0; i < batch.size(); ++i) {
+      ASSERT_OK(b->PutOfBatch(id, batch, i, absl::StrCat(round + 1)));
+    }
+    EXPECT_EQ(b->CacheLookupsForTest() - before, batch.size()) << "round " << round;
+  }
+  for (const std::string& k : keys) EXPECT_EQ(GetOr(b.get(), id, k), "2");
+}
+
 // A read-ahead of more keys than the cache holds leaves the cache within its budget, and the
 // values read after it are those stored (some were loaded and evicted again).
 TEST_F(KeyedStateBackendTest, PrefetchKeepsTheCacheWithinItsBudget) {

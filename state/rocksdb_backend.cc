@@ -438,6 +438,11 @@ class RocksDbBackend final : public KeyedStateBackend {
   absl::Status Put(StateId id, absl::string_view value) override;
   absl::Status Delete(StateId id) override;
   absl::Status Prefetch(StateId id, absl::Span<const KeyInGroup> keys) override;
+  uint64_t CacheLookupsForTest() const override { return cache_.lookups(); }
+  absl::StatusOr<bool> GetOfBatch(StateId id, absl::Span<const KeyInGroup> keys, size_t i,
+                                  std::string* value) override;
+  absl::Status PutOfBatch(StateId id, absl::Span<const KeyInGroup> keys, size_t i,
+                          absl::string_view value) override;
 
   absl::Status Append(StateId id, absl::string_view element) override;
   absl::Status GetList(StateId id, std::vector<std::string>* out) override;
@@ -605,6 +610,11 @@ class RocksDbBackend final : public KeyedStateBackend {
   // miss; expired entries come back deleted (and dirty, so RocksDB drops them too). Valid until
   // the next MaybeEvict().
   absl::StatusOr<Ref> Lookup();
+  // An expired cached entry `e` becomes deleted (and dirty, so RocksDB drops it too).
+  void CheckExpired(Ref e);
+  // The entry the last Prefetch(id, keys) found for keys[i] if it is still valid (no entry
+  // freed since) and holds keys[i]'s state key; kNone otherwise.
+  Ref BatchRef(StateId id, absl::Span<const KeyInGroup> keys, size_t i) const;
   // Caches what RocksDB returned for `key` (of WriteBackCache::HashKey() `hash`; status `s`:
   // OK with the stored value `stored`, or not found) in a new entry (REQUIRES: `key` is not
   // cached). kUnavailable for a RocksDB error, kDataLoss for a malformed value.
@@ -678,6 +688,13 @@ class RocksDbBackend final : public KeyedStateBackend {
   std::string prefetch_buf_;
   std::vector<std::pair<size_t, size_t>> prefetch_spans_;  // (offset, length) in prefetch_buf_
   std::vector<uint64_t> prefetch_hashes_;  // WriteBackCache::HashKey() of each span
+  std::vector<size_t> prefetch_index_;     // the index in `keys` of each span
+  // The cache entry the last Prefetch() found or inserted for each of its keys (kNone: none,
+  // e.g. read by its MultiGet), of state prefetch_id_, valid while cache_.frees() is
+  // prefetch_frees_: GetOfBatch() and PutOfBatch() reuse them.
+  std::vector<Ref> prefetch_refs_;
+  StateId prefetch_id_ = -1;
+  uint64_t prefetch_frees_ = 0;
   std::vector<rocksdb::Slice> prefetch_keys_;
   std::vector<rocksdb::PinnableSlice> prefetch_values_;
   std::vector<rocksdb::Status> prefetch_statuses_;
@@ -814,18 +831,22 @@ absl::StatusOr<RocksDbBackend::Ref> RocksDbBackend::Lookup() {
     return InsertLoaded(key_buf_, hash, rocksdb::Status::NotFound(), absl::string_view());
   }
   if (e != internal::WriteBackCache::kNone) {
-    const int64_t expiry = cache_.expiry(e);
-    if (!cache_.deleted(e) && expiry != 0 && expiry <= options_.clock->WallMillis()) {
-      cache_.SetValue(e, absl::string_view());
-      cache_.set_deleted(e, true);
-      cache_.set_expiry(e, 0);
-      cache_.MarkDirty(e);
-    }
+    CheckExpired(e);
     return e;
   }
   ++store_reads_;
   rocksdb::Status s = db_->Get(read_options_, ToSlice(key_buf_), &read_buf_);
   return InsertLoaded(key_buf_, hash, s, read_buf_);
+}
+
+void RocksDbBackend::CheckExpired(Ref e) {
+  const int64_t expiry = cache_.expiry(e);
+  if (!cache_.deleted(e) && expiry != 0 && expiry <= options_.clock->WallMillis()) {
+    cache_.SetValue(e, absl::string_view());
+    cache_.set_deleted(e, true);
+    cache_.set_expiry(e, 0);
+    cache_.MarkDirty(e);
+  }
 }
 
 absl::StatusOr<RocksDbBackend::Ref> RocksDbBackend::InsertLoaded(absl::string_view key,
@@ -866,14 +887,20 @@ absl::Status RocksDbBackend::Prefetch(StateId id, absl::Span<const KeyInGroup> k
     prefetch_reads_ = reads;
     prefetch_misses_ = cache_.misses();
   }
+  prefetch_refs_.clear();
   if (!prefetch_on_ || keys.empty()) return absl::OkStatus();
+  prefetch_refs_.assign(keys.size(), internal::WriteBackCache::kNone);
+  prefetch_id_ = id;
   // The state keys, one after another in prefetch_buf_; the memory their cache and filter
   // lookups read is loaded for all of them before the first lookup.
   prefetch_buf_.clear();
   prefetch_spans_.clear();
   prefetch_hashes_.clear();
-  for (const KeyInGroup& k : keys) {
+  prefetch_index_.clear();
+  for (size_t k_index = 0; k_index < keys.size(); ++k_index) {
+    const KeyInGroup& k = keys[k_index];
     if (!options_.range.Contains(k.key_group)) continue;
+    prefetch_index_.push_back(k_index);
     const size_t start = prefetch_buf_.size();
     char header[8];
     const size_t header_len = internal::EncodeStateKeyHeader(
@@ -894,17 +921,26 @@ absl::Status RocksDbBackend::Prefetch(StateId id, absl::Span<const KeyInGroup> k
     const absl::string_view state_key(prefetch_buf_.data() + prefetch_spans_[i].first,
                                       prefetch_spans_[i].second);
     const uint64_t hash = prefetch_hashes_[i];
-    if (cache_.Peek(state_key, hash) != internal::WriteBackCache::kNone) continue;
+    const Ref cached = cache_.Peek(state_key, hash);
+    if (cached != internal::WriteBackCache::kNone) {
+      prefetch_refs_[prefetch_index_[i]] = cached;
+      continue;
+    }
     if (!cache_.MayBeInStoreHashed(hash)) {
       SLUICE_ASSIGN_OR_RETURN(Ref e, InsertLoaded(state_key, hash, rocksdb::Status::NotFound(),
                                                   absl::string_view()));
       cache_.MarkPrefetched(e);
+      prefetch_refs_[prefetch_index_[i]] = e;
       continue;
     }
     prefetch_spans_[kept++] = prefetch_spans_[i];
   }
   prefetch_spans_.resize(kept);
-  if (prefetch_spans_.empty()) return MaybeEvict();
+  if (prefetch_spans_.empty()) {
+    SLUICE_RETURN_IF_ERROR(MaybeEvict());
+    prefetch_frees_ = cache_.frees();
+    return absl::OkStatus();
+  }
   // MultiGet wants its keys sorted (it then shares filter, index and block work among them).
   prefetch_keys_.clear();
   for (const auto& [start, len] : prefetch_spans_) {
@@ -937,6 +973,63 @@ absl::Status RocksDbBackend::Prefetch(StateId id, absl::Span<const KeyInGroup> k
   SLUICE_RETURN_IF_ERROR(status);
   // Back within the budget (the loaded entries are clean and referenced: the hand drops
   // older unreferenced ones first).
+  SLUICE_RETURN_IF_ERROR(MaybeEvict());
+  prefetch_frees_ = cache_.frees();
+  return absl::OkStatus();
+}
+
+RocksDbBackend::Ref RocksDbBackend::BatchRef(StateId id, absl::Span<const KeyInGroup> keys,
+                                             size_t i) const {
+  if (id != prefetch_id_ || i >= prefetch_refs_.size() || prefetch_refs_.size() != keys.size() ||
+      cache_.frees() != prefetch_frees_) {
+    return internal::WriteBackCache::kNone;
+  }
+  const Ref e = prefetch_refs_[i];
+  if (e == internal::WriteBackCache::kNone) return e;
+  // Its key must be keys[i]'s (the caller's span is the one Prefetch() saw): the entry's bytes
+  // are loaded for its value anyway.
+  const absl::string_view key = keys[i].key;
+  char header[8];
+  const size_t header_len = internal::EncodeStateKeyHeader(header, keys[i].key_group, id,
+                                                           static_cast<uint32_t>(key.size()));
+  const absl::string_view stored = cache_.key(e);
+  if (stored.size() != header_len + key.size() ||
+      stored.substr(0, header_len) != absl::string_view(header, header_len) ||
+      stored.substr(header_len) != key) {
+    return internal::WriteBackCache::kNone;
+  }
+  return e;
+}
+
+absl::StatusOr<bool> RocksDbBackend::GetOfBatch(StateId id, absl::Span<const KeyInGroup> keys,
+                                                size_t i, std::string* value) {
+  const Ref e = BatchRef(id, keys, i);
+  if (e == internal::WriteBackCache::kNone) {
+    SetCurrentKey(keys[i].key, keys[i].key_group);
+    return Get(id, value);
+  }
+  key_valid_ = false;  // the current key is unspecified now
+  last_id_ = -1;
+  if (cache_.hits() + cache_.misses() >= next_publish_) PublishStats();
+  cache_.Touch(e);
+  CheckExpired(e);
+  if (cache_.deleted(e)) return false;
+  const absl::string_view v = cache_.value(e);
+  value->assign(v.data(), v.size());
+  return true;
+}
+
+absl::Status RocksDbBackend::PutOfBatch(StateId id, absl::Span<const KeyInGroup> keys, size_t i,
+                                        absl::string_view value) {
+  const Ref e = BatchRef(id, keys, i);
+  if (e == internal::WriteBackCache::kNone) {
+    SetCurrentKey(keys[i].key, keys[i].key_group);
+    return Put(id, value);
+  }
+  key_valid_ = false;
+  last_id_ = -1;
+  cache_.Reference(e);  // as FindOrInsert() does
+  SetEntry(e, id, value);
   return MaybeEvict();
 }
 

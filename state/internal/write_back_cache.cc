@@ -122,6 +122,11 @@ WriteBackCache::Ref WriteBackCache::Find(absl::string_view key, uint64_t hash) {
     ++misses_;
     return kNone;
   }
+  Touch(r);
+  return r;
+}
+
+void WriteBackCache::Touch(Ref r) {
   Slot& s = slots_[r];
   if (s.flags & kPrefetched) {
     s.flags &= ~kPrefetched;
@@ -130,10 +135,10 @@ WriteBackCache::Ref WriteBackCache::Find(absl::string_view key, uint64_t hash) {
     ++hits_;
   }
   s.flags |= kReferenced;
-  return r;
 }
 
 WriteBackCache::Ref WriteBackCache::Peek(absl::string_view key, uint64_t hash) const {
+  ++lookups_;
   if (live_ == 0) return kNone;
   return cells_[Probe(key, Tag(hash))].ref;
 }

@@ -135,6 +135,11 @@ class WriteBackCache {
   // first read of an entry marked prefetched counts as the miss it would have been.
   Ref Find(absl::string_view key) { return Find(key, HashKey(key)); }
   Ref Find(absl::string_view key, uint64_t hash);
+  // Counts and references entry r as Find() of its key does (a read of r found by an earlier
+  // lookup, e.g. a read-ahead's, that the caller kept while frees() did not change).
+  void Touch(Ref r);
+  // References entry r (as FindOrInsert() does: not counted as a read).
+  void Reference(Ref r) { slots_[r].flags |= kReferenced; }
   // The entry of `key` without counting or referencing it (kNone if not cached).
   Ref Peek(absl::string_view key) const { return Peek(key, HashKey(key)); }
   Ref Peek(absl::string_view key, uint64_t hash) const;
@@ -245,6 +250,8 @@ class WriteBackCache {
   // Entries dropped so far (by MakeRoom() or Erase()): a Ref taken when frees() was n is
   // still valid while frees() == n.
   uint64_t frees() const { return frees_; }
+  // Index lookups so far (Peek(), Find(), FindOrInsert()), for tests of what a caller spares.
+  uint64_t lookups() const { return lookups_; }
   // Dirty and pending entries MakeRoom() wrote to the store so far (the cache is full).
   uint64_t evicted_writes() const { return evicted_writes_; }
   uint64_t hits() const { return hits_; }
@@ -346,6 +353,7 @@ class WriteBackCache {
   uint64_t hits_ = 0;
   uint64_t misses_ = 0;
   uint64_t frees_ = 0;
+  mutable uint64_t lookups_ = 0;  // lookups()
   uint64_t evicted_writes_ = 0;
   std::unique_ptr<WrittenKeyFilter> filter_;  // the store filter; null: off
   bool filter_started_ = false;  // EnableStoreFilter() was called (filter_ may be dropped since)
