@@ -628,16 +628,18 @@ class WindowOperator final : public Operator {
   // Narrow panes (Bucket::narrow). A narrow slot's words: the pane's record count, then its
   // words after the header (REQUIRES for all: narrow_panes_).
   size_t NarrowWords() const { return 1 + pane_words_ - kHeaderFields; }
-  // The pane's words of a narrow slot's: a pane records were folded into, not fired (what
-  // FoldWords leaves in a new pane).
-  void WidenPane(const int64_t* narrow, int64_t* words) const {
-    words[kRecords] = narrow[0];
-    words[kEmitted] = 0;
-    words[kFinalFired] = 0;
+  // The pane words [0, pane_words_) of a pane `records` records were folded into and that has not
+  // fired (what FoldWords leaves in a new pane), its words after the header `values`: a narrow
+  // slot's or a flat session's as a pane.
+  void FoldedPaneWords(int64_t records, const int64_t* values, int64_t* words) const {
+    std::fill_n(words, kHeaderFields, 0);
+    words[kRecords] = records;
     words[kDirty] = 1;
     words[kNextEarly] = kNoEarly;
-    std::copy_n(narrow + 1, NarrowWords() - 1, words + kHeaderFields);
+    std::copy_n(values, pane_words_ - kHeaderFields, words + kHeaderFields);
   }
+  // The pane's words of a narrow slot's.
+  void WidenPane(const int64_t* narrow, int64_t* words) const { FoldedPaneWords(narrow[0], narrow + 1, words); }
   // Whether pane words `words` are what WidenPane gives for some narrow slot.
   static bool NarrowHolds(const int64_t* words) {
     return words[kRecords] > 0 && words[kEmitted] == 0 && words[kFinalFired] == 0 && words[kDirty] == 1 &&
@@ -1940,11 +1942,7 @@ class WindowOperator final : public Operator {
   }
   // The same into words[0, pane_words_).
   void FlatWords(const int64_t* slot, int64_t* words) const {
-    std::fill_n(words, kHeaderFields, 0);
-    words[kRecords] = slot[kFlatRecords];
-    words[kDirty] = 1;
-    words[kNextEarly] = kNoEarly;
-    std::copy_n(&slot[kFlatValues], pane_words_ - kHeaderFields, words + kHeaderFields);
+    FoldedPaneWords(slot[kFlatRecords], &slot[kFlatValues], words);
   }
   // Whether restored sessions `ks` can be a flat key (see ProcessFlatSession).
   bool FitsFlat(const KeySessions& ks) const {
