@@ -616,10 +616,12 @@ class WindowOperator final : public Operator {
       words = bucket->int_panes.Find(key);
       if (words == nullptr) return false;
     }
-    if (bucket->narrow) {
-      FoldValues(&words[0], words + 1, r);
-    } else {
+    if (!bucket->narrow) {
       FoldWords(words, r);
+    } else if (counts_only_) {
+      ++words[0];  // FoldValues() of counts only: the record count, no value words
+    } else {
+      FoldValues(&words[0], words + 1, r);
     }
     bucket->dirty = true;
     return true;
