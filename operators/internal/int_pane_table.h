@@ -11,6 +11,8 @@
 #include <limits>
 #include <vector>
 
+#include "absl/base/attributes.h"
+
 namespace sluice::ops::internal {
 
 // A hash table from int64 keys to `words` int64s each, zeroed when a key is inserted.
@@ -52,8 +54,9 @@ class IntPaneTable {
     __builtin_prefetch(slot + stride_ - 1);  // its last word, maybe on the next cache line
   }
 
-  // The words of `key`, inserted (zeroed) if absent; *inserted says which.
-  int64_t* FindOrInsert(int64_t key, bool* inserted) {
+  // The words of `key`, inserted (zeroed) if absent; *inserted says which. Inlined where it is
+  // called (a folded record's lookup; growing is not).
+  ABSL_ATTRIBUTE_ALWAYS_INLINE int64_t* FindOrInsert(int64_t key, bool* inserted) {
     *inserted = false;
     if (key == kEmpty) {
       if (!has_empty_key_) {
@@ -128,7 +131,7 @@ class IntPaneTable {
   size_t Home(int64_t key) const {
     return static_cast<size_t>((static_cast<uint64_t>(key) * 0x9E3779B97F4A7C15ULL) >> shift_);
   }
-  void Grow() {
+  ABSL_ATTRIBUTE_NOINLINE void Grow() {
     std::vector<int64_t> old;
     old.swap(slots_);
     const size_t old_capacity = capacity_;
