@@ -605,7 +605,7 @@ class WindowOperator final : public Operator {
     int64_t* words;
     if (bucket->timers && !bucket->overflow && pane_bytes_ < max_pane_bytes_) {
       bool inserted;
-      words = bucket->int_panes.FindOrInsert(key, &inserted);
+      words = bucket->int_panes.FindOrInsertInlined(key, &inserted);
       if (inserted) {
         if (!bucket->narrow) words[kNextEarly] = kNoEarly;  // ResetAcc's row: the rest zeros
         ++*made;

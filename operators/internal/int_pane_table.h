@@ -54,9 +54,11 @@ class IntPaneTable {
     __builtin_prefetch(slot + stride_ - 1);  // its last word, maybe on the next cache line
   }
 
-  // The words of `key`, inserted (zeroed) if absent; *inserted says which. Inlined where it is
-  // called (a folded record's lookup; growing is not).
-  ABSL_ATTRIBUTE_ALWAYS_INLINE int64_t* FindOrInsert(int64_t key, bool* inserted) {
+  // The words of `key`, inserted (zeroed) if absent; *inserted says which.
+  int64_t* FindOrInsert(int64_t key, bool* inserted) { return FindOrInsertInlined(key, inserted); }
+  // FindOrInsert(), inlined where it is called (growing is not): a record's lookup in a loop
+  // over a batch (window.cc's FoldBatch).
+  ABSL_ATTRIBUTE_ALWAYS_INLINE int64_t* FindOrInsertInlined(int64_t key, bool* inserted) {
     *inserted = false;
     if (key == kEmpty) {
       if (!has_empty_key_) {
