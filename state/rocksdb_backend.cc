@@ -302,9 +302,9 @@ rocksdb::Options MakeDbOptions(const StateBackendOptions& o) {
   // compaction was 30% of the workers' CPU). Reads pay a filter probe per L0 file only for
   // keys RocksDB may hold (the cache's store filter answers for keys never written). Writes
   // slow down at 40 L0 files and stop at 64 (defaults 20 and 36).
-  options.level0_file_num_compaction_trigger = 16;
-  options.level0_slowdown_writes_trigger = 40;
-  options.level0_stop_writes_trigger = 64;
+  options.level0_file_num_compaction_trigger = 32;
+  options.level0_slowdown_writes_trigger = 64;
+  options.level0_stop_writes_trigger = 96;
   // No compression at L0 and L1, where state rewritten every interval lives and is compacted
   // again soon (Snappy was 2-17% of the workers' CPU in keyed Nexmark queries); deeper levels,
   // where state that only grows settles, keep Snappy.
