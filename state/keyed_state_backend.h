@@ -207,6 +207,9 @@ class KeyedStateBackend {
   // Lookups of keys in the write-back cache's index so far (0 if the backend does not count
   // them), for tests of what GetOfBatch() and PutOfBatch() spare.
   virtual uint64_t CacheLookupsForTest() const { return 0; }
+  // An integer property of the backend's store (RocksDB's GetIntProperty(), e.g.
+  // "rocksdb.num-files-at-level0"); -1 when it has none. For tests of the store's tuning.
+  virtual int64_t StoreIntPropertyForTest(const std::string& name) const { return -1; }
 
   // Names this backend's operator subtask and restored checkpoint in kDataLoss errors
   // (StateBackendOptions::origin); for state formats layered on top (aggregating state).

@@ -547,6 +547,35 @@ TEST_F(KeyedStateBackendTest, PrefetchKeepsTheCacheWithinItsBudget) {
   }
 }
 
+// Each eviction or snapshot of many entries ingests one SST spanning the whole key range: it
+// lands in L0, and an L0->L1 compaction rewrites all of L1. The store leaves 20 such files in L0
+// uncompacted (the trigger is 32: at 16 a compaction would be pending or running, or would have
+// emptied L0), and every value still reads back.
+TEST_F(KeyedStateBackendTest, TwentyIngestedFilesStayInLevel0Uncompacted) {
+  StateBackendOptions o = Options("l0-trigger");
+  o.snapshot_ingest_min_entries = 1;
+  auto b = OpenOrDie(o);
+  ASSERT_NE(b, nullptr);
+  const StateId id = b->RegisterState("v", StateKind::kValue);
+  const std::string l0 = "rocksdb.num-files-at-level0";
+  std::map<std::string, std::string> want;
+  // Ingested files that overlap nothing below go to deeper levels first, so the rounds go on
+  // until L0 holds 20 files (each round's keys span the key groups: every file overlaps).
+  for (int round = 0; round < 60 && b->StoreIntPropertyForTest(l0) < 20; ++round) {
+    for (int j = 0; j < 16; ++j) {
+      const std::string key = absl::StrCat("k", j, "-", round);
+      SetKey(b.get(), key);
+      ASSERT_OK(b->Put(id, absl::StrCat("v", round)));
+      want[key] = absl::StrCat("v", round);
+    }
+    ASSERT_OK(b->SnapshotSync(round + 1));
+  }
+  EXPECT_EQ(b->StoreIntPropertyForTest(l0), 20);
+  EXPECT_EQ(b->StoreIntPropertyForTest("rocksdb.compaction-pending"), 0);
+  EXPECT_EQ(b->StoreIntPropertyForTest("rocksdb.num-running-compactions"), 0);
+  for (const auto& [key, value] : want) EXPECT_EQ(GetOr(b.get(), id, key), value) << key;
+}
+
 // RocksDB allocates and zeroes a memtable's bloom filter whole with each memtable (every open,
 // every flush). Sized as 5% of a 64 MiB write buffer it was 3.4 MB of every keyed subtask's
 // open; it is now at most 256 KiB, so an empty backend's state size (its memtable) stays far
