@@ -9,6 +9,7 @@
 #include <limits>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -745,6 +746,8 @@ class RocksDbBackend final : public KeyedStateBackend {
   // Shared between the task thread (Restore) and the uploader.
   absl::Mutex upload_mu_;
   absl::flat_hash_map<std::string, UploadedFile> uploaded_ ABSL_GUARDED_BY(upload_mu_);
+  // shared/ directories with a new entry not synced yet (an upload failed in between).
+  std::set<std::string> unsynced_shared_dirs_ ABSL_GUARDED_BY(upload_mu_);
 };
 
 absl::Status RocksDbBackend::OpenDb(bool create) {
@@ -1546,7 +1549,6 @@ absl::StatusOr<proto::KeyedStateHandle> RocksDbBackend::UploadSnapshot(
   int64_t full_size = 0;
   int64_t incremental_size = 0;
   absl::MutexLock lock(&upload_mu_);
-  bool linked_shared = false;  // shared/ got a new entry
   for (const auto& [name, size] : files) {
     proto::StateFile* f = handle.add_files();
     f->set_local_name(name);
@@ -1582,7 +1584,7 @@ absl::StatusOr<proto::KeyedStateHandle> RocksDbBackend::UploadSnapshot(
     }
     absl::Status s = LinkOrCopyDurably(local / name, shared_dir / *shared_name);
     if (!s.ok()) return absl::AbortedError(s.ToString());
-    linked_shared = true;
+    unsynced_shared_dirs_.insert(shared_dir.string());
     uploaded_[name] = UploadedFile{*shared_name, size, job_checkpoint_dir};
     f->set_name(*shared_name);
     incremental_size += size;
@@ -1591,9 +1593,10 @@ absl::StatusOr<proto::KeyedStateHandle> RocksDbBackend::UploadSnapshot(
   // coordinator then counts the checkpoint complete). The entries of the private directory
   // and its parents are made durable by the coordinator before it counts the checkpoint
   // complete (CheckpointStorage::WriteMetadata() syncs chk-<id> and the job directory).
-  if (linked_shared) {
-    absl::Status s = SyncDir(shared_dir.string());
+  while (!unsynced_shared_dirs_.empty()) {  // only where something was linked
+    absl::Status s = SyncDir(*unsynced_shared_dirs_.begin());
     if (!s.ok()) return absl::AbortedError(s.ToString());
+    unsynced_shared_dirs_.erase(unsynced_shared_dirs_.begin());
   }
   {
     absl::Status s = SyncDir(private_path.string());
