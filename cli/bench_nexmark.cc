@@ -111,7 +111,7 @@ absl::Status RunNexmarkBench(const NexmarkBenchOptions& options, std::ostream& o
           absl::StrCat("unknown Nexmark query '", q, "' (known: ", absl::StrJoin(known, ", "), ")"));
     }
     SLUICE_ASSIGN_OR_RETURN(jobs[q], nexmark::LoadJob(job_dir, q, {{"EVENTS", std::to_string(options.events)},
-                                                                   {"CHECKPOINT_INTERVAL", "1s"}}));
+                                                                   {"CHECKPOINT_INTERVAL", options.checkpoint_interval}}));
   }
 
   const int slots = (options.parallelism + options.workers - 1) / options.workers;
@@ -120,8 +120,9 @@ absl::Status RunNexmarkBench(const NexmarkBenchOptions& options, std::ostream& o
   const std::string cluster_dir = cluster->options().dir;
   CoordinatorClient client(cluster->coordinator_address());
   out << absl::StrFormat("Nexmark: %d events per query, %d worker(s) x %d slot(s), parallelism %d, "
-                         "checkpoints every 1 s (RocksDB)\n",
-                         options.events, options.workers, slots, options.parallelism);
+                         "checkpoints every %s (RocksDB)\n",
+                         options.events, options.workers, slots, options.parallelism,
+                         options.checkpoint_interval);
 
   // Per query the run with the median engine events per CPU-second (and its own loop run).
   std::vector<Result> results;

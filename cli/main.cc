@@ -277,6 +277,9 @@ int Main(int argc, char** argv) {
       ->capture_default_str()->check(CLI::Range(1, 1024));
   bench_nexmark->add_option("--reps", nexmark.reps, "Runs per query (the median is reported)")
       ->capture_default_str()->check(CLI::Range(1, 100));
+  bench_nexmark->add_option("--checkpoint-interval", nexmark.checkpoint_interval,
+                            "Checkpoint interval of every query (e.g. 1h: only the final checkpoint)")
+      ->capture_default_str();
   bench_nexmark->add_option("--job-dir", nexmark.job_dir,
                             "Where the job files q*.yaml are (default: the source tree's bench/nexmark)");
 

@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/clock.h"
@@ -999,8 +1000,13 @@ TEST_F(KeyedStateBackendTest, SnapshotRestoreSameRangeKeepsEverything) {
   bool has_sst = false;
   for (const auto& f : handle->files()) {
     if (f.shared()) {
-      has_sst = true;
-      EXPECT_EQ(f.name(), absl::StrCat(handle->backend_id(), "-", f.local_name()));
+      // SSTs, and MANIFEST, CURRENT and OPTIONS named by their content.
+      if (absl::EndsWith(f.local_name(), ".sst")) {
+        has_sst = true;
+        EXPECT_EQ(f.name(), absl::StrCat(handle->backend_id(), "-", f.local_name()));
+      }
+      EXPECT_TRUE(absl::StartsWith(f.name(), absl::StrCat(handle->backend_id(), "-", f.local_name())))
+          << f.name();
       EXPECT_TRUE(fs::exists(fs::path(job_dir_) / "shared" / f.name()));
     } else {
       EXPECT_TRUE(fs::exists(fs::path(job_dir_) / "chk-1/op-0" / f.name()));
@@ -1103,7 +1109,7 @@ TEST_F(KeyedStateBackendTest, IngestedSnapshotsEqualMemtableSnapshots) {
         int ssts = 0;
         int deltas = 0;
         for (const auto& f : handle.files()) {
-          ssts += f.shared() ? 1 : 0;
+          ssts += absl::EndsWith(f.local_name(), ".sst") ? 1 : 0;
           deltas += f.local_name() == internal::kDeltaFileName ? 1 : 0;
         }
         if (cache_bytes < (size_t{1} << 20)) {
@@ -1366,7 +1372,10 @@ TEST_F(KeyedStateBackendTest, IncrementalCheckpointsReuseSharedFiles) {
   EXPECT_LT(h3->incremental_size(), h3->full_size() / 5)
       << h3->incremental_size() << " of " << h3->full_size();
   std::set<std::string> shared3 = SharedNames(*h3);
-  for (const std::string& name : shared2) EXPECT_TRUE(shared3.count(name)) << name;
+  // The restored DB's SSTs (its MANIFEST, CURRENT and OPTIONS are new).
+  for (const std::string& name : shared2) {
+    if (absl::EndsWith(name, ".sst")) EXPECT_TRUE(shared3.count(name)) << name;
+  }
   EXPECT_NE(h3->backend_id(), h2->backend_id());
   r->reset();
 
@@ -1475,6 +1484,68 @@ TEST_F(KeyedStateBackendTest, ChangedEntriesGoToTheDeltaFileAndEveryCheckpointRe
 // copying them: the stored SSTs are the working DB's files (one inode), and the checkpoint
 // stays whole after the working DB dropped them (compaction, close) and the backend is gone.
 // Across filesystems (/dev/shm, where it is another one) it copies.
+// Hot keys (changed in every interval) go into the delta file and RocksDB does not change: a
+// checkpoint then shares the previous one's MANIFEST, CURRENT and OPTIONS as it shares its SSTs,
+// and stores nothing of its own but the delta file. It restores every entry.
+TEST_F(KeyedStateBackendTest, CheckpointOfAnUnchangedDbStoresOnlyItsDeltaFile) {
+  auto b = OpenOrDie(Options("a"));
+  ASSERT_NE(b, nullptr);
+  StateId value = b->RegisterState("v", StateKind::kValue);
+  std::vector<proto::KeyedStateHandle> handles;
+  for (int round = 1; round <= 4; ++round) {
+    for (int i = 0; i < 500; ++i) {
+      SetKey(b.get(), absl::StrCat("k", i));
+      ASSERT_OK(b->Put(value, absl::StrCat("v", i, "-", round)));
+    }
+    auto h = Checkpoint(b.get(), round, absl::StrCat("chk-", round, "/op"));
+    ASSERT_OK(h);
+    handles.push_back(*h);
+  }
+  // Round 1 wrote the keys into RocksDB, round 2 made them hot (its delta file and a MANIFEST
+  // that grew by the entries of round 1 it moved); rounds 3 and 4 changed only the delta file.
+  const proto::KeyedStateHandle& h3 = handles[2];
+  const proto::KeyedStateHandle& h4 = handles[3];
+  std::set<std::string> shared_of_3 = SharedNames(h3);
+  EXPECT_EQ(SharedNames(h4), shared_of_3);
+  int64_t delta_size = -1;
+  for (const proto::StateFile& f : h4.files()) {
+    if (f.local_name() == internal::kDeltaFileName) {
+      EXPECT_FALSE(f.shared());
+      delta_size = f.size();
+    } else {
+      EXPECT_TRUE(f.shared()) << f.local_name();
+    }
+  }
+  EXPECT_GT(delta_size, 0);
+  EXPECT_EQ(h4.incremental_size(), delta_size);
+  std::vector<std::string> private_files;
+  for (const auto& e : fs::directory_iterator(fs::path(job_dir_) / "chk-4/op")) {
+    private_files.push_back(e.path().filename().string());
+  }
+  EXPECT_THAT(private_files, ::testing::ElementsAre(std::string(internal::kDeltaFileName)));
+  for (const char* name : {"CURRENT", "OPTIONS-", "MANIFEST-"}) {
+    EXPECT_EQ(std::count_if(h4.files().begin(), h4.files().end(),
+                            [&](const proto::StateFile& f) {
+                              return f.shared() && absl::StartsWith(f.local_name(), name);
+                            }),
+              1)
+        << name;
+  }
+  b.reset();
+
+  // Checkpoint 4 restores whole, with the same key groups and rescaled.
+  for (KeyGroupRange range : {KeyGroupRange{0, 127}, KeyGroupRange{0, 63}}) {
+    auto r = KeyedStateBackend::Restore(Options("b", range), {h4}, job_dir_);
+    ASSERT_OK(r);
+    StateId v = (*r)->RegisterState("v", StateKind::kValue);
+    for (int i = 0; i < 500; ++i) {
+      const std::string key = absl::StrCat("k", i);
+      if (KeyGroupOf(key) > range.last) continue;
+      EXPECT_EQ(GetOr(r->get(), v, key), absl::StrCat("v", i, "-4")) << key;
+    }
+  }
+}
+
 TEST_F(KeyedStateBackendTest, UploadLinksFilesOnTheSameFilesystemAndCopiesAcross) {
   const StateBackendOptions options = Options("a");
   auto a = OpenOrDie(options);
@@ -1499,8 +1570,11 @@ TEST_F(KeyedStateBackendTest, UploadLinksFilesOnTheSameFilesystemAndCopiesAcross
     }
   }
   EXPECT_GT(linked, 0);
-  EXPECT_EQ(linked, std::count_if(h1->files().begin(), h1->files().end(),
-                                  [](const proto::StateFile& f) { return f.shared(); }));
+  EXPECT_EQ(linked, std::count_if(h1->files().begin(), h1->files().end(), [](const proto::StateFile& f) {
+              // The DB's own files (MANIFEST and CURRENT are the checkpoint's copies).
+              return f.shared() && (absl::EndsWith(f.local_name(), ".sst") ||
+                                    absl::StartsWith(f.local_name(), "OPTIONS-"));
+            }));
   // Across filesystems: copies.
   const fs::path other = "/dev/shm";
   struct stat root_stat, other_stat;
@@ -1681,7 +1755,7 @@ TEST_F(KeyedStateBackendTest, RestoreWithMissingOrCorruptFilesFails) {
   ASSERT_OK(h);
   const proto::StateFile* sst = nullptr;
   for (const auto& f : h->files()) {
-    if (f.shared()) sst = &f;
+    if (f.shared() && absl::EndsWith(f.local_name(), ".sst")) sst = &f;
   }
   ASSERT_NE(sst, nullptr);
   fs::path sst_path = fs::path(job_dir_) / "shared" / sst->name();

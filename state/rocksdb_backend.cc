@@ -5,9 +5,11 @@
 #include <cstdarg>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -147,6 +149,34 @@ absl::Status ResetDir(const fs::path& dir) {
 bool IsPlainFileName(const std::string& name) {
   return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
          name.find('\0') == std::string::npos;
+}
+
+// The name under `<job dir>/shared/` of a snapshot's file `name` (of `size` bytes, in the local
+// snapshot directory `local`) that later snapshots of the same DB can share, or "" for a file
+// uploaded privately each time. Every name of one content: an SST (RocksDB never writes to a
+// finished one), an OPTIONS file (never rewritten: new options get a new number), the MANIFEST
+// by its size (the checkpoint holds a prefix of the append-only live MANIFEST, so a name and a
+// size are one content within a DB) and CURRENT by the MANIFEST it names. In the steady state
+// of hot keys (every change in the delta file, RocksDB unchanged) a snapshot so creates and
+// syncs only its delta file in storage. kUnavailable when CURRENT cannot be read.
+absl::StatusOr<std::string> SharedNameOf(const std::string& backend_id, const fs::path& local,
+                                         const std::string& name, int64_t size) {
+  if (absl::EndsWith(name, ".sst") || absl::StartsWith(name, "OPTIONS-")) {
+    return absl::StrCat(backend_id, "-", name);
+  }
+  if (absl::StartsWith(name, "MANIFEST-")) return absl::StrCat(backend_id, "-", name, "-", size);
+  if (name == "CURRENT") {
+    std::ifstream in(local / name, std::ios::binary);
+    std::string manifest;
+    if (!std::getline(in, manifest)) {
+      return absl::UnavailableError(absl::StrCat("cannot read ", (local / name).string()));
+    }
+    if (absl::StartsWith(manifest, "MANIFEST-") && IsPlainFileName(manifest) &&
+        static_cast<int64_t>(manifest.size()) + 1 == size) {
+      return absl::StrCat(backend_id, "-CURRENT-", manifest);
+    }
+  }
+  return std::string();
 }
 
 std::string RandomHexId() {
@@ -726,6 +756,8 @@ class RocksDbBackend final : public KeyedStateBackend {
   // Shared between the task thread (Restore) and the uploader.
   absl::Mutex upload_mu_;
   absl::flat_hash_map<std::string, UploadedFile> uploaded_ ABSL_GUARDED_BY(upload_mu_);
+  // shared/ directories with a new entry not synced yet (an upload failed in between).
+  std::set<std::string> unsynced_shared_dirs_ ABSL_GUARDED_BY(upload_mu_);
 };
 
 absl::Status RocksDbBackend::OpenDb(bool create) {
@@ -1538,31 +1570,46 @@ absl::StatusOr<proto::KeyedStateHandle> RocksDbBackend::UploadSnapshot(
       f->set_name(name);
       absl::Status s = LinkOrCopyDurably(local / name, private_path / name);
       if (!s.ok()) return absl::AbortedError(s.ToString());
-    } else if (absl::EndsWith(name, ".sst")) {
-      f->set_shared(true);
-      auto it = uploaded_.find(name);
-      if (it != uploaded_.end() && it->second.size == size && it->second.dir == job_checkpoint_dir) {
-        f->set_name(it->second.name);
-        continue;
-      }
-      std::string shared_name = absl::StrCat(backend_id_, "-", name);
-      absl::Status s = LinkOrCopyDurably(local / name, shared_dir / shared_name);
-      if (!s.ok()) return absl::AbortedError(s.ToString());
-      uploaded_[name] = UploadedFile{shared_name, size, job_checkpoint_dir};
-      f->set_name(shared_name);
-    } else {
+      incremental_size += size;
+      continue;
+    }
+    absl::StatusOr<std::string> shared_name = SharedNameOf(backend_id_, local, name, size);
+    if (!shared_name.ok()) return absl::AbortedError(shared_name.status().ToString());
+    if (shared_name->empty()) {
       f->set_shared(false);
       f->set_name(name);
-      // Small, and RocksDB's checkpoint may share a log file with the live DB: a copy.
+      // RocksDB's checkpoint may share a log file with the live DB: a copy.
       absl::Status s = CopyAtomically(local / name, private_path / name, /*durable=*/true);
       if (!s.ok()) return absl::AbortedError(s.ToString());
+      incremental_size += size;
+      continue;
     }
+    f->set_shared(true);
+    auto it = uploaded_.find(name);
+    // An SST restored from another backend's checkpoint keeps that backend's name.
+    if (it != uploaded_.end() && it->second.size == size && it->second.dir == job_checkpoint_dir &&
+        (absl::EndsWith(name, ".sst") || it->second.name == *shared_name)) {
+      f->set_name(it->second.name);
+      continue;
+    }
+    absl::Status s = LinkOrCopyDurably(local / name, shared_dir / *shared_name);
+    if (!s.ok()) return absl::AbortedError(s.ToString());
+    unsynced_shared_dirs_.insert(shared_dir.string());
+    uploaded_[name] = UploadedFile{*shared_name, size, job_checkpoint_dir};
+    f->set_name(*shared_name);
     incremental_size += size;
   }
-  // The renames above and the directories themselves must survive a machine crash before the
-  // handle is acknowledged (the coordinator then counts the checkpoint complete).
-  for (const fs::path& dir : {shared_dir, private_path, fs::path(job_checkpoint_dir)}) {
-    absl::Status s = SyncDir(dir.string());
+  // The renames above must survive a machine crash before the handle is acknowledged (the
+  // coordinator then counts the checkpoint complete). The entries of the private directory
+  // and its parents are made durable by the coordinator before it counts the checkpoint
+  // complete (CheckpointStorage::WriteMetadata() syncs chk-<id> and the job directory).
+  while (!unsynced_shared_dirs_.empty()) {  // only where something was linked
+    absl::Status s = SyncDir(*unsynced_shared_dirs_.begin());
+    if (!s.ok()) return absl::AbortedError(s.ToString());
+    unsynced_shared_dirs_.erase(unsynced_shared_dirs_.begin());
+  }
+  {
+    absl::Status s = SyncDir(private_path.string());
     if (!s.ok()) return absl::AbortedError(s.ToString());
   }
   handle.set_full_size(full_size);
@@ -1606,7 +1653,10 @@ absl::Status RocksDbBackend::RestoreFrom(const std::vector<proto::KeyedStateHand
     // Unchanged SSTs keep their shared names, so the next checkpoint is incremental.
     absl::MutexLock lock(&upload_mu_);
     for (const proto::StateFile& f : h.files()) {
-      if (f.shared()) uploaded_[f.local_name()] = UploadedFile{f.name(), f.size(), job_checkpoint_dir};
+      // Only SSTs: the restored DB writes a new MANIFEST, CURRENT and OPTIONS.
+      if (f.shared() && absl::EndsWith(f.local_name(), ".sst")) {
+        uploaded_[f.local_name()] = UploadedFile{f.name(), f.size(), job_checkpoint_dir};
+      }
     }
     return LoadTimers();
   }
