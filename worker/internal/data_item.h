@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -18,10 +19,18 @@ struct BufferItem;
 // (plan::Edge::carry_key_groups), `key_groups` holds each record's key group in record order,
 // little-endian, one byte each when the job's max parallelism is at most 256, else two
 // (KeyGroupWidth()); empty when none came (other edges, buffers restored from channel state).
+// `watermark`: a watermark emitted while the buffer was filled, which rides with it (sender
+// side only: the consumer's gate splits such a buffer, see SplitCarriedWatermark()).
+struct CarriedWatermark {
+  int64_t ms = 0;
+  int records = 0;   // records of the buffer before the watermark
+  size_t bytes = 0;  // their bytes
+};
 struct RecordBuffer {
   std::string data;
   int num_records = 0;
   std::string key_groups = {};
+  std::optional<CarriedWatermark> watermark = {};
 };
 
 // Bytes per key group in RecordBuffer::key_groups for `max_parallelism`.
@@ -59,6 +68,9 @@ struct BufferItem {
   Content content;
   // Replayed from a checkpoint's channel state: it came through no gate, so no credit.
   bool restored = false;
+  // A piece of a message split by SplitCarriedWatermark() other than its last: the message's
+  // credit is returned with its last piece.
+  bool continued = false;
 
   BufferItem() = default;
   BufferItem(int channel, Content content) : channel(channel), content(std::move(content)) {}
@@ -74,7 +86,7 @@ struct BufferItem {
   // A priority barrier or its announcement.
   bool IsPriority() const;
   // Whether the consumer returns a credit once it has processed the item.
-  bool TakesCredit() const { return !restored && !IsPriority(); }
+  bool TakesCredit() const { return !restored && !continued && !IsPriority(); }
   // A copy of a records, watermark or watermark status item (with its channel), for in-flight
   // data.
   BufferItem CopyContent() const { return BufferItem(channel, content); }
@@ -89,9 +101,16 @@ proto::DataMessage ToMessage(BufferItem item);
 // watermark status counts, else its buffer.
 BufferItem FromMessage(proto::DataMessage* msg, int channel);
 
+// Splits a records item carrying a watermark into its pieces in channel order: the records
+// before the watermark (if any), the watermark, the records after it (if any), into
+// `pieces`; returns how many. Every piece but the last is `continued`. Any other item is
+// returned as it is (one piece). Offsets beyond the buffer put the watermark after it.
+int SplitCarriedWatermark(BufferItem item, BufferItem (&pieces)[3]);
+
 // Appends `item` (records, a watermark or a watermark status; a barrier or end of partition is
 // stored as an empty buffer) to in-flight data `file`: input side (`output` false, `channel`:
-// the gate's channel) or output side (`channel`: the task's output channel index). A buffer's
+// the gate's channel) or output side (`channel`: the task's output channel index). A buffer
+// carrying a watermark is stored as its pieces (SplitCarriedWatermark()). A buffer's
 // key groups are not stored: restored, its records come without (their consumer hashes).
 void AddChannelStateItem(bool output, int channel, const BufferItem& item,
                          proto::ChannelStateFile* file);

@@ -1,12 +1,17 @@
 #include "worker/internal/data_item.h"
 
 #include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace sluice::worker {
 namespace {
+
+using ::testing::ElementsAre;
 
 // Through the wire message and back, on channel 4.
 BufferItem OverTheWire(BufferItem item) {
@@ -107,6 +112,77 @@ TEST(DataItemTest, WatermarkStatusRoundTrips) {
       EXPECT_EQ(s->idle, idle);
     }
   }
+}
+
+// "d<n>:<data>" records, "w<ms>" a watermark; "+" marks a piece that returns no credit.
+std::vector<std::string> Describe(const BufferItem* items, int n) {
+  std::vector<std::string> out;
+  for (int i = 0; i < n; ++i) {
+    std::string d;
+    if (const RecordBuffer* b = items[i].as<RecordBuffer>()) {
+      d = absl::StrCat("d", b->num_records, ":", b->data, "/", b->key_groups);
+    } else if (const WatermarkAdvance* w = items[i].as<WatermarkAdvance>()) {
+      d = absl::StrCat("w", w->ms);
+    } else {
+      d = "?";
+    }
+    if (!items[i].TakesCredit()) d += "+";
+    out.push_back(d);
+  }
+  return out;
+}
+
+// Records "a", "bb", "ccc" (three records, 6 bytes) with key groups "xyz", carrying watermark
+// `ms` after `records` of them (`bytes` bytes).
+BufferItem Carrying(int64_t ms, int records, size_t bytes) {
+  return BufferItem(0, RecordBuffer{"abbccc", 3, "xyz", CarriedWatermark{ms, records, bytes}});
+}
+
+TEST(DataItemTest, ABufferCarryingAWatermarkSplitsAtItsPlaceAndTakesOneCredit) {
+  BufferItem pieces[3];
+  int n = SplitCarriedWatermark(Carrying(9, 1, 1), pieces);
+  EXPECT_THAT(Describe(pieces, n), ElementsAre("d1:a/x+", "w9+", "d2:bbccc/yz"));
+  n = SplitCarriedWatermark(Carrying(9, 3, 6), pieces);
+  EXPECT_THAT(Describe(pieces, n), ElementsAre("d3:abbccc/xyz+", "w9"));
+  n = SplitCarriedWatermark(Carrying(9, 0, 0), pieces);
+  EXPECT_THAT(Describe(pieces, n), ElementsAre("w9+", "d3:abbccc/xyz"));
+  n = SplitCarriedWatermark(BufferItem(0, RecordBuffer{"abbccc", 3}), pieces);
+  EXPECT_THAT(Describe(pieces, n), ElementsAre("d3:abbccc/"));
+  BufferItem restored = Carrying(9, 1, 1);
+  restored.restored = true;
+  n = SplitCarriedWatermark(std::move(restored), pieces);
+  EXPECT_THAT(Describe(pieces, n), ElementsAre("d1:a/x+", "w9+", "d2:bbccc/yz+"));
+}
+
+TEST(DataItemTest, AWatermarkCarriedInABufferCrossesTheWireInOneMessage) {
+  proto::DataMessage msg = ToMessage(Carrying(-4, 2, 3));
+  EXPECT_EQ(msg.buffer(), "abbccc");
+  EXPECT_EQ(msg.watermark(), -4);
+  BufferItem back = OverTheWire(Carrying(-4, 2, 3));
+  EXPECT_TRUE(back.TakesCredit());
+  BufferItem pieces[3];
+  const int n = SplitCarriedWatermark(std::move(back), pieces);
+  EXPECT_THAT(Describe(pieces, n), ElementsAre("d2:abb/xy+", "w-4+", "d1:ccc/z"));
+  // Offsets beyond the buffer (a broken sender) put the watermark after it.
+  msg.set_watermark_records(7);
+  msg.set_watermark_bytes(70);
+  const int m = SplitCarriedWatermark(FromMessage(&msg, 0), pieces);
+  EXPECT_THAT(Describe(pieces, m), ElementsAre("d3:abbccc/xyz+", "w-4"));
+}
+
+TEST(DataItemTest, AWatermarkCarriedInABufferIsStoredAsItsPiecesInChannelState) {
+  // The pieces are items of the format before watermarks rode in buffers: a checkpoint either
+  // side of this change restores with the other.
+  proto::ChannelStateFile file;
+  AddChannelStateItem(true, 5, Carrying(9, 1, 1), &file);
+  ASSERT_EQ(file.items_size(), 3);
+  BufferItem back[3];
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(file.items(i).output());
+    EXPECT_EQ(file.items(i).channel(), 5);
+    back[i] = FromChannelStateItem(file.items(i));
+  }
+  EXPECT_THAT(Describe(back, 3), ElementsAre("d1:a/+", "w9+", "d2:bbccc/+"));
 }
 
 TEST(DataItemTest, EndOfPartitionRoundTrips) {

@@ -20,6 +20,13 @@ void InputGate::SetListener(int channel, std::shared_ptr<CreditListener> listene
 void InputGate::Push(BufferItem item) {
   absl::MutexLock lock(&mu_);
   if (closed_) return;
+  const RecordBuffer* records = item.as<RecordBuffer>();
+  if (records != nullptr && records->watermark.has_value()) {
+    BufferItem pieces[3];
+    const int n = SplitCarriedWatermark(std::move(item), pieces);
+    for (int i = 0; i < n; ++i) queue_.push_back(std::move(pieces[i]));
+    return;
+  }
   const Barrier* barrier = item.as<Barrier>();
   if (barrier != nullptr && barrier->priority) {
     BarrierAnnouncement announcement{barrier->id, {}};

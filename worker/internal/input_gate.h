@@ -47,7 +47,9 @@ class InputGate {
   // only a weak reference; the producer side owns the listener.
   void SetListener(int channel, std::shared_ptr<CreditListener> listener);
 
-  // Enqueues a buffer. Dropped silently after Close() (the task is gone).
+  // Enqueues a buffer. Dropped silently after Close() (the task is gone). A buffer carrying
+  // a watermark is enqueued as its pieces (SplitCarriedWatermark()): the task applies the
+  // watermark after the records before it, and returns the credit after the last piece.
   // A priority barrier (`priority`) is also announced: its announcement goes ahead of every
   // queued item except earlier announcements (Flink's priority events), with copies of the
   // items of its channel it overtakes; then the priority listener is called.

@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -146,6 +147,24 @@ TEST(InputGateTest, SendStampsTheChannelIndex) {
   ASSERT_TRUE(got.has_value());
   EXPECT_EQ(got->channel, 2);
   EXPECT_EQ(DataOf(*got), "x");
+}
+
+TEST(InputGateTest, ABufferCarryingAWatermarkIsQueuedAsItsPiecesWithOneCredit) {
+  auto gate = std::make_shared<InputGate>(3, 2);
+  auto ch2 = std::make_shared<LocalChannel>(gate, 2);
+  gate->SetListener(2, ch2);
+  ASSERT_OK(ch2->Send(BufferItem(0, RecordBuffer{"abc", 2, "", CarriedWatermark{9, 1, 1}})));
+  std::vector<std::string> got;
+  while (auto item = gate->Poll(NowNanos())) {
+    EXPECT_EQ(item->channel, 2);
+    std::string d = item->as<WatermarkAdvance>() != nullptr
+                        ? absl::StrCat("w", item->as<WatermarkAdvance>()->ms)
+                        : DataOf(*item);
+    if (item->TakesCredit()) d += "$";
+    got.push_back(d);
+  }
+  // The watermark after the first record, the credit with the last piece.
+  EXPECT_THAT(got, ::testing::ElementsAre("a", "w9", "bc$"));
 }
 
 TEST(InputGateTest, CreditsAreReturnedToTheRightChannel) {

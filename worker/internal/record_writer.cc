@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <optional>
 
 #include "absl/base/optimization.h"
 #include "absl/strings/str_cat.h"
@@ -38,6 +39,7 @@ class RecordWriter::EdgeOutput {
         carry_(edge->carry_key_groups),
         key_group_width_(KeyGroupWidth(max_parallelism)),
         pending_key_groups_(channels_.size()),
+        pending_watermark_(channels_.size()),
         backlog_(channels_.size()) {
     for (auto& p : pending_) p.reserve(kPendingCapacity);
     if (carry_) {
@@ -117,7 +119,9 @@ class RecordWriter::EdgeOutput {
 
   absl::Status FlushAll() {
     for (size_t c = 0; c < channels_.size(); ++c) {
-      if (pending_records_[c] > 0) SLUICE_RETURN_IF_ERROR(Flush(c, false));
+      if (pending_records_[c] > 0 || pending_watermark_[c].has_value()) {
+        SLUICE_RETURN_IF_ERROR(Flush(c, false));
+      }
     }
     pending_since_ = 0;
     return absl::OkStatus();
@@ -179,12 +183,14 @@ class RecordWriter::EdgeOutput {
 
   void PushRestored(size_t c, BufferItem item) { backlog_[c].push_back(std::move(item)); }
 
-  absl::Status EmitWatermark(int64_t watermark_ms) {
-    SLUICE_RETURN_IF_ERROR(FlushAll());
+  // The watermark goes into each channel's pending buffer behind its records (replacing an
+  // older one not sent yet: watermarks only advance) and leaves with the buffer, when it is
+  // full or times out (alone if no record follows). Sends nothing itself.
+  void EmitWatermark(int64_t watermark_ms) {
     for (size_t c = 0; c < channels_.size(); ++c) {
-      SLUICE_RETURN_IF_ERROR(Deliver(c, BufferItem(0, WatermarkAdvance{watermark_ms}), true));
+      pending_watermark_[c] = CarriedWatermark{watermark_ms, pending_records_[c], pending_bytes_[c]};
     }
-    return absl::OkStatus();
+    if (pending_since_ == 0) pending_since_ = clock_->NowNanos();
   }
 
   absl::Status EmitWatermarkStatus(bool idle) {
@@ -229,11 +235,18 @@ class RecordWriter::EdgeOutput {
   }
 
   // Sends (or backlogs) channel `c`'s pending buffer; `may_block`: as Deliver().
+  // Its pending watermark rides with it (alone if it has no records).
   absl::Status Flush(size_t c, bool may_block) {
+    std::optional<CarriedWatermark> watermark = pending_watermark_[c];
+    pending_watermark_[c].reset();
+    if (pending_records_[c] == 0) {
+      if (!watermark.has_value()) return absl::OkStatus();
+      return Deliver(c, BufferItem(0, WatermarkAdvance{watermark->ms}), may_block);
+    }
     const size_t bytes = pending_bytes_[c];
     pending_[c].resize(bytes);
     BufferItem item(0, RecordBuffer{std::move(pending_[c]), pending_records_[c],
-                                    std::move(pending_key_groups_[c])});
+                                    std::move(pending_key_groups_[c]), watermark});
     pending_[c] = std::string();
     pending_[c].reserve(kPendingCapacity);
     if (carry_) {
@@ -294,6 +307,9 @@ class RecordWriter::EdgeOutput {
   const bool carry_;
   const size_t key_group_width_;
   std::vector<std::string> pending_key_groups_;
+  // Per channel: the watermark to send with (or, without records, as) its pending buffer.
+  std::vector<std::optional<CarriedWatermark>> pending_watermark_;
+  // When the oldest pending record or watermark came (clock nanoseconds; 0: nothing pending).
   int64_t pending_since_ = 0;
   std::vector<std::deque<BufferItem>> backlog_;  // per channel: unsent, in order
   size_t next_ = 0;
@@ -346,7 +362,7 @@ absl::Status RecordWriter::EmitSide(int side_output, const Record& r) {
 }
 
 absl::Status RecordWriter::EmitWatermark(int64_t watermark_ms) {
-  for (auto& e : edges_) SLUICE_RETURN_IF_ERROR(e->EmitWatermark(watermark_ms));
+  for (auto& e : edges_) e->EmitWatermark(watermark_ms);
   return absl::OkStatus();
 }
 

@@ -33,8 +33,11 @@ inline constexpr size_t kOverdraftBuffers = 4;
 //
 // Per edge, records are partitioned to its channels (forward, hash by key group, rebalance,
 // broadcast) and encoded into one kOutputBufferBytes buffer per channel, sent when full, at
-// control items (watermarks, barriers, end of partition), or after the job's buffer timeout
-// (FlushIfDue(), by the Clock given at construction). A buffer without credit waits in its
+// control items (barriers, watermark status changes, end of partition), or after the job's
+// buffer timeout (FlushIfDue(), by the Clock given at construction). A watermark sends
+// nothing: it waits in each channel's buffer behind the records before it (a newer one
+// replaces it) and rides with that buffer (proto::DataMessage), alone if no record follows
+// within the buffer timeout; so a watermark waits at most the buffer timeout. A buffer without credit waits in its
 // channel's backlog, in order with everything after it; the task sends backlogs between steps
 // (TrySend(), WaitForCredit()), so an operator waits for credit only when one step emits more
 // than kOverdraftBuffers buffers to one channel. Priority barriers (unaligned-capable) skip the
@@ -69,7 +72,8 @@ class RecordWriter {
   // one loop before encoding them.
   absl::Status EmitBatch(const Record* records, size_t n);
   absl::Status EmitSide(int side_output, const Record& r);
-  // Control items to every edge, after everything emitted before them.
+  // Control items to every edge, after everything emitted before them. A watermark is sent
+  // with the next buffer of each channel (see the class comment); it never blocks.
   absl::Status EmitWatermark(int64_t watermark_ms);
   absl::Status EmitWatermarkStatus(bool idle);
   // Checkpoint barrier `id` on every channel. With `priority`, ahead of the backlog, which is
@@ -79,9 +83,11 @@ class RecordWriter {
   // everything and closes the channels.
   absl::Status EndOfPartition();
 
-  // Sends every partly filled buffer (to the backlog if it has no credit).
+  // Sends every partly filled buffer and pending watermark (to the backlog if it has no
+  // credit).
   absl::Status FlushAll();
-  // Sends the partly filled buffers of edges whose oldest record waited the buffer timeout
+  // Sends the partly filled buffers (and pending watermarks) of edges whose oldest record or
+  // watermark waited the buffer timeout
   // (every one with `force`).
   absl::Status FlushIfDue(bool force);
   // When (clock nanoseconds) the next partly filled buffer times out; INT64_MAX: none.

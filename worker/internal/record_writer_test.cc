@@ -22,7 +22,7 @@ using ::sluice::testing::StatusIs;
 using ::testing::ElementsAre;
 
 // What a fake channel saw, in order: "d<records>:<first value>" a buffer of records (the first
-// record's int), "b<id>" a barrier ("p<id>" sent with priority), "w<ms>" a watermark, "idle" /
+// record's int; "+w<ms>@<k>": carrying watermark <ms> after its first k records), "b<id>" a barrier ("p<id>" sent with priority), "w<ms>" a watermark, "idle" /
 // "active", "eop", "close"; a buffer sent by the blocking Send() is prefixed "!".
 struct ChannelLog {
   std::vector<std::string> sent;
@@ -78,10 +78,24 @@ class FakeChannel final : public ChannelWriter {
     }
     const RecordBuffer* records = item.as<RecordBuffer>();
     if (records == nullptr) return "?";
-    RecordDecoder dec(schema_, records->data);
-    Record r(schema_->size());
-    EXPECT_OK(dec.Next(&r));
-    return absl::StrCat("d", records->num_records, ":", r.GetInt(0));
+    std::string first = "-";
+    if (records->num_records > 0) {
+      RecordDecoder dec(schema_, records->data);
+      Record r(schema_->size());
+      EXPECT_OK(dec.Next(&r));
+      first = absl::StrCat(r.GetInt(0));
+    }
+    std::string d = absl::StrCat("d", records->num_records, ":", first);
+    if (const auto& w = records->watermark) {
+      // Where it rides: after w->records records, which are w->bytes bytes.
+      std::string bytes;
+      RecordDecoder dec(schema_, records->data);
+      Record r(schema_->size());
+      for (int i = 0; i < w->records; ++i) EXPECT_OK(dec.Next(&r));
+      EXPECT_EQ(records->data.size() - dec.Remaining(), w->bytes);
+      absl::StrAppend(&d, "+w", w->ms, "@", w->records);
+    }
+    return d;
   }
   const Schema* schema_;
   ChannelLog* log_;
@@ -184,8 +198,9 @@ TEST_F(RecordWriterTest, SideOutputsGoOnlyToTheirEdges) {
   ASSERT_OK(writer_.EmitSide(0, Rec(3)));  // nobody reads side output 0: dropped
   ASSERT_OK(writer_.EmitSide(7, Rec(4)));  // not declared: dropped
   ASSERT_OK(writer_.EmitWatermark(50));    // control items go to every edge
-  EXPECT_THAT(logs_[0]->sent, ElementsAre("d1:1", "w50"));
-  EXPECT_THAT(logs_[1]->sent, ElementsAre("d1:2", "w50"));
+  ASSERT_OK(writer_.FlushAll());
+  EXPECT_THAT(logs_[0]->sent, ElementsAre("d1:1+w50@1"));
+  EXPECT_THAT(logs_[1]->sent, ElementsAre("d1:2+w50@1"));
 }
 
 TEST_F(RecordWriterTest, SendsABufferWhenFullAndControlItemsAfterTheRecordsBeforeThem) {
@@ -221,12 +236,96 @@ TEST_F(RecordWriterTest, FlushesAPartlyFilledBufferAfterTheBufferTimeout) {
   EXPECT_THAT(logs_[0]->sent, ElementsAre("d2:1", "d1:3"));
 }
 
+TEST_F(RecordWriterTest, AWatermarkRidesWithTheBufferOfTheRecordsBeforeItNotAlone) {
+  AddEdge(plan::Partition::kForward, 1);
+  ASSERT_OK(writer_.Emit(Rec(1)));
+  ASSERT_OK(writer_.Emit(Rec(2)));
+  ASSERT_OK(writer_.EmitWatermark(5));
+  ASSERT_OK(writer_.Emit(Rec(3)));
+  clock_.AdvanceNanos(kTimeoutNanos - 1);
+  ASSERT_OK(writer_.FlushIfDue(false));
+  EXPECT_TRUE(logs_[0]->sent.empty()) << "a watermark sends no buffer before the timeout";
+  clock_.AdvanceNanos(1);
+  ASSERT_OK(writer_.FlushIfDue(false));
+  EXPECT_THAT(logs_[0]->sent, ElementsAre("d3:1+w5@2"));
+}
+
+TEST_F(RecordWriterTest, AFullBufferTakesTheWatermarkBehindItsRecords) {
+  AddEdge(plan::Partition::kForward, 1);
+  ASSERT_OK(writer_.Emit(Rec(1'000'000'007)));
+  ASSERT_OK(writer_.EmitWatermark(5));
+  FillBuffers(1);
+  ASSERT_EQ(logs_[0]->sent.size(), 1u) << "sent when full, with the watermark";
+  EXPECT_EQ(logs_[0]->sent[0], absl::StrCat("d", RecordsPerBuffer(), ":1000000007+w5@1"));
+}
+
+TEST_F(RecordWriterTest, ANewerWatermarkReplacesOneNotSentYet) {
+  AddEdge(plan::Partition::kHash, 2);
+  ASSERT_OK(writer_.EmitWatermark(5));
+  ASSERT_OK(writer_.Emit(Rec(1)));
+  ASSERT_OK(writer_.EmitWatermark(6));
+  ASSERT_OK(writer_.Emit(Rec(1)));
+  ASSERT_OK(writer_.EmitWatermark(8));
+  ASSERT_OK(writer_.FlushAll());
+  // Key 1 goes to one channel; the other sends its watermark alone.
+  const int c = logs_[0]->sent.size() == 1 && logs_[0]->sent[0] == "w8" ? 1 : 0;
+  EXPECT_THAT(logs_[c]->sent, ElementsAre("d2:1+w8@2"));
+  EXPECT_THAT(logs_[1 - c]->sent, ElementsAre("w8"));
+}
+
+TEST_F(RecordWriterTest, AWatermarkAloneLeavesAtTheBufferTimeout) {
+  AddEdge(plan::Partition::kForward, 1);
+  const int64_t start = clock_.NowNanos();
+  ASSERT_OK(writer_.EmitWatermark(5));
+  EXPECT_EQ(writer_.FlushDeadlineNanos(), start + kTimeoutNanos);
+  clock_.AdvanceNanos(kTimeoutNanos - 1);
+  ASSERT_OK(writer_.FlushIfDue(false));
+  EXPECT_TRUE(logs_[0]->sent.empty());
+  clock_.AdvanceNanos(1);
+  ASSERT_OK(writer_.FlushIfDue(false));
+  EXPECT_THAT(logs_[0]->sent, ElementsAre("w5"));
+  EXPECT_EQ(writer_.FlushDeadlineNanos(), std::numeric_limits<int64_t>::max());
+}
+
+TEST_F(RecordWriterTest, BarriersStatusChangesAndEndOfPartitionFollowAPendingWatermark) {
+  AddEdge(plan::Partition::kForward, 1);
+  ASSERT_OK(writer_.Emit(Rec(1)));
+  ASSERT_OK(writer_.EmitWatermark(5));
+  ASSERT_OK(writer_.EmitBarrier(2, /*priority=*/false, nullptr));
+  ASSERT_OK(writer_.EmitWatermark(6));
+  ASSERT_OK(writer_.EmitWatermarkStatus(true));
+  ASSERT_OK(writer_.EmitWatermarkStatus(false));
+  ASSERT_OK(writer_.Emit(Rec(3)));
+  ASSERT_OK(writer_.EmitWatermark(7));
+  ASSERT_OK(writer_.EndOfPartition());
+  EXPECT_THAT(logs_[0]->sent,
+              ElementsAre("d1:1+w5@1", "b2", "w6", "idle", "active", "d1:3+w7@1", "eop", "close"));
+}
+
+TEST_F(RecordWriterTest, APriorityBarrierKeepsTheWatermarkOfTheBufferItOvertakes) {
+  AddEdge(plan::Partition::kForward, 1);
+  logs_[0]->credits = 0;
+  ASSERT_OK(writer_.Emit(Rec(1)));
+  ASSERT_OK(writer_.EmitWatermark(5));
+  proto::ChannelStateFile in_flight;
+  ASSERT_OK(writer_.EmitBarrier(4, /*priority=*/true, &in_flight));
+  EXPECT_THAT(logs_[0]->sent, ElementsAre("p4"));
+  ASSERT_EQ(in_flight.items_size(), 2);
+  EXPECT_EQ(in_flight.items(0).num_records(), 1);
+  EXPECT_FALSE(in_flight.items(0).has_watermark());
+  EXPECT_EQ(in_flight.items(1).watermark(), 5);
+  logs_[0]->credits = 1;
+  ASSERT_OK(writer_.TrySend().status());
+  EXPECT_THAT(logs_[0]->sent, ElementsAre("p4", "d1:1+w5@1"));
+}
+
 TEST_F(RecordWriterTest, BuffersWithoutCreditWaitInTheBacklogInOrder) {
   AddEdge(plan::Partition::kForward, 1);
   logs_[0]->credits = 0;
   EmitOne(1);
   EmitOne(2);
   ASSERT_OK(writer_.EmitWatermark(9));
+  ASSERT_OK(writer_.FlushAll());  // a watermark alone: no record followed it
   EXPECT_TRUE(logs_[0]->sent.empty());
   EXPECT_TRUE(writer_.HasBacklog());
   auto sent = writer_.TrySend();
