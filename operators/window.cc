@@ -2520,6 +2520,7 @@ class WindowOperator final : public Operator {
       SLUICE_RETURN_IF_ERROR(state_->Put(flat_blocks_id_, value_));
       flat_blocks_[kg] = kBlockStored;
     }
+    std::vector<std::pair<int64_t, const int64_t*>>().swap(block_keys_);  // not kept between checkpoints
     return absl::OkStatus();
   }
   static char* PutVarintAt(uint64_t v, char* p) {
@@ -2915,7 +2916,7 @@ class WindowOperator final : public Operator {
   std::vector<uint8_t> flat_blocks_;
   std::vector<uint32_t> block_counts_;  // WriteFlatBlocks: flat keys by key group
   std::vector<size_t> block_fill_;
-  std::vector<std::pair<int64_t, const int64_t*>> block_keys_;  // keys and slots by key group
+  std::vector<std::pair<int64_t, const int64_t*>> block_keys_;  // keys and slots by key group (a checkpoint's)
   std::string block_key_;
   KeySessions spilled_;
   std::string spilled_key_;
