@@ -46,6 +46,7 @@ constexpr int kOverflowVersion = 1;  // "window_overflow": see WindowOperator
 // 8 bytes each]*; 0: without the byte.
 constexpr int kSessionsVersion = 1;
 constexpr int kKeySessionsVersion = 2;  // "window_key_sessions": see WindowOperator
+constexpr int kFlatBlockVersion = 1;    // "window_flat_sessions": see WriteFlatBlocks
 constexpr int kWatermarkVersion = 1;  // [1][watermark: 8 bytes LE]; 0: 8 native bytes
 constexpr int64_t kNoEarly = std::numeric_limits<int64_t>::min();  // no early firing pending
 // Memory of open windows (estimated, see PaneBytes) above which new windows go to the backend
@@ -299,6 +300,8 @@ class WindowOperator final : public Operator {
     if (o_->windows.merging()) {
       sessions_id_ = state_->RegisterState("window_sessions", state::StateKind::kValue);
       key_sessions_id_ = state_->RegisterState("window_key_sessions", state::StateKind::kValue);
+      flat_blocks_id_ = state_->RegisterState("window_flat_sessions", state::StateKind::kValue);
+      flat_blocks_.assign(static_cast<size_t>(ctx.max_parallelism), 0);
     }
     backend_has_more_ = ctx.restored;
     out_.Resize(spec.output_schema.size());
@@ -1851,7 +1854,9 @@ class WindowOperator final : public Operator {
   // firing is a due_ entry by its value (DueEntry::ks null), queued once at its first end - 1:
   // the sweep fires it when its end - 1 is due (without lateness: from its slot, in the order of
   // the nodes' firings, and drops it; else as a node), else queues it again at its end - 1.
-  enum : int64_t { kFlatKey = 1, kFlatDirty = 2, kFlatInBackend = 4, kFlatQueued = 8 };  // meta bits
+  // (kFlatDirty: changed since the last checkpoint, so its key group's block is written again.
+  // Bit 4 was "has an entry of its own in the backend", before flat keys went in blocks.)
+  enum : int64_t { kFlatKey = 1, kFlatDirty = 2, kFlatQueued = 8 };  // meta bits
   enum : size_t { kFlatStart = 1, kFlatEnd = 2, kFlatStateStart = 3, kFlatRecords = 4, kFlatValues = 5 };
   // A flat slot's meta word: its bits (kFlat*) and, from bit 32, its key's key group (so that
   // firings and checkpoints need not hash the key again).
@@ -1963,8 +1968,11 @@ class WindowOperator final : public Operator {
     KeySessions* ks = &it->second;
     ks->key = &it->first;
     ks->kg = key_.key_group();
-    ks->dirty = (slot[0] & kFlatDirty) != 0;
-    ks->in_backend = (slot[0] & kFlatInBackend) != 0;
+    // A node has an entry of its own, written at the next checkpoint; its key group's block is
+    // written again without it.
+    ks->dirty = true;
+    ks->in_backend = false;
+    flat_blocks_[static_cast<size_t>(FlatKeyGroup(slot))] |= kBlockDirty;
     Session& s = ks->sessions.emplace_back();
     s.w = {slot[kFlatStart], slot[kFlatEnd]};
     s.state_w = {slot[kFlatStateStart], slot[kFlatStateStart] + o_->windows.gap_ms};
@@ -2011,40 +2019,32 @@ class WindowOperator final : public Operator {
     out_[0].i = item.flat_key;  // the key's one field (EmitRow without decoding its bytes)
     return EmitRowValues(TimeWindow{slot[kFlatStart], slot[kFlatEnd]});
   }
-  // Drops the `fired` flat keys among fire_items_[0, end), which FireFlatKey fired, from the
-  // backend (those written to it) and from memory, after the firings, so that no slot moves
-  // under them. When they are every key of the index (mostly at the input's end), the backend's
-  // deletes go in the index's slot order, the order WriteKeySessions wrote them in (the
-  // backend's cache then meets their keys in the order it stored them, not at random), and the
-  // index is dropped whole, starting empty as at Open(); else key by key.
+  // Drops the `fired` flat keys among fire_items_[0, end), which FireFlatKey fired, from memory
+  // after the firings, so that no slot moves under them; their key groups' blocks are written
+  // again at the next checkpoint. When they are every key of the index (mostly at the input's
+  // end), the index is dropped whole, starting empty as at Open(), and so are the blocks in the
+  // backend (one delete per key group); else key by key.
   absl::Status DropFiredFlatKeys(size_t end, size_t fired) {
     if (fired == 0) return absl::OkStatus();
     pane_bytes_ -= fired * session_index_.BytesPerKey();
-    absl::Status status;
     if (fired == session_index_.size()) {
-      session_index_.ForEach([&](int64_t key, int64_t* slot) {
-        if (status.ok()) status = DeleteFlatKey(key, slot);
-      });
       const size_t words = session_index_.words();
       session_index_ = internal::IntPaneTable();
       session_index_.SetWords(words);
       session_index_drops.fetch_add(1, std::memory_order_relaxed);
-      return status;
+      for (size_t kg = 0; kg < flat_blocks_.size(); ++kg) {
+        if ((flat_blocks_[kg] & kBlockStored) != 0) SLUICE_RETURN_IF_ERROR(DeleteFlatBlock(static_cast<int>(kg)));
+        flat_blocks_[kg] = 0;
+      }
+      return absl::OkStatus();
     }
     for (size_t i = 0; i < end; ++i) {
       const SessionFireItem& item = fire_items_[i];
       if (item.ks != nullptr) continue;
-      if (status.ok()) status = DeleteFlatKey(item.flat_key, session_index_.Find(item.flat_key));
+      flat_blocks_[static_cast<size_t>(item.kg)] |= kBlockDirty;
       session_index_.Erase(item.flat_key);
     }
-    return status;
-  }
-  // A fired flat key's entry out of the backend, if it was written there.
-  absl::Status DeleteFlatKey(int64_t key, const int64_t* slot) {
-    if ((slot[0] & kFlatInBackend) == 0) return absl::OkStatus();
-    IntKeyBytes(key, &flat_key_);
-    state_->SetCurrentKey(flat_key_, FlatKeyGroup(slot));
-    return state_->Delete(key_sessions_id_);
+    return absl::OkStatus();
   }
   bool InMemory(const KeySessions* ks) const { return ks != &spilled_; }
   // Keys whose firings come from timers in the backend (one per key at its earliest firing):
@@ -2460,33 +2460,161 @@ class WindowOperator final : public Operator {
       AppendPaneRow(s.pane.words.data(), s.pane.strings.data(), out);
     }
   }
-  // What EncodeKeySessions writes for a flat key's (slot's) session, written into a buffer on
-  // the stack and assigned to *out once (a checkpoint encodes every changed key: byte-wise
-  // appends and the pane's words made per key were a third of WriteKeySessions' own time).
-  void EncodeFlatKey(const int64_t* slot, std::string* out) {
-    char buf[2 + 4 * 8 + 10 + kMaxWordsRow];  // version, count, 4 times, the row's size and row
-    char* p = buf;
-    *p++ = static_cast<char>(kKeySessionsVersion);
-    *p++ = 1;  // the count of sessions (a varint)
-    const int64_t times[4] = {slot[kFlatStart], slot[kFlatEnd], slot[kFlatStateStart],
-                              slot[kFlatStateStart] + o_->windows.gap_ms};
-    for (int64_t t : times) {  // internal::PutOrderedInt64's bytes
-      const uint64_t u = static_cast<uint64_t>(t) ^ (uint64_t{1} << 63);
-      for (int i = 7; i >= 0; --i) *p++ = static_cast<char>((u >> (8 * i)) & 0xff);
+  // Flat keys are checkpointed as one block per key group ("window_flat_sessions", under the
+  // key FlatBlockKey(kg)) instead of an entry per key ("window_key_sessions", as before): a
+  // checkpoint writes again the block of each key group where a flat key changed, came or left,
+  // all its flat keys (~15-20 bytes each for a count), so the backend's work is per key group,
+  // not per key (its cache's probe, written-key filter, sort and ingest: ~1 us a key), and the
+  // input's end deletes one block per key group instead of every key. The blocks are written
+  // one at a time (the keys grouped by key group first: 16 bytes a key of the key groups
+  // written) and restored by key group (RestoreFlatBlocks), so a restore at another
+  // parallelism picks them as any keyed state. A block: [kFlatBlockVersion][count], then per
+  // key [key][start][end - start][state window start - start] (varints, zigzag but end - start)
+  // and the accumulator row as EncodeKeySessions writes it ([size][row]).
+  absl::Status WriteFlatBlocks() {
+    const size_t groups = flat_blocks_.size();
+    block_counts_.assign(groups, 0);
+    bool any = false;
+    if (flat_sessions_) {
+      session_index_.ForEach([&](int64_t, int64_t* slot) {
+        if ((slot[0] & kFlatKey) == 0) return;
+        const size_t kg = static_cast<size_t>(FlatKeyGroup(slot));
+        ++block_counts_[kg];
+        if ((slot[0] & kFlatDirty) != 0) {
+          flat_blocks_[kg] |= kBlockDirty;
+          slot[0] &= ~kFlatDirty;
+        }
+      });
     }
+    block_fill_.assign(groups, 0);
+    size_t total = 0;
+    for (size_t kg = 0; kg < groups; ++kg) {
+      if ((flat_blocks_[kg] & kBlockDirty) == 0) continue;
+      any = true;
+      block_fill_[kg] = total;
+      total += block_counts_[kg];
+    }
+    if (!any) return absl::OkStatus();
+    block_keys_.resize(total);
+    if (total > 0) {
+      session_index_.ForEach([&](int64_t key, int64_t* slot) {
+        if ((slot[0] & kFlatKey) == 0) return;
+        const size_t kg = static_cast<size_t>(FlatKeyGroup(slot));
+        if ((flat_blocks_[kg] & kBlockDirty) != 0) block_keys_[block_fill_[kg]++] = {key, slot};
+      });
+    }
+    for (size_t kg = 0; kg < groups; ++kg) {
+      if ((flat_blocks_[kg] & kBlockDirty) == 0) continue;
+      const size_t n = block_counts_[kg];
+      if (n == 0) {
+        if ((flat_blocks_[kg] & kBlockStored) != 0) SLUICE_RETURN_IF_ERROR(DeleteFlatBlock(static_cast<int>(kg)));
+        flat_blocks_[kg] = 0;
+        continue;
+      }
+      value_.assign(1, static_cast<char>(kFlatBlockVersion));
+      PutVarint64(n, &value_);
+      for (size_t i = block_fill_[kg] - n; i < block_fill_[kg]; ++i) {
+        AppendFlatBlockKey(block_keys_[i].first, block_keys_[i].second, &value_);
+      }
+      state_->SetCurrentKey(FlatBlockKey(static_cast<int>(kg)), static_cast<int>(kg));
+      SLUICE_RETURN_IF_ERROR(state_->Put(flat_blocks_id_, value_));
+      flat_blocks_[kg] = kBlockStored;
+    }
+    std::vector<std::pair<int64_t, const int64_t*>>().swap(block_keys_);  // not kept between checkpoints
+    return absl::OkStatus();
+  }
+  static char* PutVarintAt(uint64_t v, char* p) {
+    for (; v >= 0x80; v >>= 7) *p++ = static_cast<char>((v & 0x7f) | 0x80);
+    *p++ = static_cast<char>(v);
+    return p;
+  }
+  // A flat key's (`slot`'s) part of its key group's block, appended to *out.
+  void AppendFlatBlockKey(int64_t key, const int64_t* slot, std::string* out) {
+    char buf[4 * 10 + 10 + kMaxWordsRow];  // four varints, the row's size and row
+    char* p = PutVarintAt(ZigZag(key), buf);
+    p = PutVarintAt(ZigZag(slot[kFlatStart]), p);
+    p = PutVarintAt(static_cast<uint64_t>(slot[kFlatEnd] - slot[kFlatStart]), p);
+    p = PutVarintAt(ZigZag(slot[kFlatStateStart] - slot[kFlatStart]), p);
     FlatWords(slot, flat_words_.data());
     char row[kMaxWordsRow];
     const size_t size = static_cast<size_t>(EncodePaneRow(flat_words_.data(), row) - row);
-    for (uint64_t v = size;; v >>= 7) {  // PutVarint64(size)
-      if (v < 0x80) {
-        *p++ = static_cast<char>(v);
-        break;
-      }
-      *p++ = static_cast<char>((v & 0x7f) | 0x80);
-    }
+    p = PutVarintAt(size, p);
     std::memcpy(p, row, size);
     p += size;
-    out->assign(buf, static_cast<size_t>(p - buf));
+    out->append(buf, static_cast<size_t>(p - buf));
+  }
+  // The backend's key of key group kg's block: its number, 4 bytes big-endian.
+  const std::string& FlatBlockKey(int kg) {
+    block_key_.resize(4);
+    for (int i = 0; i < 4; ++i) block_key_[i] = static_cast<char>((static_cast<uint32_t>(kg) >> (8 * (3 - i))) & 0xff);
+    return block_key_;
+  }
+  absl::Status DeleteFlatBlock(int kg) {
+    state_->SetCurrentKey(FlatBlockKey(kg), kg);
+    return state_->Delete(flat_blocks_id_);
+  }
+  // Restore: the blocks of flat keys of this subtask's key groups into memory (AdmitKeySessions:
+  // flat again, or a node within the budget, or spilled). kDataLoss if one does not decode or
+  // holds a key of another key group.
+  absl::Status RestoreFlatBlocks() {
+    SLUICE_RETURN_IF_ERROR(CollectKeys(flat_blocks_id_));
+    std::vector<std::string> block_keys = std::move(legacy_keys_);
+    std::string block;
+    for (const std::string& bk : block_keys) {
+      if (bk.size() != 4) return ctx_.state_origin.DataLoss("a window flat session block's key is not 4 bytes");
+      uint32_t u = 0;
+      for (char c : bk) u = (u << 8) | static_cast<uint8_t>(c);
+      const int kg = static_cast<int>(u);
+      if (u >= flat_blocks_.size()) {
+        return ctx_.state_origin.DataLoss(absl::StrCat("a window flat session block of key group ", u));
+      }
+      state_->SetCurrentKey(bk, kg);
+      SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(flat_blocks_id_, &block));
+      if (!found) continue;
+      flat_blocks_[u] = kBlockStored;
+      SLUICE_RETURN_IF_ERROR(RestoreFlatBlock(kg, block));
+    }
+    return absl::OkStatus();
+  }
+  absl::Status RestoreFlatBlock(int kg, absl::string_view stored) {
+    absl::string_view body;
+    SLUICE_ASSIGN_OR_RETURN(int version, ReadStateVersion(ctx_.state_origin, "window flat session block", stored,
+                                                          kFlatBlockVersion, &body));
+    const char* p = body.data();
+    const char* end = body.data() + body.size();
+    auto corrupt = [&](absl::string_view why) {
+      return ctx_.state_origin.DataLoss(absl::StrCat("window flat session block of key group ", kg, " (",
+                                                     stored.size(), " bytes) does not decode at byte ",
+                                                     1 + (p - body.data()), ": ", why));
+    };
+    if (version != kFlatBlockVersion) return corrupt(absl::StrCat("format ", version, " is not a block"));
+    uint64_t count = 0;
+    p = GetVarint64(p, end, &count);
+    if (p == nullptr) return corrupt("no count");
+    for (uint64_t i = 0; i < count; ++i) {
+      uint64_t v[4];
+      for (uint64_t& x : v) {
+        if (p != nullptr) p = GetVarint64(p, end, &x);
+      }
+      if (p == nullptr) return corrupt("a key's session is cut short");
+      const int64_t key = UnZigZag(v[0]);
+      const int64_t start = UnZigZag(v[1]);
+      KeySessions restored;
+      Session& s = restored.sessions.emplace_back();
+      s.w = {start, start + static_cast<int64_t>(v[2])};
+      s.state_w.start = start + UnZigZag(v[3]);
+      s.state_w.end = s.state_w.start + o_->windows.gap_ms;
+      if (s.w.start >= s.w.end) return corrupt("an empty session");
+      SLUICE_ASSIGN_OR_RETURN(bool read, ReadPaneRow(&p, end, &why_));
+      if (!read) return corrupt(why_);
+      AccToPane(decoded_acc_, &s.pane);
+      IntKeyBytes(key, &flat_key_);
+      SLUICE_RETURN_IF_ERROR(SetStoredKey(flat_key_));
+      if (key_.key_group() != kg) return corrupt(absl::StrCat("key ", key, " is of key group ", key_.key_group()));
+      SLUICE_RETURN_IF_ERROR(AdmitKeySessions(std::move(restored), StoredIn::kBlock));
+    }
+    if (p != end) return corrupt("bytes left over");
+    return absl::OkStatus();
   }
 
   // kDataLoss unless `stored` decodes (kFailedPrecondition for a plugin's accumulator of
@@ -2524,20 +2652,10 @@ class WindowOperator final : public Operator {
     return absl::OkStatus();
   }
 
-  // Writes the in-memory keys' sessions changed since the last checkpoint to the backend.
+  // Writes the in-memory keys' sessions changed since the last checkpoint to the backend: the
+  // flat keys' as blocks (WriteFlatBlocks), the nodes' one entry per key.
   absl::Status WriteKeySessions() {
-    if (flat_sessions_) {
-      absl::Status status;
-      session_index_.ForEach([&](int64_t key, int64_t* slot) {
-        if (!status.ok() || (slot[0] & (kFlatKey | kFlatDirty)) != (kFlatKey | kFlatDirty)) return;
-        IntKeyBytes(key, &flat_key_);
-        state_->SetCurrentKey(flat_key_, FlatKeyGroup(slot));
-        EncodeFlatKey(slot, &value_);
-        status = state_->Put(key_sessions_id_, value_);
-        slot[0] = (slot[0] & ~kFlatDirty) | kFlatInBackend;
-      });
-      SLUICE_RETURN_IF_ERROR(status);
-    }
+    SLUICE_RETURN_IF_ERROR(WriteFlatBlocks());
     for (auto& [key, ks] : key_sessions_) {
       if (!ks.dirty) continue;
       state_->SetCurrentKey(key, ks.kg);
@@ -2554,14 +2672,22 @@ class WindowOperator final : public Operator {
     return absl::OkStatus();
   }
 
-  // A restored key's sessions (ks, of the current key_; `dirty`: not yet in the backend in this
-  // format): into memory within the budget, else kept in the backend; either way scheduled.
-  absl::Status AdmitKeySessions(KeySessions&& restored, bool dirty) {
+  // Where a restored key's sessions were: an entry of its own in "window_key_sessions" (the
+  // current key's), its key group's block of flat keys, or neither (the layout before format 2).
+  enum class StoredIn { kOwnEntry, kBlock, kNowhere };
+  // A restored key's sessions (ks, of the current key_, stored `in`): into memory within the
+  // budget, else kept in the backend; either way scheduled. A flat key's goes into its key
+  // group's block (an entry of its own is deleted); a node's into an entry of its own (its key
+  // group's block is written again without it).
+  absl::Status AdmitKeySessions(KeySessions&& restored, StoredIn in) {
+    const size_t kg = static_cast<size_t>(key_.key_group());
     if (FitsFlat(restored)) {
+      if (in == StoredIn::kOwnEntry) SLUICE_RETURN_IF_ERROR(state_->Delete(key_sessions_id_));
+      if (in != StoredIn::kBlock) flat_blocks_[kg] |= kBlockDirty;
       const Session& s = restored.sessions[0];
       bool inserted;
       int64_t* slot = session_index_.FindOrInsert(key_.record()[0].i, &inserted);
-      slot[0] = FlatMeta(key_.key_group(), kFlatKey | kFlatQueued | (dirty ? kFlatDirty : kFlatInBackend));
+      slot[0] = FlatMeta(key_.key_group(), kFlatKey | kFlatQueued | (in == StoredIn::kBlock ? 0 : kFlatDirty));
       slot[kFlatStart] = s.w.start;
       slot[kFlatEnd] = s.w.end;
       slot[kFlatStateStart] = s.state_w.start;
@@ -2585,8 +2711,9 @@ class WindowOperator final : public Operator {
       ks = &spilled_;
     }
     ks->kg = key_.key_group();
-    ks->in_backend = !dirty;
-    ks->dirty = dirty;
+    ks->in_backend = in == StoredIn::kOwnEntry;
+    ks->dirty = !ks->in_backend;
+    if (in == StoredIn::kBlock) flat_blocks_[kg] |= kBlockDirty;
     UpdateBytes(ks);
     for (const Session& s : ks->sessions) {
       const int64_t early = s.pane.words[slot_[kNextEarly]];
@@ -2602,6 +2729,7 @@ class WindowOperator final : public Operator {
   // "window_sessions", accumulators in buckets with timers per bucket) moved into it, deleting
   // the old entries and timers. kDataLoss if one does not decode.
   absl::Status RestoreSessions() {
+    SLUICE_RETURN_IF_ERROR(RestoreFlatBlocks());
     SLUICE_RETURN_IF_ERROR(CollectKeys(key_sessions_id_));
     for (const std::string& key : legacy_keys_) {
       SLUICE_RETURN_IF_ERROR(SetStoredKey(key));
@@ -2609,7 +2737,7 @@ class WindowOperator final : public Operator {
       if (!found) continue;
       KeySessions restored;
       SLUICE_RETURN_IF_ERROR(DecodeKeySessions(value_, &restored));
-      SLUICE_RETURN_IF_ERROR(AdmitKeySessions(std::move(restored), /*dirty=*/false));
+      SLUICE_RETURN_IF_ERROR(AdmitKeySessions(std::move(restored), StoredIn::kOwnEntry));
     }
     SLUICE_RETURN_IF_ERROR(CollectKeys(sessions_id_));
     absl::flat_hash_set<BucketId> old_buckets;
@@ -2654,7 +2782,7 @@ class WindowOperator final : public Operator {
         restored.sessions.push_back(std::move(s));
       }
       SLUICE_RETURN_IF_ERROR(SetStoredKey(key));
-      if (!restored.sessions.empty()) SLUICE_RETURN_IF_ERROR(AdmitKeySessions(std::move(restored), /*dirty=*/true));
+      if (!restored.sessions.empty()) SLUICE_RETURN_IF_ERROR(AdmitKeySessions(std::move(restored), StoredIn::kNowhere));
     }
     legacy_keys_.clear();
     for (const BucketId& id : old_buckets) {
@@ -2780,7 +2908,16 @@ class WindowOperator final : public Operator {
   FoldWindow fold_windows_[2];
   std::string flat_key_;        // a flat key's record bytes (WriteKeySessions)
   Pane flat_pane_;              // a flat key's pane (FireFlatKey)
-  std::vector<int64_t> flat_words_;  // a flat key's pane words (EncodeFlatKey)
+  std::vector<int64_t> flat_words_;  // a flat key's pane words (AppendFlatBlockKey)
+  // The blocks of flat keys by key group (WriteFlatBlocks): kBlockStored, the backend holds one;
+  // kBlockDirty, it is written again (or deleted) at the next checkpoint.
+  enum : uint8_t { kBlockStored = 1, kBlockDirty = 2 };
+  state::StateId flat_blocks_id_ = 0;
+  std::vector<uint8_t> flat_blocks_;
+  std::vector<uint32_t> block_counts_;  // WriteFlatBlocks: flat keys by key group
+  std::vector<size_t> block_fill_;
+  std::vector<std::pair<int64_t, const int64_t*>> block_keys_;  // keys and slots by key group (a checkpoint's)
+  std::string block_key_;
   KeySessions spilled_;
   std::string spilled_key_;
   bool sessions_spilled_ = false;  // some keys' sessions are kept in the backend (budget spent)

@@ -626,6 +626,114 @@ TEST_F(WindowTest, FiredFlatSessionKeysLeaveTheIndexAndTheBackend) {
   }
 }
 
+// Flat session keys are checkpointed as one block per key group ("window_flat_sessions"), not
+// an entry per key ("window_key_sessions"): the rows equal the general path's through a
+// checkpoint restored at parallelism 2 (each subtask picks its key groups' blocks), keys
+// extended, fired and made nodes (a second session) before a second checkpoint, and the end of
+// input, after which neither blocks nor entries are left; a checkpoint of the general layout
+// (an entry per key, as checkpoints before the blocks wrote them) restores into flat keys, whose
+// entries then leave the backend.
+TEST_F(WindowTest, FlatSessionKeysCheckpointAsOneBlockPerKeyGroup) {
+  const Schema key_schema({{"user", FieldType::kInt64}});
+  auto subtask_of = [&](int64_t user) {
+    Record key(1);
+    key[0].i = user;
+    const int kg = KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema, key), kMaxParallelism);
+    return KeyGroupRangeForSubtask(kMaxParallelism, 2, 1).Contains(kg) ? 1 : 0;
+  };
+  // Entries of value state `name` in s's backend.
+  auto entries = [](KeyedSubtask& s, const char* name) {
+    size_t n = 0;
+    const state::StateId id = s.backend()->RegisterState(name, state::StateKind::kValue);
+    EXPECT_OK(s.backend()->ForEachKey(id, [&](absl::string_view) {
+      ++n;
+      return absl::OkStatus();
+    }));
+    return n;
+  };
+  constexpr int64_t kKeys = 200;
+  auto key = [](int64_t k) { return k * 7919 - 100'000; };
+  struct Counts {
+    size_t entries[3] = {0, 0, 0};  // "window_key_sessions" after checkpoints 1, 2, 3
+    size_t blocks[3] = {0, 0, 0};   // "window_flat_sessions"
+  };
+  const std::string options = "    session: 5ms\n    time_field: ts\n    aggregates: [{fn: count, as: n}, {fn: sum, field: amount}]";
+  int64_t next_id = 1;  // checkpoint ids: each subtask's its own (its files' directory)
+  auto run = [&](bool flat_first, bool flat_after, std::vector<std::string>* rows, Counts* counts) -> absl::Status {
+    SetWindowIntKeyPanesForTest(flat_first);
+    KeyedSubtask* s = &Start(options);
+    std::vector<Record> batch;
+    for (int64_t k = 0; k < kKeys; ++k) {
+      batch.push_back(Input(key(k), k % 10, k));
+      batch.push_back(Input(key(k), k % 10 + 2, 1));
+    }
+    SLUICE_RETURN_IF_ERROR(Feed(*s, flat_first, &batch));
+    SLUICE_ASSIGN_OR_RETURN(Checkpoint c1, TakeCheckpoint(*s, next_id++));
+    counts->entries[0] = entries(*s, "window_key_sessions");
+    counts->blocks[0] = entries(*s, "window_flat_sessions");
+    SetWindowIntKeyPanesForTest(flat_after);
+    KeyedSubtask* sub[2];
+    for (int i = 0; i < 2; ++i) {
+      SLUICE_ASSIGN_OR_RETURN(sub[i], Restore(c1, i, 2));
+    }
+    // Half the keys extended, a fifth given a second session (a node), then a watermark that
+    // fires the sessions ending by 12 only.
+    std::vector<Record> batches[2];
+    for (int64_t k = 0; k < kKeys; ++k) {
+      if (k % 2 == 0) batches[subtask_of(key(k))].push_back(Input(key(k), k % 10 + 3, 2));
+      if (k % 5 == 0) batches[subtask_of(key(k))].push_back(Input(key(k), 40 + k % 10, 3));
+    }
+    Checkpoint c2[2];
+    for (int i = 0; i < 2; ++i) {
+      SLUICE_RETURN_IF_ERROR(Feed(*sub[i], flat_after, &batches[i]));
+      SLUICE_RETURN_IF_ERROR(sub[i]->Watermark(12));
+      SLUICE_ASSIGN_OR_RETURN(c2[i], TakeCheckpoint(*sub[i], next_id++));
+      counts->entries[1] += entries(*sub[i], "window_key_sessions");
+      counts->blocks[1] += entries(*sub[i], "window_flat_sessions");
+      rows->insert(rows->end(), sub[i]->out().rows.begin(), sub[i]->out().rows.end());
+    }
+    for (int i = 0; i < 2; ++i) {
+      SLUICE_ASSIGN_OR_RETURN(KeyedSubtask * r, Restore(c2[i], i, 2));
+      SLUICE_RETURN_IF_ERROR(r->Watermark(kMaxWatermark));
+      SLUICE_ASSIGN_OR_RETURN(Checkpoint c3, TakeCheckpoint(*r, next_id++));
+      (void)c3;
+      counts->entries[2] += entries(*r, "window_key_sessions");
+      counts->blocks[2] += entries(*r, "window_flat_sessions");
+      rows->insert(rows->end(), r->out().rows.begin(), r->out().rows.end());
+    }
+    std::sort(rows->begin(), rows->end());
+    SetWindowIntKeyPanesForTest(true);
+    return absl::OkStatus();
+  };
+  std::vector<std::string> general, flat, general_then_flat;
+  Counts general_counts, flat_counts, mixed_counts;
+  ASSERT_OK(run(false, false, &general, &general_counts));
+  ASSERT_OK(run(true, true, &flat, &flat_counts));
+  ASSERT_OK(run(false, true, &general_then_flat, &mixed_counts));
+  // One row per key's first session and one per second session.
+  EXPECT_EQ(general.size(), static_cast<size_t>(kKeys + kKeys / 5));
+  EXPECT_EQ(flat, general);
+  EXPECT_EQ(general_then_flat, general);
+  // The general layout: an entry per key, no blocks.
+  EXPECT_EQ(general_counts.entries[0], static_cast<size_t>(kKeys));
+  EXPECT_EQ(general_counts.blocks[0], 0u);
+  // Flat keys: blocks, at most one per key group; entries only for the nodes (the keys with a
+  // second session); nothing left after the end of input.
+  EXPECT_EQ(flat_counts.entries[0], 0u);
+  EXPECT_GT(flat_counts.blocks[0], 0u);
+  EXPECT_LE(flat_counts.blocks[0], static_cast<size_t>(kMaxParallelism));
+  EXPECT_EQ(flat_counts.entries[1], static_cast<size_t>(kKeys / 5));
+  EXPECT_GT(flat_counts.blocks[1], 0u);
+  EXPECT_LE(flat_counts.blocks[1], static_cast<size_t>(kMaxParallelism));
+  EXPECT_EQ(flat_counts.entries[2], 0u);
+  EXPECT_EQ(flat_counts.blocks[2], 0u);
+  // The general layout restored into flat keys: their entries leave at the restore.
+  EXPECT_EQ(mixed_counts.entries[1], static_cast<size_t>(kKeys / 5));
+  EXPECT_EQ(mixed_counts.blocks[1], flat_counts.blocks[1]);
+  EXPECT_EQ(mixed_counts.entries[2], 0u);
+  EXPECT_EQ(mixed_counts.blocks[2], 0u);
+}
+
 // Tumbling windows and slide panes of one integer key whose aggregates fold into words take
 // batches (PrefersBatches) and fold most records in place, their buckets found by the key group
 // carried with the record (FoldBatch); the rows, their order and the late counts equal those of
