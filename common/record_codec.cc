@@ -35,43 +35,13 @@ const char* GetVarint64(const char* p, const char* end, uint64_t* v) {
 
 namespace {
 
-// Writes `v` as a varint at `p` (room for 10 bytes); returns the end.
-inline char* WriteVarint64(uint64_t v, char* p) {
-  while (v >= 0x80) {
-    *p++ = static_cast<char>(v | 0x80);
-    v >>= 7;
-  }
-  *p++ = static_cast<char>(v);
-  return p;
-}
+using codec_internal::ReadVarint64With10Bytes;
+using codec_internal::WriteVarint64Fast;
 
 // Reads a varint at [p, end); nullptr when it runs past `end` or is longer than 10 bytes.
 inline const char* ReadVarint64(const char* p, const char* end, uint64_t* v) {
-  if (p < end && static_cast<signed char>(*p) >= 0) {  // one byte: most lengths, small ints
-    *v = static_cast<unsigned char>(*p);
-    return p + 1;
-  }
+  if (ABSL_PREDICT_TRUE(end - p >= 10)) return ReadVarint64With10Bytes(p, v);
   return GetVarint64(p, end, v);
-}
-
-// ReadVarint64() where at least 10 bytes follow `p` (no bounds check per byte); nullptr when
-// the varint is longer than 10 bytes.
-inline const char* ReadVarint64With10Bytes(const char* p, uint64_t* v) {
-  uint64_t byte = static_cast<unsigned char>(*p);
-  if (byte < 0x80) {
-    *v = byte;
-    return p + 1;
-  }
-  uint64_t result = byte & 0x7f;
-  for (int shift = 7; shift <= 63; shift += 7) {
-    byte = static_cast<unsigned char>(*++p);
-    result |= (byte & 0x7f) << shift;
-    if (byte < 0x80) {
-      *v = result;
-      return p + 1;
-    }
-  }
-  return nullptr;
 }
 
 // Out of line, so that the decoding loops keep a small frame.
@@ -95,14 +65,14 @@ char* EncodeInto(const Field* fields, size_t n, const Record& record, char* p) {
     }
     switch (f.type) {
       case FieldType::kInt64:
-      case FieldType::kTimestamp: p = WriteVarint64(ZigZag(v.i), p); break;
+      case FieldType::kTimestamp: p = WriteVarint64Fast(ZigZag(v.i), p); break;
       case FieldType::kDouble:
         std::memcpy(p, &v.d, 8);  // x86-64 and arm64 are little-endian
         p += 8;
         break;
       case FieldType::kBool: *p++ = v.i ? 1 : 0; break;
       case FieldType::kString:
-        p = WriteVarint64(v.s.size(), p);
+        p = WriteVarint64Fast(v.s.size(), p);
         if (!v.s.empty()) std::memcpy(p, v.s.data(), v.s.size());
         p += v.s.size();
         break;
@@ -157,7 +127,7 @@ absl::Status RecordDecoder::NextIntegral(Record* record) {
   const char* pos = pos_;
   for (size_t i = 0; i < n; ++i) {
     uint64_t u;
-    const char* p = end_ - pos >= 10 ? ReadVarint64With10Bytes(pos, &u) : GetVarint64(pos, end_, &u);
+    const char* p = ReadVarint64(pos, end_, &u);
     if (ABSL_PREDICT_FALSE(p == nullptr)) return CorruptVarint(i);
     (*record)[i].i = UnZigZag(u);
     pos = p;
@@ -166,28 +136,60 @@ absl::Status RecordDecoder::NextIntegral(Record* record) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// Decodes records of `n` NOT NULL integer fields (kFields when it is not 0, a constant the
+// compiler unrolls) into records[*k, max) while a record's worst case (10 bytes a field) and a
+// word's load remain before `end`: no bounds check per field. Advances *pos and *k; on an
+// overlong varint, returns the field's index (*pos at the start of the corrupt record), else -1.
+template <size_t kFields>
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline int DecodeIntegralRecords(size_t n, const char** pos,
+                                                              const char* end, Record* records,
+                                                              size_t max, size_t* k) {
+  if (kFields != 0) n = kFields;
+  const ptrdiff_t worst = static_cast<ptrdiff_t>(10 * n);
+  const char* p = *pos;
+  size_t j = *k;
+  for (; j < max && end - p >= worst; ++j) {
+    Value* values = &records[j][0];
+    const char* q = p;
+    for (size_t i = 0; i < n; ++i) {
+      uint64_t u;
+      q = ReadVarint64With10Bytes(q, &u);
+      if (ABSL_PREDICT_FALSE(q == nullptr)) {
+        *pos = p;
+        *k = j;
+        return static_cast<int>(i);
+      }
+      values[i].i = UnZigZag(u);
+    }
+    p = q;
+  }
+  *pos = p;
+  *k = j;
+  return -1;
+}
+
+}  // namespace
+
 absl::Status RecordDecoder::NextBatch(Record* records, size_t max, size_t* count) {
   size_t k = 0;
   const size_t n = schema_->size();
   if (schema_->all_integral() && n > 0) {
-    // While a record's worst case (10 bytes a field) remains: no bounds check per byte.
     const char* pos = pos_;
-    const ptrdiff_t worst = static_cast<ptrdiff_t>(10 * n);
-    for (; k < max && end_ - pos >= worst; ++k) {
-      Value* values = &records[k][0];
-      for (size_t i = 0; i < n; ++i) {
-        uint64_t u;
-        const char* p = ReadVarint64With10Bytes(pos, &u);
-        if (ABSL_PREDICT_FALSE(p == nullptr)) {
-          pos_ = pos;
-          *count = k;
-          return CorruptVarint(i);
-        }
-        values[i].i = UnZigZag(u);
-        pos = p;
-      }
+    int corrupt;
+    switch (n) {  // records of 1 to 4 integers (keys, timestamps, counts): loops of their own
+      case 1: corrupt = DecodeIntegralRecords<1>(n, &pos, end_, records, max, &k); break;
+      case 2: corrupt = DecodeIntegralRecords<2>(n, &pos, end_, records, max, &k); break;
+      case 3: corrupt = DecodeIntegralRecords<3>(n, &pos, end_, records, max, &k); break;
+      case 4: corrupt = DecodeIntegralRecords<4>(n, &pos, end_, records, max, &k); break;
+      default: corrupt = DecodeIntegralRecords<0>(n, &pos, end_, records, max, &k); break;
     }
     pos_ = pos;
+    if (ABSL_PREDICT_FALSE(corrupt >= 0)) {
+      *count = k;
+      return CorruptVarint(static_cast<size_t>(corrupt));
+    }
   }
   for (; k < max && !Done(); ++k) {
     absl::Status s = Next(&records[k]);
