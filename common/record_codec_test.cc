@@ -291,7 +291,7 @@ TEST(RecordCodecTest, VarintsOfEveryLengthKeepTheReferenceBytes) {
     char buf[16];
     std::memset(buf, '#', sizeof(buf));
     const char* end = codec_internal::WriteVarint64Fast(u, buf);
-    EXPECT_EQ(std::string(buf, end), ReferenceVarint(u)) << u;
+    EXPECT_EQ(std::string(buf, end - buf), ReferenceVarint(u)) << u;
     uint64_t back = 0;
     EXPECT_EQ(codec_internal::ReadVarint64With10Bytes(buf, &back), end) << u;
     EXPECT_EQ(back, u);
