@@ -380,7 +380,9 @@ TEST(RecordCodecTest, NonMinimalVarintsDecodeAsBefore) {
       ASSERT_OK(dec.NextBatch(got.data(), got.size(), &n));
       ASSERT_EQ(n, 1 + tail);
       EXPECT_EQ(got[0].GetInt(0), value) << absl::CHexEscape(bytes) << " tail " << tail;
-      if (tail > 0) EXPECT_EQ(got[tail].GetInt(0), 1);
+      if (tail > 0) {
+        EXPECT_EQ(got[tail].GetInt(0), 1);
+      }
     }
   }
 }
