@@ -45,33 +45,70 @@ inline char* WriteVarint64(uint64_t v, char* p) {
   return p;
 }
 
-// Reads a varint at [p, end); nullptr when it runs past `end` or is longer than 10 bytes.
-inline const char* ReadVarint64(const char* p, const char* end, uint64_t* v) {
-  if (p < end && static_cast<signed char>(*p) >= 0) {  // one byte: most lengths, small ints
-    *v = static_cast<unsigned char>(*p);
-    return p + 1;
-  }
-  return GetVarint64(p, end, v);
+// Varints read a word at a time. The length of most values is guessed right by the branch
+// predictor (a key's and a timestamp's varints keep their length from record to record), so
+// the reader branches on it, as a loop of bytes does, but loads each varint of up to 8 bytes
+// with one unaligned 8-byte load and gathers its 7-bit groups in shifts (no load per byte);
+// 9 and 10 bytes read the bytes after the word. Session 23 measured varints with no branch on
+// their length at all (the end found from the word's stop bits) at twice the cost of the loop
+// of bytes: each varint's position then waits for the previous one's. The writer stays a loop
+// of bytes: session 25 measured a store of the spread groups per varint (up to 8 bytes) at the
+// same cost for 2-3 byte values and 40% more for 6-byte timestamps (codec_benchmark).
+
+// The 7-bit groups of the bytes of `w` (bit 7 of each ignored) as one value, byte 0 lowest.
+inline uint64_t GatherVarintGroups(uint64_t w) {
+  w &= 0x7f7f7f7f7f7f7f7fULL;
+  w = (w & 0x007f007f007f007fULL) | ((w & 0x7f007f007f007f00ULL) >> 1);
+  w = (w & 0x00003fff00003fffULL) | ((w & 0x3fff00003fff0000ULL) >> 2);
+  w = (w & 0x000000000fffffffULL) | ((w & 0x0fffffff00000000ULL) >> 4);
+  return w;
 }
 
-// ReadVarint64() where at least 10 bytes follow `p` (no bounds check per byte); nullptr when
-// the varint is longer than 10 bytes.
+// Reads a varint at `p`; nullptr when it is longer than 10 bytes. REQUIRES: 10 readable bytes
+// at `p`.
 inline const char* ReadVarint64With10Bytes(const char* p, uint64_t* v) {
-  uint64_t byte = static_cast<unsigned char>(*p);
-  if (byte < 0x80) {
-    *v = byte;
+  uint64_t word;
+  std::memcpy(&word, p, 8);
+  if ((word & 0x80) == 0) {
+    *v = word & 0x7f;
     return p + 1;
   }
-  uint64_t result = byte & 0x7f;
-  for (int shift = 7; shift <= 63; shift += 7) {
-    byte = static_cast<unsigned char>(*++p);
-    result |= (byte & 0x7f) << shift;
-    if (byte < 0x80) {
-      *v = result;
-      return p + 1;
+  if ((word & 0x8000) == 0) {
+    *v = (word & 0x7f) | ((word >> 1) & 0x3f80);
+    return p + 2;
+  }
+  if ((word & 0x800000) == 0) {
+    *v = (word & 0x7f) | ((word >> 1) & 0x3f80) | ((word >> 2) & 0x1fc000);
+    return p + 3;
+  }
+  for (int bytes = 4; bytes <= 8; ++bytes) {  // unrolled: a branch each, as above
+    if ((word & (uint64_t{0x80} << (8 * bytes - 8))) == 0) {
+      // The varint's bytes (the shift by 64 of 8 bytes is not taken: all of the word).
+      const uint64_t mine = bytes == 8 ? word : word & ((uint64_t{1} << (8 * bytes)) - 1);
+      *v = GatherVarintGroups(mine);
+      return p + bytes;
     }
   }
+  uint64_t result = GatherVarintGroups(word);
+  uint64_t byte = static_cast<unsigned char>(p[8]);
+  result |= (byte & 0x7f) << 56;
+  if (byte < 0x80) {
+    *v = result;
+    return p + 9;
+  }
+  byte = static_cast<unsigned char>(p[9]);
+  result |= byte << 63;
+  if (byte < 0x80) {
+    *v = result;
+    return p + 10;
+  }
   return nullptr;
+}
+
+// Reads a varint at [p, end); nullptr when it runs past `end` or is longer than 10 bytes.
+inline const char* ReadVarint64(const char* p, const char* end, uint64_t* v) {
+  if (ABSL_PREDICT_TRUE(end - p >= 10)) return ReadVarint64With10Bytes(p, v);
+  return GetVarint64(p, end, v);
 }
 
 // Out of line, so that the decoding loops keep a small frame.
@@ -157,7 +194,7 @@ absl::Status RecordDecoder::NextIntegral(Record* record) {
   const char* pos = pos_;
   for (size_t i = 0; i < n; ++i) {
     uint64_t u;
-    const char* p = end_ - pos >= 10 ? ReadVarint64With10Bytes(pos, &u) : GetVarint64(pos, end_, &u);
+    const char* p = ReadVarint64(pos, end_, &u);
     if (ABSL_PREDICT_FALSE(p == nullptr)) return CorruptVarint(i);
     (*record)[i].i = UnZigZag(u);
     pos = p;
@@ -166,28 +203,60 @@ absl::Status RecordDecoder::NextIntegral(Record* record) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// Decodes records of `n` NOT NULL integer fields (kFields when it is not 0, a constant the
+// compiler unrolls) into records[*k, max) while a record's worst case (10 bytes a field) and a
+// word's load remain before `end`: no bounds check per field. Advances *pos and *k; on an
+// overlong varint, returns the field's index (*pos at the start of the corrupt record), else -1.
+template <size_t kFields>
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline int DecodeIntegralRecords(size_t n, const char** pos,
+                                                              const char* end, Record* records,
+                                                              size_t max, size_t* k) {
+  if (kFields != 0) n = kFields;
+  const ptrdiff_t worst = static_cast<ptrdiff_t>(10 * n);
+  const char* p = *pos;
+  size_t j = *k;
+  for (; j < max && end - p >= worst; ++j) {
+    Value* values = &records[j][0];
+    const char* q = p;
+    for (size_t i = 0; i < n; ++i) {
+      uint64_t u;
+      q = ReadVarint64With10Bytes(q, &u);
+      if (ABSL_PREDICT_FALSE(q == nullptr)) {
+        *pos = p;
+        *k = j;
+        return static_cast<int>(i);
+      }
+      values[i].i = UnZigZag(u);
+    }
+    p = q;
+  }
+  *pos = p;
+  *k = j;
+  return -1;
+}
+
+}  // namespace
+
 absl::Status RecordDecoder::NextBatch(Record* records, size_t max, size_t* count) {
   size_t k = 0;
   const size_t n = schema_->size();
   if (schema_->all_integral() && n > 0) {
-    // While a record's worst case (10 bytes a field) remains: no bounds check per byte.
     const char* pos = pos_;
-    const ptrdiff_t worst = static_cast<ptrdiff_t>(10 * n);
-    for (; k < max && end_ - pos >= worst; ++k) {
-      Value* values = &records[k][0];
-      for (size_t i = 0; i < n; ++i) {
-        uint64_t u;
-        const char* p = ReadVarint64With10Bytes(pos, &u);
-        if (ABSL_PREDICT_FALSE(p == nullptr)) {
-          pos_ = pos;
-          *count = k;
-          return CorruptVarint(i);
-        }
-        values[i].i = UnZigZag(u);
-        pos = p;
-      }
+    int corrupt;
+    switch (n) {  // records of 1 to 4 integers (keys, timestamps, counts): loops of their own
+      case 1: corrupt = DecodeIntegralRecords<1>(n, &pos, end_, records, max, &k); break;
+      case 2: corrupt = DecodeIntegralRecords<2>(n, &pos, end_, records, max, &k); break;
+      case 3: corrupt = DecodeIntegralRecords<3>(n, &pos, end_, records, max, &k); break;
+      case 4: corrupt = DecodeIntegralRecords<4>(n, &pos, end_, records, max, &k); break;
+      default: corrupt = DecodeIntegralRecords<0>(n, &pos, end_, records, max, &k); break;
     }
     pos_ = pos;
+    if (ABSL_PREDICT_FALSE(corrupt >= 0)) {
+      *count = k;
+      return CorruptVarint(static_cast<size_t>(corrupt));
+    }
   }
   for (; k < max && !Done(); ++k) {
     absl::Status s = Next(&records[k]);

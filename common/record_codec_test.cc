@@ -1,7 +1,12 @@
 #include "common/record_codec.h"
 
+#include <cstring>
 #include <limits>
+#include <utility>
+#include <vector>
 
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 #include "common/status_matchers.h"
 #include "gtest/gtest.h"
 
@@ -247,6 +252,137 @@ TEST(RecordCodecTest, NextBatchDecodesWhatNextDecodes) {
       EXPECT_EQ(batch.NextBatch(got.data(), 64, &n), want);
       EXPECT_EQ(n, 30u);
       EXPECT_EQ(got[29][0].i, values[29 % 11]);
+    }
+  }
+}
+
+// The varint a byte at a time, as the codec writes it and read it before it read a word at a
+// time (the format's definition, kept here as the reference).
+std::string ReferenceVarint(uint64_t v) {
+  std::string out;
+  while (v >= 0x80) {
+    out.push_back(static_cast<char>(v | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<char>(v));
+  return out;
+}
+
+// Values whose zig-zag varints have every length from 1 to 10 bytes, and both sides of each
+// length's edges.
+std::vector<int64_t> VarintEdgeValues() {
+  std::vector<int64_t> values = {0, -1, std::numeric_limits<int64_t>::min(),
+                                 std::numeric_limits<int64_t>::max()};
+  for (int bits = 1; bits < 64; ++bits) {
+    const uint64_t edge = uint64_t{1} << bits;
+    for (uint64_t z : {edge - 1, edge, edge + 1}) values.push_back(UnZigZag(z));
+  }
+  return values;
+}
+
+// Varints are read a word at a time: the bytes of the reference
+// (every length from 1 to 10, integral schemas of 1 to 6 fields and a mixed one), never a
+// byte beyond EncodedSizeBound(), and the same values back from Next() and NextBatch(), with
+// and without 10 bytes after each record.
+TEST(RecordCodecTest, VarintsOfEveryLengthKeepTheReferenceBytes) {
+  const std::vector<int64_t> values = VarintEdgeValues();
+  std::vector<Schema> schemas;
+  for (size_t n = 1; n <= 6; ++n) {
+    std::vector<Field> fields;
+    for (size_t i = 0; i < n; ++i) fields.push_back({absl::StrCat("f", i), FieldType::kInt64});
+    schemas.emplace_back(std::move(fields));
+  }
+  schemas.push_back(NullableTestSchema());
+  for (const Schema& schema : schemas) {
+    const bool integral = schema.all_integral();
+    std::string buf;
+    std::string want;
+    Record r(schema.size());
+    for (size_t k = 0; k < values.size(); ++k) {
+      for (size_t f = 0; f < schema.size(); ++f) r.SetInt(f, values[(k + 3 * f) % values.size()]);
+      if (!integral) {
+        r.SetString(2, std::string(k % 3, 'x'));
+        r.SetDouble(1, 0.25);
+        r.SetBool(3, k % 2 == 1);
+        r.SetNullTo(5, k % 2 == 0);
+        r.SetNullTo(6, false);
+        r.SetString(6, "y");
+      }
+      for (size_t f = 0; f < schema.size(); ++f) {
+        const Field& field = schema.field(f);
+        if (field.nullable) want.push_back(r.IsNull(f) ? 1 : 0);
+        if (field.nullable && r.IsNull(f)) continue;
+        switch (field.type) {
+          case FieldType::kDouble: want.append(reinterpret_cast<const char*>(&r[f].d), 8); break;
+          case FieldType::kBool: want.push_back(r.GetBool(f) ? 1 : 0); break;
+          case FieldType::kString: want += ReferenceVarint(r[f].s.size()) + r[f].s; break;
+          default: want += ReferenceVarint(ZigZag(r.GetInt(f))); break;
+        }
+      }
+      const size_t bound = EncodedSizeBound(schema, r);
+      std::string in_place(bound + 8, '#');
+      const char* end = integral ? EncodeIntegralRecordTo(r, schema.size(), &in_place[0])
+                                 : EncodeRecordTo(schema, r, &in_place[0]);
+      EXPECT_EQ(in_place.substr(bound), "########") << "wrote past the bound";
+      EncodeRecord(schema, r, &buf);
+      ASSERT_EQ(absl::string_view(in_place.data(), end - in_place.data()),
+                absl::string_view(buf).substr(buf.size() - (end - in_place.data())))
+          << schema.ToString() << " record " << k;
+    }
+    ASSERT_EQ(buf, want) << schema.ToString();
+    // Every record decoded alone (no bytes after it: the checked path) and in batches.
+    RecordDecoder one(&schema, buf);
+    RecordDecoder batch(&schema, buf);
+    std::vector<Record> got(values.size(), Record(schema.size()));
+    size_t n = 0;
+    ASSERT_OK(batch.NextBatch(got.data(), got.size(), &n));
+    ASSERT_EQ(n, values.size());
+    EXPECT_TRUE(batch.Done());
+    Record alone(schema.size());
+    for (size_t k = 0; k < values.size(); ++k) {
+      const size_t start = buf.size() - one.Remaining();
+      ASSERT_OK(one.Next(&r));
+      const std::string bytes = buf.substr(start, buf.size() - one.Remaining() - start);
+      RecordDecoder exact(&schema, bytes);
+      ASSERT_OK(exact.Next(&alone));
+      EXPECT_TRUE(exact.Done());
+      for (size_t f = 0; f < schema.size(); ++f) {
+        if (schema.field(f).type == FieldType::kString || r.IsNull(f)) continue;
+        const int64_t v = values[(k + 3 * f) % values.size()];
+        if (IsIntegral(schema.field(f).type)) {
+          ASSERT_EQ(r.GetInt(f), v) << k << " " << f;
+          ASSERT_EQ(got[k].GetInt(f), v) << k << " " << f;
+          ASSERT_EQ(alone.GetInt(f), v) << k << " " << f;
+        }
+      }
+    }
+  }
+}
+
+// Varints the encoder never writes still decode as the byte-at-a-time reader decoded them:
+// non-minimal ones (0x80 0x00 is 0) and a 10th byte whose high bits fall off, whether the
+// word-at-a-time path or the checked one reads them.
+TEST(RecordCodecTest, NonMinimalVarintsDecodeAsBefore) {
+  const Schema ints({{"k", FieldType::kInt64}});
+  const std::pair<std::string, int64_t> cases[] = {
+      {std::string("\x80\x00", 2), 0},
+      {std::string("\x81\x80\x80\x00", 4), UnZigZag(1)},
+      {std::string(9, '\xff') + "\x7f", UnZigZag(~uint64_t{0})},
+      {std::string(9, '\xff') + "\x01", UnZigZag(~uint64_t{0})},
+      {std::string(8, '\x80') + "\x01", UnZigZag(uint64_t{1} << 56)},
+  };
+  for (const auto& [bytes, value] : cases) {
+    for (size_t tail : {0, 12}) {
+      const std::string buf = bytes + std::string(tail, '\x02');  // then records of 1
+      RecordDecoder dec(&ints, buf);
+      std::vector<Record> got(1 + tail, Record(1));
+      size_t n = 0;
+      ASSERT_OK(dec.NextBatch(got.data(), got.size(), &n));
+      ASSERT_EQ(n, 1 + tail);
+      EXPECT_EQ(got[0].GetInt(0), value) << absl::CHexEscape(bytes) << " tail " << tail;
+      if (tail > 0) {
+        EXPECT_EQ(got[tail].GetInt(0), 1);
+      }
     }
   }
 }
