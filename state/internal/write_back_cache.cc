@@ -143,7 +143,8 @@ WriteBackCache::Ref WriteBackCache::Peek(absl::string_view key, uint64_t hash) c
   return cells_[Probe(key, Tag(hash))].ref;
 }
 
-WriteBackCache::Ref WriteBackCache::Insert(absl::string_view key, uint64_t hash) {
+WriteBackCache::Ref WriteBackCache::Insert(absl::string_view key, uint64_t hash,
+                                           size_t value_room) {
   Ref r;
   if (!free_.empty()) {
     r = free_.back();
@@ -152,14 +153,20 @@ WriteBackCache::Ref WriteBackCache::Insert(absl::string_view key, uint64_t hash)
     r = static_cast<Ref>(slots_.size());
     slots_.emplace_back();
   }
-  const uint64_t pos = arena_.Allocate(key.size());
+  size_t capacity = BlockArena::ClassSize(key.size());
+  if (value_room > 0) {
+    const size_t roomy = BlockArena::ClassSize(key.size() + value_room);
+    if (roomy - key.size() <= kMaxRoom) capacity = roomy;
+  }
+  const uint64_t pos = arena_.Allocate(capacity);
   Slot& s = slots_[r];
   s.pos = pos;
+  s.room = capacity == BlockArena::ClassSize(key.size()) ? 0 : capacity - key.size();
   s.flags = kLive | kDeleted | kInDb | kReferenced;
   s.key_len = static_cast<uint32_t>(key.size());
   s.value_len = 0;
   if (!key.empty()) std::memcpy(arena_.At(pos), key.data(), key.size());
-  bytes_ += kEntryOverhead + BlockArena::ClassSize(key.size());
+  bytes_ += kEntryOverhead + capacity;
   IndexInsert(r, Tag(hash));
   return r;
 }
@@ -175,12 +182,21 @@ WriteBackCache::Ref WriteBackCache::FindOrInsert(absl::string_view key) {
 void WriteBackCache::Relayout(Ref r, bool has_expiry, size_t value_len, size_t keep_value) {
   Slot& s = slots_[r];
   const bool had_expiry = (s.flags & kHasExpiry) != 0;
-  const size_t old_size = BlockArena::ClassSize(Used(s));
+  const size_t old_used = Used(s);
+  const size_t old_size = Capacity(s);
   const size_t used = (has_expiry ? 8 : 0) + s.key_len + value_len;
   const size_t size = BlockArena::ClassSize(used);
-  if (size == old_size && has_expiry == had_expiry) {
-    s.value_len = static_cast<uint32_t>(value_len);
-    return;
+  if (has_expiry == had_expiry) {
+    if (size == old_size) {  // the same size class
+      s.room = 0;
+      s.value_len = static_cast<uint32_t>(value_len);
+      return;
+    }
+    if (used >= old_used && used <= old_size && old_size - used <= kMaxRoom) {
+      s.room = old_size - used;  // grown into the block's room
+      s.value_len = static_cast<uint32_t>(value_len);
+      return;
+    }
   }
   const uint64_t old_pos = s.pos;
   const uint64_t pos = arena_.Allocate(used);
@@ -196,8 +212,9 @@ void WriteBackCache::Relayout(Ref r, bool has_expiry, size_t value_len, size_t k
   }
   if (had_expiry) src += 8;
   std::memcpy(dst, src, s.key_len + keep_value);
-  arena_.Free(old_pos, Used(s));
+  arena_.Free(old_pos, old_size);
   s.pos = pos;
+  s.room = 0;
   s.flags = has_expiry ? (s.flags | kHasExpiry) : (s.flags & ~kHasExpiry);
   s.value_len = static_cast<uint32_t>(value_len);
   bytes_ += size;
@@ -292,10 +309,11 @@ void WriteBackCache::Relist(absl::Span<const Ref> refs) {
 void WriteBackCache::Free(Ref r, uint64_t hash) {
   IndexErase(r, Tag(hash));
   Slot& s = slots_[r];
-  const size_t used = Used(s);
-  bytes_ -= kEntryOverhead + BlockArena::ClassSize(used);
-  arena_.Free(s.pos, used);
+  const size_t size = Capacity(s);
+  bytes_ -= kEntryOverhead + size;
+  arena_.Free(s.pos, size);
   s.pos = 0;
+  s.room = 0;
   s.key_len = 0;
   s.value_len = 0;
   s.flags = 0;  // a stale copy in dirty_ is skipped (not live / not listed)

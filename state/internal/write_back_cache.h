@@ -53,7 +53,8 @@ class BlockArena {
  private:
   static constexpr int kChunkShift = 18;
   static constexpr uint64_t kChunkMask = kChunkBytes - 1;
-  static constexpr uint64_t kLargeBit = uint64_t{1} << 47;  // positions fit in 48 bits
+  // Positions fit in 40 bits (the cache's slots keep 40): 512 GiB of chunks.
+  static constexpr uint64_t kLargeBit = uint64_t{1} << 39;
   static constexpr uint64_t kNoBlock = ~uint64_t{0};
   struct Class {
     size_t size;
@@ -81,7 +82,9 @@ class BlockArena {
 // A lookup reads one index cell (and its neighbours in the same cache line), then the one slot
 // whose hash bits match and its block. No std::string, map node or malloc per entry. `bytes()`
 // counts kEntryOverhead (the slot and an index share of two cells at half load) plus the
-// block per live entry against the budget.
+// block per live entry against the budget. A block may hold room beyond its entry's bytes (up
+// to kMaxRoom, the slot's `room`): Insert() can reserve it for the value a new key is about to
+// get, and a value that grows into it keeps its block (no second allocation and copy).
 //
 // Eviction is incremental (CLOCK, second chance): MakeRoom() advances a hand over the slots,
 // clearing reference bits and dropping clean unreferenced entries until the cache is within
@@ -112,6 +115,8 @@ class WriteBackCache {
   static constexpr size_t kFlushBatch = 8192;
   // Bytes counted per entry beyond its block: the slot and its share of the index.
   static constexpr size_t kEntryOverhead = 32;
+  // The most bytes a block holds beyond its entry's (the slot's 8-bit `room`).
+  static constexpr size_t kMaxRoom = 255;
 
   // Writes the entries `refs` (in key order) to the store in one batch (key(), deleted(),
   // expiry(), value()). On OK the cache marks them clean (in_db = !deleted); an error leaves
@@ -144,8 +149,11 @@ class WriteBackCache {
   Ref Peek(absl::string_view key) const { return Peek(key, HashKey(key)); }
   Ref Peek(absl::string_view key, uint64_t hash) const;
   // A new entry for `key` (REQUIRES: not cached): deleted, clean, in_db, referenced, no expiry.
+  // Its block has room for a value of `value_room` bytes (a hint: counted in bytes() from now
+  // on; ignored where the block would hold more than kMaxRoom bytes beyond the key), so the
+  // first SetValue() of up to that many bytes writes in place.
   Ref Insert(absl::string_view key) { return Insert(key, HashKey(key)); }
-  Ref Insert(absl::string_view key, uint64_t hash);
+  Ref Insert(absl::string_view key, uint64_t hash, size_t value_room = 0);
   // The entry of `key` for a blind write (inserted if absent); sets its reference bit.
   Ref FindOrInsert(absl::string_view key);
   // Drops an entry (REQUIRES: clean).
@@ -263,6 +271,8 @@ class WriteBackCache {
   uint64_t evicted_writes() const { return evicted_writes_; }
   uint64_t hits() const { return hits_; }
   uint64_t misses() const { return misses_; }
+  // Where entry r's block lives (for tests of which writes keep it).
+  uint64_t BlockPositionForTest(Ref r) const { return slots_[r].pos; }
 
  private:
   enum Flag : uint16_t {
@@ -280,9 +290,10 @@ class WriteBackCache {
     kSnapped = 2048,  // changed by the last successful Snapshot() (listed in snapped_)
   };
   // An entry: its block in arena_ holds [expiry (kHasExpiry)][key][value] and is exactly
-  // BlockArena::ClassSize(Used()) bytes.
+  // Capacity() = BlockArena::ClassSize(Used() + room) bytes.
   struct Slot {
-    uint64_t pos : 48;  // in arena_ (positions use 48 bits)
+    uint64_t pos : 40;  // in arena_ (positions use 40 bits)
+    uint64_t room : 8;  // bytes of the block beyond Used() (0: its size class, as before)
     uint64_t flags : 16;
     uint32_t key_len;
     uint32_t value_len;
@@ -306,6 +317,7 @@ class WriteBackCache {
 
   static size_t ExpiryBytes(const Slot& s) { return (s.flags & kHasExpiry) != 0 ? 8 : 0; }
   static size_t Used(const Slot& s) { return ExpiryBytes(s) + s.key_len + s.value_len; }
+  static size_t Capacity(const Slot& s) { return BlockArena::ClassSize(Used(s) + s.room); }
   const char* KeyData(const Slot& s) const { return arena_.At(s.pos) + ExpiryBytes(s); }
   void SetFlag(Ref r, uint16_t flag, bool on) {
     if (on) {
@@ -315,7 +327,9 @@ class WriteBackCache {
     }
   }
   // Gives slot r a block for `value_len` value bytes (with the expiry prefix if `has_expiry`),
-  // keeping its expiry (0 when it had none), its key and the first `keep_value` value bytes.
+  // keeping its expiry (0 when it had none), its key and the first `keep_value` value bytes:
+  // its own block where that fits the same size class, or where the value grows into the
+  // block's room; else a new one.
   void Relayout(Ref r, bool has_expiry, size_t value_len, size_t keep_value);
   // Drops entry r, of HashKey() `hash`.
   void Free(Ref r, uint64_t hash);

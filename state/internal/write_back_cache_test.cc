@@ -105,6 +105,52 @@ TEST(WriteBackCacheTest, ByteAccounting) {
   EXPECT_EQ(cache.size(), 0u);
 }
 
+// A new entry inserted with room for its value keeps its block when the value arrives (no
+// second block and copy of the key), counts the room in bytes(), and behaves as one without
+// room afterwards: a value beyond the room moves it to a block of its size class.
+TEST(WriteBackCacheTest, InsertWithValueRoomKeepsTheBlockForTheFirstValue) {
+  constexpr size_t kOverhead = WriteBackCache::kEntryOverhead;
+  WriteBackCache cache(1 << 20);
+  const std::string key = "key-007";
+  Ref r = cache.Insert(key, WriteBackCache::HashKey(key), /*value_room=*/25);
+  EXPECT_TRUE(cache.deleted(r));
+  EXPECT_EQ(cache.value(r), "");
+  EXPECT_EQ(cache.bytes(), kOverhead + 32);  // the key's 7 bytes and room for 25
+  const uint64_t pos = cache.BlockPositionForTest(r);
+  const std::string value(25, 'v');
+  cache.SetValue(r, value);
+  EXPECT_EQ(cache.BlockPositionForTest(r), pos);
+  EXPECT_EQ(cache.key(r), key);
+  EXPECT_EQ(cache.value(r), value);
+  EXPECT_EQ(cache.bytes(), kOverhead + 32);
+  cache.SetValue(r, "short");  // smaller than the block: a block of exactly 12 bytes
+  EXPECT_EQ(cache.value(r), "short");
+  EXPECT_EQ(cache.bytes(), kOverhead + 12);
+  Ref s = cache.Insert("s", WriteBackCache::HashKey("s"), /*value_room=*/10);
+  EXPECT_EQ(cache.bytes(), 2 * kOverhead + 12 + 11);
+  const uint64_t s_pos = cache.BlockPositionForTest(s);
+  cache.AppendValue(s, "abc");  // into the room, which keeps the rest
+  cache.AppendValue(s, "defg");
+  EXPECT_EQ(cache.BlockPositionForTest(s), s_pos);
+  EXPECT_EQ(cache.value(s), "abcdefg");
+  EXPECT_EQ(cache.bytes(), 2 * kOverhead + 12 + 11);
+  cache.AppendValue(s, "hijk");  // beyond the room: a block of exactly 12
+  EXPECT_EQ(cache.value(s), "abcdefghijk");
+  EXPECT_EQ(cache.key(s), "s");
+  EXPECT_EQ(cache.bytes(), 2 * kOverhead + 12 + 12);
+  cache.set_expiry(s, 7);
+  EXPECT_EQ(cache.expiry(s), 7);
+  EXPECT_EQ(cache.value(s), "abcdefghijk");
+  // Room beyond kMaxRoom is not reserved.
+  Ref t = cache.Insert("t", WriteBackCache::HashKey("t"), /*value_room=*/1000);
+  EXPECT_EQ(cache.bytes(), 3 * kOverhead + 12 + 20 + 8);
+  cache.Erase(t);
+  cache.Erase(s);
+  cache.Erase(r);
+  EXPECT_EQ(cache.bytes(), 0u);
+  EXPECT_EQ(cache.size(), 0u);
+}
+
 TEST(BlockArenaTest, ClassesGrowGeometricallyAndHoldTheirSize) {
   size_t prev = 0;
   for (size_t n = 0; n < (size_t{1} << 22); n = n < 1024 ? n + 1 : n * 9 / 8) {
