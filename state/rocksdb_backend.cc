@@ -846,8 +846,10 @@ absl::StatusOr<RocksDbBackend::Ref> RocksDbBackend::Lookup(size_t value_room) {
   const uint64_t hash = internal::WriteBackCache::HashKey(key_buf_);
   Ref e = cache_.Find(key_buf_, hash);
   if (e == internal::WriteBackCache::kNone && !cache_.MayBeInStoreHashed(hash)) {
-    return InsertLoaded(key_buf_, hash, rocksdb::Status::NotFound(), absl::string_view(),
-                        value_room);
+    absl::StatusOr<Ref> absent = InsertLoaded(key_buf_, hash, rocksdb::Status::NotFound(),
+                                              absl::string_view(), value_room);
+    if (absent.ok()) cache_.NoteFilterMiss(*absent);
+    return absent;
   }
   if (e != internal::WriteBackCache::kNone) {
     CheckExpired(e);
@@ -950,6 +952,7 @@ absl::Status RocksDbBackend::Prefetch(StateId id, absl::Span<const KeyInGroup> k
       SLUICE_ASSIGN_OR_RETURN(Ref e, InsertLoaded(state_key, hash, rocksdb::Status::NotFound(),
                                                   absl::string_view(), ValueRoom(id)));
       cache_.MarkPrefetched(e);
+      cache_.NoteFilterMiss(e);
       prefetch_refs_[prefetch_index_[i]] = e;
       continue;
     }

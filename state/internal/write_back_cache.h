@@ -229,6 +229,12 @@ class WriteBackCache {
   }
   // Adds a key the store holds that the cache did not write (e.g. restored) to the filter.
   void NoteInStore(absl::string_view key);
+  // Notes that MayBeInStore() of entry r's key was false when r was inserted: its first write
+  // then adds it to the store filter without probing the filter for it first (at 10M keys with
+  // 64 MiB per worker, a probe of every part per evicted key).
+  void NoteFilterMiss(Ref r) {
+    if (filter_ != nullptr) slots_[r].flags |= kFilterMiss;
+  }
   // Starts loading the memory that Peek(), Find() and Insert(), and MayBeInStoreHashed() of the
   // key of `hash` (HashKey(key)) read: a batch calls it for each of its keys first, so the
   // lookups that follow overlap their cache misses.
@@ -288,6 +294,7 @@ class WriteBackCache {
     kInFilter = 512,  // the key is in the store filter (added by an earlier write)
     kPending = 1024,  // in the last snapshot's delta file, not in the store (never with kDirty)
     kSnapped = 2048,  // changed by the last successful Snapshot() (listed in snapped_)
+    kFilterMiss = 4096,  // the store filter said the key was never written (NoteFilterMiss())
   };
   // An entry: its block in arena_ holds [expiry (kHasExpiry)][key][value] and is exactly
   // Capacity() = BlockArena::ClassSize(Used() + room) bytes.
@@ -346,11 +353,14 @@ class WriteBackCache {
   void Relist(absl::Span<const Ref> refs);
   // Drops stale and repeated slot numbers from dirty_ when it grew much beyond its entries.
   void CompactDirtyList();
+  // SortByKey() sorts this many refs or more by radix, fewer by std::sort.
+  static constexpr size_t kRadixSortMin = 1024;
   // Sorts `refs` by key (byte-wise), as std::sort comparing key() would.
   void SortByKey(std::vector<Ref>* refs);
   // Adds `key` (of HashKey() `hash`) to the store filter (if on), counting its
   // growth in bytes_ and dropping it when it outgrows half the budget.
-  void AddToFilter(uint64_t hash);
+  // `absent`: the filter is known to lack it (no probe first).
+  void AddToFilter(uint64_t hash, bool absent = false);
 
   const size_t budget_;
   size_t reserved_ = 0;  // Reserve()
@@ -369,7 +379,10 @@ class WriteBackCache {
   std::vector<Ref> cold_;  // scratch of Snapshot(): dirty entries that are not hot
   std::vector<Ref> snapped_;  // the entries the last successful Snapshot() marked kSnapped
   std::vector<std::pair<uint64_t, Ref>> by_prefix_;  // scratch of SortByKey()
+  std::vector<std::pair<uint64_t, Ref>> radix_tmp_;  // scratch of SortByKey()
+  std::vector<uint32_t> radix_counts_;                // scratch of SortByKey()
   std::vector<uint64_t> hashes_;  // scratch of WriteAndClean()
+  std::vector<uint64_t> absent_hashes_;  // scratch of WriteAndClean(): of kFilterMiss entries
   std::vector<uint64_t> victim_hashes_;  // scratch of Evict(): HashKey() of each victim
   uint64_t hits_ = 0;
   uint64_t misses_ = 0;

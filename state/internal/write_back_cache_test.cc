@@ -459,7 +459,9 @@ TEST(WriteBackCacheTest, FlushOrdersKeysSharingTheirFirstEightBytesByTheWholeKey
                                    std::string(16, 'q') + "b", std::string(16, 'q') + "a",
                                    std::string(40, 'q'),  std::string(41, 'q')};
   std::mt19937 rng(11);
-  for (int i = 0; i < 200; ++i) {  // random short keys over a 3-letter alphabet: many ties
+  // Random short keys over a 3-letter alphabet: many ties; more than kRadixSortMin keys, so the
+  // radix sort and its runs of equal prefixes are what orders them.
+  for (int i = 0; i < 3000; ++i) {
     std::string k(8 + rng() % 4, 'a');
     for (char& c : k) c = static_cast<char>("a\0\xff"[rng() % 3]);
     if (std::find(keys.begin(), keys.end(), k) == keys.end()) keys.push_back(k);
@@ -589,6 +591,28 @@ TEST(WriteBackCacheTest, StoreFilterHoldsEveryKeyWritten) {
   Put(cache, "refused", "v", /*dirty=*/true);
   EXPECT_FALSE(cache.FlushDirty(write).ok());
   EXPECT_TRUE(cache.MayBeInStore("refused"));
+}
+
+// Entries whose keys the filter lacked when inserted (NoteFilterMiss()) are added without a
+// probe when written: every written key is in the filter, new and known ones alike.
+TEST(WriteBackCacheTest, StoreFilterHoldsKeysNotedAsFilterMisses) {
+  WriteBackCache cache(size_t{1} << 30);
+  cache.EnableStoreFilter(64);
+  FakeStore store;
+  auto write = [&](absl::Span<const Ref> refs) { return store.Write(cache, refs); };
+  for (int i = 0; i < 3000; ++i) {
+    ASSERT_FALSE(cache.MayBeInStore(Key(i)));
+    Ref r = cache.Insert(Key(i));
+    cache.NoteFilterMiss(r);
+    cache.SetValue(r, "v");
+    cache.set_deleted(r, false);
+    cache.MarkDirty(r);
+  }
+  ASSERT_TRUE(cache.FlushDirty(write).ok());
+  for (int i = 0; i < 3000; ++i) ASSERT_TRUE(cache.MayBeInStore(Key(i))) << i;
+  int false_positives = 0;
+  for (int i = 3000; i < 6000; ++i) false_positives += cache.MayBeInStore(Key(i));
+  EXPECT_LT(false_positives, 180);  // of 3000 keys never written; ~1-5% expected
 }
 
 // A filter that would take more than half the budget is dropped (its bytes with it), and every
