@@ -524,6 +524,42 @@ TEST_F(KeyedStateBackendTest, BatchedReadModifyWriteLooksEachKeyUpOnce) {
   for (const std::string& k : keys) EXPECT_EQ(GetOr(b.get(), id, k), "2");
 }
 
+// A new key's read (absent) caches it with room for the size of the value its state last
+// wrote, so the first write of its value fits the entry it has: the cache's bytes do not move
+// at the write, and each key ends up taking what the first one took. Alike through Get/Put and
+// through a batch's Prefetch/GetOfBatch/PutOfBatch.
+TEST_F(KeyedStateBackendTest, FirstValueOfANewKeyFillsTheRoomItsReadLeft) {
+  auto b = OpenOrDie(Options("value-room"));
+  ASSERT_NE(b, nullptr);
+  const StateId id = b->RegisterState("count", StateKind::kValue);
+  const std::string value(25, 'x');
+  const size_t empty = b->CacheBytesForTest();
+  SetKey(b.get(), "key-a");
+  ASSERT_OK(b->Put(id, value));
+  const size_t one = b->CacheBytesForTest() - empty;
+  SetKey(b.get(), "key-b");
+  std::string v;
+  absl::StatusOr<bool> found = b->Get(id, &v);
+  ASSERT_OK(found);
+  EXPECT_FALSE(*found);
+  EXPECT_EQ(b->CacheBytesForTest() - empty, 2 * one);
+  ASSERT_OK(b->Put(id, value));
+  EXPECT_EQ(b->CacheBytesForTest() - empty, 2 * one);
+  std::vector<std::string> keys = {"key-c", "key-d"};
+  std::vector<KeyInGroup> batch;
+  for (const std::string& k : keys) batch.push_back({k, KeyGroupOf(k)});
+  ASSERT_OK(b->Prefetch(id, batch));
+  for (size_t i = 0; i < batch.size(); ++i) {
+    found = b->GetOfBatch(id, batch, i, &v);
+    ASSERT_OK(found);
+    EXPECT_FALSE(*found);
+  }
+  EXPECT_EQ(b->CacheBytesForTest() - empty, 4 * one);
+  for (size_t i = 0; i < batch.size(); ++i) ASSERT_OK(b->PutOfBatch(id, batch, i, value));
+  EXPECT_EQ(b->CacheBytesForTest() - empty, 4 * one);
+  for (const char* k : {"key-a", "key-b", "key-c", "key-d"}) EXPECT_EQ(GetOr(b.get(), id, k), value);
+}
+
 // A read-ahead of more keys than the cache holds leaves the cache within its budget, and the
 // values read after it are those stored (some were loaded and evicted again).
 TEST_F(KeyedStateBackendTest, PrefetchKeepsTheCacheWithinItsBudget) {

@@ -524,6 +524,9 @@ class RocksDbBackend final : public KeyedStateBackend {
     std::string name;
     StateKind kind = StateKind::kValue;
     int64_t ttl_ms = 0;
+    // The size of the value last written (value state without TTL, at most the cache's
+    // kMaxRoom): a key read as absent gets a cache block with room for it (InsertLoaded()).
+    uint32_t value_room = 0;
     bool in_use = false;      // a name is bound to this id (registered or restored)
     bool registered = false;  // RegisterState() handed this id out
   };
@@ -649,7 +652,8 @@ class RocksDbBackend final : public KeyedStateBackend {
   // The cache entry of key_buf_ (payload without the expiry prefix), loaded from RocksDB on a
   // miss; expired entries come back deleted (and dirty, so RocksDB drops them too). Valid until
   // the next MaybeEvict().
-  absl::StatusOr<Ref> Lookup();
+  // An absent key's new entry gets room for `value_room` value bytes (InsertLoaded()).
+  absl::StatusOr<Ref> Lookup(size_t value_room = 0);
   // An expired cached entry `e` becomes deleted (and dirty, so RocksDB drops it too).
   void CheckExpired(Ref e);
   // The entry the last Prefetch(id, keys) found for keys[i] if it is still valid (no entry
@@ -657,9 +661,13 @@ class RocksDbBackend final : public KeyedStateBackend {
   Ref BatchRef(StateId id, absl::Span<const KeyInGroup> keys, size_t i) const;
   // Caches what RocksDB returned for `key` (of WriteBackCache::HashKey() `hash`; status `s`:
   // OK with the stored value `stored`, or not found) in a new entry (REQUIRES: `key` is not
-  // cached). kUnavailable for a RocksDB error, kDataLoss for a malformed value.
+  // cached). An absent key's entry gets room for a value of `value_room` bytes (a read of
+  // absent value state is most often followed by its first write: one block, not two).
+  // kUnavailable for a RocksDB error, kDataLoss for a malformed value.
   absl::StatusOr<Ref> InsertLoaded(absl::string_view key, uint64_t hash, const rocksdb::Status& s,
-                                   absl::string_view stored);
+                                   absl::string_view stored, size_t value_room = 0);
+  // The room InsertLoaded() gives an absent key of value state `id`.
+  size_t ValueRoom(StateId id) const { return states_[id].value_room; }
   // Publishes cache hits and misses (their growth since the last call) and the state size.
   void PublishStats();
   // Sets cache entry `e` to `value` (dirty), expiring as state `id` does.
@@ -865,12 +873,15 @@ void RocksDbBackend::PublishStats() {
   options_.size_bytes->Set(static_cast<double>(sst + memtables + cache_.bytes()));
 }
 
-absl::StatusOr<RocksDbBackend::Ref> RocksDbBackend::Lookup() {
+absl::StatusOr<RocksDbBackend::Ref> RocksDbBackend::Lookup(size_t value_room) {
   if (cache_.hits() + cache_.misses() >= next_publish_) PublishStats();
   const uint64_t hash = internal::WriteBackCache::HashKey(key_buf_);
   Ref e = cache_.Find(key_buf_, hash);
   if (e == internal::WriteBackCache::kNone && !cache_.MayBeInStoreHashed(hash)) {
-    return InsertLoaded(key_buf_, hash, rocksdb::Status::NotFound(), absl::string_view());
+    absl::StatusOr<Ref> absent = InsertLoaded(key_buf_, hash, rocksdb::Status::NotFound(),
+                                              absl::string_view(), value_room);
+    if (absent.ok()) cache_.NoteFilterMiss(*absent);
+    return absent;
   }
   if (e != internal::WriteBackCache::kNone) {
     CheckExpired(e);
@@ -878,7 +889,7 @@ absl::StatusOr<RocksDbBackend::Ref> RocksDbBackend::Lookup() {
   }
   ++store_reads_;
   rocksdb::Status s = db_->Get(read_options_, ToSlice(key_buf_), &read_buf_);
-  return InsertLoaded(key_buf_, hash, s, read_buf_);
+  return InsertLoaded(key_buf_, hash, s, read_buf_, value_room);
 }
 
 void RocksDbBackend::CheckExpired(Ref e) {
@@ -894,7 +905,8 @@ void RocksDbBackend::CheckExpired(Ref e) {
 absl::StatusOr<RocksDbBackend::Ref> RocksDbBackend::InsertLoaded(absl::string_view key,
                                                                  uint64_t hash,
                                                                  const rocksdb::Status& s,
-                                                                 absl::string_view stored) {
+                                                                 absl::string_view stored,
+                                                                 size_t value_room) {
   if (!s.ok() && !s.IsNotFound()) {
     return FromRocks(s, absl::StrCat(options_.operator_id, ": state read"),
                      absl::StatusCode::kUnavailable);
@@ -904,7 +916,7 @@ absl::StatusOr<RocksDbBackend::Ref> RocksDbBackend::InsertLoaded(absl::string_vi
   if (s.ok() && !internal::DecodeStoredValue(stored, &expiry, &payload)) {
     return options_.origin.DataLoss("malformed state value");
   }
-  Ref e = cache_.Insert(key, hash);  // deleted, clean
+  Ref e = cache_.Insert(key, hash, s.ok() ? 0 : value_room);  // deleted, clean
   cache_.set_in_db(e, s.ok());
   if (s.ok()) {
     if (expiry != 0 && expiry <= options_.clock->WallMillis()) {
@@ -970,8 +982,9 @@ absl::Status RocksDbBackend::Prefetch(StateId id, absl::Span<const KeyInGroup> k
     }
     if (!cache_.MayBeInStoreHashed(hash)) {
       SLUICE_ASSIGN_OR_RETURN(Ref e, InsertLoaded(state_key, hash, rocksdb::Status::NotFound(),
-                                                  absl::string_view()));
+                                                  absl::string_view(), ValueRoom(id)));
       cache_.MarkPrefetched(e);
+      cache_.NoteFilterMiss(e);
       prefetch_refs_[prefetch_index_[i]] = e;
       continue;
     }
@@ -1002,8 +1015,9 @@ absl::Status RocksDbBackend::Prefetch(StateId id, absl::Span<const KeyInGroup> k
   for (size_t i = 0; i < n; ++i) {
     if (status.ok()) {
       const absl::string_view key = ToView(prefetch_keys_[i]);
-      absl::StatusOr<Ref> e = InsertLoaded(key, internal::WriteBackCache::HashKey(key),
-                                           prefetch_statuses_[i], ToView(prefetch_values_[i]));
+      absl::StatusOr<Ref> e =
+          InsertLoaded(key, internal::WriteBackCache::HashKey(key), prefetch_statuses_[i],
+                       ToView(prefetch_values_[i]), ValueRoom(id));
       if (e.ok()) {
         cache_.MarkPrefetched(*e);
       } else {
@@ -1076,6 +1090,10 @@ absl::Status RocksDbBackend::PutOfBatch(StateId id, absl::Span<const KeyInGroup>
 }
 
 void RocksDbBackend::SetEntry(Ref e, StateId id, absl::string_view value) {
+  if (states_[id].ttl_ms == 0) {  // with TTL the expiry prefix moves the key anyway
+    states_[id].value_room = static_cast<uint32_t>(
+        std::min<size_t>(value.size(), internal::WriteBackCache::kMaxRoom));
+  }
   cache_.SetValue(e, value);
   cache_.set_deleted(e, false);
   cache_.set_expiry(e, ExpiryFor(id));
@@ -1189,7 +1207,7 @@ absl::StatusOr<bool> RocksDbBackend::Get(StateId id, std::string* value) {
   last_id_ = -1;
   SLUICE_RETURN_IF_ERROR(MaybeEvict());
   BuildKey(id);
-  SLUICE_ASSIGN_OR_RETURN(Ref e, Lookup());
+  SLUICE_ASSIGN_OR_RETURN(Ref e, Lookup(ValueRoom(id)));
   bool found = !cache_.deleted(e);
   if (found) {
     absl::string_view v = cache_.value(e);

@@ -143,7 +143,8 @@ WriteBackCache::Ref WriteBackCache::Peek(absl::string_view key, uint64_t hash) c
   return cells_[Probe(key, Tag(hash))].ref;
 }
 
-WriteBackCache::Ref WriteBackCache::Insert(absl::string_view key, uint64_t hash) {
+WriteBackCache::Ref WriteBackCache::Insert(absl::string_view key, uint64_t hash,
+                                           size_t value_room) {
   Ref r;
   if (!free_.empty()) {
     r = free_.back();
@@ -152,14 +153,20 @@ WriteBackCache::Ref WriteBackCache::Insert(absl::string_view key, uint64_t hash)
     r = static_cast<Ref>(slots_.size());
     slots_.emplace_back();
   }
-  const uint64_t pos = arena_.Allocate(key.size());
+  size_t capacity = BlockArena::ClassSize(key.size());
+  if (value_room > 0) {
+    const size_t roomy = BlockArena::ClassSize(key.size() + value_room);
+    if (roomy - key.size() <= kMaxRoom) capacity = roomy;
+  }
+  const uint64_t pos = arena_.Allocate(capacity);
   Slot& s = slots_[r];
   s.pos = pos;
+  s.room = capacity == BlockArena::ClassSize(key.size()) ? 0 : capacity - key.size();
   s.flags = kLive | kDeleted | kInDb | kReferenced;
   s.key_len = static_cast<uint32_t>(key.size());
   s.value_len = 0;
   if (!key.empty()) std::memcpy(arena_.At(pos), key.data(), key.size());
-  bytes_ += kEntryOverhead + BlockArena::ClassSize(key.size());
+  bytes_ += kEntryOverhead + capacity;
   IndexInsert(r, Tag(hash));
   return r;
 }
@@ -175,12 +182,21 @@ WriteBackCache::Ref WriteBackCache::FindOrInsert(absl::string_view key) {
 void WriteBackCache::Relayout(Ref r, bool has_expiry, size_t value_len, size_t keep_value) {
   Slot& s = slots_[r];
   const bool had_expiry = (s.flags & kHasExpiry) != 0;
-  const size_t old_size = BlockArena::ClassSize(Used(s));
+  const size_t old_used = Used(s);
+  const size_t old_size = Capacity(s);
   const size_t used = (has_expiry ? 8 : 0) + s.key_len + value_len;
   const size_t size = BlockArena::ClassSize(used);
-  if (size == old_size && has_expiry == had_expiry) {
-    s.value_len = static_cast<uint32_t>(value_len);
-    return;
+  if (has_expiry == had_expiry) {
+    if (size == old_size) {  // the same size class
+      s.room = 0;
+      s.value_len = static_cast<uint32_t>(value_len);
+      return;
+    }
+    if (used >= old_used && used <= old_size && old_size - used <= kMaxRoom) {
+      s.room = old_size - used;  // grown into the block's room
+      s.value_len = static_cast<uint32_t>(value_len);
+      return;
+    }
   }
   const uint64_t old_pos = s.pos;
   const uint64_t pos = arena_.Allocate(used);
@@ -196,8 +212,9 @@ void WriteBackCache::Relayout(Ref r, bool has_expiry, size_t value_len, size_t k
   }
   if (had_expiry) src += 8;
   std::memcpy(dst, src, s.key_len + keep_value);
-  arena_.Free(old_pos, Used(s));
+  arena_.Free(old_pos, old_size);
   s.pos = pos;
+  s.room = 0;
   s.flags = has_expiry ? (s.flags | kHasExpiry) : (s.flags & ~kHasExpiry);
   s.value_len = static_cast<uint32_t>(value_len);
   bytes_ += size;
@@ -292,10 +309,11 @@ void WriteBackCache::Relist(absl::Span<const Ref> refs) {
 void WriteBackCache::Free(Ref r, uint64_t hash) {
   IndexErase(r, Tag(hash));
   Slot& s = slots_[r];
-  const size_t used = Used(s);
-  bytes_ -= kEntryOverhead + BlockArena::ClassSize(used);
-  arena_.Free(s.pos, used);
+  const size_t size = Capacity(s);
+  bytes_ -= kEntryOverhead + size;
+  arena_.Free(s.pos, size);
   s.pos = 0;
+  s.room = 0;
   s.key_len = 0;
   s.value_len = 0;
   s.flags = 0;  // a stale copy in dirty_ is skipped (not live / not listed)
@@ -315,10 +333,14 @@ void WriteBackCache::NoteInStore(absl::string_view key) {
   if (filter_ != nullptr) AddToFilter(HashKey(key));
 }
 
-void WriteBackCache::AddToFilter(uint64_t hash) {
+void WriteBackCache::AddToFilter(uint64_t hash, bool absent) {
   if (filter_ == nullptr) return;
   const size_t before = filter_->bytes();
-  filter_->Add(hash);
+  if (absent) {
+    filter_->AddAbsent(hash);
+  } else {
+    filter_->Add(hash);
+  }
   if (filter_->bytes() == before) return;
   bytes_ += filter_->bytes() - before;
   if (filter_->bytes() > budget_ / 2) {
@@ -336,17 +358,27 @@ absl::Status WriteBackCache::WriteAndClean(absl::Span<const Ref> refs, WriteFn w
   // a few keys ahead.
   if (filter_ != nullptr) {
     constexpr size_t kAhead = 8;
+    // An entry whose key the filter lacked when it was inserted (kFilterMiss) lacks it still
+    // (only this entry's write adds it, and kInFilter says whether one did): added without a
+    // probe, so only its newest part is loaded.
     hashes_.clear();
+    absent_hashes_.clear();
     for (size_t i = 0; i < refs.size(); ++i) {
       const Ref r = refs[i];
       if (slots_[r].flags & kInFilter) continue;
+      const uint64_t hash = hashes.empty() ? HashKey(key(r)) : hashes[i];
+      (slots_[r].flags & kFilterMiss ? absent_hashes_ : hashes_).push_back(hash);
       slots_[r].flags |= kInFilter;
-      hashes_.push_back(hashes.empty() ? HashKey(key(r)) : hashes[i]);
     }
     for (size_t i = 0; i < hashes_.size(); ++i) {
       if (filter_ == nullptr) break;
       if (i + kAhead < hashes_.size()) filter_->Prefetch(hashes_[i + kAhead]);
       AddToFilter(hashes_[i]);
+    }
+    for (size_t i = 0; i < absent_hashes_.size(); ++i) {
+      if (filter_ == nullptr) break;
+      if (i + kAhead < absent_hashes_.size()) filter_->PrefetchNewest(absent_hashes_[i + kAhead]);
+      AddToFilter(absent_hashes_[i], /*absent=*/true);
     }
   }
   absl::Status s = write(refs);
@@ -373,9 +405,13 @@ void WriteBackCache::SortByKey(std::vector<Ref>* refs) {
   // smallest, so a prefix sorts first as in a byte-wise compare), the whole keys compared only
   // where those are equal: the sort then runs over one contiguous array instead of loading two
   // slots and their heap buffers per comparison (a third of a snapshot's flush at 50K keys).
+  const size_t n = refs->size();
   by_prefix_.clear();
-  by_prefix_.reserve(refs->size());
-  for (Ref r : *refs) {
+  by_prefix_.reserve(n);
+  constexpr size_t kAhead = 8;  // the entries come in slot order, their blocks scattered
+  for (size_t i = 0; i < n; ++i) {
+    if (i + kAhead < n) PrefetchEntry((*refs)[i + kAhead]);
+    const Ref r = (*refs)[i];
     const absl::string_view k = key(r);
     unsigned char head[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     std::memcpy(head, k.data(), std::min<size_t>(k.size(), sizeof(head)));
@@ -383,12 +419,46 @@ void WriteBackCache::SortByKey(std::vector<Ref>* refs) {
     for (unsigned char c : head) prefix = (prefix << 8) | c;
     by_prefix_.emplace_back(prefix, r);
   }
-  std::sort(by_prefix_.begin(), by_prefix_.end(),
-            [this](const std::pair<uint64_t, Ref>& a, const std::pair<uint64_t, Ref>& b) {
-              if (a.first != b.first) return a.first < b.first;
-              return key(a.second) < key(b.second);
-            });
-  for (size_t i = 0; i < by_prefix_.size(); ++i) (*refs)[i] = by_prefix_[i].second;
+  auto by_key = [this](const std::pair<uint64_t, Ref>& a, const std::pair<uint64_t, Ref>& b) {
+    if (a.first != b.first) return a.first < b.first;
+    return key(a.second) < key(b.second);
+  };
+  if (n < kRadixSortMin) {
+    std::sort(by_prefix_.begin(), by_prefix_.end(), by_key);
+  } else {
+    // An eviction's batch (up to a quarter of the entries): a least-significant-byte-first radix
+    // sort of the prefixes (a stable counting pass per byte, skipping the bytes every key shares,
+    // e.g. the state id), then the runs of equal prefixes by their whole keys. At 10M keys with
+    // 64 MiB per worker std::sort's compares were ~5% of the task thread.
+    std::vector<uint32_t>& counts = radix_counts_;
+    counts.assign(8 * 256, 0);
+    for (const auto& [prefix, r] : by_prefix_) {
+      for (int b = 0; b < 8; ++b) ++counts[b * 256 + ((prefix >> (8 * b)) & 0xff)];
+    }
+    radix_tmp_.resize(n);
+    std::pair<uint64_t, Ref>* src = by_prefix_.data();
+    std::pair<uint64_t, Ref>* dst = radix_tmp_.data();
+    for (int b = 0; b < 8; ++b) {
+      uint32_t* c = &counts[b * 256];
+      if (c[(src[0].first >> (8 * b)) & 0xff] == n) continue;  // one value: already in order
+      uint32_t sum = 0;
+      for (int v = 0; v < 256; ++v) {
+        const uint32_t count = c[v];
+        c[v] = sum;
+        sum += count;
+      }
+      for (size_t i = 0; i < n; ++i) dst[c[(src[i].first >> (8 * b)) & 0xff]++] = src[i];
+      std::swap(src, dst);
+    }
+    if (src != by_prefix_.data()) std::copy(src, src + n, by_prefix_.data());
+    for (size_t i = 0; i < n;) {
+      size_t j = i + 1;
+      while (j < n && by_prefix_[j].first == by_prefix_[i].first) ++j;
+      if (j - i > 1) std::sort(by_prefix_.begin() + i, by_prefix_.begin() + j, by_key);
+      i = j;
+    }
+  }
+  for (size_t i = 0; i < n; ++i) (*refs)[i] = by_prefix_[i].second;
 }
 
 absl::Status WriteBackCache::FlushDirty(WriteFn write, size_t batch) {

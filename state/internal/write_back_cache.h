@@ -53,7 +53,8 @@ class BlockArena {
  private:
   static constexpr int kChunkShift = 18;
   static constexpr uint64_t kChunkMask = kChunkBytes - 1;
-  static constexpr uint64_t kLargeBit = uint64_t{1} << 47;  // positions fit in 48 bits
+  // Positions fit in 40 bits (the cache's slots keep 40): 512 GiB of chunks.
+  static constexpr uint64_t kLargeBit = uint64_t{1} << 39;
   static constexpr uint64_t kNoBlock = ~uint64_t{0};
   struct Class {
     size_t size;
@@ -81,7 +82,9 @@ class BlockArena {
 // A lookup reads one index cell (and its neighbours in the same cache line), then the one slot
 // whose hash bits match and its block. No std::string, map node or malloc per entry. `bytes()`
 // counts kEntryOverhead (the slot and an index share of two cells at half load) plus the
-// block per live entry against the budget.
+// block per live entry against the budget. A block may hold room beyond its entry's bytes (up
+// to kMaxRoom, the slot's `room`): Insert() can reserve it for the value a new key is about to
+// get, and a value that grows into it keeps its block (no second allocation and copy).
 //
 // Eviction is incremental (CLOCK, second chance): MakeRoom() advances a hand over the slots,
 // clearing reference bits and dropping clean unreferenced entries until the cache is within
@@ -112,6 +115,8 @@ class WriteBackCache {
   static constexpr size_t kFlushBatch = 8192;
   // Bytes counted per entry beyond its block: the slot and its share of the index.
   static constexpr size_t kEntryOverhead = 32;
+  // The most bytes a block holds beyond its entry's (the slot's 8-bit `room`).
+  static constexpr size_t kMaxRoom = 255;
 
   // Writes the entries `refs` (in key order) to the store in one batch (key(), deleted(),
   // expiry(), value()). On OK the cache marks them clean (in_db = !deleted); an error leaves
@@ -144,8 +149,11 @@ class WriteBackCache {
   Ref Peek(absl::string_view key) const { return Peek(key, HashKey(key)); }
   Ref Peek(absl::string_view key, uint64_t hash) const;
   // A new entry for `key` (REQUIRES: not cached): deleted, clean, in_db, referenced, no expiry.
+  // Its block has room for a value of `value_room` bytes (a hint: counted in bytes() from now
+  // on; ignored where the block would hold more than kMaxRoom bytes beyond the key), so the
+  // first SetValue() of up to that many bytes writes in place.
   Ref Insert(absl::string_view key) { return Insert(key, HashKey(key)); }
-  Ref Insert(absl::string_view key, uint64_t hash);
+  Ref Insert(absl::string_view key, uint64_t hash, size_t value_room = 0);
   // The entry of `key` for a blind write (inserted if absent); sets its reference bit.
   Ref FindOrInsert(absl::string_view key);
   // Drops an entry (REQUIRES: clean).
@@ -221,6 +229,12 @@ class WriteBackCache {
   }
   // Adds a key the store holds that the cache did not write (e.g. restored) to the filter.
   void NoteInStore(absl::string_view key);
+  // Notes that MayBeInStore() of entry r's key was false when r was inserted: its first write
+  // then adds it to the store filter without probing the filter for it first (at 10M keys with
+  // 64 MiB per worker, a probe of every part per evicted key).
+  void NoteFilterMiss(Ref r) {
+    if (filter_ != nullptr) slots_[r].flags |= kFilterMiss;
+  }
   // Starts loading the memory that Peek(), Find() and Insert(), and MayBeInStoreHashed() of the
   // key of `hash` (HashKey(key)) read: a batch calls it for each of its keys first, so the
   // lookups that follow overlap their cache misses.
@@ -263,6 +277,8 @@ class WriteBackCache {
   uint64_t evicted_writes() const { return evicted_writes_; }
   uint64_t hits() const { return hits_; }
   uint64_t misses() const { return misses_; }
+  // Where entry r's block lives (for tests of which writes keep it).
+  uint64_t BlockPositionForTest(Ref r) const { return slots_[r].pos; }
 
  private:
   enum Flag : uint16_t {
@@ -278,11 +294,13 @@ class WriteBackCache {
     kInFilter = 512,  // the key is in the store filter (added by an earlier write)
     kPending = 1024,  // in the last snapshot's delta file, not in the store (never with kDirty)
     kSnapped = 2048,  // changed by the last successful Snapshot() (listed in snapped_)
+    kFilterMiss = 4096,  // the store filter said the key was never written (NoteFilterMiss())
   };
   // An entry: its block in arena_ holds [expiry (kHasExpiry)][key][value] and is exactly
-  // BlockArena::ClassSize(Used()) bytes.
+  // Capacity() = BlockArena::ClassSize(Used() + room) bytes.
   struct Slot {
-    uint64_t pos : 48;  // in arena_ (positions use 48 bits)
+    uint64_t pos : 40;  // in arena_ (positions use 40 bits)
+    uint64_t room : 8;  // bytes of the block beyond Used() (0: its size class, as before)
     uint64_t flags : 16;
     uint32_t key_len;
     uint32_t value_len;
@@ -306,6 +324,7 @@ class WriteBackCache {
 
   static size_t ExpiryBytes(const Slot& s) { return (s.flags & kHasExpiry) != 0 ? 8 : 0; }
   static size_t Used(const Slot& s) { return ExpiryBytes(s) + s.key_len + s.value_len; }
+  static size_t Capacity(const Slot& s) { return BlockArena::ClassSize(Used(s) + s.room); }
   const char* KeyData(const Slot& s) const { return arena_.At(s.pos) + ExpiryBytes(s); }
   void SetFlag(Ref r, uint16_t flag, bool on) {
     if (on) {
@@ -315,7 +334,9 @@ class WriteBackCache {
     }
   }
   // Gives slot r a block for `value_len` value bytes (with the expiry prefix if `has_expiry`),
-  // keeping its expiry (0 when it had none), its key and the first `keep_value` value bytes.
+  // keeping its expiry (0 when it had none), its key and the first `keep_value` value bytes:
+  // its own block where that fits the same size class, or where the value grows into the
+  // block's room; else a new one.
   void Relayout(Ref r, bool has_expiry, size_t value_len, size_t keep_value);
   // Drops entry r, of HashKey() `hash`.
   void Free(Ref r, uint64_t hash);
@@ -332,11 +353,14 @@ class WriteBackCache {
   void Relist(absl::Span<const Ref> refs);
   // Drops stale and repeated slot numbers from dirty_ when it grew much beyond its entries.
   void CompactDirtyList();
+  // SortByKey() sorts this many refs or more by radix, fewer by std::sort.
+  static constexpr size_t kRadixSortMin = 1024;
   // Sorts `refs` by key (byte-wise), as std::sort comparing key() would.
   void SortByKey(std::vector<Ref>* refs);
   // Adds `key` (of HashKey() `hash`) to the store filter (if on), counting its
   // growth in bytes_ and dropping it when it outgrows half the budget.
-  void AddToFilter(uint64_t hash);
+  // `absent`: the filter is known to lack it (no probe first).
+  void AddToFilter(uint64_t hash, bool absent = false);
 
   const size_t budget_;
   size_t reserved_ = 0;  // Reserve()
@@ -355,7 +379,10 @@ class WriteBackCache {
   std::vector<Ref> cold_;  // scratch of Snapshot(): dirty entries that are not hot
   std::vector<Ref> snapped_;  // the entries the last successful Snapshot() marked kSnapped
   std::vector<std::pair<uint64_t, Ref>> by_prefix_;  // scratch of SortByKey()
+  std::vector<std::pair<uint64_t, Ref>> radix_tmp_;  // scratch of SortByKey()
+  std::vector<uint32_t> radix_counts_;                // scratch of SortByKey()
   std::vector<uint64_t> hashes_;  // scratch of WriteAndClean()
+  std::vector<uint64_t> absent_hashes_;  // scratch of WriteAndClean(): of kFilterMiss entries
   std::vector<uint64_t> victim_hashes_;  // scratch of Evict(): HashKey() of each victim
   uint64_t hits_ = 0;
   uint64_t misses_ = 0;

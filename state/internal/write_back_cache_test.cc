@@ -105,6 +105,52 @@ TEST(WriteBackCacheTest, ByteAccounting) {
   EXPECT_EQ(cache.size(), 0u);
 }
 
+// A new entry inserted with room for its value keeps its block when the value arrives (no
+// second block and copy of the key), counts the room in bytes(), and behaves as one without
+// room afterwards: a value beyond the room moves it to a block of its size class.
+TEST(WriteBackCacheTest, InsertWithValueRoomKeepsTheBlockForTheFirstValue) {
+  constexpr size_t kOverhead = WriteBackCache::kEntryOverhead;
+  WriteBackCache cache(1 << 20);
+  const std::string key = "key-007";
+  Ref r = cache.Insert(key, WriteBackCache::HashKey(key), /*value_room=*/25);
+  EXPECT_TRUE(cache.deleted(r));
+  EXPECT_EQ(cache.value(r), "");
+  EXPECT_EQ(cache.bytes(), kOverhead + 32);  // the key's 7 bytes and room for 25
+  const uint64_t pos = cache.BlockPositionForTest(r);
+  const std::string value(25, 'v');
+  cache.SetValue(r, value);
+  EXPECT_EQ(cache.BlockPositionForTest(r), pos);
+  EXPECT_EQ(cache.key(r), key);
+  EXPECT_EQ(cache.value(r), value);
+  EXPECT_EQ(cache.bytes(), kOverhead + 32);
+  cache.SetValue(r, "short");  // smaller than the block: a block of exactly 12 bytes
+  EXPECT_EQ(cache.value(r), "short");
+  EXPECT_EQ(cache.bytes(), kOverhead + 12);
+  Ref s = cache.Insert("s", WriteBackCache::HashKey("s"), /*value_room=*/10);
+  EXPECT_EQ(cache.bytes(), 2 * kOverhead + 12 + 11);
+  const uint64_t s_pos = cache.BlockPositionForTest(s);
+  cache.AppendValue(s, "abc");  // into the room, which keeps the rest
+  cache.AppendValue(s, "defg");
+  EXPECT_EQ(cache.BlockPositionForTest(s), s_pos);
+  EXPECT_EQ(cache.value(s), "abcdefg");
+  EXPECT_EQ(cache.bytes(), 2 * kOverhead + 12 + 11);
+  cache.AppendValue(s, "hijk");  // beyond the room: a block of exactly 12
+  EXPECT_EQ(cache.value(s), "abcdefghijk");
+  EXPECT_EQ(cache.key(s), "s");
+  EXPECT_EQ(cache.bytes(), 2 * kOverhead + 12 + 12);
+  cache.set_expiry(s, 7);
+  EXPECT_EQ(cache.expiry(s), 7);
+  EXPECT_EQ(cache.value(s), "abcdefghijk");
+  // Room beyond kMaxRoom is not reserved.
+  Ref t = cache.Insert("t", WriteBackCache::HashKey("t"), /*value_room=*/1000);
+  EXPECT_EQ(cache.bytes(), 3 * kOverhead + 12 + 20 + 8);
+  cache.Erase(t);
+  cache.Erase(s);
+  cache.Erase(r);
+  EXPECT_EQ(cache.bytes(), 0u);
+  EXPECT_EQ(cache.size(), 0u);
+}
+
 TEST(BlockArenaTest, ClassesGrowGeometricallyAndHoldTheirSize) {
   size_t prev = 0;
   for (size_t n = 0; n < (size_t{1} << 22); n = n < 1024 ? n + 1 : n * 9 / 8) {
@@ -413,7 +459,9 @@ TEST(WriteBackCacheTest, FlushOrdersKeysSharingTheirFirstEightBytesByTheWholeKey
                                    std::string(16, 'q') + "b", std::string(16, 'q') + "a",
                                    std::string(40, 'q'),  std::string(41, 'q')};
   std::mt19937 rng(11);
-  for (int i = 0; i < 200; ++i) {  // random short keys over a 3-letter alphabet: many ties
+  // Random short keys over a 3-letter alphabet: many ties; more than kRadixSortMin keys, so the
+  // radix sort and its runs of equal prefixes are what orders them.
+  for (int i = 0; i < 3000; ++i) {
     std::string k(8 + rng() % 4, 'a');
     for (char& c : k) c = static_cast<char>("a\0\xff"[rng() % 3]);
     if (std::find(keys.begin(), keys.end(), k) == keys.end()) keys.push_back(k);
@@ -543,6 +591,28 @@ TEST(WriteBackCacheTest, StoreFilterHoldsEveryKeyWritten) {
   Put(cache, "refused", "v", /*dirty=*/true);
   EXPECT_FALSE(cache.FlushDirty(write).ok());
   EXPECT_TRUE(cache.MayBeInStore("refused"));
+}
+
+// Entries whose keys the filter lacked when inserted (NoteFilterMiss()) are added without a
+// probe when written: every written key is in the filter, new and known ones alike.
+TEST(WriteBackCacheTest, StoreFilterHoldsKeysNotedAsFilterMisses) {
+  WriteBackCache cache(size_t{1} << 30);
+  cache.EnableStoreFilter(64);
+  FakeStore store;
+  auto write = [&](absl::Span<const Ref> refs) { return store.Write(cache, refs); };
+  for (int i = 0; i < 3000; ++i) {
+    ASSERT_FALSE(cache.MayBeInStore(Key(i)));
+    Ref r = cache.Insert(Key(i));
+    cache.NoteFilterMiss(r);
+    cache.SetValue(r, "v");
+    cache.set_deleted(r, false);
+    cache.MarkDirty(r);
+  }
+  ASSERT_TRUE(cache.FlushDirty(write).ok());
+  for (int i = 0; i < 3000; ++i) ASSERT_TRUE(cache.MayBeInStore(Key(i))) << i;
+  int false_positives = 0;
+  for (int i = 3000; i < 6000; ++i) false_positives += cache.MayBeInStore(Key(i));
+  EXPECT_LT(false_positives, 180);  // of 3000 keys never written; ~1-5% expected
 }
 
 // A filter that would take more than half the budget is dropped (its bytes with it), and every

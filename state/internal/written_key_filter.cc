@@ -58,8 +58,17 @@ void WrittenKeyFilter::Prefetch(uint64_t hash) const {
   }
 }
 
+void WrittenKeyFilter::PrefetchNewest(uint64_t hash) const {
+  if (!parts_.empty()) {
+    __builtin_prefetch(&BlockOf(parts_.back(), PartHash(hash, parts_.size() - 1)));
+  }
+}
+
 void WrittenKeyFilter::Add(uint64_t hash) {
-  if (MayContain(hash)) return;
+  if (!MayContain(hash)) AddAbsent(hash);
+}
+
+void WrittenKeyFilter::AddAbsent(uint64_t hash) {
   if (parts_.empty() || parts_.back().keys >= parts_.back().capacity) {
     AddPart(parts_.empty() ? first_capacity_ : parts_.back().capacity * 2);
   }

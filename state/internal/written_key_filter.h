@@ -40,11 +40,16 @@ class WrittenKeyFilter {
 
   // Adds the key of `hash`.
   void Add(uint64_t hash);
+  // Adds the key of `hash`, known to be absent (MayContain(hash) was false and it was not added
+  // since), without probing for it first.
+  void AddAbsent(uint64_t hash);
   // False: the key of `hash` was never added.
   bool MayContain(uint64_t hash) const;
   // Starts loading the memory MayContain(hash) and Add(hash) read (for batches: a probe then
   // waits for no memory load).
   void Prefetch(uint64_t hash) const;
+  // Starts loading the memory AddAbsent(hash) reads (the newest part's block).
+  void PrefetchNewest(uint64_t hash) const;
 
   // Bytes of the parts allocated.
   size_t bytes() const { return bytes_; }

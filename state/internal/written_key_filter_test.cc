@@ -40,6 +40,23 @@ TEST(WrittenKeyFilterTest, EveryAddedKeyIsContainedAcrossGrowth) {
   EXPECT_LE(filter.bytes(), kKeys * WrittenKeyFilter::kBitsPerKey * 2 / 8 + 64);
 }
 
+// AddAbsent() (no probe first) holds what Add() holds, across the growth of parts, and counts
+// each key as Add() does.
+TEST(WrittenKeyFilterTest, AddAbsentHoldsEveryKeyAcrossGrowth) {
+  WrittenKeyFilter added(64);
+  WrittenKeyFilter absent(64);
+  for (int i = 0; i < 5000; ++i) {
+    const uint64_t h = H(absl::StrCat("key-", i));
+    added.Add(h);
+    if (!absent.MayContain(h)) absent.AddAbsent(h);
+    ASSERT_TRUE(absent.MayContain(h)) << i;
+  }
+  for (int i = 0; i < 5000; ++i) ASSERT_TRUE(absent.MayContain(H(absl::StrCat("key-", i)))) << i;
+  EXPECT_EQ(absent.keys(), added.keys());
+  EXPECT_EQ(absent.parts(), added.parts());
+  EXPECT_EQ(absent.bytes(), added.bytes());
+}
+
 TEST(WrittenKeyFilterTest, AddingAKeyAgainCountsNothing) {
   WrittenKeyFilter filter(64);
   for (int round = 0; round < 3; ++round) {
