@@ -70,10 +70,18 @@ struct StateBackendOptions {
 
 // A snapshot whose synchronous part is done: a RocksDB checkpoint (hard links) and, beside it,
 // the delta file of the entries RocksDB lacks (if any) in a local directory, ready to be copied
-// to checkpoint storage in the background.
+// to checkpoint storage in the background. When RocksDB did not change since the snapshot of the
+// last successful upload, there is no local RocksDB checkpoint: the snapshot names that upload's
+// RocksDB files (all shared, already in storage) and has only its own delta file.
 struct PendingSnapshot {
   int64_t checkpoint_id = 0;
+  // The RocksDB checkpoint with the delta file in it; "" when the snapshot reuses uploaded files.
   std::string local_checkpoint_dir;
+  // Reusing: the delta file ("" if none), the reused files (as the last upload named them) and
+  // the job checkpoint directory they are in.
+  std::string delta_file;
+  std::vector<proto::StateFile> reused_files;
+  std::string reused_dir;
 };
 
 // Keyed state of one operator subtask, in RocksDB, organised by key groups as in Flink.
