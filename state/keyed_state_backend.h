@@ -185,7 +185,9 @@ class KeyedStateBackend {
   // one before (hot) into a delta file (internal/delta_file.h) instead of RocksDB, and the other
   // entries RocksDB lacks (new ones, and those in the last delta file unchanged since) into
   // RocksDB (as one ingested SST file from snapshot_ingest_min_entries on); flushes the memtable and makes a RocksDB checkpoint (hard
-  // links) under the local directory, with the delta file beside it. The checkpoint plus its
+  // links) under the local directory, with the delta file beside it (none when RocksDB did not
+  // change since the snapshot of the last successful upload: the snapshot then names that
+  // upload's files, PendingSnapshot::reused_files). The checkpoint plus its
   // delta file hold every entry; an entry changed in every interval reaches RocksDB only when
   // evicted. Nothing is fsynced (the upload makes the copies durable). Short; runs on the task
   // thread. On an error (kAborted, kUnavailable) nothing is lost: the next snapshot writes what
@@ -194,7 +196,8 @@ class KeyedStateBackend {
   // Asynchronous part: copies the snapshot to checkpoint storage. SST files go to
   // <job_checkpoint_dir>/shared/ unless this backend already uploaded them for an earlier
   // checkpoint (incremental); the rest (MANIFEST, CURRENT, OPTIONS, the delta file) to
-  // <job_checkpoint_dir>/<private_dir>/. Removes the local checkpoint directory afterwards.
+  // <job_checkpoint_dir>/<private_dir>/. Removes the local checkpoint directory (or delta file)
+  // afterwards. After a failure (kAborted) the next snapshot makes a RocksDB checkpoint.
   virtual absl::StatusOr<proto::KeyedStateHandle> UploadSnapshot(
       const PendingSnapshot& snapshot, const std::string& job_checkpoint_dir,
       const std::string& private_dir) = 0;
