@@ -70,10 +70,18 @@ struct StateBackendOptions {
 
 // A snapshot whose synchronous part is done: a RocksDB checkpoint (hard links) and, beside it,
 // the delta file of the entries RocksDB lacks (if any) in a local directory, ready to be copied
-// to checkpoint storage in the background.
+// to checkpoint storage in the background. When RocksDB did not change since the snapshot of the
+// last successful upload, there is no local RocksDB checkpoint: the snapshot names that upload's
+// RocksDB files (all shared, already in storage) and has only its own delta file.
 struct PendingSnapshot {
   int64_t checkpoint_id = 0;
+  // The RocksDB checkpoint with the delta file in it; "" when the snapshot reuses uploaded files.
   std::string local_checkpoint_dir;
+  // Reusing: the delta file ("" if none), the reused files (as the last upload named them) and
+  // the job checkpoint directory they are in.
+  std::string delta_file;
+  std::vector<proto::StateFile> reused_files;
+  std::string reused_dir;
 };
 
 // Keyed state of one operator subtask, in RocksDB, organised by key groups as in Flink.
@@ -177,7 +185,9 @@ class KeyedStateBackend {
   // one before (hot) into a delta file (internal/delta_file.h) instead of RocksDB, and the other
   // entries RocksDB lacks (new ones, and those in the last delta file unchanged since) into
   // RocksDB (as one ingested SST file from snapshot_ingest_min_entries on); flushes the memtable and makes a RocksDB checkpoint (hard
-  // links) under the local directory, with the delta file beside it. The checkpoint plus its
+  // links) under the local directory, with the delta file beside it (none when RocksDB did not
+  // change since the snapshot of the last successful upload: the snapshot then names that
+  // upload's files, PendingSnapshot::reused_files). The checkpoint plus its
   // delta file hold every entry; an entry changed in every interval reaches RocksDB only when
   // evicted. Nothing is fsynced (the upload makes the copies durable). Short; runs on the task
   // thread. On an error (kAborted, kUnavailable) nothing is lost: the next snapshot writes what
@@ -186,7 +196,8 @@ class KeyedStateBackend {
   // Asynchronous part: copies the snapshot to checkpoint storage. SST files go to
   // <job_checkpoint_dir>/shared/ unless this backend already uploaded them for an earlier
   // checkpoint (incremental); the rest (MANIFEST, CURRENT, OPTIONS, the delta file) to
-  // <job_checkpoint_dir>/<private_dir>/. Removes the local checkpoint directory afterwards.
+  // <job_checkpoint_dir>/<private_dir>/. Removes the local checkpoint directory (or delta file)
+  // afterwards. After a failure (kAborted) the next snapshot makes a RocksDB checkpoint.
   virtual absl::StatusOr<proto::KeyedStateHandle> UploadSnapshot(
       const PendingSnapshot& snapshot, const std::string& job_checkpoint_dir,
       const std::string& private_dir) = 0;

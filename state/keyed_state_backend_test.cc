@@ -1516,6 +1516,93 @@ TEST_F(KeyedStateBackendTest, ChangedEntriesGoToTheDeltaFileAndEveryCheckpointRe
   }
 }
 
+// A snapshot that finds RocksDB unchanged since the snapshot of the last successful upload makes
+// no local RocksDB checkpoint: it names that upload's files and stores only its delta file. After
+// a failed upload, or while the last RocksDB checkpoint is not uploaded yet, it makes one. Every
+// checkpoint restores exactly.
+TEST_F(KeyedStateBackendTest, SnapshotOfAnUnchangedDbReusesTheLastUploadedFiles) {
+  const StateBackendOptions options = Options("a");
+  auto b = OpenOrDie(options);
+  ASSERT_NE(b, nullptr);
+  StateId value = b->RegisterState("v", StateKind::kValue);
+  auto put_all = [&](int round) {
+    for (int i = 0; i < 500; ++i) {
+      SetKey(b.get(), absl::StrCat("k", i));
+      ASSERT_OK(b->Put(value, absl::StrCat("v", i, "-", round)));
+    }
+  };
+  auto snapshot = [&](int id) {
+    auto pending = b->SnapshotSync(id);
+    EXPECT_OK(pending);
+    return pending.ok() ? *pending : PendingSnapshot();
+  };
+  std::map<int, proto::KeyedStateHandle> handles;  // by round (= checkpoint id)
+  auto upload = [&](const PendingSnapshot& p) {
+    auto h = b->UploadSnapshot(p, job_dir_, absl::StrCat("chk-", p.checkpoint_id, "/op"));
+    ASSERT_OK(h);
+    handles[p.checkpoint_id] = *h;
+  };
+  // Round 1 writes its new keys into RocksDB; from round 2 on every key is hot (delta file).
+  put_all(1);
+  PendingSnapshot p1 = snapshot(1);
+  EXPECT_FALSE(p1.local_checkpoint_dir.empty());
+  upload(p1);
+  put_all(2);
+  upload(snapshot(2));
+  // Round 3 changes only hot keys: no RocksDB checkpoint, the files of an earlier upload.
+  put_all(3);
+  PendingSnapshot p3 = snapshot(3);
+  EXPECT_EQ(p3.local_checkpoint_dir, "");
+  EXPECT_FALSE(fs::exists(fs::path(options.local_dir) / "chk-3"));
+  EXPECT_FALSE(p3.delta_file.empty());
+  upload(p3);
+  EXPECT_EQ(SharedNames(handles[3]), SharedNames(handles[2]));
+  // Round 4's upload fails (its checkpoint directory cannot be made): round 5 makes a RocksDB
+  // checkpoint, and round 6, snapshotted before round 5 is uploaded, one too.
+  put_all(4);
+  PendingSnapshot p4 = snapshot(4);
+  EXPECT_EQ(p4.local_checkpoint_dir, "");
+  const fs::path not_a_dir = root_ / "not-a-dir";
+  { std::ofstream(not_a_dir) << "x"; }
+  EXPECT_FALSE(b->UploadSnapshot(p4, not_a_dir.string(), "chk-4/op").ok());
+  put_all(5);
+  PendingSnapshot p5 = snapshot(5);
+  EXPECT_FALSE(p5.local_checkpoint_dir.empty());
+  put_all(6);
+  PendingSnapshot p6 = snapshot(6);
+  EXPECT_FALSE(p6.local_checkpoint_dir.empty());
+  upload(p5);
+  upload(p6);
+  // Round 7 reuses round 6's files again.
+  put_all(7);
+  PendingSnapshot p7 = snapshot(7);
+  EXPECT_EQ(p7.local_checkpoint_dir, "");
+  upload(p7);
+  EXPECT_EQ(SharedNames(handles[7]), SharedNames(handles[6]));
+  // Nothing left in the working directory but the DB.
+  std::vector<std::string> local;
+  for (const auto& e : fs::directory_iterator(options.local_dir)) {
+    local.push_back(e.path().filename().string());
+  }
+  EXPECT_THAT(local, ::testing::ElementsAre("db"));
+  b.reset();
+
+  for (const auto& [round, handle] : handles) {
+    for (KeyGroupRange range : {KeyGroupRange{0, 127}, KeyGroupRange{64, 127}}) {
+      SCOPED_TRACE(absl::StrCat("checkpoint ", round, " range ", range.first));
+      auto r = KeyedStateBackend::Restore(Options(absl::StrCat("r", round, "-", range.first), range),
+                                          {handle}, job_dir_);
+      ASSERT_OK(r);
+      StateId v = (*r)->RegisterState("v", StateKind::kValue);
+      for (int i = 0; i < 500; ++i) {
+        const std::string key = absl::StrCat("k", i);
+        if (!range.Contains(KeyGroupOf(key))) continue;
+        EXPECT_EQ(GetOr(r->get(), v, key), absl::StrCat("v", i, "-", round)) << key;
+      }
+    }
+  }
+}
+
 // On the working directory's filesystem the upload hard-links the snapshot's files instead of
 // copying them: the stored SSTs are the working DB's files (one inode), and the checkpoint
 // stays whole after the working DB dropped them (compaction, close) and the backend is gone.

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/cleanup/cleanup.h"
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/hash/hash.h"
@@ -699,6 +700,18 @@ class RocksDbBackend final : public KeyedStateBackend {
   // Writes the cache entries `refs` into a delta file at `path` (internal/delta_file.h; the
   // cache's DeltaFn for SnapshotSync()). kAborted when it cannot be written.
   absl::Status WriteDeltaFile(absl::Span<const Ref> refs, const fs::path& path);
+  // Identifies what RocksDB holds: its last sequence number (every write), its live files and
+  // the MANIFEST's size (every flush, compaction and ingestion). Equal signatures: same content.
+  absl::StatusOr<std::string> DbSignature();
+  // UploadSnapshot() of a snapshot with a RocksDB checkpoint, and of one reusing the RocksDB
+  // files of the last upload (PendingSnapshot::local_checkpoint_dir empty).
+  absl::StatusOr<proto::KeyedStateHandle> UploadCheckpoint(const PendingSnapshot& snapshot,
+                                                           const std::string& job_checkpoint_dir,
+                                                           const std::string& private_dir);
+  absl::StatusOr<proto::KeyedStateHandle> UploadReusing(const PendingSnapshot& snapshot,
+                                                        const std::string& job_checkpoint_dir,
+                                                        const std::string& private_dir);
+  proto::KeyedStateHandle NewHandle(const std::string& private_dir) const;
 
   // Constant after construction.
   const StateBackendOptions options_;
@@ -728,6 +741,10 @@ class RocksDbBackend final : public KeyedStateBackend {
   std::vector<Ref> sorted_refs_;  // scratch of WriteEntries()
   internal::DeltaWriter delta_;  // the delta file SnapshotSync() writes
   uint64_t evicted_writes_at_snapshot_ = 0;  // cache_.evicted_writes() at the last SnapshotSync()
+  // What RocksDB held when SnapshotSync() last made a RocksDB checkpoint (DbSignature()), and
+  // that snapshot's checkpoint id (-1: none yet).
+  std::string db_signature_;
+  int64_t signature_checkpoint_id_ = -1;
   // Prefetch(): whether it reads ahead (decided every kPrefetchDecisionReads cache reads from
   // their miss share), the cache's reads and misses at the last decision, and scratch.
   bool prefetch_on_ = true;
@@ -766,6 +783,15 @@ class RocksDbBackend final : public KeyedStateBackend {
   absl::flat_hash_map<std::string, UploadedFile> uploaded_ ABSL_GUARDED_BY(upload_mu_);
   // shared/ directories with a new entry not synced yet (an upload failed in between).
   std::set<std::string> unsynced_shared_dirs_ ABSL_GUARDED_BY(upload_mu_);
+  // The RocksDB files of the last successful upload that made a RocksDB checkpoint (all shared),
+  // for snapshots that find RocksDB unchanged since (checkpoint_id -1: none; an upload that
+  // fails clears it, so the next snapshot makes a RocksDB checkpoint again).
+  struct LastUpload {
+    int64_t checkpoint_id = -1;
+    std::string dir;
+    std::vector<proto::StateFile> files;
+  };
+  LastUpload last_upload_ ABSL_GUARDED_BY(upload_mu_);
 };
 
 absl::Status RocksDbBackend::OpenDb(bool create) {
@@ -1487,6 +1513,17 @@ absl::Status RocksDbBackend::WriteDeltaFile(absl::Span<const Ref> refs, const fs
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::string> RocksDbBackend::DbSignature() {
+  std::vector<std::string> files;
+  uint64_t manifest_size = 0;
+  rocksdb::Status s = db_->GetLiveFiles(files, &manifest_size, /*flush_memtable=*/false);
+  if (!s.ok()) return FromRocks(s, "listing live files", absl::StatusCode::kAborted);
+  std::sort(files.begin(), files.end());
+  std::string signature = absl::StrCat(db_->GetLatestSequenceNumber(), " ", manifest_size);
+  for (const std::string& f : files) absl::StrAppend(&signature, " ", f);
+  return signature;
+}
+
 absl::StatusOr<PendingSnapshot> RocksDbBackend::SnapshotSync(int64_t checkpoint_id) {
   SLUICE_RETURN_IF_ERROR(WriteMeta());
   // Hot entries (changed in this interval and the one before) go into the delta file, moved
@@ -1522,9 +1559,31 @@ absl::StatusOr<PendingSnapshot> RocksDbBackend::SnapshotSync(int64_t checkpoint_
   PublishStats();
   PendingSnapshot snapshot;
   snapshot.checkpoint_id = checkpoint_id;
+  // RocksDB unchanged since the snapshot of the last successful upload (every changed entry hot,
+  // in the delta file): name that upload's files instead of making a RocksDB checkpoint (mkdir,
+  // links, a MANIFEST copy, renames, and their removal after the upload).
+  SLUICE_ASSIGN_OR_RETURN(std::string signature, DbSignature());
+  std::error_code ec;
+  if (signature == db_signature_) {
+    absl::MutexLock lock(&upload_mu_);
+    if (last_upload_.checkpoint_id >= 0 && last_upload_.checkpoint_id == signature_checkpoint_id_) {
+      snapshot.reused_files = last_upload_.files;
+      snapshot.reused_dir = last_upload_.dir;
+    }
+  }
+  if (!snapshot.reused_dir.empty()) {
+    if (has_delta) {
+      const fs::path delta = fs::path(options_.local_dir) / absl::StrCat("delta-", checkpoint_id);
+      fs::rename(delta_tmp, delta, ec);
+      if (ec) return FromFs(ec, "cannot rename", delta_tmp, absl::StatusCode::kAborted);
+      snapshot.delta_file = delta.string();
+    }
+    return snapshot;
+  }
+  db_signature_ = std::move(signature);
+  signature_checkpoint_id_ = checkpoint_id;
   fs::path dir = fs::path(options_.local_dir) / absl::StrCat("chk-", checkpoint_id);
   snapshot.local_checkpoint_dir = dir.string();
-  std::error_code ec;
   fs::remove_all(dir, ec);  // left over from a failed attempt
   if (ec) return FromFs(ec, "cannot remove", dir, absl::StatusCode::kAborted);
   rocksdb::Checkpoint* raw = nullptr;
@@ -1550,6 +1609,85 @@ absl::StatusOr<proto::KeyedStateHandle> RocksDbBackend::UploadSnapshot(
   if (private_dir.empty() || private_dir == "shared" || private_dir.find("..") != std::string::npos) {
     return absl::InvalidArgumentError(absl::StrCat("bad private_dir '", private_dir, "'"));
   }
+  absl::StatusOr<proto::KeyedStateHandle> handle =
+      snapshot.local_checkpoint_dir.empty()
+          ? UploadReusing(snapshot, job_checkpoint_dir, private_dir)
+          : UploadCheckpoint(snapshot, job_checkpoint_dir, private_dir);
+  if (!handle.ok()) {
+    absl::MutexLock lock(&upload_mu_);
+    last_upload_ = LastUpload();
+  }
+  return handle;
+}
+
+proto::KeyedStateHandle RocksDbBackend::NewHandle(const std::string& private_dir) const {
+  proto::KeyedStateHandle handle;
+  handle.set_operator_id(options_.operator_id);
+  handle.mutable_range()->set_first(options_.range.first);
+  handle.mutable_range()->set_last(options_.range.last);
+  handle.set_backend_id(backend_id_);
+  handle.set_private_dir(private_dir);
+  return handle;
+}
+
+absl::StatusOr<proto::KeyedStateHandle> RocksDbBackend::UploadReusing(
+    const PendingSnapshot& snapshot, const std::string& job_checkpoint_dir,
+    const std::string& private_dir) {
+  std::error_code ec;
+  absl::Cleanup remove_delta = [&] {
+    if (!snapshot.delta_file.empty()) fs::remove(snapshot.delta_file, ec);
+  };
+  if (snapshot.reused_dir != job_checkpoint_dir) {
+    // Uploaded elsewhere (all shared): linked or copied from there.
+    const fs::path from = fs::path(snapshot.reused_dir) / "shared";
+    const fs::path to = fs::path(job_checkpoint_dir) / "shared";
+    fs::create_directories(to, ec);
+    if (ec) return FromFs(ec, "cannot create", to, absl::StatusCode::kAborted);
+    for (const proto::StateFile& f : snapshot.reused_files) {
+      absl::Status s = LinkOrCopyDurably(from / f.name(), to / f.name());
+      if (!s.ok()) return absl::AbortedError(s.ToString());
+    }
+    absl::Status s = SyncDir(to.string());
+    if (!s.ok()) return absl::AbortedError(s.ToString());
+  }
+  proto::KeyedStateHandle handle = NewHandle(private_dir);
+  int64_t full_size = 0;
+  int64_t incremental_size = 0;
+  for (const proto::StateFile& f : snapshot.reused_files) {
+    *handle.add_files() = f;
+    full_size += f.size();
+  }
+  const fs::path private_path = fs::path(job_checkpoint_dir) / private_dir;
+  fs::create_directories(private_path, ec);  // there even when empty, as UploadCheckpoint() does
+  if (ec) return FromFs(ec, "cannot create", private_path, absl::StatusCode::kAborted);
+  if (!snapshot.delta_file.empty()) {
+    const uintmax_t size = fs::file_size(snapshot.delta_file, ec);
+    if (ec) return FromFs(ec, "cannot stat", snapshot.delta_file, absl::StatusCode::kAborted);
+    const std::string name(internal::kDeltaFileName);
+    absl::Status s = LinkOrCopyDurably(snapshot.delta_file, private_path / name);
+    if (s.ok()) s = SyncDir(private_path.string());
+    if (!s.ok()) return absl::AbortedError(s.ToString());
+    proto::StateFile* f = handle.add_files();
+    f->set_local_name(name);
+    f->set_name(name);
+    f->set_shared(false);
+    f->set_size(static_cast<int64_t>(size));
+    full_size += f->size();
+    incremental_size += f->size();
+    // The handle lists files sorted by local name, as UploadCheckpoint() does.
+    std::sort(handle.mutable_files()->begin(), handle.mutable_files()->end(),
+              [](const proto::StateFile& a, const proto::StateFile& b) {
+                return a.local_name() < b.local_name();
+              });
+  }
+  handle.set_full_size(full_size);
+  handle.set_incremental_size(incremental_size);
+  return handle;
+}
+
+absl::StatusOr<proto::KeyedStateHandle> RocksDbBackend::UploadCheckpoint(
+    const PendingSnapshot& snapshot, const std::string& job_checkpoint_dir,
+    const std::string& private_dir) {
   const fs::path local(snapshot.local_checkpoint_dir);
   const fs::path shared_dir = fs::path(job_checkpoint_dir) / "shared";
   const fs::path private_path = fs::path(job_checkpoint_dir) / private_dir;
@@ -1568,14 +1706,10 @@ absl::StatusOr<proto::KeyedStateHandle> RocksDbBackend::UploadSnapshot(
   if (ec) return FromFs(ec, "cannot list snapshot", local, absl::StatusCode::kAborted);
   std::sort(files.begin(), files.end());
 
-  proto::KeyedStateHandle handle;
-  handle.set_operator_id(options_.operator_id);
-  handle.mutable_range()->set_first(options_.range.first);
-  handle.mutable_range()->set_last(options_.range.last);
-  handle.set_backend_id(backend_id_);
-  handle.set_private_dir(private_dir);
+  proto::KeyedStateHandle handle = NewHandle(private_dir);
   int64_t full_size = 0;
   int64_t incremental_size = 0;
+  bool all_shared = true;  // but the delta file: reusable by later snapshots
   absl::MutexLock lock(&upload_mu_);
   for (const auto& [name, size] : files) {
     proto::StateFile* f = handle.add_files();
@@ -1594,6 +1728,7 @@ absl::StatusOr<proto::KeyedStateHandle> RocksDbBackend::UploadSnapshot(
     absl::StatusOr<std::string> shared_name = SharedNameOf(backend_id_, local, name, size);
     if (!shared_name.ok()) return absl::AbortedError(shared_name.status().ToString());
     if (shared_name->empty()) {
+      all_shared = false;
       f->set_shared(false);
       f->set_name(name);
       // RocksDB's checkpoint may share a log file with the live DB: a copy.
@@ -1634,6 +1769,14 @@ absl::StatusOr<proto::KeyedStateHandle> RocksDbBackend::UploadSnapshot(
   handle.set_incremental_size(incremental_size);
   fs::remove_all(local, ec);
   if (ec) return FromFs(ec, "cannot remove snapshot", local, absl::StatusCode::kAborted);
+  last_upload_ = LastUpload();
+  if (all_shared) {
+    last_upload_.checkpoint_id = snapshot.checkpoint_id;
+    last_upload_.dir = job_checkpoint_dir;
+    for (const proto::StateFile& f : handle.files()) {
+      if (f.local_name() != internal::kDeltaFileName) last_upload_.files.push_back(f);
+    }
+  }
   return handle;
 }
 

@@ -469,7 +469,10 @@ absl::Status Task::Act(const BarrierHandler::Action& action) {
     // The coordinator gave it up: drop its local RocksDB checkpoints too.
     for (const PendingUpload::Keyed& keyed : unaligned_ack_->keyed) {
       std::error_code ec;
-      std::filesystem::remove_all(keyed.snapshot.local_checkpoint_dir, ec);
+      if (!keyed.snapshot.local_checkpoint_dir.empty()) {
+        std::filesystem::remove_all(keyed.snapshot.local_checkpoint_dir, ec);
+      }
+      if (!keyed.snapshot.delta_file.empty()) std::filesystem::remove(keyed.snapshot.delta_file, ec);
     }
     unaligned_ack_.reset();
   }
