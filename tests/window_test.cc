@@ -3,8 +3,10 @@
 // and a savepoint restored at other parallelisms. The committed output must hold every
 // (key, window) exactly once with the exact count and sum of its records, and every late
 // record exactly once in the late output, against a table computed here from the generator's
-// formulas.
+// formulas. Session windows go through two savepoints at three parallelisms (and one savepoint
+// restored twice), and through kill -9, against sessions merged here from the same formulas.
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -203,6 +205,236 @@ TEST_F(WindowClusterTest, SavepointKeepsOpenWindowsAtOtherParallelism) {
     // What was committed before the savepoint plus what came after: every window once.
     CheckWindows({out, after}, {late, after_late}, kRecords);
   }
+}
+
+// Session windows through savepoints and kill -9. Input record `seq` of kSessionRecords: a
+// cold key (seq * 7919) % 10000, which comes back every 2500 ms of event time, or, for every
+// 10th record in the first 5 s of each 10 s, one of 50 hot keys (1'000'000 + (seq / 10) % 50),
+// whose records come every 125 ms: a long session per key per 5 s. Value seq % 1000; event
+// time seq / 4 ms minus a jitter (seq * seq) % 2997 ms, within the 3 s of out-of-orderness, so
+// no record is late. With a 2 s gap a cold key's records make sessions of one record or a
+// few, some touching (a record at exactly the session's end: 71 times) and some bridged by a
+// record that comes after both (35 times); at any point of the input most cold keys have one
+// open session (a flat key) and ~17% two (an entry); hot keys have one that grows for seconds.
+constexpr int64_t kSessionRecords = 240'000;
+constexpr int64_t kSessionGapMs = 2000;
+
+bool HotSession(int64_t seq) { return seq % 10 == 0 && (seq / 20000) % 2 == 0; }
+int64_t SessionKeyOf(int64_t seq) {
+  return HotSession(seq) ? 1'000'000 + (seq / 10) % 50 : (seq * 7919) % 10000;
+}
+int64_t SessionTsOf(int64_t seq) { return seq / 4 - (seq * seq) % 2997; }
+
+std::string SessionJob(const std::string& out, double rate) {
+  return absl::StrCat(R"y(name: sessions
+parallelism: 2
+watermark_interval: 20ms
+checkpoint: {interval: 200ms, timeout: 20s, retain: 3}
+restart: {strategy: fixed_delay, attempts: 1000, delay: 100ms}
+operators:
+  - id: gen
+    type: datagen
+    count: )y", kSessionRecords, "\n    rate: ", rate, R"y(
+    fields:
+      - {name: id, type: int64, expr: seq}
+      - {name: key, type: int64, expr: "if(seq % 10 == 0 and (seq / 20000) % 2 == 0, 1000000 + (seq / 10) % 50, (seq * 7919) % 10000)"}
+      - {name: value, type: int64, expr: "seq % 1000"}
+      - {name: ts, type: timestamp, expr: "seq / 4 - (seq * seq) % 2997"}
+    event_time: {field: ts, max_out_of_orderness: 3s}
+  - {id: by_key, type: key_by, key: key}
+  - id: sessions
+    type: window
+    session: {gap: 2s}
+    time_field: ts
+    aggregates: [{fn: count, as: n}, {fn: sum, field: value, as: total}]
+  - {id: out, type: file, path: )y", out, R"y(, input: sessions}
+)y");
+}
+
+// A session as the test computes it: [start, end) with its count and sum.
+struct Session {
+  int64_t end = 0;
+  int64_t n = 0;
+  int64_t total = 0;
+  bool operator==(const Session& o) const { return end == o.end && n == o.n && total == o.total; }
+};
+using SessionTable = std::map<std::pair<int64_t, int64_t>, Session>;  // (key, start) -> session
+
+// The sessions of the kSessionRecords records, computed from the generator's formulas: per key,
+// its timestamps in order, a record joining the session before it when its [ts, ts + gap)
+// overlaps or touches it (ts <= the session's end), as Flink merges. `touching`, if given, gets
+// the number of records at exactly the end of the session before them.
+SessionTable ExpectedSessions(int64_t* touching = nullptr) {
+  std::map<int64_t, std::vector<std::pair<int64_t, int64_t>>> by_key;  // key -> (ts, value)
+  for (int64_t seq = 0; seq < kSessionRecords; ++seq) {
+    by_key[SessionKeyOf(seq)].emplace_back(SessionTsOf(seq), seq % 1000);
+  }
+  SessionTable sessions;
+  for (auto& [key, records] : by_key) {
+    std::sort(records.begin(), records.end());
+    int64_t start = 0;
+    Session s;
+    for (const auto& [ts, value] : records) {
+      if (s.n > 0 && ts > s.end) {
+        sessions[{key, start}] = s;
+        s = Session();
+      }
+      if (s.n > 0 && ts == s.end && touching != nullptr) ++*touching;
+      if (s.n == 0) {
+        start = ts;
+        s.end = ts + kSessionGapMs;
+      }
+      s.end = std::max(s.end, ts + kSessionGapMs);
+      s.n++;
+      s.total += value;
+    }
+    sessions[{key, start}] = s;
+  }
+  return sessions;
+}
+
+// Checks that the committed rows of `dirs` are exactly `expected`, every session once.
+void CheckSessions(const std::vector<std::string>& dirs, const SessionTable& expected) {
+  SessionTable got;
+  int64_t duplicates = 0, updates = 0;
+  for (const std::string& line : ReadCommittedLines(dirs)) {
+    auto j = nlohmann::json::parse(line);
+    updates += j["update"].get<bool>() ? 1 : 0;
+    auto [it, inserted] = got.insert({{j["key"].get<int64_t>(), j["window_start"].get<int64_t>()},
+                                      Session{j["window_end"].get<int64_t>(), j["n"].get<int64_t>(),
+                                              j["total"].get<int64_t>()}});
+    if (!inserted && ++duplicates <= 5) ADD_FAILURE() << "session emitted twice: " << line;
+  }
+  EXPECT_EQ(duplicates, 0) << "sessions emitted twice";
+  EXPECT_EQ(updates, 0) << "no lateness: no session fires twice";
+  EXPECT_EQ(got.size(), expected.size());
+  int64_t wrong = 0;
+  auto describe = [](const Session& s) {
+    return absl::StrCat("end=", s.end, " n=", s.n, " total=", s.total);
+  };
+  for (const auto& [k, s] : expected) {
+    auto it = got.find(k);
+    if (it == got.end() || !(it->second == s)) {
+      if (++wrong <= 5) {
+        ADD_FAILURE() << "key " << k.first << " session " << k.second << ": expected "
+                      << describe(s) << ", got "
+                      << (it == got.end() ? std::string("nothing") : describe(it->second));
+      }
+    }
+  }
+  EXPECT_EQ(wrong, 0) << "sessions missing or wrong";
+  int64_t extra = 0;
+  for (const auto& [k, s] : got) {
+    if (expected.count(k) == 0 && ++extra <= 5) {
+      ADD_FAILURE() << "unexpected session: key " << k.first << " start " << k.second << " "
+                    << describe(s);
+    }
+  }
+  EXPECT_EQ(extra, 0) << "sessions that should not exist (split or half-merged)";
+}
+
+// p=2 -> stop with savepoint 1 mid-input -> restored at p=3 -> stop with savepoint 2 mid-input
+// -> restored at p=1 to the end; and savepoint 1 restored a second time at p=2, into the first
+// run's directory, to the end. Each final run's committed output (with the runs before it)
+// holds every session exactly once, with its exact bounds, count and sum. The restores at other
+// parallelisms move the flat session keys' blocks ("window_flat_sessions") by key group.
+TEST_F(WindowClusterTest, SessionWindowSavepointRestoredTwiceAtOtherParallelisms) {
+  StartCluster(2, 3, 3000);
+  int64_t touching = 0;
+  const SessionTable expected = ExpectedSessions(&touching);
+  ASSERT_EQ(touching, 71) << "the input has sessions that only touch";
+  int64_t cold_keys_with_several = 0;
+  {
+    std::map<int64_t, int> per_key;
+    for (const auto& [k, s] : expected) per_key[k.first]++;
+    for (const auto& [k, n] : per_key) cold_keys_with_several += (k < 1'000'000 && n > 1) ? 1 : 0;
+  }
+  ASSERT_GT(cold_keys_with_several, 1000) << "the input has keys of several sessions";
+
+  // Runs `yaml` restored from `savepoint` at `p`; returns the job's id.
+  auto restore = [&](const std::string& yaml, int p, const std::string& savepoint) {
+    auto r = client_->SubmitRestoring(yaml, "job.yaml", p, savepoint, false);
+    EXPECT_OK(r);
+    return r.ok() ? r->job_id() : std::string();
+  };
+  // Stops `job` with a savepoint once `gen` has emitted `records` and one of its checkpoints
+  // has completed (the input is paced to last seconds, so sessions are open and most input is
+  // still to come); returns the savepoint and the records `gen` emitted.
+  auto stop_mid_input = [&](const std::string& job, int64_t records, std::string* savepoint,
+                            int64_t* emitted) {
+    WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
+    WaitUntil(job, [records](const proto::JobInfo& i) {
+      const proto::OperatorInfo* gen = FindOperator(i, "gen");
+      return i.state() != proto::JOB_RUNNING ||
+             (gen != nullptr && static_cast<int64_t>(gen->records_out()) >= records);
+    }, std::chrono::seconds(20));
+    ASSERT_GT(LatestCompletedCheckpoint(WaitForCheckpoint(job, 0, std::chrono::seconds(20))), 0);
+    auto sp = client_->Savepoint(job, dir_ + "/savepoints", /*stop=*/true);
+    ASSERT_OK(sp);
+    *savepoint = *sp;
+    proto::JobInfo stopped = WaitForEnd(job, std::chrono::seconds(20));
+    ASSERT_EQ(stopped.state(), proto::JOB_CANCELLED) << stopped.error();
+    *emitted = FindOperator(stopped, "gen")->records_out();
+  };
+  auto run_to_end = [&](const std::string& job, int p) {
+    proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(60));
+    ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+    EXPECT_EQ(FindOperator(info, "sessions")->parallelism(), p);
+    EXPECT_EQ(FindOperator(info, "sessions")->late_records_dropped(), 0u);
+  };
+
+  const std::string out = dir_ + "/out";
+  std::string savepoint1, savepoint2;
+  int64_t emitted1 = 0, emitted2 = 0;
+  // Savepoint 1 after ~12.5 s of event time (the hot keys' sessions of [10 s, 15 s) open),
+  // savepoint 2 after ~30 s more.
+  stop_mid_input(Submit(SessionJob(out, 40'000)), 50'000, &savepoint1, &emitted1);
+  if (HasFatalFailure()) return;
+  ASSERT_GE(emitted1, 50'000);
+  ASSERT_LT(emitted1, kSessionRecords);
+
+  const std::string out3 = dir_ + "/out-p3";
+  const std::string job3 = restore(SessionJob(out3, 40'000), 3, savepoint1);
+  ASSERT_FALSE(job3.empty());
+  stop_mid_input(job3, 65'000, &savepoint2, &emitted2);
+  if (HasFatalFailure()) return;
+  ASSERT_GE(emitted2, 65'000);
+  ASSERT_LT(emitted1 + emitted2, kSessionRecords) << "the second savepoint is mid-input too";
+
+  const std::string out1 = dir_ + "/out-p1";
+  {
+    SCOPED_TRACE("savepoint 1 -> p=3 -> savepoint 2 -> p=1");
+    const std::string job1 = restore(SessionJob(out1, 0), 1, savepoint2);
+    ASSERT_FALSE(job1.empty());
+    run_to_end(job1, 1);
+    if (HasFatalFailure()) return;
+    CheckSessions({out, out3, out1}, expected);
+  }
+  {
+    // As a user would: the same job file again, writing where the first run wrote.
+    SCOPED_TRACE("savepoint 1 again -> p=2, into the first run's directory");
+    const std::string job2 = restore(SessionJob(out, 0), 2, savepoint1);
+    ASSERT_FALSE(job2.empty());
+    run_to_end(job2, 2);
+    if (HasFatalFailure()) return;
+    CheckSessions({out}, expected);
+  }
+}
+
+// The session job with a worker killed with SIGKILL after a checkpoint, twice: the committed
+// output is exactly the sessions of a failure-free run.
+TEST_F(WindowClusterTest, KillingWorkersKeepsEverySessionExactlyOnce) {
+  StartCluster(2, 2, 1500);
+  const std::string out = dir_ + "/out";
+  std::string job = Submit(SessionJob(out, 40'000));
+  WaitForState(job, proto::JOB_RUNNING, std::chrono::seconds(10));
+  KillWorkersAfterCheckpoints(job, 2, 2, 2525);
+  if (HasFatalFailure()) return;
+  proto::JobInfo info = WaitForEnd(job, std::chrono::seconds(60));
+  ASSERT_EQ(info.state(), proto::JOB_FINISHED) << info.error();
+  EXPECT_GE(info.restarts(), 1) << "the kills did not hit the job";
+  EXPECT_EQ(FindOperator(info, "sessions")->late_records_dropped(), 0u);
+  CheckSessions({out}, ExpectedSessions());
 }
 
 // An event-time window job reading Kafka, where one of the topic's 4 partitions never gets a
