@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <map>
+#include <string>
+#include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -27,13 +29,40 @@ bool ParseSstNumber(absl::string_view local_name, uint64_t* n) {
          absl::SimpleAtoi(local_name, n);
 }
 
-// "<backend>-<sst>[.tmp]" in shared/ -> backend and SST number.
-bool ParseSharedName(absl::string_view name, std::string* backend, uint64_t* n) {
+// What a name in shared/ holds, within its backend: the kind of file and its place in the
+// order the backend writes them (SST and OPTIONS numbers, a MANIFEST's number then size, the
+// number of the MANIFEST a CURRENT names). state/rocksdb_backend.cc names them.
+struct SharedFile {
+  std::string backend;
+  std::string kind;  // "sst", "MANIFEST", "CURRENT", "OPTIONS"
+  std::pair<uint64_t, uint64_t> rank;
+};
+
+// "<backend>-<sst>", "<backend>-MANIFEST-<n>-<size>", "<backend>-CURRENT-MANIFEST-<n>",
+// "<backend>-OPTIONS-<n>" (each with or without ".tmp").
+bool ParseSharedName(absl::string_view name, SharedFile* out) {
   absl::ConsumeSuffix(&name, ".tmp");
   const size_t dash = name.find('-');
   if (dash == absl::string_view::npos || dash == 0) return false;
-  *backend = std::string(name.substr(0, dash));
-  return ParseSstNumber(name.substr(dash + 1), n);
+  out->backend = std::string(name.substr(0, dash));
+  absl::string_view rest = name.substr(dash + 1);
+  out->rank = {0, 0};
+  if (absl::ConsumePrefix(&rest, "MANIFEST-")) {
+    out->kind = "MANIFEST";
+    const size_t d = rest.find('-');
+    return d != absl::string_view::npos && absl::SimpleAtoi(rest.substr(0, d), &out->rank.first) &&
+           absl::SimpleAtoi(rest.substr(d + 1), &out->rank.second);
+  }
+  if (absl::ConsumePrefix(&rest, "CURRENT-MANIFEST-")) {
+    out->kind = "CURRENT";
+    return absl::SimpleAtoi(rest, &out->rank.first);
+  }
+  if (absl::ConsumePrefix(&rest, "OPTIONS-")) {
+    out->kind = "OPTIONS";
+    return absl::SimpleAtoi(rest, &out->rank.first);
+  }
+  out->kind = "sst";
+  return ParseSstNumber(rest, &out->rank.first);
 }
 
 }  // namespace
@@ -189,16 +218,25 @@ absl::Status CheckpointStorage::Subsume(const std::string& job_dir, const std::s
 
 absl::StatusOr<int> CheckpointStorage::CollectSharedGarbage(const std::string& job_dir,
                                                             const proto::CheckpointMetadata& completed) const {
-  // The highest SST number each backend of `completed` referenced.
-  std::map<std::string, uint64_t> high;
+  // The highest file of each kind each backend of `completed` referenced. An SST keeps the name
+  // of the backend that wrote it (a restored one another backend's), so SSTs count by the
+  // referencing backend and their local number; the other kinds are always named by it.
+  std::map<std::pair<std::string, std::string>, std::pair<uint64_t, uint64_t>> high;
   for (const auto& st : completed.subtasks()) {
     for (const auto& h : st.keyed()) {
       for (const auto& f : h.files()) {
+        if (!f.shared()) continue;
+        SharedFile parsed;
         uint64_t n = 0;
-        if (f.shared() && ParseSstNumber(f.local_name(), &n)) {
-          uint64_t& m = high[h.backend_id()];
-          m = std::max(m, n);
+        if (ParseSstNumber(f.local_name(), &n)) {
+          parsed.backend = h.backend_id();
+          parsed.kind = "sst";
+          parsed.rank = {n, 0};
+        } else if (!ParseSharedName(f.name(), &parsed) || parsed.backend != h.backend_id()) {
+          continue;
         }
+        auto& m = high[{parsed.backend, parsed.kind}];
+        m = std::max(m, parsed.rank);
       }
     }
   }
@@ -217,11 +255,10 @@ absl::StatusOr<int> CheckpointStorage::CollectSharedGarbage(const std::string& j
   int deleted = 0;
   absl::Status result = absl::OkStatus();
   for (const std::string& name : *names) {
-    std::string backend;
-    uint64_t n = 0;
-    if (!ParseSharedName(name, &backend, &n)) continue;
-    auto it = high.find(backend);
-    if (it == high.end() || n >= it->second) continue;
+    SharedFile parsed;
+    if (!ParseSharedName(name, &parsed)) continue;
+    auto it = high.find({parsed.backend, parsed.kind});
+    if (it == high.end() || parsed.rank >= it->second) continue;
     if (referenced.count(absl::StrCat(kSharedDir, "/", name))) continue;
     absl::Status s = fs_->DeleteFile(JoinPath(shared_dir, name));
     if (s.ok()) {

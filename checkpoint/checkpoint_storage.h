@@ -38,7 +38,8 @@ struct CompletedCheckpoint {
 //   <job dir>/chk-<id>/_metadata          a checkpoint's metadata; it is complete once this is
 //                                         durable (written temp, fsynced, renamed, dir fsynced)
 //   <job dir>/chk-<id>/<vertex>-<subtask>-<operator>/...   its private state files
-//   <job dir>/shared/<backend id>-<sst>  SST files, shared by incremental checkpoints
+//   <job dir>/shared/<backend id>-<sst>  SST files, shared by incremental checkpoints (also
+//                                         MANIFEST, CURRENT and OPTIONS copies, named by content)
 //   <savepoint dir>/savepoint-<job>-<id>/ a self-contained copy: _metadata and every file
 //
 // Every call does blocking I/O on the FileSystem: never call under a state mutex or on a gRPC
@@ -99,7 +100,10 @@ class CheckpointStorage {
   // part in `completed` and whose SST number n is below the highest that backend referenced there.
   // RocksDB never reuses a file number, and a backend's checkpoint lists every live SST, so such a
   // file left that backend's database before `completed` and will never be referenced again:
-  // files uploaded by aborted checkpoints or compacted away. Files a pending checkpoint is
+  // files uploaded by aborted checkpoints or compacted away. The same for the backend's shared
+  // <backend>-MANIFEST-<n>-<size> (below the (number, size) `completed` referenced: a MANIFEST
+  // only grows, then rolls over to a higher number), <backend>-CURRENT-MANIFEST-<n> and
+  // <backend>-OPTIONS-<n> (below the number referenced). Files a pending checkpoint is
   // uploading are newer than every file of `completed` and are never touched; a backend that did
   // not take part in `completed` keeps all its files. If any metadata in `job_dir` cannot be read,
   // deletes nothing and returns that status. Returns how many files were deleted.

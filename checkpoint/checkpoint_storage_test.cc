@@ -270,6 +270,45 @@ TEST_F(CheckpointStorageTest, GarbageCollectionKeepsReferencedFilesAndRemovesAbo
   EXPECT_THAT(storage_.CollectSharedGarbage(kJobDir, three), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("chk-2")));
 }
 
+// A backend's MANIFEST, CURRENT and OPTIONS copies in shared/ (named by content, reused by
+// later checkpoints while unchanged): an aborted checkpoint's copies go once the backend
+// referenced a later one; those a retained or pending checkpoint may reference stay.
+TEST_F(CheckpointStorageTest, GarbageCollectionRemovesAbortedManifestCurrentAndOptionsCopies) {
+  auto add_shared = [&](proto::CheckpointMetadata* md, const std::string& local, const std::string& name) {
+    auto* f = md->mutable_subtasks(0)->mutable_keyed(0)->add_files();
+    f->set_shared(true);
+    f->set_local_name(local);
+    f->set_name(name);
+    Upload("shared/" + name, name);
+  };
+  proto::CheckpointMetadata one = Checkpoint(1, "b1", {2});
+  add_shared(&one, "MANIFEST-000005", "b1-MANIFEST-000005-100");
+  ASSERT_OK(storage_.WriteMetadata(kJobDir, one));
+  for (const char* name : {"b1-MANIFEST-000005-200", "b1-MANIFEST-000004-900", "b1-CURRENT-MANIFEST-000004",
+                           "b1-OPTIONS-000005", "b1-OPTIONS-000006.tmp"}) {
+    Upload(absl::StrCat("shared/", name), "aborted");
+  }
+  proto::CheckpointMetadata three = Checkpoint(3, "b1", {2});
+  add_shared(&three, "MANIFEST-000005", "b1-MANIFEST-000005-300");
+  add_shared(&three, "CURRENT", "b1-CURRENT-MANIFEST-000005");
+  add_shared(&three, "OPTIONS-000007", "b1-OPTIONS-000007");
+  ASSERT_OK(storage_.WriteMetadata(kJobDir, three));
+  for (const char* name : {"b1-MANIFEST-000005-400", "b1-MANIFEST-000006-10.tmp", "b1-CURRENT-MANIFEST-000006",
+                           "b1-OPTIONS-000009", "b2-MANIFEST-000001-10", "b2-OPTIONS-000001"}) {
+    Upload(absl::StrCat("shared/", name), "pending, or another backend");
+  }
+
+  absl::StatusOr<int> deleted = storage_.CollectSharedGarbage(kJobDir, three);
+  ASSERT_OK(deleted);
+  EXPECT_EQ(*deleted, 5);
+  EXPECT_THAT(Shared(), ElementsAre("b1-" + Sst(2), "b1-CURRENT-MANIFEST-000005", "b1-CURRENT-MANIFEST-000006",
+                                    "b1-MANIFEST-000005-100", "b1-MANIFEST-000005-300", "b1-MANIFEST-000005-400",
+                                    "b1-MANIFEST-000006-10.tmp", "b1-OPTIONS-000007", "b1-OPTIONS-000009",
+                                    "b2-MANIFEST-000001-10", "b2-OPTIONS-000001"));
+  ExpectFullyReadable(one);
+  ExpectFullyReadable(three);
+}
+
 TEST_F(CheckpointStorageTest, SavepointCopyIsSelfContainedAndDurable) {
   proto::CheckpointMetadata md = Checkpoint(5, "b1", {1, 3});
   ASSERT_OK(storage_.WriteMetadata(kJobDir, md));

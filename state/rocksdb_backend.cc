@@ -1552,6 +1552,9 @@ absl::StatusOr<PendingSnapshot> RocksDbBackend::SnapshotSync(int64_t checkpoint_
   SLUICE_RETURN_IF_ERROR(WriteTimers());
   rocksdb::FlushOptions flush_options;
   flush_options.wait = true;
+  // Now, even if L0 is past its slowdown trigger: else the flush (and the task thread) waits
+  // for compactions to bring L0 down first. Only this thread writes, and it is here.
+  flush_options.allow_write_stall = true;
   rocksdb::Status s = db_->Flush(flush_options);
   if (!s.ok()) {
     return FromRocks(s, absl::StrCat("flushing ", db_dir_), absl::StatusCode::kAborted);

@@ -68,7 +68,8 @@ void BlockArena::Free(uint64_t pos, size_t n) {
   free_heads_[c.index] = pos;
 }
 
-WriteBackCache::WriteBackCache(size_t budget_bytes) : budget_(budget_bytes) {}
+WriteBackCache::WriteBackCache(size_t budget_bytes)
+    : budget_(std::min(budget_bytes, kMaxBudgetBytes)) {}
 
 WriteBackCache::~WriteBackCache() = default;
 

@@ -126,6 +126,9 @@ class WriteBackCache {
   // the store (see Snapshot()). On OK the cache marks them pending; an error leaves them dirty.
   using DeltaFn = absl::FunctionRef<absl::Status(absl::Span<const Ref> refs)>;
 
+  // A budget above kMaxBudgetBytes is taken as kMaxBudgetBytes: block positions have 40 bits
+  // (512 GiB of blocks), which leaves room for the dirty entries eviction cannot write yet.
+  static constexpr size_t kMaxBudgetBytes = size_t{1} << 38;
   explicit WriteBackCache(size_t budget_bytes);
   ~WriteBackCache();
   WriteBackCache(const WriteBackCache&) = delete;

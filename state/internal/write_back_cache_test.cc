@@ -757,5 +757,11 @@ TEST(WriteBackCacheTest, ValuesAndExpiriesMatchAModelAcrossBlockSizes) {
   EXPECT_EQ(cache.bytes(), bytes);
 }
 
+TEST(WriteBackCacheTest, ABudgetBeyondWhatBlockPositionsAddressIsCapped) {
+  WriteBackCache cache(size_t{1} << 45);
+  EXPECT_EQ(cache.budget(), WriteBackCache::kMaxBudgetBytes);
+  EXPECT_EQ(WriteBackCache(1000).budget(), 1000u);
+}
+
 }  // namespace
 }  // namespace sluice::state::internal

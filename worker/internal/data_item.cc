@@ -33,7 +33,7 @@ proto::DataMessage ToMessage(BufferItem item) {
                    msg.set_num_records(b.num_records);
                    if (!b.key_groups.empty()) msg.set_key_groups(std::move(b.key_groups));
                    if (b.watermark.has_value()) {
-                     msg.set_watermark(b.watermark->ms);
+                     msg.set_carried_watermark(b.watermark->ms);
                      msg.set_watermark_records(b.watermark->records);
                      msg.set_watermark_bytes(static_cast<int64_t>(b.watermark->bytes));
                    }
@@ -57,13 +57,13 @@ proto::DataMessage ToMessage(BufferItem item) {
 BufferItem FromMessage(proto::DataMessage* msg, int channel) {
   if (msg->end_of_partition()) return BufferItem(channel, EndOfPartition{});
   if (msg->barrier() > 0) return BufferItem(channel, Barrier{msg->barrier(), msg->priority()});
-  if (msg->has_watermark() && msg->num_records() > 0) {
+  if (msg->has_carried_watermark() && msg->num_records() > 0) {
     const int records = std::clamp(msg->watermark_records(), 0, msg->num_records());
     const size_t bytes = static_cast<size_t>(
         std::clamp<int64_t>(msg->watermark_bytes(), 0, static_cast<int64_t>(msg->buffer().size())));
     return BufferItem(channel, RecordBuffer{std::move(*msg->mutable_buffer()), msg->num_records(),
                                             std::move(*msg->mutable_key_groups()),
-                                            CarriedWatermark{msg->watermark(), records, bytes}});
+                                            CarriedWatermark{msg->carried_watermark(), records, bytes}});
   }
   if (msg->has_watermark()) return BufferItem(channel, WatermarkAdvance{msg->watermark()});
   if (msg->watermark_status() == proto::WATERMARK_IDLE) {

@@ -184,11 +184,14 @@ class RecordWriter::EdgeOutput {
   void PushRestored(size_t c, BufferItem item) { backlog_[c].push_back(std::move(item)); }
 
   // The watermark goes into each channel's pending buffer behind its records (replacing an
-  // older one not sent yet: watermarks only advance) and leaves with the buffer, when it is
-  // full or times out (alone if no record follows). Sends nothing itself.
+  // older, lower one not sent yet: watermarks only advance; records between the two then see
+  // the older watermark downstream, as if the newer had come later) and leaves with the buffer,
+  // when it is full or times out (alone if no record follows). Sends nothing itself.
   void EmitWatermark(int64_t watermark_ms) {
     for (size_t c = 0; c < channels_.size(); ++c) {
-      pending_watermark_[c] = CarriedWatermark{watermark_ms, pending_records_[c], pending_bytes_[c]};
+      std::optional<CarriedWatermark>& w = pending_watermark_[c];
+      if (w.has_value() && w->ms >= watermark_ms) continue;
+      w = CarriedWatermark{watermark_ms, pending_records_[c], pending_bytes_[c]};
     }
     if (pending_since_ == 0) pending_since_ = clock_->NowNanos();
   }

@@ -273,6 +273,17 @@ TEST_F(RecordWriterTest, ANewerWatermarkReplacesOneNotSentYet) {
   EXPECT_THAT(logs_[1 - c]->sent, ElementsAre("w8"));
 }
 
+TEST_F(RecordWriterTest, ALowerWatermarkDoesNotReplaceAHigherOneNotSentYet) {
+  AddEdge(plan::Partition::kForward, 1);
+  ASSERT_OK(writer_.Emit(Rec(1)));
+  ASSERT_OK(writer_.EmitWatermark(8));
+  ASSERT_OK(writer_.Emit(Rec(2)));
+  ASSERT_OK(writer_.EmitWatermark(8));  // equal: the earlier place stays
+  ASSERT_OK(writer_.EmitWatermark(6));  // lower: ignored, the watermark never goes back
+  ASSERT_OK(writer_.FlushAll());
+  EXPECT_THAT(logs_[0]->sent, ElementsAre("d2:1+w8@1"));
+}
+
 TEST_F(RecordWriterTest, AWatermarkAloneLeavesAtTheBufferTimeout) {
   AddEdge(plan::Partition::kForward, 1);
   const int64_t start = clock_.NowNanos();

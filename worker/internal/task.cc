@@ -496,8 +496,14 @@ absl::Status Task::AwaitOutput(bool source) {
     // (lost on restore). The checkpoint then proceeds once they are processed.
     const bool priority_ok = !source && PriorityEventsAllowed();
     if (priority_ok) SLUICE_RETURN_IF_ERROR(HandlePriorityEvents(nullptr));
+    // Pending buffers (and the watermarks they carry) of channels with credit leave on time,
+    // not after the backpressured channel drains.
+    SLUICE_RETURN_IF_ERROR(writer_.FlushIfDue(false));
     const int64_t real_now = Clock::Real()->NowNanos();
     int64_t deadline = real_now + 100'000'000;  // Interrupt() wakes it earlier
+    if (const int64_t flush = writer_.FlushDeadlineNanos(); flush != std::numeric_limits<int64_t>::max()) {
+      deadline = std::min(deadline, real_now + std::max<int64_t>(0, flush - clock_->NowNanos()));
+    }
     if (priority_ok) {
       const int64_t timer = barriers_->TimerDeadlineNanos();
       if (timer != std::numeric_limits<int64_t>::max()) {
