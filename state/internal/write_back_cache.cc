@@ -16,21 +16,23 @@ BlockArena::Class BlockArena::ClassOf(size_t n) {
   return {size, index};
 }
 
+uint64_t BlockArena::AllocateLarge(size_t size) {
+  uint64_t id;
+  if (!free_large_.empty()) {
+    id = free_large_.back();
+    free_large_.pop_back();
+  } else {
+    id = large_.size();
+    large_.emplace_back();
+  }
+  large_[id].reset(new char[size]);
+  reserved_ += size;
+  return id | kLargeBit;
+}
+
 uint64_t BlockArena::Allocate(size_t n) {
   const Class c = ClassOf(n);
-  if (c.size > kMaxChunkBlock) {
-    uint64_t id;
-    if (!free_large_.empty()) {
-      id = free_large_.back();
-      free_large_.pop_back();
-    } else {
-      id = large_.size();
-      large_.emplace_back();
-    }
-    large_[id].reset(new char[c.size]);
-    reserved_ += c.size;
-    return id | kLargeBit;
-  }
+  if (c.size > kMaxChunkBlock) return AllocateLarge(c.size);
   if (c.index < free_heads_.size() && free_heads_[c.index] != kNoBlock) {
     const uint64_t pos = free_heads_[c.index];
     std::memcpy(&free_heads_[c.index], At(pos), sizeof(uint64_t));
@@ -40,6 +42,9 @@ uint64_t BlockArena::Allocate(size_t n) {
     return pos;
   }
   if (chunk_used_ + c.size > kChunkBytes) {
+    // Chunk positions stop below kLargeBit: beyond, blocks are allocated one by one (the
+    // cache's budget is capped well below that; only dirty entries not written yet get here).
+    if (chunks_.size() >= max_chunks_) return AllocateLarge(c.size);
     // The rest of the full chunk serves its own size class later (if it is one).
     const size_t rest = kChunkBytes - chunk_used_;
     if (rest >= kMinBlock && rest <= 256) {

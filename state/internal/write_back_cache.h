@@ -32,6 +32,9 @@ class BlockArena {
   static constexpr size_t kMinBlock = 8;  // a free block holds the next position of its list
 
   BlockArena() = default;
+  // At most `max_chunks` chunks (tests; the default is what positions address: 512 GiB):
+  // beyond, blocks are allocated one by one.
+  explicit BlockArena(size_t max_chunks) : max_chunks_(max_chunks) {}
   BlockArena(const BlockArena&) = delete;
   BlockArena& operator=(const BlockArena&) = delete;
 
@@ -61,6 +64,8 @@ class BlockArena {
     size_t index;  // of its free list
   };
   static Class ClassOf(size_t n);
+  // A block of `size` bytes of its own (position with kLargeBit).
+  uint64_t AllocateLarge(size_t size);
 
   std::vector<std::unique_ptr<char[]>> chunks_;
   size_t chunk_used_ = kChunkBytes;  // bytes used of chunks_.back()
@@ -68,6 +73,7 @@ class BlockArena {
   std::vector<std::unique_ptr<char[]>> large_;
   std::vector<uint64_t> free_large_;  // ids in large_ not in use
   size_t reserved_ = 0;
+  size_t max_chunks_ = kLargeBit >> kChunkShift;
 };
 
 // The bounded write-back cache in front of a backend's RocksDB: entries of (key -> value

@@ -170,6 +170,24 @@ TEST(BlockArenaTest, ClassesGrowGeometricallyAndHoldTheirSize) {
 
 // Blocks of every kind (small, geometric, own buffer; chunk ends) keep their bytes through
 // allocations and frees in random order, and freed blocks are reused.
+TEST(BlockArenaTest, BeyondItsChunksTheArenaAllocatesBlocksOneByOne) {
+  BlockArena arena(/*max_chunks=*/1);
+  std::vector<std::pair<uint64_t, std::string>> blocks;
+  for (int i = 0; i < 3000; ++i) {  // 3000 x 120 bytes: more than one 256 KiB chunk
+    const std::string bytes(120, static_cast<char>('a' + i % 26));
+    const uint64_t pos = arena.Allocate(bytes.size());
+    std::memcpy(arena.At(pos), bytes.data(), bytes.size());
+    blocks.emplace_back(pos, bytes);
+  }
+  const size_t c = BlockArena::ClassSize(120);
+  EXPECT_EQ(arena.reserved_bytes(), BlockArena::kChunkBytes + (3000 - BlockArena::kChunkBytes / c) * c);
+  for (const auto& [pos, bytes] : blocks) {
+    EXPECT_EQ(std::string(arena.At(pos), bytes.size()), bytes);
+  }
+  for (const auto& [pos, bytes] : blocks) arena.Free(pos, bytes.size());
+  EXPECT_EQ(arena.reserved_bytes(), BlockArena::kChunkBytes);  // the chunk stays; the rest went
+}
+
 TEST(BlockArenaTest, BlocksKeepTheirBytesAndAreReused) {
   BlockArena arena;
   struct Live {
