@@ -501,15 +501,13 @@ absl::Status Task::AwaitOutput(bool source) {
     SLUICE_RETURN_IF_ERROR(writer_.FlushIfDue(false));
     const int64_t real_now = Clock::Real()->NowNanos();
     int64_t deadline = real_now + 100'000'000;  // Interrupt() wakes it earlier
-    if (const int64_t flush = writer_.FlushDeadlineNanos(); flush != std::numeric_limits<int64_t>::max()) {
-      deadline = std::min(deadline, real_now + std::max<int64_t>(0, flush - clock_->NowNanos()));
-    }
-    if (priority_ok) {
-      const int64_t timer = barriers_->TimerDeadlineNanos();
-      if (timer != std::numeric_limits<int64_t>::max()) {
-        deadline = std::min(deadline, real_now + std::max<int64_t>(0, timer - clock_->NowNanos()));
-      }
-    }
+    // Earlier if `at` (clock_ nanoseconds; max: none) comes first.
+    auto wake_by = [&](int64_t at) {
+      if (at == std::numeric_limits<int64_t>::max()) return;
+      deadline = std::min(deadline, real_now + std::max<int64_t>(0, at - clock_->NowNanos()));
+    };
+    wake_by(writer_.FlushDeadlineNanos());
+    if (priority_ok) wake_by(barriers_->TimerDeadlineNanos());
     SLUICE_RETURN_IF_ERROR(writer_.WaitForCredit(deadline));
   }
 }
