@@ -1,5 +1,7 @@
 #include "worker/internal/input_gate.h"
 
+#include <algorithm>
+
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
@@ -17,32 +19,37 @@ void InputGate::SetListener(int channel, std::shared_ptr<CreditListener> listene
   listener->GateClosed();
 }
 
+void InputGate::Enqueue(BufferItem item) {
+  ChannelQueue& channel = channels_[item.channel];
+  channel.items.push_back(Queued{next_seq_++, std::move(item)});
+  ++queued_;
+}
+
 void InputGate::Push(BufferItem item) {
   absl::MutexLock lock(&mu_);
-  if (closed_) return;
+  // Channels come from LocalChannel::Connect() and Worker::ResolveGate(), which check them.
+  if (closed_ || item.channel < 0 || item.channel >= num_channels_) return;
   const RecordBuffer* records = item.as<RecordBuffer>();
   if (records != nullptr && records->watermark.has_value()) {
     BufferItem pieces[3];
     const int n = SplitCarriedWatermark(std::move(item), pieces);
-    for (int i = 0; i < n; ++i) queue_.push_back(std::move(pieces[i]));
+    for (int i = 0; i < n; ++i) Enqueue(std::move(pieces[i]));
     return;
   }
   const Barrier* barrier = item.as<Barrier>();
   if (barrier != nullptr && barrier->priority) {
     BarrierAnnouncement announcement{barrier->id, {}};
-    for (size_t i = announcements_; i < queue_.size(); ++i) {
-      const BufferItem& queued = queue_[i];
-      if (queued.channel != item.channel || queued.as<Barrier>() != nullptr) continue;
-      announcement.overtaken.push_back(queued.CopyContent());
+    for (const Queued& queued : channels_[item.channel].items) {
+      if (queued.item.as<Barrier>() != nullptr) continue;
+      announcement.overtaken.push_back(queued.item.CopyContent());
     }
-    queue_.insert(queue_.begin() + announcements_, BufferItem(item.channel, std::move(announcement)));
-    ++announcements_;
+    announcements_.emplace_back(item.channel, std::move(announcement));
     has_announcement_.store(true, std::memory_order_relaxed);
-    queue_.push_back(std::move(item));
+    Enqueue(std::move(item));
     if (priority_listener_) priority_listener_();
     return;
   }
-  queue_.push_back(std::move(item));
+  Enqueue(std::move(item));
 }
 
 void InputGate::SetPriorityListener(std::function<void()> listener) {
@@ -52,30 +59,45 @@ void InputGate::SetPriorityListener(std::function<void()> listener) {
 
 absl::optional<BufferItem> InputGate::PollPriority() {
   absl::MutexLock lock(&mu_);
-  if (announcements_ == 0) return absl::nullopt;
-  BufferItem item = std::move(queue_.front());
-  queue_.pop_front();
-  --announcements_;
-  has_announcement_.store(announcements_ > 0, std::memory_order_relaxed);
+  if (announcements_.empty()) return absl::nullopt;
+  BufferItem item = std::move(announcements_.front());
+  announcements_.pop_front();
+  has_announcement_.store(!announcements_.empty(), std::memory_order_relaxed);
   return item;
 }
 
 absl::optional<BufferItem> InputGate::Poll(int64_t deadline_nanos) {
   absl::MutexLock lock(&mu_);
   auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return !queue_.empty() || woken_ || closed_;
+    return queued_ > 0 || !announcements_.empty() || woken_ || closed_;
   };
   int64_t now = Clock::Real()->NowNanos();
   if (deadline_nanos > now) {
     mu_.AwaitWithTimeout(absl::Condition(&ready), absl::Nanoseconds(deadline_nanos - now));
   }
   woken_ = false;
-  if (queue_.empty()) return absl::nullopt;
-  BufferItem item = std::move(queue_.front());
-  queue_.pop_front();
-  if (announcements_ > 0) {
-    --announcements_;
-    has_announcement_.store(announcements_ > 0, std::memory_order_relaxed);
+  if (!announcements_.empty()) {
+    BufferItem item = std::move(announcements_.front());
+    announcements_.pop_front();
+    has_announcement_.store(!announcements_.empty(), std::memory_order_relaxed);
+    return item;
+  }
+  if (queued_ == 0) return absl::nullopt;
+  // The queued channel lowest in event time; among equals, the earliest arrival.
+  ChannelQueue* best = nullptr;
+  for (ChannelQueue& channel : channels_) {
+    if (channel.items.empty()) continue;
+    if (best == nullptr || channel.watermark < best->watermark ||
+        (channel.watermark == best->watermark &&
+         channel.items.front().seq < best->items.front().seq)) {
+      best = &channel;
+    }
+  }
+  BufferItem item = std::move(best->items.front().item);
+  best->items.pop_front();
+  --queued_;
+  if (const WatermarkAdvance* w = item.as<WatermarkAdvance>()) {
+    best->watermark = std::max(best->watermark, w->ms);
   }
   return item;
 }
@@ -100,8 +122,9 @@ void InputGate::Close() {
   {
     absl::MutexLock lock(&mu_);
     closed_ = true;
-    queue_.clear();
-    announcements_ = 0;
+    for (ChannelQueue& channel : channels_) channel.items.clear();
+    queued_ = 0;
+    announcements_.clear();
     has_announcement_.store(false, std::memory_order_relaxed);
     priority_listener_ = nullptr;
     listeners.swap(listeners_);
@@ -113,7 +136,12 @@ void InputGate::Close() {
 
 size_t InputGate::QueuedForTest() const {
   absl::MutexLock lock(&mu_);
-  return queue_.size();
+  return queued_ + announcements_.size();
+}
+
+int64_t InputGate::PolledWatermarkForTest(int channel) const {
+  absl::MutexLock lock(&mu_);
+  return channels_[channel].watermark;
 }
 
 LocalChannel::LocalChannel(std::shared_ptr<InputGate> gate, int channel)

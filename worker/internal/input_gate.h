@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/optional.h"
+#include "common/watermark.h"
 #include "worker/internal/data_item.h"
 
 namespace sluice::worker {
@@ -27,18 +28,27 @@ class CreditListener {
   virtual void GateClosed() {}
 };
 
-// The input side of a task: buffers from all its input channels, in one bounded queue.
+// The input side of a task: buffers from all its input channels, one bounded queue per channel.
 //
 // Producers (local channel writers on other task threads, gRPC reactors for remote channels)
-// Push() only when they hold a credit for the channel, so the queue never exceeds
-// `credits_per_channel` buffers per channel: memory is bounded and Push() never blocks.
+// Push() only when they hold a credit for the channel, so a channel never queues more than
+// `credits_per_channel` buffers: memory is bounded and Push() never blocks.
 // The owning task thread Poll()s and, after it has consumed a buffer, calls ReleaseCredit()
 // which tells the channel's producer. Thread-safe.
+//
+// Which channel Poll() takes from (input selection by event time, cf. Flink's InputSelectable
+// and watermark alignment): among the channels that have something queued, the one whose last
+// polled watermark is lowest, ties (e.g. before any watermark) in arrival order. So an input
+// that is behind in event time is read before one that runs ahead, and the leader's buffers
+// wait in its queue, holding its credits, which backpressures its producer. A channel with
+// nothing queued is never waited for (no deadlock with barrier alignment, idle or ended
+// channels), and items of one channel are taken in their arrival order. Announcements of
+// priority barriers come before everything.
 class InputGate {
  public:
   InputGate(int num_channels, int credits_per_channel)
       : num_channels_(num_channels), credits_per_channel_(credits_per_channel),
-        listeners_(num_channels) {}
+        channels_(num_channels), listeners_(num_channels) {}
 
   int num_channels() const { return num_channels_; }
   int credits_per_channel() const { return credits_per_channel_; }
@@ -52,7 +62,8 @@ class InputGate {
   // watermark after the records before it, and returns the credit after the last piece.
   // A priority barrier (`priority`) is also announced: its announcement goes ahead of every
   // queued item except earlier announcements (Flink's priority events), with copies of the
-  // items of its channel it overtakes; then the priority listener is called.
+  // items of its channel it overtakes; then the priority listener is called. Items of a channel
+  // out of range are dropped.
   void Push(BufferItem item);
 
   // Called (under the gate's lock: it must not call back into the gate) when a priority
@@ -66,7 +77,9 @@ class InputGate {
   bool HasAnnouncement() const { return has_announcement_.load(std::memory_order_relaxed); }
 
   // Waits until a buffer is available, `deadline_nanos` (monotonic, Clock::Real()) passes, or
-  // the gate is woken. Returns nullopt on timeout or wake-up.
+  // the gate is woken. Returns nullopt on timeout or wake-up. Takes an announcement first, else
+  // the head of the queued channel with the lowest watermark (see the class comment). O(channels)
+  // under the lock, once per buffer.
   absl::optional<BufferItem> Poll(int64_t deadline_nanos);
 
   // Returns one credit of `channel` to its producer.
@@ -78,18 +91,36 @@ class InputGate {
   void Close();
 
   size_t QueuedForTest() const;
+  // The last watermark Poll() returned from `channel` (kNoWatermark: none yet).
+  int64_t PolledWatermarkForTest(int channel) const;
 
  private:
+  struct Queued {
+    uint64_t seq;  // arrival order over all channels
+    BufferItem item;
+  };
+  struct ChannelQueue {
+    std::deque<Queued> items;
+    // The newest watermark Poll() returned from this channel: where its queued records stand in
+    // event time (they come after it).
+    int64_t watermark = kNoWatermark;
+  };
+
+  // Queues `item` on its channel. REQUIRES: mu_ held.
+  void Enqueue(BufferItem item) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   const int num_channels_;
   const int credits_per_channel_;
   mutable absl::Mutex mu_;
-  std::deque<BufferItem> queue_ ABSL_GUARDED_BY(mu_);
+  std::vector<ChannelQueue> channels_ ABSL_GUARDED_BY(mu_);
+  std::deque<BufferItem> announcements_ ABSL_GUARDED_BY(mu_);  // taken before any channel
+  size_t queued_ ABSL_GUARDED_BY(mu_) = 0;  // items in channels_
+  uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;
   // Weak: producers own their listeners (a local producer also holds the gate).
   std::vector<std::weak_ptr<CreditListener>> listeners_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   bool woken_ ABSL_GUARDED_BY(mu_) = false;
-  size_t announcements_ ABSL_GUARDED_BY(mu_) = 0;  // at the front of queue_
-  std::atomic<bool> has_announcement_{false};      // announcements_ > 0
+  std::atomic<bool> has_announcement_{false};  // !announcements_.empty()
   std::function<void()> priority_listener_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -243,6 +243,108 @@ TEST(InputGateTest, PriorityBarrierIsAnnouncedAheadOfTheQueue) {
   EXPECT_EQ(order, (std::vector<std::string>{"a1", "b1", "a2", "barrier0", "barrier1"}));
 }
 
+// Pushes on `channel`: "wm<ms>" a watermark, "idle"/"active" a status, "eop" an end of
+// partition, anything else a buffer of that data.
+void PushOn(InputGate& gate, int channel, const std::string& what) {
+  BufferItem item = Buffer(what);
+  if (what.rfind("wm", 0) == 0) {
+    item = BufferItem(0, WatermarkAdvance{std::stoll(what.substr(2))});
+  } else if (what == "idle" || what == "active") {
+    item = BufferItem(0, WatermarkStatusChange{what == "idle"});
+  } else if (what == "eop") {
+    item = BufferItem(0, EndOfPartition{});
+  }
+  item.channel = channel;
+  gate.Push(std::move(item));
+}
+
+// What Poll() returns until the gate is empty, as "<channel>:<what>" (PushOn()'s names).
+std::vector<std::string> DrainNames(InputGate& gate) {
+  std::vector<std::string> order;
+  while (auto item = gate.Poll(0)) {
+    std::string what = DataOf(*item);
+    if (const WatermarkAdvance* w = item->as<WatermarkAdvance>()) what = absl::StrCat("wm", w->ms);
+    if (const WatermarkStatusChange* s = item->as<WatermarkStatusChange>()) {
+      what = s->idle ? "idle" : "active";
+    }
+    if (item->as<EndOfPartition>() != nullptr) what = "eop";
+    if (const Barrier* b = item->as<Barrier>()) what = absl::StrCat("barrier", b->id);
+    order.push_back(absl::StrCat(item->channel, ":", what));
+  }
+  return order;
+}
+
+TEST(InputGateTest, TheChannelBehindInEventTimeIsReadFirst) {
+  InputGate gate(2, 8);
+  // Channel 0 runs ahead of channel 1 and its buffers arrive first.
+  for (const char* what : {"a1", "wm100", "a2", "a3"}) PushOn(gate, 0, what);
+  for (const char* what : {"b1", "wm50", "b2", "wm150", "b3"}) PushOn(gate, 1, what);
+  // Arrival order while neither channel has a watermark; then channel 1 (behind at 50) until it
+  // passes channel 0's 100; each channel's items in their arrival order.
+  EXPECT_EQ(DrainNames(gate),
+            (std::vector<std::string>{"0:a1", "0:wm100", "1:b1", "1:wm50", "1:b2", "1:wm150",
+                                      "0:a2", "0:a3", "1:b3"}));
+  EXPECT_EQ(gate.PolledWatermarkForTest(0), 100);
+  EXPECT_EQ(gate.PolledWatermarkForTest(1), 150);
+}
+
+TEST(InputGateTest, AChannelWithNothingQueuedNeverHoldsBackTheOthers) {
+  InputGate gate(3, 8);
+  PushOn(gate, 0, "wm10");
+  PushOn(gate, 1, "wm1000");
+  PushOn(gate, 2, "wm20");
+  ASSERT_EQ(DrainNames(gate).size(), 3u);
+  // Channel 0 (lowest) and channel 2 have nothing queued: channel 1's buffer comes at once, even
+  // with a deadline far ahead.
+  PushOn(gate, 1, "ahead");
+  auto item = gate.Poll(NowNanos() + absl::ToInt64Nanoseconds(absl::Seconds(60)));
+  ASSERT_TRUE(item.has_value());
+  EXPECT_EQ(DataOf(*item), "ahead");
+  // Lower channels that turn idle or end are still read (their items come first), and the
+  // channel ahead follows.
+  PushOn(gate, 1, "ahead2");
+  PushOn(gate, 0, "idle");
+  PushOn(gate, 2, "eop");
+  EXPECT_EQ(DrainNames(gate), (std::vector<std::string>{"0:idle", "2:eop", "1:ahead2"}));
+}
+
+TEST(InputGateTest, BarriersKeepTheirPlaceInTheirChannelWhenAChannelBehindIsPreferred) {
+  InputGate gate(2, 8);
+  PushOn(gate, 0, "wm100");
+  PushOn(gate, 1, "wm10");
+  ASSERT_EQ(DrainNames(gate).size(), 2u);
+  PushOn(gate, 0, "a1");
+  gate.Push(BufferItem(0, Barrier{3, false}));
+  PushOn(gate, 0, "a2");
+  PushOn(gate, 1, "b1");
+  gate.Push(BufferItem(1, Barrier{3, false}));
+  PushOn(gate, 1, "b2");
+  EXPECT_EQ(DrainNames(gate), (std::vector<std::string>{"1:b1", "1:barrier3", "1:b2", "0:a1",
+                                                        "0:barrier3", "0:a2"}));
+}
+
+TEST(InputGateTest, PriorityBarrierOfAChannelAheadIsAnnouncedFirstWithItsOvertakenItems) {
+  InputGate gate(2, 8);
+  PushOn(gate, 0, "wm100");
+  PushOn(gate, 1, "wm10");
+  ASSERT_EQ(DrainNames(gate).size(), 2u);
+  PushOn(gate, 0, "a1");
+  PushOn(gate, 1, "b1");
+  PushOn(gate, 0, "a2");
+  gate.Push(BufferItem(0, Barrier{4, true}));
+  EXPECT_TRUE(gate.HasAnnouncement());
+  auto first = gate.Poll(0);
+  ASSERT_TRUE(first.has_value());
+  const BarrierAnnouncement* announced = first->as<BarrierAnnouncement>();
+  ASSERT_NE(announced, nullptr);
+  EXPECT_EQ(first->channel, 0);
+  ASSERT_EQ(announced->overtaken.size(), 2u);
+  EXPECT_EQ(DataOf(announced->overtaken[0]), "a1");
+  EXPECT_EQ(DataOf(announced->overtaken[1]), "a2");
+  EXPECT_FALSE(gate.HasAnnouncement());
+  EXPECT_EQ(DrainNames(gate), (std::vector<std::string>{"1:b1", "0:a1", "0:a2", "0:barrier4"}));
+}
+
 TEST(InputGateTest, InterruptEndsAWaitForCredit) {
   Wired w(1);
   ASSERT_OK(w.channel->Send(Buffer("0")));
