@@ -83,21 +83,36 @@ absl::optional<BufferItem> InputGate::Poll(int64_t deadline_nanos) {
     return item;
   }
   if (queued_ == 0) return absl::nullopt;
-  // The queued channel lowest in event time; among equals, the earliest arrival.
-  ChannelQueue* best = nullptr;
+  // The earliest arrival, unless a queued channel is surely behind it in event time: then the
+  // channel lowest in event time.
+  ChannelQueue* first = nullptr;
+  ChannelQueue* lowest = nullptr;
   for (ChannelQueue& channel : channels_) {
     if (channel.items.empty()) continue;
-    if (best == nullptr || channel.watermark < best->watermark ||
-        (channel.watermark == best->watermark &&
-         channel.items.front().seq < best->items.front().seq)) {
-      best = &channel;
+    if (first == nullptr || channel.items.front().seq < first->items.front().seq) first = &channel;
+    if (lowest == nullptr || channel.watermark < lowest->watermark ||
+        (channel.watermark == lowest->watermark &&
+         channel.items.front().seq < lowest->items.front().seq)) {
+      lowest = &channel;
     }
+  }
+  ChannelQueue* best = first;
+  if (lowest != first) {
+    // `lowest`'s records lie within its last step past its watermark (the step saturates).
+    const int64_t reach = lowest->watermark > kMaxWatermark - lowest->step
+                              ? kMaxWatermark
+                              : lowest->watermark + lowest->step;
+    if (reach < first->watermark) best = lowest;
   }
   BufferItem item = std::move(best->items.front().item);
   best->items.pop_front();
   --queued_;
   if (const WatermarkAdvance* w = item.as<WatermarkAdvance>()) {
-    best->watermark = std::max(best->watermark, w->ms);
+    if (w->ms > best->watermark) {
+      // The first watermark's step is unknown: 0 (its records count as at the watermark).
+      best->step = best->watermark == kNoWatermark ? 0 : w->ms - best->watermark;
+      best->watermark = w->ms;
+    }
   }
   return item;
 }

@@ -288,6 +288,23 @@ TEST(InputGateTest, TheChannelBehindInEventTimeIsReadFirst) {
   EXPECT_EQ(gate.PolledWatermarkForTest(1), 150);
 }
 
+TEST(InputGateTest, ChannelsWithinAWatermarkStepOfEachOtherAreReadInArrivalOrder) {
+  InputGate gate(2, 8);
+  for (const char* what : {"wm100", "wm200"}) PushOn(gate, 0, what);  // at 200, steps of 100
+  for (const char* what : {"wm150", "wm250"}) PushOn(gate, 1, what);  // at 250
+  ASSERT_EQ(DrainNames(gate).size(), 4u);
+  // Channel 0's records lie within [200, 300]: not surely behind channel 1's at 250.
+  PushOn(gate, 1, "b1");
+  PushOn(gate, 0, "a1");
+  PushOn(gate, 1, "b2");
+  PushOn(gate, 1, "wm400");
+  PushOn(gate, 1, "b3");
+  PushOn(gate, 0, "a2");
+  // Once channel 1 is at 400, channel 0 (up to 300) is behind it: read first.
+  EXPECT_EQ(DrainNames(gate), (std::vector<std::string>{"1:b1", "0:a1", "1:b2", "1:wm400",
+                                                        "0:a2", "1:b3"}));
+}
+
 TEST(InputGateTest, AChannelWithNothingQueuedNeverHoldsBackTheOthers) {
   InputGate gate(3, 8);
   PushOn(gate, 0, "wm10");
