@@ -244,10 +244,15 @@ TEST(InputGateTest, PriorityBarrierIsAnnouncedAheadOfTheQueue) {
 }
 
 // Pushes on `channel`: "wm<ms>" a watermark, "idle"/"active" a status, "eop" an end of
-// partition, anything else a buffer of that data.
+// partition, "barrier<id>" a barrier ("priority<id>" sent with priority), anything else a buffer
+// of that data.
 void PushOn(InputGate& gate, int channel, const std::string& what) {
   BufferItem item = Buffer(what);
-  if (what.rfind("wm", 0) == 0) {
+  if (what.rfind("barrier", 0) == 0) {
+    item = BufferItem(0, Barrier{std::stoll(what.substr(7)), false});
+  } else if (what.rfind("priority", 0) == 0) {
+    item = BufferItem(0, Barrier{std::stoll(what.substr(8)), true});
+  } else if (what.rfind("wm", 0) == 0) {
     item = BufferItem(0, WatermarkAdvance{std::stoll(what.substr(2))});
   } else if (what == "idle" || what == "active") {
     item = BufferItem(0, WatermarkStatusChange{what == "idle"});
@@ -256,6 +261,14 @@ void PushOn(InputGate& gate, int channel, const std::string& what) {
   }
   item.channel = channel;
   gate.Push(std::move(item));
+}
+
+// Pushes each "<channel>:<what>" in turn (PushOn()).
+void PushAll(InputGate& gate, const std::vector<std::string>& items) {
+  for (const std::string& item : items) {
+    const size_t colon = item.find(':');
+    PushOn(gate, std::stoi(item.substr(0, colon)), item.substr(colon + 1));
+  }
 }
 
 // What Poll() returns until the gate is empty, as "<channel>:<what>" (PushOn()'s names).
@@ -274,11 +287,17 @@ std::vector<std::string> DrainNames(InputGate& gate) {
   return order;
 }
 
+// Brings the channels to watermarks: pushes `watermarks` ("<channel>:wm<ms>", PushAll()) and
+// polls them all (in the gate's order).
+void PollWatermarks(InputGate& gate, const std::vector<std::string>& watermarks) {
+  PushAll(gate, watermarks);
+  EXPECT_EQ(DrainNames(gate).size(), watermarks.size());
+}
+
 TEST(InputGateTest, TheChannelBehindInEventTimeIsReadFirst) {
   InputGate gate(2, 8);
   // Channel 0 runs ahead of channel 1 and its buffers arrive first.
-  for (const char* what : {"a1", "wm100", "a2", "a3"}) PushOn(gate, 0, what);
-  for (const char* what : {"b1", "wm50", "b2", "wm150", "b3"}) PushOn(gate, 1, what);
+  PushAll(gate, {"0:a1", "0:wm100", "0:a2", "0:a3", "1:b1", "1:wm50", "1:b2", "1:wm150", "1:b3"});
   // Arrival order while neither channel has a watermark; then channel 1 (behind at 50) until it
   // passes channel 0's 100; each channel's items in their arrival order.
   EXPECT_EQ(DrainNames(gate),
@@ -290,16 +309,10 @@ TEST(InputGateTest, TheChannelBehindInEventTimeIsReadFirst) {
 
 TEST(InputGateTest, ChannelsWithinAWatermarkStepOfEachOtherAreReadInArrivalOrder) {
   InputGate gate(2, 8);
-  for (const char* what : {"wm100", "wm200"}) PushOn(gate, 0, what);  // at 200, steps of 100
-  for (const char* what : {"wm150", "wm250"}) PushOn(gate, 1, what);  // at 250
-  ASSERT_EQ(DrainNames(gate).size(), 4u);
+  // Channel 0 at 200 in steps of 100, channel 1 at 250.
+  PollWatermarks(gate, {"0:wm100", "0:wm200", "1:wm150", "1:wm250"});
   // Channel 0's records lie within [200, 300]: not surely behind channel 1's at 250.
-  PushOn(gate, 1, "b1");
-  PushOn(gate, 0, "a1");
-  PushOn(gate, 1, "b2");
-  PushOn(gate, 1, "wm400");
-  PushOn(gate, 1, "b3");
-  PushOn(gate, 0, "a2");
+  PushAll(gate, {"1:b1", "0:a1", "1:b2", "1:wm400", "1:b3", "0:a2"});
   // Once channel 1 is at 400, channel 0 (up to 300) is behind it: read first.
   EXPECT_EQ(DrainNames(gate), (std::vector<std::string>{"1:b1", "0:a1", "1:b2", "1:wm400",
                                                         "0:a2", "1:b3"}));
@@ -307,10 +320,7 @@ TEST(InputGateTest, ChannelsWithinAWatermarkStepOfEachOtherAreReadInArrivalOrder
 
 TEST(InputGateTest, AChannelWithNothingQueuedNeverHoldsBackTheOthers) {
   InputGate gate(3, 8);
-  PushOn(gate, 0, "wm10");
-  PushOn(gate, 1, "wm1000");
-  PushOn(gate, 2, "wm20");
-  ASSERT_EQ(DrainNames(gate).size(), 3u);
+  PollWatermarks(gate, {"0:wm10", "1:wm1000", "2:wm20"});
   // Channel 0 (lowest) and channel 2 have nothing queued: channel 1's buffer comes at once, even
   // with a deadline far ahead.
   PushOn(gate, 1, "ahead");
@@ -319,36 +329,22 @@ TEST(InputGateTest, AChannelWithNothingQueuedNeverHoldsBackTheOthers) {
   EXPECT_EQ(DataOf(*item), "ahead");
   // Lower channels that turn idle or end are still read (their items come first), and the
   // channel ahead follows.
-  PushOn(gate, 1, "ahead2");
-  PushOn(gate, 0, "idle");
-  PushOn(gate, 2, "eop");
+  PushAll(gate, {"1:ahead2", "0:idle", "2:eop"});
   EXPECT_EQ(DrainNames(gate), (std::vector<std::string>{"0:idle", "2:eop", "1:ahead2"}));
 }
 
 TEST(InputGateTest, BarriersKeepTheirPlaceInTheirChannelWhenAChannelBehindIsPreferred) {
   InputGate gate(2, 8);
-  PushOn(gate, 0, "wm100");
-  PushOn(gate, 1, "wm10");
-  ASSERT_EQ(DrainNames(gate).size(), 2u);
-  PushOn(gate, 0, "a1");
-  gate.Push(BufferItem(0, Barrier{3, false}));
-  PushOn(gate, 0, "a2");
-  PushOn(gate, 1, "b1");
-  gate.Push(BufferItem(1, Barrier{3, false}));
-  PushOn(gate, 1, "b2");
+  PollWatermarks(gate, {"0:wm100", "1:wm10"});
+  PushAll(gate, {"0:a1", "0:barrier3", "0:a2", "1:b1", "1:barrier3", "1:b2"});
   EXPECT_EQ(DrainNames(gate), (std::vector<std::string>{"1:b1", "1:barrier3", "1:b2", "0:a1",
                                                         "0:barrier3", "0:a2"}));
 }
 
 TEST(InputGateTest, PriorityBarrierOfAChannelAheadIsAnnouncedFirstWithItsOvertakenItems) {
   InputGate gate(2, 8);
-  PushOn(gate, 0, "wm100");
-  PushOn(gate, 1, "wm10");
-  ASSERT_EQ(DrainNames(gate).size(), 2u);
-  PushOn(gate, 0, "a1");
-  PushOn(gate, 1, "b1");
-  PushOn(gate, 0, "a2");
-  gate.Push(BufferItem(0, Barrier{4, true}));
+  PollWatermarks(gate, {"0:wm100", "1:wm10"});
+  PushAll(gate, {"0:a1", "1:b1", "0:a2", "0:priority4"});
   EXPECT_TRUE(gate.HasAnnouncement());
   auto first = gate.Poll(0);
   ASSERT_TRUE(first.has_value());
