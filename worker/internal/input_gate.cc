@@ -5,6 +5,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "spdlog/spdlog.h"
 
 namespace sluice::worker {
 
@@ -27,8 +28,13 @@ void InputGate::Enqueue(BufferItem item) {
 
 void InputGate::Push(BufferItem item) {
   absl::MutexLock lock(&mu_);
-  // Channels come from LocalChannel::Connect() and Worker::ResolveGate(), which check them.
-  if (closed_ || item.channel < 0 || item.channel >= num_channels_) return;
+  if (closed_) return;
+  if (item.channel < 0 || item.channel >= num_channels_) {
+    // LocalChannel::Connect() and Worker::ResolveGate() check channels: a bug if it happens.
+    spdlog::error("input gate: dropped an item of channel {} (the gate has {} channels)",
+                  item.channel, num_channels_);
+    return;
+  }
   const RecordBuffer* records = item.as<RecordBuffer>();
   if (records != nullptr && records->watermark.has_value()) {
     BufferItem pieces[3];
@@ -83,13 +89,16 @@ absl::optional<BufferItem> InputGate::Poll(int64_t deadline_nanos) {
     return item;
   }
   if (queued_ == 0) return absl::nullopt;
-  // The earliest arrival, unless a queued channel is surely behind it in event time: then the
-  // channel lowest in event time.
+  // The earliest arrival, unless the queued channel lowest in event time is surely behind it:
+  // then that channel. A channel without a watermark yet is not known to be behind, and the
+  // earliest arrival is overtaken at most kMaxOvertakes times in a row, so a channel whose
+  // watermark is stuck low (or a leader never read) cannot starve the others.
   ChannelQueue* first = nullptr;
   ChannelQueue* lowest = nullptr;
   for (ChannelQueue& channel : channels_) {
     if (channel.items.empty()) continue;
     if (first == nullptr || channel.items.front().seq < first->items.front().seq) first = &channel;
+    if (channel.watermark == kNoWatermark) continue;
     if (lowest == nullptr || channel.watermark < lowest->watermark ||
         (channel.watermark == lowest->watermark &&
          channel.items.front().seq < lowest->items.front().seq)) {
@@ -97,20 +106,27 @@ absl::optional<BufferItem> InputGate::Poll(int64_t deadline_nanos) {
     }
   }
   ChannelQueue* best = first;
-  if (lowest != first) {
-    // `lowest`'s records lie within its last step past its watermark (the step saturates).
+  if (lowest != nullptr && lowest != first && overtakes_ < kMaxOvertakes) {
+    // `lowest`'s records lie within its last step past its watermark (the step is >= 0 and
+    // the sum saturates).
     const int64_t reach = lowest->watermark > kMaxWatermark - lowest->step
                               ? kMaxWatermark
                               : lowest->watermark + lowest->step;
     if (reach < first->watermark) best = lowest;
   }
+  overtakes_ = best == first ? 0 : overtakes_ + 1;
   BufferItem item = std::move(best->items.front().item);
   best->items.pop_front();
   --queued_;
   if (const WatermarkAdvance* w = item.as<WatermarkAdvance>()) {
     if (w->ms > best->watermark) {
       // The first watermark's step is unknown: 0 (its records count as at the watermark).
-      best->step = best->watermark == kNoWatermark ? 0 : w->ms - best->watermark;
+      // Unsigned: -5 then kMaxWatermark must not overflow; at most kMaxWatermark.
+      best->step = best->watermark == kNoWatermark
+                       ? 0
+                       : static_cast<int64_t>(std::min<uint64_t>(
+                             static_cast<uint64_t>(w->ms) - static_cast<uint64_t>(best->watermark),
+                             static_cast<uint64_t>(kMaxWatermark)));
       best->watermark = w->ms;
     }
   }
@@ -157,6 +173,11 @@ size_t InputGate::QueuedForTest() const {
 int64_t InputGate::PolledWatermarkForTest(int channel) const {
   absl::MutexLock lock(&mu_);
   return channels_[channel].watermark;
+}
+
+int64_t InputGate::PolledStepForTest(int channel) const {
+  absl::MutexLock lock(&mu_);
+  return channels_[channel].step;
 }
 
 LocalChannel::LocalChannel(std::shared_ptr<InputGate> gate, int channel)

@@ -37,10 +37,13 @@ class CreditListener {
 // which tells the channel's producer. Thread-safe.
 //
 // Which channel Poll() takes from (input selection by event time, cf. Flink's InputSelectable
-// and watermark alignment): the channel of the earliest queued arrival, unless another channel
-// that has something queued is surely behind it in event time, i.e. its last polled watermark
-// plus its last watermark step is below the first's last polled watermark; then the queued
-// channel with the lowest watermark. So an input that falls behind in event time is read before
+// and watermark alignment): the channel of the earliest queued arrival, unless the queued
+// channel with the lowest watermark is surely behind it in event time, i.e. its last polled
+// watermark plus its last watermark step is below the first's last polled watermark; then that
+// channel. A channel that has not had a watermark yet is never preferred, and the earliest
+// arrival is overtaken at most kMaxOvertakes times in a row (a channel whose watermark stays
+// low while its data keeps coming must not starve the others: Flink's alignment is opt-in and
+// bounded by a maximum drift; ours is bounded by a share of the reads). So an input that falls behind in event time is read before
 // one that runs ahead, and the leader's buffers wait in its queue, holding its credits, which
 // backpressures its producer; inputs within a watermark step of each other are read in arrival
 // order (a channel's watermark is only known in steps, and preferring by it alone makes inputs
@@ -97,6 +100,10 @@ class InputGate {
   size_t QueuedForTest() const;
   // The newest watermark Poll() returned from `channel` (kNoWatermark: none yet).
   int64_t PolledWatermarkForTest(int channel) const;
+  int64_t PolledStepForTest(int channel) const;
+
+  // How many Poll()s in a row may take another channel before the earliest arrival.
+  static constexpr int kMaxOvertakes = 16;
 
  private:
   struct Queued {
@@ -122,6 +129,7 @@ class InputGate {
   std::deque<BufferItem> announcements_ ABSL_GUARDED_BY(mu_);  // taken before any channel
   size_t queued_ ABSL_GUARDED_BY(mu_) = 0;  // items in channels_
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  int overtakes_ ABSL_GUARDED_BY(mu_) = 0;  // Poll()s in a row that passed the earliest arrival
   // Weak: producers own their listeners (a local producer also holds the gate).
   std::vector<std::weak_ptr<CreditListener>> listeners_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;

@@ -297,14 +297,56 @@ void PollWatermarks(InputGate& gate, const std::vector<std::string>& watermarks)
 TEST(InputGateTest, TheChannelBehindInEventTimeIsReadFirst) {
   InputGate gate(2, 8);
   // Channel 0 runs ahead of channel 1 and its buffers arrive first.
-  PushAll(gate, {"0:a1", "0:wm100", "0:a2", "0:a3", "1:b1", "1:wm50", "1:b2", "1:wm150", "1:b3"});
-  // Arrival order while neither channel has a watermark; then channel 1 (behind at 50) until it
-  // passes channel 0's 100; each channel's items in their arrival order.
+  PushAll(gate, {"1:wm10", "0:a1", "0:wm100", "0:a2", "0:a3", "1:b1", "1:wm50", "1:b2", "1:wm150",
+                 "1:b3"});
+  // Arrival order while channel 0 has no watermark; then channel 1 (behind at 10, then 50) until
+  // it passes channel 0's 100; each channel's items in their arrival order.
   EXPECT_EQ(DrainNames(gate),
-            (std::vector<std::string>{"0:a1", "0:wm100", "1:b1", "1:wm50", "1:b2", "1:wm150",
-                                      "0:a2", "0:a3", "1:b3"}));
+            (std::vector<std::string>{"1:wm10", "0:a1", "0:wm100", "1:b1", "1:wm50", "1:b2",
+                                      "1:wm150", "0:a2", "0:a3", "1:b3"}));
   EXPECT_EQ(gate.PolledWatermarkForTest(0), 100);
   EXPECT_EQ(gate.PolledWatermarkForTest(1), 150);
+}
+
+TEST(InputGateTest, AChannelWithoutAWatermarkYetIsNotPreferred) {
+  InputGate gate(2, 8);
+  PollWatermarks(gate, {"1:wm1000"});
+  // Channel 0 has had no watermark: its records may be anywhere in event time.
+  PushAll(gate, {"1:lead", "0:a1", "0:a2"});
+  EXPECT_EQ(DrainNames(gate), (std::vector<std::string>{"1:lead", "0:a1", "0:a2"}));
+}
+
+TEST(InputGateTest, AChannelStuckBehindDoesNotStarveTheLeader) {
+  InputGate gate(2, 8);
+  // Channel 0's watermark stays at 10 while its data keeps coming (refilled after every poll,
+  // as its producer would with the credit returned); channel 1 at 1000 has one buffer queued.
+  PollWatermarks(gate, {"0:wm10", "1:wm1000"});
+  PushAll(gate, {"1:lead", "0:b"});
+  int polls = 0;
+  bool lead_read = false;
+  while (!lead_read && polls < 1000) {
+    auto item = gate.Poll(0);
+    ASSERT_TRUE(item.has_value());
+    ++polls;
+    if (item->channel == 1) {
+      EXPECT_EQ(DataOf(*item), "lead");
+      lead_read = true;
+    } else {
+      PushOn(gate, 0, "b");
+    }
+  }
+  EXPECT_TRUE(lead_read);
+  EXPECT_EQ(polls, InputGate::kMaxOvertakes + 1);
+}
+
+TEST(InputGateTest, AWatermarkStepFromNegativeToTheMaximumSaturates) {
+  InputGate gate(2, 8);
+  PollWatermarks(gate, {"0:wm-5", absl::StrCat("0:wm", kMaxWatermark)});
+  EXPECT_EQ(gate.PolledWatermarkForTest(0), kMaxWatermark);
+  EXPECT_EQ(gate.PolledStepForTest(0), kMaxWatermark);
+  // Channel 0 (ended) is never behind anything, and channel 1's items keep arrival order.
+  PushAll(gate, {"0:a", "1:wm20", "1:b"});
+  EXPECT_EQ(DrainNames(gate), (std::vector<std::string>{"0:a", "1:wm20", "1:b"}));
 }
 
 TEST(InputGateTest, ChannelsWithinAWatermarkStepOfEachOtherAreReadInArrivalOrder) {
