@@ -65,7 +65,15 @@ struct RunResult {
   double cpu_per_round = 0;
   double update_cpu_per_round = 0;  // of the updates alone (the rest: the snapshot)
   double uploaded_per_snapshot = 0;
+  double sync_wall_per_snapshot = 0;    // SnapshotSync() (the task thread's part), wall seconds
+  double upload_wall_per_snapshot = 0;  // UploadSnapshot() (the uploader thread's), wall seconds
 };
+
+double WallSeconds() {
+  timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
+}
 
 // One backend, `rounds` rounds of updates, with or without a snapshot after each round.
 absl::StatusOr<RunResult> Run(const std::vector<Key>& keys, int updates, int rounds, bool snapshots,
@@ -81,6 +89,8 @@ absl::StatusOr<RunResult> Run(const std::vector<Key>& keys, int updates, int rou
   int64_t uploaded = 0;
   double cpu = 0;
   double update_cpu = 0;
+  double sync_wall = 0;
+  double upload_wall = 0;
   // Round 0 fills the state (not measured).
   for (int round = 0; round <= rounds; ++round) {
     const double cpu0 = ProcessCpuSeconds();
@@ -99,17 +109,24 @@ absl::StatusOr<RunResult> Run(const std::vector<Key>& keys, int updates, int rou
     }
     if (round > 0) update_cpu += ProcessCpuSeconds() - cpu0;
     if (snapshots) {
+      const double wall0 = WallSeconds();
       SLUICE_ASSIGN_OR_RETURN(sluice::state::PendingSnapshot pending, backend->SnapshotSync(round + 1));
+      const double wall1 = WallSeconds();
       SLUICE_ASSIGN_OR_RETURN(sluice::proto::KeyedStateHandle handle,
                               backend->UploadSnapshot(pending, dir + "/checkpoints", absl::StrCat("chk-", round + 1)));
-      if (round > 0) uploaded += handle.incremental_size();
+      if (round > 0) {
+        uploaded += handle.incremental_size();
+        sync_wall += wall1 - wall0;
+        upload_wall += WallSeconds() - wall1;
+      }
     }
     if (round > 0) cpu += ProcessCpuSeconds() - cpu0;
   }
   backend.reset();
   std::error_code ec;
   fs::remove_all(dir, ec);
-  return RunResult{cpu / rounds, update_cpu / rounds, static_cast<double>(uploaded) / rounds};
+  return RunResult{cpu / rounds, update_cpu / rounds, static_cast<double>(uploaded) / rounds,
+                   sync_wall / rounds, upload_wall / rounds};
 }
 
 }  // namespace
@@ -127,7 +144,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   const std::vector<Key> key_list = MakeKeys(keys);
   const std::string dir = (fs::temp_directory_path() / absl::StrCat("sluice-snapbench-", getpid())).string();
-  std::vector<double> off, on, uploaded, diff, update_off, update_on;
+  std::vector<double> off, on, uploaded, diff, update_off, update_on, sync_wall, upload_wall;
   for (int r = 0; r < reps; ++r) {
     for (bool snapshots : {false, true}) {
       absl::StatusOr<RunResult> result = Run(key_list, updates, rounds, snapshots, dir);
@@ -138,6 +155,8 @@ int main(int argc, char** argv) {
       (snapshots ? on : off).push_back(result->cpu_per_round);
       if (snapshots) {
         uploaded.push_back(result->uploaded_per_snapshot);
+        sync_wall.push_back(result->sync_wall_per_snapshot);
+        upload_wall.push_back(result->upload_wall_per_snapshot);
         diff.push_back(on.back() - off.back());
       }
       (snapshots ? update_on : update_off).push_back(result->update_cpu_per_round);
@@ -150,9 +169,11 @@ int main(int argc, char** argv) {
   std::printf("BENCH state_snapshot keys=%lld updates=%d cpu_ms_per_round_no_snapshots=%.2f "
               "cpu_ms_per_round_snapshots=%.2f cpu_ms_per_snapshot=%.2f ns_per_dirty_entry=%.0f "
               "overhead_pct=%.1f uploaded_bytes_per_snapshot=%.0f update_cpu_ms_per_round_no_snapshots=%.2f "
-              "update_cpu_ms_per_round_snapshots=%.2f\n",
+              "update_cpu_ms_per_round_snapshots=%.2f sync_wall_ms_per_snapshot=%.2f "
+              "upload_wall_ms_per_snapshot=%.2f\n",
               static_cast<long long>(keys), updates, Median(off) * 1e3, Median(on) * 1e3, per_snapshot * 1e3,
               per_snapshot / static_cast<double>(keys) * 1e9, 100.0 * per_snapshot / Median(off), Median(uploaded),
-              Median(update_off) * 1e3, Median(update_on) * 1e3);
+              Median(update_off) * 1e3, Median(update_on) * 1e3, Median(sync_wall) * 1e3,
+              Median(upload_wall) * 1e3);
   return 0;
 }
