@@ -75,6 +75,67 @@ double WallSeconds() {
   return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
 }
 
+// One pass over all keys, in a scattered order: each key's count read, incremented and written
+// (as a keyed count's accumulator: 25 bytes).
+absl::Status UpdateAll(KeyedStateBackend* backend, sluice::state::StateId id, const std::vector<Key>& keys) {
+  std::string value(25, '\0');
+  std::string read;
+  const size_t n = keys.size();
+  for (size_t i = 0; i < n; ++i) {
+    const Key& k = keys[(i * 7919) % n];
+    backend->SetCurrentKey(k.bytes, k.key_group);
+    SLUICE_ASSIGN_OR_RETURN(bool found, backend->Get(id, &read));
+    uint64_t count = 0;
+    if (found && read.size() >= 9) std::memcpy(&count, read.data() + 1, 8);
+    ++count;
+    value[0] = 1;
+    std::memcpy(value.data() + 1, &count, 8);
+    SLUICE_RETURN_IF_ERROR(backend->Put(id, value));
+  }
+  return absl::OkStatus();
+}
+
+// Records per round's updates after a snapshot and after none, in one backend whose rounds
+// alternate (a snapshot after every other round): both under the same load, a few ms apart.
+struct InterleavedResult {
+  double first_pass_after_snapshot = 0;  // the round's first pass over the keys, seconds
+  double first_pass_after_none = 0;
+  double round_after_snapshot = 0;  // all `updates` passes
+  double round_after_none = 0;
+};
+
+absl::StatusOr<InterleavedResult> RunInterleaved(const std::vector<Key>& keys, int updates, int rounds,
+                                                 const std::string& dir) {
+  sluice::state::StateBackendOptions options;
+  options.local_dir = dir + "/local";
+  options.operator_id = "counts";
+  SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<KeyedStateBackend> backend, KeyedStateBackend::Open(options));
+  const sluice::state::StateId id = backend->RegisterState("accumulators", sluice::state::StateKind::kValue);
+  std::vector<double> first[2], all[2];  // [1]: after a snapshot
+  bool snapshotted = false;
+  // Rounds 0 and 1 fill the state and make every key hot (not measured).
+  for (int round = 0; round < 2 + 2 * rounds; ++round) {
+    const double cpu0 = ProcessCpuSeconds();
+    SLUICE_RETURN_IF_ERROR(UpdateAll(backend.get(), id, keys));
+    const double cpu1 = ProcessCpuSeconds();
+    for (int u = 1; u < updates; ++u) SLUICE_RETURN_IF_ERROR(UpdateAll(backend.get(), id, keys));
+    if (round >= 2) {
+      first[snapshotted].push_back(cpu1 - cpu0);
+      all[snapshotted].push_back(ProcessCpuSeconds() - cpu0);
+    }
+    snapshotted = round % 2 == 0 || round < 2;
+    if (snapshotted) {
+      SLUICE_ASSIGN_OR_RETURN(sluice::state::PendingSnapshot pending, backend->SnapshotSync(round + 1));
+      SLUICE_RETURN_IF_ERROR(
+          backend->UploadSnapshot(pending, dir + "/checkpoints", absl::StrCat("chk-", round + 1)).status());
+    }
+  }
+  backend.reset();
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+  return InterleavedResult{Median(first[1]), Median(first[0]), Median(all[1]), Median(all[0])};
+}
+
 // One backend, `rounds` rounds of updates, with or without a snapshot after each round.
 absl::StatusOr<RunResult> Run(const std::vector<Key>& keys, int updates, int rounds, bool snapshots,
                               const std::string& dir) {
@@ -83,9 +144,6 @@ absl::StatusOr<RunResult> Run(const std::vector<Key>& keys, int updates, int rou
   options.operator_id = "counts";
   SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<KeyedStateBackend> backend, KeyedStateBackend::Open(options));
   const sluice::state::StateId id = backend->RegisterState("accumulators", sluice::state::StateKind::kValue);
-  std::string value(25, '\0');
-  std::string read;
-  const size_t n = keys.size();
   int64_t uploaded = 0;
   double cpu = 0;
   double update_cpu = 0;
@@ -94,19 +152,7 @@ absl::StatusOr<RunResult> Run(const std::vector<Key>& keys, int updates, int rou
   // Round 0 fills the state (not measured).
   for (int round = 0; round <= rounds; ++round) {
     const double cpu0 = ProcessCpuSeconds();
-    for (int u = 0; u < updates; ++u) {
-      for (size_t i = 0; i < n; ++i) {
-        const Key& k = keys[(i * 7919) % n];
-        backend->SetCurrentKey(k.bytes, k.key_group);
-        SLUICE_ASSIGN_OR_RETURN(bool found, backend->Get(id, &read));
-        uint64_t count = 0;
-        if (found && read.size() >= 9) std::memcpy(&count, read.data() + 1, 8);
-        ++count;
-        value[0] = 1;
-        std::memcpy(value.data() + 1, &count, 8);
-        SLUICE_RETURN_IF_ERROR(backend->Put(id, value));
-      }
-    }
+    for (int u = 0; u < updates; ++u) SLUICE_RETURN_IF_ERROR(UpdateAll(backend.get(), id, keys));
     if (round > 0) update_cpu += ProcessCpuSeconds() - cpu0;
     if (snapshots) {
       const double wall0 = WallSeconds();
@@ -141,9 +187,37 @@ int main(int argc, char** argv) {
   app.add_option("--updates", updates, "Updates of every key per round")->capture_default_str();
   app.add_option("--rounds", rounds, "Rounds (one snapshot after each)")->capture_default_str();
   app.add_option("--reps", reps, "Repetitions (medians are reported)")->capture_default_str();
+  bool interleaved = false;
+  app.add_flag("--interleaved", interleaved,
+               "One backend per repetition, a snapshot after every other round: the updates' CPU "
+               "after a snapshot against after none, under the same load");
   CLI11_PARSE(app, argc, argv);
   const std::vector<Key> key_list = MakeKeys(keys);
   const std::string dir = (fs::temp_directory_path() / absl::StrCat("sluice-snapbench-", getpid())).string();
+  if (interleaved) {
+    std::vector<double> first_on, first_off, all_on, all_off;
+    for (int r = 0; r < reps; ++r) {
+      absl::StatusOr<InterleavedResult> result = RunInterleaved(key_list, updates, rounds, dir);
+      if (!result.ok()) {
+        std::fprintf(stderr, "%s\n", result.status().ToString().c_str());
+        return 1;
+      }
+      std::printf("rep %d: first pass %.2f ms after a snapshot, %.2f ms after none; round %.2f / %.2f ms\n",
+                  r + 1, result->first_pass_after_snapshot * 1e3, result->first_pass_after_none * 1e3,
+                  result->round_after_snapshot * 1e3, result->round_after_none * 1e3);
+      first_on.push_back(result->first_pass_after_snapshot);
+      first_off.push_back(result->first_pass_after_none);
+      all_on.push_back(result->round_after_snapshot);
+      all_off.push_back(result->round_after_none);
+    }
+    std::printf("BENCH state_snapshot_interleaved keys=%lld updates=%d first_pass_cpu_ms_after_snapshot=%.2f "
+                "first_pass_cpu_ms_after_none=%.2f round_cpu_ms_after_snapshot=%.2f "
+                "round_cpu_ms_after_none=%.2f ns_per_key_after_snapshot=%.1f\n",
+                static_cast<long long>(keys), updates, Median(first_on) * 1e3, Median(first_off) * 1e3,
+                Median(all_on) * 1e3, Median(all_off) * 1e3,
+                (Median(all_on) - Median(all_off)) / static_cast<double>(keys) * 1e9);
+    return 0;
+  }
   std::vector<double> off, on, uploaded, diff, update_off, update_on, sync_wall, upload_wall;
   for (int r = 0; r < reps; ++r) {
     for (bool snapshots : {false, true}) {
