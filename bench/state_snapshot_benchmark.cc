@@ -75,6 +75,14 @@ double WallSeconds() {
   return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
 }
 
+// A RocksDB backend working in `dir`/local.
+absl::StatusOr<std::unique_ptr<KeyedStateBackend>> OpenBackend(const std::string& dir) {
+  sluice::state::StateBackendOptions options;
+  options.local_dir = dir + "/local";
+  options.operator_id = "counts";
+  return KeyedStateBackend::Open(options);
+}
+
 // One pass over all keys, in a scattered order: each key's count read, incremented and written
 // (as a keyed count's accumulator: 25 bytes).
 absl::Status UpdateAll(KeyedStateBackend* backend, sluice::state::StateId id, const std::vector<Key>& keys) {
@@ -106,10 +114,7 @@ struct InterleavedResult {
 
 absl::StatusOr<InterleavedResult> RunInterleaved(const std::vector<Key>& keys, int updates, int rounds,
                                                  const std::string& dir) {
-  sluice::state::StateBackendOptions options;
-  options.local_dir = dir + "/local";
-  options.operator_id = "counts";
-  SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<KeyedStateBackend> backend, KeyedStateBackend::Open(options));
+  SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<KeyedStateBackend> backend, OpenBackend(dir));
   const sluice::state::StateId id = backend->RegisterState("accumulators", sluice::state::StateKind::kValue);
   std::vector<double> first[2], all[2];  // [1]: after a snapshot
   bool snapshotted = false;
@@ -139,10 +144,7 @@ absl::StatusOr<InterleavedResult> RunInterleaved(const std::vector<Key>& keys, i
 // One backend, `rounds` rounds of updates, with or without a snapshot after each round.
 absl::StatusOr<RunResult> Run(const std::vector<Key>& keys, int updates, int rounds, bool snapshots,
                               const std::string& dir) {
-  sluice::state::StateBackendOptions options;
-  options.local_dir = dir + "/local";
-  options.operator_id = "counts";
-  SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<KeyedStateBackend> backend, KeyedStateBackend::Open(options));
+  SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<KeyedStateBackend> backend, OpenBackend(dir));
   const sluice::state::StateId id = backend->RegisterState("accumulators", sluice::state::StateKind::kValue);
   int64_t uploaded = 0;
   double cpu = 0;

@@ -166,7 +166,8 @@ void DeltaWriter::Put(absl::string_view key, int64_t expiry_ms, absl::string_vie
   const bool no_expiry = expiry_ms == 0;
   const size_t value_bytes = payload.size() + (no_expiry ? 0 : kExpiryBytes);
   char* p = Reserve(kMaxVarints + key.size() + value_bytes);
-  p = EncodeVarint32(p, (static_cast<uint32_t>(key.size()) << kFlagBits) | (no_expiry ? kNoExpiry : 0));
+  const uint32_t head = static_cast<uint32_t>(key.size()) << kFlagBits;
+  p = EncodeVarint32(p, head | (no_expiry ? kNoExpiry : 0));
   std::memcpy(p, key.data(), key.size());
   p = EncodeVarint32(p + key.size(), static_cast<uint32_t>(value_bytes));
   if (!no_expiry) {
@@ -181,7 +182,8 @@ void DeltaWriter::Put(absl::string_view key, int64_t expiry_ms, absl::string_vie
 
 void DeltaWriter::Put(absl::string_view key, absl::string_view stored_value) {
   static constexpr char kZeros[kExpiryBytes] = {};
-  if (stored_value.size() >= kExpiryBytes && std::memcmp(stored_value.data(), kZeros, kExpiryBytes) == 0) {
+  if (stored_value.size() >= kExpiryBytes &&
+      std::memcmp(stored_value.data(), kZeros, kExpiryBytes) == 0) {
     Put(key, 0, stored_value.substr(kExpiryBytes));
     return;
   }
@@ -299,13 +301,15 @@ absl::Status ReadDelta(
   }
   const size_t body_end = data.size() - kTrailerBytes;
   const absl::string_view summed = data.substr(0, body_end + 8);
-  if (LoadLE64(data.data() + body_end + 8) != (version == 1 ? ChecksumOfV1(summed) : ChecksumOf(summed))) {
+  const uint64_t sum = version == 1 ? ChecksumOfV1(summed) : ChecksumOf(summed);
+  if (LoadLE64(data.data() + body_end + 8) != sum) {
     return corrupt("checksum mismatch");
   }
   const uint64_t expected = LoadLE64(data.data() + body_end);
   const absl::string_view body = data.substr(kHeaderBytes, body_end - kHeaderBytes);
   uint64_t n = 0;
-  absl::Status s = version == 1 ? ReadEntriesV1(body, &n, fn, corrupt) : ReadEntriesV2(body, &n, fn, corrupt);
+  absl::Status s = version == 1 ? ReadEntriesV1(body, &n, fn, corrupt)
+                                : ReadEntriesV2(body, &n, fn, corrupt);
   if (!s.ok()) return s;
   if (n != expected) return corrupt(absl::StrCat(n, " entries, the trailer says ", expected));
   return absl::OkStatus();

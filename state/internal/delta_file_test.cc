@@ -25,6 +25,14 @@ absl::Status ReadAll(absl::string_view data, std::vector<Entry>* out) {
   });
 }
 
+// The entries of `data` (none, and a test failure, if it does not read).
+std::vector<Entry> EntriesOf(absl::string_view data) {
+  std::vector<Entry> entries;
+  absl::Status s = ReadAll(data, &entries);
+  if (!s.ok()) ADD_FAILURE() << s;
+  return entries;
+}
+
 // A path in the test's temporary directory.
 std::string TempPath(const std::string& name) {
   return (std::filesystem::path(::testing::TempDir()) / name).string();
@@ -157,13 +165,13 @@ TEST(DeltaFileTest, ReadsVersion1FilesByteForByte) {
       "\x31\x44\x06\x6b\x65\x79\x2d\x32\x32\x50\x03\x01\x02\xff\x00\x03\x00\x00\x00\x00\x00\x00"
       "\x00\x82\x39\xdd\xfd\x76\x09\x3b\xc9",
       53);
-  std::vector<Entry> entries;
-  ASSERT_TRUE(ReadAll(golden, &entries).ok());
-  EXPECT_THAT(entries, ::testing::ElementsAre(Entry{"key-1", false, "value-1"}, Entry{"key-22", true, ""},
-                                              Entry{std::string("\x01\x02\xff", 3), false, ""}));
+  EXPECT_THAT(EntriesOf(golden),
+              ::testing::ElementsAre(Entry{"key-1", false, "value-1"}, Entry{"key-22", true, ""},
+                                     Entry{std::string("\x01\x02\xff", 3), false, ""}));
   EXPECT_EQ(ChecksumOfV1(golden.substr(0, 45)), 0xC93B0976FDDD3982ULL);
   std::string bad = golden;
   bad[10] ^= 1;
+  std::vector<Entry> entries;
   EXPECT_EQ(ReadAll(bad, &entries).code(), absl::StatusCode::kDataLoss);
 }
 
@@ -186,9 +194,9 @@ TEST(DeltaFileTest, LeavesOutZeroExpiries) {
   EXPECT_EQ(file.size(), 8u + 2 * 32 + 2 * 40 + 16);
   std::vector<Entry> got;
   ASSERT_TRUE(ReadAll(file, &got).ok());
-  EXPECT_THAT(got, ::testing::ElementsAre(Entry{"key-1", false, no_expiry}, Entry{"key-2", false, no_expiry},
-                                          Entry{"key-3", false, with_expiry},
-                                          Entry{"key-4", false, with_expiry}));
+  EXPECT_THAT(got, ::testing::ElementsAre(
+                       Entry{"key-1", false, no_expiry}, Entry{"key-2", false, no_expiry},
+                       Entry{"key-3", false, with_expiry}, Entry{"key-4", false, with_expiry}));
 }
 
 // A version 2 file as this format's first build wrote it (on x86-64): every build on every
@@ -199,12 +207,11 @@ TEST(DeltaFileTest, ReadsAndWritesVersion2ByteForByte) {
       "\x19\x6b\x65\x79\x2d\x32\x32\x0c\x01\x02\xff\x00\x06\x6b\x01\x76\x04\x65\x09\x00\x00\x00"
       "\x00\x00\x00\x00\x05\x77\x05\x00\x00\x00\x00\x00\x00\x00\xb2\xde\xce\xc8\xd8\xf3\xf3\xc6",
       66);
-  std::vector<Entry> entries;
-  ASSERT_TRUE(ReadAll(golden, &entries).ok());
-  EXPECT_THAT(entries, ::testing::ElementsAre(Entry{"key-1", false, "value-1"}, Entry{"key-22", true, ""},
-                                              Entry{std::string("\x01\x02\xff", 3), false, ""},
-                                              Entry{"k", false, std::string(8, '\0') + "v"},
-                                              Entry{"e", false, std::string("\0\0\0\0\0\0\0\x05w", 9)}));
+  EXPECT_THAT(EntriesOf(golden),
+              ::testing::ElementsAre(Entry{"key-1", false, "value-1"}, Entry{"key-22", true, ""},
+                                     Entry{std::string("\x01\x02\xff", 3), false, ""},
+                                     Entry{"k", false, std::string(8, '\0') + "v"},
+                                     Entry{"e", false, std::string("\0\0\0\0\0\0\0\x05w", 9)}));
   const std::string path = TempPath("golden");
   DeltaWriter w;
   ASSERT_TRUE(w.Open(path).ok());
