@@ -65,51 +65,116 @@ struct RunResult {
   double cpu_per_round = 0;
   double update_cpu_per_round = 0;  // of the updates alone (the rest: the snapshot)
   double uploaded_per_snapshot = 0;
+  double sync_wall_per_snapshot = 0;    // SnapshotSync() (the task thread's part), wall seconds
+  double upload_wall_per_snapshot = 0;  // UploadSnapshot() (the uploader thread's), wall seconds
 };
+
+double WallSeconds() {
+  timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
+}
+
+// A RocksDB backend working in `dir`/local.
+absl::StatusOr<std::unique_ptr<KeyedStateBackend>> OpenBackend(const std::string& dir) {
+  sluice::state::StateBackendOptions options;
+  options.local_dir = dir + "/local";
+  options.operator_id = "counts";
+  return KeyedStateBackend::Open(options);
+}
+
+// One pass over all keys, in a scattered order: each key's count read, incremented and written
+// (as a keyed count's accumulator: 25 bytes).
+absl::Status UpdateAll(KeyedStateBackend* backend, sluice::state::StateId id, const std::vector<Key>& keys) {
+  std::string value(25, '\0');
+  std::string read;
+  const size_t n = keys.size();
+  for (size_t i = 0; i < n; ++i) {
+    const Key& k = keys[(i * 7919) % n];
+    backend->SetCurrentKey(k.bytes, k.key_group);
+    SLUICE_ASSIGN_OR_RETURN(bool found, backend->Get(id, &read));
+    uint64_t count = 0;
+    if (found && read.size() >= 9) std::memcpy(&count, read.data() + 1, 8);
+    ++count;
+    value[0] = 1;
+    std::memcpy(value.data() + 1, &count, 8);
+    SLUICE_RETURN_IF_ERROR(backend->Put(id, value));
+  }
+  return absl::OkStatus();
+}
+
+// Records per round's updates after a snapshot and after none, in one backend whose rounds
+// alternate (a snapshot after every other round): both under the same load, a few ms apart.
+struct InterleavedResult {
+  double first_pass_after_snapshot = 0;  // the round's first pass over the keys, seconds
+  double first_pass_after_none = 0;
+  double round_after_snapshot = 0;  // all `updates` passes
+  double round_after_none = 0;
+};
+
+absl::StatusOr<InterleavedResult> RunInterleaved(const std::vector<Key>& keys, int updates, int rounds,
+                                                 const std::string& dir) {
+  SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<KeyedStateBackend> backend, OpenBackend(dir));
+  const sluice::state::StateId id = backend->RegisterState("accumulators", sluice::state::StateKind::kValue);
+  std::vector<double> first[2], all[2];  // [1]: after a snapshot
+  bool snapshotted = false;
+  // Rounds 0 and 1 fill the state and make every key hot (not measured).
+  for (int round = 0; round < 2 + 2 * rounds; ++round) {
+    const double cpu0 = ProcessCpuSeconds();
+    SLUICE_RETURN_IF_ERROR(UpdateAll(backend.get(), id, keys));
+    const double cpu1 = ProcessCpuSeconds();
+    for (int u = 1; u < updates; ++u) SLUICE_RETURN_IF_ERROR(UpdateAll(backend.get(), id, keys));
+    if (round >= 2) {
+      first[snapshotted].push_back(cpu1 - cpu0);
+      all[snapshotted].push_back(ProcessCpuSeconds() - cpu0);
+    }
+    snapshotted = round % 2 == 0 || round < 2;
+    if (snapshotted) {
+      SLUICE_ASSIGN_OR_RETURN(sluice::state::PendingSnapshot pending, backend->SnapshotSync(round + 1));
+      SLUICE_RETURN_IF_ERROR(
+          backend->UploadSnapshot(pending, dir + "/checkpoints", absl::StrCat("chk-", round + 1)).status());
+    }
+  }
+  backend.reset();
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+  return InterleavedResult{Median(first[1]), Median(first[0]), Median(all[1]), Median(all[0])};
+}
 
 // One backend, `rounds` rounds of updates, with or without a snapshot after each round.
 absl::StatusOr<RunResult> Run(const std::vector<Key>& keys, int updates, int rounds, bool snapshots,
                               const std::string& dir) {
-  sluice::state::StateBackendOptions options;
-  options.local_dir = dir + "/local";
-  options.operator_id = "counts";
-  SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<KeyedStateBackend> backend, KeyedStateBackend::Open(options));
+  SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<KeyedStateBackend> backend, OpenBackend(dir));
   const sluice::state::StateId id = backend->RegisterState("accumulators", sluice::state::StateKind::kValue);
-  std::string value(25, '\0');
-  std::string read;
-  const size_t n = keys.size();
   int64_t uploaded = 0;
   double cpu = 0;
   double update_cpu = 0;
+  double sync_wall = 0;
+  double upload_wall = 0;
   // Round 0 fills the state (not measured).
   for (int round = 0; round <= rounds; ++round) {
     const double cpu0 = ProcessCpuSeconds();
-    for (int u = 0; u < updates; ++u) {
-      for (size_t i = 0; i < n; ++i) {
-        const Key& k = keys[(i * 7919) % n];
-        backend->SetCurrentKey(k.bytes, k.key_group);
-        SLUICE_ASSIGN_OR_RETURN(bool found, backend->Get(id, &read));
-        uint64_t count = 0;
-        if (found && read.size() >= 9) std::memcpy(&count, read.data() + 1, 8);
-        ++count;
-        value[0] = 1;
-        std::memcpy(value.data() + 1, &count, 8);
-        SLUICE_RETURN_IF_ERROR(backend->Put(id, value));
-      }
-    }
+    for (int u = 0; u < updates; ++u) SLUICE_RETURN_IF_ERROR(UpdateAll(backend.get(), id, keys));
     if (round > 0) update_cpu += ProcessCpuSeconds() - cpu0;
     if (snapshots) {
+      const double wall0 = WallSeconds();
       SLUICE_ASSIGN_OR_RETURN(sluice::state::PendingSnapshot pending, backend->SnapshotSync(round + 1));
+      const double wall1 = WallSeconds();
       SLUICE_ASSIGN_OR_RETURN(sluice::proto::KeyedStateHandle handle,
                               backend->UploadSnapshot(pending, dir + "/checkpoints", absl::StrCat("chk-", round + 1)));
-      if (round > 0) uploaded += handle.incremental_size();
+      if (round > 0) {
+        uploaded += handle.incremental_size();
+        sync_wall += wall1 - wall0;
+        upload_wall += WallSeconds() - wall1;
+      }
     }
     if (round > 0) cpu += ProcessCpuSeconds() - cpu0;
   }
   backend.reset();
   std::error_code ec;
   fs::remove_all(dir, ec);
-  return RunResult{cpu / rounds, update_cpu / rounds, static_cast<double>(uploaded) / rounds};
+  return RunResult{cpu / rounds, update_cpu / rounds, static_cast<double>(uploaded) / rounds,
+                   sync_wall / rounds, upload_wall / rounds};
 }
 
 }  // namespace
@@ -124,10 +189,38 @@ int main(int argc, char** argv) {
   app.add_option("--updates", updates, "Updates of every key per round")->capture_default_str();
   app.add_option("--rounds", rounds, "Rounds (one snapshot after each)")->capture_default_str();
   app.add_option("--reps", reps, "Repetitions (medians are reported)")->capture_default_str();
+  bool interleaved = false;
+  app.add_flag("--interleaved", interleaved,
+               "One backend per repetition, a snapshot after every other round: the updates' CPU "
+               "after a snapshot against after none, under the same load");
   CLI11_PARSE(app, argc, argv);
   const std::vector<Key> key_list = MakeKeys(keys);
   const std::string dir = (fs::temp_directory_path() / absl::StrCat("sluice-snapbench-", getpid())).string();
-  std::vector<double> off, on, uploaded, diff, update_off, update_on;
+  if (interleaved) {
+    std::vector<double> first_on, first_off, all_on, all_off;
+    for (int r = 0; r < reps; ++r) {
+      absl::StatusOr<InterleavedResult> result = RunInterleaved(key_list, updates, rounds, dir);
+      if (!result.ok()) {
+        std::fprintf(stderr, "%s\n", result.status().ToString().c_str());
+        return 1;
+      }
+      std::printf("rep %d: first pass %.2f ms after a snapshot, %.2f ms after none; round %.2f / %.2f ms\n",
+                  r + 1, result->first_pass_after_snapshot * 1e3, result->first_pass_after_none * 1e3,
+                  result->round_after_snapshot * 1e3, result->round_after_none * 1e3);
+      first_on.push_back(result->first_pass_after_snapshot);
+      first_off.push_back(result->first_pass_after_none);
+      all_on.push_back(result->round_after_snapshot);
+      all_off.push_back(result->round_after_none);
+    }
+    std::printf("BENCH state_snapshot_interleaved keys=%lld updates=%d first_pass_cpu_ms_after_snapshot=%.2f "
+                "first_pass_cpu_ms_after_none=%.2f round_cpu_ms_after_snapshot=%.2f "
+                "round_cpu_ms_after_none=%.2f ns_per_key_after_snapshot=%.1f\n",
+                static_cast<long long>(keys), updates, Median(first_on) * 1e3, Median(first_off) * 1e3,
+                Median(all_on) * 1e3, Median(all_off) * 1e3,
+                (Median(all_on) - Median(all_off)) / static_cast<double>(keys) * 1e9);
+    return 0;
+  }
+  std::vector<double> off, on, uploaded, diff, update_off, update_on, sync_wall, upload_wall;
   for (int r = 0; r < reps; ++r) {
     for (bool snapshots : {false, true}) {
       absl::StatusOr<RunResult> result = Run(key_list, updates, rounds, snapshots, dir);
@@ -138,6 +231,8 @@ int main(int argc, char** argv) {
       (snapshots ? on : off).push_back(result->cpu_per_round);
       if (snapshots) {
         uploaded.push_back(result->uploaded_per_snapshot);
+        sync_wall.push_back(result->sync_wall_per_snapshot);
+        upload_wall.push_back(result->upload_wall_per_snapshot);
         diff.push_back(on.back() - off.back());
       }
       (snapshots ? update_on : update_off).push_back(result->update_cpu_per_round);
@@ -150,9 +245,11 @@ int main(int argc, char** argv) {
   std::printf("BENCH state_snapshot keys=%lld updates=%d cpu_ms_per_round_no_snapshots=%.2f "
               "cpu_ms_per_round_snapshots=%.2f cpu_ms_per_snapshot=%.2f ns_per_dirty_entry=%.0f "
               "overhead_pct=%.1f uploaded_bytes_per_snapshot=%.0f update_cpu_ms_per_round_no_snapshots=%.2f "
-              "update_cpu_ms_per_round_snapshots=%.2f\n",
+              "update_cpu_ms_per_round_snapshots=%.2f sync_wall_ms_per_snapshot=%.2f "
+              "upload_wall_ms_per_snapshot=%.2f\n",
               static_cast<long long>(keys), updates, Median(off) * 1e3, Median(on) * 1e3, per_snapshot * 1e3,
               per_snapshot / static_cast<double>(keys) * 1e9, 100.0 * per_snapshot / Median(off), Median(uploaded),
-              Median(update_off) * 1e3, Median(update_on) * 1e3);
+              Median(update_off) * 1e3, Median(update_on) * 1e3, Median(sync_wall) * 1e3,
+              Median(upload_wall) * 1e3);
   return 0;
 }

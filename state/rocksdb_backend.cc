@@ -1504,7 +1504,7 @@ absl::Status RocksDbBackend::WriteDeltaFile(absl::Span<const Ref> refs, const fs
       if (cache_.deleted(e)) {
         delta_.Delete(cache_.key(e));
       } else {
-        delta_.Put(cache_.key(e), ToView(StoredValue(e)));
+        delta_.Put(cache_.key(e), cache_.expiry(e), cache_.value(e));
       }
     }
     s = delta_.Finish();

@@ -15,12 +15,6 @@ namespace {
 constexpr size_t kHeaderBytes = 8;    // magic + version
 constexpr size_t kTrailerBytes = 16;  // entry count + checksum
 
-void PutFixed64LE(std::string* dst, uint64_t v) {
-  char b[8];
-  for (int i = 0; i < 8; ++i) b[i] = static_cast<char>(v >> (8 * i));
-  dst->append(b, 8);
-}
-
 // The 8 bytes at `p` as a little-endian number on any host (one load where the host is
 // little-endian).
 uint64_t LoadLE64(const char* p) {
@@ -32,36 +26,92 @@ uint64_t LoadLE64(const char* p) {
   return w;
 }
 
-}  // namespace
-
 constexpr uint64_t kMul1 = 0x9E3779B97F4A7C15ULL;
 constexpr uint64_t kMul2 = 0xC2B2AE3D27D4EB4FULL;
 
-void DeltaChecksum::Words(const char* p, size_t words) {
-  // Each word multiplied in and rotated: a corrupted, dropped or swapped word changes the
-  // result.
-  uint64_t h = h_;
-  for (size_t i = 0; i < words; ++i) {
-    h ^= LoadLE64(p + 8 * i) * kMul1;
-    h = ((h << 31) | (h >> 33)) * kMul2;
-  }
-  h_ = h;
-  bytes_ += 8 * words;
+// Version 2 entry header flags (the low bits of the key length's varint).
+constexpr uint32_t kDeleted = 1;
+constexpr uint32_t kNoExpiry = 2;
+constexpr int kFlagBits = 2;
+// The longest entry header and value length: two varint32s.
+constexpr size_t kMaxVarints = 10;
+
+inline uint64_t Mix(uint64_t h, uint64_t word) {
+  h ^= word * kMul1;
+  return ((h << 31) | (h >> 33)) * kMul2;
 }
 
-uint64_t DeltaChecksum::Finish(const char* tail, size_t tail_bytes) {
-  uint64_t t = 0;
-  for (size_t j = tail_bytes; j > 0; --j) t = (t << 8) | static_cast<uint8_t>(tail[j - 1]);
-  uint64_t h = h_ ^ (t * kMul1);
-  h ^= (bytes_ + tail_bytes) * kMul2;  // the length
+inline uint64_t Finalize(uint64_t h, uint64_t length) {
+  h ^= length * kMul2;
   h ^= h >> 29;
   h *= kMul2;
   h ^= h >> 32;
   return h;
 }
 
+inline char* EncodeVarint32(char* p, uint32_t v) {
+  while (v >= 0x80) {
+    *p++ = static_cast<char>((v & 0x7f) | 0x80);
+    v >>= 7;
+  }
+  *p++ = static_cast<char>(v);
+  return p;
+}
+
+}  // namespace
+
+void DeltaChecksum::Blocks(const char* p, size_t blocks) {
+  // Four independent chains (a word's lane is its index mod 4): a corrupted, dropped or
+  // swapped word changes its lane, and lanes are combined in order.
+  uint64_t a = lanes_[0], b = lanes_[1], c = lanes_[2], d = lanes_[3];
+  for (size_t i = 0; i < blocks; ++i, p += kBlockBytes) {
+    a = Mix(a, LoadLE64(p));
+    b = Mix(b, LoadLE64(p + 8));
+    c = Mix(c, LoadLE64(p + 16));
+    d = Mix(d, LoadLE64(p + 24));
+  }
+  lanes_[0] = a;
+  lanes_[1] = b;
+  lanes_[2] = c;
+  lanes_[3] = d;
+  bytes_ += kBlockBytes * blocks;
+}
+
+uint64_t DeltaChecksum::Finish(const char* tail, size_t tail_bytes) {
+  uint64_t lanes[4] = {lanes_[0], lanes_[1], lanes_[2], lanes_[3]};
+  size_t i = 0;
+  for (; i + 8 <= tail_bytes; i += 8) lanes[i / 8] = Mix(lanes[i / 8], LoadLE64(tail + i));
+  uint64_t t = 0;
+  for (size_t j = tail_bytes; j > i; --j) t = (t << 8) | static_cast<uint8_t>(tail[j - 1]);
+  lanes[i / 8 % 4] ^= t * kMul1;  // i / 8 < 4: the lane after the last whole word
+  uint64_t h = 0;
+  for (uint64_t lane : lanes) h = Mix(h, lane);
+  return Finalize(h, bytes_ + tail_bytes);
+}
+
 uint64_t ChecksumOf(absl::string_view data) {
   DeltaChecksum c;
+  const size_t blocks = data.size() / DeltaChecksum::kBlockBytes;
+  c.Blocks(data.data(), blocks);
+  const size_t done = blocks * DeltaChecksum::kBlockBytes;
+  return c.Finish(data.data() + done, data.size() - done);
+}
+
+void DeltaChecksumV1::Words(const char* p, size_t words) {
+  uint64_t h = h_;
+  for (size_t i = 0; i < words; ++i) h = Mix(h, LoadLE64(p + 8 * i));
+  h_ = h;
+  bytes_ += 8 * words;
+}
+
+uint64_t DeltaChecksumV1::Finish(const char* tail, size_t tail_bytes) {
+  uint64_t t = 0;
+  for (size_t j = tail_bytes; j > 0; --j) t = (t << 8) | static_cast<uint8_t>(tail[j - 1]);
+  return Finalize(h_ ^ (t * kMul1), bytes_ + tail_bytes);
+}
+
+uint64_t ChecksumOfV1(absl::string_view data) {
+  DeltaChecksumV1 c;
   const size_t words = data.size() / 8;
   c.Words(data.data(), words);
   return c.Finish(data.data() + 8 * words, data.size() - 8 * words);
@@ -78,18 +128,27 @@ absl::Status DeltaWriter::Open(const std::string& path) {
   if (fd_ < 0) {
     return absl::UnavailableError(absl::StrCat("cannot create ", path, ": ", std::strerror(errno)));
   }
-  buf_.clear();
-  buf_.append(kDeltaMagic.data(), kDeltaMagic.size());
-  buf_.push_back(static_cast<char>(kDeltaVersion));
+  if (buf_.size() < kFlushBytes) buf_.resize(kFlushBytes);
+  std::memcpy(buf_.data(), kDeltaMagic.data(), kDeltaMagic.size());
+  buf_[kDeltaMagic.size()] = static_cast<char>(kDeltaVersion);
+  pos_ = kHeaderBytes;
   checksum_ = DeltaChecksum();
   entries_ = 0;
   status_ = absl::OkStatus();
   return absl::OkStatus();
 }
 
+char* DeltaWriter::Reserve(size_t bytes) {
+  if (pos_ + bytes > buf_.size()) {
+    Flush(/*all=*/false);
+    if (pos_ + bytes > buf_.size()) buf_.resize(pos_ + bytes);
+  }
+  return buf_.data() + pos_;
+}
+
 void DeltaWriter::Flush(bool all) {
-  const size_t n = all ? buf_.size() : buf_.size() / 8 * 8;
-  if (!all) checksum_.Words(buf_.data(), n / 8);
+  const size_t n = all ? pos_ : pos_ / DeltaChecksum::kBlockBytes * DeltaChecksum::kBlockBytes;
+  if (!all) checksum_.Blocks(buf_.data(), n / DeltaChecksum::kBlockBytes);
   for (size_t done = 0; done < n && status_.ok();) {
     const ssize_t w = ::write(fd_, buf_.data() + done, n - done);
     if (w < 0 && errno == EINTR) continue;
@@ -99,33 +158,64 @@ void DeltaWriter::Flush(bool all) {
     }
     done += static_cast<size_t>(w);
   }
-  buf_.erase(0, n);
+  std::memmove(buf_.data(), buf_.data() + n, pos_ - n);  // fewer than kBlockBytes
+  pos_ -= n;
+}
+
+void DeltaWriter::Put(absl::string_view key, int64_t expiry_ms, absl::string_view payload) {
+  const bool no_expiry = expiry_ms == 0;
+  const size_t value_bytes = payload.size() + (no_expiry ? 0 : kExpiryBytes);
+  char* p = Reserve(kMaxVarints + key.size() + value_bytes);
+  const uint32_t head = static_cast<uint32_t>(key.size()) << kFlagBits;
+  p = EncodeVarint32(p, head | (no_expiry ? kNoExpiry : 0));
+  std::memcpy(p, key.data(), key.size());
+  p = EncodeVarint32(p + key.size(), static_cast<uint32_t>(value_bytes));
+  if (!no_expiry) {
+    const uint64_t e = static_cast<uint64_t>(expiry_ms);
+    for (int i = 0; i < 8; ++i) p[i] = static_cast<char>(e >> (56 - 8 * i));
+    p += kExpiryBytes;
+  }
+  std::memcpy(p, payload.data(), payload.size());
+  pos_ = static_cast<size_t>(p + payload.size() - buf_.data());
+  ++entries_;
 }
 
 void DeltaWriter::Put(absl::string_view key, absl::string_view stored_value) {
-  buf_.push_back('P');
-  PutVarint32(&buf_, static_cast<uint32_t>(key.size()));
-  buf_.append(key.data(), key.size());
-  PutVarint32(&buf_, static_cast<uint32_t>(stored_value.size()));
-  buf_.append(stored_value.data(), stored_value.size());
+  static constexpr char kZeros[kExpiryBytes] = {};
+  if (stored_value.size() >= kExpiryBytes &&
+      std::memcmp(stored_value.data(), kZeros, kExpiryBytes) == 0) {
+    Put(key, 0, stored_value.substr(kExpiryBytes));
+    return;
+  }
+  char* p = Reserve(kMaxVarints + key.size() + stored_value.size());
+  p = EncodeVarint32(p, static_cast<uint32_t>(key.size()) << kFlagBits);
+  std::memcpy(p, key.data(), key.size());
+  p = EncodeVarint32(p + key.size(), static_cast<uint32_t>(stored_value.size()));
+  std::memcpy(p, stored_value.data(), stored_value.size());
+  pos_ = static_cast<size_t>(p + stored_value.size() - buf_.data());
   ++entries_;
-  if (buf_.size() >= kFlushBytes) Flush(/*all=*/false);
 }
 
 void DeltaWriter::Delete(absl::string_view key) {
-  buf_.push_back('D');
-  PutVarint32(&buf_, static_cast<uint32_t>(key.size()));
-  buf_.append(key.data(), key.size());
+  char* p = Reserve(kMaxVarints + key.size());
+  p = EncodeVarint32(p, (static_cast<uint32_t>(key.size()) << kFlagBits) | kDeleted);
+  std::memcpy(p, key.data(), key.size());
+  pos_ = static_cast<size_t>(p + key.size() - buf_.data());
   ++entries_;
-  if (buf_.size() >= kFlushBytes) Flush(/*all=*/false);
 }
 
 absl::Status DeltaWriter::Finish() {
   if (fd_ < 0) return absl::FailedPreconditionError("delta file not open");
-  PutFixed64LE(&buf_, entries_);
-  const size_t words = buf_.size() / 8;
-  checksum_.Words(buf_.data(), words);
-  PutFixed64LE(&buf_, checksum_.Finish(buf_.data() + 8 * words, buf_.size() - 8 * words));
+  char* p = Reserve(kTrailerBytes);
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<char>(entries_ >> (8 * i));
+  pos_ += 8;
+  const size_t blocks = pos_ / DeltaChecksum::kBlockBytes;
+  checksum_.Blocks(buf_.data(), blocks);
+  const size_t done = blocks * DeltaChecksum::kBlockBytes;
+  const uint64_t sum = checksum_.Finish(buf_.data() + done, pos_ - done);
+  p = buf_.data() + pos_;
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<char>(sum >> (8 * i));
+  pos_ += 8;
   Flush(/*all=*/true);
   if (::close(fd_) != 0 && status_.ok()) {
     status_ = absl::UnavailableError(absl::StrCat("cannot close ", path_, ": ", std::strerror(errno)));
@@ -133,6 +223,64 @@ absl::Status DeltaWriter::Finish() {
   fd_ = -1;
   return status_;
 }
+
+namespace {
+
+// The entries of a version 1 file's body `in` (between header and trailer).
+absl::Status ReadEntriesV1(
+    absl::string_view in, uint64_t* n,
+    absl::FunctionRef<absl::Status(absl::string_view key, bool deleted, absl::string_view value)>
+        fn,
+    absl::FunctionRef<absl::Status(absl::string_view what)> corrupt) {
+  while (!in.empty()) {
+    const char kind = in[0];
+    in.remove_prefix(1);
+    absl::string_view key;
+    absl::string_view value;
+    if ((kind != 'P' && kind != 'D') || !GetLengthPrefixed(&in, &key) ||
+        (kind == 'P' && !GetLengthPrefixed(&in, &value))) {
+      return corrupt(absl::StrCat("malformed entry ", *n));
+    }
+    absl::Status s = fn(key, kind == 'D', value);
+    if (!s.ok()) return s;
+    ++*n;
+  }
+  return absl::OkStatus();
+}
+
+// The entries of a version 2 file's body `in`.
+absl::Status ReadEntriesV2(
+    absl::string_view in, uint64_t* n,
+    absl::FunctionRef<absl::Status(absl::string_view key, bool deleted, absl::string_view value)>
+        fn,
+    absl::FunctionRef<absl::Status(absl::string_view what)> corrupt) {
+  std::string stored;  // [expiry 0][payload] of kNoExpiry entries
+  while (!in.empty()) {
+    uint32_t head = 0;
+    absl::string_view value;
+    if (!GetVarint32(&in, &head) || (head & kDeleted & (head >> 1)) != 0 ||
+        in.size() < (head >> kFlagBits)) {
+      return corrupt(absl::StrCat("malformed entry ", *n));
+    }
+    const absl::string_view key = in.substr(0, head >> kFlagBits);
+    in.remove_prefix(key.size());
+    const bool deleted = (head & kDeleted) != 0;
+    if (!deleted) {
+      if (!GetLengthPrefixed(&in, &value)) return corrupt(absl::StrCat("malformed entry ", *n));
+      if ((head & kNoExpiry) != 0) {
+        stored.assign(kExpiryBytes, '\0');
+        stored.append(value.data(), value.size());
+        value = stored;
+      }
+    }
+    absl::Status s = fn(key, deleted, value);
+    if (!s.ok()) return s;
+    ++*n;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::Status ReadDelta(
     absl::string_view data, absl::string_view where,
@@ -152,25 +300,17 @@ absl::Status ReadDelta(
                      kDeltaVersion, ": restore it with a newer build"));
   }
   const size_t body_end = data.size() - kTrailerBytes;
-  if (LoadLE64(data.data() + body_end + 8) != ChecksumOf(data.substr(0, body_end + 8))) {
+  const absl::string_view summed = data.substr(0, body_end + 8);
+  const uint64_t sum = version == 1 ? ChecksumOfV1(summed) : ChecksumOf(summed);
+  if (LoadLE64(data.data() + body_end + 8) != sum) {
     return corrupt("checksum mismatch");
   }
   const uint64_t expected = LoadLE64(data.data() + body_end);
-  absl::string_view in = data.substr(kHeaderBytes, body_end - kHeaderBytes);
+  const absl::string_view body = data.substr(kHeaderBytes, body_end - kHeaderBytes);
   uint64_t n = 0;
-  while (!in.empty()) {
-    const char kind = in[0];
-    in.remove_prefix(1);
-    absl::string_view key;
-    absl::string_view value;
-    if ((kind != 'P' && kind != 'D') || !GetLengthPrefixed(&in, &key) ||
-        (kind == 'P' && !GetLengthPrefixed(&in, &value))) {
-      return corrupt(absl::StrCat("malformed entry ", n));
-    }
-    absl::Status s = fn(key, kind == 'D', value);
-    if (!s.ok()) return s;
-    ++n;
-  }
+  absl::Status s = version == 1 ? ReadEntriesV1(body, &n, fn, corrupt)
+                                : ReadEntriesV2(body, &n, fn, corrupt);
+  if (!s.ok()) return s;
   if (n != expected) return corrupt(absl::StrCat(n, " entries, the trailer says ", expected));
   return absl::OkStatus();
 }

@@ -25,6 +25,14 @@ absl::Status ReadAll(absl::string_view data, std::vector<Entry>* out) {
   });
 }
 
+// The entries of `data` (none, and a test failure, if it does not read).
+std::vector<Entry> EntriesOf(absl::string_view data) {
+  std::vector<Entry> entries;
+  absl::Status s = ReadAll(data, &entries);
+  if (!s.ok()) ADD_FAILURE() << s;
+  return entries;
+}
+
 // A path in the test's temporary directory.
 std::string TempPath(const std::string& name) {
   return (std::filesystem::path(::testing::TempDir()) / name).string();
@@ -71,12 +79,20 @@ TEST(DeltaFileTest, LargeFilesAreWrittenInPieces) {
   constexpr int kEntries = 100000;  // about 3 MB
   for (int i = 0; i < kEntries; ++i) {
     w.Put("key-" + std::to_string(i), std::string(i % 37, static_cast<char>('a' + i % 26)));
+    // Entries larger than the writer's buffer, one at an offset that is not a block's.
+    if (i == 10 || i == 5000) w.Put("big", std::string(3 * DeltaWriter::kFlushBytes + 5, 'b'));
   }
   ASSERT_TRUE(w.Finish().ok());
   const std::string file = Contents(path);
   EXPECT_GT(file.size(), 2 * DeltaWriter::kFlushBytes);
   int n = 0;
+  int big = 0;
   ASSERT_TRUE(ReadDelta(file, "f", [&](absl::string_view k, bool deleted, absl::string_view v) {
+                if (k == "big") {
+                  EXPECT_EQ(v, std::string(3 * DeltaWriter::kFlushBytes + 5, 'b'));
+                  ++big;
+                  return absl::OkStatus();
+                }
                 EXPECT_EQ(k, "key-" + std::to_string(n));
                 EXPECT_FALSE(deleted);
                 EXPECT_EQ(v, std::string(n % 37, static_cast<char>('a' + n % 26)));
@@ -84,10 +100,18 @@ TEST(DeltaFileTest, LargeFilesAreWrittenInPieces) {
                 return absl::OkStatus();
               }).ok());
   EXPECT_EQ(n, kEntries);
+  EXPECT_EQ(big, 2);
   DeltaChecksum pieces;
-  pieces.Words(file.data(), 3);
-  pieces.Words(file.data() + 24, 5);
-  EXPECT_EQ(pieces.Finish(file.data() + 64, 5), ChecksumOf(file.substr(0, 69)));
+  pieces.Blocks(file.data(), 3);
+  pieces.Blocks(file.data() + 96, 5);
+  for (size_t tail = 0; tail < DeltaChecksum::kBlockBytes; ++tail) {
+    DeltaChecksum copy = pieces;
+    EXPECT_EQ(copy.Finish(file.data() + 256, tail), ChecksumOf(file.substr(0, 256 + tail))) << tail;
+  }
+  DeltaChecksumV1 pieces_v1;
+  pieces_v1.Words(file.data(), 3);
+  pieces_v1.Words(file.data() + 24, 5);
+  EXPECT_EQ(pieces_v1.Finish(file.data() + 64, 5), ChecksumOfV1(file.substr(0, 69)));
 }
 
 TEST(DeltaFileTest, UnwritablePathIsUnavailable) {
@@ -132,26 +156,70 @@ TEST(DeltaFileTest, NewerVersionIsRefusedWithWhatToDo) {
   EXPECT_TRUE(got.empty());
 }
 
-// A file as this format's first build wrote it (on x86-64): every build on every host reads it,
-// checksum included (the checksum reads the bytes as little-endian words, whatever the host's
-// byte order), and writes the same bytes for the same entries.
-TEST(DeltaFileTest, ReadsAndWritesTheFormatByteForByte) {
+// A version 1 file as that format's first build wrote it (on x86-64): every build on every
+// host reads it, checksum included (the checksum reads the bytes as little-endian words,
+// whatever the host's byte order). Checkpoints written before version 2 restore so.
+TEST(DeltaFileTest, ReadsVersion1FilesByteForByte) {
   const std::string golden(
       "\x53\x4c\x44\x45\x4c\x54\x41\x01\x50\x05\x6b\x65\x79\x2d\x31\x07\x76\x61\x6c\x75\x65\x2d"
       "\x31\x44\x06\x6b\x65\x79\x2d\x32\x32\x50\x03\x01\x02\xff\x00\x03\x00\x00\x00\x00\x00\x00"
       "\x00\x82\x39\xdd\xfd\x76\x09\x3b\xc9",
       53);
+  EXPECT_THAT(EntriesOf(golden),
+              ::testing::ElementsAre(Entry{"key-1", false, "value-1"}, Entry{"key-22", true, ""},
+                                     Entry{std::string("\x01\x02\xff", 3), false, ""}));
+  EXPECT_EQ(ChecksumOfV1(golden.substr(0, 45)), 0xC93B0976FDDD3982ULL);
+  std::string bad = golden;
+  bad[10] ^= 1;
   std::vector<Entry> entries;
-  ASSERT_TRUE(ReadAll(golden, &entries).ok());
-  EXPECT_THAT(entries, ::testing::ElementsAre(Entry{"key-1", false, "value-1"}, Entry{"key-22", true, ""},
-                                              Entry{std::string("\x01\x02\xff", 3), false, ""}));
-  EXPECT_EQ(ChecksumOf(golden.substr(0, 45)), 0xC93B0976FDDD3982ULL);
+  EXPECT_EQ(ReadAll(bad, &entries).code(), absl::StatusCode::kDataLoss);
+}
+
+// A stored value without expiry (the 8 zero bytes before its payload) is written without
+// them, whichever Put() is given it; one with an expiry keeps it. Both read back whole.
+TEST(DeltaFileTest, LeavesOutZeroExpiries) {
+  const std::string path = TempPath("delta-expiry");
+  const std::string payload(25, '\x07');
+  const std::string no_expiry = std::string(8, '\0') + payload;
+  const std::string with_expiry = std::string("\x00\x00\x01\x8c\x00\x00\x00\x2a", 8) + payload;
+  DeltaWriter w;
+  ASSERT_TRUE(w.Open(path).ok());
+  w.Put("key-1", 0, payload);
+  w.Put("key-2", no_expiry);
+  w.Put("key-3", int64_t{0x18c0000002a}, payload);
+  w.Put("key-4", with_expiry);
+  ASSERT_TRUE(w.Finish().ok());
+  const std::string file = Contents(path);
+  // Header, 2 entries of 1 + 5 + 1 + 25 bytes and 2 of 1 + 5 + 1 + 33, trailer.
+  EXPECT_EQ(file.size(), 8u + 2 * 32 + 2 * 40 + 16);
+  std::vector<Entry> got;
+  ASSERT_TRUE(ReadAll(file, &got).ok());
+  EXPECT_THAT(got, ::testing::ElementsAre(
+                       Entry{"key-1", false, no_expiry}, Entry{"key-2", false, no_expiry},
+                       Entry{"key-3", false, with_expiry}, Entry{"key-4", false, with_expiry}));
+}
+
+// A version 2 file as this format's first build wrote it (on x86-64): every build on every
+// host reads it and writes the same bytes for the same entries.
+TEST(DeltaFileTest, ReadsAndWritesVersion2ByteForByte) {
+  const std::string golden(
+      "\x53\x4c\x44\x45\x4c\x54\x41\x02\x14\x6b\x65\x79\x2d\x31\x07\x76\x61\x6c\x75\x65\x2d\x31"
+      "\x19\x6b\x65\x79\x2d\x32\x32\x0c\x01\x02\xff\x00\x06\x6b\x01\x76\x04\x65\x09\x00\x00\x00"
+      "\x00\x00\x00\x00\x05\x77\x05\x00\x00\x00\x00\x00\x00\x00\xb2\xde\xce\xc8\xd8\xf3\xf3\xc6",
+      66);
+  EXPECT_THAT(EntriesOf(golden),
+              ::testing::ElementsAre(Entry{"key-1", false, "value-1"}, Entry{"key-22", true, ""},
+                                     Entry{std::string("\x01\x02\xff", 3), false, ""},
+                                     Entry{"k", false, std::string(8, '\0') + "v"},
+                                     Entry{"e", false, std::string("\0\0\0\0\0\0\0\x05w", 9)}));
   const std::string path = TempPath("golden");
   DeltaWriter w;
   ASSERT_TRUE(w.Open(path).ok());
   w.Put("key-1", "value-1");
   w.Delete("key-22");
   w.Put(std::string("\x01\x02\xff", 3), "");
+  w.Put("k", 0, "v");
+  w.Put("e", 5, "w");
   ASSERT_TRUE(w.Finish().ok());
   EXPECT_EQ(Contents(path), golden);
 }
