@@ -701,6 +701,85 @@ operators:
   EXPECT_EQ(states[0].back(), SourceOperator::State::kEnd);
 }
 
+// One split of integer fields takes PollColumns() (columns copied into the records, one
+// watermark event per batch): the same records, watermarks, idleness changes, states and split
+// positions as the paced path's record by record, across batch edges, the end of the count and
+// an idle output turning active before a batch's first record.
+TEST_F(OperatorsTest, DatagenColumnBatchesOfOneSplitEmitWhatRecordByRecordEmits) {
+  auto job = [](bool paced) {
+    return absl::StrCat(R"y(watermark_interval: 1ms
+operators:
+  - id: gen
+    type: datagen
+    count: 1700
+)y", paced ? "    rate: 1000000000000\n" : "", R"y(    fields:
+      - {name: key, type: int64, expr: "(seq * 7919) % 1000"}
+      - {name: ts, type: timestamp, expr: "seq / 100 - (seq * 7919) % 500"}
+      - {name: big, type: int64, expr: "seq * 3 - 7"}
+    event_time: {field: ts, max_out_of_orderness: 50ms, idle_timeout: 1ms}
+  - {id: out, type: print}
+)y");
+  };
+  class Log final : public Output {
+   public:
+    absl::Status Emit(const Record& r) override {
+      events.push_back(absl::StrCat(r.GetInt(0), ",", r.GetInt(1), ",", r.GetInt(2)));
+      return absl::OkStatus();
+    }
+    absl::Status EmitWatermark(int64_t w) override {
+      events.push_back(absl::StrCat("watermark ", w));
+      return absl::OkStatus();
+    }
+    absl::Status EmitWatermarkStatus(bool idle) override {
+      events.push_back(absl::StrCat("idle ", idle));
+      return absl::OkStatus();
+    }
+    std::vector<std::string> events;
+  };
+  // One split, restored at seq 301 of stride 3: 300 records are left (301, 304, ..., 1198 and
+  // on to 1698).
+  restored_ = true;
+  const SplitState split{1, 3, 301};
+  restored_state_.emplace_back(reinterpret_cast<const char*>(&split), sizeof(split));
+  std::vector<std::string> events[2];
+  std::vector<std::vector<std::string>> snapshots[2];
+  std::vector<SourceOperator::State> states[2];
+  for (int paced = 0; paced < 2; ++paced) {
+    Load(job(paced == 1));
+    Log log;
+    auto gen = Open("gen", 0, 1, &log);
+    ASSERT_OK(gen);
+    auto* source = static_cast<SourceOperator*>(gen->get());
+    // Polls of 0 records let the periodic step find the split idle (no event for 1 ms).
+    for (int max : {1, 255, 0, 0, 257, 7, 0, 0, 0, 100, 1000, 1000}) {
+      int64_t wake = 0;
+      auto state = source->Poll(max, &wake);
+      ASSERT_OK(state);
+      states[paced].push_back(*state);
+      std::vector<std::string> entries;
+      ASSERT_OK(source->SnapshotState(1, &entries));
+      snapshots[paced].push_back(entries);
+      clock_.AdvanceNanos(2'000'000);  // a periodic watermark at the next poll
+    }
+    events[paced] = log.events;
+  }
+  EXPECT_EQ(std::count_if(events[0].begin(), events[0].end(),
+                          [](const std::string& e) { return e[0] != 'w' && e[0] != 'i'; }),
+            467);  // seq 301, 304, ..., 1699
+  // Idle after the polls of nothing, active again before the next batch's first record (seq
+  // 301 + 3 * 260), idle at the end.
+  EXPECT_EQ(std::count(events[0].begin(), events[0].end(), "idle 1"), 2);
+  ASSERT_EQ(std::count(events[0].begin(), events[0].end(), "idle 0"), 1);
+  const auto active = std::find(events[0].begin(), events[0].end(), "idle 0");
+  ASSERT_NE(active + 1, events[0].end());
+  EXPECT_EQ(*(active - 1), "idle 1");
+  EXPECT_EQ(*(active + 1), "411,-401,3200");
+  EXPECT_EQ(events[0], events[1]);
+  EXPECT_EQ(snapshots[0], snapshots[1]);
+  EXPECT_EQ(states[0], states[1]);
+  EXPECT_EQ(states[0].back(), SourceOperator::State::kEnd);
+}
+
 // Split entries carry a format version; the unversioned layout of earlier releases (three
 // native int64s) still restores; a newer version, a truncated entry or one that is no split
 // fails with kDataLoss naming the job, operator, subtask and checkpoint.
