@@ -107,6 +107,10 @@ class RecordWriter::EdgeOutput {
         key_group[i] = KeyGroupForHash(hash[i], max_parallelism_);
         channel[i] = SubtaskForKeyGroup(key_group[i], max_parallelism_, channels);
       }
+      if (integral_ && channels <= kMaxRunChannels) {
+        SLUICE_RETURN_IF_ERROR(AppendIntegralRun(records + start, channel, key_group, run));
+        continue;
+      }
       for (size_t i = 0; i < run; ++i) {
         if (carry_) AppendKeyGroup(channel[i], key_group[i]);
         SLUICE_RETURN_IF_ERROR(Append(channel[i], records[start + i]));
@@ -213,6 +217,64 @@ class RecordWriter::EdgeOutput {
     std::string& k = pending_key_groups_[c];
     k.push_back(static_cast<char>(kg & 0xff));
     if (key_group_width_ == 2) k.push_back(static_cast<char>(kg >> 8));
+  }
+
+  // Channels of an edge whose hash runs AppendIntegralRun() encodes.
+  static constexpr int kMaxRunChannels = 16;
+
+  // Append() of records[0..n) of an integral edge to channels channel[0..n) (key groups
+  // key_group[0..n) if carried): the same bytes, with each channel's write position, room and
+  // record count kept in locals for the run (the encoder's byte stores could otherwise alias
+  // every member, which the compiler then reloads per record). REQUIRES: integral_, at most
+  // kMaxRunChannels channels.
+  absl::Status AppendIntegralRun(const Record* records, const int* channel, const int* key_group,
+                                 size_t n) {
+    if (n == 0) return absl::OkStatus();
+    if (pending_since_ == 0) pending_since_ = clock_->NowNanos();
+    const size_t fields = num_fields_;
+    const size_t bound = 11 * fields;  // EncodedSizeBound() of a schema without strings
+    const size_t num_channels = channels_.size();
+    char* pos[kMaxRunChannels];
+    char* room[kMaxRunChannels];
+    char* full[kMaxRunChannels];  // where the buffer is sent
+    int added[kMaxRunChannels];
+    auto load = [&](size_t c) {
+      char* const begin = &pending_[c][0];
+      pos[c] = begin + pending_bytes_[c];
+      room[c] = begin + pending_[c].size();
+      full[c] = begin + kOutputBufferBytes;
+      added[c] = 0;
+    };
+    auto store = [&](size_t c) {
+      pending_bytes_[c] = static_cast<size_t>(pos[c] - &pending_[c][0]);
+      pending_records_[c] += added[c];
+      added[c] = 0;
+    };
+    for (size_t c = 0; c < num_channels; ++c) load(c);
+    for (size_t i = 0; i < n; ++i) {
+      const size_t c = static_cast<size_t>(channel[i]);
+      if (carry_) AppendKeyGroup(c, key_group[i]);
+      if (ABSL_PREDICT_FALSE(static_cast<size_t>(room[c] - pos[c]) < bound)) {
+        store(c);
+        std::string& buf = pending_[c];
+        const size_t used = pending_bytes_[c];
+        buf.resize(std::max(used + bound, std::min(buf.capacity(), used + kGrowBytes)));
+        load(c);
+      }
+      pos[c] = EncodeIntegralRecordTo(records[i], fields, pos[c]);
+      ++added[c];
+      if (ABSL_PREDICT_FALSE(pos[c] >= full[c])) {
+        store(c);
+        const absl::Status flushed = Flush(c, true);
+        if (!flushed.ok()) {
+          for (size_t d = 0; d < num_channels; ++d) store(d);
+          return flushed;
+        }
+        load(c);
+      }
+    }
+    for (size_t c = 0; c < num_channels; ++c) store(c);
+    return absl::OkStatus();
   }
 
   // Encodes `r` straight into channel `c`'s buffer (no append, no copy). The buffer's size is
