@@ -108,7 +108,15 @@ class RecordWriter::EdgeOutput {
         channel[i] = SubtaskForKeyGroup(key_group[i], max_parallelism_, channels);
       }
       if (integral_ && channels <= kMaxRunChannels) {
-        SLUICE_RETURN_IF_ERROR(AppendIntegralRun(records + start, channel, key_group, run));
+        absl::Status appended;
+        switch (num_fields_) {  // records of 1 to 4 integers: loops of their own, unrolled
+          case 1: appended = AppendIntegralRun<1>(records + start, channel, key_group, run); break;
+          case 2: appended = AppendIntegralRun<2>(records + start, channel, key_group, run); break;
+          case 3: appended = AppendIntegralRun<3>(records + start, channel, key_group, run); break;
+          case 4: appended = AppendIntegralRun<4>(records + start, channel, key_group, run); break;
+          default: appended = AppendIntegralRun<0>(records + start, channel, key_group, run); break;
+        }
+        SLUICE_RETURN_IF_ERROR(appended);
         continue;
       }
       for (size_t i = 0; i < run; ++i) {
@@ -226,12 +234,14 @@ class RecordWriter::EdgeOutput {
   // key_group[0..n) if carried): the same bytes, with each channel's write position, room and
   // record count kept in locals for the run (the encoder's byte stores could otherwise alias
   // every member, which the compiler then reloads per record). REQUIRES: integral_, at most
-  // kMaxRunChannels channels.
+  // kMaxRunChannels channels; kFields, when not 0, is num_fields_ (a constant the compiler
+  // unrolls).
+  template <size_t kFields>
   absl::Status AppendIntegralRun(const Record* records, const int* channel, const int* key_group,
                                  size_t n) {
     if (n == 0) return absl::OkStatus();
     if (pending_since_ == 0) pending_since_ = clock_->NowNanos();
-    const size_t fields = num_fields_;
+    const size_t fields = kFields != 0 ? kFields : num_fields_;
     const size_t bound = 11 * fields;  // EncodedSizeBound() of a schema without strings
     const size_t num_channels = channels_.size();
     char* pos[kMaxRunChannels];
