@@ -552,6 +552,25 @@ TEST(RecordWriterEncodingTest, BuffersHoldWhatEncodeRecordAppends) {
   writer.Shutdown(false);
 }
 
+// Emits `records` to writers[0] one by one and to writers[1] in batches of varying sizes
+// (shorter and longer than a hash run of 64, empty ones, `long_batch`), then flushes and shuts
+// both down.
+void EmitOneByOneAndInBatches(const std::vector<Record>& records, size_t long_batch,
+                              std::unique_ptr<RecordWriter> (&writers)[2]) {
+  for (const Record& r : records) ASSERT_OK(writers[0]->Emit(r));
+  const size_t batch_sizes[] = {1, 0, 63, 64, 65, long_batch, 1000, 7};
+  size_t next = 0;
+  for (size_t b = 0; next < records.size(); ++b) {
+    const size_t n = std::min(batch_sizes[b % 8], records.size() - next);
+    ASSERT_OK(writers[1]->EmitBatch(records.data() + next, n));
+    next += n;
+  }
+  for (int w = 0; w < 2; ++w) {
+    ASSERT_OK(writers[w]->FlushAll());
+    writers[w]->Shutdown(false);
+  }
+}
+
 // EmitBatch() sends the buffers Emit() sends for the same records one by one, on hash (keyed by
 // an int and a string), rebalance, broadcast and forward edges, for batches shorter and longer
 // than a hash run (64), empty ones, and enough records to fill several buffers per channel.
@@ -599,18 +618,8 @@ TEST(RecordWriterBatchTest, BatchesSendWhatRecordsSend) {
     r.SetString(1, std::string(static_cast<size_t>(i % 11), static_cast<char>('a' + i % 5)));
     records.push_back(std::move(r));
   }
-  for (const Record& r : records) ASSERT_OK(writers[0]->Emit(r));
-  const size_t batch_sizes[] = {1, 0, 63, 64, 65, 200, 1000, 7};
-  size_t next = 0;
-  for (size_t b = 0; next < records.size(); ++b) {
-    const size_t n = std::min(batch_sizes[b % 8], records.size() - next);
-    ASSERT_OK(writers[1]->EmitBatch(records.data() + next, n));
-    next += n;
-  }
-  for (int w = 0; w < 2; ++w) {
-    ASSERT_OK(writers[w]->FlushAll());
-    writers[w]->Shutdown(false);
-  }
+  EmitOneByOneAndInBatches(records, 200, writers);
+  if (HasFatalFailure()) return;
   for (size_t c = 0; c < 8; ++c) {
     ASSERT_EQ(sent[1][c].size(), sent[0][c].size()) << "channel " << c;
     EXPECT_GT(sent[0][c].size(), c < 3 ? 1u : 2u) << "channel " << c << ": several buffers";
@@ -742,18 +751,8 @@ TEST(RecordWriterBatchTest, IntegralHashBatchesSendWhatRecordsSend) {
           writers[w] = std::make_unique<RecordWriter>(&clock, 1'000'000'000, 0);
           writers[w]->AddEdge(&edge, 1000, std::move(channels), *std::move(hasher), nullptr, {}, "", {});
         }
-        for (const Record& r : records) ASSERT_OK(writers[0]->Emit(r));
-        const size_t batch_sizes[] = {1, 0, 63, 64, 65, 256, 1000, 7};
-        size_t next = 0;
-        for (size_t b = 0; next < records.size(); ++b) {
-          const size_t n = std::min(batch_sizes[b % 8], records.size() - next);
-          ASSERT_OK(writers[1]->EmitBatch(records.data() + next, n));
-          next += n;
-        }
-        for (int w = 0; w < 2; ++w) {
-          ASSERT_OK(writers[w]->FlushAll());
-          writers[w]->Shutdown(false);
-        }
+        EmitOneByOneAndInBatches(records, 256, writers);
+        if (HasFatalFailure()) return;
         for (int c = 0; c < num_channels; ++c) {
           ASSERT_EQ(sent[1][c].size(), sent[0][c].size()) << "channel " << c;
           EXPECT_GT(sent[0][c].size(), num_channels == 3 ? 2u : 1u) << "channel " << c << ": several buffers";
