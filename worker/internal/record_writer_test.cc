@@ -705,7 +705,8 @@ TEST(RecordWriterKeyGroupsTest, EachRecordCarriesTheKeyGroupOfItsKey) {
 
 // A hash edge of NOT NULL integers (encoded a run at a time with the channels' write positions
 // in locals) sends the buffers, record counts and key groups Emit() sends record by record: 3
-// channels and 17 (more than such a run keeps in locals), key groups carried or not, values of
+// channels and 17 (more than such a run keeps in locals), key groups carried (one byte each at
+// max parallelism 128, two at 1000) or not, values of
 // 1 to 10 varint bytes, and records of 300 fields (3,300 bytes of bound: the buffer grows by
 // more than its usual step).
 TEST(RecordWriterBatchTest, IntegralHashBatchesSendWhatRecordsSend) {
@@ -732,8 +733,10 @@ TEST(RecordWriterBatchTest, IntegralHashBatchesSendWhatRecordsSend) {
       records.push_back(std::move(r));
     }
     for (const int num_channels : {3, 17}) {
-      for (const bool carry : {false, true}) {
-        SCOPED_TRACE(absl::StrCat(fields, " fields, ", num_channels, " channels", carry ? ", carried" : ""));
+      for (const int max_parallelism : {0, 128, 1000}) {  // 0: no key groups carried
+        const bool carry = max_parallelism > 0;
+        SCOPED_TRACE(absl::StrCat(fields, " fields, ", num_channels, " channels, max parallelism ",
+                                  max_parallelism));
         plan::Edge edge;
         edge.partition = plan::Partition::kHash;
         edge.key = {{"f0", "f0"}};
@@ -749,7 +752,8 @@ TEST(RecordWriterBatchTest, IntegralHashBatchesSendWhatRecordsSend) {
           auto hasher = ops::KeyHasher::Create(edge.key, schema);
           ASSERT_OK(hasher.status());
           writers[w] = std::make_unique<RecordWriter>(&clock, 1'000'000'000, 0);
-          writers[w]->AddEdge(&edge, 1000, std::move(channels), *std::move(hasher), nullptr, {}, "", {});
+          writers[w]->AddEdge(&edge, carry ? max_parallelism : 1000, std::move(channels),
+                              *std::move(hasher), nullptr, {}, "", {});
         }
         EmitOneByOneAndInBatches(records, 256, writers);
         if (HasFatalFailure()) return;
