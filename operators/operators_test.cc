@@ -673,12 +673,18 @@ TEST_F(OperatorsTest, DatagenRescaledFromTwoSubtasksToThreeProducesTheRestOnce) 
   EXPECT_EQ(Sorted(all), Range(0, 20)) << "every seq exactly once";
 }
 
+// A datagen's integer key and event-time fields (the keyed benchmarks' expressions), YAML lines.
+constexpr char kKeyAndTimeFields[] = R"y(    fields:
+      - {name: key, type: int64, expr: "(seq * 7919) % 1000"}
+      - {name: ts, type: timestamp, expr: "seq / 100 - (seq * 7919) % 500"}
+)y";
+
 // A job of datagen "gen" (`count` records; `spec`: its fields and event time, YAML lines) into a
 // print sink, with a watermark interval of 1 ms. `paced` gives it a rate so high that every
 // record is due at once: datagen's record-by-record path, which batches must match.
 std::string PacedDatagenJob(int count, bool paced, absl::string_view spec) {
-  return absl::StrCat("watermark_interval: 1ms\noperators:\n  - id: gen\n    type: datagen\n    count: ",
-                      count, "\n", paced ? "    rate: 1000000000000\n" : "", spec,
+  return absl::StrCat("watermark_interval: 1ms\noperators:\n  - id: gen\n    type: datagen\n",
+                      "    count: ", count, "\n", paced ? "    rate: 1000000000000\n" : "", spec,
                       "  - {id: out, type: print}\n");
 }
 
@@ -689,16 +695,14 @@ std::string PacedDatagenJob(int count, bool paced, absl::string_view spec) {
 // field read as a double or timestamp.
 TEST_F(OperatorsTest, DatagenBatchesEmitWhatRecordByRecordEmits) {
   auto job = [](bool paced) {
-    return PacedDatagenJob(1500, paced, R"y(    fields:
-      - {name: key, type: int64, expr: "(seq * 7919) % 1000"}
-      - {name: ts, type: timestamp, expr: "seq / 100 - (seq * 7919) % 500"}
+    return PacedDatagenJob(1500, paced, absl::StrCat(kKeyAndTimeFields, R"y(
       - {name: name, type: string, expr: "'n' + to_string(seq % 7)"}
       - {name: big, type: int64, expr: "if(seq % 3 == 0, seq * seq, -seq)"}
       - {name: half, type: double, expr: seq / 2.0}
       - {name: as_double, type: double, expr: "seq * 3"}
       - {name: even, type: bool, expr: seq % 2 == 0}
     event_time: {field: ts, max_out_of_orderness: 50ms}
-)y");
+)y"));
   };
   // Old subtask 0 stopped at seq 10, old subtask 1 at seq 1491 (3 records left), old subtask 2
   // at 302.
@@ -731,12 +735,10 @@ TEST_F(OperatorsTest, DatagenBatchesEmitWhatRecordByRecordEmits) {
 // an idle output turning active before a batch's first record.
 TEST_F(OperatorsTest, DatagenColumnBatchesOfOneSplitEmitWhatRecordByRecordEmits) {
   auto job = [](bool paced) {
-    return PacedDatagenJob(1700, paced, R"y(    fields:
-      - {name: key, type: int64, expr: "(seq * 7919) % 1000"}
-      - {name: ts, type: timestamp, expr: "seq / 100 - (seq * 7919) % 500"}
+    return PacedDatagenJob(1700, paced, absl::StrCat(kKeyAndTimeFields, R"y(
       - {name: big, type: int64, expr: "seq * 3 - 7"}
     event_time: {field: ts, max_out_of_orderness: 50ms, idle_timeout: 1ms}
-)y");
+)y"));
   };
   // One split, restored at seq 301 of stride 3: 467 records are left (301, 304, ..., 1699).
   restored_ = true;
