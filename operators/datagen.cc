@@ -81,6 +81,9 @@ class DatagenSource final : public SourceOperator {
       watermark_interval_nanos_ = (ctx.job != nullptr ? ctx.job->watermark_interval_ms : 200) * 1'000'000;
       next_watermark_nanos_ = start_nanos_ + watermark_interval_nanos_;
       ts_field_ = et.field_index;
+      for (size_t b = 0; b < batched_.size(); ++b) {
+        if (static_cast<int>(batched_[b]) == ts_field_) ts_column_ = b;
+      }
     }
     return absl::OkStatus();
   }
@@ -132,6 +135,7 @@ class DatagenSource final : public SourceOperator {
   // per record the other fields and the watermark split, and the batch emitted at once
   // (Output::EmitOwnedBatch(); cut where a split becomes active, as Poll() orders them).
   absl::StatusOr<State> PollBatches(int max_records) {
+    if (splits_.size() == 1 && unbatched_.empty()) return PollColumns(max_records);
     const Schema& schema = ctx_.spec->output_schema;
     const size_t width = Expr::kEvalBatch;
     int left = max_records;
@@ -167,6 +171,52 @@ class DatagenSource final : public SourceOperator {
       SLUICE_RETURN_IF_ERROR(output_->EmitOwnedBatch(&out_batch_[unsent], n - unsent));
       emitted_ += static_cast<int64_t>(n);
       if (n < want) return State::kEnd;
+      left -= static_cast<int>(n);
+    }
+    return State::kMore;
+  }
+
+  // PollBatches() of one split whose fields are all batched integers (the usual case: no
+  // rescale, no strings): the batch's sequence numbers are one stride apart, its values are
+  // copied from the columns into the records field by field, and its watermark split sees one
+  // event, the batch's largest timestamp (the same state as one event per record: the split's
+  // maximum, and an idle output turns active before the batch's first record).
+  absl::StatusOr<State> PollColumns(int max_records) {
+    const size_t width = Expr::kEvalBatch;
+    const size_t fields = batched_.size();
+    Split& split = splits_[0];
+    int left = max_records;
+    while (left > 0) {
+      size_t n = std::min<size_t>(static_cast<size_t>(left), width);
+      if (count_ >= 0) {
+        const int64_t remaining =
+            split.next < count_ ? (count_ - split.next + split.stride - 1) / split.stride : 0;
+        n = static_cast<size_t>(std::min<int64_t>(static_cast<int64_t>(n), remaining));
+      }
+      if (n == 0) return State::kEnd;
+      Record* const seq = seq_batch_.data();
+      int64_t next = split.next;
+      for (size_t j = 0; j < n; ++j, next += split.stride) seq[j][0].i = next;
+      split.next = next;
+      int64_t* const columns = columns_.data();
+      for (size_t b = 0; b < fields; ++b) {
+        exprs_[batched_[b]]->EvalIntBatch(seq, n, &columns[b * width]);
+      }
+      Record* const out = out_batch_.data();
+      for (size_t b = 0; b < fields; ++b) {
+        const size_t field = batched_[b];
+        const int64_t* const column = &columns[b * width];
+        for (size_t j = 0; j < n; ++j) out[j][field].i = column[j];
+      }
+      if (watermarks_ != nullptr) {
+        const int64_t* const ts = &columns[ts_column_ * width];
+        int64_t max_ts = ts[0];
+        for (size_t j = 1; j < n; ++j) max_ts = std::max(max_ts, ts[j]);
+        if (watermarks_->OnEvent(0, max_ts)) SLUICE_RETURN_IF_ERROR(output_->EmitWatermarkStatus(false));
+      }
+      // Every value of out_batch_ is set again for the next batch.
+      SLUICE_RETURN_IF_ERROR(output_->EmitOwnedBatch(out, n));
+      emitted_ += static_cast<int64_t>(n);
       left -= static_cast<int>(n);
     }
     return State::kMore;
@@ -210,6 +260,7 @@ class DatagenSource final : public SourceOperator {
   // Event time (null without `event_time`).
   std::unique_ptr<SplitWatermarks> watermarks_;
   int ts_field_ = -1;
+  size_t ts_column_ = 0;  // the event-time field's column (PollColumns())
   int64_t watermark_interval_nanos_ = 0;
   int64_t next_watermark_nanos_ = 0;
 };

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -137,6 +138,55 @@ class OperatorsTest : public ::testing::Test {
     if (source == nullptr) return absl::InternalError(absl::StrCat(id, " is not a source"));
     op->release();
     return std::unique_ptr<SourceOperator>(source);
+  }
+
+  // What polling a datagen source gave: its events in order (records as `format` renders them,
+  // "watermark <ms>", "idle <0|1>"), and after each poll its state and split entries.
+  struct DatagenPolls {
+    std::vector<std::string> events;
+    std::vector<std::vector<std::string>> snapshots;
+    std::vector<SourceOperator::State> states;
+  };
+  // Loads `job`, opens its operator "gen" (subtask 0 of 1) and polls it `polls` records at a
+  // time, advancing the clock 2 ms after each poll (a periodic watermark at the next).
+  void PollDatagen(const std::string& job, std::function<std::string(const Record&)> format,
+                   const std::vector<int>& polls, DatagenPolls* result) {
+    class Log final : public Output {
+     public:
+      Log(std::function<std::string(const Record&)> format, std::vector<std::string>* events)
+          : format_(std::move(format)), events_(events) {}
+      absl::Status Emit(const Record& r) override {
+        events_->push_back(format_(r));
+        return absl::OkStatus();
+      }
+      absl::Status EmitWatermark(int64_t w) override {
+        events_->push_back(absl::StrCat("watermark ", w));
+        return absl::OkStatus();
+      }
+      absl::Status EmitWatermarkStatus(bool idle) override {
+        events_->push_back(absl::StrCat("idle ", idle));
+        return absl::OkStatus();
+      }
+
+     private:
+      std::function<std::string(const Record&)> format_;
+      std::vector<std::string>* events_;
+    };
+    Load(job);
+    Log log(std::move(format), &result->events);
+    auto gen = Open("gen", 0, 1, &log);
+    ASSERT_OK(gen);
+    auto* source = static_cast<SourceOperator*>(gen->get());
+    for (int max : polls) {
+      int64_t wake = 0;
+      auto state = source->Poll(max, &wake);
+      ASSERT_OK(state);
+      result->states.push_back(*state);
+      std::vector<std::string> entries;
+      ASSERT_OK(source->SnapshotState(1, &entries));
+      result->snapshots.push_back(entries);
+      clock_.AdvanceNanos(2'000'000);
+    }
   }
 
   // The int64 value `field` of every collected record.
@@ -623,6 +673,21 @@ TEST_F(OperatorsTest, DatagenRescaledFromTwoSubtasksToThreeProducesTheRestOnce) 
   EXPECT_EQ(Sorted(all), Range(0, 20)) << "every seq exactly once";
 }
 
+// A datagen's integer key and event-time fields (the keyed benchmarks' expressions), YAML lines.
+constexpr char kKeyAndTimeFields[] = R"y(    fields:
+      - {name: key, type: int64, expr: "(seq * 7919) % 1000"}
+      - {name: ts, type: timestamp, expr: "seq / 100 - (seq * 7919) % 500"}
+)y";
+
+// A job of datagen "gen" (`count` records; `spec`: its fields and event time, YAML lines) into a
+// print sink, with a watermark interval of 1 ms. `paced` gives it a rate so high that every
+// record is due at once: datagen's record-by-record path, which batches must match.
+std::string PacedDatagenJob(int count, bool paced, absl::string_view spec) {
+  return absl::StrCat("watermark_interval: 1ms\noperators:\n  - id: gen\n    type: datagen\n",
+                      "    count: ", count, "\n", paced ? "    rate: 1000000000000\n" : "", spec,
+                      "  - {id: out, type: print}\n");
+}
+
 // Without a rate, datagen evaluates its integer fields a batch of records at a time; with a rate
 // (so high that every record is due at once) it takes the record-by-record path. Both emit
 // the same records, watermarks and split state, for polls smaller and larger than a batch,
@@ -630,39 +695,14 @@ TEST_F(OperatorsTest, DatagenRescaledFromTwoSubtasksToThreeProducesTheRestOnce) 
 // field read as a double or timestamp.
 TEST_F(OperatorsTest, DatagenBatchesEmitWhatRecordByRecordEmits) {
   auto job = [](bool paced) {
-    return absl::StrCat(R"y(watermark_interval: 1ms
-operators:
-  - id: gen
-    type: datagen
-    count: 1500
-)y", paced ? "    rate: 1000000000000\n" : "", R"y(    fields:
-      - {name: key, type: int64, expr: "(seq * 7919) % 1000"}
-      - {name: ts, type: timestamp, expr: "seq / 100 - (seq * 7919) % 500"}
+    return PacedDatagenJob(1500, paced, absl::StrCat(kKeyAndTimeFields, R"y(
       - {name: name, type: string, expr: "'n' + to_string(seq % 7)"}
       - {name: big, type: int64, expr: "if(seq % 3 == 0, seq * seq, -seq)"}
       - {name: half, type: double, expr: seq / 2.0}
       - {name: as_double, type: double, expr: "seq * 3"}
       - {name: even, type: bool, expr: seq % 2 == 0}
     event_time: {field: ts, max_out_of_orderness: 50ms}
-  - {id: out, type: print}
-)y");
-  };
-  class Log final : public Output {
-   public:
-    absl::Status Emit(const Record& r) override {
-      events.push_back(absl::StrCat(r.GetInt(0), ",", r.GetInt(1), ",", r.GetString(2), ",", r.GetInt(3),
-                                    ",", r.GetDouble(4), ",", r.GetDouble(5), ",", r.GetBool(6)));
-      return absl::OkStatus();
-    }
-    absl::Status EmitWatermark(int64_t w) override {
-      events.push_back(absl::StrCat("watermark ", w));
-      return absl::OkStatus();
-    }
-    absl::Status EmitWatermarkStatus(bool idle) override {
-      events.push_back(absl::StrCat("idle ", idle));
-      return absl::OkStatus();
-    }
-    std::vector<std::string> events;
+)y"));
   };
   // Old subtask 0 stopped at seq 10, old subtask 1 at seq 1491 (3 records left), old subtask 2
   // at 302.
@@ -671,34 +711,64 @@ operators:
   for (const SplitState& split : splits) {
     restored_state_.emplace_back(reinterpret_cast<const char*>(&split), sizeof(split));
   }
-  std::vector<std::string> events[2];
-  std::vector<std::vector<std::string>> snapshots[2];
-  std::vector<SourceOperator::State> states[2];
+  auto format = [](const Record& r) {
+    return absl::StrCat(r.GetInt(0), ",", r.GetInt(1), ",", r.GetString(2), ",", r.GetInt(3), ",",
+                        r.GetDouble(4), ",", r.GetDouble(5), ",", r.GetBool(6));
+  };
+  DatagenPolls polls[2];
   for (int paced = 0; paced < 2; ++paced) {
-    Load(job(paced == 1));
-    Log log;
-    auto gen = Open("gen", 0, 1, &log);
-    ASSERT_OK(gen);
-    auto* source = static_cast<SourceOperator*>(gen->get());
-    for (int max : {1, 300, 256, 257, 7, 1000, 1000}) {
-      int64_t wake = 0;
-      auto state = source->Poll(max, &wake);
-      ASSERT_OK(state);
-      states[paced].push_back(*state);
-      std::vector<std::string> entries;
-      ASSERT_OK(source->SnapshotState(1, &entries));
-      snapshots[paced].push_back(entries);
-      clock_.AdvanceNanos(2'000'000);  // a periodic watermark at the next poll
-    }
-    events[paced] = log.events;
+    PollDatagen(job(paced == 1), format, {1, 300, 256, 257, 7, 1000, 1000}, &polls[paced]);
   }
-  EXPECT_EQ(std::count_if(events[0].begin(), events[0].end(),
+  const std::vector<std::string>& events = polls[0].events;
+  EXPECT_EQ(std::count_if(events.begin(), events.end(),
                           [](const std::string& e) { return e[0] != 'w' && e[0] != 'i'; }),
             497 + 3 + 400);  // seq 10, 13, ..., 1498; 1491, 1494, 1497; 302, ..., 1499
-  EXPECT_EQ(events[0], events[1]);
-  EXPECT_EQ(snapshots[0], snapshots[1]);
-  EXPECT_EQ(states[0], states[1]);
-  EXPECT_EQ(states[0].back(), SourceOperator::State::kEnd);
+  EXPECT_EQ(polls[0].events, polls[1].events);
+  EXPECT_EQ(polls[0].snapshots, polls[1].snapshots);
+  EXPECT_EQ(polls[0].states, polls[1].states);
+  EXPECT_EQ(polls[0].states.back(), SourceOperator::State::kEnd);
+}
+
+// One split of integer fields takes PollColumns() (columns copied into the records, one
+// watermark event per batch): the same records, watermarks, idleness changes, states and split
+// positions as the paced path's record by record, across batch edges, the end of the count and
+// an idle output turning active before a batch's first record.
+TEST_F(OperatorsTest, DatagenColumnBatchesOfOneSplitEmitWhatRecordByRecordEmits) {
+  auto job = [](bool paced) {
+    return PacedDatagenJob(1700, paced, absl::StrCat(kKeyAndTimeFields, R"y(
+      - {name: big, type: int64, expr: "seq * 3 - 7"}
+    event_time: {field: ts, max_out_of_orderness: 50ms, idle_timeout: 1ms}
+)y"));
+  };
+  // One split, restored at seq 301 of stride 3: 467 records are left (301, 304, ..., 1699).
+  restored_ = true;
+  const SplitState split{1, 3, 301};
+  restored_state_.emplace_back(reinterpret_cast<const char*>(&split), sizeof(split));
+  auto format = [](const Record& r) {
+    return absl::StrCat(r.GetInt(0), ",", r.GetInt(1), ",", r.GetInt(2));
+  };
+  DatagenPolls polls[2];
+  for (int paced = 0; paced < 2; ++paced) {
+    // Polls of 0 records let the periodic step find the split idle (no event for 1 ms).
+    PollDatagen(job(paced == 1), format, {1, 255, 0, 0, 257, 7, 0, 0, 0, 100, 1000, 1000},
+                &polls[paced]);
+  }
+  const std::vector<std::string>& events = polls[0].events;
+  EXPECT_EQ(std::count_if(events.begin(), events.end(),
+                          [](const std::string& e) { return e[0] != 'w' && e[0] != 'i'; }),
+            467);  // seq 301, 304, ..., 1699
+  // Idle after the polls of nothing, active again before the next batch's first record (seq
+  // 301 + 3 * 256), idle at the end.
+  EXPECT_EQ(std::count(events.begin(), events.end(), "idle 1"), 2);
+  ASSERT_EQ(std::count(events.begin(), events.end(), "idle 0"), 1);
+  const auto active = std::find(events.begin(), events.end(), "idle 0");
+  ASSERT_NE(active + 1, events.end());
+  EXPECT_EQ(*(active - 1), "idle 1");
+  EXPECT_EQ(*(active + 1), "411,-401,3200");
+  EXPECT_EQ(polls[0].events, polls[1].events);
+  EXPECT_EQ(polls[0].snapshots, polls[1].snapshots);
+  EXPECT_EQ(polls[0].states, polls[1].states);
+  EXPECT_EQ(polls[0].states.back(), SourceOperator::State::kEnd);
 }
 
 // Split entries carry a format version; the unversioned layout of earlier releases (three

@@ -107,6 +107,18 @@ class RecordWriter::EdgeOutput {
         key_group[i] = KeyGroupForHash(hash[i], max_parallelism_);
         channel[i] = SubtaskForKeyGroup(key_group[i], max_parallelism_, channels);
       }
+      if (integral_ && channels <= kMaxRunChannels) {
+        absl::Status appended;
+        switch (num_fields_) {  // records of 1 to 4 integers: loops of their own, unrolled
+          case 1: appended = AppendIntegralRun<1>(records + start, channel, key_group, run); break;
+          case 2: appended = AppendIntegralRun<2>(records + start, channel, key_group, run); break;
+          case 3: appended = AppendIntegralRun<3>(records + start, channel, key_group, run); break;
+          case 4: appended = AppendIntegralRun<4>(records + start, channel, key_group, run); break;
+          default: appended = AppendIntegralRun<0>(records + start, channel, key_group, run); break;
+        }
+        SLUICE_RETURN_IF_ERROR(appended);
+        continue;
+      }
       for (size_t i = 0; i < run; ++i) {
         if (carry_) AppendKeyGroup(channel[i], key_group[i]);
         SLUICE_RETURN_IF_ERROR(Append(channel[i], records[start + i]));
@@ -213,6 +225,86 @@ class RecordWriter::EdgeOutput {
     std::string& k = pending_key_groups_[c];
     k.push_back(static_cast<char>(kg & 0xff));
     if (key_group_width_ == 2) k.push_back(static_cast<char>(kg >> 8));
+  }
+
+  // Channels of an edge whose hash runs AppendIntegralRun() encodes.
+  static constexpr int kMaxRunChannels = 16;
+
+  // Append() of records[0..n) of an integral edge to channels channel[0..n) (key groups
+  // key_group[0..n) if carried): the same bytes, with each channel's write position, room,
+  // record count and key-group position kept in locals for the run (the encoder's byte stores
+  // could otherwise alias every member, which the compiler then reloads per record). On a
+  // failed send the channels keep what was appended before it. REQUIRES: integral_, at most
+  // kMaxRunChannels channels; kFields, when not 0, is num_fields_ (a constant the compiler
+  // unrolls).
+  template <size_t kFields>
+  absl::Status AppendIntegralRun(const Record* records, const int* channel, const int* key_group,
+                                 size_t n) {
+    if (n == 0) return absl::OkStatus();
+    if (pending_since_ == 0) pending_since_ = clock_->NowNanos();
+    const size_t fields = kFields != 0 ? kFields : num_fields_;
+    const size_t bound = 11 * fields;  // EncodedSizeBound() of a schema without strings
+    const size_t num_channels = channels_.size();
+    const bool carry = carry_;
+    const size_t width = key_group_width_;
+    char* pos[kMaxRunChannels];
+    char* room[kMaxRunChannels];
+    char* full[kMaxRunChannels];  // where the buffer is sent
+    int added[kMaxRunChannels];
+    char* key_groups[kMaxRunChannels];  // with `carry`: where the next key group goes
+    // Loads channel c's positions, its key groups given room for `left` more records.
+    auto load = [&](size_t c, size_t left) {
+      char* const begin = &pending_[c][0];
+      pos[c] = begin + pending_bytes_[c];
+      room[c] = begin + pending_[c].size();
+      full[c] = begin + kOutputBufferBytes;
+      added[c] = 0;
+      if (carry) {
+        std::string& k = pending_key_groups_[c];
+        const size_t used = k.size();
+        k.resize(used + left * width);
+        key_groups[c] = &k[0] + used;
+      }
+    };
+    auto store = [&](size_t c) {
+      pending_bytes_[c] = static_cast<size_t>(pos[c] - &pending_[c][0]);
+      pending_records_[c] += added[c];
+      added[c] = 0;
+      if (carry) {
+        std::string& k = pending_key_groups_[c];
+        k.resize(static_cast<size_t>(key_groups[c] - &k[0]));
+      }
+    };
+    for (size_t c = 0; c < num_channels; ++c) load(c, n);
+    for (size_t i = 0; i < n; ++i) {
+      const size_t c = static_cast<size_t>(channel[i]);
+      if (ABSL_PREDICT_FALSE(static_cast<size_t>(room[c] - pos[c]) < bound)) {
+        store(c);
+        std::string& buf = pending_[c];
+        const size_t used = pending_bytes_[c];
+        buf.resize(std::max(used + bound, std::min(buf.capacity(), used + kGrowBytes)));
+        load(c, n - i);
+      }
+      if (carry) {  // AppendKeyGroup()'s bytes
+        *key_groups[c]++ = static_cast<char>(key_group[i] & 0xff);
+        if (width == 2) *key_groups[c]++ = static_cast<char>(key_group[i] >> 8);
+      }
+      pos[c] = EncodeIntegralRecordTo(records[i], fields, pos[c]);
+      ++added[c];
+      if (ABSL_PREDICT_FALSE(pos[c] >= full[c])) {
+        store(c);
+        const absl::Status flushed = Flush(c, true);
+        if (!flushed.ok()) {
+          for (size_t d = 0; d < num_channels; ++d) {
+            if (d != c) store(d);
+          }
+          return flushed;
+        }
+        load(c, n - i - 1);
+      }
+    }
+    for (size_t c = 0; c < num_channels; ++c) store(c);
+    return absl::OkStatus();
   }
 
   // Encodes `r` straight into channel `c`'s buffer (no append, no copy). The buffer's size is

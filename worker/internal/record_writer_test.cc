@@ -552,6 +552,25 @@ TEST(RecordWriterEncodingTest, BuffersHoldWhatEncodeRecordAppends) {
   writer.Shutdown(false);
 }
 
+// Emits `records` to writers[0] one by one and to writers[1] in batches of varying sizes
+// (shorter and longer than a hash run of 64, empty ones, `long_batch`), then flushes and shuts
+// both down.
+void EmitOneByOneAndInBatches(const std::vector<Record>& records, size_t long_batch,
+                              std::unique_ptr<RecordWriter> (&writers)[2]) {
+  for (const Record& r : records) ASSERT_OK(writers[0]->Emit(r));
+  const size_t batch_sizes[] = {1, 0, 63, 64, 65, long_batch, 1000, 7};
+  size_t next = 0;
+  for (size_t b = 0; next < records.size(); ++b) {
+    const size_t n = std::min(batch_sizes[b % 8], records.size() - next);
+    ASSERT_OK(writers[1]->EmitBatch(records.data() + next, n));
+    next += n;
+  }
+  for (int w = 0; w < 2; ++w) {
+    ASSERT_OK(writers[w]->FlushAll());
+    writers[w]->Shutdown(false);
+  }
+}
+
 // EmitBatch() sends the buffers Emit() sends for the same records one by one, on hash (keyed by
 // an int and a string), rebalance, broadcast and forward edges, for batches shorter and longer
 // than a hash run (64), empty ones, and enough records to fill several buffers per channel.
@@ -599,18 +618,8 @@ TEST(RecordWriterBatchTest, BatchesSendWhatRecordsSend) {
     r.SetString(1, std::string(static_cast<size_t>(i % 11), static_cast<char>('a' + i % 5)));
     records.push_back(std::move(r));
   }
-  for (const Record& r : records) ASSERT_OK(writers[0]->Emit(r));
-  const size_t batch_sizes[] = {1, 0, 63, 64, 65, 200, 1000, 7};
-  size_t next = 0;
-  for (size_t b = 0; next < records.size(); ++b) {
-    const size_t n = std::min(batch_sizes[b % 8], records.size() - next);
-    ASSERT_OK(writers[1]->EmitBatch(records.data() + next, n));
-    next += n;
-  }
-  for (int w = 0; w < 2; ++w) {
-    ASSERT_OK(writers[w]->FlushAll());
-    writers[w]->Shutdown(false);
-  }
+  EmitOneByOneAndInBatches(records, 200, writers);
+  if (HasFatalFailure()) return;
   for (size_t c = 0; c < 8; ++c) {
     ASSERT_EQ(sent[1][c].size(), sent[0][c].size()) << "channel " << c;
     EXPECT_GT(sent[0][c].size(), c < 3 ? 1u : 2u) << "channel " << c << ": several buffers";
@@ -688,6 +697,74 @@ TEST(RecordWriterKeyGroupsTest, EachRecordCarriesTheKeyGroupOfItsKey) {
         EXPECT_EQ(total, static_cast<size_t>(kRecords));
         if (carry) {
           EXPECT_EQ(largest, max_parallelism - 1);
+        }
+      }
+    }
+  }
+}
+
+// A hash edge of NOT NULL integers (encoded a run at a time with the channels' write positions
+// in locals) sends the buffers, record counts and key groups Emit() sends record by record: 3
+// channels and 17 (more than such a run keeps in locals), key groups carried (one byte each at
+// max parallelism 128, two at 1000) or not, values of
+// 1 to 10 varint bytes, and records of 300 fields (3,300 bytes of bound: the buffer grows by
+// more than its usual step).
+TEST(RecordWriterBatchTest, IntegralHashBatchesSendWhatRecordsSend) {
+  for (const size_t fields : {size_t{2}, size_t{300}}) {
+    std::vector<Field> schema_fields;
+    for (size_t f = 0; f < fields; ++f) {
+      schema_fields.push_back(Field{absl::StrCat("f", f), f == 1 ? FieldType::kTimestamp : FieldType::kInt64});
+    }
+    const Schema schema(schema_fields);
+    ASSERT_TRUE(schema.all_integral());
+    const int64_t count = fields == 2 ? 120000 : 1500;
+    std::vector<Record> records;
+    for (int64_t i = 0; i < count; ++i) {
+      Record r(fields);
+      r.SetInt(0, (i * 7919) % 1000 - 500);
+      for (size_t f = 1; f < fields; ++f) {
+        // 1 to 10 bytes: shifts of a value with both signs, the int64 limits now and then.
+        const int shift = static_cast<int>((i + f) % 63);
+        int64_t v = (int64_t{1} << shift) + i;
+        if ((i + f) % 3 == 0) v = -v;
+        if ((i + f) % 101 == 0) v = (i + f) % 2 ? std::numeric_limits<int64_t>::max() : std::numeric_limits<int64_t>::min();
+        r.SetInt(f, v);
+      }
+      records.push_back(std::move(r));
+    }
+    for (const int num_channels : {3, 17}) {
+      for (const int max_parallelism : {0, 128, 1000}) {  // 0: no key groups carried
+        const bool carry = max_parallelism > 0;
+        SCOPED_TRACE(absl::StrCat(fields, " fields, ", num_channels, " channels, max parallelism ",
+                                  max_parallelism));
+        plan::Edge edge;
+        edge.partition = plan::Partition::kHash;
+        edge.key = {{"f0", "f0"}};
+        edge.schema = schema;
+        edge.carry_key_groups = carry;
+        std::vector<std::vector<RecordBuffer>> sent[2];
+        FakeClock clock;
+        std::unique_ptr<RecordWriter> writers[2];
+        for (int w = 0; w < 2; ++w) {
+          sent[w].resize(num_channels);
+          std::vector<std::unique_ptr<ChannelWriter>> channels;
+          for (auto& kept : sent[w]) channels.push_back(std::make_unique<CaptureChannel>(&kept));
+          auto hasher = ops::KeyHasher::Create(edge.key, schema);
+          ASSERT_OK(hasher.status());
+          writers[w] = std::make_unique<RecordWriter>(&clock, 1'000'000'000, 0);
+          writers[w]->AddEdge(&edge, carry ? max_parallelism : 1000, std::move(channels),
+                              *std::move(hasher), nullptr, {}, "", {});
+        }
+        EmitOneByOneAndInBatches(records, 256, writers);
+        if (HasFatalFailure()) return;
+        for (int c = 0; c < num_channels; ++c) {
+          ASSERT_EQ(sent[1][c].size(), sent[0][c].size()) << "channel " << c;
+          EXPECT_GT(sent[0][c].size(), num_channels == 3 ? 2u : 1u) << "channel " << c << ": several buffers";
+          for (size_t i = 0; i < sent[0][c].size(); ++i) {
+            EXPECT_EQ(sent[1][c][i].data, sent[0][c][i].data) << "channel " << c << " buffer " << i;
+            EXPECT_EQ(sent[1][c][i].num_records, sent[0][c][i].num_records) << "channel " << c << " buffer " << i;
+            EXPECT_EQ(sent[1][c][i].key_groups, sent[0][c][i].key_groups) << "channel " << c << " buffer " << i;
+          }
         }
       }
     }
