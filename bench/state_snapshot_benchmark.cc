@@ -128,7 +128,7 @@ absl::StatusOr<InterleavedResult> RunInterleaved(const std::vector<Key>& keys, i
       first[snapshotted].push_back(cpu1 - cpu0);
       all[snapshotted].push_back(ProcessCpuSeconds() - cpu0);
     }
-    snapshotted = round % 2 == 0 || round < 2;
+    snapshotted = round < 2 || round % 2 == 1;  // rounds 2, 4, ... after one; 3, 5, ... after none
     if (snapshotted) {
       SLUICE_ASSIGN_OR_RETURN(sluice::state::PendingSnapshot pending, backend->SnapshotSync(round + 1));
       SLUICE_RETURN_IF_ERROR(

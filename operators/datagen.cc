@@ -190,7 +190,7 @@ class DatagenSource final : public SourceOperator {
       size_t n = std::min<size_t>(static_cast<size_t>(left), width);
       if (count_ >= 0) {
         const int64_t remaining =
-            split.next < count_ ? (count_ - split.next + split.stride - 1) / split.stride : 0;
+            split.next < count_ ? (count_ - 1 - split.next) / split.stride + 1 : 0;  // no overflow
         n = static_cast<size_t>(std::min<int64_t>(static_cast<int64_t>(n), remaining));
       }
       if (n == 0) return State::kEnd;

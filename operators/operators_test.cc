@@ -682,7 +682,7 @@ constexpr char kKeyAndTimeFields[] = R"y(    fields:
 // A job of datagen "gen" (`count` records; `spec`: its fields and event time, YAML lines) into a
 // print sink, with a watermark interval of 1 ms. `paced` gives it a rate so high that every
 // record is due at once: datagen's record-by-record path, which batches must match.
-std::string PacedDatagenJob(int count, bool paced, absl::string_view spec) {
+std::string PacedDatagenJob(int64_t count, bool paced, absl::string_view spec) {
   return absl::StrCat("watermark_interval: 1ms\noperators:\n  - id: gen\n    type: datagen\n",
                       "    count: ", count, "\n", paced ? "    rate: 1000000000000\n" : "", spec,
                       "  - {id: out, type: print}\n");
@@ -727,6 +727,22 @@ TEST_F(OperatorsTest, DatagenBatchesEmitWhatRecordByRecordEmits) {
   EXPECT_EQ(polls[0].snapshots, polls[1].snapshots);
   EXPECT_EQ(polls[0].states, polls[1].states);
   EXPECT_EQ(polls[0].states.back(), SourceOperator::State::kEnd);
+}
+
+// A count near the int64 limit: the column path's records left in the split (count - next over
+// the stride) must not overflow (it made a negative batch size and wrote past the batch).
+TEST_F(OperatorsTest, DatagenColumnBatchesOfACountNearTheInt64Limit) {
+  restored_ = true;
+  const SplitState split{0, 2, 0};
+  restored_state_.emplace_back(reinterpret_cast<const char*>(&split), sizeof(split));
+  DatagenPolls polls;
+  PollDatagen(PacedDatagenJob(std::numeric_limits<int64_t>::max(), false,
+                              "    fields:\n      - {name: seq, type: int64, expr: seq}\n"),
+              [](const Record& r) { return absl::StrCat(r.GetInt(0)); }, {100}, &polls);
+  std::vector<std::string> expected;
+  for (int i = 0; i < 100; ++i) expected.push_back(absl::StrCat(2 * i));
+  EXPECT_EQ(polls.events, expected);
+  EXPECT_EQ(polls.states, std::vector<SourceOperator::State>{SourceOperator::State::kMore});
 }
 
 // One split of integer fields takes PollColumns() (columns copied into the records, one

@@ -3,8 +3,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cassert>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "state/internal/key_codec.h"
@@ -80,6 +82,7 @@ void DeltaChecksum::Blocks(const char* p, size_t blocks) {
 uint64_t DeltaChecksum::Finish(const char* tail, size_t tail_bytes) {
   uint64_t lanes[4] = {lanes_[0], lanes_[1], lanes_[2], lanes_[3]};
   size_t i = 0;
+  assert(tail_bytes < kBlockBytes);
   for (; i + 8 <= tail_bytes; i += 8) lanes[i / 8] = Mix(lanes[i / 8], LoadLE64(tail + i));
   uint64_t t = 0;
   for (size_t j = tail_bytes; j > i; --j) t = (t << 8) | static_cast<uint8_t>(tail[j - 1]);
@@ -128,6 +131,7 @@ absl::Status DeltaWriter::Open(const std::string& path) {
   if (fd_ < 0) {
     return absl::UnavailableError(absl::StrCat("cannot create ", path, ": ", std::strerror(errno)));
   }
+  if (buf_.size() > kFlushBytes) std::string().swap(buf_);  // grown by a large entry: let it go
   if (buf_.size() < kFlushBytes) buf_.resize(kFlushBytes);
   std::memcpy(buf_.data(), kDeltaMagic.data(), kDeltaMagic.size());
   buf_[kDeltaMagic.size()] = static_cast<char>(kDeltaVersion);
@@ -162,9 +166,23 @@ void DeltaWriter::Flush(bool all) {
   pos_ -= n;
 }
 
+bool DeltaWriter::Fits(absl::string_view key, size_t value_bytes) {
+  if (key.size() <= (std::numeric_limits<uint32_t>::max() >> kFlagBits) &&
+      value_bytes <= std::numeric_limits<uint32_t>::max()) {
+    return true;
+  }
+  if (status_.ok()) {
+    status_ = absl::AbortedError(absl::StrCat(
+        "a key of ", key.size(), " bytes or a value of ", value_bytes,
+        " bytes exceeds the delta file's limits (1 GiB keys, 4 GiB values): ", path_));
+  }
+  return false;
+}
+
 void DeltaWriter::Put(absl::string_view key, int64_t expiry_ms, absl::string_view payload) {
   const bool no_expiry = expiry_ms == 0;
   const size_t value_bytes = payload.size() + (no_expiry ? 0 : kExpiryBytes);
+  if (!Fits(key, value_bytes)) return;
   char* p = Reserve(kMaxVarints + key.size() + value_bytes);
   const uint32_t head = static_cast<uint32_t>(key.size()) << kFlagBits;
   p = EncodeVarint32(p, head | (no_expiry ? kNoExpiry : 0));
@@ -187,6 +205,7 @@ void DeltaWriter::Put(absl::string_view key, absl::string_view stored_value) {
     Put(key, 0, stored_value.substr(kExpiryBytes));
     return;
   }
+  if (!Fits(key, stored_value.size())) return;
   char* p = Reserve(kMaxVarints + key.size() + stored_value.size());
   p = EncodeVarint32(p, static_cast<uint32_t>(key.size()) << kFlagBits);
   std::memcpy(p, key.data(), key.size());
@@ -197,6 +216,7 @@ void DeltaWriter::Put(absl::string_view key, absl::string_view stored_value) {
 }
 
 void DeltaWriter::Delete(absl::string_view key) {
+  if (!Fits(key, 0)) return;
   char* p = Reserve(kMaxVarints + key.size());
   p = EncodeVarint32(p, (static_cast<uint32_t>(key.size()) << kFlagBits) | kDeleted);
   std::memcpy(p, key.data(), key.size());

@@ -98,6 +98,9 @@ class DeltaWriter {
   char* Reserve(size_t bytes);
   // Writes the buffer's whole checksum blocks (all of it with `all`), feeding the checksum.
   void Flush(bool all);
+  // Whether an entry of `key` and `value_bytes` fits the format's lengths; if not, keeps
+  // kAborted for Finish() (the entry is not written).
+  bool Fits(absl::string_view key, size_t value_bytes);
 
   int fd_ = -1;
   std::string path_;
@@ -112,7 +115,7 @@ class DeltaWriter {
 // empty for deletes; a stored value as the writer was given it, whatever the version), after
 // checking it whole: kDataLoss (naming `where`) for a file that is
 // truncated, corrupt or of another magic, kFailedPrecondition for a newer version. An error of
-// `fn` stops the walk and is returned.
+// `fn` stops the walk and is returned. The views passed to `fn` are valid only during the call.
 absl::Status ReadDelta(
     absl::string_view data, absl::string_view where,
     absl::FunctionRef<absl::Status(absl::string_view key, bool deleted, absl::string_view value)>
