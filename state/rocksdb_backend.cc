@@ -339,10 +339,10 @@ rocksdb::Options MakeDbOptions(const StateBackendOptions& o) {
   options.level0_file_num_compaction_trigger = 32;
   options.level0_slowdown_writes_trigger = 64;
   options.level0_stop_writes_trigger = 96;
-  // Flushes and compactions do not hash every key and value they write to check their order
-  // (RocksDB's OutputValidator, on by default): ~6% of the compaction threads' CPU at 10M keys
-  // with 64 MiB per worker. The inputs are RocksDB's own sorted files and the cache's sorted
-  // ingested batches (SstFileWriter checks their order as it writes them).
+  // Flushes and compactions do not compare every key they write with the one before and copy
+  // it (RocksDB's OutputValidator, on by default; its Add() was ~6% of a compaction thread's
+  // samples at 10M keys with 64 MiB per worker). Their inputs are RocksDB's own sorted files
+  // and the cache's ingested batches, whose order SstFileWriter checks as it writes them.
   options.check_flush_compaction_key_order = false;
   // No compression at L0 and L1, where state rewritten every interval lives and is compacted
   // again soon (Snappy was 2-17% of the workers' CPU in keyed Nexmark queries); deeper levels,
@@ -763,7 +763,7 @@ class RocksDbBackend final : public KeyedStateBackend {
   std::vector<size_t> prefetch_index_;     // the index in `keys` of each span
   // The offset in prefetch_buf_ of keys[i]'s state key, for each i with a prefetch_refs_ entry
   // (BatchRef() compares the caller's keys with these copies, not with the entries' bytes).
-  std::vector<uint32_t> prefetch_key_at_;
+  std::vector<size_t> prefetch_key_at_;
   // The cache entry the last Prefetch() found or inserted for each of its keys (kNone: none,
   // e.g. read by its MultiGet), of state prefetch_id_, valid while cache_.frees() is
   // prefetch_frees_: GetOfBatch() and PutOfBatch() reuse them.
@@ -997,7 +997,7 @@ absl::Status RocksDbBackend::Prefetch(StateId id, absl::Span<const KeyInGroup> k
     if (!options_.range.Contains(k.key_group)) continue;
     prefetch_index_.push_back(k_index);
     const size_t start = prefetch_buf_.size();
-    prefetch_key_at_[k_index] = static_cast<uint32_t>(start);
+    prefetch_key_at_[k_index] = start;
     char header[8];
     const size_t header_len = internal::EncodeStateKeyHeader(
         header, k.key_group, id, static_cast<uint32_t>(k.key.size()));
