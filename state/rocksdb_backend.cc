@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdarg>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -338,6 +339,11 @@ rocksdb::Options MakeDbOptions(const StateBackendOptions& o) {
   options.level0_file_num_compaction_trigger = 32;
   options.level0_slowdown_writes_trigger = 64;
   options.level0_stop_writes_trigger = 96;
+  // Flushes and compactions do not compare every key they write with the one before and copy
+  // it (RocksDB's OutputValidator, on by default; its Add() was ~6% of a compaction thread's
+  // samples at 10M keys with 64 MiB per worker). Their inputs are RocksDB's own sorted files
+  // and the cache's ingested batches, whose order SstFileWriter checks as it writes them.
+  options.check_flush_compaction_key_order = false;
   // No compression at L0 and L1, where state rewritten every interval lives and is compacted
   // again soon (Snappy was 2-17% of the workers' CPU in keyed Nexmark queries); deeper levels,
   // where state that only grows settles, keep Snappy.
@@ -681,7 +687,8 @@ class RocksDbBackend final : public KeyedStateBackend {
   // Writes the cache entries `refs` (REQUIRES: in key order) into one SST file and ingests it
   // into RocksDB (the cache's WriteFn for SnapshotSync()). On an error RocksDB is unchanged.
   absl::Status IngestEntries(absl::Span<const Ref> refs);
-  // The RocksDB value of cache entry `e` (not deleted), in value_buf_.
+  // The RocksDB value of cache entry `e` (not deleted), in stored_buf_ (valid until the next
+  // call).
   rocksdb::Slice StoredValue(Ref e);
   // Writes every entry RocksDB lacks (dirty or pending) in batches; entries stay cached, clean.
   absl::Status FlushDirty() {
@@ -754,12 +761,18 @@ class RocksDbBackend final : public KeyedStateBackend {
   std::vector<std::pair<size_t, size_t>> prefetch_spans_;  // (offset, length) in prefetch_buf_
   std::vector<uint64_t> prefetch_hashes_;  // WriteBackCache::HashKey() of each span
   std::vector<size_t> prefetch_index_;     // the index in `keys` of each span
+  // The offset in prefetch_buf_ of keys[i]'s state key, for each i with a prefetch_refs_ entry
+  // (BatchRef() compares the caller's keys with these copies, not with the entries' bytes).
+  std::vector<size_t> prefetch_key_at_;
   // The cache entry the last Prefetch() found or inserted for each of its keys (kNone: none,
   // e.g. read by its MultiGet), of state prefetch_id_, valid while cache_.frees() is
   // prefetch_frees_: GetOfBatch() and PutOfBatch() reuse them.
   std::vector<Ref> prefetch_refs_;
   StateId prefetch_id_ = -1;
   uint64_t prefetch_frees_ = 0;
+  // cache_.frees() when prefetch_refs_ were complete, before Prefetch()'s own eviction: while
+  // it is unchanged, every entry of prefetch_refs_ is live (else BatchRef() checks its key).
+  uint64_t prefetch_refs_frees_ = 0;
   std::vector<rocksdb::Slice> prefetch_keys_;
   std::vector<rocksdb::PinnableSlice> prefetch_values_;
   std::vector<rocksdb::Status> prefetch_statuses_;
@@ -775,6 +788,7 @@ class RocksDbBackend final : public KeyedStateBackend {
   absl::flat_hash_map<TimerId, bool, TimerIdHash, TimerIdEq> timer_changes_;
   std::string key_buf_;
   std::string value_buf_;
+  std::vector<char> stored_buf_;  // StoredValue()'s
   std::string read_buf_;
   std::string prefix_buf_;
 
@@ -970,6 +984,7 @@ absl::Status RocksDbBackend::Prefetch(StateId id, absl::Span<const KeyInGroup> k
   prefetch_refs_.clear();
   if (!prefetch_on_ || keys.empty()) return absl::OkStatus();
   prefetch_refs_.assign(keys.size(), internal::WriteBackCache::kNone);
+  prefetch_key_at_.resize(keys.size());
   prefetch_id_ = id;
   // The state keys, one after another in prefetch_buf_; the memory their cache and filter
   // lookups read is loaded for all of them before the first lookup.
@@ -982,6 +997,7 @@ absl::Status RocksDbBackend::Prefetch(StateId id, absl::Span<const KeyInGroup> k
     if (!options_.range.Contains(k.key_group)) continue;
     prefetch_index_.push_back(k_index);
     const size_t start = prefetch_buf_.size();
+    prefetch_key_at_[k_index] = start;
     char header[8];
     const size_t header_len = internal::EncodeStateKeyHeader(
         header, k.key_group, id, static_cast<uint32_t>(k.key.size()));
@@ -1018,6 +1034,7 @@ absl::Status RocksDbBackend::Prefetch(StateId id, absl::Span<const KeyInGroup> k
   }
   prefetch_spans_.resize(kept);
   if (prefetch_spans_.empty()) {
+    prefetch_refs_frees_ = cache_.frees();
     SLUICE_RETURN_IF_ERROR(MaybeEvict());
     prefetch_frees_ = cache_.frees();
     return absl::OkStatus();
@@ -1053,6 +1070,7 @@ absl::Status RocksDbBackend::Prefetch(StateId id, absl::Span<const KeyInGroup> k
     prefetch_values_[i].Reset();
   }
   SLUICE_RETURN_IF_ERROR(status);
+  prefetch_refs_frees_ = cache_.frees();
   // Back within the budget (the loaded entries are clean and referenced: the hand drops
   // older unreferenced ones first).
   SLUICE_RETURN_IF_ERROR(MaybeEvict());
@@ -1068,13 +1086,26 @@ RocksDbBackend::Ref RocksDbBackend::BatchRef(StateId id, absl::Span<const KeyInG
   }
   const Ref e = prefetch_refs_[i];
   if (e == internal::WriteBackCache::kNone) return e;
-  // Its key must be keys[i]'s (the caller's span is the one Prefetch() saw): the entry's bytes
-  // are loaded for its value anyway.
+  // Its key must be keys[i]'s (the caller's span is the one Prefetch() saw).
   const absl::string_view key = keys[i].key;
   char header[8];
   const size_t header_len = internal::EncodeStateKeyHeader(header, keys[i].key_group, id,
                                                            static_cast<uint32_t>(key.size()));
-  const absl::string_view stored = cache_.key(e);
+  absl::string_view stored;
+  if (prefetch_frees_ == prefetch_refs_frees_) {
+    // No entry freed since Prefetch() took e for the state key it copied into prefetch_buf_:
+    // compared with that copy, which a batch reads in order (the entry's own bytes are
+    // scattered: comparing them was a cache miss per key, ~12% of the task thread at 10M keys
+    // with 64 MiB per worker).
+    const size_t at = prefetch_key_at_[i];
+    if (at + header_len + key.size() > prefetch_buf_.size()) {
+      return internal::WriteBackCache::kNone;
+    }
+    stored = absl::string_view(prefetch_buf_.data() + at, header_len + key.size());
+  } else {
+    // Prefetch()'s eviction freed entries, maybe e: its slot's own key.
+    stored = cache_.key(e);
+  }
   if (stored.size() != header_len + key.size() ||
       stored.substr(0, header_len) != absl::string_view(header, header_len) ||
       stored.substr(header_len) != key) {
@@ -1174,9 +1205,14 @@ absl::Status RocksDbBackend::EvictEntries(absl::Span<const Ref> refs) {
 }
 
 rocksdb::Slice RocksDbBackend::StoredValue(Ref e) {
-  value_buf_.clear();
-  internal::AppendStoredValue(&value_buf_, cache_.expiry(e), cache_.value(e));
-  return ToSlice(value_buf_);
+  // AppendStoredValue()'s layout written with plain stores into a buffer that only grows (an
+  // eviction calls this once per entry: std::string's appends are calls, not inlined).
+  const absl::string_view payload = cache_.value(e);
+  const size_t size = internal::kExpiryBytes + payload.size();
+  if (stored_buf_.size() < size) stored_buf_.resize(std::max(size, 2 * stored_buf_.size()));
+  internal::EncodeFixed64BE(stored_buf_.data(), static_cast<uint64_t>(cache_.expiry(e)));
+  std::memcpy(stored_buf_.data() + internal::kExpiryBytes, payload.data(), payload.size());
+  return rocksdb::Slice(stored_buf_.data(), size);
 }
 
 absl::Status RocksDbBackend::IngestEntries(absl::Span<const Ref> refs) {

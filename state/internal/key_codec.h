@@ -47,12 +47,16 @@ inline uint16_t DecodeFixed16BE(const char* p) {
   return static_cast<uint16_t>((static_cast<uint8_t>(p[0]) << 8) | static_cast<uint8_t>(p[1]));
 }
 
-inline void PutFixed64BE(std::string* dst, uint64_t v) {
-  char buf[8];
+inline void EncodeFixed64BE(char* dst, uint64_t v) {
   for (int i = 7; i >= 0; --i) {
-    buf[i] = static_cast<char>(v & 0xff);
+    dst[i] = static_cast<char>(v & 0xff);
     v >>= 8;
   }
+}
+
+inline void PutFixed64BE(std::string* dst, uint64_t v) {
+  char buf[8];
+  EncodeFixed64BE(buf, v);
   dst->append(buf, 8);
 }
 
