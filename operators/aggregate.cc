@@ -383,7 +383,7 @@ class AggregateOperator final : public Operator {
   // The in-memory slots by key group, then key: the same order in every run. A counting sort
   // by key group keeps the slots' order within a group, and slots mostly come in key order
   // (ids that grow), so each group's sort by key mostly finds it sorted. (One std::sort of
-  // every slot by (key group, key) was ~3% of q4's join threads, at the input's end.)
+  // every slot by (key group, key) was ~1.4% of q4's join threads' samples, at the input's end.)
   std::vector<uint32_t> SlotsInKeyOrder() const {
     int groups = ctx_.max_parallelism;
     for (const Slot& s : slots_) groups = std::max(groups, s.key_group + 1);
