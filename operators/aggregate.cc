@@ -233,13 +233,7 @@ class AggregateOperator final : public Operator {
   absl::Status Finish() override {
     if (!emit_final_) return absl::OkStatus();
     if (in_memory_) {
-      // By key group, then key: the same order in every run.
-      std::vector<uint32_t> order(slots_.size());
-      for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
-      std::sort(order.begin(), order.end(), [this](uint32_t a, uint32_t b) {
-        return std::pair(slots_[a].key_group, slots_[a].key) <
-               std::pair(slots_[b].key_group, slots_[b].key);
-      });
+      const std::vector<uint32_t> order = SlotsInKeyOrder();
       const size_t n = aggs_.size();
       for (uint32_t i : order) {
         out_[0].i = slots_[i].key;
@@ -384,6 +378,28 @@ class AggregateOperator final : public Operator {
     slots_.push_back(Slot{key, KeyGroup(r), false});
     slot_accs_.resize(slot_accs_.size() + aggs_.size());
     return i;
+  }
+
+  // The in-memory slots by key group, then key: the same order in every run. A counting sort
+  // by key group keeps the slots' order within a group, and slots mostly come in key order
+  // (ids that grow), so each group's sort by key mostly finds it sorted. (One std::sort of
+  // every slot by (key group, key) was ~1.4% of q4's join threads' samples, at the input's end.)
+  std::vector<uint32_t> SlotsInKeyOrder() const {
+    int groups = ctx_.max_parallelism;
+    for (const Slot& s : slots_) groups = std::max(groups, s.key_group + 1);
+    std::vector<uint32_t> start(static_cast<size_t>(groups) + 1, 0);
+    for (const Slot& s : slots_) ++start[s.key_group + 1];
+    for (size_t g = 1; g < start.size(); ++g) start[g] += start[g - 1];
+    std::vector<uint32_t> order(slots_.size());
+    std::vector<uint32_t> next(start.begin(), start.end() - 1);
+    for (uint32_t i = 0; i < slots_.size(); ++i) order[next[slots_[i].key_group]++] = i;
+    const auto by_key = [this](uint32_t a, uint32_t b) { return slots_[a].key < slots_[b].key; };
+    for (size_t g = 0; g + 1 < start.size(); ++g) {
+      const auto first = order.begin() + start[g];
+      const auto last = order.begin() + start[g + 1];
+      if (!std::is_sorted(first, last, by_key)) std::sort(first, last, by_key);
+    }
+    return order;
   }
 
   // Writes slot `i` as its key's stored accumulators.
