@@ -140,14 +140,15 @@ operators:
     return source_->Open(ctx, &out_);
   }
 
-  // Polls (at the current fake time) until `done()` or 20 s of real time pass.
+  // Polls (at the current fake time, up to `max_records` a poll) until `done()` or 20 s of real
+  // time pass.
   template <typename Pred>
-  bool PollUntil(Pred done) {
+  bool PollUntil(Pred done, int max_records = 256) {
     auto* source = static_cast<ops::SourceOperator*>(source_.get());
     const absl::Time deadline = absl::Now() + absl::Seconds(20);
     while (absl::Now() < deadline) {
       int64_t wake = 0;
-      auto st = source->Poll(256, &wake);
+      auto st = source->Poll(max_records, &wake);
       EXPECT_OK(st);
       if (!st.ok()) return false;
       if (done()) return true;
@@ -189,13 +190,16 @@ operators:
   LogOutput out_;
 };
 
+// Event time with partitions idle after 1 s, no discovery.
+constexpr char kIdleAfterOneSecond[] =
+    "    event_time: {field: ts, max_out_of_orderness: 2s, idle_timeout: 1s}\n    partition_discovery: 0\n";
+
 std::string Line(int64_t user, int64_t ts) {
   return absl::StrCat("{\"user\": ", user, ", \"ts\": ", ts, "}\n");
 }
 
 TEST_F(KafkaSourceUnitTest, WatermarkIsTheMinimumOverNonIdlePartitions) {
-  Load("    event_time: {field: ts, max_out_of_orderness: 2s, idle_timeout: 1s}\n"
-       "    partition_discovery: 0\n");
+  Load(kIdleAfterOneSecond);
   visible_ = 2;
   Produce(0, Line(1, 10'000) + Line(2, 12'000) + Line(3, 11'000));
   ASSERT_OK(Open(0, 1));
@@ -225,18 +229,13 @@ TEST_F(KafkaSourceUnitTest, WatermarkIsTheMinimumOverNonIdlePartitions) {
 // backpressured or starved task would; before its first fetch it may have records too): its
 // watermark still holds the subtask's back. Read to its end, it turns idle after idle_timeout.
 TEST_F(KafkaSourceUnitTest, APartitionWithRecordsNotReadYetIsNeverIdle) {
-  Load("    event_time: {field: ts, max_out_of_orderness: 2s, idle_timeout: 1s}\n"
-       "    partition_discovery: 0\n");
+  Load(kIdleAfterOneSecond);
   visible_ = 1;
   Produce(0, Line(1, 10'000) + Line(2, 12'000) + Line(3, 14'000));
   ASSERT_OK(Open(0, 1));
+  ASSERT_TRUE(PollUntil([&] { return out_.records == 1; }, /*max_records=*/1));
   auto* source = static_cast<ops::SourceOperator*>(source_.get());
   int64_t wake = 0;
-  const absl::Time deadline = absl::Now() + absl::Seconds(20);
-  while (out_.records < 1 && absl::Now() < deadline) {
-    ASSERT_OK(source->Poll(1, &wake));
-    absl::SleepFor(absl::Milliseconds(2));
-  }
   for (int i = 0; i < 25; ++i) {  // 5 s of periodic steps that read nothing
     clock_.AdvanceNanos(200 * kMs);
     ASSERT_OK(source->Poll(0, &wake));
