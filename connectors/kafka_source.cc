@@ -150,18 +150,20 @@ class KafkaSource final : public ops::SourceOperator {
     dead_letters_from_start_ = false;
     written_dead_letters_.clear();
 
+    // Bounded sources learn from end-of-partition events that a partition is read to its end (a
+    // transactional topic ends with a control record, which is never delivered); with an idle
+    // timeout, that a partition has nothing left to read, so it may turn idle.
+    const bool partition_eof = bounded_ || (o->event_time.has_value() && o->event_time->idle_timeout_ms > 0);
     KafkaSettings settings = {
         {"bootstrap.servers", o->bootstrap},
         {"group.id", group},
-        // Bounded sources learn from end-of-partition events that a partition is read to its
-        // end (a transactional topic ends with a control record, which is never delivered).
-        {"enable.partition.eof", bounded_ ? "true" : "false"},
         {"log_level", "3"},
         // A checkpointed offset that retention has deleted restarts at the earliest kept
         // record rather than silently skipping to the end (librdkafka's default).
         {"auto.offset.reset", "earliest"}};
     settings.insert(settings.end(), o->properties.begin(), o->properties.end());  // the user's librdkafka consumer settings
     settings.push_back({"enable.auto.commit", "false"});  // offsets live in our checkpoints
+    settings.push_back({"enable.partition.eof", partition_eof ? "true" : "false"});
     SLUICE_ASSIGN_OR_RETURN(rk_, NewKafkaClient(RD_KAFKA_CONSUMER, settings, "kafka source"));
     rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
     if (!dead_letter_topic_.empty()) {
@@ -331,6 +333,7 @@ class KafkaSource final : public ops::SourceOperator {
       absl::Status s = Decode(m);
       const int64_t offset = m->offset;
       it->second.next = offset + 1;
+      it->second.at_end = false;
       if (s.ok() && watermarks_ != nullptr && watermarks_->OnEvent(it->second.split, out_.GetInt(ts_field_))) {
         s = output_->EmitWatermarkStatus(false);  // idle until this record
         if (!s.ok()) {
@@ -411,6 +414,14 @@ class KafkaSource final : public ops::SourceOperator {
   }
   bool UnionState() const override { return true; }
 
+  // Every partition read to its end (see Partition::at_end).
+  bool ReadToEndForTest() const {
+    for (const auto& [tp, part] : partitions_) {
+      if (!part.at_end) return false;
+    }
+    return true;
+  }
+
   // Bounded: event time ends with the input.
   absl::Status Finish() override {
     if (watermarks_ == nullptr) return absl::OkStatus();
@@ -455,6 +466,9 @@ class KafkaSource final : public ops::SourceOperator {
     int64_t next = RD_KAFKA_OFFSET_END;
     int64_t end = 0;  // bounded: stop here
     int split = -1;   // index in watermarks_
+    // Read to the end: an end-of-partition event came after its last record read (only with
+    // enable.partition.eof). Until the first one the partition may have records to read.
+    bool at_end = false;
   };
 
   // Once per poll: periodic watermarks, partition discovery and the lag gauge, when due.
@@ -484,6 +498,11 @@ class KafkaSource final : public ops::SourceOperator {
       }
     }
     if (watermarks_ != nullptr && now >= next_watermark_nanos_) {
+      // A partition not read to its end has records to read (or may have: not fetched yet),
+      // however long since its last one: it is not idle (a slow first fetch, backpressure).
+      for (const auto& [tp, part] : partitions_) {
+        if (!part.at_end) watermarks_->OnBacklog(part.split);
+      }
       SLUICE_RETURN_IF_ERROR(watermarks_->OnPeriodic(now, output_));
       next_watermark_nanos_ = now + watermark_interval_nanos_;
     }
@@ -648,7 +667,10 @@ class KafkaSource final : public ops::SourceOperator {
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
       const int t = m->rkt != nullptr ? TopicIndex(m->rkt) : -1;
       auto it = partitions_.find({t, m->partition});
-      if (it != partitions_.end() && m->offset > it->second.next) it->second.next = m->offset;
+      if (it != partitions_.end()) {
+        if (m->offset > it->second.next) it->second.next = m->offset;
+        it->second.at_end = true;
+      }
       return absl::OkStatus();
     }
     char fatal[256];
@@ -808,6 +830,10 @@ std::unique_ptr<ops::Operator> MakeKafkaSource() { return std::make_unique<Kafka
 
 std::unique_ptr<ops::Operator> MakeKafkaSourceForTest(std::function<absl::StatusOr<int>()> partition_count) {
   return std::make_unique<KafkaSource>(std::move(partition_count));
+}
+
+bool KafkaSourceReadToEndForTest(const ops::Operator& source) {
+  return static_cast<const KafkaSource&>(source).ReadToEndForTest();
 }
 
 absl::Status RegisterConnectorOperators(ops::OperatorRegistry* registry) {

@@ -25,8 +25,10 @@ namespace sluice::connectors {
 // Event time (`event_time: {field | kafka_timestamp, max_out_of_orderness, idle_timeout}`):
 // each partition has its own bounded-out-of-orderness watermark (largest timestamp seen -
 // max_out_of_orderness - 1); the subtask emits the minimum over its non-idle partitions every
-// watermark interval when it advanced. A partition without records for idle_timeout
-// (processing time) is idle and does not hold the watermark back; when all of a subtask's
+// watermark interval when it advanced. A partition read to its end (an end-of-partition event
+// came after its last record) and without records for idle_timeout (processing time) is idle
+// and does not hold the watermark back; one with records not read yet never is, however long
+// the source takes to read them (Flink: idle only with nothing to read). When all of a subtask's
 // partitions are idle (or it has none), its output is marked idle until its next record. A
 // bounded source ends event time (kMaxWatermark) when it ends.
 //
@@ -43,6 +45,11 @@ std::unique_ptr<ops::Operator> MakeKafkaSource();
 // creates the topic with its final count and lets the source see fewer at first.
 std::unique_ptr<ops::Operator> MakeKafkaSourceForTest(
     std::function<absl::StatusOr<int>()> partition_count);
+
+// For tests: whether `source` (made by MakeKafkaSource*, with an idle timeout) has read each of
+// its partitions to its end: an end-of-partition event came after its last record. Only such
+// partitions may turn idle.
+bool KafkaSourceReadToEndForTest(const ops::Operator& source);
 
 // Adds the connectors' operators (kafka, kafka_sink: types and factories) to `registry`.
 // kAlreadyExists if one is registered already.

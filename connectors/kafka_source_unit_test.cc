@@ -140,14 +140,15 @@ operators:
     return source_->Open(ctx, &out_);
   }
 
-  // Polls (at the current fake time) until `done()` or 20 s of real time pass.
+  // Polls (at the current fake time, up to `max_records` a poll) until `done()` or 20 s of real
+  // time pass.
   template <typename Pred>
-  bool PollUntil(Pred done) {
+  bool PollUntil(Pred done, int max_records = 256) {
     auto* source = static_cast<ops::SourceOperator*>(source_.get());
     const absl::Time deadline = absl::Now() + absl::Seconds(20);
     while (absl::Now() < deadline) {
       int64_t wake = 0;
-      auto st = source->Poll(256, &wake);
+      auto st = source->Poll(max_records, &wake);
       EXPECT_OK(st);
       if (!st.ok()) return false;
       if (done()) return true;
@@ -189,17 +190,20 @@ operators:
   LogOutput out_;
 };
 
+// Event time with partitions idle after 1 s, no discovery.
+constexpr char kIdleAfterOneSecond[] =
+    "    event_time: {field: ts, max_out_of_orderness: 2s, idle_timeout: 1s}\n    partition_discovery: 0\n";
+
 std::string Line(int64_t user, int64_t ts) {
   return absl::StrCat("{\"user\": ", user, ", \"ts\": ", ts, "}\n");
 }
 
 TEST_F(KafkaSourceUnitTest, WatermarkIsTheMinimumOverNonIdlePartitions) {
-  Load("    event_time: {field: ts, max_out_of_orderness: 2s, idle_timeout: 1s}\n"
-       "    partition_discovery: 0\n");
+  Load(kIdleAfterOneSecond);
   visible_ = 2;
   Produce(0, Line(1, 10'000) + Line(2, 12'000) + Line(3, 11'000));
   ASSERT_OK(Open(0, 1));
-  ASSERT_TRUE(PollUntil([&] { return out_.records == 3; }));
+  ASSERT_TRUE(PollUntil([&] { return out_.records == 3 && KafkaSourceReadToEndForTest(*source_); }));
   EXPECT_THAT(out_.Take(), ElementsAre("r:1", "r:2", "r:3")) << "partition 1 has no watermark yet";
   Advance(200);
   EXPECT_THAT(out_.Take(), ElementsAre()) << "partition 1 holds the watermark back until idle";
@@ -217,6 +221,35 @@ TEST_F(KafkaSourceUnitTest, WatermarkIsTheMinimumOverNonIdlePartitions) {
   EXPECT_THAT(out_.Take(), ElementsAre("active", "r:4"));
   Advance(200);
   EXPECT_THAT(out_.Take(), ElementsAre("wm:17999"));
+  source_->Close();
+}
+
+// A partition with records the source has not read yet is not idle, however long since its
+// last record (here the source reads one record and then only runs its periodic steps, as a
+// backpressured or starved task would; before its first fetch it may have records too): its
+// watermark still holds the subtask's back. Read to its end, it turns idle after idle_timeout.
+TEST_F(KafkaSourceUnitTest, APartitionWithRecordsNotReadYetIsNeverIdle) {
+  Load(kIdleAfterOneSecond);
+  visible_ = 1;
+  Produce(0, Line(1, 10'000) + Line(2, 12'000) + Line(3, 14'000));
+  ASSERT_OK(Open(0, 1));
+  ASSERT_TRUE(PollUntil([&] { return out_.records == 1; }, /*max_records=*/1));
+  auto* source = static_cast<ops::SourceOperator*>(source_.get());
+  int64_t wake = 0;
+  for (int i = 0; i < 25; ++i) {  // 5 s of periodic steps that read nothing
+    clock_.AdvanceNanos(200 * kMs);
+    ASSERT_OK(source->Poll(0, &wake));
+  }
+  EXPECT_THAT(out_.Take(), ElementsAre("r:1", "wm:7999")) << "not idle: two records to read";
+
+  EXPECT_FALSE(KafkaSourceReadToEndForTest(*source_));
+  ASSERT_TRUE(PollUntil([&] { return out_.records == 2 && KafkaSourceReadToEndForTest(*source_); }));
+  Advance(200);
+  EXPECT_THAT(out_.Take(), ElementsAre("r:2", "r:3", "wm:11999"));
+  Advance(800);
+  EXPECT_THAT(out_.Take(), ElementsAre());
+  Advance(200);  // read to its end, without records for 1 s
+  EXPECT_THAT(out_.Take(), ElementsAre("idle"));
   source_->Close();
 }
 

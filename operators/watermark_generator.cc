@@ -50,12 +50,15 @@ absl::Status SplitWatermarks::OnPeriodic(int64_t now_nanos, Output* output) {
   for (size_t i = 0; i < splits_.size(); ++i) {
     Split& s = splits_[i];
     if (s.had_events) {
-      s.had_events = false;
       s.last_active_nanos = now_nanos;
       s.idle = false;
+    } else if (s.backlog) {
+      if (!s.idle) s.last_active_nanos = now_nanos;
     } else if (idle_timeout_nanos_ > 0 && !s.idle && now_nanos - s.last_active_nanos >= idle_timeout_nanos_) {
       s.idle = true;
     }
+    s.had_events = false;
+    s.backlog = false;
     if (s.idle) continue;
     all_idle = false;
     min = std::min(min, SplitWatermark(static_cast<int>(i)));

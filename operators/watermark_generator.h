@@ -18,6 +18,9 @@ namespace sluice::ops {
 //   max_out_of_orderness older than the newest one are not late. None before its first record.
 // - A split without records for `idle_timeout` of processing time (0: never) is idle until its
 //   next record. Idleness is judged at each OnPeriodic(), so its resolution is the interval.
+//   A split whose reader knows it has records not read yet (OnBacklog) is not idle, however
+//   long since its last record (a reader that is behind: a slow first fetch, backpressure, a
+//   starved thread): as Flink's withIdleness, a split is idle only when it has nothing to read.
 // - The subtask's watermark is the minimum over its non-idle splits; it is emitted from
 //   OnPeriodic() when it advanced, and from EmitIfAdvanced() when it advanced by a given step. When every split is idle, or the subtask has none, the
 //   subtask's output is marked idle; the next record makes it active again (OnEvent returns
@@ -45,6 +48,12 @@ class SplitWatermarks {
     return true;
   }
 
+  // Split `split` has records its reader has not read yet (or the reader does not know yet
+  // whether it has): it does not turn idle at the next OnPeriodic(), and its idle timeout counts
+  // from then. Called before each OnPeriodic() for every such split; an idle split stays idle
+  // until its next record.
+  void OnBacklog(int split) { splits_[split].backlog = true; }
+
   // The periodic step (every watermark interval, and when the source ends): updates idleness
   // at processing time `now_nanos` and emits to `output`, in order, the subtask turning active,
   // its advanced watermark, or its turning idle. Returns the output's status.
@@ -70,6 +79,7 @@ class SplitWatermarks {
     int64_t max_timestamp = kNoWatermark;
     int64_t last_active_nanos = 0;  // when it last had records (or was added)
     bool had_events = false;        // records since the last OnPeriodic()
+    bool backlog = false;           // OnBacklog() since the last OnPeriodic()
     bool idle = false;
   };
 

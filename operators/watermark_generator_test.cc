@@ -222,5 +222,43 @@ TEST(SplitWatermarksTest, ExtremeTimestampsDoNotOverflow) {
   EXPECT_EQ(wm.SplitWatermark(a), kNoWatermark);
 }
 
+// A split whose reader has records it has not read yet (OnBacklog before each periodic step)
+// does not turn idle, however long since its last record; once it has nothing to read, its
+// idle timeout counts from the last step it had a backlog. An idle split stays idle with one.
+TEST(SplitWatermarksTest, ASplitWithABacklogDoesNotTurnIdle) {
+  SplitWatermarks wm(0, /*idle_timeout_ms=*/1000);
+  EventTimeOutput out;
+  int64_t now = 0;
+  const int a = wm.AddSplit(now), b = wm.AddSplit(now);
+  wm.OnEvent(a, 5000);
+  wm.OnEvent(b, 7000);
+  for (int step = 1; step <= 25; ++step) {  // 5 s without records; b has some to read
+    wm.OnBacklog(b);
+    now += 200 * kMs;
+    ASSERT_OK(wm.OnPeriodic(now, &out));
+  }
+  EXPECT_THAT(out.Take(), ElementsAre("wm:4999", "wm:6999")) << "a idle after 1 s, b never";
+  EXPECT_TRUE(wm.SplitIdle(a));
+  EXPECT_FALSE(wm.SplitIdle(b));
+
+  // b read to its end: idle 1 s after its last backlog.
+  for (int step = 1; step <= 4; ++step) {
+    now += 200 * kMs;
+    ASSERT_OK(wm.OnPeriodic(now, &out));
+  }
+  EXPECT_FALSE(wm.SplitIdle(b));
+  now += 200 * kMs;
+  ASSERT_OK(wm.OnPeriodic(now, &out));
+  EXPECT_THAT(out.Take(), ElementsAre("idle"));
+
+  // A backlog does not wake an idle split: its next record does.
+  wm.OnBacklog(a);
+  now += 200 * kMs;
+  ASSERT_OK(wm.OnPeriodic(now, &out));
+  EXPECT_TRUE(wm.SplitIdle(a));
+  EXPECT_THAT(out.Take(), IsEmpty());
+  EXPECT_TRUE(wm.OnEvent(a, 8000));
+}
+
 }  // namespace
 }  // namespace sluice::ops

@@ -36,6 +36,11 @@ class TopNRestoreTest : public ClusterTest {
     kafka_->Produce("events", partition, lines);
   }
 
+  // Without idle_timeout: after the restore neither partition gets records until phase 3,
+  // which kcat writes one partition after the other; an idle partition would let the other's
+  // watermark fire window [10 s, 11 s) without its records (made late, so update rows the
+  // top_n drops), whenever the restore took longer than the timeout. Every partition here gets
+  // records up to the end, so event time needs no idleness to move on.
   std::string Job(const std::string& windows, const std::string& top) const {
     return KafkaKeyedEventsJob("top-n-restore", kafka_->bootstrap(), absl::StrCat(R"y(  - id: windows
     type: window
@@ -47,7 +52,7 @@ class TopNRestoreTest : public ClusterTest {
   - {id: by_end, type: key_by, key: [window_end], input: windows}
   - {id: top, type: top_n, n: 1, order_by: n}
   - {id: top_rows, type: file, path: )y", top, R"y(}
-)y"));
+)y"), /*idle_timeout=*/"");
   }
 
   std::unique_ptr<KafkaProcess> kafka_;
