@@ -87,18 +87,16 @@ class ExchangeReactor final : public grpc::ServerBidiReactor<proto::DataMessage,
       AddCredit(gate_->credits_per_channel());
       gate_->SetListener(channel_, listener_);
     } else {
-      int credits = 0;
-      if (in_.batch_size() == 0) {
-        credits += Deliver(&in_);
-      } else {
-        for (proto::DataMessage& msg : *in_.mutable_batch()) credits += Deliver(&msg);
-      }
-      if (credits > 0) {
+      BufferItem item = FromMessage(&in_, channel_);
+      if (item.as<EndOfPartition>() != nullptr) eop_received_.store(true);
+      const bool credit = item.TakesCredit();
+      gate_->Push(std::move(item));
+      if (credit) {
         {
           absl::MutexLock lock(&mu_);
-          credits_->Arrived(credits);
+          credits_->Arrived();
         }
-        MaybeWriteOrFinish();  // the producer holds fewer credits: send what was held back
+        MaybeWriteOrFinish();  // the producer holds one credit fewer: send what was held back
       }
     }
     in_.Clear();
@@ -143,15 +141,6 @@ class ExchangeReactor final : public grpc::ServerBidiReactor<proto::DataMessage,
     if (refs_.fetch_sub(1) == 1) delete this;
   }
 
-  // Pushes the item `msg` carries into the gate; returns 1 if it took a credit, else 0.
-  int Deliver(proto::DataMessage* msg) {
-    BufferItem item = FromMessage(msg, channel_);
-    if (item.as<EndOfPartition>() != nullptr) eop_received_.store(true);
-    const bool credit = item.TakesCredit();
-    gate_->Push(std::move(item));
-    return credit ? 1 : 0;
-  }
-
   void MaybeWriteOrFinish() {
     bool write = false, finish = false;
     grpc::Status status;
@@ -166,7 +155,6 @@ class ExchangeReactor final : public grpc::ServerBidiReactor<proto::DataMessage,
         if (const int n = credits_->Take(); n > 0) {
           out_.Clear();
           out_.set_credit(n);
-          out_.set_accepts_batches(true);
           writing_ = true;
           write = true;
         }
@@ -236,8 +224,7 @@ void RemoteChannelWriter::MaybeStartWrite() {
     if (writing_ || broken_ || cancelled_ || done_) return;
     if (!queue_.empty()) {
       writing_ = true;
-      TakeNextLocked();
-      next = &out_;  // not touched again until OnWriteDone clears writing_
+      next = &queue_.front();  // stays put: deque::push_back keeps references valid
     } else if (closing_ && !writes_done_sent_) {
       writes_done_sent_ = true;
       writes_done = true;
@@ -247,26 +234,6 @@ void RemoteChannelWriter::MaybeStartWrite() {
   if (writes_done) {
     StartWritesDone();
     ReleaseHold();  // the last operation started from outside a reaction
-  }
-}
-
-void RemoteChannelWriter::TakeNextLocked() {
-  auto bytes = [](const proto::DataMessage& m) { return m.buffer().size() + m.key_groups().size(); };
-  size_t n = 1;
-  if (batches_) {
-    size_t batch_bytes = bytes(queue_.front());
-    while (n < queue_.size() && batch_bytes + bytes(queue_[n]) <= kMaxBatchBytes) {
-      batch_bytes += bytes(queue_[n++]);
-    }
-  }
-  if (n == 1) {
-    out_ = std::move(queue_.front());
-    queue_.pop_front();
-    return;
-  }
-  for (size_t i = 0; i < n; ++i) {
-    *out_.add_batch() = std::move(queue_.front());
-    queue_.pop_front();
   }
 }
 
@@ -376,13 +343,11 @@ int64_t RemoteChannelWriter::CreditWaitNanos() const {
 }
 
 void RemoteChannelWriter::OnWriteDone(bool ok) {
-  // gRPC is done with out_: free what it holds now, as the queue's pop did (Clear() would keep
-  // the buffers' capacity until the next write).
-  out_ = proto::DataMessage();
   {
     absl::MutexLock lock(&mu_);
     writing_ = false;
     if (!ok) broken_ = true;  // the stream is going down; OnDone brings the status
+    else queue_.pop_front();
   }
   if (IsBroken()) {
     ReleaseHold();
@@ -396,7 +361,6 @@ void RemoteChannelWriter::OnReadDone(bool ok) {
   {
     absl::MutexLock lock(&mu_);
     credits_ += read_msg_.credit();
-    if (read_msg_.accepts_batches()) batches_ = true;
   }
   read_msg_.Clear();
   StartRead(&read_msg_);

@@ -27,8 +27,8 @@ class CreditBatcher {
 
   // The consumer freed `n` credits.
   void Freed(int n) { pending_ += n; }
-  // `n` buffers (items that take a credit) arrived from the producer.
-  void Arrived(int n = 1) { granted_ -= n; }
+  // A buffer (an item that takes a credit) arrived from the producer.
+  void Arrived() { --granted_; }
   // The credits to send now, counted as granted; 0 when there are none or they are held back.
   int Take() {
     if (pending_ == 0 || granted_ > hold_above_) return 0;
@@ -62,12 +62,9 @@ class DataPlaneService final : public proto::DataPlane::CallbackService {
   GateResolver resolver_;
 };
 
-// The sending side of one remote channel: a client bidi stream. One write is in flight at a
-// time: the task thread starts it when the stream is idle, else the write's completion starts
-// the next one, which takes everything queued meanwhile as one batch message (up to
-// kMaxBatchBytes of buffers) once the receiver has said it accepts batches; so a completion
-// that comes late costs one wake-up for all the buffers queued behind it, not one each.
-// Send() blocks the task thread while the receiver has granted no credit. Owned by the task; the destructor waits for the stream to end (call Cancel() or
+// The sending side of one remote channel: a client bidi stream. Buffers are written one at a
+// time (one write in flight); Send() blocks the task thread while the receiver has granted
+// no credit. Owned by the task; the destructor waits for the stream to end (call Cancel() or
 // Close() first).
 class RemoteChannelWriter final : public ChannelWriter,
                                   public grpc::ClientBidiReactor<proto::DataMessage,
@@ -85,9 +82,6 @@ class RemoteChannelWriter final : public ChannelWriter,
   void Cancel() override;
   int64_t CreditWaitNanos() const override;
 
-  // The most buffer bytes one batch message takes (a single larger message goes alone).
-  static constexpr size_t kMaxBatchBytes = 1 << 20;
-
   // gRPC reactions (never block).
   void OnWriteDone(bool ok) override;
   void OnReadDone(bool ok) override;
@@ -97,9 +91,6 @@ class RemoteChannelWriter final : public ChannelWriter,
  private:
   void MaybeStartWrite() ABSL_LOCKS_EXCLUDED(mu_);
   void ReleaseHold() ABSL_LOCKS_EXCLUDED(mu_);
-  // Moves the front of queue_ into out_, or, when the receiver accepts batches, as many queued
-  // messages as kMaxBatchBytes allows as one batch. REQUIRES: queue_ not empty.
-  void TakeNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool IsBroken() ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
     return broken_;
@@ -113,15 +104,11 @@ class RemoteChannelWriter final : public ChannelWriter,
   grpc::ClientContext context_;
   const std::string name_;
   proto::DataMessage read_msg_;
-  // The message being written: set under mu_ when writing_ turns true, then touched only by
-  // gRPC until OnWriteDone clears writing_.
-  proto::DataMessage out_;
 
   mutable absl::Mutex mu_;
-  // Not yet written. With the message being written, holds at most the credits granted plus one
-  // priority barrier per checkpoint (those take no credit).
+  // Front is being written. Holds at most the credits granted plus one priority barrier per
+  // checkpoint (those take no credit).
   std::deque<proto::DataMessage> queue_ ABSL_GUARDED_BY(mu_);
-  bool batches_ ABSL_GUARDED_BY(mu_) = false;  // the receiver accepts batch messages
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   bool writes_done_sent_ ABSL_GUARDED_BY(mu_) = false;
