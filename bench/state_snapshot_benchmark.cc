@@ -7,6 +7,10 @@
 // dirty entry, and the bytes uploaded per snapshot.
 //
 //   build/bin/state_snapshot_benchmark [--keys 50000] [--updates 25] [--rounds 40] [--reps 3]
+//                                      [--interleaved]
+//
+// --interleaved: one backend, a snapshot after every other round, the upload on its own thread;
+// prints the task thread's CPU per round after a snapshot and after none.
 //
 // checkpoint_benchmark measures the same end to end (two workers, the whole job); this one has
 // no shuffles or other processes, so its spread is a fraction of that one's (bench/README.md).
