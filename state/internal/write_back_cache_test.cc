@@ -88,7 +88,7 @@ TEST(WriteBackCacheTest, HitsMissesAndValues) {
 TEST(WriteBackCacheTest, WarmIndexChangesNothing) {
   WriteBackCache cache(size_t{64} << 20);
   cache.WarmIndex();  // no index yet
-  constexpr int kKeys = 200000;  // an index of 2 MiB, beyond kWarmIndexMaxBytes
+  constexpr int kKeys = 200000;  // an index of 4 MiB, beyond kWarmIndexMaxBytes
   for (int i = 0; i < kKeys; ++i) {
     const std::string key = "k" + std::to_string(i);
     cache.SetValue(cache.Insert(key), key);
