@@ -1561,8 +1561,6 @@ absl::StatusOr<std::string> RocksDbBackend::DbSignature() {
 }
 
 absl::StatusOr<PendingSnapshot> RocksDbBackend::SnapshotSync(int64_t checkpoint_id) {
-  // The records after the snapshot find the index in the CPU caches again (however it ends).
-  absl::Cleanup warm_index = [this] { cache_.WarmIndex(); };
   SLUICE_RETURN_IF_ERROR(WriteMeta());
   // Hot entries (changed in this interval and the one before) go into the delta file, moved
   // into the checkpoint below; the others RocksDB lacks (new, changed after a quiet interval,

@@ -534,14 +534,6 @@ absl::Status WriteBackCache::Snapshot(WriteFn write, DeltaFn delta) {
   return s;
 }
 
-void WriteBackCache::WarmIndex() const {
-  const size_t bytes = cells_.size() * sizeof(Cell);
-  if (bytes > kWarmIndexMaxBytes) return;
-  const char* p = reinterpret_cast<const char*>(cells_.data());
-  constexpr size_t kLine = 64;
-  for (size_t i = 0; i < bytes; i += kLine) __builtin_prefetch(p + i);
-}
-
 void WriteBackCache::ForgetSnapped() {
   // A slot number freed and reused since keeps no mark of its old entry (Free() clears the
   // flags); a new entry there can be marked only by the snapshot being forgotten.

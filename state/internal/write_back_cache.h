@@ -119,8 +119,6 @@ class WriteBackCache {
   static constexpr size_t kEvictBatch = 32768;
   // Entries per WriteFn call of FlushDirty().
   static constexpr size_t kFlushBatch = 8192;
-  // The largest index WarmIndex() loads: half of a 2 MiB L2 cache (at 70% load, ~90K entries).
-  static constexpr size_t kWarmIndexMaxBytes = size_t{1} << 20;
   // Bytes counted per entry beyond its block: the slot and its share of the index.
   static constexpr size_t kEntryOverhead = 32;
   // The most bytes a block holds beyond its entry's (the slot's 8-bit `room`).
@@ -219,11 +217,6 @@ class WriteBackCache {
   // entries not written keep their state, and the next Snapshot() writes them (an entry made
   // pending by a snapshot that failed later is written to the store by the next one).
   absl::Status Snapshot(WriteFn write, DeltaFn delta);
-  // Loads the index into the CPU caches, by one sequential read, if it takes at most
-  // kWarmIndexMaxBytes. For the end of a snapshot: its walk over the entries and the kernel's
-  // copy of the delta file push the index out of the core's caches, and the next records' lookups
-  // would each miss on their index cell (at 50K keys: +3-6 ms in the pass after a snapshot).
-  void WarmIndex() const;
   // Forgets which entries the last Snapshot() wrote (for a snapshot taken without Snapshot(),
   // e.g. by FlushDirty(): the entries changed after it are not hot).
   void ForgetSnapped();

@@ -83,29 +83,6 @@ TEST(WriteBackCacheTest, HitsMissesAndValues) {
   EXPECT_EQ(cache.size(), 2u);
 }
 
-// WarmIndex() only loads memory: an empty cache, a small index and one past
-// kWarmIndexMaxBytes keep their entries, counts and lookups.
-TEST(WriteBackCacheTest, WarmIndexChangesNothing) {
-  WriteBackCache cache(size_t{64} << 20);
-  cache.WarmIndex();  // no index yet
-  constexpr int kKeys = 200000;  // an index of 4 MiB, beyond kWarmIndexMaxBytes
-  for (int i = 0; i < kKeys; ++i) {
-    const std::string key = "k" + std::to_string(i);
-    cache.SetValue(cache.Insert(key), key);
-    if (i == 10) cache.WarmIndex();
-  }
-  const uint64_t lookups = cache.lookups();
-  cache.WarmIndex();
-  EXPECT_EQ(cache.lookups(), lookups);
-  EXPECT_EQ(cache.size(), static_cast<size_t>(kKeys));
-  for (int i = 0; i < kKeys; i += 997) {
-    const std::string key = "k" + std::to_string(i);
-    const Ref r = cache.Peek(key);
-    ASSERT_NE(r, WriteBackCache::kNone);
-    EXPECT_EQ(cache.value(r), key);
-  }
-}
-
 TEST(WriteBackCacheTest, ByteAccounting) {
   constexpr size_t kOverhead = WriteBackCache::kEntryOverhead;
   WriteBackCache cache(1 << 20);
