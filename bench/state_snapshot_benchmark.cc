@@ -7,10 +7,15 @@
 // dirty entry, and the bytes uploaded per snapshot.
 //
 //   build/bin/state_snapshot_benchmark [--keys 50000] [--updates 25] [--rounds 40] [--reps 3]
+//                                      [--interleaved]
+//
+// --interleaved: one backend, a snapshot after every other round, the upload on its own thread;
+// prints the task thread's CPU per round after a snapshot and after none.
 //
 // checkpoint_benchmark measures the same end to end (two workers, the whole job); this one has
 // no shuffles or other processes, so its spread is a fraction of that one's (bench/README.md).
 
+#include <sys/resource.h>
 #include <time.h>
 
 #include <algorithm>
@@ -18,6 +23,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "CLI/CLI.hpp"
@@ -37,6 +43,20 @@ double ProcessCpuSeconds() {
   timespec t;
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
   return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
+}
+
+// This thread's CPU: the task thread's, as a worker's per-thread figures count it.
+double ThreadCpuSeconds() {
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
+}
+
+// This thread's context switches (voluntary and involuntary) so far.
+double ThreadSwitches() {
+  rusage u;
+  getrusage(RUSAGE_THREAD, &u);
+  return static_cast<double>(u.ru_nvcsw + u.ru_nivcsw);
 }
 
 struct Key {
@@ -103,42 +123,57 @@ absl::Status UpdateAll(KeyedStateBackend* backend, sluice::state::StateId id, co
   return absl::OkStatus();
 }
 
-// Records per round's updates after a snapshot and after none, in one backend whose rounds
-// alternate (a snapshot after every other round): both under the same load, a few ms apart.
+// The updates' CPU per round after a snapshot and after none, in one backend whose rounds
+// alternate (a snapshot after every other round): both under the same load, a few ms apart. As
+// in a worker, SnapshotSync() runs on this (the task) thread and UploadSnapshot() on another
+// thread while the next round runs; the rounds count this thread's CPU only.
 struct InterleavedResult {
   double first_pass_after_snapshot = 0;  // the round's first pass over the keys, seconds
   double first_pass_after_none = 0;
   double round_after_snapshot = 0;  // all `updates` passes
   double round_after_none = 0;
+  double switches_after_snapshot = 0;  // this thread's context switches per round
+  double switches_after_none = 0;
 };
 
 absl::StatusOr<InterleavedResult> RunInterleaved(const std::vector<Key>& keys, int updates, int rounds,
                                                  const std::string& dir) {
   SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<KeyedStateBackend> backend, OpenBackend(dir));
   const sluice::state::StateId id = backend->RegisterState("accumulators", sluice::state::StateKind::kValue);
-  std::vector<double> first[2], all[2];  // [1]: after a snapshot
+  std::vector<double> first[2], all[2], switches[2];  // [1]: after a snapshot
   bool snapshotted = false;
+  std::thread uploader;
+  absl::Status upload_status;
   // Rounds 0 and 1 fill the state and make every key hot (not measured).
   for (int round = 0; round < 2 + 2 * rounds; ++round) {
-    const double cpu0 = ProcessCpuSeconds();
+    const double switches0 = ThreadSwitches();
+    const double cpu0 = ThreadCpuSeconds();
     SLUICE_RETURN_IF_ERROR(UpdateAll(backend.get(), id, keys));
-    const double cpu1 = ProcessCpuSeconds();
+    const double cpu1 = ThreadCpuSeconds();
     for (int u = 1; u < updates; ++u) SLUICE_RETURN_IF_ERROR(UpdateAll(backend.get(), id, keys));
     if (round >= 2) {
       first[snapshotted].push_back(cpu1 - cpu0);
-      all[snapshotted].push_back(ProcessCpuSeconds() - cpu0);
+      all[snapshotted].push_back(ThreadCpuSeconds() - cpu0);
+      switches[snapshotted].push_back(ThreadSwitches() - switches0);
     }
+    if (uploader.joinable()) uploader.join();
+    SLUICE_RETURN_IF_ERROR(upload_status);
     snapshotted = round < 2 || round % 2 == 1;  // rounds 2, 4, ... after one; 3, 5, ... after none
     if (snapshotted) {
       SLUICE_ASSIGN_OR_RETURN(sluice::state::PendingSnapshot pending, backend->SnapshotSync(round + 1));
-      SLUICE_RETURN_IF_ERROR(
-          backend->UploadSnapshot(pending, dir + "/checkpoints", absl::StrCat("chk-", round + 1)).status());
+      uploader = std::thread([&backend, &upload_status, &dir, pending = std::move(pending), round] {
+        upload_status =
+            backend->UploadSnapshot(pending, dir + "/checkpoints", absl::StrCat("chk-", round + 1)).status();
+      });
     }
   }
+  if (uploader.joinable()) uploader.join();
+  SLUICE_RETURN_IF_ERROR(upload_status);
   backend.reset();
   std::error_code ec;
   fs::remove_all(dir, ec);
-  return InterleavedResult{Median(first[1]), Median(first[0]), Median(all[1]), Median(all[0])};
+  return InterleavedResult{Median(first[1]), Median(first[0]),    Median(all[1]),
+                           Median(all[0]),   Median(switches[1]), Median(switches[0])};
 }
 
 // One backend, `rounds` rounds of updates, with or without a snapshot after each round.
@@ -204,9 +239,11 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "%s\n", result.status().ToString().c_str());
         return 1;
       }
-      std::printf("rep %d: first pass %.2f ms after a snapshot, %.2f ms after none; round %.2f / %.2f ms\n",
+      std::printf("rep %d: first pass %.2f ms after a snapshot, %.2f ms after none; round %.2f / %.2f ms "
+                  "(context switches %.0f / %.0f)\n",
                   r + 1, result->first_pass_after_snapshot * 1e3, result->first_pass_after_none * 1e3,
-                  result->round_after_snapshot * 1e3, result->round_after_none * 1e3);
+                  result->round_after_snapshot * 1e3, result->round_after_none * 1e3,
+                  result->switches_after_snapshot, result->switches_after_none);
       first_on.push_back(result->first_pass_after_snapshot);
       first_off.push_back(result->first_pass_after_none);
       all_on.push_back(result->round_after_snapshot);
