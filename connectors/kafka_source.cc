@@ -422,6 +422,8 @@ class KafkaSource final : public ops::SourceOperator {
     return true;
   }
 
+  int64_t FetchedLagForTest() const { return FetchedLag(); }
+
   // Bounded: event time ends with the input.
   absl::Status Finish() override {
     if (watermarks_ == nullptr) return absl::OkStatus();
@@ -459,6 +461,7 @@ class KafkaSource final : public ops::SourceOperator {
   }
 
  private:
+  using TopicPartition = std::pair<int, int32_t>;  // (index in topics_, partition)
   struct Partition {
     int32_t id = 0;
     // Next offset to read, or before the first record a logical offset (RD_KAFKA_OFFSET_
@@ -475,17 +478,7 @@ class KafkaSource final : public ops::SourceOperator {
   absl::Status Periodic() {
     const int64_t now = ctx_.clock->NowNanos();
     if (lag_ != nullptr && now >= next_lag_nanos_) {
-      // Records behind the partitions' ends, from the high watermarks librdkafka caches from
-      // its fetches (no request): Kafka's consumer lag.
-      int64_t lag = 0;
-      for (const auto& [tp, part] : partitions_) {
-        int64_t low = 0, high = 0;
-        if (part.next >= 0 &&
-            rd_kafka_get_watermark_offsets(rk_, topics_[tp.first].c_str(), tp.second, &low, &high) == 0 && high > part.next) {
-          lag += high - part.next;
-        }
-      }
-      lag_->Set(static_cast<double>(lag));
+      lag_->Set(static_cast<double>(FetchedLag()));
       next_lag_nanos_ = now + 1'000'000'000;
     }
     if (counter_ != nullptr) {
@@ -499,14 +492,38 @@ class KafkaSource final : public ops::SourceOperator {
     }
     if (watermarks_ != nullptr && now >= next_watermark_nanos_) {
       // A partition not read to its end has records to read (or may have: not fetched yet),
-      // however long since its last one: it is not idle (a slow first fetch, backpressure).
-      for (const auto& [tp, part] : partitions_) {
+      // however long since its last one: it is not idle (a slow first fetch, backpressure), and
+      // an idle one wakes. An end-of-partition event says only that nothing followed it when it
+      // was taken: records fetched since (the cached high watermark is past the position) wait
+      // in librdkafka's queue behind a poll that has not come yet (a backpressured task).
+      // With isolation.level=read_committed the high watermark, not the last stable offset,
+      // counts: a partition with an open transaction does not turn idle until it ends.
+      for (auto& [tp, part] : partitions_) {
+        if (part.at_end && Lag(tp, part) > 0) part.at_end = false;
         if (!part.at_end) watermarks_->OnBacklog(part.split);
       }
       SLUICE_RETURN_IF_ERROR(watermarks_->OnPeriodic(now, output_));
       next_watermark_nanos_ = now + watermark_interval_nanos_;
     }
     return absl::OkStatus();
+  }
+
+  // Records between a partition's position and the high watermark librdkafka caches from its
+  // fetches (no request); 0 before its first record or fetch.
+  int64_t Lag(const TopicPartition& tp, const Partition& part) const {
+    int64_t low = 0, high = 0;
+    if (part.next < 0 ||
+        rd_kafka_get_watermark_offsets(rk_, topics_[tp.first].c_str(), tp.second, &low, &high) != 0 ||
+        high <= part.next) {
+      return 0;
+    }
+    return high - part.next;
+  }
+  // Records behind the partitions' ends, from the cached high watermarks: Kafka's consumer lag.
+  int64_t FetchedLag() const {
+    int64_t lag = 0;
+    for (const auto& [tp, part] : partitions_) lag += Lag(tp, part);
+    return lag;
   }
 
   // Discovery found `counts` partitions per topic: reads ours among the new ones from the
@@ -800,7 +817,6 @@ class KafkaSource final : public ops::SourceOperator {
   bool bounded_ = false;
   bool skip_bad_ = false;
   int64_t skipped_ = 0;
-  using TopicPartition = std::pair<int, int32_t>;  // (index in topics_, partition)
   std::map<TopicPartition, Partition> partitions_;
   std::map<int64_t, std::map<TopicPartition, int64_t>> snapshots_;  // checkpoint -> offsets
   Record out_;
@@ -834,6 +850,10 @@ std::unique_ptr<ops::Operator> MakeKafkaSourceForTest(std::function<absl::Status
 
 bool KafkaSourceReadToEndForTest(const ops::Operator& source) {
   return static_cast<const KafkaSource&>(source).ReadToEndForTest();
+}
+
+int64_t KafkaSourceFetchedLagForTest(const ops::Operator& source) {
+  return static_cast<const KafkaSource&>(source).FetchedLagForTest();
 }
 
 absl::Status RegisterConnectorOperators(ops::OperatorRegistry* registry) {

@@ -26,11 +26,16 @@ namespace sluice::connectors {
 // each partition has its own bounded-out-of-orderness watermark (largest timestamp seen -
 // max_out_of_orderness - 1); the subtask emits the minimum over its non-idle partitions every
 // watermark interval when it advanced. A partition read to its end (an end-of-partition event
-// came after its last record) and without records for idle_timeout (processing time) is idle
-// and does not hold the watermark back; one with records not read yet never is, however long
-// the source takes to read them (Flink: idle only with nothing to read). When all of a subtask's
-// partitions are idle (or it has none), its output is marked idle until its next record. A
-// bounded source ends event time (kMaxWatermark) when it ends.
+// came after its last record, and librdkafka has fetched no record past its position since)
+// and without records for idle_timeout (processing time) is idle and does not hold the
+// watermark back; one with records not read yet never is, however long the source takes to
+// read them, and an idle one wakes once records are fetched (stricter than Flink's
+// withIdleness, which counts only the time since the last record). With
+// isolation.level=read_committed a partition with an open transaction does not turn idle (its
+// high watermark is past the last stable offset). An idle_timeout forces
+// enable.partition.eof=true whatever `properties` say. When all of a subtask's partitions are
+// idle (or it has none), its output is marked idle until its next record. A bounded source
+// ends event time (kMaxWatermark) when it ends.
 //
 // Partition discovery (`partition_discovery`, default 30s, 0 = off; never for bounded
 // sources): every interval a background thread re-reads the topic's partition count; partition
@@ -50,6 +55,10 @@ std::unique_ptr<ops::Operator> MakeKafkaSourceForTest(
 // its partitions to its end: an end-of-partition event came after its last record. Only such
 // partitions may turn idle.
 bool KafkaSourceReadToEndForTest(const ops::Operator& source);
+
+// For tests: records between `source`'s positions and the high watermarks librdkafka has
+// cached from its fetches (records fetched or on the brokers, not read yet).
+int64_t KafkaSourceFetchedLagForTest(const ops::Operator& source);
 
 // Adds the connectors' operators (kafka, kafka_sink: types and factories) to `registry`.
 // kAlreadyExists if one is registered already.

@@ -27,7 +27,10 @@ struct KafkaSourceOptions final : plan::OptionsOf<KafkaSourceOptions> {
   OnError on_error = OnError::kFail;
   std::string dead_letter_topic;  // kDeadLetter
   int64_t partition_discovery_ms = 30000;  // 0: off; bounded sources never discover
-  std::vector<std::pair<std::string, std::string>> properties;  // librdkafka consumer settings
+  // librdkafka consumer settings. The source overrides enable.auto.commit (false: offsets live
+  // in checkpoints) and enable.partition.eof (true when bounded or with an event_time
+  // idle_timeout, which need end-of-partition events; false otherwise).
+  std::vector<std::pair<std::string, std::string>> properties;
   std::optional<plan::EventTimeSpec> event_time;
   Schema schema;  // the output (raw: key, value; with kafka_timestamp, that field last)
 };

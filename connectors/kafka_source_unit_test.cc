@@ -75,6 +75,14 @@ class LogOutput final : public ops::Output {
   int records = 0;
 };
 
+// Event time with partitions idle after 1 s, no discovery.
+constexpr char kIdleAfterOneSecond[] =
+    "    event_time: {field: ts, max_out_of_orderness: 2s, idle_timeout: 1s}\n    partition_discovery: 0\n";
+
+std::string Line(int64_t user, int64_t ts) {
+  return absl::StrCat("{\"user\": ", user, ", \"ts\": ", ts, "}\n");
+}
+
 class KafkaSourceUnitTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -156,6 +164,35 @@ operators:
     }
     return false;
   }
+  // Waits (20 s of real time at most) until librdkafka has fetched, or seen on the brokers,
+  // `records` records past the source's positions, without polling the source.
+  bool WaitForFetchedLag(int64_t records) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(20);
+    while (absl::Now() < deadline) {
+      if (KafkaSourceFetchedLagForTest(*source_) == records) return true;
+      absl::SleepFor(absl::Milliseconds(2));
+    }
+    return false;
+  }
+  // With idle_timeout 1 s, two partitions: reads a record from each (partition 0 at 10000,
+  // partition 1 at 11000) and their end-of-partition events, then emits the watermark 7999.
+  void ReadARecordFromEachOfTwoPartitions() {
+    Load(kIdleAfterOneSecond);
+    visible_ = 2;
+    Produce(0, Line(1, 10'000));
+    Produce(1, Line(2, 11'000));
+    ASSERT_OK(Open(0, 1));
+    ASSERT_TRUE(PollUntil([&] { return out_.records == 2 && KafkaSourceReadToEndForTest(*source_); }));
+    EXPECT_THAT(out_.Take(), UnorderedElementsAre("r:1", "r:2"));
+    Advance(200);
+    EXPECT_THAT(out_.Take(), ElementsAre("wm:7999"));
+  }
+  // Moves the fake clock on by `ms` and polls once, taking at most `max_records`.
+  void Advance(int64_t ms, int max_records) {
+    clock_.AdvanceNanos(ms * kMs);
+    int64_t wake = 0;
+    EXPECT_OK(static_cast<ops::SourceOperator*>(source_.get())->Poll(max_records, &wake));
+  }
   // Moves the fake clock on by `ms` and polls once.
   void Advance(int64_t ms) {
     clock_.AdvanceNanos(ms * kMs);
@@ -189,14 +226,6 @@ operators:
   std::unique_ptr<ops::Operator> source_;
   LogOutput out_;
 };
-
-// Event time with partitions idle after 1 s, no discovery.
-constexpr char kIdleAfterOneSecond[] =
-    "    event_time: {field: ts, max_out_of_orderness: 2s, idle_timeout: 1s}\n    partition_discovery: 0\n";
-
-std::string Line(int64_t user, int64_t ts) {
-  return absl::StrCat("{\"user\": ", user, ", \"ts\": ", ts, "}\n");
-}
 
 TEST_F(KafkaSourceUnitTest, WatermarkIsTheMinimumOverNonIdlePartitions) {
   Load(kIdleAfterOneSecond);
@@ -250,6 +279,50 @@ TEST_F(KafkaSourceUnitTest, APartitionWithRecordsNotReadYetIsNeverIdle) {
   EXPECT_THAT(out_.Take(), ElementsAre());
   Advance(200);  // read to its end, without records for 1 s
   EXPECT_THAT(out_.Take(), ElementsAre("idle"));
+  source_->Close();
+}
+
+// An end-of-partition event says only that nothing followed it when the source took it: records
+// fetched after it wait in librdkafka's queue while the task thread is busy elsewhere
+// (backpressure). Such a partition is not idle, however long the source takes to read them.
+TEST_F(KafkaSourceUnitTest, RecordsFetchedAfterTheEndOfAPartitionKeepItActive) {
+  ASSERT_NO_FATAL_FAILURE(ReadARecordFromEachOfTwoPartitions());
+
+  Produce(0, Line(3, 20'000));
+  Produce(1, Line(4, 14'000));
+  ASSERT_TRUE(WaitForFetchedLag(2));
+  for (int i = 0; i < 10; ++i) Advance(200, /*max_records=*/0);  // 2 s of periodic steps only
+  EXPECT_THAT(out_.Take(), ElementsAre()) << "not idle: records fetched, not read";
+
+  ASSERT_TRUE(PollUntil([&] { return out_.records == 2 && KafkaSourceReadToEndForTest(*source_); }));
+  EXPECT_THAT(out_.Take(), UnorderedElementsAre("r:3", "r:4"));
+  Advance(200);
+  EXPECT_THAT(out_.Take(), ElementsAre("wm:11999")) << "min(20000, 14000) - 2000 - 1";
+  source_->Close();
+}
+
+// Idle partitions wake once records are fetched for them, before they are read: a partition
+// whose records come later from the queue than another's still holds the watermark back.
+TEST_F(KafkaSourceUnitTest, AnIdlePartitionWakesWhenRecordsAreFetched) {
+  ASSERT_NO_FATAL_FAILURE(ReadARecordFromEachOfTwoPartitions());
+  for (int i = 0; i < 6; ++i) Advance(200);
+  EXPECT_THAT(out_.Take(), ElementsAre("idle"));
+
+  // Partition 0's record is fetched (so queued) before partition 1's.
+  Produce(0, Line(3, 20'000));
+  ASSERT_TRUE(WaitForFetchedLag(1));
+  Produce(1, Line(4, 14'000));
+  ASSERT_TRUE(WaitForFetchedLag(2));
+  Advance(200, /*max_records=*/0);  // both wake
+  EXPECT_THAT(out_.Take(), ElementsAre());
+  ASSERT_TRUE(PollUntil([&] { return out_.records == 1; }, /*max_records=*/1));
+  EXPECT_THAT(out_.Take(), ElementsAre("active", "r:3"));
+  Advance(200, /*max_records=*/0);
+  EXPECT_THAT(out_.Take(), ElementsAre("wm:8999")) << "partition 1 holds it back: not 17999, which makes r:4 late";
+  ASSERT_TRUE(PollUntil([&] { return out_.records == 1; }, /*max_records=*/1));
+  EXPECT_THAT(out_.Take(), ElementsAre("r:4"));
+  Advance(200);
+  EXPECT_THAT(out_.Take(), ElementsAre("wm:11999"));
   source_->Close();
 }
 

@@ -49,11 +49,9 @@ absl::Status SplitWatermarks::OnPeriodic(int64_t now_nanos, Output* output) {
   int64_t min = kMaxWatermark;
   for (size_t i = 0; i < splits_.size(); ++i) {
     Split& s = splits_[i];
-    if (s.had_events) {
+    if (s.had_events || s.backlog) {
       s.last_active_nanos = now_nanos;
       s.idle = false;
-    } else if (s.backlog) {
-      if (!s.idle) s.last_active_nanos = now_nanos;
     } else if (idle_timeout_nanos_ > 0 && !s.idle && now_nanos - s.last_active_nanos >= idle_timeout_nanos_) {
       s.idle = true;
     }

@@ -20,7 +20,9 @@ namespace sluice::ops {
 //   next record. Idleness is judged at each OnPeriodic(), so its resolution is the interval.
 //   A split whose reader knows it has records not read yet (OnBacklog) is not idle, however
 //   long since its last record (a reader that is behind: a slow first fetch, backpressure, a
-//   starved thread): as Flink's withIdleness, a split is idle only when it has nothing to read.
+//   starved thread), and an idle one turns active: a split is idle only when it has nothing to
+//   read. This is stricter than Flink's withIdleness, which counts only the time since the last
+//   record, whatever the split still has to read.
 // - The subtask's watermark is the minimum over its non-idle splits; it is emitted from
 //   OnPeriodic() when it advanced, and from EmitIfAdvanced() when it advanced by a given step. When every split is idle, or the subtask has none, the
 //   subtask's output is marked idle; the next record makes it active again (OnEvent returns
@@ -49,9 +51,10 @@ class SplitWatermarks {
   }
 
   // Split `split` has records its reader has not read yet (or the reader does not know yet
-  // whether it has): it does not turn idle at the next OnPeriodic(), and its idle timeout counts
-  // from then. Called before each OnPeriodic() for every such split; an idle split stays idle
-  // until its next record.
+  // whether it has): at the next OnPeriodic() it does not turn idle, an idle one turns active
+  // again (its watermark holds the subtask's back; the subtask's output, when idle, turns
+  // active with a record or an advanced watermark, as always), and its idle timeout counts from
+  // then. Called before each OnPeriodic() for every such split.
   void OnBacklog(int split) { splits_[split].backlog = true; }
 
   // The periodic step (every watermark interval, and when the source ends): updates idleness

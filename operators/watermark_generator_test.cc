@@ -224,7 +224,7 @@ TEST(SplitWatermarksTest, ExtremeTimestampsDoNotOverflow) {
 
 // A split whose reader has records it has not read yet (OnBacklog before each periodic step)
 // does not turn idle, however long since its last record; once it has nothing to read, its
-// idle timeout counts from the last step it had a backlog. An idle split stays idle with one.
+// idle timeout counts from the last step it had a backlog. An idle split with one turns active.
 TEST(SplitWatermarksTest, ASplitWithABacklogDoesNotTurnIdle) {
   SplitWatermarks wm(0, /*idle_timeout_ms=*/1000);
   EventTimeOutput out;
@@ -251,13 +251,22 @@ TEST(SplitWatermarksTest, ASplitWithABacklogDoesNotTurnIdle) {
   ASSERT_OK(wm.OnPeriodic(now, &out));
   EXPECT_THAT(out.Take(), ElementsAre("idle"));
 
-  // A backlog does not wake an idle split: its next record does.
+  // A backlog wakes an idle split: its watermark holds the subtask's back again. The output
+  // stays idle until a record (its watermark did not advance).
   wm.OnBacklog(a);
   now += 200 * kMs;
   ASSERT_OK(wm.OnPeriodic(now, &out));
-  EXPECT_TRUE(wm.SplitIdle(a));
+  EXPECT_FALSE(wm.SplitIdle(a));
+  EXPECT_TRUE(wm.SplitIdle(b));
   EXPECT_THAT(out.Take(), IsEmpty());
-  EXPECT_TRUE(wm.OnEvent(a, 8000));
+  EXPECT_TRUE(wm.OnEvent(b, 20'000)) << "the output turns active";
+  now += 200 * kMs;
+  ASSERT_OK(wm.OnPeriodic(now, &out));
+  EXPECT_THAT(out.Take(), IsEmpty()) << "a (4999) holds the watermark (6999) back, not b (19999)";
+  EXPECT_FALSE(wm.OnEvent(a, 9000));
+  now += 200 * kMs;
+  ASSERT_OK(wm.OnPeriodic(now, &out));
+  EXPECT_THAT(out.Take(), ElementsAre("wm:8999"));
 }
 
 }  // namespace
