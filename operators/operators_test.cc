@@ -2343,9 +2343,9 @@ TEST_F(OperatorsTest, AggregateNullKeysAreOneGroup) {
 
 class AggregateStateTest : public internal::KeyedOperatorTest {};
 
-// The stored blocks of an in-memory aggregate in `backend` ("aggregate_blocks").
-int StoredAggregateBlocks(state::KeyedStateBackend* backend) {
-  const state::StateId id = backend->RegisterState("aggregate_blocks", state::StateKind::kValue);
+// The keys with value state `state` in `backend`.
+int StoredKeysOf(state::KeyedStateBackend* backend, const std::string& state) {
+  const state::StateId id = backend->RegisterState(state, state::StateKind::kValue);
   int n = 0;
   EXPECT_OK(backend->ForEachKey(id, [&n](absl::string_view) {
     ++n;
@@ -2353,6 +2353,8 @@ int StoredAggregateBlocks(state::KeyedStateBackend* backend) {
   }));
   return n;
 }
+// The stored blocks of an in-memory aggregate in `backend`.
+int StoredAggregateBlocks(state::KeyedStateBackend* backend) { return StoredKeysOf(backend, "aggregate_blocks"); }
 
 // The job of the checkpoint tests below: an aggregate keyed by one integer field, its state
 // `state` (auto: in memory).
@@ -2404,15 +2406,7 @@ TEST_F(AggregateStateTest, InMemoryKeysCheckpointAsBlocksPerKeyGroup) {
 
   internal::KeyedSubtask& s = StartSubtask();
   // The keys with accumulators in the backend (the in-memory path writes them at snapshots).
-  auto stored_keys = [](state::KeyedStateBackend* backend) {
-    const state::StateId id = backend->RegisterState("accumulators", state::StateKind::kValue);
-    int n = 0;
-    EXPECT_OK(backend->ForEachKey(id, [&n](absl::string_view) {
-      ++n;
-      return absl::OkStatus();
-    }));
-    return n;
-  };
+  auto stored_keys = [](state::KeyedStateBackend* backend) { return StoredKeysOf(backend, "accumulators"); };
   std::set<std::pair<int, int64_t>> blocks;  // (key group, key >> 14) of every key
   for (const Record& r : input) blocks.emplace(key_group(r), r.GetInt(0) >> 14);
   ASSERT_OK(s.op()->ProcessBatch(0, input.data(), 1000));
@@ -2504,15 +2498,7 @@ operators:
 
 // The keys with accumulators in `backend` (those the aggregate's backend path holds, and those
 // its in-memory path wrote at snapshots or when it moved to the backend).
-int StoredAccumulatorKeys(state::KeyedStateBackend* backend) {
-  const state::StateId id = backend->RegisterState("accumulators", state::StateKind::kValue);
-  int n = 0;
-  EXPECT_OK(backend->ForEachKey(id, [&n](absl::string_view) {
-    ++n;
-    return absl::OkStatus();
-  }));
-  return n;
-}
+int StoredAccumulatorKeys(state::KeyedStateBackend* backend) { return StoredKeysOf(backend, "accumulators"); }
 
 // In memory, keys close together (ids that grow) find their slots by their offset from the
 // first key and the others (below the first key, far apart, the extremes of int64) in a hash
