@@ -2378,7 +2378,8 @@ operators:
 // between) restores into memory at the same parallelism and rescaled to two and three subtasks,
 // and into the backend path (`state: backend`: the blocks become per-key entries), and every
 // run gives the rows computed here independently. Checkpoints of per-key entries (the backend
-// path's, as the in-memory path wrote them before blocks) restore into the backend path.
+// path's, as the in-memory path wrote them before blocks) restore into the backend path, and so
+// do blocks of more keys than the state memory takes.
 TEST_F(AggregateStateTest, InMemoryKeysCheckpointAsBlocksPerKeyGroup) {
   ASSERT_OK(LoadJob(AggregateCheckpointJob("auto"), "agg"));
   std::vector<Record> input;
@@ -2467,6 +2468,11 @@ TEST_F(AggregateStateTest, InMemoryKeysCheckpointAsBlocksPerKeyGroup) {
     SCOPED_TRACE(parallelism);
     EXPECT_THAT(rows_after_restore(*entries, parallelism, -1), UnorderedElementsAreArray(want));
   }
+
+  // Blocks of more keys than the state memory takes in memory (~78 with a 64 KiB cache) restore
+  // into memory, then move to the backend path as per-key entries.
+  cache_bytes_ = 64 << 10;
+  EXPECT_THAT(rows_after_restore(*checkpoint, 1, -1), UnorderedElementsAreArray(want));
 }
 
 // Beyond its cap of keys in memory (2^20 at most; fewer with the default 32 MiB cache budget) a
