@@ -2343,22 +2343,45 @@ TEST_F(OperatorsTest, AggregateNullKeysAreOneGroup) {
 
 class AggregateStateTest : public internal::KeyedOperatorTest {};
 
-// An aggregate keyed by one integer field keeps its accumulators in memory and writes the keys
-// changed since the last checkpoint at each snapshot, as the backend path stores them: a
-// checkpoint taken midway (twice, keys changing in between) restores into the backend path, at
-// the same parallelism and rescaled to two subtasks, and every run gives the rows computed
-// here independently. A backend with accumulators at Open() (restored) takes the backend path.
-TEST_F(AggregateStateTest, InMemoryKeysCheckpointIntoTheBackendPathsFormat) {
-  ASSERT_OK(LoadJob(R"y(max_parallelism: 16
+// The keys with value state `state` in `backend`.
+int StoredKeysOf(state::KeyedStateBackend* backend, const std::string& state) {
+  const state::StateId id = backend->RegisterState(state, state::StateKind::kValue);
+  int n = 0;
+  EXPECT_OK(backend->ForEachKey(id, [&n](absl::string_view) {
+    ++n;
+    return absl::OkStatus();
+  }));
+  return n;
+}
+// The stored blocks of an in-memory aggregate in `backend`.
+int StoredAggregateBlocks(state::KeyedStateBackend* backend) { return StoredKeysOf(backend, "aggregate_blocks"); }
+
+// The job of the checkpoint tests below: an aggregate keyed by one integer field, its state
+// `state` (auto: in memory).
+std::string AggregateCheckpointJob(absl::string_view state) {
+  return absl::StrCat(R"y(max_parallelism: 16
 operators:
   - {id: gen, type: datagen, fields: [{name: k, type: int64, expr: seq}, {name: v, type: int64, expr: seq}]}
   - {id: by_k, type: key_by, key: [k]}
   - id: agg
     type: aggregate
     emit: final
+    state: )y", state, R"y(
     aggregates: [{fn: count, as: n}, {fn: max, field: v, as: top}, {fn: first, field: v, as: first}]
   - {id: out, type: print}
-)y", "agg"));
+)y");
+}
+
+// An aggregate keyed by one integer field keeps its accumulators in memory and writes them at
+// each snapshot as one block per key group and range of 2^14 key values, rewritten when one of
+// its keys changed (no per-key entries): a checkpoint taken midway (twice, keys changing in
+// between) restores into memory at the same parallelism and rescaled to two and three subtasks,
+// and into the backend path (`state: backend`: the blocks become per-key entries), and every
+// run gives the rows computed here independently. Checkpoints of per-key entries (the backend
+// path's, as the in-memory path wrote them before blocks) restore into the backend path, and so
+// do blocks of more keys than the state memory takes.
+TEST_F(AggregateStateTest, InMemoryKeysCheckpointAsBlocksPerKeyGroup) {
+  ASSERT_OK(LoadJob(AggregateCheckpointJob("auto"), "agg"));
   std::vector<Record> input;
   std::map<int64_t, std::array<int64_t, 3>> want_rows;  // k -> n, top, first
   for (int64_t i = 0; i < 3000; ++i) {
@@ -2384,19 +2407,15 @@ operators:
 
   internal::KeyedSubtask& s = StartSubtask();
   // The keys with accumulators in the backend (the in-memory path writes them at snapshots).
-  auto stored_keys = [](state::KeyedStateBackend* backend) {
-    const state::StateId id = backend->RegisterState("accumulators", state::StateKind::kValue);
-    int n = 0;
-    EXPECT_OK(backend->ForEachKey(id, [&n](absl::string_view) {
-      ++n;
-      return absl::OkStatus();
-    }));
-    return n;
-  };
+  auto stored_keys = [](state::KeyedStateBackend* backend) { return StoredKeysOf(backend, "accumulators"); };
+  std::set<std::pair<int, int64_t>> blocks;  // (key group, key >> 14) of every key
+  for (const Record& r : input) blocks.emplace(key_group(r), r.GetInt(0) >> 14);
   ASSERT_OK(s.op()->ProcessBatch(0, input.data(), 1000));
   EXPECT_EQ(stored_keys(s.backend()), 0);
+  EXPECT_EQ(StoredAggregateBlocks(s.backend()), 0);
   ASSERT_OK(TakeCheckpoint(s, 1).status());
-  EXPECT_EQ(stored_keys(s.backend()), 257);
+  EXPECT_EQ(stored_keys(s.backend()), 0);
+  EXPECT_EQ(StoredAggregateBlocks(s.backend()), static_cast<int>(blocks.size()));
   ASSERT_OK(s.op()->ProcessBatch(0, input.data() + 1000, 500));  // changes keys written at 1
   auto checkpoint = TakeCheckpoint(s, 2);
   ASSERT_OK(checkpoint);
@@ -2404,21 +2423,56 @@ operators:
   ASSERT_OK(s.op()->Finish());
   EXPECT_THAT(s.out().rows, UnorderedElementsAreArray(want));
 
-  for (int parallelism : {1, 2}) {
-    SCOPED_TRACE(parallelism);
+  // The rows of `checkpoint` restored at `parallelism` and fed the rest of the input.
+  auto rows_after_restore = [&](const Checkpoint& from, int parallelism, int want_entries) {
     std::vector<std::string> rows;
     for (int subtask = 0; subtask < parallelism; ++subtask) {
-      auto restored = Restore(*checkpoint, subtask, parallelism);
-      ASSERT_OK(restored);
+      auto restored = Restore(from, subtask, parallelism);
+      EXPECT_OK(restored);
+      if (!restored.ok()) return rows;
       const KeyGroupRange range = KeyGroupRangeForSubtask(internal::kHarnessMaxParallelism, parallelism, subtask);
-      for (size_t i = 1500; i < input.size(); ++i) {
-        if (range.Contains(key_group(input[i]))) ASSERT_OK((*restored)->op()->Process(input[i]));
+      int entries = 0;  // the restored keys' per-key entries
+      for (const auto& [k, row] : want_rows) {
+        Record r(2);
+        r.SetInt(0, k);
+        entries += range.Contains(key_group(r));
       }
-      ASSERT_OK((*restored)->op()->Finish());
+      EXPECT_EQ(stored_keys((*restored)->backend()), want_entries < 0 ? entries : want_entries);
+      for (size_t i = 1500; i < input.size(); ++i) {
+        if (range.Contains(key_group(input[i]))) EXPECT_OK((*restored)->op()->Process(input[i]));
+      }
+      EXPECT_OK((*restored)->op()->Finish());
       rows.insert(rows.end(), (*restored)->out().rows.begin(), (*restored)->out().rows.end());
     }
-    EXPECT_THAT(rows, UnorderedElementsAreArray(want));
+    return rows;
+  };
+  for (int parallelism : {1, 2, 3}) {
+    SCOPED_TRACE(parallelism);
+    EXPECT_THAT(rows_after_restore(*checkpoint, parallelism, 0), UnorderedElementsAreArray(want));
   }
+  ASSERT_OK(LoadJob(AggregateCheckpointJob("backend"), "agg"));  // blocks into per-key entries
+  for (int parallelism : {1, 3}) {
+    SCOPED_TRACE(parallelism);
+    EXPECT_THAT(rows_after_restore(*checkpoint, parallelism, -1), UnorderedElementsAreArray(want));
+  }
+
+  // Per-key entries (`state: backend`) restore into the backend path, also with `state: auto`.
+  internal::KeyedSubtask& b = StartSubtask();
+  ASSERT_OK(b.op()->ProcessBatch(0, input.data(), 1500));
+  auto entries = TakeCheckpoint(b, 3);
+  ASSERT_OK(entries);
+  EXPECT_EQ(stored_keys(b.backend()), 257);
+  EXPECT_EQ(StoredAggregateBlocks(b.backend()), 0);
+  ASSERT_OK(LoadJob(AggregateCheckpointJob("auto"), "agg"));
+  for (int parallelism : {1, 2, 3}) {
+    SCOPED_TRACE(parallelism);
+    EXPECT_THAT(rows_after_restore(*entries, parallelism, -1), UnorderedElementsAreArray(want));
+  }
+
+  // Blocks of more keys than the state memory takes in memory (~78 with a 64 KiB cache) restore
+  // into memory, then move to the backend path as per-key entries.
+  cache_bytes_ = 64 << 10;
+  EXPECT_THAT(rows_after_restore(*checkpoint, 1, -1), UnorderedElementsAreArray(want));
 }
 
 // Beyond its cap of keys in memory (2^20 at most; fewer with the default 32 MiB cache budget) a
@@ -2450,15 +2504,7 @@ operators:
 
 // The keys with accumulators in `backend` (those the aggregate's backend path holds, and those
 // its in-memory path wrote at snapshots or when it moved to the backend).
-int StoredAccumulatorKeys(state::KeyedStateBackend* backend) {
-  const state::StateId id = backend->RegisterState("accumulators", state::StateKind::kValue);
-  int n = 0;
-  EXPECT_OK(backend->ForEachKey(id, [&n](absl::string_view) {
-    ++n;
-    return absl::OkStatus();
-  }));
-  return n;
-}
+int StoredAccumulatorKeys(state::KeyedStateBackend* backend) { return StoredKeysOf(backend, "accumulators"); }
 
 // In memory, keys close together (ids that grow) find their slots by their offset from the
 // first key and the others (below the first key, far apart, the extremes of int64) in a hash
@@ -2512,11 +2558,14 @@ operators:
   for (size_t i = 0; i < half; ++i) ASSERT_OK(s.op()->Process(input[i]));
   auto checkpoint = TakeCheckpoint(s, 1);
   ASSERT_OK(checkpoint);
-  EXPECT_EQ(StoredAccumulatorKeys(s.backend()), [&] {
-    std::set<int64_t> keys;
-    for (size_t i = 0; i < half; ++i) keys.insert(input[i].GetInt(0));
-    return static_cast<int>(keys.size());
-  }());
+  EXPECT_EQ(StoredAccumulatorKeys(s.backend()), 0);
+  std::set<std::pair<int, int64_t>> blocks;  // (key group, key >> 14) of the keys so far
+  for (size_t i = 0; i < half; ++i) {
+    Record key(1);
+    key.SetInt(0, input[i].GetInt(0));
+    blocks.emplace(KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema, key), 16), input[i].GetInt(0) >> 14);
+  }
+  EXPECT_EQ(StoredAggregateBlocks(s.backend()), static_cast<int>(blocks.size()));
   ASSERT_OK(s.op()->ProcessBatch(0, input.data() + half, input.size() - half));
   ASSERT_OK(s.op()->Finish());
   EXPECT_THAT(s.out().rows, ElementsAreArray(want));
