@@ -524,6 +524,124 @@ TEST_F(KeyedStateBackendTest, BatchedReadModifyWriteLooksEachKeyUpOnce) {
   for (const std::string& k : keys) EXPECT_EQ(GetOr(b.get(), id, k), "2");
 }
 
+// The setting of the two tests below: a backend restored from a checkpoint holding counts of
+// "key-a" (5), "key-n" (7) and "key-c" (1), so its cache starts empty with its CLOCK hand at
+// the first slot, and a budget between one and two of these entries (no new-key filter, whose
+// bytes would count too). A Get() of key-a caches it in slot 0; Prefetch() of {key-a, key-n}
+// takes key-a's entry (found cached) and loads key-n, which exceeds the budget: its closing
+// eviction clears both reference bits, then frees key-a's entry, and only it.
+class BatchAfterPrefetchEvictionTest : public KeyedStateBackendTest {
+ protected:
+  void Prepare(const std::string& name) {
+    b_.reset();
+    auto writer = OpenOrDie(Options(name + "-writer"));
+    ASSERT_NE(writer, nullptr);
+    const StateId id = writer->RegisterState("count", StateKind::kValue);
+    for (const auto& [key, count] :
+         {std::pair<std::string, int>{"key-a", 5}, {"key-n", 7}, {"key-c", 1}}) {
+      SetKey(writer.get(), key);
+      ASSERT_OK(writer->Put(id, std::to_string(count)));
+    }
+    absl::StatusOr<proto::KeyedStateHandle> handle =
+        Checkpoint(writer.get(), 1, absl::StrCat("chk-1/", name));
+    ASSERT_OK(handle);
+    handle_ = *handle;
+    // The bytes of an empty cache and of one and two cached entries (all of one size).
+    auto probe = RestoreWithBudget(name + "-probe", size_t{1} << 20);
+    ASSERT_NE(probe, nullptr);
+    const StateId probe_id = probe->RegisterState("count", StateKind::kValue);
+    const size_t empty = probe->CacheBytesForTest();
+    ASSERT_EQ(GetOr(probe.get(), probe_id, "key-a"), "5");
+    one_ = probe->CacheBytesForTest();
+    ASSERT_EQ(GetOr(probe.get(), probe_id, "key-n"), "7");
+    two_ = probe->CacheBytesForTest();
+    ASSERT_EQ(two_ - one_, one_ - empty);
+
+    b_ = RestoreWithBudget(name, one_ + (two_ - one_) / 2);
+    ASSERT_NE(b_, nullptr);
+    id_ = b_->RegisterState("count", StateKind::kValue);
+    ASSERT_EQ(GetOr(b_.get(), id_, "key-a"), "5");
+    ASSERT_EQ(b_->CacheBytesForTest(), one_);
+    ASSERT_OK(b_->Prefetch(id_, batch_));
+    ASSERT_EQ(b_->CacheBytesForTest(), one_);  // key-n loaded, key-a's entry freed
+  }
+
+  std::unique_ptr<KeyedStateBackend> RestoreWithBudget(const std::string& name,
+                                                       size_t cache_bytes) {
+    StateBackendOptions o = Options(name);
+    o.cache_bytes = cache_bytes;
+    o.new_key_filter = false;
+    auto b = KeyedStateBackend::Restore(o, {handle_}, job_dir_);
+    EXPECT_TRUE(b.ok()) << b.status();
+    return b.ok() ? std::move(b).value() : nullptr;
+  }
+
+  // Every count as a Get() reads it.
+  void ExpectCounts(const std::string& a, const std::string& n, const std::string& c) {
+    EXPECT_EQ(GetOr(b_.get(), id_, "key-a"), a);
+    EXPECT_EQ(GetOr(b_.get(), id_, "key-n"), n);
+    EXPECT_EQ(GetOr(b_.get(), id_, "key-c"), c);
+  }
+
+  const std::vector<KeyInGroup> batch_ = {{"key-a", KeyGroupOf("key-a")},
+                                          {"key-n", KeyGroupOf("key-n")}};
+  proto::KeyedStateHandle handle_;
+  size_t one_ = 0;
+  size_t two_ = 0;
+  std::unique_ptr<KeyedStateBackend> b_;
+  StateId id_ = -1;
+};
+
+// Prefetch()'s closing eviction freed key-a's entry; a GetOfBatch() of key-c through another
+// span (key-c at key-a's index) falls back to a Get() that caches key-c in that freed slot and
+// evicts nothing. A later GetOfBatch() of key-a (and a PutOfBatch() of it without one) must
+// not take that slot, which now holds key-c: key-a's count is read and written, key-c's stays.
+TEST_F(BatchAfterPrefetchEvictionTest, FreedSlotReusedByAnotherKeyIsNotTheFirstKeys) {
+  for (bool read_first : {true, false}) {
+    SCOPED_TRACE(read_first ? "GetOfBatch then PutOfBatch" : "PutOfBatch alone");
+    ASSERT_NO_FATAL_FAILURE(Prepare(read_first ? "read" : "write"));
+    const std::vector<KeyInGroup> other = {{"key-c", KeyGroupOf("key-c")}, batch_[1]};
+    std::string v;
+    absl::StatusOr<bool> found = b_->GetOfBatch(id_, other, 0, &v);
+    ASSERT_OK(found);
+    ASSERT_TRUE(*found);
+    ASSERT_EQ(v, "1");
+    ASSERT_EQ(b_->CacheBytesForTest(), two_);  // key-c cached, nothing evicted
+    int count = 5;
+    if (read_first) {
+      v.clear();
+      found = b_->GetOfBatch(id_, batch_, 0, &v);
+      ASSERT_OK(found);
+      EXPECT_TRUE(*found);
+      EXPECT_EQ(v, "5");
+      count = *found && !v.empty() ? std::stoi(v) : 0;
+    }
+    ASSERT_OK(b_->PutOfBatch(id_, batch_, 0, std::to_string(count + 1)));
+    ExpectCounts("6", "7", "1");
+  }
+}
+
+// Prefetch()'s closing eviction freed key-a's entry (a free slot: no key, no value, not marked
+// deleted): GetOfBatch() and PutOfBatch() of key-a never take it; they read key-a's count from
+// the store and write the next one.
+TEST_F(BatchAfterPrefetchEvictionTest, FreedSlotIsNeverTaken) {
+  for (bool read_first : {true, false}) {
+    SCOPED_TRACE(read_first ? "GetOfBatch then PutOfBatch" : "PutOfBatch alone");
+    ASSERT_NO_FATAL_FAILURE(Prepare(read_first ? "read" : "write"));
+    int count = 5;
+    if (read_first) {
+      std::string v;
+      absl::StatusOr<bool> found = b_->GetOfBatch(id_, batch_, 0, &v);
+      ASSERT_OK(found);
+      EXPECT_TRUE(*found);
+      EXPECT_EQ(v, "5");
+      count = *found && !v.empty() ? std::stoi(v) : 0;
+    }
+    ASSERT_OK(b_->PutOfBatch(id_, batch_, 0, std::to_string(count + 1)));
+    ExpectCounts("6", "7", "1");
+  }
+}
+
 // A new key's read (absent) caches it with room for the size of the value its state last
 // wrote, so the first write of its value fits the entry it has: the cache's bytes do not move
 // at the write, and each key ends up taking what the first one took. Alike through Get/Put and
