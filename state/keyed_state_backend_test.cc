@@ -524,7 +524,7 @@ TEST_F(KeyedStateBackendTest, BatchedReadModifyWriteLooksEachKeyUpOnce) {
   for (const std::string& k : keys) EXPECT_EQ(GetOr(b.get(), id, k), "2");
 }
 
-// The setting of the two tests below: a backend restored from a checkpoint holding counts of
+// The setting of the four tests below: a backend restored from a checkpoint holding counts of
 // "key-a" (5), "key-n" (7) and "key-c" (1), so its cache starts empty with its CLOCK hand at
 // the first slot, and a budget between one and two of these entries (no new-key filter, whose
 // bytes would count too). A Get() of key-a caches it in slot 0; Prefetch() of {key-a, key-n}
@@ -563,7 +563,9 @@ class BatchAfterPrefetchEvictionTest : public KeyedStateBackendTest {
     ASSERT_EQ(GetOr(b_.get(), id_, "key-a"), "5");
     ASSERT_EQ(b_->CacheBytesForTest(), one_);
     ASSERT_OK(b_->Prefetch(id_, batch_));
-    ASSERT_EQ(b_->CacheBytesForTest(), one_);  // key-n loaded, key-a's entry freed
+    // key-a found cached (only key-n read from the store), key-n loaded, then one entry freed.
+    ASSERT_EQ(b_->StoreReadsForTest(), 2);
+    ASSERT_EQ(b_->CacheBytesForTest(), one_);
   }
 
   // A GetOfBatch() of key-c through another span (key-c at key-a's index) falls back to a Get()
@@ -579,13 +581,15 @@ class BatchAfterPrefetchEvictionTest : public KeyedStateBackendTest {
     ASSERT_EQ(b_->CacheBytesForTest(), two_);
   }
 
-  // GetOfBatch() of key-a: its count, 5.
+  // GetOfBatch() of key-a: its count, 5, read from the store (its entry was the one freed).
   void ExpectBatchReadOfKeyA() {
+    const uint64_t reads = b_->StoreReadsForTest();
     std::string v;
     absl::StatusOr<bool> found = b_->GetOfBatch(id_, batch_, 0, &v);
     ASSERT_OK(found);
     ASSERT_TRUE(*found);
     ASSERT_EQ(v, "5");
+    ASSERT_EQ(b_->StoreReadsForTest(), reads + 1);
   }
 
   std::unique_ptr<KeyedStateBackend> RestoreWithBudget(const std::string& name,
