@@ -524,7 +524,7 @@ TEST_F(KeyedStateBackendTest, BatchedReadModifyWriteLooksEachKeyUpOnce) {
   for (const std::string& k : keys) EXPECT_EQ(GetOr(b.get(), id, k), "2");
 }
 
-// The setting of the four tests below: a backend restored from a checkpoint holding counts of
+// The setting of the tests below: a backend restored from a checkpoint holding counts of
 // "key-a" (5), "key-n" (7) and "key-c" (1), so its cache starts empty with its CLOCK hand at
 // the first slot, and a budget between one and two of these entries (no new-key filter, whose
 // bytes would count too). A Get() of key-a caches it in slot 0; Prefetch() of {key-a, key-n}
@@ -533,19 +533,7 @@ TEST_F(KeyedStateBackendTest, BatchedReadModifyWriteLooksEachKeyUpOnce) {
 class BatchAfterPrefetchEvictionTest : public KeyedStateBackendTest {
  protected:
   void Prepare(const std::string& name) {
-    b_.reset();
-    auto writer = OpenOrDie(Options(name + "-writer"));
-    ASSERT_NE(writer, nullptr);
-    const StateId id = writer->RegisterState("count", StateKind::kValue);
-    for (const auto& [key, count] :
-         {std::pair<std::string, int>{"key-a", 5}, {"key-n", 7}, {"key-c", 1}}) {
-      SetKey(writer.get(), key);
-      ASSERT_OK(writer->Put(id, std::to_string(count)));
-    }
-    absl::StatusOr<proto::KeyedStateHandle> handle =
-        Checkpoint(writer.get(), 1, absl::StrCat("chk-1/", name));
-    ASSERT_OK(handle);
-    handle_ = *handle;
+    ASSERT_NO_FATAL_FAILURE(CheckpointCounts(name));
     // The bytes of an empty cache and of one and two cached entries (all of one size).
     auto probe = RestoreWithBudget(name + "-probe", size_t{1} << 20);
     ASSERT_NE(probe, nullptr);
@@ -566,6 +554,23 @@ class BatchAfterPrefetchEvictionTest : public KeyedStateBackendTest {
     // key-a found cached (only key-n read from the store), key-n loaded, then one entry freed.
     ASSERT_EQ(b_->StoreReadsForTest(), 2);
     ASSERT_EQ(b_->CacheBytesForTest(), one_);
+  }
+
+  // A checkpoint (handle_) of the counts; b_ is closed.
+  void CheckpointCounts(const std::string& name) {
+    b_.reset();
+    auto writer = OpenOrDie(Options(name + "-writer"));
+    ASSERT_NE(writer, nullptr);
+    const StateId id = writer->RegisterState("count", StateKind::kValue);
+    for (const auto& [key, count] :
+         {std::pair<std::string, int>{"key-a", 5}, {"key-n", 7}, {"key-c", 1}}) {
+      SetKey(writer.get(), key);
+      ASSERT_OK(writer->Put(id, std::to_string(count)));
+    }
+    absl::StatusOr<proto::KeyedStateHandle> handle =
+        Checkpoint(writer.get(), 1, absl::StrCat("chk-1/", name));
+    ASSERT_OK(handle);
+    handle_ = *handle;
   }
 
   // A GetOfBatch() of key-c through another span (key-c at key-a's index) falls back to a Get()
@@ -636,6 +641,45 @@ TEST_F(BatchAfterPrefetchEvictionTest, WriteOfAKeyDoesNotTakeItsFreedSlotReusedB
   ASSERT_NO_FATAL_FAILURE(ReuseTheFreedSlotForKeyC());
   ASSERT_OK(b_->PutOfBatch(id_, batch_, 0, "6"));
   ExpectCounts("6", "7", "1");
+}
+
+// The same within one batch, in the aggregate's order: key-a's entry is dirty (a Put()) and the
+// whole budget is reserved, so Prefetch() of {key-c, key-a} loads key-c and its closing
+// eviction frees both entries, the clean key-c's first and the dirty key-a's last (after writing
+// it). GetOfBatch() of key-c (loaded by the read-ahead: no entry kept for it) falls back to a
+// Get() that caches key-c in key-a's freed slot; GetOfBatch() of key-a (then PutOfBatch() of
+// both) and PutOfBatch() of key-a alone must not take that slot.
+TEST_F(BatchAfterPrefetchEvictionTest, KeyOfTheSameBatchInTheFreedSlotIsNotTheFirstKeys) {
+  for (bool read_a : {true, false}) {
+    SCOPED_TRACE(read_a ? "GetOfBatch of key-a" : "PutOfBatch of key-a alone");
+    const std::string name = read_a ? "batch-read" : "batch-write";
+    ASSERT_NO_FATAL_FAILURE(CheckpointCounts(name));
+    b_ = RestoreWithBudget(name, size_t{1} << 20);
+    ASSERT_NE(b_, nullptr);
+    id_ = b_->RegisterState("count", StateKind::kValue);
+    SetKey(b_.get(), "key-a");
+    ASSERT_OK(b_->Put(id_, "5"));
+    b_->ReserveCacheBytes(size_t{1} << 20);
+    const std::vector<KeyInGroup> batch = {{"key-c", KeyGroupOf("key-c")}, batch_[0]};
+    ASSERT_OK(b_->Prefetch(id_, batch));
+    ASSERT_EQ(b_->StoreReadsForTest(), 1);  // key-c
+    ASSERT_EQ(b_->CacheBytesForTest(), 0);
+    std::string v;
+    absl::StatusOr<bool> found = b_->GetOfBatch(id_, batch, 0, &v);
+    ASSERT_OK(found);
+    ASSERT_TRUE(*found);
+    ASSERT_EQ(v, "1");
+    ASSERT_EQ(b_->StoreReadsForTest(), 2);  // key-c again, into key-a's freed slot
+    if (read_a) {
+      found = b_->GetOfBatch(id_, batch, 1, &v);
+      ASSERT_OK(found);
+      ASSERT_TRUE(*found);
+      ASSERT_EQ(v, "5");
+      ASSERT_OK(b_->PutOfBatch(id_, batch, 0, "2"));
+    }
+    ASSERT_OK(b_->PutOfBatch(id_, batch, 1, "6"));
+    ExpectCounts("6", "7", read_a ? "2" : "1");
+  }
 }
 
 // Prefetch()'s closing eviction freed key-a's entry (a free slot: no key, no value, not marked
