@@ -524,10 +524,11 @@ TEST_F(KeyedStateBackendTest, BatchedReadModifyWriteLooksEachKeyUpOnce) {
   for (const std::string& k : keys) EXPECT_EQ(GetOr(b.get(), id, k), "2");
 }
 
-// The setting of the tests below: a backend restored from a checkpoint holding counts of
-// "key-a" (5), "key-n" (7) and "key-c" (1), so its cache starts empty with its CLOCK hand at
-// the first slot, and a budget between one and two of these entries (no new-key filter, whose
-// bytes would count too). A Get() of key-a caches it in slot 0; Prefetch() of {key-a, key-n}
+// Prepare(), the setting of the tests below (the same-batch one sets up its own): a backend
+// restored from a checkpoint holding counts of "key-a" (5), "key-n" (7) and "key-c" (1), so
+// its cache starts empty with its CLOCK hand at the first slot, and a budget between one and
+// two of these entries (no new-key filter, whose bytes would count too). A Get() of key-a
+// caches it in slot 0; Prefetch() of {key-a, key-n}
 // takes key-a's entry (found cached) and loads key-n, which exceeds the budget: its closing
 // eviction clears both reference bits, then frees key-a's entry, and only it.
 class BatchAfterPrefetchEvictionTest : public KeyedStateBackendTest {
