@@ -524,6 +524,190 @@ TEST_F(KeyedStateBackendTest, BatchedReadModifyWriteLooksEachKeyUpOnce) {
   for (const std::string& k : keys) EXPECT_EQ(GetOr(b.get(), id, k), "2");
 }
 
+// Prepare(), the setting of the tests below (the same-batch one sets up its own): a backend
+// restored from a checkpoint holding counts of "key-a" (5), "key-n" (7) and "key-c" (1), so
+// its cache starts empty with its CLOCK hand at the first slot, and a budget between one and
+// two of these entries (no new-key filter, whose bytes would count too). A Get() of key-a
+// caches it in slot 0; Prefetch() of {key-a, key-n}
+// takes key-a's entry (found cached) and loads key-n, which exceeds the budget: its closing
+// eviction clears both reference bits, then frees key-a's entry, and only it.
+class BatchAfterPrefetchEvictionTest : public KeyedStateBackendTest {
+ protected:
+  void Prepare(const std::string& name) {
+    ASSERT_NO_FATAL_FAILURE(CheckpointCounts(name));
+    // The bytes of an empty cache and of one and two cached entries (all of one size).
+    auto probe = RestoreWithBudget(name + "-probe", size_t{1} << 20);
+    ASSERT_NE(probe, nullptr);
+    const StateId probe_id = probe->RegisterState("count", StateKind::kValue);
+    const size_t empty = probe->CacheBytesForTest();
+    ASSERT_EQ(GetOr(probe.get(), probe_id, "key-a"), "5");
+    one_ = probe->CacheBytesForTest();
+    ASSERT_EQ(GetOr(probe.get(), probe_id, "key-n"), "7");
+    two_ = probe->CacheBytesForTest();
+    ASSERT_EQ(two_ - one_, one_ - empty);
+
+    b_ = RestoreWithBudget(name, one_ + (two_ - one_) / 2);
+    ASSERT_NE(b_, nullptr);
+    id_ = b_->RegisterState("count", StateKind::kValue);
+    ASSERT_EQ(GetOr(b_.get(), id_, "key-a"), "5");
+    ASSERT_EQ(b_->CacheBytesForTest(), one_);
+    ASSERT_OK(b_->Prefetch(id_, batch_));
+    // key-a found cached (only key-n read from the store), key-n loaded, then one entry freed.
+    ASSERT_EQ(b_->StoreReadsForTest(), 2);
+    ASSERT_EQ(b_->CacheBytesForTest(), one_);
+  }
+
+  // A checkpoint (handle_) of the counts; b_ is closed.
+  void CheckpointCounts(const std::string& name) {
+    b_.reset();
+    auto writer = OpenOrDie(Options(name + "-writer"));
+    ASSERT_NE(writer, nullptr);
+    const StateId id = writer->RegisterState("count", StateKind::kValue);
+    for (const auto& [key, count] :
+         {std::pair<std::string, int>{"key-a", 5}, {"key-n", 7}, {"key-c", 1}}) {
+      SetKey(writer.get(), key);
+      ASSERT_OK(writer->Put(id, std::to_string(count)));
+    }
+    absl::StatusOr<proto::KeyedStateHandle> handle =
+        Checkpoint(writer.get(), 1, absl::StrCat("chk-1/", name));
+    ASSERT_OK(handle);
+    handle_ = *handle;
+  }
+
+  // A GetOfBatch() of key-c through another span (key-c at key-a's index) falls back to a Get()
+  // that caches key-c in the slot Prefetch()'s eviction freed (the last freed), and evicts
+  // nothing.
+  void ReuseTheFreedSlotForKeyC() {
+    const std::vector<KeyInGroup> other = {{"key-c", KeyGroupOf("key-c")}, batch_[1]};
+    std::string v;
+    absl::StatusOr<bool> found = b_->GetOfBatch(id_, other, 0, &v);
+    ASSERT_OK(found);
+    ASSERT_TRUE(*found);
+    ASSERT_EQ(v, "1");
+    ASSERT_EQ(b_->CacheBytesForTest(), two_);
+  }
+
+  // GetOfBatch() of key-a: its count, 5, read from the store (its entry was the one freed).
+  void ExpectBatchReadOfKeyA() {
+    const uint64_t reads = b_->StoreReadsForTest();
+    std::string v;
+    absl::StatusOr<bool> found = b_->GetOfBatch(id_, batch_, 0, &v);
+    ASSERT_OK(found);
+    ASSERT_TRUE(*found);
+    ASSERT_EQ(v, "5");
+    ASSERT_EQ(b_->StoreReadsForTest(), reads + 1);
+  }
+
+  std::unique_ptr<KeyedStateBackend> RestoreWithBudget(const std::string& name,
+                                                       size_t cache_bytes) {
+    StateBackendOptions o = Options(name);
+    o.cache_bytes = cache_bytes;
+    o.new_key_filter = false;
+    auto b = KeyedStateBackend::Restore(o, {handle_}, job_dir_);
+    EXPECT_TRUE(b.ok()) << b.status();
+    return b.ok() ? std::move(b).value() : nullptr;
+  }
+
+  // Every count as a Get() reads it.
+  void ExpectCounts(const std::string& a, const std::string& n, const std::string& c) {
+    EXPECT_EQ(GetOr(b_.get(), id_, "key-a"), a);
+    EXPECT_EQ(GetOr(b_.get(), id_, "key-n"), n);
+    EXPECT_EQ(GetOr(b_.get(), id_, "key-c"), c);
+  }
+
+  const std::vector<KeyInGroup> batch_ = {{"key-a", KeyGroupOf("key-a")},
+                                          {"key-n", KeyGroupOf("key-n")}};
+  proto::KeyedStateHandle handle_;
+  size_t one_ = 0;
+  size_t two_ = 0;
+  std::unique_ptr<KeyedStateBackend> b_;
+  StateId id_ = -1;
+};
+
+// Prefetch()'s closing eviction freed key-a's entry and a fallback GetOfBatch() of key-c
+// cached key-c in that slot: a later GetOfBatch() of key-a (then its PutOfBatch()), or a
+// PutOfBatch() of key-a right after key-c took the slot (no read of key-a in between, which
+// would evict first), must not take the slot, which holds key-c now. key-a's count is read and
+// written, key-c's stays.
+TEST_F(BatchAfterPrefetchEvictionTest, KeyInTheFreedSlotIsNotTheFirstKeys) {
+  for (bool read_a : {true, false}) {
+    SCOPED_TRACE(read_a ? "GetOfBatch of key-a" : "PutOfBatch of key-a alone");
+    ASSERT_NO_FATAL_FAILURE(Prepare(read_a ? "reused-read" : "reused-write"));
+    ASSERT_NO_FATAL_FAILURE(ReuseTheFreedSlotForKeyC());
+    if (read_a) {
+      ASSERT_NO_FATAL_FAILURE(ExpectBatchReadOfKeyA());
+    }
+    ASSERT_OK(b_->PutOfBatch(id_, batch_, 0, "6"));
+    ExpectCounts("6", "7", "1");
+  }
+}
+
+// The same within one batch, in the aggregate's order: key-a's entry is dirty (a Put()) and the
+// whole budget is reserved, so Prefetch() of {key-c, key-a} loads key-c and its closing
+// eviction frees both entries, the clean key-c's first and the dirty key-a's last (after writing
+// it). GetOfBatch() of key-c (loaded by the read-ahead: no entry kept for it) falls back to a
+// Get() that caches key-c in key-a's freed slot; GetOfBatch() of key-a (then PutOfBatch() of
+// both) and PutOfBatch() of key-a alone must not take that slot.
+TEST_F(BatchAfterPrefetchEvictionTest, KeyOfTheSameBatchInTheFreedSlotIsNotTheFirstKeys) {
+  for (bool read_a : {true, false}) {
+    SCOPED_TRACE(read_a ? "GetOfBatch of key-a" : "PutOfBatch of key-a alone");
+    const std::string name = read_a ? "batch-read" : "batch-write";
+    ASSERT_NO_FATAL_FAILURE(CheckpointCounts(name));
+    b_ = RestoreWithBudget(name, size_t{1} << 20);
+    ASSERT_NE(b_, nullptr);
+    id_ = b_->RegisterState("count", StateKind::kValue);
+    SetKey(b_.get(), "key-a");
+    ASSERT_OK(b_->Put(id_, "5"));
+    b_->ReserveCacheBytes(size_t{1} << 20);
+    const std::vector<KeyInGroup> batch = {{"key-c", KeyGroupOf("key-c")}, batch_[0]};
+    ASSERT_OK(b_->Prefetch(id_, batch));
+    ASSERT_EQ(b_->StoreReadsForTest(), 1);  // key-c
+    ASSERT_EQ(b_->CacheBytesForTest(), 0);
+    std::string v;
+    absl::StatusOr<bool> found = b_->GetOfBatch(id_, batch, 0, &v);
+    ASSERT_OK(found);
+    ASSERT_TRUE(*found);
+    ASSERT_EQ(v, "1");
+    ASSERT_EQ(b_->StoreReadsForTest(), 2);  // key-c again, into key-a's freed slot
+    if (read_a) {
+      found = b_->GetOfBatch(id_, batch, 1, &v);
+      ASSERT_OK(found);
+      ASSERT_TRUE(*found);
+      ASSERT_EQ(v, "5");
+      ASSERT_OK(b_->PutOfBatch(id_, batch, 0, "2"));
+    }
+    ASSERT_OK(b_->PutOfBatch(id_, batch, 1, "6"));
+    ExpectCounts("6", "7", read_a ? "2" : "1");
+  }
+}
+
+// Prefetch()'s closing eviction freed key-a's entry (a free slot: no key, no value, not marked
+// deleted): GetOfBatch() of key-a does not take it and reads key-a's count (not 0 bytes).
+TEST_F(BatchAfterPrefetchEvictionTest, ReadOfAKeyNeverTakesItsFreedSlot) {
+  ASSERT_NO_FATAL_FAILURE(Prepare("freed-read"));
+  ASSERT_NO_FATAL_FAILURE(ExpectBatchReadOfKeyA());
+  ASSERT_OK(b_->PutOfBatch(id_, batch_, 0, "6"));
+  ExpectCounts("6", "7", "1");
+}
+
+// Nor does PutOfBatch() of key-a right after Prefetch(): the count it writes is key-a's, in
+// a checkpoint and in the cache. (The checkpoint is checked first: a write into a freed slot
+// would have overwritten the cache's list of free blocks, which the next read then follows.)
+TEST_F(BatchAfterPrefetchEvictionTest, WriteOfAKeyNeverTakesItsFreedSlot) {
+  ASSERT_NO_FATAL_FAILURE(Prepare("freed-write"));
+  ASSERT_OK(b_->PutOfBatch(id_, batch_, 0, "6"));
+  absl::StatusOr<proto::KeyedStateHandle> handle =
+      Checkpoint(b_.get(), 2, "chk-2/freed-write");
+  ASSERT_OK(handle);
+  auto restored = KeyedStateBackend::Restore(Options("freed-write-restored"), {*handle}, job_dir_);
+  ASSERT_OK(restored);
+  const StateId id = (*restored)->RegisterState("count", StateKind::kValue);
+  ASSERT_EQ(GetOr(restored->get(), id, "key-a"), "6");
+  ASSERT_EQ(GetOr(restored->get(), id, "key-n"), "7");
+  ASSERT_EQ(GetOr(restored->get(), id, "key-c"), "1");
+  ExpectCounts("6", "7", "1");
+}
+
 // A new key's read (absent) caches it with room for the size of the value its state last
 // wrote, so the first write of its value fits the entry it has: the cache's bytes do not move
 // at the write, and each key ends up taking what the first one took. Alike through Get/Put and
