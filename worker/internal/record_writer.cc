@@ -243,7 +243,7 @@ class RecordWriter::EdgeOutput {
     if (n == 0) return absl::OkStatus();
     if (pending_since_ == 0) pending_since_ = clock_->NowNanos();
     const size_t fields = kFields != 0 ? kFields : num_fields_;
-    const size_t bound = 11 * fields;  // EncodedSizeBound() of a schema without strings
+    const size_t bound = EncodedSizeBound(edge_->schema, records[0]);  // the same for every record
     const size_t num_channels = channels_.size();
     const bool carry = carry_;
     const size_t width = key_group_width_;
