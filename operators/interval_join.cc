@@ -48,6 +48,7 @@ class IntervalJoinOperator final : public JoinOperatorBase {
     sweep_slack_ms_ = sweep_slack_for_test >= 0 ? sweep_slack_for_test : kIntervalJoinSweepSlackMs;
     SLUICE_RETURN_IF_ERROR(OpenJoin(ctx, output, options_->sides));
     store_.Init(this, state_->RegisterState("interval_join.rows", state::StateKind::kValue),
+                state_->RegisterState("interval_join.row_blocks", state::StateKind::kValue),
                 "interval join rows", /*flags=*/false);
     for (int side = 0; side < 2; ++side) scratch_[side].Resize(options_->sides.input[side].size());
     SLUICE_RETURN_IF_ERROR(RestoreWatermark(ctx));

@@ -149,15 +149,55 @@ class JoinTest : public ::testing::Test {
     ASSERT_OK(timers_->FireProcessingTimers(op_.get()));
   }
 
-  // Makes key `k` the backend's current key.
-  void SetKey(int64_t k) {
+  // Makes key `k` the backend's current key; returns its bytes and key group.
+  std::pair<std::string, int> SetKey(int64_t k) {
     Schema key_schema({{"k", FieldType::kInt64}});
     Record key(1);
     key.SetInt(0, k);
     std::string bytes;
     EncodeRecord(key_schema, key, &bytes);
-    backend_->SetCurrentKey(bytes, KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema, key),
-                                                   job_.max_parallelism));
+    const int kg = KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema, key), job_.max_parallelism);
+    backend_->SetCurrentKey(bytes, kg);
+    return {bytes, kg};
+  }
+
+  // The stored value of key `k` in the row store whose per-key state is `name` ("<op>.rows"):
+  // its per-key entry, else its part of its block ("<op>.row_blocks"); false when neither holds
+  // it. `from_block` tells which.
+  bool StoredRows(int64_t k, const std::string& name, std::string* value, bool* from_block = nullptr) {
+    const auto [key, kg] = SetKey(k);
+    auto found = backend_->Get(backend_->RegisterState(name, state::StateKind::kValue), value);
+    EXPECT_OK(found.status());
+    if (from_block != nullptr) *from_block = false;
+    if (*found) return true;
+    std::string block_key;
+    JoinBlockKey(kg, k >> kJoinBlockShift, &block_key);
+    backend_->SetCurrentKey(block_key, kg);
+    std::string block;
+    const std::string blocks_name = name.substr(0, name.size() - 4) + "row_blocks";
+    found = backend_->Get(backend_->RegisterState(blocks_name, state::StateKind::kValue), &block);
+    EXPECT_OK(found.status());
+    if (!*found) return false;
+    EXPECT_EQ(block[0], kJoinBlockFormat);
+    const char* p = block.data() + 1;
+    const char* end = block.data() + block.size();
+    uint64_t count = 0;
+    p = GetVarint64(p, end, &count);
+    for (uint64_t i = 0; p != nullptr && i < count; ++i) {
+      uint64_t size = 0;
+      p = GetVarint64(p, end, &size);
+      const std::string stored_key(p, size);
+      p = GetVarint64(p + size, end, &size);
+      if (p == nullptr) break;
+      if (stored_key == key) {
+        value->assign(p, size);
+        if (from_block != nullptr) *from_block = true;
+        return true;
+      }
+      p += size;
+    }
+    EXPECT_NE(p, nullptr) << blocks_name << " does not decode";
+    return false;
   }
 
   // Records the interval join (or with `name` "join.rows" and `flags`, the join) keeps for key
@@ -168,11 +208,8 @@ class JoinTest : public ::testing::Test {
                                          bool flags = false) {
     std::vector<std::string> entries;
     EXPECT_OK(op_->SnapshotState(7, &entries));
-    SetKey(k);
     std::string value;
-    auto found = backend_->Get(backend_->RegisterState(name, state::StateKind::kValue), &value);
-    EXPECT_OK(found.status());
-    if (!*found) return {0, 0};
+    if (!StoredRows(k, name, &value)) return {0, 0};
     EXPECT_EQ(value[0], 2);
     uint64_t count[2] = {0, 0};
     const char* p = value.data() + 1;
