@@ -421,6 +421,30 @@ absl::Status JoinRowStore::WriteBlock(uint32_t b) {
   return absl::OkStatus();
 }
 
+absl::Status JoinRowStore::DropAll() {
+  for (uint32_t slot = 0; slot < keys_.size(); ++slot) {
+    Key& k = keys_[slot];
+    if (!k.live || !k.in_backend) continue;
+    SetCurrentKey(slot);
+    SLUICE_RETURN_IF_ERROR(state_->Delete(id_));
+  }
+  for (const auto& [group_range, b] : block_of_) {
+    blocks_[b].members.clear();  // slots start over: no member may be taken for a new key
+    MarkBlockDirty(b);
+  }
+  keys_.clear();
+  key_bytes_.clear();
+  block_of_slot_.clear();
+  arena_.Clear();
+  slot_of_.clear();
+  slot_of_int_.clear();
+  free_.clear();
+  dirty_.clear();
+  heap_.clear();
+  bytes_ = 0;
+  return absl::OkStatus();
+}
+
 absl::Status JoinRowStore::BlocksToEntries() {
   for (uint32_t slot = 0; slot < keys_.size(); ++slot) {
     Key& k = keys_[slot];

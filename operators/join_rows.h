@@ -475,6 +475,10 @@ class JoinRowStore {
     dirty_.push_back(slot);
   }
 
+  // Drops every key and row at once (the interval join at the input's end: every row expires):
+  // the stored blocks are deleted at the next WriteDirty() (one delete per block), restored
+  // per-key entries at once; no key is freed one by one. REQUIRES: blocks().
+  absl::Status DropAll();
   // Writes the keys changed since the last call to the backend (deleting those left empty):
   // their blocks while blocks(), else per-key entries.
   absl::Status WriteDirty();
