@@ -183,6 +183,7 @@ uint32_t JoinRowStore::NewSlot(absl::string_view key, int key_group) {
   k.live = true;
   k.dirty = false;
   k.in_backend = false;
+  k.in_block = false;
   k.scheduled = kNever;
   if (int_keys_) {
     // `key` came from EvalKey or a restore's KeyGroupOf, which decoded it: it decodes.
@@ -233,7 +234,7 @@ void JoinRowStore::FreeSlot(uint32_t slot) {
   } else {
     slot_of_.erase(key_bytes_[slot]);
   }
-  if (blocks_on_) MarkBlockDirty(block_of_slot_[slot]);
+  if (blocks_on_ && k.in_block) MarkBlockDirty(block_of_slot_[slot]);
   k.live = false;
   ++k.generation;
   ClearRows(&k);
@@ -352,12 +353,23 @@ absl::Status JoinRowStore::WriteDirty() {
     if (!k.live || !k.dirty) continue;
     k.dirty = false;
     if (blocks_on_) {
-      if (k.in_backend) {  // restored from a per-key entry: its block holds it from now on
+      size_t bytes = 0;  // the rows' stored size, roughly
+      for (const Rows& rows : k.rows) {
+        for (const Row& row : rows) bytes += row.size + 10;
+      }
+      if (bytes > kJoinBlockMaxKeyBytes) {  // an entry of its own
+        SetCurrentKey(slot);
+        SLUICE_RETURN_IF_ERROR(state_->Put(id_, EncodeRows(k)));
+        k.in_backend = true;
+        if (k.in_block) MarkBlockDirty(block_of_slot_[slot]);  // leaves its block
+        continue;
+      }
+      if (k.in_backend) {  // an entry of its own before (or restored from one): its block's now
         SetCurrentKey(slot);
         SLUICE_RETURN_IF_ERROR(state_->Delete(id_));
         k.in_backend = false;
       }
-      MarkBlockDirty(block_of_slot_[slot]);
+      if (!k.empty() || k.in_block) MarkBlockDirty(block_of_slot_[slot]);
       continue;
     }
     SetCurrentKey(slot);
@@ -381,10 +393,11 @@ absl::Status JoinRowStore::WriteBlock(uint32_t b) {
   size_t live = 0;
   size_t with_rows = 0;
   for (const auto& [slot, generation] : block.members) {
-    const Key& k = keys_[slot];
+    Key& k = keys_[slot];
     if (!k.live || k.generation != generation) continue;  // left the block
     block.members[live++] = {slot, generation};
-    if (!k.empty()) ++with_rows;
+    k.in_block = !k.empty() && !k.in_backend;  // else no rows, or an entry of its own
+    if (k.in_block) ++with_rows;
   }
   block.members.resize(live);
   JoinBlockKey(block.key_group, block.range, &block_key_);
@@ -407,7 +420,7 @@ absl::Status JoinRowStore::WriteBlock(uint32_t b) {
   PutVarint64(with_rows, &block_value_);
   for (const auto& [slot, generation] : block.members) {
     const Key& k = keys_[slot];
-    if (k.empty()) continue;
+    if (!k.in_block) continue;
     const std::string& key = key_bytes_[slot];
     PutVarint64(key.size(), &block_value_);
     block_value_.append(key);
@@ -450,6 +463,7 @@ absl::Status JoinRowStore::BlocksToEntries() {
     Key& k = keys_[slot];
     if (!k.live) continue;
     k.dirty = false;
+    k.in_block = false;
     if (k.empty() && !k.in_backend) continue;
     SetCurrentKey(slot);
     if (k.empty()) {
@@ -659,6 +673,7 @@ absl::Status JoinRowStore::LoadBlock(const std::string& block_key,
     if (Find(key) != nullptr) return corrupt("a key held twice");
     const uint32_t slot = NewSlot(key, key_group);
     SLUICE_RETURN_IF_ERROR(Parse(value_, &keys_[slot]));
+    keys_[slot].in_block = blocks_on_;
     if (!blocks_on_) MarkDirty(slot);  // spilled since: the key goes to a per-key entry
     SLUICE_RETURN_IF_ERROR(loaded(slot));
   }

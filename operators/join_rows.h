@@ -35,6 +35,9 @@ void SetJoinBlocksForTest(bool on);
 // value >> kJoinBlockShift is the same share a block, stored under JoinBlockKey(key group,
 // value >> kJoinBlockShift) in the store's blocks state.
 inline constexpr int kJoinBlockShift = 14;
+// A key whose stored rows take more bytes than this has an entry of its own, not a place in its
+// block: a block is rewritten whole for one changed key, so it holds small keys only.
+inline constexpr size_t kJoinBlockMaxKeyBytes = 256;
 inline constexpr int kJoinBlockFormat = 1;
 // The backend's key of a block: its key group (4 bytes) and range (8 bytes, sign bit flipped),
 // big-endian, into `out`.
@@ -297,7 +300,8 @@ class JoinRowList {
 //   one key group whose value >> kJoinBlockShift is the same share one value of the blocks state
 //   (its key: JoinBlockKey), [format 1][keys: varint] then per key [key size: varint][key bytes]
 //   [value size: varint][the key's value, as its per-key entry], rewritten whole when one of its
-//   keys changed, came or left (deleted once empty). So the backend's work at a checkpoint is
+//   keys changed, came or left (deleted once empty); a key whose rows take more than
+//   kJoinBlockMaxKeyBytes keeps an entry of its own. So the backend's work at a checkpoint is
 //   per changed block, not per changed key (Nexmark q4's auction ids grow: the newest ranges of
 //   each key group), and keys that leave (the sweep, the input's end) cost no delete each.
 // - Beyond its memory budget, Spill() writes the changed keys out and forgets every key; a key
@@ -336,6 +340,7 @@ class JoinRowStore {
     bool live = false;           // the slot holds a key
     bool dirty = false;          // changed since last written to the backend
     bool in_backend = false;     // the backend holds a value for the key (maybe an older one)
+    bool in_block = false;       // its block (blocks()) holds it as last written
     int64_t scheduled = kNever;  // the key's pending sweep (or the operator's timer) time
     Rows rows[2];
     bool empty() const { return rows[0].empty() && rows[1].empty(); }

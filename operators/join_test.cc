@@ -902,8 +902,9 @@ TEST_F(JoinTest, IntervalJoinRestoresPerKeyEntriesIntoBlocks) {
   EXPECT_EQ(KeptRows(2000), std::make_pair(1u, 1u));
 }
 
-// Over its memory the store spills: the blocks become per-key entries (and are deleted), the
-// spill path goes on with entries, and a restore within the memory budget moves them back into
+// Keys with large rows keep entries of their own beside the blocks of small keys. Over its
+// memory the store spills: the blocks become per-key entries (and are deleted), the spill path
+// goes on with entries, and a restore within the memory budget moves the small keys back into
 // blocks.
 TEST_F(JoinTest, IntervalJoinBlocksBecomePerKeyEntriesWhenTheStoreSpills) {
   const ExactSweeps exact;  // asserts when state goes
@@ -912,33 +913,42 @@ TEST_F(JoinTest, IntervalJoinBlocksBecomePerKeyEntriesWhenTheStoreSpills) {
   Open();
   SetJoinMemoryForTest(0);
   const std::string big(1 << 17, 'x');
-  std::vector<int64_t> first;
+  std::vector<int64_t> small;  // keys 0..19: small rows, in blocks
   for (int64_t k = 0; k < 20; ++k) {
-    Push(0, k, 100 + k % 5, big);
-    first.push_back(k);
+    Push(0, k, 100 + k % 5, absl::StrCat("s", k));
+    small.push_back(k);
   }
+  Push(0, 1000, 100, big);  // an entry of its own
   std::vector<std::string> entries;
   ASSERT_OK(op_->SnapshotState(1, &entries));
-  EXPECT_EQ(StoredKeys("interval_join.rows"), 0);
-  EXPECT_EQ(StoredKeys("interval_join.row_blocks"), BlocksOf(first));
-  for (int64_t k = 20; k < 70; ++k) Push(0, k, 100 + k % 5, big);  // the 64th spills
+  EXPECT_EQ(StoredKeys("interval_join.rows"), 1);
+  EXPECT_EQ(StoredKeys("interval_join.row_blocks"), BlocksOf(small));
+  for (int64_t k = 1001; k < 1070; ++k) Push(0, k, 100 + k % 5, big);  // the 64th big one spills
   EXPECT_EQ(StoredKeys("interval_join.row_blocks"), 0);
-  EXPECT_GE(StoredKeys("interval_join.rows"), 60);
+  EXPECT_GE(StoredKeys("interval_join.rows"), 80);
   ASSERT_OK(op_->SnapshotState(2, &entries));
-  EXPECT_EQ(StoredKeys("interval_join.rows"), 70);
+  EXPECT_EQ(StoredKeys("interval_join.rows"), 90);
   EXPECT_EQ(StoredKeys("interval_join.row_blocks"), 0);
-  CheckpointAndRestore();  // within the default budget: into memory, then blocks
+  CheckpointAndRestore();  // within the default budget: into memory, small keys then in blocks
   EXPECT_EQ(KeptRows(3), std::make_pair(1u, 0u));  // snapshots
-  EXPECT_EQ(StoredKeys("interval_join.rows"), 0);
-  std::vector<int64_t> all;
-  for (int64_t k = 0; k < 70; ++k) all.push_back(k);
-  EXPECT_EQ(StoredKeys("interval_join.row_blocks"), BlocksOf(all));
-  for (int64_t k = 0; k < 70; ++k) Push(1, k, 106, absl::StrCat("r", k));
+  EXPECT_EQ(KeptRows(1003), std::make_pair(1u, 0u));
+  EXPECT_EQ(StoredKeys("interval_join.rows"), 70);
+  EXPECT_EQ(StoredKeys("interval_join.row_blocks"), BlocksOf(small));
+  std::vector<std::string> expected;
+  for (int64_t k = 0; k < 20; ++k) {
+    Push(1, k, 106, absl::StrCat("r", k));
+    expected.push_back(Row(k, 100 + k % 5, absl::StrCat("s", k), k, 106, absl::StrCat("r", k)));
+  }
+  for (int64_t k = 1000; k < 1070; ++k) Push(1, k, 106, absl::StrCat("r", k));
   size_t joined = 0;
   for (const std::string& line : out_.lines) joined += line.find(big) != std::string::npos;
   EXPECT_EQ(joined, 70u);
-  EXPECT_EQ(out_.lines.size(), 70u);
+  EXPECT_EQ(out_.lines.size(), 90u);
+  for (const std::string& row : expected) {
+    EXPECT_NE(std::find(out_.lines.begin(), out_.lines.end(), row), out_.lines.end()) << row;
+  }
   EXPECT_EQ(KeptRows(3), std::make_pair(1u, 1u));
+  EXPECT_EQ(KeptRows(1003), std::make_pair(1u, 1u));
 }
 
 // Keys that leave (the watermark's sweep, the input's end) cost no delete each: their blocks are
