@@ -462,9 +462,10 @@ absl::Status JoinRowStore::BlocksToEntries() {
   for (uint32_t slot = 0; slot < keys_.size(); ++slot) {
     Key& k = keys_[slot];
     if (!k.live) continue;
+    const bool current = k.in_backend && !k.dirty;  // its own entry holds what it holds
     k.dirty = false;
     k.in_block = false;
-    if (k.empty() && !k.in_backend) continue;
+    if (current || (k.empty() && !k.in_backend)) continue;
     SetCurrentKey(slot);
     if (k.empty()) {
       SLUICE_RETURN_IF_ERROR(state_->Delete(id_));

@@ -654,7 +654,8 @@ class JoinRowStore {
   // Rewrites block `b` from its live keys (deleted from the backend when none has rows; forgotten
   // when none is live).
   absl::Status WriteBlock(uint32_t b);
-  // Every key in memory to a per-key entry, every stored block deleted; blocks() is false after.
+  // Every key in memory to a per-key entry (unless its own entry is current), every stored
+  // block deleted; blocks() is false after.
   absl::Status BlocksToEntries();
   // The keys of stored block `block_key` into memory (`loaded(slot)` for each, as LoadAll).
   absl::Status LoadBlock(const std::string& block_key,
