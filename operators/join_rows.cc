@@ -445,6 +445,12 @@ absl::Status JoinRowStore::DropAll() {
     blocks_[b].members.clear();  // slots start over: no member may be taken for a new key
     MarkBlockDirty(b);
   }
+  ForgetKeys();
+  dirty_.clear();
+  return absl::OkStatus();
+}
+
+void JoinRowStore::ForgetKeys() {
   keys_.clear();
   key_bytes_.clear();
   block_of_slot_.clear();
@@ -452,10 +458,9 @@ absl::Status JoinRowStore::DropAll() {
   slot_of_.clear();
   slot_of_int_.clear();
   free_.clear();
-  dirty_.clear();
   heap_.clear();
   bytes_ = 0;
-  return absl::OkStatus();
+  ++spills_;  // slots found before are stale
 }
 
 absl::Status JoinRowStore::BlocksToEntries() {
@@ -537,17 +542,8 @@ absl::Status JoinRowStore::Spill(const std::function<absl::Status(const Key&)>& 
     SetCurrentKey(slot);
     if (each) SLUICE_RETURN_IF_ERROR(each(keys_[slot]));
   }
-  keys_.clear();
-  key_bytes_.clear();
-  block_of_slot_.clear();
-  arena_.Clear();
-  slot_of_.clear();
-  slot_of_int_.clear();
-  free_.clear();
-  heap_.clear();
-  bytes_ = 0;
+  ForgetKeys();
   spilled_ = true;
-  ++spills_;
   return absl::OkStatus();
 }
 

@@ -654,6 +654,8 @@ class JoinRowStore {
   // Rewrites block `b` from its live keys (deleted from the backend when none has rows; forgotten
   // when none is live).
   absl::Status WriteBlock(uint32_t b);
+  // Forgets every key, its rows and sweep (a spill, DropAll).
+  void ForgetKeys();
   // Every key in memory to a per-key entry (unless its own entry is current), every stored
   // block deleted; blocks() is false after.
   absl::Status BlocksToEntries();
@@ -711,7 +713,7 @@ class JoinRowStore {
   std::string block_key_;
   size_t bytes_ = 0;                                    // memory of the keys (roughly)
   bool spilled_ = false;
-  uint64_t spills_ = 0;            // Spill() calls (slots found before one are stale)
+  uint64_t spills_ = 0;            // ForgetKeys() calls (slots found before one are stale)
   Ahead ahead_[kAheadMask + 1];    // JoinBatch()'s ring, by record index
   std::string value_;
   std::unique_ptr<char[]> encoded_;  // EncodeRows()

@@ -286,6 +286,12 @@ class JoinTest : public ::testing::Test {
     restored_state_.clear();
   }
 
+  // Opens `j` with a row store memory of `bytes` (SetJoinMemoryForTest).
+  void OpenWithJoinMemory(size_t bytes) {
+    SetJoinMemoryForTest(bytes);
+    Open();
+    SetJoinMemoryForTest(0);
+  }
   // Opens `j` over a new backend with no output yet; with a memory budget so small that the
   // join spills (writes every key out) on every record when `spill` (until EndModelRun).
   void StartModelRun(bool spill) {
@@ -795,9 +801,7 @@ TEST_F(JoinTest, IntervalJoinRestoresStateOfFormat1) {
 TEST_F(JoinTest, IntervalJoinSpillsBeyondItsMemoryAndReadsBack) {
   const ExactSweeps exact;  // asserts when state goes
   Load("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n");
-  SetJoinMemoryForTest(size_t{8} << 20);
-  Open();
-  SetJoinMemoryForTest(0);
+  OpenWithJoinMemory(size_t{8} << 20);
   const std::string big(1 << 17, 'x');
   for (int64_t k = 0; k < 70; ++k) Push(0, k, 100 + k % 5, big);  // the 64th spills
   SetKey(0);
@@ -909,9 +913,7 @@ TEST_F(JoinTest, IntervalJoinRestoresPerKeyEntriesIntoBlocks) {
 TEST_F(JoinTest, IntervalJoinBlocksBecomePerKeyEntriesWhenTheStoreSpills) {
   const ExactSweeps exact;  // asserts when state goes
   Load("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n");
-  SetJoinMemoryForTest(size_t{8} << 20);
-  Open();
-  SetJoinMemoryForTest(0);
+  OpenWithJoinMemory(size_t{8} << 20);
   const std::string big(1 << 17, 'x');
   std::vector<int64_t> small;  // keys 0..19: small rows, in blocks
   for (int64_t k = 0; k < 20; ++k) {
