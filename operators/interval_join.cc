@@ -48,6 +48,7 @@ class IntervalJoinOperator final : public JoinOperatorBase {
     sweep_slack_ms_ = sweep_slack_for_test >= 0 ? sweep_slack_for_test : kIntervalJoinSweepSlackMs;
     SLUICE_RETURN_IF_ERROR(OpenJoin(ctx, output, options_->sides));
     store_.Init(this, state_->RegisterState("interval_join.rows", state::StateKind::kValue),
+                state_->RegisterState("interval_join.row_blocks", state::StateKind::kValue),
                 "interval join rows", /*flags=*/false);
     for (int side = 0; side < 2; ++side) scratch_[side].Resize(options_->sides.input[side].size());
     SLUICE_RETURN_IF_ERROR(RestoreWatermark(ctx));
@@ -134,6 +135,12 @@ class IntervalJoinOperator final : public JoinOperatorBase {
   // Drops the records the watermark has passed (where their keys' event-time timers would fire,
   // before the watermark goes on).
   absl::Status ProcessWatermark(int64_t watermark) override {
+    if (watermark == kMaxWatermark && store_.blocks()) {
+      // The input's end: every row's cleanup time is passed, and the sweep would free every key
+      // one by one (popping each from the heap); the store drops them all at once instead.
+      SLUICE_RETURN_IF_ERROR(store_.DropAll());
+      return output_->EmitWatermark(watermark);
+    }
     // The sweep schedules a key again only after `watermark` (its records' cleanup times grow
     // with their times), so its keys can be taken a batch at a time with their rows prefetched.
     SLUICE_RETURN_IF_ERROR(

@@ -16,12 +16,21 @@ namespace {
 constexpr int kRowsFormat = 2;
 constexpr size_t kDefaultMaxBytes = size_t{512} << 20;
 size_t max_bytes_for_test = 0;
+bool blocks_for_test = true;
 std::atomic<uint64_t> compactions_for_test{0};
 
 }  // namespace
 
 void SetJoinMemoryForTest(size_t bytes) { max_bytes_for_test = bytes; }
 uint64_t JoinArenaCompactionsForTest() { return compactions_for_test.load(std::memory_order_relaxed); }
+void SetJoinBlocksForTest(bool on) { blocks_for_test = on; }
+
+void JoinBlockKey(int key_group, int64_t range, std::string* out) {
+  out->resize(12);
+  const uint64_t r = static_cast<uint64_t>(range) ^ (uint64_t{1} << 63);
+  for (int i = 0; i < 4; ++i) (*out)[i] = static_cast<char>(static_cast<uint32_t>(key_group) >> (8 * (3 - i)));
+  for (int i = 0; i < 8; ++i) (*out)[4 + i] = static_cast<char>(r >> (8 * (7 - i)));
+}
 
 uint32_t JoinRowArena::NewChunk(size_t capacity) {
   uint32_t index;
@@ -143,13 +152,16 @@ void JoinRowArena::EndCompaction() {
   for (Chunk& c : chunks_) c.evacuating = false;
 }
 
-void JoinRowStore::Init(JoinOperatorBase* op, state::StateId id, absl::string_view what, bool flags) {
+void JoinRowStore::Init(JoinOperatorBase* op, state::StateId id, state::StateId blocks,
+                        absl::string_view what, bool flags) {
   op_ = op;
   state_ = op->state_;
   id_ = id;
+  blocks_id_ = blocks;
   what_ = std::string(what);
   flags_ = flags;
   int_keys_ = op->int_key();
+  blocks_on_ = int_keys_ && blocks_for_test;
   max_bytes_ = max_bytes_for_test != 0 ? max_bytes_for_test : kDefaultMaxBytes;
   for (int side = 0; side < 2; ++side) scratch_[side].Resize(op->sides_->input[side].size());
 }
@@ -163,6 +175,7 @@ uint32_t JoinRowStore::NewSlot(absl::string_view key, int key_group) {
     slot = static_cast<uint32_t>(keys_.size());
     keys_.emplace_back();
     key_bytes_.emplace_back();
+    block_of_slot_.emplace_back();
   }
   Key& k = keys_[slot];
   key_bytes_[slot].assign(key.data(), key.size());
@@ -170,6 +183,7 @@ uint32_t JoinRowStore::NewSlot(absl::string_view key, int key_group) {
   k.live = true;
   k.dirty = false;
   k.in_backend = false;
+  k.in_block = false;
   k.scheduled = kNever;
   if (int_keys_) {
     // `key` came from EvalKey or a restore's KeyGroupOf, which decoded it: it decodes.
@@ -180,7 +194,36 @@ uint32_t JoinRowStore::NewSlot(absl::string_view key, int key_group) {
     slot_of_.emplace(key_bytes_[slot], slot);
   }
   bytes_ += Overhead(key);
+  if (blocks_on_) AddToBlock(slot);
   return slot;
+}
+
+void JoinRowStore::AddToBlock(uint32_t slot) {
+  const Key& k = keys_[slot];
+  const int64_t range = k.int_key >> kJoinBlockShift;
+  const auto kg = static_cast<size_t>(k.key_group);
+  if (kg >= last_block_of_group_.size()) last_block_of_group_.resize(kg + 1, kNoBlock);
+  uint32_t& last = last_block_of_group_[kg];
+  if (last == kNoBlock || blocks_[last].range != range) {
+    auto [it, added] = block_of_.try_emplace(std::make_pair(k.key_group, range), kNoBlock);
+    if (added) {
+      if (!free_blocks_.empty()) {
+        it->second = free_blocks_.back();
+        free_blocks_.pop_back();
+      } else {
+        it->second = static_cast<uint32_t>(blocks_.size());
+        blocks_.emplace_back();
+      }
+      Block& b = blocks_[it->second];
+      b.key_group = k.key_group;
+      b.range = range;
+      b.dirty = false;
+      b.stored = false;
+    }
+    last = it->second;
+  }
+  blocks_[last].members.emplace_back(slot, k.generation);
+  block_of_slot_[slot] = last;
 }
 
 void JoinRowStore::FreeSlot(uint32_t slot) {
@@ -191,6 +234,7 @@ void JoinRowStore::FreeSlot(uint32_t slot) {
   } else {
     slot_of_.erase(key_bytes_[slot]);
   }
+  if (blocks_on_ && k.in_block) MarkBlockDirty(block_of_slot_[slot]);
   k.live = false;
   ++k.generation;
   ClearRows(&k);
@@ -308,6 +352,26 @@ absl::Status JoinRowStore::WriteDirty() {
     Key& k = keys_[slot];
     if (!k.live || !k.dirty) continue;
     k.dirty = false;
+    if (blocks_on_) {
+      size_t bytes = 0;  // the rows' stored size, roughly
+      for (const Rows& rows : k.rows) {
+        for (const Row& row : rows) bytes += row.size + 10;
+      }
+      if (bytes > kJoinBlockMaxKeyBytes) {  // an entry of its own
+        SetCurrentKey(slot);
+        SLUICE_RETURN_IF_ERROR(state_->Put(id_, EncodeRows(k)));
+        k.in_backend = true;
+        if (k.in_block) MarkBlockDirty(block_of_slot_[slot]);  // leaves its block
+        continue;
+      }
+      if (k.in_backend) {  // an entry of its own before (or restored from one): its block's now
+        SetCurrentKey(slot);
+        SLUICE_RETURN_IF_ERROR(state_->Delete(id_));
+        k.in_backend = false;
+      }
+      if (!k.empty() || k.in_block) MarkBlockDirty(block_of_slot_[slot]);
+      continue;
+    }
     SetCurrentKey(slot);
     if (k.empty()) {
       if (k.in_backend) SLUICE_RETURN_IF_ERROR(state_->Delete(id_));
@@ -318,6 +382,117 @@ absl::Status JoinRowStore::WriteDirty() {
     k.in_backend = true;
   }
   dirty_.clear();
+  for (uint32_t b : dirty_blocks_) SLUICE_RETURN_IF_ERROR(WriteBlock(b));
+  dirty_blocks_.clear();
+  return absl::OkStatus();
+}
+
+absl::Status JoinRowStore::WriteBlock(uint32_t b) {
+  Block& block = blocks_[b];
+  block.dirty = false;
+  size_t live = 0;
+  size_t with_rows = 0;
+  for (const auto& [slot, generation] : block.members) {
+    Key& k = keys_[slot];
+    if (!k.live || k.generation != generation) continue;  // left the block
+    block.members[live++] = {slot, generation};
+    k.in_block = !k.empty() && !k.in_backend;  // else no rows, or an entry of its own
+    if (k.in_block) ++with_rows;
+  }
+  block.members.resize(live);
+  JoinBlockKey(block.key_group, block.range, &block_key_);
+  if (with_rows == 0) {
+    if (block.stored) {
+      state_->SetCurrentKey(block_key_, block.key_group);
+      SLUICE_RETURN_IF_ERROR(state_->Delete(blocks_id_));
+      block.stored = false;
+    }
+    if (live == 0) {  // forgotten: no key refers to it
+      block_of_.erase(std::make_pair(block.key_group, block.range));
+      const auto kg = static_cast<size_t>(block.key_group);
+      if (last_block_of_group_[kg] == b) last_block_of_group_[kg] = kNoBlock;
+      block.members = {};
+      free_blocks_.push_back(b);
+    }
+    return absl::OkStatus();
+  }
+  block_value_.assign(1, static_cast<char>(kJoinBlockFormat));
+  PutVarint64(with_rows, &block_value_);
+  for (const auto& [slot, generation] : block.members) {
+    const Key& k = keys_[slot];
+    if (!k.in_block) continue;
+    const std::string& key = key_bytes_[slot];
+    PutVarint64(key.size(), &block_value_);
+    block_value_.append(key);
+    const absl::string_view value = EncodeRows(k);
+    PutVarint64(value.size(), &block_value_);
+    block_value_.append(value.data(), value.size());
+  }
+  state_->SetCurrentKey(block_key_, block.key_group);
+  SLUICE_RETURN_IF_ERROR(state_->Put(blocks_id_, block_value_));
+  block.stored = true;
+  return absl::OkStatus();
+}
+
+absl::Status JoinRowStore::DropAll() {
+  for (uint32_t slot = 0; slot < keys_.size(); ++slot) {
+    Key& k = keys_[slot];
+    if (!k.live || !k.in_backend) continue;
+    SetCurrentKey(slot);
+    SLUICE_RETURN_IF_ERROR(state_->Delete(id_));
+  }
+  for (const auto& [group_range, b] : block_of_) {
+    blocks_[b].members.clear();  // slots start over: no member may be taken for a new key
+    MarkBlockDirty(b);
+  }
+  ForgetKeys();
+  dirty_.clear();
+  return absl::OkStatus();
+}
+
+void JoinRowStore::ForgetKeys() {
+  keys_.clear();
+  key_bytes_.clear();
+  block_of_slot_.clear();
+  arena_.Clear();
+  slot_of_.clear();
+  slot_of_int_.clear();
+  free_.clear();
+  heap_.clear();
+  bytes_ = 0;
+  ++spills_;  // slots found before are stale
+}
+
+absl::Status JoinRowStore::BlocksToEntries() {
+  for (uint32_t slot = 0; slot < keys_.size(); ++slot) {
+    Key& k = keys_[slot];
+    if (!k.live) continue;
+    const bool current = k.in_backend && !k.dirty;  // its own entry holds what it holds
+    k.dirty = false;
+    k.in_block = false;
+    if (current || (k.empty() && !k.in_backend)) continue;
+    SetCurrentKey(slot);
+    if (k.empty()) {
+      SLUICE_RETURN_IF_ERROR(state_->Delete(id_));
+      k.in_backend = false;
+      continue;
+    }
+    SLUICE_RETURN_IF_ERROR(state_->Put(id_, EncodeRows(k)));
+    k.in_backend = true;
+  }
+  dirty_.clear();
+  for (const Block& block : blocks_) {
+    if (!block.stored) continue;
+    JoinBlockKey(block.key_group, block.range, &block_key_);
+    state_->SetCurrentKey(block_key_, block.key_group);
+    SLUICE_RETURN_IF_ERROR(state_->Delete(blocks_id_));
+  }
+  blocks_on_ = false;
+  blocks_ = {};
+  free_blocks_ = {};
+  block_of_ = {};
+  last_block_of_group_ = {};
+  dirty_blocks_ = {};
   return absl::OkStatus();
 }
 
@@ -360,22 +535,15 @@ absl::string_view JoinRowStore::EncodeRows(const Key& k) {
 }
 
 absl::Status JoinRowStore::Spill(const std::function<absl::Status(const Key&)>& each) {
+  if (blocks_on_) SLUICE_RETURN_IF_ERROR(BlocksToEntries());
   SLUICE_RETURN_IF_ERROR(WriteDirty());
   for (uint32_t slot = 0; slot < keys_.size(); ++slot) {
     if (!keys_[slot].live) continue;
     SetCurrentKey(slot);
     if (each) SLUICE_RETURN_IF_ERROR(each(keys_[slot]));
   }
-  keys_.clear();
-  key_bytes_.clear();
-  arena_.Clear();
-  slot_of_.clear();
-  slot_of_int_.clear();
-  free_.clear();
-  heap_.clear();
-  bytes_ = 0;
+  ForgetKeys();
   spilled_ = true;
-  ++spills_;
   return absl::OkStatus();
 }
 
@@ -439,13 +607,81 @@ absl::Status JoinRowStore::AddBytes(int side, int64_t ts, bool flag, const char*
 }
 
 absl::Status JoinRowStore::LoadAll(const std::function<absl::Status(uint32_t)>& loaded) {
-  return state_->ForEachKey(id_, [&](absl::string_view key) -> absl::Status {
+  SLUICE_RETURN_IF_ERROR(state_->ForEachKey(id_, [&](absl::string_view key) -> absl::Status {
     if (Find(key) != nullptr) return absl::OkStatus();  // read back already after a spill
     uint32_t slot;
     SLUICE_ASSIGN_OR_RETURN(bool found, LoadCurrent(key, &slot));
     if (!found) return absl::OkStatus();
+    if (blocks_on_) MarkDirty(slot);  // into its block, its entry deleted, at the next WriteDirty
     return loaded(slot);
-  });
+  }));
+  std::vector<std::string> block_keys;  // listed first: a spill below deletes blocks
+  SLUICE_RETURN_IF_ERROR(state_->ForEachKey(blocks_id_, [&](absl::string_view key) {
+    block_keys.emplace_back(key);
+    return absl::OkStatus();
+  }));
+  for (const std::string& block_key : block_keys) SLUICE_RETURN_IF_ERROR(LoadBlock(block_key, loaded));
+  return absl::OkStatus();
+}
+
+absl::Status JoinRowStore::LoadBlock(const std::string& block_key,
+                                     const std::function<absl::Status(uint32_t)>& loaded) {
+  const auto corrupt = [&](absl::string_view why) {
+    return op_->ctx_.state_origin.DataLoss(
+        absl::StrCat(what_, " block (", block_value_.size(), " bytes): ", why));
+  };
+  if (block_key.size() != 12) return corrupt("its key is not 12 bytes");
+  uint32_t kg = 0;
+  uint64_t r = 0;
+  for (int i = 0; i < 4; ++i) kg = (kg << 8) | static_cast<uint8_t>(block_key[i]);
+  for (int i = 4; i < 12; ++i) r = (r << 8) | static_cast<uint8_t>(block_key[i]);
+  const int64_t range = static_cast<int64_t>(r ^ (uint64_t{1} << 63));
+  state_->SetCurrentKey(block_key, static_cast<int>(kg));
+  SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(blocks_id_, &block_value_));
+  if (!found) return absl::OkStatus();
+  const std::string block = std::move(block_value_);  // `loaded` may spill, which writes
+  block_value_.clear();
+  const char* p = block.data();
+  const char* end = p + block.size();
+  if (p == end || static_cast<uint8_t>(*p) != kJoinBlockFormat) {
+    return corrupt(absl::StrCat("format ", p == end ? -1 : static_cast<int>(static_cast<uint8_t>(*p)),
+                                ", expected ", kJoinBlockFormat));
+  }
+  uint64_t count = 0;
+  p = GetVarint64(p + 1, end, &count);
+  if (p == nullptr) return corrupt("no count");
+  for (uint64_t i = 0; i < count; ++i) {
+    uint64_t key_size = 0;
+    p = GetVarint64(p, end, &key_size);
+    if (p == nullptr || static_cast<uint64_t>(end - p) < key_size) return corrupt("a key cut short");
+    const std::string key(p, key_size);
+    p += key_size;
+    uint64_t value_size = 0;
+    p = GetVarint64(p, end, &value_size);
+    if (p == nullptr || static_cast<uint64_t>(end - p) < value_size) return corrupt("a value cut short");
+    value_.assign(p, value_size);
+    p += value_size;
+    int64_t value = 0;
+    if (!JoinOperatorBase::IntKeyOfBytes(key, &value) || value >> kJoinBlockShift != range) {
+      return corrupt("a key out of its range");
+    }
+    SLUICE_ASSIGN_OR_RETURN(int key_group, op_->KeyGroupOf(key));
+    if (key_group != static_cast<int>(kg)) return corrupt("a key of another key group");
+    if (Find(key) != nullptr) return corrupt("a key held twice");
+    const uint32_t slot = NewSlot(key, key_group);
+    SLUICE_RETURN_IF_ERROR(Parse(value_, &keys_[slot]));
+    keys_[slot].in_block = blocks_on_;
+    if (!blocks_on_) MarkDirty(slot);  // spilled since: the key goes to a per-key entry
+    SLUICE_RETURN_IF_ERROR(loaded(slot));
+  }
+  if (p != end) return corrupt("bytes left over");
+  if (blocks_on_) {  // it holds what the backend holds: clean
+    const auto it = block_of_.find(std::make_pair(static_cast<int>(kg), range));
+    if (it != block_of_.end()) blocks_[it->second].stored = true;
+    return absl::OkStatus();
+  }
+  state_->SetCurrentKey(block_key, static_cast<int>(kg));
+  return state_->Delete(blocks_id_);
 }
 
 absl::Status JoinRowStore::RestoreBuckets(const std::string (&names)[2], bool flag_prefix,

@@ -8,6 +8,7 @@
 #include <new>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -26,6 +27,21 @@ namespace sluice::ops {
 void SetJoinMemoryForTest(size_t bytes);
 // How many times JoinRowStores of this process compacted their arenas (tests).
 uint64_t JoinArenaCompactionsForTest();
+// Whether stores initialised afterwards may checkpoint their keys as blocks (JoinRowStore):
+// false writes one entry per key, as the stores did before blocks (tests of old checkpoints).
+void SetJoinBlocksForTest(bool on);
+
+// A JoinRowStore's blocks (format kJoinBlockFormat): the keys of one key group whose integer
+// value >> kJoinBlockShift is the same share a block, stored under JoinBlockKey(key group,
+// value >> kJoinBlockShift) in the store's blocks state.
+inline constexpr int kJoinBlockShift = 14;
+// A key whose stored rows take more bytes than this has an entry of its own, not a place in its
+// block: a block is rewritten whole for one changed key, so it holds small keys only.
+inline constexpr size_t kJoinBlockMaxKeyBytes = 256;
+inline constexpr int kJoinBlockFormat = 1;
+// The backend's key of a block: its key group (4 bytes) and range (8 bytes, sign bit flipped),
+// big-endian, into `out`.
+void JoinBlockKey(int key_group, int64_t range, std::string* out);
 
 // The encoded records of a JoinRowStore, in chunks of 64 KiB: a record is written in place at
 // the end of the current chunk (a new one when it does not fit; a record larger than a chunk gets
@@ -279,10 +295,23 @@ class JoinRowList {
 //   [ts: fixed64 LE] ([flag: 1 byte] when the store keeps flags) [size: varint] [record], and
 //   deletes the entries of keys left empty. So checkpoints, restores and rescaling (by key
 //   group) cover the whole state.
+//   That is the spill path's layout. While every key is in memory and the keys are integers
+//   (JoinOperatorBase::int_key()), WriteDirty() writes blocks instead (session 27): the keys of
+//   one key group whose value >> kJoinBlockShift is the same share one value of the blocks state
+//   (its key: JoinBlockKey), [format 1][keys: varint] then per key [key size: varint][key bytes]
+//   [value size: varint][the key's value, as its per-key entry], rewritten whole when one of its
+//   keys changed, came or left (deleted once empty); a key whose rows take more than
+//   kJoinBlockMaxKeyBytes keeps an entry of its own. So the backend's work at a checkpoint is
+//   per changed block, not per changed key (Nexmark q4's auction ids grow: the newest ranges of
+//   each key group), and keys that leave (the sweep, the input's end) cost no delete each.
 // - Beyond its memory budget, Spill() writes the changed keys out and forgets every key; a key
-//   is then read back when the operator asks for it (Load, LoadCurrent).
-// - LoadAll() reads the keys of the restored key groups back; RestoreBuckets() converts the
-//   bucket layout of format 1 (join_base.h).
+//   is then read back when the operator asks for it (Load, LoadCurrent). A spill first turns
+//   the blocks into per-key entries (deleting the blocks); the store keeps per-key entries
+//   from then on.
+// - LoadAll() reads the keys of the restored key groups back, from per-key entries (those of
+//   checkpoints before blocks too: they move into blocks at the next WriteDirty, which deletes
+//   the entries) and blocks (any parallelism: a block is keyed state of its key group);
+//   RestoreBuckets() converts the bucket layout of format 1 (join_base.h).
 //
 // Threading: the owning operator's task thread only.
 class JoinRowStore {
@@ -311,15 +340,20 @@ class JoinRowStore {
     bool live = false;           // the slot holds a key
     bool dirty = false;          // changed since last written to the backend
     bool in_backend = false;     // the backend holds a value for the key (maybe an older one)
+    bool in_block = false;       // its block (blocks()) holds it as last written
     int64_t scheduled = kNever;  // the key's pending sweep (or the operator's timer) time
     Rows rows[2];
     bool empty() const { return rows[0].empty() && rows[1].empty(); }
   };
   static_assert(sizeof(Key) == 5 * 64, "a key's entry is five cache lines");
 
-  // `op` decodes records and key groups; `id` is the value state of the rows, `what` names
-  // them in errors ("interval join rows"); `flags`: a flag byte per record in the backend.
-  void Init(JoinOperatorBase* op, state::StateId id, absl::string_view what, bool flags);
+  // `op` decodes records and key groups; `id` is the value state of the rows (per-key entries),
+  // `blocks` the value state of their blocks, `what` names them in errors ("interval join
+  // rows"); `flags`: a flag byte per record in the backend.
+  void Init(JoinOperatorBase* op, state::StateId id, state::StateId blocks, absl::string_view what,
+            bool flags);
+  // True while WriteDirty() writes blocks (integer keys, no spill so far).
+  bool blocks() const { return blocks_on_; }
 
   Key& key(uint32_t slot) { return keys_[slot]; }
   // Key `slot` serialized (the backend's key).
@@ -446,7 +480,12 @@ class JoinRowStore {
     dirty_.push_back(slot);
   }
 
-  // Writes the keys changed since the last call to the backend (deleting those left empty).
+  // Drops every key and row at once (the interval join at the input's end: every row expires):
+  // the stored blocks are deleted at the next WriteDirty() (one delete per block), restored
+  // per-key entries at once; no key is freed one by one. REQUIRES: blocks().
+  absl::Status DropAll();
+  // Writes the keys changed since the last call to the backend (deleting those left empty):
+  // their blocks while blocks(), else per-key entries.
   absl::Status WriteDirty();
   bool OverBudget() const { return bytes_ + arena_.held_bytes() > max_bytes_ || arena_.NearlyFull(); }
   // Writes the changed keys out and forgets every key; `each` runs first for every key in
@@ -595,11 +634,39 @@ class JoinRowStore {
 
   uint32_t NewSlot(absl::string_view key, int key_group);
   void FreeSlot(uint32_t slot);
+  // Blocks (class comment). A block's members are (slot, generation) pairs: a freed slot's
+  // generation changed, so its stale pair is dropped when the block is written.
+  static constexpr uint32_t kNoBlock = UINT32_MAX;
+  struct Block {
+    int key_group = 0;
+    int64_t range = 0;
+    bool dirty = false;   // in dirty_blocks_
+    bool stored = false;  // the backend holds it
+    std::vector<std::pair<uint32_t, uint32_t>> members;
+  };
+  // Files key `slot` (new, live) in its block, made when absent.
+  void AddToBlock(uint32_t slot);
+  void MarkBlockDirty(uint32_t b) {
+    if (blocks_[b].dirty) return;
+    blocks_[b].dirty = true;
+    dirty_blocks_.push_back(b);
+  }
+  // Rewrites block `b` from its live keys (deleted from the backend when none has rows; forgotten
+  // when none is live).
+  absl::Status WriteBlock(uint32_t b);
+  // Forgets every key, its rows and sweep (a spill, DropAll).
+  void ForgetKeys();
+  // Every key in memory to a per-key entry (unless its own entry is current), every stored
+  // block deleted; blocks() is false after.
+  absl::Status BlocksToEntries();
+  // The keys of stored block `block_key` into memory (`loaded(slot)` for each, as LoadAll).
+  absl::Status LoadBlock(const std::string& block_key,
+                         const std::function<absl::Status(uint32_t)>& loaded);
   void ClearRows(Key* k);
   // Moves the live rows out of the arena's partly freed chunks (JoinRowArena::NeedsCompaction).
   void CompactArena();
-  static size_t Overhead(absl::string_view key) {
-    return sizeof(Key) + sizeof(std::string) + 2 * key.size() + 16;
+  static size_t Overhead(absl::string_view key) {  // with its block's index and member pair
+    return sizeof(Key) + sizeof(std::string) + 2 * key.size() + 16 + 12;
   }
   // value_ (a stored value) into a new slot of `key`.
   absl::StatusOr<uint32_t> AddStored(absl::string_view key, int key_group);
@@ -620,6 +687,7 @@ class JoinRowStore {
   JoinOperatorBase* op_ = nullptr;
   state::KeyedStateBackend* state_ = nullptr;
   state::StateId id_ = 0;
+  state::StateId blocks_id_ = 0;
   std::string what_;
   bool flags_ = false;
   size_t max_bytes_ = 0;
@@ -634,9 +702,18 @@ class JoinRowStore {
   std::vector<uint32_t> dirty_;                         // slots changed since WriteDirty()
   std::vector<SweepEntry> heap_;                        // min-heap by time
   std::vector<SweepEntry> due_;                         // PopDueAhead(): the keys popped
+  bool blocks_on_ = false;                              // blocks()
+  JoinSlotChunks<uint32_t, kKeyChunkShift> block_of_slot_;  // by slot: its block (blocks())
+  std::vector<Block> blocks_;                           // by index (free ones in free_blocks_)
+  std::vector<uint32_t> free_blocks_;
+  absl::flat_hash_map<std::pair<int, int64_t>, uint32_t> block_of_;  // (key group, range)
+  std::vector<uint32_t> last_block_of_group_;           // by key group: the block filed last
+  std::vector<uint32_t> dirty_blocks_;                  // blocks to write at WriteDirty()
+  std::string block_value_;
+  std::string block_key_;
   size_t bytes_ = 0;                                    // memory of the keys (roughly)
   bool spilled_ = false;
-  uint64_t spills_ = 0;            // Spill() calls (slots found before one are stale)
+  uint64_t spills_ = 0;            // ForgetKeys() calls (slots found before one are stale)
   Ahead ahead_[kAheadMask + 1];    // JoinBatch()'s ring, by record index
   std::string value_;
   std::unique_ptr<char[]> encoded_;  // EncodeRows()

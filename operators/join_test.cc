@@ -6,6 +6,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <set>
 #include <utility>
 #include <memory>
 #include <functional>
@@ -93,7 +94,7 @@ class JoinTest : public ::testing::Test {
     o.local_dir = absl::StrCat(::testing::TempDir(), "/sluice-join-", getpid(), "-", backend_seq_++);
     o.operator_id = "j";
     o.max_parallelism = job_.max_parallelism;
-    o.range = KeyGroupRangeForSubtask(job_.max_parallelism, 1, 0);
+    o.range = KeyGroupRangeForSubtask(job_.max_parallelism, parallelism_, subtask_);
     o.clock = &clock_;
     o.origin = StateOrigin("job-1", "j", spec_ != nullptr ? spec_->type : "join", 0, restore_from.empty() ? 0 : 1);
     auto b = restore_from.empty()
@@ -149,15 +150,55 @@ class JoinTest : public ::testing::Test {
     ASSERT_OK(timers_->FireProcessingTimers(op_.get()));
   }
 
-  // Makes key `k` the backend's current key.
-  void SetKey(int64_t k) {
+  // Makes key `k` the backend's current key; returns its bytes and key group.
+  std::pair<std::string, int> SetKey(int64_t k) {
     Schema key_schema({{"k", FieldType::kInt64}});
     Record key(1);
     key.SetInt(0, k);
     std::string bytes;
     EncodeRecord(key_schema, key, &bytes);
-    backend_->SetCurrentKey(bytes, KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema, key),
-                                                   job_.max_parallelism));
+    const int kg = KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema, key), job_.max_parallelism);
+    backend_->SetCurrentKey(bytes, kg);
+    return {bytes, kg};
+  }
+
+  // The stored value of key `k` in the row store whose per-key state is `name` ("<op>.rows"):
+  // its per-key entry, else its part of its block ("<op>.row_blocks"); false when neither holds
+  // it. `from_block` tells which.
+  bool StoredRows(int64_t k, const std::string& name, std::string* value, bool* from_block = nullptr) {
+    const auto [key, kg] = SetKey(k);
+    auto found = backend_->Get(backend_->RegisterState(name, state::StateKind::kValue), value);
+    EXPECT_OK(found.status());
+    if (from_block != nullptr) *from_block = false;
+    if (*found) return true;
+    std::string block_key;
+    JoinBlockKey(kg, k >> kJoinBlockShift, &block_key);
+    backend_->SetCurrentKey(block_key, kg);
+    std::string block;
+    const std::string blocks_name = name.substr(0, name.size() - 4) + "row_blocks";
+    found = backend_->Get(backend_->RegisterState(blocks_name, state::StateKind::kValue), &block);
+    EXPECT_OK(found.status());
+    if (!*found) return false;
+    EXPECT_EQ(block[0], kJoinBlockFormat);
+    const char* p = block.data() + 1;
+    const char* end = block.data() + block.size();
+    uint64_t count = 0;
+    p = GetVarint64(p, end, &count);
+    for (uint64_t i = 0; p != nullptr && i < count; ++i) {
+      uint64_t size = 0;
+      p = GetVarint64(p, end, &size);
+      const std::string stored_key(p, size);
+      p = GetVarint64(p + size, end, &size);
+      if (p == nullptr) break;
+      if (stored_key == key) {
+        value->assign(p, size);
+        if (from_block != nullptr) *from_block = true;
+        return true;
+      }
+      p += size;
+    }
+    EXPECT_NE(p, nullptr) << blocks_name << " does not decode";
+    return false;
   }
 
   // Records the interval join (or with `name` "join.rows" and `flags`, the join) keeps for key
@@ -168,11 +209,8 @@ class JoinTest : public ::testing::Test {
                                          bool flags = false) {
     std::vector<std::string> entries;
     EXPECT_OK(op_->SnapshotState(7, &entries));
-    SetKey(k);
     std::string value;
-    auto found = backend_->Get(backend_->RegisterState(name, state::StateKind::kValue), &value);
-    EXPECT_OK(found.status());
-    if (!*found) return {0, 0};
+    if (!StoredRows(k, name, &value)) return {0, 0};
     EXPECT_EQ(value[0], 2);
     uint64_t count[2] = {0, 0};
     const char* p = value.data() + 1;
@@ -202,6 +240,24 @@ class JoinTest : public ::testing::Test {
     return entries.size();
   }
 
+  // Keys of value state `name` in the backend (per-key entries, or blocks).
+  int StoredKeys(const std::string& name) {
+    int n = 0;
+    EXPECT_OK(backend_->ForEachKey(backend_->RegisterState(name, state::StateKind::kValue),
+                                   [&n](absl::string_view) {
+                                     ++n;
+                                     return absl::OkStatus();
+                                   }));
+    return n;
+  }
+  // The blocks (key group, key >> kJoinBlockShift) of keys `keys`.
+  int BlocksOf(const std::vector<int64_t>& keys) {
+    std::set<std::pair<int, int64_t>> blocks;
+    for (int64_t k : keys) blocks.emplace(SetKey(k).second, k >> kJoinBlockShift);
+    return static_cast<int>(blocks.size());
+  }
+  int KeyGroupOf(int64_t k) { return SetKey(k).second; }
+
   uint64_t Late() const { return static_cast<JoinOperatorBase*>(op_.get())->late_records_dropped(); }
 
   std::string checkpoint_dir() const { return absl::StrCat(::testing::TempDir(), "/sluice-join-cp-", getpid()); }
@@ -230,6 +286,12 @@ class JoinTest : public ::testing::Test {
     restored_state_.clear();
   }
 
+  // Opens `j` with a row store memory of `bytes` (SetJoinMemoryForTest).
+  void OpenWithJoinMemory(size_t bytes) {
+    SetJoinMemoryForTest(bytes);
+    Open();
+    SetJoinMemoryForTest(0);
+  }
   // Opens `j` over a new backend with no output yet; with a memory budget so small that the
   // join spills (writes every key out) on every record when `spill` (until EndModelRun).
   void StartModelRun(bool spill) {
@@ -363,6 +425,8 @@ class JoinTest : public ::testing::Test {
   std::unique_ptr<TimerService> timers_;
   std::unique_ptr<Operator> op_;
   int backend_seq_ = 0;
+  int parallelism_ = 1;  // NewBackend()'s key groups: those of subtask_ of parallelism_
+  int subtask_ = 0;
   uint64_t seed_ = 12345;
   bool restored_ = false;  // what Open() tells the operator
   std::vector<std::string> restored_state_;
@@ -737,9 +801,7 @@ TEST_F(JoinTest, IntervalJoinRestoresStateOfFormat1) {
 TEST_F(JoinTest, IntervalJoinSpillsBeyondItsMemoryAndReadsBack) {
   const ExactSweeps exact;  // asserts when state goes
   Load("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n");
-  SetJoinMemoryForTest(size_t{8} << 20);
-  Open();
-  SetJoinMemoryForTest(0);
+  OpenWithJoinMemory(size_t{8} << 20);
   const std::string big(1 << 17, 'x');
   for (int64_t k = 0; k < 70; ++k) Push(0, k, 100 + k % 5, big);  // the 64th spills
   SetKey(0);
@@ -757,6 +819,179 @@ TEST_F(JoinTest, IntervalJoinSpillsBeyondItsMemoryAndReadsBack) {
   EXPECT_EQ(KeptRows(3), std::make_pair(1u, 0u));
   Watermark(200);
   for (int64_t k : {0, 3, 69}) EXPECT_EQ(KeptRows(k), std::make_pair(0u, 0u));
+}
+
+// While every key is in memory, a checkpoint writes the rows as blocks (one per key group and
+// range of 2^kJoinBlockShift key values) and no per-key entry; a block is keyed state of its
+// key group, so a restore at any parallelism gives each subtask its key groups' rows.
+TEST_F(JoinTest, IntervalJoinRowsCheckpointAsBlocksAndRestoreAtAnyParallelism) {
+  const ExactSweeps exact;  // asserts when state goes
+  Load("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n");
+  std::vector<int64_t> keys;  // close together and far apart, negative ones too
+  for (int64_t i = 0; i < 60; ++i) keys.push_back(i * 997 - 5000);
+  for (int64_t i = 0; i < 20; ++i) keys.push_back((int64_t{1} << 40) + i);
+  Open();
+  std::vector<std::string> expected;
+  for (int64_t k : keys) {
+    Push(0, k, 100, absl::StrCat("a", k));
+    expected.push_back(Row(k, 100, absl::StrCat("a", k), k, 105, absl::StrCat("r", k)));
+    if (k % 2 != 0) continue;
+    Push(0, k, 103, absl::StrCat("b", k));
+    expected.push_back(Row(k, 103, absl::StrCat("b", k), k, 105, absl::StrCat("r", k)));
+  }
+  EXPECT_EQ(KeptRows(-5000), std::make_pair(2u, 0u));  // snapshots
+  EXPECT_EQ(KeptRows(-4003), std::make_pair(1u, 0u));
+  std::vector<std::string> entries;
+  ASSERT_OK(op_->SnapshotState(1, &entries));
+  EXPECT_EQ(StoredKeys("interval_join.rows"), 0);
+  EXPECT_EQ(StoredKeys("interval_join.row_blocks"), BlocksOf(keys));
+  EXPECT_GT(BlocksOf(keys), 20);
+  EXPECT_LT(BlocksOf(keys), static_cast<int>(keys.size()));
+  const proto::KeyedStateHandle handle = Snapshot(1);
+  op_->Close();
+  for (const int parallelism : {1, 2, 3}) {
+    SCOPED_TRACE(parallelism);
+    std::vector<std::string> rows;
+    int restored_keys = 0;
+    for (int subtask = 0; subtask < parallelism; ++subtask) {
+      parallelism_ = parallelism;
+      subtask_ = subtask;
+      backend_ = NewBackend({handle});
+      restored_ = true;
+      restored_state_ = entries;
+      out_.lines.clear();
+      Open();
+      restored_ = false;
+      restored_state_.clear();
+      const KeyGroupRange range = KeyGroupRangeForSubtask(job_.max_parallelism, parallelism, subtask);
+      for (int64_t k : keys) {
+        if (!range.Contains(KeyGroupOf(k))) continue;
+        ++restored_keys;
+        Push(1, k, 105, absl::StrCat("r", k));
+      }
+      rows.insert(rows.end(), out_.lines.begin(), out_.lines.end());
+      op_->Close();
+    }
+    EXPECT_EQ(restored_keys, static_cast<int>(keys.size()));
+    EXPECT_THAT(rows, UnorderedElementsAreArray(expected));
+  }
+  parallelism_ = 1;
+  subtask_ = 0;
+}
+
+// A checkpoint from before blocks (one entry per key, as SetJoinBlocksForTest(false) writes
+// them) restores, and its keys move into blocks at the next checkpoint, their entries deleted.
+TEST_F(JoinTest, IntervalJoinRestoresPerKeyEntriesIntoBlocks) {
+  const ExactSweeps exact;  // asserts when state goes
+  Load("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n");
+  SetJoinBlocksForTest(false);
+  Open();
+  SetJoinBlocksForTest(true);
+  std::vector<int64_t> keys;
+  for (int64_t k = 0; k < 50; ++k) keys.push_back(k * 1000);
+  for (int64_t k : keys) Push(0, k, 100 + k % 3, absl::StrCat("a", k));
+  CheckpointAndRestore();
+  EXPECT_EQ(StoredKeys("interval_join.rows"), 50);  // still there until the next checkpoint
+  EXPECT_EQ(StoredKeys("interval_join.row_blocks"), 0);
+  EXPECT_EQ(KeptRows(1000), std::make_pair(1u, 0u));  // snapshots: the keys go to blocks
+  EXPECT_EQ(StoredKeys("interval_join.rows"), 0);
+  EXPECT_EQ(StoredKeys("interval_join.row_blocks"), BlocksOf(keys));
+  CheckpointAndRestore();
+  std::vector<std::string> expected;
+  for (int64_t k : keys) {
+    Push(1, k, 105, absl::StrCat("r", k));
+    expected.push_back(Row(k, 100 + k % 3, absl::StrCat("a", k), k, 105, absl::StrCat("r", k)));
+  }
+  EXPECT_THAT(out_.lines, UnorderedElementsAreArray(expected));
+  EXPECT_EQ(KeptRows(2000), std::make_pair(1u, 1u));
+}
+
+// Keys with large rows keep entries of their own beside the blocks of small keys. Over its
+// memory the store spills: the blocks become per-key entries (and are deleted), the spill path
+// goes on with entries, and a restore within the memory budget moves the small keys back into
+// blocks.
+TEST_F(JoinTest, IntervalJoinBlocksBecomePerKeyEntriesWhenTheStoreSpills) {
+  const ExactSweeps exact;  // asserts when state goes
+  Load("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n");
+  OpenWithJoinMemory(size_t{8} << 20);
+  const std::string big(1 << 17, 'x');
+  std::vector<int64_t> small;  // keys 0..19: small rows, in blocks
+  for (int64_t k = 0; k < 20; ++k) {
+    Push(0, k, 100 + k % 5, absl::StrCat("s", k));
+    small.push_back(k);
+  }
+  Push(0, 1000, 100, big);  // an entry of its own
+  std::vector<std::string> entries;
+  ASSERT_OK(op_->SnapshotState(1, &entries));
+  EXPECT_EQ(StoredKeys("interval_join.rows"), 1);
+  EXPECT_EQ(StoredKeys("interval_join.row_blocks"), BlocksOf(small));
+  for (int64_t k = 1001; k < 1070; ++k) Push(0, k, 100 + k % 5, big);  // the 64th big one spills
+  EXPECT_EQ(StoredKeys("interval_join.row_blocks"), 0);
+  EXPECT_GE(StoredKeys("interval_join.rows"), 80);
+  ASSERT_OK(op_->SnapshotState(2, &entries));
+  EXPECT_EQ(StoredKeys("interval_join.rows"), 90);
+  EXPECT_EQ(StoredKeys("interval_join.row_blocks"), 0);
+  CheckpointAndRestore();  // within the default budget: into memory, small keys then in blocks
+  EXPECT_EQ(KeptRows(3), std::make_pair(1u, 0u));  // snapshots
+  EXPECT_EQ(KeptRows(1003), std::make_pair(1u, 0u));
+  EXPECT_EQ(StoredKeys("interval_join.rows"), 70);
+  EXPECT_EQ(StoredKeys("interval_join.row_blocks"), BlocksOf(small));
+  std::vector<std::string> expected;
+  for (int64_t k = 0; k < 20; ++k) {
+    Push(1, k, 106, absl::StrCat("r", k));
+    expected.push_back(Row(k, 100 + k % 5, absl::StrCat("s", k), k, 106, absl::StrCat("r", k)));
+  }
+  for (int64_t k = 1000; k < 1070; ++k) Push(1, k, 106, absl::StrCat("r", k));
+  size_t joined = 0;
+  for (const std::string& line : out_.lines) joined += line.find(big) != std::string::npos;
+  EXPECT_EQ(joined, 70u);
+  EXPECT_EQ(out_.lines.size(), 90u);
+  for (const std::string& row : expected) {
+    EXPECT_NE(std::find(out_.lines.begin(), out_.lines.end(), row), out_.lines.end()) << row;
+  }
+  EXPECT_EQ(KeptRows(3), std::make_pair(1u, 1u));
+  EXPECT_EQ(KeptRows(1003), std::make_pair(1u, 1u));
+}
+
+// Keys that leave (the watermark's sweep, the input's end) cost no delete each: their blocks are
+// rewritten without them at the next checkpoint, or deleted once empty.
+TEST_F(JoinTest, IntervalJoinExpiryAndTheInputsEndDropWholeBlocks) {
+  const ExactSweeps exact;  // asserts when state goes
+  Load("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n");
+  Open();
+  std::vector<int64_t> early;  // rows at 100: cleanup at 111
+  std::vector<int64_t> late;   // rows at 200, in another range
+  std::vector<int64_t> mixed;  // a row at 100 and one at 200
+  for (int64_t k = 0; k < 40; ++k) {
+    early.push_back(k);
+    late.push_back((int64_t{1} << 20) + k);
+    mixed.push_back((int64_t{1} << 21) + k);
+  }
+  for (int64_t k : early) Push(0, k, 100, "e");
+  for (int64_t k : late) Push(0, k, 200, "l");
+  for (int64_t k : mixed) {
+    Push(0, k, 100, "m1");
+    Push(1, k, 200, "m2");
+  }
+  std::vector<int64_t> all = early;
+  all.insert(all.end(), late.begin(), late.end());
+  all.insert(all.end(), mixed.begin(), mixed.end());
+  EXPECT_EQ(KeptRows(mixed[0]), std::make_pair(1u, 1u));  // snapshots
+  EXPECT_EQ(StoredKeys("interval_join.rows"), 0);
+  EXPECT_EQ(StoredKeys("interval_join.row_blocks"), BlocksOf(all));
+  Watermark(111);  // the rows at 100 go
+  std::vector<int64_t> kept = late;
+  kept.insert(kept.end(), mixed.begin(), mixed.end());
+  EXPECT_EQ(KeptRows(early[0]), std::make_pair(0u, 0u));  // snapshots
+  EXPECT_EQ(StoredKeys("interval_join.row_blocks"), BlocksOf(kept));
+  for (int64_t k : early) EXPECT_EQ(KeptRows(k), std::make_pair(0u, 0u));
+  for (int64_t k : late) EXPECT_EQ(KeptRows(k), std::make_pair(1u, 0u));
+  for (int64_t k : mixed) EXPECT_EQ(KeptRows(k), std::make_pair(0u, 1u));
+  Watermark(kMaxWatermark);  // the input's end
+  EXPECT_EQ(KeptRows(late[0]), std::make_pair(0u, 0u));  // snapshots
+  EXPECT_EQ(StoredKeys("interval_join.row_blocks"), 0);
+  EXPECT_EQ(StoredKeys("interval_join.rows"), 0);
+  EXPECT_TRUE(out_.lines.empty());
 }
 
 // The in-memory rows and the watermark sweep against a straightforward model (every pair of

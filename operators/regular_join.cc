@@ -37,7 +37,8 @@ class RegularJoinOperator final : public JoinOperatorBase {
   absl::Status Open(const OperatorContext& ctx, Output* output) override {
     SLUICE_ASSIGN_OR_RETURN(options_, TypedOptions<RegularJoinOptions>(ctx));
     SLUICE_RETURN_IF_ERROR(OpenJoin(ctx, output, options_->sides));
-    store_.Init(this, state_->RegisterState("join.rows", state::StateKind::kValue), "join rows",
+    store_.Init(this, state_->RegisterState("join.rows", state::StateKind::kValue),
+                state_->RegisterState("join.row_blocks", state::StateKind::kValue), "join rows",
                 /*flags=*/true);
     left_outer_ = options_->sides.kind == JoinSides::Kind::kLeft;
     for (int side = 0; side < 2; ++side) scratch_[side].Resize(options_->sides.input[side].size());

@@ -38,6 +38,7 @@ class WindowJoinOperator final : public JoinOperatorBase {
     SLUICE_ASSIGN_OR_RETURN(options_, TypedOptions<WindowJoinOptions>(ctx));
     SLUICE_RETURN_IF_ERROR(OpenJoin(ctx, output, options_->sides));
     store_.Init(this, state_->RegisterState("window_join.rows", state::StateKind::kValue),
+                state_->RegisterState("window_join.row_blocks", state::StateKind::kValue),
                 "window join rows", /*flags=*/false);
     window_start_ = options_->sides.output.size() - 2;
     SLUICE_RETURN_IF_ERROR(RestoreWatermark(ctx));
