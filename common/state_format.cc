@@ -80,4 +80,22 @@ absl::Status ReadSmallestWatermark(const StateOrigin& origin, absl::string_view 
   return absl::OkStatus();
 }
 
+void PutBlockKey(int key_group, int64_t range, std::string* out) {
+  out->resize(12);
+  const uint64_t r = static_cast<uint64_t>(range) ^ (uint64_t{1} << 63);
+  for (int i = 0; i < 4; ++i) (*out)[i] = static_cast<char>(static_cast<uint32_t>(key_group) >> (8 * (3 - i)));
+  for (int i = 0; i < 8; ++i) (*out)[4 + i] = static_cast<char>(r >> (8 * (7 - i)));
+}
+
+bool ParseBlockKey(absl::string_view key, int* key_group, int64_t* range) {
+  if (key.size() != 12) return false;
+  uint32_t kg = 0;
+  uint64_t r = 0;
+  for (int i = 0; i < 4; ++i) kg = (kg << 8) | static_cast<uint8_t>(key[i]);
+  for (int i = 4; i < 12; ++i) r = (r << 8) | static_cast<uint8_t>(key[i]);
+  *key_group = static_cast<int>(kg);
+  *range = static_cast<int64_t>(r ^ (uint64_t{1} << 63));
+  return true;
+}
+
 }  // namespace sluice

@@ -65,6 +65,13 @@ inline uint64_t GetFixed64LE(const char* p) {
   return v;
 }
 
+// The backend key of a block of an operator's in-memory keys (aggregate_blocks, a join's
+// row_blocks): its key group (4 bytes) and key range (8 bytes, sign bit flipped, so ranges sort
+// as integers), big-endian. Replaces *out.
+void PutBlockKey(int key_group, int64_t range, std::string* out);
+// The key group and range of a block key; false unless `key` is 12 bytes.
+bool ParseBlockKey(absl::string_view key, int* key_group, int64_t* range);
+
 // The watermark an operator keeps as union operator state, so that after a restore records are
 // judged late against the smallest watermark the old subtasks had seen: one entry a subtask,
 // [version: 1 byte][watermark: int64 little-endian].

@@ -1,6 +1,9 @@
 #include "common/state_format.h"
 
+#include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
@@ -59,6 +62,31 @@ TEST(StateFormatTest, TextStateWithoutVersionIsFormatZero) {
               StatusIs(absl::StatusCode::kDataLoss, HasSubstr("format version 2")));
   EXPECT_THAT(ReadTextStateVersion(kOrigin, "offsets", "", 1, &body),
               StatusIs(absl::StatusCode::kDataLoss, HasSubstr("truncated")));
+}
+
+TEST(StateFormatTest, BlockKeysRoundTripAndSortByKeyGroupThenRange) {
+  const std::vector<std::pair<int, int64_t>> blocks = {
+      {0, INT64_MIN}, {0, -1}, {0, 0}, {0, 1}, {0, INT64_MAX}, {1, -5}, {32767, 3}};
+  std::string previous;
+  for (const auto& [kg, range] : blocks) {
+    std::string key = "stale bytes to replace";
+    PutBlockKey(kg, range, &key);
+    ASSERT_EQ(key.size(), 12u);
+    EXPECT_LT(previous, key) << kg << " " << range;  // byte order is (key group, range) order
+    int parsed_kg = -1;
+    int64_t parsed_range = 0;
+    ASSERT_TRUE(ParseBlockKey(key, &parsed_kg, &parsed_range));
+    EXPECT_EQ(parsed_kg, kg);
+    EXPECT_EQ(parsed_range, range);
+    previous = key;
+  }
+  std::string key;
+  PutBlockKey(2, 7, &key);
+  EXPECT_EQ(key, std::string("\x00\x00\x00\x02\x80\x00\x00\x00\x00\x00\x00\x07", 12));
+  int kg = 0;
+  int64_t range = 0;
+  EXPECT_FALSE(ParseBlockKey(absl::string_view(key).substr(1), &kg, &range));
+  EXPECT_FALSE(ParseBlockKey(key + "x", &kg, &range));
 }
 
 }  // namespace

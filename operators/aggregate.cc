@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/key_groups.h"
 #include "common/record_codec.h"
+#include "common/state_format.h"
 #include "common/status.h"
 #include "operators/aggregate_options.h"
 #include "operators/key_hasher.h"
@@ -516,13 +517,9 @@ class AggregateOperator final : public Operator {
     block.flags = kBlockStored;
     return absl::OkStatus();
   }
-  // The backend's key of a block: its key group (4 bytes) and range (8 bytes, sign bit flipped),
-  // big-endian.
+  // The backend's key of a block (PutBlockKey).
   const std::string& BlockKey(int kg, int64_t range) {
-    block_key_.resize(12);
-    const uint64_t r = static_cast<uint64_t>(range) ^ (uint64_t{1} << 63);
-    for (int i = 0; i < 4; ++i) block_key_[i] = static_cast<char>(static_cast<uint32_t>(kg) >> (8 * (3 - i)));
-    for (int i = 0; i < 8; ++i) block_key_[4 + i] = static_cast<char>(r >> (8 * (7 - i)));
+    PutBlockKey(kg, range, &block_key_);
     return block_key_;
   }
   // A restored key of a block: its value, key group and accumulators.
@@ -540,13 +537,10 @@ class AggregateOperator final : public Operator {
       return ctx_.state_origin.DataLoss(absl::StrCat("aggregate block (", block_value_.size(),
                                                      " bytes): ", why));
     };
-    if (block_key.size() != 12) return corrupt("its key is not 12 bytes");
-    uint32_t kg = 0;
-    uint64_t r = 0;
-    for (int i = 0; i < 4; ++i) kg = (kg << 8) | static_cast<uint8_t>(block_key[i]);
-    for (int i = 4; i < 12; ++i) r = (r << 8) | static_cast<uint8_t>(block_key[i]);
-    const int64_t range = static_cast<int64_t>(r ^ (uint64_t{1} << 63));
-    state_->SetCurrentKey(block_key, static_cast<int>(kg));
+    int kg = 0;
+    int64_t range = 0;
+    if (!ParseBlockKey(block_key, &kg, &range)) return corrupt("its key is not 12 bytes");
+    state_->SetCurrentKey(block_key, kg);
     SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(blocks_id_, &block_value_));
     if (!found) return absl::OkStatus();
     const char* p = block_value_.data();
@@ -572,10 +566,10 @@ class AggregateOperator final : public Operator {
       const int64_t key = static_cast<int64_t>(static_cast<uint64_t>(first) + offset);
       key_record_[0].i = key;
       if (KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema_, key_record_), ctx_.max_parallelism) !=
-          static_cast<int>(kg)) {
+          kg) {
         return corrupt(absl::StrCat("key ", key, " is not of its key group ", kg));
       }
-      keys->push_back(BlockKeyAccs{key, static_cast<int>(kg), accs->size()});
+      keys->push_back(BlockKeyAccs{key, kg, accs->size()});
       accs->resize(accs->size() + n);
       std::memcpy(&(*accs)[accs->size() - n], p, n * sizeof(Acc));
       p += n * sizeof(Acc);

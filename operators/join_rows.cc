@@ -25,13 +25,6 @@ void SetJoinMemoryForTest(size_t bytes) { max_bytes_for_test = bytes; }
 uint64_t JoinArenaCompactionsForTest() { return compactions_for_test.load(std::memory_order_relaxed); }
 void SetJoinBlocksForTest(bool on) { blocks_for_test = on; }
 
-void JoinBlockKey(int key_group, int64_t range, std::string* out) {
-  out->resize(12);
-  const uint64_t r = static_cast<uint64_t>(range) ^ (uint64_t{1} << 63);
-  for (int i = 0; i < 4; ++i) (*out)[i] = static_cast<char>(static_cast<uint32_t>(key_group) >> (8 * (3 - i)));
-  for (int i = 0; i < 8; ++i) (*out)[4 + i] = static_cast<char>(r >> (8 * (7 - i)));
-}
-
 uint32_t JoinRowArena::NewChunk(size_t capacity) {
   uint32_t index;
   if (capacity == kChunkBytes && !free_chunks_.empty()) {
@@ -400,7 +393,7 @@ absl::Status JoinRowStore::WriteBlock(uint32_t b) {
     if (k.in_block) ++with_rows;
   }
   block.members.resize(live);
-  JoinBlockKey(block.key_group, block.range, &block_key_);
+  PutBlockKey(block.key_group, block.range, &block_key_);
   if (with_rows == 0) {
     if (block.stored) {
       state_->SetCurrentKey(block_key_, block.key_group);
@@ -483,7 +476,7 @@ absl::Status JoinRowStore::BlocksToEntries() {
   dirty_.clear();
   for (const Block& block : blocks_) {
     if (!block.stored) continue;
-    JoinBlockKey(block.key_group, block.range, &block_key_);
+    PutBlockKey(block.key_group, block.range, &block_key_);
     state_->SetCurrentKey(block_key_, block.key_group);
     SLUICE_RETURN_IF_ERROR(state_->Delete(blocks_id_));
   }
@@ -630,13 +623,10 @@ absl::Status JoinRowStore::LoadBlock(const std::string& block_key,
     return op_->ctx_.state_origin.DataLoss(
         absl::StrCat(what_, " block (", block_value_.size(), " bytes): ", why));
   };
-  if (block_key.size() != 12) return corrupt("its key is not 12 bytes");
-  uint32_t kg = 0;
-  uint64_t r = 0;
-  for (int i = 0; i < 4; ++i) kg = (kg << 8) | static_cast<uint8_t>(block_key[i]);
-  for (int i = 4; i < 12; ++i) r = (r << 8) | static_cast<uint8_t>(block_key[i]);
-  const int64_t range = static_cast<int64_t>(r ^ (uint64_t{1} << 63));
-  state_->SetCurrentKey(block_key, static_cast<int>(kg));
+  int kg = 0;
+  int64_t range = 0;
+  if (!ParseBlockKey(block_key, &kg, &range)) return corrupt("its key is not 12 bytes");
+  state_->SetCurrentKey(block_key, kg);
   SLUICE_ASSIGN_OR_RETURN(bool found, state_->Get(blocks_id_, &block_value_));
   if (!found) return absl::OkStatus();
   const std::string block = std::move(block_value_);  // `loaded` may spill, which writes
@@ -666,7 +656,7 @@ absl::Status JoinRowStore::LoadBlock(const std::string& block_key,
       return corrupt("a key out of its range");
     }
     SLUICE_ASSIGN_OR_RETURN(int key_group, op_->KeyGroupOf(key));
-    if (key_group != static_cast<int>(kg)) return corrupt("a key of another key group");
+    if (key_group != kg) return corrupt("a key of another key group");
     if (Find(key) != nullptr) return corrupt("a key held twice");
     const uint32_t slot = NewSlot(key, key_group);
     SLUICE_RETURN_IF_ERROR(Parse(value_, &keys_[slot]));
@@ -676,11 +666,11 @@ absl::Status JoinRowStore::LoadBlock(const std::string& block_key,
   }
   if (p != end) return corrupt("bytes left over");
   if (blocks_on_) {  // it holds what the backend holds: clean
-    const auto it = block_of_.find(std::make_pair(static_cast<int>(kg), range));
+    const auto it = block_of_.find(std::make_pair(kg, range));
     if (it != block_of_.end()) blocks_[it->second].stored = true;
     return absl::OkStatus();
   }
-  state_->SetCurrentKey(block_key, static_cast<int>(kg));
+  state_->SetCurrentKey(block_key, kg);
   return state_->Delete(blocks_id_);
 }
 

@@ -32,16 +32,13 @@ uint64_t JoinArenaCompactionsForTest();
 void SetJoinBlocksForTest(bool on);
 
 // A JoinRowStore's blocks (format kJoinBlockFormat): the keys of one key group whose integer
-// value >> kJoinBlockShift is the same share a block, stored under JoinBlockKey(key group,
+// value >> kJoinBlockShift is the same share a block, stored under PutBlockKey(key group,
 // value >> kJoinBlockShift) in the store's blocks state.
 inline constexpr int kJoinBlockShift = 14;
 // A key whose stored rows take more bytes than this has an entry of its own, not a place in its
 // block: a block is rewritten whole for one changed key, so it holds small keys only.
 inline constexpr size_t kJoinBlockMaxKeyBytes = 256;
 inline constexpr int kJoinBlockFormat = 1;
-// The backend's key of a block: its key group (4 bytes) and range (8 bytes, sign bit flipped),
-// big-endian, into `out`.
-void JoinBlockKey(int key_group, int64_t range, std::string* out);
 
 // The encoded records of a JoinRowStore, in chunks of 64 KiB: a record is written in place at
 // the end of the current chunk (a new one when it does not fit; a record larger than a chunk gets
@@ -298,7 +295,7 @@ class JoinRowList {
 //   That is the spill path's layout. While every key is in memory and the keys are integers
 //   (JoinOperatorBase::int_key()), WriteDirty() writes blocks instead (session 27): the keys of
 //   one key group whose value >> kJoinBlockShift is the same share one value of the blocks state
-//   (its key: JoinBlockKey), [format 1][keys: varint] then per key [key size: varint][key bytes]
+//   (its key: PutBlockKey), [format 1][keys: varint] then per key [key size: varint][key bytes]
 //   [value size: varint][the key's value, as its per-key entry], rewritten whole when one of its
 //   keys changed, came or left (deleted once empty); a key whose rows take more than
 //   kJoinBlockMaxKeyBytes keeps an entry of its own. So the backend's work at a checkpoint is

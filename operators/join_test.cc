@@ -20,6 +20,7 @@
 #include "common/metrics.h"
 #include "common/record.h"
 #include "common/record_codec.h"
+#include "common/state_format.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -172,7 +173,7 @@ class JoinTest : public ::testing::Test {
     if (from_block != nullptr) *from_block = false;
     if (*found) return true;
     std::string block_key;
-    JoinBlockKey(kg, k >> kJoinBlockShift, &block_key);
+    PutBlockKey(kg, k >> kJoinBlockShift, &block_key);
     backend_->SetCurrentKey(block_key, kg);
     std::string block;
     const std::string blocks_name = name.substr(0, name.size() - 4) + "row_blocks";
