@@ -979,6 +979,91 @@ TEST_F(WindowTest, NarrowCountsFireTheRowsOfThePanesWords) {
   EXPECT_EQ(narrow_direct, wide.size() - 1);  // every row (the last line is the late count)
 }
 
+// A tumbling window of integer keys fires each bucket's keys in their record bytes' order; a
+// bucket holding exactly the keys its key group fired last takes their order from that firing
+// instead of sorting them. Key sets that stay, shrink, grow back, and swap keys for others (as
+// many keys, not the same ones), for counts alone (rows straight from narrow slots) and a count
+// with a sum: the rows, in their order, equal those of firings that always sort, and the firings
+// that reuse an order are exactly the buckets whose keys equal their group's last fired keys.
+TEST_F(WindowTest, FiringsOfTheKeysFiredLastTakeTheirOrderWithoutSorting) {
+  const Schema key_schema({{"user", FieldType::kInt64}});
+  auto key_group = [&](int64_t user) {
+    Record key(1);
+    key[0].i = user;
+    return KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema, key), kMaxParallelism);
+  };
+  std::vector<int64_t> all = {0, -1, 1, std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(),
+                              -64, 63, 64, -65, int64_t{1} << 49, -(int64_t{1} << 56), int64_t{1} << 62};
+  for (int64_t k = 0; all.size() < 400; ++k) all.push_back(k * 7919 - 1'000'000);
+  // The keys of window [10 w, 10 w + 10): all; all again; all but some, with as many others
+  // instead; the same; every other key; all again; the first 100.
+  std::vector<std::vector<int64_t>> windows(7);
+  windows[0] = all;
+  windows[1] = all;
+  for (size_t i = 0; i < all.size(); ++i) windows[2].push_back(i % 37 == 5 ? 5'000'000 + static_cast<int64_t>(i) : all[i]);
+  windows[3] = windows[2];
+  for (size_t i = 0; i < all.size(); i += 2) windows[4].push_back(all[i]);
+  windows[5] = all;
+  windows[6].assign(all.begin(), all.begin() + 100);
+  // The bucket firings whose keys equal their group's last fired ones.
+  uint64_t expected_reuses = 0;
+  std::map<int, std::set<int64_t>> last;
+  for (const std::vector<int64_t>& keys : windows) {
+    std::map<int, std::set<int64_t>> groups;
+    for (int64_t key : keys) groups[key_group(key)].insert(key);
+    for (auto& [kg, set] : groups) {
+      auto it = last.find(kg);
+      if (it != last.end() && it->second == set) ++expected_reuses;
+      last[kg] = set;
+    }
+  }
+  for (const char* aggregates : {"[{fn: count, as: n}]", "[{fn: count, as: n}, {fn: sum, field: amount}]"}) {
+    SCOPED_TRACE(aggregates);
+    auto run = [&](bool reuse, std::vector<std::string>* rows, uint64_t* reused) -> absl::Status {
+      SetWindowFireOrderReuseForTest(reuse);
+      const uint64_t before = WindowFireOrdersReusedForTest();
+      KeyedSubtask& s = Start(absl::StrCat("    tumble: 10ms\n    time_field: ts\n    aggregates: ", aggregates));
+      uint64_t x = 11;
+      std::vector<Record> batch;
+      for (size_t w = 0; w < windows.size(); ++w) {
+        // Each key three times, in an order shuffled per window, at times within the window.
+        std::vector<int64_t> order;
+        for (int copy = 0; copy < 3; ++copy) order.insert(order.end(), windows[w].begin(), windows[w].end());
+        for (size_t i = order.size(); i > 1; --i) {
+          x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+          std::swap(order[i - 1], order[(x >> 33) % i]);
+        }
+        for (int64_t user : order) {
+          x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+          batch.push_back(Input(user, static_cast<int64_t>(10 * w + (x >> 40) % 10), static_cast<int64_t>((x >> 20) % 100)));
+          batch.back().set_carried_key_group(key_group(user));
+          if (batch.size() == 64) SLUICE_RETURN_IF_ERROR(Feed(s, true, &batch));
+        }
+        SLUICE_RETURN_IF_ERROR(Feed(s, true, &batch));
+        SLUICE_RETURN_IF_ERROR(s.Watermark(static_cast<int64_t>(10 * w + 9)));
+      }
+      SLUICE_RETURN_IF_ERROR(FinishRun(s, rows));
+      SetWindowFireOrderReuseForTest(true);
+      *reused = WindowFireOrdersReusedForTest() - before;
+      return absl::OkStatus();
+    };
+    std::vector<std::string> sorted;
+    uint64_t sorted_reuses = 0;
+    ASSERT_OK(run(false, &sorted, &sorted_reuses));
+    EXPECT_EQ(sorted_reuses, 0u);
+    size_t keys = 0;
+    for (const std::vector<int64_t>& w : windows) keys += w.size();
+    ASSERT_EQ(sorted.size(), keys + 1);
+    EXPECT_EQ(sorted.back(), "late 0");
+    std::vector<std::string> reusing;
+    uint64_t reuses = 0;
+    ASSERT_OK(run(true, &reusing, &reuses));
+    EXPECT_EQ(reusing, sorted);
+    EXPECT_EQ(reuses, expected_reuses);
+    EXPECT_GT(expected_reuses, 0u);
+  }
+}
+
 // A narrow bucket whose memory budget is spent mid-window: keys beyond the budget go to
 // "window_overflow", the bucket is widened when it fires (GatherForFiring), and its rows are
 // those of a plain map over the same records, also across a checkpoint and restore in the middle

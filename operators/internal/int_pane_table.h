@@ -26,20 +26,23 @@ class IntPaneTable {
   size_t size() const { return size_; }
   // Bytes of memory a key takes at the table's lowest load after growing (3/8), rounded up: for
   // memory budgets.
-  size_t BytesPerKey() const { return stride_ * sizeof(int64_t) * 8 / 3 + 1; }
+  size_t BytesPerKey() const { return stride_ * sizeof(int64_t) * 4; }
 
   // Makes room for `keys` keys in all, so that inserting up to that many grows the table no
   // more (a bucket of a new window sized as the last one fired).
   void Reserve(size_t keys) {
-    while ((keys + 1) * 4 > capacity_ * 3) Grow();
+    while ((keys + 1) * 2 > capacity_) Grow();
   }
 
   // The words of `key`, or null.
   int64_t* Find(int64_t key) {
+    return const_cast<int64_t*>(static_cast<const IntPaneTable*>(this)->Find(key));
+  }
+  const int64_t* Find(int64_t key) const {
     if (key == kEmpty) return has_empty_key_ ? empty_key_words_.data() : nullptr;
     if (capacity_ == 0) return nullptr;
     for (size_t i = Home(key);; i = (i + 1) & mask_) {
-      int64_t* slot = &slots_[i * stride_];
+      const int64_t* slot = &slots_[i * stride_];
       if (slot[0] == key) return slot + 1;
       if (slot[0] == kEmpty) return nullptr;
     }
@@ -69,7 +72,7 @@ class IntPaneTable {
       }
       return empty_key_words_.data();
     }
-    if ((size_ + 1) * 4 > capacity_ * 3) Grow();
+    if ((size_ + 1) * 2 > capacity_) Grow();
     for (size_t i = Home(key);; i = (i + 1) & mask_) {
       int64_t* slot = &slots_[i * stride_];
       if (slot[0] == key) return slot + 1;
