@@ -769,10 +769,12 @@ class WindowOperator final : public Operator {
     if (!fire_order_reuse_enabled || static_cast<size_t>(kg) >= last_fire_orders_.size()) return false;
     const std::vector<int64_t>& order = last_fire_orders_[static_cast<size_t>(kg)];
     if (order.empty() || order.size() != bucket.int_panes.size()) return false;
-    for (const int64_t key : order) {
-      const int64_t* words = bucket.int_panes.Find(key);
+    int_fire_order_.resize(order.size());
+    for (size_t i = 0; i < order.size(); ++i) {
+      const int64_t* words = bucket.int_panes.Find(order[i]);
       if (words == nullptr || (!bucket.narrow && words[kNextEarly] != kNoEarly)) return false;
-      int_fire_order_.push_back({0, 0, 0, key, words});
+      int_fire_order_[i].key = order[i];
+      int_fire_order_[i].words = words;
     }
     fire_orders_reused.fetch_add(1, std::memory_order_relaxed);
     return true;

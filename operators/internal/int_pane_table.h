@@ -31,7 +31,9 @@ class IntPaneTable {
   // Makes room for `keys` keys in all, so that inserting up to that many grows the table no
   // more (a bucket of a new window sized as the last one fired).
   void Reserve(size_t keys) {
-    while ((keys + 1) * 2 > capacity_) Grow();
+    size_t capacity = capacity_ == 0 ? 16 : capacity_;
+    while ((keys + 1) * 2 > capacity) capacity *= 2;
+    if (capacity != capacity_) Rehash(capacity);
   }
 
   // The words of `key`, or null.
@@ -136,11 +138,12 @@ class IntPaneTable {
   size_t Home(int64_t key) const {
     return static_cast<size_t>((static_cast<uint64_t>(key) * 0x9E3779B97F4A7C15ULL) >> shift_);
   }
-  ABSL_ATTRIBUTE_NOINLINE void Grow() {
+  ABSL_ATTRIBUTE_NOINLINE void Grow() { Rehash(capacity_ == 0 ? 16 : 2 * capacity_); }
+  // Moves the keys into a new array of `capacity` slots (a power of two, above size_).
+  void Rehash(size_t capacity) {
     std::vector<int64_t> old;
     old.swap(slots_);
     const size_t old_capacity = capacity_;
-    const size_t capacity = old_capacity == 0 ? 16 : 2 * old_capacity;
     shift_ = 64;
     for (size_t c = capacity; c > 1; c >>= 1) --shift_;
     capacity_ = capacity;
