@@ -1013,7 +1013,10 @@ class WindowOperator final : public Operator {
     cur_bucket_ = &bucket;
     bucket.narrow = narrow_panes_ && !found;
     bucket.int_panes.SetWords(bucket.narrow ? NarrowWords() : pane_words_ + null_words_);
-    if (bucket.narrow) narrow_buckets_made.fetch_add(1, std::memory_order_relaxed);
+    if (bucket.narrow) {
+      bucket.int_panes.SetHalfLoad();  // a narrow slot is small, and looked up per record
+      narrow_buckets_made.fetch_add(1, std::memory_order_relaxed);
+    }
     if (int_keys_ && !found) bucket.int_panes.Reserve(fired_bucket_keys_);
     if (found) {
       absl::Status s = DecodeBucket(value_, IsPane(cur_id_) ? kSlidePaneVersion : kWindowBucketVersion, &bucket);
