@@ -21,6 +21,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/clock.h"
 #include "common/key_groups.h"
 #include "common/metrics.h"
@@ -836,7 +837,8 @@ TEST_F(WindowTest, FoldedBatchesGiveTheRowsOfRecordsOneAtATime) {
 
 // Tumbling windows' buckets keep narrow slots (key, records, the aggregates' words) while
 // batches fold into them: a checkpoint writes the bytes the panes' words give ("window_panes"
-// entries equal to those of a run with narrow slots off), a restore into either layout gives
+// entries equal to those of a run with narrow slots off, each bucket's keys compared in key
+// order: a narrow table is larger, so its keys come in another order), a restore into either layout gives
 // the same rows, and only the memory budget's general path (overflow) widens a bucket.
 TEST_F(WindowTest, NarrowPanesCheckpointTheBytesOfThePanesWords) {
   const char* options = R"y(    tumble: 10ms
@@ -891,7 +893,28 @@ TEST_F(WindowTest, NarrowPanesCheckpointTheBytesOfThePanesWords) {
       std::string value;
       SLUICE_ASSIGN_OR_RETURN(bool found, s->backend()->Get(id, &value));
       if (!found) return absl::InternalError("a key without its value");
-      out->panes.push_back(absl::StrCat(absl::CEscape(key), " ", absl::CEscape(value)));
+      // The bucket's [version][overflow][count] and its keys' entries ([size][key][size][row])
+      // sorted: the entries' order is the table's, which depends on its size.
+      const char* p = value.data() + 2;
+      const char* end = value.data() + value.size();
+      uint64_t count = 0;
+      p = GetVarint64(p, end, &count);
+      if (p == nullptr) return absl::InternalError("a bucket without its count");
+      std::vector<std::string> entries;
+      for (uint64_t e = 0; e < count; ++e) {
+        const char* start = p;
+        for (int part = 0; part < 2; ++part) {
+          uint64_t size = 0;
+          p = GetVarint64(p, end, &size);
+          if (p == nullptr || size > static_cast<uint64_t>(end - p)) return absl::InternalError("a bad entry");
+          p += size;
+        }
+        entries.emplace_back(start, p);
+      }
+      if (p != end) return absl::InternalError("bytes after the entries");
+      std::sort(entries.begin(), entries.end());
+      out->panes.push_back(absl::StrCat(absl::CEscape(key), " ", absl::CEscape(value.substr(0, 2)), " ", count, " ",
+                                        absl::CEscape(absl::StrJoin(entries, ""))));
     }
     std::sort(out->panes.begin(), out->panes.end());
     SetWindowNarrowPanesForTest(narrow_after);
