@@ -64,6 +64,8 @@ std::atomic<uint64_t> narrow_buckets_made{0};  // WindowNarrowBucketsMadeForTest
 std::atomic<uint64_t> narrow_buckets_widened{0};  // WindowNarrowBucketsWidenedForTest
 std::atomic<uint64_t> session_index_drops{0};  // WindowSessionIndexDropsForTest
 std::atomic<uint64_t> narrow_count_rows{0};  // WindowNarrowCountRowsForTest
+bool fire_order_reuse_enabled = true;  // SetWindowFireOrderReuseForTest
+std::atomic<uint64_t> fire_orders_reused{0};  // WindowFireOrdersReusedForTest
 
 // a + b without overflow: saturates at INT64_MAX (cleanup times, early firing times).
 int64_t SaturatingAdd(int64_t a, int64_t b) { return a > kMaxTs - b ? kMaxTs : a + b; }
@@ -411,7 +413,7 @@ class WindowOperator final : public Operator {
     const bool cleanup = final_time && (!o_->event_time || timestamp == CleanupTime(w));
     if (int_keys_ && o_->event_time && cleanup && timestamp == w.max_timestamp() && !has_distinct_ &&
         bucket->panes.empty() && !bucket->overflow) {
-      SLUICE_ASSIGN_OR_RETURN(bool fired, FireIntKeys(*bucket, w));
+      SLUICE_ASSIGN_OR_RETURN(bool fired, FireIntKeys(*bucket, id.kg, w));
       if (fired) return DropBucket();
     }
     overflow_panes_.clear();
@@ -696,12 +698,23 @@ class WindowOperator final : public Operator {
   // is dropped at once (event time, no lateness, no distinct values): OnTimer's rows in its key
   // order (FireItem::Before: the keys' record bytes, varints of their zigzag values) without
   // making the bytes: a key's first 8 bytes and its last 2, big-endian and zero-padded, order
-  // the keys as their bytes do (no varint is the start of another). False, nothing done, when a
-  // key has an early firing pending (its timer is the general path's to cancel).
-  absl::StatusOr<bool> FireIntKeys(const Bucket& bucket, const TimeWindow& w) {
+  // the keys as their bytes do (no varint is the start of another). A bucket of key group `kg`
+  // holding the keys the group's last firing here fired takes their order from it, unsorted
+  // (AddLastIntFireOrder). False, nothing done, when a key has an early firing pending (its timer
+  // is the general path's to cancel).
+  absl::StatusOr<bool> FireIntKeys(const Bucket& bucket, int kg, const TimeWindow& w) {
     int_fire_order_.clear();
-    if (!AddIntFireItems(bucket)) return false;
-    SortIntFireItems();
+    if (!AddLastIntFireOrder(bucket, kg)) {
+      int_fire_order_.clear();
+      if (!AddIntFireItems(bucket)) return false;
+      SortIntFireItems();
+      if (fire_order_reuse_enabled) {
+        if (last_fire_orders_.size() <= static_cast<size_t>(kg)) last_fire_orders_.resize(static_cast<size_t>(kg) + 1);
+        std::vector<int64_t>& order = last_fire_orders_[static_cast<size_t>(kg)];
+        order.clear();
+        for (const IntFireItem& item : int_fire_order_) order.push_back(item.key);
+      }
+    }
     if (bucket.narrow && counts_only_) return FireNarrowCounts(w);
     for (const IntFireItem& item : int_fire_order_) {
       if (bucket.narrow) {
@@ -747,6 +760,24 @@ class WindowOperator final : public Operator {
       int_fire_order_.push_back({prefix, tail, static_cast<uint32_t>(int_fire_order_.size()), key, words});
     });
     return !early;
+  }
+  // Appends the keys of bucket's int_panes to int_fire_order_ in the order FireIntKeys last
+  // fired key group `kg`'s keys when the bucket holds the same keys (as many, each found): the
+  // order SortIntFireItems would give them (a tumbling window's buckets of a group usually hold
+  // the keys of the window before). False otherwise, or when a key has an early firing pending.
+  bool AddLastIntFireOrder(const Bucket& bucket, int kg) {
+    if (!fire_order_reuse_enabled || static_cast<size_t>(kg) >= last_fire_orders_.size()) return false;
+    const std::vector<int64_t>& order = last_fire_orders_[static_cast<size_t>(kg)];
+    if (order.empty() || order.size() != bucket.int_panes.size()) return false;
+    int_fire_order_.resize(order.size());
+    for (size_t i = 0; i < order.size(); ++i) {
+      const int64_t* words = bucket.int_panes.Find(order[i]);
+      if (words == nullptr || (!bucket.narrow && words[kNextEarly] != kNoEarly)) return false;
+      int_fire_order_[i].key = order[i];
+      int_fire_order_[i].words = words;
+    }
+    fire_orders_reused.fetch_add(1, std::memory_order_relaxed);
+    return true;
   }
   // int_fire_order_ in key order (FireItem::Before's), then in the order added.
   void SortIntFireItems() {
@@ -982,7 +1013,10 @@ class WindowOperator final : public Operator {
     cur_bucket_ = &bucket;
     bucket.narrow = narrow_panes_ && !found;
     bucket.int_panes.SetWords(bucket.narrow ? NarrowWords() : pane_words_ + null_words_);
-    if (bucket.narrow) narrow_buckets_made.fetch_add(1, std::memory_order_relaxed);
+    if (bucket.narrow) {
+      bucket.int_panes.SetHalfLoad();  // a narrow slot is small, and looked up per record
+      narrow_buckets_made.fetch_add(1, std::memory_order_relaxed);
+    }
     if (int_keys_ && !found) bucket.int_panes.Reserve(fired_bucket_keys_);
     if (found) {
       absl::Status s = DecodeBucket(value_, IsPane(cur_id_) ? kSlidePaneVersion : kWindowBucketVersion, &bucket);
@@ -3019,6 +3053,9 @@ class WindowOperator final : public Operator {
     const int64_t* words;
   };
   std::vector<IntFireItem> int_fire_order_;
+  // By key group: the keys FireIntKeys last fired of it, in their order (AddLastIntFireOrder).
+  // Not state: empty after a restore.
+  std::vector<std::vector<int64_t>> last_fire_orders_;
   // Tumbling windows' buckets start narrow (Bucket::narrow; no lateness, folds in batches).
   bool narrow_panes_ = false;
   bool counts_only_ = false;  // every aggregate is a count (FireNarrowCounts)
@@ -3061,5 +3098,7 @@ uint64_t WindowNarrowBucketsMadeForTest() { return narrow_buckets_made.load(); }
 uint64_t WindowNarrowBucketsWidenedForTest() { return narrow_buckets_widened.load(); }
 uint64_t WindowSessionIndexDropsForTest() { return session_index_drops.load(); }
 uint64_t WindowNarrowCountRowsForTest() { return narrow_count_rows.load(); }
+void SetWindowFireOrderReuseForTest(bool enabled) { fire_order_reuse_enabled = enabled; }
+uint64_t WindowFireOrdersReusedForTest() { return fire_orders_reused.load(); }
 
 }  // namespace sluice::ops

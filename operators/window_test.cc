@@ -21,6 +21,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/clock.h"
 #include "common/key_groups.h"
 #include "common/metrics.h"
@@ -836,7 +837,8 @@ TEST_F(WindowTest, FoldedBatchesGiveTheRowsOfRecordsOneAtATime) {
 
 // Tumbling windows' buckets keep narrow slots (key, records, the aggregates' words) while
 // batches fold into them: a checkpoint writes the bytes the panes' words give ("window_panes"
-// entries equal to those of a run with narrow slots off), a restore into either layout gives
+// entries equal to those of a run with narrow slots off, each bucket's keys compared in key
+// order: a narrow table is larger, so its keys come in another order), a restore into either layout gives
 // the same rows, and only the memory budget's general path (overflow) widens a bucket.
 TEST_F(WindowTest, NarrowPanesCheckpointTheBytesOfThePanesWords) {
   const char* options = R"y(    tumble: 10ms
@@ -891,7 +893,28 @@ TEST_F(WindowTest, NarrowPanesCheckpointTheBytesOfThePanesWords) {
       std::string value;
       SLUICE_ASSIGN_OR_RETURN(bool found, s->backend()->Get(id, &value));
       if (!found) return absl::InternalError("a key without its value");
-      out->panes.push_back(absl::StrCat(absl::CEscape(key), " ", absl::CEscape(value)));
+      // The bucket's [version][overflow][count] and its keys' entries ([size][key][size][row])
+      // sorted: the entries' order is the table's, which depends on its size.
+      const char* p = value.data() + 2;
+      const char* end = value.data() + value.size();
+      uint64_t count = 0;
+      p = GetVarint64(p, end, &count);
+      if (p == nullptr) return absl::InternalError("a bucket without its count");
+      std::vector<std::string> entries;
+      for (uint64_t e = 0; e < count; ++e) {
+        const char* start = p;
+        for (int part = 0; part < 2; ++part) {
+          uint64_t size = 0;
+          p = GetVarint64(p, end, &size);
+          if (p == nullptr || size > static_cast<uint64_t>(end - p)) return absl::InternalError("a bad entry");
+          p += size;
+        }
+        entries.emplace_back(start, p);
+      }
+      if (p != end) return absl::InternalError("bytes after the entries");
+      std::sort(entries.begin(), entries.end());
+      out->panes.push_back(absl::StrCat(absl::CEscape(key), " ", absl::CEscape(value.substr(0, 2)), " ", count, " ",
+                                        absl::CEscape(absl::StrJoin(entries, ""))));
     }
     std::sort(out->panes.begin(), out->panes.end());
     SetWindowNarrowPanesForTest(narrow_after);
@@ -977,6 +1000,91 @@ TEST_F(WindowTest, NarrowCountsFireTheRowsOfThePanesWords) {
   ASSERT_OK(run(true, &narrow, &narrow_direct));
   EXPECT_EQ(narrow, wide);
   EXPECT_EQ(narrow_direct, wide.size() - 1);  // every row (the last line is the late count)
+}
+
+// A tumbling window of integer keys fires each bucket's keys in their record bytes' order; a
+// bucket holding exactly the keys its key group fired last takes their order from that firing
+// instead of sorting them. Key sets that stay, shrink, grow back, and swap keys for others (as
+// many keys, not the same ones), for counts alone (rows straight from narrow slots) and a count
+// with a sum: the rows, in their order, equal those of firings that always sort, and the firings
+// that reuse an order are exactly the buckets whose keys equal their group's last fired keys.
+TEST_F(WindowTest, FiringsOfTheKeysFiredLastTakeTheirOrderWithoutSorting) {
+  const Schema key_schema({{"user", FieldType::kInt64}});
+  auto key_group = [&](int64_t user) {
+    Record key(1);
+    key[0].i = user;
+    return KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema, key), kMaxParallelism);
+  };
+  std::vector<int64_t> all = {0, -1, 1, std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(),
+                              -64, 63, 64, -65, int64_t{1} << 49, -(int64_t{1} << 56), int64_t{1} << 62};
+  for (int64_t k = 0; all.size() < 400; ++k) all.push_back(k * 7919 - 1'000'000);
+  // The keys of window [10 w, 10 w + 10): all; all again; all but some, with as many others
+  // instead; the same; every other key; all again; the first 100.
+  std::vector<std::vector<int64_t>> windows(7);
+  windows[0] = all;
+  windows[1] = all;
+  for (size_t i = 0; i < all.size(); ++i) windows[2].push_back(i % 37 == 5 ? 5'000'000 + static_cast<int64_t>(i) : all[i]);
+  windows[3] = windows[2];
+  for (size_t i = 0; i < all.size(); i += 2) windows[4].push_back(all[i]);
+  windows[5] = all;
+  windows[6].assign(all.begin(), all.begin() + 100);
+  // The bucket firings whose keys equal their group's last fired ones.
+  uint64_t expected_reuses = 0;
+  std::map<int, std::set<int64_t>> last;
+  for (const std::vector<int64_t>& keys : windows) {
+    std::map<int, std::set<int64_t>> groups;
+    for (int64_t key : keys) groups[key_group(key)].insert(key);
+    for (auto& [kg, set] : groups) {
+      auto it = last.find(kg);
+      if (it != last.end() && it->second == set) ++expected_reuses;
+      last[kg] = set;
+    }
+  }
+  for (const char* aggregates : {"[{fn: count, as: n}]", "[{fn: count, as: n}, {fn: sum, field: amount}]"}) {
+    SCOPED_TRACE(aggregates);
+    auto run = [&](bool reuse, std::vector<std::string>* rows, uint64_t* reused) -> absl::Status {
+      SetWindowFireOrderReuseForTest(reuse);
+      const uint64_t before = WindowFireOrdersReusedForTest();
+      KeyedSubtask& s = Start(absl::StrCat("    tumble: 10ms\n    time_field: ts\n    aggregates: ", aggregates));
+      uint64_t x = 11;
+      std::vector<Record> batch;
+      for (size_t w = 0; w < windows.size(); ++w) {
+        // Each key three times, in an order shuffled per window, at times within the window.
+        std::vector<int64_t> order;
+        for (int copy = 0; copy < 3; ++copy) order.insert(order.end(), windows[w].begin(), windows[w].end());
+        for (size_t i = order.size(); i > 1; --i) {
+          x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+          std::swap(order[i - 1], order[(x >> 33) % i]);
+        }
+        for (int64_t user : order) {
+          x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+          batch.push_back(Input(user, static_cast<int64_t>(10 * w + (x >> 40) % 10), static_cast<int64_t>((x >> 20) % 100)));
+          batch.back().set_carried_key_group(key_group(user));
+          if (batch.size() == 64) SLUICE_RETURN_IF_ERROR(Feed(s, true, &batch));
+        }
+        SLUICE_RETURN_IF_ERROR(Feed(s, true, &batch));
+        SLUICE_RETURN_IF_ERROR(s.Watermark(static_cast<int64_t>(10 * w + 9)));
+      }
+      SLUICE_RETURN_IF_ERROR(FinishRun(s, rows));
+      SetWindowFireOrderReuseForTest(true);
+      *reused = WindowFireOrdersReusedForTest() - before;
+      return absl::OkStatus();
+    };
+    std::vector<std::string> sorted;
+    uint64_t sorted_reuses = 0;
+    ASSERT_OK(run(false, &sorted, &sorted_reuses));
+    EXPECT_EQ(sorted_reuses, 0u);
+    size_t keys = 0;
+    for (const std::vector<int64_t>& w : windows) keys += w.size();
+    ASSERT_EQ(sorted.size(), keys + 1);
+    EXPECT_EQ(sorted.back(), "late 0");
+    std::vector<std::string> reusing;
+    uint64_t reuses = 0;
+    ASSERT_OK(run(true, &reusing, &reuses));
+    EXPECT_EQ(reusing, sorted);
+    EXPECT_EQ(reuses, expected_reuses);
+    EXPECT_GT(expected_reuses, 0u);
+  }
 }
 
 // A narrow bucket whose memory budget is spent mid-window: keys beyond the budget go to

@@ -52,6 +52,12 @@ uint64_t WindowNarrowBucketsWidenedForTest();
 uint64_t WindowSessionIndexDropsForTest();
 // Rows fired straight from narrow count slots (FireNarrowCounts).
 uint64_t WindowNarrowCountRowsForTest();
+// Whether a tumbling window's firing of integer keys may take their order from its key group's
+// last firing of the same keys instead of sorting them (default true). Tests only.
+void SetWindowFireOrderReuseForTest(bool enabled);
+// The firings that took their keys' order from the key group's last firing (all subtasks of the
+// process).
+uint64_t WindowFireOrdersReusedForTest();
 std::unique_ptr<Operator> MakeTopN();           // top_n.cc
 std::unique_ptr<Operator> MakeLocalTopN();      // top_n.cc
 // Whether top_n keeps its last group's rows decoded between records (default true); false:

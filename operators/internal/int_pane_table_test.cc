@@ -17,8 +17,11 @@ namespace {
 TEST(IntPaneTableTest, MatchesAMapAcrossInsertsErasesAndGrowth) {
   constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
   constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  for (const bool half_load : {false, true}) {
+  SCOPED_TRACE(half_load);
   IntPaneTable table;
   table.SetWords(3);
+  if (half_load) table.SetHalfLoad();
   absl::flat_hash_map<int64_t, std::vector<int64_t>> model;
   std::vector<int64_t> keys = {0, -1, 1, kMin, kMax, kMin + 1, kMax - 1};
   for (int64_t k = 0; k < 300; ++k) keys.push_back(k * 977 - 5000);
@@ -53,6 +56,31 @@ TEST(IntPaneTableTest, MatchesAMapAcrossInsertsErasesAndGrowth) {
   ASSERT_EQ(seen.size(), model.size());
   for (const auto& [key, words] : seen) EXPECT_EQ(words, model.at(key)) << key;
   EXPECT_GT(model.size(), 100u);
+  }
+}
+
+// Reserve(n) makes one array big enough for n keys at the table's load (3/4, or 1/2 with
+// SetHalfLoad()), and inserting them grows it no more.
+TEST(IntPaneTableTest, ReserveMakesRoomForItsKeysAtTheTablesLoad) {
+  for (const bool half_load : {false, true}) {
+    SCOPED_TRACE(half_load);
+    IntPaneTable table;
+    table.SetWords(1);
+    if (half_load) table.SetHalfLoad();
+    table.Reserve(78);
+    const size_t capacity = half_load ? 256 : 128;  // 79 keys above 64 (half of 128) and 3/4 of 64
+    EXPECT_EQ(table.CapacityForTest(), capacity);
+    for (int64_t k = 0; k < 78; ++k) {
+      bool inserted;
+      table.FindOrInsert(k * 7919, &inserted)[0] = k;
+      ASSERT_TRUE(inserted);
+    }
+    EXPECT_EQ(table.CapacityForTest(), capacity);
+    EXPECT_EQ(table.BytesPerKey(), half_load ? 64u : 43u);  // 16-byte slots at 1/4 or 3/8 load
+    for (int64_t k = 0; k < 78; ++k) EXPECT_EQ(table.Find(k * 7919)[0], k);
+    table.Reserve(10);  // never shrinks
+    EXPECT_EQ(table.CapacityForTest(), capacity);
+  }
 }
 
 }  // namespace

@@ -22,8 +22,26 @@ void InputGate::SetListener(int channel, std::shared_ptr<CreditListener> listene
 
 void InputGate::Enqueue(BufferItem item) {
   ChannelQueue& channel = channels_[item.channel];
+  if (channel.items.empty()) {
+    channel.queued_at = queued_channels_.size();
+    queued_channels_.push_back(&channel);
+  }
   channel.items.push_back(Queued{next_seq_++, std::move(item)});
   ++queued_;
+}
+
+BufferItem InputGate::PopFront(ChannelQueue& channel) {
+  BufferItem item = std::move(channel.items.front().item);
+  channel.items.pop_front();
+  --queued_;
+  if (channel.items.empty()) {
+    // Swap-remove: the last entry takes the channel's place.
+    ChannelQueue* last = queued_channels_.back();
+    queued_channels_[channel.queued_at] = last;
+    last->queued_at = channel.queued_at;
+    queued_channels_.pop_back();
+  }
+  return item;
 }
 
 void InputGate::Push(BufferItem item) {
@@ -93,10 +111,12 @@ absl::optional<BufferItem> InputGate::Poll(int64_t deadline_nanos) {
   // then that channel. A channel without a watermark yet is not known to be behind, and the
   // earliest arrival is overtaken at most kMaxOvertakes times in a row, so a channel whose
   // watermark is stuck low (or a leader never read) cannot starve the others.
+  // (Seqs are unique, so the choice does not depend on the order the channels are looked at.)
   ChannelQueue* first = nullptr;
   ChannelQueue* lowest = nullptr;
-  for (ChannelQueue& channel : channels_) {
-    if (channel.items.empty()) continue;
+  channels_scanned_ += static_cast<int64_t>(queued_channels_.size());
+  for (ChannelQueue* queued : queued_channels_) {
+    ChannelQueue& channel = *queued;
     if (first == nullptr || channel.items.front().seq < first->items.front().seq) first = &channel;
     if (channel.watermark == kNoWatermark) continue;
     if (lowest == nullptr || channel.watermark < lowest->watermark ||
@@ -115,9 +135,7 @@ absl::optional<BufferItem> InputGate::Poll(int64_t deadline_nanos) {
     if (reach < first->watermark) best = lowest;
   }
   overtakes_ = best == first ? 0 : overtakes_ + 1;
-  BufferItem item = std::move(best->items.front().item);
-  best->items.pop_front();
-  --queued_;
+  BufferItem item = PopFront(*best);
   if (const WatermarkAdvance* w = item.as<WatermarkAdvance>()) {
     if (w->ms > best->watermark) {
       // The first watermark's step is unknown: 0 (its records count as at the watermark).
@@ -154,6 +172,7 @@ void InputGate::Close() {
     absl::MutexLock lock(&mu_);
     closed_ = true;
     for (ChannelQueue& channel : channels_) channel.items.clear();
+    queued_channels_.clear();
     queued_ = 0;
     announcements_.clear();
     has_announcement_.store(false, std::memory_order_relaxed);
@@ -178,6 +197,11 @@ int64_t InputGate::PolledWatermarkForTest(int channel) const {
 int64_t InputGate::PolledStepForTest(int channel) const {
   absl::MutexLock lock(&mu_);
   return channels_[channel].step;
+}
+
+int64_t InputGate::ChannelsScannedForTest() const {
+  absl::MutexLock lock(&mu_);
+  return channels_scanned_;
 }
 
 LocalChannel::LocalChannel(std::shared_ptr<InputGate> gate, int channel)

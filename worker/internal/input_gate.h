@@ -85,8 +85,8 @@ class InputGate {
 
   // Waits until a buffer is available, `deadline_nanos` (monotonic, Clock::Real()) passes, or
   // the gate is woken. Returns nullopt on timeout or wake-up. Takes an announcement first, else
-  // the head of a channel chosen as the class comment says. O(channels) under the lock, once
-  // per buffer.
+  // the head of a channel chosen as the class comment says. O(channels with queued items) under
+  // the lock, once per buffer: channels with nothing queued are not looked at.
   absl::optional<BufferItem> Poll(int64_t deadline_nanos);
 
   // Returns one credit of `channel` to its producer.
@@ -101,6 +101,8 @@ class InputGate {
   // The newest watermark Poll() returned from `channel` (kNoWatermark: none yet).
   int64_t PolledWatermarkForTest(int channel) const;
   int64_t PolledStepForTest(int channel) const;
+  // How many channels Poll() has looked at to choose one, over all its calls.
+  int64_t ChannelsScannedForTest() const;
 
   // How many Poll()s in a row may take another channel before the earliest arrival.
   static constexpr int kMaxOvertakes = 16;
@@ -117,15 +119,24 @@ class InputGate {
     // [watermark, watermark + step] (the producer's next watermark is about one step on).
     int64_t watermark = kNoWatermark;
     int64_t step = 0;
+    // Its position in queued_channels_ while `items` is not empty.
+    size_t queued_at = 0;
   };
 
   // Queues `item` on its channel. REQUIRES: mu_ held.
   void Enqueue(BufferItem item) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes the first item of `channel` (REQUIRES: it has one, mu_ held); a channel left empty
+  // leaves queued_channels_.
+  BufferItem PopFront(ChannelQueue& channel) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const int num_channels_;
   const int credits_per_channel_;
   mutable absl::Mutex mu_;
   std::vector<ChannelQueue> channels_ ABSL_GUARDED_BY(mu_);
+  // The channels whose `items` are not empty, in no particular order (Poll() looks only at
+  // these: a gate of many channels, a few of them busy, costs what the busy ones cost).
+  std::vector<ChannelQueue*> queued_channels_ ABSL_GUARDED_BY(mu_);
+  int64_t channels_scanned_ ABSL_GUARDED_BY(mu_) = 0;  // ChannelsScannedForTest()
   std::deque<BufferItem> announcements_ ABSL_GUARDED_BY(mu_);  // taken before any channel
   size_t queued_ ABSL_GUARDED_BY(mu_) = 0;  // items in channels_
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;

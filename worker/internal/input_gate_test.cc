@@ -375,6 +375,27 @@ TEST(InputGateTest, AChannelWithNothingQueuedNeverHoldsBackTheOthers) {
   EXPECT_EQ(DrainNames(gate), (std::vector<std::string>{"0:idle", "2:eop", "1:ahead2"}));
 }
 
+TEST(InputGateTest, PollLooksOnlyAtChannelsWithQueuedItems) {
+  // 256 channels, two of them busy (an exchange of high parallelism whose buffers come from a few
+  // producers at a time): each Poll() looks at the channels with something queued, not at all
+  // 256, and still picks by event time and arrival.
+  InputGate gate(256, 8);
+  PollWatermarks(gate, {"7:wm100", "200:wm10"});
+  EXPECT_EQ(gate.ChannelsScannedForTest(), 2 + 1);
+  PushAll(gate, {"7:a1", "7:a2", "200:b1", "200:b2"});
+  // Channel 200 is behind (10 + step 0 < 100): its items first, then channel 7's.
+  EXPECT_EQ(DrainNames(gate), (std::vector<std::string>{"200:b1", "200:b2", "7:a1", "7:a2"}));
+  // Two channels queued for the first two polls, one for the last two.
+  EXPECT_EQ(gate.ChannelsScannedForTest(), 3 + 2 + 2 + 1 + 1);
+  // A channel emptied and refilled, another queued for the first time, a channel emptied last.
+  PushAll(gate, {"200:b3", "255:c1", "0:d1"});
+  EXPECT_EQ(DrainNames(gate), (std::vector<std::string>{"200:b3", "255:c1", "0:d1"}));
+  EXPECT_EQ(gate.ChannelsScannedForTest(), 9 + 3 + 2 + 1);
+  EXPECT_EQ(gate.QueuedForTest(), 0u);
+  EXPECT_FALSE(gate.Poll(0).has_value());
+  EXPECT_EQ(gate.ChannelsScannedForTest(), 15);
+}
+
 TEST(InputGateTest, BarriersKeepTheirPlaceInTheirChannelWhenAChannelBehindIsPreferred) {
   InputGate gate(2, 8);
   PollWatermarks(gate, {"0:wm100", "1:wm10"});
