@@ -1738,7 +1738,7 @@ TEST_F(KeyedStateBackendTest, SnapshotOfAnUnchangedDbReusesTheLastUploadedFiles)
   PendingSnapshot p3 = snapshot(3);
   EXPECT_EQ(p3.local_checkpoint_dir, "");
   EXPECT_FALSE(fs::exists(fs::path(options.local_dir) / "chk-3"));
-  EXPECT_FALSE(p3.delta_file.empty());
+  EXPECT_NE(p3.delta, nullptr);
   upload(p3);
   EXPECT_EQ(SharedNames(handles[3]), SharedNames(handles[2]));
   // Round 4's upload fails (its checkpoint directory cannot be made): round 5 makes a RocksDB
