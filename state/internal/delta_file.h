@@ -103,7 +103,7 @@ class DeltaBytes {
 // Threading: thread-safe (the task thread takes, the upload's thread returns).
 class DeltaBytesPool : public std::enable_shared_from_this<DeltaBytesPool> {
  public:
-  static constexpr size_t kMaxSpare = 2;
+  static constexpr size_t kMaxSpare = 1;
   // REQUIRES: owned by a std::shared_ptr.
   std::shared_ptr<DeltaBytes> Take();
 

@@ -446,6 +446,49 @@ TEST(WriteBackCacheTest, EvictionWritesPendingEntriesBeforeDroppingThem) {
   EXPECT_EQ(store.data[Key(99)], "w99");
 }
 
+// Hot entries stay in the dirty list across snapshots (the one pass keeps them listed). When
+// eviction frees them, the list keeps their stale slot numbers, and new entries that reuse the
+// slots are listed again: each is still written once per snapshot and counted once.
+TEST(WriteBackCacheTest, SnapshotsAfterHotEntriesWereEvictedCountEachEntryOnce) {
+  WriteBackCache cache(size_t{1} << 30);
+  FakeStore store;
+  auto write = [&](absl::Span<const Ref> refs) { return store.Write(cache, refs); };
+  FakeDelta fake(cache);
+  for (int round = 0; round < 2; ++round) {
+    for (int i = 0; i < 100; ++i) Put(cache, Key(i), absl::StrCat("v", round), /*dirty=*/true);
+    ASSERT_TRUE(cache.Snapshot(write, fake.fns()).ok());
+  }
+  ASSERT_EQ(cache.pending_count(), 100u);
+  cache.Reserve(cache.budget());
+  ASSERT_TRUE(cache.MakeRoom(write).ok());
+  ASSERT_TRUE(cache.MakeRoom(write).ok());
+  ASSERT_EQ(cache.size(), 0u);
+  cache.Reserve(0);
+  // New keys in the freed slots: new (to the store), then hot (into the delta), three times.
+  for (int round = 0; round < 4; ++round) {
+    for (int i = 0; i < 100; ++i) {
+      Put(cache, Key(1000 + i), absl::StrCat("n", round), /*dirty=*/true);
+    }
+    ASSERT_TRUE(cache.Snapshot(write, fake.fns()).ok());
+    EXPECT_EQ(cache.dirty_count(), 0u);
+    if (round == 0) {
+      EXPECT_EQ(cache.pending_count(), 0u);
+      EXPECT_EQ(store.data[Key(1000)], "n0");
+    } else {
+      EXPECT_EQ(cache.pending_count(), 100u);
+      EXPECT_EQ(fake.adds_of_last, 100);
+      EXPECT_EQ(fake.entries.size(), 100u);
+      EXPECT_EQ(fake.entries[Key(1099)], absl::StrCat("n", round));
+    }
+  }
+  // Unchanged: the pending entries go to the store, once each.
+  store.batch_sizes.clear();
+  ASSERT_TRUE(cache.Snapshot(write, fake.fns()).ok());
+  EXPECT_EQ(store.batch_sizes, std::vector<size_t>{100});
+  EXPECT_EQ(cache.pending_count(), 0u);
+  EXPECT_EQ(store.data[Key(1050)], "n3");
+}
+
 TEST(WriteBackCacheTest, FlushWritesInOneKeyOrderAcrossBatches) {
   // Keys with bytes above 0x7f (RocksDB orders bytes unsigned), of varying length, dirtied in
   // a shuffled order, some deleted, some clean; more than two batches.
