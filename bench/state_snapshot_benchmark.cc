@@ -134,6 +134,7 @@ struct InterleavedResult {
   double round_after_none = 0;
   double switches_after_snapshot = 0;  // this thread's context switches per round
   double switches_after_none = 0;
+  double sync_cpu = 0;  // SnapshotSync(): this (the task) thread's CPU seconds per snapshot
 };
 
 absl::StatusOr<InterleavedResult> RunInterleaved(const std::vector<Key>& keys, int updates, int rounds,
@@ -141,6 +142,7 @@ absl::StatusOr<InterleavedResult> RunInterleaved(const std::vector<Key>& keys, i
   SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<KeyedStateBackend> backend, OpenBackend(dir));
   const sluice::state::StateId id = backend->RegisterState("accumulators", sluice::state::StateKind::kValue);
   std::vector<double> first[2], all[2], switches[2];  // [1]: after a snapshot
+  std::vector<double> sync_cpu;
   bool snapshotted = false;
   std::thread uploader;
   absl::Status upload_status;
@@ -160,7 +162,9 @@ absl::StatusOr<InterleavedResult> RunInterleaved(const std::vector<Key>& keys, i
     SLUICE_RETURN_IF_ERROR(upload_status);
     snapshotted = round < 2 || round % 2 == 1;  // rounds 2, 4, ... after one; 3, 5, ... after none
     if (snapshotted) {
+      const double sync0 = ThreadCpuSeconds();
       SLUICE_ASSIGN_OR_RETURN(sluice::state::PendingSnapshot pending, backend->SnapshotSync(round + 1));
+      if (round >= 2) sync_cpu.push_back(ThreadCpuSeconds() - sync0);
       uploader = std::thread([&backend, &upload_status, &dir, pending = std::move(pending), round] {
         upload_status =
             backend->UploadSnapshot(pending, dir + "/checkpoints", absl::StrCat("chk-", round + 1)).status();
@@ -173,7 +177,8 @@ absl::StatusOr<InterleavedResult> RunInterleaved(const std::vector<Key>& keys, i
   std::error_code ec;
   fs::remove_all(dir, ec);
   return InterleavedResult{Median(first[1]), Median(first[0]),    Median(all[1]),
-                           Median(all[0]),   Median(switches[1]), Median(switches[0])};
+                           Median(all[0]),   Median(switches[1]), Median(switches[0]),
+                           Median(sync_cpu)};
 }
 
 // One backend, `rounds` rounds of updates, with or without a snapshot after each round.
@@ -232,7 +237,7 @@ int main(int argc, char** argv) {
   const std::vector<Key> key_list = MakeKeys(keys);
   const std::string dir = (fs::temp_directory_path() / absl::StrCat("sluice-snapbench-", getpid())).string();
   if (interleaved) {
-    std::vector<double> first_on, first_off, all_on, all_off;
+    std::vector<double> first_on, first_off, all_on, all_off, sync;
     for (int r = 0; r < reps; ++r) {
       absl::StatusOr<InterleavedResult> result = RunInterleaved(key_list, updates, rounds, dir);
       if (!result.ok()) {
@@ -248,13 +253,14 @@ int main(int argc, char** argv) {
       first_off.push_back(result->first_pass_after_none);
       all_on.push_back(result->round_after_snapshot);
       all_off.push_back(result->round_after_none);
+      sync.push_back(result->sync_cpu);
     }
     std::printf("BENCH state_snapshot_interleaved keys=%lld updates=%d first_pass_cpu_ms_after_snapshot=%.2f "
                 "first_pass_cpu_ms_after_none=%.2f round_cpu_ms_after_snapshot=%.2f "
-                "round_cpu_ms_after_none=%.2f ns_per_key_after_snapshot=%.1f\n",
+                "round_cpu_ms_after_none=%.2f ns_per_key_after_snapshot=%.1f sync_cpu_ms_per_snapshot=%.2f\n",
                 static_cast<long long>(keys), updates, Median(first_on) * 1e3, Median(first_off) * 1e3,
                 Median(all_on) * 1e3, Median(all_off) * 1e3,
-                (Median(all_on) - Median(all_off)) / static_cast<double>(keys) * 1e9);
+                (Median(all_on) - Median(all_off)) / static_cast<double>(keys) * 1e9, Median(sync) * 1e3);
     return 0;
   }
   std::vector<double> off, on, uploaded, diff, update_off, update_on, sync_wall, upload_wall;

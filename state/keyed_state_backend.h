@@ -23,6 +23,10 @@ class WriteBufferManager;
 
 namespace sluice::state {
 
+namespace internal {
+class DeltaBytes;  // internal/delta_file.h
+}  // namespace internal
+
 // Identifies a registered state within one backend.
 using StateId = int;
 
@@ -68,18 +72,20 @@ struct StateBackendOptions {
   std::shared_ptr<Gauge> size_bytes;
 };
 
-// A snapshot whose synchronous part is done: a RocksDB checkpoint (hard links) and, beside it,
-// the delta file of the entries RocksDB lacks (if any) in a local directory, ready to be copied
-// to checkpoint storage in the background. When RocksDB did not change since the snapshot of the
-// last successful upload, there is no local RocksDB checkpoint: the snapshot names that upload's
-// RocksDB files (all shared, already in storage) and has only its own delta file.
+// A snapshot whose synchronous part is done: a RocksDB checkpoint (hard links) in a local
+// directory and the bytes of the delta file of the entries RocksDB lacks (if any) in memory,
+// ready to be stored in checkpoint storage in the background. When RocksDB did not change since
+// the snapshot of the last successful upload, there is no local RocksDB checkpoint: the snapshot
+// names that upload's RocksDB files (all shared, already in storage) and has only its delta.
 struct PendingSnapshot {
   int64_t checkpoint_id = 0;
-  // The RocksDB checkpoint with the delta file in it; "" when the snapshot reuses uploaded files.
+  // The RocksDB checkpoint; "" when the snapshot reuses uploaded files.
   std::string local_checkpoint_dir;
-  // Reusing: the delta file ("" if none), the reused files (as the last upload named them) and
-  // the job checkpoint directory they are in.
-  std::string delta_file;
+  // The delta file's bytes (null if none): a copy made by SnapshotSync(), which later changes
+  // to the state do not reach; the upload writes them into storage (on its own thread).
+  std::shared_ptr<const internal::DeltaBytes> delta;
+  // Reusing: the reused files (as the last upload named them) and the job checkpoint directory
+  // they are in.
   std::vector<proto::StateFile> reused_files;
   std::string reused_dir;
 };
@@ -185,9 +191,10 @@ class KeyedStateBackend {
   // one before (hot) into a delta file (internal/delta_file.h) instead of RocksDB, and the other
   // entries RocksDB lacks (new ones, and those in the last delta file unchanged since) into
   // RocksDB (as one ingested SST file from snapshot_ingest_min_entries on); flushes the memtable and makes a RocksDB checkpoint (hard
-  // links) under the local directory, with the delta file beside it (none when RocksDB did not
-  // change since the snapshot of the last successful upload: the snapshot then names that
-  // upload's files, PendingSnapshot::reused_files). The checkpoint plus its
+  // links) under the local directory (none when RocksDB did not change since the snapshot of
+  // the last successful upload: the snapshot then names that upload's files,
+  // PendingSnapshot::reused_files). The delta file is built in memory (PendingSnapshot::delta)
+  // and written by the upload. The checkpoint plus its
   // delta file hold every entry; an entry changed in every interval reaches RocksDB only when
   // evicted. Nothing is fsynced (the upload makes the copies durable). Short; runs on the task
   // thread. On an error (kAborted, kUnavailable) nothing is lost: the next snapshot writes what
@@ -196,8 +203,8 @@ class KeyedStateBackend {
   // Asynchronous part: copies the snapshot to checkpoint storage. SST files go to
   // <job_checkpoint_dir>/shared/ unless this backend already uploaded them for an earlier
   // checkpoint (incremental); the rest (MANIFEST, CURRENT, OPTIONS, the delta file) to
-  // <job_checkpoint_dir>/<private_dir>/. Removes the local checkpoint directory (or delta file)
-  // afterwards. After a failure (kAborted) the next snapshot makes a RocksDB checkpoint.
+  // <job_checkpoint_dir>/<private_dir>/ (the delta file written there from memory). Removes the
+  // local checkpoint directory afterwards. After a failure (kAborted) the next snapshot makes a RocksDB checkpoint.
   virtual absl::StatusOr<proto::KeyedStateHandle> UploadSnapshot(
       const PendingSnapshot& snapshot, const std::string& job_checkpoint_dir,
       const std::string& private_dir) = 0;

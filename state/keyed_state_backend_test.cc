@@ -12,7 +12,9 @@
 #include <optional>
 #include <random>
 #include <set>
+#include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -1738,7 +1740,7 @@ TEST_F(KeyedStateBackendTest, SnapshotOfAnUnchangedDbReusesTheLastUploadedFiles)
   PendingSnapshot p3 = snapshot(3);
   EXPECT_EQ(p3.local_checkpoint_dir, "");
   EXPECT_FALSE(fs::exists(fs::path(options.local_dir) / "chk-3"));
-  EXPECT_FALSE(p3.delta_file.empty());
+  EXPECT_NE(p3.delta, nullptr);
   upload(p3);
   EXPECT_EQ(SharedNames(handles[3]), SharedNames(handles[2]));
   // Round 4's upload fails (its checkpoint directory cannot be made): round 5 makes a RocksDB
@@ -1784,6 +1786,108 @@ TEST_F(KeyedStateBackendTest, SnapshotOfAnUnchangedDbReusesTheLastUploadedFiles)
         EXPECT_EQ(GetOr(r->get(), v, key), absl::StrCat("v", i, "-", round)) << key;
       }
     }
+  }
+}
+
+// The snapshot's delta file is built in memory on the task thread and written by the upload:
+// SnapshotSync() creates no delta file in the working directory (neither beside a RocksDB
+// checkpoint nor alone), and the upload stores exactly the snapshot's bytes. Every checkpoint,
+// of either kind (with a RocksDB checkpoint, reusing uploaded files), restores exactly.
+TEST_F(KeyedStateBackendTest, SnapshotSyncWritesNoDeltaFileTheUploadStoresIt) {
+  const StateBackendOptions options = Options("a");
+  auto b = OpenOrDie(options);
+  ASSERT_NE(b, nullptr);
+  StateId value = b->RegisterState("v", StateKind::kValue);
+  constexpr int kKeys = 2000;
+  std::map<int, proto::KeyedStateHandle> handles;
+  for (int round = 1; round <= 4; ++round) {
+    for (int i = 0; i < kKeys; ++i) {
+      SetKey(b.get(), absl::StrCat("k", i));
+      ASSERT_OK(b->Put(value, absl::StrCat("v", i, "-", round)));
+    }
+    auto p = b->SnapshotSync(round);
+    ASSERT_OK(p);
+    // Round 1's new keys go to RocksDB (a RocksDB checkpoint); rounds 2-4 change only hot keys:
+    // a delta, with round 1's uploaded files.
+    EXPECT_EQ(p->delta != nullptr, round >= 2) << round;
+    EXPECT_EQ(p->local_checkpoint_dir.empty(), round >= 2) << round;
+    for (const auto& e : fs::recursive_directory_iterator(options.local_dir)) {
+      const std::string name = e.path().filename().string();
+      EXPECT_NE(name, std::string(internal::kDeltaFileName)) << e.path();
+      EXPECT_FALSE(absl::StartsWith(name, "delta")) << e.path();
+    }
+    const std::string private_dir = absl::StrCat("chk-", round, "/op");
+    auto h = b->UploadSnapshot(*p, job_dir_, private_dir);
+    ASSERT_OK(h);
+    handles[round] = *h;
+    const fs::path stored = fs::path(job_dir_) / private_dir / std::string(internal::kDeltaFileName);
+    ASSERT_EQ(fs::exists(stored), round >= 2) << round;
+    if (round >= 2) {
+      std::ifstream in(stored, std::ios::binary);
+      std::stringstream bytes;
+      bytes << in.rdbuf();
+      EXPECT_EQ(bytes.str(), std::string(p->delta->view())) << round;
+      EXPECT_FALSE(fs::exists(stored.string() + ".tmp"));
+    }
+  }
+  b.reset();
+  for (const auto& [round, handle] : handles) {
+    SCOPED_TRACE(absl::StrCat("checkpoint ", round));
+    auto r = KeyedStateBackend::Restore(Options(absl::StrCat("r", round)), {handle}, job_dir_);
+    ASSERT_OK(r);
+    StateId v = (*r)->RegisterState("v", StateKind::kValue);
+    for (int i = 0; i < kKeys; ++i) {
+      ASSERT_EQ(GetOr(r->get(), v, absl::StrCat("k", i)), absl::StrCat("v", i, "-", round)) << i;
+    }
+  }
+}
+
+// A snapshot's upload runs on another thread while the task thread goes on changing the same
+// keys and taking further snapshots (whose delta buffers are recycled from uploads that
+// finished): the checkpoint stores, and restores, the values at its snapshot, not later ones.
+TEST_F(KeyedStateBackendTest, UploadRacingLaterUpdatesStoresTheSnapshotsValues) {
+  auto b = OpenOrDie(Options("a"));
+  ASSERT_NE(b, nullptr);
+  StateId value = b->RegisterState("v", StateKind::kValue);
+  constexpr int kKeys = 5000;
+  auto put_all = [&](int round) {
+    for (int i = 0; i < kKeys; ++i) {
+      SetKey(b.get(), absl::StrCat("k", i));
+      ASSERT_OK(b->Put(value, absl::StrCat("v", i, "-", round)));
+    }
+  };
+  auto checkpoint = [&](int id) {
+    auto h = Checkpoint(b.get(), id, absl::StrCat("chk-", id));
+    EXPECT_OK(h);
+  };
+  put_all(1);
+  checkpoint(1);
+  put_all(2);
+  checkpoint(2);  // from here on every key is hot: its value is in the delta
+  put_all(3);
+  auto p3 = b->SnapshotSync(3);
+  ASSERT_OK(p3);
+  ASSERT_NE(p3->delta, nullptr);
+  absl::StatusOr<proto::KeyedStateHandle> h3;
+  std::thread uploader([&] { h3 = b->UploadSnapshot(*p3, job_dir_, "chk-3/op"); });
+  // While it uploads: every key changes, twice, with a snapshot (and its upload) in between.
+  put_all(4);
+  auto p4 = b->SnapshotSync(4);
+  ASSERT_OK(p4);
+  put_all(5);
+  uploader.join();
+  ASSERT_OK(h3);
+  ASSERT_OK(b->UploadSnapshot(*p4, job_dir_, "chk-4/op").status());
+  p3->delta.reset();  // its buffer goes back to the pool: snapshot 6 may write into it
+  p4->delta.reset();
+  put_all(6);
+  checkpoint(6);
+  b.reset();
+  auto r = KeyedStateBackend::Restore(Options("r"), {*h3}, job_dir_);
+  ASSERT_OK(r);
+  StateId v = (*r)->RegisterState("v", StateKind::kValue);
+  for (int i = 0; i < kKeys; ++i) {
+    ASSERT_EQ(GetOr(r->get(), v, absl::StrCat("k", i)), absl::StrCat("v", i, "-3")) << i;
   }
 }
 

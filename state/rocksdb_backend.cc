@@ -17,7 +17,6 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/cleanup/cleanup.h"
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/hash/hash.h"
@@ -704,9 +703,20 @@ class RocksDbBackend final : public KeyedStateBackend {
   // WriteBatch. Without memtable inserts (a skip-list splice per key, ~30% of the CPU at 10M
   // keys with 64 MiB) and their flush later.
   absl::Status EvictEntries(absl::Span<const Ref> refs);
-  // Writes the cache entries `refs` into a delta file at `path` (internal/delta_file.h; the
-  // cache's DeltaFn for SnapshotSync()). kAborted when it cannot be written.
-  absl::Status WriteDeltaFile(absl::Span<const Ref> refs, const fs::path& path);
+  // Appends cache entry `e` to delta_ (the cache's DeltaFns::add for SnapshotSync()).
+  void AddToDelta(Ref e) {
+    if (cache_.deleted(e)) {
+      delta_.Delete(cache_.key(e));
+    } else {
+      delta_.Put(cache_.key(e), cache_.expiry(e), cache_.value(e));
+    }
+  }
+  // Writes the snapshot's delta file (its bytes) into `private_path` durably (the caller
+  // syncs the directory) and returns its entry for the handle (kAborted on failure).
+  absl::StatusOr<proto::StateFile> UploadDelta(const internal::DeltaBytes& delta,
+                                               const fs::path& private_path);
+  // Sorts the handle's files by local name (as every handle lists them).
+  static void SortFiles(proto::KeyedStateHandle* handle);
   // Identifies what RocksDB holds: its last sequence number (every write), its live files and
   // the MANIFEST's size (every flush, compaction and ingestion). Equal signatures: same content.
   absl::StatusOr<std::string> DbSignature();
@@ -746,7 +756,10 @@ class RocksDbBackend final : public KeyedStateBackend {
   uint64_t last_frees_ = 0;
   internal::WriteBackCache cache_;
   std::vector<Ref> sorted_refs_;  // scratch of WriteEntries()
-  internal::DeltaWriter delta_;  // the delta file SnapshotSync() writes
+  internal::DeltaWriter delta_;  // the delta file SnapshotSync() writes (into memory)
+  // The buffers of delta files, recycled when their uploads drop them (thread-safe).
+  std::shared_ptr<internal::DeltaBytesPool> delta_pool_ =
+      std::make_shared<internal::DeltaBytesPool>();
   uint64_t evicted_writes_at_snapshot_ = 0;  // cache_.evicted_writes() at the last SnapshotSync()
   // What RocksDB held when SnapshotSync() last made a RocksDB checkpoint (DbSignature()), and
   // that snapshot's checkpoint id (-1: none yet).
@@ -1531,22 +1544,24 @@ absl::Status RocksDbBackend::WriteMeta() {
   return absl::OkStatus();
 }
 
-absl::Status RocksDbBackend::WriteDeltaFile(absl::Span<const Ref> refs, const fs::path& path) {
-  std::error_code ec;
-  fs::remove(path, ec);  // left over from a failed snapshot
-  absl::Status s = delta_.Open(path.string());
-  if (s.ok()) {
-    for (Ref e : refs) {
-      if (cache_.deleted(e)) {
-        delta_.Delete(cache_.key(e));
-      } else {
-        delta_.Put(cache_.key(e), cache_.expiry(e), cache_.value(e));
-      }
-    }
-    s = delta_.Finish();
-  }
+absl::StatusOr<proto::StateFile> RocksDbBackend::UploadDelta(const internal::DeltaBytes& delta,
+                                                             const fs::path& private_path) {
+  const std::string name(internal::kDeltaFileName);
+  absl::Status s = internal::WriteDeltaFile(delta, (private_path / name).string());
   if (!s.ok()) return absl::AbortedError(absl::StrCat(options_.operator_id, ": ", s.message()));
-  return absl::OkStatus();
+  proto::StateFile f;
+  f.set_local_name(name);
+  f.set_name(name);
+  f.set_shared(false);
+  f.set_size(static_cast<int64_t>(delta.size()));
+  return f;
+}
+
+void RocksDbBackend::SortFiles(proto::KeyedStateHandle* handle) {
+  std::sort(handle->mutable_files()->begin(), handle->mutable_files()->end(),
+            [](const proto::StateFile& a, const proto::StateFile& b) {
+              return a.local_name() < b.local_name();
+            });
 }
 
 absl::StatusOr<std::string> RocksDbBackend::DbSignature() {
@@ -1570,8 +1585,7 @@ absl::StatusOr<PendingSnapshot> RocksDbBackend::SnapshotSync(int64_t checkpoint_
   // But while the cache evicts dirty entries (its working set does not fit), entries written
   // into a delta file would soon be written again by eviction: then every entry RocksDB lacks
   // goes into RocksDB, and there is no delta file.
-  const fs::path delta_tmp = fs::path(options_.local_dir) / "delta.tmp";
-  bool has_delta = false;
+  std::shared_ptr<internal::DeltaBytes> delta;
   const bool evicting = cache_.evicted_writes() != evicted_writes_at_snapshot_;
   evicted_writes_at_snapshot_ = cache_.evicted_writes();
   auto to_store = [this](absl::Span<const Ref> refs) { return EvictEntries(refs); };
@@ -1579,11 +1593,20 @@ absl::StatusOr<PendingSnapshot> RocksDbBackend::SnapshotSync(int64_t checkpoint_
     SLUICE_RETURN_IF_ERROR(cache_.FlushDirty(to_store, std::numeric_limits<size_t>::max()));
     cache_.ForgetSnapped();  // an entry changed next is not hot: this snapshot wrote no delta
   } else {
-    SLUICE_RETURN_IF_ERROR(cache_.Snapshot(to_store, [&](absl::Span<const Ref> refs) {
-      SLUICE_RETURN_IF_ERROR(WriteDeltaFile(refs, delta_tmp));
-      has_delta = true;
-      return absl::OkStatus();
-    }));
+    // The delta is encoded into memory during the cache's one pass over its dirty list (a
+    // buffer recycled from an earlier upload); the upload writes the file.
+    std::shared_ptr<internal::DeltaBytes> bytes = delta_pool_->Take();
+    delta_.Open(bytes.get());
+    SLUICE_RETURN_IF_ERROR(cache_.Snapshot(
+        to_store, {[this](Ref e) { AddToDelta(e); },
+                   [&]() -> absl::Status {
+                     absl::Status s = delta_.Finish();
+                     if (!s.ok()) {
+                       return absl::AbortedError(absl::StrCat(options_.operator_id, ": ", s.message()));
+                     }
+                     delta = std::move(bytes);
+                     return absl::OkStatus();
+                   }}));
   }
   SLUICE_RETURN_IF_ERROR(WriteTimers());
   rocksdb::FlushOptions flush_options;
@@ -1598,6 +1621,7 @@ absl::StatusOr<PendingSnapshot> RocksDbBackend::SnapshotSync(int64_t checkpoint_
   PublishStats();
   PendingSnapshot snapshot;
   snapshot.checkpoint_id = checkpoint_id;
+  snapshot.delta = std::move(delta);
   // RocksDB unchanged since the snapshot of the last successful upload (every changed entry hot,
   // in the delta file): name that upload's files instead of making a RocksDB checkpoint (mkdir,
   // links, a MANIFEST copy, renames, and their removal after the upload).
@@ -1610,15 +1634,7 @@ absl::StatusOr<PendingSnapshot> RocksDbBackend::SnapshotSync(int64_t checkpoint_
       snapshot.reused_dir = last_upload_.dir;
     }
   }
-  if (!snapshot.reused_dir.empty()) {
-    if (has_delta) {
-      const fs::path delta = fs::path(options_.local_dir) / absl::StrCat("delta-", checkpoint_id);
-      fs::rename(delta_tmp, delta, ec);
-      if (ec) return FromFs(ec, "cannot rename", delta_tmp, absl::StatusCode::kAborted);
-      snapshot.delta_file = delta.string();
-    }
-    return snapshot;
-  }
+  if (!snapshot.reused_dir.empty()) return snapshot;
   db_signature_ = std::move(signature);
   signature_checkpoint_id_ = checkpoint_id;
   fs::path dir = fs::path(options_.local_dir) / absl::StrCat("chk-", checkpoint_id);
@@ -1635,10 +1651,6 @@ absl::StatusOr<PendingSnapshot> RocksDbBackend::SnapshotSync(int64_t checkpoint_
   }
   // (Should this fail, the entries now pending reach RocksDB or the next delta file at the
   // next snapshot.)
-  if (has_delta) {
-    fs::rename(delta_tmp, dir / std::string(internal::kDeltaFileName), ec);
-    if (ec) return FromFs(ec, "cannot move the delta file into", dir, absl::StatusCode::kAborted);
-  }
   return snapshot;
 }
 
@@ -1673,9 +1685,6 @@ absl::StatusOr<proto::KeyedStateHandle> RocksDbBackend::UploadReusing(
     const PendingSnapshot& snapshot, const std::string& job_checkpoint_dir,
     const std::string& private_dir) {
   std::error_code ec;
-  absl::Cleanup remove_delta = [&] {
-    if (!snapshot.delta_file.empty()) fs::remove(snapshot.delta_file, ec);
-  };
   if (snapshot.reused_dir != job_checkpoint_dir) {
     // Uploaded elsewhere (all shared): linked or copied from there.
     const fs::path from = fs::path(snapshot.reused_dir) / "shared";
@@ -1699,25 +1708,13 @@ absl::StatusOr<proto::KeyedStateHandle> RocksDbBackend::UploadReusing(
   const fs::path private_path = fs::path(job_checkpoint_dir) / private_dir;
   fs::create_directories(private_path, ec);  // there even when empty, as UploadCheckpoint() does
   if (ec) return FromFs(ec, "cannot create", private_path, absl::StatusCode::kAborted);
-  if (!snapshot.delta_file.empty()) {
-    const uintmax_t size = fs::file_size(snapshot.delta_file, ec);
-    if (ec) return FromFs(ec, "cannot stat", snapshot.delta_file, absl::StatusCode::kAborted);
-    const std::string name(internal::kDeltaFileName);
-    absl::Status s = LinkOrCopyDurably(snapshot.delta_file, private_path / name);
-    if (s.ok()) s = SyncDir(private_path.string());
+  if (snapshot.delta != nullptr) {
+    SLUICE_ASSIGN_OR_RETURN(*handle.add_files(), UploadDelta(*snapshot.delta, private_path));
+    absl::Status s = SyncDir(private_path.string());
     if (!s.ok()) return absl::AbortedError(s.ToString());
-    proto::StateFile* f = handle.add_files();
-    f->set_local_name(name);
-    f->set_name(name);
-    f->set_shared(false);
-    f->set_size(static_cast<int64_t>(size));
-    full_size += f->size();
-    incremental_size += f->size();
-    // The handle lists files sorted by local name, as UploadCheckpoint() does.
-    std::sort(handle.mutable_files()->begin(), handle.mutable_files()->end(),
-              [](const proto::StateFile& a, const proto::StateFile& b) {
-                return a.local_name() < b.local_name();
-              });
+    full_size += static_cast<int64_t>(snapshot.delta->size());
+    incremental_size += static_cast<int64_t>(snapshot.delta->size());
+    SortFiles(&handle);
   }
   handle.set_full_size(full_size);
   handle.set_incremental_size(incremental_size);
@@ -1749,21 +1746,17 @@ absl::StatusOr<proto::KeyedStateHandle> RocksDbBackend::UploadCheckpoint(
   int64_t full_size = 0;
   int64_t incremental_size = 0;
   bool all_shared = true;  // but the delta file: reusable by later snapshots
+  // The delta file first, outside upload_mu_ (which SnapshotSync() may wait for).
+  proto::StateFile delta_file;
+  if (snapshot.delta != nullptr) {
+    SLUICE_ASSIGN_OR_RETURN(delta_file, UploadDelta(*snapshot.delta, private_path));
+  }
   absl::MutexLock lock(&upload_mu_);
   for (const auto& [name, size] : files) {
     proto::StateFile* f = handle.add_files();
     f->set_local_name(name);
     f->set_size(size);
     full_size += size;
-    if (name == internal::kDeltaFileName) {
-      // This checkpoint's alone; never written again: linked like an SST file.
-      f->set_shared(false);
-      f->set_name(name);
-      absl::Status s = LinkOrCopyDurably(local / name, private_path / name);
-      if (!s.ok()) return absl::AbortedError(s.ToString());
-      incremental_size += size;
-      continue;
-    }
     absl::StatusOr<std::string> shared_name = SharedNameOf(backend_id_, local, name, size);
     if (!shared_name.ok()) return absl::AbortedError(shared_name.status().ToString());
     if (shared_name->empty()) {
@@ -1795,6 +1788,12 @@ absl::StatusOr<proto::KeyedStateHandle> RocksDbBackend::UploadCheckpoint(
   // coordinator then counts the checkpoint complete). The entries of the private directory
   // and its parents are made durable by the coordinator before it counts the checkpoint
   // complete (CheckpointStorage::WriteMetadata() syncs chk-<id> and the job directory).
+  if (snapshot.delta != nullptr) {
+    full_size += delta_file.size();
+    incremental_size += delta_file.size();
+    *handle.add_files() = std::move(delta_file);
+    SortFiles(&handle);
+  }
   while (!unsynced_shared_dirs_.empty()) {  // only where something was linked
     absl::Status s = SyncDir(*unsynced_shared_dirs_.begin());
     if (!s.ok()) return absl::AbortedError(s.ToString());

@@ -2,11 +2,15 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 
 namespace sluice::state::internal {
 
@@ -64,10 +68,59 @@ class DeltaChecksumV1 {
 // DeltaChecksumV1 of all of `data`.
 uint64_t ChecksumOfV1(absl::string_view data);
 
-// Writes a delta file (version 2), streaming it to disk in pieces of at most kFlushBytes (so
-// a snapshot of many changed entries holds no copy of them all in memory, and the piece the
-// kernel copies is still in the CPU's cache). Not synced: the upload makes its copy durable.
-// Reused across snapshots (keeps its buffer).
+// A delta file's bytes in memory: DeltaWriter writes them on the task thread (the snapshot's
+// one copy of the entries, so later changes to the cache do not reach them), and the upload
+// stores them (WriteDeltaFile()) on its own thread: the kernel's copy into the page cache, the
+// file's creation and its fsync leave the task thread. Immutable once DeltaWriter::Finish()
+// returned; a DeltaBytesPool recycles them (their pages stay mapped).
+class DeltaBytes {
+ public:
+  DeltaBytes() = default;
+  DeltaBytes(const DeltaBytes&) = delete;
+  DeltaBytes& operator=(const DeltaBytes&) = delete;
+
+  absl::string_view view() const { return {data_.get(), size_}; }
+  size_t size() const { return size_; }
+  size_t capacity() const { return capacity_; }
+
+ private:
+  friend class DeltaWriter;
+  // Appends `n` bytes at `src` (growing the buffer if needed) with stores that bypass the CPU's
+  // caches where the host has them: the bytes are read next by another thread (the upload's),
+  // and the task thread's working set stays in its L2.
+  void Append(const char* src, size_t n);
+
+  std::unique_ptr<char[]> data_;
+  size_t size_ = 0;
+  size_t capacity_ = 0;
+};
+
+// Hands out DeltaBytes buffers and takes them back when their last owner drops them (the
+// upload, after storing them), keeping up to kMaxSpare: a snapshot then writes into a buffer
+// whose pages are mapped and large enough (no page faults, no growth copies). Outlives its
+// backend while a buffer it handed out lives (each holds a reference to it).
+//
+// Threading: thread-safe (the task thread takes, the upload's thread returns).
+class DeltaBytesPool : public std::enable_shared_from_this<DeltaBytesPool> {
+ public:
+  static constexpr size_t kMaxSpare = 1;
+  // REQUIRES: owned by a std::shared_ptr.
+  std::shared_ptr<DeltaBytes> Take();
+
+ private:
+  void Return(DeltaBytes* bytes);
+
+  absl::Mutex mu_;
+  std::vector<std::unique_ptr<DeltaBytes>> spare_ ABSL_GUARDED_BY(mu_);
+};
+
+// Stores `bytes` at `path` durably: written to `path`.tmp, fsynced and renamed into place (the
+// caller syncs the directory). kUnavailable (naming the path) on failure, leaving no temporary.
+absl::Status WriteDeltaFile(const DeltaBytes& bytes, const std::string& path);
+
+// Writes a delta file (version 2) into a DeltaBytes, encoding the entries into a staging buffer
+// of kFlushBytes (checksummed there, while in the CPU's cache) and appending it to the
+// destination in pieces. Reused across snapshots (keeps its staging buffer).
 //
 // Threading: one thread. Not thread-safe.
 class DeltaWriter {
@@ -77,33 +130,33 @@ class DeltaWriter {
   DeltaWriter() = default;
   DeltaWriter(const DeltaWriter&) = delete;
   DeltaWriter& operator=(const DeltaWriter&) = delete;
-  ~DeltaWriter();
 
-  // Starts a new file at `path` (created or truncated). kUnavailable if it cannot be created.
-  absl::Status Open(const std::string& path);
+  // Starts a new file in `out` (its bytes replaced). `out` must live until Finish().
+  void Open(DeltaBytes* out);
   // Appends a put of the stored value [expiry_ms: 8 BE][payload] (key_codec.h), without
-  // building it. The first write error is kept and returned by Finish().
+  // building it. The first error is kept and returned by Finish().
   void Put(absl::string_view key, int64_t expiry_ms, absl::string_view payload);
   // Appends a put of `stored_value` as it is (written as the one above when it is a stored
   // value without expiry).
   void Put(absl::string_view key, absl::string_view stored_value);
   void Delete(absl::string_view key);
-  // Appends the trailer and closes the file. kUnavailable on a write error (the file is then
-  // incomplete: the caller removes it).
+  // Appends the trailer: the DeltaBytes of Open() then hold the whole file. kAborted if an entry
+  // exceeded the format's lengths (the bytes are then not a file to store);
+  // kFailedPrecondition if not open.
   absl::Status Finish();
   uint64_t entries() const { return entries_; }
 
  private:
   // Room for `bytes` more at pos_ (flushing, or growing the buffer for an entry larger than it).
   char* Reserve(size_t bytes);
-  // Writes the buffer's whole checksum blocks (all of it with `all`), feeding the checksum.
+  // Appends the buffer's whole checksum blocks (all of it with `all`) to out_, feeding the
+  // checksum.
   void Flush(bool all);
   // Whether an entry of `key` and `value_bytes` fits the format's lengths; if not, keeps
   // kAborted for Finish() (the entry is not written).
   bool Fits(absl::string_view key, size_t value_bytes);
 
-  int fd_ = -1;
-  std::string path_;
+  DeltaBytes* out_ = nullptr;
   std::string buf_;  // its size is its capacity; [0, pos_) is filled
   size_t pos_ = 0;
   DeltaChecksum checksum_;

@@ -46,16 +46,16 @@ std::string Contents(const std::string& path) {
 }
 
 TEST(DeltaFileTest, RoundTripsPutsAndDeletesInOrder) {
-  const std::string path = TempPath("delta-roundtrip");
+  DeltaBytes bytes;
   DeltaWriter w;
-  ASSERT_TRUE(w.Open(path).ok());
+  w.Open(&bytes);
   w.Put("k1", "value one");
   w.Delete("k2");
   w.Put(std::string(300, 'x'), std::string(1000, '\0'));  // multi-byte varints, zero bytes
   w.Put("k3", "");
   EXPECT_EQ(w.entries(), 4u);
   ASSERT_TRUE(w.Finish().ok());
-  const std::string file = Contents(path);
+  const std::string file = std::string(bytes.view());
   std::vector<Entry> got;
   ASSERT_TRUE(ReadAll(file, &got).ok());
   EXPECT_EQ(got, (std::vector<Entry>{{"k1", false, "value one"},
@@ -63,19 +63,19 @@ TEST(DeltaFileTest, RoundTripsPutsAndDeletesInOrder) {
                                      {std::string(300, 'x'), false, std::string(1000, '\0')},
                                      {"k3", false, ""}}));
   // Open() begins a new file.
-  ASSERT_TRUE(w.Open(path).ok());
+  w.Open(&bytes);
   w.Delete("a");
   ASSERT_TRUE(w.Finish().ok());
-  ASSERT_TRUE(ReadAll(Contents(path), &got).ok());
+  ASSERT_TRUE(ReadAll(std::string(bytes.view()), &got).ok());
   EXPECT_EQ(got, (std::vector<Entry>{{"a", true, ""}}));
 }
 
 // Written in pieces (more than DeltaWriter::kFlushBytes), the file reads back whole; the
 // checksum fed in pieces equals the one of the whole.
 TEST(DeltaFileTest, LargeFilesAreWrittenInPieces) {
-  const std::string path = TempPath("delta-large");
+  DeltaBytes bytes;
   DeltaWriter w;
-  ASSERT_TRUE(w.Open(path).ok());
+  w.Open(&bytes);
   constexpr int kEntries = 100000;  // about 3 MB
   for (int i = 0; i < kEntries; ++i) {
     w.Put("key-" + std::to_string(i), std::string(i % 37, static_cast<char>('a' + i % 26)));
@@ -83,7 +83,7 @@ TEST(DeltaFileTest, LargeFilesAreWrittenInPieces) {
     if (i == 10 || i == 5000) w.Put("big", std::string(3 * DeltaWriter::kFlushBytes + 5, 'b'));
   }
   ASSERT_TRUE(w.Finish().ok());
-  const std::string file = Contents(path);
+  const std::string file = std::string(bytes.view());
   EXPECT_GT(file.size(), 2 * DeltaWriter::kFlushBytes);
   int n = 0;
   int big = 0;
@@ -115,18 +115,22 @@ TEST(DeltaFileTest, LargeFilesAreWrittenInPieces) {
 }
 
 TEST(DeltaFileTest, UnwritablePathIsUnavailable) {
+  DeltaBytes bytes;
   DeltaWriter w;
-  EXPECT_EQ(w.Open(TempPath("no-such-dir/delta")).code(), absl::StatusCode::kUnavailable);
+  w.Open(&bytes);
+  ASSERT_TRUE(w.Finish().ok());
+  EXPECT_EQ(WriteDeltaFile(bytes, TempPath("no-such-dir/delta")).code(),
+            absl::StatusCode::kUnavailable);
 }
 
 TEST(DeltaFileTest, EveryFlippedByteAndEveryTruncationIsDataLoss) {
-  const std::string path = TempPath("delta-flips");
+  DeltaBytes bytes;
   DeltaWriter w;
-  ASSERT_TRUE(w.Open(path).ok());
+  w.Open(&bytes);
   for (int i = 0; i < 20; ++i) w.Put("key" + std::to_string(i), "v" + std::to_string(i * i));
   w.Delete("gone");
   ASSERT_TRUE(w.Finish().ok());
-  const std::string file = Contents(path);
+  const std::string file = std::string(bytes.view());
   std::vector<Entry> got;
   for (size_t i = 0; i < file.size(); ++i) {
     std::string bad = file;
@@ -142,12 +146,12 @@ TEST(DeltaFileTest, EveryFlippedByteAndEveryTruncationIsDataLoss) {
 }
 
 TEST(DeltaFileTest, NewerVersionIsRefusedWithWhatToDo) {
-  const std::string path = TempPath("delta-newer");
+  DeltaBytes bytes;
   DeltaWriter w;
-  ASSERT_TRUE(w.Open(path).ok());
+  w.Open(&bytes);
   w.Put("k", "v");
   ASSERT_TRUE(w.Finish().ok());
-  std::string file = Contents(path);
+  std::string file = std::string(bytes.view());
   file[7] = static_cast<char>(kDeltaVersion + 1);
   std::vector<Entry> got;
   absl::Status s = ReadAll(file, &got);
@@ -178,18 +182,18 @@ TEST(DeltaFileTest, ReadsVersion1FilesByteForByte) {
 // A stored value without expiry (the 8 zero bytes before its payload) is written without
 // them, whichever Put() is given it; one with an expiry keeps it. Both read back whole.
 TEST(DeltaFileTest, LeavesOutZeroExpiries) {
-  const std::string path = TempPath("delta-expiry");
   const std::string payload(25, '\x07');
   const std::string no_expiry = std::string(8, '\0') + payload;
   const std::string with_expiry = std::string("\x00\x00\x01\x8c\x00\x00\x00\x2a", 8) + payload;
+  DeltaBytes bytes;
   DeltaWriter w;
-  ASSERT_TRUE(w.Open(path).ok());
+  w.Open(&bytes);
   w.Put("key-1", 0, payload);
   w.Put("key-2", no_expiry);
   w.Put("key-3", int64_t{0x18c0000002a}, payload);
   w.Put("key-4", with_expiry);
   ASSERT_TRUE(w.Finish().ok());
-  const std::string file = Contents(path);
+  const std::string file = std::string(bytes.view());
   // Header, 2 entries of 1 + 5 + 1 + 25 bytes and 2 of 1 + 5 + 1 + 33, trailer.
   EXPECT_EQ(file.size(), 8u + 2 * 32 + 2 * 40 + 16);
   std::vector<Entry> got;
@@ -213,15 +217,20 @@ TEST(DeltaFileTest, ReadsAndWritesVersion2ByteForByte) {
                                      Entry{"k", false, std::string(8, '\0') + "v"},
                                      Entry{"e", false, std::string("\0\0\0\0\0\0\0\x05w", 9)}));
   const std::string path = TempPath("golden");
+  DeltaBytes bytes;
   DeltaWriter w;
-  ASSERT_TRUE(w.Open(path).ok());
+  w.Open(&bytes);
   w.Put("key-1", "value-1");
   w.Delete("key-22");
   w.Put(std::string("\x01\x02\xff", 3), "");
   w.Put("k", 0, "v");
   w.Put("e", 5, "w");
   ASSERT_TRUE(w.Finish().ok());
+  EXPECT_EQ(bytes.view(), golden);
+  // Stored as they are.
+  ASSERT_TRUE(WriteDeltaFile(bytes, path).ok());
   EXPECT_EQ(Contents(path), golden);
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
 }
 
 }  // namespace

@@ -288,21 +288,22 @@ void WriteBackCache::CompactDirtyList() {
   }
   dirty_.resize(kept);
   for (Ref r : dirty_) slots_[r].flags |= kListed;
+  list_frees_ = frees_;
 }
 
-void WriteBackCache::TakeListed(std::vector<Ref>* pending_out) {
+void WriteBackCache::TakeListed() {
   victims_.clear();
   for (Ref r : dirty_) {
     Slot& s = slots_[r];
     if ((s.flags & kLive) == 0 || (s.flags & kListed) == 0) continue;
     s.flags &= ~kListed;
-    if (pending_out != nullptr && (s.flags & kPending) != 0) {
-      pending_out->push_back(r);
-    } else if ((s.flags & (kDirty | kPending)) != 0) {
+    if ((s.flags & (kDirty | kPending)) != 0) {
       victims_.push_back(r);
     }
   }
   dirty_.clear();
+  list_frees_ = frees_;
+  list_taken_ = true;
 }
 
 void WriteBackCache::Relist(absl::Span<const Ref> refs) {
@@ -468,7 +469,7 @@ void WriteBackCache::SortByKey(std::vector<Ref>* refs) {
 }
 
 absl::Status WriteBackCache::FlushDirty(WriteFn write, size_t batch) {
-  TakeListed(/*pending_out=*/nullptr);
+  TakeListed();
   // All batches in one key order: after a snapshot's memtable flush the memtable is empty, so
   // every insert then appends at the end of its skip list (at 50K dirty keys, batches sorted
   // only each in itself cost 3-4x as much, the later ones interleaving with the earlier).
@@ -487,51 +488,85 @@ absl::Status WriteBackCache::FlushDirty(WriteFn write, size_t batch) {
   return absl::OkStatus();
 }
 
-absl::Status WriteBackCache::Snapshot(WriteFn write, DeltaFn delta) {
-  unchanged_.clear();
-  TakeListed(&unchanged_);  // victims_: the dirty entries
-  // Hot ones (kSnapped: written by the last Snapshot()) stay in victims_; the others join
-  // unchanged_ for the store.
-  cold_.clear();
-  size_t hot = 0;
-  for (Ref r : victims_) {
-    if (slots_[r].flags & kSnapped) {
-      victims_[hot++] = r;
-    } else {
-      cold_.push_back(r);
-    }
+absl::Status WriteBackCache::Snapshot(WriteFn write, DeltaFns delta) {
+  // The pass below keeps hot entries listed: dirty_ must hold no slot number twice, which it
+  // can only after a listed slot was freed and reused.
+  if (frees_ != list_frees_) CompactDirtyList();
+  // The last snapshot's marks on entries that are not dirty now go (a dirty one is hot now and
+  // keeps its mark). Its hot entries are still listed, so the pass meets them, unless
+  // TakeListed() ran since.
+  const size_t forget = list_taken_ ? snapped_.size() : snapped_cold_;
+  for (size_t i = 0; i < forget; ++i) {
+    Slot& s = slots_[snapped_[i]];
+    if ((s.flags & kDirty) == 0) s.flags &= ~kSnapped;
   }
-  victims_.resize(hot);
+  // One pass over the list: hot entries (dirty and kSnapped) go to the delta and turn pending
+  // at once, staying listed (compacted in place); the pending ones (unchanged since the last
+  // snapshot) and the dirty ones that are not hot are unlisted and collected for the store.
+  unchanged_.clear();
+  cold_.clear();
+  victims_.clear();  // the hot entries
+  constexpr size_t kAhead = 8;  // blocks loaded this many entries ahead, slots twice as far
+  const size_t n = dirty_.size();
+  size_t kept = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (i + 2 * kAhead < n) PrefetchSlot(dirty_[i + 2 * kAhead]);
+    if (i + kAhead < n && (slots_[dirty_[i + kAhead]].flags & kLive) != 0) {
+      PrefetchEntry(dirty_[i + kAhead]);
+    }
+    const Ref r = dirty_[i];
+    Slot& s = slots_[r];
+    if ((s.flags & (kLive | kListed)) != (kLive | kListed)) continue;
+    if ((s.flags & (kDirty | kSnapped)) == (kDirty | kSnapped)) {
+      delta.add(r);
+      s.flags = (s.flags & ~kDirty) | kPending;
+      victims_.push_back(r);
+      dirty_[kept++] = r;
+      continue;
+    }
+    if (s.flags & kDirty) {
+      cold_.push_back(r);
+    } else if (s.flags & kPending) {
+      unchanged_.push_back(r);
+    }
+    s.flags &= ~(kListed | kSnapped);  // clean ones are unlisted too
+  }
+  dirty_.resize(kept);
+  list_frees_ = frees_;
+  // On an error the hot entries are dirty again (still listed) and the others listed again.
+  auto undo_hot = [this] {
+    for (Ref r : victims_) slots_[r].flags = (slots_[r].flags & ~kPending) | kDirty;
+    victims_.clear();
+  };
   unchanged_.insert(unchanged_.end(), cold_.begin(), cold_.end());
   if (!unchanged_.empty()) {
     SortByKey(&unchanged_);
     absl::Status s = WriteAndClean(unchanged_, write);
     if (!s.ok()) {
       Relist(unchanged_);
-      Relist(victims_);
-      victims_.clear();
+      undo_hot();
       return s;
     }
   }
-  absl::Status s = victims_.empty() ? absl::OkStatus() : delta(victims_);
-  if (s.ok()) {
-    for (Ref r : victims_) slots_[r].flags = (slots_[r].flags & ~kDirty) | kPending;
-    pending_count_ += victims_.size();
-    dirty_count_ -= victims_.size();
-    // kSnapped now marks exactly the entries this snapshot changed (hot ones into its delta,
-    // the others into the store): an entry the last one wrote and this one did not loses it,
-    // so a change after a quiet interval is never taken for a hot one.
-    ForgetSnapped();
-    for (Ref r : cold_) slots_[r].flags |= kSnapped;
-    for (Ref r : victims_) slots_[r].flags |= kSnapped;
-    snapped_.assign(cold_.begin(), cold_.end());
-    snapped_.insert(snapped_.end(), victims_.begin(), victims_.end());
+  if (!victims_.empty()) {
+    absl::Status s = delta.finish();
+    if (!s.ok()) {
+      undo_hot();
+      return s;
+    }
   }
-  // On an error the marks stay those of the last successful Snapshot() (its hot entries are
-  // still hot at the next attempt; the entries this one wrote into the store are clean).
-  Relist(victims_);  // pending now (or still dirty)
+  pending_count_ += victims_.size();
+  dirty_count_ -= victims_.size();
+  // kSnapped now marks exactly the entries this snapshot changed (hot ones into its delta,
+  // the others into the store): an entry the last one wrote and this one did not lost it
+  // above, so a change after a quiet interval is never taken for a hot one.
+  for (Ref r : cold_) slots_[r].flags |= kSnapped;
+  snapped_.assign(cold_.begin(), cold_.end());
+  snapped_cold_ = cold_.size();
+  snapped_.insert(snapped_.end(), victims_.begin(), victims_.end());
+  list_taken_ = false;
   victims_.clear();
-  return s;
+  return absl::OkStatus();
 }
 
 void WriteBackCache::ForgetSnapped() {
@@ -539,6 +574,7 @@ void WriteBackCache::ForgetSnapped() {
   // flags); a new entry there can be marked only by the snapshot being forgotten.
   for (Ref r : snapped_) slots_[r].flags &= ~kSnapped;
   snapped_.clear();
+  snapped_cold_ = 0;
 }
 
 absl::Status WriteBackCache::Evict(WriteFn write) {

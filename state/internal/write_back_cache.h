@@ -128,9 +128,14 @@ class WriteBackCache {
   // expiry(), value()). On OK the cache marks them clean (in_db = !deleted); an error leaves
   // them as they were and is returned to the caller of FlushDirty()/MakeRoom()/Snapshot().
   using WriteFn = absl::FunctionRef<absl::Status(absl::Span<const Ref> refs)>;
-  // Writes the dirty entries `refs` (in no particular order) into a snapshot's delta file, not
-  // the store (see Snapshot()). On OK the cache marks them pending; an error leaves them dirty.
-  using DeltaFn = absl::FunctionRef<absl::Status(absl::Span<const Ref> refs)>;
+  // A snapshot's delta file (see Snapshot()): `add(r)` appends the hot entry r (key(),
+  // deleted(), expiry(), value()) while Snapshot() passes over it; `finish()` completes the
+  // file after the store's write succeeded (not called when no entry was added). An error of
+  // finish() fails the snapshot: its entries stay dirty.
+  struct DeltaFns {
+    absl::FunctionRef<void(Ref r)> add;
+    absl::FunctionRef<absl::Status()> finish;
+  };
 
   // A budget above kMaxBudgetBytes is taken as kMaxBudgetBytes: block positions have 40 bits
   // (512 GiB of blocks), which leaves room for the dirty entries eviction cannot write yet.
@@ -209,14 +214,18 @@ class WriteBackCache {
   // also written by the previous Snapshot() (changed in two intervals in a row). The pending
   // entries that did not change since the last snapshot and the dirty ones that are not hot
   // (new, or quiet for a while) go to the store (`write`, one call in key order; they become
-  // clean), then the hot ones into the snapshot's delta file (`delta`, one call; they become
-  // pending). Afterwards the store plus that delta file hold every entry: an entry changed in
-  // every interval is written once per snapshot, into a file, and reaches the store only when
-  // evicted or when an interval leaves it unchanged; an entry written once (state that only
-  // grows) reaches the store once. Empty spans are not passed. On an error nothing is lost:
-  // entries not written keep their state, and the next Snapshot() writes them (an entry made
-  // pending by a snapshot that failed later is written to the store by the next one).
-  absl::Status Snapshot(WriteFn write, DeltaFn delta);
+  // clean), the hot ones into the snapshot's delta file (`delta.add` for each, in no order,
+  // then `delta.finish`; they become pending). Afterwards the store plus that delta file hold
+  // every entry: an entry changed in every interval is written once per snapshot, into a file,
+  // and reaches the store only when evicted or when an interval leaves it unchanged; an entry
+  // written once (state that only grows) reaches the store once. Empty spans are not passed.
+  // One pass over the dirty list classifies the entries, hands the hot ones to `delta.add` and
+  // changes their flags (hot entries stay listed): at 50K hot entries the snapshot touches each
+  // slot and block once (six passes over the slots before session 27). On an error nothing is
+  // lost: entries not written keep their state (hot ones stay dirty), and the next Snapshot()
+  // writes them (an entry made pending by a snapshot that failed later is written to the store
+  // by the next one).
+  absl::Status Snapshot(WriteFn write, DeltaFns delta);
   // Forgets which entries the last Snapshot() wrote (for a snapshot taken without Snapshot(),
   // e.g. by FlushDirty(): the entries changed after it are not hot).
   void ForgetSnapped();
@@ -355,9 +364,8 @@ class WriteBackCache {
   absl::Status WriteAndClean(absl::Span<const Ref> refs, WriteFn write,
                              absl::Span<const uint64_t> hashes = {});
   // Moves the live listed entries of dirty_ that are dirty or pending into victims_ (in list
-  // order), unlisting the rest; dirty_ is left empty. `pending_out` (if given) takes the pending
-  // ones instead.
-  void TakeListed(std::vector<Ref>* pending_out);
+  // order), unlisting the rest; dirty_ is left empty.
+  void TakeListed();
   // Lists `refs` in dirty_ again (after they were taken by TakeListed()).
   void Relist(absl::Span<const Ref> refs);
   // Drops stale and repeated slot numbers from dirty_ when it grew much beyond its entries.
@@ -383,10 +391,16 @@ class WriteBackCache {
   std::vector<Ref> dirty_;  // the dirty and pending entries (and stale slot numbers)
   size_t dirty_count_ = 0;
   size_t pending_count_ = 0;
-  std::vector<Ref> victims_;  // scratch of Evict(), FlushDirty() and Snapshot()
+  std::vector<Ref> victims_;  // scratch of Evict() and FlushDirty(); Snapshot()'s hot entries
   std::vector<Ref> unchanged_;  // scratch of Snapshot(): what goes to the store
   std::vector<Ref> cold_;  // scratch of Snapshot(): dirty entries that are not hot
-  std::vector<Ref> snapped_;  // the entries the last successful Snapshot() marked kSnapped
+  // The entries the last successful Snapshot() marked kSnapped: first the ones it wrote to the
+  // store (snapped_cold_ of them), then the hot ones (still listed in dirty_ unless
+  // TakeListed() ran since: list_taken_).
+  std::vector<Ref> snapped_;
+  size_t snapped_cold_ = 0;
+  bool list_taken_ = false;  // TakeListed() ran since the last successful Snapshot()
+  uint64_t list_frees_ = 0;  // frees_ when dirty_ last held no slot number twice
   std::vector<std::pair<uint64_t, Ref>> by_prefix_;  // scratch of SortByKey()
   std::vector<std::pair<uint64_t, Ref>> radix_tmp_;  // scratch of SortByKey()
   std::vector<uint32_t> radix_counts_;                // scratch of SortByKey()

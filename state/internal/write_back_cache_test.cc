@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <random>
 #include <set>
@@ -38,6 +39,41 @@ struct FakeStore {
 };
 
 std::string Key(int i) { return absl::StrCat("key-", i); }
+
+// A snapshot's delta for Snapshot(): records the entries add() is given (each dirty then) and,
+// at finish(), makes them `entries` (key -> value, "<deleted>" for a delete), or fails while
+// `fails`.
+class FakeDelta {
+ public:
+  explicit FakeDelta(const WriteBackCache& cache) : cache_(cache) {}
+  WriteBackCache::DeltaFns fns() { return {add_, finish_}; }
+
+  std::map<std::string, std::string> entries;
+  bool fails = false;
+  int adds_of_last = 0;  // add() calls of the last snapshot that called finish()
+
+ private:
+  const WriteBackCache& cache_;
+  std::map<std::string, std::string> adding_;
+  int adds_ = 0;
+  std::function<void(Ref)> add_ = [this](Ref r) {
+    EXPECT_TRUE(cache_.dirty(r));
+    adding_[std::string(cache_.key(r))] =
+        cache_.deleted(r) ? "<deleted>" : std::string(cache_.value(r));
+    ++adds_;
+  };
+  std::function<absl::Status()> finish_ = [this]() -> absl::Status {
+    adds_of_last = adds_;
+    adds_ = 0;
+    if (fails) {
+      adding_.clear();
+      return absl::UnavailableError("disk full");
+    }
+    entries = std::move(adding_);
+    adding_.clear();
+    return absl::OkStatus();
+  };
+};
 
 // Sets `key` to `value` as a write does (inserting it if absent); marks it dirty if `dirty`.
 Ref Put(WriteBackCache& cache, const std::string& key, absl::string_view value, bool dirty) {
@@ -270,28 +306,20 @@ TEST(WriteBackCacheTest, SnapshotWritesHotEntriesToTheDeltaAndTheOthersToTheStor
   WriteBackCache cache(size_t{1} << 30);
   FakeStore store;
   auto write = [&](absl::Span<const Ref> refs) { return store.Write(cache, refs); };
-  std::map<std::string, std::string> delta;
-  bool delta_fails = false;
-  auto to_delta = [&](absl::Span<const Ref> refs) {
-    if (delta_fails) return absl::UnavailableError("disk full");
-    delta.clear();
-    for (Ref r : refs) {
-      EXPECT_TRUE(cache.dirty(r));
-      delta[std::string(cache.key(r))] = cache.deleted(r) ? "<deleted>" : std::string(cache.value(r));
-    }
-    return absl::OkStatus();
-  };
+  FakeDelta fake(cache);
+  std::map<std::string, std::string>& delta = fake.entries;
+  bool& delta_fails = fake.fails;
   using Map = std::map<std::string, std::string>;
   // New entries go to the store.
   for (int i = 0; i < 5; ++i) Put(cache, Key(i), absl::StrCat("v", i), /*dirty=*/true);
-  ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());
+  ASSERT_TRUE(cache.Snapshot(write, fake.fns()).ok());
   EXPECT_EQ(store.data.size(), 5u);
   EXPECT_TRUE(delta.empty());
   EXPECT_EQ(cache.dirty_count() + cache.pending_count(), 0u);
 
   // Changed again right after: hot, into the delta.
   for (int i = 0; i < 4; ++i) Put(cache, Key(i), absl::StrCat("w", i), /*dirty=*/true);
-  ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());
+  ASSERT_TRUE(cache.Snapshot(write, fake.fns()).ok());
   EXPECT_EQ(delta, (Map{{Key(0), "w0"}, {Key(1), "w1"}, {Key(2), "w2"}, {Key(3), "w3"}}));
   EXPECT_EQ(store.data[Key(0)], "v0");
   EXPECT_EQ(cache.pending_count(), 4u);
@@ -309,27 +337,27 @@ TEST(WriteBackCacheTest, SnapshotWritesHotEntriesToTheDeltaAndTheOthersToTheStor
   Put(cache, Key(5), "x5", /*dirty=*/true);
   // A failing store: nothing changes.
   store.fail = true;
-  EXPECT_FALSE(cache.Snapshot(write, to_delta).ok());
+  EXPECT_FALSE(cache.Snapshot(write, fake.fns()).ok());
   EXPECT_EQ(cache.dirty_count(), 4u);
   EXPECT_EQ(cache.pending_count(), 2u);
   store.fail = false;
   // A failing delta: the store got its part; the hot ones stay dirty.
   delta_fails = true;
-  EXPECT_FALSE(cache.Snapshot(write, to_delta).ok());
+  EXPECT_FALSE(cache.Snapshot(write, fake.fns()).ok());
   EXPECT_EQ(store.data, (Map{{Key(0), "v0"}, {Key(1), "v1"}, {Key(2), "w2"}, {Key(3), "w3"},
                              {Key(4), "x4"}, {Key(5), "x5"}}));
   EXPECT_EQ(cache.dirty_count(), 2u);
   EXPECT_EQ(cache.pending_count(), 0u);
   delta_fails = false;
-  ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());
+  ASSERT_TRUE(cache.Snapshot(write, fake.fns()).ok());
   EXPECT_EQ(delta, (Map{{Key(0), "x0"}, {Key(1), "<deleted>"}}));
 
   // A delete of a pending entry the store never had: clean, in no delta, not in the store.
   Ref six = Put(cache, Key(6), "v6", /*dirty=*/true);
   cache.set_in_db(six, false);
-  ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());  // key-0, key-1 to the store; key-6 too
+  ASSERT_TRUE(cache.Snapshot(write, fake.fns()).ok());  // key-0, key-1 to the store; key-6 too
   Put(cache, Key(6), "w6", /*dirty=*/true);
-  ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());  // key-6 hot: pending
+  ASSERT_TRUE(cache.Snapshot(write, fake.fns()).ok());  // key-6 hot: pending
   ASSERT_TRUE(cache.pending(six));
   store.data.erase(Key(6));
   cache.set_in_db(six, false);
@@ -337,14 +365,14 @@ TEST(WriteBackCacheTest, SnapshotWritesHotEntriesToTheDeltaAndTheOthersToTheStor
   cache.set_deleted(six, true);
   cache.MarkClean(six);
   EXPECT_EQ(cache.pending_count(), 0u);
-  ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());
+  ASSERT_TRUE(cache.Snapshot(write, fake.fns()).ok());
   EXPECT_EQ(store.data.count(Key(6)), 0u);
 
   // FlushDirty() writes a pending entry too (a scan of the store then sees everything).
   Put(cache, Key(5), "y5", /*dirty=*/true);
-  ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());  // key-5 (written last time? no): store
+  ASSERT_TRUE(cache.Snapshot(write, fake.fns()).ok());  // key-5 (written last time? no): store
   Put(cache, Key(5), "z5", /*dirty=*/true);
-  ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());  // hot now: pending
+  ASSERT_TRUE(cache.Snapshot(write, fake.fns()).ok());  // hot now: pending
   ASSERT_TRUE(cache.pending(cache.Peek(Key(5))));
   ASSERT_TRUE(cache.FlushDirty(write).ok());
   EXPECT_EQ(store.data[Key(5)], "z5");
@@ -360,23 +388,22 @@ TEST(WriteBackCacheTest, SnapshotTakesOnlyEntriesTheLastSnapshotWroteForHot) {
   WriteBackCache cache(size_t{1} << 30);
   FakeStore store;
   auto write = [&](absl::Span<const Ref> refs) { return store.Write(cache, refs); };
-  std::set<std::string> delta;
-  auto to_delta = [&](absl::Span<const Ref> refs) {
-    delta.clear();
-    for (Ref r : refs) delta.insert(std::string(cache.key(r)));
-    return absl::OkStatus();
+  FakeDelta fake(cache);
+  auto keys = [&] {
+    std::set<std::string> k;
+    for (const auto& [key, value] : fake.entries) k.insert(key);
+    return k;
   };
-  auto failing_delta = [&](absl::Span<const Ref> refs) { return absl::UnavailableError("disk full"); };
   Put(cache, Key(0), "v0", /*dirty=*/true);
-  ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());  // new: to the store
+  ASSERT_TRUE(cache.Snapshot(write, fake.fns()).ok());  // new: to the store
   for (int round = 0; round < 2; ++round) {
     Put(cache, Key(1), absl::StrCat("v1-", round), /*dirty=*/true);
-    ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());  // key-0 quiet
+    ASSERT_TRUE(cache.Snapshot(write, fake.fns()).ok());  // key-0 quiet
   }
   Put(cache, Key(0), "w0", /*dirty=*/true);
   Put(cache, Key(1), "w1", /*dirty=*/true);
-  ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());
-  EXPECT_EQ(delta, (std::set<std::string>{Key(1)}));
+  ASSERT_TRUE(cache.Snapshot(write, fake.fns()).ok());
+  EXPECT_EQ(keys(), (std::set<std::string>{Key(1)}));
   EXPECT_EQ(store.data[Key(0)], "w0");
   EXPECT_FALSE(cache.pending(cache.Peek(Key(0))));
   EXPECT_TRUE(cache.pending(cache.Peek(Key(1))));
@@ -384,17 +411,19 @@ TEST(WriteBackCacheTest, SnapshotTakesOnlyEntriesTheLastSnapshotWroteForHot) {
   // Both were written by that snapshot; a failed one in between changes nothing.
   Put(cache, Key(0), "x0", /*dirty=*/true);
   Put(cache, Key(1), "x1", /*dirty=*/true);
-  EXPECT_FALSE(cache.Snapshot(write, failing_delta).ok());
-  ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());
-  EXPECT_EQ(delta, (std::set<std::string>{Key(0), Key(1)}));
+  fake.fails = true;
+  EXPECT_FALSE(cache.Snapshot(write, fake.fns()).ok());
+  fake.fails = false;
+  ASSERT_TRUE(cache.Snapshot(write, fake.fns()).ok());
+  EXPECT_EQ(keys(), (std::set<std::string>{Key(0), Key(1)}));
 
   // After ForgetSnapped() nothing is hot.
   cache.ForgetSnapped();
   ASSERT_TRUE(cache.FlushDirty(write).ok());
   Put(cache, Key(0), "y0", /*dirty=*/true);
-  delta.clear();
-  ASSERT_TRUE(cache.Snapshot(write, to_delta).ok());
-  EXPECT_TRUE(delta.empty());
+  fake.entries.clear();
+  ASSERT_TRUE(cache.Snapshot(write, fake.fns()).ok());
+  EXPECT_TRUE(fake.entries.empty());
   EXPECT_EQ(store.data[Key(0)], "y0");
 }
 
@@ -402,11 +431,11 @@ TEST(WriteBackCacheTest, EvictionWritesPendingEntriesBeforeDroppingThem) {
   WriteBackCache cache(size_t{1} << 30);
   FakeStore store;
   auto write = [&](absl::Span<const Ref> refs) { return store.Write(cache, refs); };
-  auto no_delta = [&](absl::Span<const Ref> refs) { return absl::OkStatus(); };
+  FakeDelta fake(cache);
   for (int i = 0; i < 100; ++i) Put(cache, Key(i), absl::StrCat("v", i), /*dirty=*/true);
-  ASSERT_TRUE(cache.Snapshot(write, no_delta).ok());  // new: to the store
+  ASSERT_TRUE(cache.Snapshot(write, fake.fns()).ok());  // new: to the store
   for (int i = 0; i < 100; ++i) Put(cache, Key(i), absl::StrCat("w", i), /*dirty=*/true);
-  ASSERT_TRUE(cache.Snapshot(write, no_delta).ok());  // hot: pending
+  ASSERT_TRUE(cache.Snapshot(write, fake.fns()).ok());  // hot: pending
   ASSERT_EQ(cache.pending_count(), 100u);
   cache.Reserve(cache.budget());  // no room left: everything goes
   ASSERT_TRUE(cache.MakeRoom(write).ok());
@@ -415,6 +444,49 @@ TEST(WriteBackCacheTest, EvictionWritesPendingEntriesBeforeDroppingThem) {
   EXPECT_EQ(cache.pending_count(), 0u);
   ASSERT_EQ(store.data.size(), 100u);
   EXPECT_EQ(store.data[Key(99)], "w99");
+}
+
+// Hot entries stay in the dirty list across snapshots (the one pass keeps them listed). When
+// eviction frees them, the list keeps their stale slot numbers, and new entries that reuse the
+// slots are listed again: each is still written once per snapshot and counted once.
+TEST(WriteBackCacheTest, SnapshotsAfterHotEntriesWereEvictedCountEachEntryOnce) {
+  WriteBackCache cache(size_t{1} << 30);
+  FakeStore store;
+  auto write = [&](absl::Span<const Ref> refs) { return store.Write(cache, refs); };
+  FakeDelta fake(cache);
+  for (int round = 0; round < 2; ++round) {
+    for (int i = 0; i < 100; ++i) Put(cache, Key(i), absl::StrCat("v", round), /*dirty=*/true);
+    ASSERT_TRUE(cache.Snapshot(write, fake.fns()).ok());
+  }
+  ASSERT_EQ(cache.pending_count(), 100u);
+  cache.Reserve(cache.budget());
+  ASSERT_TRUE(cache.MakeRoom(write).ok());
+  ASSERT_TRUE(cache.MakeRoom(write).ok());
+  ASSERT_EQ(cache.size(), 0u);
+  cache.Reserve(0);
+  // New keys in the freed slots: new (to the store), then hot (into the delta), three times.
+  for (int round = 0; round < 4; ++round) {
+    for (int i = 0; i < 100; ++i) {
+      Put(cache, Key(1000 + i), absl::StrCat("n", round), /*dirty=*/true);
+    }
+    ASSERT_TRUE(cache.Snapshot(write, fake.fns()).ok());
+    EXPECT_EQ(cache.dirty_count(), 0u);
+    if (round == 0) {
+      EXPECT_EQ(cache.pending_count(), 0u);
+      EXPECT_EQ(store.data[Key(1000)], "n0");
+    } else {
+      EXPECT_EQ(cache.pending_count(), 100u);
+      EXPECT_EQ(fake.adds_of_last, 100);
+      EXPECT_EQ(fake.entries.size(), 100u);
+      EXPECT_EQ(fake.entries[Key(1099)], absl::StrCat("n", round));
+    }
+  }
+  // Unchanged: the pending entries go to the store, once each.
+  store.batch_sizes.clear();
+  ASSERT_TRUE(cache.Snapshot(write, fake.fns()).ok());
+  EXPECT_EQ(store.batch_sizes, std::vector<size_t>{100});
+  EXPECT_EQ(cache.pending_count(), 0u);
+  EXPECT_EQ(store.data[Key(1050)], "n3");
 }
 
 TEST(WriteBackCacheTest, FlushWritesInOneKeyOrderAcrossBatches) {

@@ -472,7 +472,6 @@ absl::Status Task::Act(const BarrierHandler::Action& action) {
       if (!keyed.snapshot.local_checkpoint_dir.empty()) {
         std::filesystem::remove_all(keyed.snapshot.local_checkpoint_dir, ec);
       }
-      if (!keyed.snapshot.delta_file.empty()) std::filesystem::remove(keyed.snapshot.delta_file, ec);
     }
     unaligned_ack_.reset();
   }
