@@ -30,25 +30,6 @@ uint64_t BlockArena::AllocateLarge(size_t size) {
   return id | kLargeBit;
 }
 
-char* BlockArena::NewChunk() {
-  if (chunks_.size() >= kHeapChunks) {
-    if (region_used_ + kChunkBytes > kHugePageBytes) {
-      HugeRegion region(kHugePageBytes);
-      if (region.data() != nullptr) {
-        regions_.push_back(std::move(region));
-        region_used_ = 0;
-      }
-    }
-    if (region_used_ + kChunkBytes <= kHugePageBytes) {
-      char* chunk = regions_.back().data() + region_used_;
-      region_used_ += kChunkBytes;
-      return chunk;
-    }
-  }
-  heap_chunks_.emplace_back(new char[kChunkBytes]);
-  return heap_chunks_.back().get();
-}
-
 uint64_t BlockArena::Allocate(size_t n) {
   const Class c = ClassOf(n);
   if (c.size > kMaxChunkBlock) return AllocateLarge(c.size);
@@ -69,7 +50,7 @@ uint64_t BlockArena::Allocate(size_t n) {
     if (rest >= kMinBlock && rest <= 256) {
       Free((static_cast<uint64_t>(chunks_.size() - 1) << kChunkShift) | chunk_used_, rest);
     }
-    chunks_.push_back(NewChunk());
+    chunks_.emplace_back(new char[kChunkBytes]);
     reserved_ += kChunkBytes;
     chunk_used_ = 0;
   }
@@ -106,7 +87,7 @@ size_t WriteBackCache::Probe(absl::string_view key, uint32_t tag) const {
 }
 
 void WriteBackCache::GrowIndex() {
-  std::vector<Cell, HugePageAllocator<Cell>> old = std::move(cells_);
+  std::vector<Cell> old = std::move(cells_);
   cells_.assign(old.empty() ? 1024 : old.size() * 2, Cell());
   const size_t mask = cells_.size() - 1;
   for (const Cell& c : old) {

@@ -12,7 +12,6 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
-#include "state/internal/huge_pages.h"
 #include "state/internal/written_key_filter.h"
 
 namespace sluice::state::internal {
@@ -23,8 +22,6 @@ namespace sluice::state::internal {
 // block that grows by appends is copied O(log n) times). Freed blocks go to a free list of
 // their class, which the next Allocate() of that class reuses; blocks of more than
 // kMaxChunkBlock bytes get their own heap buffer. Chunks are released only by the destructor.
-// Beyond the first 2 MiB, chunks come from huge-page regions (huge_pages.h): a cache that
-// outgrows the CPU's caches then pays no TLB miss per random block.
 // A position stays valid until Free().
 //
 // Threading: one thread. Not thread-safe.
@@ -50,7 +47,7 @@ class BlockArena {
   void Free(uint64_t pos, size_t n);
   char* At(uint64_t pos) {
     return (pos & kLargeBit) != 0 ? large_[pos & ~kLargeBit].get()
-                                  : chunks_[pos >> kChunkShift] + (pos & kChunkMask);
+                                  : chunks_[pos >> kChunkShift].get() + (pos & kChunkMask);
   }
   const char* At(uint64_t pos) const { return const_cast<BlockArena*>(this)->At(pos); }
   // Bytes of chunks and large buffers held (in use or free).
@@ -70,15 +67,7 @@ class BlockArena {
   // A block of `size` bytes of its own (position with kLargeBit).
   uint64_t AllocateLarge(size_t size);
 
-  // A new chunk: the first kHeapChunks from the heap (a small cache stays small), the others
-  // carved from huge-page regions of kHugePageBytes (see huge_pages.h).
-  char* NewChunk();
-  static constexpr size_t kHeapChunks = kHugePageBytes / kChunkBytes;
-
-  std::vector<char*> chunks_;  // owned by heap_chunks_ and regions_
-  std::vector<std::unique_ptr<char[]>> heap_chunks_;
-  std::vector<HugeRegion> regions_;
-  size_t region_used_ = kHugePageBytes;  // bytes of regions_.back() handed out as chunks
+  std::vector<std::unique_ptr<char[]>> chunks_;
   size_t chunk_used_ = kChunkBytes;  // bytes used of chunks_.back()
   std::vector<uint64_t> free_heads_;  // per class index: the first free block (kNoBlock: none)
   std::vector<std::unique_ptr<char[]>> large_;
@@ -386,9 +375,9 @@ class WriteBackCache {
   const size_t budget_;
   size_t reserved_ = 0;  // Reserve()
   BlockArena arena_;
-  std::vector<Slot, HugePageAllocator<Slot>> slots_;
+  std::vector<Slot> slots_;
   std::vector<Ref> free_;
-  std::vector<Cell, HugePageAllocator<Cell>> cells_;  // a power of two in size (or empty)
+  std::vector<Cell> cells_;  // a power of two in size (or empty)
   size_t live_ = 0;
   size_t bytes_ = 0;
   size_t hand_ = 0;  // CLOCK hand over slots_

@@ -188,32 +188,6 @@ TEST(BlockArenaTest, BeyondItsChunksTheArenaAllocatesBlocksOneByOne) {
   EXPECT_EQ(arena.reserved_bytes(), BlockArena::kChunkBytes);  // the chunk stays; the rest went
 }
 
-TEST(BlockArenaTest, ChunksBeyondTheFirstHugePageComeFromAlignedRegions) {
-  BlockArena arena;
-  // 256-byte blocks: 1024 per chunk; 20 chunks, 8 from the heap, then 12 from 2 regions.
-  const size_t per_chunk = BlockArena::kChunkBytes / 256;
-  std::vector<uint64_t> positions;
-  for (size_t i = 0; i < 20 * per_chunk; ++i) {
-    const uint64_t pos = arena.Allocate(256);
-    std::memset(arena.At(pos), static_cast<char>(i), 256);
-    positions.push_back(pos);
-  }
-  EXPECT_EQ(arena.reserved_bytes(), 20 * BlockArena::kChunkBytes);
-  size_t aligned = 0;
-  for (size_t chunk = 0; chunk < 20; ++chunk) {
-    const uintptr_t start = reinterpret_cast<uintptr_t>(arena.At(positions[chunk * per_chunk]));
-    if (start % kHugePageBytes == 0) ++aligned;
-    if (chunk >= 8) {  // a region's chunks follow one another
-      EXPECT_EQ(start % kHugePageBytes, (chunk - 8) % 8 * BlockArena::kChunkBytes) << chunk;
-    }
-  }
-  EXPECT_EQ(aligned, 2u);  // chunks 8 and 16 start the two regions
-  for (size_t i = 0; i < positions.size(); ++i) {
-    ASSERT_EQ(std::string(arena.At(positions[i]), 256), std::string(256, static_cast<char>(i)))
-        << i;
-  }
-}
-
 TEST(BlockArenaTest, BlocksKeepTheirBytesAndAreReused) {
   BlockArena arena;
   struct Live {

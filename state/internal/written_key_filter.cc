@@ -37,7 +37,7 @@ void WrittenKeyFilter::PartAdd(Part& part, uint64_t h) {
 void WrittenKeyFilter::AddPart(size_t capacity) {
   const size_t num_blocks = std::max<size_t>(1, (capacity * kBitsPerKey + 255) / 256);
   Part part;
-  part.blocks.resize(num_blocks);  // zeroed
+  part.blocks.reset(new Block[num_blocks]());
   part.num_blocks = static_cast<uint32_t>(num_blocks);
   part.capacity = capacity;
   part.keys = 0;

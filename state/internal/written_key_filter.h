@@ -7,7 +7,6 @@
 
 #include "absl/strings/string_view.h"
 #include "common/key_groups.h"
-#include "state/internal/huge_pages.h"
 
 namespace sluice::state::internal {
 
@@ -63,7 +62,7 @@ class WrittenKeyFilter {
     uint32_t words[8];
   };
   struct Part {
-    std::vector<Block, HugePageAllocator<Block>> blocks;  // huge pages from 2 MiB on
+    std::unique_ptr<Block[]> blocks;
     uint32_t num_blocks;
     size_t capacity;
     size_t keys;
