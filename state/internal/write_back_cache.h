@@ -372,8 +372,9 @@ class WriteBackCache {
   void CompactDirtyList();
   // SortByKey() sorts this many refs or more by radix, fewer by std::sort.
   static constexpr size_t kRadixSortMin = 1024;
-  // Sorts `refs` by key (byte-wise), as std::sort comparing key() would.
-  void SortByKey(std::vector<Ref>* refs);
+  // Sorts `refs` by key (byte-wise), as std::sort comparing key() would; `hashes` (if given)
+  // gets HashKey() of each sorted ref's key.
+  void SortByKey(std::vector<Ref>* refs, std::vector<uint64_t>* hashes = nullptr);
   // Adds `key` (of HashKey() `hash`) to the store filter (if on), counting its
   // growth in bytes_ and dropping it when it outgrows half the budget.
   // `absent`: the filter is known to lack it (no probe first).
@@ -401,8 +402,11 @@ class WriteBackCache {
   size_t snapped_cold_ = 0;
   bool list_taken_ = false;  // TakeListed() ran since the last successful Snapshot()
   uint64_t list_frees_ = 0;  // frees_ when dirty_ last held no slot number twice
-  std::vector<std::pair<uint64_t, Ref>> by_prefix_;  // scratch of SortByKey()
-  std::vector<std::pair<uint64_t, Ref>> radix_tmp_;  // scratch of SortByKey()
+  // Scratch of SortByKey(): (prefix, position in sort_refs_) pairs, the refs and their hashes.
+  std::vector<std::pair<uint64_t, uint32_t>> by_prefix_;
+  std::vector<std::pair<uint64_t, uint32_t>> radix_tmp_;
+  std::vector<Ref> sort_refs_;
+  std::vector<uint64_t> sort_hashes_;
   std::vector<uint32_t> radix_counts_;                // scratch of SortByKey()
   std::vector<uint64_t> hashes_;  // scratch of WriteAndClean()
   std::vector<uint64_t> absent_hashes_;  // scratch of WriteAndClean(): of kFilterMiss entries

@@ -772,6 +772,47 @@ TEST(WriteBackCacheTest, DirtyEntriesAreWrittenBeforeTheyAreDropped) {
   for (int i = 100; i < 110; ++i) EXPECT_EQ(store.data[Key(i)], "x");
 }
 
+// Evictions of thousands of dirty entries at once (the radix sort, whose pass over the blocks
+// also hashes each key for the store filter and the index erase) whose keys share their first
+// eight bytes in runs: each batch reaches the store whole and in key order, every evicted key
+// is in the store filter and gone from the index, and every other one is still found.
+TEST(WriteBackCacheTest, LargeEvictionsKeepIndexFilterAndStoreInAgreement) {
+  WriteBackCache cache(256 << 10);
+  cache.EnableStoreFilter(1024);
+  FakeStore store;
+  auto write = [&](absl::Span<const Ref> refs) { return store.Write(cache, refs); };
+  std::mt19937 rng(27);
+  std::vector<std::string> keys;
+  for (int i = 0; i < 20000; ++i) {
+    // 8 shared bytes ("group-NN"), then a random tail: ties in every radix bucket.
+    keys.push_back(absl::StrCat("group-", 10 + rng() % 20, "/", rng() % 1000000, "-", i));
+    const std::string& key = keys.back();
+    const bool maybe_in_store = cache.MayBeInStore(key);  // true: a false positive (~1%)
+    Ref r = cache.Insert(key);
+    // Half of the others added to the filter without a probe.
+    if (!maybe_in_store && i % 2 == 0) cache.NoteFilterMiss(r);
+    cache.SetValue(r, absl::StrCat("v", i));
+    cache.set_deleted(r, false);
+    cache.MarkDirty(r);
+    ASSERT_TRUE(cache.MakeRoom(write).ok());
+  }
+  ASSERT_GE(*std::max_element(store.batch_sizes.begin(), store.batch_sizes.end()), 1024u);
+  EXPECT_EQ(cache.evicted_writes(), store.data.size());
+  EXPECT_EQ(cache.size() + store.data.size(), keys.size());
+  for (int i = 0; i < static_cast<int>(keys.size()); ++i) {
+    const Ref r = cache.Peek(keys[i]);
+    if (r == WriteBackCache::kNone) {
+      ASSERT_EQ(store.data.count(keys[i]), 1u) << i;
+      EXPECT_EQ(store.data[keys[i]], absl::StrCat("v", i)) << i;
+      EXPECT_TRUE(cache.MayBeInStore(keys[i])) << i;
+    } else {
+      EXPECT_EQ(cache.key(r), keys[i]) << i;
+      EXPECT_EQ(cache.value(r), absl::StrCat("v", i)) << i;
+      EXPECT_EQ(store.data.count(keys[i]), 0u) << i;
+    }
+  }
+}
+
 TEST(WriteBackCacheTest, IndexAgreesWithAMapThroughInsertsAndErases) {
   WriteBackCache cache(size_t{1} << 30);
   std::map<std::string, std::string> model;
