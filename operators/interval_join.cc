@@ -62,6 +62,8 @@ class IntervalJoinOperator final : public JoinOperatorBase {
                                  loaded);
   }
 
+  JoinRowStore* RowStoreForTest() override { return &store_; }
+
   absl::Status SnapshotState(int64_t checkpoint_id, std::vector<std::string>* entries) override {
     SnapshotWatermark(entries);
     return store_.WriteDirty();

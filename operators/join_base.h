@@ -18,6 +18,7 @@
 namespace sluice::ops {
 
 class BucketIndex;
+class JoinRowStore;
 
 // The first byte of every bucket and index the joins write: the layout of what follows, so
 // that a later layout can still read state written by this one.
@@ -46,6 +47,8 @@ class JoinOperatorBase : public TwoInputOperator {
   uint64_t late_records_dropped() const { return late_dropped_; }
   // int_key() (the row stores file keys by value), for tests.
   bool IntKeyForTest() const { return int_key_; }
+  // The operator's row store (tests).
+  virtual JoinRowStore* RowStoreForTest() = 0;
 
  protected:
   friend class JoinRowStore;  // decodes records and key groups for the operator

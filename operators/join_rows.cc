@@ -168,7 +168,7 @@ uint32_t JoinRowStore::NewSlot(absl::string_view key, int key_group) {
     slot = static_cast<uint32_t>(keys_.size());
     keys_.emplace_back();
     key_bytes_.emplace_back();
-    block_of_slot_.emplace_back();
+    block_place_.emplace_back();
   }
   Key& k = keys_[slot];
   key_bytes_[slot].assign(key.data(), key.size());
@@ -212,11 +212,39 @@ void JoinRowStore::AddToBlock(uint32_t slot) {
       b.range = range;
       b.dirty = false;
       b.stored = false;
+      block_bytes_ += kBlockBytes;
     }
     last = it->second;
   }
-  blocks_[last].members.emplace_back(slot, k.generation);
-  block_of_slot_[slot] = last;
+  std::vector<uint32_t>& members = blocks_[last].members;
+  block_place_[slot] = BlockPlace{last, static_cast<uint32_t>(members.size())};
+  members.push_back(slot);
+}
+
+void JoinRowStore::RemoveFromBlock(uint32_t slot) {
+  const BlockPlace place = block_place_[slot];
+  Block& block = blocks_[place.block];
+  const uint32_t moved = block.members.back();
+  block.members[place.index] = moved;
+  block_place_[moved].index = place.index;
+  block.members.pop_back();
+  if (keys_[slot].in_block || (block.members.empty() && block.stored)) {
+    MarkBlockDirty(place.block);  // rewritten without the key, or deleted
+  } else if (block.members.empty() && !block.dirty) {
+    FreeBlock(place.block);
+  }
+}
+
+void JoinRowStore::FreeBlock(uint32_t b) {
+  Block& block = blocks_[b];
+  block_of_.erase(std::make_pair(block.key_group, block.range));
+  const auto kg = static_cast<size_t>(block.key_group);
+  if (last_block_of_group_[kg] == b) last_block_of_group_[kg] = kNoBlock;
+  block.members.clear();  // keeps its capacity for the block that takes the index
+  block.stored = false;
+  block.dirty = false;
+  free_blocks_.push_back(b);
+  block_bytes_ -= kBlockBytes;
 }
 
 void JoinRowStore::FreeSlot(uint32_t slot) {
@@ -227,7 +255,7 @@ void JoinRowStore::FreeSlot(uint32_t slot) {
   } else {
     slot_of_.erase(key_bytes_[slot]);
   }
-  if (blocks_on_ && k.in_block) MarkBlockDirty(block_of_slot_[slot]);
+  if (blocks_on_) RemoveFromBlock(slot);
   k.live = false;
   ++k.generation;
   ClearRows(&k);
@@ -343,18 +371,15 @@ void JoinRowStore::CompactArena() {
 absl::Status JoinRowStore::WriteDirty() {
   for (uint32_t slot : dirty_) {
     Key& k = keys_[slot];
+    k.listed = false;
     if (!k.live || !k.dirty) continue;
     k.dirty = false;
     if (blocks_on_) {
-      size_t bytes = 0;  // the rows' stored size, roughly
-      for (const Rows& rows : k.rows) {
-        for (const Row& row : rows) bytes += row.size + 10;
-      }
-      if (bytes > kJoinBlockMaxKeyBytes) {  // an entry of its own
+      if (StoredBytes(k) > kJoinBlockMaxKeyBytes) {  // an entry of its own
         SetCurrentKey(slot);
         SLUICE_RETURN_IF_ERROR(state_->Put(id_, EncodeRows(k)));
         k.in_backend = true;
-        if (k.in_block) MarkBlockDirty(block_of_slot_[slot]);  // leaves its block
+        if (k.in_block) MarkBlockDirty(block_place_[slot].block);  // leaves its block
         continue;
       }
       if (k.in_backend) {  // an entry of its own before (or restored from one): its block's now
@@ -362,7 +387,7 @@ absl::Status JoinRowStore::WriteDirty() {
         SLUICE_RETURN_IF_ERROR(state_->Delete(id_));
         k.in_backend = false;
       }
-      if (!k.empty() || k.in_block) MarkBlockDirty(block_of_slot_[slot]);
+      if (!k.empty() || k.in_block) MarkBlockDirty(block_place_[slot].block);
       continue;
     }
     SetCurrentKey(slot);
@@ -383,16 +408,12 @@ absl::Status JoinRowStore::WriteDirty() {
 absl::Status JoinRowStore::WriteBlock(uint32_t b) {
   Block& block = blocks_[b];
   block.dirty = false;
-  size_t live = 0;
   size_t with_rows = 0;
-  for (const auto& [slot, generation] : block.members) {
+  for (const uint32_t slot : block.members) {
     Key& k = keys_[slot];
-    if (!k.live || k.generation != generation) continue;  // left the block
-    block.members[live++] = {slot, generation};
     k.in_block = !k.empty() && !k.in_backend;  // else no rows, or an entry of its own
     if (k.in_block) ++with_rows;
   }
-  block.members.resize(live);
   PutBlockKey(block.key_group, block.range, &block_key_);
   if (with_rows == 0) {
     if (block.stored) {
@@ -400,18 +421,12 @@ absl::Status JoinRowStore::WriteBlock(uint32_t b) {
       SLUICE_RETURN_IF_ERROR(state_->Delete(blocks_id_));
       block.stored = false;
     }
-    if (live == 0) {  // forgotten: no key refers to it
-      block_of_.erase(std::make_pair(block.key_group, block.range));
-      const auto kg = static_cast<size_t>(block.key_group);
-      if (last_block_of_group_[kg] == b) last_block_of_group_[kg] = kNoBlock;
-      block.members = {};
-      free_blocks_.push_back(b);
-    }
+    if (block.members.empty()) FreeBlock(b);
     return absl::OkStatus();
   }
   block_value_.assign(1, static_cast<char>(kJoinBlockFormat));
   PutVarint64(with_rows, &block_value_);
-  for (const auto& [slot, generation] : block.members) {
+  for (const uint32_t slot : block.members) {
     const Key& k = keys_[slot];
     if (!k.in_block) continue;
     const std::string& key = key_bytes_[slot];
@@ -427,30 +442,54 @@ absl::Status JoinRowStore::WriteBlock(uint32_t b) {
   return absl::OkStatus();
 }
 
+JoinRowStore::Stats JoinRowStore::StatsForTest() const {
+  Stats stats;
+  for (size_t slot = 0; slot < keys_.size(); ++slot) {
+    stats.keys += keys_[slot].live;
+    stats.dirty_keys += keys_[slot].live && keys_[slot].dirty;
+  }
+  stats.dirty_list = dirty_.size();
+  stats.blocks = block_of_.size();
+  for (const auto& [group_range, b] : block_of_) stats.block_members += blocks_[b].members.size();
+  stats.bytes = bytes_ + block_bytes_;
+  return stats;
+}
+
 absl::Status JoinRowStore::DropAll() {
+  if (!blocks_on_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(what_, ": DropAll needs every key in memory (blocks), the store has spilled"));
+  }
   for (uint32_t slot = 0; slot < keys_.size(); ++slot) {
     Key& k = keys_[slot];
     if (!k.live || !k.in_backend) continue;
     SetCurrentKey(slot);
     SLUICE_RETURN_IF_ERROR(state_->Delete(id_));
   }
+  std::vector<uint32_t> unstored;  // freed after the walk over block_of_, which they leave
   for (const auto& [group_range, b] : block_of_) {
-    blocks_[b].members.clear();  // slots start over: no member may be taken for a new key
-    MarkBlockDirty(b);
+    Block& block = blocks_[b];
+    block.members.clear();  // slots start over
+    if (block.stored) {
+      MarkBlockDirty(b);  // deleted at the next WriteDirty()
+    } else if (!block.dirty) {
+      unstored.push_back(b);
+    }
   }
+  for (const uint32_t b : unstored) FreeBlock(b);
   ForgetKeys();
-  dirty_.clear();
   return absl::OkStatus();
 }
 
 void JoinRowStore::ForgetKeys() {
   keys_.clear();
   key_bytes_.clear();
-  block_of_slot_.clear();
+  block_place_.clear();
   arena_.Clear();
   slot_of_.clear();
   slot_of_int_.clear();
   free_.clear();
+  dirty_.clear();  // the keys' `listed` went with them
   heap_.clear();
   bytes_ = 0;
   ++spills_;  // slots found before are stale
@@ -462,6 +501,7 @@ absl::Status JoinRowStore::BlocksToEntries() {
     if (!k.live) continue;
     const bool current = k.in_backend && !k.dirty;  // its own entry holds what it holds
     k.dirty = false;
+    k.listed = false;
     k.in_block = false;
     if (current || (k.empty() && !k.in_backend)) continue;
     SetCurrentKey(slot);
@@ -473,6 +513,7 @@ absl::Status JoinRowStore::BlocksToEntries() {
     SLUICE_RETURN_IF_ERROR(state_->Put(id_, EncodeRows(k)));
     k.in_backend = true;
   }
+  for (const uint32_t slot : dirty_) keys_[slot].listed = false;  // freed slots' too
   dirty_.clear();
   for (const Block& block : blocks_) {
     if (!block.stored) continue;
@@ -486,6 +527,7 @@ absl::Status JoinRowStore::BlocksToEntries() {
   block_of_ = {};
   last_block_of_group_ = {};
   dirty_blocks_ = {};
+  block_bytes_ = 0;
   return absl::OkStatus();
 }
 
@@ -605,7 +647,9 @@ absl::Status JoinRowStore::LoadAll(const std::function<absl::Status(uint32_t)>& 
     uint32_t slot;
     SLUICE_ASSIGN_OR_RETURN(bool found, LoadCurrent(key, &slot));
     if (!found) return absl::OkStatus();
-    if (blocks_on_) MarkDirty(slot);  // into its block, its entry deleted, at the next WriteDirty
+    // Into its block, its entry deleted, at the next WriteDirty (a key beyond a block's keeps
+    // its entry, current as it is).
+    if (blocks_on_ && StoredBytes(keys_[slot]) <= kJoinBlockMaxKeyBytes) MarkDirty(slot);
     return loaded(slot);
   }));
   std::vector<std::string> block_keys;  // listed first: a spill below deletes blocks
@@ -619,9 +663,10 @@ absl::Status JoinRowStore::LoadAll(const std::function<absl::Status(uint32_t)>& 
 
 absl::Status JoinRowStore::LoadBlock(const std::string& block_key,
                                      const std::function<absl::Status(uint32_t)>& loaded) {
+  size_t block_size = 0;  // the value's, once read
   const auto corrupt = [&](absl::string_view why) {
     return op_->ctx_.state_origin.DataLoss(
-        absl::StrCat(what_, " block (", block_value_.size(), " bytes): ", why));
+        absl::StrCat(what_, " block (", block_size, " bytes): ", why));
   };
   int kg = 0;
   int64_t range = 0;
@@ -631,6 +676,7 @@ absl::Status JoinRowStore::LoadBlock(const std::string& block_key,
   if (!found) return absl::OkStatus();
   const std::string block = std::move(block_value_);  // `loaded` may spill, which writes
   block_value_.clear();
+  block_size = block.size();
   const char* p = block.data();
   const char* end = p + block.size();
   if (p == end || static_cast<uint8_t>(*p) != kJoinBlockFormat) {

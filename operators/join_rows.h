@@ -338,6 +338,7 @@ class JoinRowStore {
     bool dirty = false;          // changed since last written to the backend
     bool in_backend = false;     // the backend holds a value for the key (maybe an older one)
     bool in_block = false;       // its block (blocks()) holds it as last written
+    bool listed = false;         // in the store's list of changed slots (a freed one's too)
     int64_t scheduled = kNever;  // the key's pending sweep (or the operator's timer) time
     Rows rows[2];
     bool empty() const { return rows[0].empty() && rows[1].empty(); }
@@ -472,19 +473,25 @@ class JoinRowStore {
   // references change; slots and keys stay).
   absl::StatusOr<bool> Release(uint32_t slot);
   void MarkDirty(uint32_t slot) {
-    if (keys_[slot].dirty) return;
-    keys_[slot].dirty = true;
+    Key& k = keys_[slot];
+    if (k.dirty) return;
+    k.dirty = true;
+    if (k.listed) return;  // listed before it was freed and taken again
+    k.listed = true;
     dirty_.push_back(slot);
   }
 
   // Drops every key and row at once (the interval join at the input's end: every row expires):
   // the stored blocks are deleted at the next WriteDirty() (one delete per block), restored
-  // per-key entries at once; no key is freed one by one. REQUIRES: blocks().
+  // per-key entries at once; no key is freed one by one. kFailedPrecondition unless blocks()
+  // (after a spill, keys not in memory are in the backend).
   absl::Status DropAll();
   // Writes the keys changed since the last call to the backend (deleting those left empty):
   // their blocks while blocks(), else per-key entries.
   absl::Status WriteDirty();
-  bool OverBudget() const { return bytes_ + arena_.held_bytes() > max_bytes_ || arena_.NearlyFull(); }
+  bool OverBudget() const {
+    return bytes_ + block_bytes_ + arena_.held_bytes() > max_bytes_ || arena_.NearlyFull();
+  }
   // Writes the changed keys out and forgets every key; `each` runs first for every key in
   // memory with the backend's current key set to it (e.g. to register a timer).
   absl::Status Spill(const std::function<absl::Status(const Key&)>& each);
@@ -549,6 +556,19 @@ class JoinRowStore {
     return absl::OkStatus();
   }
 
+  // What the store holds (tests): live keys, those changed since the last WriteDirty() and the
+  // entries of its list of changed slots, the blocks in memory and their member entries, and
+  // the memory of keys and blocks the budget counts (the arena's apart).
+  struct Stats {
+    size_t keys = 0;
+    size_t dirty_keys = 0;
+    size_t dirty_list = 0;
+    size_t blocks = 0;
+    size_t block_members = 0;
+    size_t bytes = 0;
+  };
+  Stats StatsForTest() const;
+
   // True after a spill: keys not in memory may be in the backend.
   bool spilled() const { return spilled_; }
   // Every key in memory (live slots), for `fn(slot)`.
@@ -610,8 +630,9 @@ class JoinRowStore {
   }
   // PopDueAhead()'s hint, once key `slot`'s entry has arrived: its inputs' oldest rows on the
   // heap, and what freeing the key reads (FreeSlot: its hash-table slot, by value for integer
-  // keys, and its serialized key's size): a sweep empties most keys that get no more records
-  // (Nexmark q4's auctions), and those two loads were most of FreeSlot's time.
+  // keys, its serialized key's size and its place in its block): a sweep empties most keys that
+  // get no more records (Nexmark q4's auctions), and the first two loads were most of
+  // FreeSlot's time.
   void PrefetchOldest(uint32_t slot) const {
     const Key& k = keys_[slot];
     for (const Rows& rows : k.rows) {
@@ -619,6 +640,7 @@ class JoinRowStore {
     }
     if (int_keys_) slot_of_int_.prefetch(k.int_key);
     Prefetch(&key_bytes_[slot]);
+    if (blocks_on_) Prefetch(&block_place_[slot]);
   }
   // A prefetch the compiler keeps (GCC 12 dropped __builtin_prefetch of the rows at -O3).
   static void Prefetch(const void* p) {
@@ -631,25 +653,39 @@ class JoinRowStore {
 
   uint32_t NewSlot(absl::string_view key, int key_group);
   void FreeSlot(uint32_t slot);
-  // Blocks (class comment). A block's members are (slot, generation) pairs: a freed slot's
-  // generation changed, so its stale pair is dropped when the block is written.
+  // Blocks (class comment). A block's members are the slots of its live keys (in it or not as
+  // last written); each live key's place (block and index in its members) is in block_place_, so
+  // that a freed key leaves its block at once (swapped with the last member). A block goes when
+  // it has no member and the backend does not hold it: at once (FreeSlot), or when the next
+  // WriteDirty() deletes it. So memory for blocks follows the live keys, checkpoints or not.
   static constexpr uint32_t kNoBlock = UINT32_MAX;
   struct Block {
     int key_group = 0;
     int64_t range = 0;
-    bool dirty = false;   // in dirty_blocks_
+    bool dirty = false;   // in dirty_blocks_ (only a stored block between WriteDirty() calls)
     bool stored = false;  // the backend holds it
-    std::vector<std::pair<uint32_t, uint32_t>> members;
+    std::vector<uint32_t> members;
   };
+  struct BlockPlace {
+    uint32_t block = kNoBlock;
+    uint32_t index = 0;  // in its members
+  };
+  // Memory of a block in use beyond its members (counted in block_bytes_): the Block, its
+  // block_of_ entry (with the table's slack) and its indexes in the block lists.
+  static constexpr size_t kBlockBytes = sizeof(Block) + 40;
   // Files key `slot` (new, live) in its block, made when absent.
   void AddToBlock(uint32_t slot);
+  // Key `slot` (being freed) leaves its block; the block goes when nothing holds it.
+  void RemoveFromBlock(uint32_t slot);
+  // Block `b` (no member, not stored, not dirty) is forgotten; its index is taken again.
+  void FreeBlock(uint32_t b);
   void MarkBlockDirty(uint32_t b) {
     if (blocks_[b].dirty) return;
     blocks_[b].dirty = true;
     dirty_blocks_.push_back(b);
   }
-  // Rewrites block `b` from its live keys (deleted from the backend when none has rows; forgotten
-  // when none is live).
+  // Rewrites block `b` from its members (deleted from the backend when none has rows in it;
+  // forgotten when it has none).
   absl::Status WriteBlock(uint32_t b);
   // Forgets every key, its rows and sweep (a spill, DropAll).
   void ForgetKeys();
@@ -662,8 +698,17 @@ class JoinRowStore {
   void ClearRows(Key* k);
   // Moves the live rows out of the arena's partly freed chunks (JoinRowArena::NeedsCompaction).
   void CompactArena();
-  static size_t Overhead(absl::string_view key) {  // with its block's index and member pair
+  static size_t Overhead(absl::string_view key) {  // with its block place and member entry
     return sizeof(Key) + sizeof(std::string) + 2 * key.size() + 16 + 12;
+  }
+  // What key `k`'s rows take stored, roughly: more than kJoinBlockMaxKeyBytes keeps an entry
+  // of its own.
+  static size_t StoredBytes(const Key& k) {
+    size_t bytes = 0;
+    for (const Rows& rows : k.rows) {
+      for (const Row& row : rows) bytes += row.size + 10;
+    }
+    return bytes;
   }
   // value_ (a stored value) into a new slot of `key`.
   absl::StatusOr<uint32_t> AddStored(absl::string_view key, int key_group);
@@ -700,7 +745,7 @@ class JoinRowStore {
   std::vector<SweepEntry> heap_;                        // min-heap by time
   std::vector<SweepEntry> due_;                         // PopDueAhead(): the keys popped
   bool blocks_on_ = false;                              // blocks()
-  JoinSlotChunks<uint32_t, kKeyChunkShift> block_of_slot_;  // by slot: its block (blocks())
+  JoinSlotChunks<BlockPlace, kKeyChunkShift> block_place_;  // by slot (blocks())
   std::vector<Block> blocks_;                           // by index (free ones in free_blocks_)
   std::vector<uint32_t> free_blocks_;
   absl::flat_hash_map<std::pair<int, int64_t>, uint32_t> block_of_;  // (key group, range)
@@ -709,6 +754,7 @@ class JoinRowStore {
   std::string block_value_;
   std::string block_key_;
   size_t bytes_ = 0;                                    // memory of the keys (roughly)
+  size_t block_bytes_ = 0;                              // kBlockBytes per block in use
   bool spilled_ = false;
   uint64_t spills_ = 0;            // ForgetKeys() calls (slots found before one are stale)
   Ahead ahead_[kAheadMask + 1];    // JoinBatch()'s ring, by record index

@@ -164,22 +164,35 @@ class JoinTest : public ::testing::Test {
   }
 
   // The stored value of key `k` in the row store whose per-key state is `name` ("<op>.rows"):
-  // its per-key entry, else its part of its block ("<op>.row_blocks"); false when neither holds
-  // it. `from_block` tells which.
+  // its per-key entry or its part of its block ("<op>.row_blocks"); false when neither holds
+  // it, a test failure when both do. `from_block` tells which.
   bool StoredRows(int64_t k, const std::string& name, std::string* value, bool* from_block = nullptr) {
-    const auto [key, kg] = SetKey(k);
+    const bool in_entry = StoredEntry(k, name, value);
+    std::string in_block;
+    const bool in_a_block = StoredInBlock(k, name, &in_block);
+    EXPECT_FALSE(in_entry && in_a_block) << "key " << k << " is stored in " << name << " and in its block";
+    if (from_block != nullptr) *from_block = !in_entry && in_a_block;
+    if (!in_entry && in_a_block) *value = std::move(in_block);
+    return in_entry || in_a_block;
+  }
+  // Key `k`'s per-key entry in `name`.
+  bool StoredEntry(int64_t k, const std::string& name, std::string* value) {
+    SetKey(k);
     auto found = backend_->Get(backend_->RegisterState(name, state::StateKind::kValue), value);
     EXPECT_OK(found.status());
-    if (from_block != nullptr) *from_block = false;
-    if (*found) return true;
+    return found.ok() && *found;
+  }
+  // Key `k`'s part of its block (the blocks of `name`, "<op>.row_blocks").
+  bool StoredInBlock(int64_t k, const std::string& name, std::string* value) {
+    const auto [key, kg] = SetKey(k);
     std::string block_key;
     PutBlockKey(kg, k >> kJoinBlockShift, &block_key);
     backend_->SetCurrentKey(block_key, kg);
     std::string block;
     const std::string blocks_name = name.substr(0, name.size() - 4) + "row_blocks";
-    found = backend_->Get(backend_->RegisterState(blocks_name, state::StateKind::kValue), &block);
+    auto found = backend_->Get(backend_->RegisterState(blocks_name, state::StateKind::kValue), &block);
     EXPECT_OK(found.status());
-    if (!*found) return false;
+    if (!found.ok() || !*found) return false;
     EXPECT_EQ(block[0], kJoinBlockFormat);
     const char* p = block.data() + 1;
     const char* end = block.data() + block.size();
@@ -193,7 +206,6 @@ class JoinTest : public ::testing::Test {
       if (p == nullptr) break;
       if (stored_key == key) {
         value->assign(p, size);
-        if (from_block != nullptr) *from_block = true;
         return true;
       }
       p += size;
@@ -258,6 +270,10 @@ class JoinTest : public ::testing::Test {
     return static_cast<int>(blocks.size());
   }
   int KeyGroupOf(int64_t k) { return SetKey(k).second; }
+  // What `j`'s row store holds (JoinRowStore::StatsForTest).
+  JoinRowStore::Stats Stats() {
+    return static_cast<JoinOperatorBase*>(op_.get())->RowStoreForTest()->StatsForTest();
+  }
 
   uint64_t Late() const { return static_cast<JoinOperatorBase*>(op_.get())->late_records_dropped(); }
 
@@ -853,7 +869,6 @@ TEST_F(JoinTest, IntervalJoinRowsCheckpointAsBlocksAndRestoreAtAnyParallelism) {
   for (const int parallelism : {1, 2, 3}) {
     SCOPED_TRACE(parallelism);
     std::vector<std::string> rows;
-    int restored_keys = 0;
     for (int subtask = 0; subtask < parallelism; ++subtask) {
       parallelism_ = parallelism;
       subtask_ = subtask;
@@ -865,15 +880,16 @@ TEST_F(JoinTest, IntervalJoinRowsCheckpointAsBlocksAndRestoreAtAnyParallelism) {
       restored_ = false;
       restored_state_.clear();
       const KeyGroupRange range = KeyGroupRangeForSubtask(job_.max_parallelism, parallelism, subtask);
+      std::vector<int64_t> own;  // the subtask's keys: those it restores, no other
       for (int64_t k : keys) {
-        if (!range.Contains(KeyGroupOf(k))) continue;
-        ++restored_keys;
-        Push(1, k, 105, absl::StrCat("r", k));
+        if (range.Contains(KeyGroupOf(k))) own.push_back(k);
       }
+      EXPECT_EQ(Stats().keys, own.size());
+      EXPECT_EQ(Stats().blocks, static_cast<size_t>(BlocksOf(own)));
+      for (int64_t k : own) Push(1, k, 105, absl::StrCat("r", k));
       rows.insert(rows.end(), out_.lines.begin(), out_.lines.end());
       op_->Close();
     }
-    EXPECT_EQ(restored_keys, static_cast<int>(keys.size()));
     EXPECT_THAT(rows, UnorderedElementsAreArray(expected));
   }
   parallelism_ = 1;
@@ -974,16 +990,22 @@ TEST_F(JoinTest, IntervalJoinExpiryAndTheInputsEndDropWholeBlocks) {
     Push(0, k, 100, "m1");
     Push(1, k, 200, "m2");
   }
+  const int64_t big_early = int64_t{3} << 20;  // rows beyond kJoinBlockMaxKeyBytes: own entries
+  const int64_t big_late = big_early + 1;
+  Push(0, big_early, 100, std::string(kJoinBlockMaxKeyBytes, 'b'));
+  Push(0, big_late, 200, std::string(kJoinBlockMaxKeyBytes, 'b'));
   std::vector<int64_t> all = early;
   all.insert(all.end(), late.begin(), late.end());
   all.insert(all.end(), mixed.begin(), mixed.end());
   EXPECT_EQ(KeptRows(mixed[0]), std::make_pair(1u, 1u));  // snapshots
-  EXPECT_EQ(StoredKeys("interval_join.rows"), 0);
+  EXPECT_EQ(StoredKeys("interval_join.rows"), 2);
   EXPECT_EQ(StoredKeys("interval_join.row_blocks"), BlocksOf(all));
   Watermark(111);  // the rows at 100 go
   std::vector<int64_t> kept = late;
   kept.insert(kept.end(), mixed.begin(), mixed.end());
   EXPECT_EQ(KeptRows(early[0]), std::make_pair(0u, 0u));  // snapshots
+  EXPECT_EQ(StoredKeys("interval_join.rows"), 1);  // big_early's deleted as it left
+  EXPECT_EQ(KeptRows(big_late), std::make_pair(1u, 0u));
   EXPECT_EQ(StoredKeys("interval_join.row_blocks"), BlocksOf(kept));
   for (int64_t k : early) EXPECT_EQ(KeptRows(k), std::make_pair(0u, 0u));
   for (int64_t k : late) EXPECT_EQ(KeptRows(k), std::make_pair(1u, 0u));
@@ -993,6 +1015,190 @@ TEST_F(JoinTest, IntervalJoinExpiryAndTheInputsEndDropWholeBlocks) {
   EXPECT_EQ(StoredKeys("interval_join.row_blocks"), 0);
   EXPECT_EQ(StoredKeys("interval_join.rows"), 0);
   EXPECT_TRUE(out_.lines.empty());
+}
+
+// Keys that come and go leave nothing behind in memory: with no checkpoint at all (a job may
+// have none) and between checkpoints, their blocks' member entries and the blocks go with them
+// (a block stored by a checkpoint when its next checkpoint deletes it), the list of changed
+// slots holds each slot once, and the memory counted comes back to 0. Auction-like keys: ids
+// grow, each lives shorter than the checkpoint interval.
+TEST_F(JoinTest, IntervalJoinBlocksGoWithTheirKeysWithAndWithoutCheckpoints) {
+  const ExactSweeps exact;  // keys leave at the watermark
+  Load("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n");
+  Open();
+  constexpr int64_t kKeys = 300;
+  // Round r: kKeys new keys in two ranges of 2^kJoinBlockShift values, rows at 100 r (cleanup
+  // at 100 r + 11).
+  const auto round_keys = [](int64_t r) {
+    std::vector<int64_t> keys;
+    for (int64_t i = 0; i < kKeys; ++i) keys.push_back((r << 16) + i * 97);
+    return keys;
+  };
+  const auto push = [&](int64_t r) {
+    for (int64_t k : round_keys(r)) Push(0, k, 100 * r, "x");
+  };
+  for (int64_t r = 1; r <= 6; ++r) {  // no checkpoint
+    SCOPED_TRACE(r);
+    push(r);
+    EXPECT_EQ(Stats().keys, static_cast<size_t>(kKeys));
+    EXPECT_EQ(Stats().blocks, static_cast<size_t>(BlocksOf(round_keys(r))));
+    EXPECT_EQ(Stats().block_members, static_cast<size_t>(kKeys));
+    Watermark(100 * r + 11);  // every key leaves
+    EXPECT_EQ(Stats().keys, 0u);
+    EXPECT_EQ(Stats().blocks, 0u);
+    EXPECT_EQ(Stats().block_members, 0u);
+    EXPECT_EQ(Stats().bytes, 0u);
+    EXPECT_EQ(Stats().dirty_list, static_cast<size_t>(kKeys));  // one entry per slot
+  }
+  EXPECT_TRUE(out_.lines.empty());
+  std::vector<std::string> entries;
+  // Checkpoints: round 7's keys are stored, then leave with round 8's, which never were.
+  push(7);
+  ASSERT_OK(op_->SnapshotState(1, &entries));
+  EXPECT_EQ(StoredKeys("interval_join.row_blocks"), BlocksOf(round_keys(7)));
+  push(8);
+  Watermark(811);
+  EXPECT_EQ(Stats().keys, 0u);
+  EXPECT_EQ(Stats().blocks, static_cast<size_t>(BlocksOf(round_keys(7))));  // to be deleted
+  EXPECT_EQ(Stats().block_members, 0u);
+  ASSERT_OK(op_->SnapshotState(2, &entries));
+  EXPECT_EQ(StoredKeys("interval_join.row_blocks"), 0);
+  EXPECT_EQ(Stats().blocks, 0u);
+  EXPECT_EQ(Stats().bytes, 0u);
+  // A stored block whose one long-lived key stays while keys of its key group and range come
+  // and go between checkpoints: its members are the live keys only, and it holds the one.
+  const int64_t stays = int64_t{9} << 16;
+  std::vector<int64_t> neighbours;  // same key group and range
+  for (int64_t k = stays + 1; neighbours.size() < 20; ++k) {
+    if (KeyGroupOf(k) == KeyGroupOf(stays)) neighbours.push_back(k);
+  }
+  ASSERT_EQ(neighbours.back() >> kJoinBlockShift, stays >> kJoinBlockShift);
+  Push(0, stays, 10000, "stays");
+  for (int64_t r = 10; r < 14; ++r) {
+    SCOPED_TRACE(r);
+    for (int64_t k : neighbours) Push(0, k, 100 * r, "x");
+    EXPECT_EQ(Stats().block_members, neighbours.size() + 1);
+    Watermark(100 * r + 11);
+    EXPECT_EQ(Stats().blocks, 1u);
+    EXPECT_EQ(Stats().block_members, 1u);
+    ASSERT_OK(op_->SnapshotState(r, &entries));
+    EXPECT_EQ(StoredKeys("interval_join.row_blocks"), 1);
+    EXPECT_EQ(KeptRows(stays), std::make_pair(1u, 0u));
+    EXPECT_EQ(KeptRows(neighbours[0]), std::make_pair(0u, 0u));
+  }
+  Watermark(kMaxWatermark);  // the input's end
+  EXPECT_EQ(Stats().block_members, 0u);
+  ASSERT_OK(op_->SnapshotState(20, &entries));
+  EXPECT_EQ(StoredKeys("interval_join.row_blocks"), 0);
+  EXPECT_EQ(Stats().blocks, 0u);
+  EXPECT_EQ(Stats().bytes, 0u);
+}
+
+// A key whose rows grow beyond kJoinBlockMaxKeyBytes moves from its block to an entry of its
+// own, and back when they shrink again; at every checkpoint it is stored in one place only, and
+// a restore gives exactly its rows.
+TEST_F(JoinTest, IntervalJoinKeyCrossingTheBlockLimitIsStoredInOnePlace) {
+  const ExactSweeps exact;
+  Load("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n");
+  Open();
+  const int64_t k = 5;
+  int64_t other = k + 1;  // keeps the block alive
+  while (KeyGroupOf(other) != KeyGroupOf(k)) ++other;
+  Push(0, other, 1000, "o");
+  Push(0, k, 100, "s1");
+  std::string value;
+  bool from_block = false;
+  EXPECT_EQ(KeptRows(k), std::make_pair(1u, 0u));  // snapshots
+  ASSERT_TRUE(StoredRows(k, "interval_join.rows", &value, &from_block));
+  EXPECT_TRUE(from_block);
+  const std::string big(kJoinBlockMaxKeyBytes, 'b');
+  Push(0, k, 105, big);
+  EXPECT_EQ(KeptRows(k), std::make_pair(2u, 0u));
+  ASSERT_TRUE(StoredRows(k, "interval_join.rows", &value, &from_block));
+  EXPECT_FALSE(from_block);
+  EXPECT_FALSE(StoredInBlock(k, "interval_join.rows", &value));
+  Push(0, k, 200, "s2");
+  Watermark(116);  // s1 and big go
+  EXPECT_EQ(KeptRows(k), std::make_pair(1u, 0u));
+  ASSERT_TRUE(StoredRows(k, "interval_join.rows", &value, &from_block));
+  EXPECT_TRUE(from_block);
+  EXPECT_FALSE(StoredEntry(k, "interval_join.rows", &value));
+  Push(0, k, 201, big);  // up again, then a restore
+  CheckpointAndRestore();
+  EXPECT_FALSE(StoredInBlock(k, "interval_join.rows", &value));
+  EXPECT_EQ(Stats().keys, 2u);
+  Push(1, k, 205, "r");
+  EXPECT_THAT(out_.lines, UnorderedElementsAreArray({Row(k, 200, "s2", k, 205, "r"),
+                                                     Row(k, 201, big, k, 205, "r")}));
+  EXPECT_EQ(KeptRows(k), std::make_pair(2u, 1u));
+  EXPECT_FALSE(StoredInBlock(k, "interval_join.rows", &value));
+}
+
+// A checkpoint from before blocks: its keys with small rows move into blocks at the next
+// checkpoint; a key with rows beyond kJoinBlockMaxKeyBytes keeps its entry, not rewritten
+// unchanged. At the input's end (DropAll) the restored entries are deleted at once.
+TEST_F(JoinTest, IntervalJoinRestoredPerKeyEntriesAndTheInputsEnd) {
+  Load("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n");
+  SetJoinBlocksForTest(false);
+  Open();
+  SetJoinBlocksForTest(true);
+  for (int64_t k = 0; k < 10; ++k) Push(0, k, 100, absl::StrCat("a", k));
+  const std::string big(kJoinBlockMaxKeyBytes, 'b');
+  Push(0, 100, 100, big);
+  CheckpointAndRestore();
+  EXPECT_EQ(StoredKeys("interval_join.rows"), 11);
+  EXPECT_EQ(Stats().keys, 11u);
+  EXPECT_EQ(Stats().dirty_keys, 10u);  // the small ones, to go into blocks
+  Watermark(kMaxWatermark);  // the input's end: every entry deleted at once
+  EXPECT_EQ(StoredKeys("interval_join.rows"), 0);
+  EXPECT_EQ(Stats().keys, 0u);
+  EXPECT_EQ(Stats().blocks, 0u);
+  std::vector<std::string> entries;
+  ASSERT_OK(op_->SnapshotState(2, &entries));
+  EXPECT_EQ(StoredKeys("interval_join.rows"), 0);
+  EXPECT_EQ(StoredKeys("interval_join.row_blocks"), 0);
+  EXPECT_EQ(Stats().bytes, 0u);
+  EXPECT_TRUE(out_.lines.empty());
+  // Once spilled, a store has no blocks: DropAll is refused.
+  ASSERT_OK(static_cast<JoinOperatorBase*>(op_.get())->RowStoreForTest()->Spill(nullptr));
+  EXPECT_THAT(static_cast<JoinOperatorBase*>(op_.get())->RowStoreForTest()->DropAll(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("blocks")));
+}
+
+// A restore whose keys exceed the memory budget spills while it reads blocks: the first spill
+// comes within a block (the keys read so far go to per-key entries), the blocks after are read
+// into per-key entries too (and deleted); every key joins exactly once, stored in one place.
+TEST_F(JoinTest, IntervalJoinRestoreSpillsWhileReadingBlocks) {
+  Load("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n");
+  Open();
+  std::vector<int64_t> keys;
+  for (int64_t k = 0; k < 3000; ++k) keys.push_back(k);  // ~23 a block
+  for (int64_t k : keys) Push(0, k, 100, absl::StrCat("a", k));
+  std::vector<std::string> entries;
+  ASSERT_OK(op_->SnapshotState(1, &entries));
+  EXPECT_EQ(StoredKeys("interval_join.row_blocks"), BlocksOf(keys));
+  const proto::KeyedStateHandle handle = Snapshot(1);
+  op_->Close();
+  backend_ = NewBackend({handle});
+  restored_ = true;
+  restored_state_ = entries;
+  OpenWithJoinMemory(JoinRowArena::kChunkBytes + 4096);  // a chunk and ~10 keys
+  restored_ = false;
+  restored_state_.clear();
+  auto* store = static_cast<JoinOperatorBase*>(op_.get())->RowStoreForTest();
+  EXPECT_TRUE(store->spilled());
+  EXPECT_FALSE(store->blocks());
+  EXPECT_EQ(StoredKeys("interval_join.row_blocks"), 0);
+  ASSERT_OK(op_->SnapshotState(2, &entries));
+  EXPECT_EQ(StoredKeys("interval_join.rows"), static_cast<int>(keys.size()));
+  std::vector<std::string> expected;
+  for (int64_t k : keys) {
+    Push(1, k, 105, absl::StrCat("r", k));
+    expected.push_back(Row(k, 100, absl::StrCat("a", k), k, 105, absl::StrCat("r", k)));
+  }
+  EXPECT_THAT(out_.lines, UnorderedElementsAreArray(expected));
+  std::string value;
+  for (int64_t k : {int64_t{0}, int64_t{1}, int64_t{2999}}) EXPECT_TRUE(StoredRows(k, "interval_join.rows", &value));
 }
 
 // The in-memory rows and the watermark sweep against a straightforward model (every pair of

@@ -51,6 +51,8 @@ class RegularJoinOperator final : public JoinOperatorBase {
     return store_.RestoreBuckets({"join.left", "join.right"}, /*flag_prefix=*/true, loaded);
   }
 
+  JoinRowStore* RowStoreForTest() override { return &store_; }
+
   absl::Status SnapshotState(int64_t checkpoint_id, std::vector<std::string>* entries) override {
     return store_.WriteDirty();
   }

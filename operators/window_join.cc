@@ -52,6 +52,8 @@ class WindowJoinOperator final : public JoinOperatorBase {
     });
   }
 
+  JoinRowStore* RowStoreForTest() override { return &store_; }
+
   absl::Status SnapshotState(int64_t checkpoint_id, std::vector<std::string>* entries) override {
     SnapshotWatermark(entries);
     return store_.WriteDirty();
