@@ -1007,7 +1007,8 @@ TEST_F(WindowTest, NarrowCountsFireTheRowsOfThePanesWords) {
 // instead of sorting them. Key sets that stay, shrink, grow back, and swap keys for others (as
 // many keys, not the same ones), for counts alone (rows straight from narrow slots) and a count
 // with a sum: the rows, in their order, equal those of firings that always sort, and the firings
-// that reuse an order are exactly the buckets whose keys equal their group's last fired keys.
+// that reuse an order are exactly the buckets whose keys equal their group's last fired keys;
+// the same when every bucket was restored from a checkpoint before it fired (wide buckets).
 TEST_F(WindowTest, FiringsOfTheKeysFiredLastTakeTheirOrderWithoutSorting) {
   const Schema key_schema({{"user", FieldType::kInt64}});
   auto key_group = [&](int64_t user) {
@@ -1042,10 +1043,12 @@ TEST_F(WindowTest, FiringsOfTheKeysFiredLastTakeTheirOrderWithoutSorting) {
   }
   for (const char* aggregates : {"[{fn: count, as: n}]", "[{fn: count, as: n}, {fn: sum, field: amount}]"}) {
     SCOPED_TRACE(aggregates);
-    auto run = [&](bool reuse, std::vector<std::string>* rows, uint64_t* reused) -> absl::Status {
+    // `restored`: every window's records first, then a checkpoint and a restore (restored
+    // buckets are wide), then the watermarks: the firings of wide buckets.
+    auto run = [&](bool reuse, bool restored, std::vector<std::string>* rows, uint64_t* reused) -> absl::Status {
       SetWindowFireOrderReuseForTest(reuse);
       const uint64_t before = WindowFireOrdersReusedForTest();
-      KeyedSubtask& s = Start(absl::StrCat("    tumble: 10ms\n    time_field: ts\n    aggregates: ", aggregates));
+      KeyedSubtask* s = &Start(absl::StrCat("    tumble: 10ms\n    time_field: ts\n    aggregates: ", aggregates));
       uint64_t x = 11;
       std::vector<Record> batch;
       for (size_t w = 0; w < windows.size(); ++w) {
@@ -1060,30 +1063,40 @@ TEST_F(WindowTest, FiringsOfTheKeysFiredLastTakeTheirOrderWithoutSorting) {
           x = x * 6364136223846793005ULL + 1442695040888963407ULL;
           batch.push_back(Input(user, static_cast<int64_t>(10 * w + (x >> 40) % 10), static_cast<int64_t>((x >> 20) % 100)));
           batch.back().set_carried_key_group(key_group(user));
-          if (batch.size() == 64) SLUICE_RETURN_IF_ERROR(Feed(s, true, &batch));
+          if (batch.size() == 64) SLUICE_RETURN_IF_ERROR(Feed(*s, true, &batch));
         }
-        SLUICE_RETURN_IF_ERROR(Feed(s, true, &batch));
-        SLUICE_RETURN_IF_ERROR(s.Watermark(static_cast<int64_t>(10 * w + 9)));
+        SLUICE_RETURN_IF_ERROR(Feed(*s, true, &batch));
+        if (!restored) SLUICE_RETURN_IF_ERROR(s->Watermark(static_cast<int64_t>(10 * w + 9)));
       }
-      SLUICE_RETURN_IF_ERROR(FinishRun(s, rows));
+      if (restored) {
+        SLUICE_ASSIGN_OR_RETURN(Checkpoint c, TakeCheckpoint(*s, 1));
+        SLUICE_ASSIGN_OR_RETURN(s, Restore(c, 0, 1));
+        for (size_t w = 0; w < windows.size(); ++w) {
+          SLUICE_RETURN_IF_ERROR(s->Watermark(static_cast<int64_t>(10 * w + 9)));
+        }
+      }
+      SLUICE_RETURN_IF_ERROR(FinishRun(*s, rows));
       SetWindowFireOrderReuseForTest(true);
       *reused = WindowFireOrdersReusedForTest() - before;
       return absl::OkStatus();
     };
     std::vector<std::string> sorted;
     uint64_t sorted_reuses = 0;
-    ASSERT_OK(run(false, &sorted, &sorted_reuses));
+    ASSERT_OK(run(false, false, &sorted, &sorted_reuses));
     EXPECT_EQ(sorted_reuses, 0u);
     size_t keys = 0;
     for (const std::vector<int64_t>& w : windows) keys += w.size();
     ASSERT_EQ(sorted.size(), keys + 1);
     EXPECT_EQ(sorted.back(), "late 0");
-    std::vector<std::string> reusing;
-    uint64_t reuses = 0;
-    ASSERT_OK(run(true, &reusing, &reuses));
-    EXPECT_EQ(reusing, sorted);
-    EXPECT_EQ(reuses, expected_reuses);
     EXPECT_GT(expected_reuses, 0u);
+    for (bool restored : {false, true}) {
+      SCOPED_TRACE(restored ? "wide (restored) buckets" : "narrow buckets");
+      std::vector<std::string> reusing;
+      uint64_t reuses = 0;
+      ASSERT_OK(run(true, restored, &reusing, &reuses));
+      EXPECT_EQ(reusing, sorted);
+      EXPECT_EQ(reuses, expected_reuses);
+    }
   }
 }
 
