@@ -1094,6 +1094,43 @@ TEST_F(JoinTest, IntervalJoinBlocksGoWithTheirKeysWithAndWithoutCheckpoints) {
   EXPECT_EQ(Stats().bytes, 0u);
 }
 
+// A key leaving its block's member list swaps the last member into its place: that member's
+// recorded place moves with it. Four keys of one key group and range; the first leaves (the
+// last moves to its place), then the moved one leaves; the two left are the block's members,
+// stored in it at the next checkpoint with their rows.
+TEST_F(JoinTest, IntervalJoinBlockMemberMovedBySwapRemoveLeavesCleanly) {
+  const ExactSweeps exact;  // keys leave at the watermark
+  Load("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n");
+  Open();
+  const int64_t first = int64_t{5} << 16;
+  std::vector<int64_t> keys = {first};  // same key group and range
+  for (int64_t k = first + 1; keys.size() < 4; ++k) {
+    if (KeyGroupOf(k) == KeyGroupOf(first)) keys.push_back(k);
+  }
+  ASSERT_EQ(keys.back() >> kJoinBlockShift, first >> kJoinBlockShift);
+  Push(0, keys[0], 100, "a");   // leaves at 111
+  Push(0, keys[1], 1000, "b");  // stays
+  Push(0, keys[2], 1000, "c");  // stays
+  Push(0, keys[3], 200, "d");   // the last member: moves to keys[0]'s place, leaves at 211
+  EXPECT_EQ(Stats().block_members, 4u);
+  Watermark(111);
+  EXPECT_EQ(Stats().block_members, 3u);
+  Watermark(211);
+  EXPECT_EQ(Stats().keys, 2u);
+  EXPECT_EQ(Stats().blocks, 1u);
+  EXPECT_EQ(Stats().block_members, 2u);
+  std::vector<std::string> entries;
+  ASSERT_OK(op_->SnapshotState(1, &entries));
+  std::string value;
+  EXPECT_TRUE(StoredInBlock(keys[1], "interval_join.rows", &value));
+  EXPECT_TRUE(StoredInBlock(keys[2], "interval_join.rows", &value));
+  EXPECT_FALSE(StoredInBlock(keys[0], "interval_join.rows", &value));
+  EXPECT_FALSE(StoredInBlock(keys[3], "interval_join.rows", &value));
+  EXPECT_EQ(KeptRows(keys[1]), std::make_pair(1u, 0u));
+  EXPECT_EQ(KeptRows(keys[2]), std::make_pair(1u, 0u));
+  EXPECT_TRUE(out_.lines.empty());
+}
+
 // A key whose rows grow beyond kJoinBlockMaxKeyBytes moves from its block to an entry of its
 // own, and back when they shrink again; at every checkpoint it is stored in one place only, and
 // a restore gives exactly its rows.
