@@ -196,29 +196,18 @@ void EncodeRecord(const Schema& schema, const Record& record, std::string* out) 
   out->resize(static_cast<size_t>(end - begin));
 }
 
-namespace {
-
-// Decodes a record of `n` NOT NULL integer fields at [*pos, end) into `record` and advances *pos;
-// on a corrupt or truncated varint, returns its field's index (*pos unchanged), else -1.
-ABSL_ATTRIBUTE_ALWAYS_INLINE inline int DecodeIntegralRecord(size_t n, const char** pos, const char* end,
-                                                             Record* record) {
-  const char* p = *pos;
+// Inline: Next() of integer records is one call (a join decodes each matching row alone).
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline absl::Status RecordDecoder::NextIntegral(Record* record) {
+  const size_t n = schema_->size();
+  const char* pos = pos_;
   for (size_t i = 0; i < n; ++i) {
     uint64_t u;
-    const char* q = ReadVarint64(p, end, &u);
-    if (ABSL_PREDICT_FALSE(q == nullptr)) return static_cast<int>(i);
+    const char* p = ReadVarint64(pos, end_, &u);
+    if (ABSL_PREDICT_FALSE(p == nullptr)) return CorruptVarint(i);
     (*record)[i].i = UnZigZag(u);
-    p = q;
+    pos = p;
   }
-  *pos = p;
-  return -1;
-}
-
-}  // namespace
-
-absl::Status RecordDecoder::NextIntegral(Record* record) {
-  const int corrupt = DecodeIntegralRecord(schema_->size(), &pos_, end_, record);
-  if (ABSL_PREDICT_FALSE(corrupt >= 0)) return CorruptVarint(static_cast<size_t>(corrupt));
+  pos_ = pos;
   return absl::OkStatus();
 }
 
@@ -289,11 +278,7 @@ absl::Status RecordDecoder::NextBatch(Record* records, size_t max, size_t* count
 }
 
 absl::Status RecordDecoder::Next(Record* record) {
-  if (schema_->all_integral()) {  // NextIntegral() inline: one call per row a join decodes
-    const int corrupt = DecodeIntegralRecord(schema_->size(), &pos_, end_, record);
-    if (ABSL_PREDICT_FALSE(corrupt >= 0)) return CorruptVarint(static_cast<size_t>(corrupt));
-    return absl::OkStatus();
-  }
+  if (schema_->all_integral()) return NextIntegral(record);
   const size_t n = schema_->size();
   const Field* fields = schema_->fields().data();
   const char* pos = pos_;
