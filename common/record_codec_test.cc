@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -385,6 +386,73 @@ TEST(RecordCodecTest, NonMinimalVarintsDecodeAsBefore) {
       }
     }
   }
+}
+
+// A record decoded on its own from a buffer of exactly its bytes (as a join decodes its kept
+// rows): varints in the buffer's last 10 bytes are read from the word that ends at the buffer's
+// end. Every prefix of the record is kDataLoss naming the field that runs out; the whole record
+// decodes exactly. The bytes live in heap blocks of their exact size (ASan sees any read past
+// them or before them).
+TEST(RecordCodecTest, RecordsInBuffersOfTheirExactSizeDecodeAndPrefixesAreRejected) {
+  const Schema ints({{"id", FieldType::kInt64}, {"key", FieldType::kInt64}, {"ts", FieldType::kTimestamp}});
+  const Schema mixed({{"id", FieldType::kInt64}, {"s", FieldType::kString}, {"n", FieldType::kInt64, true}});
+  const std::vector<int64_t> values = VarintEdgeValues();
+  int decoded = 0;
+  for (const Schema* schema : {&ints, &mixed}) {
+    for (size_t k = 0; k < values.size(); ++k) {
+      Record r(schema->size());
+      r.SetInt(0, values[k]);
+      r.SetInt(2, values[(k * 7 + 3) % values.size()]);
+      if (schema == &ints) r.SetInt(1, values[(k * 5 + 1) % values.size()]);
+      if (schema == &mixed) r.SetString(1, std::string(k % 4, 'z'));
+      std::string enc;
+      EncodeRecord(*schema, r, &enc);
+      // Where each field's bytes end: a prefix that ends before field i's end fails in field i.
+      std::vector<size_t> field_end;
+      for (size_t f = 0, at = 0; f < schema->size(); ++f) {
+        Record one_field(1);
+        const Schema single({schema->field(f)});
+        std::string bytes;
+        CopyValue(schema->field(f).type, r, f, &one_field, 0);
+        EncodeRecord(single, one_field, &bytes);
+        at += bytes.size();
+        field_end.push_back(at);
+      }
+      ASSERT_EQ(field_end.back(), enc.size());
+      for (size_t len = 0; len <= enc.size(); ++len) {
+        // The prefix at the end of a block, after a byte of no record (the decoder's buffer
+        // starts after it: the word must not start there).
+        std::unique_ptr<char[]> block(new char[len + 1]);
+        block[0] = '\x81';
+        std::memcpy(block.get() + 1, enc.data(), len);
+        {
+          RecordDecoder dec(schema, absl::string_view(block.get() + 1, len));
+          Record got(schema->size());
+          const absl::Status s = dec.Next(&got);
+          if (len == enc.size()) {
+            ASSERT_OK(s);
+            EXPECT_TRUE(dec.Done());
+            EXPECT_EQ(got.GetInt(0), r.GetInt(0));
+            EXPECT_EQ(got.GetInt(2), r.GetInt(2));
+            if (schema == &ints) {
+              EXPECT_EQ(got.GetInt(1), r.GetInt(1));
+            } else {
+              EXPECT_EQ(got.GetString(1), r.GetString(1));
+            }
+            ++decoded;
+          } else {
+            size_t f = 0;
+            while (field_end[f] <= len) ++f;
+            ASSERT_EQ(s.code(), absl::StatusCode::kDataLoss) << k << " len " << len;
+            if (schema == &ints) {
+              EXPECT_EQ(s.message(), absl::StrCat("corrupt varint in field ", f)) << k << " len " << len;
+            }
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(decoded, 2 * static_cast<int>(values.size()));
 }
 
 TEST(RecordCodecTest, HugeStringLengthIsRejected) {
