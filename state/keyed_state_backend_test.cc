@@ -1902,6 +1902,38 @@ TEST_F(KeyedStateBackendTest, UploadRacingLaterUpdatesStoresTheSnapshotsValues) 
   }
 }
 
+// The gauge of StateBackendOptions::delta_bytes counts the delta buffers in memory: the one a
+// snapshot holds until its upload drops it, then the pool's spare.
+TEST_F(KeyedStateBackendTest, DeltaBytesGaugeCountsTheDeltasInMemory) {
+  StateBackendOptions o = Options("a");
+  o.delta_bytes = std::make_shared<Gauge>();
+  auto b = OpenOrDie(o);
+  ASSERT_NE(b, nullptr);
+  StateId value = b->RegisterState("v", StateKind::kValue);
+  auto put_all = [&](int round) {
+    for (int i = 0; i < 100; ++i) {
+      SetKey(b.get(), absl::StrCat("k", i));
+      ASSERT_OK(b->Put(value, absl::StrCat("v", i, "-", round)));
+    }
+  };
+  put_all(1);
+  ASSERT_OK(Checkpoint(b.get(), 1, "chk-1"));
+  EXPECT_EQ(o.delta_bytes->Value(), 0);  // nothing hot yet: no delta
+  put_all(2);
+  auto p2 = b->SnapshotSync(2);
+  ASSERT_OK(p2);
+  ASSERT_NE(p2->delta, nullptr);
+  EXPECT_EQ(o.delta_bytes->Value(), static_cast<double>(internal::DeltaBytesPool::kMinCapacity));
+  put_all(3);
+  auto p3 = b->SnapshotSync(3);  // while snapshot 2's delta is held: a second buffer
+  ASSERT_OK(p3);
+  EXPECT_EQ(o.delta_bytes->Value(),
+            static_cast<double>(2 * internal::DeltaBytesPool::kMinCapacity));
+  p2->delta.reset();
+  p3->delta.reset();  // one spare kept
+  EXPECT_EQ(o.delta_bytes->Value(), static_cast<double>(internal::DeltaBytesPool::kMinCapacity));
+}
+
 // On the working directory's filesystem the upload hard-links the snapshot's files instead of
 // copying them: the stored SSTs are the working DB's files (one inode), and the checkpoint
 // stays whole after the working DB dropped them (compaction, close) and the backend is gone.
