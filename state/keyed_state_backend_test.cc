@@ -99,6 +99,14 @@ class KeyedStateBackendTest : public ::testing::Test {
     b->SetCurrentKey(key, KeyGroupOf(key));
   }
 
+  // Puts "v<i>-<round>" into state `id` of keys "k0".."k<keys - 1>".
+  static void PutRound(KeyedStateBackend* b, StateId id, int keys, int round) {
+    for (int i = 0; i < keys; ++i) {
+      SetKey(b, absl::StrCat("k", i));
+      ASSERT_OK(b->Put(id, absl::StrCat("v", i, "-", round)));
+    }
+  }
+
   static std::string GetOr(KeyedStateBackend* b, StateId id, const std::string& key,
                            const std::string& absent = "<absent>") {
     SetKey(b, key);
@@ -1711,12 +1719,7 @@ TEST_F(KeyedStateBackendTest, SnapshotOfAnUnchangedDbReusesTheLastUploadedFiles)
   auto b = OpenOrDie(options);
   ASSERT_NE(b, nullptr);
   StateId value = b->RegisterState("v", StateKind::kValue);
-  auto put_all = [&](int round) {
-    for (int i = 0; i < 500; ++i) {
-      SetKey(b.get(), absl::StrCat("k", i));
-      ASSERT_OK(b->Put(value, absl::StrCat("v", i, "-", round)));
-    }
-  };
+  auto put_all = [&](int round) { PutRound(b.get(), value, 500, round); };
   auto snapshot = [&](int id) {
     auto pending = b->SnapshotSync(id);
     EXPECT_OK(pending);
@@ -1853,12 +1856,7 @@ TEST_F(KeyedStateBackendTest, UploadRacingLaterUpdatesStoresTheSnapshotsValues) 
   ASSERT_NE(b, nullptr);
   StateId value = b->RegisterState("v", StateKind::kValue);
   constexpr int kKeys = 5000;
-  auto put_all = [&](int round) {
-    for (int i = 0; i < kKeys; ++i) {
-      SetKey(b.get(), absl::StrCat("k", i));
-      ASSERT_OK(b->Put(value, absl::StrCat("v", i, "-", round)));
-    }
-  };
+  auto put_all = [&](int round) { PutRound(b.get(), value, kKeys, round); };
   auto checkpoint = [&](int id) {
     auto h = Checkpoint(b.get(), id, absl::StrCat("chk-", id));
     EXPECT_OK(h);
@@ -1910,12 +1908,7 @@ TEST_F(KeyedStateBackendTest, DeltaBytesGaugeCountsTheDeltasInMemory) {
   auto b = OpenOrDie(o);
   ASSERT_NE(b, nullptr);
   StateId value = b->RegisterState("v", StateKind::kValue);
-  auto put_all = [&](int round) {
-    for (int i = 0; i < 100; ++i) {
-      SetKey(b.get(), absl::StrCat("k", i));
-      ASSERT_OK(b->Put(value, absl::StrCat("v", i, "-", round)));
-    }
-  };
+  auto put_all = [&](int round) { PutRound(b.get(), value, 100, round); };
   put_all(1);
   ASSERT_OK(Checkpoint(b.get(), 1, "chk-1"));
   EXPECT_EQ(o.delta_bytes->Value(), 0);  // nothing hot yet: no delta
@@ -2005,12 +1998,7 @@ TEST_F(KeyedStateBackendTest, UploadLinksFilesOnTheSameFilesystemAndCopiesAcross
   auto a = OpenOrDie(options);
   ASSERT_NE(a, nullptr);
   StateId id = a->RegisterState("count", StateKind::kValue);
-  auto put_all = [&](int round) {
-    for (int i = 0; i < 5000; ++i) {
-      SetKey(a.get(), absl::StrCat("k", i));
-      ASSERT_OK(a->Put(id, absl::StrCat("v", i, "-", round)));
-    }
-  };
+  auto put_all = [&](int round) { PutRound(a.get(), id, 5000, round); };
   put_all(1);
   auto h1 = Checkpoint(a.get(), 1, "chk-1/a");
   ASSERT_OK(h1);
