@@ -70,6 +70,10 @@ struct StateBackendOptions {
   std::shared_ptr<Counter> cache_hits;
   std::shared_ptr<Counter> cache_misses;
   std::shared_ptr<Gauge> size_bytes;
+  // Set to the bytes of the snapshots' delta files held in memory (internal::DeltaBytesPool:
+  // being written, waiting for or in their upload, and the spare) whenever they change. Null:
+  // not published.
+  std::shared_ptr<Gauge> delta_bytes;
 };
 
 // A snapshot whose synchronous part is done: a RocksDB checkpoint (hard links) in a local

@@ -99,6 +99,14 @@ class KeyedStateBackendTest : public ::testing::Test {
     b->SetCurrentKey(key, KeyGroupOf(key));
   }
 
+  // Puts "v<i>-<round>" into state `id` of keys "k0".."k<keys - 1>".
+  static void PutRound(KeyedStateBackend* b, StateId id, int keys, int round) {
+    for (int i = 0; i < keys; ++i) {
+      SetKey(b, absl::StrCat("k", i));
+      ASSERT_OK(b->Put(id, absl::StrCat("v", i, "-", round)));
+    }
+  }
+
   static std::string GetOr(KeyedStateBackend* b, StateId id, const std::string& key,
                            const std::string& absent = "<absent>") {
     SetKey(b, key);
@@ -1711,12 +1719,7 @@ TEST_F(KeyedStateBackendTest, SnapshotOfAnUnchangedDbReusesTheLastUploadedFiles)
   auto b = OpenOrDie(options);
   ASSERT_NE(b, nullptr);
   StateId value = b->RegisterState("v", StateKind::kValue);
-  auto put_all = [&](int round) {
-    for (int i = 0; i < 500; ++i) {
-      SetKey(b.get(), absl::StrCat("k", i));
-      ASSERT_OK(b->Put(value, absl::StrCat("v", i, "-", round)));
-    }
-  };
+  auto put_all = [&](int round) { PutRound(b.get(), value, 500, round); };
   auto snapshot = [&](int id) {
     auto pending = b->SnapshotSync(id);
     EXPECT_OK(pending);
@@ -1845,17 +1848,15 @@ TEST_F(KeyedStateBackendTest, SnapshotSyncWritesNoDeltaFileTheUploadStoresIt) {
 // A snapshot's upload runs on another thread while the task thread goes on changing the same
 // keys and taking further snapshots (whose delta buffers are recycled from uploads that
 // finished): the checkpoint stores, and restores, the values at its snapshot, not later ones.
+// Nothing forces snapshot 3's upload to overlap what follows it; snapshot 4's upload starts
+// only after every key changed again, so its checkpoint tests that case deterministically
+// (DeltaBytesPoolTest covers the buffers' recycling).
 TEST_F(KeyedStateBackendTest, UploadRacingLaterUpdatesStoresTheSnapshotsValues) {
   auto b = OpenOrDie(Options("a"));
   ASSERT_NE(b, nullptr);
   StateId value = b->RegisterState("v", StateKind::kValue);
   constexpr int kKeys = 5000;
-  auto put_all = [&](int round) {
-    for (int i = 0; i < kKeys; ++i) {
-      SetKey(b.get(), absl::StrCat("k", i));
-      ASSERT_OK(b->Put(value, absl::StrCat("v", i, "-", round)));
-    }
-  };
+  auto put_all = [&](int round) { PutRound(b.get(), value, kKeys, round); };
   auto checkpoint = [&](int id) {
     auto h = Checkpoint(b.get(), id, absl::StrCat("chk-", id));
     EXPECT_OK(h);
@@ -1877,7 +1878,9 @@ TEST_F(KeyedStateBackendTest, UploadRacingLaterUpdatesStoresTheSnapshotsValues) 
   put_all(5);
   uploader.join();
   ASSERT_OK(h3);
-  ASSERT_OK(b->UploadSnapshot(*p4, job_dir_, "chk-4/op").status());
+  EXPECT_NE(p4->delta.get(), p3->delta.get());  // p3's buffer was held: not handed out again
+  auto h4 = b->UploadSnapshot(*p4, job_dir_, "chk-4/op");
+  ASSERT_OK(h4);
   p3->delta.reset();  // its buffer goes back to the pool: snapshot 6 may write into it
   p4->delta.reset();
   put_all(6);
@@ -1889,6 +1892,39 @@ TEST_F(KeyedStateBackendTest, UploadRacingLaterUpdatesStoresTheSnapshotsValues) 
   for (int i = 0; i < kKeys; ++i) {
     ASSERT_EQ(GetOr(r->get(), v, absl::StrCat("k", i)), absl::StrCat("v", i, "-3")) << i;
   }
+  auto r4 = KeyedStateBackend::Restore(Options("r4"), {*h4}, job_dir_);
+  ASSERT_OK(r4);
+  StateId v4 = (*r4)->RegisterState("v", StateKind::kValue);
+  for (int i = 0; i < kKeys; ++i) {
+    ASSERT_EQ(GetOr(r4->get(), v4, absl::StrCat("k", i)), absl::StrCat("v", i, "-4")) << i;
+  }
+}
+
+// The gauge of StateBackendOptions::delta_bytes counts the delta buffers in memory: the one a
+// snapshot holds until its upload drops it, then the pool's spare.
+TEST_F(KeyedStateBackendTest, DeltaBytesGaugeCountsTheDeltasInMemory) {
+  StateBackendOptions o = Options("a");
+  o.delta_bytes = std::make_shared<Gauge>();
+  auto b = OpenOrDie(o);
+  ASSERT_NE(b, nullptr);
+  StateId value = b->RegisterState("v", StateKind::kValue);
+  auto put_all = [&](int round) { PutRound(b.get(), value, 100, round); };
+  put_all(1);
+  ASSERT_OK(Checkpoint(b.get(), 1, "chk-1"));
+  EXPECT_EQ(o.delta_bytes->Value(), 0);  // nothing hot yet: no delta
+  put_all(2);
+  auto p2 = b->SnapshotSync(2);
+  ASSERT_OK(p2);
+  ASSERT_NE(p2->delta, nullptr);
+  EXPECT_EQ(o.delta_bytes->Value(), static_cast<double>(internal::DeltaBytesPool::kMinCapacity));
+  put_all(3);
+  auto p3 = b->SnapshotSync(3);  // while snapshot 2's delta is held: a second buffer
+  ASSERT_OK(p3);
+  EXPECT_EQ(o.delta_bytes->Value(),
+            static_cast<double>(2 * internal::DeltaBytesPool::kMinCapacity));
+  p2->delta.reset();
+  p3->delta.reset();  // one spare kept
+  EXPECT_EQ(o.delta_bytes->Value(), static_cast<double>(internal::DeltaBytesPool::kMinCapacity));
 }
 
 // On the working directory's filesystem the upload hard-links the snapshot's files instead of
@@ -1962,12 +1998,7 @@ TEST_F(KeyedStateBackendTest, UploadLinksFilesOnTheSameFilesystemAndCopiesAcross
   auto a = OpenOrDie(options);
   ASSERT_NE(a, nullptr);
   StateId id = a->RegisterState("count", StateKind::kValue);
-  auto put_all = [&](int round) {
-    for (int i = 0; i < 5000; ++i) {
-      SetKey(a.get(), absl::StrCat("k", i));
-      ASSERT_OK(a->Put(id, absl::StrCat("v", i, "-", round)));
-    }
-  };
+  auto put_all = [&](int round) { PutRound(a.get(), id, 5000, round); };
   put_all(1);
   auto h1 = Checkpoint(a.get(), 1, "chk-1/a");
   ASSERT_OK(h1);

@@ -759,7 +759,7 @@ class RocksDbBackend final : public KeyedStateBackend {
   internal::DeltaWriter delta_;  // the delta file SnapshotSync() writes (into memory)
   // The buffers of delta files, recycled when their uploads drop them (thread-safe).
   std::shared_ptr<internal::DeltaBytesPool> delta_pool_ =
-      std::make_shared<internal::DeltaBytesPool>();
+      std::make_shared<internal::DeltaBytesPool>(options_.delta_bytes);
   uint64_t evicted_writes_at_snapshot_ = 0;  // cache_.evicted_writes() at the last SnapshotSync()
   // What RocksDB held when SnapshotSync() last made a RocksDB checkpoint (DbSignature()), and
   // that snapshot's checkpoint id (-1: none yet).

@@ -67,13 +67,8 @@ inline char* EncodeVarint32(char* p, uint32_t v) {
   return p;
 }
 
-// The first capacity of a DeltaBytes (it doubles from there: 50K entries of a count take
-// 1.7 MB).
-constexpr size_t kMinCapacity = size_t{1} << 20;
+}  // namespace
 
-// memcpy(dst, src, n) with non-temporal stores where the host has them: the destination's lines
-// are not loaded into (and do not evict anything from) the CPU's caches. FenceStreaming()
-// orders them before later stores.
 void CopyStreaming(char* dst, const char* src, size_t n) {
 #if defined(__SSE2__)
   const size_t head = std::min(n, (16 - reinterpret_cast<uintptr_t>(dst) % 16) % 16);
@@ -100,8 +95,6 @@ void FenceStreaming() {
   _mm_sfence();
 #endif
 }
-
-}  // namespace
 
 void DeltaChecksum::Blocks(const char* p, size_t blocks) {
   // Four independent chains (a word's lane is its index mod 4): a corrupted, dropped or
@@ -162,16 +155,21 @@ uint64_t ChecksumOfV1(absl::string_view data) {
 }
 
 void DeltaBytes::Append(const char* src, size_t n) {
+  if (n == 0) return;  // data_ may be null yet (memcpy to null is undefined, even of 0 bytes)
   if (size_ + n > capacity_) {
-    const size_t capacity = std::max({2 * capacity_, size_ + n, kMinCapacity});
+    const size_t capacity = std::max({2 * capacity_, size_ + n, DeltaBytesPool::kMinCapacity});
     std::unique_ptr<char[]> data(new char[capacity]);
     if (size_ > 0) std::memcpy(data.get(), data_.get(), size_);
     data_ = std::move(data);
+    if (pool_ != nullptr) pool_->Grew(capacity - capacity_);
     capacity_ = capacity;
   }
   CopyStreaming(data_.get() + size_, src, n);
   size_ += n;
 }
+
+DeltaBytesPool::DeltaBytesPool(std::shared_ptr<Gauge> held_bytes)
+    : held_gauge_(std::move(held_bytes)) {}
 
 std::shared_ptr<DeltaBytes> DeltaBytesPool::Take() {
   std::unique_ptr<DeltaBytes> bytes;
@@ -182,16 +180,38 @@ std::shared_ptr<DeltaBytes> DeltaBytesPool::Take() {
       spare_.pop_back();
     }
   }
-  if (bytes == nullptr) bytes = std::make_unique<DeltaBytes>();
+  if (bytes == nullptr) {
+    bytes = std::make_unique<DeltaBytes>();
+    bytes->pool_ = this;
+  }
   std::shared_ptr<DeltaBytesPool> self = shared_from_this();
   return std::shared_ptr<DeltaBytes>(bytes.release(),
                                      [self](DeltaBytes* b) { self->Return(b); });
 }
 
+void DeltaBytesPool::Grew(size_t bytes) {
+  const size_t held = held_.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+  if (held_gauge_ != nullptr) held_gauge_->Set(static_cast<double>(held));
+}
+
 void DeltaBytesPool::Return(DeltaBytes* bytes) {
   std::unique_ptr<DeltaBytes> owned(bytes);
-  absl::MutexLock lock(&mu_);
-  if (spare_.size() < kMaxSpare) spare_.push_back(std::move(owned));
+  {
+    absl::MutexLock lock(&mu_);
+    // The recent use: the largest delta of the last few returned, decaying by a quarter per
+    // return. A spare much larger than that (grown by one burst of hot entries) is dropped,
+    // so a peak's memory goes back once the deltas shrink.
+    recent_bytes_ = std::max(owned->size(), recent_bytes_ - recent_bytes_ / 4);
+    if (spare_.size() < kMaxSpare &&
+        owned->capacity() <= kMaxSpareFactor * std::max(recent_bytes_, kMinCapacity)) {
+      spare_.push_back(std::move(owned));
+      return;
+    }
+  }
+  const size_t freed = owned->capacity();
+  owned.reset();
+  const size_t held = held_.fetch_sub(freed, std::memory_order_relaxed) - freed;
+  if (held_gauge_ != nullptr) held_gauge_->Set(static_cast<double>(held));
 }
 
 absl::Status WriteDeltaFile(const DeltaBytes& bytes, const std::string& path) {
@@ -246,6 +266,7 @@ char* DeltaWriter::Reserve(size_t bytes) {
 
 void DeltaWriter::Flush(bool all) {
   const size_t n = all ? pos_ : pos_ / DeltaChecksum::kBlockBytes * DeltaChecksum::kBlockBytes;
+  if (n == 0) return;  // e.g. a first entry larger than the staging buffer: nothing to append
   if (!all) checksum_.Blocks(buf_.data(), n / DeltaChecksum::kBlockBytes);
   out_->Append(buf_.data(), n);
   std::memmove(buf_.data(), buf_.data() + n, pos_ - n);  // fewer than kBlockBytes

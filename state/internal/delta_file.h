@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -11,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "common/metrics.h"
 
 namespace sluice::state::internal {
 
@@ -73,6 +75,7 @@ uint64_t ChecksumOfV1(absl::string_view data);
 // stores them (WriteDeltaFile()) on its own thread: the kernel's copy into the page cache, the
 // file's creation and its fsync leave the task thread. Immutable once DeltaWriter::Finish()
 // returned; a DeltaBytesPool recycles them (their pages stay mapped).
+class DeltaBytesPool;
 class DeltaBytes {
  public:
   DeltaBytes() = default;
@@ -85,6 +88,7 @@ class DeltaBytes {
 
  private:
   friend class DeltaWriter;
+  friend class DeltaBytesPool;
   // Appends `n` bytes at `src` (growing the buffer if needed) with stores that bypass the CPU's
   // caches where the host has them: the bytes are read next by another thread (the upload's),
   // and the task thread's working set stays in its L2.
@@ -93,26 +97,56 @@ class DeltaBytes {
   std::unique_ptr<char[]> data_;
   size_t size_ = 0;
   size_t capacity_ = 0;
+  DeltaBytesPool* pool_ = nullptr;  // that made it (counts its growth), or null
 };
 
 // Hands out DeltaBytes buffers and takes them back when their last owner drops them (the
 // upload, after storing them), keeping up to kMaxSpare: a snapshot then writes into a buffer
-// whose pages are mapped and large enough (no page faults, no growth copies). Outlives its
-// backend while a buffer it handed out lives (each holds a reference to it).
+// whose pages are mapped and large enough (no page faults, no growth copies). A returned buffer
+// more than kMaxSpareFactor times the recent deltas' size (at least kMinCapacity) is freed
+// instead, so a burst's peak does not stay. Outlives its backend while a buffer it handed out
+// lives (each holds a reference to it).
+//
+// Memory: a buffer lives from its snapshot's SnapshotSync() until its upload stored it, so the
+// pool holds the delta of every snapshot not yet uploaded (queued behind a slow upload, or of a
+// checkpoint already aborted: its upload still runs) plus the spare; held_bytes() and the gauge
+// count them all (capacities).
 //
 // Threading: thread-safe (the task thread takes, the upload's thread returns).
 class DeltaBytesPool : public std::enable_shared_from_this<DeltaBytesPool> {
  public:
   static constexpr size_t kMaxSpare = 1;
+  static constexpr size_t kMaxSpareFactor = 4;
+  // The first capacity of a DeltaBytes (it doubles from there: 50K entries of a count take
+  // 1.7 MB).
+  static constexpr size_t kMinCapacity = size_t{1} << 20;
+
+  // `held_bytes` (may be null) is set to held_bytes() whenever it changes.
+  explicit DeltaBytesPool(std::shared_ptr<Gauge> held_bytes = nullptr);
   // REQUIRES: owned by a std::shared_ptr.
   std::shared_ptr<DeltaBytes> Take();
+  // Bytes of the buffers this pool made that are alive: handed out (being written, or waiting
+  // for or in their upload) and spare.
+  size_t held_bytes() const { return held_.load(std::memory_order_relaxed); }
 
  private:
+  friend class DeltaBytes;
   void Return(DeltaBytes* bytes);
+  // A buffer of this pool grew by `bytes`.
+  void Grew(size_t bytes);
 
+  const std::shared_ptr<Gauge> held_gauge_;
+  std::atomic<size_t> held_{0};
   absl::Mutex mu_;
   std::vector<std::unique_ptr<DeltaBytes>> spare_ ABSL_GUARDED_BY(mu_);
+  size_t recent_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // see Return()
 };
+
+// memcpy(dst, src, n) with non-temporal stores where the host has them: the destination's lines
+// are not loaded into (and do not evict anything from) the CPU's caches. FenceStreaming()
+// orders them before later stores.
+void CopyStreaming(char* dst, const char* src, size_t n);
+void FenceStreaming();
 
 // Stores `bytes` at `path` durably: written to `path`.tmp, fsynced and renamed into place (the
 // caller syncs the directory). kUnavailable (naming the path) on failure, leaving no temporary.

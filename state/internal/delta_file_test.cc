@@ -1,6 +1,8 @@
 #include "state/internal/delta_file.h"
 
+#include <cstring>
 #include <filesystem>
+#include <memory>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -112,6 +114,129 @@ TEST(DeltaFileTest, LargeFilesAreWrittenInPieces) {
   pieces_v1.Words(file.data(), 3);
   pieces_v1.Words(file.data() + 24, 5);
   EXPECT_EQ(pieces_v1.Finish(file.data() + 64, 5), ChecksumOfV1(file.substr(0, 69)));
+}
+
+// A first entry larger than the staging buffer: the flush before it has nothing to append (the
+// destination not allocated yet; no memcpy to a null pointer) and the file restores exactly.
+TEST(DeltaFileTest, AFirstEntryLargerThanTheStagingBufferRestoresExactly) {
+  DeltaBytes bytes;
+  DeltaWriter w;
+  w.Open(&bytes);
+  std::string big(DeltaWriter::kFlushBytes + 1000, '\0');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 131 + i / 7);
+  w.Put("first", big);
+  w.Delete("second");
+  ASSERT_TRUE(w.Finish().ok());
+  EXPECT_EQ(EntriesOf(bytes.view()),
+            (std::vector<Entry>{{"first", false, big}, {"second", true, ""}}));
+  // And into a file, as the upload stores it.
+  const std::string path = TempPath("big-first-delta");
+  ASSERT_TRUE(WriteDeltaFile(bytes, path).ok());
+  EXPECT_EQ(Contents(path), std::string(bytes.view()));
+}
+
+// CopyStreaming() copies exactly, whatever the alignment of its destination (a head before the
+// first 16-byte boundary) and its length (a tail after the last 64-byte piece), and writes
+// nothing outside [dst, dst + n).
+TEST(DeltaFileTest, CopyStreamingCopiesEveryOffsetAndLengthExactly) {
+  std::string src(1024, '\0');
+  for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<char>(i * 37 + 11);
+  alignas(64) char dst[1200];
+  for (size_t dst_offset : {0, 1, 7, 15, 16, 17, 63}) {
+    for (size_t src_offset : {0, 3, 16}) {
+      for (size_t n : {0, 1, 15, 16, 17, 63, 64, 65, 79, 128, 200, 513, 1000}) {
+        std::memset(dst, '#', sizeof(dst));
+        CopyStreaming(dst + dst_offset, src.data() + src_offset, n);
+        FenceStreaming();
+        const std::string got(dst, sizeof(dst));
+        const std::string want = std::string(dst_offset, '#') + src.substr(src_offset, n) +
+                                 std::string(sizeof(dst) - dst_offset - n, '#');
+        ASSERT_EQ(got, want) << "dst+" << dst_offset << " src+" << src_offset << " n=" << n;
+      }
+    }
+  }
+}
+
+// Writes a delta of about `bytes` into `out`.
+void WriteDeltaOf(size_t bytes, DeltaBytes* out) {
+  DeltaWriter w;
+  w.Open(out);
+  w.Put("k", std::string(bytes, 'v'));
+  ASSERT_TRUE(w.Finish().ok());
+}
+
+TEST(DeltaBytesPoolTest, AHeldBufferIsNotHandedOutAgainAndAReturnedOneIsReused) {
+  auto pool = std::make_shared<DeltaBytesPool>();
+  std::shared_ptr<DeltaBytes> a = pool->Take();
+  std::shared_ptr<DeltaBytes> b = pool->Take();
+  EXPECT_NE(a.get(), b.get());  // a is held: b is another buffer
+  WriteDeltaOf(1000, a.get());
+  const DeltaBytes* a_was = a.get();
+  const std::string a_bytes(a->view());
+  a.reset();  // returned: the spare
+  std::shared_ptr<DeltaBytes> c = pool->Take();
+  EXPECT_EQ(c.get(), a_was);
+  // b, still held, kept its own bytes.
+  WriteDeltaOf(2000, b.get());
+  EXPECT_EQ(c->view(), a_bytes);
+  EXPECT_NE(b->view(), a_bytes);
+}
+
+TEST(DeltaBytesPoolTest, KeepsAtMostMaxSpareBuffers) {
+  static_assert(DeltaBytesPool::kMaxSpare == 1, "the test returns kMaxSpare + 1 buffers");
+  auto pool = std::make_shared<DeltaBytesPool>();
+  std::shared_ptr<DeltaBytes> a = pool->Take();
+  std::shared_ptr<DeltaBytes> b = pool->Take();
+  WriteDeltaOf(1000, a.get());
+  WriteDeltaOf(1000, b.get());
+  const DeltaBytes* a_was = a.get();
+  EXPECT_EQ(pool->held_bytes(), 2 * DeltaBytesPool::kMinCapacity);
+  a.reset();  // the spare
+  b.reset();  // one too many: freed
+  EXPECT_EQ(pool->held_bytes(), DeltaBytesPool::kMinCapacity);
+  std::shared_ptr<DeltaBytes> c = pool->Take();
+  std::shared_ptr<DeltaBytes> d = pool->Take();
+  EXPECT_EQ(c.get(), a_was);
+  EXPECT_EQ(d->capacity(), 0u);  // a new buffer (b's memory went back)
+}
+
+// A buffer grown by a burst is kept while the deltas stay near its size, and freed (not kept
+// as the spare) once they shrink: the pool's memory and its gauge follow the recent deltas.
+TEST(DeltaBytesPoolTest, DropsASpareMuchLargerThanTheRecentDeltasAndCountsWhatItHolds) {
+  auto gauge = std::make_shared<Gauge>();
+  auto pool = std::make_shared<DeltaBytesPool>(gauge);
+  constexpr size_t kBig = 16 * DeltaBytesPool::kMinCapacity;
+  std::shared_ptr<DeltaBytes> a = pool->Take();
+  WriteDeltaOf(kBig, a.get());
+  const size_t big_capacity = a->capacity();
+  ASSERT_GE(big_capacity, kBig);
+  EXPECT_EQ(pool->held_bytes(), big_capacity);
+  EXPECT_EQ(gauge->Value(), static_cast<double>(big_capacity));
+  // A second snapshot while the first's upload holds a: both count.
+  std::shared_ptr<DeltaBytes> b = pool->Take();
+  WriteDeltaOf(100, b.get());
+  EXPECT_EQ(pool->held_bytes(), big_capacity + DeltaBytesPool::kMinCapacity);
+  const DeltaBytes* a_was = a.get();
+  a.reset();  // as large as the recent deltas: kept
+  EXPECT_EQ(pool->held_bytes(), big_capacity + DeltaBytesPool::kMinCapacity);
+  b.reset();  // no room for a second spare: freed
+  EXPECT_EQ(pool->held_bytes(), big_capacity);
+  // Small deltas from now on: within a few returns the big buffer is freed, not kept.
+  bool freed = false;
+  for (int i = 0; i < 20 && !freed; ++i) {
+    std::shared_ptr<DeltaBytes> c = pool->Take();
+    WriteDeltaOf(100, c.get());
+    const bool was_big = c.get() == a_was;
+    c.reset();
+    freed = was_big && pool->held_bytes() == 0;
+  }
+  EXPECT_TRUE(freed);
+  std::shared_ptr<DeltaBytes> d = pool->Take();
+  WriteDeltaOf(100, d.get());
+  EXPECT_EQ(d->capacity(), DeltaBytesPool::kMinCapacity);
+  EXPECT_EQ(gauge->Value(), static_cast<double>(DeltaBytesPool::kMinCapacity));
+  d.reset();  // small: kept as the spare
+  EXPECT_EQ(pool->held_bytes(), DeltaBytesPool::kMinCapacity);
 }
 
 TEST(DeltaFileTest, UnwritablePathIsUnavailable) {

@@ -1,6 +1,7 @@
 #include "state/internal/write_back_cache.h"
 
 #include <algorithm>
+#include <cassert>
 #include <cstring>
 
 namespace sluice::state::internal {
@@ -283,12 +284,14 @@ void WriteBackCache::CompactDirtyList() {
       dirty_[kept++] = r;
       s.flags &= ~kListed;  // marks it kept; set again below
     } else if (!unsynced) {
-      s.flags &= ~kListed;
+      // Clean: unlisted, and no longer hot (as the pass of Snapshot() unmarks the clean entries
+      // it unlists): a mark left here would outlive snapped_, which the next Snapshot() clears
+      // marks from, and make the entry's next change after a quiet interval count as hot.
+      s.flags &= ~(kListed | kSnapped);
     }
   }
   dirty_.resize(kept);
   for (Ref r : dirty_) slots_[r].flags |= kListed;
-  list_frees_ = frees_;
 }
 
 void WriteBackCache::TakeListed() {
@@ -302,7 +305,6 @@ void WriteBackCache::TakeListed() {
     }
   }
   dirty_.clear();
-  list_frees_ = frees_;
   list_taken_ = true;
 }
 
@@ -500,9 +502,13 @@ absl::Status WriteBackCache::FlushDirty(WriteFn write, size_t batch) {
 }
 
 absl::Status WriteBackCache::Snapshot(WriteFn write, DeltaFns delta) {
-  // The pass below keeps hot entries listed: dirty_ must hold no slot number twice, which it
-  // can only after a listed slot was freed and reused.
-  if (frees_ != list_frees_) CompactDirtyList();
+  // dirty_ may hold a slot number twice (a stale copy of a freed entry's, then the entry that
+  // reused the slot), and the pass below needs no compaction first: a reused slot starts
+  // without kSnapped (Free() clears the flags) and only a Snapshot() marks one, so the entry
+  // there is not hot at the first pass after its insertion: the first copy that pass meets
+  // unlists it, and the later copies are skipped (not listed). A hot entry was listed by the
+  // last pass (which dropped every other copy) or added once since (MarkDirty() lists an
+  // unlisted entry only), so it is met once and kept once.
   // The last snapshot's marks on entries that are not dirty now go (a dirty one is hot now and
   // keeps its mark). Its hot entries are still listed, so the pass meets them, unless
   // TakeListed() ran since.
@@ -543,7 +549,13 @@ absl::Status WriteBackCache::Snapshot(WriteFn write, DeltaFns delta) {
     s.flags &= ~(kListed | kSnapped);  // clean ones are unlisted too
   }
   dirty_.resize(kept);
-  list_frees_ = frees_;
+#ifndef NDEBUG
+  {
+    std::vector<Ref> hot(dirty_.begin(), dirty_.end());
+    std::sort(hot.begin(), hot.end());
+    assert(std::adjacent_find(hot.begin(), hot.end()) == hot.end() && "a hot entry listed twice");
+  }
+#endif
   // On an error the hot entries are dirty again (still listed) and the others listed again.
   auto undo_hot = [this] {
     for (Ref r : victims_) slots_[r].flags = (slots_[r].flags & ~kPending) | kDirty;

@@ -401,7 +401,6 @@ class WriteBackCache {
   std::vector<Ref> snapped_;
   size_t snapped_cold_ = 0;
   bool list_taken_ = false;  // TakeListed() ran since the last successful Snapshot()
-  uint64_t list_frees_ = 0;  // frees_ when dirty_ last held no slot number twice
   // Scratch of SortByKey(): (prefix, position in sort_refs_) pairs, the refs and their hashes.
   std::vector<std::pair<uint64_t, uint32_t>> by_prefix_;
   std::vector<std::pair<uint64_t, uint32_t>> radix_tmp_;

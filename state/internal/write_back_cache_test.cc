@@ -489,6 +489,45 @@ TEST(WriteBackCacheTest, SnapshotsAfterHotEntriesWereEvictedCountEachEntryOnce) 
   EXPECT_EQ(store.data[Key(1050)], "n3");
 }
 
+// A hot entry (pending: in the last delta) that turns clean (a delete of a key the store never
+// received) and is unlisted by a compaction of the dirty list loses its hot mark there: after a
+// quiet interval its next change goes to the store, not into the delta. (Before session 27's
+// fix the mark stayed: the compaction unlisted it with kSnapped set and the next Snapshot()
+// cleared marks only from the entries it wrote to the store.)
+TEST(WriteBackCacheTest, AHotEntryCleanedAndCompactedAwayIsNotHotAfterAQuietInterval) {
+  for (const bool by_free : {false, true}) {
+    SCOPED_TRACE(by_free ? "compacted after a free" : "compacted by MarkDirty()");
+    WriteBackCache cache(size_t{1} << 30);
+    FakeStore store;
+    auto write = [&](absl::Span<const Ref> refs) { return store.Write(cache, refs); };
+    FakeDelta fake(cache);
+    Put(cache, "hot", "a", /*dirty=*/true);
+    ASSERT_TRUE(cache.Snapshot(write, fake.fns()).ok());  // new: to the store
+    Put(cache, "hot", "b", /*dirty=*/true);
+    ASSERT_TRUE(cache.Snapshot(write, fake.fns()).ok());  // hot: into the delta
+    ASSERT_EQ(fake.entries, (std::map<std::string, std::string>{{"hot", "b"}}));
+    Ref hot = cache.Peek("hot");
+    ASSERT_TRUE(cache.pending(hot));
+    cache.MarkClean(hot);
+    if (by_free) {
+      Ref gone = Put(cache, "gone", "x", /*dirty=*/false);
+      cache.Erase(gone);
+    } else {
+      // Enough entries dirtied and cleaned again that MarkDirty() compacts the list.
+      for (int i = 0; i < 5000; ++i) cache.MarkClean(Put(cache, Key(i), "c", /*dirty=*/true));
+    }
+    ASSERT_TRUE(cache.Snapshot(write, fake.fns()).ok());
+    ASSERT_TRUE(cache.Snapshot(write, fake.fns()).ok());  // a quiet interval
+    store.data.clear();
+    fake.entries.clear();
+    Put(cache, "hot", "c", /*dirty=*/true);
+    ASSERT_TRUE(cache.Snapshot(write, fake.fns()).ok());
+    EXPECT_EQ(store.data, (std::map<std::string, std::string>{{"hot", "c"}}));
+    EXPECT_TRUE(fake.entries.empty());
+    EXPECT_EQ(cache.pending_count(), 0u);
+  }
+}
+
 TEST(WriteBackCacheTest, FlushWritesInOneKeyOrderAcrossBatches) {
   // Keys with bytes above 0x7f (RocksDB orders bytes unsigned), of varying length, dirtied in
   // a shuffled order, some deleted, some clean; more than two batches.

@@ -116,6 +116,10 @@ Task::Task(TaskDescriptor desc, const ops::OperatorRegistry* registry, ChannelFa
           "sluice_state_size_bytes",
           "Approximate keyed-state size: RocksDB live SST files + memtables + write-back cache", l,
           metrics_owner_);
+      stats.delta_bytes = metrics_->AddGauge(
+          "sluice_state_snapshot_delta_bytes",
+          "Memory of keyed-state snapshot delta files not yet uploaded (and one spare buffer)", l,
+          metrics_owner_);
     }
     state_stats_.push_back(std::move(stats));
     // Flink's currentInputWatermark: the same for every operator of a chain (none of ours
@@ -909,6 +913,7 @@ absl::Status Task::SetUpState() {
       o.cache_hits = state_stats_[i].hits;
       o.cache_misses = state_stats_[i].misses;
       o.size_bytes = state_stats_[i].size_bytes;
+      o.delta_bytes = state_stats_[i].delta_bytes;
     }
     std::vector<proto::KeyedStateHandle> handles;
     if (restore_ != nullptr) {

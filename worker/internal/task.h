@@ -281,6 +281,7 @@ class Task {
     std::shared_ptr<Counter> hits;
     std::shared_ptr<Counter> misses;
     std::shared_ptr<Gauge> size_bytes;
+    std::shared_ptr<Gauge> delta_bytes;
   };
   std::vector<StateStats> state_stats_ ABSL_GUARDED_BY(mu_);
 };
