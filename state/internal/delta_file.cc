@@ -190,8 +190,19 @@ std::shared_ptr<DeltaBytes> DeltaBytesPool::Take() {
 }
 
 void DeltaBytesPool::Grew(size_t bytes) {
-  const size_t held = held_.fetch_add(bytes, std::memory_order_relaxed) + bytes;
-  if (held_gauge_ != nullptr) held_gauge_->Set(static_cast<double>(held));
+  held_.fetch_add(bytes);
+  PublishHeld();
+}
+
+void DeltaBytesPool::PublishHeld() {
+  if (held_gauge_ == nullptr) return;
+  size_t held = held_.load();
+  while (true) {
+    held_gauge_->Set(static_cast<double>(held));
+    const size_t now = held_.load();
+    if (now == held) return;
+    held = now;
+  }
 }
 
 void DeltaBytesPool::Return(DeltaBytes* bytes) {
@@ -210,8 +221,8 @@ void DeltaBytesPool::Return(DeltaBytes* bytes) {
   }
   const size_t freed = owned->capacity();
   owned.reset();
-  const size_t held = held_.fetch_sub(freed, std::memory_order_relaxed) - freed;
-  if (held_gauge_ != nullptr) held_gauge_->Set(static_cast<double>(held));
+  held_.fetch_sub(freed);
+  PublishHeld();
 }
 
 absl::Status WriteDeltaFile(const DeltaBytes& bytes, const std::string& path) {
