@@ -190,19 +190,14 @@ std::shared_ptr<DeltaBytes> DeltaBytesPool::Take() {
 }
 
 void DeltaBytesPool::Grew(size_t bytes) {
-  held_.fetch_add(bytes);
+  held_.fetch_add(bytes, std::memory_order_relaxed);
   PublishHeld();
 }
 
 void DeltaBytesPool::PublishHeld() {
   if (held_gauge_ == nullptr) return;
-  size_t held = held_.load();
-  while (true) {
-    held_gauge_->Set(static_cast<double>(held));
-    const size_t now = held_.load();
-    if (now == held) return;
-    held = now;
-  }
+  absl::MutexLock lock(&mu_);  // the last Set() reads the last change (not per record)
+  held_gauge_->Set(static_cast<double>(held_.load(std::memory_order_relaxed)));
 }
 
 void DeltaBytesPool::Return(DeltaBytes* bytes) {
@@ -221,7 +216,7 @@ void DeltaBytesPool::Return(DeltaBytes* bytes) {
   }
   const size_t freed = owned->capacity();
   owned.reset();
-  held_.fetch_sub(freed);
+  held_.fetch_sub(freed, std::memory_order_relaxed);
   PublishHeld();
 }
 

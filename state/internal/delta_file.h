@@ -134,9 +134,8 @@ class DeltaBytesPool : public std::enable_shared_from_this<DeltaBytesPool> {
   void Return(DeltaBytes* bytes);
   // A buffer of this pool grew by `bytes`.
   void Grew(size_t bytes);
-  // held_ into the gauge: the task thread (Grew) and the upload thread (Return) both change
-  // held_, so each sets the gauge again until the value it set is still held_ (the last
-  // change's value stays, whichever thread's Set() runs last).
+  // held_ into the gauge, under mu_: the task thread (Grew) and the upload thread (Return) both
+  // change held_; the last Set() reads it after the last change.
   void PublishHeld();
 
   const std::shared_ptr<Gauge> held_gauge_;

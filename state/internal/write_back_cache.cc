@@ -534,9 +534,15 @@ absl::Status WriteBackCache::Snapshot(WriteFn write, DeltaFns delta) {
     const Ref r = dirty_[i];
     Slot& s = slots_[r];
     if ((s.flags & (kLive | kListed)) != (kLive | kListed)) continue;
+    // A hot entry stays listed: met again (its slot number listed twice), it would go to the
+    // store as well. kVictim (Evict()'s, unused here) marks the ones met, in debug builds.
+    assert((s.flags & kVictim) == 0 && "a hot entry listed twice");
     if ((s.flags & (kDirty | kSnapped)) == (kDirty | kSnapped)) {
       delta.add(r);
       s.flags = (s.flags & ~kDirty) | kPending;
+#ifndef NDEBUG
+      s.flags |= kVictim;
+#endif
       victims_.push_back(r);
       dirty_[kept++] = r;
       continue;
@@ -550,11 +556,7 @@ absl::Status WriteBackCache::Snapshot(WriteFn write, DeltaFns delta) {
   }
   dirty_.resize(kept);
 #ifndef NDEBUG
-  {
-    std::vector<Ref> hot(dirty_.begin(), dirty_.end());
-    std::sort(hot.begin(), hot.end());
-    assert(std::adjacent_find(hot.begin(), hot.end()) == hot.end() && "a hot entry listed twice");
-  }
+  for (Ref r : victims_) slots_[r].flags &= ~kVictim;
 #endif
   // On an error the hot entries are dirty again (still listed) and the others listed again.
   auto undo_hot = [this] {
