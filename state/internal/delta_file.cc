@@ -1,11 +1,7 @@
 #include "state/internal/delta_file.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cassert>
-#include <cerrno>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -16,6 +12,7 @@
 #endif
 
 #include "absl/strings/str_cat.h"
+#include "common/filesystem.h"
 #include "state/internal/key_codec.h"
 
 namespace sluice::state::internal {
@@ -221,32 +218,15 @@ void DeltaBytesPool::Return(DeltaBytes* bytes) {
 }
 
 absl::Status WriteDeltaFile(const DeltaBytes& bytes, const std::string& path) {
+  // As WriteFileDurably() without its directory sync: the upload syncs the directory once.
+  FileSystem& fs = *FileSystem::Default();
   const std::string tmp = path + ".tmp";
-  auto fail = [&](absl::string_view what, int err) {
-    ::unlink(tmp.c_str());
-    return absl::UnavailableError(absl::StrCat(what, " ", tmp, ": ", std::strerror(err)));
-  };
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return absl::UnavailableError(absl::StrCat("cannot create ", tmp, ": ", std::strerror(errno)));
-  const absl::string_view data = bytes.view();
-  for (size_t done = 0; done < data.size();) {
-    const ssize_t w = ::write(fd, data.data() + done, data.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) {
-      const int err = errno;
-      ::close(fd);
-      return fail("cannot write", err);
-    }
-    done += static_cast<size_t>(w);
-  }
-  if (::fsync(fd) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return fail("cannot sync", err);
-  }
-  if (::close(fd) != 0) return fail("cannot close", errno);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return fail("cannot rename into place", errno);
-  return absl::OkStatus();
+  absl::Status s = fs.WriteFile(tmp, bytes.view());
+  if (s.ok()) s = fs.SyncFile(tmp);
+  if (s.ok()) s = fs.Rename(tmp, path);
+  if (s.ok()) return s;
+  fs.DeleteFile(tmp).IgnoreError();
+  return absl::UnavailableError(s.message());
 }
 
 void DeltaWriter::Open(DeltaBytes* out) {
