@@ -169,8 +169,9 @@ void JoinRowStore::Init(JoinOperatorBase* op, state::StateId id, state::StateId 
     layout_[side] = RowLayout::kEncoded;
     kept_count_[side] = 0;
     stored_at_[side].clear();
-    if (!schema.all_integral()) continue;
     const int key_field = int_keys_ ? op->int_key_field_[side] : -1;
+    key_field_[side] = key_field;
+    if (!schema.all_integral()) continue;
     std::vector<int8_t> at(schema.size());
     size_t kept = 0;
     for (size_t i = 0; i < schema.size() && kept <= kMaxKept; ++i) {
@@ -348,8 +349,8 @@ absl::Status JoinRowStore::Exhausted() const {
                    JoinRowArena::kMaxChunks, " chunks)"));
 }
 
-absl::Status JoinRowStore::Append(uint32_t slot, int side, int64_t ts, bool flag,
-                                  const Schema& schema, const Record& r) {
+absl::Status JoinRowStore::AppendToArena(uint32_t slot, int side, int64_t ts, bool flag,
+                                         const Schema& schema, const Record& r) {
   switch (layout_[side]) {
     case RowLayout::kInline:
       InsertValue(&keys_[slot].rows[side], ts, StoreInts(side, r, nullptr));
@@ -374,14 +375,6 @@ absl::Status JoinRowStore::Append(uint32_t slot, int side, int64_t ts, bool flag
   }
   MarkDirty(slot);
   return absl::OkStatus();
-}
-
-void JoinRowStore::InsertValue(Rows* rows, int64_t ts, int64_t value) {
-  size_t pos = rows->size();
-  if (pos != 0 && (*rows)[pos - 1].ts > ts) pos = FirstAtOrAfter(*rows, pos, ts + 1);
-  Row& row = pos == rows->size() ? rows->emplace_back() : rows->insert_at(pos);
-  row.ts = ts;
-  row.set_value(value);
 }
 
 absl::Status JoinRowStore::DecodeRow(int side, const Key& k, const Row& row,

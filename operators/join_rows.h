@@ -422,6 +422,11 @@ class JoinRowStore {
       for (const size_t end = std::min(count, i + 3 * kLag + 1); evaluated < end; ++evaluated) {
         Ahead& a = ahead_[evaluated & kAheadMask];
         if (int_keys_) {
+          // The record's key value kLag records before it is read (the task's decoded records
+          // have gone from the cache: that load was the pipeline's largest stall).
+          if (key_field_[side] >= 0 && evaluated + kLag < count) {
+            Prefetch(&records[evaluated + kLag][key_field_[side]]);
+          }
           a.int_key = op_->IntKeyOf(side, records[evaluated]);
           slot_of_int_.prefetch(a.int_key);
         } else {
@@ -467,7 +472,12 @@ class JoinRowStore {
   // Appends record `r` of input `side` (schema `schema`) at time `ts` to key `slot`, marking
   // it dirty. kResourceExhausted when the arena has no chunk left (far beyond the budget).
   absl::Status Append(uint32_t slot, int side, int64_t ts, bool flag, const Schema& schema,
-                      const Record& r);
+                      const Record& r) {
+    if (layout_[side] != RowLayout::kInline) return AppendToArena(slot, side, ts, flag, schema, r);
+    InsertValue(&keys_[slot].rows[side], ts, StoreInts(side, r, nullptr));
+    MarkDirty(slot);
+    return absl::OkStatus();
+  }
   // The index of the first of `rows`' first `n` whose time is >= `t` (n when none), as
   // std::lower_bound, but searched from the back: steps of 1, 2, 4, ... back from n, then a
   // binary search within the last step. A record's partners and place are among its key's newest
@@ -491,6 +501,13 @@ class JoinRowStore {
   // Row `row` of input `side` of key `k` into `record` (the input's fields), whatever its
   // layout. kDataLoss when encoded bytes do not decode.
   absl::Status DecodeRow(int side, const Key& k, const Row& row, Record* record) const;
+  // REQUIRES: layout(side) is not kEncoded. Row `row` of input `side` of key `k` as int64 values
+  // (Value::i) into (*out)[base ...] (the input's fields in order; null bits untouched).
+  void FillIntRow(int side, const Key& k, const Row& row, Record* out, size_t base) const {
+    const char* const stored = StoredInts(side, row);
+    const size_t n = stored_at_[side].size();
+    for (size_t i = 0; i < n; ++i) (*out)[base + i].i = IntField(side, k, row, stored, i);
+  }
   // Drops the first `n` rows of input `side` of key `slot`, marking it dirty.
   void DropFront(uint32_t slot, int side, size_t n);
   // Drops the rows of input `side` of key `slot` from the `first`-th on, marking it dirty.
@@ -752,7 +769,16 @@ class JoinRowStore {
   // narrower stores just made, which waits for them to reach the cache (no store forwarding).
   static void Insert(Rows* rows, int64_t ts, uint32_t ref, size_t size, bool flag);
   // As Insert, for a kInline row of `value`.
-  static void InsertValue(Rows* rows, int64_t ts, int64_t value);
+  static void InsertValue(Rows* rows, int64_t ts, int64_t value) {
+    size_t pos = rows->size();
+    if (pos != 0 && (*rows)[pos - 1].ts > ts) pos = FirstAtOrAfter(*rows, pos, ts + 1);
+    Row& row = pos == rows->size() ? rows->emplace_back() : rows->insert_at(pos);
+    row.ts = ts;
+    row.set_value(value);
+  }
+  // Append() of a row in the arena (kInts, kEncoded).
+  absl::Status AppendToArena(uint32_t slot, int side, int64_t ts, bool flag, const Schema& schema,
+                             const Record& r);
   // The `size` bytes at `p` into the arena as a row of input `side` at `ts` of key `k`.
   absl::Status AddBytes(int side, int64_t ts, bool flag, const char* p, size_t size, Key* k);
   absl::Status Exhausted() const;
@@ -810,6 +836,7 @@ class JoinRowStore {
   static constexpr int8_t kAtKey = -1;
   static constexpr int8_t kAtTime = -2;
   RowLayout layout_[2] = {RowLayout::kEncoded, RowLayout::kEncoded};
+  int key_field_[2] = {-1, -1};  // per input, its key's field when int_keys_ and a bare field
   uint8_t kept_[2][kMaxKept] = {};
   size_t kept_count_[2] = {0, 0};
   std::vector<int8_t> stored_at_[2];

@@ -2513,7 +2513,9 @@ TEST_F(JoinTest, IntervalJoinOfIntegerInputsKeepsValuesAndMatchesAModel) {
       std::vector<Record> pending;  // of input pending_side, pushed as one batch
       int pending_side = 0;
       const auto flush = [&] {
-        if (!pending.empty()) ASSERT_OK(op_->ProcessBatch(pending_side, pending.data(), pending.size()));
+        if (!pending.empty()) {
+          ASSERT_OK(op_->ProcessBatch(pending_side, pending.data(), pending.size()));
+        }
         pending.clear();
       };
       int64_t watermark = 0;
