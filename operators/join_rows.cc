@@ -351,29 +351,31 @@ absl::Status JoinRowStore::Exhausted() const {
 
 absl::Status JoinRowStore::AppendToArena(uint32_t slot, int side, int64_t ts, bool flag,
                                          const Schema& schema, const Record& r) {
-  switch (layout_[side]) {
-    case RowLayout::kInline:
-      InsertValue(&keys_[slot].rows[side], ts, StoreInts(side, r, nullptr));
-      break;
-    case RowLayout::kInts: {
-      const size_t size = IntRowBytes(side);
-      char* const to = arena_.Reserve(size);
-      if (to == nullptr) return Exhausted();
-      int64_t values[kMaxKept];
-      StoreInts(side, r, values);
-      std::memcpy(to, values, 8 * kept_count_[side]);
-      Insert(&keys_[slot].rows[side], ts, arena_.Commit(size), size, flag);
-      break;
-    }
-    case RowLayout::kEncoded: {
-      char* const to = arena_.Reserve(EncodedSizeBound(schema, r));
-      if (to == nullptr) return Exhausted();
-      const size_t size = static_cast<size_t>(EncodeRecordTo(schema, r, to) - to);
-      Insert(&keys_[slot].rows[side], ts, arena_.Commit(size), size, flag);
-      break;
-    }
+  Rows* const rows = &keys_[slot].rows[side];
+  if (layout_[side] != RowLayout::kEncoded) {
+    SLUICE_RETURN_IF_ERROR(InsertInts(side, ts, flag, r, rows));
+  } else {
+    char* const to = arena_.Reserve(EncodedSizeBound(schema, r));
+    if (to == nullptr) return Exhausted();
+    const size_t size = static_cast<size_t>(EncodeRecordTo(schema, r, to) - to);
+    Insert(rows, ts, arena_.Commit(size), size, flag);
   }
   MarkDirty(slot);
+  return absl::OkStatus();
+}
+
+absl::Status JoinRowStore::InsertInts(int side, int64_t ts, bool flag, const Record& r, Rows* rows) {
+  if (layout_[side] == RowLayout::kInline) {
+    InsertValue(rows, ts, StoreInts(side, r, nullptr));
+    return absl::OkStatus();
+  }
+  const size_t size = IntRowBytes(side);
+  char* const to = arena_.Reserve(size);
+  if (to == nullptr) return Exhausted();
+  int64_t values[kMaxKept];
+  StoreInts(side, r, values);
+  std::memcpy(to, values, 8 * kept_count_[side]);
+  Insert(rows, ts, arena_.Commit(size), size, flag);
   return absl::OkStatus();
 }
 
@@ -728,18 +730,7 @@ absl::Status JoinRowStore::AddDecoded(int side, int64_t ts, bool flag, const Rec
                        at == kAtKey ? "key" : "time", " than its row"));
     }
   }
-  if (layout_[side] == RowLayout::kInline) {
-    InsertValue(&k->rows[side], ts, StoreInts(side, r, nullptr));
-    return absl::OkStatus();
-  }
-  const size_t size = IntRowBytes(side);
-  char* const to = arena_.Reserve(size);
-  if (to == nullptr) return Exhausted();
-  int64_t values[kMaxKept];
-  StoreInts(side, r, values);
-  std::memcpy(to, values, 8 * kept_count_[side]);
-  Insert(&k->rows[side], ts, arena_.Commit(size), size, flag);
-  return absl::OkStatus();
+  return InsertInts(side, ts, flag, r, &k->rows[side]);
 }
 
 absl::Status JoinRowStore::AddBytes(int side, int64_t ts, bool flag, const char* p, size_t size,

@@ -779,6 +779,9 @@ class JoinRowStore {
   // Append() of a row in the arena (kInts, kEncoded).
   absl::Status AppendToArena(uint32_t slot, int side, int64_t ts, bool flag, const Schema& schema,
                              const Record& r);
+  // Record `r`'s kept values as a row of input `side` (kInts or kInline) at `ts` into `rows`.
+  // kResourceExhausted as Append.
+  absl::Status InsertInts(int side, int64_t ts, bool flag, const Record& r, Rows* rows);
   // The `size` bytes at `p` into the arena as a row of input `side` at `ts` of key `k`.
   absl::Status AddBytes(int side, int64_t ts, bool flag, const char* p, size_t size, Key* k);
   absl::Status Exhausted() const;

@@ -306,6 +306,33 @@ class JoinTest : public ::testing::Test {
     restored_state_.clear();
   }
 
+  // Opens a new `j` restored from what backend_ holds (new timers over it) and returns Open()'s
+  // status; the operator is dropped.
+  absl::Status OpenRestoredForStatus() {
+    timers_ = std::make_unique<TimerService>(backend_.get(), &clock_);
+    auto op = registry_.Create(*spec_);
+    if (!op.ok()) return op.status();
+    restored_ = true;
+    const OperatorContext ctx = Context();
+    restored_ = false;
+    return (*op)->Open(ctx, &out_);
+  }
+
+  // Opens `j` as subtask `subtask` of `parallelism` restored from `handle` and operator state
+  // `entries` (a checkpoint's), over a new backend of its key groups, with no output yet.
+  void RestoreSubtask(const proto::KeyedStateHandle& handle, const std::vector<std::string>& entries,
+                      int parallelism, int subtask) {
+    parallelism_ = parallelism;
+    subtask_ = subtask;
+    backend_ = NewBackend({handle});
+    restored_ = true;
+    restored_state_ = entries;
+    out_.lines.clear();
+    Open();
+    restored_ = false;
+    restored_state_.clear();
+  }
+
   // Opens `j` with a row store memory of `bytes` (SetJoinMemoryForTest).
   void OpenWithJoinMemory(size_t bytes) {
     SetJoinMemoryForTest(bytes);
@@ -758,21 +785,13 @@ TEST_F(JoinTest, JoinStateOfAnUnknownFormatIsDataLossNotGarbage) {
   SetKey(1);
   ASSERT_OK(backend_->Put(backend_->RegisterState("interval_join.rows", state::StateKind::kValue),
                           std::string("\x09junk", 5)));
-  timers_ = std::make_unique<TimerService>(backend_.get(), &clock_);
-  auto op = registry_.Create(*spec_);
-  ASSERT_OK(op.status());
-  restored_ = true;
-  const OperatorContext ctx = Context();
-  restored_ = false;
-  EXPECT_THAT((*op)->Open(ctx, &out_),
+  EXPECT_THAT(OpenRestoredForStatus(),
               StatusIs(absl::StatusCode::kDataLoss,
                        HasSubstr("(job job-1, operator 'j' (type interval_join), subtask 0, not restored from a "
                                  "checkpoint): interval join rows has format version 9, newer than this build reads (up to 2)")));
   ASSERT_OK(backend_->Put(backend_->RegisterState("interval_join.rows", state::StateKind::kValue),
                           std::string("\x02\x01", 2)));  // one left record, then nothing
-  op = registry_.Create(*spec_);
-  ASSERT_OK(op.status());
-  EXPECT_THAT((*op)->Open(ctx, &out_),
+  EXPECT_THAT(OpenRestoredForStatus(),
               StatusIs(absl::StatusCode::kDataLoss, HasSubstr("interval join rows (2 bytes) do not decode at a record's time")));
 }
 
@@ -873,15 +892,7 @@ TEST_F(JoinTest, IntervalJoinRowsCheckpointAsBlocksAndRestoreAtAnyParallelism) {
     SCOPED_TRACE(parallelism);
     std::vector<std::string> rows;
     for (int subtask = 0; subtask < parallelism; ++subtask) {
-      parallelism_ = parallelism;
-      subtask_ = subtask;
-      backend_ = NewBackend({handle});
-      restored_ = true;
-      restored_state_ = entries;
-      out_.lines.clear();
-      Open();
-      restored_ = false;
-      restored_state_.clear();
+      RestoreSubtask(handle, entries, parallelism, subtask);
       const KeyGroupRange range = KeyGroupRangeForSubtask(job_.max_parallelism, parallelism, subtask);
       std::vector<int64_t> own;  // the subtask's keys: those it restores, no other
       for (int64_t k : keys) {
@@ -2644,13 +2655,7 @@ TEST_F(JoinTest, IntervalJoinRestoresIntegerRowsWrittenBeforeTheValuesLayout) {
   std::string bad = value(left7, {});
   bad[2] = 100 + 1;  // the first row's time (the byte after the format and the count): 101
   ASSERT_OK(backend_->Put(backend_->RegisterState("interval_join.rows", state::StateKind::kValue), bad));
-  timers_ = std::make_unique<TimerService>(backend_.get(), &clock_);
-  auto op = registry_.Create(*spec_);
-  ASSERT_OK(op.status());
-  restored_ = true;
-  const OperatorContext ctx = Context();
-  restored_ = false;
-  EXPECT_THAT((*op)->Open(ctx, &out_),
+  EXPECT_THAT(OpenRestoredForStatus(),
               StatusIs(absl::StatusCode::kDataLoss, HasSubstr("has another time than its row")));
 }
 
@@ -2677,15 +2682,7 @@ TEST_F(JoinTest, IntervalJoinIntegerRowsRestoreAtAnyParallelism) {
     std::vector<std::string> rows;
     std::vector<std::string> expected;
     for (int subtask = 0; subtask < parallelism; ++subtask) {
-      parallelism_ = parallelism;
-      subtask_ = subtask;
-      backend_ = NewBackend({handle});
-      restored_ = true;
-      restored_state_ = entries;
-      out_.lines.clear();
-      Open();
-      restored_ = false;
-      restored_state_.clear();
+      RestoreSubtask(handle, entries, parallelism, subtask);
       JoinRowStore* store = static_cast<JoinOperatorBase*>(op_.get())->RowStoreForTest();
       EXPECT_EQ(store->layout(0), JoinRowStore::RowLayout::kInline);
       EXPECT_EQ(store->layout(1), JoinRowStore::RowLayout::kInts);
