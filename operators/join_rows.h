@@ -1,6 +1,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -365,7 +366,8 @@ class JoinRowStore {
     bool empty() const { return rows[0].empty() && rows[1].empty(); }
   };
   static_assert(sizeof(Key) == 5 * 64, "a key's entry is five cache lines");
-  static_assert(sizeof(Row) == 16, "Row::value() is the eight bytes after ts");
+  static_assert(sizeof(Row) == 16 && offsetof(Row, ref) == 8,
+                "Row::value() is the eight bytes after ts");
 
   // `op` decodes records and key groups; `id` is the value state of the rows (per-key entries),
   // `blocks` the value state of their blocks, `what` names them in errors ("interval join
