@@ -120,7 +120,8 @@ class IntervalJoinOperator final : public JoinOperatorBase {
       // `r`'s part of the output row once, then each match's (an interval join pads no row, so
       // the output's null bits stay clear); integer rows straight from the store.
       FillSide(side, &r);
-      const bool ints = store_.layout(other) != JoinRowStore::RowLayout::kEncoded && FillsIntsDirectly(other);
+      const bool ints =
+          store_.layout(other) != JoinRowStore::RowLayout::kEncoded && FillsIntsDirectly(other);
       for (auto row = o.begin() + first; row != o.begin() + end; ++row) {
         if (ints) {
           store_.FillIntRow(other, ks, *row, &out_, OutputOffset(other));
