@@ -49,7 +49,8 @@ class IntervalJoinOperator final : public JoinOperatorBase {
     SLUICE_RETURN_IF_ERROR(OpenJoin(ctx, output, options_->sides));
     store_.Init(this, state_->RegisterState("interval_join.rows", state::StateKind::kValue),
                 state_->RegisterState("interval_join.row_blocks", state::StateKind::kValue),
-                "interval join rows", /*flags=*/false);
+                "interval join rows", /*flags=*/false,
+                {options_->sides.time_field[0], options_->sides.time_field[1]});
     for (int side = 0; side < 2; ++side) scratch_[side].Resize(options_->sides.input[side].size());
     SLUICE_RETURN_IF_ERROR(RestoreWatermark(ctx));
     if (!ctx.restored) return absl::OkStatus();
@@ -115,10 +116,21 @@ class IntervalJoinOperator final : public JoinOperatorBase {
     const size_t end =
         hi == INT64_MAX ? o.size() : JoinRowStore::FirstAtOrAfter(o, o.size(), hi + 1);
     const size_t first = JoinRowStore::FirstAtOrAfter(o, end, lo);
-    for (auto ref = o.begin() + first; ref != o.begin() + end; ++ref) {
-      const char* pos = store_.Data(*ref);
-      SLUICE_RETURN_IF_ERROR(DecodeOne(other, &pos, pos + ref->size, &scratch_[other]));
-      SLUICE_RETURN_IF_ERROR(side == 0 ? EmitJoined(&r, &scratch_[other]) : EmitJoined(&scratch_[other], &r));
+    if (first != end) {
+      // `r`'s part of the output row once, then each match's (an interval join pads no row, so
+      // the output's null bits stay clear); integer rows straight from the store.
+      FillSide(side, &r);
+      const bool ints =
+          store_.layout(other) != JoinRowStore::RowLayout::kEncoded && FillsIntsDirectly(other);
+      for (auto row = o.begin() + first; row != o.begin() + end; ++row) {
+        if (ints) {
+          store_.FillIntRow(other, ks, *row, &out_, OutputOffset(other));
+        } else {
+          SLUICE_RETURN_IF_ERROR(store_.DecodeRow(other, ks, *row, &scratch_[other]));
+          FillSide(other, &scratch_[other]);
+        }
+        SLUICE_RETURN_IF_ERROR(output_->Emit(out_));
+      }
     }
     if (unique >= 0) {
       // The key's one unique record is the only one that could ever match the other side's.

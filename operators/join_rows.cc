@@ -19,6 +19,13 @@ size_t max_bytes_for_test = 0;
 bool blocks_for_test = true;
 std::atomic<uint64_t> compactions_for_test{0};
 
+// A varint (as PutVarint64) at `p`; returns its end.
+char* WriteVarint(uint64_t v, char* p) {
+  for (; v >= 0x80; v >>= 7) *p++ = static_cast<char>(v | 0x80);
+  *p++ = static_cast<char>(v);
+  return p;
+}
+
 }  // namespace
 
 void SetJoinMemoryForTest(size_t bytes) { max_bytes_for_test = bytes; }
@@ -146,7 +153,7 @@ void JoinRowArena::EndCompaction() {
 }
 
 void JoinRowStore::Init(JoinOperatorBase* op, state::StateId id, state::StateId blocks,
-                        absl::string_view what, bool flags) {
+                        absl::string_view what, bool flags, const int (&time_fields)[2]) {
   op_ = op;
   state_ = op->state_;
   id_ = id;
@@ -156,7 +163,34 @@ void JoinRowStore::Init(JoinOperatorBase* op, state::StateId id, state::StateId 
   int_keys_ = op->int_key();
   blocks_on_ = int_keys_ && blocks_for_test;
   max_bytes_ = max_bytes_for_test != 0 ? max_bytes_for_test : kDefaultMaxBytes;
-  for (int side = 0; side < 2; ++side) scratch_[side].Resize(op->sides_->input[side].size());
+  for (int side = 0; side < 2; ++side) {
+    const Schema& schema = op->sides_->input[side];
+    scratch_[side].Resize(schema.size());
+    layout_[side] = RowLayout::kEncoded;
+    kept_count_[side] = 0;
+    stored_at_[side].clear();
+    const int key_field = int_keys_ ? op->int_key_field_[side] : -1;
+    key_field_[side] = key_field;
+    if (!schema.all_integral()) continue;
+    std::vector<int8_t> at(schema.size());
+    size_t kept = 0;
+    for (size_t i = 0; i < schema.size() && kept <= kMaxKept; ++i) {
+      if (static_cast<int>(i) == key_field) {
+        at[i] = kAtKey;
+      } else if (static_cast<int>(i) == time_fields[side]) {
+        at[i] = kAtTime;
+      } else if (kept < kMaxKept) {
+        kept_[side][kept] = static_cast<uint8_t>(i);
+        at[i] = static_cast<int8_t>(kept++);
+      } else {
+        kept = kMaxKept + 1;  // too many: encoded
+      }
+    }
+    if (kept > kMaxKept) continue;
+    kept_count_[side] = kept;
+    stored_at_[side] = std::move(at);
+    layout_[side] = kept <= 1 && !flags ? RowLayout::kInline : RowLayout::kInts;
+  }
 }
 
 uint32_t JoinRowStore::NewSlot(absl::string_view key, int key_group) {
@@ -263,8 +297,9 @@ void JoinRowStore::FreeSlot(uint32_t slot) {
 }
 
 void JoinRowStore::ClearRows(Key* k) {
-  for (Rows& rows : k->rows) {
-    for (const Row& row : rows) arena_.Free(row.ref, row.size);
+  for (int side = 0; side < 2; ++side) {
+    Rows& rows = k->rows[side];
+    FreeRows(side, rows.begin(), rows.end());
     rows.clear();
   }
 }
@@ -314,21 +349,61 @@ absl::Status JoinRowStore::Exhausted() const {
                    JoinRowArena::kMaxChunks, " chunks)"));
 }
 
-absl::Status JoinRowStore::Append(uint32_t slot, int side, int64_t ts, bool flag,
-                                  const Schema& schema, const Record& r) {
-  char* const to = arena_.Reserve(EncodedSizeBound(schema, r));
-  if (to == nullptr) return Exhausted();
-  const size_t size = static_cast<size_t>(EncodeRecordTo(schema, r, to) - to);
-  Insert(&keys_[slot].rows[side], ts, arena_.Commit(size), size, flag);
+absl::Status JoinRowStore::AppendToArena(uint32_t slot, int side, int64_t ts, bool flag,
+                                         const Schema& schema, const Record& r) {
+  Rows* const rows = &keys_[slot].rows[side];
+  if (layout_[side] != RowLayout::kEncoded) {
+    SLUICE_RETURN_IF_ERROR(InsertInts(side, ts, flag, r, rows));
+  } else {
+    char* const to = arena_.Reserve(EncodedSizeBound(schema, r));
+    if (to == nullptr) return Exhausted();
+    const size_t size = static_cast<size_t>(EncodeRecordTo(schema, r, to) - to);
+    Insert(rows, ts, arena_.Commit(size), size, flag);
+  }
   MarkDirty(slot);
   return absl::OkStatus();
+}
+
+absl::Status JoinRowStore::InsertInts(int side, int64_t ts, bool flag, const Record& r, Rows* rows) {
+  if (layout_[side] == RowLayout::kInline) {
+    InsertValue(rows, ts, StoreInts(side, r, nullptr));
+    return absl::OkStatus();
+  }
+  const size_t size = IntRowBytes(side);
+  char* const to = arena_.Reserve(size);
+  if (to == nullptr) return Exhausted();
+  int64_t values[kMaxKept];
+  StoreInts(side, r, values);
+  std::memcpy(to, values, 8 * kept_count_[side]);
+  Insert(rows, ts, arena_.Commit(size), size, flag);
+  return absl::OkStatus();
+}
+
+absl::Status JoinRowStore::DecodeRow(int side, const Key& k, const Row& row,
+                                     Record* record) const {
+  if (layout_[side] == RowLayout::kEncoded) {
+    const char* pos = arena_.data(row.ref);
+    return op_->DecodeOne(side, &pos, pos + row.size, record);
+  }
+  const size_t n = stored_at_[side].size();
+  if (record->size() != n) record->Resize(n);
+  const char* const stored = StoredInts(side, row);
+  for (size_t i = 0; i < n; ++i) (*record)[i].i = IntField(side, k, row, stored, i);
+  return absl::OkStatus();
+}
+
+char* JoinRowStore::EncodeIntRow(int side, const Key& k, const Row& row, char* p) const {
+  const char* const stored = StoredInts(side, row);
+  const size_t n = stored_at_[side].size();
+  for (size_t i = 0; i < n; ++i) p = WriteVarint(ZigZag(IntField(side, k, row, stored, i)), p);
+  return p;
 }
 
 void JoinRowStore::DropFront(uint32_t slot, int side, size_t n) {
   if (n == 0) return;
   Key& k = keys_[slot];
   Rows& rows = k.rows[side];
-  for (size_t i = 0; i < n; ++i) arena_.Free(rows[i].ref, rows[i].size);
+  FreeRows(side, rows.begin(), rows.begin() + n);
   rows.drop_front(n);
   MarkDirty(slot);
 }
@@ -336,7 +411,7 @@ void JoinRowStore::DropFront(uint32_t slot, int side, size_t n) {
 void JoinRowStore::DropFrom(uint32_t slot, int side, size_t first) {
   Rows& rows = keys_[slot].rows[side];
   if (first >= rows.size()) return;
-  for (size_t i = first; i < rows.size(); ++i) arena_.Free(rows[i].ref, rows[i].size);
+  FreeRows(side, rows.begin() + first, rows.end());
   rows.truncate(first);
   MarkDirty(slot);
 }
@@ -361,8 +436,9 @@ void JoinRowStore::CompactArena() {
   for (size_t slot = 0; slot < keys_.size(); ++slot) {
     Key& k = keys_[slot];
     if (!k.live) continue;
-    for (Rows& rows : k.rows) {
-      for (Row& row : rows) row.ref = arena_.Move(row.ref, row.size);
+    for (int side = 0; side < 2; ++side) {
+      if (layout_[side] == RowLayout::kInline) continue;
+      for (Row& row : k.rows[side]) row.ref = arena_.Move(row.ref, row.size);
     }
   }
   arena_.EndCompaction();
@@ -531,21 +607,15 @@ absl::Status JoinRowStore::BlocksToEntries() {
   return absl::OkStatus();
 }
 
-namespace {
-
-// A varint (as PutVarint64) at `p`; returns its end.
-char* WriteVarint(uint64_t v, char* p) {
-  for (; v >= 0x80; v >>= 7) *p++ = static_cast<char>(v | 0x80);
-  *p++ = static_cast<char>(v);
-  return p;
-}
-
-}  // namespace
-
 absl::string_view JoinRowStore::EncodeRows(const Key& k) {
   size_t bound = 1;
-  for (const Rows& rows : k.rows) {
+  for (int side = 0; side < 2; ++side) {
+    const Rows& rows = k.rows[side];
     bound += 10;
+    if (layout_[side] != RowLayout::kEncoded) {
+      bound += rows.size() * (8 + 1 + 5 + 10 * stored_at_[side].size());
+      continue;
+    }
     for (const Row& row : rows) bound += 8 + 1 + 5 + row.size;
   }
   if (encoded_capacity_ < bound) {
@@ -554,13 +624,31 @@ absl::string_view JoinRowStore::EncodeRows(const Key& k) {
   }
   char* p = encoded_.get();
   *p++ = static_cast<char>(kRowsFormat);
-  for (const Rows& rows : k.rows) {
+  for (int side = 0; side < 2; ++side) {
+    const Rows& rows = k.rows[side];
     p = WriteVarint(rows.size(), p);
     for (const Row& row : rows) {
       const uint64_t ts = static_cast<uint64_t>(row.ts);
       for (int b = 0; b < 8; ++b) p[b] = static_cast<char>(ts >> (8 * b));  // PutFixed64LE's
       p += 8;
       if (flags_) *p++ = static_cast<char>(row.flag);
+      if (layout_[side] != RowLayout::kEncoded) {
+        // The record after its size, which is known once it is written: a fields' varints take
+        // at most 127 bytes for up to 12 fields (one size byte), else they move up.
+        char* const record = p + 1;
+        const size_t size = static_cast<size_t>(EncodeIntRow(side, k, row, record) - record);
+        if (size < 0x80) {
+          *p = static_cast<char>(size);
+          p = record + size;
+        } else {
+          char size_bytes[10];
+          const size_t size_len = static_cast<size_t>(WriteVarint(size, size_bytes) - size_bytes);
+          std::memmove(p + size_len, record, size);
+          std::memcpy(p, size_bytes, size_len);
+          p += size_len + size;
+        }
+        continue;
+      }
       p = WriteVarint(row.size, p);
       std::memcpy(p, arena_.data(row.ref), row.size);
       p += row.size;
@@ -629,7 +717,20 @@ absl::Status JoinRowStore::AddChecked(int side, int64_t ts, bool flag, const cha
   if (pos != p + size) {
     return op_->ctx_.state_origin.DataLoss(absl::StrCat("a record of the ", what_, " has bytes left over"));
   }
+  if (layout_[side] != RowLayout::kEncoded) return AddDecoded(side, ts, flag, scratch_[side], k);
   return AddBytes(side, ts, flag, p, size, k);
+}
+
+absl::Status JoinRowStore::AddDecoded(int side, int64_t ts, bool flag, const Record& r, Key* k) {
+  for (size_t i = 0; i < stored_at_[side].size(); ++i) {
+    const int8_t at = stored_at_[side][i];
+    if ((at == kAtKey && r.GetInt(i) != k->int_key) || (at == kAtTime && r.GetInt(i) != ts)) {
+      return op_->ctx_.state_origin.DataLoss(
+          absl::StrCat("a record of the ", what_, " has another ",
+                       at == kAtKey ? "key" : "time", " than its row"));
+    }
+  }
+  return InsertInts(side, ts, flag, r, &k->rows[side]);
 }
 
 absl::Status JoinRowStore::AddBytes(int side, int64_t ts, bool flag, const char* p, size_t size,

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -315,12 +316,33 @@ class JoinRowStore {
  public:
   static constexpr int64_t kNever = INT64_MAX;
 
+  // A kept record: its time, and where its fields are (RowLayout): the record's bytes in the
+  // arena (`ref`, `size` bytes), or with kInline the one stored field's value in the eight bytes
+  // of `ref`, `size` and `flag` (value(), set_value(); only in stores without flags).
   struct Row {
     int64_t ts;
-    uint32_t ref;       // the encoded record in the store's arena
+    uint32_t ref;       // the record in the store's arena
     uint32_t size : 31;
     uint32_t flag : 1;  // the operator's (join: a left row has matched)
+
+    int64_t value() const {
+      int64_t v;
+      std::memcpy(&v, reinterpret_cast<const char*>(this) + 8, 8);
+      return v;
+    }
+    void set_value(int64_t v) { std::memcpy(reinterpret_cast<char*>(this) + 8, &v, 8); }
   };
+  // How an input's rows keep their fields in memory (stored bytes are the same for all: the
+  // record codec's, written at WriteDirty):
+  // - kEncoded: the record codec's bytes in the arena (any schema).
+  // - kInts: an input of NOT NULL integers and timestamps only (Schema::all_integral()): its
+  //   fields as int64 values in the arena (8 bytes each), but the key's field (integer keys read
+  //   from a bare field: the key's int_key) and the row's time field (`time_field` at Init: the
+  //   row's ts), which the row's key and time give back. No varint encoding on Append, no
+  //   decoding of a match.
+  // - kInline: kInts with at most one field left, in a store without flags: that value in the
+  //   row itself (Row::value()), nothing in the arena.
+  enum class RowLayout : uint8_t { kEncoded, kInts, kInline };
   // One input's kept records of a key, sorted by time: up to kInlineRows inline, so that a
   // key's state sits in the five cache lines of its Key (Nexmark's joins keep a few records per
   // key and input; join_benchmark's interval join 6-10 per input, whose heap rows were one more
@@ -344,12 +366,18 @@ class JoinRowStore {
     bool empty() const { return rows[0].empty() && rows[1].empty(); }
   };
   static_assert(sizeof(Key) == 5 * 64, "a key's entry is five cache lines");
+  static_assert(sizeof(Row) == 16 && offsetof(Row, ref) == 8,
+                "Row::value() is the eight bytes after ts");
 
   // `op` decodes records and key groups; `id` is the value state of the rows (per-key entries),
   // `blocks` the value state of their blocks, `what` names them in errors ("interval join
-  // rows"); `flags`: a flag byte per record in the backend.
+  // rows"); `flags`: a flag byte per record in the backend; `time_fields`: per input, the field
+  // whose value is always a row's time (interval_join's event time), or -1 (RowLayout).
   void Init(JoinOperatorBase* op, state::StateId id, state::StateId blocks, absl::string_view what,
-            bool flags);
+            bool flags, const int (&time_fields)[2] = kNoTimeFields);
+  static constexpr int kNoTimeFields[2] = {-1, -1};
+  // How input `side`'s rows are kept (set at Init).
+  RowLayout layout(int side) const { return layout_[side]; }
   // True while WriteDirty() writes blocks (integer keys, no spill so far).
   bool blocks() const { return blocks_on_; }
 
@@ -396,6 +424,11 @@ class JoinRowStore {
       for (const size_t end = std::min(count, i + 3 * kLag + 1); evaluated < end; ++evaluated) {
         Ahead& a = ahead_[evaluated & kAheadMask];
         if (int_keys_) {
+          // The record's key value kLag records before it is read (the task's decoded records
+          // have gone from the cache: that load was the pipeline's largest stall).
+          if (key_field_[side] >= 0 && evaluated + kLag < count) {
+            Prefetch(&records[evaluated + kLag][key_field_[side]]);
+          }
           a.int_key = op_->IntKeyOf(side, records[evaluated]);
           slot_of_int_.prefetch(a.int_key);
         } else {
@@ -441,7 +474,12 @@ class JoinRowStore {
   // Appends record `r` of input `side` (schema `schema`) at time `ts` to key `slot`, marking
   // it dirty. kResourceExhausted when the arena has no chunk left (far beyond the budget).
   absl::Status Append(uint32_t slot, int side, int64_t ts, bool flag, const Schema& schema,
-                      const Record& r);
+                      const Record& r) {
+    if (layout_[side] != RowLayout::kInline) return AppendToArena(slot, side, ts, flag, schema, r);
+    InsertValue(&keys_[slot].rows[side], ts, StoreInts(side, r, nullptr));
+    MarkDirty(slot);
+    return absl::OkStatus();
+  }
   // The index of the first of `rows`' first `n` whose time is >= `t` (n when none), as
   // std::lower_bound, but searched from the back: steps of 1, 2, 4, ... back from n, then a
   // binary search within the last step. A record's partners and place are among its key's newest
@@ -462,8 +500,16 @@ class JoinRowStore {
                          [](const Row& a, int64_t v) { return a.ts < v; }) -
         rows.begin());
   }
-  // Where the encoded record of `row` starts (row.size bytes).
-  const char* Data(const Row& row) const { return arena_.data(row.ref); }
+  // Row `row` of input `side` of key `k` into `record` (the input's fields), whatever its
+  // layout. kDataLoss when encoded bytes do not decode.
+  absl::Status DecodeRow(int side, const Key& k, const Row& row, Record* record) const;
+  // REQUIRES: layout(side) is not kEncoded. Row `row` of input `side` of key `k` as int64 values
+  // (Value::i) into (*out)[base ...] (the input's fields in order; null bits untouched).
+  void FillIntRow(int side, const Key& k, const Row& row, Record* out, size_t base) const {
+    const char* const stored = StoredInts(side, row);
+    const size_t n = stored_at_[side].size();
+    for (size_t i = 0; i < n; ++i) (*out)[base + i].i = IntField(side, k, row, stored, i);
+  }
   // Drops the first `n` rows of input `side` of key `slot`, marking it dirty.
   void DropFront(uint32_t slot, int side, size_t n);
   // Drops the rows of input `side` of key `slot` from the `first`-th on, marking it dirty.
@@ -703,10 +749,15 @@ class JoinRowStore {
   }
   // What key `k`'s rows take stored, roughly: more than kJoinBlockMaxKeyBytes keeps an entry
   // of its own.
-  static size_t StoredBytes(const Key& k) {
+  size_t StoredBytes(const Key& k) const {
     size_t bytes = 0;
-    for (const Rows& rows : k.rows) {
-      for (const Row& row : rows) bytes += row.size + 10;
+    for (int side = 0; side < 2; ++side) {
+      if (layout_[side] == RowLayout::kEncoded) {
+        for (const Row& row : k.rows[side]) bytes += row.size + 10;
+      } else {
+        // 10 + about 3 bytes a field (the encoded size is not known without encoding).
+        bytes += k.rows[side].size() * (10 + 3 * stored_at_[side].size());
+      }
     }
     return bytes;
   }
@@ -719,12 +770,63 @@ class JoinRowStore {
   // field by field in place: a Row built on the stack and copied in is a 16-byte load of
   // narrower stores just made, which waits for them to reach the cache (no store forwarding).
   static void Insert(Rows* rows, int64_t ts, uint32_t ref, size_t size, bool flag);
+  // As Insert, for a kInline row of `value`.
+  static void InsertValue(Rows* rows, int64_t ts, int64_t value) {
+    size_t pos = rows->size();
+    if (pos != 0 && (*rows)[pos - 1].ts > ts) pos = FirstAtOrAfter(*rows, pos, ts + 1);
+    Row& row = pos == rows->size() ? rows->emplace_back() : rows->insert_at(pos);
+    row.ts = ts;
+    row.set_value(value);
+  }
+  // Append() of a row in the arena (kInts, kEncoded).
+  absl::Status AppendToArena(uint32_t slot, int side, int64_t ts, bool flag, const Schema& schema,
+                             const Record& r);
+  // Record `r`'s kept values as a row of input `side` (kInts or kInline) at `ts` into `rows`.
+  // kResourceExhausted as Append.
+  absl::Status InsertInts(int side, int64_t ts, bool flag, const Record& r, Rows* rows);
   // The `size` bytes at `p` into the arena as a row of input `side` at `ts` of key `k`.
   absl::Status AddBytes(int side, int64_t ts, bool flag, const char* p, size_t size, Key* k);
   absl::Status Exhausted() const;
   // Key `k`'s stored value (format 2), sized first and then written in one pass into
   // encoded_ (valid until the next call).
   absl::string_view EncodeRows(const Key& k);
+
+  // A row of input `side` (layout kInts or kInline) of key `k`, its kept values at `stored`
+  // (8 bytes each, maybe unaligned): field i's value.
+  int64_t IntField(int side, const Key& k, const Row& row, const char* stored, size_t i) const {
+    const int8_t at = stored_at_[side][i];
+    if (at == kAtKey) return k.int_key;
+    if (at == kAtTime) return row.ts;
+    int64_t v;
+    std::memcpy(&v, stored + 8 * at, 8);
+    return v;
+  }
+  // Where row `row`'s kept values are (kInts or kInline): in the arena, or in the row.
+  const char* StoredInts(int side, const Row& row) const {
+    return layout_[side] == RowLayout::kInline ? reinterpret_cast<const char*>(&row) + 8
+                                               : arena_.data(row.ref);
+  }
+  // Row `row` of input `side` (kInts or kInline) in the record codec's bytes at `p`
+  // (room for 10 bytes a field); returns the end.
+  char* EncodeIntRow(int side, const Key& k, const Row& row, char* p) const;
+  // Record `r` (decoded into the scratch) as a row of input `side` of key `k` at `ts`.
+  // kDataLoss when its key or time field is not the row's (they are not kept: RowLayout).
+  absl::Status AddDecoded(int side, int64_t ts, bool flag, const Record& r, Key* k);
+  // The fields of `r` kept for a row of input `side` (kInts: `to`; kInline: the returned value).
+  int64_t StoreInts(int side, const Record& r, int64_t* to) const {
+    const uint8_t* f = kept_[side];
+    const size_t n = kept_count_[side];
+    if (layout_[side] == RowLayout::kInline) return n == 0 ? 0 : r.GetInt(f[0]);
+    for (size_t j = 0; j < n; ++j) to[j] = r.GetInt(f[j]);
+    return 0;
+  }
+  // Bytes of a kInts row in the arena (at least 8: an arena record is never empty).
+  size_t IntRowBytes(int side) const { return 8 * std::max<size_t>(kept_count_[side], 1); }
+  // Frees the arena bytes of rows [first, end) of input `side` (not kInline).
+  void FreeRows(int side, const Row* first, const Row* end) {
+    if (layout_[side] == RowLayout::kInline) return;
+    for (; first != end; ++first) arena_.Free(first->ref, first->size);
+  }
 
   JoinOperatorBase* op_ = nullptr;
   state::KeyedStateBackend* state_ = nullptr;
@@ -733,6 +835,16 @@ class JoinRowStore {
   std::string what_;
   bool flags_ = false;
   size_t max_bytes_ = 0;
+  // RowLayout per input: kInts and kInline keep at most kMaxKept fields, by index (kept_), and
+  // per field where its value is (stored_at_: an index into the kept ones, kAtKey or kAtTime).
+  static constexpr size_t kMaxKept = 32;
+  static constexpr int8_t kAtKey = -1;
+  static constexpr int8_t kAtTime = -2;
+  RowLayout layout_[2] = {RowLayout::kEncoded, RowLayout::kEncoded};
+  int key_field_[2] = {-1, -1};  // per input, its key's field when int_keys_ and a bare field
+  uint8_t kept_[2][kMaxKept] = {};
+  size_t kept_count_[2] = {0, 0};
+  std::vector<int8_t> stored_at_[2];
 
   JoinRowArena arena_;                                  // the records' bytes
   JoinSlotChunks<Key, kKeyChunkShift> keys_;            // by slot (entries never move)

@@ -137,8 +137,7 @@ class RegularJoinOperator final : public JoinOperatorBase {
     const size_t first_match = i;
     const bool matched = i < rows.size();
     for (; i < rows.size(); ++i) {
-      const char* pos = store_.Data(rows[i]);
-      SLUICE_RETURN_IF_ERROR(DecodeOne(other, &pos, pos + rows[i].size, &scratch_[other]));
+      SLUICE_RETURN_IF_ERROR(store_.DecodeRow(other, k, rows[i], &scratch_[other]));
       SLUICE_RETURN_IF_ERROR(side == 0 ? EmitJoined(&r, &scratch_[other]) : EmitJoined(&scratch_[other], &r));
       if (mark) rows[i].flag = 1;  // the key is dirty: the row appended below marks it
     }
@@ -193,8 +192,7 @@ class RegularJoinOperator final : public JoinOperatorBase {
     for (size_t i = 0; i < n; ++i) {
       const JoinRowStore::Row& row = k.rows[0][i];
       if (row.flag != 0) continue;
-      const char* pos = store_.Data(row);
-      SLUICE_RETURN_IF_ERROR(DecodeOne(0, &pos, pos + row.size, &scratch_[0]));
+      SLUICE_RETURN_IF_ERROR(store_.DecodeRow(0, k, row, &scratch_[0]));
       SLUICE_RETURN_IF_ERROR(EmitJoined(&scratch_[0], nullptr));
     }
     return absl::OkStatus();

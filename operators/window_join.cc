@@ -158,8 +158,7 @@ class WindowJoinOperator final : public JoinOperatorBase {
         while (n[side] < rows.size() && rows[n[side]].ts == at) ++n[side];
         if (rows_[side].size() < n[side]) rows_[side].resize(n[side]);
         for (size_t i = 0; i < n[side]; ++i) {
-          const char* pos = store_.Data(rows[i]);
-          SLUICE_RETURN_IF_ERROR(DecodeOne(side, &pos, pos + rows[i].size, &rows_[side][i]));
+          SLUICE_RETURN_IF_ERROR(store_.DecodeRow(side, k, rows[i], &rows_[side][i]));
         }
       }
       out_.SetInt(window_start_, at + 1 - options_->window.size_ms);
