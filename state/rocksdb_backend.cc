@@ -60,9 +60,13 @@ constexpr uint64_t kStatsInterval = 1 << 14;
 // Rescale restore writes into the new DB in batches of about this size.
 constexpr size_t kRestoreBatchBytes = 4 << 20;
 // Prefetch() reads ahead while at least 1 in kPrefetchMinMissShare cache reads missed, over
-// windows of kPrefetchDecisionReads reads.
+// windows of kPrefetchDecisionReads reads, or while the cache holds kPrefetchMinCacheBytes or
+// more (its index cells, slots and blocks no longer in the CPU's caches: a batch's lookups then
+// overlap their memory loads, and GetOfBatch()/PutOfBatch() reuse the entries found, where
+// a Get() and a Put() per key each wait for a cell, a slot and a block in turn).
 constexpr uint64_t kPrefetchDecisionReads = 1 << 12;
 constexpr uint64_t kPrefetchMinMissShare = 16;
+constexpr size_t kPrefetchMinCacheBytes = size_t{4} << 20;
 
 absl::string_view ToView(const rocksdb::Slice& s) { return absl::string_view(s.data(), s.size()); }
 rocksdb::Slice ToSlice(absl::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
@@ -986,11 +990,13 @@ absl::StatusOr<RocksDbBackend::Ref> RocksDbBackend::InsertLoaded(absl::string_vi
 absl::Status RocksDbBackend::Prefetch(StateId id, absl::Span<const KeyInGroup> keys) {
   SLUICE_RETURN_IF_ERROR(CheckState(id, StateKind::kValue));
   // Decide from the reads since the last decision whether reading ahead pays: not while
-  // nearly every read hits the cache (then the read-ahead would only probe the cache twice).
+  // nearly every read hits a cache small enough for the CPU's caches (then the read-ahead
+  // would only add its pass over the batch's keys).
   const uint64_t reads = cache_.hits() + cache_.misses();
   if (reads - prefetch_reads_ >= kPrefetchDecisionReads) {
     const uint64_t misses = cache_.misses() - prefetch_misses_;
-    prefetch_on_ = misses * kPrefetchMinMissShare >= reads - prefetch_reads_;
+    prefetch_on_ = misses * kPrefetchMinMissShare >= reads - prefetch_reads_ ||
+                   cache_.bytes() >= kPrefetchMinCacheBytes;
     prefetch_reads_ = reads;
     prefetch_misses_ = cache_.misses();
   }
