@@ -569,7 +569,7 @@ uint64_t CountRounds(KeyedStateBackend* b, StateId id, int keys, int batch_size,
   return last_round_lookups;
 }
 
-// A cache beyond the CPU's caches (4 MiB and more) keeps the read-ahead on while every read
+// A cache beyond the CPU's caches (1 MiB and more) keeps the read-ahead on while every read
 // hits: a batch's keys are then looked up once (the read-ahead's lookup, whose memory loads
 // overlap), not twice (a Get() and a Put() per key, each waiting for an index cell, a slot and
 // a block in turn). Without that, the second round's all-hit reads turned it off (less than 1 in
@@ -581,7 +581,7 @@ TEST_F(KeyedStateBackendTest, BigCacheKeepsTheReadAheadOnWhileReadsHit) {
   ASSERT_NE(b, nullptr);
   const StateId id = b->RegisterState("count", StateKind::kValue);
   EXPECT_EQ(CountRounds(b.get(), id, kKeys, 1000, 3), static_cast<uint64_t>(kKeys));
-  ASSERT_GE(b->CacheBytesForTest(), size_t{4} << 20);
+  ASSERT_GE(b->CacheBytesForTest(), size_t{1} << 20);
   for (int i = 0; i < kKeys; i += 997) EXPECT_EQ(GetOr(b.get(), id, absl::StrCat("k", i)), "3");
   absl::StatusOr<proto::KeyedStateHandle> handle = Checkpoint(b.get(), 1, "chk-1/op");
   ASSERT_OK(handle);
@@ -596,21 +596,22 @@ TEST_F(KeyedStateBackendTest, BigCacheKeepsTheReadAheadOnWhileReadsHit) {
 
 // A small cache (the CPU's caches hold it) turns the read-ahead off while every read hits, as
 // before: the all-hit round costs a Get()'s and a Put()'s lookup per key, and no pass of the
-// read-ahead. With a budget between 4 MiB and the keys' bytes, the cache evicts while the
+// read-ahead. With a budget between 1 MiB and the keys' bytes, the cache evicts while the
 // read-ahead is on: every count is still exact, in the cache and after a restore.
 TEST_F(KeyedStateBackendTest, ReadAheadOfSmallAndEvictingCachesKeepsCounts) {
   {
     auto small = OpenOrDie(Options("small"));
     ASSERT_NE(small, nullptr);
     const StateId id = small->RegisterState("count", StateKind::kValue);
-    EXPECT_EQ(CountRounds(small.get(), id, 20000, 1000, 3), 2u * 20000);
-    for (int i = 0; i < 20000; i += 97) {
+    EXPECT_EQ(CountRounds(small.get(), id, 10000, 1000, 3), 2u * 10000);  // ~430 KB of cache
+    ASSERT_LT(small->CacheBytesForTest(), size_t{1} << 20);
+    for (int i = 0; i < 10000; i += 97) {
       EXPECT_EQ(GetOr(small.get(), id, absl::StrCat("k", i)), "3");
     }
   }
   constexpr int kKeys = 150000;
   StateBackendOptions o = Options("evicting");
-  o.cache_bytes = size_t{5} << 20;  // ~6.9 MB of entries: evictions, the cache above 4 MiB
+  o.cache_bytes = size_t{5} << 20;  // ~6.9 MB of entries: evictions, the cache above 1 MiB
   auto b = OpenOrDie(o);
   ASSERT_NE(b, nullptr);
   const StateId id = b->RegisterState("count", StateKind::kValue);
