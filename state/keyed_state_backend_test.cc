@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/clock.h"
@@ -532,6 +533,114 @@ TEST_F(KeyedStateBackendTest, BatchedReadModifyWriteLooksEachKeyUpOnce) {
     EXPECT_EQ(b->CacheLookupsForTest() - before, batch.size()) << "round " << round;
   }
   for (const std::string& k : keys) EXPECT_EQ(GetOr(b.get(), id, k), "2");
+}
+
+// Counts kept as the aggregate keeps them: rounds of batches over `keys` keys (batches of
+// `batch_size`, each key once per round), each a Prefetch(), GetOfBatch() of every key, then
+// PutOfBatch() of its count plus one. Returns the cache lookups of the last round.
+uint64_t CountRounds(KeyedStateBackend* b, StateId id, int keys, int batch_size, int rounds) {
+  std::vector<std::string> names;
+  for (int i = 0; i < keys; ++i) names.push_back(absl::StrCat("k", i));
+  uint64_t last_round_lookups = 0;
+  for (int round = 0; round < rounds; ++round) {
+    const uint64_t before = b->CacheLookupsForTest();
+    for (int start = 0; start < keys; start += batch_size) {
+      std::vector<KeyInGroup> batch;
+      for (int i = start; i < std::min(keys, start + batch_size); ++i) {
+        batch.push_back({names[i], KeyGroupOf(names[i])});
+      }
+      EXPECT_OK(b->Prefetch(id, batch));
+      std::vector<int> counts(batch.size(), 0);
+      for (size_t i = 0; i < batch.size(); ++i) {
+        std::string v;
+        absl::StatusOr<bool> found = b->GetOfBatch(id, batch, i, &v);
+        EXPECT_OK(found);
+        EXPECT_EQ(found.ok() && *found, round > 0) << names[start + i];
+        if (found.ok() && *found) {
+          EXPECT_TRUE(absl::SimpleAtoi(v, &counts[i])) << v;
+        }
+      }
+      for (size_t i = 0; i < batch.size(); ++i) {
+        EXPECT_OK(b->PutOfBatch(id, batch, i, absl::StrCat(counts[i] + 1)));
+      }
+    }
+    last_round_lookups = b->CacheLookupsForTest() - before;
+  }
+  return last_round_lookups;
+}
+
+// A cache beyond the CPU's caches (1 MiB and more) keeps the read-ahead on while every read
+// hits: a batch's keys are then looked up once (the read-ahead's lookup, whose memory loads
+// overlap), not twice (a Get() and a Put() per key, each waiting for an index cell, a slot and
+// a block in turn). Without that, the second round's all-hit reads turned it off (less than 1 in
+// 16 reads missed) and the third round cost two lookups per key. The counts are exact, in the
+// cache and after a checkpoint's restore.
+TEST_F(KeyedStateBackendTest, BigCacheKeepsTheReadAheadOnWhileReadsHit) {
+  constexpr int kKeys = 120000;  // ~46 bytes an entry: ~5.5 MB of cache
+  auto b = OpenOrDie(Options("big"));
+  ASSERT_NE(b, nullptr);
+  const StateId id = b->RegisterState("count", StateKind::kValue);
+  EXPECT_EQ(CountRounds(b.get(), id, kKeys, 1000, 3), static_cast<uint64_t>(kKeys));
+  ASSERT_GE(b->CacheBytesForTest(), size_t{1} << 20);
+  for (int i = 0; i < kKeys; i += 997) EXPECT_EQ(GetOr(b.get(), id, absl::StrCat("k", i)), "3");
+  absl::StatusOr<proto::KeyedStateHandle> handle = Checkpoint(b.get(), 1, "chk-1/op");
+  ASSERT_OK(handle);
+  b.reset();
+  auto restored = KeyedStateBackend::Restore(Options("big-restored"), {*handle}, job_dir_);
+  ASSERT_OK(restored);
+  const StateId rid = (*restored)->RegisterState("count", StateKind::kValue);
+  for (int i = 0; i < kKeys; ++i) {
+    ASSERT_EQ(GetOr(restored->get(), rid, absl::StrCat("k", i)), "3") << i;
+  }
+}
+
+// A small cache (the CPU's caches hold it) turns the read-ahead off while every read hits, as
+// before: the all-hit round costs a Get()'s and a Put()'s lookup per key, and no pass of the
+// read-ahead. With a budget between 1 MiB and the keys' bytes, the cache evicts while the
+// read-ahead is on: every count is still exact, in the cache and after a restore.
+TEST_F(KeyedStateBackendTest, ReadAheadOfSmallAndEvictingCachesKeepsCounts) {
+  {
+    auto small = OpenOrDie(Options("small"));
+    ASSERT_NE(small, nullptr);
+    const StateId id = small->RegisterState("count", StateKind::kValue);
+    EXPECT_EQ(CountRounds(small.get(), id, 10000, 1000, 3), 2u * 10000);  // ~430 KB of cache
+    ASSERT_LT(small->CacheBytesForTest(), size_t{1} << 20);
+    for (int i = 0; i < 10000; i += 97) {
+      EXPECT_EQ(GetOr(small.get(), id, absl::StrCat("k", i)), "3");
+    }
+  }
+  constexpr int kKeys = 150000;
+  StateBackendOptions o = Options("evicting");
+  o.cache_bytes = size_t{5} << 20;  // ~6.9 MB of entries: evictions, the cache above 1 MiB
+  auto b = OpenOrDie(o);
+  ASSERT_NE(b, nullptr);
+  const StateId id = b->RegisterState("count", StateKind::kValue);
+  CountRounds(b.get(), id, kKeys, 1000, 2);
+  absl::StatusOr<proto::KeyedStateHandle> handle = Checkpoint(b.get(), 1, "chk-1/op");
+  ASSERT_OK(handle);
+  // A third round after the checkpoint: hits, misses and evictions mixed.
+  std::vector<std::string> names;
+  for (int i = 0; i < kKeys; ++i) names.push_back(absl::StrCat("k", i));
+  for (int start = 0; start < kKeys; start += 1000) {
+    std::vector<KeyInGroup> batch;
+    for (int i = start; i < start + 1000; ++i) batch.push_back({names[i], KeyGroupOf(names[i])});
+    ASSERT_OK(b->Prefetch(id, batch));
+    for (size_t i = 0; i < batch.size(); ++i) {
+      std::string v;
+      absl::StatusOr<bool> found = b->GetOfBatch(id, batch, i, &v);
+      ASSERT_OK(found);
+      ASSERT_TRUE(*found) << names[start + i];
+      ASSERT_EQ(v, "2") << names[start + i];
+      ASSERT_OK(b->PutOfBatch(id, batch, i, "3"));
+    }
+  }
+  EXPECT_LE(b->CacheBytesForTest(), o.cache_bytes + (size_t{1} << 20));
+  for (int i = 0; i < kKeys; ++i) ASSERT_EQ(GetOr(b.get(), id, names[i]), "3") << i;
+  b.reset();
+  auto restored = KeyedStateBackend::Restore(Options("evicting-restored"), {*handle}, job_dir_);
+  ASSERT_OK(restored);
+  const StateId rid = (*restored)->RegisterState("count", StateKind::kValue);
+  for (int i = 0; i < kKeys; ++i) ASSERT_EQ(GetOr(restored->get(), rid, names[i]), "2") << i;
 }
 
 // Prepare(), the setting of the tests below (the same-batch one sets up its own): a backend
