@@ -126,7 +126,7 @@ void PrintPairs(const std::vector<double>& cpu_ratios, const char* name, int64_t
 // same load; the ratios are then b's CPU / a's.
 std::vector<double> RunConcurrent(int reps, const std::function<std::string(bool)>& job,
                                   std::vector<double>* per_checkpoint_ms,
-                                  const std::string& other_bin_dir = "") {
+                                  const std::string& other_bin_dir = "", bool control = false) {
   std::unique_ptr<sluice::cli::LocalCluster> clusters[2] = {
       sluice::bench::StartBenchCluster("sluice-cpbench-a"),
       sluice::bench::StartBenchCluster("sluice-cpbench-b", 2, 1, "", other_bin_dir)};
@@ -176,9 +176,10 @@ std::vector<double> RunConcurrent(int reps, const std::function<std::string(bool
     }
     if (builds) {
       ratios.push_back(cpu[1] / cpu[0]);
-      std::printf("builds pair %d: this build %.2f CPU s, other build %.2f CPU s (checkpoints 1s "
-                  "both), this_minus_other_pct=%.1f\n",
-                  r + 1, cpu[0], cpu[1], 100.0 * (cpu[0] / cpu[1] - 1));
+      std::printf("builds pair %d: this build %.2f CPU s, other build %.2f CPU s (%s both), "
+                  "this_minus_other_pct=%.1f\n",
+                  r + 1, cpu[0], cpu[1], control ? "no checkpoints" : "checkpoints 1s",
+                  100.0 * (cpu[0] / cpu[1] - 1));
       continue;
     }
     const double off = cpu[1 - on_cluster], on = cpu[on_cluster];
@@ -252,7 +253,7 @@ int main(int argc, char** argv) {
         [&](bool on) {
           return Job(heap_state, records, keys, on && !control ? with_cp : "", "{id: sink, type: blackhole}");
         },
-        &per_checkpoint_ms, other_bin_dir);
+        &per_checkpoint_ms, other_bin_dir, control);
     if (ratios.empty()) return 1;
     if (!other_bin_dir.empty()) {
       std::vector<double> pct;

@@ -762,9 +762,6 @@ class RocksDbBackend final : public KeyedStateBackend {
   std::shared_ptr<internal::DeltaBytesPool> delta_pool_ =
       std::make_shared<internal::DeltaBytesPool>(options_.delta_bytes);
   uint64_t evicted_writes_at_snapshot_ = 0;  // cache_.evicted_writes() at the last SnapshotSync()
-  // Opened empty and no snapshot succeeded since: the next one puts every entry it writes into
-  // its delta file (WriteBackCache::Snapshot()'s all_dirty_hot), none into RocksDB.
-  bool first_snapshot_all_hot_ = false;
   // What RocksDB held when SnapshotSync() last made a RocksDB checkpoint (DbSignature()), and
   // that snapshot's checkpoint id (-1: none yet).
   std::string db_signature_;
@@ -772,6 +769,11 @@ class RocksDbBackend final : public KeyedStateBackend {
   // Prefetch(): whether it reads ahead (decided every kPrefetchDecisionReads cache reads from
   // their miss share), the cache's reads and misses at the last decision, and scratch.
   bool prefetch_on_ = true;
+  // Opened empty and no snapshot succeeded since: the next one puts every entry it writes into
+  // its delta file (WriteBackCache::Snapshot()'s all_dirty_hot), none into RocksDB. (Here, in
+  // prefetch_on_'s padding: declared after evicted_writes_at_snapshot_ it moved every later
+  // member, the record path's prefetch_* among them, by 8 bytes.)
+  bool first_snapshot_all_hot_ = false;
   uint64_t prefetch_reads_ = 0;
   uint64_t prefetch_misses_ = 0;
   std::string prefetch_buf_;
