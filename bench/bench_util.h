@@ -78,9 +78,11 @@ inline double ThreadCpuSeconds() {
 // so parallelism 2 spans both) in a fresh temp directory; prints the error and returns null on
 // failure. `state_memory` (e.g. "64MiB"; "" = the workers' default) is each worker's
 // --state-memory.
+// `bin_dir`: the binaries the cluster runs ("": SLUICE_BIN_DIR or the build's).
 inline std::unique_ptr<cli::LocalCluster> StartBenchCluster(const std::string& prefix, int workers = 2,
                                                             int slots = 1,
-                                                            const std::string& state_memory = "") {
+                                                            const std::string& state_memory = "",
+                                                            const std::string& bin_dir = "") {
   std::string dir = (std::filesystem::temp_directory_path() / (prefix + "-XXXXXX")).string();
   if (mkdtemp(dir.data()) == nullptr) return nullptr;
   cli::LocalClusterOptions o;
@@ -90,6 +92,7 @@ inline std::unique_ptr<cli::LocalCluster> StartBenchCluster(const std::string& p
   o.log_level = "warn";
   o.die_with_parent = true;
   o.state_memory = state_memory;
+  o.bin_dir = bin_dir;
   auto cluster = cli::LocalCluster::Start(o);
   if (!cluster.ok()) {
     std::cerr << "cannot start cluster: " << cluster.status() << "\n";

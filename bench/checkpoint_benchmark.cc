@@ -5,7 +5,7 @@
 //
 //   build/bin/checkpoint_benchmark [--records N] [--keys K] [--reps R] [--mode M]
 //                                  [--aligned-timeout T] [--backpressure-only | --throughput-only]
-//                                  [--heap-state] [--concurrent]
+//                                  [--heap-state] [--concurrent [--control] [--other-bin-dir D]]
 //
 // The count keeps its state in the keyed state backend (`state: backend`), so checkpoints
 // snapshot RocksDB as they claim to; --heap-state runs the aggregate's default (`state: auto`:
@@ -17,7 +17,11 @@
 // wall second until the sink had every record (excluding the final checkpoint a bounded job
 // waits for at its end, a fixed cost per job and not per interval), each as the median of the
 // ratios of the runs paired in the same repetition. --concurrent runs the two jobs of a pair at
-// the same time on two clusters instead of one after the other (see RunConcurrent()).
+// the same time on two clusters instead of one after the other (see RunConcurrent()); with
+// --control neither job of a pair checkpoints, so its "overhead" is the method's own noise (an
+// A/A test: session 28 measured -7.6..+1.5%, mostly within +-1.5%). --other-bin-dir DIR runs
+// cluster b from DIR and the checkpointed job on both clusters: two builds' checkpointed jobs
+// under the same load (with --control: their jobs without checkpoints).
 
 #include <signal.h>
 #include <unistd.h>
@@ -117,11 +121,16 @@ void PrintPairs(const std::vector<double>& cpu_ratios, const char* name, int64_t
 // Returns the per-repetition CPU ratios (with / without), or an empty vector on an error;
 // `per_checkpoint_ms` gets each pair's CPU difference divided by its checkpoints (the run's
 // length, and so its number of checkpoints, grows with the machine's load; this does not).
+// `other_bin_dir` (--other-bin-dir): cluster b runs those binaries and both clusters run the
+// checkpointed job (`job(true)`), so each pair compares two builds' checkpointed jobs under the
+// same load; the ratios are then b's CPU / a's.
 std::vector<double> RunConcurrent(int reps, const std::function<std::string(bool)>& job,
-                                  std::vector<double>* per_checkpoint_ms) {
+                                  std::vector<double>* per_checkpoint_ms,
+                                  const std::string& other_bin_dir = "", bool control = false) {
   std::unique_ptr<sluice::cli::LocalCluster> clusters[2] = {
       sluice::bench::StartBenchCluster("sluice-cpbench-a"),
-      sluice::bench::StartBenchCluster("sluice-cpbench-b")};
+      sluice::bench::StartBenchCluster("sluice-cpbench-b", 2, 1, "", other_bin_dir)};
+  const bool builds = !other_bin_dir.empty();
   if (clusters[0] == nullptr || clusters[1] == nullptr) return {};
   sluice::cli::CoordinatorClient clients[2] = {
       sluice::cli::CoordinatorClient(clusters[0]->coordinator_address()),
@@ -135,7 +144,7 @@ std::vector<double> RunConcurrent(int reps, const std::function<std::string(bool
       for (pid_t p : clusters[c]->AllPids()) cpu[c] -= CpuSeconds(p);
     }
     for (int c = 0; c < 2; ++c) {
-      auto s = clients[c].Submit(job(c == on_cluster), "bench.yaml", 0);
+      auto s = clients[c].Submit(job(builds || c == on_cluster), "bench.yaml", 0);
       if (!s.ok()) {
         std::cerr << s.status() << "\n";
         return {};
@@ -164,6 +173,14 @@ std::vector<double> RunConcurrent(int reps, const std::function<std::string(bool
           if (cp.status() == "COMPLETED") checkpoints = std::max<int>(checkpoints, cp.checkpoint_id());
         }
       }
+    }
+    if (builds) {
+      ratios.push_back(cpu[1] / cpu[0]);
+      std::printf("builds pair %d: this build %.2f CPU s, other build %.2f CPU s (%s both), "
+                  "this_minus_other_pct=%.1f\n",
+                  r + 1, cpu[0], cpu[1], control ? "no checkpoints" : "checkpoints 1s",
+                  100.0 * (cpu[0] / cpu[1] - 1));
+      continue;
     }
     const double off = cpu[1 - on_cluster], on = cpu[on_cluster];
     ratios.push_back(off / on);
@@ -212,6 +229,15 @@ int main(int argc, char** argv) {
   bool concurrent = false;
   app.add_flag("--concurrent", concurrent,
                "Only the with/without comparison, each pair run at the same time on two clusters");
+  std::string other_bin_dir;
+  app.add_option("--other-bin-dir", other_bin_dir,
+                 "With --concurrent: cluster b runs these binaries and both jobs checkpoint (two "
+                 "builds compared under the same load)")
+      ->needs("--concurrent");
+  bool control = false;
+  app.add_flag("--control", control,
+               "With --concurrent: both jobs of each pair without checkpoints (the pairs' noise)")
+      ->needs("--concurrent");
   CLI11_PARSE(app, argc, argv);
   const char* state_name = heap_state ? "heap" : "backend";
   std::printf("keyed count state: %s\n", state_name);
@@ -224,9 +250,19 @@ int main(int argc, char** argv) {
     std::vector<double> per_checkpoint_ms;
     std::vector<double> ratios = RunConcurrent(
         reps,
-        [&](bool on) { return Job(heap_state, records, keys, on ? with_cp : "", "{id: sink, type: blackhole}"); },
-        &per_checkpoint_ms);
+        [&](bool on) {
+          return Job(heap_state, records, keys, on && !control ? with_cp : "", "{id: sink, type: blackhole}");
+        },
+        &per_checkpoint_ms, other_bin_dir, control);
     if (ratios.empty()) return 1;
+    if (!other_bin_dir.empty()) {
+      std::vector<double> pct;
+      for (double r : ratios) pct.push_back(100.0 * (1 / r - 1));
+      std::printf("BENCH checkpoint_builds_concurrent records=%lld keys=%lld pairs=%zu "
+                  "this_minus_other_pct_median=%.1f\n",
+                  static_cast<long long>(records), static_cast<long long>(keys), pct.size(), Median(pct));
+      return 0;
+    }
     PrintPairs(ratios, "checkpoint_overhead_concurrent", records, keys, state_name);
     std::printf("BENCH checkpoint_cpu_per_checkpoint keys=%lld cpu_ms_median=%.0f\n",
                 static_cast<long long>(keys), Median(per_checkpoint_ms));

@@ -57,6 +57,11 @@ struct StateBackendOptions {
   // memtable flush of them) when there are at least this many; fewer go through the memtable
   // (cheaper than a file for a few entries).
   size_t snapshot_ingest_min_entries = 4096;
+  // The first snapshot of a backend opened empty (no restored state) writes every changed entry
+  // into its delta file, none into RocksDB (no entry has a history to tell hot from new; see
+  // SnapshotSync()). False: it writes them into RocksDB, as every later snapshot does with new
+  // entries (tests of that path).
+  bool first_snapshot_all_hot = true;
   // The backend remembers the keys it wrote to RocksDB (and those it restored) in a filter
   // (internal/written_key_filter.h: about 10-20 bits per key, counted in cache_bytes, dropped
   // if it outgrows half of them), so a read of a key RocksDB never received (a new key) costs a
@@ -194,7 +199,8 @@ class KeyedStateBackend {
   // Synchronous part of a snapshot: writes the cache entries changed in this interval and the
   // one before (hot) into a delta file (internal/delta_file.h) instead of RocksDB, and the other
   // entries RocksDB lacks (new ones, and those in the last delta file unchanged since) into
-  // RocksDB (as one ingested SST file from snapshot_ingest_min_entries on); flushes the memtable and makes a RocksDB checkpoint (hard
+  // RocksDB (as one ingested SST file from snapshot_ingest_min_entries on; the first snapshot of a
+  // backend opened empty puts them all into the delta file: first_snapshot_all_hot); flushes the memtable and makes a RocksDB checkpoint (hard
   // links) under the local directory (none when RocksDB did not change since the snapshot of
   // the last successful upload: the snapshot then names that upload's files,
   // PendingSnapshot::reused_files). The delta file is built in memory (PendingSnapshot::delta)

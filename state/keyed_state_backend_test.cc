@@ -1423,6 +1423,7 @@ TEST_F(KeyedStateBackendTest, IngestedSnapshotsEqualMemtableSnapshots) {
       StateBackendOptions o = Options(name);
       o.cache_bytes = cache_bytes;
       o.snapshot_ingest_min_entries = ingest ? 1 : std::numeric_limits<size_t>::max();
+      o.first_snapshot_all_hot = false;  // round 0's new entries into RocksDB
       auto b = OpenOrDie(o);
       ASSERT_NE(b, nullptr);
       const auto [value, list, map, ttl] = RegisterFourStates(b.get());
@@ -1667,7 +1668,9 @@ std::set<std::string> SharedNames(const proto::KeyedStateHandle& h) {
 }
 
 TEST_F(KeyedStateBackendTest, IncrementalCheckpointsReuseSharedFiles) {
-  auto b = OpenOrDie(Options("a"));
+  StateBackendOptions o = Options("a");
+  o.first_snapshot_all_hot = false;  // checkpoint 1's entries into RocksDB
+  auto b = OpenOrDie(o);
   ASSERT_NE(b, nullptr);
   StateId value = b->RegisterState("v", StateKind::kValue);
   constexpr int kKeys = 100000;
@@ -1727,8 +1730,9 @@ TEST_F(KeyedStateBackendTest, IncrementalCheckpointsReuseSharedFiles) {
 }
 
 // A snapshot writes the entries changed in two intervals in a row into its delta file (not
-// RocksDB), new ones into RocksDB; entries left unchanged for an interval move into RocksDB at
-// the next snapshot. Every
+// RocksDB), new ones into RocksDB, except the first snapshot of a backend opened empty, which
+// puts every entry into its delta file; entries left unchanged for an interval move into
+// RocksDB at the next snapshot. Every
 // checkpoint restores exactly what was there when it was taken, on the same key groups and
 // rescaled, also after a snapshot whose checkpoint never completed (never uploaded), with
 // deletes of entries RocksDB never had and map state.
@@ -1772,9 +1776,16 @@ TEST_F(KeyedStateBackendTest, ChangedEntriesGoToTheDeltaFileAndEveryCheckpointRe
     for (const auto& f : h->files()) {
       if (f.local_name() == internal::kDeltaFileName) delta_size = f.size();
     }
-    if (round == 0 || round == 3 || round == 4) {
-      // New entries go to RocksDB; after round 3's extra snapshot nothing changed: everything
-      // moved into RocksDB; so round 4's changes follow a quiet interval: RocksDB.
+    if (round == 0) {
+      // The first snapshot: every entry (3,000 of some 10 bytes each) in the delta file, none
+      // in RocksDB (it got only the state names: no file beyond one of a few hundred bytes).
+      EXPECT_GT(delta_size, kKeys * 10);
+      for (const auto& f : h->files()) {
+        if (absl::EndsWith(f.local_name(), ".sst")) EXPECT_LT(f.size(), 4096) << f.local_name();
+      }
+    } else if (round == 3 || round == 4) {
+      // After round 3's extra snapshot nothing changed: everything moved into RocksDB; so
+      // round 4's changes follow a quiet interval: RocksDB.
       EXPECT_EQ(delta_size, 0) << "round " << round;
     } else {
       // The hot entries (at least 1,500 of some 10 bytes each) are in the delta file.
@@ -1906,7 +1917,8 @@ TEST_F(KeyedStateBackendTest, SnapshotOfAnUnchangedDbReusesTheLastUploadedFiles)
 // checkpoint nor alone), and the upload stores exactly the snapshot's bytes. Every checkpoint,
 // of either kind (with a RocksDB checkpoint, reusing uploaded files), restores exactly.
 TEST_F(KeyedStateBackendTest, SnapshotSyncWritesNoDeltaFileTheUploadStoresIt) {
-  const StateBackendOptions options = Options("a");
+  StateBackendOptions options = Options("a");
+  options.first_snapshot_all_hot = false;  // round 1's entries into RocksDB
   auto b = OpenOrDie(options);
   ASSERT_NE(b, nullptr);
   StateId value = b->RegisterState("v", StateKind::kValue);
@@ -2014,6 +2026,7 @@ TEST_F(KeyedStateBackendTest, UploadRacingLaterUpdatesStoresTheSnapshotsValues) 
 TEST_F(KeyedStateBackendTest, DeltaBytesGaugeCountsTheDeltasInMemory) {
   StateBackendOptions o = Options("a");
   o.delta_bytes = std::make_shared<Gauge>();
+  o.first_snapshot_all_hot = false;  // checkpoint 1 writes no delta
   auto b = OpenOrDie(o);
   ASSERT_NE(b, nullptr);
   StateId value = b->RegisterState("v", StateKind::kValue);

@@ -501,7 +501,7 @@ absl::Status WriteBackCache::FlushDirty(WriteFn write, size_t batch) {
   return absl::OkStatus();
 }
 
-absl::Status WriteBackCache::Snapshot(WriteFn write, DeltaFns delta) {
+absl::Status WriteBackCache::Snapshot(WriteFn write, DeltaFns delta, bool all_dirty_hot) {
   // dirty_ may hold a slot number twice (a stale copy of a freed entry's, then the entry that
   // reused the slot), and the pass below needs no compaction first: a reused slot starts
   // without kSnapped (Free() clears the flags) and only a Snapshot() marks one, so the entry
@@ -512,6 +512,10 @@ absl::Status WriteBackCache::Snapshot(WriteFn write, DeltaFns delta) {
   // The last snapshot's marks on entries that are not dirty now go (a dirty one is hot now and
   // keeps its mark). Its hot entries are still listed, so the pass meets them, unless
   // TakeListed() ran since.
+  // With `all_dirty_hot` an entry can be hot at the first pass after its insertion, so a
+  // slot number listed twice (freed and reused) would be met twice: the list is compacted
+  // first (each live unsynced entry listed once).
+  if (all_dirty_hot) CompactDirtyList();
   const size_t forget = list_taken_ ? snapped_.size() : snapped_cold_;
   for (size_t i = 0; i < forget; ++i) {
     Slot& s = slots_[snapped_[i]];
@@ -537,7 +541,7 @@ absl::Status WriteBackCache::Snapshot(WriteFn write, DeltaFns delta) {
     // A hot entry stays listed: met again (its slot number listed twice), it would go to the
     // store as well. kVictim (Evict()'s, unused here) marks the ones met, in debug builds.
     assert((s.flags & kVictim) == 0 && "a hot entry listed twice");
-    if ((s.flags & (kDirty | kSnapped)) == (kDirty | kSnapped)) {
+    if ((s.flags & kDirty) != 0 && (all_dirty_hot || (s.flags & kSnapped) != 0)) {
       delta.add(r);
       s.flags = (s.flags & ~kDirty) | kPending;
 #ifndef NDEBUG
@@ -582,6 +586,9 @@ absl::Status WriteBackCache::Snapshot(WriteFn write, DeltaFns delta) {
   }
   pending_count_ += victims_.size();
   dirty_count_ -= victims_.size();
+  if (all_dirty_hot) {
+    for (Ref r : victims_) slots_[r].flags |= kSnapped;  // (marked only now: undo_hot keeps none)
+  }
   // kSnapped now marks exactly the entries this snapshot changed (hot ones into its delta,
   // the others into the store): an entry the last one wrote and this one did not lost it
   // above, so a change after a quiet interval is never taken for a hot one.

@@ -380,6 +380,57 @@ TEST(WriteBackCacheTest, SnapshotWritesHotEntriesToTheDeltaAndTheOthersToTheStor
   EXPECT_FALSE(cache.pending(cache.Peek(Key(5))));
 }
 
+// With all_dirty_hot (the first snapshot of a store that holds no state yet) every dirty entry
+// goes into the delta, none to the store, and counts as written by that snapshot: changed again
+// it is hot at the next (plain) snapshot, unchanged it goes to the store there. A failed delta
+// leaves them dirty and unmarked. A slot number listed twice (an entry freed, its slot reused by
+// a new one) is met once.
+TEST(WriteBackCacheTest, AllDirtyHotSnapshotPutsEveryChangedEntryIntoTheDelta) {
+  WriteBackCache cache(size_t{1} << 30);
+  FakeStore store;
+  auto write = [&](absl::Span<const Ref> refs) { return store.Write(cache, refs); };
+  FakeDelta fake(cache);
+  using Map = std::map<std::string, std::string>;
+  // key-9 listed, then freed; key-5 takes its slot (listed again).
+  Ref nine = Put(cache, Key(9), "v9", /*dirty=*/true);
+  cache.MarkClean(nine);
+  cache.Erase(nine);
+  for (int i = 0; i < 6; ++i) Put(cache, Key(i), absl::StrCat("v", i), /*dirty=*/true);
+  fake.fails = true;
+  EXPECT_FALSE(cache.Snapshot(write, fake.fns(), /*all_dirty_hot=*/true).ok());
+  EXPECT_EQ(cache.dirty_count(), 6u);
+  EXPECT_EQ(cache.pending_count(), 0u);
+  fake.fails = false;
+  ASSERT_TRUE(cache.Snapshot(write, fake.fns(), /*all_dirty_hot=*/true).ok());
+  EXPECT_TRUE(store.data.empty());
+  EXPECT_EQ(fake.adds_of_last, 6);
+  EXPECT_EQ(fake.entries, (Map{{Key(0), "v0"}, {Key(1), "v1"}, {Key(2), "v2"}, {Key(3), "v3"},
+                               {Key(4), "v4"}, {Key(5), "v5"}}));
+  EXPECT_EQ(cache.dirty_count(), 0u);
+  EXPECT_EQ(cache.pending_count(), 6u);
+
+  // key-0..3 change again (hot: into the delta), key-4 and key-5 do not (to the store).
+  for (int i = 0; i < 4; ++i) Put(cache, Key(i), absl::StrCat("w", i), /*dirty=*/true);
+  ASSERT_TRUE(cache.Snapshot(write, fake.fns()).ok());
+  EXPECT_EQ(fake.entries, (Map{{Key(0), "w0"}, {Key(1), "w1"}, {Key(2), "w2"}, {Key(3), "w3"}}));
+  EXPECT_EQ(store.data, (Map{{Key(4), "v4"}, {Key(5), "v5"}}));
+  EXPECT_EQ(cache.pending_count(), 4u);
+
+  // The failed all_dirty_hot snapshot marked nothing: after a plain snapshot that failed the
+  // same way, a new entry is not hot.
+  WriteBackCache other(size_t{1} << 30);
+  FakeStore other_store;
+  auto other_write = [&](absl::Span<const Ref> refs) { return other_store.Write(other, refs); };
+  FakeDelta other_fake(other);
+  Put(other, Key(0), "a", /*dirty=*/true);
+  other_fake.fails = true;
+  EXPECT_FALSE(other.Snapshot(other_write, other_fake.fns(), /*all_dirty_hot=*/true).ok());
+  other_fake.fails = false;
+  ASSERT_TRUE(other.Snapshot(other_write, other_fake.fns()).ok());
+  EXPECT_EQ(other_store.data, (Map{{Key(0), "a"}}));
+  EXPECT_TRUE(other_fake.entries.empty());
+}
+
 // Hot means written by the last snapshot, not by any earlier one: an entry left unchanged for
 // two intervals and then changed goes to the store (with one parity bit per entry, written three
 // snapshots ago read as written by the last one). A snapshot that fails keeps the marks of the
