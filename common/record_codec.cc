@@ -308,18 +308,21 @@ absl::Status RecordDecoder::NextIntRows(int64_t* rows, size_t max, size_t* count
   int corrupt = DecodeIntegralRecordsOf(n, &pos, end_, [rows, n](size_t j) { return rows + j * n; }, max, &k);
   pos_ = pos;
   // The last records (within 10 bytes a field of the end): byte by byte, bounds checked.
-  for (; corrupt < 0 && k < max && !Done(); ++k) {
+  while (corrupt < 0 && k < max && !Done()) {
     const char* p = pos_;
-    for (size_t i = 0; i < n; ++i) {
+    for (size_t i = 0; i < n && corrupt < 0; ++i) {
       uint64_t u;
       p = ReadVarint64(p, end_, &u);
       if (ABSL_PREDICT_FALSE(p == nullptr)) {
         corrupt = static_cast<int>(i);
-        break;
+      } else {
+        rows[k * n + i] = UnZigZag(u);
       }
-      rows[k * n + i] = UnZigZag(u);
     }
-    if (corrupt < 0) pos_ = p;
+    if (corrupt < 0) {
+      pos_ = p;
+      ++k;
+    }
   }
   *count = k;
   return corrupt >= 0 ? CorruptVarint(static_cast<size_t>(corrupt)) : absl::OkStatus();
