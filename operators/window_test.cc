@@ -131,6 +131,47 @@ class WindowTest : public internal::KeyedOperatorTest {
     rows->push_back(absl::StrCat("late ", s.late_dropped()));
     return absl::OkStatus();
   }
+  // The records of a run that compares ways of folding: 6000 records (user `user_of(x)` of a
+  // pseudo-random x, ts around i / 20 up to 40 ms out of order and twice near the int64
+  // limits, amount in [-4, 4]) given to add(i, user, ts, amount); flush() after 1, 8, 57, 100,
+  // 101, ... records and before the watermark every 50; at record 3000 the rows so far into
+  // *rows, a checkpoint, between() and a restore into *s.
+  absl::Status DriveRun(KeyedSubtask** s, std::vector<std::string>* rows, const std::function<int64_t(uint64_t)>& user_of,
+                        const std::function<void(int, int64_t, int64_t, int64_t)>& add,
+                        const std::function<absl::Status()>& flush, const std::function<void()>& between) {
+    constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+    constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+    uint64_t x = 7;
+    size_t pending = 0;
+    size_t batch_size = 1;
+    auto flush_and_count = [&]() -> absl::Status {
+      SLUICE_RETURN_IF_ERROR(flush());
+      pending = 0;
+      batch_size = batch_size * 7 % 300 + 1;  // 1, 8, 57, 100, 101, 108, ...
+      return absl::OkStatus();
+    };
+    for (int i = 0; i < 6000; ++i) {
+      if (i == 3000) {
+        SLUICE_RETURN_IF_ERROR(flush_and_count());
+        *rows = (*s)->out().rows;
+        SLUICE_ASSIGN_OR_RETURN(Checkpoint c, TakeCheckpoint(**s, 1));
+        between();
+        SLUICE_ASSIGN_OR_RETURN(*s, Restore(c, 0, 1));
+      }
+      x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+      int64_t ts = i / 20 + static_cast<int64_t>((x >> 33) % 60) - 40;
+      if (i == 1234) ts = kMin + 1;
+      if (i == 4321) ts = kMax - 1;
+      add(i, user_of(x), ts, static_cast<int64_t>((x >> 45) % 9) - 4);
+      if (++pending >= batch_size) SLUICE_RETURN_IF_ERROR(flush_and_count());
+      if (i % 50 == 49) {
+        SLUICE_RETURN_IF_ERROR(flush_and_count());
+        SLUICE_RETURN_IF_ERROR((*s)->Watermark(i / 20 - 5));
+      }
+    }
+    SLUICE_RETURN_IF_ERROR(flush_and_count());
+    return FinishRun(**s, rows);
+  }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -775,46 +816,29 @@ TEST_F(WindowTest, FoldedBatchesGiveTheRowsOfRecordsOneAtATime) {
         SetWindowIntKeyPanesForTest(folds_first);  // the reference: panes by key bytes
         KeyedSubtask* s = &Start(options);
         bool folds = folds_first;
-        uint64_t x = 7;
         std::vector<Record> batch;
-        size_t batch_size = 1;
-        auto flush = [&]() -> absl::Status {
-          if (folds) {
-            if (!s->op()->PrefersBatches()) return absl::InternalError("no batches");
-            SLUICE_RETURN_IF_ERROR(s->op()->ProcessBatch(0, batch.data(), batch.size()));
-          } else {
-            for (const Record& r : batch) SLUICE_RETURN_IF_ERROR(s->op()->Process(r));
-          }
-          batch.clear();
-          batch_size = batch_size * 7 % 300 + 1;  // 1, 8, 57, 100, 101, 108, ...
-          return absl::OkStatus();
-        };
-        for (int i = 0; i < 6000; ++i) {
-          if (i == 3000) {
-            SLUICE_RETURN_IF_ERROR(flush());
-            *rows = s->out().rows;
-            SLUICE_ASSIGN_OR_RETURN(Checkpoint c, TakeCheckpoint(*s, 1));
-            SetWindowFoldBatchesForTest(folds_after);
-            SetWindowIntKeyPanesForTest(folds_after);
-            SLUICE_ASSIGN_OR_RETURN(s, Restore(c, 0, 1));
-            folds = folds_after;
-          }
-          x = x * 6364136223846793005ULL + 1442695040888963407ULL;
-          int64_t ts = i / 20 + static_cast<int64_t>((x >> 33) % 60) - 40;
-          if (i == 1234) ts = kMin + 1;
-          if (i == 4321) ts = kMax - 1;
-          const int64_t amount = static_cast<int64_t>((x >> 45) % 9) - 4;
-          const int64_t user = (x >> 40) % 4 == 0 ? high_key(x) : keys[(x >> 20) % keys.size()];
-          batch.push_back(Input(user, ts, amount));
-          if (i % 13 != 5) batch.back().set_carried_key_group(key_group(user));
-          if (batch.size() >= batch_size) SLUICE_RETURN_IF_ERROR(flush());
-          if (i % 50 == 49) {
-            SLUICE_RETURN_IF_ERROR(flush());
-            SLUICE_RETURN_IF_ERROR(s->Watermark(i / 20 - 5));
-          }
-        }
-        SLUICE_RETURN_IF_ERROR(flush());
-        return FinishRun(*s, rows);
+        return DriveRun(
+            &s, rows,
+            [&](uint64_t x) { return (x >> 40) % 4 == 0 ? high_key(x) : keys[(x >> 20) % keys.size()]; },
+            [&](int i, int64_t user, int64_t ts, int64_t amount) {
+              batch.push_back(Input(user, ts, amount));
+              if (i % 13 != 5) batch.back().set_carried_key_group(key_group(user));
+            },
+            [&]() -> absl::Status {
+              if (folds) {
+                if (!s->op()->PrefersBatches()) return absl::InternalError("no batches");
+                SLUICE_RETURN_IF_ERROR(s->op()->ProcessBatch(0, batch.data(), batch.size()));
+              } else {
+                for (const Record& r : batch) SLUICE_RETURN_IF_ERROR(s->op()->Process(r));
+              }
+              batch.clear();
+              return absl::OkStatus();
+            },
+            [&]() {
+              SetWindowFoldBatchesForTest(folds_after);
+              SetWindowIntKeyPanesForTest(folds_after);
+              folds = folds_after;
+            });
       };
       std::vector<std::string> general;
       const uint64_t folded = WindowBatchFoldsForTest();
@@ -903,60 +927,43 @@ TEST_F(WindowTest, IntRowsGiveTheRowsOfRecordsOneAtATime) {
         SLUICE_RETURN_IF_ERROR(LoadJob(IntJob(options), "w"));
         KeyedSubtask* s = &StartSubtask();
         bool rows = rows_first;
-        uint64_t x = 7;
         std::vector<int64_t> values;
         std::string key_groups;
-        bool carried = true;
-        size_t batch_size = 1;
-        auto flush = [&]() -> absl::Status {
-          const size_t n = values.size() / 3;
-          if (rows) {
-            if (!s->op()->PrefersIntRows(0)) return absl::InternalError("no rows");
-            IntRowBatch batch;
-            batch.values = values.data();
-            batch.width = 3;
-            batch.count = n;
-            batch.key_groups = carried ? reinterpret_cast<const unsigned char*>(key_groups.data()) : nullptr;
-            batch.key_group_width = 1;
-            SLUICE_RETURN_IF_ERROR(s->op()->ProcessIntRows(0, batch));
-          } else {
-            Record r(3);
-            for (size_t i = 0; i < n; ++i) {
-              for (size_t f = 0; f < 3; ++f) r[f].i = values[i * 3 + f];
-              SLUICE_RETURN_IF_ERROR(s->op()->Process(r));
-            }
-          }
-          values.clear();
-          key_groups.clear();
-          carried = batch_size % 5 != 2;  // some batches come without key groups
-          batch_size = batch_size * 7 % 300 + 1;
-          return absl::OkStatus();
-        };
-        for (int i = 0; i < 6000; ++i) {
-          if (i == 3000) {
-            SLUICE_RETURN_IF_ERROR(flush());
-            *out = s->out().rows;
-            SLUICE_ASSIGN_OR_RETURN(Checkpoint c, TakeCheckpoint(*s, 1));
-            SetWindowFoldBatchesForTest(rows_after);
-            SetWindowIntKeyPanesForTest(rows_after);
-            SLUICE_ASSIGN_OR_RETURN(s, Restore(c, 0, 1));
-            rows = rows_after;
-          }
-          x = x * 6364136223846793005ULL + 1442695040888963407ULL;
-          int64_t ts = i / 20 + static_cast<int64_t>((x >> 33) % 60) - 40;
-          if (i == 1234) ts = kMin + 1;
-          if (i == 4321) ts = kMax - 1;
-          const int64_t user = keys[(x >> 20) % keys.size()];
-          values.insert(values.end(), {user, ts, static_cast<int64_t>((x >> 45) % 9) - 4});
-          key_groups.push_back(static_cast<char>(key_group(user)));
-          if (values.size() / 3 >= batch_size) SLUICE_RETURN_IF_ERROR(flush());
-          if (i % 50 == 49) {
-            SLUICE_RETURN_IF_ERROR(flush());
-            SLUICE_RETURN_IF_ERROR(s->Watermark(i / 20 - 5));
-          }
-        }
-        SLUICE_RETURN_IF_ERROR(flush());
-        return FinishRun(*s, out);
+        int flushes = 0;
+        return DriveRun(
+            &s, out, [&](uint64_t x) { return keys[(x >> 20) % keys.size()]; },
+            [&](int i, int64_t user, int64_t ts, int64_t amount) {
+              values.insert(values.end(), {user, ts, amount});
+              key_groups.push_back(static_cast<char>(key_group(user)));
+            },
+            [&]() -> absl::Status {
+              const size_t n = values.size() / 3;
+              if (rows) {
+                if (!s->op()->PrefersIntRows(0)) return absl::InternalError("no rows");
+                IntRowBatch batch;
+                batch.values = values.data();
+                batch.width = 3;
+                batch.count = n;
+                // Every fifth batch without key groups.
+                batch.key_groups = ++flushes % 5 == 0 ? nullptr : reinterpret_cast<const unsigned char*>(key_groups.data());
+                batch.key_group_width = 1;
+                SLUICE_RETURN_IF_ERROR(s->op()->ProcessIntRows(0, batch));
+              } else {
+                Record r(3);
+                for (size_t i = 0; i < n; ++i) {
+                  for (size_t f = 0; f < 3; ++f) r[f].i = values[i * 3 + f];
+                  SLUICE_RETURN_IF_ERROR(s->op()->Process(r));
+                }
+              }
+              values.clear();
+              key_groups.clear();
+              return absl::OkStatus();
+            },
+            [&]() {
+              SetWindowFoldBatchesForTest(rows_after);
+              SetWindowIntKeyPanesForTest(rows_after);
+              rows = rows_after;
+            });
       };
       std::vector<std::string> general;
       ASSERT_OK(run(false, false, &general));
