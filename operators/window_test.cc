@@ -860,23 +860,11 @@ TEST_F(WindowTest, FoldedBatchesGiveTheRowsOfRecordsOneAtATime) {
   }
 }
 
-// A job whose window reads (user int64, ts timestamp, amount int64): NOT NULL integers only.
+// Job()'s without its double and string fields: its window reads (user int64, ts timestamp,
+// amount int64), NOT NULL integers only.
 std::string IntJob(const std::string& window_options) {
-  return absl::StrCat(R"y(max_parallelism: 16
-operators:
-  - id: src
-    type: datagen
-    fields:
-      - {name: user, type: int64, expr: seq}
-      - {name: ts, type: timestamp, expr: seq}
-      - {name: amount, type: int64, expr: seq}
-  - {id: k, type: key_by, key: user}
-  - id: w
-    type: window
-)y",
-                      window_options, R"y(
-  - {id: out, type: print, input: w}
-)y");
+  return absl::StrReplaceAll(Job(window_options), {{"      - {name: price, type: double, expr: seq * 1.0}\n", ""},
+                                                   {"      - {name: name, type: string, expr: \"'x'\"}\n", ""}});
 }
 
 // Tumbling windows and slide panes of an input of NOT NULL integers take rows of int64s
