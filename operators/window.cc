@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/base/attributes.h"
+#include "absl/base/optimization.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/container/node_hash_map.h"
@@ -634,11 +635,23 @@ class WindowOperator final : public Operator {
     return KeyGroupForHash(KeyHasher::HashKeyRecord(key_.schema(), int_key_), ctx_.max_parallelism);
   }
   // The window (slide pane) of event time ts in fold_windows_ when records fold into it; null
-  // otherwise. A window not there replaces the earlier of the two.
-  FoldWindow* FoldWindowOf(int64_t ts) {
-    for (FoldWindow& fw : fold_windows_) {
-      if (fw.start <= ts && ts < fw.end) return fw.folds ? &fw : nullptr;
+  // otherwise. A window not there replaces the earlier of the two. Which of the two holds ts is
+  // found without a branch: records out of order fall in either at random (window_count: a
+  // quarter of them in the earlier one), which a branch mispredicted.
+  ABSL_ATTRIBUTE_ALWAYS_INLINE FoldWindow* FoldWindowOf(int64_t ts) {
+    const FoldWindow& w0 = fold_windows_[0];
+    const FoldWindow& w1 = fold_windows_[1];
+    const bool in0 = (w0.start <= ts) & (ts < w0.end);  // an unused window (end == start) holds none
+    const bool in1 = (w1.start <= ts) & (ts < w1.end);
+    if (ABSL_PREDICT_TRUE(in0 | in1)) {
+      FoldWindow* fw = fold_windows_ + static_cast<size_t>(in1);
+      return fw->folds ? fw : nullptr;
     }
+    return NewFoldWindow(ts);
+  }
+  // FoldWindowOf() of an event time in neither window: the window (slide pane) of ts, replacing
+  // the earlier of the two, when records fold into it; null otherwise.
+  ABSL_ATTRIBUTE_NOINLINE FoldWindow* NewFoldWindow(int64_t ts) {
     const WindowSpec& ws = o_->windows;
     const int64_t size = slide_panes_ ? ws.slide_ms : ws.size_ms;
     const __int128 start = WindowStart(ts, ws.offset_ms, size);
