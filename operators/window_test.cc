@@ -135,10 +135,11 @@ class WindowTest : public internal::KeyedOperatorTest {
   // pseudo-random x, ts around i / 20 up to 40 ms out of order and twice near the int64
   // limits, amount in [-4, 4]) given to add(i, user, ts, amount); flush() after 1, 8, 57, 100,
   // 101, ... records and before the watermark every 50; at record 3000 the rows so far into
-  // *rows, a checkpoint, between() and a restore into *s.
+  // *rows, a checkpoint, *folds = folds_after (batches and panes by integer keys on or off,
+  // SetWindowFoldBatchesForTest and SetWindowIntKeyPanesForTest) and a restore into *s.
   absl::Status DriveRun(KeyedSubtask** s, std::vector<std::string>* rows, const std::function<int64_t(uint64_t)>& user_of,
                         const std::function<void(int, int64_t, int64_t, int64_t)>& add,
-                        const std::function<absl::Status()>& flush, const std::function<void()>& between) {
+                        const std::function<absl::Status()>& flush, bool* folds, bool folds_after) {
     constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
     constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
     uint64_t x = 7;
@@ -155,7 +156,9 @@ class WindowTest : public internal::KeyedOperatorTest {
         SLUICE_RETURN_IF_ERROR(flush_and_count());
         *rows = (*s)->out().rows;
         SLUICE_ASSIGN_OR_RETURN(Checkpoint c, TakeCheckpoint(**s, 1));
-        between();
+        SetWindowFoldBatchesForTest(folds_after);
+        SetWindowIntKeyPanesForTest(folds_after);
+        *folds = folds_after;
         SLUICE_ASSIGN_OR_RETURN(*s, Restore(c, 0, 1));
       }
       x = x * 6364136223846793005ULL + 1442695040888963407ULL;
@@ -834,11 +837,7 @@ TEST_F(WindowTest, FoldedBatchesGiveTheRowsOfRecordsOneAtATime) {
               batch.clear();
               return absl::OkStatus();
             },
-            [&]() {
-              SetWindowFoldBatchesForTest(folds_after);
-              SetWindowIntKeyPanesForTest(folds_after);
-              folds = folds_after;
-            });
+            &folds, folds_after);
       };
       std::vector<std::string> general;
       const uint64_t folded = WindowBatchFoldsForTest();
@@ -947,11 +946,7 @@ TEST_F(WindowTest, IntRowsGiveTheRowsOfRecordsOneAtATime) {
               key_groups.clear();
               return absl::OkStatus();
             },
-            [&]() {
-              SetWindowFoldBatchesForTest(rows_after);
-              SetWindowIntKeyPanesForTest(rows_after);
-              rows = rows_after;
-            });
+            &rows, rows_after);
       };
       std::vector<std::string> general;
       ASSERT_OK(run(false, false, &general));
