@@ -59,6 +59,24 @@ auto Invalid(const std::string& text) {
 
 constexpr int kMaxParallelism = internal::kHarnessMaxParallelism;
 
+// The key group of key `user` (the window's key), as the exchange computes and carries it.
+int UserKeyGroup(int64_t user) {
+  const Schema key_schema({{"user", FieldType::kInt64}});
+  Record key(1);
+  key[0].i = user;
+  return KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema, key), kMaxParallelism);
+}
+
+// `n` keys: the int64 limits and their neighbours, 0, -1, 1, the edges of 1-byte varints, then
+// keys 7919 apart.
+std::vector<int64_t> SpreadKeys(size_t n) {
+  constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  std::vector<int64_t> keys = {0, -1, 1, kMin, kMax, kMin + 1, kMax - 1, -64, 63, 64, -65};
+  for (int64_t k = 0; keys.size() < n; ++k) keys.push_back(k * 7919 - 2'000'000);
+  return keys;
+}
+
 // The input: user (key), ts, amount, name; windows are keyed by user.
 std::string Job(const std::string& window_options) {
   return absl::StrCat(R"y(max_parallelism: 16
@@ -788,19 +806,10 @@ TEST_F(WindowTest, FlatSessionKeysCheckpointAsOneBlockPerKeyGroup) {
 // limits, a memory budget that sends windows to the backend, and a checkpoint restored midway
 // into either way (the restored buckets found in the backend first).
 TEST_F(WindowTest, FoldedBatchesGiveTheRowsOfRecordsOneAtATime) {
-  constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
-  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
-  std::vector<int64_t> keys = {0, -1, 1, kMin, kMax, kMin + 1, kMax - 1, -64, 63, 64, -65};
-  for (int64_t k = 0; keys.size() < 700; ++k) keys.push_back(k * 7919 - 2'000'000);
+  const std::vector<int64_t> keys = SpreadKeys(700);
   // A quarter of the records: keys k << 57, whose record bytes (varints) differ only past their
   // 8th byte, so that firing orders some of them within a window and key group by those bytes.
   auto high_key = [](uint64_t x) { return static_cast<int64_t>((x >> 50) % 24 + 1) << 57; };
-  const Schema key_schema({{"user", FieldType::kInt64}});
-  auto key_group = [&](int64_t user) {
-    Record key(1);
-    key[0].i = user;
-    return KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema, key), kMaxParallelism);
-  };
   for (const char* options : {R"y(    tumble: 10ms
     time_field: ts
     aggregates: [{fn: count, as: n}, {fn: sum, field: amount}, {fn: min, field: price}, {fn: max, field: amount}, {fn: avg, field: amount}])y",
@@ -825,7 +834,7 @@ TEST_F(WindowTest, FoldedBatchesGiveTheRowsOfRecordsOneAtATime) {
             [&](uint64_t x) { return (x >> 40) % 4 == 0 ? high_key(x) : keys[(x >> 20) % keys.size()]; },
             [&](int i, int64_t user, int64_t ts, int64_t amount) {
               batch.push_back(Input(user, ts, amount));
-              if (i % 13 != 5) batch.back().set_carried_key_group(key_group(user));
+              if (i % 13 != 5) batch.back().set_carried_key_group(UserKeyGroup(user));
             },
             [&]() -> absl::Status {
               if (folds) {
@@ -877,16 +886,7 @@ std::string IntJob(const std::string& window_options) {
 // into either way. A window of an input with other fields, or keyed by an expression, takes no
 // rows.
 TEST_F(WindowTest, IntRowsGiveTheRowsOfRecordsOneAtATime) {
-  constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
-  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
-  std::vector<int64_t> keys = {0, -1, 1, kMin, kMax, kMin + 1, kMax - 1, -64, 63, 64, -65};
-  for (int64_t k = 0; keys.size() < 500; ++k) keys.push_back(k * 7919 - 2'000'000);
-  const Schema key_schema({{"user", FieldType::kInt64}});
-  auto key_group = [&](int64_t user) {
-    Record key(1);
-    key[0].i = user;
-    return KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema, key), kMaxParallelism);
-  };
+  const std::vector<int64_t> keys = SpreadKeys(500);
   for (const char* options : {R"y(    tumble: 10ms
     time_field: ts
     aggregates: [{fn: count, as: n}])y",
@@ -921,7 +921,7 @@ TEST_F(WindowTest, IntRowsGiveTheRowsOfRecordsOneAtATime) {
             &s, out, [&](uint64_t x) { return keys[(x >> 20) % keys.size()]; },
             [&](int i, int64_t user, int64_t ts, int64_t amount) {
               values.insert(values.end(), {user, ts, amount});
-              key_groups.push_back(static_cast<char>(key_group(user)));
+              key_groups.push_back(static_cast<char>(UserKeyGroup(user)));
             },
             [&]() -> absl::Status {
               const size_t n = values.size() / 3;
