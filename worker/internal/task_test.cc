@@ -2218,6 +2218,25 @@ class BatchTaskTest : public TaskTest {
     registry_in_use_ = &with_probe_;
   }
 
+  // Deploys a job of `name` whose operators (YAML list items) follow a datagen `gen` of 20000
+  // records (k int64: seq % 5, ts timestamp: 1000 + seq), runs it to its end and checks that
+  // every task finished.
+  void RunGenJob(const std::string& name, const std::string& operators) {
+    Deploy(absl::StrCat("name: ", name, R"y(
+parallelism: 2
+operators:
+  - id: gen
+    type: datagen
+    count: 20000
+    fields: [{name: k, type: int64, expr: "seq % 5"}, {name: ts, type: timestamp, expr: "to_timestamp(1000 + seq)"}]
+)y",
+                        operators));
+    ASSERT_FALSE(HasFailure());
+    StartAll();
+    ASSERT_TRUE(WaitAllDone());
+    ExpectAllIn(proto::TASK_FINISHED);
+  }
+
   ops::OperatorRegistry with_probe_;
   absl::Mutex mu_;
   std::map<std::string, BatchLog> logs_ ABSL_GUARDED_BY(mu_);
@@ -2265,22 +2284,11 @@ operators:
 // watermarks flush them early) as one batch, decoded 512 records at a time: not in slices (the
 // aggregate reads a key's state once per batch); every record arrives once.
 TEST_F(BatchTaskTest, AHeadGetsAReceivedBufferAsOneBatch) {
-  Deploy(R"y(
-name: slices
-parallelism: 2
-operators:
-  - id: gen
-    type: datagen
-    count: 20000
-    fields: [{name: k, type: int64, expr: "seq % 5"}, {name: ts, type: timestamp, expr: "to_timestamp(1000 + seq)"}]
-  - {id: head, type: batch_probe, input: {from: gen, partition: hash, key: [k]}}
+  RunGenJob("slices", R"y(  - {id: head, type: batch_probe, input: {from: gen, partition: hash, key: [k]}}
   - {id: out, type: blackhole}
 )y");
   ASSERT_FALSE(HasFailure());
   ASSERT_EQ(tasks_.size(), 4u) << "gen, head+out, 2 subtasks each";
-  StartAll();
-  ASSERT_TRUE(WaitAllDone());
-  ExpectAllIn(proto::TASK_FINISHED);
   EXPECT_EQ(CountsOf("head").in, 20000u);
   EXPECT_EQ(CountsOf("out").in, 20000u);
   absl::MutexLock lock(&mu_);
@@ -2295,15 +2303,7 @@ operators:
 // (ProcessIntRows), with the key group each record carried across the exchange (its key's),
 // and no Records; a head of the same kind whose input has a double field gets Records.
 TEST_F(BatchTaskTest, AHeadPreferringIntRowsGetsRowsWithTheirKeyGroups) {
-  Deploy(R"y(
-name: rows
-parallelism: 2
-operators:
-  - id: gen
-    type: datagen
-    count: 20000
-    fields: [{name: k, type: int64, expr: "seq % 5"}, {name: ts, type: timestamp, expr: "to_timestamp(1000 + seq)"}]
-  - {id: rows, type: keyed_batch_probe, input: {from: gen, partition: hash, key: [k]}}
+  RunGenJob("rows", R"y(  - {id: rows, type: keyed_batch_probe, input: {from: gen, partition: hash, key: [k]}}
   - {id: out, type: blackhole}
   - id: gen_d
     type: datagen
@@ -2313,9 +2313,6 @@ operators:
   - {id: out_d, type: blackhole}
 )y");
   ASSERT_FALSE(HasFailure());
-  StartAll();
-  ASSERT_TRUE(WaitAllDone());
-  ExpectAllIn(proto::TASK_FINISHED);
   EXPECT_EQ(CountsOf("rows").in, 20000u);
   EXPECT_EQ(CountsOf("out").in, 20000u);
   EXPECT_EQ(CountsOf("out_d").in, 20000u);
