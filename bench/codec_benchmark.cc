@@ -14,6 +14,8 @@
 // DecodeRow: each record decoded alone from a view of exactly its bytes, as a join decodes the
 // rows it keeps (JoinOperatorBase::DecodeOne): every varint within its buffer's last 10 bytes.
 // The baseline reads them a byte at a time, as the codec did there before session 27.
+//
+// DecodeIntRows: NextIntRows(), the buffer's records as rows of int64s instead of Records.
 
 #include <cstdint>
 #include <cstring>
@@ -207,6 +209,31 @@ void Decode(benchmark::State& state, Workload w) {
   state.SetItemsProcessed(state.iterations() * kRecords);
 }
 
+// NextIntRows(): the same buffer into rows of int64s (record k's field i at k * width + i), as
+// a window folding from rows gets it (session 28), against NextBatch() into Records above.
+void DecodeIntRows(benchmark::State& state, Workload w) {
+  const Schema schema = SchemaOf(w);
+  const std::vector<Record> records = RecordsOf(w);
+  const std::string buf = EncodedBuffer(schema, records);
+  std::vector<int64_t> out((kRecords + 1) * schema.size());
+  for (auto _ : state) {
+    size_t n = 0;
+    RecordDecoder dec(&schema, buf);
+    if (!dec.NextIntRows(out.data(), kRecords + 1, &n).ok() || n != kRecords) state.SkipWithError("corrupt");
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  for (size_t k = 0; k < kRecords; ++k) {
+    for (size_t i = 0; i < schema.size(); ++i) {
+      if (out[k * schema.size() + i] != records[k][i].i) {
+        state.SkipWithError("wrong values");
+        return;
+      }
+    }
+  }
+  state.SetItemsProcessed(state.iterations() * kRecords);
+}
+
 template <bool kCodec>
 void DecodeRow(benchmark::State& state, Workload w) {
   const Schema schema = SchemaOf(w);
@@ -264,6 +291,8 @@ void BM_DecodeWindowCodec(benchmark::State& s) { Decode<true>(s, Workload::kWind
 void BM_DecodeBid3Bytewise(benchmark::State& s) { Decode<false>(s, Workload::kBid3); }
 void BM_DecodeBid3Codec(benchmark::State& s) { Decode<true>(s, Workload::kBid3); }
 void BM_DecodeBidCodec(benchmark::State& s) { Decode<true>(s, Workload::kBid); }
+void BM_DecodeIntRowsWindow(benchmark::State& s) { DecodeIntRows(s, Workload::kWindow); }
+void BM_DecodeIntRowsBid3(benchmark::State& s) { DecodeIntRows(s, Workload::kBid3); }
 void BM_DecodeJoinBytewise(benchmark::State& s) { Decode<false>(s, Workload::kJoin); }
 void BM_DecodeJoinCodec(benchmark::State& s) { Decode<true>(s, Workload::kJoin); }
 void BM_DecodeRowJoinBytewise(benchmark::State& s) { DecodeRow<false>(s, Workload::kJoin); }
@@ -282,6 +311,8 @@ BENCHMARK(BM_DecodeWindowCodec);
 BENCHMARK(BM_DecodeBid3Bytewise);
 BENCHMARK(BM_DecodeBid3Codec);
 BENCHMARK(BM_DecodeBidCodec);
+BENCHMARK(BM_DecodeIntRowsWindow);
+BENCHMARK(BM_DecodeIntRowsBid3);
 BENCHMARK(BM_DecodeJoinBytewise);
 BENCHMARK(BM_DecodeJoinCodec);
 BENCHMARK(BM_DecodeRowJoinBytewise);

@@ -214,19 +214,21 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline absl::Status RecordDecoder::NextIntegral(Rec
 namespace {
 
 // Decodes records of `n` NOT NULL integer fields (kFields when it is not 0, a constant the
-// compiler unrolls) into records[*k, max) while a record's worst case (10 bytes a field) and a
-// word's load remain before `end`: no bounds check per field. Advances *pos and *k; on an
-// overlong varint, returns the field's index (*pos at the start of the corrupt record), else -1.
-template <size_t kFields>
+// compiler unrolls) into records [*k, max) of `out` while a record's worst case (10 bytes a
+// field) and a word's load remain before `end`: no bounds check per field. `out(j)` is where
+// record j's values go: something indexed by field whose `[i]` is an int64_t lvalue. Advances
+// *pos and *k; on an overlong varint, returns the field's index (*pos at the start of the
+// corrupt record), else -1.
+template <size_t kFields, typename Out>
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline int DecodeIntegralRecords(size_t n, const char** pos,
-                                                              const char* end, Record* records,
+                                                              const char* end, const Out& out,
                                                               size_t max, size_t* k) {
   if (kFields != 0) n = kFields;
   const ptrdiff_t worst = static_cast<ptrdiff_t>(10 * n);
   const char* p = *pos;
   size_t j = *k;
   for (; j < max && end - p >= worst; ++j) {
-    Value* values = &records[j][0];
+    auto values = out(j);
     const char* q = p;
     for (size_t i = 0; i < n; ++i) {
       uint64_t u;
@@ -236,7 +238,7 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline int DecodeIntegralRecords(size_t n, const ch
         *k = j;
         return static_cast<int>(i);
       }
-      values[i].i = UnZigZag(u);
+      values[i] = UnZigZag(u);
     }
     p = q;
   }
@@ -245,6 +247,26 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline int DecodeIntegralRecords(size_t n, const ch
   return -1;
 }
 
+// DecodeIntegralRecords() of n fields, with a loop of its own for 1 to 4 (keys, timestamps,
+// counts).
+template <typename Out>
+int DecodeIntegralRecordsOf(size_t n, const char** pos, const char* end, const Out& out, size_t max,
+                            size_t* k) {
+  switch (n) {
+    case 1: return DecodeIntegralRecords<1>(n, pos, end, out, max, k);
+    case 2: return DecodeIntegralRecords<2>(n, pos, end, out, max, k);
+    case 3: return DecodeIntegralRecords<3>(n, pos, end, out, max, k);
+    case 4: return DecodeIntegralRecords<4>(n, pos, end, out, max, k);
+    default: return DecodeIntegralRecords<0>(n, pos, end, out, max, k);
+  }
+}
+
+// A record's values as DecodeIntegralRecords() writes them: Value::i of each.
+struct ValueInts {
+  Value* values;
+  int64_t& operator[](size_t i) const { return values[i].i; }
+};
+
 }  // namespace
 
 absl::Status RecordDecoder::NextBatch(Record* records, size_t max, size_t* count) {
@@ -252,14 +274,8 @@ absl::Status RecordDecoder::NextBatch(Record* records, size_t max, size_t* count
   const size_t n = schema_->size();
   if (schema_->all_integral() && n > 0) {
     const char* pos = pos_;
-    int corrupt;
-    switch (n) {  // records of 1 to 4 integers (keys, timestamps, counts): loops of their own
-      case 1: corrupt = DecodeIntegralRecords<1>(n, &pos, end_, records, max, &k); break;
-      case 2: corrupt = DecodeIntegralRecords<2>(n, &pos, end_, records, max, &k); break;
-      case 3: corrupt = DecodeIntegralRecords<3>(n, &pos, end_, records, max, &k); break;
-      case 4: corrupt = DecodeIntegralRecords<4>(n, &pos, end_, records, max, &k); break;
-      default: corrupt = DecodeIntegralRecords<0>(n, &pos, end_, records, max, &k); break;
-    }
+    const int corrupt = DecodeIntegralRecordsOf(
+        n, &pos, end_, [records](size_t j) { return ValueInts{&records[j][0]}; }, max, &k);
     pos_ = pos;
     if (ABSL_PREDICT_FALSE(corrupt >= 0)) {
       *count = k;
@@ -275,6 +291,41 @@ absl::Status RecordDecoder::NextBatch(Record* records, size_t max, size_t* count
   }
   *count = k;
   return absl::OkStatus();
+}
+
+absl::Status RecordDecoder::NextIntRows(int64_t* rows, size_t max, size_t* count) {
+  const size_t n = schema_->size();
+  size_t k = 0;
+  if (ABSL_PREDICT_FALSE(!schema_->all_integral())) {
+    *count = 0;
+    return absl::FailedPreconditionError("NextIntRows of a schema with fields not NOT NULL integers");
+  }
+  if (n == 0) {  // records of no bytes: none can be told apart in bytes left over
+    *count = 0;
+    return Done() ? absl::OkStatus() : absl::DataLossError("bytes after records of no fields");
+  }
+  const char* pos = pos_;
+  int corrupt = DecodeIntegralRecordsOf(n, &pos, end_, [rows, n](size_t j) { return rows + j * n; }, max, &k);
+  pos_ = pos;
+  // The last records (within 10 bytes a field of the end): byte by byte, bounds checked.
+  while (corrupt < 0 && k < max && !Done()) {
+    const char* p = pos_;
+    for (size_t i = 0; i < n && corrupt < 0; ++i) {
+      uint64_t u;
+      p = ReadVarint64(p, end_, &u);
+      if (ABSL_PREDICT_FALSE(p == nullptr)) {
+        corrupt = static_cast<int>(i);
+      } else {
+        rows[k * n + i] = UnZigZag(u);
+      }
+    }
+    if (corrupt < 0) {
+      pos_ = p;
+      ++k;
+    }
+  }
+  *count = k;
+  return corrupt >= 0 ? CorruptVarint(static_cast<size_t>(corrupt)) : absl::OkStatus();
 }
 
 absl::Status RecordDecoder::Next(Record* record) {

@@ -47,6 +47,12 @@ class RecordDecoder {
   // as Next() on each, in one call (schemas of NOT NULL integers in one loop). On kDataLoss,
   // *count records were decoded before the corrupt one.
   absl::Status NextBatch(Record* records, size_t max, size_t* count);
+  // NextBatch() into rows of int64s instead of Records, for schemas of NOT NULL integers
+  // (Schema::all_integral()): record k's field i at rows[k * schema->size() + i] (room for
+  // max * schema->size() values), the values Next() gives. On kDataLoss, *count records were
+  // decoded before the corrupt one (Remaining() starts at it); kFailedPrecondition for a schema
+  // with other fields.
+  absl::Status NextIntRows(int64_t* rows, size_t max, size_t* count);
 
  private:
   // Next() of a schema whose fields are all NOT NULL integers (Schema::all_integral()).

@@ -1,5 +1,6 @@
 // libFuzzer target of the record codec: any bytes, decoded by one of a few schemas, give
-// records or kDataLoss and never a read out of bounds; Next() and NextBatch() agree; what
+// records or kDataLoss and never a read out of bounds; Next(), NextBatch() and (integer
+// schemas) NextIntRows() agree; what
 // decodes re-encodes (in a buffer of exactly EncodedSizeBound() bytes, so that ASan sees a
 // write past the bound) to bytes that decode to the same values. Built with
 // -DSLUICE_FUZZERS=ON and clang (see common/README.md):
@@ -109,6 +110,29 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   Check(total == one.size());
   Check(batch_status.code() == one_status.code());
+
+  // NextIntRows(): the same values as rows of int64s (integral schemas), else refused.
+  RecordDecoder rows_dec(&schema, buf);
+  std::vector<int64_t> rows(max * schema.size());
+  size_t rows_total = 0;
+  absl::Status rows_status;
+  while (!rows_dec.Done()) {
+    size_t n = 0;
+    rows_status = rows_dec.NextIntRows(rows.data(), max, &n);
+    Check(n <= max);
+    for (size_t k = 0; k < n; ++k) {
+      Check(rows_total + k < one.size());
+      for (size_t i = 0; i < schema.size(); ++i) Check(rows[k * schema.size() + i] == one[rows_total + k][i].i);
+    }
+    rows_total += n;
+    if (!rows_status.ok()) break;
+  }
+  if (schema.all_integral()) {
+    Check(rows_total == one.size());
+    Check(rows_status.code() == one_status.code());
+  } else {
+    Check(rows_total == 0 && (buf.empty() || rows_status.code() == absl::StatusCode::kFailedPrecondition));
+  }
 
   std::string encoded;
   for (const Record& r : one) {

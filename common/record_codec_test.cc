@@ -257,6 +257,116 @@ TEST(RecordCodecTest, NextBatchDecodesWhatNextDecodes) {
   }
 }
 
+// NextIntRows() gives what Next() gives record by record, as rows of int64s: schemas of 1 to 6
+// NOT NULL integer fields, values of every varint length, batches of at most `max` until the
+// buffer ends (records near its end read byte by byte), and at a cut or overlong record the
+// records before it, Next()'s error and the decoder at that record; random bytes (a fuzz of
+// 3000 buffers) decode to the same records and status as Next() gives. A schema with other
+// fields is refused.
+TEST(RecordCodecTest, NextIntRowsDecodesWhatNextDecodes) {
+  std::vector<int64_t> values;
+  for (int bits = 0; bits < 64; bits += 3) {
+    values.push_back(static_cast<int64_t>(uint64_t{1} << bits));
+    values.push_back(-static_cast<int64_t>(uint64_t{1} << bits) - 1);
+  }
+  values.push_back(std::numeric_limits<int64_t>::min());
+  values.push_back(std::numeric_limits<int64_t>::max());
+  // Next() record by record until the end or an error: the values and the status.
+  auto by_next = [](const Schema& schema, absl::string_view buf, std::vector<int64_t>* want) {
+    RecordDecoder one(&schema, buf);
+    Record r(schema.size());
+    while (!one.Done()) {
+      absl::Status s = one.Next(&r);
+      if (!s.ok()) return s;
+      for (size_t f = 0; f < schema.size(); ++f) want->push_back(r[f].i);
+    }
+    return absl::OkStatus();
+  };
+  // NextIntRows() `max` at a time until the end or an error; *remaining: the decoder's bytes
+  // left at the end.
+  auto by_rows = [](const Schema& schema, absl::string_view buf, size_t max, std::vector<int64_t>* got,
+                    size_t* remaining) {
+    RecordDecoder dec(&schema, buf);
+    std::vector<int64_t> rows(max * schema.size() + 1, 77);
+    absl::Status s;
+    while (s.ok() && !dec.Done()) {
+      size_t n = 99;
+      s = dec.NextIntRows(rows.data(), max, &n);
+      EXPECT_LE(n, max);
+      EXPECT_EQ(rows.back(), 77);  // nothing written past max rows
+      got->insert(got->end(), rows.begin(), rows.begin() + static_cast<ptrdiff_t>(n * schema.size()));
+    }
+    *remaining = dec.Remaining();
+    return s;
+  };
+  uint64_t x = 5;
+  auto next = [&x]() {
+    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    return x >> 17;
+  };
+  for (size_t width = 1; width <= 6; ++width) {
+    std::vector<Field> fields;
+    for (size_t f = 0; f < width; ++f) fields.push_back({"f", f % 2 ? FieldType::kTimestamp : FieldType::kInt64});
+    const Schema schema(fields);
+    std::string buf;
+    Record r(width);
+    constexpr size_t kRecords = 300;
+    for (size_t i = 0; i < kRecords; ++i) {
+      for (size_t f = 0; f < width; ++f) r[f].i = values[next() % values.size()];
+      EncodeRecord(schema, r, &buf);
+    }
+    std::vector<int64_t> want;
+    ASSERT_OK(by_next(schema, buf, &want));
+    ASSERT_EQ(want.size(), kRecords * width);
+    for (size_t max : {1, 3, 64, 512}) {
+      std::vector<int64_t> got;
+      size_t remaining;
+      ASSERT_OK(by_rows(schema, buf, max, &got, &remaining));
+      EXPECT_EQ(got, want) << width << " " << max;
+    }
+    // Cut within record 200 (at each of its bytes) and overlong in its last field.
+    RecordDecoder count(&schema, buf);
+    for (int i = 0; i < 200; ++i) ASSERT_OK(count.Next(&r));
+    const size_t at = buf.size() - count.Remaining();
+    ASSERT_OK(count.Next(&r));
+    const size_t record_end = buf.size() - count.Remaining();
+    std::vector<std::string> bad;
+    for (size_t cut = at + 1; cut < record_end; ++cut) bad.push_back(buf.substr(0, cut));
+    std::string overlong = buf.substr(0, at);
+    for (size_t f = 0; f + 1 < width; ++f) overlong += "\x01";
+    bad.push_back(overlong + std::string(10, '\x80') + "\x01" + buf.substr(record_end));
+    for (const std::string& b : bad) {
+      std::vector<int64_t> want_bad;
+      const absl::Status want_status = by_next(schema, b, &want_bad);
+      ASSERT_EQ(want_status.code(), absl::StatusCode::kDataLoss);
+      for (size_t max : {1, 7, 512}) {
+        std::vector<int64_t> got;
+        size_t remaining;
+        EXPECT_EQ(by_rows(schema, b, max, &got, &remaining), want_status) << width << " " << max;
+        EXPECT_EQ(got, want_bad) << width << " " << max;
+        EXPECT_EQ(remaining, b.size() - at) << width << " " << max;
+      }
+    }
+    // Random bytes: mostly small varints, some stop bits missing.
+    for (int round = 0; round < 500; ++round) {
+      std::string random(next() % 200, '\0');
+      for (char& c : random) c = static_cast<char>(next() % 16 == 0 ? 0x80 | next() % 128 : next() % 128);
+      std::vector<int64_t> want_random;
+      const absl::Status want_status = by_next(schema, random, &want_random);
+      std::vector<int64_t> got;
+      size_t remaining;
+      EXPECT_EQ(by_rows(schema, random, 1 + next() % 9, &got, &remaining), want_status) << width << " " << round;
+      EXPECT_EQ(got, want_random) << width << " " << round;
+    }
+  }
+  const Schema mixed_schema = TestSchema();
+  RecordDecoder mixed(&mixed_schema, "");
+  int64_t row;
+  size_t n = 99;
+  EXPECT_THAT(mixed.NextIntRows(&row, 1, &n), StatusIs(absl::StatusCode::kFailedPrecondition, ::testing::_));
+  EXPECT_EQ(n, 0u);
+}
+
 // The varint a byte at a time, as the codec writes it and read it before it read a word at a
 // time (the format's definition, kept here as the reference).
 std::string ReferenceVarint(uint64_t v) {

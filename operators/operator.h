@@ -109,6 +109,25 @@ absl::StatusOr<const T*> TypedOptions(const OperatorContext& ctx) {
   return options;
 }
 
+// A batch of records whose fields are all NOT NULL integers (Schema::all_integral()), decoded
+// as rows: record r's field f is values[r * width + f]. Its carried key groups
+// (Record::carried_key_group()), when key_groups is not null: record r's is
+// key_groups[r * key_group_width], little-endian in key_group_width bytes (1 or 2), already
+// checked to be within the subtask's range. Valid during the call it is passed to only.
+struct IntRowBatch {
+  const int64_t* values = nullptr;
+  size_t width = 0;
+  size_t count = 0;
+  const unsigned char* key_groups = nullptr;
+  size_t key_group_width = 0;
+  // Record r's carried key group, or -1 when none came with it.
+  int KeyGroup(size_t r) const {
+    if (key_groups == nullptr) return -1;
+    const unsigned char* at = key_groups + r * key_group_width;
+    return key_group_width == 1 ? at[0] : at[0] | (at[1] << 8);
+  }
+};
+
 // The operator contract (push-based, as Arrow Acero's ExecNode):
 //   Open() once, then the input records in arrival order, either one per Process() call or
 //   several per ProcessBatch() call (with ProcessWatermark(), ProcessWatermarkStatus(), timers
@@ -152,6 +171,18 @@ class Operator {
   // operator heads a chain, with copies of the records a chained predecessor emitted otherwise
   // (at most 256, never across a watermark, a barrier or a step of the task's loop).
   virtual bool PrefersBatches() const { return false; }
+  // True when, besides PrefersBatches(), the operator folds input `input_index`'s records
+  // straight from their integer values (ProcessIntRows()): asked once it is open. The task then
+  // hands it each input buffer of that input whose schema is all NOT NULL integers
+  // (Schema::all_integral()) as rows of int64s, with the key groups the exchange carried, not
+  // as Records. Single-input heads only.
+  virtual bool PrefersIntRows(int input_index) const { return false; }
+  // The records of `batch` from input `input_index`, in arrival order: the same as
+  // ProcessBatch() of Records holding its values and key groups. Called only when
+  // PrefersIntRows(input_index); the default says it is not implemented.
+  virtual absl::Status ProcessIntRows(int input_index, const IntRowBatch& batch) {
+    return absl::UnimplementedError("ProcessIntRows");
+  }
   // True when the operator forwards every record, watermark and watermark status unchanged and
   // does nothing else with them (key_by, union: the task routes their records). A chain may
   // then let the operator before it emit straight past it, without calling its Process() or

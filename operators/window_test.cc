@@ -22,6 +22,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "common/clock.h"
 #include "common/key_groups.h"
 #include "common/metrics.h"
@@ -57,6 +58,24 @@ auto Invalid(const std::string& text) {
 }
 
 constexpr int kMaxParallelism = internal::kHarnessMaxParallelism;
+
+// The key group of key `user` (the window's key), as the exchange computes and carries it.
+int UserKeyGroup(int64_t user) {
+  const Schema key_schema({{"user", FieldType::kInt64}});
+  Record key(1);
+  key[0].i = user;
+  return KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema, key), kMaxParallelism);
+}
+
+// `n` keys: the int64 limits and their neighbours, 0, -1, 1, the edges of 1-byte varints, then
+// keys 7919 apart.
+std::vector<int64_t> SpreadKeys(size_t n) {
+  constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  std::vector<int64_t> keys = {0, -1, 1, kMin, kMax, kMin + 1, kMax - 1, -64, 63, 64, -65};
+  for (int64_t k = 0; keys.size() < n; ++k) keys.push_back(k * 7919 - 2'000'000);
+  return keys;
+}
 
 // The input: user (key), ts, amount, name; windows are keyed by user.
 std::string Job(const std::string& window_options) {
@@ -129,6 +148,50 @@ class WindowTest : public internal::KeyedOperatorTest {
     rows->insert(rows->end(), s.out().rows.begin(), s.out().rows.end());
     rows->push_back(absl::StrCat("late ", s.late_dropped()));
     return absl::OkStatus();
+  }
+  // The records of a run that compares ways of folding: 6000 records (user `user_of(x)` of a
+  // pseudo-random x, ts around i / 20 up to 40 ms out of order and twice near the int64
+  // limits, amount in [-4, 4]) given to add(i, user, ts, amount); flush() after 1, 8, 57, 100,
+  // 101, ... records and before the watermark every 50; at record 3000 the rows so far into
+  // *rows, a checkpoint, *folds = folds_after (batches and panes by integer keys on or off,
+  // SetWindowFoldBatchesForTest and SetWindowIntKeyPanesForTest) and a restore into *s.
+  absl::Status DriveRun(KeyedSubtask** s, std::vector<std::string>* rows, const std::function<int64_t(uint64_t)>& user_of,
+                        const std::function<void(int, int64_t, int64_t, int64_t)>& add,
+                        const std::function<absl::Status()>& flush, bool* folds, bool folds_after) {
+    constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+    constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+    uint64_t x = 7;
+    size_t pending = 0;
+    size_t batch_size = 1;
+    auto flush_and_count = [&]() -> absl::Status {
+      SLUICE_RETURN_IF_ERROR(flush());
+      pending = 0;
+      batch_size = batch_size * 7 % 300 + 1;  // 1, 8, 57, 100, 101, 108, ...
+      return absl::OkStatus();
+    };
+    for (int i = 0; i < 6000; ++i) {
+      if (i == 3000) {
+        SLUICE_RETURN_IF_ERROR(flush_and_count());
+        *rows = (*s)->out().rows;
+        SLUICE_ASSIGN_OR_RETURN(Checkpoint c, TakeCheckpoint(**s, 1));
+        SetWindowFoldBatchesForTest(folds_after);
+        SetWindowIntKeyPanesForTest(folds_after);
+        *folds = folds_after;
+        SLUICE_ASSIGN_OR_RETURN(*s, Restore(c, 0, 1));
+      }
+      x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+      int64_t ts = i / 20 + static_cast<int64_t>((x >> 33) % 60) - 40;
+      if (i == 1234) ts = kMin + 1;
+      if (i == 4321) ts = kMax - 1;
+      add(i, user_of(x), ts, static_cast<int64_t>((x >> 45) % 9) - 4);
+      if (++pending >= batch_size) SLUICE_RETURN_IF_ERROR(flush_and_count());
+      if (i % 50 == 49) {
+        SLUICE_RETURN_IF_ERROR(flush_and_count());
+        SLUICE_RETURN_IF_ERROR((*s)->Watermark(i / 20 - 5));
+      }
+    }
+    SLUICE_RETURN_IF_ERROR(flush_and_count());
+    return FinishRun(**s, rows);
   }
 };
 
@@ -743,19 +806,10 @@ TEST_F(WindowTest, FlatSessionKeysCheckpointAsOneBlockPerKeyGroup) {
 // limits, a memory budget that sends windows to the backend, and a checkpoint restored midway
 // into either way (the restored buckets found in the backend first).
 TEST_F(WindowTest, FoldedBatchesGiveTheRowsOfRecordsOneAtATime) {
-  constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
-  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
-  std::vector<int64_t> keys = {0, -1, 1, kMin, kMax, kMin + 1, kMax - 1, -64, 63, 64, -65};
-  for (int64_t k = 0; keys.size() < 700; ++k) keys.push_back(k * 7919 - 2'000'000);
+  const std::vector<int64_t> keys = SpreadKeys(700);
   // A quarter of the records: keys k << 57, whose record bytes (varints) differ only past their
   // 8th byte, so that firing orders some of them within a window and key group by those bytes.
   auto high_key = [](uint64_t x) { return static_cast<int64_t>((x >> 50) % 24 + 1) << 57; };
-  const Schema key_schema({{"user", FieldType::kInt64}});
-  auto key_group = [&](int64_t user) {
-    Record key(1);
-    key[0].i = user;
-    return KeyGroupForHash(KeyHasher::HashKeyRecord(key_schema, key), kMaxParallelism);
-  };
   for (const char* options : {R"y(    tumble: 10ms
     time_field: ts
     aggregates: [{fn: count, as: n}, {fn: sum, field: amount}, {fn: min, field: price}, {fn: max, field: amount}, {fn: avg, field: amount}])y",
@@ -774,46 +828,25 @@ TEST_F(WindowTest, FoldedBatchesGiveTheRowsOfRecordsOneAtATime) {
         SetWindowIntKeyPanesForTest(folds_first);  // the reference: panes by key bytes
         KeyedSubtask* s = &Start(options);
         bool folds = folds_first;
-        uint64_t x = 7;
         std::vector<Record> batch;
-        size_t batch_size = 1;
-        auto flush = [&]() -> absl::Status {
-          if (folds) {
-            if (!s->op()->PrefersBatches()) return absl::InternalError("no batches");
-            SLUICE_RETURN_IF_ERROR(s->op()->ProcessBatch(0, batch.data(), batch.size()));
-          } else {
-            for (const Record& r : batch) SLUICE_RETURN_IF_ERROR(s->op()->Process(r));
-          }
-          batch.clear();
-          batch_size = batch_size * 7 % 300 + 1;  // 1, 8, 57, 100, 101, 108, ...
-          return absl::OkStatus();
-        };
-        for (int i = 0; i < 6000; ++i) {
-          if (i == 3000) {
-            SLUICE_RETURN_IF_ERROR(flush());
-            *rows = s->out().rows;
-            SLUICE_ASSIGN_OR_RETURN(Checkpoint c, TakeCheckpoint(*s, 1));
-            SetWindowFoldBatchesForTest(folds_after);
-            SetWindowIntKeyPanesForTest(folds_after);
-            SLUICE_ASSIGN_OR_RETURN(s, Restore(c, 0, 1));
-            folds = folds_after;
-          }
-          x = x * 6364136223846793005ULL + 1442695040888963407ULL;
-          int64_t ts = i / 20 + static_cast<int64_t>((x >> 33) % 60) - 40;
-          if (i == 1234) ts = kMin + 1;
-          if (i == 4321) ts = kMax - 1;
-          const int64_t amount = static_cast<int64_t>((x >> 45) % 9) - 4;
-          const int64_t user = (x >> 40) % 4 == 0 ? high_key(x) : keys[(x >> 20) % keys.size()];
-          batch.push_back(Input(user, ts, amount));
-          if (i % 13 != 5) batch.back().set_carried_key_group(key_group(user));
-          if (batch.size() >= batch_size) SLUICE_RETURN_IF_ERROR(flush());
-          if (i % 50 == 49) {
-            SLUICE_RETURN_IF_ERROR(flush());
-            SLUICE_RETURN_IF_ERROR(s->Watermark(i / 20 - 5));
-          }
-        }
-        SLUICE_RETURN_IF_ERROR(flush());
-        return FinishRun(*s, rows);
+        return DriveRun(
+            &s, rows,
+            [&](uint64_t x) { return (x >> 40) % 4 == 0 ? high_key(x) : keys[(x >> 20) % keys.size()]; },
+            [&](int i, int64_t user, int64_t ts, int64_t amount) {
+              batch.push_back(Input(user, ts, amount));
+              if (i % 13 != 5) batch.back().set_carried_key_group(UserKeyGroup(user));
+            },
+            [&]() -> absl::Status {
+              if (folds) {
+                if (!s->op()->PrefersBatches()) return absl::InternalError("no batches");
+                SLUICE_RETURN_IF_ERROR(s->op()->ProcessBatch(0, batch.data(), batch.size()));
+              } else {
+                for (const Record& r : batch) SLUICE_RETURN_IF_ERROR(s->op()->Process(r));
+              }
+              batch.clear();
+              return absl::OkStatus();
+            },
+            &folds, folds_after);
       };
       std::vector<std::string> general;
       const uint64_t folded = WindowBatchFoldsForTest();
@@ -833,6 +866,111 @@ TEST_F(WindowTest, FoldedBatchesGiveTheRowsOfRecordsOneAtATime) {
       }
     }
   }
+}
+
+// Job()'s without its double and string fields: its window reads (user int64, ts timestamp,
+// amount int64), NOT NULL integers only.
+std::string IntJob(const std::string& window_options) {
+  return absl::StrReplaceAll(Job(window_options), {{"      - {name: price, type: double, expr: seq * 1.0}\n", ""},
+                                                   {"      - {name: name, type: string, expr: \"'x'\"}\n", ""}});
+}
+
+// Tumbling windows and slide panes of an input of NOT NULL integers take rows of int64s
+// (PrefersIntRows, ProcessIntRows: the task's decoded buffer without Records) and fold them as
+// batches of Records would: the rows, their order and the late count equal those of Records one
+// at a time by key bytes (panes in hash maps, no batches), for counts alone (narrow slots, and
+// slide panes' words) and with sums, minimums and maximums (the record made from its row);
+// keys at the int64 limits, 0 and negative; rows with and without carried key groups (1 byte
+// each, as the exchange carries them under max parallelism 16); late records within and beyond
+// the lateness; timestamps at the int64 limits; a 16 KiB budget; a checkpoint restored midway
+// into either way. A window of an input with other fields, or keyed by an expression, takes no
+// rows.
+TEST_F(WindowTest, IntRowsGiveTheRowsOfRecordsOneAtATime) {
+  const std::vector<int64_t> keys = SpreadKeys(500);
+  for (const char* options : {R"y(    tumble: 10ms
+    time_field: ts
+    aggregates: [{fn: count, as: n}])y",
+                              R"y(    tumble: 10ms
+    time_field: ts
+    aggregates: [{fn: count, as: n}, {fn: sum, field: amount}, {fn: min, field: amount}, {fn: max, field: amount}])y",
+                              R"y(    tumble: 10ms
+    offset: 3ms
+    time_field: ts
+    allowed_lateness: 15ms
+    aggregates: [{fn: count, as: n}, {fn: sum, field: amount}])y",
+                              R"y(    hop: {size: 30ms, slide: 10ms}
+    time_field: ts
+    aggregates: [{fn: count, as: n}])y",
+                              R"y(    hop: {size: 30ms, slide: 10ms}
+    time_field: ts
+    aggregates: [{fn: count, as: n}, {fn: max, field: amount}])y"}) {
+    for (size_t budget : {size_t{0}, size_t{16} << 10}) {
+      // rows_first/rows_after: rows of integers before/after the checkpoint, else Records one
+      // at a time with panes by key bytes (the reference).
+      auto run = [&](bool rows_first, bool rows_after, std::vector<std::string>* out) -> absl::Status {
+        SetWindowMemoryForTest(budget);
+        SetWindowFoldBatchesForTest(rows_first);
+        SetWindowIntKeyPanesForTest(rows_first);
+        SLUICE_RETURN_IF_ERROR(LoadJob(IntJob(options), "w"));
+        KeyedSubtask* s = &StartSubtask();
+        bool rows = rows_first;
+        std::vector<int64_t> values;
+        std::string key_groups;
+        int flushes = 0;
+        return DriveRun(
+            &s, out, [&](uint64_t x) { return keys[(x >> 20) % keys.size()]; },
+            [&](int i, int64_t user, int64_t ts, int64_t amount) {
+              values.insert(values.end(), {user, ts, amount});
+              key_groups.push_back(static_cast<char>(UserKeyGroup(user)));
+            },
+            [&]() -> absl::Status {
+              const size_t n = values.size() / 3;
+              if (rows) {
+                if (!s->op()->PrefersIntRows(0)) return absl::InternalError("no rows");
+                IntRowBatch batch;
+                batch.values = values.data();
+                batch.width = 3;
+                batch.count = n;
+                // Every fifth batch without key groups.
+                batch.key_groups = ++flushes % 5 == 0 ? nullptr : reinterpret_cast<const unsigned char*>(key_groups.data());
+                batch.key_group_width = 1;
+                SLUICE_RETURN_IF_ERROR(s->op()->ProcessIntRows(0, batch));
+              } else {
+                Record r(3);
+                for (size_t i = 0; i < n; ++i) {
+                  for (size_t f = 0; f < 3; ++f) r[f].i = values[i * 3 + f];
+                  SLUICE_RETURN_IF_ERROR(s->op()->Process(r));
+                }
+              }
+              values.clear();
+              key_groups.clear();
+              return absl::OkStatus();
+            },
+            &rows, rows_after);
+      };
+      std::vector<std::string> general;
+      ASSERT_OK(run(false, false, &general));
+      EXPECT_GT(general.size(), 1000u);
+      EXPECT_NE(general.back(), "late 0");
+      for (const auto& [first, after] : {std::pair{true, true}, std::pair{true, false}, std::pair{false, true}}) {
+        std::vector<std::string> got;
+        const uint64_t folded = WindowBatchFoldsForTest();
+        const uint64_t batches = WindowIntRowBatchesForTest();
+        ASSERT_OK(run(first, after, &got));
+        EXPECT_EQ(got, general) << options << " budget " << budget << " rows " << first << after;
+        EXPECT_GT(WindowIntRowBatchesForTest(), batches + 50) << options << " budget " << budget;
+        EXPECT_GT(WindowBatchFoldsForTest(), folded + (budget == 0 ? 1000 : 10)) << options << " budget " << budget;
+      }
+    }
+  }
+  // Other fields in the input (a double, a string), or a key that is not a field: no rows.
+  ASSERT_OK(Load("    tumble: 10ms\n    time_field: ts\n    aggregates: [{fn: count, as: n}]"));
+  EXPECT_TRUE(StartSubtask().op()->PrefersBatches());
+  EXPECT_FALSE(StartSubtask().op()->PrefersIntRows(0));
+  ASSERT_OK(LoadJob(absl::StrReplaceAll(IntJob("    tumble: 10ms\n    time_field: ts\n    aggregates: [{fn: count, as: n}]"),
+                                        {{"key: user", "key: user + 1"}}),
+                    "w"));
+  EXPECT_FALSE(StartSubtask().op()->PrefersIntRows(0));
 }
 
 // Tumbling windows' buckets keep narrow slots (key, records, the aggregates' words) while

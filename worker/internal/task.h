@@ -182,6 +182,9 @@ class Task {
     absl::Status SetCarried(size_t i, Record* record) const;
     // Set() of records first, first + 1, ... into records[0, n), in one loop.
     absl::Status SetBatch(size_t first, Record* records, size_t n) const;
+    // Whether records [0, n) each came with a key group within `range` (when any are carried):
+    // kDataLoss, naming the first that did not, as SetBatch() would.
+    absl::Status Check(size_t n) const;
     // The key groups of the records from `i` on (for the rest of a buffer).
     std::string Rest(size_t i) const;
   };
@@ -247,6 +250,10 @@ class Task {
   std::vector<size_t> input_widths_;
   Record rest_scratch_;  // RestOfRecordBuffer()'s decoding
   bool head_batches_ = false;  // the head PrefersBatches(): a decoded buffer is one batch
+  // Per input of the head: it PrefersIntRows(), so buffers of NOT NULL integers come to it as
+  // rows (ProcessIntRows()), decoded into int_rows_.
+  std::vector<bool> head_int_rows_;
+  std::vector<int64_t> int_rows_;
   size_t head_inputs_ = 1;     // inputs of the head: one gets Process(), several ProcessInput()
   std::unique_ptr<WatermarkValve> valve_;  // input tasks: combines the channels' event time
 

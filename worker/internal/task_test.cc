@@ -1994,9 +1994,8 @@ class TimerProbe final : public ops::Operator {
 
 // Registers the built-ins and a test operator type `name` without options whose output schema
 // is its input's, made by `factory`.
-absl::Status RegisterWithProbe(ops::OperatorRegistry* registry, const std::string& name, bool keyed,
-                               ops::OperatorRegistry::Factory factory) {
-  SLUICE_RETURN_IF_ERROR(ops::RegisterBuiltinOperators(registry));
+absl::Status RegisterProbe(ops::OperatorRegistry* registry, const std::string& name, bool keyed,
+                           ops::OperatorRegistry::Factory factory) {
   plan::OperatorTraits traits;
   traits.name = name;
   traits.keyed = keyed;
@@ -2008,6 +2007,11 @@ absl::Status RegisterWithProbe(ops::OperatorRegistry* registry, const std::strin
           },
           [](const plan::NoOptions&, const plan::ParseContext& ctx) { return ctx.op().input_schema; }),
       std::move(factory));
+}
+absl::Status RegisterWithProbe(ops::OperatorRegistry* registry, const std::string& name, bool keyed,
+                               ops::OperatorRegistry::Factory factory) {
+  SLUICE_RETURN_IF_ERROR(ops::RegisterBuiltinOperators(registry));
+  return RegisterProbe(registry, name, keyed, std::move(factory));
 }
 
 class TimerTaskTest : public TaskTest {
@@ -2113,6 +2117,11 @@ struct BatchLog {
   int64_t single_calls = 0;  // Process()/ProcessInput(): none expected
   int64_t late = 0;          // records at or below the probe's input watermark
   size_t max_batch = 0;
+  // Rows of integers (ProcessIntRows, probes whose id starts with "rows"): the batches, the
+  // sum of their `ts` values, and the rows whose carried key group is not their key's.
+  int64_t row_batches = 0;
+  int64_t ts_sum = 0;
+  int64_t wrong_key_groups = 0;
 };
 
 // Passes records on unchanged; PrefersBatches(), and logs how they came and whether any was
@@ -2129,6 +2138,30 @@ class BatchProbe final : public ops::Operator {
     return ts_ < 0 ? absl::InvalidArgumentError("no ts field") : absl::OkStatus();
   }
   bool PrefersBatches() const override { return true; }
+  bool PrefersIntRows(int input_index) const override { return absl::StartsWith(ctx_.spec->id, "rows"); }
+  // Logs the rows and emits each as a Record. REQUIRES: the input is (k, ts), keyed by k.
+  absl::Status ProcessIntRows(int input_index, const ops::IntRowBatch& batch) override {
+    const Schema key_schema({{"k", FieldType::kInt64}});
+    Record key(1);
+    Record r(batch.width);
+    for (size_t i = 0; i < batch.count; ++i) {
+      key[0].i = batch.values[i * batch.width];
+      const int kg = KeyGroupForHash(ops::KeyHasher::HashKeyRecord(key_schema, key), ctx_.max_parallelism);
+      {
+        absl::MutexLock lock(mu_);
+        BatchLog& log = (*logs_)[ctx_.spec->id];
+        log.ts_sum += batch.values[i * batch.width + ts_];
+        log.wrong_key_groups += batch.KeyGroup(i) != kg;
+      }
+      for (size_t f = 0; f < batch.width; ++f) r[f].i = batch.values[i * batch.width + f];
+      SLUICE_RETURN_IF_ERROR(output_->Emit(r));
+    }
+    absl::MutexLock lock(mu_);
+    BatchLog& log = (*logs_)[ctx_.spec->id];
+    ++log.row_batches;
+    log.records += static_cast<int64_t>(batch.count);
+    return absl::OkStatus();
+  }
   absl::Status Process(const Record& r) override {
     absl::MutexLock lock(mu_);
     ++(*logs_)[ctx_.spec->id].single_calls;
@@ -2178,7 +2211,30 @@ class BatchTaskTest : public TaskTest {
     EXPECT_OK(RegisterWithProbe(&with_probe_, "batch_probe", /*keyed=*/false, [this](const plan::OperatorSpec& spec) {
       return std::unique_ptr<ops::Operator>(std::make_unique<BatchProbe>(&mu_, &logs_, spec.id == "hold"));
     }));
+    // Keyed (its input carries key groups), for rows of integers.
+    EXPECT_OK(RegisterProbe(&with_probe_, "keyed_batch_probe", /*keyed=*/true, [this](const plan::OperatorSpec& spec) {
+      return std::unique_ptr<ops::Operator>(std::make_unique<BatchProbe>(&mu_, &logs_, false));
+    }));
     registry_in_use_ = &with_probe_;
+  }
+
+  // Deploys a job of `name` whose operators (YAML list items) follow a datagen `gen` of 20000
+  // records (k int64: seq % 5, ts timestamp: 1000 + seq), runs it to its end and checks that
+  // every task finished.
+  void RunGenJob(const std::string& name, const std::string& operators) {
+    Deploy(absl::StrCat("name: ", name, R"y(
+parallelism: 2
+operators:
+  - id: gen
+    type: datagen
+    count: 20000
+    fields: [{name: k, type: int64, expr: "seq % 5"}, {name: ts, type: timestamp, expr: "to_timestamp(1000 + seq)"}]
+)y",
+                        operators));
+    ASSERT_FALSE(HasFailure());
+    StartAll();
+    ASSERT_TRUE(WaitAllDone());
+    ExpectAllIn(proto::TASK_FINISHED);
   }
 
   ops::OperatorRegistry with_probe_;
@@ -2228,22 +2284,11 @@ operators:
 // watermarks flush them early) as one batch, decoded 512 records at a time: not in slices (the
 // aggregate reads a key's state once per batch); every record arrives once.
 TEST_F(BatchTaskTest, AHeadGetsAReceivedBufferAsOneBatch) {
-  Deploy(R"y(
-name: slices
-parallelism: 2
-operators:
-  - id: gen
-    type: datagen
-    count: 20000
-    fields: [{name: k, type: int64, expr: "seq % 5"}, {name: ts, type: timestamp, expr: "to_timestamp(1000 + seq)"}]
-  - {id: head, type: batch_probe, input: {from: gen, partition: hash, key: [k]}}
+  RunGenJob("slices", R"y(  - {id: head, type: batch_probe, input: {from: gen, partition: hash, key: [k]}}
   - {id: out, type: blackhole}
 )y");
   ASSERT_FALSE(HasFailure());
   ASSERT_EQ(tasks_.size(), 4u) << "gen, head+out, 2 subtasks each";
-  StartAll();
-  ASSERT_TRUE(WaitAllDone());
-  ExpectAllIn(proto::TASK_FINISHED);
   EXPECT_EQ(CountsOf("head").in, 20000u);
   EXPECT_EQ(CountsOf("out").in, 20000u);
   absl::MutexLock lock(&mu_);
@@ -2252,6 +2297,37 @@ operators:
   EXPECT_EQ(log.single_calls, 0);
   EXPECT_GT(log.max_batch, 512u) << "a buffer cut into batches";
   EXPECT_LT(log.batches * 1000, log.records) << "buffers of fewer than 1000 records";
+}
+
+// A head that PrefersIntRows() gets each received buffer of NOT NULL integers as rows of int64s
+// (ProcessIntRows), with the key group each record carried across the exchange (its key's),
+// and no Records; a head of the same kind whose input has a double field gets Records.
+TEST_F(BatchTaskTest, AHeadPreferringIntRowsGetsRowsWithTheirKeyGroups) {
+  RunGenJob("rows", R"y(  - {id: rows, type: keyed_batch_probe, input: {from: gen, partition: hash, key: [k]}}
+  - {id: out, type: blackhole}
+  - id: gen_d
+    type: datagen
+    count: 20000
+    fields: [{name: k, type: int64, expr: "seq % 5"}, {name: ts, type: timestamp, expr: "to_timestamp(1000 + seq)"}, {name: d, type: double, expr: "seq * 1.0"}]
+  - {id: rows_d, type: keyed_batch_probe, input: {from: gen_d, partition: hash, key: [k]}}
+  - {id: out_d, type: blackhole}
+)y");
+  ASSERT_FALSE(HasFailure());
+  EXPECT_EQ(CountsOf("rows").in, 20000u);
+  EXPECT_EQ(CountsOf("out").in, 20000u);
+  EXPECT_EQ(CountsOf("out_d").in, 20000u);
+  absl::MutexLock lock(&mu_);
+  const BatchLog& log = logs_["rows"];
+  EXPECT_EQ(log.records, 20000);
+  EXPECT_EQ(log.batches, 0);
+  EXPECT_EQ(log.single_calls, 0);
+  EXPECT_GT(log.row_batches, 0);
+  EXPECT_EQ(log.ts_sum, 20000 * 1000 + 19999 * 20000 / 2);
+  EXPECT_EQ(log.wrong_key_groups, 0);
+  const BatchLog& d = logs_["rows_d"];
+  EXPECT_EQ(d.records, 20000);
+  EXPECT_EQ(d.row_batches, 0);
+  EXPECT_GT(d.batches, 0);
 }
 
 // A priority barrier partway through a slice of a buffer (record `k` of the slice that starts
