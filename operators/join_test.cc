@@ -10,6 +10,7 @@
 #include <utility>
 #include <memory>
 #include <functional>
+#include <initializer_list>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -2461,16 +2462,18 @@ int64_t WideValue(int64_t i) {
   }
 }
 
+// A record of integer values `values`.
+Record IntRecord(std::initializer_list<int64_t> values) {
+  Record r(values.size());
+  size_t i = 0;
+  for (const int64_t v : values) r.SetInt(i++, v);
+  return r;
+}
+
 // A record of input `side` with key `k` and time `ts`: left (k, ts, v), right (id, k, ts, a)
 // or, with `string_right`, (k, ts, s); its other values from `i`.
 Record IntSideRecord(int side, bool string_right, int64_t k, int64_t ts, int64_t i) {
-  if (side == 0) {
-    Record r(3);
-    r.SetInt(0, k);
-    r.SetInt(1, ts);
-    r.SetInt(2, WideValue(i));
-    return r;
-  }
+  if (side == 0) return IntRecord({k, ts, WideValue(i)});
   if (string_right) {
     Record r(3);
     r.SetInt(0, k);
@@ -2478,12 +2481,7 @@ Record IntSideRecord(int side, bool string_right, int64_t k, int64_t ts, int64_t
     r.SetString(2, absl::StrCat("s", i));
     return r;
   }
-  Record r(4);
-  r.SetInt(0, WideValue(i + 1));
-  r.SetInt(1, k);
-  r.SetInt(2, ts);
-  r.SetInt(3, WideValue(i + 2));
-  return r;
+  return IntRecord({WideValue(i + 1), k, ts, WideValue(i + 2)});
 }
 
 // The joined row of `left` and `right` (records of the join's inputs) as JsonOutput writes it:
@@ -2829,13 +2827,7 @@ TEST_F(JoinTest, IntervalJoinRestoresIntegerRowsAfterTheTimeFieldChanged) {
                       absl::StrCat("    left_time: ", left_time, "\n    right_time: ts\n    lower: 0ms\n    upper: 10ms\n"),
                       kTwoTimes, kIntRight);
   };
-  const auto left = [](int64_t k, int64_t ts, int64_t t2) {
-    Record r(3);
-    r.SetInt(0, k);
-    r.SetInt(1, ts);
-    r.SetInt(2, t2);
-    return r;
-  };
+  const auto left = [](int64_t k, int64_t ts, int64_t t2) { return IntRecord({k, ts, t2}); };
   LoadYaml(job("ts"));
   Open();
   EXPECT_EQ(static_cast<JoinOperatorBase*>(op_.get())->RowStoreForTest()->layout(0), Layout::kInline);
@@ -2936,13 +2928,7 @@ TEST_F(IntegerRowsJoinTest, KeyThatIsNotABareField) {
 // A key of two fields (k, v): no field is left out but the time's.
 TEST_F(IntegerRowsJoinTest, KeyOfSeveralFields) {
   LoadYaml(IntJoinJob("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n", kIntLeft, kIntLeft, "k, v"));
-  const auto record = [](int64_t k, int64_t ts, int64_t v) {
-    Record r(3);
-    r.SetInt(0, k);
-    r.SetInt(1, ts);
-    r.SetInt(2, v);
-    return r;
-  };
+  const auto record = [](int64_t k, int64_t ts, int64_t v) { return IntRecord({k, ts, v}); };
   std::vector<Record> lefts;
   std::vector<Record> rights;
   for (int64_t i = 0; i < 12; ++i) {
