@@ -3,6 +3,7 @@
 // TimerService over a real RocksDB backend; expectations are written out per test.
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -293,12 +294,14 @@ class JoinTest : public ::testing::Test {
   }
 
   // Checkpoints `j` (its SnapshotState, as the task does before the backend's, then the
-  // backend) and restores both into a new backend and operator, as a restarted task gets them.
-  void CheckpointAndRestore() {
+  // backend) and restores both into a new backend and operator, as a restarted task gets them
+  // (of job `restored_job`, a YAML for LoadYaml, when given).
+  void CheckpointAndRestore(const std::string& restored_job = "") {
     std::vector<std::string> entries;
     ASSERT_OK(op_->SnapshotState(1, &entries));
     proto::KeyedStateHandle handle = Snapshot(1);
     op_->Close();
+    if (!restored_job.empty()) LoadYaml(restored_job);
     backend_ = NewBackend({handle});
     restored_ = true;
     restored_state_ = entries;
@@ -2484,6 +2487,26 @@ Record IntSideRecord(int side, bool string_right, int64_t k, int64_t ts, int64_t
   return IntRecord({WideValue(i + 1), k, ts, WideValue(i + 2)});
 }
 
+// A key's rows as JoinRowStore writes them (format 2, no flags): [2] per input [count] per row
+// [ts: fixed64 LE][size][record], input `side`'s records `*rows[side]` (schema `*schemas[side]`)
+// at their time field `time[side]`'s value.
+std::string RowsValue(const std::array<const Schema*, 2>& schemas,
+                      const std::array<const std::vector<Record>*, 2>& rows, const std::array<int, 2>& time) {
+  std::string v(1, '\x02');
+  for (int side = 0; side < 2; ++side) {
+    PutVarint64(rows[side]->size(), &v);
+    for (const Record& r : *rows[side]) {
+      const uint64_t ts = static_cast<uint64_t>(r.GetInt(time[side]));
+      for (int b = 0; b < 8; ++b) v.push_back(static_cast<char>(ts >> (8 * b)));
+      std::string record;
+      EncodeRecord(*schemas[side], r, &record);
+      PutVarint64(record.size(), &v);
+      v += record;
+    }
+  }
+  return v;
+}
+
 // The joined row of `left` and `right` (records of the join's inputs) as JsonOutput writes it:
 // the output schema's values are the left input's fields, then the right's.
 std::string JoinedLine(const plan::OperatorSpec& spec, const Record& left, const Record& right) {
@@ -2588,22 +2611,8 @@ TEST_F(JoinTest, IntervalJoinRestoresIntegerRowsWrittenBeforeTheValuesLayout) {
   LoadYaml(IntJoinJob("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n", kIntLeft, kIntRight));
   const Schema& left = job_.operators[0].output_schema;
   const Schema& right = job_.operators[1].output_schema;
-  // [2] per side [count] per row [ts: fixed64 LE][size][record], as JoinRowStore wrote it.
   const auto value = [&](const std::vector<Record>& ls, const std::vector<Record>& rs) {
-    std::string v(1, '\x02');
-    for (int side = 0; side < 2; ++side) {
-      const std::vector<Record>& rows = side == 0 ? ls : rs;
-      PutVarint64(rows.size(), &v);
-      for (const Record& r : rows) {
-        const uint64_t ts = static_cast<uint64_t>(r.GetInt(side == 0 ? 1 : 2));
-        for (int b = 0; b < 8; ++b) v.push_back(static_cast<char>(ts >> (8 * b)));
-        std::string record;
-        EncodeRecord(side == 0 ? left : right, r, &record);
-        PutVarint64(record.size(), &v);
-        v += record;
-      }
-    }
-    return v;
+    return RowsValue({&left, &right}, {&ls, &rs}, {1, 2});
   };
   const std::vector<Record> left7 = {IntSideRecord(0, false, 7, 100, 2), IntSideRecord(0, false, 7, 101, 3)};
   const std::vector<Record> right7 = {IntSideRecord(1, false, 7, 100, 4)};
@@ -2836,17 +2845,7 @@ TEST_F(JoinTest, IntervalJoinRestoresIntegerRowsAfterTheTimeFieldChanged) {
     for (int64_t i = 0; i < 10; ++i) lefts.push_back(left(k, 100 + i, 50 + i));  // kept at ts
   }
   for (const Record& l : lefts) ASSERT_OK(op_->ProcessInput(0, l));
-  std::vector<std::string> entries;
-  ASSERT_OK(op_->SnapshotState(1, &entries));
-  const proto::KeyedStateHandle handle = Snapshot(1);
-  op_->Close();
-  LoadYaml(job("t2"));
-  backend_ = NewBackend({handle});
-  restored_ = true;
-  restored_state_ = entries;
-  Open();
-  restored_ = false;
-  restored_state_.clear();
+  CheckpointAndRestore(job("t2"));
   EXPECT_EQ(static_cast<JoinOperatorBase*>(op_.get())->RowStoreForTest()->layout(0), Layout::kEncoded);
   const Record late_left = left(2, 1, 104);  // kept at t2: 104
   ASSERT_OK(op_->ProcessInput(0, late_left));
@@ -2961,27 +2960,12 @@ TEST_F(IntegerRowsJoinTest, RowsOfRecordsOfTwoSizeBytes) {
   JoinAcrossARestore(lefts, rights, {Layout::kInts, Layout::kInts}, {1, 2},
                      [](int side, const Record& r) { return std::vector<int64_t>{r.GetInt(side == 0 ? 0 : 1)}; });
   // Key 0's rows as stored: its three left rows and its right ones.
-  std::string expected(1, '\x02');
-  PutVarint64(3, &expected);
-  for (int64_t i : {0, 2, 4}) {
-    const uint64_t ts = static_cast<uint64_t>(lefts[i].GetInt(1));
-    for (int b = 0; b < 8; ++b) expected.push_back(static_cast<char>(ts >> (8 * b)));
-    std::string record;
-    EncodeRecord(left_schema, lefts[i], &record);
-    EXPECT_GE(record.size(), 128u);  // two size bytes
-    PutVarint64(record.size(), &expected);
-    expected += record;
-  }
-  const Schema& right_schema = job_.operators[1].output_schema;
-  PutVarint64(3, &expected);
-  for (int64_t i : {0, 2, 4}) {
-    const uint64_t ts = static_cast<uint64_t>(rights[i].GetInt(2));
-    for (int b = 0; b < 8; ++b) expected.push_back(static_cast<char>(ts >> (8 * b)));
-    std::string record;
-    EncodeRecord(right_schema, rights[i], &record);
-    PutVarint64(record.size(), &expected);
-    expected += record;
-  }
+  std::string record;
+  EncodeRecord(left_schema, lefts[0], &record);
+  EXPECT_GE(record.size(), 128u);  // two size bytes
+  const std::vector<Record> kept[2] = {{lefts[0], lefts[2], lefts[4]}, {rights[0], rights[2], rights[4]}};
+  const std::string expected =
+      RowsValue({&left_schema, &job_.operators[1].output_schema}, {&kept[0], &kept[1]}, {1, 2});
   std::vector<std::string> entries;
   ASSERT_OK(op_->SnapshotState(2, &entries));
   std::string stored;
