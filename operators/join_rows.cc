@@ -765,9 +765,11 @@ absl::Status JoinRowStore::ToEncoded(int side) {
       char* const to = arena_.Reserve(bound);
       if (to == nullptr) return Exhausted();
       const size_t size = static_cast<size_t>(EncodeIntRow(side, k, row, to) - to);
-      if (layout == RowLayout::kInts) arena_.Free(row.ref, row.size);
-      row.ref = arena_.Commit(size);
+      const uint32_t values = row.ref;  // kInts: the values' arena bytes
+      const size_t values_size = row.size;
+      row.ref = arena_.Commit(size);  // before the Free: the last free of a chunk resets it
       row.size = static_cast<uint32_t>(size);
+      if (layout == RowLayout::kInts) arena_.Free(values, values_size);
       if (layout == RowLayout::kInline) row.flag = 0;  // value() overlaid it; no flags then
     }
   }

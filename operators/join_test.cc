@@ -2825,41 +2825,53 @@ TEST_F(JoinTest, IntervalJoinBudgetCountsTheRowListsOfInlineRows) {
 
 // A job restored with another time field of an input (left_time: ts -> t2): the restored rows
 // stay at their stored times with their fields as stored (as encoded rows always kept them),
-// the input's rows falling back to the encoded layout, and records after the restore are kept at
-// their new time field's.
+// the input's rows falling back to the encoded layout (from kInline, and from kInts: each key's
+// first row agrees with t2, so rows are in memory as values when the second one turns the input
+// back), and records after the restore are kept at their new time field's.
 TEST_F(JoinTest, IntervalJoinRestoresIntegerRowsAfterTheTimeFieldChanged) {
   using Layout = JoinRowStore::RowLayout;
-  constexpr char kTwoTimes[] =
-      R"y([{name: k, type: int64, expr: "seq"}, {name: ts, type: timestamp, expr: "to_timestamp(seq)"}, {name: t2, type: timestamp, expr: "to_timestamp(seq)"}])y";
-  const auto job = [&](const std::string& left_time) {
-    return IntJoinJob("interval_join",
-                      absl::StrCat("    left_time: ", left_time, "\n    right_time: ts\n    lower: 0ms\n    upper: 10ms\n"),
-                      kTwoTimes, kIntRight);
-  };
-  const auto left = [](int64_t k, int64_t ts, int64_t t2) { return IntRecord({k, ts, t2}); };
-  LoadYaml(job("ts"));
-  Open();
-  EXPECT_EQ(static_cast<JoinOperatorBase*>(op_.get())->RowStoreForTest()->layout(0), Layout::kInline);
-  std::vector<Record> lefts;
-  for (int64_t k = 1; k <= 3; ++k) {
-    for (int64_t i = 0; i < 10; ++i) lefts.push_back(left(k, 100 + i, 50 + i));  // kept at ts
-  }
-  for (const Record& l : lefts) ASSERT_OK(op_->ProcessInput(0, l));
-  CheckpointAndRestore(job("t2"));
-  EXPECT_EQ(static_cast<JoinOperatorBase*>(op_.get())->RowStoreForTest()->layout(0), Layout::kEncoded);
-  const Record late_left = left(2, 1, 104);  // kept at t2: 104
-  ASSERT_OK(op_->ProcessInput(0, late_left));
-  std::vector<std::string> expected;
-  for (int64_t k = 1; k <= 3; ++k) {
-    const Record r = IntSideRecord(1, false, k, 105, k);
-    ASSERT_OK(op_->ProcessInput(1, r));
-    for (const Record& l : lefts) {
-      if (l.GetInt(0) == k && l.GetInt(1) <= 105) expected.push_back(JoinedLine(*spec_, l, r));  // 100..105
+  for (const bool with_value : {false, true}) {
+    SCOPED_TRACE(with_value ? "(k, ts, t2, v): kInts" : "(k, ts, t2): kInline");
+    const std::string fields = absl::StrCat(
+        R"y([{name: k, type: int64, expr: "seq"}, {name: ts, type: timestamp, expr: "to_timestamp(seq)"}, {name: t2, type: timestamp, expr: "to_timestamp(seq)"})y",
+        with_value ? R"y(, {name: v, type: int64, expr: "seq"}])y" : "]");
+    const auto job = [&](const std::string& left_time) {
+      return IntJoinJob("interval_join",
+                        absl::StrCat("    left_time: ", left_time, "\n    right_time: ts\n    lower: 0ms\n    upper: 10ms\n"),
+                        fields, kIntRight);
+    };
+    const auto left = [&](int64_t k, int64_t ts, int64_t t2) {
+      return with_value ? IntRecord({k, ts, t2, WideValue(ts + k)}) : IntRecord({k, ts, t2});
+    };
+    out_.lines.clear();
+    LoadYaml(job("ts"));
+    backend_ = NewBackend();
+    Open();
+    JoinRowStore* store = static_cast<JoinOperatorBase*>(op_.get())->RowStoreForTest();
+    EXPECT_EQ(store->layout(0), with_value ? Layout::kInts : Layout::kInline);
+    std::vector<Record> lefts;
+    for (int64_t k = 1; k <= 3; ++k) {
+      for (int64_t i = 0; i < 10; ++i) lefts.push_back(left(k, 100 + i, i == 0 ? 100 : 50 + i));  // kept at ts
     }
-    if (k == 2) expected.push_back(JoinedLine(*spec_, late_left, r));
+    for (const Record& l : lefts) ASSERT_OK(op_->ProcessInput(0, l));
+    CheckpointAndRestore(job("t2"));
+    store = static_cast<JoinOperatorBase*>(op_.get())->RowStoreForTest();
+    EXPECT_EQ(store->layout(0), Layout::kEncoded);
+    const Record late_left = left(2, 1, 104);  // kept at t2: 104
+    ASSERT_OK(op_->ProcessInput(0, late_left));
+    std::vector<std::string> expected;
+    for (int64_t k = 1; k <= 3; ++k) {
+      const Record r = IntSideRecord(1, false, k, 105, k);
+      ASSERT_OK(op_->ProcessInput(1, r));
+      for (const Record& l : lefts) {
+        if (l.GetInt(0) == k && l.GetInt(1) <= 105) expected.push_back(JoinedLine(*spec_, l, r));  // 100..105
+      }
+      if (k == 2) expected.push_back(JoinedLine(*spec_, late_left, r));
+    }
+    EXPECT_EQ(expected.size(), 19u);
+    EXPECT_THAT(out_.lines, UnorderedElementsAreArray(expected));
+    op_->Close();
   }
-  EXPECT_EQ(expected.size(), 19u);
-  EXPECT_THAT(out_.lines, UnorderedElementsAreArray(expected));
 }
 
 // Interval joins of integer rows whose layout leaves out other fields than a bare key field and
