@@ -169,6 +169,7 @@ void JoinRowStore::Init(JoinOperatorBase* op, state::StateId id, state::StateId 
     layout_[side] = RowLayout::kEncoded;
     kept_count_[side] = 0;
     stored_at_[side].clear();
+    time_field_[side] = -1;
     const int key_field = int_keys_ ? op->int_key_field_[side] : -1;
     key_field_[side] = key_field;
     if (!schema.all_integral()) continue;
@@ -189,6 +190,7 @@ void JoinRowStore::Init(JoinOperatorBase* op, state::StateId id, state::StateId 
     if (kept > kMaxKept) continue;
     kept_count_[side] = kept;
     stored_at_[side] = std::move(at);
+    time_field_[side] = time_fields[side] != key_field ? time_fields[side] : -1;
     layout_[side] = kept <= 1 && !flags ? RowLayout::kInline : RowLayout::kInts;
   }
 }
@@ -300,7 +302,9 @@ void JoinRowStore::ClearRows(Key* k) {
   for (int side = 0; side < 2; ++side) {
     Rows& rows = k->rows[side];
     FreeRows(side, rows.begin(), rows.end());
+    const size_t heap = HeapBytes(rows);
     rows.clear();
+    Recount(heap, rows);
   }
 }
 
@@ -358,15 +362,19 @@ absl::Status JoinRowStore::AppendToArena(uint32_t slot, int side, int64_t ts, bo
     char* const to = arena_.Reserve(EncodedSizeBound(schema, r));
     if (to == nullptr) return Exhausted();
     const size_t size = static_cast<size_t>(EncodeRecordTo(schema, r, to) - to);
+    const size_t heap = HeapBytes(*rows);
     Insert(rows, ts, arena_.Commit(size), size, flag);
+    Recount(heap, *rows);
   }
   MarkDirty(slot);
   return absl::OkStatus();
 }
 
 absl::Status JoinRowStore::InsertInts(int side, int64_t ts, bool flag, const Record& r, Rows* rows) {
+  const size_t heap = HeapBytes(*rows);
   if (layout_[side] == RowLayout::kInline) {
     InsertValue(rows, ts, StoreInts(side, r, nullptr));
+    Recount(heap, *rows);
     return absl::OkStatus();
   }
   const size_t size = IntRowBytes(side);
@@ -376,6 +384,7 @@ absl::Status JoinRowStore::InsertInts(int side, int64_t ts, bool flag, const Rec
   StoreInts(side, r, values);
   std::memcpy(to, values, 8 * kept_count_[side]);
   Insert(rows, ts, arena_.Commit(size), size, flag);
+  Recount(heap, *rows);
   return absl::OkStatus();
 }
 
@@ -404,7 +413,9 @@ void JoinRowStore::DropFront(uint32_t slot, int side, size_t n) {
   Key& k = keys_[slot];
   Rows& rows = k.rows[side];
   FreeRows(side, rows.begin(), rows.begin() + n);
+  const size_t heap = HeapBytes(rows);
   rows.drop_front(n);
+  Recount(heap, rows);
   MarkDirty(slot);
 }
 
@@ -412,7 +423,9 @@ void JoinRowStore::DropFrom(uint32_t slot, int side, size_t first) {
   Rows& rows = keys_[slot].rows[side];
   if (first >= rows.size()) return;
   FreeRows(side, rows.begin() + first, rows.end());
+  const size_t heap = HeapBytes(rows);
   rows.truncate(first);
+  Recount(heap, rows);
   MarkDirty(slot);
 }
 
@@ -528,6 +541,7 @@ JoinRowStore::Stats JoinRowStore::StatsForTest() const {
   stats.blocks = block_of_.size();
   for (const auto& [group_range, b] : block_of_) stats.block_members += blocks_[b].members.size();
   stats.bytes = bytes_ + block_bytes_;
+  stats.row_list_bytes = row_list_bytes_;
   return stats;
 }
 
@@ -568,6 +582,7 @@ void JoinRowStore::ForgetKeys() {
   dirty_.clear();  // the keys' `listed` went with them
   heap_.clear();
   bytes_ = 0;
+  row_list_bytes_ = 0;  // the row lists went with keys_
   ++spills_;  // slots found before are stale
 }
 
@@ -717,20 +732,49 @@ absl::Status JoinRowStore::AddChecked(int side, int64_t ts, bool flag, const cha
   if (pos != p + size) {
     return op_->ctx_.state_origin.DataLoss(absl::StrCat("a record of the ", what_, " has bytes left over"));
   }
-  if (layout_[side] != RowLayout::kEncoded) return AddDecoded(side, ts, flag, scratch_[side], k);
+  if (layout_[side] != RowLayout::kEncoded) {
+    const int time_field = time_field_[side];
+    if (time_field < 0 || scratch_[side].GetInt(time_field) == ts) {
+      return AddDecoded(side, ts, flag, scratch_[side], k);
+    }
+    // A row whose time is not its time field's (the job's time option named another field
+    // when it was written): kept at its stored time with its fields as they are, as encoded
+    // rows keep it, and so are the input's other rows from now on.
+    SLUICE_RETURN_IF_ERROR(ToEncoded(side));
+  }
   return AddBytes(side, ts, flag, p, size, k);
 }
 
 absl::Status JoinRowStore::AddDecoded(int side, int64_t ts, bool flag, const Record& r, Key* k) {
   for (size_t i = 0; i < stored_at_[side].size(); ++i) {
-    const int8_t at = stored_at_[side][i];
-    if ((at == kAtKey && r.GetInt(i) != k->int_key) || (at == kAtTime && r.GetInt(i) != ts)) {
+    if (stored_at_[side][i] == kAtKey && r.GetInt(i) != k->int_key) {
       return op_->ctx_.state_origin.DataLoss(
-          absl::StrCat("a record of the ", what_, " has another ",
-                       at == kAtKey ? "key" : "time", " than its row"));
+          absl::StrCat("a record of the ", what_, " has another key than its row"));
     }
   }
   return InsertInts(side, ts, flag, r, &k->rows[side]);
+}
+
+absl::Status JoinRowStore::ToEncoded(int side) {
+  const RowLayout layout = layout_[side];
+  const size_t bound = 10 * stored_at_[side].size();
+  for (uint32_t slot = 0; slot < keys_.size(); ++slot) {
+    Key& k = keys_[slot];
+    if (!k.live) continue;
+    for (Row& row : k.rows[side]) {
+      char* const to = arena_.Reserve(bound);
+      if (to == nullptr) return Exhausted();
+      const size_t size = static_cast<size_t>(EncodeIntRow(side, k, row, to) - to);
+      const uint32_t values = row.ref;  // kInts: the values' arena bytes
+      const size_t values_size = row.size;
+      row.ref = arena_.Commit(size);  // before the Free: the last free of a chunk resets it
+      row.size = static_cast<uint32_t>(size);
+      if (layout == RowLayout::kInts) arena_.Free(values, values_size);
+      if (layout == RowLayout::kInline) row.flag = 0;  // value() overlaid it; no flags then
+    }
+  }
+  layout_[side] = RowLayout::kEncoded;
+  return absl::OkStatus();
 }
 
 absl::Status JoinRowStore::AddBytes(int side, int64_t ts, bool flag, const char* p, size_t size,
@@ -738,7 +782,10 @@ absl::Status JoinRowStore::AddBytes(int side, int64_t ts, bool flag, const char*
   char* const to = arena_.Reserve(size);
   if (to == nullptr) return Exhausted();
   std::memcpy(to, p, size);
-  Insert(&k->rows[side], ts, arena_.Commit(size), size, flag);
+  Rows* const rows = &k->rows[side];
+  const size_t heap = HeapBytes(*rows);
+  Insert(rows, ts, arena_.Commit(size), size, flag);
+  Recount(heap, *rows);
   return absl::OkStatus();
 }
 

@@ -476,7 +476,10 @@ class JoinRowStore {
   absl::Status Append(uint32_t slot, int side, int64_t ts, bool flag, const Schema& schema,
                       const Record& r) {
     if (layout_[side] != RowLayout::kInline) return AppendToArena(slot, side, ts, flag, schema, r);
-    InsertValue(&keys_[slot].rows[side], ts, StoreInts(side, r, nullptr));
+    Rows* const rows = &keys_[slot].rows[side];
+    const size_t heap = HeapBytes(*rows);
+    InsertValue(rows, ts, StoreInts(side, r, nullptr));
+    Recount(heap, *rows);
     MarkDirty(slot);
     return absl::OkStatus();
   }
@@ -536,7 +539,8 @@ class JoinRowStore {
   // their blocks while blocks(), else per-key entries.
   absl::Status WriteDirty();
   bool OverBudget() const {
-    return bytes_ + block_bytes_ + arena_.held_bytes() > max_bytes_ || arena_.NearlyFull();
+    return bytes_ + block_bytes_ + row_list_bytes_ + arena_.held_bytes() > max_bytes_ ||
+           arena_.NearlyFull();
   }
   // Writes the changed keys out and forgets every key; `each` runs first for every key in
   // memory with the backend's current key set to it (e.g. to register a timer).
@@ -604,7 +608,8 @@ class JoinRowStore {
 
   // What the store holds (tests): live keys, those changed since the last WriteDirty() and the
   // entries of its list of changed slots, the blocks in memory and their member entries, and
-  // the memory of keys and blocks the budget counts (the arena's apart).
+  // the memory of keys and blocks the budget counts (the arena's and the row lists' apart), and
+  // the row lists' heap blocks (row_list_bytes).
   struct Stats {
     size_t keys = 0;
     size_t dirty_keys = 0;
@@ -612,6 +617,7 @@ class JoinRowStore {
     size_t blocks = 0;
     size_t block_members = 0;
     size_t bytes = 0;
+    size_t row_list_bytes = 0;
   };
   Stats StatsForTest() const;
 
@@ -755,8 +761,9 @@ class JoinRowStore {
       if (layout_[side] == RowLayout::kEncoded) {
         for (const Row& row : k.rows[side]) bytes += row.size + 10;
       } else {
-        // 10 + about 3 bytes a field (the encoded size is not known without encoding).
-        bytes += k.rows[side].size() * (10 + 3 * stored_at_[side].size());
+        // 10 + up to 6 bytes a field (an epoch-ms timestamp's zig-zag varint; the encoded size
+        // is not known without encoding).
+        bytes += k.rows[side].size() * (10 + 6 * stored_at_[side].size());
       }
     }
     return bytes;
@@ -809,9 +816,13 @@ class JoinRowStore {
   // Row `row` of input `side` (kInts or kInline) in the record codec's bytes at `p`
   // (room for 10 bytes a field); returns the end.
   char* EncodeIntRow(int side, const Key& k, const Row& row, char* p) const;
-  // Record `r` (decoded into the scratch) as a row of input `side` of key `k` at `ts`.
-  // kDataLoss when its key or time field is not the row's (they are not kept: RowLayout).
+  // Record `r` (decoded into the scratch) as a row of input `side` of key `k` at `ts`, its time
+  // field (if left out) being `ts`. kDataLoss when its key field is not the key's (not kept:
+  // RowLayout).
   absl::Status AddDecoded(int side, int64_t ts, bool flag, const Record& r, Key* k);
+  // Input `side` (kInts or kInline) becomes kEncoded: every row in memory is encoded into the
+  // arena (a restore of rows whose time is not their time field's). kResourceExhausted as Append.
+  absl::Status ToEncoded(int side);
   // The fields of `r` kept for a row of input `side` (kInts: `to`; kInline: the returned value).
   int64_t StoreInts(int side, const Record& r, int64_t* to) const {
     const uint8_t* f = kept_[side];
@@ -822,6 +833,16 @@ class JoinRowStore {
   }
   // Bytes of a kInts row in the arena (at least 8: an arena record is never empty).
   size_t IntRowBytes(int side) const { return 8 * std::max<size_t>(kept_count_[side], 1); }
+  // The heap block of a key's row list (rows beyond kInlineRows; those inline are in the Key,
+  // which Overhead() counts): the budget counts it in row_list_bytes_ for every layout (a
+  // kInline row has no arena bytes). Recount(before, rows) after `rows` changed, `before` its
+  // HeapBytes() then.
+  static size_t HeapBytes(const Rows& rows) {
+    return rows.on_heap() ? rows.capacity() * sizeof(Row) : 0;
+  }
+  void Recount(size_t before, const Rows& rows) {
+    row_list_bytes_ = row_list_bytes_ + HeapBytes(rows) - before;
+  }
   // Frees the arena bytes of rows [first, end) of input `side` (not kInline).
   void FreeRows(int side, const Row* first, const Row* end) {
     if (layout_[side] == RowLayout::kInline) return;
@@ -842,6 +863,7 @@ class JoinRowStore {
   static constexpr int8_t kAtTime = -2;
   RowLayout layout_[2] = {RowLayout::kEncoded, RowLayout::kEncoded};
   int key_field_[2] = {-1, -1};  // per input, its key's field when int_keys_ and a bare field
+  int time_field_[2] = {-1, -1};  // per input, the time field left out (kAtTime), or -1
   uint8_t kept_[2][kMaxKept] = {};
   size_t kept_count_[2] = {0, 0};
   std::vector<int8_t> stored_at_[2];
@@ -867,6 +889,7 @@ class JoinRowStore {
   std::string block_key_;
   size_t bytes_ = 0;                                    // memory of the keys (roughly)
   size_t block_bytes_ = 0;                              // kBlockBytes per block in use
+  size_t row_list_bytes_ = 0;                           // the row lists' heap blocks (HeapBytes)
   bool spilled_ = false;
   uint64_t spills_ = 0;            // ForgetKeys() calls (slots found before one are stale)
   Ahead ahead_[kAheadMask + 1];    // JoinBatch()'s ring, by record index

@@ -3,6 +3,7 @@
 // TimerService over a real RocksDB backend; expectations are written out per test.
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -10,6 +11,7 @@
 #include <utility>
 #include <memory>
 #include <functional>
+#include <initializer_list>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -292,12 +294,14 @@ class JoinTest : public ::testing::Test {
   }
 
   // Checkpoints `j` (its SnapshotState, as the task does before the backend's, then the
-  // backend) and restores both into a new backend and operator, as a restarted task gets them.
-  void CheckpointAndRestore() {
+  // backend) and restores both into a new backend and operator, as a restarted task gets them
+  // (of job `restored_job`, a YAML for LoadYaml, when given).
+  void CheckpointAndRestore(const std::string& restored_job = "") {
     std::vector<std::string> entries;
     ASSERT_OK(op_->SnapshotState(1, &entries));
     proto::KeyedStateHandle handle = Snapshot(1);
     op_->Close();
+    if (!restored_job.empty()) LoadYaml(restored_job);
     backend_ = NewBackend({handle});
     restored_ = true;
     restored_state_ = entries;
@@ -2428,14 +2432,15 @@ TEST_F(JoinTest, AggregateAfterAnOuterJoinSkipsNulls) {
 // Rows of integer inputs kept as values (JoinRowStore::RowLayout)
 
 // A job of two datagen inputs with fields `left` and `right` (YAML lists) and a join `j` of
-// `type` with `options`, keyed by k on both.
+// `type` with `options`, keyed by `key` (a YAML list's items) on both.
 std::string IntJoinJob(const std::string& type, const std::string& options, const std::string& left,
-                       const std::string& right) {
+                       const std::string& right, const std::string& key = "k") {
   return absl::StrCat("name: joins\noperators:\n",
                       "  - {id: l, type: datagen, count: 1, fields: ", left, "}\n",
                       "  - {id: r, type: datagen, count: 1, fields: ", right, "}\n",
                       "  - id: j\n    type: ", type, "\n",
-                      "    inputs: [{from: l, partition: hash, key: [k]}, {from: r, partition: hash, key: [k]}]\n",
+                      "    inputs: [{from: l, partition: hash, key: [", key, "]}, {from: r, partition: hash, key: [",
+                      key, "]}]\n",
                       options, "  - {id: out, type: blackhole}\n");
 }
 // (k, ts, v): one value besides the key and the time (kept in the row: kInline).
@@ -2460,16 +2465,18 @@ int64_t WideValue(int64_t i) {
   }
 }
 
+// A record of integer values `values`.
+Record IntRecord(std::initializer_list<int64_t> values) {
+  Record r(values.size());
+  size_t i = 0;
+  for (const int64_t v : values) r.SetInt(i++, v);
+  return r;
+}
+
 // A record of input `side` with key `k` and time `ts`: left (k, ts, v), right (id, k, ts, a)
 // or, with `string_right`, (k, ts, s); its other values from `i`.
 Record IntSideRecord(int side, bool string_right, int64_t k, int64_t ts, int64_t i) {
-  if (side == 0) {
-    Record r(3);
-    r.SetInt(0, k);
-    r.SetInt(1, ts);
-    r.SetInt(2, WideValue(i));
-    return r;
-  }
+  if (side == 0) return IntRecord({k, ts, WideValue(i)});
   if (string_right) {
     Record r(3);
     r.SetInt(0, k);
@@ -2477,12 +2484,27 @@ Record IntSideRecord(int side, bool string_right, int64_t k, int64_t ts, int64_t
     r.SetString(2, absl::StrCat("s", i));
     return r;
   }
-  Record r(4);
-  r.SetInt(0, WideValue(i + 1));
-  r.SetInt(1, k);
-  r.SetInt(2, ts);
-  r.SetInt(3, WideValue(i + 2));
-  return r;
+  return IntRecord({WideValue(i + 1), k, ts, WideValue(i + 2)});
+}
+
+// A key's rows as JoinRowStore writes them (format 2, no flags): [2] per input [count] per row
+// [ts: fixed64 LE][size][record], input `side`'s records `*rows[side]` (schema `*schemas[side]`)
+// at their time field `time[side]`'s value.
+std::string RowsValue(const std::array<const Schema*, 2>& schemas,
+                      const std::array<const std::vector<Record>*, 2>& rows, const std::array<int, 2>& time) {
+  std::string v(1, '\x02');
+  for (int side = 0; side < 2; ++side) {
+    PutVarint64(rows[side]->size(), &v);
+    for (const Record& r : *rows[side]) {
+      const uint64_t ts = static_cast<uint64_t>(r.GetInt(time[side]));
+      for (int b = 0; b < 8; ++b) v.push_back(static_cast<char>(ts >> (8 * b)));
+      std::string record;
+      EncodeRecord(*schemas[side], r, &record);
+      PutVarint64(record.size(), &v);
+      v += record;
+    }
+  }
+  return v;
 }
 
 // The joined row of `left` and `right` (records of the join's inputs) as JsonOutput writes it:
@@ -2582,29 +2604,15 @@ TEST_F(JoinTest, IntervalJoinOfIntegerInputsKeepsValuesAndMatchesAModel) {
 
 // Stored rows are the record codec's, whatever the layout in memory: a checkpoint written before
 // the values layout (a per-key entry and a block of integer records, built here by hand as
-// a0ad6e2 wrote them) restores into it, is written back byte for byte the same, and joins. A
-// stored record whose time field is not its row's time (a row the layout could not give back)
-// is kDataLoss.
+// a0ad6e2 wrote them) restores into it, is written back byte for byte the same (a key moved into
+// its block, and every key re-encoded into its own entry by a spill), and joins. A stored record
+// whose key field is not its row's key (a row the layout could not give back) is kDataLoss.
 TEST_F(JoinTest, IntervalJoinRestoresIntegerRowsWrittenBeforeTheValuesLayout) {
   LoadYaml(IntJoinJob("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n", kIntLeft, kIntRight));
   const Schema& left = job_.operators[0].output_schema;
   const Schema& right = job_.operators[1].output_schema;
-  // [2] per side [count] per row [ts: fixed64 LE][size][record], as JoinRowStore wrote it.
   const auto value = [&](const std::vector<Record>& ls, const std::vector<Record>& rs) {
-    std::string v(1, '\x02');
-    for (int side = 0; side < 2; ++side) {
-      const std::vector<Record>& rows = side == 0 ? ls : rs;
-      PutVarint64(rows.size(), &v);
-      for (const Record& r : rows) {
-        const uint64_t ts = static_cast<uint64_t>(r.GetInt(side == 0 ? 1 : 2));
-        for (int b = 0; b < 8; ++b) v.push_back(static_cast<char>(ts >> (8 * b)));
-        std::string record;
-        EncodeRecord(side == 0 ? left : right, r, &record);
-        PutVarint64(record.size(), &v);
-        v += record;
-      }
-    }
-    return v;
+    return RowsValue({&left, &right}, {&ls, &rs}, {1, 2});
   };
   const std::vector<Record> left7 = {IntSideRecord(0, false, 7, 100, 2), IntSideRecord(0, false, 7, 101, 3)};
   const std::vector<Record> right7 = {IntSideRecord(1, false, 7, 100, 4)};
@@ -2640,7 +2648,13 @@ TEST_F(JoinTest, IntervalJoinRestoresIntegerRowsWrittenBeforeTheValuesLayout) {
   EXPECT_TRUE(from_block);
   EXPECT_EQ(stored, value7);
   ASSERT_TRUE(StoredRows(-9, "interval_join.rows", &stored));
-  EXPECT_EQ(stored, value9);
+  EXPECT_EQ(stored, value9);  // its block, as restored
+  ASSERT_OK(store->Spill(nullptr));  // every key written from memory into an entry of its own
+  for (const auto& [k, expected] : {std::make_pair(7, value7), std::make_pair(-9, value9)}) {
+    ASSERT_TRUE(StoredRows(k, "interval_join.rows", &stored, &from_block));
+    EXPECT_FALSE(from_block);
+    EXPECT_EQ(stored, expected) << k;
+  }
   const Record l9 = IntSideRecord(0, false, -9, 95, 11);
   const Record r7 = IntSideRecord(1, false, 7, 105, 12);
   ASSERT_OK(op_->ProcessInput(0, l9));
@@ -2649,14 +2663,13 @@ TEST_F(JoinTest, IntervalJoinRestoresIntegerRowsWrittenBeforeTheValuesLayout) {
                                                      JoinedLine(*spec_, left7[0], r7), JoinedLine(*spec_, left7[1], r7)}));
   op_->Close();
 
-  // A left row at 101 whose record's ts is 100.
+  // Key 7's entry holding a left record of key 8.
   backend_ = NewBackend();
   SetKey(7);
-  std::string bad = value(left7, {});
-  bad[2] = 100 + 1;  // the first row's time (the byte after the format and the count): 101
-  ASSERT_OK(backend_->Put(backend_->RegisterState("interval_join.rows", state::StateKind::kValue), bad));
+  ASSERT_OK(backend_->Put(backend_->RegisterState("interval_join.rows", state::StateKind::kValue),
+                          value({IntSideRecord(0, false, 8, 100, 2)}, {})));
   EXPECT_THAT(OpenRestoredForStatus(),
-              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("has another time than its row")));
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("has another key than its row")));
 }
 
 // Rows kept as values checkpoint as blocks and restore at any parallelism (each subtask gets its
@@ -2763,6 +2776,213 @@ TEST_F(JoinTest, WindowJoinOfIntegerInputsKeepsValues) {
   std::string line;
   AppendRecordJson(spec_->output_schema, joined, &line);
   EXPECT_THAT(out_.lines, UnorderedElementsAreArray({line}));
+}
+
+
+// The budget counts the row lists' heap blocks, whatever the layout: an interval join of
+// (k, ts, v) inputs (kInline: no arena bytes) with many rows per key spills once they pass it,
+// and joins exactly after the spill; the heap blocks are counted while held and no more once the
+// rows drop back inline.
+TEST_F(JoinTest, IntervalJoinBudgetCountsTheRowListsOfInlineRows) {
+  using Layout = JoinRowStore::RowLayout;
+  LoadYaml(IntJoinJob("interval_join", "    time: ts\n    lower: 0ms\n    upper: 100ms\n", kIntLeft, kIntLeft));
+  Open();
+  JoinRowStore* store = static_cast<JoinOperatorBase*>(op_.get())->RowStoreForTest();
+  EXPECT_EQ(store->layout(0), Layout::kInline);
+  EXPECT_EQ(store->layout(1), Layout::kInline);
+  for (int64_t i = 0; i < 40; ++i) ASSERT_OK(op_->ProcessInput(0, IntSideRecord(0, false, 1, 100 + i, i)));
+  EXPECT_EQ(Stats().row_list_bytes, 64 * sizeof(JoinRowStore::Row));  // 8 inline, then 16, 32, 64
+  Watermark(235);  // rows before 135 have passed (135 + 100 is the first kept row's cleanup)
+  const Record right = IntSideRecord(0, false, 1, 235, 99);
+  ASSERT_OK(op_->ProcessInput(1, right));  // drops the key's passed rows: 5 left, inline again
+  EXPECT_EQ(KeptRows(1), std::make_pair(5u, 1u));
+  EXPECT_EQ(Stats().row_list_bytes, 0u);
+  op_->Close();
+
+  backend_ = NewBackend();
+  out_.lines.clear();
+  OpenWithJoinMemory(4096);
+  store = static_cast<JoinOperatorBase*>(op_.get())->RowStoreForTest();
+  std::vector<Record> lefts;
+  for (int64_t k = 1; k <= 5; ++k) {
+    for (int64_t i = 0; i < 40; ++i) {
+      lefts.push_back(IntSideRecord(0, false, k, 100 + i, k * 1000 + i));
+      ASSERT_OK(op_->ProcessInput(0, lefts.back()));
+    }
+  }
+  EXPECT_TRUE(store->spilled());  // 5 keys of 1 KiB of rows on the heap
+  std::vector<std::string> expected;
+  for (int64_t k = 1; k <= 5; ++k) {
+    const Record r = IntSideRecord(0, false, k, 150, -k);
+    ASSERT_OK(op_->ProcessInput(1, r));
+    for (const Record& l : lefts) {
+      if (l.GetInt(0) == k) expected.push_back(JoinedLine(*spec_, l, r));
+    }
+  }
+  EXPECT_EQ(expected.size(), 200u);
+  EXPECT_THAT(out_.lines, UnorderedElementsAreArray(expected));
+}
+
+// A job restored with another time field of an input (left_time: ts -> t2): the restored rows
+// stay at their stored times with their fields as stored (as encoded rows always kept them),
+// the input's rows falling back to the encoded layout (from kInline, and from kInts: each key's
+// first row agrees with t2, so rows are in memory as values when the second one turns the input
+// back), and records after the restore are kept at their new time field's.
+TEST_F(JoinTest, IntervalJoinRestoresIntegerRowsAfterTheTimeFieldChanged) {
+  using Layout = JoinRowStore::RowLayout;
+  for (const bool with_value : {false, true}) {
+    SCOPED_TRACE(with_value ? "(k, ts, t2, v): kInts" : "(k, ts, t2): kInline");
+    const std::string fields = absl::StrCat(
+        R"y([{name: k, type: int64, expr: "seq"}, {name: ts, type: timestamp, expr: "to_timestamp(seq)"}, {name: t2, type: timestamp, expr: "to_timestamp(seq)"})y",
+        with_value ? R"y(, {name: v, type: int64, expr: "seq"}])y" : "]");
+    const auto job = [&](const std::string& left_time) {
+      return IntJoinJob("interval_join",
+                        absl::StrCat("    left_time: ", left_time, "\n    right_time: ts\n    lower: 0ms\n    upper: 10ms\n"),
+                        fields, kIntRight);
+    };
+    const auto left = [&](int64_t k, int64_t ts, int64_t t2) {
+      return with_value ? IntRecord({k, ts, t2, WideValue(ts + k)}) : IntRecord({k, ts, t2});
+    };
+    out_.lines.clear();
+    LoadYaml(job("ts"));
+    backend_ = NewBackend();
+    Open();
+    JoinRowStore* store = static_cast<JoinOperatorBase*>(op_.get())->RowStoreForTest();
+    EXPECT_EQ(store->layout(0), with_value ? Layout::kInts : Layout::kInline);
+    std::vector<Record> lefts;
+    for (int64_t k = 1; k <= 3; ++k) {
+      for (int64_t i = 0; i < 10; ++i) lefts.push_back(left(k, 100 + i, i == 0 ? 100 : 50 + i));  // kept at ts
+    }
+    for (const Record& l : lefts) ASSERT_OK(op_->ProcessInput(0, l));
+    CheckpointAndRestore(job("t2"));
+    store = static_cast<JoinOperatorBase*>(op_.get())->RowStoreForTest();
+    EXPECT_EQ(store->layout(0), Layout::kEncoded);
+    const Record late_left = left(2, 1, 104);  // kept at t2: 104
+    ASSERT_OK(op_->ProcessInput(0, late_left));
+    std::vector<std::string> expected;
+    for (int64_t k = 1; k <= 3; ++k) {
+      const Record r = IntSideRecord(1, false, k, 105, k);
+      ASSERT_OK(op_->ProcessInput(1, r));
+      for (const Record& l : lefts) {
+        if (l.GetInt(0) == k && l.GetInt(1) <= 105) expected.push_back(JoinedLine(*spec_, l, r));  // 100..105
+      }
+      if (k == 2) expected.push_back(JoinedLine(*spec_, late_left, r));
+    }
+    EXPECT_EQ(expected.size(), 19u);
+    EXPECT_THAT(out_.lines, UnorderedElementsAreArray(expected));
+    op_->Close();
+  }
+}
+
+// Interval joins of integer rows whose layout leaves out other fields than a bare key field and
+// the time field: the left records, a checkpoint and restore, then the right records.
+class IntegerRowsJoinTest : public JoinTest {
+ protected:
+  using Layout = JoinRowStore::RowLayout;
+  // Pushes `lefts`, checkpoints and restores, pushes `rights`; expects input layouts `layouts`
+  // before and after, and the joined rows of every left and right record of the same key
+  // (`key_of(side, record)`) whose times (fields `time[side]`) are within [0, 10] ms.
+  void JoinAcrossARestore(const std::vector<Record>& lefts, const std::vector<Record>& rights,
+                          std::pair<Layout, Layout> layouts, const int (&time)[2],
+                          const std::function<std::vector<int64_t>(int, const Record&)>& key_of) {
+    const auto check_layouts = [&] {
+      JoinRowStore* store = static_cast<JoinOperatorBase*>(op_.get())->RowStoreForTest();
+      EXPECT_EQ(store->layout(0), layouts.first);
+      EXPECT_EQ(store->layout(1), layouts.second);
+    };
+    Open();
+    check_layouts();
+    for (const Record& l : lefts) ASSERT_OK(op_->ProcessInput(0, l));
+    CheckpointAndRestore();
+    check_layouts();
+    std::vector<std::string> expected;
+    for (const Record& r : rights) {
+      ASSERT_OK(op_->ProcessInput(1, r));
+      for (const Record& l : lefts) {
+        const int64_t d = r.GetInt(time[1]) - l.GetInt(time[0]);
+        if (key_of(0, l) == key_of(1, r) && d >= 0 && d <= 10) expected.push_back(JoinedLine(*spec_, l, r));
+      }
+    }
+    EXPECT_GT(expected.size(), 10u);
+    EXPECT_THAT(out_.lines, UnorderedElementsAreArray(expected));
+  }
+};
+
+// Keyed by the time field: the key's value gives it back (the left keeps k and v, the right
+// id, k and a).
+TEST_F(IntegerRowsJoinTest, TimeFieldThatIsTheKeyField) {
+  LoadYaml(IntJoinJob("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n", kIntLeft, kIntRight, "ts"));
+  std::vector<Record> lefts;
+  std::vector<Record> rights;
+  for (int64_t i = 0; i < 12; ++i) {
+    lefts.push_back(IntSideRecord(0, false, i % 3, 100 + i % 4, i));
+    rights.push_back(IntSideRecord(1, false, -i, 100 + i % 5, i + 7));
+  }
+  JoinAcrossARestore(lefts, rights, {Layout::kInts, Layout::kInts}, {1, 2},
+                     [](int side, const Record& r) { return std::vector<int64_t>{r.GetInt(side == 0 ? 1 : 2)}; });
+}
+
+// A key that is not a bare field (`k + 0`): its field is kept (the left keeps k and v).
+TEST_F(IntegerRowsJoinTest, KeyThatIsNotABareField) {
+  LoadYaml(IntJoinJob("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n", kIntLeft, kIntRight,
+                      "\"k + 0\""));
+  std::vector<Record> lefts;
+  std::vector<Record> rights;
+  for (int64_t i = 0; i < 12; ++i) {
+    lefts.push_back(IntSideRecord(0, false, (i % 3) << 40, 100 + i % 4, i));
+    rights.push_back(IntSideRecord(1, false, (i % 4) << 40, 103 + i % 5, i + 7));
+  }
+  JoinAcrossARestore(lefts, rights, {Layout::kInts, Layout::kInts}, {1, 2},
+                     [](int side, const Record& r) { return std::vector<int64_t>{r.GetInt(side == 0 ? 0 : 1)}; });
+}
+
+// A key of two fields (k, v): no field is left out but the time's.
+TEST_F(IntegerRowsJoinTest, KeyOfSeveralFields) {
+  LoadYaml(IntJoinJob("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n", kIntLeft, kIntLeft, "k, v"));
+  const auto record = [](int64_t k, int64_t ts, int64_t v) { return IntRecord({k, ts, v}); };
+  std::vector<Record> lefts;
+  std::vector<Record> rights;
+  for (int64_t i = 0; i < 12; ++i) {
+    lefts.push_back(record(i % 2, 100 + i % 4, WideValue(i % 3)));
+    rights.push_back(record(i % 3, 104 + i % 5, WideValue(i % 2)));
+  }
+  JoinAcrossARestore(lefts, rights, {Layout::kInts, Layout::kInts}, {1, 1},
+                     [](int, const Record& r) { return std::vector<int64_t>{r.GetInt(0), r.GetInt(2)}; });
+}
+
+// A left input of 14 fields besides (k, ts) whose values take 10 bytes each: a row's record is
+// 140 bytes stored, its size two bytes (EncodeRows moves the record up after it), written as the
+// record codec writes it, and restored and joined.
+TEST_F(IntegerRowsJoinTest, RowsOfRecordsOfTwoSizeBytes) {
+  std::string fields = R"y([{name: k, type: int64, expr: "seq"}, {name: ts, type: timestamp, expr: "to_timestamp(seq)"})y";
+  for (int f = 0; f < 14; ++f) absl::StrAppend(&fields, ", {name: f", f, ", type: int64, expr: \"seq\"}");
+  fields += "]";
+  LoadYaml(IntJoinJob("interval_join", "    time: ts\n    lower: 0ms\n    upper: 10ms\n", fields, kIntRight));
+  const Schema& left_schema = job_.operators[0].output_schema;
+  std::vector<Record> lefts;
+  for (int64_t i = 0; i < 6; ++i) {
+    Record l(16);
+    l.SetInt(0, i % 2);
+    l.SetInt(1, 100 + i);
+    for (int f = 0; f < 14; ++f) l.SetInt(2 + f, f % 2 == 0 ? INT64_MIN + i + f : INT64_MAX - i - f);
+    lefts.push_back(std::move(l));
+  }
+  std::vector<Record> rights;
+  for (int64_t i = 0; i < 6; ++i) rights.push_back(IntSideRecord(1, false, i % 2, 104 + i, i));
+  JoinAcrossARestore(lefts, rights, {Layout::kInts, Layout::kInts}, {1, 2},
+                     [](int side, const Record& r) { return std::vector<int64_t>{r.GetInt(side == 0 ? 0 : 1)}; });
+  // Key 0's rows as stored: its three left rows and its right ones.
+  std::string record;
+  EncodeRecord(left_schema, lefts[0], &record);
+  EXPECT_GE(record.size(), 128u);  // two size bytes
+  const std::vector<Record> kept[2] = {{lefts[0], lefts[2], lefts[4]}, {rights[0], rights[2], rights[4]}};
+  const std::string expected =
+      RowsValue({&left_schema, &job_.operators[1].output_schema}, {&kept[0], &kept[1]}, {1, 2});
+  std::vector<std::string> entries;
+  ASSERT_OK(op_->SnapshotState(2, &entries));
+  std::string stored;
+  ASSERT_TRUE(StoredRows(0, "interval_join.rows", &stored));
+  EXPECT_EQ(stored, expected);
 }
 
 }  // namespace
