@@ -1,11 +1,7 @@
 #include "state/internal/delta_file.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cassert>
-#include <cerrno>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -16,6 +12,7 @@
 #endif
 
 #include "absl/strings/str_cat.h"
+#include "common/filesystem.h"
 #include "state/internal/key_codec.h"
 
 namespace sluice::state::internal {
@@ -158,7 +155,7 @@ void DeltaBytes::Append(const char* src, size_t n) {
   if (n == 0) return;  // data_ may be null yet (memcpy to null is undefined, even of 0 bytes)
   if (size_ + n > capacity_) {
     const size_t capacity = std::max({2 * capacity_, size_ + n, DeltaBytesPool::kMinCapacity});
-    std::unique_ptr<char[], AlignedDelete> data(new (std::align_val_t{kAlignment}) char[capacity]);
+    std::unique_ptr<char[]> data(new char[capacity]);
     if (size_ > 0) std::memcpy(data.get(), data_.get(), size_);
     data_ = std::move(data);
     if (pool_ != nullptr) pool_->Grew(capacity - capacity_);
@@ -220,66 +217,16 @@ void DeltaBytesPool::Return(DeltaBytes* bytes) {
   PublishHeld();
 }
 
-namespace {
-
-absl::Status WriteError(const char* what, const std::string& path, int err) {
-  return absl::UnavailableError(absl::StrCat("cannot ", what, " ", path, ": ", std::strerror(err)));
-}
-
-// Turns O_DIRECT off on `fd` (the rest goes through the page cache).
-bool Buffered(int fd) {
-  const int flags = ::fcntl(fd, F_GETFL);
-  return flags >= 0 && ::fcntl(fd, F_SETFL, flags & ~O_DIRECT) == 0;
-}
-
-// Writes `data` to `fd` from offset 0: its whole DeltaBytes::kAlignment blocks with O_DIRECT if
-// `direct` (the file was opened with it), the rest (and everything once the file system refuses
-// a direct write) through the page cache.
-absl::Status WriteAll(int fd, bool direct, absl::string_view data, const std::string& path) {
-  const size_t blocks = data.size() / DeltaBytes::kAlignment * DeltaBytes::kAlignment;
-  size_t done = 0;
-  while (done < data.size()) {
-    if (direct && (done >= blocks || done % DeltaBytes::kAlignment != 0)) {
-      if (!Buffered(fd)) return WriteError("write", path, errno);
-      direct = false;
-    }
-    const size_t want = (direct ? blocks : data.size()) - done;
-    const ssize_t n = ::write(fd, data.data() + done, want);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (direct && errno == EINVAL) {  // e.g. a device with larger blocks: buffered after all
-        if (!Buffered(fd)) return WriteError("write", path, errno);
-        direct = false;
-        continue;
-      }
-      return WriteError("write", path, errno);
-    }
-    done += static_cast<size_t>(n);
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
-
 absl::Status WriteDeltaFile(const DeltaBytes& bytes, const std::string& path) {
+  // As WriteFileDurably() without its directory sync: the upload syncs the directory once.
+  FileSystem& fs = *FileSystem::Default();
   const std::string tmp = path + ".tmp";
-  const absl::string_view data = bytes.view();
-  const int flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC;
-  bool direct = data.size() >= DeltaBytes::kAlignment &&
-                reinterpret_cast<uintptr_t>(data.data()) % DeltaBytes::kAlignment == 0;
-  int fd = direct ? ::open(tmp.c_str(), flags | O_DIRECT, 0644) : -1;
-  if (fd < 0) {  // not tried, or refused by the file system (EINVAL): through the page cache
-    direct = false;
-    fd = ::open(tmp.c_str(), flags, 0644);
-  }
-  if (fd < 0) return WriteError("create", tmp, errno);
-  absl::Status s = WriteAll(fd, direct, data, tmp);
-  // The fsync is needed with O_DIRECT too: the file's size and blocks, and the device's cache.
-  if (s.ok() && ::fsync(fd) != 0) s = WriteError("sync", tmp, errno);
-  if (::close(fd) != 0 && s.ok()) s = WriteError("close", tmp, errno);
-  if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) s = WriteError("rename", tmp, errno);
-  if (!s.ok()) ::unlink(tmp.c_str());
-  return s;
+  absl::Status s = fs.WriteFile(tmp, bytes.view());
+  if (s.ok()) s = fs.SyncFile(tmp);
+  if (s.ok()) s = fs.Rename(tmp, path);
+  if (s.ok()) return s;
+  fs.DeleteFile(tmp).IgnoreError();
+  return absl::UnavailableError(s.message());
 }
 
 void DeltaWriter::Open(DeltaBytes* out) {

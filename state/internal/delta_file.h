@@ -4,7 +4,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <new>
 #include <string>
 #include <vector>
 
@@ -83,19 +82,11 @@ class DeltaBytes {
   DeltaBytes(const DeltaBytes&) = delete;
   DeltaBytes& operator=(const DeltaBytes&) = delete;
 
-  // The buffer starts at a multiple of kAlignment, so WriteDeltaFile() can hand its whole
-  // blocks to the disk with O_DIRECT (no copy into the page cache).
-  static constexpr size_t kAlignment = 4096;
-
   absl::string_view view() const { return {data_.get(), size_}; }
   size_t size() const { return size_; }
   size_t capacity() const { return capacity_; }
 
  private:
-  struct AlignedDelete {
-    void operator()(char* p) const { ::operator delete[](p, std::align_val_t{kAlignment}); }
-  };
-
   friend class DeltaWriter;
   friend class DeltaBytesPool;
   // Appends `n` bytes at `src` (growing the buffer if needed) with stores that bypass the CPU's
@@ -103,7 +94,7 @@ class DeltaBytes {
   // and the task thread's working set stays in its L2.
   void Append(const char* src, size_t n);
 
-  std::unique_ptr<char[], AlignedDelete> data_;
+  std::unique_ptr<char[]> data_;
   size_t size_ = 0;
   size_t capacity_ = 0;
   DeltaBytesPool* pool_ = nullptr;  // that made it (counts its growth), or null
@@ -162,11 +153,6 @@ void FenceStreaming();
 
 // Stores `bytes` at `path` durably: written to `path`.tmp, fsynced and renamed into place (the
 // caller syncs the directory). kUnavailable (naming the path) on failure, leaving no temporary.
-// The whole 4 KiB blocks are written with O_DIRECT (from the buffer straight to the device: the
-// kernel neither copies them into the page cache nor allocates its pages; ~40% of an upload's
-// CPU at 50K entries, session 28), the tail through the page cache; where the file system
-// takes no O_DIRECT (tmpfs) all of it through the page cache. The posix file system, not
-// FileSystem::Default()'s interface. The bytes written are the same either way.
 absl::Status WriteDeltaFile(const DeltaBytes& bytes, const std::string& path);
 
 // Writes a delta file (version 2) into a DeltaBytes, encoding the entries into a staging buffer

@@ -1,13 +1,8 @@
 #include "state/internal/delta_file.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <cstring>
 #include <filesystem>
 #include <memory>
-#include <set>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -361,78 +356,6 @@ TEST(DeltaFileTest, ReadsAndWritesVersion2ByteForByte) {
   ASSERT_TRUE(WriteDeltaFile(bytes, path).ok());
   EXPECT_EQ(Contents(path), golden);
   EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
-}
-
-// The buffer starts at a 4 KiB boundary (WriteDeltaFile() writes its whole blocks with
-// O_DIRECT), also after it grew.
-TEST(DeltaFileTest, DeltaBytesStartAtA4KiBBoundary) {
-  DeltaBytes bytes;
-  DeltaWriter w;
-  w.Open(&bytes);
-  w.Put("k", "v");
-  ASSERT_TRUE(w.Finish().ok());
-  EXPECT_EQ(reinterpret_cast<uintptr_t>(bytes.view().data()) % DeltaBytes::kAlignment, 0u);
-  w.Open(&bytes);
-  for (int i = 0; i < 3000; ++i) w.Put(std::string(500, static_cast<char>('a' + i % 26)) + std::to_string(i), "v");
-  ASSERT_TRUE(w.Finish().ok());
-  ASSERT_GT(bytes.capacity(), DeltaBytesPool::kMinCapacity);  // grew
-  EXPECT_EQ(reinterpret_cast<uintptr_t>(bytes.view().data()) % DeltaBytes::kAlignment, 0u);
-}
-
-// Files of every length around the 4 KiB blocks (the whole blocks written directly, the tail
-// through the page cache) hold exactly the delta's bytes, and read back.
-TEST(DeltaFileTest, FilesAroundBlockBoundariesHoldExactlyTheirBytes) {
-  DeltaBytes bytes;
-  DeltaWriter w;
-  std::set<size_t> sizes;
-  for (size_t v = 8100; v < 8200; ++v) {
-    w.Open(&bytes);
-    std::string value(v, '\0');
-    for (size_t i = 0; i < v; ++i) value[i] = static_cast<char>(i * 31 + v);
-    w.Put("k", value);
-    ASSERT_TRUE(w.Finish().ok());
-    sizes.insert(bytes.size());
-    const std::string path = TempPath("boundary-delta");
-    ASSERT_TRUE(WriteDeltaFile(bytes, path).ok());
-    ASSERT_EQ(Contents(path), std::string(bytes.view())) << bytes.size();
-    EXPECT_EQ(EntriesOf(Contents(path)), (std::vector<Entry>{{"k", false, value}}));
-    EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
-  }
-  EXPECT_TRUE(sizes.count(8191) && sizes.count(8192) && sizes.count(8193));
-}
-
-// Where the file system takes O_DIRECT (ext4 here; tmpfs does not: skipped), the file's whole
-// blocks bypass the page cache: none of them is resident after the write, the tail's page is.
-// Through the page cache (before session 28's change) every page is resident.
-TEST(DeltaFileTest, WholeBlocksBypassThePageCache) {
-  const std::string probe = TempPath("direct-probe");
-  const int pfd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_DIRECT, 0644);
-  if (pfd < 0) GTEST_SKIP() << "the test's directory takes no O_DIRECT";
-  ::close(pfd);
-  DeltaBytes bytes;
-  DeltaWriter w;
-  w.Open(&bytes);
-  for (int i = 0; i < 1000; ++i) w.Put("key" + std::to_string(i), std::string(40, static_cast<char>(i)));
-  ASSERT_TRUE(w.Finish().ok());
-  const size_t pages = (bytes.size() + DeltaBytes::kAlignment - 1) / DeltaBytes::kAlignment;
-  ASSERT_GT(bytes.size() % DeltaBytes::kAlignment, 0u);  // a tail
-  ASSERT_GE(pages, 10u);
-  const std::string path = TempPath("direct-delta");
-  ASSERT_TRUE(WriteDeltaFile(bytes, path).ok());
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  ASSERT_GE(fd, 0);
-  void* map = ::mmap(nullptr, bytes.size(), PROT_READ, MAP_SHARED, fd, 0);
-  ::close(fd);
-  ASSERT_NE(map, MAP_FAILED);
-  std::vector<unsigned char> resident(pages);
-  ASSERT_EQ(::mincore(map, bytes.size(), resident.data()), 0);
-  std::vector<int> got;
-  for (size_t i = 0; i < pages; ++i) got.push_back(resident[i] & 1);
-  std::vector<int> want(pages, 0);
-  want.back() = 1;
-  EXPECT_EQ(got, want);
-  EXPECT_EQ(std::string(static_cast<const char*>(map), bytes.size()), std::string(bytes.view()));
-  ::munmap(map, bytes.size());
 }
 
 }  // namespace
