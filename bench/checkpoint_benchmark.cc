@@ -307,7 +307,6 @@ int main(int argc, char** argv) {
       return 0;
     }
     PrintPairs(ratios, "checkpoint_overhead_concurrent", records, keys, state_name);
-    PrintPairs(ratios, "checkpoint_overhead_concurrent", records, keys, state_name);
     std::printf("BENCH checkpoint_cpu_per_checkpoint keys=%lld cpu_ms_median=%.0f\n",
                 static_cast<long long>(keys), Median(per_checkpoint_ms));
     return 0;
