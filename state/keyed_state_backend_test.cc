@@ -1678,8 +1678,8 @@ std::set<std::string> SharedNames(const proto::KeyedStateHandle& h) {
   return out;
 }
 
-// 100,000 keys are beyond the first snapshot's delta cap (~8 MB of cache against
-// min(8 MiB, 32 MiB / 8)): checkpoint 1's entries go into RocksDB in either mode.
+// 100,000 keys are beyond the first snapshot's delta cap (more cache than min(8 MiB,
+// 32 MiB / 8) = 4 MiB): checkpoint 1's entries go into RocksDB in either mode.
 TEST_P(FirstSnapshotModeTest, IncrementalCheckpointsReuseSharedFiles) {
   StateBackendOptions o = Options("a");
   o.first_snapshot_all_hot = GetParam();

@@ -783,8 +783,9 @@ class RocksDbBackend final : public KeyedStateBackend {
   // Prefetch(): whether it reads ahead (decided every kPrefetchDecisionReads cache reads from
   // their miss share), the cache's reads and misses at the last decision, and scratch.
   bool prefetch_on_ = true;
-  // Opened empty and no snapshot succeeded since: the next one puts every entry it writes into
-  // its delta file (WriteBackCache::Snapshot()'s all_dirty_hot), none into RocksDB. (Here, in
+  // Opened empty and no snapshot succeeded since: the next one puts every entry it writes into its
+  // delta file (WriteBackCache::Snapshot()'s all_dirty_hot), none into RocksDB, if the cache is
+  // within kFirstDeltaMaxBytes and its budget's eighth. (Here, in
   // prefetch_on_'s padding: declared after evicted_writes_at_snapshot_ it moved every later
   // member, the record path's prefetch_* among them, by 8 bytes.)
   bool first_snapshot_all_hot_ = false;
