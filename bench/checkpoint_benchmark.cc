@@ -153,8 +153,8 @@ std::vector<double> RunConcurrent(int reps, const std::function<std::string(bool
   auto start = [&](int other) {
     stop();
     for (int c = 0; c < 2; ++c) {
-      clusters[c] = sluice::bench::StartBenchCluster(c == 0 ? "sluice-cpbench-a" : "sluice-cpbench-b",
-                                                     2, 1, "", c == other ? other_bin_dir : "");
+      const char* prefix = c == 0 ? "sluice-cpbench-a" : "sluice-cpbench-b";
+      clusters[c] = sluice::bench::StartBenchCluster(prefix, 2, 1, "", c == other ? other_bin_dir : "");
       if (clusters[c] == nullptr) return false;
       clients[c].emplace(clusters[c]->coordinator_address());
     }
@@ -196,16 +196,20 @@ std::vector<double> RunConcurrent(int reps, const std::function<std::string(bool
         std::cerr << "job failed: " << info.error() << "\n";
         return {};
       }
-      for (const auto& cp : info.checkpoints()) {  // ids count up from 1; the history holds the last 10
-        if (cp.status() == "COMPLETED") checkpoints[c] = std::max<int>(checkpoints[c], cp.checkpoint_id());
+      // Ids count up from 1; the history holds only the last 10.
+      for (const auto& cp : info.checkpoints()) {
+        if (cp.status() == "COMPLETED") {
+          checkpoints[c] = std::max<int>(checkpoints[c], cp.checkpoint_id());
+        }
       }
     }
     if (builds) {
       const int other = on_cluster, self = 1 - on_cluster;
       std::printf("builds pair %d (%s): this build %.2f CPU s, %d checkpoints (cluster %c); other "
                   "build %.2f CPU s, %d checkpoints (cluster %c); cluster %c submitted first",
-                  r + 1, control ? "no checkpoints" : "checkpoints 1s", cpu[self], checkpoints[self],
-                  'a' + self, cpu[other], checkpoints[other], 'a' + other, 'a' + first);
+                  r + 1, control ? "no checkpoints" : "checkpoints 1s", cpu[self],
+                  checkpoints[self], 'a' + self, cpu[other], checkpoints[other], 'a' + other,
+                  'a' + first);
       if (std::abs(checkpoints[0] - checkpoints[1]) > 1) {
         std::printf(": rejected (checkpoint counts differ by more than 1)\n");
         continue;
@@ -284,12 +288,15 @@ int main(int argc, char** argv) {
     std::vector<double> per_checkpoint_ms;
     std::vector<double> ratios = RunConcurrent(
         reps,
-        [&](bool on) { return Job(heap_state, records, keys, on ? with_cp : "", "{id: sink, type: blackhole}"); },
+        [&](bool on) {
+          return Job(heap_state, records, keys, on ? with_cp : "", "{id: sink, type: blackhole}");
+        },
         &per_checkpoint_ms, other_bin_dir, control);
     if (!other_bin_dir.empty()) {
       std::vector<double> pct;
       for (double r : ratios) pct.push_back(100.0 * (1 / r - 1));
-      std::printf("BENCH %s records=%lld keys=%lld pairs=%zu rejected=%zu this_minus_other_pct_median=",
+      std::printf("BENCH %s records=%lld keys=%lld pairs=%zu rejected=%zu "
+                  "this_minus_other_pct_median=",
                   control ? "checkpoint_builds_control_concurrent" : "checkpoint_builds_concurrent",
                   static_cast<long long>(records), static_cast<long long>(keys), pct.size(),
                   static_cast<size_t>(reps) - pct.size());

@@ -201,7 +201,8 @@ class KeyedStateBackend {
   // one before (hot) into a delta file (internal/delta_file.h) instead of RocksDB, and the other
   // entries RocksDB lacks (new ones, and those in the last delta file unchanged since) into
   // RocksDB (as one ingested SST file from snapshot_ingest_min_entries on; the first snapshot of a
-  // backend opened empty puts them all into the delta file while they are few: first_snapshot_all_hot); flushes the memtable and makes a RocksDB checkpoint (hard
+  // backend opened empty puts them all into the delta file while they are few:
+  // first_snapshot_all_hot); flushes the memtable and makes a RocksDB checkpoint (hard
   // links) under the local directory (none when RocksDB did not change since the snapshot of
   // the last successful upload: the snapshot then names that upload's files,
   // PendingSnapshot::reused_files). The delta file is built in memory (PendingSnapshot::delta)
