@@ -19,20 +19,25 @@
 // ratios of the runs paired in the same repetition. --concurrent runs the two jobs of a pair at
 // the same time on two clusters instead of one after the other (see RunConcurrent()); with
 // --control neither job of a pair checkpoints, so its "overhead" is the method's own noise (an
-// A/A test: session 28 measured -7.6..+1.5%, mostly within +-1.5%). --other-bin-dir DIR runs
-// cluster b from DIR and the checkpointed job on both clusters: two builds' checkpointed jobs
-// under the same load (with --control: their jobs without checkpoints).
+// A/A test: session 28 measured -7.6..+1.5%, mostly within +-1.5%; BENCH
+// checkpoint_control_concurrent). --other-bin-dir DIR runs one cluster from DIR, the other from
+// this build (swapped every repetition, the submission order swapped every second pair) and the
+// checkpointed job on both: two builds' checkpointed jobs under the same load (with --control:
+// their jobs without checkpoints); a pair whose completed checkpoints differ by more than 1 is
+// rejected.
 
 #include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -121,30 +126,53 @@ void PrintPairs(const std::vector<double>& cpu_ratios, const char* name, int64_t
 // Returns the per-repetition CPU ratios (with / without), or an empty vector on an error;
 // `per_checkpoint_ms` gets each pair's CPU difference divided by its checkpoints (the run's
 // length, and so its number of checkpoints, grows with the machine's load; this does not).
-// `other_bin_dir` (--other-bin-dir): cluster b runs those binaries and both clusters run the
-// checkpointed job (`job(true)`), so each pair compares two builds' checkpointed jobs under the
-// same load; the ratios are then b's CPU / a's.
+// `control` (--control): neither job checkpoints (the ratios are the method's own noise).
+// `other_bin_dir` (--other-bin-dir): one cluster runs those binaries, the other this build's,
+// both the same job (checkpointed unless `control`), so each pair compares two builds under the
+// same load; the ratios are then the other build's CPU / this build's. The clusters start again
+// every repetition with the builds swapped, and every second pair of repetitions submits to
+// cluster b first (which cluster runs which build and which job is submitted first both
+// alternate). A pair whose clusters' completed checkpoints differ by more than 1 is rejected
+// (printed, no ratio).
 std::vector<double> RunConcurrent(int reps, const std::function<std::string(bool)>& job,
                                   std::vector<double>* per_checkpoint_ms,
                                   const std::string& other_bin_dir = "", bool control = false) {
-  std::unique_ptr<sluice::cli::LocalCluster> clusters[2] = {
-      sluice::bench::StartBenchCluster("sluice-cpbench-a"),
-      sluice::bench::StartBenchCluster("sluice-cpbench-b", 2, 1, "", other_bin_dir)};
   const bool builds = !other_bin_dir.empty();
-  if (clusters[0] == nullptr || clusters[1] == nullptr) return {};
-  sluice::cli::CoordinatorClient clients[2] = {
-      sluice::cli::CoordinatorClient(clusters[0]->coordinator_address()),
-      sluice::cli::CoordinatorClient(clusters[1]->coordinator_address())};
+  std::unique_ptr<sluice::cli::LocalCluster> clusters[2];
+  std::optional<sluice::cli::CoordinatorClient> clients[2];
+  auto stop = [&] {
+    for (auto& c : clusters) {
+      if (c == nullptr) continue;
+      const std::string dir = c->options().dir;
+      c->Stop();
+      std::filesystem::remove_all(dir);
+      c.reset();
+    }
+  };
+  // (Re)starts the clusters, cluster `other` (0 or 1; -1: neither) on other_bin_dir.
+  auto start = [&](int other) {
+    stop();
+    for (int c = 0; c < 2; ++c) {
+      const char* prefix = c == 0 ? "sluice-cpbench-a" : "sluice-cpbench-b";
+      clusters[c] = sluice::bench::StartBenchCluster(prefix, 2, 1, "", c == other ? other_bin_dir : "");
+      if (clusters[c] == nullptr) return false;
+      clients[c].emplace(clusters[c]->coordinator_address());
+    }
+    return true;
+  };
+  if (!builds && !start(-1)) return {};
   std::vector<double> ratios;
   for (int r = 0; r < reps; ++r) {
-    const int on_cluster = r % 2;  // the cluster running the checkpointed job
+    const int on_cluster = r % 2;  // the cluster running the checkpointed job (or the other build)
+    if (builds && !start(on_cluster)) return {};
+    const int first = builds ? (r / 2) % 2 : 0;  // the cluster submitted to first
     double cpu[2] = {0, 0};
     std::string ids[2];
     for (int c = 0; c < 2; ++c) {
       for (pid_t p : clusters[c]->AllPids()) cpu[c] -= CpuSeconds(p);
     }
-    for (int c = 0; c < 2; ++c) {
-      auto s = clients[c].Submit(job(builds || c == on_cluster), "bench.yaml", 0);
+    for (int c : {first, 1 - first}) {
+      auto s = clients[c]->Submit(job(!control && (builds || c == on_cluster)), "bench.yaml", 0);
       if (!s.ok()) {
         std::cerr << s.status() << "\n";
         return {};
@@ -156,45 +184,55 @@ std::vector<double> RunConcurrent(int reps, const std::function<std::string(bool
     std::thread waiters[2];
     for (int c = 0; c < 2; ++c) {
       waiters[c] = std::thread([&, c] {
-        infos[c] = WaitEnd(clients[c], ids[c]);
+        infos[c] = WaitEnd(*clients[c], ids[c]);
         for (pid_t p : clusters[c]->AllPids()) cpu[c] += CpuSeconds(p);
       });
     }
     for (auto& w : waiters) w.join();
-    int checkpoints = 0;
+    int checkpoints[2] = {0, 0};
     for (int c = 0; c < 2; ++c) {
       const sluice::proto::JobInfo& info = infos[c];
       if (info.state() != sluice::proto::JOB_FINISHED) {
         std::cerr << "job failed: " << info.error() << "\n";
         return {};
       }
-      if (c == on_cluster) {  // ids count up from 1; the history holds only the last 10
-        for (const auto& cp : info.checkpoints()) {
-          if (cp.status() == "COMPLETED") checkpoints = std::max<int>(checkpoints, cp.checkpoint_id());
+      // Ids count up from 1; the history holds only the last 10.
+      for (const auto& cp : info.checkpoints()) {
+        if (cp.status() == "COMPLETED") {
+          checkpoints[c] = std::max<int>(checkpoints[c], cp.checkpoint_id());
         }
       }
     }
     if (builds) {
-      ratios.push_back(cpu[1] / cpu[0]);
-      std::printf("builds pair %d: this build %.2f CPU s, other build %.2f CPU s (%s both), "
-                  "this_minus_other_pct=%.1f\n",
-                  r + 1, cpu[0], cpu[1], control ? "no checkpoints" : "checkpoints 1s",
-                  100.0 * (cpu[0] / cpu[1] - 1));
+      const int other = on_cluster, self = 1 - on_cluster;
+      std::printf("builds pair %d (%s): this build %.2f CPU s, %d checkpoints (cluster %c); other "
+                  "build %.2f CPU s, %d checkpoints (cluster %c); cluster %c submitted first",
+                  r + 1, control ? "no checkpoints" : "checkpoints 1s", cpu[self],
+                  checkpoints[self], 'a' + self, cpu[other], checkpoints[other], 'a' + other,
+                  'a' + first);
+      if (std::abs(checkpoints[0] - checkpoints[1]) > 1) {
+        std::printf(": rejected (checkpoint counts differ by more than 1)\n");
+        continue;
+      }
+      ratios.push_back(cpu[other] / cpu[self]);
+      std::printf(", this_minus_other_pct=%.1f\n", 100.0 * (cpu[self] / cpu[other] - 1));
       continue;
     }
     const double off = cpu[1 - on_cluster], on = cpu[on_cluster];
     ratios.push_back(off / on);
-    if (checkpoints > 0) per_checkpoint_ms->push_back(1e3 * (on - off) / checkpoints);
+    if (control) {
+      std::printf("control pair %d: no checkpoints on either cluster, %.2f CPU s (cluster %c) and "
+                  "%.2f CPU s (cluster %c), difference_pct=%.1f\n",
+                  r + 1, on, 'a' + on_cluster, off, 'a' + (1 - on_cluster), 100.0 * (1 - off / on));
+      continue;
+    }
+    const int n = checkpoints[on_cluster];
+    if (n > 0) per_checkpoint_ms->push_back(1e3 * (on - off) / n);
     std::printf("concurrent pair %d: no checkpoints %.2f CPU s, checkpoints 1s %.2f CPU s (%d "
                 "checkpoints), cpu_overhead_pct=%.1f, cpu_ms_per_checkpoint=%.0f\n",
-                r + 1, off, on, checkpoints, 100.0 * (1 - off / on),
-                checkpoints > 0 ? 1e3 * (on - off) / checkpoints : 0.0);
+                r + 1, off, on, n, 100.0 * (1 - off / on), n > 0 ? 1e3 * (on - off) / n : 0.0);
   }
-  for (auto& c : clusters) {
-    const std::string dir = c->options().dir;
-    c->Stop();
-    std::filesystem::remove_all(dir);
-  }
+  stop();
   return ratios;
 }
 
@@ -231,8 +269,8 @@ int main(int argc, char** argv) {
                "Only the with/without comparison, each pair run at the same time on two clusters");
   std::string other_bin_dir;
   app.add_option("--other-bin-dir", other_bin_dir,
-                 "With --concurrent: cluster b runs these binaries and both jobs checkpoint (two "
-                 "builds compared under the same load)")
+                 "With --concurrent: one cluster runs these binaries (which one alternates) and "
+                 "both jobs checkpoint (two builds compared under the same load)")
       ->needs("--concurrent");
   bool control = false;
   app.add_flag("--control", control,
@@ -251,16 +289,28 @@ int main(int argc, char** argv) {
     std::vector<double> ratios = RunConcurrent(
         reps,
         [&](bool on) {
-          return Job(heap_state, records, keys, on && !control ? with_cp : "", "{id: sink, type: blackhole}");
+          return Job(heap_state, records, keys, on ? with_cp : "", "{id: sink, type: blackhole}");
         },
         &per_checkpoint_ms, other_bin_dir, control);
-    if (ratios.empty()) return 1;
     if (!other_bin_dir.empty()) {
       std::vector<double> pct;
       for (double r : ratios) pct.push_back(100.0 * (1 / r - 1));
-      std::printf("BENCH checkpoint_builds_concurrent records=%lld keys=%lld pairs=%zu "
-                  "this_minus_other_pct_median=%.1f\n",
-                  static_cast<long long>(records), static_cast<long long>(keys), pct.size(), Median(pct));
+      std::printf("BENCH %s records=%lld keys=%lld pairs=%zu rejected=%zu "
+                  "this_minus_other_pct_median=",
+                  control ? "checkpoint_builds_control_concurrent" : "checkpoint_builds_concurrent",
+                  static_cast<long long>(records), static_cast<long long>(keys), pct.size(),
+                  static_cast<size_t>(reps) - pct.size());
+      if (pct.empty()) {
+        std::printf("none (every pair rejected or failed)\n");
+        return 1;
+      }
+      std::printf("%.1f\n", Median(pct));
+      return 0;
+    }
+    if (ratios.empty()) return 1;
+    if (control) {
+      // An A/A test: the "overhead" of a job over the same job (the pairs' noise); no checkpoints.
+      PrintPairs(ratios, "checkpoint_control_concurrent", records, keys, state_name);
       return 0;
     }
     PrintPairs(ratios, "checkpoint_overhead_concurrent", records, keys, state_name);

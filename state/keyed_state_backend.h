@@ -59,8 +59,9 @@ struct StateBackendOptions {
   size_t snapshot_ingest_min_entries = 4096;
   // The first snapshot of a backend opened empty (no restored state) writes every changed entry
   // into its delta file, none into RocksDB (no entry has a history to tell hot from new; see
-  // SnapshotSync()). False: it writes them into RocksDB, as every later snapshot does with new
-  // entries (tests of that path).
+  // SnapshotSync()), while the cache holds at most min(8 MiB, cache_bytes / 8) (a bound of that
+  // delta's bytes: a larger first interval goes into RocksDB). False: it writes them into
+  // RocksDB, as every later snapshot does with new entries (tests of that path).
   bool first_snapshot_all_hot = true;
   // The backend remembers the keys it wrote to RocksDB (and those it restored) in a filter
   // (internal/written_key_filter.h: about 10-20 bits per key, counted in cache_bytes, dropped
@@ -200,7 +201,8 @@ class KeyedStateBackend {
   // one before (hot) into a delta file (internal/delta_file.h) instead of RocksDB, and the other
   // entries RocksDB lacks (new ones, and those in the last delta file unchanged since) into
   // RocksDB (as one ingested SST file from snapshot_ingest_min_entries on; the first snapshot of a
-  // backend opened empty puts them all into the delta file: first_snapshot_all_hot); flushes the memtable and makes a RocksDB checkpoint (hard
+  // backend opened empty puts them all into the delta file while they are few:
+  // first_snapshot_all_hot); flushes the memtable and makes a RocksDB checkpoint (hard
   // links) under the local directory (none when RocksDB did not change since the snapshot of
   // the last successful upload: the snapshot then names that upload's files,
   // PendingSnapshot::reused_files). The delta file is built in memory (PendingSnapshot::delta)

@@ -1393,7 +1393,14 @@ TEST_F(KeyedStateBackendTest, SnapshotRestoreSameRangeKeepsEverything) {
 // stored keys, TTL values, lists, maps; with and without evictions into the memtable between
 // snapshots) runs with each path forced; every restored backend (the same range and a rescaled
 // one) must equal an independent model of the state.
-TEST_F(KeyedStateBackendTest, IngestedSnapshotsEqualMemtableSnapshots) {
+// The tests below run with StateBackendOptions::first_snapshot_all_hot on and off (a backend's
+// first snapshot writes its entries into its delta file, or into RocksDB as later snapshots
+// write new entries).
+class FirstSnapshotModeTest : public KeyedStateBackendTest,
+                              public ::testing::WithParamInterface<bool> {};
+INSTANTIATE_TEST_SUITE_P(AllHotOrNot, FirstSnapshotModeTest, ::testing::Bool());
+
+TEST_P(FirstSnapshotModeTest, IngestedSnapshotsEqualMemtableSnapshots) {
   constexpr int kKeys = 600;
   struct Model {
     std::map<std::string, std::string> values;
@@ -1423,7 +1430,7 @@ TEST_F(KeyedStateBackendTest, IngestedSnapshotsEqualMemtableSnapshots) {
       StateBackendOptions o = Options(name);
       o.cache_bytes = cache_bytes;
       o.snapshot_ingest_min_entries = ingest ? 1 : std::numeric_limits<size_t>::max();
-      o.first_snapshot_all_hot = false;  // round 0's new entries into RocksDB
+      o.first_snapshot_all_hot = GetParam();  // round 0's entries into the delta file, or RocksDB
       auto b = OpenOrDie(o);
       ASSERT_NE(b, nullptr);
       const auto [value, list, map, ttl] = RegisterFourStates(b.get());
@@ -1456,6 +1463,10 @@ TEST_F(KeyedStateBackendTest, IngestedSnapshotsEqualMemtableSnapshots) {
           // The cache evicts dirty entries: a snapshot writes every entry into RocksDB (a delta
           // file's entries would soon be written again by eviction).
           EXPECT_EQ(deltas, 0);
+        } else if (round == 0 && GetParam()) {
+          // The first snapshot into the delta file: RocksDB got only the memtable's state names.
+          EXPECT_EQ(ssts, 1);
+          EXPECT_EQ(deltas, 1);
         } else if (round == 0) {
           // New entries go to RocksDB: without evictions, the ingested file comes beside the
           // memtable's (state names); no delta file.
@@ -1667,9 +1678,11 @@ std::set<std::string> SharedNames(const proto::KeyedStateHandle& h) {
   return out;
 }
 
-TEST_F(KeyedStateBackendTest, IncrementalCheckpointsReuseSharedFiles) {
+// 100,000 keys are beyond the first snapshot's delta cap (more cache than min(8 MiB,
+// 32 MiB / 8) = 4 MiB): checkpoint 1's entries go into RocksDB in either mode.
+TEST_P(FirstSnapshotModeTest, IncrementalCheckpointsReuseSharedFiles) {
   StateBackendOptions o = Options("a");
-  o.first_snapshot_all_hot = false;  // checkpoint 1's entries into RocksDB
+  o.first_snapshot_all_hot = GetParam();
   auto b = OpenOrDie(o);
   ASSERT_NE(b, nullptr);
   StateId value = b->RegisterState("v", StateKind::kValue);
@@ -1681,6 +1694,7 @@ TEST_F(KeyedStateBackendTest, IncrementalCheckpointsReuseSharedFiles) {
   auto h1 = Checkpoint(b.get(), 1, "chk-1/op");
   ASSERT_OK(h1);
   EXPECT_EQ(h1->incremental_size(), h1->full_size());
+  for (const auto& f : h1->files()) EXPECT_NE(f.local_name(), internal::kDeltaFileName);
   RecordProperty("full_size_1", static_cast<int>(h1->full_size()));
   for (int i = 0; i < 10; ++i) {
     SetKey(b.get(), absl::StrCat("key-", i * 1000));
@@ -1851,7 +1865,8 @@ TEST_F(KeyedStateBackendTest, SnapshotOfAnUnchangedDbReusesTheLastUploadedFiles)
     ASSERT_OK(h);
     handles[p.checkpoint_id] = *h;
   };
-  // Round 1 writes its new keys into RocksDB; from round 2 on every key is hot (delta file).
+  // Round 1, the first snapshot, writes its keys into its delta file and RocksDB's state names
+  // into a RocksDB checkpoint; from round 2 on every key is hot (delta file).
   put_all(1);
   PendingSnapshot p1 = snapshot(1);
   EXPECT_FALSE(p1.local_checkpoint_dir.empty());
@@ -1916,9 +1931,10 @@ TEST_F(KeyedStateBackendTest, SnapshotOfAnUnchangedDbReusesTheLastUploadedFiles)
 // SnapshotSync() creates no delta file in the working directory (neither beside a RocksDB
 // checkpoint nor alone), and the upload stores exactly the snapshot's bytes. Every checkpoint,
 // of either kind (with a RocksDB checkpoint, reusing uploaded files), restores exactly.
-TEST_F(KeyedStateBackendTest, SnapshotSyncWritesNoDeltaFileTheUploadStoresIt) {
+TEST_P(FirstSnapshotModeTest, SnapshotSyncWritesNoDeltaFileTheUploadStoresIt) {
   StateBackendOptions options = Options("a");
-  options.first_snapshot_all_hot = false;  // round 1's entries into RocksDB
+  options.first_snapshot_all_hot = GetParam();  // round 1's entries into a delta, or RocksDB
+  const bool first_delta = GetParam();
   auto b = OpenOrDie(options);
   ASSERT_NE(b, nullptr);
   StateId value = b->RegisterState("v", StateKind::kValue);
@@ -1931,9 +1947,11 @@ TEST_F(KeyedStateBackendTest, SnapshotSyncWritesNoDeltaFileTheUploadStoresIt) {
     }
     auto p = b->SnapshotSync(round);
     ASSERT_OK(p);
-    // Round 1's new keys go to RocksDB (a RocksDB checkpoint); rounds 2-4 change only hot keys:
-    // a delta, with round 1's uploaded files.
-    EXPECT_EQ(p->delta != nullptr, round >= 2) << round;
+    // Round 1's new keys go to RocksDB, or (first_delta) to a delta with RocksDB's state names
+    // (a RocksDB checkpoint either way); rounds 2-4 change only hot keys: a delta, with round
+    // 1's uploaded files.
+    const bool has_delta = round >= 2 || first_delta;
+    EXPECT_EQ(p->delta != nullptr, has_delta) << round;
     EXPECT_EQ(p->local_checkpoint_dir.empty(), round >= 2) << round;
     for (const auto& e : fs::recursive_directory_iterator(options.local_dir)) {
       const std::string name = e.path().filename().string();
@@ -1945,8 +1963,8 @@ TEST_F(KeyedStateBackendTest, SnapshotSyncWritesNoDeltaFileTheUploadStoresIt) {
     ASSERT_OK(h);
     handles[round] = *h;
     const fs::path stored = fs::path(job_dir_) / private_dir / std::string(internal::kDeltaFileName);
-    ASSERT_EQ(fs::exists(stored), round >= 2) << round;
-    if (round >= 2) {
+    ASSERT_EQ(fs::exists(stored), has_delta) << round;
+    if (has_delta) {
       std::ifstream in(stored, std::ios::binary);
       std::stringstream bytes;
       bytes << in.rdbuf();
@@ -2023,17 +2041,19 @@ TEST_F(KeyedStateBackendTest, UploadRacingLaterUpdatesStoresTheSnapshotsValues) 
 
 // The gauge of StateBackendOptions::delta_bytes counts the delta buffers in memory: the one a
 // snapshot holds until its upload drops it, then the pool's spare.
-TEST_F(KeyedStateBackendTest, DeltaBytesGaugeCountsTheDeltasInMemory) {
+TEST_P(FirstSnapshotModeTest, DeltaBytesGaugeCountsTheDeltasInMemory) {
   StateBackendOptions o = Options("a");
   o.delta_bytes = std::make_shared<Gauge>();
-  o.first_snapshot_all_hot = false;  // checkpoint 1 writes no delta
+  o.first_snapshot_all_hot = GetParam();  // checkpoint 1 writes a delta, or none
   auto b = OpenOrDie(o);
   ASSERT_NE(b, nullptr);
   StateId value = b->RegisterState("v", StateKind::kValue);
   auto put_all = [&](int round) { PutRound(b.get(), value, 100, round); };
   put_all(1);
   ASSERT_OK(Checkpoint(b.get(), 1, "chk-1"));
-  EXPECT_EQ(o.delta_bytes->Value(), 0);  // nothing hot yet: no delta
+  // Nothing hot yet: no delta; or the first snapshot's, uploaded: the pool's spare.
+  EXPECT_EQ(o.delta_bytes->Value(),
+            GetParam() ? static_cast<double>(internal::DeltaBytesPool::kMinCapacity) : 0.0);
   put_all(2);
   auto p2 = b->SnapshotSync(2);
   ASSERT_OK(p2);
@@ -2047,6 +2067,135 @@ TEST_F(KeyedStateBackendTest, DeltaBytesGaugeCountsTheDeltasInMemory) {
   p2->delta.reset();
   p3->delta.reset();  // one spare kept
   EXPECT_EQ(o.delta_bytes->Value(), static_cast<double>(internal::DeltaBytesPool::kMinCapacity));
+}
+
+// Where a checkpoint's bytes went: its delta file's size and the sum of its SSTs' sizes.
+std::pair<uint64_t, uint64_t> DeltaAndSstBytes(const proto::KeyedStateHandle& h) {
+  std::pair<uint64_t, uint64_t> out{0, 0};
+  for (const auto& f : h.files()) {
+    if (f.local_name() == internal::kDeltaFileName) out.first += f.size();
+    if (absl::EndsWith(f.local_name(), ".sst")) out.second += f.size();
+  }
+  return out;
+}
+
+// The first snapshot of a backend opened empty writes its entries into its delta file only
+// while the cache holds at most min(8 MiB, cache_bytes / 8) (here 512 KiB of 4 MiB): 2,000 keys
+// (~130 KB of cache) go into the delta, 20,000 (~1.3 MB, no eviction) into RocksDB and no delta
+// (a delta encoded in memory outside the state budget, read whole by a restore). Every
+// checkpoint of either side restores exactly.
+TEST_F(KeyedStateBackendTest, FirstSnapshotGoesIntoTheDeltaOnlyBelowItsCap) {
+  constexpr size_t kCap = size_t{512} << 10;
+  for (const int keys : {2000, 20000}) {
+    SCOPED_TRACE(absl::StrCat(keys, " keys"));
+    StateBackendOptions o = Options(absl::StrCat("a", keys));
+    o.cache_bytes = size_t{4} << 20;
+    auto b = OpenOrDie(o);
+    ASSERT_NE(b, nullptr);
+    const StateId value = b->RegisterState("v", StateKind::kValue);
+    PutRound(b.get(), value, keys, 1);
+    const bool below = keys == 2000;
+    EXPECT_EQ(b->CacheBytesForTest() <= kCap, below) << b->CacheBytesForTest();
+    auto h1 = Checkpoint(b.get(), 1, absl::StrCat("c", keys, "/chk-1/op"));
+    ASSERT_OK(h1);
+    const auto [delta1, ssts1] = DeltaAndSstBytes(*h1);
+    if (below) {
+      // Every entry (some 10 bytes each) in the delta; RocksDB got the state names only.
+      EXPECT_GT(delta1, uint64_t{2000} * 10);
+      EXPECT_LT(ssts1, 4096u);
+    } else {
+      EXPECT_EQ(delta1, 0u);
+      EXPECT_GT(ssts1, uint64_t{20000} * 10);
+    }
+    PutRound(b.get(), value, keys / 2, 2);  // half the keys change again (hot)
+    auto h2 = Checkpoint(b.get(), 2, absl::StrCat("c", keys, "/chk-2/op"));
+    ASSERT_OK(h2);
+    b.reset();
+    for (const auto& [id, handle] : {std::pair<int, proto::KeyedStateHandle>{1, *h1}, {2, *h2}}) {
+      auto r = KeyedStateBackend::Restore(Options(absl::StrCat("r", keys, "-", id)), {handle},
+                                          job_dir_);
+      ASSERT_OK(r);
+      const StateId v = (*r)->RegisterState("v", StateKind::kValue);
+      for (int i = 0; i < keys; ++i) {
+        const int round = id == 2 && i < keys / 2 ? 2 : 1;
+        ASSERT_EQ(GetOr(r->get(), v, absl::StrCat("k", i)), absl::StrCat("v", i, "-", round))
+            << "checkpoint " << id << " key " << i;
+      }
+    }
+  }
+}
+
+// The first snapshot puts interval 1's entries into its delta file (they fit the cache and
+// the cap), then interval 2 outgrows the cache: eviction writes those pending entries into
+// RocksDB (and snapshot 2 every other unsynced one, no delta). Checkpoint 1 restores interval
+// 1's values (its delta over RocksDB as it was), checkpoint 2 interval 2's.
+TEST_F(KeyedStateBackendTest, FirstDeltaEntriesEvictedInTheNextIntervalRestoreExactly) {
+  constexpr int kFirst = 1500;   // ~100 KB of cache: below the cap of 128 KiB
+  constexpr int kSecond = 30000;  // ~2 MB: beyond the budget
+  StateBackendOptions o = Options("a");
+  o.cache_bytes = size_t{1} << 20;
+  auto b = OpenOrDie(o);
+  ASSERT_NE(b, nullptr);
+  const StateId value = b->RegisterState("v", StateKind::kValue);
+  PutRound(b.get(), value, kFirst, 1);
+  auto h1 = Checkpoint(b.get(), 1, "chk-1/op");
+  ASSERT_OK(h1);
+  EXPECT_GT(DeltaAndSstBytes(*h1).first, uint64_t{kFirst} * 10);
+  // Interval 2: the first 100 keys change, then keys up to kSecond are written (new ones):
+  // interval 1's pending entries are evicted to RocksDB.
+  PutRound(b.get(), value, 100, 2);
+  for (int i = kFirst; i < kSecond; ++i) {
+    SetKey(b.get(), absl::StrCat("k", i));
+    ASSERT_OK(b->Put(value, absl::StrCat("v", i, "-2")));
+  }
+  auto h2 = Checkpoint(b.get(), 2, "chk-2/op");
+  ASSERT_OK(h2);
+  EXPECT_EQ(DeltaAndSstBytes(*h2).first, 0u);  // evicting: no delta
+  b.reset();
+  auto want = [&](int checkpoint, int i) -> std::string {
+    if (checkpoint == 1) return i < kFirst ? absl::StrCat("v", i, "-1") : "<absent>";
+    return i < 100 || i >= kFirst ? absl::StrCat("v", i, "-2") : absl::StrCat("v", i, "-1");
+  };
+  for (const auto& [id, handle] : {std::pair<int, proto::KeyedStateHandle>{1, *h1}, {2, *h2}}) {
+    auto r = KeyedStateBackend::Restore(Options(absl::StrCat("r", id)), {handle}, job_dir_);
+    ASSERT_OK(r);
+    const StateId v = (*r)->RegisterState("v", StateKind::kValue);
+    for (int i = 0; i < kSecond; ++i) {
+      ASSERT_EQ(GetOr(r->get(), v, absl::StrCat("k", i)), want(id, i))
+          << "checkpoint " << id << " key " << i;
+    }
+  }
+}
+
+// A first snapshot (its entries into its delta file) whose checkpoint is never uploaded: its
+// entries stay pending, and the next snapshot writes those unchanged since into RocksDB and
+// the changed ones into its delta. Checkpoint 2 restores every entry.
+TEST_F(KeyedStateBackendTest, FirstDeltaNeverUploadedThenTheNextCheckpointRestoresExactly) {
+  constexpr int kKeys = 2000;
+  auto b = OpenOrDie(Options("a"));
+  ASSERT_NE(b, nullptr);
+  const StateId value = b->RegisterState("v", StateKind::kValue);
+  PutRound(b.get(), value, kKeys, 1);
+  {
+    auto p1 = b->SnapshotSync(1);
+    ASSERT_OK(p1);
+    ASSERT_NE(p1->delta, nullptr);  // the entries went into its delta; dropped here
+  }
+  PutRound(b.get(), value, kKeys / 4, 2);
+  auto h2 = Checkpoint(b.get(), 2, "chk-2/op");
+  ASSERT_OK(h2);
+  const auto [delta2, ssts2] = DeltaAndSstBytes(*h2);
+  EXPECT_GT(delta2, uint64_t{kKeys / 4} * 10);     // the changed keys
+  EXPECT_GT(ssts2, uint64_t{kKeys * 3 / 4} * 10);  // the others, now in RocksDB
+  b.reset();
+  auto r = KeyedStateBackend::Restore(Options("r"), {*h2}, job_dir_);
+  ASSERT_OK(r);
+  const StateId v = (*r)->RegisterState("v", StateKind::kValue);
+  for (int i = 0; i < kKeys; ++i) {
+    ASSERT_EQ(GetOr(r->get(), v, absl::StrCat("k", i)),
+              absl::StrCat("v", i, "-", i < kKeys / 4 ? 2 : 1))
+        << i;
+  }
 }
 
 // On the working directory's filesystem the upload hard-links the snapshot's files instead of

@@ -69,6 +69,14 @@ constexpr size_t kRestoreBatchBytes = 4 << 20;
 constexpr uint64_t kPrefetchDecisionReads = 1 << 12;
 constexpr uint64_t kPrefetchMinMissShare = 16;
 constexpr size_t kPrefetchMinCacheBytes = size_t{1} << 20;
+// The first snapshot of a backend opened empty puts its changed entries into the delta file
+// (first_snapshot_all_hot) only while the cache holds at most this many bytes (and at most an
+// eighth of its budget): the cache's bytes bound the delta's (an entry's block and its 32 bytes
+// of slot and index against the delta's key, value and a few bytes of lengths), and a delta is
+// encoded in memory on the task thread, outside the state budget, and read whole into memory
+// and replayed through memtables by a restore. A larger first interval goes into RocksDB, as
+// every later snapshot's new entries do.
+constexpr size_t kFirstDeltaMaxBytes = size_t{8} << 20;
 
 absl::string_view ToView(const rocksdb::Slice& s) { return absl::string_view(s.data(), s.size()); }
 rocksdb::Slice ToSlice(absl::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
@@ -775,8 +783,9 @@ class RocksDbBackend final : public KeyedStateBackend {
   // Prefetch(): whether it reads ahead (decided every kPrefetchDecisionReads cache reads from
   // their miss share), the cache's reads and misses at the last decision, and scratch.
   bool prefetch_on_ = true;
-  // Opened empty and no snapshot succeeded since: the next one puts every entry it writes into
-  // its delta file (WriteBackCache::Snapshot()'s all_dirty_hot), none into RocksDB. (Here, in
+  // Opened empty and no snapshot succeeded since: the next one puts every entry it writes into its
+  // delta file (WriteBackCache::Snapshot()'s all_dirty_hot), none into RocksDB, if the cache is
+  // within kFirstDeltaMaxBytes and its budget's eighth. (Here, in
   // prefetch_on_'s padding: declared after evicted_writes_at_snapshot_ it moved every later
   // member, the record path's prefetch_* among them, by 8 bytes.)
   bool first_snapshot_all_hot_ = false;
@@ -1608,7 +1617,8 @@ absl::StatusOr<PendingSnapshot> RocksDbBackend::SnapshotSync(int64_t checkpoint_
   // memtable inserts, ingested files or compaction of them at every interval.
   // The first snapshot of a backend opened empty takes every changed entry for hot (none has
   // a history yet; at 100K keys each was ingested into RocksDB there, ~17 ms of the task thread
-  // per 50K keys, and never written to RocksDB again).
+  // per 50K keys, and never written to RocksDB again), while its delta stays small
+  // (kFirstDeltaMaxBytes).
   // But while the cache evicts dirty entries (its working set does not fit), entries written
   // into a delta file would soon be written again by eviction: then every entry RocksDB lacks
   // goes into RocksDB, and there is no delta file.
@@ -1634,7 +1644,8 @@ absl::StatusOr<PendingSnapshot> RocksDbBackend::SnapshotSync(int64_t checkpoint_
                      delta = std::move(bytes);
                      return absl::OkStatus();
                    }},
-        first_snapshot_all_hot_));
+        first_snapshot_all_hot_ &&
+            cache_.bytes() <= std::min(kFirstDeltaMaxBytes, options_.cache_bytes / 8)));
   }
   first_snapshot_all_hot_ = false;
   SLUICE_RETURN_IF_ERROR(WriteTimers());

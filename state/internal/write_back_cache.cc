@@ -503,12 +503,12 @@ absl::Status WriteBackCache::FlushDirty(WriteFn write, size_t batch) {
 
 absl::Status WriteBackCache::Snapshot(WriteFn write, DeltaFns delta, bool all_dirty_hot) {
   // dirty_ may hold a slot number twice (a stale copy of a freed entry's, then the entry that
-  // reused the slot), and the pass below needs no compaction first: a reused slot starts
-  // without kSnapped (Free() clears the flags) and only a Snapshot() marks one, so the entry
-  // there is not hot at the first pass after its insertion: the first copy that pass meets
-  // unlists it, and the later copies are skipped (not listed). A hot entry was listed by the
-  // last pass (which dropped every other copy) or added once since (MarkDirty() lists an
-  // unlisted entry only), so it is met once and kept once.
+  // reused the slot). Without `all_dirty_hot` the pass below needs no compaction first: a
+  // reused slot starts without kSnapped (Free() clears the flags) and only a Snapshot() marks
+  // one, so the entry there is not hot at the first pass after its insertion: the first copy
+  // that pass meets unlists it, and the later copies are skipped (not listed). A hot entry was
+  // listed by the last pass (which dropped every other copy) or added once since (MarkDirty()
+  // lists an unlisted entry only), so it is met once and kept once.
   // The last snapshot's marks on entries that are not dirty now go (a dirty one is hot now and
   // keeps its mark). Its hot entries are still listed, so the pass meets them, unless
   // TakeListed() ran since.

@@ -391,7 +391,7 @@ TEST(WriteBackCacheTest, AllDirtyHotSnapshotPutsEveryChangedEntryIntoTheDelta) {
   auto write = [&](absl::Span<const Ref> refs) { return store.Write(cache, refs); };
   FakeDelta fake(cache);
   using Map = std::map<std::string, std::string>;
-  // key-9 listed, then freed; key-5 takes its slot (listed again).
+  // key-9 listed, then freed; key-0, the next insertion, takes its slot (listed again).
   Ref nine = Put(cache, Key(9), "v9", /*dirty=*/true);
   cache.MarkClean(nine);
   cache.Erase(nine);
