@@ -119,6 +119,12 @@ ABSL_ATTRIBUTE_NOINLINE absl::Status CorruptVarint(size_t field) {
   return absl::DataLossError(absl::StrCat("corrupt varint in field ", field));
 }
 
+// NextBatch() and NextIntRows() of a schema of no fields with bytes left: its records have no
+// bytes, so none of them can be what is left (decoding them would never reach the end).
+ABSL_ATTRIBUTE_NOINLINE absl::Status NoFieldsButBytes() {
+  return absl::DataLossError("bytes after records of no fields");
+}
+
 }  // namespace
 
 const char* GetVarint64(const char* p, const char* end, uint64_t* v) {
@@ -282,6 +288,10 @@ absl::Status RecordDecoder::NextBatch(Record* records, size_t max, size_t* count
       return CorruptVarint(static_cast<size_t>(corrupt));
     }
   }
+  if (ABSL_PREDICT_FALSE(n == 0) && !Done()) {  // records of no bytes would never reach the end
+    *count = 0;
+    return NoFieldsButBytes();
+  }
   for (; k < max && !Done(); ++k) {
     absl::Status s = Next(&records[k]);
     if (ABSL_PREDICT_FALSE(!s.ok())) {
@@ -302,7 +312,7 @@ absl::Status RecordDecoder::NextIntRows(int64_t* rows, size_t max, size_t* count
   }
   if (n == 0) {  // records of no bytes: none can be told apart in bytes left over
     *count = 0;
-    return Done() ? absl::OkStatus() : absl::DataLossError("bytes after records of no fields");
+    return Done() ? absl::OkStatus() : NoFieldsButBytes();
   }
   const char* pos = pos_;
   int corrupt = DecodeIntegralRecordsOf(n, &pos, end_, [rows, n](size_t j) { return rows + j * n; }, max, &k);

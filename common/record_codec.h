@@ -45,13 +45,14 @@ class RecordDecoder {
   absl::Status Next(Record* record);
   // Decodes the next records into records[0, *count), at most `max` and until Done(): the same
   // as Next() on each, in one call (schemas of NOT NULL integers in one loop). On kDataLoss,
-  // *count records were decoded before the corrupt one.
+  // *count records were decoded before the corrupt one. A schema of no fields decodes no
+  // records: kDataLoss while bytes remain (its records have none).
   absl::Status NextBatch(Record* records, size_t max, size_t* count);
   // NextBatch() into rows of int64s instead of Records, for schemas of NOT NULL integers
   // (Schema::all_integral()): record k's field i at rows[k * schema->size() + i] (room for
   // max * schema->size() values), the values Next() gives. On kDataLoss, *count records were
-  // decoded before the corrupt one (Remaining() starts at it); kFailedPrecondition for a schema
-  // with other fields.
+  // decoded before the corrupt one (Remaining() starts at it), and a schema of no fields gives
+  // it as NextBatch() does; kFailedPrecondition for a schema with other fields.
   absl::Status NextIntRows(int64_t* rows, size_t max, size_t* count);
 
  private:

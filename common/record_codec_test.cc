@@ -367,6 +367,36 @@ TEST(RecordCodecTest, NextIntRowsDecodesWhatNextDecodes) {
   EXPECT_EQ(n, 0u);
 }
 
+// A schema of no fields has records of no bytes: NextBatch() and NextIntRows() decode none of
+// an empty buffer, and refuse bytes left over as kDataLoss at once (decoding records of no bytes
+// would never reach the end of them), nothing decoded.
+TEST(RecordCodecTest, RecordsOfNoFieldsLeaveNoBytes) {
+  const Schema none(std::vector<Field>{});
+  std::vector<Record> records(8);
+  int64_t rows[8];
+  size_t n = 99;
+  RecordDecoder empty(&none, "");
+  EXPECT_OK(empty.NextBatch(records.data(), records.size(), &n));
+  EXPECT_EQ(n, 0u);
+  n = 99;
+  EXPECT_OK(empty.NextIntRows(rows, 8, &n));
+  EXPECT_EQ(n, 0u);
+  for (const std::string bytes : {std::string("\x01"), std::string(100, '\0')}) {
+    RecordDecoder batch(&none, bytes);
+    n = 99;
+    EXPECT_THAT(batch.NextBatch(records.data(), records.size(), &n),
+                StatusIs(absl::StatusCode::kDataLoss, "bytes after records of no fields"));
+    EXPECT_EQ(n, 0u);
+    EXPECT_EQ(batch.Remaining(), bytes.size());
+    RecordDecoder by_rows(&none, bytes);
+    n = 99;
+    EXPECT_THAT(by_rows.NextIntRows(rows, 8, &n),
+                StatusIs(absl::StatusCode::kDataLoss, "bytes after records of no fields"));
+    EXPECT_EQ(n, 0u);
+    EXPECT_EQ(by_rows.Remaining(), bytes.size());
+  }
+}
+
 // The varint a byte at a time, as the codec writes it and read it before it read a word at a
 // time (the format's definition, kept here as the reference).
 std::string ReferenceVarint(uint64_t v) {

@@ -60,7 +60,6 @@ bool session_fast_paths_enabled = true;  // SetWindowSessionFastPathsForTest
 bool int_key_panes_enabled = true;  // SetWindowIntKeyPanesForTest
 bool fold_batches_enabled = true;  // SetWindowFoldBatchesForTest
 bool narrow_panes_enabled = true;  // SetWindowNarrowPanesForTest
-bool int_rows_enabled = true;  // SetWindowIntRowsForTest
 std::atomic<uint64_t> int_row_batches{0};  // WindowIntRowBatchesForTest
 std::atomic<uint64_t> batch_folds{0};  // WindowBatchFoldsForTest (flat sessions' extensions too)
 std::atomic<uint64_t> int_key_panes_made{0};  // WindowIntKeyPanesMadeForTest
@@ -402,7 +401,7 @@ class WindowOperator final : public Operator {
   // Tumbling windows and slide panes (FoldBatch) of an input of NOT NULL integers fold their
   // records straight from the rows the task decodes (no Records).
   bool PrefersIntRows(int input_index) const override {
-    return fold_batches_ && key_field_ >= 0 && input_all_integral_ && int_rows_enabled;
+    return fold_batches_ && key_field_ >= 0 && input_all_integral_;
   }
   absl::Status ProcessIntRows(int input_index, const IntRowBatch& batch) override {
     if (!PrefersIntRows(input_index) || batch.width != row_scratch_.size()) {
@@ -3165,7 +3164,6 @@ void SetWindowSessionFastPathsForTest(bool enabled) { session_fast_paths_enabled
 void SetWindowIntKeyPanesForTest(bool enabled) { int_key_panes_enabled = enabled; }
 void SetWindowFoldBatchesForTest(bool enabled) { fold_batches_enabled = enabled; }
 uint64_t WindowBatchFoldsForTest() { return batch_folds.load(); }
-void SetWindowIntRowsForTest(bool enabled) { int_rows_enabled = enabled; }
 uint64_t WindowIntRowBatchesForTest() { return int_row_batches.load(); }
 uint64_t WindowIntKeyPanesMadeForTest() { return int_key_panes_made.load(); }
 void SetWindowNarrowPanesForTest(bool enabled) { narrow_panes_enabled = enabled; }

@@ -137,23 +137,28 @@ class WindowTest : public internal::KeyedOperatorTest {
     batch->clear();
     return absl::OkStatus();
   }
+  // s's rows, then the records it sent to its side outputs (late_output), appended to `rows`.
+  static void AppendOutput(KeyedSubtask& s, std::vector<std::string>* rows) {
+    rows->insert(rows->end(), s.out().rows.begin(), s.out().rows.end());
+    rows->insert(rows->end(), s.out().side.begin(), s.out().side.end());
+  }
   // The end of a run that compares layouts: the watermark at the end of time fires what is
-  // open, the layout switches go back to their defaults, and s's rows are appended to `rows`,
-  // then the count of late records dropped.
+  // open, the layout switches go back to their defaults, and s's output (AppendOutput) is
+  // appended to `rows`, then the count of late records dropped.
   absl::Status FinishRun(KeyedSubtask& s, std::vector<std::string>* rows) {
     SLUICE_RETURN_IF_ERROR(s.Watermark(kMaxWatermark));
     SetWindowFoldBatchesForTest(true);
     SetWindowIntKeyPanesForTest(true);
     SetWindowMemoryForTest(0);
-    rows->insert(rows->end(), s.out().rows.begin(), s.out().rows.end());
+    AppendOutput(s, rows);
     rows->push_back(absl::StrCat("late ", s.late_dropped()));
     return absl::OkStatus();
   }
   // The records of a run that compares ways of folding: 6000 records (user `user_of(x)` of a
   // pseudo-random x, ts around i / 20 up to 40 ms out of order and twice near the int64
   // limits, amount in [-4, 4]) given to add(i, user, ts, amount); flush() after 1, 8, 57, 100,
-  // 101, ... records and before the watermark every 50; at record 3000 the rows so far into
-  // *rows, a checkpoint, *folds = folds_after (batches and panes by integer keys on or off,
+  // 101, ... records and before the watermark every 50; at record 3000 the output so far into
+  // *rows (AppendOutput), a checkpoint, *folds = folds_after (batches and panes by integer keys on or off,
   // SetWindowFoldBatchesForTest and SetWindowIntKeyPanesForTest) and a restore into *s.
   absl::Status DriveRun(KeyedSubtask** s, std::vector<std::string>* rows, const std::function<int64_t(uint64_t)>& user_of,
                         const std::function<void(int, int64_t, int64_t, int64_t)>& add,
@@ -172,7 +177,8 @@ class WindowTest : public internal::KeyedOperatorTest {
     for (int i = 0; i < 6000; ++i) {
       if (i == 3000) {
         SLUICE_RETURN_IF_ERROR(flush_and_count());
-        *rows = (*s)->out().rows;
+        rows->clear();
+        AppendOutput(**s, rows);
         SLUICE_ASSIGN_OR_RETURN(Checkpoint c, TakeCheckpoint(**s, 1));
         SetWindowFoldBatchesForTest(folds_after);
         SetWindowIntKeyPanesForTest(folds_after);
@@ -879,7 +885,8 @@ std::string IntJob(const std::string& window_options) {
 // (PrefersIntRows, ProcessIntRows: the task's decoded buffer without Records) and fold them as
 // batches of Records would: the rows, their order and the late count equal those of Records one
 // at a time by key bytes (panes in hash maps, no batches), for counts alone (narrow slots, and
-// slide panes' words) and with sums, minimums and maximums (the record made from its row);
+// slide panes' words) and with sums, minimums, maximums and averages (the record made from its
+// row); late records to a late_output (the record made from its row, whole);
 // keys at the int64 limits, 0 and negative; rows with and without carried key groups (1 byte
 // each, as the exchange carries them under max parallelism 16); late records within and beyond
 // the lateness; timestamps at the int64 limits; a 16 KiB budget; a checkpoint restored midway
@@ -898,12 +905,19 @@ TEST_F(WindowTest, IntRowsGiveTheRowsOfRecordsOneAtATime) {
     time_field: ts
     allowed_lateness: 15ms
     aggregates: [{fn: count, as: n}, {fn: sum, field: amount}])y",
+                              R"y(    tumble: 10ms
+    time_field: ts
+    aggregates: [{fn: avg, field: amount}, {fn: count, as: n}])y",
+                              R"y(    tumble: 10ms
+    time_field: ts
+    late_output: late
+    aggregates: [{fn: count, as: n}, {fn: sum, field: amount}])y",
                               R"y(    hop: {size: 30ms, slide: 10ms}
     time_field: ts
     aggregates: [{fn: count, as: n}])y",
                               R"y(    hop: {size: 30ms, slide: 10ms}
     time_field: ts
-    aggregates: [{fn: count, as: n}, {fn: max, field: amount}])y"}) {
+    aggregates: [{fn: count, as: n}, {fn: max, field: amount}, {fn: avg, field: amount}])y"}) {
     for (size_t budget : {size_t{0}, size_t{16} << 10}) {
       // rows_first/rows_after: rows of integers before/after the checkpoint, else Records one
       // at a time with panes by key bytes (the reference).
@@ -951,7 +965,16 @@ TEST_F(WindowTest, IntRowsGiveTheRowsOfRecordsOneAtATime) {
       std::vector<std::string> general;
       ASSERT_OK(run(false, false, &general));
       EXPECT_GT(general.size(), 1000u);
-      EXPECT_NE(general.back(), "late 0");
+      // Late records dropped and counted, or with late_output sent to it (their records whole).
+      const auto side = std::count_if(general.begin(), general.end(),
+                                      [](const std::string& row) { return absl::StartsWith(row, "0:{\"user\":"); });
+      if (absl::StrContains(options, "late_output")) {
+        EXPECT_GT(side, 100);
+        EXPECT_EQ(general.back(), "late 0");
+      } else {
+        EXPECT_EQ(side, 0);
+        EXPECT_NE(general.back(), "late 0");
+      }
       for (const auto& [first, after] : {std::pair{true, true}, std::pair{true, false}, std::pair{false, true}}) {
         std::vector<std::string> got;
         const uint64_t folded = WindowBatchFoldsForTest();

@@ -40,9 +40,7 @@ uint64_t WindowIntKeyPanesMadeForTest();
 void SetWindowFoldBatchesForTest(bool enabled);
 // The records folded in place by batches so far (all subtasks of the process).
 uint64_t WindowBatchFoldsForTest();
-// Whether windows that fold batches take input rows of integers (Operator::PrefersIntRows();
-// default true), and how many such batches they have taken (ProcessIntRows), for tests.
-void SetWindowIntRowsForTest(bool enabled);
+// How many batches of input rows of integers windows have taken (ProcessIntRows), for tests.
 uint64_t WindowIntRowBatchesForTest();
 // Whether tumbling windows' buckets folding batches start with narrow slots (key, record count,
 // aggregates' words) until a path needs the panes' words (default true); false: the panes' words

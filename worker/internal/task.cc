@@ -558,6 +558,7 @@ absl::Status Task::ProcessItem(BufferItem& item) {
         decoded += n;
       }
       SLUICE_RETURN_IF_ERROR(carried.Check(decoded));
+      SLUICE_RETURN_IF_ERROR(CheckRecordCount(ch, *records, decoded));
       head->in->Add(decoded);
       ops::IntRowBatch rows;
       rows.values = int_rows_.data();
@@ -576,6 +577,7 @@ absl::Status Task::ProcessItem(BufferItem& item) {
       SLUICE_RETURN_IF_ERROR(carried.SetBatch(decoded, batch.data() + decoded, n));
       decoded += n;
     }
+    SLUICE_RETURN_IF_ERROR(CheckRecordCount(ch, *records, decoded));
     head->in->Add(decoded);
     s = head->op->ProcessBatch(input, batch.data(), decoded);
   } else {
@@ -611,8 +613,18 @@ absl::Status Task::ProcessItem(BufferItem& item) {
       decoded += n;
       if (s.ok()) SLUICE_RETURN_IF_ERROR(decode);
     }
+    if (s.ok()) SLUICE_RETURN_IF_ERROR(CheckRecordCount(ch, *records, decoded));
   }
   return chain_.Named(0, s);
+}
+
+absl::Status CheckRecordCount(int ch, const RecordBuffer& records, size_t decoded) {
+  if (ABSL_PREDICT_TRUE(records.num_records >= 0 && decoded == static_cast<size_t>(records.num_records))) {
+    return absl::OkStatus();
+  }
+  return absl::DataLossError(absl::StrCat("input channel ", ch, ": a buffer announcing ", records.num_records,
+                                          " records held ", decoded,
+                                          " (is its schema the one it was written with?)"));
 }
 
 absl::StatusOr<RecordBuffer> RestOfRecordBuffer(const Schema& schema, const RecordBuffer& records,

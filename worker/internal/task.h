@@ -97,6 +97,11 @@ int GateChannelCount(const plan::JobGraph& graph, int vertex);
 absl::StatusOr<RecordBuffer> RestOfRecordBuffer(const Schema& schema, const RecordBuffer& records,
                                                 size_t slice_bytes, size_t k, size_t done,
                                                 std::string key_groups, Record* scratch);
+// Whether input channel `ch`'s buffer `records` held the records it announced
+// (RecordBuffer::num_records): `decoded` were decoded from its bytes. kDataLoss naming the
+// channel and both counts otherwise (e.g. in-flight buffers of a checkpoint restored into a job
+// whose schema changed, which would decode as other records).
+absl::Status CheckRecordCount(int ch, const RecordBuffer& records, size_t decoded);
 
 // One running subtask: a chain of operators driven by one thread.
 //
@@ -183,7 +188,10 @@ class Task {
     // Set() of records first, first + 1, ... into records[0, n), in one loop.
     absl::Status SetBatch(size_t first, Record* records, size_t n) const;
     // Whether records [0, n) each came with a key group within `range` (when any are carried):
-    // kDataLoss, naming the first that did not, as SetBatch() would.
+    // kDataLoss, naming the first that did not, as SetBatch() would. The rows path calls it
+    // once the whole buffer is decoded, so a corrupt varint later in a buffer is reported
+    // before a bad key group earlier in it (the Records paths, which decode and SetBatch() a
+    // slice at a time, report the bad key group first when it is in an earlier slice).
     absl::Status Check(size_t n) const;
     // The key groups of the records from `i` on (for the rest of a buffer).
     std::string Rest(size_t i) const;

@@ -183,6 +183,13 @@ class TaskTest : public ::testing::Test {
     return all;
   }
 
+  // Waits until `task` has reported itself done (kDone at most).
+  bool WaitDone(Task* task) {
+    absl::MutexLock lock(&mu_);
+    auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return done_tasks_.count(task) > 0; };
+    return mu_.AwaitWithTimeout(absl::Condition(&done), kDone);
+  }
+
   Task* TaskFor(int vertex, int subtask) {
     for (auto& t : tasks_) {
       if (t->descriptor().vertex == vertex && t->descriptor().subtask == subtask) return t.get();
@@ -2122,6 +2129,7 @@ struct BatchLog {
   int64_t row_batches = 0;
   int64_t ts_sum = 0;
   int64_t wrong_key_groups = 0;
+  std::vector<int> key_groups;  // each record's carried key group (-1: none), in arrival order
 };
 
 // Passes records on unchanged; PrefersBatches(), and logs how they came and whether any was
@@ -2130,14 +2138,15 @@ struct BatchLog {
 // forwarding that watermark, as operators buffering by event time do.
 class BatchProbe final : public ops::Operator {
  public:
-  BatchProbe(absl::Mutex* mu, std::map<std::string, BatchLog>* logs, bool hold)
-      : mu_(mu), logs_(logs), hold_(hold) {}
+  BatchProbe(absl::Mutex* mu, std::map<std::string, BatchLog>* logs, bool hold, bool single = false)
+      : mu_(mu), logs_(logs), hold_(hold), single_(single) {}
   absl::Status Open(const ops::OperatorContext& ctx, ops::Output* output) override {
     SLUICE_RETURN_IF_ERROR(Operator::Open(ctx, output));
     ts_ = ctx.spec->input_schema.IndexOf("ts");
     return ts_ < 0 ? absl::InvalidArgumentError("no ts field") : absl::OkStatus();
   }
-  bool PrefersBatches() const override { return true; }
+  // `single`: records one at a time.
+  bool PrefersBatches() const override { return !single_; }
   bool PrefersIntRows(int input_index) const override { return absl::StartsWith(ctx_.spec->id, "rows"); }
   // Logs the rows and emits each as a Record. REQUIRES: the input is (k, ts), keyed by k.
   absl::Status ProcessIntRows(int input_index, const ops::IntRowBatch& batch) override {
@@ -2152,6 +2161,7 @@ class BatchProbe final : public ops::Operator {
         BatchLog& log = (*logs_)[ctx_.spec->id];
         log.ts_sum += batch.values[i * batch.width + ts_];
         log.wrong_key_groups += batch.KeyGroup(i) != kg;
+        log.key_groups.push_back(batch.KeyGroup(i));
       }
       for (size_t f = 0; f < batch.width; ++f) r[f].i = batch.values[i * batch.width + f];
       SLUICE_RETURN_IF_ERROR(output_->Emit(r));
@@ -2164,7 +2174,9 @@ class BatchProbe final : public ops::Operator {
   }
   absl::Status Process(const Record& r) override {
     absl::MutexLock lock(mu_);
-    ++(*logs_)[ctx_.spec->id].single_calls;
+    BatchLog& log = (*logs_)[ctx_.spec->id];
+    ++log.single_calls;
+    log.key_groups.push_back(r.carried_key_group());
     return output_->Emit(r);
   }
   absl::Status ProcessBatch(int input_index, const Record* records, size_t count) override {
@@ -2174,7 +2186,10 @@ class BatchProbe final : public ops::Operator {
       ++log.batches;
       log.records += static_cast<int64_t>(count);
       log.max_batch = std::max(log.max_batch, count);
-      for (size_t i = 0; i < count; ++i) log.late += records[i].GetInt(ts_) <= watermark_;
+      for (size_t i = 0; i < count; ++i) {
+        log.late += records[i].GetInt(ts_) <= watermark_;
+        log.key_groups.push_back(records[i].carried_key_group());
+      }
     }
     if (hold_) {
       held_.insert(held_.end(), records, records + count);
@@ -2200,6 +2215,7 @@ class BatchProbe final : public ops::Operator {
   absl::Mutex* mu_;
   std::map<std::string, BatchLog>* logs_;
   const bool hold_;
+  const bool single_;
   std::vector<Record> held_;
   int ts_ = -1;
   int64_t watermark_ = kNoWatermark;
@@ -2211,9 +2227,11 @@ class BatchTaskTest : public TaskTest {
     EXPECT_OK(RegisterWithProbe(&with_probe_, "batch_probe", /*keyed=*/false, [this](const plan::OperatorSpec& spec) {
       return std::unique_ptr<ops::Operator>(std::make_unique<BatchProbe>(&mu_, &logs_, spec.id == "hold"));
     }));
-    // Keyed (its input carries key groups), for rows of integers.
+    // Keyed (its input carries key groups), for rows of integers; ids starting with "single":
+    // records one at a time.
     EXPECT_OK(RegisterProbe(&with_probe_, "keyed_batch_probe", /*keyed=*/true, [this](const plan::OperatorSpec& spec) {
-      return std::unique_ptr<ops::Operator>(std::make_unique<BatchProbe>(&mu_, &logs_, false));
+      return std::unique_ptr<ops::Operator>(
+          std::make_unique<BatchProbe>(&mu_, &logs_, false, absl::StartsWith(spec.id, "single")));
     }));
     registry_in_use_ = &with_probe_;
   }
@@ -2235,6 +2253,48 @@ operators:
     StartAll();
     ASSERT_TRUE(WaitAllDone());
     ExpectAllIn(proto::TASK_FINISHED);
+  }
+
+  // Deploys gen (k int64, ts timestamp; never started) -> `head` (a keyed_batch_probe at
+  // parallelism 2 under max parallelism `max_parallelism`, hashed by k) -> blackhole, starts
+  // subtask 0 of `head` alone (key groups 0 to max_parallelism / 2 - 1), sends it `items` on its
+  // one input channel (0), waits until it ends (cancelled after kDone) and returns its status.
+  proto::TaskStatus SendToHead(const std::string& head, int max_parallelism, std::vector<BufferItem> items) {
+    Deploy(absl::StrCat("name: sent\nparallelism: 2\nmax_parallelism: ", max_parallelism, R"y(
+operators:
+  - id: gen
+    type: datagen
+    parallelism: 1
+    fields: [{name: k, type: int64, expr: "seq"}, {name: ts, type: timestamp, expr: "to_timestamp(seq)"}]
+  - {id: )y", head, R"y(, type: keyed_batch_probe, input: {from: gen, partition: hash, key: [k]}}
+  - {id: out, type: blackhole}
+)y"));
+    if (HasFailure()) return {};
+    Task* task = TaskFor(VertexOf(head), 0);
+    task->Start();
+    std::unique_ptr<ChannelWriter> channel = LocalChannel::Connect(task->gate(), 0);
+    for (BufferItem& item : items) EXPECT_OK(channel->Send(std::move(item)));
+    if (!WaitDone(task)) {
+      ADD_FAILURE() << head << " did not end: " << proto::TaskState_Name(task->Status().state());
+      task->Cancel();  // not to hang in Join()
+    }
+    task->Join();
+    return task->Status();
+  }
+  // A buffer of `n` records (k: 1000 + i, ts: i) of (k int64, ts timestamp), announcing
+  // `announced`, with `key_groups`.
+  static BufferItem KTsBuffer(int n, int announced, std::string key_groups = "") {
+    const Schema schema({{"k", FieldType::kInt64}, {"ts", FieldType::kTimestamp}});
+    RecordBuffer b;
+    Record r(2);
+    for (int i = 0; i < n; ++i) {
+      r[0].i = 1000 + i;
+      r[1].i = i;
+      EncodeRecord(schema, r, &b.data);
+    }
+    b.num_records = announced;
+    b.key_groups = std::move(key_groups);
+    return BufferItem(0, std::move(b));
   }
 
   ops::OperatorRegistry with_probe_;
@@ -2328,6 +2388,96 @@ TEST_F(BatchTaskTest, AHeadPreferringIntRowsGetsRowsWithTheirKeyGroups) {
   EXPECT_EQ(d.records, 20000);
   EXPECT_EQ(d.row_batches, 0);
   EXPECT_GT(d.batches, 0);
+}
+
+// A buffer that holds other records than it announces (RecordBuffer::num_records), as an
+// unaligned checkpoint's in-flight buffers restored into a job whose schema changed would, fails
+// the task with kDataLoss naming the channel and both counts, whichever way its head takes
+// records: rows of integers, Records in one batch, Records one at a time. 4 records of
+// (k, ts, x) read as (k, ts) are 6; 4 of (k) are 2; 5 announced as 4 or 6.
+TEST_F(BatchTaskTest, ABufferHoldingOtherRecordsThanItAnnouncesIsDataLoss) {
+  const Schema three({{"k", FieldType::kInt64}, {"ts", FieldType::kTimestamp}, {"x", FieldType::kInt64}});
+  const Schema one({{"k", FieldType::kInt64}});
+  std::string of_three, of_one;
+  Record r3(3);
+  Record r1(1);
+  for (int i = 0; i < 4; ++i) {
+    for (int f = 0; f < 3; ++f) r3[f].i = i;
+    r1[0].i = i;
+    EncodeRecord(three, r3, &of_three);
+    EncodeRecord(one, r1, &of_one);
+  }
+  struct Case {
+    std::string data;
+    int announced;
+    int held;
+  };
+  std::vector<Case> cases = {{of_three, 4, 6}, {of_one, 4, 2}};
+  for (int announced : {4, 6}) cases.push_back({KTsBuffer(5, announced).as<RecordBuffer>()->data, announced, 5});
+  for (const Case& c : cases) {
+    for (const std::string head : {"rows", "batch", "single"}) {
+      tasks_.clear();
+      std::vector<BufferItem> items;
+      items.emplace_back(0, RecordBuffer{c.data, c.announced});
+      const proto::TaskStatus st = SendToHead(head, 128, std::move(items));
+      EXPECT_EQ(st.state(), proto::TASK_FAILED) << head;
+      EXPECT_EQ(st.error_code(), static_cast<int>(absl::StatusCode::kDataLoss)) << head;
+      EXPECT_THAT(st.error(), HasSubstr(absl::StrCat("input channel 0: a buffer announcing ", c.announced,
+                                                      " records held ", c.held,
+                                                      " (is its schema the one it was written with?)")))
+          << head;
+    }
+  }
+}
+
+// The key groups carried with a buffer are checked against the subtask's range the same way
+// whichever way its head takes records (CarriedKeyGroups::Check() for rows of integers,
+// SetBatch() for Records): one outside the range, or a record without one, fails the task with
+// the same kDataLoss; key groups past 255 (two bytes each, max parallelism 1000) reach the head
+// as they came (IntRowBatch::KeyGroup(), Record::carried_key_group()).
+TEST_F(BatchTaskTest, CarriedKeyGroupsAreCheckedAlikeForRowsAndRecords) {
+  auto two_bytes = [](std::initializer_list<int> kgs) {
+    std::string out;
+    for (int kg : kgs) out += {static_cast<char>(kg & 0xff), static_cast<char>(kg >> 8)};
+    return out;
+  };
+  struct Case {
+    int max_parallelism;
+    BufferItem buffer;
+    std::string error;
+  };
+  std::vector<Case> cases;
+  cases.push_back({128, KTsBuffer(3, 3, std::string("\x05\x64\x07", 3)),
+                   "input channel 0: record 1 came with key group 100, outside this subtask's 0-63"});
+  cases.push_back({128, KTsBuffer(3, 2, std::string("\x05\x06", 2)),
+                   "input channel 0: record 2 of a buffer has no key group"});
+  cases.push_back({1000, KTsBuffer(3, 3, two_bytes({300, 700, 2})),
+                   "input channel 0: record 1 came with key group 700, outside this subtask's 0-499"});
+  cases.push_back({1000, KTsBuffer(3, 2, two_bytes({300, 499})),
+                   "input channel 0: record 2 of a buffer has no key group"});
+  for (const Case& c : cases) {
+    for (const std::string head : {"rows", "batch", "single"}) {
+      tasks_.clear();
+      std::vector<BufferItem> items;
+      items.push_back(c.buffer.CopyContent());
+      const proto::TaskStatus st = SendToHead(head, c.max_parallelism, std::move(items));
+      EXPECT_EQ(st.state(), proto::TASK_FAILED) << head;
+      EXPECT_EQ(st.error_code(), static_cast<int>(absl::StatusCode::kDataLoss)) << head;
+      EXPECT_THAT(st.error(), ::testing::EndsWith(c.error)) << head;
+    }
+  }
+  const std::vector<int> within = {300, 499, 256, 0, 257, 1};
+  for (const std::string head : {"rows", "batch", "single"}) {
+    tasks_.clear();
+    std::vector<BufferItem> items;
+    items.push_back(KTsBuffer(6, 6, two_bytes({300, 499, 256, 0, 257, 1})));
+    items.emplace_back(0, EndOfPartition{});
+    const proto::TaskStatus st = SendToHead(head, 1000, std::move(items));
+    EXPECT_EQ(st.state(), proto::TASK_FINISHED) << head << ": " << st.error();
+    absl::MutexLock lock(&mu_);
+    EXPECT_EQ(logs_[head].key_groups, within) << head;
+    EXPECT_EQ(logs_[head].row_batches, head == "rows" ? 1 : 0) << head;
+  }
 }
 
 // A priority barrier partway through a slice of a buffer (record `k` of the slice that starts
