@@ -270,7 +270,7 @@ int main(int argc, char** argv) {
   std::string other_bin_dir;
   app.add_option("--other-bin-dir", other_bin_dir,
                  "With --concurrent: one cluster runs these binaries (which one alternates) and "
-                 "both jobs checkpoint (two builds compared under the same load)")
+                 "both jobs checkpoint (neither with --control; two builds compared under the same load)")
       ->needs("--concurrent");
   bool control = false;
   app.add_flag("--control", control,

@@ -308,14 +308,16 @@ absl::Status RecordDecoder::NextIntRows(int64_t* rows, size_t max, size_t* count
   size_t k = 0;
   if (ABSL_PREDICT_FALSE(!schema_->all_integral())) {
     *count = 0;
-    return absl::FailedPreconditionError("NextIntRows of a schema with fields not NOT NULL integers");
+    return absl::FailedPreconditionError(
+        "NextIntRows of a schema with fields not NOT NULL integers");
   }
   if (n == 0) {  // records of no bytes: none can be told apart in bytes left over
     *count = 0;
     return Done() ? absl::OkStatus() : NoFieldsButBytes();
   }
   const char* pos = pos_;
-  int corrupt = DecodeIntegralRecordsOf(n, &pos, end_, [rows, n](size_t j) { return rows + j * n; }, max, &k);
+  int corrupt = DecodeIntegralRecordsOf(
+      n, &pos, end_, [rows, n](size_t j) { return rows + j * n; }, max, &k);
   pos_ = pos;
   // The last records (within 10 bytes a field of the end): byte by byte, bounds checked.
   while (corrupt < 0 && k < max && !Done()) {

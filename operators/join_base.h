@@ -92,7 +92,9 @@ class JoinOperatorBase : public TwoInputOperator {
   // Whether input `side`'s part of the output row may be written as int64 values (`Value::i`)
   // at OutputOffset(side) on: the input is NOT NULL integers only and its null bits are clear
   // (no padded row since its last FillSide with a record).
-  bool FillsIntsDirectly(int side) const { return copy_[side] == SideCopy::kInts && !nulled_[side]; }
+  bool FillsIntsDirectly(int side) const {
+    return copy_[side] == SideCopy::kInts && !nulled_[side];
+  }
   size_t OutputOffset(int side) const { return offset_[side]; }
 
   // Decodes every record of a bucket of input `side` (without flag bytes) into

@@ -783,9 +783,11 @@ class RocksDbBackend final : public KeyedStateBackend {
   // Prefetch(): whether it reads ahead (decided every kPrefetchDecisionReads cache reads from
   // their miss share), the cache's reads and misses at the last decision, and scratch.
   bool prefetch_on_ = true;
-  // Opened empty and no snapshot succeeded since: the next one puts every entry it writes into its
-  // delta file (WriteBackCache::Snapshot()'s all_dirty_hot), none into RocksDB, if the cache is
-  // within kFirstDeltaMaxBytes and its budget's eighth. (Here, in
+  // Opened empty and no snapshot has passed its cache step since (cleared once that step
+  // succeeds, also when it was skipped or over the cap, whatever fails after it):
+  // the next one puts every entry it writes into its delta file (WriteBackCache::Snapshot()'s
+  // all_dirty_hot), none into RocksDB, if the cache is within kFirstDeltaMaxBytes and its
+  // budget's eighth. (Here, in
   // prefetch_on_'s padding: declared after evicted_writes_at_snapshot_ it moved every later
   // member, the record path's prefetch_* among them, by 8 bytes.)
   bool first_snapshot_all_hot_ = false;
@@ -1618,7 +1620,7 @@ absl::StatusOr<PendingSnapshot> RocksDbBackend::SnapshotSync(int64_t checkpoint_
   // The first snapshot of a backend opened empty takes every changed entry for hot (none has
   // a history yet; at 100K keys each was ingested into RocksDB there, ~17 ms of the task thread
   // per 50K keys, and never written to RocksDB again), while its delta stays small
-  // (kFirstDeltaMaxBytes).
+  // (min(kFirstDeltaMaxBytes, the cache's budget / 8)).
   // But while the cache evicts dirty entries (its working set does not fit), entries written
   // into a delta file would soon be written again by eviction: then every entry RocksDB lacks
   // goes into RocksDB, and there is no delta file.
