@@ -554,7 +554,8 @@ absl::Status Task::ProcessItem(BufferItem& item) {
           int_rows_.resize((decoded + kInputSliceRecords) * width);
         }
         size_t n;
-        SLUICE_RETURN_IF_ERROR(dec.NextIntRows(int_rows_.data() + decoded * width, kInputSliceRecords, &n));
+        SLUICE_RETURN_IF_ERROR(
+            OfInputChannel(ch, dec.NextIntRows(int_rows_.data() + decoded * width, kInputSliceRecords, &n)));
         decoded += n;
       }
       SLUICE_RETURN_IF_ERROR(carried.Check(decoded));
@@ -573,7 +574,7 @@ absl::Status Task::ProcessItem(BufferItem& item) {
         batch.resize(decoded + kInputSliceRecords, Record(input_widths_[input]));
       }
       size_t n;
-      SLUICE_RETURN_IF_ERROR(dec.NextBatch(batch.data() + decoded, kInputSliceRecords, &n));
+      SLUICE_RETURN_IF_ERROR(OfInputChannel(ch, dec.NextBatch(batch.data() + decoded, kInputSliceRecords, &n)));
       SLUICE_RETURN_IF_ERROR(carried.SetBatch(decoded, batch.data() + decoded, n));
       decoded += n;
     }
@@ -611,11 +612,16 @@ absl::Status Task::ProcessItem(BufferItem& item) {
         s = head_inputs_ > 1 ? op->ProcessInput(input, batch[k]) : op->ProcessOwned(&batch[k]);
       }
       decoded += n;
-      if (s.ok()) SLUICE_RETURN_IF_ERROR(decode);
+      if (s.ok()) SLUICE_RETURN_IF_ERROR(OfInputChannel(ch, decode));
     }
     if (s.ok()) SLUICE_RETURN_IF_ERROR(CheckRecordCount(ch, *records, decoded));
   }
   return chain_.Named(0, s);
+}
+
+absl::Status OfInputChannel(int ch, const absl::Status& status) {
+  if (status.ok()) return status;
+  return absl::Status(status.code(), absl::StrCat("input channel ", ch, ": ", status.message()));
 }
 
 absl::Status CheckRecordCount(int ch, const RecordBuffer& records, size_t decoded) {

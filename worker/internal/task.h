@@ -102,6 +102,9 @@ absl::StatusOr<RecordBuffer> RestOfRecordBuffer(const Schema& schema, const Reco
 // channel and both counts otherwise (e.g. in-flight buffers of a checkpoint restored into a job
 // whose schema changed, which would decode as other records).
 absl::Status CheckRecordCount(int ch, const RecordBuffer& records, size_t decoded);
+// `status` (a decoder's error) with the input channel it came from named first, as the task's
+// other errors about a received buffer ("input channel 3: corrupt varint in field 1").
+absl::Status OfInputChannel(int ch, const absl::Status& status);
 
 // One running subtask: a chain of operators driven by one thread.
 //

@@ -2428,6 +2428,17 @@ TEST_F(BatchTaskTest, ABufferHoldingOtherRecordsThanItAnnouncesIsDataLoss) {
           << head;
     }
   }
+  // A corrupt varint (an 11-byte run of continuation bytes in the first record's first field)
+  // names the channel too, whichever way the head takes records.
+  for (const std::string head : {"rows", "batch", "single"}) {
+    tasks_.clear();
+    std::vector<BufferItem> items;
+    items.emplace_back(0, RecordBuffer{std::string(11, '\xff'), 1});
+    const proto::TaskStatus st = SendToHead(head, 128, std::move(items));
+    EXPECT_EQ(st.state(), proto::TASK_FAILED) << head;
+    EXPECT_EQ(st.error_code(), static_cast<int>(absl::StatusCode::kDataLoss)) << head;
+    EXPECT_THAT(st.error(), HasSubstr("input channel 0: corrupt varint in field 0")) << head;
+  }
 }
 
 // The key groups carried with a buffer are checked against the subtask's range the same way
