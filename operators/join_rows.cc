@@ -770,7 +770,7 @@ absl::Status JoinRowStore::ToEncoded(int side) {
       row.ref = arena_.Commit(size);  // before the Free: the last free of a chunk resets it
       row.size = static_cast<uint32_t>(size);
       if (layout == RowLayout::kInts) arena_.Free(values, values_size);
-      if (layout == RowLayout::kInline) row.flag = 0;  // value() overlaid it; no flags then
+      if (layout == RowLayout::kInline) row.flag = 0;  // the value overlaid it; no flags then
     }
   }
   layout_[side] = RowLayout::kEncoded;

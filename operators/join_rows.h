@@ -318,18 +318,14 @@ class JoinRowStore {
 
   // A kept record: its time, and where its fields are (RowLayout): the record's bytes in the
   // arena (`ref`, `size` bytes), or with kInline the one stored field's value in the eight bytes
-  // of `ref`, `size` and `flag` (value(), set_value(); only in stores without flags).
+  // of `ref`, `size` and `flag` (only in stores without flags): written by set_value(), read
+  // where the other layout's values are read, at StoredInts().
   struct Row {
     int64_t ts;
     uint32_t ref;       // the record in the store's arena
     uint32_t size : 31;
     uint32_t flag : 1;  // the operator's (join: a left row has matched)
 
-    int64_t value() const {
-      int64_t v;
-      std::memcpy(&v, reinterpret_cast<const char*>(this) + 8, 8);
-      return v;
-    }
     void set_value(int64_t v) { std::memcpy(reinterpret_cast<char*>(this) + 8, &v, 8); }
   };
   // How an input's rows keep their fields in memory (stored bytes are the same for all: the
@@ -341,7 +337,7 @@ class JoinRowStore {
   //   row's ts), which the row's key and time give back. No varint encoding on Append, no
   //   decoding of a match.
   // - kInline: kInts with at most one field left, in a store without flags: that value in the
-  //   row itself (Row::value()), nothing in the arena.
+  //   row itself (Row::set_value()), nothing in the arena.
   enum class RowLayout : uint8_t { kEncoded, kInts, kInline };
   // One input's kept records of a key, sorted by time: up to kInlineRows inline, so that a
   // key's state sits in the five cache lines of its Key (Nexmark's joins keep a few records per
@@ -367,7 +363,7 @@ class JoinRowStore {
   };
   static_assert(sizeof(Key) == 5 * 64, "a key's entry is five cache lines");
   static_assert(sizeof(Row) == 16 && offsetof(Row, ref) == 8,
-                "Row::value() is the eight bytes after ts");
+                "a kInline row's value is the eight bytes after ts");
 
   // `op` decodes records and key groups; `id` is the value state of the rows (per-key entries),
   // `blocks` the value state of their blocks, `what` names them in errors ("interval join
