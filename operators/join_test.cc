@@ -2874,6 +2874,166 @@ TEST_F(JoinTest, IntervalJoinRestoresIntegerRowsAfterTheTimeFieldChanged) {
   }
 }
 
+// Every path to the encoded layout (JoinRowStore::ToEncoded, an input's rows turned from values
+// back to encoded rows): only a restore reads rows whose time is not their record's value of the
+// input's time field (left_time: ts -> t2), from blocks or from per-key entries, with every key
+// kept in memory or spilling at every key it reads (so keys read before the change go back to
+// the backend as the values' records and are read back after it). After the restore every key
+// is read back mid-run by its next record, alone or in a batch, or by its timer (spilled keys)
+// at a watermark. The joined rows are exact and in order (a record's matches by time), and so
+// are the rows kept after the watermark, then none at the input's end. (Format 1's buckets:
+// IntervalJoinRestoresFormat1IntegerRowsAfterTheTimeFieldChanged.)
+TEST_F(JoinTest, IntervalJoinRowsTurnedEncodedAtARestoreJoinExactlyOnEveryPath) {
+  using Layout = JoinRowStore::RowLayout;
+  const ExactSweeps exact;  // kept rows asserted right after the watermark
+  for (const bool with_value : {false, true}) {
+    for (const bool blocks : {true, false}) {
+      for (const bool spill : {false, true}) {
+        SCOPED_TRACE(absl::StrCat(with_value ? "kInts" : "kInline", blocks ? ", blocks" : ", per-key entries",
+                                  spill ? ", spilling" : ", in memory"));
+        const std::string fields = absl::StrCat(
+            R"y([{name: k, type: int64, expr: "seq"}, {name: ts, type: timestamp, expr: "to_timestamp(seq)"}, {name: t2, type: timestamp, expr: "to_timestamp(seq)"})y",
+            with_value ? R"y(, {name: v, type: int64, expr: "seq"}])y" : "]");
+        const auto job = [&](const std::string& left_time) {
+          return IntJoinJob("interval_join",
+                            absl::StrCat("    left_time: ", left_time, "\n    right_time: ts\n    lower: 0ms\n    upper: 10ms\n"),
+                            fields, kIntRight);
+        };
+        const auto left = [&](int64_t k, int64_t ts, int64_t t2) {
+          return with_value ? IntRecord({k, ts, t2, WideValue(ts + k)}) : IntRecord({k, ts, t2});
+        };
+        // Per key, the left rows kept, in time order, with their times.
+        std::map<int64_t, std::vector<std::pair<int64_t, Record>>> kept;
+        const auto keep = [&](int64_t k, int64_t time, const Record& l) {
+          auto& rows = kept[k];
+          auto at = rows.begin();
+          while (at != rows.end() && at->first <= time) ++at;  // after the rows of its time
+          rows.emplace(at, time, l);
+        };
+        out_.lines.clear();
+        LoadYaml(job("ts"));
+        backend_ = NewBackend();
+        SetJoinBlocksForTest(blocks);
+        Open();
+        EXPECT_EQ(static_cast<JoinOperatorBase*>(op_.get())->RowStoreForTest()->layout(0),
+                  with_value ? Layout::kInts : Layout::kInline);
+        // Keys 1..12 at times 100 + 3 i + k % 3: every row of keys 4 and 8 but the first has
+        // t2 = ts - 50, the other keys' rows agree with t2; keys 4 and 5 keep 10 rows (more than
+        // a row list holds inline), the others 3.
+        for (int64_t k = 1; k <= 12; ++k) {
+          for (int64_t i = 0; i < (k == 4 || k == 5 ? 10 : 3); ++i) {
+            const int64_t ts = 100 + 3 * i + k % 3;
+            const Record l = left(k, ts, k % 4 == 0 && i > 0 ? ts - 50 : ts);
+            ASSERT_OK(op_->ProcessInput(0, l));
+            keep(k, ts, l);
+          }
+        }
+        SetJoinMemoryForTest(spill ? 1 : 0);  // a spill at every key read
+        CheckpointAndRestore(job("t2"));
+        SetJoinMemoryForTest(0);
+        SetJoinBlocksForTest(true);
+        JoinRowStore* store = static_cast<JoinOperatorBase*>(op_.get())->RowStoreForTest();
+        EXPECT_EQ(store->layout(0), Layout::kEncoded);
+        EXPECT_EQ(store->layout(1), Layout::kInts);
+        EXPECT_EQ(store->spilled(), spill);
+        EXPECT_EQ(Stats().keys, spill ? 0u : 12u);
+        if (spill && !blocks) {
+          // The restore read a key whose rows agree with t2 first (kept as values, then spilled).
+          std::string first;
+          ASSERT_OK(backend_->ForEachKey(backend_->RegisterState("interval_join.rows", state::StateKind::kValue),
+                                         [&](absl::string_view key) {
+                                           if (first.empty()) first.assign(key.data(), key.size());
+                                           return absl::OkStatus();
+                                         }));
+          for (int64_t k : {4, 8}) EXPECT_NE(first, SetKey(k).first);
+        }
+        // Kept at its t2 (104), before key 2's row of ts 104.
+        const Record new_left = left(2, 1, 104);
+        ASSERT_OK(op_->ProcessInput(0, new_left));
+        keep(2, 104, new_left);
+        std::vector<std::string> expected;
+        const auto joined = [&](const Record& r) {
+          const int64_t ts = r.GetInt(2);
+          for (const auto& [time, l] : kept[r.GetInt(1)]) {
+            if (ts - 10 <= time && time <= ts) expected.push_back(JoinedLine(*spec_, l, r));
+          }
+        };
+        // Keys 1..6 alone, 7..12 in a batch, each right record at 108 (left rows 98..108).
+        std::vector<Record> batch;
+        for (int64_t k = 1; k <= 12; ++k) {
+          Record r = IntSideRecord(1, false, k, 108, k);
+          joined(r);
+          if (k <= 6) {
+            ASSERT_OK(op_->ProcessInput(1, r));
+          } else {
+            batch.push_back(std::move(r));
+          }
+        }
+        ASSERT_OK(op_->ProcessBatch(1, batch.data(), batch.size()));
+        // Left rows up to 101 (cleanup + 11) and the right rows (cleanup 109) go.
+        Watermark(112);
+        for (auto& [k, rows] : kept) {
+          rows.erase(std::remove_if(rows.begin(), rows.end(), [](const auto& row) { return row.first <= 101; }),
+                     rows.end());
+          EXPECT_EQ(KeptRows(k), std::make_pair(static_cast<uint32_t>(rows.size()), 0u)) << k;
+        }
+        for (const int64_t ts : {115, 130}) {  // left rows 105..115, then 120..130 (keys 4 and 5's
+                                                 // last three: beyond the inline ones)
+          batch.clear();
+          for (int64_t k = 1; k <= 12; ++k) {
+            batch.push_back(IntSideRecord(1, false, k, ts, ts + k));
+            joined(batch.back());
+          }
+          ASSERT_OK(op_->ProcessBatch(1, batch.data(), batch.size()));
+        }
+        EXPECT_GT(expected.size(), 40u);
+        EXPECT_THAT(out_.lines, ::testing::ElementsAreArray(expected));
+        Watermark(INT64_MAX);
+        for (int64_t k = 1; k <= 12; ++k) EXPECT_EQ(KeptRows(k), std::make_pair(0u, 0u)) << k;
+        op_->Close();
+      }
+    }
+  }
+}
+
+// Format 1's buckets of integer rows (RestoreBuckets) after the time field changed (left_time:
+// ts -> t2): a row stays at its bucket's time, here 100, though its t2 says 97 (a right record
+// at 99 does not match it, one at 105 does), the input's rows turning encoded midway through
+// the key's bucket.
+TEST_F(JoinTest, IntervalJoinRestoresFormat1IntegerRowsAfterTheTimeFieldChanged) {
+  LoadYaml(IntJoinJob("interval_join", "    left_time: t2\n    right_time: ts\n    lower: 0ms\n    upper: 10ms\n",
+                      R"y([{name: k, type: int64, expr: "seq"}, {name: ts, type: timestamp, expr: "to_timestamp(seq)"}, {name: t2, type: timestamp, expr: "to_timestamp(seq)"}])y",
+                      kIntRight));
+  const Schema& left_schema = job_.operators[0].output_schema;
+  const std::vector<Record> lefts = {IntRecord({1, 100, 100}), IntRecord({1, 100, 97}), IntRecord({2, 100, 100})};
+  backend_ = NewBackend();
+  char buf[8];
+  const std::string index = absl::StrCat(std::string(1, '\x01'), TimeUserKey(100, buf));
+  for (const int64_t k : {1, 2}) {
+    std::string bucket(1, '\x01');
+    for (const Record& l : lefts) {
+      if (l.GetInt(0) == k) EncodeRecord(left_schema, l, &bucket);
+    }
+    SetKey(k);
+    ASSERT_OK(backend_->MapPut(backend_->RegisterState("interval_join.left", state::StateKind::kMap),
+                               TimeUserKey(100, buf), bucket));
+    ASSERT_OK(backend_->Put(backend_->RegisterState("interval_join.left.index", state::StateKind::kValue), index));
+  }
+  restored_ = true;
+  Open();
+  restored_ = false;
+  EXPECT_EQ(static_cast<JoinOperatorBase*>(op_.get())->RowStoreForTest()->layout(0),
+            JoinRowStore::RowLayout::kEncoded);
+  EXPECT_EQ(StateEntries("interval_join.left", 1), 0u);  // moved to format 2
+  const Record r99 = IntSideRecord(1, false, 1, 99, 1);
+  const Record r105 = IntSideRecord(1, false, 1, 105, 2);
+  const Record r2 = IntSideRecord(1, false, 2, 110, 3);
+  for (const Record& r : {r99, r105, r2}) ASSERT_OK(op_->ProcessInput(1, r));
+  EXPECT_THAT(out_.lines, ::testing::ElementsAre(JoinedLine(*spec_, lefts[0], r105), JoinedLine(*spec_, lefts[1], r105),
+                                                 JoinedLine(*spec_, lefts[2], r2)));
+  EXPECT_EQ(KeptRows(1), std::make_pair(2u, 2u));
+}
+
 // Interval joins of integer rows whose layout leaves out other fields than a bare key field and
 // the time field: the left records, a checkpoint and restore, then the right records.
 class IntegerRowsJoinTest : public JoinTest {
