@@ -3,13 +3,17 @@
 //   - the built-in `filter` and the plugin `positive_filter` (same predicate, half the records
 //     pass; the plugin also counts them in its `kept` counter),
 //   - the built-in `aggregate` (count) and the plugin `keyed_count` (a rolling count per key in
-//     keyed value state), both behind the same hash edge on the same key.
+//     keyed value state), both behind the same hash edge on the same key,
+//   - the built-in `aggregate` with the built-in `sum` and with the plugin aggregate function
+//     `sum_sq` (its accumulators in the aggregate's plugin state, a Get and a Put per record
+//     beside the built-in accumulators'), behind the same hash edge.
 // The plugin is the SDK's test plugin (sdk/tests/test_operators.cc).
-// The four jobs run alternately within each repetition. Each run reports records per CPU-second
-// of the engine processes (coordinator + workers); one BENCH line per pair with the medians and
-// ratio = plugin / built-in (target >= 0.67, issue 9).
+// The jobs run alternately within each repetition (`--pairs`: only those pairs). Each run
+// reports records per CPU-second of the engine processes (coordinator + workers); one BENCH line
+// per pair with the medians and ratio = plugin / built-in (target >= 0.67, issue 9).
 //
 //   build/bin/plugin_benchmark [--records N] [--keys K] [--reps R] [--plugin libsdk_test_plugin.so]
+//                              [--pairs filter,keyed_count,aggregate_function]
 
 #include <algorithm>
 #include <chrono>
@@ -22,6 +26,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "bench/bench_util.h"
 #include "cli/client.h"
 #include "cli/local_cluster.h"
@@ -91,10 +96,12 @@ int main(int argc, char** argv) {
   int64_t keys = 10'000;
   int reps = 3;
   std::string plugin = SLUICE_BENCH_PLUGIN;
+  std::string pairs_option = "filter,keyed_count,aggregate_function";
   app.add_option("--records", records, "Records per run")->capture_default_str();
   app.add_option("--keys", keys, "Distinct keys of the keyed count")->capture_default_str();
   app.add_option("--reps", reps, "Repetitions (medians are reported)")->capture_default_str();
   app.add_option("--plugin", plugin, "The test plugin (libsdk_test_plugin.so)")->capture_default_str();
+  app.add_option("--pairs", pairs_option, "The pairs to run, comma-separated")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   plugin = std::filesystem::absolute(plugin).string();
   if (!std::filesystem::exists(plugin)) {
@@ -102,22 +109,45 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  // Keyed ops read their input through the same hash edge on `key`; filters are chained.
+  const std::string keyed_input = "    input: {from: gen, partition: hash, key: [key]}\n";
+  const std::string aggregate = absl::StrCat("  - id: op\n    type: aggregate\n", keyed_input);
+  struct Pair {
+    const char* name;
+    Variant builtin;
+    Variant plugin;
+  };
+  const Pair all_pairs[] = {
+      {"filter",
+       {"filter/builtin", "  - {id: op, type: filter, where: \"v >= 500\"}\n", {}},
+       {"filter/plugin", "  - {id: op, type: positive_filter, field: v, min: 499}\n", {}}},
+      {"keyed_count",
+       {"count/builtin", absl::StrCat(aggregate, "    aggregates: [{fn: count, as: count}]\n"), {}},
+       {"count/plugin", absl::StrCat("  - id: op\n    type: keyed_count\n", keyed_input, "    key_field: key\n"),
+        {}}},
+      {"aggregate_function",
+       {"sum/builtin", absl::StrCat(aggregate, "    aggregates: [{fn: sum, field: v, as: s}]\n"), {}},
+       {"sum_sq/plugin", absl::StrCat(aggregate, "    aggregates: [{fn: sum_sq, field: v, as: s}]\n"), {}}},
+  };
+  const std::vector<std::string> wanted = absl::StrSplit(pairs_option, ',', absl::SkipEmpty());
+  std::vector<const char*> pairs;
+  std::vector<Variant> variants;  // per pair: built-in, then plugin
+  for (const Pair& p : all_pairs) {
+    if (std::find(wanted.begin(), wanted.end(), p.name) == wanted.end()) continue;
+    pairs.push_back(p.name);
+    variants.push_back(p.builtin);
+    variants.push_back(p.plugin);
+  }
+  if (pairs.size() != wanted.size()) {
+    std::cerr << "--pairs: one of " << pairs_option
+              << " is not filter, keyed_count or aggregate_function\n";
+    return 1;
+  }
   std::unique_ptr<sluice::cli::LocalCluster> cluster = sluice::bench::StartBenchCluster("sluice-plugin-bench");
   if (cluster == nullptr) return 1;
   const std::string dir = cluster->options().dir;
   sluice::cli::CoordinatorClient client(cluster->coordinator_address());
 
-  // Keyed ops read their input through the same hash edge on `key`; filters are chained.
-  const std::string keyed_input = "    input: {from: gen, partition: hash, key: [key]}\n";
-  std::vector<Variant> variants = {
-      {"filter/builtin", "  - {id: op, type: filter, where: \"v >= 500\"}\n", {}},
-      {"filter/plugin", "  - {id: op, type: positive_filter, field: v, min: 499}\n", {}},
-      {"count/builtin",
-       absl::StrCat("  - id: op\n    type: aggregate\n", keyed_input, "    aggregates: [{fn: count, as: count}]\n"),
-       {}},
-      {"count/plugin", absl::StrCat("  - id: op\n    type: keyed_count\n", keyed_input, "    key_field: key\n"),
-       {}},
-  };
   int failed = 0;
   for (int r = 1; r <= reps && failed == 0; ++r) {
     for (Variant& v : variants) {
@@ -135,10 +165,9 @@ int main(int argc, char** argv) {
   std::filesystem::remove_all(dir);
   if (failed) return 1;
 
-  std::printf("reproduce: build/bin/plugin_benchmark --records %lld --keys %lld --reps %d\n",
-              static_cast<long long>(records), static_cast<long long>(keys), reps);
-  const char* pairs[] = {"filter", "keyed_count"};
-  for (int i = 0; i < 2; ++i) {
+  std::printf("reproduce: build/bin/plugin_benchmark --records %lld --keys %lld --reps %d --pairs %s\n",
+              static_cast<long long>(records), static_cast<long long>(keys), reps, pairs_option.c_str());
+  for (size_t i = 0; i < pairs.size(); ++i) {
     double builtin = Median(variants[2 * i].per_cpu);
     double plug = Median(variants[2 * i + 1].per_cpu);
     std::printf("BENCH plugin_overhead_%s builtin_records_per_cpu_s=%.0f plugin_records_per_cpu_s=%.0f ratio=%.2f\n",
