@@ -2999,39 +2999,46 @@ TEST_F(JoinTest, IntervalJoinRowsTurnedEncodedAtARestoreJoinExactlyOnEveryPath) 
 // Format 1's buckets of integer rows (RestoreBuckets) after the time field changed (left_time:
 // ts -> t2): a row stays at its bucket's time, here 100, though its t2 says 97 (a right record
 // at 99 does not match it, one at 105 does), the input's rows turning encoded midway through
-// the key's bucket.
+// the key's bucket; in memory, and spilling at every key read (the records then read their
+// keys back).
 TEST_F(JoinTest, IntervalJoinRestoresFormat1IntegerRowsAfterTheTimeFieldChanged) {
   LoadYaml(IntJoinJob("interval_join", "    left_time: t2\n    right_time: ts\n    lower: 0ms\n    upper: 10ms\n",
                       R"y([{name: k, type: int64, expr: "seq"}, {name: ts, type: timestamp, expr: "to_timestamp(seq)"}, {name: t2, type: timestamp, expr: "to_timestamp(seq)"}])y",
                       kIntRight));
   const Schema& left_schema = job_.operators[0].output_schema;
   const std::vector<Record> lefts = {IntRecord({1, 100, 100}), IntRecord({1, 100, 97}), IntRecord({2, 100, 100})};
-  backend_ = NewBackend();
-  char buf[8];
-  const std::string index = absl::StrCat(std::string(1, '\x01'), TimeUserKey(100, buf));
-  for (const int64_t k : {1, 2}) {
-    std::string bucket(1, '\x01');
-    for (const Record& l : lefts) {
-      if (l.GetInt(0) == k) EncodeRecord(left_schema, l, &bucket);
+  for (const bool spill : {false, true}) {
+    SCOPED_TRACE(spill ? "spilling" : "in memory");
+    out_.lines.clear();
+    backend_ = NewBackend();
+    char buf[8];
+    const std::string index = absl::StrCat(std::string(1, '\x01'), TimeUserKey(100, buf));
+    for (const int64_t k : {1, 2}) {
+      std::string bucket(1, '\x01');
+      for (const Record& l : lefts) {
+        if (l.GetInt(0) == k) EncodeRecord(left_schema, l, &bucket);
+      }
+      SetKey(k);
+      ASSERT_OK(backend_->MapPut(backend_->RegisterState("interval_join.left", state::StateKind::kMap),
+                                 TimeUserKey(100, buf), bucket));
+      ASSERT_OK(backend_->Put(backend_->RegisterState("interval_join.left.index", state::StateKind::kValue), index));
     }
-    SetKey(k);
-    ASSERT_OK(backend_->MapPut(backend_->RegisterState("interval_join.left", state::StateKind::kMap),
-                               TimeUserKey(100, buf), bucket));
-    ASSERT_OK(backend_->Put(backend_->RegisterState("interval_join.left.index", state::StateKind::kValue), index));
+    restored_ = true;
+    OpenWithJoinMemory(spill ? 1 : 0);
+    restored_ = false;
+    JoinRowStore* store = static_cast<JoinOperatorBase*>(op_.get())->RowStoreForTest();
+    EXPECT_EQ(store->layout(0), JoinRowStore::RowLayout::kEncoded);
+    EXPECT_EQ(store->spilled(), spill);
+    EXPECT_EQ(StateEntries("interval_join.left", 1), 0u);  // moved to format 2
+    const Record r99 = IntSideRecord(1, false, 1, 99, 1);
+    const Record r105 = IntSideRecord(1, false, 1, 105, 2);
+    const Record r2 = IntSideRecord(1, false, 2, 110, 3);
+    for (const Record& r : {r99, r105, r2}) ASSERT_OK(op_->ProcessInput(1, r));
+    EXPECT_THAT(out_.lines, ::testing::ElementsAre(JoinedLine(*spec_, lefts[0], r105),
+                                                   JoinedLine(*spec_, lefts[1], r105), JoinedLine(*spec_, lefts[2], r2)));
+    EXPECT_EQ(KeptRows(1), std::make_pair(2u, 2u));
+    op_->Close();
   }
-  restored_ = true;
-  Open();
-  restored_ = false;
-  EXPECT_EQ(static_cast<JoinOperatorBase*>(op_.get())->RowStoreForTest()->layout(0),
-            JoinRowStore::RowLayout::kEncoded);
-  EXPECT_EQ(StateEntries("interval_join.left", 1), 0u);  // moved to format 2
-  const Record r99 = IntSideRecord(1, false, 1, 99, 1);
-  const Record r105 = IntSideRecord(1, false, 1, 105, 2);
-  const Record r2 = IntSideRecord(1, false, 2, 110, 3);
-  for (const Record& r : {r99, r105, r2}) ASSERT_OK(op_->ProcessInput(1, r));
-  EXPECT_THAT(out_.lines, ::testing::ElementsAre(JoinedLine(*spec_, lefts[0], r105), JoinedLine(*spec_, lefts[1], r105),
-                                                 JoinedLine(*spec_, lefts[2], r2)));
-  EXPECT_EQ(KeptRows(1), std::make_pair(2u, 2u));
 }
 
 // Interval joins of integer rows whose layout leaves out other fields than a bare key field and
