@@ -2823,6 +2823,22 @@ TEST_F(JoinTest, IntervalJoinBudgetCountsTheRowListsOfInlineRows) {
   EXPECT_THAT(out_.lines, UnorderedElementsAreArray(expected));
 }
 
+// An interval join of a left input (k, ts, t2) or, `with_value`, (k, ts, t2, v) whose time
+// field is `left_time` (ts or t2) and kIntRight, within [0, 10] ms: the job of the tests of a
+// changed time field.
+std::string TimeFieldJob(bool with_value, const std::string& left_time) {
+  const std::string fields = absl::StrCat(
+      R"y([{name: k, type: int64, expr: "seq"}, {name: ts, type: timestamp, expr: "to_timestamp(seq)"}, {name: t2, type: timestamp, expr: "to_timestamp(seq)"})y",
+      with_value ? R"y(, {name: v, type: int64, expr: "seq"}])y" : "]");
+  return IntJoinJob("interval_join",
+                    absl::StrCat("    left_time: ", left_time, "\n    right_time: ts\n    lower: 0ms\n    upper: 10ms\n"),
+                    fields, kIntRight);
+}
+// A left record of TimeFieldJob(with_value, ...).
+Record TimeFieldLeft(bool with_value, int64_t k, int64_t ts, int64_t t2) {
+  return with_value ? IntRecord({k, ts, t2, WideValue(ts + k)}) : IntRecord({k, ts, t2});
+}
+
 // A job restored with another time field of an input (left_time: ts -> t2): the restored rows
 // stay at their stored times with their fields as stored (as encoded rows always kept them),
 // the input's rows falling back to the encoded layout (from kInline, and from kInts: each key's
@@ -2832,17 +2848,8 @@ TEST_F(JoinTest, IntervalJoinRestoresIntegerRowsAfterTheTimeFieldChanged) {
   using Layout = JoinRowStore::RowLayout;
   for (const bool with_value : {false, true}) {
     SCOPED_TRACE(with_value ? "(k, ts, t2, v): kInts" : "(k, ts, t2): kInline");
-    const std::string fields = absl::StrCat(
-        R"y([{name: k, type: int64, expr: "seq"}, {name: ts, type: timestamp, expr: "to_timestamp(seq)"}, {name: t2, type: timestamp, expr: "to_timestamp(seq)"})y",
-        with_value ? R"y(, {name: v, type: int64, expr: "seq"}])y" : "]");
-    const auto job = [&](const std::string& left_time) {
-      return IntJoinJob("interval_join",
-                        absl::StrCat("    left_time: ", left_time, "\n    right_time: ts\n    lower: 0ms\n    upper: 10ms\n"),
-                        fields, kIntRight);
-    };
-    const auto left = [&](int64_t k, int64_t ts, int64_t t2) {
-      return with_value ? IntRecord({k, ts, t2, WideValue(ts + k)}) : IntRecord({k, ts, t2});
-    };
+    const auto job = [&](const std::string& left_time) { return TimeFieldJob(with_value, left_time); };
+    const auto left = [&](int64_t k, int64_t ts, int64_t t2) { return TimeFieldLeft(with_value, k, ts, t2); };
     out_.lines.clear();
     LoadYaml(job("ts"));
     backend_ = NewBackend();
@@ -2891,17 +2898,8 @@ TEST_F(JoinTest, IntervalJoinRowsTurnedEncodedAtARestoreJoinExactlyOnEveryPath) 
       for (const bool spill : {false, true}) {
         SCOPED_TRACE(absl::StrCat(with_value ? "kInts" : "kInline", blocks ? ", blocks" : ", per-key entries",
                                   spill ? ", spilling" : ", in memory"));
-        const std::string fields = absl::StrCat(
-            R"y([{name: k, type: int64, expr: "seq"}, {name: ts, type: timestamp, expr: "to_timestamp(seq)"}, {name: t2, type: timestamp, expr: "to_timestamp(seq)"})y",
-            with_value ? R"y(, {name: v, type: int64, expr: "seq"}])y" : "]");
-        const auto job = [&](const std::string& left_time) {
-          return IntJoinJob("interval_join",
-                            absl::StrCat("    left_time: ", left_time, "\n    right_time: ts\n    lower: 0ms\n    upper: 10ms\n"),
-                            fields, kIntRight);
-        };
-        const auto left = [&](int64_t k, int64_t ts, int64_t t2) {
-          return with_value ? IntRecord({k, ts, t2, WideValue(ts + k)}) : IntRecord({k, ts, t2});
-        };
+        const auto job = [&](const std::string& left_time) { return TimeFieldJob(with_value, left_time); };
+        const auto left = [&](int64_t k, int64_t ts, int64_t t2) { return TimeFieldLeft(with_value, k, ts, t2); };
         // Per key, the left rows kept, in time order, with their times.
         std::map<int64_t, std::vector<std::pair<int64_t, Record>>> kept;
         const auto keep = [&](int64_t k, int64_t time, const Record& l) {
@@ -3002,9 +3000,7 @@ TEST_F(JoinTest, IntervalJoinRowsTurnedEncodedAtARestoreJoinExactlyOnEveryPath) 
 // the key's bucket; in memory, and spilling at every key read (the records then read their
 // keys back).
 TEST_F(JoinTest, IntervalJoinRestoresFormat1IntegerRowsAfterTheTimeFieldChanged) {
-  LoadYaml(IntJoinJob("interval_join", "    left_time: t2\n    right_time: ts\n    lower: 0ms\n    upper: 10ms\n",
-                      R"y([{name: k, type: int64, expr: "seq"}, {name: ts, type: timestamp, expr: "to_timestamp(seq)"}, {name: t2, type: timestamp, expr: "to_timestamp(seq)"}])y",
-                      kIntRight));
+  LoadYaml(TimeFieldJob(/*with_value=*/false, "t2"));
   const Schema& left_schema = job_.operators[0].output_schema;
   const std::vector<Record> lefts = {IntRecord({1, 100, 100}), IntRecord({1, 100, 97}), IntRecord({2, 100, 100})};
   for (const bool spill : {false, true}) {
