@@ -61,11 +61,16 @@ constexpr uint64_t kStatsInterval = 1 << 14;
 constexpr size_t kRestoreBatchBytes = 4 << 20;
 // Prefetch() reads ahead while at least 1 in kPrefetchMinMissShare cache reads missed, over
 // windows of kPrefetchDecisionReads reads, or while the cache holds kPrefetchMinCacheBytes or
-// more: its index cells, slots and blocks then miss the CPU's nearest caches (1 MiB: half the
-// L2 of the machines here), where a batch's lookups overlap their memory loads and
+// more and the caller reused the entries found (GetOfBatch() since the last decision): its
+// index cells, slots and blocks then miss the CPU's nearest caches (1 MiB: half the L2 of the
+// machines here), where a batch's lookups overlap their memory loads and
 // GetOfBatch()/PutOfBatch() reuse the entries found, while a Get() and a Put() per key each
 // wait for a cell, a slot and a block in turn (session 28: at 100K keys, ~3 MB of cache a
 // subtask, the aggregate's task thread used a third less CPU; at 10K keys, 0.3 MB, no gain).
+// A caller that reads with Get() and Put() after it (the aggregate with a plugin aggregate
+// function) pays the read-ahead's pass on top of its own lookups: at 100K keys its task
+// threads used ~6% more CPU with it than without (session 29), so for it the size does not
+// keep the read-ahead on.
 constexpr uint64_t kPrefetchDecisionReads = 1 << 12;
 constexpr uint64_t kPrefetchMinMissShare = 16;
 constexpr size_t kPrefetchMinCacheBytes = size_t{1} << 20;
@@ -781,8 +786,11 @@ class RocksDbBackend final : public KeyedStateBackend {
   std::string db_signature_;
   int64_t signature_checkpoint_id_ = -1;
   // Prefetch(): whether it reads ahead (decided every kPrefetchDecisionReads cache reads from
-  // their miss share), the cache's reads and misses at the last decision, and scratch.
+  // their miss share, the cache's size and batch_reads_), the cache's reads and misses at the
+  // last decision, and scratch.
   bool prefetch_on_ = true;
+  // GetOfBatch() was called since the last decision (in prefetch_on_'s padding).
+  bool batch_reads_ = false;
   // Opened empty and no snapshot has passed its cache step since (cleared once that step
   // succeeds, also when it was skipped or over the cap, whatever fails after it):
   // the next one puts every entry it writes into its delta file (WriteBackCache::Snapshot()'s
@@ -1009,13 +1017,14 @@ absl::StatusOr<RocksDbBackend::Ref> RocksDbBackend::InsertLoaded(absl::string_vi
 absl::Status RocksDbBackend::Prefetch(StateId id, absl::Span<const KeyInGroup> keys) {
   SLUICE_RETURN_IF_ERROR(CheckState(id, StateKind::kValue));
   // Decide from the reads since the last decision whether reading ahead pays: not while
-  // nearly every read hits a cache small enough for the CPU's caches (then the read-ahead
-  // would only add its pass over the batch's keys).
+  // nearly every read hits a cache small enough for the CPU's caches or a caller that reads
+  // with Get() (then the read-ahead would only add its pass over the batch's keys).
   const uint64_t reads = cache_.hits() + cache_.misses();
   if (reads - prefetch_reads_ >= kPrefetchDecisionReads) {
     const uint64_t misses = cache_.misses() - prefetch_misses_;
     prefetch_on_ = misses * kPrefetchMinMissShare >= reads - prefetch_reads_ ||
-                   cache_.bytes() >= kPrefetchMinCacheBytes;
+                   (cache_.bytes() >= kPrefetchMinCacheBytes && batch_reads_);
+    batch_reads_ = false;
     prefetch_reads_ = reads;
     prefetch_misses_ = cache_.misses();
   }
@@ -1164,6 +1173,7 @@ RocksDbBackend::Ref RocksDbBackend::BatchRef(StateId id, absl::Span<const KeyInG
 
 absl::StatusOr<bool> RocksDbBackend::GetOfBatch(StateId id, absl::Span<const KeyInGroup> keys,
                                                 size_t i, std::string* value) {
+  batch_reads_ = true;
   const Ref e = BatchRef(id, keys, i);
   if (e == internal::WriteBackCache::kNone) {
     SetCurrentKey(keys[i].key, keys[i].key_group);
