@@ -2945,7 +2945,7 @@ TEST_F(JoinTest, IntervalJoinRowsTurnedEncodedAtARestoreJoinExactlyOnEveryPath) 
                                          }));
           for (int64_t k : {4, 8}) EXPECT_NE(first, SetKey(k).first);
         }
-        // Kept at its t2 (104), before key 2's row of ts 104.
+        // Kept at its t2 (104), before key 2's row of ts 105.
         const Record new_left = left(2, 1, 104);
         ASSERT_OK(op_->ProcessInput(0, new_left));
         keep(2, 104, new_left);

@@ -143,10 +143,10 @@ class KeyedStateBackend {
   // hold with one batched RocksDB read, so their Get()s that follow find them in the cache.
   // Only a hint: state reads and writes give exactly what they give without it (an entry the
   // cache evicts again before its Get() is read again), and the backend may skip it (e.g.
-  // while nearly every read hits a cache under 1 MiB, or a caller that reads with Get() rather
-  // than GetOfBatch()). The cache stays within its budget (evicting, if needed, also entries it
-  // loaded). kInvalidArgument for an unknown id or another kind,
-  // kUnavailable when RocksDB fails, kDataLoss for a malformed stored value.
+  // while nearly every read hits a cache under 1 MiB, or while nearly every read hits and the
+  // caller reads with Get() rather than GetOfBatch()). The cache stays within its budget
+  // (evicting, if needed, also entries it loaded). kInvalidArgument for an unknown id or another
+  // kind, kUnavailable when RocksDB fails, kDataLoss for a malformed stored value.
   virtual absl::Status Prefetch(StateId id, absl::Span<const KeyInGroup> keys) = 0;
   // Get() and Put() of value state `id` for keys[i], where `keys` is the span of the last
   // Prefetch(id, keys) (a batch's read-modify-write: all its reads, then all its writes): they
