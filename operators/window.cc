@@ -388,7 +388,10 @@ class WindowOperator final : public Operator {
       RecordRows rows{records, static_cast<size_t>(key_field_), static_cast<size_t>(o_->time_field)};
       return FoldBatch(rows, count);
     }
-    if (flat_sessions_) return ProcessFlatBatch(records, count);
+    if (flat_sessions_) {
+      RecordRows rows{records, static_cast<size_t>(key_field_), static_cast<size_t>(o_->time_field)};
+      return ProcessFlatBatch(rows, count);
+    }
     constexpr size_t kAhead = 8;
     for (size_t i = 0; i < count && i < kAhead; ++i) session_index_.Prefetch(records[i][key_field_].i);
     for (size_t i = 0; i < count; ++i) {
@@ -398,18 +401,37 @@ class WindowOperator final : public Operator {
     return absl::OkStatus();
   }
 
-  // Tumbling windows and slide panes (FoldBatch) of an input of NOT NULL integers fold their
-  // records straight from the rows the task decodes (no Records).
-  bool PrefersIntRows(int input_index) const override {
-    return fold_batches_ && key_field_ >= 0 && input_all_integral_;
-  }
+  // Tumbling windows and slide panes (FoldBatch) and flat session keys (ProcessFlatBatch) of an
+  // input of NOT NULL integers take their records straight from the rows the task decodes (no
+  // Records).
+  bool PrefersIntRows(int input_index) const override { return IntRowsRefusal(input_index).empty(); }
+  // kFailedPrecondition, naming the operator's task and why, when it does not prefer rows
+  // (PrefersIntRows) or the rows are not as wide as its input's records.
   absl::Status ProcessIntRows(int input_index, const IntRowBatch& batch) override {
-    if (!PrefersIntRows(input_index) || batch.width != row_scratch_.size()) {
-      return absl::FailedPreconditionError("window: rows of integers it does not take");
+    absl::string_view why = IntRowsRefusal(input_index);
+    if (why.empty() && batch.width != row_scratch_.size()) {
+      return absl::FailedPreconditionError(absl::StrCat("window ", ctx_.task_name, ": rows of ", batch.width,
+                                                        " integers where its input has ", row_scratch_.size(),
+                                                        " fields"));
+    }
+    if (!why.empty()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("window ", ctx_.task_name, ": rows of integers it does not take: ", why));
     }
     IntRows rows{&batch, static_cast<size_t>(key_field_), static_cast<size_t>(o_->time_field), &row_scratch_};
     int_row_batches.fetch_add(1, std::memory_order_relaxed);
+    if (flat_sessions_) return ProcessFlatBatch(rows, batch.count);
     return FoldBatch(rows, batch.count);
+  }
+  // Why input `input_index` cannot come as rows of integers (PrefersIntRows), or empty.
+  absl::string_view IntRowsRefusal(int input_index) const {
+    if (input_index != 0) return "it has one input";
+    if (!input_all_integral_) return "its input has fields other than NOT NULL integers";
+    if (!fold_batches_ && !flat_sessions_) {
+      return "it folds neither tumbling windows, slide panes nor flat session keys in batches";
+    }
+    if (key_field_ < 0) return "its key is not one integer field of its input";
+    return "";
   }
 
   // Session windows: fires the in-memory keys' sessions the watermark passed.
@@ -1995,6 +2017,17 @@ class WindowOperator final : public Operator {
   // Record r (window w) into flat slot `slot` (the current key's, maybe a node) when it extends
   // its session in place (not due by watermark `wm`); false, nothing done, otherwise.
   bool ExtendFlatSession(int64_t* slot, const Record& r, const TimeWindow& w, int64_t wm) {
+    if (!ExtendFlatSlot(slot, w, wm)) return false;
+    if (flat_counts_only_) {
+      ++slot[kFlatRecords];  // FoldValues() of counts only
+    } else {
+      FoldValues(&slot[kFlatRecords], &slot[kFlatValues], r);
+    }
+    return true;
+  }
+  // ExtendFlatSession()'s session part: slot's session covers window w, marked dirty, when w
+  // extends it in place (the record still to fold); false, nothing done, otherwise.
+  ABSL_ATTRIBUTE_ALWAYS_INLINE bool ExtendFlatSlot(int64_t* slot, const TimeWindow& w, int64_t wm) {
     if ((slot[0] & kFlatKey) == 0) return false;
     const TimeWindow open{slot[kFlatStart], slot[kFlatEnd]};
     if (!open.OverlapsOrTouches(w)) return false;
@@ -2002,11 +2035,6 @@ class WindowOperator final : public Operator {
     if (merged.max_timestamp() <= wm) return false;  // due: fires in the general path
     slot[kFlatStart] = merged.start;
     slot[kFlatEnd] = merged.end;
-    if (flat_counts_only_) {
-      ++slot[kFlatRecords];  // FoldValues() of counts only
-    } else {
-      FoldValues(&slot[kFlatRecords], &slot[kFlatValues], r);
-    }
     slot[0] |= kFlatDirty;
     return true;
   }
@@ -2014,25 +2042,31 @@ class WindowOperator final : public Operator {
   // in place is folded here, by the key's value (no key evaluated, no key group), its slot
   // prefetched kAhead records before; any other goes through Process(). The watermark does not
   // move within a batch.
-  absl::Status ProcessFlatBatch(const Record* records, size_t count) {
+  // `rows` are Records (RecordRows, ProcessBatch) or rows of integers (IntRows, ProcessIntRows:
+  // a record is made from its row only for Process() and for aggregates other than counts).
+  template <typename Rows>
+  absl::Status ProcessFlatBatch(const Rows& rows, size_t count) {
     constexpr size_t kAhead = 8;
     const int64_t gap = o_->windows.gap_ms;
-    const int time_field = o_->time_field;
     const int64_t wm = Watermark();
     uint64_t extended = 0;
-    for (size_t i = 0; i < count && i < kAhead; ++i) session_index_.Prefetch(records[i][key_field_].i);
+    for (size_t i = 0; i < count && i < kAhead; ++i) session_index_.Prefetch(rows.Key(i));
     for (size_t i = 0; i < count; ++i) {
-      if (i + kAhead < count) session_index_.Prefetch(records[i + kAhead][key_field_].i);
-      const Record& r = records[i];
-      const int64_t ts = r[time_field].i;
+      if (i + kAhead < count) session_index_.Prefetch(rows.Key(i + kAhead));
+      const int64_t ts = rows.Time(i);
       if (ts <= kMaxTs - gap) {
-        int64_t* slot = session_index_.Find(r[key_field_].i);
-        if (slot != nullptr && ExtendFlatSession(slot, r, TimeWindow{ts, ts + gap}, wm)) {
+        int64_t* slot = session_index_.Find(rows.Key(i));
+        if (slot != nullptr && ExtendFlatSlot(slot, TimeWindow{ts, ts + gap}, wm)) {
+          if (flat_counts_only_) {
+            ++slot[kFlatRecords];  // FoldValues() of counts only
+          } else {
+            FoldValues(&slot[kFlatRecords], &slot[kFlatValues], rows.At(i));
+          }
           ++extended;
           continue;
         }
       }
-      absl::Status status = Process(r);
+      absl::Status status = Process(rows.At(i));
       if (!status.ok()) {
         batch_folds.fetch_add(extended, std::memory_order_relaxed);
         return status;
@@ -2599,6 +2633,8 @@ class WindowOperator final : public Operator {
       total += block_counts_[kg];
     }
     if (!any) return absl::OkStatus();
+    constexpr size_t kAhead = 16;
+    const size_t last_word = session_index_.words() - 1;
     block_keys_.resize(total);
     if (total > 0) {
       session_index_.ForEach([&](int64_t key, int64_t* slot) {
@@ -2618,6 +2654,12 @@ class WindowOperator final : public Operator {
       value_.assign(1, static_cast<char>(kFlatBlockVersion));
       PutVarint64(n, &value_);
       for (size_t i = block_fill_[kg] - n; i < block_fill_[kg]; ++i) {
+        // The slots lie at random in the index (a miss each): fetched kAhead keys before.
+        if (i + kAhead < total) {
+          const int64_t* ahead = block_keys_[i + kAhead].second;
+          __builtin_prefetch(ahead);
+          __builtin_prefetch(ahead + last_word);
+        }
         AppendFlatBlockKey(block_keys_[i].first, block_keys_[i].second, &value_);
       }
       state_->SetCurrentKey(FlatBlockKey(static_cast<int>(kg)), static_cast<int>(kg));

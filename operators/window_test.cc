@@ -51,6 +51,7 @@ using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::UnorderedElementsAreArray;
 using internal::KeyedSubtask;
+using ::sluice::testing::StatusIs;
 
 // A kInvalidArgument status whose message contains `text`.
 auto Invalid(const std::string& text) {
@@ -100,6 +101,8 @@ operators:
 
 // A name per amount (string accumulators).
 std::string Name(int64_t amount) { return absl::StrCat("name", amount); }
+
+std::string IntJob(const std::string& window_options);
 
 class WindowTest : public internal::KeyedOperatorTest {
  protected:
@@ -160,6 +163,64 @@ class WindowTest : public internal::KeyedOperatorTest {
   // 101, ... records and before the watermark every 50; at record 3000 the output so far into
   // *rows (AppendOutput), a checkpoint, *folds = folds_after (batches and panes by integer keys on or off,
   // SetWindowFoldBatchesForTest and SetWindowIntKeyPanesForTest) and a restore into *s.
+  // Feeds a flush of DriveIntRun's rows (user, ts, amount) to s, `fast` saying whether the
+  // fast paths are on, with the rows' key groups (a byte each; null: none carried).
+  using IntFeed = std::function<absl::Status(KeyedSubtask& s, bool fast, const std::vector<int64_t>& values,
+                                             const std::string* key_groups)>;
+  // DriveRun() of IntJob(options) under a memory budget of `budget` bytes, users from `keys`,
+  // the fast paths (SetWindowFoldBatchesForTest, SetWindowIntKeyPanesForTest) on per
+  // fast_first before the checkpoint and fast_after after it; each flush's rows go to `feed`,
+  // every fifth without key groups.
+  absl::Status DriveIntRun(const std::string& options, size_t budget, const std::vector<int64_t>& keys,
+                           bool fast_first, bool fast_after, const IntFeed& feed, std::vector<std::string>* out) {
+    SetWindowMemoryForTest(budget);
+    SetWindowFoldBatchesForTest(fast_first);
+    SetWindowIntKeyPanesForTest(fast_first);
+    SLUICE_RETURN_IF_ERROR(LoadJob(IntJob(options), "w"));
+    KeyedSubtask* s = &StartSubtask();
+    bool fast = fast_first;
+    std::vector<int64_t> values;
+    std::string key_groups;
+    int flushes = 0;
+    return DriveRun(
+        &s, out, [&](uint64_t x) { return keys[(x >> 20) % keys.size()]; },
+        [&](int i, int64_t user, int64_t ts, int64_t amount) {
+          values.insert(values.end(), {user, ts, amount});
+          key_groups.push_back(static_cast<char>(UserKeyGroup(user)));
+        },
+        [&]() -> absl::Status {
+          SLUICE_RETURN_IF_ERROR(feed(*s, fast, values, ++flushes % 5 == 0 ? nullptr : &key_groups));
+          values.clear();
+          key_groups.clear();
+          return absl::OkStatus();
+        },
+        &fast, fast_after);
+  }
+  // Rows of (user, ts, amount) into s as one ProcessIntRows() (which s must prefer), with their
+  // key groups (a byte each) when `key_groups` is not null.
+  static absl::Status FeedIntRows(KeyedSubtask& s, const std::vector<int64_t>& values, const std::string* key_groups) {
+    if (!s.op()->PrefersIntRows(0)) return absl::InternalError("no rows");
+    IntRowBatch batch;
+    batch.values = values.data();
+    batch.width = 3;
+    batch.count = values.size() / 3;
+    batch.key_groups = key_groups == nullptr ? nullptr : reinterpret_cast<const unsigned char*>(key_groups->data());
+    batch.key_group_width = 1;
+    return s.op()->ProcessIntRows(0, batch);
+  }
+  // A reference run's late records (`rows` from FinishRun): with a late_output in `options`, more
+  // than `min_side` sent to it whole and none dropped; else none sent and some dropped.
+  static void ExpectLateRecords(const std::vector<std::string>& rows, const std::string& options, long min_side) {
+    const auto side = std::count_if(rows.begin(), rows.end(),
+                                    [](const std::string& row) { return absl::StartsWith(row, "0:{\"user\":"); });
+    if (absl::StrContains(options, "late_output")) {
+      EXPECT_GT(side, min_side);
+      EXPECT_EQ(rows.back(), "late 0");
+    } else {
+      EXPECT_EQ(side, 0);
+      EXPECT_NE(rows.back(), "late 0");
+    }
+  }
   absl::Status DriveRun(KeyedSubtask** s, std::vector<std::string>* rows, const std::function<int64_t(uint64_t)>& user_of,
                         const std::function<void(int, int64_t, int64_t, int64_t)>& add,
                         const std::function<absl::Status()>& flush, bool* folds, bool folds_after) {
@@ -922,59 +983,25 @@ TEST_F(WindowTest, IntRowsGiveTheRowsOfRecordsOneAtATime) {
       // rows_first/rows_after: rows of integers before/after the checkpoint, else Records one
       // at a time with panes by key bytes (the reference).
       auto run = [&](bool rows_first, bool rows_after, std::vector<std::string>* out) -> absl::Status {
-        SetWindowMemoryForTest(budget);
-        SetWindowFoldBatchesForTest(rows_first);
-        SetWindowIntKeyPanesForTest(rows_first);
-        SLUICE_RETURN_IF_ERROR(LoadJob(IntJob(options), "w"));
-        KeyedSubtask* s = &StartSubtask();
-        bool rows = rows_first;
-        std::vector<int64_t> values;
-        std::string key_groups;
-        int flushes = 0;
-        return DriveRun(
-            &s, out, [&](uint64_t x) { return keys[(x >> 20) % keys.size()]; },
-            [&](int i, int64_t user, int64_t ts, int64_t amount) {
-              values.insert(values.end(), {user, ts, amount});
-              key_groups.push_back(static_cast<char>(UserKeyGroup(user)));
-            },
-            [&]() -> absl::Status {
-              const size_t n = values.size() / 3;
-              if (rows) {
-                if (!s->op()->PrefersIntRows(0)) return absl::InternalError("no rows");
-                IntRowBatch batch;
-                batch.values = values.data();
-                batch.width = 3;
-                batch.count = n;
-                // Every fifth batch without key groups.
-                batch.key_groups = ++flushes % 5 == 0 ? nullptr : reinterpret_cast<const unsigned char*>(key_groups.data());
-                batch.key_group_width = 1;
-                SLUICE_RETURN_IF_ERROR(s->op()->ProcessIntRows(0, batch));
-              } else {
-                Record r(3);
-                for (size_t i = 0; i < n; ++i) {
-                  for (size_t f = 0; f < 3; ++f) r[f].i = values[i * 3 + f];
-                  SLUICE_RETURN_IF_ERROR(s->op()->Process(r));
-                }
+        return DriveIntRun(
+            options, budget, keys, rows_first, rows_after,
+            [](KeyedSubtask& s, bool rows, const std::vector<int64_t>& values,
+               const std::string* key_groups) -> absl::Status {
+              if (rows) return FeedIntRows(s, values, key_groups);
+              Record r(3);
+              for (size_t i = 0; i < values.size() / 3; ++i) {
+                for (size_t f = 0; f < 3; ++f) r[f].i = values[i * 3 + f];
+                SLUICE_RETURN_IF_ERROR(s.op()->Process(r));
               }
-              values.clear();
-              key_groups.clear();
               return absl::OkStatus();
             },
-            &rows, rows_after);
+            out);
       };
       std::vector<std::string> general;
       ASSERT_OK(run(false, false, &general));
       EXPECT_GT(general.size(), 1000u);
       // Late records dropped and counted, or with late_output sent to it (their records whole).
-      const auto side = std::count_if(general.begin(), general.end(),
-                                      [](const std::string& row) { return absl::StartsWith(row, "0:{\"user\":"); });
-      if (absl::StrContains(options, "late_output")) {
-        EXPECT_GT(side, 100);
-        EXPECT_EQ(general.back(), "late 0");
-      } else {
-        EXPECT_EQ(side, 0);
-        EXPECT_NE(general.back(), "late 0");
-      }
+      ExpectLateRecords(general, options, 100);
       for (const auto& [first, after] : {std::pair{true, true}, std::pair{true, false}, std::pair{false, true}}) {
         std::vector<std::string> got;
         const uint64_t folded = WindowBatchFoldsForTest();
@@ -994,6 +1021,119 @@ TEST_F(WindowTest, IntRowsGiveTheRowsOfRecordsOneAtATime) {
                                         {{"key: user", "key: user + 1"}}),
                     "w"));
   EXPECT_FALSE(StartSubtask().op()->PrefersIntRows(0));
+}
+
+// Flat session keys of an input of NOT NULL integers take rows of int64s too (PrefersIntRows,
+// ProcessIntRows into ProcessFlatBatch): the rows, their order and the late count equal those of
+// the same records as batches of Records (ProcessBatch, the flat path before rows), and without
+// a memory budget those of Records one at a time with sessions by key bytes (the general path).
+// Sessions that merge, records that bridge two sessions, late records (dropped, within the
+// lateness, sent to a late_output: the record made from its row, whole), firings at
+// watermarks, timestamps at the int64 limits, rows with and without carried key groups, a 16 KiB
+// budget, a checkpoint restored midway into either layout; counts only (a record counted in
+// place) and with other aggregates (the record made from its row).
+TEST_F(WindowTest, FlatSessionIntRowsGiveTheRowsOfRecordBatches) {
+  const std::vector<int64_t> keys = SpreadKeys(300);
+  for (const char* options : {R"y(    session: 30ms
+    time_field: ts
+    aggregates: [{fn: count, as: n}])y",
+                              R"y(    session: 30ms
+    time_field: ts
+    allowed_lateness: 5ms
+    aggregates: [{fn: count, as: n}, {fn: sum, field: amount}, {fn: max, field: amount}])y",
+                              R"y(    session: 30ms
+    time_field: ts
+    late_output: late
+    aggregates: [{fn: count, as: n}, {fn: min, field: amount}])y"}) {
+    for (size_t budget : {size_t{0}, size_t{16} << 10}) {
+      // flat_first/flat_after: flat session keys before/after the checkpoint (fed as rows of
+      // integers when `as_rows`, else as batches of Records), else sessions by key bytes fed
+      // one record at a time.
+      auto run = [&](bool as_rows, bool flat_first, bool flat_after, std::vector<std::string>* out) -> absl::Status {
+        std::vector<Record> records;
+        return DriveIntRun(
+            options, budget, keys, flat_first, flat_after,
+            [&](KeyedSubtask& s, bool flat, const std::vector<int64_t>& values,
+                const std::string* key_groups) -> absl::Status {
+              if (flat && as_rows) return FeedIntRows(s, values, key_groups);
+              records.assign(values.size() / 3, Record(3));
+              for (size_t i = 0; i < records.size(); ++i) {
+                for (size_t f = 0; f < 3; ++f) records[i][f].i = values[i * 3 + f];
+                if (key_groups != nullptr) records[i].set_carried_key_group(static_cast<uint8_t>((*key_groups)[i]));
+              }
+              return Feed(s, flat, &records);
+            },
+            out);
+      };
+      std::vector<std::string> general;
+      ASSERT_OK(run(false, false, false, &general));
+      EXPECT_GT(general.size(), 300u);
+      ExpectLateRecords(general, options, 50);
+      for (const auto& [first, after] : {std::pair{true, true}, std::pair{true, false}, std::pair{false, true}}) {
+        std::vector<std::string> batches;
+        ASSERT_OK(run(false, first, after, &batches));
+        if (budget == 0) {
+          EXPECT_EQ(batches, general) << options << " flat " << first << after;
+        }
+        std::vector<std::string> got;
+        const uint64_t folded = WindowBatchFoldsForTest();
+        const uint64_t row_batches = WindowIntRowBatchesForTest();
+        ASSERT_OK(run(true, first, after, &got));
+        EXPECT_EQ(got, batches) << options << " budget " << budget << " flat " << first << after;
+        EXPECT_GT(WindowIntRowBatchesForTest(), row_batches + 50) << options << " budget " << budget;
+        // Records of a flat half extend their key's session in place.
+        EXPECT_GT(WindowBatchFoldsForTest(), folded + (budget == 0 ? 300 : 10)) << options << " budget " << budget;
+      }
+    }
+  }
+  // Sessions that are not flat (early firings) take no rows.
+  ASSERT_OK(LoadJob(IntJob("    session: 30ms\n    time_field: ts\n    emit_every: 5ms\n    aggregates: [{fn: count, as: n}]"), "w"));
+  EXPECT_FALSE(StartSubtask().op()->PrefersIntRows(0));
+}
+
+// Rows of integers a window does not take are refused with an error that names the window's
+// task and why (the task asks PrefersIntRows() first, so this is a caller's bug).
+TEST_F(WindowTest, RowsOfIntegersItDoesNotTakeNameTheTaskAndWhy) {
+  std::vector<int64_t> values = {1, 2, 3};
+  IntRowBatch batch;
+  batch.values = values.data();
+  batch.width = 3;
+  batch.count = 1;
+  auto refusal = [&](KeyedSubtask& s) {
+    EXPECT_FALSE(s.op()->PrefersIntRows(0));
+    return s.op()->ProcessIntRows(0, batch);
+  };
+  // An input with a double and a string.
+  EXPECT_THAT(refusal(Start("    tumble: 10ms\n    time_field: ts\n    aggregates: [{fn: count, as: n}]")),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "window job/w#0: rows of integers it does not take: its input has fields other than NOT "
+                       "NULL integers"));
+  // A key that is not a field.
+  ASSERT_OK(LoadJob(absl::StrReplaceAll(IntJob("    tumble: 10ms\n    time_field: ts\n    aggregates: [{fn: count, as: n}]"),
+                                        {{"key: user", "key: user + 1"}}),
+                    "w"));
+  EXPECT_THAT(refusal(StartSubtask()),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "window job/w#0: rows of integers it does not take: its key is not one integer field of its "
+                       "input"));
+  // Sessions with early firings.
+  ASSERT_OK(LoadJob(IntJob("    session: 30ms\n    time_field: ts\n    emit_every: 5ms\n    aggregates: [{fn: count, as: n}]"), "w"));
+  EXPECT_THAT(refusal(StartSubtask()),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "window job/w#0: rows of integers it does not take: it folds neither tumbling windows, slide "
+                       "panes nor flat session keys in batches"));
+  // Rows narrower than its input's records; a second input.
+  ASSERT_OK(LoadJob(IntJob("    session: 30ms\n    time_field: ts\n    aggregates: [{fn: count, as: n}]"), "w"));
+  KeyedSubtask& s = StartSubtask();
+  ASSERT_TRUE(s.op()->PrefersIntRows(0));
+  batch.width = 2;
+  EXPECT_THAT(s.op()->ProcessIntRows(0, batch),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "window job/w#0: rows of 2 integers where its input has 3 fields"));
+  EXPECT_FALSE(s.op()->PrefersIntRows(1));
+  EXPECT_THAT(s.op()->ProcessIntRows(1, batch),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "window job/w#0: rows of integers it does not take: it has one input"));
 }
 
 // Tumbling windows' buckets keep narrow slots (key, records, the aggregates' words) while
