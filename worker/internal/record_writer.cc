@@ -153,11 +153,11 @@ class RecordWriter::EdgeOutput {
   // Sends checkpoint barrier `id` on every channel, after everything emitted before it; with
   // `priority`, ahead of the backlog, whose copies it adds to `in_flight` (channel indices
   // offset by `first_channel`).
-  absl::Status EmitBarrier(int64_t id, bool priority, int first_channel,
+  absl::Status EmitBarrier(int64_t id, bool priority, bool timed_out, int first_channel,
                            proto::ChannelStateFile* in_flight) {
     SLUICE_RETURN_IF_ERROR(FlushAll());
     for (size_t c = 0; c < channels_.size(); ++c) {
-      BufferItem b(0, Barrier{id, priority});
+      BufferItem b(0, Barrier{id, priority, /*timeoutable=*/false, timed_out});
       if (priority) {
         SLUICE_RETURN_IF_ERROR(channels_[c]->SendPriority(std::move(b)));
         if (in_flight == nullptr) continue;
@@ -520,10 +520,10 @@ absl::Status RecordWriter::EmitWatermarkStatus(bool idle) {
 }
 
 absl::Status RecordWriter::EmitBarrier(int64_t id, bool priority,
-                                       proto::ChannelStateFile* in_flight) {
+                                       proto::ChannelStateFile* in_flight, bool timed_out) {
   int first_channel = 0;
   for (auto& e : edges_) {
-    SLUICE_RETURN_IF_ERROR(e->EmitBarrier(id, priority, first_channel, in_flight));
+    SLUICE_RETURN_IF_ERROR(e->EmitBarrier(id, priority, timed_out, first_channel, in_flight));
     first_channel += static_cast<int>(e->channels().size());
   }
   return absl::OkStatus();

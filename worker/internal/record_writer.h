@@ -79,8 +79,10 @@ class RecordWriter {
   absl::Status EmitWatermark(int64_t watermark_ms);
   absl::Status EmitWatermarkStatus(bool idle);
   // Checkpoint barrier `id` on every channel. With `priority`, ahead of the backlog, which is
-  // added to `in_flight` as output-side channel state (null: not recorded).
-  absl::Status EmitBarrier(int64_t id, bool priority, proto::ChannelStateFile* in_flight);
+  // added to `in_flight` as output-side channel state (null: not recorded); `timed_out`: marked
+  // so (see Barrier).
+  absl::Status EmitBarrier(int64_t id, bool priority, proto::ChannelStateFile* in_flight,
+                           bool timed_out = false);
   // Checkpoint barrier `id` in place on every channel (as without `priority`), marked
   // timeoutable (its checkpoint may go unaligned: a source's in mode auto). Where it waits in a
   // channel's backlog behind buffers without credit, ConvertQueuedBarrier() may still send it

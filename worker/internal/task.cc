@@ -482,8 +482,12 @@ absl::Status Task::Act(const BarrierHandler::Action& action) {
     DropUpload(std::move(unaligned_ack_));
   }
   if (action.snapshot > 0) {
+    // Mode auto, aligned here: the barrier goes on in place, timeoutable, as a source's does.
+    const bool timeoutable =
+        action.priority && !action.unaligned && mode_ == plan::CheckpointConfig::Mode::kAuto;
     SLUICE_RETURN_IF_ERROR(PerformCheckpoint(action.snapshot, true, action.alignment_ms,
-                                             action.priority, action.unaligned));
+                                             action.priority && !timeoutable, action.unaligned,
+                                             timeoutable));
   }
   if (action.complete > 0) CompleteUnaligned(action.complete, barriers_->TakeInputState());
   return absl::OkStatus();
@@ -804,7 +808,8 @@ absl::Status Task::HandleMail(bool source) {
       // Sources start a checkpoint by injecting its barrier; a task past its end of input
       // (no barrier can reach it any more) snapshots directly.
       // Mode unaligned: a priority barrier at once. Mode auto: in place, converted to one only
-      // if it still waits in the backlog after aligned_timeout (ResolveQueuedBarrier()).
+      // if it still waits in the backlog after aligned_timeout (ResolveQueuedBarrier()); so are
+      // the barriers a task forwards after aligning (Act()).
       const bool barrier = !end_of_input_.load() && !m.final;
       const bool may_overtake = barrier && !m.aligned && mode_ != plan::CheckpointConfig::Mode::kAligned;
       const bool timeoutable = may_overtake && mode_ == plan::CheckpointConfig::Mode::kAuto;
@@ -868,7 +873,9 @@ absl::Status Task::PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alig
       return ResolveQueuedBarrier(false);
     }
   } else if (emit_barrier) {
-    SLUICE_RETURN_IF_ERROR(writer_.EmitBarrier(id, priority, &pending->channels));
+    // Taken unaligned in mode auto: the checkpoint timed out here, so it does downstream too.
+    const bool timed_out = priority && unaligned && mode_ == plan::CheckpointConfig::Mode::kAuto;
+    SLUICE_RETURN_IF_ERROR(writer_.EmitBarrier(id, priority, &pending->channels, timed_out));
   }
   // A priority barrier that overtook queued output took this subtask's part unaligned too: say
   // so, as its in-flight bytes are stored.

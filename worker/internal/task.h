@@ -157,8 +157,9 @@ class Task {
   // Snapshots checkpoint `id` and (`emit_barrier`) forwards its barrier, with `priority`
   // ahead of unsent output (which becomes in-flight data of the checkpoint). `unaligned`: the
   // in-flight input is still being recorded; the acknowledgement waits for CompleteUnaligned().
-  // `timeoutable` (a source's barrier in mode auto): the barrier goes in place; while it waits
-  // in an output backlog, the acknowledgement waits in output_ack_ (ResolveQueuedBarrier()).
+  // `timeoutable` (mode auto: a source's barrier, or one forwarded after aligning): the barrier
+  // goes in place; while it waits in an output backlog, the acknowledgement waits in
+  // output_ack_ (ResolveQueuedBarrier()).
   absl::Status PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alignment_ms,
                                  bool priority, bool unaligned, bool timeoutable = false);
   void CompleteUnaligned(int64_t id, std::vector<BufferItem> input);
@@ -257,8 +258,8 @@ class Task {
   std::unique_ptr<BarrierHandler> barriers_;  // input tasks
   std::deque<BufferItem> restored_input_;     // in-flight input to process first
   std::unique_ptr<PendingUpload> unaligned_ack_;  // snapshotted; in-flight input still recorded
-  // Snapshotted; its timeoutable barrier still waits in an output backlog (sources, mode auto),
-  // to be converted at output_ack_deadline_ (clock_ nanoseconds).
+  // Snapshotted; its timeoutable barrier still waits in an output backlog (mode auto), to be
+  // converted at output_ack_deadline_ (clock_ nanoseconds).
   std::unique_ptr<PendingUpload> output_ack_;
   int64_t output_ack_deadline_ = 0;
   std::vector<const Schema*> schema_of_;  // per input channel: its edge's schema
