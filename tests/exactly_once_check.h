@@ -36,7 +36,10 @@ inline std::string CountingJob(const std::string& out, int64_t count, int64_t ra
   return absl::StrCat("name: ", o.name, "\nparallelism: ", o.parallelism, R"(
 checkpoint: {interval: 200ms, timeout: 20s, retain: 3)",
                       o.checkpoint_mode.empty() ? "" : absl::StrCat(", mode: ", o.checkpoint_mode),
-                      o.aligned_timeout.empty() ? "" : absl::StrCat(", aligned_timeout: ", o.aligned_timeout), R"(}
+                      o.aligned_timeout.empty()
+                          ? ""
+                          : absl::StrCat(", aligned_timeout: ", o.aligned_timeout),
+                      R"(}
 restart: )", o.restart, R"(
 operators:
   - id: gen

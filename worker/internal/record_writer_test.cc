@@ -74,7 +74,9 @@ class FakeChannel final : public ChannelWriter {
  private:
   std::string Describe(const BufferItem& item) const {
     if (item.as<EndOfPartition>() != nullptr) return "eop";
-    if (const Barrier* b = item.as<Barrier>()) return absl::StrCat("b", b->id, b->timeoutable ? "t" : "");
+    if (const Barrier* b = item.as<Barrier>()) {
+      return absl::StrCat("b", b->id, b->timeoutable ? "t" : "");
+    }
     if (const WatermarkAdvance* w = item.as<WatermarkAdvance>()) return absl::StrCat("w", w->ms);
     if (const WatermarkStatusChange* s = item.as<WatermarkStatusChange>()) {
       return s->idle ? "idle" : "active";
@@ -455,7 +457,8 @@ TEST_F(RecordWriterTest, AConvertedBarrierStoresExactlyTheBuffersItOvertakes) {
   ASSERT_OK(writer_.ConvertQueuedBarrier(&in_flight));
   EXPECT_FALSE(writer_.HasQueuedBarrier());
   // Channels whose barrier had left are untouched; the stuck one overtakes its backlog.
-  EXPECT_THAT(logs_[0]->sent, ElementsAre("d1:10", "d1:11", "d1:12", "d1:13", "b4t", "d1:14", "d1:15"));
+  EXPECT_THAT(logs_[0]->sent,
+              ElementsAre("d1:10", "d1:11", "d1:12", "d1:13", "b4t", "d1:14", "d1:15"));
   EXPECT_THAT(logs_[1]->sent, ElementsAre("d1:10", "d1:12", "b4t", "d1:14"));
   EXPECT_THAT(logs_[2]->sent, ElementsAre("p4x"));
   ASSERT_EQ(in_flight.items_size(), 2) << "the buffers before the barrier, not the one after";

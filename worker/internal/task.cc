@@ -151,7 +151,7 @@ void Task::Start() {
   thread_ = std::thread([this] {
     NameThisThread(absl::StrCat("task ", desc_.vertex, ".", desc_.subtask));
     absl::Status s = Run();
-    // Cancelled or failed while a source's barrier waited in its backlog: never acknowledged.
+    // Cancelled or failed while its barrier waited in an output backlog: never acknowledged.
     if (output_ack_ != nullptr) DropUpload(std::move(output_ack_));
     uploader_.Stop();  // pending uploads finish first: their acks may complete a checkpoint
     backends_.clear();
@@ -362,7 +362,7 @@ absl::Status Task::Run() {
   // A task restored from a final checkpoint already did.
   if (!skip_finish_) SLUICE_RETURN_IF_ERROR(chain_.Finish());
   SLUICE_RETURN_IF_ERROR(writer_.EndOfPartition());
-  // A source's barrier that waited in the backlog left before the end of partition: aligned.
+  // A barrier that waited in a backlog left before the end of partition: aligned.
   if (output_ack_ != nullptr) SLUICE_RETURN_IF_ERROR(ResolveQueuedBarrier(false));
   if (desc_.checkpoint_dir.empty()) return absl::OkStatus();
   // With checkpoints, output is committed by the final checkpoint: wait for it.
@@ -505,7 +505,7 @@ void Task::DropUpload(std::unique_ptr<PendingUpload> pending) {
 absl::Status Task::AwaitOutput(bool source) {
   while (true) {
     SLUICE_ASSIGN_OR_RETURN(bool sent, writer_.TrySend());
-    // A source's barrier waiting in the backlog: left with what was sent, or timed out.
+    // A barrier waiting in a backlog (mode auto): left with what was sent, or timed out.
     if (output_ack_ != nullptr) SLUICE_RETURN_IF_ERROR(ResolveQueuedBarrier(false));
     if (sent) return absl::OkStatus();
     if (cancelled_.load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
@@ -811,9 +811,11 @@ absl::Status Task::HandleMail(bool source) {
       // if it still waits in the backlog after aligned_timeout (ResolveQueuedBarrier()); so are
       // the barriers a task forwards after aligning (Act()).
       const bool barrier = !end_of_input_.load() && !m.final;
-      const bool may_overtake = barrier && !m.aligned && mode_ != plan::CheckpointConfig::Mode::kAligned;
+      const bool may_overtake =
+          barrier && !m.aligned && mode_ != plan::CheckpointConfig::Mode::kAligned;
       const bool timeoutable = may_overtake && mode_ == plan::CheckpointConfig::Mode::kAuto;
-      SLUICE_RETURN_IF_ERROR(PerformCheckpoint(m.id, barrier, 0, may_overtake && !timeoutable, false, timeoutable));
+      SLUICE_RETURN_IF_ERROR(
+          PerformCheckpoint(m.id, barrier, 0, may_overtake && !timeoutable, false, timeoutable));
       if (end_of_input_.load() && m.final) final_checkpoint_ = m.id;
     }
   }

@@ -2699,12 +2699,16 @@ class GatedSink final : public ops::Operator {
 class SourceBarrierTaskTest : public TaskTest {
  protected:
   SourceBarrierTaskTest() {
-    EXPECT_OK(RegisterWithProbe(&with_probes_, "gated_sink", /*keyed=*/false, [this](const plan::OperatorSpec&) {
-      return std::unique_ptr<ops::Operator>(std::make_unique<GatedSink>(&valve_));
-    }));
-    EXPECT_OK(RegisterProbe(&with_probes_, "snapshot_mark", /*keyed=*/false, [this](const plan::OperatorSpec&) {
-      return std::unique_ptr<ops::Operator>(std::make_unique<SnapshotMark>(&valve_));
-    }));
+    EXPECT_OK(RegisterWithProbe(&with_probes_, "gated_sink", /*keyed=*/false,
+                                [this](const plan::OperatorSpec&) {
+                                  return std::unique_ptr<ops::Operator>(
+                                      std::make_unique<GatedSink>(&valve_));
+                                }));
+    EXPECT_OK(RegisterProbe(&with_probes_, "snapshot_mark", /*keyed=*/false,
+                            [this](const plan::OperatorSpec&) {
+                              return std::unique_ptr<ops::Operator>(
+                                  std::make_unique<SnapshotMark>(&valve_));
+                            }));
     registry_in_use_ = &with_probes_;
     checkpointing_ = true;
     fake_time_ = true;
@@ -2725,7 +2729,8 @@ checkpoint: {interval: 1h, mode: auto, aligned_timeout: 1s}
 operators:
   - id: gen
     type: datagen
-)", count >= 0 ? absl::StrCat("    count: ", count, "\n") : "", R"(    fields: [{name: v, type: int64, expr: "seq"}]
+)", count >= 0 ? absl::StrCat("    count: ", count, "\n") : "",
+                        R"(    fields: [{name: v, type: int64, expr: "seq"}]
   - id: mark
     type: snapshot_mark
     inputs: [{from: gen, partition: forward}]
@@ -2792,7 +2797,8 @@ operators:
 
   std::vector<int64_t> Seen(size_t n) {
     absl::MutexLock lock(&valve_.mu);
-    return std::vector<int64_t>(valve_.seen.begin(), valve_.seen.begin() + std::min(n, valve_.seen.size()));
+    const size_t k = std::min(n, valve_.seen.size());
+    return std::vector<int64_t>(valve_.seen.begin(), valve_.seen.begin() + k);
   }
 
   ops::OperatorRegistry with_probes_;
@@ -2831,7 +2837,8 @@ TEST_F(SourceBarrierTaskTest, ABarrierThatDrainsInTimeGoesAligned) {
     at_sink = valve_.sink_snapshots.at(1);
   }
   EXPECT_EQ(EmittedBefore(SplitsIn(source, "gen")), before);
-  EXPECT_EQ(static_cast<int64_t>(at_sink), before) << "aligned: the sink saw exactly what preceded the barrier";
+  EXPECT_EQ(static_cast<int64_t>(at_sink), before)
+      << "aligned: the sink saw exactly what preceded the barrier";
   EXPECT_EQ(Seen(at_sink), Range(0, before));
   ASSERT_TRUE(AwaitEndOfInput());
   TriggerAll(2, /*final=*/true);
