@@ -2885,6 +2885,37 @@ TEST_F(SourceBarrierTaskTest, ABarrierStuckPastTheTimeoutIsConverted) {
   EXPECT_EQ(all, Range(0, before));
 }
 
+// The timeout passes while credit comes back: whichever the source sees first (the barrier
+// leaves in place, or is converted; the writer tests pin each order), every record before the
+// barrier is in exactly one of the sink's snapshot, its in-flight input or the source's
+// in-flight output, and the acknowledgements agree with what was stored.
+TEST_F(SourceBarrierTaskTest, ATimeoutAsTheBarrierLeavesStoresEachRecordOnceEitherWay) {
+  StartBackpressured(-1);
+  ASSERT_FALSE(HasFailure());
+  TriggerSource(1);
+  fake_clock_.AdvanceNanos(1'000'000'000);
+  valve_.Open();
+  Acks acks = AwaitAcks(1);
+  const proto::CheckpointAck& source = acks.at({source_->descriptor().vertex, 0});
+  const proto::CheckpointAck& sink = acks.at({sink_->descriptor().vertex, 0});
+  int64_t before = 0;
+  size_t at_sink = 0;
+  {
+    absl::MutexLock lock(&valve_.mu);
+    before = valve_.source_snapshots.at(1);
+    at_sink = valve_.sink_snapshots.at(1);
+  }
+  const std::vector<int64_t> output = InFlightValues(source, true);
+  const std::vector<int64_t> input = InFlightValues(sink, false);
+  EXPECT_EQ(source.unaligned(), !output.empty());
+  EXPECT_EQ(source.state().channel_state_file().empty(), output.empty());
+  if (!source.unaligned()) EXPECT_FALSE(sink.unaligned()) << "it left in place: aligned";
+  std::vector<int64_t> all = Seen(at_sink);
+  all.insert(all.end(), input.begin(), input.end());
+  all.insert(all.end(), output.begin(), output.end());
+  EXPECT_EQ(all, Range(0, before));
+}
+
 // Cancelled while its barrier waits in the backlog: the source never acknowledges it.
 TEST_F(SourceBarrierTaskTest, CancelWhileABarrierWaitsDropsItsAck) {
   StartBackpressured(-1);
