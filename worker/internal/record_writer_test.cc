@@ -1,5 +1,6 @@
 #include "worker/internal/record_writer.h"
 
+#include <initializer_list>
 #include <limits>
 #include <memory>
 #include <string>
@@ -145,6 +146,23 @@ class RecordWriterTest : public ::testing::Test {
   void EmitOne(int64_t k) {
     ASSERT_OK(writer_.Emit(Rec(k)));
     ASSERT_OK(writer_.FlushAll());
+  }
+
+  // One forward channel without credit, with a buffer of one record per key in its backlog.
+  void BackloggedChannel(std::initializer_list<int64_t> keys) {
+    AddEdge(plan::Partition::kForward, 1);
+    logs_[0]->credits = 0;
+    for (int64_t k : keys) EmitOne(k);
+  }
+
+  // A forward edge and a rebalance edge of 2 channels, output channel 2 (the second channel of
+  // the second edge) without credit; emits 10 to 13 in buffers of their own: 11 and 13 wait in
+  // channel 2's backlog.
+  void ForwardAndRebalanceWithAStuckChannel() {
+    AddEdge(plan::Partition::kForward, 1);
+    AddEdge(plan::Partition::kRebalance, 2);
+    logs_[2]->credits = 0;
+    for (int64_t k = 10; k <= 13; ++k) EmitOne(k);
   }
 
   // Records of one buffer: as many as it takes to reach kOutputBufferBytes.
@@ -336,10 +354,7 @@ TEST_F(RecordWriterTest, APriorityBarrierKeepsTheWatermarkOfTheBufferItOvertakes
 }
 
 TEST_F(RecordWriterTest, BuffersWithoutCreditWaitInTheBacklogInOrder) {
-  AddEdge(plan::Partition::kForward, 1);
-  logs_[0]->credits = 0;
-  EmitOne(1);
-  EmitOne(2);
+  BackloggedChannel({1, 2});
   ASSERT_OK(writer_.EmitWatermark(9));
   ASSERT_OK(writer_.FlushAll());  // a watermark alone: no record followed it
   EXPECT_TRUE(logs_[0]->sent.empty());
@@ -372,13 +387,7 @@ TEST_F(RecordWriterTest, AnOperatorWaitsForCreditOnlyBeyondTheOverdraft) {
 }
 
 TEST_F(RecordWriterTest, PriorityBarrierOvertakesTheBacklogWhichBecomesInFlightData) {
-  AddEdge(plan::Partition::kForward, 1);
-  AddEdge(plan::Partition::kRebalance, 2);
-  logs_[2]->credits = 0;  // output channel 2: the second channel of the second edge
-  EmitOne(10);            // edge 0 channel 0, edge 1 channel 0 (sent)
-  EmitOne(11);            // edge 0, edge 1 channel 1 (backlogged)
-  EmitOne(12);            // edge 0, edge 1 channel 0
-  EmitOne(13);            // edge 0, edge 1 channel 1 (backlogged)
+  ForwardAndRebalanceWithAStuckChannel();
   proto::ChannelStateFile in_flight;
   ASSERT_OK(writer_.EmitBarrier(4, /*priority=*/true, &in_flight));
   EXPECT_THAT(logs_[0]->sent, ElementsAre("d1:10", "d1:11", "d1:12", "d1:13", "p4"));
@@ -399,9 +408,7 @@ TEST_F(RecordWriterTest, PriorityBarrierOvertakesTheBacklogWhichBecomesInFlightD
 }
 
 TEST_F(RecordWriterTest, AlignedBarrierQueuesBehindTheBacklog) {
-  AddEdge(plan::Partition::kForward, 1);
-  logs_[0]->credits = 0;
-  EmitOne(1);
+  BackloggedChannel({1});
   proto::ChannelStateFile in_flight;
   ASSERT_OK(writer_.EmitBarrier(2, /*priority=*/false, &in_flight));
   EXPECT_EQ(in_flight.items_size(), 0);
@@ -419,10 +426,7 @@ TEST_F(RecordWriterTest, ATimeoutableBarrierWithCreditGoesInPlace) {
 }
 
 TEST_F(RecordWriterTest, ATimeoutableBarrierLeavesWithTheBacklogInPlace) {
-  AddEdge(plan::Partition::kForward, 1);
-  logs_[0]->credits = 0;
-  EmitOne(1);
-  EmitOne(2);
+  BackloggedChannel({1, 2});
   ASSERT_OK(writer_.EmitTimeoutableBarrier(3));
   EmitOne(4);
   EXPECT_TRUE(writer_.HasQueuedBarrier());
@@ -441,13 +445,7 @@ TEST_F(RecordWriterTest, ATimeoutableBarrierLeavesWithTheBacklogInPlace) {
 }
 
 TEST_F(RecordWriterTest, AConvertedBarrierStoresExactlyTheBuffersItOvertakes) {
-  AddEdge(plan::Partition::kForward, 1);
-  AddEdge(plan::Partition::kRebalance, 2);
-  logs_[2]->credits = 0;  // output channel 2: the second channel of the second edge
-  EmitOne(10);            // edge 0 channel 0, edge 1 channel 0 (sent)
-  EmitOne(11);            // edge 0, edge 1 channel 1 (backlogged)
-  EmitOne(12);            // edge 0, edge 1 channel 0
-  EmitOne(13);            // edge 0, edge 1 channel 1 (backlogged)
+  ForwardAndRebalanceWithAStuckChannel();
   ASSERT_OK(writer_.EmitTimeoutableBarrier(4));
   EmitOne(14);  // edge 0, edge 1 channel 0
   EmitOne(15);  // edge 0, edge 1 channel 1 (backlogged behind the barrier)
@@ -482,9 +480,7 @@ TEST_F(RecordWriterTest, AConvertedBarrierStoresExactlyTheBuffersItOvertakes) {
 }
 
 TEST_F(RecordWriterTest, AnOverdraftWaitOrTheEndOfPartitionSendsAQueuedBarrier) {
-  AddEdge(plan::Partition::kForward, 1);
-  logs_[0]->credits = 0;
-  EmitOne(1);
+  BackloggedChannel({1});
   ASSERT_OK(writer_.EmitTimeoutableBarrier(2));
   FillBuffers(static_cast<int>(kOverdraftBuffers) - 2);  // the backlog holds kOverdraftBuffers
   EXPECT_TRUE(writer_.HasQueuedBarrier());

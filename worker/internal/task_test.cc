@@ -2693,6 +2693,12 @@ class GatedSink final : public ops::Operator {
   Valve* valve_;
 };
 
+std::vector<int64_t> Range(int64_t from, int64_t to) {
+  std::vector<int64_t> v;
+  for (int64_t i = from; i < to; ++i) v.push_back(i);
+  return v;
+}
+
 // A source's barrier in mode auto (aligned_timeout 1 s of the fake clock): datagen -> mark
 // (chained) -> gated sink (-> blackhole, chained: it emits nothing), the sink closed until the
 // test opens it.
@@ -2795,6 +2801,28 @@ operators:
     return values;
   }
 
+  // Every record before barrier `id` (the mark's count at the source's snapshot) is in exactly
+  // one place, in order: the sink's snapshot (the records it had seen), the sink's in-flight
+  // input, the source's in-flight output (the acknowledgements' files). Returns the latter.
+  std::vector<int64_t> ExpectEachRecordOnce(int64_t id, const proto::CheckpointAck& source,
+                                            const proto::CheckpointAck& sink) {
+    int64_t before = 0;
+    size_t at_sink = 0;
+    {
+      absl::MutexLock lock(&valve_.mu);
+      before = valve_.source_snapshots.at(id);
+      at_sink = valve_.sink_snapshots.at(id);
+    }
+    EXPECT_EQ(EmittedBefore(SplitsIn(source, "gen")), before);
+    const std::vector<int64_t> output = InFlightValues(source, true);
+    const std::vector<int64_t> input = InFlightValues(sink, false);
+    std::vector<int64_t> all = Seen(at_sink);
+    all.insert(all.end(), input.begin(), input.end());
+    all.insert(all.end(), output.begin(), output.end());
+    EXPECT_EQ(all, Range(0, before));
+    return output;
+  }
+
   std::vector<int64_t> Seen(size_t n) {
     absl::MutexLock lock(&valve_.mu);
     const size_t k = std::min(n, valve_.seen.size());
@@ -2806,12 +2834,6 @@ operators:
   Task* source_ = nullptr;
   Task* sink_ = nullptr;
 };
-
-std::vector<int64_t> Range(int64_t from, int64_t to) {
-  std::vector<int64_t> v;
-  for (int64_t i = from; i < to; ++i) v.push_back(i);
-  return v;
-}
 
 // The barrier waits in the source's backlog; the sink drains before the timeout: the
 // checkpoint is aligned everywhere (no in-flight data), and the sink's snapshot follows exactly
@@ -2829,17 +2851,8 @@ TEST_F(SourceBarrierTaskTest, ABarrierThatDrainsInTimeGoesAligned) {
   EXPECT_EQ(source.state().channel_state_file(), "");
   EXPECT_FALSE(sink.unaligned());
   EXPECT_EQ(sink.state().channel_state_file(), "");
-  int64_t before = 0;
-  size_t at_sink = 0;
-  {
-    absl::MutexLock lock(&valve_.mu);
-    before = valve_.source_snapshots.at(1);
-    at_sink = valve_.sink_snapshots.at(1);
-  }
-  EXPECT_EQ(EmittedBefore(SplitsIn(source, "gen")), before);
-  EXPECT_EQ(static_cast<int64_t>(at_sink), before)
-      << "aligned: the sink saw exactly what preceded the barrier";
-  EXPECT_EQ(Seen(at_sink), Range(0, before));
+  // Aligned: the sink's snapshot follows exactly the records before the barrier.
+  ExpectEachRecordOnce(1, source, sink);
   ASSERT_TRUE(AwaitEndOfInput());
   TriggerAll(2, /*final=*/true);
   AwaitAcks(2);
@@ -2868,21 +2881,8 @@ TEST_F(SourceBarrierTaskTest, ABarrierStuckPastTheTimeoutIsConverted) {
   const proto::CheckpointAck& sink = acks.at({sink_->descriptor().vertex, 0});
   EXPECT_TRUE(source.unaligned());
   EXPECT_TRUE(sink.unaligned()) << "a timed-out barrier switches the sink at once";
-  int64_t before = 0;
-  size_t at_sink = 0;
-  {
-    absl::MutexLock lock(&valve_.mu);
-    before = valve_.source_snapshots.at(1);
-    at_sink = valve_.sink_snapshots.at(1);
-  }
-  EXPECT_EQ(EmittedBefore(SplitsIn(source, "gen")), before);
-  const std::vector<int64_t> output = InFlightValues(source, true);
-  const std::vector<int64_t> input = InFlightValues(sink, false);
-  EXPECT_FALSE(output.empty()) << "the source's backlog held a buffer";
-  std::vector<int64_t> all = Seen(at_sink);
-  all.insert(all.end(), input.begin(), input.end());
-  all.insert(all.end(), output.begin(), output.end());
-  EXPECT_EQ(all, Range(0, before));
+  EXPECT_FALSE(ExpectEachRecordOnce(1, source, sink).empty())
+      << "the source's backlog held a buffer";
 }
 
 // The timeout passes while credit comes back: whichever the source sees first (the barrier
@@ -2898,22 +2898,10 @@ TEST_F(SourceBarrierTaskTest, ATimeoutAsTheBarrierLeavesStoresEachRecordOnceEith
   Acks acks = AwaitAcks(1);
   const proto::CheckpointAck& source = acks.at({source_->descriptor().vertex, 0});
   const proto::CheckpointAck& sink = acks.at({sink_->descriptor().vertex, 0});
-  int64_t before = 0;
-  size_t at_sink = 0;
-  {
-    absl::MutexLock lock(&valve_.mu);
-    before = valve_.source_snapshots.at(1);
-    at_sink = valve_.sink_snapshots.at(1);
-  }
-  const std::vector<int64_t> output = InFlightValues(source, true);
-  const std::vector<int64_t> input = InFlightValues(sink, false);
+  const std::vector<int64_t> output = ExpectEachRecordOnce(1, source, sink);
   EXPECT_EQ(source.unaligned(), !output.empty());
   EXPECT_EQ(source.state().channel_state_file().empty(), output.empty());
   if (!source.unaligned()) EXPECT_FALSE(sink.unaligned()) << "it left in place: aligned";
-  std::vector<int64_t> all = Seen(at_sink);
-  all.insert(all.end(), input.begin(), input.end());
-  all.insert(all.end(), output.begin(), output.end());
-  EXPECT_EQ(all, Range(0, before));
 }
 
 // Cancelled while its barrier waits in the backlog: the source never acknowledges it.
