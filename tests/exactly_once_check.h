@@ -26,6 +26,7 @@ struct CountingJobOptions {
   int64_t keys = 1000;
   std::string restart = "{strategy: fixed_delay, attempts: 1000, delay: 100ms}";
   std::string checkpoint_mode;  // "": the default (auto)
+  std::string aligned_timeout;  // mode auto: "": the default (1s)
   // > 0: totals also feed a blackhole taking this many records/s per subtask, which holds the
   // whole job back (backpressure).
   int64_t slow_sink_rate = 0;
@@ -34,7 +35,11 @@ inline std::string CountingJob(const std::string& out, int64_t count, int64_t ra
                                const CountingJobOptions& o = {}) {
   return absl::StrCat("name: ", o.name, "\nparallelism: ", o.parallelism, R"(
 checkpoint: {interval: 200ms, timeout: 20s, retain: 3)",
-                      o.checkpoint_mode.empty() ? "" : absl::StrCat(", mode: ", o.checkpoint_mode), R"(}
+                      o.checkpoint_mode.empty() ? "" : absl::StrCat(", mode: ", o.checkpoint_mode),
+                      o.aligned_timeout.empty()
+                          ? ""
+                          : absl::StrCat(", aligned_timeout: ", o.aligned_timeout),
+                      R"(}
 restart: )", o.restart, R"(
 operators:
   - id: gen

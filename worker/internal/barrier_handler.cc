@@ -33,7 +33,10 @@ absl::StatusOr<BarrierHandler::Action> BarrierHandler::OnItem(BufferItem& item) 
     } else {
       overtaken_[ch] = std::move(announcement->overtaken);
       processed_since_announced_[ch] = 0;
-      if (mode_ == Mode::kUnaligned) SwitchToUnaligned(&action);
+      // Its sender converted it after its own timeout: the checkpoint timed out already.
+      if (mode_ == Mode::kUnaligned || (mode_ == Mode::kAuto && announcement->timed_out)) {
+        SwitchToUnaligned(&action);
+      }
     }
     MaybeFinish(&action);
     return action;
@@ -46,7 +49,7 @@ absl::StatusOr<BarrierHandler::Action> BarrierHandler::OnItem(BufferItem& item) 
   if (const Barrier* barrier = item.as<Barrier>()) {
     const int64_t id = barrier->id;
     if (id <= last_done_ || id < current_) return action;
-    if (id > current_) Start(id, barrier->priority, &action);
+    if (id > current_) Start(id, barrier->priority || barrier->timeoutable, &action);
     if (unaligned_) {
       // In place behind what its announcement overtook; normally announced already.
       announced_[ch] = true;

@@ -33,7 +33,10 @@ namespace sluice::worker {
 // (Action::complete, TakeInputState()). In mode kAuto a priority checkpoint is first aligned and
 // switches to unaligned when alignment takes longer than the timeout (counted from its first
 // barrier or announcement; OnTimer()); items processed while aligning are not recorded. A
-// barrier sent without priority (savepoints) is always aligned.
+// source's barrier in kAuto comes in place (`timeoutable`: it may go unaligned; the gate
+// announces it on arrival like a priority one, which starts the timer), or, converted by its
+// source after the timeout, with priority and `timed_out`: its announcement switches to
+// unaligned at once. A barrier sent with neither (savepoints) is always aligned.
 //
 // Owned by the task thread; not thread-safe, no threads of its own. Time (alignment duration,
 // the auto timeout) comes from the Clock given at construction.

@@ -36,6 +36,18 @@ BufferItem Announce(int channel, int64_t id, std::vector<std::string> overtaken)
   return BufferItem(channel, std::move(a));
 }
 
+// A source's barrier in mode auto: in place, its checkpoint may still go unaligned.
+BufferItem TimeoutableBarrier(int channel, int64_t id) {
+  return BufferItem(channel, ::sluice::worker::Barrier{id, false, /*timeoutable=*/true});
+}
+
+// The announcement of a barrier its sender converted to priority after the timeout.
+BufferItem AnnounceTimedOut(int channel, int64_t id, std::vector<std::string> overtaken) {
+  BufferItem item = Announce(channel, id, std::move(overtaken));
+  item.as<BarrierAnnouncement>()->timed_out = true;
+  return item;
+}
+
 BufferItem PriorityBarrier(int channel, int64_t id) {
   return BufferItem(channel, ::sluice::worker::Barrier{id, true});
 }
@@ -356,6 +368,45 @@ TEST(BarrierHandlerAutoTest, SavepointNeverSwitches) {
   d.Timer();
   d.Feed(Barrier(1, 4));
   EXPECT_EQ(d.log, (Log{"s:4"}));
+}
+
+TEST(BarrierHandlerAutoTest, AnInPlaceTimeoutableBarrierSwitchesAfterTheTimeout) {
+  FakeClock clock;
+  Driver d(2, &clock, Mode::kAuto, 100);
+  d.Feed(TimeoutableBarrier(0, 1));
+  EXPECT_EQ(d.handler.TimerDeadlineNanos(), clock.NowNanos() + 100'000'000);
+  d.Feed(Data(0, "a1"));  // held while aligning
+  d.Feed(Data(1, "b1"));  // channel 1's barrier is still at its source
+  clock.AdvanceNanos(100'000'000);
+  d.Timer();
+  d.Feed(Data(1, "b2"));
+  d.Feed(TimeoutableBarrier(1, 1));
+  EXPECT_EQ(d.log, (Log{"h:a1", "p:b1", "u:1", "p:a1", "p:b2", "c:1[1:b2,]"}));
+}
+
+TEST(BarrierHandlerAutoTest, InPlaceTimeoutableBarriersAlignWithinTheTimeout) {
+  FakeClock clock;
+  Driver d(2, &clock, Mode::kAuto, 100);
+  d.Feed(TimeoutableBarrier(0, 1));
+  d.Feed(Data(0, "a1"));
+  clock.AdvanceNanos(99'000'000);
+  d.Timer();
+  d.Feed(TimeoutableBarrier(1, 1));
+  EXPECT_EQ(d.log, (Log{"h:a1", "s:1", "p:a1"}));
+}
+
+TEST(BarrierHandlerAutoTest, ATimedOutAnnouncementSwitchesAtOnce) {
+  FakeClock clock;
+  Driver d(2, &clock, Mode::kAuto, 100);
+  d.Feed(Data(0, "a0"));
+  d.Feed(AnnounceTimedOut(1, 1, {"b1", "b2"}));  // its source already waited out the timeout
+  d.Feed(Data(1, "b1"));
+  d.Feed(Data(0, "a1"));
+  d.Feed(Data(1, "b2"));
+  d.Feed(PriorityBarrier(1, 1));
+  d.Feed(TimeoutableBarrier(0, 1));
+  EXPECT_EQ(d.log, (Log{"p:a0", "u:1", "p:b1", "p:a1", "p:b2", "c:1[1:b1,1:b2,0:a1,]"}));
+  EXPECT_EQ(d.last_alignment_ms, 0);
 }
 
 }  // namespace

@@ -41,10 +41,13 @@ proto::DataMessage ToMessage(BufferItem item) {
                  [&](Barrier& b) {
                    msg.set_barrier(b.id);
                    msg.set_priority(b.priority);
+                   msg.set_barrier_timeoutable(b.timeoutable);
+                   msg.set_barrier_timed_out(b.timed_out);
                  },
                  [&](BarrierAnnouncement& a) {
                    msg.set_barrier(a.id);
                    msg.set_priority(true);
+                   msg.set_barrier_timed_out(a.timed_out);
                  },
                  [&](WatermarkAdvance& w) { msg.set_watermark(w.ms); },
                  [&](WatermarkStatusChange& s) { msg.set_watermark_status(StatusToProto(s.idle)); },
@@ -56,7 +59,10 @@ proto::DataMessage ToMessage(BufferItem item) {
 
 BufferItem FromMessage(proto::DataMessage* msg, int channel) {
   if (msg->end_of_partition()) return BufferItem(channel, EndOfPartition{});
-  if (msg->barrier() > 0) return BufferItem(channel, Barrier{msg->barrier(), msg->priority()});
+  if (msg->barrier() > 0) {
+    return BufferItem(channel, Barrier{msg->barrier(), msg->priority(), msg->barrier_timeoutable(),
+                                       msg->barrier_timed_out()});
+  }
   if (msg->has_carried_watermark() && msg->num_records() > 0) {
     const int records = std::clamp(msg->watermark_records(), 0, msg->num_records());
     const size_t bytes = static_cast<size_t>(

@@ -36,10 +36,16 @@ struct RecordBuffer {
 // Bytes per key group in RecordBuffer::key_groups for `max_parallelism`.
 inline size_t KeyGroupWidth(int max_parallelism) { return max_parallelism <= 256 ? 1 : 2; }
 // Checkpoint barrier `id`. `priority`: sent without credit (unaligned-capable, see
-// ChannelWriter::SendPriority); the consumer returns no credit for it.
+// ChannelWriter::SendPriority); the consumer returns no credit for it. `timeoutable` (not
+// priority): sent aligned, in place with credit, but its checkpoint may go unaligned (a source's
+// barrier in mode auto: the consumer may time its alignment out). `timed_out` (priority): sent
+// aligned and converted to priority by its sender after aligned_timeout: a consumer in mode auto
+// takes the checkpoint unaligned at once (Flink's CheckpointBarrier#asUnaligned).
 struct Barrier {
   int64_t id = 0;
   bool priority = false;
+  bool timeoutable = false;
+  bool timed_out = false;
 };
 // Made by the gate for a priority barrier `id`: its announcement, put ahead of every queued
 // item; `overtaken` holds copies of the items of its channel queued before the barrier (which
@@ -47,6 +53,7 @@ struct Barrier {
 struct BarrierAnnouncement {
   int64_t id = 0;
   std::vector<BufferItem> overtaken;
+  bool timed_out = false;  // the barrier's (see Barrier)
 };
 // The channel's event-time watermark advanced to `ms`.
 struct WatermarkAdvance {

@@ -80,6 +80,21 @@ TEST(DataItemTest, BarrierRoundTripsWithItsPriority) {
   }
 }
 
+TEST(DataItemTest, ABarrierRoundTripsTimeoutableOrTimedOut) {
+  BufferItem in_place = OverTheWire(BufferItem(0, Barrier{5, false, /*timeoutable=*/true}));
+  const Barrier* b = in_place.as<Barrier>();
+  ASSERT_NE(b, nullptr);
+  EXPECT_TRUE(b->timeoutable);
+  EXPECT_FALSE(b->timed_out);
+  EXPECT_TRUE(in_place.TakesCredit()) << "sent in place, with credit";
+  BufferItem converted = OverTheWire(BufferItem(0, Barrier{6, true, false, /*timed_out=*/true}));
+  ASSERT_NE(b = converted.as<Barrier>(), nullptr);
+  EXPECT_TRUE(b->priority);
+  EXPECT_FALSE(b->timeoutable);
+  EXPECT_TRUE(b->timed_out);
+  EXPECT_FALSE(converted.TakesCredit());
+}
+
 TEST(DataItemTest, AnAnnouncementGoesOutAsItsPriorityBarrier) {
   BarrierAnnouncement a{9, {}};
   a.overtaken.push_back(BufferItem(1, RecordBuffer{"x", 1}));

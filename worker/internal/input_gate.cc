@@ -61,8 +61,8 @@ void InputGate::Push(BufferItem item) {
     return;
   }
   const Barrier* barrier = item.as<Barrier>();
-  if (barrier != nullptr && barrier->priority) {
-    BarrierAnnouncement announcement{barrier->id, {}};
+  if (barrier != nullptr && (barrier->priority || barrier->timeoutable)) {
+    BarrierAnnouncement announcement{barrier->id, {}, barrier->timed_out};
     for (const Queued& queued : channels_[item.channel].items) {
       if (queued.item.as<Barrier>() != nullptr) continue;
       announcement.overtaken.push_back(queued.item.CopyContent());

@@ -69,8 +69,10 @@ class InputGate {
   // watermark after the records before it, and returns the credit after the last piece.
   // A priority barrier (`priority`) is also announced: its announcement goes ahead of every
   // queued item except earlier announcements (Flink's priority events), with copies of the
-  // items of its channel it overtakes; then the priority listener is called. Items of a channel
-  // out of range are dropped.
+  // items of its channel it overtakes; then the priority listener is called. So is a
+  // `timeoutable` barrier (in place, with credit; Flink's EventAnnouncement): the task's
+  // alignment timeout then starts when it arrives, not when it is reached, and a switch to
+  // unaligned stores the copies. Items of a channel out of range are dropped.
   void Push(BufferItem item);
 
   // Called (under the gate's lock: it must not call back into the gate) when a priority

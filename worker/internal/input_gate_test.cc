@@ -209,7 +209,7 @@ TEST(InputGateTest, PriorityBarrierIsAnnouncedAheadOfTheQueue) {
   EXPECT_FALSE(*offered) << "no credit left";
   EXPECT_EQ(DataOf(more), "a3") << "an item not sent is left in place";
   ASSERT_OK(ch0->SendPriority(BufferItem(0, Barrier{7, false})));
-  ASSERT_OK(ch1->SendPriority(BufferItem(0, Barrier{7, false})));
+  ASSERT_OK(ch1->SendPriority(BufferItem(0, Barrier{7, false, false, /*timed_out=*/true})));
   EXPECT_EQ(woken, 2);
   EXPECT_EQ(gate->QueuedForTest(), 7u);
 
@@ -228,6 +228,8 @@ TEST(InputGateTest, PriorityBarrierIsAnnouncedAheadOfTheQueue) {
   const BarrierAnnouncement* a1 = second->as<BarrierAnnouncement>();
   ASSERT_NE(a1, nullptr);
   EXPECT_EQ(second->channel, 1);
+  EXPECT_FALSE(a0->timed_out);
+  EXPECT_TRUE(a1->timed_out) << "a barrier its sender converted after the timeout says so";
   ASSERT_EQ(a1->overtaken.size(), 1u);
   EXPECT_EQ(DataOf(a1->overtaken[0]), "b1");
   EXPECT_FALSE(gate->PollPriority().has_value()) << "no more announcements";
@@ -241,6 +243,33 @@ TEST(InputGateTest, PriorityBarrierIsAnnouncedAheadOfTheQueue) {
     EXPECT_EQ(item->as<BarrierAnnouncement>(), nullptr);
   }
   EXPECT_EQ(order, (std::vector<std::string>{"a1", "b1", "a2", "barrier0", "barrier1"}));
+}
+
+// A source's barrier in mode auto (in place, with credit) is announced on arrival too, with
+// copies of what is queued before it; the barrier keeps its place and its credit.
+TEST(InputGateTest, ATimeoutableBarrierIsAnnouncedButKeepsItsPlaceAndCredit) {
+  Wired w(4);
+  int woken = 0;
+  w.gate->SetPriorityListener([&] { ++woken; });
+  ASSERT_OK(w.channel->Send(Buffer("a1")));
+  ASSERT_OK(w.channel->Send(BufferItem(0, Barrier{3, false, /*timeoutable=*/true})));
+  ASSERT_OK(w.channel->Send(Buffer("a2")));
+  EXPECT_EQ(woken, 1);
+  auto announced = w.gate->PollPriority();
+  ASSERT_TRUE(announced.has_value());
+  const BarrierAnnouncement* a = announced->as<BarrierAnnouncement>();
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(a->id, 3);
+  EXPECT_FALSE(a->timed_out);
+  ASSERT_EQ(a->overtaken.size(), 1u);
+  EXPECT_EQ(DataOf(a->overtaken[0]), "a1");
+  std::vector<std::string> order;
+  while (auto item = w.gate->Poll(NowNanos())) {
+    const Barrier* barrier = item->as<Barrier>();
+    order.push_back(barrier != nullptr ? absl::StrCat("barrier", barrier->id) : DataOf(*item));
+    EXPECT_TRUE(item->TakesCredit()) << order.back();
+  }
+  EXPECT_EQ(order, (std::vector<std::string>{"a1", "barrier3", "a2"}));
 }
 
 // Pushes on `channel`: "wm<ms>" a watermark, "idle"/"active" a status, "eop" an end of

@@ -40,7 +40,8 @@ class RecordWriter::EdgeOutput {
         key_group_width_(KeyGroupWidth(max_parallelism)),
         pending_key_groups_(channels_.size()),
         pending_watermark_(channels_.size()),
-        backlog_(channels_.size()) {
+        backlog_(channels_.size()),
+        queued_barrier_at_(channels_.size(), -1) {
     for (auto& p : pending_) p.reserve(kPendingCapacity);
     if (carry_) {
       for (auto& k : pending_key_groups_) k.reserve(kPendingKeyGroups * key_group_width_);
@@ -152,11 +153,11 @@ class RecordWriter::EdgeOutput {
   // Sends checkpoint barrier `id` on every channel, after everything emitted before it; with
   // `priority`, ahead of the backlog, whose copies it adds to `in_flight` (channel indices
   // offset by `first_channel`).
-  absl::Status EmitBarrier(int64_t id, bool priority, int first_channel,
+  absl::Status EmitBarrier(int64_t id, bool priority, bool timed_out, int first_channel,
                            proto::ChannelStateFile* in_flight) {
     SLUICE_RETURN_IF_ERROR(FlushAll());
     for (size_t c = 0; c < channels_.size(); ++c) {
-      BufferItem b(0, Barrier{id, priority});
+      BufferItem b(0, Barrier{id, priority, /*timeoutable=*/false, timed_out});
       if (priority) {
         SLUICE_RETURN_IF_ERROR(channels_[c]->SendPriority(std::move(b)));
         if (in_flight == nullptr) continue;
@@ -165,6 +166,49 @@ class RecordWriter::EdgeOutput {
         }
       } else {
         SLUICE_RETURN_IF_ERROR(Deliver(c, std::move(b), false));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Sends timeoutable barrier `id` in place on every channel, after everything emitted before
+  // it; where it waits in a backlog, its place is kept for ConvertQueuedBarrier().
+  absl::Status EmitTimeoutableBarrier(int64_t id) {
+    SLUICE_RETURN_IF_ERROR(FlushAll());
+    for (size_t c = 0; c < channels_.size(); ++c) {
+      BufferItem b(0, Barrier{id, /*priority=*/false, /*timeoutable=*/true});
+      const size_t at = backlog_[c].size();
+      SLUICE_RETURN_IF_ERROR(Deliver(c, std::move(b), false));
+      if (backlog_[c].size() > at) queued_barrier_at_[c] = static_cast<int>(at);
+    }
+    return absl::OkStatus();
+  }
+
+  // Whether a barrier of EmitTimeoutableBarrier() still waits in a backlog.
+  bool HasQueuedBarrier() const {
+    for (int at : queued_barrier_at_) {
+      if (at >= 0) return true;
+    }
+    return false;
+  }
+
+  // On each channel where the timeoutable barrier still waits in the backlog: sends it with
+  // priority (`timed_out`) ahead of the backlog and adds copies of the items it overtakes (those
+  // before it) to `in_flight` (channel indices offset by `first_channel`), as EmitBarrier() does
+  // with a priority barrier. The items after it stay queued behind.
+  absl::Status ConvertQueuedBarrier(int first_channel, proto::ChannelStateFile* in_flight) {
+    for (size_t c = 0; c < channels_.size(); ++c) {
+      const int at = queued_barrier_at_[c];
+      if (at < 0) continue;
+      std::deque<BufferItem>& q = backlog_[c];
+      Barrier b = *q[at].as<Barrier>();
+      b.timeoutable = false;
+      b.timed_out = true;
+      q.erase(q.begin() + at);
+      queued_barrier_at_[c] = -1;
+      SLUICE_RETURN_IF_ERROR(channels_[c]->SendPriority(BufferItem(0, b)));
+      for (int k = 0; k < at; ++k) {
+        AddChannelStateItem(true, first_channel + static_cast<int>(c), q[k], in_flight);
       }
     }
     return absl::OkStatus();
@@ -179,7 +223,7 @@ class RecordWriter::EdgeOutput {
       while (!q.empty()) {
         SLUICE_ASSIGN_OR_RETURN(bool sent, channels_[c]->Offer(q.front(), deadline_nanos));
         if (!sent) return false;
-        q.pop_front();
+        PopFront(c);
         UpdateCreditWait(c);
       }
     }
@@ -374,10 +418,17 @@ class RecordWriter::EdgeOutput {
     std::deque<BufferItem>& q = backlog_[c];
     while (q.size() > keep) {
       SLUICE_RETURN_IF_ERROR(channels_[c]->Send(std::move(q.front())));
-      q.pop_front();
+      PopFront(c);
       UpdateCreditWait(c);
     }
     return absl::OkStatus();
+  }
+
+  // Removes the sent front of channel `c`'s backlog (a queued timeoutable barrier moves up, or
+  // has left).
+  void PopFront(size_t c) {
+    backlog_[c].pop_front();
+    if (queued_barrier_at_[c] >= 0) --queued_barrier_at_[c];
   }
 
   void UpdateCreditWait(size_t c) {
@@ -407,6 +458,8 @@ class RecordWriter::EdgeOutput {
   // When the oldest pending record or watermark came (clock nanoseconds; 0: nothing pending).
   int64_t pending_since_ = 0;
   std::vector<std::deque<BufferItem>> backlog_;  // per channel: unsent, in order
+  // Per channel: where a timeoutable barrier waits in its backlog (-1: none, or it left).
+  std::vector<int> queued_barrier_at_;
   size_t next_ = 0;
   std::vector<std::shared_ptr<Counter>> bytes_;
   std::vector<std::shared_ptr<Counter>> buffers_;
@@ -467,10 +520,31 @@ absl::Status RecordWriter::EmitWatermarkStatus(bool idle) {
 }
 
 absl::Status RecordWriter::EmitBarrier(int64_t id, bool priority,
-                                       proto::ChannelStateFile* in_flight) {
+                                       proto::ChannelStateFile* in_flight, bool timed_out) {
   int first_channel = 0;
   for (auto& e : edges_) {
-    SLUICE_RETURN_IF_ERROR(e->EmitBarrier(id, priority, first_channel, in_flight));
+    SLUICE_RETURN_IF_ERROR(e->EmitBarrier(id, priority, timed_out, first_channel, in_flight));
+    first_channel += static_cast<int>(e->channels().size());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RecordWriter::EmitTimeoutableBarrier(int64_t id) {
+  for (auto& e : edges_) SLUICE_RETURN_IF_ERROR(e->EmitTimeoutableBarrier(id));
+  return absl::OkStatus();
+}
+
+bool RecordWriter::HasQueuedBarrier() const {
+  for (const auto& e : edges_) {
+    if (e->HasQueuedBarrier()) return true;
+  }
+  return false;
+}
+
+absl::Status RecordWriter::ConvertQueuedBarrier(proto::ChannelStateFile* in_flight) {
+  int first_channel = 0;
+  for (auto& e : edges_) {
+    SLUICE_RETURN_IF_ERROR(e->ConvertQueuedBarrier(first_channel, in_flight));
     first_channel += static_cast<int>(e->channels().size());
   }
   return absl::OkStatus();

@@ -41,7 +41,9 @@ inline constexpr size_t kOverdraftBuffers = 4;
 // channel's backlog, in order with everything after it; the task sends backlogs between steps
 // (TrySend(), WaitForCredit()), so an operator waits for credit only when one step emits more
 // than kOverdraftBuffers buffers to one channel. Priority barriers (unaligned-capable) skip the
-// backlog; the backlog they overtake is the checkpoint's output-side in-flight data.
+// backlog; the backlog they overtake is the checkpoint's output-side in-flight data. A
+// timeoutable barrier waits in the backlog and is converted to a priority one if it is still
+// there when the task's timeout passes (ConvertQueuedBarrier()).
 //
 // Threads: Cancel() and Interrupt() may be called from any thread (they reach the channel
 // writers added so far, and Cancel() those added later). Everything else belongs to the task
@@ -77,8 +79,23 @@ class RecordWriter {
   absl::Status EmitWatermark(int64_t watermark_ms);
   absl::Status EmitWatermarkStatus(bool idle);
   // Checkpoint barrier `id` on every channel. With `priority`, ahead of the backlog, which is
-  // added to `in_flight` as output-side channel state (null: not recorded).
-  absl::Status EmitBarrier(int64_t id, bool priority, proto::ChannelStateFile* in_flight);
+  // added to `in_flight` as output-side channel state (null: not recorded); `timed_out`: marked
+  // so (see Barrier).
+  absl::Status EmitBarrier(int64_t id, bool priority, proto::ChannelStateFile* in_flight,
+                           bool timed_out = false);
+  // Checkpoint barrier `id` in place on every channel (as without `priority`), marked
+  // timeoutable (its checkpoint may go unaligned: a source's in mode auto). Where it waits in a
+  // channel's backlog behind buffers without credit, ConvertQueuedBarrier() may still send it
+  // ahead of them (Flink's aligned checkpoint timeout of output buffers, FLINK-23041).
+  // REQUIRES: no earlier one queued (HasQueuedBarrier() false).
+  absl::Status EmitTimeoutableBarrier(int64_t id);
+  // Whether the last timeoutable barrier still waits in a backlog on some channel (it leaves
+  // with the backlog: TrySend(), WaitForCredit(), an emit beyond the overdraft buffers).
+  bool HasQueuedBarrier() const;
+  // Where the timeoutable barrier still waits: sends it with priority (and `timed_out`) ahead of
+  // the backlog, whose items before it are added to `in_flight` as output-side channel state,
+  // exactly as EmitBarrier() with `priority` stores them; the items after it stay queued.
+  absl::Status ConvertQueuedBarrier(proto::ChannelStateFile* in_flight);
   // End of input: flushes, sends end of partition, waits until every channel has sent
   // everything and closes the channels.
   absl::Status EndOfPartition();

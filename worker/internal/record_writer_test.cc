@@ -1,5 +1,6 @@
 #include "worker/internal/record_writer.h"
 
+#include <initializer_list>
 #include <limits>
 #include <memory>
 #include <string>
@@ -22,7 +23,9 @@ using ::sluice::testing::StatusIs;
 using ::testing::ElementsAre;
 
 // What a fake channel saw, in order: "d<records>:<first value>" a buffer of records (the first
-// record's int; "+w<ms>@<k>": carrying watermark <ms> after its first k records), "b<id>" a barrier ("p<id>" sent with priority), "w<ms>" a watermark, "idle" /
+// record's int; "+w<ms>@<k>": carrying watermark <ms> after its first k records), "b<id>" a
+// barrier ("b<id>t" timeoutable; "p<id>" sent with priority, "p<id>x" converted after its
+// timeout), "w<ms>" a watermark, "idle" /
 // "active", "eop", "close"; a buffer sent by the blocking Send() is prefixed "!".
 struct ChannelLog {
   std::vector<std::string> sent;
@@ -57,7 +60,8 @@ class FakeChannel final : public ChannelWriter {
     return true;
   }
   absl::Status SendPriority(BufferItem item) override {
-    log_->sent.push_back(absl::StrCat("p", item.as<Barrier>()->id));
+    const Barrier* b = item.as<Barrier>();
+    log_->sent.push_back(absl::StrCat("p", b->id, b->timed_out ? "x" : ""));
     return absl::OkStatus();
   }
   void Interrupt() override { ++log_->interrupts; }
@@ -71,7 +75,9 @@ class FakeChannel final : public ChannelWriter {
  private:
   std::string Describe(const BufferItem& item) const {
     if (item.as<EndOfPartition>() != nullptr) return "eop";
-    if (const Barrier* b = item.as<Barrier>()) return absl::StrCat("b", b->id);
+    if (const Barrier* b = item.as<Barrier>()) {
+      return absl::StrCat("b", b->id, b->timeoutable ? "t" : "");
+    }
     if (const WatermarkAdvance* w = item.as<WatermarkAdvance>()) return absl::StrCat("w", w->ms);
     if (const WatermarkStatusChange* s = item.as<WatermarkStatusChange>()) {
       return s->idle ? "idle" : "active";
@@ -140,6 +146,23 @@ class RecordWriterTest : public ::testing::Test {
   void EmitOne(int64_t k) {
     ASSERT_OK(writer_.Emit(Rec(k)));
     ASSERT_OK(writer_.FlushAll());
+  }
+
+  // One forward channel without credit, with a buffer of one record per key in its backlog.
+  void BackloggedChannel(std::initializer_list<int64_t> keys) {
+    AddEdge(plan::Partition::kForward, 1);
+    logs_[0]->credits = 0;
+    for (int64_t k : keys) EmitOne(k);
+  }
+
+  // A forward edge and a rebalance edge of 2 channels, output channel 2 (the second channel of
+  // the second edge) without credit; emits 10 to 13 in buffers of their own: 11 and 13 wait in
+  // channel 2's backlog.
+  void ForwardAndRebalanceWithAStuckChannel() {
+    AddEdge(plan::Partition::kForward, 1);
+    AddEdge(plan::Partition::kRebalance, 2);
+    logs_[2]->credits = 0;
+    for (int64_t k = 10; k <= 13; ++k) EmitOne(k);
   }
 
   // Records of one buffer: as many as it takes to reach kOutputBufferBytes.
@@ -331,10 +354,7 @@ TEST_F(RecordWriterTest, APriorityBarrierKeepsTheWatermarkOfTheBufferItOvertakes
 }
 
 TEST_F(RecordWriterTest, BuffersWithoutCreditWaitInTheBacklogInOrder) {
-  AddEdge(plan::Partition::kForward, 1);
-  logs_[0]->credits = 0;
-  EmitOne(1);
-  EmitOne(2);
+  BackloggedChannel({1, 2});
   ASSERT_OK(writer_.EmitWatermark(9));
   ASSERT_OK(writer_.FlushAll());  // a watermark alone: no record followed it
   EXPECT_TRUE(logs_[0]->sent.empty());
@@ -367,13 +387,7 @@ TEST_F(RecordWriterTest, AnOperatorWaitsForCreditOnlyBeyondTheOverdraft) {
 }
 
 TEST_F(RecordWriterTest, PriorityBarrierOvertakesTheBacklogWhichBecomesInFlightData) {
-  AddEdge(plan::Partition::kForward, 1);
-  AddEdge(plan::Partition::kRebalance, 2);
-  logs_[2]->credits = 0;  // output channel 2: the second channel of the second edge
-  EmitOne(10);            // edge 0 channel 0, edge 1 channel 0 (sent)
-  EmitOne(11);            // edge 0, edge 1 channel 1 (backlogged)
-  EmitOne(12);            // edge 0, edge 1 channel 0
-  EmitOne(13);            // edge 0, edge 1 channel 1 (backlogged)
+  ForwardAndRebalanceWithAStuckChannel();
   proto::ChannelStateFile in_flight;
   ASSERT_OK(writer_.EmitBarrier(4, /*priority=*/true, &in_flight));
   EXPECT_THAT(logs_[0]->sent, ElementsAre("d1:10", "d1:11", "d1:12", "d1:13", "p4"));
@@ -394,15 +408,96 @@ TEST_F(RecordWriterTest, PriorityBarrierOvertakesTheBacklogWhichBecomesInFlightD
 }
 
 TEST_F(RecordWriterTest, AlignedBarrierQueuesBehindTheBacklog) {
-  AddEdge(plan::Partition::kForward, 1);
-  logs_[0]->credits = 0;
-  EmitOne(1);
+  BackloggedChannel({1});
   proto::ChannelStateFile in_flight;
   ASSERT_OK(writer_.EmitBarrier(2, /*priority=*/false, &in_flight));
   EXPECT_EQ(in_flight.items_size(), 0);
   logs_[0]->credits = 5;
   ASSERT_OK(writer_.TrySend().status());
   EXPECT_THAT(logs_[0]->sent, ElementsAre("d1:1", "b2"));
+}
+
+TEST_F(RecordWriterTest, ATimeoutableBarrierWithCreditGoesInPlace) {
+  AddEdge(plan::Partition::kForward, 1);
+  EmitOne(1);
+  ASSERT_OK(writer_.EmitTimeoutableBarrier(2));
+  EXPECT_FALSE(writer_.HasQueuedBarrier());
+  EXPECT_THAT(logs_[0]->sent, ElementsAre("d1:1", "b2t"));
+}
+
+TEST_F(RecordWriterTest, ATimeoutableBarrierLeavesWithTheBacklogInPlace) {
+  BackloggedChannel({1, 2});
+  ASSERT_OK(writer_.EmitTimeoutableBarrier(3));
+  EmitOne(4);
+  EXPECT_TRUE(writer_.HasQueuedBarrier());
+  logs_[0]->credits = 2;
+  ASSERT_OK(writer_.TrySend().status());
+  EXPECT_TRUE(writer_.HasQueuedBarrier()) << "it was third in the backlog";
+  logs_[0]->credits = 1;
+  ASSERT_OK(writer_.TrySend().status());
+  EXPECT_FALSE(writer_.HasQueuedBarrier());
+  EXPECT_THAT(logs_[0]->sent, ElementsAre("d1:1", "d1:2", "b3t"));
+  // Nothing left to convert: a late conversion stores nothing and sends nothing.
+  proto::ChannelStateFile in_flight;
+  ASSERT_OK(writer_.ConvertQueuedBarrier(&in_flight));
+  EXPECT_EQ(in_flight.items_size(), 0);
+  EXPECT_THAT(logs_[0]->sent, ElementsAre("d1:1", "d1:2", "b3t"));
+}
+
+TEST_F(RecordWriterTest, AConvertedBarrierStoresExactlyTheBuffersItOvertakes) {
+  ForwardAndRebalanceWithAStuckChannel();
+  ASSERT_OK(writer_.EmitTimeoutableBarrier(4));
+  EmitOne(14);  // edge 0, edge 1 channel 0
+  EmitOne(15);  // edge 0, edge 1 channel 1 (backlogged behind the barrier)
+  EXPECT_TRUE(writer_.HasQueuedBarrier());
+  EXPECT_THAT(logs_[1]->sent, ElementsAre("d1:10", "d1:12", "b4t", "d1:14"));
+  proto::ChannelStateFile in_flight;
+  ASSERT_OK(writer_.ConvertQueuedBarrier(&in_flight));
+  EXPECT_FALSE(writer_.HasQueuedBarrier());
+  // Channels whose barrier had left are untouched; the stuck one overtakes its backlog.
+  EXPECT_THAT(logs_[0]->sent,
+              ElementsAre("d1:10", "d1:11", "d1:12", "d1:13", "b4t", "d1:14", "d1:15"));
+  EXPECT_THAT(logs_[1]->sent, ElementsAre("d1:10", "d1:12", "b4t", "d1:14"));
+  EXPECT_THAT(logs_[2]->sent, ElementsAre("p4x"));
+  ASSERT_EQ(in_flight.items_size(), 2) << "the buffers before the barrier, not the one after";
+  std::vector<int64_t> firsts;
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_TRUE(in_flight.items(i).output());
+    EXPECT_EQ(in_flight.items(i).channel(), 2);
+    ASSERT_EQ(in_flight.items(i).num_records(), 1);
+    RecordDecoder dec(&schema_, in_flight.items(i).buffer());
+    Record r(1);
+    ASSERT_OK(dec.Next(&r));
+    firsts.push_back(r.GetInt(0));
+  }
+  EXPECT_THAT(firsts, ElementsAre(11, 13));
+  // Every buffer is still sent, in order, after the barrier.
+  logs_[2]->credits = 3;
+  auto sent = writer_.TrySend();
+  ASSERT_OK(sent.status());
+  EXPECT_TRUE(*sent);
+  EXPECT_THAT(logs_[2]->sent, ElementsAre("p4x", "d1:11", "d1:13", "d1:15"));
+}
+
+TEST_F(RecordWriterTest, AnOverdraftWaitOrTheEndOfPartitionSendsAQueuedBarrier) {
+  BackloggedChannel({1});
+  ASSERT_OK(writer_.EmitTimeoutableBarrier(2));
+  FillBuffers(static_cast<int>(kOverdraftBuffers) - 2);  // the backlog holds kOverdraftBuffers
+  EXPECT_TRUE(writer_.HasQueuedBarrier());
+  EXPECT_TRUE(logs_[0]->sent.empty());
+  FillBuffers(1);  // one beyond the overdraft: the oldest (the buffer before the barrier) is sent
+  EXPECT_TRUE(writer_.HasQueuedBarrier());
+  FillBuffers(1);  // ... then the barrier
+  EXPECT_FALSE(writer_.HasQueuedBarrier());
+  ASSERT_EQ(logs_[0]->sent.size(), 2u);
+  EXPECT_EQ(logs_[0]->sent[1], "!b2t");
+
+  ASSERT_OK(writer_.EmitTimeoutableBarrier(3));
+  EXPECT_TRUE(writer_.HasQueuedBarrier());
+  ASSERT_OK(writer_.EndOfPartition());
+  EXPECT_FALSE(writer_.HasQueuedBarrier());
+  EXPECT_EQ(logs_[0]->sent.end()[-3], "!b3t");
+  EXPECT_EQ(logs_[0]->sent.end()[-2], "!eop");
 }
 
 TEST_F(RecordWriterTest, RestoredInFlightDataGoesFirst) {

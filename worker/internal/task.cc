@@ -151,6 +151,8 @@ void Task::Start() {
   thread_ = std::thread([this] {
     NameThisThread(absl::StrCat("task ", desc_.vertex, ".", desc_.subtask));
     absl::Status s = Run();
+    // Cancelled or failed while its barrier waited in an output backlog: never acknowledged.
+    if (output_ack_ != nullptr) DropUpload(std::move(output_ack_));
     uploader_.Stop();  // pending uploads finish first: their acks may complete a checkpoint
     backends_.clear();
     // Tear down channels before reporting, so a finished task has delivered everything.
@@ -360,6 +362,8 @@ absl::Status Task::Run() {
   // A task restored from a final checkpoint already did.
   if (!skip_finish_) SLUICE_RETURN_IF_ERROR(chain_.Finish());
   SLUICE_RETURN_IF_ERROR(writer_.EndOfPartition());
+  // A barrier that waited in a backlog left before the end of partition: aligned.
+  if (output_ack_ != nullptr) SLUICE_RETURN_IF_ERROR(ResolveQueuedBarrier(false));
   if (desc_.checkpoint_dir.empty()) return absl::OkStatus();
   // With checkpoints, output is committed by the final checkpoint: wait for it.
   end_of_input_.store(true);
@@ -475,25 +479,34 @@ absl::Status Task::Act(const BarrierHandler::Action& action) {
   if (action.abandoned > 0 && unaligned_ack_ != nullptr &&
       unaligned_ack_->ack.checkpoint_id() == action.abandoned) {
     // The coordinator gave it up: drop its local RocksDB checkpoints too.
-    for (const PendingUpload::Keyed& keyed : unaligned_ack_->keyed) {
-      std::error_code ec;
-      if (!keyed.snapshot.local_checkpoint_dir.empty()) {
-        std::filesystem::remove_all(keyed.snapshot.local_checkpoint_dir, ec);
-      }
-    }
-    unaligned_ack_.reset();
+    DropUpload(std::move(unaligned_ack_));
   }
   if (action.snapshot > 0) {
+    // Mode auto, aligned here: the barrier goes on in place, timeoutable, as a source's does.
+    const bool timeoutable =
+        action.priority && !action.unaligned && mode_ == plan::CheckpointConfig::Mode::kAuto;
     SLUICE_RETURN_IF_ERROR(PerformCheckpoint(action.snapshot, true, action.alignment_ms,
-                                             action.priority, action.unaligned));
+                                             action.priority && !timeoutable, action.unaligned,
+                                             timeoutable));
   }
   if (action.complete > 0) CompleteUnaligned(action.complete, barriers_->TakeInputState());
   return absl::OkStatus();
 }
 
+void Task::DropUpload(std::unique_ptr<PendingUpload> pending) {
+  for (const PendingUpload::Keyed& keyed : pending->keyed) {
+    std::error_code ec;
+    if (!keyed.snapshot.local_checkpoint_dir.empty()) {
+      std::filesystem::remove_all(keyed.snapshot.local_checkpoint_dir, ec);
+    }
+  }
+}
+
 absl::Status Task::AwaitOutput(bool source) {
   while (true) {
     SLUICE_ASSIGN_OR_RETURN(bool sent, writer_.TrySend());
+    // A barrier waiting in a backlog (mode auto): left with what was sent, or timed out.
+    if (output_ack_ != nullptr) SLUICE_RETURN_IF_ERROR(ResolveQueuedBarrier(false));
     if (sent) return absl::OkStatus();
     if (cancelled_.load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
     // Backpressured: what must not wait for credit happens now.
@@ -515,6 +528,7 @@ absl::Status Task::AwaitOutput(bool source) {
     };
     wake_by(writer_.FlushDeadlineNanos());
     if (priority_ok) wake_by(barriers_->TimerDeadlineNanos());
+    if (output_ack_ != nullptr) wake_by(output_ack_deadline_);
     SLUICE_RETURN_IF_ERROR(writer_.WaitForCredit(deadline));
   }
 }
@@ -793,10 +807,15 @@ absl::Status Task::HandleMail(bool source) {
     } else if (source || end_of_input_.load()) {
       // Sources start a checkpoint by injecting its barrier; a task past its end of input
       // (no barrier can reach it any more) snapshots directly.
+      // Mode unaligned: a priority barrier at once. Mode auto: in place, converted to one only
+      // if it still waits in the backlog after aligned_timeout (ResolveQueuedBarrier()); so are
+      // the barriers a task forwards after aligning (Act()).
       const bool barrier = !end_of_input_.load() && !m.final;
-      SLUICE_RETURN_IF_ERROR(PerformCheckpoint(
-          m.id, barrier, 0, barrier && !m.aligned && mode_ != plan::CheckpointConfig::Mode::kAligned,
-          false));
+      const bool may_overtake =
+          barrier && !m.aligned && mode_ != plan::CheckpointConfig::Mode::kAligned;
+      const bool timeoutable = may_overtake && mode_ == plan::CheckpointConfig::Mode::kAuto;
+      SLUICE_RETURN_IF_ERROR(
+          PerformCheckpoint(m.id, barrier, 0, may_overtake && !timeoutable, false, timeoutable));
       if (end_of_input_.load() && m.final) final_checkpoint_ = m.id;
     }
   }
@@ -816,7 +835,9 @@ absl::Status Task::AwaitFinalCheckpoint() {
 }
 
 absl::Status Task::PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alignment_ms,
-                                     bool priority, bool unaligned) {
+                                     bool priority, bool unaligned, bool timeoutable) {
+  // An earlier barrier still waiting in the backlog goes ahead of it now (one waits at a time).
+  if (output_ack_ != nullptr) SLUICE_RETURN_IF_ERROR(ResolveQueuedBarrier(true));
   const int64_t start = clock_->NowNanos();
   // Everything emitted before the barrier goes out before it (or, overtaken by a priority
   // barrier, is stored with the checkpoint).
@@ -845,15 +866,37 @@ absl::Status Task::PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alig
     }
   }
   ack->set_sync_ms((clock_->NowNanos() - start) / 1'000'000);
-  if (emit_barrier) SLUICE_RETURN_IF_ERROR(writer_.EmitBarrier(id, priority, &pending->channels));
-  // A priority barrier that overtook queued output (a backpressured source in mode auto) took
-  // this subtask's part unaligned too: say so, as its in-flight bytes are stored.
+  if (emit_barrier && timeoutable) {
+    SLUICE_RETURN_IF_ERROR(writer_.EmitTimeoutableBarrier(id));
+    if (writer_.HasQueuedBarrier()) {
+      // Backpressured: the acknowledgement waits until the barrier leaves or is converted.
+      output_ack_ = std::move(pending);
+      output_ack_deadline_ = start + desc_.job->checkpoint.aligned_timeout_ms * 1'000'000;
+      return ResolveQueuedBarrier(false);
+    }
+  } else if (emit_barrier) {
+    // Taken unaligned in mode auto: the checkpoint timed out here, so it does downstream too.
+    const bool timed_out = priority && unaligned && mode_ == plan::CheckpointConfig::Mode::kAuto;
+    SLUICE_RETURN_IF_ERROR(writer_.EmitBarrier(id, priority, &pending->channels, timed_out));
+  }
+  // A priority barrier that overtook queued output took this subtask's part unaligned too: say
+  // so, as its in-flight bytes are stored.
   if (pending->channels.items_size() > 0) ack->set_unaligned(true);
   if (unaligned) {
     unaligned_ack_ = std::move(pending);  // the barrier handler completes the in-flight input
     return absl::OkStatus();
   }
   uploader_.Queue(std::move(pending));
+  return absl::OkStatus();
+}
+
+absl::Status Task::ResolveQueuedBarrier(bool force) {
+  if (writer_.HasQueuedBarrier()) {
+    if (!force && clock_->NowNanos() < output_ack_deadline_) return absl::OkStatus();
+    SLUICE_RETURN_IF_ERROR(writer_.ConvertQueuedBarrier(&output_ack_->channels));
+    if (output_ack_->channels.items_size() > 0) output_ack_->ack.set_unaligned(true);
+  }
+  uploader_.Queue(std::move(output_ack_));
   return absl::OkStatus();
 }
 

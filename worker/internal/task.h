@@ -157,9 +157,18 @@ class Task {
   // Snapshots checkpoint `id` and (`emit_barrier`) forwards its barrier, with `priority`
   // ahead of unsent output (which becomes in-flight data of the checkpoint). `unaligned`: the
   // in-flight input is still being recorded; the acknowledgement waits for CompleteUnaligned().
+  // `timeoutable` (mode auto: a source's barrier, or one forwarded after aligning): the barrier
+  // goes in place; while it waits in an output backlog, the acknowledgement waits in
+  // output_ack_ (ResolveQueuedBarrier()).
   absl::Status PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alignment_ms,
-                                 bool priority, bool unaligned);
+                                 bool priority, bool unaligned, bool timeoutable = false);
   void CompleteUnaligned(int64_t id, std::vector<BufferItem> input);
+  // output_ack_'s barrier: once it left every backlog, queues the acknowledgement (aligned);
+  // if it still waits when aligned_timeout has passed since its injection (or `force`),
+  // converts it to a priority barrier, whose overtaken output is stored as in-flight data.
+  absl::Status ResolveQueuedBarrier(bool force);
+  // A snapshot that will not be acknowledged: removes its local RocksDB checkpoints.
+  static void DropUpload(std::unique_ptr<PendingUpload> pending);
   // Feeds one input item to the barrier handler and does what it says.
   absl::Status HandleInputItem(BufferItem& item);
   absl::Status Act(const BarrierHandler::Action& action);
@@ -249,6 +258,10 @@ class Task {
   std::unique_ptr<BarrierHandler> barriers_;  // input tasks
   std::deque<BufferItem> restored_input_;     // in-flight input to process first
   std::unique_ptr<PendingUpload> unaligned_ack_;  // snapshotted; in-flight input still recorded
+  // Snapshotted; its timeoutable barrier still waits in an output backlog (mode auto), to be
+  // converted at output_ack_deadline_ (clock_ nanoseconds).
+  std::unique_ptr<PendingUpload> output_ack_;
+  int64_t output_ack_deadline_ = 0;
   std::vector<const Schema*> schema_of_;  // per input channel: its edge's schema
   std::vector<int> input_of_;             // per input channel: the head operator's input index
   // Per input channel: its edge carries key groups (plan::Edge::carry_key_groups); then the

@@ -2632,3 +2632,288 @@ TEST_F(CarriedKeyGroupTaskTest, ChainedToTheSourceNothingIsCarried) {
 
 }  // namespace
 }  // namespace sluice::worker
+
+namespace sluice::worker {
+namespace {
+
+// What the probes of SourceBarrierTaskTest share with the test.
+struct Valve {
+  absl::Mutex mu;
+  int64_t allowed ABSL_GUARDED_BY(mu) = 0;        // records the gated sink may process
+  std::vector<int64_t> seen ABSL_GUARDED_BY(mu);  // their first fields, in order
+  std::map<int64_t, size_t> sink_snapshots ABSL_GUARDED_BY(mu);    // id -> records seen
+  std::map<int64_t, int64_t> source_snapshots ABSL_GUARDED_BY(mu);  // id -> records passed
+
+  void Open() {
+    absl::MutexLock lock(&mu);
+    allowed = std::numeric_limits<int64_t>::max();
+  }
+};
+
+// Chained to the source: passes records on, noting at each snapshot how many it passed.
+class SnapshotMark final : public ops::Operator {
+ public:
+  explicit SnapshotMark(Valve* valve) : valve_(valve) {}
+  absl::Status Process(const Record& r) override {
+    ++passed_;
+    return output_->Emit(r);
+  }
+  absl::Status SnapshotState(int64_t id, std::vector<std::string>*) override {
+    absl::MutexLock lock(&valve_->mu);
+    valve_->source_snapshots[id] = passed_;
+    return absl::OkStatus();
+  }
+
+ private:
+  Valve* valve_;
+  int64_t passed_ = 0;
+};
+
+// A sink that processes a record only once the test allows it (Valve::allowed), so that its
+// producer is backpressured for as long as the test wants.
+class GatedSink final : public ops::Operator {
+ public:
+  explicit GatedSink(Valve* valve) : valve_(valve) {}
+  absl::Status Process(const Record& r) override {
+    absl::MutexLock lock(&valve_->mu);
+    auto may = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(valve_->mu) {
+      return static_cast<int64_t>(valve_->seen.size()) < valve_->allowed;
+    };
+    valve_->mu.Await(absl::Condition(&may));
+    valve_->seen.push_back(r.GetInt(0));
+    return absl::OkStatus();
+  }
+  absl::Status SnapshotState(int64_t id, std::vector<std::string>*) override {
+    absl::MutexLock lock(&valve_->mu);
+    valve_->sink_snapshots[id] = valve_->seen.size();
+    return absl::OkStatus();
+  }
+
+ private:
+  Valve* valve_;
+};
+
+std::vector<int64_t> Range(int64_t from, int64_t to) {
+  std::vector<int64_t> v;
+  for (int64_t i = from; i < to; ++i) v.push_back(i);
+  return v;
+}
+
+// A source's barrier in mode auto (aligned_timeout 1 s of the fake clock): datagen -> mark
+// (chained) -> gated sink (-> blackhole, chained: it emits nothing), the sink closed until the
+// test opens it.
+class SourceBarrierTaskTest : public TaskTest {
+ protected:
+  SourceBarrierTaskTest() {
+    EXPECT_OK(RegisterWithProbe(&with_probes_, "gated_sink", /*keyed=*/false,
+                                [this](const plan::OperatorSpec&) {
+                                  return std::unique_ptr<ops::Operator>(
+                                      std::make_unique<GatedSink>(&valve_));
+                                }));
+    EXPECT_OK(RegisterProbe(&with_probes_, "snapshot_mark", /*keyed=*/false,
+                            [this](const plan::OperatorSpec&) {
+                              return std::unique_ptr<ops::Operator>(
+                                  std::make_unique<SnapshotMark>(&valve_));
+                            }));
+    registry_in_use_ = &with_probes_;
+    checkpointing_ = true;
+    fake_time_ = true;
+  }
+
+  void TearDown() override {
+    valve_.Open();  // a sink waiting for the valve would not see its cancellation
+    TaskTest::TearDown();
+  }
+
+  // Deploys and starts the job (datagen of `count` records, -1: endless), then waits until the
+  // source is backpressured: its channel's credits are all used and a buffer waits in its
+  // backlog.
+  void StartBackpressured(int64_t count) {
+    Deploy(absl::StrCat(R"(
+name: backpressured
+checkpoint: {interval: 1h, mode: auto, aligned_timeout: 1s}
+operators:
+  - id: gen
+    type: datagen
+)", count >= 0 ? absl::StrCat("    count: ", count, "\n") : "",
+                        R"(    fields: [{name: v, type: int64, expr: "seq"}]
+  - id: mark
+    type: snapshot_mark
+    inputs: [{from: gen, partition: forward}]
+  - id: sink
+    type: gated_sink
+    inputs: [{from: mark, partition: rebalance}]
+  - {id: out, type: blackhole}
+)"));
+    ASSERT_FALSE(HasFailure());
+    ASSERT_EQ(tasks_.size(), 2u);
+    source_ = TaskFor(VertexOf("gen"), 0);
+    sink_ = TaskFor(VertexOf("sink"), 0);
+    ASSERT_NE(source_, nullptr);
+    ASSERT_NE(sink_, nullptr);
+    StartAll();
+    // The sink holds one buffer (waiting in Process()), its gate the rest of the credits; one
+    // more buffer was flushed into the source's backlog.
+    const plan::Edge& edge = graph_->edges[graph_->vertices[VertexOf("sink")].in_edges[0]];
+    const int64_t credits = sink_->gate()->credits_per_channel();
+    ASSERT_TRUE(WaitUntil([&] { return BuffersSent(edge, 0) > credits; }));
+  }
+
+  // Triggers checkpoint `id` on the source and waits until it has snapshotted (its barrier is
+  // emitted right after, on the task thread).
+  void TriggerSource(int64_t id) {
+    source_->TriggerCheckpoint(id, /*final=*/false);
+    ASSERT_TRUE(WaitUntil([&] {
+      absl::MutexLock lock(&valve_.mu);
+      return valve_.source_snapshots.count(id) > 0;
+    }));
+  }
+
+  bool HasAck(int64_t id, Task* task) {
+    absl::MutexLock lock(&mu_);
+    for (const auto& a : acks_) {
+      if (a.checkpoint_id() == id && a.task().vertex() == task->descriptor().vertex) return true;
+    }
+    return false;
+  }
+
+  // The first fields of the records of `ack`'s in-flight file (output or input side), in order.
+  std::vector<int64_t> InFlightValues(const proto::CheckpointAck& ack, bool output) {
+    std::vector<int64_t> values;
+    if (ack.state().channel_state_file().empty()) return values;
+    auto file = ReadChannelState(CheckpointDir() + "/" + ack.state().channel_state_file(),
+                                 ack.checkpoint_id(), ack.task().vertex(), ack.task().subtask());
+    EXPECT_OK(file.status());
+    if (!file.ok()) return values;
+    const Schema schema({Field{"v", FieldType::kInt64}});
+    for (const auto& item : file->items()) {
+      EXPECT_EQ(item.output(), output);
+      RecordDecoder dec(&schema, item.buffer());
+      Record r(1);
+      int n = 0;
+      while (!dec.Done()) {
+        EXPECT_OK(dec.Next(&r));
+        values.push_back(r.GetInt(0));
+        ++n;
+      }
+      EXPECT_EQ(n, item.num_records());
+    }
+    return values;
+  }
+
+  // Every record before barrier `id` (the mark's count at the source's snapshot) is in exactly
+  // one place, in order: the sink's snapshot (the records it had seen), the sink's in-flight
+  // input, the source's in-flight output (the acknowledgements' files). Returns the latter.
+  std::vector<int64_t> ExpectEachRecordOnce(int64_t id, const proto::CheckpointAck& source,
+                                            const proto::CheckpointAck& sink) {
+    int64_t before = 0;
+    size_t at_sink = 0;
+    {
+      absl::MutexLock lock(&valve_.mu);
+      before = valve_.source_snapshots.at(id);
+      at_sink = valve_.sink_snapshots.at(id);
+    }
+    EXPECT_EQ(EmittedBefore(SplitsIn(source, "gen")), before);
+    const std::vector<int64_t> output = InFlightValues(source, true);
+    const std::vector<int64_t> input = InFlightValues(sink, false);
+    std::vector<int64_t> all = Seen(at_sink);
+    all.insert(all.end(), input.begin(), input.end());
+    all.insert(all.end(), output.begin(), output.end());
+    EXPECT_EQ(all, Range(0, before));
+    return output;
+  }
+
+  std::vector<int64_t> Seen(size_t n) {
+    absl::MutexLock lock(&valve_.mu);
+    const size_t k = std::min(n, valve_.seen.size());
+    return std::vector<int64_t>(valve_.seen.begin(), valve_.seen.begin() + k);
+  }
+
+  ops::OperatorRegistry with_probes_;
+  Valve valve_;
+  Task* source_ = nullptr;
+  Task* sink_ = nullptr;
+};
+
+// The barrier waits in the source's backlog; the sink drains before the timeout: the
+// checkpoint is aligned everywhere (no in-flight data), and the sink's snapshot follows exactly
+// the records before the barrier. The input then ends and the final checkpoint finishes the job.
+TEST_F(SourceBarrierTaskTest, ABarrierThatDrainsInTimeGoesAligned) {
+  constexpr int64_t kCount = 300'000;
+  StartBackpressured(kCount);
+  ASSERT_FALSE(HasFailure());
+  TriggerSource(1);
+  valve_.Open();
+  Acks acks = AwaitAcks(1);
+  const proto::CheckpointAck& source = acks.at({source_->descriptor().vertex, 0});
+  const proto::CheckpointAck& sink = acks.at({sink_->descriptor().vertex, 0});
+  EXPECT_FALSE(source.unaligned());
+  EXPECT_EQ(source.state().channel_state_file(), "");
+  EXPECT_FALSE(sink.unaligned());
+  EXPECT_EQ(sink.state().channel_state_file(), "");
+  // Aligned: the sink's snapshot follows exactly the records before the barrier.
+  ExpectEachRecordOnce(1, source, sink);
+  ASSERT_TRUE(AwaitEndOfInput());
+  TriggerAll(2, /*final=*/true);
+  AwaitAcks(2);
+  NotifyAll(2);
+  ASSERT_TRUE(WaitAllDone());
+  ExpectAllIn(proto::TASK_FINISHED);
+  EXPECT_EQ(Seen(kCount + 1), Range(0, kCount));
+}
+
+// The barrier is still in the backlog when aligned_timeout passes: the source converts it to a
+// priority barrier, storing exactly the buffers it overtook; the sink, told that the checkpoint
+// timed out, snapshots unaligned at once. The sink's records, its in-flight input and the
+// source's in-flight output are exactly the records before the barrier, each once.
+TEST_F(SourceBarrierTaskTest, ABarrierStuckPastTheTimeoutIsConverted) {
+  StartBackpressured(-1);
+  ASSERT_FALSE(HasFailure());
+  TriggerSource(1);
+  // Time passes (the sink stays closed) until the source acknowledges.
+  ASSERT_TRUE(WaitUntil([&] {
+    fake_clock_.AdvanceNanos(50'000'000);
+    return HasAck(1, source_);
+  }));
+  valve_.Open();
+  Acks acks = AwaitAcks(1);
+  const proto::CheckpointAck& source = acks.at({source_->descriptor().vertex, 0});
+  const proto::CheckpointAck& sink = acks.at({sink_->descriptor().vertex, 0});
+  EXPECT_TRUE(source.unaligned());
+  EXPECT_TRUE(sink.unaligned()) << "a timed-out barrier switches the sink at once";
+  EXPECT_FALSE(ExpectEachRecordOnce(1, source, sink).empty())
+      << "the source's backlog held a buffer";
+}
+
+// The timeout passes while credit comes back: whichever the source sees first (the barrier
+// leaves in place, or is converted; the writer tests pin each order), every record before the
+// barrier is in exactly one of the sink's snapshot, its in-flight input or the source's
+// in-flight output, and the acknowledgements agree with what was stored.
+TEST_F(SourceBarrierTaskTest, ATimeoutAsTheBarrierLeavesStoresEachRecordOnceEitherWay) {
+  StartBackpressured(-1);
+  ASSERT_FALSE(HasFailure());
+  TriggerSource(1);
+  fake_clock_.AdvanceNanos(1'000'000'000);
+  valve_.Open();
+  Acks acks = AwaitAcks(1);
+  const proto::CheckpointAck& source = acks.at({source_->descriptor().vertex, 0});
+  const proto::CheckpointAck& sink = acks.at({sink_->descriptor().vertex, 0});
+  const std::vector<int64_t> output = ExpectEachRecordOnce(1, source, sink);
+  EXPECT_EQ(source.unaligned(), !output.empty());
+  EXPECT_EQ(source.state().channel_state_file().empty(), output.empty());
+  if (!source.unaligned()) EXPECT_FALSE(sink.unaligned()) << "it left in place: aligned";
+}
+
+// Cancelled while its barrier waits in the backlog: the source never acknowledges it.
+TEST_F(SourceBarrierTaskTest, CancelWhileABarrierWaitsDropsItsAck) {
+  StartBackpressured(-1);
+  ASSERT_FALSE(HasFailure());
+  TriggerSource(1);
+  CancelAll();
+  valve_.Open();
+  ASSERT_TRUE(WaitAllDone());
+  EXPECT_FALSE(HasAck(1, source_));
+}
+
+}  // namespace
+}  // namespace sluice::worker
