@@ -29,6 +29,16 @@ int64_t Expr::EvalInt(const Record&) const { return 0; }
 void Expr::EvalIntBatch(const Record* records, size_t n, int64_t* out) const {
   for (size_t i = 0; i < n; ++i) out[i] = EvalInt(records[i]);
 }
+void Expr::EvalBoolBatch(const Record* records, size_t n, uint8_t* keep) const {
+  if (!nullable()) {
+    for (size_t i = 0; i < n; ++i) keep[i] = EvalBool(records[i]) ? 1 : 0;
+    return;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    bool v;
+    keep[i] = EvalBoolOrNull(records[i], &v) && v ? 1 : 0;
+  }
+}
 double Expr::EvalDouble(const Record&) const { return 0; }
 bool Expr::EvalBool(const Record&) const { return false; }
 absl::string_view Expr::EvalString(const Record&) const { return absl::string_view(); }
@@ -672,6 +682,25 @@ class Compare final : public BinaryExpr {
     *out = Cmp()(a, b);
     return true;
   }
+  void EvalBoolBatch(const Record* records, size_t n, uint8_t* keep) const override {
+    if constexpr (std::is_same_v<T, int64_t>) {
+      if (!nullable()) {
+        int64_t a[kEvalBatch];
+        int64_t b[kEvalBatch];
+        ReadIntBatch<L>(lo_, records, n, a);
+        ReadIntBatch<R>(ro_, records, n, b);
+        for (size_t i = 0; i < n; ++i) keep[i] = Cmp()(a[i], b[i]) ? 1 : 0;
+        return;
+      }
+    }
+    for (size_t i = 0; i < n; ++i) {
+      T a, b;
+      keep[i] = ReadOrNull<T, L>(lo_, records[i], &a) && ReadOrNull<T, R>(ro_, records[i], &b) &&
+                        Cmp()(a, b)
+                    ? 1
+                    : 0;
+    }
+  }
 
  private:
   const Operand<T> lo_;
@@ -695,6 +724,25 @@ class ModCompare final : public BinaryExpr {
     if (!ReadOrNull<int64_t, L>(xo_, r, &x)) return false;
     *out = Test(x);
     return true;
+  }
+  void EvalBoolBatch(const Record* records, size_t n, uint8_t* keep) const override {
+    if (nullable()) {
+      for (size_t i = 0; i < n; ++i) {
+        int64_t x;
+        keep[i] = ReadOrNull<int64_t, L>(xo_, records[i], &x) && Test(x) ? 1 : 0;
+      }
+    } else if constexpr (L == Kind::kField) {
+      const int f = xo_.field;
+      if (k_ == 0) {
+        for (size_t i = 0; i < n; ++i) keep[i] = c_.Divides(records[i].GetInt(f)) == kEq ? 1 : 0;
+      } else {
+        for (size_t i = 0; i < n; ++i) keep[i] = Test(records[i].GetInt(f)) ? 1 : 0;
+      }
+    } else {
+      int64_t x[kEvalBatch];
+      ReadIntBatch<L>(xo_, records, n, x);
+      for (size_t i = 0; i < n; ++i) keep[i] = Test(x[i]) ? 1 : 0;
+    }
   }
 
  private:

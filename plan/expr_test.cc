@@ -1119,6 +1119,61 @@ TEST_F(SpecialisedExprTest, IntegerBatchesMatchRecordByRecordEvaluation) {
   }
 }
 
+// EvalBoolBatch() gives 1 where EvalBool() (EvalBoolOrNull() for a nullable condition) gives
+// true and 0 where it gives false or null, record by record: integer comparisons with every
+// operand kind (fields, literals, arithmetic nodes), NOT NULL and nullable; `x % c == k` and
+// `!=` over a field, a nullable field, a product and a sum, by a power of two or not, k zero or
+// not; comparisons of doubles and strings; and nodes on the default path (and, or, not,
+// is_null()), over edge values in batches of 1, 7 and kEvalBatch.
+TEST_F(SpecialisedExprTest, BoolBatchesMatchRecordByRecordEvaluation) {
+  const std::vector<std::string> texts = {
+      "a < b", "a <= 7", "7 > a", "a == b", "a != 0", "a >= b", "a + b < 100", "a * 3 > b - 1",
+      "a - b == 0", "n < a", "n == 3", "5 <= n", "n + a > 0", "to_timestamp(a) < to_timestamp(b)",
+      "a % 123 == 0", "a % 123 != 0", "a % 7 == 3", "a % 7 != -3", "a % 8 == 0", "a % -16 != 0",
+      "n % 3 == 0", "n % 3 != 1", "(a * 7919) % 100 == 0", "(a + b) % 10 == 0",
+      "(a + b) % 10 != 4", "x < 1.5", "x == x", "t == '5'", "t < '3'", "a > 0 and n < 5",
+      "a > 0 or n < 5", "not (a < b)", "is_null(n)", "a % 2 == 0 and b % 3 == 0"};
+  const std::vector<int64_t> values = EdgeValues();
+  std::vector<Record> records;
+  for (size_t i = 0; i < values.size(); ++i) {
+    Record r(5);
+    r.SetInt(0, values[i]);
+    r.SetInt(1, i % 5 == 0 ? values[i] : values[(i * 7 + 3) % values.size()] % 1000);
+    r.SetDouble(2, i % 11 == 0 ? std::nan("") : static_cast<double>(values[i] % 5));
+    r.SetString(3, absl::StrCat(static_cast<int64_t>(i % 13) - 3));
+    if (i % 3 == 0) {
+      r.SetNull(4);
+    } else {
+      r.SetInt(4, i % 4 == 0 ? 3 : values[i] / 2);
+    }
+    records.push_back(std::move(r));
+  }
+  for (const std::string& text : texts) {
+    SCOPED_TRACE(text);
+    auto e = Compile(text);
+    ASSERT_TRUE(e);
+    ASSERT_EQ(e->type(), FieldType::kBool);
+    size_t kept = 0;
+    for (size_t width : {size_t{1}, size_t{7}, Expr::kEvalBatch}) {
+      std::vector<uint8_t> keep(width, 7);
+      for (size_t start = 0; start < records.size(); start += width) {
+        const size_t n = std::min(width, records.size() - start);
+        e->EvalBoolBatch(records.data() + start, n, keep.data());
+        for (size_t j = 0; j < n; ++j) {
+          const Record& r = records[start + j];
+          bool v = false;
+          const bool want = e->nullable() ? e->EvalBoolOrNull(r, &v) && v : e->EvalBool(r);
+          ASSERT_EQ(keep[j], want ? 1 : 0) << "record " << start + j << " width " << width;
+          if (width == 1) kept += want ? 1 : 0;
+        }
+      }
+    }
+    // Every condition keeps some records and drops others here.
+    EXPECT_GT(kept, 0u);
+    EXPECT_LT(kept, records.size());
+  }
+}
+
 // `lower(s) == 'lit'` and `!=` as one node (no lowered copy), in either order, against the
 // comparison of lower()'s result made through an opaque node (`if(true, lower(t), '')`).
 TEST_F(SpecialisedExprTest, LowerComparedWithALiteralMatchesTheLoweredCopy) {

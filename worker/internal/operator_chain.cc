@@ -81,6 +81,19 @@ class OperatorChain::ChainOutput final : public ops::Output {
     if (ABSL_PREDICT_FALSE(!s.ok())) return chain_->Named(to_index_, std::move(s));
     return s;
   }
+  // EmitOwned() of records[0..n) with one cancelled check and one add per counter, handed on
+  // with one ProcessOwnedBatch() (a gathered batch copies them as Emit() does).
+  absl::Status EmitOwnedBatch(Record* records, size_t n) override {
+    if (batching_) return Output::EmitOwnedBatch(records, n);
+    if (n == 0) return absl::OkStatus();
+    if (cancelled_->load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
+    out_->Add(n);
+    for (Counter* c : bypassed_) c->Add(n);
+    in_->Add(n);
+    absl::Status s = to_op_->ProcessOwnedBatch(records, n);
+    if (ABSL_PREDICT_FALSE(!s.ok())) return chain_->Named(to_index_, std::move(s));
+    return s;
+  }
   absl::Status EmitWatermark(int64_t watermark_ms) override {
     SLUICE_RETURN_IF_ERROR(Flush());
     if (source_ != nullptr) source_->advanced(watermark_ms);
