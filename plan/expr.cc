@@ -512,7 +512,9 @@ class ConstDivisor {
         negative_(c < 0),
         pow2_((d_ & (d_ - 1)) == 0),
         shift_(static_cast<int>(__builtin_ctzll(d_))),
-        m_(~static_cast<unsigned __int128>(0) / d_ + 1) {}
+        m_(~static_cast<unsigned __int128>(0) / d_ + 1),
+        inverse_(OddInverse(d_ >> shift_)),
+        max_quotient_(~uint64_t{0} / d_) {}
 
   int64_t Div(int64_t a) const {
     const uint64_t q = Quotient(Magnitude(a));
@@ -522,16 +524,24 @@ class ConstDivisor {
     const uint64_t m = Remainder(Magnitude(a));
     return a < 0 ? static_cast<int64_t>(0 - m) : static_cast<int64_t>(m);
   }
-  // a % c == 0, without the remainder: m_ * |a| mod 2^128 is below m_ exactly when c divides
-  // |a| (Lemire et al., as above).
+  // a % c == 0, without the remainder: with |c| = o * 2^s (o odd), |a| * o^-1 mod 2^64 rotated
+  // right by s is at most (2^64 - 1) / |c| exactly when c divides |a| (one multiplication;
+  // Granlund and Montgomery, 1994, as compilers test `n % c == 0`; a power of two has o = 1).
   bool Divides(int64_t a) const {
-    const uint64_t n = Magnitude(a);
-    return pow2_ ? (n & (d_ - 1)) == 0 : m_ * n <= m_ - 1;
+    const uint64_t q = Magnitude(a) * inverse_;
+    return ((q >> shift_) | (q << ((64 - shift_) & 63))) <= max_quotient_;
   }
 
  private:
   static uint64_t Magnitude(int64_t a) {
     return a < 0 ? 0 - static_cast<uint64_t>(a) : static_cast<uint64_t>(a);
+  }
+  // o^-1 mod 2^64 for an odd o (Newton's iteration: each step doubles the correct low bits,
+  // from 3 bits for x = o).
+  static uint64_t OddInverse(uint64_t o) {
+    uint64_t x = o;
+    for (int i = 0; i < 5; ++i) x *= 2 - o * x;
+    return x;
   }
   // The high 64 bits of the 192-bit product x * y.
   static uint64_t MulHigh(unsigned __int128 x, uint64_t y) {
@@ -550,6 +560,8 @@ class ConstDivisor {
   const bool pow2_;
   const int shift_;
   const unsigned __int128 m_;  // ceil(2^128 / d_)
+  const uint64_t inverse_;       // (d_ >> shift_)^-1 mod 2^64
+  const uint64_t max_quotient_;  // (2^64 - 1) / d_
 };
 
 template <bool kMod, Kind L>
@@ -732,9 +744,11 @@ class ModCompare final : public BinaryExpr {
         keep[i] = ReadOrNull<int64_t, L>(xo_, records[i], &x) && Test(x) ? 1 : 0;
       }
     } else if constexpr (L == Kind::kField) {
+      // Locals: the stores into keep (bytes) may alias this node's members.
       const int f = xo_.field;
+      const ConstDivisor c = c_;
       if (k_ == 0) {
-        for (size_t i = 0; i < n; ++i) keep[i] = c_.Divides(records[i].GetInt(f)) == kEq ? 1 : 0;
+        for (size_t i = 0; i < n; ++i) keep[i] = c.Divides(records[i].GetInt(f)) == kEq ? 1 : 0;
       } else {
         for (size_t i = 0; i < n; ++i) keep[i] = Test(records[i].GetInt(f)) ? 1 : 0;
       }

@@ -8,6 +8,7 @@
 #include <new>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -994,10 +995,21 @@ TEST_F(SpecialisedExprTest, StringValueAndNullTogetherMatchIsNullThenEvalString)
 TEST_F(SpecialisedExprTest, ModuloComparedWithALiteralMatchesTheRemainder) {
   constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
   constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
-  const std::vector<int64_t> divisors = {2, -2, 3, 7, 123, -123, 1024, -1024, 1000000007,
-                                         int64_t{1} << 62, kMax, kMin + 1, 3037000499};
-  const std::vector<int64_t> values = EdgeValues();
+  const std::vector<int64_t> divisors = {2,    -2,  3,    7,     123,   -123, 1024, -1024,
+                                         6,    96,  -246, 1000,  -1000, 1000000007,
+                                         int64_t{1} << 62, kMax, kMin + 1, 3037000499,
+                                         (int64_t{1} << 62) - 2};
   for (int64_t c : divisors) {
+    // Edge values, and multiples of c (the largest too) and their neighbours.
+    std::vector<int64_t> values = EdgeValues();
+    for (int64_t m : {int64_t{-50}, int64_t{-3}, int64_t{-1}, int64_t{1}, int64_t{2}, int64_t{50},
+                      kMax / c, kMin / c, kMax / c - 1}) {
+      const __int128 v = static_cast<__int128>(c) * m;
+      if (v > kMax || v < kMin) continue;
+      for (int d : {-1, 0, 1}) {
+        if (v + d <= kMax && v + d >= kMin) values.push_back(static_cast<int64_t>(v + d));
+      }
+    }
     for (int64_t k : {int64_t{0}, int64_t{1}, int64_t{-1}, int64_t{5}, c - 1}) {
       const std::string lc = absl::StrCat(c);
       const std::string lk = absl::StrCat(k);
@@ -1022,6 +1034,29 @@ TEST_F(SpecialisedExprTest, ModuloComparedWithALiteralMatchesTheRemainder) {
         r_.SetNull(4);
         ASSERT_FALSE(ne_null->EvalBoolOrNull(r_, &got));
         ASSERT_TRUE(ne_null->IsNull(r_));
+      }
+      // The same over batches (EvalBoolBatch), n null for every third record.
+      std::vector<Record> records;
+      for (size_t i = 0; i < values.size(); ++i) {
+        Record r(5);
+        r.SetInt(0, values[i]);
+        r.SetInt(4, values[i]);
+        if (i % 3 == 0) r.SetNull(4);
+        records.push_back(std::move(r));
+      }
+      uint8_t keep[Expr::kEvalBatch];
+      for (size_t start = 0; start < records.size(); start += Expr::kEvalBatch) {
+        const size_t n = std::min(Expr::kEvalBatch, records.size() - start);
+        for (const auto& [e, negated, null_drops] :
+             {std::make_tuple(eq.get(), false, false), std::make_tuple(ne.get(), true, false),
+              std::make_tuple(eq_node.get(), false, false), std::make_tuple(ne_null.get(), true, true)}) {
+          e->EvalBoolBatch(records.data() + start, n, keep);
+          for (size_t j = 0; j < n; ++j) {
+            const int64_t a = values[start + j];
+            const bool want = (a % c == k) != negated && !(null_drops && (start + j) % 3 == 0);
+            ASSERT_EQ(keep[j], want ? 1 : 0) << a << " % " << c << " vs " << k << " negated " << negated;
+          }
+        }
       }
     }
   }
