@@ -35,6 +35,7 @@ class FilterOperator final : public Operator {
   // A batch (a source's, or another filter's kept run): the condition over the batch in one
   // pass (Expr::EvalBoolBatch(), Keep()'s results), then each run of kept records passes on as
   // one batch, in order.
+  bool TakesOwnedBatches() const override { return true; }
   absl::Status ProcessOwnedBatch(Record* records, size_t n) override {
     uint8_t keep[Expr::kEvalBatch];
     for (size_t start = 0; start < n; start += Expr::kEvalBatch) {

@@ -154,10 +154,10 @@ class Operator {
   // Process(); single-input operators only (the task calls ProcessInput() for several inputs).
   virtual absl::Status ProcessOwned(Record* record) { return Process(*record); }
   // ProcessOwned() of records[0..n) in order, as a chained operator before this one emits them
-  // in a batch (Output::EmitOwnedBatch(): a source's generated batch, a filter's kept runs).
-  // The default calls ProcessOwned() per record, stopping at the first error; an operator that
-  // is cheaper per batch (the filter: one predicate pass, the kept runs emitted as batches)
-  // overrides it. Internal to the engine: plugins are called per record or per ProcessBatch().
+  // in a batch (Output::EmitOwnedBatch(): a source's generated batch, a filter's kept runs),
+  // called only when TakesOwnedBatches(). The default calls ProcessOwned() per record, stopping
+  // at the first error. Internal to the engine: plugins are called per record or per
+  // ProcessBatch().
   virtual absl::Status ProcessOwnedBatch(Record* records, size_t n) {
     for (size_t i = 0; i < n; ++i) {
       absl::Status s = ProcessOwned(&records[i]);
@@ -165,6 +165,12 @@ class Operator {
     }
     return absl::OkStatus();
   }
+  // True when the operator overrides ProcessOwnedBatch() to be cheaper than a call per record
+  // and takes no long per record (it never waits: a chain checks for cancellation before each
+  // batch then, not before each record), as the filter (one pass of its condition over the
+  // batch, its kept runs passed on as batches). Otherwise (the default) a chain hands a batch
+  // over record by record, through ProcessOwned().
+  virtual bool TakesOwnedBatches() const { return false; }
   // A record from input `input_index` (its position in OperatorSpec::inputs): the task calls
   // this instead of Process() when the operator has several inputs. The default ignores the
   // index (union, sinks: inputs of one schema); two-input operators derive TwoInputOperator.

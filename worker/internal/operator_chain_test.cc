@@ -62,6 +62,7 @@ class Probe final : public ops::Operator {
                                              records[n - 1].GetInt(0))));
     return output_->EmitOwnedBatch(records, n);
   }
+  bool TakesOwnedBatches() const override { return config_.owned_batches; }
   bool PrefersBatches() const override {
     return config_.batches || (config_.batches_once_open && opened_);
   }
