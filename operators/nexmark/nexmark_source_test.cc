@@ -67,7 +67,7 @@ class NexmarkSourceTest : public ::testing::Test {
   }
 
   // Opens the source as subtask `subtask` of `parallelism`, restored from `state` if given.
-  absl::StatusOr<std::unique_ptr<SourceOperator>> TryOpen(int subtask, int parallelism, Collector* out,
+  absl::StatusOr<std::unique_ptr<SourceOperator>> TryOpen(int subtask, int parallelism, Output* out,
                                                           const std::vector<std::string>* state) {
     const plan::OperatorSpec& spec = job_.operators.front();
     SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<Operator> op, registry_.Create(spec));
@@ -87,7 +87,7 @@ class NexmarkSourceTest : public ::testing::Test {
     SLUICE_RETURN_IF_ERROR(op->Open(ctx, out));
     return std::unique_ptr<SourceOperator>(dynamic_cast<SourceOperator*>(op.release()));
   }
-  std::unique_ptr<SourceOperator> Open(int subtask, int parallelism, Collector* out,
+  std::unique_ptr<SourceOperator> Open(int subtask, int parallelism, Output* out,
                                        const std::vector<std::string>* state = nullptr) {
     auto source = TryOpen(subtask, parallelism, out, state);
     EXPECT_OK(source);
@@ -359,17 +359,8 @@ TEST_F(NexmarkSourceTest, OneSplitEmitsItsEpochsIdsInOrderAndWatermarksAsPerEven
         if (emitted % poll == 0) want.push_back(absl::StrCat("w", max_ts - 4000 - 1));
         ASSERT_GT(emitted, 3);
         Log log;
-        const plan::OperatorSpec& spec = job_.operators.front();
-        auto op = registry_.Create(spec);
-        ASSERT_OK(op);
-        OperatorContext ctx;
-        ctx.job = &job_;
-        ctx.spec = &spec;
-        ctx.subtask = subtask;
-        ctx.parallelism = parallelism;
-        ctx.clock = &clock_;
-        ASSERT_OK((*op)->Open(ctx, &log));
-        auto* source = static_cast<SourceOperator*>(op->get());
+        auto source = Open(subtask, parallelism, &log);
+        ASSERT_NE(source, nullptr);
         int64_t wake = 0;
         for (int polls = 0;; ++polls) {
           ASSERT_LT(polls, kEvents + 2);
