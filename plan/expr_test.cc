@@ -1049,12 +1049,14 @@ TEST_F(SpecialisedExprTest, ModuloComparedWithALiteralMatchesTheRemainder) {
         const size_t n = std::min(Expr::kEvalBatch, records.size() - start);
         for (const auto& [e, negated, null_drops] :
              {std::make_tuple(eq.get(), false, false), std::make_tuple(ne.get(), true, false),
-              std::make_tuple(eq_node.get(), false, false), std::make_tuple(ne_null.get(), true, true)}) {
+              std::make_tuple(eq_node.get(), false, false),
+              std::make_tuple(ne_null.get(), true, true)}) {
           e->EvalBoolBatch(records.data() + start, n, keep);
           for (size_t j = 0; j < n; ++j) {
             const int64_t a = values[start + j];
             const bool want = (a % c == k) != negated && !(null_drops && (start + j) % 3 == 0);
-            ASSERT_EQ(keep[j], want ? 1 : 0) << a << " % " << c << " vs " << k << " negated " << negated;
+            ASSERT_EQ(keep[j], want ? 1 : 0)
+                << a << " % " << c << " vs " << k << " negated " << negated;
           }
         }
       }

@@ -175,12 +175,14 @@ class NexmarkSource final : public SourceOperator {
         GenerateBatch(n);
         int64_t max_ts = std::numeric_limits<int64_t>::min();
         for (int k = 0; k < n; ++k) {
-          const int64_t ts = bid_ints_.empty() ? Project(k, &out_batch_[k]) : ProjectBidInts(k, &out_batch_[k]);
-          max_ts = std::max(max_ts, ts);
+          Record* out = &out_batch_[k];
+          max_ts = std::max(max_ts, bid_ints_.empty() ? Project(k, out) : ProjectBidInts(k, out));
         }
         // What OnEvent() per event does: the split's maximum, and the subtask turning active
         // before the batch's first record.
-        if (watermarks_->OnEvent(0, max_ts)) SLUICE_RETURN_IF_ERROR(output_->EmitWatermarkStatus(false));
+        if (watermarks_->OnEvent(0, max_ts)) {
+          SLUICE_RETURN_IF_ERROR(output_->EmitWatermarkStatus(false));
+        }
         SLUICE_RETURN_IF_ERROR(output_->EmitOwnedBatch(out_batch_.data(), static_cast<size_t>(n)));
         emitted_ += n;
         done += n;

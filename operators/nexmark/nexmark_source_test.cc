@@ -320,9 +320,11 @@ TEST_F(NexmarkSourceTest, OneSplitEmitsItsEpochsIdsInOrderAndWatermarksAsPerEven
     nexmark::GeneratorConfig config;
     config.event_rate = 1000;
     nexmark::Generator g(config);
-    for (const auto& [subtask, parallelism] : std::vector<std::pair<int, int>>{{0, 1}, {1, 3}, {2, 3}}) {
+    const std::vector<std::pair<int, int>> subtasks = {{0, 1}, {1, 3}, {2, 3}};
+    for (const auto& [subtask, parallelism] : subtasks) {
       for (int poll : {1, 37, 64, 100}) {
-        SCOPED_TRACE(absl::StrCat(kind, " subtask ", subtask, " of ", parallelism, " polls of ", poll));
+        SCOPED_TRACE(
+            absl::StrCat(kind, " subtask ", subtask, " of ", parallelism, " polls of ", poll));
         // Expected: the dateTimes of the kind's ids in the subtask's epochs, in id order, with a
         // watermark before every poll after the first (the clock passes the interval each time).
         std::vector<std::string> want;
@@ -336,7 +338,9 @@ TEST_F(NexmarkSourceTest, OneSplitEmitsItsEpochsIdsInOrderAndWatermarksAsPerEven
                                         : nexmark::EventKind::kPerson)) {
             continue;
           }
-          if (emitted > 0 && emitted % poll == 0) want.push_back(absl::StrCat("w", max_ts - 4000 - 1));
+          if (emitted > 0 && emitted % poll == 0) {
+            want.push_back(absl::StrCat("w", max_ts - 4000 - 1));
+          }
           int64_t ts;
           if (k == nexmark::EventKind::kBid) {
             nexmark::Bid b;
