@@ -1,5 +1,8 @@
 #include "operators/internal/builtins.h"
 
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <memory>
 
 #include "common/status.h"
@@ -27,6 +30,28 @@ class FilterOperator final : public Operator {
   // A record the filter may give away passes on as such.
   absl::Status ProcessOwned(Record* r) override {
     if (Keep(*r)) return output_->EmitOwned(r);
+    return absl::OkStatus();
+  }
+  // A batch (a source's, or another filter's kept run): the condition over the batch in one
+  // pass (Expr::EvalBoolBatch(), Keep()'s results), then each run of kept records passes on as
+  // one batch, in order.
+  bool TakesOwnedBatches() const override { return true; }
+  absl::Status ProcessOwnedBatch(Record* records, size_t n) override {
+    uint8_t keep[Expr::kEvalBatch];
+    for (size_t start = 0; start < n; start += Expr::kEvalBatch) {
+      Record* const part = records + start;
+      const size_t m = std::min(n - start, Expr::kEvalBatch);
+      where_->EvalBoolBatch(part, m, keep);
+      for (size_t i = 0; i < m;) {
+        const void* kept = std::memchr(keep + i, 1, m - i);
+        if (kept == nullptr) break;
+        i = static_cast<size_t>(static_cast<const uint8_t*>(kept) - keep);
+        size_t end = i + 1;
+        while (end < m && keep[end] != 0) ++end;
+        SLUICE_RETURN_IF_ERROR(output_->EmitOwnedBatch(part + i, end - i));
+        i = end;
+      }
+    }
     return absl::OkStatus();
   }
 

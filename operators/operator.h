@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "common/clock.h"
 #include "common/metrics.h"
 #include "common/record.h"
@@ -152,6 +153,24 @@ class Operator {
   // Whatever the operator takes, it must give back a value of the same type. The default calls
   // Process(); single-input operators only (the task calls ProcessInput() for several inputs).
   virtual absl::Status ProcessOwned(Record* record) { return Process(*record); }
+  // ProcessOwned() of records[0..n) in order, as a chained operator before this one emits them
+  // in a batch (Output::EmitOwnedBatch(): a source's generated batch, a filter's kept runs),
+  // called only when TakesOwnedBatches(). The default calls ProcessOwned() per record, stopping
+  // at the first error. Internal to the engine: plugins are called per record or per
+  // ProcessBatch().
+  virtual absl::Status ProcessOwnedBatch(Record* records, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+      absl::Status s = ProcessOwned(&records[i]);
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+  // True when the operator overrides ProcessOwnedBatch() to be cheaper than a call per record
+  // and takes no long per record (it never waits: a chain checks for cancellation before each
+  // batch then, not before each record), as the filter (one pass of its condition over the
+  // batch, its kept runs passed on as batches). Otherwise (the default) a chain hands a batch
+  // over record by record, through ProcessOwned().
+  virtual bool TakesOwnedBatches() const { return false; }
   // A record from input `input_index` (its position in OperatorSpec::inputs): the task calls
   // this instead of Process() when the operator has several inputs. The default ignores the
   // index (union, sinks: inputs of one schema); two-input operators derive TwoInputOperator.
@@ -179,10 +198,10 @@ class Operator {
   virtual bool PrefersIntRows(int input_index) const { return false; }
   // The records of `batch` from input `input_index`, in arrival order: the same as
   // ProcessBatch() of Records holding its values and key groups. Called only when
-  // PrefersIntRows(input_index); the default says it is not implemented.
-  virtual absl::Status ProcessIntRows(int input_index, const IntRowBatch& batch) {
-    return absl::UnimplementedError("ProcessIntRows");
-  }
+  // PrefersIntRows(input_index); the default (an operator that says it prefers rows but does not
+  // take them) returns kUnimplemented saying so, with the input and the number of rows (the task
+  // adds the job, task and operator names).
+  virtual absl::Status ProcessIntRows(int input_index, const IntRowBatch& batch);
   // True when the operator forwards every record, watermark and watermark status unchanged and
   // does nothing else with them (key_by, union: the task routes their records). A chain may
   // then let the operator before it emit straight past it, without calling its Process() or
@@ -232,6 +251,12 @@ class Operator {
   OperatorContext ctx_;
   Output* output_ = nullptr;
 };
+
+inline absl::Status Operator::ProcessIntRows(int input_index, const IntRowBatch& batch) {
+  return absl::UnimplementedError(absl::StrCat(
+      "given ", batch.count, " rows of integers of input ", input_index,
+      " (it prefers them: PrefersIntRows), but it does not implement ProcessIntRows()"));
+}
 
 // An operator of two inputs (InputArity::kTwo) whose schemas may differ, as joins: every record
 // arrives through ProcessInput() with its input's index, 0 or 1 (the order of `inputs` in the

@@ -39,6 +39,7 @@
 #include "operators/internal/keyed_test_harness.h"
 #include "operators/registry.h"
 #include "state/keyed_state_backend.h"
+#include "absl/strings/str_split.h"
 #include "plan/expr.h"
 #include "plan/job_spec.h"
 
@@ -868,6 +869,159 @@ TEST_F(OperatorsTest, FilterKeepsMatchingRecords) {
   EXPECT_EQ(out_.records[2].GetString(1), "special");
   EXPECT_DOUBLE_EQ(out_.records[2].GetDouble(2), 2.5);
   EXPECT_DOUBLE_EQ(out_.records[3].GetDouble(2), 3.0);
+}
+
+// Logs what an operator emits, telling batches from single records: "[1 2]" for
+// EmitOwnedBatch() of records with ids 1 and 2, "3" for Emit()/EmitOwned() of id 3 (field 0),
+// "idle <0|1>" for a watermark status.
+class BatchLog final : public Output {
+ public:
+  absl::Status Emit(const Record& r) override {
+    log.push_back(absl::StrCat(r.GetInt(0)));
+    return absl::OkStatus();
+  }
+  absl::Status EmitOwnedBatch(Record* records, size_t n) override {
+    std::string line = "[";
+    for (size_t i = 0; i < n; ++i) absl::StrAppend(&line, i == 0 ? "" : " ", records[i].GetInt(0));
+    log.push_back(line + "]");
+    return absl::OkStatus();
+  }
+  absl::Status EmitWatermarkStatus(bool idle) override {
+    log.push_back(absl::StrCat("idle ", idle));
+    return absl::OkStatus();
+  }
+  std::vector<std::string> log;
+};
+
+// Filters over (id, ni): ni (nullable) is null for ids 2 and 7 of the records below.
+constexpr char kNullableFilterJob[] = R"y(operators:
+  - id: gen
+    type: datagen
+    fields:
+      - {name: s, type: string, expr: "to_string(seq)"}
+      - {name: id, type: int64, expr: seq}
+  - id: n
+    type: map
+    fields:
+      - id
+      - {name: ni, expr: "length(split_index(s, '/', 1))"}
+  - {id: mod, type: filter, input: n, where: "id % 3 != 1"}
+  - {id: mod_null, type: filter, input: n, where: "ni % 2 == 0"}
+  - {id: cmp_null, type: filter, input: n, where: "ni < id"}
+  - {id: none, type: filter, input: n, where: "id < 0"}
+  - {id: all, type: filter, input: n, where: "id >= 0"}
+  - {id: either, type: filter, input: n, where: "id == 4 or ni > 6"}
+  - {id: out, type: print, input: n}
+)y";
+
+// Records (id, ni) for ids 0..9: ni = id + 2, null for ids 2 and 7.
+std::vector<Record> NullableFilterInput() {
+  std::vector<Record> records;
+  for (int64_t id = 0; id < 10; ++id) {
+    Record r(2);
+    r.SetInt(0, id);
+    if (id == 2 || id == 7) {
+      r.SetNull(1);
+    } else {
+      r.SetInt(1, id + 2);
+    }
+    records.push_back(std::move(r));
+  }
+  return records;
+}
+
+// A batch passes the filter as its runs of kept records, each emitted as one batch in order;
+// nulls in the condition drop the record (as Keep() does record by record); a batch keeping
+// nothing emits nothing, one keeping all emits itself; a watermark status between two batches
+// stays between them.
+TEST_F(OperatorsTest, FilterPassesABatchOnAsItsKeptRuns) {
+  Load(kNullableFilterJob);
+  ASSERT_TRUE(Spec("mod_null").input_schema.field(1).nullable);
+  const std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
+      {"mod", {"[0]", "[2 3]", "[5 6]", "[8 9]", "idle 1", "[0]", "[2 3]", "[5 6]", "[8 9]"}},
+      // ni even: ids 0, 4, 6, 8 (ni null for 2 and 7).
+      {"mod_null", {"[0]", "[4]", "[6]", "[8]", "idle 1", "[0]", "[4]", "[6]", "[8]"}},
+      // ni < id never holds for ni = id + 2.
+      {"cmp_null", {"idle 1"}},
+      {"none", {"idle 1"}},
+      {"all", {"[0 1 2 3 4 5 6 7 8 9]", "idle 1", "[0 1 2 3 4 5 6 7 8 9]"}},
+      // A node without a batch loop of its own (or): the default, the same runs.
+      {"either", {"[4 5 6]", "[8 9]", "idle 1", "[4 5 6]", "[8 9]"}},
+  };
+  for (const auto& [id, want] : cases) {
+    SCOPED_TRACE(id);
+    BatchLog log;
+    auto f = Open(id, 0, 1, &log);
+    ASSERT_OK(f);
+    std::vector<Record> batch = NullableFilterInput();
+    ASSERT_OK((*f)->ProcessOwnedBatch(batch.data(), batch.size()));
+    ASSERT_OK((*f)->ProcessWatermarkStatus(true));
+    batch = NullableFilterInput();
+    ASSERT_OK((*f)->ProcessOwnedBatch(batch.data(), batch.size()));
+    EXPECT_THAT(log.log, ElementsAreArray(want));
+    // Record by record, the filter keeps the same records.
+    std::vector<std::string> batched;
+    for (const std::string& line : log.log) {
+      if (line[0] != '[') continue;
+      for (absl::string_view id_text : absl::StrSplit(line.substr(1, line.size() - 2), ' ')) {
+        batched.emplace_back(id_text);
+      }
+    }
+    BatchLog one;
+    auto g = Open(id, 0, 1, &one);
+    ASSERT_OK(g);
+    for (int rep = 0; rep < 2; ++rep) {
+      for (Record& r : NullableFilterInput()) ASSERT_OK((*g)->ProcessOwned(&r));
+    }
+    EXPECT_THAT(one.log, ElementsAreArray(batched));
+  }
+}
+
+// A batch longer than the expression's batch (Expr::kEvalBatch, 256) is evaluated in parts; a
+// run of kept records across a part's end is emitted as two batches, in order.
+TEST_F(OperatorsTest, FilterBatchLongerThanAnExpressionBatch) {
+  Load(kNullableFilterJob);
+  ASSERT_EQ(plan::Expr::kEvalBatch, 256u);
+  BatchLog log;
+  auto f = Open("all", 0, 1, &log);
+  ASSERT_OK(f);
+  std::vector<Record> batch;
+  for (int64_t id = 0; id < 600; ++id) {
+    Record r(2);
+    r.SetInt(0, id);
+    r.SetInt(1, 0);
+    batch.push_back(std::move(r));
+  }
+  ASSERT_OK((*f)->ProcessOwnedBatch(batch.data(), batch.size()));
+  std::vector<std::string> want;
+  for (int64_t from : {0, 256, 512}) {
+    std::string run;
+    for (int64_t id = from; id < std::min<int64_t>(from + 256, 600); ++id) {
+      absl::StrAppend(&run, run.empty() ? "" : " ", id);
+    }
+    want.push_back("[" + run + "]");
+  }
+  EXPECT_THAT(log.log, ElementsAreArray(want));
+}
+
+// An operator that prefers rows of integers but does not take them says so, with the input and
+// the rows it was given (the task's failure adds the job, task and operator names).
+TEST_F(OperatorsTest, ProcessIntRowsNotImplementedSaysWhatHappened) {
+  class PrefersRowsOnly final : public Operator {
+   public:
+    absl::Status Process(const Record&) override { return absl::OkStatus(); }
+    bool PrefersIntRows(int) const override { return true; }
+  };
+  PrefersRowsOnly op;
+  const int64_t values[6] = {1, 2, 3, 4, 5, 6};
+  IntRowBatch rows;
+  rows.values = values;
+  rows.width = 2;
+  rows.count = 3;
+  EXPECT_THAT(op.ProcessIntRows(1, rows),
+              StatusIs(absl::StatusCode::kUnimplemented,
+                       "given 3 rows of integers of input 1 (it prefers them: PrefersIntRows), but "
+                       "it does not implement ProcessIntRows()"));
 }
 
 // Operators read their typed options; a spec holding another type's options is refused at Open.

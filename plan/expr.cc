@@ -29,6 +29,16 @@ int64_t Expr::EvalInt(const Record&) const { return 0; }
 void Expr::EvalIntBatch(const Record* records, size_t n, int64_t* out) const {
   for (size_t i = 0; i < n; ++i) out[i] = EvalInt(records[i]);
 }
+void Expr::EvalBoolBatch(const Record* records, size_t n, uint8_t* keep) const {
+  if (!nullable()) {
+    for (size_t i = 0; i < n; ++i) keep[i] = EvalBool(records[i]) ? 1 : 0;
+    return;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    bool v;
+    keep[i] = EvalBoolOrNull(records[i], &v) && v ? 1 : 0;
+  }
+}
 double Expr::EvalDouble(const Record&) const { return 0; }
 bool Expr::EvalBool(const Record&) const { return false; }
 absl::string_view Expr::EvalString(const Record&) const { return absl::string_view(); }
@@ -502,7 +512,9 @@ class ConstDivisor {
         negative_(c < 0),
         pow2_((d_ & (d_ - 1)) == 0),
         shift_(static_cast<int>(__builtin_ctzll(d_))),
-        m_(~static_cast<unsigned __int128>(0) / d_ + 1) {}
+        m_(~static_cast<unsigned __int128>(0) / d_ + 1),
+        inverse_(OddInverse(d_ >> shift_)),
+        max_quotient_(~uint64_t{0} / d_) {}
 
   int64_t Div(int64_t a) const {
     const uint64_t q = Quotient(Magnitude(a));
@@ -512,16 +524,24 @@ class ConstDivisor {
     const uint64_t m = Remainder(Magnitude(a));
     return a < 0 ? static_cast<int64_t>(0 - m) : static_cast<int64_t>(m);
   }
-  // a % c == 0, without the remainder: m_ * |a| mod 2^128 is below m_ exactly when c divides
-  // |a| (Lemire et al., as above).
+  // a % c == 0, without the remainder: with |c| = o * 2^s (o odd), |a| * o^-1 mod 2^64 rotated
+  // right by s is at most (2^64 - 1) / |c| exactly when c divides |a| (one multiplication;
+  // Granlund and Montgomery, 1994, as compilers test `n % c == 0`; a power of two has o = 1).
   bool Divides(int64_t a) const {
-    const uint64_t n = Magnitude(a);
-    return pow2_ ? (n & (d_ - 1)) == 0 : m_ * n <= m_ - 1;
+    const uint64_t q = Magnitude(a) * inverse_;
+    return ((q >> shift_) | (q << ((64 - shift_) & 63))) <= max_quotient_;
   }
 
  private:
   static uint64_t Magnitude(int64_t a) {
     return a < 0 ? 0 - static_cast<uint64_t>(a) : static_cast<uint64_t>(a);
+  }
+  // o^-1 mod 2^64 for an odd o (Newton's iteration: each step doubles the correct low bits,
+  // from 3 bits for x = o).
+  static uint64_t OddInverse(uint64_t o) {
+    uint64_t x = o;
+    for (int i = 0; i < 5; ++i) x *= 2 - o * x;
+    return x;
   }
   // The high 64 bits of the 192-bit product x * y.
   static uint64_t MulHigh(unsigned __int128 x, uint64_t y) {
@@ -540,6 +560,8 @@ class ConstDivisor {
   const bool pow2_;
   const int shift_;
   const unsigned __int128 m_;  // ceil(2^128 / d_)
+  const uint64_t inverse_;       // (d_ >> shift_)^-1 mod 2^64
+  const uint64_t max_quotient_;  // (2^64 - 1) / d_
 };
 
 template <bool kMod, Kind L>
@@ -672,6 +694,25 @@ class Compare final : public BinaryExpr {
     *out = Cmp()(a, b);
     return true;
   }
+  void EvalBoolBatch(const Record* records, size_t n, uint8_t* keep) const override {
+    if constexpr (std::is_same_v<T, int64_t>) {
+      if (!nullable()) {
+        int64_t a[kEvalBatch];
+        int64_t b[kEvalBatch];
+        ReadIntBatch<L>(lo_, records, n, a);
+        ReadIntBatch<R>(ro_, records, n, b);
+        for (size_t i = 0; i < n; ++i) keep[i] = Cmp()(a[i], b[i]) ? 1 : 0;
+        return;
+      }
+    }
+    for (size_t i = 0; i < n; ++i) {
+      T a, b;
+      keep[i] = ReadOrNull<T, L>(lo_, records[i], &a) && ReadOrNull<T, R>(ro_, records[i], &b) &&
+                        Cmp()(a, b)
+                    ? 1
+                    : 0;
+    }
+  }
 
  private:
   const Operand<T> lo_;
@@ -695,6 +736,27 @@ class ModCompare final : public BinaryExpr {
     if (!ReadOrNull<int64_t, L>(xo_, r, &x)) return false;
     *out = Test(x);
     return true;
+  }
+  void EvalBoolBatch(const Record* records, size_t n, uint8_t* keep) const override {
+    if (nullable()) {
+      for (size_t i = 0; i < n; ++i) {
+        int64_t x;
+        keep[i] = ReadOrNull<int64_t, L>(xo_, records[i], &x) && Test(x) ? 1 : 0;
+      }
+    } else if constexpr (L == Kind::kField) {
+      // Locals: the stores into keep (bytes) may alias this node's members.
+      const int f = xo_.field;
+      const ConstDivisor c = c_;
+      if (k_ == 0) {
+        for (size_t i = 0; i < n; ++i) keep[i] = c.Divides(records[i].GetInt(f)) == kEq ? 1 : 0;
+      } else {
+        for (size_t i = 0; i < n; ++i) keep[i] = Test(records[i].GetInt(f)) ? 1 : 0;
+      }
+    } else {
+      int64_t x[kEvalBatch];
+      ReadIntBatch<L>(xo_, records, n, x);
+      for (size_t i = 0; i < n; ++i) keep[i] = Test(x[i]) ? 1 : 0;
+    }
   }
 
  private:

@@ -87,6 +87,13 @@ class Expr {
   // record (the default).
   static constexpr size_t kEvalBatch = 256;
   virtual void EvalIntBatch(const Record* records, size_t n, int64_t* out) const;
+  // A filter's condition over a batch: keep[i] = 1 when the value for records[i] is true, 0
+  // when it is false or null (SQL's WHERE), for records[0..n). REQUIRES: type() kBool,
+  // n <= kEvalBatch. Integer comparisons and `x % c == k` loop over the batch without a virtual
+  // call per record (operands that are fields or literals read in place, other NOT NULL integer
+  // operands through EvalIntBatch()); every other node calls EvalBool() or EvalBoolOrNull() per
+  // record (the default).
+  virtual void EvalBoolBatch(const Record* records, size_t n, uint8_t* keep) const;
 
   // If the expression is a bare field reference, its index; else -1.
   int FieldIndex() const { return field_index_; }

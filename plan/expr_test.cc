@@ -8,6 +8,7 @@
 #include <new>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -994,10 +995,21 @@ TEST_F(SpecialisedExprTest, StringValueAndNullTogetherMatchIsNullThenEvalString)
 TEST_F(SpecialisedExprTest, ModuloComparedWithALiteralMatchesTheRemainder) {
   constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
   constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
-  const std::vector<int64_t> divisors = {2, -2, 3, 7, 123, -123, 1024, -1024, 1000000007,
-                                         int64_t{1} << 62, kMax, kMin + 1, 3037000499};
-  const std::vector<int64_t> values = EdgeValues();
+  const std::vector<int64_t> divisors = {2,    -2,  3,    7,     123,   -123, 1024, -1024,
+                                         6,    96,  -246, 1000,  -1000, 1000000007,
+                                         int64_t{1} << 62, kMax, kMin + 1, 3037000499,
+                                         (int64_t{1} << 62) - 2};
   for (int64_t c : divisors) {
+    // Edge values, and multiples of c (the largest too) and their neighbours.
+    std::vector<int64_t> values = EdgeValues();
+    for (int64_t m : {int64_t{-50}, int64_t{-3}, int64_t{-1}, int64_t{1}, int64_t{2}, int64_t{50},
+                      kMax / c, kMin / c, kMax / c - 1}) {
+      const __int128 v = static_cast<__int128>(c) * m;
+      if (v > kMax || v < kMin) continue;
+      for (int d : {-1, 0, 1}) {
+        if (v + d <= kMax && v + d >= kMin) values.push_back(static_cast<int64_t>(v + d));
+      }
+    }
     for (int64_t k : {int64_t{0}, int64_t{1}, int64_t{-1}, int64_t{5}, c - 1}) {
       const std::string lc = absl::StrCat(c);
       const std::string lk = absl::StrCat(k);
@@ -1022,6 +1034,31 @@ TEST_F(SpecialisedExprTest, ModuloComparedWithALiteralMatchesTheRemainder) {
         r_.SetNull(4);
         ASSERT_FALSE(ne_null->EvalBoolOrNull(r_, &got));
         ASSERT_TRUE(ne_null->IsNull(r_));
+      }
+      // The same over batches (EvalBoolBatch), n null for every third record.
+      std::vector<Record> records;
+      for (size_t i = 0; i < values.size(); ++i) {
+        Record r(5);
+        r.SetInt(0, values[i]);
+        r.SetInt(4, values[i]);
+        if (i % 3 == 0) r.SetNull(4);
+        records.push_back(std::move(r));
+      }
+      uint8_t keep[Expr::kEvalBatch];
+      for (size_t start = 0; start < records.size(); start += Expr::kEvalBatch) {
+        const size_t n = std::min(Expr::kEvalBatch, records.size() - start);
+        for (const auto& [e, negated, null_drops] :
+             {std::make_tuple(eq.get(), false, false), std::make_tuple(ne.get(), true, false),
+              std::make_tuple(eq_node.get(), false, false),
+              std::make_tuple(ne_null.get(), true, true)}) {
+          e->EvalBoolBatch(records.data() + start, n, keep);
+          for (size_t j = 0; j < n; ++j) {
+            const int64_t a = values[start + j];
+            const bool want = (a % c == k) != negated && !(null_drops && (start + j) % 3 == 0);
+            ASSERT_EQ(keep[j], want ? 1 : 0)
+                << a << " % " << c << " vs " << k << " negated " << negated;
+          }
+        }
       }
     }
   }
@@ -1116,6 +1153,61 @@ TEST_F(SpecialisedExprTest, IntegerBatchesMatchRecordByRecordEvaluation) {
         }
       }
     }
+  }
+}
+
+// EvalBoolBatch() gives 1 where EvalBool() (EvalBoolOrNull() for a nullable condition) gives
+// true and 0 where it gives false or null, record by record: integer comparisons with every
+// operand kind (fields, literals, arithmetic nodes), NOT NULL and nullable; `x % c == k` and
+// `!=` over a field, a nullable field, a product and a sum, by a power of two or not, k zero or
+// not; comparisons of doubles and strings; and nodes on the default path (and, or, not,
+// is_null()), over edge values in batches of 1, 7 and kEvalBatch.
+TEST_F(SpecialisedExprTest, BoolBatchesMatchRecordByRecordEvaluation) {
+  const std::vector<std::string> texts = {
+      "a < b", "a <= 7", "7 > a", "a == b", "a != 0", "a >= b", "a + b < 100", "a * 3 > b - 1",
+      "a - b == 0", "n < a", "n == 3", "5 <= n", "n + a > 0", "to_timestamp(a) < to_timestamp(b)",
+      "a % 123 == 0", "a % 123 != 0", "a % 7 == 3", "a % 7 != -3", "a % 8 == 0", "a % -16 != 0",
+      "n % 3 == 0", "n % 3 != 1", "(a * 7919) % 100 == 0", "(a + b) % 10 == 0",
+      "(a + b) % 10 != 4", "x < 1.5", "x == x", "t == '5'", "t < '3'", "a > 0 and n < 5",
+      "a > 0 or n < 5", "not (a < b)", "is_null(n)", "a % 2 == 0 and b % 3 == 0"};
+  const std::vector<int64_t> values = EdgeValues();
+  std::vector<Record> records;
+  for (size_t i = 0; i < values.size(); ++i) {
+    Record r(5);
+    r.SetInt(0, values[i]);
+    r.SetInt(1, i % 5 == 0 ? values[i] : values[(i * 7 + 3) % values.size()] % 1000);
+    r.SetDouble(2, i % 11 == 0 ? std::nan("") : static_cast<double>(values[i] % 5));
+    r.SetString(3, absl::StrCat(static_cast<int64_t>(i % 13) - 3));
+    if (i % 3 == 0) {
+      r.SetNull(4);
+    } else {
+      r.SetInt(4, i % 4 == 0 ? 3 : values[i] / 2);
+    }
+    records.push_back(std::move(r));
+  }
+  for (const std::string& text : texts) {
+    SCOPED_TRACE(text);
+    auto e = Compile(text);
+    ASSERT_TRUE(e);
+    ASSERT_EQ(e->type(), FieldType::kBool);
+    size_t kept = 0;
+    for (size_t width : {size_t{1}, size_t{7}, Expr::kEvalBatch}) {
+      std::vector<uint8_t> keep(width, 7);
+      for (size_t start = 0; start < records.size(); start += width) {
+        const size_t n = std::min(width, records.size() - start);
+        e->EvalBoolBatch(records.data() + start, n, keep.data());
+        for (size_t j = 0; j < n; ++j) {
+          const Record& r = records[start + j];
+          bool v = false;
+          const bool want = e->nullable() ? e->EvalBoolOrNull(r, &v) && v : e->EvalBool(r);
+          ASSERT_EQ(keep[j], want ? 1 : 0) << "record " << start + j << " width " << width;
+          if (width == 1) kept += want ? 1 : 0;
+        }
+      }
+    }
+    // Every condition keeps some records and drops others here.
+    EXPECT_GT(kept, 0u);
+    EXPECT_LT(kept, records.size());
   }
 }
 

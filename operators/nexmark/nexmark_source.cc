@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <limits>
 #include <memory>
 #include <string>
 #include <utility>
@@ -167,6 +168,26 @@ class NexmarkSource final : public SourceOperator {
   absl::StatusOr<State> PollBatches(int max_records) {
     for (int done = 0; done < max_records;) {
       const int cap = std::min(kBatch, max_records - done);
+      if (splits_.size() == 1) {
+        // One split (every subtask's before a rescale): its ids in runs, one watermark update.
+        const int n = TakeIdsOfOneSplit(cap);
+        if (n == 0) return State::kEnd;
+        GenerateBatch(n);
+        int64_t max_ts = std::numeric_limits<int64_t>::min();
+        for (int k = 0; k < n; ++k) {
+          Record* out = &out_batch_[k];
+          max_ts = std::max(max_ts, bid_ints_.empty() ? Project(k, out) : ProjectBidInts(k, out));
+        }
+        // What OnEvent() per event does: the split's maximum, and the subtask turning active
+        // before the batch's first record.
+        if (watermarks_->OnEvent(0, max_ts)) {
+          SLUICE_RETURN_IF_ERROR(output_->EmitWatermarkStatus(false));
+        }
+        SLUICE_RETURN_IF_ERROR(output_->EmitOwnedBatch(out_batch_.data(), static_cast<size_t>(n)));
+        emitted_ += n;
+        done += n;
+        continue;
+      }
       int n = 0;
       while (n < cap && NextSplitWithRecords(splits_, events_, &current_)) {
         batch_splits_[n] = static_cast<int>(current_);
@@ -201,6 +222,28 @@ class NexmarkSource final : public SourceOperator {
                      : (id / nexmark::kTotalProportion + split.stride) * nexmark::kTotalProportion + range_.lo;
     if (splits_.size() > 1) current_ = (current_ + 1) % splits_.size();
     return id;
+  }
+
+  // TakeId() of the only split, up to `cap` times (fewer when the source's events end), into
+  // batch_ids_; returns how many. The ids of this kind within an epoch are consecutive, so they
+  // are taken a run at a time: one division per epoch instead of one per id.
+  int TakeIdsOfOneSplit(int cap) {
+    Split& split = splits_[0];
+    int n = 0;
+    while (n < cap && (events_ < 0 || split.next < events_)) {
+      const int64_t epoch = split.next / nexmark::kTotalProportion;
+      const int64_t last = epoch * nexmark::kTotalProportion + range_.hi;  // of this kind
+      int64_t count = std::min<int64_t>(last - split.next + 1, cap - n);
+      if (events_ >= 0) count = std::min(count, events_ - split.next);
+      // A restored position past its kind's last id in the epoch is taken alone, as TakeId() does.
+      count = std::max<int64_t>(count, 1);
+      for (int64_t i = 0; i < count; ++i) batch_ids_[n++] = split.next + i;
+      split.next += count;
+      if (split.next > last) {
+        split.next = (epoch + split.stride) * nexmark::kTotalProportion + range_.lo;
+      }
+    }
+    return n;
   }
 
   // Projects event k of the batch (from split `split`) into the record and emits it.

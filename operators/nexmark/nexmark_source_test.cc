@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <limits>
 #include <memory>
 #include <string>
 #include <tuple>
@@ -66,7 +67,7 @@ class NexmarkSourceTest : public ::testing::Test {
   }
 
   // Opens the source as subtask `subtask` of `parallelism`, restored from `state` if given.
-  absl::StatusOr<std::unique_ptr<SourceOperator>> TryOpen(int subtask, int parallelism, Collector* out,
+  absl::StatusOr<std::unique_ptr<SourceOperator>> TryOpen(int subtask, int parallelism, Output* out,
                                                           const std::vector<std::string>* state) {
     const plan::OperatorSpec& spec = job_.operators.front();
     SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<Operator> op, registry_.Create(spec));
@@ -86,7 +87,7 @@ class NexmarkSourceTest : public ::testing::Test {
     SLUICE_RETURN_IF_ERROR(op->Open(ctx, out));
     return std::unique_ptr<SourceOperator>(dynamic_cast<SourceOperator*>(op.release()));
   }
-  std::unique_ptr<SourceOperator> Open(int subtask, int parallelism, Collector* out,
+  std::unique_ptr<SourceOperator> Open(int subtask, int parallelism, Output* out,
                                        const std::vector<std::string>* state = nullptr) {
     auto source = TryOpen(subtask, parallelism, out, state);
     EXPECT_OK(source);
@@ -291,6 +292,91 @@ TEST_F(NexmarkSourceTest, WatermarkIsTheMinimumOverSplitsAfterARescale) {
   ASSERT_EQ(out.watermarks.size(), 1u);
   EXPECT_GT(out.records[8].GetInt(0), out.records[9].GetInt(0) + 10'000);
   EXPECT_EQ(out.watermarks[0], out.records[9].GetInt(0) - 4000 - 1);
+}
+
+// One split per subtask (the ids of an epoch taken a run at a time, one watermark update per
+// batch): each subtask emits exactly the ids of its epochs (subtask, subtask + parallelism, ...)
+// in order, of every kind, up to `events` (which ends within an epoch here), whatever the poll
+// size; and every periodic watermark trails the largest dateTime emitted before it by the
+// out-of-orderness and a millisecond, as per event.
+TEST_F(NexmarkSourceTest, OneSplitEmitsItsEpochsIdsInOrderAndWatermarksAsPerEvent) {
+  // Records and watermarks in arrival order: a record as its dateTime, a watermark as "w<ms>".
+  class Log final : public Output {
+   public:
+    absl::Status Emit(const Record& r) override {
+      log.push_back(absl::StrCat(r.GetInt(0)));
+      return absl::OkStatus();
+    }
+    absl::Status EmitWatermark(int64_t w) override {
+      log.push_back(absl::StrCat("w", w));
+      return absl::OkStatus();
+    }
+    std::vector<std::string> log;
+  };
+  constexpr int64_t kEvents = 5037;
+  for (const std::string kind : {"bid", "auction", "person"}) {
+    ASSERT_OK(Load(absl::StrCat("{id: src, type: nexmark, emit: ", kind, ", events: ", kEvents,
+                                ", event_rate: 1000, fields: [dateTime]}")));
+    nexmark::GeneratorConfig config;
+    config.event_rate = 1000;
+    nexmark::Generator g(config);
+    const std::vector<std::pair<int, int>> subtasks = {{0, 1}, {1, 3}, {2, 3}};
+    for (const auto& [subtask, parallelism] : subtasks) {
+      for (int poll : {1, 37, 64, 100}) {
+        SCOPED_TRACE(
+            absl::StrCat(kind, " subtask ", subtask, " of ", parallelism, " polls of ", poll));
+        // Expected: the dateTimes of the kind's ids in the subtask's epochs, in id order, with a
+        // watermark before every poll after the first (the clock passes the interval each time).
+        std::vector<std::string> want;
+        int64_t max_ts = std::numeric_limits<int64_t>::min();
+        int64_t emitted = 0;
+        for (int64_t id = 0; id < kEvents; ++id) {
+          if ((id / nexmark::kTotalProportion) % parallelism != subtask) continue;
+          const nexmark::EventKind k = nexmark::KindOf(id);
+          if (k != (kind == "bid"       ? nexmark::EventKind::kBid
+                    : kind == "auction" ? nexmark::EventKind::kAuction
+                                        : nexmark::EventKind::kPerson)) {
+            continue;
+          }
+          if (emitted > 0 && emitted % poll == 0) {
+            want.push_back(absl::StrCat("w", max_ts - 4000 - 1));
+          }
+          int64_t ts;
+          if (k == nexmark::EventKind::kBid) {
+            nexmark::Bid b;
+            g.MakeBid(id, nexmark::kAllFields, &b);
+            ts = b.date_time;
+          } else if (k == nexmark::EventKind::kAuction) {
+            nexmark::Auction a;
+            g.MakeAuction(id, nexmark::kAllFields, &a);
+            ts = a.date_time;
+          } else {
+            nexmark::Person p;
+            g.MakePerson(id, nexmark::kAllFields, &p);
+            ts = p.date_time;
+          }
+          want.push_back(absl::StrCat(ts));
+          max_ts = std::max(max_ts, ts);
+          ++emitted;
+        }
+        // A poll that fills up is followed by one more, which emits a watermark first.
+        if (emitted % poll == 0) want.push_back(absl::StrCat("w", max_ts - 4000 - 1));
+        ASSERT_GT(emitted, 3);
+        Log log;
+        auto source = Open(subtask, parallelism, &log);
+        ASSERT_NE(source, nullptr);
+        int64_t wake = 0;
+        for (int polls = 0;; ++polls) {
+          ASSERT_LT(polls, kEvents + 2);
+          auto state = source->Poll(poll, &wake);
+          ASSERT_OK(state);
+          if (*state == SourceOperator::State::kEnd) break;
+          clock_.AdvanceNanos(1'000'000'000);
+        }
+        EXPECT_EQ(log.log, want);
+      }
+    }
+  }
 }
 
 // Events are generated in batches and then emitted (one at a time with padding, which goes

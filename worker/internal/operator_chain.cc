@@ -51,6 +51,7 @@ class OperatorChain::ChainOutput final : public ops::Output {
     to_op_ = to_->op.get();
     in_ = to_->in.get();
     batching_ = to_op_->PrefersBatches();
+    whole_batches_ = !batching_ && to_op_->TakesOwnedBatches();
     if (batching_ && batch_.empty()) {
       batch_.assign(kChainBatch, Record(from_->spec->output_schema.size()));
       for (const Field& f : from_->spec->output_schema.fields()) types_.push_back(f.type);
@@ -78,6 +79,20 @@ class OperatorChain::ChainOutput final : public ops::Output {
     CountOut();
     in_->Add();
     absl::Status s = to_op_->ProcessOwned(r);
+    if (ABSL_PREDICT_FALSE(!s.ok())) return chain_->Named(to_index_, std::move(s));
+    return s;
+  }
+  // EmitOwned() of records[0..n): to an operator that TakesOwnedBatches() with one cancelled
+  // check and one add per counter, handed on with one ProcessOwnedBatch(); else record by record
+  // (a gathered batch copies them as Emit() does).
+  absl::Status EmitOwnedBatch(Record* records, size_t n) override {
+    if (!whole_batches_) return Output::EmitOwnedBatch(records, n);
+    if (n == 0) return absl::OkStatus();
+    if (cancelled_->load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
+    out_->Add(n);
+    for (Counter* c : bypassed_) c->Add(n);
+    in_->Add(n);
+    absl::Status s = to_op_->ProcessOwnedBatch(records, n);
     if (ABSL_PREDICT_FALSE(!s.ok())) return chain_->Named(to_index_, std::move(s));
     return s;
   }
@@ -125,6 +140,7 @@ class OperatorChain::ChainOutput final : public ops::Output {
   Counter* in_ = nullptr;
   std::vector<Counter*> bypassed_;  // `in` and `out` of each operator between from and to
   bool batching_ = false;
+  bool whole_batches_ = false;  // !batching_ and the next operator TakesOwnedBatches()
   std::vector<Record> batch_;     // batching_: kChainBatch reused records
   std::vector<FieldType> types_;  // ... of the records' schema
   size_t gathered_ = 0;           // ... of which the first are gathered

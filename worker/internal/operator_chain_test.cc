@@ -32,6 +32,8 @@ struct ProbeConfig {
   bool union_state = false;
   bool forwards = false;  // ForwardsUnchanged(), as key_by
   bool batches_once_open = false;  // PrefersBatches() only after Open(), as aggregate, window
+  // ProcessOwnedBatch() of its own, passing the batch on whole (as a filter that keeps all).
+  bool owned_batches = false;
 };
 
 // Logs "<id>.<call>[:<detail>]" for everything the chain calls on it.
@@ -54,6 +56,13 @@ class Probe final : public ops::Operator {
     for (size_t i = 0; i < n; ++i) SLUICE_RETURN_IF_ERROR(EmitCopies(records[i].GetInt(0)));
     return absl::OkStatus();
   }
+  absl::Status ProcessOwnedBatch(Record* records, size_t n) override {
+    if (!config_.owned_batches) return Operator::ProcessOwnedBatch(records, n);
+    SLUICE_RETURN_IF_ERROR(Call(absl::StrCat("owned_batch:", n, ":", records[0].GetInt(0), "-",
+                                             records[n - 1].GetInt(0))));
+    return output_->EmitOwnedBatch(records, n);
+  }
+  bool TakesOwnedBatches() const override { return config_.owned_batches; }
   bool PrefersBatches() const override {
     return config_.batches || (config_.batches_once_open && opened_);
   }
@@ -275,6 +284,41 @@ TEST_F(OperatorChainTest, BatchesEmittedAtOnceCountAsTheirRecords) {
   EXPECT_THAT(log_, ElementsAre("src.open", "a.open", "by_key.open", "a.process:10", "a.process:11",
                                 "a.process:12", "a.process:13", "a.process:14", "src.close",
                                 "a.close", "by_key.close"));
+}
+
+// A batch emitted at once reaches an operator with a batch path of its own as one
+// ProcessOwnedBatch() (past a bypassed operator too), and from it the next one, which gathers
+// it for ProcessBatch(); every counter counts the batch's records once; an empty batch calls
+// nothing; once cancelled, a batch stops at the first output with nothing counted.
+TEST_F(OperatorChainTest, BatchesPassOperatorsThatTakeThemWhole) {
+  Add("src", {}, /*source=*/true);
+  Add("a", With([&](ProbeConfig& c) { c.owned_batches = true; }));
+  Add("by_key", With([&](ProbeConfig& c) { c.forwards = true; }));
+  Add("b", With([&](ProbeConfig& c) { c.owned_batches = true; }));
+  Add("c", With([&](ProbeConfig& c) { c.batches = true; }));
+  ASSERT_OK(Open());
+  std::vector<Record> batch(5, Record(1));
+  for (size_t i = 0; i < batch.size(); ++i) batch[i].SetInt(0, static_cast<int64_t>(i) + 10);
+  ASSERT_OK(probes_["src"]->output()->EmitOwnedBatch(batch.data(), batch.size()));
+  ASSERT_OK(probes_["src"]->output()->EmitOwnedBatch(batch.data(), 0));
+  ASSERT_OK(probes_["src"]->output()->EmitOwnedBatch(batch.data() + 1, 2));
+  ASSERT_OK(chain_.Flush());
+  for (size_t i = 0; i < 5; ++i) {
+    EXPECT_EQ(out_[i]->Value(), 7u) << i;
+    if (i > 0) {
+      EXPECT_EQ(in_[i]->Value(), 7u) << i;
+    }
+  }
+  cancelled_ = true;
+  EXPECT_THAT(probes_["src"]->output()->EmitOwnedBatch(batch.data(), 5),
+              StatusIs(absl::StatusCode::kCancelled, "task cancelled"));
+  EXPECT_EQ(out_[0]->Value(), 7u);
+  EXPECT_EQ(in_[1]->Value(), 7u);
+  chain_.Close();
+  EXPECT_THAT(log_, ElementsAre("src.open", "a.open", "by_key.open", "b.open", "c.open",
+                                "a.owned_batch:5:10-14", "b.owned_batch:5:10-14",
+                                "a.owned_batch:2:11-12", "b.owned_batch:2:11-12", "c.batch:7:10-12",
+                                "src.close", "a.close", "by_key.close", "b.close", "c.close"));
 }
 
 // An operator that forwards unchanged between two others (a forward key_by between a join and
