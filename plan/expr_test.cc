@@ -998,7 +998,11 @@ TEST_F(SpecialisedExprTest, ModuloComparedWithALiteralMatchesTheRemainder) {
   const std::vector<int64_t> divisors = {2,    -2,  3,    7,     123,   -123, 1024, -1024,
                                          6,    96,  -246, 1000,  -1000, 1000000007,
                                          int64_t{1} << 62, kMax, kMin + 1, 3037000499,
-                                         (int64_t{1} << 62) - 2};
+                                         (int64_t{1} << 62) - 2,
+                                         // Bounds of 1-3 and rotations by 61-63: an even part
+                                         // of 2^61..2^63 with an odd part of 1 or 3.
+                                         kMin, -(int64_t{1} << 62), 3 * (int64_t{1} << 61),
+                                         -3 * (int64_t{1} << 61)};
   for (int64_t c : divisors) {
     // Edge values, and multiples of c (the largest too) and their neighbours.
     std::vector<int64_t> values = EdgeValues();
@@ -1010,7 +1014,7 @@ TEST_F(SpecialisedExprTest, ModuloComparedWithALiteralMatchesTheRemainder) {
         if (v + d <= kMax && v + d >= kMin) values.push_back(static_cast<int64_t>(v + d));
       }
     }
-    for (int64_t k : {int64_t{0}, int64_t{1}, int64_t{-1}, int64_t{5}, c - 1}) {
+    for (int64_t k : {int64_t{0}, int64_t{1}, int64_t{-1}, int64_t{5}, c == kMin ? c + 1 : c - 1}) {
       const std::string lc = absl::StrCat(c);
       const std::string lk = absl::StrCat(k);
       auto eq = Compile(absl::StrCat("a % ", lc, " == ", lk));
