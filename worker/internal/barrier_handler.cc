@@ -31,7 +31,15 @@ absl::StatusOr<BarrierHandler::Action> BarrierHandler::OnItem(BufferItem& item) 
     if (unaligned_) {
       for (BufferItem& copy : announcement->overtaken) recorded_.push_back(std::move(copy));
     } else {
-      overtaken_[ch] = std::move(announcement->overtaken);
+      overtaken_[ch].clear();
+      // Items of its channel that left the gate before the barrier arrived but wait for replay
+      // (held back by an alignment Start() just abandoned) precede the barrier too: ahead of the
+      // gate's copies. (Announcements are taken only while nothing waits for replay, so these
+      // are exactly the ones Start() released.)
+      for (const BufferItem& r : replay_) {
+        if (r.channel == ch && r.as<Barrier>() == nullptr) overtaken_[ch].push_back(r.CopyContent());
+      }
+      for (BufferItem& copy : announcement->overtaken) overtaken_[ch].push_back(std::move(copy));
       processed_since_announced_[ch] = 0;
       // Its sender converted it after its own timeout: the checkpoint timed out already.
       if (mode_ == Mode::kUnaligned || (mode_ == Mode::kAuto && announcement->timed_out)) {

@@ -409,5 +409,45 @@ TEST(BarrierHandlerAutoTest, ATimedOutAnnouncementSwitchesAtOnce) {
   EXPECT_EQ(d.last_alignment_ms, 0);
 }
 
+// An announcement that abandons an alignment in progress: the items its channel held back come
+// before the new barrier on that channel (they left the gate before it arrived), so they are in
+// flight too, ahead of the gate's copies.
+TEST(BarrierHandlerUnalignedTest, AnAnnouncementThatAbandonsAnAlignmentRecordsTheHeldItems) {
+  FakeClock clock;
+  Driver d(2, &clock, Mode::kUnaligned);
+  d.Feed(Barrier(0, 1));  // a savepoint, aligned
+  d.Feed(Data(0, "x1"));
+  d.Feed(Announce(0, 2, {"x2"}));
+  d.Feed(Data(0, "x2"));
+  d.Feed(Announce(1, 2, {}));
+  EXPECT_EQ(d.log, (Log{"h:x1", "a:1", "u:2", "p:x1", "p:x2", "c:2[0:x1,0:x2,]"}));
+}
+
+TEST(BarrierHandlerAutoTest, AnAnnouncementThatAbandonsAnAlignmentCountsTheHeldItems) {
+  FakeClock clock;
+  Driver d(2, &clock, Mode::kAuto, 100);
+  d.Feed(Barrier(0, 1));  // a savepoint, aligned
+  d.Feed(Data(0, "x1"));
+  d.Feed(Announce(0, 2, {"x2"}));  // x1 replayed while aligning 2: in the snapshot
+  clock.AdvanceNanos(100'000'000);
+  d.Timer();  // x2 is still in flight
+  d.Feed(Data(0, "x2"));
+  d.Feed(TimeoutableBarrier(0, 2));
+  d.Feed(Announce(1, 2, {}));
+  EXPECT_EQ(d.log, (Log{"h:x1", "a:1", "p:x1", "u:2", "p:x2", "c:2[0:x2,]"}));
+}
+
+TEST(BarrierHandlerAutoTest, ATimedOutAnnouncementAfterAnAbandonedAlignmentRecordsWhatIsOwed) {
+  FakeClock clock;
+  Driver d(2, &clock, Mode::kAuto, 100);
+  d.Feed(Barrier(0, 1));
+  d.Feed(Data(0, "x1"));
+  d.Feed(Data(0, "x2"));
+  d.Feed(Announce(0, 2, {"x3"}));
+  d.Feed(AnnounceTimedOut(1, 2, {}));  // switches: x1 and x2 were processed, x3 is in flight
+  d.Feed(Data(0, "x3"));
+  EXPECT_EQ(d.log, (Log{"h:x1", "h:x2", "a:1", "p:x1", "p:x2", "u:2", "c:2[0:x3,]", "p:x3"}));
+}
+
 }  // namespace
 }  // namespace sluice::worker
