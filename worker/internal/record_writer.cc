@@ -58,6 +58,10 @@ class RecordWriter::EdgeOutput {
                                            "Bytes of records sent per output channel", l, owner));
       buffers_.push_back(metrics->AddCounter("sluice_channel_buffers_sent_total",
                                              "Buffers sent per output channel", l, owner));
+      converted_.push_back(metrics->AddCounter(
+          "sluice_channel_barriers_converted_total",
+          "Checkpoint barriers sent in place that overtook their backlog after aligned_timeout",
+          l, owner));
       // A plain gauge the task thread refreshes after each send: a callback into the writer
       // could outlive it (metrics are rendered outside the registry lock).
       credit_wait_.push_back(metrics->AddGauge(
@@ -207,6 +211,7 @@ class RecordWriter::EdgeOutput {
       q.erase(q.begin() + at);
       queued_barrier_at_[c] = -1;
       SLUICE_RETURN_IF_ERROR(channels_[c]->SendPriority(BufferItem(0, b)));
+      if (!converted_.empty()) converted_[c]->Add();
       for (int k = 0; k < at; ++k) {
         AddChannelStateItem(true, first_channel + static_cast<int>(c), q[k], in_flight);
       }
@@ -463,6 +468,7 @@ class RecordWriter::EdgeOutput {
   size_t next_ = 0;
   std::vector<std::shared_ptr<Counter>> bytes_;
   std::vector<std::shared_ptr<Counter>> buffers_;
+  std::vector<std::shared_ptr<Counter>> converted_;  // ConvertQueuedBarrier()'s, per channel
   std::vector<std::shared_ptr<Gauge>> credit_wait_;
 };
 
