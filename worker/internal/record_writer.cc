@@ -164,10 +164,7 @@ class RecordWriter::EdgeOutput {
       BufferItem b(0, Barrier{id, priority, /*timeoutable=*/false, timed_out});
       if (priority) {
         SLUICE_RETURN_IF_ERROR(channels_[c]->SendPriority(std::move(b)));
-        if (in_flight == nullptr) continue;
-        for (const BufferItem& item : backlog_[c]) {
-          AddChannelStateItem(true, first_channel + static_cast<int>(c), item, in_flight);
-        }
+        StoreBacklog(c, backlog_[c].size(), first_channel, in_flight);
       } else {
         SLUICE_RETURN_IF_ERROR(Deliver(c, std::move(b), false));
       }
@@ -212,9 +209,7 @@ class RecordWriter::EdgeOutput {
       queued_barrier_at_[c] = -1;
       SLUICE_RETURN_IF_ERROR(channels_[c]->SendPriority(BufferItem(0, b)));
       if (!converted_.empty()) converted_[c]->Add();
-      for (int k = 0; k < at; ++k) {
-        AddChannelStateItem(true, first_channel + static_cast<int>(c), q[k], in_flight);
-      }
+      StoreBacklog(c, at, first_channel, in_flight);
     }
     return absl::OkStatus();
   }
@@ -427,6 +422,18 @@ class RecordWriter::EdgeOutput {
       UpdateCreditWait(c);
     }
     return absl::OkStatus();
+  }
+
+  // Adds copies of the first `n` items of channel `c`'s backlog to `in_flight` (null: none) as
+  // output-side channel state (channel index offset by `first_channel`), except barriers: a
+  // savepoint's barrier still queued there is no data (it would restore as an empty buffer).
+  void StoreBacklog(size_t c, size_t n, int first_channel, proto::ChannelStateFile* in_flight) {
+    if (in_flight == nullptr) return;
+    const std::deque<BufferItem>& q = backlog_[c];
+    for (size_t k = 0; k < n; ++k) {
+      if (q[k].as<Barrier>() != nullptr) continue;
+      AddChannelStateItem(true, first_channel + static_cast<int>(c), q[k], in_flight);
+    }
   }
 
   // Removes the sent front of channel `c`'s backlog (a queued timeoutable barrier moves up, or

@@ -479,6 +479,28 @@ TEST_F(RecordWriterTest, AConvertedBarrierStoresExactlyTheBuffersItOvertakes) {
   EXPECT_THAT(logs_[2]->sent, ElementsAre("p4x", "d1:11", "d1:13", "d1:15"));
 }
 
+// A savepoint's barrier still queued (in place) when a later barrier overtakes the backlog is no
+// data: only the buffers are stored.
+TEST_F(RecordWriterTest, AnOvertakenSavepointBarrierIsNotStored) {
+  BackloggedChannel({1});
+  ASSERT_OK(writer_.EmitBarrier(2, /*priority=*/false, nullptr));
+  EmitOne(3);
+  proto::ChannelStateFile in_flight;
+  ASSERT_OK(writer_.EmitBarrier(4, /*priority=*/true, &in_flight));
+  ASSERT_EQ(in_flight.items_size(), 2);
+  EXPECT_EQ(in_flight.items(0).num_records(), 1);
+  EXPECT_EQ(in_flight.items(1).num_records(), 1);
+
+  // The same when a timeoutable barrier behind them is converted.
+  ASSERT_OK(writer_.EmitTimeoutableBarrier(5));
+  in_flight.Clear();
+  ASSERT_OK(writer_.ConvertQueuedBarrier(&in_flight));
+  ASSERT_EQ(in_flight.items_size(), 2);
+  EXPECT_EQ(in_flight.items(0).num_records(), 1);
+  EXPECT_EQ(in_flight.items(1).num_records(), 1);
+  EXPECT_THAT(logs_[0]->sent, ElementsAre("p4", "p5x"));
+}
+
 TEST_F(RecordWriterTest, AnOverdraftWaitOrTheEndOfPartitionSendsAQueuedBarrier) {
   BackloggedChannel({1});
   ASSERT_OK(writer_.EmitTimeoutableBarrier(2));
