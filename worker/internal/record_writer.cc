@@ -214,6 +214,16 @@ class RecordWriter::EdgeOutput {
     return absl::OkStatus();
   }
 
+  // Takes the timeoutable barrier out of each backlog where it still waits (it is never sent).
+  void DropQueuedBarrier() {
+    for (size_t c = 0; c < channels_.size(); ++c) {
+      const int at = queued_barrier_at_[c];
+      if (at < 0) continue;
+      backlog_[c].erase(backlog_[c].begin() + at);
+      queued_barrier_at_[c] = -1;
+    }
+  }
+
   // Sends backlogged buffers while credit lasts, waiting for it until `deadline_nanos`
   // (Clock::Real(); 0: not at all) or an Interrupt() of the writer. Returns whether every
   // backlog is empty.
@@ -552,6 +562,10 @@ bool RecordWriter::HasQueuedBarrier() const {
     if (e->HasQueuedBarrier()) return true;
   }
   return false;
+}
+
+void RecordWriter::DropQueuedBarrier() {
+  for (auto& e : edges_) e->DropQueuedBarrier();
 }
 
 absl::Status RecordWriter::ConvertQueuedBarrier(proto::ChannelStateFile* in_flight) {

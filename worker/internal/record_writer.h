@@ -96,6 +96,10 @@ class RecordWriter {
   // the backlog, whose items before it are added to `in_flight` as output-side channel state,
   // exactly as EmitBarrier() with `priority` stores them; the items after it stay queued.
   absl::Status ConvertQueuedBarrier(proto::ChannelStateFile* in_flight);
+  // Takes the timeoutable barrier out of the backlogs where it still waits, unsent (its
+  // checkpoint was aborted: receivers that have it on other channels give it up when the next
+  // checkpoint's barrier arrives).
+  void DropQueuedBarrier();
   // End of input: flushes, sends end of partition, waits until every channel has sent
   // everything and closes the channels.
   absl::Status EndOfPartition();

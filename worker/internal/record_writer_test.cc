@@ -501,6 +501,19 @@ TEST_F(RecordWriterTest, AnOvertakenSavepointBarrierIsNotStored) {
   EXPECT_THAT(logs_[0]->sent, ElementsAre("p4", "p5x"));
 }
 
+TEST_F(RecordWriterTest, ADroppedBarrierIsNeverSent) {
+  BackloggedChannel({1});
+  ASSERT_OK(writer_.EmitTimeoutableBarrier(2));
+  EmitOne(3);
+  writer_.DropQueuedBarrier();
+  EXPECT_FALSE(writer_.HasQueuedBarrier());
+  logs_[0]->credits = 5;
+  auto sent = writer_.TrySend();
+  ASSERT_OK(sent.status());
+  EXPECT_TRUE(*sent);
+  EXPECT_THAT(logs_[0]->sent, ElementsAre("d1:1", "d1:3"));
+}
+
 TEST_F(RecordWriterTest, AnOverdraftWaitOrTheEndOfPartitionSendsAQueuedBarrier) {
   BackloggedChannel({1});
   ASSERT_OK(writer_.EmitTimeoutableBarrier(2));

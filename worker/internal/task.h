@@ -159,14 +159,15 @@ class Task {
   // in-flight input is still being recorded; the acknowledgement waits for CompleteUnaligned().
   // `timeoutable` (mode auto: a source's barrier, or one forwarded after aligning): the barrier
   // goes in place; while it waits in an output backlog, the acknowledgement waits in
-  // output_ack_ (ResolveQueuedBarrier()).
+  // output_ack_ (ResolveQueuedBarrier()). A barrier still waiting there from an earlier
+  // checkpoint (aborted) is dropped with its acknowledgement.
   absl::Status PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alignment_ms,
                                  bool priority, bool unaligned, bool timeoutable = false);
   void CompleteUnaligned(int64_t id, std::vector<BufferItem> input);
   // output_ack_'s barrier: once it left every backlog, queues the acknowledgement (aligned);
-  // if it still waits when aligned_timeout has passed since its injection (or `force`),
-  // converts it to a priority barrier, whose overtaken output is stored as in-flight data.
-  absl::Status ResolveQueuedBarrier(bool force);
+  // if it still waits when aligned_timeout has passed since its injection, converts it to a
+  // priority barrier, whose overtaken output is stored as in-flight data.
+  absl::Status ResolveQueuedBarrier();
   // A snapshot that will not be acknowledged: removes its local RocksDB checkpoints.
   static void DropUpload(std::unique_ptr<PendingUpload> pending);
   // Feeds one input item to the barrier handler and does what it says.

@@ -2920,6 +2920,27 @@ TEST_F(SourceBarrierTaskTest, ATimeoutAsTheBarrierLeavesStoresEachRecordOnceEith
   }
 }
 
+// A new trigger while the barrier of checkpoint 1 waits in the backlog: the coordinator aborted
+// 1 (one checkpoint at a time). Its barrier is dropped, not converted: nobody stores in-flight
+// data for it, nobody acknowledges it, and 2 goes aligned, each record once.
+TEST_F(SourceBarrierTaskTest, ANewTriggerDropsTheAbortedCheckpointsQueuedBarrier) {
+  StartBackpressured(-1);
+  ASSERT_FALSE(HasFailure());
+  TriggerSource(1);
+  TriggerSource(2);
+  valve_.Open();
+  Acks acks = AwaitAcks(2);
+  const proto::CheckpointAck& source = acks.at({source_->descriptor().vertex, 0});
+  const proto::CheckpointAck& sink = acks.at({sink_->descriptor().vertex, 0});
+  EXPECT_FALSE(source.unaligned());
+  EXPECT_FALSE(sink.unaligned());
+  ExpectEachRecordOnce(2, source, sink);
+  EXPECT_FALSE(HasAck(1, source_));
+  EXPECT_FALSE(HasAck(1, sink_));
+  const plan::Edge& edge = graph_->edges[graph_->vertices[VertexOf("sink")].in_edges[0]];
+  EXPECT_EQ(BarriersConverted(edge, 0), 0);
+}
+
 // Cancelled while its barrier waits in the backlog: the source never acknowledges it.
 TEST_F(SourceBarrierTaskTest, CancelWhileABarrierWaitsDropsItsAck) {
   StartBackpressured(-1);
