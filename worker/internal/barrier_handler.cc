@@ -1,5 +1,7 @@
 #include "worker/internal/barrier_handler.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace sluice::worker {
@@ -26,6 +28,7 @@ absl::StatusOr<BarrierHandler::Action> BarrierHandler::OnItem(BufferItem& item) 
     const int64_t id = announcement->id;
     if (id <= last_done_ || id < current_) return action;  // late: that checkpoint is over
     if (id > current_) Start(id, true, &action);
+    NoteWaited(announcement->waited_ms);
     if (announced_[ch] || blocked_[ch]) return action;
     announced_[ch] = true;
     if (unaligned_) {
@@ -58,6 +61,7 @@ absl::StatusOr<BarrierHandler::Action> BarrierHandler::OnItem(BufferItem& item) 
     const int64_t id = barrier->id;
     if (id <= last_done_ || id < current_) return action;
     if (id > current_) Start(id, barrier->priority || barrier->timeoutable, &action);
+    NoteWaited(barrier->waited_ms);
     if (unaligned_) {
       // In place behind what its announcement overtook; normally announced already.
       announced_[ch] = true;
@@ -105,6 +109,11 @@ void BarrierHandler::Start(int64_t id, bool priority, Action* action) {
   current_ = id;
   priority_ = priority;
   start_nanos_ = clock_->NowNanos();
+  origin_nanos_ = start_nanos_;
+}
+
+void BarrierHandler::NoteWaited(int64_t waited_ms) {
+  origin_nanos_ = std::min(origin_nanos_, clock_->NowNanos() - waited_ms * 1'000'000);
 }
 
 void BarrierHandler::SwitchToUnaligned(Action* action) {
@@ -113,6 +122,7 @@ void BarrierHandler::SwitchToUnaligned(Action* action) {
   action->unaligned = true;
   action->priority = priority_;
   action->alignment_ms = (clock_->NowNanos() - start_nanos_) / 1'000'000;
+  action->origin_nanos = origin_nanos_;
   // Snapshotted partway through a buffer: its rest precedes its channel's barrier.
   if (partial_ != nullptr) recorded_.push_back(partial_->CopyContent());
   for (int c = 0; c < num_channels_; ++c) {
@@ -142,6 +152,7 @@ void BarrierHandler::MaybeFinish(Action* action) {
     action->snapshot = current_;
     action->priority = priority_;
     action->alignment_ms = (clock_->NowNanos() - start_nanos_) / 1'000'000;
+    action->origin_nanos = origin_nanos_;
   }
   last_done_ = current_;
   ReleaseBlocked();

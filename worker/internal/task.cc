@@ -487,7 +487,8 @@ absl::Status Task::Act(const BarrierHandler::Action& action) {
         action.priority && !action.unaligned && mode_ == plan::CheckpointConfig::Mode::kAuto;
     SLUICE_RETURN_IF_ERROR(PerformCheckpoint(action.snapshot, true, action.alignment_ms,
                                              action.priority && !timeoutable, action.unaligned,
-                                             timeoutable));
+                                             timeoutable,
+                                             clock_->NowNanos() - action.origin_nanos));
   }
   if (action.complete > 0) CompleteUnaligned(action.complete, barriers_->TakeInputState());
   return absl::OkStatus();
@@ -835,7 +836,8 @@ absl::Status Task::AwaitFinalCheckpoint() {
 }
 
 absl::Status Task::PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alignment_ms,
-                                     bool priority, bool unaligned, bool timeoutable) {
+                                     bool priority, bool unaligned, bool timeoutable,
+                                     int64_t waited_nanos) {
   if (output_ack_ != nullptr) {
     // The checkpoint whose barrier still waits in the backlog was aborted: the coordinator
     // triggers one at a time and cannot have completed it without this acknowledgement. Its
@@ -846,6 +848,7 @@ absl::Status Task::PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alig
     DropUpload(std::move(output_ack_));
   }
   const int64_t start = clock_->NowNanos();
+  const int64_t origin = start - waited_nanos;  // the checkpoint's start, as far as known here
   // Everything emitted before the barrier goes out before it (or, overtaken by a priority
   // barrier, is stored with the checkpoint).
   SLUICE_RETURN_IF_ERROR(chain_.Flush());
@@ -874,17 +877,19 @@ absl::Status Task::PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alig
   }
   ack->set_sync_ms((clock_->NowNanos() - start) / 1'000'000);
   if (emit_barrier && timeoutable) {
-    SLUICE_RETURN_IF_ERROR(writer_.EmitTimeoutableBarrier(id));
+    SLUICE_RETURN_IF_ERROR(writer_.EmitTimeoutableBarrier(id, clock_->NowNanos() - origin));
     if (writer_.HasQueuedBarrier()) {
-      // Backpressured: the acknowledgement waits until the barrier leaves or is converted.
+      // Backpressured: the acknowledgement waits until the barrier leaves or is converted,
+      // aligned_timeout after the checkpoint's start (the time it waited upstream counts).
       output_ack_ = std::move(pending);
-      output_ack_deadline_ = start + desc_.job->checkpoint.aligned_timeout_ms * 1'000'000;
+      output_ack_deadline_ = origin + desc_.job->checkpoint.aligned_timeout_ms * 1'000'000;
       return ResolveQueuedBarrier();
     }
   } else if (emit_barrier) {
     // Taken unaligned in mode auto: the checkpoint timed out here, so it does downstream too.
     const bool timed_out = priority && unaligned && mode_ == plan::CheckpointConfig::Mode::kAuto;
-    SLUICE_RETURN_IF_ERROR(writer_.EmitBarrier(id, priority, &pending->channels, timed_out));
+    SLUICE_RETURN_IF_ERROR(writer_.EmitBarrier(id, priority, &pending->channels, timed_out,
+                                               (clock_->NowNanos() - origin) / 1'000'000));
   }
   // A priority barrier that overtook queued output took this subtask's part unaligned too: say
   // so, as its in-flight bytes are stored.
