@@ -40,7 +40,8 @@ absl::StatusOr<BarrierHandler::Action> BarrierHandler::OnItem(BufferItem& item) 
       // gate's copies. (Announcements are taken only while nothing waits for replay, so these
       // are exactly the ones Start() released.)
       for (const BufferItem& r : replay_) {
-        if (r.channel == ch && r.as<Barrier>() == nullptr) overtaken_[ch].push_back(r.CopyContent());
+        if (r.channel != ch || r.as<Barrier>() != nullptr) continue;
+        overtaken_[ch].push_back(r.CopyContent());
       }
       for (BufferItem& copy : announcement->overtaken) overtaken_[ch].push_back(std::move(copy));
       processed_since_announced_[ch] = 0;
