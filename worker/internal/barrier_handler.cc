@@ -1,5 +1,7 @@
 #include "worker/internal/barrier_handler.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace sluice::worker {
@@ -26,12 +28,22 @@ absl::StatusOr<BarrierHandler::Action> BarrierHandler::OnItem(BufferItem& item) 
     const int64_t id = announcement->id;
     if (id <= last_done_ || id < current_) return action;  // late: that checkpoint is over
     if (id > current_) Start(id, true, &action);
+    NoteWaited(announcement->waited_ms);
     if (announced_[ch] || blocked_[ch]) return action;
     announced_[ch] = true;
     if (unaligned_) {
       for (BufferItem& copy : announcement->overtaken) recorded_.push_back(std::move(copy));
     } else {
-      overtaken_[ch] = std::move(announcement->overtaken);
+      overtaken_[ch].clear();
+      // Items of its channel that left the gate before the barrier arrived but wait for replay
+      // (held back by an alignment Start() just abandoned) precede the barrier too: ahead of the
+      // gate's copies. (Announcements are taken only while nothing waits for replay, so these
+      // are exactly the ones Start() released.)
+      for (const BufferItem& r : replay_) {
+        if (r.channel != ch || r.as<Barrier>() != nullptr) continue;
+        overtaken_[ch].push_back(r.CopyContent());
+      }
+      for (BufferItem& copy : announcement->overtaken) overtaken_[ch].push_back(std::move(copy));
       processed_since_announced_[ch] = 0;
       // Its sender converted it after its own timeout: the checkpoint timed out already.
       if (mode_ == Mode::kUnaligned || (mode_ == Mode::kAuto && announcement->timed_out)) {
@@ -50,6 +62,7 @@ absl::StatusOr<BarrierHandler::Action> BarrierHandler::OnItem(BufferItem& item) 
     const int64_t id = barrier->id;
     if (id <= last_done_ || id < current_) return action;
     if (id > current_) Start(id, barrier->priority || barrier->timeoutable, &action);
+    NoteWaited(barrier->waited_ms);
     if (unaligned_) {
       // In place behind what its announcement overtook; normally announced already.
       announced_[ch] = true;
@@ -97,6 +110,11 @@ void BarrierHandler::Start(int64_t id, bool priority, Action* action) {
   current_ = id;
   priority_ = priority;
   start_nanos_ = clock_->NowNanos();
+  origin_nanos_ = start_nanos_;
+}
+
+void BarrierHandler::NoteWaited(int64_t waited_ms) {
+  origin_nanos_ = std::min(origin_nanos_, clock_->NowNanos() - waited_ms * 1'000'000);
 }
 
 void BarrierHandler::SwitchToUnaligned(Action* action) {
@@ -105,6 +123,7 @@ void BarrierHandler::SwitchToUnaligned(Action* action) {
   action->unaligned = true;
   action->priority = priority_;
   action->alignment_ms = (clock_->NowNanos() - start_nanos_) / 1'000'000;
+  action->origin_nanos = origin_nanos_;
   // Snapshotted partway through a buffer: its rest precedes its channel's barrier.
   if (partial_ != nullptr) recorded_.push_back(partial_->CopyContent());
   for (int c = 0; c < num_channels_; ++c) {
@@ -134,6 +153,7 @@ void BarrierHandler::MaybeFinish(Action* action) {
     action->snapshot = current_;
     action->priority = priority_;
     action->alignment_ms = (clock_->NowNanos() - start_nanos_) / 1'000'000;
+    action->origin_nanos = origin_nanos_;
   }
   last_done_ = current_;
   ReleaseBlocked();

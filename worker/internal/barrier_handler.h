@@ -31,8 +31,9 @@ namespace sluice::worker {
 // channel's announcement, and every item a channel delivers after the snapshot and before its
 // announcement. When every channel has announced N (or ended), the recorded items are complete
 // (Action::complete, TakeInputState()). In mode kAuto a priority checkpoint is first aligned and
-// switches to unaligned when alignment takes longer than the timeout (counted from its first
-// barrier or announcement; OnTimer()); items processed while aligning are not recorded. A
+// switches to unaligned when the checkpoint has waited longer than the timeout (counted from its
+// first barrier or announcement, less the longest wait a barrier says it had upstream
+// (Barrier::waited_ms); OnTimer()); items processed while aligning are not recorded. A
 // source's barrier in kAuto comes in place (`timeoutable`: it may go unaligned; the gate
 // announces it on arrival like a priority one, which starts the timer), or, converted by its
 // source after the timeout, with priority and `timed_out`: its announcement switches to
@@ -61,6 +62,9 @@ class BarrierHandler {
     bool priority = false;
     // ... how long its alignment took (first barrier to snapshot), ms.
     int64_t alignment_ms = 0;
+    // ... when it started, as its barriers tell (Clock nanoseconds): the earliest of each
+    // barrier's arrival less what it says it waited before (Barrier::waited_ms).
+    int64_t origin_nanos = 0;
     // > 0: the in-flight input of this unaligned checkpoint is recorded (TakeInputState()).
     int64_t complete = 0;
     // > 0: this checkpoint was abandoned for a newer one (if it was snapshotted unaligned, its
@@ -83,7 +87,7 @@ class BarrierHandler {
     if (mode_ != Mode::kAuto || current_ == 0 || !priority_ || unaligned_) {
       return std::numeric_limits<int64_t>::max();
     }
-    return start_nanos_ + aligned_timeout_nanos_;
+    return origin_nanos_ + aligned_timeout_nanos_;
   }
 
   // The recorded in-flight input of the checkpoint last reported `complete`, in channel order of
@@ -109,6 +113,9 @@ class BarrierHandler {
  private:
   // Starts checkpoint `id` (abandoning the current one into `action`).
   void Start(int64_t id, bool priority, Action* action);
+  // A barrier or announcement of the current checkpoint that waited `waited_ms` upstream
+  // arrived: the checkpoint started that long before now, if that is earlier.
+  void NoteWaited(int64_t waited_ms);
   // Snapshot now, unaligned: records what the channels that have not delivered the barrier
   // still owe.
   void SwitchToUnaligned(Action* action);
@@ -132,6 +139,7 @@ class BarrierHandler {
   bool priority_ = false;     // it may go unaligned (its barriers take no credit)
   bool unaligned_ = false;    // snapshotted unaligned; recording in-flight input
   int64_t start_nanos_ = 0;   // its first barrier or announcement
+  int64_t origin_nanos_ = 0;  // its start as its barriers tell (see Action::origin_nanos)
   std::vector<bool> blocked_;    // its barrier arrived in place (aligned phase)
   std::vector<bool> announced_;  // its announcement arrived
   std::vector<std::vector<BufferItem>> overtaken_;  // ... with these copies (aligned phase)

@@ -37,8 +37,9 @@ BufferItem Announce(int channel, int64_t id, std::vector<std::string> overtaken)
 }
 
 // A source's barrier in mode auto: in place, its checkpoint may still go unaligned.
-BufferItem TimeoutableBarrier(int channel, int64_t id) {
-  return BufferItem(channel, ::sluice::worker::Barrier{id, false, /*timeoutable=*/true});
+BufferItem TimeoutableBarrier(int channel, int64_t id, int64_t waited_ms = 0) {
+  return BufferItem(channel,
+                    ::sluice::worker::Barrier{id, false, /*timeoutable=*/true, false, waited_ms});
 }
 
 // The announcement of a barrier its sender converted to priority after the timeout.
@@ -407,6 +408,69 @@ TEST(BarrierHandlerAutoTest, ATimedOutAnnouncementSwitchesAtOnce) {
   d.Feed(TimeoutableBarrier(0, 1));
   EXPECT_EQ(d.log, (Log{"p:a0", "u:1", "p:b1", "p:a1", "p:b2", "c:1[1:b1,1:b2,0:a1,]"}));
   EXPECT_EQ(d.last_alignment_ms, 0);
+}
+
+// An announcement that abandons an alignment in progress: the items its channel held back come
+// before the new barrier on that channel (they left the gate before it arrived), so they are in
+// flight too, ahead of the gate's copies.
+TEST(BarrierHandlerUnalignedTest, AnAnnouncementThatAbandonsAnAlignmentRecordsTheHeldItems) {
+  FakeClock clock;
+  Driver d(2, &clock, Mode::kUnaligned);
+  d.Feed(Barrier(0, 1));  // a savepoint, aligned
+  d.Feed(Data(0, "x1"));
+  d.Feed(Announce(0, 2, {"x2"}));
+  d.Feed(Data(0, "x2"));
+  d.Feed(Announce(1, 2, {}));
+  EXPECT_EQ(d.log, (Log{"h:x1", "a:1", "u:2", "p:x1", "p:x2", "c:2[0:x1,0:x2,]"}));
+}
+
+TEST(BarrierHandlerAutoTest, AnAnnouncementThatAbandonsAnAlignmentCountsTheHeldItems) {
+  FakeClock clock;
+  Driver d(2, &clock, Mode::kAuto, 100);
+  d.Feed(Barrier(0, 1));  // a savepoint, aligned
+  d.Feed(Data(0, "x1"));
+  d.Feed(Announce(0, 2, {"x2"}));  // x1 replayed while aligning 2: in the snapshot
+  clock.AdvanceNanos(100'000'000);
+  d.Timer();  // x2 is still in flight
+  d.Feed(Data(0, "x2"));
+  d.Feed(TimeoutableBarrier(0, 2));
+  d.Feed(Announce(1, 2, {}));
+  EXPECT_EQ(d.log, (Log{"h:x1", "a:1", "p:x1", "u:2", "p:x2", "c:2[0:x2,]"}));
+}
+
+TEST(BarrierHandlerAutoTest, ATimedOutAnnouncementAfterAnAbandonedAlignmentRecordsWhatIsOwed) {
+  FakeClock clock;
+  Driver d(2, &clock, Mode::kAuto, 100);
+  d.Feed(Barrier(0, 1));
+  d.Feed(Data(0, "x1"));
+  d.Feed(Data(0, "x2"));
+  d.Feed(Announce(0, 2, {"x3"}));
+  d.Feed(AnnounceTimedOut(1, 2, {}));  // switches: x1 and x2 were processed, x3 is in flight
+  d.Feed(Data(0, "x3"));
+  EXPECT_EQ(d.log, (Log{"h:x1", "h:x2", "a:1", "p:x1", "p:x2", "u:2", "c:2[0:x3,]", "p:x3"}));
+}
+
+// The barriers say how long the checkpoint already waited upstream: the timeout counts the rest,
+// from the earliest start they tell; the alignment time is this task's own.
+TEST(BarrierHandlerAutoTest, TheTimeoutCountsWhatTheBarriersWaitedUpstream) {
+  FakeClock clock;
+  Driver d(2, &clock, Mode::kAuto, 100);
+  const int64_t t0 = clock.NowNanos();
+  d.Feed(TimeoutableBarrier(0, 1, /*waited_ms=*/30));
+  EXPECT_EQ(d.handler.TimerDeadlineNanos(), t0 + 70'000'000);
+  clock.AdvanceNanos(10'000'000);
+  BufferItem announced = Announce(1, 1, {"b1"});
+  announced.as<BarrierAnnouncement>()->waited_ms = 50;  // started 40 ms before t0
+  d.Feed(std::move(announced));
+  EXPECT_EQ(d.handler.TimerDeadlineNanos(), t0 + 60'000'000);
+  clock.AdvanceNanos(49'000'000);
+  d.Timer();
+  EXPECT_EQ(d.handler.current(), 1) << "still aligning";
+  clock.AdvanceNanos(1'000'000);
+  d.Timer();
+  d.Feed(Data(1, "b1"));
+  EXPECT_EQ(d.log, (Log{"u:1", "c:1[1:b1,]", "p:b1"}));
+  EXPECT_EQ(d.last_alignment_ms, 60);
 }
 
 }  // namespace

@@ -43,11 +43,13 @@ proto::DataMessage ToMessage(BufferItem item) {
                    msg.set_priority(b.priority);
                    msg.set_barrier_timeoutable(b.timeoutable);
                    msg.set_barrier_timed_out(b.timed_out);
+                   msg.set_barrier_waited_ms(b.waited_ms);
                  },
                  [&](BarrierAnnouncement& a) {
                    msg.set_barrier(a.id);
                    msg.set_priority(true);
                    msg.set_barrier_timed_out(a.timed_out);
+                   msg.set_barrier_waited_ms(a.waited_ms);
                  },
                  [&](WatermarkAdvance& w) { msg.set_watermark(w.ms); },
                  [&](WatermarkStatusChange& s) { msg.set_watermark_status(StatusToProto(s.idle)); },
@@ -61,7 +63,8 @@ BufferItem FromMessage(proto::DataMessage* msg, int channel) {
   if (msg->end_of_partition()) return BufferItem(channel, EndOfPartition{});
   if (msg->barrier() > 0) {
     return BufferItem(channel, Barrier{msg->barrier(), msg->priority(), msg->barrier_timeoutable(),
-                                       msg->barrier_timed_out()});
+                                       msg->barrier_timed_out(),
+                                       std::max<int64_t>(0, msg->barrier_waited_ms())});
   }
   if (msg->has_carried_watermark() && msg->num_records() > 0) {
     const int records = std::clamp(msg->watermark_records(), 0, msg->num_records());

@@ -46,6 +46,9 @@ struct Barrier {
   bool priority = false;
   bool timeoutable = false;
   bool timed_out = false;
+  // How long its checkpoint had already waited when it was sent, ms (a sender's part of
+  // aligned_timeout; see DataMessage.barrier_waited_ms).
+  int64_t waited_ms = 0;
 };
 // Made by the gate for a priority barrier `id`: its announcement, put ahead of every queued
 // item; `overtaken` holds copies of the items of its channel queued before the barrier (which
@@ -54,6 +57,7 @@ struct BarrierAnnouncement {
   int64_t id = 0;
   std::vector<BufferItem> overtaken;
   bool timed_out = false;  // the barrier's (see Barrier)
+  int64_t waited_ms = 0;   // the barrier's (see Barrier)
 };
 // The channel's event-time watermark advanced to `ms`.
 struct WatermarkAdvance {

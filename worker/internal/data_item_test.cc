@@ -95,6 +95,19 @@ TEST(DataItemTest, ABarrierRoundTripsTimeoutableOrTimedOut) {
   EXPECT_FALSE(converted.TakesCredit());
 }
 
+TEST(DataItemTest, ABarrierCarriesHowLongItsCheckpointWaited) {
+  BufferItem back = OverTheWire(BufferItem(0, Barrier{5, false, true, false, /*waited_ms=*/420}));
+  ASSERT_NE(back.as<Barrier>(), nullptr);
+  EXPECT_EQ(back.as<Barrier>()->waited_ms, 420);
+  // From an earlier build (no field): nothing waited.
+  proto::DataMessage msg;
+  msg.set_barrier(6);
+  msg.set_barrier_timeoutable(true);
+  BufferItem old = FromMessage(&msg, 0);
+  ASSERT_NE(old.as<Barrier>(), nullptr);
+  EXPECT_EQ(old.as<Barrier>()->waited_ms, 0);
+}
+
 TEST(DataItemTest, AnAnnouncementGoesOutAsItsPriorityBarrier) {
   BarrierAnnouncement a{9, {}};
   a.overtaken.push_back(BufferItem(1, RecordBuffer{"x", 1}));

@@ -62,7 +62,7 @@ void InputGate::Push(BufferItem item) {
   }
   const Barrier* barrier = item.as<Barrier>();
   if (barrier != nullptr && (barrier->priority || barrier->timeoutable)) {
-    BarrierAnnouncement announcement{barrier->id, {}, barrier->timed_out};
+    BarrierAnnouncement announcement{barrier->id, {}, barrier->timed_out, barrier->waited_ms};
     for (const Queued& queued : channels_[item.channel].items) {
       if (queued.item.as<Barrier>() != nullptr) continue;
       announcement.overtaken.push_back(queued.item.CopyContent());

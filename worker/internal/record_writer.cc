@@ -58,6 +58,10 @@ class RecordWriter::EdgeOutput {
                                            "Bytes of records sent per output channel", l, owner));
       buffers_.push_back(metrics->AddCounter("sluice_channel_buffers_sent_total",
                                              "Buffers sent per output channel", l, owner));
+      converted_.push_back(metrics->AddCounter(
+          "sluice_channel_barriers_converted_total",
+          "Checkpoint barriers sent in place that overtook their backlog after aligned_timeout",
+          l, owner));
       // A plain gauge the task thread refreshes after each send: a callback into the writer
       // could outlive it (metrics are rendered outside the registry lock).
       credit_wait_.push_back(metrics->AddGauge(
@@ -153,17 +157,14 @@ class RecordWriter::EdgeOutput {
   // Sends checkpoint barrier `id` on every channel, after everything emitted before it; with
   // `priority`, ahead of the backlog, whose copies it adds to `in_flight` (channel indices
   // offset by `first_channel`).
-  absl::Status EmitBarrier(int64_t id, bool priority, bool timed_out, int first_channel,
-                           proto::ChannelStateFile* in_flight) {
+  absl::Status EmitBarrier(int64_t id, bool priority, bool timed_out, int64_t waited_ms,
+                           int first_channel, proto::ChannelStateFile* in_flight) {
     SLUICE_RETURN_IF_ERROR(FlushAll());
     for (size_t c = 0; c < channels_.size(); ++c) {
-      BufferItem b(0, Barrier{id, priority, /*timeoutable=*/false, timed_out});
+      BufferItem b(0, Barrier{id, priority, /*timeoutable=*/false, timed_out, waited_ms});
       if (priority) {
         SLUICE_RETURN_IF_ERROR(channels_[c]->SendPriority(std::move(b)));
-        if (in_flight == nullptr) continue;
-        for (const BufferItem& item : backlog_[c]) {
-          AddChannelStateItem(true, first_channel + static_cast<int>(c), item, in_flight);
-        }
+        StoreBacklog(c, backlog_[c].size(), first_channel, in_flight);
       } else {
         SLUICE_RETURN_IF_ERROR(Deliver(c, std::move(b), false));
       }
@@ -172,11 +173,13 @@ class RecordWriter::EdgeOutput {
   }
 
   // Sends timeoutable barrier `id` in place on every channel, after everything emitted before
-  // it; where it waits in a backlog, its place is kept for ConvertQueuedBarrier().
-  absl::Status EmitTimeoutableBarrier(int64_t id) {
+  // it; where it waits in a backlog, its place is kept for ConvertQueuedBarrier(). Its
+  // checkpoint started at `origin_nanos` (clock_): the barrier says how long ago when it leaves.
+  absl::Status EmitTimeoutableBarrier(int64_t id, int64_t origin_nanos) {
     SLUICE_RETURN_IF_ERROR(FlushAll());
+    barrier_origin_nanos_ = origin_nanos;
     for (size_t c = 0; c < channels_.size(); ++c) {
-      BufferItem b(0, Barrier{id, /*priority=*/false, /*timeoutable=*/true});
+      BufferItem b(0, Barrier{id, /*priority=*/false, /*timeoutable=*/true, false, WaitedMs()});
       const size_t at = backlog_[c].size();
       SLUICE_RETURN_IF_ERROR(Deliver(c, std::move(b), false));
       if (backlog_[c].size() > at) queued_barrier_at_[c] = static_cast<int>(at);
@@ -204,14 +207,24 @@ class RecordWriter::EdgeOutput {
       Barrier b = *q[at].as<Barrier>();
       b.timeoutable = false;
       b.timed_out = true;
+      b.waited_ms = WaitedMs();
       q.erase(q.begin() + at);
       queued_barrier_at_[c] = -1;
       SLUICE_RETURN_IF_ERROR(channels_[c]->SendPriority(BufferItem(0, b)));
-      for (int k = 0; k < at; ++k) {
-        AddChannelStateItem(true, first_channel + static_cast<int>(c), q[k], in_flight);
-      }
+      if (!converted_.empty()) converted_[c]->Add();
+      StoreBacklog(c, at, first_channel, in_flight);
     }
     return absl::OkStatus();
+  }
+
+  // Takes the timeoutable barrier out of each backlog where it still waits (it is never sent).
+  void DropQueuedBarrier() {
+    for (size_t c = 0; c < channels_.size(); ++c) {
+      const int at = queued_barrier_at_[c];
+      if (at < 0) continue;
+      backlog_[c].erase(backlog_[c].begin() + at);
+      queued_barrier_at_[c] = -1;
+    }
   }
 
   // Sends backlogged buffers while credit lasts, waiting for it until `deadline_nanos`
@@ -221,6 +234,7 @@ class RecordWriter::EdgeOutput {
     for (size_t c = 0; c < channels_.size(); ++c) {
       std::deque<BufferItem>& q = backlog_[c];
       while (!q.empty()) {
+        StampQueuedBarrier(c);
         SLUICE_ASSIGN_OR_RETURN(bool sent, channels_[c]->Offer(q.front(), deadline_nanos));
         if (!sent) return false;
         PopFront(c);
@@ -417,11 +431,36 @@ class RecordWriter::EdgeOutput {
   absl::Status DrainBlocking(size_t c, size_t keep) {
     std::deque<BufferItem>& q = backlog_[c];
     while (q.size() > keep) {
+      StampQueuedBarrier(c);
       SLUICE_RETURN_IF_ERROR(channels_[c]->Send(std::move(q.front())));
       PopFront(c);
       UpdateCreditWait(c);
     }
     return absl::OkStatus();
+  }
+
+  // Adds copies of the first `n` items of channel `c`'s backlog to `in_flight` (null: none) as
+  // output-side channel state (channel index offset by `first_channel`), except barriers: a
+  // savepoint's barrier still queued there is no data (it would restore as an empty buffer).
+  void StoreBacklog(size_t c, size_t n, int first_channel, proto::ChannelStateFile* in_flight) {
+    if (in_flight == nullptr) return;
+    const std::deque<BufferItem>& q = backlog_[c];
+    for (size_t k = 0; k < n; ++k) {
+      if (q[k].as<Barrier>() != nullptr) continue;
+      AddChannelStateItem(true, first_channel + static_cast<int>(c), q[k], in_flight);
+    }
+  }
+
+  // How long ago the timeoutable barrier's checkpoint started, ms.
+  int64_t WaitedMs() const {
+    return std::max<int64_t>(0, (clock_->NowNanos() - barrier_origin_nanos_) / 1'000'000);
+  }
+
+  // About to send the front of channel `c`'s backlog: if it is the timeoutable barrier, it
+  // says how long its checkpoint has waited (as the send begins; a send waiting for credit
+  // adds at most its deadline to it).
+  void StampQueuedBarrier(size_t c) {
+    if (queued_barrier_at_[c] == 0) backlog_[c].front().as<Barrier>()->waited_ms = WaitedMs();
   }
 
   // Removes the sent front of channel `c`'s backlog (a queued timeoutable barrier moves up, or
@@ -460,9 +499,11 @@ class RecordWriter::EdgeOutput {
   std::vector<std::deque<BufferItem>> backlog_;  // per channel: unsent, in order
   // Per channel: where a timeoutable barrier waits in its backlog (-1: none, or it left).
   std::vector<int> queued_barrier_at_;
+  int64_t barrier_origin_nanos_ = 0;  // its checkpoint's start (clock_ nanoseconds)
   size_t next_ = 0;
   std::vector<std::shared_ptr<Counter>> bytes_;
   std::vector<std::shared_ptr<Counter>> buffers_;
+  std::vector<std::shared_ptr<Counter>> converted_;  // ConvertQueuedBarrier()'s, per channel
   std::vector<std::shared_ptr<Gauge>> credit_wait_;
 };
 
@@ -520,17 +561,20 @@ absl::Status RecordWriter::EmitWatermarkStatus(bool idle) {
 }
 
 absl::Status RecordWriter::EmitBarrier(int64_t id, bool priority,
-                                       proto::ChannelStateFile* in_flight, bool timed_out) {
+                                       proto::ChannelStateFile* in_flight, bool timed_out,
+                                       int64_t waited_ms) {
   int first_channel = 0;
   for (auto& e : edges_) {
-    SLUICE_RETURN_IF_ERROR(e->EmitBarrier(id, priority, timed_out, first_channel, in_flight));
+    SLUICE_RETURN_IF_ERROR(
+        e->EmitBarrier(id, priority, timed_out, waited_ms, first_channel, in_flight));
     first_channel += static_cast<int>(e->channels().size());
   }
   return absl::OkStatus();
 }
 
-absl::Status RecordWriter::EmitTimeoutableBarrier(int64_t id) {
-  for (auto& e : edges_) SLUICE_RETURN_IF_ERROR(e->EmitTimeoutableBarrier(id));
+absl::Status RecordWriter::EmitTimeoutableBarrier(int64_t id, int64_t waited_nanos) {
+  const int64_t origin = clock_->NowNanos() - waited_nanos;
+  for (auto& e : edges_) SLUICE_RETURN_IF_ERROR(e->EmitTimeoutableBarrier(id, origin));
   return absl::OkStatus();
 }
 
@@ -539,6 +583,10 @@ bool RecordWriter::HasQueuedBarrier() const {
     if (e->HasQueuedBarrier()) return true;
   }
   return false;
+}
+
+void RecordWriter::DropQueuedBarrier() {
+  for (auto& e : edges_) e->DropQueuedBarrier();
 }
 
 absl::Status RecordWriter::ConvertQueuedBarrier(proto::ChannelStateFile* in_flight) {

@@ -81,14 +81,17 @@ class RecordWriter {
   // Checkpoint barrier `id` on every channel. With `priority`, ahead of the backlog, which is
   // added to `in_flight` as output-side channel state (null: not recorded); `timed_out`: marked
   // so (see Barrier).
+  // `waited_ms`: how long its checkpoint has waited (see Barrier).
   absl::Status EmitBarrier(int64_t id, bool priority, proto::ChannelStateFile* in_flight,
-                           bool timed_out = false);
+                           bool timed_out = false, int64_t waited_ms = 0);
   // Checkpoint barrier `id` in place on every channel (as without `priority`), marked
   // timeoutable (its checkpoint may go unaligned: a source's in mode auto). Where it waits in a
   // channel's backlog behind buffers without credit, ConvertQueuedBarrier() may still send it
   // ahead of them (Flink's aligned checkpoint timeout of output buffers, FLINK-23041).
+  // Its checkpoint has waited `waited_nanos` so far; the barrier says how long it has waited
+  // when it leaves (Barrier::waited_ms), so a receiver's aligned_timeout counts the rest.
   // REQUIRES: no earlier one queued (HasQueuedBarrier() false).
-  absl::Status EmitTimeoutableBarrier(int64_t id);
+  absl::Status EmitTimeoutableBarrier(int64_t id, int64_t waited_nanos = 0);
   // Whether the last timeoutable barrier still waits in a backlog on some channel (it leaves
   // with the backlog: TrySend(), WaitForCredit(), an emit beyond the overdraft buffers).
   bool HasQueuedBarrier() const;
@@ -96,6 +99,10 @@ class RecordWriter {
   // the backlog, whose items before it are added to `in_flight` as output-side channel state,
   // exactly as EmitBarrier() with `priority` stores them; the items after it stay queued.
   absl::Status ConvertQueuedBarrier(proto::ChannelStateFile* in_flight);
+  // Takes the timeoutable barrier out of the backlogs where it still waits, unsent (its
+  // checkpoint was aborted: receivers that have it on other channels give it up when the next
+  // checkpoint's barrier arrives).
+  void DropQueuedBarrier();
   // End of input: flushes, sends end of partition, waits until every channel has sent
   // everything and closes the channels.
   absl::Status EndOfPartition();

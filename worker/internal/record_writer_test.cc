@@ -29,6 +29,7 @@ using ::testing::ElementsAre;
 // "active", "eop", "close"; a buffer sent by the blocking Send() is prefixed "!".
 struct ChannelLog {
   std::vector<std::string> sent;
+  std::vector<int64_t> waited_ms;  // Barrier::waited_ms of each barrier sent, in order
   int credits = 0;
   int interrupts = 0;     // Interrupt() calls not consumed by an Offer()
   int waits = 0;          // Offer() calls with a deadline that found no credit
@@ -62,6 +63,7 @@ class FakeChannel final : public ChannelWriter {
   absl::Status SendPriority(BufferItem item) override {
     const Barrier* b = item.as<Barrier>();
     log_->sent.push_back(absl::StrCat("p", b->id, b->timed_out ? "x" : ""));
+    log_->waited_ms.push_back(b->waited_ms);
     return absl::OkStatus();
   }
   void Interrupt() override { ++log_->interrupts; }
@@ -73,9 +75,10 @@ class FakeChannel final : public ChannelWriter {
   int64_t CreditWaitNanos() const override { return 0; }
 
  private:
-  std::string Describe(const BufferItem& item) const {
+  std::string Describe(const BufferItem& item) {
     if (item.as<EndOfPartition>() != nullptr) return "eop";
     if (const Barrier* b = item.as<Barrier>()) {
+      log_->waited_ms.push_back(b->waited_ms);
       return absl::StrCat("b", b->id, b->timeoutable ? "t" : "");
     }
     if (const WatermarkAdvance* w = item.as<WatermarkAdvance>()) return absl::StrCat("w", w->ms);
@@ -477,6 +480,66 @@ TEST_F(RecordWriterTest, AConvertedBarrierStoresExactlyTheBuffersItOvertakes) {
   ASSERT_OK(sent.status());
   EXPECT_TRUE(*sent);
   EXPECT_THAT(logs_[2]->sent, ElementsAre("p4x", "d1:11", "d1:13", "d1:15"));
+}
+
+// A savepoint's barrier still queued (in place) when a later barrier overtakes the backlog is no
+// data: only the buffers are stored.
+TEST_F(RecordWriterTest, AnOvertakenSavepointBarrierIsNotStored) {
+  BackloggedChannel({1});
+  ASSERT_OK(writer_.EmitBarrier(2, /*priority=*/false, nullptr));
+  EmitOne(3);
+  proto::ChannelStateFile in_flight;
+  ASSERT_OK(writer_.EmitBarrier(4, /*priority=*/true, &in_flight));
+  ASSERT_EQ(in_flight.items_size(), 2);
+  EXPECT_EQ(in_flight.items(0).num_records(), 1);
+  EXPECT_EQ(in_flight.items(1).num_records(), 1);
+
+  // The same when a timeoutable barrier behind them is converted.
+  ASSERT_OK(writer_.EmitTimeoutableBarrier(5));
+  in_flight.Clear();
+  ASSERT_OK(writer_.ConvertQueuedBarrier(&in_flight));
+  ASSERT_EQ(in_flight.items_size(), 2);
+  EXPECT_EQ(in_flight.items(0).num_records(), 1);
+  EXPECT_EQ(in_flight.items(1).num_records(), 1);
+  EXPECT_THAT(logs_[0]->sent, ElementsAre("p4", "p5x"));
+}
+
+// The barrier says how long its checkpoint has waited when it leaves: what it had waited when
+// emitted plus its time in the backlog; converted, the same.
+TEST_F(RecordWriterTest, AQueuedBarrierCarriesHowLongItsCheckpointWaited) {
+  AddEdge(plan::Partition::kForward, 1);
+  AddEdge(plan::Partition::kForward, 1);
+  logs_[0]->credits = 0;
+  logs_[1]->credits = 0;
+  EmitOne(1);
+  ASSERT_OK(writer_.EmitTimeoutableBarrier(2, /*waited_nanos=*/30'000'000));
+  clock_.AdvanceNanos(45'000'000);
+  logs_[0]->credits = 2;
+  ASSERT_OK(writer_.TrySend().status());
+  EXPECT_THAT(logs_[0]->sent, ElementsAre("d1:1", "b2t"));
+  EXPECT_THAT(logs_[0]->waited_ms, ElementsAre(75));
+  clock_.AdvanceNanos(10'000'000);
+  proto::ChannelStateFile in_flight;
+  ASSERT_OK(writer_.ConvertQueuedBarrier(&in_flight));
+  EXPECT_THAT(logs_[1]->sent, ElementsAre("p2x"));
+  EXPECT_THAT(logs_[1]->waited_ms, ElementsAre(85));
+  // With credit it leaves at once, saying what it had waited when emitted.
+  logs_[0]->credits = 5;
+  ASSERT_OK(writer_.EmitTimeoutableBarrier(3, /*waited_nanos=*/7'000'000));
+  EXPECT_THAT(logs_[0]->waited_ms, ElementsAre(75, 7));
+}
+
+TEST_F(RecordWriterTest, ADroppedBarrierIsNeverSent) {
+  BackloggedChannel({1});
+  ASSERT_OK(writer_.EmitTimeoutableBarrier(2));
+  EmitOne(3);
+  writer_.DropQueuedBarrier();
+  EXPECT_FALSE(writer_.HasQueuedBarrier());
+  logs_[0]->credits = 5;
+  auto sent = writer_.TrySend();
+  ASSERT_OK(sent.status());
+  EXPECT_TRUE(*sent);
+  EXPECT_THAT(logs_[0]->sent, ElementsAre("d1:1", "d1:3"));
 }
 
 TEST_F(RecordWriterTest, AnOverdraftWaitOrTheEndOfPartitionSendsAQueuedBarrier) {

@@ -363,7 +363,7 @@ absl::Status Task::Run() {
   if (!skip_finish_) SLUICE_RETURN_IF_ERROR(chain_.Finish());
   SLUICE_RETURN_IF_ERROR(writer_.EndOfPartition());
   // A barrier that waited in a backlog left before the end of partition: aligned.
-  if (output_ack_ != nullptr) SLUICE_RETURN_IF_ERROR(ResolveQueuedBarrier(false));
+  if (output_ack_ != nullptr) SLUICE_RETURN_IF_ERROR(ResolveQueuedBarrier());
   if (desc_.checkpoint_dir.empty()) return absl::OkStatus();
   // With checkpoints, output is committed by the final checkpoint: wait for it.
   end_of_input_.store(true);
@@ -487,7 +487,8 @@ absl::Status Task::Act(const BarrierHandler::Action& action) {
         action.priority && !action.unaligned && mode_ == plan::CheckpointConfig::Mode::kAuto;
     SLUICE_RETURN_IF_ERROR(PerformCheckpoint(action.snapshot, true, action.alignment_ms,
                                              action.priority && !timeoutable, action.unaligned,
-                                             timeoutable));
+                                             timeoutable,
+                                             clock_->NowNanos() - action.origin_nanos));
   }
   if (action.complete > 0) CompleteUnaligned(action.complete, barriers_->TakeInputState());
   return absl::OkStatus();
@@ -506,7 +507,7 @@ absl::Status Task::AwaitOutput(bool source) {
   while (true) {
     SLUICE_ASSIGN_OR_RETURN(bool sent, writer_.TrySend());
     // A barrier waiting in a backlog (mode auto): left with what was sent, or timed out.
-    if (output_ack_ != nullptr) SLUICE_RETURN_IF_ERROR(ResolveQueuedBarrier(false));
+    if (output_ack_ != nullptr) SLUICE_RETURN_IF_ERROR(ResolveQueuedBarrier());
     if (sent) return absl::OkStatus();
     if (cancelled_.load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
     // Backpressured: what must not wait for credit happens now.
@@ -835,10 +836,19 @@ absl::Status Task::AwaitFinalCheckpoint() {
 }
 
 absl::Status Task::PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alignment_ms,
-                                     bool priority, bool unaligned, bool timeoutable) {
-  // An earlier barrier still waiting in the backlog goes ahead of it now (one waits at a time).
-  if (output_ack_ != nullptr) SLUICE_RETURN_IF_ERROR(ResolveQueuedBarrier(true));
+                                     bool priority, bool unaligned, bool timeoutable,
+                                     int64_t waited_nanos) {
+  if (output_ack_ != nullptr) {
+    // The checkpoint whose barrier still waits in the backlog was aborted: the coordinator
+    // triggers one at a time and cannot have completed it without this acknowledgement. Its
+    // barrier is not sent (converting it would make every task downstream store in-flight data
+    // of a dead checkpoint at once); receivers that have it on other channels give it up when
+    // this one's barrier arrives.
+    writer_.DropQueuedBarrier();
+    DropUpload(std::move(output_ack_));
+  }
   const int64_t start = clock_->NowNanos();
+  const int64_t origin = start - waited_nanos;  // the checkpoint's start, as far as known here
   // Everything emitted before the barrier goes out before it (or, overtaken by a priority
   // barrier, is stored with the checkpoint).
   SLUICE_RETURN_IF_ERROR(chain_.Flush());
@@ -867,17 +877,19 @@ absl::Status Task::PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alig
   }
   ack->set_sync_ms((clock_->NowNanos() - start) / 1'000'000);
   if (emit_barrier && timeoutable) {
-    SLUICE_RETURN_IF_ERROR(writer_.EmitTimeoutableBarrier(id));
+    SLUICE_RETURN_IF_ERROR(writer_.EmitTimeoutableBarrier(id, clock_->NowNanos() - origin));
     if (writer_.HasQueuedBarrier()) {
-      // Backpressured: the acknowledgement waits until the barrier leaves or is converted.
+      // Backpressured: the acknowledgement waits until the barrier leaves or is converted,
+      // aligned_timeout after the checkpoint's start (the time it waited upstream counts).
       output_ack_ = std::move(pending);
-      output_ack_deadline_ = start + desc_.job->checkpoint.aligned_timeout_ms * 1'000'000;
-      return ResolveQueuedBarrier(false);
+      output_ack_deadline_ = origin + desc_.job->checkpoint.aligned_timeout_ms * 1'000'000;
+      return ResolveQueuedBarrier();
     }
   } else if (emit_barrier) {
     // Taken unaligned in mode auto: the checkpoint timed out here, so it does downstream too.
     const bool timed_out = priority && unaligned && mode_ == plan::CheckpointConfig::Mode::kAuto;
-    SLUICE_RETURN_IF_ERROR(writer_.EmitBarrier(id, priority, &pending->channels, timed_out));
+    SLUICE_RETURN_IF_ERROR(writer_.EmitBarrier(id, priority, &pending->channels, timed_out,
+                                               (clock_->NowNanos() - origin) / 1'000'000));
   }
   // A priority barrier that overtook queued output took this subtask's part unaligned too: say
   // so, as its in-flight bytes are stored.
@@ -890,9 +902,9 @@ absl::Status Task::PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alig
   return absl::OkStatus();
 }
 
-absl::Status Task::ResolveQueuedBarrier(bool force) {
+absl::Status Task::ResolveQueuedBarrier() {
   if (writer_.HasQueuedBarrier()) {
-    if (!force && clock_->NowNanos() < output_ack_deadline_) return absl::OkStatus();
+    if (clock_->NowNanos() < output_ack_deadline_) return absl::OkStatus();
     SLUICE_RETURN_IF_ERROR(writer_.ConvertQueuedBarrier(&output_ack_->channels));
     if (output_ack_->channels.items_size() > 0) output_ack_->ack.set_unaligned(true);
   }

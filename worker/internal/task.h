@@ -159,14 +159,18 @@ class Task {
   // in-flight input is still being recorded; the acknowledgement waits for CompleteUnaligned().
   // `timeoutable` (mode auto: a source's barrier, or one forwarded after aligning): the barrier
   // goes in place; while it waits in an output backlog, the acknowledgement waits in
-  // output_ack_ (ResolveQueuedBarrier()).
+  // output_ack_ (ResolveQueuedBarrier()). A barrier still waiting there from an earlier
+  // checkpoint (aborted) is dropped with its acknowledgement. `waited_nanos`: how long the
+  // checkpoint had waited before (upstream and aligning; Barrier::waited_ms): its barriers
+  // carry it on, and a queued one is converted aligned_timeout after the checkpoint's start.
   absl::Status PerformCheckpoint(int64_t id, bool emit_barrier, int64_t alignment_ms,
-                                 bool priority, bool unaligned, bool timeoutable = false);
+                                 bool priority, bool unaligned, bool timeoutable = false,
+                                 int64_t waited_nanos = 0);
   void CompleteUnaligned(int64_t id, std::vector<BufferItem> input);
   // output_ack_'s barrier: once it left every backlog, queues the acknowledgement (aligned);
-  // if it still waits when aligned_timeout has passed since its injection (or `force`),
-  // converts it to a priority barrier, whose overtaken output is stored as in-flight data.
-  absl::Status ResolveQueuedBarrier(bool force);
+  // if it still waits when aligned_timeout has passed since its injection, converts it to a
+  // priority barrier, whose overtaken output is stored as in-flight data.
+  absl::Status ResolveQueuedBarrier();
   // A snapshot that will not be acknowledged: removes its local RocksDB checkpoints.
   static void DropUpload(std::unique_ptr<PendingUpload> pending);
   // Feeds one input item to the barrier handler and does what it says.
@@ -259,7 +263,8 @@ class Task {
   std::deque<BufferItem> restored_input_;     // in-flight input to process first
   std::unique_ptr<PendingUpload> unaligned_ack_;  // snapshotted; in-flight input still recorded
   // Snapshotted; its timeoutable barrier still waits in an output backlog (mode auto), to be
-  // converted at output_ack_deadline_ (clock_ nanoseconds).
+  // converted at output_ack_deadline_ (clock_ nanoseconds: aligned_timeout after the
+  // checkpoint's start).
   std::unique_ptr<PendingUpload> output_ack_;
   int64_t output_ack_deadline_ = 0;
   std::vector<const Schema*> schema_of_;  // per input channel: its edge's schema
