@@ -32,17 +32,17 @@ absl::StatusOr<BarrierHandler::Action> BarrierHandler::OnItem(BufferItem& item) 
     if (announced_[ch] || blocked_[ch]) return action;
     announced_[ch] = true;
     if (unaligned_) {
+      // Already unaligned (an earlier announcement of this checkpoint, taken in the same round
+      // of priority events, switched): this channel's items waiting for replay precede its
+      // barrier too and, processed after it was announced, would not be recorded.
+      CopyReplayedOf(ch, &recorded_);
       for (BufferItem& copy : announcement->overtaken) recorded_.push_back(std::move(copy));
     } else {
       overtaken_[ch].clear();
       // Items of its channel that left the gate before the barrier arrived but wait for replay
-      // (held back by an alignment Start() just abandoned) precede the barrier too: ahead of the
-      // gate's copies. (Announcements are taken only while nothing waits for replay, so these
-      // are exactly the ones Start() released.)
-      for (const BufferItem& r : replay_) {
-        if (r.channel != ch || r.as<Barrier>() != nullptr) continue;
-        overtaken_[ch].push_back(r.CopyContent());
-      }
+      // (held back by an alignment Start() abandoned) precede the barrier too: ahead of the
+      // gate's copies.
+      CopyReplayedOf(ch, &overtaken_[ch]);
       for (BufferItem& copy : announcement->overtaken) overtaken_[ch].push_back(std::move(copy));
       processed_since_announced_[ch] = 0;
       // Its sender converted it after its own timeout: the checkpoint timed out already.
@@ -111,6 +111,14 @@ void BarrierHandler::Start(int64_t id, bool priority, Action* action) {
   priority_ = priority;
   start_nanos_ = clock_->NowNanos();
   origin_nanos_ = start_nanos_;
+}
+
+void BarrierHandler::CopyReplayedOf(int ch, std::vector<BufferItem>* out) const {
+  for (const BufferItem& r : replay_) {
+    if (r.channel != ch) continue;
+    if (r.as<Barrier>() != nullptr) break;  // what follows its channel's next barrier is after it
+    out->push_back(r.CopyContent());
+  }
 }
 
 void BarrierHandler::NoteWaited(int64_t waited_ms) {

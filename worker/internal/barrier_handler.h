@@ -116,6 +116,8 @@ class BarrierHandler {
   // A barrier or announcement of the current checkpoint that waited `waited_ms` upstream
   // arrived: the checkpoint started that long before now, if that is earlier.
   void NoteWaited(int64_t waited_ms);
+  // Appends copies of channel `ch`'s items waiting for replay, up to its next barrier.
+  void CopyReplayedOf(int ch, std::vector<BufferItem>* out) const;
   // Snapshot now, unaligned: records what the channels that have not delivered the barrier
   // still owe.
   void SwitchToUnaligned(Action* action);

@@ -47,9 +47,12 @@ struct Barrier {
   bool timeoutable = false;
   bool timed_out = false;
   // How long its checkpoint had already waited when it was sent, ms (a sender's part of
-  // aligned_timeout; see DataMessage.barrier_waited_ms).
+  // aligned_timeout; see DataMessage.barrier_waited_ms): 0..kMaxBarrierWaitedMs as received.
   int64_t waited_ms = 0;
 };
+// The most a received barrier's wait is taken as (a corrupt value above it would overflow the
+// receiver's nanosecond arithmetic): about 11.6 days, beyond any aligned_timeout.
+inline constexpr int64_t kMaxBarrierWaitedMs = 1'000'000'000;
 // Made by the gate for a priority barrier `id`: its announcement, put ahead of every queued
 // item; `overtaken` holds copies of the items of its channel queued before the barrier (which
 // stays in place behind them). Never crosses the wire.

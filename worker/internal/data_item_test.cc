@@ -106,6 +106,17 @@ TEST(DataItemTest, ABarrierCarriesHowLongItsCheckpointWaited) {
   BufferItem old = FromMessage(&msg, 0);
   ASSERT_NE(old.as<Barrier>(), nullptr);
   EXPECT_EQ(old.as<Barrier>()->waited_ms, 0);
+  // Out of range (a corrupt or hostile sender): clamped, never negative nor overflowing.
+  for (const auto& [sent, taken] : {std::pair<int64_t, int64_t>{-5, 0},
+                                    {INT64_MAX, kMaxBarrierWaitedMs},
+                                    {kMaxBarrierWaitedMs + 1, kMaxBarrierWaitedMs}}) {
+    proto::DataMessage m;
+    m.set_barrier(7);
+    m.set_barrier_waited_ms(sent);
+    BufferItem b = FromMessage(&m, 0);
+    ASSERT_NE(b.as<Barrier>(), nullptr);
+    EXPECT_EQ(b.as<Barrier>()->waited_ms, taken) << sent;
+  }
 }
 
 TEST(DataItemTest, AnAnnouncementGoesOutAsItsPriorityBarrier) {
