@@ -138,10 +138,16 @@ int main(int argc, char** argv) {
     variants.push_back(p.builtin);
     variants.push_back(p.plugin);
   }
-  if (pairs.size() != wanted.size()) {
-    std::cerr << "--pairs: one of " << pairs_option
-              << " is not filter, keyed_count or aggregate_function\n";
-    return 1;
+  for (size_t i = 0; i < wanted.size(); ++i) {
+    const bool known = std::any_of(std::begin(all_pairs), std::end(all_pairs),
+                                   [&](const Pair& p) { return wanted[i] == p.name; });
+    const bool repeated = std::find(wanted.begin(), wanted.begin() + i, wanted[i]) != wanted.begin() + i;
+    if (!known || repeated) {
+      std::cerr << "--pairs: '" << wanted[i] << "' "
+                << (known ? "is named twice" : "is not filter, keyed_count or aggregate_function")
+                << "\n";
+      return 1;
+    }
   }
   std::unique_ptr<sluice::cli::LocalCluster> cluster = sluice::bench::StartBenchCluster("sluice-plugin-bench");
   if (cluster == nullptr) return 1;

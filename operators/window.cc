@@ -385,15 +385,19 @@ class WindowOperator final : public Operator {
   absl::Status ProcessBatch(int input_index, const Record* records, size_t count) override {
     if (key_field_ < 0) return Operator::ProcessBatch(input_index, records, count);
     if (fold_batches_) {
-      RecordRows rows{records, static_cast<size_t>(key_field_), static_cast<size_t>(o_->time_field)};
+      RecordRows rows{records, static_cast<size_t>(key_field_),
+                      static_cast<size_t>(o_->time_field)};
       return FoldBatch(rows, count);
     }
     if (flat_sessions_) {
-      RecordRows rows{records, static_cast<size_t>(key_field_), static_cast<size_t>(o_->time_field)};
+      RecordRows rows{records, static_cast<size_t>(key_field_),
+                      static_cast<size_t>(o_->time_field)};
       return ProcessFlatBatch(rows, count);
     }
     constexpr size_t kAhead = 8;
-    for (size_t i = 0; i < count && i < kAhead; ++i) session_index_.Prefetch(records[i][key_field_].i);
+    for (size_t i = 0; i < count && i < kAhead; ++i) {
+      session_index_.Prefetch(records[i][key_field_].i);
+    }
     for (size_t i = 0; i < count; ++i) {
       if (i + kAhead < count) session_index_.Prefetch(records[i + kAhead][key_field_].i);
       SLUICE_RETURN_IF_ERROR(Process(records[i]));
@@ -404,21 +408,24 @@ class WindowOperator final : public Operator {
   // Tumbling windows and slide panes (FoldBatch) and flat session keys (ProcessFlatBatch) of an
   // input of NOT NULL integers take their records straight from the rows the task decodes (no
   // Records).
-  bool PrefersIntRows(int input_index) const override { return IntRowsRefusal(input_index).empty(); }
+  bool PrefersIntRows(int input_index) const override {
+    return IntRowsRefusal(input_index).empty();
+  }
   // kFailedPrecondition, naming the operator's task and why, when it does not prefer rows
   // (PrefersIntRows) or the rows are not as wide as its input's records.
   absl::Status ProcessIntRows(int input_index, const IntRowBatch& batch) override {
     absl::string_view why = IntRowsRefusal(input_index);
     if (why.empty() && batch.width != row_scratch_.size()) {
-      return absl::FailedPreconditionError(absl::StrCat("window ", ctx_.task_name, ": rows of ", batch.width,
-                                                        " integers where its input has ", row_scratch_.size(),
-                                                        " fields"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("window ", ctx_.task_name, ": rows of ", batch.width,
+                       " integers where its input has ", row_scratch_.size(), " fields"));
     }
     if (!why.empty()) {
       return absl::FailedPreconditionError(
           absl::StrCat("window ", ctx_.task_name, ": rows of integers it does not take: ", why));
     }
-    IntRows rows{&batch, static_cast<size_t>(key_field_), static_cast<size_t>(o_->time_field), &row_scratch_};
+    IntRows rows{&batch, static_cast<size_t>(key_field_), static_cast<size_t>(o_->time_field),
+                 &row_scratch_};
     int_row_batches.fetch_add(1, std::memory_order_relaxed);
     if (flat_sessions_) return ProcessFlatBatch(rows, batch.count);
     return FoldBatch(rows, batch.count);

@@ -157,12 +157,6 @@ class WindowTest : public internal::KeyedOperatorTest {
     rows->push_back(absl::StrCat("late ", s.late_dropped()));
     return absl::OkStatus();
   }
-  // The records of a run that compares ways of folding: 6000 records (user `user_of(x)` of a
-  // pseudo-random x, ts around i / 20 up to 40 ms out of order and twice near the int64
-  // limits, amount in [-4, 4]) given to add(i, user, ts, amount); flush() after 1, 8, 57, 100,
-  // 101, ... records and before the watermark every 50; at record 3000 the output so far into
-  // *rows (AppendOutput), a checkpoint, *folds = folds_after (batches and panes by integer keys on or off,
-  // SetWindowFoldBatchesForTest and SetWindowIntKeyPanesForTest) and a restore into *s.
   // Feeds a flush of DriveIntRun's rows (user, ts, amount) to s, `fast` saying whether the
   // fast paths are on, with the rows' key groups (a byte each; null: none carried).
   using IntFeed = std::function<absl::Status(KeyedSubtask& s, bool fast, const std::vector<int64_t>& values,
@@ -221,6 +215,12 @@ class WindowTest : public internal::KeyedOperatorTest {
       EXPECT_NE(rows.back(), "late 0");
     }
   }
+  // The records of a run that compares ways of folding: 6000 records (user `user_of(x)` of a
+  // pseudo-random x, ts around i / 20 up to 40 ms out of order and twice near the int64
+  // limits, amount in [-4, 4]) given to add(i, user, ts, amount); flush() after 1, 8, 57, 100,
+  // 101, ... records and before the watermark every 50; at record 3000 the output so far into
+  // *rows (AppendOutput), a checkpoint, *folds = folds_after (batches and panes by integer keys on or off,
+  // SetWindowFoldBatchesForTest and SetWindowIntKeyPanesForTest) and a restore into *s.
   absl::Status DriveRun(KeyedSubtask** s, std::vector<std::string>* rows, const std::function<int64_t(uint64_t)>& user_of,
                         const std::function<void(int, int64_t, int64_t, int64_t)>& add,
                         const std::function<absl::Status()>& flush, bool* folds, bool folds_after) {

@@ -226,7 +226,8 @@ class NexmarkSource final : public SourceOperator {
 
   // TakeId() of the only split, up to `cap` times (fewer when the source's events end), into
   // batch_ids_; returns how many. The ids of this kind within an epoch are consecutive, so they
-  // are taken a run at a time: one division per epoch instead of one per id.
+  // are taken a run at a time: one division per run (at most one per epoch; a batch's end cuts
+  // a run) instead of one per id.
   int TakeIdsOfOneSplit(int cap) {
     Split& split = splits_[0];
     int n = 0;

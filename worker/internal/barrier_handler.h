@@ -32,11 +32,11 @@ namespace sluice::worker {
 // announcement. When every channel has announced N (or ended), the recorded items are complete
 // (Action::complete, TakeInputState()). In mode kAuto a priority checkpoint is first aligned and
 // switches to unaligned when the checkpoint has waited longer than the timeout (counted from its
-// first barrier or announcement, less the longest wait a barrier says it had upstream
-// (Barrier::waited_ms); OnTimer()); items processed while aligning are not recorded. A
-// source's barrier in kAuto comes in place (`timeoutable`: it may go unaligned; the gate
-// announces it on arrival like a priority one, which starts the timer), or, converted by its
-// source after the timeout, with priority and `timed_out`: its announcement switches to
+// start: the earliest of (arrival - Barrier::waited_ms) over its barriers and announcements;
+// OnTimer()); items processed while aligning are not recorded. A source's barrier in kAuto, or
+// one a task forwards after aligning, comes in place (`timeoutable`: it may go unaligned; the
+// gate announces it on arrival like a priority one, which starts the timer), or, converted by
+// its sender after the timeout, with priority and `timed_out`: its announcement switches to
 // unaligned at once. A barrier sent with neither (savepoints) is always aligned.
 //
 // Owned by the task thread; not thread-safe, no threads of its own. Time (alignment duration,

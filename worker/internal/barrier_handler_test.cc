@@ -36,7 +36,8 @@ BufferItem Announce(int channel, int64_t id, std::vector<std::string> overtaken)
   return BufferItem(channel, std::move(a));
 }
 
-// A source's barrier in mode auto: in place, its checkpoint may still go unaligned.
+// A source's barrier in mode auto (or one a task forwards after aligning): in place, its
+// checkpoint may still go unaligned.
 BufferItem TimeoutableBarrier(int channel, int64_t id, int64_t waited_ms = 0) {
   return BufferItem(channel,
                     ::sluice::worker::Barrier{id, false, /*timeoutable=*/true, false, waited_ms});
@@ -66,7 +67,7 @@ class Driver {
 
   void Feed(BufferItem item) {
     Step(item);
-    while (auto replayed = handler.NextReplay()) Step(*replayed);
+    Replay();
   }
 
   void Timer() {

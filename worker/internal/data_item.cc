@@ -64,7 +64,8 @@ BufferItem FromMessage(proto::DataMessage* msg, int channel) {
   if (msg->barrier() > 0) {
     return BufferItem(channel, Barrier{msg->barrier(), msg->priority(), msg->barrier_timeoutable(),
                                        msg->barrier_timed_out(),
-                                       std::clamp<int64_t>(msg->barrier_waited_ms(), 0, kMaxBarrierWaitedMs)});
+                                       std::clamp<int64_t>(msg->barrier_waited_ms(), 0,
+                                                           kMaxBarrierWaitedMs)});
   }
   if (msg->has_carried_watermark() && msg->num_records() > 0) {
     const int records = std::clamp(msg->watermark_records(), 0, msg->num_records());

@@ -38,7 +38,8 @@ inline size_t KeyGroupWidth(int max_parallelism) { return max_parallelism <= 256
 // Checkpoint barrier `id`. `priority`: sent without credit (unaligned-capable, see
 // ChannelWriter::SendPriority); the consumer returns no credit for it. `timeoutable` (not
 // priority): sent aligned, in place with credit, but its checkpoint may go unaligned (a source's
-// barrier in mode auto: the consumer may time its alignment out). `timed_out` (priority): sent
+// barrier in mode auto, or one a task forwards after aligning: the consumer may time its
+// alignment out). `timed_out` (priority): sent
 // aligned and converted to priority by its sender after aligned_timeout: a consumer in mode auto
 // takes the checkpoint unaligned at once (Flink's CheckpointBarrier#asUnaligned).
 struct Barrier {

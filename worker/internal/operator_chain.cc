@@ -89,8 +89,7 @@ class OperatorChain::ChainOutput final : public ops::Output {
     if (!whole_batches_) return Output::EmitOwnedBatch(records, n);
     if (n == 0) return absl::OkStatus();
     if (cancelled_->load(std::memory_order_relaxed)) return absl::CancelledError("task cancelled");
-    out_->Add(n);
-    for (Counter* c : bypassed_) c->Add(n);
+    CountOut(n);
     in_->Add(n);
     absl::Status s = to_op_->ProcessOwnedBatch(records, n);
     if (ABSL_PREDICT_FALSE(!s.ok())) return chain_->Named(to_index_, std::move(s));
@@ -122,9 +121,9 @@ class OperatorChain::ChainOutput final : public ops::Output {
     return o.op->ForwardsUnchanged() && !o.op->PrefersBatches() && o.timers == nullptr;
   }
   // Counts a record out of `from` and through the bypassed operators.
-  void CountOut() {
-    out_->Add();
-    for (Counter* c : bypassed_) c->Add();
+  void CountOut(size_t n = 1) {
+    out_->Add(n);
+    for (Counter* c : bypassed_) c->Add(n);
   }
 
   OperatorChain* chain_;

@@ -458,7 +458,8 @@ class RecordWriter::EdgeOutput {
 
   // About to send the front of channel `c`'s backlog: if it is the timeoutable barrier, it
   // says how long its checkpoint has waited (as the send begins; a send waiting for credit
-  // adds at most its deadline to it).
+  // adds that wait uncounted: at most its deadline, or, a blocking send past the overdraft or
+  // at the end of partition, until credit comes).
   void StampQueuedBarrier(size_t c) {
     if (queued_barrier_at_[c] == 0) backlog_[c].front().as<Barrier>()->waited_ms = WaitedMs();
   }

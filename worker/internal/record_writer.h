@@ -85,7 +85,8 @@ class RecordWriter {
   absl::Status EmitBarrier(int64_t id, bool priority, proto::ChannelStateFile* in_flight,
                            bool timed_out = false, int64_t waited_ms = 0);
   // Checkpoint barrier `id` in place on every channel (as without `priority`), marked
-  // timeoutable (its checkpoint may go unaligned: a source's in mode auto). Where it waits in a
+  // timeoutable (its checkpoint may go unaligned: a source's in mode auto, or one a task
+  // forwards after aligning). Where it waits in a
   // channel's backlog behind buffers without credit, ConvertQueuedBarrier() may still send it
   // ahead of them (Flink's aligned checkpoint timeout of output buffers, FLINK-23041).
   // Its checkpoint has waited `waited_nanos` so far; the barrier says how long it has waited

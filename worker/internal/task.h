@@ -168,8 +168,9 @@ class Task {
                                  int64_t waited_nanos = 0);
   void CompleteUnaligned(int64_t id, std::vector<BufferItem> input);
   // output_ack_'s barrier: once it left every backlog, queues the acknowledgement (aligned);
-  // if it still waits when aligned_timeout has passed since its injection, converts it to a
-  // priority barrier, whose overtaken output is stored as in-flight data.
+  // if it still waits when aligned_timeout has passed since the checkpoint's start
+  // (output_ack_deadline_), converts it to a priority barrier, whose overtaken output is stored
+  // as in-flight data.
   absl::Status ResolveQueuedBarrier();
   // A snapshot that will not be acknowledged: removes its local RocksDB checkpoints.
   static void DropUpload(std::unique_ptr<PendingUpload> pending);
