@@ -2025,12 +2025,18 @@ class WindowOperator final : public Operator {
   // its session in place (not due by watermark `wm`); false, nothing done, otherwise.
   bool ExtendFlatSession(int64_t* slot, const Record& r, const TimeWindow& w, int64_t wm) {
     if (!ExtendFlatSlot(slot, w, wm)) return false;
+    FoldFlat(slot, [&]() -> const Record& { return r; });
+    return true;
+  }
+  // Folds a record into flat slot `slot`'s accumulators; `record_of()` gives the record, called
+  // only when an aggregate reads its values (rows of integers build it then).
+  template <typename RecordOf>
+  ABSL_ATTRIBUTE_ALWAYS_INLINE void FoldFlat(int64_t* slot, const RecordOf& record_of) {
     if (flat_counts_only_) {
       ++slot[kFlatRecords];  // FoldValues() of counts only
     } else {
-      FoldValues(&slot[kFlatRecords], &slot[kFlatValues], r);
+      FoldValues(&slot[kFlatRecords], &slot[kFlatValues], record_of());
     }
-    return true;
   }
   // ExtendFlatSession()'s session part: slot's session covers window w, marked dirty, when w
   // extends it in place (the record still to fold); false, nothing done, otherwise.
@@ -2064,11 +2070,7 @@ class WindowOperator final : public Operator {
       if (ts <= kMaxTs - gap) {
         int64_t* slot = session_index_.Find(rows.Key(i));
         if (slot != nullptr && ExtendFlatSlot(slot, TimeWindow{ts, ts + gap}, wm)) {
-          if (flat_counts_only_) {
-            ++slot[kFlatRecords];  // FoldValues() of counts only
-          } else {
-            FoldValues(&slot[kFlatRecords], &slot[kFlatValues], rows.At(i));
-          }
+          FoldFlat(slot, [&]() -> const Record& { return rows.At(i); });
           ++extended;
           continue;
         }

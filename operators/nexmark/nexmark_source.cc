@@ -101,7 +101,7 @@ class NexmarkSource final : public SourceOperator {
         splits_.push_back(Split{v[0], v[1], v[2]});
       }
     } else {
-      splits_.push_back(Split{ctx.subtask, ctx.parallelism, ctx.subtask * nexmark::kTotalProportion + range_.lo});
+      splits_.push_back(Split{ctx.subtask, ctx.parallelism, FirstIdIn(ctx.subtask)});
     }
     start_nanos_ = ctx.clock->NowNanos();
     pacer_ = SourcePacer(options_->rate, ctx.parallelism, start_nanos_);
@@ -212,6 +212,9 @@ class NexmarkSource final : public SourceOperator {
     return State::kMore;
   }
 
+  // The first id of this source's kind in epoch `epoch`.
+  int64_t FirstIdIn(int64_t epoch) const { return epoch * nexmark::kTotalProportion + range_.lo; }
+
   // The next id of the current split, which moves on to its next id of this kind (the next in
   // this epoch, else the first of its next epoch); the splits rotate.
   int64_t TakeId() {
@@ -219,7 +222,7 @@ class NexmarkSource final : public SourceOperator {
     const int64_t id = split.next;
     split.next = id % nexmark::kTotalProportion < range_.hi
                      ? id + 1
-                     : (id / nexmark::kTotalProportion + split.stride) * nexmark::kTotalProportion + range_.lo;
+                     : FirstIdIn(id / nexmark::kTotalProportion + split.stride);
     if (splits_.size() > 1) current_ = (current_ + 1) % splits_.size();
     return id;
   }
@@ -241,7 +244,7 @@ class NexmarkSource final : public SourceOperator {
       for (int64_t i = 0; i < count; ++i) batch_ids_[n++] = split.next + i;
       split.next += count;
       if (split.next > last) {
-        split.next = (epoch + split.stride) * nexmark::kTotalProportion + range_.lo;
+        split.next = FirstIdIn(epoch + split.stride);
       }
     }
     return n;
